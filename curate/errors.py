@@ -1,0 +1,21 @@
+"""Errors curate raises on purpose: each carries a message a user can act on."""
+
+from __future__ import annotations
+
+
+class CurateError(Exception):
+    """Base class: the CLI prints these as one clean line, never a traceback."""
+
+
+class InputError(CurateError):
+    """Bad input data; the message names the file and the line (or row)."""
+
+    def __init__(self, path: str, location: str, reason: str):
+        self.path = path
+        self.location = location
+        self.reason = reason
+        super().__init__(f"{path}: {location}: {reason}")
+
+
+class WorkspaceError(CurateError):
+    """A workspace is missing, damaged, or asked for something it does not hold."""

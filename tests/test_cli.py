@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import write_jsonl
+
+
+def curate_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_load_info_export(tmp_path, shapes):
+    ws = tmp_path / "ws"
+    for path in shapes.values():
+        r = curate_cli("load", path, "--workspace", ws)
+        assert r.returncode == 0, r.stderr
+    info = curate_cli("info", ws)
+    assert info.returncode == 0
+    for shape in ("alpaca", "sharegpt", "messages", "qa", "prompt_completion"):
+        assert shape in info.stdout
+    r = curate_cli("export", ws, "--out", tmp_path / "all.jsonl")
+    assert r.returncode == 0 and len((tmp_path / "all.jsonl").read_text().splitlines()) == 17
+
+
+def test_broken_line_7_clean_error_then_skip(tmp_path):
+    lines = [json.dumps({"instruction": f"row {i}", "output": "ok"}) for i in range(1, 11)]
+    lines[6] = "{not json"
+    path = write_jsonl(tmp_path / "broken.jsonl", lines)
+    r = curate_cli("load", path, "--workspace", tmp_path / "ws")
+    assert r.returncode == 1
+    assert "broken.jsonl" in r.stderr and "line 7" in r.stderr and "Traceback" not in r.stderr + r.stdout
+    r = curate_cli("load", path, "--workspace", tmp_path / "ws", "--on-error", "skip")
+    assert r.returncode == 0, r.stderr
+    rejects = [json.loads(x) for x in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
+    assert [x["location"] for x in rejects] == ["line 7"]
+    assert "9 rows" in curate_cli("info", tmp_path / "ws").stdout
+
+
+def test_every_command_has_help():
+    top = curate_cli("--help")
+    assert top.returncode == 0
+    for cmd in ("load", "info", "export", "run"):
+        r = curate_cli(cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, cmd
+
+
+def test_missing_workspace_is_a_clean_error(tmp_path):
+    r = curate_cli("info", tmp_path / "nope")
+    assert r.returncode == 1 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+import curate
+from curate import pools
+from curate.errors import InputError
+from tests.conftest import write_jsonl
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "sharegpt", "messages", "qa", "prompt_completion"])
+def test_detects_each_shape_and_keeps_original_columns(shapes, shape):
+    ds = curate.load(shapes[shape])
+    assert set(ds["format"]) == {shape}
+    assert {"id", "conversation", "format"} <= set(ds.column_names)
+    raw = json.loads(open(shapes[shape]).readline())
+    assert set(raw) <= set(ds.column_names)  # every original column kept
+    conv = ds[0]["conversation"]
+    assert any(t["role"] == "user" for t in conv) and all(set(t) == {"role", "content"} for t in conv)
+
+
+def test_alpaca_input_joins_the_instruction():
+    conv = pools.to_conversation({"instruction": "Translate.", "input": "Hola", "output": "Hello"}, "alpaca")
+    assert conv == [{"role": "user", "content": "Translate.\n\nHola"}, {"role": "assistant", "content": "Hello"}]
+
+
+def test_sharegpt_multi_turn_and_roles():
+    conv = pools.to_conversation({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "a"},
+                                                    {"from": "gpt", "value": "b"}]}, "sharegpt")
+    assert [t["role"] for t in conv] == ["system", "user", "assistant"]
+    assert pools.user_turns(conv) == [("a", "b")]
+
+
+def test_ids_are_stable_across_files_and_unique_within_a_pool(tmp_path):
+    rec = {"instruction": "Same row", "output": "same"}
+    a = curate.load(write_jsonl(tmp_path / "a.jsonl", [rec, {"instruction": "x", "output": "y"}]))
+    b = curate.load(write_jsonl(tmp_path / "b.json", [{"instruction": "z", "output": "w"}, rec, rec]))
+    assert a[0]["id"] == b[1]["id"]
+    assert len(set(b["id"])) == 3 and b[2]["id"] == b[1]["id"] + "-2"
+
+
+def test_explicit_mapping_overrides_detection(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"q": "Why?", "reply": "Because.", "instruction": "decoy"}])
+    ds = curate.load(path, format="qa", mapping={"question": "q", "answer": "reply"})
+    assert ds[0]["conversation"][0]["content"] == "Why?"
+
+
+def _bad_pool(tmp_path):
+    lines = [json.dumps({"instruction": f"row {i}", "output": "ok"}) for i in range(1, 11)]
+    lines[6] = '{"instruction": "broken", "output": '  # line 7: truncated JSON
+    return write_jsonl(tmp_path / "bad.jsonl", lines)
+
+
+def test_malformed_line_error_names_file_and_line(tmp_path):
+    path = _bad_pool(tmp_path)
+    with pytest.raises(InputError) as err:
+        curate.load(path)
+    assert "bad.jsonl" in str(err.value) and "line 7" in str(err.value)
+
+
+def test_skip_writes_rejects_with_reason(tmp_path):
+    path = _bad_pool(tmp_path)
+    rejects = tmp_path / "rejects.jsonl"
+    with pytest.warns(UserWarning, match="1 record"):
+        ds = curate.load(path, on_error="skip", rejects_path=rejects)
+    assert len(ds) == 9
+    rej = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert rej[0]["location"] == "line 7" and "malformed JSON" in rej[0]["reason"]
+
+
+@pytest.mark.parametrize("record,needle", [
+    ({"instruction": "hi"}, "missing field 'output'"),
+    ({"instruction": "  ", "output": "x"}, "instruction is empty"),
+    ({"instruction": 5, "output": "x"}, "must be a string"),
+    ({"conversations": []}, "empty conversation"),
+    ({"messages": [{"role": "user", "content": "a\x00b"}, {"role": "assistant", "content": "c"}]}, "NUL byte"),
+    ({"instruction": "big", "output": "x" * 2_000_001}, "over the limit"),
+    ({"foo": "bar"}, "cannot tell the format"),
+    ({"conversations": [{"from": "alien", "value": "x"}]}, "unknown speaker"),
+])
+def test_bad_records_get_reasons(tmp_path, record, needle):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"instruction": "fine", "output": "fine"}, record])
+    with pytest.raises(InputError, match="line 2") as err:
+        curate.load(path)
+    assert needle in str(err.value)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "\xff\xfe", "output": "b"}\n')
+    with pytest.raises(InputError, match=r"u\.jsonl: line 2: invalid UTF-8"):
+        curate.load(path)
+
+
+def test_parquet_csv_and_datasets_folder(tmp_path, shapes):
+    ds = curate.load(shapes["alpaca"])
+    ds.select_columns(["instruction", "input", "output"]).to_parquet(str(tmp_path / "p.parquet"))
+    ds.select_columns(["instruction", "input", "output"]).to_csv(str(tmp_path / "p.csv"), index=False)
+    ds.select_columns(["instruction", "input", "output"]).save_to_disk(str(tmp_path / "folder"))
+    for src in ("p.parquet", "p.csv", "folder"):
+        again = curate.load(tmp_path / src)
+        assert again["id"] == ds["id"], src
+
+
+def test_mixed_type_column_is_kept_as_json(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"instruction": "a", "output": "b", "meta": 1},
+                                              {"instruction": "c", "output": "d", "meta": "two"}])
+    ds = curate.load(path)
+    assert ds["meta"] == ["1", '"two"']

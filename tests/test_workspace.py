@@ -1,0 +1,87 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import curate
+from curate.errors import WorkspaceError
+
+
+def test_workspace_roundtrip_and_reopen(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    for path in shapes.values():
+        ws.load(path)
+    assert len(ws) == 17
+    assert ws.info()["formats"] == {"alpaca": 5, "sharegpt": 4, "messages": 3, "qa": 3, "prompt_completion": 2}
+    scores = np.arange(len(ws), dtype=float)
+    ws.add_column("quality", scores, {"kind": "judge", "judge": "quality", "model": "m", "prompt_fingerprint": "abc"})
+    ws.add_embeddings("default", np.random.default_rng(0).normal(size=(len(ws), 8)), {"model": "test"})
+    sel = ws.add_selection("top3", ws.ids[:5], ["kept"] * 3 + ["rejected"] * 2, [None] * 3 + ["low"] * 2,
+                           {"method": "top_k"})
+    assert sel.ids == ws.ids[:3]
+    # A fresh process sees everything, with provenance.
+    code = (
+        "import curate, json; ws = curate.Workspace.open(%r); "
+        "print(json.dumps([len(ws), ws.columns['quality']['judge'], ws.column('quality')[3], "
+        "ws.embeddings('default').shape[1], len(ws.selection('top3'))]))" % str(tmp_path / "ws")
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [17, "quality", 3.0, 8, 3]
+
+
+def test_loading_again_adds_nothing(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["alpaca"])
+    summary = ws.load(shapes["alpaca"])
+    assert summary["rows_added"] == 0 and summary["already_present"] == 5 and len(ws) == 5
+
+
+def test_columns_are_keyed_by_id(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["alpaca"])
+    ids = ws.ids
+    ws.add_column("partial", [1.0, 2.0], {"kind": "test"}, ids=[ids[3], ids[1]])
+    assert ws.column("partial") == [None, 2.0, None, 1.0, None]
+    assert np.isnan(ws.column_array("partial")[0])
+
+
+def test_add_column_is_atomic(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["alpaca"])
+    ws.add_column("q", [1.0] * 5, {"kind": "test", "v": 1})
+    with pytest.raises(ValueError):
+        ws.add_column("q", [object()] * 5, {"kind": "test", "v": 2})  # fails while converting
+    assert ws.column("q") == [1.0] * 5 and ws.columns["q"]["v"] == 1
+    assert not [p for p in os.listdir(tmp_path / "ws" / "columns") if p.endswith(".tmp")]
+
+
+def test_export_selection_formats(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["qa"])
+    ws.add_column("score", [0.1, 0.2, 0.3], {"kind": "test"})
+    ws.add_selection("best", [ws.ids[2]], ["kept"], [None], {"method": "manual"})
+    rows = [json.loads(x) for x in ws.export(tmp_path / "o.jsonl", selection="best").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["score"] == 0.3 and rows[0]["id"] == ws.ids[2]
+    import datasets
+
+    assert len(datasets.Dataset.from_parquet(str(ws.export(tmp_path / "o.parquet")))) == 3
+    assert len(datasets.load_from_disk(str(ws.export(tmp_path / "folder", selection="best")))) == 1
+
+
+def test_open_refuses_non_workspace(tmp_path):
+    with pytest.raises(WorkspaceError):
+        curate.Workspace.open(tmp_path)
+    (tmp_path / "junk").write_text("x")
+    with pytest.raises(WorkspaceError, match="not empty"):
+        curate.Workspace(tmp_path)
+
+
+def test_repr_html(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["qa"])
+    ws.add_column("quality", [1.0, 2.0, 3.0], {"kind": "judge", "model": "smol"})
+    html = ws._repr_html_()
+    assert "3 rows" in html and "quality" in html and "smol" in html
