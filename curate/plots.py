@@ -1,4 +1,8 @@
-"""Static plots of a workspace (matplotlib, Agg backend): they render in notebooks, HTML reports and CI alike.
+"""Static plots of a workspace (matplotlib): they render in notebooks, HTML reports and CI alike.
+
+Figures are built with matplotlib's object API (``Figure``, not ``pyplot``), so no global backend is
+chosen or changed and nothing needs a display: saving renders with Agg. In Jupyter a returned figure
+shows inline (after ``%matplotlib inline``, the default backend there).
 
 Every plot function takes a :class:`~curate.workspace.Workspace` and names, and returns a matplotlib
 ``Figure``, or raises :class:`MissingInput` saying what is missing and how to make it (the report turns
@@ -15,12 +19,8 @@ import random
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display here, and the report only needs files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from curate.workspace import Workspace
@@ -106,10 +106,9 @@ def _need_pool(ws: Workspace) -> None:
 
 # -- figures ---------------------------------------------------------------------------------------
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
-    """Render ``fig`` into a ``data:`` URI (PNG or SVG) and close it."""
+    """Render ``fig`` into a ``data:`` URI (PNG or SVG)."""
     buf = io.BytesIO()
     fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     mime = "image/svg+xml" if format == "svg" else f"image/{format}"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
@@ -123,7 +122,8 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
     kept = _selection_masks(ws, selection)[0] if selection else None
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, name in zip(axes.flat, columns, strict=False):
         values = numeric_array(ws, name)
         finite = np.isfinite(values)
@@ -141,7 +141,6 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
@@ -152,7 +151,8 @@ def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", sele
     both = np.isfinite(xs) & np.isfinite(ys)
     if not both.any():
         raise MissingInput(f"no row has both {x!r} and {y!r} scores yet")
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
     rng = np.random.default_rng(0)
     jitter = 0.02 * (np.nanmax(xs[both]) - np.nanmin(xs[both]) or 1.0)  # scores often sit on a grid
     jx = xs + rng.uniform(-jitter, jitter, len(xs))
@@ -169,7 +169,6 @@ def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", sele
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -213,7 +212,8 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     if len(vectors) < 2:
         raise MissingInput("the embedding map needs at least two rows")
     coords, used = project_2d(vectors, method)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
     show = np.ones(len(coords), dtype=bool)
     if len(coords) > max_points:  # plot a fixed random subset; the projection still sees every row
         show[:] = False
@@ -233,7 +233,6 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     ax.set_title(f"embeddings {embeddings!r}, {used}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
     return fig
 
 
@@ -275,11 +274,11 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
     if not selections:
         raise MissingInput("no selection yet: run a selection first")
     index = ws.index
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    ax = fig.subplots()
     longest = 0
     for name in selections:
         if name not in ws.selections:
-            plt.close(fig)
             raise MissingInput(f"no selection {name!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
         order = [index[i] for i in ws.selection(name).ids if i in index]
         if not order:
@@ -288,7 +287,6 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
         curve = coverage_curve(order, tags, universe)
         ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8)
     if longest == 0:
-        plt.close(fig)
         raise MissingInput("the selections keep no rows")
     rng = random.Random(seed)
     curves = []
@@ -304,7 +302,6 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     ax.set_title("tag coverage", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -326,7 +323,8 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
     if selection:
         kept = _selection_masks(ws, selection)[0]
         sel_counts = Counter(v for v, k in zip(values, kept, strict=False) if k)
-    fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(labels) + 1.4))
+    fig = Figure(figsize=(6.0, 0.45 * len(labels) + 1.4), layout="constrained")
+    ax = fig.subplots()
     y = np.arange(len(labels))
     n_pool, n_sel = sum(pool_counts.values()), sum(sel_counts.values())
     h = 0.4 if selection else 0.7
@@ -344,7 +342,6 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
     ax.set_xlabel("share of rows")
     ax.set_title(f"rows by {column}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     return fig
 
 
