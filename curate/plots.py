@@ -43,7 +43,7 @@ def row_number(value: Any) -> float:
         return float(value)
     if isinstance(value, (list, tuple)):
         nums = [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return float(np.mean(nums)) if nums else math.nan
+        return sum(nums) / len(nums) if nums else math.nan
     return math.nan
 
 
@@ -172,8 +172,12 @@ def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", sele
     return fig
 
 
-def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of ``vectors`` with UMAP (``auto`` when installed) or PCA; returns (coords, method)."""
+def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
+               pca_fit_rows: int = 5000) -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``vectors`` with UMAP (``auto`` when installed) or PCA; returns (coords, method).
+
+    PCA finds its axes from at most ``pca_fit_rows`` random rows, then projects every row.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     if method == "auto":
         try:
@@ -191,7 +195,11 @@ def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tupl
     from sklearn.decomposition import PCA
 
     n_comp = min(2, *vectors.shape)
-    coords = PCA(n_components=n_comp, random_state=seed).fit_transform(vectors)
+    # the two main axes of a pool are found as well from a few thousand rows; an SVD of all 30K takes seconds
+    fit_rows = vectors
+    if len(vectors) > pca_fit_rows:
+        fit_rows = vectors[np.random.default_rng(seed).choice(len(vectors), pca_fit_rows, replace=False)]
+    coords = PCA(n_components=n_comp, random_state=seed).fit(fit_rows).transform(vectors)
     if coords.shape[1] < 2:
         coords = np.column_stack([coords, np.zeros(len(coords))])
     return coords, "PCA"

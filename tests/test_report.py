@@ -107,6 +107,11 @@ def test_plots_and_missing_inputs(tmp_path):
     assert "curate embed" in missing["embedding map"]
     assert "tag" in missing["tag coverage"] and "score" in missing["score histograms"]
     assert missing["rows by source"] is None  # format breakdown works on any pool
+    empty = build_report(Workspace(tmp_path / "empty"), tmp_path / "empty.html").read_text()
+    assert "has no pool yet" in empty and "<img" not in empty
+    bare.add_embeddings("default", np.eye(2, 4), {"model": "synthetic"})
+    bare.load(write_jsonl(tmp_path / "two.jsonl", [{"instruction": "new", "output": "row"}]))
+    assert "embed again" in dict((t, m) for t, _, m in all_plots(bare))["embedding map"]
     with pytest.raises(MissingInput, match="no selection"):
         tag_coverage(ws, ["nope"])
 
