@@ -517,12 +517,24 @@ def _selections_section(ws: Workspace) -> str:
                    + f"; created {html.escape(str(prov.get('created', '')))}</p>")
         steps = prov.get("steps") or prov.get("chain")
         if isinstance(steps, list) and steps:
-            out.append("<p>steps, in order:</p>" + _table(["#", "step", "detail"], [
-                [i + 1, (st.get("method") or st.get("name") or "?") if isinstance(st, dict) else st,
-                 json.dumps({k: v for k, v in st.items() if k not in ("method", "name")}, default=str)[:300]
-                 if isinstance(st, dict) else ""] for i, st in enumerate(steps)], {0}))
+            out.append("<p>steps, in order:</p>" + _table(["#", "step", "rows in", "kept", "dropped", "detail"],
+                                                          [_step_row(i, st) for i, st in enumerate(steps)], {0, 2, 3, 4}))
         out.append(_groups_table(s))
     return "".join(out)
+
+
+_STEP_COUNTS = {"rows in": ("rows_in", "in", "considered"), "kept": ("kept", "rows_out", "out"),
+                "dropped": ("dropped", "removed", "rejected")}
+
+
+def _step_row(i: int, step: Any) -> list[Any]:
+    """One step of a method chain: its name, the row counts it recorded (when it did), its parameters."""
+    if not isinstance(step, dict):
+        return [i + 1, step, None, None, None, ""]
+    counts = [_first(step, *keys) for keys in _STEP_COUNTS.values()]
+    shown = {"method", "name", *(k for keys in _STEP_COUNTS.values() for k in keys)}
+    detail = json.dumps({k: v for k, v in step.items() if k not in shown}, default=str)[:300]
+    return [i + 1, step.get("method") or step.get("name") or "?", *counts, detail]
 
 
 def _plots_section(ws: Workspace, selection: str | None) -> str:

@@ -79,7 +79,8 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
             reasons.append(None if k % 2 else "budget of 20 rows filled")
     ws.add_selection("deita", [ids[p] for p in order], decisions, reasons,
                      {"method": "deita", "budget": 20, "max_cosine_similarity": 0.9,
-                      "steps": [{"method": "score", "column": "complexity*quality"}, {"method": "admission", "tau": 0.9}]})
+                      "steps": [{"method": "exact_dedup", "rows_in": len(ids), "kept": len(ids), "dropped": 0},
+                                {"method": "deita", "tau": 0.9, "kept": 17, "dropped": 63}]})
     return ws
 
 
@@ -251,6 +252,7 @@ def test_report_in_headless_chromium(tmp_path):
     assert len(images) == 5, images  # histograms, scatter, embedding map, tag coverage, sources
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in images), images
     assert result["headings"][0] == "pool" and any(h.startswith("sample rows") for h in result["headings"])
+    assert "exact_dedup" in page and "&quot;tau&quot;: 0.9" in page
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result["height"] > 2000
 
 
