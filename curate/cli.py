@@ -85,6 +85,22 @@ def run(
     run_pipeline(str(sample_path()) if source == "sample" else source, out=out, budget=budget, console=console)
 
 
+@app.command()
+def report(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (self-contained)."),
+    selection: str | None = typer.Option(None, help="Selection to highlight in plots and samples "
+                                         "(default: the most recent)."),
+    samples: int = typer.Option(3, help="Rows kept and rows dropped to show."),
+) -> None:
+    """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
+    from curate.report import build_report
+    from curate.workspace import Workspace
+
+    path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:

@@ -17,7 +17,6 @@ never leaves a half-written column. Derived columns are keyed by row id and alig
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import os
 import uuid
@@ -93,15 +92,9 @@ class Selection:
         return Counter(self.table["decision"].to_pylist())
 
     def _repr_html_(self) -> str:
-        counts = ", ".join(f"{k}: {v:,}" for k, v in self.decisions().items())
-        head = self.table.slice(0, 10).to_pylist()
-        rows = "".join(
-            f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(str(r['decision']))}</td>"
-            f"<td>{html.escape(str(r.get('reason') or ''))}</td></tr>" for r in head
-        )
-        return (f"<div><b>Selection {html.escape(self.name)}</b> ({counts}; method "
-                f"{html.escape(str(self.provenance.get('method', '?')))})"
-                f"<table><tr><th>id</th><th>decision</th><th>reason</th></tr>{rows}</table></div>")
+        from curate.report import selection_html
+
+        return selection_html(self)
 
     def __repr__(self) -> str:
         return f"Selection({self.name!r}, kept={len(self):,}, {dict(self.decisions())})"
@@ -417,17 +410,22 @@ class Workspace:
             "columns": self.columns, "embeddings": self.embedding_sets, "selections": self.selections,
         }
 
+    def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
+        """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
+        from curate.report import show_rows
+
+        return show_rows(self, rows, columns=columns, limit=limit)
+
+    def report(self, out: str | os.PathLike = "report.html", selection: str | None = None) -> Path:
+        """Write the self-contained HTML curation report (see :func:`curate.report.build_report`)."""
+        from curate.report import build_report
+
+        return build_report(self, out, selection=selection)
+
     def _repr_html_(self) -> str:
-        info = self.info()
-        cols = "".join(
-            f"<tr><td>{html.escape(n)}</td><td>{html.escape(_provenance_line(p))}</td></tr>"
-            for n, p in info["columns"].items()
-        )
-        fmts = ", ".join(f"{k}: {v:,}" for k, v in info["formats"].items())
-        sels = ", ".join(info["selections"]) or "none"
-        return (f"<div><b>curate workspace</b> <code>{html.escape(info['path'])}</code><br>"
-                f"{info['rows']:,} rows ({html.escape(fmts)}); selections: {html.escape(sels)}"
-                f"<table><tr><th>column</th><th>provenance</th></tr>{cols}</table></div>")
+        from curate.report import workspace_html
+
+        return workspace_html(self)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"

@@ -1,0 +1,383 @@
+"""Static plots of a workspace (matplotlib): they render in notebooks, HTML reports and CI alike.
+
+Figures are built with matplotlib's object API (``Figure``, not ``pyplot``), so no global backend is
+chosen or changed and nothing needs a display: saving renders with Agg. In Jupyter a returned figure
+shows inline (after ``%matplotlib inline``, the default backend there).
+
+Every plot function takes a :class:`~curate.workspace.Workspace` and names, and returns a matplotlib
+``Figure``, or raises :class:`MissingInput` saying what is missing and how to make it (the report turns
+that into a line of text instead of a picture). :func:`figure_data_uri` turns a figure into a
+``data:`` URI for self-contained HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import random
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from curate.workspace import Workspace
+
+KEPT_COLOUR = "#d62728"
+DROPPED_COLOUR = "#1f77b4"
+POOL_COLOUR = "#b0b0b0"
+
+
+class MissingInput(LookupError):
+    """A plot's input is not in the workspace yet; the message says which step produces it."""
+
+
+# -- reading columns ---------------------------------------------------------------------------------
+def row_number(value: Any) -> float:
+    """One number per row: a float as is, a per-turn list as its mean, anything else NaN."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        nums = [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return sum(nums) / len(nums) if nums else math.nan
+    return math.nan
+
+
+def is_numeric_column(values: list[Any]) -> bool:
+    """True when every filled value is a number or a list of numbers (per-turn scores)."""
+    filled = [v for v in values if v is not None]
+    if not filled:
+        return False
+    for v in filled:
+        if isinstance(v, bool):
+            return False
+        if isinstance(v, (list, tuple)):
+            if not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v):
+                return False
+        elif not isinstance(v, (int, float)):
+            return False
+    return True
+
+
+def numeric_columns(ws: Workspace) -> list[str]:
+    """Derived columns that hold scores (numbers or per-turn lists of numbers)."""
+    return [name for name in ws.columns if not name.endswith("_failure") and is_numeric_column(ws.column(name))]
+
+
+def numeric_array(ws: Workspace, name: str, ids: list[str] | None = None) -> np.ndarray:
+    """A score column as float64 aligned to ``ids`` (default pool order), per-turn lists averaged, NaN missing."""
+    if name not in ws.columns and not (ws.has_pool and name in ws.pool.column_names):
+        raise MissingInput(f"no column {name!r} yet: score the pool first (e.g. `ws.score(...)` or `curate run`)")
+    return np.array([row_number(v) for v in ws.column(name, ids)], dtype=np.float64)
+
+
+def default_selection(ws: Workspace) -> str | None:
+    """The most recently created selection (the one a report highlights), or None."""
+    sels = ws.selections
+    if not sels:
+        return None
+    return max(sels, key=lambda n: (str(sels[n].get("created", "")), n))
+
+
+def _selection_masks(ws: Workspace, selection: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, considered-but-dropped) boolean masks over the pool."""
+    if selection not in ws.selections:
+        raise MissingInput(f"no selection {selection!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
+    sel = ws.selection(selection)
+    index = ws.index
+    kept = np.zeros(len(ws), dtype=bool)
+    dropped = np.zeros(len(ws), dtype=bool)
+    for rid, decision in zip(sel.table["id"].to_pylist(), sel.table["decision"].to_pylist(), strict=False):
+        pos = index.get(rid)
+        if pos is None:
+            continue
+        (kept if decision == "kept" else dropped)[pos] = True
+    return kept, dropped
+
+
+def _need_pool(ws: Workspace) -> None:
+    if not ws.has_pool or len(ws) == 0:
+        raise MissingInput(f"the workspace {ws.path} has no pool yet: run `curate load SOURCE --workspace {ws.path}`")
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
+    """Render ``fig`` into a ``data:`` URI (PNG or SVG)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
+    mime = "image/svg+xml" if format == "svg" else f"image/{format}"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def score_histograms(ws: Workspace, columns: list[str] | None = None, selection: str | None = None) -> Figure:
+    """One histogram per score column; the selection's kept rows overlaid when ``selection`` is given."""
+    _need_pool(ws)
+    columns = numeric_columns(ws) if columns is None else columns
+    if not columns:
+        raise MissingInput("no score columns yet: score the pool (judges or scorers) first")
+    kept = _selection_masks(ws, selection)[0] if selection else None
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, name in zip(axes.flat, columns, strict=False):
+        values = numeric_array(ws, name)
+        finite = np.isfinite(values)
+        if not finite.any():
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        else:
+            bins = np.histogram_bin_edges(values[finite], bins=min(30, max(5, int(finite.sum() ** 0.5))))
+            ax.hist(values[finite], bins=bins, color=POOL_COLOUR, label=f"pool ({finite.sum():,})")
+            if kept is not None:
+                sel = finite & kept
+                ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8, label=f"{selection} ({sel.sum():,})")
+            ax.legend(fontsize=7)
+        missing = int((~finite).sum())
+        ax.set_title(name + (f" ({missing:,} missing)" if missing else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    return fig
+
+
+def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", selection: str | None = None) -> Figure:
+    """``x`` against ``y`` for every scored row, the selection's kept rows highlighted."""
+    _need_pool(ws)
+    xs, ys = numeric_array(ws, x), numeric_array(ws, y)
+    both = np.isfinite(xs) & np.isfinite(ys)
+    if not both.any():
+        raise MissingInput(f"no row has both {x!r} and {y!r} scores yet")
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    jitter = 0.02 * (np.nanmax(xs[both]) - np.nanmin(xs[both]) or 1.0)  # scores often sit on a grid
+    jx = xs + rng.uniform(-jitter, jitter, len(xs))
+    jy = ys + rng.uniform(-jitter, jitter, len(ys))
+    if selection:
+        kept = _selection_masks(ws, selection)[0]
+        rest = both & ~kept
+        ax.scatter(jx[rest], jy[rest], s=6, c=POOL_COLOUR, label=f"not kept ({rest.sum():,})", linewidths=0)
+        ax.scatter(jx[both & kept], jy[both & kept], s=10, c=KEPT_COLOUR, label=f"{selection} ({(both & kept).sum():,})",
+                   linewidths=0)
+        ax.legend(fontsize=8, markerscale=2)
+    else:
+        ax.scatter(jx[both], jy[both], s=6, c=DROPPED_COLOUR, linewidths=0)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
+    return fig
+
+
+def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
+               pca_fit_rows: int = 5000) -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``vectors`` with UMAP (``auto`` when installed) or PCA; returns (coords, method).
+
+    PCA finds its axes from at most ``pca_fit_rows`` random rows, then projects every row.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if method == "auto":
+        try:
+            import umap  # noqa: F401
+
+            method = "umap"
+        except ImportError:
+            method = "pca"
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "UMAP"
+    if method != "pca":
+        raise ValueError(f"projection {method!r}: use auto, pca or umap")
+    from sklearn.decomposition import PCA
+
+    n_comp = min(2, *vectors.shape)
+    # the two main axes of a pool are found as well from a few thousand rows; an SVD of all 30K takes seconds
+    fit_rows = vectors
+    if len(vectors) > pca_fit_rows:
+        fit_rows = vectors[np.random.default_rng(seed).choice(len(vectors), pca_fit_rows, replace=False)]
+    coords = PCA(n_components=n_comp, random_state=seed).fit(fit_rows).transform(vectors)
+    if coords.shape[1] < 2:
+        coords = np.column_stack([coords, np.zeros(len(coords))])
+    return coords, "PCA"
+
+
+def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str = "default",
+                  method: str = "auto", max_points: int = 50_000) -> Figure:
+    """The pool's embeddings in 2-D (PCA, or UMAP when installed): kept rows vs dropped rows vs the rest."""
+    _need_pool(ws)
+    if embeddings not in ws.embedding_sets:
+        raise MissingInput(f"no embeddings {embeddings!r} yet: run `curate embed {ws.path}`")
+    from curate.errors import WorkspaceError
+
+    try:
+        vectors = np.asarray(ws.embeddings(embeddings))
+    except WorkspaceError as exc:  # e.g. rows loaded after embedding: say so instead of plotting
+        raise MissingInput(str(exc)) from exc
+    if len(vectors) < 2:
+        raise MissingInput("the embedding map needs at least two rows")
+    coords, used = project_2d(vectors, method)
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    show = np.ones(len(coords), dtype=bool)
+    if len(coords) > max_points:  # plot a fixed random subset; the projection still sees every row
+        show[:] = False
+        show[np.random.default_rng(0).choice(len(coords), max_points, replace=False)] = True
+    if selection:
+        kept, dropped = _selection_masks(ws, selection)
+        rest = show & ~kept & ~dropped
+        if rest.any():
+            ax.scatter(coords[rest, 0], coords[rest, 1], s=4, c=POOL_COLOUR,
+                       label=f"not considered ({(~kept & ~dropped).sum():,})", linewidths=0)
+        ax.scatter(coords[show & dropped, 0], coords[show & dropped, 1], s=5, c=DROPPED_COLOUR,
+                   label=f"dropped ({dropped.sum():,})", linewidths=0)
+        ax.scatter(coords[kept, 0], coords[kept, 1], s=9, c=KEPT_COLOUR, label=f"kept ({kept.sum():,})", linewidths=0)
+        ax.legend(fontsize=8, markerscale=2)
+    else:
+        ax.scatter(coords[show, 0], coords[show, 1], s=4, c=DROPPED_COLOUR, linewidths=0)
+    ax.set_title(f"embeddings {embeddings!r}, {used}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def tag_sets(ws: Workspace, column: str = "tags") -> list[set[str]]:
+    """Each row's tags as a set (empty when the row has none)."""
+    if column not in ws.columns and not (ws.has_pool and column in ws.pool.column_names):
+        raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
+    out = []
+    for v in ws.column(column):
+        if v is None:
+            out.append(set())
+        elif isinstance(v, str):
+            out.append({v})
+        else:
+            out.append({str(t) for t in v if t is not None})
+    return out
+
+
+def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.ndarray:
+    """Fraction of the ``universe`` of tags covered by the first k rows of ``order``, for k = 1..len(order)."""
+    seen: set[str] = set()
+    out = np.empty(len(order), dtype=np.float64)
+    for k, pos in enumerate(order):
+        seen |= tags[pos]
+        out[k] = len(seen) / universe
+    return out
+
+
+def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str = "tags",
+                 random_draws: int = 5, seed: int = 0) -> Figure:
+    """Tag coverage as a selection grows (in its rank order) against random samples of the same size."""
+    _need_pool(ws)
+    tags = tag_sets(ws, column)
+    universe = len(set().union(*tags))
+    if universe == 0:
+        raise MissingInput(f"the {column!r} column has no tags")
+    selections = [default_selection(ws)] if selections is None else selections
+    selections = [s for s in selections if s]
+    if not selections:
+        raise MissingInput("no selection yet: run a selection first")
+    index = ws.index
+    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    longest = 0
+    for name in selections:
+        if name not in ws.selections:
+            raise MissingInput(f"no selection {name!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
+        order = [index[i] for i in ws.selection(name).ids if i in index]
+        if not order:
+            continue
+        longest = max(longest, len(order))
+        curve = coverage_curve(order, tags, universe)
+        ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8)
+    if longest == 0:
+        raise MissingInput("the selections keep no rows")
+    rng = random.Random(seed)
+    curves = []
+    for _ in range(random_draws):
+        perm = list(range(len(tags)))
+        rng.shuffle(perm)
+        curves.append(coverage_curve(perm[:longest], tags, universe))
+    mean = np.mean(curves, axis=0)
+    ax.plot(np.arange(1, longest + 1), mean, ls="--", c="grey",
+            label=f"random, mean of {random_draws} ({mean[-1]:.0%} at {longest:,})")
+    ax.set_xlabel("rows selected")
+    ax.set_ylabel(f"share of the pool's {universe:,} tags covered")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("tag coverage", fontsize=10)
+    return fig
+
+
+def breakdown_column(ws: Workspace) -> str:
+    """``source`` when the pool or a derived column has it, else ``format``."""
+    names = set(ws.pool.column_names) | set(ws.columns)
+    return "source" if "source" in names else "format"
+
+
+def source_breakdown(ws: Workspace, selection: str | None = None, column: str | None = None,
+                     top: int = 15) -> Figure:
+    """Rows per source (or format) in the pool and in the selection, as shares side by side."""
+    _need_pool(ws)
+    column = column or breakdown_column(ws)
+    values = [str(v) if v is not None else "(none)" for v in ws.column(column)]
+    pool_counts = Counter(values)
+    labels = [k for k, _ in pool_counts.most_common(top)]
+    sel_counts: Counter = Counter()
+    if selection:
+        kept = _selection_masks(ws, selection)[0]
+        sel_counts = Counter(v for v, k in zip(values, kept, strict=False) if k)
+    fig = Figure(figsize=(6.0, 0.45 * len(labels) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    n_pool, n_sel = sum(pool_counts.values()), sum(sel_counts.values())
+    h = 0.4 if selection else 0.7
+    ax.barh(y - (h / 2 if selection else 0), [pool_counts[k] / n_pool for k in labels], height=h,
+            color=POOL_COLOUR, label=f"pool ({n_pool:,})")
+    for yi, k in zip(y, labels, strict=False):
+        ax.text(pool_counts[k] / n_pool, yi - (h / 2 if selection else 0), f" {pool_counts[k]:,}", va="center", fontsize=7)
+    if selection and n_sel:
+        ax.barh(y + h / 2, [sel_counts[k] / n_sel for k in labels], height=h, color=KEPT_COLOUR,
+                label=f"{selection} ({n_sel:,})")
+        for yi, k in zip(y, labels, strict=False):
+            ax.text(sel_counts[k] / n_sel, yi + h / 2, f" {sel_counts[k]:,}", va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of rows")
+    ax.set_title(f"rows by {column}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Figure | None, str | None]]:
+    """Every report plot as (title, figure or None, what is missing); never raises for missing inputs."""
+    selection = selection if selection is not None else default_selection(ws)
+    numeric = numeric_columns(ws) if ws.has_pool else []
+    pair = ("complexity", "quality") if {"complexity", "quality"} <= set(numeric) else tuple(numeric[:2])
+    plans: list[tuple[str, Any]] = [
+        ("score histograms", lambda: score_histograms(ws, selection=selection)),
+        (f"{pair[0]} x {pair[1]}" if len(pair) == 2 else "complexity x quality",
+         (lambda: score_scatter(ws, pair[0], pair[1], selection)) if len(pair) == 2 else
+         _missing("needs two score columns (complexity and quality): score the pool first")),
+        ("embedding map", lambda: embedding_map(ws, selection)),
+        ("tag coverage", lambda: tag_coverage(ws, [selection] if selection else None)),
+        ("rows by source", lambda: source_breakdown(ws, selection)),
+    ]
+    out: list[tuple[str, Figure | None, str | None]] = []
+    for title, make in plans:
+        try:
+            out.append((title, make(), None))
+        except MissingInput as exc:
+            out.append((title, None, str(exc)))
+    return out
+
+
+def _missing(message: str):
+    def raise_missing():
+        raise MissingInput(message)
+
+    return raise_missing
