@@ -271,7 +271,7 @@ class Workspace:
         want = self.ids if ids is None else ids
         if col_ids == want:
             return values
-        pos = dict(zip(col_ids, values))
+        pos = dict(zip(col_ids, values, strict=True))
         return [pos.get(i) for i in want]
 
     def column_array(self, name: str, ids: list[str] | None = None) -> np.ndarray:

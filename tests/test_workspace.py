@@ -24,9 +24,9 @@ def test_workspace_roundtrip_and_reopen(tmp_path, shapes):
     assert sel.ids == ws.ids[:3]
     # A fresh process sees everything, with provenance.
     code = (
-        "import curate, json; ws = curate.Workspace.open(%r); "
+        f"import curate, json; ws = curate.Workspace.open({str(tmp_path / 'ws')!r}); "
         "print(json.dumps([len(ws), ws.columns['quality']['judge'], ws.column('quality')[3], "
-        "ws.embeddings('default').shape[1], len(ws.selection('top3'))]))" % str(tmp_path / "ws")
+        "ws.embeddings('default').shape[1], len(ws.selection('top3'))]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [17, "quality", 3.0, 8, 3]
