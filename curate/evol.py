@@ -39,9 +39,6 @@ INSTRUCTION_OPERATIONS = (*IN_DEPTH_OPERATIONS, "breadth")
 RESPONSE_OPERATIONS = ("response_helpful", "response_relevant", "response_deepen", "response_creative",
                        "response_detailed")
 RANK_PROMPTS = {"complexity": "rank_complexity", "quality": "rank_quality"}
-PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts" / "evol"
-if not PROMPT_DIR.is_dir():  # installed wheel: prompts/ is packaged as curate/prompts
-    PROMPT_DIR = Path(__file__).resolve().parent / "prompts" / "evol"
 
 
 class VariantScores(BaseModel):
@@ -322,19 +319,18 @@ class EvolRun:
         return f"<b>Evol {html.escape(self.kind)} run</b><table>{rows}</table>"
 
 
-def _prompt_path(name: str) -> Path:
-    return PROMPT_DIR / f"{name}.md"
-
-
 def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = 5, seed: int = 0,
              cache_path: str | os.PathLike, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
-             rank_params: dict[str, Any] | None = None, progress: bool = False) -> EvolRun:
+             rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
+             progress: bool = False) -> EvolRun:
     """Evolve every seed ``steps`` times, rank-and-score each variant set, and build the label set.
 
     ``kind="complexity"`` evolves instructions (Evol-Instruct); ``kind="quality"`` rewrites responses
     to the seed instruction (Evol-Quality). The operation of each step is drawn with
     `choose_operation` (seeded by ``seed``, the seed id and the step) and recorded on the variant.
+    Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
+    name in ``prompt_dirs`` overrides the built-in one.
     """
     from curate.judges import run_prompt
     from curate.prompts import load_prompt
@@ -346,8 +342,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
     rules = rules or DEFAULT_RULES[kind]
     rows = _seed_rows(seeds, kind)
-    prompts = {op: load_prompt(str(_prompt_path(op))) for op in operations}
-    rank_prompt = load_prompt(str(_prompt_path(RANK_PROMPTS[kind])))
+    prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
+    rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
     usage = _Usage()
     field_name = "instruction" if kind == "complexity" else "response"
 
@@ -542,3 +538,39 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
 def default_cache_path(ws: Any) -> Path:
     """The LLM response cache of a workspace."""
     return Path(ws.cache_dir) / "llm.sqlite"
+
+
+def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve.
+
+    For quality labels only rows whose first user turn has a non-empty response are candidates.
+    """
+    from curate.pools import user_turns
+
+    pool = ws.pool
+    conversations = pool["conversation"]
+    candidates = list(range(len(pool)))
+    if kind == "quality":
+        candidates = [i for i in candidates
+                      if (turns := user_turns(conversations[i])) and (turns[0][1] or "").strip()]
+    if n > len(candidates):
+        raise CurateError(f"{ws.path}: asked for {n} seeds, the pool has {len(candidates)} usable rows")
+    picked = sorted(random.Random(derive_seed(seed, "seeds")).sample(candidates, n))
+    ids = pool["id"]
+    return [{"id": ids[i], "conversation": conversations[i]} for i in picked]
+
+
+def print_run_summary(run: EvolRun, console: Any) -> None:
+    """Requests, tokens, eliminated share by reason and the score distribution, for the CLI."""
+    p = run.provenance
+    console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
+                  f"requests {p['requests']:,} new, {p['cached']:,} cached; tokens {p['prompt_tokens']:,} prompt + "
+                  f"{p['completion_tokens']:,} completion; cost ${p['cost_usd']:.4f}")
+    rewrites = p["rewrites"] or 1
+    console.print(f"eliminated {p['eliminated']}/{p['rewrites']} rewrites ({p['eliminated'] / rewrites:.0%})")
+    for reason, count in p["eliminated_by_reason"].items():
+        console.print(f"  {reason:<12} {count:>5}  {count / rewrites:6.1%}")
+    console.print(f"variant sets scored {p['sets_scored']}/{p['seeds']}; rank failures {p['rank_failures']}"
+                  + (f" {p['rank_failures_by_reason']}" if p["rank_failures"] else ""))
+    dist = p["score_distribution"]
+    console.print("score distribution: " + (", ".join(f"{k}: {v}" for k, v in dist.items()) or "no scores"))

