@@ -47,6 +47,21 @@ class VariantScores(BaseModel):
     scores: list[int]
 
 
+def rank_model(n_variants: int, scale_max: int) -> type[VariantScores]:
+    """`VariantScores` narrowed to exactly ``n_variants`` scores in 1..``scale_max``.
+
+    Sent as the json schema of a rank call, so a guided-decoding server (vLLM) can only produce a
+    usable reply; the reply is still checked with `check_scores` (other servers may not enforce it).
+    """
+    from typing import Annotated
+
+    from pydantic import Field, conlist, create_model
+
+    score = Annotated[int, Field(ge=1, le=scale_max)]
+    return create_model(f"VariantScores{n_variants}of{scale_max}", __base__=VariantScores,
+                        scores=(conlist(score, min_length=n_variants, max_length=n_variants), ...))
+
+
 # ----------------------------------------------------------------------------------------------
 # Elimination rules (pure)
 # ----------------------------------------------------------------------------------------------
@@ -120,11 +135,13 @@ def clean_rewrite(text: str | None) -> str:
 
 
 def elimination_reason(parent: str, child: str | None, *, operation: str | None = None,
-                       rules: EliminationRules = DEFAULT_RULES["complexity"]) -> tuple[str, str] | None:
+                       rules: EliminationRules = DEFAULT_RULES["complexity"],
+                       truncated: bool = False) -> tuple[str, str] | None:
     """Why ``child`` (a rewrite of ``parent``) must be dropped, as ``(code, detail)``; None if it survives.
 
     Codes: ``empty``, ``scaffolding`` (the rewriter leaked its own labels), ``refusal``, ``no_change``
-    (normalised text equal or near-equal), ``too_long`` (more words added than the rules allow).
+    (normalised text equal or near-equal), ``too_long`` (more words added than the rules allow),
+    ``truncated`` (the generation stopped at max_tokens, so the rewrite is cut off).
     """
     text = clean_rewrite(child)
     if not normalise(text):
@@ -146,6 +163,8 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
     added, allowed = len(child_words) - len(parent_words), rules.allowed_words(len(parent_words))
     if added > allowed:
         return ("too_long", f"adds {added} words; {allowed} allowed for a {len(parent_words)}-word parent")
+    if truncated:
+        return ("truncated", "generation stopped at max_tokens; the rewrite is cut off")
     return None
 
 
@@ -370,7 +389,9 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                 if res.failure:
                     variant.eliminated, variant.detail = "call_failed", str(res.failure)
                 else:
-                    reason = elimination_reason(parent.text, res.text, operation=op, rules=rules)
+                    truncated = (res.raw or {}).get("finish_reason") == "length"
+                    reason = elimination_reason(parent.text, res.text, operation=op, rules=rules,
+                                                truncated=truncated)
                     if reason:
                         variant.eliminated, variant.detail = reason
                 if variant.eliminated:
@@ -387,27 +408,31 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
         vs.shuffle_seed = derive_seed(seed, "shuffle", kind, vs.seed_id)
         vs.order = shuffle_order(len(vs.variants), vs.shuffle_seed)
         to_rank.append(vs)
-    variables = []
-    for vs in to_rank:
-        shown = [v.text for v in shuffle(vs.variants, vs.order)]
-        item: dict[str, Any] = {"variants": shown, "scale_max": scale_max}
-        if kind == "quality":
-            item["instruction"] = vs.instruction
-        variables.append(item)
-    results = run_prompt(rank_prompt, variables, backend, cache_path, progress=progress,
-                         params=rank_params) if variables else []
-    for vs, res in zip(to_rank, results, strict=True):
-        usage.add(res)
-        vs.raw = res.raw if isinstance(res.raw, str) else (res.text or json.dumps(res.raw, default=str))
-        if res.failure:
-            vs.failure = f"judge_failed: {res.failure}"
-            continue
-        shown_scores = getattr(res.parsed, "scores", None)
-        problem = check_scores(shown_scores, len(vs.variants), scale_max)
-        if problem:
-            vs.failure = f"bad_scores: {problem}"
-            continue
-        vs.scores = unshuffle(list(shown_scores), vs.order)
+    by_size: dict[int, list[VariantSet]] = collections.defaultdict(list)
+    for vs in to_rank:  # one schema per set size: exactly n scores in 1..M+1
+        by_size[len(vs.variants)].append(vs)
+    for n, group in sorted(by_size.items()):
+        variables = []
+        for vs in group:
+            item: dict[str, Any] = {"variants": [v.text for v in shuffle(vs.variants, vs.order)],
+                                    "scale_max": scale_max}
+            if kind == "quality":
+                item["instruction"] = vs.instruction
+            variables.append(item)
+        results = run_prompt(rank_prompt, variables, backend, cache_path, progress=progress, params=rank_params,
+                             output_model=rank_model(n, scale_max))
+        for vs, res in zip(group, results, strict=True):
+            usage.add(res)
+            vs.raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
+            if res.failure:
+                vs.failure = f"judge_failed: {res.failure}"
+                continue
+            shown_scores = getattr(res.parsed, "scores", None)
+            problem = check_scores(shown_scores, n, scale_max)
+            if problem:
+                vs.failure = f"bad_scores: {problem}"
+                continue
+            vs.scores = unshuffle(list(shown_scores), vs.order)
 
     labels = _labels_dataset(sets, kind)
     provenance = _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets,
@@ -444,8 +469,8 @@ def _prompt_info(p: Any) -> dict[str, Any]:
 
 
 def _backend_info(backend: Any) -> dict[str, Any]:
-    return {"class": type(backend).__name__, "model": getattr(backend, "model", None),
-            "base_url": str(getattr(backend, "base_url", "") or "") or None}
+    info = backend.describe() if hasattr(backend, "describe") else {}
+    return {"class": type(backend).__name__, "model": getattr(backend, "model", None), **info}
 
 
 def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets, usage, labels,
@@ -459,7 +484,7 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "elimination_rules": asdict(rules),
         "prompts": {op: _prompt_info(p) for op, p in prompts.items()} | {"rank": _prompt_info(rank_prompt)},
         "backend": _backend_info(backend), "rewrite_params": rewrite_params, "rank_params": rank_params,
-        "scale": [1, steps + 1],
+        "scale": [1, steps + 1], "rank_output": "curate.evol:rank_model(n_variants, steps + 1)",
         "rewrites": rewrites, "eliminated": len(eliminated),
         "eliminated_by_reason": dict(collections.Counter(v.eliminated for v in eliminated).most_common()),
         "sets_scored": sum(s.scores is not None for s in sets),

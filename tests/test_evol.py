@@ -133,7 +133,7 @@ SEEDS = [
     {"id": "s-math", "instruction": "What is the sum of the first ten odd numbers?"},
     {"id": "s-email", "instruction": "Draft an email asking a colleague to review my report."},
 ]
-REASONS = {"empty", "scaffolding", "refusal", "no_change", "too_long", "call_failed"}
+REASONS = {"empty", "scaffolding", "refusal", "no_change", "too_long", "truncated", "call_failed"}
 SHORT = {"rewrite_params": {"max_tokens": 96}, "rank_params": {"max_tokens": 48}}
 
 
@@ -205,3 +205,25 @@ def test_evol_quality_on_smollm2(local_llm, tmp_path):
     _assert_run_structure(run, 3, 2)
     if len(run.labels):
         assert set(run.labels["instruction"]) <= {s["instruction"] for s in seeds}
+
+
+def test_truncated_is_eliminated_after_content_rules():
+    child = "Write a poem about the sea at night in four stanzas, each"
+    assert code(PARENT, child, truncated=True) == "truncated"
+    assert code(PARENT, "I'm sorry, I cannot", truncated=True) == "refusal"
+
+
+def test_rank_model_enforces_count_and_range():
+    import pydantic
+
+    from curate.evol import VariantScores, rank_model
+
+    model = rank_model(3, 4)
+    assert issubclass(model, VariantScores)
+    assert model.model_validate_json('{"scores": [1, 4, 2]}').scores == [1, 4, 2]
+    for bad in ('{"scores": [1, 2]}', '{"scores": [1, 2, 5]}', '{"scores": [0, 2, 3]}'):
+        with pytest.raises(pydantic.ValidationError):
+            model.model_validate_json(bad)
+    schema = model.model_json_schema()["properties"]["scores"]
+    assert schema["minItems"] == schema["maxItems"] == 3
+    assert schema["items"]["minimum"] == 1 and schema["items"]["maximum"] == 4
