@@ -339,7 +339,7 @@ class EvolRun:
 
 
 def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = 5, seed: int = 0,
-             cache_path: str | os.PathLike, operations: Sequence[str] | None = None,
+             cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
              progress: bool = False) -> EvolRun:
@@ -351,6 +351,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
     name in ``prompt_dirs`` overrides the built-in one.
     """
+    from curate.cache import ResponseCache
     from curate.judges import run_prompt
     from curate.prompts import load_prompt
 
@@ -361,6 +362,9 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
     rules = rules or DEFAULT_RULES[kind]
     rows = _seed_rows(seeds, kind)
+    if not isinstance(cache_path, ResponseCache):
+        path = Path(cache_path)
+        cache_path = ResponseCache(path / "responses.sqlite" if path.is_dir() or not path.suffix else path)
     prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
     rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
     usage = _Usage()
@@ -561,8 +565,8 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
 
 
 def default_cache_path(ws: Any) -> Path:
-    """The LLM response cache of a workspace."""
-    return Path(ws.cache_dir) / "llm.sqlite"
+    """The LLM response cache of a workspace (the one `curate.judges.score` uses too)."""
+    return Path(ws.cache_dir) / "responses.sqlite"
 
 
 def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) -> list[dict[str, Any]]:
