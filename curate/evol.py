@@ -134,17 +134,27 @@ def clean_rewrite(text: str | None) -> str:
     return out
 
 
+#: A run of this many words shared with the rewrite prompt's own text (and not in the parent) is a leak.
+SCAFFOLD_NGRAM = 6
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
 def elimination_reason(parent: str, child: str | None, *, operation: str | None = None,
-                       rules: EliminationRules = DEFAULT_RULES["complexity"],
-                       truncated: bool = False) -> tuple[str, str] | None:
+                       rules: EliminationRules = DEFAULT_RULES["complexity"], truncated: bool = False,
+                       prompt_text: str | None = None) -> tuple[str, str] | None:
     """Why ``child`` (a rewrite of ``parent``) must be dropped, as ``(code, detail)``; None if it survives.
 
-    Codes: ``empty``, ``scaffolding`` (the rewriter leaked its own labels), ``refusal``, ``no_change``
-    (normalised text equal or near-equal), ``too_long`` (more words added than the rules allow),
-    ``truncated`` (the generation stopped at max_tokens, so the rewrite is cut off).
+    Codes: ``empty``, ``scaffolding`` (the rewriter leaked its own labels, or copied a run of
+    `SCAFFOLD_NGRAM` words from ``prompt_text``, the rewrite prompt's own wording and examples),
+    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``too_long`` (more words added
+    than the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
     """
     text = clean_rewrite(child)
-    if not normalise(text):
+    child_words = normalise(text)
+    if not child_words:
         return ("empty", "the rewrite has no words")
     patterns = _SCAFFOLDING_COMMON + _OPERATION_LABELS.get(operation or "", ())
     for pat in patterns:
@@ -152,9 +162,14 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
         match = re.search(pat, text, flags)
         if match and not re.search(pat, parent, flags):
             return ("scaffolding", f"leaked {match.group(0)!r}")
+    parent_words = normalise(parent)
+    if prompt_text:
+        copied = (_ngrams(child_words, SCAFFOLD_NGRAM) & _ngrams(normalise(prompt_text), SCAFFOLD_NGRAM)) \
+            - _ngrams(parent_words, SCAFFOLD_NGRAM)
+        if copied:
+            return ("scaffolding", f"copied from the rewrite prompt: {' '.join(min(copied))!r}")
     if _REFUSAL.search(text) and not _REFUSAL.search(parent):
         return ("refusal", f"starts {text[:60]!r}")
-    parent_words, child_words = normalise(parent), normalise(text)
     if parent_words == child_words:
         return ("no_change", "same text as the parent after normalisation")
     ratio = difflib.SequenceMatcher(None, parent_words, child_words, autojunk=False).ratio()
@@ -367,6 +382,9 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
         cache_path = ResponseCache(path / "responses.sqlite" if path.is_dir() or not path.suffix else path)
     prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
     rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
+    # The prompts' own wording and few-shot examples, rendered with empty inputs (for the copy rule).
+    prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
+                    for op, p in prompts.items()}
     usage = _Usage()
     field_name = "instruction" if kind == "complexity" else "response"
 
@@ -384,8 +402,10 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                 variables = [{"instruction": vs.variants[-1].text} for vs in group]
             else:
                 variables = [{"instruction": vs.instruction, "response": vs.variants[-1].text} for vs in group]
-            results = run_prompt(prompts[op], variables, backend, cache_path, progress=progress,
-                                 params=rewrite_params)
+            # A per-step sampling seed: a step that retries an op on the same parent (after an
+            # elimination) gets a fresh sample instead of the cached answer of the earlier step.
+            params = {"seed": derive_seed(seed, "sample", step), **(rewrite_params or {})}
+            results = run_prompt(prompts[op], variables, backend, cache_path, progress=progress, params=params)
             for vs, res in zip(group, results, strict=True):
                 usage.add(res)
                 parent = vs.variants[-1]
@@ -395,7 +415,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                 else:
                     truncated = (res.raw or {}).get("finish_reason") == "length"
                     reason = elimination_reason(parent.text, res.text, operation=op, rules=rules,
-                                                truncated=truncated)
+                                                truncated=truncated, prompt_text=prompt_texts[op])
                     if reason:
                         variant.eliminated, variant.detail = reason
                 if variant.eliminated:
@@ -485,6 +505,7 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
     return {
         "method": "evol", "kind": kind, "seeds": len(sets), "steps": steps, "seed": seed,
         "operations": list(operations), "operation_choice": "choose_operation(seed, seed_id, step)",
+        "sampling_seed": "derive_seed(seed, 'sample', step)",
         "elimination_rules": asdict(rules),
         "prompts": {op: _prompt_info(p) for op, p in prompts.items()} | {"rank": _prompt_info(rank_prompt)},
         "backend": _backend_info(backend), "rewrite_params": rewrite_params, "rank_params": rank_params,

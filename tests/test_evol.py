@@ -227,3 +227,13 @@ def test_rank_model_enforces_count_and_range():
     schema = model.model_json_schema()["properties"]["scores"]
     assert schema["minItems"] == schema["maxItems"] == 3
     assert schema["items"]["minimum"] == 1 and schema["items"]["maximum"] == 4
+
+
+def test_copy_from_prompt_examples_is_scaffolding():
+    prompt_text = "Task: Why is the sky blue?\nWhy is the sky blue at noon but red at sunset, and how does the dust change it?"
+    child = "Write a poem about the sea at noon but red at sunset, and how does it feel?"
+    reason = elimination_reason(PARENT, child, prompt_text=prompt_text)
+    assert reason[0] == "scaffolding" and "copied from the rewrite prompt" in reason[1]
+    # Words the parent already has do not count as copied.
+    parent = "Describe the sky at noon but red at sunset in one line."
+    assert elimination_reason(parent, parent + " Use the word crimson twice.", prompt_text=prompt_text) is None
