@@ -386,6 +386,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
                     for op, p in prompts.items()}
     usage = _Usage()
+    counters = ("requests_sent", "prompt_tokens", "completion_tokens")
+    before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
     field_name = "instruction" if kind == "complexity" else "response"
 
     sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
@@ -461,6 +463,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     labels = _labels_dataset(sets, kind)
     provenance = _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets,
                              usage, labels, rewrite_params, rank_params)
+    # The backend's own counters also see transport retries and validation re-asks.
+    provenance.update({f"backend_{c}": getattr(backend, c) - v for c, v in before.items()})
     return EvolRun(kind, sets, labels, provenance)
 
 
@@ -613,8 +617,9 @@ def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) ->
 def print_run_summary(run: EvolRun, console: Any) -> None:
     """Requests, tokens, eliminated share by reason and the score distribution, for the CLI."""
     p = run.provenance
+    http = f" ({p['backend_requests_sent']:,} HTTP)" if "backend_requests_sent" in p else ""
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
-                  f"requests {p['requests']:,} new, {p['cached']:,} cached; tokens {p['prompt_tokens']:,} prompt + "
+                  f"requests {p['requests']:,} new{http}, {p['cached']:,} cached; tokens {p['prompt_tokens']:,} prompt + "
                   f"{p['completion_tokens']:,} completion; cost ${p['cost_usd']:.4f}")
     rewrites = p["rewrites"] or 1
     console.print(f"eliminated {p['eliminated']}/{p['rewrites']} rewrites ({p['eliminated'] / rewrites:.0%})")

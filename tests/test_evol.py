@@ -182,6 +182,7 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     ranked = sum(len(vs.variants) >= 2 for vs in run.sets)
     assert run.provenance["requests"] == 3 * 2 + ranked and run.provenance["cached"] == 0
     assert run.provenance["completion_tokens"] > 0
+    assert run.provenance["backend_requests_sent"] >= run.provenance["requests"]
 
     # The same run again, stored in a workspace: everything comes from the cache.
     ws = Workspace(tmp_path / "ws")
