@@ -210,26 +210,11 @@ def _request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | N
     return merged
 
 
-def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
-               cache_path: str | os.PathLike | ResponseCache | None = None, *, progress: bool = True,
-               params: dict[str, Any] | None = None, output_model: Any = None,
-               min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS, validation_retries: int = DEFAULT_VALIDATION_RETRIES,
-               prompt_dirs: list[str | os.PathLike] | None = None, desc: str | None = None) -> list[CallResult]:
-    """One cached call of ``prompt`` per dict in ``variables``; results in the same order.
-
-    ``digit_score`` prompts give the expected score in ``.parsed``; ``json`` prompts a validated
-    Pydantic object (``output_model`` or the prompt's ``output.model``), with up to
-    ``validation_retries`` re-asks; ``text`` prompts the text. Failures carry a reason and the raw output.
-    """
-    prompt = load_prompt(prompt, prompt_dirs)
-    cache = _resolve_cache(cache_path)
+def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Backend, *,
+                   params: dict[str, Any] | None = None, output_model: Any = None) -> list[Request]:
+    """The requests ``run_prompt`` sends (messages, parameters, cache key), one per variable dict."""
     req_params = _request_params(prompt, backend, params)
-    mode = None
-    if prompt.output_kind == "json":
-        output_model = output_model or prompt.model_class()
-        if output_model is None:
-            raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
-        mode = _instructor_mode(backend)
+    mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
     requests: list[Request] = []
     for item in variables:
         messages = prompt.render(**item)
@@ -243,7 +228,28 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
         key = request_key(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
                           messages=messages, params=call_params)
         requests.append(Request(key, messages, call_params))
+    return requests
 
+
+def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
+               cache_path: str | os.PathLike | ResponseCache | None = None, *, progress: bool = True,
+               params: dict[str, Any] | None = None, output_model: Any = None,
+               min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS, validation_retries: int = DEFAULT_VALIDATION_RETRIES,
+               prompt_dirs: list[str | os.PathLike] | None = None, desc: str | None = None) -> list[CallResult]:
+    """One cached call of ``prompt`` per dict in ``variables``; results in the same order.
+
+    ``digit_score`` prompts give the expected score in ``.parsed``; ``json`` prompts a validated
+    Pydantic object (``output_model`` or the prompt's ``output.model``), with up to
+    ``validation_retries`` re-asks; ``text`` prompts the text. Failures carry a reason and the raw output.
+    """
+    prompt = load_prompt(prompt, prompt_dirs)
+    cache = _resolve_cache(cache_path)
+    if prompt.output_kind == "json":
+        output_model = output_model or prompt.model_class()
+        if output_model is None:
+            raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
+    requests = build_requests(prompt, variables, backend, params=params, output_model=output_model)
+    mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
     bar = _Progress(len({r.key for r in requests}), desc or prompt.name, progress)
     try:
         responses, hits = _execute(backend, cache, requests, bar)
@@ -290,7 +296,8 @@ def _validate_round(prompt, backend, cache, requests, results, responses, hits, 
                 res.parsed = obj
                 continue
             exc, completion = err
-            reason = f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: {str(exc)[:300]}"
+            reason = (f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
+                      f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}")
             res.failure = reason
             if attempt < retries:
                 kwargs = handle_reask_kwargs({"messages": list(req.messages), **req.params}, mode, completion, exc)

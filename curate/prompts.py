@@ -160,8 +160,6 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
             raise PromptError(f"{where}: digit_score scale {lo}..{hi} must be single digits, low < high")
         scale = (int(lo), int(hi))
     model = output.get("model")
-    if kind == "json" and not model:
-        raise PromptError(f"{where}: json output needs output.model ('module:PydanticClass') or a Judge(output=...)")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
                     inputs=tuple(decl.get("inputs") or ()), output_kind=kind, scale=scale, output_model=model,
                     params=dict(decl.get("params") or {}), body=body.strip("\n") + "\n", path=path, declaration=decl)
