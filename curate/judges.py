@@ -14,6 +14,7 @@ Never a default score.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.backends import Backend, Request, run_sync
-from curate.cache import ResponseCache, request_key
+from curate.cache import ResponseCache, key_from_header, key_header, request_key
 from curate.errors import CurateError
 from curate.prompts import Prompt, PromptError, load_prompt
 
@@ -59,6 +60,7 @@ class CallResult:
 
 
 # -- digit scores -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
 def _token_digit(token: str) -> int | None:
     text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
     return int(text) if len(text) == 1 and text.isdigit() else None
@@ -216,6 +218,8 @@ def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Bac
     req_params = _request_params(prompt, backend, params)
     mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
     requests: list[Request] = []
+    fingerprint = prompt.fingerprint
+    headers: dict[str, bytes] = {}
     for item in variables:
         messages = prompt.render(**item)
         call_params = dict(req_params)
@@ -225,9 +229,12 @@ def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Bac
             _, kwargs = handle_response_model(output_model, mode=mode, messages=messages)
             messages = kwargs.pop("messages")
             call_params.update(kwargs)
-        key = request_key(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
-                          messages=messages, params=call_params)
-        requests.append(Request(key, messages, call_params))
+        params_id = repr(sorted(call_params.items()))
+        header = headers.get(params_id)
+        if header is None:
+            header = headers[params_id] = key_header(backend_kind=backend.kind, model=backend.model,
+                                                     prompt_fingerprint=fingerprint, params=call_params)
+        requests.append(Request(key_from_header(header, messages), messages, call_params))
     return requests
 
 
