@@ -223,6 +223,7 @@ class OpenAIBackend(Backend):
             await client.close()
 
     async def _one(self, client, req: Request, rpm, tpm) -> dict[str, Any]:
+        import httpx
         import openai
 
         last = "no attempt made"
@@ -238,8 +239,11 @@ class OpenAIBackend(Backend):
                 if tpm:
                     await tpm.acquire(estimate_tokens(req.messages) + int(req.params.get("max_tokens") or 256))
                 self.requests_sent += 1
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=req.messages, **_openai_params(req.params))
+                # The client's low-level post: same auth, timeouts and status errors as
+                # chat.completions.create, without its per-call TypedDict transform of the messages
+                # (measured at ~4 ms CPU per request) and with the body left for us to parse.
+                raw = await client.post("/chat/completions", cast_to=httpx.Response,
+                                        body={"model": self.model, "messages": req.messages, **req.params})
                 body = raw.text
                 try:
                     result: dict[str, Any] | None = parse_chat_completion(json.loads(body))
@@ -295,17 +299,6 @@ def _retry_after(headers) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
-
-
-def _openai_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Split curate's params into the openai client's keyword arguments (unknown keys go in extra_body)."""
-    known = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "stop",
-             "seed", "response_format", "presence_penalty", "frequency_penalty", "n"}
-    out = {k: v for k, v in params.items() if k in known}
-    extra = {k: v for k, v in params.items() if k not in known}
-    if extra:
-        out["extra_body"] = extra
-    return out
 
 
 def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:

@@ -12,13 +12,14 @@ OS crash / power loss may drop the last transactions, which are then simply re-s
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -30,13 +31,34 @@ CREATE TABLE IF NOT EXISTS responses (
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
 
 
+def key_header(*, backend_kind: str, model: str, prompt_fingerprint: str | None, params: dict[str, Any]) -> bytes:
+    """The part of a cache key shared by every request of one call (compute once, reuse per row)."""
+    return orjson.dumps({"backend": backend_kind, "model": model, "prompt": prompt_fingerprint, "params": params},
+                        option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def key_from_header(header: bytes, messages: list[dict[str, Any]]) -> str:
+    """sha256 over the header and each message as length-prefixed role and content (unambiguous)."""
+    parts = []
+    for m in messages:
+        role, content = str(m.get("role", "")), m.get("content")
+        if not isinstance(content, str):
+            content = orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        parts.append(f"{len(role)}:{role}{len(content)}:{content}")
+        if len(m) > 2:
+            extra = {k: v for k, v in m.items() if k not in ("role", "content")}
+            parts.append(orjson.dumps(extra, option=orjson.OPT_SORT_KEYS, default=str).decode())
+        parts.append("|")
+    h = hashlib.sha256(header)
+    h.update("".join(parts).encode())
+    return h.hexdigest()
+
+
 def request_key(*, backend_kind: str, model: str, prompt_fingerprint: str | None, messages: list[dict[str, Any]],
                 params: dict[str, Any]) -> str:
-    """The cache key of one request (hex sha256)."""
-    blob = json.dumps({"backend": backend_kind, "model": model, "prompt": prompt_fingerprint,
-                       "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    """The cache key of one request (hex sha256): backend kind, model, prompt fingerprint, messages, params."""
+    header = key_header(backend_kind=backend_kind, model=model, prompt_fingerprint=prompt_fingerprint, params=params)
+    return key_from_header(header, messages)
 
 
 class ResponseCache:
@@ -71,12 +93,12 @@ class ResponseCache:
             chunk = unique[start:start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             for key, response in conn.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = json.loads(response)
+                found[key] = orjson.loads(response)
         return found
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         """Store one response and commit before returning."""
-        data = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+        data = orjson.dumps(response).decode()
         conn = self._conn()
         conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
                      (key, data, time.time()))

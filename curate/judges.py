@@ -14,6 +14,7 @@ Never a default score.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.backends import Backend, Request, run_sync
-from curate.cache import ResponseCache, request_key
+from curate.cache import ResponseCache, key_from_header, key_header, request_key
 from curate.errors import CurateError
 from curate.prompts import Prompt, PromptError, load_prompt
 
@@ -59,6 +60,7 @@ class CallResult:
 
 
 # -- digit scores -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
 def _token_digit(token: str) -> int | None:
     text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
     return int(text) if len(text) == 1 and text.isdigit() else None
@@ -210,6 +212,32 @@ def _request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | N
     return merged
 
 
+def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Backend, *,
+                   params: dict[str, Any] | None = None, output_model: Any = None) -> list[Request]:
+    """The requests ``run_prompt`` sends (messages, parameters, cache key), one per variable dict."""
+    req_params = _request_params(prompt, backend, params)
+    mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
+    requests: list[Request] = []
+    fingerprint = prompt.fingerprint
+    headers: dict[str, bytes] = {}
+    for item in variables:
+        messages = prompt.render(**item)
+        call_params = dict(req_params)
+        if mode is not None:
+            from instructor.processing import handle_response_model
+
+            _, kwargs = handle_response_model(output_model, mode=mode, messages=messages)
+            messages = kwargs.pop("messages")
+            call_params.update(kwargs)
+        params_id = repr(sorted(call_params.items()))
+        header = headers.get(params_id)
+        if header is None:
+            header = headers[params_id] = key_header(backend_kind=backend.kind, model=backend.model,
+                                                     prompt_fingerprint=fingerprint, params=call_params)
+        requests.append(Request(key_from_header(header, messages), messages, call_params))
+    return requests
+
+
 def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
                cache_path: str | os.PathLike | ResponseCache | None = None, *, progress: bool = True,
                params: dict[str, Any] | None = None, output_model: Any = None,
@@ -223,27 +251,12 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     """
     prompt = load_prompt(prompt, prompt_dirs)
     cache = _resolve_cache(cache_path)
-    req_params = _request_params(prompt, backend, params)
-    mode = None
     if prompt.output_kind == "json":
         output_model = output_model or prompt.model_class()
         if output_model is None:
             raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
-        mode = _instructor_mode(backend)
-    requests: list[Request] = []
-    for item in variables:
-        messages = prompt.render(**item)
-        call_params = dict(req_params)
-        if mode is not None:
-            from instructor.processing import handle_response_model
-
-            _, kwargs = handle_response_model(output_model, mode=mode, messages=messages)
-            messages = kwargs.pop("messages")
-            call_params.update(kwargs)
-        key = request_key(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
-                          messages=messages, params=call_params)
-        requests.append(Request(key, messages, call_params))
-
+    requests = build_requests(prompt, variables, backend, params=params, output_model=output_model)
+    mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
     bar = _Progress(len({r.key for r in requests}), desc or prompt.name, progress)
     try:
         responses, hits = _execute(backend, cache, requests, bar)
@@ -290,7 +303,8 @@ def _validate_round(prompt, backend, cache, requests, results, responses, hits, 
                 res.parsed = obj
                 continue
             exc, completion = err
-            reason = f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: {str(exc)[:300]}"
+            reason = (f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
+                      f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}")
             res.failure = reason
             if attempt < retries:
                 kwargs = handle_reask_kwargs({"messages": list(req.messages), **req.params}, mode, completion, exc)

@@ -21,6 +21,7 @@ either gives new cache keys (only rows scored under the old text are re-run).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -80,7 +81,7 @@ class Prompt:
     path: Path | None = None
     declaration: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 of the template source and the declaration (front-matter), 16 hex digits."""
         blob = json.dumps({"declaration": self.declaration, "body": self.body}, sort_keys=True, default=str)
@@ -92,8 +93,8 @@ class Prompt:
         if missing:
             raise PromptError(f"prompt {self.name!r} needs {missing}; got {sorted(variables)}")
         messages = []
-        for role, source in _compiled(self.body, self.name, str(self.path)):
-            text = source.render(**variables).strip("\n")
+        for role, template, static in _compiled(self.body, self.name, str(self.path)):
+            text = static if template is None else template.render(**variables).strip("\n")
             messages.append({"role": role, "content": text})
         return messages
 
@@ -126,7 +127,12 @@ def _compiled(body: str, name: str, where: str):
     out = []
     for i in range(1, len(parts), 2):
         try:
-            out.append((parts[i], env.from_string(parts[i + 1])))
+            template = env.from_string(parts[i + 1])
+            if not any(tag in parts[i + 1] for tag in ("{{", "{%", "{#")):
+                # static section (system text, few-shot examples): rendered once here, not per row
+                out.append((parts[i], None, template.render().strip("\n")))
+            else:
+                out.append((parts[i], template, None))
         except TemplateSyntaxError as exc:
             raise PromptError(f"{where}: template error in {parts[i]} message, line {exc.lineno}: {exc.message}") from exc
     if not out:
@@ -160,8 +166,6 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
             raise PromptError(f"{where}: digit_score scale {lo}..{hi} must be single digits, low < high")
         scale = (int(lo), int(hi))
     model = output.get("model")
-    if kind == "json" and not model:
-        raise PromptError(f"{where}: json output needs output.model ('module:PydanticClass') or a Judge(output=...)")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
                     inputs=tuple(decl.get("inputs") or ()), output_kind=kind, scale=scale, output_model=model,
                     params=dict(decl.get("params") or {}), body=body.strip("\n") + "\n", path=path, declaration=decl)
