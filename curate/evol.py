@@ -601,6 +601,8 @@ def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) ->
     """
     from curate.pools import user_turns
 
+    if kind not in KINDS:
+        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
     pool = ws.pool
     conversations = pool["conversation"]
     candidates = list(range(len(pool)))

@@ -1,5 +1,7 @@
 """Evol: elimination rules, seeded operation choice and shuffle/unshuffle (pure), and a real SmolLM2 run."""
 
+import json
+
 import pytest
 
 from curate.evol import (
@@ -155,7 +157,12 @@ def _assert_run_structure(run, n_seeds, steps):
         if vs.scores is not None:
             assert vs.failure is None and len(vs.scores) == len(vs.variants)
             assert all(1 <= s <= steps + 1 for s in vs.scores)
-            assert sorted(vs.order) == list(range(len(vs.variants)))
+            # the recorded seed reproduces the order, and the stored scores are the raw reply un-shuffled
+            assert vs.order == shuffle_order(len(vs.variants), vs.shuffle_seed)
+            assert vs.scores == unshuffle(json.loads(vs.raw)["scores"], vs.order)
+            rows = [r for r in run.labels.to_list() if r["seed_id"] == vs.seed_id]
+            expected = [(v.step, float(x)) for v, x in zip(vs.variants, vs.scores, strict=True)]
+            assert [(r["step"], r["score"]) for r in rows] == expected
         else:
             assert vs.failure  # a reason, never a default score
             if len(vs.variants) >= 2:
@@ -238,3 +245,36 @@ def test_copy_from_prompt_examples_is_scaffolding():
     # Words the parent already has do not count as copied.
     parent = "Describe the sky at noon but red at sunset in one line."
     assert elimination_reason(parent, parent + " Use the word crimson twice.", prompt_text=prompt_text) is None
+
+
+def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
+    from curate.errors import CurateError
+    from curate.evol import _seed_rows, sample_seeds
+    from curate.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    for path in shapes.values():
+        ws.load(str(path))
+    a = sample_seeds(ws, 6, seed=3)
+    assert [r["id"] for r in a] == [r["id"] for r in sample_seeds(ws, 6, seed=3)]
+    assert [r["id"] for r in a] != [r["id"] for r in sample_seeds(ws, 6, seed=4)]
+    rows = _seed_rows(sample_seeds(ws, len(ws), kind="quality"), "quality")
+    assert all(r["response"].strip() for r in rows)
+    with pytest.raises(CurateError, match="kind must be one of"):
+        sample_seeds(ws, 2, kind="helpfulness")
+    with pytest.raises(CurateError, match="asked for 999 seeds"):
+        sample_seeds(ws, 999)
+    with pytest.raises(CurateError, match="needs a response|need a response"):
+        _seed_rows([{"id": "x", "instruction": "Hi"}], "quality")
+
+
+def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
+    import subprocess
+    import sys
+
+    from curate.workspace import Workspace
+
+    Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
+    out = subprocess.run([sys.executable, "-m", "curate.cli", "evol", str(tmp_path / "ws"), "--kind", "bogus",
+                          "--seeds", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
