@@ -1,10 +1,16 @@
 """curate: a workbench for curating instruction-tuning data with LLM judges."""
 
+from curate.backends import OpenAIBackend, VLLMBackend
 from curate.errors import CurateError, InputError, WorkspaceError
+from curate.evol import build_labels, load_labels, run_evol
+from curate.judges import Judge, run_prompt
+from curate.local import LocalServer
 from curate.pools import load
 from curate.report import build_report
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "Selection", "Workspace", "WorkspaceError", "build_report", "load", "__version__"]
+__all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Selection", "VLLMBackend", "Workspace",
+           "WorkspaceError", "build_labels", "build_report", "load", "load_labels", "run_evol", "run_prompt",
+           "__version__"]

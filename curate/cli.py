@@ -101,6 +101,157 @@ def report(
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
 
 
+def score(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    judge: str = typer.Option(..., "--judge", "-j", help="Built-in judge (complexity, quality, alpagasus), "
+                              "a prompt name found in --prompt-dir, or a prompt file path."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                        "https://api.openai.com/v1 or http://127.0.0.1:8000/v1."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
+    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
+                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
+    concurrency: int = typer.Option(16, help="Requests in flight at once."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit (estimated before sending)."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    timeout: float = typer.Option(60.0, help="Per-request timeout in seconds."),
+    max_retries: int = typer.Option(6, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
+    prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
+    min_digit_mass: float = typer.Option(0.5, "--min-digit-mass", help="Digit probability mass needed to "
+                                         "renormalise when some score digits are missing from the logprobs."),
+    column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's name)."),
+    limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
+) -> None:
+    """Score rows with an LLM judge; writes <judge>, <judge>_failure and provenance. Cached and resumable."""
+    from curate.judges import Judge, missing_report
+    from curate.judges import score as run_score
+    from curate.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    ids = ws.ids[:limit] if limit else None
+    the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
+    kind = backend or ("openai" if base_url else "local")
+    if kind == "local":
+        from curate.local import LocalServer
+
+        err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
+        with LocalServer() as server:
+            summary = run_score(ws, the_judge, server.backend(concurrency=concurrency, timeout=timeout,
+                                                             max_retries=max_retries), ids=ids)
+    elif kind == "vllm":
+        from curate.backends import VLLMBackend
+
+        engine = VLLMBackend(model)
+        try:
+            summary = run_score(ws, the_judge, engine, ids=ids)
+        finally:
+            engine.close()
+    elif kind == "openai":
+        from curate.backends import OpenAIBackend
+
+        if not base_url and not model:
+            raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
+        client = OpenAIBackend(base_url, model or "", api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
+                               tpm=tpm, timeout=timeout, max_retries=max_retries, max_cost=max_cost)
+        summary = run_score(ws, the_judge, client, ids=ids)
+    else:
+        raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+    report = missing_report(ws, the_judge.column)
+    console.print(f"{the_judge.column}: {summary['scored_rows']:,} rows scored, {summary['failed_rows']:,} failed "
+                  f"(every failure has a reason; unexplained missing: {report['unexplained']}); "
+                  f"{summary['cached_requests']:,} cached requests; tokens {summary['tokens']['prompt']:,} in / "
+                  f"{summary['tokens']['completion']:,} out; cost ${summary['cost_usd']:.4f}; {summary['seconds']}s")
+    reasons = [r for r in ws.column(f"{the_judge.column}_failure", ids) if r]
+    if reasons:
+        from collections import Counter
+
+        for reason, n in Counter(r[:120] for r in reasons).most_common(3):
+            console.print(f"  [yellow]{n} x[/] {escape(reason)}")
+
+
+@app.command("serve-local")
+def serve_local(
+    port: int | None = typer.Option(None, help="Port on 127.0.0.1 (default: a free one)."),
+) -> None:
+    """Serve SmolLM2-135M-Instruct with vLLM on 127.0.0.1 (OpenAI-compatible) until Ctrl-C."""
+    import time
+
+    from curate.local import LocalServer
+
+    with LocalServer(port=port) as server:
+        console.print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it")
+        console.print(f"  curate score WS --judge quality --base-url {server.base_url} --model {server.model}")
+        try:
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def evol(
+    workspace: Path = typer.Argument(..., help="Workspace directory (its pool gives the seeds)."),
+    kind: str = typer.Option("complexity", "--kind", help="complexity: evolve instructions (Evol-Instruct); "
+                             "quality: rewrite responses (Evol-Quality)."),
+    seeds: int = typer.Option(20, "--seeds", help="Seed rows: a seeded random sample of the pool."),
+    steps: int = typer.Option(5, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
+    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
+                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
+    concurrency: int = typer.Option(16, help="Requests in flight at once."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder with evol/<name>.md prompt overrides."),
+    rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
+                                                  help="Override max_tokens of the rewrite prompts."),
+    rank_max_tokens: int | None = typer.Option(None, "--rank-max-tokens", help="Override max_tokens of the rank prompt."),
+    name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>), in WS/labels/."),
+) -> None:
+    """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
+    from curate.evol import default_cache_path, print_run_summary, run_evol, sample_seeds, save_labels
+    from curate.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
+    options = dict(kind=kind, steps=steps, seed=seed, cache_path=default_cache_path(ws), progress=True,
+                   prompt_dirs=[str(d) for d in prompt_dir] or None,
+                   rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
+                   rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
+    backend_kind = backend or ("openai" if base_url else "local")
+    if backend_kind == "local":
+        from curate.local import LocalServer
+
+        err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
+        with LocalServer() as server:
+            result = run_evol(rows, server.backend(concurrency=concurrency), **options)
+    elif backend_kind == "vllm":
+        from curate.backends import VLLMBackend
+
+        engine = VLLMBackend(model)
+        try:
+            result = run_evol(rows, engine, **options)
+        finally:
+            engine.close()
+    elif backend_kind == "openai":
+        from curate.backends import OpenAIBackend
+
+        if not base_url and not model:
+            raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
+        client = OpenAIBackend(base_url, model or "", api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
+                               tpm=tpm, max_cost=max_cost)
+        result = run_evol(rows, client, **options)
+    else:
+        raise typer.BadParameter(f"--backend {backend_kind!r}: use openai, vllm or local")
+    path = save_labels(ws, name or f"evol_{kind}", result)
+    print_run_summary(result, console)
+    console.print(f"wrote {len(result.labels):,} labels to {path}")
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:

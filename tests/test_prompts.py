@@ -1,0 +1,82 @@
+"""Prompt files: sandboxed rendering, fingerprints, user override folders, built-ins."""
+
+import pytest
+
+from curate.prompts import PromptError, builtin_names, load_prompt, parse_prompt
+
+PROMPT = """---
+name: rate
+version: 1
+inputs: [instruction]
+output:
+  kind: digit_score
+  scale: [1, 5]
+params:
+  temperature: 0.0
+---
+=== system ===
+Rate things.
+=== user ===
+Example
+=== assistant ===
+3
+=== user ===
+Rate: {{ instruction }}
+"""
+
+
+def test_row_text_is_data_not_template_code():
+    prompt = parse_prompt(PROMPT)
+    nasty = "{{ 7*7 }} {% for x in range(3) %}x{% endfor %} {{ ''.__class__.__mro__ }}"
+    messages = prompt.render(instruction=nasty)
+    assert messages[-1] == {"role": "user", "content": f"Rate: {nasty}"}
+    assert "49" not in messages[-1]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+
+
+def test_template_itself_is_sandboxed():
+    evil = PROMPT.replace("Rate: {{ instruction }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(Exception, match="unsafe|access"):
+        parse_prompt(evil).render(instruction="x")
+
+
+def test_missing_variable_is_an_error():
+    with pytest.raises(PromptError, match="instruction"):
+        parse_prompt(PROMPT).render(other="x")
+
+
+def test_fingerprint_changes_on_body_and_declaration_edits():
+    base = parse_prompt(PROMPT)
+    assert parse_prompt(PROMPT).fingerprint == base.fingerprint
+    assert parse_prompt(PROMPT.replace("Rate things.", "Rate things carefully.")).fingerprint != base.fingerprint
+    assert parse_prompt(PROMPT.replace("temperature: 0.0", "temperature: 0.7")).fingerprint != base.fingerprint
+    assert parse_prompt(PROMPT.replace("scale: [1, 5]", "scale: [0, 5]")).fingerprint != base.fingerprint
+
+
+def test_user_dir_overrides_builtin(tmp_path):
+    builtin = load_prompt("quality")
+    (tmp_path / "quality.md").write_text(PROMPT.replace("name: rate", "name: quality"))
+    mine = load_prompt("quality", prompt_dirs=[tmp_path])
+    assert mine.path == tmp_path / "quality.md"
+    assert mine.fingerprint != builtin.fingerprint
+    assert load_prompt(tmp_path / "quality.md").fingerprint == mine.fingerprint
+
+
+def test_builtins_parse_with_few_shot_examples():
+    assert {"complexity", "quality", "alpagasus"} <= set(builtin_names())
+    for name, scale in (("complexity", (1, 6)), ("quality", (1, 6)), ("alpagasus", (0, 5))):
+        prompt = load_prompt(name)
+        assert prompt.output_kind == "digit_score" and prompt.scale == scale
+        roles = [m["role"] for m in prompt.render(instruction="Do X.", response="Done.")]
+        assert roles.count("assistant") >= 3 and roles[-1] == "user"
+
+
+def test_malformed_files_are_reported():
+    with pytest.raises(PromptError, match="front-matter"):
+        parse_prompt("no front matter")
+    with pytest.raises(PromptError, match="kind"):
+        parse_prompt(PROMPT.replace("digit_score", "poem"))
+    with pytest.raises(PromptError, match="template error"):
+        parse_prompt(PROMPT.replace("{{ instruction }}", "{{ instruction "))
+    with pytest.raises(PromptError, match="no prompt named"):
+        load_prompt("does-not-exist")
