@@ -202,3 +202,19 @@ def test_tagging_prompt_on_the_real_local_server(local_llm, tmp_path):
         if value is not None:
             assert all(isinstance(t, str) and t for t in value)
     assert any(value for value in tags), f"no row got valid tags: {failures}"
+
+
+def test_cli_tags_report_and_normalize(tagged_ws):
+    import subprocess
+    import sys
+
+    ws = tagged_ws
+    ws.add_selection("first3", ws.ids, ["kept"] * 3 + ["rejected"] * (len(ws) - 3), [""] * len(ws), {"method": "test"})
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--normalize", "--eps", "0",
+                        "--min-support", "0", "--seeds", "3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rule_aggregation: 7 -> 5 tags" in r.stdout and "tags per query" in r.stdout
+    assert "selection first3 (3 rows): coverage 0.800" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--backend", "openai"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--base-url" in (r.stderr + r.stdout)
