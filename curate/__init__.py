@@ -1,11 +1,14 @@
 """curate: a workbench for curating instruction-tuning data with LLM judges."""
 
+from curate.backends import OpenAIBackend, VLLMBackend
 from curate.errors import CurateError, InputError, WorkspaceError
+from curate.judges import Judge, run_prompt
+from curate.local import LocalServer
 from curate.pools import load
 from curate.tags import Normalizer, TagClassifier
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "Selection", "Workspace", "WorkspaceError", "load", "__version__",
-           "Normalizer", "TagClassifier"]
+__all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Selection", "VLLMBackend", "Workspace",
+           "WorkspaceError", "load", "run_prompt", "__version__", "Normalizer", "TagClassifier"]

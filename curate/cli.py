@@ -85,51 +85,154 @@ def run(
     run_pipeline(str(sample_path()) if source == "sample" else source, out=out, budget=budget, console=console)
 
 
-def _judge_backend(backend: str, base_url: str | None, model: str | None, concurrency: int):
-    """A judge backend from CLI options (a context manager yielding the backend)."""
-    import contextlib
+@app.command()
+def score(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    judge: str = typer.Option(..., "--judge", "-j", help="Built-in judge (complexity, quality, alpagasus), "
+                              "a prompt name found in --prompt-dir, or a prompt file path."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                        "https://api.openai.com/v1 or http://127.0.0.1:8000/v1."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
+    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
+                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
+    concurrency: int = typer.Option(16, help="Requests in flight at once."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit (estimated before sending)."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    timeout: float = typer.Option(60.0, help="Per-request timeout in seconds."),
+    max_retries: int = typer.Option(6, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
+    prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
+    min_digit_mass: float = typer.Option(0.5, "--min-digit-mass", help="Digit probability mass needed to "
+                                         "renormalise when some score digits are missing from the logprobs."),
+    column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's name)."),
+    limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
+) -> None:
+    """Score rows with an LLM judge; writes <judge>, <judge>_failure and provenance. Cached and resumable."""
+    from curate.judges import Judge, missing_report
+    from curate.judges import score as run_score
+    from curate.workspace import Workspace
 
-    if backend == "openai":
-        if not (base_url and model):
-            raise typer.BadParameter("--backend openai needs --base-url and --model")
-        from curate.backends import OpenAIBackend
-
-        return contextlib.nullcontext(OpenAIBackend(base_url, model, concurrency=concurrency))
-    if backend == "vllm":
-        if not model:
-            raise typer.BadParameter("--backend vllm needs --model (a local model folder)")
-        from curate.backends import VLLMBackend
-
-        return contextlib.nullcontext(VLLMBackend(model))
-    if backend == "local":
+    ws = Workspace.open(workspace)
+    ids = ws.ids[:limit] if limit else None
+    the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
+    kind = backend or ("openai" if base_url else "local")
+    if kind == "local":
         from curate.local import LocalServer
 
-        @contextlib.contextmanager
-        def served():
-            with LocalServer() as server:
-                yield server.backend()
+        err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
+        with LocalServer() as server:
+            summary = run_score(ws, the_judge, server.backend(concurrency=concurrency, timeout=timeout,
+                                                             max_retries=max_retries), ids=ids)
+    elif kind == "vllm":
+        from curate.backends import VLLMBackend
 
-        return served()
-    raise typer.BadParameter(f"--backend must be openai, vllm or local, not {backend!r}")
+        engine = VLLMBackend(model)
+        try:
+            summary = run_score(ws, the_judge, engine, ids=ids)
+        finally:
+            engine.close()
+    elif kind == "openai":
+        from curate.backends import OpenAIBackend
+
+        if not base_url and not model:
+            raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
+        client = OpenAIBackend(base_url, model or "", api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
+                               tpm=tpm, timeout=timeout, max_retries=max_retries, max_cost=max_cost)
+        summary = run_score(ws, the_judge, client, ids=ids)
+    else:
+        raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+    report = missing_report(ws, the_judge.column)
+    console.print(f"{the_judge.column}: {summary['scored_rows']:,} rows scored, {summary['failed_rows']:,} failed "
+                  f"(every failure has a reason; unexplained missing: {report['unexplained']}); "
+                  f"{summary['cached_requests']:,} cached requests; tokens {summary['tokens']['prompt']:,} in / "
+                  f"{summary['tokens']['completion']:,} out; cost ${summary['cost_usd']:.4f}; {summary['seconds']}s")
+    reasons = [r for r in ws.column(f"{the_judge.column}_failure", ids) if r]
+    if reasons:
+        from collections import Counter
+
+        for reason, n in Counter(r[:120] for r in reasons).most_common(3):
+            console.print(f"  [yellow]{n} x[/] {escape(reason)}")
+
+
+@app.command("serve-local")
+def serve_local(
+    port: int | None = typer.Option(None, help="Port on 127.0.0.1 (default: a free one)."),
+) -> None:
+    """Serve SmolLM2-135M-Instruct with vLLM on 127.0.0.1 (OpenAI-compatible) until Ctrl-C."""
+    import time
+
+    from curate.local import LocalServer
+
+    with LocalServer(port=port) as server:
+        console.print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it")
+        console.print(f"  curate score WS --judge quality --base-url {server.base_url} --model {server.model}")
+        try:
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *, concurrency: int = 16,
+                   api_key_env: str = "OPENAI_API_KEY", rpm: int | None = None, tpm: int | None = None,
+                   max_cost: float | None = None):
+    """A context manager yielding a judge backend from CLI options (same rules as `curate score`)."""
+    import contextlib
+
+    kind = backend or ("openai" if base_url else "local")
+
+    @contextlib.contextmanager
+    def opened():
+        if kind == "local":
+            from curate.local import LocalServer
+
+            err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
+            with LocalServer() as server:
+                yield server.backend(concurrency=concurrency)
+        elif kind == "vllm":
+            from curate.backends import VLLMBackend
+
+            engine = VLLMBackend(model)
+            try:
+                yield engine
+            finally:
+                engine.close()
+        elif kind == "openai":
+            from curate.backends import OpenAIBackend
+
+            if not model:
+                raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
+            yield OpenAIBackend(base_url, model, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
+                                max_cost=max_cost)
+        else:
+            raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+
+    return opened()
 
 
 @app.command("tag")
 def tag_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    backend: str = typer.Option("openai", help="openai: any OpenAI-compatible server (--base-url, --model); "
-                                "vllm: offline vLLM on a local model folder (--model); local: the bundled SmolLM2 server."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible base URL (backend openai)."),
-    model: str | None = typer.Option(None, help="Model name (openai) or model folder (vllm)."),
+    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
+                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (backend openai)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
     prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
-    concurrency: int = typer.Option(16, help="Concurrent requests (backend openai)."),
+    concurrency: int = typer.Option(16, help="Requests in flight at once."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
 ) -> None:
-    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags."""
+    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
     from curate import tags as instag
     from curate.workspace import Workspace
 
     ws = Workspace.open(workspace)
-    with _judge_backend(backend, base_url, model, concurrency) as judge_backend:
+    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
+                        tpm=tpm, max_cost=max_cost) as judge_backend:
         summary = instag.tag(ws, judge_backend, prompt=prompt)
     console.print(f"tagged {summary['rows']:,} rows ({summary['turns']:,} user turns, {summary['cached_calls']:,} cached); "
                   f"{summary['failed_rows']:,} row(s) failed (see column tags_raw_failure); cost ${summary['cost_usd']:.4f}")

