@@ -38,20 +38,23 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 
 #: pool size (rows) at which the paper's absolute thresholds (alpha=20, min support=40) apply unscaled
 REFERENCE_POOL_ROWS = 10_000
+#: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
+MAX_TAGS_PER_QUERY = 10
 
 
 # -- the judge's output schema ----------------------------------------------------------------------
 class IntentTag(BaseModel):
     """One intent of a user query."""
 
-    tag: str = Field(min_length=1, max_length=80)
-    explanation: str
+    tag: str = Field(min_length=1, max_length=60)
+    explanation: str = Field(max_length=200)
 
 
 class IntentTags(BaseModel):
     """The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."""
 
-    tags: list[IntentTag]
+    # bounded, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until max_tokens)
+    tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS_PER_QUERY)
 
 
 # -- tagging with an LLM judge ----------------------------------------------------------------------
@@ -499,7 +502,9 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
         covered: set[str] = set()
         left: list[int] = []
         for i in remaining:
-            new = sets[i] - covered if len(kept) < budget else set()
+            if len(kept) >= budget:
+                break
+            new = sets[i] - covered
             if new:
                 kept.append(i)
                 covered |= sets[i]
