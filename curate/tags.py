@@ -529,22 +529,40 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
     return positions, decisions, why, list(range(len(positions)))
 
 
-def instag_select(ws, budget: int, tags_column: str = "tags") -> tuple[list[str], list[str], list[str]]:
+def instag_select(ws, budget: int, tags_column: str = "tags", rows: Sequence[int] | None = None
+                  ) -> tuple[list[str], list[str], list[str]]:
     """Selector ``method="instag"``: complexity-first diverse sampling on ``tags_column``.
 
-    Returns the workspace selection triple (ids in rank order, decisions, reasons); tie-break by row id.
+    ``rows``: candidate pool positions (default: the whole pool). Returns the workspace selection triple
+    (ids in rank order, decisions, reasons); tag-count ties are broken by row id.
     """
     ids = ws.ids
-    rows = ws.column(tags_column)
-    positions, decisions, reasons, _ = instag_sample(rows, budget, ids)
-    return [ids[i] for i in positions], decisions, reasons
+    candidates = list(range(len(ids))) if rows is None else [int(r) for r in rows]
+    column = ws.column(tags_column)
+    positions, decisions, reasons, _ = instag_sample([column[p] for p in candidates], budget,
+                                                     [ids[p] for p in candidates])
+    return [ids[candidates[i]] for i in positions], decisions, reasons
+
+
+def _instag_selector(ws, rows, budget: int, tags_column: str = "tags"):
+    """Adapter to :mod:`curate.select`'s selector signature (pool positions in, ``SelectorResult`` out)."""
+    from curate.select import SelectorResult  # type: ignore[import-not-found]
+
+    candidates = [int(r) for r in rows]
+    column = ws.column(tags_column)
+    tag_lists = [column[p] for p in candidates]
+    positions, decisions, reasons, _ = instag_sample(tag_lists, budget, [ws.ids[p] for p in candidates])
+    kept = [tag_lists[i] for i, d in zip(positions, decisions, strict=True) if d == "kept"]
+    info = {"tags_column": tags_column, "coverage": coverage(kept, tag_lists),
+            "tags_per_query": tags_per_query(kept), "tie_break": "row id ascending"}
+    return SelectorResult([candidates[i] for i in positions], decisions, reasons, info)
 
 
 def register() -> None:
-    """Add ``instag`` to the selector registry of :mod:`curate.select`."""
-    from curate.select import SELECTORS  # type: ignore[import-not-found]
+    """Add ``instag`` to the selector registry of :mod:`curate.select` (``ws.select(method="instag")``)."""
+    from curate.select import register as add_selector  # type: ignore[import-not-found]
 
-    SELECTORS["instag"] = instag_select
+    add_selector("instag")(_instag_selector)
 
 
 # -- small tagger -----------------------------------------------------------------------------------

@@ -157,6 +157,21 @@ def test_normalize_and_select_on_a_workspace(tagged_ws):
     assert ids[0] == ws.ids[4]  # three tags: the most complex row comes first
     ws.add_selection("instag", ids, decisions, reasons, {"method": "instag"})
     assert len(ws.selection("instag")) == 3
+    # candidates limited to some pool positions (an input selection)
+    sub_ids, sub_dec, _ = instag_select(ws, budget=5, rows=[0, 1, 5, 6])
+    assert sorted(sub_ids) == sorted(ws.ids[i] for i in (0, 1, 5, 6)) and sub_dec.count("no_tags") == 2
+
+
+def test_registered_with_the_selection_module(tagged_ws):
+    select = pytest.importorskip("curate.select", reason="curate.select arrives with the select branch")
+    from curate.tags import register
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        normalize(tagged_ws, Normalizer(semantic=False, association=False))
+    register()
+    result = select.SELECTORS["instag"](tagged_ws, np.arange(len(tagged_ws)), budget=3)
+    assert result.decisions.count("kept") == 3 and result.info["tags_per_query"] > 1
 
 
 def test_tag_classifier_fit_predict_save_load(tmp_path):
