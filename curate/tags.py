@@ -673,3 +673,55 @@ def tagger_agreement(predicted: TagLists, true: TagLists, labels: Sequence[str])
             "coverage_true": len(cov_t) / len(labels), "coverage_pred": len(cov_p) / len(labels),
             "covered_jaccard": len(cov_t & cov_p) / len(union) if union else 1.0,
             "tags_per_query_true": tags_per_query(true_in), "tags_per_query_pred": tags_per_query(pred_in)}
+
+
+def row_texts(ws, ids: list[str] | None = None) -> list[str]:
+    """The text the small tagger reads for a row: its user turns, joined by blank lines."""
+    from curate.pools import user_turns
+
+    convs = ws.conversations()
+    want = ws.ids if ids is None else ids
+    return ["\n\n".join(q for q, _ in user_turns(convs[ws.index[i]])) for i in want]
+
+
+def _row_vectors(ws, ids: list[str], embeddings: str | None) -> np.ndarray:
+    if embeddings is None:
+        from curate.embed import encode
+
+        return encode(row_texts(ws, ids))
+    return np.asarray(ws.embeddings(embeddings, ids=ids))
+
+
+def train_tagger(ws, *, tags_column: str = "tags", embeddings: str | None = None, test_share: float = 0.2,
+                 seed: int = 0, classifier: TagClassifier | None = None) -> tuple[TagClassifier, dict[str, float]]:
+    """Fit a :class:`TagClassifier` on the rows that have tags; score it on a held-out share of them.
+
+    ``embeddings``: a stored embedding set of the workspace, or ``None`` to embed the rows' user turns now.
+    Returns the classifier (refitted on all tagged rows) and its held-out agreement (:func:`tagger_agreement`).
+    """
+    values = ws.column(tags_column)
+    ids = [i for i, v in zip(ws.ids, values, strict=True) if v]
+    tag_lists = [v for v in values if v]
+    if len(ids) < 10:
+        raise ValueError(f"only {len(ids)} rows have tags in {tags_column!r}; need at least 10 to train a tagger")
+    X = _row_vectors(ws, ids, embeddings)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    n_test = max(1, int(round(test_share * len(ids))))
+    test, train = perm[:n_test], perm[n_test:]
+    clf = classifier or TagClassifier()
+    clf.fit(X[train], [tag_lists[i] for i in train])
+    scores = tagger_agreement(clf.predict(X[test]), [tag_lists[i] for i in test], clf.labels)
+    scores.update({"train_rows": int(len(train)), "test_rows": int(n_test), "labels": len(clf.labels)})
+    clf.fit(X, tag_lists)
+    return clf, scores
+
+
+def predict_tags(ws, classifier: TagClassifier, *, column: str = "tags_predicted", embeddings: str | None = None,
+                 threshold: float | None = None, ids: list[str] | None = None) -> list[list[str]]:
+    """Tag rows (default: the whole pool) with the small tagger; write ``column`` with provenance."""
+    ids = ws.ids if ids is None else list(ids)
+    predicted = classifier.predict(_row_vectors(ws, ids, embeddings), threshold=threshold)
+    ws.add_column(column, predicted, {"kind": "instag_tagger", "labels": len(classifier.labels),
+                                      "params": classifier.params, "threshold": threshold,
+                                      "embeddings": embeddings or "curate.embed.encode(user turns)"}, ids=ids)
+    return predicted

@@ -15,11 +15,13 @@ from curate.tags import (
     instag_sample,
     instag_select,
     normalize,
+    predict_tags,
     random_coverage,
     scaled_threshold,
     tag_frequency,
     tagger_agreement,
     tags_per_query,
+    train_tagger,
 )
 from curate.workspace import Workspace
 from tests.conftest import write_jsonl
@@ -233,3 +235,22 @@ def test_cli_tags_report_and_normalize(tagged_ws):
     r = subprocess.run([sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--backend", "openai"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "--model" in (r.stderr + r.stdout)
+
+
+def test_train_tagger_and_predict_on_a_workspace(tmp_path):
+    rng = np.random.default_rng(1)
+    recs, tag_lists = [], []
+    for i in range(40):
+        on = [t for t in ("code", "math") if rng.random() < 0.5] or ["code"]
+        recs.append({"instruction": f"row {i}", "output": "ok"})
+        tag_lists.append(on)
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    ws.add_column("tags", tag_lists, {"kind": "test"})
+    centers = {"code": np.eye(8)[0], "math": np.eye(8)[1]}
+    X = np.array([sum(centers[t] for t in on) + 0.1 * rng.normal(size=8) for on in tag_lists])
+    ws.add_embeddings("toy", X, {"kind": "test"})
+    clf, scores = train_tagger(ws, embeddings="toy")
+    assert scores["micro_f1"] > 0.9 and scores["test_rows"] == 8
+    predicted = predict_tags(ws, clf, embeddings="toy")
+    assert ws.column("tags_predicted") == predicted and ws.columns["tags_predicted"]["kind"] == "instag_tagger"
