@@ -7,10 +7,11 @@ from curate.judges import Judge, run_prompt
 from curate.local import LocalServer
 from curate.pools import load
 from curate.report import build_report
+from curate.tags import Normalizer, TagClassifier
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
 __all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Selection", "VLLMBackend", "Workspace",
-           "WorkspaceError", "build_labels", "build_report", "load", "load_labels", "run_evol", "run_prompt",
-           "__version__"]
+           "WorkspaceError", "Normalizer", "TagClassifier", "build_labels", "build_report", "load", "load_labels",
+           "run_evol", "run_prompt", "__version__"]

@@ -252,6 +252,114 @@ def evol(
     console.print(f"wrote {len(result.labels):,} labels to {path}")
 
 
+def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *, concurrency: int = 16,
+                   api_key_env: str = "OPENAI_API_KEY", rpm: int | None = None, tpm: int | None = None,
+                   max_cost: float | None = None):
+    """A context manager yielding a judge backend from CLI options (same rules as `curate score`)."""
+    import contextlib
+
+    kind = backend or ("openai" if base_url else "local")
+
+    @contextlib.contextmanager
+    def opened():
+        if kind == "local":
+            from curate.local import LocalServer
+
+            err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
+            with LocalServer() as server:
+                yield server.backend(concurrency=concurrency)
+        elif kind == "vllm":
+            from curate.backends import VLLMBackend
+
+            engine = VLLMBackend(model)
+            try:
+                yield engine
+            finally:
+                engine.close()
+        elif kind == "openai":
+            from curate.backends import OpenAIBackend
+
+            if not model:
+                raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
+            yield OpenAIBackend(base_url, model, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
+                                max_cost=max_cost)
+        else:
+            raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+
+    return opened()
+
+
+@app.command("tag")
+def tag_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
+                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (backend openai)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
+    prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
+    concurrency: int = typer.Option(16, help="Requests in flight at once."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
+    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
+) -> None:
+    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
+    from curate import tags as instag
+    from curate.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
+                        tpm=tpm, max_cost=max_cost) as judge_backend:
+        summary = instag.tag(ws, judge_backend, prompt=prompt)
+    console.print(f"tagged {summary['rows']:,} rows ({summary['turns']:,} user turns, {summary['cached_calls']:,} cached); "
+                  f"{summary['failed_rows']:,} row(s) failed (see column tags_raw_failure); cost ${summary['cost_usd']:.4f}")
+    if normalize:
+        norm = instag.normalize(ws)
+        for line in norm.report_lines():
+            console.print(f"  {escape(line)}")
+
+
+@app.command("tags")
+def tags_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    column: str = typer.Option("tags", help="Tag column to report on."),
+    top: int = typer.Option(25, help="Rows of the frequency table."),
+    seeds: int = typer.Option(10, help="Random selections to compare each selection against."),
+    renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
+    min_frequency: int = typer.Option(20, help="Normaliser: drop tags in fewer rows (scaled down below 10,000 rows)."),
+    eps: float = typer.Option(0.05, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
+    min_support: int = typer.Option(40, help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
+) -> None:
+    """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
+    from rich.table import Table
+
+    from curate import tags as instag
+    from curate.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    if renormalize:
+        norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or 0.05,
+                                 association=min_support > 0, min_support=min_support or 40)
+        instag.normalize(ws, norm, column=column)
+        for line in norm.report_lines():
+            console.print(f"  {escape(line)}")
+    rows = ws.column(column)
+    freq = instag.tag_frequency(rows)
+    tagged = sum(1 for r in rows if r)
+    console.print(f"{column}: {len(freq):,} distinct tags; {tagged:,} of {len(rows):,} rows tagged; "
+                  f"{instag.tags_per_query(rows):.2f} tags per query")
+    table = Table("tag", "rows", "share")
+    for name, count in freq[:top]:
+        table.add_row(escape(name), f"{count:,}", f"{count / max(tagged, 1):.1%}")
+    console.print(table)
+    for name in ws.selections:
+        rep = instag.coverage_report(ws, name, tags_column=column, seeds=seeds)
+        console.print(f"selection {escape(name)} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
+                      f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds); "
+                      f"{rep['tags_per_query']:.2f} tags per query")
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:
