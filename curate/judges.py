@@ -538,6 +538,9 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
         "seconds": round(seconds, 2),
     }
     column = judge.column
+    if len(ids) < len(all_ids) and ws.has_column(column):
+        # scoring a subset: keep the other rows' earlier values and reasons
+        values, failures, masses, ids = _merge_subset(ws, column, ids, values, failures, masses, all_ids)
     ws.add_column(column, values, provenance, ids=ids)
     ws.add_column(f"{column}_failure", failures, {"kind": "judge_failure", "judge": column,
                                                   "prompt_fingerprint": judge.prompt.fingerprint}, ids=ids)
@@ -547,15 +550,39 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     return provenance
 
 
+def _column_ids(ws, name: str) -> list[str]:
+    """Ids stored in a derived column (the rows it covers)."""
+    from curate.workspace import _read_arrow
+
+    return _read_arrow(ws.path / "columns" / f"{name}.arrow").column("id").to_pylist()
+
+
+def _merge_subset(ws, column, ids, values, failures, masses, all_ids):
+    covered = set(_column_ids(ws, column)) | set(ids)
+    keep = [rid for rid in all_ids if rid in covered]
+    old_values = ws.column(column, keep)
+    old_failures = ws.column(f"{column}_failure", keep) if ws.has_column(f"{column}_failure") else [None] * len(keep)
+    old_masses = (ws.column(f"{column}_digit_mass", keep) if ws.has_column(f"{column}_digit_mass")
+                  else [None] * len(keep))
+    pos = {rid: i for i, rid in enumerate(keep)}
+    for rid, v, f, m in zip(ids, values, failures, masses, strict=True):
+        old_values[pos[rid]], old_failures[pos[rid]], old_masses[pos[rid]] = v, f, m
+    if any(isinstance(v, list) for v in old_values):  # one shape per column: per-turn lists everywhere
+        old_values = [v if isinstance(v, list) or v is None else [v] for v in old_values]
+        old_masses = [m if isinstance(m, list) or m is None else [m] for m in old_masses]
+    return old_values, old_failures, old_masses, keep
+
+
 def turn_scores(ws, column: str, ids: list[str] | None = None) -> list[list[float | None]]:
     """A judge column as per-turn lists for every row (a float column becomes one-element lists)."""
     return [v if isinstance(v, list) else [v] for v in ws.column(column, ids)]
 
 
 def missing_report(ws, column: str) -> dict[str, int]:
-    """Rows without a complete score, and how many of them lack a failure reason (should be 0)."""
-    values = ws.column(column)
-    reasons = ws.column(f"{column}_failure") if ws.has_column(f"{column}_failure") else [None] * len(values)
+    """Rows the judge ran on, those without a complete score, and how many of those lack a reason (should be 0)."""
+    ids = _column_ids(ws, column)
+    values = ws.column(column, ids)
+    reasons = ws.column(f"{column}_failure", ids) if ws.has_column(f"{column}_failure") else [None] * len(values)
     missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, list) and any(x is None for x in v))]
     return {"rows": len(values), "missing": len(missing), "unexplained": sum(1 for i in missing if not reasons[i])}
 

@@ -65,8 +65,10 @@ def main() -> None:
             batched = run_prompt("complexity", batch_rows, engine, Path(tmp) / "batch.sqlite", progress=False)
             batch_rate = len(batch_rows) / (time.perf_counter() - start)
             ok = [r for r in batched if r.ok]
+            tokens = sum(r.usage.get("prompt_tokens", 0) for r in batched)
             print(f"batched: {len(batch_rows)} rows in one call: {batch_rate:.1f} rows/s "
-                  f"({len(ok)} scored, mean digit mass {sum(r.digit_mass for r in ok) / max(1, len(ok)):.3f})")
+                  f"({len(ok)} scored, mean digit mass {sum(r.digit_mass for r in ok) / max(1, len(ok)):.3f}, "
+                  f"{tokens / len(batch_rows):.0f} prompt tokens per row, most of them a shared few-shot prefix)")
 
             start = time.perf_counter()
             for i, item in enumerate(single_rows):

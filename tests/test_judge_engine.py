@@ -283,3 +283,13 @@ def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_s
     assert fault_server.total == 6 and not any(r.cached for r in edited)
     run_prompt(path, rows, _backend(fault_server), cache, progress=False)
     assert fault_server.total == 6
+
+
+def test_scoring_a_subset_keeps_earlier_rows(tmp_path, fault_server):
+    ws = _workspace(tmp_path, [f"row {i}" for i in range(6)])
+    score(ws, "complexity", _backend(fault_server), ids=ws.ids[:2], progress=False)
+    assert missing_report(ws, "complexity") == {"rows": 2, "missing": 0, "unexplained": 0}
+    score(ws, "complexity", _backend(fault_server), ids=ws.ids[4:], progress=False)
+    values = ws.column("complexity")
+    assert [v is not None for v in values] == [True, True, False, False, True, True]
+    assert missing_report(ws, "complexity") == {"rows": 4, "missing": 0, "unexplained": 0}
