@@ -170,7 +170,9 @@ class OpenAIBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
                 "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout,
-                "max_retries": self.max_retries, "max_cost": self.max_cost}
+                "max_retries": self.max_retries, "max_cost": self.max_cost,
+                # None: no price known for this model, so cost_usd figures are 0 and not real costs
+                "price_usd_per_mtok": list(self.price) if self.price is not None else None}
 
     def _key(self) -> str:
         key = self._api_key or os.environ.get(self.api_key_env)

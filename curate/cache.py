@@ -26,7 +26,11 @@ CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     response TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    alias TEXT PRIMARY KEY,
+    key TEXT NOT NULL
+);
 """
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
 
@@ -68,8 +72,7 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.execute(_SCHEMA)
+        self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -96,12 +99,46 @@ class ResponseCache:
                 found[key] = orjson.loads(response)
         return found
 
-    def put(self, key: str, response: dict[str, Any]) -> None:
-        """Store one response and commit before returning."""
+    def get_aliased(self, aliases: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored responses by alias (a hash of a call's variables that maps to a request key), batched.
+
+        Lets a re-run find its responses without rendering every prompt; the alias is only ever
+        written next to the response of the request that the variables rendered to.
+        """
+        conn = self._conn()
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(aliases))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start:start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"SELECT a.alias, r.response FROM aliases a JOIN responses r ON r.key = a.key "
+                                f"WHERE a.alias IN ({marks})", chunk)
+            for alias, response in rows:
+                found[alias] = orjson.loads(response)
+        return found
+
+    def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
+        """Record (alias, key) pairs for responses already stored."""
+        if pairs:
+            conn = self._conn()
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", pairs)
+
+    def put(self, key: str, response: dict[str, Any], aliases: list[str] | tuple[str, ...] = ()) -> None:
+        """Store one response (and its aliases) in one transaction, committed before returning."""
         data = orjson.dumps(response).decode()
         conn = self._conn()
-        conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
-                     (key, data, time.time()))
+        if not aliases:
+            conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
+                         (key, data, time.time()))
+            return
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
+                         (key, data, time.time()))
+            conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)",
+                             [(a, key) for a in aliases])
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]

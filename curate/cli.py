@@ -174,11 +174,15 @@ def score(
 def serve_local(
     port: int | None = typer.Option(None, help="Port on 127.0.0.1 (default: a free one)."),
 ) -> None:
-    """Serve SmolLM2-135M-Instruct with vLLM on 127.0.0.1 (OpenAI-compatible) until Ctrl-C."""
+    """Serve SmolLM2-135M-Instruct with vLLM on 127.0.0.1 (OpenAI-compatible) until Ctrl-C or SIGTERM."""
+    import signal
     import time
 
     from curate.local import LocalServer
 
+    # SIGTERM (and SIGINT, even where a parent shell ignored it) unwind the `with`, which stops the server by PID
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with LocalServer(port=port) as server:
         console.print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it")
         console.print(f"  curate score WS --judge quality --base-url {server.base_url} --model {server.model}")

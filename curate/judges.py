@@ -15,6 +15,7 @@ Never a default score.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from curate.backends import Backend, Request, run_sync
 from curate.cache import ResponseCache, key_from_header, key_header, request_key
@@ -171,22 +174,25 @@ class _Progress:
             self.bar.close()
 
 
-def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress
-             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress,
+             aliases: dict[str, set[str]] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Look every request up in the cache (batched); send the misses; commit each response before use.
 
-    Returns (responses by key, cached responses by key); failures appear as ``{"failure": ...}``.
+    ``aliases`` (key -> variable hashes) are stored with the responses. Returns (responses by key,
+    cached responses by key); failures appear as ``{"failure": ...}``.
     """
+    aliases = aliases or {}
     by_key = {r.key: r for r in requests}
     hits = cache.get_many(list(by_key))
     out: dict[str, dict[str, Any]] = dict(hits)
     if hits:
         progress.update(len(hits), cached=len(hits))
+        cache.add_aliases([(a, k) for k in hits for a in aliases.get(k, ())])
     misses = [r for k, r in by_key.items() if k not in hits]
 
     def on_done(req: Request, result: dict[str, Any]) -> None:
         if "failure" not in result:
-            cache.put(req.key, result)  # committed before anyone reads it
+            cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
             usage = result.get("usage") or {}
             progress.update(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
                             cost=result.get("cost_usd", 0.0))
@@ -255,18 +261,65 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
         output_model = output_model or prompt.model_class()
         if output_model is None:
             raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
-    requests = build_requests(prompt, variables, backend, params=params, output_model=output_model)
     mode = _instructor_mode(backend) if prompt.output_kind == "json" else None
-    bar = _Progress(len({r.key for r in requests}), desc or prompt.name, progress)
+    aliases = _variable_aliases(prompt, variables, backend, params, output_model)
+    found = cache.get_aliased([a for a in aliases if a])
+    results: list[CallResult | None] = [None] * len(variables)
+    requests: list[Request | None] = [None] * len(variables)
+    miss_idx = []
+    for i, alias in enumerate(aliases):
+        if alias in found:
+            results[i] = _interpret(prompt, found[alias], True, min_digit_mass)
+        else:
+            miss_idx.append(i)
+    bar = _Progress(len(variables) - len(miss_idx), desc or prompt.name, progress)
     try:
-        responses, hits = _execute(backend, cache, requests, bar)
-        results = [_interpret(prompt, responses[r.key], r.key in hits, min_digit_mass) for r in requests]
+        if len(variables) > len(miss_idx):
+            bar.update(len(variables) - len(miss_idx), cached=len(variables) - len(miss_idx))
+        if miss_idx:
+            built = build_requests(prompt, [variables[i] for i in miss_idx], backend, params=params,
+                                   output_model=output_model)
+            alias_by_key: dict[str, set[str]] = {}
+            for i, req in zip(miss_idx, built, strict=True):
+                requests[i] = req
+                if aliases[i]:
+                    alias_by_key.setdefault(req.key, set()).add(aliases[i])
+            if bar.bar is not None:
+                bar.bar.total += len({r.key for r in built})
+                bar.bar.refresh()
+            responses, hits = _execute(backend, cache, built, bar, alias_by_key)
+            for i, req in zip(miss_idx, built, strict=True):
+                results[i] = _interpret(prompt, responses[req.key], req.key in hits, min_digit_mass)
         if mode is not None:
-            _validate_round(prompt, backend, cache, requests, results, responses, hits, output_model, mode,
+            def request_for(i: int) -> Request:
+                if requests[i] is None:
+                    requests[i] = build_requests(prompt, [variables[i]], backend, params=params,
+                                                 output_model=output_model)[0]
+                return requests[i]
+
+            _validate_round(prompt, backend, cache, request_for, results, output_model, mode,
                             validation_retries, bar)
     finally:
         bar.close()
-    return results
+    return results  # type: ignore[return-value]
+
+
+def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: Backend,
+                      params: dict[str, Any] | None, output_model: Any) -> list[str | None]:
+    """Per item, a hash of everything that determines its request before rendering (None if not hashable)."""
+    schema = output_model.model_json_schema() if output_model is not None and hasattr(output_model, "model_json_schema") else None
+    header = key_header(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
+                        params={"params": _request_params(prompt, backend, params), "schema": schema,
+                                "json_schema_mode": backend.supports_json_schema, "alias": 1})
+    out: list[str | None] = []
+    for item in variables:
+        try:
+            blob = orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            out.append(None)
+            continue
+        out.append(hashlib.sha256(header + blob).hexdigest())
+    return out
 
 
 def _interpret(prompt: Prompt, response: dict[str, Any], cached: bool, min_digit_mass: float) -> CallResult:
@@ -284,15 +337,12 @@ def _interpret(prompt: Prompt, response: dict[str, Any], cached: bool, min_digit
     return result
 
 
-def _validate_round(prompt, backend, cache, requests, results, responses, hits, output_model, mode,
+def _validate_round(prompt, backend, cache, request_for, results, output_model, mode,
                     retries: int, bar: _Progress) -> None:
     """Validate json outputs with instructor; re-ask (cached, bounded) with the validation error."""
     from instructor.processing import handle_reask_kwargs
 
-    pending: dict[int, Request] = {}
-    for i, (req, res) in enumerate(zip(requests, results, strict=True)):
-        if res.failure is None:
-            pending[i] = req
+    pending: dict[int, Request | None] = {i: None for i, res in enumerate(results) if res.failure is None}
     attempt = 0
     while pending:
         retry: dict[int, Request] = {}
@@ -307,6 +357,7 @@ def _validate_round(prompt, backend, cache, requests, results, responses, hits, 
                       f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}")
             res.failure = reason
             if attempt < retries:
+                req = req or request_for(i)
                 kwargs = handle_reask_kwargs({"messages": list(req.messages), **req.params}, mode, completion, exc)
                 messages = kwargs.pop("messages")
                 params = {k: v for k, v in kwargs.items() if k in req.params}
@@ -316,7 +367,8 @@ def _validate_round(prompt, backend, cache, requests, results, responses, hits, 
         if not retry:
             return
         attempt += 1
-        bar.bar and bar.bar.reset(total=len({r.key for r in retry.values()}))
+        if bar.bar is not None:
+            bar.bar.total += len({r.key for r in retry.values()})
         new, new_hits = _execute(backend, cache, list(retry.values()), bar)
         for i, req in retry.items():
             old = results[i]
@@ -486,6 +538,9 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
         "seconds": round(seconds, 2),
     }
     column = judge.column
+    if len(ids) < len(all_ids) and ws.has_column(column):
+        # scoring a subset: keep the other rows' earlier values and reasons
+        values, failures, masses, ids = _merge_subset(ws, column, ids, values, failures, masses, all_ids)
     ws.add_column(column, values, provenance, ids=ids)
     ws.add_column(f"{column}_failure", failures, {"kind": "judge_failure", "judge": column,
                                                   "prompt_fingerprint": judge.prompt.fingerprint}, ids=ids)
@@ -495,15 +550,39 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     return provenance
 
 
+def _column_ids(ws, name: str) -> list[str]:
+    """Ids stored in a derived column (the rows it covers)."""
+    from curate.workspace import _read_arrow
+
+    return _read_arrow(ws.path / "columns" / f"{name}.arrow").column("id").to_pylist()
+
+
+def _merge_subset(ws, column, ids, values, failures, masses, all_ids):
+    covered = set(_column_ids(ws, column)) | set(ids)
+    keep = [rid for rid in all_ids if rid in covered]
+    old_values = ws.column(column, keep)
+    old_failures = ws.column(f"{column}_failure", keep) if ws.has_column(f"{column}_failure") else [None] * len(keep)
+    old_masses = (ws.column(f"{column}_digit_mass", keep) if ws.has_column(f"{column}_digit_mass")
+                  else [None] * len(keep))
+    pos = {rid: i for i, rid in enumerate(keep)}
+    for rid, v, f, m in zip(ids, values, failures, masses, strict=True):
+        old_values[pos[rid]], old_failures[pos[rid]], old_masses[pos[rid]] = v, f, m
+    if any(isinstance(v, list) for v in old_values):  # one shape per column: per-turn lists everywhere
+        old_values = [v if isinstance(v, list) or v is None else [v] for v in old_values]
+        old_masses = [m if isinstance(m, list) or m is None else [m] for m in old_masses]
+    return old_values, old_failures, old_masses, keep
+
+
 def turn_scores(ws, column: str, ids: list[str] | None = None) -> list[list[float | None]]:
     """A judge column as per-turn lists for every row (a float column becomes one-element lists)."""
     return [v if isinstance(v, list) else [v] for v in ws.column(column, ids)]
 
 
 def missing_report(ws, column: str) -> dict[str, int]:
-    """Rows without a complete score, and how many of them lack a failure reason (should be 0)."""
-    values = ws.column(column)
-    reasons = ws.column(f"{column}_failure") if ws.has_column(f"{column}_failure") else [None] * len(values)
+    """Rows the judge ran on, those without a complete score, and how many of those lack a reason (should be 0)."""
+    ids = _column_ids(ws, column)
+    values = ws.column(column, ids)
+    reasons = ws.column(f"{column}_failure", ids) if ws.has_column(f"{column}_failure") else [None] * len(values)
     missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, list) and any(x is None for x in v))]
     return {"rows": len(values), "missing": len(missing), "unexplained": sum(1 for i in missing if not reasons[i])}
 

@@ -264,3 +264,32 @@ def test_digit_score_maths():
     assert failure is None and math.isclose(value, 3.0) and info["missing_digits"] == [1, 2, 4, 5, 6]
     assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
     assert "outside" in digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
+
+
+def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_server):
+    path = tmp_path / "rate.md"
+    text = ("---\nname: rate\nversion: 1\ninputs: [instruction]\noutput:\n  kind: digit_score\n  scale: [1, 6]\n---\n"
+            "=== system ===\nRate it.\n=== user ===\n{{ instruction }}\n")
+    path.write_text(text)
+    rows = [{"instruction": f"row {i}"} for i in range(3)]
+    cache = tmp_path / "c.sqlite"
+    run_prompt(path, rows, _backend(fault_server), cache, progress=False)
+    assert fault_server.total == 3
+    # same rendered messages from different variables: found by request key, nothing sent
+    again = run_prompt(path, [{**r, "unused": 1} for r in rows], _backend(fault_server), cache, progress=False)
+    assert fault_server.total == 3 and all(r.cached for r in again)
+    path.write_text(text.replace("Rate it.", "Rate it, please."))
+    edited = run_prompt(path, rows, _backend(fault_server), cache, progress=False)
+    assert fault_server.total == 6 and not any(r.cached for r in edited)
+    run_prompt(path, rows, _backend(fault_server), cache, progress=False)
+    assert fault_server.total == 6
+
+
+def test_scoring_a_subset_keeps_earlier_rows(tmp_path, fault_server):
+    ws = _workspace(tmp_path, [f"row {i}" for i in range(6)])
+    score(ws, "complexity", _backend(fault_server), ids=ws.ids[:2], progress=False)
+    assert missing_report(ws, "complexity") == {"rows": 2, "missing": 0, "unexplained": 0}
+    score(ws, "complexity", _backend(fault_server), ids=ws.ids[4:], progress=False)
+    values = ws.column("complexity")
+    assert [v is not None for v in values] == [True, True, False, False, True, True]
+    assert missing_report(ws, "complexity") == {"rows": 4, "missing": 0, "unexplained": 0}
