@@ -101,6 +101,7 @@ def report(
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
 
 
+@app.command()
 def score(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     judge: str = typer.Option(..., "--judge", "-j", help="Built-in judge (complexity, quality, alpagasus), "
@@ -379,13 +380,12 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click's own usage errors arrive here too
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except Exception as exc:  # click's own usage errors arrive here too (typer may vendor its own click)
+        show = getattr(exc, "show", None)
+        if callable(show) and hasattr(exc, "exit_code"):
+            show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(1)
         raise
 
