@@ -2,8 +2,10 @@
 
 from curate.errors import CurateError, InputError, WorkspaceError
 from curate.pools import load
+from curate.select import SELECTORS, admit, register
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "Selection", "Workspace", "WorkspaceError", "load", "__version__"]
+__all__ = ["CurateError", "InputError", "SELECTORS", "Selection", "Workspace", "WorkspaceError", "admit", "load", "register",
+           "__version__"]
