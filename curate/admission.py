@@ -10,12 +10,13 @@ How it is fast and still exact:
 * **Blocks.** Candidates are taken ``block_size`` at a time: one matrix product against the admitted set,
   then a sequential pass inside the block against block-mates admitted earlier (only rows that have a
   block-mate above ``tau`` need it). Decisions never depend on the block size.
-* **Exact pruning.** The space is cut by spherical K-means centroids (fit once on the rows likely to be
-  examined). Each admitted row is filed under its nearest centroid; a centroid's radius is the largest angle
-  to its members. By the triangle inequality on angles, every member of centroid ``c`` is at least
-  ``angle(x, c) - radius_c`` from ``x``; when that exceeds ``arccos(tau)`` (plus a safety margin for float
-  rounding) the whole group is skipped. Pruning only skips rows that cannot exceed ``tau``, so it cannot
-  change a decision; it only saves work.
+* **Exact pruning (opt-in).** Two bounds can skip products without changing a decision:
+  ``prune="screen"``: an upper bound from a low-rank projection plus residual norms (Cauchy-Schwarz);
+  on embeddings with a real-like spectrum it leaves ~18% of the products, but on 2 CPU cores it did not
+  make the loop faster (the bound pass costs as much as it saves), so it is off by default.
+  ``prune="groups"``: admitted rows filed under K-means centroids; by the triangle inequality on angles a
+  group whose centroid angle minus radius exceeds ``arccos(tau)`` is skipped. In 384 dimensions the radii are
+  too large for this to skip much (measured: 25-60% of products, slower in wall time).
 * **Float safety.** Products run in float32; any decision whose float32 similarity lies within
   ``1e-4`` of ``tau`` is recomputed in float64.
 
@@ -79,11 +80,14 @@ def examination_order(scores: np.ndarray, ids: Any) -> np.ndarray:
 
 
 def check_unit_rows(x: np.ndarray, chunk: int = 65536) -> None:
+    """Raise unless every row has norm 1 (within 1e-3): pruning and the similarity rule assume unit rows."""
     for start in range(0, len(x), chunk):
-        norms = np.linalg.norm(np.asarray(x[start:start + chunk], dtype=np.float64), axis=1)
-        if norms.size and np.abs(norms - 1).max() > 1e-3:
-            bad = start + int(np.argmax(np.abs(norms - 1)))
-            raise ValueError(f"embeddings must be unit-normalised rows; row {bad} has norm {norms[bad - start]:.4f}")
+        part = np.asarray(x[start:start + chunk], dtype=np.float32)
+        dev = np.abs(np.einsum("ij,ij->i", part, part) - 1)
+        if dev.size and dev.max() > 2e-3:
+            bad = start + int(np.argmax(dev))
+            raise ValueError(f"embeddings must be unit-normalised rows; row {bad} has norm "
+                             f"{float(np.linalg.norm(np.asarray(x[bad], np.float64))):.4f}")
 
 
 def spherical_centroids(x: np.ndarray, k: int, seed: int = 0, iters: int = 8) -> np.ndarray:
@@ -178,6 +182,61 @@ class _Groups:
         return best, best_rank, computed
 
 
+class _Screen:
+    """Exact low-rank screen: with P an orthonormal basis of r directions, for unit rows x and y,
+    x.y = Px.Py + rx.ry <= Px.Py + |rx||ry| (Cauchy-Schwarz on the residuals r = x - P'Px).
+    So one product of (r+1)-dim rows [Px, |rx|] gives an upper bound on every similarity; only pairs whose
+    bound exceeds tau are computed exactly. Real sentence embeddings put most of their energy in few
+    directions, so the bound is tight there; on isotropic data it is loose and the screen is not used."""
+
+    def __init__(self, basis: np.ndarray, cap: int):
+        self.basis = basis  # (r, d) float32, orthonormal rows
+        self.basis64 = basis.astype(np.float64)
+        self.aug = np.empty((cap, basis.shape[0] + 1), np.float32)
+
+    def augment(self, xb: np.ndarray) -> np.ndarray:
+        x64 = xb.astype(np.float64)
+        proj = x64 @ self.basis64.T
+        resid = np.linalg.norm(x64 - proj @ self.basis64, axis=1) + 1e-7
+        return np.concatenate((proj, resid[:, None]), axis=1).astype(np.float32)
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, dims: int, cap: int) -> _Screen:
+        """Basis: the top right-singular vectors of a sample of rows (uncentred: similarities, not covariances)."""
+        _, _, vt = np.linalg.svd(sample.astype(np.float64), full_matrices=False)
+        return cls(np.ascontiguousarray(vt[:dims], dtype=np.float32), cap)
+
+    def best(self, xb: np.ndarray, xaug: np.ndarray, adm_vecs: np.ndarray, n_adm: int, threshold: float
+             ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Max similarity (float32) and its admission rank over admitted rows whose bound exceeds
+        ``threshold``; -inf where none does."""
+        b = len(xb)
+        best = np.full(b, -np.inf, np.float32)
+        best_rank = np.full(b, -1, np.int64)
+        computed = 0
+        adm_aug = self.aug[:n_adm]
+        for s in range(0, b, 1024):
+            ub = xaug[s:s + 1024] @ adm_aug.T
+            computed += ub.size * (xaug.shape[1]) // xb.shape[1]  # in units of full-dimension products
+            bi, aj = np.nonzero(ub > threshold)
+            if bi.size == 0:
+                continue
+            if bi.size > 0.05 * ub.size:  # bound too loose here: the full product is cheaper
+                sims = xb[s:s + 1024] @ adm_vecs[:n_adm].T
+                computed += sims.size
+                arg = np.argmax(sims, axis=1)
+                rows = np.arange(len(arg))
+                best[s + rows], best_rank[s + rows] = sims[rows, arg], arg
+                continue
+            sims = np.einsum("ij,ij->i", xb[s + bi], adm_vecs[aj])
+            computed += sims.size
+            first = np.lexsort((-sims, bi))
+            keep = first[np.unique(bi[first], return_index=True)[1]]
+            best[s + bi[keep]] = sims[keep]
+            best_rank[s + bi[keep]] = aj[keep]
+        return best, best_rank, computed
+
+
 def _resolve_block(conflict_rows: np.ndarray, g_rows: np.ndarray, xs: np.ndarray, tau: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sequential resolution inside a block of survivors (rows already clear of the admitted set).
@@ -208,13 +267,18 @@ def _resolve_block(conflict_rows: np.ndarray, g_rows: np.ndarray, xs: np.ndarray
 
 
 def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosine_similarity: float = 0.9,
-          budget: int | None = None, *, block_size: int = 2048, n_clusters: int | str = "auto",
-          prune: bool | str = "auto", device: str = "cpu", seed: int = 0, progress: bool = False) -> AdmissionResult:
+          budget: int | None = None, *, block_size: int = 4096, n_clusters: int | str = "auto",
+          prune: bool | str = False, screen_dims: int = 64, device: str = "cpu", seed: int = 0,
+          progress: bool = False) -> AdmissionResult:
     """Run the exact DEITA admission loop.
 
     ``embeddings``: (n, d) unit-normalised rows. ``scores``: n floats (NaN = unscored, left out).
-    ``ids``: sort keys for ties (default: row positions). Returns an :class:`AdmissionResult` equal to the
-    one-row-at-a-time loop for any ``block_size``, ``n_clusters`` or ``device``.
+    ``ids``: sort keys for ties (default: row positions). ``prune``: False (plain blocked products, the
+    default: measured fastest on 2 CPU cores, see evals/bench_admission.py), "auto" (the low-rank screen
+    when a sample shows its bound leaves < 1% of pairs), "screen" (always), "groups"/True (angular group
+    pruning). Every mode gives the same decisions; pruning only changes how many products are computed.
+    ``device``: "cpu" (numpy), or a torch device such as "cuda". Returns an :class:`AdmissionResult` equal
+    to the one-row-at-a-time loop for any ``block_size``, ``prune``, ``n_clusters`` or ``device``.
     """
     x = embeddings
     n, dim = x.shape
@@ -247,19 +311,33 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
     if use_torch:
         import torch
 
-        tdev = torch.device(device)
+        tdev = torch.device(device.removeprefix("torch:"))  # "torch:cpu" runs the torch path on the CPU
         t_adm = torch.empty((cap, dim), dtype=torch.float32, device=tdev)
     groups = None
-    if not use_torch and prune and cap > 0:
-        k = _auto_clusters(cap) if n_clusters == "auto" else int(n_clusters)
-        if prune == "auto" and cap < 4 * block_size:
-            k = 0
-        if k > 1:
-            head = order[: min(total, 4 * cap)]
-            sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 20 * k), replace=False))
-            groups = _Groups(two_level_centroids(np.asarray(x[sample], np.float32), k, seed=seed), dim)
-            stats["n_clusters"] = len(groups.centroids)
-            stats["centroid_seconds"] = round(time.perf_counter() - t0, 3)
+    k_groups = 0
+    if not use_torch and prune in (True, "groups") and cap > 1:
+        k_groups = _auto_clusters(cap) if n_clusters == "auto" else int(n_clusters)
+    prune_from = 0
+    pruned_sims = pruned_brute = 0
+    stats["pruning"] = "off" if k_groups <= 1 else "pending"
+    screen = None
+    if not use_torch and prune in ("auto", "screen") and cap > 1 and (prune == "screen" or cap >= 4 * block_size):
+        t1 = time.perf_counter()
+        head = order[: min(total, 4 * cap)]
+        sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 4096), replace=False))
+        screen = _Screen.fit(np.asarray(x[sample], np.float32), min(screen_dims, dim - 1), cap)
+        ub_tau = 0.0  # share of sample pairs whose bound cannot rule out tau
+        if len(sample) > 1:
+            aug = screen.augment(np.asarray(x[sample], np.float32))
+            half = len(aug) // 2
+            ub_tau = float((aug[:half] @ aug[half:].T > tau - FLOAT32_MARGIN).mean())
+        stats.update(screen_dims=int(screen.basis.shape[0]), screen_pairs_left=round(ub_tau, 5),
+                     screen_seconds=round(time.perf_counter() - t1, 3))
+        if prune == "auto" and ub_tau > 0.01:
+            screen = None
+            stats["pruning"] = f"off: the low-rank bound leaves {ub_tau:.1%} of sample pairs"
+        else:
+            stats["pruning"] = "low-rank screen"
 
     bar = None
     if progress:
@@ -276,7 +354,17 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
         # 1. against rows admitted before this block
         best = np.full(b, -np.inf, np.float32)
         best_rank = np.full(b, -1, np.int64)
+        if groups is None and stats["pruning"] == "pending" and n_adm >= prune_from:
+            t1 = time.perf_counter()
+            head = order[: min(total, 4 * cap)]
+            sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 10 * k_groups), replace=False))
+            groups = _Groups(two_level_centroids(np.asarray(x[sample], np.float32), k_groups, seed=seed), dim)
+            if n_adm:
+                groups.add(adm_vecs[:n_adm], np.arange(n_adm), adm_vecs[:n_adm] @ groups.centroids.T)
+            stats.update(pruning="on", n_clusters=len(groups.centroids),
+                         centroid_seconds=round(time.perf_counter() - t1, 3))
         cent_sims = xb @ groups.centroids.T if groups is not None else None
+        xaug = screen.augment(xb) if screen is not None else None
         if n_adm:
             if use_torch:
                 tb = torch.from_numpy(xb).to(tdev)
@@ -284,9 +372,18 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
                 m, a = sims.max(dim=1)
                 best, best_rank = m.cpu().numpy(), a.cpu().numpy().astype(np.int64)
                 stats["similarities_computed"] += b * n_adm
+            elif screen is not None:
+                best, best_rank, computed = screen.best(xb, xaug, adm_vecs, n_adm, tau - FLOAT32_MARGIN)
+                stats["similarities_computed"] += computed
             elif groups is not None:
                 best, best_rank, computed = groups.best(xb, cent_sims, max_angle)
-                stats["similarities_computed"] += computed
+                stats["similarities_computed"] += computed + cent_sims.size
+                pruned_sims += computed + cent_sims.size
+                pruned_brute += b * n_adm
+                if prune == "auto" and pruned_brute > 3 * block_size * n_adm and pruned_sims > 0.4 * pruned_brute:
+                    # exact either way; on data this spread out the bounds skip too little to pay for themselves
+                    groups = None
+                    stats["pruning"] = f"stopped: bounds skipped only {1 - pruned_sims / pruned_brute:.0%} of products"
             else:
                 sims = xb @ adm_vecs[:n_adm].T
                 best_rank = np.argmax(sims, axis=1)
@@ -317,11 +414,21 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
                 crow = torch.nonzero((g > tau - FLOAT32_MARGIN).any(dim=1)).flatten()
                 conflict_rows = crow.cpu().numpy()
                 g_rows = g[crow].cpu().numpy()
+            elif screen is not None:  # bound first, exact products only for pairs the bound cannot clear
+                aug_s = xaug[surv]
+                bi, bj = np.nonzero(np.tril(aug_s @ aug_s.T, -1) > tau - FLOAT32_MARGIN)
+                sims = np.einsum("ij,ij->i", xs[bi], xs[bj])
+                hot = sims > tau - FLOAT32_MARGIN
+                conflict_rows = np.unique(bi[hot])
+                g_rows = np.full((conflict_rows.size, surv.size), -np.inf, np.float32)
+                g_rows[np.searchsorted(conflict_rows, bi[hot]), bj[hot]] = sims[hot]
+                stats["similarities_computed"] += sims.size + surv.size ** 2 * aug_s.shape[1] // (2 * dim)
             else:
                 g = np.tril(xs @ xs.T, -1)
                 conflict_rows = np.flatnonzero((g > tau - FLOAT32_MARGIN).any(axis=1))
                 g_rows = g[conflict_rows]
-            stats["similarities_computed"] += surv.size * (surv.size - 1) // 2
+            if screen is None:
+                stats["similarities_computed"] += surv.size * (surv.size - 1) // 2
             adm_s, wit_s, wsim_s = _resolve_block(conflict_rows, g_rows, xs, tau)
             lost = np.flatnonzero(~adm_s)
             blk_dec[surv[lost]] = REJECTED
@@ -339,10 +446,12 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
         local_rank = np.full(b, -1, np.int64)
         local_rank[new_adm] = ranks
         adm_vecs[ranks] = xb[new_adm]
+        if screen is not None:
+            screen.aug[ranks] = xaug[new_adm]
         adm_pos[ranks] = cb[new_adm]
         if use_torch and new_adm.size:
             t_adm[n_adm:n_adm + new_adm.size] = torch.from_numpy(xb[new_adm]).to(tdev)
-        if groups is not None and new_adm.size:
+        if groups is not None and new_adm.size and cent_sims is not None:
             groups.add(xb[new_adm], ranks, cent_sims[new_adm])
         n_adm += new_adm.size
         # witnesses as row positions
@@ -364,5 +473,5 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
 
 
 def _auto_clusters(cap: int) -> int:
-    # about 12 admitted rows per group at the end: small radii; the centroid product costs ~1/12 of brute force
-    return int(min(4096, max(16, cap // 12)))
+    # about 16 admitted rows per group at the end: small radii; the centroid product costs ~1/16 of brute force
+    return int(min(2048, max(16, cap // 16)))

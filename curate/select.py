@@ -155,13 +155,13 @@ def _score_text(s: float | None) -> str:
 # -- selectors ----------------------------------------------------------------------------------------
 @register("deita")
 def deita(ws, rows: np.ndarray, budget: int | None = None, max_cosine_similarity: float = 0.9,
-          sort_by: str | None = None, embeddings: str = "default", block_size: int = 2048,
-          device: str = "cpu", progress: bool = False) -> SelectorResult:
+          sort_by: str | None = None, embeddings: str = "default", block_size: int = 4096,
+          device: str = "cpu", prune: bool | str = False, progress: bool = False) -> SelectorResult:
     """DEITA's repr filter: by score, admit a row iff max cosine similarity to admitted rows <= tau."""
     scores = evaluate_sort_key(ws, sort_by)[rows]
     ids = np.asarray(ws.ids, dtype=object)[rows].astype(str)
     res = admit(_vectors(ws, embeddings, rows), scores, ids, max_cosine_similarity, budget,
-                block_size=block_size, device=device, progress=progress)
+                block_size=block_size, device=device, prune=prune, progress=progress)
     reasons = res.reasons(ids.tolist(), max_cosine_similarity)
     local = np.concatenate((res.order, np.flatnonzero(np.isnan(scores))))
     return SelectorResult(

@@ -56,19 +56,21 @@ def test_admission_equals_sequential_loop_for_any_batching(kind):
     rng = np.random.default_rng({"random": 0, "clustered": 1, "adversarial": 2}[kind])
     tau = 0.9
     if kind == "random":
-        x = unit(rng.standard_normal((1500, 8)))  # low dimension: many pairs above tau
+        x = unit(rng.standard_normal((1000, 8)))  # low dimension: many pairs above tau
     elif kind == "clustered":
-        x = clustered(rng, 3000, 48, 150, 0.33)
+        x = clustered(rng, 2000, 48, 100, 0.33)
     else:
-        x = adversarial(rng, 2400, 32, tau)
+        x = adversarial(rng, 1600, 32, tau)
     scores = rng.integers(0, 6, len(x)).astype(np.float64)  # heavy ties: broken by id
     scores[rng.random(len(x)) < 0.02] = np.nan
     ids = np.array([f"r{rng.integers(10**9):09d}" for _ in range(len(x))])
     for budget in (None, 300):
         want_dec, want_adm = brute_force(x, scores, ids, tau, budget)
         assert (want_dec == REJECTED).sum() > (50 if budget is None else 5)
-        for block_size, prune in ((1, False), (7, True), (128, True), (128, False), (5000, True)):
-            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12)
+        for block_size, prune, device in ((1, False, "cpu"), (7, True, "cpu"), (128, "screen", "cpu"),
+                                          (128, False, "cpu"), (5000, True, "cpu"), (64, "screen", "cpu"),
+                                          (300, False, "torch:cpu")):
+            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12, device=device)
             assert np.array_equal(res.admitted, want_adm), (block_size, prune)
             scored = ~np.isnan(scores)
             assert np.array_equal(res.decision[scored], want_dec[scored]), (block_size, prune)
