@@ -384,11 +384,13 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
                     # exact either way; on data this spread out the bounds skip too little to pay for themselves
                     groups = None
                     stats["pruning"] = f"stopped: bounds skipped only {1 - pruned_sims / pruned_brute:.0%} of products"
-            else:
-                sims = xb @ adm_vecs[:n_adm].T
-                best_rank = np.argmax(sims, axis=1)
-                best = sims[np.arange(b), best_rank]
-                stats["similarities_computed"] += sims.size
+            else:  # in chunks of 1024 candidates: bounds the product's memory (1024 x budget floats)
+                for c0 in range(0, b, 1024):
+                    sims = xb[c0:c0 + 1024] @ adm_vecs[:n_adm].T
+                    arg = np.argmax(sims, axis=1)
+                    best_rank[c0:c0 + 1024] = arg
+                    best[c0:c0 + 1024] = sims[np.arange(len(arg)), arg]
+                    stats["similarities_computed"] += sims.size
         rejected = best > tau + FLOAT32_MARGIN
         near = np.flatnonzero(~rejected & (best > tau - FLOAT32_MARGIN))
         for i in near.tolist():  # rare: decide in float64 against every admitted row
