@@ -203,8 +203,9 @@ class _Screen:
     @classmethod
     def fit(cls, sample: np.ndarray, dims: int, cap: int) -> _Screen:
         """Basis: the top right-singular vectors of a sample of rows (uncentred: similarities, not covariances)."""
-        _, _, vt = np.linalg.svd(sample.astype(np.float64), full_matrices=False)
-        return cls(np.ascontiguousarray(vt[:dims], dtype=np.float32), cap)
+        s64 = sample.astype(np.float64)
+        _, vecs = np.linalg.eigh(s64.T @ s64)  # eigenvectors of the (d x d) Gram: cheaper than an SVD
+        return cls(np.ascontiguousarray(vecs[:, ::-1][:, :dims].T, dtype=np.float32), cap)
 
     def best(self, xb: np.ndarray, xaug: np.ndarray, adm_vecs: np.ndarray, n_adm: int, threshold: float
              ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -218,9 +219,11 @@ class _Screen:
         for s in range(0, b, 1024):
             ub = xaug[s:s + 1024] @ adm_aug.T
             computed += ub.size * (xaug.shape[1]) // xb.shape[1]  # in units of full-dimension products
-            bi, aj = np.nonzero(ub > threshold)
-            if bi.size == 0:
+            hot_rows = np.flatnonzero(ub.max(axis=1) > threshold)
+            if hot_rows.size == 0:
                 continue
+            hr, aj = np.nonzero(ub[hot_rows] > threshold)
+            bi = hot_rows[hr]
             if bi.size > 0.05 * ub.size:  # bound too loose here: the full product is cheaper
                 sims = xb[s:s + 1024] @ adm_vecs[:n_adm].T
                 computed += sims.size
