@@ -7,11 +7,12 @@ from curate.judges import Judge, run_prompt
 from curate.local import LocalServer
 from curate.pools import load
 from curate.report import build_report
+from curate.select import SELECTORS, admit
 from curate.tags import Normalizer, TagClassifier
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Selection", "VLLMBackend", "Workspace",
-           "WorkspaceError", "Normalizer", "TagClassifier", "build_labels", "build_report", "load", "load_labels",
-           "run_evol", "run_prompt", "__version__"]
+__all__ = ["SELECTORS", "CurateError", "InputError", "Judge", "LocalServer", "Normalizer", "OpenAIBackend", "Selection",
+           "TagClassifier", "VLLMBackend", "Workspace", "WorkspaceError", "admit", "build_labels", "build_report", "load",
+           "load_labels", "run_evol", "run_prompt", "__version__"]

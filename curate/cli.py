@@ -365,6 +365,60 @@ def tags_cmd(
                       f"{rep['tags_per_query']:.2f} tags per query")
 
 
+@app.command()
+def embed(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    model: str | None = typer.Option(None, help="sentence-transformers model name or folder (default: the packaged all-MiniLM-L6-v2)."),
+    text: str = typer.Option("instruction", help="What to embed: instruction (user turns), conversation, or response."),
+    name: str = typer.Option("default", help="Name of the embedding set in the workspace."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
+) -> None:
+    """Embed every row; rows embedded before with the same model and text come from the cache."""
+    from curate.workspace import Workspace
+
+    summary = Workspace.open(workspace).embed(model=model, text=text, name=name, batch_size=batch_size, device=device)
+    console.print(f"embeddings {summary['name']!r}: {summary['rows']:,} rows, {summary['encoded']:,} encoded, "
+                  f"{summary['reused']:,} from the cache ({summary['model']}, {summary['text']}, {summary['device']})")
+
+
+@app.command("select")
+def select_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
+                                             "minhash, semantic (or any registered selector)."),
+    name: str = typer.Option(..., help="Name of the selection to write."),
+    budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir)."),
+    max_cosine_similarity: float | None = typer.Option(None, "--max-cosine-similarity",
+                                                       help="deita: admit a row iff its similarity to every admitted row is <= this (default 0.9); semantic: duplicate above this (default 0.95)."),
+    sort_by: str | None = typer.Option(None, "--sort-by", help="Column or expression, e.g. 'complexity*quality' (the default)."),
+    min_score: float | None = typer.Option(None, "--min-score", help="threshold: keep rows scoring at least this."),
+    target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line."),
+    from_selection: str | None = typer.Option(None, "--from", help="Choose among this selection's kept rows."),
+    param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
+) -> None:
+    """Select rows with one method and store every row's decision and reason as a named selection."""
+    from curate.workspace import Workspace
+
+    params: dict = {}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    for key, value in (("budget", budget), ("max_cosine_similarity", max_cosine_similarity), ("sort_by", sort_by),
+                       ("min_score", min_score), ("target", str(target) if target else None)):
+        if value is not None:
+            params[key] = value
+    ws = Workspace.open(workspace)
+    sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
+    counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
+    console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from functools import lru_cache
@@ -30,9 +31,101 @@ def load_model(name: str | None = None, device: str | None = None):
     return SentenceTransformer(path, device=device)
 
 
-def encode(texts: list[str], model: str | None = None, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def encode(texts: list[str], model: str | None = None, batch_size: int = 64, progress: bool = False,
+           device: str | None = None) -> np.ndarray:
     """Unit-normalised float32 embeddings of ``texts``, one row each."""
-    st = load_model(model)
-    out = st.encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True,
-                    normalize_embeddings=True)
-    return np.asarray(out, dtype=np.float32)
+    st = load_model(model, device)
+    if not progress or len(texts) <= batch_size:
+        out = st.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+                        normalize_embeddings=True)
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+    from tqdm.auto import tqdm
+
+    chunk = batch_size * 16
+    parts = []
+    with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            part = texts[start:start + chunk]
+            parts.append(st.encode(part, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
+                                   normalize_embeddings=True))
+            bar.update(len(part))
+    return np.asarray(np.concatenate(parts), dtype=np.float32)
+
+
+TEXT_KINDS = ("instruction", "conversation", "response")
+
+
+def row_text(conversation: list[dict[str, str]], text: str = "instruction") -> str:
+    """What is embedded for a row: its user turns, its assistant turns, or the whole conversation."""
+    if text == "instruction":
+        return "\n\n".join(t["content"] for t in conversation if t["role"] == "user")
+    if text == "response":
+        return "\n\n".join(t["content"] for t in conversation if t["role"] == "assistant")
+    if text == "conversation":
+        return "\n\n".join(f"{t['role']}: {t['content']}" for t in conversation)
+    raise ValueError(f"text must be one of {', '.join(TEXT_KINDS)}, got {text!r}")
+
+
+def auto_device() -> str:
+    """``cuda`` when a GPU is present, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_id(model: str | None) -> str:
+    return DEFAULT_MODEL if model in (None, "default", DEFAULT_MODEL) else str(model)
+
+
+def _cache_file(cache_dir: Path, model_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id.rstrip("/").split("/")[-1])[:60]
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:10]
+    return cache_dir / "embeddings" / f"{safe}-{digest}.npz"
+
+
+def _text_key(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+
+def embed(ws, model: str | None = None, text: str = "instruction", name: str = "default", batch_size: int = 64,
+          device: str | None = None, progress: bool = True) -> dict:
+    """Embed every row of the workspace and store the matrix as embedding set ``name``.
+
+    Vectors are cached under ``ws.cache_dir`` keyed by (model, sha256 of the text): rows whose text was
+    embedded before with the same model are never encoded again. Returns a summary (rows, encoded, ...).
+    """
+    model_id = _model_id(model)
+    device = device or auto_device()
+    texts = [row_text(c, text) for c in ws.conversations()]
+    keys = [_text_key(t) for t in texts]
+    cache = _cache_file(Path(ws.cache_dir), model_id)
+    known: dict[bytes, int] = {}
+    cached_keys = np.empty(0, dtype="S16")
+    cached_vecs = None
+    if cache.exists():
+        with np.load(cache) as z:
+            cached_keys, cached_vecs = z["keys"], z["vectors"]
+        known = {k: i for i, k in enumerate(cached_keys.tolist())}
+    missing: dict[bytes, str] = {}
+    for k, t in zip(keys, texts, strict=True):
+        if k not in known and k not in missing:
+            missing[k] = t
+    if missing:
+        fresh = encode(list(missing.values()), model=None if model_id == DEFAULT_MODEL else model_id,
+                       batch_size=batch_size, progress=progress, device=device)
+        new_keys = np.array(list(missing), dtype="S16")
+        cached_vecs = fresh if cached_vecs is None else np.concatenate((cached_vecs, fresh))
+        cached_keys = np.concatenate((cached_keys, new_keys))
+        known = {k: i for i, k in enumerate(cached_keys.tolist())}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, keys=cached_keys, vectors=cached_vecs)
+        os.replace(tmp, cache)
+    if cached_vecs is None:
+        raise ValueError("the workspace has no rows to embed")
+    matrix = cached_vecs[[known[k] for k in keys]]
+    provenance = {"kind": "embeddings", "model": model_id, "text": text, "dim": int(matrix.shape[1]),
+                  "normalized": True, "device": device, "encoded": len(missing), "cache": str(cache)}
+    ws.add_embeddings(name, matrix, provenance)
+    return {"name": name, "rows": len(texts), "encoded": len(missing), "reused": len(texts) - len(missing),
+            "model": model_id, "text": text, "device": device}

@@ -370,6 +370,20 @@ class Workspace:
 
         return score(self, judge, backend, **kwargs)
 
+
+    def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
+               steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
+        """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
+        from curate.select import select
+
+        return select(self, method=method, name=name, input_selection=input_selection, steps=steps, **params)
+
+    def embed(self, model: str | None = None, text: str = "instruction", name: str = "default", **kwargs: Any) -> dict:
+        """Embed every row (see :func:`curate.embed.embed`); unchanged rows come from the cache."""
+        from curate.embed import embed
+
+        return embed(self, model=model, text=text, name=name, **kwargs)
+
     # -- views and export -----------------------------------------------------------------------
     def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""

@@ -1,0 +1,227 @@
+"""Selection: the exact admission loop against a brute-force sequential loop, and every selector's property."""
+
+import numpy as np
+import pytest
+
+from curate.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
+from curate.errors import CurateError
+from curate.select import SELECTORS, evaluate_sort_key, kcenter_greedy
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+
+
+def brute_force(x, scores, ids, tau, budget):
+    """DEITA's loop, one row at a time, similarities in float64 on the float32 rows."""
+    order = examination_order(scores, ids)
+    x64 = np.asarray(x, np.float64)
+    admitted, dec = [], np.zeros(len(x), np.int8)
+    for p in order:
+        if budget is not None and len(admitted) >= budget:
+            break
+        if admitted and (x64[admitted] @ x64[p]).max() > tau:
+            dec[p] = REJECTED
+        else:
+            admitted.append(p)
+            dec[p] = ADMITTED
+    return dec, np.array(admitted, dtype=np.int64)
+
+
+def unit(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(rng, n, d, groups, spread):
+    centres = unit(rng.standard_normal((groups, d)))
+    return unit(centres[rng.integers(0, groups, n)] + spread * unit(rng.standard_normal((n, d))))
+
+
+def adversarial(rng, n, d, tau):
+    """Many pairs at similarity tau +- 1e-7..1e-3, exact duplicates, and scores full of ties."""
+    base = unit(rng.standard_normal((n // 4, d)))
+    rows = [base]
+    for eps in (-1e-3, -1e-6, -1e-7, 0.0, 1e-7, 1e-6, 1e-3):
+        src = base[rng.integers(0, len(base), n // 16)].astype(np.float64)
+        w = rng.standard_normal(src.shape)
+        w -= (w * src).sum(1, keepdims=True) * src
+        w /= np.linalg.norm(w, axis=1, keepdims=True)
+        t = tau + eps
+        rows.append((t * src + np.sqrt(1 - t * t) * w).astype(np.float32))
+    rows.append(base[rng.integers(0, len(base), n // 16)])  # exact duplicates
+    x = np.concatenate(rows)
+    return x[rng.permutation(len(x))]
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered", "adversarial"])
+def test_admission_equals_sequential_loop_for_any_batching(kind):
+    rng = np.random.default_rng({"random": 0, "clustered": 1, "adversarial": 2}[kind])
+    tau = 0.9
+    if kind == "random":
+        x = unit(rng.standard_normal((1000, 8)))  # low dimension: many pairs above tau
+    elif kind == "clustered":
+        x = clustered(rng, 2000, 48, 100, 0.33)
+    else:
+        x = adversarial(rng, 1600, 32, tau)
+    scores = rng.integers(0, 6, len(x)).astype(np.float64)  # heavy ties: broken by id
+    scores[rng.random(len(x)) < 0.02] = np.nan
+    ids = np.array([f"r{rng.integers(10**9):09d}" for _ in range(len(x))])
+    for budget in (None, 300):
+        want_dec, want_adm = brute_force(x, scores, ids, tau, budget)
+        assert (want_dec == REJECTED).sum() > (50 if budget is None else 5)
+        for block_size, prune, device in ((1, False, "cpu"), (7, True, "cpu"), (128, "screen", "cpu"),
+                                          (128, False, "cpu"), (5000, True, "cpu"), (64, "screen", "cpu"),
+                                          (300, False, "torch:cpu")):
+            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12, device=device)
+            assert np.array_equal(res.admitted, want_adm), (block_size, prune)
+            scored = ~np.isnan(scores)
+            assert np.array_equal(res.decision[scored], want_dec[scored]), (block_size, prune)
+            rej = np.flatnonzero(res.decision == REJECTED)
+            sims = np.einsum("ij,ij->i", x[rej].astype(np.float64), x[res.witness[rej]].astype(np.float64))
+            assert (sims > tau).all() and np.allclose(sims, res.witness_similarity[rej])
+            assert (res.decision[res.witness[rej]] == ADMITTED).all()
+
+
+def test_budget_stops_the_walk():
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((400, 16)))
+    res = admit(x, rng.random(400), None, 0.9, budget=50)
+    assert len(res.admitted) == 50
+    last = np.flatnonzero(res.order == res.admitted[-1])[0]
+    assert (res.decision[res.order[last + 1:]] == NOT_REACHED).all()
+    assert (res.decision[res.order[: last + 1]] != NOT_REACHED).all()
+    with pytest.raises(ValueError, match="unit-normalised"):
+        admit(x * 2, rng.random(400))
+
+
+@pytest.fixture
+def ws(tmp_path):
+    topics = ["cooking pasta with tomato sauce", "baking bread with yeast", "football match tactics",
+              "tennis serve technique", "python list comprehension", "sorting algorithms in C"]
+    recs = []
+    for i in range(60):
+        t = topics[i % len(topics)]
+        recs.append({"instruction": f"Explain {t}, question {i}.", "input": "", "output": f"About {t}: answer {i}."})
+    recs += [recs[0], {"instruction": "EXPLAIN  cooking pasta with tomato sauce, question 0.", "input": "",
+                       "output": "About cooking pasta with tomato sauce: answer 0."}]
+    recs.append({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+                                   {"from": "human", "value": "Tell a joke"}, {"from": "gpt", "value": "No."}]})
+    src = write_jsonl(tmp_path / "pool.jsonl", recs)
+    w = Workspace(tmp_path / "ws")
+    w.load(src)
+    n = len(w)
+    rng = np.random.default_rng(0)
+    conv = w.conversations()
+    # per-turn lists, as the judges write them for multi-turn pools
+    comp = [[2.0, 3.0] if sum(t["role"] == "user" for t in c) == 2 else [float(rng.integers(1, 7))] for c in conv]
+    w.add_column("complexity", comp, {"kind": "test"})
+    w.add_column("quality", [[4.0, 0.5] if len(c) == 2 else [float(rng.integers(1, 7))] for c in comp],
+                 {"kind": "test"})
+    w.add_embeddings("default", clustered(rng, n, 16, 12, 0.4), {"kind": "test"})
+    return w
+
+
+def test_sort_key_per_turn_sum_and_safety(ws):
+    s = evaluate_sort_key(ws)
+    multi = [i for i, c in enumerate(ws.column("complexity")) if len(c) == 2][0]
+    assert s[multi] == pytest.approx(2 * 4 + 3 * 0.5)
+    single = [i for i, c in enumerate(ws.column("complexity")) if len(c) == 1][0]
+    assert s[single] == ws.column("complexity")[single][0] * ws.column("quality")[single][0]
+    expr = evaluate_sort_key(ws, "log1p(quality) + 2")
+    assert expr[multi] == pytest.approx(np.log1p(4) + 2 + np.log1p(0.5) + 2)
+    assert expr[single] == pytest.approx(np.log1p(ws.column("quality")[single][0]) + 2)
+    for bad in ("__import__('os').system('true')", "quality.__class__", "[1][0]", "open('x')"):
+        with pytest.raises(CurateError):
+            evaluate_sort_key(ws, bad)
+
+
+def test_deita_through_the_workspace_records_reasons(ws):
+    sel = ws.select(method="deita", name="d", budget=10, max_cosine_similarity=0.8)
+    assert len(sel.ids) == 10
+    table = sel.table.to_pylist()
+    assert {r["decision"] for r in table} <= {"kept", "rejected", "not_reached"}
+    rejected = [r for r in table if r["decision"] == "rejected"]
+    assert rejected and all("too close to row" in r["reason"] for r in rejected)
+    assert all(r["reason"].startswith("score") for r in table)
+    x = ws.embeddings()
+    kept = [ws.index[i] for i in sel.ids]
+    g = x[kept] @ x[kept].T
+    assert (g[np.triu_indices(len(kept), 1)] <= 0.8).all()
+
+
+def test_chain_dedup_threshold_deita(ws):
+    sel = ws.select(name="final", steps=[{"method": "exact"}, {"method": "threshold", "min_score": 6},
+                                         {"method": "deita", "budget": 5}])
+    assert set(ws.selections) >= {"final", "final.1-exact", "final.2-threshold"}
+    dedup = ws.selection("final.1-exact")
+    assert dedup.decisions()["duplicate"] == 2  # the copy and the case/space variant
+    thr = ws.selection("final.2-threshold")
+    scores = evaluate_sort_key(ws)
+    assert all(scores[ws.index[i]] >= 6 for i in thr.ids)
+    assert set(sel.ids) <= set(thr.ids) and len(sel.ids) == 5
+    assert sel.provenance["input_selection"] == "final.2-threshold"
+
+
+def test_top_k_random_lift_kmeans_counts(ws):
+    scores = evaluate_sort_key(ws)
+    top = ws.select(method="top_k", name="t", budget=7)
+    assert sorted(scores[[ws.index[i] for i in top.ids]], reverse=True) == sorted(scores, reverse=True)[:7]
+    r1 = ws.select(method="random", name="r1", budget=9, seed=4).ids
+    assert r1 == ws.select(method="random", name="r2", budget=9, seed=4).ids and len(r1) == 9
+    assert len(ws.select(method="lift", name="l", budget=8, n_components=4).ids) == 8
+    km = ws.select(method="kmeans", name="k", budget=12, n_clusters=6)
+    assert len(km.ids) == 12 and len(ws.select(method="kmeans", name="k2", budget=12, per_cluster="kcenter").ids) == 12
+
+
+def test_kcenter_radius_shrinks_as_k_grows():
+    x = clustered(np.random.default_rng(5), 600, 16, 30, 0.5)
+    radii = [kcenter_greedy(x, k)[2].max() for k in (1, 5, 20, 80)]
+    assert all(a > b for a, b in zip(radii, radii[1:], strict=False))
+
+
+def test_minhash_and_semantic_dedup_remove_planted_duplicates(tmp_path):
+    rng = np.random.default_rng(6)
+    words = [f"w{i}" for i in range(500)]
+    base = [" ".join(rng.choice(words, 30)) for _ in range(40)]
+    near = [" ".join(b.split()[:-1] + ["changed"]) for b in base[:10]]  # last word changed: Jaccard 27/29
+    recs = [{"instruction": t, "output": "ok"} for t in base + near]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    sel = w.select(method="minhash", name="m", threshold=0.7, text="instruction")
+    assert sel.decisions()["duplicate"] == 10 and len(sel.ids) == 40
+    x = unit(rng.standard_normal((50, 32)))
+    x[40:] = unit(x[:10] + 0.05 * unit(rng.standard_normal((10, 32))))  # cosine ~0.999 to their originals
+    w.add_embeddings("default", x, {"kind": "test"})
+    sem = w.select(method="semantic", name="s", max_cosine_similarity=0.95, n_clusters=3)
+    assert sem.decisions()["duplicate"] == 10
+    dup_rows = {w.index[r["id"]] for r in sem.table.to_pylist() if r["decision"] == "duplicate"}
+    assert len(dup_rows & set(range(10, 40))) == 0
+
+
+def test_dsir_shifts_ngrams_toward_target(tmp_path):
+    rng = np.random.default_rng(7)
+    cook = ["simmer", "garlic", "onion", "oven", "bake", "sauce", "recipe", "butter"]
+    sport = ["goal", "striker", "referee", "tennis", "serve", "match", "league", "coach"]
+    recs = [{"instruction": " ".join(rng.choice(cook if i % 4 == 0 else sport, 8)), "output": "x"} for i in range(200)]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    target = [" ".join(rng.choice(cook, 8)) for _ in range(30)]
+    sel = w.select(method="dsir", name="d", budget=40, target=target)
+    texts = {r["id"]: r["conversation"][0]["content"] for r in w.pool.to_list()}
+    frac = np.mean([texts[i].split()[0] in cook for i in sel.ids])
+    assert frac > 0.9  # pool: 25% cooking
+    assert sel.ids == w.select(method="dsir", name="d2", budget=40, target=target).ids
+
+
+def test_registry_accepts_new_selectors(ws):
+    from curate.select import SelectorResult, register
+
+    @register("first_n")
+    def first_n(w, rows, budget):
+        return SelectorResult(rows.tolist(), ["kept" if i < budget else "rejected" for i in range(len(rows))],
+                              ["test"] * len(rows))
+
+    try:
+        assert ws.select(method="first_n", name="f", budget=3).ids == ws.ids[:3]
+    finally:
+        SELECTORS.pop("first_n")
+    with pytest.raises(CurateError, match="unknown selection method"):
+        ws.select(method="nope", name="x")

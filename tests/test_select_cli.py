@@ -1,0 +1,50 @@
+"""embed and select end to end: the embedding cache, the CLI commands, export of a selection."""
+
+import json
+import os
+
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+
+
+def test_embed_cache_and_cli_select_export(tmp_path):
+    recs = [{"instruction": f"Write a short poem about the number {i}.", "output": f"{i} is fine."} for i in range(12)]
+    recs += [{"instruction": "Write a short poem about the number 3.", "input": "", "output": "another answer"}]
+    src = write_jsonl(tmp_path / "p.jsonl", recs)
+    ws_path = tmp_path / "ws"
+    ws = Workspace(ws_path)
+    ws.load(src)
+    first = ws.embed(device="cpu", progress=False)
+    assert first["encoded"] == 12  # two rows share an instruction
+    x = ws.embeddings()
+    assert x.shape == (13, 384) and abs(float((x[0] ** 2).sum()) - 1) < 1e-4
+    again = ws.embed(device="cpu", progress=False)
+    assert again["encoded"] == 0 and again["reused"] == 13
+    ws.load(write_jsonl(tmp_path / "q.jsonl", [{"instruction": "A brand new question?", "output": "yes"}]))
+    assert ws.embed(device="cpu", progress=False)["encoded"] == 1
+    ws.embed(text="response", name="resp", device="cpu", progress=False)
+    assert ws.embedding_sets["resp"]["text"] == "response"
+
+    ws.add_column("complexity", [float(i % 5) for i in range(len(ws))], {"kind": "test"})
+    ws.add_column("quality", [2.0] * len(ws), {"kind": "test"})
+    runner = CliRunner()
+    out = runner.invoke(app, ["embed", str(ws_path), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "0 encoded" in out.output
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "deita", "--budget", "5", "--name", "best",
+                              "--max-cosine-similarity", "0.9", "--sort-by", "complexity*quality"])
+    assert out.exit_code == 0, out.output
+    assert len(Workspace.open(ws_path).selection("best").ids) == 5
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "exact", "--name", "dedup", "--param", "text=\"instruction\""])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "top_k", "--budget", "3", "--name", "top", "--from", "dedup"])
+    assert out.exit_code == 0, out.output
+    dest = tmp_path / "out.jsonl"
+    out = runner.invoke(app, ["export", str(ws_path), "--selection", "top", "--out", str(dest)])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert len(rows) == 3 and all("complexity" in r for r in rows)
+    assert os.path.exists(ws_path / "cache" / "embeddings")
