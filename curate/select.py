@@ -463,3 +463,13 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
                                      provenance)
         source = step_name
     return selection
+
+
+def _register_other_modules() -> None:
+    """Selectors that live with their concept (InsTag sampling in curate.tags) join the registry here."""
+    from curate.tags import register as register_instag
+
+    register_instag()
+
+
+_register_other_modules()
