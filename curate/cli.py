@@ -85,6 +85,39 @@ def run(
     run_pipeline(str(sample_path()) if source == "sample" else source, out=out, budget=budget, console=console)
 
 
+@app.command("train-scorer")
+def train_scorer(
+    workspace: Path = typer.Argument(..., help="Workspace directory holding the labels."),
+    target: str = typer.Option(..., "--target", help="Numeric column with judge labels to imitate."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
+    kind: str = typer.Option("embedding", help="Scorer kind: embedding (MiniLM + linear head)."),
+    head: str = typer.Option("ridge", help="ridge (regression) or ordinal (expected label of a multinomial head)."),
+    inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response]. "
+                                      "Default: instruction+response when the target name contains 'quality'."),
+    folds: int = typer.Option(5, "--folds", "-k", help="K for K-fold agreement on the training part."),
+    holdout: float = typer.Option(0.2, help="Share of rows held out (split before any fitting)."),
+    seed: int = typer.Option(0, help="Seed for the splits."),
+) -> None:
+    """Train a small scorer on a judge's labels; print K-fold and held-out agreement beside baselines."""
+    from curate.scorers import train_scorer_cli
+
+    train_scorer_cli(workspace, target, out, kind=kind, head=head, k=folds, holdout=holdout, seed=seed,
+                     inputs=inputs.split(",") if inputs else None, console=console)
+
+
+@app.command("score-scorer")
+def score_scorer(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    scorer: str = typer.Option("default", "--scorer", help="Saved scorer folder, or 'default' for the shipped "
+                               "complexity and quality scorers (offline, DEITA 1-6 scale)."),
+    column: str | None = typer.Option(None, help="Column to write (default: the scorer's name)."),
+) -> None:
+    """Score rows with a trained scorer instead of an LLM judge (writes <column> and <column>_failure)."""
+    from curate.scorers import score_with_scorer_cli
+
+    score_with_scorer_cli(workspace, scorer, column=column, console=console)
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:
