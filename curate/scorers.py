@@ -595,12 +595,13 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
 
 # -- drop-in judge -----------------------------------------------------------------------------------
 def score_workspace(ws, scorer: Scorer | str, column: str | None = None, *, ids: Sequence[str] | None = None,
-                    batch_size: int = 256) -> dict[str, Any]:
+                    per_turn: bool = False, batch_size: int = 256) -> dict[str, Any]:
     """Score a workspace's rows with a trained scorer, writing the columns a judge writes.
 
-    Writes ``<column>`` (float, on the scorer's output scale; the first user turn of each row) and
-    ``<column>_failure`` (None, or why the row could not be scored, e.g. no response for a quality
-    scorer). Provenance: ``{"kind": "scorer", "imitates": <judge>, ...}``. Returns a summary.
+    Writes ``<column>`` (on the scorer's output scale: a float from the first user turn, or with
+    ``per_turn`` a list with one score per user turn) and ``<column>_failure`` (None, or why the row
+    could not be scored, e.g. no response for a quality scorer; never a default score). Provenance:
+    ``{"kind": "scorer", "imitates": <judge>, ...}``. Returns a summary.
     """
     from curate.pools import user_turns
 
@@ -610,37 +611,52 @@ def score_workspace(ws, scorer: Scorer | str, column: str | None = None, *, ids:
     ids = ws.ids if ids is None else list(ids)
     index = ws.index
     conversations = ws.conversations()
+    items: list[tuple[int, int]] = []  # (row position, turn) of every text pair to score
     fields: list[dict[str, str | None]] = []
     failures: list[str | None] = []
-    for rid in ids:
+    n_turns: list[int] = []
+    for pos, rid in enumerate(ids):
         turns = user_turns(conversations[index[rid]])
+        if not per_turn:
+            turns = turns[:1]
+        n_turns.append(len(turns))
         if not turns:
-            fields.append({})
             failures.append("row has no user turn")
             continue
-        inst, resp = turns[0]
-        row = {"instruction": inst, "response": resp}
-        missing = [name for name in scorer.inputs if not row.get(name)]
-        fields.append(row)
-        failures.append(f"row has no {' or '.join(missing)}; scorer {scorer.column!r} reads {scorer.inputs}"
-                        if missing else None)
-    ok = [i for i, f in enumerate(failures) if f is None]
-    values: list[float | None] = [None] * len(ids)
-    for start in range(0, len(ok), batch_size):
-        chunk = ok[start:start + batch_size]
-        preds = scorer.predict([fields[i] for i in chunk])
-        for i, v in zip(chunk, preds, strict=True):
-            values[i] = float(v)
+        problems = []
+        for t, (inst, resp) in enumerate(turns):
+            row = {"instruction": inst, "response": resp}
+            missing = [name for name in scorer.inputs if not row.get(name)]
+            if missing:
+                problems.append(f"turn {t + 1} has no {' or '.join(missing)}" if per_turn else f"row has no {' or '.join(missing)}")
+            items.append((pos, t))
+            fields.append(row)
+        failures.append(f"{'; '.join(problems)}; scorer {scorer.column!r} reads {scorer.inputs}" if problems else None)
+    keep = [k for k, (pos, _) in enumerate(items) if failures[pos] is None]
+    scores: dict[tuple[int, int], float] = {}
+    for start in range(0, len(keep), batch_size):
+        chunk = keep[start:start + batch_size]
+        preds = scorer.predict([fields[k] for k in chunk])
+        for k, v in zip(chunk, preds, strict=True):
+            scores[items[k]] = float(v)
+    values: list[Any] = []
+    for pos, failure in enumerate(failures):
+        if failure is not None:
+            values.append(None)
+        elif per_turn:
+            values.append([scores[(pos, t)] for t in range(n_turns[pos])])
+        else:
+            values.append(scores[(pos, 0)])
     provenance = {"kind": "scorer", "imitates": scorer.imitates.get("judge", scorer.column),
                   "imitates_detail": scorer.imitates, "scorer": scorer.config(),
                   "training_fingerprint": scorer.metadata.get("training_fingerprint"),
                   "holdout_agreement": (scorer.metrics.get("holdout") or {}).get("scorer"),
                   "scale": list(scorer.output_range) if scorer.output_range else None,
-                  "turns": "first user turn", "cost_usd": 0.0}
+                  "turns": "each user turn" if per_turn else "first user turn", "cost_usd": 0.0}
     ws.add_column(column, values, provenance, ids=ids)
     ws.add_column(f"{column}_failure", failures, {"kind": "scorer", "failures_of": column}, ids=ids)
     n_fail = sum(f is not None for f in failures)
-    return {"column": column, "scored": len(ok), "failed": n_fail, "rows": len(ids)}
+    return {"column": column, "scored": len(ids) - n_fail, "failed": n_fail, "rows": len(ids)}
 
 
 def score_with_scorer_cli(workspace: str | os.PathLike, scorer: str, column: str | None = None, console=None) -> list[dict[str, Any]]:

@@ -184,3 +184,13 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     res = runner.invoke(app, ["score-scorer", str(ws.path), "--scorer", "default"])
     assert res.exit_code == 0, res.output
     assert {"complexity", "quality", "complexity_failure", "quality_failure"} <= set(ws.columns)
+
+
+def test_per_turn_scoring_writes_one_score_per_user_turn(tmp_path, shapes):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(shapes["sharegpt"])  # two user turns per row
+    summary = score_workspace(ws, "complexity", per_turn=True)
+    assert summary["failed"] == 0
+    values = ws.column("complexity")
+    assert all(len(v) == 2 and all(1 <= x <= 6 for x in v) for v in values)
+    assert ws.columns["complexity"]["turns"] == "each user turn"
