@@ -118,6 +118,25 @@ def score_scorer(
     score_with_scorer_cli(workspace, scorer, column=column, console=console)
 
 
+@app.command("distil")
+def distil_command(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    label_column: str = typer.Option(..., "--label-column", help="Existing judge column used as the labeller "
+                                     "(the loop reads only the rows it asks for, and counts them)."),
+    n: int = typer.Option(200, "-n", help="Random rows labelled before the first fit."),
+    rounds: int = typer.Option(1, help="Rounds of labelling the least-certain rows."),
+    uncertain_k: int = typer.Option(50, "--uncertain-k", help="Rows labelled per round (largest bootstrap disagreement)."),
+    holdout_n: int = typer.Option(100, "--holdout-n", help="Random labelled rows kept out of training, for agreement."),
+    column: str | None = typer.Option(None, help="Column for the scorer's predictions (default LABEL_distilled)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also save the distilled scorer here."),
+) -> None:
+    """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
+    from curate.scorers import distil_cli
+
+    distil_cli(workspace, label_column, n=n, rounds=rounds, uncertain_k=uncertain_k, holdout_n=holdout_n,
+               column=column, out=out, console=console)
+
+
 def main() -> None:
     """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
     try:

@@ -719,6 +719,9 @@ def train_scorer_cli(workspace: str | os.PathLike, target: str, out: str | os.Pa
     ev = train_and_evaluate(scorer, rows, ys, k=k, holdout=holdout, seed=seed,
                             groups=[r["instruction"] for r in rows])
     console.print(ev.table(f"scorer for {target!r} ({len(rows):,} labelled rows)"))
+    if ev.calibration:
+        bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
+        console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")
     path = scorer.save(out)
     console.print(f"saved scorer to {path}")
     return ev
@@ -739,6 +742,14 @@ class DistilReport:
     @property
     def fraction_spent(self) -> float:
         return self.labels_spent / self.rows_total if self.rows_total else float("nan")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{r['round']}</td><td>{r['labelled']:,}</td><td>{r['spent']:,}</td>"
+                       f"<td>{r.get('spearman', float('nan')):.3f}</td><td>{r.get('mae', float('nan')):.3f}</td></tr>"
+                       for r in self.rounds)
+        return (f"<div><b>Distillation of {html.escape(self.column)}</b>: {self.labels_spent:,} of "
+                f"{self.rows_total:,} rows judged ({self.fraction_spent:.1%})<table><tr><th>round</th>"
+                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>MAE</th></tr>{rows}</table></div>")
 
     def __repr__(self) -> str:
         return (f"DistilReport({self.labels_spent:,}/{self.rows_total:,} rows judged ({self.fraction_spent:.1%}), "
@@ -809,7 +820,8 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
                 labels[p] = float(v)
 
     judge(held_pos)
-    held_labels = {p: labels.pop(p) for p in list(labels) if p in set(held_pos.tolist())}
+    held_labels = dict(labels)  # evaluation only: never trained on
+    labels.clear()
     judge(pool_pos[:n])
     history: list[dict[str, Any]] = []
     held_keys = np.array(sorted(held_labels))
@@ -855,3 +867,41 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
         ws.add_column(f"{column}_failure", failures, {"kind": "scorer", "failures_of": column})
     return DistilReport(labels_spent=spent, rows_total=len(ids), rounds=history, holdout=holdout, column=column,
                         scorer=scorer)
+
+
+def distil_cli(workspace: str | os.PathLike, label_column: str, *, n: int, rounds: int, uncertain_k: int,
+               holdout_n: int, column: str | None = None, inputs: Sequence[str] | None = None,
+               out: str | os.PathLike | None = None, seed: int = 0, console=None) -> DistilReport:
+    """What ``curate distil`` does with an existing label column as the labeller (the judge engine plugs in
+    through :func:`distil`'s ``label_fn``): only the rows the loop asks for are read from the column."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from curate.workspace import Workspace
+
+    console = console or Console()
+    ws = Workspace.open(workspace)
+    prov = ws.columns.get(label_column, {})
+    if inputs is None:
+        inputs = ["instruction", "response"] if "quality" in label_column else ["instruction"]
+    features = ["embeddings", "length", "stats"]
+    name = column or f"{label_column}_distilled"
+    scorer = Scorer(inputs=inputs, features=features, name=name,
+                    imitates={"judge": prov.get("judge", label_column), "column": label_column})
+
+    def label_fn(ids: list[str]) -> list[float | None]:
+        return [None if v is None or isinstance(v, (list, dict, str)) else float(v) for v in ws.column(label_column, ids)]
+
+    report = distil(ws, label_fn, scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k, holdout_n=holdout_n,
+                    column=name, seed=seed)
+    table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
+                        f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
+    for head in ("round", "trained on", "labels spent", "held-out spearman", "kendall", "MAE", "pairwise acc"):
+        table.add_column(head)
+    for r in report.rounds:
+        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}",
+                      *(f"{r.get(k, float('nan')):.3f}" for k in ("spearman", "kendall", "mae", "pairwise_accuracy")))
+    console.print(table)
+    if out:
+        console.print(f"saved scorer to {report.scorer.save(out)}")
+    return report

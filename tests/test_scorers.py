@@ -194,3 +194,15 @@ def test_per_turn_scoring_writes_one_score_per_user_turn(tmp_path, shapes):
     values = ws.column("complexity")
     assert all(len(v) == 2 and all(1 <= x <= 6 for x in v) for v in values)
     assert ws.columns["complexity"]["turns"] == "each user turn"
+
+
+def test_cli_distil_with_a_label_column(tmp_path):
+    from curate.cli import app
+
+    ws = _workspace(tmp_path)
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "oracle", "-n", "24", "--rounds", "1",
+                                   "--uncertain-k", "8", "--holdout-n", "20", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "52 of 81 rows labelled" in res.output
+    assert ws.columns["oracle_distilled"]["labels_spent"] == 52
+    assert Scorer.load(tmp_path / "d").metadata["distilled"] is True
