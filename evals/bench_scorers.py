@@ -120,6 +120,11 @@ def main() -> None:
                                 refit_all=False, embedded=emb)
         console.print(ev.table(f"{name}: agreement with GPT-4 labels ({SPECS[name]['imitates']['label_set']})"))
         held[name] = ev.holdout
+        from scipy.stats import spearmanr
+
+        chars = emb["_chars_response" if "response" in SPECS[name]["inputs"] else "_chars_instruction"]
+        console.print(f"  length vs label on all {len(labels):,} rows: spearman {spearmanr(chars, labels).statistic:.3f}"
+                      " (data README: 0.14 for quality)")
         shipped = load_default(name).metrics["holdout"]["scorer"]["spearman"]
         console.print(f"  shipped {name} scorer.json held-out spearman: {shipped:.3f} (this run: "
                       f"{ev.holdout['scorer']['spearman']:.3f})")
