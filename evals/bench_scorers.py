@@ -6,7 +6,8 @@
    beside the length baseline (response length for quality, instruction length for complexity) and
    random. The held-out groups are split off before any fitting (same split as the training script).
 2. Throughput on this machine: the shipped scorer's rows/s against MiniLM's own ``encode`` on the same
-   texts (instruction, and response for quality), timed alternately, median of ``--repeats``.
+   texts (instruction, and response for quality), timed alternately, median of ``--repeats``. Absolute
+   rows/s follow the machine's load (other jobs share the cores); the ratio is the comparable figure.
 3. Cost per row against the API judge it imitates (GPT-4; price assumptions printed).
 ``--compare`` also prints the K-fold figures of the alternative heads/features tried.
 Last line: ``RESULT quality_spearman=<x> complexity_spearman=<y> rows_per_s=<n>``.
