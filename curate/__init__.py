@@ -8,11 +8,12 @@ from curate.local import LocalServer
 from curate.pools import load
 from curate.report import build_report
 from curate.select import SELECTORS, admit
+from curate.scorers import Scorer, distil, score_workspace
 from curate.tags import Normalizer, TagClassifier
 from curate.workspace import Selection, Workspace
 
 __version__ = "0.1.0"
 
-__all__ = ["SELECTORS", "CurateError", "InputError", "Judge", "LocalServer", "Normalizer", "OpenAIBackend", "Selection",
-           "TagClassifier", "VLLMBackend", "Workspace", "WorkspaceError", "admit", "build_labels", "build_report", "load",
-           "load_labels", "run_evol", "run_prompt", "__version__"]
+__all__ = ["SELECTORS", "CurateError", "InputError", "Judge", "LocalServer", "Normalizer", "OpenAIBackend", "Scorer",
+           "Selection", "TagClassifier", "VLLMBackend", "Workspace", "WorkspaceError", "admit", "build_labels",
+           "build_report", "distil", "load", "load_labels", "run_evol", "run_prompt", "score_workspace", "__version__"]
