@@ -7,8 +7,8 @@ from curate.judges import Judge, run_prompt
 from curate.local import LocalServer
 from curate.pools import load
 from curate.report import build_report
-from curate.select import SELECTORS, admit
 from curate.scorers import Scorer, distil, score_workspace
+from curate.select import SELECTORS, admit
 from curate.tags import Normalizer, TagClassifier
 from curate.workspace import Selection, Workspace
 

@@ -1,20 +1,137 @@
-"""The main job, `curate run`: every step of a curation session in order, resumable."""
+"""The main job, `curate run`: load -> dedup -> score -> embed -> tags -> DEITA admission -> export -> report.
+
+Every step is resumable and idempotent: LLM calls go through the response cache, embeddings through the
+embedding cache, scorer columns are recomputed only when the scorer (its training fingerprint) changes,
+and selections are deterministic. Re-running with the same arguments costs nothing and gives the same set.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from curate.report import print_info
 from curate.workspace import Workspace
 
 
-def run_pipeline(source: str, out: Path, budget: int, console: Console | None = None) -> Workspace:
-    """Load ``source`` into ``out/workspace`` and run the curation steps (grown issue by issue)."""
+@dataclass
+class RunResult:
+    """What `curate run` produced: the workspace, the selection, the files, and per-step timings."""
+
+    workspace: Workspace
+    selection: str
+    outputs: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        sel = self.workspace.selection(self.selection)
+        files = "".join(f"<li>{k}: <code>{v}</code></li>" for k, v in self.outputs.items())
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        return f"<div><b>curate run</b>: {len(sel):,} rows selected<ul>{files}</ul>{steps}</div>"
+
+
+def _scorer_step(ws: Workspace, name: str, console: Console) -> str:
+    """Score with the shipped default scorer unless the column already holds this scorer's output."""
+    from curate.scorers import load_default, score_workspace
+
+    scorer = load_default(name)
+    fingerprint = scorer.config().get("training_fingerprint") or scorer.config().get("fingerprint")
+    if ws.has_column(name):
+        prov = ws.column_provenance(name)
+        if prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and \
+                sum(v is None for v in ws.column(name)) == sum(v is not None for v in ws.column(f"{name}_failure")):
+            console.print(f"  {name}: already scored by the default scorer (cached)")
+            return "cached"
+    summary = score_workspace(ws, scorer, column=name, per_turn=True)
+    console.print(f"  {name}: {summary.get('scored', '?')} scored, {summary.get('failed', 0)} failed (default scorer)")
+    return "scored"
+
+
+def _judge_step(ws: Workspace, backend: Any, console: Console) -> None:
+    from curate.judges import score
+
+    for judge in ("complexity", "quality"):
+        summary = score(ws, judge, backend)
+        console.print(f"  {judge}: {summary}")
+
+
+def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = 0.9,
+                 backend: Any = None, tag_backend: Any = None, report: bool = True,
+                 console: Console | None = None) -> RunResult:
+    """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
+    ``out/report.html``.
+
+    ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped
+    default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
+    """
+    from curate import embed as embed_mod
+    from curate import select as select_mod
+
     console = console or Console()
-    ws = Workspace(Path(out) / "workspace")
+    out = Path(out)
+    ws = Workspace(out / "workspace")
+    timings: dict[str, float] = {}
+
+    def step(label: str):
+        t = time.perf_counter()
+        console.print(f"[bold]{label}[/]")
+        return lambda: timings.__setitem__(label, time.perf_counter() - t)
+
+    done = step("load")
     summary = ws.load(source, on_error="skip")
-    console.print(f"loaded {summary['rows_added']:,} new rows ({summary['already_present']:,} already present)")
-    print_info(ws, console)
-    return ws
+    console.print(f"  {summary['rows_added']:,} new rows, {summary['already_present']:,} already present, "
+                  f"{summary['rejects']:,} rejected" + (f" (see {summary['rejects_file']})" if summary["rejects"] else ""))
+    done()
+
+    done = step("dedup")
+    sel = select_mod.select(ws, method="exact", name="dedup")
+    console.print(f"  {len(sel):,} unique of {len(ws):,}")
+    done()
+
+    done = step("score")
+    if backend is None:
+        for name in ("complexity", "quality"):
+            _scorer_step(ws, name, console)
+    else:
+        _judge_step(ws, backend, console)
+    done()
+
+    done = step("embed")
+    info = embed_mod.embed(ws, progress=True)
+    console.print(f"  {info.get('rows', len(ws)):,} rows, {info.get('encoded', '?')} newly encoded")
+    done()
+
+    if tag_backend is not None:
+        from curate import tags
+
+        done = step("tags")
+        tags.tag(ws, tag_backend)
+        tags.normalize(ws)
+        done()
+
+    done = step("select (DEITA admission)")
+    sel = select_mod.select(ws, method="deita", name="deita", input_selection="dedup", budget=budget,
+                            max_cosine_similarity=max_cosine_similarity)
+    console.print(f"  {len(sel):,} rows admitted (budget {budget:,}, max cosine similarity {max_cosine_similarity})")
+    done()
+
+    done = step("export")
+    outputs = {
+        "jsonl": ws.export(out / "selected.jsonl", selection="deita"),
+        "parquet": ws.export(out / "selected.parquet", selection="deita"),
+        "dataset": ws.export(out / "selected", selection="deita"),
+    }
+    done()
+
+    if report:
+        from curate.report import build_report
+
+        done = step("report")
+        outputs["report"] = build_report(ws, out / "report.html", selection="deita")
+        done()
+    for kind, path in outputs.items():
+        console.print(f"  {kind}: {path}")
+    return RunResult(ws, "deita", outputs, timings)

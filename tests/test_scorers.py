@@ -178,10 +178,10 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     assert "length" in res.output and "random" in res.output and "held-out" in res.output
     saved = Scorer.load(out)
     assert saved.imitates["judge"] == "oracle-complexity" and saved.metrics["holdout"]["scorer"]["spearman"] > 0.5
-    res = runner.invoke(app, ["score-scorer", str(ws.path), "--scorer", str(out), "--column", "oracle_hat"])
+    res = runner.invoke(app, ["score", str(ws.path), "--scorer", str(out), "--column", "oracle_hat"])
     assert res.exit_code == 0, res.output
     assert ws.columns["oracle_hat"]["imitates"] == "oracle-complexity"
-    res = runner.invoke(app, ["score-scorer", str(ws.path), "--scorer", "default"])
+    res = runner.invoke(app, ["score", str(ws.path), "--scorer", "default"])
     assert res.exit_code == 0, res.output
     assert {"complexity", "quality", "complexity_failure", "quality_failure"} <= set(ws.columns)
 
