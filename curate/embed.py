@@ -84,23 +84,22 @@ def _cache_file(cache_dir: Path, model_id: str) -> Path:
 
 
 def _text_key(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+    # Hex, not raw digest bytes: numpy's fixed-width bytes dtype drops trailing NULs, which broke lookups.
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32].encode("ascii")
 
 
-def embed(ws, model: str | None = None, text: str = "instruction", name: str = "default", batch_size: int = 64,
-          device: str | None = None, progress: bool = True) -> dict:
-    """Embed every row of the workspace and store the matrix as embedding set ``name``.
+def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | None = None, batch_size: int = 64,
+                  progress: bool = False, device: str | None = None) -> tuple[np.ndarray, int, Path]:
+    """``encode`` through an on-disk cache keyed by (model, sha256 of the text).
 
-    Vectors are cached under ``ws.cache_dir`` keyed by (model, sha256 of the text): rows whose text was
-    embedded before with the same model are never encoded again. Returns a summary (rows, encoded, ...).
+    Returns the matrix (one row per text), how many texts were newly encoded, and the cache file.
+    Embedding steps and trained scorers share this cache, so a text is encoded once per model.
     """
     model_id = _model_id(model)
-    device = device or auto_device()
-    texts = [row_text(c, text) for c in ws.conversations()]
     keys = [_text_key(t) for t in texts]
-    cache = _cache_file(Path(ws.cache_dir), model_id)
+    cache = _cache_file(Path(cache_dir), model_id)
     known: dict[bytes, int] = {}
-    cached_keys = np.empty(0, dtype="S16")
+    cached_keys = np.empty(0, dtype="S32")
     cached_vecs = None
     if cache.exists():
         with np.load(cache) as z:
@@ -113,7 +112,7 @@ def embed(ws, model: str | None = None, text: str = "instruction", name: str = "
     if missing:
         fresh = encode(list(missing.values()), model=None if model_id == DEFAULT_MODEL else model_id,
                        batch_size=batch_size, progress=progress, device=device)
-        new_keys = np.array(list(missing), dtype="S16")
+        new_keys = np.array(list(missing), dtype="S32")
         cached_vecs = fresh if cached_vecs is None else np.concatenate((cached_vecs, fresh))
         cached_keys = np.concatenate((cached_keys, new_keys))
         known = {k: i for i, k in enumerate(cached_keys.tolist())}
@@ -122,10 +121,26 @@ def embed(ws, model: str | None = None, text: str = "instruction", name: str = "
         np.savez(tmp, keys=cached_keys, vectors=cached_vecs)
         os.replace(tmp, cache)
     if cached_vecs is None:
+        return np.empty((0, 0), dtype=np.float32), 0, cache
+    return cached_vecs[[known[k] for k in keys]], len(missing), cache
+
+
+def embed(ws, model: str | None = None, text: str = "instruction", name: str = "default", batch_size: int = 64,
+          device: str | None = None, progress: bool = True) -> dict:
+    """Embed every row of the workspace and store the matrix as embedding set ``name``.
+
+    Vectors are cached under ``ws.cache_dir`` keyed by (model, sha256 of the text): rows whose text was
+    embedded before with the same model are never encoded again. Returns a summary (rows, encoded, ...).
+    """
+    model_id = _model_id(model)
+    device = device or auto_device()
+    texts = [row_text(c, text) for c in ws.conversations()]
+    if not texts:
         raise ValueError("the workspace has no rows to embed")
-    matrix = cached_vecs[[known[k] for k in keys]]
+    matrix, encoded, cache = encode_cached(texts, ws.cache_dir, model=model_id, batch_size=batch_size,
+                                           progress=progress, device=device)
     provenance = {"kind": "embeddings", "model": model_id, "text": text, "dim": int(matrix.shape[1]),
-                  "normalized": True, "device": device, "encoded": len(missing), "cache": str(cache)}
+                  "normalized": True, "device": device, "encoded": encoded, "cache": str(cache)}
     ws.add_embeddings(name, matrix, provenance)
-    return {"name": name, "rows": len(texts), "encoded": len(missing), "reused": len(texts) - len(missing),
+    return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
             "model": model_id, "text": text, "device": device}

@@ -192,13 +192,21 @@ class Scorer:
         self.metrics: dict[str, Any] = {}
 
     # -- features -----------------------------------------------------------------------------------
-    def embed(self, rows: Sequence[Row]) -> dict[str, np.ndarray]:
-        """MiniLM embeddings of each input's texts (the slow part; reuse it across folds)."""
-        from curate.embed import encode
+    def embed(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+        """MiniLM embeddings of each input's texts (the slow part; reuse it across folds).
+
+        With ``cache_dir`` (a workspace's), texts embedded before by any step are not encoded again.
+        """
+        from curate.embed import encode, encode_cached
 
         texts = input_texts(rows, self.inputs)
-        return self.describe(texts, {name: encode(texts[name], model=self.embed_model, batch_size=self.batch_size)
-                                     for name in self.inputs})
+        if cache_dir is None:
+            vectors = {name: encode(texts[name], model=self.embed_model, batch_size=self.batch_size)
+                       for name in self.inputs}
+        else:
+            vectors = {name: encode_cached(texts[name], cache_dir, model=self.embed_model, batch_size=self.batch_size,
+                                           progress=len(texts[name]) > 2000)[0] for name in self.inputs}
+        return self.describe(texts, vectors)
 
     def describe(self, texts: dict[str, list[str]], embeddings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embeddings plus the cheap per-text measurements (lengths, text statistics, word overlap)."""
@@ -323,12 +331,12 @@ class Scorer:
                               "label_mean": float(np.mean(scores)), "label_std": float(np.std(scores))})
         return self
 
-    def predict(self, rows: Sequence[Row]) -> np.ndarray:
-        """Scores for rows (on ``output_range`` when set, else the judge's scale)."""
+    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Scores for rows (on ``output_range`` when set, else the judge's scale); see :meth:`embed` for ``cache_dir``."""
         rows = list(rows)
         if not rows:
             return np.zeros(0)
-        return self.predict_features(self.featurize(self.embed(rows)))
+        return self.predict_features(self.featurize(self.embed(rows, cache_dir=cache_dir)))
 
     @property
     def column(self) -> str:
@@ -634,11 +642,10 @@ def score_workspace(ws, scorer: Scorer | str, column: str | None = None, *, ids:
         failures.append(f"{'; '.join(problems)}; scorer {scorer.column!r} reads {scorer.inputs}" if problems else None)
     keep = [k for k, (pos, _) in enumerate(items) if failures[pos] is None]
     scores: dict[tuple[int, int], float] = {}
-    for start in range(0, len(keep), batch_size):
-        chunk = keep[start:start + batch_size]
-        preds = scorer.predict([fields[k] for k in chunk])
-        for k, v in zip(chunk, preds, strict=True):
-            scores[items[k]] = float(v)
+    # One predict call: the texts go through the workspace's embedding cache in one pass.
+    preds = scorer.predict([fields[k] for k in keep], cache_dir=ws.cache_dir)
+    for k, v in zip(keep, preds, strict=True):
+        scores[items[k]] = float(v)
     values: list[Any] = []
     for pos, failure in enumerate(failures):
         if failure is not None:
