@@ -33,21 +33,22 @@ class RunResult:
         return f"<div><b>curate run</b>: {len(sel):,} rows selected<ul>{files}</ul>{steps}</div>"
 
 
-def _scorer_step(ws: Workspace, name: str, console: Console) -> str:
-    """Score with the shipped default scorer unless the column already holds this scorer's output."""
+def _scorer_step(ws: Workspace, name: str, console: Console) -> None:
+    """Score with the shipped default scorer unless every row already holds this scorer's output."""
     from curate.scorers import load_default, score_workspace
 
     scorer = load_default(name)
-    fingerprint = scorer.config().get("training_fingerprint") or scorer.config().get("fingerprint")
-    if ws.has_column(name):
+    fingerprint = scorer.metadata.get("training_fingerprint")
+    if ws.has_column(name) and ws.has_column(f"{name}_failure"):
         prov = ws.column_provenance(name)
-        if prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and \
-                sum(v is None for v in ws.column(name)) == sum(v is not None for v in ws.column(f"{name}_failure")):
-            console.print(f"  {name}: already scored by the default scorer (cached)")
-            return "cached"
+        complete = all(v is not None or f is not None
+                       for v, f in zip(ws.column(name), ws.column(f"{name}_failure"), strict=True))
+        if prov.get("kind") == "scorer" and prov.get("training_fingerprint") == fingerprint and complete:
+            console.print(f"  {name}: every row already scored by the default scorer")
+            return
     summary = score_workspace(ws, scorer, column=name, per_turn=True)
-    console.print(f"  {name}: {summary.get('scored', '?')} scored, {summary.get('failed', 0)} failed (default scorer)")
-    return "scored"
+    console.print(f"  {name}: {summary['scored']:,} scored, {summary['failed']:,} failed "
+                  f"(reasons in {name}_failure), default scorer imitating {scorer.imitates.get('judge', name)}")
 
 
 def _judge_step(ws: Workspace, backend: Any, console: Console) -> None:

@@ -16,6 +16,7 @@ never leaves a half-written column. Derived columns are keyed by row id and alig
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -164,13 +165,8 @@ class Workspace:
                 old = self.pool.data.table
                 table = pa.concat_tables([old, table], promote_options="permissive")
             tmp = self.path / f".pool.{uuid.uuid4().hex}.tmp"
-            was_enabled = datasets.is_progress_bar_enabled()
-            datasets.disable_progress_bars()
-            try:
+            with _quiet_datasets():
                 datasets.Dataset(table).save_to_disk(str(tmp))
-            finally:
-                if was_enabled:
-                    datasets.enable_progress_bars()
             old_dir = self.path / "pool"
             trash = self.path / f".pool.old.{uuid.uuid4().hex}"
             self._pool = None
@@ -409,6 +405,11 @@ class Workspace:
         ds = self.to_dataset(columns=columns, selection=selection)
         out.parent.mkdir(parents=True, exist_ok=True)
         suffix = out.suffix.lower()
+        with _quiet_datasets():
+            return self._write(ds, out, suffix)
+
+    @staticmethod
+    def _write(ds, out: Path, suffix: str) -> Path:
         if suffix in (".jsonl", ".json"):
             ds.to_json(str(out), lines=True, force_ascii=False)
         elif suffix == ".parquet":
@@ -450,6 +451,20 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Hide datasets' own per-call progress bars (our steps show their own)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
 
 
 def _provenance_line(prov: dict[str, Any]) -> str:
