@@ -360,8 +360,18 @@ class Workspace:
         return Selection(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
 
     # -- judges ---------------------------------------------------------------------------------
-    def score(self, judge, backend, **kwargs: Any) -> dict[str, Any]:
-        """Run an LLM judge over the rows; see ``curate.judges.score`` (writes <judge>, <judge>_failure)."""
+    def score(self, judge, backend=None, **kwargs: Any) -> dict[str, Any]:
+        """Score the rows with an LLM judge and a backend (``curate.judges.score``), or with a trained
+        ``Scorer`` in its place (``curate.scorers.score_workspace``); both write <column>, <column>_failure.
+        """
+        from curate.scorers import Scorer, score_workspace
+
+        if isinstance(judge, Scorer):
+            if backend is not None:
+                raise ValueError("a trained Scorer needs no backend")
+            return score_workspace(self, judge, **kwargs)
+        if backend is None:
+            raise ValueError("an LLM judge needs a backend (OpenAIBackend, VLLMBackend, LocalServer().backend())")
         from curate.judges import score
 
         return score(self, judge, backend, **kwargs)
