@@ -1,8 +1,8 @@
 """Trained small scorers: imitate an expensive LLM judge with MiniLM embeddings and a linear head.
 
 A :class:`Scorer` reads one or two texts per row (``inputs``: the instruction, and for quality also the
-response), turns them into features (MiniLM embeddings, their element-wise product, log lengths) and
-maps the features to a score with a scikit-learn head fitted on judge labels:
+response), turns them into features (MiniLM embeddings, their element-wise product, log lengths, cheap
+text statistics) and maps the features to a score with a scikit-learn head fitted on judge labels:
 
 - ``head="ridge"``: ridge regression;
 - ``head="ordinal"``: multinomial logistic regression over the label values, scored as the expected
@@ -10,6 +10,10 @@ maps the features to a score with a scikit-learn head fitted on judge labels:
 
 The fitted head is stored as plain arrays (safetensors) plus JSON metadata, and prediction is a matmul
 reimplemented here, so a saved scorer loads without pickle and without scikit-learn's object format.
+
+Also here: agreement metrics with baselines (:func:`agreement`, :func:`train_and_evaluate`), drop-in
+scoring of a workspace (:func:`score_workspace`), and the distillation loop (:func:`distil`).
+Kinds ``finetune`` and ``lm-digit`` (the DEITA way) are not built yet.
 
 Output scale: a scorer may map its judge's label range linearly onto another range (``label_range`` ->
 ``output_range``); the shipped defaults map onto DEITA's 1-6 scale so ``complexity * quality`` works.
