@@ -165,7 +165,8 @@ class Scorer:
                  features: Sequence[str] = ("embeddings", "length"), alpha: float = 10.0, C: float = 1.0,
                  embed_model: str | None = None, label_range: tuple[float, float] | None = None,
                  output_range: tuple[float, float] | None = None, name: str | None = None,
-                 imitates: dict[str, Any] | None = None, batch_size: int = 64, embedding_weight: float = 1.0):
+                 imitates: dict[str, Any] | None = None, batch_size: int = 64, embedding_weight: float = 1.0,
+                 embed_inputs: Sequence[str] | None = None):
         if kind not in KINDS:
             raise ScorerError(f"scorer kind {kind!r} is not available; implemented: {list(KINDS)} "
                               "(finetune and lm-digit are not built yet)")
@@ -191,6 +192,11 @@ class Scorer:
         self.imitates = dict(imitates or {})
         self.batch_size = batch_size
         self.embedding_weight = float(embedding_weight)
+        # Which inputs get a MiniLM embedding (default: all). Embedding long responses is the slow part of
+        # scoring a big pool; a quality scorer may read the response through its text statistics only.
+        self.embed_inputs = list(inputs) if embed_inputs is None else list(embed_inputs)
+        if not set(self.embed_inputs) <= set(self.inputs):
+            raise ScorerError(f"embed_inputs {self.embed_inputs} must be among inputs {self.inputs}")
         self.weights: dict[str, np.ndarray] = {}
         self.metadata: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
@@ -206,10 +212,10 @@ class Scorer:
         texts = input_texts(rows, self.inputs)
         if cache_dir is None:
             vectors = {name: encode(texts[name], model=self.embed_model, batch_size=self.batch_size)
-                       for name in self.inputs}
+                       for name in self.embed_inputs}
         else:
             vectors = {name: encode_cached(texts[name], cache_dir, model=self.embed_model, batch_size=self.batch_size,
-                                           progress=len(texts[name]) > 2000)[0] for name in self.inputs}
+                                           progress=len(texts[name]) > 2000)[0] for name in self.embed_inputs}
         return self.describe(texts, vectors)
 
     def describe(self, texts: dict[str, list[str]], embeddings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -232,7 +238,7 @@ class Scorer:
     def _embedding_parts(self, emb: dict[str, np.ndarray]) -> list[np.ndarray]:
         parts: list[np.ndarray] = []
         if "embeddings" in self.features:
-            parts += [emb[name] for name in self.inputs]
+            parts += [emb[name] for name in self.embed_inputs]
         if "product" in self.features:
             parts.append(emb[self.inputs[0]] * emb[self.inputs[1]])
         return parts
@@ -245,8 +251,9 @@ class Scorer:
             parts.append(emb[f"_stats_{self.inputs[-1]}"])  # the judged text: the response when there is one
             if len(self.inputs) >= 2:
                 a, b = self.inputs[:2]
-                parts += [(np.log1p(emb[f"_chars_{b}"]) - np.log1p(emb[f"_chars_{a}"]))[:, None],
-                          emb["_overlap"][:, None], (emb[a] * emb[b]).sum(axis=1)[:, None]]
+                parts += [(np.log1p(emb[f"_chars_{b}"]) - np.log1p(emb[f"_chars_{a}"]))[:, None], emb["_overlap"][:, None]]
+                if a in emb and b in emb:  # cosine of the two texts, when both are embedded
+                    parts.append((emb[a] * emb[b]).sum(axis=1)[:, None])
         return parts
 
     # -- head ---------------------------------------------------------------------------------------
@@ -350,7 +357,7 @@ class Scorer:
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "inputs": self.inputs, "head": self.head, "features": self.features,
                 "alpha": self.alpha, "C": self.C,
-                "embedding_weight": self.embedding_weight, "embed_model": self.embed_model or "all-MiniLM-L6-v2",
+                "embedding_weight": self.embedding_weight, "embed_inputs": self.embed_inputs, "embed_model": self.embed_model or "all-MiniLM-L6-v2",
                 "label_range": self.label_range, "output_range": self.output_range, "name": self.name,
                 "imitates": self.imitates}
 
@@ -389,7 +396,8 @@ class Scorer:
                      alpha=doc["alpha"], C=doc["C"], embed_model=embed_model,
                      label_range=tuple(doc["label_range"]) if doc["label_range"] else None,
                      output_range=tuple(doc["output_range"]) if doc["output_range"] else None,
-                     name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0))
+                     name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0),
+                     embed_inputs=doc.get("embed_inputs"))
         scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path / "head.safetensors")).items()}
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
