@@ -252,7 +252,7 @@ class Scorer:
             if len(self.inputs) >= 2:
                 a, b = self.inputs[:2]
                 parts += [(np.log1p(emb[f"_chars_{b}"]) - np.log1p(emb[f"_chars_{a}"]))[:, None], emb["_overlap"][:, None]]
-                if a in emb and b in emb:  # cosine of the two texts, when both are embedded
+                if a in self.embed_inputs and b in self.embed_inputs:  # cosine of the two texts, when both are embedded
                     parts.append((emb[a] * emb[b]).sum(axis=1)[:, None])
         return parts
 
