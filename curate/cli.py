@@ -165,32 +165,9 @@ def score(
     ws = Workspace.open(workspace)
     ids = ws.ids[:limit] if limit else None
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
-    kind = backend or ("openai" if base_url else "local")
-    if kind == "local":
-        from curate.local import LocalServer
-
-        err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
-        with LocalServer() as server:
-            summary = run_score(ws, the_judge, server.backend(concurrency=concurrency, timeout=timeout,
-                                                             max_retries=max_retries), ids=ids)
-    elif kind == "vllm":
-        from curate.backends import VLLMBackend
-
-        engine = VLLMBackend(model)
-        try:
-            summary = run_score(ws, the_judge, engine, ids=ids)
-        finally:
-            engine.close()
-    elif kind == "openai":
-        from curate.backends import OpenAIBackend
-
-        if not base_url and not model:
-            raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
-        client = OpenAIBackend(base_url, model or "", api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
-                               tpm=tpm, timeout=timeout, max_retries=max_retries, max_cost=max_cost)
-        summary = run_score(ws, the_judge, client, ids=ids)
-    else:
-        raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
+                        max_cost=max_cost, timeout=timeout, max_retries=max_retries) as llm:
+        summary = run_score(ws, the_judge, llm, ids=ids)
     report = missing_report(ws, the_judge.column)
     console.print(f"{the_judge.column}: {summary['scored_rows']:,} rows scored, {summary['failed_rows']:,} failed "
                   f"(every failure has a reason; unexplained missing: {report['unexplained']}); "
@@ -260,31 +237,9 @@ def evol(
                    prompt_dirs=[str(d) for d in prompt_dir] or None,
                    rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
-    backend_kind = backend or ("openai" if base_url else "local")
-    if backend_kind == "local":
-        from curate.local import LocalServer
-
-        err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
-        with LocalServer() as server:
-            result = run_evol(rows, server.backend(concurrency=concurrency), **options)
-    elif backend_kind == "vllm":
-        from curate.backends import VLLMBackend
-
-        engine = VLLMBackend(model)
-        try:
-            result = run_evol(rows, engine, **options)
-        finally:
-            engine.close()
-    elif backend_kind == "openai":
-        from curate.backends import OpenAIBackend
-
-        if not base_url and not model:
-            raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
-        client = OpenAIBackend(base_url, model or "", api_key_env=api_key_env, concurrency=concurrency, rpm=rpm,
-                               tpm=tpm, max_cost=max_cost)
-        result = run_evol(rows, client, **options)
-    else:
-        raise typer.BadParameter(f"--backend {backend_kind!r}: use openai, vllm or local")
+    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
+                        max_cost=max_cost) as llm:
+        result = run_evol(rows, llm, **options)
     path = save_labels(ws, name or f"evol_{kind}", result)
     print_run_summary(result, console)
     console.print(f"wrote {len(result.labels):,} labels to {path}")
@@ -292,8 +247,9 @@ def evol(
 
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *, concurrency: int = 16,
                    api_key_env: str = "OPENAI_API_KEY", rpm: int | None = None, tpm: int | None = None,
-                   max_cost: float | None = None):
-    """A context manager yielding a judge backend from CLI options (same rules as `curate score`)."""
+                   max_cost: float | None = None, timeout: float = 60.0, max_retries: int = 6):
+    """A context manager yielding an LLM backend from CLI options: openai with --base-url, vllm (in-process),
+    or local (SmolLM2 on an embedded vLLM server, stopped on exit)."""
     import contextlib
 
     kind = backend or ("openai" if base_url else "local")
@@ -305,7 +261,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
 
             err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
             with LocalServer() as server:
-                yield server.backend(concurrency=concurrency)
+                yield server.backend(concurrency=concurrency, timeout=timeout, max_retries=max_retries)
         elif kind == "vllm":
             from curate.backends import VLLMBackend
 
@@ -320,7 +276,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             if not model:
                 raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
             yield OpenAIBackend(base_url, model, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
-                                max_cost=max_cost)
+                                timeout=timeout, max_retries=max_retries, max_cost=max_cost)
         else:
             raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
 

@@ -41,15 +41,18 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = 64, pro
         return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
     from tqdm.auto import tqdm
 
+    # Chunks for the progress bar, taken in one global length order: sentence-transformers sorts only
+    # within a call, and mixing long and short texts in a batch wastes most of it on padding.
+    order = np.argsort([-len(t) for t in texts], kind="stable")
     chunk = batch_size * 16
-    parts = []
+    out = np.empty((len(texts), _dimension(st)), dtype=np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
         for start in range(0, len(texts), chunk):
-            part = texts[start:start + chunk]
-            parts.append(st.encode(part, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
-                                   normalize_embeddings=True))
-            bar.update(len(part))
-    return np.asarray(np.concatenate(parts), dtype=np.float32)
+            idx = order[start:start + chunk]
+            out[idx] = st.encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=False,
+                                 convert_to_numpy=True, normalize_embeddings=True)
+            bar.update(len(idx))
+    return out
 
 
 TEXT_KINDS = ("instruction", "conversation", "response")
@@ -144,3 +147,9 @@ def embed(ws, model: str | None = None, text: str = "instruction", name: str = "
     ws.add_embeddings(name, matrix, provenance)
     return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
             "model": model_id, "text": text, "device": device}
+
+
+def _dimension(st) -> int:
+    # sentence-transformers renamed get_sentence_embedding_dimension (v6); support both.
+    getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    return int(getter())

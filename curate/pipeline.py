@@ -135,4 +135,5 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         done()
     for kind, path in outputs.items():
         console.print(f"  {kind}: {path}")
+    console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return RunResult(ws, "deita", outputs, timings)

@@ -40,9 +40,18 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
 def test_every_command_has_help():
     top = curate_cli("--help")
     assert top.returncode == 0
-    for cmd in ("load", "info", "export", "run"):
-        r = curate_cli(cmd, "--help")
-        assert r.returncode == 0 and "Usage" in r.stdout, cmd
+    from curate.cli import app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}
+    expected = {"load", "info", "export", "run", "report", "score", "serve-local", "evol", "tag", "tags", "embed",
+                "select", "train-scorer", "distil"}
+    assert expected <= names, expected - names
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for cmd in sorted(expected):
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0 and "Usage" in r.output, cmd
 
 
 def test_missing_workspace_is_a_clean_error(tmp_path):
