@@ -1,7 +1,7 @@
 """The main job, `curate run`: load -> dedup -> score -> embed -> tags -> DEITA admission -> export -> report.
 
 Every step is resumable and idempotent: LLM calls go through the response cache, embeddings through the
-embedding cache, scorer columns are recomputed only when the scorer (its training fingerprint) changes,
+embedding cache, scorer columns are recomputed only when the scorer (its config and weights) changes,
 and selections are deterministic. Re-running with the same arguments costs nothing and gives the same set.
 """
 
@@ -38,12 +38,12 @@ def _scorer_step(ws: Workspace, name: str, console: Console) -> None:
     from curate.scorers import load_default, score_workspace
 
     scorer = load_default(name)
-    fingerprint = scorer.metadata.get("training_fingerprint")
+    fingerprint = scorer.fingerprint
     if ws.has_column(name) and ws.has_column(f"{name}_failure"):
         prov = ws.column_provenance(name)
         complete = all(v is not None or f is not None
                        for v, f in zip(ws.column(name), ws.column(f"{name}_failure"), strict=True))
-        if prov.get("kind") == "scorer" and prov.get("training_fingerprint") == fingerprint and complete:
+        if prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and complete:
             console.print(f"  {name}: every row already scored by the default scorer")
             return
     summary = score_workspace(ws, scorer, column=name, per_turn=True)

@@ -272,7 +272,10 @@ class Scorer:
         n_emb = self._n_emb_from(X)
         scale[:n_emb] /= self.embedding_weight
         Z = (X - mean) / scale
-        w: dict[str, np.ndarray] = {"feature_mean": mean, "feature_scale": scale}
+        # Feature bounds seen in training: predict clips to them, so a text far outside the training data
+        # (a 4,000-word list, say) cannot push a linear head past every real example.
+        w: dict[str, np.ndarray] = {"feature_mean": mean, "feature_scale": scale,
+                                    "feature_min": X.min(axis=0), "feature_max": X.max(axis=0)}
         if self.head == "ridge":
             from sklearn.linear_model import Ridge
 
@@ -297,8 +300,11 @@ class Scorer:
         return self
 
     def _n_emb_from(self, X: np.ndarray) -> int:
+        pair_stats = 0
+        if len(self.inputs) >= 2:  # the cosine is there only when both texts are embedded
+            pair_stats = len(PAIR_STAT_NAMES) - (not set(self.inputs[:2]) <= set(self.embed_inputs))
         n_stats = len(self.inputs) * ("length" in self.features) + ("stats" in self.features) * (
-            len(STAT_NAMES) + (len(PAIR_STAT_NAMES) if len(self.inputs) >= 2 else 0))
+            len(STAT_NAMES) + pair_stats)
         return X.shape[1] - n_stats
 
     def predict_features_raw(self, X: np.ndarray) -> np.ndarray:
@@ -306,6 +312,8 @@ class Scorer:
         if not self.weights:
             raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
         w = self.weights
+        if "feature_min" in w:
+            X = np.clip(X, w["feature_min"], w["feature_max"])
         Z = (X - w["feature_mean"]) / w["feature_scale"]
         logits = Z @ w["coef"].T + w["intercept"]
         if self.head == "ridge":
@@ -353,6 +361,15 @@ class Scorer:
     def column(self) -> str:
         """Column name the scorer writes by default: its name, else the judge it imitates."""
         return self.name or self.imitates.get("judge") or "score"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
+        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=_json_default).encode())
+        for key in sorted(self.weights):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(self.weights[key], dtype=np.float64).tobytes())
+        return "sha256:" + h.hexdigest()[:32]
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "inputs": self.inputs, "head": self.head, "features": self.features,
@@ -669,6 +686,7 @@ def score_workspace(ws, scorer: Scorer | str, column: str | None = None, *, ids:
     provenance = {"kind": "scorer", "imitates": scorer.imitates.get("judge", scorer.column),
                   "imitates_detail": scorer.imitates, "scorer": scorer.config(),
                   "training_fingerprint": scorer.metadata.get("training_fingerprint"),
+                  "scorer_fingerprint": scorer.fingerprint,
                   "holdout_agreement": (scorer.metrics.get("holdout") or {}).get("scorer"),
                   "scale": list(scorer.output_range) if scorer.output_range else None,
                   "turns": "each user turn" if per_turn else "first user turn", "cost_usd": 0.0}
