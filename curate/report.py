@@ -476,7 +476,13 @@ def _columns_section(ws: Workspace) -> str:
             [[j["column"], j["judge"], j["prompt"], j["prompt_version"], (str(j["fingerprint"])[:12] if j["fingerprint"] else None),
               j["model"], j["backend"], j["calls"], j["cached"], j["prompt_tokens"], j["completion_tokens"],
               j["cost_usd"]] for j in judges], {7, 8, 9, 10, 11}))
-    else:
+    scorers = [(n, p) for n, p in ws.columns.items() if p.get("kind") == "scorer" and not n.endswith("_failure")]
+    if scorers:
+        out.append("<p>scored by trained scorers (no LLM calls, $0):</p>")
+        out.append(_table(["column", "imitates", "labels it learned from", "held-out agreement (Spearman)"],
+                          [[n, p.get("imitates"), (p.get("imitates_detail") or {}).get("label_set"),
+                            (p.get("holdout_agreement") or {}).get("spearman")] for n, p in scorers], set()))
+    if not judges and not scorers:
         out.append("<p class='missing'>no judge has scored this pool yet: run <code>curate run</code> with "
                    "<code>--base-url/--model</code> or score in Python (<code>ws.score(...)</code>)</p>")
     if ws.columns:
