@@ -67,10 +67,13 @@ def test_admission_equals_sequential_loop_for_any_batching(kind):
     for budget in (None, 300):
         want_dec, want_adm = brute_force(x, scores, ids, tau, budget)
         assert (want_dec == REJECTED).sum() > (50 if budget is None else 5)
-        for block_size, prune, device in ((1, False, "cpu"), (7, True, "cpu"), (128, "screen", "cpu"),
-                                          (128, False, "cpu"), (5000, True, "cpu"), (64, "screen", "cpu"),
-                                          (300, False, "torch:cpu")):
-            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12, device=device)
+        for block_size, prune, device, precision in (
+                (1, False, "cpu", "float32"), (7, True, "cpu", "auto"), (128, "screen", "cpu", "auto"),
+                (128, False, "cpu", "float32"), (5000, True, "cpu", "auto"), (64, "screen", "cpu", "auto"),
+                (300, False, "torch:cpu", "auto"), (1, False, "cpu", "bf16"), (97, False, "cpu", "bf16"),
+                (5000, False, "cpu", "bf16")):
+            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12, device=device,
+                        precision=precision)
             assert np.array_equal(res.admitted, want_adm), (block_size, prune)
             scored = ~np.isnan(scores)
             assert np.array_equal(res.decision[scored], want_dec[scored]), (block_size, prune)
