@@ -259,9 +259,13 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
         if kind == "local":
             from curate.local import LocalServer
 
-            err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ...")
-            with LocalServer() as server:
-                yield server.backend(concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+            server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
+            try:
+                yield server.lazy_backend(
+                    on_start=lambda: err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ..."),
+                    concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+            finally:
+                server.stop()
         elif kind == "vllm":
             from curate.backends import VLLMBackend
 

@@ -176,6 +176,30 @@ class LocalServer:
         return OpenAIBackend(self.base_url, self.model, api_key="local", kind="local",
                              supports_json_schema=True, **kwargs)
 
+    def lazy_backend(self, on_start: Any = None, **kwargs: Any):
+        """Like :meth:`backend`, but the server starts only when a request misses the cache.
+
+        A fully cached re-run never starts vLLM. Stop the server afterwards (``stop()`` is a no-op
+        when it never started); ``on_start`` is called just before starting (e.g. to print a notice).
+        """
+        from curate.backends import OpenAIBackend
+
+        server = self
+
+        class _LazyLocalBackend(OpenAIBackend):
+            async def run(self, requests, on_done, stop=None):
+                if requests and server.proc is None:
+                    import asyncio
+
+                    if on_start is not None:
+                        on_start()
+                    await asyncio.to_thread(server.start)
+                return await super().run(requests, on_done, stop)
+
+        kwargs.setdefault("concurrency", 16)
+        return _LazyLocalBackend(self.base_url, self.model, api_key="local", kind="local",
+                                 supports_json_schema=True, **kwargs)
+
     def __enter__(self) -> LocalServer:
         return self.start()
 

@@ -293,3 +293,19 @@ def test_scoring_a_subset_keeps_earlier_rows(tmp_path, fault_server):
     values = ws.column("complexity")
     assert [v is not None for v in values] == [True, True, False, False, True, True]
     assert missing_report(ws, "complexity") == {"rows": 4, "missing": 0, "unexplained": 0}
+
+
+def test_local_backend_starts_no_server_when_every_request_is_cached(tmp_path):
+    from curate.local import SERVED_NAME, LocalServer
+
+    rows = [{"instruction": f"q {i}"} for i in range(6)]
+    cache = tmp_path / "c.sqlite"
+    with FaultServer() as srv:  # fills the cache under the local backend's identity (kind local, SmolLM2's name)
+        filled = run_prompt("complexity", rows, OpenAIBackend(srv.base_url, SERVED_NAME, api_key="local", kind="local"),
+                            cache, progress=False)
+    assert all(r.parsed is not None for r in filled)
+    server = LocalServer(home=tmp_path / "home")
+    again = run_prompt("complexity", rows, server.lazy_backend(on_start=lambda: pytest.fail("server started")),
+                       cache, progress=False)
+    assert server.proc is None and [r.parsed for r in again] == [r.parsed for r in filled]
+    server.stop()  # a no-op for a server that never started
