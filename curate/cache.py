@@ -89,15 +89,7 @@ class ResponseCache:
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Stored responses for ``keys`` (missing keys absent), in a few batched queries."""
-        conn = self._conn()
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start:start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for key, response in conn.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = orjson.loads(response)
-        return found
+        return self._lookup("SELECT key, response FROM responses WHERE key IN ({marks})", keys)
 
     def get_aliased(self, aliases: list[str]) -> dict[str, dict[str, Any]]:
         """Stored responses by alias (a hash of a call's variables that maps to a request key), batched.
@@ -105,16 +97,18 @@ class ResponseCache:
         Lets a re-run find its responses without rendering every prompt; the alias is only ever
         written next to the response of the request that the variables rendered to.
         """
+        return self._lookup("SELECT a.alias, r.response FROM aliases a JOIN responses r ON r.key = a.key "
+                            "WHERE a.alias IN ({marks})", aliases)
+
+    def _lookup(self, sql: str, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Run ``sql`` (selecting name, response; ``{marks}`` = placeholders) over ``names`` in chunks."""
         conn = self._conn()
         found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(aliases))
+        unique = list(dict.fromkeys(names))
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start:start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT a.alias, r.response FROM aliases a JOIN responses r ON r.key = a.key "
-                                f"WHERE a.alias IN ({marks})", chunk)
-            for alias, response in rows:
-                found[alias] = orjson.loads(response)
+            for name, response in conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk):
+                found[name] = orjson.loads(response)
         return found
 
     def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
