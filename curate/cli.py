@@ -25,6 +25,44 @@ def sample_path() -> Path:
     return SAMPLE
 
 
+def _source(source: str) -> str:
+    return str(sample_path()) if source == "sample" else source
+
+
+# The LLM backend options shared by score, evol, tag and run (one definition each; see _judge_backend).
+def _backend_opt():
+    return typer.Option(None, "--backend", help="openai | vllm | local (default: openai with --base-url, "
+                        "else local = SmolLM2 on an embedded vLLM server, started on the first cache miss).")
+
+
+def _base_url_opt():
+    return typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.")
+
+
+def _model_opt():
+    return typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm).")
+
+
+def _concurrency_opt():
+    return typer.Option(16, help="Requests in flight at once.")
+
+
+def _rpm_opt():
+    return typer.Option(None, "--rpm", help="Requests-per-minute limit.")
+
+
+def _tpm_opt():
+    return typer.Option(None, "--tpm", help="Tokens-per-minute limit (estimated before sending).")
+
+
+def _max_cost_opt():
+    return typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it.")
+
+
+def _api_key_env_opt():
+    return typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key.")
+
+
 @app.command()
 def load(
     source: str = typer.Argument(..., help="JSONL/JSON/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
@@ -37,9 +75,8 @@ def load(
     """Load a pool into a workspace."""
     from curate.workspace import Workspace
 
-    src = str(sample_path()) if source == "sample" else source
     ws = Workspace(workspace)
-    summary = ws.load(src, format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    summary = ws.load(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")
@@ -97,7 +134,7 @@ def run(
 
     from curate.pipeline import run_pipeline
 
-    src = str(sample_path()) if source == "sample" else source
+    src = _source(source)
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
@@ -129,16 +166,14 @@ def score(
                                      "a prompt name found in --prompt-dir, or a prompt file path."),
     scorer: str | None = typer.Option(None, "--scorer", help="Instead of an LLM judge: a saved scorer folder, or "
                                       "'default' for the shipped complexity and quality scorers (offline)."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. "
-                                        "https://api.openai.com/v1 or http://127.0.0.1:8000/v1."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
-    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
-                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
-    concurrency: int = typer.Option(16, help="Requests in flight at once."),
-    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
-    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit (estimated before sending)."),
-    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    base_url: str | None = _base_url_opt(),
+    model: str | None = _model_opt(),
+    backend: str | None = _backend_opt(),
+    concurrency: int = _concurrency_opt(),
+    rpm: int | None = _rpm_opt(),
+    tpm: int | None = _tpm_opt(),
+    max_cost: float | None = _max_cost_opt(),
+    api_key_env: str = _api_key_env_opt(),
     timeout: float = typer.Option(60.0, help="Per-request timeout in seconds."),
     max_retries: int = typer.Option(6, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
@@ -212,15 +247,14 @@ def evol(
     seeds: int = typer.Option(20, "--seeds", help="Seed rows: a seeded random sample of the pool."),
     steps: int = typer.Option(5, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
-    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
-                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
-    concurrency: int = typer.Option(16, help="Requests in flight at once."),
-    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
-    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
-    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    base_url: str | None = _base_url_opt(),
+    model: str | None = _model_opt(),
+    backend: str | None = _backend_opt(),
+    concurrency: int = _concurrency_opt(),
+    rpm: int | None = _rpm_opt(),
+    tpm: int | None = _tpm_opt(),
+    max_cost: float | None = _max_cost_opt(),
+    api_key_env: str = _api_key_env_opt(),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder with evol/<name>.md prompt overrides."),
     rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
                                                   help="Override max_tokens of the rewrite prompts."),
@@ -290,16 +324,15 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
 @app.command("tag")
 def tag_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    backend: str | None = typer.Option(None, "--backend", help="openai | vllm | local (default: openai with "
-                                       "--base-url, else local = SmolLM2 on an embedded vLLM server)."),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (backend openai)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (openai) or model folder (vllm)."),
+    backend: str | None = _backend_opt(),
+    base_url: str | None = _base_url_opt(),
+    model: str | None = _model_opt(),
     prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
-    concurrency: int = typer.Option(16, help="Requests in flight at once."),
-    rpm: int | None = typer.Option(None, "--rpm", help="Requests-per-minute limit."),
-    tpm: int | None = typer.Option(None, "--tpm", help="Tokens-per-minute limit."),
-    max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the key."),
+    concurrency: int = _concurrency_opt(),
+    rpm: int | None = _rpm_opt(),
+    tpm: int | None = _tpm_opt(),
+    max_cost: float | None = _max_cost_opt(),
+    api_key_env: str = _api_key_env_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
 ) -> None:
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
@@ -361,7 +394,7 @@ def tags_cmd(
 @app.command()
 def embed(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    model: str | None = typer.Option(None, help="sentence-transformers model name or folder (default: the packaged all-MiniLM-L6-v2)."),
+    model: str | None = _model_opt(),
     text: str = typer.Option("instruction", help="What to embed: instruction (user turns), conversation, or response."),
     name: str = typer.Option("default", help="Name of the embedding set in the workspace."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),

@@ -155,8 +155,7 @@ class Workspace:
             rejects_file = self.path / "rejects.jsonl"
             pools.write_rejects(result.rejects, rejects_file, append=True)
         existing = set(self.ids) if self.has_pool else set()
-        fresh_ids: set[str] = set()
-        pools.assign_ids(result.rows, taken=fresh_ids)
+        pools.assign_ids(result.rows)
         new_rows = [r for r in result.rows if r["id"] not in existing]
         as_json: list[str] = []
         if new_rows:
@@ -303,9 +302,9 @@ class Workspace:
         meta = {"name": name, "created": _now(), "file": npy.name, "ids_file": ids_file.name,
                 "shape": list(array.shape), **provenance}
         _atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
-        if old:  # the old matrix is unreachable now
+        if old:  # the old matrix and its ids are unreachable now
             (folder / old["file"]).unlink(missing_ok=True)
-            (folder / old.get("ids_file", "")).unlink(missing_ok=True) if old.get("ids_file") else None
+            (folder / old["ids_file"]).unlink(missing_ok=True)
 
     @property
     def embedding_sets(self) -> dict[str, dict[str, Any]]:
@@ -375,7 +374,6 @@ class Workspace:
         from curate.judges import score
 
         return score(self, judge, backend, **kwargs)
-
 
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
