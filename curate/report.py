@@ -145,7 +145,6 @@ def _failure_group(reason: str) -> str:
 
 
 # -- provenance: judges, tokens, cost ----------------------------------------------------------------
-_JUDGE_KEYS = ("judge", "prompt", "model", "backend")
 
 
 def _first(d: dict[str, Any], *keys: str) -> Any:
@@ -156,27 +155,19 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
 
 
 def judge_usage(ws: Workspace) -> list[dict[str, Any]]:
-    """One entry per judge-made column (provenance names a judge, prompt, model or backend)."""
+    """One entry per LLM-judge column, from the provenance ``curate.judges.score`` writes."""
     out = []
     for name, prov in ws.columns.items():
-        if name.endswith("_failure") and name[: -len("_failure")] in ws.columns:
-            continue  # the failure column shares its score column's provenance
-        if not any(prov.get(k) for k in _JUDGE_KEYS):
+        if prov.get("kind") != "judge":
             continue
-        usage = _first(prov, "usage", "tokens") or {}
-        usage = usage if isinstance(usage, dict) else {}
-        both = (prov, usage)
-        prompt_tokens = next((v for d in both if (v := _first(d, "prompt_tokens", "input_tokens", "tokens_in")) is not None), None)
-        completion_tokens = next((v for d in both if (v := _first(d, "completion_tokens", "output_tokens", "tokens_out")) is not None), None)
+        tokens = prov.get("tokens") or {}
         out.append({
             "column": name, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
-            "prompt_version": prov.get("prompt_version"), "fingerprint": _first(prov, "prompt_fingerprint", "fingerprint"),
-            "model": prov.get("model"), "backend": prov.get("backend"),
-            "calls": next((v for d in both if (v := _first(d, "calls", "requests", "n_calls")) is not None), None),
-            "cached": next((v for d in both if (v := _first(d, "cached", "cache_hits", "cached_calls")) is not None), None),
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "cost_usd": next((v for d in both if (v := _first(d, "cost_usd", "cost")) is not None), None),
-            "failures": prov.get("failures"), "created": prov.get("created"),
+            "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
+            "model": prov.get("model"), "backend": prov.get("backend"), "calls": prov.get("requests"),
+            "cached": prov.get("cached_requests"), "prompt_tokens": tokens.get("prompt"),
+            "completion_tokens": tokens.get("completion"), "cost_usd": prov.get("cost_usd"),
+            "failures": prov.get("failed_rows"), "created": prov.get("created"),
         })
     return out
 

@@ -47,17 +47,19 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
     complexity = [None if i % 11 == 4 else float(rng.uniform(1, 6)) for i in range(len(ids))]
     quality = [[float(rng.uniform(1, 6)), None if i % 9 == 0 else float(rng.uniform(1, 6))] if m else [float(rng.uniform(1, 6))]
                for i, m in enumerate(multi)]  # per-turn scores: a list for every row
-    judge_prov = {"judge": "complexity", "prompt": "complexity", "prompt_version": 1, "prompt_fingerprint": "ab12cd34ef56ab12",
-                  "model": "SmolLM2-135M-Instruct", "backend": "openai", "calls": len(ids), "cached": 3,
-                  "prompt_tokens": 41_234, "completion_tokens": len(ids), "cost_usd": 0.0123}
+    # the keys curate.judges.score writes
+    judge_prov = {"kind": "judge", "judge": "complexity", "prompt": "complexity", "prompt_version": 1,
+                  "prompt_fingerprint": "ab12cd34ef56ab12", "model": "SmolLM2-135M-Instruct", "backend": "openai",
+                  "requests": len(ids), "cached_requests": 3, "failed_rows": 7,
+                  "tokens": {"prompt": 41_234, "completion": len(ids)}, "cost_usd": 0.0123}
     ws.add_column("complexity", complexity, judge_prov)
     ws.add_column("complexity_failure", [None if v is not None else
                                          ("digit mass 0.12 below floor 0.5" if i % 2 else "timeout: no answer after 60 s")
-                                         for i, v in enumerate(complexity)], judge_prov)
+                                         for i, v in enumerate(complexity)], {"kind": "judge_failure", "judge": "complexity"})
     ws.add_column("quality", quality, {**judge_prov, "judge": "quality", "prompt": "quality", "cost_usd": 0.02,
-                                       "usage": {"prompt_tokens": 50_000, "completion_tokens": 99}})
+                                       "tokens": {"prompt": 50_000, "completion": 99}})
     ws.add_column("quality_failure", [[None, {"reason": "no digit in output", "raw": HOSTILE}] if q[-1] is None else None
-                                      for q in quality], {"judge": "quality"})
+                                      for q in quality], {"kind": "judge_failure", "judge": "quality"})
     vocab = [f"tag{k}" for k in range(25)]
     ws.add_column("tags", [sorted({vocab[int(x)] for x in rng.integers(0, 25, rng.integers(0, 4))}) for _ in ids],
                   {"kind": "tagger", "method": "synthetic"})
@@ -127,6 +129,15 @@ def test_selection_summary_groups_reasons(tmp_path):
     assert ("not_reached", "(no reason given; decision not_reached)") in groups
     html = ws.selection("deita")._repr_html_()
     assert "too similar to a kept row" in html and "kept" in html
+
+
+def test_judge_usage_reads_what_judges_write(tmp_path):
+    from curate.report import judge_usage
+
+    usage = {u["column"]: u for u in judge_usage(synthetic_workspace(tmp_path / "ws"))}
+    assert set(usage) == {"complexity", "quality"}  # failure columns and scorer columns are not judges
+    assert (usage["complexity"]["prompt_tokens"], usage["complexity"]["cached"], usage["complexity"]["failures"]) == (41_234, 3, 7)
+    assert usage["quality"]["prompt_tokens"] == 50_000 and usage["quality"]["cost_usd"] == 0.02
 
 
 def test_show_and_workspace_html(tmp_path):
