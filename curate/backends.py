@@ -254,7 +254,12 @@ class OpenAIBackend(Backend):
                     result = None
                 if result is not None:
                     usage = result["usage"]
-                    result["cost_usd"] = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
+                    if usage.pop("reported"):
+                        result["cost_usd"] = self.cost(usage["prompt_tokens"], usage["completion_tokens"])
+                    else:  # no usage in the reply: charge the worst case so max_cost still holds, and say so
+                        result["cost_usd"] = self.cost(estimate_tokens(req.messages),
+                                                       int(req.params.get("max_tokens") or 1024))
+                        result["usage_estimated"] = True
                     self.spent_usd += result["cost_usd"]
                     self.prompt_tokens += usage["prompt_tokens"]
                     self.completion_tokens += usage["completion_tokens"]
@@ -319,7 +324,8 @@ def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
     usage = data.get("usage") or {}
     return {"text": text, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                      "completion_tokens": int(usage.get("completion_tokens") or 0)},
+                      "completion_tokens": int(usage.get("completion_tokens") or 0),
+                      "reported": bool(usage)},
             "cost_usd": 0.0}
 
 

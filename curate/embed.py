@@ -34,7 +34,8 @@ def load_model(name: str | None = None, device: str | None = None):
 def encode(texts: list[str], model: str | None = None, batch_size: int = 64, progress: bool = False,
            device: str | None = None) -> np.ndarray:
     """Unit-normalised float32 embeddings of ``texts``, one row each."""
-    st = load_model(model, device)
+    # Normalised cache key: None/"default"/DEFAULT_MODEL and device None/auto load the model once per process.
+    st = load_model(_model_id(model), device or auto_device())
     if not progress or len(texts) <= batch_size:
         out = st.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
                         normalize_embeddings=True)

@@ -43,7 +43,9 @@ def _scorer_step(ws: Workspace, name: str, console: Console) -> None:
         prov = ws.column_provenance(name)
         complete = all(v is not None or f is not None
                        for v, f in zip(ws.column(name), ws.column(f"{name}_failure"), strict=True))
-        if prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and complete:
+        # per turn, as run_pipeline writes it (a first-turn-only column from `curate score` is redone)
+        if (prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and complete
+                and prov.get("turns") == "each user turn"):
             console.print(f"  {name}: every row already scored by the default scorer")
             return
     summary = score_workspace(ws, scorer, column=name, per_turn=True)
@@ -102,7 +104,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
 
     done = step("embed")
     info = embed_mod.embed(ws, progress=True)
-    console.print(f"  {info.get('rows', len(ws)):,} rows, {info.get('encoded', '?')} newly encoded")
+    console.print(f"  {info['rows']:,} rows, {info['encoded']:,} newly encoded")
     done()
 
     if tag_backend is not None:

@@ -96,7 +96,7 @@ def tag(ws, backend, *, prompt: str = "instag", column: str = "tags_raw", ids: l
         row_tags[r].extend(it.tag.strip() for it in res.parsed.tags if it.tag.strip())  # type: ignore[union-attr]
     values = [None if fail else _dedupe(tags or []) for tags, fail in zip(row_tags, row_fail, strict=True)]
     failures = ["; ".join(f) if f else None for f in row_fail]
-    cost = sum((res.cost_usd or 0.0) for res in results)
+    cost = sum(res.cost_usd for res in results if not res.cached)  # cached calls were paid before
     prov = {"kind": "instag_tags", "prompt": loaded.name, "prompt_version": loaded.version,
             "prompt_fingerprint": loaded.fingerprint, "model": getattr(backend, "model", None),
             "turns": len(variables), "failed_rows": sum(1 for f in failures if f), "cost_usd": cost}
