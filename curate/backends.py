@@ -360,9 +360,9 @@ class VLLMBackend(Backend):
     @property
     def llm(self):
         if self._llm is None:
-            from curate.local import server_env
+            from curate.local import curate_home, server_env
 
-            for k, v in server_env(Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")).items():
+            for k, v in server_env(curate_home()).items():
                 os.environ.setdefault(k, v)
             from vllm import LLM
 
@@ -427,14 +427,3 @@ class VLLMBackend(Backend):
 
     def __repr__(self) -> str:
         return f"VLLMBackend({str(self.model_dir)!r})"
-
-
-def make_backend(kind: str, *, base_url: str | None = None, model: str | None = None, **kwargs: Any) -> Backend:
-    """Backend by name: ``openai`` (needs base_url/model), ``vllm`` (model = model dir), ``local`` (see LocalServer)."""
-    if kind == "openai":
-        if not model:
-            raise CurateError("--backend openai needs --model")
-        return OpenAIBackend(base_url, model, **kwargs)
-    if kind == "vllm":
-        return VLLMBackend(model or None)
-    raise CurateError(f"unknown backend {kind!r}: use openai, vllm or local")

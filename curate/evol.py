@@ -366,8 +366,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
     name in ``prompt_dirs`` overrides the built-in one.
     """
-    from curate.cache import ResponseCache
-    from curate.judges import run_prompt
+    from curate.judges import resolve_cache, run_prompt
     from curate.prompts import load_prompt
 
     if kind not in KINDS:
@@ -377,9 +376,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
     rules = rules or DEFAULT_RULES[kind]
     rows = _seed_rows(seeds, kind)
-    if not isinstance(cache_path, ResponseCache):
-        path = Path(cache_path)
-        cache_path = ResponseCache(path / "responses.sqlite" if path.is_dir() or not path.suffix else path)
+    cache_path = resolve_cache(cache_path)
     prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
     rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
     # The prompts' own wording and few-shot examples, rendered with empty inputs (for the copy rule).
@@ -591,7 +588,9 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
 
 def default_cache_path(ws: Any) -> Path:
     """The LLM response cache of a workspace (the one `curate.judges.score` uses too)."""
-    return Path(ws.cache_dir) / "responses.sqlite"
+    from curate.judges import workspace_cache_path
+
+    return workspace_cache_path(ws)
 
 
 def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) -> list[dict[str, Any]]:

@@ -130,7 +130,13 @@ def _validate_json(response: dict[str, Any], output_model, mode, model_name: str
 
 
 # -- the generic cached call ------------------------------------------------------------------------
-def _resolve_cache(cache_path: str | os.PathLike | ResponseCache | None) -> ResponseCache:
+def workspace_cache_path(ws: Any) -> Path:
+    """A workspace's LLM response cache: every judge, tagger and Evol call of that workspace shares it."""
+    return Path(ws.cache_dir) / "responses.sqlite"
+
+
+def resolve_cache(cache_path: str | os.PathLike | ResponseCache | None) -> ResponseCache:
+    """A ResponseCache from a cache, a file, a folder (``responses.sqlite`` inside), or None (curate's home)."""
     if isinstance(cache_path, ResponseCache):
         return cache_path
     if cache_path is None:
@@ -256,7 +262,7 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     ``validation_retries`` re-asks; ``text`` prompts the text. Failures carry a reason and the raw output.
     """
     prompt = load_prompt(prompt, prompt_dirs)
-    cache = _resolve_cache(cache_path)
+    cache = resolve_cache(cache_path)
     if prompt.output_kind == "json":
         output_model = output_model or prompt.model_class()
         if output_model is None:
@@ -477,7 +483,7 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     rows = _row_items(judge, conversations, pool_columns)
     flat = [item for items in rows for item in items if isinstance(item, dict)]
     started = time.time()
-    cache = _resolve_cache(cache_path or ws.cache_dir / "responses.sqlite")
+    cache = resolve_cache(cache_path or workspace_cache_path(ws))
     results = run_prompt(judge.prompt, flat, backend, cache, progress=progress, params={**judge.params, **(params or {})},
                          output_model=judge.output, min_digit_mass=floor, desc=f"{judge.column} ({len(ids):,} rows)")
     seconds = time.time() - started

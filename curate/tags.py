@@ -83,7 +83,9 @@ def tag(ws, backend, *, prompt: str = "instag", column: str = "tags_raw", ids: l
         for t, (instruction, _response) in enumerate(user_turns(convs[ws.index[rid]])):
             variables.append({"instruction": instruction})
             owners.append((r, t))
-    cache = Path(cache_path) if cache_path is not None else ws.cache_dir / "responses.sqlite"
+    from curate.judges import workspace_cache_path
+
+    cache = Path(cache_path) if cache_path is not None else workspace_cache_path(ws)
     results = run_prompt(loaded, variables, backend, cache, progress=progress, params=params)
 
     row_tags: list[list[str] | None] = [[] for _ in ids]
