@@ -396,8 +396,6 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
     k_groups = 0
     if not use_torch and prune in (True, "groups") and cap > 1:
         k_groups = _auto_clusters(cap) if n_clusters == "auto" else int(n_clusters)
-    prune_from = 0
-    pruned_sims = pruned_brute = 0
     stats["pruning"] = "off" if k_groups <= 1 else "pending"
     screen = None
     if not use_torch and prune in ("auto", "screen") and cap > 1 and (prune == "screen" or cap >= 4 * block_size):
@@ -433,7 +431,7 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
         # 1. against rows admitted before this block
         best = np.full(b, -np.inf, np.float32)
         best_rank = np.full(b, -1, np.int64)
-        if groups is None and stats["pruning"] == "pending" and n_adm >= prune_from:
+        if groups is None and stats["pruning"] == "pending":
             t1 = time.perf_counter()
             head = order[: min(total, 4 * cap)]
             sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 10 * k_groups), replace=False))
@@ -457,12 +455,6 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
             elif groups is not None:
                 best, best_rank, computed = groups.best(xb, cent_sims, max_angle)
                 stats["similarities_computed"] += computed + cent_sims.size
-                pruned_sims += computed + cent_sims.size
-                pruned_brute += b * n_adm
-                if prune == "auto" and pruned_brute > 3 * block_size * n_adm and pruned_sims > 0.4 * pruned_brute:
-                    # exact either way; on data this spread out the bounds skip too little to pay for themselves
-                    groups = None
-                    stats["pruning"] = f"stopped: bounds skipped only {1 - pruned_sims / pruned_brute:.0%} of products"
             elif use_bf16:
                 best, best_rank, computed = _bf16_best(xb, adm16[:n_adm], adm_vecs[:n_adm], tau)
                 stats["similarities_computed"] += computed

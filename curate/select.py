@@ -127,14 +127,15 @@ def evaluate_sort_key(ws, expr: str | None = None, ids: list[str] | None = None)
 
 
 def _rows_by_score(ws, rows: np.ndarray, sort_by: str | None, required: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``rows`` ordered by score (desc, ties by id) when a score exists (or is required), else pool order."""
+    """``rows`` ordered by score (desc, ties by id; unscored last) with their scores in the same order, when a
+    score exists (or is required); else the rows in pool order and None."""
     if sort_by is None and not required and not {"complexity", "quality"} <= set(ws.columns):
         return rows, None
     scores = evaluate_sort_key(ws, sort_by)[rows]
     ids = np.asarray(ws.ids, dtype=object)[rows].astype(str)
     order = examination_order(scores, ids)
-    unscored = np.flatnonzero(np.isnan(scores))
-    return rows[np.concatenate((order, unscored))], scores
+    perm = np.concatenate((order, np.flatnonzero(np.isnan(scores))))
+    return rows[perm], scores[perm]
 
 
 def _vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
@@ -173,11 +174,9 @@ def deita(ws, rows: np.ndarray, budget: int | None = None, max_cosine_similarity
 @register("top_k")
 def top_k(ws, rows: np.ndarray, budget: int, sort_by: str | None = None) -> SelectorResult:
     """The ``budget`` best-scored rows."""
-    ordered, _ = _rows_by_score(ws, rows, sort_by, required=True)
-    scores = evaluate_sort_key(ws, sort_by)
+    ordered, scores = _rows_by_score(ws, rows, sort_by, required=True)
     dec, why = [], []
-    for r, p in enumerate(ordered.tolist()):
-        s = scores[p]
+    for r, s in enumerate(scores.tolist()):
         if math.isnan(s):
             dec.append("unscored"), why.append("no score")
         elif r < budget:
@@ -190,11 +189,9 @@ def top_k(ws, rows: np.ndarray, budget: int, sort_by: str | None = None) -> Sele
 @register("threshold")
 def threshold(ws, rows: np.ndarray, min_score: float, sort_by: str | None = None) -> SelectorResult:
     """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``."""
-    ordered, _ = _rows_by_score(ws, rows, sort_by, required=True)
-    scores = evaluate_sort_key(ws, sort_by)
+    ordered, scores = _rows_by_score(ws, rows, sort_by, required=True)
     dec, why = [], []
-    for p in ordered.tolist():
-        s = scores[p]
+    for s in scores.tolist():
         if math.isnan(s):
             dec.append("unscored"), why.append("no score")
         elif s >= min_score:
@@ -448,9 +445,10 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
             raise CurateError(f"unknown selection method {meth!r}; have {', '.join(sorted(SELECTORS))}")
         if source is None:
             rows = np.arange(len(ws.ids))
-        else:
+        else:  # the previous step's selection is in hand; only a given input_selection is read from disk
+            kept = (selection or ws.selection(source)).ids
             index = ws.index
-            rows = np.sort(np.array([index[r] for r in ws.selection(source).ids], dtype=np.int64))
+            rows = np.sort(np.array([index[r] for r in kept], dtype=np.int64))
         result = SELECTORS[meth](ws, rows, **step)
         step_name = name if i == len(steps) - 1 else f"{name}.{i + 1}-{meth}"
         counts: dict[str, int] = {}
