@@ -632,7 +632,7 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
 
 # -- drop-in judge -----------------------------------------------------------------------------------
 def score_workspace(ws, scorer: Scorer | str, column: str | None = None, *, ids: Sequence[str] | None = None,
-                    per_turn: bool = False, batch_size: int = 256) -> dict[str, Any]:
+                    per_turn: bool = False) -> dict[str, Any]:
     """Score a workspace's rows with a trained scorer, writing the columns a judge writes.
 
     Writes ``<column>`` (on the scorer's output scale: a float from the first user turn, or with
@@ -754,7 +754,7 @@ def train_scorer_cli(workspace: str | os.PathLike, target: str, out: str | os.Pa
                 **{key: prov[key] for key in ("prompt", "prompt_fingerprint", "model", "label_set") if key in prov}}
     scorer = Scorer(kind, inputs=inputs, head=head, features=features, name=target, imitates=imitates)
     ev = train_and_evaluate(scorer, rows, ys, k=k, holdout=holdout, seed=seed,
-                            groups=[r["instruction"] for r in rows])
+                            groups=[r["instruction"] for r in rows], embedded=scorer.embed(rows, cache_dir=ws.cache_dir))
     console.print(ev.table(f"scorer for {target!r} ({len(rows):,} labelled rows)"))
     if ev.calibration:
         bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
@@ -803,7 +803,10 @@ def _bootstrap_std(scorer: Scorer, X: np.ndarray, y: np.ndarray, X_pred: np.ndar
             continue
         preds.append(Scorer(**{k: v for k, v in scorer.config().items() if k != "embed_model"},
                             embed_model=scorer.embed_model).fit_features(X[idx], y[idx]).predict_features_raw(X_pred))
-    return np.std(preds, axis=0) if len(preds) >= 2 else np.zeros(len(X_pred))
+    if len(preds) < 2:  # no disagreement to measure: say so rather than rank every row as certain
+        raise ScorerError(f"distil: only {len(preds)} of {n_models} bootstrap heads could be fitted "
+                          "(the labels so far hardly vary); label more rows at random first (larger n)")
+    return np.std(preds, axis=0)
 
 
 def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: Scorer | None = None, n: int = 200,
@@ -835,7 +838,7 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
     if holdout_n + n >= len(usable):
         raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
                           "judge them all instead")
-    emb = scorer.embed([rows[i] for i in usable])
+    emb = scorer.embed([rows[i] for i in usable], cache_dir=ws.cache_dir)  # texts embedded by earlier steps are reused
     X = scorer.featurize(emb)
     order = rng.permutation(len(usable))
     held_pos, pool_pos = order[:holdout_n], order[holdout_n:]
@@ -869,7 +872,8 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
         scorer.fit_features(X[train], y)
         m = agreement([held_labels[p] for p in held_keys], scorer.predict_features_raw(X[held_keys])) \
             if len(held_keys) >= 3 else {}
-        history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent, **m})
+        history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
+                        "label_failures": len(failed), **m})
 
     fit_and_measure(0, min(n, len(pool_pos)))
     for r in range(1, rounds + 1):

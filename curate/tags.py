@@ -427,6 +427,10 @@ def normalize(ws, normalizer: Normalizer | None = None, *, source: str = "tags_r
     prov = {"kind": "instag_normalized", "source": source, "source_provenance": ws.column_provenance(source)
             if ws.has_column(source) else None, "mapping_file": str(path), "params": normalizer.params,
             "steps": [asdict(s) for s in normalizer.report], "canonical_tags": len(normalizer.vocabulary)}
+    # Raw tags that map to nothing (rare ones the frequency filter removed, or unseen with refit=False) are
+    # left out of ``column``; count them so the provenance says how much was dropped.
+    dropped = Counter(t for r in raw if r for t in r if normalizer._canon(t) is None)
+    prov.update(dropped_tag_occurrences=sum(dropped.values()), dropped_distinct_tags=len(dropped))
     ws.add_column(column, values, prov)
     return normalizer
 
