@@ -147,13 +147,6 @@ def _failure_group(reason: str) -> str:
 # -- provenance: judges, tokens, cost ----------------------------------------------------------------
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        if isinstance(d, dict) and d.get(k) is not None:
-            return d[k]
-    return None
-
-
 def judge_usage(ws: Workspace) -> list[dict[str, Any]]:
     """One entry per LLM-judge column, from the provenance ``curate.judges.score`` writes."""
     out = []
@@ -508,37 +501,36 @@ def _failures_section(ws: Workspace) -> str:
 
 
 def _selections_section(ws: Workspace) -> str:
-    if not ws.selections:
+    selections = ws.selections
+    if not selections:
         return "<p class='missing'>no selection yet: run a selection (<code>curate run</code> or <code>ws.select(...)</code>)</p>"
     out = []
-    for name in ws.selections:
+    for name in selections:
         s = selection_summary(ws.selection(name))
         prov = s["provenance"]
-        params = {k: v for k, v in prov.items() if k not in ("name", "created", "steps", "chain", "method")}
+        params = {k: v for k, v in prov.items() if k not in ("name", "created", "method")}
         out.append(f"<h3>{html.escape(name)}: {s['kept']:,} kept, {s['dropped']:,} dropped of {s['considered']:,} considered</h3>"
                    f"<p class='sub'>method {html.escape(str(prov.get('method', '?')))}"
                    + (f"; {html.escape(json.dumps(params, default=str)[:400])}" if params else "")
                    + f"; created {html.escape(str(prov.get('created', '')))}</p>")
-        steps = prov.get("steps") or prov.get("chain")
-        if isinstance(steps, list) and steps:
-            out.append("<p>steps, in order:</p>" + _table(["#", "step", "rows in", "kept", "dropped", "detail"],
-                                                          [_step_row(i, st) for i, st in enumerate(steps)], {0, 2, 3, 4}))
+        chain = _chain(selections, name)
+        if len(chain) > 1:
+            out.append("<p>steps, in order:</p>" + _table(
+                ["#", "selection", "method", "rows in", "kept", "dropped"],
+                [[i + 1, n, p.get("method"), p.get("candidates"), (p.get("counts") or {}).get("kept"),
+                  p["candidates"] - (p.get("counts") or {}).get("kept", 0) if p.get("candidates") is not None else None]
+                 for i, (n, p) in enumerate(chain)], {0, 3, 4, 5}))
         out.append(_groups_table(s))
     return "".join(out)
 
 
-_STEP_COUNTS = {"rows in": ("rows_in", "in", "considered"), "kept": ("kept", "rows_out", "out"),
-                "dropped": ("dropped", "removed", "rejected")}
-
-
-def _step_row(i: int, step: Any) -> list[Any]:
-    """One step of a method chain: its name, the row counts it recorded (when it did), its parameters."""
-    if not isinstance(step, dict):
-        return [i + 1, step, None, None, None, ""]
-    counts = [_first(step, *keys) for keys in _STEP_COUNTS.values()]
-    shown = {"method", "name", *(k for keys in _STEP_COUNTS.values() for k in keys)}
-    detail = json.dumps({k: v for k, v in step.items() if k not in shown}, default=str)[:300]
-    return [i + 1, step.get("method") or step.get("name") or "?", *counts, detail]
+def _chain(selections: dict[str, dict[str, Any]], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The selections ``name`` was built from, first step first (``select`` records each step's input)."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    while name in selections and all(name != n for n, _ in chain):
+        chain.append((name, selections[name]))
+        name = selections[name].get("input_selection")
+    return chain[::-1]
 
 
 def _plots_section(ws: Workspace, selection: str | None) -> str:

@@ -79,8 +79,11 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
         else:
             decisions.append("not_reached")
             reasons.append(None if k % 2 else "budget of 20 rows filled")
+    ws.add_selection("exact_dedup", ids, ["kept"] * len(ids), [None] * len(ids),
+                     {"method": "exact", "input_selection": None, "candidates": len(ids), "counts": {"kept": len(ids)}})
     ws.add_selection("deita", [ids[p] for p in order], decisions, reasons,
-                     {"method": "deita", "budget": 20, "max_cosine_similarity": 0.9,
+                     {"method": "deita", "budget": 20, "max_cosine_similarity": 0.9, "input_selection": "exact_dedup",
+                      "candidates": len(ids), "counts": {"kept": 17, "rejected": 13, "not_reached": len(ids) - 30},
                       "steps": [{"method": "exact_dedup", "rows_in": len(ids), "kept": len(ids), "dropped": 0},
                                 {"method": "deita", "tau": 0.9, "kept": 17, "dropped": 63}]})
     return ws
@@ -138,6 +141,14 @@ def test_judge_usage_reads_what_judges_write(tmp_path):
     assert set(usage) == {"complexity", "quality"}  # failure columns and scorer columns are not judges
     assert (usage["complexity"]["prompt_tokens"], usage["complexity"]["cached"], usage["complexity"]["failures"]) == (41_234, 3, 7)
     assert usage["quality"]["prompt_tokens"] == 50_000 and usage["quality"]["cost_usd"] == 0.02
+
+
+def test_selection_chain_table_follows_input_selections(tmp_path):
+    from curate.report import report_html
+
+    page = report_html(synthetic_workspace(tmp_path / "ws"), selection="deita")
+    chain = page[page.index("steps, in order"):]
+    assert chain.index("exact_dedup") < chain.index("deita") and "<td class='n'>17</td>" in chain
 
 
 def test_show_and_workspace_html(tmp_path):
