@@ -70,7 +70,7 @@ def numeric_columns(ws: Workspace) -> list[str]:
 
 def numeric_array(ws: Workspace, name: str, ids: list[str] | None = None) -> np.ndarray:
     """A score column as float64 aligned to ``ids`` (default pool order), per-turn lists averaged, NaN missing."""
-    if name not in ws.columns and not (ws.has_pool and name in ws.pool.column_names):
+    if not ws.has_column(name) and not (ws.has_pool and name in ws.pool.column_names):
         raise MissingInput(f"no column {name!r} yet: score the pool first (e.g. `ws.score(...)` or `curate run`)")
     return np.array([row_number(v) for v in ws.column(name, ids)], dtype=np.float64)
 
@@ -246,7 +246,7 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
 
 def tag_sets(ws: Workspace, column: str = "tags") -> list[set[str]]:
     """Each row's tags as a set (empty when the row has none)."""
-    if column not in ws.columns and not (ws.has_pool and column in ws.pool.column_names):
+    if not ws.has_column(column) and not (ws.has_pool and column in ws.pool.column_names):
         raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
     out = []
     for v in ws.column(column):

@@ -286,7 +286,7 @@ def column_stats(ws: Workspace, name: str) -> dict[str, Any]:
     filled = [v for v in values if v is not None and v != [] and v != ""]
     stats: dict[str, Any] = {"name": name, "filled": len(filled), "rows": len(values)}
     fail_col = f"{name}_failure"
-    if fail_col in ws.columns:
+    if ws.has_column(fail_col):
         stats["failures"] = sum(1 for v in ws.column(fail_col) if v not in (None, "", []))
     if name.endswith("_failure"):
         stats["kind"] = "failures"
@@ -318,13 +318,7 @@ def workspace_html(ws: Workspace) -> str:
     """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections."""
     info = ws.info()
     fmts = ", ".join(f"{k}: {v:,}" for k, v in info["formats"].items())
-    rows = []
-    for name, prov in info["columns"].items():
-        rows.append(f"<tr><td><b>{html.escape(name)}</b></td>{_stats_cells(column_stats(ws, name))}"
-                    f"<td class='prov'>{html.escape(_provenance_line(prov))}</td></tr>")
-    cols = ("<table class='curate'><tr><th>column</th><th>kind</th><th>filled</th><th>failures</th><th>mean</th>"
-            "<th>min</th><th>max</th><th>values</th><th>provenance</th></tr>" + "".join(rows) + "</table>"
-            if rows else "<p>no derived columns yet</p>")
+    cols = _column_stats_table(ws, info["columns"]) if info["columns"] else "<p>no derived columns yet</p>"
     embs = "".join(f"<li>embeddings <b>{html.escape(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]} "
                    f"({html.escape(_provenance_line(m))})</li>" for n, m in info["embeddings"].items())
     sels = "".join(f"<li>selection <b>{html.escape(n)}</b>: {_decision_line(ws.selection(n))} "
@@ -447,6 +441,14 @@ def _pool_section(ws: Workspace) -> str:
     return "".join(out)
 
 
+def _column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str:
+    """Every derived column: kind, fill, failures, numeric summary, provenance."""
+    rows = "".join(f"<tr><td><b>{html.escape(n)}</b></td>{_stats_cells(column_stats(ws, n))}"
+                   f"<td class='prov'>{html.escape(_provenance_line(p))}</td></tr>" for n, p in columns.items())
+    return ("<table class='curate'><tr><th>column</th><th>kind</th><th>filled</th><th>failures</th><th>mean</th>"
+            f"<th>min</th><th>max</th><th>values</th><th>provenance</th></tr>{rows}</table>")
+
+
 def _columns_section(ws: Workspace) -> str:
     judges = judge_usage(ws)
     out = []
@@ -460,7 +462,8 @@ def _columns_section(ws: Workspace) -> str:
             [[j["column"], j["judge"], j["prompt"], j["prompt_version"], (str(j["fingerprint"])[:12] if j["fingerprint"] else None),
               j["model"], j["backend"], j["calls"], j["cached"], j["prompt_tokens"], j["completion_tokens"],
               j["cost_usd"]] for j in judges], {7, 8, 9, 10, 11}))
-    scorers = [(n, p) for n, p in ws.columns.items() if p.get("kind") == "scorer" and not n.endswith("_failure")]
+    columns = ws.columns  # one read of every column's provenance for this section
+    scorers = [(n, p) for n, p in columns.items() if p.get("kind") == "scorer" and not n.endswith("_failure")]
     if scorers:
         out.append("<p>scored by trained scorers (no LLM calls, $0):</p>")
         out.append(_table(["column", "imitates", "labels it learned from", "held-out agreement (Spearman)"],
@@ -469,12 +472,8 @@ def _columns_section(ws: Workspace) -> str:
     if not judges and not scorers:
         out.append("<p class='missing'>no judge has scored this pool yet: run <code>curate run</code> with "
                    "<code>--base-url/--model</code> or score in Python (<code>ws.score(...)</code>)</p>")
-    if ws.columns:
-        stats_rows = "".join(f"<tr><td><b>{html.escape(n)}</b></td>{_stats_cells(column_stats(ws, n))}"
-                             f"<td class='prov'>{html.escape(_provenance_line(p))}</td></tr>" for n, p in ws.columns.items())
-        out.append("<h3>all derived columns</h3><table class='curate'><tr><th>column</th><th>kind</th><th>filled</th>"
-                   "<th>failures</th><th>mean</th><th>min</th><th>max</th><th>values</th><th>provenance</th></tr>"
-                   f"{stats_rows}</table>")
+    if columns:
+        out.append("<h3>all derived columns</h3>" + _column_stats_table(ws, columns))
     if ws.embedding_sets:
         out.append("<h3>embeddings</h3>" + _table(["name", "rows", "dims", "provenance"], [
             [n, m["shape"][0], m["shape"][1], _provenance_line(m)] for n, m in ws.embedding_sets.items()], {1, 2}))
