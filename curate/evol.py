@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import difflib
+import functools
 import hashlib
 import html
 import json
@@ -142,6 +143,12 @@ def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+@functools.lru_cache(maxsize=64)
+def _prompt_ngrams(prompt_text: str) -> frozenset[tuple[str, ...]]:
+    # A rewrite prompt is the same for every row of an operation: split it into n-grams once.
+    return frozenset(_ngrams(normalise(prompt_text), SCAFFOLD_NGRAM))
+
+
 def elimination_reason(parent: str, child: str | None, *, operation: str | None = None,
                        rules: EliminationRules = DEFAULT_RULES["complexity"], truncated: bool = False,
                        prompt_text: str | None = None) -> tuple[str, str] | None:
@@ -164,7 +171,7 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
             return ("scaffolding", f"leaked {match.group(0)!r}")
     parent_words = normalise(parent)
     if prompt_text:
-        copied = (_ngrams(child_words, SCAFFOLD_NGRAM) & _ngrams(normalise(prompt_text), SCAFFOLD_NGRAM)) \
+        copied = (_ngrams(child_words, SCAFFOLD_NGRAM) & _prompt_ngrams(prompt_text)) \
             - _ngrams(parent_words, SCAFFOLD_NGRAM)
         if copied:
             return ("scaffolding", f"copied from the rewrite prompt: {' '.join(min(copied))!r}")
