@@ -312,16 +312,14 @@ class _Usage:
     cost_usd: float = 0.0
 
     def add(self, result: Any) -> None:
-        if getattr(result, "cached", False):
+        """Count one CallResult of the judge engine (cached calls cost nothing now)."""
+        if result.cached:
             self.cached += 1
             return
         self.requests += 1
-        usage = getattr(result, "usage", None) or {}
-        if not isinstance(usage, dict):
-            usage = usage.model_dump() if hasattr(usage, "model_dump") else vars(usage)
-        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens += int(usage.get("completion_tokens") or 0)
-        self.cost_usd += float(getattr(result, "cost_usd", 0.0) or 0.0)
+        self.prompt_tokens += int(result.usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(result.usage.get("completion_tokens") or 0)
+        self.cost_usd += float(result.cost_usd)
 
 
 class EvolRun:

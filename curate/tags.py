@@ -682,12 +682,12 @@ def tagger_agreement(predicted: TagLists, true: TagLists, labels: Sequence[str])
 
 
 def row_texts(ws, ids: list[str] | None = None) -> list[str]:
-    """The text the small tagger reads for a row: its user turns, joined by blank lines."""
-    from curate.pools import user_turns
+    """The text the small tagger reads for a row: its user turns, joined by blank lines (what embed() embeds)."""
+    from curate.embed import row_text
 
     convs = ws.conversations()
     want = ws.ids if ids is None else ids
-    return ["\n\n".join(q for q, _ in user_turns(convs[ws.index[i]])) for i in want]
+    return [row_text(convs[ws.index[i]], "instruction") for i in want]
 
 
 def _row_vectors(ws, ids: list[str], embeddings: str | None) -> np.ndarray:
