@@ -96,7 +96,7 @@ class Backend:
     supports_logprobs = True
     supports_json_schema = True
 
-    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -165,7 +165,6 @@ class OpenAIBackend(Backend):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.requests_sent = 0
-        self.budget_stopped = False
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
@@ -193,7 +192,6 @@ class OpenAIBackend(Backend):
             return 0.0
         worst = self.cost(estimate_tokens(request.messages), int(request.params.get("max_tokens") or 1024))
         if self.spent_usd + self._reserved_usd + worst > self.max_cost:
-            self.budget_stopped = True
             return None
         self._reserved_usd += worst
         return worst
@@ -203,7 +201,7 @@ class OpenAIBackend(Backend):
             return retry_after + random.uniform(0, 0.1 * max(retry_after, 0.1))
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
 
-    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=0, timeout=self.timeout)
@@ -214,9 +212,6 @@ class OpenAIBackend(Backend):
         async def worker() -> None:
             while queue:
                 req = queue.popleft()
-                if stop is not None and stop():
-                    on_done(req, {"failure": "not sent: run stopped"})
-                    continue
                 on_done(req, await self._one(client, req, rpm, tpm))
 
         try:
@@ -402,13 +397,9 @@ class VLLMBackend(Backend):
                             "usage": usage, "cost_usd": 0.0})
         return results
 
-    async def run(self, requests: list[Request], on_done: OnDone, stop: Callable[[], bool] | None = None) -> None:
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start:start + self.batch_size]
-            if stop is not None and stop():
-                for req in chunk:
-                    on_done(req, {"failure": "not sent: run stopped"})
-                continue
             for req, result in zip(chunk, self.generate_batch(chunk), strict=True):
                 on_done(req, result)
 

@@ -431,12 +431,16 @@ def __getattr__(name: str) -> Judge:
     raise AttributeError(name)
 
 
+# Template variables the judge engine fills from the conversation; any other input is a pool or derived column.
+_ROW_VARS = ("instruction", "response", "system", "turn", "conversation")
+
+
 def _row_items(judge: Judge, conversations, pool_columns) -> list[list[dict[str, Any] | str]]:
     """Per row, per user turn: the template variables, or a failure reason string for that turn."""
     from curate.pools import user_turns
 
     needs_response = "response" in judge.prompt.inputs
-    extra = [v for v in judge.prompt.inputs if v not in ("instruction", "response", "system", "turn", "conversation")]
+    extra = [v for v in judge.prompt.inputs if v not in _ROW_VARS]
     rows = []
     for pos, conv in enumerate(conversations):
         system = next((t["content"] for t in conv if t["role"] == "system"), "")
@@ -472,9 +476,9 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     all_ids = ws.ids
     ids = all_ids if ids is None else list(ids)
     positions = [ws.index[i] for i in ids]
-    all_conv = ws.conversations()
-    conversations = [all_conv[p] for p in positions]
-    extra = [v for v in judge.prompt.inputs if v not in ("instruction", "response", "system", "turn", "conversation")]
+    # only the rows being scored become Python objects (not the whole pool)
+    conversations = ws.pool.data.table.column("conversation").take(positions).to_pylist()
+    extra = [v for v in judge.prompt.inputs if v not in _ROW_VARS]
     pool_columns = {}
     for name in extra:
         if name not in ws.pool.column_names and not ws.has_column(name):

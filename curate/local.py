@@ -187,14 +187,14 @@ class LocalServer:
         server = self
 
         class _LazyLocalBackend(OpenAIBackend):
-            async def run(self, requests, on_done, stop=None):
+            async def run(self, requests, on_done):
                 if requests and server.proc is None:
                     import asyncio
 
                     if on_start is not None:
                         on_start()
                     await asyncio.to_thread(server.start)
-                return await super().run(requests, on_done, stop)
+                return await super().run(requests, on_done)
 
         kwargs.setdefault("concurrency", 16)
         return _LazyLocalBackend(self.base_url, self.model, api_key="local", kind="local",
