@@ -69,7 +69,7 @@ def test_skip_writes_rejects_with_reason(tmp_path):
 
 
 @pytest.mark.parametrize("record,needle", [
-    ({"instruction": "hi"}, "missing field 'output'"),
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}, "second user turn"),
     ({"instruction": "  ", "output": "x"}, "instruction is empty"),
     ({"instruction": 5, "output": "x"}, "must be a string"),
     ({"conversations": []}, "empty conversation"),

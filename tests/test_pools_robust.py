@@ -1,0 +1,207 @@
+"""Hostile input for `curate load` / `curate.pools`: every bad line is a clean, line-level error (issue 11)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import curate
+from curate import pools
+from curate.errors import InputError
+from curate.judges import score
+from curate.scorers import score_workspace
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = {"instruction": "A fine row.", "output": "Fine."}
+DEEP = 100_000
+BIG_INT = "123456789012345678901234567890"  # 30 digits: beyond int64
+HUGE_INT = "9" * 5_000  # beyond Python's default int-string conversion limit (4,300 digits)
+
+# Lines that must each be rejected on their own, with a reason that says what is wrong.
+BAD_LINES = {
+    "deep": ('{"instruction": "x", "output": "y", "meta": ' + "[" * DEEP + "]" * DEEP + "}", "nested"),
+    "huge_int": ('{"instruction": "x", "output": "y", "n": ' + HUGE_INT + "}", "digits"),
+    "big_int_output": ('{"instruction": "x", "output": ' + BIG_INT + "}", "output must be a string"),
+    "surrogate": ('{"instruction": "x\\ud800", "output": "y"}', "'instruction'"),
+    "surrogate_extra": ('{"instruction": "x", "output": "y", "note": "\\udc00"}', "'note'"),
+    "two_users": (json.dumps({"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"},
+                                                {"from": "gpt", "value": "c"}]}), "turn 1"),
+    "two_assistants": (json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                                {"role": "assistant", "content": "c"}]}), "turn 2"),
+}
+
+
+def _pool(tmp_path, bad_line: str, name: str = "p.jsonl") -> Path:
+    """Three lines: good, bad, good."""
+    return write_jsonl(tmp_path / name, [GOOD, bad_line, {"instruction": "Another row.", "output": "Yes."}])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LINES))
+def test_bad_line_raises_a_clean_error_naming_file_and_line(tmp_path, kind):
+    line, needle = BAD_LINES[kind]
+    path = _pool(tmp_path, line)
+    with pytest.raises(InputError) as err:
+        pools.read(path)
+    assert str(err.value).startswith(f"{path}: line 2: ") and needle in str(err.value)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LINES))
+def test_skip_rejects_only_the_bad_line_and_keeps_its_raw_text(tmp_path, kind):
+    line, needle = BAD_LINES[kind]
+    path = _pool(tmp_path, line)
+    result = pools.read(path, on_error="skip")
+    assert len(result.rows) == 2
+    (reject,) = result.rejects
+    assert reject.location == "line 2" and needle in reject.reason
+    assert reject.raw == line[: pools.REJECT_RAW_MAX_CHARS]
+
+
+@pytest.mark.parametrize("kind", ["deep", "huge_int", "surrogate", "two_users"])
+def test_cli_load_reports_one_line_and_exit_1(tmp_path, kind):
+    path = _pool(tmp_path, BAD_LINES[kind][0])
+    proc = _cli("load", str(path), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{path}: line 2:" in proc.stderr
+
+
+def test_cli_skip_loads_the_other_lines_and_lists_the_bad_one(tmp_path):
+    path = _pool(tmp_path, BAD_LINES["deep"][0])
+    proc = _cli("load", str(path), "--workspace", str(tmp_path / "ws"), "--on-error", "skip", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(Workspace.open(tmp_path / "ws")) == 2
+    (reject,) = [json.loads(x) for x in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["location"] == "line 2" and "nested" in reject["reason"]
+
+
+def test_nesting_arrow_cannot_store_is_kept_as_json_text(tmp_path):
+    """Nesting Python parses but datasets cannot store (~50 levels) stays data: the column becomes JSON text."""
+    nested = json.loads("[" * 200 + "]" * 200)
+    path = write_jsonl(tmp_path / "n.jsonl", [GOOD, {**GOOD, "instruction": "Nested.", "meta": nested}])
+    ws = Workspace(tmp_path / "ws")
+    summary = ws.load(path)
+    assert summary["rows_added"] == 2 and summary["columns_kept_as_json"] == ["meta"]
+    assert json.loads(ws.pool["meta"][1]) == nested
+
+
+def test_deep_nesting_in_a_json_array_names_the_line(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[\n" + json.dumps(GOOD) + ",\n" + BAD_LINES["deep"][0] + "\n]\n")
+    with pytest.raises(InputError, match=r"deep\.json: line 3: .*nested"):
+        pools.read(path)
+
+
+def test_huge_int_in_a_json_array_names_the_line(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text("[\n" + json.dumps(GOOD) + ",\n" + BAD_LINES["huge_int"][0] + "\n]\n")
+    with pytest.raises(InputError, match=r"big\.json: line 3: .*digits"):
+        pools.read(path)
+
+
+def test_lone_surrogate_in_a_json_array_is_rejected_and_the_reject_is_writable(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text("[" + json.dumps(GOOD) + ", " + BAD_LINES["surrogate"][0] + "]")
+    result = pools.read(path, on_error="skip")
+    assert len(result.rows) == 1
+    (reject,) = result.rejects
+    assert reject.location == "record 2" and "'instruction'" in reject.reason and "\\ud800" in reject.raw
+    pools.write_rejects(result.rejects, tmp_path / "rejects.jsonl")
+    assert json.loads((tmp_path / "rejects.jsonl").read_text())["location"] == "record 2"
+
+
+def test_big_int_in_an_original_column_loads_as_text(tmp_path):
+    path = write_jsonl(tmp_path / "b.jsonl", [{**GOOD, "n": 1}, '{"instruction": "x", "output": "y", "n": ' + BIG_INT + "}"])
+    ds = curate.load(path)
+    assert ds["n"] == ["1", BIG_INT]  # kept exactly, as JSON text
+    ws = Workspace(tmp_path / "ws")
+    assert ws.load(path)["columns_kept_as_json"] == ["n"] and ws.pool["n"] == ["1", BIG_INT]
+
+
+def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):
+    jsonl, arr = tmp_path / "bom.jsonl", tmp_path / "bom.json"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "output": "2"}).encode())
+    arr.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD, {**GOOD, "output": "2"}]).encode())
+    for path in (jsonl, arr):
+        ds = curate.load(path)
+        assert len(ds) == 2 and ds[0]["conversation"][0]["content"] == GOOD["instruction"], path
+
+
+@pytest.mark.parametrize("content", ["", "\n   \n\n"])
+def test_empty_file_is_an_error(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=r"empty\.jsonl: .*no records"):
+        pools.read(path, on_error="skip")
+    proc = _cli("load", str(path), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert proc.returncode == 1 and "no records" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_alternation_rules_leave_legal_conversations_alone():
+    ok = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+          {"role": "assistant", "content": "calling"}, {"role": "tool", "content": "42"},
+          {"role": "assistant", "content": "It is 42."}, {"role": "user", "content": "thanks"}]
+    assert [t["role"] for t in pools.to_conversation({"messages": ok}, "messages")] == [t["role"] for t in ok]
+    with pytest.raises(pools._RowError, match="turn 2"):  # a system turn between two user turns does not help
+        pools.to_conversation({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "s"},
+                                            {"role": "user", "content": "b"}]}, "messages")
+
+
+def test_instruction_only_rows_load_with_no_assistant_turn(tmp_path):
+    records = [{"instruction": "Write a haiku about rain."}, {"prompt": "Name three primes."},
+               {"question": "Why is the sky blue?"}, GOOD]
+    path = write_jsonl(tmp_path / "io.jsonl", records)
+    result = pools.read(path)
+    assert len(result.rows) == 4 and result.instruction_only == 3 and result.empty_responses == 0
+    assert result.rows[0]["conversation"] == [{"role": "user", "content": "Write a haiku about rain."}]
+    assert pools.user_turns(result.rows[1]["conversation"]) == [("Name three primes.", None)]
+    assert pools.response_text(result.rows[2]["conversation"]) == ""
+    assert len(curate.load(path)) == 4
+    with pytest.raises(InputError, match="line 1: missing field 'reply'"):  # an explicit mapping is still checked
+        pools.read(path, format="alpaca", mapping={"output": "reply"})
+
+
+def test_instruction_only_rows_score_complexity_and_fail_quality_with_a_reason(tmp_path):
+    path = write_jsonl(tmp_path / "io.jsonl", [{"instruction": "Write a haiku about rain."}, GOOD])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(path)
+    order = [c[0]["content"] for c in ws.conversations()]
+    only = order.index("Write a haiku about rain.")
+    score_workspace(ws, "complexity", column="cx")
+    assert ws.column("cx_failure") == [None, None] and all(v is not None for v in ws.column("cx"))
+    score_workspace(ws, "quality", column="qs")
+    assert "no response" in ws.column("qs_failure")[only] and ws.column("qs")[only] is None
+    with FaultServer() as srv:
+        from curate.backends import OpenAIBackend
+
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="test-key", timeout=5.0, max_retries=1)
+        score(ws, "quality", backend, progress=False)
+        score(ws, "complexity", backend, progress=False)
+    assert "no assistant response" in ws.column("quality_failure")[only]
+    assert ws.column("complexity_failure") == [None, None]
+
+
+def test_malformed_line_reject_keeps_the_raw_line_truncated(tmp_path):
+    broken = '{"instruction": "broken", "output": ' + '"' + "x" * 5_000
+    path = write_jsonl(tmp_path / "m.jsonl", [GOOD, broken, '{"instruction": "cut", "output": '])
+    result = pools.read(path, on_error="skip")
+    assert [r.location for r in result.rejects] == ["line 2", "line 3"]
+    assert result.rejects[0].raw == broken[: pools.REJECT_RAW_MAX_CHARS]
+    assert result.rejects[1].raw == '{"instruction": "cut", "output": '
+
+
+def test_invalid_utf8_reject_keeps_the_raw_bytes_visible(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b'\n{"instruction": "\xff", "output": "b"}\n')
+    (reject,) = pools.read(path, on_error="skip").rejects
+    assert reject.location == "line 2" and reject.raw == '{"instruction": "\\xff", "output": "b"}'
