@@ -3,12 +3,15 @@
 - ``OpenAIBackend``: any OpenAI-compatible endpoint through ``openai.AsyncOpenAI`` with bounded
   concurrency, RPM/TPM limits, retries (exponential backoff + full jitter, ``Retry-After`` honoured)
   on 429/5xx/timeouts/connection errors/malformed bodies, per-request timeout, token and $ cost
-  accounting and a hard ``max_cost`` cap checked *before* each request is sent.
+  accounting and a hard ``max_cost`` cap checked *before* each request is sent: each request reserves
+  its worst-case cost; one that does not fit waits for the requests in flight to settle, and fails
+  (``reason_code`` ``"budget"``) only when nothing is in flight and it still does not fit.
 - ``VLLMBackend``: in-process ``vllm.LLM``; all requests of a call go to the engine as one batch.
 
 Every backend reports each request exactly once to ``on_done(request, result)``; ``result`` is a
 response dict (``text``, ``top_logprobs``, ``usage``, ``cost_usd``, ``finish_reason``) or
-``{"failure": reason}``. The caller caches responses before using them.
+``{"failure": reason}`` (plus ``reason_code`` where a caller may act on it). ``cost_usd`` is None when
+the model's price is unknown: unknown, never $0. The caller caches responses before using them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,20 @@ def price_of(model: str) -> tuple[float, float] | None:
 
 class BudgetExceeded(CurateError):
     """The backend's max_cost would be exceeded by the next request."""
+
+
+MAX_COST_REASON = "budget"  # ``reason_code`` of a request max_cost left unsent (curate.codes.FailureCode.BUDGET)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def is_loopback(base_url: str | None) -> bool:
+    """True for a URL on this machine's loopback interface."""
+    return bool(base_url) and any(host in base_url for host in LOOPBACK_HOSTS)
+
+
+def format_usd(value: float) -> str:
+    """Dollars with the decimals small spends need: ``$1.5000``, ``$0.0123``, ``$0.00008400``."""
+    return f"${value:,.4f}" if value >= 0.01 else f"${value:.8f}"
 
 
 @dataclass
@@ -156,12 +173,16 @@ class OpenAIBackend(Backend):
         self.supports_logprobs = supports_logprobs
         # OpenAI itself and vLLM enforce json_schema; other servers may only know json_object.
         self.supports_json_schema = True if supports_json_schema is None else supports_json_schema
-        self.price = (0.0, 0.0) if self.kind == "local" else price_of(model)
+        # kind "local" is our own vLLM server on loopback: free. A remote URL labelled local is priced as usual.
+        self.price = (0.0, 0.0) if self.kind == "local" and is_loopback(base_url) else price_of(model)
         if max_cost is not None and self.price is None:
-            raise CurateError(f"max_cost set but no price for model {model!r}; "
-                              f"call curate.backends.register_price({model!r}, input_per_mtok, output_per_mtok)")
+            raise CurateError(f"max_cost ${max_cost:g} set but no price is known for model {model!r}, so its "
+                              f"spend cannot be counted; register one with curate.backends.register_price("
+                              f"{model!r}, input_usd_per_mtok, output_usd_per_mtok)")
         self.spent_usd = 0.0
         self._reserved_usd = 0.0
+        self._in_flight = 0  # requests holding a max_cost reservation
+        self._settled: asyncio.Event | None = None  # set whenever a reservation is released
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.requests_sent = 0
@@ -170,31 +191,61 @@ class OpenAIBackend(Backend):
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
                 "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout,
                 "max_retries": self.max_retries, "max_cost": self.max_cost,
-                # None: no price known for this model, so cost_usd figures are 0 and not real costs
+                # None: no price known for this model, so its cost is unknown (cost_usd None)
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}
 
     def _key(self) -> str:
         key = self._api_key or os.environ.get(self.api_key_env)
         if key:
             return key
-        if self.base_url and any(h in self.base_url for h in ("127.0.0.1", "localhost", "[::1]")):
+        if is_loopback(self.base_url):
             return "unused-local-key"
         raise CurateError(f"no API key: set ${self.api_key_env} (or pass --api-key-env VAR)")
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for these tokens; None when the model's price is unknown."""
         if self.price is None:
-            return 0.0
+            return None
         return (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1e6
 
-    def _reserve(self, request: Request) -> float | None:
-        """Reserve the worst-case cost of ``request``; None if it would break max_cost."""
+    def _worst_cost(self, request: Request) -> float:
+        """The most ``request`` can cost: estimated prompt tokens and every allowed completion token."""
+        return self.cost(estimate_tokens(request.messages), int(request.params.get("max_tokens") or 1024)) or 0.0
+
+    async def _reserve(self, request: Request) -> float | None:
+        """Reserve the worst-case cost of ``request`` under max_cost; None if it cannot fit.
+
+        While other requests are in flight their reservations may settle below their worst case, so a
+        request that does not fit waits for them; it is refused only when nothing is in flight.
+        """
         if self.max_cost is None:
             return 0.0
-        worst = self.cost(estimate_tokens(request.messages), int(request.params.get("max_tokens") or 1024))
-        if self.spent_usd + self._reserved_usd + worst > self.max_cost:
-            return None
+        worst = self._worst_cost(request)
+        while self.spent_usd + self._reserved_usd + worst > self.max_cost:
+            if self._in_flight == 0:
+                return None
+            assert self._settled is not None
+            self._settled.clear()
+            await self._settled.wait()
+        self._in_flight += 1
         self._reserved_usd += worst
         return worst
+
+    def _release(self, reserved: float) -> None:
+        """Give back a reservation (its real cost, if any, is already in ``spent_usd``) and wake waiters."""
+        if self.max_cost is None:
+            return
+        self._in_flight -= 1
+        self._reserved_usd = self._reserved_usd - reserved if self._in_flight else 0.0  # no float residue
+        if self._settled is not None:
+            self._settled.set()
+
+    def _budget_failure(self, request: Request) -> dict[str, Any]:
+        assert self.max_cost is not None
+        return {"failure": f"not sent: max_cost {format_usd(self.max_cost)} reached (spent "
+                           f"{format_usd(self.spent_usd)}; this request may cost up to "
+                           f"{format_usd(self._worst_cost(request))})",
+                "reason_code": MAX_COST_REASON}
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -208,6 +259,7 @@ class OpenAIBackend(Backend):
         rpm = _WindowLimiter(self.rpm) if self.rpm else None
         tpm = _WindowLimiter(self.tpm) if self.tpm else None
         queue: collections.deque[Request] = collections.deque(requests)
+        self._settled = asyncio.Event()  # bound to this run's event loop
 
         async def worker() -> None:
             while queue:
@@ -220,15 +272,13 @@ class OpenAIBackend(Backend):
             await client.close()
 
     async def _one(self, client, req: Request, rpm, tpm) -> dict[str, Any]:
-        import httpx
         import openai
 
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
-            reserved = self._reserve(req)
+            reserved = await self._reserve(req)
             if reserved is None:
-                return {"failure": f"not sent: max_cost ${self.max_cost:.4f} would be exceeded "
-                                   f"(spent ${self.spent_usd:.4f})"}
+                return self._budget_failure(req)
             retry_after = None
             try:
                 if rpm:
@@ -238,10 +288,10 @@ class OpenAIBackend(Backend):
                 self.requests_sent += 1
                 # The client's low-level post: same auth, timeouts and status errors as
                 # chat.completions.create, without its per-call TypedDict transform of the messages
-                # (measured at ~4 ms CPU per request) and with the body left for us to parse.
-                raw = await client.post("/chat/completions", cast_to=httpx.Response,
-                                        body={"model": self.model, "messages": req.messages, **req.params})
-                body = raw.text
+                # (measured at ~4 ms CPU per request) and with the body left for us to parse
+                # (cast_to=str: the body text, in openai 1.x and 3.x alike; no httpx import of our own).
+                body = await client.post("/chat/completions", cast_to=str,
+                                         body={**req.params, "model": self.model, "messages": req.messages})
                 try:
                     result: dict[str, Any] | None = parse_chat_completion(json.loads(body))
                 except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -255,7 +305,7 @@ class OpenAIBackend(Backend):
                         result["cost_usd"] = self.cost(estimate_tokens(req.messages),
                                                        int(req.params.get("max_tokens") or 1024))
                         result["usage_estimated"] = True
-                    self.spent_usd += result["cost_usd"]
+                    self.spent_usd += result["cost_usd"] or 0.0  # None: price unknown (no max_cost then)
                     self.prompt_tokens += usage["prompt_tokens"]
                     self.completion_tokens += usage["completion_tokens"]
                     return result
@@ -270,7 +320,7 @@ class OpenAIBackend(Backend):
             except openai.APIConnectionError as exc:
                 last = f"connection error: {_short(exc)}"
             finally:
-                self._reserved_usd -= reserved
+                self._release(reserved)
             if attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return {"failure": f"gave up after {self.max_retries + 1} attempts; last error: {last}"}

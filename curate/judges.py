@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 
-from curate.backends import Backend, Request, run_sync
+from curate.backends import MAX_COST_REASON, Backend, Request, format_usd, run_sync
 from curate.cache import ResponseCache, key_from_header, key_header, request_key
 from curate.errors import CurateError
-from curate.prompts import Prompt, PromptError, load_prompt
+from curate.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 
 DEFAULT_MIN_DIGIT_MASS = 0.5
 DEFAULT_TOP_LOGPROBS = 20
@@ -171,12 +171,12 @@ class _Progress:
             if now - self._last > 0.2:
                 self._last = now
                 self.bar.set_postfix(failed=self.failures, cached=self.cached, tokens=self.tokens,
-                                     cost=f"${self.cost:.4f}", refresh=False)
+                                     cost=format_usd(self.cost), refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.set_postfix(failed=self.failures, cached=self.cached, tokens=self.tokens,
-                                 cost=f"${self.cost:.4f}", refresh=True)
+                                 cost=format_usd(self.cost), refresh=True)
             self.bar.close()
 
 
@@ -201,7 +201,7 @@ def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], pr
             cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
             usage = result.get("usage") or {}
             progress.update(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-                            cost=result.get("cost_usd", 0.0))
+                            cost=result.get("cost_usd") or 0.0)  # None: price unknown
         else:
             progress.update(failed=1)
         out[req.key] = result
@@ -212,6 +212,10 @@ def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], pr
 
 
 def _request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | None) -> dict[str, Any]:
+    forbidden = sorted(set(params or {}) & FORBIDDEN_PARAMS)
+    if forbidden:
+        raise CurateError(f"params {forbidden} are not allowed: they would redirect the request "
+                          f"(the backend sets the model and the prompt the messages)")
     merged = {**prompt.params, **(params or {})}
     if prompt.output_kind == "digit_score":
         merged["max_tokens"] = 1
@@ -233,7 +237,11 @@ def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Bac
     fingerprint = prompt.fingerprint
     headers: dict[str, bytes] = {}
     for item in variables:
-        messages = prompt.render(**item)
+        try:
+            messages = prompt.render(**item)
+        except PromptRenderError as exc:
+            exc.variables = item  # lets the caller name the row
+            raise
         call_params = dict(req_params)
         if mode is not None:
             from instructor.processing import handle_response_model
@@ -470,6 +478,9 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     Columns: ``<column>`` (float per row; a list per user turn when any row has several turns),
     ``<column>_failure`` (reason or None), ``<column>_digit_mass`` (digit scores; mass per row or turn).
     Every row without a score has a failure reason. Responses are cached in ``ws.cache_dir``.
+    The summary counts ``rows_not_sent_max_cost`` (rows the backend's max_cost left unsent); its
+    ``cost_usd`` is None when the model's price is unknown. A prompt that cannot render (undefined
+    variable, sandbox violation) raises PromptRenderError naming the file and the first row it hit.
     """
     judge = get_judge(judge, prompt_dirs)
     floor = judge.min_digit_mass if min_digit_mass is None else min_digit_mass
@@ -488,8 +499,16 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     flat = [item for items in rows for item in items if isinstance(item, dict)]
     started = time.time()
     cache = resolve_cache(cache_path or workspace_cache_path(ws))
-    results = run_prompt(judge.prompt, flat, backend, cache, progress=progress, params={**judge.params, **(params or {})},
-                         output_model=judge.output, min_digit_mass=floor, desc=f"{judge.column} ({len(ids):,} rows)")
+    try:
+        results = run_prompt(judge.prompt, flat, backend, cache, progress=progress,
+                             params={**judge.params, **(params or {})}, output_model=judge.output,
+                             min_digit_mass=floor, desc=f"{judge.column} ({len(ids):,} rows)")
+    except PromptRenderError as exc:  # a prompt/config mistake: stop with the file and the first row it hit
+        row_id = next((rid for rid, items in zip(ids, rows, strict=True) for item in items
+                       if item is exc.variables), None)
+        if row_id is None:
+            raise
+        raise PromptRenderError(f"{exc} (row id {row_id})") from exc
     seconds = time.time() - started
 
     it = iter(results)
@@ -497,9 +516,11 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     failures: list[str | None] = []
     masses: list[Any] = []
     per_turn = any(len(items) > 1 for items in rows)
-    counts = {"scored": 0, "failed": 0, "parsed": 0, "logprobs": 0, "renormalised": 0, "cached": 0}
+    counts = {"scored": 0, "failed": 0, "parsed": 0, "logprobs": 0, "renormalised": 0, "cached": 0,
+              "not_sent_max_cost": 0}
     for items in rows:
         turn_values, turn_masses, reasons = [], [], []
+        budget_stopped = False
         for t, item in enumerate(items, start=1):
             if isinstance(item, str):
                 turn_values.append(None)
@@ -519,9 +540,11 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
             else:
                 turn_values.append(None)
                 reasons.append(res.failure if len(items) == 1 else f"turn {t}: {res.failure}")
+                budget_stopped |= res.raw.get("reason_code") == MAX_COST_REASON
             turn_masses.append(res.digit_mass)
         ok = all(v is not None for v in turn_values)
         counts["scored" if ok else "failed"] += 1
+        counts["not_sent_max_cost"] += budget_stopped
         if per_turn:
             values.append(turn_values)
             masses.append(turn_masses)
@@ -540,11 +563,12 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
         "params": _request_params(judge.prompt, backend, {**judge.params, **(params or {})}),
         "min_digit_mass": floor, "per_turn": per_turn, "rows": len(ids), "requests": len(results),
         "scored_rows": counts["scored"], "failed_rows": counts["failed"], "cached_requests": counts["cached"],
+        "rows_not_sent_max_cost": counts["not_sent_max_cost"],
         "score_methods": {"logprobs": counts["logprobs"], "parsed": counts["parsed"],
                           "renormalised_missing_digits": counts["renormalised"]},
         "tokens": {"prompt": usage_prompt, "completion": usage_completion},
-        "cost_usd": round(sum(r.cost_usd for r in results if not r.cached), 6),
-        "cost_usd_including_cached": round(sum(r.cost_usd for r in results), 6),
+        "cost_usd": _total_cost(results, include_cached=False),
+        "cost_usd_including_cached": _total_cost(results, include_cached=True),
         "seconds": round(seconds, 2),
     }
     column = judge.column
@@ -558,6 +582,14 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
         ws.add_column(f"{column}_digit_mass", masses, {"kind": "judge_digit_mass", "judge": column,
                                                        "prompt_fingerprint": judge.prompt.fingerprint}, ids=ids)
     return provenance
+
+
+def _total_cost(results: list[CallResult], *, include_cached: bool) -> float | None:
+    """USD of the answered requests; None (unknown, not $0) when one was answered without a known price."""
+    picked = [r for r in results if include_cached or not r.cached]
+    if any("cost_usd" in r.raw and r.raw["cost_usd"] is None for r in picked):
+        return None
+    return round(sum(r.cost_usd for r in picked), 8)
 
 
 def _column_ids(ws, name: str) -> list[str]:

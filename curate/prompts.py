@@ -17,6 +17,11 @@ A prompt lives in ``<name>.md``::
 Row text is passed to the template as data, never compiled, so a row containing ``{{ 7*7 }}``
 renders literally. The fingerprint hashes the template source and the declaration, so editing
 either gives new cache keys (only rows scored under the old text are re-run).
+
+A prompt file cannot run code or redirect requests: ``output.model`` names a Pydantic class defined
+in curate itself or one registered with :func:`register_output_model` (nothing else is imported), and
+``params`` may not set the model, the messages or anything else that changes where or how often a
+request goes (``FORBIDDEN_PARAMS``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from curate.errors import CurateError
@@ -42,8 +47,67 @@ ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
 
 
+# Request fields a prompt's params may not set: they would change the model, the messages, or how many
+# answers (and how much cost) one request brings back, or stream a reply the engine cannot read.
+FORBIDDEN_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n", "best_of", "tools",
+                              "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio",
+                              "modalities", "prediction", "extra_body", "extra_headers", "extra_query"})
+CURATE_PACKAGE = "curate"
+
+_OUTPUT_MODELS: dict[str, type] = {}
+
+
 class PromptError(CurateError):
     """A prompt file is missing, malformed, or was rendered without a variable it needs."""
+
+
+class PromptRenderError(PromptError):
+    """Rendering failed (undefined variable, sandbox violation); ``variables`` are the row's, when known."""
+
+    def __init__(self, message: str, variables: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.variables = variables
+
+
+def register_output_model(cls: type, name: str | None = None) -> type:
+    """Allow prompt files to name ``cls`` in ``output.model`` (as ``module:Class``, or ``name``).
+
+    Usable as a decorator. Prompt files may only name curate's own models and registered ones; nothing
+    else is ever imported because a prompt file said so.
+    """
+    from pydantic import BaseModel
+
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+        raise PromptError(f"register_output_model: {cls!r} is not a pydantic BaseModel subclass")
+    _OUTPUT_MODELS[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    if name:
+        _OUTPUT_MODELS[name] = cls
+    return cls
+
+
+def _resolve_output_model(spec: str, where: str) -> type:
+    """The class ``spec`` names: a registered model, or a BaseModel defined in a curate module."""
+    from pydantic import BaseModel
+
+    if spec in _OUTPUT_MODELS:
+        return _OUTPUT_MODELS[spec]
+    module, _, attr = spec.partition(":")
+    hint = "register your own with curate.prompts.register_output_model(cls)"
+    if not (module == CURATE_PACKAGE or module.startswith(CURATE_PACKAGE + ".")) or not attr:
+        raise PromptError(f"{where}: output.model {spec!r} is not allowed: only models defined in curate "
+                          f"('curate.module:Class') or registered ones; {hint}")
+    import importlib
+
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PromptError(f"{where}: cannot find output model {spec!r}: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)
+            and (obj.__module__ == CURATE_PACKAGE or obj.__module__.startswith(CURATE_PACKAGE + "."))):
+        raise PromptError(f"{where}: output.model {spec!r} is not a pydantic BaseModel defined in curate; {hint}")
+    return obj
 
 
 def builtin_prompt_dir() -> Path:
@@ -87,28 +151,37 @@ class Prompt:
         blob = json.dumps({"declaration": self.declaration, "body": self.body}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    @property
+    def where(self) -> str:
+        """The prompt's file, or its name for a prompt parsed from text."""
+        return str(self.path) if self.path else f"prompt {self.name!r}"
+
     def render(self, **variables: Any) -> list[dict[str, str]]:
-        """Chat messages with ``variables`` substituted as data (never evaluated as template code)."""
+        """Chat messages with ``variables`` substituted as data (never evaluated as template code).
+
+        Raises PromptRenderError (naming the file and message) for a missing input, a variable the
+        template uses but was not given, or a sandbox violation.
+        """
         missing = [v for v in self.inputs if v not in variables]
         if missing:
-            raise PromptError(f"prompt {self.name!r} needs {missing}; got {sorted(variables)}")
+            raise PromptRenderError(f"{self.where}: prompt {self.name!r} needs {missing}; got {sorted(variables)}")
         messages = []
         for role, template, static in _compiled(self.body, self.name, str(self.path)):
-            text = static if template is None else template.render(**variables).strip("\n")
+            if template is None:
+                text = static
+            else:
+                try:
+                    text = template.render(**variables).strip("\n")
+                except TemplateError as exc:  # UndefinedError, SecurityError ...
+                    raise PromptRenderError(f"{self.where}: {role} message: {type(exc).__name__}: {exc}") from exc
             messages.append({"role": role, "content": text})
         return messages
 
     def model_class(self):
-        """The Pydantic model named by ``output.model`` (json prompts), imported from ``module:Name``."""
+        """The Pydantic model named by ``output.model`` (json prompts): curate's own or a registered one."""
         if not self.output_model:
             return None
-        import importlib
-
-        module, _, attr = self.output_model.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise PromptError(f"prompt {self.name!r}: cannot import output model {self.output_model!r}: {exc}") from exc
+        return _resolve_output_model(self.output_model, self.where)
 
     def _repr_html_(self) -> str:
         import html
@@ -156,21 +229,41 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     if not isinstance(decl, dict) or "name" not in decl:
         raise PromptError(f"{where}: front-matter needs at least 'name'")
     output = decl.get("output") or {"kind": "text"}
+    if not isinstance(output, dict):
+        raise PromptError(f"{where}: output must be a mapping like {{kind: digit_score, scale: [1, 6]}}, got {output!r}")
     kind = output.get("kind", "text")
     if kind not in OUTPUT_KINDS:
         raise PromptError(f"{where}: output.kind {kind!r} not in {OUTPUT_KINDS}")
-    scale = None
-    if kind == "digit_score":
-        lo, hi = output.get("scale", [1, 6])
-        if not (0 <= int(lo) < int(hi) <= 9):
-            raise PromptError(f"{where}: digit_score scale {lo}..{hi} must be single digits, low < high")
-        scale = (int(lo), int(hi))
+    scale = _digit_scale(output.get("scale", [1, 6]), where) if kind == "digit_score" else None
     model = output.get("model")
+    if model is not None and not isinstance(model, str):
+        raise PromptError(f"{where}: output.model must be a string like 'curate.tags:IntentTags', got {model!r}")
+    inputs = decl.get("inputs") or []
+    if not isinstance(inputs, list) or not all(isinstance(v, str) for v in inputs):
+        raise PromptError(f"{where}: inputs must be a list of variable names, got {inputs!r}")
+    params = decl.get("params") or {}
+    if not isinstance(params, dict):
+        raise PromptError(f"{where}: params must be a mapping of request parameters, got {params!r}")
+    forbidden = sorted(set(params) & FORBIDDEN_PARAMS)
+    if forbidden:
+        raise PromptError(f"{where}: params {forbidden} are not allowed in a prompt file: they would redirect the "
+                          f"request (the backend sets the model, the body sets the messages)")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
-                    inputs=tuple(decl.get("inputs") or ()), output_kind=kind, scale=scale, output_model=model,
-                    params=dict(decl.get("params") or {}), body=body.strip("\n") + "\n", path=path, declaration=decl)
+                    inputs=tuple(inputs), output_kind=kind, scale=scale, output_model=model,
+                    params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl)
     _compiled(prompt.body, prompt.name, where)  # syntax errors surface at load time
     return prompt
+
+
+def _digit_scale(value: Any, where: str) -> tuple[int, int]:
+    """``[lo, hi]`` of a digit_score prompt: two single digits, low < high."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise PromptError(f"{where}: output.scale must be [low, high] (two integers, e.g. [1, 6]), got {value!r}")
+    lo, hi = value
+    if not 0 <= lo < hi <= 9:
+        raise PromptError(f"{where}: digit_score scale {lo}..{hi} must be single digits, low < high")
+    return lo, hi
 
 
 def prompt_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:

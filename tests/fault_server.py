@@ -15,7 +15,9 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 
 Otherwise it answers a digit with a top-logprobs list over digits 1-6 (deterministic per text),
 or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}``. With
-``slots``/``latency`` it models a server with C concurrent slots and fixed latency L.
+``slots``/``latency`` it models a server with C concurrent slots and fixed latency L. Usage is
+reported with every answer: ``prompt_tokens`` is characters // 4 of the messages, or
+``usage_prompt_tokens`` when given (a tokenizer that counts far fewer tokens than curate's estimate).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class FaultServer:
     """``with FaultServer() as srv:`` -> ``srv.base_url``; ``srv.counts`` per last-user-message text."""
 
     def __init__(self, latency: float = 0.0, slots: int | None = None, retry_after: str = "1",
-                 hang_seconds: float = 3.0):
+                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None):
         self.latency = latency
+        self.usage_prompt_tokens = usage_prompt_tokens
         self.slots = slots
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
@@ -136,6 +139,8 @@ class FaultServer:
             if "[nologprobs]" in key:
                 content = "4"
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in messages)
+        if self.usage_prompt_tokens is not None:
+            prompt_tokens = self.usage_prompt_tokens
         return web.json_response({
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fault"),

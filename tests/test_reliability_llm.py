@@ -1,0 +1,295 @@
+"""Reliability of the LLM path (issue 11): transport, budget under concurrency, prices, prompt files, CLI errors.
+
+Every test runs against the fault-injecting OpenAI-compatible server on loopback (no mocks); the CLI
+tests run ``python -m curate.cli`` in a subprocess, as a user would.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from curate.backends import OpenAIBackend, estimate_tokens, register_price
+from curate.errors import CurateError
+from curate.judges import Judge, build_requests, run_prompt, score
+from curate.prompts import PromptError, load_prompt
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+PRICED_MODEL = "gpt-4o-mini"  # in curate's built-in price table, so a CLI subprocess knows its price too
+UNPRICED_MODEL = "no-such-model-priced"
+
+
+@pytest.fixture
+def fault_server():
+    with FaultServer(retry_after="1", hang_seconds=3.0) as srv:
+        yield srv
+
+
+def _workspace(tmp_path, instructions, name="ws"):
+    src = write_jsonl(tmp_path / f"{name}.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in instructions])
+    ws = Workspace(tmp_path / name)
+    ws.load(src)
+    return ws
+
+
+def _cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("OPENAI_API_KEY", None)
+    return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line the CLI prints for a CurateError (exit 1, no traceback)."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def _backend(srv, model="fault", **kw):
+    kw.setdefault("timeout", 2.0)
+    kw.setdefault("max_retries", 1)
+    kw.setdefault("backoff_base", 0.05)
+    return OpenAIBackend(srv.base_url, model, api_key="k", **kw)
+
+
+# -- 1. the transport needs no undeclared httpx ------------------------------------------------------
+def test_backend_sends_requests_without_httpx_installed(tmp_path, fault_server):
+    """openai 3.x talks through httpx2; curate must not import httpx itself (it is not a dependency)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["httpx"] = None  # as if httpx were not installed: any import of it fails
+        from curate.backends import OpenAIBackend
+        from curate.judges import run_prompt
+        backend = OpenAIBackend({fault_server.base_url!r}, "fault", api_key="k", max_retries=0)
+        results = run_prompt("complexity", [{{"instruction": "q one"}}, {{"instruction": "q two"}}], backend,
+                             {str(tmp_path / "c.sqlite")!r}, progress=False)
+        assert all(r.ok and 1 <= r.parsed <= 6 for r in results), [r.failure for r in results]
+        print("scored", len(results))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "scored 2" in proc.stdout and fault_server.total == 2
+
+
+# -- 2. --max-cost under concurrency ----------------------------------------------------------------
+BUDGET_ROWS = 60
+BUDGET_SCORED = 40  # rows the budget pays for when requests go one at a time
+_NOT_SENT = re.compile(r"(\d+) rows? not sent: max_cost \$([\d.]+) reached \(spent \$([\d.]+)\)")
+_REASON = re.compile(r"max_cost \$([\d.]+).*spent \$([\d.]+)")
+
+
+def _budget_for(ws, rows_paid: int, usage_prompt_tokens: int) -> tuple[float, float]:
+    """(max_cost, worst-case cost of one request): sent one at a time, exactly ``rows_paid`` requests fit.
+
+    A request goes when spent + its worst case <= max_cost, so the last one goes with ``rows_paid - 1`` paid.
+    """
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", PRICED_MODEL)
+    request = build_requests(Judge("complexity").prompt, [{"instruction": c[0]["content"]} for c in ws.conversations()],
+                             backend)[0]
+    worst = backend.cost(estimate_tokens(request.messages), int(request.params["max_tokens"]))
+    real = backend.cost(usage_prompt_tokens, 1)
+    return worst + (rows_paid - 0.5) * real, worst
+
+
+def test_max_cost_under_concurrency_scores_as_many_rows_as_serial(tmp_path):
+    """In-flight worst-case reservations must not fail rows early: concurrency 16 scores what concurrency 1 does,
+    the reasons report the real spend, and the CLI says how many rows were not sent (exit 1)."""
+    texts = [f"Task {i:03d}: summarise item {i:03d} in one line." for i in range(BUDGET_ROWS)]
+    usage_tokens = 10  # the server counts far fewer tokens than curate's deliberately high estimate
+    scored: dict[int, int] = {}
+    with FaultServer(usage_prompt_tokens=usage_tokens, latency=0.005) as srv:
+        for concurrency in (1, 16):
+            ws = _workspace(tmp_path, texts, name=f"c{concurrency}")
+            max_cost, worst = _budget_for(ws, BUDGET_SCORED, usage_tokens)
+            before = srv.total
+            proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", srv.base_url, "--model",
+                        PRICED_MODEL, "--max-cost", repr(max_cost), "--concurrency", concurrency, "--max-retries", 0)
+            line = _one_error_line(proc)
+            match = _NOT_SENT.search(line)
+            assert match, line
+            ws = Workspace.open(ws.path)
+            values, reasons = ws.column("complexity"), ws.column("complexity_failure")
+            scored[concurrency] = sum(v is not None for v in values)
+            assert srv.total - before == scored[concurrency]  # every sent request was answered and scored
+            assert int(match.group(1)) == BUDGET_ROWS - scored[concurrency]
+            spent = float(match.group(3))
+            assert 0 < spent <= max_cost
+            budget_reasons = [r for r in reasons if r]
+            assert len(budget_reasons) == BUDGET_ROWS - scored[concurrency]
+            for reason in budget_reasons:  # the real spend: the next request truly did not fit
+                found = _REASON.search(reason)
+                assert found and "not sent" in reason, reason
+                assert float(found.group(2)) + worst > max_cost * 0.999, reason
+            assert ws.column_provenance("complexity")["cost_usd"] <= max_cost
+    assert abs(scored[1] - BUDGET_SCORED) <= 1, scored
+    assert abs(scored[16] - scored[1]) <= 2, scored
+
+
+# -- 3. an unknown price never counts as $0 -----------------------------------------------------------
+def test_max_cost_without_a_price_is_one_clean_cli_error(tmp_path, fault_server):
+    ws = _workspace(tmp_path, ["one row"])
+    proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model",
+                UNPRICED_MODEL, "--max-cost", "1")
+    line = _one_error_line(proc)
+    assert "no price" in line and UNPRICED_MODEL in line and "register_price" in line
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "one row", "input": "", "output": "ok"}])
+    proc = _cli("run", pool, "--out", tmp_path / "run", "--base-url", fault_server.base_url, "--model",
+                UNPRICED_MODEL, "--max-cost", "1", "--no-report")
+    line = _one_error_line(proc)
+    assert "no price" in line and UNPRICED_MODEL in line
+    assert fault_server.total == 0
+
+
+def test_local_kind_is_free_only_on_loopback():
+    """kind='local' means our own loopback server ($0); a remote URL labelled local must not dodge max_cost."""
+    assert OpenAIBackend("http://127.0.0.1:8000/v1", UNPRICED_MODEL, kind="local", max_cost=1.0).price == (0.0, 0.0)
+    with pytest.raises(CurateError, match="no price"):
+        OpenAIBackend("https://llm.example.com/v1", UNPRICED_MODEL, kind="local", max_cost=1.0)
+
+
+def test_unknown_price_is_reported_as_unknown_not_zero(tmp_path, fault_server):
+    ws = _workspace(tmp_path, ["row a", "row b"])
+    prov = score(ws, "complexity", _backend(fault_server, UNPRICED_MODEL), progress=False)
+    assert prov["scored_rows"] == 2
+    assert prov["cost_usd"] is None and prov["cost_usd_including_cached"] is None
+    assert prov["price_usd_per_mtok"] is None
+    proc = _cli("score", ws.path, "--judge", "quality", "--base-url", fault_server.base_url, "--model", UNPRICED_MODEL)
+    assert proc.returncode == 0, proc.stderr
+    assert "cost unknown" in proc.stdout and "$0.0000" not in proc.stdout
+    register_price("fault-priced-reliability", 1000.0, 1000.0)
+    priced = score(ws, "complexity", _backend(fault_server, "fault-priced-reliability"), progress=False)
+    assert priced["cost_usd"] > 0
+
+
+# -- 4. prompt files cannot import arbitrary code or redirect the request ----------------------------
+OUTPUT_MODEL_PROMPT = """---
+name: labeler
+inputs: [instruction]
+output:
+  kind: json
+  model: "{model}"
+params:
+  max_tokens: 64
+---
+=== user ===
+Label this: {{{{ instruction }}}}
+"""
+
+
+class ReliabilityLabel(BaseModel):
+    label: str
+    confidence: float
+
+
+def test_output_model_outside_curate_is_refused_without_importing_it(tmp_path, monkeypatch):
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "sneaky_module.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('side effect ran')\n"
+        "from pydantic import BaseModel\nclass Out(BaseModel):\n    label: str\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("sneaky_module:Out", "os:system", "curate.prompts:os", "curate.backends:register_price"):
+        path = tmp_path / "labeler.md"
+        path.write_text(OUTPUT_MODEL_PROMPT.format(model=spec))
+        with pytest.raises(PromptError) as info:
+            Judge(path)
+        assert str(path) in str(info.value) and spec in str(info.value)
+    assert not marker.exists(), "a prompt file made curate import an arbitrary module"
+    assert "sneaky_module" not in sys.modules
+
+
+def test_curate_and_registered_output_models_are_allowed(tmp_path):
+    from curate.prompts import register_output_model
+
+    assert load_prompt("instag").model_class().__name__ == "IntentTags"
+    path = tmp_path / "labeler.md"
+    spec = f"{ReliabilityLabel.__module__}:{ReliabilityLabel.__qualname__}"
+    path.write_text(OUTPUT_MODEL_PROMPT.format(model=spec))
+    with pytest.raises(PromptError, match="register_output_model"):
+        Judge(path)
+    assert register_output_model(ReliabilityLabel) is ReliabilityLabel
+    assert Judge(path).output is ReliabilityLabel
+    register_output_model(ReliabilityLabel, name="my-label")
+    path.write_text(OUTPUT_MODEL_PROMPT.format(model="my-label"))
+    assert Judge(path).output is ReliabilityLabel
+    with pytest.raises(PromptError, match="BaseModel"):
+        register_output_model(dict)
+
+
+def test_params_cannot_redirect_the_request(tmp_path):
+    path = tmp_path / "redirect.md"
+    path.write_text("---\nname: redirect\ninputs: [instruction]\nparams:\n  model: gpt-4o\n  n: 5\n  stream: true\n"
+                    "  messages: [{role: user, content: hi}]\n  temperature: 0.0\n---\n=== user ===\n{{ instruction }}\n")
+    with pytest.raises(PromptError) as info:
+        load_prompt(path)
+    message = str(info.value)
+    assert str(path) in message
+    for key in ("messages", "model", "n", "stream"):
+        assert repr(key) in message, message
+    assert "temperature" not in message
+
+
+# -- 5. render and front-matter mistakes are one-line errors -----------------------------------------
+def _prompt_file(tmp_path, user_body: str, scale: str = "[1, 6]", inputs: str = "[instruction]") -> Path:
+    path = tmp_path / "mine.md"
+    path.write_text(f"---\nname: mine\ninputs: {inputs}\noutput:\n  kind: digit_score\n  scale: {scale}\n---\n"
+                    f"=== user ===\n{user_body}\n")
+    return path
+
+
+def test_scalar_scale_is_a_prompt_error_naming_the_file(tmp_path):
+    for scale in ("5", "[1]", "[a, b]", "[1, 6, 9]"):
+        path = _prompt_file(tmp_path, "{{ instruction }}", scale=scale)
+        with pytest.raises(PromptError, match="scale") as info:
+            load_prompt(path)
+        assert str(path) in str(info.value)
+    path = _prompt_file(tmp_path, "{{ instruction }}", scale="5")
+    line = _one_error_line(_cli("score", _workspace(tmp_path, ["x"]).path, "--judge", path, "--base-url",
+                                "http://127.0.0.1:9/v1", "--model", "fault"))
+    assert str(path) in line and "scale" in line
+
+
+def test_sandbox_violation_in_a_prompt_is_a_prompt_error(tmp_path, fault_server):
+    path = _prompt_file(tmp_path, "{{ ''.__class__ }} {{ instruction }}")
+    ws = _workspace(tmp_path, ["row one"])
+    with pytest.raises(PromptError, match="unsafe") as info:
+        score(ws, path, _backend(fault_server), progress=False)
+    assert str(path) in str(info.value) and ws.ids[0] in str(info.value)
+    assert fault_server.total == 0
+
+
+def test_undefined_variable_in_a_prompt_is_one_cli_error_with_file_and_row(tmp_path, fault_server):
+    path = _prompt_file(tmp_path, "{{ instruction }} for {{ audience }}")
+    ws = _workspace(tmp_path, ["row one", "row two"])
+    with pytest.raises(PromptError, match="audience"):
+        run_prompt(path, [{"instruction": "x"}], _backend(fault_server), tmp_path / "c.sqlite", progress=False)
+    line = _one_error_line(_cli("score", ws.path, "--judge", path, "--base-url", fault_server.base_url,
+                                "--model", "fault"))
+    assert str(path) in line and "'audience' is undefined" in line and ws.ids[0] in line
+    assert fault_server.total == 0
+
+
+# -- 6. --limit 0 ------------------------------------------------------------------------------------
+def test_limit_zero_is_rejected_and_sends_nothing(tmp_path, fault_server):
+    ws = _workspace(tmp_path, ["row one", "row two", "row three"])
+    proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model", "fault",
+                "--limit", "0")
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "--limit" in proc.stderr and ">= 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert fault_server.total == 0 and not Workspace.open(ws.path).has_column("complexity")
+    proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model", "fault",
+                "--limit", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert fault_server.total == 2
