@@ -3,7 +3,9 @@
 Semantics (the sequential loop DEITA describes): walk the rows by score, descending (ties: row id,
 ascending); admit a row iff its cosine similarity to every row admitted so far is <= ``tau``
 (``max_cosine_similarity``); stop once ``budget`` rows are admitted. Similarities are decided in float64
-on the given float32 unit vectors.
+on float32 unit vectors: rows that are unit to float32 precision are used as given, every other row
+(user embeddings with norms off by 1e-3, say) is first divided by its norm (:func:`unit_rows`), so the
+decisions follow true cosines, not dot products scaled by the norms.
 
 How it is fast and still exact:
 
@@ -46,6 +48,9 @@ ANGLE_MARGIN = 5e-3  # radians; covers arccos of float32 similarities near 1
 # 2u + u^2 ~ 0.0078 (Cauchy-Schwarz); float32 accumulation adds < 1e-4 and rounding the output to bf16 at most
 # u * |s| ~ 0.0039. So |bf16 - exact| < 0.012; the margin below leaves room on top. Measured: <= 0.0027.
 BF16_MARGIN = 0.02
+# rounding a unit row to float32 moves its norm by at most 2^-24 ~ 6e-8 (each component by a relative 2^-24):
+# rows closer to norm 1 than this are unit to float32 precision and used bit for bit; others are renormalised
+UNIT_NORM_TOLERANCE = 1e-7
 
 
 @dataclass
@@ -96,6 +101,17 @@ def check_unit_rows(x: np.ndarray, chunk: int = 65536) -> None:
             bad = start + int(np.argmax(dev))
             raise ValueError(f"embeddings must be unit-normalised rows; row {bad} has norm "
                              f"{float(np.linalg.norm(np.asarray(x[bad], np.float64))):.4f}")
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` as float32 rows of norm 1: rows off unit norm by more than ``UNIT_NORM_TOLERANCE`` are divided
+    by their float64 norm, the rest are kept bit for bit (so this is idempotent); all-zero rows stay zero."""
+    out = np.array(x, dtype=np.float32)  # a copy: the caller's array (or memory map) is never changed
+    norms = np.linalg.norm(out.astype(np.float64), axis=1)
+    off = np.flatnonzero((np.abs(norms - 1) > UNIT_NORM_TOLERANCE) & (norms > 0))
+    if off.size:
+        out[off] = (out[off].astype(np.float64) / norms[off, None]).astype(np.float32)
+    return out
 
 
 def spherical_centroids(x: np.ndarray, k: int, seed: int = 0, iters: int = 8) -> np.ndarray:
@@ -339,7 +355,8 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
           progress: bool = False, precision: str = "auto") -> AdmissionResult:
     """Run the exact DEITA admission loop.
 
-    ``embeddings``: (n, d) unit-normalised rows. ``scores``: n floats (NaN = unscored, left out).
+    ``embeddings``: (n, d) unit-normalised rows (norm 1 within 1e-3; each block is renormalised with
+    :func:`unit_rows` before use, so decisions follow true cosines). ``scores``: n floats (NaN = unscored, left out).
     ``ids``: sort keys for ties (default: row positions). ``prune``: False (plain blocked products, the
     default: measured fastest on 2 CPU cores, see evals/bench_admission.py), "auto" (the low-rank screen
     when a sample shows its bound leaves < 1% of pairs), "screen" (always), "groups"/True (angular group
@@ -402,10 +419,10 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
         t1 = time.perf_counter()
         head = order[: min(total, 4 * cap)]
         sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 4096), replace=False))
-        screen = _Screen.fit(np.asarray(x[sample], np.float32), min(screen_dims, dim - 1), cap)
+        screen = _Screen.fit(unit_rows(x[sample]), min(screen_dims, dim - 1), cap)
         ub_tau = 0.0  # share of sample pairs whose bound cannot rule out tau
         if len(sample) > 1:
-            aug = screen.augment(np.asarray(x[sample], np.float32))
+            aug = screen.augment(unit_rows(x[sample]))
             half = len(aug) // 2
             ub_tau = float((aug[:half] @ aug[half:].T > tau - FLOAT32_MARGIN).mean())
         stats.update(screen_dims=int(screen.basis.shape[0]), screen_pairs_left=round(ub_tau, 5),
@@ -425,7 +442,7 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
     while start < total and n_adm < cap:
         cb = order[start:start + block_size]
         start += len(cb)
-        xb = np.asarray(x[cb], dtype=np.float32)
+        xb = unit_rows(x[cb])
         b = len(cb)
         stats["examined"] += b
         # 1. against rows admitted before this block
@@ -435,7 +452,7 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None, max_cosin
             t1 = time.perf_counter()
             head = order[: min(total, 4 * cap)]
             sample = np.sort(np.random.default_rng(seed).choice(head, size=min(len(head), 10 * k_groups), replace=False))
-            groups = _Groups(two_level_centroids(np.asarray(x[sample], np.float32), k_groups, seed=seed), dim)
+            groups = _Groups(two_level_centroids(unit_rows(x[sample]), k_groups, seed=seed), dim)
             if n_adm:
                 groups.add(adm_vecs[:n_adm], np.arange(n_adm), adm_vecs[:n_adm] @ groups.centroids.T)
             stats.update(pruning="on", n_clusters=len(groups.centroids),

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 KEPT_COLOUR = "#d62728"
 DROPPED_COLOUR = "#1f77b4"
 POOL_COLOUR = "#b0b0b0"
+MIN_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS = 5, 30
+CONSTANT_RELATIVE_RANGE = 1e-9  # a column whose range is below this share of its magnitude is drawn as one bar
+SCATTER_JITTER = 0.02  # share of an axis' range: scores often sit on a grid
 
 
 class MissingInput(LookupError):
@@ -108,9 +111,51 @@ def _need_pool(ws: Workspace) -> None:
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
     """Render ``fig`` into a ``data:`` URI (PNG or SVG)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
+    with np.errstate(over="ignore"):  # a symlog axis near the float limit overflows harmlessly while drawn
+        fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
     mime = "image/svg+xml" if format == "svg" else f"image/{format}"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def value_span(values: np.ndarray) -> tuple[float, float, float]:
+    """(min, max, scale) of finite ``values``, scale = max(1, |min|, |max|): the unit "nearly constant" is judged in."""
+    lo, hi = float(values.min()), float(values.max())
+    return lo, hi, max(1.0, abs(lo), abs(hi))
+
+
+def is_nearly_constant(lo: float, hi: float, scale: float) -> bool:
+    """True when ``hi - lo`` is below ``CONSTANT_RELATIVE_RANGE`` of ``scale`` (float noise, e.g. 1.0 +- 1e-16)."""
+    return hi - lo < CONSTANT_RELATIVE_RANGE * scale
+
+
+def range_overflows(lo: float, hi: float) -> bool:
+    """True when ``hi - lo`` does not fit in a float (e.g. -1e308 .. 1e308): such an axis is drawn symlog."""
+    return not math.isfinite(float(hi) - float(lo))  # Python floats: overflow gives inf, no numpy warning
+
+
+def _symlog(v: np.ndarray | float) -> np.ndarray:
+    return np.sign(v) * np.log10(1 + np.abs(v))
+
+
+def _symlog_inverse(t: np.ndarray) -> np.ndarray:
+    return np.sign(t) * (10 ** np.abs(t) - 1)
+
+
+def histogram_bins(values: np.ndarray, max_bins: int = MAX_HISTOGRAM_BINS, min_bins: int = MIN_HISTOGRAM_BINS
+                   ) -> np.ndarray:
+    """Bin edges for finite ``values``: about sqrt(n) equal bins (``min_bins``..``max_bins``); one bin
+    around the value when the column is (nearly) constant, where equal bins would have no width; bins
+    equal on a symlog axis when the range does not fit in a float."""
+    lo, hi, scale = value_span(values)
+    if is_nearly_constant(lo, hi, scale):
+        centre = lo / 2 + hi / 2
+        return np.array([centre - scale / 2, centre + scale / 2])
+    n_bins = min(max_bins, max(min_bins, int(len(values) ** 0.5)))
+    if range_overflows(lo, hi):
+        edges = _symlog_inverse(np.linspace(_symlog(lo), _symlog(hi), n_bins + 1))
+        edges[[0, -1]] = lo, hi  # exact ends: the round trip through log10 may step past the extremes
+        return edges
+    return np.histogram_bin_edges(values, bins=n_bins)
 
 
 def score_histograms(ws: Workspace, columns: list[str] | None = None, selection: str | None = None) -> Figure:
@@ -130,11 +175,14 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
         if not finite.any():
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         else:
-            bins = np.histogram_bin_edges(values[finite], bins=min(30, max(5, int(finite.sum() ** 0.5))))
-            ax.hist(values[finite], bins=bins, color=POOL_COLOUR, label=f"pool ({finite.sum():,})")
-            if kept is not None:
-                sel = finite & kept
-                ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8, label=f"{selection} ({sel.sum():,})")
+            bins = histogram_bins(values[finite])
+            with np.errstate(over="ignore"):  # bar widths near the float limit (symlog axis) overflow harmlessly
+                ax.hist(values[finite], bins=bins, color=POOL_COLOUR, label=f"pool ({finite.sum():,})")
+                if kept is not None:
+                    sel = finite & kept
+                    ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8, label=f"{selection} ({sel.sum():,})")
+            if range_overflows(bins[0], bins[-1]):
+                ax.set_xscale("symlog")
             ax.legend(fontsize=7)
         missing = int((~finite).sum())
         ax.set_title(name + (f" ({missing:,} missing)" if missing else ""), fontsize=9)
@@ -154,9 +202,8 @@ def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", sele
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     rng = np.random.default_rng(0)
-    jitter = 0.02 * (np.nanmax(xs[both]) - np.nanmin(xs[both]) or 1.0)  # scores often sit on a grid
-    jx = xs + rng.uniform(-jitter, jitter, len(xs))
-    jy = ys + rng.uniform(-jitter, jitter, len(ys))
+    jx = xs + rng.uniform(-1.0, 1.0, len(xs)) * _jitter(xs[both])
+    jy = ys + rng.uniform(-1.0, 1.0, len(ys)) * _jitter(ys[both])
     if selection:
         kept = _selection_masks(ws, selection)[0]
         rest = both & ~kept
@@ -170,6 +217,13 @@ def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", sele
     ax.set_ylabel(y)
     ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
     return fig
+
+
+def _jitter(values: np.ndarray) -> float:
+    """Half-width of the scatter jitter for finite ``values``: a share of their range (of their scale when
+    the range is float noise), halved first so that a range like -1e308 .. 1e308 does not overflow."""
+    lo, hi, scale = value_span(values)
+    return SCATTER_JITTER * scale if is_nearly_constant(lo, hi, scale) else 2 * SCATTER_JITTER * (hi / 2 - lo / 2)
 
 
 def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,

@@ -809,13 +809,39 @@ def _bootstrap_std(scorer: Scorer, X: np.ndarray, y: np.ndarray, X_pred: np.ndar
     return np.std(preds, axis=0)
 
 
+NO_REASON = "no reason given"
+TOP_REASONS, REASON_CHARS = 3, 160
+
+
+def label_failure(value: Any) -> str | None:
+    """Why ``value`` is not a label (None/NaN, a reason string, or a failure dict), or None when it is a number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_REASON
+    if isinstance(value, str):
+        return value.strip() or NO_REASON
+    if isinstance(value, dict):
+        return str(value.get("reason") or value)
+    return None
+
+
+def top_reasons(reasons: Sequence[str], top: int = TOP_REASONS) -> str:
+    """The ``top`` most common reasons, one line: ``"12 x timeout; 3 x no digit in output; ..."``."""
+    from collections import Counter
+
+    counts = Counter(" ".join(r.split())[:REASON_CHARS] for r in reasons)
+    text = "; ".join(f"{c} x {r}" for r, c in counts.most_common(top))
+    return text + ("; ..." if len(counts) > top else "")
+
+
 def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: Scorer | None = None, n: int = 200,
            rounds: int = 1, uncertain_k: int = 50, holdout_n: int = 100, column: str | None = None,
            n_bootstrap: int = 8, seed: int = 0, write: bool = True) -> DistilReport:
     """Distil a judge into a scorer: judge a random sample, train, predict the rest, refine where unsure.
 
-    ``label_fn(row_ids) -> list[float | None]`` is any labeller (a judge, an existing column); None is
-    a failed label and is left out of training. Steps: label ``holdout_n`` random rows for evaluation
+    ``label_fn(row_ids) -> list[float | None]`` is any labeller (a judge, an existing column). A failed
+    label is None or NaN, or its reason: a string, or a dict with ``"reason"`` (a judge's failure record);
+    failed labels are left out of training, and when every label fails :class:`ScorerError` says so with
+    the most common reasons. Steps: label ``holdout_n`` random rows for evaluation
     only; label ``n`` random rows; fit; then ``rounds`` times send the ``uncertain_k`` rows where a
     bootstrap ensemble of heads disagrees most to the labeller and refit. With ``write`` the final
     scorer's predictions for every row (judged ones too, so the column has one scale) go to ``column``.
@@ -843,7 +869,7 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
     order = rng.permutation(len(usable))
     held_pos, pool_pos = order[:holdout_n], order[holdout_n:]
     labels: dict[int, float] = {}
-    failed: set[int] = set()
+    failed: dict[int, str] = {}  # position -> reason
     spent = 0
 
     def judge(positions: Sequence[int]) -> None:
@@ -854,15 +880,23 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
             raise ScorerError(f"label_fn returned {len(got)} labels for {len(positions)} rows")
         spent += len(positions)
         for p, v in zip(positions, got, strict=True):
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                failed.add(p)
-            else:
+            reason = label_failure(v)
+            if reason is None:
                 labels[p] = float(v)
+            else:
+                failed[p] = reason
 
     judge(held_pos)
     held_labels = dict(labels)  # evaluation only: never trained on
     labels.clear()
     judge(pool_pos[:n])
+    if not labels:  # nothing to train on: say why instead of failing on an empty training set
+        asked = pool_pos[:n].tolist()
+        scope = f"all {len(asked)} training labels failed ({len(held_labels)} held-out labels did not)"
+        if not held_labels:
+            asked = held_pos.tolist() + asked
+            scope = f"all {len(asked)} labels failed"
+        raise ScorerError(f"distil: {scope}: {top_reasons([failed[p] for p in asked])}")
     history: list[dict[str, Any]] = []
     held_keys = np.array(sorted(held_labels))
 
@@ -910,6 +944,15 @@ def distil(ws, label_fn: Callable[[list[str]], list[float | None]], *, scorer: S
                         scorer=scorer)
 
 
+def _column_failure_text(failure: Any) -> str | None:
+    """The reason in a ``<column>_failure`` cell (a string, a dict with "reason", or per-turn list of those)."""
+    if isinstance(failure, list):
+        return next((t for t in map(_column_failure_text, failure) if t), None)
+    if isinstance(failure, dict):
+        return str(failure.get("reason") or "") or None
+    return str(failure) if failure else None
+
+
 def distil_cli(workspace: str | os.PathLike, label_column: str, *, n: int, rounds: int, uncertain_k: int,
                holdout_n: int, column: str | None = None, inputs: Sequence[str] | None = None,
                out: str | os.PathLike | None = None, seed: int = 0, console=None) -> DistilReport:
@@ -930,8 +973,15 @@ def distil_cli(workspace: str | os.PathLike, label_column: str, *, n: int, round
     scorer = Scorer(inputs=inputs, features=features, name=name,
                     imitates={"judge": prov.get("judge", label_column), "column": label_column})
 
-    def label_fn(ids: list[str]) -> list[float | None]:
-        return [None if v is None or isinstance(v, (list, dict, str)) else float(v) for v in ws.column(label_column, ids)]
+    failure_column = f"{label_column}_failure"
+
+    def label_fn(ids: list[str]) -> list[float | str]:
+        values = ws.column(label_column, ids)
+        failures = ws.column(failure_column, ids) if ws.has_column(failure_column) else [None] * len(ids)
+        return [float(v) if v is not None and not isinstance(v, (list, dict, str)) else
+                _column_failure_text(f) or (f"{label_column!r} holds per-turn scores; distil needs one number"
+                                            if isinstance(v, list) else f"no value in column {label_column!r}")
+                for v, f in zip(values, failures, strict=True)]
 
     report = distil(ws, label_fn, scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k, holdout_n=holdout_n,
                     column=name, seed=seed)

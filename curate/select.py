@@ -4,7 +4,8 @@ A selector is a function ``fn(ws, rows, **params) -> SelectorResult``: ``rows`` 
 may choose from (the whole pool, or the kept rows of an input selection); it returns the rows it considered
 in rank order, each with a decision (``kept`` for the final set; ``rejected``, ``duplicate``,
 ``not_reached``, ``unscored`` ... otherwise) and a reason. Selectors live in :data:`SELECTORS`; other modules
-add theirs with :func:`register` (the tags module registers ``instag``).
+add theirs with :func:`register` (the tags module registers ``instag``). A selector's parameters are read
+from its signature: :func:`select` names a missing or unknown one before any step runs.
 
 Selectors compose: ``ws.select(method="threshold", name="good", input_selection="dedup", min_score=4)``,
 or a chain in one call: ``ws.select(name="final", steps=[{"method": "exact"}, {"method": "deita", "budget": 6000}])``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import math
 import re
 import unicodedata
@@ -30,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from curate.admission import ADMITTED, DECISION_NAMES, REJECTED, AdmissionResult, admit, examination_order
+from curate.admission import (
+    ADMITTED,
+    DECISION_NAMES,
+    REJECTED,
+    AdmissionResult,
+    admit,
+    examination_order,
+    unit_rows,
+)
 from curate.errors import CurateError
 
 __all__ = ["SELECTORS", "SelectorResult", "admit", "evaluate_sort_key", "register", "select", "AdmissionResult"]
@@ -139,7 +149,8 @@ def _rows_by_score(ws, rows: np.ndarray, sort_by: str | None, required: bool) ->
 
 
 def _vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(ws.embeddings(embeddings)[rows], dtype=np.float32)
+    """The rows' embeddings as float32 unit rows (renormalised where off unit norm: cosines stay true cosines)."""
+    return unit_rows(ws.embeddings(embeddings)[rows])
 
 
 def _texts(ws, rows: np.ndarray, text: str) -> list[str]:
@@ -420,6 +431,32 @@ def semantic_dedup(ws, rows: np.ndarray, max_cosine_similarity: float = 0.95, n_
 
 
 # -- running selectors against a workspace ------------------------------------------------------------
+_NAMED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+SELECTOR_FIXED_ARGS = 2  # every selector is fn(ws, rows, **params)
+
+
+def selector_parameters(method: str) -> tuple[list[str], list[str], bool]:
+    """(every parameter name, the required ones, whether it takes any keyword) of selector ``method``,
+    read from its signature after ``ws, rows``."""
+    fn = SELECTORS[method]
+    params = list(inspect.signature(fn).parameters.values())[SELECTOR_FIXED_ARGS:]
+    named = [p for p in params if p.kind in _NAMED_KINDS]
+    return ([p.name for p in named], [p.name for p in named if p.default is inspect.Parameter.empty],
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Raise a :class:`CurateError` naming the first unknown or missing parameter of selector ``method``."""
+    known, required, any_keyword = selector_parameters(method)
+    unknown = [k for k in params if k not in known]
+    if unknown and not any_keyword:
+        raise CurateError(f"selector {method!r} has no parameter {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise CurateError(f"selector {method!r} needs parameter {missing[0]!r}"
+                          + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
+
+
 def select(ws, method: str | None = None, name: str | None = None, input_selection: str | None = None,
            steps: list[dict[str, Any]] | None = None, **params: Any):
     """Run a selector (or a chain of ``steps``) and store the result as selection ``name``.
@@ -436,13 +473,23 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         steps = [{"method": method, **params}]
     elif method is not None or params:
         raise ValueError("pass either method= with parameters, or steps=, not both")
+    chained = method is None
+    for i, step in enumerate(steps):  # every step checked before any runs: a chain never stops half-written
+        where = f"step {i + 1} of chain {name!r}: " if chained else ""
+        if "method" not in step:
+            raise CurateError(f"{where}no 'method' given; choose one of {', '.join(sorted(SELECTORS))}")
+        meth = step["method"]
+        if meth not in SELECTORS:
+            raise CurateError(f"{where}unknown selection method {meth!r}; have {', '.join(sorted(SELECTORS))}")
+        try:
+            check_params(meth, {k: v for k, v in step.items() if k != "method"})
+        except CurateError as exc:
+            raise CurateError(f"{where}{exc}") from None
     source = input_selection
     selection = None
     for i, step in enumerate(steps):
         step = dict(step)
         meth = step.pop("method")
-        if meth not in SELECTORS:
-            raise CurateError(f"unknown selection method {meth!r}; have {', '.join(sorted(SELECTORS))}")
         if source is None:
             rows = np.arange(len(ws.ids))
         else:  # the previous step's selection is in hand; only a given input_selection is read from disk

@@ -40,6 +40,11 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 REFERENCE_POOL_ROWS = 10_000
 #: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
 MAX_TAGS_PER_QUERY = 10
+# Rule aggregation's words: runs of letters/digits; a word ending in a letter keeps a run of '#'/'+' right
+# after it when no letter follows (C#, C++, F#, Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart;
+# everything else ("a+b", "1+1", "#tag", "C/C++") is a separator.
+SYMBOL_SUFFIX_CHARS = "#+"
+SYMBOL_WORD = re.compile(r"[^\W_]*[^\W\d_][#+]+(?![^\W\d_])|[^\W_]+")
 
 
 # -- the judge's output schema ----------------------------------------------------------------------
@@ -139,8 +144,9 @@ class Normalizer:
 
     1. frequency filter: drop raw tags seen in fewer than ``min_frequency`` rows (paper: 20). For pools
        smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold` and a warning says so.
-    2. rule aggregation: lowercase, runs of non-alphanumerics to one space, each word stemmed with the
-       Snowball stemmer; tags with the same stemmed key merge, named by their most frequent surface form.
+    2. rule aggregation: lowercase, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
+       so ``C#``, ``C++`` and ``C`` stay apart), each word stemmed with the Snowball stemmer; tags with the
+       same stemmed key merge, named by their most frequent surface form.
     3. semantic aggregation: embed the tags (``embed``; default :func:`curate.embed.encode`), DBSCAN with
        cosine distance ``eps`` (paper: 0.05); each cluster merges into its most frequent member.
     4. association aggregation: FP-Growth (mlxtend) over the rows' tag sets with ``min_support`` rows
@@ -178,13 +184,19 @@ class Normalizer:
 
     @staticmethod
     def surface(tag: str) -> str:
-        """Lowercase, every run of non-alphanumerics (underscore included) turned into one space."""
-        return " ".join(re.sub(r"[\W_]+", " ", tag.lower()).split())
+        """Lowercase, every other run of non-alphanumerics (underscore included) turned into one space, except
+        a ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
+        return " ".join(SYMBOL_WORD.findall(tag.lower()))
 
     def rule_key(self, tag: str) -> str:
-        """The rule-aggregation key: the surface form with each word stemmed."""
+        """The rule-aggregation key: the surface form with each word stemmed (a symbol suffix is kept
+        as is after the stemmed word, so ``C++`` and ``C`` keep different keys)."""
         words = self.surface(tag).split()
-        return " ".join(self._stemmer().stemWords(words)) if self.params["rules"] else " ".join(words)
+        if not self.params["rules"]:
+            return " ".join(words)
+        cores = [w.rstrip(SYMBOL_SUFFIX_CHARS) for w in words]
+        stems = self._stemmer().stemWords(cores)
+        return " ".join(stem + word[len(core):] for stem, core, word in zip(stems, cores, words, strict=True))
 
     # fit -------------------------------------------------------------------------------------------
     def fit(self, rows: TagLists) -> Normalizer:

@@ -1,0 +1,188 @@
+"""Reliability regressions (issue 11) in selection, admission, plots, InsTag rules and distillation,
+plus behaviour checks for the lift and kmeans selectors (issue 12)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from curate.admission import ADMITTED, REJECTED, admit
+from curate.errors import CurateError
+from curate.plots import all_plots, score_histograms
+from curate.report import build_report
+from curate.scorers import Scorer, distil
+from curate.tags import Normalizer
+from curate.workspace import Workspace
+from tests.conftest import write_jsonl
+
+TAU = 0.9
+
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def small_workspace(tmp_path, n: int) -> Workspace:
+    """``n`` distinct single-turn rows; every instruction has a response."""
+    recs = [{"instruction": f"Describe item number {i} in {i % 5 + 2} sentences.", "input": "",
+             "output": f"Item {i} is described here."} for i in range(n)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", recs))
+    return ws
+
+
+# -- 1. histograms of constant, near-constant and non-finite columns ------------------------------------
+def test_report_survives_near_constant_and_non_finite_columns(tmp_path):
+    ws = small_workspace(tmp_path, 30)
+    n = len(ws)
+    ulp = np.finfo(np.float64).eps
+    ws.add_column("digit_mass", [1.0 + (i % 3 - 1) * ulp for i in range(n)], {"kind": "test"})  # 1.0 +- 1e-16
+    ws.add_column("constant", [3.0] * n, {"kind": "test"})
+    ws.add_column("with_inf", [math.inf if i == 0 else -math.inf if i == 1 else math.nan if i == 2 else float(i)
+                               for i in range(n)], {"kind": "test"})
+    ws.add_column("huge_range", [(-1) ** i * 1.5e308 for i in range(n)], {"kind": "test"})  # max - min overflows
+    fig = score_histograms(ws)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("digit_mass") for t in titles) and any(t.startswith("with_inf (3 missing)") for t in titles)
+    digit_ax = next(ax for ax in fig.axes if ax.get_title().startswith("digit_mass"))
+    assert sum(p.get_height() for p in digit_ax.patches) == n  # every row lands in a bar
+    plots = {title: (f, missing) for title, f, missing in all_plots(ws)}
+    assert plots["score histograms"][0] is not None, plots["score histograms"][1]
+    page = build_report(ws, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<img alt='score histograms' src='data:image/png;base64," in page
+
+
+# -- 2. admission decides on true cosines, not raw dot products --------------------------------------------
+def planted_near_tau(dim: int = 8) -> np.ndarray:
+    """Row 0; row 1 at true cosine 0.9005 to it; row 2 at 0.8995 (rows 1 and 2 are ~0.81 apart).
+    Norms 1, 1 - 1e-3, 1 + 0.99e-3: within the unit-norm check, enough to flip raw dot products across tau."""
+    e = np.eye(dim)
+    rows = np.stack([e[0], 0.9005 * e[0] + math.sqrt(1 - 0.9005 ** 2) * e[1],
+                     0.8995 * e[0] + math.sqrt(1 - 0.8995 ** 2) * e[2]])
+    return (rows * np.array([1.0, 1 - 1e-3, 1 + 0.99e-3])[:, None]).astype(np.float32)
+
+
+@pytest.mark.parametrize(("prune", "precision"), [(False, "float32"), (False, "bf16"), ("screen", "float32"),
+                                                   ("groups", "float32")])
+def test_admission_uses_true_cosines_for_slightly_off_unit_rows(prune, precision):
+    x = planted_near_tau()
+    res = admit(x, np.array([3.0, 2.0, 1.0]), None, TAU, prune=prune, precision=precision)
+    assert res.decision.tolist() == [ADMITTED, REJECTED, ADMITTED]
+    assert res.witness[1] == 0 and res.witness_similarity[1] == pytest.approx(0.9005, abs=1e-6)
+
+
+def test_deita_selector_uses_true_cosines(tmp_path):
+    ws = small_workspace(tmp_path, 3)
+    ws.add_column("score", [3.0, 2.0, 1.0], {"kind": "test"})
+    ws.add_embeddings("default", planted_near_tau(), {"kind": "test"})
+    sel = ws.select(method="deita", name="d", sort_by="score", max_cosine_similarity=TAU)
+    decisions = {r["id"]: r["decision"] for r in sel.table.to_pylist()}
+    assert [decisions[i] for i in ws.ids] == ["kept", "rejected", "kept"]
+
+
+# -- 3. distil when every label fails ---------------------------------------------------------------------
+@pytest.mark.parametrize(("failure", "reason"), [(None, "no reason given"), (math.nan, "no reason given"),
+                                                 ("timeout: no answer after 60 s", "timeout: no answer after 60 s"),
+                                                 ({"reason": "no digit in output", "raw": "hmm"}, "no digit in output")])
+def test_distil_raises_a_clear_error_when_every_label_fails(tmp_path, failure, reason):
+    ws = small_workspace(tmp_path, 20)
+    asked: list[int] = []
+
+    def failing(ids: list[str]) -> list:
+        asked.append(len(ids))
+        return [failure] * len(ids)
+
+    scorer = Scorer(inputs=["instruction"], features=["length", "stats"])  # no embedding model: fast
+    columns_before = set(ws.columns)
+    with pytest.raises(CurateError, match=rf"^distil: all 15 labels failed: 15 x {reason}"):
+        distil(ws, failing, scorer=scorer, n=10, holdout_n=5, rounds=0)
+    assert sum(asked) == 15
+    assert set(ws.columns) == columns_before  # nothing half-written
+
+
+# -- 4. selector parameters are checked before anything runs ----------------------------------------------
+@pytest.fixture
+def scored_ws(tmp_path):
+    ws = small_workspace(tmp_path, 12)
+    ws.add_column("complexity", [float(i % 6 + 1) for i in range(len(ws))], {"kind": "test"})
+    ws.add_column("quality", [float((i * 5) % 6 + 1) for i in range(len(ws))], {"kind": "test"})
+    ws.add_embeddings("default", unit(np.random.default_rng(0).standard_normal((len(ws), 8))), {"kind": "test"})
+    return ws
+
+
+def test_select_names_a_missing_required_parameter(scored_ws):
+    with pytest.raises(CurateError, match=r"^selector 'dsir' needs parameter 'target'"):
+        scored_ws.select(method="dsir", name="d", budget=3)
+    with pytest.raises(CurateError, match=r"^selector 'threshold' needs parameter 'min_score'"):
+        scored_ws.select(method="threshold", name="t")
+    with pytest.raises(CurateError, match=r"^selector 'top_k' needs parameter 'budget'"):
+        scored_ws.select(method="top_k", name="k")
+
+
+def test_select_names_an_unknown_parameter_and_the_known_ones(scored_ws):
+    with pytest.raises(CurateError, match=r"^selector 'threshold' has no parameter 'bogus' \(known: min_score, sort_by\)"):
+        scored_ws.select(method="threshold", name="t", min_score=3, bogus=3)
+    with pytest.raises(CurateError, match=r"selector 'deita' has no parameter 'min_score'"):
+        scored_ws.select(method="deita", name="d", budget=3, min_score=2)
+
+
+def test_a_chain_is_checked_before_any_step_runs(scored_ws):
+    with pytest.raises(CurateError, match=r"^step 2 of chain 'c': selector 'threshold' needs parameter 'min_score'"):
+        scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "threshold"}])
+    assert scored_ws.selections == {}
+    assert len(scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "threshold", "min_score": 15}]).ids) == 6
+
+
+# -- 5. InsTag rule aggregation keeps the symbols that name things ----------------------------------------
+def test_rule_aggregation_keeps_c_sharp_and_c_plus_plus_apart():
+    rows = [["C#"], ["C++"], ["C"], ["c++"], ["C++ programming"], ["c# "], ["C/C++"], ["a+b"], ["Notepad++"]]
+    norm = Normalizer(min_frequency=None, semantic=False, association=False)
+    out = norm.fit_transform(rows)
+    assert out[0] == out[5] == ["c#"]
+    assert out[1] == out[3] == ["c++"]
+    assert out[2] == ["c"]
+    assert len({out[0][0], out[1][0], out[2][0]}) == 3
+    assert out[4] == ["c++ programming"] and out[6] == ["c c++"] and out[7] == ["a b"] and out[8] == ["notepad++"]
+    assert norm.rule_key("Programming C++") == norm.rule_key("programming c++")
+    assert norm.rule_key("Programs C++") == norm.rule_key("program c++") != norm.rule_key("program c")
+
+
+# -- 6. lift and kmeans: real behaviour, not only counts --------------------------------------------------
+def planted_clusters(rng, sizes: list[int], dim: int = 16, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows around orthogonal centres (one per cluster) and each row's cluster label."""
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    x = np.eye(dim)[labels] + spread * rng.standard_normal((len(labels), dim))
+    return unit(x).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("per_cluster", ["nearest", "kcenter"])
+def test_kmeans_takes_each_planted_cluster_its_share(tmp_path, per_cluster):
+    sizes = [20, 12, 8, 8]
+    x, labels = planted_clusters(np.random.default_rng(1), sizes)
+    perm = np.random.default_rng(2).permutation(len(labels))  # clusters interleaved in pool order
+    x, labels = x[perm], labels[perm]
+    ws = small_workspace(tmp_path, len(labels))
+    ws.add_embeddings("default", x, {"kind": "test"})
+    sel = ws.select(method="kmeans", name="k", budget=12, n_clusters=4, per_cluster=per_cluster)
+    kept = np.array([ws.index[i] for i in sel.ids])
+    assert np.bincount(labels[kept], minlength=4).tolist() == [5, 3, 2, 2]  # budget split by cluster size
+    if per_cluster == "nearest":  # inside a cluster: the rows nearest its centroid
+        for c, quota in enumerate([5, 3, 2, 2]):
+            members = np.flatnonzero(labels == c)
+            centre = x[members].astype(np.float64).mean(axis=0)
+            nearest = members[np.argsort(-(x[members] @ (centre / np.linalg.norm(centre))))[:quota]]
+            assert set(kept[labels[kept] == c].tolist()) == set(nearest.tolist())
+
+
+def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):
+    rng = np.random.default_rng(3)
+    dim, n, spread_rows = 16, 40, [4, 11, 23, 30, 37]
+    x = np.tile(np.eye(dim)[0], (n, 1)) + 0.01 * rng.standard_normal((n, dim))  # a tight bundle ...
+    x[spread_rows] = rng.standard_normal((len(spread_rows), dim))  # ... and five rows far out in many directions
+    ws = small_workspace(tmp_path, n)
+    ws.add_embeddings("default", unit(x).astype(np.float32), {"kind": "test"})
+    sel = ws.select(method="lift", name="l", budget=len(spread_rows), n_components=4)
+    assert sorted(ws.index[i] for i in sel.ids) == spread_rows
+    ranked = sel.table.to_pylist()
+    variances = [float(r["reason"].split("row variance ")[1].split(" ")[0]) for r in ranked]
+    assert variances == sorted(variances, reverse=True)
