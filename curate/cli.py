@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -73,15 +74,19 @@ def load(
     mapping: str | None = typer.Option(None, help='JSON field mapping, e.g. \'{"instruction": "query"}\''),
 ) -> None:
     """Load a pool into a workspace."""
+    from curate import pools
     from curate.workspace import Workspace
 
-    ws = Workspace(workspace)
-    summary = ws.load(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    # read first: a missing or broken source creates no workspace folder
+    pool = pools.read(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    summary = Workspace(workspace).load(pool)
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")
     if summary["empty_responses"]:
         console.print(f"[yellow]{summary['empty_responses']:,} row(s) have an empty response[/]")
+    if summary.get("instruction_only"):
+        console.print(f"{summary['instruction_only']:,} instruction-only row(s) (no response)")
     if summary["rejects"]:
         console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {summary['rejects_file']}[/]")
 
@@ -126,12 +131,10 @@ def run(
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
 ) -> None:
-    """The main job: load -> dedup -> score -> embed -> [tags] -> DEITA admission -> export -> report.
+    """The main job: load -> dedup -> score -> embed -> \\[tags] -> DEITA admission -> export -> report.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
-    import contextlib
-
     from curate.pipeline import run_pipeline
 
     src = _source(source)
@@ -153,9 +156,10 @@ def report(
 ) -> None:
     """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
     from curate.report import build_report
-    from curate.workspace import Workspace
+    from curate.workspace import Workspace, writing
 
-    path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
+    with writing(out):  # a full disk names the file
+        path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
 
 
@@ -193,27 +197,37 @@ def score(
 
         score_with_scorer_cli(workspace, scorer, column=column, console=console)
         return
+    if limit is not None and limit < 1:
+        raise typer.BadParameter(f"must be >= 1 (got {limit}); --limit N scores the first N rows",
+                                 param_hint="'--limit'")
+    from curate.backends import format_usd
     from curate.judges import Judge, missing_report
     from curate.judges import score as run_score
     from curate.workspace import Workspace
 
     ws = Workspace.open(workspace)
-    ids = ws.ids[:limit] if limit else None
+    ids = ws.ids[:limit] if limit is not None else None
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
                         max_cost=max_cost, timeout=timeout, max_retries=max_retries) as llm:
         summary = run_score(ws, the_judge, llm, ids=ids)
+        spent = getattr(llm, "spent_usd", 0.0)
     report = missing_report(ws, the_judge.column)
+    cost = "unknown (no price for this model)" if summary["cost_usd"] is None else format_usd(summary["cost_usd"])
     console.print(f"{the_judge.column}: {summary['scored_rows']:,} rows scored, {summary['failed_rows']:,} failed "
                   f"(every failure has a reason; unexplained missing: {report['unexplained']}); "
                   f"{summary['cached_requests']:,} cached requests; tokens {summary['tokens']['prompt']:,} in / "
-                  f"{summary['tokens']['completion']:,} out; cost ${summary['cost_usd']:.4f}; {summary['seconds']}s")
+                  f"{summary['tokens']['completion']:,} out; cost {cost}; {summary['seconds']}s")
     reasons = [r for r in ws.column(f"{the_judge.column}_failure", ids) if r]
     if reasons:
         from collections import Counter
 
         for reason, n in Counter(r[:120] for r in reasons).most_common(3):
             console.print(f"  [yellow]{n} x[/] {escape(reason)}")
+    if summary["rows_not_sent_max_cost"]:  # the scored rows are saved; the unsent ones must not pass silently
+        raise CurateError(f"{summary['rows_not_sent_max_cost']:,} rows not sent: max_cost {format_usd(max_cost)} "
+                          f"reached (spent {format_usd(spent)}); re-run with a larger --max-cost "
+                          f"to score them (answered requests come from the cache)")
 
 
 @app.command("serve-local")
@@ -284,8 +298,6 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
                    max_cost: float | None = None, timeout: float = 60.0, max_retries: int = 6):
     """A context manager yielding an LLM backend from CLI options: openai with --base-url, vllm (in-process),
     or local (SmolLM2 on an embedded vLLM server, stopped on exit)."""
-    import contextlib
-
     kind = backend or ("openai" if base_url else "local")
 
     @contextlib.contextmanager
@@ -484,19 +496,54 @@ def distil_command(
                column=column, out=out, console=console)
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+INTERRUPTED_LINE = ("interrupted: finished work is kept (responses in the workspace's cache, columns already "
+                    "written); re-run the same command to resume")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line naming the path(s) and the OS reason, e.g. ``out/x.jsonl: No space left on device``."""
+    if exc.filename is None:
+        return str(exc)
+    paths = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+    return f"{paths}: {exc.strerror or exc}"
+
+
+def _fail(line: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _interrupted() -> None:
+    """Say what was kept and exit 130 at once. Not sys.exit: when Ctrl-C lands inside code an extension
+    ran through PyRun_*, CPython marks the interrupt unhandled and kills itself with SIGINT at shutdown
+    (status -2, not 130), and worker threads still finishing requests would hold the exit up. Everything
+    worth keeping is on disk already: each response is committed to the cache, files are renamed into place."""
+    import logging
+    import os
+
+    err_console.print(INTERRUPTED_LINE, highlight=False, soft_wrap=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main() -> None:
-    """Entry point: CurateError becomes one clean line on stderr and exit code 1, never a traceback."""
+    """Entry point: CurateError, bad values and OS errors (a read-only or full disk, a file where a folder
+    should be) become one clean line on stderr and exit code 1, never a traceback; Ctrl-C exits 130 with a
+    line saying what was kept."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except CurateError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_error_line(exc))
+    except ValueError as exc:
+        _fail(str(exc))
     except KeyboardInterrupt:
-        err_console.print("interrupted; finished work is saved in the workspace and cache")
-        sys.exit(130)
+        _interrupted()
     except SystemExit:
         raise
     except Exception as exc:  # click's own usage errors arrive here too (typer may vendor its own click)
@@ -507,6 +554,11 @@ def main() -> None:
         if type(exc).__name__ == "Abort":
             sys.exit(1)
         raise
+    # Without standalone mode typer returns exit codes instead of exiting; Ctrl-C inside a command arrives
+    # as its code 130.
+    if code == EXIT_INTERRUPTED:
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

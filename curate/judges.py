@@ -483,6 +483,12 @@ def score(ws, judge: str | os.PathLike | Judge, backend: Backend, *, ids: list[s
     variable, sandbox violation) raises PromptRenderError naming the file and the first row it hit.
     """
     judge = get_judge(judge, prompt_dirs)
+    with ws.column_lock(judge.column):  # a second process scoring this column waits, then hits the cache
+        return _score_locked(ws, judge, backend, ids=ids, cache_path=cache_path, progress=progress, params=params,
+                             min_digit_mass=min_digit_mass)
+
+
+def _score_locked(ws, judge: Judge, backend: Backend, *, ids, cache_path, progress, params, min_digit_mass):
     floor = judge.min_digit_mass if min_digit_mass is None else min_digit_mass
     all_ids = ws.ids
     ids = all_ids if ids is None else list(ids)

@@ -7,6 +7,7 @@ and selections are deterministic. Re-running with the same arguments costs nothi
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
-from curate.workspace import Workspace
+from curate.errors import CurateError
+from curate.workspace import Workspace, writing
 
 
 @dataclass
@@ -53,12 +55,30 @@ def _scorer_step(ws: Workspace, name: str, console: Console) -> None:
                   f"(reasons in {name}_failure), default scorer imitating {scorer.imitates.get('judge', name)}")
 
 
+def _load_into_workspace(out: Path, pool: Any) -> tuple[Workspace, dict[str, Any]]:
+    """Load ``pool`` (a read source) into ``out/workspace``; if that fails, an ``out`` made here is removed
+    again (no empty output folder after an early failure). Returns the workspace and the load summary."""
+    created = not out.exists()
+    try:
+        ws = Workspace(out / "workspace")
+        return ws, ws.load(pool)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _judge_step(ws: Workspace, backend: Any, console: Console) -> None:
     from curate.judges import score
 
+    unsent = 0
     for judge in ("complexity", "quality"):
         summary = score(ws, judge, backend)
         console.print(f"  {judge}: {summary}")
+        unsent += summary.get("rows_not_sent_max_cost") or 0
+    if unsent:
+        raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {ws.path}); "
+                          "re-run with a larger --max-cost to finish")
 
 
 def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = 0.9,
@@ -71,11 +91,11 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
     """
     from curate import embed as embed_mod
+    from curate import pools
     from curate import select as select_mod
 
     console = console or Console()
     out = Path(out)
-    ws = Workspace(out / "workspace")
     timings: dict[str, float] = {}
 
     def step(label: str):
@@ -84,7 +104,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         return lambda: timings.__setitem__(label, time.perf_counter() - t)
 
     done = step("load")
-    summary = ws.load(source, on_error="skip")
+    pool = pools.read(source, on_error="skip")  # first: a missing or unreadable source creates nothing
+    ws, summary = _load_into_workspace(out, pool)
     console.print(f"  {summary['rows_added']:,} new rows, {summary['already_present']:,} already present, "
                   f"{summary['rejects']:,} rejected" + (f" (see {summary['rejects_file']})" if summary["rejects"] else ""))
     done()
@@ -133,7 +154,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         from curate.report import build_report
 
         done = step("report")
-        outputs["report"] = build_report(ws, out / "report.html", selection="deita")
+        with writing(out / "report.html"):  # a full disk names the file
+            outputs["report"] = build_report(ws, out / "report.html", selection="deita")
         done()
     for kind, path in outputs.items():
         console.print(f"  {kind}: {path}")

@@ -9,49 +9,119 @@ Layout of a workspace directory::
     selections/<name>.arrow  one selection: id, decision, reason, rank; provenance in schema metadata
     cache/                   the LLM response cache and other caches owned by their modules
     rejects.jsonl            records left out by ``load(on_error="skip")``
+    .lock                    the workspace lock (see below)
+    locks/                   named locks, e.g. ``column-<name>.lock`` held while a judge scores that column
 
 Every write goes to a temporary file first and is renamed into place (``os.replace``), so a crash
 never leaves a half-written column. Derived columns are keyed by row id and aligned to the pool on read.
+
+Every mutation (load, columns, embeddings, selections, the manifest) holds the workspace lock
+(``ws.lock()``, a file lock) around its read-modify-write, so processes sharing a workspace serialise
+and lose nothing. Temporary files a killed process left behind are removed the next time the workspace
+is opened while no process holds the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import shutil
+import sys
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from curate.errors import WorkspaceError
 
 MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
+LOCKS_DIR = "locks"
+# Folders whose writes all happen under the workspace lock: leftovers there are stale whenever the lock is free.
+_LOCKED_SUBDIRS = ("columns", "embeddings", "selections")
+_SUBDIRS = (*_LOCKED_SUBDIRS, "cache")
+# Label sets (curate.evol) may be written without the workspace lock: only leftovers this old are removed.
+STALE_TMP_SECONDS = 60.0
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
+    """Name ``path`` in an OS error raised while writing it (a full disk reports no file name), and remove
+    the temporary ``tmp`` (file or folder) if the write fails."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            _remove(Path(tmp))
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+    except BaseException:
+        if tmp is not None:
+            _remove(Path(tmp))
+        raise
+
+
+def _modified_before(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder, whichever it is (no error if it is gone)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def prepare_output(out: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Create the folders ``out`` needs (``out`` itself too with ``folder``); a regular file in the way is
+    a ``NotADirectoryError`` naming it (even for root, whom permissions do not stop)."""
+    out = Path(out)
+    needed = out if folder else out.parent
+    ancestor = needed
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write {out})",
+                                 str(ancestor))
+    needed.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
 
 def _write_arrow(path: Path, table) -> None:
     import pyarrow as pa
 
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
 
 
 def _read_arrow(path: Path):
@@ -106,22 +176,105 @@ class Workspace:
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
-        if not (self.path / MANIFEST).exists():
-            if not create:
-                raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
-            if self.path.exists() and any(self.path.iterdir()):
-                raise WorkspaceError(f"{self.path}: exists, is not empty, and is not a curate workspace")
-            for sub in ("columns", "embeddings", "selections", "cache"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
-            self._write_manifest({"version": 1, "created": _now(), "sources": []})
         self._pool = None
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
+        if not (self.path / MANIFEST).exists():
+            if not create:
+                raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
+            self._create()
+        self._remove_leftovers()
+
+    def _create(self) -> None:
+        """Make the folders and an empty manifest, under the lock: two processes creating one workspace
+        at once both end up in the same, single workspace."""
+        # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
+        self._refuse_foreign(include_hidden=False)
+        prepare_output(self.path, folder=True)
+        with self.lock():
+            if (self.path / MANIFEST).exists():  # another process created it while we waited
+                return
+            self._refuse_foreign(include_hidden=True)
+            for sub in _SUBDIRS:
+                (self.path / sub).mkdir(exist_ok=True)
+            self._write_manifest({"version": 1, "created": _now(), "sources": []})
+
+    def _refuse_foreign(self, include_hidden: bool) -> None:
+        """Refuse a folder holding anything a workspace being created would not (or a crashed creation left)."""
+        ours = {*_SUBDIRS, LOCK_FILE, LOCKS_DIR, MANIFEST}
+        if not self.path.is_dir():
+            return
+        foreign = [p.name for p in self.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
+                   and (include_hidden or not p.name.startswith("."))]
+        if foreign:
+            raise WorkspaceError(f"{self.path}: exists, is not empty, and is not a curate workspace "
+                                 f"(holds {foreign[0]!r})")
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Workspace:
         """Open an existing workspace (error if ``path`` is not one)."""
         return cls(path, create=False)
+
+    # -- locks ----------------------------------------------------------------------------------
+    def lock(self, on_wait: Callable[[], None] | None = None):
+        """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it.
+
+        Re-entrant within a thread (across Workspace objects on one path); other threads and processes
+        wait. ``on_wait`` is called once if the lock is busy, before waiting.
+        """
+        return _held(self.path / LOCK_FILE, on_wait)
+
+    def column_lock(self, column: str, on_wait: Callable[[], None] | None = None):
+        """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run.
+
+        A second process scoring the same column waits, then finds every response in the response
+        cache. Without ``on_wait`` a line on stderr says what it waits for.
+        """
+        _check_name(column)
+        folder = self.path / LOCKS_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"column-{column}.lock"
+        if on_wait is None:
+            def on_wait() -> None:
+                print(f"waiting for another process scoring column {column!r} in {self.path} ({path})",
+                      file=sys.stderr, flush=True)
+        return _held(path, on_wait)
+
+    def _remove_leftovers(self) -> None:
+        """Delete what a killed writer left (``.*.tmp``, ``.pool.old.*``, unreferenced embedding files),
+        only while no process (and not this thread) holds the workspace lock."""
+        lock = _file_lock(self.path / LOCK_FILE)
+        if lock.is_locked:  # this thread is mid-write: its temporary files are live
+            return
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):  # a writer is active, or the folder is read-only: leave everything
+            return
+        try:
+            stray = [*self.path.glob(".*.tmp"), *self.path.glob(".pool.old.*")]
+            for sub in _LOCKED_SUBDIRS:
+                stray += (self.path / sub).glob(".*.tmp")
+            stray += self._orphan_embedding_files()
+            labels = self.path / "labels"
+            cutoff = time.time() - STALE_TMP_SECONDS
+            stray += [p for p in (*labels.glob(".*.tmp"), *labels.glob(".*.old.*")) if _modified_before(p, cutoff)]
+            for path in stray:
+                _remove(path)
+        finally:
+            lock.release()
+
+    def _orphan_embedding_files(self) -> list[Path]:
+        """Matrices and id lists that no embeddings/<name>.json points at (a writer died in between)."""
+        folder = self.path / "embeddings"
+        metas = [p for p in folder.glob("*.json") if not p.name.endswith(".ids.json")]
+        used: set[str] = set()
+        for meta_path in metas:
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                return []  # unreadable metadata: keep every file rather than guess
+            used.update((meta.get("file", ""), meta.get("ids_file", "")))
+        return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
 
     # -- manifest -------------------------------------------------------------------------------
     @property
@@ -129,7 +282,16 @@ class Workspace:
         return json.loads((self.path / MANIFEST).read_text())
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        _atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
+        with self.lock():
+            _atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+    def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read the manifest, apply ``change`` (which edits it in place) and write it back, under the lock."""
+        with self.lock():
+            manifest = self.manifest
+            change(manifest)
+            self._write_manifest(manifest)
+            return manifest
 
     @property
     def cache_dir(self) -> Path:
@@ -137,55 +299,73 @@ class Workspace:
         return self.path / "cache"
 
     # -- pool -----------------------------------------------------------------------------------
-    def load(self, source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,
+    def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
              on_error: str = "raise", max_field_chars: int | None = None) -> dict[str, Any]:
         """Read ``source`` into the pool (rows already present, by id, are not added twice).
 
-        Returns a summary: rows added, rows already present, formats, rejects and the rejects file.
+        ``source`` may also be a ``curate.pools.ReadResult`` already read (``pools.read``), e.g. to check a
+        source before creating anything. The source is read outside the lock; adding its rows and the
+        manifest entry happen under it. Returns a summary: rows added, rows already present, formats,
+        rejects and the rejects file.
         """
+        from curate import pools
+
+        if isinstance(source, pools.ReadResult):
+            result = source
+        else:
+            kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
+            result = pools.read(source, format=format, mapping=mapping, on_error=on_error, **kwargs)  # type: ignore[arg-type]
+        pools.assign_ids(result.rows)
+        with self.lock():
+            return self._add_rows(result)
+
+    def _add_rows(self, result) -> dict[str, Any]:
+        """Merge a read source into the pool and record it in the manifest (caller holds the lock)."""
         import datasets
         import pyarrow as pa
 
         from curate import pools
 
-        kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
-        result = pools.read(source, format=format, mapping=mapping, on_error=on_error, **kwargs)  # type: ignore[arg-type]
+        self._pool = self._ids = self._index = None  # another process may have changed the pool
         rejects_file = None
         if result.rejects:
             rejects_file = self.path / "rejects.jsonl"
-            pools.write_rejects(result.rejects, rejects_file, append=True)
+            with writing(rejects_file):
+                pools.write_rejects(result.rejects, rejects_file, append=True)
         existing = set(self.ids) if self.has_pool else set()
-        pools.assign_ids(result.rows)
         new_rows = [r for r in result.rows if r["id"] not in existing]
         as_json: list[str] = []
         if new_rows:
             table, as_json = pools.to_table(new_rows)
             if self.has_pool:
                 old = self.pool.data.table
-                table = pa.concat_tables([old, table], promote_options="permissive")
+                try:
+                    table = pa.concat_tables([old, table], promote_options="permissive")
+                except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+                    clash = [f.name for f in table.schema if f.name in old.schema.names
+                             and not old.schema.field(f.name).type.equals(f.type)]
+                    raise WorkspaceError(
+                        f"{result.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
+                        f"pool ({exc}); load it into another workspace or pass mapping= to rename them") from None
             tmp = self.path / f".pool.{uuid.uuid4().hex}.tmp"
-            with _quiet_datasets():
+            pool_dir = self.path / "pool"
+            with writing(pool_dir, tmp), _quiet_datasets():
                 datasets.Dataset(table).save_to_disk(str(tmp))
-            old_dir = self.path / "pool"
             trash = self.path / f".pool.old.{uuid.uuid4().hex}"
             self._pool = None
-            if old_dir.exists():
-                os.replace(old_dir, trash)
-            os.replace(tmp, old_dir)
-            if trash.exists():
-                import shutil
-
-                shutil.rmtree(trash, ignore_errors=True)
+            if pool_dir.exists():
+                os.replace(pool_dir, trash)
+            os.replace(tmp, pool_dir)
+            _remove(trash)
             self._ids = self._index = None
         summary = {
-            "source": str(source), "loaded_at": _now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
+            "source": result.source, "loaded_at": _now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
             "already_present": len(result.rows) - len(new_rows), "formats": dict(result.formats),
-            "empty_responses": result.empty_responses, "rejects": len(result.rejects), "rejects_file": str(rejects_file) if rejects_file else None,
+            "empty_responses": result.empty_responses, "instruction_only": result.instruction_only,
+            "rejects": len(result.rejects), "rejects_file": str(rejects_file) if rejects_file else None,
             "columns_kept_as_json": as_json,
         }
-        manifest = self.manifest
-        manifest["sources"].append(summary)
-        self._write_manifest(manifest)
+        self.update_manifest(lambda manifest: manifest["sources"].append(summary))
         return summary
 
     @property
@@ -196,6 +376,9 @@ class Workspace:
     def pool(self):
         """The pool as a memory-mapped ``datasets.Dataset``."""
         if self._pool is None:
+            if not self.has_pool:
+                with contextlib.suppress(OSError), self.lock():  # a load in another process may be swapping it
+                    pass
             if not self.has_pool:
                 raise WorkspaceError(f"{self.path}: no pool yet; run `curate load SOURCE --workspace {self.path}`")
             import datasets
@@ -242,7 +425,8 @@ class Workspace:
         prov = {"name": name, "created": _now(), **provenance}
         table = pa.table({"id": pa.array(ids, pa.string()), "value": pa.array(values)})
         table = table.replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
-        _write_arrow(self.path / "columns" / f"{name}.arrow", table)
+        with self.lock():
+            _write_arrow(self.path / "columns" / f"{name}.arrow", table)
 
     def has_column(self, name: str) -> bool:
         return (self.path / "columns" / f"{name}.arrow").exists()
@@ -277,7 +461,8 @@ class Workspace:
         return _schema_meta(self.path / "columns" / f"{name}.arrow")
 
     def drop_column(self, name: str) -> None:
-        (self.path / "columns" / f"{name}.arrow").unlink(missing_ok=True)
+        with self.lock():
+            (self.path / "columns" / f"{name}.arrow").unlink(missing_ok=True)
 
     # -- embeddings -----------------------------------------------------------------------------
     def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
@@ -289,22 +474,24 @@ class Workspace:
         if array.ndim != 2 or array.shape[0] != len(ids):
             raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
         folder = self.path / "embeddings"
-        token = uuid.uuid4().hex[:12]
-        npy = folder / f"{name}-{token}.npy"
-        tmp = folder / f".{npy.name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, npy)
-        ids_file = folder / f"{name}-{token}.ids.json"
-        _atomic_write_bytes(ids_file, json.dumps(ids).encode())
-        meta_path = folder / f"{name}.json"
-        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        meta = {"name": name, "created": _now(), "file": npy.name, "ids_file": ids_file.name,
-                "shape": list(array.shape), **provenance}
-        _atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
-        if old:  # the old matrix and its ids are unreachable now
-            (folder / old["file"]).unlink(missing_ok=True)
-            (folder / old["ids_file"]).unlink(missing_ok=True)
+        with self.lock():
+            token = uuid.uuid4().hex[:12]
+            npy = folder / f"{name}-{token}.npy"
+            tmp = folder / f".{npy.name}.tmp"
+            with writing(npy, tmp):
+                with open(tmp, "wb") as fh:
+                    np.save(fh, array)
+                os.replace(tmp, npy)
+            ids_file = folder / f"{name}-{token}.ids.json"
+            _atomic_write_bytes(ids_file, json.dumps(ids).encode())
+            meta_path = folder / f"{name}.json"
+            old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            meta = {"name": name, "created": _now(), "file": npy.name, "ids_file": ids_file.name,
+                    "shape": list(array.shape), **provenance}
+            _atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+            if old:  # the old matrix and its ids are unreachable now
+                (folder / old["file"]).unlink(missing_ok=True)
+                (folder / old["ids_file"]).unlink(missing_ok=True)
 
     @property
     def embedding_sets(self) -> dict[str, dict[str, Any]]:
@@ -344,7 +531,8 @@ class Workspace:
         table = pa.table({"id": pa.array(ids, pa.string()), "decision": pa.array(decisions, pa.string()),
                           "reason": pa.array(reasons, pa.string()), "rank": pa.array(ranks, pa.int64())})
         table = table.replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
-        _write_arrow(self.path / "selections" / f"{name}.arrow", table)
+        with self.lock():
+            _write_arrow(self.path / "selections" / f"{name}.arrow", table)
         return Selection(name, table, prov)
 
     @property
@@ -411,10 +599,9 @@ class Workspace:
         """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
         out = Path(out)
         ds = self.to_dataset(columns=columns, selection=selection)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        suffix = out.suffix.lower()
-        with _quiet_datasets():
-            return self._write(ds, out, suffix)
+        prepare_output(out)
+        with writing(out), _quiet_datasets():
+            return self._write(ds, out, out.suffix.lower())
 
     @staticmethod
     def _write(ds, out: Path, suffix: str) -> Path:
@@ -459,6 +646,27 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
+
+
+def _file_lock(path: Path) -> FileLock:
+    """One lock object per path in this process (re-entrant per thread; other threads and processes wait)."""
+    return FileLock(str(path), is_singleton=True)
+
+
+@contextlib.contextmanager
+def _held(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    """Hold the file lock at ``path``; call ``on_wait`` first if someone else holds it."""
+    lock = _file_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

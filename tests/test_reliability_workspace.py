@@ -1,0 +1,298 @@
+"""Reliability of the workspace and the command line: concurrent processes, Ctrl-C, OS errors, leftovers.
+
+Real processes, a real loopback server (tests/fault_server.py), real file-system failures: a regular file
+where a folder should be (root ignores permissions) and /dev/full (every write fails with ENOSPC).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from curate.workspace import STALE_TMP_SECONDS, Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+CLI_TIMEOUT_S = 300
+
+
+def _cli_command(*args) -> list[str]:
+    return [sys.executable, "-m", "curate.cli", *map(str, args)]
+
+
+def curate_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(_cli_command(*args), capture_output=True, text=True, cwd=cwd, timeout=CLI_TIMEOUT_S)
+
+
+def start_cli(*args) -> subprocess.Popen:
+    return subprocess.Popen(_cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# Imports the command line and the libraries a load uses, says it is ready, waits for the go file, then runs
+# `curate ARGS...` exactly as the console script does: processes started this way race within milliseconds.
+_AT_THE_SIGNAL = """
+import pathlib, sys, time
+import curate.cli, curate.pools, curate.workspace, datasets, pyarrow
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+sys.argv = ["curate", *sys.argv[3:]]
+curate.cli.main()
+"""
+
+
+def start_clis_together(tmp_path: Path, *commands: list) -> list[subprocess.Popen]:
+    """Start one process per command; once all are ready, release them at the same moment."""
+    go = tmp_path / f"go-{time.monotonic_ns()}"
+    readies = [tmp_path / f"{go.name}-ready-{i}" for i in range(len(commands))]
+    procs = [subprocess.Popen([sys.executable, "-c", _AT_THE_SIGNAL, str(ready), str(go), *map(str, args)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for ready, args in zip(readies, commands, strict=True)]
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    while not all(r.exists() for r in readies):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process died while starting"
+        time.sleep(0.01)
+    go.touch()
+    return procs
+
+
+def _pool_file(path: Path, prefix: str, n: int) -> Path:
+    return write_jsonl(path, [{"instruction": f"{prefix} task number {i}: explain {prefix}{i}.", "input": "",
+                               "output": f"answer {prefix}{i}"} for i in range(n)])
+
+
+def _one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a clean failure (exit 1, no traceback)."""
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+# -- 1. concurrent loads into one workspace --------------------------------------------------------
+
+LOAD_TRIALS = 2  # the first races to create the workspace, the second to fill it
+ROWS_PER_FILE = 400
+
+
+def test_two_concurrent_loads_keep_every_row_and_both_manifest_entries(tmp_path):
+    a = _pool_file(tmp_path / "a.jsonl", "alpha", ROWS_PER_FILE)
+    b = _pool_file(tmp_path / "b.jsonl", "beta", ROWS_PER_FILE)
+    for trial in range(LOAD_TRIALS):
+        ws_path = tmp_path / f"ws{trial}"
+        if trial:  # the first trial also races to create the workspace; the others only to fill it
+            Workspace(ws_path)
+        procs = start_clis_together(tmp_path, ["load", a, "-w", ws_path], ["load", b, "-w", ws_path])
+        results = [p.communicate(timeout=CLI_TIMEOUT_S) for p in procs]
+        for p, (_, err) in zip(procs, results, strict=True):
+            assert p.returncode == 0, err[-3000:]
+        ws = Workspace.open(ws_path)
+        assert len(ws) == 2 * ROWS_PER_FILE, f"trial {trial}: {len(ws)} rows"
+        expected = {f"{prefix} task number {i}: explain {prefix}{i}." for prefix in ("alpha", "beta")
+                    for i in range(ROWS_PER_FILE)}
+        assert {conv[0]["content"] for conv in ws.conversations()} == expected
+        assert sorted(Path(s["source"]).name for s in ws.manifest["sources"]) == ["a.jsonl", "b.jsonl"]
+
+
+# -- 2. two scoring runs of one judge pay once -----------------------------------------------------
+
+SCORE_ROWS = 60
+
+
+def test_two_concurrent_score_runs_send_each_request_once(tmp_path):
+    """The second run waits on the column lock, then finds every response in the cache.
+
+    NEEDS ``with ws.column_lock(judge.column):`` around the scoring in ``curate.judges.score`` (the lead
+    adds that line; until then this test fails with 120 requests for 60 rows).
+    """
+    ws_path = tmp_path / "ws"
+    Workspace(ws_path).load(_pool_file(tmp_path / "pool.jsonl", "row", SCORE_ROWS))
+    # 4 requests in flight x 0.1 s each: a run takes ~1.5 s, so two runs started together overlap
+    with FaultServer(latency=0.1) as srv:
+        procs = [start_cli("score", ws_path, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
+                           "--concurrency", 4) for _ in range(2)]
+        results = [p.communicate(timeout=CLI_TIMEOUT_S) for p in procs]
+        for p, (_, err) in zip(procs, results, strict=True):
+            assert p.returncode == 0, err[-3000:]
+        assert srv.total == SCORE_ROWS, f"{srv.total} requests for {SCORE_ROWS} rows"
+    ws = Workspace.open(ws_path)
+    assert all(v is not None for v in ws.column("quality"))
+
+
+# -- 3. Ctrl-C ---------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
+    proc = start_cli("run", "sample", "--budget", 5, "--out", tmp_path / "run")
+    try:
+        for line in proc.stdout:  # wait until the run is working (past load and dedup)
+            if line.startswith("score"):
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
+    # one line of ours, last (a progress bar of a library may precede it on stderr)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted") and "re-run the same command" in last and err.count("interrupted") == 1, err
+
+
+# -- 4. OS errors: a file where a folder should be, a full disk ---------------------------------------
+
+
+@pytest.fixture
+def small_ws(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_pool_file(tmp_path / "pool.jsonl", "row", 5))
+    return ws
+
+
+def test_export_under_a_regular_file_is_one_line_naming_the_path(tmp_path, small_ws):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line_error(curate_cli("export", small_ws.path, "--out", blocker / "x.jsonl"))
+    assert str(blocker) in line and "Not a directory" in line
+
+
+def test_run_under_a_regular_file_is_one_line_naming_the_path(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line_error(curate_cli("run", "sample", "--budget", 3, "--out", blocker / "run"))
+    assert str(blocker) in line and "Not a directory" in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_export_to_a_full_disk_is_one_line_naming_the_path(tmp_path, small_ws):
+    full = tmp_path / "full.jsonl"
+    full.symlink_to("/dev/full")  # every write to /dev/full fails with ENOSPC
+    line = _one_line_error(curate_cli("export", small_ws.path, "--out", full))
+    assert str(full) in line and "No space left on device" in line
+
+
+# -- 5. leftovers of a killed writer ------------------------------------------------------------------
+
+
+def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
+    """What a writer killed mid-write leaves: temporary pool folder, old pool, column temp, orphan matrix."""
+    pool_tmp = ws.path / ".pool.0123abcd.tmp"
+    pool_tmp.mkdir()
+    (pool_tmp / "data-00000-of-00001.arrow").write_bytes(b"partial")
+    old_pool = ws.path / ".pool.old.0123abcd"
+    old_pool.mkdir()
+    column_tmp = ws.path / "columns" / ".quality.arrow.0123abcd.tmp"
+    column_tmp.write_bytes(b"partial")
+    orphan = ws.path / "embeddings" / "default-0123abcd0123.npy"
+    orphan.write_bytes(b"never referenced")
+    labels = ws.path / "labels"
+    labels.mkdir()
+    old_label_tmp = labels / ".evol_complexity.0123abcd.tmp"
+    old_label_tmp.mkdir()
+    stale = time.time() - 2 * STALE_TMP_SECONDS
+    os.utime(old_label_tmp, (stale, stale))
+    return {"pool_tmp": pool_tmp, "old_pool": old_pool, "column_tmp": column_tmp, "orphan": orphan,
+            "old_label_tmp": old_label_tmp}
+
+
+def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(small_ws):
+    small_ws.add_column("quality", [1.0] * len(small_ws), {"kind": "test"})
+    leftovers = _plant_leftovers(small_ws)
+    fresh_label_tmp = small_ws.path / "labels" / ".evol_quality.4567.tmp"  # may be a live evol run's
+    fresh_label_tmp.mkdir()
+    ws = Workspace.open(small_ws.path)
+    assert [name for name, p in leftovers.items() if p.exists()] == []
+    assert fresh_label_tmp.exists()
+    assert len(ws) == 5 and ws.column("quality") == [1.0] * 5
+
+
+def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
+    leftovers = _plant_leftovers(small_ws)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():  # another thread has its own lock handle: it excludes this one like another process
+        with small_ws.lock():
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(30)
+        Workspace.open(small_ws.path)
+        assert all(p.exists() for p in leftovers.values())
+    finally:
+        release.set()
+        t.join(30)
+    Workspace.open(small_ws.path)
+    assert not any(p.exists() for p in leftovers.values())
+
+
+# -- 6. a missing source creates nothing --------------------------------------------------------------
+
+
+def test_run_or_load_with_a_missing_source_leaves_no_folder(tmp_path):
+    out = tmp_path / "out"
+    line = _one_line_error(curate_cli("run", tmp_path / "missing.jsonl", "--out", out))
+    assert "missing.jsonl" in line and "no such file" in line
+    assert not out.exists()
+    line = _one_line_error(curate_cli("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))
+    assert "missing.jsonl" in line and not (tmp_path / "ws").exists()
+
+
+# -- 7. help texts keep their [bracketed] words -------------------------------------------------------
+
+RICH_TAG = re.compile(r"\[[a-z#/@][^\[\]]*\]")  # what rich markup would take for a style tag
+
+
+def test_help_shows_bracketed_words():
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "[tags]" in r.output, r.output
+    for command in app.registered_commands:
+        texts = [command.callback.__doc__ or ""]
+        texts += [getattr(p.default, "help", None) or "" for p in _params(command.callback)]
+        wanted = {m.group(0) for text in texts for m in RICH_TAG.finditer(text.replace("\\[", "["))}
+        name = command.name or command.callback.__name__
+        out = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        assert [w for w in sorted(wanted) if w not in out] == [], name
+
+
+def _params(fn):
+    import inspect
+
+    return inspect.signature(fn).parameters.values()
+
+
+# -- 8. select: a missing or unknown selector parameter is one line -----------------------------------
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--method", "dsir", "--budget", 3], ("target",)),
+    (["--method", "threshold"], ("min_score", "min-score")),
+    (["--method", "top_k", "--budget", 3, "--param", "bogus=3"], ("bogus",)),
+])
+def test_select_with_a_missing_or_unknown_parameter_is_one_line(small_ws, args, names):
+    n = len(small_ws)
+    for column in ("complexity", "quality"):
+        small_ws.add_column(column, [float(i + 1) for i in range(n)], {"kind": "test"})
+    line = _one_line_error(curate_cli("select", small_ws.path, "--name", "s", *args))
+    assert any(name in line for name in names), line
+    assert json.loads((small_ws.path / "manifest.json").read_text())  # the workspace is untouched and readable
+    assert "s" not in Workspace.open(small_ws.path).selections
