@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from curate.errors import CurateError
-from curate.workspace import Workspace, writing
+from curate.session import Workspace
+from curate.storage.files import writing
 
 
 @dataclass
@@ -69,7 +70,7 @@ def _load_into_workspace(out: Path, pool: Any) -> tuple[Workspace, dict[str, Any
 
 
 def _judge_step(ws: Workspace, backend: Any, console: Console) -> None:
-    from curate.judges import score
+    from curate.llm.judges import score
 
     unsent = 0
     for judge in ("complexity", "quality"):
@@ -151,7 +152,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     done()
 
     if report:
-        from curate.report import build_report
+        from curate.report.views import build_report
 
         done = step("report")
         with writing(out / "report.html"):  # a full disk names the file

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.admission import ADMITTED, FLOAT32_MARGIN, NOT_REACHED, REJECTED, admit, bf16_is_faster  # noqa: E402
+from curate.select.admission import ADMITTED, FLOAT32_MARGIN, NOT_REACHED, REJECTED, admit, bf16_is_faster  # noqa: E402
 
 DEFAULT_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pool_30k.jsonl"
 

@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.backends import OpenAIBackend  # noqa: E402
-from curate.judges import run_prompt  # noqa: E402
-from curate.prompts import load_prompt  # noqa: E402
+from curate.llm.backends import OpenAIBackend  # noqa: E402
+from curate.llm.judges import run_prompt  # noqa: E402
+from curate.llm.prompts import load_prompt  # noqa: E402
 
 
 def sequential_rows_per_s(base_url: str, rows: list[dict], n: int) -> float:

@@ -1,7 +1,7 @@
 """Benchmark: in-process vLLM scoring, all rows in one engine batch vs one row per call (same engine).
 
 DEITA and data-juicer call the model one row at a time; curate's VLLMBackend hands every request
-of a call to ``LLM.chat`` at once. Both paths below go through ``curate.judges.run_prompt`` with the
+of a call to ``LLM.chat`` at once. Both paths below go through ``curate.llm.judges.run_prompt`` with the
 ``complexity`` prompt (logprob digit scores) on SmolLM2-135M-Instruct, on the CPU.
 
     python evals/bench_vllm_batch.py [--rows 256] [--single-rows 16] [--data ../shared/data/pool_30k.jsonl]
@@ -55,8 +55,8 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     sys.path.insert(0, str(REPO))
-    from curate.backends import VLLMBackend
-    from curate.judges import run_prompt
+    from curate.llm.backends import VLLMBackend
+    from curate.llm.judges import run_prompt
 
     rows = load_rows(args.data, args.rows + args.single_rows)
     batch_rows, single_rows = rows[:args.rows], rows[args.rows:]

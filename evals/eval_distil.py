@@ -24,7 +24,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from curate.scorers import Scorer, distil  # noqa: E402
-from curate.workspace import Workspace  # noqa: E402
+from curate.session import Workspace  # noqa: E402
 
 
 def main() -> None:

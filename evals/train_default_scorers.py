@@ -1,6 +1,6 @@
-"""Train the default scorers shipped in curate/scorer_weights/{complexity,quality}/ from real GPT-4 labels.
+"""Train the default scorers shipped in curate/scorers/weights/{complexity,quality}/ from real GPT-4 labels.
 
-    python evals/train_default_scorers.py [--data ../shared/data] [--out curate/scorer_weights]
+    python evals/train_default_scorers.py [--data ../shared/data] [--out curate/scorers/weights]
 
 The held-out part (20% of the groups: a query and all its responses stay on one side) is split off
 before any fitting; 5-fold agreement is measured on the rest; the shipped head is then refitted on all

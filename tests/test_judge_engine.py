@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from curate.backends import OpenAIBackend, _WindowLimiter, register_price
-from curate.cache import ResponseCache
-from curate.judges import Judge, build_requests, digit_score, missing_report, run_prompt, score
-from curate.prompts import load_prompt
-from curate.workspace import Workspace
+from curate.llm.backends import OpenAIBackend, _WindowLimiter, register_price
+from curate.llm.cache import ResponseCache
+from curate.llm.judges import Judge, build_requests, digit_score, missing_report, run_prompt, score
+from curate.llm.prompts import load_prompt
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -296,7 +296,7 @@ def test_scoring_a_subset_keeps_earlier_rows(tmp_path, fault_server):
 
 
 def test_local_backend_starts_no_server_when_every_request_is_cached(tmp_path):
-    from curate.local import SERVED_NAME, LocalServer
+    from curate.llm.local import SERVED_NAME, LocalServer
 
     rows = [{"instruction": f"q {i}"} for i in range(6)]
     cache = tmp_path / "c.sqlite"

@@ -5,8 +5,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from curate.judges import missing_report, run_prompt
-from curate.workspace import Workspace
+from curate.llm.judges import missing_report, run_prompt
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.llm

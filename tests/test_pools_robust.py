@@ -11,9 +11,9 @@ import pytest
 import curate
 from curate import pools
 from curate.errors import InputError
-from curate.judges import score
+from curate.llm.judges import score
 from curate.scorers import score_workspace
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -182,7 +182,7 @@ def test_instruction_only_rows_score_complexity_and_fail_quality_with_a_reason(t
     score_workspace(ws, "quality", column="qs")
     assert "no response" in ws.column("qs_failure")[only] and ws.column("qs")[only] is None
     with FaultServer() as srv:
-        from curate.backends import OpenAIBackend
+        from curate.llm.backends import OpenAIBackend
 
         backend = OpenAIBackend(srv.base_url, "fault", api_key="test-key", timeout=5.0, max_retries=1)
         score(ws, "quality", backend, progress=False)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curate.prompts import PromptError, builtin_names, load_prompt, parse_prompt
+from curate.llm.prompts import PromptError, builtin_names, load_prompt, parse_prompt
 
 PROMPT = """---
 name: rate

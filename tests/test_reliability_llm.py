@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from curate.backends import OpenAIBackend, estimate_tokens, register_price
+from curate.llm.backends import OpenAIBackend, estimate_tokens, register_price
 from curate.errors import CurateError
-from curate.judges import Judge, build_requests, run_prompt, score
-from curate.prompts import PromptError, load_prompt
-from curate.workspace import Workspace
+from curate.llm.judges import Judge, build_requests, run_prompt, score
+from curate.llm.prompts import PromptError, load_prompt
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -70,8 +70,8 @@ def test_backend_sends_requests_without_httpx_installed(tmp_path, fault_server):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["httpx"] = None  # as if httpx were not installed: any import of it fails
-        from curate.backends import OpenAIBackend
-        from curate.judges import run_prompt
+        from curate.llm.backends import OpenAIBackend
+        from curate.llm.judges import run_prompt
         backend = OpenAIBackend({fault_server.base_url!r}, "fault", api_key="k", max_retries=0)
         results = run_prompt("complexity", [{{"instruction": "q one"}}, {{"instruction": "q two"}}], backend,
                              {str(tmp_path / "c.sqlite")!r}, progress=False)
@@ -200,7 +200,7 @@ def test_output_model_outside_curate_is_refused_without_importing_it(tmp_path, m
         f"from pathlib import Path\nPath({str(marker)!r}).write_text('side effect ran')\n"
         "from pydantic import BaseModel\nclass Out(BaseModel):\n    label: str\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for spec in ("sneaky_module:Out", "os:system", "curate.prompts:os", "curate.backends:register_price"):
+    for spec in ("sneaky_module:Out", "os:system", "curate.llm.prompts:os", "curate.llm.backends:register_price"):
         path = tmp_path / "labeler.md"
         path.write_text(OUTPUT_MODEL_PROMPT.format(model=spec))
         with pytest.raises(PromptError) as info:
@@ -211,7 +211,7 @@ def test_output_model_outside_curate_is_refused_without_importing_it(tmp_path, m
 
 
 def test_curate_and_registered_output_models_are_allowed(tmp_path):
-    from curate.prompts import register_output_model
+    from curate.llm.prompts import register_output_model
 
     assert load_prompt("instag").model_class().__name__ == "IntentTags"
     path = tmp_path / "labeler.md"

@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from curate.admission import ADMITTED, REJECTED, admit
+from curate.select.admission import ADMITTED, REJECTED, admit
 from curate.errors import CurateError
-from curate.plots import all_plots, score_histograms
-from curate.report import build_report
+from curate.report.plots import all_plots, score_histograms
+from curate.report.views import build_report
 from curate.scorers import Scorer, distil
 from curate.tags import Normalizer
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 TAU = 0.9

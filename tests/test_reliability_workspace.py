@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.workspace import STALE_TMP_SECONDS, Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -40,7 +40,7 @@ def start_cli(*args) -> subprocess.Popen:
 # `curate ARGS...` exactly as the console script does: processes started this way race within milliseconds.
 _AT_THE_SIGNAL = """
 import pathlib, sys, time
-import curate.cli, curate.pools, curate.workspace, datasets, pyarrow
+import curate.cli, curate.pools, curate.storage.workspace, datasets, pyarrow
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 ready.touch()
 while not go.exists():
@@ -112,7 +112,7 @@ SCORE_ROWS = 60
 def test_two_concurrent_score_runs_send_each_request_once(tmp_path):
     """The second run waits on the column lock, then finds every response in the cache.
 
-    NEEDS ``with ws.column_lock(judge.column):`` around the scoring in ``curate.judges.score`` (the lead
+    NEEDS ``with ws.column_lock(judge.column):`` around the scoring in ``curate.llm.judges.score`` (the lead
     adds that line; until then this test fails with 120 requests for 60 rows).
     """
     ws_path = tmp_path / "ws"
@@ -200,9 +200,7 @@ def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
     labels = ws.path / "labels"
     labels.mkdir()
     old_label_tmp = labels / ".evol_complexity.0123abcd.tmp"
-    old_label_tmp.mkdir()
-    stale = time.time() - 2 * STALE_TMP_SECONDS
-    os.utime(old_label_tmp, (stale, stale))
+    old_label_tmp.mkdir()  # label sets are written under the workspace lock too: any leftover is stale
     return {"pool_tmp": pool_tmp, "old_pool": old_pool, "column_tmp": column_tmp, "orphan": orphan,
             "old_label_tmp": old_label_tmp}
 
@@ -210,11 +208,8 @@ def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
 def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(small_ws):
     small_ws.add_column("quality", [1.0] * len(small_ws), {"kind": "test"})
     leftovers = _plant_leftovers(small_ws)
-    fresh_label_tmp = small_ws.path / "labels" / ".evol_quality.4567.tmp"  # may be a live evol run's
-    fresh_label_tmp.mkdir()
     ws = Workspace.open(small_ws.path)
     assert [name for name, p in leftovers.items() if p.exists()] == []
-    assert fresh_label_tmp.exists()
     assert len(ws) == 5 and ws.column("quality") == [1.0] * 5
 
 

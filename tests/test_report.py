@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from curate import Workspace
-from curate.plots import (
+from curate.report.plots import (
     MissingInput,
     all_plots,
     embedding_map,
@@ -22,7 +22,7 @@ from curate.plots import (
     source_breakdown,
     tag_coverage,
 )
-from curate.report import build_report, reason_group, selection_summary
+from curate.report.views import build_report, reason_group, selection_summary
 from tests.conftest import write_jsonl
 
 CHROMIUM = os.environ.get("CURATE_CHROMIUM", "/usr/bin/chromium")
@@ -47,7 +47,7 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
     complexity = [None if i % 11 == 4 else float(rng.uniform(1, 6)) for i in range(len(ids))]
     quality = [[float(rng.uniform(1, 6)), None if i % 9 == 0 else float(rng.uniform(1, 6))] if m else [float(rng.uniform(1, 6))]
                for i, m in enumerate(multi)]  # per-turn scores: a list for every row
-    # the keys curate.judges.score writes
+    # the keys curate.llm.judges.score writes
     judge_prov = {"kind": "judge", "judge": "complexity", "prompt": "complexity", "prompt_version": 1,
                   "prompt_fingerprint": "ab12cd34ef56ab12", "model": "SmolLM2-135M-Instruct", "backend": "openai",
                   "requests": len(ids), "cached_requests": 3, "failed_rows": 7,
@@ -135,7 +135,7 @@ def test_selection_summary_groups_reasons(tmp_path):
 
 
 def test_judge_usage_reads_what_judges_write(tmp_path):
-    from curate.report import judge_usage
+    from curate.report.views import judge_usage
 
     usage = {u["column"]: u for u in judge_usage(synthetic_workspace(tmp_path / "ws"))}
     assert set(usage) == {"complexity", "quality"}  # failure columns and scorer columns are not judges
@@ -144,7 +144,7 @@ def test_judge_usage_reads_what_judges_write(tmp_path):
 
 
 def test_selection_chain_table_follows_input_selections(tmp_path):
-    from curate.report import report_html
+    from curate.report.views import report_html
 
     page = report_html(synthetic_workspace(tmp_path / "ws"), selection="deita")
     chain = page[page.index("steps, in order"):]

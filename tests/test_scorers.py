@@ -19,7 +19,7 @@ from curate.scorers import (
     pairwise_accuracy,
     score_workspace,
 )
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 # Five levels of a learnable signal: everyday chores (1) ... research mathematics (5).

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from curate.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
+from curate.select.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
 from curate.errors import CurateError
 from curate.select import SELECTORS, evaluate_sort_key, kcenter_greedy
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 

@@ -6,7 +6,7 @@ import os
 from typer.testing import CliRunner
 
 from curate.cli import app
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 

@@ -23,7 +23,7 @@ from curate.tags import (
     tags_per_query,
     train_tagger,
 )
-from curate.workspace import Workspace
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 

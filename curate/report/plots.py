@@ -4,7 +4,7 @@ Figures are built with matplotlib's object API (``Figure``, not ``pyplot``), so 
 chosen or changed and nothing needs a display: saving renders with Agg. In Jupyter a returned figure
 shows inline (after ``%matplotlib inline``, the default backend there).
 
-Every plot function takes a :class:`~curate.workspace.Workspace` and names, and returns a matplotlib
+Every plot function takes a :class:`~curate.storage.workspace.Workspace` and names, and returns a matplotlib
 ``Figure``, or raises :class:`MissingInput` saying what is missing and how to make it (the report turns
 that into a line of text instead of a picture). :func:`figure_data_uri` turns a figure into a
 ``data:`` URI for self-contained HTML.
@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
 KEPT_COLOUR = "#d62728"
 DROPPED_COLOUR = "#1f77b4"

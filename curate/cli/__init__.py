@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err_console = Console(stderr=True)
 
-SAMPLE = Path(__file__).parent / "data" / "sample.jsonl"
+SAMPLE = Path(__file__).parents[1] / "data" / "sample.jsonl"
 
 
 def sample_path() -> Path:
@@ -75,7 +75,7 @@ def load(
 ) -> None:
     """Load a pool into a workspace."""
     from curate import pools
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     # read first: a missing or broken source creates no workspace folder
     pool = pools.read(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
@@ -94,8 +94,8 @@ def load(
 @app.command()
 def info(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
     """Show rows, formats, sources, and derived columns with their provenance."""
-    from curate.report import print_info
-    from curate.workspace import Workspace
+    from curate.report.views import print_info
+    from curate.session import Workspace
 
     print_info(Workspace.open(workspace), console)
 
@@ -107,7 +107,7 @@ def export(
     selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
 ) -> None:
     """Export the pool (or a selection) with its derived columns."""
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     path = ws.export(out, selection=selection)
@@ -155,8 +155,9 @@ def report(
     samples: int = typer.Option(3, help="Rows kept and rows dropped to show."),
 ) -> None:
     """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
-    from curate.report import build_report
-    from curate.workspace import Workspace, writing
+    from curate.report.views import build_report
+    from curate.session import Workspace
+    from curate.storage.files import writing
 
     with writing(out):  # a full disk names the file
         path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
@@ -200,10 +201,10 @@ def score(
     if limit is not None and limit < 1:
         raise typer.BadParameter(f"must be >= 1 (got {limit}); --limit N scores the first N rows",
                                  param_hint="'--limit'")
-    from curate.backends import format_usd
-    from curate.judges import Judge, missing_report
-    from curate.judges import score as run_score
-    from curate.workspace import Workspace
+    from curate.llm.backends import format_usd
+    from curate.llm.judges import Judge, missing_report
+    from curate.llm.judges import score as run_score
+    from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     ids = ws.ids[:limit] if limit is not None else None
@@ -238,7 +239,7 @@ def serve_local(
     import signal
     import time
 
-    from curate.local import LocalServer
+    from curate.llm.local import LocalServer
 
     # SIGTERM (and SIGINT, even where a parent shell ignored it) unwind the `with`, which stops the server by PID
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -277,7 +278,7 @@ def evol(
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.evol import default_cache_path, print_run_summary, run_evol, sample_seeds, save_labels
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
@@ -303,7 +304,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     @contextlib.contextmanager
     def opened():
         if kind == "local":
-            from curate.local import LocalServer
+            from curate.llm.local import LocalServer
 
             server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
             try:
@@ -313,7 +314,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             finally:
                 server.stop()
         elif kind == "vllm":
-            from curate.backends import VLLMBackend
+            from curate.llm.backends import VLLMBackend
 
             engine = VLLMBackend(model)
             try:
@@ -321,7 +322,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             finally:
                 engine.close()
         elif kind == "openai":
-            from curate.backends import OpenAIBackend
+            from curate.llm.backends import OpenAIBackend
 
             if not model:
                 raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
@@ -349,7 +350,7 @@ def tag_cmd(
 ) -> None:
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
     from curate import tags as instag
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
@@ -378,7 +379,7 @@ def tags_cmd(
     from rich.table import Table
 
     from curate import tags as instag
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     if renormalize:
@@ -413,7 +414,7 @@ def embed(
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
 ) -> None:
     """Embed every row; rows embedded before with the same model and text come from the cache."""
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     summary = Workspace.open(workspace).embed(model=model, text=text, name=name, batch_size=batch_size, device=device)
     console.print(f"embeddings {summary['name']!r}: {summary['rows']:,} rows, {summary['encoded']:,} encoded, "
@@ -436,7 +437,7 @@ def select_cmd(
     param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
 ) -> None:
     """Select rows with one method and store every row's decision and reason as a named selection."""
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     params: dict = {}
     for item in param:

@@ -75,9 +75,9 @@ def tag(ws, backend, *, prompt: str = "instag", column: str = "tags_raw", ids: l
     turns failed gets ``None`` and the failures (turn number, reason) in ``<column>_failure``; a row
     with no failure has ``None`` there. Returns a summary (rows, turns, failures, cached calls, cost).
     """
-    from curate.judges import run_prompt
+    from curate.llm.judges import run_prompt
     from curate.pools import user_turns
-    from curate.prompts import load_prompt
+    from curate.llm.prompts import load_prompt
 
     loaded = load_prompt(prompt)
     ids = ws.ids if ids is None else list(ids)
@@ -88,7 +88,7 @@ def tag(ws, backend, *, prompt: str = "instag", column: str = "tags_raw", ids: l
         for t, (instruction, _response) in enumerate(user_turns(convs[ws.index[rid]])):
             variables.append({"instruction": instruction})
             owners.append((r, t))
-    from curate.judges import workspace_cache_path
+    from curate.llm.judges import workspace_cache_path
 
     cache = Path(cache_path) if cache_path is not None else workspace_cache_path(ws)
     results = run_prompt(loaded, variables, backend, cache, progress=progress, params=params)

@@ -6,7 +6,7 @@ the chain continues from the last survivor. The survivors of a chain form a *var
 judge call ranks and scores as a whole (scale 1..M+1); the variants are shown in a shuffled order
 (position bias, deita #15) whose seed is recorded, and the scores are un-shuffled before use.
 
-Every LLM call goes through the judge engine (`curate.judges.run_prompt`) and its cache, so a rerun
+Every LLM call goes through the judge engine (`curate.llm.judges.run_prompt`) and its cache, so a rerun
 with the same seeds, operations and prompts makes no new requests.
 """
 
@@ -371,8 +371,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
     name in ``prompt_dirs`` overrides the built-in one.
     """
-    from curate.judges import resolve_cache, run_prompt
-    from curate.prompts import load_prompt
+    from curate.llm.judges import resolve_cache, run_prompt
+    from curate.llm.prompts import load_prompt
 
     if kind not in KINDS:
         raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -592,8 +592,8 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
 
 
 def default_cache_path(ws: Any) -> Path:
-    """The LLM response cache of a workspace (the one `curate.judges.score` uses too)."""
-    from curate.judges import workspace_cache_path
+    """The LLM response cache of a workspace (the one `curate.llm.judges.score` uses too)."""
+    from curate.llm.judges import workspace_cache_path
 
     return workspace_cache_path(ws)
 

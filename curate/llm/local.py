@@ -170,7 +170,7 @@ class LocalServer:
 
     def backend(self, **kwargs: Any):
         """An ``OpenAIBackend`` talking to this server (kind ``local``)."""
-        from curate.backends import OpenAIBackend
+        from curate.llm.backends import OpenAIBackend
 
         kwargs.setdefault("concurrency", 16)
         return OpenAIBackend(self.base_url, self.model, api_key="local", kind="local",
@@ -182,7 +182,7 @@ class LocalServer:
         A fully cached re-run never starts vLLM. Stop the server afterwards (``stop()`` is a no-op
         when it never started); ``on_start`` is called just before starting (e.g. to print a notice).
         """
-        from curate.backends import OpenAIBackend
+        from curate.llm.backends import OpenAIBackend
 
         server = self
 

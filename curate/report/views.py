@@ -21,7 +21,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from curate.workspace import Selection, Workspace, _provenance_line
+from curate.session import Workspace
+
+from curate.storage.selection import Selection
+
+
+def _provenance_line(prov: dict[str, Any]) -> str:
+    keys = ("kind", "judge", "prompt", "prompt_fingerprint", "model", "backend", "method", "cost_usd", "created")
+    return ", ".join(f"{k}={prov[k]}" for k in keys if prov.get(k) not in (None, ""))
 
 
 def print_info(ws: Workspace, console: Console | None = None) -> dict[str, Any]:
@@ -41,7 +48,7 @@ def print_info(ws: Workspace, console: Console | None = None) -> dict[str, Any]:
         filled = sum(v is not None for v in values)
         line = _provenance_line(prov)
         if prov.get("kind") == "judge" and f"{name}_failure" in info["columns"]:
-            from curate.judges import missing_report
+            from curate.llm.judges import missing_report
 
             miss = missing_report(ws, name)
             line = (f"missing {miss['missing']:,} (with failure reason {miss['missing'] - miss['unexplained']:,}, "
@@ -148,7 +155,7 @@ def _failure_group(reason: str) -> str:
 
 
 def judge_usage(ws: Workspace) -> list[dict[str, Any]]:
-    """One entry per LLM-judge column, from the provenance ``curate.judges.score`` writes."""
+    """One entry per LLM-judge column, from the provenance ``curate.llm.judges.score`` writes."""
     out = []
     for name, prov in ws.columns.items():
         if prov.get("kind") != "judge":
@@ -280,7 +287,7 @@ def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit:
 # -- notebook views --------------------------------------------------------------------------------
 def column_stats(ws: Workspace, name: str) -> dict[str, Any]:
     """Filled rows, failures (from ``<name>_failure``), and mean/min/max (numbers) or tags per row (lists)."""
-    from curate.plots import is_numeric_column, row_number
+    from curate.report.plots import is_numeric_column, row_number
 
     values = ws.column(name)
     filled = [v for v in values if v is not None and v != [] and v != ""]
@@ -533,7 +540,7 @@ def _chain(selections: dict[str, dict[str, Any]], name: str) -> list[tuple[str, 
 
 
 def _plots_section(ws: Workspace, selection: str | None) -> str:
-    from curate.plots import all_plots, figure_data_uri
+    from curate.report.plots import all_plots, figure_data_uri
 
     figs = []
     for title, fig, missing in all_plots(ws, selection):
@@ -580,12 +587,12 @@ def _samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
 
 def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -> str:
     """The curation report as one HTML string (see :func:`build_report`)."""
-    from curate.plots import default_selection
+    from curate.report.plots import default_selection
 
     selection = selection if selection is not None else default_selection(ws)
     if selection is not None and selection not in ws.selections:
         raise KeyError(f"no selection {selection!r}; have {sorted(ws.selections)}")
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     sections = [
         ("pool", _pool_section(ws)),
         ("judges, prompts, models and cost", _columns_section(ws)),

@@ -177,7 +177,7 @@ class OpenAIBackend(Backend):
         self.price = (0.0, 0.0) if self.kind == "local" and is_loopback(base_url) else price_of(model)
         if max_cost is not None and self.price is None:
             raise CurateError(f"max_cost ${max_cost:g} set but no price is known for model {model!r}, so its "
-                              f"spend cannot be counted; register one with curate.backends.register_price("
+                              f"spend cannot be counted; register one with curate.llm.backends.register_price("
                               f"{model!r}, input_usd_per_mtok, output_usd_per_mtok)")
         self.spent_usd = 0.0
         self._reserved_usd = 0.0
@@ -377,7 +377,7 @@ def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
 class VLLMBackend(Backend):
     """In-process ``vllm.LLM``: every request of a call goes to the engine in one ``chat`` batch.
 
-    ``model_dir`` defaults to the converted SmolLM2 folder (see ``curate.local.prepare_model``).
+    ``model_dir`` defaults to the converted SmolLM2 folder (see ``curate.llm.local.prepare_model``).
     Run it under ``if __name__ == "__main__":`` (vLLM spawns worker processes) and ``close()`` it.
     """
 
@@ -386,7 +386,7 @@ class VLLMBackend(Backend):
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
                  max_model_len: int = 2048, dtype: str = "bfloat16", batch_size: int = 512, top_logprobs: int = 20,
                  **engine_kwargs: Any):
-        from curate.local import SERVED_NAME, prepare_model
+        from curate.llm.local import SERVED_NAME, prepare_model
 
         self.model_dir = Path(model_dir) if model_dir else prepare_model()
         self.model = served_name or (SERVED_NAME if model_dir is None else self.model_dir.name)
@@ -405,7 +405,7 @@ class VLLMBackend(Backend):
     @property
     def llm(self):
         if self._llm is None:
-            from curate.local import curate_home, server_env
+            from curate.llm.local import curate_home, server_env
 
             for k, v in server_env(curate_home()).items():
                 os.environ.setdefault(k, v)

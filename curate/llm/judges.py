@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 
-from curate.backends import MAX_COST_REASON, Backend, Request, format_usd, run_sync
-from curate.cache import ResponseCache, key_from_header, key_header, request_key
+from curate.llm.backends import MAX_COST_REASON, Backend, Request, format_usd, run_sync
+from curate.llm.cache import ResponseCache, key_from_header, key_header, request_key
 from curate.errors import CurateError
-from curate.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
+from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 
 DEFAULT_MIN_DIGIT_MASS = 0.5
 DEFAULT_TOP_LOGPROBS = 20
@@ -140,7 +140,7 @@ def resolve_cache(cache_path: str | os.PathLike | ResponseCache | None) -> Respo
     if isinstance(cache_path, ResponseCache):
         return cache_path
     if cache_path is None:
-        from curate.local import curate_home
+        from curate.llm.local import curate_home
 
         cache_path = curate_home() / "responses.sqlite"
     path = Path(cache_path)
@@ -433,7 +433,7 @@ def get_judge(judge: str | os.PathLike | Judge | Prompt, prompt_dirs: list[str |
 
 
 def __getattr__(name: str) -> Judge:
-    # built-in judges as module attributes (curate.judges.complexity ...), loaded on first use
+    # built-in judges as module attributes (curate.llm.judges.complexity ...), loaded on first use
     if name in BUILTIN_JUDGES:
         return Judge(name)
     raise AttributeError(name)
@@ -600,7 +600,7 @@ def _total_cost(results: list[CallResult], *, include_cached: bool) -> float | N
 
 def _column_ids(ws, name: str) -> list[str]:
     """Ids stored in a derived column (the rows it covers)."""
-    from curate.workspace import _read_arrow
+    from curate.storage.files import read_arrow as _read_arrow
 
     return _read_arrow(ws.path / "columns" / f"{name}.arrow").column("id").to_pylist()
 

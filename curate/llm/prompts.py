@@ -92,7 +92,7 @@ def _resolve_output_model(spec: str, where: str) -> type:
     if spec in _OUTPUT_MODELS:
         return _OUTPUT_MODELS[spec]
     module, _, attr = spec.partition(":")
-    hint = "register your own with curate.prompts.register_output_model(cls)"
+    hint = "register your own with curate.llm.prompts.register_output_model(cls)"
     if not (module == CURATE_PACKAGE or module.startswith(CURATE_PACKAGE + ".")) or not attr:
         raise PromptError(f"{where}: output.model {spec!r} is not allowed: only models defined in curate "
                           f"('curate.module:Class') or registered ones; {hint}")
@@ -120,7 +120,7 @@ def builtin_prompt_dir() -> Path:
             return Path(str(packaged))
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parents[1] / "prompts"
+    return Path(__file__).resolve().parents[2] / "prompts"
 
 
 @lru_cache(maxsize=1)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.admission import (
+from curate.select.admission import (
     ADMITTED,
     DECISION_NAMES,
     REJECTED,
@@ -463,7 +463,7 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
 
     ``input_selection``: start from that selection's kept rows instead of the whole pool. With ``steps``,
     each step's kept rows feed the next; intermediate steps are stored as ``{name}.{i}-{method}``.
-    Returns the final :class:`curate.workspace.Selection`.
+    Returns the final :class:`curate.storage.workspace.Selection`.
     """
     if name is None:
         raise ValueError("select needs a name for the selection")

@@ -40,7 +40,7 @@ KINDS = ("embedding",)
 HEADS = ("ridge", "ordinal")
 FEATURES = ("embeddings", "product", "length", "stats")
 FORMAT_VERSION = 1
-WEIGHTS_DIR = Path(__file__).parent / "scorer_weights"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SCORERS = ("complexity", "quality")
 
 
@@ -700,7 +700,7 @@ def score_with_scorer_cli(workspace: str | os.PathLike, scorer: str, column: str
     """What ``curate score WS --scorer DIR|default`` does: ``default`` runs both shipped scorers."""
     from rich.console import Console
 
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     console = console or Console()
     ws = Workspace.open(workspace)
@@ -726,7 +726,7 @@ def train_scorer_cli(workspace: str | os.PathLike, target: str, out: str | os.Pa
     """What ``curate train-scorer`` does: fit on a workspace column, print agreement, save to ``out``."""
     from rich.console import Console
 
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     console = console or Console()
     ws = Workspace.open(workspace)
@@ -961,7 +961,7 @@ def distil_cli(workspace: str | os.PathLike, label_column: str, *, n: int, round
     from rich.console import Console
     from rich.table import Table
 
-    from curate.workspace import Workspace
+    from curate.session import Workspace
 
     console = console or Console()
     ws = Workspace.open(workspace)

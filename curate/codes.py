@@ -1,0 +1,116 @@
+"""Decisions and failures as data: small enums plus details, rendered to text for people here only.
+
+Selectors store ``(decision, reason code, detail)`` per row and steps store ``(code, message, raw)``
+per failed turn; the report and the notebook group by code and call :func:`describe` for the words.
+Nothing parses prose back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Decision(StrEnum):
+    KEPT = "kept"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    NOT_REACHED = "not_reached"
+    UNSCORED = "unscored"
+
+
+class Reason(StrEnum):
+    """Why a selector decided what it did about one row (details in the row's ``detail`` dict)."""
+    SELECTED = "selected"                  # kept; detail: score, rank
+    TOO_SIMILAR = "too_similar"            # detail: similarity, witness (id of the kept row), max_cosine_similarity
+    EXACT_DUPLICATE = "exact_duplicate"    # detail: witness
+    NEAR_DUPLICATE = "near_duplicate"      # minhash/semantic; detail: witness, similarity
+    BUDGET_FILLED = "budget_filled"        # the budget was reached before this row
+    BELOW_THRESHOLD = "below_threshold"    # detail: score, min_score
+    NO_SCORE = "no_score"                  # the sort key is missing; detail: column(s), failure code
+    NO_TAGS = "no_tags"                    # InsTag: the row has no tags
+    NO_NEW_TAG = "no_new_tag"              # InsTag: adds no tag in any sweep before the budget
+    QUOTA_FILLED = "quota_filled"          # k-means: the cluster's quota is full; detail: cluster, quota
+    NOT_SAMPLED = "not_sampled"            # random / DSIR / k-center / LIFT: not drawn; detail: score
+    NOT_IN_INPUT = "not_in_input"          # outside the input selection
+
+
+class FailureCode(StrEnum):
+    """Why a step has no value for a row or turn."""
+    NO_USER_TURN = "no_user_turn"
+    NO_RESPONSE = "no_response"            # the turn has no (or an empty) assistant reply
+    LOW_DIGIT_MASS = "low_digit_mass"      # the scale's digits carry too little probability; detail in message
+    UNPARSABLE = "unparsable"              # no score/JSON could be read from the reply
+    INVALID_OUTPUT = "invalid_output"      # JSON that fails its schema after the re-asks
+    HTTP_ERROR = "http_error"              # a permanent HTTP status (4xx other than 408/409/429)
+    TRANSIENT = "transient"                # 429 / 5xx / timeout / connection / malformed body, retries spent
+    BUDGET = "budget"                      # not sent: max_cost reached
+    EMPTY_INPUT = "empty_input"            # nothing to read (empty text)
+    MODEL_ERROR = "model_error"            # the local model / engine failed on this input
+
+
+TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: FailureCode
+    message: str
+    raw: str | None = None
+    turn: int | None = None  # 1-based; None for row-level steps
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["code"] = self.code.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Failure:
+        return cls(FailureCode(d["code"]), d.get("message") or "", d.get("raw"), d.get("turn"))
+
+    def __str__(self) -> str:
+        where = f"turn {self.turn}: " if self.turn is not None else ""
+        return f"{where}{self.message}"
+
+
+_REASON_TEXT = {
+    Reason.SELECTED: "selected",
+    Reason.TOO_SIMILAR: "too similar to a kept row",
+    Reason.EXACT_DUPLICATE: "exact duplicate of a kept row",
+    Reason.NEAR_DUPLICATE: "near-duplicate of a kept row",
+    Reason.BUDGET_FILLED: "budget filled before this row",
+    Reason.BELOW_THRESHOLD: "score below the threshold",
+    Reason.NO_SCORE: "no score",
+    Reason.NO_TAGS: "no tags",
+    Reason.NO_NEW_TAG: "adds no new tag before the budget",
+    Reason.QUOTA_FILLED: "its cluster's quota is full",
+    Reason.NOT_SAMPLED: "not sampled",
+    Reason.NOT_IN_INPUT: "not in the input selection",
+}
+
+
+def reason_text(code: Reason | str) -> str:
+    """The group label of a reason code, for tables."""
+    return _REASON_TEXT[Reason(code)]
+
+
+def describe(code: Reason | str, detail: dict[str, Any] | None = None) -> str:
+    """One row's reason in words, from its code and details (for the notebook and the report)."""
+    code = Reason(code)
+    d = detail or {}
+    text = _REASON_TEXT[code]
+    if code is Reason.TOO_SIMILAR and "similarity" in d:
+        return f"{text} ({str(d.get('witness', ''))[:12]}, cosine {d['similarity']:.4f} > {d.get('max_cosine_similarity', '')})"
+    if code in (Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE) and d.get("witness"):
+        sim = f", similarity {d['similarity']:.3f}" if "similarity" in d else ""
+        return f"{text} ({str(d['witness'])[:12]}{sim})"
+    if code is Reason.BELOW_THRESHOLD and "score" in d:
+        return f"{text} ({d['score']:.3f} < {d.get('min_score')})"
+    if code is Reason.QUOTA_FILLED and "cluster" in d:
+        return f"{text} (cluster {d['cluster']}, quota {d.get('quota')})"
+    if code is Reason.NO_SCORE and d.get("failure"):
+        return f"{text}: {d['failure']}"
+    if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:
+        return f"{text} (score {d['score']:.3f})"
+    return text

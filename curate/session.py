@@ -1,0 +1,62 @@
+"""The public ``curate.Workspace``: the storage Workspace plus the verbs a notebook user types.
+
+Storage (``curate.storage``) imports nothing above it; the verbs that need steps, selectors and views
+live here, at the top, so the dependency arrows only point down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from curate.storage.selection import Selection
+from curate.storage.workspace import Workspace as StorageWorkspace
+
+
+class Workspace(StorageWorkspace):
+    """A curation session in a directory: load, score, embed, select, show, report, export."""
+
+    def score(self, judge, backend=None, **kwargs: Any) -> dict[str, Any]:
+        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer``."""
+        from curate.scorers import Scorer, score_workspace
+
+        if isinstance(judge, Scorer):
+            if backend is not None:
+                raise ValueError("a trained Scorer needs no backend")
+            return score_workspace(self, judge, **kwargs)
+        if backend is None:
+            raise ValueError("an LLM judge needs a backend (OpenAIBackend, VLLMBackend, LocalServer().backend())")
+        from curate.llm.judges import score
+
+        return score(self, judge, backend, **kwargs)
+
+    def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
+               steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
+        """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
+        from curate.select import select
+
+        return select(self, method=method, name=name, input_selection=input_selection, steps=steps, **params)
+
+    def embed(self, model: str | None = None, text: str = "instruction", name: str = "default", **kwargs: Any) -> dict:
+        """Embed every row (see :func:`curate.embed.embed`); unchanged rows come from the cache."""
+        from curate.embed import embed
+
+        return embed(self, model=model, text=text, name=name, **kwargs)
+
+    def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
+        """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
+        from curate.report.views import show_rows
+
+        return show_rows(self, rows, columns=columns, limit=limit)
+
+    def report(self, out: str | os.PathLike = "report.html", selection: str | None = None) -> Path:
+        """Write the self-contained HTML curation report."""
+        from curate.report.views import build_report
+
+        return build_report(self, out, selection=selection)
+
+    def _repr_html_(self) -> str:
+        from curate.report.views import workspace_html
+
+        return workspace_html(self)

@@ -1,0 +1,129 @@
+"""``Workspace.apply``: run a Step over the rows that need it and store its columns.
+
+One place owns what every producer used to do by hand: which rows need work (a row computed under the
+same fingerprint is skipped, so a re-run or a resumed run costs nothing), the column lock (a second
+process applying the same step waits, then finds the work done), subset merge, provenance with a
+history of runs, failure columns, and the progress bar.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.codes import TRANSIENT_FAILURES, Failure
+from curate.errors import CurateError
+from curate.storage.step import RowInput, StepOutput, check_step
+
+# ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
+Workspace = Any
+
+RUN_HISTORY = 50  # runs kept in a column's provenance
+
+
+@dataclass
+class ApplyResult:
+    """What ``ws.apply`` did."""
+    column: str
+    rows: int                  # rows asked for
+    computed: int              # rows the step ran on now
+    skipped: int               # rows already computed under the same fingerprint
+    failed: int                # rows (of all asked) without a complete value
+    seconds: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        return (f"<b>{self.column}</b>: {self.rows:,} rows — computed {self.computed:,}, "
+                f"reused {self.skipped:,}, failed {self.failed:,} ({self.seconds:.1f} s)")
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", disable=not enabled or total == 0, dynamic_ncols=True,
+                mininterval=0.5)
+
+
+def rows_needing_work(ws: Workspace, step: Any, ids: list[str], fingerprint: str, *, force: bool,
+                      retry_failed: bool) -> list[str]:
+    """The ids among ``ids`` that are not yet computed under ``fingerprint``."""
+    if force or not ws.has_column(step.column):
+        return list(ids)
+    done = ws.column_fingerprints(step.column)
+    todo = [rid for rid in ids if done.get(rid) != fingerprint]
+    if retry_failed and ws.has_column(f"{step.column}_failure"):
+        have = [rid for rid in ids if done.get(rid) == fingerprint]
+        for rid, fails in zip(have, ws.failures(step.column, have), strict=True):
+            if any(f.code in TRANSIENT_FAILURES for f in fails):
+                todo.append(rid)
+    return todo
+
+
+def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
+    n = len(rows)
+    if len(out.values) != n or len(out.failures) != n:
+        raise CurateError(f"step {step.column!r} returned {len(out.values)} values and {len(out.failures)} failure "
+                          f"lists for {n} rows")
+    for key, col in out.extra.items():
+        if len(col) != n:
+            raise CurateError(f"step {step.column!r}: extra column {key!r} has {len(col)} values for {n} rows")
+    for row, value, fails in zip(rows, out.values, out.failures, strict=True):
+        if step.granularity == "turn":
+            if value is not None and (not isinstance(value, list) or len(value) != len(row.turns)):
+                raise CurateError(f"step {step.column!r}: row {row.id} has {len(row.turns)} turns but the value "
+                                  f"is {value!r:.80}")
+            missing = value is None or any(v is None for v in value)
+        else:
+            missing = value is None
+        if missing and not fails:
+            raise CurateError(f"step {step.column!r}: row {row.id} has no value and no failure (a silent gap)")
+
+
+def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
+               retry_failed: bool = False, progress: bool = True) -> ApplyResult:
+    """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
+    check_step(step)
+    started = time.time()
+    asked = ws.ids if ids is None else list(dict.fromkeys(ids))
+    fingerprint = step.fingerprint()
+    with ws.column_lock(step.column):
+        todo = rows_needing_work(ws, step, asked, fingerprint, force=force, retry_failed=retry_failed)
+        out = StepOutput([], [])
+        if todo:
+            rows = ws.row_inputs(todo, step.inputs)
+            bar = _progress_bar(len(rows), step.column, progress)
+            try:
+                out = step.run(rows, bar)
+            finally:
+                bar.close()
+            _check_output(step, rows, out)
+            _store(ws, step, todo, out, fingerprint, time.time() - started)
+        failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if ws.has_column(step.column) else 0
+    return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
+                       round(time.time() - started, 2), ws.column_provenance(step.column))
+
+
+def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:
+    failed = sum(1 for f in out.failures if f)
+    run = {"fingerprint": fingerprint, "rows": len(ids), "failed": failed, "seconds": round(seconds, 2),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **out.stats}
+    old = ws.column_provenance(step.column) if ws.has_column(step.column) else {}
+    runs = (old.get("runs") or [])[-(RUN_HISTORY - 1):] + [run]
+    provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
+                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs, **out.stats}
+    failures = [[f.to_dict() for f in fails] or None for fails in out.failures]
+    ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
+    ws.merge_column(f"{step.column}_failure", ids, failures,
+                    {"kind": "failure", "of": step.column, "fingerprint": fingerprint}, fingerprint)
+    for key, values in out.extra.items():
+        ws.merge_column(f"{step.column}_{key}", ids, values,
+                        {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
+                         "granularity": step.granularity}, fingerprint)
+
+
+def parse_failures(value: Any) -> list[Failure]:
+    """A stored failure cell as Failures (None -> [])."""
+    if not value:
+        return []
+    return [Failure.from_dict(d) for d in value]

@@ -1,0 +1,136 @@
+"""Workspace contents that are not columns: embedding matrices, label sets, JSON artifacts.
+
+Functions over a Workspace (its methods delegate here); every write holds the workspace lock and lands
+atomically (temporary name, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.errors import WorkspaceError
+from curate.storage.files import atomic_write_bytes, check_name, now, quiet_datasets, remove, writing
+
+# ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
+Workspace = Any
+
+
+def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict[str, Any],
+                   ids: list[str] | None = None) -> None:
+    """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
+    check_name(name)
+    ids = ws.ids if ids is None else list(ids)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != len(ids):
+        raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
+    folder = ws.path / "embeddings"
+    with ws.lock():
+        token = uuid.uuid4().hex[:12]
+        npy = folder / f"{name}-{token}.npy"
+        tmp = folder / f".{npy.name}.tmp"
+        with writing(npy, tmp):
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+            os.replace(tmp, npy)
+        ids_file = folder / f"{name}-{token}.ids.json"
+        atomic_write_bytes(ids_file, json.dumps(ids).encode())
+        meta_path = folder / f"{name}.json"
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        meta = {"name": name, "created": now(), "file": npy.name, "ids_file": ids_file.name,
+                "shape": list(array.shape), **provenance}
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+        if old:  # the old matrix and its ids are unreachable now
+            (folder / old["file"]).unlink(missing_ok=True)
+            (folder / old["ids_file"]).unlink(missing_ok=True)
+
+
+def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """Stored embedding matrices: name -> provenance."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((ws.path / "embeddings").glob("*.json"))
+            if not p.name.endswith(".ids.json")}
+
+
+def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
+    """A stored embedding matrix (memory-mapped when it already matches ``ids``/pool order)."""
+    folder = ws.path / "embeddings"
+    meta_path = folder / f"{name}.json"
+    if not meta_path.exists():
+        raise WorkspaceError(f"{ws.path}: no embeddings {name!r}; run `curate embed {ws.path}`")
+    meta = json.loads(meta_path.read_text())
+    array = np.load(folder / meta["file"], mmap_mode="r")
+    stored_ids = json.loads((folder / meta["ids_file"]).read_text())
+    want = ws.ids if ids is None else ids
+    if stored_ids == want:
+        return array
+    pos = {rid: i for i, rid in enumerate(stored_ids)}
+    missing = [i for i in want if i not in pos]
+    if missing:
+        raise WorkspaceError(f"embeddings {name!r} lack {len(missing)} row(s), e.g. {missing[0]}; embed again")
+    return np.asarray(array[[pos[i] for i in want]])
+
+
+def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance: dict[str, Any],
+               files: dict[str, bytes] | None = None) -> Path:
+    """Store a label set at ``labels/<name>``: a datasets folder, ``provenance.json`` and side files."""
+    import datasets
+
+    check_name(name)
+    folder = ws.path / "labels"
+    final = folder / name
+    with ws.lock():
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+        with writing(final, tmp), quiet_datasets():
+            datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+            (tmp / "provenance.json").write_text(json.dumps({"name": name, "created": now(), **provenance},
+                                                            indent=2, default=str))
+            for file, data in (files or {}).items():
+                check_name(file)
+                (tmp / file).write_bytes(data)
+            trash = folder / f".{name}.old.{uuid.uuid4().hex}"
+            if final.exists():
+                os.replace(final, trash)
+            os.replace(tmp, final)
+            remove(trash)
+    return final
+
+
+def labels(ws: Workspace, name: str):
+    import datasets
+
+    folder = ws.path / "labels" / name
+    if not (folder / "provenance.json").exists():
+        raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
+    return datasets.load_from_disk(str(folder))
+
+
+def label_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
+    folder = ws.path / "labels"
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/provenance.json"))
+            if not p.parent.name.startswith(".")}
+
+
+def label_file(ws: Workspace, name: str, file: str) -> Path:
+    path = ws.path / "labels" / name / file
+    if not path.exists():
+        raise WorkspaceError(f"{ws.path}: label set {name!r} has no file {file!r}")
+    return path
+
+
+def add_artifact(ws: Workspace, name: str, obj: Any) -> None:
+    check_name(name)
+    folder = ws.path / "artifacts"
+    with ws.lock():
+        folder.mkdir(exist_ok=True)
+        atomic_write_bytes(folder / f"{name}.json", json.dumps(obj, indent=2, default=str).encode())
+
+
+def artifact(ws: Workspace, name: str) -> Any:
+    path = ws.path / "artifacts" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,156 @@
+"""Files on the ground floor: atomic writes, Arrow files with provenance, file locks, output checks.
+
+Every write goes to a temporary file first and is renamed into place (``os.replace``), so a crash never
+leaves half a file; an OS error names the path it was writing (a full disk reports none by itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+# The workspace layout's fixed names (see storage/workspace.py).
+MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
+LOCKS_DIR = "locks"
+# Folders whose writes all happen under the workspace lock: leftovers there are stale whenever the lock is free.
+LOCKED_SUBDIRS = ("columns", "embeddings", "selections", "labels", "artifacts")
+SUBDIRS = (*LOCKED_SUBDIRS, "cache")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
+    """Name ``path`` in an OS error raised while writing it (a full disk reports no file name), and remove
+    the temporary ``tmp`` (file or folder) if the write fails."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            remove(Path(tmp))
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+    except BaseException:
+        if tmp is not None:
+            remove(Path(tmp))
+        raise
+
+
+def modified_before(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder, whichever it is (no error if it is gone)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def prepare_output(out: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Create the folders ``out`` needs (``out`` itself too with ``folder``); a regular file in the way is
+    a ``NotADirectoryError`` naming it (even for root, whom permissions do not stop)."""
+    out = Path(out)
+    needed = out if folder else out.parent
+    ancestor = needed
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write {out})",
+                                 str(ancestor))
+    needed.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with writing(path, tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def write_arrow(path: Path, table) -> None:
+    import pyarrow as pa
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with writing(path, tmp):
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+
+
+def read_arrow(path: Path):
+    import pyarrow as pa
+
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def schema_meta(path: Path) -> dict[str, Any]:
+    import pyarrow as pa
+
+    with pa.memory_map(str(path), "r") as source:
+        meta = pa.ipc.open_file(source).schema.metadata or {}
+    raw = meta.get(b"curate")
+    return json.loads(raw) if raw else {}
+
+
+def file_lock(path: Path) -> FileLock:
+    """One lock object per path in this process (re-entrant per thread; other threads and processes wait)."""
+    return FileLock(str(path), is_singleton=True)
+
+
+@contextlib.contextmanager
+def held(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    """Hold the file lock at ``path``; call ``on_wait`` first if someone else holds it."""
+    lock = file_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """Hide datasets' own per-call progress bars (our steps show their own)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def check_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+        raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")

@@ -1,0 +1,184 @@
+"""The pool's heavy lifting, as functions over a Workspace: adding read rows, export, and removing
+what a killed writer left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from filelock import Timeout
+
+from curate.errors import WorkspaceError
+from curate.storage.files import (
+    LOCK_FILE,
+    LOCKED_SUBDIRS,
+    LOCKS_DIR,
+    MANIFEST,
+    SUBDIRS,
+    atomic_write_bytes,
+    file_lock,
+    now,
+    prepare_output,
+    quiet_datasets,
+    remove,
+    writing,
+)
+
+# ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
+Workspace = Any
+
+
+def add_rows(ws: Workspace, result) -> dict[str, Any]:
+    """Merge a read source into the pool and record it in the manifest (caller holds the lock)."""
+    import datasets
+    import pyarrow as pa
+
+    from curate import pools
+
+    ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
+    rejects_file = None
+    if result.rejects:
+        rejects_file = ws.path / "rejects.jsonl"
+        with writing(rejects_file):
+            pools.write_rejects(result.rejects, rejects_file, append=True)
+    existing = set(ws.ids) if ws.has_pool else set()
+    new_rows = [r for r in result.rows if r["id"] not in existing]
+    as_json: list[str] = []
+    if new_rows:
+        table, as_json = pools.to_table(new_rows)
+        if ws.has_pool:
+            old = ws.pool.data.table
+            try:
+                table = pa.concat_tables([old, table], promote_options="permissive")
+            except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+                clash = [f.name for f in table.schema if f.name in old.schema.names
+                         and not old.schema.field(f.name).type.equals(f.type)]
+                raise WorkspaceError(
+                    f"{result.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
+                    f"pool ({exc}); load it into another workspace or pass mapping= to rename them") from None
+        tmp = ws.path / f".pool.{uuid.uuid4().hex}.tmp"
+        pool_dir = ws.path / "pool"
+        with writing(pool_dir, tmp), quiet_datasets():
+            datasets.Dataset(table).save_to_disk(str(tmp))
+        trash = ws.path / f".pool.old.{uuid.uuid4().hex}"
+        ws._pool = None
+        if pool_dir.exists():
+            os.replace(pool_dir, trash)
+        os.replace(tmp, pool_dir)
+        remove(trash)
+        ws._ids = ws._index = None
+    summary = {
+        "source": result.source, "loaded_at": now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
+        "already_present": len(result.rows) - len(new_rows), "formats": dict(result.formats),
+        "empty_responses": result.empty_responses, "instruction_only": result.instruction_only,
+        "rejects": len(result.rejects), "rejects_file": str(rejects_file) if rejects_file else None,
+        "columns_kept_as_json": as_json,
+    }
+    ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
+    return summary
+
+
+
+def remove_leftovers(ws: Workspace) -> None:
+    """Delete what a killed writer left (``.*.tmp``, ``.pool.old.*``, unreferenced embedding files),
+    only while no process (and not this thread) holds the workspace lock."""
+    lock = file_lock(ws.path / LOCK_FILE)
+    if lock.is_locked:  # this thread is mid-write: its temporary files are live
+        return
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):  # a writer is active, or the folder is read-only: leave everything
+        return
+    try:
+        stray = [*ws.path.glob(".*.tmp"), *ws.path.glob(".pool.old.*")]
+        for sub in LOCKED_SUBDIRS:
+            stray += (ws.path / sub).glob(".*.tmp")
+        stray += orphan_embedding_files(ws)
+        stray += (ws.path / "labels").glob(".*.old.*")
+        for path in stray:
+            remove(path)
+    finally:
+        lock.release()
+
+def orphan_embedding_files(ws: Workspace) -> list[Path]:
+    """Matrices and id lists that no embeddings/<name>.json points at (a writer died in between)."""
+    folder = ws.path / "embeddings"
+    metas = [p for p in folder.glob("*.json") if not p.name.endswith(".ids.json")]
+    used: set[str] = set()
+    for meta_path in metas:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return []  # unreadable metadata: keep every file rather than guess
+        used.update((meta.get("file", ""), meta.get("ids_file", "")))
+    return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
+
+
+
+def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
+    """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
+    import datasets
+
+    ds = ws.pool
+    names = list(ws.columns) if columns is None else columns
+    if selection is not None:
+        keep = ws.selection(selection).ids
+        ds = ds.select([ws.index[i] for i in keep])
+        ids = keep
+    else:
+        ids = ws.ids
+    for name in names:
+        if name in ds.column_names:
+            continue
+        ds = ds.add_column(name, ws.column(name, ids))
+    return datasets.Dataset(ds.data.table) if selection is None else ds
+
+def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
+    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
+    out = Path(out)
+    ds = ws.to_dataset(columns=columns, selection=selection)
+    prepare_output(out)
+    with writing(out), quiet_datasets():
+        return _write(ds, out, out.suffix.lower())
+
+def _write(ds, out: Path, suffix: str) -> Path:
+    if suffix in (".jsonl", ".json"):
+        ds.to_json(str(out), lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        ds.to_parquet(str(out))
+    elif suffix == "":
+        ds.save_to_disk(str(out))
+    else:
+        raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
+    return out
+
+
+def create(ws: Workspace) -> None:
+    """Make the folders and an empty manifest, under the lock: two processes creating one workspace
+    at once both end up in the same, single workspace."""
+    # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
+    refuse_foreign(ws, include_hidden=False)
+    prepare_output(ws.path, folder=True)
+    with ws.lock():
+        if (ws.path / MANIFEST).exists():  # another process created it while we waited
+            return
+        refuse_foreign(ws, include_hidden=True)
+        for sub in SUBDIRS:
+            (ws.path / sub).mkdir(exist_ok=True)
+        atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": 1, "created": now(), "sources": []}).encode())
+
+
+def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
+    """Refuse a folder holding anything a workspace being created would not (or a crashed creation left)."""
+    ours = {*SUBDIRS, LOCK_FILE, LOCKS_DIR, MANIFEST}
+    if not ws.path.is_dir():
+        return
+    foreign = [p.name for p in ws.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
+               and (include_hidden or not p.name.startswith("."))]
+    if foreign:
+        raise WorkspaceError(f"{ws.path}: exists, is not empty, and is not a curate workspace "
+                             f"(holds {foreign[0]!r})")
+

@@ -1,0 +1,77 @@
+"""A stored selection: every considered row's decision, reason code and details, in rank order."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from typing import Any
+
+from curate.codes import Decision, Reason, describe, reason_text
+
+COLUMNS = ("id", "decision", "reason", "detail", "rank")
+
+
+def selection_table(ids: list[str], decisions: list[Decision | str], reasons: list[Reason | str],
+                    details: list[dict[str, Any] | None], ranks: list[int] | None, provenance: dict[str, Any]):
+    """The Arrow table of a selection; codes are checked against the enums."""
+    import pyarrow as pa
+
+    if not (len(ids) == len(decisions) == len(reasons) == len(details)):
+        raise ValueError("ids, decisions, reasons and details must have the same length")
+    ranks = list(range(len(ids))) if ranks is None else list(ranks)
+    table = pa.table({
+        "id": pa.array(ids, pa.string()),
+        "decision": pa.array([Decision(d).value for d in decisions], pa.string()),
+        "reason": pa.array([Reason(r).value for r in reasons], pa.string()),
+        "detail": pa.array([json.dumps(d, default=str) if d else None for d in details], pa.string()),
+        "rank": pa.array(ranks, pa.int64()),
+    })
+    return table.replace_schema_metadata({b"curate": json.dumps(provenance, default=str).encode()})
+
+
+class Selection:
+    """A named selection. ``ids`` are the kept rows in order; ``table`` has every considered row."""
+
+    def __init__(self, name: str, table, provenance: dict[str, Any]):
+        self.name = name
+        self.table = table
+        self.provenance = provenance
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of the kept rows, in selection order."""
+        import pyarrow.compute as pc
+
+        kept = self.table.filter(pc.equal(self.table["decision"], Decision.KEPT.value))
+        return kept["id"].to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def decisions(self) -> Counter:
+        """Rows per decision."""
+        return Counter(self.table["decision"].to_pylist())
+
+    def reasons(self) -> Counter:
+        """Rows per (decision, reason code)."""
+        return Counter(zip(self.table["decision"].to_pylist(), self.table["reason"].to_pylist(), strict=True))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every considered row as a dict: id, decision, reason, detail (a dict), rank, and ``why`` in words."""
+        out = []
+        for row in self.table.to_pylist():
+            row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+            row["why"] = describe(row["reason"], row["detail"])
+            out.append(row)
+        return out
+
+    def _repr_html_(self) -> str:
+        cells = "".join(f"<tr><td>{html.escape(d)}</td><td>{html.escape(reason_text(r))}</td>"
+                        f"<td style='text-align:right'>{n:,}</td></tr>"
+                        for (d, r), n in self.reasons().most_common())
+        return (f"<b>selection {html.escape(self.name)}</b>: {len(self):,} kept of {self.table.num_rows:,} considered"
+                f"<table><tr><th>decision</th><th>reason</th><th>rows</th></tr>{cells}</table>")
+
+    def __repr__(self) -> str:
+        return f"Selection({self.name!r}, kept={len(self):,}, {dict(self.decisions())})"

@@ -1,0 +1,108 @@
+"""The Step contract: columns in, columns out, fingerprinted.
+
+A step (a judge, a trained scorer, the tagger, an embedding model, a model signal...) is a plain
+object with the attributes and methods of :class:`Step`. ``Workspace.apply(step)`` owns everything
+around it: which rows need work (a row already computed under the same fingerprint is skipped), id
+alignment, merging a subset into the column, provenance, the failure column, the lock that stops two
+processes paying twice, and the progress bar. No base class to inherit: a protocol.
+
+Turn steps store one value per user turn for every row (a list, even for single-turn rows) and
+declare their reducer (``sum``: DEITA's Σ over turns), which selection, plots, the report and training
+all use through :func:`reduce_turns`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from curate.codes import Failure
+from curate.rows import Turn
+
+GRANULARITIES = ("turn", "row")
+REDUCERS: dict[str, Callable[[list[float]], float]] = {
+    "sum": math.fsum,
+    "mean": lambda v: math.fsum(v) / len(v),
+    "max": max,
+    "min": min,
+    "first": lambda v: v[0],
+}
+
+
+@dataclass
+class RowInput:
+    """What a step sees of one row."""
+    id: str
+    conversation: list[dict[str, str]]
+    turns: list[Turn]
+    columns: dict[str, Any] = field(default_factory=dict)  # the step's declared extra inputs
+
+
+@dataclass
+class StepOutput:
+    """A step's result for the rows it was given, aligned to them.
+
+    ``values``: per row, a list with one value per turn (turn steps) or one value (row steps); None
+    where there is no value, and then ``failures`` of that row says why. ``extra`` holds side columns
+    of the same shape (``<column>_<key>``, e.g. a judge's digit mass). ``stats`` goes into provenance.
+    """
+    values: list[Any]
+    failures: list[list[Failure]]
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+
+@runtime_checkable
+class Step(Protocol):
+    column: str                    # the column it writes (plus <column>_failure and <column>_<extra>)
+    granularity: str               # "turn" or "row"
+    reducer: str | None            # for numeric turn steps: how turns make one row value
+    inputs: tuple[str, ...]        # pool or derived columns it reads besides the conversation
+
+    def fingerprint(self) -> str:
+        """Changes whenever the output could change: config, prompt, model, weights."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: what it is (kind, model, prompt, the judge it imitates...)."""
+        ...
+
+    def run(self, rows: Sequence[RowInput], progress: Progress) -> StepOutput:
+        """Compute the rows; call ``progress.update(k)`` as rows finish."""
+        ...
+
+
+def reduce_turns(value: Any, reducer: str | None) -> float | None:
+    """One number for a row from its per-turn values (None when any turn has none)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        return value
+    if not value or any(v is None for v in value):
+        return None
+    if reducer is None:
+        if len(value) == 1:
+            return value[0]
+        raise ValueError("a multi-turn value needs a reducer")
+    try:
+        return REDUCERS[reducer]([float(v) for v in value])
+    except KeyError:
+        raise ValueError(f"unknown reducer {reducer!r} (known: {', '.join(REDUCERS)})") from None
+
+
+def check_step(step: Any) -> None:
+    """A clear error for an object that does not follow the Step contract."""
+    missing = [a for a in ("column", "granularity", "reducer", "inputs", "fingerprint", "describe", "run")
+               if not hasattr(step, a)]
+    if missing:
+        raise TypeError(f"{type(step).__name__} is not a Step: it lacks {', '.join(missing)}")
+    if step.granularity not in GRANULARITIES:
+        raise ValueError(f"step {step.column!r}: granularity must be one of {GRANULARITIES}")
+    if step.reducer is not None and step.reducer not in REDUCERS:
+        raise ValueError(f"step {step.column!r}: unknown reducer {step.reducer!r} (known: {', '.join(REDUCERS)})")

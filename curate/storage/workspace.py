@@ -1,0 +1,402 @@
+"""Workspace: a curation session on disk.
+
+Layout of a workspace directory::
+
+    manifest.json            sources loaded, row counts, formats
+    pool/                    the pool, a ``datasets`` Arrow folder (id, conversation, format, originals)
+    columns/<name>.arrow     one derived column: Arrow IPC file (id, value, fingerprint); provenance in its schema metadata
+    embeddings/<name>.json   provenance + the file name of the float32 matrix <name>-<token>.npy beside it
+    selections/<name>.arrow  one selection: id, decision, reason code, detail (JSON), rank; provenance in schema metadata
+    labels/<name>/           a label set (datasets folder) + provenance.json + side files
+    artifacts/<name>.json    JSON documents owned by steps (e.g. an InsTag normaliser's mapping)
+    cache/                   the LLM response cache and other caches owned by their modules
+    rejects.jsonl            records left out by ``load(on_error="skip")``
+    .lock                    the workspace lock (see below)
+    locks/                   named locks, e.g. ``column-<name>.lock`` held while a judge scores that column
+
+Every write goes to a temporary file first and is renamed into place (``os.replace``), so a crash
+never leaves a half-written column. Derived columns are keyed by row id and aligned to the pool on read.
+
+Every mutation (load, columns, embeddings, selections, the manifest) holds the workspace lock
+(``ws.lock()``, a file lock) around its read-modify-write, so processes sharing a workspace serialise
+and lose nothing. Temporary files a killed process left behind are removed the next time the workspace
+is opened while no process holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Decision, Failure, Reason
+from curate.errors import WorkspaceError
+from curate.rows import Turn, turns
+from curate.storage import blobs, pool
+from curate.storage.apply import ApplyResult, apply_step, parse_failures
+from curate.storage.files import (
+    LOCK_FILE,
+    LOCKS_DIR,
+    MANIFEST,
+    atomic_write_bytes,
+    check_name,
+    held,
+    now,
+    read_arrow,
+    schema_meta,
+    write_arrow,
+)
+from curate.storage.selection import Selection, selection_table
+from curate.storage.step import RowInput, reduce_turns
+
+log = logging.getLogger("curate")
+
+
+class Workspace:
+    """A curation session stored in a directory; reopen it from any process or notebook."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        self._pool = None
+        self._ids: list[str] | None = None
+        self._index: dict[str, int] | None = None
+        if not (self.path / MANIFEST).exists():
+            if not create:
+                raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
+            pool.create(self)
+        pool.remove_leftovers(self)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Workspace:
+        """Open an existing workspace (error if ``path`` is not one)."""
+        return cls(path, create=False)
+
+    # -- locks ----------------------------------------------------------------------------------
+    def lock(self, on_wait: Callable[[], None] | None = None):
+        """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it.
+
+        Re-entrant within a thread (across Workspace objects on one path); other threads and processes
+        wait. ``on_wait`` is called once if the lock is busy, before waiting.
+        """
+        return held(self.path / LOCK_FILE, on_wait)
+
+    def column_lock(self, column: str, on_wait: Callable[[], None] | None = None):
+        """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run.
+
+        A second process scoring the same column waits, then finds every response in the response
+        cache. Without ``on_wait`` a warning is logged (logger ``curate``) saying what it waits for.
+        """
+        check_name(column)
+        folder = self.path / LOCKS_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"column-{column}.lock"
+        if on_wait is None:
+            def on_wait() -> None:
+                log.warning("waiting for another process writing column %r in %s (%s)", column, self.path, path)
+        return held(path, on_wait)
+
+    # -- manifest -------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / MANIFEST).read_text())
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        with self.lock():
+            atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+    def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read the manifest, apply ``change`` (which edits it in place) and write it back, under the lock."""
+        with self.lock():
+            manifest = self.manifest
+            change(manifest)
+            self._write_manifest(manifest)
+            return manifest
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder for caches owned by other modules (LLM responses, embeddings)."""
+        return self.path / "cache"
+
+    # -- pool -----------------------------------------------------------------------------------
+    def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
+             on_error: str = "raise", max_field_chars: int | None = None) -> dict[str, Any]:
+        """Read ``source`` into the pool (rows already present, by id, are not added twice).
+
+        ``source`` may also be a ``curate.pools.ReadResult`` already read (``pools.read``), e.g. to check a
+        source before creating anything. The source is read outside the lock; adding its rows and the
+        manifest entry happen under it. Returns a summary: rows added, rows already present, formats,
+        rejects and the rejects file.
+        """
+        from curate import pools
+
+        if isinstance(source, pools.ReadResult):
+            result = source
+        else:
+            kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
+            result = pools.read(source, format=format, mapping=mapping, on_error=on_error, **kwargs)  # type: ignore[arg-type]
+        pools.assign_ids(result.rows)
+        with self.lock():
+            return pool.add_rows(self, result)
+
+    @property
+    def has_pool(self) -> bool:
+        return (self.path / "pool").exists()
+
+    @property
+    def pool(self):
+        """The pool as a memory-mapped ``datasets.Dataset``."""
+        if self._pool is None:
+            if not self.has_pool:
+                with contextlib.suppress(OSError), self.lock():  # a load in another process may be swapping it
+                    pass
+            if not self.has_pool:
+                raise WorkspaceError(f"{self.path}: no pool yet; run `curate load SOURCE --workspace {self.path}`")
+            import datasets
+
+            self._pool = datasets.load_from_disk(str(self.path / "pool"))
+        return self._pool
+
+    def __len__(self) -> int:
+        return len(self.pool) if self.has_pool else 0
+
+    @property
+    def ids(self) -> list[str]:
+        """Row ids in pool order."""
+        if self._ids is None:
+            self._ids = self.pool.data.table.column("id").to_pylist()
+        return self._ids
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Row id -> position in the pool."""
+        if self._index is None:
+            self._index = {rid: i for i, rid in enumerate(self.ids)}
+        return self._index
+
+    def conversations(self, ids: list[str] | None = None) -> list[list[dict[str, str]]]:
+        """Conversations of ``ids`` (default: every row, in pool order)."""
+        column = self.pool.data.table.column("conversation")
+        if ids is None:
+            return column.to_pylist()
+        return column.take([self.index[i] for i in ids]).to_pylist()
+
+    def turns(self, ids: list[str] | None = None) -> list[list[Turn]]:
+        """Each row's turns (see :mod:`curate.rows`)."""
+        return [turns(c) for c in self.conversations(ids)]
+
+    def row_inputs(self, ids: list[str], inputs: tuple[str, ...] | list[str] = ()) -> list[RowInput]:
+        """What a step sees of ``ids``: conversation, turns and the extra columns it declared."""
+        for name in inputs:
+            if not self.has_column(name) and name not in self.pool.column_names:
+                raise WorkspaceError(f"{self.path}: a step reads column {name!r}, which is not in the pool or derived")
+        extra = {name: self.column(name, ids) for name in inputs}
+        return [RowInput(rid, conv, turns(conv), {name: extra[name][k] for name in inputs})
+                for k, (rid, conv) in enumerate(zip(ids, self.conversations(ids), strict=True))]
+
+    # -- derived columns ------------------------------------------------------------------------
+    def _column_path(self, name: str) -> Path:
+        return self.path / "columns" / f"{name}.arrow"
+
+    def add_column(self, name: str, values: list[Any] | np.ndarray, provenance: dict[str, Any],
+                   ids: list[str] | None = None, fingerprints: list[str | None] | None = None) -> None:
+        """Store (replace) a derived column atomically; ``values`` align with ``ids`` (default: pool order).
+
+        ``provenance`` says what produced it; ``fingerprints`` (per row) say under which step fingerprint
+        each value was computed, so ``apply`` can skip rows already done.
+        """
+        import pyarrow as pa
+
+        check_name(name)
+        ids = self.ids if ids is None else list(ids)
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        if len(values) != len(ids):
+            raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
+        prov = {"name": name, "created": now(), **provenance}
+        data = {"id": pa.array(ids, pa.string()), "value": pa.array(values)}
+        if fingerprints is not None:
+            data["fingerprint"] = pa.array(fingerprints, pa.string())
+        table = pa.table(data).replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
+        with self.lock():
+            write_arrow(self._column_path(name), table)
+
+    def merge_column(self, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
+                     fingerprint: str | None) -> None:
+        """Write ``values`` for ``ids`` into column ``name``, keeping every other row's value (pool order)."""
+        with self.lock():
+            merged: dict[str, tuple[Any, str | None]] = {}
+            if self.has_column(name):
+                table = read_arrow(self._column_path(name))
+                fps = (table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names
+                       else [None] * table.num_rows)
+                merged = dict(zip(table.column("id").to_pylist(),
+                                  zip(table.column("value").to_pylist(), fps, strict=True), strict=True))
+            for rid, value in zip(ids, values, strict=True):
+                merged[rid] = (value, fingerprint)
+            order = [rid for rid in self.ids if rid in merged]
+            self.add_column(name, [merged[r][0] for r in order], provenance, ids=order,
+                            fingerprints=[merged[r][1] for r in order])
+
+    def has_column(self, name: str) -> bool:
+        return self._column_path(name).exists()
+
+    @property
+    def columns(self) -> dict[str, dict[str, Any]]:
+        """Derived columns: name -> provenance."""
+        return {p.stem: schema_meta(p) for p in sorted((self.path / "columns").glob("*.arrow"))}
+
+    def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
+        """A column's stored values aligned to ``ids`` (default: pool order); rows it lacks are None.
+        Pool columns (e.g. ``source``) are read the same way."""
+        path = self._column_path(name)
+        if not path.exists():
+            if self.has_pool and name in self.pool.column_names:
+                values = self.pool.data.table.column(name).to_pylist()
+                return values if ids is None else [values[self.index[i]] for i in ids]
+            raise WorkspaceError(f"{self.path}: no column {name!r}; have {sorted(self.columns)}")
+        table = read_arrow(path)
+        col_ids = table.column("id").to_pylist()
+        values = table.column("value").to_pylist()
+        want = self.ids if ids is None else ids
+        if col_ids == want:
+            return values
+        pos = dict(zip(col_ids, values, strict=True))
+        return [pos.get(i) for i in want]
+
+    def column_ids(self, name: str) -> list[str]:
+        """Ids a derived column covers."""
+        return read_arrow(self._column_path(name)).column("id").to_pylist()
+
+    def column_fingerprints(self, name: str) -> dict[str, str | None]:
+        """Row id -> the step fingerprint its value was computed under (None: stored without one)."""
+        table = read_arrow(self._column_path(name))
+        fps = table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names else None
+        ids = table.column("id").to_pylist()
+        return dict(zip(ids, fps, strict=True)) if fps is not None else dict.fromkeys(ids)
+
+    def column_provenance(self, name: str) -> dict[str, Any]:
+        return schema_meta(self._column_path(name))
+
+    def turn_values(self, name: str, ids: list[str] | None = None) -> list[list[Any] | None]:
+        """A column as per-turn lists for every row (a scalar becomes a one-turn list; missing stays None)."""
+        return [v if v is None or isinstance(v, list) else [v] for v in self.column(name, ids)]
+
+    def reducer(self, name: str) -> str | None:
+        """The reducer a column declared (how its turns make one row value)."""
+        return self.column_provenance(name).get("reducer") if self.has_column(name) else None
+
+    def row_values(self, name: str, ids: list[str] | None = None) -> list[Any]:
+        """One value per row: per-turn values reduced with the column's declared reducer (None if any
+        turn has none). Selection, plots, the report and training all read scores through this."""
+        reducer = self.reducer(name)
+        return [reduce_turns(v, reducer) for v in self.column(name, ids)]
+
+    def column_array(self, name: str, ids: list[str] | None = None) -> np.ndarray:
+        """``row_values`` as float64, NaN where missing."""
+        return np.array([np.nan if v is None else v for v in self.row_values(name, ids)], dtype=np.float64)
+
+    def failures(self, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
+        """Each row's failures for step column ``name`` (empty list when it has a value)."""
+        if not self.has_column(f"{name}_failure"):
+            return [[] for _ in (self.ids if ids is None else ids)]
+        return [parse_failures(v) for v in self.column(f"{name}_failure", ids)]
+
+    def apply(self, step: Any, ids: list[str] | None = None, *, force: bool = False, retry_failed: bool = False,
+              progress: bool = True) -> ApplyResult:
+        """Run a Step (judge, scorer, tagger, signal...) on the rows that need it; see ``storage.apply``."""
+        return apply_step(self, step, ids, force=force, retry_failed=retry_failed, progress=progress)
+
+    # -- embeddings, label sets, artifacts (storage/blobs.py) -----------------------------------
+    def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
+                       ids: list[str] | None = None) -> None:
+        """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
+        blobs.add_embeddings(self, name, array, provenance, ids)
+
+    @property
+    def embedding_sets(self) -> dict[str, dict[str, Any]]:
+        """Stored embedding matrices: name -> provenance."""
+        return blobs.embedding_sets(self)
+
+    def embeddings(self, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
+        """A stored embedding matrix aligned to ``ids`` (memory-mapped when it already matches)."""
+        return blobs.embeddings(self, name, ids)
+
+    def add_labels(self, name: str, rows: list[dict[str, Any]], provenance: dict[str, Any],
+                   files: dict[str, bytes] | None = None) -> Path:
+        """Store a label set (rows of text + score, e.g. Evol labels) with provenance and side files."""
+        return blobs.add_labels(self, name, rows, provenance, files)
+
+    def labels(self, name: str):
+        """A stored label set as a ``datasets.Dataset`` (``.info.description`` holds nothing; see label_sets)."""
+        return blobs.labels(self, name)
+
+    @property
+    def label_sets(self) -> dict[str, dict[str, Any]]:
+        """Stored label sets: name -> provenance."""
+        return blobs.label_sets(self)
+
+    def label_file(self, name: str, file: str) -> Path:
+        """A side file stored with a label set (e.g. ``sets.jsonl``)."""
+        return blobs.label_file(self, name, file)
+
+    def add_artifact(self, name: str, obj: Any) -> None:
+        """Store a JSON document owned by a step (e.g. an InsTag normaliser's mapping), atomically."""
+        blobs.add_artifact(self, name, obj)
+
+    def artifact(self, name: str) -> Any:
+        """A stored JSON artifact (None if absent)."""
+        return blobs.artifact(self, name)
+
+    # -- selections -----------------------------------------------------------------------------
+    def add_selection(self, name: str, ids: list[str], decisions: list[Decision | str],
+                      reasons: list[Reason | str], details: list[dict[str, Any] | None], provenance: dict[str, Any],
+                      ranks: list[int] | None = None) -> Selection:
+        """Store a selection: each considered row's decision, reason code and details, in rank order."""
+        check_name(name)
+        prov = {"name": name, "created": now(), **provenance}
+        table = selection_table(ids, decisions, reasons, details, ranks, prov)
+        with self.lock():
+            write_arrow(self.path / "selections" / f"{name}.arrow", table)
+        return Selection(name, table, prov)
+
+    @property
+    def selections(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: schema_meta(p) for p in sorted((self.path / "selections").glob("*.arrow"))}
+
+    def selection(self, name: str) -> Selection:
+        path = self.path / "selections" / f"{name}.arrow"
+        if not path.exists():
+            raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
+        table = read_arrow(path)
+        return Selection(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
+
+    # -- views and export -----------------------------------------------------------------------
+    def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
+        """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
+        return pool.to_dataset(self, columns, selection)
+
+    def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
+        """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
+        return pool.export(self, out, selection, columns)
+
+    def info(self) -> dict[str, Any]:
+        """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
+        manifest = self.manifest
+        formats: Counter = Counter()
+        if self.has_pool:
+            formats.update(self.pool.data.table.column("format").to_pylist())
+        return {
+            "path": str(self.path), "rows": len(self), "formats": dict(formats), "sources": manifest["sources"],
+            "pool_columns": self.pool.column_names if self.has_pool else [],
+            "columns": self.columns, "embeddings": self.embedding_sets, "selections": self.selections,
+        }
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
