@@ -1,0 +1,83 @@
+"""Pool commands: load, info, export, embed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from curate.cli.common import (
+    _model_opt,
+    _source,
+    app,
+    console,
+)
+
+
+@app.command()
+def load(
+    source: str = typer.Argument(..., help="JSONL/JSON/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
+    workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace directory (created if new)."),
+    format: str = typer.Option("auto", help="auto|alpaca|sharegpt|messages|prompt_completion|qa"),
+    on_error: str = typer.Option("raise", "--on-error", help="raise: stop at the first bad record; "
+                                 "skip: leave it out and list it in WORKSPACE/rejects.jsonl"),
+    mapping: str | None = typer.Option(None, help='JSON field mapping, e.g. \'{"instruction": "query"}\''),
+) -> None:
+    """Load a pool into a workspace."""
+    from curate import pools
+    from curate.session import Workspace
+
+    # read first: a missing or broken source creates no workspace folder
+    pool = pools.read(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    summary = Workspace(workspace).load(pool)
+    fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
+    console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
+                  f"{summary['already_present']:,} already present")
+    if summary["empty_responses"]:
+        console.print(f"[yellow]{summary['empty_responses']:,} row(s) have an empty response[/]")
+    if summary.get("instruction_only"):
+        console.print(f"{summary['instruction_only']:,} instruction-only row(s) (no response)")
+    if summary["rejects"]:
+        console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {summary['rejects_file']}[/]")
+
+
+@app.command()
+def info(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
+    """Show rows, formats, sources, and derived columns with their provenance."""
+    from curate.report.views import print_info
+    from curate.session import Workspace
+
+    print_info(Workspace.open(workspace), console)
+
+
+@app.command()
+def export(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, or a folder (datasets save_to_disk)."),
+    selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
+) -> None:
+    """Export the pool (or a selection) with its derived columns."""
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    path = ws.export(out, selection=selection)
+    n = len(ws.selection(selection)) if selection else len(ws)
+    console.print(f"wrote {n:,} rows to {path}")
+
+
+@app.command()
+def embed(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    model: str | None = _model_opt(),
+    text: str = typer.Option("instruction", help="What to embed: instruction (user turns), conversation, or response."),
+    name: str = typer.Option("default", help="Name of the embedding set in the workspace."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
+) -> None:
+    """Embed every row; rows embedded before with the same model and text come from the cache."""
+    from curate.session import Workspace
+
+    summary = Workspace.open(workspace).embed(model=model, text=text, name=name, batch_size=batch_size, device=device)
+    console.print(f"embeddings {summary['name']!r}: {summary['rows']:,} rows, {summary['encoded']:,} encoded, "
+                  f"{summary['reused']:,} from the cache ({summary['model']}, {summary['text']}, {summary['device']})")

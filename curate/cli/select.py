@@ -1,0 +1,50 @@
+"""`curate select`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from curate.cli.common import (
+    app,
+    console,
+)
+
+
+@app.command("select")
+def select_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
+                                             "minhash, semantic (or any registered selector)."),
+    name: str = typer.Option(..., help="Name of the selection to write."),
+    budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir)."),
+    max_cosine_similarity: float | None = typer.Option(None, "--max-cosine-similarity",
+                                                       help="deita: admit a row iff its similarity to every admitted row is <= this (default 0.9); semantic: duplicate above this (default 0.95)."),
+    sort_by: str | None = typer.Option(None, "--sort-by", help="Column or expression, e.g. 'complexity*quality' (the default)."),
+    min_score: float | None = typer.Option(None, "--min-score", help="threshold: keep rows scoring at least this."),
+    target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line."),
+    from_selection: str | None = typer.Option(None, "--from", help="Choose among this selection's kept rows."),
+    param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
+) -> None:
+    """Select rows with one method and store every row's decision and reason as a named selection."""
+    from curate.session import Workspace
+
+    params: dict = {}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    for key, value in (("budget", budget), ("max_cosine_similarity", max_cosine_similarity), ("sort_by", sort_by),
+                       ("min_score", min_score), ("target", str(target) if target else None)):
+        if value is not None:
+            params[key] = value
+    ws = Workspace.open(workspace)
+    sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
+    counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
+    console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")

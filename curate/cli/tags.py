@@ -1,0 +1,92 @@
+"""InsTag commands: tag, tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from curate.cli.common import (
+    _api_key_env_opt,
+    _backend_opt,
+    _base_url_opt,
+    _concurrency_opt,
+    _judge_backend,
+    _max_cost_opt,
+    _model_opt,
+    _rpm_opt,
+    _tpm_opt,
+    app,
+    console,
+)
+
+
+@app.command("tag")
+def tag_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    backend: str | None = _backend_opt(),
+    base_url: str | None = _base_url_opt(),
+    model: str | None = _model_opt(),
+    prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
+    concurrency: int = _concurrency_opt(),
+    rpm: int | None = _rpm_opt(),
+    tpm: int | None = _tpm_opt(),
+    max_cost: float | None = _max_cost_opt(),
+    api_key_env: str = _api_key_env_opt(),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
+) -> None:
+    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
+    from curate import tags as instag
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
+                        tpm=tpm, max_cost=max_cost) as judge_backend:
+        summary = instag.tag(ws, judge_backend, prompt=prompt)
+    console.print(f"tagged {summary['rows']:,} rows ({summary['turns']:,} user turns, {summary['cached_calls']:,} cached); "
+                  f"{summary['failed_rows']:,} row(s) failed (see column tags_raw_failure); cost ${summary['cost_usd']:.4f}")
+    if normalize:
+        norm = instag.normalize(ws)
+        for line in norm.report_lines():
+            console.print(f"  {escape(line)}")
+
+
+@app.command("tags")
+def tags_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    column: str = typer.Option("tags", help="Tag column to report on."),
+    top: int = typer.Option(25, help="Rows of the frequency table."),
+    seeds: int = typer.Option(10, help="Random selections to compare each selection against."),
+    renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
+    min_frequency: int = typer.Option(20, help="Normaliser: drop tags in fewer rows (scaled down below 10,000 rows)."),
+    eps: float = typer.Option(0.05, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
+    min_support: int = typer.Option(40, help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
+) -> None:
+    """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
+    from rich.table import Table
+
+    from curate import tags as instag
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    if renormalize:
+        norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or 0.05,
+                                 association=min_support > 0, min_support=min_support or 40)
+        instag.normalize(ws, norm, column=column)
+        for line in norm.report_lines():
+            console.print(f"  {escape(line)}")
+    rows = ws.column(column)
+    freq = instag.tag_frequency(rows)
+    tagged = sum(1 for r in rows if r)
+    console.print(f"{column}: {len(freq):,} distinct tags; {tagged:,} of {len(rows):,} rows tagged; "
+                  f"{instag.tags_per_query(rows):.2f} tags per query")
+    table = Table("tag", "rows", "share")
+    for name, count in freq[:top]:
+        table.add_row(escape(name), f"{count:,}", f"{count / max(tagged, 1):.1%}")
+    console.print(table)
+    for name in ws.selections:
+        rep = instag.coverage_report(ws, name, tags_column=column, seeds=seeds)
+        console.print(f"selection {escape(name)} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
+                      f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds); "
+                      f"{rep['tags_per_query']:.2f} tags per query")
