@@ -8,7 +8,7 @@ import sys
 
 from rich.markup import escape
 
-from curate.cli import evol, judge, pool, run, scorers, select, tags  # noqa: F401  (registers the commands)
+from curate.cli import evol, judge, pool, report, run, scorers, select, tags  # noqa: F401  (registers the commands)
 from curate.cli.common import app, err_console, sample_path
 from curate.errors import CurateError
 

@@ -43,15 +43,6 @@ def load(
 
 
 @app.command()
-def info(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
-    """Show rows, formats, sources, and derived columns with their provenance."""
-    from curate.report.views import print_info
-    from curate.session import Workspace
-
-    print_info(Workspace.open(workspace), console)
-
-
-@app.command()
 def export(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, or a folder (datasets save_to_disk)."),

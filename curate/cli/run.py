@@ -44,21 +44,3 @@ def run(
     with (_judge_backend(backend, base_url, model, max_cost=max_cost) if use_llm else contextlib.nullcontext()) as llm:
         run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                      tag_backend=llm if tags else None, report=report, console=console)
-
-
-@app.command()
-def report(
-    workspace: Path = typer.Argument(..., help="Workspace directory."),
-    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (self-contained)."),
-    selection: str | None = typer.Option(None, help="Selection to highlight in plots and samples "
-                                         "(default: the most recent)."),
-    samples: int = typer.Option(3, help="Rows kept and rows dropped to show."),
-) -> None:
-    """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
-    from curate.report.views import build_report
-    from curate.session import Workspace
-    from curate.storage.files import writing
-
-    with writing(out):  # a full disk names the file
-        path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
-    console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")

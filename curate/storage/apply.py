@@ -14,7 +14,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.errors import CurateError
-from curate.storage.step import RowInput, StepOutput, check_step
+from curate.storage.step import RowInput, StepContext, StepOutput, check_step
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -94,7 +94,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             rows = ws.row_inputs(todo, step.inputs)
             bar = _progress_bar(len(rows), step.column, progress)
             try:
-                out = step.run(rows, bar)
+                out = step.run(rows, StepContext(bar, ws.cache_dir, ws.path))
             finally:
                 bar.close()
             _check_output(step, rows, out)

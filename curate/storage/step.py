@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from curate.codes import Failure
@@ -58,6 +59,14 @@ class Progress(Protocol):
     def update(self, n: int = 1) -> Any: ...
 
 
+@dataclass
+class StepContext:
+    """What ``ws.apply`` hands a running step besides the rows."""
+    progress: Progress          # call ``progress.update(k)`` as rows finish (a tqdm bar)
+    cache_dir: Path             # the workspace's cache folder: response caches, embedding caches, model outputs
+    workspace: Path             # the workspace folder (for messages; write only through Workspace methods)
+
+
 @runtime_checkable
 class Step(Protocol):
     column: str                    # the column it writes (plus <column>_failure and <column>_<extra>)
@@ -73,8 +82,9 @@ class Step(Protocol):
         """Provenance: what it is (kind, model, prompt, the judge it imitates...)."""
         ...
 
-    def run(self, rows: Sequence[RowInput], progress: Progress) -> StepOutput:
-        """Compute the rows; call ``progress.update(k)`` as rows finish."""
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        """Compute the rows; call ``ctx.progress.update(k)`` as rows finish; cache expensive work under
+        ``ctx.cache_dir`` before using it."""
         ...
 
 
