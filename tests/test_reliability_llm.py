@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from curate.llm.backends import OpenAIBackend, estimate_tokens, register_price
+from curate.codes import FailureCode
 from curate.errors import CurateError
-from curate.llm.judges import Judge, build_requests, run_prompt, score
+from curate.llm.backends import OpenAIBackend, estimate_tokens, register_price
+from curate.llm.judges import Judge
 from curate.llm.prompts import PromptError, load_prompt
+from curate.llm.runner import build_requests, run_prompt
 from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
@@ -71,7 +73,7 @@ def test_backend_sends_requests_without_httpx_installed(tmp_path, fault_server):
         import sys
         sys.modules["httpx"] = None  # as if httpx were not installed: any import of it fails
         from curate.llm.backends import OpenAIBackend
-        from curate.llm.judges import run_prompt
+        from curate.llm.runner import run_prompt
         backend = OpenAIBackend({fault_server.base_url!r}, "fault", api_key="k", max_retries=0)
         results = run_prompt("complexity", [{{"instruction": "q one"}}, {{"instruction": "q two"}}], backend,
                              {str(tmp_path / "c.sqlite")!r}, progress=False)
@@ -121,21 +123,44 @@ def test_max_cost_under_concurrency_scores_as_many_rows_as_serial(tmp_path):
             match = _NOT_SENT.search(line)
             assert match, line
             ws = Workspace.open(ws.path)
-            values, reasons = ws.column("complexity"), ws.column("complexity_failure")
+            values, failures = ws.row_values("complexity"), ws.failures("complexity")
             scored[concurrency] = sum(v is not None for v in values)
             assert srv.total - before == scored[concurrency]  # every sent request was answered and scored
             assert int(match.group(1)) == BUDGET_ROWS - scored[concurrency]
             spent = float(match.group(3))
             assert 0 < spent <= max_cost
-            budget_reasons = [r for r in reasons if r]
+            budget_reasons = [f for fails in failures for f in fails]
             assert len(budget_reasons) == BUDGET_ROWS - scored[concurrency]
-            for reason in budget_reasons:  # the real spend: the next request truly did not fit
+            for failure in budget_reasons:  # the real spend: the next request truly did not fit
+                reason = failure.message
+                assert failure.code is FailureCode.BUDGET and failure.turn == 1, failure
                 found = _REASON.search(reason)
                 assert found and "not sent" in reason, reason
                 assert float(found.group(2)) + worst > max_cost * 0.999, reason
             assert ws.column_provenance("complexity")["cost_usd"] <= max_cost
     assert abs(scored[1] - BUDGET_SCORED) <= 1, scored
     assert abs(scored[16] - scored[1]) <= 2, scored
+
+
+def test_rerun_with_a_larger_max_cost_sends_only_the_unsent_rows(tmp_path):
+    """The rows max_cost left unsent carry the code ``budget``; re-running the command retries them (and only
+    them: the scored rows are reused, nothing answered is sent again)."""
+    texts = [f"Task {i:03d}: list item {i:03d}." for i in range(12)]
+    with FaultServer(usage_prompt_tokens=10) as srv:
+        ws = _workspace(tmp_path, texts)
+        max_cost, _ = _budget_for(ws, 5, 10)
+        args = ["score", ws.path, "--judge", "complexity", "--base-url", srv.base_url, "--model", PRICED_MODEL,
+                "--concurrency", 1, "--max-retries", 0]
+        unsent = int(_NOT_SENT.search(_one_error_line(_cli(*args, "--max-cost", repr(max_cost)))).group(1))
+        assert 0 < unsent < len(texts)
+        sent = srv.total
+        proc = _cli(*args, "--max-cost", "100")
+        assert proc.returncode == 0, proc.stderr
+        assert srv.total - sent == unsent
+        assert f"computed {unsent}, reused {len(texts) - unsent}, failed 0" in proc.stdout, proc.stdout
+    ws = Workspace.open(ws.path)
+    assert all(v is not None for v in ws.row_values("complexity"))
+    assert all(f == [] for f in ws.failures("complexity"))
 
 
 # -- 3. an unknown price never counts as $0 -----------------------------------------------------------
@@ -162,16 +187,17 @@ def test_local_kind_is_free_only_on_loopback():
 
 def test_unknown_price_is_reported_as_unknown_not_zero(tmp_path, fault_server):
     ws = _workspace(tmp_path, ["row a", "row b"])
-    prov = score(ws, "complexity", _backend(fault_server, UNPRICED_MODEL), progress=False)
-    assert prov["scored_rows"] == 2
+    prov = ws.apply(Judge("complexity", _backend(fault_server, UNPRICED_MODEL)), progress=False).provenance
+    assert prov["scored_rows"] == 2 and prov["runs"][-1]["cost_usd"] is None
     assert prov["cost_usd"] is None and prov["cost_usd_including_cached"] is None
     assert prov["price_usd_per_mtok"] is None
     proc = _cli("score", ws.path, "--judge", "quality", "--base-url", fault_server.base_url, "--model", UNPRICED_MODEL)
     assert proc.returncode == 0, proc.stderr
     assert "cost unknown" in proc.stdout and "$0.0000" not in proc.stdout
     register_price("fault-priced-reliability", 1000.0, 1000.0)
-    priced = score(ws, "complexity", _backend(fault_server, "fault-priced-reliability"), progress=False)
-    assert priced["cost_usd"] > 0
+    priced = ws.apply(Judge("complexity", _backend(fault_server, "fault-priced-reliability")), progress=False)
+    assert priced.computed == 2  # another model: another fingerprint, so the rows are scored again
+    assert priced.provenance["cost_usd"] > 0
 
 
 # -- 4. prompt files cannot import arbitrary code or redirect the request ----------------------------
@@ -265,7 +291,7 @@ def test_sandbox_violation_in_a_prompt_is_a_prompt_error(tmp_path, fault_server)
     path = _prompt_file(tmp_path, "{{ ''.__class__ }} {{ instruction }}")
     ws = _workspace(tmp_path, ["row one"])
     with pytest.raises(PromptError, match="unsafe") as info:
-        score(ws, path, _backend(fault_server), progress=False)
+        ws.apply(Judge(path, _backend(fault_server)), progress=False)
     assert str(path) in str(info.value) and ws.ids[0] in str(info.value)
     assert fault_server.total == 0
 

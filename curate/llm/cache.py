@@ -1,5 +1,7 @@
 """Response cache: SQLite in WAL mode, keyed by a fingerprint of everything that shapes a response.
 
+``response_cache(cache_dir)`` opens ``<cache_dir>/responses.sqlite`` (a workspace passes ``ws.cache_dir``).
+
 Key = sha256(backend kind, model, prompt fingerprint, rendered messages, generation parameters,
 response format). Never the API key or the base URL's credentials. A response is committed
 before the caller sees it, so a run killed at any moment resumes without re-sending any request
@@ -145,3 +147,20 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
+
+
+CACHE_FILE = "responses.sqlite"
+
+
+def response_cache(where: str | os.PathLike | ResponseCache) -> ResponseCache:
+    """The response cache in a folder (``<folder>/responses.sqlite``, e.g. a workspace's ``ws.cache_dir``),
+    or at a ``.sqlite`` file path; a ResponseCache is returned as is. Every judge, tagger and Evol call
+    of one workspace shares its cache."""
+    if isinstance(where, ResponseCache):
+        return where
+    if where is None:
+        raise TypeError("response_cache needs a folder or a file (e.g. ws.cache_dir); there is no global cache")
+    path = Path(where)
+    if path.is_dir() or not path.suffix:
+        path = path / CACHE_FILE
+    return ResponseCache(path)

@@ -22,7 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from curate.defaults import BACKEND
 from curate.errors import CurateError
+from curate.llm.openai_backend import OpenAIBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2-135m-instruct"
@@ -100,7 +102,7 @@ class LocalServer:
     """Context manager: vLLM serving SmolLM2 on 127.0.0.1; ``.base_url``, ``.model``, ``.backend()``.
 
     >>> with LocalServer() as srv:
-    ...     results = run_prompt("complexity", rows, srv.backend(), cache_path)
+    ...     results = run_prompt("complexity", rows, srv.backend(), response_cache(cache_dir))
     """
 
     def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = 2048,
@@ -129,7 +131,7 @@ class LocalServer:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
                 "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16", "--enforce-eager",
-                "--max-logprobs", "20", *self.extra_args]
+                "--max-logprobs", str(BACKEND.top_logprobs), *self.extra_args]
 
     def start(self) -> LocalServer:
         """Prepare the weights (once), start the server and wait until /v1/models answers."""
@@ -168,11 +170,8 @@ class LocalServer:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
 
-    def backend(self, **kwargs: Any):
+    def backend(self, **kwargs: Any) -> OpenAIBackend:
         """An ``OpenAIBackend`` talking to this server (kind ``local``)."""
-        from curate.llm.backends import OpenAIBackend
-
-        kwargs.setdefault("concurrency", 16)
         return OpenAIBackend(self.base_url, self.model, api_key="local", kind="local",
                              supports_json_schema=True, **kwargs)
 
@@ -182,8 +181,6 @@ class LocalServer:
         A fully cached re-run never starts vLLM. Stop the server afterwards (``stop()`` is a no-op
         when it never started); ``on_start`` is called just before starting (e.g. to print a notice).
         """
-        from curate.llm.backends import OpenAIBackend
-
         server = self
 
         class _LazyLocalBackend(OpenAIBackend):
@@ -196,7 +193,6 @@ class LocalServer:
                     await asyncio.to_thread(server.start)
                 return await super().run(requests, on_done)
 
-        kwargs.setdefault("concurrency", 16)
         return _LazyLocalBackend(self.base_url, self.model, api_key="local", kind="local",
                                  supports_json_schema=True, **kwargs)
 

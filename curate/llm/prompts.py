@@ -266,7 +266,7 @@ def _digit_scale(value: Any, where: str) -> tuple[int, int]:
     return lo, hi
 
 
-def prompt_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
+def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
     """Search order: ``extra`` dirs, then ``$CURATE_PROMPTS`` (os.pathsep-separated), then built-ins."""
     dirs = [Path(d) for d in (extra or [])]
     env = os.environ.get("CURATE_PROMPTS")
@@ -285,16 +285,12 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
             raise PromptError(f"{candidate}: prompt file not found")
         return parse_prompt(candidate.read_text(encoding="utf-8"), candidate)
     name = str(name_or_path)
-    searched = _search_dirs(prompt_dirs)
+    searched = search_dirs(prompt_dirs)
     for folder in searched:
         path = folder / f"{name}.md"
         if path.is_file():
             return parse_prompt(path.read_text(encoding="utf-8"), path)
     raise PromptError(f"no prompt named {name!r} in {[str(d) for d in searched]}; built-ins: {builtin_names()}")
-
-
-def _search_dirs(extra):
-    return prompt_dirs(extra)
 
 
 def builtin_names() -> list[str]:

@@ -1,0 +1,109 @@
+"""What every LLM backend shares: the ``Backend`` interface, one ``Request``, prices, failure results.
+
+A backend runs ``await backend.run(requests, on_done)`` and reports each request exactly once to
+``on_done(request, result)``; ``result`` is a response dict (``text``, ``top_logprobs``, ``usage``,
+``cost_usd``, ``finish_reason``) or a failure dict from :func:`failure_result` (``failure``: the message,
+``reason_code``: a :class:`curate.codes.FailureCode` value the runner maps to a ``Failure``).
+``cost_usd`` is None when the model's price is unknown: unknown, never $0. The caller caches responses
+before using them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from curate.codes import FailureCode
+
+T = TypeVar("T")
+
+# USD per 1M tokens (input, output). Extend with ``register_price`` or by editing PRICES.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def register_price(model: str, input_per_mtok: float, output_per_mtok: float) -> None:
+    """Add or override a model's price in USD per million input / output tokens."""
+    PRICES[model] = (float(input_per_mtok), float(output_per_mtok))
+
+
+def price_of(model: str) -> tuple[float, float] | None:
+    """Price for ``model``: exact name, else the longest table entry it starts with (dated snapshots)."""
+    if model in PRICES:
+        return PRICES[model]
+    prefixes = [m for m in PRICES if model.startswith(m)]
+    return PRICES[max(prefixes, key=len)] if prefixes else None
+
+
+def is_loopback(base_url: str | None) -> bool:
+    """True for a URL on this machine's loopback interface."""
+    return bool(base_url) and any(host in base_url for host in LOOPBACK_HOSTS)
+
+
+def format_usd(value: float) -> str:
+    """Dollars with the decimals small spends need: ``$1.5000``, ``$0.0123``, ``$0.00008400``."""
+    return f"${value:,.4f}" if value >= 0.01 else f"${value:.8f}"
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """A deliberately high estimate of prompt tokens (3 characters per token + per-message overhead)."""
+    return sum(len(str(m.get("content") or "")) // 3 + 8 for m in messages) + 4
+
+
+def failure_result(message: str, code: FailureCode) -> dict[str, Any]:
+    """What a backend reports for a request it could not answer."""
+    return {"failure": message, "reason_code": code.value}
+
+
+@dataclass
+class Request:
+    """One chat completion to make: its cache key, messages and generation parameters."""
+
+    key: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+
+
+OnDone = Callable[[Request, dict[str, Any]], None]
+
+
+def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also inside Jupyter's running event loop.
+
+    With a loop already running in this thread, the coroutine runs in a fresh loop on a worker thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-loop") as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()  # type: ignore[arg-type]
+
+
+class Backend:
+    """Interface every backend implements."""
+
+    kind = "base"
+    model = ""
+    supports_logprobs = True
+    supports_json_schema = True
+
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this backend in provenance (never secrets)."""
+        return {"backend": self.kind, "model": self.model}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,367 @@
+"""The prompt runner: one cached call of a prompt per variable dict, interpreted by the prompt's output kind.
+
+``run_prompt(prompt, variables, backend, cache)`` renders each request, finds it in the response cache
+or sends it (a response is committed to the cache before it is used, so a killed run resends nothing
+that finished), and interprets it: a digit score, a validated Pydantic object (json prompts, re-asked
+with the validation error), or the text. Every result without a value carries a ``codes.Failure``
+(code, message, raw output). Judges, the tagger and Evol all call through here.
+
+Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by their
+text (``"5"`` or ``" 5"``); the score is the expected digit under the softmax restricted to the scale's
+digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is recorded. If some digits are
+missing from the top logprobs, the present ones are renormalised only when their mass is at least
+``min_digit_mass``; otherwise the call fails (``low_digit_mass``). Without logprobs the digit is parsed
+from the text and the score is marked ``parsed``. Never a default score.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import BACKEND, JUDGE
+from curate.errors import CurateError
+from curate.llm import structured
+from curate.llm.base import Backend, Request, format_usd, run_sync
+from curate.llm.cache import ResponseCache, key_from_header, key_header, request_key, response_cache
+from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
+
+
+@dataclass
+class CallResult:
+    """The outcome of one prompt call: ``parsed`` (score, Pydantic object or text) or ``failure``."""
+
+    text: str | None = None
+    parsed: Any = None
+    failure: Failure | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # the stored response (+ digit-score info)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    cost_usd: float = 0.0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def digit_mass(self) -> float | None:
+        return self.raw.get("digit_mass")
+
+    @property
+    def score_method(self) -> str | None:
+        return self.raw.get("score_method")
+
+
+# -- digit scores -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=65536)
+def _token_digit(token: str) -> int | None:
+    text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
+    return int(text) if len(text) == 1 and text.isdigit() else None
+
+
+def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
+                ) -> tuple[float | None, dict[str, Any], Failure | None]:
+    """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
+    lo, hi = scale
+    text = response.get("text") or ""
+    top = response.get("top_logprobs")
+    if top:
+        probs: dict[int, float] = {}
+        for entry in top:
+            digit = _token_digit(entry["token"])
+            if digit is not None and lo <= digit <= hi:
+                probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
+        mass = sum(probs.values())
+        missing = [k for k in range(lo, hi + 1) if k not in probs]
+        info = {"score_method": "logprobs", "digit_mass": mass, "missing_digits": missing}
+        if not probs:
+            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"no digit {lo}-{hi} among the {len(top)} top "
+                                       f"first-token logprobs (output {text[:80]!r})", text)
+        if missing and mass < min_digit_mass:
+            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"digits {missing} absent from the top logprobs "
+                                       f"and the present digits carry mass {mass:.3f} < min_digit_mass "
+                                       f"{min_digit_mass} (output {text[:80]!r})", text)
+        return sum(k * p for k, p in probs.items()) / mass, info, None
+    info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
+    match = re.match(r"\s*(\d+)", text)
+    if not match:
+        return None, info, Failure(FailureCode.UNPARSABLE,
+                                   f"no logprobs and no digit at the start of the output {text[:80]!r}", text)
+    value = int(match.group(1))
+    if not lo <= value <= hi:
+        return None, info, Failure(FailureCode.UNPARSABLE, f"no logprobs and parsed value {value} outside "
+                                   f"{lo}-{hi} (output {text[:80]!r})", text)
+    return float(value), info, None
+
+
+# -- progress and sending -----------------------------------------------------------------------------
+class _Progress:
+    """Counts of one call (failed, cached, tokens, cost); a bar over the items, or the caller's callback."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True, mininterval=0.5)
+        self.on_items = on_items
+        self.failures = self.tokens = self.cached = 0
+        self.cost: float | None = 0.0  # None once a response came without a known price
+        self._last = 0.0
+
+    def done(self, items: list[int]) -> None:
+        if self.on_items is not None and items:
+            self.on_items(items)
+        if self.bar is not None and items:
+            self.bar.update(len(items))
+            now = time.monotonic()
+            if now - self._last > 0.2:
+                self._last = now
+                self.bar.set_postfix(self.postfix(), refresh=False)
+
+    def note(self, *, failed: int = 0, tokens: int = 0, cost: float | None = 0.0, cached: int = 0) -> None:
+        self.failures += failed
+        self.tokens += tokens
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+        self.cached += cached
+
+    def postfix(self) -> dict[str, Any]:
+        cost = "unknown" if self.cost is None else format_usd(self.cost)
+        return {"failed": self.failures, "cached": self.cached, "tokens": self.tokens, "cost": cost}
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix(), refresh=True)
+            self.bar.close()
+
+
+def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress,
+             aliases: dict[str, set[str]] | None = None, on_keys: Callable[[list[str]], None] | None = None,
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Look every request up in the cache (batched); send the misses; commit each response before use.
+
+    ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
+    they settle. Returns (responses by key, cached responses by key); failures are failure dicts.
+    """
+    aliases = aliases or {}
+    by_key = {r.key: r for r in requests}
+    hits = cache.get_many(list(by_key))
+    out: dict[str, dict[str, Any]] = dict(hits)
+    if hits:
+        progress.note(cached=len(hits))
+        cache.add_aliases([(a, k) for k in hits for a in aliases.get(k, ())])
+        if on_keys is not None:
+            on_keys(list(hits))
+    misses = [r for k, r in by_key.items() if k not in hits]
+
+    def on_done(req: Request, result: dict[str, Any]) -> None:
+        if "failure" not in result:
+            cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
+            usage = result.get("usage") or {}
+            progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                          cost=result.get("cost_usd"))  # None: price unknown
+        else:
+            progress.note(failed=1)
+        out[req.key] = result
+        if on_keys is not None:
+            on_keys([req.key])
+
+    if misses:
+        run_sync(lambda: backend.run(misses, on_done))
+    return out, hits
+
+
+# -- requests -----------------------------------------------------------------------------------------
+def request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The generation parameters of a call: the prompt's, overridden by ``params``; digit scores ask for
+    one token and its top logprobs."""
+    forbidden = sorted(set(params or {}) & FORBIDDEN_PARAMS)
+    if forbidden:
+        raise CurateError(f"params {forbidden} are not allowed: they would redirect the request "
+                          f"(the backend sets the model and the prompt the messages)")
+    merged = {**prompt.params, **(params or {})}
+    if prompt.output_kind == "digit_score":
+        merged["max_tokens"] = 1
+        if backend.supports_logprobs:
+            merged["logprobs"] = True
+            merged.setdefault("top_logprobs", BACKEND.top_logprobs)
+        else:
+            merged.pop("logprobs", None)
+            merged.pop("top_logprobs", None)
+    return merged
+
+
+def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Backend, *,
+                   params: dict[str, Any] | None = None, output_model: Any = None) -> list[Request]:
+    """The requests ``run_prompt`` sends (messages, parameters, cache key), one per variable dict."""
+    req_params = request_params(prompt, backend, params)
+    mode = structured.instructor_mode(backend) if prompt.output_kind == "json" else None
+    requests: list[Request] = []
+    headers: dict[str, bytes] = {}
+    for item in variables:
+        try:
+            messages = prompt.render(**item)
+        except PromptRenderError as exc:
+            exc.variables = item  # lets the caller name the row
+            raise
+        call_params = dict(req_params)
+        if mode is not None:
+            messages, extra = structured.shape_request(messages, output_model, mode)
+            call_params.update(extra)
+        params_id = repr(sorted(call_params.items()))
+        header = headers.get(params_id)
+        if header is None:
+            header = headers[params_id] = key_header(backend_kind=backend.kind, model=backend.model,
+                                                     prompt_fingerprint=prompt.fingerprint, params=call_params)
+        requests.append(Request(key_from_header(header, messages), messages, call_params))
+    return requests
+
+
+def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: Backend,
+                      params: dict[str, Any] | None, output_model: Any) -> list[str | None]:
+    """Per item, a hash of everything that determines its request before rendering (None if not hashable)."""
+    schema = output_model.model_json_schema() if output_model is not None and hasattr(output_model, "model_json_schema") else None
+    header = key_header(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
+                        params={"params": request_params(prompt, backend, params), "schema": schema,
+                                "json_schema_mode": backend.supports_json_schema, "alias": 1})
+    out: list[str | None] = []
+    for item in variables:
+        try:
+            blob = orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            out.append(None)
+            continue
+        out.append(hashlib.sha256(header + blob).hexdigest())
+    return out
+
+
+def transport_failure(response: dict[str, Any]) -> Failure:
+    """The Failure of a request the backend could not answer (its ``reason_code``; transient when absent)."""
+    return Failure(FailureCode(response.get("reason_code") or FailureCode.TRANSIENT), response["failure"])
+
+
+def _interpret(prompt: Prompt, response: dict[str, Any], cached: bool, min_digit_mass: float) -> CallResult:
+    if "failure" in response:
+        return CallResult(failure=transport_failure(response), raw=dict(response))
+    result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached)
+    if prompt.output_kind == "digit_score":
+        assert prompt.scale is not None
+        score, info, failure = digit_score(response, prompt.scale, min_digit_mass)
+        result.raw.update(info)
+        result.parsed, result.failure = score, failure
+    elif prompt.output_kind == "text":
+        result.parsed = result.text
+    return result
+
+
+# -- the call -----------------------------------------------------------------------------------------
+def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
+               cache: str | os.PathLike | ResponseCache, *, progress: bool = True,
+               params: dict[str, Any] | None = None, output_model: Any = None, min_digit_mass: float | None = None,
+               validation_retries: int | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
+               desc: str | None = None, on_items_done: Callable[[list[int]], None] | None = None) -> list[CallResult]:
+    """One cached call of ``prompt`` per dict in ``variables``; results in the same order.
+
+    ``cache``: a ResponseCache, a folder (``responses.sqlite`` inside, e.g. ``ws.cache_dir``) or a file.
+    ``digit_score`` prompts give the expected score in ``.parsed``; ``json`` prompts a validated Pydantic
+    object (``output_model`` or the prompt's ``output.model``), with up to ``validation_retries`` re-asks;
+    ``text`` prompts the text. Failures carry a code, a message and the raw output. ``on_items_done``
+    hears the indices of items as their first response settles (a caller's own progress).
+    """
+    prompt = load_prompt(prompt, prompt_dirs)
+    cache = response_cache(cache)
+    floor = JUDGE.min_digit_mass if min_digit_mass is None else min_digit_mass
+    retries = JUDGE.validation_retries if validation_retries is None else validation_retries
+    if prompt.output_kind == "json":
+        output_model = output_model or prompt.model_class()
+        if output_model is None:
+            raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
+    mode = structured.instructor_mode(backend) if prompt.output_kind == "json" else None
+    aliases = _variable_aliases(prompt, variables, backend, params, output_model)
+    found = cache.get_aliased([a for a in aliases if a])
+    results: list[CallResult | None] = [None] * len(variables)
+    requests: list[Request | None] = [None] * len(variables)
+    hit_idx = [i for i, alias in enumerate(aliases) if alias in found]
+    miss_idx = [i for i, alias in enumerate(aliases) if alias not in found]
+    for i in hit_idx:
+        results[i] = _interpret(prompt, found[aliases[i]], True, floor)
+    bar = _Progress(len(variables), desc or prompt.name, progress, on_items_done)
+    try:
+        bar.note(cached=len(hit_idx))
+        bar.done(hit_idx)
+        if miss_idx:
+            built = build_requests(prompt, [variables[i] for i in miss_idx], backend, params=params,
+                                   output_model=output_model)
+            alias_by_key: dict[str, set[str]] = {}
+            items_by_key: dict[str, list[int]] = {}
+            for i, req in zip(miss_idx, built, strict=True):
+                requests[i] = req
+                items_by_key.setdefault(req.key, []).append(i)
+                if aliases[i]:
+                    alias_by_key.setdefault(req.key, set()).add(aliases[i])
+            responses, hits = _execute(backend, cache, built, bar, alias_by_key,
+                                       on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
+            for i, req in zip(miss_idx, built, strict=True):
+                results[i] = _interpret(prompt, responses[req.key], req.key in hits, floor)
+        if mode is not None:
+            def request_for(i: int) -> Request:
+                if requests[i] is None:
+                    requests[i] = build_requests(prompt, [variables[i]], backend, params=params,
+                                                 output_model=output_model)[0]
+                return requests[i]
+
+            _validate_round(prompt, backend, cache, request_for, results, output_model, mode, retries, bar)
+    finally:
+        bar.close()
+    return results  # type: ignore[return-value]
+
+
+def _validate_round(prompt, backend, cache, request_for, results, output_model, mode,
+                    retries: int, bar: _Progress) -> None:
+    """Validate json outputs with instructor; re-ask (cached, bounded) with the validation error."""
+    pending: dict[int, Request | None] = {i: None for i, res in enumerate(results) if res.failure is None}
+    attempt = 0
+    while pending:
+        retry: dict[int, Request] = {}
+        for i, req in pending.items():
+            res = results[i]
+            obj, err = structured.validate(res.raw, output_model, mode, backend.model)
+            if err is None:
+                res.parsed = obj
+                continue
+            exc, completion = err
+            res.failure = Failure(FailureCode.INVALID_OUTPUT,
+                                  f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
+                                  f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}", res.text)
+            if attempt < retries:
+                req = req or request_for(i)
+                messages, params = structured.reask(req.messages, req.params, mode, completion, exc)
+                key = request_key(backend_kind=backend.kind, model=backend.model,
+                                  prompt_fingerprint=prompt.fingerprint, messages=messages, params=params)
+                retry[i] = Request(key, messages, params)
+        if not retry:
+            return
+        attempt += 1
+        new, new_hits = _execute(backend, cache, list(retry.values()), bar)
+        for i, req in retry.items():
+            old = results[i]
+            fresh = _interpret(prompt, new[req.key], req.key in new_hits, JUDGE.min_digit_mass)
+            fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
+            fresh.cost_usd += old.cost_usd
+            if fresh.failure is not None:  # transport failure on the re-ask: its code, the validation reason too
+                fresh.failure = Failure(fresh.failure.code, f"{old.failure.message}; re-ask failed: "
+                                        f"{fresh.failure.message}", old.text)
+                fresh.text = old.text
+            results[i] = fresh
+        pending = {i: r for i, r in retry.items() if results[i].failure is None}
