@@ -19,3 +19,7 @@ class InputError(CurateError):
 
 class WorkspaceError(CurateError):
     """A workspace is missing, damaged, or asked for something it does not hold."""
+
+
+class ScorerError(CurateError):
+    """A trained scorer cannot be built, fitted, loaded or applied."""

@@ -30,6 +30,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from train_default_scorers import CONFIGS, build  # noqa: E402
 
+from curate.cli.scorers import evaluation_table  # noqa: E402
 from curate.embed import encode  # noqa: E402
 from curate.scorers import Scorer, evaluate_features, input_texts, load_default, train_and_evaluate  # noqa: E402
 
@@ -67,11 +68,11 @@ def compare(name: str, rows, labels, groups, emb, console: Console) -> None:
     spec = SPECS[name]
     for label, cfg in alternatives(name).items():
         cfg = dict(cfg)
-        inputs = cfg.pop("inputs", spec["inputs"])
-        def make(cfg=cfg, inputs=inputs) -> Scorer:
-            return Scorer(inputs=inputs, **cfg)
+        reads = cfg.pop("reads", spec["reads"])
+        def make(cfg=cfg, reads=reads) -> Scorer:
+            return Scorer(reads=reads, **cfg)
         X = make().featurize(emb)
-        chars = emb["_chars_response" if "response" in spec["inputs"] else "_chars_instruction"]
+        chars = emb["_chars_response" if "response" in spec["reads"] else "_chars_instruction"]
         ev = evaluate_features(make, X, labels, chars, groups=groups)
         m = ev.kfold["scorer"]
         table.add_row(label, f"{m['spearman']:.3f}", f"{m['spearman_std']:.3f}", f"{m['kendall']:.3f}", f"{m['mae']:.3f}")
@@ -81,13 +82,13 @@ def compare(name: str, rows, labels, groups, emb, console: Console) -> None:
 def throughput(name: str, rows, n: int, repeats: int) -> dict[str, float]:
     scorer = load_default(name)
     rows = rows[:n]
-    texts = input_texts(rows, scorer.inputs)
+    texts = input_texts(rows, scorer.reads)
     encode(["warm up"] * 8)
     scorer.predict(rows[:8])
     enc_times, sc_times = [], []
     for _ in range(repeats):  # alternate so both see the same machine load
         t0 = time.perf_counter()
-        for inp in scorer.inputs:
+        for inp in scorer.reads:
             encode(texts[inp])
         enc_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -95,14 +96,14 @@ def throughput(name: str, rows, n: int, repeats: int) -> dict[str, float]:
         sc_times.append(time.perf_counter() - t0)
     enc, sc = statistics.median(enc_times), statistics.median(sc_times)
     # What the scorer adds to encode (text statistics + head), timed without encoding: load-insensitive.
-    embeddings = {inp: encode(texts[inp]) for inp in scorer.inputs}
+    embeddings = {inp: encode(texts[inp]) for inp in scorer.reads}
     t0 = time.perf_counter()
-    scorer.predict_features(scorer.featurize(scorer.describe(texts, embeddings)))
+    scorer.predict_features(scorer.featurize(scorer.measure(texts, embeddings)))
     extra = time.perf_counter() - t0
     return {"extra_ms_per_row": 1000 * extra / len(rows), "encode_ms_per_row": 1000 * enc / len(rows),
             "rows": len(rows), "encode_rows_per_s": len(rows) / enc, "scorer_rows_per_s": len(rows) / sc,
-            "ratio": enc / sc, "texts_per_row": len(scorer.inputs),
-            "mean_chars": float(np.mean([sum(len(texts[i][r]) for i in scorer.inputs) for r in range(len(rows))]))}
+            "ratio": enc / sc, "texts_per_row": len(scorer.reads),
+            "mean_chars": float(np.mean([sum(len(texts[i][r]) for i in scorer.reads) for r in range(len(rows))]))}
 
 
 def main() -> None:
@@ -125,11 +126,11 @@ def main() -> None:
         data[name] = (rows, labels, groups)
         ev = train_and_evaluate(scorer, rows, labels, k=5, holdout=0.2, groups=groups, seed=args.seed,
                                 refit_all=False, embedded=emb)
-        console.print(ev.table(f"{name}: agreement with GPT-4 labels ({SPECS[name]['imitates']['label_set']})"))
+        console.print(evaluation_table(ev, f"{name}: agreement with GPT-4 labels ({SPECS[name]['imitates']['label_set']})"))
         held[name] = ev.holdout
         from scipy.stats import spearmanr
 
-        chars = emb["_chars_response" if "response" in SPECS[name]["inputs"] else "_chars_instruction"]
+        chars = emb["_chars_response" if "response" in SPECS[name]["reads"] else "_chars_instruction"]
         console.print(f"  length vs label on all {len(labels):,} rows: spearman {spearmanr(chars, labels).statistic:.3f}"
                       " (data README: 0.14 for quality)")
         shipped = load_default(name).metrics["holdout"]["scorer"]["spearman"]

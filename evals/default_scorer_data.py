@@ -23,12 +23,12 @@ AUTOJ = "autoj_960_gpt4_quality.jsonl"
 
 SPECS: dict[str, dict[str, Any]] = {
     "complexity": {
-        "file": FLASK, "inputs": ["instruction"], "label_range": (1, 5), "output_range": (1, 6),
+        "file": FLASK, "reads": ["instruction"], "label_range": (1, 5), "output_range": (1, 6),
         "imitates": {"judge": "complexity", "model": "gpt-4", "label_set": "FLASK instruction difficulty (5 ordered levels)",
                      "source": FLASK, "scale_map": "level 1..5 -> 1 + (level - 1) * 5/4 on DEITA's 1-6 scale"},
     },
     "quality": {
-        "file": AUTOJ, "inputs": ["instruction", "response"], "label_range": (1, 10), "output_range": (1, 6),
+        "file": AUTOJ, "reads": ["instruction", "response"], "label_range": (1, 10), "output_range": (1, 6),
         "imitates": {"judge": "quality", "model": "gpt-4", "label_set": "Auto-J GPT-4 quality ratings 1-10 (Chatbot Arena)",
                      "source": AUTOJ, "scale_map": "rating 1..10 -> 1 + (rating - 1) * 5/9 on DEITA's 1-6 scale"},
     },
@@ -66,7 +66,7 @@ def cache_path(scorer, texts: dict[str, list[str]], cache: Path = CACHE) -> Path
     import hashlib
 
     h = hashlib.sha256(str(scorer.embed_model or "all-MiniLM-L6-v2").encode())
-    for name in scorer.inputs:
+    for name in scorer.reads:
         h.update(name.encode())
         for t in texts[name]:
             h.update(hashlib.sha256(t.encode()).digest())
@@ -83,16 +83,16 @@ def cached_embed(scorer, rows: list[dict[str, str]], cache: Path = CACHE) -> dic
     from curate.embed import encode
     from curate.scorers import input_texts
 
-    texts = input_texts(rows, scorer.inputs)
+    texts = input_texts(rows, scorer.reads)
     path = cache_path(scorer, texts, cache)
     if path.exists():
         with np.load(path) as z:
             embeddings = {k: z[k] for k in z.files}
     else:
         embeddings = {name: encode(texts[name], model=scorer.embed_model, batch_size=scorer.batch_size)
-                      for name in scorer.inputs}
+                      for name in scorer.reads}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **embeddings)
         tmp.replace(path)
-    return scorer.describe(texts, embeddings)
+    return scorer.measure(texts, embeddings)

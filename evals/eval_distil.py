@@ -56,7 +56,7 @@ def main() -> None:
             table.add_column(head)
         results = {}
         for name, kw in runs.items():
-            scorer = Scorer(inputs=["instruction"], features=["embeddings", "length", "stats"], head="ridge", alpha=100.0,
+            scorer = Scorer(reads=["instruction"], features=["embeddings", "length", "stats"], head="ridge", alpha=100.0,
                             name="complexity_distilled", imitates={"judge": "complexity"})
             rep = distil(ws, oracle, scorer=scorer, holdout_n=args.holdout, seed=0, write=False, **kw)
             results[name] = rep

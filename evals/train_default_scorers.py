@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from default_scorer_data import CACHE, DATA, SPECS, cached_embed, load_labels  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from curate.cli.scorers import evaluation_table  # noqa: E402
 from curate.scorers import WEIGHTS_DIR, Scorer, train_and_evaluate  # noqa: E402
 
 # Chosen by 5-fold agreement on the training part (evals/bench_scorers.py --compare prints the alternatives).
@@ -42,7 +43,7 @@ CONFIGS = {
 
 def build(name: str) -> Scorer:
     spec = SPECS[name]
-    return Scorer("embedding", inputs=spec["inputs"], label_range=spec["label_range"],
+    return Scorer(reads=spec["reads"], label_range=spec["label_range"],
                   output_range=spec["output_range"], name=name, imitates=spec["imitates"], **CONFIGS[name])
 
 
@@ -60,7 +61,7 @@ def main() -> None:
         scorer = build(name)
         ev = train_and_evaluate(scorer, rows, labels, k=5, holdout=0.2, groups=groups, seed=args.seed, refit_all=True,
                                 embedded=cached_embed(scorer, rows, args.cache))
-        console.print(ev.table(f"{name}: {len(rows):,} rows, {SPECS[name]['imitates']['label_set']}"))
+        console.print(evaluation_table(ev, f"{name}: {len(rows):,} rows, {SPECS[name]['imitates']['label_set']}"))
         path = scorer.save(args.out / name)
         held = ev.holdout
         console.print(f"saved {path}; held-out spearman {held['scorer']['spearman']:.3f} vs length "

@@ -1,25 +1,35 @@
-"""Trained scorers: fit/predict/save/load, agreement metrics, shipped defaults, drop-in scoring, distillation."""
+"""Trained scorers: fit/predict/save/load, agreement metrics, shipped defaults, the Step (ws.apply), training from
+judge columns and label sets (DEITA's loop), distillation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from curate.codes import FailureCode
+from curate.rows import Turn, turns
 from curate.scorers import (
+    WEIGHTS_DIR,
     Scorer,
     ScorerError,
     agreement,
     calibration,
     distil,
+    from_column,
+    from_label_set,
     load_default,
     pairwise_accuracy,
-    score_workspace,
+    train_scorer,
 )
+from curate.scorers.evaluation import group_split
 from curate.session import Workspace
+from curate.storage.step import RowInput, StepContext
 from tests.conftest import write_jsonl
 
 # Five levels of a learnable signal: everyday chores (1) ... research mathematics (5).
@@ -69,7 +79,7 @@ def test_metrics_on_known_cases():
 def test_fit_predict_save_load_roundtrip(tmp_path):
     texts, scores = synthetic()
     train_t, train_y, test_t, test_y = texts[:45], scores[:45], texts[45:], scores[45:]
-    scorer = Scorer("embedding", inputs=["instruction"], alpha=1.0, name="complexity",
+    scorer = Scorer(reads=["instruction"], alpha=1.0, name="complexity",
                     imitates={"judge": "complexity", "model": "synthetic"}).fit(train_t, train_y)
     pred = scorer.predict(test_t)
     assert agreement(test_y, pred)["spearman"] > 0.8
@@ -81,8 +91,10 @@ def test_fit_predict_save_load_roundtrip(tmp_path):
     assert doc["metadata"]["n_train"] == 45 and doc["metadata"]["training_fingerprint"].startswith("sha256:")
     again = Scorer.load(folder)
     np.testing.assert_allclose(again.predict(test_t), pred, atol=1e-4)
-    # dict rows read the same text as plain strings
+    assert again.fingerprint() != Scorer(reads=["instruction"]).fit(train_t[:20], train_y[:20]).fingerprint()
+    # dict rows and Turns read the same text as plain strings
     np.testing.assert_allclose(again.predict([{"instruction": t} for t in test_t]), pred, atol=1e-5)
+    np.testing.assert_allclose(again.predict([Turn(t, None) for t in test_t]), pred, atol=1e-5)
 
 
 def test_ordinal_head_and_output_scale():
@@ -95,30 +107,87 @@ def test_ordinal_head_and_output_scale():
 
 
 def test_scorer_refuses_bad_inputs():
-    with pytest.raises(ScorerError, match="not available"):
-        Scorer("lm-digit")
+    with pytest.raises(ScorerError, match="reads some of"):
+        Scorer(reads=["answer"])
     with pytest.raises(ScorerError, match="two inputs"):
         Scorer(features=["product"])
-    two = Scorer(inputs=["instruction", "response"])
+    two = Scorer(reads=["instruction", "response"])
     with pytest.raises(ScorerError, match="not strings"):
         two.fit(["a", "b"], [1, 2])
     with pytest.raises(ScorerError, match="no response"):
         two.fit([{"instruction": "a"}, {"instruction": "b"}], [1, 2])
     with pytest.raises(ScorerError, match="not fitted"):
         Scorer().predict(["x"])
+    with pytest.raises(ScorerError, match="one turn"):  # a conversation of two turns is not one score
+        Scorer().predict([[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                           {"role": "user", "content": "c"}]])
+    with pytest.raises(ScorerError, match="'score' column"):
+        Scorer().fit([{"instruction": "a"}, {"instruction": "b"}])
 
 
-def test_shipped_defaults_load_offline_and_predict_in_range():
-    rows = [{"instruction": "What is 2 + 2?", "response": "4"},
-            {"instruction": "Prove that there are infinitely many primes.",
-             "response": "Suppose finitely many primes p1..pn; then p1*...*pn + 1 has a prime factor not in the list."}]
+GOOD_ANSWER = ("The sky looks blue because of Rayleigh scattering.\n\nSunlight contains every colour. When it passes "
+               "through the atmosphere it meets gas molecules much smaller than the wavelength of visible light. Such "
+               "small particles scatter short wavelengths far more strongly than long ones (as 1/wavelength^4), so blue "
+               "light is scattered across the whole sky about five times more than red light.\n\n"
+               "1. Violet is scattered even more, but the sun emits less of it and our eyes are less sensitive to it.\n"
+               "2. At sunrise and sunset the light crosses more air, so most blue is scattered away and the sky turns "
+               "red and orange.\n\nIn summary, the blue colour is sunlight scattered by the air itself.")
+
+
+def test_shipped_defaults_load_offline_and_rank_as_their_judges():
     for name in ("complexity", "quality"):
         scorer = load_default(name)
-        assert scorer.output_range == (1.0, 6.0)
-        assert scorer.imitates["judge"] == name and scorer.metrics["holdout"]["scorer"]["spearman"] > 0
-        pred = scorer.predict(rows)
-        assert pred.shape == (2,) and np.all((pred >= 1) & (pred <= 6))
-    assert Scorer.load("complexity").inputs == ["instruction"]
+        assert scorer.output_range == (1.0, 6.0) and scorer.column == name
+        assert scorer.imitates["judge"] == name and (scorer.granularity, scorer.reducer, scorer.inputs) == ("turn", "sum", ())
+    assert Scorer.load("complexity").reads == ["instruction"]
+    question = "Explain why the sky is blue."
+    good, one_word, refusal = load_default("quality").predict(
+        [{"instruction": question, "response": r} for r in
+         (GOOD_ANSWER, "Blue.", "I'm sorry, but as an AI language model I cannot answer that.")])
+    assert good > one_word and good > refusal
+    easy, hard, chore, research = load_default("complexity").predict(
+        ["What is 2 + 2?", "Prove that there are infinitely many primes.", "What colour is a banana?",
+         "Derive the Black-Scholes equation from a self-financing replicating portfolio and state its assumptions."])
+    assert min(hard, research) > max(easy, chore)
+
+
+def _conversation_key(conversation) -> str:
+    return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recompute(scorer: Scorer, name: str, turns: list[Turn]) -> np.ndarray:
+    """The shipped head applied by hand to the scorer's features: weights read from head.safetensors."""
+    from safetensors.numpy import load_file
+
+    w = {k: v.astype(np.float64) for k, v in load_file(str(WEIGHTS_DIR / name / "head.safetensors")).items()}
+    X = np.clip(scorer.featurize(turns), w["feature_min"], w["feature_max"])
+    logits = (X - w["feature_mean"]) / w["feature_scale"] @ w["coef"].T + w["intercept"]
+    if "classes" in w:  # ordinal: the expected label
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        raw = (p / p.sum(axis=1, keepdims=True)) @ w["classes"]
+    else:
+        raw = logits[:, 0]
+    (a, b), (c, d) = scorer.label_range, scorer.output_range
+    return c + (np.clip(raw, *w["label_bounds"]) - a) * (d - c) / (b - a)
+
+
+def test_shipped_scorers_on_the_sample_equal_recomputation_and_the_pre_redesign_scores(tmp_path):
+    from curate.cli.common import sample_path
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(sample_path())
+    golden = json.loads((Path(__file__).parent / "data" / "shipped_scorers_on_sample.json").read_text())["rows"]
+    turns = ws.turns()
+    for name in ("complexity", "quality"):
+        scorer = load_default(name)
+        ws.apply(scorer, progress=False)
+        values = ws.column(name)
+        flat = [v for row in values for v in row]
+        np.testing.assert_allclose(flat, _recompute(scorer, name, [t for row in turns for t in row]), rtol=0, atol=1e-9)
+        for conv, row in zip(ws.conversations(), values, strict=True):
+            np.testing.assert_allclose(row, golden[_conversation_key(conv)][name], rtol=0, atol=1e-4)
+        again = ws.apply(scorer, progress=False)  # same fingerprint: nothing recomputed
+        assert again.computed == 0 and again.skipped == len(ws)
 
 
 def _workspace(tmp_path, with_label: bool = True) -> Workspace:
@@ -134,18 +203,56 @@ def _workspace(tmp_path, with_label: bool = True) -> Workspace:
     return ws
 
 
-def test_drop_in_scoring_writes_columns_and_provenance(tmp_path):
+def test_apply_writes_per_turn_lists_and_a_no_response_failure(tmp_path):
     ws = _workspace(tmp_path, with_label=False)
-    summary = score_workspace(ws, load_default("quality"))
-    assert summary["column"] == "quality" and summary["failed"] == 1 and summary["scored"] == len(ws) - 1
+    result = ws.apply(load_default("quality"), progress=False)
+    assert result.column == "quality" and result.failed == 1 and result.computed == len(ws)
     prov = ws.columns["quality"]
     assert prov["kind"] == "scorer" and prov["imitates"] == "quality" and prov["scale"] == [1.0, 6.0]
-    values, failures = ws.column("quality"), ws.column("quality_failure")
-    empty = [i for i, f in enumerate(failures) if f is not None]
-    assert len(empty) == 1 and values[empty[0]] is None and "no response" in failures[empty[0]]
-    assert all(1 <= v <= 6 for v in values if v is not None)
-    score_workspace(ws, "complexity", column="cx")  # a complexity scorer needs no response
-    assert ws.column("cx_failure") == [None] * len(ws)
+    assert prov["reducer"] == "sum" and prov["granularity"] == "turn" and prov["reads"] == ["instruction", "response"]
+    assert prov["holdout_agreement"] == load_default("quality").metrics["holdout"]["scorer"]
+    values, failures = ws.column("quality"), ws.failures("quality")
+    assert all(isinstance(v, list) and len(v) == 1 for v in values)
+    empty = [i for i, f in enumerate(failures) if f]
+    assert len(empty) == 1 and values[empty[0]] == [None] and ws.row_values("quality")[empty[0]] is None
+    (failure,) = failures[empty[0]]
+    assert failure.code == FailureCode.NO_RESPONSE and failure.turn == 1 and "no response" in failure.message
+    ws.apply(Scorer.load("complexity"), progress=False)  # a complexity scorer needs no response
+    assert ws.failures("complexity") == [[]] * len(ws)
+
+
+def test_per_turn_scoring_writes_one_score_per_user_turn(tmp_path, shapes):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(shapes["sharegpt"])  # two user turns per row
+    scorer = load_default("complexity")
+    result = ws.apply(scorer, progress=False)
+    assert result.failed == 0 and ws.columns["complexity"]["turns_scored"] == 2 * len(ws)
+    values = ws.column("complexity")
+    assert all(len(v) == 2 for v in values)
+    turns = ws.turns()
+    np.testing.assert_allclose([x for v in values for x in v], scorer.predict([t for row in turns for t in row]))
+    np.testing.assert_allclose(ws.row_values("complexity"), [sum(v) for v in values])  # DEITA: the sum over turns
+
+
+class _Bar:
+    n = 0
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+
+
+def test_run_fails_only_the_turn_without_a_response_and_moves_the_progress_bar(tmp_path):
+    conversation = [{"role": "user", "content": "Explain why the sky is blue."},
+                    {"role": "assistant", "content": GOOD_ANSWER},
+                    {"role": "user", "content": "And why are sunsets red?"}]  # the last turn has no reply
+    rows = [RowInput("a", conversation, turns(conversation)), RowInput("b", conversation[:2], turns(conversation[:2])),
+            RowInput("c", [], [])]
+    bar = _Bar()
+    out = load_default("quality").run(rows, StepContext(bar, tmp_path / "cache", tmp_path))
+    assert out.values[0][0] == out.values[1][0] and out.values[0][1] is None and out.values[2] is None
+    assert [(f.code, f.turn) for f in out.failures[0]] == [(FailureCode.NO_RESPONSE, 2)] and out.failures[1] == []
+    assert [f.code for f in out.failures[2]] == [FailureCode.NO_USER_TURN]
+    assert bar.n == len(rows) and out.stats == {"turns_scored": 2}
 
 
 def test_distil_spends_fewer_labels_and_agrees_with_oracle(tmp_path):
@@ -156,14 +263,15 @@ def test_distil_spends_fewer_labels_and_agrees_with_oracle(tmp_path):
         calls.append(len(ids))
         return ws.column("oracle", ids)
 
-    report = distil(ws, oracle, scorer=Scorer(inputs=["instruction"], alpha=1.0, name="cx",
+    report = distil(ws, oracle, scorer=Scorer(reads=["instruction"], alpha=1.0, name="cx",
                                               imitates={"judge": "oracle-complexity"}),
-                    n=24, rounds=2, uncertain_k=8, holdout_n=20, n_bootstrap=4)
+                    n=24, rounds=2, uncertain_k=8, holdout_n=20, n_bootstrap=4, progress=False)
     assert report.labels_spent == sum(calls) == 20 + 24 + 8 + 8
     assert report.labels_spent < report.rows_total
     assert report.holdout["spearman"] > 0.7
     assert [r["labelled"] for r in report.rounds][-1] == 40  # 24 random + 2 x 8 uncertain (the empty row has a label None)
     assert ws.columns["cx"]["kind"] == "scorer" and ws.columns["cx"]["labels_spent"] == report.labels_spent
+    assert all(len(v) == 1 and v[0] is not None for v in ws.column("cx"))  # every turn, with the final scorer
 
 
 def test_cli_train_scorer_and_score_scorer(tmp_path):
@@ -172,8 +280,7 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     ws = _workspace(tmp_path)
     runner = CliRunner()
     out = tmp_path / "trained"
-    res = runner.invoke(app, ["train-scorer", str(ws.path), "--target", "oracle", "--kind", "embedding",
-                              "--out", str(out), "--folds", "3"])
+    res = runner.invoke(app, ["train-scorer", str(ws.path), "--target", "oracle", "--out", str(out), "--folds", "3"])
     assert res.exit_code == 0, res.output
     assert "length" in res.output and "random" in res.output and "held-out" in res.output
     saved = Scorer.load(out)
@@ -186,16 +293,6 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     assert {"complexity", "quality", "complexity_failure", "quality_failure"} <= set(ws.columns)
 
 
-def test_per_turn_scoring_writes_one_score_per_user_turn(tmp_path, shapes):
-    ws = Workspace(tmp_path / "ws")
-    ws.load(shapes["sharegpt"])  # two user turns per row
-    summary = score_workspace(ws, "complexity", per_turn=True)
-    assert summary["failed"] == 0
-    values = ws.column("complexity")
-    assert all(len(v) == 2 and all(1 <= x <= 6 for x in v) for v in values)
-    assert ws.columns["complexity"]["turns"] == "each user turn"
-
-
 def test_cli_distil_with_a_label_column(tmp_path):
     from curate.cli import app
 
@@ -206,3 +303,91 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert "52 of 81 rows labelled" in res.output
     assert ws.columns["oracle_distilled"]["labels_spent"] == 52
     assert Scorer.load(tmp_path / "d").metadata["distilled"] is True
+
+
+# -- DEITA's loop: a multi-turn judge column and Evol labels train scorers ----------------------------------
+def _multi_turn_workspace(tmp_path, rows: int = 30) -> tuple[Workspace, list[list[float]]]:
+    """Rows of 2-3 user turns from the synthetic levels; returns the workspace and each row's turn levels."""
+    rng = random.Random(3)
+    records, levels = [], []
+    for i in range(rows):
+        turn_levels = [rng.randint(1, 5) for _ in range(2 + i % 2)]
+        messages = []
+        for t, level in enumerate(turn_levels):
+            messages += [{"role": "user", "content": LEVELS[level][(i + t) % 3].format(x=rng.choice(FRUITS))},
+                         {"role": "assistant", "content": f"Answer {i}.{t}."}]
+        records.append({"messages": messages})
+        levels.append([float(v) for v in turn_levels])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "multi.jsonl", records))
+    by_conversation = {json.dumps(r["messages"]): lv for r, lv in zip(records, levels, strict=True)}
+    return ws, [by_conversation[json.dumps(c)] for c in ws.conversations()]
+
+
+def test_multi_turn_judge_column_trains_a_scorer(tmp_path):
+    ws, levels = _multi_turn_workspace(tmp_path)
+    # a judge's per-turn column; every 5th row's last turn failed (no value)
+    values = [lv[:-1] + [None] if i % 5 == 0 else lv for i, lv in enumerate(levels)]
+    ws.add_column("judge_cx", values, {"kind": "judge", "judge": "complexity", "granularity": "turn", "reducer": "sum"})
+    scored_turns = sum(v is not None for row in values for v in row)
+    result = train_scorer(ws, target="judge_cx", k=3, seed=0)
+    assert len(result.data) == scored_turns > len(ws)  # every scored turn is a label, not one per row
+    assert result.scorer.metadata["n_train"] == scored_turns
+    assert result.data.skipped == {"no numeric value": sum(i % 5 == 0 for i in range(len(ws)))}
+    assert set(result.data.groups) == set(ws.ids)  # grouped by row id
+    train, test = group_split(len(result.data), result.data.groups, 0.2, 0)
+    assert not {result.data.groups[i] for i in train} & {result.data.groups[i] for i in test}
+    assert result.evaluation.n_train + result.evaluation.n_holdout == scored_turns
+    assert result.evaluation.holdout["scorer"]["spearman"] > 0.5
+    assert result.scorer.column == "judge_cx" and result.scorer.imitates["judge"] == "complexity"
+    # what a scorer reads comes from what the column's producer read (its provenance), not from its name
+    ws.add_column("quality_like", values, {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    assert from_column(ws, "quality_like").reads == ["instruction", "response"]
+    assert from_column(ws, "judge_cx").reads == ["instruction"]
+
+
+def _evol_labels(kind: str) -> list[dict]:
+    """A small hand-written Evol label set: per seed, variants of rising level scored 1..3 by the ranker."""
+    rows = []
+    for s, fruit in enumerate(FRUITS[:8]):
+        for step, level in enumerate((1, 3, 5)):
+            text = LEVELS[level][s % 3].format(x=fruit)
+            row = {"text": text, "score": float(step + 1), "seed_id": f"seed-{s}", "step": step,
+                   "operation": "deepening" if step else "seed"}
+            if kind == "quality":  # text is the response to the seed's instruction
+                row = {**row, "instruction": f"Tell me about {fruit}.",
+                       "text": " ".join([f"{fruit.title()} facts, part {k}." for k in range(1 + 4 * step)])}
+            rows.append(row)
+    return rows
+
+
+def test_evol_labels_train_a_scorer_through_the_cli(tmp_path):
+    from curate.cli import app
+
+    ws = _workspace(tmp_path, with_label=False)
+    labels = _evol_labels("complexity")
+    ws.add_labels("evol_complexity", labels, {"method": "evol", "kind": "complexity", "scale": [1, 3]})
+    out = tmp_path / "from_evol"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--labels", "evol_complexity", "--out", str(out),
+                                   "--folds", "3", "--name", "complexity"])
+    assert res.exit_code == 0, res.output
+    assert "labels evol_complexity" in res.output and "held-out" in res.output
+    scorer = Scorer.load(out)
+    assert scorer.reads == ["instruction"] and scorer.metadata["n_train"] == len(labels)
+    assert scorer.imitates == {"judge": "complexity", "label_set": "evol_complexity", "method": "evol", "scale": [1, 3]}
+    # ... and the trained scorer scores the pool: the loop is closed
+    ws.apply(scorer, progress=False)
+    by_text = {c[0]["content"]: v for c, v in zip(ws.conversations(), ws.row_values("complexity"), strict=True)}
+    texts, levels = synthetic(n_per_level=16, seed=1)
+    assert agreement(levels, [by_text[t] for t in texts])["spearman"] > 0.5
+
+
+def test_evol_quality_labels_fit_directly(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_quality", _evol_labels("quality"), {"method": "evol", "kind": "quality"})
+    data = from_label_set(ws.labels("evol_quality"), "evol_quality")
+    assert data.reads == ["instruction", "response"] and len(data) == 24 and data.turns[0].instruction.startswith("Tell")
+    scorer = Scorer(reads=["instruction", "response"], features=["length", "stats"]).fit(ws.labels("evol_quality"))
+    short, long = scorer.predict([{"instruction": "Tell me about kiwi.", "response": r} for r in
+                                  ("Kiwi facts.", " ".join(f"Kiwi facts, part {k}." for k in range(9)))])
+    assert long > short and scorer.metadata["n_train"] == 24

@@ -1,35 +1,73 @@
-"""Trained scorers: train-scorer, distil."""
+"""Trained scorers: train-scorer, distil (`curate score --scorer` applies one: cli/judge.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from curate.cli.common import (
     app,
     console,
 )
 
+METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
+METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")
+
+
+def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
+    """A scorer's K-fold and held-out agreement beside the length and random baselines."""
+    table = Table(title=title)
+    for head in ("predictor", "split", *METRIC_HEADS, "n"):
+        table.add_column(head, justify="left" if head in ("predictor", "split") else "right")
+    for who, split, m in ev.rows():
+        table.add_row(who, split, *(f"{m[k]:.3f}" for k in METRIC_KEYS), f"{m['n']:,}")
+    return table
+
+
+def _print_training(result, out: Path, console: Console) -> None:
+    data, ev = result.data, result.evaluation
+    groups = len(set(data.groups))
+    console.print(evaluation_table(ev, f"scorer {result.scorer.column!r} from {escape(data.source)}: "
+                                       f"{len(data):,} labels ({groups:,} groups), reads {', '.join(data.reads)}"))
+    if data.skipped:
+        left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
+        console.print(f"left out: {left}")
+    if ev.calibration:
+        bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
+        console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")
+    console.print(f"saved scorer to {result.scorer.save(out)}")
+
 
 @app.command("train-scorer")
 def train_scorer(
     workspace: Path = typer.Argument(..., help="Workspace directory holding the labels."),
-    target: str = typer.Option(..., "--target", help="Numeric column with judge labels to imitate."),
+    target: str | None = typer.Option(None, "--target", help="Judge column to imitate (every scored turn is a label)."),
+    labels: str | None = typer.Option(None, "--labels", help="Label set to learn from, e.g. evol_complexity "
+                                      "(see `curate evol`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
-    kind: str = typer.Option("embedding", help="Scorer kind: embedding (MiniLM + linear head)."),
+    name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set or target name)."),
     head: str = typer.Option("ridge", help="ridge (regression) or ordinal (expected label of a multinomial head)."),
-    inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response]. "
-                                      "Default: instruction+response when the target name contains 'quality'."),
+    inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response]. Default: "
+                                      "what the labels carry (a label set with responses, or a column whose "
+                                      "provenance says it read the response), else the instruction."),
     folds: int = typer.Option(5, "--folds", "-k", help="K for K-fold agreement on the training part."),
-    holdout: float = typer.Option(0.2, help="Share of rows held out (split before any fitting)."),
+    holdout: float = typer.Option(0.2, help="Share of groups held out (split before any fitting)."),
     seed: int = typer.Option(0, help="Seed for the splits."),
 ) -> None:
-    """Train a small scorer on a judge's labels; print K-fold and held-out agreement beside baselines."""
-    from curate.scorers import train_scorer_cli
+    """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines."""
+    from curate.scorers import train_scorer as train
+    from curate.session import Workspace
 
-    train_scorer_cli(workspace, target, out, kind=kind, head=head, k=folds, holdout=holdout, seed=seed,
-                     inputs=inputs.split(",") if inputs else None, console=console)
+    if (target is None) == (labels is None):
+        raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME")
+    ws = Workspace.open(workspace)
+    result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
+                   name=name, k=folds, holdout=holdout, seed=seed)
+    _print_training(result, out, console)
 
 
 @app.command("distil")
@@ -42,11 +80,28 @@ def distil_command(
     uncertain_k: int = typer.Option(50, "--uncertain-k", help="Rows labelled per round (largest bootstrap disagreement)."),
     holdout_n: int = typer.Option(100, "--holdout-n", help="Random labelled rows kept out of training, for agreement."),
     column: str | None = typer.Option(None, help="Column for the scorer's predictions (default LABEL_distilled)."),
+    inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response] (default: "
+                                      "what the column's provenance says it read, else the instruction)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also save the distilled scorer here."),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
-    from curate.scorers import distil_cli
+    from curate.scorers import Scorer, column_judge, column_labeller, distil
+    from curate.session import Workspace
 
-    distil_cli(workspace, label_column, n=n, rounds=rounds, uncertain_k=uncertain_k, holdout_n=holdout_n,
-               column=column, out=out, console=console)
+    ws = Workspace.open(workspace)
+    reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
+    name = column or f"{label_column}_distilled"
+    scorer = Scorer(reads=reads, features=["embeddings", "length", "stats"], name=name, imitates=imitates)
+    report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
+                    holdout_n=holdout_n)
+    table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
+                        f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
+    for head in ("round", "trained on", "labels spent", "held-out spearman", "kendall", "MAE", "pairwise acc"):
+        table.add_column(head)
+    for r in report.rounds:
+        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}",
+                      *(f"{r.get(k, float('nan')):.3f}" for k in METRIC_KEYS))
+    console.print(table)
+    if out:
+        console.print(f"saved scorer to {report.scorer.save(out)}")
 

@@ -1,0 +1,227 @@
+"""Distil a judge into a scorer: judge a random sample, train, predict the rest, refine where unsure.
+
+The unit a labeller is asked about is a row (a judge call per row; ``labels_spent`` counts rows); the
+scorer learns from every turn of the labelled rows. Held-out rows are judged for evaluation only.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curate.errors import ScorerError
+from curate.scorers.evaluation import agreement
+from curate.scorers.features import input_texts, missing_inputs
+from curate.scorers.model import Scorer, training_fingerprint
+
+NO_REASON = "no reason given"
+TOP_REASONS, REASON_CHARS = 3, 160
+HOLDOUT_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy", "n")
+
+# A labeller: row ids -> per row, a number (a one-turn row), a list with one entry per turn, or why not
+# (None/NaN, a reason string, or a dict with "reason").
+LabelFn = Callable[[list[str]], list[Any]]
+
+
+@dataclass
+class DistilReport:
+    """What a distillation run spent and how well the final scorer agrees with held-out judge labels."""
+
+    labels_spent: int
+    rows_total: int
+    rounds: list[dict[str, Any]]
+    holdout: dict[str, float]
+    column: str
+    scorer: Scorer
+
+    @property
+    def fraction_spent(self) -> float:
+        return self.labels_spent / self.rows_total if self.rows_total else float("nan")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{r['round']}</td><td>{r['labelled']:,}</td><td>{r['spent']:,}</td>"
+                       f"<td>{r.get('spearman', float('nan')):.3f}</td><td>{r.get('mae', float('nan')):.3f}</td></tr>"
+                       for r in self.rounds)
+        return (f"<div><b>Distillation of {html.escape(self.column)}</b>: {self.labels_spent:,} of "
+                f"{self.rows_total:,} rows judged ({self.fraction_spent:.1%})<table><tr><th>round</th>"
+                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>MAE</th></tr>{rows}</table></div>")
+
+    def __repr__(self) -> str:
+        return (f"DistilReport({self.labels_spent:,}/{self.rows_total:,} rows judged ({self.fraction_spent:.1%}), "
+                f"held-out spearman {self.holdout.get('spearman', float('nan')):.3f})")
+
+
+def label_failure(value: Any) -> str | None:
+    """Why ``value`` is not a label (None/NaN, a reason string, or a failure dict), or None when it is a number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_REASON
+    if isinstance(value, str):
+        return value.strip() or NO_REASON
+    if isinstance(value, dict):
+        return str(value.get("reason") or value)
+    return None
+
+
+def top_reasons(reasons: Sequence[str], top: int = TOP_REASONS) -> str:
+    """The ``top`` most common reasons, one line: ``"12 x timeout; 3 x no digit in output; ..."``."""
+    counts = Counter(" ".join(r.split())[:REASON_CHARS] for r in reasons)
+    text = "; ".join(f"{c} x {r}" for r, c in counts.most_common(top))
+    return text + ("; ..." if len(counts) > top else "")
+
+
+def column_labeller(ws: Any, column: str) -> LabelFn:
+    """A labeller that reads an existing judge column (only the rows asked for): per-turn values, and
+    for a turn without one the reason its failure records."""
+
+    def label_fn(ids: list[str]) -> list[Any]:
+        out: list[Any] = []
+        for values, fails in zip(ws.turn_values(column, ids), ws.failures(column, ids), strict=True):
+            why = {f.turn: f"{f.code.value}: {f.message}" for f in fails}
+            if values is None:
+                out.append("; ".join(why.values()) or f"no value in column {column!r}")
+            else:
+                out.append([v if v is not None else why.get(t) or why.get(None) or f"no value in column {column!r}"
+                            for t, v in enumerate(values, start=1)])
+        return out
+
+    return label_fn
+
+
+def _turn_labels(value: Any, n_turns: int) -> list[tuple[float | None, str | None]]:
+    """A labeller's value for one row as (label, failure reason) per turn."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_turns:
+            return [(None, f"{len(value)} labels for a row of {n_turns} turns")] * n_turns
+        return [(None, why) if (why := label_failure(v)) else (float(v), None) for v in value]
+    why = label_failure(value)
+    if why is None and n_turns != 1:
+        why = f"one label for a row of {n_turns} turns"
+    return [(None, why) if why else (float(value), None)]
+
+
+def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200, rounds: int = 1,
+           uncertain_k: int = 50, holdout_n: int = 100, column: str | None = None, n_bootstrap: int = 8,
+           seed: int = 0, write: bool = True, progress: bool = True) -> DistilReport:
+    """Distil a judge into a scorer; see the module doc.
+
+    ``label_fn(row_ids)`` is any labeller (a judge, an existing column: :func:`column_labeller`); failed
+    labels are left out of training, and when every label fails :class:`ScorerError` says so with the
+    most common reasons. Steps: label ``holdout_n`` random rows for evaluation only; label ``n`` random
+    rows; fit; then ``rounds`` times send the ``uncertain_k`` rows where a bootstrap ensemble of heads
+    disagrees most to the labeller and refit. With ``write`` the final scorer (named ``column``) is applied
+    to every turn of the pool (``ws.apply``), so the column has one scale.
+    """
+    scorer = scorer or Scorer(reads=["instruction"])
+    if column:
+        scorer.name = column
+    rng = np.random.default_rng(seed)
+    ids = list(ws.ids)
+    turns = ws.turns()
+    items = [(i, t) for i, row in enumerate(turns) for t, turn in enumerate(row) if not missing_inputs(turn, scorer.reads)]
+    usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
+    if holdout_n + n >= len(usable):
+        raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
+                          "judge them all instead")
+    row_items: dict[int, list[int]] = {}
+    for k, (i, _) in enumerate(items):
+        row_items.setdefault(i, []).append(k)
+    emb = scorer.embed([turns[i][t] for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
+    X = scorer.featurize(emb)
+    order = rng.permutation(len(usable))
+    held_pos, pool_pos = order[:holdout_n], order[holdout_n:]
+    labels: dict[int, float] = {}  # item -> label
+    failed: dict[int, str] = {}    # row position (in usable) -> reason, for rows that gave no label
+    asked: set[int] = set()
+    spent = 0
+
+    def judge(positions: Sequence[int]) -> None:
+        nonlocal spent
+        positions = list(positions)
+        got = label_fn([ids[usable[p]] for p in positions])
+        if len(got) != len(positions):
+            raise ScorerError(f"label_fn returned {len(got)} labels for {len(positions)} rows")
+        spent += len(positions)
+        asked.update(positions)
+        for p, value in zip(positions, got, strict=True):
+            row = usable[p]
+            per_turn = _turn_labels(value, len(turns[row]))
+            reasons = []
+            for k in row_items[row]:
+                label, why = per_turn[items[k][1]]
+                if label is None:
+                    reasons.append(why)
+                else:
+                    labels[k] = label
+            if len(reasons) == len(row_items[row]):
+                failed[p] = reasons[0]
+
+    judge(held_pos)
+    held_labels = dict(labels)  # evaluation only: never trained on
+    labels.clear()
+    judge(pool_pos[:n])
+    if not labels:  # nothing to train on: say why instead of failing on an empty training set
+        rows_asked = pool_pos[:n].tolist()
+        scope = f"all {len(rows_asked)} training labels failed ({len(held_labels)} held-out labels did not)"
+        if not held_labels:
+            rows_asked = held_pos.tolist() + rows_asked
+            scope = f"all {len(rows_asked)} labels failed"
+        raise ScorerError(f"distil: {scope}: {top_reasons([failed[p] for p in rows_asked if p in failed])}")
+    history: list[dict[str, Any]] = []
+    held_keys = np.array(sorted(held_labels))
+
+    def fit_and_measure(round_no: int, added: int) -> None:
+        train = np.array(sorted(labels))
+        scorer.fit_features(X[train], np.array([labels[k] for k in train]))
+        m = agreement([held_labels[k] for k in held_keys], scorer.predict_features_raw(X[held_keys])) \
+            if len(held_keys) >= 3 else {}
+        history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
+                        "label_failures": len(failed), **m})
+
+    fit_and_measure(0, min(n, len(pool_pos)))
+    for r in range(1, rounds + 1):
+        if uncertain_k <= 0:
+            break
+        candidates = np.array([p for p in pool_pos if p not in asked])
+        if not len(candidates):
+            break
+        train = np.array(sorted(labels))
+        cand_items = [row_items[usable[p]] for p in candidates]
+        std = _bootstrap_std(scorer, X[train], np.array([labels[k] for k in train]),
+                             X[[k for ks in cand_items for k in ks]], n_bootstrap, rng)
+        ends = np.cumsum([len(ks) for ks in cand_items])
+        row_std = np.array([std[e - len(ks):e].mean() for e, ks in zip(ends, cand_items, strict=True)])
+        pick = candidates[np.argsort(-row_std, kind="stable")[:uncertain_k]]
+        judge(pick)
+        fit_and_measure(r, len(pick))
+    train = np.array(sorted(labels))
+    texts = input_texts([turns[items[k][0]][items[k][1]] for k in train], scorer.reads)
+    scorer.metadata.update({"n_train": int(len(train)), "distilled": True,
+                            "training_fingerprint": training_fingerprint(texts, [labels[k] for k in train])})
+    holdout = {k: v for k, v in (history[-1] if history else {}).items() if k in HOLDOUT_KEYS}
+    scorer.metrics = {"distil": history, "holdout": {"scorer": holdout}, "labels_spent": spent,
+                      "rows_total": len(ids)}
+    if write:
+        ws.apply(scorer, progress=progress)
+    return DistilReport(labels_spent=spent, rows_total=len(ids), rounds=history, holdout=holdout, column=scorer.column,
+                        scorer=scorer)
+
+
+def _bootstrap_std(scorer: Scorer, X: np.ndarray, y: np.ndarray, X_pred: np.ndarray, n_models: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Disagreement of a small bootstrap ensemble of heads: the per-row std of their predictions."""
+    preds = []
+    for _ in range(n_models):
+        idx = rng.integers(0, len(y), len(y))
+        if np.unique(y[idx]).size < 2:
+            continue
+        preds.append(scorer.fresh().fit_features(X[idx], y[idx]).predict_features_raw(X_pred))
+    if len(preds) < 2:  # no disagreement to measure: say so rather than rank every row as certain
+        raise ScorerError(f"distil: only {len(preds)} of {n_models} bootstrap heads could be fitted "
+                          "(the labels so far hardly vary); label more rows at random first (larger n)")
+    return np.std(preds, axis=0)

@@ -1,0 +1,189 @@
+"""How well a scorer agrees with its judge: metrics, K-fold and held-out evaluation, baselines.
+
+Every figure stands beside two baselines: the length baseline (a least-squares fit of the label on log
+length of the judged text, fitted in-fold) and random. Rows of one group (a query and all its
+responses, the turns of one conversation, the variants of one Evol seed) stay on one side of every split.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from curate.scorers.features import Row, input_texts
+from curate.scorers.model import Scorer, training_fingerprint
+
+METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
+
+
+def pairwise_accuracy(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
+    """Share of pairs with different labels that the predictions order the same way (prediction ties 1/2)."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    dt = np.sign(t[:, None] - t[None, :])
+    dp = np.sign(p[:, None] - p[None, :])
+    mask = dt > 0
+    n = int(mask.sum())
+    if n == 0:
+        return float("nan")
+    agree = (dp[mask] > 0).sum() + 0.5 * (dp[mask] == 0).sum()
+    return float(agree / n)
+
+
+def calibration(y_true: Sequence[float], y_pred: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
+    """Calibration plot data: quantile bins of the prediction, mean prediction vs mean label per bin."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    out = []
+    for chunk in np.array_split(order, min(bins, len(order))):
+        if len(chunk):
+            out.append({"n": int(len(chunk)), "mean_predicted": float(p[chunk].mean()),
+                        "mean_label": float(t[chunk].mean())})
+    return out
+
+
+def agreement(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+    """Spearman, Kendall (tau-b), MAE and pairwise accuracy of predictions against judge labels."""
+    from scipy.stats import kendalltau, spearmanr
+
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    constant = np.ptp(p) == 0 or np.ptp(t) == 0
+    return {"spearman": float("nan") if constant else float(spearmanr(t, p).statistic),
+            "kendall": float("nan") if constant else float(kendalltau(t, p).statistic),
+            "mae": float(np.mean(np.abs(t - p))), "pairwise_accuracy": pairwise_accuracy(t, p), "n": int(len(t))}
+
+
+def _length_baseline(chars_train: np.ndarray, y_train: np.ndarray, chars_test: np.ndarray) -> np.ndarray:
+    """Length baseline: least squares of the label on log length (fitted in-fold so its MAE is fair)."""
+    x = np.log1p(chars_train)
+    a, b = np.polyfit(x, y_train, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y_train)))
+    return np.clip(a * np.log1p(chars_test) + b, y_train.min(), y_train.max())
+
+
+@dataclass
+class Evaluation:
+    """Agreement of a scorer configuration with judge labels: K-fold and held-out, with baselines.
+
+    ``kfold`` / ``holdout``: predictor (``scorer``, ``length``, ``random``) -> metrics.
+    """
+
+    kfold: dict[str, dict[str, float]]
+    holdout: dict[str, dict[str, float]]
+    calibration: list[dict[str, float]]
+    n_train: int
+    n_holdout: int
+    k: int
+    length_input: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kfold": self.kfold, "holdout": self.holdout, "calibration": self.calibration,
+                "n_train": self.n_train, "n_holdout": self.n_holdout, "k": self.k,
+                "length_baseline_reads": self.length_input, **self.extra}
+
+    def rows(self) -> list[tuple[str, str, dict[str, float]]]:
+        """(predictor, split, metrics) for every figure, K-fold first."""
+        return [(who, split, m) for split, res in ((f"{self.k}-fold", self.kfold), ("held-out", self.holdout))
+                for who, m in res.items()]
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td>"
+                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS) + "</tr>" for who, split, m in self.rows())
+        return ("<table><tr><th>predictor</th><th>split</th><th>spearman</th><th>kendall</th><th>MAE</th>"
+                f"<th>pairwise acc</th></tr>{rows}</table>")
+
+
+def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
+    out = {k: float(np.nanmean([m[k] for m in items])) for k in METRICS}
+    out["spearman_std"] = float(np.nanstd([m["spearman"] for m in items]))
+    out["n"] = int(sum(m["n"] for m in items))
+    return out
+
+
+def group_split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) positions: a ``holdout`` share of the groups, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    keys = np.arange(n) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    uniq = np.unique(keys)
+    rng.shuffle(uniq)
+    test_keys = set(uniq[: max(1, int(round(holdout * len(uniq))))].tolist())
+    test = np.array([k in test_keys for k in keys])
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
+                      k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+                      length_input: str = "") -> Evaluation:
+    """K-fold agreement on the training part and agreement on a held-out part split off first.
+
+    ``X`` holds precomputed features (``Scorer.featurize``), ``chars`` the length the baseline reads.
+    ``groups`` keeps rows of one group (e.g. the same query) on one side of every split.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    y = np.asarray(y, dtype=np.float64)
+    chars = np.asarray(chars, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    train, test = group_split(len(y), groups, holdout, seed) if holdout > 0 else (np.arange(len(y)), np.array([], int))
+    g_train = np.arange(len(train)) if groups is None else np.asarray(groups, dtype=object).astype(str)[train]
+    folds: dict[str, list[dict[str, float]]] = {"scorer": [], "length": [], "random": []}
+    perm = rng.permutation(len(train))  # GroupKFold is deterministic: shuffle group order first
+    for tr, te in GroupKFold(n_splits=k).split(perm, groups=np.asarray(g_train)[perm]):
+        tr, te = train[perm[tr]], train[perm[te]]
+        pred = make_scorer().fit_features(X[tr], y[tr]).predict_features_raw(X[te])
+        folds["scorer"].append(agreement(y[te], pred))
+        folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
+        folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
+    kfold = {who: _mean_metrics(ms) for who, ms in folds.items()}
+    held: dict[str, dict[str, float]] = {}
+    calib: list[dict[str, float]] = []
+    if len(test):
+        pred = make_scorer().fit_features(X[train], y[train]).predict_features_raw(X[test])
+        held = {"scorer": agreement(y[test], pred),
+                "length": agreement(y[test], _length_baseline(chars[train], y[train], chars[test])),
+                "random": agreement(y[test], rng.uniform(y[train].min(), y[train].max(), len(test)))}
+        calib = calibration(y[test], pred)
+    return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
+                      length_input=length_input)
+
+
+def length_input(scorer: Scorer) -> str:
+    """The input the length baseline measures: the response when the scorer reads one, else the instruction."""
+    return "response" if "response" in scorer.reads else scorer.reads[-1]
+
+
+def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[float], *, k: int = 5,
+                       holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+                       refit_all: bool = True, embedded: dict[str, np.ndarray] | None = None,
+                       cache_dir: str | os.PathLike | None = None) -> Evaluation:
+    """Embed once, evaluate (K-fold + held-out, baselines beside), then fit ``scorer`` and store the metrics.
+
+    The held-out part is split off before any fitting; with ``refit_all`` the final head is fitted on
+    all rows (the reported figures stay the held-out ones). ``embedded``: a cached :meth:`Scorer.embed`
+    result for these rows; ``cache_dir``: a workspace's cache folder (texts embedded before are reused).
+    """
+    rows = list(rows)
+    scores = np.asarray([float(s) for s in scores], dtype=np.float64)
+    emb = scorer.embed(rows, cache_dir=cache_dir) if embedded is None else embedded
+    X = scorer.featurize(emb)
+    base = length_input(scorer)
+    ev = evaluate_features(scorer.fresh, X, scores, emb[f"_chars_{base}"], k=k, holdout=holdout, groups=groups,
+                           seed=seed, length_input=base)
+    if refit_all or not ev.n_holdout:
+        idx = np.arange(len(rows))
+    else:
+        idx = group_split(len(rows), groups, holdout, seed)[0]
+    scorer.fit_features(X[idx], scores[idx])
+    texts = input_texts([rows[i] for i in idx], scorer.reads)
+    scorer.metadata.update({"n_train": int(len(idx)), "training_fingerprint": training_fingerprint(texts, scores[idx]),
+                            "label_mean": float(scores[idx].mean()), "label_std": float(scores[idx].std()),
+                            "refit_on_all_rows": bool(refit_all)})
+    scorer.metrics = ev.to_dict()
+    return ev

@@ -1,0 +1,183 @@
+"""What a scorer reads: the texts of a turn, and the features computed from them.
+
+A scorer reads one or two texts of a turn (``inputs``: the instruction, and for quality also the
+response; see :class:`curate.rows.Turn`) and turns them into features: MiniLM embeddings, their
+element-wise product, log lengths, and cheap text statistics (:func:`text_stats`) of the judged text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from curate.errors import ScorerError
+from curate.rows import Turn, as_turns
+
+INPUTS = ("instruction", "response")
+FEATURES = ("embeddings", "product", "length", "stats")
+
+# What a user may hand ``fit``/``predict``: a Turn, a plain instruction, a dict (an instruction/response
+# record, a label record with ``text``, or ``{"conversation": ...}``), or a one-turn conversation.
+Row = str | Turn | Mapping[str, Any] | Sequence[Mapping[str, str]]
+
+
+# -- the texts of a turn -----------------------------------------------------------------------------
+def to_turn(row: Row) -> Turn:
+    """The one turn a row holds.
+
+    A label record (a ``text`` column, as Evol labels have) reads ``text`` as the judged text: the
+    response when the record also has ``instruction`` (quality labels), else the instruction
+    (complexity labels, optionally with a ``response``). Anything else goes through
+    :func:`curate.rows.as_turns`. A row of several turns is an error: score conversations per turn
+    with ``ws.apply(scorer)``, or pass their turns (``curate.rows.turns(conversation)``).
+    """
+    if isinstance(row, Mapping) and "text" in row and "conversation" not in row:
+        if row.get("instruction") is not None:
+            return Turn(row["instruction"], row["text"])
+        return Turn(row["text"], row.get("response"))
+    turns = as_turns(row)
+    if len(turns) != 1:
+        raise ScorerError(f"a row with {len(turns)} user turns; a scorer scores one turn: pass the turns "
+                          "(curate.rows.turns(conversation)) or score a workspace with ws.apply(scorer)")
+    return turns[0]
+
+
+def turn_text(turn: Turn, name: str) -> str | None:
+    if name not in INPUTS:
+        raise ScorerError(f"unknown input {name!r}; a scorer reads {list(INPUTS)}")
+    return turn.instruction if name == "instruction" else turn.response
+
+
+def missing_inputs(turn: Turn, inputs: Sequence[str]) -> list[str]:
+    """The inputs a turn lacks (None or empty text): such a turn gets a failure, never a score."""
+    return [name for name in inputs if not turn_text(turn, name)]
+
+
+def input_texts(rows: Sequence[Row], inputs: Sequence[str]) -> dict[str, list[str]]:
+    """The texts a scorer reads, one list per input name, aligned to ``rows`` (see :func:`to_turn`)."""
+    rows = list(rows)
+    if rows and isinstance(rows[0], str) and len(inputs) != 1:
+        raise ScorerError(f"this scorer reads {list(inputs)}; pass rows (dicts or conversations), not strings")
+    out: dict[str, list[str]] = {name: [] for name in inputs}
+    for i, row in enumerate(rows):
+        turn = to_turn(row)
+        for name in inputs:
+            text = turn_text(turn, name)
+            if text is None:
+                raise ScorerError(f"row {i} has no {name}; this scorer reads {list(inputs)}")
+            out[name].append(text)
+    return out
+
+
+# -- cheap text statistics ---------------------------------------------------------------------------
+_REFUSAL = re.compile(r"as an ai|language model|i'm sorry|i am sorry|i cannot|i can't|i apologi[sz]e")
+_LIST_ITEM = re.compile(r"\s*([-*\u2022]|\d+[.)])\s")
+_NUMBERED = re.compile(r"(?m)^\s*\d+[.)]")
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_WRAP_UP = re.compile(r"\b(in summary|in conclusion|overall|to summarize)\b")
+_EXAMPLE = re.compile(r"\b(for example|for instance|such as|e\.g\.)\b")
+_HEDGE = re.compile(r"\b(however|although|depends|note that)\b")
+STAT_NAMES = ("log_lines", "list_items", "code_fence", "refusal", "distinct_words", "non_ascii", "ends_cleanly",
+              "digits", "headings", "mean_word_len", "log_words_per_sentence", "paragraphs", "bold", "numbered_items",
+              "sentences", "log_words", "mean_line_len", "log_max_line_len", "wrap_up", "hedge", "example")
+PAIR_STAT_NAMES = ("log_length_ratio", "instruction_word_overlap", "cosine")
+
+
+def text_stats(text: str) -> list[float]:
+    """Surface statistics of one text (structure, refusals, repetition), in ``STAT_NAMES`` order.
+
+    GPT-4 quality ratings follow structure (paragraphs, lists, sentences) more than raw length; these
+    cheap counts carry that signal, which sentence embeddings of the first 256 tokens miss.
+    """
+    words = text.split()
+    lines = text.splitlines()
+    filled = [line for line in lines if line.strip()]
+    lower = text.lower()
+    n_chars = max(1, len(text))
+    return [math.log1p(len(lines)), math.log1p(sum(bool(_LIST_ITEM.match(line)) for line in lines)),
+            float("```" in text), float(bool(_REFUSAL.search(lower))),
+            len(set(words)) / max(1, len(words)), sum(ord(c) > 127 for c in text) / n_chars,
+            float(text.strip()[-1:] in ".!?)`\"'"), sum(c.isdigit() for c in text) / n_chars,
+            math.log1p(sum(line.strip().startswith("#") or line.strip().endswith(":") for line in lines)),
+            float(np.mean([len(w) for w in words])) if words else 0.0,
+            math.log1p(len(words) / max(1, len(re.findall(r"[.!?]", text)))),
+            math.log1p(len(_PARAGRAPH.findall(text))), math.log1p(text.count("**")), math.log1p(len(_NUMBERED.findall(text))),
+            math.log1p(len(_SENTENCE_END.findall(text))), math.log1p(len(words)),
+            float(np.mean([len(line) for line in filled])) / 100 if filled else 0.0,
+            math.log1p(max((len(line) for line in filled), default=0)),
+            float(bool(_WRAP_UP.search(lower))), float(bool(_HEDGE.search(lower))), float(bool(_EXAMPLE.search(lower)))]
+
+
+def word_overlap(instruction: str, response: str) -> float:
+    asked = set(instruction.lower().split())
+    return len(asked & set(response.lower().split())) / max(1, len(asked))
+
+
+# -- measurements and the feature matrix -------------------------------------------------------------
+def measure_texts(texts: dict[str, list[str]], embeddings: dict[str, np.ndarray], inputs: Sequence[str],
+            on_rows: Callable[[int], Any] | None = None, every: int = 1000) -> dict[str, np.ndarray]:
+    """Embeddings plus the cheap per-text measurements (lengths, text statistics, word overlap).
+
+    ``on_rows(k)`` is called as the statistics of ``k`` more rows are done (a progress bar's update).
+    """
+    out = dict(embeddings)
+    for name in inputs:
+        out[f"_chars_{name}"] = np.array([len(t) for t in texts[name]], dtype=np.float32)
+    last = inputs[-1]
+    stats = []
+    for i, text in enumerate(texts[last], start=1):
+        stats.append(text_stats(text))
+        if on_rows is not None and i % every == 0:
+            on_rows(every)
+    if on_rows is not None and len(stats) % every:
+        on_rows(len(stats) % every)
+    out[f"_stats_{last}"] = np.array(stats, dtype=np.float32).reshape(-1, len(STAT_NAMES))
+    if len(inputs) >= 2:
+        a, b = inputs[:2]
+        out["_overlap"] = np.array([word_overlap(x, z) for x, z in zip(texts[a], texts[b], strict=True)], dtype=np.float32)
+    return out
+
+
+def embedding_parts(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inputs: Sequence[str],
+                    features: Sequence[str]) -> list[np.ndarray]:
+    parts: list[np.ndarray] = []
+    if "embeddings" in features:
+        parts += [emb[name] for name in embed_inputs]
+    if "product" in features:
+        parts.append(emb[inputs[0]] * emb[inputs[1]])
+    return parts
+
+
+def stat_parts(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inputs: Sequence[str],
+               features: Sequence[str]) -> list[np.ndarray]:
+    parts: list[np.ndarray] = []
+    if "length" in features:
+        parts += [np.log1p(emb[f"_chars_{name}"])[:, None] for name in inputs]
+    if "stats" in features:
+        parts.append(emb[f"_stats_{inputs[-1]}"])  # the judged text: the response when there is one
+        if len(inputs) >= 2:
+            a, b = inputs[:2]
+            parts += [(np.log1p(emb[f"_chars_{b}"]) - np.log1p(emb[f"_chars_{a}"]))[:, None], emb["_overlap"][:, None]]
+            if a in embed_inputs and b in embed_inputs:  # cosine of the two texts, when both are embedded
+                parts.append((emb[a] * emb[b]).sum(axis=1)[:, None])
+    return parts
+
+
+def feature_matrix(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inputs: Sequence[str],
+                   features: Sequence[str]) -> np.ndarray:
+    """The matrix a head reads: embedding columns first, then the statistics columns."""
+    parts = embedding_parts(emb, inputs, embed_inputs, features) + stat_parts(emb, inputs, embed_inputs, features)
+    return np.concatenate(parts, axis=1).astype(np.float64)
+
+
+def n_stat_columns(inputs: Sequence[str], embed_inputs: Sequence[str], features: Sequence[str]) -> int:
+    """How many of the last feature columns are statistics (the rest are embedding columns)."""
+    pair_stats = 0
+    if len(inputs) >= 2:  # the cosine is there only when both texts are embedded
+        pair_stats = len(PAIR_STAT_NAMES) - (not set(inputs[:2]) <= set(embed_inputs))
+    return len(inputs) * ("length" in features) + ("stats" in features) * (len(STAT_NAMES) + pair_stats)

@@ -1,0 +1,353 @@
+"""A small trained scorer that imitates an LLM judge: ``fit`` / ``predict`` / ``save`` / ``load``, and a Step.
+
+A :class:`Scorer` reads one or two texts of a turn (``reads``: the instruction, and for quality also
+the response), turns them into features (:mod:`curate.scorers.features`) and maps them to a score with
+a linear head (:mod:`curate.scorers.head`) fitted on judge labels. It is a Step (see
+:mod:`curate.storage.step`): ``ws.apply(scorer)`` scores every turn of every row, with turn
+granularity and DEITA's ``sum`` reducer, exactly as an LLM judge's column.
+
+Output scale: a scorer may map its judge's label range linearly onto another range (``label_range`` ->
+``output_range``); the shipped defaults map onto DEITA's 1-6 scale so ``complexity * quality`` works.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import html
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import EMBED
+from curate.errors import ScorerError
+from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR
+from curate.scorers.features import (
+    FEATURES,
+    INPUTS,
+    Row,
+    feature_matrix,
+    input_texts,
+    measure_texts,
+    missing_inputs,
+    n_stat_columns,
+)
+from curate.scorers.head import HEADS, fit_head, predict_head
+from curate.storage.step import RowInput, StepContext, StepOutput
+
+FORMAT_VERSION = 1
+DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
+
+
+def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -> str:
+    """Hash of the training texts and labels (stored with a fitted scorer)."""
+    h = hashlib.sha256()
+    for name in sorted(texts):
+        h.update(name.encode())
+        for t in texts[name]:
+            h.update(hashlib.sha256(t.encode()).digest())
+    h.update(np.asarray(scores, dtype=np.float64).tobytes())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+class Scorer:
+    """A small trained scorer that imitates a judge (MiniLM embeddings + a linear head).
+
+    ``reads``: which texts of a turn it reads (``["instruction"]`` for complexity,
+    ``["instruction", "response"]`` for quality). ``features``: any of ``embeddings`` (one embedding per
+    input in ``embed_inputs``), ``product`` (element-wise product of the first two inputs' embeddings),
+    ``length`` (log characters of each input), ``stats`` (:func:`~curate.scorers.features.text_stats`
+    of the last input, the judged text; with two inputs also their length ratio, word overlap and
+    embedding cosine). ``embedding_weight`` scales the standardised embedding columns (a larger ridge
+    penalty on them than on the few text statistics; 1.0 = one penalty for all). ``embed_inputs``: which
+    inputs get a MiniLM embedding (default all; embedding long responses is the slow part of scoring a
+    big pool, so a quality scorer may read the response through its statistics only).
+    ``imitates``: what the labels came from, e.g. ``{"judge": "quality", "prompt": ..., "model": "gpt-4"}``.
+
+    As a Step it writes column :attr:`column` (its name, else the judge it imitates), one score per turn.
+    """
+
+    granularity = "turn"
+    reducer = "sum"          # DEITA: a row's score is the sum over its turns
+    inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
+
+    def __init__(self, *, reads: Sequence[str] = ("instruction",), head: str = "ridge",
+                 features: Sequence[str] = ("embeddings", "length"), alpha: float = 10.0, C: float = 1.0,
+                 embed_model: str | None = None, label_range: tuple[float, float] | None = None,
+                 output_range: tuple[float, float] | None = None, name: str | None = None,
+                 imitates: dict[str, Any] | None = None, batch_size: int = EMBED.batch_size, embedding_weight: float = 1.0,
+                 embed_inputs: Sequence[str] | None = None):
+        if head not in HEADS:
+            raise ScorerError(f"head {head!r}: choose one of {list(HEADS)}")
+        bad = [f for f in features if f not in FEATURES]
+        if bad:
+            raise ScorerError(f"unknown features {bad}; choose from {list(FEATURES)}")
+        unknown = [r for r in reads if r not in INPUTS]
+        if unknown or not reads:
+            raise ScorerError(f"a scorer reads some of {list(INPUTS)}; got {list(reads)}")
+        if "product" in features and len(reads) < 2:
+            raise ScorerError("the 'product' feature needs two inputs (e.g. instruction and response)")
+        if (label_range is None) != (output_range is None):
+            raise ScorerError("give both label_range and output_range (a linear map), or neither")
+        self.reads = list(reads)
+        self.head = head
+        self.features = list(features)
+        self.alpha = float(alpha)
+        self.C = float(C)
+        self.embed_model = embed_model
+        self.label_range = tuple(label_range) if label_range else None
+        self.output_range = tuple(output_range) if output_range else None
+        self.name = name
+        self.imitates = dict(imitates or {})
+        self.batch_size = batch_size
+        self.embedding_weight = float(embedding_weight)
+        self.embed_inputs = list(reads) if embed_inputs is None else list(embed_inputs)
+        if not set(self.embed_inputs) <= set(self.reads):
+            raise ScorerError(f"embed_inputs {self.embed_inputs} must be among reads {self.reads}")
+        self.weights: dict[str, np.ndarray] = {}
+        self.metadata: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+
+    # -- features -----------------------------------------------------------------------------------
+    def embed(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None,
+              on_rows=None) -> dict[str, np.ndarray]:
+        """MiniLM embeddings of each input's texts plus the cheap measurements (reuse it across folds).
+
+        With ``cache_dir`` (a workspace's), texts embedded before by any step are not encoded again.
+        ``on_rows(k)``: progress, called as the statistics of ``k`` more rows are done.
+        """
+        from curate.embed import encode, encode_cached
+
+        texts = input_texts(rows, self.reads)
+        if cache_dir is None:
+            vectors = {name: encode(texts[name], model=self.embed_model, batch_size=self.batch_size)
+                       for name in self.embed_inputs}
+        else:
+            vectors = {name: encode_cached(texts[name], cache_dir, model=self.embed_model, batch_size=self.batch_size,
+                                           progress=len(texts[name]) > 2000)[0] for name in self.embed_inputs}
+        return self.measure(texts, vectors, on_rows=on_rows)
+
+    def measure(self, texts: dict[str, list[str]], embeddings: dict[str, np.ndarray],
+                on_rows=None) -> dict[str, np.ndarray]:
+        """Embeddings plus lengths, text statistics and word overlap (see :func:`features.measure_texts`)."""
+        return measure_texts(texts, embeddings, self.reads, on_rows=on_rows)
+
+    def featurize(self, rows_or_embedded: Sequence[Row] | dict[str, np.ndarray]) -> np.ndarray:
+        """The feature matrix the head reads (rows, or the output of :meth:`embed`)."""
+        emb = rows_or_embedded if isinstance(rows_or_embedded, dict) else self.embed(rows_or_embedded)
+        return feature_matrix(emb, self.reads, self.embed_inputs, self.features)
+
+    # -- head ---------------------------------------------------------------------------------------
+    def fit_features(self, X: np.ndarray, y: Sequence[float]) -> Scorer:
+        """Fit the head on a feature matrix (standardised with these rows' mean and scale)."""
+        n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features)
+        self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
+                                embedding_weight=self.embedding_weight)
+        return self
+
+    def predict_features_raw(self, X: np.ndarray) -> np.ndarray:
+        """Predictions on the judge's own label scale (clipped to the training labels' range)."""
+        return predict_head(self.weights, X, self.head)
+
+    def to_output_scale(self, raw: np.ndarray | float) -> np.ndarray:
+        """Map judge-scale values onto ``output_range`` (identity when no map is set)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.label_range is None:
+            return raw
+        (a, b), (c, d) = self.label_range, self.output_range
+        return np.clip(c + (raw - a) * (d - c) / (b - a), min(c, d), max(c, d))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        return self.to_output_scale(self.predict_features_raw(X))
+
+    def fresh(self) -> Scorer:
+        """An unfitted scorer with this configuration (for folds, bootstrap heads)."""
+        cfg = self.config()
+        return Scorer(**{k: v for k, v in cfg.items() if k != "embed_model"}, embed_model=self.embed_model,
+                      batch_size=self.batch_size)
+
+    # -- public API ---------------------------------------------------------------------------------
+    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None) -> Scorer:
+        """Fit on rows (or texts, for a one-input scorer) and their judge scores.
+
+        Without ``scores`` the rows are label records with a ``score`` column: a label set such as
+        ``ws.labels("evol_complexity")`` (``text`` + ``score``; quality labels add ``instruction``, and
+        ``text`` is then the response) or a list of dicts with ``instruction`` (+ ``response``) and ``score``.
+        """
+        rows = list(rows)
+        if scores is None:
+            if not all(isinstance(r, dict) and "score" in r for r in rows):
+                raise ScorerError("fit(rows) without scores needs label records with a 'score' column "
+                                  "(e.g. ws.labels(name)); or pass fit(rows, scores)")
+            scores = [r["score"] for r in rows]
+        scores = [float(s) for s in scores]
+        if len(rows) != len(scores):
+            raise ScorerError(f"{len(rows)} rows but {len(scores)} scores")
+        emb = self.embed(rows)
+        self.fit_features(self.featurize(emb), scores)
+        texts = input_texts(rows, self.reads)
+        self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint(texts, scores),
+                              "label_mean": float(np.mean(scores)), "label_std": float(np.std(scores))})
+        return self
+
+    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
+        """Scores for rows, one per row (each one turn; see :func:`features.to_turn`), on ``output_range``
+        when set, else the judge's scale; see :meth:`embed` for ``cache_dir`` and ``on_rows``."""
+        rows = list(rows)
+        if not rows:
+            return np.zeros(0)
+        return self.predict_features(self.featurize(self.embed(rows, cache_dir=cache_dir, on_rows=on_rows)))
+
+    # -- the Step -----------------------------------------------------------------------------------
+    @property
+    def column(self) -> str:
+        """Column the scorer writes: its name, else the judge it imitates."""
+        return self.name or self.imitates.get("judge") or "score"
+
+    def fingerprint(self) -> str:
+        """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
+        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=_json_default).encode())
+        for key in sorted(self.weights):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(self.weights[key], dtype=np.float64).tobytes())
+        return "sha256:" + h.hexdigest()[:32]
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: a scorer, which judge (and labels) it imitates, its held-out agreement."""
+        out = {"kind": "scorer", "imitates": self.imitates.get("judge", self.column), "imitates_detail": self.imitates,
+               "reads": self.reads, "scorer": self.config(),
+               "scale": list(self.output_range) if self.output_range else None,
+               "training_fingerprint": self.metadata.get("training_fingerprint"),
+               "labels": self.metadata.get("n_train"),
+               "holdout_agreement": (self.metrics.get("holdout") or {}).get("scorer"), "cost_usd": 0.0}
+        if self.metadata.get("distilled"):
+            out.update({"distilled": True, "labels_spent": self.metrics.get("labels_spent"),
+                        "rows_total": self.metrics.get("rows_total")})
+        return out
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
+        values: list[list[float | None] | None] = []
+        failures: list[list[Failure]] = []
+        todo, where, ends = [], [], []
+        for i, row in enumerate(rows):
+            fails: list[Failure] = []
+            if not row.turns:
+                values.append(None)
+                fails.append(Failure(FailureCode.NO_USER_TURN, "the row has no user turn"))
+            else:
+                values.append([None] * len(row.turns))
+                for t, turn in enumerate(row.turns):
+                    missing = missing_inputs(turn, self.reads)
+                    if missing:
+                        code = FailureCode.NO_RESPONSE if "response" in missing else FailureCode.EMPTY_INPUT
+                        fails.append(Failure(code, f"no {' or '.join(missing)}; scorer {self.column!r} reads "
+                                                   f"{', '.join(self.reads)}", turn=t + 1))
+                    else:
+                        todo.append(turn)
+                        where.append((i, t))
+            failures.append(fails)
+            ends.append(len(todo))
+        progress = _RowProgress(ctx.progress, ends)
+        # One predict call: every text goes through the workspace's embedding cache in one pass.
+        preds = self.predict(todo, cache_dir=ctx.cache_dir, on_rows=progress) if todo else []
+        for (i, t), value in zip(where, preds, strict=True):
+            values[i][t] = float(value)
+        progress.finish()
+        return StepOutput(values, failures, stats={"turns_scored": len(todo)})
+
+    # -- persistence --------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"reads": self.reads, "head": self.head, "features": self.features, "alpha": self.alpha, "C": self.C,
+                "embedding_weight": self.embedding_weight, "embed_inputs": self.embed_inputs,
+                "embed_model": self.embed_model or DEFAULT_EMBED_MODEL, "label_range": self.label_range,
+                "output_range": self.output_range, "name": self.name, "imitates": self.imitates}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``."""
+        from safetensors.numpy import save_file
+
+        from curate import __version__
+
+        if not self.weights:
+            raise ScorerError("nothing to save: the scorer is not fitted")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32 if k == "coef" else np.float64)
+                   for k, v in self.weights.items()}, str(out / "head.safetensors"))
+        doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **self.config(),
+               "metadata": self.metadata, "metrics": self.metrics}
+        (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Scorer:
+        """Load a saved scorer folder, or ``"complexity"``/``"quality"`` for a shipped default."""
+        from safetensors.numpy import load_file
+
+        path = Path(directory)
+        if not path.exists() and str(directory) in DEFAULT_SCORERS:
+            path = WEIGHTS_DIR / str(directory)
+        if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
+            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors)")
+        doc = json.loads((path / "scorer.json").read_text())
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ScorerError(f"{path}: scorer format {doc.get('format_version')} not supported (want {FORMAT_VERSION})")
+        embed_model = doc["embed_model"] if doc["embed_model"] != DEFAULT_EMBED_MODEL else None
+        reads = doc["reads"] if "reads" in doc else doc["inputs"]  # "inputs": files saved before the Step contract
+        scorer = cls(reads=reads, head=doc["head"], features=doc["features"],
+                     alpha=doc["alpha"], C=doc["C"], embed_model=embed_model,
+                     label_range=tuple(doc["label_range"]) if doc["label_range"] else None,
+                     output_range=tuple(doc["output_range"]) if doc["output_range"] else None,
+                     name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0),
+                     embed_inputs=doc.get("embed_inputs"))
+        scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path / "head.safetensors")).items()}
+        scorer.metadata = doc.get("metadata", {})
+        scorer.metrics = doc.get("metrics", {})
+        return scorer
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.weights else "unfitted"
+        return (f"Scorer({self.column!r}, head={self.head!r}, reads={self.reads}, features={self.features}, {state})")
+
+    def _repr_html_(self) -> str:
+        held = self.metrics.get("holdout", {}).get("scorer", {})
+        figs = ", ".join(f"{k} {v:.3f}" for k, v in held.items() if isinstance(v, float))
+        return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
+                f"reads {html.escape(', '.join(self.reads))}; imitates {html.escape(json.dumps(self.imitates))})"
+                f"<br>held-out: {html.escape(figs or 'not evaluated')}</div>")
+
+
+class _RowProgress:
+    """Turns 'k more scored turns measured' into row updates of a progress bar (``ends[i]``: turns up to row i)."""
+
+    def __init__(self, bar, ends: list[int]):
+        self.bar, self.ends, self.turns, self.rows = bar, ends, 0, 0
+        self._advance()
+
+    def _advance(self) -> None:
+        done = bisect.bisect_right(self.ends, self.turns)
+        if done > self.rows:
+            self.bar.update(done - self.rows)
+            self.rows = done
+
+    def __call__(self, k: int) -> None:
+        self.turns += k
+        self._advance()
+
+    def finish(self) -> None:
+        self.turns = self.ends[-1] if self.ends else 0
+        self._advance()

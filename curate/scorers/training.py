@@ -1,0 +1,159 @@
+"""Training data for a scorer, from a label set or from a judge column, and the training run itself.
+
+DEITA's loop: Evol labels (``ws.labels("evol_complexity")``) or a judge's column -> a scorer -> the pool.
+A judge column of a multi-turn pool gives one label per scored turn (``ws.turn_values``), and the turns
+of one row stay on one side of every split (groups = row ids); Evol variants of one seed stay together
+(groups = ``seed_id``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.errors import ScorerError
+from curate.rows import Turn
+from curate.scorers.evaluation import Evaluation, train_and_evaluate
+from curate.scorers.features import INPUTS, missing_inputs, to_turn
+from curate.scorers.model import Scorer
+
+# Features when none are given: the product of the two embeddings helps a two-text judge.
+DEFAULT_FEATURES = {1: ["embeddings", "length"], 2: ["embeddings", "product", "length"]}
+
+
+@dataclass
+class TrainingData:
+    """(turn, score) pairs to fit on, the group of each (row id or Evol seed), and what was left out."""
+    turns: list[Turn]
+    scores: list[float]
+    groups: list[str]
+    reads: list[str]
+    source: str                                    # "labels <name>" or "column <name>"
+    imitates: dict[str, Any] = field(default_factory=dict)
+    skipped: Counter = field(default_factory=Counter)  # reason -> turns left out
+    rows: int = 0                                  # rows (label records, or pool rows) read
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _reads_of(names: Sequence[str]) -> list[str]:
+    return ["instruction", "response"] if "response" in names else ["instruction"]
+
+
+def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any] | None = None,
+                   reads: Sequence[str] | None = None) -> TrainingData:
+    """Labels from a label set (``ws.labels(name)``: Evol's ``text, score, seed_id, step, operation
+    [, instruction]``) or any records with ``text``/``instruction`` (+ ``response``) and ``score``.
+
+    Reads: the instruction and the response when the records carry a response (``instruction`` beside
+    ``text``, as Evol quality labels, or a ``response`` column), else the instruction.
+    """
+    records = [dict(r) for r in records]
+    prov = provenance or {}
+    if reads is None:
+        keys = set().union(*(r.keys() for r in records)) if records else set()
+        reads = _reads_of(["response"] if ("text" in keys and "instruction" in keys) or "response" in keys else [])
+    data = TrainingData([], [], [], list(reads), f"labels {name}", rows=len(records))
+    data.imitates = {"judge": prov.get("kind", name), "label_set": name,
+                     **{k: prov[k] for k in ("method", "scale") if k in prov}}
+    model = (prov.get("backend") or {}).get("model") if isinstance(prov.get("backend"), dict) else None
+    if model:
+        data.imitates["model"] = model
+    for i, record in enumerate(records):
+        score = _number(record.get("score"))
+        turn = to_turn(record)
+        if score is None:
+            data.skipped["no numeric score"] += 1
+        elif missing_inputs(turn, data.reads):
+            data.skipped[f"no {' or '.join(missing_inputs(turn, data.reads))}"] += 1
+        else:
+            data.turns.append(turn)
+            data.scores.append(score)
+            data.groups.append(str(record.get("seed_id") or turn.instruction or i))
+    return data
+
+
+def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """What a scorer imitating ``column`` reads (``reads``, else what the column's provenance says its
+    producer read, else the instruction) and what it imitates (judge, prompt, model), from provenance."""
+    if not ws.has_column(column):
+        raise ScorerError(f"{ws.path}: no column {column!r}; have {sorted(ws.columns)}")
+    prov = ws.column_provenance(column)
+    reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
+    imitates = {"judge": prov.get("judge", column), "column": column,
+                **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set") if k in prov}}
+    return reads, imitates
+
+
+def from_column(ws: Any, column: str, reads: Sequence[str] | None = None) -> TrainingData:
+    """Labels from a judge column: one (turn, score) pair per scored turn of every row.
+
+    ``reads`` defaults to what the column's provenance says its producer read (``reads``), else the
+    instruction. Turns without a numeric value (failed, JSON output) or without a text the scorer reads
+    are left out and counted in ``skipped``.
+    """
+    reads, imitates = column_judge(ws, column, reads)
+    data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws))
+    for rid, values, turns in zip(ws.ids, ws.turn_values(column), ws.turns(), strict=True):
+        if values is None:
+            data.skipped["no value"] += len(turns)
+            continue
+        if len(values) != len(turns):
+            data.skipped[f"{len(values)} values for a row of {len(turns)} turns"] += len(turns)
+            continue
+        for value, turn in zip(values, turns, strict=True):
+            score = _number(value)
+            missing = missing_inputs(turn, reads)
+            if score is None:
+                data.skipped["no numeric value"] += 1
+            elif missing:
+                data.skipped[f"no {' or '.join(missing)}"] += 1
+            else:
+                data.turns.append(turn)
+                data.scores.append(score)
+                data.groups.append(rid)
+    return data
+
+
+@dataclass
+class TrainResult:
+    scorer: Scorer
+    evaluation: Evaluation
+    data: TrainingData
+
+
+def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
+                 head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
+                 holdout: float = 0.2, seed: int = 0) -> TrainResult:
+    """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
+    held-out agreement beside baselines, then a head fitted on every label. Returns the fitted scorer,
+    its evaluation and the training data (how many labels were used, what was left out and why)."""
+    if (target is None) == (labels is None):
+        raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
+    if labels is not None:
+        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads)
+    else:
+        data = from_column(ws, target, reads)
+    if len(data) < 2 * k:
+        left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
+        raise ScorerError(f"{data.source} has {len(data)} usable numeric labels; need at least {2 * k}"
+                          + (f" (left out: {left})" if left else ""))
+    unknown = [r for r in data.reads if r not in INPUTS]
+    if unknown:
+        raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
+    scorer = Scorer(reads=data.reads, head=head, features=features or DEFAULT_FEATURES[len(data.reads)],
+                    name=name or labels or target, imitates=data.imitates)
+    ev = train_and_evaluate(scorer, data.turns, data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
+                            cache_dir=ws.cache_dir)
+    scorer.metadata["source"] = data.source
+    return TrainResult(scorer, ev, data)
