@@ -38,14 +38,8 @@ def main() -> None:
         sys.exit(f"FLASK data not found at {args.data} (pass --data PATH); nothing to evaluate")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from curate.embed import encode
-    from curate.tags import (
-        TagClassifier,
-        all_tags,
-        coverage,
-        instag_sample,
-        random_coverage,
-        tagger_agreement,
-    )
+    from curate.tags import TagClassifier, all_tags, coverage, random_coverage, tagger_agreement
+    from curate.tags.sampling import instag_sample
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     tags = [[f"skill:{s}" for s in r["skill"]] + [f"domain:{d}" for d in r["domain"] if d != "-1"] for r in rows]
@@ -57,8 +51,7 @@ def main() -> None:
     print(f"\n1. coverage of skill+domain labels: instag sample vs random (mean ± std over seeds 0..{args.seeds - 1})")
     headline = None
     for budget in sorted({5, 10, 20, 50, args.budget}):
-        positions, decisions, _, _ = instag_sample(tags, budget, ids)
-        kept = [tags[p] for p, d in zip(positions, decisions, strict=True) if d == "kept"]
+        kept = [tags[p] for p in instag_sample(tags, budget, ids).kept]
         cov = coverage(kept, universe)
         mean, std = random_coverage(tags, budget, args.seeds)
         tpq = np.mean([len(t) for t in kept])
@@ -70,8 +63,7 @@ def main() -> None:
     # 22 labels saturate by N=100 (random too); finer tags: every skill x domain pair is a tag as well
     pair_tags = [t + [f"{a}|{b}" for a in t if a.startswith("skill:") for b in t if b.startswith("domain:")]
                  for t in tags]
-    positions, decisions, _, _ = instag_sample(pair_tags, args.budget, ids)
-    kept = [pair_tags[p] for p, d in zip(positions, decisions, strict=True) if d == "kept"]
+    kept = [pair_tags[p] for p in instag_sample(pair_tags, args.budget, ids).kept]
     pair_cov = coverage(kept, pair_tags)
     pair_mean, pair_std = random_coverage(pair_tags, args.budget, args.seeds)
     print(f"  finer tags (labels + skill|domain pairs, {len(all_tags(pair_tags))} tags), N={args.budget}: "

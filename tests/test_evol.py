@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from curate.errors import CurateError
 from curate.evol import (
     DEFAULT_RULES,
     INSTRUCTION_OPERATIONS,
@@ -179,7 +180,7 @@ def _assert_run_structure(run, n_seeds, steps):
 
 @pytest.mark.llm
 def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
-    from curate.evol import build_labels, load_labels, run_evol
+    from curate.evol import build_labels, run_evol
     from curate.session import Workspace
 
     backend = local_llm.backend()
@@ -195,7 +196,7 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     ws = Workspace(tmp_path / "ws")
     labels = build_labels(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, workspace=ws,
                           name="cx", **SHORT)
-    stored, provenance = load_labels(ws, "cx")
+    stored, provenance = ws.labels("cx"), ws.label_sets["cx"]
     assert provenance["requests"] == 0 and provenance["cached"] == 3 * 2 + ranked
     assert labels.to_list() == run.labels.to_list() == stored.to_list()
     assert provenance["shuffle_seeds"] == run.provenance["shuffle_seeds"]
@@ -249,7 +250,8 @@ def test_copy_from_prompt_examples_is_scaffolding():
 
 def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
     from curate.errors import CurateError
-    from curate.evol import _seed_rows, sample_seeds
+    from curate.evol import sample_seeds
+    from curate.evol.run import _seed_rows
     from curate.session import Workspace
 
     ws = Workspace(tmp_path / "ws")
@@ -278,3 +280,90 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
     out = subprocess.run([sys.executable, "-m", "curate.cli", "evol", str(tmp_path / "ws"), "--kind", "bogus",
                           "--seeds", "2"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# A whole run without a model: a scripted backend (rewrites append a sentence, ranks score in shown order)
+# ----------------------------------------------------------------------------------------------
+
+class ScriptedBackend:
+    """Rewrites add one sentence (a seed containing ECHO comes back unchanged: eliminated as no_change);
+    rank calls score the shown versions 1, 2, 3 ... in the order shown."""
+
+    kind = "scripted"
+    model = "scripted-1"
+    supports_logprobs = False
+    supports_json_schema = True
+
+    def __init__(self):
+        self.requests_sent = 0
+
+    async def run(self, requests, on_done):
+        for req in requests:
+            self.requests_sent += 1
+            user = req.messages[-1]["content"]
+            shown = user.count("[Version ")
+            if shown:
+                text = json.dumps({"scores": list(range(1, shown + 1))})
+            else:
+                task = user.split("Task: ", 1)[1].split("\n\nWrite this task again", 1)[0]
+                text = task if "ECHO" in task else task + " Include one more concrete example, please."
+            on_done(req, {"text": text, "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "cost_usd": 0.0,
+                          "finish_reason": "stop"})
+
+    def describe(self):
+        return {"backend": self.kind, "model": self.model}
+
+
+def test_evol_labels_land_in_the_workspace_label_sets(tmp_path):
+    from curate.evol import Elimination, RankFailure, build_labels, run_evol
+    from curate.session import Workspace
+
+    seeds = SEEDS + [{"id": "s-echo", "instruction": "ECHO this line back."}]
+    backend = ScriptedBackend()
+    ws = Workspace(tmp_path / "ws")
+    labels = build_labels(seeds, backend, kind="complexity", steps=2, seed=0, workspace=ws, name="cx")
+    sent = backend.requests_sent
+    assert sent == 4 * 2 + 3  # two rewrites per chain, one rank call per set of two or more survivors
+    # stored with provenance, read back through the workspace
+    assert "cx" in ws.label_sets
+    provenance = ws.label_sets["cx"]
+    assert provenance["method"] == "evol" and provenance["kind"] == "complexity" and provenance["labels"] == 9
+    assert provenance["requests"] == sent and provenance["cached"] == 0
+    assert provenance["eliminated_by_reason"] == {"no_change": 2}
+    assert provenance["rank_failures_by_reason"] == {"too_few_variants": 1}
+    assert provenance["backend"]["model"] == "scripted-1" and set(provenance["prompts"]) >= {"rank"}
+    stored = ws.labels("cx")
+    assert stored.to_list() == labels.to_list() and len(stored) == 9
+    assert set(stored["seed_id"]) == {"s-poem", "s-math", "s-email"}
+    sets = [json.loads(line) for line in ws.label_file("cx", "sets.jsonl").read_text().splitlines()]
+    assert [s["seed_id"] for s in sets] == [s["id"] for s in seeds]
+    echo = sets[-1]
+    assert echo["failure"] == RankFailure.TOO_FEW_VARIANTS and echo["scores"] is None
+    assert [v["eliminated"] for v in echo["eliminated"]] == [Elimination.NO_CHANGE] * 2
+    for vs in sets[:3]:  # scores are un-shuffled: shown position i scored i + 1
+        assert vs["scores"] == unshuffle(list(range(1, 4)), vs["order"])
+        rows = [r for r in stored.to_list() if r["seed_id"] == vs["seed_id"]]
+        assert [r["score"] for r in rows] == [float(x) for x in vs["scores"]]
+    # a re-run is served from the workspace's response cache: nothing is sent again
+    again = run_evol(seeds, backend, kind="complexity", steps=2, seed=0, cache_path=ws.cache_dir)
+    assert backend.requests_sent == sent and again.provenance["cached"] == sent
+    assert again.labels.to_list() == labels.to_list()
+    with pytest.raises(ValueError, match="bad name"):
+        build_labels(seeds, backend, steps=2, workspace=ws, name="../escape")
+
+
+def test_leak_phrases_live_in_the_prompt_files():
+    from curate.evol import INSTRUCTION_OPERATIONS, RESPONSE_OPERATIONS
+    from curate.evol.rules import builtin_leak_phrases, leak_phrases
+    from curate.llm.prompts import parse_prompt
+
+    assert all(builtin_leak_phrases(op) for op in INSTRUCTION_OPERATIONS + RESPONSE_OPERATIONS)
+    # a prompt override brings its own phrases; the built-in ones do not apply to it
+    custom = parse_prompt("---\nname: my_op\nleak_phrases: ['\\bfrobnicate\\b']\n---\n=== user ===\n{{ instruction }}\n")
+    phrases = leak_phrases(custom)
+    assert code(PARENT, "Frobnicate a poem about the sea at dawn.", phrases=phrases) == "scaffolding"
+    assert code(PARENT, "Write a poem about the Baltic Sea, concretized for winter.", phrases=phrases) is None
+    bad = parse_prompt("---\nname: bad\nleak_phrases: ['(']\n---\n=== user ===\nx\n")
+    with pytest.raises(CurateError, match="not a regular expression"):
+        leak_phrases(bad)

@@ -7,23 +7,24 @@ import warnings
 import numpy as np
 import pytest
 
+from curate.codes import Decision, FailureCode, Reason
+from curate.session import Workspace
 from curate.tags import (
     IntentTags,
     Normalizer,
     TagClassifier,
     coverage,
-    instag_sample,
-    instag_select,
     normalize,
     predict_tags,
     random_coverage,
+    row_tags,
     scaled_threshold,
     tag_frequency,
     tagger_agreement,
     tags_per_query,
     train_tagger,
 )
-from curate.session import Workspace
+from curate.tags.sampling import instag_sample
 from tests.conftest import write_jsonl
 
 
@@ -112,26 +113,38 @@ def test_sampler_beats_every_same_size_prefix_of_the_tag_count_order(seed):
     rows = random_pool(seed)
     ids = [f"r{i:03d}" for i in range(len(rows))]
     order = sorted(range(len(rows)), key=lambda i: (-len(rows[i] or []), ids[i]))
-    positions, decisions, reasons, _ = instag_sample(rows, budget=40, ids=ids)
+    sample = instag_sample(rows, budget=40, ids=ids)
+    positions, decisions = sample.positions, sample.decisions
     kept = [p for p, d in zip(positions, decisions, strict=True) if d == "kept"]
+    assert kept == sample.kept and 0 < len(kept) <= 40
     for k in range(1, len(kept) + 1):
         assert coverage([rows[i] for i in kept[:k]], rows) >= coverage([rows[i] for i in order[:k]], rows)
     assert all(rows[i] for i in kept)  # tagless rows never qualify
     assert sorted(positions) == list(range(len(rows)))
+    for p, reason in zip(positions, sample.reasons, strict=True):
+        assert (reason is Reason.NO_TAGS) == (not rows[p])
 
 
 def test_sampler_terminates_with_tagless_rows_and_tie_break_is_by_id():
     rows = [[], None, ["x"], ["x"], []]
     ids = ["e", "d", "c", "b", "a"]
-    positions, decisions, reasons, _ = instag_sample(rows, budget=10, ids=ids)
+    sample = instag_sample(rows, budget=10, ids=ids)
+    positions, decisions, reasons = sample.positions, sample.decisions, sample.reasons
     assert [ids[p] for p, d in zip(positions, decisions, strict=True) if d == "kept"] == ["b", "c"]  # one per sweep, by id
-    assert decisions.count("no_tags") == 3 and "never qualifies" in reasons[-1]
-    assert instag_sample([[], None], budget=5)[1] == ["no_tags", "no_tags"]
+    assert [s["sweep"] for s in sample.details[:2]] == [1, 2]
+    # a row with no tags is NO_TAGS (rejected; unscored when tagging failed), never a judge failure
+    assert reasons.count(Reason.NO_TAGS) == 3 and reasons[-1] is Reason.NO_TAGS
+    assert decisions[2:] == [Decision.REJECTED, Decision.UNSCORED, Decision.REJECTED]
+    assert instag_sample([[], None], budget=5).reasons == [Reason.NO_TAGS, Reason.NO_TAGS]
     again = instag_sample(rows, budget=10, ids=ids)
-    assert again[0] == positions  # deterministic
-    # budget reached: the rest is not_reached
-    p2, d2, _, _ = instag_sample([["a", "b"], ["c"], ["d"]], budget=2)
-    assert d2 == ["kept", "kept", "not_reached"]
+    assert again.positions == positions  # deterministic
+    # budget reached: the rest is not_reached (never swept: budget filled; swept without a new tag: no new tag)
+    s2 = instag_sample([["a", "b"], ["c"], ["d"]], budget=2)
+    assert s2.decisions == ["kept", "kept", "not_reached"] and s2.reasons[2] is Reason.BUDGET_FILLED
+    s3 = instag_sample([["a", "b"], ["a"], ["c"]], budget=2)
+    assert s3.decisions == ["kept", "kept", "not_reached"] and s3.reasons == [Reason.SELECTED, Reason.SELECTED,
+                                                                              Reason.NO_NEW_TAG]
+    assert s3.details[2] == {"tags": 1, "sweeps": 1, "budget": 2}
 
 
 @pytest.fixture
@@ -139,8 +152,10 @@ def tagged_ws(tmp_path):
     recs = [{"instruction": f"Question {i}", "output": "ok"} for i in range(8)]
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "pool.jsonl", recs))
-    raw = [["Poems", "nature"], ["poem"], ["Math", "proof"], ["math"], ["proof", "logic", "math"], [], None, ["nature"]]
-    ws.add_column("tags_raw", raw, {"kind": "test"})
+    # per-turn raw tags, as the Tagger step writes them (row 6: its tagging failed)
+    raw = [[["Poems", "nature"]], [["poem"]], [["Math", "proof"]], [["math"]], [["proof", "logic", "math"]], [[]], None,
+           [["nature"]]]
+    ws.add_column("tags_raw", raw, {"kind": "test", "granularity": "turn"})
     return ws
 
 
@@ -151,29 +166,33 @@ def test_normalize_and_select_on_a_workspace(tagged_ws):
         norm = normalize(ws, Normalizer(semantic=False, association=False))
     tags = ws.column("tags")
     assert tags[0] == ["poem", "nature"] and tags[5] == [] and tags[6] is None
+    assert ws.failures("tags")[6][0].code is FailureCode.EMPTY_INPUT and not ws.failures("tags")[5]
     prov = ws.columns["tags"]
     assert prov["kind"] == "instag_normalized" and prov["steps"][1]["step"] == "rule_aggregation"
-    assert Normalizer.load(prov["mapping_file"]).mapping == norm.mapping
-    ids, decisions, reasons = instag_select(ws, budget=3)
-    assert len(ids) == len(ws) and decisions.count("kept") == 3
-    assert ids[0] == ws.ids[4]  # three tags: the most complex row comes first
-    ws.add_selection("instag", ids, decisions, reasons, {"method": "instag"})
-    assert len(ws.selection("instag")) == 3
+    assert prov["granularity"] == "row" and prov["mapping_artifact"] == "instag_mapping"
+    assert Normalizer.from_workspace(ws).mapping == norm.mapping == ws.artifact("instag_mapping")["mapping"]
+    assert not (ws.cache_dir / "instag_mapping.json").exists()  # the mapping is an artifact, not a loose file
+    sel = ws.select(method="instag", name="instag", budget=3)
+    assert len(sel.table) == len(ws) and sel.decisions()["kept"] == 3 and len(ws.selection("instag")) == 3
+    assert sel.table["id"][0].as_py() == ws.ids[4]  # three tags: the most complex row comes first
+    rows = {r["id"]: r for r in sel.rows()}
+    assert rows[ws.ids[4]]["reason"] == Reason.SELECTED and rows[ws.ids[4]]["detail"]["tags"] == 3
+    # a row with no tags is NO_TAGS (not a judge failure); a row whose tagging failed is unscored, NO_TAGS too
+    assert (rows[ws.ids[5]]["decision"], rows[ws.ids[5]]["reason"]) == (Decision.REJECTED, Reason.NO_TAGS)
+    assert (rows[ws.ids[6]]["decision"], rows[ws.ids[6]]["reason"]) == (Decision.UNSCORED, Reason.NO_TAGS)
+    assert sel.reasons()[(Decision.REJECTED, Reason.NO_TAGS)] == 1
+    assert sel.provenance["tags_per_query"] > 1 and sel.provenance["tags_column"] == "tags"
     # candidates limited to some pool positions (an input selection)
-    sub_ids, sub_dec, _ = instag_select(ws, budget=5, rows=[0, 1, 5, 6])
-    assert sorted(sub_ids) == sorted(ws.ids[i] for i in (0, 1, 5, 6)) and sub_dec.count("no_tags") == 2
+    ws.add_selection("some", [ws.ids[i] for i in (0, 1, 5, 6)], ["kept"] * 4, ["selected"] * 4, [None] * 4,
+                     {"method": "test"})
+    sub = ws.select(method="instag", name="sub", input_selection="some", budget=5)
+    assert sorted(sub.table["id"].to_pylist()) == sorted(ws.ids[i] for i in (0, 1, 5, 6))
+    assert sum(n for (_, r), n in sub.reasons().items() if r == Reason.NO_TAGS) == 2
 
 
-def test_registered_with_the_selection_module(tagged_ws):
-    select = pytest.importorskip("curate.select", reason="curate.select arrives with the select branch")
-    from curate.tags import register
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        normalize(tagged_ws, Normalizer(semantic=False, association=False))
-    register()
-    result = select.SELECTORS["instag"](tagged_ws, np.arange(len(tagged_ws)), budget=3)
-    assert result.decisions.count("kept") == 3 and result.info["tags_per_query"] > 1
+def test_row_tags_union_over_turns():
+    assert row_tags([["a", "b"], ["b", "c"]]) == ["a", "b", "c"]
+    assert row_tags([["a"], None]) is None and row_tags(None) is None and row_tags([]) == []
 
 
 def test_tag_classifier_fit_predict_save_load(tmp_path):
@@ -203,7 +222,7 @@ def test_intent_tags_schema():
 
 @pytest.mark.llm
 def test_tagging_prompt_on_the_real_local_server(local_llm, tmp_path):
-    from curate.tags import tag
+    from curate.tags import Tagger
 
     recs = [{"instruction": "Write a short poem about the sea.", "output": "..."},
             {"conversations": [{"from": "human", "value": "Sort a list in Python."}, {"from": "gpt", "value": "sorted(x)"},
@@ -211,14 +230,18 @@ def test_tagging_prompt_on_the_real_local_server(local_llm, tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "a.jsonl", recs[:1]))
     ws.load(write_jsonl(tmp_path / "b.jsonl", recs[1:]))
-    summary = tag(ws, local_llm.backend(), progress=False)
-    assert summary["turns"] == 3
-    tags, failures = ws.column("tags_raw"), ws.column("tags_raw_failure")
-    for value, failure in zip(tags, failures, strict=True):
-        assert (value is None) == (failure is not None)  # a failure is recorded, never a silent default
-        if value is not None:
-            assert all(isinstance(t, str) and t for t in value)
-    assert any(value for value in tags), f"no row got valid tags: {failures}"
+    result = ws.apply(Tagger(local_llm.backend()), progress=False)
+    assert result.provenance["turns"] == 3 and result.computed == 2
+    tags, failures = ws.column("tags_raw"), ws.failures("tags_raw")
+    assert [len(v) for v in tags] == [len(t) for t in ws.turns()] == [1, 2]  # one tag list per user turn
+    for value, fails in zip(tags, failures, strict=True):
+        failed_turns = {f.turn for f in fails}
+        for t, turn_tags in enumerate(value, start=1):
+            assert (turn_tags is None) == (t in failed_turns)  # a failure is recorded, never a silent default
+            if turn_tags is not None:
+                assert all(isinstance(x, str) and x for x in turn_tags)
+    assert any(v for value in tags for v in value), f"no turn got valid tags: {failures}"
+    assert ws.apply(Tagger(local_llm.backend()), progress=False).computed == 0  # a re-run reuses every row
 
 
 def test_cli_tags_report_and_normalize(tagged_ws):
@@ -226,7 +249,8 @@ def test_cli_tags_report_and_normalize(tagged_ws):
     import sys
 
     ws = tagged_ws
-    ws.add_selection("first3", ws.ids, ["kept"] * 3 + ["rejected"] * (len(ws) - 3), [""] * len(ws), {"method": "test"})
+    ws.add_selection("first3", ws.ids, ["kept"] * 3 + ["rejected"] * (len(ws) - 3),
+                     ["selected"] * 3 + ["not_sampled"] * (len(ws) - 3), [None] * len(ws), {"method": "test"})
     r = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--normalize", "--eps", "0",
                         "--min-support", "0", "--seeds", "3"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -254,3 +278,57 @@ def test_train_tagger_and_predict_on_a_workspace(tmp_path):
     assert scores["micro_f1"] > 0.9 and scores["test_rows"] == 8
     predicted = predict_tags(ws, clf, embeddings="toy")
     assert ws.column("tags_predicted") == predicted and ws.columns["tags_predicted"]["kind"] == "instag_tagger"
+
+
+class ScriptedTagBackend:
+    """Tags each query with its capitalised words; a query containing BROKEN gets a reply that is not JSON."""
+
+    kind = "scripted"
+    model = "scripted-1"
+    supports_logprobs = False
+    supports_json_schema = True
+
+    def __init__(self):
+        self.requests_sent = 0
+
+    async def run(self, requests, on_done):
+        for req in requests:
+            self.requests_sent += 1
+            query = next(m["content"] for m in reversed(req.messages) if m["role"] == "user"
+                         and m["content"].startswith("Query: "))
+            words = [w.strip(".?") for w in query.split()[1:] if w[:1].isupper()]
+            text = "no json here" if "BROKEN" in query else json.dumps(
+                {"tags": [{"tag": w, "explanation": "named"} for w in words]})
+            on_done(req, {"text": text, "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "cost_usd": 0.0,
+                          "finish_reason": "stop"})
+
+    def describe(self):
+        return {"backend": self.kind, "model": self.model}
+
+
+def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
+    from curate.tags import Tagger
+
+    recs = [{"instruction": "Write Poems about Nature.", "output": "..."},
+            {"conversations": [{"from": "human", "value": "Sort a List in Python."}, {"from": "gpt", "value": "sorted(x)"},
+                               {"from": "human", "value": "Now BROKEN Reverse it."}, {"from": "gpt", "value": "..."}]}]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "a.jsonl", recs[:1]))
+    ws.load(write_jsonl(tmp_path / "b.jsonl", recs[1:]))
+    backend = ScriptedTagBackend()
+    result = ws.apply(Tagger(backend), progress=False)
+    assert result.computed == 2 and result.failed == 1 and result.provenance["turns"] == 3
+    prov = ws.columns["tags_raw"]
+    assert (prov["granularity"], prov["reducer"], prov["kind"]) == ("turn", None, "instag_tags")
+    assert ws.column("tags_raw") == [[["Write", "Poems", "Nature"]], [["Sort", "List", "Python"], None]]
+    first, second = ws.failures("tags_raw")
+    assert first == [] and [(f.code, f.turn) for f in second] == [(FailureCode.INVALID_OUTPUT, 2)]
+    assert "no json here" in (second[0].raw or "")
+    sent = backend.requests_sent
+    assert ws.apply(Tagger(backend), progress=False).computed == 0 and backend.requests_sent == sent  # reused
+    # the row whose second turn failed has no row-level tags, and says why
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
+    assert ws.column("tags") == [["write", "poems", "nature"], None]
+    assert ws.failures("tags")[1][0].code is FailureCode.EMPTY_INPUT

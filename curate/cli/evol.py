@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from curate.cli.common import (
     _api_key_env_opt,
@@ -41,21 +42,39 @@ def evol(
     rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
                                                   help="Override max_tokens of the rewrite prompts."),
     rank_max_tokens: int | None = typer.Option(None, "--rank-max-tokens", help="Override max_tokens of the rank prompt."),
-    name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>), in WS/labels/."),
+    name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>); read it with ws.labels(NAME)."),
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
-    from curate.evol import default_cache_path, print_run_summary, run_evol, sample_seeds, save_labels
+    from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
-    options = dict(kind=kind, steps=steps, seed=seed, cache_path=default_cache_path(ws), progress=True,
+    options = dict(kind=kind, steps=steps, seed=seed, cache_path=ws.cache_dir, progress=True,
                    prompt_dirs=[str(d) for d in prompt_dir] or None,
                    rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
                         max_cost=max_cost) as llm:
         result = run_evol(rows, llm, **options)
-    path = save_labels(ws, name or f"evol_{kind}", result)
-    print_run_summary(result, console)
-    console.print(f"wrote {len(result.labels):,} labels to {path}")
+    label_set = name or label_set_name(kind)
+    path = save_labels(ws, label_set, result)
+    print_run_summary(result.provenance)
+    console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
+
+
+def print_run_summary(p: dict) -> None:
+    """Requests, tokens, eliminated share by reason and the score distribution of an Evol run's provenance."""
+    http = f" ({p['backend_requests_sent']:,} HTTP)" if "backend_requests_sent" in p else ""
+    cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
+    console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
+                  f"requests {p['requests']:,} new{http}, {p['cached']:,} cached; tokens {p['prompt_tokens']:,} prompt + "
+                  f"{p['completion_tokens']:,} completion; cost {cost}")
+    rewrites = p["rewrites"] or 1
+    console.print(f"eliminated {p['eliminated']}/{p['rewrites']} rewrites ({p['eliminated'] / rewrites:.0%})")
+    for reason, count in p["eliminated_by_reason"].items():
+        console.print(f"  {reason:<12} {count:>5}  {count / rewrites:6.1%}")
+    console.print(f"variant sets scored {p['sets_scored']}/{p['seeds']}; rank failures {p['rank_failures']}"
+                  + (f" {escape(str(p['rank_failures_by_reason']))}" if p["rank_failures"] else ""))
+    dist = p["score_distribution"]
+    console.print("score distribution: " + (", ".join(f"{k}: {v}" for k, v in dist.items()) or "no scores"))

@@ -20,6 +20,7 @@ from curate.cli.common import (
     app,
     console,
 )
+from curate.defaults import NORMALIZER
 
 
 @app.command("tag")
@@ -37,19 +38,29 @@ def tag_cmd(
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
 ) -> None:
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
-    from curate import tags as instag
     from curate.session import Workspace
+    from curate.tags import Tagger
+    from curate.tags import normalize as normalize_tags
 
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                         tpm=tpm, max_cost=max_cost) as judge_backend:
-        summary = instag.tag(ws, judge_backend, prompt=prompt)
-    console.print(f"tagged {summary['rows']:,} rows ({summary['turns']:,} user turns, {summary['cached_calls']:,} cached); "
-                  f"{summary['failed_rows']:,} row(s) failed (see column tags_raw_failure); cost ${summary['cost_usd']:.4f}")
+        result = ws.apply(Tagger(judge_backend, prompt=prompt))
+    last = (result.provenance.get("runs") or [{}])[-1] if result.computed else {}
+    cost = last.get("cost_usd", 0.0)
+    console.print(f"tagged {result.rows:,} rows ({result.computed:,} now, {result.skipped:,} already done; "
+                  f"{last.get('turns', 0):,} user turns, {last.get('cached_calls', 0):,} cached); "
+                  f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
+                  + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}"))
     if normalize:
-        norm = instag.normalize(ws)
-        for line in norm.report_lines():
-            console.print(f"  {escape(line)}")
+        _print_steps(normalize_tags(ws))
+
+
+def _print_steps(norm) -> None:
+    """What each normalisation step did."""
+    for s in norm.report:
+        console.print(escape(f"  {s.step}: {s.tags_in:,} -> {s.tags_out:,} tags {s.params}"
+                             + (f" ({s.note})" if s.note else "")))
 
 
 @app.command("tags")
@@ -59,9 +70,11 @@ def tags_cmd(
     top: int = typer.Option(25, help="Rows of the frequency table."),
     seeds: int = typer.Option(10, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
-    min_frequency: int = typer.Option(20, help="Normaliser: drop tags in fewer rows (scaled down below 10,000 rows)."),
-    eps: float = typer.Option(0.05, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
-    min_support: int = typer.Option(40, help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
+    min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "
+                                      f"down below {NORMALIZER.reference_rows:,} rows; 0 = skip)."),
+    eps: float = typer.Option(NORMALIZER.eps, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
+    min_support: int = typer.Option(NORMALIZER.min_support,
+                                    help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
 ) -> None:
     """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
     from rich.table import Table
@@ -71,11 +84,9 @@ def tags_cmd(
 
     ws = Workspace.open(workspace)
     if renormalize:
-        norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or 0.05,
-                                 association=min_support > 0, min_support=min_support or 40)
-        instag.normalize(ws, norm, column=column)
-        for line in norm.report_lines():
-            console.print(f"  {escape(line)}")
+        norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
+                                 association=min_support > 0, min_support=min_support or NORMALIZER.min_support)
+        _print_steps(instag.normalize(ws, norm, column=column))
     rows = ws.column(column)
     freq = instag.tag_frequency(rows)
     tagged = sum(1 for r in rows if r)

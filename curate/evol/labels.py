@@ -1,0 +1,50 @@
+"""Evol label sets in a workspace: a run's (text, score) rows stored with ``ws.add_labels``.
+
+A label set holds one row per scored variant (text, score, seed_id, step, operation[, instruction]), the run's
+provenance, and the side file ``sets.jsonl`` (every variant set, eliminated rewrites and rank failures
+included). Read it back with ``ws.labels(name)`` (a ``datasets.Dataset``) and ``ws.label_sets[name]``
+(the provenance); train a scorer on it with ``Scorer.fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from curate.errors import CurateError
+from curate.evol.run import EvolRun, run_evol
+
+
+def label_set_name(kind: str) -> str:
+    """The default name of a kind's label set."""
+    return f"evol_{kind}"
+
+
+def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
+    """Store a run's labels as label set ``name`` of ``ws`` (provenance + ``sets.jsonl``); returns its folder."""
+    sets = "".join(json.dumps(asdict(vs), ensure_ascii=False) + "\n" for vs in run.sets)
+    return ws.add_labels(name, run.labels.to_list(), run.provenance, files={"sets.jsonl": sets.encode("utf-8")})
+
+
+def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = 5, seed: int = 0,
+                 cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
+                 **kwargs: Any):
+    """Evol labels for training a small scorer: a ``datasets.Dataset`` of (text, score, seed_id, step,
+    operation[, instruction]).
+
+    With ``workspace`` the set is also stored as its label set ``name`` (default ``evol_<kind>``) and the LLM
+    responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise. Other keyword
+    arguments go to :func:`curate.evol.run.run_evol`.
+    """
+    if cache_path is None:
+        if workspace is None:
+            raise CurateError("build_labels needs cache_path or a workspace (whose cache folder is used)")
+        cache_path = workspace.cache_dir
+    run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+    if workspace is not None:
+        save_labels(workspace, name or label_set_name(kind), run)
+    return run.labels

@@ -1,0 +1,249 @@
+"""Evol's pure rules: operations, elimination of failed rewrites, seeded choices, shuffle/unshuffle, score checks.
+
+A rewrite is dropped when it is empty, leaks the rewriter's scaffolding (the generic markers below, the
+operation's own ``leak_phrases`` declared in its prompt file's front matter, or a run of words copied from
+the rewrite prompt), refuses, does not change its parent, grows too much, or was cut off at max_tokens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, conlist, create_model
+
+from curate.errors import CurateError
+
+KINDS = ("complexity", "quality")
+#: Evol-Instruct operations: four in-depth rewrites and the in-breadth one (prompt files prompts/evol/<op>.md).
+IN_DEPTH_OPERATIONS = ("add_constraint", "deepen", "concretize", "reasoning")
+INSTRUCTION_OPERATIONS = (*IN_DEPTH_OPERATIONS, "breadth")
+#: Evol-Quality operations: rewrite a response to be more helpful / relevant / in-depth / creative / detailed.
+RESPONSE_OPERATIONS = ("response_helpful", "response_relevant", "response_deepen", "response_creative",
+                       "response_detailed")
+RANK_PROMPTS = {"complexity": "rank_complexity", "quality": "rank_quality"}
+
+
+class Elimination(StrEnum):
+    """Why a rewrite was dropped (recorded on the variant, counted in the provenance)."""
+    EMPTY = "empty"
+    SCAFFOLDING = "scaffolding"
+    REFUSAL = "refusal"
+    NO_CHANGE = "no_change"
+    TOO_LONG = "too_long"
+    TRUNCATED = "truncated"
+    CALL_FAILED = "call_failed"
+
+
+class RankFailure(StrEnum):
+    """Why a variant set has no scores."""
+    TOO_FEW_VARIANTS = "too_few_variants"   # every rewrite was eliminated: nothing to compare
+    JUDGE_FAILED = "judge_failed"           # the rank call failed (detail: its failure code and message)
+    BAD_SCORES = "bad_scores"               # wrong count, non-integer or out of range
+
+
+# -- the rank-and-score reply (its schema is sent with the request: keep its text minimal) --------------
+class VariantScores(BaseModel):
+    """Rank-and-score reply."""
+
+    scores: list[int]
+
+
+def rank_model(n_variants: int, scale_max: int) -> type[VariantScores]:
+    """`VariantScores` narrowed to exactly ``n_variants`` scores in 1..``scale_max``: the json schema of a rank
+    call, so a guided-decoding server can only produce a usable reply (still checked with `check_scores`)."""
+    score = Annotated[int, Field(ge=1, le=scale_max)]
+    return create_model(f"VariantScores{n_variants}of{scale_max}", __base__=VariantScores,
+                        scores=(conlist(score, min_length=n_variants, max_length=n_variants), ...))
+
+
+# -- elimination ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EliminationRules:
+    """Limits for dropping a failed rewrite.
+
+    A child may add at most ``max_added_words + length_tolerance * parent_words`` words to its parent;
+    it counts as unchanged when its normalised word sequence matches the parent's with a
+    ``difflib`` ratio of at least ``near_equal_ratio``.
+    """
+
+    max_added_words: int = 20
+    length_tolerance: float = 0.1
+    near_equal_ratio: float = 0.95
+
+    def allowed_words(self, parent_words: int) -> int:
+        return int(self.max_added_words + self.length_tolerance * parent_words)
+
+
+#: Defaults per kind: an instruction step adds ~10-20 words (DEITA); a response rewrite may grow more.
+DEFAULT_RULES = {
+    "complexity": EliminationRules(max_added_words=20, length_tolerance=0.1, near_equal_ratio=0.95),
+    "quality": EliminationRules(max_added_words=150, length_tolerance=0.5, near_equal_ratio=0.98),
+}
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+#: A rewrite that opens by refusing.
+REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|i cannot\b|i can'?t\b|i can not\b|i'?m unable|i am unable|"
+    r"i'?m not able|i am not able|i won'?t\b|i will not\b|as an ai\b|as a language model|unfortunately,? i\b)",
+    re.IGNORECASE)
+# Generic scaffolding of rewrite prompts (WizardLM-style markers, and the task frame all of ours share), for
+# every operation; each operation's own wording is its prompt file's ``leak_phrases``. A phrase only counts
+# as a leak when the parent does not contain it.
+SCAFFOLDING = (
+    r"#\s*[a-z ]{0,30}(prompt|instruction|task|response|answer)\s*#",
+    r"\b(rewritten|given|original|created|evolved|improved|revised)\s+(prompt|instruction|task|response|answer|version)\b",
+    r"\bhere(?:'s| is) (?:the|a|an|my) (?:new|rewritten|revised|improved|modified|updated|better|harder)\b",
+    r"\bin-?(depth|breadth) (evolution|operation|step|rewrite)\b",
+    r"\bextra requirement\b",
+    r"\bevol(ved|ution)?[- _]instruct\b",
+    r"^\W*(new |rewritten |revised |improved |updated )?(task|instruction|prompt|question|answer|response)\s*\d*\s*:",
+    r"\[(version|answer) \d+\]",
+)
+_FLAGS = re.IGNORECASE | re.MULTILINE
+#: A run of this many words shared with the rewrite prompt's own text (and not in the parent) is a leak.
+SCAFFOLD_NGRAM = 6
+
+
+def leak_phrases(prompt: Any) -> tuple[str, ...]:
+    """A rewrite prompt's ``leak_phrases`` (regexes in its front matter), checked to compile."""
+    phrases = (getattr(prompt, "declaration", None) or {}).get("leak_phrases") or []
+    where = getattr(prompt, "where", "prompt")
+    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+        raise CurateError(f"{where}: leak_phrases must be a list of regular expressions")
+    for p in phrases:
+        try:
+            re.compile(p, _FLAGS)
+        except re.error as exc:
+            raise CurateError(f"{where}: leak phrase {p!r} is not a regular expression: {exc}") from None
+    return tuple(phrases)
+
+
+@functools.lru_cache(maxsize=32)
+def builtin_leak_phrases(operation: str) -> tuple[str, ...]:
+    """The ``leak_phrases`` of the built-in prompt of ``operation`` (none for an unknown operation)."""
+    from curate.llm.prompts import PromptError, load_prompt
+
+    try:
+        return leak_phrases(load_prompt(f"evol/{operation}"))
+    except PromptError:
+        return ()
+
+
+def normalise(text: str) -> list[str]:
+    """Lower-cased word tokens (punctuation and spacing dropped): the unit of the no-change and length rules."""
+    return _WORD.findall(text.lower())
+
+
+def clean_rewrite(text: str | None) -> str:
+    """Strip spacing and one pair of quotes wrapped around the whole rewrite."""
+    out = (text or "").strip()
+    if len(out) >= 2 and out[0] == out[-1] and out[0] in "\"'`":
+        out = out[1:-1].strip()
+    return out
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_ngrams(prompt_text: str) -> frozenset[tuple[str, ...]]:
+    # A rewrite prompt is the same for every row of an operation: split it into n-grams once.
+    return frozenset(_ngrams(normalise(prompt_text), SCAFFOLD_NGRAM))
+
+
+def elimination_reason(parent: str, child: str | None, *, operation: str | None = None,
+                       rules: EliminationRules = DEFAULT_RULES["complexity"], truncated: bool = False,
+                       prompt_text: str | None = None, phrases: Sequence[str] | None = None
+                       ) -> tuple[Elimination, str] | None:
+    """Why ``child`` (a rewrite of ``parent``) must be dropped, as ``(code, detail)``; None if it survives.
+
+    Codes (:class:`Elimination`): ``empty``, ``scaffolding`` (the rewriter leaked a generic marker, one of
+    ``phrases`` — default: the built-in ``operation`` prompt's ``leak_phrases`` — or copied a run of
+    `SCAFFOLD_NGRAM` words from ``prompt_text``, the rewrite prompt's own wording and examples),
+    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``too_long`` (more words added than
+    the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
+    """
+    text = clean_rewrite(child)
+    child_words = normalise(text)
+    if not child_words:
+        return (Elimination.EMPTY, "the rewrite has no words")
+    if phrases is None:
+        phrases = builtin_leak_phrases(operation) if operation else ()
+    for pat in (*SCAFFOLDING, *phrases):
+        match = re.search(pat, text, _FLAGS)
+        if match and not re.search(pat, parent, _FLAGS):
+            return (Elimination.SCAFFOLDING, f"leaked {match.group(0)!r}")
+    parent_words = normalise(parent)
+    if prompt_text:
+        copied = (_ngrams(child_words, SCAFFOLD_NGRAM) & _prompt_ngrams(prompt_text)) \
+            - _ngrams(parent_words, SCAFFOLD_NGRAM)
+        if copied:
+            return (Elimination.SCAFFOLDING, f"copied from the rewrite prompt: {' '.join(min(copied))!r}")
+    if REFUSAL.search(text) and not REFUSAL.search(parent):
+        return (Elimination.REFUSAL, f"starts {text[:60]!r}")
+    if parent_words == child_words:
+        return (Elimination.NO_CHANGE, "same text as the parent after normalisation")
+    ratio = difflib.SequenceMatcher(None, parent_words, child_words, autojunk=False).ratio()
+    if ratio >= rules.near_equal_ratio:
+        return (Elimination.NO_CHANGE, f"near-equal to the parent (word ratio {ratio:.3f} >= {rules.near_equal_ratio})")
+    added, allowed = len(child_words) - len(parent_words), rules.allowed_words(len(parent_words))
+    if added > allowed:
+        return (Elimination.TOO_LONG, f"adds {added} words; {allowed} allowed for a {len(parent_words)}-word parent")
+    if truncated:
+        return (Elimination.TRUNCATED, "generation stopped at max_tokens; the rewrite is cut off")
+    return None
+
+
+# -- seeded choices, shuffling -------------------------------------------------------------------------
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from the given parts (independent of PYTHONHASHSEED and call order)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def choose_operation(operations: Sequence[str], seed: int, seed_id: str, step: int) -> str:
+    """The operation for one step of one chain: seeded by (run seed, seed id, step)."""
+    return operations[random.Random(derive_seed(seed, "operation", seed_id, step)).randrange(len(operations))]
+
+
+def shuffle_order(n: int, shuffle_seed: int) -> list[int]:
+    """A permutation: position ``i`` of the shown list holds variant ``order[i]``."""
+    order = list(range(n))
+    random.Random(shuffle_seed).shuffle(order)
+    return order
+
+
+def shuffle(items: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """The items in shown order."""
+    return [items[i] for i in order]
+
+
+def unshuffle(shown_scores: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """Scores given in shown order, back in the variants' own order."""
+    out: list[Any] = [None] * len(order)
+    for position, variant in enumerate(order):
+        out[variant] = shown_scores[position]
+    return out
+
+
+def check_scores(scores: Sequence[Any] | None, n: int, scale_max: int) -> str | None:
+    """Why a rank-and-score reply is unusable (wrong count, non-integer, out of 1..scale_max), or None."""
+    if scores is None:
+        return "no scores in the reply"
+    if len(scores) != n:
+        return f"expected {n} scores, got {len(scores)}"
+    for s in scores:
+        if isinstance(s, bool) or not isinstance(s, int):
+            return f"score {s!r} is not an integer"
+        if not 1 <= s <= scale_max:
+            return f"score {s} out of range 1..{scale_max}"
+    return None

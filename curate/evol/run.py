@@ -1,0 +1,375 @@
+"""Evol runs: Evol-Instruct / Evol-Quality variant chains and rank-and-score labels (DEITA §1).
+
+A *chain* starts at a seed (step 0) and applies M rewrite operations, one per step, each to the last
+surviving variant. A rewrite that fails an elimination rule (:mod:`curate.evol.rules`) is recorded with its
+reason and dropped; the chain continues from the last survivor. The survivors of a chain form a *variant
+set*, which one judge call ranks and scores as a whole (scale 1..M+1); the variants are shown in a shuffled
+order (position bias, deita #15) whose seed is recorded, and the scores are un-shuffled before use.
+
+Every LLM call goes through the prompt runner (:func:`curate.llm.runner.run_prompt`) and its response cache,
+so a rerun with the same seeds, operations and prompts makes no new requests.
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import json
+import os
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from curate.codes import Failure
+from curate.errors import CurateError
+from curate.evol.rules import (
+    DEFAULT_RULES,
+    INSTRUCTION_OPERATIONS,
+    KINDS,
+    RANK_PROMPTS,
+    RESPONSE_OPERATIONS,
+    Elimination,
+    EliminationRules,
+    RankFailure,
+    check_scores,
+    choose_operation,
+    clean_rewrite,
+    derive_seed,
+    elimination_reason,
+    leak_phrases,
+    rank_model,
+    shuffle,
+    shuffle_order,
+    unshuffle,
+)
+from curate.rows import as_turns
+from curate.rows import turns as conversation_turns
+
+
+@dataclass
+class Variant:
+    """One rewrite in a chain (step 0 is the seed itself)."""
+
+    seed_id: str
+    step: int
+    operation: str
+    text: str
+    parent_step: int | None
+    eliminated: Elimination | None = None  # None for survivors
+    detail: str | None = None
+    raw: str | None = None
+
+
+@dataclass
+class VariantSet:
+    """A seed's surviving variants and their rank-and-score result."""
+
+    seed_id: str
+    instruction: str  # the seed instruction (for quality: the question all responses answer)
+    variants: list[Variant]  # survivors, in step order, seed first
+    eliminated: list[Variant] = field(default_factory=list)
+    shuffle_seed: int | None = None
+    order: list[int] | None = None
+    scores: list[int] | None = None  # un-shuffled: scores[i] belongs to variants[i]
+    failure: RankFailure | None = None  # why there are no scores
+    failure_detail: str | None = None
+    raw: str | None = None
+
+
+def _seed_rows(seeds: Any, kind: str) -> list[dict[str, str]]:
+    """Seeds as dicts with id, instruction (and response for quality): the first turn of each seed.
+
+    Accepts plain strings (complexity only), dicts with ``instruction`` (``response``; optional ``id``),
+    or pool rows with ``id`` and ``conversation`` (see :func:`curate.rows.as_turns`).
+    """
+    rows: list[dict[str, str]] = []
+    for i, item in enumerate(seeds):
+        sid = f"seed-{i}" if isinstance(item, str) else str(item.get("id", f"seed-{i}"))
+        turns = as_turns(item)
+        if not turns:
+            raise CurateError(f"seed {sid}: conversation has no user turn")
+        row = {"id": sid, "instruction": turns[0].instruction, "response": turns[0].response}
+        if kind == "quality" and not (row["response"] or "").strip():
+            raise CurateError(f"seed {row['id']}: quality labels need a response to rewrite, and it has none")
+        rows.append(row)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise CurateError("seed ids must be unique")
+    return rows
+
+
+@dataclass
+class _Usage:
+    requests: int = 0  # new (uncached) calls
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0  # None once a model's price is unknown
+
+    def add(self, result: Any) -> None:
+        """Count one CallResult of the prompt runner (cached calls cost nothing now)."""
+        if result.cached:
+            self.cached += 1
+            return
+        self.requests += 1
+        self.prompt_tokens += int(result.usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(result.usage.get("completion_tokens") or 0)
+        if "cost_usd" in result.raw and result.raw["cost_usd"] is None:
+            self.cost_usd = None
+        elif self.cost_usd is not None:
+            self.cost_usd += float(result.cost_usd)
+
+
+class EvolRun:
+    """The outcome of `run_evol`: variant sets, eliminations, labels and provenance."""
+
+    def __init__(self, kind: str, sets: list[VariantSet], labels, provenance: dict[str, Any]):
+        self.kind = kind
+        self.sets = sets
+        self.labels = labels
+        self.provenance = provenance
+
+    @property
+    def eliminated(self) -> list[Variant]:
+        return [v for s in self.sets for v in s.eliminated]
+
+    @property
+    def rank_failures(self) -> list[VariantSet]:
+        return [s for s in self.sets if s.failure]
+
+    def summary(self) -> dict[str, Any]:
+        p = self.provenance
+        return {k: p[k] for k in ("kind", "seeds", "steps", "rewrites", "eliminated", "eliminated_by_reason",
+                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached",
+                                  "prompt_tokens", "completion_tokens", "cost_usd")}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"EvolRun(kind={self.kind!r}, seeds={s['seeds']}, steps={s['steps']}, labels={len(self.labels)}, "
+                f"eliminated={s['eliminated']}/{s['rewrites']}, rank_failures={s['rank_failures']}, "
+                f"requests={s['requests']})")
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td></tr>"
+                       for k, v in s.items())
+        return f"<b>Evol {html.escape(self.kind)} run</b><table>{rows}</table>"
+
+
+@dataclass
+class _Calls:
+    """How run_evol calls the LLM: one backend, one response cache, one usage count."""
+    backend: Any
+    cache: Any
+    usage: _Usage
+    progress: bool
+
+    def run(self, prompt: Any, variables: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
+        from curate.llm.runner import run_prompt
+
+        results = run_prompt(prompt, variables, self.backend, self.cache, progress=self.progress, **kwargs)
+        for res in results:
+            self.usage.add(res)
+        return results
+
+
+def _failure_text(failure: Failure) -> str:
+    return f"{failure.code}: {failure.message}"
+
+
+def _evolve_step(ctx: _Calls, sets: list[VariantSet], step: int, kind: str, seed: int, operations: Sequence[str],
+                 prompts: dict[str, Any], rules: EliminationRules, prompt_texts: dict[str, str],
+                 phrases: dict[str, tuple[str, ...]], rewrite_params: dict[str, Any] | None) -> None:
+    """One rewrite per chain, each with its seeded operation; eliminated rewrites are recorded and dropped."""
+    by_op: dict[str, list[VariantSet]] = collections.defaultdict(list)
+    for vs in sets:
+        by_op[choose_operation(operations, seed, vs.seed_id, step)].append(vs)
+    for op in operations:  # fixed order: deterministic request order
+        group = by_op.get(op)
+        if not group:
+            continue
+        if kind == "complexity":
+            variables = [{"instruction": vs.variants[-1].text} for vs in group]
+        else:
+            variables = [{"instruction": vs.instruction, "response": vs.variants[-1].text} for vs in group]
+        # A per-step sampling seed: a step that retries an op on the same parent (after an
+        # elimination) gets a fresh sample instead of the cached answer of the earlier step.
+        params = {"seed": derive_seed(seed, "sample", step), **(rewrite_params or {})}
+        for vs, res in zip(group, ctx.run(prompts[op], variables, params=params), strict=True):
+            parent = vs.variants[-1]
+            variant = Variant(vs.seed_id, step, op, clean_rewrite(res.text), parent.step, raw=res.text)
+            if res.failure:
+                variant.eliminated, variant.detail = Elimination.CALL_FAILED, _failure_text(res.failure)
+            else:
+                truncated = (res.raw or {}).get("finish_reason") == "length"
+                reason = elimination_reason(parent.text, res.text, rules=rules, truncated=truncated,
+                                            prompt_text=prompt_texts[op], phrases=phrases[op])
+                if reason:
+                    variant.eliminated, variant.detail = reason
+            (vs.eliminated if variant.eliminated else vs.variants).append(variant)
+
+
+def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: int, rank_prompt: Any,
+          rank_params: dict[str, Any] | None) -> None:
+    """Rank-and-score each set of two or more survivors in one call, shown in a seeded shuffled order."""
+    to_rank = []
+    for vs in sets:
+        if len(vs.variants) < 2:
+            vs.failure, vs.failure_detail = RankFailure.TOO_FEW_VARIANTS, "every rewrite was eliminated"
+            continue
+        vs.shuffle_seed = derive_seed(seed, "shuffle", kind, vs.seed_id)
+        vs.order = shuffle_order(len(vs.variants), vs.shuffle_seed)
+        to_rank.append(vs)
+    by_size: dict[int, list[VariantSet]] = collections.defaultdict(list)
+    for vs in to_rank:  # one schema per set size: exactly n scores in 1..M+1
+        by_size[len(vs.variants)].append(vs)
+    for n, group in sorted(by_size.items()):
+        variables = []
+        for vs in group:
+            item: dict[str, Any] = {"variants": [v.text for v in shuffle(vs.variants, vs.order)],
+                                    "scale_max": scale_max}
+            if kind == "quality":
+                item["instruction"] = vs.instruction
+            variables.append(item)
+        results = ctx.run(rank_prompt, variables, params=rank_params, output_model=rank_model(n, scale_max))
+        for vs, res in zip(group, results, strict=True):
+            vs.raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
+            if res.failure:
+                vs.failure, vs.failure_detail = RankFailure.JUDGE_FAILED, _failure_text(res.failure)
+                continue
+            shown_scores = getattr(res.parsed, "scores", None)
+            problem = check_scores(shown_scores, n, scale_max)
+            if problem:
+                vs.failure, vs.failure_detail = RankFailure.BAD_SCORES, problem
+                continue
+            vs.scores = unshuffle(list(shown_scores), vs.order)
+
+
+def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = 5, seed: int = 0,
+             cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
+             rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
+             rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
+             progress: bool = False) -> EvolRun:
+    """Evolve every seed ``steps`` times, rank-and-score each variant set, and build the label set.
+
+    ``kind="complexity"`` evolves instructions (Evol-Instruct); ``kind="quality"`` rewrites responses
+    to the seed instruction (Evol-Quality). The operation of each step is drawn with
+    `choose_operation` (seeded by ``seed``, the seed id and the step) and recorded on the variant.
+    Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
+    name in ``prompt_dirs`` overrides the built-in one.
+    """
+    from curate.llm.cache import response_cache
+    from curate.llm.prompts import load_prompt
+
+    if kind not in KINDS:
+        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
+    if steps < 1:
+        raise CurateError("steps must be at least 1")
+    operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
+    rules = rules or DEFAULT_RULES[kind]
+    rows = _seed_rows(seeds, kind)
+    cache = response_cache(cache_path)
+    prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
+    rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
+    # The prompts' own wording and few-shot examples, rendered with empty inputs (for the copy rule).
+    prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
+                    for op, p in prompts.items()}
+    phrases = {op: leak_phrases(p) for op, p in prompts.items()}
+    usage = _Usage()
+    counters = ("requests_sent", "prompt_tokens", "completion_tokens")
+    before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
+    field_name = "instruction" if kind == "complexity" else "response"
+
+    sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
+                       variants=[Variant(r["id"], 0, "seed", r[field_name], None)]) for r in rows]
+    ctx = _Calls(backend, cache, usage, progress)
+    for step in range(1, steps + 1):
+        _evolve_step(ctx, sets, step, kind, seed, operations, prompts, rules, prompt_texts, phrases, rewrite_params)
+    _rank(ctx, sets, kind, seed, steps + 1, rank_prompt, rank_params)
+
+    labels = _labels_dataset(sets, kind)
+    provenance = _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets,
+                             usage, labels, rewrite_params, rank_params)
+    # The backend's own counters also see transport retries and validation re-asks.
+    provenance.update({f"backend_{c}": getattr(backend, c) - v for c, v in before.items()})
+    return EvolRun(kind, sets, labels, provenance)
+
+
+def _labels_dataset(sets: list[VariantSet], kind: str):
+    import datasets
+
+    cols: dict[str, list[Any]] = {"text": [], "score": [], "seed_id": [], "step": [], "operation": []}
+    if kind == "quality":
+        cols["instruction"] = []
+    for vs in sets:
+        if vs.scores is None:
+            continue
+        for v, s in zip(vs.variants, vs.scores, strict=True):
+            cols["text"].append(v.text)
+            cols["score"].append(float(s))
+            cols["seed_id"].append(vs.seed_id)
+            cols["step"].append(v.step)
+            cols["operation"].append(v.operation)
+            if kind == "quality":
+                cols["instruction"].append(vs.instruction)
+    features = datasets.Features({"text": datasets.Value("string"), "score": datasets.Value("float64"),
+                                  "seed_id": datasets.Value("string"), "step": datasets.Value("int32"),
+                                  "operation": datasets.Value("string"),
+                                  **({"instruction": datasets.Value("string")} if kind == "quality" else {})})
+    return datasets.Dataset.from_dict(cols, features=features)
+
+
+def _prompt_info(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "version": p.version, "fingerprint": p.fingerprint}
+
+
+def _backend_info(backend: Any) -> dict[str, Any]:
+    info = backend.describe() if hasattr(backend, "describe") else {}
+    return {"class": type(backend).__name__, "model": getattr(backend, "model", None), **info}
+
+
+def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets, usage, labels,
+                rewrite_params, rank_params) -> dict[str, Any]:
+    eliminated = [v for s in sets for v in s.eliminated]
+    rewrites = sum(len(s.variants) - 1 + len(s.eliminated) for s in sets)
+    failures = collections.Counter(str(s.failure) for s in sets if s.failure)
+    return {
+        "method": "evol", "kind": kind, "seeds": len(sets), "steps": steps, "seed": seed,
+        "operations": list(operations), "operation_choice": "choose_operation(seed, seed_id, step)",
+        "sampling_seed": "derive_seed(seed, 'sample', step)",
+        "elimination_rules": asdict(rules),
+        "prompts": {op: _prompt_info(p) for op, p in prompts.items()} | {"rank": _prompt_info(rank_prompt)},
+        "backend": _backend_info(backend), "rewrite_params": rewrite_params, "rank_params": rank_params,
+        "scale": [1, steps + 1], "rank_output": "curate.evol.rules:rank_model(n_variants, steps + 1)",
+        "rewrites": rewrites, "eliminated": len(eliminated),
+        "eliminated_by_reason": dict(collections.Counter(str(v.eliminated) for v in eliminated).most_common()),
+        "sets_scored": sum(s.scores is not None for s in sets),
+        "rank_failures": sum(failures.values()), "rank_failures_by_reason": dict(failures),
+        "shuffle_seeds": {s.seed_id: s.shuffle_seed for s in sets if s.shuffle_seed is not None},
+        "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
+            int(x) for x in labels["score"]).items())},
+        "labels": len(labels),
+        "requests": usage.requests, "cached": usage.cached, "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown
+    }
+
+
+def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve.
+
+    For quality labels only rows whose first user turn has a non-empty response are candidates.
+    """
+    if kind not in KINDS:
+        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
+    conversations = ws.conversations()
+    candidates = list(range(len(conversations)))
+    if kind == "quality":
+        candidates = [i for i in candidates
+                      if (turns := conversation_turns(conversations[i])) and (turns[0].response or "").strip()]
+    if n > len(candidates):
+        raise CurateError(f"{ws.path}: asked for {n} seeds, the pool has {len(candidates)} usable rows")
+    picked = sorted(random.Random(derive_seed(seed, "seeds")).sample(candidates, n))
+    ids = ws.ids
+    return [{"id": ids[i], "conversation": conversations[i]} for i in picked]

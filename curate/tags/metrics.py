@@ -1,0 +1,60 @@
+"""InsTag metrics over row-level tag lists: diversity (coverage), complexity (tags per query), frequency.
+
+A tag list per row (``None`` where tagging failed), as stored in column ``tags``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+TagLists = Sequence[Sequence[str] | None]
+
+
+def all_tags(rows: TagLists) -> set[str]:
+    return {t for r in rows if r for t in r}
+
+
+def coverage(selected: TagLists, universe: TagLists | set[str]) -> float:
+    """Diversity: |union of the selected rows' tags| / |all tags of the pool|."""
+    total = universe if isinstance(universe, set) else all_tags(universe)
+    if not total:
+        return 0.0
+    return len(all_tags(selected) & total) / len(total)
+
+
+def tags_per_query(rows: TagLists) -> float:
+    """Complexity: mean number of tags per tagged row (rows whose tagging failed are left out)."""
+    counts = [len(r) for r in rows if r is not None]
+    return float(np.mean(counts)) if counts else 0.0
+
+
+def tag_frequency(rows: TagLists) -> list[tuple[str, int]]:
+    """(tag, rows carrying it), most frequent first, ties alphabetical."""
+    counts = Counter(t for r in rows if r for t in set(r))
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def random_coverage(rows: TagLists, size: int, seeds: int | Sequence[int] = 10) -> tuple[float, float]:
+    """Coverage of uniform random selections of ``size`` rows: (mean, std) over the seeds."""
+    seed_list = range(seeds) if isinstance(seeds, int) else seeds
+    universe = all_tags(rows)
+    values = []
+    for s in seed_list:
+        pick = np.random.default_rng(s).choice(len(rows), size=min(size, len(rows)), replace=False)
+        values.append(coverage([rows[i] for i in pick], universe))
+    return float(np.mean(values)), float(np.std(values))
+
+
+def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "tags", seeds: int = 10) -> dict[str, Any]:
+    """A selection's tag coverage and tags per query, beside random selections of the same size."""
+    ids = ws.selection(selection).ids if isinstance(selection, str) else list(selection)
+    rows = ws.column(tags_column)
+    chosen = [rows[ws.index[i]] for i in ids]
+    mean, std = random_coverage(rows, len(ids), seeds)
+    return {"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
+            "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),
+            "pool_tags_per_query": tags_per_query(rows), "pool_tags": len(all_tags(rows))}

@@ -1,0 +1,364 @@
+"""InsTag normalisation: learn a raw -> canonical tag mapping, store it, and write the row-level ``tags``.
+
+:class:`Normalizer` learns the mapping from rows' raw tag lists (frequency filter, rule aggregation,
+semantic aggregation with DBSCAN, association aggregation with FP-Growth) and reports what each step
+did. :func:`normalize` fits it on a workspace's ``tags_raw`` (per-turn tag lists), stores the mapping as
+the workspace artifact ``instag_mapping`` and applies :class:`NormalizeStep`, which writes column ``tags``:
+each row's canonical tags, the union over its turns.
+
+InsTag (Lu et al. 2023) released neither its normalisation nor its sampling code; this is our own
+implementation of the procedure its paper describes. Defaults: :data:`curate.defaults.NORMALIZER`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import NORMALIZER
+from curate.storage.files import atomic_write_bytes
+from curate.storage.step import RowInput, StepContext, StepOutput
+from curate.tags.aggregate import ASSOCIATION_MODES, EmbedFn, association_merges, pick, semantic_merges
+from curate.tags.metrics import TagLists
+from curate.tags.tagger import dedupe
+
+MAPPING_ARTIFACT = "instag_mapping"
+
+# Rule aggregation's words: runs of letters/digits; a word ending in a letter keeps a run of '#'/'+' right
+# after it when no letter follows (C#, C++, F#, Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart;
+# everything else ("a+b", "1+1", "#tag", "C/C++") is a separator.
+SYMBOL_SUFFIX_CHARS = "#+"
+SYMBOL_WORD = re.compile(r"[^\W_]*[^\W\d_][#+]+(?![^\W\d_])|[^\W_]+")
+
+
+@dataclass
+class StepReport:
+    """What one normalisation step did: distinct tags before and after, and the parameters it used."""
+
+    step: str
+    tags_in: int
+    tags_out: int
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def scaled_threshold(paper_value: int, n_rows: int, reference_rows: int = NORMALIZER.reference_rows,
+                     floor: int = 1) -> int:
+    """The paper's absolute count threshold scaled to a pool of ``n_rows`` rows.
+
+    Rule: pools of at least ``reference_rows`` rows use ``paper_value`` unchanged; smaller pools use
+    ``max(floor, ceil(paper_value * n_rows / reference_rows))`` (the same share of the pool).
+    """
+    if n_rows >= reference_rows:
+        return paper_value
+    return max(floor, math.ceil(paper_value * n_rows / reference_rows))
+
+
+class Normalizer:
+    """Learn a raw -> canonical intent-tag mapping (fit) and apply it to rows (transform).
+
+    Steps, in the paper's order, each optional (set it to ``False``/``None`` to skip):
+
+    1. frequency filter: drop raw tags seen in fewer than ``min_frequency`` rows (paper: 20). For pools
+       smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold` and a warning says so.
+    2. rule aggregation: lowercase, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
+       so ``C#``, ``C++`` and ``C`` stay apart), each word stemmed with the Snowball stemmer; tags with the
+       same stemmed key merge, named by their most frequent surface form.
+    3. semantic aggregation: embed the tags (``embed``; default :func:`curate.embed.encode`), DBSCAN with
+       cosine distance ``eps`` (paper: 0.05); each cluster merges into its most frequent member.
+    4. association aggregation: FP-Growth (mlxtend) over the rows' tag sets with ``min_support`` rows
+       (paper: 40, scaled like alpha) and rules of confidence >= ``min_confidence`` (paper: 0.99).
+       ``association_mode="mutual"`` merges a pair only when both A->B and B->A hold (the tags always
+       co-occur); ``"implication"`` also folds A into B when only A->B holds.
+
+    Ties when choosing a canonical member: higher row count, then shorter, then alphabetical.
+    """
+
+    def __init__(self, *, min_frequency: int | None = NORMALIZER.min_frequency, scale_small_pools: bool = True,
+                 reference_rows: int = NORMALIZER.reference_rows, rules: bool = True, stemmer_language: str = "english",
+                 semantic: bool = True, eps: float = NORMALIZER.eps, embed: EmbedFn | None = None,
+                 association: bool = True, min_support: int = NORMALIZER.min_support,
+                 min_confidence: float = NORMALIZER.min_confidence,
+                 association_mode: str = "mutual"):
+        if association_mode not in ASSOCIATION_MODES:
+            raise ValueError(f"association_mode must be one of {ASSOCIATION_MODES}, not {association_mode!r}")
+        self.params = {"min_frequency": min_frequency, "scale_small_pools": scale_small_pools,
+                       "reference_rows": reference_rows, "rules": rules, "stemmer_language": stemmer_language,
+                       "semantic": semantic, "eps": eps, "association": association, "min_support": min_support,
+                       "min_confidence": min_confidence, "association_mode": association_mode}
+        self.embed = embed
+        self.mapping: dict[str, str | None] = {}   # raw tag -> canonical (None: dropped)
+        self.key_map: dict[str, str] = {}          # rule key -> canonical, for raw tags unseen at fit time
+        self.report: list[StepReport] = []
+        self.fitted_rows = 0
+
+    # rule aggregation ------------------------------------------------------------------------------
+    def _stemmer(self):
+        import snowballstemmer
+
+        if not hasattr(self, "_stem"):
+            self._stem = snowballstemmer.stemmer(self.params["stemmer_language"])
+        return self._stem
+
+    @staticmethod
+    def surface(tag: str) -> str:
+        """Lowercase, every other run of non-alphanumerics (underscore included) turned into one space, except
+        a ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
+        return " ".join(SYMBOL_WORD.findall(tag.lower()))
+
+    def rule_key(self, tag: str) -> str:
+        """The rule-aggregation key: the surface form with each word stemmed (a symbol suffix is kept
+        as is after the stemmed word, so ``C++`` and ``C`` keep different keys)."""
+        words = self.surface(tag).split()
+        if not self.params["rules"]:
+            return " ".join(words)
+        cores = [w.rstrip(SYMBOL_SUFFIX_CHARS) for w in words]
+        stems = self._stemmer().stemWords(cores)
+        return " ".join(stem + word[len(core):] for stem, core, word in zip(stems, cores, words, strict=True))
+
+    # fit -------------------------------------------------------------------------------------------
+    def fit(self, rows: TagLists) -> Normalizer:
+        """Learn the mapping from rows' raw tag lists (``None`` rows are ignored)."""
+        p = self.params
+        sets = [set(r) for r in rows if r]
+        self.fitted_rows = n_rows = len(sets)
+        self.report = []
+        raw_counts = Counter(t for s in sets for t in s)
+        current: dict[str, str | None] = {t: t for t in raw_counts}  # raw -> current name
+
+        def names() -> set[str]:
+            return {v for v in current.values() if v is not None}
+
+        def name_counts() -> Counter:
+            counts: Counter = Counter()
+            for s in sets:
+                counts.update({current[t] for t in s if current[t] is not None})
+            return counts
+
+        def rename(old_to_new: dict[str, str]) -> None:
+            for raw, name in current.items():
+                if name is not None and name in old_to_new:
+                    current[raw] = old_to_new[name]
+
+        # 1. frequency filter
+        if p["min_frequency"]:
+            alpha = p["min_frequency"]
+            note = ""
+            if p["scale_small_pools"] and n_rows < p["reference_rows"]:
+                alpha = scaled_threshold(p["min_frequency"], n_rows, p["reference_rows"])
+                note = (f"pool of {n_rows:,} rows < {p['reference_rows']:,}: alpha scaled from "
+                        f"{p['min_frequency']} to {alpha} = max(1, ceil({p['min_frequency']} * rows / {p['reference_rows']:,}))")
+                warnings.warn(f"InsTag frequency filter: {note}", stacklevel=2)
+            before = len(names())
+            for raw, c in raw_counts.items():
+                if c < alpha:
+                    current[raw] = None
+            self.report.append(StepReport("frequency_filter", before, len(names()), {"alpha": alpha}, note))
+
+        # 2. rule aggregation
+        if p["rules"]:
+            before = names()
+            counts = name_counts()
+            groups: dict[str, list[str]] = {}
+            for name in before:
+                groups.setdefault(self.rule_key(name), []).append(name)
+            old_to_new: dict[str, str] = {}
+            for members in groups.values():
+                surf: Counter = Counter()
+                for m in members:
+                    surf[self.surface(m)] += counts[m]
+                canon = pick(surf)
+                old_to_new.update({m: canon for m in members})
+            rename(old_to_new)
+            self.report.append(StepReport("rule_aggregation", len(before), len(names()),
+                                          {"stemmer": f"snowball/{p['stemmer_language']}"}))
+
+        # 3. semantic aggregation
+        if p["semantic"]:
+            before = sorted(names())
+            if len(before) > 1:
+                embed = self.embed
+                if embed is None:
+                    from curate.embed import encode as embed
+                rename(semantic_merges(before, name_counts(), embed, p["eps"]))
+            self.report.append(StepReport("semantic_aggregation", len(before), len(names()),
+                                          {"eps": p["eps"], "metric": "cosine", "algorithm": "DBSCAN(min_samples=1)",
+                                           "embed": getattr(self.embed, "__name__", "curate.embed.encode")}))
+
+        # 4. association aggregation
+        if p["association"]:
+            before = len(names())
+            support = p["min_support"]
+            note = ""
+            if p["scale_small_pools"] and n_rows < p["reference_rows"]:
+                support = scaled_threshold(p["min_support"], n_rows, p["reference_rows"], floor=2)
+                note = (f"pool of {n_rows:,} rows < {p['reference_rows']:,}: min support scaled from "
+                        f"{p['min_support']} to {support} rows = max(2, ceil({p['min_support']} * rows / {p['reference_rows']:,}))")
+                warnings.warn(f"InsTag association aggregation: {note}", stacklevel=2)
+            transactions = [sorted({current[t] for t in s if current[t] is not None}) for s in sets]
+            rename(association_merges(transactions, support, p["min_confidence"], p["association_mode"]))
+            self.report.append(StepReport("association_aggregation", before, len(names()),
+                                          {"min_support_rows": support, "min_confidence": p["min_confidence"],
+                                           "mode": p["association_mode"]}, note))
+
+        self.mapping = dict(current)
+        self.key_map = {}
+        for raw, canon in self.mapping.items():
+            if canon is not None:
+                self.key_map.setdefault(self.rule_key(raw), canon)
+        return self
+
+    # transform -------------------------------------------------------------------------------------
+    def _canon(self, raw: str) -> str | None:
+        if raw in self.mapping:
+            return self.mapping[raw]
+        return self.key_map.get(self.rule_key(raw))
+
+    def transform(self, rows: TagLists) -> list[list[str] | None]:
+        """Map each row's raw tags to canonical tags (order kept, duplicates and dropped tags removed).
+
+        Raw tags unseen at fit time map through their rule key when a fitted tag shares it, else drop.
+        ``None`` rows (tagging failed) stay ``None``.
+        """
+        if not self.mapping and not self.report:
+            raise ValueError("Normalizer is not fitted; call fit() or load() first")
+        out: list[list[str] | None] = []
+        for r in rows:
+            if r is None:
+                out.append(None)
+                continue
+            out.append(dedupe([c for c in (self._canon(t) for t in r) if c is not None]))
+        return out
+
+    def fit_transform(self, rows: TagLists) -> list[list[str] | None]:
+        return self.fit(rows).transform(rows)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The canonical tags, alphabetical."""
+        return sorted({c for c in self.mapping.values() if c is not None})
+
+    # persistence -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "curate.tags.Normalizer", "version": 1, "params": self.params, "fitted_rows": self.fitted_rows,
+                "report": [asdict(s) for s in self.report], "mapping": self.mapping, "key_map": self.key_map}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], embed: EmbedFn | None = None, where: str = "mapping") -> Normalizer:
+        if not isinstance(data, dict) or data.get("kind") != "curate.tags.Normalizer":
+            raise ValueError(f"{where}: not a saved curate Normalizer")
+        norm = cls(**data["params"], embed=embed)
+        norm.mapping = data["mapping"]
+        norm.key_map = data["key_map"]
+        norm.report = [StepReport(**s) for s in data["report"]]
+        norm.fitted_rows = data["fitted_rows"]
+        return norm
+
+    def save(self, path: str | Path) -> Path:
+        """Write the learned mapping, parameters and step report as JSON (in a workspace, :func:`normalize`
+        stores it as the artifact ``instag_mapping`` instead)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, embed: EmbedFn | None = None) -> Normalizer:
+        return cls.from_dict(json.loads(Path(path).read_text()), embed, str(path))
+
+    @classmethod
+    def from_workspace(cls, ws: Any, name: str = MAPPING_ARTIFACT, embed: EmbedFn | None = None) -> Normalizer:
+        """The mapping :func:`normalize` stored in a workspace."""
+        data = ws.artifact(name)
+        if data is None:
+            raise ValueError(f"{ws.path}: no InsTag mapping {name!r}; run `curate tags {ws.path} --normalize`")
+        return cls.from_dict(data, embed, f"{ws.path} artifact {name!r}")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{html.escape(s.step)}</td><td>{s.tags_in:,}</td><td>{s.tags_out:,}</td>"
+                       f"<td>{html.escape(json.dumps(s.params))}</td><td>{html.escape(s.note)}</td></tr>"
+                       for s in self.report)
+        return (f"<div><b>InsTag Normalizer</b> ({self.fitted_rows:,} rows, {len(self.vocabulary):,} canonical tags)"
+                f"<table><tr><th>step</th><th>tags in</th><th>tags out</th><th>params</th><th>note</th></tr>"
+                f"{rows}</table></div>")
+
+    def __repr__(self) -> str:
+        return f"Normalizer(fitted_rows={self.fitted_rows}, tags={len(self.vocabulary)})"
+
+
+# -- the workspace: raw per-turn tags in, row-level canonical tags out --------------------------------
+def row_tags(turn_tags: Sequence[Sequence[str] | None] | None) -> list[str] | None:
+    """A row's raw tags, the union over its turns (first-seen order); None when any turn has none."""
+    if turn_tags is None or any(t is None for t in turn_tags):
+        return None
+    return dedupe(tag for turn in turn_tags for tag in turn)  # type: ignore[union-attr]
+
+
+class NormalizeStep:
+    """A fitted :class:`Normalizer` as a row Step: ``tags`` = the canonical tags of a row's raw tags."""
+
+    granularity = "row"
+    reducer = None
+
+    def __init__(self, normalizer: Normalizer, *, source: str = "tags_raw", column: str = "tags",
+                 mapping_artifact: str = MAPPING_ARTIFACT):
+        self.normalizer = normalizer
+        self.source = source
+        self.column = column
+        self.mapping_artifact = mapping_artifact
+        self.inputs = (source,)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"source": self.source, "mapping": self.normalizer.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        norm = self.normalizer
+        return {"kind": "instag_normalized", "source": self.source, "mapping_artifact": self.mapping_artifact,
+                "params": norm.params, "steps": [asdict(s) for s in norm.report],
+                "canonical_tags": len(norm.vocabulary)}
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        values: list[list[str] | None] = []
+        failures: list[list[Failure]] = []
+        dropped: Counter = Counter()
+        for row in rows:
+            raw = row_tags(row.columns[self.source])
+            if raw is None:
+                values.append(None)
+                failures.append([Failure(FailureCode.EMPTY_INPUT, f"no raw tags in {self.source!r} (not tagged, "
+                                         f"or a turn's tagging failed: see {self.source}_failure)")])
+            else:
+                dropped.update(t for t in raw if self.normalizer._canon(t) is None)
+                values.append(self.normalizer.transform([raw])[0])
+                failures.append([])
+        ctx.progress.update(len(rows))
+        # Raw tags that map to nothing (rare ones the frequency filter removed, or unseen with refit=False) are
+        # left out of the column; the provenance says how much was dropped.
+        return StepOutput(values, failures, stats={"dropped_tag_occurrences": sum(dropped.values()),
+                                                   "dropped_distinct_tags": len(dropped)})
+
+
+def normalize(ws: Any, normalizer: Normalizer | None = None, *, source: str = "tags_raw", column: str = "tags",
+              refit: bool = True, mapping_artifact: str = MAPPING_ARTIFACT, progress: bool = False) -> Normalizer:
+    """Fit ``normalizer`` (default: :class:`Normalizer` with the defaults) on column ``source`` unless
+    ``refit=False`` (then the given normalizer, or the stored mapping, is applied as it is); store the mapping
+    as artifact ``mapping_artifact``; write column ``column`` (every row, recomputed)."""
+    if normalizer is None:
+        normalizer = Normalizer() if refit else Normalizer.from_workspace(ws, mapping_artifact)
+    if refit:
+        normalizer.fit([row_tags(v) for v in ws.turn_values(source)])
+    ws.add_artifact(mapping_artifact, normalizer.to_dict())
+    ws.apply(NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact),
+             force=True, progress=progress)
+    return normalizer

@@ -1,0 +1,155 @@
+"""The InsTag tagger: an LLM judge (prompt ``prompts/instag.md``) that names each user turn's intents.
+
+:class:`Tagger` is a Step (``ws.apply(Tagger(backend))``): column ``tags_raw``, one list of tag strings
+per user turn (order kept, duplicates removed); a turn whose call failed has ``None`` there and a
+:class:`~curate.codes.Failure` (code, message, raw output) in ``tags_raw_failure``. Responses are cached
+in the workspace's response cache, so a re-run or a resumed run pays nothing twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from curate.codes import Failure
+from curate.storage.step import RowInput, StepContext, StepOutput
+
+#: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
+MAX_TAGS_PER_QUERY = 10
+
+
+# -- the judge's output schema (its docstrings and bounds are part of the request: changing them re-tags) --
+class IntentTag(BaseModel):
+    """One intent of a user query."""
+
+    tag: str = Field(min_length=1, max_length=60)
+    explanation: str = Field(max_length=200)
+
+
+class IntentTags(BaseModel):
+    """The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."""
+
+    # bounded, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until max_tokens)
+    tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS_PER_QUERY)
+
+
+def dedupe(tags: Sequence[str]) -> list[str]:
+    """Tags in first-seen order, each once."""
+    return list(dict.fromkeys(tags))
+
+
+def _turn_failure(failure: Failure, turn: int, raw: str | None) -> Failure:
+    """The engine's failure of one call, tied to its (1-based) turn, with the raw output when it has none."""
+    return dataclasses.replace(failure, turn=turn, raw=failure.raw if failure.raw is not None else raw)
+
+
+class _RowProgress:
+    """Advances the step's bar by a row once every turn of it has its answer (calls settle in any order)."""
+
+    def __init__(self, rows: Sequence[RowInput], ctx: StepContext):
+        self.ctx = ctx
+        self.owner = [r for r, row in enumerate(rows) for _ in row.turns]
+        self.left = [len(row.turns) for row in rows]
+        self.seen: set[int] = set()
+        self.rows = len(rows)
+        self.done = sum(1 for n in self.left if n == 0)
+        if self.done:
+            ctx.progress.update(self.done)
+
+    def items_done(self, items: list[int]) -> None:
+        finished = 0
+        for i in items:
+            if i in self.seen:
+                continue
+            self.seen.add(i)
+            self.left[self.owner[i]] -= 1
+            finished += self.left[self.owner[i]] == 0
+        if finished:
+            self.done += finished
+            self.ctx.progress.update(finished)
+
+    def finish(self) -> None:
+        if self.done < self.rows:
+            self.ctx.progress.update(self.rows - self.done)
+            self.done = self.rows
+
+
+class Tagger:
+    """InsTag's LLM tagger as a Step: column ``tags_raw`` (turn granularity, no reducer: values are tag lists)."""
+
+    granularity = "turn"
+    reducer = None
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, backend: Any = None, *, prompt: str | os.PathLike | Any = "instag", column: str = "tags_raw",
+                 params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None):
+        from curate.llm.prompts import load_prompt
+
+        self.prompt = load_prompt(prompt, prompt_dirs)
+        self.backend = backend
+        self.column = column
+        self.params = dict(params or {})
+
+    def with_backend(self, backend: Any) -> Tagger:
+        return Tagger(backend, prompt=self.prompt, column=self.column, params=self.params)
+
+    def _require_backend(self) -> Any:
+        if self.backend is None:
+            raise ValueError("the InsTag tagger needs a backend: Tagger(backend) or tagger.with_backend(backend)")
+        return self.backend
+
+    def fingerprint(self) -> str:
+        backend = self._require_backend()
+        blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": getattr(backend, "kind", type(backend).__name__),
+                           "model": getattr(backend, "model", None), "params": self.params}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        backend = self.backend
+        return {"kind": "instag_tags", "prompt": self.prompt.name, "prompt_version": self.prompt.version,
+                "prompt_fingerprint": self.prompt.fingerprint, "model": getattr(backend, "model", None),
+                "backend": backend.describe() if hasattr(backend, "describe") else None, "params": self.params}
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        """One cached judge call per user turn; a row's value is its turns' tag lists."""
+        from curate.llm.cache import response_cache
+        from curate.llm.runner import run_prompt
+
+        backend = self._require_backend()
+        variables = [{"instruction": turn.instruction} for row in rows for turn in row.turns]
+        progress = _RowProgress(rows, ctx)
+        results = run_prompt(self.prompt, variables, backend, response_cache(ctx.cache_dir), progress=False,
+                             params=self.params or None, on_items_done=progress.items_done)
+        progress.finish()
+        values: list[list[list[str] | None]] = []
+        failures: list[list[Failure]] = []
+        k = 0
+        for row in rows:
+            tags: list[list[str] | None] = []
+            fails: list[Failure] = []
+            for t in range(1, len(row.turns) + 1):
+                res = results[k]
+                k += 1
+                if res.failure is not None:
+                    raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
+                    fails.append(_turn_failure(res.failure, t, raw))
+                    tags.append(None)
+                else:
+                    tags.append(dedupe(it.tag.strip() for it in res.parsed.tags if it.tag.strip()))
+            values.append(tags)
+            failures.append(fails)
+        paid = [res for res in results if not res.cached]  # cached calls were paid before
+        unknown = any("cost_usd" in res.raw and res.raw["cost_usd"] is None for res in paid)  # a price is unknown
+        cost = None if unknown else round(sum(res.cost_usd for res in paid), 6)
+        stats = {"turns": len(variables), "cached_calls": sum(1 for res in results if res.cached),
+                 "cost_usd": cost}
+        return StepOutput(values, failures, stats=stats)
+
+    def __repr__(self) -> str:
+        return f"Tagger(prompt={self.prompt.name!r}, column={self.column!r}, model={getattr(self.backend, 'model', None)!r})"
