@@ -37,7 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curate.defaults import DEITA  # noqa: E402
 from curate.select.admission import ADMITTED, FLOAT32_MARGIN, NOT_REACHED, REJECTED, admit, bf16_is_faster  # noqa: E402
+from evals.admission_prune import prune_products  # noqa: E402
 
 DEFAULT_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pool_30k.jsonl"
 
@@ -227,7 +229,7 @@ def run_reference(x, res, tau, cap, device, seconds):
     return total, False, agree, checked, "\n  ".join(notes)
 
 
-def bench(name, x, scores, budget, tau, block_size, device, ref_seconds, prune=False):
+def bench(name, x, scores, budget, tau, block_size, device, ref_seconds, prune="false"):
     n = len(x)
     print(f"\n== {name}: n={n:,} dim={x.shape[1]} budget={budget:,} tau={tau} device={device} prune={prune}", flush=True)
     if device != "cpu":  # start CUDA and cuBLAS before timing either side
@@ -235,10 +237,10 @@ def bench(name, x, scores, budget, tau, block_size, device, ref_seconds, prune=F
         Reference(x, tau, 16, device).step(0)
     else:  # probe bf16 speed and load torch's kernels before timing (once per process)
         bf16_is_faster()
-        admit(x[:8192], scores[:8192], None, tau, 4096, block_size=block_size, prune=prune)
+        admit(x[:8192], scores[:8192], None, tau, 4096, block_size=block_size, products=prune_products(prune))
     tracemalloc.start()
     t = time.perf_counter()
-    res = admit(x, scores, None, tau, budget, block_size=block_size, device=device, prune=prune)
+    res = admit(x, scores, None, tau, budget, block_size=block_size, device=device, products=prune_products(prune))
     t_curate = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -266,19 +268,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--budget", type=int, default=50_000)
-    ap.add_argument("--tau", type=float, default=0.9)
+    ap.add_argument("--tau", type=float, default=DEITA.max_cosine_similarity)
     ap.add_argument("--block-size", type=int, default=4096)
     ap.add_argument("--device", default="cpu", help="cpu (numpy reference) or cuda (torch reference, curate on GPU)")
     ap.add_argument("--ref-seconds", type=float, default=120, help="time allowed to the reference per data set")
     ap.add_argument("--data", nargs="?", const=str(DEFAULT_POOL), default=None,
                     help="also run on real MiniLM embeddings of this pool (default ../shared/data/pool_30k.jsonl; "
                          "a .npy file: embeddings already computed)")
-    ap.add_argument("--prune", default="false", help="curate's pruning: false (default), auto, screen, groups")
+    ap.add_argument("--prune", default="false", choices=["false", "auto", "screen", "groups"],
+                    help="exact pruning from evals/admission_prune.py (none paid where measured): false (default), "
+                         "auto, screen, groups")
     ap.add_argument("--spectrum", choices=["embedding", "flat"], default="embedding",
                     help="synthetic spectrum: like real MiniLM embeddings (default) or isotropic")
     ap.add_argument("--real-budget", type=int, default=6000, help="budget for the real pool (DEITA-6K)")
     args = ap.parse_args()
-    prune = {"false": False, "true": True}.get(args.prune, args.prune)
+    prune = args.prune
     print(f"machine: {os.cpu_count()} CPUs visible, affinity {len(os.sched_getaffinity(0))}; device {args.device}")
     if args.data:
         path = Path(args.data)

@@ -6,13 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from curate.select.admission import ADMITTED, REJECTED, admit
 from curate.errors import CurateError
+from curate.report.html import build_report
 from curate.report.plots import all_plots, score_histograms
-from curate.report.views import build_report
 from curate.scorers import Scorer, distil
-from curate.tags import Normalizer
+from curate.select.admission import ADMITTED, REJECTED, admit
 from curate.session import Workspace
+from curate.tags import Normalizer
+from evals.admission_prune import prune_products
 from tests.conftest import write_jsonl
 
 TAU = 0.9
@@ -66,7 +67,8 @@ def planted_near_tau(dim: int = 8) -> np.ndarray:
                                                    ("groups", "float32")])
 def test_admission_uses_true_cosines_for_slightly_off_unit_rows(prune, precision):
     x = planted_near_tau()
-    res = admit(x, np.array([3.0, 2.0, 1.0]), None, TAU, prune=prune, precision=precision)
+    res = admit(x, np.array([3.0, 2.0, 1.0]), None, TAU, products=prune_products(str(prune).lower()),
+                precision=precision)  # pruning lives in evals/admission_prune.py
     assert res.decision.tolist() == [ADMITTED, REJECTED, ADMITTED]
     assert res.witness[1] == 0 and res.witness_similarity[1] == pytest.approx(0.9005, abs=1e-6)
 
@@ -92,7 +94,7 @@ def test_distil_raises_a_clear_error_when_every_label_fails(tmp_path, failure, r
         asked.append(len(ids))
         return [failure] * len(ids)
 
-    scorer = Scorer(inputs=["instruction"], features=["length", "stats"])  # no embedding model: fast
+    scorer = Scorer(reads=["instruction"], features=["length", "stats"])  # no embedding model: fast
     columns_before = set(ws.columns)
     with pytest.raises(CurateError, match=rf"^distil: all 15 labels failed: 15 x {reason}"):
         distil(ws, failing, scorer=scorer, n=10, holdout_n=5, rounds=0)
@@ -183,6 +185,6 @@ def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):
     ws.add_embeddings("default", unit(x).astype(np.float32), {"kind": "test"})
     sel = ws.select(method="lift", name="l", budget=len(spread_rows), n_components=4)
     assert sorted(ws.index[i] for i in sel.ids) == spread_rows
-    ranked = sel.table.to_pylist()
-    variances = [float(r["reason"].split("row variance ")[1].split(" ")[0]) for r in ranked]
+    ranked = sel.rows()
+    variances = [r["detail"]["score"] for r in ranked]  # the row variance of the projection
     assert variances == sorted(variances, reverse=True)

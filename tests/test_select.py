@@ -3,11 +3,16 @@
 import numpy as np
 import pytest
 
-from curate.select.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
+from curate.codes import Decision, Reason
 from curate.errors import CurateError
-from curate.select import SELECTORS, evaluate_sort_key, kcenter_greedy
+from curate.select import SELECTORS, row_scores
+from curate.select.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
+from curate.select.diversity import kcenter_greedy
 from curate.session import Workspace
+from evals.admission_prune import group_products, screen_products
 from tests.conftest import write_jsonl
+
+TURNS_SUM = {"kind": "test", "granularity": "turn", "reducer": "sum"}  # how judges and scorers declare DEITA scores
 
 
 def brute_force(x, scores, ids, tau, budget):
@@ -67,12 +72,14 @@ def test_admission_equals_sequential_loop_for_any_batching(kind):
     for budget in (None, 300):
         want_dec, want_adm = brute_force(x, scores, ids, tau, budget)
         assert (want_dec == REJECTED).sum() > (50 if budget is None else 5)
+        # pruning (angular groups, the low-rank screen) moved to evals/admission_prune.py: still exact
+        pruned = {False: None, True: group_products(n_clusters=12), "screen": screen_products()}
         for block_size, prune, device, precision in (
                 (1, False, "cpu", "float32"), (7, True, "cpu", "auto"), (128, "screen", "cpu", "auto"),
                 (128, False, "cpu", "float32"), (5000, True, "cpu", "auto"), (64, "screen", "cpu", "auto"),
                 (300, False, "torch:cpu", "auto"), (1, False, "cpu", "bf16"), (97, False, "cpu", "bf16"),
                 (5000, False, "cpu", "bf16")):
-            res = admit(x, scores, ids, tau, budget, block_size=block_size, prune=prune, n_clusters=12, device=device,
+            res = admit(x, scores, ids, tau, budget, block_size=block_size, products=pruned[prune], device=device,
                         precision=precision)
             assert np.array_equal(res.admitted, want_adm), (block_size, prune)
             scored = ~np.isnan(scores)
@@ -115,35 +122,37 @@ def ws(tmp_path):
     conv = w.conversations()
     # per-turn lists, as the judges write them for multi-turn pools
     comp = [[2.0, 3.0] if sum(t["role"] == "user" for t in c) == 2 else [float(rng.integers(1, 7))] for c in conv]
-    w.add_column("complexity", comp, {"kind": "test"})
-    w.add_column("quality", [[4.0, 0.5] if len(c) == 2 else [float(rng.integers(1, 7))] for c in comp],
-                 {"kind": "test"})
+    w.add_column("complexity", comp, TURNS_SUM)
+    w.add_column("quality", [[4.0, 0.5] if len(c) == 2 else [float(rng.integers(1, 7))] for c in comp], TURNS_SUM)
     w.add_embeddings("default", clustered(rng, n, 16, 12, 0.4), {"kind": "test"})
     return w
 
 
 def test_sort_key_per_turn_sum_and_safety(ws):
-    s = evaluate_sort_key(ws)
+    s = row_scores(ws)
     multi = [i for i, c in enumerate(ws.column("complexity")) if len(c) == 2][0]
     assert s[multi] == pytest.approx(2 * 4 + 3 * 0.5)
     single = [i for i, c in enumerate(ws.column("complexity")) if len(c) == 1][0]
     assert s[single] == ws.column("complexity")[single][0] * ws.column("quality")[single][0]
-    expr = evaluate_sort_key(ws, "log1p(quality) + 2")
+    expr = row_scores(ws, "log1p(quality) + 2")
     assert expr[multi] == pytest.approx(np.log1p(4) + 2 + np.log1p(0.5) + 2)
     assert expr[single] == pytest.approx(np.log1p(ws.column("quality")[single][0]) + 2)
     for bad in ("__import__('os').system('true')", "quality.__class__", "[1][0]", "open('x')"):
         with pytest.raises(CurateError):
-            evaluate_sort_key(ws, bad)
+            row_scores(ws, bad)
 
 
 def test_deita_through_the_workspace_records_reasons(ws):
     sel = ws.select(method="deita", name="d", budget=10, max_cosine_similarity=0.8)
     assert len(sel.ids) == 10
-    table = sel.table.to_pylist()
+    table = sel.rows()
     assert {r["decision"] for r in table} <= {"kept", "rejected", "not_reached"}
     rejected = [r for r in table if r["decision"] == "rejected"]
-    assert rejected and all("too close to row" in r["reason"] for r in rejected)
-    assert all(r["reason"].startswith("score") for r in table)
+    # too close to a kept row: the witness (a kept id) and the similarity above the limit, as data
+    assert rejected and all(r["reason"] == Reason.TOO_SIMILAR and r["detail"]["witness"] in sel.ids
+                            and r["detail"]["similarity"] > 0.8 == r["detail"]["max_cosine_similarity"]
+                            for r in rejected)
+    assert all("score" in r["detail"] for r in table)
     x = ws.embeddings()
     kept = [ws.index[i] for i in sel.ids]
     g = x[kept] @ x[kept].T
@@ -157,14 +166,14 @@ def test_chain_dedup_threshold_deita(ws):
     dedup = ws.selection("final.1-exact")
     assert dedup.decisions()["duplicate"] == 2  # the copy and the case/space variant
     thr = ws.selection("final.2-threshold")
-    scores = evaluate_sort_key(ws)
+    scores = row_scores(ws)
     assert all(scores[ws.index[i]] >= 6 for i in thr.ids)
     assert set(sel.ids) <= set(thr.ids) and len(sel.ids) == 5
     assert sel.provenance["input_selection"] == "final.2-threshold"
 
 
 def test_top_k_random_lift_kmeans_counts(ws):
-    scores = evaluate_sort_key(ws)
+    scores = row_scores(ws)
     top = ws.select(method="top_k", name="t", budget=7)
     assert sorted(scores[[ws.index[i] for i in top.ids]], reverse=True) == sorted(scores, reverse=True)[:7]
     r1 = ws.select(method="random", name="r1", budget=9, seed=4).ids
@@ -193,7 +202,7 @@ def test_minhash_and_semantic_dedup_remove_planted_duplicates(tmp_path):
     x = unit(rng.standard_normal((50, 32)))
     x[40:] = unit(x[:10] + 0.05 * unit(rng.standard_normal((10, 32))))  # cosine ~0.999 to their originals
     w.add_embeddings("default", x, {"kind": "test"})
-    sem = w.select(method="semantic", name="s", max_cosine_similarity=0.95, n_clusters=3)
+    sem = w.select(method="semantic", name="s", duplicate_similarity=0.95, n_clusters=3)
     assert sem.decisions()["duplicate"] == 10
     dup_rows = {w.index[r["id"]] for r in sem.table.to_pylist() if r["decision"] == "duplicate"}
     assert len(dup_rows & set(range(10, 40))) == 0
@@ -219,8 +228,9 @@ def test_registry_accepts_new_selectors(ws):
 
     @register("first_n")
     def first_n(w, rows, budget):
-        return SelectorResult(rows.tolist(), ["kept" if i < budget else "rejected" for i in range(len(rows))],
-                              ["test"] * len(rows))
+        keep = [i < budget for i in range(len(rows))]
+        return SelectorResult(rows.tolist(), [Decision.KEPT if k else Decision.REJECTED for k in keep],
+                              [Reason.SELECTED if k else Reason.BUDGET_FILLED for k in keep], [{}] * len(rows))
 
     try:
         assert ws.select(method="first_n", name="f", budget=3).ids == ws.ids[:3]
@@ -228,3 +238,143 @@ def test_registry_accepts_new_selectors(ws):
         SELECTORS.pop("first_n")
     with pytest.raises(CurateError, match="unknown selection method"):
         ws.select(method="nope", name="x")
+
+
+# -- sort keys: per turn, reduced by the columns' declared reducer ------------------------------------
+def test_sort_key_reduces_turns_with_the_declared_reducer(tmp_path):
+    recs = [{"conversations": [{"from": "human", "value": "A1"}, {"from": "gpt", "value": "a"},
+                               {"from": "human", "value": "A2"}, {"from": "gpt", "value": "b"}]},
+            {"instruction": "B", "output": "b"}, {"instruction": "C", "output": "c"}]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    values = [[3.0, 3.0], [4.0], [1.0]]  # row A: sum 6, mean 3; B: 4; C: 1
+    w.add_column("c_sum", values, TURNS_SUM)
+    w.add_column("c_mean", values, {**TURNS_SUM, "reducer": "mean"})
+    w.add_column("q", [[1.0, 2.0], [1.0], [1.0]], TURNS_SUM)
+    a, b, c = w.ids
+    assert w.select(method="top_k", name="s", budget=3, sort_by="c_sum").ids == [a, b, c]
+    assert w.select(method="top_k", name="m", budget=3, sort_by="c_mean").ids == [b, a, c]
+    assert w.selection("m").provenance["reducer"] == "mean"
+    for name in ("c_sum", "c_mean"):  # selection reads a row's value exactly as plots and the report do
+        assert row_scores(w, name).tolist() == w.row_values(name)
+    assert row_scores(w, "c_sum*q").tolist() == [3 * 1 + 3 * 2, 4.0, 1.0]  # per turn, then summed
+    w.add_column("weight", [2.0, 1.0, 1.0], {"kind": "test"})  # a row value: applies to every turn
+    assert row_scores(w, "c_sum*weight")[0] == 3 * 2 + 3 * 2
+    with pytest.raises(CurateError, match="different reducers"):
+        row_scores(w, "c_sum*c_mean")
+    w.add_column("undeclared", values, {"kind": "test"})
+    with pytest.raises(CurateError, match="declares no reducer"):
+        row_scores(w, "undeclared")
+
+
+# -- dedup order: pool order unless sort_by says otherwise --------------------------------------------
+def test_dedup_keeps_the_same_copies_before_and_after_scoring(tmp_path):
+    rng = np.random.default_rng(8)
+    words = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(words, 25)) for _ in range(12)]
+    texts.append(texts[0])  # row 12: an exact copy of row 0, later in the pool
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": t, "output": "ok"} for t in texts]))
+    x = unit(rng.standard_normal((len(texts), 16)))
+    x[12] = x[0]
+    w.add_embeddings("default", x, {"kind": "test"})
+    params = {"exact": {"text": "instruction"}, "minhash": {"text": "instruction", "threshold": 0.7},
+              "semantic": {"n_clusters": 2}, "kcenter": {"budget": 4}}
+    before = {m: w.select(method=m, name=f"{m}-before", **p) for m, p in params.items()}
+    assert w.ids[0] in before["exact"].ids and w.ids[12] not in before["exact"].ids
+    n = len(w)
+    w.add_column("complexity", [[6.0] if i == 12 else [1.0] for i in range(n)], TURNS_SUM)  # the copy scores best
+    w.add_column("quality", [[1.0]] * n, TURNS_SUM)
+    for m, p in params.items():
+        after = w.select(method=m, name=f"{m}-after", **p)
+        assert after.ids == before[m].ids, m  # score columns appearing change nothing ...
+        assert after.provenance["sort_by"] is None
+        scored = w.select(method=m, name=f"{m}-scored", sort_by="complexity*quality", **p)
+        assert scored.provenance["sort_by"] == "complexity*quality"  # ... unless asked, and then it says so
+        if m != "kcenter":
+            assert w.ids[12] in scored.ids and w.ids[0] not in scored.ids, m
+        else:
+            assert scored.ids[0] == w.ids[12]  # the first centre is the best-scored row
+
+
+# -- every selector's real output: valid codes and the details describe() needs ------------------------
+DETAIL_KEYS = {Reason.TOO_SIMILAR: {"similarity", "witness", "max_cosine_similarity"},
+               Reason.EXACT_DUPLICATE: {"witness"}, Reason.NEAR_DUPLICATE: {"witness", "similarity"},
+               Reason.BELOW_THRESHOLD: {"score", "min_score"}, Reason.QUOTA_FILLED: {"cluster", "quota"},
+               Reason.NO_SCORE: {"sort_by"}}
+SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k": {"budget": 5},
+                   "threshold": {"min_score": 12}, "random": {"budget": 5}, "kcenter": {"budget": 5},
+                   "kmeans": {"budget": 6, "n_clusters": 3}, "lift": {"budget": 5, "n_components": 4},
+                   "dsir": {"budget": 5, "target": ["explain cooking pasta with tomato sauce"] * 3},
+                   "exact": {}, "minhash": {"threshold": 0.7, "text": "instruction"},
+                   "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10}}
+
+
+def every_selection(tmp_path):
+    """A small workspace and one selection per registered selector (named after it), run for real:
+    duplicates, near-duplicates, a multi-turn row, a row whose complexity judge failed, and tags."""
+    import curate.tags.sampling  # noqa: F401  (registers instag, as ws.select does)
+    from curate.codes import Failure, FailureCode
+
+    topics = ["cooking pasta with tomato sauce", "football match tactics", "python list comprehension",
+              "tennis serve technique"]
+    recs = [{"instruction": f"Explain {topics[i % 4]} in the style of question number {i} please.", "output": f"A{i}."}
+            for i in range(24)]
+    recs += [recs[0], {"instruction": recs[1]["instruction"].upper(), "output": recs[1]["output"]},
+             {"instruction": recs[2]["instruction"].replace("please", "kindly"), "output": recs[2]["output"]},
+             {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+                                {"from": "human", "value": "A joke?"}, {"from": "gpt", "value": "No."}]}]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "every.jsonl", recs))
+    turns = [len(t) for t in w.turns()]
+    rng = np.random.default_rng(9)
+    comp = [[float(rng.integers(1, 7)) for _ in range(t)] for t in turns]
+    comp[3] = None  # the complexity judge failed on this row
+    w.add_column("complexity", comp, TURNS_SUM)
+    w.add_column("complexity_failure", [[Failure(FailureCode.LOW_DIGIT_MASS, "digit mass 0.2", turn=1).to_dict()]
+                                        if i == 3 else None for i in range(len(w))], {"kind": "failure"})
+    w.add_column("quality", [[float(rng.integers(1, 7)) for _ in range(t)] for t in turns], TURNS_SUM)
+    x = clustered(rng, len(w), 16, 4, 0.3)
+    x[w.index[w.ids[24]]] = x[0]  # the exact copy is also a semantic duplicate
+    w.add_embeddings("default", x, {"kind": "test"})
+    w.add_column("tags", [[] if i == 5 else None if i == 6 else [f"t{i % 3}", f"u{i % 5}"][: 1 + i % 2]
+                          for i in range(len(w))], {"kind": "test"})
+    missing = sorted(set(SELECTORS) - set(SELECTOR_PARAMS))
+    assert not missing, f"add test parameters for selectors {missing}"
+    return w, {m: w.select(method=m, name=m, **SELECTOR_PARAMS[m]) for m in sorted(SELECTORS)}
+
+
+def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
+    import json
+
+    from curate.codes import describe
+
+    pytest.importorskip("curate.tags.sampling")  # registers instag (ws.select imports it)
+    w, selections = every_selection(tmp_path)
+    assert "instag" in selections
+    seen: set[Reason] = set()
+    for method, sel in selections.items():
+        rows = sel.rows()
+        assert rows and sel.ids, method
+        for r in rows:
+            decision, reason, detail = Decision(r["decision"]), Reason(r["reason"]), r["detail"]
+            seen.add(reason)
+            assert (decision is Decision.KEPT) == (reason is Reason.SELECTED), (method, r)
+            assert DETAIL_KEYS.get(reason, set()) <= set(detail), (method, r)
+            assert json.loads(json.dumps(detail)) == detail  # plain data: numbers stay numbers
+            assert all(not isinstance(v, str) for k, v in detail.items()
+                       if k in ("similarity", "score", "min_score", "quota", "cluster", "max_cosine_similarity"))
+            if "witness" in detail:
+                assert detail["witness"] in sel.ids, (method, r)  # a kept row of the same selection
+            assert isinstance(describe(reason, detail), str)
+        assert sum(sel.reasons().values()) == len(rows)
+    assert {Reason.SELECTED, Reason.TOO_SIMILAR, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.BUDGET_FILLED,
+            Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NOT_SAMPLED, Reason.NO_TAGS,
+            Reason.NO_NEW_TAG} <= seen
+    assert set(selections["deita"].reasons()) == {("kept", "selected"), ("rejected", "too_similar"),
+                                                  ("not_reached", "budget_filled"), ("unscored", "no_score")}
+    failed = [r for r in selections["deita"].rows() if r["reason"] == Reason.NO_SCORE]
+    assert [r["id"] for r in failed] == [w.ids[3]]
+    assert failed[0]["detail"] == {"sort_by": "complexity*quality", "column": "complexity", "failure": "low_digit_mass",
+                                   "turn": 1}
+    assert describe(Reason.NO_SCORE, failed[0]["detail"]) == "no score: low_digit_mass"

@@ -40,6 +40,13 @@ def test_embed_cache_and_cli_select_export(tmp_path):
     assert len(Workspace.open(ws_path).selection("best").ids) == 5
     out = runner.invoke(app, ["select", str(ws_path), "--method", "exact", "--name", "dedup", "--param", "text=\"instruction\""])
     assert out.exit_code == 0, out.output
+    assert "exact duplicate of a kept row" in out.output  # the summary, in words, from the reason codes
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "semantic", "--name", "sem",
+                              "--duplicate-similarity", "0.999"])
+    assert out.exit_code == 0, out.output
+    sem = Workspace.open(ws_path).selection("sem")
+    assert sem.provenance["params"] == {"duplicate_similarity": 0.999}
+    assert sem.decisions()["duplicate"] == 1  # the two rows with the same instruction share an embedding
     out = runner.invoke(app, ["select", str(ws_path), "--method", "top_k", "--budget", "3", "--name", "top", "--from", "dedup"])
     assert out.exit_code == 0, out.output
     dest = tmp_path / "out.jsonl"

@@ -6,29 +6,55 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from curate.cli.common import (
     app,
     console,
 )
+from curate.defaults import DEITA
+
+
+def selection_table(sel) -> Table:
+    """Rows per (decision, reason), reasons in words (codes.reason_text), most frequent first."""
+    from curate.codes import reason_text
+
+    table = Table(title=f"selection {sel.name!r}: {len(sel):,} kept of {sel.table.num_rows:,} considered")
+    for head, justify in (("decision", "left"), ("reason", "left"), ("rows", "right")):
+        table.add_column(head, justify=justify)
+    for (decision, reason), n in sel.reasons().most_common():
+        table.add_row(decision, escape(reason_text(reason)), f"{n:,}")
+    return table
 
 
 @app.command("select")
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
-                                             "minhash, semantic (or any registered selector)."),
+                                             "minhash, semantic, instag (or any registered selector)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
-    budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir)."),
-    max_cosine_similarity: float | None = typer.Option(None, "--max-cosine-similarity",
-                                                       help="deita: admit a row iff its similarity to every admitted row is <= this (default 0.9); semantic: duplicate above this (default 0.95)."),
-    sort_by: str | None = typer.Option(None, "--sort-by", help="Column or expression, e.g. 'complexity*quality' (the default)."),
+    budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir, "
+                                                 "instag)."),
+    max_cosine_similarity: float | None = typer.Option(
+        None, "--max-cosine-similarity",
+        help=f"deita: admit a row iff its similarity to every admitted row is <= this "
+             f"(default {DEITA.max_cosine_similarity})."),
+    duplicate_similarity: float | None = typer.Option(
+        None, "--duplicate-similarity",
+        help=f"semantic: a row is a duplicate of a kept row above this cosine similarity "
+             f"(default {DEITA.semantic_duplicate_similarity})."),
+    sort_by: str | None = typer.Option(
+        None, "--sort-by",
+        help=f"Column or expression, evaluated per turn and reduced by the columns' reducer. deita, top_k, "
+             f"threshold: default {DEITA.sort_by!r}; exact, minhash, semantic, kcenter: which copy to keep / "
+             f"where to start (default: pool order)."),
     min_score: float | None = typer.Option(None, "--min-score", help="threshold: keep rows scoring at least this."),
     target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line."),
     from_selection: str | None = typer.Option(None, "--from", help="Choose among this selection's kept rows."),
     param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
 ) -> None:
-    """Select rows with one method and store every row's decision and reason as a named selection."""
+    """Select rows with one method and store every row's decision, reason code and details as a named selection."""
     from curate.session import Workspace
 
     params: dict = {}
@@ -40,7 +66,8 @@ def select_cmd(
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
-    for key, value in (("budget", budget), ("max_cosine_similarity", max_cosine_similarity), ("sort_by", sort_by),
+    for key, value in (("budget", budget), ("max_cosine_similarity", max_cosine_similarity),
+                       ("duplicate_similarity", duplicate_similarity), ("sort_by", sort_by),
                        ("min_score", min_score), ("target", str(target) if target else None)):
         if value is not None:
             params[key] = value
@@ -48,3 +75,4 @@ def select_cmd(
     sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
     counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
     console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")
+    console.print(selection_table(sel))

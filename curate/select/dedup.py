@@ -1,0 +1,121 @@
+"""Deduplication selectors: ``exact`` (normalised text hash), ``minhash`` (near-duplicate text),
+``semantic`` (near-duplicate embeddings).
+
+Which copy of a duplicate group is kept follows the walk order: pool order by default, or best score
+first when ``sort_by`` is given (recorded in the selection's provenance). The order never depends on
+which score columns the workspace happens to hold, so a command keeps the same copies before and after
+scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.defaults import DEITA, EMBED
+from curate.select.admission import REJECTED, admit
+from curate.select.inputs import score_detail, texts, vectors
+from curate.select.registry import SelectorResult, register
+from curate.select.sort_key import rows_by_score
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed: the key of exact deduplication."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def walk_order(ws, rows: np.ndarray, sort_by: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``rows`` in the order a dedup walks them (pool order, or by ``sort_by`` best first), their scores
+    (NaN without ``sort_by``) and the provenance that says which."""
+    if sort_by is None:
+        return rows, np.full(len(rows), np.nan), {"sort_by": None, "order": "pool"}
+    perm, scores = rows_by_score(ws, rows, sort_by)
+    return rows[perm], scores.values[perm], {"sort_by": scores.sort_by, "order": "score"}
+
+
+@register("exact")
+def exact_dedup(ws, rows: np.ndarray, text: str = "conversation", sort_by: str | None = None) -> SelectorResult:
+    """Exact dedup on a hash of the normalised text; the first copy in the walk order is kept."""
+    ordered, values, info = walk_order(ws, rows, sort_by)
+    ids = ws.ids
+    first: dict[bytes, int] = {}
+    out = SelectorResult(info={"text": text, **info})
+    for k, (p, t) in enumerate(zip(ordered.tolist(), texts(ws, ordered, text), strict=True)):
+        h = hashlib.sha256(normalise_text(t).encode()).digest()
+        if h in first:
+            out.add(p, Decision.DUPLICATE, Reason.EXACT_DUPLICATE, {"witness": ids[first[h]], **score_detail(values[k])})
+        else:
+            first[h] = p
+            out.add(p, Decision.KEPT, Reason.SELECTED, score_detail(values[k]))
+    return out
+
+
+@register("minhash")
+def minhash_dedup(ws, rows: np.ndarray, threshold: float = 0.8, text: str = "conversation", shingle: int = 3,
+                  num_perm: int = 128, sort_by: str | None = None, seed: int = 1) -> SelectorResult:
+    """Near-duplicate text (MinHash LSH over word shingles, datasketch): a row is a duplicate when a kept
+    row's estimated Jaccard similarity to it is >= ``threshold``."""
+    from datasketch import MinHash, MinHashLSH
+
+    ordered, values, info = walk_order(ws, rows, sort_by)
+    ids = ws.ids
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    kept: dict[str, MinHash] = {}
+    out = SelectorResult(info={"threshold": threshold, "shingle": shingle, "num_perm": num_perm, **info})
+    for k, (p, t) in enumerate(zip(ordered.tolist(), texts(ws, ordered, text), strict=True)):
+        words = normalise_text(t).split(" ")
+        grams = {" ".join(words[i:i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+        mh = MinHash(num_perm=num_perm, seed=seed)
+        mh.update_batch([g.encode() for g in grams])
+        hits = [(mh.jaccard(kept[h]), h) for h in lsh.query(mh)]
+        hits = [h for h in hits if h[0] >= threshold]
+        if hits:
+            j, h = max(hits)
+            out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE,
+                    {"witness": h, "similarity": float(j), "threshold": threshold, **score_detail(values[k])})
+        else:
+            lsh.insert(ids[p], mh)
+            kept[ids[p]] = mh
+            out.add(p, Decision.KEPT, Reason.SELECTED, score_detail(values[k]))
+    return out
+
+
+@register("semantic")
+def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.semantic_duplicate_similarity,
+                   n_clusters: int | None = None, embeddings: str = EMBED.name, sort_by: str | None = None,
+                   seed: int = 0) -> SelectorResult:
+    """Semantic dedup: K-means clusters, then inside each cluster the exact admission loop (no budget):
+    a row is a duplicate when a kept row of its cluster earlier in the walk order has cosine similarity
+    above ``duplicate_similarity``."""
+    from sklearn.cluster import KMeans
+
+    ordered, values, info = walk_order(ws, rows, sort_by)
+    x = vectors(ws, embeddings, ordered)
+    k = min(len(ordered), n_clusters or max(1, int(math.sqrt(len(ordered) / 4))))
+    labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x) if k > 1 else np.zeros(len(x), int)
+    rank_score = -np.arange(len(ordered), dtype=np.float64)  # the walk order, as admission scores
+    ids = ws.ids
+    details: list[dict] = [{} for _ in range(len(ordered))]
+    duplicate = np.zeros(len(ordered), bool)
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        res = admit(x[members], rank_score[members], None, duplicate_similarity, None)
+        for local, m in enumerate(members.tolist()):
+            details[m] = {"cluster": c, **score_detail(values[m])}
+            if res.decision[local] == REJECTED:
+                duplicate[m] = True
+                details[m].update(witness=ids[ordered[members[res.witness[local]]]],
+                                  similarity=float(res.witness_similarity[local]),
+                                  duplicate_similarity=duplicate_similarity)
+    out = SelectorResult(info={"n_clusters": k, "duplicate_similarity": duplicate_similarity, **info})
+    for m, p in enumerate(ordered.tolist()):
+        if duplicate[m]:
+            out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE, details[m])
+        else:
+            out.add(p, Decision.KEPT, Reason.SELECTED, details[m])
+    return out

@@ -1,0 +1,119 @@
+"""Diversity selectors over embeddings: ``kcenter`` (MoDS / coreset), ``kmeans`` (cluster quotas), ``lift``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.defaults import EMBED
+from curate.errors import CurateError
+from curate.select.inputs import score_detail, vectors
+from curate.select.registry import SelectorResult, register
+from curate.select.sort_key import rows_by_score
+
+
+def kcenter_greedy(x: np.ndarray, k: int, first: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy k-center on unit vectors (cosine distance): returns centre indices, each row's nearest centre,
+    and each row's distance to it. Exact: one matrix-vector product per centre."""
+    n = len(x)
+    k = min(k, n)
+    centres = np.empty(k, np.int64)
+    dist = np.full(n, np.inf)
+    nearest = np.full(n, -1, np.int64)
+    c = first
+    for i in range(k):
+        centres[i] = c
+        d = 1.0 - (x @ x[c]).astype(np.float64)
+        closer = d < dist
+        dist[closer] = d[closer]
+        nearest[closer] = c
+        dist[c], nearest[c] = 0.0, c
+        c = int(np.argmax(dist))
+    return centres, nearest, dist
+
+
+@register("kcenter")
+def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sort_by: str | None = None,
+            seed: int = 0) -> SelectorResult:
+    """MoDS / coreset k-center greedy: each pick is the row farthest (cosine distance) from those picked.
+
+    The first centre is the best-scored row when ``sort_by`` is given, else a seeded random row (the
+    choice never depends on which columns the workspace happens to hold).
+    """
+    if sort_by is None:
+        ordered, values = rows, np.full(len(rows), np.nan)
+        first = int(np.random.default_rng(seed).integers(len(rows))) if len(rows) else 0
+    else:
+        perm, scores = rows_by_score(ws, rows, sort_by)
+        ordered, values, first = rows[perm], scores.values[perm], 0
+    x = vectors(ws, embeddings, ordered)
+    centres, nearest, dist = kcenter_greedy(x, budget, first)
+    ids = ws.ids
+    out = SelectorResult(info={"radius": float(dist.max()) if len(dist) else 0.0, "sort_by": sort_by,
+                               "first_centre": "seeded random row" if sort_by is None else "best-scored row"})
+    for i, c in enumerate(centres.tolist()):
+        out.add(ordered[c], Decision.KEPT, Reason.SELECTED, {"centre": i + 1, **score_detail(values[c])})
+    picked = set(centres.tolist())
+    for j in range(len(ordered)):
+        if j not in picked:
+            out.add(ordered[j], Decision.REJECTED, Reason.NOT_SAMPLED,
+                    {"witness": ids[ordered[nearest[j]]], "distance": float(dist[j]), **score_detail(values[j])})
+    return out
+
+
+@register("kmeans")
+def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per_cluster: str = "nearest",
+           embeddings: str = EMBED.name, seed: int = 0) -> SelectorResult:
+    """Coreset: K-means, then each cluster's share of ``budget`` (by size) nearest its centroid
+    (``per_cluster="nearest"``) or by k-center inside the cluster (``"kcenter"``)."""
+    from sklearn.cluster import KMeans
+
+    if per_cluster not in ("nearest", "kcenter"):
+        raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
+    x = vectors(ws, embeddings, rows)
+    k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+    labels = km.labels_
+    sizes = np.bincount(labels, minlength=k)
+    quota = np.floor(sizes / sizes.sum() * budget).astype(int)
+    for c in np.argsort(-(sizes / sizes.sum() * budget - quota), kind="stable")[: budget - quota.sum()]:
+        quota[c] += 1
+    quota = np.minimum(quota, sizes)
+    out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster})
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        cent = km.cluster_centers_[c] / max(np.linalg.norm(km.cluster_centers_[c]), 1e-12)
+        sims = x[members] @ cent
+        if per_cluster == "kcenter":
+            picked, _, _ = kcenter_greedy(x[members], int(quota[c]), int(np.argmax(sims)))
+            rank = {int(m): i for i, m in enumerate(picked)}
+            order = list(picked) + [m for m in np.argsort(-sims, kind="stable") if m not in rank]
+        else:
+            order = np.argsort(-sims, kind="stable").tolist()
+        for i, m in enumerate(order):
+            detail = {"cluster": c, "quota": int(quota[c]), "cluster_size": int(sizes[c]),
+                      "similarity": float(sims[m])}
+            if i < quota[c]:
+                out.add(rows[members[m]], Decision.KEPT, Reason.SELECTED, detail)
+            else:
+                out.add(rows[members[m]], Decision.REJECTED, Reason.QUOTA_FILLED, detail)
+    return out
+
+
+@register("lift")
+def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: str = EMBED.name,
+         seed: int = 0) -> SelectorResult:
+    """LIFT: project embeddings (PCA) and keep the rows whose projected coordinates vary the most
+    (detail ``score``: that variance)."""
+    from sklearn.decomposition import PCA
+
+    x = vectors(ws, embeddings, rows)
+    proj = PCA(n_components=min(n_components, *x.shape), random_state=seed).fit_transform(x)
+    var = proj.var(axis=1)
+    out = SelectorResult(info={"n_components": int(proj.shape[1]), "score": "variance of the row's PCA projection"})
+    for i, j in enumerate(np.argsort(-var, kind="stable").tolist()):
+        out.add(rows[j], Decision.KEPT if i < budget else Decision.REJECTED,
+                Reason.SELECTED if i < budget else Reason.NOT_SAMPLED, {"score": float(var[j])})
+    return out

@@ -1,0 +1,56 @@
+"""Selectors by score alone, and the random baseline: ``top_k``, ``threshold``, ``random``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.select.registry import SelectorResult, register
+from curate.select.sort_key import rows_by_score
+
+
+@register("top_k")
+def top_k(ws, rows: np.ndarray, budget: int, sort_by: str | None = None) -> SelectorResult:
+    """The ``budget`` best-scored rows (ties by row id)."""
+    perm, scores = rows_by_score(ws, rows, sort_by)
+    out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
+    for r, i in enumerate(perm.tolist()):
+        s = float(scores.values[i])
+        if math.isnan(s):
+            out.add(rows[i], Decision.UNSCORED, Reason.NO_SCORE, scores.detail(i))
+        elif r < budget:
+            out.add(rows[i], Decision.KEPT, Reason.SELECTED, {"score": s})
+        else:
+            out.add(rows[i], Decision.REJECTED, Reason.BUDGET_FILLED, {"score": s, "budget": budget})
+    return out
+
+
+@register("threshold")
+def threshold(ws, rows: np.ndarray, min_score: float, sort_by: str | None = None) -> SelectorResult:
+    """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``."""
+    perm, scores = rows_by_score(ws, rows, sort_by)
+    out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
+    for i in perm.tolist():
+        s = float(scores.values[i])
+        if math.isnan(s):
+            out.add(rows[i], Decision.UNSCORED, Reason.NO_SCORE, scores.detail(i))
+        elif s >= min_score:
+            out.add(rows[i], Decision.KEPT, Reason.SELECTED, {"score": s, "min_score": min_score})
+        else:
+            out.add(rows[i], Decision.REJECTED, Reason.BELOW_THRESHOLD, {"score": s, "min_score": min_score})
+    return out
+
+
+@register("random")
+def random_sample(ws, rows: np.ndarray, budget: int, seed: int = 0) -> SelectorResult:
+    """A seeded uniform sample of ``budget`` rows."""
+    perm = rows[np.random.default_rng(seed).permutation(len(rows))]
+    out = SelectorResult(info={"seed": seed})
+    for i, p in enumerate(perm.tolist()):
+        if i < budget:
+            out.add(p, Decision.KEPT, Reason.SELECTED, {"draw": i + 1})
+        else:
+            out.add(p, Decision.REJECTED, Reason.NOT_SAMPLED, {"draw": i + 1, "budget": budget})
+    return out

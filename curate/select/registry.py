@@ -1,0 +1,107 @@
+"""The selector registry: what a selector is, how it joins, and how its parameters are checked.
+
+A selector is a function ``fn(ws, rows, **params) -> SelectorResult``: ``rows`` are the pool positions it
+may choose from (the whole pool, or the kept rows of an input selection). It returns the rows it
+considered in rank order, each with a :class:`curate.codes.Decision`, a :class:`curate.codes.Reason`
+and a detail dict (similarity, witness id, quota, score...: data, never prose; ``codes.describe`` makes
+the words). Selectors join :data:`SELECTORS` with :func:`register`; modules that own a concept register
+their own (``curate.tags.sampling`` registers ``instag``). A selector's parameters are read from its
+signature, so ``select`` names a missing or unknown one before any step runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.codes import Decision, Reason
+from curate.errors import CurateError
+
+__all__ = ["SELECTORS", "SelectorResult", "check_params", "check_result", "register", "selector_parameters"]
+
+
+@dataclass
+class SelectorResult:
+    """What a selector decided: the considered rows (pool positions) in rank order, and for each a
+    decision, a reason code and a detail dict. ``info`` goes into the selection's provenance;
+    ``ranks`` (default: the position in ``rows``) into its rank column."""
+
+    rows: list[int] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    ranks: list[int] | None = None
+
+    def add(self, row: int, decision: Decision, reason: Reason, detail: dict[str, Any] | None = None) -> None:
+        """Append one considered row."""
+        self.rows.append(int(row))
+        self.decisions.append(decision)
+        self.reasons.append(reason)
+        self.details.append(detail or {})
+
+
+Selector = Callable[..., SelectorResult]
+SELECTORS: dict[str, Selector] = {}
+
+
+def register(name: str) -> Callable[[Selector], Selector]:
+    """Decorator: add a selector to :data:`SELECTORS` under ``name`` (``ws.select(method=name)``)."""
+
+    def deco(fn: Selector) -> Selector:
+        SELECTORS[name] = fn
+        return fn
+
+    return deco
+
+
+_NAMED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+SELECTOR_FIXED_ARGS = 2  # every selector is fn(ws, rows, **params)
+
+
+def selector_parameters(method: str) -> tuple[list[str], list[str], bool]:
+    """(every parameter name, the required ones, whether it takes any keyword) of selector ``method``,
+    read from its signature after ``ws, rows``."""
+    fn = SELECTORS[method]
+    params = list(inspect.signature(fn).parameters.values())[SELECTOR_FIXED_ARGS:]
+    named = [p for p in params if p.kind in _NAMED_KINDS]
+    return ([p.name for p in named], [p.name for p in named if p.default is inspect.Parameter.empty],
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params))
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Raise a :class:`CurateError` naming the first unknown or missing parameter of selector ``method``."""
+    known, required, any_keyword = selector_parameters(method)
+    unknown = [k for k in params if k not in known]
+    if unknown and not any_keyword:
+        raise CurateError(f"selector {method!r} has no parameter {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise CurateError(f"selector {method!r} needs parameter {missing[0]!r}"
+                          + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
+
+
+def check_result(method: str, result: Any, candidates: int) -> SelectorResult:
+    """A selector's result with its codes as enums; a clear error for anything off the contract."""
+    if not isinstance(result, SelectorResult):
+        raise CurateError(f"selector {method!r} returned {type(result).__name__}, not a SelectorResult")
+    n = len(result.rows)
+    if not (len(result.decisions) == len(result.reasons) == len(result.details) == n):
+        raise CurateError(f"selector {method!r} returned {n} rows, {len(result.decisions)} decisions, "
+                          f"{len(result.reasons)} reasons and {len(result.details)} details")
+    if result.ranks is not None and len(result.ranks) != n:
+        raise CurateError(f"selector {method!r} returned {len(result.ranks)} ranks for {n} rows")
+    if len(set(result.rows)) != n or n > candidates:
+        raise CurateError(f"selector {method!r} returned a row twice (or more rows than its {candidates} candidates)")
+    try:
+        result.decisions = [Decision(d) for d in result.decisions]
+        result.reasons = [Reason(r) for r in result.reasons]
+    except ValueError as exc:
+        raise CurateError(f"selector {method!r}: {exc} (decisions: {', '.join(Decision)}; "
+                          f"reasons: {', '.join(Reason)})") from None
+    bad = next((d for d in result.details if not isinstance(d, dict)), None)
+    if bad is not None:
+        raise CurateError(f"selector {method!r}: a detail is {type(bad).__name__}, not a dict")
+    return result
