@@ -8,29 +8,68 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from curate import Workspace
+from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
+from curate.report.html import build_report, report_html
 from curate.report.plots import (
+    DROPPED_COLOUR,
+    KEPT_COLOUR,
     MissingInput,
     all_plots,
     embedding_map,
     figure_data_uri,
+    plotted_values,
+    score_histograms,
     source_breakdown,
     tag_coverage,
 )
-from curate.report.views import build_report, reason_group, selection_summary
+from curate.report.summary import failure_text, judge_usage, selection_summary, sources
+from curate.report.views import selection_html
+from curate.storage.step import StepOutput
 from tests.conftest import write_jsonl
 
 CHROMIUM = os.environ.get("CURATE_CHROMIUM", "/usr/bin/chromium")
 HOSTILE = "<script>alert('x')</script> & <b>bold?</b>"
+JUDGE = {"kind": "judge", "prompt_version": 1, "prompt_fingerprint": "ab12cd34ef56ab12",
+         "model": "SmolLM2-135M-Instruct", "backend": "openai"}
+
+
+class FakeJudge:
+    """A turn Step (reducer ``sum``, as DEITA's judges) writing prepared per-turn scores and failures, and
+    reporting one prepared stats dict (requests, tokens, cost) per run, as a judge does."""
+    granularity = "turn"
+    reducer = "sum"
+    inputs = ()
+
+    def __init__(self, column, values, failures=None, runs=()):
+        self.column, self.values, self.fails, self.runs = column, values, failures or {}, list(runs)
+
+    def fingerprint(self):
+        return f"fake-{self.column}"
+
+    def describe(self):
+        return {**JUDGE, "judge": self.column, "prompt": self.column}
+
+    def run(self, rows, ctx):
+        ctx.progress.update(len(rows))
+        return StepOutput([self.values[r.id] for r in rows], [self.fails.get(r.id, []) for r in rows],
+                          stats=self.runs.pop(0) if self.runs else {})
+
+
+def _run_stats(requests, cached, prompt, completion, cost):
+    return {"requests": requests, "cached_requests": cached, "tokens": {"prompt": prompt, "completion": completion},
+            "cost_usd": cost}
 
 
 def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
-    """A pool of ``n`` rows (alpaca + sharegpt, two sources) with scores, failures, tags, embeddings, a selection."""
+    """A pool of ``n`` rows (alpaca + sharegpt, two sources) with per-turn judge scores (applied as Steps, the
+    complexity judge in two runs), failures, tags, embeddings and two selections stored with reason codes."""
     rng = np.random.default_rng(7)
     alpaca = [{"instruction": f"Task {i}: explain topic {i % 7}." + (f" {HOSTILE}" if i == 3 else ""),
                "input": "", "output": "" if i == 5 else f"Answer {i}\n  indented line\n{'long ' * (300 if i == 1 else 3)}",
@@ -42,66 +81,66 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
     ws.load(write_jsonl(path.parent / "alpaca.jsonl", alpaca))
     ws.load(write_jsonl(path.parent / "sharegpt.jsonl", sharegpt))
     ids = ws.ids
-    convs = ws.conversations()
-    multi = [sum(t["role"] == "user" for t in c) > 1 for c in convs]
-    complexity = [None if i % 11 == 4 else float(rng.uniform(1, 6)) for i in range(len(ids))]
-    quality = [[float(rng.uniform(1, 6)), None if i % 9 == 0 else float(rng.uniform(1, 6))] if m else [float(rng.uniform(1, 6))]
-               for i, m in enumerate(multi)]  # per-turn scores: a list for every row
-    # the keys curate.llm.judges.score writes
-    judge_prov = {"kind": "judge", "judge": "complexity", "prompt": "complexity", "prompt_version": 1,
-                  "prompt_fingerprint": "ab12cd34ef56ab12", "model": "SmolLM2-135M-Instruct", "backend": "openai",
-                  "requests": len(ids), "cached_requests": 3, "failed_rows": 7,
-                  "tokens": {"prompt": 41_234, "completion": len(ids)}, "cost_usd": 0.0123}
-    ws.add_column("complexity", complexity, judge_prov)
-    ws.add_column("complexity_failure", [None if v is not None else
-                                         ("digit mass 0.12 below floor 0.5" if i % 2 else "timeout: no answer after 60 s")
-                                         for i, v in enumerate(complexity)], {"kind": "judge_failure", "judge": "complexity"})
-    ws.add_column("quality", quality, {**judge_prov, "judge": "quality", "prompt": "quality", "cost_usd": 0.02,
-                                       "tokens": {"prompt": 50_000, "completion": 99}})
-    ws.add_column("quality_failure", [[None, {"reason": "no digit in output", "raw": HOSTILE}] if q[-1] is None else None
-                                      for q in quality], {"kind": "judge_failure", "judge": "quality"})
+    n_turns = [len(t) for t in ws.turns()]
+    complexity, c_fail, quality, q_fail = {}, {}, {}, {}
+    for i, (rid, k) in enumerate(zip(ids, n_turns, strict=True)):
+        if i % 11 == 4:  # no score: a multi-turn row fails the same way on both turns (shown once)
+            complexity[rid] = [None] * k
+            code, msg = ((FailureCode.LOW_DIGIT_MASS, "digit mass 0.12 below floor 0.5") if k > 1 or i % 2
+                         else (FailureCode.TRANSIENT, "timeout: no answer after 60 s"))
+            c_fail[rid] = [Failure(code, msg, None, t + 1) for t in range(k)]
+        else:
+            complexity[rid] = [float(rng.uniform(1, 6)) for _ in range(k)]
+        quality[rid] = [float(rng.uniform(1, 6)) for _ in range(k)]
+        if k > 1 and i % 9 == 0:
+            quality[rid][-1] = None
+            q_fail[rid] = [Failure(FailureCode.UNPARSABLE, "no digit in output", HOSTILE, k)]
+    half = len(ids) // 2
+    ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(half, 1, 40_000, half, 0.01),
+                                                          _run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
+             ids[:half], progress=False)
+    ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
+             progress=False)
+    ws.apply(FakeJudge("quality", quality, q_fail, [_run_stats(len(ids), 0, 50_000, 99, 0.02)]), progress=False)
     vocab = [f"tag{k}" for k in range(25)]
     ws.add_column("tags", [sorted({vocab[int(x)] for x in rng.integers(0, 25, rng.integers(0, 4))}) for _ in ids],
-                  {"kind": "tagger", "method": "synthetic"})
-    ws.add_column("length", [float(len(str(c))) for c in convs], {"kind": "scorer", "method": "chars"})
+                  {"kind": "tagger", "method": "synthetic", "granularity": "row"})
+    ws.add_column("length", [float(len(str(c))) for c in ws.conversations()], {"kind": "scorer", "method": "chars"})
     centres = rng.normal(size=(4, 16))
     vectors = centres[rng.integers(0, 4, len(ids))] + 0.3 * rng.normal(size=(len(ids), 16))
     ws.add_embeddings("default", vectors / np.linalg.norm(vectors, axis=1, keepdims=True), {"model": "synthetic"})
     order = list(rng.permutation(len(ids)))
-    decisions, reasons = [], []
+    decisions, reasons, details = [], [], []
     for k, pos in enumerate(order):
         if k < 20 and pos % 5:
-            decisions.append("kept")
-            reasons.append(f"score {k}: max cosine to kept rows 0.{k:02d} <= 0.9")
+            decisions.append(Decision.KEPT), reasons.append(Reason.SELECTED), details.append({"score": 30.0 - k})
         elif k < 30:
-            decisions.append("rejected")
-            reasons.append(f"too close to row {ids[order[0]]} (cos 0.9{k % 10})")
+            decisions.append(Decision.REJECTED), reasons.append(Reason.TOO_SIMILAR)
+            details.append({"similarity": 0.9 + (k % 10) / 100 + 0.001, "witness": ids[order[0]],
+                            "max_cosine_similarity": 0.9})
+        elif k % 2:
+            decisions.append(Decision.UNSCORED), reasons.append(Reason.NO_SCORE)
+            details.append({"column": "complexity", "failure": "low_digit_mass"})
         else:
-            decisions.append("not_reached")
-            reasons.append(None if k % 2 else "budget of 20 rows filled")
-    ws.add_selection("exact_dedup", ids, ["kept"] * len(ids), [None] * len(ids),
-                     {"method": "exact", "input_selection": None, "candidates": len(ids), "counts": {"kept": len(ids)}})
-    ws.add_selection("deita", [ids[p] for p in order], decisions, reasons,
-                     {"method": "deita", "budget": 20, "max_cosine_similarity": 0.9, "input_selection": "exact_dedup",
-                      "candidates": len(ids), "counts": {"kept": 17, "rejected": 13, "not_reached": len(ids) - 30},
+            decisions.append(Decision.NOT_REACHED), reasons.append(Reason.BUDGET_FILLED), details.append({"budget": 20})
+    ws.add_selection("exact_dedup", ids, [Decision.KEPT] * len(ids), [Reason.SELECTED] * len(ids), [None] * len(ids),
+                     {"method": "exact", "params": {"text": "conversation"}, "input_selection": None,
+                      "candidates": len(ids), "counts": {"kept": len(ids)}})
+    ws.add_selection("deita", [ids[p] for p in order], decisions, reasons, details,
+                     {"method": "deita", "params": {"budget": 20, "max_cosine_similarity": 0.9},
+                      "input_selection": "exact_dedup", "candidates": len(ids),
+                      "counts": {"kept": 17, "rejected": 13, "not_reached": len(ids) - 30},
                       "steps": [{"method": "exact_dedup", "rows_in": len(ids), "kept": len(ids), "dropped": 0},
-                                {"method": "deita", "tau": 0.9, "kept": 17, "dropped": 63}]})
+                                {"method": "deita", "tau": 0.9, "kept": 17, "dropped": 63}],
+                      "sort_by": "complexity*quality " + "with a long explanation of the sort key " * 6})
     return ws
-
-
-def test_reason_groups():
-    assert reason_group("too close to row 3f2a9b01cc (cos 0.93)") == "too similar to a kept row"
-    assert reason_group("near-duplicate of 77aa11") == "too similar to a kept row"
-    assert reason_group(None, "not_reached") == "(no reason given; decision not_reached)"
-    assert reason_group("budget of 6000 rows filled") == "budget filled before this row"
-    # unknown phrasing: grouped by its text with ids and numbers blanked
-    assert reason_group("odd rule 17 hit for 3f2a9b01") == reason_group("odd rule 4 hit for 99ab01cd")
 
 
 def test_plots_and_missing_inputs(tmp_path):
     ws = synthetic_workspace(tmp_path / "ws")
     plots = all_plots(ws)
     assert [t for t, fig, missing in plots if fig is None] == []
+    assert "rows by source" in [t for t, _, _ in plots]
     uri = figure_data_uri(source_breakdown(ws, "deita"))
     png = base64.b64decode(uri.split(",", 1)[1])
     assert uri.startswith("data:image/png;base64,") and png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -112,7 +151,8 @@ def test_plots_and_missing_inputs(tmp_path):
     missing = {t: m for t, fig, m in all_plots(bare)}
     assert "curate embed" in missing["embedding map"]
     assert "tag" in missing["tag coverage"] and "score" in missing["score histograms"]
-    assert missing["rows by source"] is None  # format breakdown works on any pool
+    # format breakdown works on any pool, and is captioned by what it counts
+    assert missing["rows by format"] is None and "rows by source" not in missing
     empty = build_report(Workspace(tmp_path / "empty"), tmp_path / "empty.html").read_text()
     assert "has no pool yet" in empty and "<img" not in empty
     bare.add_embeddings("default", np.eye(2, 4), {"model": "synthetic"})
@@ -122,33 +162,210 @@ def test_plots_and_missing_inputs(tmp_path):
         tag_coverage(ws, ["nope"])
 
 
+def _legend_colours(fig) -> dict[str, set[str]]:
+    """Legend label word (kept / dropped) -> the colours drawn for it, over every axis of ``fig``."""
+    from matplotlib.colors import to_hex
+
+    out: dict[str, set[str]] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            role = label.split()[0]
+            if role not in ("kept", "dropped"):
+                continue
+            handle = handle.patches[0] if hasattr(handle, "patches") else handle  # a bar chart's container
+            colour = handle.get_facecolor() if hasattr(handle, "get_facecolor") else handle.get_color()
+            colour = np.atleast_2d(colour)[0] if not isinstance(colour, str) else colour
+            out.setdefault(role, set()).add(to_hex(colour))
+    return out
+
+
+def test_kept_and_dropped_have_one_colour_in_every_plot(tmp_path):
+    ws = synthetic_workspace(tmp_path / "ws")
+    seen: dict[str, set[str]] = {}
+    for title, fig, missing in all_plots(ws, "deita"):
+        assert fig is not None, (title, missing)
+        for role, colours in _legend_colours(fig).items():
+            seen.setdefault(role, set()).update(colours)
+    assert seen["kept"] == {KEPT_COLOUR} and seen["dropped"] == {DROPPED_COLOUR}
+
+
 def test_selection_summary_groups_reasons(tmp_path):
     ws = synthetic_workspace(tmp_path / "ws")
     s = selection_summary(ws.selection("deita"))
-    groups = {(g["decision"], g["group"]): g["count"] for g in s["groups"]}
+    groups = {(g["decision"], g["label"]): g["count"] for g in s["groups"]}
     assert s["kept"] + s["dropped"] == s["considered"] == len(ws)
     assert groups[("rejected", "too similar to a kept row")] == s["by_decision"]["rejected"]
     assert ("not_reached", "budget filled before this row") in groups
-    assert ("not_reached", "(no reason given; decision not_reached)") in groups
+    assert ("unscored", "no score") in groups
+    with pytest.raises(ValueError):  # a row without a reason code cannot be stored, so the report never guesses one
+        ws.add_selection("bad", ws.ids[:1], ["kept"], [None], [None], {"method": "x"})
     html = ws.selection("deita")._repr_html_()
     assert "too similar to a kept row" in html and "kept" in html
+    view = selection_html(ws.selection("deita"), head=3)
+    assert "cosine" in view and "<th>rank</th>" in view and "<td class='n'>1</td>" in view  # ranks count from 1
 
 
 def test_judge_usage_reads_what_judges_write(tmp_path):
-    from curate.report.views import judge_usage
-
     usage = {u["column"]: u for u in judge_usage(synthetic_workspace(tmp_path / "ws"))}
     assert set(usage) == {"complexity", "quality"}  # failure columns and scorer columns are not judges
     assert (usage["complexity"]["prompt_tokens"], usage["complexity"]["cached"], usage["complexity"]["failures"]) == (41_234, 3, 7)
+    assert usage["complexity"]["runs"] == 2 and usage["complexity"]["cost_usd"] == pytest.approx(0.0123)
     assert usage["quality"]["prompt_tokens"] == 50_000 and usage["quality"]["cost_usd"] == 0.02
 
 
-def test_selection_chain_table_follows_input_selections(tmp_path):
-    from curate.report.views import report_html
+def test_unknown_cost_is_unknown_not_free(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)]))
+    ids = ws.ids
+    judge = FakeJudge("complexity", {rid: [2.0] for rid in ids},
+                      runs=[_run_stats(2, 0, 100, 2, 0.5), _run_stats(2, 0, 120, 2, None)])  # second model: no price
+    ws.apply(judge, ids[:2], progress=False)
+    ws.apply(judge, progress=False)
+    (u,) = judge_usage(ws)
+    assert (u["runs"], u["prompt_tokens"], u["completion_tokens"], u["cost_usd"]) == (2, 220, 4, None)
+    page = report_html(ws)
+    judges = page[page.index("judges, prompts"):page.index("all derived columns")]
+    assert "unknown" in judges and "$0" not in judges and "$0.5" not in judges
 
+
+def test_selection_chain_table_follows_input_selections(tmp_path):
     page = report_html(synthetic_workspace(tmp_path / "ws"), selection="deita")
     chain = page[page.index("steps, in order"):]
     assert chain.index("exact_dedup") < chain.index("deita") and "<td class='n'>17</td>" in chain
+
+
+def test_parameters_are_pairs_never_json_nor_cut_mid_word(tmp_path):
+    page = report_html(synthetic_workspace(tmp_path / "ws"), selection="deita")
+    line = re.search(r"<p class='sub params'>method deita; (.*?)</p>", page).group(1)
+    assert "<span>budget = 20</span>" in line and "<span>max_cosine_similarity = 0.9</span>" in line
+    assert "tau = 0.9" in line and "{" not in line and "&quot;" not in line
+    sort_by = re.search(r"<span>sort_by = (.*?)</span>", line).group(1)
+    assert sort_by.endswith(" …") and sort_by[:-2].split()[-1] in "with a long explanation of the sort key".split()
+
+
+def test_failures_grouped_by_code_and_deduped_per_row(tmp_path):
+    from curate.report.summary import failure_summary
+
+    ws = synthetic_workspace(tmp_path / "ws")
+    s = failure_summary(ws, "complexity")
+    by_code = {g["code"]: g for g in s["groups"]}
+    assert s["failed_rows"] == 7 and set(by_code) == {FailureCode.LOW_DIGIT_MASS, FailureCode.TRANSIENT}
+    assert sum(g["rows"] for g in s["groups"]) == 7
+    two_turns = [e for e in by_code[FailureCode.LOW_DIGIT_MASS]["examples"] if "turns" in e["message"]]
+    assert two_turns and two_turns[0]["message"] == "digit mass 0.12 below floor 0.5 (turns 1, 2)"
+    assert failure_text([Failure(FailureCode.UNPARSABLE, "no score", None, 1),
+                         Failure(FailureCode.UNPARSABLE, "no score", None, 2)]) == "no score (turns 1, 2)"
+    quality = failure_summary(ws, "quality")
+    (g,) = quality["groups"]
+    assert g["code"] is FailureCode.UNPARSABLE and g["examples"][0]["raw"] == HOSTILE
+    page = report_html(ws)
+    assert "no score; no score" not in page and "low_digit_mass" in page
+
+
+def test_a_source_loaded_twice_is_listed_once(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    path = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    ws.load(path)
+    ws.load(path)  # a re-run: nothing added
+    (src,) = sources(ws)
+    assert (src["loads"], src["rows_added_all"], src["rows_added"], src["already_present"]) == (2, 4, 0, 4)
+    page = report_html(ws)
+    sources_table = page[page.index("<h3>sources</h3>"):page.index("</table>", page.index("<h3>sources</h3>"))]
+    assert sources_table.count(str(path)) == 1
+
+
+def test_per_turn_reducer_is_the_same_in_selection_and_plots(tmp_path):
+    from curate.select.sort_key import row_scores
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [
+        {"conversations": [{"from": "human", "value": "first"}, {"from": "gpt", "value": "one"},
+                           {"from": "human", "value": "second"}, {"from": "gpt", "value": "two"}]},
+        {"instruction": "single", "output": "turn"}]))
+    ids = ws.ids
+    two = next(k for k, t in enumerate(ws.turns()) if len(t) == 2)
+    values = {ids[two]: [1.0, 2.0], ids[1 - two]: [1.0]}
+    ws.apply(FakeJudge("complexity", values), progress=False)
+    ws.apply(FakeJudge("quality", {ids[two]: [3.0, 4.0], ids[1 - two]: [5.0]}), progress=False)
+    plotted = plotted_values(ws, "complexity")
+    assert plotted[two] == 3.0  # Σ over turns, as declared; not the mean 1.5
+    assert list(plotted) == ws.row_values("complexity") == list(row_scores(ws, "complexity", ids))
+    # DEITA's key Σ_t c_t·q_t uses the same reducer: 1·3 + 2·4
+    assert row_scores(ws, "complexity*quality", ids)[two] == 11.0
+    fig = score_histograms(ws, ["complexity"])
+    (ax,) = [a for a in fig.axes if a.patches]
+    edges = [p.get_x() for p in ax.patches] + [ax.patches[-1].get_x() + ax.patches[-1].get_width()]
+    assert min(edges) == pytest.approx(1.0) and max(edges) == pytest.approx(3.0)  # the histogram draws the sums
+
+
+def _codes_workspace(path: Path) -> Workspace:
+    """A small pool for the real selectors: exact duplicates, near-duplicate embeddings, one unscored row,
+    rows without tags."""
+    rng = np.random.default_rng(3)
+    records = [{"instruction": f"Explain idea {i} in detail.", "output": f"Idea {i} is about {i * 7}."} for i in range(30)]
+    records += [dict(records[i]) for i in (0, 1, 2)]  # exact repeats
+    records += [{"instruction": f"  explain IDEA {i} in detail. ", "output": f"Idea {i} is about {i * 7}."}
+                for i in (3, 4)]  # the same normalised text
+    ws = Workspace(path)
+    ws.load(write_jsonl(path.parent / "codes.jsonl", records))
+    ids = ws.ids
+    scores = {rid: [float(rng.uniform(1, 6))] for rid in ids}
+    unscored = ids[7]
+    fails = {unscored: [Failure(FailureCode.LOW_DIGIT_MASS, "digit mass 0.1 below floor 0.5", None, 1)]}
+    ws.apply(FakeJudge("complexity", {**scores, unscored: [None]}, fails), progress=False)
+    ws.apply(FakeJudge("quality", {rid: [float(rng.uniform(1, 6))] for rid in ids}), progress=False)
+    vectors = rng.normal(size=(len(ids), 16))
+    vectors[::3] = rng.normal(size=16) + 0.05 * rng.normal(size=(len(vectors[::3]), 16))  # a third: near-duplicates
+    ws.add_embeddings("default", vectors / np.linalg.norm(vectors, axis=1, keepdims=True), {"model": "synthetic"})
+    tags = [[] if k % 6 == 0 else None if k % 6 == 1 else [f"t{k % 5}", f"t{k % 4}"] for k in range(len(ids))]
+    ws.add_column("tags", tags, {"kind": "tagger", "granularity": "row"})
+    return ws
+
+
+def _section(page: str, name: str) -> str:
+    start = page.index(f"<h3>{name}:")
+    end = page.find("<h3>", start + 4)
+    return page[start:end if end > 0 else None]
+
+
+def test_report_groups_the_real_reason_codes_of_every_selector(tmp_path):
+    ws = _codes_workspace(tmp_path / "ws")
+    ws.select(method="exact", name="dedup")
+    ws.select(method="deita", name="deita", input_selection="dedup", budget=8, max_cosine_similarity=0.9)
+    ws.select(method="kmeans", name="km", budget=6, n_clusters=3)
+    try:
+        import curate.tags.sampling  # noqa: F401  (registers the instag selector)
+
+        ws.select(method="instag", name="instag", budget=3)
+        have_instag = True
+    except ImportError:
+        have_instag = False
+    page = report_html(ws, selection="deita")
+    for name in ws.selections:
+        sel = ws.selection(name)
+        s = selection_summary(sel)
+        truth = Counter((r["decision"], r["reason"]) for r in sel.rows())
+        assert {(g["decision"], g["reason"]): g["count"] for g in s["groups"]} == truth
+        for g in s["groups"]:  # each group labelled by its own code, and so shown in the page
+            assert g["label"] == reason_text(g["reason"])
+            assert reason_text(g["reason"]).replace("'", "&#x27;") in _section(page, name)
+    dedup = {(g["decision"], g["reason"]): g["count"] for g in selection_summary(ws.selection("dedup"))["groups"]}
+    assert dedup[(Decision.DUPLICATE, Reason.EXACT_DUPLICATE)] == 5  # 3 repeats + 2 case/space variants
+    deita = {(g["decision"], g["reason"]) for g in selection_summary(ws.selection("deita"))["groups"]}
+    assert {(Decision.REJECTED, Reason.TOO_SIMILAR), (Decision.NOT_REACHED, Reason.BUDGET_FILLED),
+            (Decision.UNSCORED, Reason.NO_SCORE)} <= deita
+    km = selection_summary(ws.selection("km"))
+    rejected = [g for g in km["groups"] if g["decision"] == Decision.REJECTED]
+    assert rejected and all(g["reason"] is Reason.QUOTA_FILLED for g in rejected)
+    assert "quota" in _section(page, "km") and "too similar" not in _section(page, "km")
+    if have_instag:
+        no_tags = Counter()  # no tags: rejected when tagged with none, unscored when never tagged
+        for g in selection_summary(ws.selection("instag"))["groups"]:
+            if g["reason"] is Reason.NO_TAGS:
+                no_tags[g["decision"]] += g["count"]
+        assert no_tags == {Decision.REJECTED: sum(t == [] for t in ws.column("tags")),
+                           Decision.UNSCORED: sum(t is None for t in ws.column("tags"))}
+        assert "no tags" in _section(page, "instag") and "no score" not in _section(page, "instag")
 
 
 def test_show_and_workspace_html(tmp_path):
@@ -163,9 +380,50 @@ def test_show_and_workspace_html(tmp_path):
     assert sel_view.ids == ws.selection("deita").ids[:4]
     with pytest.raises(KeyError):
         ws.show("no-such-id")
+    multi = ws.show([ws.ids[-1]])  # a two-turn row: per-turn scores with their sum; failures in words, once
+    assert "(sum " in repr(multi)
+    failing = next(k for k in range(40, 80) if k % 11 == 4)
+    text = repr(ws.show([failing]))
+    assert "digit mass 0.12 below floor 0.5 (turns 1, 2)" in text and "'code'" not in text
     page = ws._repr_html_()
-    for needle in ("complexity", "per-turn scores", "failures", "distinct", "deita"):
+    for needle in ("complexity", "per-turn scores", "failing rows", "distinct", "deita"):
         assert needle in page
+
+
+def test_importing_views_in_a_kernel_without_ipywidgets_warns_nothing(tmp_path):
+    """The notebook's TqdmWarning: views, plots and a load + show + apply in a real kernel print no warning."""
+    pytest.importorskip("jupyter_client")
+    pytest.importorskip("ipykernel")
+    from jupyter_client.manager import start_new_kernel
+
+    write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)])
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+            "import curate.report.views, curate.report.plots, curate.report.html\n"
+            "from curate import Workspace\n"
+            f"ws = Workspace({str(tmp_path / 'ws')!r}); ws.load({str(tmp_path / 'p.jsonl')!r})\n"
+            "from tests.test_report import FakeJudge\n"
+            "ws.apply(FakeJudge('complexity', {i: [1.0] for i in ws.ids}))\n"
+            "print(len(ws.show(0)._repr_html_()) > 0, 'done')\n")
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(Path(__file__).parents[1]))
+    out: list[str] = []
+    try:
+        msg_id = kc.execute(code)
+        while True:
+            msg = kc.get_iopub_msg(timeout=300)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(f"[{msg['content']['name']}] {msg['content']['text']}")
+            elif msg["msg_type"] == "error":
+                out.append(f"[error] {msg['content']['ename']}: {msg['content']['evalue']}")
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert "True done" in text, text
+    assert "Warning" not in text and "IProgress" not in text, text
 
 
 def _browser_required():
@@ -274,7 +532,7 @@ def test_report_in_headless_chromium(tmp_path):
     assert len(images) == 5, images  # histograms, scatter, embedding map, tag coverage, sources
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in images), images
     assert result["headings"][0] == "pool" and any(h.startswith("sample rows") for h in result["headings"])
-    assert "exact_dedup" in page and "&quot;tau&quot;: 0.9" in page
+    assert "exact_dedup" in page and "tau = 0.9" in page and "&quot;tau&quot;" not in page
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result["height"] > 2000
 
 

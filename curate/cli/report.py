@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from curate.cli.common import (
-    app,
-    console,
-)
+from curate.cli.common import app, console
+
+
+def _usage_line(entry: dict[str, Any]) -> str:
+    from curate.report.tables import money
+
+    u = entry["usage"]
+    tokens = ("unknown" if u["prompt_tokens"] is None or u["completion_tokens"] is None
+              else f"{u['prompt_tokens'] + u['completion_tokens']:,}")
+    return (f"missing {entry['missing']:,} (with failure reason {entry['missing'] - entry['unexplained']:,}, "
+            f"unexplained {entry['unexplained']:,}); {u['runs']} run(s), {tokens} tokens, {money(u['cost_usd'])}; ")
+
+
+def print_info(info: dict[str, Any], console: Console) -> None:
+    """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections."""
+    fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
+    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})")
+    for src in info["sources"]:
+        loads = f" over {src['loads']} loads (last {src.get('loaded_at')})" if src["loads"] > 1 else ""
+        rej = f", {src['rejects']} rejected -> {src['rejects_file']}" if src.get("rejects") else ""
+        console.print(escape(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}"))
+    table = Table(title="derived columns", show_lines=False)
+    for head in ("column", "filled", "provenance"):
+        table.add_column(head)
+    for c in info["columns"]:
+        line = (_usage_line(c) if "usage" in c else "") + c["provenance"]
+        table.add_row(escape(c["name"]), f"{c['filled']:,}/{c['rows']:,}", escape(line))
+    if info["columns"]:
+        console.print(table)
+    for e in info["embeddings"]:
+        console.print(escape(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})"))
+    for s in info["selections"]:
+        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']})"))
+    console.print(escape(f"  pool columns: {', '.join(info['pool_columns'])}"))
 
 
 @app.command()
 def info(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
     """Show rows, formats, sources, and derived columns with their provenance."""
-    from curate.report.views import print_info
+    from curate.report.views import info_data
     from curate.session import Workspace
 
-    print_info(Workspace.open(workspace), console)
+    print_info(info_data(Workspace.open(workspace)), console)
 
 
 @app.command()
@@ -30,7 +64,7 @@ def report(
     samples: int = typer.Option(3, help="Rows kept and rows dropped to show."),
 ) -> None:
     """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
-    from curate.report.views import build_report
+    from curate.report.html import build_report
     from curate.session import Workspace
     from curate.storage.files import writing
 

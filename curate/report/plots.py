@@ -8,6 +8,11 @@ Every plot function takes a :class:`~curate.storage.workspace.Workspace` and nam
 ``Figure``, or raises :class:`MissingInput` saying what is missing and how to make it (the report turns
 that into a line of text instead of a picture). :func:`figure_data_uri` turns a figure into a
 ``data:`` URI for self-contained HTML.
+
+Numbers are read through :func:`plotted_values` (= ``ws.row_values``: the column's declared reducer,
+the one selection uses), never averaged here. One colour per role in every plot: ``KEPT_COLOUR`` for a
+selection's kept rows, ``DROPPED_COLOUR`` for rows it considered and dropped, ``POOL_COLOUR`` for the
+pool (or rows the selection did not consider).
 """
 
 from __future__ import annotations
@@ -22,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from curate.session import Workspace
+from curate.report.scales import histogram_bins, jitter, range_overflows
+from curate.report.summary import default_selection, numeric_columns
 
-KEPT_COLOUR = "#d62728"
-DROPPED_COLOUR = "#1f77b4"
-POOL_COLOUR = "#b0b0b0"
-MIN_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS = 5, 30
-CONSTANT_RELATIVE_RANGE = 1e-9  # a column whose range is below this share of its magnitude is drawn as one bar
-SCATTER_JITTER = 0.02  # share of an axis' range: scores often sit on a grid
+if TYPE_CHECKING:
+    from curate.storage.workspace import Workspace
+
+KEPT_COLOUR = "#1f77b4"     # blue: kept by the selection (a colour-blind-safe pair with the orange)
+DROPPED_COLOUR = "#ff7f0e"  # orange: considered by the selection and dropped
+POOL_COLOUR = "#b0b0b0"     # grey: the pool, or rows the selection did not consider
 
 
 class MissingInput(LookupError):
@@ -38,52 +43,12 @@ class MissingInput(LookupError):
 
 
 # -- reading columns ---------------------------------------------------------------------------------
-def row_number(value: Any) -> float:
-    """One number per row: a float as is, a per-turn list as its mean, anything else NaN."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        nums = [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return sum(nums) / len(nums) if nums else math.nan
-    return math.nan
-
-
-def is_numeric_column(values: list[Any]) -> bool:
-    """True when every filled value is a number or a list of numbers (per-turn scores)."""
-    filled = [v for v in values if v is not None]
-    if not filled:
-        return False
-    for v in filled:
-        if isinstance(v, bool):
-            return False
-        if isinstance(v, (list, tuple)):
-            if not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v):
-                return False
-        elif not isinstance(v, (int, float)):
-            return False
-    return True
-
-
-def numeric_columns(ws: Workspace) -> list[str]:
-    """Derived columns that hold scores (numbers or per-turn lists of numbers)."""
-    return [name for name in ws.columns if not name.endswith("_failure") and is_numeric_column(ws.column(name))]
-
-
-def numeric_array(ws: Workspace, name: str, ids: list[str] | None = None) -> np.ndarray:
-    """A score column as float64 aligned to ``ids`` (default pool order), per-turn lists averaged, NaN missing."""
+def plotted_values(ws: Workspace, name: str, ids: list[str] | None = None) -> np.ndarray:
+    """The numbers a plot draws for column ``name``: ``ws.row_values`` (per-turn values reduced with the
+    column's declared reducer, the same one selection's sort key uses) as float64, NaN where missing."""
     if not ws.has_column(name) and not (ws.has_pool and name in ws.pool.column_names):
         raise MissingInput(f"no column {name!r} yet: score the pool first (e.g. `ws.score(...)` or `curate run`)")
-    return np.array([row_number(v) for v in ws.column(name, ids)], dtype=np.float64)
-
-
-def default_selection(ws: Workspace) -> str | None:
-    """The most recently created selection (the one a report highlights), or None."""
-    sels = ws.selections
-    if not sels:
-        return None
-    return max(sels, key=lambda n: (str(sels[n].get("created", "")), n))
+    return np.array([np.nan if v is None else float(v) for v in ws.row_values(name, ids)], dtype=np.float64)
 
 
 def _selection_masks(ws: Workspace, selection: str) -> tuple[np.ndarray, np.ndarray]:
@@ -117,47 +82,6 @@ def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def value_span(values: np.ndarray) -> tuple[float, float, float]:
-    """(min, max, scale) of finite ``values``, scale = max(1, |min|, |max|): the unit "nearly constant" is judged in."""
-    lo, hi = float(values.min()), float(values.max())
-    return lo, hi, max(1.0, abs(lo), abs(hi))
-
-
-def is_nearly_constant(lo: float, hi: float, scale: float) -> bool:
-    """True when ``hi - lo`` is below ``CONSTANT_RELATIVE_RANGE`` of ``scale`` (float noise, e.g. 1.0 +- 1e-16)."""
-    return hi - lo < CONSTANT_RELATIVE_RANGE * scale
-
-
-def range_overflows(lo: float, hi: float) -> bool:
-    """True when ``hi - lo`` does not fit in a float (e.g. -1e308 .. 1e308): such an axis is drawn symlog."""
-    return not math.isfinite(float(hi) - float(lo))  # Python floats: overflow gives inf, no numpy warning
-
-
-def _symlog(v: np.ndarray | float) -> np.ndarray:
-    return np.sign(v) * np.log10(1 + np.abs(v))
-
-
-def _symlog_inverse(t: np.ndarray) -> np.ndarray:
-    return np.sign(t) * (10 ** np.abs(t) - 1)
-
-
-def histogram_bins(values: np.ndarray, max_bins: int = MAX_HISTOGRAM_BINS, min_bins: int = MIN_HISTOGRAM_BINS
-                   ) -> np.ndarray:
-    """Bin edges for finite ``values``: about sqrt(n) equal bins (``min_bins``..``max_bins``); one bin
-    around the value when the column is (nearly) constant, where equal bins would have no width; bins
-    equal on a symlog axis when the range does not fit in a float."""
-    lo, hi, scale = value_span(values)
-    if is_nearly_constant(lo, hi, scale):
-        centre = lo / 2 + hi / 2
-        return np.array([centre - scale / 2, centre + scale / 2])
-    n_bins = min(max_bins, max(min_bins, int(len(values) ** 0.5)))
-    if range_overflows(lo, hi):
-        edges = _symlog_inverse(np.linspace(_symlog(lo), _symlog(hi), n_bins + 1))
-        edges[[0, -1]] = lo, hi  # exact ends: the round trip through log10 may step past the extremes
-        return edges
-    return np.histogram_bin_edges(values, bins=n_bins)
-
-
 def score_histograms(ws: Workspace, columns: list[str] | None = None, selection: str | None = None) -> Figure:
     """One histogram per score column; the selection's kept rows overlaid when ``selection`` is given."""
     _need_pool(ws)
@@ -170,7 +94,7 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
     fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, name in zip(axes.flat, columns, strict=False):
-        values = numeric_array(ws, name)
+        values = plotted_values(ws, name)
         finite = np.isfinite(values)
         if not finite.any():
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
@@ -180,7 +104,8 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
                 ax.hist(values[finite], bins=bins, color=POOL_COLOUR, label=f"pool ({finite.sum():,})")
                 if kept is not None:
                     sel = finite & kept
-                    ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8, label=f"{selection} ({sel.sum():,})")
+                    ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8,
+                            label=f"kept by {selection} ({sel.sum():,})")
             if range_overflows(bins[0], bins[-1]):
                 ax.set_xscale("symlog")
             ax.legend(fontsize=7)
@@ -195,35 +120,36 @@ def score_histograms(ws: Workspace, columns: list[str] | None = None, selection:
 def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", selection: str | None = None) -> Figure:
     """``x`` against ``y`` for every scored row, the selection's kept rows highlighted."""
     _need_pool(ws)
-    xs, ys = numeric_array(ws, x), numeric_array(ws, y)
+    xs, ys = plotted_values(ws, x), plotted_values(ws, y)
     both = np.isfinite(xs) & np.isfinite(ys)
     if not both.any():
         raise MissingInput(f"no row has both {x!r} and {y!r} scores yet")
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     rng = np.random.default_rng(0)
-    jx = xs + rng.uniform(-1.0, 1.0, len(xs)) * _jitter(xs[both])
-    jy = ys + rng.uniform(-1.0, 1.0, len(ys)) * _jitter(ys[both])
+    jx = xs + rng.uniform(-1.0, 1.0, len(xs)) * jitter(xs[both])
+    jy = ys + rng.uniform(-1.0, 1.0, len(ys)) * jitter(ys[both])
     if selection:
-        kept = _selection_masks(ws, selection)[0]
-        rest = both & ~kept
-        ax.scatter(jx[rest], jy[rest], s=6, c=POOL_COLOUR, label=f"not kept ({rest.sum():,})", linewidths=0)
-        ax.scatter(jx[both & kept], jy[both & kept], s=10, c=KEPT_COLOUR, label=f"{selection} ({(both & kept).sum():,})",
-                   linewidths=0)
-        ax.legend(fontsize=8, markerscale=2)
+        kept, dropped = _selection_masks(ws, selection)
+        _scatter_by_role(ax, jx, jy, both, kept, dropped, sizes=(6, 6, 10))
     else:
-        ax.scatter(jx[both], jy[both], s=6, c=DROPPED_COLOUR, linewidths=0)
+        ax.scatter(jx[both], jy[both], s=6, c=POOL_COLOUR, linewidths=0)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
     return fig
 
 
-def _jitter(values: np.ndarray) -> float:
-    """Half-width of the scatter jitter for finite ``values``: a share of their range (of their scale when
-    the range is float noise), halved first so that a range like -1e308 .. 1e308 does not overflow."""
-    lo, hi, scale = value_span(values)
-    return SCATTER_JITTER * scale if is_nearly_constant(lo, hi, scale) else 2 * SCATTER_JITTER * (hi / 2 - lo / 2)
+def _scatter_by_role(ax, xs: np.ndarray, ys: np.ndarray, shown: np.ndarray, kept: np.ndarray, dropped: np.ndarray,
+                     sizes: tuple[int, int, int]) -> None:
+    """Points of ``shown`` rows in the three role colours (not considered, dropped, kept: kept on top)."""
+    for mask, colour, size, label in ((~kept & ~dropped, POOL_COLOUR, sizes[0], "not considered"),
+                                      (dropped, DROPPED_COLOUR, sizes[1], "dropped"),
+                                      (kept, KEPT_COLOUR, sizes[2], "kept")):
+        if (mask & shown).any():
+            ax.scatter(xs[mask & shown], ys[mask & shown], s=size, c=colour, linewidths=0,
+                       label=f"{label} ({(mask & shown).sum():,})")
+    ax.legend(fontsize=8, markerscale=2)
 
 
 def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
@@ -282,16 +208,9 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
         show[np.random.default_rng(0).choice(len(coords), max_points, replace=False)] = True
     if selection:
         kept, dropped = _selection_masks(ws, selection)
-        rest = show & ~kept & ~dropped
-        if rest.any():
-            ax.scatter(coords[rest, 0], coords[rest, 1], s=4, c=POOL_COLOUR,
-                       label=f"not considered ({(~kept & ~dropped).sum():,})", linewidths=0)
-        ax.scatter(coords[show & dropped, 0], coords[show & dropped, 1], s=5, c=DROPPED_COLOUR,
-                   label=f"dropped ({dropped.sum():,})", linewidths=0)
-        ax.scatter(coords[kept, 0], coords[kept, 1], s=9, c=KEPT_COLOUR, label=f"kept ({kept.sum():,})", linewidths=0)
-        ax.legend(fontsize=8, markerscale=2)
+        _scatter_by_role(ax, coords[:, 0], coords[:, 1], show, kept, dropped, sizes=(4, 5, 9))
     else:
-        ax.scatter(coords[show, 0], coords[show, 1], s=4, c=DROPPED_COLOUR, linewidths=0)
+        ax.scatter(coords[show, 0], coords[show, 1], s=4, c=POOL_COLOUR, linewidths=0)
     ax.set_title(f"embeddings {embeddings!r}, {used}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -339,7 +258,7 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
     fig = Figure(figsize=(5.5, 4.0), layout="constrained")
     ax = fig.subplots()
     longest = 0
-    for name in selections:
+    for k, name in enumerate(selections):
         if name not in ws.selections:
             raise MissingInput(f"no selection {name!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
         order = [index[i] for i in ws.selection(name).ids if i in index]
@@ -347,7 +266,8 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
             continue
         longest = max(longest, len(order))
         curve = coverage_curve(order, tags, universe)
-        ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8)
+        ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8,
+                c=KEPT_COLOUR if k == 0 else None)
     if longest == 0:
         raise MissingInput("the selections keep no rows")
     rng = random.Random(seed)
@@ -357,7 +277,7 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
         rng.shuffle(perm)
         curves.append(coverage_curve(perm[:longest], tags, universe))
     mean = np.mean(curves, axis=0)
-    ax.plot(np.arange(1, longest + 1), mean, ls="--", c="grey",
+    ax.plot(np.arange(1, longest + 1), mean, ls="--", c=POOL_COLOUR,
             label=f"random, mean of {random_draws} ({mean[-1]:.0%} at {longest:,})")
     ax.set_xlabel("rows selected")
     ax.set_ylabel(f"share of the pool's {universe:,} tags covered")
@@ -369,7 +289,7 @@ def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str
 
 def breakdown_column(ws: Workspace) -> str:
     """``source`` when the pool or a derived column has it, else ``format``."""
-    names = set(ws.pool.column_names) | set(ws.columns)
+    names = (set(ws.pool.column_names) if ws.has_pool else set()) | set(ws.columns)
     return "source" if "source" in names else "format"
 
 
@@ -396,7 +316,7 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
         ax.text(pool_counts[k] / n_pool, yi - (h / 2 if selection else 0), f" {pool_counts[k]:,}", va="center", fontsize=7)
     if selection and n_sel:
         ax.barh(y + h / 2, [sel_counts[k] / n_sel for k in labels], height=h, color=KEPT_COLOUR,
-                label=f"{selection} ({n_sel:,})")
+                label=f"kept by {selection} ({n_sel:,})")
         for yi, k in zip(y, labels, strict=False):
             ax.text(sel_counts[k] / n_sel, yi + h / 2, f" {sel_counts[k]:,}", va="center", fontsize=7)
     ax.set_yticks(y, labels, fontsize=8)
@@ -419,7 +339,7 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
          _missing("needs two score columns (complexity and quality): score the pool first")),
         ("embedding map", lambda: embedding_map(ws, selection)),
         ("tag coverage", lambda: tag_coverage(ws, [selection] if selection else None)),
-        ("rows by source", lambda: source_breakdown(ws, selection)),
+        (f"rows by {breakdown_column(ws)}", lambda: source_breakdown(ws, selection)),
     ]
     out: list[tuple[str, Figure | None, str | None]] = []
     for title, make in plans:

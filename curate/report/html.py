@@ -1,0 +1,101 @@
+"""The curation report: one self-contained HTML page (the stylesheet inlined from ``assets/report.css``,
+plots as ``data:`` URIs, no script and no external request): pool summary, judges with tokens and
+cost, failures by code, each selection's kept/dropped counts by reason code, plots, sample rows."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from curate.codes import Decision
+from curate.report.sections import failures_section, judges_section, pool_section, selections_section
+from curate.report.summary import default_selection
+from curate.report.tables import css, esc
+from curate.report.views import RowsView
+
+if TYPE_CHECKING:
+    from curate.storage.workspace import Workspace
+
+# self-contained by construction; the policy makes the browser refuse anything else
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def plots_section(ws: Workspace, selection: str | None) -> str:
+    from curate.report.plots import all_plots, figure_data_uri  # matplotlib only when a report is drawn
+
+    figs = []
+    for title, fig, missing in all_plots(ws, selection):
+        if fig is None:
+            figs.append(f"<figure><figcaption>{esc(title)}</figcaption><p class='missing'>{esc(missing)}</p></figure>")
+        else:
+            wide = " class='wide'" if fig.get_figwidth() > 7 else ""  # multi-panel figures take a full row
+            figs.append(f"<figure{wide}><img alt='{esc(title)}' src='{figure_data_uri(fig)}'>"
+                        f"<figcaption>{esc(title)}</figcaption></figure>")
+    return '<div class="plots">' + "".join(figs) + "</div>"
+
+
+def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
+    """The first kept rows (rank from 1) and one dropped row per (decision, reason code)."""
+    if not selection:
+        return "<p class='missing'>no selection yet, so no kept or dropped rows to show</p>"
+    index = ws.index
+    kept: list[str] = []
+    dropped: list[str] = []
+    notes: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    for r in ws.selection(selection).rows():
+        if r["id"] not in index:
+            continue
+        if r["decision"] == Decision.KEPT:
+            if len(kept) < samples:
+                kept.append(r["id"])
+                notes[r["id"]] = f"kept, rank {r['rank'] + 1}: {r['why']}"
+        elif (r["decision"], r["reason"]) not in seen and len(dropped) < samples:
+            seen.add((r["decision"], r["reason"]))
+            dropped.append(r["id"])
+            notes[r["id"]] = f"{r['decision']}, rank {r['rank'] + 1}: {r['why']}"
+    columns = list(ws.columns)
+    kept_view = RowsView(ws, kept, columns, notes=notes)
+    dropped_view = RowsView(ws, dropped, columns, notes=notes)
+    return (f"<h3>kept by {esc(selection)} (first {len(kept)} in rank order)</h3>{kept_view.html_block()}"
+            f"<h3>dropped by {esc(selection)} (one per reason)</h3>"
+            + (dropped_view.html_block() if dropped else "<p>no row was dropped</p>"))
+
+
+def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -> str:
+    """The curation report as one HTML string (see :func:`build_report`)."""
+    selection = selection if selection is not None else default_selection(ws)
+    if selection is not None and selection not in ws.selections:
+        raise KeyError(f"no selection {selection!r}; have {sorted(ws.selections)}")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    sections = [
+        ("pool", pool_section(ws)),
+        ("judges, prompts, models and cost", judges_section(ws)),
+        ("failures", failures_section(ws)),
+        ("selections: what was kept and why the rest was dropped", selections_section(ws)),
+        ("plots" + (f" (selection {selection!r} highlighted)" if selection else ""), plots_section(ws, selection)),
+        ("sample rows", samples_section(ws, selection, samples)),
+    ]
+    body = "".join(f'<section id="s{i}"><h2>{esc(t)}</h2>{c}</section>' for i, (t, c) in enumerate(sections))
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">"
+            f"<title>curation report: {esc(ws.path.name)}</title><style>{css()}</style></head>"
+            f"<body class='curate-report'><main><h1>Curation report</h1><p class='sub'>workspace "
+            f"<code>{esc(ws.path)}</code> · generated {now}</p>{body}</main></body></html>")
+
+
+def build_report(ws: Workspace, out: str | Path = "report.html", selection: str | None = None,
+                 samples: int = 3) -> Path:
+    """Write the curation report: one self-contained HTML page (inline CSS, plots as data URIs, no script).
+
+    ``selection`` is the one highlighted in plots and samples (default: the most recent one).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page = report_html(ws, selection=selection, samples=samples)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,60 @@
+"""Axis scales for the plots: histogram bins and scatter jitter that survive constant columns and
+ranges wider than a float (e.g. -1e308 .. 1e308, drawn on a symlog axis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MIN_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS = 5, 30
+CONSTANT_RELATIVE_RANGE = 1e-9  # a column whose range is below this share of its magnitude is drawn as one bar
+SCATTER_JITTER = 0.02  # share of an axis' range: scores often sit on a grid
+
+
+def value_span(values: np.ndarray) -> tuple[float, float, float]:
+    """(min, max, scale) of finite ``values``, scale = max(1, |min|, |max|): the unit "nearly constant" is judged in."""
+    lo, hi = float(values.min()), float(values.max())
+    return lo, hi, max(1.0, abs(lo), abs(hi))
+
+
+def is_nearly_constant(lo: float, hi: float, scale: float) -> bool:
+    """True when ``hi - lo`` is below ``CONSTANT_RELATIVE_RANGE`` of ``scale`` (float noise, e.g. 1.0 +- 1e-16)."""
+    return hi - lo < CONSTANT_RELATIVE_RANGE * scale
+
+
+def range_overflows(lo: float, hi: float) -> bool:
+    """True when ``hi - lo`` does not fit in a float (e.g. -1e308 .. 1e308): such an axis is drawn symlog."""
+    return not math.isfinite(float(hi) - float(lo))  # Python floats: overflow gives inf, no numpy warning
+
+
+def _symlog(v: np.ndarray | float) -> np.ndarray:
+    return np.sign(v) * np.log10(1 + np.abs(v))
+
+
+def _symlog_inverse(t: np.ndarray) -> np.ndarray:
+    return np.sign(t) * (10 ** np.abs(t) - 1)
+
+
+def histogram_bins(values: np.ndarray, max_bins: int = MAX_HISTOGRAM_BINS, min_bins: int = MIN_HISTOGRAM_BINS
+                   ) -> np.ndarray:
+    """Bin edges for finite ``values``: about sqrt(n) equal bins (``min_bins``..``max_bins``); one bin
+    around the value when the column is (nearly) constant, where equal bins would have no width; bins
+    equal on a symlog axis when the range does not fit in a float."""
+    lo, hi, scale = value_span(values)
+    if is_nearly_constant(lo, hi, scale):
+        centre = lo / 2 + hi / 2
+        return np.array([centre - scale / 2, centre + scale / 2])
+    n_bins = min(max_bins, max(min_bins, int(len(values) ** 0.5)))
+    if range_overflows(lo, hi):
+        edges = _symlog_inverse(np.linspace(_symlog(lo), _symlog(hi), n_bins + 1))
+        edges[[0, -1]] = lo, hi  # exact ends: the round trip through log10 may step past the extremes
+        return edges
+    return np.histogram_bin_edges(values, bins=n_bins)
+
+
+def jitter(values: np.ndarray) -> float:
+    """Half-width of the scatter jitter for finite ``values``: a share of their range (of their scale when
+    the range is float noise), halved first so that a range like -1e308 .. 1e308 does not overflow."""
+    lo, hi, scale = value_span(values)
+    return SCATTER_JITTER * scale if is_nearly_constant(lo, hi, scale) else 2 * SCATTER_JITTER * (hi / 2 - lo / 2)

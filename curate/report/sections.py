@@ -1,0 +1,162 @@
+"""The report's sections as HTML, each built from the data in :mod:`curate.report.summary`: the pool,
+judges (tokens and cost over every run), failures by code, and selections by reason code."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from curate.report.summary import (
+    column_stats,
+    failure_summary,
+    judge_usage,
+    provenance_line,
+    selection_chain,
+    selection_parameters,
+    selection_summary,
+    sources,
+    step_columns,
+)
+from curate.report.tables import clip, esc, money, pairs_html, shorten, table
+
+if TYPE_CHECKING:
+    from curate.storage.workspace import Workspace
+
+REJECT_EXAMPLES = 5
+
+
+def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str:
+    """Every derived column: kind, fill, failing rows, the row values' summary, provenance."""
+    rows = []
+    for name, prov in columns.items():
+        s = column_stats(ws, name, prov)
+        kind = s["kind"] + (f" ({s['reducer']} over turns)" if s.get("reducer") else "")
+        extra = f"{s['per_row']:.1f} per row, {s['distinct']:,} distinct" if s["kind"] == "list" else ""
+        rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}", s.get("failures"),
+                     *(float(f"{s[k]:.3g}") if k in s else None for k in ("mean", "min", "max")),
+                     extra, provenance_line(prov)])
+    return table(["column", "kind", "filled", "failing rows", "mean", "min", "max", "values", "provenance"],
+                 rows, {3, 4, 5, 6}, {8: "prov"})
+
+
+def groups_table(summary: dict[str, Any]) -> str:
+    """A selection's rows grouped by (decision, reason code), with one example each."""
+    return table(["decision", "why", "rows", "example (row)"],
+                 [[g["decision"], g["label"], g["count"], f"{g['example']} ({g['example_id']})"]
+                  for g in summary["groups"]], {2}, {3: "ex"})
+
+
+def pool_section(ws: Workspace) -> str:
+    info = ws.info()
+    turns = ws.turns() if ws.has_pool else []
+    empty = sum(any(not (t.response or "").strip() for t in row) for row in turns)
+    multi = sum(len(row) > 1 for row in turns)
+    loads = sources(ws)
+    rejects = sum(int(s.get("rejects") or 0) for s in loads)
+    cards = [(f"{info['rows']:,}", "rows"), (f"{len(info['formats'])}", "formats"),
+             (f"{len(loads)}", "sources loaded"), (f"{multi:,}", "multi-turn rows"),
+             (f"{empty:,}", "rows with an empty or missing response"), (f"{rejects:,}", "records rejected at load")]
+    out = ['<div class="cards">' + "".join(f'<div class="card"><b>{v}</b><span>{esc(k)}</span></div>'
+                                           for v, k in cards) + "</div>"]
+    out.append("<h3>formats</h3>" + table(["format", "rows"], sorted(info["formats"].items(), key=lambda kv: -kv[1]), {1}))
+    out.append("<h3>sources</h3><p class='sub'>one line per file; a file loaded again shows its latest load "
+               "(rows already present are not added twice)</p>" + table(
+        ["source", "loads", "last loaded at", "read", "added (all loads)", "already present", "empty responses",
+         "rejected"],
+        [[s.get("source"), s["loads"], s.get("loaded_at"), s.get("rows_read"), s["rows_added_all"],
+          s.get("already_present"), s.get("empty_responses"), s.get("rejects")] for s in loads], {1, 3, 4, 5, 6, 7}))
+    if ws.has_pool and "source" in ws.pool.column_names:
+        out.append("<h3>rows by source column</h3>" + table(
+            ["source", "rows"], Counter(map(str, ws.column("source"))).most_common(20), {1}))
+    rejects_file = ws.path / "rejects.jsonl"
+    if rejects_file.exists():
+        examples = []
+        with open(rejects_file, encoding="utf-8") as fh:
+            for line, _ in zip(fh, range(REJECT_EXAMPLES), strict=False):
+                rec = json.loads(line)
+                examples.append([f"{rec.get('path')}: {rec.get('location')}", rec.get("reason"),
+                                 clip(str(rec.get("raw", "")), 160)])
+        out.append(f"<h3>rejected records (first {len(examples)}; all in <code>{esc(rejects_file)}</code>)</h3>"
+                   + table(["where", "reason", "record"], examples))
+    return "".join(out)
+
+
+def judges_section(ws: Workspace) -> str:
+    judges = judge_usage(ws)
+    out = []
+    if judges:
+        costs = [j["cost_usd"] for j in judges]
+        total_cost = None if any(c is None for c in costs) else sum(costs)
+        tokens = [j["prompt_tokens"] for j in judges] + [j["completion_tokens"] for j in judges]
+        total_tokens = "unknown" if any(t is None for t in tokens) else f"{sum(tokens):,}"
+        out.append(f"<p>{len(judges)} judge column(s); {total_tokens} tokens; total cost {money(total_cost)} "
+                   "(every run that paid into a column counted)</p>")
+        out.append(table(
+            ["column", "judge", "prompt", "version", "fingerprint", "model", "backend", "runs", "calls", "cached",
+             "prompt tokens", "completion tokens", "cost", "failing rows"],
+            [[j["column"], j["judge"], j["prompt"], j["prompt_version"],
+              str(j["fingerprint"])[:12] if j["fingerprint"] else None, j["model"], j["backend"], j["runs"],
+              j["calls"], j["cached"], j["prompt_tokens"], j["completion_tokens"], money(j["cost_usd"]), j["failures"]]
+             for j in judges], {7, 8, 9, 10, 11, 12, 13}))
+    columns = ws.columns  # one read of every column's provenance for this section
+    scorers = [(n, p) for n, p in columns.items() if p.get("kind") == "scorer"]
+    if scorers:
+        out.append("<p>scored by trained scorers (no LLM calls, $0):</p>")
+        out.append(table(["column", "imitates", "labels it learned from", "held-out agreement (Spearman)"],
+                         [[n, p.get("imitates"), (p.get("imitates_detail") or {}).get("label_set"),
+                           (p.get("holdout_agreement") or {}).get("spearman")] for n, p in scorers]))
+    if not judges and not scorers:
+        out.append("<p class='missing'>no judge has scored this pool yet: run <code>curate run</code> with "
+                   "<code>--base-url/--model</code> or score in Python (<code>ws.score(...)</code>)</p>")
+    if columns:
+        out.append("<h3>all derived columns</h3>" + column_stats_table(ws, columns))
+    if ws.embedding_sets:
+        out.append("<h3>embeddings</h3>" + table(["name", "rows", "dims", "provenance"], [
+            [n, m["shape"][0], m["shape"][1], provenance_line(m)] for n, m in ws.embedding_sets.items()], {1, 2}))
+    return "".join(out)
+
+
+def failures_section(ws: Workspace) -> str:
+    columns = step_columns(ws)
+    if not columns:
+        return "<p>no failure columns (no step has run, so nothing could fail)</p>"
+    out = []
+    for column in columns:
+        s = failure_summary(ws, column)
+        out.append(f"<h3>{esc(column)}: {s['failed_rows']:,} failing row(s) of {s['rows']:,}</h3>")
+        if not s["failed_rows"]:
+            continue
+        rows = []
+        for g in s["groups"]:
+            ex = "; ".join(f"{e['id']}: {shorten(e['message'], 140)}"
+                           + (f" — raw: {clip(e['raw'], 80)!r}" if e["raw"] else "") for e in g["examples"])
+            rows.append([g["code"].value, g["rows"], ex])
+        out.append(table(["failure code", "rows", "examples (row: message — raw output)"], rows, {1}, {2: "ex"}))
+    return "".join(out)
+
+
+def selections_section(ws: Workspace) -> str:
+    selections = ws.selections
+    if not selections:
+        return ("<p class='missing'>no selection yet: run a selection (<code>curate run</code> or "
+                "<code>ws.select(...)</code>)</p>")
+    out = []
+    for name in selections:
+        s = selection_summary(ws.selection(name))
+        prov = s["provenance"]
+        params = selection_parameters(prov)
+        out.append(f"<h3>{esc(name)}: {s['kept']:,} kept, {s['dropped']:,} dropped of {s['considered']:,} considered</h3>"
+                   f"<p class='sub params'>method {esc(prov.get('method', '?'))}"
+                   + (f"; {pairs_html(params)}" if params else "")
+                   + f"; created {esc(prov.get('created', ''))}</p>")
+        chain = selection_chain(selections, name)
+        if len(chain) > 1:
+            out.append("<p>steps, in order:</p>" + table(
+                ["#", "selection", "method", "rows in", "kept", "dropped"],
+                [[i + 1, n, p.get("method"), p.get("candidates"), (p.get("counts") or {}).get("kept"),
+                  p["candidates"] - (p.get("counts") or {}).get("kept", 0) if p.get("candidates") is not None else None]
+                 for i, (n, p) in enumerate(chain)], {0, 3, 4, 5}))
+        out.append(groups_table(s))
+    return "".join(out)
+

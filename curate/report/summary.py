@@ -1,0 +1,235 @@
+"""What the report, the notebook views and ``curate info`` show, as data (no HTML, no printing).
+
+Everything is read through the workspace's structured API: selections by ``(decision, reason code)``
+with their details (:meth:`Selection.rows`, :func:`curate.codes.describe`), failures by
+:class:`curate.codes.FailureCode` (``ws.failures``), numbers through ``ws.row_values`` (the column's
+declared reducer, the same one selection uses). Nothing parses prose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
+from curate.report.tables import value_text
+
+if TYPE_CHECKING:
+    from curate.storage.selection import Selection
+    from curate.storage.workspace import Workspace
+
+PROVENANCE_KEYS = ("kind", "judge", "prompt", "prompt_fingerprint", "model", "backend", "method", "created")
+FAILURE_KINDS = ("failure", "judge_failure")
+# selection provenance keys shown elsewhere than on the parameters line
+_SELECTION_STRUCTURE = {"name", "created", "method", "params", "input_selection", "candidates", "counts"}
+
+
+def provenance_line(prov: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {prov[k]}" for k in PROVENANCE_KEYS if prov.get(k) not in (None, ""))
+
+
+def default_selection(ws: Workspace) -> str | None:
+    """The most recently created selection (the one a report highlights), or None."""
+    sels = ws.selections
+    if not sels:
+        return None
+    return max(sels, key=lambda n: (str(sels[n].get("created", "")), n))
+
+
+# -- columns -------------------------------------------------------------------------------------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def has_value(v: Any) -> bool:
+    """A complete value: not missing, and no turn of a per-turn list missing."""
+    if v is None or v == [] or v == "":
+        return False
+    return not (isinstance(v, list) and any(x is None for x in v))
+
+
+def is_numeric(values: list[Any], reducer: str | None) -> bool:
+    """True when every filled value is a number, or a per-turn list of numbers that has one value per row
+    (a declared reducer, or one turn everywhere)."""
+    filled = [v for v in values if v is not None]
+    if not filled:
+        return False
+    for v in filled:
+        if isinstance(v, (list, tuple)):
+            if not all(x is None or _is_number(x) for x in v) or (reducer is None and len(v) > 1):
+                return False
+        elif not _is_number(v):
+            return False
+    return True
+
+
+def is_failure_column(name: str, prov: dict[str, Any]) -> bool:
+    return prov.get("kind") in FAILURE_KINDS or name.endswith("_failure")
+
+
+def numeric_columns(ws: Workspace) -> list[str]:
+    """Derived columns that hold scores: one number per row, directly or through a declared reducer."""
+    return [name for name, prov in ws.columns.items()
+            if not is_failure_column(name, prov) and is_numeric(ws.column(name), prov.get("reducer"))]
+
+
+def step_columns(ws: Workspace) -> list[str]:
+    """Columns with a failure column beside them (what a step wrote)."""
+    columns = ws.columns
+    return [n for n in columns if f"{n}_failure" in columns and not is_failure_column(n, columns[n])]
+
+
+def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Filled rows, failing rows, and mean/min/max of the row values (scores) or tags per row (lists)."""
+    prov = ws.column_provenance(name) if prov is None else prov
+    values = ws.column(name)
+    filled = [v for v in values if has_value(v)]
+    stats: dict[str, Any] = {"name": name, "filled": len(filled), "rows": len(values)}
+    if ws.has_column(f"{name}_failure"):
+        stats["failures"] = sum(1 for f in ws.failures(name) if f)
+    if is_failure_column(name, prov):
+        stats["kind"] = "failures"
+    elif is_numeric(values, prov.get("reducer")):
+        per_turn = prov.get("granularity") == "turn" or any(isinstance(v, list) for v in filled)
+        stats["kind"] = "per-turn scores" if per_turn else "number"
+        if per_turn and prov.get("reducer"):
+            stats["reducer"] = prov["reducer"]
+        nums = [v for v in ws.row_values(name) if v is not None]
+        if nums:
+            stats.update(mean=sum(nums) / len(nums), min=min(nums), max=max(nums))
+    elif filled and all(isinstance(v, list) for v in filled):
+        stats["kind"] = "list"
+        stats["per_row"] = sum(len(v) for v in filled) / len(filled)
+        stats["distinct"] = len({str(x) for v in filled for x in v})
+    else:
+        stats["kind"] = "text"
+    return stats
+
+
+# -- sources ----------------------------------------------------------------------------------------
+def sources(ws: Workspace) -> list[dict[str, Any]]:
+    """The manifest's loads, one entry per source path: its latest load, how many loads, rows added by all."""
+    by_path: dict[str, dict[str, Any]] = {}
+    for load in ws.manifest.get("sources", []):
+        key = str(load.get("source"))
+        before = by_path.get(key)
+        by_path[key] = {**load, "loads": (before["loads"] if before else 0) + 1,
+                        "rows_added_all": (before["rows_added_all"] if before else 0) + int(load.get("rows_added") or 0)}
+    return list(by_path.values())
+
+
+# -- judges: tokens and cost over every run ----------------------------------------------------------
+def _sum(runs: list[dict[str, Any]], get) -> Any:
+    """Sum of ``get(run)`` over runs; None (unknown) as soon as one run does not know its amount."""
+    total = 0
+    for run in runs:
+        v = get(run)
+        if v is None:
+            return None
+        total += v
+    return total
+
+
+def _tokens(run: dict[str, Any], key: str) -> int | None:
+    tokens = run.get("tokens")
+    return tokens.get(key) if isinstance(tokens, dict) else None
+
+
+def judge_usage(ws: Workspace) -> list[dict[str, Any]]:
+    """One entry per LLM-judge column: what it is, and requests, tokens and USD summed over every run
+    that paid into the column (its provenance ``runs``); a cost None means unknown, never $0."""
+    out = []
+    for name, prov in ws.columns.items():
+        if prov.get("kind") != "judge":
+            continue
+        runs = prov.get("runs") or [prov]  # a column written before runs were recorded: one run
+        failing = sum(1 for f in ws.failures(name) if f)
+        out.append({
+            "column": name, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
+            "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
+            "model": prov.get("model"), "backend": prov.get("backend"), "runs": len(runs),
+            "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached_requests")),
+            "prompt_tokens": _sum(runs, lambda r: _tokens(r, "prompt")),
+            "completion_tokens": _sum(runs, lambda r: _tokens(r, "completion")),
+            "cost_usd": _sum(runs, lambda r: r.get("cost_usd")),
+            "failures": failing, "created": prov.get("created"),
+        })
+    return out
+
+
+# -- failures ---------------------------------------------------------------------------------------
+def failure_text(failures: list[Failure]) -> str:
+    """One row's failures for people, each message once with the turns it hit: ``no score (turns 1, 2)``."""
+    turns: dict[str, list[int]] = {}
+    for f in failures:
+        turns.setdefault(f.message or f.code.value, [])
+        if f.turn is not None:
+            turns[f.message or f.code.value].append(f.turn)
+    parts = []
+    for message, ts in turns.items():
+        where = f" (turn{'s' if len(ts) > 1 else ''} {', '.join(map(str, sorted(set(ts))))})" if ts else ""
+        parts.append(message + where)
+    return "; ".join(parts)
+
+
+def failure_summary(ws: Workspace, column: str, examples: int = 3) -> dict[str, Any]:
+    """A step column's failures grouped by code: failing rows per code and a few examples (message, raw)."""
+    ids = ws.ids
+    groups: dict[FailureCode, dict[str, Any]] = {}
+    failing = 0
+    for rid, fails in zip(ids, ws.failures(column), strict=True):
+        if not fails:
+            continue
+        failing += 1
+        by_code: dict[FailureCode, list[Failure]] = {}
+        for f in fails:
+            by_code.setdefault(f.code, []).append(f)
+        for code, items in by_code.items():
+            g = groups.setdefault(code, {"code": code, "rows": 0, "examples": []})
+            g["rows"] += 1
+            if len(g["examples"]) < examples:
+                raw = next((f.raw for f in items if f.raw), None)
+                g["examples"].append({"id": rid, "message": failure_text(items), "raw": raw})
+    return {"column": column, "failed_rows": failing, "rows": len(ids),
+            "groups": sorted(groups.values(), key=lambda g: -g["rows"])}
+
+
+# -- selections ---------------------------------------------------------------------------------------
+def selection_summary(sel: Selection) -> dict[str, Any]:
+    """Counts by decision, and by (decision, reason code) with the code's label and one example row each."""
+    counts = sel.reasons()
+    examples: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in sel.rows():
+        examples.setdefault((row["decision"], row["reason"]), row)
+    groups = [{"decision": d, "reason": Reason(r), "label": reason_text(r), "count": n,
+               "example_id": examples[(d, r)]["id"], "example": examples[(d, r)]["why"]}
+              for (d, r), n in counts.items()]
+    groups.sort(key=lambda g: (g["decision"] != Decision.KEPT, -g["count"], g["label"]))
+    by_decision = sel.decisions()
+    considered = sel.table.num_rows
+    kept = by_decision.get(Decision.KEPT.value, 0)
+    return {"name": sel.name, "considered": considered, "kept": kept, "dropped": considered - kept,
+            "by_decision": dict(by_decision), "groups": groups, "provenance": sel.provenance}
+
+
+def selection_parameters(prov: dict[str, Any]) -> list[tuple[str, str]]:
+    """A selection's parameters as ``(key, value text)`` pairs: its ``params`` then what the selector reported."""
+    pairs = [(k, value_text(v)) for k, v in (prov.get("params") or {}).items()]
+    pairs += [(k, value_text(v)) for k, v in prov.items() if k not in _SELECTION_STRUCTURE and v not in (None, "", {}, [])]
+    return pairs
+
+
+def selection_chain(selections: dict[str, dict[str, Any]], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The selections ``name`` was built from, first step first (``select`` records each step's input)."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    while name in selections and all(name != n for n, _ in chain):
+        chain.append((name, selections[name]))
+        name = selections[name].get("input_selection")
+    return chain[::-1]
+
+
+def decision_counts(sel: Selection) -> tuple[int, list[tuple[str, int]]]:
+    """(kept, [(other decision, rows), ...] most common first)."""
+    counts = Counter(sel.decisions())
+    kept = counts.pop(Decision.KEPT.value, 0)
+    return kept, counts.most_common()

@@ -1,0 +1,120 @@
+"""HTML building blocks shared by the report page and the notebook views: the stylesheet, tables,
+number formatting, text shortening (never mid-word) and conversations."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+
+@cache
+def css() -> str:
+    """The stylesheet (``assets/report.css``), read once; every rule is scoped, so notebooks can inline it."""
+    return files("curate.report").joinpath("assets", "report.css").read_text(encoding="utf-8")
+
+
+def style() -> str:
+    return f"<style>{css()}</style>"
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def fmt(v: Any) -> str:
+    """A cell for people: thousands separators, a few significant decimals, nothing for None."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.4f}".rstrip("0").rstrip(".") if abs(v) < 1 else f"{v:,.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def money(v: float | None) -> str:
+    """USD with enough decimals for small runs; None is an unknown price, never $0."""
+    return "unknown" if v is None else f"${v:,.4f}"
+
+
+def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | None = None,
+          classes: dict[int, str] | None = None) -> str:
+    """An escaped HTML table; columns in ``numeric`` are right-aligned."""
+    numeric = numeric or set()
+    classes = classes or {}
+
+    def cell(i: int, v: Any) -> str:
+        cls = "n" if i in numeric else classes.get(i)
+        return f"<td class='{cls}'>{esc(fmt(v))}</td>" if cls else f"<td>{esc(fmt(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return "<table class='curate'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + f"</tr>{body}</table>"
+
+
+def clip(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars`` with a note of how much is left out (for long conversation turns)."""
+    return text if len(text) <= max_chars else f"{text[:max_chars]}… ({len(text) - max_chars:,} more characters)"
+
+
+def shorten(text: str, width: int = 120) -> str:
+    """``text`` cut at the last space before ``width`` (a single long word is kept whole, never cut)."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width)
+    if cut <= 0:
+        cut = text.find(" ", width)
+        if cut < 0:
+            return text
+    return text[:cut].rstrip(" ,;") + " …"
+
+
+def value_text(value: Any, width: int = 120) -> str:
+    """A parameter value for people: dicts and lists as ``key = value`` lists, not JSON; long ones shortened."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k} = {value_text(v, width)}" for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        text = "; ".join(f"({value_text(v, width)})" if isinstance(v, dict) else value_text(v, width) for v in value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return shorten(text, width)
+
+
+def pairs_html(pairs: list[tuple[str, str]]) -> str:
+    """``key = value`` pairs, each kept on one line, separated by semicolons."""
+    return "; ".join(f"<span>{esc(k)} = {esc(v)}</span>" for k, v in pairs)
+
+
+def cell_text(value: Any, max_chars: int = 200) -> str:
+    """A stored value as short text (numbers to 3 significant digits, lists comma-joined, a missing turn –)."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell_text(v, max_chars) for v in value)
+    if isinstance(value, dict):
+        return clip(json.dumps(value, default=str, ensure_ascii=False), max_chars)
+    return clip(str(value), max_chars)
+
+
+def conversation_html(conversation: list[dict[str, str]], max_chars: int = 2000) -> str:
+    """A conversation as HTML turns (role label + text kept as written, HTML-escaped)."""
+    parts = []
+    for turn in conversation:
+        role = str(turn.get("role", "?"))
+        content = str(turn.get("content") or "")
+        body = esc(clip(content, max_chars)) if content.strip() else "<i>(empty)</i>"
+        parts.append(f'<div class="turn {esc(role)}"><span class="role">{esc(role)}</span>'
+                     f'<div class="text">{body}</div></div>')
+    return '<div class="conv">' + "".join(parts) + "</div>"
+
+
+def conversation_text(conversation: list[dict[str, str]], max_chars: int = 2000) -> str:
+    """A conversation as plain text, one ``[role] text`` block per turn."""
+    return "\n".join(f"[{t.get('role')}] {clip(str(t.get('content') or ''), max_chars)}" for t in conversation)
