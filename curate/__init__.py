@@ -1,20 +1,51 @@
-"""curate: a workbench for curating instruction-tuning data with LLM judges."""
+"""curate: a workbench for curating instruction-tuning data with LLM judges.
 
-from curate.llm.backends import OpenAIBackend, VLLMBackend
+The names a notebook user types; everything else is namespaced (``curate.select``, ``curate.scorers``,
+``curate.tags``, ``curate.evol``, ``curate.report``...). Imported on first use, so ``import curate`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from curate.errors import CurateError, InputError, WorkspaceError
-from curate.evol import build_labels, load_labels, run_evol
-from curate.llm.judges import Judge, run_prompt
-from curate.llm.local import LocalServer
-from curate.pools import load
-from curate.report.views import build_report
-from curate.scorers import Scorer, distil, score_workspace
-from curate.select import SELECTORS, admit
-from curate.tags import Normalizer, TagClassifier
-from curate.session import Workspace
-from curate.storage.selection import Selection
 
 __version__ = "0.1.0"
 
-__all__ = ["SELECTORS", "CurateError", "InputError", "Judge", "LocalServer", "Normalizer", "OpenAIBackend", "Scorer",
-           "Selection", "TagClassifier", "VLLMBackend", "Workspace", "WorkspaceError", "admit", "build_labels",
-           "build_report", "distil", "load", "load_labels", "run_evol", "run_prompt", "score_workspace", "__version__"]
+# name -> module that defines it (imported on first access)
+_LAZY = {
+    "Workspace": "curate.session",
+    "Selection": "curate.storage.selection",
+    "Judge": "curate.llm.judges",
+    "Scorer": "curate.scorers",
+    "OpenAIBackend": "curate.llm.backends",
+    "VLLMBackend": "curate.llm.backends",
+    "LocalServer": "curate.llm.local",
+    "load": "curate.pools",
+}
+
+__all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Scorer", "Selection",
+           "VLLMBackend", "Workspace", "WorkspaceError", "__version__", "load"]
+
+if TYPE_CHECKING:
+    from curate.llm.backends import OpenAIBackend, VLLMBackend
+    from curate.llm.judges import Judge
+    from curate.llm.local import LocalServer
+    from curate.pools import load
+    from curate.scorers import Scorer
+    from curate.session import Workspace
+    from curate.storage.selection import Selection
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'curate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,33 +1,66 @@
-"""The main job, `curate run`: load -> dedup -> score -> embed -> tags -> DEITA admission -> export -> report.
+"""The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-Every step is resumable and idempotent: LLM calls go through the response cache, embeddings through the
-embedding cache, scorer columns are recomputed only when the scorer (its config and weights) changes,
-and selections are deterministic. Re-running with the same arguments costs nothing and gives the same set.
+load -> exact dedup -> score (complexity, quality) -> embed -> [tags] -> DEITA admission -> export -> [report]
+
+Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
+same judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through
+the embedding cache, and selections are deterministic. Re-running with the same arguments costs nothing and
+gives the same set. Steps return data; the command line (``curate/cli/run.py``) prints it.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from curate.codes import FailureCode
+from curate.defaults import DEITA
 from curate.errors import CurateError
 from curate.session import Workspace
 from curate.storage.files import writing
 
+DEDUP = "dedup"
+SELECTION = "deita"
+SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
+
+
+@dataclass
+class Run:
+    """The options of one run, and what its steps have produced so far."""
+
+    source: str
+    out: Path
+    budget: int
+    max_cosine_similarity: float = DEITA.max_cosine_similarity
+    backend: Any = None          # LLM backend for the judges; None: the shipped default scorers (offline)
+    tag_backend: Any = None      # LLM backend for InsTag tags; None: no tags
+    report: bool = True
+    workspace: Workspace | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ws(self) -> Workspace:
+        if self.workspace is None:
+            raise CurateError("the load step has not run")
+        return self.workspace
+
+
+Step = tuple[str, Callable[[Run], Any]]
+
 
 @dataclass
 class RunResult:
-    """What `curate run` produced: the workspace, the selection, the files, and per-step timings."""
+    """What `curate run` produced: the workspace, the selection, the files, each step's result and time."""
 
     workspace: Workspace
     selection: str
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         sel = self.workspace.selection(self.selection)
@@ -36,129 +69,118 @@ class RunResult:
         return f"<div><b>curate run</b>: {len(sel):,} rows selected<ul>{files}</ul>{steps}</div>"
 
 
-def _scorer_step(ws: Workspace, name: str, console: Console) -> None:
-    """Score with the shipped default scorer unless every row already holds this scorer's output."""
-    from curate.scorers import load_default, score_workspace
+# -- the steps ------------------------------------------------------------------------------------------
 
-    scorer = load_default(name)
-    fingerprint = scorer.fingerprint
-    if ws.has_column(name) and ws.has_column(f"{name}_failure"):
-        prov = ws.column_provenance(name)
-        complete = all(v is not None or f is not None
-                       for v, f in zip(ws.column(name), ws.column(f"{name}_failure"), strict=True))
-        # per turn, as run_pipeline writes it (a first-turn-only column from `curate score` is redone)
-        if (prov.get("kind") == "scorer" and prov.get("scorer_fingerprint") == fingerprint and complete
-                and prov.get("turns") == "each user turn"):
-            console.print(f"  {name}: every row already scored by the default scorer")
-            return
-    summary = score_workspace(ws, scorer, column=name, per_turn=True)
-    console.print(f"  {name}: {summary['scored']:,} scored, {summary['failed']:,} failed "
-                  f"(reasons in {name}_failure), default scorer imitating {scorer.imitates.get('judge', name)}")
+def load(run: Run) -> dict[str, Any]:
+    """Read the source first (a missing or unreadable source creates nothing), then load it into
+    ``out/workspace``; if that fails, an ``out`` made here is removed again. Returns the load summary."""
+    from curate import pools
 
-
-def _load_into_workspace(out: Path, pool: Any) -> tuple[Workspace, dict[str, Any]]:
-    """Load ``pool`` (a read source) into ``out/workspace``; if that fails, an ``out`` made here is removed
-    again (no empty output folder after an early failure). Returns the workspace and the load summary."""
-    created = not out.exists()
+    result = pools.read(run.source, on_error="skip")
+    created = not run.out.exists()
     try:
-        ws = Workspace(out / "workspace")
-        return ws, ws.load(pool)
+        run.workspace = Workspace(run.out / "workspace")
+        return run.workspace.load(result)
     except BaseException:
         if created:
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(run.out, ignore_errors=True)
         raise
 
 
-def _judge_step(ws: Workspace, backend: Any, console: Console) -> None:
-    from curate.llm.judges import score
+def dedup(run: Run):
+    """Exact duplicates out (selection ``dedup``)."""
+    return run.ws.select(method="exact", name=DEDUP)
 
-    unsent = 0
-    for judge in ("complexity", "quality"):
-        summary = score(ws, judge, backend)
-        console.print(f"  {judge}: {summary}")
-        unsent += summary.get("rows_not_sent_max_cost") or 0
+
+def score(run: Run) -> dict[str, Any]:
+    """Complexity and quality per turn: LLM judges with a backend, else the shipped default scorers.
+    Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an error (after both columns)."""
+    if run.backend is None:
+        from curate.scorers import load_default
+
+        producers = [load_default(name) for name in SCORES]
+    else:
+        from curate.llm.judges import Judge
+
+        producers = [Judge(name, run.backend) for name in SCORES]
+    results = {step.column: run.ws.apply(step) for step in producers}
+    unsent = sum(any(f.code == FailureCode.BUDGET for f in fails)
+                 for step in producers for fails in run.ws.failures(step.column))
     if unsent:
-        raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {ws.path}); "
+        raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {run.ws.path}); "
                           "re-run with a larger --max-cost to finish")
+    return results
 
 
-def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = 0.9,
+def embed(run: Run) -> dict[str, Any]:
+    """The default embedding set (cached by model and text)."""
+    return run.ws.embed(progress=True)
+
+
+def tags(run: Run) -> dict[str, Any]:
+    """InsTag tags from the LLM, then normalised (``tags_raw`` -> ``tags``)."""
+    from curate.tags import Tagger, normalize
+
+    tagged = run.ws.apply(Tagger(run.tag_backend))
+    return {"tags_raw": tagged, "normalizer": normalize(run.ws)}
+
+
+def deita(run: Run):
+    """DEITA admission over the deduplicated rows, by the evol score, up to the budget."""
+    return run.ws.select(method="deita", name=SELECTION, input_selection=DEDUP, budget=run.budget,
+                         max_cosine_similarity=run.max_cosine_similarity, sort_by=DEITA.sort_by)
+
+
+def export(run: Run) -> dict[str, Path]:
+    """The selection as out/selected.jsonl, out/selected.parquet and the datasets folder out/selected/."""
+    files = {
+        "jsonl": run.ws.export(run.out / "selected.jsonl", selection=SELECTION),
+        "parquet": run.ws.export(run.out / "selected.parquet", selection=SELECTION),
+        "dataset": run.ws.export(run.out / "selected", selection=SELECTION),
+    }
+    run.outputs.update(files)
+    return files
+
+
+def report(run: Run) -> Path:
+    """out/report.html."""
+    path = run.out / "report.html"
+    with writing(path):  # a full disk names the file
+        run.outputs["report"] = run.ws.report(path, selection=SELECTION)
+    return run.outputs["report"]
+
+
+def steps(run: Run) -> list[Step]:
+    """The steps of ``run``, in order (tags only with a tag backend, report only when asked)."""
+    plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score), ("embed", embed)]
+    if run.tag_backend is not None:
+        plan.append(("tags", tags))
+    plan += [("select (DEITA admission)", deita), ("export", export)]
+    if run.report:
+        plan.append(("report", report))
+    return plan
+
+
+def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = DEITA.max_cosine_similarity,
                  backend: Any = None, tag_backend: Any = None, report: bool = True,
-                 console: Console | None = None) -> RunResult:
+                 on_start: Callable[[str], None] | None = None,
+                 on_done: Callable[[str, Any, float], None] | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
     ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped
     default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
+    ``on_start(name)`` and ``on_done(name, result, seconds)`` are called around each step.
     """
-    from curate import embed as embed_mod
-    from curate import pools
-    from curate import select as select_mod
-
-    console = console or Console()
-    out = Path(out)
+    run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report)
     timings: dict[str, float] = {}
-
-    def step(label: str):
-        t = time.perf_counter()
-        console.print(f"[bold]{label}[/]")
-        return lambda: timings.__setitem__(label, time.perf_counter() - t)
-
-    done = step("load")
-    pool = pools.read(source, on_error="skip")  # first: a missing or unreadable source creates nothing
-    ws, summary = _load_into_workspace(out, pool)
-    console.print(f"  {summary['rows_added']:,} new rows, {summary['already_present']:,} already present, "
-                  f"{summary['rejects']:,} rejected" + (f" (see {summary['rejects_file']})" if summary["rejects"] else ""))
-    done()
-
-    done = step("dedup")
-    sel = select_mod.select(ws, method="exact", name="dedup")
-    console.print(f"  {len(sel):,} unique of {len(ws):,}")
-    done()
-
-    done = step("score")
-    if backend is None:
-        for name in ("complexity", "quality"):
-            _scorer_step(ws, name, console)
-    else:
-        _judge_step(ws, backend, console)
-    done()
-
-    done = step("embed")
-    info = embed_mod.embed(ws, progress=True)
-    console.print(f"  {info['rows']:,} rows, {info['encoded']:,} newly encoded")
-    done()
-
-    if tag_backend is not None:
-        from curate import tags
-
-        done = step("tags")
-        tags.tag(ws, tag_backend)
-        tags.normalize(ws)
-        done()
-
-    done = step("select (DEITA admission)")
-    sel = select_mod.select(ws, method="deita", name="deita", input_selection="dedup", budget=budget,
-                            max_cosine_similarity=max_cosine_similarity)
-    console.print(f"  {len(sel):,} rows admitted (budget {budget:,}, max cosine similarity {max_cosine_similarity})")
-    done()
-
-    done = step("export")
-    outputs = {
-        "jsonl": ws.export(out / "selected.jsonl", selection="deita"),
-        "parquet": ws.export(out / "selected.parquet", selection="deita"),
-        "dataset": ws.export(out / "selected", selection="deita"),
-    }
-    done()
-
-    if report:
-        from curate.report.views import build_report
-
-        done = step("report")
-        with writing(out / "report.html"):  # a full disk names the file
-            outputs["report"] = build_report(ws, out / "report.html", selection="deita")
-        done()
-    for kind, path in outputs.items():
-        console.print(f"  {kind}: {path}")
-    console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return RunResult(ws, "deita", outputs, timings)
+    results: dict[str, Any] = {}
+    for name, step in steps(run):
+        if on_start is not None:
+            on_start(name)
+        started = time.perf_counter()
+        results[name] = step(run)
+        timings[name] = time.perf_counter() - started
+        if on_done is not None:
+            on_done(name, results[name], timings[name])
+    return RunResult(run.ws, SELECTION, run.outputs, timings, results)

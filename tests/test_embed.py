@@ -1,6 +1,14 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from curate.embed import encode, encode_cached
+from curate.embed.cache import cache_file
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_encode_cached_encodes_each_text_once(tmp_path):
@@ -12,3 +20,46 @@ def test_encode_cached_encodes_each_text_once(tmp_path):
     assert encoded_again == 1
     assert np.allclose(again[:600], first[::-1], atol=1e-6)
     assert np.allclose(again[600], encode(["a new text"])[0], atol=1e-5)
+
+
+# Loads the model, says it is ready, waits for the go file, then adds its own texts to the shared cache.
+_WRITER = """
+import pathlib, sys, time
+from curate.embed import encode_cached, load_model
+from curate.embed.encoder import auto_device, model_id
+load_model(model_id(None), auto_device())
+cache, prefix, ready, go = sys.argv[1:]
+pathlib.Path(ready).touch()
+while not pathlib.Path(go).exists():
+    time.sleep(0.001)
+texts = [f"{prefix} text number {i}" for i in range(300)]
+print(encode_cached(texts, cache)[1])
+"""
+
+
+def test_two_processes_adding_to_one_cache_keep_both_sets(tmp_path):
+    """Read-merge-write under a file lock: neither process drops the other's vectors."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "cache"), prefix,
+                               str(tmp_path / f"ready-{prefix}"), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+             for prefix in ("alpha", "beta")]
+    while not all((tmp_path / f"ready-{p}").exists() for p in ("alpha", "beta")):
+        assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-2000:]
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert sorted(int(out.split()[-1]) for out, _ in outs) == [300, 300]
+    both = [f"{prefix} text number {i}" for prefix in ("alpha", "beta") for i in range(300)]
+    with np.load(cache_file(tmp_path / "cache", None)) as z:
+        assert len(z["keys"]) == 600
+    assert encode_cached(both, tmp_path / "cache")[1] == 0
+
+
+def test_loading_the_default_model_leaves_the_environment_alone():
+    code = ("import os; from curate.embed import encode; v = encode(['hi']); "
+            "print(v.shape[1], os.environ.get('HF_HUB_OFFLINE'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         env={**env, "PYTHONPATH": str(REPO)}).stdout
+    assert out.split() == ["384", "None"]

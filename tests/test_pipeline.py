@@ -2,9 +2,16 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import curate
 from curate.cli import sample_path
-from curate.pipeline import run_pipeline
+from curate.codes import FailureCode
+from curate.errors import CurateError
+from curate.llm.backends import OpenAIBackend
+from curate.pipeline import Run, run_pipeline, steps
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
 
 
 def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_path):
@@ -34,3 +41,35 @@ def test_cli_run_is_the_readme_command(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(curate.Workspace.open(tmp_path / "o" / "workspace").selection("deita")) == 10
     assert (tmp_path / "o" / "report.html").exists()
+
+
+def test_the_steps_are_data_and_each_is_timed(tmp_path):
+    plain = Run("sample", tmp_path, 5)
+    assert [name for name, _ in steps(plain)] == ["load", "dedup", "score", "embed", "select (DEITA admission)",
+                                                  "export", "report"]
+    tagged = Run("sample", tmp_path, 5, backend=object(), tag_backend=object(), report=False)
+    assert [name for name, _ in steps(tagged)] == ["load", "dedup", "score", "embed", "tags",
+                                                   "select (DEITA admission)", "export"]
+    seen = []
+    result = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False,
+                          on_start=lambda name: seen.append(("start", name)),
+                          on_done=lambda name, res, s: seen.append(("done", name)))
+    assert list(result.timings) == [name for name, _ in steps(Run("sample", tmp_path, 5, report=False))]
+    assert seen == [(event, name) for name in result.timings for event in ("start", "done")]
+    assert len(result.results["select (DEITA admission)"]) == 5 and "report" not in result.outputs
+
+
+def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(tmp_path):
+    pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Task {i}: explain topic {i}.", "output": "ok"}
+                                              for i in range(8)])
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=0.0001)
+        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached"):
+            run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
+        sent = srv.total
+    ws = curate.Workspace.open(tmp_path / "run" / "workspace")
+    scored = [v is not None for name in ("complexity", "quality") for v in ws.row_values(name)]
+    assert 0 < sum(scored) < len(scored) and sent >= sum(scored)
+    budget = [f for name in ("complexity", "quality") for fails in ws.failures(name) for f in fails]
+    assert budget and all(f.code == FailureCode.BUDGET for f in budget)
+    assert "default" not in ws.embedding_sets  # the run stopped after scoring

@@ -5,6 +5,7 @@ import pytest
 import curate
 from curate import pools
 from curate.errors import InputError
+from curate.rows import turns
 from tests.conftest import write_jsonl
 
 
@@ -28,7 +29,7 @@ def test_sharegpt_multi_turn_and_roles():
     conv = pools.to_conversation({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "a"},
                                                     {"from": "gpt", "value": "b"}]}, "sharegpt")
     assert [t["role"] for t in conv] == ["system", "user", "assistant"]
-    assert pools.user_turns(conv) == [("a", "b")]
+    assert [(t.instruction, t.response) for t in turns(conv)] == [("a", "b")]
 
 
 def test_ids_are_stable_across_files_and_unique_within_a_pool(tmp_path):
@@ -107,3 +108,12 @@ def test_mixed_type_column_is_kept_as_json(tmp_path):
                                               {"instruction": "c", "output": "d", "meta": "two"}])
     ds = curate.load(path)
     assert ds["meta"] == ["1", '"two"']
+
+
+def test_skip_without_a_rejects_path_writes_nothing_and_names_the_rejects(tmp_path, monkeypatch):
+    path = _bad_pool(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.warns(UserWarning, match=r"1 record.*line 7: malformed JSON"):
+        ds = curate.load(path, on_error="skip")
+    assert len(ds) == 9 and sorted(p.name for p in tmp_path.iterdir()) == before

@@ -10,9 +10,11 @@ import pytest
 
 import curate
 from curate import pools
+from curate.codes import FailureCode
 from curate.errors import InputError
-from curate.llm.judges import score
-from curate.scorers import score_workspace
+from curate.llm.judges import Judge
+from curate.rows import row_text, turns
+from curate.scorers import load_default
 from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
@@ -164,8 +166,8 @@ def test_instruction_only_rows_load_with_no_assistant_turn(tmp_path):
     result = pools.read(path)
     assert len(result.rows) == 4 and result.instruction_only == 3 and result.empty_responses == 0
     assert result.rows[0]["conversation"] == [{"role": "user", "content": "Write a haiku about rain."}]
-    assert pools.user_turns(result.rows[1]["conversation"]) == [("Name three primes.", None)]
-    assert pools.response_text(result.rows[2]["conversation"]) == ""
+    assert [(t.instruction, t.response) for t in turns(result.rows[1]["conversation"])] == [("Name three primes.", None)]
+    assert row_text(result.rows[2]["conversation"], "response") == ""
     assert len(curate.load(path)) == 4
     with pytest.raises(InputError, match="line 1: missing field 'reply'"):  # an explicit mapping is still checked
         pools.read(path, format="alpaca", mapping={"output": "reply"})
@@ -177,18 +179,20 @@ def test_instruction_only_rows_score_complexity_and_fail_quality_with_a_reason(t
     ws.load(path)
     order = [c[0]["content"] for c in ws.conversations()]
     only = order.index("Write a haiku about rain.")
-    score_workspace(ws, "complexity", column="cx")
-    assert ws.column("cx_failure") == [None, None] and all(v is not None for v in ws.column("cx"))
-    score_workspace(ws, "quality", column="qs")
-    assert "no response" in ws.column("qs_failure")[only] and ws.column("qs")[only] is None
+    ws.apply(load_default("complexity"), progress=False)
+    assert ws.failures("complexity") == [[], []] and all(v is not None for v in ws.row_values("complexity"))
+    ws.apply(load_default("quality"), progress=False)
+    (failure,) = ws.failures("quality")[only]
+    assert failure.code == FailureCode.NO_RESPONSE and ws.row_values("quality")[only] is None
     with FaultServer() as srv:
         from curate.llm.backends import OpenAIBackend
 
         backend = OpenAIBackend(srv.base_url, "fault", api_key="test-key", timeout=5.0, max_retries=1)
-        score(ws, "quality", backend, progress=False)
-        score(ws, "complexity", backend, progress=False)
-    assert "no assistant response" in ws.column("quality_failure")[only]
-    assert ws.column("complexity_failure") == [None, None]
+        ws.apply(Judge("quality", backend), progress=False)  # another fingerprint: every row is judged again
+        ws.apply(Judge("complexity", backend), progress=False)
+    (failure,) = ws.failures("quality")[only]
+    assert failure.code == FailureCode.NO_RESPONSE and ws.column_provenance("quality")["kind"] != "scorer"
+    assert ws.failures("complexity") == [[], []]
 
 
 def test_malformed_line_reject_keeps_the_raw_line_truncated(tmp_path):

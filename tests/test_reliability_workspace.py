@@ -151,6 +151,39 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
     assert last.startswith("interrupted") and "re-run the same command" in last and err.count("interrupted") == 1, err
 
 
+# A command whose Ctrl-C lands inside a weakref callback, where CPython swallows the KeyboardInterrupt.
+_SWALLOWED = """
+import os, signal, sys, weakref
+from curate.cli import app, main
+from curate.cli.common import check_interrupted
+
+@app.command("swallow")
+def swallow():
+    class Thing:
+        pass
+    def callback(_):
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # the handler runs here, inside the callback
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing
+    print("carried on", ref() is None, flush=True)
+    check_interrupted()
+    print("not reached", flush=True)
+
+sys.argv = ["curate", "swallow"]
+main()
+"""
+
+
+def test_ctrl_c_swallowed_by_a_callback_still_stops_at_the_next_checkpoint():
+    r = subprocess.run([sys.executable, "-c", _SWALLOWED], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 130, (r.returncode, r.stderr[-3000:])
+    assert r.stdout.splitlines() == ["carried on True"]
+    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
+
+
 # -- 4. OS errors: a file where a folder should be, a full disk ---------------------------------------
 
 
@@ -198,7 +231,7 @@ def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
     orphan = ws.path / "embeddings" / "default-0123abcd0123.npy"
     orphan.write_bytes(b"never referenced")
     labels = ws.path / "labels"
-    labels.mkdir()
+    labels.mkdir(exist_ok=True)  # a new workspace already has it
     old_label_tmp = labels / ".evol_complexity.0123abcd.tmp"
     old_label_tmp.mkdir()  # label sets are written under the workspace lock too: any leftover is stale
     return {"pool_tmp": pool_tmp, "old_pool": old_pool, "column_tmp": column_tmp, "orphan": orphan,

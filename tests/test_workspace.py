@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import curate
+from curate.codes import Decision, Reason
 from curate.errors import WorkspaceError
 
 
@@ -19,9 +20,11 @@ def test_workspace_roundtrip_and_reopen(tmp_path, shapes):
     scores = np.arange(len(ws), dtype=float)
     ws.add_column("quality", scores, {"kind": "judge", "judge": "quality", "model": "m", "prompt_fingerprint": "abc"})
     ws.add_embeddings("default", np.random.default_rng(0).normal(size=(len(ws), 8)), {"model": "test"})
-    sel = ws.add_selection("top3", ws.ids[:5], ["kept"] * 3 + ["rejected"] * 2, [None] * 3 + ["low"] * 2,
-                           {"method": "top_k"})
+    sel = ws.add_selection("top3", ws.ids[:5], [Decision.KEPT] * 3 + [Decision.REJECTED] * 2,
+                           [Reason.SELECTED] * 3 + [Reason.BELOW_THRESHOLD] * 2,
+                           [{"score": 1.0}] * 3 + [{"score": 0.1, "min_score": 0.5}] * 2, {"method": "threshold"})
     assert sel.ids == ws.ids[:3]
+    assert sel.reasons() == {("kept", "selected"): 3, ("rejected", "below_threshold"): 2}
     # A fresh process sees everything, with provenance.
     code = (
         f"import curate, json; ws = curate.Workspace.open({str(tmp_path / 'ws')!r}); "
@@ -62,7 +65,7 @@ def test_export_selection_formats(tmp_path, shapes):
     ws = curate.Workspace(tmp_path / "ws")
     ws.load(shapes["qa"])
     ws.add_column("score", [0.1, 0.2, 0.3], {"kind": "test"})
-    ws.add_selection("best", [ws.ids[2]], ["kept"], [None], {"method": "manual"})
+    ws.add_selection("best", [ws.ids[2]], ["kept"], ["selected"], [None], {"method": "manual"})
     rows = [json.loads(x) for x in ws.export(tmp_path / "o.jsonl", selection="best").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["score"] == 0.3 and rows[0]["id"] == ws.ids[2]
     import datasets

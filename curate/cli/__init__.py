@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 
 from rich.markup import escape
 
-from curate.cli import evol, judge, pool, report, run, scorers, select, tags  # noqa: F401  (registers the commands)
-from curate.cli.common import app, err_console, sample_path
+from curate.cli import common, evol, judge, pool, report, run, scorers, select, tags  # noqa: F401  (registers the commands)
+from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, sample_path
 from curate.errors import CurateError
 
 __all__ = ["app", "main", "sample_path"]
 
+TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1 to see a ValueError's traceback instead of its one line
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 INTERRUPTED_LINE = ("interrupted: finished work is kept (responses in the workspace's cache, columns already "
                     "written); re-run the same command to resume")
@@ -50,13 +52,18 @@ def main() -> None:
     """Entry point: CurateError, bad values and OS errors (a read-only or full disk, a file where a folder
     should be) become one clean line on stderr and exit code 1, never a traceback; Ctrl-C exits 130 with a
     line saying what was kept."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
+        signal.signal(signal.SIGINT, on_sigint)
+        sys.unraisablehook = quiet_swallowed_interrupt
     try:
         code = app(standalone_mode=False)
     except CurateError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error_line(exc))
-    except ValueError as exc:
+    except ValueError as exc:  # bad values given to the API; CURATE_TRACEBACK=1 shows where (a bug, perhaps)
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
         _fail(str(exc))
     except KeyboardInterrupt:
         _interrupted()
@@ -72,14 +79,6 @@ def main() -> None:
         raise
     # Without standalone mode typer returns exit codes instead of exiting; Ctrl-C inside a command arrives
     # as its code 130.
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED or common.interrupt_requested:
         _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":
-    main()
-
-
-if __name__ == "__main__":
-    main()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+
+from curate.defaults import BACKEND, DEITA, EMBED, JUDGE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
@@ -23,6 +27,37 @@ def sample_path() -> Path:
 
 def _source(source: str) -> str:
     return str(sample_path()) if source == "sample" else source
+
+
+# Ctrl-C. CPython swallows a KeyboardInterrupt that lands while a finalizer or weakref callback runs (it prints
+# "Exception ignored in ... Traceback ..."), and the command would carry on to the end and exit 0. main() installs
+# on_sigint, which remembers the request: long commands re-raise it at their next checkpoint (check_interrupted)
+# and main() never reports success for an interrupted command; quiet_swallowed_interrupt keeps stderr clean.
+interrupt_requested = False
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    global interrupt_requested
+    interrupt_requested = True
+    raise KeyboardInterrupt
+
+
+def quiet_swallowed_interrupt(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a swallowed KeyboardInterrupt prints no traceback (on_sigint remembered it)."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (even if its first KeyboardInterrupt got swallowed)."""
+    if interrupt_requested:
+        raise KeyboardInterrupt
+
+
+def option(defaults: Any, field: str, help: str, *flags: str) -> Any:
+    """A typer option whose default is ``defaults.<field>`` (one of :mod:`curate.defaults`' configs) and whose
+    flag is ``--<field with dashes>`` unless ``flags`` are given: the CLI repeats no default by hand."""
+    return typer.Option(getattr(defaults, field), *(flags or (f"--{field.replace('_', '-')}",)), help=help)
 
 
 # The LLM backend options shared by score, evol, tag and run (one definition each; see _judge_backend).
@@ -42,7 +77,20 @@ def _model_opt():
 
 
 def _concurrency_opt():
-    return typer.Option(16, help="Requests in flight at once.")
+    return option(BACKEND, "concurrency", "Requests in flight at once.")
+
+
+def _timeout_opt():
+    return option(BACKEND, "timeout_s", "Per-request timeout in seconds.", "--timeout")
+
+
+def _max_retries_opt():
+    return option(BACKEND, "max_retries", "Retries on 429/5xx/timeouts/bad bodies.")
+
+
+def _min_digit_mass_opt():
+    return option(JUDGE, "min_digit_mass", "Digit probability mass needed to renormalise when some score digits "
+                  "are missing from the logprobs.")
 
 
 def _rpm_opt():
@@ -61,9 +109,30 @@ def _api_key_env_opt():
     return typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key.")
 
 
-def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *, concurrency: int = 16,
-                   api_key_env: str = "OPENAI_API_KEY", rpm: int | None = None, tpm: int | None = None,
-                   max_cost: float | None = None, timeout: float = 60.0, max_retries: int = 6):
+# Selection and embedding options shared by run, select and embed.
+
+
+def _max_cosine_similarity_opt():
+    return option(DEITA, "max_cosine_similarity", "DEITA admission: a row joins only if its cosine similarity to "
+                  "every admitted row is at most this.")
+
+
+def _embed_text_opt():
+    return option(EMBED, "text", "What to embed: instruction (user turns), conversation, or response.")
+
+
+def _embed_name_opt():
+    return option(EMBED, "name", "Name of the embedding set in the workspace.")
+
+
+def _batch_size_opt():
+    return option(EMBED, "batch_size", "Texts per forward pass.")
+
+
+def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
+                   concurrency: int = BACKEND.concurrency, api_key_env: str = "OPENAI_API_KEY",
+                   rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
+                   timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries):
     """A context manager yielding an LLM backend from CLI options: openai with --base-url, vllm (in-process),
     or local (SmolLM2 on an embedded vLLM server, stopped on exit)."""
     kind = backend or ("openai" if base_url else "local")

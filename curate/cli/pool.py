@@ -1,4 +1,4 @@
-"""Pool commands: load, info, export, embed."""
+"""Pool commands: load, export, embed (info is in cli/report.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from curate.cli.common import (
+    _batch_size_opt,
+    _embed_name_opt,
+    _embed_text_opt,
     _model_opt,
     _source,
     app,
@@ -61,9 +64,9 @@ def export(
 def embed(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     model: str | None = _model_opt(),
-    text: str = typer.Option("instruction", help="What to embed: instruction (user turns), conversation, or response."),
-    name: str = typer.Option("default", help="Name of the embedding set in the workspace."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+    text: str = _embed_text_opt(),
+    name: str = _embed_name_opt(),
+    batch_size: int = _batch_size_opt(),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
 ) -> None:
     """Embed every row; rows embedded before with the same model and text come from the cache."""

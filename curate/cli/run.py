@@ -1,28 +1,32 @@
-"""The main job (`curate run`) and the report."""
+"""The main job: `curate run` (the steps are curate/pipeline.py; printing is here)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
 
 from curate.cli.common import (
     _judge_backend,
+    _max_cosine_similarity_opt,
     _source,
     app,
+    check_interrupted,
     console,
 )
+
+SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
 
 @app.command()
 def run(
     source: str = typer.Argument("sample", help="Pool to curate ('sample' = the bundled sample)."),
     out: Path = typer.Option(Path("curate-run"), "--out", "-o", help="Output directory (workspace, exports, report)."),
-    budget: int = typer.Option(20, help="Rows to select."),
-    max_cosine_similarity: float = typer.Option(0.9, "--max-cosine-similarity",
-                                                help="DEITA admission: a row joins only if its cosine similarity "
-                                                     "to every admitted row is at most this."),
+    budget: int = typer.Option(SAMPLE_BUDGET, help="Rows to select."),
+    max_cosine_similarity: float = _max_cosine_similarity_opt(),
     backend: str | None = typer.Option(None, "--backend", help="Score with LLM judges: openai | vllm | local. "
                                        "Default: the shipped scorers (offline, no LLM calls)."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (implies --backend openai)."),
@@ -42,5 +46,49 @@ def run(
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
     with (_judge_backend(backend, base_url, model, max_cost=max_cost) if use_llm else contextlib.nullcontext()) as llm:
-        run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
-                     tag_backend=llm if tags else None, report=report, console=console)
+        result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
+                              tag_backend=llm if tags else None, report=report,
+                              on_start=lambda name: _start_step(name),
+                              on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
+    for kind, path in result.outputs.items():
+        console.print(f"  {kind}: {path}")
+    console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+
+
+def _start_step(name: str) -> None:
+    check_interrupted()
+    console.print(f"[bold]{escape(name)}[/]")
+
+
+def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: float) -> None:
+    """One or two indented lines saying what a step did."""
+    check_interrupted()
+    if name == "load":
+        rejects = f" (see {result['rejects_file']})" if result["rejects"] else ""
+        console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
+                      f"{result['rejects']:,} rejected{rejects}")
+    elif name == "dedup":
+        console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
+    elif name == "score":
+        for column, applied in result.items():
+            console.print(f"  {column}: {applied.computed:,} scored, {applied.skipped:,} already scored, "
+                          f"{applied.failed:,} failed (reasons in {column}_failure); {_producer(applied.provenance)}")
+    elif name == "embed":
+        console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
+    elif name == "tags":
+        applied = result["tags_raw"]
+        console.print(f"  tags_raw: {applied.computed:,} tagged, {applied.skipped:,} already tagged, "
+                      f"{applied.failed:,} failed; normalised into column tags")
+    elif name.startswith("select"):
+        console.print(f"  {len(result):,} rows admitted (budget {budget:,}, max cosine similarity "
+                      f"{max_cosine_similarity})")
+
+
+def _producer(prov: dict[str, Any]) -> str:
+    """Who wrote a score column, from its provenance: a default scorer (and the judge it imitates) or a judge."""
+    if prov.get("kind") == "scorer":
+        detail = prov.get("imitates_detail") or (prov["imitates"] if isinstance(prov.get("imitates"), dict) else {})
+        judge = detail.get("judge") or prov.get("imitates") or "?"
+        model = f" ({detail['model']})" if detail.get("model") else ""
+        return escape(f"trained scorer imitating the {judge} judge{model}")
+    return escape(f"{prov.get('kind') or 'step'} {prov.get('model') or ''}".strip())

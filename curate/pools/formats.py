@@ -1,0 +1,156 @@
+"""Record shapes: name the shape of a raw record and normalise it into a conversation.
+
+A conversation is a list of ``{"role", "content"}`` messages; user and assistant turns alternate (system
+turns aside; a tool turn may sit between two assistant turns). A record without a response field becomes a
+lone user turn (instruction-only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "qa")
+DEFAULT_MAX_FIELD_CHARS = 1_000_000
+
+_SHAREGPT_ROLES = {
+    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+    "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
+}
+_MESSAGE_ROLES = {"user", "assistant", "system", "tool"}
+
+# For each shape: the fields it reads, which are required, and the source columns they default to.
+_DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "alpaca": {"instruction": ("instruction",), "input": ("input", "context"), "output": ("output", "response", "answer"),
+               "system": ("system",)},
+    "sharegpt": {"conversations": ("conversations",)},
+    "messages": {"messages": ("messages",)},
+    "prompt_completion": {"prompt": ("prompt",), "completion": ("completion", "response", "chosen"), "system": ("system",)},
+    "qa": {"question": ("question", "query"), "answer": ("answer", "response"), "system": ("system",)},
+}
+# The response field is optional: a record without one is an instruction-only row (a user turn, no assistant turn).
+_REQUIRED = {
+    "alpaca": ("instruction",), "sharegpt": ("conversations",), "messages": ("messages",),
+    "prompt_completion": ("prompt",), "qa": ("question",),
+}
+_RESPONSE_FIELD = {"alpaca": "output", "prompt_completion": "completion", "qa": "answer"}
+_ALTERNATING_ROLES = ("user", "assistant")
+
+
+class _RowError(ValueError):
+    """One record is unusable; the reader turns it into an InputError naming the file and line, or a Reject."""
+
+
+def detect_format(record: dict[str, Any]) -> str:
+    """Name the shape of one raw record (``alpaca``, ``sharegpt``, ``messages``, ...)."""
+    if "conversations" in record:
+        return "sharegpt"
+    if "messages" in record:
+        return "messages"
+    # The shape is named by its leading field; a missing partner field then gets its own clear error.
+    for fmt, lead in (("alpaca", "instruction"), ("prompt_completion", "prompt"), ("qa", "question")):
+        if any(c in record for c in _DEFAULT_FIELDS[fmt][lead]):
+            return fmt
+    raise _RowError(
+        f"cannot tell the format from the fields {sorted(record)[:12]}; expected one of: "
+        "instruction+output (alpaca), conversations (sharegpt), messages, prompt+completion, "
+        "question/query+answer/response; or pass format= and mapping="
+    )
+
+
+def _present(record: dict[str, Any], fmt: str, mapping: dict[str, str] | None, name: str) -> bool:
+    """Whether the record has the shape's field ``name`` (a mapped field counts as present: _pick checks it)."""
+    if mapping and name in mapping:
+        return True
+    return any(col in record for col in _DEFAULT_FIELDS[fmt][name])
+
+
+def _pick(record: dict[str, Any], fmt: str, mapping: dict[str, str] | None, name: str) -> Any:
+    if mapping and name in mapping:
+        col = mapping[name]
+        if col not in record:
+            raise _RowError(f"missing field {col!r} (mapped to {name!r})")
+        return record[col]
+    for col in _DEFAULT_FIELDS[fmt][name]:
+        if col in record:
+            return record[col]
+    if name in _REQUIRED[fmt]:
+        raise _RowError(f"missing field {name!r} for format {fmt!r}")
+    return None
+
+
+def _text(value: Any, what: str, max_chars: int, *, allow_empty: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise _RowError(f"{what} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        raise _RowError(f"{what} contains a NUL byte")
+    if len(value) > max_chars:
+        raise _RowError(f"{what} is {len(value):,} characters, over the limit of {max_chars:,} (max_field_chars)")
+    if not allow_empty and not value.strip():
+        raise _RowError(f"{what} is empty")
+    return value
+
+
+def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -> str:
+    # OpenAI-style content parts: keep the text parts.
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        value = "\n".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+    return _text(value, what, max_chars, allow_empty=allow_empty)
+
+
+def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | None = None,
+                    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> list[dict[str, str]]:
+    """Normalise one raw record of shape ``fmt`` into a list of ``{role, content}`` turns.
+
+    User and assistant turns must alternate (system turns aside; a tool turn may sit between two
+    assistant turns). A record without a response field becomes a lone user turn (instruction-only).
+    """
+    turns: list[dict[str, str]] = []
+    if fmt in ("sharegpt", "messages"):
+        previous: tuple[int, str] | None = None  # (index, role) of the last user, assistant or tool turn
+        raw_turns = _pick(record, fmt, mapping, "conversations" if fmt == "sharegpt" else "messages")
+        if not isinstance(raw_turns, list):
+            raise _RowError(f"{'conversations' if fmt == 'sharegpt' else 'messages'} must be a list, "
+                            f"got {type(raw_turns).__name__}")
+        for i, turn in enumerate(raw_turns):
+            if not isinstance(turn, dict):
+                raise _RowError(f"turn {i} must be an object, got {type(turn).__name__}")
+            if fmt == "sharegpt":
+                who, text = turn.get("from"), turn.get("value")
+                role = _SHAREGPT_ROLES.get(str(who).lower()) if who is not None else None
+                if role is None:
+                    raise _RowError(f"turn {i} has unknown speaker {who!r} (expected human/gpt/system)")
+            else:
+                role, text = turn.get("role"), turn.get("content")
+                if role not in _MESSAGE_ROLES:
+                    raise _RowError(f"turn {i} has unknown role {role!r} (expected user/assistant/system/tool)")
+            if role != "system":
+                if previous is not None and role in _ALTERNATING_ROLES and previous[1] == role:
+                    raise _RowError(f"turn {i} is a second {role} turn in a row (after turn {previous[0]}); "
+                                    "user and assistant turns must alternate")
+                previous = (i, role)
+            turns.append({"role": role, "content": _content(text, f"turn {i} content", max_field_chars,
+                                                            allow_empty=role == "assistant")})
+    else:
+        system = _pick(record, fmt, mapping, "system")
+        if system:
+            turns.append({"role": "system", "content": _text(system, "system", max_field_chars)})
+        if fmt == "alpaca":
+            instruction = _text(_pick(record, fmt, mapping, "instruction"), "instruction", max_field_chars)
+            extra = _text(_pick(record, fmt, mapping, "input"), "input", max_field_chars, allow_empty=True)
+            user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
+        elif fmt == "prompt_completion":
+            user = _text(_pick(record, fmt, mapping, "prompt"), "prompt", max_field_chars)
+        elif fmt == "qa":
+            user = _text(_pick(record, fmt, mapping, "question"), "question", max_field_chars)
+        else:
+            raise _RowError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        turns.append({"role": "user", "content": user})
+        response = _RESPONSE_FIELD[fmt]
+        if _present(record, fmt, mapping, response):  # absent: an instruction-only row; null: an empty response
+            answer = _text(_pick(record, fmt, mapping, response), response, max_field_chars, allow_empty=True)
+            turns.append({"role": "assistant", "content": answer})
+    if not any(t["role"] == "user" for t in turns):
+        raise _RowError("empty conversation: no user turn" if turns else "empty conversation")
+    return turns

@@ -1,0 +1,216 @@
+"""Readers: iterate over a source's records, each with its location (``line 7``, ``record 3``, ``row 12``).
+
+JSON Lines and JSON arrays are parsed here line by line (not by ``datasets``' JSON builder) because the
+contract is an error naming the file and the line, or a reject listing it; ``datasets``' loader can do
+neither. Parquet, CSV, ``save_to_disk`` folders and Hub names go through ``datasets``.
+
+Each item is ``(location, record or _RowError, raw text or None)``: a record that cannot be parsed is
+replaced by the _RowError saying why, and the raw source text comes along for the rejects file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from curate.errors import InputError
+from curate.pools.formats import _RowError
+
+_UTF8_BOM = codecs.BOM_UTF8
+# A lone surrogate can only come from a JSON escape (raw UTF-8 cannot encode one); lines without one skip the check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Tokens of JSON text, to find the line of a problem the parser reports without a position.
+_JSON_TOKEN = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|[\[{]|[\]}]|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\n')
+
+# One record from a source: its location, the parsed record or the _RowError that replaced it, and the
+# raw source text of the record when the source has one (JSON Lines), for the rejects file.
+_Item = tuple[str, Any, str | None]
+
+
+def _lone_surrogate(record: Any) -> _RowError | None:
+    """A row error naming the field that holds a lone surrogate (``"\\ud800"`` escaped in JSON), if any.
+
+    Such a string is not Unicode text: it cannot be hashed, stored by Arrow or written as UTF-8. The
+    record is rejected rather than loaded with U+FFFD in its place, which would silently change the
+    data (and its id); the reject names the field so the source can be fixed.
+    """
+    if not isinstance(record, dict):
+        return None
+    for key, value in record.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return _RowError(f"field {key!r} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                             "which is not valid Unicode text")
+    return None
+
+
+def _too_deep() -> str:
+    return f"JSON nested too deeply to read (more levels than Python's recursion limit of {sys.getrecursionlimit():,})"
+
+
+def _too_long(exc: ValueError) -> str:
+    # json.loads raises a plain ValueError for an integer longer than Python's int-string conversion limit
+    return f"unreadable JSON number: {str(exc).split(';')[0]}"
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` whose every failure is a _RowError (too deep, too long a number, malformed, lone surrogate)."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _RowError(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise _RowError(_too_deep()) from None
+    except ValueError as exc:
+        raise _RowError(_too_long(exc)) from None
+    if _SURROGATE_ESCAPE.search(text) and (error := _lone_surrogate(record)) is not None:
+        raise error
+    return record
+
+
+def _problem_line(text: str, *, long_digits: int | None = None) -> int:
+    """Line of ``text`` holding its deepest nesting, or with ``long_digits`` its first longer integer."""
+    line, depth, deepest, deepest_line = 1, 0, 0, 1
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token in ("[", "{"):
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif token in ("]", "}"):
+            depth -= 1
+        elif long_digits is not None and token.isdigit() and len(token) > long_digits:
+            return line
+    return deepest_line
+
+
+def _iter_jsonl(path: Path) -> Iterator[_Item]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            location = f"line {lineno}"
+            bom = len(_UTF8_BOM) if lineno == 1 and raw.startswith(_UTF8_BOM) else 0
+            raw = raw[bom:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (location, _RowError(f"invalid UTF-8 at byte {exc.start + bom}"),
+                       raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+                continue
+            if not text.strip():
+                continue
+            try:
+                record = _parse_json(text)
+            except _RowError as exc:
+                record = exc
+            yield location, record, text.rstrip("\r\n")
+
+
+def _iter_json(path: Path) -> Iterator[_Item]:
+    data = path.read_bytes()
+    bom = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    try:
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: bom + exc.start].count(b"\n") + 1
+        raise InputError(str(path), f"line {line}", f"invalid UTF-8 at byte {bom + exc.start}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # A .json file holding JSON Lines is common; read it as such.
+        if exc.msg == "Extra data":
+            yield from _iter_jsonl(path)
+            return
+        raise InputError(str(path), f"line {exc.lineno}", f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+    # The parser gives no position for these two: find the line.
+    except RecursionError:
+        raise InputError(str(path), f"line {_problem_line(text)}", _too_deep()) from None
+    except ValueError as exc:
+        line = _problem_line(text, long_digits=sys.get_int_max_str_digits() or None)
+        raise InputError(str(path), f"line {line}", _too_long(exc)) from None
+    if isinstance(obj, dict):
+        lists = [k for k, v in obj.items() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise InputError(str(path), "top level", "expected a JSON array of records (or an object holding one)")
+        obj = obj[lists[0]]
+    if not isinstance(obj, list):
+        raise InputError(str(path), "top level", f"expected a JSON array of records, got {type(obj).__name__}")
+    check_surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    for i, rec in enumerate(obj, start=1):
+        error = _lone_surrogate(rec) if check_surrogates else None
+        yield (f"record {i}", rec, None) if error is None else (f"record {i}", error, record_text(rec))
+
+
+def _iter_dataset(ds: Any) -> Iterator[_Item]:
+    n = len(ds)
+    for start in range(0, n, 4096):
+        batch = ds[start : start + 4096]
+        keys = list(batch)
+        for j in range(len(batch[keys[0]]) if keys else 0):
+            yield f"row {start + j + 1}", {k: batch[k][j] for k in keys}, None
+
+
+def records(source: str) -> Iterator[_Item]:
+    path = Path(source)
+    if path.is_dir():
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as exc:  # not a save_to_disk folder
+            raise InputError(source, "folder", f"not a datasets folder (save_to_disk): {exc}") from None
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        yield from _iter_dataset(ds)
+        return
+    if path.exists():
+        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _iter_jsonl(path)
+        elif suffix == ".json":
+            yield from _iter_json(path)
+        elif suffix in (".parquet", ".csv", ".tsv"):
+            import datasets
+
+            try:
+                if suffix == ".parquet":
+                    ds = datasets.Dataset.from_parquet(str(path))
+                else:
+                    # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
+                    import pandas as pd
+
+                    frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+                    ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
+            except Exception as exc:
+                raise InputError(source, "file", f"cannot read {suffix[1:]}: {exc}") from None
+            yield from _iter_dataset(ds)
+        else:
+            raise InputError(source, "file", f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet, .csv, "
+                                             "or a datasets folder")
+        return
+    if "/" in source and not source.startswith((".", "/")) and not os.path.splitext(source)[1]:
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(source, split="train")
+        except Exception as exc:
+            raise InputError(source, "hub", f"not a local file, and loading it from the Hub failed: {exc}") from None
+        yield from _iter_dataset(ds)
+        return
+    raise InputError(source, "file", "no such file or folder")
+
+
+def record_text(record: Any) -> str:
+    """A parsed record as JSON text, for a reject that has no source line."""
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):  # a circular or too deep structure: the reason says what is wrong
+        return ""

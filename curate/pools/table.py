@@ -1,0 +1,47 @@
+"""The pool as an Arrow table: id, conversation, format first, then every original column.
+
+Original columns are kept as they came whenever Arrow can store them; one it cannot (mixed types, an
+integer beyond 64 bits, nesting deeper than ``datasets`` handles) is kept as JSON text, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# ``datasets`` recurses over nested column types and fails from about 45 levels; a deeper column is kept as JSON text.
+MAX_STORED_NESTING = 32
+
+
+def to_table(rows: list[dict[str, Any]]):
+    """Build an Arrow table: id, conversation, format first, then every original column.
+
+    A column whose values Arrow cannot type together (int in one row, str in another), cannot hold
+    (an integer beyond 64 bits) or that nests deeper than ``datasets`` can store (MAX_STORED_NESTING)
+    is kept as JSON text rather than dropped; its name is returned so callers can say so.
+    """
+    import pyarrow as pa
+
+    def nesting(data_type: pa.DataType) -> int:
+        depth, level = 0, [data_type]
+        while level:
+            depth += 1
+            level = [t.field(i).type for t in level for i in range(t.num_fields)]
+        return depth
+
+    names: dict[str, None] = {"id": None, "conversation": None, "format": None}
+    for row in rows:
+        for k in row:
+            names.setdefault(k, None)
+    arrays, as_json = {}, []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowException, OverflowError):  # mixed types, or an integer beyond 64 bits
+            array = None
+        if array is None or nesting(array.type) > MAX_STORED_NESTING:
+            array = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values])
+            as_json.append(name)
+        arrays[name] = array
+    return pa.table(arrays), as_json
