@@ -34,6 +34,8 @@ class Reason(StrEnum):
     QUOTA_FILLED = "quota_filled"          # k-means: the cluster's quota is full; detail: cluster, quota
     NOT_SAMPLED = "not_sampled"            # random / DSIR / k-center / LIFT: not drawn; detail: score
     NOT_IN_INPUT = "not_in_input"          # outside the input selection
+    IFD_AT_LEAST_ONE = "ifd_at_least_one"  # IFD >= max_ifd: the instruction does not help; detail: score, max_ifd
+    OUTSIDE_BAND = "outside_band"          # perplexity outside the kept quantile band; detail: score, low, high
 
 
 class FailureCode(StrEnum):
@@ -87,6 +89,8 @@ _REASON_TEXT = {
     Reason.QUOTA_FILLED: "its cluster's quota is full",
     Reason.NOT_SAMPLED: "not sampled",
     Reason.NOT_IN_INPUT: "not in the input selection",
+    Reason.IFD_AT_LEAST_ONE: "IFD at or above the limit: the instruction does not help",
+    Reason.OUTSIDE_BAND: "outside the kept band",
 }
 
 
@@ -109,6 +113,10 @@ def describe(code: Reason | str, detail: dict[str, Any] | None = None) -> str:
         return f"{text} ({d['score']:.3f} < {d.get('min_score')})"
     if code is Reason.QUOTA_FILLED and "cluster" in d:
         return f"{text} (cluster {d['cluster']}, quota {d.get('quota')})"
+    if code is Reason.IFD_AT_LEAST_ONE and "score" in d:
+        return f"{text} (IFD {d['score']:.3f} >= {d.get('max_ifd')})"
+    if code is Reason.OUTSIDE_BAND and "score" in d:
+        return f"{text} ({d['score']:.4g} not in [{d.get('low', float('nan')):.4g}, {d.get('high', float('nan')):.4g}])"
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
     if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:

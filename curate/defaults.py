@@ -50,8 +50,28 @@ class NormalizerDefaults:
     min_confidence: float = 0.99
 
 
+@dataclass(frozen=True)
+class SignalDefaults:
+    """Token-level model signals (perplexity, IFD, learnability) from a small causal LM."""
+    max_length: int = 1024           # context + response tokens per scored turn; longer turns are truncated
+    batch_tokens: int = 8192         # padded tokens per forward pass on the CPU (length-bucketed batches)
+    max_batch: int = 32              # sequences per forward pass on the CPU
+    batch_tokens_cuda: int = 65536   # the same on a CUDA device
+    max_batch_cuda: int = 256
+    ifd_max: float = 1.0             # IFD >= this: the instruction does not help (Cherry LLM drops these)
+    perplexity_band: tuple[float, float] = (0.1, 0.9)  # quantiles of the band the perplexity selector keeps
+    lora_steps: int = 200            # learnability: LoRA steps of the reference model (LoBaSS: brief tuning)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_lr: float = 1e-3
+    lora_batch: int = 8              # turns per LoRA step
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 0
+
+
 BACKEND = BackendDefaults()
 JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
 NORMALIZER = NormalizerDefaults()
+SIGNAL = SignalDefaults()

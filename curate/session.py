@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from curate.defaults import EMBED
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
 
@@ -18,27 +19,31 @@ class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
     def score(self, judge, backend=None, **kwargs: Any) -> dict[str, Any]:
-        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer``."""
-        from curate.scorers import Scorer, score_workspace
+        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``)."""
+        from curate.scorers import Scorer
 
         if isinstance(judge, Scorer):
             if backend is not None:
                 raise ValueError("a trained Scorer needs no backend")
-            return score_workspace(self, judge, **kwargs)
-        if backend is None:
-            raise ValueError("an LLM judge needs a backend (OpenAIBackend, VLLMBackend, LocalServer().backend())")
-        from curate.llm.judges import score
+            return self.apply(judge, **kwargs)
+        from curate.llm.judges import Judge  # a Judge, a prompt name or a prompt file; ws.apply does the rest
 
-        return score(self, judge, backend, **kwargs)
+        options = {k: kwargs.pop(k) for k in ("params", "min_digit_mass", "prompt_dirs", "column") if k in kwargs}
+        if not isinstance(judge, Judge):
+            judge = Judge(judge, **options)
+        elif options:
+            raise ValueError(f"give {sorted(options)} to Judge(...), not to score()")
+        return self.apply(judge if backend is None else judge.with_backend(backend), **kwargs)
 
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
         """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
+        import curate.tags.sampling  # noqa: F401  (registers the instag selector; curate.select never imports tags)
         from curate.select import select
 
         return select(self, method=method, name=name, input_selection=input_selection, steps=steps, **params)
 
-    def embed(self, model: str | None = None, text: str = "instruction", name: str = "default", **kwargs: Any) -> dict:
+    def embed(self, model: str | None = None, text: str = EMBED.text, name: str = EMBED.name, **kwargs: Any) -> dict:
         """Embed every row (see :func:`curate.embed.embed`); unchanged rows come from the cache."""
         from curate.embed import embed
 
@@ -52,7 +57,7 @@ class Workspace(StorageWorkspace):
 
     def report(self, out: str | os.PathLike = "report.html", selection: str | None = None) -> Path:
         """Write the self-contained HTML curation report."""
-        from curate.report.views import build_report
+        from curate.report.html import build_report
 
         return build_report(self, out, selection=selection)
 

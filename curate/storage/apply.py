@@ -38,9 +38,25 @@ class ApplyResult:
                 f"reused {self.skipped:,}, failed {self.failed:,} ({self.seconds:.1f} s)")
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+def _quiet_tqdm_auto():
+    """``tqdm.auto``, imported without its TqdmWarning: in a kernel without ipywidgets (no ``notebook`` extra)
+    it falls back to text bars, which is what we want, silently. Imported here, when the workspace module
+    loads, so datasets/huggingface_hub (which import it too) find it already imported and warn nothing."""
+    import warnings
 
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm
+
+
+_quiet_tqdm_auto()
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    tqdm = _quiet_tqdm_auto()
     return tqdm(total=total, desc=desc, unit="row", disable=not enabled or total == 0, dynamic_ncols=True,
                 mininterval=0.5)
 

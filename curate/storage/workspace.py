@@ -14,13 +14,9 @@ Layout of a workspace directory::
     .lock                    the workspace lock (see below)
     locks/                   named locks, e.g. ``column-<name>.lock`` held while a judge scores that column
 
-Every write goes to a temporary file first and is renamed into place (``os.replace``), so a crash
-never leaves a half-written column. Derived columns are keyed by row id and aligned to the pool on read.
-
-Every mutation (load, columns, embeddings, selections, the manifest) holds the workspace lock
-(``ws.lock()``, a file lock) around its read-modify-write, so processes sharing a workspace serialise
-and lose nothing. Temporary files a killed process left behind are removed the next time the workspace
-is opened while no process holds the lock.
+Every write is atomic (a temporary file renamed into place) and every mutation holds the workspace lock
+(``ws.lock()``, a file lock), so a crash never leaves half a file and processes sharing a workspace lose
+nothing; what a killed writer left is removed on the next open. Columns are keyed by row id.
 """
 
 from __future__ import annotations
@@ -185,6 +181,8 @@ class Workspace:
         column = self.pool.data.table.column("conversation")
         if ids is None:
             return column.to_pylist()
+        if not ids:
+            return []
         return column.take([self.index[i] for i in ids]).to_pylist()
 
     def turns(self, ids: list[str] | None = None) -> list[list[Turn]]:
