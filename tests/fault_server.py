@@ -13,11 +13,20 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[badtext]``    answers without logprobs and with text that holds no digit
 ``[lowmass]``    logprobs where digits 1-3 are absent and the rest carry little mass
 
+``[always400]``  every attempt answers 400 (a permanent error)
+
 Otherwise it answers a digit with a top-logprobs list over digits 1-6 (deterministic per text),
 or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}``. With
 ``slots``/``latency`` it models a server with C concurrent slots and fixed latency L. Usage is
 reported with every answer: ``prompt_tokens`` is characters // 4 of the messages, or
 ``usage_prompt_tokens`` when given (a tokenizer that counts far fewer tokens than curate's estimate).
+
+It is also a fake of the files and batches APIs (``/v1/files``, ``/v1/batches``): a created batch stays
+``in_progress`` while ``hold_batches`` is set (else for ``batch_seconds``), then every line is answered as
+the chat endpoint would answer it (first attempt). Markers for batch lines: ``[batchexpire]`` (the first
+batch holding it ends ``expired``; this line goes to the error file as ``batch_expired``, the others of
+that batch complete), ``[batch500]`` (first time: status 500 in the output), ``[batch400]`` (always 400).
+``batches_created``, ``uploads``, ``polls`` and ``batch_counts`` (lines submitted per custom_id) count.
 """
 
 from __future__ import annotations
@@ -54,8 +63,9 @@ class FaultServer:
     """``with FaultServer() as srv:`` -> ``srv.base_url``; ``srv.counts`` per last-user-message text."""
 
     def __init__(self, latency: float = 0.0, slots: int | None = None, retry_after: str = "1",
-                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None):
+                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None, models: tuple[str, ...] = ("fault",)):
         self.latency = latency
+        self.models = tuple(models)
         self.usage_prompt_tokens = usage_prompt_tokens
         self.slots = slots
         self.retry_after = retry_after
@@ -71,6 +81,13 @@ class FaultServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
+        self.batch_seconds = 0.0
+        self.hold_batches = threading.Event()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_counts: collections.Counter[str] = collections.Counter()
+        self.batch_text_counts: collections.Counter[str] = collections.Counter()
+        self.batches_created = self.uploads = self.polls = 0
 
     @property
     def base_url(self) -> str:
@@ -112,6 +129,9 @@ class FaultServer:
         if fault("429"):
             return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}}, status=429,
                                      headers={"Retry-After": self.retry_after})
+        if "[always400]" in key:
+            return web.json_response({"error": {"message": "bad request", "type": "invalid_request_error"}},
+                                     status=400)
         if fault("500") or "[always500]" in key:
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         if fault("timeout"):
@@ -119,6 +139,11 @@ class FaultServer:
         if fault("malformed"):
             return web.Response(text='{"id": "x", "choices": [ {"mess', content_type="application/json")
 
+        return web.json_response(self._completion(body, key, attempt))
+
+    def _completion(self, body: dict, key: str, attempt: int) -> dict:
+        """The chat completion body answering ``body`` (whose last user message is ``key``)."""
+        messages = body.get("messages") or []
         fmt = body.get("response_format") or {}
         logprobs = None
         if fmt.get("type") in ("json_schema", "json_object"):
@@ -141,16 +166,116 @@ class FaultServer:
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in messages)
         if self.usage_prompt_tokens is not None:
             prompt_tokens = self.usage_prompt_tokens
-        return web.json_response({
+        return {
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fault"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": logprobs, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
-        })
+        }
+
+    # -- the files and batches APIs ----------------------------------------------------------------------
+    async def _upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        field = form["file"]
+        data = field.file.read() if hasattr(field, "file") else bytes(field)
+        with self._lock:
+            self.uploads += 1
+            fid = f"file-{len(self.files) + 1}"
+            self.files[fid] = data
+        return web.json_response({"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                  "filename": getattr(field, "filename", "batch.jsonl"),
+                                  "purpose": form.get("purpose", "batch"), "status": "processed"})
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["fid"])
+        if data is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        data = self.files.get(body.get("input_file_id"))
+        if data is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        lines = [json.loads(x) for x in data.decode().splitlines() if x.strip()]
+        with self._lock:
+            self.batches_created += 1
+            bid = f"batch_{self.batches_created}"
+            for line in lines:
+                self.batch_counts[line["custom_id"]] += 1
+                self.batch_text_counts[self._user_text(line["body"])] += 1
+            self.batches[bid] = {
+                "id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+                "status": "validating", "output_file_id": None, "error_file_id": None,
+                "created_at": int(time.time()), "metadata": body.get("metadata"),
+                "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "_started": time.monotonic()}
+        return web.json_response(self._public(self.batches[bid]))
+
+    @staticmethod
+    def _user_text(body: dict) -> str:
+        return next((m["content"] for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _finish(self, batch: dict) -> None:
+        """Answer every line of ``batch``: output and error files, final status."""
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
+        out, err = [], []
+        expired = False
+        for n, line in enumerate(lines):
+            key = self._user_text(line["body"])
+            with self._lock:
+                self.batch_text_counts[f"done:{key}"] += 1
+                attempt = self.batch_text_counts[f"done:{key}"]
+            rid = f"batch_req_{batch['id']}_{n}"
+            if "[batchexpire]" in key and attempt == 1:
+                expired = True
+                err.append({"id": rid, "custom_id": line["custom_id"], "response": None,
+                            "error": {"code": "batch_expired", "message": "This request could not be executed "
+                                      "before the completion window expired."}})
+                continue
+            if "[batch400]" in key or ("[batch500]" in key and attempt == 1):
+                status = 400 if "[batch400]" in key else 500
+                out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": status, "request_id": rid,
+                                         "body": {"error": {"message": f"fake {status}", "type": "x"}}}})
+                continue
+            out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
+                        "response": {"status_code": 200, "request_id": rid,
+                                     "body": self._completion(line["body"], key, 1)}})
+        with self._lock:
+            for name, rows in (("output_file_id", out), ("error_file_id", err)):
+                if rows:
+                    fid = f"file-{len(self.files) + 1}"
+                    self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                    batch[name] = fid
+            batch["status"] = "expired" if expired else "completed"
+            batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        batch = self.batches.get(request.match_info["bid"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        with self._lock:
+            self.polls += 1
+        if batch["status"] in ("validating", "in_progress"):
+            batch["status"] = "in_progress"
+            if not self.hold_batches.is_set() and time.monotonic() - batch["_started"] >= self.batch_seconds:
+                self._finish(batch)
+        return web.json_response(self._public(batch))
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        data = [self._public(b) for b in reversed(self.batches.values())]
+        return web.json_response({"object": "list", "data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None})
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fault", "object": "model"}]})
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
@@ -160,6 +285,11 @@ class FaultServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{fid}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
+        app.router.add_get("/v1/batches/{bid}", self._get_batch)
         self._runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from curate.defaults import BACKEND, DEITA, EMBED, JUDGE
+from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
@@ -63,9 +63,29 @@ def option(defaults: Any, field: str, help: str, *flags: str) -> Any:
 # The LLM backend options shared by score, evol, tag and run (one definition each; see _judge_backend).
 
 
+BACKEND_KINDS = ("openai", "openai-batch", "vllm", "vllm-batch", "local")
+
+
 def _backend_opt():
-    return typer.Option(None, "--backend", help="openai | vllm | local (default: openai with --base-url, "
-                        "else local = SmolLM2 on an embedded vLLM server, started on the first cache miss).")
+    return typer.Option(None, "--backend", help="openai | openai-batch | vllm | vllm-batch | local (default: openai "
+                        "with --base-url, else local = SmolLM2 on an embedded vLLM server, started on the first cache "
+                        "miss). openai-batch: OpenAI's batch API at half the price (answers within 24 h; a killed "
+                        "command resumes polling); vllm-batch: the same batch file through vLLM's offline runner.")
+
+
+def _rps_opt():
+    return typer.Option(None, "--rps", help="Requests-per-second limit (request starts spaced 1/RPS apart).")
+
+
+def _poll_opt():
+    return option(BATCH, "poll_s", "openai-batch: first wait between status polls in seconds (backs off x1.5).",
+                  "--poll-interval")
+
+
+def _dry_run_opt():
+    return typer.Option(False, "--dry-run", help="Send nothing: print the rows, the requests not yet cached, the "
+                        "prompt tokens (the model's own tokenizer), the expected output tokens and the cost online "
+                        "and through a batch API.")
 
 
 def _base_url_opt():
@@ -132,21 +152,31 @@ def _batch_size_opt():
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
                    concurrency: int = BACKEND.concurrency, api_key_env: str = "OPENAI_API_KEY",
                    rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
-                   timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries):
+                   timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries,
+                   rps: float | None = None, workspace: Any = None, poll_s: float = BATCH.poll_s):
     """A context manager yielding an LLM backend from CLI options: openai with --base-url, vllm (in-process),
-    or local (SmolLM2 on an embedded vLLM server, stopped on exit)."""
+    local (SmolLM2 on an embedded vLLM server, stopped on exit), openai-batch (remembers its batches in
+    ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner)."""
     kind = backend or ("openai" if base_url else "local")
 
     @contextlib.contextmanager
     def opened():
         if kind == "local":
-            from curate.llm.local import LocalServer
+            from curate.llm.backends import OpenAIBackend
+            from curate.llm.local import SERVED_NAME, LocalServer, running_server
 
+            warm = running_server()  # a live `curate serve-local`: reuse it, start nothing
+            if warm is not None:
+                err_console.print(f"using the running local server at {warm['base_url']} (pid {warm['pid']})")
+                yield OpenAIBackend(warm["base_url"], SERVED_NAME, api_key="local", kind="local",
+                                    supports_json_schema=True, concurrency=concurrency, timeout=timeout,
+                                    max_retries=max_retries, rps=rps)
+                return
             server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
             try:
                 yield server.lazy_backend(
                     on_start=lambda: err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ..."),
-                    concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+                    concurrency=concurrency, timeout=timeout, max_retries=max_retries, rps=rps)
             finally:
                 server.stop()
         elif kind == "vllm":
@@ -163,8 +193,20 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             if not model:
                 raise typer.BadParameter("--backend openai needs --model (and --base-url for non-OpenAI servers)")
             yield OpenAIBackend(base_url, model, api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
-                                timeout=timeout, max_retries=max_retries, max_cost=max_cost)
+                                timeout=timeout, max_retries=max_retries, max_cost=max_cost, rps=rps)
+        elif kind == "openai-batch":
+            from curate.llm.batch import OpenAIBatchBackend
+
+            if not model:
+                raise typer.BadParameter("--backend openai-batch needs --model (and --base-url for non-OpenAI APIs)")
+            yield OpenAIBatchBackend(base_url, model, workspace=workspace, api_key_env=api_key_env, max_cost=max_cost,
+                                     poll_s=poll_s, timeout=timeout,
+                                     on_event=lambda text: err_console.print(text, highlight=False))
+        elif kind == "vllm-batch":
+            from curate.llm.vllm_batch import VLLMBatchBackend
+
+            yield VLLMBatchBackend(model)
         else:
-            raise typer.BadParameter(f"--backend {kind!r}: use openai, vllm or local")
+            raise typer.BadParameter(f"--backend {kind!r}: use {', '.join(BACKEND_KINDS)}")
 
     return opened()

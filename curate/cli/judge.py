@@ -16,10 +16,13 @@ from curate.cli.common import (
     _backend_opt,
     _base_url_opt,
     _concurrency_opt,
+    _dry_run_opt,
     _judge_backend,
     _max_cost_opt,
     _model_opt,
+    _poll_opt,
     _rpm_opt,
+    _rps_opt,
     _tpm_opt,
     app,
     console,
@@ -40,6 +43,7 @@ def score(
     model: str | None = _model_opt(),
     backend: str | None = _backend_opt(),
     concurrency: int = _concurrency_opt(),
+    rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
     max_cost: float | None = _max_cost_opt(),
@@ -51,8 +55,13 @@ def score(
                                          "needed to renormalise when some score digits are missing from the logprobs."),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
-    retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed", help="Send again the turns an earlier "
-                                      "run left without a score for a transient reason (429/5xx/timeouts, max_cost)."),
+    retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed", help="Send again only the rows an "
+                                      "earlier run left without a score for a transient reason (429, 5xx, timeout, "
+                                      "malformed body, max_cost reached), and say how many; never rows already "
+                                      "scored or failed for a permanent reason (e.g. no response, HTTP 4xx, low "
+                                      "digit mass). On by default; --keep-failed leaves them as they are."),
+    poll_interval: float = _poll_opt(),
+    dry_run: bool = _dry_run_opt(),
 ) -> None:
     """Score rows with an LLM judge or a trained scorer (--scorer); writes <column>, <column>_failure and provenance.
 
@@ -69,6 +78,9 @@ def score(
     ws = Workspace.open(workspace)
     ids = ws.ids[:limit] if limit is not None else None
     if scorer is not None:
+        if dry_run:
+            console.print("dry run: a trained scorer sends no LLM requests and costs nothing")
+            return
         for step in _scorers(scorer, column):
             _print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids)
         return
@@ -77,15 +89,80 @@ def score(
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
-                        max_cost=max_cost, timeout=timeout, max_retries=max_retries) as llm:
-        result = ws.apply(the_judge.with_backend(llm), ids, retry_failed=retry_failed)
+                        max_cost=max_cost, timeout=timeout, max_retries=max_retries, rps=rps, workspace=ws,
+                        poll_s=poll_interval) as llm:
+        step = the_judge.with_backend(llm)
+        if dry_run:
+            from curate.llm.dryrun import estimate
+
+            print_estimates([estimate(ws, step, ids, retry_failed=retry_failed)])
+            return
+        retried = transient_rows(ws, step, ids) if retry_failed else {}
+        result = ws.apply(step, ids, retry_failed=retry_failed)
         spent = getattr(llm, "spent_usd", 0.0)
     failures = _print_result(ws, result, ids)
+    if retried:
+        _print_retried(retried, result.provenance)
     unsent = sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:  # the scored rows are saved; the unsent ones must not pass silently
         raise CurateError(f"{unsent:,} rows not sent: max_cost {format_usd(max_cost or 0.0)} reached (spent "
                           f"{format_usd(spent)}); re-run with a larger --max-cost to score them (answered requests "
                           f"come from the cache)")
+
+
+def transient_rows(ws, step, ids: list[str] | None) -> Counter:
+    """Rows ``ws.apply(step, ids, retry_failed=True)`` runs again because their last failure was transient,
+    counted by failure code (a row with several codes counts once, under its first transient one)."""
+    from curate.codes import TRANSIENT_FAILURES
+    from curate.storage.apply import rows_needing_work
+
+    asked = ws.ids if ids is None else ids
+    fp = step.fingerprint()
+    again = set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=True))
+    again -= set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=False))
+    if not again:
+        return Counter()
+    picked = [rid for rid in asked if rid in again]
+    return Counter(next(f.code.value for f in fails if f.code in TRANSIENT_FAILURES)
+                   for fails in ws.failures(step.column, picked))
+
+
+def _print_retried(retried: Counter, prov: dict[str, Any]) -> None:
+    """What --retry-failed did: rows whose last failure was transient, and the requests re-sent for them."""
+    last = (prov.get("runs") or [{}])[-1]
+    resent = int(last.get("requests") or 0) - int(last.get("cached_requests") or 0)
+    codes = ", ".join(f"{code} {n:,}" for code, n in retried.most_common())
+    console.print(f"retry-failed: {sum(retried.values()):,} rows had a transient failure ({codes}); re-sent "
+                  f"{resent:,} requests (their other turns came from the cache); rows already scored or failed "
+                  f"for a permanent reason were not sent", soft_wrap=True, highlight=False)
+
+
+def print_estimates(estimates: list[Any]) -> None:
+    """Print dry-run estimates (``curate.llm.dryrun.DryRunEstimate``), one block each, and a total for several."""
+    from curate.llm.backends import format_usd
+    from curate.llm.dryrun import total
+
+    def usd(value: float | None, price: Any) -> str:
+        return "unknown (no price for this model)" if value is None else format_usd(value)
+
+    for e in estimates:
+        console.print(f"[bold]dry run[/] {escape(e.column)} via {escape(e.backend)} {escape(e.model)}: nothing sent",
+                      highlight=False)
+        console.print(f"  rows: {e.rows:,} ({e.rows_to_run:,} to run, {e.rows - e.rows_to_run:,} already done)\n"
+                      f"  requests: {e.requests:,} ({e.cached:,} cached, {e.to_send:,} to send)\n"
+                      f"  prompt tokens: {e.prompt_tokens:,} ({escape(e.tokenizer)})\n"
+                      f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
+                      f"  cost: {usd(e.usd_online, e.price_online)} online; "
+                      f"{usd(e.usd_batch, e.price_batch) if e.price_batch is not None else 'no batch price known'}"
+                      f" batch", soft_wrap=True, highlight=False)
+        for note in e.notes:
+            console.print(f"  note: {escape(note)}", highlight=False)
+    if len(estimates) > 1:
+        t = total(estimates)
+        online = "unknown" if t["usd_online"] is None else format_usd(t["usd_online"])
+        batch = "unknown" if t["usd_batch"] is None else format_usd(t["usd_batch"])
+        console.print(f"[bold]total[/]: {t['to_send']:,} requests to send, {t['prompt_tokens']:,} prompt tokens, at "
+                      f"most {t['output_tokens']:,} output tokens; {online} online, {batch} batch", highlight=False)
 
 
 def _scorers(spec: str, column: str | None) -> list[Any]:
@@ -120,11 +197,26 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         line += (f"; {prov.get('cached_requests', 0):,} cached requests; tokens {tokens.get('prompt', 0):,} in / "
                  f"{tokens.get('completion', 0):,} out; {cost_text}")
     console.print(f"{line}; {result.seconds}s", soft_wrap=True, highlight=False)
+    if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
+        console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)
     failures = ws.failures(result.column, ids)
     common = Counter((f.code.value, f.message[:120]) for fails in failures for f in fails)
     for (code, message), n in common.most_common(3):
         console.print(f"  [yellow]{n} x[/] {code}: {escape(message)}", soft_wrap=True, highlight=False)
     return failures
+
+
+def usage_total_line(prov: dict[str, Any]) -> str:
+    """Tokens and USD summed over every run that paid into a judge column (its provenance ``runs``)."""
+    from curate.llm.backends import format_usd
+
+    runs = prov.get("runs") or [prov]
+    prompt = sum(int((r.get("tokens") or {}).get("prompt") or 0) for r in runs)
+    completion = sum(int((r.get("tokens") or {}).get("completion") or 0) for r in runs)
+    costs = [r.get("cost_usd") for r in runs]
+    cost = None if any(c is None for c in costs) else sum(costs)
+    return (f"all {len(runs)} runs of this column: tokens {prompt:,} in / {completion:,} out; "
+            f"{'cost unknown (no price for a model)' if cost is None else 'cost ' + format_usd(cost)}")
 
 
 @app.command("serve-local")
@@ -135,16 +227,20 @@ def serve_local(
     import signal
     import time
 
-    from curate.llm.local import LocalServer
+    from curate.llm.local import LocalServer, announce, withdraw
 
     # SIGTERM (and SIGINT, even where a parent shell ignored it) unwind the `with`, which stops the server by PID
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with LocalServer(port=port) as server:
+        announce(server)  # --backend local in other commands reuses this server while it runs
         console.print(f"serving {server.model} at {server.base_url} (pid {server.pid}); Ctrl-C stops it")
+        console.print("  curate score WS --judge quality --backend local   (reuses this server)")
         console.print(f"  curate score WS --judge quality --base-url {server.base_url} --model {server.model}")
         try:
             while server.proc is not None and server.proc.poll() is None:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+        finally:
+            withdraw(server)

@@ -29,20 +29,41 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "gpt-3.5-turbo": (0.50, 1.50),
 }
+# USD per 1M tokens through the provider's batch API, where it has one (OpenAI's: 50% of the online price).
+BATCH_PRICES: dict[str, tuple[float, float]] = {m: (i * 0.5, o * 0.5) for m, (i, o) in PRICES.items()}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
-def register_price(model: str, input_per_mtok: float, output_per_mtok: float) -> None:
-    """Add or override a model's price in USD per million input / output tokens."""
+def register_price(model: str, input_per_mtok: float, output_per_mtok: float, *,
+                   batch: tuple[float, float] | None = None) -> None:
+    """Add or override a model's price in USD per million input / output tokens; ``batch``: its price per
+    million input / output tokens through the provider's batch API, where it has one."""
     PRICES[model] = (float(input_per_mtok), float(output_per_mtok))
+    if batch is not None:
+        BATCH_PRICES[model] = (float(batch[0]), float(batch[1]))
+    else:
+        BATCH_PRICES.pop(model, None)
 
 
-def price_of(model: str) -> tuple[float, float] | None:
+def price_of(model: str, table: dict[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:
     """Price for ``model``: exact name, else the longest table entry it starts with (dated snapshots)."""
-    if model in PRICES:
-        return PRICES[model]
-    prefixes = [m for m in PRICES if model.startswith(m)]
-    return PRICES[max(prefixes, key=len)] if prefixes else None
+    table = PRICES if table is None else table
+    if model in table:
+        return table[model]
+    prefixes = [m for m in table if model.startswith(m)]
+    return table[max(prefixes, key=len)] if prefixes else None
+
+
+def batch_price_of(model: str) -> tuple[float, float] | None:
+    """The model's price through its provider's batch API; None when unknown or the provider has none."""
+    return price_of(model, BATCH_PRICES)
+
+
+def cost_usd(price: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD for these tokens at ``price`` (per million input / output tokens); None when the price is unknown."""
+    if price is None:
+        return None
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
 
 
 def is_loopback(base_url: str | None) -> bool:

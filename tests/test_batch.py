@@ -1,0 +1,198 @@
+"""Batch backends against a loopback fake of the files and batches APIs (tests/fault_server.py), and
+vLLM's offline batch runner on the local SmolLM2 (marked ``llm``)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from curate.codes import FailureCode
+from curate.llm.backends import OpenAIBackend
+from curate.llm.base import run_sync
+from curate.llm.batch import BatchState, OpenAIBatchBackend, batch_line, split_batches
+from curate.llm.cache import ResponseCache
+from curate.llm.judges import Judge
+from curate.llm.runner import build_requests
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "gpt-4o-mini"  # a priced model: batch cost is checked
+
+
+def _workspace(tmp_path, texts, name="ws"):
+    ws = Workspace(tmp_path / name)
+    ws.load(write_jsonl(tmp_path / f"{name}.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in texts]))
+    return ws
+
+
+def _batch(srv, ws, **kw):
+    kw.setdefault("poll_s", 0.05)
+    return OpenAIBatchBackend(srv.base_url, MODEL, workspace=ws, api_key="k", **kw)
+
+
+def _online(srv):
+    return OpenAIBackend(srv.base_url, MODEL, api_key="k", max_retries=0)
+
+
+def _by_text(ws, column):
+    return {c[0]["content"]: v for c, v in zip(ws.conversations(), ws.column(column), strict=True)}
+
+
+def test_a_batch_job_completes_into_the_cache_as_the_online_backend_would(tmp_path):
+    texts = [f"batch row {i}" for i in range(12)]
+    ws, control = _workspace(tmp_path, texts), _workspace(tmp_path, texts, "control")
+    with FaultServer() as srv:
+        result = ws.apply(Judge("complexity", _batch(srv, ws)), progress=False)
+        assert (srv.uploads, srv.batches_created, srv.total) == (1, 1, 0)  # one batch, no online call
+        assert sorted(srv.batch_counts.values()) == [1] * 12
+        control_result = control.apply(Judge("complexity", _online(srv)), progress=False)
+        assert srv.total == 12
+        # the batch answers sit in the cache under the online keys: the online backend sends nothing
+        again = ws.apply(Judge("complexity", _online(srv)), progress=False)
+        assert srv.total == 12 and again.provenance["cached_requests"] == 12
+    assert _by_text(ws, "complexity") == _by_text(control, "complexity")  # same scores as online
+    assert all(v is not None for v in ws.column("complexity"))
+    prov, online = result.provenance, control_result.provenance
+    assert prov["backend"] == "openai-batch" and prov["tokens"] == online["tokens"]
+    assert math.isclose(prov["cost_usd"], online["cost_usd"] / 2)  # the batch price: half
+    subs = ws.artifact("llm-batches")["submissions"]
+    assert [s["status"] for s in subs.values()] == ["collected"] and list(subs.values())[0]["batch_id"] == "batch_1"
+
+
+def test_large_jobs_are_split_by_the_per_batch_limits(tmp_path):
+    ws = _workspace(tmp_path, [f"split row {i}" for i in range(12)])
+    with FaultServer() as srv:
+        ws.apply(Judge("complexity", _batch(srv, ws, max_requests=5)), progress=False)
+        assert srv.batches_created == 3 and sorted(srv.batch_counts.values()) == [1] * 12
+    requests = build_requests(Judge("complexity").prompt, [{"instruction": f"r {i}"} for i in range(6)],
+                              _online(srv))
+    lines = [batch_line(r, MODEL) for r in requests]
+    groups = split_batches(lines, max_requests=100, max_bytes=2 * len(lines[0]) + 10)
+    assert [len(g) for g in groups] == [2, 2, 2]  # by bytes
+
+
+def test_an_expired_share_is_resubmitted_alone(tmp_path):
+    texts = [f"row {i}" for i in range(8)] + ["row 8 [batchexpire]", "row 9 [batchexpire]", "row 10 [batch500]",
+                                              "row 11 [batch400]"]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        result = ws.apply(Judge("complexity", _batch(srv, ws)), progress=False)
+        assert srv.batches_created == 2
+        second = srv.files[srv.batches["batch_2"]["input_file_id"]].decode().splitlines()
+        by_text = {srv._user_text(json.loads(x)["body"]) for x in second}
+    assert len(by_text) == 3 and all(("[batchexpire]" in t or "[batch500]" in t) for t in by_text)
+    assert sorted(srv.batch_counts.values()) == [1] * 9 + [2] * 3  # the expired/5xx share went twice, alone
+    values = _by_text(ws, "complexity")
+    assert all(values[t][0] is not None for t in texts[:11])
+    (fails,) = [f for c, f in zip(ws.conversations(), ws.failures("complexity"), strict=True)
+                if "[batch400]" in c[0]["content"]]
+    assert [f.code for f in fails] == [FailureCode.HTTP_ERROR]
+    assert result.failed == 1
+
+
+def test_a_submission_killed_before_its_batch_id_was_recorded_is_adopted_not_resubmitted(tmp_path):
+    ws = _workspace(tmp_path, [f"adopt row {i}" for i in range(4)])
+    judge = Judge("complexity")
+    with FaultServer() as srv:
+        backend = _batch(srv, ws)
+        requests = build_requests(judge.prompt, [{"instruction": f"adopt row {i}"} for i in range(4)], backend)
+        data = b"".join(batch_line(r, MODEL) for r in requests)
+
+        async def half_done():  # what a process killed right after "create" leaves behind
+            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+            upload = await client.files.create(file=("x.jsonl", data), purpose="batch")
+            BatchState(ws).record("deadbeef", [r.key for r in requests], status="creating", model=MODEL,
+                                  base_url=srv.base_url, attempt=0, requests=4, input_file_id=upload.id)
+            await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h", metadata={"curate_submission": "deadbeef"})
+            await client.close()
+
+        run_sync(half_done)
+        result = ws.apply(judge.with_backend(backend), progress=False)
+        assert srv.batches_created == 1 and srv.uploads == 1
+    assert result.failed == 0 and result.provenance["cached_requests"] == 0
+
+
+def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):
+    texts = [f"Task number {i}: describe item {i}." for i in range(20)]
+    ws, control = _workspace(tmp_path, texts), _workspace(tmp_path, texts, "control")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with FaultServer() as srv:
+        srv.hold_batches.set()  # batches stay in_progress until released
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.1"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None and not (srv.batches_created and srv.polls >= 3):
+            time.sleep(0.05)
+        assert proc.poll() is None and srv.batches_created == 1, "not polling yet"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not Workspace.open(ws.path).has_column("complexity")
+        polls = srv.polls
+
+        def release():  # let the resumed process poll the held batch a few times first
+            while srv.polls < polls + 3:
+                time.sleep(0.05)
+            srv.hold_batches.clear()
+
+        threading.Thread(target=release, daemon=True).start()
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "resuming 1 batch(es)" in rerun.stderr
+        assert srv.batches_created == 1 and srv.uploads == 1  # 0 duplicate submissions, counted at the fake
+        assert sorted(srv.batch_counts.values()) == [1] * 20
+        control.apply(Judge("complexity", _online(srv)), progress=False)
+    ws = Workspace.open(ws.path)
+    assert _by_text(ws, "complexity") == _by_text(control, "complexity")  # the same final column
+    assert len(ResponseCache(ws.cache_dir / "responses.sqlite")) == 20
+
+
+@pytest.mark.llm
+def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, local_llm):
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    texts = ["Write a haiku about autumn leaves.", "Explain quicksort in two sentences.",
+             "What is 17 * 23?", "List three uses of baking soda.", "Name the planets of the solar system."]
+    online, batch = _workspace(tmp_path, texts, "online"), _workspace(tmp_path, texts, "batch")
+    online.apply(Judge("complexity", local_llm.backend()), progress=False)
+    result = batch.apply(Judge("complexity", VLLMBatchBackend(log_path=tmp_path / "batch.log")), progress=False)
+    assert result.provenance["cached_requests"] == 0 and result.provenance["tokens"]["prompt"] > 0  # really run
+    got, want = _by_text(batch, "complexity"), _by_text(online, "complexity")
+    codes = {name: {c[0]["content"]: [f.code for f in fails] for c, fails in
+                    zip(w.conversations(), w.failures("complexity"), strict=True)} for name, w in
+             (("batch", batch), ("online", online))}
+    assert codes["batch"] == codes["online"], codes  # the same rows fail, for the same reason
+    assert sum(v[0] is not None for v in got.values()) >= 3
+    for text in texts:
+        if want[text][0] is None:
+            assert got[text][0] is None
+        else:
+            assert abs(got[text][0] - want[text][0]) < 1e-3, (text, got[text], want[text])
+
+
+def test_max_cost_caps_what_a_batch_submits_at_the_batch_price(tmp_path):
+    from curate.llm.backends import register_price
+
+    register_price("fault-batch-priced", 2000.0, 2000.0, batch=(1000.0, 1000.0))  # $ per 1M tokens
+    ws = _workspace(tmp_path, [f"capped row {i}" for i in range(20)])
+    with FaultServer() as srv:
+        backend = OpenAIBatchBackend(srv.base_url, "fault-batch-priced", workspace=ws, api_key="k", poll_s=0.05,
+                                     max_cost=1.0)
+        result = ws.apply(Judge("complexity", backend), progress=False)
+        submitted = sum(srv.batch_counts.values())
+    assert 0 < submitted < 20 and backend.spent_usd <= 1.0
+    codes = [f.code for fails in ws.failures("complexity") for f in fails]
+    assert codes == [FailureCode.BUDGET] * (20 - submitted) and result.failed == 20 - submitted
+    assert math.isclose(result.provenance["cost_usd"], backend.spent_usd, rel_tol=1e-6)
