@@ -20,6 +20,17 @@ class BackendDefaults:
 
 
 @dataclass(frozen=True)
+class BatchDefaults:
+    """Batch APIs (``--backend openai-batch``): OpenAI's per-batch limits, polling, resubmission."""
+    max_requests: int = 50_000       # requests per batch (OpenAI's limit)
+    max_bytes: int = 200 * 1024 * 1024  # bytes of the input JSONL per batch (OpenAI's limit)
+    completion_window: str = "24h"
+    poll_s: float = 15.0             # first wait between status polls
+    poll_max_s: float = 300.0        # polls back off (x1.5 each) up to this
+    resubmits: int = 3               # times an expired / failed share of a batch is resubmitted alone
+
+
+@dataclass(frozen=True)
 class JudgeDefaults:
     min_digit_mass: float = 0.5      # below this share of probability on the scale's digits a score fails
     validation_retries: int = 2      # re-asks for structured (JSON) output
@@ -70,6 +81,7 @@ class SignalDefaults:
 
 
 BACKEND = BackendDefaults()
+BATCH = BatchDefaults()
 JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
