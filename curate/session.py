@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import EMBED
+from curate.errors import CurateError
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
 
@@ -38,6 +39,7 @@ class Workspace(StorageWorkspace):
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
         """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
+        import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability)
         import curate.tags.sampling  # noqa: F401  (registers the instag selector; curate.select never imports tags)
         from curate.select import select
 
@@ -48,6 +50,24 @@ class Workspace(StorageWorkspace):
         from curate.embed import embed
 
         return embed(self, model=model, text=text, name=name, **kwargs)
+
+    def signal(self, kind: str, *, model: str | os.PathLike | None = None, device: str | None = None,
+               ids: list[str] | None = None, reference_selection: str | None = None, **kwargs: Any):
+        """Apply a token-level model signal (``ifd``, ``perplexity``, ``learnability``) from a small causal LM
+        (packaged SmolLM2 by default); per-turn columns, cached and resumable. ``learnability`` tunes its
+        reference model on ``reference_selection`` (a selection's kept rows)."""
+        from curate.signals import IFD, Learnability, Perplexity
+
+        options = {"device": device} if device else {}
+        if kind == "learnability":
+            if not reference_selection:
+                raise CurateError("learnability needs a reference selection (the small high-quality set to tune on)")
+            step = Learnability.from_selection(self, reference_selection, model=model, **options)
+        elif kind in ("ifd", "perplexity"):
+            step = (IFD if kind == "ifd" else Perplexity)(model, **options)
+        else:
+            raise CurateError(f"unknown signal {kind!r}: ifd, perplexity or learnability")
+        return self.apply(step, ids, **kwargs)
 
     def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""

@@ -307,12 +307,14 @@ SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k"
                    "kmeans": {"budget": 6, "n_clusters": 3}, "lift": {"budget": 5, "n_components": 4},
                    "dsir": {"budget": 5, "target": ["explain cooking pasta with tomato sauce"] * 3},
                    "exact": {}, "minhash": {"threshold": 0.7, "text": "instruction"},
-                   "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10}}
+                   "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10},
+                   "ifd": {"budget": 5}, "perplexity": {}, "learnability": {"budget": 5}}
 
 
 def every_selection(tmp_path):
     """A small workspace and one selection per registered selector (named after it), run for real:
     duplicates, near-duplicates, a multi-turn row, a row whose complexity judge failed, and tags."""
+    import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability, as ws.select does)
     import curate.tags.sampling  # noqa: F401  (registers instag, as ws.select does)
     from curate.codes import Failure, FailureCode
 
@@ -339,6 +341,11 @@ def every_selection(tmp_path):
     w.add_embeddings("default", x, {"kind": "test"})
     w.add_column("tags", [[] if i == 5 else None if i == 6 else [f"t{i % 3}", f"u{i % 5}"][: 1 + i % 2]
                           for i in range(len(w))], {"kind": "test"})
+    mean = {"kind": "test", "granularity": "turn", "reducer": "mean"}
+    ifd = [[float(rng.uniform(0.2, 1.3)) for _ in range(t)] for t in turns]
+    w.add_column("ifd", ifd, mean)
+    w.add_column("perplexity", [[float(rng.uniform(2, 40)) for _ in range(t)] for t in turns], mean)
+    w.add_column("learnability", [[float(rng.normal()) for _ in range(t)] for t in turns], mean)
     missing = sorted(set(SELECTORS) - set(SELECTOR_PARAMS))
     assert not missing, f"add test parameters for selectors {missing}"
     return w, {m: w.select(method=m, name=m, **SELECTOR_PARAMS[m]) for m in sorted(SELECTORS)}

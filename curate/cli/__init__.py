@@ -9,7 +9,7 @@ import sys
 
 from rich.markup import escape
 
-from curate.cli import common, evol, judge, pool, report, run, scorers, select, tags  # noqa: F401  (registers the commands)
+from curate.cli import common, evol, judge, pool, report, run, scorers, select, signals, tags  # noqa: F401  (registers the commands)
 from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, sample_path
 from curate.errors import CurateError
 

@@ -1,0 +1,257 @@
+"""Model signals as steps: ``Perplexity``, ``IFD`` and ``Learnability`` (one value per turn, reducer mean).
+
+- ``perplexity`` = exp(mean NLL of the response tokens given the conversation so far);
+- ``ifd`` (Cherry LLM) = s(A|Q) / s(A): mean NLL of the response given its context over the mean NLL of
+  the response alone; IFD >= 1 means the instruction does not help (flagged in the stats, not dropped);
+- ``learnability`` (LoBaSS) = L_base − L_ref, per-token mean losses of the response under the base model
+  and under the base model LoRA-tuned briefly on a reference set (so normalised per length).
+
+All three run on :class:`~curate.signals.engine.Engine` (cached per model fingerprint and exact token ids;
+IFD and perplexity share the conditioned requests). Use them with ``ws.apply(IFD())``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import SIGNAL
+from curate.errors import CurateError
+from curate.rows import as_turns
+from curate.signals.cache import json_fingerprint
+from curate.signals.engine import Engine
+from curate.signals.lora import LoraConfig, adapter_fingerprint, tuned_adapter
+from curate.signals.template import Request, TurnPlan
+from curate.storage.step import RowInput, StepContext, StepOutput
+
+VERSION = 1  # bump when a signal's definition changes
+LEARNABILITY_CHUNK = 256  # rows per (base, reference) pass, so progress moves during learnability runs
+
+
+class _RowProgress:
+    """Counts each row's outstanding requests; a row is reported to the bar when its last one is in."""
+
+    def __init__(self, owners: list[int], n_rows: int, progress: Any):
+        self.progress = progress
+        self.left = np.bincount(np.asarray(owners, dtype=np.int64), minlength=n_rows) if owners else np.zeros(n_rows, np.int64)
+        self.owners = owners
+        idle = int((self.left == 0).sum())
+        if idle:
+            progress.update(idle)
+
+    def callback(self) -> Any:
+        """The engine's ``on_done``: request indices in, finished rows out to the bar."""
+        def done(indices: list[int]) -> None:
+            finished = 0
+            for i in indices:
+                row = self.owners[i]
+                self.left[row] -= 1
+                finished += int(self.left[row] == 0)
+            if finished:
+                self.progress.update(finished)
+        return done
+
+
+def _mean_nll(lp: np.ndarray) -> float:
+    return float(-np.asarray(lp, dtype=np.float64).mean())
+
+
+class _SignalStep:
+    """What the three steps share: the engine, the per-turn plans and the fingerprint."""
+    column = ""
+    kind = ""
+    granularity = "turn"
+    reducer = "mean"
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, model: Any = None, *, engine: Engine | None = None, column: str | None = None,
+                 **engine_options: Any):
+        if engine is not None and (model is not None or engine_options):
+            raise ValueError("pass either engine= or model/engine options, not both")
+        self.engine = engine if engine is not None else Engine(model, **engine_options)
+        if column is not None:
+            self.column = column
+
+    def _config(self) -> dict[str, Any]:
+        e = self.engine
+        return {"kind": self.kind, "version": VERSION, "model": e.fingerprint, "max_length": e.max_length,
+                "chat_template": e.chat_template, "alone_start": e.prompter.start_token}
+
+    def fingerprint(self) -> str:
+        return json_fingerprint(self._config())
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": VERSION, **self.engine.describe()}
+
+    def _plans(self, rows: Sequence[RowInput]) -> list[list[TurnPlan]]:
+        return [self.engine.prompter.plan(list(row.turns)) for row in rows]
+
+    def _score(self, engine: Engine, plans: list[list[TurnPlan]], which: tuple[str, ...], ctx: StepContext
+               ) -> dict[tuple[int, int, str], np.ndarray]:
+        """Log-probabilities of every (row, turn, which) request through ``engine``, with row progress."""
+        reqs: list[Request] = []
+        where: list[tuple[int, int, str]] = []
+        for r, row in enumerate(plans):
+            for t, plan in enumerate(row):
+                if plan.failure is None:
+                    for w in which:
+                        reqs.append(getattr(plan, w))
+                        where.append((r, t, w))
+        tracker = _RowProgress([w[0] for w in where], len(plans), ctx.progress)
+        values = engine.logprobs(reqs, ctx.cache_dir, tracker.callback())
+        return dict(zip(where, values, strict=True))
+
+    @staticmethod
+    def _output(plans: list[list[TurnPlan]], turn_value: Any, extra_keys: tuple[str, ...]) -> StepOutput:
+        """Assemble per-turn values: ``turn_value(r, t) -> (value, {extra}) | Failure``."""
+        values: list[Any] = []
+        failures: list[list[Failure]] = []
+        extra: dict[str, list[Any]] = {k: [] for k in (*extra_keys, "truncated")}
+        for r, row in enumerate(plans):
+            vals, fails, ex = [], [], {k: [] for k in extra}
+            for t, plan in enumerate(row):
+                got = plan.failure if plan.failure is not None else turn_value(r, t)
+                if isinstance(got, Failure):
+                    fails.append(got)
+                    vals.append(None)
+                    for k in extra:
+                        ex[k].append(None)
+                    continue
+                value, more = got
+                vals.append(value)
+                for k in extra_keys:
+                    ex[k].append(more[k])
+                ex["truncated"].append(plan.truncated)
+            if not row:
+                fails.append(Failure(FailureCode.NO_USER_TURN, "the row has no user turn"))
+            values.append(vals)
+            failures.append(fails)
+            for k in extra:
+                extra[k].append(ex[k])
+        truncated = sum(1 for row in plans for p in row if p.failure is None and p.truncated)
+        scored = sum(1 for row in values for v in row if v is not None)
+        return StepOutput(values, failures, extra, {"turns_scored": scored, "turns_truncated": truncated})
+
+
+class Perplexity(_SignalStep):
+    """``perplexity`` per turn: exp(mean NLL of the response given the conversation so far)."""
+    column = "perplexity"
+    kind = "perplexity"
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        plans = self._plans(rows)
+        lps = self._score(self.engine, plans, ("conditioned",), ctx)
+
+        def value(r: int, t: int) -> Any:
+            loss = _mean_nll(lps[(r, t, "conditioned")])
+            return math.exp(loss), {"loss": loss, "tokens": len(lps[(r, t, "conditioned")])}
+
+        return self._output(plans, value, ("loss", "tokens"))
+
+
+class IFD(_SignalStep):
+    """``ifd`` per turn (Cherry LLM): loss(A|Q) / loss(A); extra columns ``loss_conditioned``, ``loss_alone``.
+
+    Turns with IFD >= ``SIGNAL.ifd_max`` (the instruction does not help) are counted in the run's stats
+    (``ifd_at_least_one``) and kept: the ``ifd`` selector drops them.
+    """
+    column = "ifd"
+    kind = "ifd"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "flag": f"IFD >= {SIGNAL.ifd_max:g}: the response is likelier without the "
+                "instruction (flagged, not dropped; the ifd selector drops these)"}
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        plans = self._plans(rows)
+        lps = self._score(self.engine, plans, ("conditioned", "alone"), ctx)
+
+        def value(r: int, t: int) -> Any:
+            cond, alone = _mean_nll(lps[(r, t, "conditioned")]), _mean_nll(lps[(r, t, "alone")])
+            if alone <= 0.0:
+                return Failure(FailureCode.MODEL_ERROR, "the response alone has zero loss: IFD is undefined", turn=t + 1)
+            return cond / alone, {"loss_conditioned": cond, "loss_alone": alone}
+
+        out = self._output(plans, value, ("loss_conditioned", "loss_alone"))
+        flagged = [any(v is not None and v >= SIGNAL.ifd_max for v in row) for row in out.values]
+        out.stats["ifd_at_least_one"] = sum(1 for row in out.values for v in row if v is not None and v >= SIGNAL.ifd_max)
+        out.stats["rows_with_ifd_at_least_one"] = sum(flagged)
+        return out
+
+
+def reference_turns(reference: Sequence[Any]) -> list[list[Any]]:
+    """The turns of each reference row (a conversation, or any row shape :func:`curate.rows.as_turns` reads)."""
+    return [as_turns(row) for row in reference]
+
+
+class Learnability(_SignalStep):
+    """``learnability`` per turn (LoBaSS): mean response loss under the base model minus under the base model
+    LoRA-tuned briefly on ``reference`` (conversations or rows); extra ``loss_base``, ``loss_reference``.
+
+    The tuning is cached under ``ctx.cache_dir`` by (base model files, reference token ids, LoRA settings).
+    """
+    column = "learnability"
+    kind = "learnability"
+
+    def __init__(self, reference: Sequence[Any], model: Any = None, *, lora: LoraConfig | None = None,
+                 engine: Engine | None = None, column: str | None = None, **engine_options: Any):
+        super().__init__(model, engine=engine, column=column, **engine_options)
+        if type(self.engine) is not Engine:
+            raise CurateError("learnability runs on the transformers Engine: the base and the LoRA-tuned reference "
+                              "model must share its kernels (the reference is merged in-process)")
+        self.lora = lora or LoraConfig()
+        self.reference_requests = [p.conditioned for turns in reference_turns(reference)
+                                   for p in self.engine.prompter.plan(turns) if p.failure is None]
+        self.adapter_fingerprint = adapter_fingerprint(self.engine.model_dir, self.reference_requests, self.lora)
+
+    @classmethod
+    def from_selection(cls, ws: Any, selection: str, **kwargs: Any) -> Learnability:
+        """The reference set is the kept rows of a workspace selection."""
+        return cls(ws.conversations(ws.selection(selection).ids), **kwargs)
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "adapter": self.adapter_fingerprint}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "reference_turns": len(self.reference_requests),
+                "lora": {"fingerprint": self.adapter_fingerprint, **self.lora.__dict__}}
+
+    def reference_engine(self, cache_dir: Any) -> Engine:
+        """The base model with the (cached or freshly tuned) LoRA merged in."""
+        e = self.engine
+        adapter = tuned_adapter(e.model_dir, self.reference_requests, self.lora, cache_dir, device=e.device,
+                                pad_id=e.tokenizer.pad_token_id or 0)
+        return Engine(e.model_dir, device=e.device, dtype=e.dtype, max_length=e.max_length,
+                      batch_tokens=e.batch_tokens, max_batch=e.max_batch, chat_template=e.chat_template,
+                      alone_start=e.alone_start, adapter=adapter)
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        plans = self._plans(rows)
+        ref = self.reference_engine(ctx.cache_dir)
+        base_lp: dict[tuple[int, int, str], np.ndarray] = {}
+        ref_lp: dict[tuple[int, int, str], np.ndarray] = {}
+
+        class _Silent:
+            def update(self, n: int = 1) -> None:
+                return None
+
+        for start in range(0, len(plans), LEARNABILITY_CHUNK):
+            chunk = plans[start:start + LEARNABILITY_CHUNK]
+            silent = StepContext(_Silent(), ctx.cache_dir, ctx.workspace)
+            for (r, t, w), v in self._score(self.engine, chunk, ("conditioned",), silent).items():
+                base_lp[(start + r, t, w)] = v
+            for (r, t, w), v in self._score(ref, chunk, ("conditioned",), ctx).items():
+                ref_lp[(start + r, t, w)] = v
+        ref.release()
+
+        def value(r: int, t: int) -> Any:
+            base, tuned = _mean_nll(base_lp[(r, t, "conditioned")]), _mean_nll(ref_lp[(r, t, "conditioned")])
+            return base - tuned, {"loss_base": base, "loss_reference": tuned}
+
+        out = self._output(plans, value, ("loss_base", "loss_reference"))
+        out.stats["lora"] = ref.adapter.describe()
+        return out

@@ -1,0 +1,92 @@
+"""The alternative engine: the same requests answered by vLLM's ``prompt_logprobs`` over HTTP.
+
+``VllmEngine`` keeps everything of :class:`~curate.signals.engine.Engine` (the requests, the chat template,
+truncation, the on-disk cache, length buckets, progress) and replaces only the forward pass: each request's
+exact token ids go to an OpenAI-compatible vLLM server as a one-token completion with
+``prompt_logprobs=0``, ``concurrency`` in flight. With no ``base_url`` it starts the packaged SmolLM2 on a
+:class:`curate.llm.local.LocalServer` at the first request that misses the cache, and stops it on
+:meth:`VllmEngine.close`. vLLM's kernels differ from transformers', so its cache entries are its own
+(the fingerprint says ``vllm``). Measured on 2 CPU cores (evals/bench_signals.py --vllm): about twice the
+transformers engine's rows/s; the lent GPU machine has no vLLM, so there the transformers engine runs.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.defaults import BACKEND, SIGNAL
+from curate.errors import CurateError
+from curate.signals.engine import Engine
+from curate.signals.template import Request
+
+VLLM_BATCH = 64  # requests handed to the server per cached batch (the server batches them itself)
+
+
+class VllmEngine(Engine):
+    """:class:`Engine` whose forward pass is a vLLM server's ``prompt_logprobs`` (bf16, as the server runs)."""
+
+    def __init__(self, model_dir: str | Path | None = None, *, base_url: str | None = None,
+                 served_model: str | None = None, concurrency: int = BACKEND.concurrency,
+                 max_length: int = SIGNAL.max_length, chat_template: str | None = None,
+                 alone_start: str | None = None):
+        if base_url is None and model_dir is not None:
+            raise CurateError("VllmEngine starts a server for the packaged SmolLM2 only: serve your model with "
+                              "vLLM and pass base_url= and served_model=")
+        super().__init__(model_dir, device="cpu", dtype="bfloat16", max_length=max_length,
+                         batch_tokens=1 << 40, max_batch=VLLM_BATCH, chat_template=chat_template,
+                         alone_start=alone_start)
+        self.fingerprint = f"{self.fingerprint}:vllm"
+        self.base_url = base_url
+        self.served_model = served_model
+        self.concurrency = concurrency
+        self._server: Any = None
+        self._client: Any = None
+
+    def _connect(self) -> None:
+        from openai import OpenAI
+
+        if self.base_url is None:
+            from curate.llm.local import LocalServer
+
+            self._server = LocalServer().start()
+            self.base_url, self.served_model = self._server.base_url, self._server.model
+        if not self.served_model:
+            raise CurateError("VllmEngine needs served_model= (the name the server serves the model under)")
+        self._client = OpenAI(base_url=self.base_url, api_key="local", timeout=BACKEND.timeout_s * 10)
+
+    def _one(self, request: Request) -> np.ndarray:
+        ids = list(request.context) + list(request.target)
+        resp = self._client.completions.create(model=self.served_model, prompt=ids, max_tokens=1, temperature=0.0,
+                                               extra_body={"prompt_logprobs": 0})
+        plp = (resp.choices[0].model_extra or {}).get("prompt_logprobs")
+        if plp is None or len(plp) != len(ids):
+            raise CurateError(f"{self.base_url}: the server returned no prompt_logprobs for {len(ids)} tokens "
+                              "(is it vLLM?)")
+        start = len(request.context)
+        return np.array([plp[start + k][str(t)]["logprob"] for k, t in enumerate(request.target)], np.float32)
+
+    def _forward(self, batch: list[Request]) -> list[np.ndarray]:
+        if self._client is None:
+            self._connect()
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            out = list(pool.map(self._one, batch))
+        self.stats["forward_passes"] += 1
+        return out
+
+    @property
+    def model(self) -> Any:
+        raise CurateError("VllmEngine has no in-process model (its forward pass is the server's)")
+
+    def close(self) -> None:
+        """Stop the server this engine started (a no-op for a server given by ``base_url``)."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            self.base_url = self._client = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": "vllm prompt_logprobs", "base_url": self.base_url}

@@ -1,0 +1,311 @@
+"""Token-level model signals: the engine against a direct forward pass, IFD on SmolLM2, per-turn values,
+resume after a kill, free re-runs, learnability, and the signal selectors.
+
+Most tests run a tiny random-initialised Llama (hidden 32, 2 layers) that uses SmolLM2's real tokenizer and
+chat template, so they take seconds; one runs the packaged SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from curate.codes import Decision, FailureCode, Reason
+from curate.rows import turns
+from curate.signals import IFD, Engine, Learnability, LoraConfig, Perplexity
+from curate.signals.cache import LogprobCache
+from curate.signals.template import messages_before
+from curate.storage.step import RowInput, StepContext
+from curate.storage.workspace import Workspace
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    from curate.llm.local import prepare_model
+
+    return prepare_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, smollm2_dir):
+    """A random Llama with SmolLM2's tokenizer and chat template, saved as a Hugging Face folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    for name in TOKENIZER_FILES:
+        shutil.copy(smollm2_dir / name, folder / name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+def conv(*pairs, system=None):
+    msgs = [{"role": "system", "content": system}] if system else []
+    for user, assistant in pairs:
+        msgs.append({"role": "user", "content": user})
+        if assistant is not None:
+            msgs.append({"role": "assistant", "content": assistant})
+    return msgs
+
+
+CONVERSATIONS = [
+    conv(("What is 2+2?", "4"), ("And doubled?", "Doubled, it is eight.")),
+    conv(("Write a haiku about rain.", "Soft rain on the roof,\nthe gutters hum a low song,\nthe street shines again."),
+         system="You are a poet."),
+    conv(("Name three primary colours.", "Red, yellow and blue are the traditional primary colours.")),
+    conv(("Translate 'cat' to French.", "chat"), ("And 'dog'?", "chien"), ("And 'bird'?", "oiseau")),
+    conv(("Summarise: the meeting moved to Friday because the room was booked.",
+          "The meeting is now on Friday; the room was taken.")),
+    conv(("List the planets.", "Mercury, Venus, Earth, Mars, Jupiter, Saturn, Uranus and Neptune.")),
+]
+
+
+def workspace(tmp_path, conversations=CONVERSATIONS):
+    path = tmp_path / "pool.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": c}) for c in conversations), encoding="utf-8")
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(path)
+    return ws
+
+
+class Counter:
+    """A progress object counting rows; raises after ``kill_after`` rows to stand in for a killed run."""
+
+    def __init__(self, kill_after=None):
+        self.n = 0
+        self.kill_after = kill_after
+
+    def update(self, n=1):
+        self.n += n
+        if self.kill_after is not None and self.n >= self.kill_after:
+            raise KeyboardInterrupt("killed")
+
+
+def direct_logprobs(model, request):
+    """Log-probabilities of the target tokens from one unpadded full forward pass."""
+    import torch
+
+    seq = torch.tensor([list(request.context) + list(request.target)])
+    with torch.inference_mode():
+        logits = model(input_ids=seq).logits[0].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    start = len(request.context) - 1
+    pos = torch.arange(start, start + len(request.target))
+    return lp[pos, torch.tensor(request.target)].numpy()
+
+
+def test_engine_matches_a_direct_forward_pass(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine(tiny_model, dtype="float32", max_batch=4)
+    requests = []
+    for c in CONVERSATIONS:
+        for plan in engine.prompter.plan(turns(c)):
+            requests += [plan.conditioned, plan.alone]
+    got = engine.logprobs(requests, tmp_path)
+    assert engine.stats["forward_passes"] >= 3  # several padded, length-bucketed batches
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype="float32").eval()
+    for request, lp in zip(requests, got, strict=True):
+        assert lp.shape == (len(request.target),)
+        np.testing.assert_allclose(lp, direct_logprobs(model, request), atol=1e-4, rtol=0)
+
+
+def test_requests_follow_the_chat_template(tiny_model):
+    engine = Engine(tiny_model, dtype="float32")
+    tok = engine.tokenizer
+    ts = turns(CONVERSATIONS[0])
+    plans = engine.prompter.plan(ts)
+    second = plans[1].conditioned
+    want = tok.apply_chat_template(messages_before(ts, 1), tokenize=False, add_generation_prompt=True)
+    assert tok.decode(second.context) == want
+    assert "What is 2+2?" in want and "<|im_start|>assistant\n4<|im_end|>" in want  # the earlier turn, answered
+    assert tok.decode(second.target) == "Doubled, it is eight."
+    assert plans[1].alone.target == second.target and len(plans[1].alone.context) == 1
+    assert tok.convert_ids_to_tokens(plans[1].alone.context[0]) == "<|endoftext|>"
+
+
+def test_truncation_keeps_both_losses_on_the_same_tokens(tiny_model):
+    engine = Engine(tiny_model, dtype="float32", max_length=24)
+    long = conv(("Please describe the water cycle in detail for a school project.",
+                 "Water evaporates from seas and lakes, rises, cools into clouds, falls as rain or snow, "
+                 "and flows back through rivers and ground water to the sea, again and again."))
+    plan = engine.prompter.plan(turns(long))[0]
+    assert plan.truncated
+    assert len(plan.conditioned.context) + len(plan.conditioned.target) == 24
+    assert plan.alone.target == plan.conditioned.target and len(plan.conditioned.target) >= 12
+    assert engine.tokenizer.decode(plan.conditioned.context).endswith("<|im_start|>assistant\n")
+
+
+def test_ifd_repeat_is_low_and_unrelated_is_at_least_one_on_smollm2(smollm2_dir, tmp_path):
+    """The packaged model (about 1.5 s on 2 idle cores)."""
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    rows = [
+        conv((f"Repeat after me: {text}", text)),
+        conv(("What is the capital of France?", "Bananas are rich in potassium and are a popular fruit.")),
+        conv(("Explain photosynthesis in one sentence.", text)),
+    ]
+    ws = workspace(tmp_path, rows)
+    result = ws.apply(IFD(smollm2_dir), progress=False)
+    repeat, unrelated, off_topic = ws.row_values("ifd")
+    assert repeat < 0.5 and unrelated >= 1.0 and off_topic >= 1.0, (repeat, unrelated, off_topic)
+    assert result.provenance["ifd_at_least_one"] == 2
+
+
+@pytest.mark.llm
+def test_vllm_engine_agrees_with_the_transformers_engine(local_llm, smollm2_dir, tmp_path):
+    from curate.signals.vllm import VllmEngine
+
+    rows = [conv(("Repeat after me: the cat sat on the mat.", "the cat sat on the mat.")),
+            conv(("What is the capital of France?", "Bananas are rich in potassium and are a popular fruit.")),
+            CONVERSATIONS[0][:2]]
+    ws = workspace(tmp_path, rows)
+    vllm = VllmEngine(base_url=local_llm.base_url, served_model=local_llm.model)
+    ws.apply(IFD(engine=vllm, column="ifd_vllm"), progress=False)
+    ws.apply(IFD(smollm2_dir, dtype="float32"), progress=False)
+    theirs, ours = ws.row_values("ifd_vllm"), ws.row_values("ifd")
+    assert theirs[0] < 0.5 <= 1.0 <= theirs[1]
+    np.testing.assert_allclose(theirs, ours, atol=0.1)
+    loss_v, loss_t = ws.column("ifd_vllm_loss_conditioned"), ws.column("ifd_loss_conditioned")
+    np.testing.assert_allclose([x[0] for x in loss_v], [x[0] for x in loss_t], atol=0.15)
+    assert vllm.fingerprint.endswith(":vllm") and vllm.stats["forward_passes"] >= 1
+
+
+def test_multi_turn_rows_get_one_value_per_turn_and_missing_replies_fail(tiny_model, tmp_path):
+    rows = CONVERSATIONS[:4] + [conv(("Only a question, no reply", None)), conv(("First", "answer"), ("Second", None))]
+    ws = workspace(tmp_path, rows)
+    ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
+    values = ws.column("ifd")
+    assert [len(v) for v in values] == [2, 1, 1, 3, 1, 2]
+    assert all(isinstance(x, float) and x > 0 for v in values[:4] for x in v)
+    assert values[4] == [None] and values[5][0] is not None and values[5][1] is None
+    fails = ws.failures("ifd")
+    assert [f.code for f in fails[4]] == [FailureCode.NO_RESPONSE] and fails[5][0].turn == 2
+    cond, alone = ws.column("ifd_loss_conditioned")[0], ws.column("ifd_loss_alone")[0]
+    assert values[0] == pytest.approx([c / a for c, a in zip(cond, alone, strict=True)])
+    assert ws.row_values("ifd")[0] == pytest.approx(np.mean(values[0]))  # reducer: mean
+    assert ws.column_provenance("ifd")["reducer"] == "mean"
+    empty = IFD(tiny_model, dtype="float32").run([RowInput("x", [{"role": "system", "content": "hi"}], [])],
+                                                 StepContext(Counter(), ws.cache_dir, ws.path))
+    assert empty.values == [[]] and empty.failures[0][0].code is FailureCode.NO_USER_TURN
+
+
+def test_a_killed_run_resumes_without_recomputing_finished_rows(tiny_model, tmp_path):
+    ws = workspace(tmp_path)
+    rows = ws.row_inputs(ws.ids, ())
+    killed = IFD(tiny_model, dtype="float32", max_batch=2)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run(rows, StepContext(Counter(kill_after=2), ws.cache_dir, ws.path))
+    done_before_kill = killed.engine.stats["computed"]
+    total = sum(2 * len(r.turns) for r in rows)
+    assert 0 < done_before_kill < total
+    with LogprobCache(ws.cache_dir) as cache:
+        assert len(cache) == done_before_kill  # every finished batch was on disk before the kill
+    resumed = IFD(tiny_model, dtype="float32", max_batch=2)
+    ws.apply(resumed, progress=False)
+    assert resumed.engine.stats["computed"] == total - done_before_kill
+    assert resumed.engine.stats["cache_hits"] == done_before_kill
+
+
+def test_apply_twice_computes_nothing_and_perplexity_reuses_ifd_passes(tiny_model, tmp_path):
+    ws = workspace(tmp_path)
+    step = IFD(tiny_model, dtype="float32")
+    first = ws.apply(step, progress=False)
+    assert first.computed == len(ws.ids) and first.failed == 0
+    again = ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
+    assert again.computed == 0 and again.skipped == len(ws.ids)
+    forced = IFD(tiny_model, dtype="float32")
+    ws.apply(forced, force=True, progress=False)
+    assert forced.engine.stats["forward_passes"] == 0  # a forced re-run is answered by the cache
+    ppl = Perplexity(engine=step.engine)
+    passes = step.engine.stats["forward_passes"]
+    ws.apply(ppl, progress=False)
+    assert step.engine.stats["forward_passes"] == passes  # same conditioned requests as IFD
+    loss = ws.column("ifd_loss_conditioned")
+    assert ws.column("perplexity")[0] == pytest.approx([np.exp(x) for x in loss[0]])
+
+
+def test_learnability_tunes_once_and_rises_on_the_reference_rows(tiny_model, tmp_path):
+    ws = workspace(tmp_path)
+    reference = CONVERSATIONS[:3]
+    cfg = LoraConfig(steps=30, lr=1e-2, batch=4)
+    step = Learnability(reference, tiny_model, dtype="float32", lora=cfg)
+    ws.apply(step, progress=False)
+    values = ws.row_values("learnability")
+    assert all(v is not None for v in values)
+    assert np.mean(values[:3]) > 0  # the reference model learned its own rows
+    base = ws.column("learnability_loss_base")[0]
+    ref = ws.column("learnability_loss_reference")[0]
+    assert ws.column("learnability")[0] == pytest.approx([b - r for b, r in zip(base, ref, strict=True)])
+    adapters = list((ws.cache_dir / "signals" / "lora").glob("*/adapter.safetensors"))
+    assert len(adapters) == 1
+    stamp = adapters[0].stat().st_mtime_ns
+    other = Learnability(reference, tiny_model, dtype="float32", lora=cfg)
+    assert other.fingerprint() == step.fingerprint()
+    ws.apply(other, force=True, progress=False)
+    assert adapters[0].stat().st_mtime_ns == stamp  # the tuned adapter was loaded, not retrained
+    assert Learnability(reference[:2], tiny_model, dtype="float32", lora=cfg).fingerprint() != step.fingerprint()
+
+
+def _signal_column(ws, name, values):
+    ws.add_column(name, [[v] if v is not None else None for v in values], {"kind": name, "reducer": "mean",
+                                                                           "granularity": "turn"})
+
+
+def test_signal_selectors(tmp_path):
+    from curate.select import select  # noqa: F401  (the selection entry point)
+    from curate.signals import selectors  # noqa: F401  (registers ifd, perplexity, learnability)
+
+    rows = [conv((f"Question {i}?", f"Answer {i}.")) for i in range(10)]
+    ws = workspace(tmp_path, rows)
+    _signal_column(ws, "ifd", [0.2, 0.9, 1.3, 0.5, None, 0.7, 1.0, 0.1, 0.95, 0.4])
+    sel = select(ws, method="ifd", name="cherry", budget=3)
+    by_id = {r["id"]: (r["decision"], r["reason"]) for r in sel.rows()}
+    ids = ws.ids
+    assert sel.ids == [ids[8], ids[1], ids[5]]
+    assert by_id[ids[2]] == (Decision.REJECTED, Reason.IFD_AT_LEAST_ONE)
+    assert by_id[ids[6]] == (Decision.REJECTED, Reason.IFD_AT_LEAST_ONE)  # IFD == 1 is dropped too
+    assert by_id[ids[4]] == (Decision.UNSCORED, Reason.NO_SCORE)
+    assert by_id[ids[0]] == (Decision.REJECTED, Reason.BUDGET_FILLED)
+    top = select(ws, method="ifd", name="top", fraction=0.2)
+    assert top.ids == [ids[8], ids[1]]
+    _signal_column(ws, "perplexity", [float(x) for x in range(1, 11)])
+    band = select(ws, method="perplexity", name="band", low=0.2, high=0.8)
+    assert sorted(band.ids) == sorted(ids[2:8])
+    assert band.reasons()[(Decision.REJECTED, Reason.OUTSIDE_BAND)] == 4
+    _signal_column(ws, "learnability", [0.1, -0.2, 0.5, 0.3, 0.0, 0.9, 0.2, None, 0.4, 0.6])
+    learn = select(ws, method="learnability", name="learn", budget=2)
+    assert learn.ids == [ids[5], ids[9]]
+
+
+def test_cli_signal_writes_the_column_and_select_uses_it(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    import curate
+    from curate.cli import app
+
+    ws = curate.Workspace.open(workspace(tmp_path).path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["signal", str(ws.path), "--kind", "ifd", "--model", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    assert "ifd:" in result.output and "computed" in result.output
+    again = runner.invoke(app, ["signal", str(ws.path), "--kind", "ifd", "--model", str(tiny_model)])
+    assert again.exit_code == 0 and f"0 computed, {len(ws):,} reused" in again.output
+    values = ws.row_values("ifd")
+    scored = [v for v in values if v is not None]
+    assert scored and ws.reducer("ifd") == "mean"
+    sel = ws.select(method="ifd", name="by_ifd", budget=1)
+    kept = sel.ids
+    assert len(kept) == 1
+    best = max((v, rid) for rid, v in zip(ws.ids, values, strict=True) if v is not None and v < 1.0)
+    assert kept == [best[1]]
+    bad = runner.invoke(app, ["signal", str(ws.path), "--kind", "bogus"])
+    assert bad.exit_code == 1 and "unknown signal 'bogus'" in str(bad.exception)
