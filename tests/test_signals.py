@@ -309,3 +309,18 @@ def test_cli_signal_writes_the_column_and_select_uses_it(tiny_model, tmp_path):
     assert kept == [best[1]]
     bad = runner.invoke(app, ["signal", str(ws.path), "--kind", "bogus"])
     assert bad.exit_code == 1 and "unknown signal 'bogus'" in str(bad.exception)
+
+
+def test_report_shows_ifd_plots_once_the_column_exists(tmp_path):
+    import curate
+    from curate.report.plots import all_plots
+
+    ws = curate.Workspace.open(workspace(tmp_path).path)
+    titles = [t for t, _, _ in all_plots(ws)]
+    assert not any("IFD" in t for t in titles)
+    _signal_column(ws, "ifd", [0.5 + 0.3 * i for i in range(len(ws))])
+    _signal_column(ws, "quality", [1.0 + i for i in range(len(ws))])
+    plots = {t: (fig, missing) for t, fig, missing in all_plots(ws)}
+    fig, missing = plots["IFD (instruction-following difficulty)"]
+    assert missing is None and any(line.get_xdata()[0] == 1.0 for line in fig.axes[0].lines)
+    assert plots["IFD x quality"][1] is None

@@ -327,6 +327,15 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
     return fig
 
 
+def ifd_histogram(ws: Workspace, selection: str | None = None) -> Figure:
+    """The IFD histogram with IFD = 1 marked: right of it the instruction does not help (Cherry LLM drops those)."""
+    fig = score_histograms(ws, ["ifd"], selection)
+    ax = fig.axes[0]
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.text(1.0, 0.95, " IFD >= 1", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+    return fig
+
+
 def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Figure | None, str | None]]:
     """Every report plot as (title, figure or None, what is missing); never raises for missing inputs."""
     selection = selection if selection is not None else default_selection(ws)
@@ -341,6 +350,10 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
         ("tag coverage", lambda: tag_coverage(ws, [selection] if selection else None)),
         (f"rows by {breakdown_column(ws)}", lambda: source_breakdown(ws, selection)),
     ]
+    if "ifd" in numeric:  # model signals are optional: their plots appear once the column exists
+        plans.append(("IFD (instruction-following difficulty)", lambda: ifd_histogram(ws, selection)))
+        if "quality" in numeric:
+            plans.append(("IFD x quality", lambda: score_scatter(ws, "ifd", "quality", selection)))
     out: list[tuple[str, Figure | None, str | None]] = []
     for title, make in plans:
         try:
