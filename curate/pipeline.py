@@ -11,6 +11,7 @@ gives the same set. Steps return data; the command line (``curate/cli/run.py``) 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,21 +162,42 @@ def steps(run: Run) -> list[Step]:
     return plan
 
 
+def engine_steps(run: Run, engine: str = "single", address: str | None = None) -> list[Step]:
+    """The steps of ``run`` on ``engine``: ``single`` runs them here; ``ray`` runs load, dedup, score and embed
+    on Ray Data (:class:`curate.scale.RayEngine`) and the rest here, unchanged."""
+    if engine == "single":
+        if address is not None:
+            raise CurateError("--address needs --engine ray")
+        return steps(run)
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
+        from curate.scale import RayEngine
+
+        return RayEngine(address, scores=SCORES, dedup_name=DEDUP).plan(steps(run))
+    raise CurateError(f"unknown engine {engine!r}: choose single or ray")
+
+
 def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = DEITA.max_cosine_similarity,
                  backend: Any = None, tag_backend: Any = None, report: bool = True,
                  on_start: Callable[[str], None] | None = None,
-                 on_done: Callable[[str, Any, float], None] | None = None) -> RunResult:
+                 on_done: Callable[[str, Any, float], None] | None = None,
+                 engine: str = "single", address: str | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
     ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped
     default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
     ``on_start(name)`` and ``on_done(name, result, seconds)`` are called around each step.
+    ``engine``: ``single`` (this process) or ``ray`` (load, dedup, score and embed on Ray Data, see
+    :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine).
     """
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
-    for name, step in steps(run):
+    for name, step in engine_steps(run, engine, address):
         if on_start is not None:
             on_start(name)
         started = time.perf_counter()
@@ -184,3 +206,35 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         if on_done is not None:
             on_done(name, results[name], timings[name])
     return RunResult(run.ws, SELECTION, run.outputs, timings, results)
+
+
+def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None) -> list[Any]:
+    """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
+    ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
+
+    An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
+    response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
+    """
+    from curate.llm.dryrun import estimate
+
+    if backend is None and tag_backend is None:
+        return []
+    existing = (Path(out) / "workspace").exists()
+    scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
+    run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
+              report=False)
+    try:
+        load(run)
+        producers: list[Any] = []
+        if backend is not None:
+            from curate.llm.judges import Judge
+
+            producers += [Judge(name, backend) for name in SCORES]
+        if tag_backend is not None:
+            from curate.tags import Tagger
+
+            producers.append(Tagger(tag_backend))
+        return [estimate(run.ws, step) for step in producers]
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -10,8 +10,10 @@ import typer
 from rich.markup import escape
 
 from curate.cli.common import (
+    _dry_run_opt,
     _judge_backend,
     _max_cosine_similarity_opt,
+    _poll_opt,
     _source,
     app,
     check_interrupted,
@@ -27,13 +29,20 @@ def run(
     out: Path = typer.Option(Path("curate-run"), "--out", "-o", help="Output directory (workspace, exports, report)."),
     budget: int = typer.Option(SAMPLE_BUDGET, help="Rows to select."),
     max_cosine_similarity: float = _max_cosine_similarity_opt(),
-    backend: str | None = typer.Option(None, "--backend", help="Score with LLM judges: openai | vllm | local. "
-                                       "Default: the shipped scorers (offline, no LLM calls)."),
+    backend: str | None = typer.Option(None, "--backend", help="Score with LLM judges: openai | openai-batch | "
+                                       "vllm | vllm-batch | local. Default: the shipped scorers (offline, no LLM "
+                                       "calls)."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (implies --backend openai)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Judge model name (openai) or folder (vllm)."),
     tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend)."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+    poll_interval: float = _poll_opt(),
+    dry_run: bool = _dry_run_opt(),
+    engine: str = typer.Option("single", "--engine", help="single (this process) | ray (read, dedup, embed and "
+                               "score on Ray Data; needs curate\\[ray])."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port) for --engine ray; "
+                                       "default: start Ray on this machine."),
 ) -> None:
     """The main job: load -> dedup -> score -> embed -> \\[tags] -> DEITA admission -> export -> report.
 
@@ -45,14 +54,38 @@ def run(
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
-    with (_judge_backend(backend, base_url, model, max_cost=max_cost) if use_llm else contextlib.nullcontext()) as llm:
+
+    def llm_backend():
+        return _judge_backend(backend, base_url, model, max_cost=max_cost, workspace=out / "workspace",
+                              poll_s=poll_interval)
+
+    if dry_run:
+        if not use_llm:
+            console.print("dry run: without --backend the shipped scorers score offline: no LLM requests, $0")
+            return
+        from curate.cli.judge import print_estimates
+        from curate.pipeline import dry_run_pipeline
+
+        with llm_backend() as llm:
+            print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None))
+        return
+    with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
-                              tag_backend=llm if tags else None, report=report,
+                              tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
         console.print(f"  {kind}: {path}")
     console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+
+
+def _engine_args(engine: str, address: str | None) -> dict[str, Any]:
+    """run_pipeline's engine keywords (none for the default engine, so the call is unchanged)."""
+    if engine not in ("single", "ray"):
+        raise typer.BadParameter(f"--engine must be single or ray, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise typer.BadParameter("--address needs --engine ray")
+    return {} if engine == "single" else {"engine": engine, "address": address}
 
 
 def _start_step(name: str) -> None:
@@ -73,6 +106,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         for column, applied in result.items():
             console.print(f"  {column}: {applied.computed:,} scored, {applied.skipped:,} already scored, "
                           f"{applied.failed:,} failed (reasons in {column}_failure); {_producer(applied.provenance)}")
+            if applied.provenance.get("kind") == "judge":
+                from curate.cli.judge import usage_total_line
+
+                console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
     elif name == "tags":

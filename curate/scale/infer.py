@@ -1,0 +1,145 @@
+"""Inference on Ray actors, and how its results reach the workspace.
+
+:class:`Inference` is the ``map_batches`` callable of the score-and-embed stage: each actor loads the
+encoder and the scorers once (one model per actor; on a GPU when the actor was given one) and then,
+per batch, embeds the rows' texts once into a batch-local embedding cache and runs each scorer's own
+``Scorer.run`` against it. Nothing about scoring is re-implemented: the same code as
+``ws.apply(scorer)`` computes the values and failures, only on another process.
+
+:class:`Precomputed` brings those values home: a Step wrapping the real scorer whose ``run`` returns
+the actors' results. ``ws.apply(Precomputed(...))`` then writes the column exactly as
+``ws.apply(scorer)`` would (same column, fingerprint, ``describe()`` provenance, failure column, run
+history, column lock); rows the actors did not compute are computed by the scorer itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure
+from curate.defaults import EMBED
+from curate.storage.step import RowInput, StepContext, StepOutput
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Inference:
+    """One encoder and the shipped scorers ``scores`` per actor: ``__call__(batch)`` embeds and scores a
+    batch of rows.
+
+    ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``, the
+    ``embedding`` matrix (text ``text`` of each row, unit vectors) and for each scorer
+    ``<column>__values`` and ``<column>__failures`` (JSON per row); plus the
+    actor's ``pid`` and peak memory (``rss_mb``).
+    """
+
+    def __init__(self, scores: Sequence[str], model: str | None = None, text: str = EMBED.text,
+                 batch_size: int = EMBED.batch_size, threads: int | None = None):
+        from curate.embed.encoder import auto_device, load_model, model_id
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        from curate.scorers import load_default
+
+        self.scorers = [load_default(name) for name in scores]
+        self.model = model_id(model)
+        self.text = text
+        self.batch_size = batch_size
+        self.device = auto_device()
+        load_model(self.model, self.device)  # the actor's one model, loaded before the first batch
+
+    def __call__(self, batch) -> dict[str, Any]:
+        from curate.scale.sources import remote_errors
+
+        with remote_errors():
+            return self._call(batch)
+
+    def _call(self, batch) -> dict[str, Any]:
+        import pyarrow.compute as pc
+
+        from curate.embed.cache import encode_cached
+        from curate.rows import row_text, turns
+        from curate.scale.sources import ROW, conversations
+
+        batch = batch.filter(pc.equal(batch["kind"], ROW))  # rows only, not the rejects
+        convs = conversations(batch)
+        orders = batch.column("order").to_numpy()
+        rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
+        out: dict[str, Any] = {"order": orders}
+        with tempfile.TemporaryDirectory(prefix="curate-ray-") as tmp:
+            # the batch's texts, encoded once; the scorers read them from this batch-local cache
+            out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
+                                                   model=self.model, batch_size=self.batch_size, device=self.device)
+            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))
+            for scorer in self.scorers:
+                result = scorer.run(rows, ctx)
+                out[f"{scorer.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
+                out[f"{scorer.column}__failures"] = np.array(
+                    [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
+        out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
+        out["rss_mb"] = np.full(len(rows), peak_rss_mb())
+        return out
+
+
+class Precomputed:
+    """A Step that stores values computed elsewhere under ``step``'s identity (see the module doc).
+
+    ``results``: row id -> (value, failures as dicts). ``stats``: merged into the run's provenance
+    (e.g. ``{"engine": {"name": "ray", ...}, "turns_scored": n}``).
+    """
+
+    def __init__(self, step: Any, results: dict[str, tuple[Any, list[dict[str, Any]]]], stats: dict[str, Any]):
+        self.step = step
+        self.column = step.column
+        self.granularity = step.granularity
+        self.reducer = step.reducer
+        self.inputs = step.inputs
+        self.results = results
+        self.stats = stats
+
+    def fingerprint(self) -> str:
+        return self.step.fingerprint()
+
+    def describe(self) -> dict[str, Any]:
+        return self.step.describe()
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        missing = [row for row in rows if row.id not in self.results]
+        rest = self.step.run(missing, ctx) if missing else StepOutput([], [])
+        computed = iter(zip(rest.values, rest.failures, strict=True))
+        values: list[Any] = []
+        failures: list[list[Failure]] = []
+        for row in rows:
+            if row.id in self.results:
+                value, fails = self.results[row.id]
+                values.append(value)
+                failures.append([Failure.from_dict(f) for f in fails])
+            else:
+                value, fails = next(computed)
+                values.append(value)
+                failures.append(fails)
+        ctx.progress.update(len(rows) - len(missing))
+        stats = dict(self.stats)
+        for key, value in rest.stats.items():
+            stats[key] = stats.get(key, 0) + value if isinstance(value, (int, float)) else value
+        if isinstance(stats.get("engine"), dict):
+            stats["engine"] = {**stats["engine"], "rows_computed_on_driver": len(missing)}
+        return StepOutput(values, failures, stats=stats)

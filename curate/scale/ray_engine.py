@@ -1,0 +1,397 @@
+"""`curate run --engine ray`: the steps of `curate run` whose cost grows with the pool, on Ray Data.
+
+    load   read the shards in Ray tasks (``curate.pools.read`` per shard, :mod:`.sources`); the rows come
+           to the driver once, in source order, and ``ws.load`` writes the pool (ids as always);
+    dedup  exact duplicates by hash: a Ray groupby (count, first row) on the normalised-text hash; the
+           driver stores selection ``dedup`` exactly as the ``exact`` selector would (first copy kept);
+    score  the scorers and the encoder in a pool of Ray actors (``map_batches``, one model per actor, one
+           GPU per actor when the cluster has GPUs, :mod:`.infer`); ``ws.apply`` stores the columns with
+           the scorers' own fingerprints and provenance;
+    embed  the vectors computed in the same pass, stored with ``ws.add_embeddings``.
+
+When the workspace already holds rows of other sources, dedup, score and embed fall back to the
+single-process steps (they must see the whole pool). LLM judges (a backend) also score on the driver:
+the backend already sends its requests concurrently.
+
+DEITA admission, export and the report run unchanged on the driver: admission is sequential by
+definition (a row is admitted against every row admitted before it), so it runs on one node over the
+score-sorted stream. Its cost does not grow with the pool beyond the sort: sorting the scores is
+O(n log n) (about 10 s for 100M floats), the loop examines rows in score order only until the budget is
+filled, and each examined row is compared with the admitted set: about examined x budget x 384 multiply-adds.
+Measured (evals/results/bench_admission_*): budget 50,000 of 1M rows, 69,632 examined: 7.3 s on 2 CPU
+cores, 1.0 s on one H200. The same budget at 10M or 100M rows costs the same loop plus the sort; a
+budget of 1M (E ~ 1.4M examined) is ~400x that work: ~50 min on 2 cores, ~7 min on an H200. What grows
+with n is memory: the selector reads the candidates' embeddings, 1.5 GB per 1M rows in float32 (15 GB
+at 10M, fine on one node; 154 GB at 100M, which needs the examined prefix streamed in score order, see
+evals/SCALING.md).
+
+Without ``address`` Ray starts embedded on this machine and stops after the last Ray step; with one it
+connects to that cluster (``ray start --head`` on the head, ``ray start --address`` on the others; every
+node needs curate installed and the source's path visible, e.g. a shared file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.defaults import EMBED
+from curate.errors import CurateError, ScorerError, WorkspaceError
+from curate.scale.infer import Inference, Precomputed, peak_rss_mb
+from curate.scale.sources import REJECT, ROW, RemoteError, read_shards, shard_paths
+
+Step = tuple[str, Callable[[Any], Any]]
+INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
+
+
+def _rows_only(table):
+    """``map_batches``: the rows (not the rejects), as (key, order)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
+
+
+def _duplicates(table, first: dict[str, int]):
+    """``map_batches``: (order, first order) of every row whose key's first row is another row."""
+    import pyarrow as pa
+
+    keys, orders = table["key"].to_pylist(), table["order"].to_pylist()
+    hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
+    return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
+                     "first": pa.array([h[1] for h in hit], pa.int64())})
+
+
+def quiet_ray_data(ray) -> None:
+    """No Ray Data progress bars or per-dataset log lines (the CLI names each step; the session's log
+    folder under /tmp/ray keeps Ray Data's full logs); ``RayEngine(verbose=True)`` leaves them on."""
+    import logging
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class _Clock:
+    """``clock(part)`` records the seconds since the previous call under ``timings[step][part]``."""
+
+    def __init__(self, timings: dict[str, dict[str, float]], step: str):
+        import time
+
+        self.now = time.perf_counter
+        self.last = self.now()
+        self.parts = timings.setdefault(step, {})
+
+    def __call__(self, part: str) -> None:
+        now = self.now()
+        self.parts[part] = round(self.parts.get(part, 0.0) + now - self.last, 3)
+        self.last = now
+
+
+class RayEngine:
+    """The Ray Data versions of `curate run`'s load, dedup, score and embed steps (see the module doc).
+
+    ``address``: a Ray cluster (``host:port`` or ``ray://host:10001``); None starts Ray on this machine.
+    ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
+    ``cpus_per_actor`` CPUs). ``scores``: the shipped scorers run when there is no LLM backend.
+    ``dedup_name``: the selection the dedup step writes (the pipeline's). ``verbose``: Ray Data's progress
+    bars and log lines on the console.
+    """
+
+    def __init__(self, address: str | None = None, scores: Sequence[str] = ("complexity", "quality"),
+                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
+                 verbose: bool = False):
+        self.address = address
+        self.verbose = verbose
+        self.dedup_name = dedup_name
+        self.scores = tuple(scores)
+        self.cpus_per_actor = max(1, int(cpus_per_actor))
+        self.batch_size = batch_size
+        self.workers: dict[str, float] = {}   # "<stage> pid <pid>" -> peak resident MiB
+        self.timings: dict[str, dict[str, float]] = {}  # step -> part -> seconds (where the time went)
+        self._ray = None
+        self._owns_ray = False
+        self._data = None                     # the read shards, materialised in the object store
+        self._orders: np.ndarray | None = None  # order key of each pool row read here, in pool order
+        self._ids: list[str] = []
+        self._whole_pool = False
+        self._embedding: np.ndarray | None = None
+        self._results: dict[str, dict[str, tuple[Any, list]]] = {}
+        self._inference_info: dict[str, Any] = {}
+
+    # -- Ray --------------------------------------------------------------------------------------
+    def connect(self):
+        """Ray, initialised: connected to ``address``, or started here; reused if already initialised."""
+        import ray
+
+        if self._ray is None:
+            if not ray.is_initialized():
+                # "local": a new Ray on this machine, never a cluster someone else started here
+                kwargs: dict[str, Any] = {"address": self.address or "local", "log_to_driver": False}
+                if self.address is None:
+                    kwargs["include_dashboard"] = False
+                ray.init(**kwargs)
+                self._owns_ray = True
+            if not self.verbose:
+                quiet_ray_data(ray)
+            self._ray = ray
+        return self._ray
+
+    def close(self) -> None:
+        """Drop the data; disconnect from (or stop) Ray when this engine initialised it."""
+        self._data = None
+        if self._ray is not None and self._owns_ray:
+            self._ray.shutdown()
+        self._ray, self._owns_ray = None, False
+
+    def rows(self):
+        """The read shards as a Ray dataset (``kind``, ``order``, ``key``, ``data``, ``pid``, ``rss_mb``;
+        see :mod:`.sources`); rows and rejects, materialised by ``load``."""
+        if self._data is None:
+            raise CurateError("the Ray engine has not loaded a source (or has closed)")
+        return self._data
+
+    def pool_orders(self, ws) -> np.ndarray:
+        """The read order key of each pool row (pool order); an error unless ``load`` wrote the whole pool."""
+        if not self._whole_pool or self._ids != ws.ids:
+            raise CurateError(f"{ws.path}: its pool is not exactly what this engine loaded")
+        return self._orders
+
+    def partitions(self) -> int:
+        """Partitions of a groupby's shuffle: one per CPU of the cluster."""
+        return max(1, int(self.connect().cluster_resources().get("CPU", 1)))
+
+    def minhash_dedup(self, ws, **params):
+        """Near-duplicates by MinHash LSH on Ray (band buckets as groupbys); see :mod:`.minhash`."""
+        from curate.scale.minhash import minhash_dedup
+
+        return minhash_dedup(self, ws, **params)
+
+    def stage(self, last: bool = False):
+        """Context manager for a stage that runs on Ray (see ``_stage``)."""
+        return self._stage(last)
+
+    @contextmanager
+    def _stage(self, last: bool = False) -> Iterator[None]:
+        """Run a Ray stage: on an error close Ray and raise the task's own CurateError (not Ray's wrapper)."""
+        try:
+            yield
+        except BaseException as exc:
+            self.close()
+            cause = exc
+            while cause is not None and not isinstance(cause, (CurateError, RemoteError)):
+                cause = getattr(cause, "cause", None) or cause.__cause__
+            if isinstance(cause, RemoteError):  # the message names the file and line, as the original did
+                raise {"WorkspaceError": WorkspaceError, "ScorerError": ScorerError}.get(
+                    cause.kind, CurateError)(cause.message) from None
+            if cause is not None and cause is not exc:
+                raise cause from None
+            raise
+        if last:
+            self.close()
+
+    # -- the steps --------------------------------------------------------------------------------
+    def plan(self, plan: Sequence[Step]) -> list[Step]:
+        """``plan`` (pipeline.steps) with load, dedup, score and embed replaced by their Ray versions."""
+        original = dict(plan)
+        ours = {"load": self.load, "dedup": lambda run: self.dedup(run, original["dedup"]),
+                "score": lambda run: self.score(run, original["score"]),
+                "embed": lambda run: self.embed(run, original["embed"])}
+        return [(name, ours.get(name, fn)) for name, fn in plan]
+
+    def load(self, run) -> dict[str, Any]:
+        """Read the shards on Ray, then write the pool with ``ws.load`` (nothing is created if reading fails)."""
+        from curate import pools
+        from curate.session import Workspace
+
+        paths = shard_paths(run.source)  # a missing source is named before Ray starts
+        clock = _Clock(self.timings, "load")
+        with self._stage():
+            ray = self.connect()
+            clock("ray_init")
+            items = [{"shard": i, "path": p} for i, p in enumerate(paths)]
+            self._data = (ray.data.from_items(items, override_num_blocks=len(items))
+                          .map_batches(read_shards, batch_size=1, batch_format="numpy").materialize())
+            clock("read_shards")
+            rows, rejects, orders = self._collect_rows()
+            clock("to_driver")
+        result = pools.ReadResult(str(run.source), rows, rejects)
+        if not rows and not rejects:
+            raise CurateError(f"{run.source}: no records")
+        created = not run.out.exists()
+        try:
+            run.workspace = Workspace(run.out / "workspace")
+            summary = run.workspace.load(result)  # assigns the ids (pools.assign_ids), as the single-process load
+        except BaseException:
+            self.close()
+            if created:
+                shutil.rmtree(run.out, ignore_errors=True)
+            raise
+        clock("write_pool")
+        self._orders = orders
+        self._ids = [row["id"] for row in rows]
+        self._whole_pool = self._ids == run.workspace.ids
+        return {**summary, "engine": "ray", "shards": len(paths)}
+
+    def _collect_rows(self) -> tuple[list[dict], list, np.ndarray]:
+        """Every row and reject, in source order (shard, then record)."""
+        row_orders, rows, rej_orders, rejects = [], [], [], []
+        for batch in self._data.iter_batches(batch_format="pyarrow", batch_size=None):
+            for pid, rss in zip(batch["pid"].to_pylist(), batch["rss_mb"].to_pylist(), strict=True):
+                key = f"read pid {pid}"
+                self.workers[key] = max(self.workers.get(key, 0.0), rss)
+            for kind, order, blob in zip(batch["kind"].to_pylist(), batch["order"].to_pylist(),
+                                         batch["data"].to_pylist(), strict=True):
+                if kind == REJECT:
+                    rej_orders.append(order)
+                    rejects.append(pickle.loads(blob))
+                else:
+                    row_orders.append(order)
+                    rows.append(pickle.loads(blob))
+            self._note_worker("driver")
+        perm = np.argsort(np.asarray(row_orders, dtype=np.int64), kind="stable")
+        rows = [rows[i] for i in perm.tolist()]
+        rejects = [rejects[i] for i in np.argsort(np.asarray(rej_orders, dtype=np.int64), kind="stable").tolist()]
+        return rows, rejects, np.asarray(row_orders, dtype=np.int64)[perm]
+
+    def dedup(self, run, fallback: Callable[[Any], Any]):
+        """Exact duplicates out (selection ``dedup``): a groupby on the text hash; the first copy is kept."""
+        from ray.data.aggregate import Count, Min
+
+        if not self._whole_pool:  # the pool holds rows of other sources too: the selector sees them all
+            return fallback(run)
+        clock = _Clock(self.timings, "dedup")
+        with self._stage():
+            groups = (self._data.map_batches(_rows_only, batch_format="pyarrow")
+                      .groupby("key", num_partitions=self.partitions()).aggregate(Count(), Min("order")))
+            first: dict[str, int] = {}
+            for batch in groups.iter_batches(batch_format="pyarrow", batch_size=None):
+                counts = batch["count()"].to_numpy()
+                many = np.flatnonzero(counts > 1)
+                keys, mins = batch["key"].to_pylist(), batch["min(order)"].to_numpy()
+                first.update((keys[i], int(mins[i])) for i in many.tolist())
+            clock("groupby")
+            pairs = (self._data.map_batches(_rows_only, batch_format="pyarrow")
+                     .map_batches(_duplicates, fn_kwargs={"first": first}, batch_format="pyarrow")
+                     .take_all()) if first else []
+            clock("duplicates")
+        ids = self._ids
+        witness = {int(p["order"]): int(p["first"]) for p in pairs}
+        position = {int(o): i for i, o in enumerate(self._orders.tolist())} if witness else {}
+        decisions, reasons, details = [], [], []
+        for order in self._orders.tolist():
+            if order in witness:
+                decisions.append(Decision.DUPLICATE)
+                reasons.append(Reason.EXACT_DUPLICATE)
+                details.append({"witness": ids[position[witness[order]]]})
+            else:
+                decisions.append(Decision.KEPT)
+                reasons.append(Reason.SELECTED)
+                details.append({})
+        # the provenance the ``exact`` selector's select() writes, plus the engine
+        provenance = {"method": "exact", "params": {}, "input_selection": None, "candidates": len(ids),
+                      "counts": dict(Counter(d.value for d in decisions)), "text": "conversation",
+                      "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(first)}
+        selection = run.ws.add_selection(self.dedup_name, ids, decisions, reasons, details, provenance)
+        clock("write_selection")
+        return selection
+
+    def score(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
+        """The shipped scorers on the Ray actors, stored through ``ws.apply`` (LLM judges: ``fallback``,
+        the single-process step, whose backend already sends requests concurrently)."""
+        if run.backend is not None or not self._whole_pool:
+            return fallback(run)
+        from curate.scorers import load_default
+        from curate.storage.apply import rows_needing_work
+
+        scorers = [load_default(name) for name in self.scores]
+        ws = run.ws
+        todo = any(rows_needing_work(ws, s, ws.ids, s.fingerprint(), force=False, retry_failed=False) for s in scorers)
+        if todo or not self._has_embeddings(ws):
+            self._infer(scorers)
+        stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
+        out = {}
+        for s in scorers:
+            results = self._results.get(s.column, {})
+            turns = sum(v is not None for value, _ in results.values() for v in (value or []))
+            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}))
+        return out
+
+    def embed(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
+        """The embedding set from the inference pass (or an embedding-only pass), via ``ws.add_embeddings``."""
+        from curate.embed.encoder import model_id
+
+        ws = run.ws
+        with self._stage(last=True):
+            if not self._whole_pool:
+                return fallback(run)
+            if self._embedding is None and self._has_embeddings(ws):
+                return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
+                        "text": EMBED.text, "engine": "ray"}
+            if self._embedding is None:
+                self._infer([])
+            matrix = self._embedding
+            provenance = {"kind": "embeddings", "model": model_id(None), "text": EMBED.text, "dim": int(matrix.shape[1]),
+                          "normalized": True, "device": self._inference_info.get("device"), "encoded": len(matrix),
+                          "cache": None, "engine": self._inference_info}
+            ws.add_embeddings(EMBED.name, matrix, provenance, ids=self._ids)
+            self._embedding = None
+            return {"name": EMBED.name, "rows": len(matrix), "encoded": len(matrix), "reused": 0,
+                    "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray"}
+
+    # -- inference --------------------------------------------------------------------------------
+    def _has_embeddings(self, ws) -> bool:
+        sets = ws.embedding_sets
+        meta = sets.get(EMBED.name)
+        return bool(meta) and meta.get("model") == EMBED.model and meta.get("text") == EMBED.text \
+            and list(meta.get("shape", [0]))[0] == len(ws)
+
+    def _infer(self, scorers: list) -> None:
+        """One pass over the rows on the actor pool: embeddings and every scorer's values and failures."""
+        with self._stage():
+            ray = self.connect()
+            resources = ray.cluster_resources()
+            gpus = int(resources.get("GPU", 0))
+            if gpus:
+                actors, threads = gpus, None
+                options: dict[str, Any] = {"num_gpus": 1}
+            else:
+                actors = max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
+                options, threads = {"num_cpus": self.cpus_per_actor}, self.cpus_per_actor
+            out = self._data.map_batches(
+                Inference, fn_constructor_kwargs={"scores": [s.column for s in scorers], "threads": threads},
+                batch_size=self.batch_size, batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=actors), **options)
+            n = len(self._ids)
+            matrix: np.ndarray | None = None
+            results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in scorers}
+            for batch in out.iter_batches(batch_format="numpy", batch_size=None):
+                pos = np.searchsorted(self._orders, batch["order"])
+                emb = np.asarray(batch["embedding"], dtype=np.float32)
+                if matrix is None:
+                    matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
+                matrix[pos] = emb
+                for s in scorers:
+                    col = results[s.column]
+                    for p, v, f in zip(pos.tolist(), batch[f"{s.column}__values"], batch[f"{s.column}__failures"],
+                                       strict=True):
+                        col[self._ids[p]] = (json.loads(v), json.loads(f))
+                for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
+                    key = f"inference pid {pid}"
+                    self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
+        self._embedding, self._results = matrix, results
+        self._inference_info = {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
+                                "cpus_per_actor": None if gpus else self.cpus_per_actor}
+
+    def _note_worker(self, stage: str) -> None:
+        key = f"{stage} pid {os.getpid()}"
+        self.workers[key] = max(self.workers.get(key, 0.0), peak_rss_mb())

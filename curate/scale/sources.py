@@ -1,0 +1,144 @@
+"""The read stage of the Ray engine: a source's shards, and one shard read and normalised in a Ray task.
+
+A shard is read by :func:`curate.pools.read` itself (``on_error="skip"``): the same parser, the same
+per-record normalisation into a conversation, the same reject locations (``line 7``) as the
+single-process engine. Nothing is re-implemented here; the task only packs its rows into Arrow columns:
+
+* ``order``: the row's place in the source (shard number << 32 | record number), so the pool is
+  written in the order a single-process read gives (shards in name order, records in file order);
+* ``kind``: 0 a row, 1 a reject (``data`` then holds the :class:`curate.pools.Reject`);
+* ``key``: the exact-dedup key (sha256 of the normalised conversation text, as the ``exact`` selector);
+* ``data``: the whole row (conversation, format, original columns) pickled: original columns keep
+  their Python values exactly, whatever their types, until the pool writes them on the driver;
+* ``pid``, ``rss_mb``: the worker that read it and its peak memory (reported by the engine).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from curate.errors import InputError
+
+SHARD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
+DATASETS_FOLDER_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
+ROWS_PER_BLOCK = 2048  # rows per Arrow block the read yields: the unit the actor pool spreads
+RECORD_BITS = 32  # order = shard << RECORD_BITS | record: up to 4e9 records per shard
+ROW, REJECT = 0, 1
+
+
+def shard_paths(source: str) -> list[str]:
+    """The shards of ``source``, in read order.
+
+    A file is one shard; a folder of ``.jsonl``/``.json``/``.parquet``/``.csv`` files (searched
+    recursively) is one shard per file, in path order; a glob pattern (``data/part-*.jsonl``) likewise.
+    A ``datasets`` folder (``save_to_disk``) or a Hub name is read as one shard.
+    """
+    path = Path(source)
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        if any((path / name).exists() for name in DATASETS_FOLDER_FILES):
+            return [str(path)]
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SHARD_SUFFIXES)
+        if not files:
+            raise InputError(source, "folder", f"no shards ({', '.join(SHARD_SUFFIXES)} files) in this folder")
+        return files
+    if glob.has_magic(source):
+        files = sorted(p for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        if not files:
+            raise InputError(source, "glob", "matches no files")
+        return files
+    if path.suffix.lower() in SHARD_SUFFIXES:  # before any Ray work: the error pools.read would give
+        raise InputError(source, "file", "no such file or folder")
+    return [source]  # a Hub name: pools.read loads it
+
+
+class RemoteError(Exception):
+    """A CurateError raised inside a Ray task or actor, carried to the driver by its message and class name
+    (curate's errors take several constructor arguments and do not unpickle); the engine raises it there as
+    a CurateError again."""
+
+    def __init__(self, message: str, kind: str = "CurateError"):
+        super().__init__(message, kind)
+        self.message, self.kind = message, kind
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextmanager
+def remote_errors() -> Iterator[None]:
+    """Inside Ray work: a CurateError leaves as a :class:`RemoteError`."""
+    from curate.errors import CurateError
+
+    try:
+        yield
+    except CurateError as exc:
+        raise RemoteError(str(exc), type(exc).__name__) from None
+
+
+def dedup_key(conversation: list[dict[str, str]]) -> str:
+    """The ``exact`` selector's key: sha256 of the normalised conversation text."""
+    from curate.rows import row_text
+    from curate.select.dedup import normalise_text
+
+    return hashlib.sha256(normalise_text(row_text(conversation, "conversation")).encode()).hexdigest()
+
+
+def read_shards(batch: dict[str, Any]) -> Iterator[Any]:
+    """A ``map_batches`` function: read the shards named in ``batch`` (columns ``shard``, ``path``) and
+    yield their rows and rejects as Arrow tables of at most ``ROWS_PER_BLOCK`` rows."""
+    from curate import pools
+
+    for shard, path in zip(batch["shard"], batch["path"], strict=True):
+        with remote_errors():
+            result = pools.read(str(path), on_error="skip")
+        base = int(shard) << RECORD_BITS
+        for start in range(0, len(result.rows), ROWS_PER_BLOCK):
+            yield _pack(result.rows[start:start + ROWS_PER_BLOCK], base, start)
+        if result.rejects:
+            yield _pack_rejects(result.rejects, base)
+
+
+def _pack(rows: list[dict[str, Any]], base: int, start: int):
+    out: dict[str, list[Any]] = {"order": [], "kind": [], "key": [], "data": []}
+    for i, row in enumerate(rows, start=start):
+        out["order"].append(base | i)
+        out["kind"].append(ROW)
+        out["key"].append(dedup_key(row["conversation"]))
+        out["data"].append(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
+    return _arrow(out)
+
+
+def _pack_rejects(rejects: list[Any], base: int):
+    out: dict[str, list[Any]] = {"order": [], "kind": [], "key": [], "data": []}
+    for j, reject in enumerate(rejects):
+        out["order"].append(base | j)
+        out["kind"].append(REJECT)
+        out["key"].append("")
+        out["data"].append(pickle.dumps(reject, protocol=pickle.HIGHEST_PROTOCOL))
+    return _arrow(out)
+
+
+def conversations(table) -> list[list[dict[str, str]]]:
+    """The conversations of a block's rows (``kind`` ROW), from their pickled ``data``."""
+    return [pickle.loads(blob)["conversation"] for blob in table["data"].to_pylist()]
+
+
+def _arrow(columns: dict[str, list[Any]]):
+    import os
+    import resource
+
+    import pyarrow as pa
+
+    n = len(columns["order"])
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this worker's peak memory so far
+    return pa.table({"pid": pa.array([os.getpid()] * n, pa.int64()), "rss_mb": pa.array([rss_mb] * n, pa.float64()),"order": pa.array(columns["order"], pa.int64()), "kind": pa.array(columns["kind"], pa.int8()),
+                     "key": pa.array(columns["key"], pa.string()),
+                     "data": pa.array(columns["data"], pa.large_binary())})

@@ -1,0 +1,257 @@
+"""The Ray Data engine (curate/scale): `curate run --engine ray --address ...` on a real two-node Ray cluster
+on 127.0.0.1 selects exactly what the single-process engine selects."""
+
+import json
+import os
+import pickle
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from curate import pools
+from curate.cli import sample_path
+from curate.scale.sources import REJECT, ROW, read_shards, shard_paths
+from tests.conftest import write_jsonl
+
+ray = pytest.importorskip("ray")
+
+CLUSTER_START_S = 120  # the two nodes must be up within this
+WORDS = ("data model train graph sort cache tree vector query index shard merge split token score rank budget "
+         "filter kernel batch stream queue lock thread socket parser schema column matrix loss gradient").split()
+
+
+# -- a generated pool: exact and normalised repeats, near-duplicates, multi-turn, instruction-only, rejects ----
+def generated_pool(n: int, seed: int = 0) -> list:
+    rnd = random.Random(seed)
+    records: list = []
+    while len(records) < n:
+        k = len(records)
+        words = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 12)))
+        answer = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(8, 40))) + "."
+        roll = rnd.random()
+        if roll < 0.04 and records:  # an exact repeat of an earlier record: id <hash>-2, exact duplicate
+            records.append(rnd.choice([r for r in records[-50:] if isinstance(r, dict)] or [records[0]]))
+        elif roll < 0.07 and records:  # the same text up to case and spaces: an exact duplicate, another id
+            prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
+            if prev:
+                records.append({**prev, "instruction": "  " + prev["instruction"].upper() + " "})
+        elif roll < 0.12 and records:  # one word changed: a near-duplicate for admission
+            prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
+            if prev:
+                records.append({**prev, "instruction": prev["instruction"] + " " + rnd.choice(WORDS)})
+        elif roll < 0.17:
+            records.append({"messages": [
+                {"role": "user", "content": f"Explain {words}"}, {"role": "assistant", "content": answer},
+                {"role": "user", "content": f"And {rnd.choice(WORDS)}?"}, {"role": "assistant", "content": answer[:40]}]})
+        elif roll < 0.20:
+            records.append({"instruction": f"Describe {words} #{k}"})  # instruction-only: quality has no response
+        elif roll < 0.22:
+            records.append(rnd.choice(['{"instruction": "broken', '{"output": "no instruction"}', '[1, 2]']))
+        else:
+            records.append({"instruction": f"How do I {words}?", "input": rnd.choice(["", "in Python", "fast"]),
+                            "output": answer, "source": rnd.choice(["a", "b", 3])})
+    return records
+
+
+def write_shards(folder, records, shards: int):
+    folder.mkdir()
+    size = -(-len(records) // shards)
+    for i in range(shards):
+        write_jsonl(folder / f"part-{i:05d}.jsonl", records[i * size:(i + 1) * size])
+    return folder
+
+
+# -- a two-node Ray cluster on 127.0.0.1, started and stopped by process group ------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args, log, env):
+    return subprocess.Popen(["ray", "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                             "--disable-usage-stats", *args], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+
+
+def _stop(proc) -> None:
+    """Stop one `ray start --block` and everything it started: its raylet, GCS and workers share its own
+    process group, which is killed by id (a SIGTERM would drain the node for 30 s first)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("ray-logs")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    # the cluster's own token (never ~/.ray/auth_token): every process of the test gets it in its environment
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    head = _start(["--head", f"--port={port}", "--include-dashboard=false"], logs / "head.log", env)
+    worker = None
+    try:
+        deadline = time.time() + CLUSTER_START_S
+        while True:  # the head's GCS port answers
+            assert head.poll() is None, (logs / "head.log").read_text()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "the Ray head did not start"
+                time.sleep(0.5)
+        worker = _start([f"--address={address}"], logs / "worker.log", env)
+        probe = ("import ray,sys,time\nray.init(address=sys.argv[1], log_to_driver=False)\n"
+                 "while sum(n['Alive'] for n in ray.nodes()) < 2: time.sleep(0.5)\n")
+        r = subprocess.run([sys.executable, "-c", probe, address], timeout=max(10, deadline - time.time()),
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-3000:] + (logs / "worker.log").read_text()[-2000:]
+        yield address, env
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                _stop(proc)
+        current = "/tmp/ray/ray_current_cluster"  # `ray start --head` leaves our address here: remove only ours
+        try:
+            if open(current).read().strip().endswith(f":{port}"):
+                os.unlink(current)
+        except OSError:
+            pass
+
+
+# -- the tests ------------------------------------------------------------------------------------------------
+def test_shards_are_read_by_pools_read_in_name_order(tmp_path):
+    folder = write_shards(tmp_path / "shards", generated_pool(300), 3)
+    (folder / "notes.txt").write_text("not a shard")
+    paths = shard_paths(str(folder))
+    assert paths == sorted(str(p) for p in folder.glob("*.jsonl"))
+    assert shard_paths(str(folder / "part-*.jsonl")) == paths
+    # the read task is pools.read per shard: same rows (in order), same rejects, keys of the exact selector
+    tables = list(read_shards({"shard": np.arange(3), "path": np.array(paths)}))
+    rows = [pickle.loads(b) for t in tables
+            for b, k in zip(t["data"].to_pylist(), t["kind"].to_pylist(), strict=True) if k == ROW]
+    rejects = [pickle.loads(b) for t in tables for b, k in zip(t["data"].to_pylist(), t["kind"].to_pylist(), strict=True)
+               if k == REJECT]
+    expected = [pools.read(p, on_error="skip") for p in paths]
+    assert rows == [r for res in expected for r in res.rows]
+    assert [(r.path, r.location) for r in rejects] == [(r.path, r.location) for res in expected for r in res.rejects]
+    orders = [o for t in tables for o, k in zip(t["order"].to_pylist(), t["kind"].to_pylist(), strict=True) if k == ROW]
+    assert orders == sorted(orders) and len(set(orders)) == len(rows)
+
+
+def test_parquet_shards_read_like_a_parquet_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = [{k: v for k, v in r.items() if k != "source"} for r in generated_pool(200, seed=3)
+            if isinstance(r, dict) and "instruction" in r and "output" in r]
+    pq.write_table(pa.Table.from_pylist(recs), tmp_path / "one.parquet")
+    tables = list(read_shards({"shard": np.arange(1), "path": np.array([str(tmp_path / "one.parquet")])}))
+    rows = [pickle.loads(b) for t in tables for b in t["data"].to_pylist()]
+    assert rows == pools.read(str(tmp_path / "one.parquet")).rows
+
+
+def test_curate_run_engine_ray_on_a_two_node_cluster_selects_what_the_single_process_engine_selects(cluster, tmp_path):
+    from curate.pipeline import run_pipeline
+    from curate.session import Workspace
+
+    records = generated_pool(2000)
+    whole = write_jsonl(tmp_path / "pool.jsonl", records)
+    shards = write_shards(tmp_path / "shards", records, 4)
+    budget = 300
+
+    started = time.time()
+    address, env = cluster
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
+                        "--budget", str(budget), "--out", str(tmp_path / "ray"), "--no-report"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ray_seconds = time.time() - started
+    single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False)
+
+    ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
+    assert ray_ws.ids == ws.ids and len(ws) > 1700                        # the pool: same rows, ids, order
+    assert ray_ws.manifest["sources"][0]["rejects"] == ws.manifest["sources"][0]["rejects"] > 0
+    assert ray_ws.selection("dedup").table.to_pylist() == ws.selection("dedup").table.to_pylist()
+    assert ray_ws.selection("dedup").decisions()["duplicate"] > 50
+    for column in ("complexity", "quality"):                                 # the scores: as ws.apply writes them
+        a, b = ray_ws.column_provenance(column), ws.column_provenance(column)
+        assert a["fingerprint"] == b["fingerprint"] and a["scorer"] == b["scorer"] and a["engine"]["name"] == "ray"
+        assert ray_ws.column_fingerprints(column) == ws.column_fingerprints(column)
+        np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
+        assert ray_ws.failures(column) == ws.failures(column)
+    assert any(ray_ws.failures("quality"))                                   # instruction-only rows
+    np.testing.assert_allclose(ray_ws.embeddings("default"), ws.embeddings("default"), rtol=0, atol=1e-5)
+    # the selection: exactly the same ids in the same order, with the same decisions for every row
+    kept = ws.selection("deita").ids
+    assert len(kept) == budget and ray_ws.selection("deita").ids == kept
+    assert ray_ws.selection("deita").decisions() == ws.selection("deita").decisions()
+    assert ws.selection("deita").decisions()["rejected"] > 0                 # near-duplicates were refused
+    exported = [json.loads(x)["id"] for x in (tmp_path / "ray" / "selected.jsonl").read_text().splitlines()]
+    assert exported == kept
+    assert "engine" not in ws.column_provenance("quality")                   # single process stays the default
+    assert ray_seconds < 300
+
+
+def test_engine_errors_are_named(tmp_path):
+    from curate.errors import CurateError
+    from curate.pipeline import run_pipeline
+
+    with pytest.raises(CurateError, match="unknown engine"):
+        run_pipeline(str(sample_path()), out=tmp_path / "x", budget=5, engine="spark")
+    with pytest.raises(CurateError, match="--address needs --engine ray"):
+        run_pipeline(str(sample_path()), out=tmp_path / "y", budget=5, address="127.0.0.1:1")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
+    from curate.pipeline import Run, dedup
+    from curate.scale import RayEngine
+    from curate.session import Workspace
+
+    shards = write_shards(tmp_path / "shards", generated_pool(1200, seed=5), 3)
+    engine = RayEngine()  # Ray started here, on this machine
+    run = Run(str(shards), tmp_path / "ray", budget=0, report=False)
+    try:
+        engine.load(run)
+        engine.dedup(run, dedup)
+        params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1}
+        ours = engine.minhash_dedup(run.ws, name="near", input_selection="dedup", **params)
+    finally:
+        engine.close()
+    ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", generated_pool(1200, seed=5)), on_error="skip")
+    ws.select(method="exact", name="dedup")
+    theirs = ws.select(method="minhash", name="near", input_selection="dedup", **params)
+    assert ours.table.to_pylist() == theirs.table.to_pylist()
+    assert ours.decisions()["duplicate"] > 10
+    assert {k: v for k, v in ours.provenance.items() if k not in ("created", "engine")} == \
+        {k: v for k, v in theirs.provenance.items() if k != "created"}
+
+
+def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
+    import pickle as pk
+
+    from curate.errors import CurateError, InputError
+    from curate.scale.sources import RemoteError, remote_errors
+
+    with pytest.raises(RemoteError) as caught, remote_errors():
+        raise InputError("a.jsonl", "file", "no records")
+    carried = pk.loads(pk.dumps(caught.value))  # what Ray sends back (InputError itself does not unpickle)
+    assert str(carried) == "a.jsonl: file: no records" and carried.kind == "InputError"
+    from curate.scale import RayEngine
+
+    engine = RayEngine()
+    with pytest.raises(CurateError, match="a.jsonl: file: no records"), engine.stage():
+        raise RuntimeError("task failed") from carried
