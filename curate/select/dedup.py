@@ -55,6 +55,17 @@ def exact_dedup(ws, rows: np.ndarray, text: str = "conversation", sort_by: str |
     return out
 
 
+def shingle_minhash(text: str, shingle: int, num_perm: int, seed: int):
+    """The MinHash (datasketch) of a text's word ``shingle``-grams, after :func:`normalise_text`."""
+    from datasketch import MinHash
+
+    words = normalise_text(text).split(" ")
+    grams = {" ".join(words[i:i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+    mh = MinHash(num_perm=num_perm, seed=seed)
+    mh.update_batch([g.encode() for g in grams])
+    return mh
+
+
 @register("minhash")
 def minhash_dedup(ws, rows: np.ndarray, threshold: float = 0.8, text: str = "conversation", shingle: int = 3,
                   num_perm: int = 128, sort_by: str | None = None, seed: int = 1) -> SelectorResult:
@@ -68,10 +79,7 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = 0.8, text: str = "con
     kept: dict[str, MinHash] = {}
     out = SelectorResult(info={"threshold": threshold, "shingle": shingle, "num_perm": num_perm, **info})
     for k, (p, t) in enumerate(zip(ordered.tolist(), texts(ws, ordered, text), strict=True)):
-        words = normalise_text(t).split(" ")
-        grams = {" ".join(words[i:i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
-        mh = MinHash(num_perm=num_perm, seed=seed)
-        mh.update_batch([g.encode() for g in grams])
+        mh = shingle_minhash(t, shingle, num_perm, seed)
         hits = [(mh.jaccard(kept[h]), h) for h in lsh.query(mh)]
         hits = [h for h in hits if h[0] >= threshold]
         if hits:
