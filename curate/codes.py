@@ -36,6 +36,8 @@ class Reason(StrEnum):
     NOT_IN_INPUT = "not_in_input"          # outside the input selection
     IFD_AT_LEAST_ONE = "ifd_at_least_one"  # IFD >= max_ifd: the instruction does not help; detail: score, max_ifd
     OUTSIDE_BAND = "outside_band"          # perplexity outside the kept quantile band; detail: score, low, high
+    PRUNED_EASY = "pruned_easy"            # EL2N / GraNd: among the easiest rows (lowest score); detail: score, keep
+    HARD_TO_LEARN = "hard_to_learn"        # Cartography hard region / the hardest EL2N rows (often label noise)
 
 
 class FailureCode(StrEnum):
@@ -91,6 +93,8 @@ _REASON_TEXT = {
     Reason.NOT_IN_INPUT: "not in the input selection",
     Reason.IFD_AT_LEAST_ONE: "IFD at or above the limit: the instruction does not help",
     Reason.OUTSIDE_BAND: "outside the kept band",
+    Reason.PRUNED_EASY: "pruned: among the easiest rows to learn",
+    Reason.HARD_TO_LEARN: "hard to learn (low confidence): often a noisy label",
 }
 
 

@@ -42,6 +42,7 @@ class EmbedDefaults:
     batch_size: int = 64
     text: str = "instruction"        # instruction | conversation | response
     name: str = "default"
+    backend: str = "torch"           # torch | onnx | onnx-int8 (curate.embed.encoder; evals/bench_embed.py)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,17 @@ class DeitaDefaults:
     max_cosine_similarity: float = 0.9   # admit a row iff its cosine to every admitted row is <= this
     sort_by: str = "complexity*quality"  # evaluated per turn, reduced by the columns' reducer (sum: DEITA)
     semantic_duplicate_similarity: float = 0.95  # semantic dedup: a duplicate above this
+    block_size: int = 4096               # admission: the largest block (blocks are sized to the budget)
+
+
+@dataclass(frozen=True)
+class AnnDefaults:
+    """hnswlib graphs: semantic dedup at scale (``index="hnsw"``) and the report's nearest kept neighbours."""
+
+    ef: int = 64                     # query beam: recall 0.9988 on 100K clustered rows (evals/bench_dedup.py)
+    m: int = 16                      # graph degree
+    ef_construction: int = 100       # build beam
+    neighbours: int = 3              # nearest kept rows shown per rejected row in the report
 
 
 @dataclass(frozen=True)
@@ -80,10 +92,79 @@ class SignalDefaults:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class TrainDefaults:
+    """The fine-tuning harness (curate.train): SFT of a small causal LM with per-row records each epoch."""
+    epochs: int = 3
+    learning_rate: float = 2e-4          # LoRA; a full fine-tune (lora_rank=0) wants ~2e-5
+    batch_size: int = 16                 # rows per optimizer step
+    max_length: int = 1024               # context + response tokens per turn (truncated as the signals engine does)
+    lora_rank: int = 16                  # 0 = full fine-tune
+    lora_alpha: float = 32.0
+    lora_targets: str = "all-linear"     # peft: every linear projection but the output head
+    seed: int = 0
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0           # gradient clipping (0 = off)
+    eval_batch_size: int = 32
+    group_size: int = 32                 # batches per length-sorted group (less padding, order still shuffled)
+    correct_accuracy: float = 0.5        # cartography: an epoch counts as correct when token accuracy > this
+    easy_share: float = 0.33             # cartography selector: share of the budget from easy rows (paper: some easy)
+    early_epoch: int = 2                 # EL2N / GraNd: records of this epoch's pass = the model after epoch - 1
+
+
+@dataclass(frozen=True)
+class LessDefaults:
+    """LESS (Xia et al. 2024): LoRA gradient features of a warm-up model, matched to a target task."""
+    warmup_fraction: float = 0.05        # warm-up LoRA on this random share of the pool (the paper: 5%)
+    epochs: int = 4                      # warm-up epochs; a checkpoint (and features) after each (the paper: 4)
+    learning_rate: float = 2e-4
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = r".*\.(q_proj|k_proj|v_proj|o_proj)"  # attention projections, as the paper
+    max_length: int = 1024
+    projection_dim: int = 8192           # random projection of the gradient features (the paper: 8192)
+    seed: int = 0                        # warm-up sample and the Rademacher projection
+    batch_tokens: int = 8192             # padded tokens per gradient batch on the CPU
+    batch_tokens_cuda: int = 16384       # (logits of every response token: 16K x 49K floats on SmolLM2)
+    projection_block: int = 65536        # gradient coordinates per generated projection block (memory bound)
+    projection_cache_bytes: int = 1 << 28          # projection blocks kept in memory on the CPU
+    projection_cache_bytes_cuda: int = 24 << 30    # ... on a CUDA device
+    fraction: float = 0.05               # the less selector keeps this share of the candidates (the paper: 5%)
+
+
+@dataclass(frozen=True)
+class MiningDefaults:
+    """Instruction Mining (Cao et al. 2023): a linear rule over indicators fitted to fine-tuned eval loss."""
+    subsets: int = 10                    # K random subsets fine-tuned
+    subset_size: int = 1000              # rows per subset
+    epochs: int = 1
+    eval_rows: int = 200                 # held-out rows (from the pool) when no eval set is given
+    seed: int = 0
+    ridge: float = 1e-6                  # least squares on standardised indicators (a tiny ridge for stability)
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """QQT (Goyal et al. 2024): utility of each quality bucket decays with repetition; keep what minimises loss."""
+    buckets: int = 10                    # quality tiers of the pool (deciles)
+    top_utility: float = -0.16           # b of the best tier: the paper's fit for the top 10% (DataComp, T-MARS)
+    utility_ratio: float = 0.8           # b of tier k+1 / tier k (the paper's tiers: -0.16, -0.125, -0.1, -0.085)
+    half_life: float = 5.7               # repetitions until a row's utility halves (mean of the paper's fits)
+    irreducible_loss: float = 0.1        # d (the paper's fit)
+    tier_units: float = 3.2              # n counts units of (tier rows / this): the paper's 12.8M-sample tiers
+                                         # with a / normaliser = 0.025 / 100K, i.e. one unit = 4M samples
+
+
 BACKEND = BackendDefaults()
 BATCH = BatchDefaults()
 JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
+ANN = AnnDefaults()
 NORMALIZER = NormalizerDefaults()
 SIGNAL = SignalDefaults()
+TRAIN = TrainDefaults()
+LESS = LessDefaults()
+MINING = MiningDefaults()
+PLAN = PlanDefaults()

@@ -1,6 +1,25 @@
-"""Benchmark: curate's exact admission loop vs a DEITA-faithful brute-force sequential reference.
+"""Benchmark: curate's exact admission loop against DEITA's own filter code, and against a numpy loop.
 
-    python evals/bench_admission.py --n 1000000 --dim 384 --budget 50000 [--data [POOL.jsonl]] [--device cuda]
+    python evals/bench_admission.py [--cases real10k:2000,real30k:6000,syn100k:10000,syn1m:50000]
+                                    [--threads 1] [--deita-seconds 300] [--repeats 5]
+    python evals/bench_admission.py --against numpy --n 1000000 --budget 50000 [--data [POOL.jsonl]] [--device cuda]
+
+``--against deita`` (default): each case runs curate's ``admit`` and DEITA's real ``Combined_Filter``
+(``IterativeFilter.filter`` from hkust-nlp/deita, copied unchanged into ``evals/deita_reference/``) on the
+same rows: its default batch size 1 and its batch-64 mode, both on the CPU with its default chunk size.
+Cases: ``realN:B`` = the first N scored rows of a workspace holding real MiniLM embeddings and DEITA
+complexity/quality scores of pool_30k (``--workspace``, read only; default /work/runs/new30k/workspace);
+``synN:B`` = N clustered synthetic unit vectors (:func:`synthetic`) with continuous scores. Scores are
+continuous (no ties), so DEITA's unstable pandas sort and our tie rule give the same order, and the
+admitted ids (in order) must be identical to DEITA batch-size-1's. Batch 64 compares candidates with
+rejected batch-mates too (inexact): its differing ids are counted. Times are the median of ``--repeats``
+(DEITA batch 1: one run); when DEITA's batch-1 run would exceed ``--deita-seconds`` its time is
+EXTRAPOLATED from prefixes of the walk (``evals/deita_reference/harness.py``; printed as such). The
+suite lives in ``evals/deita_reference/suite.py``. Every case
+prints a ``RESULT`` line; a last ``RESULT`` line gives the smallest speed-ups over all cases.
+
+``--against numpy``: the earlier benchmark against a DEITA-faithful brute-force numpy loop (batch size 1,
+preallocated buffer), with an exact float64 certificate of curate's result over the full run:
 
 Data: clustered synthetic unit vectors (topics -> clusters -> rows, cluster spreads from near-duplicate
 to loose), plus with ``--data`` the real MiniLM embeddings of ../shared/data/pool_30k.jsonl (cached in /tmp).
@@ -42,6 +61,8 @@ from curate.select.admission import ADMITTED, FLOAT32_MARGIN, NOT_REACHED, REJEC
 from evals.admission_prune import prune_products  # noqa: E402
 
 DEFAULT_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pool_30k.jsonl"
+DEFAULT_WORKSPACE = "/work/runs/new30k/workspace"
+DEFAULT_CASES = "real10k:2000,real30k:6000,syn100k:10000,syn1m:50000"
 
 
 def embedding_spectrum(dim: int) -> np.ndarray:
@@ -265,6 +286,13 @@ def bench(name, x, scores, budget, tau, block_size, device, ref_seconds, prune="
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", choices=["deita", "numpy"], default="deita")
+    ap.add_argument("--cases", default=DEFAULT_CASES, help="with --against deita: realN:BUDGET or synN:BUDGET, comma-separated")
+    ap.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace with real embeddings and scores (read only)")
+    ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads, both sides (0: library defaults; "
+                    "on a shared 2-core machine their spinning threads made DEITA's loop 4-60x slower)")
+    ap.add_argument("--deita-seconds", type=float, default=300, help="longest full DEITA batch-1 run; beyond: extrapolated")
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--budget", type=int, default=50_000)
@@ -282,6 +310,10 @@ def main() -> None:
                     help="synthetic spectrum: like real MiniLM embeddings (default) or isotropic")
     ap.add_argument("--real-budget", type=int, default=6000, help="budget for the real pool (DEITA-6K)")
     args = ap.parse_args()
+    if args.against == "deita":
+        from evals.deita_reference.suite import against_deita
+
+        return against_deita(args, synthetic, certify)
     prune = args.prune
     print(f"machine: {os.cpu_count()} CPUs visible, affinity {len(os.sched_getaffinity(0))}; device {args.device}")
     if args.data:

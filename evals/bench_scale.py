@@ -15,6 +15,9 @@ its own process (so peak memory is each engine's own):
   + ``RayEngine.embed`` (one actor per CPU). MiniLM on 2 CPU cores encodes ~100-200 rows/s, so 1M rows
   would take hours per engine; this part runs on a sample, and says so.
 
+Then, in its own process, the CPU embedding backends (torch, onnx, onnx-int8; :func:`embed_backends`) on the
+sample's texts: rows/s and agreement with torch (cosine; DEITA admitted ids that differ).
+
 Both engines must write the same pool ids and the same dedup decisions (checked). Peak memory: the
 driver process (getrusage), and every Ray worker that read shards or ran inference (their own getrusage,
 reported through the data). Without ``--address`` Ray starts on this machine with every CPU.
@@ -32,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's curate, also in the part processes
 
 WORDS = ("data model train graph sort cache tree vector query index shard merge split token score rank budget "
          "filter kernel batch stream queue lock thread socket parser schema column matrix loss gradient python "
@@ -135,6 +140,37 @@ def part(name: str, source: str, out: Path, address: str | None) -> dict:
     return result
 
 
+def embed_backends(workspace: Path) -> dict:
+    """The CPU embedding backends on the inference sample's texts (the default embedding text), in this
+    process: texts/s each (after a warm-up; the ONNX export is made or loaded first), cosine of each to
+    torch's vectors (mean, min), and DEITA admission (tau 0.9, random scores, budget a fifth of the rows)
+    on each backend's vectors: admitted ids that differ from torch's."""
+    import numpy as np
+
+    from curate.defaults import DEITA, EMBED
+    from curate.embed.encoder import encode
+    from curate.rows import row_text
+    from curate.select.admission import admit
+    from curate.storage.workspace import Workspace
+
+    texts = [row_text(c, EMBED.text) for c in Workspace.open(workspace).conversations()]
+    scores = np.random.default_rng(0).random(len(texts))
+    out, vecs = {}, {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        encode(texts[:64], device="cpu", backend=backend)  # warm-up: the model (and the export at first use)
+        started = time.perf_counter()
+        vecs[backend] = encode(texts, device="cpu", backend=backend)
+        out[f"{backend}_rows_s"] = len(texts) / (time.perf_counter() - started)
+    base = admit(vecs["torch"], scores, None, DEITA.max_cosine_similarity, len(texts) // 5)
+    for backend in ("onnx", "onnx-int8"):
+        cos = (vecs[backend] * vecs["torch"]).sum(1)
+        other = admit(vecs[backend], scores, None, DEITA.max_cosine_similarity, len(texts) // 5)
+        out[f"{backend}_cos_mean"], out[f"{backend}_cos_min"] = float(cos.mean()), float(cos.min())
+        out[f"{backend}_deita_differ"] = len(set(base.admitted.tolist()) - set(other.admitted.tolist()))
+    out["rows"], out["peak_mb"] = len(texts), round(peak_mb())
+    return out
+
+
 def run_part(name: str, source: Path, out: Path, address: str | None) -> dict:
     cmd = [sys.executable, __file__, "--part", name, "--source", str(source), "--out", str(out)]
     if address:
@@ -158,6 +194,9 @@ def main() -> None:
     ap.add_argument("--source", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.part == "embed-backends":
+        print(json.dumps(embed_backends(args.out)))
+        return
     if args.part:
         print(json.dumps(part(args.part, args.source, args.out, args.address)))
         return
@@ -176,6 +215,7 @@ def main() -> None:
     spi = run_part("single-infer", small_whole, runs / "single-infer", None)
     rsi = run_part("ray-infer", small_shards, runs / "ray-infer", args.address)
     assert spi["digest"] == rsi["digest"] and abs(spi["scores_digest"] - rsi["scores_digest"]) < 1e-3
+    eb = run_part("embed-backends", small_whole, runs / "single-infer" / "workspace", None)
 
     def rate(res: dict, stages: tuple[str, ...]) -> float:
         return res["rows"] / sum(res["seconds"][s] for s in stages)
@@ -189,7 +229,14 @@ def main() -> None:
           f"infer_rows={spi['rows']} single_embed_score_rows_s={rate(spi, ('score', 'embed')):.1f} "
           f"ray_embed_score_rows_s={rate(rsi, ('score', 'embed')):.1f} "
           f"single_driver_peak_mb={sp['driver_peak_mb']} ray_driver_peak_mb={rs['driver_peak_mb']} "
-          f"ray_worker_peak_mb={worker_peak} same_pool_and_dedup=True cpus={os.cpu_count()}", flush=True)
+          f"ray_worker_peak_mb={worker_peak} same_pool_and_dedup=True "
+          f"embed_torch_rows_s={eb['torch_rows_s']:.1f} embed_onnx_rows_s={eb['onnx_rows_s']:.1f} "
+          f"embed_onnx_int8_rows_s={eb['onnx-int8_rows_s']:.1f} onnx_speedup={eb['onnx_rows_s'] / eb['torch_rows_s']:.2f}x "
+          f"onnx_int8_speedup={eb['onnx-int8_rows_s'] / eb['torch_rows_s']:.2f}x "
+          f"onnx_cos_mean/min={eb['onnx_cos_mean']:.6f}/{eb['onnx_cos_min']:.6f} "
+          f"onnx_int8_cos_mean/min={eb['onnx-int8_cos_mean']:.5f}/{eb['onnx-int8_cos_min']:.5f} "
+          f"deita_budget={eb['rows'] // 5}_ids_differ_onnx/int8={eb['onnx_deita_differ']}/{eb['onnx-int8_deita_differ']} "
+          f"cpus={os.cpu_count()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The on-disk embedding cache: vectors keyed by (model, sha256 of the text), one ``.npz`` file per model.
+"""The on-disk embedding cache: vectors keyed by (model, backend, sha256 of the text), one ``.npz`` file per
+model and backend (the ``torch`` backend keeps the file name it had before backends existed).
 
 Embedding steps and trained scorers share it, so a text is encoded once per model. Two processes adding to
 one cache file serialise on a file lock (``<file>.lock``) around read-merge-write: the second re-reads the
@@ -16,14 +17,20 @@ import numpy as np
 from filelock import FileLock
 
 from curate.defaults import EMBED
-from curate.embed.encoder import encode, model_id
+from curate.embed.encoder import encode, model_id, resolve_backend
 
 KEY_DTYPE = "S32"
 
 
-def cache_file(cache_dir: str | os.PathLike, model: str | None) -> Path:
-    """The cache file of ``model`` under ``cache_dir`` (``embeddings/<model name>-<hash>.npz``)."""
+def cache_id(model: str | None, backend: str = "torch") -> str:
+    """The name vectors are cached under: the model id, plus ``@<backend>`` for backends other than torch."""
     mid = model_id(model)
+    return mid if backend == "torch" else f"{mid}@{backend}"
+
+
+def cache_file(cache_dir: str | os.PathLike, model: str | None, backend: str = "torch") -> Path:
+    """The cache file of ``model`` and ``backend`` under ``cache_dir`` (``embeddings/<name>-<hash>.npz``)."""
+    mid = cache_id(model, backend)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in mid.rstrip("/").split("/")[-1])[:60]
     digest = hashlib.sha256(mid.encode()).hexdigest()[:10]
     return Path(cache_dir) / "embeddings" / f"{safe}-{digest}.npz"
@@ -53,14 +60,15 @@ def _missing(keys: list[bytes], texts: list[str], known: dict[bytes, int]) -> di
 
 def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | None = None,
                   batch_size: int = EMBED.batch_size, progress: bool = False,
-                  device: str | None = None) -> tuple[np.ndarray, int, Path]:
-    """``encode`` through the on-disk cache keyed by (model, sha256 of the text).
+                  device: str | None = None, backend: str | None = None) -> tuple[np.ndarray, int, Path]:
+    """``encode`` through the on-disk cache keyed by (model, backend, sha256 of the text).
 
     Returns the matrix (one row per text), how many texts were newly encoded, and the cache file.
     """
     mid = model_id(model)
+    backend = resolve_backend(backend, device, env=False)
     keys = [text_key(t) for t in texts]
-    cache = cache_file(cache_dir, mid)
+    cache = cache_file(cache_dir, mid, backend)
     cached_keys, cached_vecs = _read(cache)
     known = {k: i for i, k in enumerate(cached_keys.tolist())}
     missing = _missing(keys, texts, known)
@@ -72,7 +80,7 @@ def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | N
             missing = _missing(keys, texts, known)
             if missing:
                 fresh = encode(list(missing.values()), model=mid, batch_size=batch_size, progress=progress,
-                               device=device)
+                               device=device, backend=backend)
                 cached_vecs = fresh if cached_vecs is None else np.concatenate((cached_vecs, fresh))
                 cached_keys = np.concatenate((cached_keys, np.array(list(missing), dtype=KEY_DTYPE)))
                 known = {k: i for i, k in enumerate(cached_keys.tolist())}

@@ -88,7 +88,12 @@ class Inference:
             # the batch's texts, encoded once; the scorers read them from this batch-local cache
             out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
                                                    model=self.model, batch_size=self.batch_size, device=self.device)
-            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))
+            # an empty workspace of the actor's own: steps may open ``ctx.workspace`` (a scorer checks that its
+            # column holds no labels); the driver runs that check against the real one (``Precomputed.run``)
+            from curate.storage.workspace import Workspace
+
+            Workspace(Path(tmp) / "workspace")
+            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp) / "workspace")
             for scorer in self.scorers:
                 result = scorer.run(rows, ctx)
                 out[f"{scorer.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
@@ -122,6 +127,9 @@ class Precomputed:
         return self.step.describe()
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+        check = getattr(self.step, "check_column", None)
+        if check is not None:  # the step's own check against the real workspace (the actors had an empty one)
+            check(ctx.workspace)
         missing = [row for row in rows if row.id not in self.results]
         rest = self.step.run(missing, ctx) if missing else StepOutput([], [])
         computed = iter(zip(rest.values, rest.failures, strict=True))

@@ -17,9 +17,10 @@ import unicodedata
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import DEITA, EMBED
+from curate.defaults import ANN, DEITA, EMBED
 from curate.select.admission import REJECTED, admit
 from curate.select.inputs import score_detail, texts, vectors
+from curate.select.products import hnsw_products
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
@@ -93,37 +94,67 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = 0.8, text: str = "con
     return out
 
 
+def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str = "kmeans",
+                        n_clusters: int | None = None, seed: int = 0, ef: int = ANN.ef, threads: int = 1
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """The semantic dedup walk over unit rows ``x`` in their order (see :func:`semantic_dedup`): duplicate
+    mask, witness (row position), witness similarity, K-means labels (``kmeans`` only) and provenance."""
+    n = len(x)
+    rank_score = -np.arange(n, dtype=np.float64)  # the walk order, as admission scores
+    if index in ("hnsw", "exact"):
+        products = hnsw_products(ef=ef, threads=threads, seed=seed) if index == "hnsw" else None
+        res = admit(x, rank_score, None, duplicate_similarity, None, products=products)
+        duplicate = res.decision == REJECTED
+        info = {"index": index} if index == "exact" else {"index": "hnsw", "ef": ef, "threads": threads}
+        return duplicate, res.witness, res.witness_similarity, None, info
+    if index != "kmeans":
+        raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
+    from sklearn.cluster import KMeans
+
+    k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
+    labels = KMeans(n_clusters=k_c, n_init=1, random_state=seed).fit_predict(x) if k_c > 1 else np.zeros(n, int)
+    duplicate = np.zeros(n, bool)
+    wit = np.full(n, -1, np.int64)
+    wsim = np.full(n, np.nan)
+    for c in range(k_c):
+        members = np.flatnonzero(labels == c)
+        res = admit(x[members], rank_score[members], None, duplicate_similarity, None)
+        rej = np.flatnonzero(res.decision == REJECTED)
+        duplicate[members[rej]] = True
+        wit[members[rej]] = members[res.witness[rej]]
+        wsim[members[rej]] = res.witness_similarity[rej]
+    return duplicate, wit, wsim, labels, {"n_clusters": k_c}
+
+
 @register("semantic")
 def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.semantic_duplicate_similarity,
                    n_clusters: int | None = None, embeddings: str = EMBED.name, sort_by: str | None = None,
-                   seed: int = 0) -> SelectorResult:
-    """Semantic dedup: K-means clusters, then inside each cluster the exact admission loop (no budget):
-    a row is a duplicate when a kept row of its cluster earlier in the walk order has cosine similarity
-    above ``duplicate_similarity``."""
-    from sklearn.cluster import KMeans
+                   seed: int = 0, index: str = "kmeans", ef: int = ANN.ef, threads: int = 1) -> SelectorResult:
+    """Semantic dedup: a row is a duplicate when a kept row earlier in the walk order has cosine similarity
+    above ``duplicate_similarity``. ``index`` says where kept rows are looked for:
 
+    * ``kmeans`` (default): K-means clusters, then inside each cluster the exact admission loop (no budget);
+      pairs split across clusters are missed.
+    * ``hnsw``: the admission loop over all rows with the kept rows in an hnswlib graph (cosine): each
+      block of rows asks it for its nearest kept row (query beam ``ef``; ``threads`` build threads, 1 =
+      reproducible) instead of comparing with every kept row; rows inside a block and rows near the
+      threshold are compared exactly (:class:`curate.select.products.HnswProducts`). For pools of 1M+ rows;
+      a duplicate whose kept neighbour the graph misses is kept (recall: ``evals/bench_dedup.py``).
+    * ``exact``: the admission loop over all rows against every kept row: the reference; quadratic.
+    """
     ordered, values, info = walk_order(ws, rows, sort_by)
     x = vectors(ws, embeddings, ordered)
-    k = min(len(ordered), n_clusters or max(1, int(math.sqrt(len(ordered) / 4))))
-    labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(x) if k > 1 else np.zeros(len(x), int)
-    rank_score = -np.arange(len(ordered), dtype=np.float64)  # the walk order, as admission scores
     ids = ws.ids
-    details: list[dict] = [{} for _ in range(len(ordered))]
-    duplicate = np.zeros(len(ordered), bool)
-    for c in range(k):
-        members = np.flatnonzero(labels == c)
-        res = admit(x[members], rank_score[members], None, duplicate_similarity, None)
-        for local, m in enumerate(members.tolist()):
-            details[m] = {"cluster": c, **score_detail(values[m])}
-            if res.decision[local] == REJECTED:
-                duplicate[m] = True
-                details[m].update(witness=ids[ordered[members[res.witness[local]]]],
-                                  similarity=float(res.witness_similarity[local]),
-                                  duplicate_similarity=duplicate_similarity)
-    out = SelectorResult(info={"n_clusters": k, "duplicate_similarity": duplicate_similarity, **info})
+    duplicate, wit, wsim, labels, how = semantic_duplicates(x, duplicate_similarity, index, n_clusters, seed, ef,
+                                                            threads)
+    first = {"n_clusters": how.pop("n_clusters")} if "n_clusters" in how else {}  # the order it had before
+    out = SelectorResult(info={**first, "duplicate_similarity": duplicate_similarity, **how, **info})
     for m, p in enumerate(ordered.tolist()):
+        detail = score_detail(values[m]) if labels is None else {"cluster": int(labels[m]), **score_detail(values[m])}
         if duplicate[m]:
-            out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE, details[m])
+            detail.update(witness=ids[ordered[wit[m]]], similarity=float(wsim[m]),
+                          duplicate_similarity=duplicate_similarity)
+            out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE, detail)
         else:
-            out.add(p, Decision.KEPT, Reason.SELECTED, details[m])
+            out.add(p, Decision.KEPT, Reason.SELECTED, detail)
     return out

@@ -1,0 +1,65 @@
+"""The report's "why was this row rejected" section: nearest kept rows of rows dropped for similarity."""
+
+import numpy as np
+
+from curate.report.html import report_html
+from curate.report.neighbours import nearest_kept, rejected_neighbours
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+
+
+def unit(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_ws(tmp_path, n=60, d=16):
+    rng = np.random.default_rng(3)
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"question {i}", "output": "ok"} for i in range(n)]))
+    base = unit(rng.standard_normal((n // 2, d)))
+    x = np.concatenate([base, unit(base + 0.08 * rng.standard_normal(base.shape))])  # rows n/2.. near a twin
+    w.add_embeddings("default", x, {"kind": "test"})
+    turns = {"kind": "test", "granularity": "turn", "reducer": "sum"}  # as the judges declare DEITA scores
+    w.add_column("complexity", [[float(v)] for v in rng.uniform(1, 6, n)], turns)
+    w.add_column("quality", [[float(v)] for v in rng.uniform(1, 6, n)], turns)
+    return w, x
+
+
+def test_nearest_kept_exact_matches_brute_force_and_hnsw_agrees():
+    rng = np.random.default_rng(0)
+    kept, queries = unit(rng.standard_normal((500, 24))), unit(rng.standard_normal((7, 24)))
+    pos, sims = nearest_kept(kept, queries, k=4)
+    brute = queries.astype(np.float64) @ kept.astype(np.float64).T
+    assert (pos == np.argsort(-brute, axis=1)[:, :4]).all()
+    assert np.allclose(sims, np.sort(brute, axis=1)[:, ::-1][:, :4])
+    hpos, hsims = nearest_kept(kept, queries, k=4, index="hnsw", ef=200)  # a small graph, wide beam: exact
+    assert (hpos == pos).all() and np.allclose(hsims, sims)
+    assert nearest_kept(kept[:2], queries, k=4)[0].shape == (7, 2)
+
+
+def test_rejected_rows_show_their_nearest_kept_rows(tmp_path):
+    w, x = make_ws(tmp_path)
+    sel = w.select(method="deita", name="d", budget=40, max_cosine_similarity=0.9)
+    rejected = [r for r in sel.rows() if r["decision"] == "rejected"]
+    assert rejected  # the twins
+    found = rejected_neighbours(w, "d", k=2, limit=None)
+    assert {f["id"] for f in found} == {r["id"] for r in rejected}
+    kept = set(sel.ids)
+    for f in found:
+        q = x[w.index[f["id"]]].astype(np.float64)
+        sims = {i: float(x[w.index[i]].astype(np.float64) @ q) for i in kept}
+        best = max(sims, key=sims.get)
+        top = f["neighbours"][0]
+        assert top["id"] == best and np.isclose(top["similarity"], sims[best])
+        assert all(n["id"] in kept for n in f["neighbours"]) and len(f["neighbours"]) == 2
+        # the selector's recorded witness is a kept row above tau; the nearest kept row is at least as close
+        assert f["witness"] in kept and top["similarity"] >= f["similarity"] - 1e-6 > 0.9 - 1e-6
+    page = report_html(w, selection="d")
+    assert "why rows were rejected" in page and found[0]["id"] in page and found[0]["neighbours"][0]["id"] in page
+
+
+def test_no_section_without_similarity_rejections(tmp_path):
+    w, _ = make_ws(tmp_path)
+    w.select(method="top_k", name="t", budget=10)
+    assert rejected_neighbours(w, "t") == []
+    assert "why rows were rejected" not in report_html(w, selection="t")
