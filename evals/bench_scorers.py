@@ -1,22 +1,27 @@
-"""Benchmark the default scorers: agreement with their real GPT-4 labels, throughput, cost per row.
+"""Benchmark the scorer kinds against real GPT-4 labels, beside the length baselines, and their speed on the CPU.
 
-    python evals/bench_scorers.py [--data ../shared/data] [--rows 512] [--repeats 3] [--compare]
+    python evals/bench_scorers.py [--data ../shared/data] [--rows 128] [--gpu-metrics evals/results/issue13_gpu_metrics.json]
 
-1. Held-out agreement (Spearman etc.) of each default scorer configuration with its judge's labels,
-   beside the length baseline (response length for quality, instruction length for complexity) and
-   random. The held-out groups are split off before any fitting (same split as the training script).
-2. Throughput on this machine: the shipped scorer's rows/s against MiniLM's own ``encode`` on the same
-   texts (instruction, and response for quality), timed alternately, median of ``--repeats``. Absolute
-   rows/s follow the machine's load (other jobs share the cores); the ratio is the comparable figure.
-3. Cost per row against the API judge it imitates (GPT-4; price assumptions printed).
-``--compare`` also prints the K-fold figures of the alternative heads/features tried.
-Last line: ``RESULT quality_spearman=<x> complexity_spearman=<y> rows_per_s=<n>``.
+1. Held-out agreement per data source (test groups: split by instruction / question id, evals/scorer_label_data.py):
+   quality on MT-bench and Auto-J (Spearman, Kendall, MAE on 1-6, pairwise accuracy) and on AlpacaEval
+   preferences (pairwise accuracy, all pairs and length-matched pairs); complexity on FLASK and on
+   same-task constraint chains of held-out constraint families. Every figure beside the response-length and
+   instruction-length baselines, and the predicted vs label distribution (calibration to DEITA's 1-6).
+   - ``ridge`` (the shipped defaults: a joint pointwise+pairwise linear head on the features a 30K run computes
+     anyway): the figures evals/train_default_scorers.py measured when it made the shipped weights (``--retrain``
+     recomputes them with the same code and split);
+   - ``cross-encoder`` (MiniLM + LoRA, curate/scorers/weights/{quality,complexity}_ce): its test-group figures
+     as measured by evals/train_scorers_gpu.py on the GPU (same split), read from ``--gpu-metrics``;
+   - zero-shot: a source left out of training entirely (ridge; the cross-encoder without Auto-J).
+2. Throughput on this machine (rows/s, ``--rows`` pool rows): each kind's ``predict`` including its own MiniLM
+   work, and the ridge kinds given the instruction embeddings that admission computes anyway.
+Last line: ``RESULT ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,160 +30,152 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from default_scorer_data import CACHE, DATA, SPECS, cached_embed, load_labels  # noqa: E402
+import scorer_label_data as D  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from train_default_scorers import CONFIGS, build  # noqa: E402
 
-from curate.cli.scorers import evaluation_table  # noqa: E402
-from curate.embed import encode  # noqa: E402
-from curate.scorers import Scorer, evaluate_features, input_texts, load_default, train_and_evaluate  # noqa: E402
+from curate.scorers import Scorer  # noqa: E402
 
-# Price assumptions (USD), stated in the output.
-GPT4_IN_PER_M, GPT4_OUT_PER_M = 30.0, 60.0  # GPT-4 (8K) list price per million tokens
-GPT4O_IN_PER_M, GPT4O_OUT_PER_M = 2.50, 10.0  # gpt-4o, a cheaper GPT-4-class judge
-PROMPT_OVERHEAD_TOKENS = 350  # judge instructions + few-shot examples around the row text
-OUTPUT_TOKENS = 1  # one score digit (logprob scoring)
-CPU_HOUR_USD = 0.10  # a 2-vCPU cloud VM, on-demand
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def alternatives(name: str) -> dict[str, dict]:
-    base = dict(CONFIGS[name])
-    alts = {"shipped": base}
-    if name == "quality":
-        alts["embeddings + length only"] = {"head": "ridge", "alpha": 1000.0, "features": ["embeddings", "length"]}
-        alts["+ product, alpha 1000"] = {"head": "ridge", "alpha": 1000.0, "features": ["embeddings", "product", "length"]}
-        alts["length + stats, no embeddings"] = {"head": "ridge", "alpha": 10.0, "features": ["length", "stats"]}
-        alts["+ product"] = {**base, "features": ["embeddings", "product", "length", "stats"]}
-        for a, w in ((100.0, 0.1), (300.0, 0.1), (30.0, 0.3), (30.0, 1.0)):
-            alts[f"alpha {a:g}, embedding weight {w:g}"] = {**base, "alpha": a, "embedding_weight": w}
-    else:
-        alts["ridge, embeddings + length, alpha 1000"] = {"head": "ridge", "alpha": 1000.0, "features": ["embeddings", "length"]}
-        alts["ridge + stats, alpha 1000"] = {"head": "ridge", "alpha": 1000.0, "features": ["embeddings", "length", "stats"]}
-        alts["ordinal, no stats"] = {**base, "features": ["embeddings", "length"]}
-        alts["ordinal C=0.003"] = {**base, "C": 0.003}
-        alts["ordinal C=0.03"] = {**base, "C": 0.03}
-    return alts
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
-def compare(name: str, rows, labels, groups, emb, console: Console) -> None:
-    table = Table(title=f"{name}: alternatives, 5-fold on the training part (held-out untouched)")
-    for head in ("config", "spearman", "± std", "kendall", "MAE"):
-        table.add_column(head)
-    spec = SPECS[name]
-    for label, cfg in alternatives(name).items():
-        cfg = dict(cfg)
-        reads = cfg.pop("reads", spec["reads"])
-        def make(cfg=cfg, reads=reads) -> Scorer:
-            return Scorer(reads=reads, **cfg)
-        X = make().featurize(emb)
-        chars = emb["_chars_response" if "response" in spec["reads"] else "_chars_instruction"]
-        ev = evaluate_features(make, X, labels, chars, groups=groups)
-        m = ev.kfold["scorer"]
-        table.add_row(label, f"{m['spearman']:.3f}", f"{m['spearman_std']:.3f}", f"{m['kendall']:.3f}", f"{m['mae']:.3f}")
-    console.print(table)
+def _ms(pair) -> str:
+    return f"{pair[0]:.2f} / {pair[1]:.2f}"
 
 
-def throughput(name: str, rows, n: int, repeats: int) -> dict[str, float]:
-    scorer = load_default(name)
+def point_rows(table, kind, source, rep):
+    for who in ("scorer", "response_length", "instruction_length"):
+        if who in rep:
+            m = rep[who]
+            table.add_row(kind, source, who if who != "scorer" else "SCORER", _fmt(m["spearman"]), _fmt(m["kendall"]),
+                          _fmt(m["mae"]), _fmt(m["pairwise_accuracy"]), str(m["n"]))
+
+
+def throughput(rows: list[dict], n: int) -> dict[str, float]:
+    from curate.embed import encode
+    from curate.scorers import load_default
+
     rows = rows[:n]
-    texts = input_texts(rows, scorer.reads)
-    encode(["warm up"] * 8)
-    scorer.predict(rows[:8])
-    enc_times, sc_times = [], []
-    for _ in range(repeats):  # alternate so both see the same machine load
-        t0 = time.perf_counter()
-        for inp in scorer.reads:
-            encode(texts[inp])
-        enc_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        scorer.predict(rows)
-        sc_times.append(time.perf_counter() - t0)
-    enc, sc = statistics.median(enc_times), statistics.median(sc_times)
-    # What the scorer adds to encode (text statistics + head), timed without encoding: load-insensitive.
-    embeddings = {inp: encode(texts[inp]) for inp in scorer.reads}
+    out = {}
+    ins = [r["instruction"] for r in rows]
+    encode(["warm up"] * 4)
     t0 = time.perf_counter()
-    scorer.predict_features(scorer.featurize(scorer.measure(texts, embeddings)))
-    extra = time.perf_counter() - t0
-    return {"extra_ms_per_row": 1000 * extra / len(rows), "encode_ms_per_row": 1000 * enc / len(rows),
-            "rows": len(rows), "encode_rows_per_s": len(rows) / enc, "scorer_rows_per_s": len(rows) / sc,
-            "ratio": enc / sc, "texts_per_row": len(scorer.reads),
-            "mean_chars": float(np.mean([sum(len(texts[i][r]) for i in scorer.reads) for r in range(len(rows))]))}
+    emb = encode(ins)
+    out["minilm instruction embedding (admission computes it anyway)"] = n / (time.perf_counter() - t0)
+    for name in ("quality", "complexity"):
+        sc = load_default(name)
+        texts = {"instruction": ins, "response": [r["response"] for r in rows]}
+        t0 = time.perf_counter()
+        sc.predict_features(sc.featurize(sc.measure({k: texts[k] for k in sc.reads}, {"instruction": emb})))
+        out[f"ridge {name} (default), given the embeddings"] = n / (time.perf_counter() - t0)
+    for name in ("quality_ce", "complexity_ce"):
+        sc = Scorer.load(name)
+        sc.predict(rows[:4])
+        t0 = time.perf_counter()
+        sc.predict(rows)
+        out[f"cross-encoder {name} (max_length {sc.max_length})"] = n / (time.perf_counter() - t0)
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=CACHE, help="embedding cache folder")
-    parser.add_argument("--rows", type=int, default=512, help="rows per throughput measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compare", action="store_true", help="also print alternative heads/features (K-fold)")
-    args = parser.parse_args()
-    console = Console(width=140)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    ap.add_argument("--rows", type=int, default=128)
+    ap.add_argument("--gpu-metrics", type=Path, default=ROOT / "evals/results/issue13_gpu_metrics.json")
+    ap.add_argument("--metrics", type=Path, default=ROOT / "evals/results/issue13_default_metrics.json",
+                    help="figures written by evals/train_default_scorers.py (same split; --retrain recomputes them)")
+    ap.add_argument("--retrain", action="store_true", help="recompute the ridge figures (minutes) instead of reading them")
+    args = ap.parse_args()
+    console = Console(width=150)
+    if args.retrain or not args.metrics.exists():
+        from train_default_scorers import train_all
 
-    held: dict[str, dict] = {}
-    data: dict[str, tuple] = {}
-    for name in ("complexity", "quality"):
-        rows, labels, groups = load_labels(name, args.data)
-        scorer = build(name)
-        emb = cached_embed(scorer, rows, args.cache)
-        data[name] = (rows, labels, groups)
-        ev = train_and_evaluate(scorer, rows, labels, k=5, holdout=0.2, groups=groups, seed=args.seed,
-                                refit_all=False, embedded=emb)
-        console.print(evaluation_table(ev, f"{name}: agreement with GPT-4 labels ({SPECS[name]['imitates']['label_set']})"))
-        held[name] = ev.holdout
-        from scipy.stats import spearmanr
+        res = train_all(args.data, log=lambda m: console.print(m))
+    else:
+        res = json.loads(args.metrics.read_text())
+        console.print(f"ridge figures from {args.metrics} (written by evals/train_default_scorers.py; --retrain recomputes)")
+    gpu = json.loads(args.gpu_metrics.read_text()) if args.gpu_metrics.exists() else None
 
-        chars = emb["_chars_response" if "response" in SPECS[name]["reads"] else "_chars_instruction"]
-        console.print(f"  length vs label on all {len(labels):,} rows: spearman {spearmanr(chars, labels).statistic:.3f}"
-                      " (data README: 0.14 for quality)")
-        shipped = load_default(name).metrics["holdout"]["scorer"]["spearman"]
-        console.print(f"  shipped {name} scorer.json held-out spearman: {shipped:.3f} (this run: "
-                      f"{ev.holdout['scorer']['spearman']:.3f})")
-        if args.compare:
-            compare(name, rows, labels, groups, emb, console)
-
-    table = Table(title="held-out Spearman vs the length baseline (target: gain >= 0.25)")
-    for head in ("scorer", "scorer rho", "length rho", "random rho", "gain", "n held-out", "target met"):
-        table.add_column(head)
-    for name, h in held.items():
-        gain = h["scorer"]["spearman"] - h["length"]["spearman"]
-        table.add_row(name, f"{h['scorer']['spearman']:.3f}", f"{h['length']['spearman']:.3f}",
-                      f"{h['random']['spearman']:.3f}", f"{gain:+.3f}", f"{h['scorer']['n']:,}", "yes" if gain >= 0.25 else "NO")
+    table = Table(title="quality: held-out test groups (GPT-4), 1-6 scale; SCORER beside the length baselines")
+    for h in ("kind", "source", "predictor", "spearman", "kendall", "MAE", "pairwise acc", "n"):
+        table.add_column(h)
+    q = res["quality"]["test"]
+    for s in ("mtbench", "autoj"):
+        point_rows(table, "ridge (default)", s, q[s])
+        if gpu:
+            point_rows(table, "cross-encoder", s, gpu["quality_ce"]["test"][s])
+    for held, rep in res["quality"]["zero_shot_source_held_out"].items():
+        if held != "alpaca_eval":
+            point_rows(table, "ridge, source unseen", f"{held} (test groups)", rep)
+    if gpu and "quality_ce_without_autoj" in gpu:
+        point_rows(table, "cross-encoder, source unseen", "autoj (all rows)", gpu["quality_ce_without_autoj"]["zero_shot_all_rows"]["autoj"])
     console.print(table)
 
-    tp = {name: throughput(name, data[name][0], args.rows, args.repeats) for name in ("complexity", "quality")}
-    table = Table(title="throughput on this machine (median of alternating runs; encode = MiniLM on the same texts)")
-    for head in ("scorer", "rows", "texts/row", "mean chars/row", "encode rows/s", "scorer rows/s", "scorer/encode",
-                 "stats+head ms/row", "encode ms/row"):
-        table.add_column(head)
-    for name, t in tp.items():
-        table.add_row(name, f"{t['rows']}", f"{t['texts_per_row']}", f"{t['mean_chars']:.0f}",
-                      f"{t['encode_rows_per_s']:.1f}", f"{t['scorer_rows_per_s']:.1f}", f"{t['ratio']:.2f}",
-                      f"{t['extra_ms_per_row']:.2f}", f"{t['encode_ms_per_row']:.1f}")
+    table = Table(title="quality: AlpacaEval GPT-4 preferences, pairwise accuracy (ties left out)")
+    for h in ("kind", "pairs", "scorer", "longer wins", "n"):
+        table.add_column(h)
+    kinds = [("ridge (default), test groups", q["alpaca_eval"]),
+             ("ridge, AlpacaEval unseen (all rows)", res["quality"]["zero_shot_source_held_out"]["alpaca_eval"])]
+    if gpu:
+        kinds.append(("cross-encoder, test groups", gpu["quality_ce"]["test"]["alpaca_eval"]))
+    for kind, rep in kinds:
+        for sub in ("all", "length_matched"):
+            table.add_row(kind, sub, _fmt(rep[sub]["scorer"]), _fmt(rep[sub]["response_length"]), str(rep[sub]["n"]))
     console.print(table)
 
-    # Cost per row: API judge (prompt = row text at ~4 chars/token + overhead; one output digit) vs CPU time.
-    table = Table(title=f"cost per row (assumptions: GPT-4 ${GPT4_IN_PER_M}/M in, ${GPT4_OUT_PER_M}/M out; "
-                        f"gpt-4o ${GPT4O_IN_PER_M}/M in, ${GPT4O_OUT_PER_M}/M out; prompt = row chars/4 + "
-                        f"{PROMPT_OVERHEAD_TOKENS} tokens, {OUTPUT_TOKENS} output token; CPU ${CPU_HOUR_USD}/h "
-                        "for this 2-core machine)")
-    for head in ("scorer", "GPT-4 $/row", "gpt-4o $/row", "scorer $/row", "x cheaper than GPT-4", "x cheaper than gpt-4o"):
-        table.add_column(head)
-    cheaper = {}
-    for name, t in tp.items():
-        tokens_in = t["mean_chars"] / 4 + PROMPT_OVERHEAD_TOKENS
-        gpt4 = (tokens_in * GPT4_IN_PER_M + OUTPUT_TOKENS * GPT4_OUT_PER_M) / 1e6
-        gpt4o = (tokens_in * GPT4O_IN_PER_M + OUTPUT_TOKENS * GPT4O_OUT_PER_M) / 1e6
-        ours = CPU_HOUR_USD / 3600 / t["scorer_rows_per_s"]
-        cheaper[name] = gpt4 / ours
-        table.add_row(name, f"{gpt4:.2e}", f"{gpt4o:.2e}", f"{ours:.2e}", f"{gpt4 / ours:,.0f}", f"{gpt4o / ours:,.0f}")
+    table = Table(title="calibration on DEITA's 1-6: predicted vs label (mean, std) on the test groups")
+    for h in ("kind", "source", "predicted mean/std", "label mean/std"):
+        table.add_column(h)
+    for s in ("mtbench", "autoj"):
+        d = q[s]["distribution"]
+        table.add_row("ridge (default)", s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
+        if gpu:
+            d = gpu["quality_ce"]["test"][s]["distribution"]
+            table.add_row("cross-encoder", s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
+    d = res["complexity"]["test"]["flask"]["distribution"]
+    table.add_row("ridge (default)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     console.print(table)
 
-    rows_per_s = min(t["scorer_rows_per_s"] for t in tp.values())
-    print(f"RESULT quality_spearman={held['quality']['scorer']['spearman']:.3f} "
-          f"complexity_spearman={held['complexity']['scorer']['spearman']:.3f} rows_per_s={rows_per_s:.1f}")
+    table = Table(title="complexity: FLASK test instructions (GPT-4 difficulty) and constraint chains of held-out families")
+    for h in ("kind", "set", "predictor", "spearman / order acc", "kendall", "MAE", "n"):
+        table.add_column(h)
+    c = res["complexity"]["test"]
+    for kind, rep in [("ridge (default)", c)] + ([("cross-encoder", {"flask": gpu["complexity_ce"]["test"]["flask_test"],
+                                                                      "chains": gpu["complexity_ce"]["test"]["chains_heldout_families"]})]
+                                                 if gpu else []):
+        for who in ("scorer", "instruction_length"):
+            m = rep["flask"][who]
+            table.add_row(kind, "flask", who, _fmt(m["spearman"]), _fmt(m["kendall"]), _fmt(m["mae"]), str(m["n"]))
+            table.add_row(kind, "chains (held-out families)", who, _fmt(rep["chains"][who]), "", "", str(rep["chains"]["chains"]))
+    console.print(table)
+
+    pool = [json.loads(line) for line in open(args.data / "pool_30k.jsonl", encoding="utf-8")][: args.rows * 4]
+    pool = [{"instruction": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")), "response": r["output"]}
+            for r in pool if r.get("output")]
+    tp = throughput(pool, args.rows)
+    table = Table(title=f"throughput on this machine ({args.rows} pool rows; 2 shared cores, load-dependent)")
+    table.add_column("kind")
+    table.add_column("rows/s")
+    table.add_column("30K rows would take")
+    for k, v in tp.items():
+        table.add_row(k, f"{v:.1f}", f"{30000 / v / 60:.1f} min")
+    console.print(table)
+
+    z = res["quality"]["zero_shot_source_held_out"]
+    print(f"RESULT quality_mtbench_spearman={q['mtbench']['scorer']['spearman']:.3f} "
+          f"(len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
+          f"(len {q['autoj']['response_length']['spearman']:.3f}) alpaca_pair_acc={q['alpaca_eval']['all']['scorer']:.3f} "
+          f"(len {q['alpaca_eval']['all']['response_length']:.3f}) zero_shot_autoj={z['autoj']['scorer']['spearman']:.3f} "
+          f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f} complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} "
+          f"(len {c['flask']['instruction_length']['spearman']:.3f}) chain_order={c['chains']['scorer']:.3f} "
+          f"(len {c['chains']['instruction_length']:.3f})"
+          + (f" ce_mtbench={gpu['quality_ce']['test']['mtbench']['scorer']['spearman']:.3f} "
+             f"ce_alpaca_pair_acc={gpu['quality_ce']['test']['alpaca_eval']['all']['scorer']:.3f}" if gpu else "")
+          + " rows_per_s=" + ",".join(f"{v:.1f}" for v in tp.values()))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""Distillation on real labels: how many judge labels does a complexity scorer need?
+"""The distillation workflow on real labels: ~1,000 GPT-4 labels of a pool train a scorer that must agree
+with GPT-4 on the rest of that pool (split by question, never by row).
 
-    python evals/eval_distil.py [--data ../shared/data]
+    python evals/eval_distil.py [--data ../shared/data] [--labels 1000]
 
-Loads FLASK's 1,740 instructions into a fresh workspace, stores GPT-4's difficulty levels as the judge
-column, and lets :func:`curate.scorers.distil` ask for labels through that column (only the rows it
-asks for are read and counted). The same 200 held-out rows (same seed) score every run:
-random sample only, random sample + uncertainty rounds, a random sample of the same total size, and
-"judge everything" (train on every other row). Last line: ``RESULT ...``.
+Pool: MT-bench answers with GPT-4 single scores 1-10 (evals/scorer_label_data.py). A random set of whole
+questions holding ~``--labels`` answers is "judged" (training labels); every other answer is the rest of
+the pool. Kinds: the ridge ``Scorer`` that ``curate train-scorer WS --target gpt4 --features length,stats
+--embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` / ``3``) with the
+instruction embedding / both embeddings; beside the response-length and instruction-length baselines.
+Last line: ``RESULT ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -19,55 +22,66 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from default_scorer_data import DATA, FLASK, FLASK_LEVELS, _read_jsonl, require  # noqa: E402
+import numpy as np  # noqa: E402
+import scorer_label_data as D  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from curate.scorers import Scorer, distil  # noqa: E402
-from curate.session import Workspace  # noqa: E402
+from curate.scorers import Scorer, agreement  # noqa: E402
+from curate.scorers.features import to_turn  # noqa: E402
+
+KINDS = {
+    "ridge: lengths + response statistics (no MiniLM)": dict(features=["length", "stats"], alpha=10.0, embed_inputs=[]),
+    "ridge: instruction embedding + response stats": dict(features=["embeddings", "length", "stats"], alpha=30.0,
+                                                          embedding_weight=0.05, embed_inputs=["instruction"]),
+    "ridge: both embeddings + length + stats": dict(features=["embeddings", "length", "stats"], alpha=100.0,
+                                                    embedding_weight=0.2),
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--holdout", type=int, default=200)
-    args = parser.parse_args()
-    path = require(args.data, FLASK)
-    level = {r["instruction"]: (FLASK_LEVELS.index(r["difficulty"]) + 1 if r["difficulty"] in FLASK_LEVELS else None)
-             for r in _read_jsonl(path)}
-    console = Console(width=130)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    ap.add_argument("--labels", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", type=int, default=len(KINDS), help="run the first N kinds (the later ones embed more)")
+    args = ap.parse_args()
+    rows = D.single_scores("mtbench", args.data)
+    groups = sorted({r["group"] for r in rows})
+    random.Random(args.seed).shuffle(groups)
+    judged, n = set(), 0
+    for g in groups:
+        if n >= args.labels:
+            break
+        judged.add(g)
+        n += sum(r["group"] == g for r in rows)
+    train = [r for r in rows if r["group"] in judged]
+    rest = [r for r in rows if r["group"] not in judged]
+    console = Console(width=140)
+    table = Table(title=f"distilling GPT-4 MT-bench scores: {len(train):,} judged answers ({len(judged)} questions) -> "
+                        f"the other {len(rest):,} answers of the pool")
+    for h in ("kind", "spearman", "kendall", "MAE", "pairwise acc"):
+        table.add_column(h)
+    y_rest = np.array([r["label"] for r in rest])
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws")
-        ws.load(path, format="alpaca", mapping={"instruction": "instruction", "output": "answer"})
-        labels = [level.get(conv[0]["content"]) for conv in ws.conversations()]
-        ws.add_column("gpt4_difficulty", labels, {"judge": "complexity", "model": "gpt-4", "label_set": "FLASK"})
-        total = len(ws)
-        n_other = total - args.holdout - 1
-
-        def oracle(ids: list[str]) -> list[float | None]:
-            return ws.column("gpt4_difficulty", ids)
-
-        runs = {"random 300": dict(n=300, rounds=0, uncertain_k=0),
-                "random 300 + 2 x 100 least certain": dict(n=300, rounds=2, uncertain_k=100),
-                "random 500": dict(n=500, rounds=0, uncertain_k=0),
-                f"judge everything ({n_other:,})": dict(n=n_other, rounds=0, uncertain_k=0)}
-        table = Table(title=f"distilling GPT-4 FLASK difficulty ({total:,} rows; {args.holdout} held-out judged rows)")
-        for head in ("run", "labels spent (incl. held-out)", "trained on", "held-out spearman", "kendall", "MAE"):
-            table.add_column(head)
-        results = {}
-        for name, kw in runs.items():
-            scorer = Scorer(reads=["instruction"], features=["embeddings", "length", "stats"], head="ridge", alpha=100.0,
-                            name="complexity_distilled", imitates={"judge": "complexity"})
-            rep = distil(ws, oracle, scorer=scorer, holdout_n=args.holdout, seed=0, write=False, **kw)
-            results[name] = rep
-            last = rep.rounds[-1]
-            table.add_row(name, f"{rep.labels_spent:,} ({rep.fraction_spent:.0%})", f"{last['labelled']:,}",
-                          f"{last['spearman']:.3f}", f"{last['kendall']:.3f}", f"{last['mae']:.3f}")
-        console.print(table)
-    small = results["random 300 + 2 x 100 least certain"]
-    full = results[f"judge everything ({n_other:,})"]
-    print(f"RESULT distil_labels={small.labels_spent} distil_spearman={small.holdout['spearman']:.3f} "
-          f"full_labels={full.labels_spent} full_spearman={full.holdout['spearman']:.3f}")
+        for name, cfg in list(KINDS.items())[: args.kinds]:
+            sc = Scorer(reads=["instruction", "response"], head="ridge", name="gpt4_scorer",
+                        imitates={"judge": "gpt-4 single", "model": "gpt-4"}, **cfg)
+            emb_train = sc.embed([to_turn(r) for r in train], cache_dir=tmp)
+            sc.fit_features(sc.featurize(emb_train), [r["label"] for r in train])
+            pred = sc.predict([to_turn(r) for r in rest], cache_dir=tmp)
+            results[name] = agreement(y_rest, pred)
+    for base, key in (("response length", "response"), ("instruction length", "instruction")):
+        results[base] = agreement(y_rest, np.log1p([len(r[key]) for r in rest]))
+        results[base]["mae"] = float("nan")  # a raw length is not on the label scale
+    for name, m in results.items():
+        table.add_row(name, *(f"{m[k]:.3f}" for k in ("spearman", "kendall", "mae", "pairwise_accuracy")))
+    console.print(table)
+    best = max((k for k in KINDS if k in results), key=lambda k: results[k]["spearman"])
+    print(f"RESULT distil_labels={len(train)} distil_rest={len(rest)} best_kind='{best}' "
+          f"distil_spearman={results[best]['spearman']:.3f} response_length_spearman={results['response length']['spearman']:.3f} "
+          f"target=0.50")
 
 
 if __name__ == "__main__":

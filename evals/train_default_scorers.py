@@ -1,71 +1,319 @@
 """Train the default scorers shipped in curate/scorers/weights/{complexity,quality}/ from real GPT-4 labels.
 
-    python evals/train_default_scorers.py [--data ../shared/data] [--out curate/scorers/weights]
+    python evals/train_default_scorers.py [--data ../shared/data] [--out curate/scorers/weights] [--no-save]
 
-The held-out part (20% of the groups: a query and all its responses stay on one side) is split off
-before any fitting; 5-fold agreement is measured on the rest; the shipped head is then refitted on all
-rows (``refit_on_all_rows`` in scorer.json) and the stored metrics are the held-out ones.
-Only the learned head (head.safetensors, a few KB) and scorer.json ship in the package, never the data.
+The defaults read only what a 30K-row ``curate run`` computes anyway: the MiniLM embedding of the
+instruction (admission needs it), lengths and cheap text statistics of the response (a cross-encoder
+over 30K (instruction, response) pairs runs at ~10-15 rows/s on 2 cores: 35-50 min, see
+evals/bench_scorers.py). What changed in issue 13 is what teaches the head (:func:`fit_joint_head`):
+
+- quality:    MT-bench + Auto-J GPT-4 ratings (pointwise, standardised per source) and AlpacaEval GPT-4
+              preferences (pairwise, Bradley-Terry), mixed; length is one of the features, so the pairs'
+              length bias is learned where it is real and the text statistics must add to it;
+- complexity: FLASK difficulty levels (pointwise) and synthetic same-task constraint chains
+              (:mod:`curate.scorers.constraints`, training families only; pairwise).
+
+Splits by instruction / question id (evals/scorer_label_data.py): hyperparameters by the ``val`` groups,
+figures on the ``test`` groups and on held-out constraint families; the shipped head is then refitted on
+train + val (test groups stay out). Scores are put on DEITA's 1-6 scale with the judge's spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from default_scorer_data import CACHE, DATA, SPECS, cached_embed, load_labels  # noqa: E402
-from rich.console import Console  # noqa: E402
+import numpy as np  # noqa: E402
+import scorer_label_data as D  # noqa: E402
 
-from curate.cli.scorers import evaluation_table  # noqa: E402
-from curate.scorers import WEIGHTS_DIR, Scorer, train_and_evaluate  # noqa: E402
+from curate.scorers import WEIGHTS_DIR, Scorer, agreement  # noqa: E402
+from curate.scorers.constraints import (  # noqa: E402
+    EVAL_FAMILIES,
+    TRAIN_FAMILIES,
+    chain_pairs,
+    constraint_chains,
+    order_accuracy,
+)
+from curate.scorers.features import n_stat_columns  # noqa: E402
+from curate.scorers.head import fit_joint_head  # noqa: E402
 
-# Chosen by 5-fold agreement on the training part (evals/bench_scorers.py --compare prints the alternatives).
-# quality: MiniLM embeddings alone reach only rho ~0.21 (5-fold) against GPT-4's Auto-J ratings; text
-# statistics of the response (paragraphs, sentences, lists, ...) carry most of the signal (0.35 alone) and
-# embeddings add a little when down-weighted (embedding_weight 0.05 -> 0.385). The ALPAGASUS flags in
-# alpaca_9k_judge_flags.jsonl did not help: a head trained on them agrees with the Auto-J ratings at
-# rho 0.07 (Claude flag) / 0.10 (ChatGPT flag), and as an extra feature it moved 5-fold rho from 0.385 to
-# 0.379-0.381 (measured 2026-11-21), so the shipped quality scorer does not use them.
-CONFIGS = {
-    "complexity": {"head": "ordinal", "C": 0.01, "features": ["embeddings", "length", "stats"]},
-    # embed_inputs: only the instruction gets a MiniLM embedding; the response is read through its statistics.
-    # Embedding 30K responses took ~15 of a 30K-row run's minutes on 2 cores; dropping it cost 0.017 held-out
-    # rho (0.389 -> 0.372; 5-fold 0.385 -> 0.346, measured 2026-11-21) and makes quality free once the
-    # instructions are embedded (complexity and the selection step embed them anyway).
-    "quality": {"head": "ridge", "alpha": 30.0, "features": ["embeddings", "length", "stats"], "embedding_weight": 0.05,
-                "embed_inputs": ["instruction"]},
+CACHE = Path.home() / ".cache" / "curate" / "evals"
+FEATURES = ["embeddings", "length", "stats"]
+IMITATES = {
+    "quality": {"judge": "quality", "model": "gpt-4", "label_set": "MT-bench single 1-10 + Auto-J 1-10 + AlpacaEval "
+                "GPT-4 preferences", "scale_map": "GPT-4 1..10 -> 1 + (x - 1) * 5/9 on DEITA's 1-6 scale"},
+    "complexity": {"judge": "complexity", "model": "gpt-4", "label_set": "FLASK difficulty levels 1-5 + synthetic "
+                   "constraint chains", "scale_map": "level 1..5 -> 1 + (level - 1) * 5/4 on DEITA's 1-6 scale"},
 }
+# quality: chosen on the val groups among alpha (30, 300) x pair_weight (0.3, 1.0), embedding_weight 0.05
+# (run of 2026-11-30); only the winner is refitted here to keep the script within minutes on 2 shared cores.
+GRID = {"quality": [dict(alpha=30.0, pair_weight=1.0, embedding_weight=0.05)],
+        "complexity": [dict(alpha=a, pair_weight=p, embedding_weight=0.5) for a in (10.0, 100.0) for p in (0.1, 0.5)]}
 
 
-def build(name: str) -> Scorer:
-    spec = SPECS[name]
-    return Scorer(reads=spec["reads"], label_range=spec["label_range"],
-                  output_range=spec["output_range"], name=name, imitates=spec["imitates"], **CONFIGS[name])
+def encode_cached(texts: list[str], cache: Path = CACHE) -> np.ndarray:
+    """MiniLM embeddings of texts, kept on disk keyed by the texts (the slow part)."""
+    from curate.embed import encode
+
+    h = hashlib.sha256(b"minilm-default")
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    path = cache / f"i13-{h.hexdigest()[:24]}.npy"
+    if path.exists():
+        return np.load(path)
+    vec = encode(texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path.with_suffix(".tmp.npy"), vec)
+    path.with_suffix(".tmp.npy").replace(path)
+    return vec
+
+
+def make(name: str, **cfg) -> Scorer:
+    if name == "quality":
+        return Scorer(reads=["instruction", "response"], head="ridge", features=FEATURES, embed_inputs=["instruction"],
+                      label_range=(1, 10), output_range=(1, 6), name="quality", imitates=IMITATES["quality"],
+                      embedding_weight=cfg.get("embedding_weight", 1.0), alpha=cfg.get("alpha", 10.0))
+    return Scorer(reads=["instruction"], head="ridge", features=FEATURES, label_range=(1, 5), output_range=(1, 6),
+                  name="complexity", imitates=IMITATES["complexity"], embedding_weight=cfg.get("embedding_weight", 1.0),
+                  alpha=cfg.get("alpha", 10.0))
+
+
+_FEATURES: dict[str, np.ndarray] = {}
+
+
+def features(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
+    """Feature matrix of (instruction[, response]) rows; memoised (the features do not depend on the head)."""
+    h = hashlib.sha256(repr((scorer.reads, scorer.embed_inputs, scorer.features)).encode())
+    for t in instructions + (responses or []):
+        h.update(hashlib.sha256(t.encode()).digest())
+    key = h.hexdigest()
+    if key not in _FEATURES:
+        path = CACHE / f"i13-features-{key[:24]}.npy"
+        if path.exists():
+            _FEATURES[key] = np.load(path)
+        else:
+            _FEATURES[key] = _features(scorer, instructions, responses)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path.with_suffix(".tmp.npy"), _FEATURES[key])
+            path.with_suffix(".tmp.npy").replace(path)
+    return _FEATURES[key]
+
+
+def _features(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
+    uniq = sorted(set(instructions))
+    vec = encode_cached(uniq)
+    where = {t: i for i, t in enumerate(uniq)}
+    emb = {"instruction": vec[[where[t] for t in instructions]]}
+    texts = {"instruction": instructions, **({"response": responses} if responses is not None else {})}
+    return scorer.featurize(scorer.measure(texts, emb))
+
+
+def zs(y):
+    y = np.asarray(y, float)
+    return (y - y.mean()) / max(y.std(), 1e-9)
+
+
+# -- quality ------------------------------------------------------------------------------------------
+def quality_sets(data: Path):
+    pairs = D.alpaca_pairs(data)
+    singles = {s: D.single_scores(s, data) for s in ("mtbench", "autoj")}
+    return pairs, singles
+
+
+def fit_quality(cfg, pairs, singles, splits, sources=("alpaca_eval", "mtbench", "autoj")):
+    sc = make("quality", **cfg)
+    X, y, labels = [], [], []
+    for s in ("mtbench", "autoj"):
+        if s in sources:
+            rows = [r for r in singles[s] if r["split"] in splits]
+            X.append(features(sc, [r["instruction"] for r in rows], [r["response"] for r in rows]))
+            y.append(zs([r["label"] for r in rows]))
+            labels += [r["label"] for r in rows]
+    X, y = np.vstack(X), np.concatenate(y)
+    pa = pb = pp = None
+    if "alpaca_eval" in sources:
+        ps = [q for q in pairs if q["split"] in splits]
+        ins = [q["instruction"] for q in ps]
+        pa, pb = features(sc, ins, [q["b"] for q in ps]), features(sc, ins, [q["a"] for q in ps])
+        pp = [q["p_b"] for q in ps]
+    n_emb = X.shape[1] - n_stat_columns(sc.reads, sc.embed_inputs, sc.features)
+    sc.weights = fit_joint_head(X, y, pa, pb, pp, alpha=cfg["alpha"], pair_weight=cfg["pair_weight"],
+                                n_embedding_columns=n_emb, embedding_weight=cfg["embedding_weight"],
+                                label_mean=float(np.mean(labels)), label_std=float(np.std(labels)))
+    sc.weights["label_bounds"] = np.array([1.0, 10.0])
+    return sc
+
+
+def to6(x):
+    return 1 + (np.asarray(x, float) - 1) * 5 / 9
+
+
+def length_pred(train_len, train_y, test_len):
+    from curate.scorers.crossencoder import apply_map, quantile_map
+
+    return apply_map(np.log1p(test_len), *quantile_map(np.log1p(train_len), train_y))
+
+
+def quality_report(sc, pairs, singles, split, ref_split=("train", "val")) -> dict:
+    """Per source: the scorer beside the response- and instruction-length baselines (1-6 scale)."""
+    out = {}
+    for s in ("mtbench", "autoj"):
+        rows = [r for r in singles[s] if split == "all" or r["split"] == split]
+        ref = [r for r in singles[s] if r["split"] in ref_split] or rows
+        y = to6([r["label"] for r in rows])
+        pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], [r["response"] for r in rows]))
+        res = {"scorer": agreement(y, pred)}
+        for base, key in (("response_length", "response"), ("instruction_length", "instruction")):
+            res[base] = agreement(y, length_pred([len(r[key]) for r in ref], to6([r["label"] for r in ref]),
+                                                 [len(r[key]) + 1e-3 * i for i, r in enumerate(rows)]))
+        res["distribution"] = {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
+                               "label_mean_std": [float(y.mean()), float(y.std())],
+                               "predicted_quantiles": np.quantile(pred, [.1, .25, .5, .75, .9]).round(2).tolist(),
+                               "label_quantiles": np.quantile(y, [.1, .25, .5, .75, .9]).round(2).tolist()}
+        out[s] = res
+    ps = [q for q in pairs if split == "all" or q["split"] == split]
+    ins = [q["instruction"] for q in ps]
+    d = sc.predict_features(features(sc, ins, [q["b"] for q in ps])) - sc.predict_features(features(sc, ins, [q["a"] for q in ps]))
+    out["alpaca_eval"] = pair_figures(ps, d)
+    return out
+
+
+def pair_figures(ps, d) -> dict:
+    p = np.array([q["p_b"] for q in ps])
+    la = np.array([len(q["a"]) for q in ps], float)
+    lb = np.array([len(q["b"]) for q in ps], float)
+    keep = np.abs(p - 0.5) > 1e-6
+    matched = np.abs(np.log(lb / np.maximum(la, 1))) < np.log(1.25)
+    want = p > 0.5
+    res = {}
+    for name, sel in (("all", keep), ("length_matched", keep & matched)):
+        res[name] = {"scorer": float(np.mean(np.where(d[sel] == 0, 0.5, (d[sel] > 0) == want[sel]))),
+                     "response_length": float(np.mean((lb > la)[sel] == want[sel])), "n": int(sel.sum())}
+    return res
+
+
+def val_score(rep) -> float:
+    return float(np.mean([rep["mtbench"]["scorer"]["spearman"], rep["autoj"]["scorer"]["spearman"],
+                          2 * (rep["alpaca_eval"]["all"]["scorer"] - 0.5)]))
+
+
+# -- complexity ---------------------------------------------------------------------------------------
+def complexity_sets(data: Path):
+    flask = D.flask_levels(data)
+    chains = {"train": constraint_chains(D.chain_seeds(flask, "train", 400), TRAIN_FAMILIES, seed=1),
+              "val": constraint_chains(D.chain_seeds(flask, "val", 120), TRAIN_FAMILIES, seed=2),
+              "test": constraint_chains(D.chain_seeds(flask, "test", 200), EVAL_FAMILIES, seed=3)}
+    return flask, chains
+
+
+def fit_complexity(cfg, flask, chains, splits):
+    sc = make("complexity", **cfg)
+    rows = [r for r in flask if r["split"] in splits]
+    X = features(sc, [r["instruction"] for r in rows], None)
+    prs = [p for s in splits for p in chain_pairs(chains.get(s, []))]
+    pa = features(sc, [h for h, _ in prs], None) if prs else None
+    pb = features(sc, [e for _, e in prs], None) if prs else None
+    labels = [r["label"] for r in rows]
+    n_emb = X.shape[1] - n_stat_columns(sc.reads, sc.embed_inputs, sc.features)
+    sc.weights = fit_joint_head(X, zs(labels), pa, pb, np.ones(len(prs)) if prs else None, alpha=cfg["alpha"],
+                                pair_weight=cfg["pair_weight"], n_embedding_columns=n_emb,
+                                embedding_weight=cfg["embedding_weight"], label_mean=float(np.mean(labels)),
+                                label_std=float(np.std(labels)))
+    sc.weights["label_bounds"] = np.array([1.0, 5.0])
+    return sc
+
+
+def complexity_report(sc, flask, chains, split, ref_split=("train", "val")) -> dict:
+    rows = [r for r in flask if r["split"] == split]
+    ref = [r for r in flask if r["split"] in ref_split]
+    y = 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
+    pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], None))
+    base = length_pred([len(r["instruction"]) for r in ref], 1 + (np.array([r["label"] for r in ref]) - 1) * 5 / 4,
+                       [len(r["instruction"]) + 1e-3 * i for i, r in enumerate(rows)])
+    ch = chains[split]
+    flat = [t for c in ch for t in c]
+    s = sc.predict_features(features(sc, flat, None))
+    k, per = 0, []
+    for c in ch:
+        per.append(s[k:k + len(c)].tolist())
+        k += len(c)
+    return {"flask": {"scorer": agreement(y, pred), "instruction_length": agreement(y, base),
+                      "distribution": {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
+                                       "label_mean_std": [float(y.mean()), float(y.std())]}},
+            "chains": {"scorer": order_accuracy(ch, per),
+                       "instruction_length": order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch),
+                       "families": list(EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES)}}
+
+
+def complexity_val(rep) -> float:
+    return 0.5 * rep["flask"]["scorer"]["spearman"] + 0.5 * (2 * rep["chains"]["scorer"] - 1)
+
+
+def train_all(data: Path, log=print, only: tuple[str, ...] = ("quality", "complexity")) -> dict:
+    """Choose hyperparameters on val, report test, refit on train + val; returns scorers and figures.
+    Zero-shot: a source left out of training entirely, measured on its test groups."""
+    out: dict = {}
+    if "quality" in only:
+        train_quality_default(data, out, log)
+    if "complexity" in only:
+        train_complexity_default(data, out, log)
+    return out
+
+
+def train_quality_default(data: Path, out: dict, log=print) -> None:
+    pairs, singles = quality_sets(data)
+    best = max(GRID["quality"], key=lambda c: val_score(quality_report(fit_quality(c, pairs, singles, ("train",)),
+                                                                       pairs, singles, "val", ("train",))))
+    log(f"quality: chosen on val {best}")
+    sc = fit_quality(best, pairs, singles, ("train",))
+    out["quality"] = {"config": best, "test": quality_report(sc, pairs, singles, "test")}
+    zero = {}
+    for held in ("autoj", "mtbench", "alpaca_eval"):
+        z = fit_quality(best, pairs, singles, ("train", "val"),
+                        tuple(s for s in ("alpaca_eval", "mtbench", "autoj") if s != held))
+        zero[held] = quality_report(z, pairs, singles, "test")[held]  # the held-out source's test groups
+    out["quality"]["zero_shot_source_held_out"] = zero
+    final = fit_quality(best, pairs, singles, ("train", "val"))
+    final.metrics = {"holdout": {"scorer": out["quality"]["test"]["mtbench"]["scorer"]}, "issue13": out["quality"]}
+    final.metadata.update({"trained_on_splits": ["train", "val"], "test_groups_held_out": True})
+    out["quality"]["scorer"] = final
+
+
+def train_complexity_default(data: Path, out: dict, log=print) -> None:
+    flask, chains = complexity_sets(data)
+    best = max(GRID["complexity"], key=lambda c: complexity_val(complexity_report(fit_complexity(c, flask, chains, ("train",)),
+                                                                                   flask, chains, "val", ("train",))))
+    log(f"complexity: chosen on val {best}")
+    sc = fit_complexity(best, flask, chains, ("train",))
+    out["complexity"] = {"config": best, "test": complexity_report(sc, flask, chains, "test")}
+    final = fit_complexity(best, flask, chains, ("train", "val"))
+    final.metrics = {"holdout": {"scorer": out["complexity"]["test"]["flask"]["scorer"]}, "issue13": out["complexity"]}
+    final.metadata.update({"trained_on_splits": ["train", "val"], "test_groups_held_out": True})
+    out["complexity"]["scorer"] = final
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with the shared judge-label files")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where to write <name>/scorer.json + head")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=CACHE, help="embedding cache folder")
-    parser.add_argument("--only", choices=sorted(SPECS), action="append", help="train only this scorer")
-    args = parser.parse_args()
-    console = Console()
-    for name in args.only or sorted(SPECS):
-        rows, labels, groups = load_labels(name, args.data)
-        scorer = build(name)
-        ev = train_and_evaluate(scorer, rows, labels, k=5, holdout=0.2, groups=groups, seed=args.seed, refit_all=True,
-                                embedded=cached_embed(scorer, rows, args.cache))
-        console.print(evaluation_table(ev, f"{name}: {len(rows):,} rows, {SPECS[name]['imitates']['label_set']}"))
-        path = scorer.save(args.out / name)
-        held = ev.holdout
-        console.print(f"saved {path}; held-out spearman {held['scorer']['spearman']:.3f} vs length "
-                      f"{held['length']['spearman']:.3f} (gain {held['scorer']['spearman'] - held['length']['spearman']:+.3f})")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--metrics", type=Path, default=Path(__file__).resolve().parent / "results" / "issue13_default_metrics.json")
+    ap.add_argument("--only", choices=["quality", "complexity"], action="append")
+    args = ap.parse_args()
+    res = train_all(args.data, only=tuple(args.only or ("quality", "complexity")))
+    doc = json.loads(args.metrics.read_text()) if args.metrics.exists() else {}
+    doc.update({name: {k: v for k, v in res[name].items() if k != "scorer"} for name in res})
+    print(json.dumps(doc, default=float, indent=1))
+    if not args.no_save:
+        args.metrics.write_text(json.dumps(doc, default=float, indent=1) + "\n")
+        for name in res:
+            print("saved", res[name]["scorer"].save(args.out / name))
 
 
 if __name__ == "__main__":

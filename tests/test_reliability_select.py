@@ -122,7 +122,7 @@ def test_select_names_a_missing_required_parameter(scored_ws):
 
 
 def test_select_names_an_unknown_parameter_and_the_known_ones(scored_ws):
-    with pytest.raises(CurateError, match=r"^selector 'threshold' has no parameter 'bogus' \(known: min_score, sort_by\)"):
+    with pytest.raises(CurateError, match=r"^selector 'threshold' has no parameter 'bogus' \(known: min_score, sort_by, quantile\)"):
         scored_ws.select(method="threshold", name="t", min_score=3, bogus=3)
     with pytest.raises(CurateError, match=r"selector 'deita' has no parameter 'min_score'"):
         scored_ws.select(method="deita", name="d", budget=3, min_score=2)

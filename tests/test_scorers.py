@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,12 +170,13 @@ def _recompute(scorer: Scorer, name: str, turns: list[Turn]) -> np.ndarray:
     return c + (np.clip(raw, *w["label_bounds"]) - a) * (d - c) / (b - a)
 
 
-def test_shipped_scorers_on_the_sample_equal_recomputation_and_the_pre_redesign_scores(tmp_path):
+def test_shipped_scorers_on_the_sample_equal_recomputation(tmp_path):
+    # (issue 13 retrained the shipped heads, so tests/data/shipped_scorers_on_sample.json, the pre-redesign
+    # scores, no longer applies; the scores must still equal the head recomputed by hand from head.safetensors)
     from curate.cli.common import sample_path
 
     ws = Workspace(tmp_path / "ws")
     ws.load(sample_path())
-    golden = json.loads((Path(__file__).parent / "data" / "shipped_scorers_on_sample.json").read_text())["rows"]
     turns = ws.turns()
     for name in ("complexity", "quality"):
         scorer = load_default(name)
@@ -184,8 +184,6 @@ def test_shipped_scorers_on_the_sample_equal_recomputation_and_the_pre_redesign_
         values = ws.column(name)
         flat = [v for row in values for v in row]
         np.testing.assert_allclose(flat, _recompute(scorer, name, [t for row in turns for t in row]), rtol=0, atol=1e-9)
-        for conv, row in zip(ws.conversations(), values, strict=True):
-            np.testing.assert_allclose(row, golden[_conversation_key(conv)][name], rtol=0, atol=1e-4)
         again = ws.apply(scorer, progress=False)  # same fingerprint: nothing recomputed
         assert again.computed == 0 and again.skipped == len(ws)
 
@@ -339,7 +337,8 @@ def test_multi_turn_judge_column_trains_a_scorer(tmp_path):
     assert not {result.data.groups[i] for i in train} & {result.data.groups[i] for i in test}
     assert result.evaluation.n_train + result.evaluation.n_holdout == scored_turns
     assert result.evaluation.holdout["scorer"]["spearman"] > 0.5
-    assert result.scorer.column == "judge_cx" and result.scorer.imitates["judge"] == "complexity"
+    # the scorer writes its own column, never the judge's (issue 13)
+    assert result.scorer.column == "judge_cx_scorer" and result.scorer.imitates["judge"] == "complexity"
     # what a scorer reads comes from what the column's producer read (its provenance), not from its name
     ws.add_column("quality_like", values, {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
     assert from_column(ws, "quality_like").reads == ["instruction", "response"]

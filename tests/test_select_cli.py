@@ -47,6 +47,12 @@ def test_embed_cache_and_cli_select_export(tmp_path):
     sem = Workspace.open(ws_path).selection("sem")
     assert sem.provenance["params"] == {"duplicate_similarity": 0.999}
     assert sem.decisions()["duplicate"] == 1  # the two rows with the same instruction share an embedding
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "threshold", "--name", "upper", "--sort-by", "complexity",
+                              "--quantile", "0.5"])
+    assert out.exit_code == 0, out.output
+    upper = Workspace.open(ws_path).selection("upper")
+    assert upper.provenance["params"] == {"sort_by": "complexity", "quantile": 0.5}
+    assert len(upper.ids) == sum(i % 5 >= 2 for i in range(len(ws)))  # complexity's median over 14 rows is 2
     out = runner.invoke(app, ["select", str(ws_path), "--method", "top_k", "--budget", "3", "--name", "top", "--from", "dedup"])
     assert out.exit_code == 0, out.output
     dest = tmp_path / "out.jsonl"

@@ -57,8 +57,18 @@ def train_scorer(
     folds: int = typer.Option(5, "--folds", "-k", help="K for K-fold agreement on the training part."),
     holdout: float = typer.Option(0.2, help="Share of groups held out (split before any fitting)."),
     seed: int = typer.Option(0, help="Seed for the splits."),
+    kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds) or cross-encoder "
+                             "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU)."),
+    init: str | None = typer.Option(None, help="cross-encoder: start from this saved or shipped adapter "
+                                    "(e.g. quality_ce, complexity_ce)."),
+    epochs: float = typer.Option(2.0, help="cross-encoder: passes over the training labels."),
+    features: str | None = typer.Option(None, help="ridge: comma-separated features (embeddings, product, length, "
+                                        "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),
+    embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
+                                            "(default: every text read; 'none' for none)."),
 ) -> None:
-    """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines."""
+    """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
+    The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
     from curate.scorers import train_scorer as train
     from curate.session import Workspace
 
@@ -66,7 +76,9 @@ def train_scorer(
         raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME")
     ws = Workspace.open(workspace)
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
-                   name=name, k=folds, holdout=holdout, seed=seed)
+                   name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
+                   features=features.split(",") if features else None,
+                   embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 
 

@@ -32,7 +32,7 @@ def selection_table(sel) -> Table:
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
-                                             "minhash, semantic, instag (or any registered selector)."),
+                                             "minhash, semantic, instag, less, mining (or any registered selector)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
     budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir, "
                                                  "instag)."),
@@ -50,7 +50,11 @@ def select_cmd(
              f"threshold: default {DEITA.sort_by!r}; exact, minhash, semantic, kcenter: which copy to keep / "
              f"where to start (default: pool order)."),
     min_score: float | None = typer.Option(None, "--min-score", help="threshold: keep rows scoring at least this."),
-    target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line."),
+    quantile: float | None = typer.Option(None, "--quantile",
+                                          help="threshold: keep rows scoring at least this quantile (0-1) of the "
+                                               "candidates' scores, instead of --min-score."),
+    target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line; less: a file of "
+                                                  "target-task examples with answers (any shape curate loads)."),
     from_selection: str | None = typer.Option(None, "--from", help="Choose among this selection's kept rows."),
     param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
 ) -> None:
@@ -68,7 +72,7 @@ def select_cmd(
             params[key] = value
     for key, value in (("budget", budget), ("max_cosine_similarity", max_cosine_similarity),
                        ("duplicate_similarity", duplicate_similarity), ("sort_by", sort_by),
-                       ("min_score", min_score), ("target", str(target) if target else None)):
+                       ("min_score", min_score), ("quantile", quantile), ("target", str(target) if target else None)):
         if value is not None:
             params[key] = value
     ws = Workspace.open(workspace)

@@ -7,6 +7,8 @@
 - :mod:`~curate.scorers.evaluation`: agreement metrics, K-fold and held-out evaluation beside baselines;
 - :mod:`~curate.scorers.training`: training data from a label set (Evol) or a judge column, and a training run;
 - :mod:`~curate.scorers.distil`: the distillation loop (label a sample, train, label where unsure);
+- :mod:`~curate.scorers.finetuned`: the ``cross-encoder`` kind (MiniLM + LoRA, :mod:`~curate.scorers.crossencoder`);
+- :mod:`~curate.scorers.constraints`: same-task constraint chains (complexity pairs ordered by construction);
 - :mod:`~curate.scorers.defaults`: the shipped defaults (``weights/``), loaded with :func:`load_default`.
 """
 
@@ -24,6 +26,7 @@ from curate.scorers.evaluation import (
     train_and_evaluate,
 )
 from curate.scorers.features import input_texts, text_stats
+from curate.scorers.finetuned import CrossEncoderScorer
 from curate.scorers.model import Scorer
 from curate.scorers.training import (
     TrainingData,
@@ -40,7 +43,7 @@ def load_default(name: str) -> Scorer:
     return Scorer.load(default_path(name))
 
 
-__all__ = ["DEFAULT_SCORERS", "WEIGHTS_DIR", "DistilReport", "Evaluation", "Scorer", "ScorerError", "TrainResult",
+__all__ = ["CrossEncoderScorer", "DEFAULT_SCORERS", "WEIGHTS_DIR", "DistilReport", "Evaluation", "Scorer", "ScorerError", "TrainResult",
            "TrainingData", "agreement", "calibration", "column_judge", "column_labeller", "distil", "evaluate_features",
            "from_column", "from_label_set", "input_texts", "load_default", "pairwise_accuracy", "text_stats",
            "train_and_evaluate", "train_scorer"]

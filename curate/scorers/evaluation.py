@@ -120,7 +120,7 @@ def group_split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int)
 
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
                       k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
-                      length_input: str = "") -> Evaluation:
+                      length_input: str = "", chars_instruction: np.ndarray | None = None) -> Evaluation:
     """K-fold agreement on the training part and agreement on a held-out part split off first.
 
     ``X`` holds precomputed features (``Scorer.featurize``), ``chars`` the length the baseline reads.
@@ -134,6 +134,9 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     train, test = group_split(len(y), groups, holdout, seed) if holdout > 0 else (np.arange(len(y)), np.array([], int))
     g_train = np.arange(len(train)) if groups is None else np.asarray(groups, dtype=object).astype(str)[train]
     folds: dict[str, list[dict[str, float]]] = {"scorer": [], "length": [], "random": []}
+    ichars = None if chars_instruction is None else np.asarray(chars_instruction, dtype=np.float64)
+    if ichars is not None:  # a two-text scorer: the instruction-length baseline too
+        folds["instruction_length"] = []
     perm = rng.permutation(len(train))  # GroupKFold is deterministic: shuffle group order first
     for tr, te in GroupKFold(n_splits=k).split(perm, groups=np.asarray(g_train)[perm]):
         tr, te = train[perm[tr]], train[perm[te]]
@@ -141,6 +144,8 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         folds["scorer"].append(agreement(y[te], pred))
         folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
         folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
+        if ichars is not None:
+            folds["instruction_length"].append(agreement(y[te], _length_baseline(ichars[tr], y[tr], ichars[te])))
     kfold = {who: _mean_metrics(ms) for who, ms in folds.items()}
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
@@ -149,6 +154,8 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         held = {"scorer": agreement(y[test], pred),
                 "length": agreement(y[test], _length_baseline(chars[train], y[train], chars[test])),
                 "random": agreement(y[test], rng.uniform(y[train].min(), y[train].max(), len(test)))}
+        if ichars is not None:
+            held["instruction_length"] = agreement(y[test], _length_baseline(ichars[train], y[train], ichars[test]))
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)
@@ -175,7 +182,8 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
     X = scorer.featurize(emb)
     base = length_input(scorer)
     ev = evaluate_features(scorer.fresh, X, scores, emb[f"_chars_{base}"], k=k, holdout=holdout, groups=groups,
-                           seed=seed, length_input=base)
+                           seed=seed, length_input=base,
+                           chars_instruction=emb.get("_chars_instruction") if base != "instruction" else None)
     if refit_all or not ev.n_holdout:
         idx = np.arange(len(rows))
     else:

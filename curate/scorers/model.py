@@ -41,6 +41,7 @@ from curate.scorers.head import HEADS, fit_head, predict_head
 from curate.storage.step import RowInput, StepContext, StepOutput
 
 FORMAT_VERSION = 1
+KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
 
 
@@ -238,8 +239,25 @@ class Scorer:
                         "rows_total": self.metrics.get("rows_total")})
         return out
 
+    def check_column(self, workspace: str | os.PathLike) -> None:
+        """Refuse to write over labels: a column another producer (an LLM judge, a loaded label column)
+        wrote is never replaced by a scorer's predictions, nor left beside them with a stale digit mass."""
+        from curate.errors import WorkspaceError
+        from curate.storage.workspace import Workspace as StorageWorkspace
+
+        try:
+            ws = StorageWorkspace.open(workspace)
+        except WorkspaceError:  # run outside a workspace (a bare StepContext): no column to protect
+            return
+        if ws.has_column(self.column):
+            kind = ws.column_provenance(self.column).get("kind")
+            if kind != "scorer":
+                raise ScorerError(f"column {self.column!r} holds labels from a {kind or 'non-scorer'} producer; a scorer "
+                                  f"writes its own column: give it another name (Scorer(name=...), --column)")
+
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
+        self.check_column(ctx.workspace)
         values: list[list[float | None] | None] = []
         failures: list[list[Failure]] = []
         todo, where, ends = [], [], []
@@ -299,8 +317,11 @@ class Scorer:
         from safetensors.numpy import load_file
 
         path = Path(directory)
-        if not path.exists() and str(directory) in DEFAULT_SCORERS:
-            path = WEIGHTS_DIR / str(directory)
+        if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
+            path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
+        kind = json.loads((path / "scorer.json").read_text()).get("kind") if (path / "scorer.json").exists() else None
+        if kind in KINDS:  # another scorer kind (e.g. cross-encoder) registered itself in KINDS
+            return KINDS[kind].load(path)
         if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
             raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors)")
         doc = json.loads((path / "scorer.json").read_text())

@@ -132,9 +132,51 @@ class TrainResult:
     data: TrainingData
 
 
+def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: int, init: str | None = None,
+                        epochs: float = 2.0) -> TrainResult:
+    """Fine-tune a cross-encoder (optionally from a shipped adapter, ``init``) on the training groups; agreement on
+    the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it."""
+    import numpy as np
+
+    from curate.scorers.evaluation import _length_baseline, agreement, calibration, group_split
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    y = np.asarray(data.scores, dtype=np.float64)
+    train, test = group_split(len(y), data.groups, holdout, seed)
+    if init:
+        scorer = Scorer.load(init)
+        if not isinstance(scorer, CrossEncoderScorer) or scorer.reads != data.reads:
+            raise ScorerError(f"--init {init}: not a cross-encoder scorer reading {data.reads}")
+        scorer.name, scorer.imitates = name, data.imitates
+    else:
+        scorer = CrossEncoderScorer(reads=data.reads, name=name, imitates=data.imitates,
+                                    max_length=256 if "response" in data.reads else 128)
+    rng = (float(y.min()), float(y.max()))
+    scorer.fit([data.turns[i] for i in train], y[train], label_range=rng, epochs=epochs, seed=seed)
+    held: dict[str, dict[str, float]] = {}
+    calib: list[dict[str, float]] = []
+    if len(test):
+        (c, d), (lo, hi) = scorer.output_range, rng
+        y6 = c + (y - lo) * (d - c) / (hi - lo)
+        pred = scorer.predict([data.turns[i] for i in test])
+        held["scorer"] = agreement(y6[test], pred)
+        for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction")):
+            if who == "instruction_length" and data.reads[-1] == "instruction":
+                continue
+            chars = np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
+            held[who] = agreement(y6[test], _length_baseline(chars[train], y6[train], chars[test]))
+        calib = calibration(y6[test], pred)
+    ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
+                    length_input=data.reads[-1], extra={"kind": "cross-encoder", "init": init})
+    scorer.metrics = ev.to_dict()
+    scorer.metadata["source"] = data.source
+    return TrainResult(scorer, ev, data)
+
+
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
                  head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
-                 holdout: float = 0.2, seed: int = 0) -> TrainResult:
+                 holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
+                 epochs: float = 2.0, embed_inputs: Sequence[str] | None = None) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label. Returns the fitted scorer,
     its evaluation and the training data (how many labels were used, what was left out and why)."""
@@ -151,8 +193,14 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
+    if kind == "cross-encoder":
+        return train_cross_encoder(data, name or labels or f"{target}_scorer", holdout=holdout, seed=seed, init=init,
+                                   epochs=epochs)
+    if kind != "ridge":
+        raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features) or cross-encoder")
     scorer = Scorer(reads=data.reads, head=head, features=features or DEFAULT_FEATURES[len(data.reads)],
-                    name=name or labels or target, imitates=data.imitates)
+                    name=name or labels or f"{target}_scorer", imitates=data.imitates,  # never the judge's column
+                    embed_inputs=embed_inputs)
     ev = train_and_evaluate(scorer, data.turns, data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
                             cache_dir=ws.cache_dir)
     scorer.metadata["source"] = data.source

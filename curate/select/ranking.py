@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from curate.codes import Decision, Reason
+from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
@@ -27,11 +28,20 @@ def top_k(ws, rows: np.ndarray, budget: int, sort_by: str | None = None) -> Sele
     return out
 
 
-@register("threshold")
-def threshold(ws, rows: np.ndarray, min_score: float, sort_by: str | None = None) -> SelectorResult:
-    """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``."""
+@register("threshold", exactly_one_of=(("min_score", "quantile"),))
+def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str | None = None,
+              quantile: float | None = None) -> SelectorResult:
+    """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``, or >= the ``quantile`` (0-1) of
+    these rows' scores (e.g. 0.8 keeps about the top fifth whatever the scorer's scale)."""
     perm, scores = rows_by_score(ws, rows, sort_by)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
+    if quantile is not None:
+        if not 0.0 <= quantile <= 1.0:
+            raise CurateError(f"threshold: quantile {quantile} is not in [0, 1]")
+        finite = np.asarray(scores.values, dtype=np.float64)
+        finite = finite[~np.isnan(finite)]
+        min_score = float(np.quantile(finite, quantile)) if finite.size else math.inf
+        out.info.update({"quantile": quantile, "min_score": min_score})
     for i in perm.tolist():
         s = float(scores.values[i])
         if math.isnan(s):

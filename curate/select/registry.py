@@ -45,13 +45,16 @@ class SelectorResult:
 
 Selector = Callable[..., SelectorResult]
 SELECTORS: dict[str, Selector] = {}
+EXACTLY_ONE_OF: dict[str, tuple[tuple[str, ...], ...]] = {}  # selector -> groups of parameters given one at a time
 
 
-def register(name: str) -> Callable[[Selector], Selector]:
-    """Decorator: add a selector to :data:`SELECTORS` under ``name`` (``ws.select(method=name)``)."""
+def register(name: str, exactly_one_of: tuple[tuple[str, ...], ...] = ()) -> Callable[[Selector], Selector]:
+    """Decorator: add a selector to :data:`SELECTORS` under ``name`` (``ws.select(method=name)``);
+    ``exactly_one_of``: groups of optional parameters of which a call must give exactly one."""
 
     def deco(fn: Selector) -> Selector:
         SELECTORS[name] = fn
+        EXACTLY_ONE_OF[name] = exactly_one_of
         return fn
 
     return deco
@@ -77,6 +80,13 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     unknown = [k for k in params if k not in known]
     if unknown and not any_keyword:
         raise CurateError(f"selector {method!r} has no parameter {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+    for group in EXACTLY_ONE_OF.get(method, ()):
+        given = [k for k in group if params.get(k) is not None]
+        if not given:
+            raise CurateError(f"selector {method!r} needs parameter {group[0]!r} (or "
+                              + " or ".join(map(repr, group[1:])) + ")")
+        if len(given) > 1:
+            raise CurateError(f"selector {method!r} takes one of {', '.join(map(repr, given))}, not both")
     missing = [k for k in required if k not in params]
     if missing:
         raise CurateError(f"selector {method!r} needs parameter {missing[0]!r}"

@@ -1,0 +1,237 @@
+"""A MiniLM cross-encoder reader, LoRA-tuned (peft), with a small head and an explicit length covariate.
+
+The network reads ``[CLS] instruction [SEP] response [SEP]`` (or the instruction alone), mean-pools the
+last layer and maps it to one score: ``head(pooled) + cov(length features)``. The length term is a
+separate linear covariate, so what the text part learns is what length does not already explain.
+
+Training mixes two losses in every step (:func:`train_net`):
+
+- pointwise: squared error against labels standardised per source (GPT-4 1-10 ratings, FLASK levels);
+- pairwise: Bradley-Terry (logistic on the score difference, soft targets allowed) on preference pairs
+  (AlpacaEval) and on same-task versions ordered by construction (Evol constraint chains).
+
+Only torch, transformers, peft, safetensors and numpy are imported here (no other curate module), so
+``evals/train_scorers_gpu.py`` can load this file by path on a machine without curate's dependencies.
+Shipped: the LoRA adapter and the head in ``adapter.safetensors`` (fp16, < 2 MiB); the base weights
+come from the installed MiniLM package.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+LORA_TARGETS = ("query", "key", "value", "dense")        # BERT (MiniLM)
+LM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # a small causal LM (SmolLM2: Llama)
+COV_NAMES = ("log_chars_response", "log_chars_instruction")
+COV_CENTER, COV_SCALE = 6.0, 1.5   # log1p(chars) standardised with fixed constants (no data statistics)
+
+
+def covariates(instructions: Sequence[str], responses: Sequence[str] | None) -> np.ndarray:
+    """The length covariates of each row (response then instruction log-characters; 0 without a response)."""
+    ins = np.log1p(np.array([len(t) for t in instructions], dtype=np.float32))
+    res = np.log1p(np.array([len(t) for t in responses], dtype=np.float32)) if responses is not None else \
+        np.full_like(ins, COV_CENTER)
+    return (np.stack([res, ins], axis=1) - COV_CENTER) / COV_SCALE
+
+
+def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.1, dtype: Any = None):
+    """The base MiniLM (float32) with fresh LoRA adapters and a zero-initialised head."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(base_dir).to(dtype or torch.float32)  # a causal LM folder loads its base model
+    targets = LORA_TARGETS if bert.config.model_type == "bert" else LM_LORA_TARGETS
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
+    return ReaderNet(get_peft_model(bert, cfg), bert.config.hidden_size)
+
+
+def _module():
+    import torch
+
+    class _Reader(torch.nn.Module):
+        def __init__(self, encoder, hidden: int):
+            super().__init__()
+            self.encoder = encoder
+            self.head = torch.nn.Linear(hidden, 1)
+            self.cov = torch.nn.Linear(len(COV_NAMES), 1, bias=False)
+            torch.nn.init.zeros_(self.head.weight)
+            torch.nn.init.zeros_(self.head.bias)
+            torch.nn.init.zeros_(self.cov.weight)
+
+        def pooled(self, batch: dict[str, Any]):
+            keys = ("input_ids", "attention_mask", "token_type_ids")
+            out = self.encoder(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
+            return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+        def forward(self, batch: dict[str, Any]):
+            return self.head(self.pooled(batch)).squeeze(-1) + self.cov(batch["cov"]).squeeze(-1)
+
+    return _Reader
+
+
+def ReaderNet(encoder, hidden: int):  # noqa: N802 (a factory standing in for the class defined lazily)
+    """The reader module: LoRA encoder + linear head on the mean-pooled output + the length covariate."""
+    return _module()(encoder, hidden)
+
+
+def encode_batch(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int,
+                 device: Any = "cpu") -> dict[str, Any]:
+    """Tokenised (instruction, response) pairs (longest part truncated first) plus the covariates."""
+    import torch
+
+    if tok.pad_token is None:  # a causal LM's tokenizer: pad with end-of-sequence (masked out of the pooling)
+        tok.pad_token = tok.eos_token
+    kw = {"return_token_type_ids": False} if "token_type_ids" not in tok.model_input_names else {}
+    if responses is None:
+        enc = tok(list(instructions), truncation=True, max_length=max_length, padding=True, return_tensors="pt", **kw)
+    else:
+        enc = tok(list(instructions), list(responses), truncation="longest_first", max_length=max_length,
+                  padding=True, return_tensors="pt", **kw)
+    out = {k: v.to(device) for k, v in enc.items()}
+    out["cov"] = torch.from_numpy(covariates(instructions, responses)).to(device)
+    return out
+
+
+def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] | None, *, max_length: int,
+                batch_size: int = 32, device: Any = "cpu", on_rows: Callable[[int], Any] | None = None,
+                pooled: bool = False) -> np.ndarray:
+    """Raw scores (or the pooled vectors) of rows, batched by length (shortest first) to cut padding."""
+    import torch
+
+    n = len(instructions)
+    size = [len(instructions[i]) + (len(responses[i]) if responses is not None else 0) for i in range(n)]
+    order = np.argsort(size, kind="stable")
+    out: np.ndarray | None = None
+    net.eval()
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            batch = encode_batch(tok, [instructions[i] for i in idx],
+                                 [responses[i] for i in idx] if responses is not None else None, max_length, device)
+            val = (net.pooled(batch) if pooled else net(batch)).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((n,) + val.shape[1:], dtype=np.float32)
+            out[idx] = val
+            if on_rows is not None:
+                on_rows(len(idx))
+    return out if out is not None else np.zeros(0, dtype=np.float32)
+
+
+def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
+              pairs: Sequence[tuple[str, str | None, str | None, float]], max_length: int, epochs: float = 2.0,
+              batch_size: int = 16, lr: float = 3e-4, head_lr: float = 3e-3, weight_decay: float = 0.01,
+              pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
+              evaluate: Callable[[], float] | None = None, eval_every: int = 0,
+              log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
+
+    ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
+    response 2, P(response 1 beats response 2)); for instruction-only pairs (complexity) the instruction
+    is None and the two texts are instructions: (None, harder?, easier?, P(first is harder)).
+    One step = one pointwise batch + one pair batch.
+    ``evaluate()`` (higher is better) runs every ``eval_every`` steps; the best state is restored.
+    """
+    import torch
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("head", "cov"))],
+               "lr": lr},
+              {"params": list(net.head.parameters()) + list(net.cov.parameters()), "lr": head_lr}]
+    opt = torch.optim.AdamW(params, weight_decay=weight_decay)
+    n_items = max(len(points), len(pairs))
+    steps = max(1, int(math.ceil(epochs * n_items / batch_size)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
+                                              * max(0.0, 1 - s / steps) + 1e-3)
+    best = {"score": -math.inf, "step": 0, "state": None}
+    history = []
+
+    def draw(items, k):
+        return [items[rng.randrange(len(items))] for _ in range(k)] if items else []
+
+    def trainable_state():
+        return {k: v.detach().clone() for k, v in net.state_dict().items() if "lora_" in k or k.startswith(("head", "cov"))}
+
+    for step in range(1, steps + 1):
+        net.train()
+        loss = torch.zeros((), device=device)
+        pts = draw(points, batch_size)
+        if pts:
+            ins = [p[0] for p in pts]
+            res = [p[1] for p in pts] if pts[0][1] is not None else None
+            y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
+            loss = loss + torch.nn.functional.mse_loss(net(encode_batch(tok, ins, res, max_length, device)), y)
+        prs = draw(pairs, batch_size)
+        if prs:
+            if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
+                a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
+                b = net(encode_batch(tok, [p[2] for p in prs], None, max_length, device))
+            else:
+                ins = [p[0] for p in prs]
+                a = net(encode_batch(tok, ins, [p[1] for p in prs], max_length, device))
+                b = net(encode_batch(tok, ins, [p[2] for p in prs], max_length, device))
+            target = torch.tensor([p[3] for p in prs], dtype=torch.float32, device=device)
+            loss = loss + pair_weight * torch.nn.functional.binary_cross_entropy_with_logits(a - b, target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
+        opt.step()
+        sched.step()
+        if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
+            score = float(evaluate())
+            history.append({"step": step, "val": score, "loss": float(loss.detach())})
+            if log:
+                log(f"step {step}/{steps} loss {float(loss.detach()):.4f} val {score:.4f}")
+            if score > best["score"]:
+                best = {"score": score, "step": step, "state": trainable_state()}
+    if best["state"] is not None:
+        net.load_state_dict(best["state"], strict=False)
+    return {"steps": steps, "best_step": best["step"], "best_val": best["score"], "history": history}
+
+
+def trainable_tensors(net) -> dict[str, Any]:
+    """The tensors to ship: LoRA weights (peft's adapter state) and the head, as fp16 numpy arrays."""
+    from peft import get_peft_model_state_dict
+
+    out = {f"lora.{k}": v.detach().float().cpu().numpy().astype(np.float16)
+           for k, v in get_peft_model_state_dict(net.encoder).items()}
+    for k, v in net.head.state_dict().items():
+        out[f"head.{k}"] = v.detach().float().cpu().numpy().astype(np.float32)
+    for k, v in net.cov.state_dict().items():
+        out[f"cov.{k}"] = v.detach().float().cpu().numpy().astype(np.float32)
+    return out
+
+
+def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
+    """Put shipped tensors (:func:`trainable_tensors`) into a freshly built net."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    lora = {k[len("lora."):]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()
+            if k.startswith("lora.")}
+    set_peft_model_state_dict(net.encoder, lora)
+    net.head.load_state_dict({k[len("head."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                              for k, v in tensors.items() if k.startswith("head.")})
+    net.cov.load_state_dict({k[len("cov."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                             for k, v in tensors.items() if k.startswith("cov.")})
+
+
+def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """A monotone map raw score -> label scale matching quantiles (the judge's spread, not a squeezed mean)."""
+    q = np.linspace(0, 1, points)
+    x = np.quantile(np.asarray(raw, dtype=np.float64), q)
+    y = np.quantile(np.asarray(labels, dtype=np.float64), q)
+    x = np.maximum.accumulate(x + np.arange(points) * 1e-9)  # strictly increasing for np.interp
+    return x, np.maximum.accumulate(y)
+
+
+def apply_map(raw: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation of :func:`quantile_map`, flat beyond the ends."""
+    return np.interp(np.asarray(raw, dtype=np.float64), x, y)

@@ -1,0 +1,220 @@
+"""The fine-tuned scorer kind: a LoRA-tuned MiniLM cross-encoder (:mod:`curate.scorers.crossencoder`)
+behind the same :class:`~curate.scorers.model.Scorer` interface (fit / predict / save / load, a Step).
+
+Saved as ``scorer.json`` (``"kind": "cross-encoder"``) + ``adapter.safetensors`` (LoRA weights fp16, the
+head, the length covariate and the calibration map onto the output scale; < 2 MiB). The base weights
+come from the installed MiniLM package (or ``base``, a local folder, recorded in scorer.json).
+Predictions go through the workspace cache in chunks, so a killed scoring run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import curate.scorers.crossencoder as ce
+from curate.errors import ScorerError
+from curate.scorers.features import Row, input_texts
+from curate.scorers.model import FORMAT_VERSION, KINDS, Scorer, _json_default, training_fingerprint
+
+KIND = "cross-encoder"
+CHUNK = 512  # rows per cached prediction chunk
+
+
+def default_base() -> str:
+    from curate.embed.encoder import default_model_path
+
+    return str(default_model_path())
+
+
+class CrossEncoderScorer(Scorer):
+    """A scorer that reads (instruction[, response]) with a LoRA-tuned MiniLM; see the module docstring.
+
+    ``output_range``: the scale predictions land on (the calibration map's range; DEITA's 1-6 by default).
+    ``base``: the MiniLM folder the adapter was trained on (default: the packaged model).
+    """
+
+    kind = KIND
+    base_name = "all-MiniLM-L6-v2"
+
+    def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
+                 imitates: dict[str, Any] | None = None, max_length: int = 256, lora_r: int = 8,
+                 base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32):
+        super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
+        self.max_length = int(max_length)
+        self.lora_r = int(lora_r)
+        self.base = base
+        self.output_range = tuple(output_range)
+        self._net = None
+        self._tok = None
+
+    # -- the network --------------------------------------------------------------------------------
+    @staticmethod
+    def default_base() -> str:
+        return default_base()
+
+    def _load_net(self):
+        if self._net is None:
+            from transformers import AutoTokenizer
+
+            base = self.base or self.default_base()
+            self._tok = AutoTokenizer.from_pretrained(base)
+            self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r)
+            if self.weights:
+                ce.load_tensors(self._net, self.weights)
+        return self._net, self._tok
+
+    def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
+        texts = input_texts(rows, self.reads)
+        return texts["instruction"], texts.get("response")
+
+    def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
+        """Raw network scores (before calibration), cached per chunk under ``cache_dir`` when given."""
+        ins, res = self._texts(rows)
+        net, tok = self._load_net()
+        out = np.zeros(len(ins), dtype=np.float32)
+        fp = self.fingerprint()
+        for s in range(0, len(ins), CHUNK):
+            a, b = ins[s:s + CHUNK], res[s:s + CHUNK] if res is not None else None
+            path = None
+            if cache_dir is not None:
+                h = hashlib.sha256(fp.encode())
+                for i, t in enumerate(a):
+                    h.update(hashlib.sha256(t.encode()).digest())
+                    if b is not None:
+                        h.update(hashlib.sha256(b[i].encode()).digest())
+                path = Path(cache_dir) / "scorer_ce" / f"{h.hexdigest()[:32]}.npy"
+                if path.exists():
+                    out[s:s + len(a)] = np.load(path)
+                    if on_rows is not None:
+                        on_rows(len(a))
+                    continue
+            val = ce.predict_net(net, tok, a, b, max_length=self.max_length, batch_size=self.batch_size, on_rows=on_rows)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, val)
+                tmp.replace(path)
+            out[s:s + len(a)] = val
+        return out
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        if "calibration.x" not in self.weights:
+            raise ScorerError("this cross-encoder scorer has no calibration map; fit() or load() it first")
+        return ce.apply_map(raw, self.weights["calibration.x"], self.weights["calibration.y"])
+
+    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
+        rows = list(rows)
+        if not rows:
+            return np.zeros(0)
+        if not self.weights:
+            raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
+        return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows))
+
+    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
+            label_range: tuple[float, float] | None = None, epochs: float = 2.0, lr: float = 3e-4,
+            batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
+            log=None) -> CrossEncoderScorer:
+        """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
+        of the same instruction. Starts from the current adapter when loaded (warm start), else fresh.
+        ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range)."""
+        rows = list(rows)
+        if scores is None:
+            scores = [r["score"] for r in rows]
+        y = np.asarray([float(s) for s in scores], dtype=np.float64)
+        if len(y) != len(rows) or len(y) < 2 or np.ptp(y) == 0:
+            raise ScorerError("fitting needs at least two rows with different scores, one score per row")
+        ins, res = self._texts(rows)
+        net, tok = self._load_net()
+        z = (y - y.mean()) / y.std()
+        points = [(ins[i], res[i] if res is not None else None, float(z[i])) for i in range(len(rows))]
+        prs = []
+        for r1, r2, p in pairs or []:
+            t = input_texts([r1, r2], self.reads)
+            if "response" in self.reads:  # two responses to one instruction
+                prs.append((t["instruction"][0], t["response"][0], t["response"][1], float(p)))
+            else:
+                prs.append((None, t["instruction"][0], t["instruction"][1], float(p)))
+        info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
+                            batch_size=batch_size, seed=seed, log=log)
+        self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
+        ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
+        lo, hi = label_range or (float(y.min()), float(y.max()))
+        c, d = self.output_range
+        target = c + (y - lo) * (d - c) / (hi - lo)
+        raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size)
+        self.weights["calibration.x"], self.weights["calibration.y"] = ce.quantile_map(raw, target)
+        self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
+                              "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
+        return self
+
+    # -- provenance and persistence -----------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "reads": self.reads, "max_length": self.max_length, "lora_r": self.lora_r,
+                "base": self.base or f"packaged {self.base_name}", "output_range": self.output_range,
+                "name": self.name, "imitates": self.imitates}
+
+    def fresh(self) -> CrossEncoderScorer:
+        return type(self)(reads=self.reads, name=self.name, imitates=self.imitates, max_length=self.max_length,
+                                  lora_r=self.lora_r, base=self.base, output_range=self.output_range)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        from safetensors.numpy import save_file
+
+        from curate import __version__
+
+        if not self.weights:
+            raise ScorerError("nothing to save: the scorer is not fitted")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(out / "adapter.safetensors"))
+        doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **self.config(),
+               "metadata": self.metadata, "metrics": self.metrics}
+        (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> CrossEncoderScorer:
+        from safetensors.numpy import load_file
+
+        path = Path(directory)
+        doc = json.loads((path / "scorer.json").read_text())
+        if doc.get("kind") != cls.kind or not (path / "adapter.safetensors").exists():
+            raise ScorerError(f"{path}: not a saved {cls.kind} scorer (scorer.json kind {cls.kind!r} + adapter.safetensors)")
+        base = doc.get("base")
+        scorer = cls(reads=doc["reads"], name=doc.get("name"), imitates=doc.get("imitates"),
+                     max_length=doc["max_length"], lora_r=doc["lora_r"],
+                     base=None if not base or base.startswith("packaged") else base,
+                     output_range=tuple(doc["output_range"]))
+        scorer.weights = dict(load_file(str(path / "adapter.safetensors")))
+        scorer.metadata = doc.get("metadata", {})
+        scorer.metrics = doc.get("metrics", {})
+        return scorer
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderScorer({self.column!r}, reads={self.reads}, max_length={self.max_length})"
+
+
+class SmallLMScorer(CrossEncoderScorer):
+    """The small-LM reader (DEITA's style, with a score head): SmolLM2-135M (packaged,
+    :func:`curate.llm.local.prepare_model`) + LoRA on its attention projections + the same head, length
+    covariate and calibration as the cross-encoder. Batched, on the CPU by default."""
+
+    kind = "small-lm"
+    base_name = "SmolLM2-135M-Instruct"
+
+    @staticmethod
+    def default_base() -> str:
+        from curate.llm.local import prepare_model
+
+        return str(prepare_model())
+
+
+KINDS[KIND] = CrossEncoderScorer
+KINDS[SmallLMScorer.kind] = SmallLMScorer

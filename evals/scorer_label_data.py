@@ -1,0 +1,97 @@
+"""The real judge labels the issue-13 scorers learn from, split by instruction/question (never by row).
+
+quality (GPT-4):  alpaca_eval  AlpacaEval pairwise preferences (instruction, baseline a, response b, P(b wins))
+                  mtbench      MT-bench single-answer scores 1-10 (question_id groups; 0-100-scale rows dropped)
+                  autoj        Auto-J 960 ratings 1-10 (query groups)
+complexity:       flask        FLASK 1,740 difficulty levels 1-5 (instruction groups)
+
+Each group lands in ``train`` / ``val`` (early stopping) / ``test`` (reported) by a hash of its key, so the
+split is the same on every machine. Standard library + numpy only (the GPU machine runs this file).
+Files are read as ``NAME`` or ``NAME.gz`` from the data folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FLASK_LEVELS = ["simple lifestyle knowledge", "advanced lifestyle knowledge", "formal education knowledge",
+                "major level knowledge", "expert level knowledge"]
+FILES = {"alpaca_eval": "alpaca_eval_gpt4_pairs.jsonl", "mtbench": "mtbench_gpt4_single.jsonl",
+         "autoj": "autoj_960_gpt4_quality.jsonl", "flask": "flask_1740_difficulty_skills.jsonl"}
+TEST, VAL = 0.2, 0.1
+
+
+def read_jsonl(data: Path, name: str) -> list[dict[str, Any]]:
+    path = Path(data) / name
+    if not path.exists():
+        path = Path(data) / (name + ".gz")
+    if not path.exists():
+        raise SystemExit(f"real judge labels not found: {Path(data) / name}(.gz) is absent; nothing measured")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def split_of(key: str, salt: str = "issue13") -> str:
+    """train / val / test by a hash of the group key (instruction or question id)."""
+    u = int(hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < TEST else "val" if u < TEST + VAL else "train"
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v
+
+
+def alpaca_pairs(data: Path = DATA) -> list[dict[str, Any]]:
+    """instruction, a (baseline), b, p_b = P(b better) in [0, 1], group, split."""
+    out = []
+    for r in read_jsonl(data, FILES["alpaca_eval"]):
+        pref = _num(r.get("preference"))
+        if pref is None or not (1.0 <= pref <= 2.0) or not r.get("response_a") or not r.get("response_b"):
+            continue
+        out.append({"instruction": r["instruction"], "a": r["response_a"], "b": r["response_b"], "p_b": pref - 1.0,
+                    "group": r["instruction"], "split": split_of(r["instruction"]), "judge": r.get("judge")})
+    return out
+
+
+def single_scores(name: str, data: Path = DATA) -> list[dict[str, Any]]:
+    """instruction, response, label (1-10), group, split for ``mtbench`` or ``autoj``."""
+    out = []
+    if name == "mtbench":
+        for r in read_jsonl(data, FILES["mtbench"]):
+            label = _num(r.get("label"))
+            if label is None or not (1 <= label <= 10) or not r.get("response") or str(r.get("judge", "")).lower() != "gpt-4":
+                continue
+            key = f"mt{r['question_id']}"
+            out.append({"instruction": r["instruction"], "response": r["response"], "label": label, "group": key,
+                        "split": split_of(key)})
+    else:
+        for r in read_jsonl(data, FILES["autoj"]):
+            out.append({"instruction": r["query"], "response": r["response"], "label": float(r["gpt4_score"]),
+                        "group": r["query"], "split": split_of(r["query"])})
+    return out
+
+
+def flask_levels(data: Path = DATA) -> list[dict[str, Any]]:
+    """instruction, label (level 1-5), group, split; the rows marked unknown are dropped."""
+    out = []
+    for r in read_jsonl(data, FILES["flask"]):
+        if r["difficulty"] in FLASK_LEVELS:
+            out.append({"instruction": r["instruction"], "label": float(FLASK_LEVELS.index(r["difficulty"]) + 1),
+                        "group": r["instruction"], "split": split_of(r["instruction"])})
+    return out
+
+
+def chain_seeds(flask: list[dict[str, Any]], split: str, n: int | None = None) -> list[str]:
+    """Seed instructions for constraint chains: FLASK instructions of one split (short ones, one paragraph)."""
+    seeds = [r["instruction"] for r in flask if r["split"] == split and 20 <= len(r["instruction"]) <= 400]
+    return seeds[:n] if n else seeds

@@ -1,0 +1,356 @@
+"""Train the issue-13 cross-encoder scorers (MiniLM + LoRA + head) on real GPT-4 labels; reproduces the shipped
+``curate/scorers/weights/quality_ce`` and ``complexity_ce`` adapters from ``../shared/data``.
+
+    PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda]
+    # CPU smoke test at tiny size:  ... --tiny --device cpu
+
+quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and pairwise (AlpacaEval preferences,
+            Bradley-Terry with soft targets; MT-bench same-question pairs) losses mixed; length is an explicit
+            covariate. Early stopping on the ``val`` groups; figures on the ``test`` groups (split by
+            instruction / question id). Leave-one-source-out runs measure zero-shot agreement on a source never
+            trained on (``--loso``).
+complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, training families only); test on
+            FLASK test instructions and on chains of held-out families over held-out seeds.
+Writes OUT/{quality_ce,complexity_ce}.safetensors (adapter + head + calibration), OUT/issue13_gpu_metrics.json.
+Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "evals"))
+import scorer_label_data as D  # noqa: E402
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CE = _load("ce13", ROOT / "curate/scorers/crossencoder.py")
+CONS = _load("cons13", ROOT / "curate/scorers/constraints.py")
+QUALITY_MAX_LEN, COMPLEXITY_MAX_LEN = 256, 128
+
+
+# -- metrics (numpy only) ------------------------------------------------------------------------------
+def _rank(x):
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    return (sums / counts)[inv]
+
+
+def spearman(a, b) -> float:
+    ra, rb = _rank(a), _rank(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def kendall(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    iu = np.triu_indices(len(a), 1)
+    da, db = da[iu], db[iu]
+    n1, n2 = (da != 0).sum(), (db != 0).sum()
+    return float((da * db).sum() / math.sqrt(n1 * n2)) if n1 and n2 else float("nan")
+
+
+def pair_acc(t, p) -> float:
+    t, p = np.asarray(t, float), np.asarray(p, float)
+    dt = np.sign(t[:, None] - t[None, :])
+    dp = np.sign(p[:, None] - p[None, :])
+    m = dt > 0
+    return float(((dp[m] > 0) + 0.5 * (dp[m] == 0)).sum() / m.sum()) if m.sum() else float("nan")
+
+
+def agreement(t, p) -> dict:
+    return {"spearman": spearman(t, p), "kendall": kendall(t, p), "mae": float(np.mean(np.abs(np.asarray(t) - p))),
+            "pairwise_accuracy": pair_acc(t, p), "n": int(len(t))}
+
+
+def to6(label10):
+    return 1 + (np.asarray(label10, float) - 1) * 5 / 9
+
+
+def point_report(rows, raw, cal, train_rows=None) -> dict:
+    """Agreement of calibrated predictions (1-6) and of the length baselines (quantile-mapped to the labels)."""
+    y = to6([r["label"] for r in rows])
+    pred = CE.apply_map(raw, *cal)
+    out = {"scorer": agreement(y, pred)}
+    ref = train_rows or rows
+    ref_y = to6([r["label"] for r in ref])
+    for name, key in (("response_length", "response"), ("instruction_length", "instruction")):
+        ln = np.log1p([len(r[key]) for r in rows]) + 1e-6 * np.arange(len(rows))
+        ref_ln = np.log1p([len(r[key]) for r in ref])
+        m = CE.quantile_map(ref_ln, ref_y)
+        out[name] = agreement(y, CE.apply_map(ln, *m))
+    out["distribution"] = {"predicted_quantiles": np.quantile(pred, [0, .1, .25, .5, .75, .9, 1]).round(3).tolist(),
+                           "label_quantiles": np.quantile(y, [0, .1, .25, .5, .75, .9, 1]).round(3).tolist(),
+                           "predicted_mean_std": [float(pred.mean()), float(pred.std())],
+                           "label_mean_std": [float(y.mean()), float(y.std())]}
+    return out
+
+
+def pair_report(pairs, s_a, s_b) -> dict:
+    """Pairwise accuracy vs the judge's preference (ties left out), overall and on length-matched pairs."""
+    p = np.array([q["p_b"] for q in pairs])
+    keep = np.abs(p - 0.5) > 1e-6
+    want = p > 0.5
+    la = np.array([len(q["a"]) for q in pairs], float)
+    lb = np.array([len(q["b"]) for q in pairs], float)
+    matched = np.abs(np.log(lb / np.maximum(la, 1))) < math.log(1.25)
+    res = {}
+    for name, sel in (("all", keep), ("length_matched", keep & matched)):
+        d = np.asarray(s_b) - np.asarray(s_a)
+        res[name] = {"scorer": float(np.mean(((d > 0) == want)[sel] * (d[sel] != 0) + 0.5 * (d[sel] == 0))),
+                     "response_length": float(np.mean(((lb > la) == want)[sel])), "n": int(sel.sum())}
+    return res
+
+
+# -- quality ---------------------------------------------------------------------------------------------
+def quality_data(data: Path, tiny: bool):
+    pairs = D.alpaca_pairs(data)
+    singles = {s: D.single_scores(s, data) for s in ("mtbench", "autoj")}
+    if tiny:
+        rng = random.Random(0)
+        pairs = rng.sample(pairs, 120)
+        singles = {s: rng.sample(v, 80) for s, v in singles.items()}
+    return pairs, singles
+
+
+def zscore(rows):
+    y = np.array([r["label"] for r in rows], float)
+    return (y - y.mean()) / max(y.std(), 1e-6)
+
+
+def same_question_pairs(rows, limit: int, seed: int):
+    """Pairs of MT-bench answers to one question with different GPT-4 scores (the higher one wins)."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["group"], r["instruction"]), []).append(r)
+    out = []
+    for (_, ins), rs in by.items():
+        for i in range(len(rs)):
+            for j in range(i + 1, len(rs)):
+                if rs[i]["label"] != rs[j]["label"]:
+                    out.append((ins, rs[i]["response"], rs[j]["response"], float(rs[i]["label"] > rs[j]["label"])))
+    random.Random(seed).shuffle(out)
+    return out[:limit]
+
+
+def train_quality(args, pairs, singles, train_sources, device, log):
+    """One quality run: train on the train split of ``train_sources``; returns (net, tok, info)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.tok)
+    net = CE.build_net(args.base).to(device)
+    points, prs = [], []
+    for s in ("mtbench", "autoj"):
+        if s in train_sources:
+            tr = [r for r in singles[s] if r["split"] == "train"]
+            points += [(r["instruction"], r["response"], float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
+            if s == "mtbench":
+                prs += same_question_pairs(tr, 3000 if not args.tiny else 20, 0)
+    if "alpaca_eval" in train_sources:
+        prs += [(q["instruction"], q["b"], q["a"], q["p_b"]) for q in pairs if q["split"] == "train"]
+    # early stopping reads only the val groups of the sources trained on (a left-out source stays unseen)
+    val_pairs = [q for q in pairs if q["split"] == "val"][: (40 if args.tiny else 800)] \
+        if "alpaca_eval" in train_sources else []
+    val_single = {s: [r for r in singles[s] if r["split"] == "val"] for s in singles if s in train_sources}
+
+    def evaluate():
+        parts = []
+        if val_pairs:
+            sa = CE.predict_net(net, tok, [q["instruction"] for q in val_pairs], [q["a"] for q in val_pairs],
+                                max_length=QUALITY_MAX_LEN, batch_size=128, device=device)
+            sb = CE.predict_net(net, tok, [q["instruction"] for q in val_pairs], [q["b"] for q in val_pairs],
+                                max_length=QUALITY_MAX_LEN, batch_size=128, device=device)
+            parts.append(2 * (pair_report(val_pairs, sa, sb)["all"]["scorer"] - 0.5))
+        for _src, rows in val_single.items():
+            if len(rows) > 3:
+                raw = CE.predict_net(net, tok, [r["instruction"] for r in rows], [r["response"] for r in rows],
+                                     max_length=QUALITY_MAX_LEN, batch_size=128, device=device)
+                parts.append(spearman([r["label"] for r in rows], raw))
+        return float(np.nanmean(parts))
+
+    import torch
+
+    t0 = time.time()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        info = CE.train_net(net, tok, points=points, pairs=prs, max_length=QUALITY_MAX_LEN,
+                            epochs=args.epochs if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8,
+                            lr=args.lr, device=device, evaluate=evaluate,
+                            eval_every=max(20, int(len(prs) / 32 / 4)) if not args.tiny else 3, log=log)
+    info.update({"seconds": time.time() - t0, "n_points": len(points), "n_pairs": len(prs)})
+    return net, tok, info
+
+
+def predict_rows(net, tok, rows, device, key="response"):
+    return CE.predict_net(net, tok, [r["instruction"] for r in rows], [r[key] for r in rows],
+                          max_length=QUALITY_MAX_LEN, batch_size=128, device=device)
+
+
+def quality_reports(net, tok, pairs, singles, device, test_sources, split="test"):
+    rep, raw_all = {}, {}
+    cal_rows = [r for s in ("mtbench", "autoj") for r in singles[s] if r["split"] == "train"]
+    cal_raw = predict_rows(net, tok, cal_rows, device)
+    cal = CE.quantile_map(cal_raw, to6([r["label"] for r in cal_rows]))
+    for s in ("mtbench", "autoj"):
+        if s in test_sources:
+            rows = [r for r in singles[s] if split == "all" or r["split"] == split]
+            raw = predict_rows(net, tok, rows, device)
+            rep[s] = point_report(rows, raw, cal, [r for r in singles[s] if r["split"] == "train"] or rows)
+            raw_all[s] = raw
+    if "alpaca_eval" in test_sources:
+        ps = [q for q in pairs if split == "all" or q["split"] == split]
+        sa = CE.predict_net(net, tok, [q["instruction"] for q in ps], [q["a"] for q in ps], max_length=QUALITY_MAX_LEN,
+                            batch_size=128, device=device)
+        sb = CE.predict_net(net, tok, [q["instruction"] for q in ps], [q["b"] for q in ps], max_length=QUALITY_MAX_LEN,
+                            batch_size=128, device=device)
+        rep["alpaca_eval"] = pair_report(ps, sa, sb)
+    return rep, cal
+
+
+# -- complexity -------------------------------------------------------------------------------------------
+def complexity_run(args, device, log):
+    from transformers import AutoTokenizer
+
+    flask = D.flask_levels(args.data)
+    if args.tiny:
+        flask = random.Random(0).sample(flask, 120)
+    tr = [r for r in flask if r["split"] == "train"]
+    train_chains = CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
+    val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
+    test_chains = CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3)
+    pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
+    points = [(r["instruction"], None, float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
+    tok = AutoTokenizer.from_pretrained(args.tok)
+    net = CE.build_net(args.base).to(device)
+    val = [r for r in flask if r["split"] == "val"]
+
+    def score_chains(chains):
+        flat = [t for c in chains for t in c]
+        s = CE.predict_net(net, tok, flat, None, max_length=COMPLEXITY_MAX_LEN, batch_size=256, device=device)
+        out, k = [], 0
+        for c in chains:
+            out.append(s[k:k + len(c)].tolist())
+            k += len(c)
+        return out
+
+    def evaluate():
+        raw = CE.predict_net(net, tok, [r["instruction"] for r in val], None, max_length=COMPLEXITY_MAX_LEN,
+                             batch_size=256, device=device)
+        return 0.5 * spearman([r["label"] for r in val], raw) + 0.5 * (2 * CONS.order_accuracy(val_chains, score_chains(val_chains)) - 1)
+
+    import torch
+
+    t0 = time.time()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        info = CE.train_net(net, tok, points=points, pairs=pairs, max_length=COMPLEXITY_MAX_LEN,
+                            epochs=3.0 if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8, lr=args.lr,
+                            pair_weight=0.5, device=device, evaluate=evaluate,
+                            eval_every=40 if not args.tiny else 3, log=log)
+    info["seconds"] = time.time() - t0
+    raw_tr = CE.predict_net(net, tok, [r["instruction"] for r in tr], None, max_length=COMPLEXITY_MAX_LEN,
+                            batch_size=256, device=device)
+    cal = CE.quantile_map(raw_tr, 1 + (np.array([r["label"] for r in tr]) - 1) * 5 / 4)
+    test = [r for r in flask if r["split"] == "test"]
+    raw = CE.predict_net(net, tok, [r["instruction"] for r in test], None, max_length=COMPLEXITY_MAX_LEN,
+                         batch_size=256, device=device)
+    y = 1 + (np.array([r["label"] for r in test]) - 1) * 5 / 4
+    ln = np.log1p([len(r["instruction"]) for r in test])
+    rep = {"flask_test": {"scorer": agreement(y, CE.apply_map(raw, *cal)),
+                          "instruction_length": agreement(y, CE.apply_map(ln, *CE.quantile_map(
+                              np.log1p([len(r["instruction"]) for r in tr]), 1 + (np.array([r["label"] for r in tr]) - 1) * 5 / 4)))},
+           "chains_heldout_families": {"scorer": CONS.order_accuracy(test_chains, score_chains(test_chains)),
+                                       "instruction_length": CONS.order_accuracy(test_chains, [[len(t) for t in c] for c in test_chains]),
+                                       "chains": len(test_chains)}}
+    return net, cal, info, rep
+
+
+def save_net(net, cal, path: Path, meta: dict) -> None:
+    from safetensors.numpy import save_file
+
+    tensors = CE.trainable_tensors(net)
+    tensors["calibration.x"] = np.asarray(cal[0], np.float64)
+    tensors["calibration.y"] = np.asarray(cal[1], np.float64)
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    ap.add_argument("--base", required=True, help="MiniLM sentence-transformers folder (loaded as float32)")
+    ap.add_argument("--tok", required=True, help="MiniLM tokenizer folder")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--loso", action="store_true", help="also leave-one-source-out quality runs")
+    ap.add_argument("--budget-s", type=float, default=380.0, help="skip the optional runs past this many seconds")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    logs: list[str] = []
+
+    def log(msg):
+        line = f"[{time.time() - t_start:6.1f}s] {msg}"
+        print(line, flush=True)
+        logs.append(line)
+
+    metrics: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+
+    def dump():
+        metrics["log"] = logs
+        (args.out / "issue13_gpu_metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+
+    pairs, singles = quality_data(args.data, args.tiny)
+    net, tok, info = train_quality(args, pairs, singles, {"alpaca_eval", "mtbench", "autoj"}, args.device, log)
+    rep, cal = quality_reports(net, tok, pairs, singles, args.device, {"alpaca_eval", "mtbench", "autoj"})
+    metrics["quality_ce"] = {"train": info, "test": rep}
+    save_net(net, cal, args.out / "quality_ce.safetensors", {"max_length": QUALITY_MAX_LEN, "best_step": info["best_step"]})
+    log(f"quality done: {json.dumps(rep)[:600]}")
+    dump()
+    del net
+    cnet, ccal, cinfo, crep = complexity_run(args, args.device, log)
+    metrics["complexity_ce"] = {"train": cinfo, "test": crep}
+    save_net(cnet, ccal, args.out / "complexity_ce.safetensors", {"max_length": COMPLEXITY_MAX_LEN})
+    log(f"complexity done: {json.dumps(crep)[:600]}")
+    dump()
+    if args.loso:
+        for held in ("autoj", "mtbench", "alpaca_eval"):
+            if time.time() - t_start + info["seconds"] * 1.2 + 15 > args.budget_s:
+                log(f"skipping leave-out-{held}: past the time budget")
+                continue
+            sources = {"alpaca_eval", "mtbench", "autoj"} - {held}
+            lnet, ltok, linfo = train_quality(args, pairs, singles, sources, args.device, log)
+            lrep, _ = quality_reports(lnet, ltok, pairs, singles, args.device, {held}, split="all")
+            metrics[f"quality_ce_without_{held}"] = {"train": linfo, "zero_shot_all_rows": lrep}
+            log(f"without {held}: {json.dumps(lrep)[:400]}")
+            dump()
+    log("done")
+    dump()
+
+
+if __name__ == "__main__":
+    main()

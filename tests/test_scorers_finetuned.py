@@ -1,0 +1,227 @@
+"""Issue 13: the cross-encoder kind (tiny random MiniLM-shaped model), the joint pointwise+pairwise head,
+constraint chains, quantile thresholds, and scorers never writing over a judge's labels."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from curate.errors import CurateError, ScorerError
+from curate.scorers import Scorer
+from curate.scorers.constraints import (
+    EVAL_FAMILIES,
+    TRAIN_FAMILIES,
+    chain_pairs,
+    constraint_chains,
+    order_accuracy,
+)
+from curate.scorers.head import fit_joint_head, predict_head
+from curate.session import Workspace
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A tiny random BertModel with the packaged MiniLM tokenizer (a stand-in base: seconds, not minutes)."""
+    from transformers import BertConfig, BertModel
+
+    from curate.embed.encoder import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    src = default_model_path()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, folder / name)
+    return str(folder)
+
+
+def _quality_rows(n: int = 24, seed: int = 0):
+    rng = random.Random(seed)
+    rows, scores = [], []
+    for i in range(n):
+        good = i % 2 == 0
+        words = rng.randint(20, 40) if good else rng.randint(1, 4)
+        rows.append({"instruction": f"Question {i}: explain topic {i % 5}.",
+                     "response": " ".join(["detailed reasoning"] * words) if good else "no idea"})
+        scores.append(8.0 + rng.random() if good else 2.0 + rng.random())
+    return rows, scores
+
+
+def test_cross_encoder_fit_predict_save_load(tiny_base, tmp_path):
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    rows, scores = _quality_rows(16)
+    sc = CrossEncoderScorer(name="quality_ce_test", imitates={"judge": "quality", "model": "synthetic"},
+                            max_length=32, base=tiny_base)
+    pairs = [(rows[0], rows[1], 1.0), (rows[3], rows[2], 0.0)]
+    sc.fit(rows, scores, label_range=(1, 10), epochs=2, batch_size=8, lr=1e-3, pairs=pairs)
+    pred = sc.predict(rows)
+    assert pred.shape == (len(rows),) and 1.0 <= pred.min() and pred.max() <= 6.0
+    assert np.ptp(pred) > 0.5  # calibrated onto the label spread, not squeezed to a mean
+    out = sc.save(tmp_path / "ce")
+    assert (out / "adapter.safetensors").stat().st_size <= 2 * 1024 * 1024
+    loaded = Scorer.load(out)  # dispatches on scorer.json's kind
+    assert type(loaded).__name__ == "CrossEncoderScorer" and loaded.column == "quality_ce_test"
+    np.testing.assert_allclose(loaded.predict(rows), pred, atol=1e-4)
+    assert loaded.fingerprint() == sc.fingerprint()
+    assert json.loads((out / "scorer.json").read_text())["imitates"]["judge"] == "quality"
+
+
+def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    rows, scores = _quality_rows(12)
+    sc = CrossEncoderScorer(name="q", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4)
+    first = sc.predict(rows, cache_dir=tmp_path)
+    assert list((tmp_path / "scorer_ce").glob("*.npy"))
+    np.testing.assert_allclose(sc.predict(rows, cache_dir=tmp_path), first)
+
+
+def test_cross_encoder_instruction_only_learns_constraint_order(tiny_base):
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    seeds = [f"Describe item number {i} briefly." for i in range(8)]
+    chains = constraint_chains(seeds, TRAIN_FAMILIES, steps=3, seed=0)
+    texts = [t for c in chains for t in c]
+    levels = [float(j) for c in chains for j in range(len(c))]
+    pairs = [({"instruction": h}, {"instruction": e}, 1.0) for h, e in chain_pairs(chains)]
+    sc = CrossEncoderScorer(reads=["instruction"], name="cx", max_length=48, base=tiny_base)
+    sc.fit(texts, levels, epochs=2, batch_size=12, lr=1e-3, pairs=pairs)
+    flat = sc.predict(texts)
+    per = [flat[k * 4:(k + 1) * 4].tolist() for k in range(len(chains))]
+    assert order_accuracy(chains, per) > 0.6  # the length covariate alone can order them
+
+
+def test_joint_head_learns_from_pairs_and_keeps_the_judge_spread():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = 3 + 2 * X[:, 0] + 0.1 * rng.normal(size=200)
+    A, B = rng.normal(size=(300, 5)), rng.normal(size=(300, 5))
+    p = (A[:, 1] > B[:, 1]).astype(float)  # pairs teach feature 1, labels teach feature 0
+    w = fit_joint_head(X, y, A, B, p, alpha=1.0, label_mean=5.0, label_std=2.0)
+    pred = predict_head(w, X, "ridge")
+    assert abs(pred.mean() - 5.0) < 0.2 and abs(pred.std() - 2.0) < 0.3
+    assert w["coef"][0, 0] > 0 and w["coef"][0, 1] > 0
+    with_pairs = np.mean((predict_head(w, A, "ridge") > predict_head(w, B, "ridge")) == (p > 0.5))
+    w0 = fit_joint_head(X, y, alpha=1.0)
+    without = np.mean((predict_head(w0, A, "ridge") > predict_head(w0, B, "ridge")) == (p > 0.5))
+    assert with_pairs > without and w["coef"][0, 1] > 5 * abs(w0["coef"][0, 1])  # only the pairs teach feature 1
+
+
+def test_constraint_chains_grow_and_hold_out_families():
+    chains = constraint_chains(["Write a poem about the sea.", "Summarise the causes of inflation."], EVAL_FAMILIES,
+                               steps=4, seed=3)
+    for chain in chains:
+        assert len(chain) == 5 and all(chain[i + 1].startswith(chain[i].rstrip()[:20]) for i in range(4))
+        assert all(len(chain[i + 1]) > len(chain[i]) for i in range(4))
+    assert order_accuracy(chains, [[len(t) for t in c] for c in chains]) == 1.0
+    assert not set(EVAL_FAMILIES) & set(TRAIN_FAMILIES)
+    assert len(chain_pairs(chains)) == 2 * 10
+
+
+def _ws(tmp_path) -> Workspace:
+    path = tmp_path / "pool.jsonl"
+    recs = [{"instruction": f"Task {i}: " + "do this " * (i % 7 + 1), "input": "", "output": "word " * (3 * i + 1)}
+            for i in range(20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ws = Workspace(tmp_path / "ws")
+    ws.load(path)
+    return ws
+
+
+def test_a_scorer_never_writes_over_judge_labels(tmp_path):
+    from curate.scorers import train_scorer
+
+    ws = _ws(tmp_path)
+    labels = [[float(i % 5 + 1)] for i in range(len(ws))]
+    ws.add_column("quality", labels, {"kind": "judge", "judge": "quality", "model": "gpt-4", "granularity": "turn",
+                                      "reducer": "sum", "reads": ["instruction", "response"]})
+    ws.add_column("quality_digit_mass", [[0.9]] * len(ws), {"kind": "judge", "judge": "quality"})
+    result = train_scorer(ws, target="quality", k=2, holdout=0.2)
+    assert result.scorer.column == "quality_scorer" and result.scorer.imitates["judge"] == "quality"
+    ws.apply(result.scorer, progress=False)
+    assert ws.column("quality") == labels  # the judge's labels and digit mass are untouched
+    assert ws.column_provenance("quality_scorer")["imitates"] == "quality"
+    clash = result.scorer.fresh()
+    clash.weights, clash.name = result.scorer.weights, "quality"
+    with pytest.raises(ScorerError, match="holds labels"):
+        ws.apply(clash, progress=False)
+    assert ws.column("quality") == labels
+
+
+def test_threshold_by_quantile(tmp_path):
+    ws = _ws(tmp_path)
+    ws.add_column("s", [[float(i)] for i in range(len(ws))], {"kind": "scorer", "granularity": "turn", "reducer": "sum"})
+    sel = ws.select(method="threshold", name="top", sort_by="s", quantile=0.75)
+    assert len(sel.ids) == 5
+    with pytest.raises(CurateError, match="takes one of 'min_score', 'quantile', not both"):
+        ws.select(method="threshold", name="bad", sort_by="s", quantile=0.5, min_score=1.0)
+
+
+def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp_path):
+    from curate.scorers import train_scorer
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    ws = _ws(tmp_path)
+    labels = [[float(1 + 3 * i // len(ws))] for i in range(len(ws))]  # longer responses got higher labels
+    ws.add_column("judge_q", labels, {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    rows, scores = _quality_rows(8)
+    init = CrossEncoderScorer(name="seed", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4)
+    init.save(tmp_path / "init")
+    result = train_scorer(ws, target="judge_q", kind="cross-encoder", init=str(tmp_path / "init"), epochs=1, holdout=0.3)
+    assert result.scorer.column == "judge_q_scorer"
+    held = result.evaluation.holdout
+    assert {"scorer", "length", "instruction_length"} <= set(held) and held["scorer"]["n"] == result.evaluation.n_holdout
+    ws.apply(result.scorer, progress=False)
+    assert ws.column("judge_q") == labels and len(ws.column("judge_q_scorer")) == len(ws)
+
+
+def test_small_lm_kind_on_a_tiny_llama(tmp_path):
+    """The small-LM reader: a tiny random Llama with SmolLM2's tokenizer, LoRA + score head, saved and reloaded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from curate.llm.local import prepare_model
+    from curate.scorers.finetuned import SmallLMScorer
+
+    folder = tmp_path / "tiny_llama"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(prepare_model() / name, folder / name)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)).save_pretrained(folder)
+    rows, scores = _quality_rows(12)
+    sc = SmallLMScorer(name="quality_lm", max_length=48, base=str(folder)).fit(rows, scores, epochs=1, batch_size=4)
+    pred = sc.predict(rows)
+    assert 1.0 <= pred.min() <= pred.max() <= 6.0
+    out = sc.save(tmp_path / "lm")
+    assert json.loads((out / "scorer.json").read_text())["kind"] == "small-lm"
+    loaded = Scorer.load(out)
+    assert type(loaded).__name__ == "SmallLMScorer"
+    np.testing.assert_allclose(loaded.predict(rows), pred, atol=1e-4)
+
+
+def test_cli_train_scorer_without_minilm_writes_its_own_column(tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    ws = _ws(tmp_path)
+    labels = [[float(1 + (3 * i) // len(ws))] for i in range(len(ws))]
+    ws.add_column("gpt4", labels, {"kind": "judge", "judge": "gpt4", "reads": ["instruction", "response"]})
+    out = tmp_path / "distilled"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--out", str(out), "--folds", "2",
+                                   "--features", "length,stats", "--embed-inputs", "none"])
+    assert res.exit_code == 0, res.output
+    assert {"scorer", "length", "instruction_length", "random"} <= set(Scorer.load(out).metrics["holdout"])
+    res = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", str(out)])
+    assert res.exit_code == 0, res.output
+    assert ws.column("gpt4") == labels and len(ws.column("gpt4_scorer")) == len(ws)
