@@ -41,6 +41,9 @@ class Workspace(StorageWorkspace):
         """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
         import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability)
         import curate.tags.sampling  # noqa: F401  (registers the instag selector; curate.select never imports tags)
+        import curate.train.less  # noqa: F401  (registers less)
+        import curate.train.mining  # noqa: F401  (registers mining)
+        import curate.train.selectors  # noqa: F401  (registers cartography, el2n, grand)
         from curate.select import select
 
         return select(self, method=method, name=name, input_selection=input_selection, steps=steps, **params)
@@ -68,6 +71,21 @@ class Workspace(StorageWorkspace):
         else:
             raise CurateError(f"unknown signal {kind!r}: ifd, perplexity or learnability")
         return self.apply(step, ids, **kwargs)
+
+    def train(self, selection: str | None = None, *, model: str | os.PathLike | None = None,
+              device: str | None = None, ids: list[str] | None = None, progress: bool = True, **config: Any):
+        """Fine-tune a small causal LM (packaged SmolLM2 by default; LoRA, or full with ``lora_rank=0``) on the
+        pool or a selection's kept rows, recording every row each epoch; writes the columns ``confidence``,
+        ``variability``, ``correctness`` (data map) and ``el2n``, ``grand`` (Data Diet). Cached and resumable;
+        ``config``: fields of :class:`curate.train.TrainConfig` (epochs, learning_rate, ...). Returns the run."""
+        from curate.train.columns import train_workspace
+        from curate.train.harness import TrainConfig
+
+        if selection is not None and ids is not None:
+            raise CurateError("pass selection= or ids=, not both")
+        rows = self.selection(selection).ids if selection is not None else ids
+        return train_workspace(self, rows, model=model, config=TrainConfig(**config), device=device,
+                               progress=progress or None)
 
     def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""

@@ -308,7 +308,10 @@ SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k"
                    "dsir": {"budget": 5, "target": ["explain cooking pasta with tomato sauce"] * 3},
                    "exact": {}, "minhash": {"threshold": 0.7, "text": "instruction"},
                    "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10},
-                   "ifd": {"budget": 5}, "perplexity": {}, "learnability": {"budget": 5}}
+                   "ifd": {"budget": 5}, "perplexity": {}, "learnability": {"budget": 5},
+                   "cartography": {"budget": 6}, "el2n": {"budget": 6, "skip_hardest": 0.1}, "grand": {"budget": 6}}
+# selectors that fine-tune a model before choosing: their codes are checked in their own tests
+TRAINING_SELECTORS = {"less": "tests/test_train_less.py", "mining": "tests/test_train_mining.py"}
 
 
 def every_selection(tmp_path):
@@ -316,6 +319,7 @@ def every_selection(tmp_path):
     duplicates, near-duplicates, a multi-turn row, a row whose complexity judge failed, and tags."""
     import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability, as ws.select does)
     import curate.tags.sampling  # noqa: F401  (registers instag, as ws.select does)
+    import curate.train.selectors  # noqa: F401  (registers cartography, el2n, grand, as ws.select does)
     from curate.codes import Failure, FailureCode
 
     topics = ["cooking pasta with tomato sauce", "football match tactics", "python list comprehension",
@@ -346,9 +350,11 @@ def every_selection(tmp_path):
     w.add_column("ifd", ifd, mean)
     w.add_column("perplexity", [[float(rng.uniform(2, 40)) for _ in range(t)] for t in turns], mean)
     w.add_column("learnability", [[float(rng.normal()) for _ in range(t)] for t in turns], mean)
-    missing = sorted(set(SELECTORS) - set(SELECTOR_PARAMS))
+    for name in ("confidence", "variability", "correctness", "el2n", "grand"):
+        w.add_column(name, [float(v) for v in rng.uniform(0, 1, len(w))], {"kind": "test"})
+    missing = sorted(set(SELECTORS) - set(SELECTOR_PARAMS) - set(TRAINING_SELECTORS))
     assert not missing, f"add test parameters for selectors {missing}"
-    return w, {m: w.select(method=m, name=m, **SELECTOR_PARAMS[m]) for m in sorted(SELECTORS)}
+    return w, {m: w.select(method=m, name=m, **SELECTOR_PARAMS[m]) for m in sorted(set(SELECTORS) - set(TRAINING_SELECTORS))}
 
 
 def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
@@ -377,7 +383,7 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
         assert sum(sel.reasons().values()) == len(rows)
     assert {Reason.SELECTED, Reason.TOO_SIMILAR, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.BUDGET_FILLED,
             Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NOT_SAMPLED, Reason.NO_TAGS,
-            Reason.NO_NEW_TAG} <= seen
+            Reason.NO_NEW_TAG, Reason.PRUNED_EASY, Reason.HARD_TO_LEARN} <= seen
     assert set(selections["deita"].reasons()) == {("kept", "selected"), ("rejected", "too_similar"),
                                                   ("not_reached", "budget_filled"), ("unscored", "no_score")}
     failed = [r for r in selections["deita"].rows() if r["reason"] == Reason.NO_SCORE]

@@ -10,6 +10,8 @@ import sys
 from rich.markup import escape
 
 from curate.cli import common, evol, judge, pool, report, run, scorers, select, signals, tags  # noqa: F401  (registers the commands)
+from curate.cli import plan as _plan  # noqa: F401,E402  (registers `curate plan`)
+from curate.cli import train as _train  # noqa: F401,E402  (registers `curate train`)
 from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, sample_path
 from curate.errors import CurateError
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curate.codes import Decision
+from curate.report.datamap import datamap_section
+from curate.report.neighbours import neighbours_section
 from curate.report.sections import failures_section, judges_section, pool_section, selections_section
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
@@ -74,6 +76,8 @@ def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -
         ("judges, prompts, models and cost", judges_section(ws)),
         ("failures", failures_section(ws)),
         ("selections: what was kept and why the rest was dropped", selections_section(ws)),
+        *([("why rows were rejected: their nearest kept rows", why)] if (why := neighbours_section(ws)) else []),
+        *([("training dynamics: the data map", dm)] if (dm := datamap_section(ws, selection)) else []),
         ("plots" + (f" (selection {selection!r} highlighted)" if selection else ""), plots_section(ws, selection)),
         ("sample rows", samples_section(ws, selection, samples)),
     ]

@@ -1,0 +1,58 @@
+"""`curate plan`: how many rows to keep for a compute budget (QQT: repeated high-quality data loses utility)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from curate.cli.common import app, console, option
+from curate.defaults import PLAN
+
+BAR_WIDTH = 40  # characters of the longest bar in the printed curve
+
+
+@app.command("plan")
+def plan_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    order_by: str = typer.Option(..., "--order-by", help="Quality ordering: a column or sort expression, higher = "
+                                 "better (e.g. quality, complexity*quality, less)."),
+    samples: float | None = typer.Option(None, help="Compute budget: rows seen in training (epochs x rows)."),
+    epochs: float | None = typer.Option(None, help="Compute budget: epochs over the whole scored pool."),
+    tokens: float | None = typer.Option(None, help="Compute budget: training tokens (rows counted with --model's "
+                                        "tokenizer)."),
+    model: Path | None = typer.Option(None, help="Tokenizer folder for --tokens (default: the packaged SmolLM2)."),
+    buckets: int = option(PLAN, "buckets", "Quality tiers the pool is cut into."),
+    half_life: float = option(PLAN, "half_life", "Repetitions until a row's utility halves."),
+    utilities: str | None = typer.Option(None, help="Per-tier utilities b (JSON list, best tier first; default: "
+                                         "the paper's priors)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the plan and its curve as JSON here."),
+) -> None:
+    """Recommend how many of the best rows to keep for a compute budget, by the QQT scaling law with repetition
+    decay (Goyal et al. 2024); prints the predicted-loss curve it optimised."""
+    from curate.session import Workspace
+    from curate.train.planner import plan_workspace
+
+    ws = Workspace.open(workspace)
+    result = plan_workspace(ws, order_by, model=model, samples=samples, epochs=epochs, tokens=tokens,
+                            buckets=buckets, half_lives=half_life,
+                            utilities=json.loads(utilities) if utilities else None)
+    console.print(f"keep {result.keep_rows:,} rows ({result.keep_fraction:.0%}: the top {result.keep_tiers} of "
+                  f"{buckets} tiers by {order_by}) for {result.samples:,.0f} rows seen")
+    table = Table(title="predicted loss by rows kept (QQT effective utility)")
+    for head, justify in (("tiers", "right"), ("rows kept", "right"), ("epochs", "right"), ("loss", "right"),
+                          ("", "left")):
+        table.add_column(head, justify=justify)
+    losses = [p["loss"] for p in result.curve]
+    lo, hi = min(losses), max(losses)
+    for p in result.curve:
+        width = 1 + round((BAR_WIDTH - 1) * (p["loss"] - lo) / (hi - lo)) if hi > lo else 1
+        mark = " <- keep" if p["tiers"] == result.keep_tiers else ""
+        table.add_row(str(p["tiers"]), f"{int(p['rows']):,}", f"{p['epochs']:.2f}", f"{p['loss']:.5f}",
+                      "#" * width + mark)
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=1))
+        console.print(f"plan written to {json_out}")

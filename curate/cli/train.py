@@ -1,0 +1,61 @@
+"""`curate train`: fine-tune a small LM on the pool, recording each row (data map, EL2N, GraNd)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from curate.cli.common import app, console
+from curate.defaults import TRAIN
+
+train_app = typer.Typer(no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
+                        "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("run")
+def run_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    selection: str | None = typer.Option(None, "--selection", help="Train on this selection's kept rows "
+                                         "(default: the whole pool)."),
+    model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
+                                      "(default: the packaged SmolLM2-135M-Instruct)."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
+    epochs: int = typer.Option(TRAIN.epochs, "--epochs", help="Epochs (the data map needs >= 2)."),
+    lora_rank: int = typer.Option(TRAIN.lora_rank, "--lora-rank", help="LoRA rank; 0 = full fine-tune."),
+    learning_rate: float = typer.Option(TRAIN.learning_rate, "--learning-rate"),
+    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size", help="Rows per optimizer step."),
+    max_length: int = typer.Option(TRAIN.max_length, "--max-length", help="Tokens per row (longer are cut)."),
+    seed: int = typer.Option(TRAIN.seed, "--seed"),
+) -> None:
+    """Fine-tune and write the columns confidence, variability, correctness, el2n, grand. Cached: a re-run
+    reads the finished run; a killed run resumes after its last finished epoch."""
+    from curate.report.datamap import region_counts
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    run = ws.train(selection, model=model, device=device, epochs=epochs, lora_rank=lora_rank,
+                   learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed)
+    console.print(f"trained {len(run.ids):,} rows for {run.epochs_done} epochs ({len(run.skipped):,} skipped: "
+                  f"no answered turn); run folder {run.out_dir}")
+    for s in run.info.get("epoch_stats", []):
+        console.print(f"  epoch {s['epoch']}: mean loss {s['mean_loss']:.4f}, {s['seconds']:.1f} s "
+                      f"({s['record_seconds']:.1f} s of it for the records)")
+    counts = region_counts(ws)
+    console.print("data map: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+                  + "; select with `curate select --method cartography|el2n|grand`")
+
+
+@train_app.command("map")
+def map_cmd(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
+    """The data map's regions and how the run was trained."""
+    from curate.report.datamap import region_counts
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    counts = region_counts(ws)
+    prov = ws.column_provenance("confidence").get("train") or {}
+    console.print(f"run {prov.get('run')}: {prov.get('rows')} rows, {prov.get('epochs_done')} epochs")
+    for region, n in counts.items():
+        console.print(f"  {region}: {n:,}")

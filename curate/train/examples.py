@@ -1,0 +1,127 @@
+"""Training examples: one token sequence per row with the positions of its response tokens.
+
+A row's sequence is its last answered turn's chat-template request (``curate.signals.template.Prompter``:
+the conversation so far rendered with the model's chat template and assistant header, then the response's
+own tokens, truncated as the signals engine truncates). Earlier answered turns are trained on too when their
+own request is an exact token prefix of that sequence (the usual case); otherwise they are context only and
+the example counts them in ``context_only_turns``. No end-of-turn token is appended: the loss covers the
+response tokens exactly as the signals engine scores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure, FailureCode
+from curate.signals.template import Prompter
+from curate.storage.step import RowInput
+
+
+@dataclass(frozen=True)
+class Example:
+    """``ids``: the token sequence; ``positions``: indices ``j`` of response tokens (predicted from ``j - 1``)."""
+    id: str
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]
+    context_only_turns: int = 0
+    truncated: bool = False
+
+    @property
+    def length(self) -> int:
+        """Tokens fed to the model (the last one is only predicted)."""
+        return len(self.ids) - 1
+
+
+def encode_row(prompter: Prompter, row: RowInput) -> Example | Failure:
+    """The row's training example, or a Failure when it has no answered turn."""
+    plans = prompter.plan(list(row.turns))
+    answered = [p for p in plans if p.failure is None]
+    if not answered:
+        if not plans:
+            return Failure(FailureCode.NO_USER_TURN, "the row has no user turn")
+        return Failure(FailureCode.NO_RESPONSE, "the row has no answered turn to train on")
+    last = answered[-1].conditioned
+    seq = list(last.context) + list(last.target)
+    positions = list(range(len(last.context), len(seq)))
+    earlier: list[int] = []
+    context_only = 0
+    for plan in answered[:-1]:
+        req = plan.conditioned
+        piece = list(req.context) + list(req.target)
+        if len(piece) <= len(last.context) and seq[:len(piece)] == piece:
+            earlier += range(len(req.context), len(piece))
+        else:
+            context_only += 1
+    return Example(row.id, tuple(seq), tuple(earlier + positions), context_only,
+                   any(p.truncated for p in answered))
+
+
+def encode_rows(prompter: Prompter, rows: Sequence[RowInput]) -> tuple[list[Example], dict[str, Failure]]:
+    """Examples of the rows that have one, and the Failure of each row that has none (by id)."""
+    examples: list[Example] = []
+    skipped: dict[str, Failure] = {}
+    for row in rows:
+        got = encode_row(prompter, row)
+        if isinstance(got, Failure):
+            skipped[row.id] = got
+        else:
+            examples.append(got)
+    return examples, skipped
+
+
+@dataclass
+class Batch:
+    """A right-padded batch: ``input_ids``/``attention_mask`` [B, L]; the response positions flattened as
+    (``rows``, ``cols``) into the hidden states (the position that predicts each target), ``targets`` their
+    gold ids, ``bounds`` each example's [start, end) slice of the flattened targets."""
+    input_ids: Any
+    attention_mask: Any
+    rows: Any
+    cols: Any
+    targets: Any
+    bounds: list[tuple[int, int]]
+    index: list[int]             # which examples (indices into the run's example list)
+
+
+def collate(examples: Sequence[Example], index: Sequence[int], pad_id: int, device: str) -> Batch:
+    """Pad ``examples[index]`` into one batch on ``device``."""
+    import torch
+
+    chosen = [examples[i] for i in index]
+    width = max(e.length for e in chosen)
+    ids = torch.full((len(chosen), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(chosen), width), dtype=torch.long)
+    rows: list[int] = []
+    cols: list[int] = []
+    targets: list[int] = []
+    bounds: list[tuple[int, int]] = []
+    for b, e in enumerate(chosen):
+        seq = e.ids[:-1]
+        ids[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[b, :len(seq)] = 1
+        start = len(targets)
+        rows += [b] * len(e.positions)
+        cols += [j - 1 for j in e.positions]
+        targets += [e.ids[j] for j in e.positions]
+        bounds.append((start, len(targets)))
+    return Batch(ids.to(device), mask.to(device), torch.tensor(rows, device=device),
+                 torch.tensor(cols, device=device), torch.tensor(targets, device=device), bounds, list(index))
+
+
+def epoch_batches(examples: Sequence[Example], batch_size: int, group_size: int, seed: int, epoch: int
+                  ) -> list[list[int]]:
+    """The epoch's batches: a seeded shuffle (same seed and epoch, same order: a resumed run repeats it), cut
+    into groups of ``group_size`` batches, each group sorted by length (less padding), batches shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(examples)).tolist()
+    group = max(1, group_size) * batch_size
+    out: list[list[int]] = []
+    for g in range(0, len(perm), group):
+        part = sorted(perm[g:g + group], key=lambda i: -examples[i].length)
+        out += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+    order = rng.permutation(len(out)).tolist()
+    return [out[k] for k in order]

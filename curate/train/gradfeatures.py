@@ -1,0 +1,217 @@
+"""Per-row LoRA gradient features, randomly projected (LESS's Γ and ∇ℓ), cached on disk per row.
+
+One batched backward per padded batch gives every row's exact LoRA gradient: each LoRA matrix is an
+``nn.Linear`` whose per-row gradient is ``Σ_t grad_out[b, t] ⊗ input[b, t]`` (hooks keep both; the loss is
+the sum of the rows' mean response-token NLLs, so ``grad_out[b]`` is row b's own). Training rows get LESS's
+Adam-aware transform with the warm-up checkpoint's AdamW moments ``m, v``:
+``(β1 m + (1-β1) g) / sqrt(β2 v + (1-β2) g² + ε)``; target rows get the plain (SGD) gradient. Features are
+projected with a seeded Rademacher matrix (entries ±1/√dim) generated block by block (``block`` gradient
+coordinates at a time, each block from its own seed: memory stays bounded and any batch gets the same
+matrix), L2-normalised, stored as float16 ``part-*.npz`` files of (ids, features) in a cache folder before
+use; a killed run reloads the parts and computes only the rows missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.errors import CurateError
+from curate.signals.engine import batches
+from curate.train.examples import Example, collate
+
+
+def lora_linears(model: Any) -> list[Any]:
+    """Every LoRA matrix (``lora_A`` / ``lora_B`` linear of each adapted module), in the order of the model's
+    trainable parameters; an error if any trainable parameter is not one of them."""
+    import torch
+
+    found = []
+    for _, mod in model.named_modules():
+        la, lb = getattr(mod, "lora_A", None), getattr(mod, "lora_B", None)
+        if isinstance(la, torch.nn.ModuleDict) and isinstance(lb, torch.nn.ModuleDict):
+            for key in la:
+                if la[key].weight.requires_grad:
+                    found += [la[key], lb[key]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    by_param = {id(m.weight): m for m in found}
+    if len(trainable) != len(found) or any(id(p) not in by_param for p in trainable):
+        raise CurateError("LESS needs a peft LoRA model whose only trainable parameters are the LoRA matrices")
+    return [by_param[id(p)] for p in trainable]
+
+
+class Projector:
+    """``x @ R`` for a seeded Rademacher ``R`` (±1/√dim) over the concatenated coordinates of ``numels``."""
+
+    def __init__(self, numels: Sequence[int], dim: int, seed: int, device: str, block: int, cache_bytes: int):
+        import torch
+
+        self.dim, self.seed, self.device, self.block = dim, seed, device, block
+        self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        self.numels = list(numels)
+        per = dim * (2 if self.dtype == torch.bfloat16 else 4)
+        self.cache_rows = cache_bytes // per
+        self._cache: dict[tuple[int, int], Any] = {}
+        self._cached_rows = 0
+
+    def _block(self, j: int, start: int, rows: int) -> Any:
+        import torch
+
+        key = (j, start)
+        if key in self._cache:
+            return self._cache[key]
+        digest = hashlib.sha256(f"{self.seed}:{j}:{start}".encode()).hexdigest()
+        gen = torch.Generator(device=self.device).manual_seed(int(digest[:15], 16))
+        mat = torch.randint(0, 2, (rows, self.dim), generator=gen, device=self.device, dtype=self.dtype)
+        mat = mat.mul_(2).sub_(1)
+        if self._cached_rows + rows <= self.cache_rows:
+            self._cache[key] = mat
+            self._cached_rows += rows
+        return mat
+
+    def project(self, grads: Sequence[Any]) -> Any:
+        """[B, dim] float32 from per-parameter gradients ``grads[j]`` of shape [B, numels[j]]."""
+        import torch
+
+        out = torch.zeros((grads[0].shape[0], self.dim), device=self.device, dtype=torch.float32)
+        for j, g in enumerate(grads):
+            g = g.to(self.dtype)
+            for start in range(0, self.numels[j], self.block):
+                rows = min(self.block, self.numels[j] - start)
+                out += (g[:, start:start + rows] @ self._block(j, start, rows)).float()
+        return out / float(np.sqrt(self.dim))
+
+
+class _Capture:
+    """Forward hooks keeping each LoRA linear's input and (through a tensor hook) its output's gradient."""
+
+    def __init__(self, linears: Sequence[Any]):
+        self.inputs: list[Any] = [None] * len(linears)
+        self.grads: list[Any] = [None] * len(linears)
+        self.handles = [lin.register_forward_hook(self._hook(i)) for i, lin in enumerate(linears)]
+
+    def _hook(self, i: int) -> Callable[..., None]:
+        def fn(module: Any, args: tuple, output: Any) -> None:
+            self.inputs[i] = args[0].detach()
+
+            def keep(grad: Any) -> None:
+                self.grads[i] = grad.detach()
+
+            output.register_hook(keep)
+        return fn
+
+    def per_row(self) -> list[Any]:
+        """[B, out*in] float32 per linear: Σ_t grad_out ⊗ input, row by row."""
+        import torch
+
+        out = []
+        for x, g in zip(self.inputs, self.grads, strict=True):
+            if g is None:
+                raise CurateError("a LoRA matrix got no gradient (is the adapter active?)")
+            out.append(torch.einsum("bto,bti->boi", g.float(), x.float()).reshape(x.shape[0], -1))
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def adam_moments(optimizer_file: Path, numels: Sequence[int], device: str) -> tuple[list[Any], list[Any], dict]:
+    """Per-parameter (exp_avg, exp_avg_sq) flattened, and the AdamW hyper-parameters, from the harness's
+    ``optimizer.pt`` (parameters in the order of the model's trainable parameters)."""
+    import torch
+
+    state = torch.load(optimizer_file, map_location=device, weights_only=True)["optimizer"]
+    group = state["param_groups"][0]
+    order = [i for g in state["param_groups"] for i in g["params"]]
+    if len(order) != len(numels):
+        raise CurateError(f"{optimizer_file}: {len(order)} optimizer parameters for {len(numels)} LoRA matrices")
+    m, v = [], []
+    for k, n in zip(order, numels, strict=True):
+        s = state["state"].get(k)
+        if s is None or s["exp_avg"].numel() != n:
+            raise CurateError(f"{optimizer_file}: no Adam moments matching LoRA matrix {k}")
+        m.append(s["exp_avg"].reshape(-1).float())
+        v.append(s["exp_avg_sq"].reshape(-1).float())
+    return m, v, {"betas": tuple(group["betas"]), "eps": float(group["eps"])}
+
+
+def head_nll(model: Any, batch: Any) -> Any:
+    """Per-target NLL at the batch's response positions (backbone once, output head on those positions)."""
+    import torch
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = inner.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    logits = inner.get_output_embeddings()(hidden[batch.rows, batch.cols])
+    return torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="none")
+
+
+class FeatureStore:
+    """Normalised float16 features by row id in ``folder`` (``part-*.npz``, written atomically)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows: dict[str, np.ndarray] = {}
+        for part in sorted(self.folder.glob("part-*.npz")):
+            with np.load(part) as z:
+                self.rows.update(zip(z["ids"].tolist(), z["features"], strict=True))
+
+    def add(self, ids: Sequence[str], features: np.ndarray) -> None:
+        path = self.folder / f"part-{uuid.uuid4().hex}.npz"
+        tmp = self.folder / f".tmp-{uuid.uuid4().hex}.npz"
+        np.savez(tmp, ids=np.asarray(ids, dtype=str), features=features.astype(np.float16))
+        os.replace(tmp, path)
+        self.rows.update(zip(ids, features.astype(np.float16), strict=True))
+
+
+def gradient_features(model: Any, examples: Sequence[Example], store: FeatureStore, projector: Projector, *,
+                      pad_id: int, device: str, batch_tokens: int, adam: tuple | None = None,
+                      on_done: Callable[[int], Any] | None = None) -> np.ndarray:
+    """Features of ``examples`` ([n, dim] float32, L2-normalised), from ``store`` where present, else computed
+    in length-bucketed batches (each batch stored before use). ``adam``: (m, v, hyper) for training rows."""
+    import torch
+
+    linears = lora_linears(model)
+    missing = [i for i, e in enumerate(examples) if e.id not in store.rows]
+    if on_done is not None and len(examples) > len(missing):
+        on_done(len(examples) - len(missing))
+    if missing:
+        order = sorted(missing, key=lambda i: -examples[i].length)
+        cuda = device.startswith("cuda")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
+        model.eval()
+        for index in batches(examples, order, batch_tokens, max_batch=len(order)):
+            batch = collate(examples, index, pad_id, device)
+            capture = _Capture(linears)
+            try:
+                if autocast is not None:
+                    with autocast:
+                        nll = head_nll(model, batch)
+                else:
+                    nll = head_nll(model, batch)
+                loss = sum(nll[s:e].mean() for s, e in batch.bounds)
+                loss.backward()
+                grads = capture.per_row()
+            finally:
+                capture.close()
+                model.zero_grad(set_to_none=True)
+            if adam is not None:
+                m, v, hyper = adam
+                (b1, b2), eps = hyper["betas"], hyper["eps"]
+                grads = [(b1 * mj + (1 - b1) * g) / torch.sqrt(b2 * vj + (1 - b2) * g * g + eps)
+                         for g, mj, vj in zip(grads, m, v, strict=True)]
+            feats = torch.nn.functional.normalize(projector.project(grads), dim=1).cpu().numpy()
+            store.add([examples[i].id for i in index], feats)
+            if on_done is not None:
+                on_done(len(index))
+    if not examples:
+        return np.zeros((0, projector.dim), np.float32)
+    return np.stack([store.rows[e.id] for e in examples]).astype(np.float32)
+

@@ -1,0 +1,335 @@
+"""The fine-tuning harness: SFT of a small causal LM that records what happens to each row, epoch by epoch.
+
+``finetune(model_dir, rows, out_dir, TrainConfig(...))`` trains any Hugging Face causal LM folder (default
+in callers: the packaged SmolLM2-135M-Instruct, ``curate.signals.engine.default_model_dir()``) with peft
+LoRA on every linear projection (``lora_rank > 0``) or as a full fine-tune (``lora_rank = 0``), AdamW with
+linear warm-up and decay, loss on response tokens only (the chat-template requests of
+:mod:`curate.train.examples`). CUDA when present (float32 weights, bfloat16 autocast), else the CPU (float32).
+
+After each epoch ``out_dir/epoch-<k>/`` gets the checkpoint (the peft adapter, or the full weights),
+``optimizer.pt`` (AdamW moments and the scheduler: LESS needs the moments) and ``records.npz`` (per-row
+records from that epoch's training forward passes; see :mod:`curate.train.records`), then ``run.json``
+marks the epoch done. Calling ``finetune`` again with the same arguments resumes after the last finished
+epoch (a finished run returns at once); the same ``out_dir`` with other arguments is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure
+from curate.defaults import TRAIN
+from curate.errors import CurateError
+from curate.signals.cache import folder_fingerprint, json_fingerprint
+from curate.signals.engine import resolve_device
+from curate.signals.template import Prompter
+from curate.storage.step import RowInput
+from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches
+from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
+
+VERSION = 1  # bump when training or the records change meaning
+RUN_FILE = "run.json"
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains; defaults from :data:`curate.defaults.TRAIN`."""
+    epochs: int = TRAIN.epochs
+    learning_rate: float = TRAIN.learning_rate
+    batch_size: int = TRAIN.batch_size
+    max_length: int = TRAIN.max_length
+    lora_rank: int = TRAIN.lora_rank           # 0 = full fine-tune; else peft LoRA on the linear projections
+    lora_alpha: float = TRAIN.lora_alpha
+    seed: int = TRAIN.seed
+    warmup_ratio: float = TRAIN.warmup_ratio
+    record: bool = True                        # per-row records each epoch (from the training forward pass)
+    lora_targets: str = TRAIN.lora_targets
+    weight_decay: float = TRAIN.weight_decay
+    max_grad_norm: float = TRAIN.max_grad_norm
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lora_rank < 0 or self.learning_rate <= 0:
+            raise CurateError(f"bad TrainConfig: {self}")
+
+
+def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> str:
+    """Names a run: the model's files, the rows (ids and conversations, in order), the settings."""
+    data = json_fingerprint([[r.id, r.conversation] for r in rows])
+    # epochs included: the learning-rate schedule spans all epochs, so a longer run is another run
+    return json_fingerprint({"version": VERSION, "model": folder_fingerprint(Path(model_dir)), "data": data,
+                             "config": asdict(config)})
+
+
+def run_folder(root: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> Path:
+    """A cache folder for this run under ``root`` (``root/<fingerprint>``)."""
+    return Path(root) / run_fingerprint(model_dir, rows, config)[:20]
+
+
+class TrainRun:
+    """A (possibly unfinished) run in ``out_dir``: its ids, finished epochs, records and checkpoints."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        info = json.loads((self.out_dir / RUN_FILE).read_text())
+        self.info: dict[str, Any] = info
+        self.config = TrainConfig(**info["config"])
+        self.model_dir = Path(info["model_dir"])
+        self.ids: list[str] = list(info["ids"])
+        self.skipped: dict[str, Failure] = {k: Failure.from_dict(v) for k, v in info["skipped"].items()}
+        self.epochs_done: int = int(info["epochs_done"])
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.config.epochs
+
+    def _epoch(self, epoch: int | None) -> int:
+        e = self.epochs_done if epoch is None else epoch
+        if not 1 <= e <= self.epochs_done:
+            raise CurateError(f"{self.out_dir}: epoch {e} is not finished (epochs done: {self.epochs_done})")
+        return e
+
+    def records(self, epoch: int) -> dict[str, np.ndarray]:
+        """Per-row records of ``epoch`` (1-based): ``id`` and ``loss``, ``gold_prob``, ``token_accuracy``,
+        ``el2n``, ``grad_norm`` (aligned to :attr:`ids`)."""
+        return load_records(self.checkpoint(epoch))
+
+    def all_records(self) -> dict[str, np.ndarray]:
+        """Every finished epoch's records stacked: each key -> [epochs, rows]."""
+        recs = [self.records(e) for e in range(1, self.epochs_done + 1)]
+        return {k: np.stack([r[k] for r in recs]) for k in RECORD_KEYS}
+
+    def checkpoint(self, epoch: int | None = None) -> Path:
+        """The folder of ``epoch`` (default: the last finished): adapter or weights, ``optimizer.pt``, records."""
+        return self.out_dir / f"epoch-{self._epoch(epoch)}"
+
+    def load_model(self, epoch: int | None = None, device: str | None = None, trainable: bool = False
+                   ) -> tuple[Any, Any]:
+        """(model, tokenizer) after ``epoch`` (default: the last finished), float32 on ``device``, eval mode.
+        LoRA runs give a peft model (``trainable=True`` keeps the adapter's gradients on, for LESS)."""
+        from transformers import AutoTokenizer
+
+        model = _load(self.model_dir, self.config, self.checkpoint(epoch), trainable).to(resolve_device(device))
+        return model.eval(), AutoTokenizer.from_pretrained(str(self.model_dir))
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of the run (for columns computed from it)."""
+        return {"run": str(self.out_dir), "fingerprint": self.info["fingerprint"], "model": str(self.model_dir),
+                "model_fingerprint": self.info["model_fingerprint"], "config": asdict(self.config),
+                "epochs_done": self.epochs_done, "rows": len(self.ids), "skipped": len(self.skipped),
+                "device": self.info.get("device"), "epoch_stats": self.info.get("epoch_stats", [])}
+
+
+def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainable: bool) -> Any:
+    """The model: base weights, plus a fresh or saved LoRA adapter, or full weights from ``checkpoint``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if config.lora_rank == 0:
+        return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if checkpoint is not None:
+        return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=config.lora_targets, task_type="CAUSAL_LM")
+    return get_peft_model(base, lora)
+
+
+def _response_logits(model: Any, batch: Any) -> tuple[Any, Any]:
+    """(logits, hidden) at the batch's response positions: the backbone once, the head on those positions only."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = inner.config
+    plain = (not getattr(cfg, "final_logit_softcapping", None)
+             and getattr(cfg, "logit_scale", None) in (None, 1, 1.0) and inner.base_model is not inner)
+    if not plain:
+        raise CurateError(f"{type(inner).__name__}: the harness needs logits = head(last hidden state) (no "
+                          "soft-capping or logit scale) to train on response positions only")
+    hidden = inner.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    h = hidden[batch.rows, batch.cols]
+    return inner.get_output_embeddings()(h), h
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, fp: str,
+           skipped: dict[str, Failure], examples: list[Example], device: str) -> dict[str, Any]:
+    """Create or check ``run.json``; returns its contents."""
+    path = out_dir / RUN_FILE
+    if path.exists():
+        info = json.loads(path.read_text())
+        if info["fingerprint"] != fp:
+            raise CurateError(f"{out_dir} holds another run (model, rows or settings differ); use another out_dir")
+        return info
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"fingerprint": fp, "version": VERSION, "model_dir": str(model_dir),
+            "model_fingerprint": folder_fingerprint(model_dir), "config": asdict(config),
+            "ids": [e.id for e in examples], "skipped": {k: f.to_dict() for k, f in skipped.items()},
+            "epochs_done": 0, "device": device, "epoch_stats": [],
+            "tokens": {"rows": len(examples), "response_tokens": sum(len(e.positions) for e in examples),
+                       "truncated_rows": sum(e.truncated for e in examples),
+                       "context_only_turns": sum(e.context_only_turns for e in examples)}}
+    _write_json(path, info)
+    return info
+
+
+def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Path,
+             config: TrainConfig = TrainConfig(), *, device: str | None = None, progress: Any = None) -> TrainRun:
+    """SFT on the response tokens of ``rows``; see the module doc. ``progress``: an object with ``update(n)``
+    (rows trained), or True for a tqdm bar. Rows without an answered turn are skipped (``TrainRun.skipped``
+    says why)."""
+    import torch
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    config.check()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "config.json").exists():
+        raise CurateError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    device = resolve_device(device)
+    fp = run_fingerprint(model_dir, rows, config)
+    if (out_dir / RUN_FILE).exists():
+        run = TrainRun(out_dir)
+        if run.info["fingerprint"] == fp and run.epochs_done >= config.epochs:
+            return run
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    examples, skipped = encode_rows(Prompter(tokenizer, config.max_length), rows)
+    if not examples:
+        raise CurateError("nothing to train on: no row has an answered turn")
+    info = _start(out_dir, model_dir, rows, config, fp, skipped, examples, device)
+    done = int(info["epochs_done"])
+    bar = _progress(progress, len(examples) * (config.epochs - done))
+    torch.manual_seed(config.seed)
+    last = out_dir / f"epoch-{done}" if done else None
+    model = _load(model_dir, config, last, trainable=True).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total), total)
+    if last is not None:
+        state = torch.load(last / OPTIMIZER_FILE, map_location=device, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    cuda = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
+    for epoch in range(done + 1, config.epochs + 1):
+        started = time.perf_counter()
+        rec = {k: np.full(len(examples), np.nan) for k in RECORD_KEYS}
+        losses: list[float] = []
+        record_s = 0.0
+        for index in epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch):
+            batch = collate(examples, index, pad, device)
+            if autocast is not None:
+                with autocast:
+                    logits, hidden = _response_logits(model, batch)
+            else:
+                logits, hidden = _response_logits(model, batch)
+            loss = torch.nn.functional.cross_entropy(logits.float(), batch.targets)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if config.record:
+                t0 = time.perf_counter()
+                got = batch_records(logits, hidden, batch.targets, batch.bounds)
+                for k in RECORD_KEYS:
+                    rec[k][index] = got[k]
+                if cuda:
+                    torch.cuda.synchronize()
+                record_s += time.perf_counter() - t0
+            if bar is not None:
+                bar.update(len(index))
+        if cuda:
+            torch.cuda.synchronize()
+        loop_s = time.perf_counter() - started
+        _save_epoch(out_dir, epoch, model, opt, sched, [e.id for e in examples], rec if config.record else None)
+        info["epochs_done"] = epoch
+        info["epoch_stats"].append({"epoch": epoch, "mean_loss": float(np.mean(losses)), "steps": len(losses),
+                                    "seconds": round(loop_s, 3), "record_seconds": round(record_s, 3),
+                                    "save_seconds": round(time.perf_counter() - started - loop_s, 3)})
+        _write_json(out_dir / RUN_FILE, info)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+    return TrainRun(out_dir)
+
+
+def _progress(progress: Any, total: int) -> Any:
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="train", unit="row")
+    return progress or None
+
+
+def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids: list[str],
+                rec: dict[str, np.ndarray] | None) -> None:
+    """Write ``epoch-<k>/`` (checkpoint, optimizer state, records) through a temporary folder."""
+    import torch
+
+    final = out_dir / f"epoch-{epoch}"
+    tmp = out_dir / f".epoch-{epoch}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    model.save_pretrained(str(tmp))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+    if rec is not None:
+        save_records(tmp, ids, rec)
+    if final.exists():  # a previous attempt died after the rename but before run.json: replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def eval_loss(model: Any, tokenizer: Any, rows: Sequence[RowInput], *, batch_size: int = TRAIN.eval_batch_size,
+              device: str | None = None, max_length: int = TRAIN.max_length) -> np.ndarray:
+    """Per-row mean response-token NLL under ``model`` (float64, aligned to ``rows``); NaN for a row with no
+    answered turn. The same examples as training (chat template, response tokens only)."""
+    import torch
+
+    device = resolve_device(device) if device is not None else str(next(model.parameters()).device)
+    prompter = Prompter(tokenizer, max_length)
+    encoded = [encode_row(prompter, r) for r in rows]
+    owner = [i for i, e in enumerate(encoded) if isinstance(e, Example)]
+    examples = [encoded[i] for i in owner]
+    per = np.full(len(examples), np.nan)
+    order = sorted(range(len(examples)), key=lambda i: -examples[i].length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    cuda = device.startswith("cuda")
+    with torch.inference_mode():
+        for k in range(0, len(order), batch_size):
+            index = order[k:k + batch_size]
+            batch = collate(examples, index, pad, device)
+            if cuda and torch.cuda.is_bf16_supported():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits, _ = _response_logits(model, batch)
+            else:
+                logits, _ = _response_logits(model, batch)
+            nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="none").double().cpu()
+            for b, (s, e) in enumerate(batch.bounds):
+                per[index[b]] = float(nll[s:e].mean())
+    if was_training:
+        model.train()
+    out = np.full(len(rows), np.nan)
+    out[owner] = per
+    return out

@@ -1,0 +1,226 @@
+"""Instruction Mining (Cao et al. 2023, "Instruction Mining: When Data Mining Meets Large Language Model Finetuning").
+
+Each row has cheap indicators (:data:`INDICATORS`: response length in words, and whichever of the workspace
+columns ``perplexity``, ``ifd``, ``quality``, ``complexity``, ``reward`` exist, one value per row through
+the columns' declared reducers). The paper's premise: the eval loss of a model fine-tuned on a data set D
+follows a linear rule over D's mean indicators, ``log L(M_D, D_eval) = L0 + Σ_j β_j Ī_j(D) + ε``.
+
+:func:`mine` fine-tunes the same small model (:func:`curate.train.harness.finetune`, LoRA) on ``subsets``
+seeded random subsets of the pool, measures each one's mean response-token loss on a held-out eval set
+(:func:`curate.train.harness.eval_loss`; a user file, or ``eval_rows`` random pool rows kept out of every
+subset), and fits the rule by least squares on the indicators standardised over the pool.
+:class:`MiningRule` holds the coefficients, intercept, R² and adjusted R² (data, ``_repr_html_``). A row's
+``mining`` score is ``-Σ_j β_j z_j``: higher = the rule predicts a lower eval loss. Every fine-tune and eval
+loss is cached under the workspace's cache folder; a re-run fits again at no cost.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import MINING
+from curate.errors import CurateError
+from curate.rows import row_text
+from curate.select.registry import SelectorResult, register
+from curate.signals.cache import json_fingerprint
+from curate.signals.selectors import select_learnability
+from curate.storage.step import StepOutput
+from curate.train.harness import TrainConfig, eval_loss, finetune, run_folder
+
+__all__ = ["INDICATORS", "MiningRule", "MiningScore", "fit_rule", "indicator_matrix", "mine", "mining_selector",
+           "write_scores"]
+
+INDICATORS = ("length", "perplexity", "ifd", "quality", "complexity", "reward")
+
+
+@dataclass
+class MiningRule:
+    """The fitted linear rule over standardised indicators (``z = (x - mean) / std``) predicting log eval loss."""
+    indicators: list[str]
+    coefficients: list[float]
+    intercept: float
+    mean: list[float]
+    std: list[float]
+    r2: float
+    adjusted_r2: float
+    subsets: list[dict[str, Any]] = field(default_factory=list)   # per subset: mean indicators, eval loss
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Per row (rows of raw indicator values): ``-Σ β_j z_j`` (higher = lower predicted eval loss)."""
+        z = (np.asarray(x, np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+        return -(z @ np.asarray(self.coefficients))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{b:+.4f}</td><td>{m:.4g}</td><td>{s:.4g}</td></tr>"
+                       for n, b, m, s in zip(self.indicators, self.coefficients, self.mean, self.std, strict=True))
+        return (f"<div><b>Instruction Mining rule</b>: log eval loss = {self.intercept:.4f} + Σ β·z "
+                f"(R² {self.r2:.3f}, adjusted {self.adjusted_r2:.3f}, {len(self.subsets)} subsets)"
+                f"<table><tr><th>indicator</th><th>β (per std)</th><th>pool mean</th><th>pool std</th></tr>"
+                f"{rows}</table></div>")
+
+
+def fit_rule(means: np.ndarray, losses: np.ndarray, names: list[str], center: np.ndarray, scale: np.ndarray,
+             ridge: float = MINING.ridge) -> MiningRule:
+    """Least squares of log ``losses`` on the subsets' standardised mean indicators ``means`` [K, p]."""
+    x = (np.asarray(means, np.float64) - center) / scale
+    losses = np.asarray(losses, np.float64)
+    if not np.all(np.isfinite(losses) & (losses > 0)):
+        raise CurateError(f"every subset needs a positive, finite eval loss; got {losses.tolist()}")
+    y = np.log(losses)
+    k, p = x.shape
+    if k <= p + 1:
+        raise CurateError(f"{k} subsets cannot fit {p} indicators and an intercept: use more subsets than {p + 1}")
+    design = np.hstack([np.ones((k, 1)), x])
+    reg = ridge * np.eye(p + 1)
+    reg[0, 0] = 0.0
+    beta = np.linalg.solve(design.T @ design + reg, design.T @ y)
+    resid = y - design @ beta
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid ** 2).sum()) / total if total > 0 else math.nan
+    adj = 1.0 - (1.0 - r2) * (k - 1) / (k - p - 1)
+    return MiningRule(list(names), beta[1:].tolist(), float(beta[0]), center.tolist(), scale.tolist(), r2, adj)
+
+
+def indicator_matrix(ws, indicators: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(names, [rows, p] float64 with NaN where a row has no value): ``length`` (words of the responses) and
+    each other indicator that is a workspace column (all of ``indicators`` must exist when given)."""
+    wanted = list(indicators) if indicators is not None else list(INDICATORS)
+    names = [n for n in wanted if n == "length" or ws.has_column(n)]
+    if indicators is not None and len(names) != len(wanted):
+        raise CurateError(f"no column {sorted(set(wanted) - set(names))[0]!r} in the workspace for Instruction Mining")
+    cols = []
+    for name in names:
+        if name == "length":
+            cols.append([float(len(row_text(c, "response").split())) for c in ws.conversations()])
+        else:
+            cols.append([math.nan if v is None else float(v) for v in ws.row_values(name)])
+    return names, np.array(cols, np.float64).T.reshape(len(ws.ids), len(names))
+
+
+def _cached_loss(folder: Path, key: str, compute: Any) -> float:
+    """A subset's eval loss from ``folder/<key>.json``, else computed and stored first."""
+    path = folder / f"{key}.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["loss"])
+    loss = float(compute())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps({"loss": loss}))
+    os.replace(tmp, path)
+    return loss
+
+
+def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = None,
+         subsets: int = MINING.subsets, subset_size: int = MINING.subset_size, epochs: int = MINING.epochs,
+         indicators: list[str] | None = None, seed: int = MINING.seed, device: str | None = None,
+         train: dict[str, Any] | None = None) -> MiningRule:
+    """Fit the Instruction Mining rule on the workspace (see the module doc); stored as artifact ``mining``.
+    ``train``: other :class:`TrainConfig` fields for the subset fine-tunes."""
+    from curate.signals.engine import default_model_dir
+    from curate.train.less import read_target
+
+    model_dir = Path(model) if model is not None else default_model_dir()
+    names, x = indicator_matrix(ws, indicators)
+    valid = np.flatnonzero(np.isfinite(x).all(axis=1))
+    rng = np.random.default_rng(seed)
+    if eval_file is not None:
+        eval_rows = read_target(eval_file)[0]
+        pool = valid
+    else:
+        held = rng.choice(len(ws.ids), min(MINING.eval_rows, len(ws.ids) // 2), replace=False)
+        eval_rows = ws.row_inputs([ws.ids[i] for i in np.sort(held).tolist()])
+        pool = np.setdiff1d(valid, held)
+    if len(pool) < subset_size:
+        raise CurateError(f"{len(pool)} rows have every indicator ({', '.join(names)}): fewer than subset_size "
+                          f"{subset_size}")
+    center = x[valid].mean(axis=0)
+    scale = x[valid].std(axis=0)
+    scale[scale == 0] = 1.0
+    config = TrainConfig(epochs=epochs, seed=seed, record=False, **(train or {}))
+    root = ws.cache_dir / "train" / "mining"
+    eval_key = json_fingerprint([[r.id, r.conversation] for r in eval_rows])
+    means, losses, info = [], [], []
+    for k in range(subsets):
+        pick = np.sort(rng.choice(pool, subset_size, replace=False))
+        rows = ws.row_inputs([ws.ids[i] for i in pick.tolist()])
+        out_dir = run_folder(root, model_dir, rows, config)
+
+        def compute(rows=rows, out_dir=out_dir) -> float:
+            run = finetune(model_dir, rows, out_dir, config, device=device)
+            net, tok = run.load_model(device=device)
+            return float(np.nanmean(eval_loss(net, tok, eval_rows, max_length=config.max_length)))
+
+        loss = _cached_loss(root / "evals", f"{out_dir.name}-{eval_key[:16]}", compute)
+        means.append(x[pick].mean(axis=0))
+        losses.append(loss)
+        info.append({"subset": k, "rows": int(len(pick)), "eval_loss": loss,
+                     **{n: float(v) for n, v in zip(names, means[-1], strict=True)}})
+    rule = fit_rule(np.array(means), np.array(losses), names, center, scale)
+    rule.subsets = info
+    ws.add_artifact("mining", {**rule.to_dict(), "model": str(model_dir), "eval": str(eval_file or "held-out pool"),
+                               "config": asdict(config), "subset_size": subset_size})
+    return rule
+
+
+class MiningScore:
+    """A row step writing the rule's score of each row (column ``mining``; a failure where an indicator is
+    missing)."""
+
+    granularity = "row"
+    reducer = None
+    inputs: tuple[str, ...] = ()
+
+    def __init__(self, rule: MiningRule, scores: dict[str, float | None], column: str = "mining"):
+        self.rule, self.by_id, self.column = rule, scores, column
+
+    def fingerprint(self) -> str:
+        return json_fingerprint({"method": "instruction_mining", "rule": self.rule.to_dict()})
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "instruction_mining", "paper": "Cao et al. 2023", "rule": self.rule.to_dict()}
+
+    def run(self, rows: Any, ctx: Any) -> StepOutput:
+        values = [self.by_id.get(r.id) for r in rows]
+        failures = [[] if v is not None else [Failure(FailureCode.EMPTY_INPUT, "an indicator of the rule has no "
+                                                      "value for this row")] for v in values]
+        ctx.progress.update(len(rows))
+        return StepOutput(values, failures)
+
+
+def write_scores(ws, rule: MiningRule, column: str = "mining") -> Any:
+    """``ws.apply`` the rule's score of every row as column ``column``; returns the ApplyResult."""
+    _, x = indicator_matrix(ws, rule.indicators)
+    ok = np.isfinite(x).all(axis=1)
+    scores = rule.score(np.where(ok[:, None], x, 0.0))
+    by_id = {i: (float(s) if k else None) for i, s, k in zip(ws.ids, scores, ok, strict=True)}
+    return ws.apply(MiningScore(rule, by_id, column), progress=False)
+
+
+@register("mining")
+def mining_selector(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,
+                    eval_file: str | None = None, model: str | None = None, subsets: int = MINING.subsets,
+                    subset_size: int = MINING.subset_size, epochs: int = MINING.epochs,
+                    indicators: list[str] | None = None, seed: int = MINING.seed,
+                    device: str | None = None, train: dict[str, Any] | None = None) -> SelectorResult:
+    """Instruction Mining: fit the rule (cached fine-tunes), score every row, keep the ``budget`` best or the
+    top ``fraction`` of the candidates."""
+    rule = mine(ws, eval_file=eval_file, model=model, subsets=subsets, subset_size=subset_size, epochs=epochs,
+                indicators=indicators, seed=seed, device=device, train=train)
+    write_scores(ws, rule)
+    out = select_learnability(ws, rows, budget=budget, fraction=fraction, column="mining")
+    out.info.update(method="mining", r2=rule.r2, adjusted_r2=rule.adjusted_r2,
+                    coefficients=dict(zip(rule.indicators, rule.coefficients, strict=True)))
+    return out

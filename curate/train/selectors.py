@@ -1,0 +1,96 @@
+"""Selectors on training dynamics: ``cartography`` (ambiguous-first with a share of easy rows) and ``el2n`` /
+``grand`` (Data Diet: prune the easiest rows). They read the columns :func:`curate.train.columns.write_columns`
+writes (run ``ws.train()`` first). Importing this module registers them with :mod:`curate.select.registry`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.defaults import TRAIN
+from curate.errors import CurateError
+from curate.select.registry import SelectorResult, register
+from curate.train.cartography import ambiguous_first, regions
+from curate.train.diet import prune_easiest
+
+
+def _keep(n: int, budget: int | None, fraction: float | None) -> int:
+    if (budget is None) == (fraction is None):
+        raise CurateError("pass exactly one of budget= (rows) or fraction= (of the candidates)")
+    if fraction is not None:
+        if not 0.0 < fraction <= 1.0:
+            raise CurateError(f"fraction must be in (0, 1], got {fraction}")
+        return max(1, round(fraction * n))
+    if budget < 0:
+        raise CurateError(f"budget must be >= 0, got {budget}")
+    return int(budget)
+
+
+def _values(ws, rows: np.ndarray, column: str) -> np.ndarray:
+    if not ws.has_column(column):
+        raise CurateError(f"no column {column!r}: run ws.train() (or `curate train run`) first")
+    return ws.column_array(column, [ws.ids[p] for p in rows.tolist()])
+
+
+def _unscored(out: SelectorResult, rows: np.ndarray, missing: np.ndarray, column: str) -> None:
+    for i in np.flatnonzero(missing).tolist():
+        out.add(rows[i], Decision.UNSCORED, Reason.NO_SCORE, {"column": column})
+
+
+@register("cartography")
+def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,
+                       easy_share: float = TRAIN.easy_share) -> SelectorResult:
+    """Dataset Cartography: the most ambiguous rows (highest variability) first, plus ``easy_share`` of the
+    budget from the most confident rows; the rest rejected (``hard_to_learn`` for hard-region rows)."""
+    conf, var = _values(ws, rows, "confidence"), _values(ws, rows, "variability")
+    keep = _keep(int((~np.isnan(conf)).sum()), budget, fraction)
+    picked, why = ambiguous_first(conf, var, keep, easy_share)
+    region = regions(conf, var)
+    out = SelectorResult(info={"keep": keep, "easy_share": easy_share,
+                               "picked": {"ambiguous": why.count("ambiguous"), "easy": why.count("easy")}})
+    detail = lambda i: {"confidence": float(conf[i]), "variability": float(var[i]), "region": str(region[i])}  # noqa: E731
+    for rank, (i, w) in enumerate(zip(picked, why, strict=True)):
+        out.add(rows[i], Decision.KEPT, Reason.SELECTED, {**detail(i), "picked_as": w, "rank": rank + 1})
+    taken = set(picked)
+    missing = np.isnan(conf) | np.isnan(var)
+    rest = [i for i in np.lexsort((np.arange(len(var)), -np.nan_to_num(var, nan=-1))).tolist()
+            if i not in taken and not missing[i]]
+    for i in rest:
+        reason = Reason.HARD_TO_LEARN if region[i] == "hard" else Reason.BUDGET_FILLED
+        out.add(rows[i], Decision.REJECTED, reason, {**detail(i), "budget": keep})
+    _unscored(out, rows, missing, "confidence")
+    return out
+
+
+def _diet(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float | None,
+          skip_hardest: float) -> SelectorResult:
+    scores = _values(ws, rows, column)
+    keep = _keep(int((~np.isnan(scores)).sum()), budget, fraction)
+    kept, easiest, hardest = prune_easiest(scores, keep, skip_hardest)
+    out = SelectorResult(info={"column": column, "keep": keep, "skip_hardest": skip_hardest,
+                               "epoch": ws.column_provenance(column).get("epoch")})
+    for rank, i in enumerate(kept):
+        out.add(rows[i], Decision.KEPT, Reason.SELECTED, {"score": float(scores[i]), "rank": rank + 1})
+    for i in hardest:
+        out.add(rows[i], Decision.REJECTED, Reason.HARD_TO_LEARN, {"score": float(scores[i]),
+                                                                    "skip_hardest": skip_hardest})
+    for i in easiest:
+        out.add(rows[i], Decision.REJECTED, Reason.PRUNED_EASY, {"score": float(scores[i]), "keep": keep})
+    _unscored(out, rows, np.isnan(scores), column)
+    return out
+
+
+@register("el2n")
+def select_el2n(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,
+                skip_hardest: float = 0.0) -> SelectorResult:
+    """Data Diet EL2N: keep the ``budget`` (or ``fraction``) highest-EL2N rows, pruning the easiest; optionally
+    drop the ``skip_hardest`` share of the very hardest first (likely noise)."""
+    return _diet(ws, rows, "el2n", budget, fraction, skip_hardest)
+
+
+@register("grand")
+def select_grand(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,
+                 skip_hardest: float = 0.0) -> SelectorResult:
+    """Data Diet GraNd (output-layer gradient norm): as ``el2n`` on the ``grand`` column."""
+    return _diet(ws, rows, "grand", budget, fraction, skip_hardest)

@@ -1,0 +1,226 @@
+"""The training harness and the signals on it: per-row records every epoch, the closed-form gradient norm
+against autograd, resume after a kill, free re-runs, a row flipped to noise on the hard side of the data map,
+the cartography / el2n / grand selectors' decisions and reason codes, the data map in the report, the CLI.
+
+All on a tiny random Llama with SmolLM2's tokenizer (tests/train_fixtures.py), on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from curate.codes import Decision, FailureCode, Reason
+from curate.train import TrainConfig, eval_loss, finetune
+from curate.train.harness import TrainRun
+from curate.train.records import RECORD_KEYS, batch_records
+from tests.train_fixtures import build_tiny_lm, conversation, learnable_rows, row_inputs
+
+FAST = dict(lora_rank=0, learning_rate=3e-2, batch_size=4, warmup_ratio=0.0)  # a random tiny model learns fast
+NOISY = (5, 14)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    """The shared tiny random Llama folder (tests/train_fixtures.py)."""
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+class Killer:
+    """A progress object that raises after ``after`` rows, standing in for a killed process."""
+
+    def __init__(self, after: int):
+        self.after, self.n = after, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n >= self.after:
+            raise KeyboardInterrupt("killed")
+
+
+def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
+    convs = learnable_rows(8) + [conversation("a question nobody answered", None)]
+    rows = row_inputs(convs)
+    run = finetune(lm, rows, tmp_path / "run", TrainConfig(epochs=2, batch_size=4, lora_rank=4), device="cpu")
+    assert run.epochs_done == 2 and run.ids == [f"r{i}" for i in range(8)]
+    assert run.skipped["r8"].code is FailureCode.NO_RESPONSE
+    for epoch in (1, 2):
+        rec = run.records(epoch)
+        assert rec["id"].tolist() == run.ids
+        for key in RECORD_KEYS:
+            assert rec[key].shape == (8,) and np.isfinite(rec[key]).all(), key
+        assert ((rec["gold_prob"] > 0) & (rec["gold_prob"] < 1)).all()
+        assert ((rec["token_accuracy"] >= 0) & (rec["token_accuracy"] <= 1)).all()
+        assert ((rec["el2n"] > 0) & (rec["el2n"] <= np.sqrt(2))).all() and (rec["grad_norm"] > 0).all()
+        np.testing.assert_allclose(rec["loss"], -np.log(rec["gold_prob"]), rtol=0.5)  # same scale, not equal
+    files = {p.name for p in run.checkpoint().iterdir()}
+    assert {"adapter_model.safetensors", "optimizer.pt", "records.npz"} <= files
+    model, tok = run.load_model(device="cpu")
+    losses = eval_loss(model, tok, rows)
+    assert np.isnan(losses[8]) and np.isfinite(losses[:8]).all()
+    np.testing.assert_allclose(losses[:8].mean(), run.records(2)["loss"].mean(), rtol=0.2)
+
+
+def test_multi_turn_rows_train_every_answered_turn(lm):
+    from transformers import AutoTokenizer
+
+    from curate.signals.template import Prompter
+    from curate.train.examples import encode_row
+
+    tok = AutoTokenizer.from_pretrained(str(lm))
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"}, {"role": "user", "content": "And doubled?"},
+            {"role": "assistant", "content": "Doubled, it is eight."}, {"role": "user", "content": "Thanks"}]
+    example = encode_row(Prompter(tok, 1024), row_inputs([conv])[0])
+    assert example.context_only_turns == 0
+    assert tok.decode([example.ids[j] for j in example.positions]) == "4Doubled, it is eight."
+
+
+def test_grad_norm_is_the_output_layer_gradient_norm(lm):
+    """The closed form equals autograd's norm of d(mean loss)/dW for each example of a batch."""
+    import torch
+
+    torch.manual_seed(0)
+    hidden, vocab = torch.randn(7, 16, dtype=torch.float64), 50
+    weight = torch.randn(vocab, 16, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (7,))
+    bounds = [(0, 3), (3, 7)]
+    got = batch_records(hidden @ weight.T, hidden, targets, bounds)["grad_norm"]
+    for b, (s, e) in enumerate(bounds):
+        w = weight.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(hidden[s:e] @ w.T, targets[s:e])
+        (grad,) = torch.autograd.grad(loss, w)
+        assert got[b] == pytest.approx(float(grad.norm()), rel=1e-6)
+
+
+def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
+    rows = row_inputs(learnable_rows(8))
+    cfg = TrainConfig(epochs=3, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=Killer(after=8 + 5))
+    assert TrainRun(tmp_path / "killed").epochs_done == 1
+    first = (tmp_path / "killed" / "epoch-1" / "records.npz").stat().st_mtime_ns
+    counter = Killer(10**9)
+    resumed = finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=counter)
+    assert resumed.epochs_done == 3 and counter.n == 2 * 8  # only epochs 2 and 3 ran
+    assert (tmp_path / "killed" / "epoch-1" / "records.npz").stat().st_mtime_ns == first
+    straight = finetune(lm, rows, tmp_path / "straight", cfg, device="cpu")
+    for key in ("loss", "gold_prob", "grad_norm"):
+        np.testing.assert_allclose(resumed.records(3)[key], straight.records(3)[key], rtol=1e-4)
+    again = Killer(10**9)
+    finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=again)
+    assert again.n == 0  # a finished run returns at once
+    with pytest.raises(Exception, match="another run"):
+        finetune(lm, rows[:4], tmp_path / "killed", cfg, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(lm, tmp_path_factory):
+    """A workspace of 24 learnable rows (two flipped to word salad), trained 5 epochs through ws.train."""
+    from curate.session import Workspace
+
+    root = tmp_path_factory.mktemp("train-ws")
+    pool = root / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(24, noisy=NOISY)))
+    ws = Workspace(root / "ws", create=True)
+    ws.load(pool)
+    run = ws.train(model=lm, device="cpu", progress=False, epochs=5, **FAST)
+    return ws, run
+
+
+def test_rows_flipped_to_noise_land_in_the_hard_low_confidence_region(trained):
+    from curate.train.cartography import regions
+
+    ws, run = trained
+    noisy = [ws.ids[i] for i in NOISY]
+    conf = dict(zip(ws.ids, ws.column_array("confidence"), strict=True))
+    ranked = sorted(conf, key=conf.get)
+    assert set(ranked[:2]) == set(noisy), [conf[i] for i in ranked[:4]]
+    region = dict(zip(ws.ids, regions(ws.column_array("confidence"), ws.column_array("variability")), strict=True))
+    assert {region[i] for i in noisy} == {"hard"}
+    assert max(ws.column_array("correctness")[list(NOISY)]) == 0.0  # never mostly right
+    el2n = ws.column_array("el2n")
+    assert min(el2n[list(NOISY)]) > np.median(el2n)
+    prov = ws.column_provenance("confidence")
+    assert prov["train"]["epochs_done"] == 5 and "gold-token probability" in prov["definition"]
+    assert ws.column_provenance("el2n")["epoch"] == 2
+
+
+def test_a_second_train_call_reads_the_cached_run(trained, lm):
+    ws, run = trained
+    stamp = (run.checkpoint(5) / "records.npz").stat().st_mtime_ns
+    again = ws.train(model=lm, device="cpu", progress=False, epochs=5, **FAST)
+    assert again.out_dir == run.out_dir and len(again.info["epoch_stats"]) == 5
+    assert (run.checkpoint(5) / "records.npz").stat().st_mtime_ns == stamp
+
+
+def test_cartography_selector_takes_ambiguous_then_easy_and_names_hard_rows(trained):
+    ws, _ = trained
+    sel = ws.select("cartography", name="carto", budget=9, easy_share=1 / 3)
+    table = sel.table.to_pylist()
+    kept = [r for r in table if r["decision"] == Decision.KEPT]
+    details = [json.loads(r["detail"]) for r in kept]
+    assert len(kept) == 9 and [d["picked_as"] for d in details].count("easy") == 3
+    var = dict(zip(ws.ids, ws.column_array("variability"), strict=True))
+    amb = [r["id"] for r, d in zip(kept, details, strict=True) if d["picked_as"] == "ambiguous"]
+    assert min(var[i] for i in amb) >= max(var[i] for i in ws.ids if i not in {r["id"] for r in kept})
+    reasons = {r["id"]: r["reason"] for r in table}
+    assert all(reasons[ws.ids[i]] == Reason.HARD_TO_LEARN for i in NOISY)
+    assert set(sel.reasons()) <= {(Decision.KEPT, Reason.SELECTED), (Decision.REJECTED, Reason.BUDGET_FILLED),
+                                  (Decision.REJECTED, Reason.HARD_TO_LEARN)}
+
+
+def test_el2n_and_grand_prune_the_easiest_rows(trained):
+    ws, _ = trained
+    sel = ws.select("el2n", name="diet", budget=10, skip_hardest=0.1)
+    reasons = {r["id"]: (r["decision"], r["reason"]) for r in sel.table.to_pylist()}
+    assert all(reasons[ws.ids[i]] == (Decision.REJECTED, Reason.HARD_TO_LEARN) for i in NOISY)
+    assert sum(v == (Decision.KEPT, Reason.SELECTED) for v in reasons.values()) == 10
+    el2n = dict(zip(ws.ids, ws.column_array("el2n"), strict=True))
+    pruned = [i for i, v in reasons.items() if v[1] == Reason.PRUNED_EASY]
+    kept = [i for i, v in reasons.items() if v[0] == Decision.KEPT]
+    assert len(pruned) == 12 and max(el2n[i] for i in pruned) <= min(el2n[i] for i in kept)
+    grand = ws.select("grand", name="grand", fraction=0.5)
+    assert grand.decisions()[Decision.KEPT] == 12
+    with pytest.raises(Exception, match="exactly one"):
+        ws.select("el2n", name="bad")
+
+
+def test_the_report_shows_the_data_map_once_the_columns_exist(trained, tmp_path):
+    from curate.report.datamap import data_map
+    from curate.report.html import report_html
+    from curate.session import Workspace
+
+    bare = Workspace(tmp_path / "bare", create=True)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"messages": learnable_rows(1)[0]}))
+    bare.load(tmp_path / "p.jsonl")
+    assert "data map" not in report_html(bare)
+    assert "no data map yet" in data_map(bare)._repr_html_()
+    ws, _ = trained
+    ws.select("cartography", name="carto-report", budget=6)
+    page = report_html(ws, selection="carto-report")
+    assert "training dynamics: the data map" in page and "alt='data map' src='data:image/png;base64," in page
+    view = data_map(ws, "carto-report")
+    assert "hard" in view._repr_html_() and "hard" in repr(view)
+
+
+def test_cli_train_run_and_map(lm, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(6)))
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(pool)
+    args = ["train", "run", str(ws.path), "--model", str(lm), "--device", "cpu", "--epochs", "2",
+            "--lora-rank", "0", "--learning-rate", "0.03", "--batch-size", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 6 rows for 2 epochs" in result.output and "epoch 2: mean loss" in result.output
+    assert len(Workspace.open(ws.path).column_array("confidence")) == 6
+    result = CliRunner().invoke(app, ["train", "map", str(ws.path)])
+    assert result.exit_code == 0 and "6 rows, 2 epochs" in result.output, result.output

@@ -1,0 +1,114 @@
+"""LESS: per-row LoRA gradient features (exact, cached, resumable), and target-like rows ranked first."""
+
+import json
+
+import numpy as np
+import pytest
+
+from curate.train.gradfeatures import FeatureStore, Projector, gradient_features, head_nll, lora_linears
+from curate.train.less import LessConfig, checkpoint_weights, less_scores, select_less, warmup
+from tests.train_fixtures import conversation, learnable_rows, row_inputs, tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
+
+CONFIG = LessConfig(warmup_fraction=0.25, epochs=2, projection_dim=256, learning_rate=1e-2)
+CITY = "The city you mean is Paris in France."
+
+
+def target_rows():
+    return row_inputs([conversation("Which city do you mean?", CITY),
+                       conversation("Name the city please.", CITY)], prefix="t")
+
+
+@pytest.fixture(scope="module")
+def less_run(request, tmp_path_factory):
+    """One LESS run on a 16-row pool of four topics (rows 3, 7, 11, ... answer the city question)."""
+    lm = request.getfixturevalue("tiny_lm")
+    cache = tmp_path_factory.mktemp("less")
+    pool = row_inputs(learnable_rows(16))
+    ids, scores = select_less(lm, pool, target_rows(), 4, cache, config=CONFIG, device="cpu")
+    return cache, pool, ids, scores
+
+
+def test_less_picks_target_like_rows(less_run):
+    _, _, ids, scores = less_run
+    city = {f"r{i}" for i in range(3, 16, 4)}
+    assert set(ids) == city
+    # the margin is real: every city row beats every other row
+    assert min(scores[i] for i in city) > max(v for k, v in scores.items() if k not in city)
+
+
+def test_per_row_features_equal_single_row_autograd(request, less_run):
+    lm = request.getfixturevalue("tiny_lm")
+    import torch
+
+    from curate.signals.template import Prompter
+    from curate.train.examples import collate, encode_rows
+
+    cache, pool, _, _ = less_run
+    run = warmup(lm, pool, cache / "train" / "less", CONFIG, device="cpu")   # the cached run
+    model, tok = run.load_model(1, "cpu", trainable=True)
+    examples, _ = encode_rows(Prompter(tok, CONFIG.max_length), pool[:8])
+    linears = lora_linears(model)
+    numels = [lin.weight.numel() for lin in linears]
+    proj = Projector(numels, 64, 0, "cpu", block=100, cache_bytes=0)   # tiny blocks, nothing cached
+    batched = gradient_features(model, examples, FeatureStore(cache / "check"), proj, pad_id=tok.pad_token_id,
+                                device="cpu", batch_tokens=4096)
+    for k in (0, 5):   # reference: autograd on one row alone, the same projection
+        model.zero_grad()
+        batch = collate(examples, [k], tok.pad_token_id, "cpu")
+        head_nll(model, batch).mean().backward()
+        ref = proj.project([lin.weight.grad.reshape(1, -1) for lin in linears])
+        ref = torch.nn.functional.normalize(ref, dim=1)[0].numpy()
+        assert float(batched[k] @ ref) > 0.999
+
+
+def test_features_are_cached_and_resume(request, less_run):
+    lm = request.getfixturevalue("tiny_lm")
+    cache, pool, ids, first = less_run
+    parts = sorted((cache / "train" / "less" / "features").rglob("part-*.npz"))
+    assert parts and len(FeatureStore(parts[-1].parent).rows) > 0
+    parts[-1].unlink()          # a run killed before its last batch was stored
+    again_ids, again = select_less(lm, pool, target_rows(), 4, cache, config=CONFIG, device="cpu")
+    assert again.keys() == first.keys() and again_ids == ids
+    assert np.allclose([again[k] for k in first], list(first.values()), atol=2e-3)  # float16 storage
+    assert len(list((cache / "train" / "less" / "features").rglob("part-*.npz"))) == len(parts)  # one redone
+
+
+def test_scores_rule_and_checkpoint_weights(request, less_run):
+    lm = request.getfixturevalue("tiny_lm")
+    t = [np.eye(3)[:2]]          # two training rows
+    v = [np.eye(3)]              # three target rows
+    assert less_scores(t, v, [1.0]).tolist() == [1.0, 1.0]
+    # groups: mean within a group, max over groups (the paper's subtasks)
+    assert less_scores(t, v, [1.0], groups=["a", "a", "b"]).tolist() == [0.5, 0.5]
+    cache, pool, _, _ = less_run
+    w = checkpoint_weights(warmup(lm, pool, cache / "train" / "less", CONFIG, device="cpu"))
+    assert len(w) == 2 and sum(w) == pytest.approx(1.0) and w[0] > w[1]   # linear decay: epoch 1 has more lr
+
+
+def test_less_selector_from_the_cli(request, tmp_path):
+    lm = request.getfixturevalue("tiny_lm")
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    convs = learnable_rows(16)
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": c[0]["content"], "output": c[1]["content"]}
+                                               for c in convs])
+    target = write_jsonl(tmp_path / "target.jsonl", [{"instruction": "Which city do you mean?", "output": CITY},
+                                                    {"instruction": "Name the city please.", "output": CITY}])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    res = CliRunner().invoke(app, ["select", str(tmp_path / "ws"), "--method", "less", "--name", "less4",
+                                   "--target", str(target), "--budget", "4", "--param", f"model={lm}",
+                                   "--param", "warmup_fraction=0.25", "--param", "epochs=2",
+                                   "--param", "projection_dim=256", "--param", "device=cpu",
+                                   "--param", "learning_rate=0.01"])
+    assert res.exit_code == 0, res.output
+    sel = Workspace.open(tmp_path / "ws").selection("less4")
+    kept = {ws.conversations([i])[0][0]["content"] for i in sel.ids}
+    assert len(kept) == 4 and all("city" in q for q in kept)
+    prov = ws.column_provenance("less")
+    assert prov["kind"] == "less" and prov["projection_dim"] == 256 and prov["target_rows"] == 2
+    assert json.dumps(prov)  # provenance is plain data

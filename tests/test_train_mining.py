@@ -1,0 +1,69 @@
+"""Instruction Mining: the fit recovers a planted linear rule; end to end on real (tiny, cached) fine-tunes the
+selector fits a rule, writes the column with the rule as provenance and keeps the rows it ranks best."""
+
+import numpy as np
+import pytest
+
+from curate.errors import CurateError
+from curate.train.mining import fit_rule, indicator_matrix
+from tests.conftest import write_jsonl
+from tests.train_fixtures import learnable_rows, tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
+
+
+def test_fit_recovers_planted_rule():
+    rng = np.random.default_rng(0)
+    center, scale = np.array([100.0, 5.0, 0.8]), np.array([30.0, 2.0, 0.1])
+    means = center + scale * rng.normal(size=(30, 3))
+    beta = np.array([-0.2, 0.05, 0.1])
+    log_loss = 1.5 + ((means - center) / scale) @ beta + rng.normal(scale=1e-3, size=30)
+    rule = fit_rule(means, np.exp(log_loss), ["length", "quality", "ifd"], center, scale)
+    assert np.allclose(rule.coefficients, beta, atol=5e-3)
+    assert rule.intercept == pytest.approx(1.5, abs=5e-3)
+    assert rule.r2 > 0.999 and rule.adjusted_r2 > 0.999
+    # the row score is -Σ β z: long rows (β < 0 lowers the loss) score higher
+    assert rule.score(np.array([[160.0, 5.0, 0.8], [40.0, 5.0, 0.8]])).argmax() == 0
+    assert "R²" in rule._repr_html_()
+    with pytest.raises(CurateError, match="more subsets"):
+        fit_rule(means[:4], np.exp(log_loss[:4]), ["a", "b", "c"], center, scale)
+
+
+def _workspace(tmp_path, n=64):
+    from curate.session import Workspace
+
+    noisy = tuple(range(1, n, 2))               # every other row's answer is word salad
+    convs = learnable_rows(n, noisy=noisy)
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": c[0]["content"], "output": c[1]["content"]}
+                                               for c in convs])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    clean = {ws.ids[i] for i in range(n) if i not in noisy}
+    ws.add_column("quality", [1.0 if i in clean else 0.0 for i in ws.ids], {"kind": "planted"})
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"instruction": c[0]["content"], "output": c[1]["content"]}
+                                                 for c in learnable_rows(8, seed=1)])
+    return ws, clean, evals
+
+
+def test_mining_on_real_finetunes(request, tmp_path):
+    lm = request.getfixturevalue("tiny_lm")
+    ws, clean, evals = _workspace(tmp_path)
+    names, x = indicator_matrix(ws)
+    assert names == ["length", "quality"] and x.shape == (64, 2)
+    sel = ws.select(method="mining", name="mined", budget=16, eval_file=str(evals), model=str(lm),
+                    subsets=3, subset_size=6, epochs=1, indicators=["quality"], device="cpu",
+                    train={"learning_rate": 1e-2, "batch_size": 4})
+    rule = ws.artifact("mining")
+    assert rule["indicators"] == ["quality"] and len(rule["subsets"]) == 3
+    scores = dict(zip(ws.ids, ws.row_values("mining"), strict=True))
+    kept = [scores[i] for i in sel.ids]
+    assert len(kept) == 16 and min(kept) >= max(v for i, v in scores.items() if i not in set(sel.ids))
+    # the rule's own sign decides which rows rank first
+    assert set(sel.ids) <= clean if rule["coefficients"][0] < 0 else not set(sel.ids) & clean
+    prov = ws.column_provenance("mining")
+    assert prov["kind"] == "instruction_mining" and "coefficients" in prov["rule"]
+    # a second run re-fits from the cached fine-tunes and eval losses: no new run folder
+    runs = sorted(p.name for p in (ws.cache_dir / "train" / "mining").iterdir())
+    again = ws.select(method="mining", name="mined2", budget=16, eval_file=str(evals), model=str(lm),
+                      subsets=3, subset_size=6, epochs=1, indicators=["quality"], device="cpu",
+                      train={"learning_rate": 1e-2, "batch_size": 4})
+    assert again.ids == sel.ids
+    assert sorted(p.name for p in (ws.cache_dir / "train" / "mining").iterdir()) == runs
