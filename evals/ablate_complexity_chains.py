@@ -1,0 +1,19 @@
+"""Ablation (issue 13): does the complexity head lose FLASK agreement by learning constraint chains?
+
+Fits the default complexity head on the FLASK train split with and without chain pairs (pair_weight 0) and prints
+held-out FLASK Spearman and held-out chain order for each setting. Run: python3 evals/ablate_complexity_chains.py"""
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+import train_default_scorers as T  # noqa: E402  (evals/ on the path first)
+
+data = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+flask, chains = T.complexity_sets(data)
+for cfg in [dict(alpha=10.0, pair_weight=0.0, embedding_weight=1.0), dict(alpha=10.0, pair_weight=0.0, embedding_weight=0.5),
+            dict(alpha=100.0, pair_weight=0.0, embedding_weight=0.5)] + T.GRID["complexity"]:
+    sc = T.fit_complexity(cfg, flask, chains, ("train",))
+    r = T.complexity_report(sc, flask, chains, "test", ("train",))
+    rv = T.complexity_report(sc, flask, chains, "val", ("train",))
+    print(cfg, "test flask", round(r["flask"]["scorer"]["spearman"], 3), "chains", round(r["chains"]["scorer"], 3),
+          "| val flask", round(rv["flask"]["scorer"]["spearman"], 3), "chains", round(rv["chains"]["scorer"], 3), flush=True)
