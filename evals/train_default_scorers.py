@@ -54,7 +54,8 @@ IMITATES = {
 # quality: chosen on the val groups among alpha (30, 300) x pair_weight (0.3, 1.0), embedding_weight 0.05
 # (run of 2026-11-30); only the winner is refitted here to keep the script within minutes on 2 shared cores.
 GRID = {"quality": [dict(alpha=30.0, pair_weight=1.0, embedding_weight=0.05)],
-        "complexity": [dict(alpha=a, pair_weight=p, embedding_weight=0.5) for a in (10.0, 100.0) for p in (0.1, 0.5)]}
+        "complexity": [dict(alpha=a, pair_weight=p, embedding_weight=0.5) for a in (10.0, 100.0, 300.0, 1000.0)
+                       for p in (0.1, 0.5, 1.0)]}
 
 
 def encode_cached(texts: list[str], cache: Path = CACHE) -> np.ndarray:
