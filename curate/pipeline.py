@@ -1,6 +1,7 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> score (complexity, quality) -> embed -> [tags] -> DEITA admission -> export -> [report]
+load -> exact dedup -> score (complexity, quality) -> [signals] -> embed -> [tags] -> DEITA admission -> export
+-> [report]
 
 Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
 same judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through
@@ -13,7 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class Run:
     backend: Any = None          # LLM backend for the judges; None: the shipped default scorers (offline)
     tag_backend: Any = None      # LLM backend for InsTag tags; None: no tags
     report: bool = True
+    signals: tuple[str, ...] = ()  # token-level model signals to compute: ifd, perplexity
+    signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -113,6 +116,13 @@ def score(run: Run) -> dict[str, Any]:
     return results
 
 
+def signals(run: Run) -> dict[str, Any]:
+    """Token-level model signals per turn (``ifd``, ``perplexity``) from a small causal LM."""
+    from curate.signals.steps import signal_steps
+
+    return {step.column: run.ws.apply(step) for step in signal_steps(run.signals, run.signal_model)}
+
+
 def embed(run: Run) -> dict[str, Any]:
     """The default embedding set (cached by model and text)."""
     return run.ws.embed(progress=True)
@@ -153,7 +163,10 @@ def report(run: Run) -> Path:
 
 def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked)."""
-    plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score), ("embed", embed)]
+    plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score)]
+    if run.signals:
+        plan.append(("signals", signals))
+    plan.append(("embed", embed))
     if run.tag_backend is not None:
         plan.append(("tags", tags))
     plan += [("select (DEITA admission)", deita), ("export", export)]
@@ -184,7 +197,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  backend: Any = None, tag_backend: Any = None, report: bool = True,
                  on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
-                 engine: str = "single", address: str | None = None) -> RunResult:
+                 engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
+                 signal_model: str | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -193,8 +207,11 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``on_start(name)`` and ``on_done(name, result, seconds)`` are called around each step.
     ``engine``: ``single`` (this process) or ``ray`` (load, dedup, score and embed on Ray Data, see
     :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine).
+    ``signals``: token-level model signals to add (``ifd``, ``perplexity``; on the Ray actors with ``ray``),
+    from ``signal_model`` (a causal LM folder; None: the packaged SmolLM2).
     """
-    run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report)
+    run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
+              signal_model)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

@@ -255,3 +255,38 @@ def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
     engine = RayEngine()
     with pytest.raises(CurateError, match="a.jsonl: file: no records"), engine.stage():
         raise RuntimeError("task failed") from carried
+
+
+def test_token_signals_on_ray_actors_are_what_the_single_process_step_writes(tmp_path):
+    """`curate run --engine ray --signal ifd --signal perplexity`: the signals run on the actor pool (one causal
+    LM per actor) and land as the same columns, fingerprints, side columns and failures as in one process."""
+    from curate.pipeline import run_pipeline
+    from curate.session import Workspace
+    from tests.train_fixtures import build_tiny_lm
+
+    model = build_tiny_lm(tmp_path / "tiny-lm")
+    records = generated_pool(120, seed=3)
+    whole = write_jsonl(tmp_path / "pool.jsonl", records)
+    shards = write_shards(tmp_path / "shards", records, 2)
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--budget", "20",
+                        "--out", str(tmp_path / "ray"), "--no-report", "--signal", "ifd", "--signal", "perplexity",
+                        "--signal-model", str(model)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "ifd:" in r.stdout and "perplexity:" in r.stdout
+    single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False,
+                          signals=("ifd", "perplexity"), signal_model=str(model))
+    ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
+    assert ray_ws.ids == ws.ids
+    for column in ("ifd", "perplexity"):
+        a, b = ray_ws.column_provenance(column), ws.column_provenance(column)
+        assert a["fingerprint"] == b["fingerprint"] and a["engine"]["name"] == "ray" and "engine" not in b
+        assert ray_ws.failures(column) == ws.failures(column)
+        assert any(ray_ws.failures(column))                                  # instruction-only rows: no response
+        got, want = ray_ws.turn_values(column), ws.turn_values(column)
+        assert sum(v is not None for row in want for v in (row or [])) > 50
+        for x, y in zip(got, want, strict=True):
+            np.testing.assert_allclose(np.array(x or [], dtype=float), np.array(y or [], dtype=float), rtol=1e-4)
+    side = [c for c in ws.columns if c.startswith("ifd_") and c != "ifd_failure"]
+    assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
+    with pytest.raises(Exception, match="learnability needs a reference selection"):
+        run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, signals=("learnability",))

@@ -43,6 +43,10 @@ def run(
                                "score on Ray Data; needs curate\\[ray])."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port) for --engine ray; "
                                        "default: start Ray on this machine."),
+    signal: list[str] = typer.Option([], "--signal", help="Also compute a token-level model signal per turn: ifd | "
+                                     "perplexity (repeatable; on the Ray actors with --engine ray)."),
+    signal_model: Path | None = typer.Option(None, "--signal-model", help="Causal LM folder for --signal "
+                                             "(default: the packaged SmolLM2-135M-Instruct)."),
 ) -> None:
     """The main job: load -> dedup -> score -> embed -> \\[tags] -> DEITA admission -> export -> report.
 
@@ -72,6 +76,7 @@ def run(
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
+                              signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
@@ -110,6 +115,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                 from curate.cli.judge import usage_total_line
 
                 console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
+    elif name == "signals":
+        for column, applied in result.items():
+            console.print(f"  {column}: {applied.computed:,} rows computed, {applied.skipped:,} already computed, "
+                          f"{applied.failed:,} failed (reasons in {column}_failure)")
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
     elif name == "tags":

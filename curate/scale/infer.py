@@ -104,15 +104,65 @@ class Inference:
         return out
 
 
+class SignalInference:
+    """Token-level model signals on an actor: ``kinds`` (``ifd``, ``perplexity``) from the causal LM folder
+    ``model`` (None: the packaged SmolLM2), loaded once per actor (on its GPU when it was given one).
+    ``__call__(batch)`` returns ``order`` and, per signal, ``<column>__values``, ``<column>__failures`` and
+    ``<column>__extra`` (JSON per row), computed by the signal step's own ``run``; the actor's log-prob cache
+    lives for the actor's lifetime."""
+
+    def __init__(self, kinds: Sequence[str], model: str | None = None, threads: int | None = None):
+        from curate.signals.steps import signal_steps
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.steps = signal_steps(kinds, model)
+        self.cache = Path(tempfile.mkdtemp(prefix="curate-ray-signals-"))
+
+    def __call__(self, batch) -> dict[str, Any]:
+        from curate.scale.sources import remote_errors
+
+        with remote_errors():
+            return self._call(batch)
+
+    def _call(self, batch) -> dict[str, Any]:
+        import pyarrow.compute as pc
+
+        from curate.rows import turns
+        from curate.scale.sources import ROW, conversations
+
+        batch = batch.filter(pc.equal(batch["kind"], ROW))
+        convs = conversations(batch)
+        orders = batch.column("order").to_numpy()
+        rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
+        out: dict[str, Any] = {"order": orders}
+        ctx = StepContext(_NoProgress(), self.cache, self.cache)
+        for step in self.steps:
+            result = step.run(rows, ctx)
+            out[f"{step.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
+            out[f"{step.column}__failures"] = np.array(
+                [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
+            out[f"{step.column}__extra"] = np.array(
+                [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(len(rows))], dtype=object)
+        out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
+        out["rss_mb"] = np.full(len(rows), peak_rss_mb())
+        return out
+
+
 class Precomputed:
     """A Step that stores values computed elsewhere under ``step``'s identity (see the module doc).
 
     ``results``: row id -> (value, failures as dicts). ``stats``: merged into the run's provenance
-    (e.g. ``{"engine": {"name": "ray", ...}, "turns_scored": n}``).
+    (e.g. ``{"engine": {"name": "ray", ...}, "turns_scored": n}``). ``extra``: row id -> the step's side
+    values for that row (``{key: value}``, e.g. a signal's losses), for steps that have them.
     """
 
-    def __init__(self, step: Any, results: dict[str, tuple[Any, list[dict[str, Any]]]], stats: dict[str, Any]):
+    def __init__(self, step: Any, results: dict[str, tuple[Any, list[dict[str, Any]]]], stats: dict[str, Any],
+                 extra: dict[str, dict[str, Any]] | None = None):
         self.step = step
+        self.extra = extra or {}
         self.column = step.column
         self.granularity = step.granularity
         self.reducer = step.reducer
@@ -132,22 +182,28 @@ class Precomputed:
             check(ctx.workspace)
         missing = [row for row in rows if row.id not in self.results]
         rest = self.step.run(missing, ctx) if missing else StepOutput([], [])
-        computed = iter(zip(rest.values, rest.failures, strict=True))
+        computed = iter(range(len(missing)))
         values: list[Any] = []
         failures: list[list[Failure]] = []
+        keys = sorted({k for e in self.extra.values() for k in e} | set(rest.extra))
+        extra: dict[str, list[Any]] = {k: [] for k in keys}
         for row in rows:
             if row.id in self.results:
                 value, fails = self.results[row.id]
                 values.append(value)
                 failures.append([Failure.from_dict(f) for f in fails])
+                for k in keys:
+                    extra[k].append(self.extra.get(row.id, {}).get(k))
             else:
-                value, fails = next(computed)
-                values.append(value)
-                failures.append(fails)
+                i = next(computed)
+                values.append(rest.values[i])
+                failures.append(rest.failures[i])
+                for k in keys:
+                    extra[k].append(rest.extra[k][i] if k in rest.extra else None)
         ctx.progress.update(len(rows) - len(missing))
         stats = dict(self.stats)
         for key, value in rest.stats.items():
             stats[key] = stats.get(key, 0) + value if isinstance(value, (int, float)) else value
         if isinstance(stats.get("engine"), dict):
             stats["engine"] = {**stats["engine"], "rows_computed_on_driver": len(missing)}
-        return StepOutput(values, failures, stats=stats)
+        return StepOutput(values, failures, extra=extra, stats=stats)

@@ -5,25 +5,17 @@
     dedup  exact duplicates by hash: a Ray groupby (count, first row) on the normalised-text hash; the
            driver stores selection ``dedup`` exactly as the ``exact`` selector would (first copy kept);
     score  the scorers and the encoder in a pool of Ray actors (``map_batches``, one model per actor, one
-           GPU per actor when the cluster has GPUs, :mod:`.infer`); ``ws.apply`` stores the columns with
-           the scorers' own fingerprints and provenance;
-    embed  the vectors computed in the same pass, stored with ``ws.add_embeddings``.
+           GPU per actor when the cluster has GPUs, :mod:`.infer`), stored through ``ws.apply``;
+    signals (when asked) IFD and perplexity the same way, one causal LM per actor (:mod:`.signals`);
+    embed  the vectors computed in the score pass, stored with ``ws.add_embeddings``.
 
-When the workspace already holds rows of other sources, dedup, score and embed fall back to the
-single-process steps (they must see the whole pool). LLM judges (a backend) also score on the driver:
-the backend already sends its requests concurrently.
+When the workspace already holds rows of other sources, dedup, score, signals and embed fall back to the
+single-process steps (they must see the whole pool). LLM judges (a backend) score on the driver.
 
 DEITA admission, export and the report run unchanged on the driver: admission is sequential by
 definition (a row is admitted against every row admitted before it), so it runs on one node over the
-score-sorted stream. Its cost does not grow with the pool beyond the sort: sorting the scores is
-O(n log n) (about 10 s for 100M floats), the loop examines rows in score order only until the budget is
-filled, and each examined row is compared with the admitted set: about examined x budget x 384 multiply-adds.
-Measured (evals/results/bench_admission_*): budget 50,000 of 1M rows, 69,632 examined: 7.3 s on 2 CPU
-cores, 1.0 s on one H200. The same budget at 10M or 100M rows costs the same loop plus the sort; a
-budget of 1M (E ~ 1.4M examined) is ~400x that work: ~50 min on 2 cores, ~7 min on an H200. What grows
-with n is memory: the selector reads the candidates' embeddings, 1.5 GB per 1M rows in float32 (15 GB
-at 10M, fine on one node; 154 GB at 100M, which needs the examined prefix streamed in score order, see
-evals/SCALING.md).
+score-sorted stream; its cost grows with the budget, not the pool, beyond the O(n) partition of the scores
+(figures at 1M/10M/100M rows and the memory it needs: evals/SCALING.md).
 
 Without ``address`` Ray starts embedded on this machine and stops after the last Ray step; with one it
 connects to that cluster (``ray start --head`` on the head, ``ray start --address`` on the others; every
@@ -205,6 +197,7 @@ class RayEngine:
         original = dict(plan)
         ours = {"load": self.load, "dedup": lambda run: self.dedup(run, original["dedup"]),
                 "score": lambda run: self.score(run, original["score"]),
+                "signals": lambda run: self.signals(run, original.get("signals")),
                 "embed": lambda run: self.embed(run, original["embed"])}
         return [(name, ours.get(name, fn)) for name, fn in plan]
 
@@ -326,6 +319,24 @@ class RayEngine:
             out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}))
         return out
 
+    def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
+        """The token-level signals ``run.signals`` on the actor pool (:func:`curate.scale.signals.signals_on_ray`)."""
+        from curate.scale.signals import signals_on_ray
+
+        return signals_on_ray(self, run, fallback)
+
+    def _actor_pool(self, ray) -> tuple[int, dict[str, Any], int | None, dict[str, Any]]:
+        """(actors, map_batches options, CPU threads per actor, provenance): one actor per GPU when the cluster
+        has GPUs, else one per ``cpus_per_actor`` CPUs."""
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus:
+            actors, options, threads = gpus, {"num_gpus": 1}, None
+        else:
+            actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.cpus_per_actor)
+            options, threads = {"num_cpus": self.cpus_per_actor}, self.cpus_per_actor
+        return actors, options, threads, {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
+                                          "cpus_per_actor": None if gpus else self.cpus_per_actor}
+
     def embed(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The embedding set from the inference pass (or an embedding-only pass), via ``ws.add_embeddings``."""
         from curate.embed.encoder import model_id
@@ -359,14 +370,7 @@ class RayEngine:
         """One pass over the rows on the actor pool: embeddings and every scorer's values and failures."""
         with self._stage():
             ray = self.connect()
-            resources = ray.cluster_resources()
-            gpus = int(resources.get("GPU", 0))
-            if gpus:
-                actors, threads = gpus, None
-                options: dict[str, Any] = {"num_gpus": 1}
-            else:
-                actors = max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor)
-                options, threads = {"num_cpus": self.cpus_per_actor}, self.cpus_per_actor
+            actors, options, threads, info = self._actor_pool(ray)
             out = self._data.map_batches(
                 Inference, fn_constructor_kwargs={"scores": [s.column for s in scorers], "threads": threads},
                 batch_size=self.batch_size, batch_format="pyarrow",
@@ -389,8 +393,7 @@ class RayEngine:
                     key = f"inference pid {pid}"
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
         self._embedding, self._results = matrix, results
-        self._inference_info = {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
-                                "cpus_per_actor": None if gpus else self.cpus_per_actor}
+        self._inference_info = info
 
     def _note_worker(self, stage: str) -> None:
         key = f"{stage} pid {os.getpid()}"

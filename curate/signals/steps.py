@@ -255,3 +255,15 @@ class Learnability(_SignalStep):
         out = self._output(plans, value, ("loss_base", "loss_reference"))
         out.stats["lora"] = ref.adapter.describe()
         return out
+
+
+RUN_SIGNALS = ("ifd", "perplexity")  # the signals `curate run` computes (learnability needs a reference set)
+
+
+def signal_steps(kinds: Sequence[str], model: Any = None) -> list[_SignalStep]:
+    """The steps for ``kinds`` (``ifd``, ``perplexity``) from the causal LM folder ``model`` (None: packaged)."""
+    unknown = [k for k in kinds if k not in RUN_SIGNALS]
+    if unknown:
+        raise CurateError(f"curate run computes the signals {', '.join(RUN_SIGNALS)}; not {unknown[0]!r} "
+                          "(learnability needs a reference selection: use curate signal)")
+    return [(IFD if kind == "ifd" else Perplexity)(model) for kind in kinds]
