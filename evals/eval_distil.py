@@ -6,8 +6,9 @@ with GPT-4 on the rest of that pool (split by question, never by row).
 Pool: MT-bench answers with GPT-4 single scores 1-10 (evals/scorer_label_data.py). A random set of whole
 questions holding ~``--labels`` answers is "judged" (training labels); every other answer is the rest of
 the pool. Kinds: the ridge ``Scorer`` that ``curate train-scorer WS --target gpt4 --features length,stats
---embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` / ``3``) with the
-instruction embedding / both embeddings; beside the response-length and instruction-length baselines.
+--embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` / ``3`` / ``4``) with
+the instruction embedding / both embeddings (``curate train-scorer``'s default for a two-text judge) / the former
+default; beside the response-length and instruction-length baselines.
 Last line: ``RESULT ...``.
 """
 
@@ -29,13 +30,15 @@ from rich.table import Table  # noqa: E402
 
 from curate.scorers import Scorer, agreement  # noqa: E402
 from curate.scorers.features import to_turn  # noqa: E402
+from curate.scorers.training import DEFAULT_CONFIG  # noqa: E402
 
 KINDS = {
     "ridge: lengths + response statistics (no MiniLM)": dict(features=["length", "stats"], alpha=10.0, embed_inputs=[]),
     "ridge: instruction embedding + response stats": dict(features=["embeddings", "length", "stats"], alpha=30.0,
                                                           embedding_weight=0.05, embed_inputs=["instruction"]),
-    "ridge: both embeddings + length + stats": dict(features=["embeddings", "length", "stats"], alpha=100.0,
-                                                    embedding_weight=0.2),
+    "ridge: curate train-scorer's default (both embeddings + length + stats)": DEFAULT_CONFIG[2],
+    "ridge: the former default (embeddings + product + length, alpha 10)": dict(features=["embeddings", "product",
+                                                                                          "length"]),
 }
 
 
