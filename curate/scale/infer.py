@@ -88,12 +88,7 @@ class Inference:
             # the batch's texts, encoded once; the scorers read them from this batch-local cache
             out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
                                                    model=self.model, batch_size=self.batch_size, device=self.device)
-            # an empty workspace of the actor's own: steps may open ``ctx.workspace`` (a scorer checks that its
-            # column holds no labels); the driver runs that check against the real one (``Precomputed.run``)
-            from curate.storage.workspace import Workspace
-
-            Workspace(Path(tmp) / "workspace")
-            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp) / "workspace")
+            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
             for scorer in self.scorers:
                 result = scorer.run(rows, ctx)
                 out[f"{scorer.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
@@ -176,10 +171,13 @@ class Precomputed:
     def describe(self) -> dict[str, Any]:
         return self.step.describe()
 
-    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
+    def check_column(self, ws: Any) -> None:
+        """The wrapped step's own rule about its column (``ws.apply`` calls it), if it has one."""
         check = getattr(self.step, "check_column", None)
-        if check is not None:  # the step's own check against the real workspace (the actors had an empty one)
-            check(ctx.workspace)
+        if check is not None:
+            check(ws)
+
+    def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         missing = [row for row in rows if row.id not in self.results]
         rest = self.step.run(missing, ctx) if missing else StepOutput([], [])
         computed = iter(range(len(missing)))

@@ -21,7 +21,7 @@ import numpy as np
 import curate.scorers.crossencoder as ce
 from curate.errors import ScorerError
 from curate.scorers.features import Row, input_texts
-from curate.scorers.model import FORMAT_VERSION, KINDS, Scorer, _json_default, training_fingerprint
+from curate.scorers.model import KINDS, Scorer, training_fingerprint, write_scorer_json
 
 KIND = "cross-encoder"
 CHUNK = 512  # rows per cached prediction chunk
@@ -167,16 +167,13 @@ class CrossEncoderScorer(Scorer):
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.numpy import save_file
 
-        from curate import __version__
 
         if not self.weights:
             raise ScorerError("nothing to save: the scorer is not fitted")
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(out / "adapter.safetensors"))
-        doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **self.config(),
-               "metadata": self.metadata, "metrics": self.metrics}
-        (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+        write_scorer_json(out, self.config(), self.metadata, self.metrics)
         return out
 
     @classmethod

@@ -64,6 +64,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def write_scorer_json(out: Path, config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """``out/scorer.json``: the format version, the curate version, a scorer's config, metadata and metrics."""
+    from curate import __version__
+
+    doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **config, "metadata": metadata,
+           "metrics": metrics}
+    (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
 class Scorer:
     """A small trained scorer that imitates a judge (MiniLM embeddings + a linear head).
 
@@ -239,16 +248,10 @@ class Scorer:
                         "rows_total": self.metrics.get("rows_total")})
         return out
 
-    def check_column(self, workspace: str | os.PathLike) -> None:
-        """Refuse to write over labels: a column another producer (an LLM judge, a loaded label column)
-        wrote is never replaced by a scorer's predictions, nor left beside them with a stale digit mass."""
-        from curate.errors import WorkspaceError
-        from curate.storage.workspace import Workspace as StorageWorkspace
-
-        try:
-            ws = StorageWorkspace.open(workspace)
-        except WorkspaceError:  # run outside a workspace (a bare StepContext): no column to protect
-            return
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over labels (``ws.apply`` calls this before running): a column another producer (an
+        LLM judge, a loaded label column) wrote is never replaced by a scorer's predictions, nor left beside
+        them with a stale digit mass."""
         if ws.has_column(self.column):
             kind = ws.column_provenance(self.column).get("kind")
             if kind != "scorer":
@@ -257,7 +260,6 @@ class Scorer:
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
-        self.check_column(ctx.workspace)
         values: list[list[float | None] | None] = []
         failures: list[list[Failure]] = []
         todo, where, ends = [], [], []
@@ -298,7 +300,6 @@ class Scorer:
         """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``."""
         from safetensors.numpy import save_file
 
-        from curate import __version__
 
         if not self.weights:
             raise ScorerError("nothing to save: the scorer is not fitted")
@@ -306,9 +307,7 @@ class Scorer:
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: np.ascontiguousarray(v, dtype=np.float32 if k == "coef" else np.float64)
                    for k, v in self.weights.items()}, str(out / "head.safetensors"))
-        doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **self.config(),
-               "metadata": self.metadata, "metrics": self.metrics}
-        (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+        write_scorer_json(out, self.config(), self.metadata, self.metrics)
         return out
 
     @classmethod

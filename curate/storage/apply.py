@@ -104,6 +104,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
     fingerprint = step.fingerprint()
     with ws.column_lock(step.column):
+        check_column = getattr(step, "check_column", None)
+        if check_column is not None:  # the step's own rule about the column it would write (e.g. never over labels)
+            check_column(ws)
         todo = rows_needing_work(ws, step, asked, fingerprint, force=force, retry_failed=retry_failed)
         out = StepOutput([], [])
         if todo:

@@ -4,7 +4,9 @@ A step (a judge, a trained scorer, the tagger, an embedding model, a model signa
 object with the attributes and methods of :class:`Step`. ``Workspace.apply(step)`` owns everything
 around it: which rows need work (a row already computed under the same fingerprint is skipped), id
 alignment, merging a subset into the column, provenance, the failure column, the lock that stops two
-processes paying twice, and the progress bar. No base class to inherit: a protocol.
+processes paying twice, and the progress bar. No base class to inherit: a protocol. A step may also
+define ``check_column(ws)``: ``apply`` calls it under the column lock before any work, so a step can refuse
+to write its column (a trained scorer never writes over a judge's labels).
 
 Turn steps store one value per user turn for every row (a list, even for single-turn rows) and
 declare their reducer (``sum``: DEITA's Σ over turns), which selection, plots, the report and training
