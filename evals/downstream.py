@@ -1,7 +1,8 @@
 """The downstream proof (issue 15, item 7): does a curated subset of pool_30k train a better small model?
 
 Selections of the same size (``DOWNSTREAM_SIZE`` rows, default 2,000) from pool_30k by random, DEITA (curate's
-default selection: complexity x quality with the diversity filter, from a scored workspace), InsTag, IFD
+default selection: complexity x quality with the diversity filter, from a scored workspace), InsTag (tags
+from evals/instag_pool.py on that workspace), IFD
 (Cherry LLM: drop IFD >= 1, highest IFD first), LESS (curate.train.less, target = high-rated MT-bench answers
 of other questions) and Dataset Cartography (ambiguous-first with a third easy rows; plus Data Diet EL2N from
 the same run). Each trains the same model with the same settings (LoRA SFT, ``DOWNSTREAM_SEEDS`` seeds) and is
@@ -16,9 +17,11 @@ Two modes:
       DOWNSTREAM_POOL (jsonl[.gz] with uid/source/instruction/input/output), DOWNSTREAM_MODEL (HF folder;
       default the packaged SmolLM2-135M-Instruct), DOWNSTREAM_SIZE, DOWNSTREAM_SEEDS, DOWNSTREAM_EPOCHS,
       DOWNSTREAM_LR, DOWNSTREAM_RANK, DOWNSTREAM_BATCH, DOWNSTREAM_MAX_LENGTH, CARTO_CANDIDATES, CARTO_EPOCHS,
-      LESS_CANDIDATES, LESS_EPOCHS, DOWNSTREAM_METHODS, DOWNSTREAM_DEADLINE_S, DOWNSTREAM_WORK, OUT.
+      LESS_CANDIDATES, LESS_EPOCHS, DOWNSTREAM_METHODS, DOWNSTREAM_RUNS (method:seed,...), DOWNSTREAM_DEADLINE_S,
+      DOWNSTREAM_WORK, OUT.
 Results go to $OUT/downstream.json after every fine-tune (a timeout keeps what finished); the table and a
-RESULT line are printed at the end.
+RESULT line are printed at the end. On the GPU machine, source evals/device_smollm2_setup.sh first; the
+table across calls: evals/downstream_table.py (results in evals/results/issue15_downstream_h200/).
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 STARTED = time.time()
 DATA = Path(os.environ.get("CURATE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ALL_METHODS = ("random", "deita", "instag", "ifd", "less", "cartography", "el2n")
-INSTAG_NOTE = ("InsTag: not cheaply available: pool_30k has no tags; tagging 30k rows needs an LLM tagger "
-               "(InsTag's is a 7B model or GPT-4) and the tag classifier needs an LLM-tagged sample first")
+INSTAG_NOTE = ("InsTag: no instag_uids.json among the inputs: tag the scored workspace first "
+               "(evals/instag_pool.py WORKSPACE), then prepare again")
 
 
 def env(name: str, default, cast=int):
@@ -59,14 +62,19 @@ def prepare(out: Path, workspace: Path, ifd_json: Path) -> None:
     from curate.session import Workspace
 
     out.mkdir(parents=True, exist_ok=True)
-    ws = Workspace.open(workspace)
-    uid = dict(zip(ws.ids, ws.column("uid"), strict=True))
-    deita = [uid[i] for i in ws.selection("deita").ids]  # kept rows in rank order
-    (out / "deita_uids.json").write_text(json.dumps({"params": ws.selections["deita"].get("params"), "uids": deita}))
-    rows = json.load(open(ifd_json))["rows"]
-    ifd = {r[0]: round(r[2], 6) for r in rows if r[2] is not None}
-    with gzip.open(out / "ifd.json.gz", "wt") as fh:
-        json.dump(ifd, fh)
+    if workspace.exists():  # the scored pool (curate run): DEITA's selection, InsTag's if evals/instag_pool.py ran
+        ws = Workspace.open(workspace)
+        uid = dict(zip(ws.ids, ws.column("uid"), strict=True))
+        for name in ("deita", "instag"):
+            if name in ws.selections:
+                how = {k: v for k, v in ws.selections[name].items() if k in ("params", "info")}
+                (out / f"{name}_uids.json").write_text(json.dumps({"params": how.get("params"), "how": how,
+                                                                   "uids": [uid[i] for i in ws.selection(name).ids]}))
+    if ifd_json.exists():  # the GPU IFD run over the pool (a later run can reuse an ifd.json.gz already here)
+        rows = json.load(open(ifd_json))["rows"]
+        ifd = {r[0]: round(r[2], 6) for r in rows if r[2] is not None}
+        with gzip.open(out / "ifd.json.gz", "wt") as fh:
+            json.dump(ifd, fh)
     categories = {str(json.loads(line)["question_id"]): json.loads(line)["category"]
                   for line in open(DATA / "mt_bench_80_questions.jsonl")}
     refs = []
@@ -83,7 +91,7 @@ def prepare(out: Path, workspace: Path, ifd_json: Path) -> None:
                          "response": r["response"]})
     with gzip.open(out / "refs.jsonl.gz", "wt") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in refs)
-    print(f"prepared {out}: deita {len(deita)}, ifd {len(ifd)}, refs {len(refs)} "
+    print(f"prepared {out}: {sorted(p.name for p in out.iterdir())}, refs {len(refs)} "
           f"(eval {sum(r['role'] == 'eval' for r in refs)}, LESS target {sum(r['role'] == 'target' for r in refs)})")
 
 
@@ -117,6 +125,8 @@ class Runner:
         self.seeds = list(range(env("DOWNSTREAM_SEEDS", 2)))
         self.deadline = env("DOWNSTREAM_DEADLINE_S", 510, float)
         self.methods = [m for m in os.environ.get("DOWNSTREAM_METHODS", ",".join(ALL_METHODS)).split(",") if m]
+        # only these "method:seed" fine-tunes (default all): completes a table across calls without redoing runs
+        self.runs = {r for r in os.environ.get("DOWNSTREAM_RUNS", "").split(",") if r}
         self.model = Path(os.environ.get("DOWNSTREAM_MODEL") or default_model_dir())
         self.device = resolve_device(os.environ.get("DOWNSTREAM_DEVICE") or None)
         self.work = Path(os.environ.get("DOWNSTREAM_WORK", "/tmp/downstream_work"))
@@ -193,7 +203,13 @@ class Runner:
             self.add_selection("ifd", sorted(ifd, key=lambda u: (-ifd[u], u)),
                                "Cherry LLM: IFD < 1, highest IFD first (SmolLM2-135M-Instruct IFD, H200 run)")
         if "instag" in self.methods:
-            self.notes["instag"] = INSTAG_NOTE
+            path = self.inputs / "instag_uids.json"
+            if path.exists():
+                d = json.loads(path.read_text())
+                self.add_selection("instag", [u for u in d["uids"] if u in self.by_uid],
+                                   f"InsTag complexity-first diverse sampling on predicted tags ({d.get('how')})")
+            else:
+                self.notes["instag"] = INSTAG_NOTE
 
     def candidates(self, n: int, seed: int = 0) -> list[str]:
         uids = sorted(self.by_uid)
@@ -232,7 +248,7 @@ class Runner:
             kept, _, _ = prune_easiest(scores, self.size)
             self.add_selection("el2n", [run.ids[i] for i in kept],
                                f"Data Diet EL2N at epoch {min(TRAIN.early_epoch, run.epochs_done)} of the same run, "
-                               "easiest pruned")
+                               f"easiest pruned, from {len(cand)} random candidates")
 
     def less(self) -> None:
         try:
@@ -272,6 +288,8 @@ class Runner:
     def sft(self, method: str, seed: int) -> None:
         from curate.train.harness import finetune
 
+        if self.runs and f"{method}:{seed}" not in self.runs:
+            return
         est = np.median(self.sft_seconds) if self.sft_seconds else 0.0
         if est > self.left():
             self.notes[f"{method} seed {seed}"] = f"skipped: ~{est:.0f} s needed, {self.left():.0f} s left"
@@ -315,7 +333,7 @@ class Runner:
         if {"cartography", "el2n"} & set(self.methods):
             self.cartography()
         for seed in self.seeds[:2]:
-            for m in ("ifd", "cartography", "el2n"):
+            for m in ("instag", "ifd", "cartography", "el2n"):
                 if m in self.selections:
                     self.sft(m, seed)
         if "less" in self.methods:
