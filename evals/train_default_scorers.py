@@ -11,10 +11,15 @@ evals/bench_scorers.py). What changed in issue 13 is what teaches the head (:fun
               preferences (pairwise, Bradley-Terry), mixed; length is one of the features, so the pairs'
               length bias is learned where it is real and the text statistics must add to it;
 - complexity: FLASK difficulty levels (pointwise) and synthetic same-task constraint chains
-              (:mod:`curate.scorers.constraints`, training families only; pairwise).
+              (:mod:`curate.scorers.constraints`, training families only; pairwise). ``--complexity-chains
+              appended`` (default, the shipped weights): append-only chains. ``rewritten``: versions rewritten
+              with requirement-free filler (length orders ~82% of their pairs), each also paired with a
+              filler-padded twin as a tie (P = 0.5), plus requirement-word features; not shipped, since its
+              held-out FLASK Spearman drops by more than 0.01 (issue13_length_neutral_chains.log).
 
 Splits by instruction / question id (evals/scorer_label_data.py): hyperparameters by the ``val`` groups,
-figures on the ``test`` groups and on held-out constraint families; the shipped head is then refitted on
+figures on the ``test`` groups and on chains of held-out constraint families in held-out phrasings (and on
+old-style append-only chains of those families, which length alone orders perfectly); the shipped head is then refitted on
 train + val (test groups stay out). Scores are put on DEITA's 1-6 scale with the judge's spread.
 """
 
@@ -38,13 +43,18 @@ from curate.scorers.constraints import (  # noqa: E402
     TRAIN_FAMILIES,
     chain_pairs,
     constraint_chains,
+    filler_twins,
     order_accuracy,
+    rewritten_chains,
 )
 from curate.scorers.features import n_stat_columns  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "curate" / "evals"
 FEATURES = ["embeddings", "length", "stats"]
+# complexity also counts requirement words, clause marks and numbers (curate.scorers.features.requirement_stats):
+# what an added constraint adds and filler does not
+COMPLEXITY_FEATURES = FEATURES + ["requirements"]
 IMITATES = {
     "quality": {"judge": "quality", "model": "gpt-4", "label_set": "MT-bench single 1-10 + Auto-J 1-10 + AlpacaEval "
                 "GPT-4 preferences", "scale_map": "GPT-4 1..10 -> 1 + (x - 1) * 5/9 on DEITA's 1-6 scale"},
@@ -80,7 +90,7 @@ def make(name: str, **cfg) -> Scorer:
         return Scorer(reads=["instruction", "response"], head="ridge", features=FEATURES, embed_inputs=["instruction"],
                       label_range=(1, 10), output_range=(1, 6), name="quality", imitates=IMITATES["quality"],
                       embedding_weight=cfg.get("embedding_weight", 1.0), alpha=cfg.get("alpha", 10.0))
-    return Scorer(reads=["instruction"], head="ridge", features=FEATURES, label_range=(1, 5), output_range=(1, 6),
+    return Scorer(reads=["instruction"], head="ridge", features=cfg.get("features", FEATURES), label_range=(1, 5), output_range=(1, 6),
                   name="complexity", imitates=IMITATES["complexity"], embedding_weight=cfg.get("embedding_weight", 1.0),
                   alpha=cfg.get("alpha", 10.0))
 
@@ -205,65 +215,97 @@ def val_score(rep) -> float:
 
 
 # -- complexity ---------------------------------------------------------------------------------------
-def complexity_sets(data: Path):
+RECIPES = ("appended", "rewritten")  # complexity chains: "appended" made the shipped weights; see --complexity-chains
+
+
+def complexity_sets(data: Path, recipe: str = "appended"):
+    """FLASK rows and, per split, the chains and filler twins (ties) the head learns from, plus the features.
+    ``appended``: append-only chains, no twins, no requirement features (the shipped weights); ``rewritten``:
+    length-neutral rewritten chains with filler twins and requirement features. Both test styles are built
+    for the report: held-out families, and for ``test_rewritten`` held-out phrasings too."""
     flask = D.flask_levels(data)
-    chains = {"train": constraint_chains(D.chain_seeds(flask, "train", 400), TRAIN_FAMILIES, seed=1),
-              "val": constraint_chains(D.chain_seeds(flask, "val", 120), TRAIN_FAMILIES, seed=2),
-              "test": constraint_chains(D.chain_seeds(flask, "test", 200), EVAL_FAMILIES, seed=3)}
-    return flask, chains
+    seeds = {"train": D.chain_seeds(flask, "train", 400), "val": D.chain_seeds(flask, "val", 120),
+             "test": D.chain_seeds(flask, "test", 200)}
+    rewritten = {"train": rewritten_chains(seeds["train"], TRAIN_FAMILIES, seed=1),
+                 "val": rewritten_chains(seeds["val"], TRAIN_FAMILIES, seed=2),
+                 "test": rewritten_chains(seeds["test"], EVAL_FAMILIES, seed=3, held_out=True)}
+    appended = {"train": constraint_chains(seeds["train"], TRAIN_FAMILIES, seed=1),
+                "val": constraint_chains(seeds["val"], TRAIN_FAMILIES, seed=2),
+                "test": constraint_chains(seeds["test"], EVAL_FAMILIES, seed=3)}
+    twins = {"train": filler_twins(rewritten["train"], seed=4), "val": filler_twins(rewritten["val"], seed=5),
+             "test": filler_twins(rewritten["test"], held_out=True, seed=6)}
+    chains = dict(rewritten if recipe == "rewritten" else appended, test_rewritten=rewritten["test"],
+                  test_appended=appended["test"])
+    return flask, {"chains": chains, "twins": twins if recipe == "rewritten" else {}, "eval_twins": twins,
+                   "features": COMPLEXITY_FEATURES if recipe == "rewritten" else FEATURES, "recipe": recipe}
 
 
-def fit_complexity(cfg, flask, chains, splits):
-    sc = make("complexity", **cfg)
+def fit_complexity(cfg, flask, chain_sets, splits):
+    chains, twins = chain_sets["chains"], chain_sets["twins"]
+    sc = make("complexity", features=chain_sets["features"], **cfg)
     rows = [r for r in flask if r["split"] in splits]
     X = features(sc, [r["instruction"] for r in rows], None)
-    prs = [p for s in splits for p in chain_pairs(chains.get(s, []))]
-    pa = features(sc, [h for h, _ in prs], None) if prs else None
-    pb = features(sc, [e for _, e in prs], None) if prs else None
+    prs = [(h, e, 1.0) for s in splits for h, e in chain_pairs(chains.get(s, []))]
+    prs += [(padded, plain, 0.5) for s in splits for padded, plain in twins.get(s, [])]
+    pa = features(sc, [h for h, _, _ in prs], None) if prs else None
+    pb = features(sc, [e for _, e, _ in prs], None) if prs else None
     labels = [r["label"] for r in rows]
     n_emb = X.shape[1] - n_stat_columns(sc.reads, sc.embed_inputs, sc.features)
-    sc.weights = fit_joint_head(X, zs(labels), pa, pb, np.ones(len(prs)) if prs else None, alpha=cfg["alpha"],
-                                pair_weight=cfg["pair_weight"], n_embedding_columns=n_emb,
+    sc.weights = fit_joint_head(X, zs(labels), pa, pb, np.array([p for _, _, p in prs]) if prs else None,
+                                alpha=cfg["alpha"], pair_weight=cfg["pair_weight"], n_embedding_columns=n_emb,
                                 embedding_weight=cfg["embedding_weight"], label_mean=float(np.mean(labels)),
                                 label_std=float(np.std(labels)))
     sc.weights["label_bounds"] = np.array([1.0, 5.0])
     return sc
 
 
-def complexity_report(sc, flask, chains, split, ref_split=("train", "val")) -> dict:
-    rows = [r for r in flask if r["split"] == split]
-    ref = [r for r in flask if r["split"] in ref_split]
-    y = 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
-    pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], None))
-    base = length_pred([len(r["instruction"]) for r in ref], 1 + (np.array([r["label"] for r in ref]) - 1) * 5 / 4,
-                       [len(r["instruction"]) + 1e-3 * i for i, r in enumerate(rows)])
-    ch = chains[split]
+def _chain_figures(sc, ch, families) -> dict:
     flat = [t for c in ch for t in c]
     s = sc.predict_features(features(sc, flat, None))
     k, per = 0, []
     for c in ch:
         per.append(s[k:k + len(c)].tolist())
         k += len(c)
-    return {"flask": {"scorer": agreement(y, pred), "instruction_length": agreement(y, base),
-                      "distribution": {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
-                                       "label_mean_std": [float(y.mean()), float(y.std())]}},
-            "chains": {"scorer": order_accuracy(ch, per),
-                       "instruction_length": order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch),
-                       "families": list(EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES)}}
+    return {"scorer": order_accuracy(ch, per), "instruction_length": order_accuracy(ch, [[len(t) for t in c] for c in ch]),
+            "chains": len(ch), "families": list(families)}
+
+
+def complexity_report(sc, flask, chain_sets, split, ref_split=("train", "val")) -> dict:
+    chains, twins = chain_sets["chains"], chain_sets["eval_twins"]
+    rows = [r for r in flask if r["split"] == split]
+    ref = [r for r in flask if r["split"] in ref_split]
+    y = 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
+    pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], None))
+    base = length_pred([len(r["instruction"]) for r in ref], 1 + (np.array([r["label"] for r in ref]) - 1) * 5 / 4,
+                       [len(r["instruction"]) + 1e-3 * i for i, r in enumerate(rows)])
+    families = EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES
+    tw = twins[split]
+    d = sc.predict_features(features(sc, [a for a, _ in tw], None)) - sc.predict_features(features(sc, [b for _, b in tw], None))
+    out = {"flask": {"scorer": agreement(y, pred), "instruction_length": agreement(y, base),
+                     "distribution": {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
+                                      "label_mean_std": [float(y.mean()), float(y.std())]}},
+           "chains": _chain_figures(sc, chains[split], families),
+           # share of filler-padded twins scored above their plain version (length alone: 1.0; no bias: ~0.5)
+           "filler_twins": {"scorer_padded_higher": float(np.mean(d > 0)), "mean_abs_diff": float(np.mean(np.abs(d))),
+                            "instruction_length_padded_higher": 1.0, "n": len(tw)}}
+    for style in ("rewritten", "appended"):  # both held-out styles, whatever the head learnt from
+        if f"{split}_{style}" in chains:
+            out[f"chains_{style}"] = _chain_figures(sc, chains[f"{split}_{style}"], families)
+    return out
 
 
 def complexity_val(rep) -> float:
     return 0.5 * rep["flask"]["scorer"]["spearman"] + 0.5 * (2 * rep["chains"]["scorer"] - 1)
 
 
-def train_all(data: Path, log=print, only: tuple[str, ...] = ("quality", "complexity")) -> dict:
+def train_all(data: Path, log=print, only: tuple[str, ...] = ("quality", "complexity"), recipe: str = "appended") -> dict:
     """Choose hyperparameters on val, report test, refit on train + val; returns scorers and figures.
     Zero-shot: a source left out of training entirely, measured on its test groups."""
     out: dict = {}
     if "quality" in only:
         train_quality_default(data, out, log)
     if "complexity" in only:
-        train_complexity_default(data, out, log)
+        train_complexity_default(data, out, log, recipe)
     return out
 
 
@@ -286,14 +328,14 @@ def train_quality_default(data: Path, out: dict, log=print) -> None:
     out["quality"]["scorer"] = final
 
 
-def train_complexity_default(data: Path, out: dict, log=print) -> None:
-    flask, chains = complexity_sets(data)
-    best = max(GRID["complexity"], key=lambda c: complexity_val(complexity_report(fit_complexity(c, flask, chains, ("train",)),
-                                                                                   flask, chains, "val", ("train",))))
+def train_complexity_default(data: Path, out: dict, log=print, recipe: str = "appended") -> None:
+    flask, chain_sets = complexity_sets(data, recipe)
+    best = max(GRID["complexity"], key=lambda c: complexity_val(complexity_report(fit_complexity(c, flask, chain_sets, ("train",)),
+                                                                                   flask, chain_sets, "val", ("train",))))
     log(f"complexity: chosen on val {best}")
-    sc = fit_complexity(best, flask, chains, ("train",))
-    out["complexity"] = {"config": best, "test": complexity_report(sc, flask, chains, "test")}
-    final = fit_complexity(best, flask, chains, ("train", "val"))
+    sc = fit_complexity(best, flask, chain_sets, ("train",))
+    out["complexity"] = {"config": best, "chains_recipe": recipe, "test": complexity_report(sc, flask, chain_sets, "test")}
+    final = fit_complexity(best, flask, chain_sets, ("train", "val"))
     final.metrics = {"holdout": {"scorer": out["complexity"]["test"]["flask"]["scorer"]}, "issue13": out["complexity"]}
     final.metadata.update({"trained_on_splits": ["train", "val"], "test_groups_held_out": True})
     out["complexity"]["scorer"] = final
@@ -306,8 +348,11 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--metrics", type=Path, default=Path(__file__).resolve().parent / "results" / "issue13_default_metrics.json")
     ap.add_argument("--only", choices=["quality", "complexity"], action="append")
+    ap.add_argument("--complexity-chains", choices=RECIPES, default="appended",
+                    help="appended: the shipped weights; rewritten: length-neutral chains + filler ties + requirement "
+                         "features (held-out FLASK 0.568 vs 0.585, not shipped: evals/results/issue13_length_neutral_chains.log)")
     args = ap.parse_args()
-    res = train_all(args.data, only=tuple(args.only or ("quality", "complexity")))
+    res = train_all(args.data, only=tuple(args.only or ("quality", "complexity")), recipe=args.complexity_chains)
     doc = json.loads(args.metrics.read_text()) if args.metrics.exists() else {}
     doc.update({name: {k: v for k, v in res[name].items() if k != "scorer"} for name in res})
     print(json.dumps(doc, default=float, indent=1))

@@ -15,10 +15,14 @@ from curate.scorers import Scorer
 from curate.scorers.constraints import (
     EVAL_FAMILIES,
     TRAIN_FAMILIES,
+    PHRASING,
     chain_pairs,
     constraint_chains,
+    filler_twins,
     order_accuracy,
+    rewritten_chains,
 )
+from curate.scorers.features import requirement_stats
 from curate.scorers.head import fit_joint_head, predict_head
 from curate.session import Workspace
 
@@ -123,6 +127,23 @@ def test_constraint_chains_grow_and_hold_out_families():
     assert order_accuracy(chains, [[len(t) for t in c] for c in chains]) == 1.0
     assert not set(EVAL_FAMILIES) & set(TRAIN_FAMILIES)
     assert len(chain_pairs(chains)) == 2 * 10
+
+
+def test_rewritten_chains_are_not_ordered_by_length_and_filler_twins_ask_for_nothing_more():
+    seeds = [f"Explain how topic number {i} works." for i in range(40)]
+    chains = rewritten_chains(seeds, TRAIN_FAMILIES, steps=5, seed=0)
+    assert all(len(c) == 6 and c[0].count(seeds[k]) >= 1 for k, c in enumerate(chains))
+    by_length = order_accuracy(chains, [[len(t) for t in c] for c in chains])
+    assert 0.6 < by_length < 0.95  # length helps, but a version with more requirements is often shorter
+    shorter_harder = sum(len(c[j]) < len(c[i]) for c in chains for i in range(6) for j in range(i + 1, 6))
+    assert shorter_harder > 0.05 * len(chain_pairs(chains))
+    twins = filler_twins(chains, seed=0)
+    assert len(twins) == 6 * len(chains) and all(len(padded) > len(plain) for padded, plain in twins)
+    assert all(requirement_stats(padded)[0] == requirement_stats(plain)[0] for padded, plain in twins)  # no new asks
+    held = rewritten_chains(seeds, EVAL_FAMILIES, seed=0, held_out=True)
+    train_fillers = {f.split("{")[0] for f in PHRASING[False]["fillers"]}
+    assert not any(f in t for c in held for t in c for f in train_fillers)  # the test never sees training filler
+    assert not set(PHRASING[True]["fillers"]) & set(PHRASING[False]["fillers"])
 
 
 def _ws(tmp_path) -> Workspace:

@@ -18,7 +18,7 @@ from curate.errors import ScorerError
 from curate.rows import Turn, as_turns
 
 INPUTS = ("instruction", "response")
-FEATURES = ("embeddings", "product", "length", "stats")
+FEATURES = ("embeddings", "product", "length", "stats", "requirements")
 
 # What a user may hand ``fit``/``predict``: a Turn, a plain instruction, a dict (an instruction/response
 # record, a label record with ``text``, or ``{"conversation": ...}``), or a one-turn conversation.
@@ -86,6 +86,15 @@ STAT_NAMES = ("log_lines", "list_items", "code_fence", "refusal", "distinct_word
               "digits", "headings", "mean_word_len", "log_words_per_sentence", "paragraphs", "bold", "numbered_items",
               "sentences", "log_words", "mean_line_len", "log_max_line_len", "wrap_up", "hedge", "example")
 PAIR_STAT_NAMES = ("log_length_ratio", "instruction_word_overlap", "cosine")
+# Words that state a requirement (obligation, limits, exclusions, additions) in English prompts generally; an
+# Evol rewrite adds them, politeness and context do not. Counted by :func:`requirement_stats`.
+_REQUIREMENT_CUE = re.compile(
+    r"\b(must|should|need to|needs to|make sure|ensure|be sure|required?|requirements?|has to|have to|at least|at most|"
+    r"no more than|no fewer than|exactly|within|limit|limited|maximum|minimum|only|do not|don't|avoid|without|never|also|"
+    r"additionally|furthermore|moreover|in addition|as well as|include|including|each|every|specific|specifically|"
+    r"step by step|format|constraints?)\b")
+_NUMBER = re.compile(r"\d+")
+REQUIREMENT_NAMES = ("log_requirement_cues", "log_clause_marks", "log_numbers")
 
 
 def text_stats(text: str) -> list[float]:
@@ -113,6 +122,14 @@ def text_stats(text: str) -> list[float]:
             float(bool(_WRAP_UP.search(lower))), float(bool(_HEDGE.search(lower))), float(bool(_EXAMPLE.search(lower)))]
 
 
+def requirement_stats(text: str) -> list[float]:
+    """How much a text asks for, in ``REQUIREMENT_NAMES`` order: requirement words, clause marks
+    (commas, semicolons, colons, list lines) and numbers, each as log(1 + count)."""
+    lower = text.lower()
+    clauses = len(re.findall(r"[,;:]", text)) + sum(bool(_LIST_ITEM.match(line)) for line in text.splitlines())
+    return [math.log1p(len(_REQUIREMENT_CUE.findall(lower))), math.log1p(clauses), math.log1p(len(_NUMBER.findall(text)))]
+
+
 def word_overlap(instruction: str, response: str) -> float:
     asked = set(instruction.lower().split())
     return len(asked & set(response.lower().split())) / max(1, len(asked))
@@ -137,6 +154,8 @@ def measure_texts(texts: dict[str, list[str]], embeddings: dict[str, np.ndarray]
     if on_rows is not None and len(stats) % every:
         on_rows(len(stats) % every)
     out[f"_stats_{last}"] = np.array(stats, dtype=np.float32).reshape(-1, len(STAT_NAMES))
+    out[f"_requirements_{last}"] = np.array([requirement_stats(t) for t in texts[last]],
+                                            dtype=np.float32).reshape(-1, len(REQUIREMENT_NAMES))
     if len(inputs) >= 2:
         a, b = inputs[:2]
         out["_overlap"] = np.array([word_overlap(x, z) for x, z in zip(texts[a], texts[b], strict=True)], dtype=np.float32)
@@ -165,6 +184,8 @@ def stat_parts(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inputs: 
             parts += [(np.log1p(emb[f"_chars_{b}"]) - np.log1p(emb[f"_chars_{a}"]))[:, None], emb["_overlap"][:, None]]
             if a in embed_inputs and b in embed_inputs:  # cosine of the two texts, when both are embedded
                 parts.append((emb[a] * emb[b]).sum(axis=1)[:, None])
+    if "requirements" in features:
+        parts.append(emb[f"_requirements_{inputs[-1]}"])
     return parts
 
 
@@ -180,4 +201,5 @@ def n_stat_columns(inputs: Sequence[str], embed_inputs: Sequence[str], features:
     pair_stats = 0
     if len(inputs) >= 2:  # the cosine is there only when both texts are embedded
         pair_stats = len(PAIR_STAT_NAMES) - (not set(inputs[:2]) <= set(embed_inputs))
-    return len(inputs) * ("length" in features) + ("stats" in features) * (len(STAT_NAMES) + pair_stats)
+    return (len(inputs) * ("length" in features) + ("stats" in features) * (len(STAT_NAMES) + pair_stats)
+            + ("requirements" in features) * len(REQUIREMENT_NAMES))

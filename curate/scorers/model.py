@@ -81,7 +81,8 @@ class Scorer:
     input in ``embed_inputs``), ``product`` (element-wise product of the first two inputs' embeddings),
     ``length`` (log characters of each input), ``stats`` (:func:`~curate.scorers.features.text_stats`
     of the last input, the judged text; with two inputs also their length ratio, word overlap and
-    embedding cosine). ``embedding_weight`` scales the standardised embedding columns (a larger ridge
+    embedding cosine), ``requirements`` (:func:`~curate.scorers.features.requirement_stats` of the last
+    input: requirement words, clause marks, numbers). ``embedding_weight`` scales the standardised embedding columns (a larger ridge
     penalty on them than on the few text statistics; 1.0 = one penalty for all). ``embed_inputs``: which
     inputs get a MiniLM embedding (default all; embedding long responses is the slow part of scoring a
     big pool, so a quality scorer may read the response through its statistics only).
