@@ -38,9 +38,8 @@ from curate.llm.base import (
     estimate_tokens,
     failure_result,
     format_usd,
-    is_loopback,
 )
-from curate.llm.openai_backend import _max_tokens, parse_chat_completion
+from curate.llm.openai_backend import _max_tokens, api_key, parse_chat_completion
 
 ENDPOINT = "/v1/chat/completions"
 INDEX = "llm-batches"
@@ -177,12 +176,7 @@ class OpenAIBatchBackend(Backend):
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}
 
     def _key(self) -> str:
-        key = self._api_key or os.environ.get(self.api_key_env)
-        if key:
-            return key
-        if is_loopback(self.base_url):
-            return "unused-local-key"
-        raise CurateError(f"no API key: set ${self.api_key_env} (or pass --api-key-env VAR)")
+        return api_key(self._api_key, self.api_key_env, self.base_url)
 
     @property
     def cache(self) -> Any:

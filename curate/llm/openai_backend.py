@@ -129,12 +129,7 @@ class OpenAIBackend(Backend):
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}
 
     def _key(self) -> str:
-        key = self._api_key or os.environ.get(self.api_key_env)
-        if key:
-            return key
-        if is_loopback(self.base_url):
-            return "unused-local-key"
-        raise CurateError(f"no API key: set ${self.api_key_env} (or pass --api-key-env VAR)")
+        return api_key(self._api_key, self.api_key_env, self.base_url)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for these tokens; None when the model's price is unknown."""
@@ -292,6 +287,16 @@ def _retry_after(headers) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str:
+    """The key to send: the one given, else ``$api_key_env``; a loopback server needs none (a placeholder)."""
+    key = explicit or os.environ.get(api_key_env)
+    if key:
+        return key
+    if is_loopback(base_url):
+        return "unused-local-key"
+    raise CurateError(f"no API key: set ${api_key_env} (or pass --api-key-env VAR)")
 
 
 def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
