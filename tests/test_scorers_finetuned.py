@@ -14,8 +14,8 @@ from curate.errors import CurateError, ScorerError
 from curate.scorers import Scorer
 from curate.scorers.constraints import (
     EVAL_FAMILIES,
-    TRAIN_FAMILIES,
     PHRASING,
+    TRAIN_FAMILIES,
     chain_pairs,
     constraint_chains,
     filler_twins,
