@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason
+from curate.errors import CurateError
 from curate.rows import turns
 from curate.signals import IFD, Engine, Learnability, LoraConfig, Perplexity
 from curate.signals.cache import LogprobCache
@@ -245,14 +246,24 @@ def test_learnability_tunes_once_and_rises_on_the_reference_rows(tiny_model, tmp
     base = ws.column("learnability_loss_base")[0]
     ref = ws.column("learnability_loss_reference")[0]
     assert ws.column("learnability")[0] == pytest.approx([b - r for b, r in zip(base, ref, strict=True)])
-    adapters = list((ws.cache_dir / "signals" / "lora").glob("*/adapter.safetensors"))
+    adapters = list((ws.cache_dir / "signals" / "lora").glob("*/adapter_model.safetensors"))
     assert len(adapters) == 1
+    saved = {f.name for f in adapters[0].parent.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "adapter.json"} <= saved  # peft's folder + settings
+    assert not [n for n in saved if n.endswith((".bin", ".pt", ".pkl"))]  # no pickle
     stamp = adapters[0].stat().st_mtime_ns
     other = Learnability(reference, tiny_model, dtype="float32", lora=cfg)
     assert other.fingerprint() == step.fingerprint()
     ws.apply(other, force=True, progress=False)
     assert adapters[0].stat().st_mtime_ns == stamp  # the tuned adapter was loaded, not retrained
     assert Learnability(reference[:2], tiny_model, dtype="float32", lora=cfg).fingerprint() != step.fingerprint()
+
+
+def test_learnability_names_lora_targets_the_model_lacks(tiny_model, tmp_path):
+    step = Learnability(CONVERSATIONS[:2], tiny_model, dtype="float32", lora=LoraConfig(steps=1, targets=("c_attn",)))
+    with pytest.raises(CurateError, match="lora_targets"):
+        step.reference_engine(tmp_path)
+    assert not list((tmp_path / "signals" / "lora").glob("*/"))  # nothing half-trained left in the cache
 
 
 def _signal_column(ws, name, values):

@@ -150,7 +150,7 @@ class Engine:
             dt = getattr(torch, self.dtype)
             model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=dt)
             if self.adapter is not None:
-                self.adapter.merge_into(model)
+                model = self.adapter.merged(model)
             self._model = model.to(self.device).eval()
         return self._model
 

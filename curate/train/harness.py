@@ -33,6 +33,7 @@ from curate.defaults import TRAIN
 from curate.errors import CurateError
 from curate.signals.cache import folder_fingerprint, json_fingerprint
 from curate.signals.engine import resolve_device
+from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter
 from curate.storage.step import RowInput
 from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches
@@ -138,28 +139,17 @@ def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainab
 
     if config.lora_rank == 0:
         return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
 
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     if checkpoint is not None:
         return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=config.lora_targets, task_type="CAUSAL_LM")
-    return get_peft_model(base, lora)
+    return attach_lora(base, config.lora_rank, config.lora_alpha, config.lora_targets)
 
 
 def _response_logits(model: Any, batch: Any) -> tuple[Any, Any]:
-    """(logits, hidden) at the batch's response positions: the backbone once, the head on those positions only."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = inner.config
-    plain = (not getattr(cfg, "final_logit_softcapping", None)
-             and getattr(cfg, "logit_scale", None) in (None, 1, 1.0) and inner.base_model is not inner)
-    if not plain:
-        raise CurateError(f"{type(inner).__name__}: the harness needs logits = head(last hidden state) (no "
-                          "soft-capping or logit scale) to train on response positions only")
-    hidden = inner.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    h = hidden[batch.rows, batch.cols]
-    return inner.get_output_embeddings()(h), h
+    """(logits, hidden) at the batch's response positions (see :func:`curate.signals.peft_lora.response_logits`)."""
+    return response_logits(model, batch.input_ids, batch.attention_mask, batch.rows, batch.cols)
 
 
 def _write_json(path: Path, obj: Any) -> None:
