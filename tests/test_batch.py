@@ -196,3 +196,34 @@ def test_max_cost_caps_what_a_batch_submits_at_the_batch_price(tmp_path):
     codes = [f.code for fails in ws.failures("complexity") for f in fails]
     assert codes == [FailureCode.BUDGET] * (20 - submitted) and result.failed == 20 - submitted
     assert math.isclose(result.provenance["cost_usd"], backend.spent_usd, rel_tol=1e-6)
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan nobody has reaped yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_batch_runner_past_its_timeout_is_stopped_with_the_processes_it_started(tmp_path):
+    """vLLM's runner starts engine and worker processes; stopping only the runner left them running (seen here:
+    a worker holding 2 GB and a core for an hour). A timed-out runner now takes its whole process group along."""
+    from curate.errors import CurateError
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    pidfile = tmp_path / "worker.pid"
+    script = ("import subprocess, sys, time\n"
+              "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              f"open({str(pidfile)!r}, 'w').write(str(w.pid))\n"
+              "time.sleep(120)\n")
+
+    class HangingRunner(VLLMBatchBackend):
+        def command(self, input_path, output_path):
+            return [sys.executable, "-c", script]
+
+    backend = HangingRunner(model_dir=tmp_path, timeout=4, log_path=tmp_path / "runner.log")
+    with pytest.raises(CurateError, match="timeout"):
+        backend.run_lines([])
+    worker = int(pidfile.read_text())
+    assert not _alive(worker)

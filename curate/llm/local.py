@@ -166,17 +166,11 @@ class LocalServer:
         raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the server's PID; SIGKILL it if it has not exited after ``timeout`` seconds."""
+        """Stop the server and its engine/worker processes (:func:`stop_process_group`)."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, timeout)
 
     def backend(self, **kwargs: Any) -> OpenAIBackend:
         """An ``OpenAIBackend`` talking to this server (kind ``local``)."""
@@ -215,6 +209,29 @@ class LocalServer:
 
 
 # -- a warm local judge ---------------------------------------------------------------------------------
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session=True``), wait up to ``timeout``
+    seconds, then SIGKILL what is left of the group: vLLM's engine and worker processes go with their parent
+    instead of lingering (a SIGKILL of the parent alone leaves them running, holding memory and a core)."""
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    signal_group(signal.SIGKILL)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def announce(server: LocalServer) -> Path:
     """Record a running server in ``$CURATE_HOME/local-server.json`` for other commands to reuse."""
     path = curate_home() / ANNOUNCE_FILE

@@ -23,7 +23,7 @@ from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.batch import batch_line, read_output_line
-from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env
+from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env, stop_process_group
 
 
 class VLLMBatchBackend(Backend):
@@ -66,8 +66,16 @@ class VLLMBatchBackend(Backend):
             inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "wb") as log:
-                proc = subprocess.run(self.command(inp, out), stdout=log, stderr=subprocess.STDOUT,
-                                      env=server_env(curate_home()), timeout=self.timeout)
+                proc = subprocess.Popen(self.command(inp, out), stdout=log, stderr=subprocess.STDOUT,
+                                        env=server_env(curate_home()), start_new_session=True)
+                try:
+                    proc.wait(self.timeout)
+                except subprocess.TimeoutExpired:
+                    stop_process_group(proc, 10.0)
+                    raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was stopped; "
+                                      f"log {self.log_path}") from None
+                finally:  # also on Ctrl-C; after a normal exit it ends any worker left behind
+                    stop_process_group(proc, 10.0)
             if proc.returncode != 0 or not out.exists():
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 raise CurateError(f"vLLM's batch runner exited with {proc.returncode}; log {self.log_path}:\n{tail}")
