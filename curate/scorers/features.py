@@ -137,8 +137,10 @@ def word_overlap(instruction: str, response: str) -> float:
 
 # -- measurements and the feature matrix -------------------------------------------------------------
 def measure_texts(texts: dict[str, list[str]], embeddings: dict[str, np.ndarray], inputs: Sequence[str],
-            on_rows: Callable[[int], Any] | None = None, every: int = 1000) -> dict[str, np.ndarray]:
-    """Embeddings plus the cheap per-text measurements (lengths, text statistics, word overlap).
+            on_rows: Callable[[int], Any] | None = None, every: int = 1000,
+            features: Sequence[str] = FEATURES) -> dict[str, np.ndarray]:
+    """Embeddings plus the cheap per-text measurements (lengths, text statistics, word overlap, and the
+    requirement counts when ``features`` asks for them).
 
     ``on_rows(k)`` is called as the statistics of ``k`` more rows are done (a progress bar's update).
     """
@@ -154,8 +156,9 @@ def measure_texts(texts: dict[str, list[str]], embeddings: dict[str, np.ndarray]
     if on_rows is not None and len(stats) % every:
         on_rows(len(stats) % every)
     out[f"_stats_{last}"] = np.array(stats, dtype=np.float32).reshape(-1, len(STAT_NAMES))
-    out[f"_requirements_{last}"] = np.array([requirement_stats(t) for t in texts[last]],
-                                            dtype=np.float32).reshape(-1, len(REQUIREMENT_NAMES))
+    if "requirements" in features:  # only the rewritten-chains complexity recipe reads them
+        out[f"_requirements_{last}"] = np.array([requirement_stats(t) for t in texts[last]],
+                                                dtype=np.float32).reshape(-1, len(REQUIREMENT_NAMES))
     if len(inputs) >= 2:
         a, b = inputs[:2]
         out["_overlap"] = np.array([word_overlap(x, z) for x, z in zip(texts[a], texts[b], strict=True)], dtype=np.float32)

@@ -154,7 +154,7 @@ class Scorer:
     def measure(self, texts: dict[str, list[str]], embeddings: dict[str, np.ndarray],
                 on_rows=None) -> dict[str, np.ndarray]:
         """Embeddings plus lengths, text statistics and word overlap (see :func:`features.measure_texts`)."""
-        return measure_texts(texts, embeddings, self.reads, on_rows=on_rows)
+        return measure_texts(texts, embeddings, self.reads, on_rows=on_rows, features=self.features)
 
     def featurize(self, rows_or_embedded: Sequence[Row] | dict[str, np.ndarray]) -> np.ndarray:
         """The feature matrix the head reads (rows, or the output of :meth:`embed`)."""
