@@ -51,8 +51,6 @@ def export_backend(path: Path):
 def replay_backend(path: Path):
     """vLLM's batch backend reading a runner's output file made elsewhere (evals/hf_run_batch.py on the GPU
     machine) instead of running vLLM here: curate's own batch reader and response cache take the lines."""
-    import shutil
-
     from curate.llm.local import SERVED_NAME
     from curate.llm.vllm_batch import VLLMBatchBackend
 
@@ -66,7 +64,6 @@ def replay_backend(path: Path):
             return {"backend": self.kind, "model": self.model, "output_file": str(path),
                     "runner": "evals/hf_run_batch.py (transformers, greedy, no guided decoding)"}
 
-    assert shutil  # the copy runs in the child process
     return Replay(model_dir=path.parent, served_name=SERVED_NAME)
 
 

@@ -71,10 +71,9 @@ class VLLMBatchBackend(Backend):
                 try:
                     proc.wait(self.timeout)
                 except subprocess.TimeoutExpired:
-                    stop_process_group(proc, 10.0)
                     raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was stopped; "
                                       f"log {self.log_path}") from None
-                finally:  # also on Ctrl-C; after a normal exit it ends any worker left behind
+                finally:  # on a timeout or Ctrl-C it stops the runner; after a normal exit, any worker left
                     stop_process_group(proc, 10.0)
             if proc.returncode != 0 or not out.exists():
                 tail = self.log_path.read_text(errors="replace")[-2000:]
