@@ -68,6 +68,11 @@ def test_cross_encoder_fit_predict_save_load(tiny_base, tmp_path):
     pred = sc.predict(rows)
     assert pred.shape == (len(rows),) and 1.0 <= pred.min() and pred.max() <= 6.0
     assert np.ptp(pred) > 0.5  # calibrated onto the label spread, not squeezed to a mean
+    import curate.scorers.crossencoder as ce
+
+    net, tok = sc._load_net()  # the LoRA-merged copy that predicts scores what the adapter-carrying net scores
+    unmerged = ce.predict_net(net, tok, [r["instruction"] for r in rows], [r["response"] for r in rows], max_length=32)
+    np.testing.assert_allclose(sc.predict_raw(rows), unmerged, atol=1e-4)
     out = sc.save(tmp_path / "ce")
     assert (out / "adapter.safetensors").stat().st_size <= 2 * 1024 * 1024
     loaded = Scorer.load(out)  # dispatches on scorer.json's kind
@@ -100,6 +105,27 @@ def test_cross_encoder_instruction_only_learns_constraint_order(tiny_base):
     flat = sc.predict(texts)
     per = [flat[k * 4:(k + 1) * 4].tolist() for k in range(len(chains))]
     assert order_accuracy(chains, per) > 0.6  # the length covariate alone can order them
+
+
+def test_cross_encoder_fine_tunes_under_bf16_mixed_precision(tiny_base):
+    """Mixed precision is entered per step: autocast caches its low-precision weight copies until its context
+    exits, so one autocast around the whole loop kept every forward at the initial (zero) head and the
+    training loss never moved (the GPU training of the first shipped adapters)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import curate.scorers.crossencoder as ce
+
+    rows, scores = _quality_rows(16)
+    y = (np.array(scores) - np.mean(scores)) / np.std(scores)
+    points = [(r["instruction"], r["response"], float(v)) for r, v in zip(rows, y, strict=True)]
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    steps = iter(range(1000))
+    info = ce.train_net(ce.build_net(tiny_base), tok, points=points, pairs=[], max_length=32, epochs=15, batch_size=8,
+                        lr=1e-3, amp_dtype=torch.bfloat16, evaluate=lambda: next(steps), eval_every=1)
+    losses = [h["loss"] for h in info["history"]]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])  # a frozen forward stays at the labels' variance (~1)
 
 
 def test_joint_head_learns_from_pairs_and_keeps_the_judge_spread():
@@ -213,7 +239,7 @@ def test_small_lm_kind_on_a_tiny_llama(tmp_path):
 
     folder = tmp_path / "tiny_llama"
     folder.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # reads rows as chat turns
         shutil.copy(prepare_model() / name, folder / name)
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -1,8 +1,10 @@
 """A MiniLM cross-encoder reader, LoRA-tuned (peft), with a small head and an explicit length covariate.
 
 The network reads ``[CLS] instruction [SEP] response [SEP]`` (or the instruction alone), mean-pools the
-last layer and maps it to one score: ``head(pooled) + cov(length features)``. The length term is a
-separate linear covariate, so what the text part learns is what length does not already explain.
+last layer and maps it to one score: ``head(pooled) + cov(length features)``; a small causal LM (the
+``small-lm`` kind) reads the row as a chat turn through its own chat template and pools its last token.
+The length term is a separate linear covariate, so what the text part learns is what length does not
+already explain.
 
 Training mixes two losses in every step (:func:`train_net`):
 
@@ -63,10 +65,15 @@ def _module():
             torch.nn.init.zeros_(self.head.weight)
             torch.nn.init.zeros_(self.head.bias)
             torch.nn.init.zeros_(self.cov.weight)
+            self.last_token = getattr(encoder.config, "model_type", "bert") != "bert"
 
         def pooled(self, batch: dict[str, Any]):
             keys = ("input_ids", "attention_mask", "token_type_ids")
             out = self.encoder(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
+            if self.last_token:  # a causal LM: only the last real token has read the whole row
+                mask = batch["attention_mask"]
+                last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+                return out[torch.arange(out.shape[0], device=out.device), last]
             mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
             return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
@@ -81,15 +88,47 @@ def ReaderNet(encoder, hidden: int):  # noqa: N802 (a factory standing in for th
     return _module()(encoder, hidden)
 
 
+def _fit_parts(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """Trim two token lists longest-first so together they fit ``budget`` (as the BERT pair tokenizer does)."""
+    if len(a) + len(b) <= budget:
+        return a, b
+    short = min(len(a), len(b))
+    keep_short = min(short, budget // 2)
+    keep_long = budget - keep_short
+    return (a[:keep_short], b[:keep_long]) if len(a) <= len(b) else (a[:keep_long], b[:keep_short])
+
+
+def chat_texts(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int) -> list[str]:
+    """A causal LM reads a row as its own chat turn (the tokenizer's chat template), instruction and response
+    trimmed longest-first to fit ``max_length``: a plain concatenation would not mark where the answer starts."""
+    def render(ins: str, res: str | None) -> str:
+        msgs = [{"role": "user", "content": ins}] + ([{"role": "assistant", "content": res}] if res is not None else [])
+        return tok.apply_chat_template(msgs, tokenize=False)
+
+    overhead = len(tok(render("", "" if responses is not None else None), add_special_tokens=False)["input_ids"])
+    budget = max(8, max_length - overhead)
+    out = []
+    for i, ins in enumerate(instructions):
+        a = tok(ins, add_special_tokens=False)["input_ids"]
+        b = tok(responses[i], add_special_tokens=False)["input_ids"] if responses is not None else []
+        a, b = _fit_parts(a, b, budget)
+        out.append(render(tok.decode(a), tok.decode(b) if responses is not None else None))
+    return out
+
+
 def encode_batch(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int,
                  device: Any = "cpu") -> dict[str, Any]:
-    """Tokenised (instruction, response) pairs (longest part truncated first) plus the covariates."""
+    """Tokenised (instruction, response) pairs (longest part truncated first) plus the covariates.
+    A tokenizer with a chat template and no separator token (a causal LM's) gets :func:`chat_texts`."""
     import torch
 
     if tok.pad_token is None:  # a causal LM's tokenizer: pad with end-of-sequence (masked out of the pooling)
         tok.pad_token = tok.eos_token
     kw = {"return_token_type_ids": False} if "token_type_ids" not in tok.model_input_names else {}
-    if responses is None:
+    if tok.sep_token is None and getattr(tok, "chat_template", None):
+        enc = tok(chat_texts(tok, instructions, responses, max_length), truncation=True, max_length=max_length,
+                  padding=True, return_tensors="pt", add_special_tokens=False, **kw)
+    elif responses is None:
         enc = tok(list(instructions), truncation=True, max_length=max_length, padding=True, return_tensors="pt", **kw)
     else:
         enc = tok(list(instructions), list(responses), truncation="longest_first", max_length=max_length,
@@ -124,12 +163,35 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     return out if out is not None else np.zeros(0, dtype=np.float32)
 
 
+def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any):
+    """One step's loss: squared error on the pointwise batch + Bradley-Terry on the pair batch."""
+    import torch
+
+    loss = torch.zeros((), device=device)
+    if pts:
+        ins = [p[0] for p in pts]
+        res = [p[1] for p in pts] if pts[0][1] is not None else None
+        y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
+        loss = loss + torch.nn.functional.mse_loss(net(encode_batch(tok, ins, res, max_length, device)), y)
+    if prs:
+        if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
+            a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
+            b = net(encode_batch(tok, [p[2] for p in prs], None, max_length, device))
+        else:
+            ins = [p[0] for p in prs]
+            a = net(encode_batch(tok, ins, [p[1] for p in prs], max_length, device))
+            b = net(encode_batch(tok, ins, [p[2] for p in prs], max_length, device))
+        target = torch.tensor([p[3] for p in prs], dtype=torch.float32, device=device)
+        loss = loss + pair_weight * torch.nn.functional.binary_cross_entropy_with_logits(a - b, target)
+    return loss
+
+
 def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               pairs: Sequence[tuple[str, str | None, str | None, float]], max_length: int, epochs: float = 2.0,
               batch_size: int = 16, lr: float = 3e-4, head_lr: float = 3e-3, weight_decay: float = 0.01,
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
-              log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+              log: Callable[[str], Any] | None = None, amp_dtype: Any = None) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -137,6 +199,10 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     is None and the two texts are instructions: (None, harder?, easier?, P(first is harder)).
     One step = one pointwise batch + one pair batch.
     ``evaluate()`` (higher is better) runs every ``eval_every`` steps; the best state is restored.
+    ``amp_dtype`` (e.g. ``torch.bfloat16`` on a GPU): mixed precision, entered afresh for each step's forward.
+    One autocast around the whole loop would be wrong: autocast caches its low-precision copy of each weight
+    until the context exits, so every forward would see the initial (zero) head and LoRA weights while the
+    float32 weights moved on gradients taken at that start point; nothing would be fine-tuned.
     """
     import torch
 
@@ -159,26 +225,13 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     def trainable_state():
         return {k: v.detach().clone() for k, v in net.state_dict().items() if "lora_" in k or k.startswith(("head", "cov"))}
 
+    device_type = torch.device(device).type
     for step in range(1, steps + 1):
         net.train()
-        loss = torch.zeros((), device=device)
-        pts = draw(points, batch_size)
-        if pts:
-            ins = [p[0] for p in pts]
-            res = [p[1] for p in pts] if pts[0][1] is not None else None
-            y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
-            loss = loss + torch.nn.functional.mse_loss(net(encode_batch(tok, ins, res, max_length, device)), y)
-        prs = draw(pairs, batch_size)
-        if prs:
-            if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
-                a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
-                b = net(encode_batch(tok, [p[2] for p in prs], None, max_length, device))
-            else:
-                ins = [p[0] for p in prs]
-                a = net(encode_batch(tok, ins, [p[1] for p in prs], max_length, device))
-                b = net(encode_batch(tok, ins, [p[2] for p in prs], max_length, device))
-            target = torch.tensor([p[3] for p in prs], dtype=torch.float32, device=device)
-            loss = loss + pair_weight * torch.nn.functional.binary_cross_entropy_with_logits(a - b, target)
+        with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device)
+        if amp_dtype is not None:
+            torch.clear_autocast_cache()  # also when a caller's (even disabled) autocast encloses this one
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
@@ -221,6 +274,16 @@ def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
                               for k, v in tensors.items() if k.startswith("head.")})
     net.cov.load_state_dict({k[len("cov."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
                              for k, v in tensors.items() if k.startswith("cov.")})
+
+
+def merged_for_inference(net):
+    """A copy of the reader with its LoRA folded into the base weights (peft ``merge_and_unload``), in eval mode:
+    the same scores with one matmul per layer instead of three (faster on a CPU)."""
+    import copy
+
+    merged = copy.deepcopy(net)
+    merged.encoder = merged.encoder.merge_and_unload()
+    return merged.eval()
 
 
 def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple[np.ndarray, np.ndarray]:

@@ -53,6 +53,7 @@ class CrossEncoderScorer(Scorer):
         self.output_range = tuple(output_range)
         self._net = None
         self._tok = None
+        self._merged = None  # the LoRA-merged copy that predicts (built on first use, dropped by fit)
 
     # -- the network --------------------------------------------------------------------------------
     @staticmethod
@@ -70,6 +71,12 @@ class CrossEncoderScorer(Scorer):
                 ce.load_tensors(self._net, self.weights)
         return self._net, self._tok
 
+    def _inference_net(self):
+        if self._merged is None:
+            net, _ = self._load_net()
+            self._merged = ce.merged_for_inference(net)
+        return self._merged, self._tok
+
     def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
         texts = input_texts(rows, self.reads)
         return texts["instruction"], texts.get("response")
@@ -77,7 +84,7 @@ class CrossEncoderScorer(Scorer):
     def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
         """Raw network scores (before calibration), cached per chunk under ``cache_dir`` when given."""
         ins, res = self._texts(rows)
-        net, tok = self._load_net()
+        net, tok = self._inference_net()
         out = np.zeros(len(ins), dtype=np.float32)
         fp = self.fingerprint()
         for s in range(0, len(ins), CHUNK):
@@ -145,6 +152,7 @@ class CrossEncoderScorer(Scorer):
                             batch_size=batch_size, seed=seed, log=log)
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
+        self._merged = None
         lo, hi = label_range or (float(y.min()), float(y.max()))
         c, d = self.output_range
         target = c + (y - lo) * (d - c) / (hi - lo)
