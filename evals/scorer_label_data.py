@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,34 @@ def chain_seeds(flask: list[dict[str, Any]], split: str, n: int | None = None) -
     """Seed instructions for constraint chains: FLASK instructions of one split (short ones, one paragraph)."""
     seeds = [r["instruction"] for r in flask if r["split"] == split and 20 <= len(r["instruction"]) <= 400]
     return seeds[:n] if n else seeds
+
+
+def constraints_module():
+    """``curate/scorers/constraints.py`` loaded by path (standard library only), so the GPU machine, which
+    lacks curate's dependencies, builds exactly the chains the CPU scripts build."""
+    name = "curate_constraints_by_path"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "curate/scorers/constraints.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def complexity_chain_sets(flask: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The constraint chains of every scorer script, per split: ``appended`` (each version appends one
+    requirement), ``rewritten`` (versions phrased afresh, padded with requirement-free filler; the test split
+    uses held-out phrasings) and ``twins`` (filler-padded copies of the rewritten versions: ties). Train and
+    val chains draw on the training families, test chains on the held-out families and seed instructions."""
+    c = constraints_module()
+    seeds = {"train": chain_seeds(flask, "train", 400), "val": chain_seeds(flask, "val", 120),
+             "test": chain_seeds(flask, "test", 200)}
+    rewritten = {"train": c.rewritten_chains(seeds["train"], c.TRAIN_FAMILIES, seed=1),
+                 "val": c.rewritten_chains(seeds["val"], c.TRAIN_FAMILIES, seed=2),
+                 "test": c.rewritten_chains(seeds["test"], c.EVAL_FAMILIES, seed=3, held_out=True)}
+    appended = {"train": c.constraint_chains(seeds["train"], c.TRAIN_FAMILIES, seed=1),
+                "val": c.constraint_chains(seeds["val"], c.TRAIN_FAMILIES, seed=2),
+                "test": c.constraint_chains(seeds["test"], c.EVAL_FAMILIES, seed=3)}
+    twins = {"train": c.filler_twins(rewritten["train"], seed=4), "val": c.filler_twins(rewritten["val"], seed=5),
+             "test": c.filler_twins(rewritten["test"], held_out=True, seed=6)}
+    return {"appended": appended, "rewritten": rewritten, "twins": twins}

@@ -87,6 +87,13 @@ def agreement(t, p) -> dict:
             "pairwise_accuracy": pair_acc(t, p), "n": int(len(t))}
 
 
+def amp(device: str):
+    """bfloat16 mixed precision on a GPU (entered per step inside ``CE.train_net``), none on the CPU."""
+    import torch
+
+    return torch.bfloat16 if str(device).startswith("cuda") else None
+
+
 def to6(label10):
     return 1 + (np.asarray(label10, float) - 1) * 5 / 9
 
@@ -192,14 +199,12 @@ def train_quality(args, pairs, singles, train_sources, device, log):
                 parts.append(spearman([r["label"] for r in rows], raw))
         return float(np.nanmean(parts))
 
-    import torch
 
     t0 = time.time()
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-        info = CE.train_net(net, tok, points=points, pairs=prs, max_length=QUALITY_MAX_LEN,
-                            epochs=args.epochs if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8,
-                            lr=args.lr, device=device, evaluate=evaluate,
-                            eval_every=max(20, int(len(prs) / 32 / 4)) if not args.tiny else 3, log=log)
+    info = CE.train_net(net, tok, points=points, pairs=prs, max_length=QUALITY_MAX_LEN,
+                        epochs=args.epochs if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8,
+                        lr=args.lr, device=device, evaluate=evaluate, amp_dtype=amp(device),
+                        eval_every=max(20, int(len(prs) / 32 / 4)) if not args.tiny else 3, log=log)
     info.update({"seconds": time.time() - t0, "n_points": len(points), "n_pairs": len(prs)})
     return net, tok, info
 
@@ -231,25 +236,37 @@ def quality_reports(net, tok, pairs, singles, device, test_sources, split="test"
 
 
 # -- complexity -------------------------------------------------------------------------------------------
-def complexity_run(args, device, log):
+def complexity_run(args, device, log, recipe: str = "appended"):
+    """FLASK levels (pointwise) + constraint chains of the training families (pairwise). ``appended``: the
+    append-only chains the shipped complexity_ce learnt from (all short seeds of each split); ``rewritten``:
+    the length-neutral chains, with filler-padded twins as ties (P = 0.5), from the same chain sets as
+    evals/train_default_scorers.py. Both are tested on FLASK test instructions and on both held-out chain
+    styles of ``D.complexity_chain_sets`` (the ridge's test chains), plus the filler-twin bias."""
     from transformers import AutoTokenizer
 
     flask = D.flask_levels(args.data)
     if args.tiny:
         flask = random.Random(0).sample(flask, 120)
     tr = [r for r in flask if r["split"] == "train"]
-    train_chains = CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
-    val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
-    test_chains = CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3)
-    pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
+    sets = D.complexity_chain_sets(flask)
+    if recipe == "rewritten":
+        train_chains, val_chains = sets["rewritten"]["train"], sets["rewritten"]["val"]
+        pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
+        pairs += [(None, padded, plain, 0.5) for padded, plain in sets["twins"]["train"]]
+    else:
+        train_chains = CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
+        val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
+        pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
     points = [(r["instruction"], None, float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
     tok = AutoTokenizer.from_pretrained(args.tok)
     net = CE.build_net(args.base).to(device)
     val = [r for r in flask if r["split"] == "val"]
 
+    def predict(texts):
+        return CE.predict_net(net, tok, texts, None, max_length=COMPLEXITY_MAX_LEN, batch_size=256, device=device)
+
     def score_chains(chains):
-        flat = [t for c in chains for t in c]
-        s = CE.predict_net(net, tok, flat, None, max_length=COMPLEXITY_MAX_LEN, batch_size=256, device=device)
+        s = predict([t for c in chains for t in c])
         out, k = [], 0
         for c in chains:
             out.append(s[k:k + len(c)].tolist())
@@ -257,33 +274,38 @@ def complexity_run(args, device, log):
         return out
 
     def evaluate():
-        raw = CE.predict_net(net, tok, [r["instruction"] for r in val], None, max_length=COMPLEXITY_MAX_LEN,
-                             batch_size=256, device=device)
+        raw = predict([r["instruction"] for r in val])
         return 0.5 * spearman([r["label"] for r in val], raw) + 0.5 * (2 * CONS.order_accuracy(val_chains, score_chains(val_chains)) - 1)
 
-    import torch
 
     t0 = time.time()
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-        info = CE.train_net(net, tok, points=points, pairs=pairs, max_length=COMPLEXITY_MAX_LEN,
-                            epochs=3.0 if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8, lr=args.lr,
-                            pair_weight=0.5, device=device, evaluate=evaluate,
-                            eval_every=40 if not args.tiny else 3, log=log)
-    info["seconds"] = time.time() - t0
-    raw_tr = CE.predict_net(net, tok, [r["instruction"] for r in tr], None, max_length=COMPLEXITY_MAX_LEN,
-                            batch_size=256, device=device)
-    cal = CE.quantile_map(raw_tr, 1 + (np.array([r["label"] for r in tr]) - 1) * 5 / 4)
+    info = CE.train_net(net, tok, points=points, pairs=pairs, max_length=COMPLEXITY_MAX_LEN,
+                        epochs=args.complexity_epochs if not args.tiny else 0.5,
+                        batch_size=32 if not args.tiny else 8, lr=args.lr, pair_weight=0.5, device=device,
+                        evaluate=evaluate, eval_every=args.complexity_eval_every if not args.tiny else 3, log=log,
+                        amp_dtype=amp(device))
+    info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs)})
+    to5 = lambda rows: 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4  # noqa: E731 (FLASK 1-5 -> 1-6)
+    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), to5(tr))
     test = [r for r in flask if r["split"] == "test"]
-    raw = CE.predict_net(net, tok, [r["instruction"] for r in test], None, max_length=COMPLEXITY_MAX_LEN,
-                         batch_size=256, device=device)
-    y = 1 + (np.array([r["label"] for r in test]) - 1) * 5 / 4
+    raw = predict([r["instruction"] for r in test])
     ln = np.log1p([len(r["instruction"]) for r in test])
-    rep = {"flask_test": {"scorer": agreement(y, CE.apply_map(raw, *cal)),
-                          "instruction_length": agreement(y, CE.apply_map(ln, *CE.quantile_map(
-                              np.log1p([len(r["instruction"]) for r in tr]), 1 + (np.array([r["label"] for r in tr]) - 1) * 5 / 4)))},
-           "chains_heldout_families": {"scorer": CONS.order_accuracy(test_chains, score_chains(test_chains)),
-                                       "instruction_length": CONS.order_accuracy(test_chains, [[len(t) for t in c] for c in test_chains]),
-                                       "chains": len(test_chains)}}
+    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), to5(tr))
+    rep = {"flask_test": {"scorer": agreement(to5(test), CE.apply_map(raw, *cal)),
+                          "instruction_length": agreement(to5(test), CE.apply_map(ln, *len_map))}}
+    if recipe == "appended":  # the figure the shipped complexity_ce was reported with
+        test_chains = CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3)
+        rep["chains_heldout_families"] = {"scorer": CONS.order_accuracy(test_chains, score_chains(test_chains)),
+                                          "instruction_length": CONS.order_accuracy(test_chains, [[len(t) for t in c] for c in test_chains]),
+                                          "chains": len(test_chains)}
+    for style in ("appended", "rewritten"):
+        ch = sets[style]["test"]
+        rep[f"chains_{style}"] = {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
+                                  "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]),
+                                  "chains": len(ch)}
+    tw = sets["twins"]["test"]
+    d = predict([a for a, _ in tw]) - predict([b for _, b in tw])
+    rep["filler_twins"] = {"scorer_padded_higher": float(np.mean(d > 0)), "n": len(tw)}
     return net, cal, info, rep
 
 
@@ -296,11 +318,12 @@ def save_net(net, cal, path: Path, meta: dict) -> None:
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(name: str, doc: str, argv=None, **defaults) -> None:
+    """Parse the command line, then :func:`run`; ``name`` tags the outputs (``ce``: MiniLM, ``lm``: SmolLM2)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
-    ap.add_argument("--base", required=True, help="MiniLM sentence-transformers folder (loaded as float32)")
-    ap.add_argument("--tok", required=True, help="MiniLM tokenizer folder")
+    ap.add_argument("--base", required=True, help="the reader's Hugging Face folder (MiniLM, or SmolLM2)")
+    ap.add_argument("--tok", help="its tokenizer folder (default: --base)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--epochs", type=float, default=2.0)
@@ -308,7 +331,15 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--loso", action="store_true", help="also leave-one-source-out quality runs")
     ap.add_argument("--budget-s", type=float, default=380.0, help="skip the optional runs past this many seconds")
-    args = ap.parse_args()
+    ap.add_argument("--only", choices=("all", "quality", "complexity"), default="all")
+    ap.add_argument("--complexity-chains", choices=("appended", "rewritten"), default="appended",
+                    help="appended: the shipped complexity_ce; rewritten: length-neutral chains + filler ties")
+    ap.add_argument("--complexity-epochs", type=float, default=3.0)
+    ap.add_argument("--complexity-eval-every", type=int, default=40)
+    ap.add_argument("--loso-sources", default="autoj,mtbench,alpaca_eval", help="sources to leave out, in order")
+    ap.set_defaults(**defaults)
+    args = ap.parse_args(argv)
+    args.tok = args.tok or args.base
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     logs: list[str] = []
@@ -319,38 +350,56 @@ def main() -> None:
         logs.append(line)
 
     metrics: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    out_file = args.out / ("issue13_gpu_metrics.json" if name == "ce" else f"issue13_gpu_{name}_metrics.json")
 
     def dump():
         metrics["log"] = logs
-        (args.out / "issue13_gpu_metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+        out_file.write_text(json.dumps(metrics, indent=1, default=float))
 
+    run(args, log, metrics, dump, name)
+
+
+def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
+    """The stages ``args.only`` picks: quality (all sources; test figures), complexity (``args.complexity_chains``),
+    then, with ``args.loso``, leave-one-source-out quality runs while ``args.budget_s`` allows.
+    Weights go to OUT/quality_{name}.safetensors and OUT/complexity_{name}[_rewritten].safetensors."""
+    t_start = time.time()
     pairs, singles = quality_data(args.data, args.tiny)
-    net, tok, info = train_quality(args, pairs, singles, {"alpaca_eval", "mtbench", "autoj"}, args.device, log)
-    rep, cal = quality_reports(net, tok, pairs, singles, args.device, {"alpaca_eval", "mtbench", "autoj"})
-    metrics["quality_ce"] = {"train": info, "test": rep}
-    save_net(net, cal, args.out / "quality_ce.safetensors", {"max_length": QUALITY_MAX_LEN, "best_step": info["best_step"]})
-    log(f"quality done: {json.dumps(rep)[:600]}")
-    dump()
-    del net
-    cnet, ccal, cinfo, crep = complexity_run(args, args.device, log)
-    metrics["complexity_ce"] = {"train": cinfo, "test": crep}
-    save_net(cnet, ccal, args.out / "complexity_ce.safetensors", {"max_length": COMPLEXITY_MAX_LEN})
-    log(f"complexity done: {json.dumps(crep)[:600]}")
-    dump()
+    run_seconds = 0.0
+    if args.only in ("all", "quality"):
+        net, tok, info = train_quality(args, pairs, singles, {"alpaca_eval", "mtbench", "autoj"}, args.device, log)
+        rep, cal = quality_reports(net, tok, pairs, singles, args.device, {"alpaca_eval", "mtbench", "autoj"})
+        metrics[f"quality_{name}"] = {"train": info, "test": rep}
+        save_net(net, cal, args.out / f"quality_{name}.safetensors", {"max_length": QUALITY_MAX_LEN, "best_step": info["best_step"]})
+        log(f"quality done: {json.dumps(rep)[:600]}")
+        dump()
+        run_seconds = info["seconds"]
+        del net
+    if args.only in ("all", "complexity"):
+        recipe = args.complexity_chains
+        key = f"complexity_{name}" + ("" if recipe == "appended" else f"_{recipe}")
+        cnet, ccal, cinfo, crep = complexity_run(args, args.device, log, recipe)
+        metrics[key] = {"train": cinfo, "test": crep}
+        save_net(cnet, ccal, args.out / f"{key}.safetensors", {"max_length": COMPLEXITY_MAX_LEN, "recipe": recipe})
+        log(f"complexity done: {json.dumps(crep)[:600]}")
+        dump()
+        del cnet
     if args.loso:
-        for held in ("autoj", "mtbench", "alpaca_eval"):
-            if time.time() - t_start + info["seconds"] * 1.2 + 15 > args.budget_s:
+        for held in args.loso_sources.split(","):
+            if time.time() - t_start + run_seconds * 1.2 + 15 > args.budget_s:
                 log(f"skipping leave-out-{held}: past the time budget")
                 continue
             sources = {"alpaca_eval", "mtbench", "autoj"} - {held}
             lnet, ltok, linfo = train_quality(args, pairs, singles, sources, args.device, log)
             lrep, _ = quality_reports(lnet, ltok, pairs, singles, args.device, {held}, split="all")
-            metrics[f"quality_ce_without_{held}"] = {"train": linfo, "zero_shot_all_rows": lrep}
+            metrics[f"quality_{name}_without_{held}"] = {"train": linfo, "zero_shot_all_rows": lrep}
             log(f"without {held}: {json.dumps(lrep)[:400]}")
             dump()
+            run_seconds = max(run_seconds, linfo["seconds"])
+            del lnet
     log("done")
     dump()
 
 
 if __name__ == "__main__":
-    main()
+    cli("ce", __doc__)
