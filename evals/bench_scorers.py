@@ -66,18 +66,18 @@ def throughput(rows: list[dict], n: int) -> dict[str, float]:
     t0 = time.perf_counter()
     emb = encode(ins)
     out["minilm instruction embedding (admission computes it anyway)"] = n / (time.perf_counter() - t0)
-    for name in ("quality", "complexity"):
-        sc = load_default(name)
+    for name, label in (("quality", "ridge quality (default)"), ("complexity_ridge", "ridge complexity_ridge")):
+        sc = load_default(name) if name == "quality" else Scorer.load(name)
         texts = {"instruction": ins, "response": [r["response"] for r in rows]}
         t0 = time.perf_counter()
         sc.predict_features(sc.featurize(sc.measure({k: texts[k] for k in sc.reads}, {"instruction": emb})))
-        out[f"ridge {name} (default), given the embeddings"] = n / (time.perf_counter() - t0)
-    for name in ("quality_ce", "complexity_ce"):
+        out[f"{label}, given the embeddings"] = n / (time.perf_counter() - t0)
+    for name, label in (("quality_ce", "cross-encoder quality_ce"), ("complexity", "cross-encoder complexity (default)")):
         sc = Scorer.load(name)
         sc.predict(rows[:4])
         t0 = time.perf_counter()
         sc.predict(rows)
-        out[f"cross-encoder {name} (max_length {sc.max_length})"] = n / (time.perf_counter() - t0)
+        out[f"{label} (max_length {sc.max_length})"] = n / (time.perf_counter() - t0)
     return out
 
 
@@ -111,8 +111,10 @@ def main() -> None:
     for held, rep in res["quality"]["zero_shot_source_held_out"].items():
         if held != "alpaca_eval":
             point_rows(table, "ridge, source unseen", f"{held} (test groups)", rep)
-    if gpu and "quality_ce_without_autoj" in gpu:
-        point_rows(table, "cross-encoder, source unseen", "autoj (all rows)", gpu["quality_ce_without_autoj"]["zero_shot_all_rows"]["autoj"])
+    for held in ("autoj", "mtbench"):
+        if gpu and f"quality_ce_without_{held}" in gpu:
+            point_rows(table, "cross-encoder, source unseen", f"{held} (all rows)",
+                       gpu[f"quality_ce_without_{held}"]["zero_shot_all_rows"][held])
     console.print(table)
 
     table = Table(title="quality: AlpacaEval GPT-4 preferences, pairwise accuracy (ties left out)")
@@ -137,20 +139,31 @@ def main() -> None:
             d = gpu["quality_ce"]["test"][s]["distribution"]
             table.add_row("cross-encoder", s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     d = res["complexity"]["test"]["flask"]["distribution"]
-    table.add_row("ridge (default)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
+    table.add_row("ridge (complexity_ridge)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     console.print(table)
 
-    table = Table(title="complexity: FLASK test instructions (GPT-4 difficulty) and constraint chains of held-out families")
+    table = Table(title="complexity: FLASK test instructions (GPT-4 difficulty); constraint chains of held-out families "
+                        "(appended: each version adds a clause; rewritten: held-out phrasings, filler, length-neutral)")
     for h in ("kind", "set", "predictor", "spearman / order acc", "kendall", "MAE", "n"):
         table.add_column(h)
     c = res["complexity"]["test"]
-    for kind, rep in [("ridge (default)", c)] + ([("cross-encoder", {"flask": gpu["complexity_ce"]["test"]["flask_test"],
-                                                                      "chains": gpu["complexity_ce"]["test"]["chains_heldout_families"]})]
-                                                 if gpu else []):
+    kinds = [("ridge (complexity_ridge)", {"flask": c["flask"], "chains_appended": c["chains_appended"],
+                                           "chains_rewritten": c["chains_rewritten"], "filler_twins": c["filler_twins"]})]
+    for key, kind in (("complexity_ce", "cross-encoder (default)"), ("complexity_ce_2_epochs", "cross-encoder, 2 epochs"),
+                      ("complexity_ce_rewritten", "cross-encoder, rewritten chains")):
+        if gpu and key in gpu:
+            t = gpu[key]["test"]
+            kinds.append((kind, {"flask": t["flask_test"], "chains_appended": t["chains_appended"],
+                                 "chains_rewritten": t["chains_rewritten"], "filler_twins": t["filler_twins"]}))
+    for kind, rep in kinds:
         for who in ("scorer", "instruction_length"):
             m = rep["flask"][who]
             table.add_row(kind, "flask", who, _fmt(m["spearman"]), _fmt(m["kendall"]), _fmt(m["mae"]), str(m["n"]))
-            table.add_row(kind, "chains (held-out families)", who, _fmt(rep["chains"][who]), "", "", str(rep["chains"]["chains"]))
+            for style in ("appended", "rewritten"):
+                ch = rep[f"chains_{style}"]
+                table.add_row(kind, f"chains, {style}", who, _fmt(ch[who]), "", "", str(ch["chains"]))
+        table.add_row(kind, "filler-padded twin scored higher", "scorer", _fmt(rep["filler_twins"]["scorer_padded_higher"]),
+                      "", "", str(rep["filler_twins"]["n"]))
     console.print(table)
 
     pool = [json.loads(line) for line in open(args.data / "pool_30k.jsonl", encoding="utf-8")][: args.rows * 4]
@@ -166,13 +179,17 @@ def main() -> None:
     console.print(table)
 
     z = res["quality"]["zero_shot_source_held_out"]
+    cx = gpu["complexity_ce"]["test"] if gpu else None
     print(f"RESULT quality_mtbench_spearman={q['mtbench']['scorer']['spearman']:.3f} "
           f"(len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
           f"(len {q['autoj']['response_length']['spearman']:.3f}) alpaca_pair_acc={q['alpaca_eval']['all']['scorer']:.3f} "
           f"(len {q['alpaca_eval']['all']['response_length']:.3f}) zero_shot_autoj={z['autoj']['scorer']['spearman']:.3f} "
-          f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f} complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} "
-          f"(len {c['flask']['instruction_length']['spearman']:.3f}) chain_order={c['chains']['scorer']:.3f} "
-          f"(len {c['chains']['instruction_length']:.3f})"
+          f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f}"
+          + (f" complexity_flask_spearman={cx['flask_test']['scorer']['spearman']:.3f} "
+             f"(len {cx['flask_test']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
+             f"(len {cx['chains_appended']['instruction_length']:.3f}) rewritten_chain_order={cx['chains_rewritten']['scorer']:.3f} "
+             f"(len {cx['chains_rewritten']['instruction_length']:.3f})" if cx else "")
+          + f" ridge_complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} ridge_chain_order={c['chains_appended']['scorer']:.3f}"
           + (f" ce_mtbench={gpu['quality_ce']['test']['mtbench']['scorer']['spearman']:.3f} "
              f"ce_alpaca_pair_acc={gpu['quality_ce']['test']['alpaca_eval']['all']['scorer']:.3f}" if gpu else "")
           + " rows_per_s=" + ",".join(f"{v:.1f}" for v in tp.values()))

@@ -1,4 +1,6 @@
-"""Train the default scorers shipped in curate/scorers/weights/{complexity,quality}/ from real GPT-4 labels.
+"""Train the ridge scorers shipped in curate/scorers/weights/{quality,complexity_ridge}/ from real GPT-4 labels
+(``quality`` is the default quality scorer; the default complexity scorer is the cross-encoder of
+evals/train_scorers_gpu.py since its training was fixed, and ``complexity_ridge`` is the fast baseline).
 
     python evals/train_default_scorers.py [--data ../shared/data] [--out curate/scorers/weights] [--no-save]
 
@@ -42,10 +44,7 @@ from curate.scorers.constraints import (  # noqa: E402
     EVAL_FAMILIES,
     TRAIN_FAMILIES,
     chain_pairs,
-    constraint_chains,
-    filler_twins,
     order_accuracy,
-    rewritten_chains,
 )
 from curate.scorers.features import n_stat_columns  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
@@ -91,7 +90,7 @@ def make(name: str, **cfg) -> Scorer:
                       label_range=(1, 10), output_range=(1, 6), name="quality", imitates=IMITATES["quality"],
                       embedding_weight=cfg.get("embedding_weight", 1.0), alpha=cfg.get("alpha", 10.0))
     return Scorer(reads=["instruction"], head="ridge", features=cfg.get("features", FEATURES), label_range=(1, 5), output_range=(1, 6),
-                  name="complexity", imitates=IMITATES["complexity"], embedding_weight=cfg.get("embedding_weight", 1.0),
+                  name="complexity_ridge", imitates=IMITATES["complexity"], embedding_weight=cfg.get("embedding_weight", 1.0),
                   alpha=cfg.get("alpha", 10.0))
 
 
@@ -224,16 +223,8 @@ def complexity_sets(data: Path, recipe: str = "appended"):
     length-neutral rewritten chains with filler twins and requirement features. Both test styles are built
     for the report: held-out families, and for ``test_rewritten`` held-out phrasings too."""
     flask = D.flask_levels(data)
-    seeds = {"train": D.chain_seeds(flask, "train", 400), "val": D.chain_seeds(flask, "val", 120),
-             "test": D.chain_seeds(flask, "test", 200)}
-    rewritten = {"train": rewritten_chains(seeds["train"], TRAIN_FAMILIES, seed=1),
-                 "val": rewritten_chains(seeds["val"], TRAIN_FAMILIES, seed=2),
-                 "test": rewritten_chains(seeds["test"], EVAL_FAMILIES, seed=3, held_out=True)}
-    appended = {"train": constraint_chains(seeds["train"], TRAIN_FAMILIES, seed=1),
-                "val": constraint_chains(seeds["val"], TRAIN_FAMILIES, seed=2),
-                "test": constraint_chains(seeds["test"], EVAL_FAMILIES, seed=3)}
-    twins = {"train": filler_twins(rewritten["train"], seed=4), "val": filler_twins(rewritten["val"], seed=5),
-             "test": filler_twins(rewritten["test"], held_out=True, seed=6)}
+    sets = D.complexity_chain_sets(flask)
+    rewritten, appended, twins = sets["rewritten"], sets["appended"], sets["twins"]
     chains = dict(rewritten if recipe == "rewritten" else appended, test_rewritten=rewritten["test"],
                   test_appended=appended["test"])
     return flask, {"chains": chains, "twins": twins if recipe == "rewritten" else {}, "eval_twins": twins,
@@ -359,7 +350,7 @@ def main() -> None:
     if not args.no_save:
         args.metrics.write_text(json.dumps(doc, default=float, indent=1) + "\n")
         for name in res:
-            print("saved", res[name]["scorer"].save(args.out / name))
+            print("saved", res[name]["scorer"].save(args.out / res[name]["scorer"].name))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Train the issue-13 cross-encoder scorers (MiniLM + LoRA + head) on real GPT-4 labels; reproduces the shipped
-``curate/scorers/weights/quality_ce`` and ``complexity_ce`` adapters from ``../shared/data``.
+``curate/scorers/weights/quality_ce`` and ``complexity`` (the default complexity scorer) from ``../shared/data``.
 
-    PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda]
+    PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda] \
+        [--only quality --loso --loso-sources autoj,mtbench | --only complexity [--complexity-chains rewritten]]
     # CPU smoke test at tiny size:  ... --tiny --device cpu
+    # then: python3 evals/ship_gpu_scorer.py OUT/complexity_ce.safetensors OUT/issue13_gpu_metrics.json complexity_ce \
+    #           --name complexity --judge complexity --dest curate/scorers/weights/complexity
+    # (MINILM_DIR: the packaged MiniLM saved as fp16 with transformers, 45 MB: one device call carries it)
 
 quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and pairwise (AlpacaEval preferences,
             Bradley-Terry with soft targets; MT-bench same-question pairs) losses mixed; length is an explicit
@@ -11,7 +15,8 @@ quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and p
             trained on (``--loso``).
 complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, training families only); test on
             FLASK test instructions and on chains of held-out families over held-out seeds.
-Writes OUT/{quality_ce,complexity_ce}.safetensors (adapter + head + calibration), OUT/issue13_gpu_metrics.json.
+Writes OUT/{quality_ce,complexity_ce[_rewritten]}.safetensors (adapter + head + calibration) and
+OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
 Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
 """
 

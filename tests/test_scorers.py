@@ -15,6 +15,7 @@ from curate.codes import FailureCode
 from curate.rows import Turn, turns
 from curate.scorers import (
     WEIGHTS_DIR,
+    CrossEncoderScorer,
     Scorer,
     ScorerError,
     agreement,
@@ -172,18 +173,23 @@ def _recompute(scorer: Scorer, name: str, turns: list[Turn]) -> np.ndarray:
 
 def test_shipped_scorers_on_the_sample_equal_recomputation(tmp_path):
     # (issue 13 retrained the shipped heads, so tests/data/shipped_scorers_on_sample.json, the pre-redesign
-    # scores, no longer applies; the scores must still equal the head recomputed by hand from head.safetensors)
+    # scores, no longer applies; the ridge scores must still equal the head recomputed by hand from
+    # head.safetensors, and the default complexity cross-encoder's column must equal its own network's scores)
     from curate.cli.common import sample_path
 
     ws = Workspace(tmp_path / "ws")
     ws.load(sample_path())
-    turns = ws.turns()
-    for name in ("complexity", "quality"):
-        scorer = load_default(name)
+    turns = [t for row in ws.turns() for t in row]
+    for scorer in (load_default("quality"), Scorer.load("complexity_ridge"), load_default("complexity")):
         ws.apply(scorer, progress=False)
-        values = ws.column(name)
-        flat = [v for row in values for v in row]
-        np.testing.assert_allclose(flat, _recompute(scorer, name, [t for row in turns for t in row]), rtol=0, atol=1e-9)
+        flat = [v for row in ws.column(scorer.column) for v in row]
+        if isinstance(scorer, CrossEncoderScorer):
+            assert scorer.column == "complexity" and scorer.reads == ["instruction"]
+            want = scorer.calibrate(scorer.predict_raw([{"instruction": t.instruction} for t in turns]))
+            np.testing.assert_allclose(flat, want, rtol=0, atol=1e-5)
+            assert 1.0 <= min(flat) and max(flat) <= 6.0 and np.ptp(flat) > 0.5
+        else:
+            np.testing.assert_allclose(flat, _recompute(scorer, scorer.column, turns), rtol=0, atol=1e-9)
         again = ws.apply(scorer, progress=False)  # same fingerprint: nothing recomputed
         assert again.computed == 0 and again.skipped == len(ws)
 

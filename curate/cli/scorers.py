@@ -60,7 +60,7 @@ def train_scorer(
     kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds) or cross-encoder "
                              "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU)."),
     init: str | None = typer.Option(None, help="cross-encoder: start from this saved or shipped adapter "
-                                    "(e.g. quality_ce, complexity_ce)."),
+                                    "(e.g. quality_ce, complexity_ridge)."),
     epochs: float = typer.Option(2.0, help="cross-encoder: passes over the training labels."),
     features: str | None = typer.Option(None, help="ridge: comma-separated features (embeddings, product, length, "
                                         "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),

@@ -1,8 +1,10 @@
-"""The shipped default scorers: heads trained on real GPT-4 labels (``evals/train_default_scorers.py``).
+"""The shipped default scorers, trained on real GPT-4 labels.
 
-``weights/<name>/`` holds ``scorer.json`` and ``head.safetensors`` (a few KB; never the training data).
-Both map their judge's scale onto DEITA's 1-6 scale, so ``complexity * quality`` is DEITA's evol score.
-"""
+``weights/quality/``: a ridge head on MiniLM features (``head.safetensors``; ``evals/train_default_scorers.py``).
+``weights/complexity/``: a MiniLM cross-encoder, LoRA adapter + head (``adapter.safetensors``, < 1 MiB;
+``evals/train_scorers_gpu.py``, shipped with ``evals/ship_gpu_scorer.py``). Beside them: ``quality_ce`` (the
+cross-encoder kind for quality) and ``complexity_ridge`` (the fast ridge baseline). Both defaults map their
+judge's scale onto DEITA's 1-6 scale, so ``complexity * quality`` is DEITA's evol score."""
 
 from __future__ import annotations
 
