@@ -99,16 +99,20 @@ def chain_seeds(flask: list[dict[str, Any]], split: str, n: int | None = None) -
     return seeds[:n] if n else seeds
 
 
-def constraints_module():
-    """``curate/scorers/constraints.py`` loaded by path (standard library only), so the GPU machine, which
-    lacks curate's dependencies, builds exactly the chains the CPU scripts build."""
-    name = "curate_constraints_by_path"
+def curate_file(name: str, relative: str):
+    """A standard-library-only curate file loaded by path (once), so the GPU machine, which lacks curate's
+    dependencies, runs exactly the code the CPU scripts run."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "curate/scorers/constraints.py")
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / relative)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
         spec.loader.exec_module(mod)
     return sys.modules[name]
+
+
+def constraints_module():
+    """``curate/scorers/constraints.py`` (the constraint-chain builders), loaded by path."""
+    return curate_file("curate_constraints_by_path", "curate/scorers/constraints.py")
 
 
 def complexity_chain_sets(flask: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -35,10 +35,13 @@ def main() -> None:
     run = doc[args.key]
     tensors = load_file(str(args.weights))
     meta = {k: json.loads(v) for k, v in (load_safetensors_metadata(args.weights) or {}).items()}
+    if "max_length" not in meta:  # the reader's input length is part of the model: never guess it
+        raise SystemExit(f"{args.weights}: no max_length in its safetensors metadata (evals/train_scorers_gpu.py "
+                         "writes it); not a GPU training output")
     cls = SmallLMScorer if args.kind == "small-lm" else CrossEncoderScorer
     sc = cls(reads=["instruction", "response"] if args.judge == "quality" else ["instruction"], name=args.name,
              imitates={"judge": args.judge, "model": "gpt-4", "label_set": LABEL_SETS[args.judge]},
-             max_length=int(meta.get("max_length", 256)))
+             max_length=int(meta["max_length"]))
     sc.weights = dict(tensors)
     sc.metadata = {"trained_on_splits": ["train"], "early_stopped_on": "val groups", "test_groups_held_out": True,
                    "recipe": meta.get("recipe", "appended") if args.judge == "complexity" else "mixed pointwise + pairwise"}

@@ -23,7 +23,6 @@ Imports only torch/transformers/peft/safetensors/numpy and two curate files load
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import random
@@ -37,17 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "evals"))
 import scorer_label_data as D  # noqa: E402
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CE = _load("ce13", ROOT / "curate/scorers/crossencoder.py")
-CONS = _load("cons13", ROOT / "curate/scorers/constraints.py")
+CE = D.curate_file("curate_crossencoder_by_path", "curate/scorers/crossencoder.py")
+CONS = D.constraints_module()  # the same module object D's chain sets are built with
 QUALITY_MAX_LEN, COMPLEXITY_MAX_LEN = 256, 128
 
 
@@ -204,7 +194,6 @@ def train_quality(args, pairs, singles, train_sources, device, log):
                 parts.append(spearman([r["label"] for r in rows], raw))
         return float(np.nanmean(parts))
 
-
     t0 = time.time()
     info = CE.train_net(net, tok, points=points, pairs=prs, max_length=QUALITY_MAX_LEN,
                         epochs=args.epochs if not args.tiny else 0.5, batch_size=32 if not args.tiny else 8,
@@ -282,7 +271,6 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         raw = predict([r["instruction"] for r in val])
         return 0.5 * spearman([r["label"] for r in val], raw) + 0.5 * (2 * CONS.order_accuracy(val_chains, score_chains(val_chains)) - 1)
 
-
     t0 = time.time()
     info = CE.train_net(net, tok, points=points, pairs=pairs, max_length=COMPLEXITY_MAX_LEN,
                         epochs=args.complexity_epochs if not args.tiny else 0.5,
@@ -290,24 +278,25 @@ def complexity_run(args, device, log, recipe: str = "appended"):
                         evaluate=evaluate, eval_every=args.complexity_eval_every if not args.tiny else 3, log=log,
                         amp_dtype=amp(device))
     info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs)})
-    to5 = lambda rows: 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4  # noqa: E731 (FLASK 1-5 -> 1-6)
-    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), to5(tr))
+    def to6_flask(rows):  # FLASK levels 1-5 onto DEITA's 1-6
+        return 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
+
+    def chain_report(ch):
+        return {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
+                "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch)}
+
+    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), to6_flask(tr))
     test = [r for r in flask if r["split"] == "test"]
     raw = predict([r["instruction"] for r in test])
     ln = np.log1p([len(r["instruction"]) for r in test])
-    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), to5(tr))
-    rep = {"flask_test": {"scorer": agreement(to5(test), CE.apply_map(raw, *cal)),
-                          "instruction_length": agreement(to5(test), CE.apply_map(ln, *len_map))}}
+    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), to6_flask(tr))
+    rep = {"flask_test": {"scorer": agreement(to6_flask(test), CE.apply_map(raw, *cal)),
+                          "instruction_length": agreement(to6_flask(test), CE.apply_map(ln, *len_map))}}
     if recipe == "appended":  # the figure the shipped complexity_ce was reported with
-        test_chains = CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3)
-        rep["chains_heldout_families"] = {"scorer": CONS.order_accuracy(test_chains, score_chains(test_chains)),
-                                          "instruction_length": CONS.order_accuracy(test_chains, [[len(t) for t in c] for c in test_chains]),
-                                          "chains": len(test_chains)}
+        rep["chains_heldout_families"] = chain_report(
+            CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3))
     for style in ("appended", "rewritten"):
-        ch = sets[style]["test"]
-        rep[f"chains_{style}"] = {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
-                                  "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]),
-                                  "chains": len(ch)}
+        rep[f"chains_{style}"] = chain_report(sets[style]["test"])
     tw = sets["twins"]["test"]
     d = predict([a for a, _ in tw]) - predict([b for _, b in tw])
     rep["filler_twins"] = {"scorer_padded_higher": float(np.mean(d > 0)), "n": len(tw)}

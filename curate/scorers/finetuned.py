@@ -53,7 +53,7 @@ class CrossEncoderScorer(Scorer):
         self.output_range = tuple(output_range)
         self._net = None
         self._tok = None
-        self._merged = None  # the LoRA-merged copy that predicts (built on first use, dropped by fit)
+        self._merged = None  # the LoRA-merged net that predicts (built on first use, dropped by fit)
 
     # -- the network --------------------------------------------------------------------------------
     @staticmethod
@@ -74,7 +74,7 @@ class CrossEncoderScorer(Scorer):
     def _inference_net(self):
         if self._merged is None:
             net, _ = self._load_net()
-            self._merged = ce.merged_for_inference(net)
+            self._merged, self._net = ce.merged_for_inference(net), None  # fit() rebuilds the adapter from weights
         return self._merged, self._tok
 
     def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
