@@ -39,7 +39,8 @@ class JudgeDefaults:
 @dataclass(frozen=True)
 class EmbedDefaults:
     model: str = "all-MiniLM-L6-v2"
-    batch_size: int = 64
+    batch_size: int = 64             # rows per forward pass at most
+    batch_tokens: int = 1024         # padded tokens per forward pass on the CPU (curate.embed.batching)
     text: str = "instruction"        # instruction | conversation | response
     name: str = "default"
     backend: str = "torch"           # torch | onnx | onnx-int8 (curate.embed.encoder; evals/bench_embed.py)

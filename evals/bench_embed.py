@@ -4,7 +4,9 @@
                                 [--workspace /work/runs/new30k/workspace] [--agreement-rows 0] [--budget 6000]
 
 Speed: the same ``--texts`` texts (a fixed random sample of the workspace's ``instruction`` texts, the
-default embedding text), the same batch size, each backend timed in ``--rounds`` interleaved rounds (best
+default embedding text), the same batch size, each backend timed (``torch`` is curate's encode: token-budget
+batches on the CPU, :mod:`curate.embed.batching`; ``st-fixed``, the reference, is sentence-transformers' own
+encode in fixed batches of ``--batch-size``) in ``--rounds`` interleaved rounds (best
 kept: the machine is shared); texts/s, and texts per CPU-second of the process (with ``--threads 1`` the
 robust figure on a shared machine: time other processes take from the core is not counted). ``--threads``
 sets torch's and ONNX Runtime's threads (0: their defaults).
@@ -30,13 +32,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # both backends tokeni
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.defaults import DEITA, EMBED  # noqa: E402
-from curate.embed.encoder import default_model_path, encode  # noqa: E402
+from curate.embed.encoder import default_model_path, encode, load_model, model_id  # noqa: E402
 from curate.embed.onnx import TOKENS_PER_ROW, load_onnx  # noqa: E402
 from curate.rows import row_text  # noqa: E402
 from curate.select.admission import admit  # noqa: E402
 from curate.storage.workspace import Workspace  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+FIXED = "st-fixed"  # the reference: sentence-transformers' own encode in fixed batches of --batch-size rows
 
 
 def timed(fn):
@@ -80,29 +83,33 @@ def main() -> None:
     sample = [texts[i] for i in rng.choice(len(texts), min(args.texts, len(texts)), replace=False)]
     print(f"machine: {os.cpu_count()} CPUs shared with other work, load {os.getloadavg()}; threads "
           f"{threads or 'library defaults'}; {len(sample):,} texts, batch {args.batch_size}", flush=True)
-    run = {"torch": lambda: encode(sample, batch_size=args.batch_size, device="cpu", backend="torch")}
+    run = {"torch": lambda: encode(sample, batch_size=args.batch_size, device="cpu", backend="torch"),
+           FIXED: lambda: load_model(model_id(None), "cpu").encode(sample, batch_size=args.batch_size,
+                                                                   normalize_embeddings=True)}
     for b in ("onnx", "onnx-int8"):
         t, enc = timed(lambda b=b: load_onnx(str(default_model_path()), b, threads))
         print(f"{b}: {enc.path} ready in {t:.1f}s (an export at first use, else a load)", flush=True)
         run[b] = lambda enc=enc: enc.encode(sample, args.batch_size)
     encode(sample[:64], batch_size=args.batch_size, device="cpu", backend="torch")  # warm-up (loads torch's model)
-    times: dict[str, list[float]] = {b: [] for b in BACKENDS}
-    cpu: dict[str, list[float]] = {b: [] for b in BACKENDS}
+    timed_runs = (FIXED,) + BACKENDS
+    times: dict[str, list[float]] = {b: [] for b in timed_runs}
+    cpu: dict[str, list[float]] = {b: [] for b in timed_runs}
     vecs: dict[str, np.ndarray] = {}
     for _ in range(args.rounds):
-        for b in BACKENDS:
+        for b in timed_runs:
             c0 = time.process_time()
             t, vecs[b] = timed(run[b])
             times[b].append(t)
             cpu[b].append(time.process_time() - c0)
-    speed = {b: len(sample) / min(times[b]) for b in BACKENDS}
-    per_cpu = {b: len(sample) / min(cpu[b]) for b in BACKENDS}  # texts per CPU-second of this process
-    for b in BACKENDS:
+    speed = {b: len(sample) / min(times[b]) for b in timed_runs}
+    per_cpu = {b: len(sample) / min(cpu[b]) for b in timed_runs}  # texts per CPU-second of this process
+    for b in timed_runs:
         cos = (vecs[b] * vecs["torch"]).sum(1)
         print(f"{b:10s} {speed[b]:7.1f} texts/s ({speed[b] / speed['torch']:.2f}x torch) rounds "
               f"{[round(t, 2) for t in times[b]]}; {per_cpu[b]:.1f} texts per CPU-second "
               f"({per_cpu[b] / per_cpu['torch']:.2f}x); cosine to torch mean {cos.mean():.5f} min {cos.min():.5f}", flush=True)
-    line = (f"RESULT texts={len(sample)} torch={speed['torch']:.1f}/s onnx={speed['onnx']:.1f}/s "
+    line = (f"RESULT texts={len(sample)} st_fixed_batches={speed[FIXED]:.1f}/s torch={speed['torch']:.1f}/s "
+            f"torch_token_budget_speedup={speed['torch'] / speed[FIXED]:.2f}x onnx={speed['onnx']:.1f}/s "
             f"onnx_int8={speed['onnx-int8']:.1f}/s speedup_int8={speed['onnx-int8'] / speed['torch']:.2f}x "
             f"speedup_int8_cpu_time={per_cpu['onnx-int8'] / per_cpu['torch']:.2f}x threads={threads or 'default'}")
     if args.agreement_rows >= 0:

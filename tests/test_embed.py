@@ -63,3 +63,28 @@ def test_loading_the_default_model_leaves_the_environment_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
                          env={**env, "PYTHONPATH": str(REPO)}).stdout
     assert out.split() == ["384", "None"]
+
+
+def test_token_budget_batches_cover_every_row_once_and_keep_long_rows_in_narrow_batches():
+    from curate.embed.batching import token_budget_batches
+
+    lengths = [256, 12, 40, 256, 7, 130, 12, 90] * 20
+    batches = token_budget_batches(lengths, max_tokens=1024, max_rows=64)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for idx in batches:  # padded to its longest row, every batch fits the budget (a row alone may exceed it)
+        assert len(idx) == 1 or max(lengths[i] for i in idx) * len(idx) <= 1024
+        assert len(idx) <= 64
+    assert len(batches[0]) == 4  # the 256-token rows go 4 a batch
+    widths = [len(b) for b in token_budget_batches([256] * 8 + [7] * 200, max_tokens=1024, max_rows=64)]
+    assert widths == [4, 4, 64, 64, 64, 8]  # 7-token rows are held to max_rows, not the budget's 146
+
+
+def test_cpu_encode_in_token_budget_batches_matches_sentence_transformers_fixed_batches():
+    from curate.embed import load_model
+    from curate.embed.encoder import model_id
+
+    texts = [("a long paragraph about rivers and the sea " * (i % 9 * 8 + 1)) + str(i) for i in range(150)]
+    ours = encode(texts, device="cpu")
+    theirs = load_model(model_id(None), "cpu").encode(texts, batch_size=64, normalize_embeddings=True)
+    assert ours.shape == theirs.shape
+    assert float((ours * theirs).sum(1).min()) > 0.99999

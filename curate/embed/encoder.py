@@ -5,16 +5,17 @@ with ``local_files_only``: embedding never needs the network, and the user's pro
 alone (no ``HF_HUB_OFFLINE`` set behind their back).
 
 Backends (``backend=``; for the embedding step also ``$CURATE_EMBED_BACKEND``; default ``EMBED.backend``,
-torch): ``torch`` (sentence-transformers), ``onnx`` and ``onnx-int8`` (ONNX Runtime on the CPU, exported
-once from the model folder and cached, see :mod:`curate.embed.onnx`). Measured by ``evals/bench_embed.py``
-on the 2-core dev CPU (shared; same texts, batch 64): ``onnx`` 2.1x torch's texts/s, cosine to torch 1.000000,
-DEITA admission unchanged (first 10K pool_30k rows, budget 2,000: 0 ids differ; all 30,770, budget 6,000:
-0); ``onnx-int8`` 4.4x, cosine 0.9938 mean / 0.980 min, 5 of 2,000 admitted ids differ (0.25%; 32 of
-6,000 on the whole pool). The rule for the CPU default: a backend replaces torch only if it changes at
-most 0.1% of the admitted ids on those rows and needs no optional dependency. ``onnx-int8`` fails the first
-part, ``onnx`` the second (onnxruntime is the ``onnx`` extra), so both are opt-in. Vectors are cached per
-backend and the trained scorers always read torch vectors (``encode_cached`` ignores the environment
-variable): a scorer's inputs do not depend on the backend the embedding step uses.
+torch): ``torch`` (sentence-transformers; on the CPU in token-budget batches, :mod:`curate.embed.batching`),
+``onnx`` and ``onnx-int8`` (ONNX Runtime on the CPU, exported once from the model folder and cached, see
+:mod:`curate.embed.onnx`). Measured by ``evals/bench_embed.py`` on the 2-core dev CPU (2,000 pool
+instructions, batch 64; ``evals/results/bench_embed_token_budget.log``): torch 173 texts/s, 1.40x
+sentence-transformers' own fixed batches (cosine 1.00000); ``onnx`` 1.12x torch, cosine 1.00000 (earlier, DEITA
+admission on all 30,770 pool rows, budget 6,000: 0 ids differ); ``onnx-int8`` 1.67x, cosine 0.993 mean /
+0.976 min (earlier: 32 of 6,000 admitted ids differ). The rule for the CPU default: a backend replaces torch
+only if it changes at most 0.1% of the admitted ids and needs no optional dependency. ``onnx-int8`` fails
+the first part, ``onnx`` the second (onnxruntime is the ``onnx`` extra), so both are opt-in. Vectors are
+cached per backend and the trained scorers always read torch vectors (``encode_cached`` ignores the
+environment variable): a scorer's inputs do not depend on the backend the embedding step uses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.defaults import EMBED
+from curate.embed.batching import token_budget_batches
 
 PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of this many batches
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -94,32 +96,39 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
         from curate.embed.onnx import load_onnx
 
         enc = load_onnx(model_folder(model), backend)
-        if not progress or len(texts) <= batch_size:
-            return enc.encode(texts, batch_size)
-        st, dim = None, enc.dimension
+        run, dim = (lambda part: enc.encode(part, batch_size)), enc.dimension
     else:
         # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
         st = load_model(model_id(model), device or auto_device())
-        if not progress or len(texts) <= batch_size:
-            out = st.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
-                            normalize_embeddings=True)
-            return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
-        dim = _dimension(st)
+        run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
+    if not progress or len(texts) <= batch_size:
+        return run(texts)
     from tqdm.auto import tqdm
 
     # Chunks for the progress bar, taken in one global length order: sentence-transformers sorts only
     # within a call, and mixing long and short texts in a batch wastes most of it on padding.
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunk = batch_size * PROGRESS_CHUNK_BATCHES
-    out = np.empty((len(texts), dim), dtype=np.float32)
+    out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
         for start in range(0, len(texts), chunk):
             idx = order[start:start + chunk]
-            part = [texts[i] for i in idx]
-            out[idx] = (enc.encode(part, batch_size) if st is None else
-                        st.encode(part, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True,
-                                  normalize_embeddings=True))
+            out[idx] = run([texts[i] for i in idx])
             bar.update(len(idx))
+    return out
+
+
+def _encode_torch(st, texts: list[str], batch_size: int) -> np.ndarray:
+    """sentence-transformers vectors; on the CPU in token-budget batches (:mod:`curate.embed.batching`), on a
+    GPU in its own batches of ``batch_size`` (wide batches are what a GPU is fast at)."""
+    kw = {"show_progress_bar": False, "convert_to_numpy": True, "normalize_embeddings": True}
+    if st.device.type != "cpu" or len(texts) <= 1:
+        return np.asarray(st.encode(texts, batch_size=batch_size, **kw), dtype=np.float32).reshape(len(texts), -1)
+    limit = st.max_seq_length
+    ids = st.tokenizer(list(texts), truncation=limit is not None, max_length=limit)["input_ids"]
+    out = np.empty((len(texts), _dimension(st)), dtype=np.float32)
+    for idx in token_budget_batches([len(x) for x in ids], EMBED.batch_tokens, batch_size):
+        out[idx] = st.encode([texts[i] for i in idx], batch_size=len(idx), **kw)
     return out
 
 

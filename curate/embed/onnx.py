@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from curate.embed.batching import token_budget_batches
+
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 OPSET = 17
 TOKENS_PER_ROW = 32  # padded tokens per row of a batch: long texts are batched fewer at a time (measured: 32 -> 4.5x
@@ -210,14 +212,8 @@ class OnnxEncoder:
             return out
         enc = self.tokenizer(list(texts), truncation=self.max_length is not None, max_length=self.max_length)
         lengths = np.array([len(ids) for ids in enc["input_ids"]])
-        order = np.argsort(-lengths, kind="stable")
-        budget = max(1, batch_size) * tokens_per_row
-        batches, start = [], 0
-        while start < len(order):
-            width = int(lengths[order[start]])
-            rows = 1 if self.backend == "onnx-int8" else max(1, min(batch_size, budget // max(1, width)))
-            batches.append(order[start:start + rows])
-            start += rows
+        batches = token_budget_batches(lengths, max(1, batch_size) * tokens_per_row,
+                                       1 if self.backend == "onnx-int8" else batch_size)
 
         def run(idx: np.ndarray) -> None:
             width = int(lengths[idx].max())

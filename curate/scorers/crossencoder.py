@@ -141,20 +141,33 @@ def encode_batch(tok, instructions: Sequence[str], responses: Sequence[str] | No
     return out
 
 
+def token_lengths(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int) -> list[int]:
+    """Tokens each row reads (its parts' tokens, capped at ``max_length``): what its batch is padded to."""
+    kw = {"add_special_tokens": False, "truncation": True, "max_length": max_length}
+    a = tok(list(instructions), **kw)["input_ids"]
+    b = tok(list(responses), **kw)["input_ids"] if responses is not None else [()] * len(a)
+    return [min(max_length, len(x) + len(y) + 3) for x, y in zip(a, b, strict=True)]  # + [CLS] [SEP] [SEP]
+
+
 def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] | None, *, max_length: int,
                 batch_size: int = 32, device: Any = "cpu", on_rows: Callable[[int], Any] | None = None,
-                pooled: bool = False) -> np.ndarray:
-    """Raw scores (or the pooled vectors) of rows, batched by length (shortest first) to cut padding."""
+                pooled: bool = False, plan: Callable[[list[int]], Sequence[np.ndarray]] | None = None) -> np.ndarray:
+    """Raw scores (or the pooled vectors) of rows, batched by token length. ``plan(lengths)`` groups the rows
+    into batches (curate passes :func:`curate.embed.batching.token_budget_batches` on the CPU); None: batches
+    of ``batch_size`` rows in length order."""
     import torch
 
     n = len(instructions)
-    size = [len(instructions[i]) + (len(responses[i]) if responses is not None else 0) for i in range(n)]
-    order = np.argsort(size, kind="stable")
+    lengths = token_lengths(tok, instructions, responses, max_length)
+    if plan is None:
+        order = np.argsort(lengths, kind="stable")
+        batches: Sequence[np.ndarray] = [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    else:
+        batches = plan(lengths)
     out: np.ndarray | None = None
     net.eval()
     with torch.inference_mode():
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
+        for idx in batches:
             batch = encode_batch(tok, [instructions[i] for i in idx],
                                  [responses[i] for i in idx] if responses is not None else None, max_length, device)
             val = (net.pooled(batch) if pooled else net(batch)).float().cpu().numpy()

@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import curate.scorers.crossencoder as ce
+from curate.defaults import EMBED
 from curate.errors import ScorerError
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint, write_scorer_json
@@ -77,6 +79,12 @@ class CrossEncoderScorer(Scorer):
             self._merged, self._net = ce.merged_for_inference(net), None  # fit() rebuilds the adapter from weights
         return self._merged, self._tok
 
+    def _plan(self):
+        """The CPU batches: length buckets under the padded-token budget (:mod:`curate.embed.batching`)."""
+        from curate.embed.batching import token_budget_batches
+
+        return partial(token_budget_batches, max_tokens=EMBED.batch_tokens, max_rows=self.batch_size)
+
     def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
         texts = input_texts(rows, self.reads)
         return texts["instruction"], texts.get("response")
@@ -102,7 +110,8 @@ class CrossEncoderScorer(Scorer):
                     if on_rows is not None:
                         on_rows(len(a))
                     continue
-            val = ce.predict_net(net, tok, a, b, max_length=self.max_length, batch_size=self.batch_size, on_rows=on_rows)
+            val = ce.predict_net(net, tok, a, b, max_length=self.max_length, batch_size=self.batch_size, on_rows=on_rows,
+                                 plan=self._plan())
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npy")
@@ -156,7 +165,8 @@ class CrossEncoderScorer(Scorer):
         lo, hi = label_range or (float(y.min()), float(y.max()))
         c, d = self.output_range
         target = c + (y - lo) * (d - c) / (hi - lo)
-        raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size)
+        raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size,
+                             plan=self._plan())
         self.weights["calibration.x"], self.weights["calibration.y"] = ce.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
                               "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
