@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=D.DATA)
     ap.add_argument("--rows", type=int, default=128)
     ap.add_argument("--gpu-metrics", type=Path, default=ROOT / "evals/results/issue13_gpu_metrics.json")
+    ap.add_argument("--lm-metrics", type=Path, default=ROOT / "evals/results/issue13_gpu_lm_metrics.json",
+                    help="the small-LM reader's figures (evals/train_smallm_gpu.py; not shipped)")
     ap.add_argument("--metrics", type=Path, default=ROOT / "evals/results/issue13_default_metrics.json",
                     help="figures written by evals/train_default_scorers.py (same split; --retrain recomputes them)")
     ap.add_argument("--retrain", action="store_true", help="recompute the ridge figures (minutes) instead of reading them")
@@ -99,6 +101,10 @@ def main() -> None:
         res = json.loads(args.metrics.read_text())
         console.print(f"ridge figures from {args.metrics} (written by evals/train_default_scorers.py; --retrain recomputes)")
     gpu = json.loads(args.gpu_metrics.read_text()) if args.gpu_metrics.exists() else None
+    lm = json.loads(args.lm_metrics.read_text()) if args.lm_metrics.exists() else None
+    # the GPU-trained readers: (figures, key tag, name in the tables)
+    readers = [(m, tag, kind) for m, tag, kind in ((gpu, "ce", "cross-encoder"), (lm, "lm", "small-lm (SmolLM2)"))
+               if m and f"quality_{tag}" in m]
 
     table = Table(title="quality: held-out test groups (GPT-4), 1-6 scale; SCORER beside the length baselines")
     for h in ("kind", "source", "predictor", "spearman", "kendall", "MAE", "pairwise acc", "n"):
@@ -106,15 +112,16 @@ def main() -> None:
     q = res["quality"]["test"]
     for s in ("mtbench", "autoj"):
         point_rows(table, "ridge (default)", s, q[s])
-        if gpu:
-            point_rows(table, "cross-encoder", s, gpu["quality_ce"]["test"][s])
+        for m, tag, kind in readers:
+            point_rows(table, kind, s, m[f"quality_{tag}"]["test"][s])
     for held, rep in res["quality"]["zero_shot_source_held_out"].items():
         if held != "alpaca_eval":
             point_rows(table, "ridge, source unseen", f"{held} (test groups)", rep)
     for held in ("autoj", "mtbench"):
-        if gpu and f"quality_ce_without_{held}" in gpu:
-            point_rows(table, "cross-encoder, source unseen", f"{held} (all rows)",
-                       gpu[f"quality_ce_without_{held}"]["zero_shot_all_rows"][held])
+        for m, tag, kind in readers:
+            if f"quality_{tag}_without_{held}" in m:
+                point_rows(table, f"{kind}, source unseen", f"{held} (all rows)",
+                           m[f"quality_{tag}_without_{held}"]["zero_shot_all_rows"][held])
     console.print(table)
 
     table = Table(title="quality: AlpacaEval GPT-4 preferences, pairwise accuracy (ties left out)")
@@ -122,8 +129,7 @@ def main() -> None:
         table.add_column(h)
     kinds = [("ridge (default), test groups", q["alpaca_eval"]),
              ("ridge, AlpacaEval unseen (all rows)", res["quality"]["zero_shot_source_held_out"]["alpaca_eval"])]
-    if gpu:
-        kinds.append(("cross-encoder, test groups", gpu["quality_ce"]["test"]["alpaca_eval"]))
+    kinds += [(f"{kind}, test groups", m[f"quality_{tag}"]["test"]["alpaca_eval"]) for m, tag, kind in readers]
     for kind, rep in kinds:
         for sub in ("all", "length_matched"):
             table.add_row(kind, sub, _fmt(rep[sub]["scorer"]), _fmt(rep[sub]["response_length"]), str(rep[sub]["n"]))
@@ -135,9 +141,9 @@ def main() -> None:
     for s in ("mtbench", "autoj"):
         d = q[s]["distribution"]
         table.add_row("ridge (default)", s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
-        if gpu:
-            d = gpu["quality_ce"]["test"][s]["distribution"]
-            table.add_row("cross-encoder", s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
+        for m, tag, kind in readers:
+            d = m[f"quality_{tag}"]["test"][s]["distribution"]
+            table.add_row(kind, s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     d = res["complexity"]["test"]["flask"]["distribution"]
     table.add_row("ridge (complexity_ridge)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     console.print(table)
@@ -192,6 +198,10 @@ def main() -> None:
           + f" ridge_complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} ridge_chain_order={c['chains_appended']['scorer']:.3f}"
           + (f" ce_mtbench={gpu['quality_ce']['test']['mtbench']['scorer']['spearman']:.3f} "
              f"ce_alpaca_pair_acc={gpu['quality_ce']['test']['alpaca_eval']['all']['scorer']:.3f}" if gpu else "")
+          + (f" lm_mtbench={lm['quality_lm']['test']['mtbench']['scorer']['spearman']:.3f} "
+             f"lm_zero_shot_autoj={lm['quality_lm_without_autoj']['zero_shot_all_rows']['autoj']['scorer']['spearman']:.3f} "
+             f"lm_zero_shot_mtbench={lm['quality_lm_without_mtbench']['zero_shot_all_rows']['mtbench']['scorer']['spearman']:.3f}"
+             if lm and "quality_lm_without_mtbench" in lm else "")
           + " rows_per_s=" + ",".join(f"{v:.1f}" for v in tp.values()))
 
 

@@ -325,7 +325,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--loso", action="store_true", help="also leave-one-source-out quality runs")
     ap.add_argument("--budget-s", type=float, default=380.0, help="skip the optional runs past this many seconds")
-    ap.add_argument("--only", choices=("all", "quality", "complexity"), default="all")
+    ap.add_argument("--only", choices=("all", "quality", "complexity", "loso"), default="all",
+                    help="loso: only the leave-one-source-out quality runs of --loso-sources")
     ap.add_argument("--complexity-chains", choices=("appended", "rewritten"), default="appended",
                     help="appended: the shipped complexity_ce; rewritten: length-neutral chains + filler ties")
     ap.add_argument("--complexity-epochs", type=float, default=3.0)
@@ -360,6 +361,7 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
     t_start = time.time()
     pairs, singles = quality_data(args.data, args.tiny)
     run_seconds = 0.0
+    args.loso = args.loso or args.only == "loso"
     if args.only in ("all", "quality"):
         net, tok, info = train_quality(args, pairs, singles, {"alpaca_eval", "mtbench", "autoj"}, args.device, log)
         rep, cal = quality_reports(net, tok, pairs, singles, args.device, {"alpaca_eval", "mtbench", "autoj"})
