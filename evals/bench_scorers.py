@@ -10,9 +10,11 @@
    - ``ridge`` (the shipped defaults: a joint pointwise+pairwise linear head on the features a 30K run computes
      anyway): the figures evals/train_default_scorers.py measured when it made the shipped weights (``--retrain``
      recomputes them with the same code and split);
-   - ``cross-encoder`` (MiniLM + LoRA, curate/scorers/weights/{quality,complexity}_ce): its test-group figures
-     as measured by evals/train_scorers_gpu.py on the GPU (same split), read from ``--gpu-metrics``;
-   - zero-shot: a source left out of training entirely (ridge; the cross-encoder without Auto-J).
+   - ``cross-encoder`` (MiniLM + LoRA, curate/scorers/weights/{quality_ce,complexity}): the shipped adapters
+     measured here on the test groups through ``Scorer.predict`` (the calibrated scores ``curate score`` writes);
+   - GPU records (``--gpu-metrics``, ``--lm-metrics``, written by evals/train_scorers_gpu.py and
+     evals/train_smallm_gpu.py on the same split): the runs not shipped (complexity variants, the small-LM
+     reader) and zero-shot: a source left out of training entirely (ridge; the readers without Auto-J or MT-bench).
 2. Throughput on this machine (rows/s, ``--rows`` pool rows): each kind's ``predict`` including its own MiniLM
    work, and the ridge kinds given the instruction embeddings that admission computes anyway.
 Last line: ``RESULT ...``.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import scorer_label_data as D  # noqa: E402
+import train_default_scorers as T  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -94,16 +97,20 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(width=150)
     if args.retrain or not args.metrics.exists():
-        from train_default_scorers import train_all
-
-        res = train_all(args.data, log=lambda m: console.print(m))
+        res = T.train_all(args.data, log=lambda m: console.print(m))
     else:
         res = json.loads(args.metrics.read_text())
         console.print(f"ridge figures from {args.metrics} (written by evals/train_default_scorers.py; --retrain recomputes)")
     gpu = json.loads(args.gpu_metrics.read_text()) if args.gpu_metrics.exists() else None
     lm = json.loads(args.lm_metrics.read_text()) if args.lm_metrics.exists() else None
     # the GPU-trained readers: (figures, key tag, name in the tables)
-    readers = [(m, tag, kind) for m, tag, kind in ((gpu, "ce", "cross-encoder"), (lm, "lm", "small-lm (SmolLM2)"))
+    # The shipped cross-encoders are measured here, through Scorer.predict (what `curate score` writes); the GPU
+    # records cover the runs that were not shipped (zero-shot, the small LM, the complexity variants).
+    pairs, singles = T.quality_sets(args.data)
+    flask, chain_sets = T.complexity_sets(args.data, "appended")
+    shipped = {"quality_ce": {"test": T.quality_report(Scorer.load("quality_ce"), pairs, singles, "test")},
+               "complexity": T.complexity_report(Scorer.load("complexity"), flask, chain_sets, "test")}
+    readers = [(m, tag, kind) for m, tag, kind in ((shipped, "ce", "cross-encoder"), (lm, "lm", "small-lm (SmolLM2, GPU record)"))
                if m and f"quality_{tag}" in m]
 
     table = Table(title="quality: held-out test groups (GPT-4), 1-6 scale; SCORER beside the length baselines")
@@ -118,8 +125,8 @@ def main() -> None:
         if held != "alpaca_eval":
             point_rows(table, "ridge, source unseen", f"{held} (test groups)", rep)
     for held in ("autoj", "mtbench"):
-        for m, tag, kind in readers:
-            if f"quality_{tag}_without_{held}" in m:
+        for m, tag, kind in ((gpu, "ce", "cross-encoder (GPU record)"), (lm, "lm", "small-lm (SmolLM2, GPU record)")):
+            if m and f"quality_{tag}_without_{held}" in m:
                 point_rows(table, f"{kind}, source unseen", f"{held} (all rows)",
                            m[f"quality_{tag}_without_{held}"]["zero_shot_all_rows"][held])
     console.print(table)
@@ -153,10 +160,9 @@ def main() -> None:
     for h in ("kind", "set", "predictor", "spearman / order acc", "kendall", "MAE", "n"):
         table.add_column(h)
     c = res["complexity"]["test"]
-    kinds = [("ridge (complexity_ridge)", {"flask": c["flask"], "chains_appended": c["chains_appended"],
-                                           "chains_rewritten": c["chains_rewritten"], "filler_twins": c["filler_twins"]})]
-    for key, kind in (("complexity_ce", "cross-encoder (default)"), ("complexity_ce_2_epochs", "cross-encoder, 2 epochs"),
-                      ("complexity_ce_rewritten", "cross-encoder, rewritten chains")):
+    kinds = [("ridge (complexity_ridge)", c), ("cross-encoder `complexity` (default)", shipped["complexity"])]
+    for key, kind in (("complexity_ce_2_epochs", "cross-encoder, 2 epochs (GPU record*)"),
+                      ("complexity_ce_rewritten", "cross-encoder, rewritten chains (GPU record*)")):
         if gpu and key in gpu:
             t = gpu[key]["test"]
             kinds.append((kind, {"flask": t["flask_test"], "chains_appended": t["chains_appended"],
@@ -171,6 +177,8 @@ def main() -> None:
         table.add_row(kind, "filler-padded twin scored higher", "scorer", _fmt(rep["filler_twins"]["scorer_padded_higher"]),
                       "", "", str(rep["filler_twins"]["n"]))
     console.print(table)
+    console.print("* GPU records: FLASK Spearman measured through the former calibration map, whose flat steps tied "
+                  "rows (chain order is on raw scores); the shipped rows are measured here, through Scorer.predict")
 
     pool = [json.loads(line) for line in open(args.data / "pool_30k.jsonl", encoding="utf-8")][: args.rows * 4]
     pool = [{"instruction": (r["instruction"] + ("\n" + r["input"] if r.get("input") else "")), "response": r["output"]}
@@ -185,19 +193,19 @@ def main() -> None:
     console.print(table)
 
     z = res["quality"]["zero_shot_source_held_out"]
-    cx = gpu["complexity_ce"]["test"] if gpu else None
+    cx = shipped["complexity"]
     print(f"RESULT quality_mtbench_spearman={q['mtbench']['scorer']['spearman']:.3f} "
           f"(len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
           f"(len {q['autoj']['response_length']['spearman']:.3f}) alpaca_pair_acc={q['alpaca_eval']['all']['scorer']:.3f} "
           f"(len {q['alpaca_eval']['all']['response_length']:.3f}) zero_shot_autoj={z['autoj']['scorer']['spearman']:.3f} "
           f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f}"
-          + (f" complexity_flask_spearman={cx['flask_test']['scorer']['spearman']:.3f} "
-             f"(len {cx['flask_test']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
-             f"(len {cx['chains_appended']['instruction_length']:.3f}) rewritten_chain_order={cx['chains_rewritten']['scorer']:.3f} "
-             f"(len {cx['chains_rewritten']['instruction_length']:.3f})" if cx else "")
+          + f" complexity_flask_spearman={cx['flask']['scorer']['spearman']:.3f} "
+            f"(len {cx['flask']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
+            f"(len {cx['chains_appended']['instruction_length']:.3f}) rewritten_chain_order={cx['chains_rewritten']['scorer']:.3f} "
+            f"(len {cx['chains_rewritten']['instruction_length']:.3f})"
           + f" ridge_complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} ridge_chain_order={c['chains_appended']['scorer']:.3f}"
-          + (f" ce_mtbench={gpu['quality_ce']['test']['mtbench']['scorer']['spearman']:.3f} "
-             f"ce_alpaca_pair_acc={gpu['quality_ce']['test']['alpaca_eval']['all']['scorer']:.3f}" if gpu else "")
+          + f" ce_mtbench={shipped['quality_ce']['test']['mtbench']['scorer']['spearman']:.3f} "
+            f"ce_alpaca_pair_acc={shipped['quality_ce']['test']['alpaca_eval']['all']['scorer']:.3f}"
           + (f" lm_mtbench={lm['quality_lm']['test']['mtbench']['scorer']['spearman']:.3f} "
              f"lm_zero_shot_autoj={lm['quality_lm_without_autoj']['zero_shot_all_rows']['autoj']['scorer']['spearman']:.3f} "
              f"lm_zero_shot_mtbench={lm['quality_lm_without_mtbench']['zero_shot_all_rows']['mtbench']['scorer']['spearman']:.3f}"

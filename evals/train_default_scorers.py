@@ -47,6 +47,7 @@ from curate.scorers.constraints import (  # noqa: E402
     order_accuracy,
 )
 from curate.scorers.features import n_stat_columns  # noqa: E402
+from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "curate" / "evals"
@@ -115,6 +116,16 @@ def features(scorer: Scorer, instructions: list[str], responses: list[str] | Non
     return _FEATURES[key]
 
 
+def predict(sc: Scorer, instructions: list[str], responses: list[str] | None = None) -> np.ndarray:
+    """A scorer's calibrated scores of (instruction[, response]) rows: a ridge head reads the memoised features;
+    another kind (the shipped cross-encoders) goes through its own ``predict``, raw scores cached under CACHE."""
+    if isinstance(sc, CrossEncoderScorer):
+        rows = [{"instruction": t, **({"response": responses[i]} if responses is not None else {})}
+                for i, t in enumerate(instructions)]
+        return np.asarray(sc.predict(rows, cache_dir=CACHE / "shipped"), dtype=np.float64)
+    return sc.predict_features(features(sc, instructions, responses))
+
+
 def _features(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
     uniq = sorted(set(instructions))
     vec = encode_cached(uniq)
@@ -177,7 +188,7 @@ def quality_report(sc, pairs, singles, split, ref_split=("train", "val")) -> dic
         rows = [r for r in singles[s] if split == "all" or r["split"] == split]
         ref = [r for r in singles[s] if r["split"] in ref_split] or rows
         y = to6([r["label"] for r in rows])
-        pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], [r["response"] for r in rows]))
+        pred = predict(sc, [r["instruction"] for r in rows], [r["response"] for r in rows])
         res = {"scorer": agreement(y, pred)}
         for base, key in (("response_length", "response"), ("instruction_length", "instruction")):
             res[base] = agreement(y, length_pred([len(r[key]) for r in ref], to6([r["label"] for r in ref]),
@@ -189,7 +200,7 @@ def quality_report(sc, pairs, singles, split, ref_split=("train", "val")) -> dic
         out[s] = res
     ps = [q for q in pairs if split == "all" or q["split"] == split]
     ins = [q["instruction"] for q in ps]
-    d = sc.predict_features(features(sc, ins, [q["b"] for q in ps])) - sc.predict_features(features(sc, ins, [q["a"] for q in ps]))
+    d = predict(sc, ins, [q["b"] for q in ps]) - predict(sc, ins, [q["a"] for q in ps])
     out["alpaca_eval"] = pair_figures(ps, d)
     return out
 
@@ -252,7 +263,7 @@ def fit_complexity(cfg, flask, chain_sets, splits):
 
 def _chain_figures(sc, ch, families) -> dict:
     flat = [t for c in ch for t in c]
-    s = sc.predict_features(features(sc, flat, None))
+    s = predict(sc, flat)
     k, per = 0, []
     for c in ch:
         per.append(s[k:k + len(c)].tolist())
@@ -266,12 +277,12 @@ def complexity_report(sc, flask, chain_sets, split, ref_split=("train", "val")) 
     rows = [r for r in flask if r["split"] == split]
     ref = [r for r in flask if r["split"] in ref_split]
     y = 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
-    pred = sc.predict_features(features(sc, [r["instruction"] for r in rows], None))
+    pred = predict(sc, [r["instruction"] for r in rows])
     base = length_pred([len(r["instruction"]) for r in ref], 1 + (np.array([r["label"] for r in ref]) - 1) * 5 / 4,
                        [len(r["instruction"]) + 1e-3 * i for i, r in enumerate(rows)])
     families = EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES
     tw = twins[split]
-    d = sc.predict_features(features(sc, [a for a, _ in tw], None)) - sc.predict_features(features(sc, [b for _, b in tw], None))
+    d = predict(sc, [a for a, _ in tw]) - predict(sc, [b for _, b in tw])
     out = {"flask": {"scorer": agreement(y, pred), "instruction_length": agreement(y, base),
                      "distribution": {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
                                       "label_mean_std": [float(y.mean()), float(y.std())]}},

@@ -167,8 +167,13 @@ def _recompute(scorer: Scorer, name: str, turns: list[Turn]) -> np.ndarray:
         raw = (p / p.sum(axis=1, keepdims=True)) @ w["classes"]
     else:
         raw = logits[:, 0]
+    lo, hi = w["label_bounds"]
+    m = 0.05 * (hi - lo)  # within 5% of a bound the prediction bends towards it instead of being clipped
+    with np.errstate(divide="ignore"):
+        raw = np.where(raw > hi - m, hi - m / (1 + (raw - (hi - m)) / m),
+                       np.where(raw < lo + m, lo + m / (1 + ((lo + m) - raw) / m), raw))
     (a, b), (c, d) = scorer.label_range, scorer.output_range
-    return c + (np.clip(raw, *w["label_bounds"]) - a) * (d - c) / (b - a)
+    return c + (raw - a) * (d - c) / (b - a)
 
 
 def test_shipped_scorers_on_the_sample_equal_recomputation(tmp_path):

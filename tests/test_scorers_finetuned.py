@@ -272,3 +272,35 @@ def test_cli_train_scorer_without_minilm_writes_its_own_column(tmp_path):
     res = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", str(out)])
     assert res.exit_code == 0, res.output
     assert ws.column("gpt4") == labels and len(ws.column("gpt4_scorer")) == len(ws)
+
+
+SEEDS = ["Write a short story about a lighthouse keeper.", "Explain how vaccines train the immune system.",
+         "Summarise the causes of the French Revolution.", "Describe a recipe for vegetable soup.",
+         "Give advice to a student starting university.", "Compare electric and petrol cars."]
+
+
+def test_shipped_complexity_scores_keep_every_rank_the_network_gives():
+    # The calibration onto 1-6 must not tie rows the network ranks apart: a flat quantile map put most
+    # versions of a constraint chain at exactly 6.0, so the scores DEITA sorts by lost the chain's order.
+    sc = Scorer.load("complexity")
+    flat = [t for chain in constraint_chains(SEEDS, EVAL_FAMILIES, seed=3) for t in chain]
+    raw, cal = sc.predict_raw(flat), sc.predict(flat)
+    assert len(np.unique(raw)) == len(flat)
+    assert len(np.unique(cal)) == len(flat)
+    assert (np.argsort(raw) == np.argsort(cal)).all()
+    assert 1.0 <= cal.min() and cal.max() <= 6.0
+
+
+def test_ridge_predictions_bend_towards_the_label_bounds_instead_of_tying_there():
+    from curate.scorers.head import soft_clip
+
+    pred = np.linspace(-20.0, 30.0, 2001)
+    out = soft_clip(pred, 1.0, 10.0)
+    assert (np.diff(out) > 0).all() and 1.0 < out.min() and out.max() < 10.0
+    middle = (pred >= 1.45) & (pred <= 9.55)  # 5% of the range from either bound
+    assert np.array_equal(out[middle], pred[middle])
+    knee = 10.0 - 0.45
+    assert abs(soft_clip(np.array([knee + 1e-6]), 1.0, 10.0)[0] - (knee + 1e-6)) < 1e-9  # continuous at the knee
+    sc = Scorer.load("complexity_ridge")
+    scores = sc.predict([t for chain in constraint_chains(SEEDS, EVAL_FAMILIES, seed=3) for t in chain])
+    assert len(np.unique(scores)) == len(scores)

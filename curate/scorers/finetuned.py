@@ -43,6 +43,7 @@ class CrossEncoderScorer(Scorer):
     """
 
     kind = KIND
+    output_map = ce.OUTPUT_MAP
     base_name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,

@@ -37,7 +37,7 @@ from curate.scorers.features import (
     missing_inputs,
     n_stat_columns,
 )
-from curate.scorers.head import HEADS, fit_head, predict_head
+from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.storage.step import RowInput, StepContext, StepOutput
 
 FORMAT_VERSION = 1
@@ -94,6 +94,7 @@ class Scorer:
     granularity = "turn"
     reducer = "sum"          # DEITA: a row's score is the sum over its turns
     inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
+    output_map = OUTPUT_MAP  # the version of the map onto the scale (keys the fingerprint: stored scores recompute)
 
     def __init__(self, *, reads: Sequence[str] = ("instruction",), head: str = "ridge",
                  features: Sequence[str] = ("embeddings", "length"), alpha: float = 10.0, C: float = 1.0,
@@ -170,7 +171,7 @@ class Scorer:
         return self
 
     def predict_features_raw(self, X: np.ndarray) -> np.ndarray:
-        """Predictions on the judge's own label scale (clipped to the training labels' range)."""
+        """Predictions on the judge's own label scale (inside the training labels' range, :func:`head.soft_clip`)."""
         return predict_head(self.weights, X, self.head)
 
     def to_output_scale(self, raw: np.ndarray | float) -> np.ndarray:
@@ -231,6 +232,7 @@ class Scorer:
     def fingerprint(self) -> str:
         """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
         h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=_json_default).encode())
+        h.update(self.output_map.encode())  # the code that maps the model's output onto the scale
         for key in sorted(self.weights):
             h.update(key.encode())
             h.update(np.ascontiguousarray(self.weights[key], dtype=np.float64).tobytes())
