@@ -118,9 +118,9 @@ def main() -> None:
         console.print(f"ridge figures from {args.metrics} (written by evals/train_default_scorers.py; --retrain recomputes)")
     gpu = json.loads(args.gpu_metrics.read_text()) if args.gpu_metrics.exists() else None
     lm = json.loads(args.lm_metrics.read_text()) if args.lm_metrics.exists() else None
-    # the GPU-trained readers: (figures, key tag, name in the tables)
     # The shipped cross-encoders are measured here, through Scorer.predict (what `curate score` writes); the GPU
     # records cover the runs that were not shipped (zero-shot, the small LM, the complexity variants).
+    # readers: (figures, key tag, name in the tables)
     pairs, singles = T.quality_sets(args.data)
     flask, chain_sets = T.complexity_sets(args.data, "appended")
     shipped = {"quality_ce": {"test": T.quality_report(Scorer.load("quality_ce"), pairs, singles, "test")},
