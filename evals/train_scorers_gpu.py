@@ -316,7 +316,7 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     """Parse the command line, then :func:`run`; ``name`` tags the outputs (``ce``: MiniLM, ``lm``: SmolLM2)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
-    ap.add_argument("--base", required=True, help="the reader's Hugging Face folder (MiniLM, or SmolLM2)")
+    ap.add_argument("--base", required=True, help="the reader's Hugging Face folder (MiniLM, SmolLM2, or another causal LM: evals/gguf_to_hf.py)")
     ap.add_argument("--tok", help="its tokenizer folder (default: --base)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cuda")
