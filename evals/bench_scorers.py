@@ -50,12 +50,18 @@ def _ms(pair) -> str:
     return f"{pair[0]:.2f} / {pair[1]:.2f}"
 
 
+def _ci(m) -> str:
+    """A Spearman's 95% bootstrap interval (questions resampled whole), where the report carries one."""
+    lo, hi = m.get("spearman_ci95") or (None, None)
+    return "" if lo is None else f"{lo:.2f}..{hi:.2f}"
+
+
 def point_rows(table, kind, source, rep):
     for who in ("scorer", "response_length", "instruction_length"):
         if who in rep:
             m = rep[who]
-            table.add_row(kind, source, who if who != "scorer" else "SCORER", _fmt(m["spearman"]), _fmt(m["kendall"]),
-                          _fmt(m["mae"]), _fmt(m["pairwise_accuracy"]), str(m["n"]))
+            table.add_row(kind, source, who if who != "scorer" else "SCORER", _fmt(m["spearman"]), _ci(m),
+                          _fmt(m["kendall"]), _fmt(m["mae"]), _fmt(m["pairwise_accuracy"]), str(m["n"]))
 
 
 def throughput(rows: list[dict], n: int) -> dict[str, float]:
@@ -131,7 +137,7 @@ def main() -> None:
                if m and f"quality_{tag}" in m]
 
     table = Table(title="quality: held-out test groups (GPT-4), 1-6 scale; SCORER beside the length baselines")
-    for h in ("kind", "source", "predictor", "spearman", "kendall", "MAE", "pairwise acc", "n"):
+    for h in ("kind", "source", "predictor", "spearman", "95% CI", "kendall", "MAE", "pairwise acc", "n"):
         table.add_column(h)
     q = res["quality"]["test"]
     for s in ("mtbench", "autoj"):
@@ -174,7 +180,7 @@ def main() -> None:
 
     table = Table(title="complexity: FLASK test instructions (GPT-4 difficulty); constraint chains of held-out families "
                         "(appended: each version adds a clause; rewritten: held-out phrasings, filler, length-neutral)")
-    for h in ("kind", "set", "predictor", "spearman / order acc", "kendall", "MAE", "n"):
+    for h in ("kind", "set", "predictor", "spearman / order acc", "95% CI", "kendall", "MAE", "n"):
         table.add_column(h)
     c = res["complexity"]["test"]
     kinds = [("ridge (complexity_ridge)", c), ("cross-encoder `complexity` (default)", shipped["complexity"])]
@@ -187,12 +193,12 @@ def main() -> None:
     for kind, rep in kinds:
         for who in ("scorer", "instruction_length"):
             m = rep["flask"][who]
-            table.add_row(kind, "flask", who, _fmt(m["spearman"]), _fmt(m["kendall"]), _fmt(m["mae"]), str(m["n"]))
+            table.add_row(kind, "flask", who, _fmt(m["spearman"]), _ci(m), _fmt(m["kendall"]), _fmt(m["mae"]), str(m["n"]))
             for style in ("appended", "rewritten"):
                 ch = rep[f"chains_{style}"]
-                table.add_row(kind, f"chains, {style}", who, _fmt(ch[who]), "", "", str(ch["chains"]))
+                table.add_row(kind, f"chains, {style}", who, _fmt(ch[who]), "", "", "", str(ch["chains"]))
         table.add_row(kind, "filler-padded twin scored higher", "scorer", _fmt(rep["filler_twins"]["scorer_padded_higher"]),
-                      "", "", str(rep["filler_twins"]["n"]))
+                      "", "", "", str(rep["filler_twins"]["n"]))
     console.print(table)
     console.print("* GPU records: FLASK Spearman measured through the former calibration map, whose flat steps tied "
                   "rows (chain order is on raw scores); the shipped rows are measured here, through Scorer.predict")
@@ -212,12 +218,12 @@ def main() -> None:
     z = res["quality"]["zero_shot_source_held_out"]
     cx = shipped["complexity"]
     print(f"RESULT quality_mtbench_spearman={q['mtbench']['scorer']['spearman']:.3f} "
-          f"(len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
+          f"(95% {_ci(q['mtbench']['scorer'])}; len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
           f"(len {q['autoj']['response_length']['spearman']:.3f}) alpaca_pair_acc={q['alpaca_eval']['all']['scorer']:.3f} "
           f"(len {q['alpaca_eval']['all']['response_length']:.3f}) zero_shot_autoj={z['autoj']['scorer']['spearman']:.3f} "
           f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f}"
           + f" complexity_flask_spearman={cx['flask']['scorer']['spearman']:.3f} "
-            f"(len {cx['flask']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
+            f"(95% {_ci(cx['flask']['scorer'])}; len {cx['flask']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
             f"(len {cx['chains_appended']['instruction_length']:.3f}) rewritten_chain_order={cx['chains_rewritten']['scorer']:.3f} "
             f"(len {cx['chains_rewritten']['instruction_length']:.3f})"
           + f" ridge_complexity_flask_spearman={c['flask']['scorer']['spearman']:.3f} ridge_chain_order={c['chains_appended']['scorer']:.3f}"

@@ -46,6 +46,7 @@ from curate.scorers.constraints import (  # noqa: E402
     chain_pairs,
     order_accuracy,
 )
+from curate.scorers.evaluation import spearman_interval  # noqa: E402
 from curate.scorers.features import n_stat_columns  # noqa: E402
 from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
@@ -175,6 +176,11 @@ def to6(x):
     return 1 + (np.asarray(x, float) - 1) * 5 / 9
 
 
+def with_interval(metrics: dict, y, pred, groups) -> dict:
+    """Agreement figures plus the Spearman's 95% bootstrap interval, resampling whole questions."""
+    return {**metrics, "spearman_ci95": spearman_interval(y, pred, groups)}
+
+
 def length_pred(train_len, train_y, test_len):
     from curate.scorers.crossencoder import apply_map, quantile_map
 
@@ -189,10 +195,12 @@ def quality_report(sc, pairs, singles, split, ref_split=("train", "val")) -> dic
         ref = [r for r in singles[s] if r["split"] in ref_split] or rows
         y = to6([r["label"] for r in rows])
         pred = predict(sc, [r["instruction"] for r in rows], [r["response"] for r in rows])
-        res = {"scorer": agreement(y, pred)}
+        groups = [r["group"] for r in rows]
+        res = {"scorer": with_interval(agreement(y, pred), y, pred, groups)}
         for base, key in (("response_length", "response"), ("instruction_length", "instruction")):
-            res[base] = agreement(y, length_pred([len(r[key]) for r in ref], to6([r["label"] for r in ref]),
-                                                 [len(r[key]) + 1e-3 * i for i, r in enumerate(rows)]))
+            bp = length_pred([len(r[key]) for r in ref], to6([r["label"] for r in ref]),
+                             [len(r[key]) + 1e-3 * i for i, r in enumerate(rows)])
+            res[base] = with_interval(agreement(y, bp), y, bp, groups)
         res["distribution"] = {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
                                "label_mean_std": [float(y.mean()), float(y.std())],
                                "predicted_quantiles": np.quantile(pred, [.1, .25, .5, .75, .9]).round(2).tolist(),
@@ -283,7 +291,9 @@ def complexity_report(sc, flask, chain_sets, split, ref_split=("train", "val")) 
     families = EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES
     tw = twins[split]
     d = predict(sc, [a for a, _ in tw]) - predict(sc, [b for _, b in tw])
-    out = {"flask": {"scorer": agreement(y, pred), "instruction_length": agreement(y, base),
+    groups = [r["group"] for r in rows]
+    out = {"flask": {"scorer": with_interval(agreement(y, pred), y, pred, groups),
+                     "instruction_length": with_interval(agreement(y, base), y, base, groups),
                      "distribution": {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
                                       "label_mean_std": [float(y.mean()), float(y.std())]}},
            "chains": _chain_figures(sc, chains[split], families),

@@ -27,7 +27,7 @@ from curate.scorers import (
     pairwise_accuracy,
     train_scorer,
 )
-from curate.scorers.evaluation import group_split
+from curate.scorers.evaluation import group_split, spearman_interval
 from curate.session import Workspace
 from curate.storage.step import RowInput, StepContext
 from tests.conftest import write_jsonl
@@ -74,6 +74,22 @@ def test_metrics_on_known_cases():
     cal = calibration(list(range(10)), list(range(10)), bins=5)
     assert [c["n"] for c in cal] == [2] * 5
     assert [c["mean_predicted"] for c in cal] == [c["mean_label"] for c in cal] == [0.5, 2.5, 4.5, 6.5, 8.5]
+
+
+def test_spearman_interval_resamples_whole_groups():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=60)
+    p = y + rng.normal(scale=1.0, size=60)
+    lo, hi = spearman_interval(y, p)
+    assert lo < agreement(y, p)["spearman"] < hi and hi - lo < 0.6
+    # each label repeated five times in one group: five copies add no evidence, so the interval must not shrink,
+    # as it does when the copies are resampled as if they were independent rows
+    y5, p5, groups = np.repeat(y, 5), np.repeat(p, 5), np.repeat(np.arange(60), 5)
+    lo_g, hi_g = spearman_interval(y5, p5, groups)
+    lo_r, hi_r = spearman_interval(y5, p5)
+    assert hi_g - lo_g > 1.8 * (hi_r - lo_r)
+    assert hi_g - lo_g == pytest.approx(hi - lo, abs=0.08)
+    assert np.isnan(spearman_interval([1, 2], [1, 2])).all()  # too few groups to resample
 
 
 def test_fit_predict_save_load_roundtrip(tmp_path):
@@ -292,6 +308,8 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     res = runner.invoke(app, ["train-scorer", str(ws.path), "--target", "oracle", "--out", str(out), "--folds", "3"])
     assert res.exit_code == 0, res.output
     assert "length" in res.output and "random" in res.output and "held-out" in res.output
+    lo, hi = Scorer.load(out).metrics["holdout"]["scorer"]["spearman_ci95"]
+    assert f"{lo:.2f}..{hi:.2f}" in " ".join(res.output.split())  # the held-out Spearman is printed with its interval
     saved = Scorer.load(out)
     assert saved.imitates["judge"] == "oracle-complexity" and saved.metrics["holdout"]["scorer"]["spearman"] > 0.5
     res = runner.invoke(app, ["score", str(ws.path), "--scorer", str(out), "--column", "oracle_hat"])
@@ -347,7 +365,11 @@ def test_multi_turn_judge_column_trains_a_scorer(tmp_path):
     train, test = group_split(len(result.data), result.data.groups, 0.2, 0)
     assert not {result.data.groups[i] for i in train} & {result.data.groups[i] for i in test}
     assert result.evaluation.n_train + result.evaluation.n_holdout == scored_turns
-    assert result.evaluation.holdout["scorer"]["spearman"] > 0.5
+    held = result.evaluation.holdout
+    assert held["scorer"]["spearman"] > 0.5
+    for who in ("scorer", "length"):  # the held-out figures come with their spread
+        lo, hi = held[who]["spearman_ci95"]
+        assert lo <= held[who]["spearman"] <= hi
     # the scorer writes its own column, never the judge's (issue 13)
     assert result.scorer.column == "judge_cx_scorer" and result.scorer.imitates["judge"] == "complexity"
     # what a scorer reads comes from what the column's producer read (its provenance), not from its name

@@ -36,6 +36,10 @@ def _print_training(result, out: Path, console: Console) -> None:
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
+    spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
+              for who, m in ev.holdout.items() if "spearman_ci95" in m]
+    if spread:
+        console.print(f"held-out Spearman with its 95% bootstrap interval (groups resampled): {', '.join(spread)}")
     if ev.calibration:
         bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
         console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")

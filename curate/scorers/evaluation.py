@@ -60,6 +60,32 @@ def agreement(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, flo
             "mae": float(np.mean(np.abs(t - p))), "pairwise_accuracy": pairwise_accuracy(t, p), "n": int(len(t))}
 
 
+def spearman_interval(y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None = None, *,
+                      level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """A percentile bootstrap interval of the Spearman correlation, resampling whole groups (a query and all its
+    responses move together, as in the split), so a figure from a few hundred held-out labels shows its spread."""
+    from scipy.stats import rankdata
+
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    keys = np.arange(len(t)) if groups is None else \
+        np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    members = [np.flatnonzero(keys == k) for k in np.unique(keys)]
+    if len(members) < 3:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        rt, rp = rankdata(t[idx]), rankdata(p[idx])
+        if rt.std() > 0 and rp.std() > 0:
+            stats.append(np.corrcoef(rt, rp)[0, 1])
+    if not stats:
+        return [float("nan"), float("nan")]
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def _length_baseline(chars_train: np.ndarray, y_train: np.ndarray, chars_test: np.ndarray) -> np.ndarray:
     """Length baseline: least squares of the label on log length (fitted in-fold so its MAE is fair)."""
     x = np.log1p(chars_train)
@@ -71,11 +97,12 @@ def _length_baseline(chars_train: np.ndarray, y_train: np.ndarray, chars_test: n
 class Evaluation:
     """Agreement of a scorer configuration with judge labels: K-fold and held-out, with baselines.
 
-    ``kfold`` / ``holdout``: predictor (``scorer``, ``length``, ``random``) -> metrics.
+    ``kfold`` / ``holdout``: predictor (``scorer``, ``length``, ``random``) -> metrics; the held-out scorer and
+    length baseline also carry ``spearman_ci95`` (:func:`spearman_interval`).
     """
 
     kfold: dict[str, dict[str, float]]
-    holdout: dict[str, dict[str, float]]
+    holdout: dict[str, dict[str, Any]]
     calibration: list[dict[str, float]]
     n_train: int
     n_holdout: int
@@ -94,10 +121,14 @@ class Evaluation:
                 for who, m in res.items()]
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td>"
-                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS) + "</tr>" for who, split, m in self.rows())
-        return ("<table><tr><th>predictor</th><th>split</th><th>spearman</th><th>kendall</th><th>MAE</th>"
-                f"<th>pairwise acc</th></tr>{rows}</table>")
+        def interval(m: dict[str, Any]) -> str:
+            lo, hi = m.get("spearman_ci95") or (float("nan"), float("nan"))
+            return f"{lo:.2f}..{hi:.2f}" if lo == lo else ""
+
+        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td><td>{m['spearman']:.3f}</td><td>{interval(m)}</td>"
+                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS[1:]) + "</tr>" for who, split, m in self.rows())
+        return ("<table><tr><th>predictor</th><th>split</th><th>spearman</th><th>95% interval</th><th>kendall</th>"
+                f"<th>MAE</th><th>pairwise acc</th></tr>{rows}</table>")
 
 
 def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
@@ -151,11 +182,14 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     calib: list[dict[str, float]] = []
     if len(test):
         pred = make_scorer().fit_features(X[train], y[train]).predict_features_raw(X[test])
-        held = {"scorer": agreement(y[test], pred),
-                "length": agreement(y[test], _length_baseline(chars[train], y[train], chars[test])),
-                "random": agreement(y[test], rng.uniform(y[train].min(), y[train].max(), len(test)))}
+        preds = {"scorer": pred, "length": _length_baseline(chars[train], y[train], chars[test]),
+                 "random": rng.uniform(y[train].min(), y[train].max(), len(test))}
         if ichars is not None:
-            held["instruction_length"] = agreement(y[test], _length_baseline(ichars[train], y[train], ichars[test]))
+            preds["instruction_length"] = _length_baseline(ichars[train], y[train], ichars[test])
+        g_test = None if groups is None else np.asarray(groups, dtype=object)[test]
+        held = {who: agreement(y[test], p) for who, p in preds.items()}
+        for who in ("scorer", "length"):
+            held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)

@@ -145,7 +145,13 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it."""
     import numpy as np
 
-    from curate.scorers.evaluation import _length_baseline, agreement, calibration, group_split
+    from curate.scorers.evaluation import (
+        _length_baseline,
+        agreement,
+        calibration,
+        group_split,
+        spearman_interval,
+    )
     from curate.scorers.finetuned import CrossEncoderScorer
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -166,12 +172,16 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
         (c, d), (lo, hi) = scorer.output_range, rng
         y6 = c + (y - lo) * (d - c) / (hi - lo)
         pred = scorer.predict([data.turns[i] for i in test])
-        held["scorer"] = agreement(y6[test], pred)
+        g_test = np.asarray(data.groups, dtype=object)[test]
+        held["scorer"] = {**agreement(y6[test], pred), "spearman_ci95": spearman_interval(y6[test], pred, g_test, seed=seed)}
         for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction")):
             if who == "instruction_length" and data.reads[-1] == "instruction":
                 continue
             chars = np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
-            held[who] = agreement(y6[test], _length_baseline(chars[train], y6[train], chars[test]))
+            base = _length_baseline(chars[train], y6[train], chars[test])
+            held[who] = agreement(y6[test], base)
+            if who == "length":
+                held[who]["spearman_ci95"] = spearman_interval(y6[test], base, g_test, seed=seed)
         calib = calibration(y6[test], pred)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": "cross-encoder", "init": init})
