@@ -29,6 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from curate.scorers import Scorer, agreement  # noqa: E402
+from curate.scorers.evaluation import spearman_interval  # noqa: E402
 from curate.scorers.features import to_turn  # noqa: E402
 from curate.scorers.training import DEFAULT_CONFIG  # noqa: E402
 
@@ -63,9 +64,10 @@ def main() -> None:
     console = Console(width=140)
     table = Table(title=f"distilling GPT-4 MT-bench scores: {len(train):,} judged answers ({len(judged)} questions) -> "
                         f"the other {len(rest):,} answers of the pool")
-    for h in ("kind", "spearman", "kendall", "MAE", "pairwise acc"):
+    for h in ("kind", "spearman", "95% CI", "kendall", "MAE", "pairwise acc"):
         table.add_column(h)
     y_rest = np.array([r["label"] for r in rest])
+    g_rest = [r["group"] for r in rest]  # the interval resamples whole questions
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in list(KINDS.items())[: args.kinds]:
@@ -74,16 +76,19 @@ def main() -> None:
             emb_train = sc.embed([to_turn(r) for r in train], cache_dir=tmp)
             sc.fit_features(sc.featurize(emb_train), [r["label"] for r in train])
             pred = sc.predict([to_turn(r) for r in rest], cache_dir=tmp)
-            results[name] = agreement(y_rest, pred)
+            results[name] = {**agreement(y_rest, pred), "ci": spearman_interval(y_rest, pred, g_rest)}
     for base, key in (("response length", "response"), ("instruction length", "instruction")):
-        results[base] = agreement(y_rest, np.log1p([len(r[key]) for r in rest]))
+        chars = np.log1p([len(r[key]) for r in rest])
+        results[base] = {**agreement(y_rest, chars), "ci": spearman_interval(y_rest, chars, g_rest)}
         results[base]["mae"] = float("nan")  # a raw length is not on the label scale
     for name, m in results.items():
-        table.add_row(name, *(f"{m[k]:.3f}" for k in ("spearman", "kendall", "mae", "pairwise_accuracy")))
+        table.add_row(name, f"{m['spearman']:.3f}", f"{m['ci'][0]:.2f}..{m['ci'][1]:.2f}",
+                      *(f"{m[k]:.3f}" for k in ("kendall", "mae", "pairwise_accuracy")))
     console.print(table)
     best = max((k for k in KINDS if k in results), key=lambda k: results[k]["spearman"])
     print(f"RESULT distil_labels={len(train)} distil_rest={len(rest)} best_kind='{best}' "
-          f"distil_spearman={results[best]['spearman']:.3f} response_length_spearman={results['response length']['spearman']:.3f} "
+          f"distil_spearman={results[best]['spearman']:.3f} (95% {results[best]['ci'][0]:.2f}..{results[best]['ci'][1]:.2f}) "
+          f"response_length_spearman={results['response length']['spearman']:.3f} "
           f"target=0.50")
 
 
