@@ -1,14 +1,15 @@
 """The distillation workflow on real labels: ~1,000 GPT-4 labels of a pool train a scorer that must agree
 with GPT-4 on the rest of that pool (split by question, never by row).
 
-    python evals/eval_distil.py [--data ../shared/data] [--labels 1000]
+    python evals/eval_distil.py [--data ../shared/data] [--labels 1000] [--source mtbench|autoj]
 
 Pool: MT-bench answers with GPT-4 single scores 1-10 (evals/scorer_label_data.py). A random set of whole
 questions holding ~``--labels`` answers is "judged" (training labels); every other answer is the rest of
 the pool. Kinds: the ridge ``Scorer`` that ``curate train-scorer WS --target gpt4 --features length,stats
---embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` / ``3`` / ``4``) with
-the instruction embedding / both embeddings (``curate train-scorer``'s default for a two-text judge) / the former
-default; beside the response-length and instruction-length baselines.
+--embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` ... ``5``) with
+the instruction embedding / both embeddings (``curate train-scorer``'s default for a two-text judge: the ridge's
+alpha and embedding weight chosen by grouped 5-fold Spearman on its training part) / the same features at the
+former fixed settings / the former default; beside the response-length and instruction-length baselines.
 Last line: ``RESULT ...``.
 """
 
@@ -28,16 +29,19 @@ import scorer_label_data as D  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from curate.scorers import Scorer, agreement  # noqa: E402
+from curate.scorers import Scorer, agreement, train_and_evaluate  # noqa: E402
 from curate.scorers.evaluation import spearman_interval  # noqa: E402
 from curate.scorers.features import to_turn  # noqa: E402
-from curate.scorers.training import DEFAULT_CONFIG  # noqa: E402
+from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH  # noqa: E402
 
 KINDS = {
     "ridge: lengths + response statistics (no MiniLM)": dict(features=["length", "stats"], alpha=10.0, embed_inputs=[]),
     "ridge: instruction embedding + response stats": dict(features=["embeddings", "length", "stats"], alpha=30.0,
                                                           embedding_weight=0.05, embed_inputs=["instruction"]),
-    "ridge: curate train-scorer's default (both embeddings + length + stats)": DEFAULT_CONFIG[2],
+    "ridge: curate train-scorer's default (both embeddings + length + stats; alpha, weight by K-fold)":
+        dict(DEFAULT_CONFIG[2], search=RIDGE_SEARCH),
+    "ridge: the same features, the former fixed alpha 100, embedding weight 0.2": dict(DEFAULT_CONFIG[2], alpha=100.0,
+                                                                                        embedding_weight=0.2),
     "ridge: the former default (embeddings + product + length, alpha 10)": dict(features=["embeddings", "product",
                                                                                           "length"]),
 }
@@ -47,10 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
     ap.add_argument("--labels", type=int, default=1000)
+    ap.add_argument("--source", choices=("mtbench", "autoj"), default="mtbench",
+                    help="the pool: MT-bench answers (questions as groups) or Auto-J's 960 rated answers")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", type=int, default=len(KINDS), help="run the first N kinds (the later ones embed more)")
     args = ap.parse_args()
-    rows = D.single_scores("mtbench", args.data)
+    rows = D.single_scores(args.source, args.data)
     groups = sorted({r["group"] for r in rows})
     random.Random(args.seed).shuffle(groups)
     judged, n = set(), 0
@@ -62,7 +68,7 @@ def main() -> None:
     train = [r for r in rows if r["group"] in judged]
     rest = [r for r in rows if r["group"] not in judged]
     console = Console(width=140)
-    table = Table(title=f"distilling GPT-4 MT-bench scores: {len(train):,} judged answers ({len(judged)} questions) -> "
+    table = Table(title=f"distilling GPT-4 {args.source} scores: {len(train):,} judged answers ({len(judged)} questions) -> "
                         f"the other {len(rest):,} answers of the pool")
     for h in ("kind", "spearman", "95% CI", "kendall", "MAE", "pairwise acc"):
         table.add_column(h)
@@ -71,10 +77,18 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in list(KINDS.items())[: args.kinds]:
+            cfg = dict(cfg)
+            search = cfg.pop("search", None)
             sc = Scorer(reads=["instruction", "response"], head="ridge", name="gpt4_scorer",
                         imitates={"judge": "gpt-4 single", "model": "gpt-4"}, **cfg)
-            emb_train = sc.embed([to_turn(r) for r in train], cache_dir=tmp)
-            sc.fit_features(sc.featurize(emb_train), [r["label"] for r in train])
+            if search:  # what `curate train-scorer` does: choose on the folds of its training part, refit on all
+                train_and_evaluate(sc, [to_turn(r) for r in train], [r["label"] for r in train],
+                                   groups=[r["group"] for r in train], cache_dir=tmp, search=search)
+                chosen = sc.metrics["chosen_by_kfold"]["chosen"]
+                name = f"{name} -> {', '.join(f'{k} {v:g}' for k, v in chosen.items())}"
+            else:
+                emb_train = sc.embed([to_turn(r) for r in train], cache_dir=tmp)
+                sc.fit_features(sc.featurize(emb_train), [r["label"] for r in train])
             pred = sc.predict([to_turn(r) for r in rest], cache_dir=tmp)
             results[name] = {**agreement(y_rest, pred), "ci": spearman_interval(y_rest, pred, g_rest)}
     for base, key in (("response length", "response"), ("instruction length", "instruction")):
@@ -85,8 +99,8 @@ def main() -> None:
         table.add_row(name, f"{m['spearman']:.3f}", f"{m['ci'][0]:.2f}..{m['ci'][1]:.2f}",
                       *(f"{m[k]:.3f}" for k in ("kendall", "mae", "pairwise_accuracy")))
     console.print(table)
-    best = max((k for k in KINDS if k in results), key=lambda k: results[k]["spearman"])
-    print(f"RESULT distil_labels={len(train)} distil_rest={len(rest)} best_kind='{best}' "
+    best = next(k for k in results if k.startswith("ridge: curate train-scorer's default"))  # what a user gets
+    print(f"RESULT source={args.source} distil_labels={len(train)} distil_rest={len(rest)} kind='{best}' "
           f"distil_spearman={results[best]['spearman']:.3f} (95% {results[best]['ci'][0]:.2f}..{results[best]['ci'][1]:.2f}) "
           f"response_length_spearman={results['response length']['spearman']:.3f} "
           f"target=0.50")

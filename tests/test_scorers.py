@@ -27,7 +27,7 @@ from curate.scorers import (
     pairwise_accuracy,
     train_scorer,
 )
-from curate.scorers.evaluation import group_split, spearman_interval
+from curate.scorers.evaluation import choose_config, group_split, spearman_interval
 from curate.session import Workspace
 from curate.storage.step import RowInput, StepContext
 from tests.conftest import write_jsonl
@@ -90,6 +90,21 @@ def test_spearman_interval_resamples_whole_groups():
     assert hi_g - lo_g > 1.8 * (hi_r - lo_r)
     assert hi_g - lo_g == pytest.approx(hi - lo, abs=0.08)
     assert np.isnan(spearman_interval([1, 2], [1, 2])).all()  # too few groups to resample
+
+
+def test_choose_config_prefers_the_regularisation_that_generalises():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=80)
+    X = np.column_stack([signal, rng.normal(size=(80, 60))])  # one real column among 60 noise columns
+    y = signal + rng.normal(scale=0.5, size=80)
+
+    def make(cfg):
+        return Scorer(reads=["instruction"], features=["length"], head="ridge", alpha=cfg["alpha"])
+
+    best, table = choose_config(make, [{"alpha": 0.01}, {"alpha": 10.0}, {"alpha": 300.0}], X, y, k=4, holdout=0.2)
+    # a weak ridge fits the noise columns of ~48 training rows, a very strong one shrinks the signal too
+    assert best == {"alpha": 10.0}
+    assert table[1]["kfold_spearman"] > table[0]["kfold_spearman"] + 0.1
 
 
 def test_fit_predict_save_load_roundtrip(tmp_path):
@@ -308,7 +323,11 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     res = runner.invoke(app, ["train-scorer", str(ws.path), "--target", "oracle", "--out", str(out), "--folds", "3"])
     assert res.exit_code == 0, res.output
     assert "length" in res.output and "random" in res.output and "held-out" in res.output
-    lo, hi = Scorer.load(out).metrics["holdout"]["scorer"]["spearman_ci95"]
+    saved_metrics = Scorer.load(out).metrics
+    choice = saved_metrics["chosen_by_kfold"]  # train-scorer chose the ridge's settings on the training folds
+    assert choice["chosen"]["alpha"] == Scorer.load(out).alpha and len(choice["candidates"]) == 15
+    assert "chosen by 3-fold" in res.output
+    lo, hi = saved_metrics["holdout"]["scorer"]["spearman_ci95"]
     assert f"{lo:.2f}..{hi:.2f}" in " ".join(res.output.split())  # the held-out Spearman is printed with its interval
     saved = Scorer.load(out)
     assert saved.imitates["judge"] == "oracle-complexity" and saved.metrics["holdout"]["scorer"]["spearman"] > 0.5

@@ -36,6 +36,11 @@ def _print_training(result, out: Path, console: Console) -> None:
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
+    choice = ev.extra.get("chosen_by_kfold")
+    if choice:
+        picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())
+        console.print(f"head settings chosen by {choice['k']}-fold Spearman on the training part: {picked} "
+                      f"(of {len(choice['candidates'])} candidates)")
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
               for who, m in ev.holdout.items() if "spearman_ci95" in m]
     if spread:

@@ -8,6 +8,7 @@ responses, the turns of one conversation, the variants of one Evol seed) stay on
 from __future__ import annotations
 
 import html
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,38 @@ def group_split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int)
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def _split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return group_split(n, groups, holdout, seed) if holdout > 0 else (np.arange(n), np.array([], int))
+
+
+def _group_folds(positions: np.ndarray, groups: Sequence[Any] | None, k: int, rng: np.random.Generator):
+    """K (train, test) position pairs over ``positions``, whole groups on one side; the group order is shuffled
+    first (GroupKFold itself is deterministic)."""
+    from sklearn.model_selection import GroupKFold
+
+    g = np.arange(len(positions)) if groups is None else np.asarray(groups, dtype=object).astype(str)[positions]
+    perm = rng.permutation(len(positions))
+    for tr, te in GroupKFold(n_splits=k).split(perm, groups=np.asarray(g)[perm]):
+        yield positions[perm[tr]], positions[perm[te]]
+
+
+def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates: Sequence[dict[str, float]],
+                  X: np.ndarray, y: Sequence[float], *, k: int = 5, holdout: float = 0.2,
+                  groups: Sequence[Any] | None = None, seed: int = 0) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The candidate with the best mean K-fold Spearman on the training part (the held-out part of
+    :func:`evaluate_features` with the same ``holdout``/``seed`` is never read), and every candidate's figure."""
+    y = np.asarray(y, dtype=np.float64)
+    train, _ = _split(len(y), groups, holdout, seed)
+    folds = list(_group_folds(train, groups, k, np.random.default_rng(seed)))
+    table = []
+    for cfg in candidates:
+        rhos = [agreement(y[te], make_scorer(cfg).fit_features(X[tr], y[tr]).predict_features_raw(X[te]))["spearman"]
+                for tr, te in folds]
+        table.append({**cfg, "kfold_spearman": float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")})
+    best = max(range(len(table)), key=lambda i: -np.inf if np.isnan(table[i]["kfold_spearman"]) else table[i]["kfold_spearman"])
+    return dict(candidates[best]), table
+
+
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
                       k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
                       length_input: str = "", chars_instruction: np.ndarray | None = None) -> Evaluation:
@@ -157,20 +190,15 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     ``X`` holds precomputed features (``Scorer.featurize``), ``chars`` the length the baseline reads.
     ``groups`` keeps rows of one group (e.g. the same query) on one side of every split.
     """
-    from sklearn.model_selection import GroupKFold
-
     y = np.asarray(y, dtype=np.float64)
     chars = np.asarray(chars, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    train, test = group_split(len(y), groups, holdout, seed) if holdout > 0 else (np.arange(len(y)), np.array([], int))
-    g_train = np.arange(len(train)) if groups is None else np.asarray(groups, dtype=object).astype(str)[train]
+    train, test = _split(len(y), groups, holdout, seed)
     folds: dict[str, list[dict[str, float]]] = {"scorer": [], "length": [], "random": []}
     ichars = None if chars_instruction is None else np.asarray(chars_instruction, dtype=np.float64)
     if ichars is not None:  # a two-text scorer: the instruction-length baseline too
         folds["instruction_length"] = []
-    perm = rng.permutation(len(train))  # GroupKFold is deterministic: shuffle group order first
-    for tr, te in GroupKFold(n_splits=k).split(perm, groups=np.asarray(g_train)[perm]):
-        tr, te = train[perm[tr]], train[perm[te]]
+    for tr, te in _group_folds(train, groups, k, rng):
         pred = make_scorer().fit_features(X[tr], y[tr]).predict_features_raw(X[te])
         folds["scorer"].append(agreement(y[te], pred))
         folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
@@ -203,17 +231,35 @@ def length_input(scorer: Scorer) -> str:
 def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[float], *, k: int = 5,
                        holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
                        refit_all: bool = True, embedded: dict[str, np.ndarray] | None = None,
-                       cache_dir: str | os.PathLike | None = None) -> Evaluation:
+                       cache_dir: str | os.PathLike | None = None,
+                       search: dict[str, Sequence[float]] | None = None) -> Evaluation:
     """Embed once, evaluate (K-fold + held-out, baselines beside), then fit ``scorer`` and store the metrics.
 
     The held-out part is split off before any fitting; with ``refit_all`` the final head is fitted on
     all rows (the reported figures stay the held-out ones). ``embedded``: a cached :meth:`Scorer.embed`
     result for these rows; ``cache_dir``: a workspace's cache folder (texts embedded before are reused).
+    ``search``: head settings to choose among first (e.g. ``{"alpha": [...], "embedding_weight": [...]}``), by
+    grouped K-fold Spearman on the training part (:func:`choose_config`); the choice is in ``extra``.
     """
     rows = list(rows)
     scores = np.asarray([float(s) for s in scores], dtype=np.float64)
     emb = scorer.embed(rows, cache_dir=cache_dir) if embedded is None else embedded
     X = scorer.featurize(emb)
+    chosen = None
+    if search:
+        names = list(search)
+        candidates = [dict(zip(names, values, strict=True)) for values in itertools.product(*(search[n] for n in names))]
+
+        def configured(cfg: dict[str, float]) -> Scorer:
+            sc = scorer.fresh()
+            for name, value in cfg.items():
+                setattr(sc, name, float(value))
+            return sc
+
+        best, table = choose_config(configured, candidates, X, scores, k=k, holdout=holdout, groups=groups, seed=seed)
+        for name, value in best.items():
+            setattr(scorer, name, float(value))
+        chosen = {"chosen": best, "candidates": table, "k": k}
     base = length_input(scorer)
     ev = evaluate_features(scorer.fresh, X, scores, emb[f"_chars_{base}"], k=k, holdout=holdout, groups=groups,
                            seed=seed, length_input=base,
@@ -227,5 +273,7 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
     scorer.metadata.update({"n_train": int(len(idx)), "training_fingerprint": training_fingerprint(texts, scores[idx]),
                             "label_mean": float(scores[idx].mean()), "label_std": float(scores[idx].std()),
                             "refit_on_all_rows": bool(refit_all)})
+    if chosen:
+        ev.extra["chosen_by_kfold"] = chosen
     scorer.metrics = ev.to_dict()
     return ev

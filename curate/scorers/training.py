@@ -21,14 +21,18 @@ from curate.scorers.features import INPUTS, missing_inputs, to_turn
 from curate.scorers.model import Scorer
 
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
-# quality-like judge): both MiniLM vectors, log lengths and text statistics, a strong ridge and the embeddings
-# down-weighted, because ~1,000 labels cannot carry 768 embedding dimensions alone. Measured by
-# evals/eval_distil.py (1,002 GPT-4 labels -> 1,313 answers to unseen questions): the former default
-# (embeddings + their product + length, alpha 10) agreed at Spearman 0.005, this one at 0.560.
+# quality-like judge): both MiniLM vectors, log lengths and text statistics. Measured by evals/eval_distil.py
+# (1,002 GPT-4 labels -> 1,313 answers to unseen questions): the former default (embeddings + their product +
+# length, alpha 10) agreed at Spearman 0.005; this one at 0.56.
 DEFAULT_CONFIG: dict[int, dict[str, Any]] = {
     1: {"features": ["embeddings", "length"]},
-    2: {"features": ["embeddings", "length", "stats"], "alpha": 100.0, "embedding_weight": 0.2},
+    2: {"features": ["embeddings", "length", "stats"]},
 }
+# The ridge's strength and the weight of the embedding columns are chosen per label set, by grouped K-fold
+# Spearman on the training part (evaluation.choose_config): ~1,000 labels cannot carry 768 embedding dimensions
+# at full weight, while a large label set can, and no one setting suits every judge (evals/eval_distil.py).
+RIDGE_SEARCH: dict[str, tuple[float, ...]] = {"alpha": (10.0, 30.0, 100.0, 300.0, 1000.0),
+                                              "embedding_weight": (0.05, 0.2, 1.0)}
 
 
 @dataclass
@@ -218,7 +222,11 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     scorer = Scorer(reads=data.reads, head=head, name=name or labels or f"{target}_scorer",
                     imitates=data.imitates, embed_inputs=embed_inputs, **config)  # never the judge's column
+    search = None
+    if head == "ridge":  # the ordinal head has its own regulariser (C) and is not searched
+        search = {name: grid for name, grid in RIDGE_SEARCH.items()
+                  if name != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
     ev = train_and_evaluate(scorer, data.turns, data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
-                            cache_dir=ws.cache_dir)
+                            cache_dir=ws.cache_dir, search=search)
     scorer.metadata["source"] = data.source
     return TrainResult(scorer, ev, data)
