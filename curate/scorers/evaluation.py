@@ -71,7 +71,8 @@ def spearman_interval(y_true: Sequence[float], y_pred: Sequence[float], groups: 
     p = np.asarray(y_pred, dtype=np.float64)
     keys = np.arange(len(t)) if groups is None else \
         np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
-    members = [np.flatnonzero(keys == k) for k in np.unique(keys)]
+    order = np.argsort(keys, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(keys))[:-1])  # the positions of each group
     if len(members) < 3:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)

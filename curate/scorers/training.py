@@ -224,8 +224,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                     imitates=data.imitates, embed_inputs=embed_inputs, **config)  # never the judge's column
     search = None
     if head == "ridge":  # the ordinal head has its own regulariser (C) and is not searched
-        search = {name: grid for name, grid in RIDGE_SEARCH.items()
-                  if name != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
+        search = {setting: grid for setting, grid in RIDGE_SEARCH.items()
+                  if setting != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
     ev = train_and_evaluate(scorer, data.turns, data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
                             cache_dir=ws.cache_dir, search=search)
     scorer.metadata["source"] = data.source
