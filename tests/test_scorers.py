@@ -348,7 +348,12 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert res.exit_code == 0, res.output
     assert "52 of 81 rows labelled" in res.output
     assert ws.columns["oracle_distilled"]["labels_spent"] == 52
-    assert Scorer.load(tmp_path / "d").metadata["distilled"] is True
+    saved = Scorer.load(tmp_path / "d")
+    assert saved.metadata["distilled"] is True
+    # each round chose the ridge's settings on its labelled rows, and the saved head carries the last choice
+    last = saved.metrics["distil"][-1]["chosen"]
+    assert (saved.alpha, saved.embedding_weight) == (last["alpha"], last["embedding_weight"])
+    assert saved.reads == ["instruction"] and saved.features == ["embeddings", "length"]  # as train-scorer fits
 
 
 # -- DEITA's loop: a multi-turn judge column and Evol labels train scorers ----------------------------------

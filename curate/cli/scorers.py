@@ -107,14 +107,15 @@ def distil_command(
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
     from curate.scorers import Scorer, column_judge, column_labeller, distil
+    from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
     reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
     name = column or f"{label_column}_distilled"
-    scorer = Scorer(reads=reads, features=["embeddings", "length", "stats"], name=name, imitates=imitates)
+    scorer = Scorer(reads=reads, name=name, imitates=imitates, **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
     report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
-                    holdout_n=holdout_n)
+                    holdout_n=holdout_n, search=RIDGE_SEARCH)
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
     for head in ("round", "trained on", "labels spent", "held-out spearman", "kendall", "MAE", "pairwise acc"):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ScorerError
-from curate.scorers.evaluation import agreement
+from curate.scorers.evaluation import agreement, choose_settings
 from curate.scorers.features import input_texts, missing_inputs
 from curate.scorers.model import Scorer, training_fingerprint
 
@@ -107,7 +107,8 @@ def _turn_labels(value: Any, n_turns: int) -> list[tuple[float | None, str | Non
 
 def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200, rounds: int = 1,
            uncertain_k: int = 50, holdout_n: int = 100, column: str | None = None, n_bootstrap: int = 8,
-           seed: int = 0, write: bool = True, progress: bool = True) -> DistilReport:
+           seed: int = 0, write: bool = True, progress: bool = True,
+           search: dict[str, Sequence[float]] | None = None) -> DistilReport:
     """Distil a judge into a scorer; see the module doc.
 
     ``label_fn(row_ids)`` is any labeller (a judge, an existing column: :func:`column_labeller`); failed
@@ -115,7 +116,8 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     most common reasons. Steps: label ``holdout_n`` random rows for evaluation only; label ``n`` random
     rows; fit; then ``rounds`` times send the ``uncertain_k`` rows where a bootstrap ensemble of heads
     disagrees most to the labeller and refit. With ``write`` the final scorer (named ``column``) is applied
-    to every turn of the pool (``ws.apply``), so the column has one scale.
+    to every turn of the pool (``ws.apply``), so the column has one scale. ``search``: head settings chosen
+    before each fit by grouped K-fold on the labelled rows (:func:`~curate.scorers.evaluation.choose_settings`).
     """
     scorer = scorer or Scorer(reads=["instruction"])
     if column:
@@ -177,11 +179,17 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
 
     def fit_and_measure(round_no: int, added: int) -> None:
         train = np.array(sorted(labels))
-        scorer.fit_features(X[train], np.array([labels[k] for k in train]))
+        y_train = np.array([labels[k] for k in train])
+        chosen = {}
+        if search:  # the labelled rows only: the held-out labels stay for the figure below
+            rows_labelled = [items[k][0] for k in train]
+            chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(rows_labelled))), holdout=0.0,
+                                     groups=rows_labelled, seed=seed)["chosen"]
+        scorer.fit_features(X[train], y_train)
         m = agreement([held_labels[k] for k in held_keys], scorer.predict_features_raw(X[held_keys])) \
             if len(held_keys) >= 3 else {}
         history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
-                        "label_failures": len(failed), **m})
+                        "label_failures": len(failed), **m, **({"chosen": chosen} if chosen else {})})
 
     fit_and_measure(0, min(n, len(pool_pos)))
     for r in range(1, rounds + 1):

@@ -183,6 +183,25 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
     return dict(candidates[best]), table
 
 
+def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.ndarray, y: Sequence[float], *,
+                    k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Set on ``scorer`` the head settings (every combination of ``search``) that :func:`choose_config` picks;
+    returns the choice, every candidate's K-fold figure and K."""
+    names = list(search)
+    candidates = [dict(zip(names, values, strict=True)) for values in itertools.product(*(search[n] for n in names))]
+
+    def configured(cfg: dict[str, float]) -> Scorer:
+        sc = scorer.fresh()
+        for name, value in cfg.items():
+            setattr(sc, name, float(value))
+        return sc
+
+    best, table = choose_config(configured, candidates, X, y, k=k, holdout=holdout, groups=groups, seed=seed)
+    for name, value in best.items():
+        setattr(scorer, name, float(value))
+    return {"chosen": best, "candidates": table, "k": k}
+
+
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
                       k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
                       length_input: str = "", chars_instruction: np.ndarray | None = None) -> Evaluation:
@@ -248,19 +267,7 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
     X = scorer.featurize(emb)
     chosen = None
     if search:
-        names = list(search)
-        candidates = [dict(zip(names, values, strict=True)) for values in itertools.product(*(search[n] for n in names))]
-
-        def configured(cfg: dict[str, float]) -> Scorer:
-            sc = scorer.fresh()
-            for name, value in cfg.items():
-                setattr(sc, name, float(value))
-            return sc
-
-        best, table = choose_config(configured, candidates, X, scores, k=k, holdout=holdout, groups=groups, seed=seed)
-        for name, value in best.items():
-            setattr(scorer, name, float(value))
-        chosen = {"chosen": best, "candidates": table, "k": k}
+        chosen = choose_settings(scorer, search, X, scores, k=k, holdout=holdout, groups=groups, seed=seed)
     base = length_input(scorer)
     ev = evaluate_features(scorer.fresh, X, scores, emb[f"_chars_{base}"], k=k, holdout=holdout, groups=groups,
                            seed=seed, length_input=base,
