@@ -181,8 +181,8 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         train = np.array(sorted(labels))
         y_train = np.array([labels[k] for k in train])
         chosen = {}
-        if search:  # the labelled rows only: the held-out labels stay for the figure below
-            rows_labelled = [items[k][0] for k in train]
+        rows_labelled = [items[k][0] for k in train]
+        if search and len(set(rows_labelled)) >= 2:  # the labelled rows only: held-out labels stay for the figure
             chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(rows_labelled))), holdout=0.0,
                                      groups=rows_labelled, seed=seed)["chosen"]
         scorer.fit_features(X[train], y_train)
