@@ -40,7 +40,8 @@ def _print_training(result, out: Path, console: Console) -> None:
     if choice:
         picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())
         console.print(f"head settings chosen by {choice['k']}-fold Spearman on the training part: {picked} "
-                      f"(of {len(choice['candidates'])} candidates)")
+                      f"(of {len(choice['candidates'])} candidates)"
+                      + (f"; {choice['undecided']}" if "undecided" in choice else ""))
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
               for who, m in ev.holdout.items() if "spearman_ci95" in m]
     if spread:

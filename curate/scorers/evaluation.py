@@ -199,7 +199,10 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
     best, table = choose_config(configured, candidates, X, y, k=k, holdout=holdout, groups=groups, seed=seed)
     for name, value in best.items():
         setattr(scorer, name, float(value))
-    return {"chosen": best, "candidates": table, "k": k}
+    out: dict[str, Any] = {"chosen": best, "candidates": table, "k": k}
+    if all(np.isnan(row["kfold_spearman"]) for row in table):  # e.g. constant labels in every fold: say so
+        out["undecided"] = "no fold gave a Spearman (constant labels or predictions); the first candidate is kept"
+    return out
 
 
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
