@@ -339,6 +339,38 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     assert {"complexity", "quality", "complexity_failure", "quality_failure"} <= set(ws.columns)
 
 
+def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
+    """Judge labels on some rows of the pool file (a numeric field) are a target like a judge's column; answers
+    to one question stay on one side of every split, by instruction or by a --group-by field."""
+    from curate.cli import app
+
+    texts, scores = synthetic(n_per_level=8, seed=2)
+    records = []
+    for i, (text, score) in enumerate(zip(texts, scores, strict=True)):
+        for a in range(2):  # two answers per instruction; the second is written out with its history, as MT-bench's
+            rec = {"instruction": text if a == 0 else f"### User:\n{text}\n### Assistant:\nearlier answer", "input": "",
+                   "output": f"Answer {a} to: {text}", "question": f"q{i}"}
+            if i % 3:  # a third of the questions were never judged
+                rec["gpt4"] = score + a
+            records.append(rec)
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
+    data = from_column(ws, "gpt4")
+    assert data.reads == ["instruction", "response"] and data.imitates["from"] == "pool file"
+    assert len(data) == 2 * sum(1 for i in range(len(texts)) if i % 3) and data.skipped["no value"] == 2 * 14
+    assert len(set(data.groups)) == len(data)  # by instruction: the written-out second turn is another group
+    by_question = from_column(ws, "gpt4", group_by="question")
+    assert len(set(by_question.groups)) == len(data) // 2
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--group-by", "question",
+                                   "--folds", "3", "--out", str(tmp_path / "sc")])
+    assert res.exit_code == 0, res.output
+    assert "(26 groups)" in res.output and Scorer.load(tmp_path / "sc").imitates["column"] == "gpt4"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt5", "--out", str(tmp_path / "x")])
+    assert isinstance(res.exception, ScorerError) and "pool file columns" in str(res.exception)
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "conversation", "--out", str(tmp_path / "x")])
+    assert isinstance(res.exception, ScorerError)  # the rows' own text is never a label
+
+
 def test_cli_distil_with_a_label_column(tmp_path):
     from curate.cli import app
 
@@ -385,7 +417,8 @@ def test_multi_turn_judge_column_trains_a_scorer(tmp_path):
     assert len(result.data) == scored_turns > len(ws)  # every scored turn is a label, not one per row
     assert result.scorer.metadata["n_train"] == scored_turns
     assert result.data.skipped == {"no numeric value": sum(i % 5 == 0 for i in range(len(ws)))}
-    assert set(result.data.groups) == set(ws.ids)  # grouped by row id
+    first = {rid: t[0].instruction for rid, t in zip(ws.ids, ws.turns(), strict=True)}
+    assert set(result.data.groups) == set(first.values())  # grouped by the row's first instruction
     train, test = group_split(len(result.data), result.data.groups, 0.2, 0)
     assert not {result.data.groups[i] for i in train} & {result.data.groups[i] for i in test}
     assert result.evaluation.n_train + result.evaluation.n_holdout == scored_turns

@@ -55,7 +55,9 @@ def _print_training(result, out: Path, console: Console) -> None:
 @app.command("train-scorer")
 def train_scorer(
     workspace: Path = typer.Argument(..., help="Workspace directory holding the labels."),
-    target: str | None = typer.Option(None, "--target", help="Judge column to imitate (every scored turn is a label)."),
+    target: str | None = typer.Option(None, "--target", help="Judge column to imitate (every scored turn is a label): "
+                                      "a judge's column, or a numeric field of the pool file (labels that came "
+                                      "with the data; rows without one are not labels)."),
     labels: str | None = typer.Option(None, "--labels", help="Label set to learn from, e.g. evol_complexity "
                                       "(see `curate evol`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
@@ -66,6 +68,9 @@ def train_scorer(
                                       "provenance says it read the response), else the instruction."),
     folds: int = typer.Option(5, "--folds", "-k", help="K for K-fold agreement on the training part."),
     holdout: float = typer.Option(0.2, help="Share of groups held out (split before any fitting)."),
+    group_by: str | None = typer.Option(None, "--group-by", help="--target: a column (e.g. a question id of the "
+                                        "pool file) that keeps rows together in every split. Default: the row's "
+                                        "first instruction."),
     seed: int = typer.Option(0, help="Seed for the splits."),
     kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds) or cross-encoder "
                              "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU)."),
@@ -87,7 +92,7 @@ def train_scorer(
     ws = Workspace.open(workspace)
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
-                   features=features.split(",") if features else None,
+                   features=features.split(",") if features else None, group_by=group_by,
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

@@ -1,9 +1,10 @@
 """Training data for a scorer, from a label set or from a judge column, and the training run itself.
 
 DEITA's loop: Evol labels (``ws.labels("evol_complexity")``) or a judge's column -> a scorer -> the pool.
-A judge column of a multi-turn pool gives one label per scored turn (``ws.turn_values``), and the turns
-of one row stay on one side of every split (groups = row ids); Evol variants of one seed stay together
-(groups = ``seed_id``).
+A judge column of a multi-turn pool gives one label per scored turn (``ws.turn_values``); the turns of one
+row, and every answer to one instruction, stay on one side of every split (groups = the row's first
+instruction: answers to a held-out question must not train the scorer); Evol variants of one seed stay
+together (groups = ``seed_id``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS, missing_inputs, to_turn
 from curate.scorers.model import Scorer
 
+# Pool columns that hold the rows themselves, never labels.
+POOL_TEXT_COLUMNS = ("id", "conversation", "format")
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
 # quality-like judge): both MiniLM vectors, log lengths and text statistics. Measured by evals/eval_distil.py
 # (1,002 GPT-4 labels -> 1,313 answers to unseen questions): the former default (embeddings + their product +
@@ -96,26 +99,39 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
 
 def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tuple[list[str], dict[str, Any]]:
     """What a scorer imitating ``column`` reads (``reads``, else what the column's provenance says its
-    producer read, else the instruction) and what it imitates (judge, prompt, model), from provenance."""
-    if not ws.has_column(column):
-        raise ScorerError(f"{ws.path}: no column {column!r}; have {sorted(ws.columns)}")
-    prov = ws.column_provenance(column)
-    reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
-    imitates = {"judge": prov.get("judge", column), "column": column,
-                **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set") if k in prov}}
-    return reads, imitates
+    producer read, else the instruction) and what it imitates (judge, prompt, model), from provenance.
+
+    ``column`` is a derived column (an LLM judge's) or a column of the pool file itself: judge labels that
+    came with the data (e.g. a ``gpt4_score`` field on the rows that were judged). Such a column has no
+    provenance, so the scorer reads what the rows carry: instruction and response when any row has a response.
+    """
+    if ws.has_column(column):
+        prov = ws.column_provenance(column)
+        reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
+        imitates = {"judge": prov.get("judge", column), "column": column,
+                    **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set") if k in prov}}
+        return reads, imitates
+    if ws.has_pool and column in ws.pool.column_names and column not in POOL_TEXT_COLUMNS:
+        if reads is None:
+            reads = _reads_of(["response"] if any(t.response for turns in ws.turns() for t in turns) else [])
+        return list(reads), {"judge": column, "column": column, "from": "pool file"}
+    loaded = sorted(c for c in (ws.pool.column_names if ws.has_pool else []) if c not in POOL_TEXT_COLUMNS)
+    raise ScorerError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
 
 
-def from_column(ws: Any, column: str, reads: Sequence[str] | None = None) -> TrainingData:
+def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_by: str | None = None) -> TrainingData:
     """Labels from a judge column: one (turn, score) pair per scored turn of every row.
 
     ``reads`` defaults to what the column's provenance says its producer read (``reads``), else the
     instruction. Turns without a numeric value (failed, JSON output) or without a text the scorer reads
-    are left out and counted in ``skipped``.
+    are left out and counted in ``skipped``. ``group_by``: a column (e.g. a question id in the pool file) whose
+    value keeps rows together in every split, for answers to one question whose instructions differ (a
+    second turn written out with its history); a row without a value is grouped by its first instruction.
     """
     reads, imitates = column_judge(ws, column, reads)
     data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws))
-    for rid, values, turns in zip(ws.ids, ws.turn_values(column), ws.turns(), strict=True):
+    keys = ws.column(group_by) if group_by is not None else [None] * len(ws)
+    for values, turns, key in zip(ws.turn_values(column), ws.turns(), keys, strict=True):
         if values is None:
             data.skipped["no value"] += len(turns)
             continue
@@ -132,7 +148,7 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None) -> Tra
             else:
                 data.turns.append(turn)
                 data.scores.append(score)
-                data.groups.append(rid)
+                data.groups.append(turns[0].instruction if key is None else f"{group_by}={key}")
     return data
 
 
@@ -197,16 +213,19 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
                  head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
-                 epochs: float = 2.0, embed_inputs: Sequence[str] | None = None) -> TrainResult:
+                 epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
+                 group_by: str | None = None) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
-    held-out agreement beside baselines, then a head fitted on every label. Returns the fitted scorer,
+    held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``). Returns the fitted scorer,
     its evaluation and the training data (how many labels were used, what was left out and why)."""
     if (target is None) == (labels is None):
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
     if labels is not None:
+        if group_by is not None:
+            raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
         data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads)
     else:
-        data = from_column(ws, target, reads)
+        data = from_column(ws, target, reads, group_by)
     if len(data) < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         raise ScorerError(f"{data.source} has {len(data)} usable numeric labels; need at least {2 * k}"
