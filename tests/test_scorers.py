@@ -382,6 +382,8 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert ws.columns["oracle_distilled"]["labels_spent"] == 52
     saved = Scorer.load(tmp_path / "d")
     assert saved.metadata["distilled"] is True
+    # the final head learns from every label paid for, held-out ones too (a row without a label gives none)
+    assert saved.metadata["n_train"] == 52 - saved.metrics["distil"][-1]["label_failures"] > 52 - 20
     # each round chose the ridge's settings on its labelled rows, and the saved head carries the last choice
     last = saved.metrics["distil"][-1]["chosen"]
     assert (saved.alpha, saved.embedding_weight) == (last["alpha"], last["embedding_weight"])

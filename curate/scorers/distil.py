@@ -115,7 +115,8 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     labels are left out of training, and when every label fails :class:`ScorerError` says so with the
     most common reasons. Steps: label ``holdout_n`` random rows for evaluation only; label ``n`` random
     rows; fit; then ``rounds`` times send the ``uncertain_k`` rows where a bootstrap ensemble of heads
-    disagrees most to the labeller and refit. With ``write`` the final scorer (named ``column``) is applied
+    disagrees most to the labeller and refit; the final head is fitted on every label, held-out ones included,
+    after the figure is taken. With ``write`` the final scorer (named ``column``) is applied
     to every turn of the pool (``ws.apply``), so the column has one scale. ``search``: head settings chosen
     before each fit by grouped K-fold on the labelled rows (:func:`~curate.scorers.evaluation.choose_settings`).
     """
@@ -181,10 +182,11 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         train = np.array(sorted(labels))
         y_train = np.array([labels[k] for k in train])
         chosen = {}
-        rows_labelled = [items[k][0] for k in train]
-        if search and len(set(rows_labelled)) >= 2:  # the labelled rows only: held-out labels stay for the figure
-            chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(rows_labelled))), holdout=0.0,
-                                     groups=rows_labelled, seed=seed)["chosen"]
+        # grouped by the row's first instruction, as train-scorer splits: answers to one question stay together
+        groups = [turns[items[k][0]][0].instruction for k in train]
+        if search and len(set(groups)) >= 2:  # the labelled rows only: held-out labels stay for the figure
+            chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))), holdout=0.0,
+                                     groups=groups, seed=seed)["chosen"]
         scorer.fit_features(X[train], y_train)
         m = agreement([held_labels[k] for k in held_keys], scorer.predict_features_raw(X[held_keys])) \
             if len(held_keys) >= 3 else {}
@@ -207,7 +209,11 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         pick = candidates[np.argsort(-row_std, kind="stable")[:uncertain_k]]
         judge(pick)
         fit_and_measure(r, len(pick))
+    # The figure is measured; now the final head learns from every label paid for, the held-out ones too
+    # (as train-scorer refits on all its labels after measuring).
+    labels.update(held_labels)
     train = np.array(sorted(labels))
+    scorer.fit_features(X[train], np.array([labels[k] for k in train]))
     texts = input_texts([turns[items[k][0]][items[k][1]] for k in train], scorer.reads)
     scorer.metadata.update({"n_train": int(len(train)), "distilled": True,
                             "training_fingerprint": training_fingerprint(texts, [labels[k] for k in train])})
