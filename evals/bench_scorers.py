@@ -147,6 +147,9 @@ def main() -> None:
     for held, rep in res["quality"]["zero_shot_source_held_out"].items():
         if held != "alpaca_eval":
             point_rows(table, "ridge, source unseen", f"{held} (test groups)", rep)
+    for held, rep in res["quality"].get("zero_shot_source_held_out_all_rows", {}).items():
+        if held != "alpaca_eval":
+            point_rows(table, "ridge, source unseen", f"{held} (all rows)", rep)
     for held in ("autoj", "mtbench"):
         for m, tag, kind in ((gpu, "ce", "cross-encoder (GPU record)"), (lm, "lm", "small-lm (SmolLM2, GPU record)")):
             if m and f"quality_{tag}_without_{held}" in m:
@@ -163,6 +166,21 @@ def main() -> None:
     for kind, rep in kinds:
         for sub in ("all", "length_matched"):
             table.add_row(kind, sub, _fmt(rep[sub]["scorer"]), _fmt(rep[sub]["response_length"]), str(rep[sub]["n"]))
+    console.print(table)
+
+    table = Table(title="quality: pairs of answers to one instruction that GPT-4 scored differently (what labelled "
+                        "preference pairs measure: the question's difficulty cannot help); accuracy, ties 1/2")
+    for h in ("kind", "source", "scorer", "longer wins", "pairs"):  # one instruction: its length cannot order them
+        table.add_column(h)
+    within = [("ridge (default), test groups", s, q[s]) for s in ("mtbench", "autoj")]
+    within += [("ridge, source unseen (all rows)", s, rep) for s, rep in
+               res["quality"].get("zero_shot_source_held_out_all_rows", {}).items() if s != "alpaca_eval"]
+    within += [(f"{kind}, test groups", s, m[f"quality_{tag}"]["test"][s]) for m, tag, kind in readers
+               for s in ("mtbench", "autoj")]
+    for kind, source, rep in within:
+        if "pairwise_within_group" in rep["scorer"]:
+            table.add_row(kind, source, *(_fmt(rep[w].get("pairwise_within_group")) for w in ("scorer", "response_length")),
+                          str(rep["scorer"]["pairs_within_group"]))
     console.print(table)
 
     table = Table(title="calibration on DEITA's 1-6: predicted vs label (mean, std) on the test groups")
@@ -216,12 +234,18 @@ def main() -> None:
     console.print(table)
 
     z = res["quality"]["zero_shot_source_held_out"]
+    za = res["quality"].get("zero_shot_source_held_out_all_rows")
     cx = shipped["complexity"]
     print(f"RESULT quality_mtbench_spearman={q['mtbench']['scorer']['spearman']:.3f} "
           f"(95% {_ci(q['mtbench']['scorer'])}; len {q['mtbench']['response_length']['spearman']:.3f}) quality_autoj_spearman={q['autoj']['scorer']['spearman']:.3f} "
           f"(len {q['autoj']['response_length']['spearman']:.3f}) alpaca_pair_acc={q['alpaca_eval']['all']['scorer']:.3f} "
           f"(len {q['alpaca_eval']['all']['response_length']:.3f}) zero_shot_autoj={z['autoj']['scorer']['spearman']:.3f} "
           f"zero_shot_mtbench={z['mtbench']['scorer']['spearman']:.3f}"
+          + ("".join(f" zero_shot_{s}_all_rows={za[s]['scorer']['spearman']:.3f} (95% {_ci(za[s]['scorer'])}; len "
+                     f"{za[s]['response_length']['spearman']:.3f}) zero_shot_{s}_pairs_within_instruction="
+                     f"{za[s]['scorer']['pairwise_within_group']:.3f} (longer wins "
+                     f"{za[s]['response_length']['pairwise_within_group']:.3f})" for s in ("mtbench", "autoj"))
+             if za else "")
           + f" complexity_flask_spearman={cx['flask']['scorer']['spearman']:.3f} "
             f"(95% {_ci(cx['flask']['scorer'])}; len {cx['flask']['instruction_length']['spearman']:.3f}) chain_order={cx['chains_appended']['scorer']:.3f} "
             f"(len {cx['chains_appended']['instruction_length']:.3f}) rewritten_chain_order={cx['chains_rewritten']['scorer']:.3f} "

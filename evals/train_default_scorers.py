@@ -46,7 +46,7 @@ from curate.scorers.constraints import (  # noqa: E402
     chain_pairs,
     order_accuracy,
 )
-from curate.scorers.evaluation import spearman_interval  # noqa: E402
+from curate.scorers.evaluation import spearman_interval, within_group_pairs  # noqa: E402
 from curate.scorers.features import n_stat_columns  # noqa: E402
 from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
@@ -197,10 +197,14 @@ def quality_report(sc, pairs, singles, split, ref_split=("train", "val")) -> dic
         pred = predict(sc, [r["instruction"] for r in rows], [r["response"] for r in rows])
         groups = [r["group"] for r in rows]
         res = {"scorer": with_interval(agreement(y, pred), y, pred, groups)}
+        preds = {"scorer": pred}
         for base, key in (("response_length", "response"), ("instruction_length", "instruction")):
             bp = length_pred([len(r[key]) for r in ref], to6([r["label"] for r in ref]),
                              [len(r[key]) + 1e-3 * i for i, r in enumerate(rows)])
             res[base] = with_interval(agreement(y, bp), y, bp, groups)
+            preds[base] = bp
+        # pairs of answers to one instruction (MT-bench: one turn of one question), as labelled preference pairs
+        within_group_pairs(res, y, preds, [r["instruction"] for r in rows])
         res["distribution"] = {"predicted_mean_std": [float(pred.mean()), float(pred.std())],
                                "label_mean_std": [float(y.mean()), float(y.std())],
                                "predicted_quantiles": np.quantile(pred, [.1, .25, .5, .75, .9]).round(2).tolist(),
@@ -328,12 +332,15 @@ def train_quality_default(data: Path, out: dict, log=print) -> None:
     log(f"quality: chosen on val {best}")
     sc = fit_quality(best, pairs, singles, ("train",))
     out["quality"] = {"config": best, "test": quality_report(sc, pairs, singles, "test")}
-    zero = {}
+    zero, zero_all = {}, {}
     for held in ("autoj", "mtbench", "alpaca_eval"):
         z = fit_quality(best, pairs, singles, ("train", "val"),
                         tuple(s for s in ("alpaca_eval", "mtbench", "autoj") if s != held))
         zero[held] = quality_report(z, pairs, singles, "test")[held]  # the held-out source's test groups
+        # the source never trained it, so every one of its rows is unseen: a larger sample of the same figure
+        zero_all[held] = quality_report(z, pairs, singles, "all")[held]
     out["quality"]["zero_shot_source_held_out"] = zero
+    out["quality"]["zero_shot_source_held_out_all_rows"] = zero_all
     final = fit_quality(best, pairs, singles, ("train", "val"))
     final.metrics = {"holdout": {"scorer": out["quality"]["test"]["mtbench"]["scorer"]}, "issue13": out["quality"]}
     final.metadata.update({"trained_on_splits": ["train", "val"], "test_groups_held_out": True})

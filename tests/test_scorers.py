@@ -67,6 +67,11 @@ def test_metrics_on_known_cases():
     assert pairwise_accuracy([1, 2, 3, 4], [4, 3, 2, 1]) == 0.0
     assert pairwise_accuracy([1, 2], [5, 5]) == 0.5
     assert pairwise_accuracy([1, 1, 2], [0, 9, 5]) == 0.5  # tied labels are skipped; (1,2) right once, wrong once
+    # two questions, an easy one (labels 8, 9) and a hard one (2, 3): a predictor that knows only which question is
+    # easier orders 4 of the 6 pairs, but none of the two pairs of answers to one question
+    labels, by_question = [8, 9, 2, 3], [9.5, 8.5, 1.5, 1.0]
+    assert pairwise_accuracy(labels, by_question) == 4 / 6
+    assert pairwise_accuracy(labels, by_question, groups=["easy", "easy", "hard", "hard"]) == 0.0
     m = agreement([1, 2, 3, 4], [2, 3, 4, 5])
     assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
     assert m["mae"] == pytest.approx(1.0) and m["pairwise_accuracy"] == 1.0 and m["n"] == 4
@@ -365,6 +370,14 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
                                    "--folds", "3", "--out", str(tmp_path / "sc")])
     assert res.exit_code == 0, res.output
     assert "(26 groups)" in res.output and Scorer.load(tmp_path / "sc").imitates["column"] == "gpt4"
+    held = Scorer.load(tmp_path / "sc").metrics["holdout"]
+    n_test = held["scorer"]["n"]  # two answers per held-out question, labels one apart: one pair within each
+    assert held["scorer"]["pairs_within_group"] == held["length"]["pairs_within_group"] == n_test // 2
+    # the two answers have one length (length ties: 1/2); the later answer, one point better, reads differently
+    assert held["length"]["pairwise_within_group"] == 0.5 < held["scorer"]["pairwise_within_group"]
+    assert "pairs of answers to one instruction" in " ".join(res.output.split())
+    page = train_scorer(ws, target="gpt4", group_by="question", k=3).evaluation._repr_html_()
+    assert "pairs within one instruction" in page and f"({n_test // 2:,})" in page
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt5", "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, ScorerError) and "pool file columns" in str(res.exception)
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "conversation", "--out", str(tmp_path / "x")])

@@ -46,6 +46,11 @@ def _print_training(result, out: Path, console: Console) -> None:
               for who, m in ev.holdout.items() if "spearman_ci95" in m]
     if spread:
         console.print(f"held-out Spearman with its 95% bootstrap interval (groups resampled): {', '.join(spread)}")
+    within = [f"{who} {m['pairwise_within_group']:.3f}" for who, m in ev.holdout.items() if "pairwise_within_group" in m]
+    if within:
+        n = ev.holdout["scorer"]["pairs_within_group"]
+        console.print(f"held-out pairwise accuracy within one group ({n:,} pairs of answers to one instruction, "
+                      f"as labelled preference pairs measure): {', '.join(within)}")
     if ev.calibration:
         bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
         console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")

@@ -22,13 +22,19 @@ from curate.scorers.model import Scorer, training_fingerprint
 METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
 
 
-def pairwise_accuracy(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
-    """Share of pairs with different labels that the predictions order the same way (prediction ties 1/2)."""
+def pairwise_accuracy(y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None = None) -> float:
+    """Share of pairs with different labels that the predictions order the same way (prediction ties 1/2).
+
+    ``groups``: only pairs within one group, e.g. answers to one instruction -- what a set of labelled
+    preference pairs measures, where a question's difficulty cannot help."""
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     dt = np.sign(t[:, None] - t[None, :])
     dp = np.sign(p[:, None] - p[None, :])
     mask = dt > 0
+    if groups is not None:
+        codes = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
+        mask &= codes[:, None] == codes[None, :]
     n = int(mask.sum())
     if n == 0:
         return float("nan")
@@ -127,10 +133,15 @@ class Evaluation:
             lo, hi = m.get("spearman_ci95") or (float("nan"), float("nan"))
             return f"{lo:.2f}..{hi:.2f}" if lo == lo else ""
 
+        def within(m: dict[str, Any]) -> str:
+            return f"{m['pairwise_within_group']:.3f} ({m['pairs_within_group']:,})" if "pairwise_within_group" in m else ""
+
         rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td><td>{m['spearman']:.3f}</td><td>{interval(m)}</td>"
-                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS[1:]) + "</tr>" for who, split, m in self.rows())
+                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS[1:]) + f"<td>{within(m)}</td></tr>"
+                       for who, split, m in self.rows())
         return ("<table><tr><th>predictor</th><th>split</th><th>spearman</th><th>95% interval</th><th>kendall</th>"
-                f"<th>MAE</th><th>pairwise acc</th></tr>{rows}</table>")
+                "<th>MAE</th><th>pairwise acc</th><th>pairs within one instruction (n)</th></tr>"
+                f"{rows}</table>")
 
 
 def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
@@ -241,9 +252,25 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         held = {who: agreement(y[test], p) for who, p in preds.items()}
         for who in ("scorer", "length"):
             held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
+        within_group_pairs(held, y[test], preds, g_test)
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)
+
+
+def within_group_pairs(held: dict[str, dict[str, Any]], y: np.ndarray, preds: dict[str, np.ndarray],
+                       groups: Sequence[Any] | None) -> None:
+    """Add each predictor's pairwise accuracy over pairs within one group (``pairwise_within_group``) and the
+    number of such pairs, where the held-out part has any (several answers to one instruction)."""
+    if groups is None:
+        return
+    codes = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
+    n = int(((np.sign(y[:, None] - y[None, :]) > 0) & (codes[:, None] == codes[None, :])).sum())
+    if not n:
+        return
+    for who, p in preds.items():
+        if who in held:
+            held[who].update(pairwise_within_group=pairwise_accuracy(y, p, groups), pairs_within_group=n)
 
 
 def length_input(scorer: Scorer) -> str:

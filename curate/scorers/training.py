@@ -171,6 +171,7 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
         calibration,
         group_split,
         spearman_interval,
+        within_group_pairs,
     )
     from curate.scorers.finetuned import CrossEncoderScorer
 
@@ -194,6 +195,7 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
         pred = scorer.predict([data.turns[i] for i in test])
         g_test = np.asarray(data.groups, dtype=object)[test]
         held["scorer"] = {**agreement(y6[test], pred), "spearman_ci95": spearman_interval(y6[test], pred, g_test, seed=seed)}
+        preds = {"scorer": pred}
         for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction")):
             if who == "instruction_length" and data.reads[-1] == "instruction":
                 continue
@@ -202,6 +204,8 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
             held[who] = agreement(y6[test], base)
             if who == "length":
                 held[who]["spearman_ci95"] = spearman_interval(y6[test], base, g_test, seed=seed)
+            preds[who] = base
+        within_group_pairs(held, y6[test], preds, g_test)
         calib = calibration(y6[test], pred)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": "cross-encoder", "init": init})
