@@ -202,7 +202,8 @@ def main() -> None:
         table.add_column(h)
     c = res["complexity"]["test"]
     kinds = [("ridge (complexity_ridge)", c), ("cross-encoder `complexity` (default)", shipped["complexity"])]
-    for key, kind in (("complexity_ce_2_epochs", "cross-encoder, 2 epochs (GPU record*)"),
+    for key, kind in (("complexity_ce", "cross-encoder, appended chains only (former default, GPU record*)"),
+                      ("complexity_ce_2_epochs", "cross-encoder, 2 epochs (GPU record*)"),
                       ("complexity_ce_rewritten", "cross-encoder, rewritten chains (GPU record*)")):
         if gpu and key in gpu:
             t = gpu[key]["test"]

@@ -2,10 +2,10 @@
 ``curate/scorers/weights/quality_ce`` and ``complexity`` (the default complexity scorer) from ``../shared/data``.
 
     PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda] \
-        [--only quality --loso --loso-sources autoj,mtbench | --only complexity [--complexity-chains rewritten]]
+        [--only quality --loso --loso-sources autoj,mtbench | --only complexity [--complexity-chains appended]]
     # CPU smoke test at tiny size:  ... --tiny --device cpu
-    # then: python3 evals/ship_gpu_scorer.py OUT/complexity_ce.safetensors OUT/issue13_gpu_metrics.json complexity_ce \
-    #           --name complexity --judge complexity --dest curate/scorers/weights/complexity
+    # then: python3 evals/ship_gpu_scorer.py OUT/complexity_ce_mixed.safetensors OUT/issue13_gpu_metrics.json \
+    #           complexity_ce_mixed --name complexity --judge complexity --dest curate/scorers/weights/complexity
     # (MINILM_DIR: the packaged MiniLM saved as fp16 with transformers, 45 MB: one device call carries it)
 
 quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and pairwise (AlpacaEval preferences,
@@ -14,8 +14,10 @@ quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and p
             instruction / question id). Leave-one-source-out runs measure zero-shot agreement on a source never
             trained on (``--loso``).
 complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, training families only); test on
-            FLASK test instructions and on chains of held-out families over held-out seeds.
-Writes OUT/{quality_ce,complexity_ce[_rewritten]}.safetensors (adapter + head + calibration) and
+            FLASK test instructions and on chains of held-out families over held-out seeds. The default recipe,
+            ``mixed`` (appended and rewritten chains, filler twins as ties), was chosen over ``appended`` on val
+            (evals/compare_complexity_scorers.py) and is the shipped default complexity scorer.
+Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
 Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
 """
@@ -232,7 +234,7 @@ def quality_reports(net, tok, pairs, singles, device, test_sources, split="test"
 # -- complexity -------------------------------------------------------------------------------------------
 def complexity_run(args, device, log, recipe: str = "appended"):
     """FLASK levels (pointwise) + constraint chains of the training families (pairwise). ``appended``: the
-    append-only chains the shipped complexity_ce learnt from (all short seeds of each split); ``rewritten``:
+    append-only chains the former default complexity_ce learnt from (all short seeds of each split); ``rewritten``:
     the length-neutral chains, with filler-padded twins as ties (P = 0.5), from the same chain sets as
     evals/train_default_scorers.py. Both are tested on FLASK test instructions and on both held-out chain
     styles of ``D.complexity_chain_sets`` (the ridge's test chains), plus the filler-twin bias."""
@@ -245,6 +247,12 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     sets = D.complexity_chain_sets(flask)
     if recipe == "rewritten":
         train_chains, val_chains = sets["rewritten"]["train"], sets["rewritten"]["val"]
+        pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
+        pairs += [(None, padded, plain, 0.5) for padded, plain in sets["twins"]["train"]]
+    elif recipe == "mixed":  # both styles of the training families, and the filler twins as ties
+        train_chains = (CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
+                        + sets["rewritten"]["train"])
+        val_chains = sets["appended"]["val"] + sets["rewritten"]["val"]
         pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
         pairs += [(None, padded, plain, 0.5) for padded, plain in sets["twins"]["train"]]
     else:
@@ -292,11 +300,15 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), to6_flask(tr))
     rep = {"flask_test": {"scorer": agreement(to6_flask(test), CE.apply_map(raw, *cal)),
                           "instruction_length": agreement(to6_flask(test), CE.apply_map(ln, *len_map))}}
-    if recipe == "appended":  # the figure the shipped complexity_ce was reported with
+    if recipe == "appended":  # the figure the former default complexity_ce was reported with
         rep["chains_heldout_families"] = chain_report(
             CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3))
     for style in ("appended", "rewritten"):
         rep[f"chains_{style}"] = chain_report(sets[style]["test"])
+    # the val figures a recipe is chosen by (training families, val seeds): FLASK val and both chain styles
+    rep["val"] = {"flask": spearman([r["label"] for r in val], predict([r["instruction"] for r in val])),
+                  **{f"chains_{style}": CONS.order_accuracy(sets[style]["val"], score_chains(sets[style]["val"]))
+                     for style in ("appended", "rewritten")}}
     tw = sets["twins"]["test"]
     d = predict([a for a, _ in tw]) - predict([b for _, b in tw])
     rep["filler_twins"] = {"scorer_padded_higher": float(np.mean(d > 0)), "n": len(tw)}
@@ -327,8 +339,9 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     ap.add_argument("--budget-s", type=float, default=380.0, help="skip the optional runs past this many seconds")
     ap.add_argument("--only", choices=("all", "quality", "complexity", "loso"), default="all",
                     help="loso: only the leave-one-source-out quality runs of --loso-sources")
-    ap.add_argument("--complexity-chains", choices=("appended", "rewritten"), default="appended",
-                    help="appended: the shipped complexity_ce; rewritten: length-neutral chains + filler ties")
+    ap.add_argument("--complexity-chains", choices=("appended", "rewritten", "mixed"), default="mixed",
+                    help="mixed (the shipped default): appended + rewritten chains + filler ties; appended: the former "
+                         "default; rewritten: length-neutral chains + filler ties")
     ap.add_argument("--complexity-epochs", type=float, default=3.0)
     ap.add_argument("--complexity-eval-every", type=int, default=40)
     ap.add_argument("--loso-sources", default="autoj,mtbench,alpaca_eval", help="sources to leave out, in order")
