@@ -5,9 +5,10 @@ test figures are printed beside, for every w.
 
     python evals/ablate_complexity_length_blend.py [--data ../shared/data]
 
-Measured (evals/results/issue13_complexity_length_blend.log): no. The best val w (0.3) takes rewritten-chain
-order from 0.719 to 0.773 (length alone: 0.845) and FLASK test from 0.694 to 0.687; larger w trades more FLASK
-for little order. Not adopted.
+Measured on the then-default adapter (appended chains only, commit 1e6c85c; evals/results/
+issue13_complexity_length_blend.log): no. The best val w (0.3) takes rewritten-chain order from 0.719 to 0.773
+(length alone: 0.845) and FLASK test from 0.694 to 0.687; larger w trades more FLASK for little order. Not
+adopted; training on rewritten chains as well did better (evals/compare_complexity_scorers.py).
 """
 
 from __future__ import annotations
