@@ -5,7 +5,7 @@ must agree with GPT-4 on every row it never asked about.
                                      [--uncertain-k 50] [--holdout-n 100]
 
 The pool is every answer of the source, loaded into a workspace from a JSONL file; GPT-4's score is a field of
-that file (the oracle column). The labeller is ``column_labeller`` on that field, wrapped to record which rows it
+that file (the oracle column), and so is the question id both kinds group by (``--group-by question``). The labeller is ``column_labeller`` on that field, wrapped to record which rows it
 was asked about; every label asked for counts, the held-out ones too. Compared, with the same label budget: the
 ``train-scorer`` path (``train_scorer(target=..., group_by=...)`` on a random sample of rows of the same size, the
 other rows unlabelled), both measured on the rows they never saw, beside response length. Rows are sampled, not
@@ -73,9 +73,10 @@ def main() -> None:
         reads, imitates = column_judge(ws, "gpt4")
         scorer = Scorer(reads=reads, name="gpt4_distilled", imitates=imitates, **DEFAULT_CONFIG[len(reads)])
         report = distil(ws, label_fn, scorer=scorer, n=args.n, rounds=args.rounds, uncertain_k=args.uncertain_k,
-                        holdout_n=args.holdout_n, search=RIDGE_SEARCH, seed=args.seed, progress=False)
+                        holdout_n=args.holdout_n, search=RIDGE_SEARCH, seed=args.seed, progress=False,
+                        group_by="question")
         unseen = [i for i, rid in enumerate(ids) if rid not in asked]
-        results = {f"curate distil ({report.labels_spent:,} labels asked: {args.holdout_n} held out, {args.n} random, "
+        results = {f"curate distil --group-by question ({report.labels_spent:,} labels asked: {args.holdout_n} held out, {args.n} random, "
                    f"{args.rounds} x {args.uncertain_k} least certain)": _measure(ws, "gpt4_distilled", unseen, truth, groups)}
         # the train-scorer path with the same budget: a random sample of rows keeps its label, the rest lose it
         rng = np.random.default_rng(args.seed)

@@ -384,6 +384,43 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
     assert isinstance(res.exception, ScorerError)  # the rows' own text is never a label
 
 
+def test_distil_never_asks_about_a_held_out_question_again(tmp_path):
+    """The held-out figure must not be taught: answers that share a held-out row's question (by instruction, or
+    by --group-by) are never asked about nor trained on."""
+    from curate.scorers import column_labeller
+
+    texts, scores = synthetic(n_per_level=8, seed=2)
+    records = [{"instruction": t if a == 0 else f"### User:\n{t}\n### Assistant:\nearlier answer", "input": "",
+                "output": f"Answer {a} to: {t}", "question": f"q{i}", "gpt4": s + a}
+               for i, (t, s) in enumerate(zip(texts, scores, strict=True)) for a in range(2)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
+    question = dict(zip(ws.ids, ws.column("question"), strict=True))
+
+    def asked_again(group_by):
+        batches, oracle = [], column_labeller(ws, "gpt4")
+
+        def label_fn(ids):
+            batches.append(ids)
+            return oracle(ids)
+
+        sc = Scorer(reads=["instruction", "response"], features=["embeddings", "length"])
+        distil(ws, label_fn, scorer=sc, n=30, rounds=1, uncertain_k=5, holdout_n=10, group_by=group_by,
+               progress=False, write=False)
+        assert len(batches[0]) == 10 and sum(map(len, batches)) == 45  # the spend is what was asked for
+        held = {question[r] for r in batches[0]}
+        return held & {question[r] for b in batches[1:] for r in b}
+
+    assert not asked_again("question")
+    assert asked_again(None)  # the written-out second turn is another instruction: only --group-by ties them
+    from curate.cli import app
+
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "gpt4", "--group-by", "question",
+                                   "-n", "30", "--holdout-n", "10", "--uncertain-k", "5"])
+    assert res.exit_code == 0, res.output
+    assert "45 of 80 rows labelled" in " ".join(res.output.split())
+
+
 def test_cli_distil_with_a_label_column(tmp_path):
     from curate.cli import app
 

@@ -114,6 +114,9 @@ def distil_command(
     column: str | None = typer.Option(None, help="Column for the scorer's predictions (default LABEL_distilled)."),
     inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response] (default: "
                                       "what the column's provenance says it read, else the instruction)."),
+    group_by: str | None = typer.Option(None, "--group-by", help="A column (e.g. a question id of the pool file) "
+                                        "whose rows stay together: a held-out row's group is never asked about. "
+                                        "Default: the row's first instruction."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also save the distilled scorer here."),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
@@ -126,7 +129,7 @@ def distil_command(
     name = column or f"{label_column}_distilled"
     scorer = Scorer(reads=reads, name=name, imitates=imitates, **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
     report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
-                    holdout_n=holdout_n, search=RIDGE_SEARCH)
+                    holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
     for head in ("round", "trained on", "labels spent", "held-out spearman", "kendall", "MAE", "pairwise acc"):

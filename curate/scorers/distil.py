@@ -108,7 +108,7 @@ def _turn_labels(value: Any, n_turns: int) -> list[tuple[float | None, str | Non
 def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200, rounds: int = 1,
            uncertain_k: int = 50, holdout_n: int = 100, column: str | None = None, n_bootstrap: int = 8,
            seed: int = 0, write: bool = True, progress: bool = True,
-           search: dict[str, Sequence[float]] | None = None) -> DistilReport:
+           search: dict[str, Sequence[float]] | None = None, group_by: str | None = None) -> DistilReport:
     """Distil a judge into a scorer; see the module doc.
 
     ``label_fn(row_ids)`` is any labeller (a judge, an existing column: :func:`column_labeller`); failed
@@ -119,6 +119,9 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     after the figure is taken. With ``write`` the final scorer (named ``column``) is applied
     to every turn of the pool (``ws.apply``), so the column has one scale. ``search``: head settings chosen
     before each fit by grouped K-fold on the labelled rows (:func:`~curate.scorers.evaluation.choose_settings`).
+    Groups keep every answer to one instruction together: a row that shares a held-out row's group is never asked
+    about nor trained on, and the search folds are grouped. A group is the row's first instruction, or the value
+    of ``group_by``, a column (e.g. a question id) that groups rows whose instructions differ.
     """
     scorer = scorer or Scorer(reads=["instruction"])
     if column:
@@ -136,8 +139,18 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         row_items.setdefault(i, []).append(k)
     emb = scorer.embed([turns[i][t] for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
     X = scorer.featurize(emb)
+    keys = ws.column(group_by) if group_by is not None else [None] * len(ids)
+    group = [f"{group_by}={keys[i]}" if keys[i] is not None else turns[i][0].instruction if turns[i] else ids[i]
+             for i in range(len(ids))]
     order = rng.permutation(len(usable))
-    held_pos, pool_pos = order[:holdout_n], order[holdout_n:]
+    by_group: dict[str, list[int]] = {}  # groups in random order, each with its rows
+    for p in order:
+        by_group.setdefault(group[usable[p]], []).append(p)
+    held_pos = np.array([p for ps in by_group.values() for p in ps][:holdout_n], dtype=int)  # as few groups as can be
+    held_groups = {group[usable[p]] for p in held_pos}  # their other answers are never asked about nor trained on
+    pool_pos = np.array([p for p in order[holdout_n:] if group[usable[p]] not in held_groups], dtype=int)
+    if len(pool_pos) <= n:
+        raise ScorerError(f"distil: {len(pool_pos)} usable rows outside the held-out groups, not more than n = {n}")
     labels: dict[int, float] = {}  # item -> label
     failed: dict[int, str] = {}    # row position (in usable) -> reason, for rows that gave no label
     asked: set[int] = set()
@@ -182,8 +195,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         train = np.array(sorted(labels))
         y_train = np.array([labels[k] for k in train])
         chosen = {}
-        # grouped by the row's first instruction, as train-scorer splits: answers to one question stay together
-        groups = [turns[items[k][0]][0].instruction for k in train]
+        groups = [group[items[k][0]] for k in train]  # answers to one question stay on one side of every fold
         if search and len(set(groups)) >= 2:  # the labelled rows only: held-out labels stay for the figure
             chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))), holdout=0.0,
                                      groups=groups, seed=seed)["chosen"]
