@@ -148,7 +148,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         by_group.setdefault(group[usable[p]], []).append(p)
     held_pos = np.array([p for ps in by_group.values() for p in ps][:holdout_n], dtype=int)  # as few groups as can be
     held_groups = {group[usable[p]] for p in held_pos}  # their other answers are never asked about nor trained on
-    pool_pos = np.array([p for p in order[holdout_n:] if group[usable[p]] not in held_groups], dtype=int)
+    pool_pos = np.array([p for p in order if group[usable[p]] not in held_groups], dtype=int)
     if len(pool_pos) <= n:
         raise ScorerError(f"distil: {len(pool_pos)} usable rows outside the held-out groups, not more than n = {n}")
     labels: dict[int, float] = {}  # item -> label
