@@ -22,24 +22,31 @@ from curate.scorers.model import Scorer, training_fingerprint
 METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
 
 
+def _group_members(groups: Sequence[Any]) -> list[np.ndarray]:
+    """The positions of each group's rows (groups compared as strings)."""
+    keys = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
+    order = np.argsort(keys, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(keys))[:-1])
+
+
+def _ordered_pairs(t: np.ndarray, p: np.ndarray) -> tuple[float, int]:
+    """(pairs the predictions order as the labels do, prediction ties 1/2; pairs with different labels)."""
+    dt = np.sign(t[:, None] - t[None, :])
+    dp = np.sign(p[:, None] - p[None, :])
+    mask = dt > 0
+    return float((dp[mask] > 0).sum() + 0.5 * (dp[mask] == 0).sum()), int(mask.sum())
+
+
 def pairwise_accuracy(y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None = None) -> float:
     """Share of pairs with different labels that the predictions order the same way (prediction ties 1/2).
 
     ``groups``: only pairs within one group, e.g. answers to one instruction -- what a set of labelled
-    preference pairs measures, where a question's difficulty cannot help."""
+    preference pairs measures, where a question's difficulty cannot help (counted group by group)."""
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
-    dt = np.sign(t[:, None] - t[None, :])
-    dp = np.sign(p[:, None] - p[None, :])
-    mask = dt > 0
-    if groups is not None:
-        codes = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
-        mask &= codes[:, None] == codes[None, :]
-    n = int(mask.sum())
-    if n == 0:
-        return float("nan")
-    agree = (dp[mask] > 0).sum() + 0.5 * (dp[mask] == 0).sum()
-    return float(agree / n)
+    parts = [_ordered_pairs(t, p)] if groups is None else [_ordered_pairs(t[m], p[m]) for m in _group_members(groups)]
+    n = sum(k for _, k in parts)
+    return float("nan") if n == 0 else float(sum(a for a, _ in parts) / n)
 
 
 def calibration(y_true: Sequence[float], y_pred: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
@@ -75,10 +82,7 @@ def spearman_interval(y_true: Sequence[float], y_pred: Sequence[float], groups: 
 
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
-    keys = np.arange(len(t)) if groups is None else \
-        np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
-    order = np.argsort(keys, kind="stable")
-    members = np.split(order, np.cumsum(np.bincount(keys))[:-1])  # the positions of each group
+    members = [np.array([i]) for i in range(len(t))] if groups is None else _group_members(groups)
     if len(members) < 3:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
@@ -106,7 +110,9 @@ class Evaluation:
     """Agreement of a scorer configuration with judge labels: K-fold and held-out, with baselines.
 
     ``kfold`` / ``holdout``: predictor (``scorer``, ``length``, ``random``) -> metrics; the held-out scorer and
-    length baseline also carry ``spearman_ci95`` (:func:`spearman_interval`).
+    length baseline also carry ``spearman_ci95`` (:func:`spearman_interval`), and where the held-out part holds
+    several answers to one instruction every predictor carries ``pairwise_within_group`` and
+    ``pairs_within_group`` (:func:`within_group_pairs`).
     """
 
     kfold: dict[str, dict[str, float]]
@@ -264,8 +270,7 @@ def within_group_pairs(held: dict[str, dict[str, Any]], y: np.ndarray, preds: di
     number of such pairs, where the held-out part has any (several answers to one instruction)."""
     if groups is None:
         return
-    codes = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
-    n = int(((np.sign(y[:, None] - y[None, :]) > 0) & (codes[:, None] == codes[None, :])).sum())
+    n = sum(_ordered_pairs(y[m], y[m])[1] for m in _group_members(groups))
     if not n:
         return
     for who, p in preds.items():
