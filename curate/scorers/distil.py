@@ -19,6 +19,7 @@ from curate.errors import ScorerError
 from curate.scorers.evaluation import agreement, choose_settings
 from curate.scorers.features import input_texts, missing_inputs
 from curate.scorers.model import Scorer, training_fingerprint
+from curate.scorers.training import row_groups
 
 NO_REASON = "no reason given"
 TOP_REASONS, REASON_CHARS = 3, 160
@@ -139,9 +140,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
         row_items.setdefault(i, []).append(k)
     emb = scorer.embed([turns[i][t] for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
     X = scorer.featurize(emb)
-    keys = ws.column(group_by) if group_by is not None else [None] * len(ids)
-    group = [f"{group_by}={keys[i]}" if keys[i] is not None else turns[i][0].instruction if turns[i] else ids[i]
-             for i in range(len(ids))]
+    group = row_groups(ws, group_by, turns)
     order = rng.permutation(len(usable))
     by_group: dict[str, list[int]] = {}  # groups in random order, each with its rows
     for p in order:

@@ -119,6 +119,15 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
     raise ScorerError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
 
 
+def row_groups(ws: Any, group_by: str | None = None, turns: list[list[Turn]] | None = None) -> list[str]:
+    """Each row's split group: the value of column ``group_by`` (e.g. a question id), else the row's first
+    instruction, so every answer to one instruction stays on one side (a row without a user turn: its id).
+    ``turns``: ``ws.turns()`` when the caller has read them already."""
+    keys = ws.column(group_by) if group_by is not None else [None] * len(ws)
+    return [f"{group_by}={key}" if key is not None else row[0].instruction if row else rid
+            for rid, row, key in zip(ws.ids, ws.turns() if turns is None else turns, keys, strict=True)]
+
+
 def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_by: str | None = None) -> TrainingData:
     """Labels from a judge column: one (turn, score) pair per scored turn of every row.
 
@@ -130,8 +139,8 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
     """
     reads, imitates = column_judge(ws, column, reads)
     data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws))
-    keys = ws.column(group_by) if group_by is not None else [None] * len(ws)
-    for values, turns, key in zip(ws.turn_values(column), ws.turns(), keys, strict=True):
+    all_turns = ws.turns()
+    for values, turns, group in zip(ws.turn_values(column), all_turns, row_groups(ws, group_by, all_turns), strict=True):
         if values is None:
             data.skipped["no value"] += len(turns)
             continue
@@ -148,7 +157,7 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
             else:
                 data.turns.append(turn)
                 data.scores.append(score)
-                data.groups.append(turns[0].instruction if key is None else f"{group_by}={key}")
+                data.groups.append(group)
     return data
 
 
@@ -220,8 +229,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
-    held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``). Returns the fitted scorer,
-    its evaluation and the training data (how many labels were used, what was left out and why)."""
+    held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
+    Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if (target is None) == (labels is None):
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
     if labels is not None:
