@@ -81,6 +81,22 @@ def test_metrics_on_known_cases():
     assert [c["mean_predicted"] for c in cal] == [c["mean_label"] for c in cal] == [0.5, 2.5, 4.5, 6.5, 8.5]
 
 
+def test_pairwise_accuracy_of_a_large_set_counts_the_same_pairs_as_the_small_set_path():
+    """Above PAIR_MATRIX_MAX_ROWS pairs are counted through Kendall's tau (no n x n matrix): the same count,
+    with tied labels skipped and tied predictions counted 1/2, as the pair-by-pair comparison."""
+    from curate.scorers import evaluation
+
+    rng = np.random.default_rng(3)
+    n = evaluation.PAIR_MATRIX_MAX_ROWS + 200
+    labels = rng.integers(1, 7, n).astype(float)  # many tied labels
+    preds = np.round(labels + rng.normal(0, 2, n))  # many tied predictions, some tied with the labels too
+    t, p = labels[:, None] - labels[None, :], preds[:, None] - preds[None, :]
+    right = ((t > 0) & (p > 0)).sum() + 0.5 * ((t > 0) & (p == 0)).sum()
+    assert pairwise_accuracy(labels, preds) == pytest.approx(right / (t > 0).sum(), abs=1e-12)
+    assert pairwise_accuracy(labels, np.full(n, 2.0)) == 0.5
+    assert np.isnan(pairwise_accuracy(np.full(n, 4.0), preds))
+
+
 def test_spearman_interval_resamples_whole_groups():
     rng = np.random.default_rng(1)
     y = rng.normal(size=60)
