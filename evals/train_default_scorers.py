@@ -69,14 +69,19 @@ GRID = {"quality": [dict(alpha=30.0, pair_weight=1.0, embedding_weight=0.05)],
                        for p in (0.1, 0.5, 1.0)]}
 
 
+def cache_path(texts: list[str], cache: Path = CACHE) -> Path:
+    """Where :func:`encode_cached` keeps the embeddings of exactly these texts."""
+    h = hashlib.sha256(b"minilm-default")
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    return cache / f"i13-{h.hexdigest()[:24]}.npy"
+
+
 def encode_cached(texts: list[str], cache: Path = CACHE) -> np.ndarray:
     """MiniLM embeddings of texts, kept on disk keyed by the texts (the slow part)."""
     from curate.embed import encode
 
-    h = hashlib.sha256(b"minilm-default")
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    path = cache / f"i13-{h.hexdigest()[:24]}.npy"
+    path = cache_path(texts, cache)
     if path.exists():
         return np.load(path)
     vec = encode(texts)
@@ -151,7 +156,7 @@ def quality_sets(data: Path):
 def fit_quality(cfg, pairs, singles, splits, sources=("alpaca_eval", "mtbench", "autoj")):
     sc = make("quality", **cfg)
     X, y, labels = [], [], []
-    for s in ("mtbench", "autoj"):
+    for s in singles:  # pointwise sources, each standardised on its own
         if s in sources:
             rows = [r for r in singles[s] if r["split"] in splits]
             X.append(features(sc, [r["instruction"] for r in rows], [r["response"] for r in rows]))
