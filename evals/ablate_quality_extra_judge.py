@@ -1,0 +1,91 @@
+"""Another judge's labels on another kind of data as a fourth source of the quality ridge: does it make the
+zero-shot agreement with GPT-4 on an unseen source generalise better (issue 13)?
+
+    python evals/ablate_quality_extra_judge.py [--data ../shared/data]
+
+AlpaGasus' binary flags on a uniform sample of Alpaca (alpaca_9k_judge_flags.jsonl: Claude quality >= 4.5 and
+ChatGPT helpfulness >= 4.5) are summed into a 0-2 label and added, standardised like the other pointwise sources,
+to the shipped quality ridge's training (evals/train_default_scorers.py: same config, splits, pair loss). The
+flags are plentiful (9,229 rows) and the head's loss is a mean over all pointwise rows, so a subsample of N rows
+(hash of the instruction) is added, for N in a small grid. Printed per N: test figures per source and zero-shot
+(MT-bench or Auto-J left out, all of its rows), beside the shipped training. Last line: ``RESULT ...``.
+
+Measured (evals/results/issue13_quality_extra_judge.log): no. The more flags, the lower MT-bench (test 0.541 ->
+0.499 / 0.455 / 0.414; zero-shot 0.383 -> 0.362 / 0.288 / 0.276), while Auto-J moves within +0.02. The val
+choice (1,000 rows) is below the shipped training on val too (0.539 vs 0.543). Not adopted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import scorer_label_data as D  # noqa: E402
+import train_default_scorers as T  # noqa: E402
+
+SOURCES = ("alpaca_eval", "mtbench", "autoj")
+SIZES = (1000, 3000, 10_000)  # the last: all of them
+
+
+def alpagasus(data: Path) -> list[dict]:
+    """instruction (+ input, as curate joins them), response, label 0-2, group, split; sorted by a hash."""
+    out = []
+    for r in D.read_jsonl(data, "alpaca_9k_judge_flags.jsonl"):
+        ins = r["instruction"] if not (r.get("input") or "").strip() else f"{r['instruction']}\n\n{r['input']}"
+        if not (r.get("output") or "").strip():
+            continue
+        out.append({"instruction": ins, "response": r["output"], "group": ins, "split": D.split_of(ins),
+                    "label": float(bool(r["claude_score_ge_4_5"])) + float(bool(r["chatgpt_helpfulness_ge_4_5"]))})
+    return sorted(out, key=lambda r: D.split_of(r["instruction"], salt="alpagasus-subsample") + r["instruction"])
+
+
+def figures(test: dict, zero: dict) -> dict:
+    return {"mtbench": test["mtbench"]["scorer"]["spearman"], "autoj": test["autoj"]["scorer"]["spearman"],
+            "pairs": test["alpaca_eval"]["all"]["scorer"], "matched": test["alpaca_eval"]["length_matched"]["scorer"],
+            "zs_mtbench": zero["mtbench"]["scorer"]["spearman"], "zs_autoj": zero["autoj"]["scorer"]["spearman"],
+            "zs_mt_within": zero["mtbench"]["scorer"]["pairwise_within_group"],
+            "zs_aj_within": zero["autoj"]["scorer"]["pairwise_within_group"]}
+
+
+def run(pairs, singles, extra: tuple[str, ...]) -> tuple[float, dict]:
+    cfg = T.GRID["quality"][0]
+    sources = SOURCES + extra
+    val = T.val_score(T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",), sources), pairs, singles, "val",
+                                       ("train",)))
+    test = T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",), sources), pairs, singles, "test")
+    zero = {}
+    for held in ("mtbench", "autoj"):
+        z = T.fit_quality(cfg, pairs, singles, ("train", "val"), tuple(s for s in sources if s != held))
+        zero[held] = T.quality_report(z, pairs, singles, "all")[held]
+    return val, figures(test, zero)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    args = ap.parse_args()
+    pairs, singles = T.quality_sets(args.data)
+    flags = alpagasus(args.data)
+    t0 = time.perf_counter()
+    rows = {"shipped training (3 sources)": run(pairs, singles, ())}
+    for n in SIZES:
+        rows[f"+ AlpaGasus flags, {min(n, len(flags))} rows"] = run(pairs, {**singles, "alpagasus": flags[:n]}, ("alpagasus",))
+    print(f"({time.perf_counter() - t0:.0f} s; zero-shot = source left out of training, all of its rows; "
+          f"flags: {len(flags)} rows, label 0/1/2 = {[sum(r['label'] == k for r in flags) for k in (0, 1, 2)]})")
+    cols = ("mtbench", "autoj", "pairs", "matched", "zs_mtbench", "zs_autoj", "zs_mt_within", "zs_aj_within")
+    print(f"{'training':34} {'val':>6} " + " ".join(f"{c:>12}" for c in cols))
+    for name, (val, f) in rows.items():
+        print(f"{name:34} {val:6.3f} " + " ".join(f"{f[c]:12.3f}" for c in cols))
+    best = max((k for k in rows if k.startswith("+")), key=lambda k: rows[k][0])
+    a, b = rows["shipped training (3 sources)"][1], rows[best][1]
+    print(f"chosen on val: {best}")
+    print("RESULT " + " ".join(f"{c}={b[c]:.3f} (shipped {a[c]:.3f})" for c in cols))
+
+
+if __name__ == "__main__":
+    main()
