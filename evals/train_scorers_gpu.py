@@ -243,7 +243,9 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     flask = D.flask_levels(args.data)
     if args.tiny:
         flask = random.Random(0).sample(flask, 120)
-    tr = [r for r in flask if r["split"] == "train"]
+    refit = args.complexity_refit_at is not None  # train + val, stopped at an earlier run's best step
+    fit_splits = ("train", "val") if refit else ("train",)
+    tr = [r for r in flask if r["split"] in fit_splits]
     sets = D.complexity_chain_sets(flask)
     if recipe == "rewritten":
         train_chains, val_chains = sets["rewritten"]["train"], sets["rewritten"]["val"]
@@ -253,8 +255,11 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         train_chains = (CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
                         + sets["rewritten"]["train"])
         val_chains = sets["appended"]["val"] + sets["rewritten"]["val"]
+        twins = sets["twins"]["train"]
+        if refit:  # the val seeds' chains (training families) and twins join
+            train_chains, twins = train_chains + val_chains, twins + sets["twins"]["val"]
         pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
-        pairs += [(None, padded, plain, 0.5) for padded, plain in sets["twins"]["train"]]
+        pairs += [(None, padded, plain, 0.5) for padded, plain in twins]
     else:
         train_chains = CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
         val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
@@ -283,9 +288,12 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     info = CE.train_net(net, tok, points=points, pairs=pairs, max_length=COMPLEXITY_MAX_LEN,
                         epochs=args.complexity_epochs if not args.tiny else 0.5,
                         batch_size=32 if not args.tiny else 8, lr=args.lr, pair_weight=0.5, device=device,
-                        evaluate=evaluate, eval_every=args.complexity_eval_every if not args.tiny else 3, log=log,
-                        amp_dtype=amp(device))
-    info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs)})
+                        evaluate=None if refit else evaluate,
+                        eval_every=args.complexity_eval_every if not args.tiny else 3, log=log, amp_dtype=amp(device),
+                        schedule_steps=args.complexity_schedule_steps, stop_at=args.complexity_refit_at,
+                        seed=args.seed)
+    info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs),
+                 "trained_on_splits": list(fit_splits)})
     def to6_flask(rows):  # FLASK levels 1-5 onto DEITA's 1-6
         return 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
 
@@ -306,7 +314,8 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     for style in ("appended", "rewritten"):
         rep[f"chains_{style}"] = chain_report(sets[style]["test"])
     # the val figures a recipe is chosen by (training families, val seeds): FLASK val and both chain styles
-    rep["val"] = {"flask": spearman([r["label"] for r in val], predict([r["instruction"] for r in val])),
+    # (after a refit the val groups were trained on: the figures are kept, under another name)
+    rep["val_trained_on" if refit else "val"] = {"flask": spearman([r["label"] for r in val], predict([r["instruction"] for r in val])),
                   **{f"chains_{style}": CONS.order_accuracy(sets[style]["val"], score_chains(sets[style]["val"]))
                      for style in ("appended", "rewritten")}}
     tw = sets["twins"]["test"]
@@ -344,6 +353,11 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
                          "default; rewritten: length-neutral chains + filler ties")
     ap.add_argument("--complexity-epochs", type=float, default=3.0)
     ap.add_argument("--complexity-eval-every", type=int, default=40)
+    ap.add_argument("--complexity-refit-at", type=int, help="refit on train + val groups, no early stopping: stop at "
+                    "this step (an earlier run's best_step) of --complexity-schedule-steps (its steps)")
+    ap.add_argument("--seed", type=int, default=0, help="the complexity run's seed: batch draws and dropout (the LoRA init is built before it)")
+    ap.add_argument("--complexity-schedule-steps", type=int, help="learning-rate schedule length (default: from "
+                    "--complexity-epochs)")
     ap.add_argument("--loso-sources", default="autoj,mtbench,alpaca_eval", help="sources to leave out, in order")
     ap.set_defaults(**defaults)
     args = ap.parse_args(argv)
@@ -386,7 +400,8 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
         del net
     if args.only in ("all", "complexity"):
         recipe = args.complexity_chains
-        key = f"complexity_{name}" + ("" if recipe == "appended" else f"_{recipe}")
+        key = f"complexity_{name}" + ("" if recipe == "appended" else f"_{recipe}") + \
+            ("_refit" if args.complexity_refit_at is not None else "") + (f"_seed{args.seed}" if args.seed else "")
         cnet, ccal, cinfo, crep = complexity_run(args, args.device, log, recipe)
         metrics[key] = {"train": cinfo, "test": crep}
         save_net(cnet, ccal, args.out / f"{key}.safetensors", {"max_length": COMPLEXITY_MAX_LEN, "recipe": recipe})

@@ -207,7 +207,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               batch_size: int = 16, lr: float = 3e-4, head_lr: float = 3e-3, weight_decay: float = 0.01,
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
-              log: Callable[[str], Any] | None = None, amp_dtype: Any = None) -> dict[str, Any]:
+              log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,
+              stop_at: int | None = None) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -219,6 +220,9 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     One autocast around the whole loop would be wrong: autocast caches its low-precision copy of each weight
     until the context exits, so every forward would see the initial (zero) head and LoRA weights while the
     float32 weights moved on gradients taken at that start point; nothing would be fine-tuned.
+    ``schedule_steps`` (default: ``epochs`` over the larger of points and pairs) sets the learning-rate schedule;
+    ``stop_at`` ends training after that step: a refit on more data, stopped where an earlier run's ``evaluate``
+    peaked, keeps that run's schedule.
     """
     import torch
 
@@ -229,7 +233,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               {"params": list(net.head.parameters()) + list(net.cov.parameters()), "lr": head_lr}]
     opt = torch.optim.AdamW(params, weight_decay=weight_decay)
     n_items = max(len(points), len(pairs))
-    steps = max(1, int(math.ceil(epochs * n_items / batch_size)))
+    steps = schedule_steps or max(1, int(math.ceil(epochs * n_items / batch_size)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
                                               * max(0.0, 1 - s / steps) + 1e-3)
     best = {"score": -math.inf, "step": 0, "state": None}
@@ -242,7 +246,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
         return {k: v.detach().clone() for k, v in net.state_dict().items() if "lora_" in k or k.startswith(("head", "cov"))}
 
     device_type = torch.device(device).type
-    for step in range(1, steps + 1):
+    for step in range(1, min(steps, stop_at or steps) + 1):
         net.train()
         with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device)
@@ -262,7 +266,9 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
                 best = {"score": score, "step": step, "state": trainable_state()}
     if best["state"] is not None:
         net.load_state_dict(best["state"], strict=False)
-    return {"steps": steps, "best_step": best["step"], "best_val": best["score"], "history": history}
+    kept = best["state"] is not None  # else the last state: no evaluate, or it never ran
+    return {"steps": min(steps, stop_at or steps), "schedule_steps": steps, "best_step": best["step"] if kept else None,
+            "best_val": best["score"] if kept else None, "history": history}
 
 
 def trainable_tensors(net) -> dict[str, Any]:
