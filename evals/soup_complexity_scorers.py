@@ -1,0 +1,79 @@
+"""Average cross-encoder complexity scorers trained from one base into one scorer (a "model soup"), at the cost
+of one model at inference.
+
+    python evals/soup_complexity_scorers.py SCORER SCORER [...] --dest DIR [--data ../shared/data]
+    # the shipped default: the mixed recipe's seed-0 and seed-1 runs of evals/train_scorers_gpu.py, each made a
+    # scorer folder by evals/ship_gpu_scorer.py, then souped here into curate/scorers/weights/complexity
+
+Each scorer's LoRA update of the base is B A (times alpha / r = 2 in curate). Stacking the k adapters' A along
+the rank and their B / k beside each other gives one adapter of rank k r whose update is the mean of the k
+updates: the mean of the fine-tuned encoders' weights, exactly. The linear head and the length covariate are
+averaged too; the calibration map onto DEITA's 1-6 scale is fitted afresh on the FLASK train groups, as
+evals/train_scorers_gpu.py fits each run's. Compare the result on val with evals/compare_complexity_scorers.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import scorer_label_data as D  # noqa: E402
+
+from curate.scorers import Scorer  # noqa: E402
+from curate.scorers import crossencoder as CE  # noqa: E402
+from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
+
+
+def soup_tensors(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One adapter whose LoRA update, head and covariate weights are the means of ``parts``' (no calibration)."""
+    k = len(parts)
+    out = {}
+    for name in parts[0]:
+        if name.startswith("calibration."):
+            continue
+        arrays = [p[name] for p in parts]
+        if "lora_A" in name:  # (r, in) each: stacked along the rank
+            out[name] = np.concatenate(arrays, axis=0)
+        elif "lora_B" in name:  # (out, r) each: side by side, each weighted 1/k
+            out[name] = np.concatenate([a.astype(np.float32) / k for a in arrays], axis=1).astype(arrays[0].dtype)
+        else:
+            out[name] = np.mean([a.astype(np.float64) for a in arrays], axis=0).astype(arrays[0].dtype)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scorers", nargs="+", type=Path, help="cross-encoder complexity scorer folders, one base")
+    ap.add_argument("--dest", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=D.DATA)
+    args = ap.parse_args()
+    parts = [Scorer.load(p) for p in args.scorers]
+    first = parts[0]
+    for p, path in zip(parts, args.scorers, strict=True):
+        if not isinstance(p, CrossEncoderScorer) or (p.base, p.reads, p.max_length, p.lora_r) != \
+                (first.base, first.reads, first.max_length, first.lora_r):
+            raise SystemExit(f"{path}: not a cross-encoder of the same base, inputs, max_length and rank as "
+                             f"{args.scorers[0]}; only such scorers average")
+    soup = CrossEncoderScorer(reads=first.reads, name=first.name, imitates=first.imitates, max_length=first.max_length,
+                              lora_r=first.lora_r * len(parts), base=first.base, output_range=first.output_range)
+    soup.weights = soup_tensors([p.weights for p in parts])
+    train = [r for r in D.flask_levels(args.data) if r["split"] == "train"]
+    raw = soup.predict_raw([{"instruction": r["instruction"]} for r in train])
+    soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(
+        raw, 1 + (np.array([r["label"] for r in train]) - 1) * 5 / 4)
+    soup.metadata = {**first.metadata, "soup_of": [json.loads(json.dumps(p.metrics.get("train", {}), default=str))
+                                                   for p in parts]}
+    soup.metrics = {"soup_of": [{"trained_by": p.metrics.get("trained_by"), "issue13_test": p.metrics.get("issue13_test")}
+                                for p in parts],
+                    "calibrated_on": "FLASK train groups (raw soup scores -> levels on DEITA's 1-6 scale)"}
+    print(soup.save(args.dest))
+
+
+if __name__ == "__main__":
+    main()
