@@ -25,10 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import quality_ablation as Q  # noqa: E402
 import scorer_label_data as D  # noqa: E402
 import train_default_scorers as T  # noqa: E402
 
-SOURCES = ("alpaca_eval", "mtbench", "autoj")
+SHIPPED = "shipped training (3 sources)"
 SIZES = (1000, 3000, 10_000)  # the last: all of them
 
 
@@ -44,27 +45,6 @@ def alpagasus(data: Path) -> list[dict]:
     return sorted(out, key=lambda r: D.split_of(r["instruction"], salt="alpagasus-subsample") + r["instruction"])
 
 
-def figures(test: dict, zero: dict) -> dict:
-    return {"mtbench": test["mtbench"]["scorer"]["spearman"], "autoj": test["autoj"]["scorer"]["spearman"],
-            "pairs": test["alpaca_eval"]["all"]["scorer"], "matched": test["alpaca_eval"]["length_matched"]["scorer"],
-            "zs_mtbench": zero["mtbench"]["scorer"]["spearman"], "zs_autoj": zero["autoj"]["scorer"]["spearman"],
-            "zs_mt_within": zero["mtbench"]["scorer"]["pairwise_within_group"],
-            "zs_aj_within": zero["autoj"]["scorer"]["pairwise_within_group"]}
-
-
-def run(pairs, singles, extra: tuple[str, ...]) -> tuple[float, dict]:
-    cfg = T.GRID["quality"][0]
-    sources = SOURCES + extra
-    val = T.val_score(T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",), sources), pairs, singles, "val",
-                                       ("train",)))
-    test = T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",), sources), pairs, singles, "test")
-    zero = {}
-    for held in ("mtbench", "autoj"):
-        z = T.fit_quality(cfg, pairs, singles, ("train", "val"), tuple(s for s in sources if s != held))
-        zero[held] = T.quality_report(z, pairs, singles, "all")[held]
-    return val, figures(test, zero)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
@@ -72,20 +52,14 @@ def main() -> None:
     pairs, singles = T.quality_sets(args.data)
     flags = alpagasus(args.data)
     t0 = time.perf_counter()
-    rows = {"shipped training (3 sources)": run(pairs, singles, ())}
+    cfg, zero_shot = T.GRID["quality"][0], ("mtbench", "autoj")
+    rows = {SHIPPED: Q.measure(cfg, pairs, singles, zero_shot=zero_shot)}
     for n in SIZES:
-        rows[f"+ AlpaGasus flags, {min(n, len(flags))} rows"] = run(pairs, {**singles, "alpagasus": flags[:n]}, ("alpagasus",))
+        rows[f"+ AlpaGasus flags, {min(n, len(flags))} rows"] = Q.measure(cfg, pairs, {**singles, "alpagasus": flags[:n]},
+                                                                     Q.SOURCES + ("alpagasus",), zero_shot)
     print(f"({time.perf_counter() - t0:.0f} s; zero-shot = source left out of training, all of its rows; "
           f"flags: {len(flags)} rows, label 0/1/2 = {[sum(r['label'] == k for r in flags) for k in (0, 1, 2)]})")
-    cols = ("mtbench", "autoj", "pairs", "matched", "zs_mtbench", "zs_autoj", "zs_mt_within", "zs_aj_within")
-    print(f"{'training':34} {'val':>6} " + " ".join(f"{c:>12}" for c in cols))
-    for name, (val, f) in rows.items():
-        print(f"{name:34} {val:6.3f} " + " ".join(f"{f[c]:12.3f}" for c in cols))
-    best = max((k for k in rows if k.startswith("+")), key=lambda k: rows[k][0])
-    a, b = rows["shipped training (3 sources)"][1], rows[best][1]
-    print(f"chosen on val: {best}")
-    print("RESULT " + " ".join(f"{c}={b[c]:.3f} (shipped {a[c]:.3f})" for c in cols))
-
+    Q.print_rows(rows, SHIPPED, "training")
 
 if __name__ == "__main__":
     main()

@@ -30,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import quality_ablation as Q  # noqa: E402
 import scorer_label_data as D  # noqa: E402
 import train_default_scorers as T  # noqa: E402
 
 from curate.scorers import Scorer  # noqa: E402
 
-SOURCES = ("alpaca_eval", "mtbench", "autoj")
+SHIPPED = "shipped features (instruction embedded)"
 WEIGHTS = (0.02, 0.05, 0.2)  # embedding weight (penalty scale of the embedding columns) tried with the response embedded
 
 
@@ -76,26 +77,6 @@ def export_command(args: argparse.Namespace) -> None:
     print(f"{len(texts):,} responses -> {args.export}")
 
 
-def figures(rep_test: dict, zero_all: dict) -> dict:
-    t = rep_test
-    return {"mtbench": t["mtbench"]["scorer"]["spearman"], "autoj": t["autoj"]["scorer"]["spearman"],
-            "pairs": t["alpaca_eval"]["all"]["scorer"], "matched": t["alpaca_eval"]["length_matched"]["scorer"],
-            "zs_mtbench": zero_all["mtbench"]["scorer"]["spearman"], "zs_autoj": zero_all["autoj"]["scorer"]["spearman"],
-            "zs_mt_within": zero_all["mtbench"]["scorer"]["pairwise_within_group"],
-            "zs_aj_within": zero_all["autoj"]["scorer"]["pairwise_within_group"],
-            "zs_pairs": zero_all["alpaca_eval"]["all"]["scorer"], "zs_matched": zero_all["alpaca_eval"]["length_matched"]["scorer"]}
-
-
-def run(cfg: dict, pairs, singles) -> tuple[float, dict]:
-    val = T.val_score(T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",)), pairs, singles, "val", ("train",)))
-    test = T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",)), pairs, singles, "test")
-    zero = {}
-    for held in SOURCES:
-        z = T.fit_quality(cfg, pairs, singles, ("train", "val"), tuple(s for s in SOURCES if s != held))
-        zero[held] = T.quality_report(z, pairs, singles, "all")[held]
-    return val, figures(test, zero)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
@@ -114,25 +95,16 @@ def main() -> None:
     base_make, base_features = T.make, T._features
     shipped = dict(T.GRID["quality"][0])
     t0 = time.perf_counter()
-    rows = {"shipped features (instruction embedded)": run(shipped, pairs, singles)}
+    rows = {SHIPPED: Q.measure(shipped, pairs, singles)}
     T.make = lambda name, **cfg: make_with_response(name, **cfg) if name == "quality" else base_make(name, **cfg)
     T._features = features_with_response
     try:
         for w in WEIGHTS:
-            rows[f"+ response embedding, weight {w}"] = run(dict(shipped, embedding_weight=w), pairs, singles)
+            rows[f"+ response embedding, weight {w}"] = Q.measure(dict(shipped, embedding_weight=w), pairs, singles)
     finally:
         T.make, T._features = base_make, base_features
     print(f"({time.perf_counter() - t0:.0f} s; zero-shot = source left out of training, all of its rows)")
-    cols = ("mtbench", "autoj", "pairs", "matched", "zs_mtbench", "zs_autoj", "zs_mt_within", "zs_aj_within",
-            "zs_pairs", "zs_matched")
-    print(f"{'kind':44} {'val':>6} " + " ".join(f"{c:>12}" for c in cols))
-    for name, (val, f) in rows.items():
-        print(f"{name:44} {val:6.3f} " + " ".join(f"{f[c]:12.3f}" for c in cols))
-    best = max((k for k in rows if k.startswith("+")), key=lambda k: rows[k][0])
-    a, b = rows["shipped features (instruction embedded)"][1], rows[best][1]
-    print(f"chosen on val: {best}")
-    print("RESULT " + " ".join(f"{c}={b[c]:.3f} (shipped {a[c]:.3f})" for c in cols))
-
+    Q.print_rows(rows, SHIPPED)
 
 if __name__ == "__main__":
     main()
