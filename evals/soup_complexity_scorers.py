@@ -15,7 +15,6 @@ evals/train_scorers_gpu.py fits each run's. Compare the result on val with evals
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -67,8 +66,7 @@ def main() -> None:
     raw = soup.predict_raw([{"instruction": r["instruction"]} for r in train])
     soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(
         raw, 1 + (np.array([r["label"] for r in train]) - 1) * 5 / 4)
-    soup.metadata = {**first.metadata, "soup_of": [json.loads(json.dumps(p.metrics.get("train", {}), default=str))
-                                                   for p in parts]}
+    soup.metadata = {**first.metadata, "soup_of": [p.metrics.get("train", {}) for p in parts]}
     soup.metrics = {"soup_of": [{"trained_by": p.metrics.get("trained_by"), "issue13_test": p.metrics.get("issue13_test")}
                                 for p in parts],
                     "calibrated_on": "FLASK train groups (raw soup scores -> levels on DEITA's 1-6 scale)"}
