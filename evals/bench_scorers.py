@@ -202,12 +202,13 @@ def main() -> None:
         table.add_column(h)
     c = res["complexity"]["test"]
     kinds = [("ridge (complexity_ridge)", c),
-             ("cross-encoder `complexity` (default: soup of the mixed recipe's seeds 0 and 1)", shipped["complexity"])]
+             ("cross-encoder `complexity` (default: soup of the mixed recipe's seeds 0, 1 and 2)", shipped["complexity"])]
     for key, kind in (("complexity_ce", "cross-encoder, appended chains only (GPU record*)"),
                       ("complexity_ce_2_epochs", "cross-encoder, 2 epochs (GPU record*)"),
                       ("complexity_ce_rewritten", "cross-encoder, rewritten chains (GPU record*)"),
                       ("complexity_ce_mixed", "cross-encoder, mixed, seed 0 alone (former default, GPU record)"),
                       ("complexity_ce_mixed_seed1", "cross-encoder, mixed, seed 1 alone (GPU record)"),
+                      ("complexity_ce_mixed_seed2", "cross-encoder, mixed, seed 2 alone (GPU record)"),
                       ("complexity_ce_mixed_refit", "cross-encoder, mixed, seed 0 refitted on train + val (GPU record)")):
         if gpu and key in gpu:
             t = gpu[key]["test"]

@@ -2,7 +2,7 @@
 of one model at inference.
 
     python evals/soup_complexity_scorers.py SCORER SCORER [...] --dest DIR [--data ../shared/data]
-    # the shipped default: the mixed recipe's seed-0 and seed-1 runs of evals/train_scorers_gpu.py, each made a
+    # the shipped default: the mixed recipe's seed-0, 1 and 2 runs of evals/train_scorers_gpu.py, each made a
     # scorer folder by evals/ship_gpu_scorer.py, then souped here into curate/scorers/weights/complexity
 
 Each scorer's LoRA update of the base is B A (times alpha / r = 2 in curate). Stacking the k adapters' A along

@@ -4,10 +4,10 @@
     PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda] \
         [--only quality --loso --loso-sources autoj,mtbench | --only complexity [--complexity-chains appended]]
     # CPU smoke test at tiny size:  ... --tiny --device cpu
-    # the default complexity scorer: two runs, --only complexity and --only complexity --seed 1, each made a scorer
-    # folder (python3 evals/ship_gpu_scorer.py OUT/complexity_ce_mixed[_seed1].safetensors OUT/issue13_gpu_metrics.json
-    # complexity_ce_mixed[_seed1] --name complexity --judge complexity --dest DIR0|DIR1), then averaged:
-    # python3 evals/soup_complexity_scorers.py DIR0 DIR1 --dest curate/scorers/weights/complexity
+    # the default complexity scorer: three runs, --only complexity [--seed 1 | --seed 2], each made a scorer folder
+    # (python3 evals/ship_gpu_scorer.py OUT/complexity_ce_mixed[_seedN].safetensors OUT/issue13_gpu_metrics.json
+    # complexity_ce_mixed[_seedN] --name complexity --judge complexity --dest DIRN), then averaged:
+    # python3 evals/soup_complexity_scorers.py DIR0 DIR1 DIR2 --dest curate/scorers/weights/complexity
     # (MINILM_DIR: the packaged MiniLM saved as fp16 with transformers, 45 MB: one device call carries it)
 
 quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and pairwise (AlpacaEval preferences,
@@ -19,7 +19,7 @@ complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, tr
             FLASK test instructions and on chains of held-out families over held-out seeds. The default recipe,
             ``mixed`` (appended and rewritten chains, filler twins as ties), was chosen over ``appended`` on val
             (evals/compare_complexity_scorers.py); the shipped default complexity scorer is the average (soup) of
-            its seed-0 and seed-1 runs, chosen on val over each alone (evals/soup_complexity_scorers.py).
+            its seed-0, 1 and 2 runs, chosen on val over each alone (evals/soup_complexity_scorers.py).
 Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
 Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
