@@ -60,11 +60,7 @@ def embed_responses(texts: list[str]) -> None:
 
 
 def features_with_response(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
-    uniq = sorted(set(instructions))
-    vec = T.encode_cached(uniq)
-    where = {t: i for i, t in enumerate(uniq)}
-    emb = {"instruction": vec[[where[t] for t in instructions]],
-           "response": np.stack([_RESPONSES[t] for t in responses])}
+    emb = {"instruction": T.embedded(instructions), "response": np.stack([_RESPONSES[t] for t in responses])}
     return scorer.featurize(scorer.measure({"instruction": instructions, "response": responses}, emb))
 
 

@@ -93,6 +93,13 @@ def flask_levels(data: Path = DATA) -> list[dict[str, Any]]:
     return out
 
 
+def flask_to6(rows: list[dict[str, Any]]) -> Any:
+    """FLASK levels 1..5 of ``rows`` on DEITA's 1-6 scale (1 + (level - 1) * 5/4), as a numpy array."""
+    import numpy as np
+
+    return 1 + (np.array([r["label"] for r in rows], dtype=float) - 1) * 5 / 4
+
+
 def chain_seeds(flask: list[dict[str, Any]], split: str, n: int | None = None) -> list[str]:
     """Seed instructions for constraint chains: FLASK instructions of one split (short ones, one paragraph)."""
     seeds = [r["instruction"] for r in flask if r["split"] == split and 20 <= len(r["instruction"]) <= 400]

@@ -64,8 +64,7 @@ def main() -> None:
     soup.weights = soup_tensors([p.weights for p in parts])
     train = [r for r in D.flask_levels(args.data) if r["split"] == "train"]
     raw = soup.predict_raw([{"instruction": r["instruction"]} for r in train])
-    soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(
-        raw, 1 + (np.array([r["label"] for r in train]) - 1) * 5 / 4)
+    soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(raw, D.flask_to6(train))
     soup.metadata = {**first.metadata, "soup_of": [p.metrics.get("train", {}) for p in parts]}
     soup.metrics = {"soup_of": [{"trained_by": p.metrics.get("trained_by"), "issue13_test": p.metrics.get("issue13_test")}
                                 for p in parts],

@@ -132,11 +132,16 @@ def predict(sc: Scorer, instructions: list[str], responses: list[str] | None = N
     return sc.predict_features(features(sc, instructions, responses))
 
 
-def _features(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
-    uniq = sorted(set(instructions))
+def embedded(texts: list[str]) -> np.ndarray:
+    """MiniLM embeddings of ``texts``, one row each, its distinct texts encoded once (:func:`encode_cached`)."""
+    uniq = sorted(set(texts))
     vec = encode_cached(uniq)
     where = {t: i for i, t in enumerate(uniq)}
-    emb = {"instruction": vec[[where[t] for t in instructions]]}
+    return vec[[where[t] for t in texts]]
+
+
+def _features(scorer: Scorer, instructions: list[str], responses: list[str] | None) -> np.ndarray:
+    emb = {"instruction": embedded(instructions)}
     texts = {"instruction": instructions, **({"response": responses} if responses is not None else {})}
     return scorer.featurize(scorer.measure(texts, emb))
 
@@ -293,9 +298,9 @@ def complexity_report(sc, flask, chain_sets, split, ref_split=("train", "val")) 
     chains, twins = chain_sets["chains"], chain_sets["eval_twins"]
     rows = [r for r in flask if r["split"] == split]
     ref = [r for r in flask if r["split"] in ref_split]
-    y = 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
+    y = D.flask_to6(rows)
     pred = predict(sc, [r["instruction"] for r in rows])
-    base = length_pred([len(r["instruction"]) for r in ref], 1 + (np.array([r["label"] for r in ref]) - 1) * 5 / 4,
+    base = length_pred([len(r["instruction"]) for r in ref], D.flask_to6(ref),
                        [len(r["instruction"]) + 1e-3 * i for i, r in enumerate(rows)])
     families = EVAL_FAMILIES if split == "test" else TRAIN_FAMILIES
     tw = twins[split]

@@ -247,6 +247,9 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     if args.tiny:
         flask = random.Random(0).sample(flask, 120)
     refit = args.complexity_refit_at is not None  # train + val, stopped at an earlier run's best step
+    if refit and recipe != "mixed":
+        raise SystemExit(f"--complexity-refit-at refits the mixed recipe (its val chains and twins join); "
+                         f"not {recipe!r}")
     fit_splits = ("train", "val") if refit else ("train",)
     tr = [r for r in flask if r["split"] in fit_splits]
     sets = D.complexity_chain_sets(flask)
@@ -297,20 +300,17 @@ def complexity_run(args, device, log, recipe: str = "appended"):
                         seed=args.seed)
     info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs),
                  "trained_on_splits": list(fit_splits)})
-    def to6_flask(rows):  # FLASK levels 1-5 onto DEITA's 1-6
-        return 1 + (np.array([r["label"] for r in rows]) - 1) * 5 / 4
-
     def chain_report(ch):
         return {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
                 "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch)}
 
-    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), to6_flask(tr))
+    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), D.flask_to6(tr))
     test = [r for r in flask if r["split"] == "test"]
     raw = predict([r["instruction"] for r in test])
     ln = np.log1p([len(r["instruction"]) for r in test])
-    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), to6_flask(tr))
-    rep = {"flask_test": {"scorer": agreement(to6_flask(test), CE.apply_map(raw, *cal)),
-                          "instruction_length": agreement(to6_flask(test), CE.apply_map(ln, *len_map))}}
+    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), D.flask_to6(tr))
+    rep = {"flask_test": {"scorer": agreement(D.flask_to6(test), CE.apply_map(raw, *cal)),
+                          "instruction_length": agreement(D.flask_to6(test), CE.apply_map(ln, *len_map))}}
     if recipe == "appended":  # the figure the former default complexity_ce was reported with
         rep["chains_heldout_families"] = chain_report(
             CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3))
