@@ -297,7 +297,7 @@ def complexity_run(args, device, log, recipe: str = "appended"):
                         evaluate=None if refit else evaluate,
                         eval_every=args.complexity_eval_every if not args.tiny else 3, log=log, amp_dtype=amp(device),
                         schedule_steps=args.complexity_schedule_steps, stop_at=args.complexity_refit_at,
-                        seed=args.seed)
+                        seed=args.seed, point_rank_weight=args.complexity_point_rank_weight)
     info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs),
                  "trained_on_splits": list(fit_splits)})
     def chain_report(ch):
@@ -358,6 +358,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     ap.add_argument("--complexity-eval-every", type=int, default=40)
     ap.add_argument("--complexity-refit-at", type=int, help="refit on train + val groups, no early stopping: stop at "
                     "this step (an earlier run's best_step) of --complexity-schedule-steps (its steps)")
+    ap.add_argument("--complexity-point-rank-weight", type=float, default=0.0,
+                    help="also a Bradley-Terry loss over each FLASK batch's pairs of unequal levels, this weight")
     ap.add_argument("--seed", type=int, default=0, help="the complexity run's seed: batch draws and dropout (the LoRA init is built before it)")
     ap.add_argument("--complexity-schedule-steps", type=int, help="learning-rate schedule length (default: from "
                     "--complexity-epochs)")

@@ -128,6 +128,30 @@ def test_cross_encoder_fine_tunes_under_bf16_mixed_precision(tiny_base):
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])  # a frozen forward stays at the labels' variance (~1)
 
 
+def test_point_rank_loss_orders_unequal_labels_and_skips_ties(tiny_base):
+    """``point_rank_weight`` adds Bradley-Terry over the pointwise batch's pairs: the higher label should score
+    higher; pairs of equal labels add nothing (a batch of one level costs what squared error alone costs)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import curate.scorers.crossencoder as ce
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    net = ce.build_net(tiny_base).eval()
+    torch.nn.init.normal_(net.head.weight, std=1.0)  # a head that scores the texts differently
+    texts = ["Name a colour.", "Prove that there are infinitely many primes, with every step justified."]
+    with torch.no_grad():
+        s = net(ce.encode_batch(tok, texts, None, 32, "cpu"))
+        tied = [(t, None, 0.5) for t in texts]
+        assert float(ce._step_loss(net, tok, tied, [], 32, 1.0, "cpu", point_rank_weight=2.0)) == pytest.approx(
+            float(ce._step_loss(net, tok, tied, [], 32, 1.0, "cpu")))
+        for hi, lo in ((1, 0), (0, 1)):
+            pts = [(texts[hi], None, 1.0), (texts[lo], None, -1.0)]
+            extra = float(ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu", point_rank_weight=2.0)
+                          - ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu"))
+            assert extra == pytest.approx(2.0 * float(torch.nn.functional.softplus(s[lo] - s[hi])), rel=1e-5)
+
+
 def test_joint_head_learns_from_pairs_and_keeps_the_judge_spread():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))

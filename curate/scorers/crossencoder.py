@@ -179,8 +179,9 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     return out if out is not None else np.zeros(0, dtype=np.float32)
 
 
-def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any):
-    """One step's loss: squared error on the pointwise batch + Bradley-Terry on the pair batch."""
+def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any, point_rank_weight: float = 0.0):
+    """One step's loss: squared error on the pointwise batch + Bradley-Terry on the pair batch (+ Bradley-Terry
+    on the pointwise batch's pairs of unequal labels, times ``point_rank_weight``)."""
     import torch
 
     loss = torch.zeros((), device=device)
@@ -188,7 +189,12 @@ def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: 
         ins = [p[0] for p in pts]
         res = [p[1] for p in pts] if pts[0][1] is not None else None
         y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
-        loss = loss + torch.nn.functional.mse_loss(net(encode_batch(tok, ins, res, max_length, device)), y)
+        s = net(encode_batch(tok, ins, res, max_length, device))
+        loss = loss + torch.nn.functional.mse_loss(s, y)
+        higher = y[:, None] > y[None, :]
+        if point_rank_weight and bool(higher.any()):  # every ordered pair of the batch: the higher label first
+            margin = (s[:, None] - s[None, :])[higher]
+            loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
     if prs:
         if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
             a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
@@ -208,7 +214,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,
-              stop_at: int | None = None) -> dict[str, Any]:
+              stop_at: int | None = None, point_rank_weight: float = 0.0) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -222,7 +228,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     float32 weights moved on gradients taken at that start point; nothing would be fine-tuned.
     ``schedule_steps`` (default: ``epochs`` over the larger of points and pairs) sets the learning-rate schedule;
     ``stop_at`` ends training after that step: a refit on more data, stopped where an earlier run's ``evaluate``
-    peaked, keeps that run's schedule.
+    peaked, keeps that run's schedule. ``point_rank_weight`` adds a ranking loss over the pointwise batch (for
+    labels on one scale, such as FLASK levels; not for labels standardised per source).
     """
     import torch
 
@@ -249,7 +256,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     for step in range(1, min(steps, stop_at or steps) + 1):
         net.train()
         with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device)
+            loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device,
+                              point_rank_weight)
         if amp_dtype is not None:
             torch.clear_autocast_cache()  # also when a caller's (even disabled) autocast encloses this one
         opt.zero_grad()
