@@ -1,14 +1,16 @@
 """Average cross-encoder complexity scorers trained from one base into one scorer (a "model soup"), at the cost
 of one model at inference.
 
-    python evals/soup_complexity_scorers.py SCORER SCORER [...] --dest DIR [--data ../shared/data]
+    python evals/soup_complexity_scorers.py SCORER SCORER [...] --dest DIR [--rank R] [--data ../shared/data]
     # the shipped default: the mixed recipe's seed-0, 1 and 2 runs of evals/train_scorers_gpu.py, each made a
     # scorer folder by evals/ship_gpu_scorer.py, then souped here into curate/scorers/weights/complexity
 
 Each scorer's LoRA update of the base is B A (times alpha / r = 2 in curate). Stacking the k adapters' A along
 the rank and their B / k beside each other gives one adapter of rank k r whose update is the mean of the k
 updates: the mean of the fine-tuned encoders' weights, exactly. The linear head and the length covariate are
-averaged too; the calibration map onto DEITA's 1-6 scale is fitted afresh on the FLASK train groups, as
+averaged too. ``--rank R`` keeps the adapter small whatever k is: each layer's mean update is cut to its
+best rank-R approximation (truncated SVD), and the share of the update's norm that this drops is printed and
+stored. The calibration map onto DEITA's 1-6 scale is fitted afresh on the FLASK train groups, as
 evals/train_scorers_gpu.py fits each run's. Compare the result on val with evals/compare_complexity_scorers.py.
 """
 
@@ -46,10 +48,30 @@ def soup_tensors(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+def truncate_rank(tensors: dict[str, np.ndarray], rank: int) -> tuple[dict[str, np.ndarray], float]:
+    """``tensors`` with each LoRA pair's update B A replaced by its best rank-``rank`` approximation, split as
+    B' = U sqrt(S), A' = sqrt(S) V^T; also the largest relative Frobenius error over the layers."""
+    out, worst = dict(tensors), 0.0
+    for name in tensors:
+        if "lora_A" not in name:
+            continue
+        a, b = tensors[name].astype(np.float64), tensors[name.replace("lora_A", "lora_B")].astype(np.float64)
+        if a.shape[0] <= rank:
+            continue
+        u, s, vt = np.linalg.svd(b @ a, full_matrices=False)
+        root = np.sqrt(s[:rank])
+        out[name] = (root[:, None] * vt[:rank]).astype(tensors[name].dtype)
+        out[name.replace("lora_A", "lora_B")] = (u[:, :rank] * root).astype(tensors[name].dtype)
+        if s[0] > 0:  # a layer whose update stayed zero drops nothing
+            worst = max(worst, float(np.sqrt((s[rank:] ** 2).sum() / (s ** 2).sum())))
+    return out, worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scorers", nargs="+", type=Path, help="cross-encoder complexity scorer folders, one base")
     ap.add_argument("--dest", type=Path, required=True)
+    ap.add_argument("--rank", type=int, help="cut the souped adapter to this LoRA rank (default: k times the parts' rank)")
     ap.add_argument("--data", type=Path, default=D.DATA)
     args = ap.parse_args()
     parts = [Scorer.load(p) for p in args.scorers]
@@ -59,9 +81,10 @@ def main() -> None:
                 (first.base, first.reads, first.max_length, first.lora_r):
             raise SystemExit(f"{path}: not a cross-encoder of the same base, inputs, max_length and rank as "
                              f"{args.scorers[0]}; only such scorers average")
+    rank = min(args.rank or first.lora_r * len(parts), first.lora_r * len(parts))
     soup = CrossEncoderScorer(reads=first.reads, name=first.name, imitates=first.imitates, max_length=first.max_length,
-                              lora_r=first.lora_r * len(parts), base=first.base, output_range=first.output_range)
-    soup.weights = soup_tensors([p.weights for p in parts])
+                              lora_r=rank, base=first.base, output_range=first.output_range)
+    soup.weights, dropped = truncate_rank(soup_tensors([p.weights for p in parts]), rank)
     train = [r for r in D.flask_levels(args.data) if r["split"] == "train"]
     raw = soup.predict_raw([{"instruction": r["instruction"]} for r in train])
     soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(raw, D.flask_to6(train))
@@ -69,6 +92,9 @@ def main() -> None:
     soup.metrics = {"soup_of": [{"trained_by": p.metrics.get("trained_by"), "issue13_test": p.metrics.get("issue13_test")}
                                 for p in parts],
                     "calibrated_on": "FLASK train groups (raw soup scores -> levels on DEITA's 1-6 scale)"}
+    if rank < first.lora_r * len(parts):
+        soup.metrics["rank_cut"] = {"rank": rank, "largest_relative_update_error": round(dropped, 6)}
+        print(f"cut to rank {rank}: at most {dropped:.2%} of a layer's update (Frobenius) dropped")
     print(soup.save(args.dest))
 
 
