@@ -45,6 +45,9 @@ def main() -> None:
     sc.weights = dict(tensors)
     sc.metadata = {"trained_on_splits": ["train"], "early_stopped_on": "val groups", "test_groups_held_out": True,
                    "recipe": meta.get("recipe", "appended") if args.judge == "complexity" else "mixed pointwise + pairwise"}
+    rank_weight = float(doc.get("args", {}).get("complexity_point_rank_weight") or 0)
+    if args.judge == "complexity" and rank_weight:
+        sc.metadata["point_rank_weight"] = rank_weight
     sc.metrics = {"issue13_test": run["test"], "train": {k: v for k, v in run["train"].items() if k != "history"},
                   "trained_by": f"evals/{'train_smallm_gpu' if args.kind == 'small-lm' else 'train_scorers_gpu'}.py "
                                 f"(H200, bf16 autocast per step), args {json.dumps(doc.get('args', {}))}"}

@@ -4,10 +4,10 @@
     PYTHONPATH=. python3 evals/train_scorers_gpu.py --data ../shared/data --base MINILM_DIR --out OUT [--device cuda] \
         [--only quality --loso --loso-sources autoj,mtbench | --only complexity [--complexity-chains appended]]
     # CPU smoke test at tiny size:  ... --tiny --device cpu
-    # the default complexity scorer: three runs, --only complexity [--seed 1 | --seed 2], each made a scorer folder
-    # (python3 evals/ship_gpu_scorer.py OUT/complexity_ce_mixed[_seedN].safetensors OUT/issue13_gpu_metrics.json
-    # complexity_ce_mixed[_seedN] --name complexity --judge complexity --dest DIRN), then averaged:
-    # python3 evals/soup_complexity_scorers.py DIR0 DIR1 DIR2 --dest curate/scorers/weights/complexity
+    # the default complexity scorer: four runs, --only complexity --complexity-point-rank-weight 1 [--seed 1|2|3],
+    # each made a scorer folder (python3 evals/ship_gpu_scorer.py OUT/complexity_ce_mixed_rank1[_seedN].safetensors
+    # OUT/issue13_gpu_metrics.json complexity_ce_mixed_rank1[_seedN] --name complexity --judge complexity --dest DIRN),
+    # then averaged: python3 evals/soup_complexity_scorers.py DIR0 DIR1 DIR2 DIR3 --rank 24 --dest curate/scorers/weights/complexity
     # (MINILM_DIR: the packaged MiniLM saved as fp16 with transformers, 45 MB: one device call carries it)
 
 quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and pairwise (AlpacaEval preferences,
@@ -18,8 +18,10 @@ quality:    pointwise (MT-bench + Auto-J ratings, standardised per source) and p
 complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, training families only); test on
             FLASK test instructions and on chains of held-out families over held-out seeds. The default recipe,
             ``mixed`` (appended and rewritten chains, filler twins as ties), was chosen over ``appended`` on val
-            (evals/compare_complexity_scorers.py); the shipped default complexity scorer is the average (soup) of
-            its seed-0, 1 and 2 runs, chosen on val over each alone (evals/soup_complexity_scorers.py).
+            (evals/compare_complexity_scorers.py). ``--complexity-point-rank-weight 1`` adds a Bradley-Terry loss
+            over each FLASK batch's pairs of unequal levels: over seeds it raised the mean val criterion from
+            0.800 (9 runs) to 0.806 (4 runs). The shipped default complexity scorer is the average (soup) of
+            those four runs, cut to rank 24 (evals/soup_complexity_scorers.py).
 Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
 Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
@@ -406,10 +408,13 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
     if args.only in ("all", "complexity"):
         recipe = args.complexity_chains
         key = f"complexity_{name}" + ("" if recipe == "appended" else f"_{recipe}") + \
-            ("_refit" if args.complexity_refit_at is not None else "") + (f"_seed{args.seed}" if args.seed else "")
+            ("_refit" if args.complexity_refit_at is not None else "") + \
+            (f"_rank{args.complexity_point_rank_weight:g}" if args.complexity_point_rank_weight else "") + \
+            (f"_seed{args.seed}" if args.seed else "")
         cnet, ccal, cinfo, crep = complexity_run(args, args.device, log, recipe)
         metrics[key] = {"train": cinfo, "test": crep}
-        save_net(cnet, ccal, args.out / f"{key}.safetensors", {"max_length": COMPLEXITY_MAX_LEN, "recipe": recipe})
+        save_net(cnet, ccal, args.out / f"{key}.safetensors", {"max_length": COMPLEXITY_MAX_LEN, "recipe": recipe,
+                                                                "point_rank_weight": args.complexity_point_rank_weight})
         log(f"complexity done: {json.dumps(crep)[:600]}")
         dump()
         del cnet
