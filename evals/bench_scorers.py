@@ -202,14 +202,17 @@ def main() -> None:
         table.add_column(h)
     c = res["complexity"]["test"]
     kinds = [("ridge (complexity_ridge)", c),
-             ("cross-encoder `complexity` (default: soup of the mixed recipe's seeds 0, 1 and 2)", shipped["complexity"])]
+             ("cross-encoder `complexity` (default: soup of four rank-loss runs of the mixed recipe)", shipped["complexity"])]
     for key, kind in (("complexity_ce", "cross-encoder, appended chains only (GPU record*)"),
                       ("complexity_ce_2_epochs", "cross-encoder, 2 epochs (GPU record*)"),
                       ("complexity_ce_rewritten", "cross-encoder, rewritten chains (GPU record*)"),
-                      ("complexity_ce_mixed", "cross-encoder, mixed, seed 0 alone (former default, GPU record)"),
+                      ("complexity_ce_mixed", "cross-encoder, mixed, seed 0 alone (GPU record)"),
                       ("complexity_ce_mixed_seed1", "cross-encoder, mixed, seed 1 alone (GPU record)"),
                       ("complexity_ce_mixed_seed2", "cross-encoder, mixed, seed 2 alone (GPU record)"),
-                      ("complexity_ce_mixed_refit", "cross-encoder, mixed, seed 0 refitted on train + val (GPU record)")):
+                      ("complexity_ce_mixed_refit", "cross-encoder, mixed, seed 0 refitted on train + val (GPU record)"),
+                      *((f"complexity_ce_mixed_rank1{f'_seed{n}' if n else ''}",
+                         f"cross-encoder, mixed + rank loss, seed {n} alone (part of the default, GPU record)")
+                        for n in range(4))):
         if gpu and key in gpu:
             t = gpu[key]["test"]
             kinds.append((kind, {"flask": t["flask_test"], "chains_appended": t["chains_appended"],

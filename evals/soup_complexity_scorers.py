@@ -2,8 +2,9 @@
 of one model at inference.
 
     python evals/soup_complexity_scorers.py SCORER SCORER [...] --dest DIR [--rank R] [--data ../shared/data]
-    # the shipped default: the mixed recipe's seed-0, 1 and 2 runs of evals/train_scorers_gpu.py, each made a
-    # scorer folder by evals/ship_gpu_scorer.py, then souped here into curate/scorers/weights/complexity
+    # the shipped default: four runs (seeds 0-3) of evals/train_scorers_gpu.py's mixed recipe with
+    # --complexity-point-rank-weight 1, each made a scorer folder by evals/ship_gpu_scorer.py, then souped here
+    # with --rank 24 into curate/scorers/weights/complexity
 
 Each scorer's LoRA update of the base is B A (times alpha / r = 2 in curate). Stacking the k adapters' A along
 the rank and their B / k beside each other gives one adapter of rank k r whose update is the mean of the k
