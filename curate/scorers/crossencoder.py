@@ -191,10 +191,11 @@ def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: 
         y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
         s = net(encode_batch(tok, ins, res, max_length, device))
         loss = loss + torch.nn.functional.mse_loss(s, y)
-        higher = y[:, None] > y[None, :]
-        if point_rank_weight and bool(higher.any()):  # every ordered pair of the batch: the higher label first
-            margin = (s[:, None] - s[None, :])[higher]
-            loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
+        if point_rank_weight:  # every pair of the batch with unequal labels, the higher label first
+            higher = y[:, None] > y[None, :]
+            if bool(higher.any()):
+                margin = (s[:, None] - s[None, :])[higher]
+                loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
     if prs:
         if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
             a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
