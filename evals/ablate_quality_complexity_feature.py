@@ -49,19 +49,13 @@ def main() -> None:
     for s, rows in singles.items():
         rho = spearmanr([score[r["instruction"]] for r in rows], [r["label"] for r in rows]).statistic
         print(f"{s}: Spearman of the complexity score with GPT-4's quality label, all rows: {rho:.3f}")
-    base_features, base_n_stat = T.features, T.n_stat_columns
-
-    def with_complexity(scorer, instructions, responses):  # centred and scaled like the other statistics
-        extra = (np.array([score[t] for t in instructions])[:, None] - 3.5) / 1.5
-        return np.hstack([base_features(scorer, instructions, responses), extra])
+    def complexity_column(instructions, responses):  # centred and scaled like the other statistics
+        return (np.array([score[t] for t in instructions])[:, None] - 3.5) / 1.5
 
     shipped = dict(T.GRID["quality"][0])
     rows = {SHIPPED: Q.measure(shipped, pairs, singles)}
-    T.features, T.n_stat_columns = with_complexity, lambda *a: base_n_stat(*a) + 1
-    try:
+    with Q.extra_columns(complexity_column, 1):
         rows["+ instruction's complexity score"] = Q.measure(shipped, pairs, singles)
-    finally:
-        T.features, T.n_stat_columns = base_features, base_n_stat
     Q.print_rows(rows, SHIPPED)
 
 

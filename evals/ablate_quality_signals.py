@@ -88,6 +88,7 @@ def compute_command(args: argparse.Namespace) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
+    import quality_ablation as Q
     import train_default_scorers as T
 
     with gzip.open(args.signals, "rt", encoding="utf-8") as fh:
@@ -104,27 +105,26 @@ def evaluate_command(args: argparse.Namespace) -> None:
                          + [raw(q["instruction"], q[side]) for q in pairs if q["split"] == "train" for side in "ab"])
     mean, std = np.nanmean(train_raw, axis=0), np.nanstd(train_raw, axis=0) + 1e-9
     missing = int(np.isnan(train_raw).any(axis=1).sum())
-    base_features, base_n_stat = T.features, T.n_stat_columns
 
-    def with_signals(scorer, instructions, responses):
-        X = base_features(scorer, instructions, responses)
+    def signal_columns(instructions, responses):
         S = (np.array([raw(i, r) for i, r in zip(instructions, responses, strict=True)]) - mean) / std
-        return np.hstack([X, np.nan_to_num(S, nan=0.0)])  # a text without a signal sits at the training mean
+        return np.nan_to_num(S, nan=0.0)  # a text without a signal sits at the training mean
+
+    def measured() -> dict:
+        cfg = T.GRID["quality"][0]
+        test = T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",)), pairs, singles, "test")
+        zero = {}
+        for held in ("autoj", "mtbench", "alpaca_eval"):
+            z = T.fit_quality(cfg, pairs, singles, ("train", "val"),
+                              tuple(s for s in ("alpaca_eval", "mtbench", "autoj") if s != held))
+            zero[held] = T.quality_report(z, pairs, singles, "test")[held]
+        return {"test": test, "zero": zero}
 
     def report(use_signals: bool) -> dict:
-        T.features = with_signals if use_signals else base_features
-        T.n_stat_columns = (lambda *a: base_n_stat(*a) + len(SIGNAL_NAMES)) if use_signals else base_n_stat
-        try:
-            cfg = T.GRID["quality"][0]
-            test = T.quality_report(T.fit_quality(cfg, pairs, singles, ("train",)), pairs, singles, "test")
-            zero = {}
-            for held in ("autoj", "mtbench", "alpaca_eval"):
-                z = T.fit_quality(cfg, pairs, singles, ("train", "val"),
-                                  tuple(s for s in ("alpaca_eval", "mtbench", "autoj") if s != held))
-                zero[held] = T.quality_report(z, pairs, singles, "test")[held]
-            return {"test": test, "zero": zero}
-        finally:
-            T.features, T.n_stat_columns = base_features, base_n_stat
+        if not use_signals:
+            return measured()
+        with Q.extra_columns(signal_columns, len(SIGNAL_NAMES)):
+            return measured()
 
     print(f"signals for {len(sig):,} texts; {missing} training texts without one (imputed at the mean)")
     res = {name: report(flag) for name, flag in (("ridge (shipped features)", False), ("ridge + token signals", True))}

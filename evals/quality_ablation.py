@@ -7,7 +7,11 @@ Zero-shot here: MT-bench or Auto-J (or the AlpacaEval pairs) left out of trainin
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -16,6 +20,19 @@ import train_default_scorers as T  # noqa: E402
 SOURCES = ("alpaca_eval", "mtbench", "autoj")
 COLUMNS = ("mtbench", "autoj", "pairs", "matched", "zs_mtbench", "zs_autoj", "zs_mt_within", "zs_aj_within",
            "zs_pairs", "zs_matched")
+
+
+@contextmanager
+def extra_columns(columns: Callable[[list[str], list[str]], np.ndarray], n: int) -> Iterator[None]:
+    """Within the block, the quality ridge reads ``n`` more statistics columns, ``columns(instructions,
+    responses)`` (one row per text pair), after the shipped features; restored on exit."""
+    base_features, base_n_stat = T.features, T.n_stat_columns
+    T.features = lambda scorer, ins, res: np.hstack([base_features(scorer, ins, res), columns(ins, res)])
+    T.n_stat_columns = lambda *a: base_n_stat(*a) + n
+    try:
+        yield
+    finally:
+        T.features, T.n_stat_columns = base_features, base_n_stat
 
 
 def figures(test: dict, zero: dict) -> dict[str, float]:
