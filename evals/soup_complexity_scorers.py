@@ -82,6 +82,8 @@ def main() -> None:
                 (first.base, first.reads, first.max_length, first.lora_r):
             raise SystemExit(f"{path}: not a cross-encoder of the same base, inputs, max_length and rank as "
                              f"{args.scorers[0]}; only such scorers average")
+    if args.rank is not None and args.rank < 1:
+        raise SystemExit(f"--rank {args.rank}: a LoRA rank is at least 1")
     rank = min(args.rank or first.lora_r * len(parts), first.lora_r * len(parts))
     soup = CrossEncoderScorer(reads=first.reads, name=first.name, imitates=first.imitates, max_length=first.max_length,
                               lora_r=rank, base=first.base, output_range=first.output_range)
