@@ -139,3 +139,46 @@ def complexity_chain_sets(flask: list[dict[str, Any]]) -> dict[str, dict[str, An
     twins = {"train": c.filler_twins(rewritten["train"], seed=4), "val": c.filler_twins(rewritten["val"], seed=5),
              "test": c.filler_twins(rewritten["test"], held_out=True, seed=6)}
     return {"appended": appended, "rewritten": rewritten, "twins": twins}
+
+
+def pool_complexity_texts(pool: Path, flask: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Unlabelled instructions for pseudo-labels: the texts a complexity scorer reads (``curate``'s
+    ``input_texts``: instruction and input), for every row of the pool ``pool`` except FLASK's (its source, or
+    an instruction FLASK holds): no FLASK val or test instruction may reach a student through a teacher's score.
+    Runs where curate is installed; the GPU machine reads the file :func:`main` writes."""
+    from curate.scorers.features import input_texts
+
+    opener = gzip.open if str(pool).endswith(".gz") else open
+    with opener(pool, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    held = {r["instruction"].strip() for r in flask}
+    rows = [r for r in rows if not str(r.get("source", "")).startswith("flask")
+            and str(r.get("instruction", "")).strip() not in held]
+    return {"uids": [str(r.get("uid", i)) for i, r in enumerate(rows)],
+            "texts": input_texts(rows, ["instruction"])["instruction"]}
+
+
+def main() -> None:
+    """``python evals/scorer_label_data.py pool-texts POOL OUT.json.gz [--data DIR]``: :func:`pool_complexity_texts`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["pool-texts"])
+    ap.add_argument("pool", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--data", type=Path, default=DATA)
+    args = ap.parse_args()
+    got = pool_complexity_texts(args.pool, flask_levels(args.data))
+    with gzip.open(args.out, "wt", encoding="utf-8") as f:
+        json.dump(got, f)
+    print(f"{len(got['texts'])} pool instructions -> {args.out}")
+
+
+def read_pool_texts(path: Path) -> dict[str, list[str]]:
+    """What :func:`main` wrote."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+if __name__ == "__main__":
+    main()

@@ -273,6 +273,18 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
         pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
     points = [(r["instruction"], None, float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
+    n_pseudo = 0
+    if args.complexity_pseudo is not None:  # a teacher's raw scores of pool instructions join the point stream
+        texts = D.read_pool_texts(args.pool_texts)["texts"]
+        raw = np.load(args.complexity_pseudo)
+        if len(raw) != len(texts):
+            raise SystemExit(f"--complexity-pseudo has {len(raw)} scores for {len(texts)} --pool-texts")
+        z = (raw - raw.mean()) / max(float(raw.std()), 1e-6)
+        pseudo = [(t, None, float(v)) for t, v in zip(texts, z, strict=True)]
+        share = args.complexity_pseudo_share
+        # FLASK rows are repeated so that they stay (1 - share) of the pointwise draws
+        reps = max(1, round((1 - share) / share * len(pseudo) / len(points)))
+        points, n_pseudo = points * reps + pseudo, len(pseudo)
     tok = AutoTokenizer.from_pretrained(args.tok)
     net = CE.build_net(args.base).to(device)
     val = [r for r in flask if r["split"] == "val"]
@@ -301,7 +313,7 @@ def complexity_run(args, device, log, recipe: str = "appended"):
                         schedule_steps=args.complexity_schedule_steps, stop_at=args.complexity_refit_at,
                         seed=args.seed, point_rank_weight=args.complexity_point_rank_weight)
     info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs),
-                 "trained_on_splits": list(fit_splits)})
+                 "n_pseudo_points": n_pseudo, "trained_on_splits": list(fit_splits)})
     def chain_report(ch):
         return {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
                 "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch)}
@@ -326,6 +338,8 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     tw = sets["twins"]["test"]
     d = predict([a for a, _ in tw]) - predict([b for _, b in tw])
     rep["filler_twins"] = {"scorer_padded_higher": float(np.mean(d > 0)), "n": len(tw)}
+    if args.predict_pool:  # this run as a teacher: raw scores of the pool instructions, in --pool-texts order
+        rep["pool_scores"] = predict(D.read_pool_texts(args.pool_texts)["texts"])
     return net, cal, info, rep
 
 
@@ -365,10 +379,20 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     ap.add_argument("--seed", type=int, default=0, help="the complexity run's seed: batch draws and dropout (the LoRA init is built before it)")
     ap.add_argument("--complexity-schedule-steps", type=int, help="learning-rate schedule length (default: from "
                     "--complexity-epochs)")
+    ap.add_argument("--pool-texts", type=Path, help="unlabelled pool instructions (evals/scorer_label_data.py "
+                    "pool-texts): what --predict-pool scores and --complexity-pseudo labels")
+    ap.add_argument("--predict-pool", action="store_true", help="after the complexity run, save its raw scores of "
+                    "--pool-texts as OUT/KEY_pool.npy (a teacher for --complexity-pseudo)")
+    ap.add_argument("--complexity-pseudo", type=Path, help="a teacher's OUT/KEY_pool.npy: its standardised scores of "
+                    "--pool-texts join FLASK's pointwise labels")
+    ap.add_argument("--complexity-pseudo-share", type=float, default=0.5,
+                    help="the pseudo-labels' share of the pointwise draws (FLASK rows are repeated to keep the rest)")
     ap.add_argument("--loso-sources", default="autoj,mtbench,alpaca_eval", help="sources to leave out, in order")
     ap.set_defaults(**defaults)
     args = ap.parse_args(argv)
     args.tok = args.tok or args.base
+    if (args.predict_pool or args.complexity_pseudo is not None) and args.pool_texts is None:
+        ap.error("--predict-pool and --complexity-pseudo need --pool-texts")
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     logs: list[str] = []
@@ -410,8 +434,11 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
         key = f"complexity_{name}" + ("" if recipe == "appended" else f"_{recipe}") + \
             ("_refit" if args.complexity_refit_at is not None else "") + \
             (f"_rank{args.complexity_point_rank_weight:g}" if args.complexity_point_rank_weight else "") + \
+            ("_pseudo" if args.complexity_pseudo is not None else "") + \
             (f"_seed{args.seed}" if args.seed else "")
         cnet, ccal, cinfo, crep = complexity_run(args, args.device, log, recipe)
+        if "pool_scores" in crep:
+            np.save(args.out / f"{key}_pool.npy", np.asarray(crep.pop("pool_scores"), np.float32))
         metrics[key] = {"train": cinfo, "test": crep}
         save_net(cnet, ccal, args.out / f"{key}.safetensors", {"max_length": COMPLEXITY_MAX_LEN, "recipe": recipe,
                                                                 "point_rank_weight": args.complexity_point_rank_weight})
