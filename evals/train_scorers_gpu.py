@@ -21,7 +21,9 @@ complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, tr
             (evals/compare_complexity_scorers.py). ``--complexity-point-rank-weight 1`` adds a Bradley-Terry loss
             over each FLASK batch's pairs of unequal levels: over seeds it raised the mean val criterion from
             0.800 (9 runs) to 0.806 (4 runs). The shipped default complexity scorer is the average (soup) of
-            those four runs, cut to rank 24 (evals/soup_complexity_scorers.py).
+            those four runs, cut to rank 24 (evals/soup_complexity_scorers.py). ``--complexity-pseudo`` (a
+            teacher's scores of unlabelled pool instructions, ``--pool-texts``) was measured with the shipped soup
+            as teacher: mean val criterion 0.801 over four seeds, against 0.806 without; not adopted.
 Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
 Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
