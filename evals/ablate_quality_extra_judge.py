@@ -34,15 +34,9 @@ SIZES = (1000, 3000, 10_000)  # the last: all of them
 
 
 def alpagasus(data: Path) -> list[dict]:
-    """instruction (+ input, as curate joins them), response, label 0-2, group, split; sorted by a hash."""
-    out = []
-    for r in D.read_jsonl(data, "alpaca_9k_judge_flags.jsonl"):
-        ins = r["instruction"] if not (r.get("input") or "").strip() else f"{r['instruction']}\n\n{r['input']}"
-        if not (r.get("output") or "").strip():
-            continue
-        out.append({"instruction": ins, "response": r["output"], "group": ins, "split": D.split_of(ins),
-                    "label": float(bool(r["claude_score_ge_4_5"])) + float(bool(r["chatgpt_helpfulness_ge_4_5"]))})
-    return sorted(out, key=lambda r: D.split_of(r["instruction"], salt="alpagasus-subsample") + r["instruction"])
+    """``D.single_scores("alpagasus")`` (label 0-2), sorted by a hash: its first N rows are a fixed random subsample."""
+    return sorted(D.single_scores("alpagasus", data),
+                  key=lambda r: D.split_of(r["instruction"], salt="alpagasus-subsample") + r["instruction"])
 
 
 def main() -> None:

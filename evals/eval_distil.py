@@ -1,9 +1,12 @@
 """The distillation workflow on real labels: ~1,000 GPT-4 labels of a pool train a scorer that must agree
 with GPT-4 on the rest of that pool (split by question, never by row).
 
-    python evals/eval_distil.py [--data ../shared/data] [--labels 1000] [--source mtbench|autoj]
+    python evals/eval_distil.py [--data ../shared/data] [--labels 1000] [--source mtbench|autoj|alpagasus] [--with-default]
 
-Pool: MT-bench answers with GPT-4 single scores 1-10 (evals/scorer_label_data.py). A random set of whole
+Pool: MT-bench answers with GPT-4 single scores 1-10 (evals/scorer_label_data.py); or Auto-J's rated answers; or
+AlpaGasus' 9K Alpaca answers, one per instruction, with other judges' flags (Claude quality >= 4.5 plus ChatGPT
+helpfulness >= 4.5: 0-2; ``alpagasus_claude`` / ``_chatgpt``: one judge's flag; evals/results/
+issue13_distil_alpagasus.log). A random set of whole
 questions holding ~``--labels`` answers is "judged" (training labels); every other answer is the rest of
 the pool. Kinds: the ridge ``Scorer`` that ``curate train-scorer WS --target gpt4 --features length,stats
 --embed-inputs none`` fits (lengths + response statistics, no MiniLM), then (``--kinds 2`` ... ``5``) with
@@ -51,9 +54,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
     ap.add_argument("--labels", type=int, default=1000)
-    ap.add_argument("--source", choices=("mtbench", "autoj"), default="mtbench",
-                    help="the pool: MT-bench answers (questions as groups) or Auto-J's 960 rated answers")
+    ap.add_argument("--source", choices=("mtbench", "autoj", "alpagasus", "alpagasus_claude", "alpagasus_chatgpt"), default="mtbench",
+                    help="the pool: MT-bench answers (questions as groups), Auto-J's 960 rated answers, or AlpaGasus' "
+                         "9K Alpaca answers with Claude + ChatGPT flags (0-2; other judges, one answer per instruction)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--with-default", action="store_true",
+                    help="also the shipped default quality scorer on the rest of the pool, no labels spent (zero-shot "
+                         "only for the alpagasus pools: it was trained on MT-bench's and Auto-J's train groups)")
     ap.add_argument("--kinds", type=int, default=len(KINDS), help="run the first N kinds (the later ones embed more)")
     args = ap.parse_args()
     rows = D.single_scores(args.source, args.data)
@@ -68,7 +75,9 @@ def main() -> None:
     train = [r for r in rows if r["group"] in judged]
     rest = [r for r in rows if r["group"] not in judged]
     console = Console(width=140)
-    table = Table(title=f"distilling GPT-4 {args.source} scores: {len(train):,} judged answers ({len(judged)} questions) -> "
+    judge = {"alpagasus": "Claude + ChatGPT flag", "alpagasus_claude": "Claude flag",
+             "alpagasus_chatgpt": "ChatGPT flag"}.get(args.source, "GPT-4")
+    table = Table(title=f"distilling {judge} {args.source} scores: {len(train):,} judged answers ({len(judged)} questions) -> "
                         f"the other {len(rest):,} answers of the pool")
     for h in ("kind", "spearman", "95% CI", "kendall", "MAE", "pairwise acc"):
         table.add_column(h)
@@ -91,6 +100,10 @@ def main() -> None:
                 sc.fit_features(sc.featurize(emb_train), [r["label"] for r in train])
             pred = sc.predict([to_turn(r) for r in rest], cache_dir=tmp)
             results[name] = {**agreement(y_rest, pred), "ci": spearman_interval(y_rest, pred, g_rest)}
+        if args.with_default:
+            pred = Scorer.load("quality").predict([to_turn(r) for r in rest], cache_dir=tmp)
+            results["shipped default quality, no labels"] = {**agreement(y_rest, pred),
+                                                             "ci": spearman_interval(y_rest, pred, g_rest)}
     for base, key in (("response length", "response"), ("instruction length", "instruction")):
         chars = np.log1p([len(r[key]) for r in rest])
         results[base] = {**agreement(y_rest, chars), "ci": spearman_interval(y_rest, chars, g_rest)}

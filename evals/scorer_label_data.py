@@ -66,9 +66,22 @@ def alpaca_pairs(data: Path = DATA) -> list[dict[str, Any]]:
 
 
 def single_scores(name: str, data: Path = DATA) -> list[dict[str, Any]]:
-    """instruction, response, label (1-10), group, split for ``mtbench`` or ``autoj``."""
+    """instruction, response, label (1-10), group, split for ``mtbench`` or ``autoj``; for ``alpagasus`` (one
+    Alpaca answer per instruction, AlpaGasus' flags: Claude quality >= 4.5 plus ChatGPT helpfulness >= 4.5) the
+    label is 0-2 (``alpagasus_claude``, ``alpagasus_chatgpt``: one judge's flag, 0-1) and the instruction carries
+    its input as curate joins them."""
     out = []
-    if name == "mtbench":
+    if name.startswith("alpagasus"):
+        flags = {"alpagasus": ("claude_score_ge_4_5", "chatgpt_helpfulness_ge_4_5"),
+                 "alpagasus_claude": ("claude_score_ge_4_5",),
+                 "alpagasus_chatgpt": ("chatgpt_helpfulness_ge_4_5",)}[name]
+        for r in read_jsonl(data, "alpaca_9k_judge_flags.jsonl"):
+            ins = r["instruction"] if not (r.get("input") or "").strip() else f"{r['instruction']}\n\n{r['input']}"
+            if not (r.get("output") or "").strip():
+                continue
+            out.append({"instruction": ins, "response": r["output"], "group": ins, "split": split_of(ins),
+                        "label": float(sum(bool(r[f]) for f in flags))})
+    elif name == "mtbench":
         for r in read_jsonl(data, FILES["mtbench"]):
             label = _num(r.get("label"))
             if label is None or not (1 <= label <= 10) or not r.get("response") or str(r.get("judge", "")).lower() != "gpt-4":
