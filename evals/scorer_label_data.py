@@ -154,7 +154,7 @@ def complexity_chain_sets(flask: list[dict[str, Any]]) -> dict[str, dict[str, An
     return {"appended": appended, "rewritten": rewritten, "twins": twins}
 
 
-def pool_complexity_texts(pool: Path, flask: list[dict[str, Any]]) -> dict[str, list[str]]:
+def pool_complexity_texts(pool: Path, flask: list[dict[str, Any]]) -> list[str]:
     """Unlabelled instructions for pseudo-labels: the texts a complexity scorer reads (``curate``'s
     ``input_texts``: instruction and input), for every row of the pool ``pool`` except FLASK's (its source, or
     an instruction FLASK holds): no FLASK val or test instruction may reach a student through a teacher's score.
@@ -167,8 +167,13 @@ def pool_complexity_texts(pool: Path, flask: list[dict[str, Any]]) -> dict[str, 
     held = {r["instruction"].strip() for r in flask}
     rows = [r for r in rows if not str(r.get("source", "")).startswith("flask")
             and str(r.get("instruction", "")).strip() not in held]
-    return {"uids": [str(r.get("uid", i)) for i, r in enumerate(rows)],
-            "texts": input_texts(rows, ["instruction"])["instruction"]}
+    return input_texts(rows, ["instruction"])["instruction"]
+
+
+def read_pool_texts(path: Path) -> list[str]:
+    """The pool texts :func:`main` wrote."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return json.load(f)["texts"]
 
 
 def main() -> None:
@@ -181,16 +186,10 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args()
-    got = pool_complexity_texts(args.pool, flask_levels(args.data))
+    texts = pool_complexity_texts(args.pool, flask_levels(args.data))
     with gzip.open(args.out, "wt", encoding="utf-8") as f:
-        json.dump(got, f)
-    print(f"{len(got['texts'])} pool instructions -> {args.out}")
-
-
-def read_pool_texts(path: Path) -> dict[str, list[str]]:
-    """What :func:`main` wrote."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
+        json.dump({"texts": texts}, f)
+    print(f"{len(texts)} pool instructions -> {args.out}")
 
 
 if __name__ == "__main__":

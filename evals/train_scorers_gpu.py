@@ -277,7 +277,7 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     points = [(r["instruction"], None, float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
     n_pseudo = 0
     if args.complexity_pseudo is not None:  # a teacher's raw scores of pool instructions join the point stream
-        texts = D.read_pool_texts(args.pool_texts)["texts"]
+        texts = D.read_pool_texts(args.pool_texts)
         raw = np.load(args.complexity_pseudo)
         if len(raw) != len(texts):
             raise SystemExit(f"--complexity-pseudo has {len(raw)} scores for {len(texts)} --pool-texts")
@@ -341,7 +341,7 @@ def complexity_run(args, device, log, recipe: str = "appended"):
     d = predict([a for a, _ in tw]) - predict([b for _, b in tw])
     rep["filler_twins"] = {"scorer_padded_higher": float(np.mean(d > 0)), "n": len(tw)}
     if args.predict_pool:  # this run as a teacher: raw scores of the pool instructions, in --pool-texts order
-        rep["pool_scores"] = predict(D.read_pool_texts(args.pool_texts)["texts"])
+        rep["pool_scores"] = predict(D.read_pool_texts(args.pool_texts))
     return net, cal, info, rep
 
 
@@ -395,6 +395,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     args.tok = args.tok or args.base
     if (args.predict_pool or args.complexity_pseudo is not None) and args.pool_texts is None:
         ap.error("--predict-pool and --complexity-pseudo need --pool-texts")
+    if not 0 < args.complexity_pseudo_share < 1:
+        ap.error("--complexity-pseudo-share is a share of the pointwise draws: above 0, below 1")
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     logs: list[str] = []
