@@ -118,7 +118,8 @@ class Runner:
     """Holds the settings, the pool, the references and the results; writes results after each fine-tune."""
 
     def __init__(self, inputs: Path):
-        from curate.signals.engine import default_model_dir, resolve_device
+        from curate.hardware import resolve_device
+        from curate.signals.engine import default_model_dir
 
         self.inputs = inputs
         self.size = env("DOWNSTREAM_SIZE", 2000)

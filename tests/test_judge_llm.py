@@ -99,3 +99,28 @@ def test_workspace_score_end_to_end(local_llm, tmp_path):
                 assert any(f.turn == t and f.code is FailureCode.LOW_DIGIT_MASS for f in fails), fails
             else:
                 assert math.isclose(value, sum(k * p for k, p in probs.items()) / sum(probs.values()), rel_tol=1e-9)
+
+
+def test_every_local_model_runner_takes_the_dtype_this_machine_runs_well(tmp_path):
+    """The online server, the batch runner and the signals' vLLM engine must run one dtype: their scores are
+    compared and cached as one model's (bfloat16 is emulated, ~6x slower, on CPUs without native bf16)."""
+    from curate.errors import CurateError
+    from curate.hardware import cpu_has_bf16, resolve_dtype
+    from curate.llm.local import LocalServer
+    from curate.llm.vllm_batch import VLLMBatchBackend
+    from curate.signals.vllm import VllmEngine
+
+    want = resolve_dtype("auto")
+    assert want in ("bfloat16", "float32")
+    if resolve_dtype("auto", "cpu") == want:  # no CUDA here: the CPU decides
+        assert want == ("bfloat16" if cpu_has_bf16() else "float32")
+    server = LocalServer(home=tmp_path)
+    server.model_dir = tmp_path
+    batch = VLLMBatchBackend(model_dir=tmp_path)
+    for command in (server.command(), batch.command(tmp_path / "in", tmp_path / "out")):
+        assert command[command.index("--dtype") + 1] == want
+    assert batch.describe()["dtype"] == want
+    assert VllmEngine(base_url="http://127.0.0.1:1/v1", served_model="m").fingerprint.endswith(f":{resolve_dtype('auto', 'cpu')}:vllm")
+    assert LocalServer(dtype="float32").dtype == "float32"
+    with pytest.raises(CurateError, match="dtype must be one of auto, float32, bfloat16"):
+        LocalServer(dtype="float16")

@@ -174,9 +174,12 @@ def test_vllm_engine_agrees_with_the_transformers_engine(local_llm, smollm2_dir,
     ws.apply(IFD(smollm2_dir, dtype="float32"), progress=False)
     theirs, ours = ws.row_values("ifd_vllm"), ws.row_values("ifd")
     assert theirs[0] < 0.5 <= 1.0 <= theirs[1]
-    np.testing.assert_allclose(theirs, ours, atol=0.1)
+    # a server in float32 (CPUs without native bf16) runs the same arithmetic as the transformers engine
+    # (measured: 6e-6 apart on IFD); one in bfloat16 rounds every layer
+    exact = local_llm.dtype == "float32"
+    np.testing.assert_allclose(theirs, ours, atol=1e-4 if exact else 0.1)
     loss_v, loss_t = ws.column("ifd_vllm_loss_conditioned"), ws.column("ifd_loss_conditioned")
-    np.testing.assert_allclose([x[0] for x in loss_v], [x[0] for x in loss_t], atol=0.15)
+    np.testing.assert_allclose([x[0] for x in loss_v], [x[0] for x in loss_t], atol=1e-3 if exact else 0.15)
     assert vllm.fingerprint.endswith(":vllm") and vllm.stats["forward_passes"] >= 1
 
 

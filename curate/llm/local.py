@@ -31,6 +31,7 @@ from typing import Any
 
 from curate.defaults import BACKEND
 from curate.errors import CurateError
+from curate.hardware import resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,13 +116,14 @@ class LocalServer:
 
     def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = 2048,
                  startup_timeout: float = 240.0, log_path: Path | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, dtype: str = "auto"):
         self.home = Path(home) if home else curate_home()
         self.port = port or free_port()
         self.max_model_len = max_model_len
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else self.home / "logs" / f"vllm-{self.port}.log"
         self.extra_args = list(extra_args or [])
+        self.dtype = resolve_dtype(dtype)  # auto: float32 on CPUs that only emulate bfloat16 (curate.hardware)
         self.model = SERVED_NAME
         self.model_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -138,7 +140,7 @@ class LocalServer:
         assert self.model_dir is not None
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-                "--max-model-len", str(self.max_model_len), "--dtype", "bfloat16", "--enforce-eager",
+                "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enforce-eager",
                 "--max-logprobs", str(BACKEND.top_logprobs), *self.extra_args]
 
     def start(self) -> LocalServer:
@@ -205,7 +207,7 @@ class LocalServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"LocalServer({self.base_url!r}, model={self.model!r}, pid={self.pid})"
+        return f"LocalServer({self.base_url!r}, model={self.model!r}, dtype={self.dtype!r}, pid={self.pid})"
 
 
 # -- a warm local judge ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.errors import CurateError
+from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.batch import batch_line, read_output_line
 from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env, stop_process_group
@@ -32,11 +33,11 @@ class VLLMBatchBackend(Backend):
     kind = "vllm-batch"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
-                 max_model_len: int = 2048, dtype: str = "bfloat16", top_logprobs: int = BACKEND.top_logprobs,
+                 max_model_len: int = 2048, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
                  timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
         self._model_dir = Path(model_dir) if model_dir else None
         self.model = served_name or (SERVED_NAME if model_dir is None else Path(model_dir).name)
-        self.max_model_len, self.dtype, self.max_logprobs = max_model_len, dtype, top_logprobs
+        self.max_model_len, self.dtype, self.max_logprobs = max_model_len, resolve_dtype(dtype), top_logprobs
         self.timeout = timeout
         self.log_path = Path(log_path) if log_path else curate_home() / "logs" / "vllm-batch.log"
         self.extra_args = list(extra_args or [])

@@ -8,6 +8,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
+from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env
 
@@ -22,12 +23,12 @@ class VLLMBackend(Backend):
     kind = "vllm"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
-                 max_model_len: int = 2048, dtype: str = "bfloat16", batch_size: int = 512,
+                 max_model_len: int = 2048, dtype: str = "auto", batch_size: int = 512,
                  top_logprobs: int = BACKEND.top_logprobs, **engine_kwargs: Any):
         self.model_dir = Path(model_dir) if model_dir else prepare_model()
         self.model = served_name or (SERVED_NAME if model_dir is None else self.model_dir.name)
         self.max_model_len = max_model_len
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype)
         self.batch_size = batch_size
         self.max_logprobs = top_logprobs
         self.engine_kwargs = engine_kwargs

@@ -19,6 +19,7 @@ import numpy as np
 
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
+from curate.hardware import resolve_device, resolve_dtype
 from curate.signals.cache import LogprobCache, folder_fingerprint, request_key
 from curate.signals.template import Prompter, Request
 
@@ -32,43 +33,6 @@ def default_model_dir() -> Path:
     from curate.llm.local import prepare_model
 
     return prepare_model()
-
-
-def resolve_device(device: str | None) -> str:
-    """``cuda`` when asked or (with None) when present, else ``cpu``."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (oneDNN's check, then a tiny bf16 matmul)."""
-    import torch
-
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool((a @ a)[0, 0].item() == 4.0)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto``: bfloat16 on CUDA with bf16 and on CPUs with native bf16, else float32."""
-    if dtype not in ("auto", "float32", "bfloat16"):
-        raise CurateError(f"dtype must be auto, float32 or bfloat16, got {dtype!r}")
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if cpu_has_bf16() else "float32"
 
 
 def batches(requests: Sequence[Request], order: Sequence[int], batch_tokens: int, max_batch: int,

@@ -27,7 +27,8 @@ VLLM_BATCH = 64  # requests handed to the server per cached batch (the server ba
 
 
 class VllmEngine(Engine):
-    """:class:`Engine` whose forward pass is a vLLM server's ``prompt_logprobs`` (bf16, as the server runs)."""
+    """:class:`Engine` whose forward pass is a vLLM server's ``prompt_logprobs``, in the dtype the packaged server
+    runs in on this machine (:func:`curate.hardware.resolve_dtype`'s ``auto``)."""
 
     def __init__(self, model_dir: str | Path | None = None, *, base_url: str | None = None,
                  served_model: str | None = None, concurrency: int = BACKEND.concurrency,
@@ -36,7 +37,7 @@ class VllmEngine(Engine):
         if base_url is None and model_dir is not None:
             raise CurateError("VllmEngine starts a server for the packaged SmolLM2 only: serve your model with "
                               "vLLM and pass base_url= and served_model=")
-        super().__init__(model_dir, device="cpu", dtype="bfloat16", max_length=max_length,
+        super().__init__(model_dir, device="cpu", dtype="auto", max_length=max_length,
                          batch_tokens=1 << 40, max_batch=VLLM_BATCH, chat_template=chat_template,
                          alone_start=alone_start)
         self.fingerprint = f"{self.fingerprint}:vllm"
@@ -52,7 +53,7 @@ class VllmEngine(Engine):
         if self.base_url is None:
             from curate.llm.local import LocalServer
 
-            self._server = LocalServer().start()
+            self._server = LocalServer(dtype=self.dtype).start()
             self.base_url, self.served_model = self._server.base_url, self._server.model
         if not self.served_model:
             raise CurateError("VllmEngine needs served_model= (the name the server serves the model under)")

@@ -31,8 +31,8 @@ import numpy as np
 from curate.codes import Failure
 from curate.defaults import TRAIN
 from curate.errors import CurateError
+from curate.hardware import resolve_device
 from curate.signals.cache import folder_fingerprint, json_fingerprint
-from curate.signals.engine import resolve_device
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter
 from curate.storage.step import RowInput

@@ -28,10 +28,10 @@ import numpy as np
 from curate.codes import Failure
 from curate.defaults import LESS
 from curate.errors import CurateError
+from curate.hardware import resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
-from curate.signals.engine import resolve_device
 from curate.signals.selectors import select_learnability
 from curate.signals.template import Prompter
 from curate.storage.step import RowInput, StepContext, StepOutput

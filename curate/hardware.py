@@ -1,0 +1,51 @@
+"""What this machine's torch runs well: the device, and the float type for a small model on it.
+
+bfloat16 halves memory and is fast where the hardware multiplies it natively (CUDA with bf16, CPUs with
+AVX512-BF16 or AMX). On other CPUs (AVX2 only) it is emulated: vLLM-CPU then reads a 1,000-token prompt
+~5x slower in bfloat16 than in float32 (evals/bench_local_dtype.py). ``auto`` picks per machine.
+"""
+
+from __future__ import annotations
+
+from curate.errors import CurateError
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN's check, then a tiny bf16 matmul)."""
+    import torch
+
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool((a @ a)[0, 0].item() == 4.0)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: str | None) -> str:
+    """``cuda`` when asked or (with None) when present, else ``cpu``."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str | None = None) -> str:
+    """``auto``: bfloat16 on CUDA with bf16 and on CPUs with native bf16, else float32 (``device`` None: the
+    device :func:`resolve_device` picks)."""
+    if dtype not in DTYPES:
+        raise CurateError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
