@@ -57,3 +57,13 @@ def test_every_command_has_help():
 def test_missing_workspace_is_a_clean_error(tmp_path):
     r = curate_cli("info", tmp_path / "nope")
     assert r.returncode == 1 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_info_keeps_a_long_workspace_path_on_one_line_when_piped(tmp_path):
+    """Piped output is 80 columns wide; a path past that must not be broken (it is copied and grepped)."""
+    deep = tmp_path / ("a_directory_name_long_enough_to_push_the_workspace_path_past_eighty_columns" * 2)
+    deep.mkdir()
+    path = write_jsonl(deep / "pool.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)])
+    assert curate_cli("load", path, "--workspace", deep / "ws").returncode == 0
+    first = curate_cli("info", deep / "ws").stdout.splitlines()[0]
+    assert first == f"{deep / 'ws'}: 3 rows (alpaca 3)"

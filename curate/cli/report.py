@@ -26,11 +26,12 @@ def _usage_line(entry: dict[str, Any]) -> str:
 def print_info(info: dict[str, Any], console: Console) -> None:
     """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections."""
     fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
-    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})")
+    # soft_wrap: these lines carry paths; a console narrower than a line (a pipe: 80 columns) must not break them
+    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", soft_wrap=True)
     for src in info["sources"]:
         loads = f" over {src['loads']} loads (last {src.get('loaded_at')})" if src["loads"] > 1 else ""
         rej = f", {src['rejects']} rejected -> {src['rejects_file']}" if src.get("rejects") else ""
-        console.print(escape(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}"))
+        console.print(escape(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}"), soft_wrap=True)
     table = Table(title="derived columns", show_lines=False)
     for head in ("column", "filled", "provenance"):
         table.add_column(head)
@@ -40,10 +41,10 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     if info["columns"]:
         console.print(table)
     for e in info["embeddings"]:
-        console.print(escape(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})"))
+        console.print(escape(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})"), soft_wrap=True)
     for s in info["selections"]:
-        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']})"))
-    console.print(escape(f"  pool columns: {', '.join(info['pool_columns'])}"))
+        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']})"), soft_wrap=True)
+    console.print(escape(f"  pool columns: {', '.join(info['pool_columns'])}"), soft_wrap=True)
 
 
 @app.command()
