@@ -281,7 +281,8 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         raw = np.load(args.complexity_pseudo)
         if len(raw) != len(texts):
             raise SystemExit(f"--complexity-pseudo has {len(raw)} scores for {len(texts)} --pool-texts")
-        z = (raw - raw.mean()) / max(float(raw.std()), 1e-6)
+        # standardised: over the pool; raw: as the teacher gave them, on the scale it learnt (FLASK train's z levels)
+        z = raw if args.complexity_pseudo_scale == "raw" else (raw - raw.mean()) / max(float(raw.std()), 1e-6)
         pseudo = [(t, None, float(v)) for t, v in zip(texts, z, strict=True)]
         share = args.complexity_pseudo_share
         # FLASK rows are repeated so that they stay (1 - share) of the pointwise draws
@@ -387,6 +388,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
                     "--pool-texts as OUT/KEY_pool.npy (a teacher for --complexity-pseudo)")
     ap.add_argument("--complexity-pseudo", type=Path, help="a teacher's OUT/KEY_pool.npy: its standardised scores of "
                     "--pool-texts join FLASK's pointwise labels")
+    ap.add_argument("--complexity-pseudo-scale", choices=("standardised", "raw"), default="standardised",
+                    help="the teacher's scores standardised over the pool, or raw (the scale it was fitted on)")
     ap.add_argument("--complexity-pseudo-share", type=float, default=0.5,
                     help="the pseudo-labels' share of the pointwise draws (FLASK rows are repeated to keep the rest)")
     ap.add_argument("--loso-sources", default="autoj,mtbench,alpaca_eval", help="sources to leave out, in order")
@@ -439,6 +442,7 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
             ("_refit" if args.complexity_refit_at is not None else "") + \
             (f"_rank{args.complexity_point_rank_weight:g}" if args.complexity_point_rank_weight else "") + \
             ("_pseudo" if args.complexity_pseudo is not None else "") + \
+            ("_raw" if args.complexity_pseudo is not None and args.complexity_pseudo_scale == "raw" else "") + \
             (f"_seed{args.seed}" if args.seed else "")
         cnet, ccal, cinfo, crep = complexity_run(args, args.device, log, recipe)
         if "pool_scores" in crep:
