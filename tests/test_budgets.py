@@ -243,6 +243,7 @@ def test_backend_local_reuses_a_live_announced_server_and_ignores_a_stale_one(tm
             assert llm.base_url == srv.base_url and llm.kind == "local"
             ws.apply(Judge("complexity", llm), progress=False)
         assert srv.total == 4  # answered by the announced server; no vLLM started
+        assert ws.column_provenance("complexity")["dtype"] == fake.dtype  # the precision the server announced
         assert local.warm_backend().base_url == srv.base_url
         local.withdraw(fake)
     fake.proc = None

@@ -162,15 +162,13 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     @contextlib.contextmanager
     def opened():
         if kind == "local":
-            from curate.llm.backends import OpenAIBackend
-            from curate.llm.local import SERVED_NAME, LocalServer, running_server
+            from curate.llm.local import LocalBackend, LocalServer, running_server
 
             warm = running_server()  # a live `curate serve-local`: reuse it, start nothing
             if warm is not None:
                 err_console.print(f"using the running local server at {warm['base_url']} (pid {warm['pid']})")
-                yield OpenAIBackend(warm["base_url"], SERVED_NAME, api_key="local", kind="local",
-                                    supports_json_schema=True, concurrency=concurrency, timeout=timeout,
-                                    max_retries=max_retries, rps=rps)
+                yield LocalBackend(warm["base_url"], warm.get("dtype"), concurrency=concurrency, timeout=timeout,
+                                   max_retries=max_retries, rps=rps)
                 return
             server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
             try:

@@ -107,6 +107,18 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
+class LocalBackend(OpenAIBackend):
+    """An ``OpenAIBackend`` to the embedded SmolLM2 server; its provenance also names the dtype the server runs
+    in (None: a server announced before the dtype was recorded)."""
+
+    def __init__(self, base_url: str, dtype: str | None, **kwargs: Any):
+        super().__init__(base_url, SERVED_NAME, api_key="local", kind="local", supports_json_schema=True, **kwargs)
+        self.server_dtype = dtype
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "dtype": self.server_dtype}
+
+
 class LocalServer:
     """Context manager: vLLM serving SmolLM2 on 127.0.0.1; ``.base_url``, ``.model``, ``.backend()``.
 
@@ -174,10 +186,9 @@ class LocalServer:
         proc, self.proc = self.proc, None
         stop_process_group(proc, timeout)
 
-    def backend(self, **kwargs: Any) -> OpenAIBackend:
-        """An ``OpenAIBackend`` talking to this server (kind ``local``)."""
-        return OpenAIBackend(self.base_url, self.model, api_key="local", kind="local",
-                             supports_json_schema=True, **kwargs)
+    def backend(self, **kwargs: Any) -> LocalBackend:
+        """A :class:`LocalBackend` talking to this server (kind ``local``)."""
+        return LocalBackend(self.base_url, self.dtype, **kwargs)
 
     def lazy_backend(self, on_start: Any = None, **kwargs: Any):
         """Like :meth:`backend`, but the server starts only when a request misses the cache.
@@ -187,7 +198,7 @@ class LocalServer:
         """
         server = self
 
-        class _LazyLocalBackend(OpenAIBackend):
+        class _LazyLocalBackend(LocalBackend):
             async def run(self, requests, on_done):
                 if requests and server.proc is None:
                     import asyncio
@@ -197,8 +208,7 @@ class LocalServer:
                     await asyncio.to_thread(server.start)
                 return await super().run(requests, on_done)
 
-        return _LazyLocalBackend(self.base_url, self.model, api_key="local", kind="local",
-                                 supports_json_schema=True, **kwargs)
+        return _LazyLocalBackend(self.base_url, self.dtype, **kwargs)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -237,7 +247,7 @@ def announce(server: LocalServer) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"base_url": server.base_url, "pid": server.pid, "model": server.model,
-                               "owner_pid": os.getpid()}))
+                               "dtype": server.dtype, "owner_pid": os.getpid()}))
     os.replace(tmp, path)
     return path
 
@@ -271,14 +281,13 @@ def is_loopback_url(url: str) -> bool:
 _SESSION_SERVER: LocalServer | None = None
 
 
-def warm_backend(on_start: Any = None, **kwargs: Any) -> OpenAIBackend:
+def warm_backend(on_start: Any = None, **kwargs: Any) -> LocalBackend:
     """A ``local`` backend that never pays vLLM's start-up twice: the announced ``curate serve-local`` when
     one is alive, else one server per Python session (a notebook's kernel), started on the first cache
     miss and stopped when the interpreter exits."""
     info = running_server()
     if info is not None:
-        return OpenAIBackend(info["base_url"], SERVED_NAME, api_key="local", kind="local", supports_json_schema=True,
-                             **kwargs)
+        return LocalBackend(info["base_url"], info.get("dtype"), **kwargs)
     global _SESSION_SERVER
     if _SESSION_SERVER is None:
         _SESSION_SERVER = LocalServer()
