@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -80,14 +79,7 @@ def main() -> None:
         print(f"{source}: {len(rows):,} answers, {missing} without a signal; each signal alone vs the label over the pool: {alone}")
         runs = []
         for seed in range(args.seeds):
-            groups = sorted({r["group"] for r in rows})
-            random.Random(seed).shuffle(groups)
-            judged, n = set(), 0
-            for g in groups:
-                if n >= labels:
-                    break
-                judged.add(g)
-                n += sum(r["group"] == g for r in rows)
+            judged = D.judged_groups(rows, labels, seed)
             tr = np.array([r["group"] in judged for r in rows])
             g = np.array([r["group"] for r in rows])[tr]
             without = fit_predict(X[tr], y[tr], X[~tr], *chosen(X[tr], y[tr], g, n_stat), n_stat)

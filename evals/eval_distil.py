@@ -19,7 +19,6 @@ Last line: ``RESULT ...``.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -64,14 +63,7 @@ def main() -> None:
     ap.add_argument("--kinds", type=int, default=len(KINDS), help="run the first N kinds (the later ones embed more)")
     args = ap.parse_args()
     rows = D.single_scores(args.source, args.data)
-    groups = sorted({r["group"] for r in rows})
-    random.Random(args.seed).shuffle(groups)
-    judged, n = set(), 0
-    for g in groups:
-        if n >= args.labels:
-            break
-        judged.add(g)
-        n += sum(r["group"] == g for r in rows)
+    judged = D.judged_groups(rows, args.labels, args.seed)
     train = [r for r in rows if r["group"] in judged]
     rest = [r for r in rows if r["group"] not in judged]
     console = Console(width=140)

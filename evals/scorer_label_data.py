@@ -96,6 +96,24 @@ def single_scores(name: str, data: Path = DATA) -> list[dict[str, Any]]:
     return out
 
 
+def judged_groups(rows: list[dict[str, Any]], labels: int, seed: int = 0) -> set:
+    """The distillation split (evals/eval_distil.py and its ablations): whole groups (questions), drawn in a
+    seeded random order until they hold ~``labels`` rows. Those rows are "judged"; the others are the rest of
+    the pool."""
+    import random
+
+    groups = sorted({r["group"] for r in rows})
+    random.Random(seed).shuffle(groups)
+    judged: set = set()
+    n = 0
+    for g in groups:
+        if n >= labels:
+            break
+        judged.add(g)
+        n += sum(r["group"] == g for r in rows)
+    return judged
+
+
 def flask_levels(data: Path = DATA) -> list[dict[str, Any]]:
     """instruction, label (level 1-5), group, split; the rows marked unknown are dropped."""
     out = []
