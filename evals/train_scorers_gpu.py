@@ -400,6 +400,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
         ap.error("--predict-pool and --complexity-pseudo need --pool-texts")
     if not 0 < args.complexity_pseudo_share < 1:
         ap.error("--complexity-pseudo-share is a share of the pointwise draws: above 0, below 1")
+    if args.complexity_pseudo_scale != "standardised" and args.complexity_pseudo is None:
+        ap.error("--complexity-pseudo-scale sets how --complexity-pseudo's scores are read; give --complexity-pseudo")
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     logs: list[str] = []
