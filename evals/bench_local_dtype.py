@@ -2,11 +2,11 @@
 
 ``LocalServer(dtype="auto")`` serves bfloat16 where the hardware multiplies it natively and float32 elsewhere
 (:func:`curate.hardware.resolve_dtype`). This measures why: the same judge calls through a server started in
-each dtype, one after the other, on the rows of the bundled sample (prompt-heavy: the ``quality`` and
+each dtype, one after the other, on the answered turns of the bundled sample (prompt-heavy: the ``quality`` and
 ``complexity`` digit judges send a few hundred tokens and read one), plus one short generation (decode-heavy). It
 also says how far the two dtypes' scores are apart.
 
-    python evals/bench_local_dtype.py [--rows 51]
+    python evals/bench_local_dtype.py [--rows 100]
 
 Last line: RESULT auto=<dtype> judge_speedup_fp32=<x> decode_speedup_fp32=<x> max_score_diff=<d>
 """
@@ -14,7 +14,6 @@ Last line: RESULT auto=<dtype> judge_speedup_fp32=<x> decode_speedup_fp32=<x> ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,10 +25,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from curate import pools  # noqa: E402
 from curate.cli import sample_path  # noqa: E402
 from curate.hardware import cpu_has_bf16, resolve_dtype  # noqa: E402
 from curate.llm.judges import run_prompt  # noqa: E402
 from curate.llm.local import LocalServer  # noqa: E402
+from curate.rows import turns  # noqa: E402
 
 DECODE_TOKENS = 96
 
@@ -61,15 +62,11 @@ def measure(dtype: str, rows: list[dict], tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=51, help="lines of the bundled sample to read (51; its instruction/output records are judged)")
+    ap.add_argument("--rows", type=int, default=100, help="at most this many of the bundled sample's answered turns")
     args = ap.parse_args()
-    rows = []
-    for line in sample_path().read_text().splitlines()[: args.rows]:
-        rec = json.loads(line)
-        if "instruction" not in rec:  # the sample's chat-format records: the instruction/output ones suffice here
-            continue
-        rows.append({"instruction": rec["instruction"] + (f"\n{rec['input']}" if rec.get("input") else ""),
-                     "response": rec.get("output", "")})
+    # every turn with a reply, as curate reads the sample (all its formats, instruction + input as one text)
+    rows = [{"instruction": t.instruction, "response": t.response}
+            for row in pools.read(sample_path()).rows for t in turns(row["conversation"]) if t.response][: args.rows]
     print(f"CPU: native bf16 {cpu_has_bf16()}, {os.cpu_count()} cores; dtype auto -> {resolve_dtype('auto', 'cpu')}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = {d: measure(d, rows, Path(tmp)) for d in ("bfloat16", "float32")}
