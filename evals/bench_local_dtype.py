@@ -35,16 +35,19 @@ from curate.rows import turns  # noqa: E402
 DECODE_TOKENS = 96
 
 
-def measure(dtype: str, rows: list[dict], tmp: Path) -> dict:
-    """Judge ``rows`` with both digit judges and time one generation, on a fresh server in ``dtype``."""
+def measure(dtype: str, rows: list[dict], tmp: Path, label: str | None = None) -> dict:
+    """Judge ``rows`` with both digit judges and time one generation, on a fresh server in ``dtype`` (started with
+    this process's environment; ``label`` names its log and caches, default the dtype)."""
     out: dict = {"dtype": dtype}
+    label = label or dtype
     started = time.perf_counter()
-    with LocalServer(dtype=dtype, log_path=tmp / f"vllm-{dtype}.log") as srv:
+    with LocalServer(dtype=dtype, log_path=tmp / f"vllm-{label}.log") as srv:
         out["start_s"] = time.perf_counter() - started
         backend = srv.backend()
-        run_prompt("complexity", rows[:2], backend, tmp / f"warm-{dtype}.sqlite", progress=False)  # first-call costs
+        run_prompt("complexity", rows[:2], backend, tmp / f"warm-{label}.sqlite", progress=False)  # first-call costs
         started = time.perf_counter()
-        results = {p: run_prompt(p, rows, backend, tmp / f"{dtype}.sqlite", progress=False) for p in ("quality", "complexity")}
+        results = {p: run_prompt(p, rows, backend, tmp / f"{label}.sqlite", progress=False)
+                   for p in ("quality", "complexity")}
         out["judge_s"] = time.perf_counter() - started
         out["scores"] = {p: [r.parsed if r.ok else None for r in rs] for p, rs in results.items()}
         out["prompt_tokens"] = sum(r.usage["prompt_tokens"] for rs in results.values() for r in rs)
@@ -60,13 +63,18 @@ def measure(dtype: str, rows: list[dict], tmp: Path) -> dict:
     return out
 
 
+def sample_turns(limit: int) -> list[dict]:
+    """Every turn with a reply, as curate reads the bundled sample (all its formats, instruction + input as one
+    text), at most ``limit``."""
+    return [{"instruction": t.instruction, "response": t.response}
+            for row in pools.read(sample_path()).rows for t in turns(row["conversation"]) if t.response][:limit]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100, help="at most this many of the bundled sample's answered turns")
     args = ap.parse_args()
-    # every turn with a reply, as curate reads the sample (all its formats, instruction + input as one text)
-    rows = [{"instruction": t.instruction, "response": t.response}
-            for row in pools.read(sample_path()).rows for t in turns(row["conversation"]) if t.response][: args.rows]
+    rows = sample_turns(args.rows)
     print(f"CPU: native bf16 {cpu_has_bf16()}, {os.cpu_count()} cores; dtype auto -> {resolve_dtype('auto', 'cpu')}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = {d: measure(d, rows, Path(tmp)) for d in ("bfloat16", "float32")}

@@ -31,7 +31,7 @@ from typing import Any
 
 from curate.defaults import BACKEND
 from curate.errors import CurateError
-from curate.hardware import resolve_dtype
+from curate.hardware import resolve_device, resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,8 +98,15 @@ def free_port() -> int:
 
 
 def server_env(home: Path) -> dict[str, str]:
+    """The environment every local vLLM (server, batch runner, in-process engine) starts with."""
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if resolve_device(None) == "cpu":
+        # vLLM-CPU otherwise runs its one model worker in a process of its own beside the engine core, both
+        # polling a shared queue: one more start-up import and a busy core. evals/bench_local_processes.py on 2
+        # cores: start 1.44x, judge calls 1.65x, decoding 1.12x faster in one process, identical scores. (On CUDA
+        # vLLM already keeps a one-GPU worker in its engine process; there it would only stop overlap.)
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     env.setdefault("VLLM_CACHE_ROOT", str(home / "vllm-cache"))
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("HF_DATASETS_OFFLINE", "1")
