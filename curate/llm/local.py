@@ -102,10 +102,10 @@ def server_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if resolve_device(None) == "cpu":
-        # vLLM-CPU otherwise runs its one model worker in a process of its own beside the engine core, both
-        # polling a shared queue: one more start-up import and a busy core. evals/bench_local_processes.py on 2
-        # cores: start 1.44x, judge calls 1.65x, decoding 1.12x faster in one process, identical scores. (On CUDA
-        # vLLM already keeps a one-GPU worker in its engine process; there it would only stop overlap.)
+        # vLLM-CPU otherwise runs its one model worker in a process of its own beside the engine core: one more
+        # start-up import (~20 s here) and a hop between processes every step. evals/bench_local_processes.py on
+        # 2 cores: start 1.44x, judge calls 1.65x, decoding 1.12x faster in one process, identical scores. (On
+        # CUDA vLLM already keeps a one-GPU worker in its engine process; there it would only stop overlap.)
         env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     env.setdefault("VLLM_CACHE_ROOT", str(home / "vllm-cache"))
     env["HF_HUB_OFFLINE"] = "1"
