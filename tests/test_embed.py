@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ load_model(model_id(None), auto_device())
 cache, prefix, ready, go = sys.argv[1:]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
-    time.sleep(0.001)
+    time.sleep(0.005)
 texts = [f"{prefix} text number {i}" for i in range(300)]
 print(encode_cached(texts, cache)[1])
 """
@@ -46,6 +47,7 @@ def test_two_processes_adding_to_one_cache_keep_both_sets(tmp_path):
              for prefix in ("alpha", "beta")]
     while not all((tmp_path / f"ready-{p}").exists() for p in ("alpha", "beta")):
         assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-2000:]
+        time.sleep(0.01)  # a bare loop here took a core from the two model loads it waits for
     go.touch()
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
