@@ -177,14 +177,12 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     budget = 100
     signals = ["--signal", "ifd", "--signal", "perplexity", "--signal-model", str(model)]
 
-    started = time.time()
     address, env = cluster
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
                         "--budget", str(budget), "--out", str(tmp_path / "ray"), "--no-report", *signals],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ifd:" in r.stdout and "perplexity:" in r.stdout
-    ray_seconds = time.time() - started
     single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
                           signals=("ifd", "perplexity"), signal_model=str(model))
 
@@ -220,7 +218,6 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
             np.testing.assert_allclose(np.array(x or [], dtype=float), np.array(y or [], dtype=float), rtol=1e-4)
     side = [c for c in ws.columns if c.startswith("ifd_") and c != "ifd_failure"]
     assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
-    assert ray_seconds < 300
 
 
 def test_learnability_in_a_run_without_a_reference_selection_is_refused(tmp_path):
