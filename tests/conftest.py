@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(session, config, items):
     """Tests on the local vLLM server run last and its server starts now, in the background: its minute of
     start-up (one core on imports) overlaps the other tests instead of holding the session up."""
     on_server = [item for item in items if "local_llm" in getattr(item, "fixturenames", ())]
-    if not on_server:
+    if not on_server or config.option.collectonly:
         return
     items[:] = [item for item in items if "local_llm" not in getattr(item, "fixturenames", ())] + on_server
     from curate.llm.local import LocalServer
