@@ -19,6 +19,7 @@ from curate import pools
 from curate.cli import sample_path
 from curate.scale.sources import REJECT, ROW, read_shards, shard_paths
 from tests.conftest import write_jsonl
+from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
 
 ray = pytest.importorskip("ray")
 
@@ -218,6 +219,29 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
             np.testing.assert_allclose(np.array(x or [], dtype=float), np.array(y or [], dtype=float), rtol=1e-4)
     side = [c for c in ws.columns if c.startswith("ifd_") and c != "ifd_failure"]
     assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
+
+
+def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path):
+    """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block."""
+    from curate.scale.infer import Inference
+    from curate.session import Workspace
+    from curate.signals import IFD
+
+    model = request.getfixturevalue("tiny_lm")
+    shard = write_jsonl(tmp_path / "one.jsonl", generated_pool(40, seed=2))
+    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
+    actor = Inference(signals=["ifd"], signal_model=str(model), embed=False)
+    out = actor(block)
+    assert "embedding" not in out and not hasattr(actor, "device")  # no encoder on this actor
+    ws = Workspace(tmp_path / "ws")
+    ws.load(shard, on_error="skip")
+    ws.apply(IFD(str(model)), progress=False)
+    assert len(out["order"]) == len(ws) and list(out["order"]) == sorted(out["order"])
+    got = [json.loads(v) for v in out["ifd__values"]]
+    assert sum(v is not None for row in got for v in row) > 25 and any(json.loads(f) for f in out["ifd__failures"])
+    for x, y in zip(got, ws.turn_values("ifd"), strict=True):
+        np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-5)
+    assert all("loss_conditioned" in json.loads(e) for e in out["ifd__extra"])
 
 
 def test_learnability_in_a_run_without_a_reference_selection_is_refused(tmp_path):

@@ -1,10 +1,11 @@
 """Inference on Ray actors, and how its results reach the workspace.
 
 :class:`Inference` is the ``map_batches`` callable of the score-and-embed stage: each actor loads the
-encoder and the scorers once (one model per actor; on a GPU when the actor was given one) and then,
-per batch, embeds the rows' texts once into a batch-local embedding cache and runs each scorer's own
-``Scorer.run`` against it. Nothing about scoring is re-implemented: the same code as
-``ws.apply(scorer)`` computes the values and failures, only on another process.
+encoder, the scorers and (when the run asks for token signals) one causal LM once (on a GPU when the actor
+was given one) and then, per batch, embeds the rows' texts once into a batch-local embedding cache, runs
+each scorer's own ``Scorer.run`` against it and each signal step's own ``run``. Nothing about scoring is
+re-implemented: the same code as ``ws.apply(scorer)`` computes the values and failures, only on another
+process.
 
 :class:`Precomputed` brings those values home: a Step wrapping the real scorer whose ``run`` returns
 the actors' results. ``ws.apply(Precomputed(...))`` then writes the column exactly as
@@ -40,19 +41,22 @@ def peak_rss_mb() -> float:
 
 
 class Inference:
-    """One encoder and the shipped scorers ``scores`` per actor: ``__call__(batch)`` embeds and scores a
-    batch of rows.
+    """One actor's models: the encoder (``embed``), the shipped scorers ``scores`` and, when ``signals`` are
+    asked, the token-level signal steps on one causal LM (``signal_model``; None: the packaged SmolLM2), each
+    loaded once per actor (on its GPU when it was given one). ``__call__(batch)`` embeds, scores and computes
+    the signals of a batch of rows in one visit, so a run that asks for both loads its models in one round of
+    actors.
 
-    ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``, the
-    ``embedding`` matrix (text ``text`` of each row, unit vectors) and for each scorer
-    ``<column>__values`` and ``<column>__failures`` (JSON per row); plus the
-    actor's ``pid`` and peak memory (``rss_mb``).
+    ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``,
+    the ``embedding`` matrix when ``embed`` (text ``text`` of each row, unit vectors), for each scorer and
+    signal ``<column>__values`` and ``<column>__failures`` (JSON per row), for each signal
+    ``<column>__extra`` (its side values, JSON per row); plus the actor's ``pid`` and peak memory
+    (``rss_mb``). The signals' log-prob cache lives for the actor's lifetime.
     """
 
-    def __init__(self, scores: Sequence[str], model: str | None = None, text: str = EMBED.text,
+    def __init__(self, scores: Sequence[str] = (), signals: Sequence[str] = (), signal_model: str | None = None,
+                 embed: bool = True, model: str | None = None, text: str = EMBED.text,
                  batch_size: int = EMBED.batch_size, threads: int | None = None):
-        from curate.embed.encoder import auto_device, load_model, model_id
-
         if threads:
             import torch
 
@@ -60,11 +64,21 @@ class Inference:
         from curate.scorers import load_default
 
         self.scorers = [load_default(name) for name in scores]
-        self.model = model_id(model)
         self.text = text
         self.batch_size = batch_size
-        self.device = auto_device()
-        load_model(self.model, self.device)  # the actor's one model, loaded before the first batch
+        self.embed = embed
+        if embed:
+            from curate.embed.encoder import auto_device, load_model, model_id
+
+            self.model = model_id(model)
+            self.device = auto_device()
+            load_model(self.model, self.device)  # the actor's one encoder, loaded before the first batch
+        self.signal_steps: list = []
+        if signals:
+            from curate.signals.steps import signal_steps
+
+            self.signal_steps = signal_steps(signals, signal_model)
+            self.signal_cache = Path(tempfile.mkdtemp(prefix="curate-ray-signals-"))
 
     def __call__(self, batch) -> dict[str, Any]:
         from curate.scale.sources import remote_errors
@@ -85,65 +99,29 @@ class Inference:
         rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
         out: dict[str, Any] = {"order": orders}
         with tempfile.TemporaryDirectory(prefix="curate-ray-") as tmp:
-            # the batch's texts, encoded once; the scorers read them from this batch-local cache
-            out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
-                                                   model=self.model, batch_size=self.batch_size, device=self.device)
+            if self.embed:  # the batch's texts, encoded once; the scorers read them from this batch-local cache
+                out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
+                                                       model=self.model, batch_size=self.batch_size, device=self.device)
             ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
             for scorer in self.scorers:
-                result = scorer.run(rows, ctx)
-                out[f"{scorer.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
-                out[f"{scorer.column}__failures"] = np.array(
-                    [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
+                _columns(out, scorer.column, scorer.run(rows, ctx), len(rows), extra=False)
+        if self.signal_steps:
+            ctx = StepContext(_NoProgress(), self.signal_cache, self.signal_cache)
+            for step in self.signal_steps:
+                _columns(out, step.column, step.run(rows, ctx), len(rows), extra=True)
         out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
         out["rss_mb"] = np.full(len(rows), peak_rss_mb())
         return out
 
 
-class SignalInference:
-    """Token-level model signals on an actor: ``kinds`` (``ifd``, ``perplexity``) from the causal LM folder
-    ``model`` (None: the packaged SmolLM2), loaded once per actor (on its GPU when it was given one).
-    ``__call__(batch)`` returns ``order`` and, per signal, ``<column>__values``, ``<column>__failures`` and
-    ``<column>__extra`` (JSON per row), computed by the signal step's own ``run``; the actor's log-prob cache
-    lives for the actor's lifetime."""
-
-    def __init__(self, kinds: Sequence[str], model: str | None = None, threads: int | None = None):
-        from curate.signals.steps import signal_steps
-
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        self.steps = signal_steps(kinds, model)
-        self.cache = Path(tempfile.mkdtemp(prefix="curate-ray-signals-"))
-
-    def __call__(self, batch) -> dict[str, Any]:
-        from curate.scale.sources import remote_errors
-
-        with remote_errors():
-            return self._call(batch)
-
-    def _call(self, batch) -> dict[str, Any]:
-        import pyarrow.compute as pc
-
-        from curate.rows import turns
-        from curate.scale.sources import ROW, conversations
-
-        batch = batch.filter(pc.equal(batch["kind"], ROW))
-        convs = conversations(batch)
-        orders = batch.column("order").to_numpy()
-        rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
-        out: dict[str, Any] = {"order": orders}
-        ctx = StepContext(_NoProgress(), self.cache, self.cache)
-        for step in self.steps:
-            result = step.run(rows, ctx)
-            out[f"{step.column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
-            out[f"{step.column}__failures"] = np.array(
-                [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
-            out[f"{step.column}__extra"] = np.array(
-                [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(len(rows))], dtype=object)
-        out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
-        out["rss_mb"] = np.full(len(rows), peak_rss_mb())
-        return out
+def _columns(out: dict[str, Any], column: str, result: StepOutput, n: int, extra: bool) -> None:
+    """A step's values, failures (and side values) as JSON columns of an actor's output batch."""
+    out[f"{column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
+    out[f"{column}__failures"] = np.array(
+        [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
+    if extra:
+        out[f"{column}__extra"] = np.array(
+            [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(n)], dtype=object)
 
 
 class Precomputed:

@@ -39,27 +39,10 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
-from curate.scale.sources import REJECT, ROW, RemoteError, read_shards, shard_paths
+from curate.scale.sources import REJECT, RemoteError, read_shards, rows_only, shard_paths, shared_groups
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
-
-
-def _rows_only(table):
-    """``map_batches``: the rows (not the rejects), as (key, order)."""
-    import pyarrow.compute as pc
-
-    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
-
-
-def _duplicates(table, first: dict[str, int]):
-    """``map_batches``: (order, first order) of every row whose key's first row is another row."""
-    import pyarrow as pa
-
-    keys, orders = table["key"].to_pylist(), table["order"].to_pylist()
-    hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
-    return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
-                     "first": pa.array([h[1] for h in hit], pa.int64())})
 
 
 def quiet_ray_data(ray) -> None:
@@ -117,7 +100,8 @@ class RayEngine:
         self._ids: list[str] = []
         self._whole_pool = False
         self._embedding: np.ndarray | None = None
-        self._results: dict[str, dict[str, tuple[Any, list]]] = {}
+        self._results: dict[str, dict[str, tuple[Any, list]]] = {}  # column -> row id -> (value, failures)
+        self._extra: dict[str, dict[str, dict[str, Any]]] = {}      # signal column -> row id -> side values
         self._inference_info: dict[str, Any] = {}
 
     # -- Ray --------------------------------------------------------------------------------------
@@ -258,27 +242,21 @@ class RayEngine:
 
     def dedup(self, run, fallback: Callable[[Any], Any]):
         """Exact duplicates out (selection ``dedup``): a groupby on the text hash; the first copy is kept."""
-        from ray.data.aggregate import Count, Min
+        from ray.data.aggregate import AsList
 
         if not self._whole_pool:  # the pool holds rows of other sources too: the selector sees them all
             return fallback(run)
         clock = _Clock(self.timings, "dedup")
-        with self._stage():
-            groups = (self._data.map_batches(_rows_only, batch_format="pyarrow")
-                      .groupby("key", num_partitions=self.partitions()).aggregate(Count(), Min("order")))
-            first: dict[str, int] = {}
-            for batch in groups.iter_batches(batch_format="pyarrow", batch_size=None):
-                counts = batch["count()"].to_numpy()
-                many = np.flatnonzero(counts > 1)
-                keys, mins = batch["key"].to_pylist(), batch["min(order)"].to_numpy()
-                first.update((keys[i], int(mins[i])) for i in many.tolist())
+        with self._stage():  # only the groups of two rows or more come to the driver
+            groups = [g["list(order)"] for g in self._data.map_batches(rows_only, batch_format="pyarrow")
+                      .groupby("key", num_partitions=self.partitions()).aggregate(AsList("order"))
+                      .map_batches(shared_groups, batch_format="pyarrow").iter_rows()]
             clock("groupby")
-            pairs = (self._data.map_batches(_rows_only, batch_format="pyarrow")
-                     .map_batches(_duplicates, fn_kwargs={"first": first}, batch_format="pyarrow")
-                     .take_all()) if first else []
-            clock("duplicates")
         ids = self._ids
-        witness = {int(p["order"]): int(p["first"]) for p in pairs}
+        witness: dict[int, int] = {}  # order -> order of its group's first copy (the one kept)
+        for group in groups:
+            first = min(group)
+            witness.update((int(o), int(first)) for o in group if o != first)
         position = {int(o): i for i, o in enumerate(self._orders.tolist())} if witness else {}
         decisions, reasons, details = [], [], []
         for order in self._orders.tolist():
@@ -293,16 +271,18 @@ class RayEngine:
         # the provenance the ``exact`` selector's select() writes, plus the engine
         provenance = {"method": "exact", "params": {}, "input_selection": None, "candidates": len(ids),
                       "counts": dict(Counter(d.value for d in decisions)), "text": "conversation",
-                      "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(first)}
+                      "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(groups)}
         selection = run.ws.add_selection(self.dedup_name, ids, decisions, reasons, details, provenance)
         clock("write_selection")
         return selection
 
     def score(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The shipped scorers on the Ray actors, stored through ``ws.apply`` (LLM judges: ``fallback``,
-        the single-process step, whose backend already sends requests concurrently)."""
+        the single-process step, whose backend already sends requests concurrently). The run's token
+        signals ride along in the same pass when they have work (stored by the ``signals`` step)."""
         if run.backend is not None or not self._whole_pool:
             return fallback(run)
+        from curate.scale.signals import signals_to_compute
         from curate.scorers import load_default
         from curate.storage.apply import rows_needing_work
 
@@ -310,7 +290,7 @@ class RayEngine:
         ws = run.ws
         todo = any(rows_needing_work(ws, s, ws.ids, s.fingerprint(), force=False, retry_failed=False) for s in scorers)
         if todo or not self._has_embeddings(ws):
-            self._infer(scorers)
+            self._infer(scorers, signal_steps=signals_to_compute(self, run), signal_model=run.signal_model)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -366,33 +346,46 @@ class RayEngine:
         return bool(meta) and meta.get("model") == EMBED.model and meta.get("text") == EMBED.text \
             and list(meta.get("shape", [0]))[0] == len(ws)
 
-    def _infer(self, scorers: list) -> None:
-        """One pass over the rows on the actor pool: embeddings and every scorer's values and failures."""
+    def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
+               embed: bool = True) -> None:
+        """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
+        failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``)."""
+        steps = [*scorers, *signal_steps]
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = self._actor_pool(ray)
             out = self._data.map_batches(
-                Inference, fn_constructor_kwargs={"scores": [s.column for s in scorers], "threads": threads},
+                Inference, fn_constructor_kwargs={
+                    "scores": [s.column for s in scorers], "signals": [s.kind for s in signal_steps],
+                    "signal_model": signal_model, "embed": embed, "threads": threads},
                 batch_size=self.batch_size, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors), **options)
             n = len(self._ids)
             matrix: np.ndarray | None = None
-            results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in scorers}
+            results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in steps}
+            extra: dict[str, dict[str, dict[str, Any]]] = {s.column: {} for s in signal_steps}
             for batch in out.iter_batches(batch_format="numpy", batch_size=None):
                 pos = np.searchsorted(self._orders, batch["order"])
-                emb = np.asarray(batch["embedding"], dtype=np.float32)
-                if matrix is None:
-                    matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
-                matrix[pos] = emb
-                for s in scorers:
+                ids = [self._ids[p] for p in pos.tolist()]
+                if embed:
+                    emb = np.asarray(batch["embedding"], dtype=np.float32)
+                    if matrix is None:
+                        matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
+                    matrix[pos] = emb
+                for s in steps:
                     col = results[s.column]
-                    for p, v, f in zip(pos.tolist(), batch[f"{s.column}__values"], batch[f"{s.column}__failures"],
-                                       strict=True):
-                        col[self._ids[p]] = (json.loads(v), json.loads(f))
+                    for i, v, f in zip(ids, batch[f"{s.column}__values"], batch[f"{s.column}__failures"], strict=True):
+                        col[i] = (json.loads(v), json.loads(f))
+                    if s.column in extra:
+                        extra[s.column].update(zip(ids, map(json.loads, batch[f"{s.column}__extra"]), strict=True))
+                stage = "inference" if embed or scorers else "signals"
                 for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
-                    key = f"inference pid {pid}"
+                    key = f"{stage} pid {pid}"
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
-        self._embedding, self._results = matrix, results
+        if embed:
+            self._embedding = matrix
+        self._results.update(results)
+        self._extra.update(extra)
         self._inference_info = info
 
     def _note_worker(self, stage: str) -> None:
