@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -221,8 +222,9 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
 
 
-def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path):
-    """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block."""
+def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path, monkeypatch):
+    """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block;
+    it leaves no cache behind (Ray kills actors, so nothing may wait for the actor's end to clean up)."""
     from curate.scale.infer import Inference
     from curate.session import Workspace
     from curate.signals import IFD
@@ -230,8 +232,12 @@ def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_
     model = request.getfixturevalue("tiny_lm")
     shard = write_jsonl(tmp_path / "one.jsonl", generated_pool(40, seed=2))
     block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
-    actor = Inference(signals=["ifd"], signal_model=str(model), embed=False)
+    actor_tmp = tmp_path / "actor-tmp"
+    actor_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(actor_tmp))
+    actor = Inference(signals=["ifd", "perplexity"], signal_model=str(model), embed=False)
     out = actor(block)
+    assert not any(actor_tmp.iterdir())
     assert "embedding" not in out and not hasattr(actor, "device")  # no encoder on this actor
     ws = Workspace(tmp_path / "ws")
     ws.load(shard, on_error="skip")

@@ -51,7 +51,7 @@ class Inference:
     the ``embedding`` matrix when ``embed`` (text ``text`` of each row, unit vectors), for each scorer and
     signal ``<column>__values`` and ``<column>__failures`` (JSON per row), for each signal
     ``<column>__extra`` (its side values, JSON per row); plus the actor's ``pid`` and peak memory
-    (``rss_mb``). The signals' log-prob cache lives for the actor's lifetime.
+    (``rss_mb``). Caches live in a folder of the batch, removed after it: an actor may be killed, not closed.
     """
 
     def __init__(self, scores: Sequence[str] = (), signals: Sequence[str] = (), signal_model: str | None = None,
@@ -78,7 +78,6 @@ class Inference:
             from curate.signals.steps import signal_steps
 
             self.signal_steps = signal_steps(signals, signal_model)
-            self.signal_cache = Path(tempfile.mkdtemp(prefix="curate-ray-signals-"))
 
     def __call__(self, batch) -> dict[str, Any]:
         from curate.scale.sources import remote_errors
@@ -105,9 +104,7 @@ class Inference:
             ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
             for scorer in self.scorers:
                 _columns(out, scorer.column, scorer.run(rows, ctx), len(rows), extra=False)
-        if self.signal_steps:
-            ctx = StepContext(_NoProgress(), self.signal_cache, self.signal_cache)
-            for step in self.signal_steps:
+            for step in self.signal_steps:  # IFD and perplexity share their forward passes through ctx's cache
                 _columns(out, step.column, step.run(rows, ctx), len(rows), extra=True)
         out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
         out["rss_mb"] = np.full(len(rows), peak_rss_mb())
