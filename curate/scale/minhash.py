@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.scale.sources import shared_groups
 
 BAND_INDEX_BYTES = 2
 
@@ -64,6 +63,13 @@ def _bands(table, hashranges: list[tuple[int, int]]):
     return pa.table({"band": pa.array(keys, pa.binary()), "order": pa.array(orders, pa.int64())})
 
 
+def _shared(table):
+    """``map_batches``: the buckets holding two rows or more."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.greater(pc.list_value_length(table["list(order)"]), 1))
+
+
 def _pick(table, wanted: frozenset):
     import pyarrow as pa
 
@@ -98,7 +104,7 @@ def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | N
         buckets = [b["list(order)"] for b in
                    sigs.map_batches(_bands, batch_format="pyarrow", fn_kwargs={"hashranges": hashranges})
                    .groupby("band", num_partitions=engine.partitions()).aggregate(AsList("order"))
-                   .map_batches(shared_groups, batch_format="pyarrow").iter_rows()]
+                   .map_batches(_shared, batch_format="pyarrow").iter_rows()]
         wanted = frozenset(o for bucket in buckets for o in bucket)
         signature = {int(r["order"]): np.frombuffer(r["sig"], dtype=np.uint64) for r in
                      sigs.map_batches(_pick, batch_format="pyarrow", fn_kwargs={"wanted": wanted}).iter_rows()} \

@@ -39,10 +39,27 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
-from curate.scale.sources import REJECT, RemoteError, read_shards, rows_only, shard_paths, shared_groups
+from curate.scale.sources import REJECT, ROW, RemoteError, read_shards, shard_paths
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
+
+
+def _rows_only(table):
+    """``map_batches``: the rows (not the rejects), as (key, order)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
+
+
+def _duplicates(table, first: dict[str, int]):
+    """``map_batches``: (order, first order) of every row whose key's first row is another row."""
+    import pyarrow as pa
+
+    keys, orders = table["key"].to_pylist(), table["order"].to_pylist()
+    hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
+    return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
+                     "first": pa.array([h[1] for h in hit], pa.int64())})
 
 
 def quiet_ray_data(ray) -> None:
@@ -242,21 +259,27 @@ class RayEngine:
 
     def dedup(self, run, fallback: Callable[[Any], Any]):
         """Exact duplicates out (selection ``dedup``): a groupby on the text hash; the first copy is kept."""
-        from ray.data.aggregate import AsList
+        from ray.data.aggregate import Count, Min
 
         if not self._whole_pool:  # the pool holds rows of other sources too: the selector sees them all
             return fallback(run)
         clock = _Clock(self.timings, "dedup")
-        with self._stage():  # only the groups of two rows or more come to the driver
-            groups = [g["list(order)"] for g in self._data.map_batches(rows_only, batch_format="pyarrow")
-                      .groupby("key", num_partitions=self.partitions()).aggregate(AsList("order"))
-                      .map_batches(shared_groups, batch_format="pyarrow").iter_rows()]
+        with self._stage():
+            groups = (self._data.map_batches(_rows_only, batch_format="pyarrow")
+                      .groupby("key", num_partitions=self.partitions()).aggregate(Count(), Min("order")))
+            first: dict[str, int] = {}
+            for batch in groups.iter_batches(batch_format="pyarrow", batch_size=None):
+                counts = batch["count()"].to_numpy()
+                many = np.flatnonzero(counts > 1)
+                keys, mins = batch["key"].to_pylist(), batch["min(order)"].to_numpy()
+                first.update((keys[i], int(mins[i])) for i in many.tolist())
             clock("groupby")
+            pairs = (self._data.map_batches(_rows_only, batch_format="pyarrow")
+                     .map_batches(_duplicates, fn_kwargs={"first": first}, batch_format="pyarrow")
+                     .take_all()) if first else []
+            clock("duplicates")
         ids = self._ids
-        witness: dict[int, int] = {}  # order -> order of its group's first copy (the one kept)
-        for group in groups:
-            first = min(group)
-            witness.update((int(o), int(first)) for o in group if o != first)
+        witness = {int(p["order"]): int(p["first"]) for p in pairs}
         position = {int(o): i for i, o in enumerate(self._orders.tolist())} if witness else {}
         decisions, reasons, details = [], [], []
         for order in self._orders.tolist():
@@ -271,7 +294,7 @@ class RayEngine:
         # the provenance the ``exact`` selector's select() writes, plus the engine
         provenance = {"method": "exact", "params": {}, "input_selection": None, "candidates": len(ids),
                       "counts": dict(Counter(d.value for d in decisions)), "text": "conversation",
-                      "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(groups)}
+                      "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(first)}
         selection = run.ws.add_selection(self.dedup_name, ids, decisions, reasons, details, provenance)
         clock("write_selection")
         return selection
@@ -290,7 +313,7 @@ class RayEngine:
         ws = run.ws
         todo = any(rows_needing_work(ws, s, ws.ids, s.fingerprint(), force=False, retry_failed=False) for s in scorers)
         if todo or not self._has_embeddings(ws):
-            self._infer(scorers, signal_steps=signals_to_compute(self, run), signal_model=run.signal_model)
+            self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -364,6 +387,7 @@ class RayEngine:
             matrix: np.ndarray | None = None
             results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in steps}
             extra: dict[str, dict[str, dict[str, Any]]] = {s.column: {} for s in signal_steps}
+            stage = "inference" if embed or scorers else "signals"
             for batch in out.iter_batches(batch_format="numpy", batch_size=None):
                 pos = np.searchsorted(self._orders, batch["order"])
                 ids = [self._ids[p] for p in pos.tolist()]
@@ -378,7 +402,6 @@ class RayEngine:
                         col[i] = (json.loads(v), json.loads(f))
                     if s.column in extra:
                         extra[s.column].update(zip(ids, map(json.loads, batch[f"{s.column}__extra"]), strict=True))
-                stage = "inference" if embed or scorers else "signals"
                 for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
                     key = f"{stage} pid {pid}"
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))

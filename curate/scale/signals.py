@@ -15,7 +15,7 @@ from typing import Any
 from curate.scale.infer import Precomputed
 
 
-def signals_to_compute(engine: Any, run: Any) -> list:
+def signals_to_compute(run: Any) -> list:
     """The signal steps of ``run`` with rows left to compute (none when the run asks for no signals)."""
     if not run.signals:
         return []
@@ -36,7 +36,7 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
 
     steps = signal_steps(run.signals, run.signal_model)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
-        if not signals_to_compute(engine, run):
+        if not signals_to_compute(run):
             return {s.column: run.ws.apply(s) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False)
     stats = {"engine": engine._inference_info}

@@ -142,17 +142,3 @@ def _arrow(columns: dict[str, list[Any]]):
     return pa.table({"pid": pa.array([os.getpid()] * n, pa.int64()), "rss_mb": pa.array([rss_mb] * n, pa.float64()),"order": pa.array(columns["order"], pa.int64()), "kind": pa.array(columns["kind"], pa.int8()),
                      "key": pa.array(columns["key"], pa.string()),
                      "data": pa.array(columns["data"], pa.large_binary())})
-
-
-def rows_only(table):
-    """``map_batches``: the rows (not the rejects), as (key, order)."""
-    import pyarrow.compute as pc
-
-    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
-
-
-def shared_groups(table):
-    """``map_batches`` after ``groupby(...).aggregate(AsList("order"))``: the groups holding two rows or more."""
-    import pyarrow.compute as pc
-
-    return table.filter(pc.greater(pc.list_value_length(table["list(order)"]), 1))
