@@ -39,27 +39,10 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
-from curate.scale.sources import REJECT, ROW, RemoteError, read_shards, shard_paths
+from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only, shard_paths
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
-
-
-def _rows_only(table):
-    """``map_batches``: the rows (not the rejects), as (key, order)."""
-    import pyarrow.compute as pc
-
-    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
-
-
-def _duplicates(table, first: dict[str, int]):
-    """``map_batches``: (order, first order) of every row whose key's first row is another row."""
-    import pyarrow as pa
-
-    keys, orders = table["key"].to_pylist(), table["order"].to_pylist()
-    hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
-    return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
-                     "first": pa.array([h[1] for h in hit], pa.int64())})
 
 
 def quiet_ray_data(ray) -> None:
@@ -265,7 +248,7 @@ class RayEngine:
             return fallback(run)
         clock = _Clock(self.timings, "dedup")
         with self._stage():
-            groups = (self._data.map_batches(_rows_only, batch_format="pyarrow")
+            groups = (self._data.map_batches(rows_only, batch_format="pyarrow")
                       .groupby("key", num_partitions=self.partitions()).aggregate(Count(), Min("order")))
             first: dict[str, int] = {}
             for batch in groups.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -274,8 +257,8 @@ class RayEngine:
                 keys, mins = batch["key"].to_pylist(), batch["min(order)"].to_numpy()
                 first.update((keys[i], int(mins[i])) for i in many.tolist())
             clock("groupby")
-            pairs = (self._data.map_batches(_rows_only, batch_format="pyarrow")
-                     .map_batches(_duplicates, fn_kwargs={"first": first}, batch_format="pyarrow")
+            pairs = (self._data.map_batches(rows_only, batch_format="pyarrow")
+                     .map_batches(duplicate_orders, fn_kwargs={"first": first}, batch_format="pyarrow")
                      .take_all()) if first else []
             clock("duplicates")
         ids = self._ids

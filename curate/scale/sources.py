@@ -11,6 +11,8 @@ single-process engine. Nothing is re-implemented here; the task only packs its r
 * ``data``: the whole row (conversation, format, original columns) pickled: original columns keep
   their Python values exactly, whatever their types, until the pool writes them on the driver;
 * ``pid``, ``rss_mb``: the worker that read it and its peak memory (reported by the engine).
+
+The exact-dedup stage reads these blocks with :func:`rows_only` and :func:`duplicate_orders`.
 """
 
 from __future__ import annotations
@@ -142,3 +144,20 @@ def _arrow(columns: dict[str, list[Any]]):
     return pa.table({"pid": pa.array([os.getpid()] * n, pa.int64()), "rss_mb": pa.array([rss_mb] * n, pa.float64()),"order": pa.array(columns["order"], pa.int64()), "kind": pa.array(columns["kind"], pa.int8()),
                      "key": pa.array(columns["key"], pa.string()),
                      "data": pa.array(columns["data"], pa.large_binary())})
+
+
+def rows_only(table):
+    """``map_batches``: the rows (not the rejects), as (key, order)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table["kind"], ROW)).select(["key", "order"])
+
+
+def duplicate_orders(table, first: dict[str, int]):
+    """``map_batches``: (order, first order) of every row whose key's first row is another row."""
+    import pyarrow as pa
+
+    keys, orders = table["key"].to_pylist(), table["order"].to_pylist()
+    hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
+    return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
+                     "first": pa.array([h[1] for h in hit], pa.int64())})
