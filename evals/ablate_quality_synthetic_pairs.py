@@ -28,7 +28,7 @@ import argparse
 import random
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,10 +140,7 @@ def main() -> None:
     variants = {"shipped (no synthetic pairs)": []} | {k: [k] for k in DAMAGE} | {"all three": list(DAMAGE)}
     rows, zval = {}, {}
     for name, kinds in variants.items():
-        if kinds:
-            with with_synthetic_pairs(kinds, args.pairs):
-                rows[name], zval[name] = Q.measure(cfg, pairs, singles), zero_shot_val(cfg, pairs, singles)
-        else:
+        with with_synthetic_pairs(kinds, args.pairs) if kinds else nullcontext():
             rows[name], zval[name] = Q.measure(cfg, pairs, singles), zero_shot_val(cfg, pairs, singles)
         z = zval[name]
         print(f"{name}: zero-shot val MT-bench {z['mtbench']:.3f}, Auto-J {z['autoj']:.3f}, AlpacaEval pairs "
