@@ -20,11 +20,15 @@ def signals_to_compute(run: Any) -> list:
     if not run.signals:
         return []
     from curate.signals.steps import signal_steps
+
+    steps = signal_steps(run.signals, run.signal_model)
+    return steps if _have_work(run.ws, steps) else []
+
+
+def _have_work(ws: Any, steps: list) -> bool:
     from curate.storage.apply import rows_needing_work
 
-    steps, ws = signal_steps(run.signals, run.signal_model), run.ws
-    todo = any(rows_needing_work(ws, s, ws.ids, s.fingerprint(), force=False, retry_failed=False) for s in steps)
-    return steps if todo else []
+    return any(rows_needing_work(ws, s, ws.ids, s.fingerprint(), force=False, retry_failed=False) for s in steps)
 
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:
@@ -36,7 +40,7 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
 
     steps = signal_steps(run.signals, run.signal_model)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
-        if not signals_to_compute(run):
+        if not _have_work(run.ws, steps):
             return {s.column: run.ws.apply(s) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False)
     stats = {"engine": engine._inference_info}
