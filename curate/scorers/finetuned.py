@@ -22,6 +22,7 @@ import numpy as np
 import curate.scorers.crossencoder as ce
 from curate.defaults import EMBED
 from curate.errors import ScorerError
+from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint, write_scorer_json
 
@@ -69,7 +70,8 @@ class CrossEncoderScorer(Scorer):
 
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
-            self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r)
+            with quiet_loading():  # crossencoder.py imports no curate module (see its docstring)
+                self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r)
             if self.weights:
                 ce.load_tensors(self._net, self.weights)
         return self._net, self._tok

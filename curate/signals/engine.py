@@ -19,7 +19,7 @@ import numpy as np
 
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
-from curate.hardware import resolve_device, resolve_dtype
+from curate.hardware import quiet_loading, resolve_device, resolve_dtype
 from curate.signals.cache import LogprobCache, folder_fingerprint, request_key
 from curate.signals.template import Prompter, Request
 
@@ -112,7 +112,8 @@ class Engine:
             from transformers import AutoModelForCausalLM
 
             dt = getattr(torch, self.dtype)
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=dt)
+            with quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=dt)
             if self.adapter is not None:
                 model = self.adapter.merged(model)
             self._model = model.to(self.device).eval()

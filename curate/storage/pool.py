@@ -117,7 +117,6 @@ def orphan_embedding_files(ws: Workspace) -> list[Path]:
     return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
 
 
-
 def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
     """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
     import datasets
@@ -130,11 +129,13 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
         ids = keep
     else:
         ids = ws.ids
-    for name in names:
-        if name in ds.column_names:
-            continue
-        ds = ds.add_column(name, ws.column(name, ids))
+    with quiet_datasets():  # add_column on a selection flattens its indices, behind a bar of its own
+        for name in names:
+            if name in ds.column_names:
+                continue
+            ds = ds.add_column(name, ws.column(name, ids))
     return datasets.Dataset(ds.data.table) if selection is None else ds
+
 
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
