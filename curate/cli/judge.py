@@ -114,10 +114,10 @@ def transient_rows(ws, step, ids: list[str] | None) -> Counter:
     """Rows ``ws.apply(step, ids, retry_failed=True)`` runs again because their last failure was transient,
     counted by failure code (a row with several codes counts once, under its first transient one)."""
     from curate.codes import TRANSIENT_FAILURES
-    from curate.storage.apply import rows_needing_work
+    from curate.storage.apply import applied_fingerprint, rows_needing_work
 
     asked = ws.ids if ids is None else ids
-    fp = step.fingerprint()
+    fp = applied_fingerprint(ws, step)
     again = set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=True))
     again -= set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=False))
     if not again:

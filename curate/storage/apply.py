@@ -8,6 +8,8 @@ history of runs, failure columns, and the progress bar.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +63,21 @@ def _progress_bar(total: int, desc: str, enabled: bool):
                 mininterval=0.5)
 
 
+def applied_fingerprint(ws: Workspace, step: Any) -> str:
+    """The fingerprint ``apply`` stores with a step's values and compares on a re-run: the step's own, combined
+    with the fingerprint of each derived column it reads (``inputs``), so its values are recomputed when an input
+    column was recomputed differently (a pool column never changes under one row id)."""
+    own = step.fingerprint()
+    derived = [name for name in step.inputs if ws.has_column(name)]
+    if not derived:
+        return own
+    h = hashlib.sha256(own.encode())
+    for name in derived:
+        prov = ws.column_provenance(name)
+        h.update(f"|{name}={prov.get('fingerprint') or json.dumps(prov, sort_keys=True, default=str)}".encode())
+    return "sha256:" + h.hexdigest()[:32]
+
+
 def rows_needing_work(ws: Workspace, step: Any, ids: list[str], fingerprint: str, *, force: bool,
                       retry_failed: bool) -> list[str]:
     """The ids among ``ids`` that are not yet computed under ``fingerprint``."""
@@ -102,7 +119,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     check_step(step)
     started = time.time()
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
-    fingerprint = step.fingerprint()
+    fingerprint = applied_fingerprint(ws, step)
     with ws.column_lock(step.column):
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write (e.g. never over labels)
