@@ -52,6 +52,7 @@ class FailureCode(StrEnum):
     BUDGET = "budget"                      # not sent: max_cost reached
     EMPTY_INPUT = "empty_input"            # nothing to read (empty text)
     MODEL_ERROR = "model_error"            # the local model / engine failed on this input
+    NO_INPUT_VALUE = "no_input_value"      # a column the step reads has no number for this turn
 
 
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})

@@ -86,6 +86,10 @@ def train_scorer(
                                         "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
                                             "(default: every text read; 'none' for none)."),
+    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: a numeric column read as "
+                                                     "one more feature, per turn (repeat it), e.g. the token signals of "
+                                                     "`curate signal`: ifd, ifd_loss_conditioned, ifd_loss_alone. "
+                                                     "Scoring then needs the column: a turn without a number fails."),
 ) -> None:
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
@@ -98,6 +102,7 @@ def train_scorer(
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
+                   columns=feature_columns or (),
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

@@ -2,7 +2,9 @@
 
 A scorer reads one or two texts of a turn (``inputs``: the instruction, and for quality also the
 response; see :class:`curate.rows.Turn`) and turns them into features: MiniLM embeddings, their
-element-wise product, log lengths, and cheap text statistics (:func:`text_stats`) of the judged text.
+element-wise product, log lengths, and cheap text statistics (:func:`text_stats`) of the judged text;
+optionally numeric workspace columns of the turn (``columns``: e.g. the token signals ``ifd``,
+``ifd_loss_conditioned``), which ``ws.apply`` hands the scorer as the step's declared inputs.
 """
 
 from __future__ import annotations
@@ -71,6 +73,36 @@ def input_texts(rows: Sequence[Row], inputs: Sequence[str]) -> dict[str, list[st
                 raise ScorerError(f"row {i} has no {name}; this scorer reads {list(inputs)}")
             out[name].append(text)
     return out
+
+
+def column_values(rows: Sequence[Row], columns: Sequence[str]) -> np.ndarray:
+    """The numeric column features of each row (one per name in ``columns``), from dict rows that carry them
+    (``{"instruction": ..., "response": ..., "ifd": 0.8}``); a row without a finite number is an error, never
+    a default (``ws.apply(scorer)`` records a failure for such a turn before it gets here)."""
+    out = np.zeros((len(rows), len(columns)), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(columns):
+            value = finite_number(row.get(name) if isinstance(row, Mapping) else None)
+            if value is None:
+                raise ScorerError(f"row {i} has no number in column {name!r}; this scorer reads columns "
+                                  f"{list(columns)}: pass dict rows that carry them")
+            out[i, j] = value
+    return out
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def turn_number(value: Any, t: int) -> float | None:
+    """Turn ``t``'s number in a column's value for a row: a per-turn list (a turn step's column) or one row
+    value; None when there is no finite number."""
+    if isinstance(value, list):
+        value = value[t] if t < len(value) else None
+    return finite_number(value)
 
 
 # -- cheap text statistics ---------------------------------------------------------------------------
@@ -189,6 +221,8 @@ def stat_parts(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inputs: 
                 parts.append((emb[a] * emb[b]).sum(axis=1)[:, None])
     if "requirements" in features:
         parts.append(emb[f"_requirements_{inputs[-1]}"])
+    if "_columns" in emb:  # numeric workspace columns (e.g. token signals), penalised as the statistics are
+        parts.append(emb["_columns"])
     return parts
 
 
@@ -199,10 +233,12 @@ def feature_matrix(emb: dict[str, np.ndarray], inputs: Sequence[str], embed_inpu
     return np.concatenate(parts, axis=1).astype(np.float64)
 
 
-def n_stat_columns(inputs: Sequence[str], embed_inputs: Sequence[str], features: Sequence[str]) -> int:
-    """How many of the last feature columns are statistics (the rest are embedding columns)."""
+def n_stat_columns(inputs: Sequence[str], embed_inputs: Sequence[str], features: Sequence[str],
+                   n_columns: int = 0) -> int:
+    """How many of the last feature columns are statistics (the rest are embedding columns); ``n_columns``:
+    the numeric workspace columns read beside them."""
     pair_stats = 0
     if len(inputs) >= 2:  # the cosine is there only when both texts are embedded
         pair_stats = len(PAIR_STAT_NAMES) - (not set(inputs[:2]) <= set(embed_inputs))
     return (len(inputs) * ("length" in features) + ("stats" in features) * (len(STAT_NAMES) + pair_stats)
-            + ("requirements" in features) * len(REQUIREMENT_NAMES))
+            + ("requirements" in features) * len(REQUIREMENT_NAMES) + n_columns)

@@ -31,11 +31,13 @@ from curate.scorers.features import (
     FEATURES,
     INPUTS,
     Row,
+    column_values,
     feature_matrix,
     input_texts,
     measure_texts,
     missing_inputs,
     n_stat_columns,
+    turn_number,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.storage.step import RowInput, StepContext, StepOutput
@@ -87,6 +89,10 @@ class Scorer:
     inputs get a MiniLM embedding (default all; embedding long responses is the slow part of scoring a
     big pool, so a quality scorer may read the response through its statistics only).
     ``imitates``: what the labels came from, e.g. ``{"judge": "quality", "prompt": ..., "model": "gpt-4"}``.
+    ``columns``: numeric workspace columns read per turn as more features (e.g. the token signals ``ifd``,
+    ``ifd_loss_conditioned``, ``ifd_loss_alone`` of ``curate signal``); they are the step's ``inputs``, so
+    ``ws.apply`` hands them over, recomputes the scores when they change, and a turn without a value in one of
+    them gets a failure. ``fit``/``predict`` then take dict rows that carry them.
 
     As a Step it writes column :attr:`column` (its name, else the judge it imitates), one score per turn.
     """
@@ -101,7 +107,7 @@ class Scorer:
                  embed_model: str | None = None, label_range: tuple[float, float] | None = None,
                  output_range: tuple[float, float] | None = None, name: str | None = None,
                  imitates: dict[str, Any] | None = None, batch_size: int = EMBED.batch_size, embedding_weight: float = 1.0,
-                 embed_inputs: Sequence[str] | None = None):
+                 embed_inputs: Sequence[str] | None = None, columns: Sequence[str] = ()):
         if head not in HEADS:
             raise ScorerError(f"head {head!r}: choose one of {list(HEADS)}")
         bad = [f for f in features if f not in FEATURES]
@@ -129,6 +135,10 @@ class Scorer:
         self.embed_inputs = list(reads) if embed_inputs is None else list(embed_inputs)
         if not set(self.embed_inputs) <= set(self.reads):
             raise ScorerError(f"embed_inputs {self.embed_inputs} must be among reads {self.reads}")
+        self.columns = list(columns)
+        if len(set(self.columns)) != len(self.columns) or not all(isinstance(c, str) and c for c in self.columns):
+            raise ScorerError(f"columns must be distinct column names; got {self.columns}")
+        self.inputs = tuple(self.columns)  # the Step's declared inputs: ws.apply reads them for every row
         self.weights: dict[str, np.ndarray] = {}
         self.metadata: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
@@ -150,7 +160,10 @@ class Scorer:
         else:
             vectors = {name: encode_cached(texts[name], cache_dir, model=self.embed_model, batch_size=self.batch_size,
                                            progress=len(texts[name]) > 2000)[0] for name in self.embed_inputs}
-        return self.measure(texts, vectors, on_rows=on_rows)
+        measured = self.measure(texts, vectors, on_rows=on_rows)
+        if self.columns:
+            measured["_columns"] = column_values(rows, self.columns)
+        return measured
 
     def measure(self, texts: dict[str, list[str]], embeddings: dict[str, np.ndarray],
                 on_rows=None) -> dict[str, np.ndarray]:
@@ -165,7 +178,7 @@ class Scorer:
     # -- head ---------------------------------------------------------------------------------------
     def fit_features(self, X: np.ndarray, y: Sequence[float]) -> Scorer:
         """Fit the head on a feature matrix (standardised with these rows' mean and scale)."""
-        n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features)
+        n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features, len(self.columns))
         self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
                                 embedding_weight=self.embedding_weight)
         return self
@@ -275,12 +288,18 @@ class Scorer:
                 values.append([None] * len(row.turns))
                 for t, turn in enumerate(row.turns):
                     missing = missing_inputs(turn, self.reads)
+                    numbers = {name: turn_number(row.columns.get(name), t) for name in self.columns}
+                    absent = [name for name, v in numbers.items() if v is None]
                     if missing:
                         code = FailureCode.NO_RESPONSE if "response" in missing else FailureCode.EMPTY_INPUT
                         fails.append(Failure(code, f"no {' or '.join(missing)}; scorer {self.column!r} reads "
                                                    f"{', '.join(self.reads)}", turn=t + 1))
+                    elif absent:
+                        fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"no number in column {', '.join(absent)} "
+                                             f"(see its failure column); scorer {self.column!r} reads it", turn=t + 1))
                     else:
-                        todo.append(turn)
+                        todo.append({"instruction": turn.instruction, "response": turn.response, **numbers}
+                                    if self.columns else turn)
                         where.append((i, t))
             failures.append(fails)
             ends.append(len(todo))
@@ -294,10 +313,13 @@ class Scorer:
 
     # -- persistence --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"reads": self.reads, "head": self.head, "features": self.features, "alpha": self.alpha, "C": self.C,
-                "embedding_weight": self.embedding_weight, "embed_inputs": self.embed_inputs,
-                "embed_model": self.embed_model or DEFAULT_EMBED_MODEL, "label_range": self.label_range,
-                "output_range": self.output_range, "name": self.name, "imitates": self.imitates}
+        cfg = {"reads": self.reads, "head": self.head, "features": self.features, "alpha": self.alpha, "C": self.C,
+               "embedding_weight": self.embedding_weight, "embed_inputs": self.embed_inputs,
+               "embed_model": self.embed_model or DEFAULT_EMBED_MODEL, "label_range": self.label_range,
+               "output_range": self.output_range, "name": self.name, "imitates": self.imitates}
+        if self.columns:  # absent otherwise, so the fingerprints of scorers without columns stay as they were
+            cfg["columns"] = self.columns
+        return cfg
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``."""
@@ -336,7 +358,7 @@ class Scorer:
                      label_range=tuple(doc["label_range"]) if doc["label_range"] else None,
                      output_range=tuple(doc["output_range"]) if doc["output_range"] else None,
                      name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0),
-                     embed_inputs=doc.get("embed_inputs"))
+                     embed_inputs=doc.get("embed_inputs"), columns=doc.get("columns", ()))
         scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path / "head.safetensors")).items()}
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})

@@ -9,7 +9,6 @@ together (groups = ``seed_id``).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 from curate.errors import ScorerError
 from curate.rows import Turn
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
-from curate.scorers.features import INPUTS, missing_inputs, to_turn
+from curate.scorers.features import INPUTS, finite_number, missing_inputs, to_turn, turn_number
 from curate.scorers.model import Scorer
 
 # Pool columns that hold the rows themselves, never labels.
@@ -49,15 +48,32 @@ class TrainingData:
     imitates: dict[str, Any] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)  # reason -> turns left out
     rows: int = 0                                  # rows (label records, or pool rows) read
+    columns: list[str] = field(default_factory=list)   # numeric columns read as features (Scorer ``columns``)
+    numbers: list[dict[str, float]] = field(default_factory=list)  # their values, one dict per kept turn
 
     def __len__(self) -> int:
         return len(self.scores)
 
+    def examples(self) -> list[Any]:
+        """What the scorer fits on: the turns, or with ``columns`` dict rows carrying the columns' numbers."""
+        if not self.columns:
+            return list(self.turns)
+        return [{"instruction": t.instruction, "response": t.response, **n}
+                for t, n in zip(self.turns, self.numbers, strict=True)]
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+    def keep(self, turn: Turn, score: float, group: str, numbers: dict[str, float | None]) -> None:
+        """Keep one labelled turn, or count why it is left out (a text the scorer reads, or a column's number, absent)."""
+        missing = missing_inputs(turn, self.reads)
+        absent = [name for name in self.columns if numbers.get(name) is None]
+        if missing:
+            self.skipped[f"no {' or '.join(missing)}"] += 1
+        elif absent:
+            self.skipped[f"no number in column {', '.join(absent)}"] += 1
+        else:
+            self.turns.append(turn)
+            self.scores.append(score)
+            self.groups.append(group)
+            self.numbers.append({name: float(numbers[name]) for name in self.columns})
 
 
 def _reads_of(names: Sequence[str]) -> list[str]:
@@ -65,7 +81,7 @@ def _reads_of(names: Sequence[str]) -> list[str]:
 
 
 def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any] | None = None,
-                   reads: Sequence[str] | None = None) -> TrainingData:
+                   reads: Sequence[str] | None = None, columns: Sequence[str] = ()) -> TrainingData:
     """Labels from a label set (``ws.labels(name)``: Evol's ``text, score, seed_id, step, operation
     [, instruction]``) or any records with ``text``/``instruction`` (+ ``response``) and ``score``.
 
@@ -77,23 +93,20 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     if reads is None:
         keys = set().union(*(r.keys() for r in records)) if records else set()
         reads = _reads_of(["response"] if ("text" in keys and "instruction" in keys) or "response" in keys else [])
-    data = TrainingData([], [], [], list(reads), f"labels {name}", rows=len(records))
+    data = TrainingData([], [], [], list(reads), f"labels {name}", rows=len(records), columns=list(columns))
     data.imitates = {"judge": prov.get("kind", name), "label_set": name,
                      **{k: prov[k] for k in ("method", "scale") if k in prov}}
     model = (prov.get("backend") or {}).get("model") if isinstance(prov.get("backend"), dict) else None
     if model:
         data.imitates["model"] = model
     for i, record in enumerate(records):
-        score = _number(record.get("score"))
+        score = finite_number(record.get("score"))
         turn = to_turn(record)
         if score is None:
             data.skipped["no numeric score"] += 1
-        elif missing_inputs(turn, data.reads):
-            data.skipped[f"no {' or '.join(missing_inputs(turn, data.reads))}"] += 1
         else:
-            data.turns.append(turn)
-            data.scores.append(score)
-            data.groups.append(str(record.get("seed_id") or turn.instruction or i))
+            data.keep(turn, score, str(record.get("seed_id") or turn.instruction or i),
+                      {c: finite_number(record.get(c)) for c in data.columns})
     return data
 
 
@@ -128,7 +141,8 @@ def row_groups(ws: Any, group_by: str | None = None, turns: list[list[Turn]] | N
             for rid, row, key in zip(ws.ids, ws.turns() if turns is None else turns, keys, strict=True)]
 
 
-def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_by: str | None = None) -> TrainingData:
+def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_by: str | None = None,
+                columns: Sequence[str] = ()) -> TrainingData:
     """Labels from a judge column: one (turn, score) pair per scored turn of every row.
 
     ``reads`` defaults to what the column's provenance says its producer read (``reads``), else the
@@ -136,28 +150,26 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
     are left out and counted in ``skipped``. ``group_by``: a column (e.g. a question id in the pool file) whose
     value keeps rows together in every split, for answers to one question whose instructions differ (a
     second turn written out with its history); a row without a value is grouped by its first instruction.
+    ``columns``: numeric columns (e.g. token signals) whose per-turn numbers the scorer reads as features.
     """
     reads, imitates = column_judge(ws, column, reads)
-    data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws))
+    data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws), columns=list(columns))
     all_turns = ws.turns()
-    for values, turns, group in zip(ws.turn_values(column), all_turns, row_groups(ws, group_by, all_turns), strict=True):
+    feature_values = {name: ws.column(name) for name in data.columns}
+    for r, (values, turns, group) in enumerate(zip(ws.turn_values(column), all_turns, row_groups(ws, group_by, all_turns),
+                                                   strict=True)):
         if values is None:
             data.skipped["no value"] += len(turns)
             continue
         if len(values) != len(turns):
             data.skipped[f"{len(values)} values for a row of {len(turns)} turns"] += len(turns)
             continue
-        for value, turn in zip(values, turns, strict=True):
-            score = _number(value)
-            missing = missing_inputs(turn, reads)
+        for t, (value, turn) in enumerate(zip(values, turns, strict=True)):
+            score = finite_number(value)
             if score is None:
                 data.skipped["no numeric value"] += 1
-            elif missing:
-                data.skipped[f"no {' or '.join(missing)}"] += 1
             else:
-                data.turns.append(turn)
-                data.scores.append(score)
-                data.groups.append(group)
+                data.keep(turn, score, group, {name: turn_number(v[r], t) for name, v in feature_values.items()})
     return data
 
 
@@ -227,18 +239,25 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
-                 group_by: str | None = None) -> TrainResult:
+                 group_by: str | None = None, columns: Sequence[str] = ()) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
+    ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if (target is None) == (labels is None):
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
+    if columns and kind != "ridge":
+        raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
     if labels is not None:
         if group_by is not None:
             raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
-        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads)
+        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads, columns)
     else:
-        data = from_column(ws, target, reads, group_by)
+        for feature_column in columns:
+            if not ws.has_column(feature_column) and feature_column not in (ws.pool.column_names if ws.has_pool else []):
+                raise ScorerError(f"{ws.path}: no column {feature_column!r} to read as a feature; derived columns "
+                                  f"{sorted(ws.columns)}")
+        data = from_column(ws, target, reads, group_by, columns)
     if len(data) < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         raise ScorerError(f"{data.source} has {len(data)} usable numeric labels; need at least {2 * k}"
@@ -253,12 +272,12 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features) or cross-encoder")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     scorer = Scorer(reads=data.reads, head=head, name=name or labels or f"{target}_scorer",
-                    imitates=data.imitates, embed_inputs=embed_inputs, **config)  # never the judge's column
+                    imitates=data.imitates, embed_inputs=embed_inputs, columns=data.columns, **config)  # never the judge's column
     search = None
     if head == "ridge":  # the ordinal head has its own regulariser (C) and is not searched
         search = {setting: grid for setting, grid in RIDGE_SEARCH.items()
                   if setting != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
-    ev = train_and_evaluate(scorer, data.turns, data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
+    ev = train_and_evaluate(scorer, data.examples(), data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
                             cache_dir=ws.cache_dir, search=search)
     scorer.metadata["source"] = data.source
     return TrainResult(scorer, ev, data)

@@ -1,0 +1,77 @@
+"""A ridge scorer that reads numeric workspace columns (token signals) beside its texts: training, the
+failure of a turn without a number, recomputation when the input column changes, and the CLI option."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.codes import FailureCode
+from curate.errors import ScorerError
+from curate.scorers import Scorer, train_scorer
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+
+
+@pytest.fixture
+def ws_with_signal(tmp_path):
+    """300 rows whose judge label follows a per-turn signal column that the texts do not show."""
+    rng = np.random.default_rng(0)
+    recs = [{"instruction": f"Question {i} about topic {i % 7}?", "output": f"Answer {i}: " + "word " * int(rng.integers(3, 30))}
+            for i in range(300)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    signal = rng.normal(size=len(ws))
+    ws.add_column("signal", [[float(v)] for v in signal], {"kind": "signal", "fingerprint": "model-a"})
+    ws.add_column("judge", [[3 + float(v) + 0.3 * float(rng.normal())] for v in signal],
+                  {"kind": "judge", "judge": "judge", "reads": ["instruction", "response"]})
+    return ws, signal
+
+
+def test_a_column_feature_teaches_the_scorer_what_the_texts_do_not_carry(ws_with_signal, tmp_path):
+    ws, signal = ws_with_signal
+    texts_only = train_scorer(ws, target="judge")
+    with_signal = train_scorer(ws, target="judge", columns=["signal"])
+    assert texts_only.evaluation.holdout["scorer"]["spearman"] < 0.4
+    assert with_signal.evaluation.holdout["scorer"]["spearman"] > 0.85
+    loaded = Scorer.load(with_signal.scorer.save(tmp_path / "sc"))
+    assert loaded.columns == ["signal"] and loaded.inputs == ("signal",) and loaded.column == "judge_scorer"
+    rows = [{"instruction": "q?", "response": "a.", "signal": s} for s in (1.5, -1.5)]
+    high, low = loaded.predict(rows)
+    assert high > low and np.allclose(loaded.predict(rows), with_signal.scorer.predict(rows))
+    with pytest.raises(ScorerError, match="no number in column 'signal'"):
+        loaded.predict([{"instruction": "q?", "response": "a."}])
+
+
+def test_apply_fails_turns_without_a_number_and_recomputes_when_the_column_changes(ws_with_signal, tmp_path):
+    ws, signal = ws_with_signal
+    scorer = train_scorer(ws, target="judge", columns=["signal"]).scorer
+    first = ws.apply(scorer, progress=False)
+    assert (first.computed, first.failed) == (300, 0)
+    assert ws.apply(scorer, progress=False).computed == 0  # same scorer, same input column: nothing to do
+
+    # the signal recomputed (another model), with no value for every tenth row
+    ws.add_column("signal", [[float(v)] if i % 10 else [None] for i, v in enumerate(signal)],
+                  {"kind": "signal", "fingerprint": "model-b"})
+    again = ws.apply(scorer, progress=False)
+    assert (again.computed, again.failed) == (300, 30)
+    values = ws.column(scorer.column)
+    fails = ws.failures(scorer.column, ws.ids)
+    for i in range(len(ws)):
+        if i % 10:
+            assert values[i][0] is not None and not fails[i]
+        else:
+            assert values[i] is None or values[i][0] is None
+            assert [f.code for f in fails[i]] == [FailureCode.NO_INPUT_VALUE]
+
+
+def test_cli_train_scorer_feature_column(ws_with_signal, tmp_path):
+    ws, _ = ws_with_signal
+    out = tmp_path / "sc"
+    result = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "judge", "--out", str(out),
+                                      "--feature-column", "signal"])
+    assert result.exit_code == 0, result.output
+    assert Scorer.load(out).columns == ["signal"]
+    missing = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "judge", "--out", str(tmp_path / "x"),
+                                       "--feature-column", "ifd"])
+    assert isinstance(missing.exception, ScorerError) and "no column 'ifd'" in str(missing.exception)
