@@ -75,3 +75,25 @@ def test_cli_train_scorer_feature_column(ws_with_signal, tmp_path):
     missing = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "judge", "--out", str(tmp_path / "x"),
                                        "--feature-column", "ifd"])
     assert isinstance(missing.exception, ScorerError) and "no column 'ifd'" in str(missing.exception)
+
+
+def test_distil_reads_the_columns_and_never_asks_about_a_turn_without_a_number(ws_with_signal):
+    from curate.scorers import column_labeller, distil
+
+    ws, signal = ws_with_signal
+    ws.add_column("signal", [[float(v)] if i % 10 else [None] for i, v in enumerate(signal)],
+                  {"kind": "signal", "fingerprint": "model-b"})
+    asked: set[str] = set()
+    oracle = column_labeller(ws, "judge")
+
+    def label_fn(batch):
+        asked.update(batch)
+        return oracle(batch)
+
+    scorer = Scorer(reads=["instruction", "response"], name="distilled", columns=["signal"], features=["length", "stats"])
+    report = distil(ws, label_fn, scorer=scorer, n=120, rounds=1, uncertain_k=20, holdout_n=40, progress=False)
+    no_number = {rid for i, rid in enumerate(ws.ids) if i % 10 == 0}
+    assert asked and not asked & no_number
+    assert report.holdout["spearman"] > 0.7  # the texts alone carry none of the label (first test: < 0.4)
+    fails = ws.failures("distilled", sorted(no_number))
+    assert all([f.code for f in row] == [FailureCode.NO_INPUT_VALUE] for row in fails)

@@ -57,6 +57,11 @@ def _print_training(result, out: Path, console: Console) -> None:
     console.print(f"saved scorer to {result.scorer.save(out)}")
 
 
+FEATURE_COLUMN_HELP = ("a numeric column read as one more feature, per turn (repeat it), e.g. the token signals of "
+                       "`curate signal`: ifd, ifd_loss_conditioned, ifd_loss_alone. Scoring then needs the column: a "
+                       "turn without a number fails.")
+
+
 @app.command("train-scorer")
 def train_scorer(
     workspace: Path = typer.Argument(..., help="Workspace directory holding the labels."),
@@ -86,10 +91,7 @@ def train_scorer(
                                         "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
                                             "(default: every text read; 'none' for none)."),
-    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: a numeric column read as "
-                                                     "one more feature, per turn (repeat it), e.g. the token signals of "
-                                                     "`curate signal`: ifd, ifd_loss_conditioned, ifd_loss_alone. "
-                                                     "Scoring then needs the column: a turn without a number fails."),
+    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
 ) -> None:
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
@@ -123,6 +125,7 @@ def distil_command(
                                         "whose rows stay together: a held-out row's group is never asked about. "
                                         "Default: the row's first instruction."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also save the distilled scorer here."),
+    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help=FEATURE_COLUMN_HELP),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
     from curate.scorers import Scorer, column_judge, column_labeller, distil
@@ -132,7 +135,8 @@ def distil_command(
     ws = Workspace.open(workspace)
     reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
     name = column or f"{label_column}_distilled"
-    scorer = Scorer(reads=reads, name=name, imitates=imitates, **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
+    scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),
+                    **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
     report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
                     holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "

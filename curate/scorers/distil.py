@@ -17,7 +17,7 @@ import numpy as np
 
 from curate.errors import ScorerError
 from curate.scorers.evaluation import agreement, choose_settings
-from curate.scorers.features import input_texts, missing_inputs
+from curate.scorers.features import input_texts, missing_inputs, turn_number
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import row_groups
 
@@ -130,7 +130,18 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     rng = np.random.default_rng(seed)
     ids = list(ws.ids)
     turns = ws.turns()
-    items = [(i, t) for i, row in enumerate(turns) for t, turn in enumerate(row) if not missing_inputs(turn, scorer.reads)]
+    numbers = {name: ws.column(name) for name in scorer.columns}  # a scorer's numeric column features, per turn
+
+    def example(i: int, t: int):
+        turn = turns[i][t]
+        if not scorer.columns:
+            return turn
+        return {"instruction": turn.instruction, "response": turn.response,
+                **{name: turn_number(values[i], t) for name, values in numbers.items()}}
+
+    # the turns the scorer can read: its texts present, and a number in each of its columns
+    items = [(i, t) for i, row in enumerate(turns) for t, turn in enumerate(row) if not missing_inputs(turn, scorer.reads)
+             and all(turn_number(values[i], t) is not None for values in numbers.values())]
     usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
     if holdout_n + n >= len(usable):
         raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
@@ -138,7 +149,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     row_items: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
-    emb = scorer.embed([turns[i][t] for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
+    emb = scorer.embed([example(i, t) for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
     X = scorer.featurize(emb)
     group = row_groups(ws, group_by, turns)
     order = rng.permutation(len(usable))
