@@ -366,13 +366,14 @@ class Scorer:
 
     def __repr__(self) -> str:
         state = "fitted" if self.weights else "unfitted"
-        return (f"Scorer({self.column!r}, head={self.head!r}, reads={self.reads}, features={self.features}, {state})")
+        columns = f", columns={self.columns}" if self.columns else ""
+        return f"Scorer({self.column!r}, head={self.head!r}, reads={self.reads}, features={self.features}{columns}, {state})"
 
     def _repr_html_(self) -> str:
         held = self.metrics.get("holdout", {}).get("scorer", {})
         figs = ", ".join(f"{k} {v:.3f}" for k, v in held.items() if isinstance(v, float))
         return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
-                f"reads {html.escape(', '.join(self.reads))}; imitates {html.escape(json.dumps(self.imitates))})"
+                f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(json.dumps(self.imitates))})"
                 f"<br>held-out: {html.escape(figs or 'not evaluated')}</div>")
 
 
