@@ -77,7 +77,8 @@ class Step(Protocol):
     inputs: tuple[str, ...]        # pool or derived columns it reads besides the conversation
 
     def fingerprint(self) -> str:
-        """Changes whenever the output could change: config, prompt, model, weights."""
+        """Changes whenever the output could change: config, prompt, model, weights (``ws.apply`` adds the
+        fingerprints of the derived columns in ``inputs``: :func:`curate.storage.apply.applied_fingerprint`)."""
         ...
 
     def describe(self) -> dict[str, Any]:
