@@ -43,6 +43,7 @@ class Run:
     report: bool = True
     signals: tuple[str, ...] = ()  # token-level model signals to compute: ifd, perplexity
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
+    scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -96,17 +97,42 @@ def dedup(run: Run):
     return run.ws.select(method="exact", name=DEDUP)
 
 
+def score_producers(run: Run) -> list[Any]:
+    """The step behind each DEITA score, in ``SCORES`` order: the run's own trained scorer (``run.scorers``),
+    else the LLM judge with a backend, else the shipped default scorer."""
+    producers = []
+    for name in SCORES:
+        if name in run.scorers:
+            producers.append(run.scorers[name])
+        elif run.backend is None:
+            from curate.scorers import load_default
+
+            producers.append(load_default(name))
+        else:
+            from curate.llm.judges import Judge
+
+            producers.append(Judge(name, run.backend))
+    return producers
+
+
+def sort_key(run: Run) -> str:
+    """DEITA's evol score over the columns the run's score producers write (``complexity*quality`` by default)."""
+    if not run.scorers:
+        return DEITA.sort_by
+    return "*".join(step.column for step in score_producers(run))
+
+
 def score(run: Run) -> dict[str, Any]:
-    """Complexity and quality per turn: LLM judges with a backend, else the shipped default scorers.
-    Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an error (after both columns)."""
-    if run.backend is None:
-        from curate.scorers import load_default
-
-        producers = [load_default(name) for name in SCORES]
-    else:
-        from curate.llm.judges import Judge
-
-        producers = [Judge(name, run.backend) for name in SCORES]
+    """Complexity and quality per turn: a trained scorer where the run has one, else LLM judges with a backend,
+    else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
+    error (after both columns)."""
+    producers = score_producers(run)
+    for step in producers:
+        missing = [name for name in step.inputs if not run.ws.has_column(name) and name not in run.ws.pool.column_names]
+        if missing:
+            raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
+                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
+                              "ifd_loss_alone)")
     results = {step.column: run.ws.apply(step) for step in producers}
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails)
                  for step in producers for fails in run.ws.failures(step.column))
@@ -139,7 +165,7 @@ def tags(run: Run) -> dict[str, Any]:
 def deita(run: Run):
     """DEITA admission over the deduplicated rows, by the evol score, up to the budget."""
     return run.ws.select(method="deita", name=SELECTION, input_selection=DEDUP, budget=run.budget,
-                         max_cosine_similarity=run.max_cosine_similarity, sort_by=DEITA.sort_by)
+                         max_cosine_similarity=run.max_cosine_similarity, sort_by=sort_key(run))
 
 
 def export(run: Run) -> dict[str, Path]:
@@ -162,10 +188,12 @@ def report(run: Run) -> Path:
 
 
 def steps(run: Run) -> list[Step]:
-    """The steps of ``run``, in order (tags only with a tag backend, report only when asked)."""
+    """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
+    the scores when a scorer of the run reads them)."""
     plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score)]
     if run.signals:
-        plan.append(("signals", signals))
+        reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
+        plan.insert(2 if reads_columns else 3, ("signals", signals))
     plan.append(("embed", embed))
     if run.tag_backend is not None:
         plan.append(("tags", tags))
@@ -183,6 +211,9 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--address needs --engine ray")
         return steps(run)
     if engine == "ray":
+        if run.scorers:
+            raise CurateError("a trained scorer (--scorer) runs on the single engine for now; the Ray actors load "
+                              "the shipped scorers")
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -198,7 +229,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
-                 signal_model: str | None = None) -> RunResult:
+                 signal_model: str | None = None, scorers: dict[str, Any] | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -209,9 +240,12 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine).
     ``signals``: token-level model signals to add (``ifd``, ``perplexity``; on the Ray actors with ``ray``),
     from ``signal_model`` (a causal LM folder; None: the packaged SmolLM2).
+    ``scorers``: a trained scorer (a ``Scorer``, or a folder or shipped name for ``Scorer.load``) per DEITA score,
+    e.g. ``{"quality": "my-distilled-scorer"}``, used instead of the default scorer or the judge; it writes its own
+    column, and admission sorts by the product of the columns the run wrote.
     """
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model)
+              signal_model, resolve_scorers(scorers or {}))
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):
@@ -225,12 +259,24 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     return RunResult(run.ws, SELECTION, run.outputs, timings, results)
 
 
-def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None) -> list[Any]:
+def resolve_scorers(scorers: dict[str, Any]) -> dict[str, Any]:
+    """``{score name: Scorer}`` from scorers or what ``Scorer.load`` reads; a name outside ``SCORES`` is an error."""
+    from curate.scorers import Scorer
+
+    unknown = sorted(set(scorers) - set(SCORES))
+    if unknown:
+        raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(SCORES)}")
+    return {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+
+
+def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
+                     scorers: Sequence[str] = ()) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
     An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
     response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
+    ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them).
     """
     from curate.llm.dryrun import estimate
 
@@ -246,7 +292,7 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
         if backend is not None:
             from curate.llm.judges import Judge
 
-            producers += [Judge(name, backend) for name in SCORES]
+            producers += [Judge(name, backend) for name in SCORES if name not in scorers]
         if tag_backend is not None:
             from curate.tags import Tagger
 

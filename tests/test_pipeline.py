@@ -12,6 +12,7 @@ from curate.llm.backends import OpenAIBackend
 from curate.pipeline import Run, run_pipeline, steps
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
+from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
 
 
 def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_path):
@@ -76,3 +77,42 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
     budget = [f for name in ("complexity", "quality") for fails in ws.failures(name) for f in fails]
     assert budget and all(f.code == FailureCode.BUDGET for f in budget)
     assert "default" not in ws.embedding_sets  # the run stopped after scoring
+
+
+def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(tmp_path):
+    from curate.scorers import Scorer
+
+    result = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=10, report=False,
+                          scorers={"complexity": "complexity_ridge"})
+    ws = result.workspace
+    assert "complexity" not in ws.columns and ws.column_provenance("complexity_ridge")["kind"] == "scorer"
+    assert ws.selections["deita"]["params"]["sort_by"] == "complexity_ridge*quality"
+    by_hand = ws.select(method="deita", name="by_hand", input_selection="dedup", budget=10,
+                        sort_by="complexity_ridge*quality")
+    assert by_hand.ids == ws.selection("deita").ids
+
+    # a scorer that reads a signal column the run does not compute: a clear error before any scoring
+    reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length", "stats"])
+    rows = [{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)]
+    reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
+    with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*--signal ifd"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
+    with pytest.raises(CurateError, match="a run's scores are complexity, quality"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run3", budget=10, scorers={"helpfulness": "quality"})
+
+
+def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request):
+    from curate.scorers import Scorer
+
+    lm_folder = request.getfixturevalue("tiny_lm")
+    reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length", "stats"])
+    rows = [{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)]
+    reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
+    result = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=10, report=False, signals=("ifd",),
+                          signal_model=str(lm_folder), scorers={"quality": reads_ifd})
+    assert list(result.timings).index("signals") < list(result.timings).index("score")
+    ws = result.workspace
+    scored = [v is not None and None not in v for v in ws.column("q_ifd")]
+    has_ifd = [v is not None and None not in v for v in ws.column("ifd")]
+    assert scored == has_ifd and sum(scored) > 40  # every turn with an IFD value got a score, the others a failure
+    assert ws.selections["deita"]["params"]["sort_by"] == "complexity*q_ifd"

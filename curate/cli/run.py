@@ -47,6 +47,10 @@ def run(
                                      "perplexity (repeatable; on the Ray actors with --engine ray)."),
     signal_model: Path | None = typer.Option(None, "--signal-model", help="Causal LM folder for --signal "
                                              "(default: the packaged SmolLM2-135M-Instruct)."),
+    scorer: list[str] = typer.Option([], "--scorer", help="complexity=DIR or quality=DIR: score with this trained "
+                                     "scorer (`curate train-scorer` / `curate distil --out`, or a shipped name) instead "
+                                     "of the default scorer or the judge; it writes its own column, and admission "
+                                     "sorts by the product of the run's score columns (repeatable)."),
 ) -> None:
     """The main job: load -> dedup -> score -> embed -> \\[tags] -> DEITA admission -> export -> report.
 
@@ -55,6 +59,7 @@ def run(
     from curate.pipeline import run_pipeline
 
     src = _source(source)
+    scorers = _scorer_args(scorer)
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
@@ -71,17 +76,30 @@ def run(
         from curate.pipeline import dry_run_pipeline
 
         with llm_backend() as llm:
-            print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None))
+            print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
+                                             scorers=tuple(scorers)))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
+                              scorers=scorers,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
         console.print(f"  {kind}: {path}")
     console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+
+
+def _scorer_args(values: list[str]) -> dict[str, str]:
+    """``--scorer KIND=DIR`` options as ``{KIND: DIR}``."""
+    out: dict[str, str] = {}
+    for value in values:
+        kind, sep, where = value.partition("=")
+        if not sep or not kind or not where or kind in out:
+            raise typer.BadParameter(f"--scorer {value!r}: give KIND=DIR once per kind, e.g. quality=my-scorer")
+        out[kind] = where
+    return out
 
 
 def _engine_args(engine: str, address: str | None) -> dict[str, Any]:
