@@ -119,7 +119,8 @@ def sort_key(run: Run) -> str:
     """DEITA's evol score over the columns the run's score producers write (``complexity*quality`` by default)."""
     if not run.scorers:
         return DEITA.sort_by
-    return "*".join(step.column for step in score_producers(run))
+    # a judge or a default scorer writes the column named after its score; a trained scorer, its own
+    return "*".join(run.scorers[name].column if name in run.scorers else name for name in SCORES)
 
 
 def score(run: Run) -> dict[str, Any]:
@@ -266,7 +267,12 @@ def resolve_scorers(scorers: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(scorers) - set(SCORES))
     if unknown:
         raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(SCORES)}")
-    return {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+    loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+    for step in loaded.values():
+        if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
+            raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
+                              "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
+    return loaded
 
 
 def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
