@@ -39,7 +39,8 @@ def _print_training(result, out: Path, console: Console) -> None:
     choice = ev.extra.get("chosen_by_kfold")
     if choice:
         picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())
-        console.print(f"head settings chosen by {choice['k']}-fold Spearman on the training part: {picked} "
+        by = "Spearman and chain order" if "criterion" in choice["candidates"][0] else "Spearman"
+        console.print(f"head settings chosen by {choice['k']}-fold {by} on the training part: {picked} "
                       f"(of {len(choice['candidates'])} candidates)"
                       + (f"; {choice['undecided']}" if "undecided" in choice else ""))
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
@@ -51,6 +52,10 @@ def _print_training(result, out: Path, console: Console) -> None:
         n = ev.holdout["scorer"]["pairs_within_group"]
         console.print(f"held-out pairwise accuracy within one group ({n:,} pairs of answers to one instruction, "
                       f"as labelled preference pairs measure): {', '.join(within)}")
+    if "chain_order" in ev.holdout.get("scorer", {}):
+        console.print(f"held-out chain order ({ev.holdout['scorer']['chain_pairs']:,} pairs of versions of one Evol "
+                      f"chain, ordered by construction): scorer {ev.holdout['scorer']['chain_order']:.3f}, length "
+                      f"{ev.holdout['length']['chain_order']:.3f}")
     if ev.calibration:
         bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
         console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")
@@ -92,6 +97,10 @@ def train_scorer(
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
                                             "(default: every text read; 'none' for none)."),
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
+    chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
+                                     "ridge also learns the order each chain has by construction (every in-depth "
+                                     "rewrite asks for more than the versions before it); held-out chains are "
+                                     "scored as chain_order beside length."),
 ) -> None:
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
@@ -104,7 +113,7 @@ def train_scorer(
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
-                   columns=feature_columns or (),
+                   columns=feature_columns or (), chain_pairs=chain_pairs,
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

@@ -208,25 +208,54 @@ def _group_folds(positions: np.ndarray, groups: Sequence[Any] | None, k: int, rn
         yield positions[perm[tr]], positions[perm[te]]
 
 
+def pairs_within(pairs: np.ndarray | None, positions: np.ndarray, n: int) -> np.ndarray | None:
+    """The ordered pairs with both rows among ``positions``, re-indexed to them (None without pairs)."""
+    if pairs is None:
+        return None
+    where = np.full(n, -1)
+    where[positions] = np.arange(len(positions))
+    inside = pairs[(where[pairs[:, 0]] >= 0) & (where[pairs[:, 1]] >= 0)]
+    return where[inside]
+
+
+def pair_order(pairs: np.ndarray, values: np.ndarray) -> float:
+    """Share of (harder, easier) pairs that ``values`` order right (ties count one half)."""
+    a, b = values[pairs[:, 0]], values[pairs[:, 1]]
+    return float(np.mean((a > b) + 0.5 * (a == b))) if len(pairs) else float("nan")
+
+
 def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates: Sequence[dict[str, float]],
                   X: np.ndarray, y: Sequence[float], *, k: int = 5, holdout: float = 0.2,
-                  groups: Sequence[Any] | None = None, seed: int = 0) -> tuple[dict[str, float], list[dict[str, float]]]:
+                  groups: Sequence[Any] | None = None, seed: int = 0,
+                  pairs: np.ndarray | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The candidate with the best mean K-fold Spearman on the training part (the held-out part of
-    :func:`evaluate_features` with the same ``holdout``/``seed`` is never read), and every candidate's figure."""
+    :func:`evaluate_features` with the same ``holdout``/``seed`` is never read), and every candidate's figure.
+    With ``pairs`` the criterion is half Spearman, half the folds' pair order (as 2 x accuracy - 1)."""
     y = np.asarray(y, dtype=np.float64)
     train, _ = _split(len(y), groups, holdout, seed)
     folds = list(_group_folds(train, groups, k, np.random.default_rng(seed)))
     table = []
     for cfg in candidates:
-        rhos = [agreement(y[te], make_scorer(cfg).fit_features(X[tr], y[tr]).predict_features_raw(X[te]))["spearman"]
-                for tr, te in folds]
-        table.append({**cfg, "kfold_spearman": float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")})
-    best = max(range(len(table)), key=lambda i: -np.inf if np.isnan(table[i]["kfold_spearman"]) else table[i]["kfold_spearman"])
+        rhos, orders = [], []
+        for tr, te in folds:
+            pred = make_scorer(cfg).fit_features(X[tr], y[tr], pairs_within(pairs, tr, len(y))).predict_features_raw(X[te])
+            rhos.append(agreement(y[te], pred)["spearman"])
+            held_pairs = pairs_within(pairs, te, len(y))
+            if held_pairs is not None and len(held_pairs):
+                orders.append(pair_order(held_pairs, pred))
+        row = {**cfg, "kfold_spearman": float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")}
+        if orders:  # ordered pairs are a label of their own: the criterion weighs both (order as 2 x acc - 1)
+            row["kfold_chain_order"] = float(np.mean(orders))
+            row["criterion"] = 0.5 * np.nan_to_num(row["kfold_spearman"]) + 0.5 * (2 * row["kfold_chain_order"] - 1)
+        table.append(row)
+    key = "criterion" if all("criterion" in row for row in table) else "kfold_spearman"
+    best = max(range(len(table)), key=lambda i: -np.inf if np.isnan(table[i][key]) else table[i][key])
     return dict(candidates[best]), table
 
 
 def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.ndarray, y: Sequence[float], *,
-                    k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0) -> dict[str, Any]:
+                    k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+                    pairs: np.ndarray | None = None) -> dict[str, Any]:
     """Set on ``scorer`` the head settings (every combination of ``search``) that :func:`choose_config` picks;
     returns the choice, every candidate's K-fold figure and K."""
     names = list(search)
@@ -238,7 +267,8 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
             setattr(sc, name, float(value))
         return sc
 
-    best, table = choose_config(configured, candidates, X, y, k=k, holdout=holdout, groups=groups, seed=seed)
+    best, table = choose_config(configured, candidates, X, y, k=k, holdout=holdout, groups=groups, seed=seed,
+                                pairs=pairs)
     for name, value in best.items():
         setattr(scorer, name, float(value))
     out: dict[str, Any] = {"chosen": best, "candidates": table, "k": k}
@@ -249,11 +279,14 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
 
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
                       k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
-                      length_input: str = "", chars_instruction: np.ndarray | None = None) -> Evaluation:
+                      length_input: str = "", chars_instruction: np.ndarray | None = None,
+                      pairs: np.ndarray | None = None) -> Evaluation:
     """K-fold agreement on the training part and agreement on a held-out part split off first.
 
     ``X`` holds precomputed features (``Scorer.featurize``), ``chars`` the length the baseline reads.
-    ``groups`` keeps rows of one group (e.g. the same query) on one side of every split.
+    ``groups`` keeps rows of one group (e.g. the same query) on one side of every split. ``pairs``: rows in a
+    known order (harder, easier; Evol chains) that every fit also learns from; the held-out ones are scored as
+    ``chain_order`` (the length baseline: the longer text is the harder).
     """
     y = np.asarray(y, dtype=np.float64)
     chars = np.asarray(chars, dtype=np.float64)
@@ -264,7 +297,7 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     if ichars is not None:  # a two-text scorer: the instruction-length baseline too
         folds["instruction_length"] = []
     for tr, te in _group_folds(train, groups, k, rng):
-        pred = make_scorer().fit_features(X[tr], y[tr]).predict_features_raw(X[te])
+        pred = make_scorer().fit_features(X[tr], y[tr], pairs_within(pairs, tr, len(y))).predict_features_raw(X[te])
         folds["scorer"].append(agreement(y[te], pred))
         folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
         folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
@@ -274,7 +307,7 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
-        pred = make_scorer().fit_features(X[train], y[train]).predict_features_raw(X[test])
+        pred = make_scorer().fit_features(X[train], y[train], pairs_within(pairs, train, len(y))).predict_features_raw(X[test])
         preds = {"scorer": pred, "length": _length_baseline(chars[train], y[train], chars[test]),
                  "random": rng.uniform(y[train].min(), y[train].max(), len(test))}
         if ichars is not None:
@@ -284,6 +317,10 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         for who in ("scorer", "length"):
             held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
         within_group_pairs(held, y[test], preds, g_test)
+        held_pairs = pairs_within(pairs, test, len(y))
+        if held_pairs is not None and len(held_pairs):
+            held["scorer"].update(chain_order=pair_order(held_pairs, pred), chain_pairs=len(held_pairs))
+            held["length"]["chain_order"] = pair_order(held_pairs, chars[test])
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)
@@ -312,7 +349,7 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
                        holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
                        refit_all: bool = True, embedded: dict[str, np.ndarray] | None = None,
                        cache_dir: str | os.PathLike | None = None,
-                       search: dict[str, Sequence[float]] | None = None) -> Evaluation:
+                       search: dict[str, Sequence[float]] | None = None, pairs: np.ndarray | None = None) -> Evaluation:
     """Embed once, evaluate (K-fold + held-out, baselines beside), then fit ``scorer`` and store the metrics.
 
     The held-out part is split off before any fitting; with ``refit_all`` the final head is fitted on
@@ -320,27 +357,32 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
     result for these rows; ``cache_dir``: a workspace's cache folder (texts embedded before are reused).
     ``search``: head settings to choose among first (e.g. ``{"alpha": [...], "embedding_weight": [...]}``), by
     grouped K-fold Spearman on the training part (:func:`choose_config`); the choice is in ``extra``.
+    ``pairs``: (harder, easier) row indices in a known order that every fit learns from too (:func:`evaluate_features`).
     """
     rows = list(rows)
+    pairs = None if pairs is None or not len(pairs) else np.asarray(pairs, dtype=int)
     scores = np.asarray([float(s) for s in scores], dtype=np.float64)
     emb = scorer.embed(rows, cache_dir=cache_dir) if embedded is None else embedded
     X = scorer.featurize(emb)
     chosen = None
     if search:
-        chosen = choose_settings(scorer, search, X, scores, k=k, holdout=holdout, groups=groups, seed=seed)
+        chosen = choose_settings(scorer, search, X, scores, k=k, holdout=holdout, groups=groups, seed=seed, pairs=pairs)
     base = length_input(scorer)
     ev = evaluate_features(scorer.fresh, X, scores, emb[f"_chars_{base}"], k=k, holdout=holdout, groups=groups,
                            seed=seed, length_input=base,
-                           chars_instruction=emb.get("_chars_instruction") if base != "instruction" else None)
+                           chars_instruction=emb.get("_chars_instruction") if base != "instruction" else None,
+                           pairs=pairs)
     if refit_all or not ev.n_holdout:
         idx = np.arange(len(rows))
     else:
         idx = group_split(len(rows), groups, holdout, seed)[0]
-    scorer.fit_features(X[idx], scores[idx])
+    scorer.fit_features(X[idx], scores[idx], pairs_within(pairs, idx, len(rows)))
     texts = input_texts([rows[i] for i in idx], scorer.reads)
     scorer.metadata.update({"n_train": int(len(idx)), "training_fingerprint": training_fingerprint(texts, scores[idx]),
                             "label_mean": float(scores[idx].mean()), "label_std": float(scores[idx].std()),
                             "refit_on_all_rows": bool(refit_all)})
+    if pairs is not None:
+        scorer.metadata["ordered_pairs"] = int(len(pairs_within(pairs, idx, len(rows))))
     if chosen:
         ev.extra["chosen_by_kfold"] = chosen
     scorer.metrics = ev.to_dict()

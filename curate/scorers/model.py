@@ -176,11 +176,13 @@ class Scorer:
         return feature_matrix(emb, self.reads, self.embed_inputs, self.features)
 
     # -- head ---------------------------------------------------------------------------------------
-    def fit_features(self, X: np.ndarray, y: Sequence[float]) -> Scorer:
-        """Fit the head on a feature matrix (standardised with these rows' mean and scale)."""
+    def fit_features(self, X: np.ndarray, y: Sequence[float], pairs: np.ndarray | None = None,
+                     pair_weight: float = 1.0) -> Scorer:
+        """Fit the head on a feature matrix (standardised with these rows' mean and scale); ``pairs``: see
+        :func:`~curate.scorers.head.fit_head`."""
         n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features, len(self.columns))
         self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
-                                embedding_weight=self.embedding_weight)
+                                embedding_weight=self.embedding_weight, pairs=pairs, pair_weight=pair_weight)
         return self
 
     def predict_features_raw(self, X: np.ndarray) -> np.ndarray:
@@ -324,7 +326,6 @@ class Scorer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``."""
         from safetensors.numpy import save_file
-
 
         if not self.weights:
             raise ScorerError("nothing to save: the scorer is not fitted")

@@ -50,6 +50,7 @@ class TrainingData:
     rows: int = 0                                  # rows (label records, or pool rows) read
     columns: list[str] = field(default_factory=list)   # numeric columns read as features (Scorer ``columns``)
     numbers: list[dict[str, float]] = field(default_factory=list)  # their values, one dict per kept turn
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # (harder, easier) kept turns, ordered by construction
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -81,9 +82,11 @@ def _reads_of(names: Sequence[str]) -> list[str]:
 
 
 def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any] | None = None,
-                   reads: Sequence[str] | None = None, columns: Sequence[str] = ()) -> TrainingData:
+                   reads: Sequence[str] | None = None, columns: Sequence[str] = (),
+                   chain_pairs: bool = False) -> TrainingData:
     """Labels from a label set (``ws.labels(name)``: Evol's ``text, score, seed_id, step, operation
     [, instruction]``) or any records with ``text``/``instruction`` (+ ``response``) and ``score``.
+    ``chain_pairs``: also the order Evol complexity chains have by construction (:func:`chain_order_pairs`).
 
     Reads: the instruction and the response when the records carry a response (``instruction`` beside
     ``text``, as Evol quality labels, or a ``response`` column), else the instruction.
@@ -99,15 +102,45 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     model = (prov.get("backend") or {}).get("model") if isinstance(prov.get("backend"), dict) else None
     if model:
         data.imitates["model"] = model
+    steps: list[tuple[str, Any, Any]] = []  # (seed_id, step, operation) of each kept record
     for i, record in enumerate(records):
         score = finite_number(record.get("score"))
         turn = to_turn(record)
         if score is None:
             data.skipped["no numeric score"] += 1
         else:
+            kept = len(data)
             data.keep(turn, score, str(record.get("seed_id") or turn.instruction or i),
                       {c: finite_number(record.get(c)) for c in data.columns})
+            if len(data) > kept:
+                steps.append((str(record.get("seed_id")), record.get("step"), record.get("operation")))
+    if chain_pairs:
+        if data.reads != ["instruction"] or not all(seed != "None" and isinstance(step, int) for seed, step, _ in steps):
+            raise ScorerError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
+                              "seed_id and step, reading instructions: curate evol --kind complexity)")
+        data.pairs = chain_order_pairs(steps)
     return data
+
+
+def chain_order_pairs(steps: Sequence[tuple[str, int, Any]]) -> list[tuple[int, int]]:
+    """(harder, easier) index pairs of Evol complexity variants, by construction: within one seed, each surviving
+    in-depth rewrite (add a constraint, deepen, concretize, reasoning) was made from the survivor before it, so it
+    asks for more than every earlier version of its chain. An in-breadth rewrite is a new task: it starts a new
+    chain. ``steps``: (seed_id, step, operation) per variant."""
+    from curate.evol.rules import IN_DEPTH_OPERATIONS
+
+    by_seed: dict[str, list[tuple[int, Any, int]]] = {}
+    for k, (seed, step, operation) in enumerate(steps):
+        by_seed.setdefault(seed, []).append((step, operation, k))
+    pairs: list[tuple[int, int]] = []
+    for variants in by_seed.values():
+        chain: list[int] = []
+        for step, operation, k in sorted(variants, key=lambda v: v[0]):
+            if step != 0 and operation not in IN_DEPTH_OPERATIONS:
+                chain = []  # the seed, or an in-breadth rewrite: a chain of its own starts here
+            pairs += [(k, earlier) for earlier in chain]
+            chain.append(k)
+    return pairs
 
 
 def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tuple[list[str], dict[str, Any]]:
@@ -239,19 +272,23 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
-                 group_by: str | None = None, columns: Sequence[str] = ()) -> TrainResult:
+                 group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
     ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
+    ``chain_pairs`` (a label set of Evol complexity chains, ridge kind): the ridge head also learns the order the
+    chains have by construction (:func:`chain_order_pairs`); held-out chains are scored as ``chain_order``.
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if (target is None) == (labels is None):
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
     if columns and kind != "ridge":
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
+    if chain_pairs and (labels is None or kind != "ridge" or head != "ridge"):
+        raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head")
     if labels is not None:
         if group_by is not None:
             raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
-        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads, columns)
+        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads, columns, chain_pairs)
     else:
         for feature_column in columns:
             if not ws.has_column(feature_column) and feature_column not in (ws.pool.column_names if ws.has_pool else []):
@@ -271,6 +308,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features) or cross-encoder")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
+    if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
+        config = {"features": [*config["features"], "requirements"]}
     scorer = Scorer(reads=data.reads, head=head, name=name or labels or f"{target}_scorer",
                     imitates=data.imitates, embed_inputs=embed_inputs, columns=data.columns, **config)  # never the judge's column
     search = None
@@ -278,6 +317,6 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         search = {setting: grid for setting, grid in RIDGE_SEARCH.items()
                   if setting != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
     ev = train_and_evaluate(scorer, data.examples(), data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
-                            cache_dir=ws.cache_dir, search=search)
+                            cache_dir=ws.cache_dir, search=search, pairs=data.pairs if chain_pairs else None)
     scorer.metadata["source"] = data.source
     return TrainResult(scorer, ev, data)
