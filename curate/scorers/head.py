@@ -20,21 +20,20 @@ HEADS = ("ridge", "ordinal")
 
 
 def fit_head(X: np.ndarray, y: Sequence[float], *, head: str, alpha: float, C: float, n_embedding_columns: int,
-             embedding_weight: float, pairs: np.ndarray | None = None, pair_weight: float = 1.0) -> dict[str, np.ndarray]:
+             embedding_weight: float, pairs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Fit a head on a feature matrix (standardised here, with these rows' mean and scale).
 
     The first ``n_embedding_columns`` columns are scaled by ``embedding_weight`` after standardising:
     a larger ridge penalty on them than on the few text statistics (1.0 = one penalty for all).
     ``pairs``: (harder, easier) row indices of ``X`` in a known order (Evol chains); the ridge head then also
-    learns their order (:func:`fit_joint_head`, ``pair_weight`` x Bradley-Terry).
+    learns their order (:func:`fit_joint_head`: squared error plus Bradley-Terry on the pairs, weighted alike).
     """
     if pairs is not None and len(pairs):
         if head != "ridge":
             raise ScorerError(f"ordered pairs train the ridge head, not {head!r}")
         pairs = np.asarray(pairs, dtype=int)
         return fit_joint_head(X, y, X[pairs[:, 0]], X[pairs[:, 1]], np.ones(len(pairs)), alpha=alpha,
-                              pair_weight=pair_weight, n_embedding_columns=n_embedding_columns,
-                              embedding_weight=embedding_weight)
+                              n_embedding_columns=n_embedding_columns, embedding_weight=embedding_weight)
     y = np.asarray(y, dtype=np.float64)
     if X.shape[0] != y.shape[0]:
         raise ScorerError(f"{X.shape[0]} rows but {y.shape[0]} scores")

@@ -176,13 +176,12 @@ class Scorer:
         return feature_matrix(emb, self.reads, self.embed_inputs, self.features)
 
     # -- head ---------------------------------------------------------------------------------------
-    def fit_features(self, X: np.ndarray, y: Sequence[float], pairs: np.ndarray | None = None,
-                     pair_weight: float = 1.0) -> Scorer:
+    def fit_features(self, X: np.ndarray, y: Sequence[float], pairs: np.ndarray | None = None) -> Scorer:
         """Fit the head on a feature matrix (standardised with these rows' mean and scale); ``pairs``: see
         :func:`~curate.scorers.head.fit_head`."""
         n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features, len(self.columns))
         self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
-                                embedding_weight=self.embedding_weight, pairs=pairs, pair_weight=pair_weight)
+                                embedding_weight=self.embedding_weight, pairs=pairs)
         return self
 
     def predict_features_raw(self, X: np.ndarray) -> np.ndarray:

@@ -102,7 +102,7 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     model = (prov.get("backend") or {}).get("model") if isinstance(prov.get("backend"), dict) else None
     if model:
         data.imitates["model"] = model
-    steps: list[tuple[str, Any, Any]] = []  # (seed_id, step, operation) of each kept record
+    steps: list[tuple[Any, Any, Any]] = []  # (seed_id, step, operation) of each kept record
     for i, record in enumerate(records):
         score = finite_number(record.get("score"))
         turn = to_turn(record)
@@ -113,23 +113,23 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
             data.keep(turn, score, str(record.get("seed_id") or turn.instruction or i),
                       {c: finite_number(record.get(c)) for c in data.columns})
             if len(data) > kept:
-                steps.append((str(record.get("seed_id")), record.get("step"), record.get("operation")))
+                steps.append((record.get("seed_id"), record.get("step"), record.get("operation")))
     if chain_pairs:
-        if data.reads != ["instruction"] or not all(seed != "None" and isinstance(step, int) for seed, step, _ in steps):
+        if data.reads != ["instruction"] or not all(seed is not None and isinstance(step, int) for seed, step, _ in steps):
             raise ScorerError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
                               "seed_id and step, reading instructions: curate evol --kind complexity)")
         data.pairs = chain_order_pairs(steps)
     return data
 
 
-def chain_order_pairs(steps: Sequence[tuple[str, int, Any]]) -> list[tuple[int, int]]:
+def chain_order_pairs(steps: Sequence[tuple[Any, int, Any]]) -> list[tuple[int, int]]:
     """(harder, easier) index pairs of Evol complexity variants, by construction: within one seed, each surviving
     in-depth rewrite (add a constraint, deepen, concretize, reasoning) was made from the survivor before it, so it
     asks for more than every earlier version of its chain. An in-breadth rewrite is a new task: it starts a new
     chain. ``steps``: (seed_id, step, operation) per variant."""
     from curate.evol.rules import IN_DEPTH_OPERATIONS
 
-    by_seed: dict[str, list[tuple[int, Any, int]]] = {}
+    by_seed: dict[Any, list[tuple[int, Any, int]]] = {}
     for k, (seed, step, operation) in enumerate(steps):
         by_seed.setdefault(seed, []).append((step, operation, k))
     pairs: list[tuple[int, int]] = []
