@@ -17,7 +17,7 @@ import numpy as np
 
 from curate.errors import ScorerError
 from curate.scorers.evaluation import agreement, choose_settings
-from curate.scorers.features import input_texts, missing_inputs, turn_number
+from curate.scorers.features import input_texts, missing_inputs, turn_number, with_columns
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import row_groups
 
@@ -133,11 +133,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     numbers = {name: ws.column(name) for name in scorer.columns}  # a scorer's numeric column features, per turn
 
     def example(i: int, t: int):
-        turn = turns[i][t]
-        if not scorer.columns:
-            return turn
-        return {"instruction": turn.instruction, "response": turn.response,
-                **{name: turn_number(values[i], t) for name, values in numbers.items()}}
+        return with_columns(turns[i][t], {name: turn_number(values[i], t) for name, values in numbers.items()})
 
     # the turns the scorer can read: its texts present, and a number in each of its columns
     items = [(i, t) for i, row in enumerate(turns) for t, turn in enumerate(row) if not missing_inputs(turn, scorer.reads)

@@ -90,6 +90,12 @@ def column_values(rows: Sequence[Row], columns: Sequence[str]) -> np.ndarray:
     return out
 
 
+def with_columns(turn: Turn, numbers: Mapping[str, float | None]) -> Row:
+    """A turn as the row a scorer reads: the turn itself, or with ``numbers`` (its columns' values) the dict row
+    that carries them (:func:`column_values`)."""
+    return {"instruction": turn.instruction, "response": turn.response, **numbers} if numbers else turn
+
+
 def finite_number(value: Any) -> float | None:
     """``value`` as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

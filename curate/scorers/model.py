@@ -38,6 +38,7 @@ from curate.scorers.features import (
     missing_inputs,
     n_stat_columns,
     turn_number,
+    with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.storage.step import RowInput, StepContext, StepOutput
@@ -299,8 +300,7 @@ class Scorer:
                         fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"no number in column {', '.join(absent)} "
                                              f"(see its failure column); scorer {self.column!r} reads it", turn=t + 1))
                     else:
-                        todo.append({"instruction": turn.instruction, "response": turn.response, **numbers}
-                                    if self.columns else turn)
+                        todo.append(with_columns(turn, numbers))
                         where.append((i, t))
             failures.append(fails)
             ends.append(len(todo))

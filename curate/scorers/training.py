@@ -17,7 +17,7 @@ from typing import Any
 from curate.errors import ScorerError
 from curate.rows import Turn
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
-from curate.scorers.features import INPUTS, finite_number, missing_inputs, to_turn, turn_number
+from curate.scorers.features import INPUTS, finite_number, missing_inputs, to_turn, turn_number, with_columns
 from curate.scorers.model import Scorer
 
 # Pool columns that hold the rows themselves, never labels.
@@ -57,10 +57,7 @@ class TrainingData:
 
     def examples(self) -> list[Any]:
         """What the scorer fits on: the turns, or with ``columns`` dict rows carrying the columns' numbers."""
-        if not self.columns:
-            return list(self.turns)
-        return [{"instruction": t.instruction, "response": t.response, **n}
-                for t, n in zip(self.turns, self.numbers, strict=True)]
+        return [with_columns(t, n) for t, n in zip(self.turns, self.numbers, strict=True)]
 
     def keep(self, turn: Turn, score: float, group: str, numbers: dict[str, float | None]) -> None:
         """Keep one labelled turn, or count why it is left out (a text the scorer reads, or a column's number, absent)."""
