@@ -118,8 +118,8 @@ def transient_rows(ws, step, ids: list[str] | None) -> Counter:
 
     asked = ws.ids if ids is None else ids
     fp = applied_fingerprint(ws, step)
-    again = set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=True))
-    again -= set(rows_needing_work(ws, step, asked, fp, force=False, retry_failed=False))
+    again = set(rows_needing_work(ws, step, asked, retry_failed=True, fingerprint=fp))
+    again -= set(rows_needing_work(ws, step, asked, fingerprint=fp))
     if not again:
         return Counter()
     picked = [rid for rid in asked if rid in again]

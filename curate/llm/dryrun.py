@@ -101,13 +101,13 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
 
     ``step``: a Judge or another step with ``prompt``, ``backend`` and ``params`` (the InsTag tagger).
     """
-    from curate.storage.apply import applied_fingerprint, rows_needing_work
+    from curate.storage.apply import rows_needing_work
 
     backend = step.backend
     if backend is None:
         raise ValueError(f"step {step.column!r} has no backend to estimate")
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
-    todo = rows_needing_work(ws, step, asked, applied_fingerprint(ws, step), force=force, retry_failed=retry_failed)
+    todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed)
     rows = ws.row_inputs(todo, step.inputs) if todo else []
     variables = _variables(step, rows)
     output_model = getattr(step, "output", None)

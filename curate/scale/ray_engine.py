@@ -290,11 +290,11 @@ class RayEngine:
             return fallback(run)
         from curate.scale.signals import signals_to_compute
         from curate.scorers import load_default
-        from curate.storage.apply import applied_fingerprint, rows_needing_work
+        from curate.storage.apply import rows_needing_work
 
         scorers = [load_default(name) for name in self.scores]
         ws = run.ws
-        todo = any(rows_needing_work(ws, s, ws.ids, applied_fingerprint(ws, s), force=False, retry_failed=False) for s in scorers)
+        todo = any(rows_needing_work(ws, s, ws.ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
             self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}

@@ -26,9 +26,9 @@ def signals_to_compute(run: Any) -> list:
 
 
 def _have_work(ws: Any, steps: list) -> bool:
-    from curate.storage.apply import applied_fingerprint, rows_needing_work
+    from curate.storage.apply import rows_needing_work
 
-    return any(rows_needing_work(ws, s, ws.ids, applied_fingerprint(ws, s), force=False, retry_failed=False) for s in steps)
+    return any(rows_needing_work(ws, s, ws.ids) for s in steps)
 
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:

@@ -78,11 +78,13 @@ def applied_fingerprint(ws: Workspace, step: Any) -> str:
     return "sha256:" + h.hexdigest()[:32]
 
 
-def rows_needing_work(ws: Workspace, step: Any, ids: list[str], fingerprint: str, *, force: bool,
-                      retry_failed: bool) -> list[str]:
-    """The ids among ``ids`` that are not yet computed under ``fingerprint``."""
+def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool = False, retry_failed: bool = False,
+                      fingerprint: str | None = None) -> list[str]:
+    """The ids among ``ids`` that are not yet computed under ``fingerprint`` (default: the step's
+    :func:`applied_fingerprint`); with ``retry_failed`` also those whose last failure was transient."""
     if force or not ws.has_column(step.column):
         return list(ids)
+    fingerprint = fingerprint or applied_fingerprint(ws, step)
     done = ws.column_fingerprints(step.column)
     todo = [rid for rid in ids if done.get(rid) != fingerprint]
     if retry_failed and ws.has_column(f"{step.column}_failure"):
@@ -124,7 +126,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write (e.g. never over labels)
             check_column(ws)
-        todo = rows_needing_work(ws, step, asked, fingerprint, force=force, retry_failed=retry_failed)
+        todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
         out = StepOutput([], [])
         if todo:
             rows = ws.row_inputs(todo, step.inputs)
