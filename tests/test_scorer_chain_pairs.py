@@ -49,3 +49,94 @@ def test_chain_pairs_need_an_evol_complexity_label_set(tmp_path):
                                     "step": i} for i in range(20)], {"kind": "quality"})
     with pytest.raises(ScorerError, match="Evol complexity chains"):
         train_scorer(ws, labels="quality_like", chain_pairs=True)
+
+
+HARD = ["quantum field theory", "tax law", "protein folding", "compiler design", "options pricing"]
+EASY = ["puppies", "sandwiches", "sunny days", "birthday cards", "picnics"]
+
+
+def _evol_sets(seeds, chains, scored_every=2):
+    """``sets.jsonl`` as `curate evol --kind complexity` writes it; every ``scored_every``-th set has rank scores,
+    the others' rank-and-score call failed (their survivors are still ordered by construction)."""
+    import json
+    from dataclasses import asdict
+
+    from curate.evol.rules import RankFailure
+    from curate.evol.run import Variant, VariantSet
+
+    rng = np.random.default_rng(1)
+    lines = []
+    for c, (seed_text, chain) in enumerate(zip(seeds, chains, strict=True)):
+        variants = [Variant(f"s{c}", k, "seed" if k == 0 else "add_constraint", text, None if k == 0 else k - 1)
+                    for k, text in enumerate(chain)]
+        scored = c % scored_every == 0
+        lines.append(json.dumps(asdict(VariantSet(
+            f"s{c}", seed_text, variants, scores=[int(s) for s in rng.integers(1, 7, len(chain))] if scored else None,
+            failure=None if scored else RankFailure.JUDGE_FAILED))))
+    return "\n".join(lines) + "\n"
+
+
+def _records_of(sets):
+    import json
+
+    return [{"text": v["text"], "score": None if vs["scores"] is None else float(vs["scores"][k]), "seed_id": vs["seed_id"],
+             "step": v["step"], "operation": v["operation"]}
+            for vs in map(json.loads, sets.splitlines()) for k, v in enumerate(vs["variants"])]
+
+
+def test_difficulty_labels_mixed_with_chain_order(tmp_path):
+    """--target a difficulty column with --labels an Evol set's chains: the labels teach the domain's difficulty,
+    the chains (rank-failed sets included) the order of added requirements, which the labels alone never show."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.scorers import Scorer
+    from curate.scorers.training import chain_records
+    from tests.conftest import write_jsonl
+
+    rng = np.random.default_rng(0)
+    records, seeds = [], []
+    for topics, level in ((HARD, 5), (EASY, 1)):
+        for t in topics:
+            for a in ("young", "curious", "busy", "retired", "new"):
+                seeds.append(f"Write a short note about {t} for a {a} reader.")
+                records.append({"instruction": seeds[-1], "output": "A note.",
+                                "difficulty": level + int(rng.integers(-1, 2)) * (level == 5)})
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
+    chains = rewritten_chains(seeds, steps=4, seed=0)
+    sets = _evol_sets(seeds, chains)
+    label_rows = [r for r in _records_of(sets) if r["score"] is not None]  # as `curate evol` stores its labels
+    ws.add_labels("evol_complexity", label_rows, {"kind": "complexity"}, files={"sets.jsonl": sets.encode()})
+    assert len(chain_records(ws, "evol_complexity")) == 5 * len(chains) == 2 * len(label_rows)  # unscored sets too
+    only = train_scorer(ws, labels="evol_complexity", chain_pairs=True)
+    assert only.data.labelled == len(label_rows) and only.scorer.metadata["ordered_pairs"] == 10 * len(chains)
+
+    alone = train_scorer(ws, target="difficulty", reads=["instruction"])
+    mixed = train_scorer(ws, target="difficulty", labels="evol_complexity", chain_pairs=True, reads=["instruction"])
+    assert mixed.data.labelled == len(records) and len(mixed.data) - mixed.data.labelled == 5 * len(chains)
+    assert mixed.scorer.metadata["ordered_pairs"] == 10 * len(chains)
+    assert mixed.scorer.column == "difficulty_scorer" and mixed.scorer.imitates["column"] == "difficulty"
+    held = mixed.evaluation.holdout
+    assert held["scorer"]["n"] == alone.evaluation.holdout["scorer"]["n"]  # chain versions are no labels
+    assert held["scorer"]["spearman"] > 0.6 and held["scorer"]["chain_order"] > held["length"]["chain_order"]
+
+    fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in HARD + EASY for a in ("new", "old")],
+                             steps=4, seed=1, held_out=True)
+    def order(result):
+        return order_accuracy(fresh, [result.scorer.predict(chain).tolist() for chain in fresh])
+    assert order(mixed) > 0.8 and order(mixed) > order(alone) + 0.15
+    hard, easy = mixed.scorer.predict([fresh[0][0], fresh[-1][0]])  # the domain still counts
+    assert hard > easy
+
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "difficulty", "--labels",
+                                   "evol_complexity", "--chain-pairs", "--inputs", "instruction", "--out",
+                                   str(tmp_path / "sc")])
+    assert res.exit_code == 0, res.output
+    assert f"{len(records)} labels and {5 * len(chains)} chain versions without one" in " ".join(res.output.split())
+    assert Scorer.load(tmp_path / "sc").metadata["source"] == "column difficulty + chains of labels evol_complexity"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "difficulty", "--labels",
+                                   "evol_complexity", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--chain-pairs" in res.output
+    with pytest.raises(ScorerError, match="reads the instruction alone"):
+        train_scorer(ws, target="difficulty", labels="evol_complexity", chain_pairs=True)

@@ -31,8 +31,11 @@ def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
 def _print_training(result, out: Path, console: Console) -> None:
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
+    pair_only = len(data) - data.labelled
     console.print(evaluation_table(ev, f"scorer {result.scorer.column!r} from {escape(data.source)}: "
-                                       f"{len(data):,} labels ({groups:,} groups), reads {', '.join(data.reads)}"))
+                                       f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
+                                                                      if pair_only else "")
+                                       + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
@@ -99,16 +102,18 @@ def train_scorer(
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
     chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
                                      "ridge also learns the order each chain has by construction (every in-depth "
-                                     "rewrite asks for more than the versions before it); held-out chains are "
-                                     "scored as chain_order beside length."),
+                                     "rewrite asks for more than the versions before it; sets the rank judge failed "
+                                     "on count too); held-out chains are scored as chain_order beside length. With "
+                                     "--target as well: labels from the column (e.g. difficulty levels), only the "
+                                     "order from the chains."),
 ) -> None:
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
     from curate.scorers import train_scorer as train
     from curate.session import Workspace
 
-    if (target is None) == (labels is None):
-        raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME")
+    if (target is None) == (labels is None) and not (target and labels and chain_pairs):
+        raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME (both with --chain-pairs)")
     ws = Workspace.open(workspace)
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,

@@ -239,7 +239,8 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
         rhos, orders = [], []
         for tr, te in folds:
             pred = make_scorer(cfg).fit_features(X[tr], y[tr], pairs_within(pairs, tr, len(y))).predict_features_raw(X[te])
-            rhos.append(agreement(y[te], pred)["spearman"])
+            scored = np.isfinite(y[te])  # a row that only enters ordered pairs has no label
+            rhos.append(agreement(y[te][scored], pred[scored])["spearman"] if scored.sum() > 1 else float("nan"))
             held_pairs = pairs_within(pairs, te, len(y))
             if held_pairs is not None and len(held_pairs):
                 orders.append(pair_order(held_pairs, pred))
@@ -286,7 +287,8 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     ``X`` holds precomputed features (``Scorer.featurize``), ``chars`` the length the baseline reads.
     ``groups`` keeps rows of one group (e.g. the same query) on one side of every split. ``pairs``: rows in a
     known order (harder, easier; Evol chains) that every fit also learns from; the held-out ones are scored as
-    ``chain_order`` (the length baseline: the longer text is the harder).
+    ``chain_order`` (the length baseline: the longer text is the harder). A row whose label is NaN only enters
+    pairs: every fit reads it, no agreement figure does.
     """
     y = np.asarray(y, dtype=np.float64)
     chars = np.asarray(chars, dtype=np.float64)
@@ -296,8 +298,13 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     ichars = None if chars_instruction is None else np.asarray(chars_instruction, dtype=np.float64)
     if ichars is not None:  # a two-text scorer: the instruction-length baseline too
         folds["instruction_length"] = []
-    for tr, te in _group_folds(train, groups, k, rng):
-        pred = make_scorer().fit_features(X[tr], y[tr], pairs_within(pairs, tr, len(y))).predict_features_raw(X[te])
+    scored = np.isfinite(y)
+    for fit_rows, held_rows in _group_folds(train, groups, k, rng):
+        pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
+                                              pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
+        tr, te, pred = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]], pred_all[scored[held_rows]]
+        if len(te) < 2:  # a fold of pair-only rows
+            continue
         folds["scorer"].append(agreement(y[te], pred))
         folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
         folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
@@ -306,8 +313,12 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     kfold = {who: _mean_metrics(ms) for who, ms in folds.items()}
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
+    fit_rows, held_rows = train, test  # every row; train and test from here on: the labelled ones
+    train, test = train[scored[train]], test[scored[test]]
     if len(test):
-        pred = make_scorer().fit_features(X[train], y[train], pairs_within(pairs, train, len(y))).predict_features_raw(X[test])
+        pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
+                                              pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
+        pred = pred_all[scored[held_rows]]
         preds = {"scorer": pred, "length": _length_baseline(chars[train], y[train], chars[test]),
                  "random": rng.uniform(y[train].min(), y[train].max(), len(test))}
         if ichars is not None:
@@ -317,10 +328,10 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         for who in ("scorer", "length"):
             held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
         within_group_pairs(held, y[test], preds, g_test)
-        held_pairs = pairs_within(pairs, test, len(y))
+        held_pairs = pairs_within(pairs, held_rows, len(y))
         if held_pairs is not None and len(held_pairs):
-            held["scorer"].update(chain_order=pair_order(held_pairs, pred), chain_pairs=len(held_pairs))
-            held["length"]["chain_order"] = pair_order(held_pairs, chars[test])
+            held["scorer"].update(chain_order=pair_order(held_pairs, pred_all), chain_pairs=len(held_pairs))
+            held["length"]["chain_order"] = pair_order(held_pairs, chars[held_rows])
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)
@@ -376,13 +387,19 @@ def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[flo
         idx = np.arange(len(rows))
     else:
         idx = group_split(len(rows), groups, holdout, seed)[0]
-    scorer.fit_features(X[idx], scores[idx], pairs_within(pairs, idx, len(rows)))
+    fit_pairs = pairs_within(pairs, idx, len(rows))
+    scorer.fit_features(X[idx], scores[idx], fit_pairs)
     texts = input_texts([rows[i] for i in idx], scorer.reads)
-    scorer.metadata.update({"n_train": int(len(idx)), "training_fingerprint": training_fingerprint(texts, scores[idx]),
-                            "label_mean": float(scores[idx].mean()), "label_std": float(scores[idx].std()),
+    if fit_pairs is not None:  # the order learnt is part of what the head was fitted on
+        texts["ordered_pairs"] = [f"{a}>{b}" for a, b in fit_pairs]
+    labelled = scores[idx][np.isfinite(scores[idx])]
+    scorer.metadata.update({"n_train": int(len(labelled)), "training_fingerprint": training_fingerprint(texts, scores[idx]),
+                            "label_mean": float(labelled.mean()), "label_std": float(labelled.std()),
                             "refit_on_all_rows": bool(refit_all)})
     if pairs is not None:
-        scorer.metadata["ordered_pairs"] = int(len(pairs_within(pairs, idx, len(rows))))
+        scorer.metadata["ordered_pairs"] = int(len(fit_pairs))
+        if len(labelled) < len(idx):
+            scorer.metadata["pair_only_rows"] = int(len(idx) - len(labelled))
     if chosen:
         ev.extra["chosen_by_kfold"] = chosen
     scorer.metrics = ev.to_dict()

@@ -26,15 +26,19 @@ def fit_head(X: np.ndarray, y: Sequence[float], *, head: str, alpha: float, C: f
     The first ``n_embedding_columns`` columns are scaled by ``embedding_weight`` after standardising:
     a larger ridge penalty on them than on the few text statistics (1.0 = one penalty for all).
     ``pairs``: (harder, easier) row indices of ``X`` in a known order (Evol chains); the ridge head then also
-    learns their order (:func:`fit_joint_head`: squared error plus Bradley-Terry on the pairs, weighted alike).
+    learns their order (:func:`fit_joint_head`: squared error plus Bradley-Terry on the pairs, weighted alike),
+    and a row whose score is NaN enters only its pairs.
     """
+    y = np.asarray(y, dtype=np.float64)
     if pairs is not None and len(pairs):
         if head != "ridge":
             raise ScorerError(f"ordered pairs train the ridge head, not {head!r}")
         pairs = np.asarray(pairs, dtype=int)
-        return fit_joint_head(X, y, X[pairs[:, 0]], X[pairs[:, 1]], np.ones(len(pairs)), alpha=alpha,
+        scored = np.isfinite(y)
+        if scored.sum() < 2 or np.unique(y[scored]).size < 2:
+            raise ScorerError("fitting needs at least two rows with different scores beside the ordered pairs")
+        return fit_joint_head(X[scored], y[scored], X[pairs[:, 0]], X[pairs[:, 1]], np.ones(len(pairs)), alpha=alpha,
                               n_embedding_columns=n_embedding_columns, embedding_weight=embedding_weight)
-    y = np.asarray(y, dtype=np.float64)
     if X.shape[0] != y.shape[0]:
         raise ScorerError(f"{X.shape[0]} rows but {y.shape[0]} scores")
     if X.shape[0] < 2 or np.unique(y).size < 2:

@@ -9,12 +9,14 @@ together (groups = ``seed_id``).
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.errors import ScorerError
+from curate.errors import ScorerError, WorkspaceError
 from curate.rows import Turn
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS, finite_number, missing_inputs, to_turn, turn_number, with_columns
@@ -55,11 +57,27 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @property
+    def labelled(self) -> int:
+        """Turns with a label; the others (score NaN) only enter ordered ``pairs``."""
+        return sum(math.isfinite(s) for s in self.scores)
+
+    def extend(self, other: TrainingData) -> None:
+        """Append ``other``'s turns and its ordered pairs (e.g. Evol chains beside a judge column's labels)."""
+        offset = len(self)
+        self.turns += other.turns
+        self.scores += other.scores
+        self.groups += other.groups
+        self.numbers += other.numbers
+        self.pairs += [(a + offset, b + offset) for a, b in other.pairs]
+        self.skipped.update(other.skipped)
+        self.rows += other.rows
+
     def examples(self) -> list[Any]:
         """What the scorer fits on: the turns, or with ``columns`` dict rows carrying the columns' numbers."""
         return [with_columns(t, n) for t, n in zip(self.turns, self.numbers, strict=True)]
 
-    def keep(self, turn: Turn, score: float, group: str, numbers: dict[str, float | None]) -> None:
+    def keep(self, turn: Turn, score: float, group: str, numbers: dict[str, float | None]) -> bool:
         """Keep one labelled turn, or count why it is left out (a text the scorer reads, or a column's number, absent)."""
         missing = missing_inputs(turn, self.reads)
         absent = [name for name in self.columns if numbers.get(name) is None]
@@ -72,6 +90,8 @@ class TrainingData:
             self.scores.append(score)
             self.groups.append(group)
             self.numbers.append({name: float(numbers[name]) for name in self.columns})
+            return True
+        return False
 
 
 def _reads_of(names: Sequence[str]) -> list[str]:
@@ -83,7 +103,8 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
                    chain_pairs: bool = False) -> TrainingData:
     """Labels from a label set (``ws.labels(name)``: Evol's ``text, score, seed_id, step, operation
     [, instruction]``) or any records with ``text``/``instruction`` (+ ``response``) and ``score``.
-    ``chain_pairs``: also the order Evol complexity chains have by construction (:func:`chain_order_pairs`).
+    ``chain_pairs``: also the order Evol complexity chains have by construction (:func:`chain_order_pairs`;
+    records as :func:`chain_records` gives them); a version without a score then enters only its pairs.
 
     Reads: the instruction and the response when the records carry a response (``instruction`` beside
     ``text``, as Evol quality labels, or a ``response`` column), else the instruction.
@@ -99,24 +120,55 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     model = (prov.get("backend") or {}).get("model") if isinstance(prov.get("backend"), dict) else None
     if model:
         data.imitates["model"] = model
-    steps: list[tuple[Any, Any, Any]] = []  # (seed_id, step, operation) of each kept record
+    steps = [(r.get("seed_id"), r.get("step"), r.get("operation")) for r in records]
+    ordered: list[tuple[int, int]] = []
+    if chain_pairs:
+        if data.reads != ["instruction"] or data.columns or prov.get("kind") == "quality" or \
+                not all(seed is not None and isinstance(step, int) for seed, step, _ in steps):
+            raise ScorerError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
+                              "seed_id and step, reading instructions and no columns: curate evol --kind complexity)")
+        ordered = chain_order_pairs(steps)
+    in_pairs = {i for pair in ordered for i in pair}
+    kept: dict[int, int] = {}  # record -> its turn in data
     for i, record in enumerate(records):
         score = finite_number(record.get("score"))
-        turn = to_turn(record)
-        if score is None:
+        if score is None and i not in in_pairs:
             data.skipped["no numeric score"] += 1
-        else:
-            kept = len(data)
-            data.keep(turn, score, str(record.get("seed_id") or turn.instruction or i),
-                      {c: finite_number(record.get(c)) for c in data.columns})
-            if len(data) > kept:
-                steps.append((record.get("seed_id"), record.get("step"), record.get("operation")))
-    if chain_pairs:
-        if data.reads != ["instruction"] or not all(seed is not None and isinstance(step, int) for seed, step, _ in steps):
-            raise ScorerError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
-                              "seed_id and step, reading instructions: curate evol --kind complexity)")
-        data.pairs = chain_order_pairs(steps)
+            continue
+        group = str(record.get("group") or record.get("seed_id") or record.get("instruction") or record.get("text") or i)
+        if data.keep(to_turn(record), math.nan if score is None else score, group,
+                     {c: finite_number(record.get(c)) for c in data.columns}):
+            kept[i] = len(data) - 1
+    data.pairs = [(kept[a], kept[b]) for a, b in ordered if a in kept and b in kept]
     return data
+
+
+def chain_records(ws: Any, name: str, *, scored: bool = True) -> list[dict[str, Any]]:
+    """Every surviving version of label set ``name``'s Evol chains, for :func:`from_label_set` with ``chain_pairs``:
+    from its ``sets.jsonl`` (sets whose rank-and-score call failed included: their order holds by construction),
+    else its rows. Each record: text, score (None where the set has no scores, or everywhere unless ``scored``),
+    seed_id, step, operation and group (the seed's instruction, as a pool row's split group is its instruction)."""
+    try:
+        path = ws.label_file(name, "sets.jsonl")
+    except WorkspaceError:
+        path = None
+    if path is None:
+        records = [dict(r) for r in ws.labels(name)]
+        seeds = {r.get("seed_id"): r.get("text") for r in records if r.get("step") == 0}
+        for r in records:
+            r["group"] = seeds.get(r.get("seed_id")) or r.get("seed_id")
+    else:
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            vs = json.loads(line)
+            for i, v in enumerate(vs["variants"]):
+                records.append({"text": v["text"], "score": vs["scores"][i] if vs.get("scores") else None,
+                                "seed_id": vs["seed_id"], "step": v["step"], "operation": v["operation"],
+                                "group": vs["instruction"]})
+    if not scored:
+        for r in records:
+            r["score"] = None
+    return records
 
 
 def chain_order_pairs(steps: Sequence[tuple[Any, int, Any]]) -> list[tuple[int, int]]:
@@ -273,41 +325,53 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
     ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
-    ``chain_pairs`` (a label set of Evol complexity chains, ridge kind): the ridge head also learns the order the
-    chains have by construction (:func:`chain_order_pairs`); held-out chains are scored as ``chain_order``.
+    ``chain_pairs`` (``labels``: an Evol complexity label set; ridge kind): the ridge head also learns the order the
+    chains have by construction (:func:`chain_order_pairs`), every surviving version's, scored or not; held-out chains
+    are scored as ``chain_order``. With ``target`` too, the labels are the target's and the chains give only pairs
+    (DEITA's Evol order mixed with, e.g., FLASK difficulty levels).
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
-    if (target is None) == (labels is None):
-        raise ScorerError("train from exactly one of a judge column (target) and a label set (labels)")
+    if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
+        raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
+                          "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
     if columns and kind != "ridge":
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
-    if chain_pairs and (labels is None or kind != "ridge" or head != "ridge"):
-        raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head")
-    if labels is not None:
+    if chain_pairs and (labels is None or kind != "ridge" or head != "ridge" or columns):
+        raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head "
+                          "(with no feature columns: chain versions have no numbers in them)")
+    if target is None:
         if group_by is not None:
             raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
-        data = from_label_set(ws.labels(labels), labels, ws.label_sets.get(labels), reads, columns, chain_pairs)
+        data = from_label_set(chain_records(ws, labels) if chain_pairs else ws.labels(labels), labels,
+                              ws.label_sets.get(labels), reads, columns, chain_pairs)
     else:
         for feature_column in columns:
             if not ws.has_column(feature_column) and feature_column not in (ws.pool.column_names if ws.has_pool else []):
                 raise ScorerError(f"{ws.path}: no column {feature_column!r} to read as a feature; derived columns "
                                   f"{sorted(ws.columns)}")
         data = from_column(ws, target, reads, group_by, columns)
-    if len(data) < 2 * k:
+        if chain_pairs:
+            if data.reads != ["instruction"]:
+                raise ScorerError(f"chain_pairs with target {target!r}: the chains are instructions, so the scorer "
+                                  f"reads the instruction alone, not {data.reads} (inputs=['instruction'])")
+            data.extend(from_label_set(chain_records(ws, labels, scored=False), labels, ws.label_sets.get(labels),
+                                       data.reads, chain_pairs=True))
+            data.source += f" + chains of labels {labels}"
+    if data.labelled < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
-        raise ScorerError(f"{data.source} has {len(data)} usable numeric labels; need at least {2 * k}"
+        raise ScorerError(f"{data.source} has {data.labelled} usable numeric labels; need at least {2 * k}"
                           + (f" (left out: {left})" if left else ""))
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
+    name = name or (labels if target is None else f"{target}_scorer")
     if kind == "cross-encoder":
-        return train_cross_encoder(data, name or labels or f"{target}_scorer", holdout=holdout, seed=seed, init=init,
-                                   epochs=epochs)
+        return train_cross_encoder(data, name, holdout=holdout, seed=seed, init=init, epochs=epochs)
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features) or cross-encoder")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
         config = {"features": [*config["features"], "requirements"]}
-    scorer = Scorer(reads=data.reads, head=head, name=name or labels or f"{target}_scorer",
+    scorer = Scorer(reads=data.reads, head=head, name=name,
                     imitates=data.imitates, embed_inputs=embed_inputs, columns=data.columns, **config)  # never the judge's column
     search = None
     if head == "ridge":  # the ordinal head has its own regulariser (C) and is not searched
