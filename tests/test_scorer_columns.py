@@ -97,3 +97,10 @@ def test_distil_reads_the_columns_and_never_asks_about_a_turn_without_a_number(w
     assert report.holdout["spearman"] > 0.7  # the texts alone carry none of the label (first test: < 0.4)
     fails = ws.failures("distilled", sorted(no_number))
     assert all([f.code for f in row] == [FailureCode.NO_INPUT_VALUE] for row in fails)
+    assert report.turns_left_out == {"no number in column signal": len(no_number)}
+    assert f"{len(no_number)} x no number in column signal" in report._repr_html_()
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "judge", "-n", "120", "--holdout-n", "40",
+                                   "--uncertain-k", "20", "--feature-column", "signal", "--column", "by_cli"])
+    assert res.exit_code == 0, res.output
+    assert f"cannot read (never asked about; scoring gives them a failure): {len(no_number)} x no number in column " \
+           "signal" in " ".join(res.output.split())

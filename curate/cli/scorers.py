@@ -161,6 +161,9 @@ def distil_command(
         table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}",
                       *(f"{r.get(k, float('nan')):.3f}" for k in METRIC_KEYS))
     console.print(table)
+    if report.turns_left_out:
+        console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "
+                      f"{escape(report.left_out_text())}")
     if out:
         console.print(f"saved scorer to {report.scorer.save(out)}")
 

@@ -10,14 +10,14 @@ import html
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from curate.errors import ScorerError
 from curate.scorers.evaluation import agreement, choose_settings
-from curate.scorers.features import input_texts, missing_inputs, turn_number, with_columns
+from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import row_groups
 
@@ -40,6 +40,7 @@ class DistilReport:
     holdout: dict[str, float]
     column: str
     scorer: Scorer
+    turns_left_out: dict[str, int] = field(default_factory=dict)  # why -> turns the scorer cannot read (never asked)
 
     @property
     def fraction_spent(self) -> float:
@@ -51,7 +52,13 @@ class DistilReport:
                        for r in self.rounds)
         return (f"<div><b>Distillation of {html.escape(self.column)}</b>: {self.labels_spent:,} of "
                 f"{self.rows_total:,} rows judged ({self.fraction_spent:.1%})<table><tr><th>round</th>"
-                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>MAE</th></tr>{rows}</table></div>")
+                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>MAE</th></tr>{rows}</table>"
+                + (f"<p>turns the scorer cannot read, never asked about: {html.escape(self.left_out_text())}</p>"
+                   if self.turns_left_out else "") + "</div>")
+
+    def left_out_text(self) -> str:
+        """The turns left out, one line: ``"12 x no number in column ifd; 3 x no response"``."""
+        return "; ".join(f"{n:,} x {why}" for why, n in Counter(self.turns_left_out).most_common())
 
     def __repr__(self) -> str:
         return (f"DistilReport({self.labels_spent:,}/{self.rows_total:,} rows judged ({self.fraction_spent:.1%}), "
@@ -135,13 +142,21 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     def example(i: int, t: int):
         return with_columns(turns[i][t], {name: turn_number(values[i], t) for name, values in numbers.items()})
 
-    # the turns the scorer can read: its texts present, and a number in each of its columns
-    items = [(i, t) for i, row in enumerate(turns) for t, turn in enumerate(row) if not missing_inputs(turn, scorer.reads)
-             and all(turn_number(values[i], t) is not None for values in numbers.values())]
+    # the turns the scorer can read (its texts present, a number in each of its columns); the others are counted
+    items: list[tuple[int, int]] = []
+    left_out: Counter = Counter()
+    for i, row in enumerate(turns):
+        for t, turn in enumerate(row):
+            why = unreadable(turn, scorer.reads, {name: turn_number(values[i], t) for name, values in numbers.items()})
+            if why:
+                left_out[why] += 1
+            else:
+                items.append((i, t))
     usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
     if holdout_n + n >= len(usable):
         raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
-                          "judge them all instead")
+                          "judge them all instead" + (f" (turns left out: {top_reasons(left_out.elements())})"
+                                                      if left_out else ""))
     row_items: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
@@ -241,7 +256,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     if write:
         ws.apply(scorer, progress=progress)
     return DistilReport(labels_spent=spent, rows_total=len(ids), rounds=history, holdout=holdout, column=scorer.column,
-                        scorer=scorer)
+                        scorer=scorer, turns_left_out=dict(left_out))
 
 
 def _bootstrap_std(scorer: Scorer, X: np.ndarray, y: np.ndarray, X_pred: np.ndarray, n_models: int,

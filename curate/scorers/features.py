@@ -59,6 +59,16 @@ def missing_inputs(turn: Turn, inputs: Sequence[str]) -> list[str]:
     return [name for name in inputs if not turn_text(turn, name)]
 
 
+def unreadable(turn: Turn, inputs: Sequence[str], numbers: dict[str, float | None]) -> str | None:
+    """Why a scorer reading ``inputs`` and columns ``numbers`` (name -> this turn's number) cannot read ``turn``
+    (a text absent, a column without a number), or None when it can."""
+    missing = missing_inputs(turn, inputs)
+    if missing:
+        return f"no {' or '.join(missing)}"
+    absent = [name for name, value in numbers.items() if value is None]
+    return f"no number in column {', '.join(absent)}" if absent else None
+
+
 def input_texts(rows: Sequence[Row], inputs: Sequence[str]) -> dict[str, list[str]]:
     """The texts a scorer reads, one list per input name, aligned to ``rows`` (see :func:`to_turn`)."""
     rows = list(rows)

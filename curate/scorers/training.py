@@ -19,7 +19,7 @@ from typing import Any
 from curate.errors import ScorerError, WorkspaceError
 from curate.rows import Turn
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
-from curate.scorers.features import INPUTS, finite_number, missing_inputs, to_turn, turn_number, with_columns
+from curate.scorers.features import INPUTS, finite_number, to_turn, turn_number, unreadable, with_columns
 from curate.scorers.model import Scorer
 
 # Pool columns that hold the rows themselves, never labels.
@@ -79,12 +79,9 @@ class TrainingData:
 
     def keep(self, turn: Turn, score: float, group: str, numbers: dict[str, float | None]) -> bool:
         """Keep one labelled turn, or count why it is left out (a text the scorer reads, or a column's number, absent)."""
-        missing = missing_inputs(turn, self.reads)
-        absent = [name for name in self.columns if numbers.get(name) is None]
-        if missing:
-            self.skipped[f"no {' or '.join(missing)}"] += 1
-        elif absent:
-            self.skipped[f"no number in column {', '.join(absent)}"] += 1
+        why = unreadable(turn, self.reads, {name: numbers.get(name) for name in self.columns})
+        if why:
+            self.skipped[why] += 1
         else:
             self.turns.append(turn)
             self.scores.append(score)
