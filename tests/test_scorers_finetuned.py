@@ -138,6 +138,7 @@ def test_point_rank_loss_orders_unequal_labels_and_skips_ties(tiny_base):
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     net = ce.build_net(tiny_base).eval()
+    torch.manual_seed(0)
     torch.nn.init.normal_(net.head.weight, std=1.0)  # a head that scores the texts differently
     texts = ["Name a colour.", "Prove that there are infinitely many primes, with every step justified."]
     with torch.no_grad():
@@ -149,7 +150,8 @@ def test_point_rank_loss_orders_unequal_labels_and_skips_ties(tiny_base):
             pts = [(texts[hi], None, 1.0), (texts[lo], None, -1.0)]
             extra = float(ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu", point_rank_weight=2.0)
                           - ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu"))
-            assert extra == pytest.approx(2.0 * float(torch.nn.functional.softplus(s[lo] - s[hi])), rel=1e-5)
+            # a difference of two float32 losses: its rounding error scales with the loss, not with the term
+            assert extra == pytest.approx(2.0 * float(torch.nn.functional.softplus(s[lo] - s[hi])), rel=1e-5, abs=1e-5)
 
 
 def test_joint_head_learns_from_pairs_and_keeps_the_judge_spread():
