@@ -32,8 +32,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from curate.scorers import Scorer, agreement, train_and_evaluate  # noqa: E402
-from curate.scorers.evaluation import spearman_interval  # noqa: E402
 from curate.scorers.features import to_turn  # noqa: E402
+from curate.scorers.metrics import spearman_interval  # noqa: E402
 from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH  # noqa: E402
 
 KINDS = {

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import scorer_label_data as D  # noqa: E402
 
 from curate.scorers import Scorer, agreement, column_judge, column_labeller, distil, train_scorer  # noqa: E402
-from curate.scorers.evaluation import spearman_interval  # noqa: E402
+from curate.scorers.metrics import spearman_interval  # noqa: E402
 from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH  # noqa: E402
 from curate.session import Workspace  # noqa: E402
 

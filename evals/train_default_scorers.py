@@ -46,10 +46,10 @@ from curate.scorers.constraints import (  # noqa: E402
     chain_pairs,
     order_accuracy,
 )
-from curate.scorers.evaluation import spearman_interval, within_group_pairs  # noqa: E402
 from curate.scorers.features import n_stat_columns  # noqa: E402
 from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
 from curate.scorers.head import fit_joint_head  # noqa: E402
+from curate.scorers.metrics import spearman_interval, within_group_pairs  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "curate" / "evals"
 FEATURES = ["embeddings", "length", "stats"]

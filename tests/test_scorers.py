@@ -27,7 +27,8 @@ from curate.scorers import (
     pairwise_accuracy,
     train_scorer,
 )
-from curate.scorers.evaluation import choose_config, group_split, spearman_interval
+from curate.scorers.evaluation import choose_config, group_split
+from curate.scorers.metrics import spearman_interval
 from curate.session import Workspace
 from curate.storage.step import RowInput, StepContext
 from tests.conftest import write_jsonl
@@ -84,10 +85,10 @@ def test_metrics_on_known_cases():
 def test_pairwise_accuracy_of_a_large_set_counts_the_same_pairs_as_the_small_set_path():
     """Above PAIR_MATRIX_MAX_ROWS pairs are counted through Kendall's tau (no n x n matrix): the same count,
     with tied labels skipped and tied predictions counted 1/2, as the pair-by-pair comparison."""
-    from curate.scorers import evaluation
+    from curate.scorers import metrics
 
     rng = np.random.default_rng(3)
-    n = evaluation.PAIR_MATRIX_MAX_ROWS + 200
+    n = metrics.PAIR_MATRIX_MAX_ROWS + 200
     labels = rng.integers(1, 7, n).astype(float)  # many tied labels
     preds = np.round(labels + rng.normal(0, 2, n))  # many tied predictions, some tied with the labels too
     t, p = labels[:, None] - labels[None, :], preds[:, None] - preds[None, :]

@@ -4,7 +4,8 @@
   scores every turn, reducer ``sum``);
 - :mod:`~curate.scorers.features`: the texts of a turn a scorer reads, and the features made of them;
 - :mod:`~curate.scorers.head`: the linear head (ridge, or ordinal: the expected label), stored as arrays;
-- :mod:`~curate.scorers.evaluation`: agreement metrics, K-fold and held-out evaluation beside baselines;
+- :mod:`~curate.scorers.metrics`: agreement metrics (Spearman, Kendall, MAE, pairwise accuracy) and the length baseline;
+- :mod:`~curate.scorers.evaluation`: K-fold and held-out evaluation beside baselines;
 - :mod:`~curate.scorers.training`: training data from a label set (Evol) or a judge column, and a training run;
 - :mod:`~curate.scorers.distil`: the distillation loop (label a sample, train, label where unsure);
 - :mod:`~curate.scorers.finetuned`: the ``cross-encoder`` kind (MiniLM + LoRA, :mod:`~curate.scorers.crossencoder`);
@@ -17,16 +18,10 @@ from __future__ import annotations
 from curate.errors import ScorerError
 from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR, default_path
 from curate.scorers.distil import DistilReport, column_labeller, distil
-from curate.scorers.evaluation import (
-    Evaluation,
-    agreement,
-    calibration,
-    evaluate_features,
-    pairwise_accuracy,
-    train_and_evaluate,
-)
+from curate.scorers.evaluation import Evaluation, evaluate_features, train_and_evaluate
 from curate.scorers.features import input_texts, text_stats
 from curate.scorers.finetuned import CrossEncoderScorer
+from curate.scorers.metrics import agreement, calibration, pairwise_accuracy
 from curate.scorers.model import Scorer
 from curate.scorers.training import (
     TrainingData,

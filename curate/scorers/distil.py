@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ScorerError
-from curate.scorers.evaluation import agreement, choose_settings
+from curate.scorers.evaluation import choose_settings
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
+from curate.scorers.metrics import agreement
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import row_groups
 

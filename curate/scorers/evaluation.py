@@ -1,4 +1,5 @@
-"""How well a scorer agrees with its judge: metrics, K-fold and held-out evaluation, baselines.
+"""How well a scorer agrees with its judge: K-fold and held-out evaluation beside baselines (the metrics:
+:mod:`~curate.scorers.metrics`).
 
 Every figure stands beside two baselines: the length baseline (a least-squares fit of the label on log
 length of the judged text, fitted in-fold) and random. Rows of one group (a query and all its
@@ -17,117 +18,16 @@ from typing import Any
 import numpy as np
 
 from curate.scorers.features import Row, input_texts
+from curate.scorers.metrics import (
+    METRICS,
+    agreement,
+    calibration,
+    length_baseline,
+    pair_order,
+    spearman_interval,
+    within_group_pairs,
+)
 from curate.scorers.model import Scorer, training_fingerprint
-
-METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
-
-
-def _group_members(groups: Sequence[Any]) -> list[np.ndarray]:
-    """The positions of each group's rows (groups compared as strings)."""
-    keys = np.unique(np.asarray([str(g) for g in groups], dtype=object), return_inverse=True)[1]
-    order = np.argsort(keys, kind="stable")
-    return np.split(order, np.cumsum(np.bincount(keys))[:-1])
-
-
-PAIR_MATRIX_MAX_ROWS = 512  # up to here pairs are compared in an n x n matrix; above, counted in O(n log n)
-
-
-def _tied_pairs(*columns: np.ndarray) -> int:
-    """Pairs of rows equal in every column."""
-    counts = np.unique(np.stack(columns, axis=1), axis=0, return_counts=True)[1].astype(np.int64)
-    return int((counts * (counts - 1) // 2).sum())
-
-
-def _ordered_pairs(t: np.ndarray, p: np.ndarray) -> tuple[float, int]:
-    """(pairs the predictions order as the labels do, prediction ties 1/2; pairs with different labels)."""
-    if len(t) <= PAIR_MATRIX_MAX_ROWS:
-        dt = np.sign(t[:, None] - t[None, :])
-        dp = np.sign(p[:, None] - p[None, :])
-        mask = dt > 0
-        return float((dp[mask] > 0).sum() + 0.5 * (dp[mask] == 0).sum()), int(mask.sum())
-    # Counted without the n x n matrices (a held-out part of 20K rows would need GBs): Kendall's tau-b is
-    # (C - D) / sqrt((n0 - label ties)(n0 - prediction ties)), computed by scipy in O(n log n).
-    from scipy.stats import kendalltau
-
-    n0 = len(t) * (len(t) - 1) // 2
-    label_ties, pred_ties, both_ties = _tied_pairs(t), _tied_pairs(p), _tied_pairs(t, p)
-    untied = n0 - label_ties
-    if untied == 0:
-        return 0.0, 0
-    c_minus_d = 0
-    if pred_ties < n0:
-        c_minus_d = round(float(kendalltau(t, p).statistic) * float(np.sqrt(float(untied) * float(n0 - pred_ties))))
-    only_pred_tied = pred_ties - both_ties
-    concordant = (untied - only_pred_tied + c_minus_d) // 2
-    return float(concordant + 0.5 * only_pred_tied), int(untied)
-
-
-def pairwise_accuracy(y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None = None) -> float:
-    """Share of pairs with different labels that the predictions order the same way (prediction ties 1/2).
-
-    ``groups``: only pairs within one group, e.g. answers to one instruction -- what a set of labelled
-    preference pairs measures, where a question's difficulty cannot help (counted group by group)."""
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
-    parts = [_ordered_pairs(t, p)] if groups is None else [_ordered_pairs(t[m], p[m]) for m in _group_members(groups)]
-    n = sum(k for _, k in parts)
-    return float("nan") if n == 0 else float(sum(a for a, _ in parts) / n)
-
-
-def calibration(y_true: Sequence[float], y_pred: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
-    """Calibration plot data: quantile bins of the prediction, mean prediction vs mean label per bin."""
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    out = []
-    for chunk in np.array_split(order, min(bins, len(order))):
-        if len(chunk):
-            out.append({"n": int(len(chunk)), "mean_predicted": float(p[chunk].mean()),
-                        "mean_label": float(t[chunk].mean())})
-    return out
-
-
-def agreement(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
-    """Spearman, Kendall (tau-b), MAE and pairwise accuracy of predictions against judge labels."""
-    from scipy.stats import kendalltau, spearmanr
-
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
-    constant = np.ptp(p) == 0 or np.ptp(t) == 0
-    return {"spearman": float("nan") if constant else float(spearmanr(t, p).statistic),
-            "kendall": float("nan") if constant else float(kendalltau(t, p).statistic),
-            "mae": float(np.mean(np.abs(t - p))), "pairwise_accuracy": pairwise_accuracy(t, p), "n": int(len(t))}
-
-
-def spearman_interval(y_true: Sequence[float], y_pred: Sequence[float], groups: Sequence[Any] | None = None, *,
-                      level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    """A percentile bootstrap interval of the Spearman correlation, resampling whole groups (a query and all its
-    responses move together, as in the split), so a figure from a few hundred held-out labels shows its spread."""
-    from scipy.stats import rankdata
-
-    t = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(y_pred, dtype=np.float64)
-    members = [np.array([i]) for i in range(len(t))] if groups is None else _group_members(groups)
-    if len(members) < 3:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        rt, rp = rankdata(t[idx]), rankdata(p[idx])
-        if rt.std() > 0 and rp.std() > 0:
-            stats.append(np.corrcoef(rt, rp)[0, 1])
-    if not stats:
-        return [float("nan"), float("nan")]
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
-
-
-def _length_baseline(chars_train: np.ndarray, y_train: np.ndarray, chars_test: np.ndarray) -> np.ndarray:
-    """Length baseline: least squares of the label on log length (fitted in-fold so its MAE is fair)."""
-    x = np.log1p(chars_train)
-    a, b = np.polyfit(x, y_train, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y_train)))
-    return np.clip(a * np.log1p(chars_test) + b, y_train.min(), y_train.max())
 
 
 @dataclass
@@ -218,12 +118,6 @@ def pairs_within(pairs: np.ndarray | None, positions: np.ndarray, n: int) -> np.
     return where[inside]
 
 
-def pair_order(pairs: np.ndarray, values: np.ndarray) -> float:
-    """Share of (harder, easier) pairs that ``values`` order right (ties count one half)."""
-    a, b = values[pairs[:, 0]], values[pairs[:, 1]]
-    return float(np.mean((a > b) + 0.5 * (a == b))) if len(pairs) else float("nan")
-
-
 def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates: Sequence[dict[str, float]],
                   X: np.ndarray, y: Sequence[float], *, k: int = 5, holdout: float = 0.2,
                   groups: Sequence[Any] | None = None, seed: int = 0,
@@ -306,10 +200,10 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         if len(te) < 2:  # a fold of pair-only rows
             continue
         folds["scorer"].append(agreement(y[te], pred))
-        folds["length"].append(agreement(y[te], _length_baseline(chars[tr], y[tr], chars[te])))
+        folds["length"].append(agreement(y[te], length_baseline(chars[tr], y[tr], chars[te])))
         folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
         if ichars is not None:
-            folds["instruction_length"].append(agreement(y[te], _length_baseline(ichars[tr], y[tr], ichars[te])))
+            folds["instruction_length"].append(agreement(y[te], length_baseline(ichars[tr], y[tr], ichars[te])))
     kfold = {who: _mean_metrics(ms) for who, ms in folds.items()}
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
@@ -319,10 +213,10 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
                                               pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
         pred = pred_all[scored[held_rows]]
-        preds = {"scorer": pred, "length": _length_baseline(chars[train], y[train], chars[test]),
+        preds = {"scorer": pred, "length": length_baseline(chars[train], y[train], chars[test]),
                  "random": rng.uniform(y[train].min(), y[train].max(), len(test))}
         if ichars is not None:
-            preds["instruction_length"] = _length_baseline(ichars[train], y[train], ichars[test])
+            preds["instruction_length"] = length_baseline(ichars[train], y[train], ichars[test])
         g_test = None if groups is None else np.asarray(groups, dtype=object)[test]
         held = {who: agreement(y[test], p) for who, p in preds.items()}
         for who in ("scorer", "length"):
@@ -335,20 +229,6 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input)
-
-
-def within_group_pairs(held: dict[str, dict[str, Any]], y: np.ndarray, preds: dict[str, np.ndarray],
-                       groups: Sequence[Any] | None) -> None:
-    """Add each predictor's pairwise accuracy over pairs within one group (``pairwise_within_group``) and the
-    number of such pairs, where the held-out part has any (several answers to one instruction)."""
-    if groups is None:
-        return
-    n = sum(_ordered_pairs(y[m], y[m])[1] for m in _group_members(groups))
-    if not n:
-        return
-    for who, p in preds.items():
-        if who in held:
-            held[who].update(pairwise_within_group=pairwise_accuracy(y, p, groups), pairs_within_group=n)
 
 
 def length_input(scorer: Scorer) -> str:

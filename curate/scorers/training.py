@@ -265,15 +265,15 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it."""
     import numpy as np
 
-    from curate.scorers.evaluation import (
-        _length_baseline,
+    from curate.scorers.evaluation import group_split
+    from curate.scorers.finetuned import CrossEncoderScorer
+    from curate.scorers.metrics import (
         agreement,
         calibration,
-        group_split,
+        length_baseline,
         spearman_interval,
         within_group_pairs,
     )
-    from curate.scorers.finetuned import CrossEncoderScorer
 
     y = np.asarray(data.scores, dtype=np.float64)
     train, test = group_split(len(y), data.groups, holdout, seed)
@@ -300,7 +300,7 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
             if who == "instruction_length" and data.reads[-1] == "instruction":
                 continue
             chars = np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
-            base = _length_baseline(chars[train], y6[train], chars[test])
+            base = length_baseline(chars[train], y6[train], chars[test])
             held[who] = agreement(y6[test], base)
             if who == "length":
                 held[who]["spearman_ci95"] = spearman_interval(y6[test], base, g_test, seed=seed)
