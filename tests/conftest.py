@@ -70,3 +70,23 @@ def local_llm(tmp_path_factory):
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A tiny random BertModel with the packaged MiniLM tokenizer (a stand-in base: seconds, not minutes)."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from curate.embed.encoder import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    src = default_model_path()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, folder / name)
+    return str(folder)

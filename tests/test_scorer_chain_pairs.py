@@ -7,7 +7,7 @@ import pytest
 from curate.errors import ScorerError
 from curate.scorers import train_scorer
 from curate.scorers.constraints import order_accuracy, rewritten_chains
-from curate.scorers.training import chain_order_pairs
+from curate.scorers.training_data import chain_order_pairs
 from curate.session import Workspace
 
 TOPICS = ["rivers", "volcanoes", "chess", "bread", "comets", "bees", "bridges", "jazz", "glaciers", "tea",
@@ -84,14 +84,10 @@ def _records_of(sets):
             for vs in map(json.loads, sets.splitlines()) for k, v in enumerate(vs["variants"])]
 
 
-def test_difficulty_labels_mixed_with_chain_order(tmp_path):
-    """--target a difficulty column with --labels an Evol set's chains: the labels teach the domain's difficulty,
-    the chains (rank-failed sets included) the order of added requirements, which the labels alone never show."""
-    from typer.testing import CliRunner
-
-    from curate.cli import app
-    from curate.scorers import Scorer
-    from curate.scorers.training import chain_records
+@pytest.fixture
+def difficulty_ws(tmp_path):
+    """A pool whose difficulty labels follow the domain alone, and an Evol label set of chains of its instructions
+    (half the sets rank-failed): (workspace, pool records, chains, the label set's scored rows)."""
     from tests.conftest import write_jsonl
 
     rng = np.random.default_rng(0)
@@ -108,10 +104,22 @@ def test_difficulty_labels_mixed_with_chain_order(tmp_path):
     sets = _evol_sets(seeds, chains)
     label_rows = [r for r in _records_of(sets) if r["score"] is not None]  # as `curate evol` stores its labels
     ws.add_labels("evol_complexity", label_rows, {"kind": "complexity"}, files={"sets.jsonl": sets.encode()})
+    return ws, records, chains, label_rows
+
+
+def test_difficulty_labels_mixed_with_chain_order(difficulty_ws, tmp_path):
+    """--target a difficulty column with --labels an Evol set's chains: the labels teach the domain's difficulty,
+    the chains (rank-failed sets included) the order of added requirements, which the labels alone never show."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.scorers import Scorer
+    from curate.scorers.training_data import chain_records
+
+    ws, records, chains, label_rows = difficulty_ws
     assert len(chain_records(ws, "evol_complexity")) == 5 * len(chains) == 2 * len(label_rows)  # unscored sets too
     only = train_scorer(ws, labels="evol_complexity", chain_pairs=True)
     assert only.data.labelled == len(label_rows) and only.scorer.metadata["ordered_pairs"] == 10 * len(chains)
-
     alone = train_scorer(ws, target="difficulty", reads=["instruction"])
     mixed = train_scorer(ws, target="difficulty", labels="evol_complexity", chain_pairs=True, reads=["instruction"])
     assert mixed.data.labelled == len(records) and len(mixed.data) - mixed.data.labelled == 5 * len(chains)
@@ -140,3 +148,24 @@ def test_difficulty_labels_mixed_with_chain_order(tmp_path):
     assert res.exit_code != 0 and "--chain-pairs" in res.output
     with pytest.raises(ScorerError, match="reads the instruction alone"):
         train_scorer(ws, target="difficulty", labels="evol_complexity", chain_pairs=True)
+
+
+def test_a_cross_encoder_fine_tunes_on_the_chains_too(difficulty_ws, tiny_base, tmp_path):
+    """--kind cross-encoder --chain-pairs: the chains of the training groups join the fine-tuning as preference
+    pairs (the held-out groups' chains never do), and held-out chains are scored as chain_order beside length."""
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    ws, records, chains, _ = difficulty_ws
+    start = CrossEncoderScorer(reads=["instruction"], name="start", max_length=48, base=tiny_base)
+    start.fit([r["instruction"] for r in records[::5]], [r["difficulty"] for r in records[::5]], epochs=1, batch_size=4)
+    start.save(tmp_path / "start")
+    results = {pairs: train_scorer(ws, target="difficulty", reads=["instruction"], kind="cross-encoder",
+                                   init=str(tmp_path / "start"), epochs=2, seed=0,
+                                   **({"labels": "evol_complexity", "chain_pairs": True} if pairs else {}))
+               for pairs in (False, True)}
+    held = results[True].evaluation.holdout
+    assert held["scorer"]["n"] == results[False].evaluation.holdout["scorer"]["n"]  # chain versions are no labels
+    assert results[True].scorer.metadata["ordered_pairs"] + held["scorer"]["chain_pairs"] == 10 * len(chains)
+    assert held["scorer"]["chain_pairs"] > 0 and 0 <= held["scorer"]["chain_order"] <= 1
+    assert held["length"]["chain_order"] > 0.5  # rewritten chains: length orders most pairs, not all
+    assert "ordered_pairs" not in results[False].scorer.metadata and "chain_order" not in results[False].evaluation.holdout["scorer"]

@@ -27,24 +27,6 @@ from curate.scorers.head import fit_joint_head, predict_head
 from curate.session import Workspace
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A tiny random BertModel with the packaged MiniLM tokenizer (a stand-in base: seconds, not minutes)."""
-    from transformers import BertConfig, BertModel
-
-    from curate.embed.encoder import default_model_path
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(folder)
-    src = default_model_path()
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (src / name).exists():
-            shutil.copy(src / name, folder / name)
-    return str(folder)
-
-
 def _quality_rows(n: int = 24, seed: int = 0):
     rng = random.Random(seed)
     rows, scores = [], []

@@ -101,7 +101,8 @@ def train_scorer(
                                             "(default: every text read; 'none' for none)."),
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
     chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
-                                     "ridge also learns the order each chain has by construction (every in-depth "
+                                     "scorer (ridge or cross-encoder) also learns the order each chain has by "
+                                     "construction (every in-depth "
                                      "rewrite asks for more than the versions before it; sets the rank judge failed "
                                      "on count too); held-out chains are scored as chain_order beside length. With "
                                      "--target as well: labels from the column (e.g. difficulty levels), only the "

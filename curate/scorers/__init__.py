@@ -6,7 +6,8 @@
 - :mod:`~curate.scorers.head`: the linear head (ridge, or ordinal: the expected label), stored as arrays;
 - :mod:`~curate.scorers.metrics`: agreement metrics (Spearman, Kendall, MAE, pairwise accuracy) and the length baseline;
 - :mod:`~curate.scorers.evaluation`: K-fold and held-out evaluation beside baselines;
-- :mod:`~curate.scorers.training`: training data from a label set (Evol) or a judge column, and a training run;
+- :mod:`~curate.scorers.training_data`: training data from a label set (Evol) or a judge column;
+- :mod:`~curate.scorers.training`: a training run (agreement beside baselines, then the fitted scorer);
 - :mod:`~curate.scorers.distil`: the distillation loop (label a sample, train, label where unsure);
 - :mod:`~curate.scorers.finetuned`: the ``cross-encoder`` kind (MiniLM + LoRA, :mod:`~curate.scorers.crossencoder`);
 - :mod:`~curate.scorers.constraints`: same-task constraint chains (complexity pairs ordered by construction);
@@ -23,14 +24,8 @@ from curate.scorers.features import input_texts, text_stats
 from curate.scorers.finetuned import CrossEncoderScorer
 from curate.scorers.metrics import agreement, calibration, pairwise_accuracy
 from curate.scorers.model import Scorer
-from curate.scorers.training import (
-    TrainingData,
-    TrainResult,
-    column_judge,
-    from_column,
-    from_label_set,
-    train_scorer,
-)
+from curate.scorers.training import TrainResult, train_scorer
+from curate.scorers.training_data import TrainingData, column_judge, from_column, from_label_set
 
 
 def load_default(name: str) -> Scorer:

@@ -20,7 +20,7 @@ from curate.scorers.evaluation import choose_settings
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
 from curate.scorers.metrics import agreement
 from curate.scorers.model import Scorer, training_fingerprint
-from curate.scorers.training import row_groups
+from curate.scorers.training_data import row_groups
 
 NO_REASON = "no reason given"
 TOP_REASONS, REASON_CHARS = 3, 160
