@@ -106,7 +106,7 @@ def main() -> None:
     s = results["shipped complexity_ridge" if args.kind == "ridge" else "shipped complexity (CE)"]
     print(f"RESULT kind={args.kind} recipe={args.recipe} flask_alone={a['flask_spearman']:.3f} flask_mixed={m['flask_spearman']:.3f} "
           f"flask_shipped={s['flask_spearman']:.3f} chain_order_alone={a['chain_order_appended']:.3f} "
-          f"chain_order_mixed={m['chain_order_appended']:.3f} chain_order_shipped_ridge={s['chain_order_appended']:.3f} "
+          f"chain_order_mixed={m['chain_order_appended']:.3f} chain_order_shipped={s['chain_order_appended']:.3f} "
           f"rewritten_alone={a['chain_order_rewritten']:.3f} rewritten_mixed={m['chain_order_rewritten']:.3f} "
           f"rewritten_shipped={s['chain_order_rewritten']:.3f} length={length['chain_order_appended']:.3f}")
 
