@@ -77,11 +77,13 @@ def tiny_base(tmp_path_factory):
     """A tiny random BertModel with the packaged MiniLM tokenizer (a stand-in base: seconds, not minutes)."""
     import shutil
 
+    import torch
     from transformers import BertConfig, BertModel
 
     from curate.embed.encoder import default_model_path
 
     folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)  # the same random base in every process
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
     BertModel(cfg).save_pretrained(folder)

@@ -150,6 +150,10 @@ class CrossEncoderScorer(Scorer):
         if len(y) != len(rows) or len(y) < 2 or np.ptp(y) == 0:
             raise ScorerError("fitting needs at least two rows with different scores, one score per row")
         ins, res = self._texts(rows)
+        if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
+            import torch
+
+            torch.manual_seed(seed)
         net, tok = self._load_net()
         z = (y - y.mean()) / y.std()
         points = [(ins[i], res[i] if res is not None else None, float(z[i])) for i in range(len(rows))]
