@@ -169,3 +169,24 @@ def test_a_cross_encoder_fine_tunes_on_the_chains_too(difficulty_ws, tiny_base, 
     assert held["scorer"]["chain_pairs"] > 0 and 0 <= held["scorer"]["chain_order"] <= 1
     assert held["length"]["chain_order"] > 0.5  # rewritten chains: length orders most pairs, not all
     assert "ordered_pairs" not in results[False].scorer.metadata and "chain_order" not in results[False].evaluation.holdout["scorer"]
+
+
+def test_a_judge_that_gives_one_number_to_nearly_everything_still_yields_a_scorer(tmp_path):
+    """A small local rank judge scored every set 1 but one: the folds whose training part holds one label value are
+    not fitted (counted, not an error), the chains still teach the order, and the final head has the spread."""
+    seeds = [f"Write a short note about {t} for a {a} reader." for t in TOPICS for a in ("young", "busy")]
+    chains = rewritten_chains(seeds, steps=4, seed=0)
+    rows = [{"text": text, "score": float(k + 1) if c == 0 else 1.0, "seed_id": f"s{c}", "step": k,
+             "operation": "seed" if k == 0 else "add_constraint"} for c, chain in enumerate(chains) for k, text in enumerate(chain)]
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_complexity", rows, {"kind": "complexity"})
+    result = train_scorer(ws, labels="evol_complexity", chain_pairs=True)
+    extra = result.evaluation.extra
+    assert extra.get("folds_without_label_spread", 0) + extra.get("holdout_without_label_spread", 0) == 1
+    fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in TOPICS for a in ("new", "old")],
+                             steps=4, seed=1, held_out=True)
+    assert order_accuracy(fresh, [result.scorer.predict(chain).tolist() for chain in fresh]) > 0.8
+    flat = [{**r, "score": 1.0} for r in rows]
+    ws.add_labels("flat", flat, {"kind": "complexity"})
+    with pytest.raises(ScorerError, match="different scores"):  # no spread anywhere: nothing to put on a scale
+        train_scorer(ws, labels="flat", chain_pairs=True)

@@ -39,6 +39,11 @@ def _print_training(result, out: Path, console: Console) -> None:
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
+    if ev.extra.get("folds_without_label_spread"):
+        console.print(f"{ev.extra['folds_without_label_spread']} of {ev.k} folds were not fitted: their training part "
+                      "holds one label value (the K-fold figures are the other folds')")
+    if ev.extra.get("holdout_without_label_spread"):
+        console.print("no held-out figure: the training part holds one label value, so no head could be fitted on it")
     choice = ev.extra.get("chosen_by_kfold")
     if choice:
         picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())

@@ -75,9 +75,16 @@ class Evaluation:
                 f"{rows}</table>")
 
 
+def _finite_mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
-    out = {k: float(np.nanmean([m[k] for m in items])) for k in METRICS}
-    out["spearman_std"] = float(np.nanstd([m["spearman"] for m in items]))
+    """The folds' mean of each metric (a fold without a figure, e.g. constant labels, is left out)."""
+    out = {k: _finite_mean([m[k] for m in items]) for k in METRICS}
+    rhos = [m["spearman"] for m in items if np.isfinite(m["spearman"])]
+    out["spearman_std"] = float(np.std(rhos)) if rhos else float("nan")
     out["n"] = int(sum(m["n"] for m in items))
     return out
 
@@ -118,6 +125,17 @@ def pairs_within(pairs: np.ndarray | None, positions: np.ndarray, n: int) -> np.
     return where[inside]
 
 
+def label_spread(y: np.ndarray) -> bool:
+    """Whether the labelled rows of ``y`` (NaN: a pair-only row) hold two different values, so a head can be
+    fitted on them: a fold of a judge that gave one number to nearly everything may have none."""
+    return np.unique(y[np.isfinite(y)]).size >= 2
+
+
+def _criterion_key(table: list[dict[str, float]]) -> str:
+    """What :func:`choose_config` ranks candidates by: Spearman and chain order together where pairs gave both."""
+    return "criterion" if all("criterion" in row for row in table) else "kfold_spearman"
+
+
 def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates: Sequence[dict[str, float]],
                   X: np.ndarray, y: Sequence[float], *, k: int = 5, holdout: float = 0.2,
                   groups: Sequence[Any] | None = None, seed: int = 0,
@@ -128,6 +146,7 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
     y = np.asarray(y, dtype=np.float64)
     train, _ = _split(len(y), groups, holdout, seed)
     folds = list(_group_folds(train, groups, k, np.random.default_rng(seed)))
+    folds = [(tr, te) for tr, te in folds if label_spread(y[tr])]  # the others cannot be fitted: counted below
     table = []
     for cfg in candidates:
         rhos, orders = [], []
@@ -138,12 +157,14 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
             held_pairs = pairs_within(pairs, te, len(y))
             if held_pairs is not None and len(held_pairs):
                 orders.append(pair_order(held_pairs, pred))
-        row = {**cfg, "kfold_spearman": float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")}
+        row = {**cfg, "kfold_spearman": _finite_mean(rhos)}
+        if len(folds) < k:
+            row["folds_without_label_spread"] = k - len(folds)
         if orders:  # ordered pairs are a label of their own: the criterion weighs both (order as 2 x acc - 1)
             row["kfold_chain_order"] = float(np.mean(orders))
             row["criterion"] = 0.5 * np.nan_to_num(row["kfold_spearman"]) + 0.5 * (2 * row["kfold_chain_order"] - 1)
         table.append(row)
-    key = "criterion" if all("criterion" in row for row in table) else "kfold_spearman"
+    key = _criterion_key(table)
     best = max(range(len(table)), key=lambda i: -np.inf if np.isnan(table[i][key]) else table[i][key])
     return dict(candidates[best]), table
 
@@ -167,7 +188,8 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
     for name, value in best.items():
         setattr(scorer, name, float(value))
     out: dict[str, Any] = {"chosen": best, "candidates": table, "k": k}
-    if all(np.isnan(row["kfold_spearman"]) for row in table):  # e.g. constant labels in every fold: say so
+    key = _criterion_key(table)
+    if all(np.isnan(row[key]) for row in table):  # e.g. constant labels in every fold: say so
         out["undecided"] = "no fold gave a Spearman (constant labels or predictions); the first candidate is kept"
     return out
 
@@ -193,7 +215,11 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     if ichars is not None:  # a two-text scorer: the instruction-length baseline too
         folds["instruction_length"] = []
     scored = np.isfinite(y)
+    extra: dict[str, Any] = {}
     for fit_rows, held_rows in _group_folds(train, groups, k, rng):
+        if not label_spread(y[fit_rows]):  # one label value to learn from: no head, no figure
+            extra["folds_without_label_spread"] = extra.get("folds_without_label_spread", 0) + 1
+            continue
         pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
                                               pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
         tr, te, pred = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]], pred_all[scored[held_rows]]
@@ -209,7 +235,9 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     calib: list[dict[str, float]] = []
     fit_rows, held_rows = train, test  # every row; train and test from here on: the labelled ones
     train, test = train[scored[train]], test[scored[test]]
-    if len(test):
+    if len(test) and not label_spread(y[fit_rows]):
+        extra["holdout_without_label_spread"] = True  # the training part holds one label value: nothing to fit
+    elif len(test):
         pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
                                               pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
         pred = pred_all[scored[held_rows]]
@@ -228,7 +256,7 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
             held["length"]["chain_order"] = pair_order(held_pairs, chars[held_rows])
         calib = calibration(y[test], pred)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
-                      length_input=length_input)
+                      length_input=length_input, extra=extra)
 
 
 def length_input(scorer: Scorer) -> str:
