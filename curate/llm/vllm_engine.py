@@ -10,7 +10,7 @@ from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
-from curate.llm.local import SERVED_NAME, curate_home, prepare_model, server_env
+from curate.llm.local import SERVED_NAME, WHOLE_PREFILL_ENGINE_KWARGS, curate_home, prepare_model, server_env
 
 
 class VLLMBackend(Backend):
@@ -47,7 +47,8 @@ class VLLMBackend(Backend):
             from vllm import LLM
 
             self._llm = LLM(model=str(self.model_dir), dtype=self.dtype, max_model_len=self.max_model_len,
-                            enforce_eager=True, max_logprobs=self.max_logprobs, **self.engine_kwargs)
+                            enforce_eager=True, max_logprobs=self.max_logprobs,
+                            **{**WHOLE_PREFILL_ENGINE_KWARGS, **self.engine_kwargs})
         return self._llm
 
     def sampling_params(self, params: dict[str, Any]):
