@@ -190,3 +190,11 @@ def test_a_judge_that_gives_one_number_to_nearly_everything_still_yields_a_score
     ws.add_labels("flat", flat, {"kind": "complexity"})
     with pytest.raises(ScorerError, match="different scores"):  # no spread anywhere: nothing to put on a scale
         train_scorer(ws, labels="flat", chain_pairs=True)
+
+
+def test_an_evol_run_that_kept_no_label_reads_back_as_empty_and_training_says_why(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_complexity", [], {"kind": "complexity"})  # every rewrite failed, as a dead local server gives
+    assert len(ws.labels("evol_complexity")) == 0
+    with pytest.raises(ScorerError, match="0 usable numeric labels"):
+        train_scorer(ws, labels="evol_complexity")

@@ -107,6 +107,9 @@ def labels(ws: Workspace, name: str):
     folder = ws.path / "labels" / name
     if not (folder / "provenance.json").exists():
         raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
+    state = folder / "state.json"
+    if state.exists() and not json.loads(state.read_text()).get("_data_files"):
+        return datasets.Dataset.from_list([])  # a run that kept no label: datasets saves it but cannot load it back
     return datasets.load_from_disk(str(folder))
 
 
