@@ -135,15 +135,14 @@ def test_seeded_requests_whose_prompts_fill_the_step_do_not_kill_the_local_engin
     from openai import OpenAI
 
     client = OpenAI(base_url=local_llm.base_url, api_key="local", max_retries=0, timeout=120)
-    filler = " ".join(f"item {i} is a small grey stone." for i in range(130))  # ~1,200 tokens: two exceed 2,048
 
-    def ask(k: int) -> str:
-        out = client.chat.completions.create(
-            model=local_llm.model, messages=[{"role": "user", "content": f"{filler}\nRequest {k}: name one colour."}],
-            max_tokens=4, temperature=0.8, seed=k)
+    def ask(k: int) -> str:  # ~1,400 tokens each, two exceed a 2,048-token step; no shared prefix to cache
+        text = f"Request {k}. " + " ".join(f"item {i * k} is a small grey stone." for i in range(130)) + " Name a colour."
+        out = client.chat.completions.create(model=local_llm.model, messages=[{"role": "user", "content": text}],
+                                             max_tokens=4, temperature=0.8, seed=k)
         return out.choices[0].message.content
 
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(ask, range(4)))
+        answers = list(pool.map(ask, range(1, 5)))
     assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
     assert ask(9) is not None  # the engine is still alive afterwards
