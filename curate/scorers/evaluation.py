@@ -240,23 +240,39 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     elif len(test):
         pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
                                               pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
-        pred = pred_all[scored[held_rows]]
-        preds = {"scorer": pred, "length": length_baseline(chars[train], y[train], chars[test]),
-                 "random": rng.uniform(y[train].min(), y[train].max(), len(test))}
-        if ichars is not None:
-            preds["instruction_length"] = length_baseline(ichars[train], y[train], ichars[test])
-        g_test = None if groups is None else np.asarray(groups, dtype=object)[test]
-        held = {who: agreement(y[test], p) for who, p in preds.items()}
-        for who in ("scorer", "length"):
-            held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
-        within_group_pairs(held, y[test], preds, g_test)
-        held_pairs = pairs_within(pairs, held_rows, len(y))
-        if held_pairs is not None and len(held_pairs):
-            held["scorer"].update(chain_order=pair_order(held_pairs, pred_all), chain_pairs=len(held_pairs))
-            held["length"]["chain_order"] = pair_order(held_pairs, chars[held_rows])
-        calib = calibration(y[test], pred)
+        lengths = {"length": chars, **({"instruction_length": ichars} if ichars is not None else {})}
+        held, calib = holdout_figures(y, pred_all, fit_rows, held_rows, lengths, groups=groups, pairs=pairs, seed=seed,
+                                      rng=rng)
     return Evaluation(kfold=kfold, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=k,
                       length_input=length_input, extra=extra)
+
+
+def holdout_figures(y: np.ndarray, pred_all: np.ndarray, fit_rows: np.ndarray, held_rows: np.ndarray,
+                    lengths: dict[str, np.ndarray], *, groups: Sequence[Any] | None = None,
+                    pairs: np.ndarray | None = None, seed: int = 0,
+                    rng: np.random.Generator | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, float]]]:
+    """Held-out agreement of ``pred_all`` (the scorer's predictions for ``held_rows``) beside baselines, and its
+    calibration. Each ``lengths`` entry (name -> a text length per row; ``length`` first) is a length baseline
+    fitted on the labelled ``fit_rows``; with ``rng`` a random baseline too. Rows labelled NaN count only in
+    ``chain_order``, over the held-out ``pairs`` (the length baseline: the longer text is the harder)."""
+    scored = np.isfinite(y)
+    train, test = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]]
+    pred = pred_all[scored[held_rows]]
+    preds = {"scorer": pred, "length": length_baseline(lengths["length"][train], y[train], lengths["length"][test])}
+    if rng is not None:
+        preds["random"] = rng.uniform(y[train].min(), y[train].max(), len(test))
+    for who, chars in lengths.items():
+        preds.setdefault(who, length_baseline(chars[train], y[train], chars[test]))
+    g_test = None if groups is None else np.asarray(groups, dtype=object)[test]
+    held: dict[str, dict[str, Any]] = {who: agreement(y[test], p) for who, p in preds.items()}
+    for who in ("scorer", "length"):
+        held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
+    within_group_pairs(held, y[test], preds, g_test)
+    held_pairs = pairs_within(pairs, held_rows, len(y))
+    if held_pairs is not None and len(held_pairs):
+        held["scorer"].update(chain_order=pair_order(held_pairs, pred_all), chain_pairs=len(held_pairs))
+        held["length"]["chain_order"] = pair_order(held_pairs, lengths["length"][held_rows])
+    return held, calibration(y[test], pred)
 
 
 def length_input(scorer: Scorer) -> str:

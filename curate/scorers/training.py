@@ -43,16 +43,8 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
     held-out ones are scored as ``chain_order``."""
     import numpy as np
 
-    from curate.scorers.evaluation import group_split, pairs_within
+    from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
     from curate.scorers.finetuned import CrossEncoderScorer
-    from curate.scorers.metrics import (
-        agreement,
-        calibration,
-        length_baseline,
-        pair_order,
-        spearman_interval,
-        within_group_pairs,
-    )
 
     y = np.asarray(data.scores, dtype=np.float64)
     fit_rows, held_rows = group_split(len(y), data.groups, holdout, seed)
@@ -67,35 +59,19 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
     else:
         scorer = CrossEncoderScorer(reads=data.reads, name=name, imitates=data.imitates,
                                     max_length=256 if "response" in data.reads else 128)
-    rng = (float(y[scored].min()), float(y[scored].max()))
+    label_range = (float(y[scored].min()), float(y[scored].max()))
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
-    scorer.fit([data.turns[i] for i in train], y[train], label_range=rng, epochs=epochs, seed=seed, pairs=fit_pairs)
+    scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
+               pairs=fit_pairs)
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
-        (c, d), (lo, hi) = scorer.output_range, rng
-        y6 = c + (y - lo) * (d - c) / (hi - lo)
-        pred_all = scorer.predict([data.turns[i] for i in held_rows])
-        pred = pred_all[scored[held_rows]]
-        g_test = np.asarray(data.groups, dtype=object)[test]
-        held["scorer"] = {**agreement(y6[test], pred), "spearman_ci95": spearman_interval(y6[test], pred, g_test, seed=seed)}
-        preds = {"scorer": pred}
-        for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction")):
-            if who == "instruction_length" and data.reads[-1] == "instruction":
-                continue
-            chars = np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
-            base = length_baseline(chars[train], y6[train], chars[test])
-            held[who] = agreement(y6[test], base)
-            if who == "length":
-                held[who]["spearman_ci95"] = spearman_interval(y6[test], base, g_test, seed=seed)
-            preds[who] = base
-        within_group_pairs(held, y6[test], preds, g_test)
-        held_pairs = pairs_within(pairs, held_rows, len(y))
-        if len(held_pairs):  # the longer text is the harder, for the length baseline
-            chars = np.array([len(t.instruction or "") for t in data.turns], dtype=np.float64)
-            held["scorer"].update(chain_order=pair_order(held_pairs, pred_all), chain_pairs=len(held_pairs))
-            held["length"]["chain_order"] = pair_order(held_pairs, chars[held_rows])
-        calib = calibration(y6[test], pred)
+        (c, d), (lo, hi) = scorer.output_range, label_range
+        lengths = {who: np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
+                   for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction"))
+                   if who == "length" or data.reads[-1] != "instruction"}
+        held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), scorer.predict([data.turns[i] for i in held_rows]),
+                                      fit_rows, held_rows, lengths, groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": "cross-encoder", "init": init})
     scorer.metrics = ev.to_dict()
