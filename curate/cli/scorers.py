@@ -107,11 +107,11 @@ def train_scorer(
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
     chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
                                      "scorer (ridge or cross-encoder) also learns the order each chain has by "
-                                     "construction (every in-depth "
-                                     "rewrite asks for more than the versions before it; sets the rank judge failed "
-                                     "on count too); held-out chains are scored as chain_order beside length. With "
-                                     "--target as well: labels from the column (e.g. difficulty levels), only the "
-                                     "order from the chains."),
+                                     "construction (every in-depth rewrite asks for more than the versions before "
+                                     "it; sets the rank judge failed on count too); held-out chains are scored as "
+                                     "chain_order beside length. With --target as well: labels from the column (e.g. "
+                                     "difficulty levels), only the order from the chains. Needs a rewriter that "
+                                     "follows the operations (not the packaged SmolLM2: evals/eval_local_evol_loop.py)."),
 ) -> None:
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
