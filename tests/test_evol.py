@@ -367,3 +367,24 @@ def test_leak_phrases_live_in_the_prompt_files():
     bad = parse_prompt("---\nname: bad\nleak_phrases: ['(']\n---\n=== user ===\nx\n")
     with pytest.raises(CurateError, match="not a regular expression"):
         leak_phrases(bad)
+
+
+def test_cli_evol_exits_1_when_every_rewrite_call_failed(tmp_path):
+    """A backend that answers nothing (here 400 to every call) leaves no label: the run's failures are stored with
+    their reasons, and the command says so and exits 1 instead of reporting an empty success."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    records = [{"instruction": f"[always400] Describe item {i}.", "output": "An item."} for i in range(3)]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, ["evol", str(tmp_path / "ws"), "--seeds", "3", "--steps", "1", "--base-url",
+                                       srv.base_url, "--model", "fault", "--api-key-env", "HOME"])
+    assert res.exit_code == 1, res.output
+    text = " ".join(res.output.split())
+    assert "every rewrite call failed (3; first:" in text and "400" in text
+    assert Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]["eliminated_by_reason"] == {"call_failed": 3}

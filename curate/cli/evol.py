@@ -46,6 +46,8 @@ def evol(
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
+    from curate.evol.rules import Elimination
+    from curate.llm.local import curate_home
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
@@ -61,6 +63,13 @@ def evol(
     path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
+    p = result.provenance
+    if p["rewrites"] and p["eliminated_by_reason"].get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
+        first = next((v.detail for vs in result.sets for v in vs.eliminated if v.detail), "")
+        console.print(f"error: every rewrite call failed ({p['rewrites']:,}; first: {escape(first)}); the backend did "
+                      f"not answer (the local server's logs: {curate_home() / 'logs'}). Rerun when it does: finished "
+                      "calls are cached.")
+        raise typer.Exit(1)
 
 
 def print_run_summary(p: dict) -> None:
