@@ -384,7 +384,7 @@ def test_cli_evol_exits_1_when_every_rewrite_call_failed(tmp_path):
     with FaultServer() as srv:
         res = CliRunner().invoke(app, ["evol", str(tmp_path / "ws"), "--seeds", "3", "--steps", "1", "--base-url",
                                        srv.base_url, "--model", "fault", "--api-key-env", "HOME"])
-    assert res.exit_code == 1, res.output
-    text = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output  # main() prints a CurateError as one line on stderr
+    text = " ".join(str(res.exception).split())
     assert "every rewrite call failed (3; first:" in text and "400" in text
     assert Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]["eliminated_by_reason"] == {"call_failed": 3}

@@ -45,6 +45,7 @@ def evol(
     name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>); read it with ws.labels(NAME)."),
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
+    from curate.errors import CurateError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
     from curate.evol.rules import Elimination
     from curate.llm.local import curate_home
@@ -66,10 +67,9 @@ def evol(
     p = result.provenance
     if p["rewrites"] and p["eliminated_by_reason"].get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
         first = next((v.detail for vs in result.sets for v in vs.eliminated if v.detail), "")
-        console.print(f"error: every rewrite call failed ({p['rewrites']:,}; first: {escape(first)}); the backend did "
-                      f"not answer (the local server's logs: {curate_home() / 'logs'}). Rerun when it does: finished "
-                      "calls are cached.")
-        raise typer.Exit(1)
+        raise CurateError(f"every rewrite call failed ({p['rewrites']:,}; first: {first}); the backend did not answer "
+                          f"(the local server's logs: {curate_home() / 'logs'}). Rerun when it does: finished calls "
+                          "are cached.")
 
 
 def print_run_summary(p: dict) -> None:
