@@ -42,6 +42,9 @@ def _print_training(result, out: Path, console: Console) -> None:
     if ev.extra.get("folds_without_label_spread"):
         console.print(f"{ev.extra['folds_without_label_spread']} of {ev.k} folds were not fitted: their training part "
                       "holds one label value (the K-fold figures are the other folds')")
+    if ev.extra.get("folds_without_held_out_labels"):
+        console.print(f"{ev.extra['folds_without_held_out_labels']} of {ev.k} folds held out no labelled row (only chain "
+                      "versions), so they give no K-fold figure")
     if ev.extra.get("holdout_without_label_spread"):
         console.print("no held-out figure: the training part holds one label value, so no head could be fitted on it")
     choice = ev.extra.get("chosen_by_kfold")

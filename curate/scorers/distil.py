@@ -59,7 +59,7 @@ class DistilReport:
 
     def left_out_text(self) -> str:
         """The turns left out, one line: ``"12 x no number in column ifd; 3 x no response"``."""
-        return "; ".join(f"{n:,} x {why}" for why, n in Counter(self.turns_left_out).most_common())
+        return counts_text(Counter(self.turns_left_out))
 
     def __repr__(self) -> str:
         return (f"DistilReport({self.labels_spent:,}/{self.rows_total:,} rows judged ({self.fraction_spent:.1%}), "
@@ -75,6 +75,11 @@ def label_failure(value: Any) -> str | None:
     if isinstance(value, dict):
         return str(value.get("reason") or value)
     return None
+
+
+def counts_text(counts: Counter) -> str:
+    """Counted reasons, most common first, one line: ``"12 x no number in column ifd; 3 x no response"``."""
+    return "; ".join(f"{n:,} x {why}" for why, n in counts.most_common())
 
 
 def top_reasons(reasons: Sequence[str], top: int = TOP_REASONS) -> str:
@@ -140,28 +145,27 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     turns = ws.turns()
     numbers = {name: ws.column(name) for name in scorer.columns}  # a scorer's numeric column features, per turn
 
-    def example(i: int, t: int):
-        return with_columns(turns[i][t], {name: turn_number(values[i], t) for name, values in numbers.items()})
-
     # the turns the scorer can read (its texts present, a number in each of its columns); the others are counted
     items: list[tuple[int, int]] = []
+    examples: list[Any] = []  # what the scorer reads of each item
     left_out: Counter = Counter()
     for i, row in enumerate(turns):
         for t, turn in enumerate(row):
-            why = unreadable(turn, scorer.reads, {name: turn_number(values[i], t) for name, values in numbers.items()})
+            row_numbers = {name: turn_number(values[i], t) for name, values in numbers.items()}
+            why = unreadable(turn, scorer.reads, row_numbers)
             if why:
                 left_out[why] += 1
             else:
                 items.append((i, t))
+                examples.append(with_columns(turn, row_numbers))
     usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
     if holdout_n + n >= len(usable):
         raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
-                          "judge them all instead" + (f" (turns left out: {top_reasons(left_out.elements())})"
-                                                      if left_out else ""))
+                          "judge them all instead" + (f" (turns left out: {counts_text(left_out)})" if left_out else ""))
     row_items: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
-    emb = scorer.embed([example(i, t) for i, t in items], cache_dir=ws.cache_dir)  # texts embedded before are reused
+    emb = scorer.embed(examples, cache_dir=ws.cache_dir)  # texts embedded before are reused
     X = scorer.featurize(emb)
     group = row_groups(ws, group_by, turns)
     order = rng.permutation(len(usable))

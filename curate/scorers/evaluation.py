@@ -223,7 +223,8 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         pred_all = make_scorer().fit_features(X[fit_rows], y[fit_rows],
                                               pairs_within(pairs, fit_rows, len(y))).predict_features_raw(X[held_rows])
         tr, te, pred = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]], pred_all[scored[held_rows]]
-        if len(te) < 2:  # a fold of pair-only rows
+        if len(te) < 2:  # its held-out groups are chain versions without labels: no agreement to measure
+            extra["folds_without_held_out_labels"] = extra.get("folds_without_held_out_labels", 0) + 1
             continue
         folds["scorer"].append(agreement(y[te], pred))
         folds["length"].append(agreement(y[te], length_baseline(chars[tr], y[tr], chars[te])))
