@@ -92,3 +92,23 @@ def tiny_base(tmp_path_factory):
         if (src / name).exists():
             shutil.copy(src / name, folder / name)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A tiny random Llama with SmolLM2's tokenizer and chat template (a stand-in small-LM base)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from curate.llm.local import prepare_model
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # reads rows as chat turns
+        shutil.copy(prepare_model() / name, folder / name)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)).save_pretrained(folder)
+    return str(folder)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -237,24 +236,12 @@ def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp
     assert ws.column("judge_q") == labels and len(ws.column("judge_q_scorer")) == len(ws)
 
 
-def test_small_lm_kind_on_a_tiny_llama(tmp_path):
+def test_small_lm_kind_on_a_tiny_llama(tiny_llama, tmp_path):
     """The small-LM reader: a tiny random Llama with SmolLM2's tokenizer, LoRA + score head, saved and reloaded."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from curate.llm.local import prepare_model
     from curate.scorers.finetuned import SmallLMScorer
 
-    folder = tmp_path / "tiny_llama"
-    folder.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # reads rows as chat turns
-        shutil.copy(prepare_model() / name, folder / name)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)).save_pretrained(folder)
     rows, scores = _quality_rows(12)
-    sc = SmallLMScorer(name="quality_lm", max_length=48, base=str(folder)).fit(rows, scores, epochs=1, batch_size=4)
+    sc = SmallLMScorer(name="quality_lm", max_length=48, base=tiny_llama).fit(rows, scores, epochs=1, batch_size=4)
     pred = sc.predict(rows)
     assert 1.0 <= pred.min() <= pred.max() <= 6.0
     out = sc.save(tmp_path / "lm")
@@ -330,3 +317,48 @@ def test_a_fresh_cross_encoder_fit_is_the_same_for_the_same_seed(tiny_base):
     assert np.array_equal(fits[0].predict(rows), fits[1].predict(rows))
     other = CrossEncoderScorer(name="q", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4, seed=4)
     assert not np.array_equal(fits[0].predict(rows), other.predict(rows))
+
+
+def test_cli_train_scorer_small_lm_kind_on_a_base_folder(tiny_llama, tmp_path):
+    """`train-scorer --kind small-lm --base DIR` fine-tunes that causal LM, reports held-out agreement beside the
+    length baselines, and the saved scorer scores the pool into its own column."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    ws = _ws(tmp_path)
+    labels = [[float(1 + (3 * i) // len(ws))] for i in range(len(ws))]
+    ws.add_column("gpt4", labels, {"kind": "judge", "judge": "gpt4", "reads": ["instruction", "response"]})
+    out = tmp_path / "lm"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--kind", "small-lm", "--base",
+                                   tiny_llama, "--epochs", "1", "--device", "cpu", "--holdout", "0.3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "scorer.json").read_text())
+    assert doc["kind"] == "small-lm" and doc["base"] == tiny_llama and doc["reads"] == ["instruction", "response"]
+    held = doc["metrics"]["holdout"]
+    assert {"scorer", "length", "instruction_length"} <= set(held) and held["scorer"]["n"] >= 4
+    assert doc["metrics"]["kind"] == "small-lm"
+    res = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", str(out)])
+    assert res.exit_code == 0, res.output
+    scored = ws.column("gpt4_scorer")
+    assert ws.column("gpt4") == labels and len(scored) == len(ws)
+    assert all(1.0 <= v[0] <= 6.0 for v in scored)
+
+
+def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_path):
+    from curate.scorers import train_scorer
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    ws = _ws(tmp_path)
+    ws.add_column("judge_q", [[float(i % 5 + 1)] for i in range(len(ws))],
+                  {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    with pytest.raises(ScorerError, match="ridge kind reads the packaged MiniLM"):
+        train_scorer(ws, target="judge_q", base=tiny_base)
+    with pytest.raises(ScorerError, match="warm starts are for the fine-tuned"):
+        train_scorer(ws, target="judge_q", init="quality_ce")
+    rows, scores = _quality_rows(8)
+    CrossEncoderScorer(name="seed", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4).save(tmp_path / "ce")
+    with pytest.raises(ScorerError, match="not a small-lm scorer"):
+        train_scorer(ws, target="judge_q", kind="small-lm", init=str(tmp_path / "ce"))
+    with pytest.raises(ScorerError, match="names the base it was trained on"):
+        train_scorer(ws, target="judge_q", kind="cross-encoder", init=str(tmp_path / "ce"), base=tiny_base)

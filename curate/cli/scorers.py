@@ -98,11 +98,17 @@ def train_scorer(
                                         "pool file) that keeps rows together in every split. Default: the row's "
                                         "first instruction."),
     seed: int = typer.Option(0, help="Seed for the splits."),
-    kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds) or cross-encoder "
-                             "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU)."),
-    init: str | None = typer.Option(None, help="cross-encoder: start from this saved or shipped adapter "
+    kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds), cross-encoder "
+                             "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU) or small-lm (DEITA's style: "
+                             "SmolLM2-135M + LoRA + a score head; best on a GPU, see --device)."),
+    init: str | None = typer.Option(None, help="cross-encoder, small-lm: start from this saved or shipped adapter "
                                     "(e.g. quality_ce, complexity_ridge)."),
-    epochs: float = typer.Option(2.0, help="cross-encoder: passes over the training labels."),
+    epochs: float = typer.Option(2.0, help="cross-encoder, small-lm: passes over the training labels."),
+    base: str | None = typer.Option(None, "--base", help="cross-encoder, small-lm: the base model folder (Hugging Face "
+                                    "layout; default: the packaged MiniLM / SmolLM2), e.g. Gemma 3 270M converted by "
+                                    "evals/gguf_to_hf.py."),
+    device: str | None = typer.Option(None, "--device", help="cross-encoder, small-lm: where to train and score "
+                                      "(cpu, cuda, cuda:1; default: a CUDA device when torch sees one)."),
     features: str | None = typer.Option(None, help="ridge: comma-separated features (embeddings, product, length, "
                                         "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
@@ -127,7 +133,7 @@ def train_scorer(
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
-                   columns=feature_columns or (), chain_pairs=chain_pairs,
+                   columns=feature_columns or (), chain_pairs=chain_pairs, base=base, device=device,
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

@@ -41,6 +41,7 @@ class CrossEncoderScorer(Scorer):
 
     ``output_range``: the scale predictions land on (the calibration map's range; DEITA's 1-6 by default).
     ``base``: the MiniLM folder the adapter was trained on (default: the packaged model).
+    ``device``: where fit and predict run (None: a CUDA device when torch sees one, else the CPU); not saved.
     """
 
     kind = KIND
@@ -49,8 +50,10 @@ class CrossEncoderScorer(Scorer):
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
                  imitates: dict[str, Any] | None = None, max_length: int = 256, lora_r: int = 8,
-                 base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32):
+                 base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
+                 device: str | None = None):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
+        self.device = device
         self.max_length = int(max_length)
         self.lora_r = int(lora_r)
         self.base = base
@@ -64,6 +67,16 @@ class CrossEncoderScorer(Scorer):
     def default_base() -> str:
         return default_base()
 
+    @staticmethod
+    def default_max_length(reads: Sequence[str]) -> int:
+        """Tokens read per row when none are given: the lengths the shipped adapters were trained with."""
+        return 256 if "response" in reads else 128
+
+    def _device(self) -> str:
+        from curate.hardware import resolve_device
+
+        return resolve_device(self.device)
+
     def _load_net(self):
         if self._net is None:
             from transformers import AutoTokenizer
@@ -71,7 +84,7 @@ class CrossEncoderScorer(Scorer):
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
             with quiet_loading():  # crossencoder.py imports no curate module (see its docstring)
-                self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r)
+                self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r).to(self._device())
             if self.weights:
                 ce.load_tensors(self._net, self.weights)
         return self._net, self._tok
@@ -83,9 +96,12 @@ class CrossEncoderScorer(Scorer):
         return self._merged, self._tok
 
     def _plan(self):
-        """The CPU batches: length buckets under the padded-token budget (:mod:`curate.embed.batching`)."""
+        """The CPU batches: length buckets under the padded-token budget (:mod:`curate.embed.batching`); on a
+        GPU, ``batch_size`` rows in length order."""
         from curate.embed.batching import token_budget_batches
 
+        if self._device() != "cpu":
+            return None
         return partial(token_budget_batches, max_tokens=EMBED.batch_tokens, max_rows=self.batch_size)
 
     def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
@@ -114,7 +130,7 @@ class CrossEncoderScorer(Scorer):
                         on_rows(len(a))
                     continue
             val = ce.predict_net(net, tok, a, b, max_length=self.max_length, batch_size=self.batch_size, on_rows=on_rows,
-                                 plan=self._plan())
+                                 plan=self._plan(), device=self._device())
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npy")
@@ -150,9 +166,9 @@ class CrossEncoderScorer(Scorer):
         if len(y) != len(rows) or len(y) < 2 or np.ptp(y) == 0:
             raise ScorerError("fitting needs at least two rows with different scores, one score per row")
         ins, res = self._texts(rows)
-        if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
-            import torch
+        import torch
 
+        if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)
         net, tok = self._load_net()
         z = (y - y.mean()) / y.std()
@@ -164,8 +180,10 @@ class CrossEncoderScorer(Scorer):
                 prs.append((t["instruction"][0], t["response"][0], t["response"][1], float(p)))
             else:
                 prs.append((None, t["instruction"][0], t["instruction"][1], float(p)))
+        device = self._device()
+        amp = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
         info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
-                            batch_size=batch_size, seed=seed, log=log)
+                            batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp)
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
@@ -173,7 +191,7 @@ class CrossEncoderScorer(Scorer):
         c, d = self.output_range
         target = c + (y - lo) * (d - c) / (hi - lo)
         raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size,
-                             plan=self._plan())
+                             plan=self._plan(), device=device)
         self.weights["calibration.x"], self.weights["calibration.y"] = ce.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
                               "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
@@ -187,7 +205,7 @@ class CrossEncoderScorer(Scorer):
 
     def fresh(self) -> CrossEncoderScorer:
         return type(self)(reads=self.reads, name=self.name, imitates=self.imitates, max_length=self.max_length,
-                                  lora_r=self.lora_r, base=self.base, output_range=self.output_range)
+                          lora_r=self.lora_r, base=self.base, output_range=self.output_range, device=self.device)
 
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.numpy import save_file

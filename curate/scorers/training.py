@@ -35,30 +35,40 @@ class TrainResult:
     data: TrainingData
 
 
-def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: int, init: str | None = None,
-                        epochs: float = 2.0) -> TrainResult:
-    """Fine-tune a cross-encoder (optionally from a shipped adapter, ``init``) on the training groups; agreement on
+FINETUNED_KINDS = ("cross-encoder", "small-lm")
+
+
+def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
+                    init: str | None = None, epochs: float = 2.0, base: str | None = None,
+                    device: str | None = None) -> TrainResult:
+    """Fine-tune a reader (``kind``: the MiniLM cross-encoder or the small-LM reader, SmolLM2 unless ``base`` names
+    another model folder; optionally from a saved or shipped adapter, ``init``) on the training groups; agreement on
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it.
     ``data.pairs`` (Evol chains) within the training groups join as preference pairs (Bradley-Terry, P = 1);
-    held-out ones are scored as ``chain_order``."""
+    held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: CUDA when present)."""
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
-    from curate.scorers.finetuned import CrossEncoderScorer
+    from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
 
     y = np.asarray(data.scores, dtype=np.float64)
     fit_rows, held_rows = group_split(len(y), data.groups, holdout, seed)
     scored = np.isfinite(y)  # a chain version without a label only enters its pairs
     train, test = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]]
     pairs = np.asarray(data.pairs, dtype=int).reshape(-1, 2)
+    if kind not in FINETUNED_KINDS:
+        raise ScorerError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
+    cls = KINDS[kind]
     if init:
+        if base is not None:
+            raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
         scorer = Scorer.load(init)
-        if not isinstance(scorer, CrossEncoderScorer) or scorer.reads != data.reads:
-            raise ScorerError(f"--init {init}: not a cross-encoder scorer reading {data.reads}")
-        scorer.name, scorer.imitates = name, data.imitates
+        if type(scorer) is not cls or scorer.reads != data.reads:
+            raise ScorerError(f"--init {init}: not a {kind} scorer reading {data.reads}")
+        scorer.name, scorer.imitates, scorer.device = name, data.imitates, device
     else:
-        scorer = CrossEncoderScorer(reads=data.reads, name=name, imitates=data.imitates,
-                                    max_length=256 if "response" in data.reads else 128)
+        scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base, device=device,
+                     max_length=cls.default_max_length(data.reads))
     label_range = (float(y[scored].min()), float(y[scored].max()))
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
     scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
@@ -73,7 +83,7 @@ def train_cross_encoder(data: TrainingData, name: str, *, holdout: float, seed: 
         held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), scorer.predict([data.turns[i] for i in held_rows]),
                                       fit_rows, held_rows, lengths, groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
-                    length_input=data.reads[-1], extra={"kind": "cross-encoder", "init": init})
+                    length_input=data.reads[-1], extra={"kind": kind, "init": init, "base": scorer.base})
     scorer.metrics = ev.to_dict()
     scorer.metadata["source"] = data.source
     if len(fit_pairs):
@@ -85,7 +95,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
-                 group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False) -> TrainResult:
+                 group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False,
+                 base: str | None = None, device: str | None = None) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
     ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
@@ -93,6 +104,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     chains have by construction (:func:`chain_order_pairs`), every surviving version's, scored or not; held-out chains
     are scored as ``chain_order``. With ``target`` too, the labels are the target's and the chains give only pairs
     (DEITA's Evol order mixed with, e.g., FLASK difficulty levels).
+    ``kind``: ``ridge`` (a head on MiniLM features), ``cross-encoder`` or ``small-lm`` (fine-tuned readers:
+    :func:`train_finetuned`, with ``init``, ``epochs``, ``base`` and ``device``).
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
@@ -128,10 +141,17 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
     name = name or (labels if target is None else f"{target}_scorer")
-    if kind == "cross-encoder":
-        return train_cross_encoder(data, name, holdout=holdout, seed=seed, init=init, epochs=epochs)
+    if kind in FINETUNED_KINDS:
+        return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
+                               device=device)
     if kind != "ridge":
-        raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features) or cross-encoder")
+        raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
+    if init is not None:
+        raise ScorerError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
+                          f"kinds ({', '.join(FINETUNED_KINDS)})")
+    if base is not None:
+        raise ScorerError(f"base {base}: the ridge kind reads the packaged MiniLM; a base model is for the "
+                          f"fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
         config = {"features": [*config["features"], "requirements"]}
