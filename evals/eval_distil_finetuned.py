@@ -2,7 +2,7 @@
 ``curate train-scorer WS --target gpt4 --kind cross-encoder|small-lm`` fits, which then scores the rest of the pool.
 
     PYTHONPATH=. python evals/eval_distil_finetuned.py [--source mtbench|autoj] [--labels 1000] \
-        [--kinds cross-encoder,small-lm] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR]
+        [--kinds cross-encoder,small-lm] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR] [--ce-base DIR]
 
 The pool and its split are evals/eval_distil.py's (whole questions drawn until they hold ~``--labels`` answers;
 ``--seed`` there is a seed here). Each kind goes through :func:`curate.scorers.training.train_finetuned` exactly
@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2.0, help="train-scorer's default")
     ap.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     ap.add_argument("--lm-base", default=None, help="small-lm base folder (default: the packaged SmolLM2)")
+    ap.add_argument("--ce-base", default=None, help="cross-encoder base folder (default: the packaged MiniLM)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     rows = D.single_scores(args.source, args.data)
@@ -69,7 +70,7 @@ def main() -> None:
         for kind in args.kinds.split(","):
             t0 = time.time()
             res = train_finetuned(training_data(train, args.source), "gpt4_scorer", holdout=0.2, seed=seed, kind=kind,
-                                  epochs=args.epochs, base=args.lm_base if kind == "small-lm" else None,
+                                  epochs=args.epochs, base=args.lm_base if kind == "small-lm" else args.ce_base,
                                   device=args.device)
             fit_s = time.time() - t0
             t0 = time.time()
