@@ -133,7 +133,7 @@ def train_scorer(
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
-                   columns=feature_columns or (), chain_pairs=chain_pairs, base=base, device=device,
+                   columns=feature_columns or (), chain_pairs=chain_pairs, base=base, device=device, progress=True,
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

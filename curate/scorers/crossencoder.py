@@ -215,7 +215,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,
-              stop_at: int | None = None, point_rank_weight: float = 0.0) -> dict[str, Any]:
+              stop_at: int | None = None, point_rank_weight: float = 0.0,
+              on_step: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -231,6 +232,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     ``stop_at`` ends training after that step: a refit on more data, stopped where an earlier run's ``evaluate``
     peaked, keeps that run's schedule. ``point_rank_weight`` adds a ranking loss over the pointwise batch (for
     labels on one scale, such as FLASK levels; not for labels standardised per source).
+    ``on_step(step, steps)``: called after each step (a progress bar's update).
     """
     import torch
 
@@ -266,6 +268,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
         torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step(step, min(steps, stop_at or steps))
         if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
             score = float(evaluate())
             history.append({"step": step, "val": score, "loss": float(loss.detach())})

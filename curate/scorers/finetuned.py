@@ -155,9 +155,10 @@ class CrossEncoderScorer(Scorer):
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = 2.0, lr: float = 3e-4,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
-            log=None) -> CrossEncoderScorer:
+            log=None, on_step=None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
         of the same instruction. Starts from the current adapter when loaded (warm start), else fresh.
+        ``on_step(step, steps)``: progress, after each training step.
         ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range)."""
         rows = list(rows)
         if scores is None:
@@ -183,7 +184,8 @@ class CrossEncoderScorer(Scorer):
         device = self._device()
         amp = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
         info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
-                            batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp)
+                            batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp,
+                            on_step=on_step)
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None

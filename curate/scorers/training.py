@@ -40,16 +40,18 @@ FINETUNED_KINDS = ("cross-encoder", "small-lm")
 
 def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
                     init: str | None = None, epochs: float = 2.0, base: str | None = None,
-                    device: str | None = None) -> TrainResult:
+                    device: str | None = None, progress: bool = False) -> TrainResult:
     """Fine-tune a reader (``kind``: the MiniLM cross-encoder or the small-LM reader, SmolLM2 unless ``base`` names
     another model folder; optionally from a saved or shipped adapter, ``init``) on the training groups; agreement on
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it.
     ``data.pairs`` (Evol chains) within the training groups join as preference pairs (Bradley-Terry, P = 1);
-    held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: CUDA when present)."""
+    held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: CUDA when present).
+    ``progress``: bars over the training steps and the held-out rows scored."""
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
     from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
+    from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
     fit_rows, held_rows = group_split(len(y), data.groups, holdout, seed)
@@ -71,8 +73,13 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                      max_length=cls.default_max_length(data.reads))
     label_range = (float(y[scored].min()), float(y[scored].max()))
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
-    scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
-               pairs=fit_pairs)
+    with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
+        def on_step(step: int, steps: int) -> None:
+            bar.total = steps
+            bar.update(1)
+
+        scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
+                   pairs=fit_pairs, on_step=on_step)
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
@@ -80,8 +87,10 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
         lengths = {who: np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
                    for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction"))
                    if who == "length" or data.reads[-1] != "instruction"}
-        held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), scorer.predict([data.turns[i] for i in held_rows]),
-                                      fit_rows, held_rows, lengths, groups=data.groups, pairs=pairs, seed=seed)
+        with progress_bar(len(held_rows), "scoring the held-out rows", progress) as bar:
+            pred = scorer.predict([data.turns[i] for i in held_rows], on_rows=bar.update)
+        held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), pred, fit_rows, held_rows, lengths,
+                                      groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": kind, "init": init, "base": scorer.base})
     scorer.metrics = ev.to_dict()
@@ -96,7 +105,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False,
-                 base: str | None = None, device: str | None = None) -> TrainResult:
+                 base: str | None = None, device: str | None = None, progress: bool = False) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
     ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
@@ -105,7 +114,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     are scored as ``chain_order``. With ``target`` too, the labels are the target's and the chains give only pairs
     (DEITA's Evol order mixed with, e.g., FLASK difficulty levels).
     ``kind``: ``ridge`` (a head on MiniLM features), ``cross-encoder`` or ``small-lm`` (fine-tuned readers:
-    :func:`train_finetuned`, with ``init``, ``epochs``, ``base`` and ``device``).
+    :func:`train_finetuned`, with ``init``, ``epochs``, ``base``, ``device`` and ``progress``).
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
@@ -143,7 +152,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     name = name or (labels if target is None else f"{target}_scorer")
     if kind in FINETUNED_KINDS:
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
-                               device=device)
+                               device=device, progress=progress)
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
     if init is not None:

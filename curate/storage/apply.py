@@ -57,9 +57,10 @@ def _quiet_tqdm_auto():
 _quiet_tqdm_auto()
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row"):
+    """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal); ``total`` None: set it later."""
     tqdm = _quiet_tqdm_auto()
-    return tqdm(total=total, desc=desc, unit="row", disable=not enabled or total == 0, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0, dynamic_ncols=True,
                 mininterval=0.5)
 
 
@@ -130,7 +131,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         out = StepOutput([], [])
         if todo:
             rows = ws.row_inputs(todo, step.inputs)
-            bar = _progress_bar(len(rows), step.column, progress)
+            bar = progress_bar(len(rows), step.column, progress)
             try:
                 out = step.run(rows, StepContext(bar, ws.cache_dir, ws.path))
             finally:
