@@ -2,12 +2,14 @@
 ``curate train-scorer WS --target gpt4 --kind cross-encoder|small-lm`` fits, which then scores the rest of the pool.
 
     PYTHONPATH=. python evals/eval_distil_finetuned.py [--source mtbench|autoj] [--labels 1000] \
-        [--kinds cross-encoder,small-lm] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR] [--ce-base DIR]
+        [--kinds cross-encoder,small-lm] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR] [--ce-base DIR] \
+        [--init-weights OUT/quality_ce_without_mtbench.safetensors]
 
 The pool and its split are evals/eval_distil.py's (whole questions drawn until they hold ~``--labels`` answers;
 ``--seed`` there is a seed here). Each kind goes through :func:`curate.scorers.training.train_finetuned` exactly
 as the CLI calls it (20% of the judged groups held out for its own report, the reader fine-tuned on the rest,
-fresh LoRA adapters, no shipped adapter as a start: those saw MT-bench and Auto-J). Figures on the rest of the
+fresh LoRA adapters; no shipped adapter as a start, since those saw MT-bench and Auto-J: ``--init-weights`` starts
+from a reader trained with the pool's source left out, as ``train-scorer --init quality_ce`` starts on a new pool). Figures on the rest of the
 pool beside response length; the ridge default on the same split is evals/eval_distil.py's (CPU).
 ``--lm-base``: the small-LM folder (default: SmolLM2 from ``curate.llm.local.prepare_model()``; on the GPU
 machine ``source evals/device_smollm2_setup.sh`` makes it). Standard library + numpy + torch/transformers/peft
@@ -42,6 +44,25 @@ def training_data(train: list[dict], source: str) -> TrainingData:
                         rows=len(train), numbers=[{} for _ in train])
 
 
+def init_folder(weights: Path, ce_base: str | None, lm_base: str | None, kinds: str) -> Path:
+    """A GPU training output saved as a scorer folder that ``train_finetuned(init=...)`` loads (its base recorded)."""
+    import tempfile
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from curate.scorers.finetuned import CrossEncoderScorer, SmallLMScorer
+
+    if "," in kinds:
+        raise SystemExit("--init-weights starts one kind: give --kinds cross-encoder or --kinds small-lm")
+    with safe_open(str(weights), "np") as fh:
+        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+    cls, base = (SmallLMScorer, lm_base) if kinds == "small-lm" else (CrossEncoderScorer, ce_base)
+    sc = cls(reads=["instruction", "response"], name="init", max_length=int(meta["max_length"]), base=base)
+    sc.weights = dict(load_file(str(weights)))
+    return sc.save(Path(tempfile.mkdtemp()) / weights.stem)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=D.DATA)
@@ -53,9 +74,14 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     ap.add_argument("--lm-base", default=None, help="small-lm base folder (default: the packaged SmolLM2)")
     ap.add_argument("--ce-base", default=None, help="cross-encoder base folder (default: the packaged MiniLM)")
+    ap.add_argument("--init-weights", type=Path, help="a GPU training output (evals/train_scorers_gpu.py --only loso: "
+                    "quality_ce_without_SOURCE.safetensors): each fit starts from it, as train-scorer --init does")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     rows = D.single_scores(args.source, args.data)
+    init = None
+    if args.init_weights:
+        init = str(init_folder(args.init_weights, args.ce_base, args.lm_base, args.kinds))
     out = []
     for seed in (int(s) for s in args.seeds.split(",")):
         judged = D.judged_groups(rows, args.labels, seed)
@@ -70,12 +96,14 @@ def main() -> None:
         for kind in args.kinds.split(","):
             t0 = time.time()
             res = train_finetuned(training_data(train, args.source), "gpt4_scorer", holdout=0.2, seed=seed, kind=kind,
-                                  epochs=args.epochs, base=args.lm_base if kind == "small-lm" else args.ce_base,
+                                  epochs=args.epochs, init=init,
+                                  base=None if init else args.lm_base if kind == "small-lm" else args.ce_base,
                                   device=args.device)
             fit_s = time.time() - t0
             t0 = time.time()
             pred = res.scorer.predict([to_turn(r) for r in rest])
             rec = {"source": args.source, "seed": seed, "kind": kind, "epochs": args.epochs, "labels": len(train),
+                   "init": args.init_weights.name if args.init_weights else None,
                    "rest": len(rest), **agreement(y, pred), "ci": spearman_interval(y, pred, groups),
                    "own_holdout_spearman": res.evaluation.holdout.get("scorer", {}).get("spearman"),
                    "fit_s": round(fit_s, 1), "predict_rows_per_s": round(len(rest) / (time.time() - t0), 1),

@@ -462,8 +462,11 @@ def run(args, log, metrics: dict, dump, name: str = "ce") -> None:
                 continue
             sources = {"alpaca_eval", "mtbench", "autoj"} - {held}
             lnet, ltok, linfo = train_quality(args, pairs, singles, sources, args.device, log)
-            lrep, _ = quality_reports(lnet, ltok, pairs, singles, args.device, {held}, split="all")
+            lrep, lcal = quality_reports(lnet, ltok, pairs, singles, args.device, {held}, split="all")
             metrics[f"quality_{name}_without_{held}"] = {"train": linfo, "zero_shot_all_rows": lrep}
+            # a start for distilling the left-out source (evals/eval_distil_finetuned.py --init-weights)
+            save_net(lnet, lcal, args.out / f"quality_{name}_without_{held}.safetensors",
+                     {"max_length": QUALITY_MAX_LEN, "best_step": linfo["best_step"], "left_out": held})
             log(f"without {held}: {json.dumps(lrep)[:400]}")
             dump()
             run_seconds = max(run_seconds, linfo["seconds"])
