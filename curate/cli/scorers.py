@@ -29,6 +29,8 @@ def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
 
 
 def _print_training(result, out: Path, console: Console) -> None:
+    from curate.scorers.training import FINETUNED_KINDS
+
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
     pair_only = len(data) - data.labelled
@@ -36,6 +38,12 @@ def _print_training(result, out: Path, console: Console) -> None:
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
                                        + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
+    if ev.extra.get("kind") in FINETUNED_KINDS:
+        trained = result.scorer.metadata["train"]
+        base = ev.extra.get("base") or f"the packaged {result.scorer.base_name}"
+        console.print(f"{ev.extra.get('kind')} fine-tuned on {escape(base)}"
+                      + (f" from {escape(ev.extra['init'])}" if ev.extra.get("init") else "")
+                      + f": {trained['steps']:,} steps on {trained['device']}")
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")

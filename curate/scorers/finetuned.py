@@ -186,6 +186,7 @@ class CrossEncoderScorer(Scorer):
         info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp,
                             on_step=on_step)
+        info["device"] = device
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
