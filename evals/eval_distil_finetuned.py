@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--init-weights", type=Path, help="a GPU training output (evals/train_scorers_gpu.py --only loso: "
                     "quality_ce_without_SOURCE.safetensors): each fit starts from it, as train-scorer --init does")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--save-predictions", type=Path, help="also save each fit's scores of the rest of the pool here "
+                    "(SOURCE_KIND_seedN.npy; evals/ablate_distil_blend.py --reader-predictions reads them)")
     args = ap.parse_args()
     rows = D.single_scores(args.source, args.data)
     init = None
@@ -102,6 +104,9 @@ def main() -> None:
             fit_s = time.time() - t0
             t0 = time.time()
             pred = res.scorer.predict([to_turn(r) for r in rest])
+            if args.save_predictions:
+                args.save_predictions.mkdir(parents=True, exist_ok=True)
+                np.save(args.save_predictions / f"{args.source}_{kind}_seed{seed}.npy", np.asarray(pred, np.float64))
             rec = {"source": args.source, "seed": seed, "kind": kind, "epochs": args.epochs, "labels": len(train),
                    "init": args.init_weights.name if args.init_weights else None,
                    "rest": len(rest), **agreement(y, pred), "ci": spearman_interval(y, pred, groups),
