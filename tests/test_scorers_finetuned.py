@@ -362,3 +362,5 @@ def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_
         train_scorer(ws, target="judge_q", kind="small-lm", init=str(tmp_path / "ce"))
     with pytest.raises(ScorerError, match="names the base it was trained on"):
         train_scorer(ws, target="judge_q", kind="cross-encoder", init=str(tmp_path / "ce"), base=tiny_base)
+    with pytest.raises(ScorerError, match="device 'gpu': cpu, cuda, cuda:N or auto"):
+        train_scorer(ws, target="judge_q", kind="cross-encoder", base=tiny_base, device="gpu")

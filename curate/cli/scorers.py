@@ -115,8 +115,8 @@ def train_scorer(
     base: str | None = typer.Option(None, "--base", help="cross-encoder, small-lm: the base model folder (Hugging Face "
                                     "layout; default: the packaged MiniLM / SmolLM2), e.g. Gemma 3 270M converted by "
                                     "evals/gguf_to_hf.py."),
-    device: str | None = typer.Option(None, "--device", help="cross-encoder, small-lm: where to train and score "
-                                      "(cpu, cuda, cuda:1; default: a CUDA device when torch sees one)."),
+    device: str | None = typer.Option(None, "--device", help="cross-encoder, small-lm: where to train and score: "
+                                      "cpu (default), cuda, cuda:1, or auto (CUDA when torch sees one)."),
     features: str | None = typer.Option(None, help="ridge: comma-separated features (embeddings, product, length, "
                                         "stats); e.g. length,stats reads no MiniLM at all (evals/eval_distil.py)."),
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "

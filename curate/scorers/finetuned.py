@@ -41,7 +41,8 @@ class CrossEncoderScorer(Scorer):
 
     ``output_range``: the scale predictions land on (the calibration map's range; DEITA's 1-6 by default).
     ``base``: the MiniLM folder the adapter was trained on (default: the packaged model).
-    ``device``: where fit and predict run (None: a CUDA device when torch sees one, else the CPU); not saved.
+    ``device``: where fit and predict run: ``cpu`` (the default: the shipped readers run on any machine), ``cuda``,
+    ``cuda:N``, or ``auto`` (CUDA when torch sees one); a runtime setting, not saved.
     """
 
     kind = KIND
@@ -51,7 +52,7 @@ class CrossEncoderScorer(Scorer):
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
                  imitates: dict[str, Any] | None = None, max_length: int = 256, lora_r: int = 8,
                  base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
-                 device: str | None = None):
+                 device: str = "cpu"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
         self.device = device
         self.max_length = int(max_length)
@@ -75,7 +76,9 @@ class CrossEncoderScorer(Scorer):
     def _device(self) -> str:
         from curate.hardware import resolve_device
 
-        return resolve_device(self.device)
+        if self.device not in ("cpu", "auto") and not str(self.device).startswith("cuda"):
+            raise ScorerError(f"device {self.device!r}: cpu, cuda, cuda:N or auto")
+        return resolve_device(None if self.device == "auto" else self.device)
 
     def _load_net(self):
         if self._net is None:

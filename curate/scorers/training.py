@@ -45,7 +45,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     another model folder; optionally from a saved or shipped adapter, ``init``) on the training groups; agreement on
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it.
     ``data.pairs`` (Evol chains) within the training groups join as preference pairs (Bradley-Terry, P = 1);
-    held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: CUDA when present).
+    held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: the scorer's default,
+    the CPU; ``cuda``, ``auto``: see :class:`~curate.scorers.finetuned.CrossEncoderScorer`).
     ``progress``: bars over the training steps and the held-out rows scored."""
     import numpy as np
 
@@ -67,10 +68,12 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
         scorer = Scorer.load(init)
         if type(scorer) is not cls or scorer.reads != data.reads:
             raise ScorerError(f"--init {init}: not a {kind} scorer reading {data.reads}")
-        scorer.name, scorer.imitates, scorer.device = name, data.imitates, device
+        scorer.name, scorer.imitates = name, data.imitates
     else:
-        scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base, device=device,
+        scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
                      max_length=cls.default_max_length(data.reads))
+    if device is not None:
+        scorer.device = device
     label_range = (float(y[scored].min()), float(y[scored].max()))
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
     with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
