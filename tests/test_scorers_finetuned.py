@@ -354,6 +354,8 @@ def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_
                   {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
     with pytest.raises(ScorerError, match="ridge kind reads the packaged MiniLM"):
         train_scorer(ws, target="judge_q", base=tiny_base)
+    with pytest.raises(ScorerError, match="device cuda: the ridge kind"):
+        train_scorer(ws, target="judge_q", device="cuda")
     with pytest.raises(ScorerError, match="warm starts are for the fine-tuned"):
         train_scorer(ws, target="judge_q", init="quality_ce")
     rows, scores = _quality_rows(8)

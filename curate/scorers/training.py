@@ -161,8 +161,9 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if init is not None:
         raise ScorerError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
                           f"kinds ({', '.join(FINETUNED_KINDS)})")
-    if base is not None:
-        raise ScorerError(f"base {base}: the ridge kind reads the packaged MiniLM; a base model is for the "
+    if base is not None or device is not None:
+        raise ScorerError(f"{'base ' + base if base is not None else 'device ' + str(device)}: the ridge kind reads "
+                          f"the packaged MiniLM where the workspace embeds; a base model and a device are for the "
                           f"fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
