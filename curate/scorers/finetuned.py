@@ -73,11 +73,19 @@ class CrossEncoderScorer(Scorer):
         """Tokens read per row when none are given: the lengths the shipped adapters were trained with."""
         return 256 if "response" in reads else 128
 
+    @property
+    def device(self) -> str:
+        return self._device_name
+
+    @device.setter
+    def device(self, name: str) -> None:  # refused when set, before any model is loaded
+        if name not in ("cpu", "auto") and not str(name).startswith("cuda"):
+            raise ScorerError(f"device {name!r}: cpu, cuda, cuda:N or auto")
+        self._device_name = name
+
     def _device(self) -> str:
         from curate.hardware import resolve_device
 
-        if self.device not in ("cpu", "auto") and not str(self.device).startswith("cuda"):
-            raise ScorerError(f"device {self.device!r}: cpu, cuda, cuda:N or auto")
         return resolve_device(None if self.device == "auto" else self.device)
 
     def _load_net(self):
