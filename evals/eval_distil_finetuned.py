@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="cross-encoder,small-lm")
     ap.add_argument("--seeds", default="0", help="comma-separated split seeds (eval_distil.py's --seed)")
     ap.add_argument("--epochs", type=float, default=2.0, help="train-scorer's default")
-    ap.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the scorer's, the CPU)")
     ap.add_argument("--lm-base", default=None, help="small-lm base folder (default: the packaged SmolLM2)")
     ap.add_argument("--ce-base", default=None, help="cross-encoder base folder (default: the packaged MiniLM)")
     ap.add_argument("--init-weights", type=Path, help="a GPU training output (evals/train_scorers_gpu.py --only loso: "
@@ -89,6 +89,9 @@ def main() -> None:
         judged = D.judged_groups(rows, args.labels, seed)
         train = [r for r in rows if r["group"] in judged]
         rest = [r for r in rows if r["group"] not in judged]
+        if not rest:
+            raise SystemExit(f"--labels {args.labels} judges all {len(rows)} {args.source} rows: nothing is left to "
+                             f"score (eval_distil.py takes --labels 500 for autoj)")
         y = np.array([r["label"] for r in rest], dtype=np.float64)
         groups = [r["group"] for r in rest]
         length = np.log1p([len(r["response"]) for r in rest])
