@@ -251,6 +251,56 @@ def test_small_lm_kind_on_a_tiny_llama(tiny_llama, tmp_path):
     np.testing.assert_allclose(loaded.predict(rows), pred, atol=1e-4)
 
 
+def test_small_lm_digits_head_is_the_lms_expected_digit_and_keeps_its_prompt(tiny_llama, tmp_path, monkeypatch):
+    """DEITA's scorer: before training, the digits head's score is the LM's own expected digit after the reader
+    prompt (its next-token probabilities renormalised over 1-6); fine-tuning moves it towards the labels; the
+    saved reader keeps the prompt it was trained with when the prompt file is later overridden."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import curate.scorers.crossencoder as ce
+    from curate.scorers.finetuned import SmallLMScorer
+
+    rows, scores = _quality_rows(24)
+    sc = SmallLMScorer(name="quality_digits", max_length=96, base=tiny_llama, head="digits")
+    assert sc.prompt.name == "quality_reader" and sc.prompt.scale == (1, 6)
+    net, tok = sc._load_net()
+    ins, res = [r["instruction"] for r in rows[:4]], [r["response"] for r in rows[:4]]
+    before = ce.predict_net(net, tok, ins, res, max_length=96)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    digit_ids = [tok.convert_tokens_to_ids(str(d)) for d in range(1, 7)]
+    with torch.no_grad():
+        for i in range(4):
+            text = ce.chat_texts(tok, ins[i:i + 1], res[i:i + 1], 96, net.messages)[0]
+            assert "Please identify the quality score" in text and text.rstrip().endswith("assistant")
+            logits = lm(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, -1, digit_ids]
+            assert before[i] == pytest.approx(float((logits.softmax(-1) * torch.arange(1, 7)).sum()), abs=1e-4)
+
+    sc.fit(rows, scores, label_range=(1, 10), epochs=6, batch_size=8, lr=1e-3)
+    pred = sc.predict(rows)
+    good = np.array(scores) > 5
+    assert pred[good].mean() > pred[~good].mean() + 0.5 and 1.0 <= pred.min() <= pred.max() <= 6.0
+    out = sc.save(tmp_path / "digits")
+    doc = json.loads((out / "scorer.json").read_text())
+    assert doc["head"] == "digits" and doc["prompt"]["name"] == "quality_reader"
+
+    edited = tmp_path / "prompts"
+    edited.mkdir()
+    (edited / "quality_reader.md").write_text(doc["prompt"]["text"].replace("quality score", "worth"))
+    monkeypatch.setenv("CURATE_PROMPTS", str(edited))
+    assert "worth" in SmallLMScorer(head="digits", base=tiny_llama).prompt.body  # a new reader reads the edit
+    loaded = Scorer.load(out)
+    assert loaded.head == "digits" and loaded.prompt.fingerprint == sc.prompt.fingerprint
+    np.testing.assert_allclose(loaded.predict(rows), pred, atol=1e-4)
+
+    complexity = SmallLMScorer(reads=["instruction"], head="digits", base=tiny_llama, max_length=64)
+    assert complexity.prompt.name == "complexity_reader"
+    with pytest.raises(ScorerError, match="digit_score prompt whose inputs are the texts read"):
+        SmallLMScorer(reads=["instruction"], head="digits", prompt="quality_reader")
+    with pytest.raises(ScorerError, match="only the digits head reads a prompt"):
+        SmallLMScorer(prompt="quality_reader")
+
+
 def test_cli_train_scorer_without_minilm_writes_its_own_column(tmp_path):
     from typer.testing import CliRunner
 
@@ -319,9 +369,10 @@ def test_a_fresh_cross_encoder_fit_is_the_same_for_the_same_seed(tiny_base):
     assert not np.array_equal(fits[0].predict(rows), other.predict(rows))
 
 
-def test_cli_train_scorer_small_lm_kind_on_a_base_folder(tiny_llama, tmp_path):
-    """`train-scorer --kind small-lm --base DIR` fine-tunes that causal LM, reports held-out agreement beside the
-    length baselines, and the saved scorer scores the pool into its own column."""
+@pytest.mark.parametrize("head", ["score", "digits"])
+def test_cli_train_scorer_small_lm_kind_on_a_base_folder(tiny_llama, tmp_path, head):
+    """`train-scorer --kind small-lm --base DIR [--head digits]` fine-tunes that causal LM, reports held-out
+    agreement beside the length baselines, and the saved scorer scores the pool into its own column."""
     from typer.testing import CliRunner
 
     from curate.cli import app
@@ -331,10 +382,13 @@ def test_cli_train_scorer_small_lm_kind_on_a_base_folder(tiny_llama, tmp_path):
     ws.add_column("gpt4", labels, {"kind": "judge", "judge": "gpt4", "reads": ["instruction", "response"]})
     out = tmp_path / "lm"
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--kind", "small-lm", "--base",
-                                   tiny_llama, "--epochs", "1", "--device", "cpu", "--holdout", "0.3", "--out", str(out)])
+                                   tiny_llama, "--epochs", "1", "--device", "cpu", "--holdout", "0.3", "--out", str(out),
+                                   "--head", head])
     assert res.exit_code == 0, res.output
+    assert ("small-lm (digits head) fine-tuned on" in res.output) == (head == "digits")
     doc = json.loads((out / "scorer.json").read_text())
     assert doc["kind"] == "small-lm" and doc["base"] == tiny_llama and doc["reads"] == ["instruction", "response"]
+    assert doc.get("head", "score") == head and doc["metrics"]["head"] == head
     held = doc["metrics"]["holdout"]
     assert {"scorer", "length", "instruction_length"} <= set(held) and held["scorer"]["n"] >= 4
     assert doc["metrics"]["kind"] == "small-lm"
@@ -366,3 +420,7 @@ def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_
         train_scorer(ws, target="judge_q", kind="cross-encoder", init=str(tmp_path / "ce"), base=tiny_base)
     with pytest.raises(ScorerError, match="device 'gpu': cpu, cuda, cuda:N or auto"):
         train_scorer(ws, target="judge_q", kind="cross-encoder", base=tiny_base, device="gpu")
+    with pytest.raises(ScorerError, match="head 'digits': the cross-encoder kind has a score head"):
+        train_scorer(ws, target="judge_q", kind="cross-encoder", base=tiny_base, head="digits")
+    with pytest.raises(ScorerError, match="head 'ordinal': the small-lm kind has a score or a digits head"):
+        train_scorer(ws, target="judge_q", kind="small-lm", head="ordinal")

@@ -41,7 +41,8 @@ def _print_training(result, out: Path, console: Console) -> None:
     if ev.extra.get("kind") in FINETUNED_KINDS:
         trained = result.scorer.metadata["train"]
         base = ev.extra.get("base") or f"the packaged {result.scorer.base_name}"
-        console.print(f"{ev.extra.get('kind')} fine-tuned on {escape(base)}"
+        head = " (digits head)" if ev.extra.get("head") == "digits" else ""
+        console.print(f"{ev.extra.get('kind')}{head} fine-tuned on {escape(base)}"
                       + (f" from {escape(ev.extra['init'])}" if ev.extra.get("init") else "")
                       + f": {trained['steps']:,} steps on {trained['device']}")
     if data.skipped:
@@ -96,7 +97,10 @@ def train_scorer(
                                       "(see `curate evol`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
     name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set or target name)."),
-    head: str = typer.Option("ridge", help="ridge (regression) or ordinal (expected label of a multinomial head)."),
+    head: str | None = typer.Option(None, help="ridge kind: ridge (regression, default) or ordinal (expected label of "
+                                    "a multinomial head). small-lm: score (a linear head on the last token, default) "
+                                    "or digits (DEITA's scorer: the LM answers prompts/quality_reader.md or "
+                                    "complexity_reader.md and scores its expected digit)."),
     inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response]. Default: "
                                       "what the labels carry (a label set with responses, or a column whose "
                                       "provenance says it read the response), else the instruction."),
@@ -108,7 +112,7 @@ def train_scorer(
     seed: int = typer.Option(0, help="Seed for the splits."),
     kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds), cross-encoder "
                              "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU) or small-lm (DEITA's style: "
-                             "SmolLM2-135M + LoRA + a score head; best on a GPU, see --device)."),
+                             "SmolLM2-135M + LoRA + a score or digits head, see --head; best on a GPU, see --device)."),
     init: str | None = typer.Option(None, help="cross-encoder, small-lm: start from this saved or shipped adapter "
                                     "(e.g. quality_ce, complexity_ridge)."),
     epochs: float = typer.Option(2.0, help="cross-encoder, small-lm: passes over the training labels."),

@@ -6,6 +6,11 @@ last layer and maps it to one score: ``head(pooled) + cov(length features)``; a 
 The length term is a separate linear covariate, so what the text part learns is what length does not
 already explain.
 
+The digit head (DEITA's own scorer, :func:`build_net` with ``digit_tokens``): the causal LM reads the row
+rendered into a reader prompt (``messages``, e.g. ``prompts/quality_reader.md``) and its score is the expected
+digit under its own next-token distribution over the scale's digits; the head starts as the LM's output rows of
+those digits, and the pointwise loss is cross-entropy on the label as a two-hot over its neighbouring digits.
+
 Training mixes two losses in every step (:func:`train_net`):
 
 - pointwise: squared error against labels standardised per source (GPT-4 1-10 ratings, FLASK levels);
@@ -41,19 +46,30 @@ def covariates(instructions: Sequence[str], responses: Sequence[str] | None) -> 
     return (np.stack([res, ins], axis=1) - COV_CENTER) / COV_SCALE
 
 
-def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.1, dtype: Any = None):
-    """The base MiniLM (float32) with fresh LoRA adapters and a zero-initialised head."""
+def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.1, dtype: Any = None,
+              digit_tokens: Sequence[int] | None = None, digit_values: Sequence[float] | None = None,
+              messages: Callable[[str, str | None], list[dict[str, str]]] | None = None):
+    """The base model (float32) with fresh LoRA adapters and a zero-initialised head; with ``digit_tokens`` (the
+    token ids of the scale's digits, worth ``digit_values``) a causal LM's digit head, reading rows rendered by
+    ``messages(instruction, response)`` (the reader prompt's chat messages)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
 
+    if digit_tokens is not None:
+        if messages is None or digit_values is None or len(digit_values) != len(digit_tokens):
+            raise ValueError("a digit head needs the reader prompt (messages) and one value per digit token")
+        lm = AutoModelForCausalLM.from_pretrained(base_dir).to(dtype or torch.float32)
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(LM_LORA_TARGETS))
+        rows = lm.get_output_embeddings().weight[list(digit_tokens)].detach().float().clone()
+        return _module(digits=True)(get_peft_model(lm, cfg), rows, digit_values, messages)
     bert = AutoModel.from_pretrained(base_dir).to(dtype or torch.float32)  # a causal LM folder loads its base model
     targets = LORA_TARGETS if bert.config.model_type == "bert" else LM_LORA_TARGETS
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
     return ReaderNet(get_peft_model(bert, cfg), bert.config.hidden_size)
 
 
-def _module():
+def _module(digits: bool = False):
     import torch
 
     class _Reader(torch.nn.Module):
@@ -80,7 +96,46 @@ def _module():
         def forward(self, batch: dict[str, Any]):
             return self.head(self.pooled(batch)).squeeze(-1) + self.cov(batch["cov"]).squeeze(-1)
 
-    return _Reader
+        def point_loss(self, batch: dict[str, Any], target):
+            """(scores, loss) of a pointwise batch: squared error against the standardised labels."""
+            s = self(batch)
+            return s, torch.nn.functional.mse_loss(s, target)
+
+    class _DigitReader(_Reader):
+        """A causal LM answering the reader prompt; its score is the expected digit (DEITA's scorer). ``head``: the
+        digit rows of the LM's output layer (trained, saved); ``cov`` stays zero: the score is the LM's own."""
+
+        def __init__(self, lm, digit_rows, values: Sequence[float], messages):
+            super().__init__(lm, digit_rows.shape[1])
+            self.head = torch.nn.Linear(digit_rows.shape[1], digit_rows.shape[0])
+            with torch.no_grad():
+                self.head.weight.copy_(digit_rows)
+                self.head.bias.zero_()
+            self.register_buffer("values", torch.tensor(list(values), dtype=torch.float32), persistent=False)
+            self.messages = messages
+            self.last_token = True
+
+        def pooled(self, batch: dict[str, Any]):
+            # the LM body alone: only the last position's digit logits are needed, not the whole vocabulary's
+            lm = self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
+            out = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            last = batch["attention_mask"].shape[1] - 1 - batch["attention_mask"].flip(1).argmax(1)
+            return out[torch.arange(out.shape[0], device=out.device), last]
+
+        def digit_log_probs(self, batch: dict[str, Any]):
+            return torch.log_softmax(self.head(self.pooled(batch)).float(), dim=-1)
+
+        def forward(self, batch: dict[str, Any]):
+            return (self.digit_log_probs(batch).exp() * self.values).sum(-1)
+
+        def point_loss(self, batch: dict[str, Any], target):
+            """(expected digits, cross-entropy): ``target`` on the digits' scale, as a two-hot over its two neighbours."""
+            logp = self.digit_log_probs(batch)
+            t = target.clamp(self.values[0], self.values[-1])
+            weight = (1.0 - (t[:, None] - self.values[None, :]).abs()).clamp(min=0.0)  # digits one apart
+            return (logp.exp() * self.values).sum(-1), -(weight * logp).sum(-1).mean()
+
+    return _DigitReader if digits else _Reader
 
 
 def ReaderNet(encoder, hidden: int):  # noqa: N802 (a factory standing in for the class defined lazily)
@@ -98,10 +153,15 @@ def _fit_parts(a: list[int], b: list[int], budget: int) -> tuple[list[int], list
     return (a[:keep_short], b[:keep_long]) if len(a) <= len(b) else (a[:keep_long], b[:keep_short])
 
 
-def chat_texts(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int) -> list[str]:
+def chat_texts(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int,
+               messages: Callable[[str, str | None], list[dict[str, str]]] | None = None) -> list[str]:
     """A causal LM reads a row as its own chat turn (the tokenizer's chat template), instruction and response
-    trimmed longest-first to fit ``max_length``: a plain concatenation would not mark where the answer starts."""
+    trimmed longest-first to fit ``max_length``: a plain concatenation would not mark where the answer starts.
+    ``messages(instruction, response)``: the row rendered into a reader prompt instead, ending where the model
+    answers (the digit head)."""
     def render(ins: str, res: str | None) -> str:
+        if messages is not None:
+            return tok.apply_chat_template(messages(ins, res), tokenize=False, add_generation_prompt=True)
         msgs = [{"role": "user", "content": ins}] + ([{"role": "assistant", "content": res}] if res is not None else [])
         return tok.apply_chat_template(msgs, tokenize=False)
 
@@ -120,16 +180,20 @@ def chat_texts(tok, instructions: Sequence[str], responses: Sequence[str] | None
 
 
 def encode_batch(tok, instructions: Sequence[str], responses: Sequence[str] | None, max_length: int,
-                 device: Any = "cpu") -> dict[str, Any]:
+                 device: Any = "cpu", messages: Callable[[str, str | None], list[dict[str, str]]] | None = None
+                 ) -> dict[str, Any]:
     """Tokenised (instruction, response) pairs (longest part truncated first) plus the covariates.
-    A tokenizer with a chat template and no separator token (a causal LM's) gets :func:`chat_texts`."""
+    A tokenizer with a chat template and no separator token (a causal LM's) gets :func:`chat_texts` (with
+    ``messages``: the rows rendered into a reader prompt)."""
     import torch
 
     if tok.pad_token is None:  # a causal LM's tokenizer: pad with end-of-sequence (masked out of the pooling)
         tok.pad_token = tok.eos_token
     kw = {"return_token_type_ids": False} if "token_type_ids" not in tok.model_input_names else {}
+    if messages is not None and not getattr(tok, "chat_template", None):
+        raise ValueError("a reader prompt needs a tokenizer with a chat template (a chat model's folder)")
     if tok.sep_token is None and getattr(tok, "chat_template", None):
-        enc = tok(chat_texts(tok, instructions, responses, max_length), truncation=True, max_length=max_length,
+        enc = tok(chat_texts(tok, instructions, responses, max_length, messages), truncation=True, max_length=max_length,
                   padding=True, return_tensors="pt", add_special_tokens=False, **kw)
     elif responses is None:
         enc = tok(list(instructions), truncation=True, max_length=max_length, padding=True, return_tensors="pt", **kw)
@@ -158,7 +222,12 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     import torch
 
     n = len(instructions)
+    messages = getattr(net, "messages", None)
     lengths = token_lengths(tok, instructions, responses, max_length)
+    if messages is not None:  # every row also carries the reader prompt's own tokens
+        empty = chat_texts(tok, [""], None if responses is None else [""], 10**6, messages)[0]
+        overhead = len(tok(empty, add_special_tokens=False)["input_ids"])
+        lengths = [min(max_length, k + overhead) for k in lengths]
     if plan is None:
         order = np.argsort(lengths, kind="stable")
         batches: Sequence[np.ndarray] = [order[s:s + batch_size] for s in range(0, n, batch_size)]
@@ -169,7 +238,8 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     with torch.inference_mode():
         for idx in batches:
             batch = encode_batch(tok, [instructions[i] for i in idx],
-                                 [responses[i] for i in idx] if responses is not None else None, max_length, device)
+                                 [responses[i] for i in idx] if responses is not None else None, max_length, device,
+                                 messages)
             val = (net.pooled(batch) if pooled else net(batch)).float().cpu().numpy()
             if out is None:
                 out = np.zeros((n,) + val.shape[1:], dtype=np.float32)
@@ -180,17 +250,20 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
 
 
 def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any, point_rank_weight: float = 0.0):
-    """One step's loss: squared error on the pointwise batch + Bradley-Terry on the pair batch (+ Bradley-Terry
-    on the pointwise batch's pairs of unequal labels, times ``point_rank_weight``)."""
+    """One step's loss: the net's pointwise loss (squared error; the digit head's cross-entropy) + Bradley-Terry on
+    the pair batch (+ Bradley-Terry on the pointwise batch's pairs of unequal labels, times ``point_rank_weight``)."""
     import torch
+
+    def encode(ins, res):
+        return encode_batch(tok, ins, res, max_length, device, getattr(net, "messages", None))
 
     loss = torch.zeros((), device=device)
     if pts:
         ins = [p[0] for p in pts]
         res = [p[1] for p in pts] if pts[0][1] is not None else None
         y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
-        s = net(encode_batch(tok, ins, res, max_length, device))
-        loss = loss + torch.nn.functional.mse_loss(s, y)
+        s, point_loss = net.point_loss(encode(ins, res), y)
+        loss = loss + point_loss
         if point_rank_weight:  # every pair of the batch with unequal labels, the higher label first
             higher = y[:, None] > y[None, :]
             if bool(higher.any()):
@@ -198,12 +271,12 @@ def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: 
                 loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
     if prs:
         if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
-            a = net(encode_batch(tok, [p[1] for p in prs], None, max_length, device))
-            b = net(encode_batch(tok, [p[2] for p in prs], None, max_length, device))
+            a = net(encode([p[1] for p in prs], None))
+            b = net(encode([p[2] for p in prs], None))
         else:
             ins = [p[0] for p in prs]
-            a = net(encode_batch(tok, ins, [p[1] for p in prs], max_length, device))
-            b = net(encode_batch(tok, ins, [p[2] for p in prs], max_length, device))
+            a = net(encode(ins, [p[1] for p in prs]))
+            b = net(encode(ins, [p[2] for p in prs]))
         target = torch.tensor([p[3] for p in prs], dtype=torch.float32, device=device)
         loss = loss + pair_weight * torch.nn.functional.binary_cross_entropy_with_logits(a - b, target)
     return loss

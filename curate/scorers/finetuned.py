@@ -54,6 +54,7 @@ class CrossEncoderScorer(Scorer):
                  base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
                  device: str = "cpu"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
+        self.head = "score"  # a linear head on the pooled text, beside the length covariate
         self.device = device
         self.max_length = int(max_length)
         self.lora_r = int(lora_r)
@@ -95,10 +96,19 @@ class CrossEncoderScorer(Scorer):
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
             with quiet_loading():  # crossencoder.py imports no curate module (see its docstring)
-                self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r).to(self._device())
+                self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r,
+                                         **self._head_options(self._tok)).to(self._device())
             if self.weights:
                 ce.load_tensors(self._net, self.weights)
         return self._net, self._tok
+
+    def _head_options(self, tok) -> dict[str, Any]:
+        """What :func:`~curate.scorers.crossencoder.build_net` needs beyond the base: nothing for the score head."""
+        return {}
+
+    def _point_targets(self, y: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
+        """The pointwise training targets: the labels standardised (the score head learns a ranking scale)."""
+        return (y - y.mean()) / y.std()
 
     def _inference_net(self):
         if self._merged is None:
@@ -183,7 +193,8 @@ class CrossEncoderScorer(Scorer):
         if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)
         net, tok = self._load_net()
-        z = (y - y.mean()) / y.std()
+        lo, hi = label_range or (float(y.min()), float(y.max()))
+        z = self._point_targets(y, (lo, hi))
         points = [(ins[i], res[i] if res is not None else None, float(z[i])) for i in range(len(rows))]
         prs = []
         for r1, r2, p in pairs or []:
@@ -201,7 +212,6 @@ class CrossEncoderScorer(Scorer):
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
-        lo, hi = label_range or (float(y.min()), float(y.max()))
         c, d = self.output_range
         target = c + (y - lo) * (d - c) / (hi - lo)
         raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size,
@@ -219,7 +229,17 @@ class CrossEncoderScorer(Scorer):
 
     def fresh(self) -> CrossEncoderScorer:
         return type(self)(reads=self.reads, name=self.name, imitates=self.imitates, max_length=self.max_length,
-                          lora_r=self.lora_r, base=self.base, output_range=self.output_range, device=self.device)
+                          lora_r=self.lora_r, base=self.base, output_range=self.output_range, device=self.device,
+                          **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """The constructor's options beyond the cross-encoder's (the small-LM reader's head and prompt)."""
+        return {}
+
+    @classmethod
+    def _saved_options(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`_options` as read back from a saved ``scorer.json``."""
+        return {}
 
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.numpy import save_file
@@ -245,7 +265,7 @@ class CrossEncoderScorer(Scorer):
         scorer = cls(reads=doc["reads"], name=doc.get("name"), imitates=doc.get("imitates"),
                      max_length=doc["max_length"], lora_r=doc["lora_r"],
                      base=None if not base or base.startswith("packaged") else base,
-                     output_range=tuple(doc["output_range"]))
+                     output_range=tuple(doc["output_range"]), **cls._saved_options(doc))
         scorer.weights = dict(load_file(str(path / "adapter.safetensors")))
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
@@ -255,19 +275,102 @@ class CrossEncoderScorer(Scorer):
         return f"CrossEncoderScorer({self.column!r}, reads={self.reads}, max_length={self.max_length})"
 
 
+LM_HEADS = ("score", "digits")
+READER_PROMPTS = {"response": "quality_reader", "instruction": "complexity_reader"}  # by the last text read
+
+
 class SmallLMScorer(CrossEncoderScorer):
-    """The small-LM reader (DEITA's style, with a score head): SmolLM2-135M (packaged,
-    :func:`curate.llm.local.prepare_model`) + LoRA on its attention projections + the same head, length
-    covariate and calibration as the cross-encoder. Batched, on the CPU by default."""
+    """The small-LM reader in DEITA's style: SmolLM2-135M (packaged, :func:`curate.llm.local.prepare_model`) +
+    LoRA on its attention projections, batched, on the CPU by default.
+
+    ``head="score"`` (default): the cross-encoder's linear head on the last token, length covariate and calibration.
+    ``head="digits"``: DEITA's own scorer: the LM answers a reader prompt (``prompt``: a prompt file or name,
+    default ``prompts/quality_reader.md``, or ``complexity_reader.md`` for an instruction alone) and the score is
+    its expected digit over the prompt's scale; training is cross-entropy on the label's digits (two-hot). The
+    prompt's text is saved with the scorer, so a later edit of the file does not change a trained reader.
+    """
 
     kind = "small-lm"
     base_name = "SmolLM2-135M-Instruct"
+
+    def __init__(self, *, head: str = "score", prompt: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if head not in LM_HEADS:
+            raise ScorerError(f"head {head!r}: the small-LM reader has a {' or a '.join(LM_HEADS)} head")
+        self.head = head
+        self.prompt = None
+        if head == "score":
+            if prompt is not None:
+                raise ScorerError("prompt: only the digits head reads a prompt (head='digits')")
+            return
+        from curate.llm.prompts import load_prompt
+
+        self.prompt = load_prompt(prompt or READER_PROMPTS[self.reads[-1]])
+        if self.prompt.output_kind != "digit_score" or set(self.prompt.inputs) != set(self.reads):
+            raise ScorerError(f"{self.prompt.where}: a digits head needs a digit_score prompt whose inputs are the "
+                              f"texts read, {self.reads}; it declares {self.prompt.output_kind} of {list(self.prompt.inputs)}")
 
     @staticmethod
     def default_base() -> str:
         from curate.llm.local import prepare_model
 
         return str(prepare_model())
+
+    def _digits(self) -> list[int]:
+        lo, hi = self.prompt.scale
+        return list(range(lo, hi + 1))
+
+    def _head_options(self, tok) -> dict[str, Any]:
+        if self.head == "score":
+            return {}
+        ids = []
+        for d in self._digits():
+            token = tok.convert_tokens_to_ids(str(d))
+            if not isinstance(token, int) or token == tok.unk_token_id or tok.decode([token]).strip() != str(d):
+                raise ScorerError(f"the tokenizer of {self.base or self.base_name} has no single token for the digit "
+                                  f"{d}; a digits head reads the next-token probability of each digit of the scale")
+            ids.append(token)
+        reads = tuple(self.reads)
+        prompt = self.prompt
+
+        def messages(instruction: str, response: str | None) -> list[dict[str, str]]:
+            return prompt.render(**dict(zip(reads, (instruction, response), strict=False)))
+
+        return {"digit_tokens": ids, "digit_values": [float(d) for d in self._digits()], "messages": messages}
+
+    def _point_targets(self, y: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
+        if self.head == "score":
+            return super()._point_targets(y, label_range)
+        (lo, hi), digits = label_range, self._digits()  # the judge's scale mapped linearly onto the digits
+        return digits[0] + (y - lo) * (digits[-1] - digits[0]) / (hi - lo)
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        if self.head == "digits":  # absent for the score head, so saved score-head readers keep their fingerprint
+            cfg.update({"head": self.head, "prompt": {"name": self.prompt.name, "fingerprint": self.prompt.fingerprint,
+                                                      "text": prompt_text(self.prompt)}})
+        return cfg
+
+    def _options(self) -> dict[str, Any]:
+        return {"head": self.head, "prompt": self.prompt}
+
+    @classmethod
+    def _saved_options(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc.get("head", "score") == "score":
+            return {}
+        from curate.llm.prompts import parse_prompt
+
+        return {"head": doc["head"], "prompt": parse_prompt(doc["prompt"]["text"])}
+
+    def __repr__(self) -> str:
+        return f"SmallLMScorer({self.column!r}, head={self.head!r}, reads={self.reads}, max_length={self.max_length})"
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as the file text it was parsed from (front-matter and body): what a digits-head reader saves."""
+    import yaml
+
+    return "---\n" + yaml.safe_dump(prompt.declaration, sort_keys=False, allow_unicode=True) + "---\n" + prompt.body
 
 
 KINDS[KIND] = CrossEncoderScorer

@@ -40,18 +40,20 @@ FINETUNED_KINDS = ("cross-encoder", "small-lm")
 
 def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
                     init: str | None = None, epochs: float = 2.0, base: str | None = None,
-                    device: str | None = None, progress: bool = False) -> TrainResult:
+                    device: str | None = None, progress: bool = False, head: str | None = None) -> TrainResult:
     """Fine-tune a reader (``kind``: the MiniLM cross-encoder or the small-LM reader, SmolLM2 unless ``base`` names
     another model folder; optionally from a saved or shipped adapter, ``init``) on the training groups; agreement on
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it.
     ``data.pairs`` (Evol chains) within the training groups join as preference pairs (Bradley-Terry, P = 1);
     held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: the scorer's default,
-    the CPU; ``cuda``, ``auto``: see :class:`~curate.scorers.finetuned.CrossEncoderScorer`).
+    the CPU; ``cuda``, ``auto``: see :class:`~curate.scorers.finetuned.CrossEncoderScorer`). ``head``: the small-LM
+    reader's ``score`` (default) or ``digits`` head (:class:`~curate.scorers.finetuned.SmallLMScorer`); the
+    cross-encoder has the score head only.
     ``progress``: bars over the training steps and the held-out rows scored."""
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
-    from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
+    from curate.scorers.finetuned import KINDS, LM_HEADS  # importing it registers the fine-tuned kinds
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -62,16 +64,22 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     if kind not in FINETUNED_KINDS:
         raise ScorerError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
     cls = KINDS[kind]
+    heads = LM_HEADS if kind == "small-lm" else ("score",)
+    if head is not None and head not in heads:
+        raise ScorerError(f"head {head!r}: the {kind} kind has a {' or a '.join(heads)} head")
     if init:
         if base is not None:
             raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
         scorer = Scorer.load(init)
         if type(scorer) is not cls or scorer.reads != data.reads:
             raise ScorerError(f"--init {init}: not a {kind} scorer reading {data.reads}")
+        if head is not None and scorer.head != head:
+            raise ScorerError(f"--init {init} has a {scorer.head} head, not {head}: a warm start keeps its head")
         scorer.name, scorer.imitates = name, data.imitates
     else:
+        options = {"head": head} if head is not None and kind == "small-lm" else {}
         scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
-                     max_length=cls.default_max_length(data.reads))
+                     max_length=cls.default_max_length(data.reads), **options)
     if device is not None:
         scorer.device = device
     label_range = (float(y[scored].min()), float(y[scored].max()))
@@ -95,7 +103,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
         held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), pred, fit_rows, held_rows, lengths,
                                       groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
-                    length_input=data.reads[-1], extra={"kind": kind, "init": init, "base": scorer.base})
+                    length_input=data.reads[-1], extra={"kind": kind, "head": scorer.head, "init": init, "base": scorer.base})
     scorer.metrics = ev.to_dict()
     scorer.metadata["source"] = data.source
     if len(fit_pairs):
@@ -104,7 +112,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
 
 
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
-                 head: str = "ridge", features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
+                 head: str | None = None, features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False,
@@ -117,16 +125,17 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     are scored as ``chain_order``. With ``target`` too, the labels are the target's and the chains give only pairs
     (DEITA's Evol order mixed with, e.g., FLASK difficulty levels).
     ``kind``: ``ridge`` (a head on MiniLM features), ``cross-encoder`` or ``small-lm`` (fine-tuned readers:
-    :func:`train_finetuned`, with ``init``, ``epochs``, ``base``, ``device`` and ``progress``).
+    :func:`train_finetuned`, with ``init``, ``epochs``, ``base``, ``device`` and ``progress``). ``head``: the ridge
+    kind's ``ridge`` (default) or ``ordinal``; the small-LM reader's ``score`` (default) or ``digits``.
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
                           "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
     if columns and kind != "ridge":
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
-    if chain_pairs and (labels is None or head != "ridge" or columns):
+    if chain_pairs and (labels is None or head == "ordinal" or columns):
         raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head "
-                          "or a cross-encoder (with no feature columns: chain versions have no numbers in them)")
+                          "or a fine-tuned reader (with no feature columns: chain versions have no numbers in them)")
     if target is None:
         if group_by is not None:
             raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
@@ -155,9 +164,10 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     name = name or (labels if target is None else f"{target}_scorer")
     if kind in FINETUNED_KINDS:
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
-                               device=device, progress=progress)
+                               device=device, progress=progress, head=head)
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
+    head = head or "ridge"
     if init is not None:
         raise ScorerError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
                           f"kinds ({', '.join(FINETUNED_KINDS)})")
