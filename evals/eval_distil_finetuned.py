@@ -2,13 +2,13 @@
 ``curate train-scorer WS --target gpt4 --kind cross-encoder|small-lm`` fits, which then scores the rest of the pool.
 
     PYTHONPATH=. python evals/eval_distil_finetuned.py [--source mtbench|autoj] [--labels 1000] \
-        [--kinds cross-encoder,small-lm] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR] [--ce-base DIR] \
+        [--kinds cross-encoder,small-lm,small-lm:digits] [--seeds 0] [--epochs 2] [--device cuda] [--lm-base DIR] [--ce-base DIR] \
         [--init-weights OUT/quality_ce_without_mtbench.safetensors]
 
 The pool and its split are evals/eval_distil.py's (whole questions drawn until they hold ~``--labels`` answers;
 ``--seed`` there is a seed here). Each kind goes through :func:`curate.scorers.training.train_finetuned` exactly
 as the CLI calls it (20% of the judged groups held out for its own report, the reader fine-tuned on the rest,
-fresh LoRA adapters; no shipped adapter as a start, since those saw MT-bench and Auto-J: ``--init-weights`` starts
+fresh LoRA adapters; ``small-lm:digits`` is ``--kind small-lm --head digits``; no shipped adapter as a start, since those saw MT-bench and Auto-J: ``--init-weights`` starts
 from a reader trained with the pool's source left out, as ``train-scorer --init quality_ce`` starts on a new pool). Figures on the rest of the
 pool beside response length; the ridge default on the same split is evals/eval_distil.py's (CPU).
 ``--lm-base``: the small-LM folder (default: SmolLM2 from ``curate.llm.local.prepare_model()``; on the GPU
@@ -98,10 +98,11 @@ def main() -> None:
         base_fig = {**agreement(y, length), "ci": spearman_interval(y, length, groups)}
         print(f"seed {seed}: {len(train)} judged answers ({len(judged)} questions) -> {len(rest)} others; "
               f"response length spearman {base_fig['spearman']:.3f}", flush=True)
-        for kind in args.kinds.split(","):
+        for label in args.kinds.split(","):
+            kind, _, head = label.partition(":")
             t0 = time.time()
             res = train_finetuned(training_data(train, args.source), "gpt4_scorer", holdout=0.2, seed=seed, kind=kind,
-                                  epochs=args.epochs, init=init,
+                                  epochs=args.epochs, init=init, head=head or None,
                                   base=None if init else args.lm_base if kind == "small-lm" else args.ce_base,
                                   device=args.device)
             fit_s = time.time() - t0
@@ -109,15 +110,16 @@ def main() -> None:
             pred = res.scorer.predict([to_turn(r) for r in rest])
             if args.save_predictions:
                 args.save_predictions.mkdir(parents=True, exist_ok=True)
-                np.save(args.save_predictions / f"{args.source}_{kind}_seed{seed}.npy", np.asarray(pred, np.float64))
-            rec = {"source": args.source, "seed": seed, "kind": kind, "epochs": args.epochs, "labels": len(train),
+                np.save(args.save_predictions / f"{args.source}_{label.replace(':', '_')}_seed{seed}.npy",
+                        np.asarray(pred, np.float64))
+            rec = {"source": args.source, "seed": seed, "kind": label, "epochs": args.epochs, "labels": len(train),
                    "init": args.init_weights.name if args.init_weights else None,
                    "rest": len(rest), **agreement(y, pred), "ci": spearman_interval(y, pred, groups),
                    "own_holdout_spearman": res.evaluation.holdout.get("scorer", {}).get("spearman"),
                    "fit_s": round(fit_s, 1), "predict_rows_per_s": round(len(rest) / (time.time() - t0), 1),
                    "response_length_spearman": base_fig["spearman"]}
             out.append(rec)
-            print(f"  {kind:13s} spearman {rec['spearman']:.3f} (95% {rec['ci'][0]:.2f}..{rec['ci'][1]:.2f}) "
+            print(f"  {label:15s} spearman {rec['spearman']:.3f} (95% {rec['ci'][0]:.2f}..{rec['ci'][1]:.2f}) "
                   f"kendall {rec['kendall']:.3f} pairwise {rec['pairwise_accuracy']:.3f}; own held-out "
                   f"{rec['own_holdout_spearman']}; fit {fit_s:.0f} s, {rec['predict_rows_per_s']} rows/s", flush=True)
     if args.json:
