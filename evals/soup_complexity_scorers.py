@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import scorer_label_data as D  # noqa: E402
 
-from curate.scorers import Scorer  # noqa: E402
-from curate.scorers import crossencoder as CE  # noqa: E402
+from curate.scorers import Scorer, readermap  # noqa: E402
 from curate.scorers.finetuned import CrossEncoderScorer  # noqa: E402
 
 
@@ -90,7 +89,7 @@ def main() -> None:
     soup.weights, dropped = truncate_rank(soup_tensors([p.weights for p in parts]), rank)
     train = [r for r in D.flask_levels(args.data) if r["split"] == "train"]
     raw = soup.predict_raw([{"instruction": r["instruction"]} for r in train])
-    soup.weights["calibration.x"], soup.weights["calibration.y"] = CE.quantile_map(raw, D.flask_to6(train))
+    soup.weights["calibration.x"], soup.weights["calibration.y"] = readermap.quantile_map(raw, D.flask_to6(train))
     soup.metadata = {**first.metadata, "soup_of": [p.metrics.get("train", {}) for p in parts]}
     soup.metrics = {"soup_of": [{"trained_by": p.metrics.get("trained_by"), "issue13_test": p.metrics.get("issue13_test")}
                                 for p in parts],

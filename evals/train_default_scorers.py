@@ -192,7 +192,7 @@ def with_interval(metrics: dict, y, pred, groups) -> dict:
 
 
 def length_pred(train_len, train_y, test_len):
-    from curate.scorers.crossencoder import apply_map, quantile_map
+    from curate.scorers.readermap import apply_map, quantile_map
 
     return apply_map(np.log1p(test_len), *quantile_map(np.log1p(train_len), train_y))
 

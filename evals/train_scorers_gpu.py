@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "evals"))
 import scorer_label_data as D  # noqa: E402
 
 CE = D.curate_file("curate_crossencoder_by_path", "curate/scorers/crossencoder.py")
+MAP = D.curate_file("curate_readermap_by_path", "curate/scorers/readermap.py")
 CONS = D.constraints_module()  # the same module object D's chain sets are built with
 QUALITY_MAX_LEN, COMPLEXITY_MAX_LEN = 256, 128
 
@@ -105,15 +106,15 @@ def to6(label10):
 def point_report(rows, raw, cal, train_rows=None) -> dict:
     """Agreement of calibrated predictions (1-6) and of the length baselines (quantile-mapped to the labels)."""
     y = to6([r["label"] for r in rows])
-    pred = CE.apply_map(raw, *cal)
+    pred = MAP.apply_map(raw, *cal)
     out = {"scorer": agreement(y, pred)}
     ref = train_rows or rows
     ref_y = to6([r["label"] for r in ref])
     for name, key in (("response_length", "response"), ("instruction_length", "instruction")):
         ln = np.log1p([len(r[key]) for r in rows]) + 1e-6 * np.arange(len(rows))
         ref_ln = np.log1p([len(r[key]) for r in ref])
-        m = CE.quantile_map(ref_ln, ref_y)
-        out[name] = agreement(y, CE.apply_map(ln, *m))
+        m = MAP.quantile_map(ref_ln, ref_y)
+        out[name] = agreement(y, MAP.apply_map(ln, *m))
     out["distribution"] = {"predicted_quantiles": np.quantile(pred, [0, .1, .25, .5, .75, .9, 1]).round(3).tolist(),
                            "label_quantiles": np.quantile(y, [0, .1, .25, .5, .75, .9, 1]).round(3).tolist(),
                            "predicted_mean_std": [float(pred.mean()), float(pred.std())],
@@ -221,7 +222,7 @@ def quality_reports(net, tok, pairs, singles, device, test_sources, split="test"
     rep, raw_all = {}, {}
     cal_rows = [r for s in ("mtbench", "autoj") for r in singles[s] if r["split"] == "train"]
     cal_raw = predict_rows(net, tok, cal_rows, device)
-    cal = CE.quantile_map(cal_raw, to6([r["label"] for r in cal_rows]))
+    cal = MAP.quantile_map(cal_raw, to6([r["label"] for r in cal_rows]))
     for s in ("mtbench", "autoj"):
         if s in test_sources:
             rows = [r for r in singles[s] if split == "all" or r["split"] == split]
@@ -321,13 +322,13 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         return {"scorer": CONS.order_accuracy(ch, score_chains(ch)),
                 "instruction_length": CONS.order_accuracy(ch, [[len(t) for t in c] for c in ch]), "chains": len(ch)}
 
-    cal = CE.quantile_map(predict([r["instruction"] for r in tr]), D.flask_to6(tr))
+    cal = MAP.quantile_map(predict([r["instruction"] for r in tr]), D.flask_to6(tr))
     test = [r for r in flask if r["split"] == "test"]
     raw = predict([r["instruction"] for r in test])
     ln = np.log1p([len(r["instruction"]) for r in test])
-    len_map = CE.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), D.flask_to6(tr))
-    rep = {"flask_test": {"scorer": agreement(D.flask_to6(test), CE.apply_map(raw, *cal)),
-                          "instruction_length": agreement(D.flask_to6(test), CE.apply_map(ln, *len_map))}}
+    len_map = MAP.quantile_map(np.log1p([len(r["instruction"]) for r in tr]), D.flask_to6(tr))
+    rep = {"flask_test": {"scorer": agreement(D.flask_to6(test), MAP.apply_map(raw, *cal)),
+                          "instruction_length": agreement(D.flask_to6(test), MAP.apply_map(ln, *len_map))}}
     if recipe == "appended":  # the figure the former default complexity_ce was reported with
         rep["chains_heldout_families"] = chain_report(
             CONS.constraint_chains(D.chain_seeds(flask, "test"), CONS.EVAL_FAMILIES, seed=3))

@@ -20,7 +20,7 @@ Training mixes two losses in every step (:func:`train_net`):
 Only torch, transformers, peft, safetensors and numpy are imported here (no other curate module), so
 ``evals/train_scorers_gpu.py`` can load this file by path on a machine without curate's dependencies.
 Shipped: the LoRA adapter and the head in ``adapter.safetensors`` (fp16, < 2 MiB); the base weights
-come from the installed MiniLM package.
+come from the installed MiniLM package. The map onto the judge's scale is :mod:`curate.scorers.readermap`'s.
 """
 
 from __future__ import annotations
@@ -389,34 +389,3 @@ def merged_for_inference(net):
     same scores with one matmul per layer instead of three (faster on a CPU). Consumes ``net``'s adapter."""
     net.encoder = net.encoder.merge_and_unload()
     return net.eval()
-
-
-def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple[np.ndarray, np.ndarray]:
-    """A monotone map raw score -> label scale matching quantiles (the judge's spread, not a squeezed mean)."""
-    q = np.linspace(0, 1, points)
-    x = np.quantile(np.asarray(raw, dtype=np.float64), q)
-    y = np.quantile(np.asarray(labels, dtype=np.float64), q)
-    x = np.maximum.accumulate(x + np.arange(points) * 1e-9)  # strictly increasing for np.interp
-    return x, np.maximum.accumulate(y)
-
-
-OUTPUT_MAP = "quantile+logistic-1"  # names apply_map; the cross-encoder scorer's fingerprint includes it
-TIE_BREAK_SHARE = 0.02  # share of the calibrated score given to a logistic map of the raw score (see apply_map)
-
-
-def apply_map(raw: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """:func:`quantile_map`'s piecewise-linear map, blended with a small logistic map of the raw score so that
-    it is strictly increasing: a different raw score never lands on the same calibrated score.
-
-    The quantile map alone is flat wherever the labels are discrete (FLASK's five levels) and beyond the
-    training range, so it tied rows the network ranks apart (the shipped complexity scorer put 65% of the
-    held-out constraint-chain versions at exactly 6.0, and its chain order fell from 0.993 to 0.790). The
-    blend moves a score by at most ``TIE_BREAK_SHARE`` of the scale and stays inside ``[y[0], y[-1]]``;
-    the logistic's centre and spread are the map's median and interquartile knots."""
-    raw = np.asarray(raw, dtype=np.float64)
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    k = len(x) - 1
-    centre = x[k // 2]
-    spread = max((x[(3 * k) // 4] - x[k // 4]) / 1.349, 1e-6)  # the interquartile range of a normal, as a std
-    logistic = y[0] + (y[-1] - y[0]) / (1.0 + np.exp(-(raw - centre) / spread))
-    return (1.0 - TIE_BREAK_SHARE) * np.interp(raw, x, y) + TIE_BREAK_SHARE * logistic

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import curate.scorers.crossencoder as ce
+import curate.scorers.readermap as readermap
 from curate.defaults import EMBED
 from curate.errors import ScorerError
 from curate.hardware import quiet_loading
@@ -46,7 +47,7 @@ class CrossEncoderScorer(Scorer):
     """
 
     kind = KIND
-    output_map = ce.OUTPUT_MAP
+    output_map = readermap.OUTPUT_MAP
     base_name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
@@ -163,7 +164,7 @@ class CrossEncoderScorer(Scorer):
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         if "calibration.x" not in self.weights:
             raise ScorerError("this cross-encoder scorer has no calibration map; fit() or load() it first")
-        return ce.apply_map(raw, self.weights["calibration.x"], self.weights["calibration.y"])
+        return readermap.apply_map(raw, self.weights["calibration.x"], self.weights["calibration.y"])
 
     def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
         rows = list(rows)
@@ -216,7 +217,7 @@ class CrossEncoderScorer(Scorer):
         target = c + (y - lo) * (d - c) / (hi - lo)
         raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size,
                              plan=self._plan(), device=device)
-        self.weights["calibration.x"], self.weights["calibration.y"] = ce.quantile_map(raw, target)
+        self.weights["calibration.x"], self.weights["calibration.y"] = readermap.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
                               "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
         return self
