@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -299,6 +300,11 @@ def test_small_lm_digits_head_is_the_lms_expected_digit_and_keeps_its_prompt(tin
         SmallLMScorer(reads=["instruction"], head="digits", prompt="quality_reader")
     with pytest.raises(ScorerError, match="only the digits head reads a prompt"):
         SmallLMScorer(prompt="quality_reader")
+    plain = tmp_path / "no_template"  # a base model's folder: no chat template to ask the reader prompt in
+    shutil.copytree(tiny_llama, plain)
+    (plain / "chat_template.jinja").unlink()
+    with pytest.raises(ScorerError, match="no chat template; a digits head asks a chat model"):
+        SmallLMScorer(head="digits", base=str(plain))._load_net()
 
 
 def test_cli_train_scorer_without_minilm_writes_its_own_column(tmp_path):

@@ -324,6 +324,9 @@ class SmallLMScorer(CrossEncoderScorer):
     def _head_options(self, tok) -> dict[str, Any]:
         if self.head == "score":
             return {}
+        if not getattr(tok, "chat_template", None):
+            raise ScorerError(f"{self.base or self.base_name}: its tokenizer has no chat template; a digits head asks "
+                              f"a chat model the reader prompt ({self.prompt.where})")
         ids = []
         for d in self._digits():
             token = tok.convert_tokens_to_ids(str(d))
