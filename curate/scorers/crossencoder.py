@@ -113,7 +113,6 @@ def _module(digits: bool = False):
                 self.head.bias.zero_()
             self.register_buffer("values", torch.tensor(list(values), dtype=torch.float32), persistent=False)
             self.messages = messages
-            self.last_token = True
 
         def pooled(self, batch: dict[str, Any]):
             # the LM body alone: only the last position's digit logits are needed, not the whole vocabulary's
