@@ -26,7 +26,8 @@ complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, tr
             as teacher: mean val criterion 0.801 over four seeds, against 0.806 without; not adopted.
 Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
-Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path.
+Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path (``--lm-head digits``
+also imports curate, for the reader prompt).
 """
 
 from __future__ import annotations
@@ -169,17 +170,29 @@ def same_question_pairs(rows, limit: int, seed: int):
     return out[:limit]
 
 
+def digit_head(args, tok) -> dict:
+    """``build_net``'s options for ``--lm-head digits``: the digit tokens and reader prompt exactly as
+    ``SmallLMScorer(head="digits")`` builds them (this imports curate; the score head does not)."""
+    if args.lm_head != "digits":
+        return {}
+    from curate.scorers.finetuned import SmallLMScorer
+
+    return SmallLMScorer(head="digits", base=args.base)._head_options(tok)
+
+
 def train_quality(args, pairs, singles, train_sources, device, log):
     """One quality run: train on the train split of ``train_sources``; returns (net, tok, info)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.tok)
-    net = CE.build_net(args.base).to(device)
+    net = CE.build_net(args.base, **digit_head(args, tok)).to(device)
     points, prs = [], []
     for s in ("mtbench", "autoj"):
         if s in train_sources:
             tr = [r for r in singles[s] if r["split"] == "train"]
-            points += [(r["instruction"], r["response"], float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
+            # the digits head learns the judge's scale (1-10 onto its 1-6 digits), the score head a ranking scale
+            target = to6([r["label"] for r in tr]) if args.lm_head == "digits" else zscore(tr)
+            points += [(r["instruction"], r["response"], float(z)) for r, z in zip(tr, target, strict=True)]
             if s == "mtbench":
                 prs += same_question_pairs(tr, 3000 if not args.tiny else 20, 0)
     if "alpaca_eval" in train_sources:
@@ -367,6 +380,9 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--lm-head", choices=("score", "digits"), default="score",
+                    help="a causal LM's head (evals/train_smallm_gpu.py): the score head, or DEITA's expected digit over "
+                         "prompts/quality_reader.md (quality runs only; outputs named quality_NAME_digits)")
     ap.add_argument("--loso", action="store_true", help="also leave-one-source-out quality runs")
     ap.add_argument("--budget-s", type=float, default=380.0, help="skip the optional runs past this many seconds")
     ap.add_argument("--only", choices=("all", "quality", "complexity", "loso"), default="all",
@@ -401,6 +417,8 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
         ap.error("--predict-pool and --complexity-pseudo need --pool-texts")
     if not 0 < args.complexity_pseudo_share < 1:
         ap.error("--complexity-pseudo-share is a share of the pointwise draws: above 0, below 1")
+    if args.lm_head == "digits" and (name != "lm" or args.only not in ("quality", "loso")):
+        ap.error("--lm-head digits: a causal LM's quality runs (evals/train_smallm_gpu.py --only quality|loso)")
     if args.complexity_pseudo_scale != "standardised" and args.complexity_pseudo is None:
         ap.error("--complexity-pseudo-scale sets how --complexity-pseudo's scores are read; give --complexity-pseudo")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -413,6 +431,7 @@ def cli(name: str, doc: str, argv=None, **defaults) -> None:
         logs.append(line)
 
     metrics: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    name = name + ("_digits" if args.lm_head == "digits" else "")
     out_file = args.out / ("issue13_gpu_metrics.json" if name == "ce" else f"issue13_gpu_{name}_metrics.json")
 
     def dump():
