@@ -47,15 +47,18 @@ class CrossEncoderScorer(Scorer):
     """
 
     kind = KIND
+    heads: tuple[str, ...] = ("score",)  # a linear head on the pooled text, beside the length covariate
     output_map = readermap.OUTPUT_MAP
     base_name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
                  imitates: dict[str, Any] | None = None, max_length: int = 256, lora_r: int = 8,
                  base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
-                 device: str = "cpu"):
+                 device: str = "cpu", head: str = "score"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
-        self.head = "score"  # a linear head on the pooled text, beside the length covariate
+        if head not in self.heads:
+            raise ScorerError(f"head {head!r}: the {self.kind} kind has a {' or a '.join(self.heads)} head")
+        self.head = head
         self.device = device
         self.max_length = int(max_length)
         self.lora_r = int(lora_r)
@@ -276,7 +279,6 @@ class CrossEncoderScorer(Scorer):
         return f"CrossEncoderScorer({self.column!r}, reads={self.reads}, max_length={self.max_length})"
 
 
-LM_HEADS = ("score", "digits")
 READER_PROMPTS = {"response": "quality_reader", "instruction": "complexity_reader"}  # by the last text read
 
 
@@ -292,13 +294,11 @@ class SmallLMScorer(CrossEncoderScorer):
     """
 
     kind = "small-lm"
+    heads = ("score", "digits")
     base_name = "SmolLM2-135M-Instruct"
 
     def __init__(self, *, head: str = "score", prompt: Any = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        if head not in LM_HEADS:
-            raise ScorerError(f"head {head!r}: the small-LM reader has a {' or a '.join(LM_HEADS)} head")
-        self.head = head
+        super().__init__(head=head, **kwargs)
         self.prompt = None
         if head == "score":
             if prompt is not None:

@@ -53,7 +53,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
-    from curate.scorers.finetuned import KINDS, LM_HEADS  # importing it registers the fine-tuned kinds
+    from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -64,9 +64,6 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     if kind not in FINETUNED_KINDS:
         raise ScorerError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
     cls = KINDS[kind]
-    heads = LM_HEADS if kind == "small-lm" else ("score",)
-    if head is not None and head not in heads:
-        raise ScorerError(f"head {head!r}: the {kind} kind has a {' or a '.join(heads)} head")
     if init:
         if base is not None:
             raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
@@ -76,10 +73,9 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
         if head is not None and scorer.head != head:
             raise ScorerError(f"--init {init} has a {scorer.head} head, not {head}: a warm start keeps its head")
         scorer.name, scorer.imitates = name, data.imitates
-    else:
-        options = {"head": head} if head is not None and kind == "small-lm" else {}
+    else:  # the class refuses a head its kind lacks
         scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
-                     max_length=cls.default_max_length(data.reads), **options)
+                     max_length=cls.default_max_length(data.reads), head=head or cls.heads[0])
     if device is not None:
         scorer.device = device
     label_range = (float(y[scored].min()), float(y[scored].max()))
