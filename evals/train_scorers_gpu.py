@@ -26,7 +26,7 @@ complexity: FLASK levels (pointwise) + synthetic constraint chains (pairwise, tr
             as teacher: mean val criterion 0.801 over four seeds, against 0.806 without; not adopted.
 Writes OUT/{quality_ce,complexity_ce[_rewritten|_mixed]}.safetensors (adapter + head + calibration) and
 OUT/issue13_gpu_metrics.json. bf16 autocast is entered per step inside ``CE.train_net`` (see its docstring).
-Imports only torch/transformers/peft/safetensors/numpy and two curate files loaded by path (``--lm-head digits``
+Imports only torch/transformers/peft/safetensors/numpy and curate files loaded by path (``--lm-head digits``
 also imports curate, for the reader prompt).
 """
 
