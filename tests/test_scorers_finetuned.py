@@ -64,6 +64,40 @@ def test_cross_encoder_fit_predict_save_load(tiny_base, tmp_path):
     assert json.loads((out / "scorer.json").read_text())["imitates"]["judge"] == "quality"
 
 
+def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monkeypatch):
+    """A fit killed mid-way and run again continues from its saved progress and ends with the adapter an unbroken
+    fit gets; another run (another seed) does not pick that progress up; a finished fit leaves no progress file."""
+    import curate.scorers.checkpoint as checkpoint
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # save after every step
+    rows, scores = _quality_rows(16)
+    cache = tmp_path / "cache"
+
+    class Killed(Exception):
+        pass
+
+    def fit(seed: int = 0, kill_at: int | None = None, cache_dir=cache):
+        def on_step(step: int, steps: int) -> None:
+            if step == kill_at:
+                raise Killed
+        sc = CrossEncoderScorer(max_length=32, base=tiny_base)
+        return sc.fit(rows, scores, epochs=3, batch_size=4, lr=1e-3, seed=seed, on_step=on_step, checkpoint_dir=cache_dir)
+
+    unbroken = fit(cache_dir=None)
+    with pytest.raises(Killed):
+        fit(kill_at=6)
+    assert len(list((cache / "finetune").glob("*.pt"))) == 1
+    other = fit(seed=1)  # other settings: starts afresh, beside the killed run's progress
+    assert other.metadata["train"]["resumed_after_step"] is None
+    resumed = fit()
+    assert resumed.metadata["train"]["resumed_after_step"] == 5
+    assert resumed.metadata["train"]["steps"] == unbroken.metadata["train"]["steps"] == 12
+    for name, value in unbroken.weights.items():
+        np.testing.assert_allclose(resumed.weights[name], value, atol=1e-6, err_msg=name)
+    assert not list((cache / "finetune").glob("*"))  # both fits finished: no progress left behind
+
+
 def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):
     from curate.scorers.finetuned import CrossEncoderScorer
 

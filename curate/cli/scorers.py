@@ -44,7 +44,9 @@ def _print_training(result, out: Path, console: Console) -> None:
         head = " (digits head)" if ev.extra.get("head") == "digits" else ""
         console.print(f"{ev.extra.get('kind')}{head} fine-tuned on {escape(base)}"
                       + (f" from {escape(ev.extra['init'])}" if ev.extra.get("init") else "")
-                      + f": {trained['steps']:,} steps on {trained['device']}")
+                      + f": {trained['steps']:,} steps on {trained['device']}"
+                      + (f" (resumed after step {trained['resumed_after_step']:,} of a killed run)"
+                         if trained.get("resumed_after_step") else ""))
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")

@@ -288,7 +288,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,
               stop_at: int | None = None, point_rank_weight: float = 0.0,
-              on_step: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+              on_step: Callable[[int, int], Any] | None = None, checkpoint: Any = None) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -305,6 +305,9 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     peaked, keeps that run's schedule. ``point_rank_weight`` adds a ranking loss over the pointwise batch (for
     labels on one scale, such as FLASK levels; not for labels standardised per source).
     ``on_step(step, steps)``: called after each step (a progress bar's update).
+    ``checkpoint`` (:class:`curate.scorers.checkpoint.TrainingCheckpoint`): ``restore(parts)`` before the first step
+    returns the last step a killed run finished (its adapter, optimiser, schedule and random states put back), and
+    ``step_done(step, last, parts)`` saves progress as it goes, so a rerun continues instead of starting over.
     """
     import torch
 
@@ -318,8 +321,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     steps = schedule_steps or max(1, int(math.ceil(epochs * n_items / batch_size)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10))
                                               * max(0.0, 1 - s / steps) + 1e-3)
-    best = {"score": -math.inf, "step": 0, "state": None}
-    history = []
+    best: dict[str, Any] = {"score": -math.inf, "step": 0, "state": None}
+    history: list[dict[str, Any]] = []
 
     def draw(items, k):
         return [items[rng.randrange(len(items))] for _ in range(k)] if items else []
@@ -328,7 +331,11 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
         return {k: v.detach().clone() for k, v in net.state_dict().items() if "lora_" in k or k.startswith(("head", "cov"))}
 
     device_type = torch.device(device).type
-    for step in range(1, min(steps, stop_at or steps) + 1):
+    last = min(steps, stop_at or steps)
+    parts = {"net": net, "opt": opt, "sched": sched, "rng": rng, "best": best, "history": history,
+             "trainable": trainable_state}
+    done = checkpoint.restore(parts) if checkpoint is not None else 0
+    for step in range(done + 1, last + 1):
         net.train()
         with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device,
@@ -341,19 +348,21 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step, min(steps, stop_at or steps))
+            on_step(step, last)
         if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
             score = float(evaluate())
             history.append({"step": step, "val": score, "loss": float(loss.detach())})
             if log:
                 log(f"step {step}/{steps} loss {float(loss.detach()):.4f} val {score:.4f}")
             if score > best["score"]:
-                best = {"score": score, "step": step, "state": trainable_state()}
+                best.update(score=score, step=step, state=trainable_state())
+        if checkpoint is not None:
+            checkpoint.step_done(step, last, parts)
     if best["state"] is not None:
         net.load_state_dict(best["state"], strict=False)
     kept = best["state"] is not None  # else the last state: no evaluate, or it never ran
-    return {"steps": min(steps, stop_at or steps), "schedule_steps": steps, "best_step": best["step"] if kept else None,
-            "best_val": best["score"] if kept else None, "history": history}
+    return {"steps": last, "schedule_steps": steps, "best_step": best["step"] if kept else None,
+            "best_val": best["score"] if kept else None, "history": history, "resumed_after_step": done or None}
 
 
 def trainable_tensors(net) -> dict[str, Any]:

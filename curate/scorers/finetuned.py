@@ -180,11 +180,13 @@ class CrossEncoderScorer(Scorer):
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = 2.0, lr: float = 3e-4,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
-            log=None, on_step=None) -> CrossEncoderScorer:
+            log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
         of the same instruction. Starts from the current adapter when loaded (warm start), else fresh.
         ``on_step(step, steps)``: progress, after each training step.
-        ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range)."""
+        ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range).
+        ``checkpoint_dir`` (a workspace's cache folder): progress is saved there as training goes, and a rerun of
+        the same fit after a kill continues from it (:mod:`curate.scorers.checkpoint`)."""
         rows = list(rows)
         if scores is None:
             scores = [r["score"] for r in rows]
@@ -194,6 +196,7 @@ class CrossEncoderScorer(Scorer):
         ins, res = self._texts(rows)
         import torch
 
+        start = self.fingerprint()  # the config and the weights it starts from (none, or a warm start's)
         if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)
         net, tok = self._load_net()
@@ -209,9 +212,16 @@ class CrossEncoderScorer(Scorer):
                 prs.append((None, t["instruction"][0], t["instruction"][1], float(p)))
         device = self._device()
         amp = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
+        checkpoint = None
+        if checkpoint_dir is not None:  # named by all that decides the run: start weights, labels, pairs, settings
+            from curate.scorers.checkpoint import TrainingCheckpoint, checkpoint_key
+
+            key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
+                                  "pairs": prs, "settings": [epochs, lr, batch_size, seed]})
+            checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt")
         info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp,
-                            on_step=on_step)
+                            on_step=on_step, checkpoint=checkpoint)
         info["device"] = device
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
@@ -223,6 +233,8 @@ class CrossEncoderScorer(Scorer):
         self.weights["calibration.x"], self.weights["calibration.y"] = readermap.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
                               "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
+        if checkpoint is not None:  # fitted: the progress file has served
+            checkpoint.remove()
         return self
 
     # -- provenance and persistence -----------------------------------------------------------------

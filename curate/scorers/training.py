@@ -40,7 +40,8 @@ FINETUNED_KINDS = ("cross-encoder", "small-lm")
 
 def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
                     init: str | None = None, epochs: float = 2.0, base: str | None = None,
-                    device: str | None = None, progress: bool = False, head: str | None = None) -> TrainResult:
+                    device: str | None = None, progress: bool = False, head: str | None = None,
+                    cache_dir: str | None = None) -> TrainResult:
     """Fine-tune a reader (``kind``: the MiniLM cross-encoder or the small-LM reader, SmolLM2 unless ``base`` names
     another model folder; optionally from a saved or shipped adapter, ``init``) on the training groups; agreement on
     the held-out groups beside the response- and instruction-length baselines. The held-out rows never train it.
@@ -49,7 +50,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     the CPU; ``cuda``, ``auto``: see :class:`~curate.scorers.finetuned.CrossEncoderScorer`). ``head``: the small-LM
     reader's ``score`` (default) or ``digits`` head (:class:`~curate.scorers.finetuned.SmallLMScorer`); the
     cross-encoder has the score head only.
-    ``progress``: bars over the training steps and the held-out rows scored."""
+    ``progress``: bars over the training steps and the held-out rows scored. ``cache_dir`` (the workspace's): training
+    progress is kept there, so a killed run continues when it is run again."""
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
@@ -83,10 +85,10 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
         def on_step(step: int, steps: int) -> None:
             bar.total = steps
-            bar.update(1)
+            bar.update(step - bar.n)  # a resumed run starts past its first steps
 
         scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
-                   pairs=fit_pairs, on_step=on_step)
+                   pairs=fit_pairs, on_step=on_step, checkpoint_dir=cache_dir)
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
@@ -160,7 +162,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     name = name or (labels if target is None else f"{target}_scorer")
     if kind in FINETUNED_KINDS:
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
-                               device=device, progress=progress, head=head)
+                               device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
     head = head or "ridge"
