@@ -66,7 +66,7 @@ def test_cross_encoder_fit_predict_save_load(tiny_base, tmp_path):
 
 def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monkeypatch):
     """A fit killed mid-way and run again continues from its saved progress and ends with the adapter an unbroken
-    fit gets; another run (another seed) does not pick that progress up; a finished fit leaves no progress file."""
+    fit gets; another run (another seed) does not pick that progress up; the same fit run once more trains nothing."""
     import curate.scorers.checkpoint as checkpoint
     from curate.scorers.finetuned import CrossEncoderScorer
 
@@ -95,7 +95,10 @@ def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monk
     assert resumed.metadata["train"]["steps"] == unbroken.metadata["train"]["steps"] == 12
     for name, value in unbroken.weights.items():
         np.testing.assert_allclose(resumed.weights[name], value, atol=1e-6, err_msg=name)
-    assert not list((cache / "finetune").glob("*"))  # both fits finished: no progress left behind
+    again = fit(kill_at=1)  # a finished fit is read back: no step runs (one would be killed)
+    assert again.metadata["train"]["resumed_after_step"] == 12
+    np.testing.assert_array_equal(again.weights["calibration.x"], resumed.weights["calibration.x"])
+    assert len(list((cache / "finetune").glob("*.pt"))) == 2  # the two finished runs, no temporary files
 
 
 def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):

@@ -28,6 +28,16 @@ def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
     return table
 
 
+def _resumed(trained: dict) -> str:
+    """How much of a fine-tune came from the workspace cache (a killed run's progress, or the same fit done before)."""
+    done = trained.get("resumed_after_step")
+    if not done:
+        return ""
+    if done >= trained["steps"]:
+        return " (the same fit was done before: read back from the workspace cache)"
+    return f" (resumed after step {done:,}, saved by an earlier run that did not finish)"
+
+
 def _print_training(result, out: Path, console: Console) -> None:
     from curate.scorers.training import FINETUNED_KINDS
 
@@ -45,8 +55,7 @@ def _print_training(result, out: Path, console: Console) -> None:
         console.print(f"{ev.extra.get('kind')}{head} fine-tuned on {escape(base)}"
                       + (f" from {escape(ev.extra['init'])}" if ev.extra.get("init") else "")
                       + f": {trained['steps']:,} steps on {trained['device']}"
-                      + (f" (resumed after step {trained['resumed_after_step']:,} of a killed run)"
-                         if trained.get("resumed_after_step") else ""))
+                      + _resumed(trained))
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")

@@ -4,9 +4,9 @@ A reader fine-tuned on a CPU runs for many minutes (``small-lm``: ~30 min for 1,
 workspace cache keeps its progress: the trainable tensors (LoRA, head, length covariate), the optimiser and
 learning-rate schedule, and the random states that draw the batches and the dropout. The file is named by
 everything that decides the run (the scorer's config and start weights, the labels, the pairs, the settings), so a
-changed run never resumes a different one's progress. Written atomically (a temporary file, then a rename); the
-scorer removes it once it is fitted. Only the trainable tensors are saved (under 2 MiB for the shipped sizes), never
-the base model.
+changed run never resumes a different one's progress. Written atomically (a temporary file, then a rename). The last
+step's file stays, as every finished computation stays in the cache: the same fit run again reads it back instead of
+training again. Only the trainable tensors and their optimiser state are saved (a few MB), never the base model.
 
 The loss curve of a resumed run on a GPU differs from an unbroken one's only in its dropout draws after the break
 (the CPU random state is restored, the GPU's is not).
@@ -31,7 +31,7 @@ def checkpoint_key(parts: dict[str, Any]) -> str:
 
 class TrainingCheckpoint:
     """Progress of one fine-tune at ``path``: :meth:`restore` before training, :meth:`step_done` after each step
-    (saves every ``every_s`` seconds and at the last step), :meth:`remove` once the scorer is fitted."""
+    (saves every ``every_s`` seconds and at the last step)."""
 
     def __init__(self, path: str | os.PathLike, every_s: float | None = None):
         self.path = Path(path)
@@ -71,6 +71,3 @@ class TrainingCheckpoint:
         torch.save(state, tmp)
         tmp.replace(self.path)
         self._saved_at = time.monotonic()
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -186,7 +186,8 @@ class CrossEncoderScorer(Scorer):
         ``on_step(step, steps)``: progress, after each training step.
         ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range).
         ``checkpoint_dir`` (a workspace's cache folder): progress is saved there as training goes, and a rerun of
-        the same fit after a kill continues from it (:mod:`curate.scorers.checkpoint`)."""
+        the same fit continues from it (after a kill) or reads the finished run back (:mod:`curate.scorers.checkpoint`);
+        the calibration pass's forward passes are cached there too."""
         rows = list(rows)
         if scores is None:
             scores = [r["score"] for r in rows]
@@ -228,13 +229,10 @@ class CrossEncoderScorer(Scorer):
         self._merged = None
         c, d = self.output_range
         target = c + (y - lo) * (d - c) / (hi - lo)
-        raw = ce.predict_net(net, tok, ins, res, max_length=self.max_length, batch_size=self.batch_size,
-                             plan=self._plan(), device=device)
+        raw = self.predict_raw(rows, cache_dir=checkpoint_dir)  # cached: a killed calibration pass resumes too
         self.weights["calibration.x"], self.weights["calibration.y"] = readermap.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
                               "label_mean": float(y.mean()), "label_std": float(y.std()), "train": info})
-        if checkpoint is not None:  # fitted: the progress file has served
-            checkpoint.remove()
         return self
 
     # -- provenance and persistence -----------------------------------------------------------------

@@ -51,7 +51,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     reader's ``score`` (default) or ``digits`` head (:class:`~curate.scorers.finetuned.SmallLMScorer`); the
     cross-encoder has the score head only.
     ``progress``: bars over the training steps and the held-out rows scored. ``cache_dir`` (the workspace's): training
-    progress is kept there, so a killed run continues when it is run again."""
+    progress and forward passes are kept there, so a killed run continues when it is run again and a finished one is
+    read back."""
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
@@ -97,7 +98,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                    for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction"))
                    if who == "length" or data.reads[-1] != "instruction"}
         with progress_bar(len(held_rows), "scoring the held-out rows", progress) as bar:
-            pred = scorer.predict([data.turns[i] for i in held_rows], on_rows=bar.update)
+            pred = scorer.predict([data.turns[i] for i in held_rows], cache_dir=cache_dir, on_rows=bar.update)
         held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), pred, fit_rows, held_rows, lengths,
                                       groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
