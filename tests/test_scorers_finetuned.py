@@ -98,7 +98,12 @@ def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monk
     again = fit(kill_at=1)  # a finished fit is read back: no step runs (one would be killed)
     assert again.metadata["train"]["resumed_after_step"] == 12
     np.testing.assert_array_equal(again.weights["calibration.x"], resumed.weights["calibration.x"])
-    assert len(list((cache / "finetune").glob("*.pt"))) == 2  # the two finished runs, no temporary files
+    saved = sorted((cache / "finetune").glob("*.pt"))
+    assert len(saved) == 2  # the two finished runs, no temporary files
+    for path in saved:
+        path.write_bytes(path.read_bytes()[:100])  # cut short
+    with pytest.raises(ScorerError, match="unreadable training progress.*delete it to train afresh"):
+        fit()
 
 
 def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from curate.errors import ScorerError
+
 SAVE_EVERY_S = 60.0  # seconds between saves: a CPU step takes seconds, a save well under one
 
 
@@ -45,7 +47,15 @@ class TrainingCheckpoint:
 
         if not self.path.exists():
             return 0
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a file cut short or not ours: say which, never train on half a state
+            raise ScorerError(f"{self.path}: unreadable training progress ({type(exc).__name__}: {exc}); delete it to "
+                              f"train afresh") from exc
+        expected = set(parts["trainable"]())
+        if set(state["trainable"]) != expected:
+            raise ScorerError(f"{self.path}: saved progress holds other tensors than this reader trains "
+                              f"({len(state['trainable'])} saved, {len(expected)} trained); delete it to train afresh")
         parts["net"].load_state_dict(state["trainable"], strict=False)
         parts["opt"].load_state_dict(state["opt"])
         parts["sched"].load_state_dict(state["sched"])
