@@ -34,6 +34,7 @@ def test_chain_pairs_teach_the_order_that_noisy_judge_scores_do_not(tmp_path):
     held = ordered.evaluation.holdout
     assert held["scorer"]["chain_pairs"] > 0 and "chain_order" not in plain.evaluation.holdout["scorer"]
     assert ordered.scorer.metadata["ordered_pairs"] == len(chains) * 10  # 5 versions: 10 ordered pairs per chain
+    assert "ridge head; " in ordered._repr_html_() and "labels evol_complexity" in ordered._repr_html_()
 
     fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in TOPICS for a in ("new", "old")],
                              steps=4, seed=1, held_out=True)
@@ -169,6 +170,9 @@ def test_a_cross_encoder_fine_tunes_on_the_chains_too(difficulty_ws, tiny_base, 
     assert held["scorer"]["chain_pairs"] > 0 and 0 <= held["scorer"]["chain_order"] <= 1
     assert held["length"]["chain_order"] > 0.5  # rewritten chains: length orders most pairs, not all
     assert "ordered_pairs" not in results[False].scorer.metadata and "chain_order" not in results[False].evaluation.holdout["scorer"]
+    page = results[True]._repr_html_()  # a notebook shows what trained, on what, and the agreement table
+    assert "cross-encoder (score head), " in page and " steps on cpu" in page and "<table>" in page
+    assert f"{results[True].evaluation.n_holdout:,} held out" in page
 
 
 def test_a_judge_that_gives_one_number_to_nearly_everything_still_yields_a_scorer(tmp_path):

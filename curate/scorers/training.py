@@ -30,9 +30,23 @@ RIDGE_SEARCH: dict[str, tuple[float, ...]] = {"alpha": (10.0, 30.0, 100.0, 300.0
 
 @dataclass
 class TrainResult:
+    """What :func:`train_scorer` returns: the fitted scorer, its agreement figures, the labels it learnt from."""
+
     scorer: Scorer
     evaluation: Evaluation
     data: TrainingData
+
+    def _repr_html_(self) -> str:
+        import html
+
+        trained = self.scorer.metadata.get("train") or {}
+        how = (f"{html.escape(str(self.evaluation.extra.get('kind')))} ({html.escape(self.scorer.head)} head), "
+               f"{trained.get('steps', 0):,} steps on {html.escape(str(trained.get('device')))}"
+               if trained else f"{html.escape(self.scorer.head)} head")
+        left = "; ".join(f"{n:,} x {html.escape(why)}" for why, n in self.data.skipped.most_common(3))
+        return (f"<div><b>{html.escape(self.scorer.column)}</b>: {how}; {self.evaluation.n_train:,} labels from "
+                f"{html.escape(self.data.source)}, {self.evaluation.n_holdout:,} held out"
+                + (f"; left out: {left}" if left else "") + f"</div>{self.evaluation._repr_html_()}")
 
 
 FINETUNED_KINDS = ("cross-encoder", "small-lm")
