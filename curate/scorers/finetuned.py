@@ -52,7 +52,7 @@ class CrossEncoderScorer(Scorer):
     base_name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
-                 imitates: dict[str, Any] | None = None, max_length: int = 256, lora_r: int = 8,
+                 imitates: dict[str, Any] | None = None, max_length: int | None = None, lora_r: int = 8,
                  base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
                  device: str = "cpu", head: str = "score"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
@@ -60,7 +60,7 @@ class CrossEncoderScorer(Scorer):
             raise ScorerError(f"head {head!r}: the {self.kind} kind has a {' or a '.join(self.heads)} head")
         self.head = head
         self.device = device
-        self.max_length = int(max_length)
+        self.max_length = int(max_length if max_length is not None else self.default_max_length(reads, head))
         self.lora_r = int(lora_r)
         self.base = base
         self.output_range = tuple(output_range)
@@ -74,7 +74,7 @@ class CrossEncoderScorer(Scorer):
         return default_base()
 
     @staticmethod
-    def default_max_length(reads: Sequence[str]) -> int:
+    def default_max_length(reads: Sequence[str], head: str = "score") -> int:
         """Tokens read per row when none are given: the lengths the shipped adapters were trained with."""
         return 256 if "response" in reads else 128
 
@@ -289,6 +289,7 @@ class CrossEncoderScorer(Scorer):
         return f"CrossEncoderScorer({self.column!r}, reads={self.reads}, max_length={self.max_length})"
 
 
+DIGITS_PROMPT_ROOM = 36  # tokens a reader prompt adds to a plain chat turn (SmolLM2: quality 36, complexity 34)
 READER_PROMPTS = {"response": "quality_reader", "instruction": "complexity_reader"}  # by the last text read
 
 
@@ -326,6 +327,12 @@ class SmallLMScorer(CrossEncoderScorer):
         from curate.llm.local import prepare_model
 
         return str(prepare_model())
+
+    @staticmethod
+    def default_max_length(reads: Sequence[str], head: str = "score") -> int:
+        """The score head's lengths; the digits head gets room for its reader prompt on top, so the row itself
+        keeps the same budget (SmolLM2: the reader prompts take 36 and 34 tokens more than a plain chat turn)."""
+        return CrossEncoderScorer.default_max_length(reads) + (DIGITS_PROMPT_ROOM if head == "digits" else 0)
 
     def _digits(self) -> list[int]:
         lo, hi = self.prompt.scale

@@ -92,7 +92,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
         scorer.name, scorer.imitates = name, data.imitates
     else:  # the class refuses a head its kind lacks
         scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
-                     max_length=cls.default_max_length(data.reads), head=head or cls.heads[0])
+                     head=head or cls.heads[0])  # max_length: the kind's default for what it reads, and its head
     if device is not None:
         scorer.device = device
     label_range = (float(y[scored].min()), float(y[scored].max()))
