@@ -83,9 +83,12 @@ def _module(digits: bool = False):
             torch.nn.init.zeros_(self.cov.weight)
             self.last_token = getattr(encoder.config, "model_type", "bert") != "bert"
 
-        def pooled(self, batch: dict[str, Any]):
+        def hidden(self, batch: dict[str, Any]):
             keys = ("input_ids", "attention_mask", "token_type_ids")
-            out = self.encoder(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
+            return self.encoder(**{k: batch[k] for k in keys if k in batch}).last_hidden_state
+
+        def pooled(self, batch: dict[str, Any]):
+            out = self.hidden(batch)
             if self.last_token:  # a causal LM: only the last real token has read the whole row
                 mask = batch["attention_mask"]
                 last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
@@ -114,25 +117,23 @@ def _module(digits: bool = False):
             self.register_buffer("values", torch.tensor(list(values), dtype=torch.float32), persistent=False)
             self.messages = messages
 
-        def pooled(self, batch: dict[str, Any]):
-            # the LM body alone: only the last position's digit logits are needed, not the whole vocabulary's
+        def hidden(self, batch: dict[str, Any]):
+            # the LM body alone (pooled at the last token): only the digits' logits are needed, not the vocabulary's
             lm = self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
-            out = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            last = batch["attention_mask"].shape[1] - 1 - batch["attention_mask"].flip(1).argmax(1)
-            return out[torch.arange(out.shape[0], device=out.device), last]
-
-        def digit_log_probs(self, batch: dict[str, Any]):
-            return torch.log_softmax(self.head(self.pooled(batch)).float(), dim=-1)
+            return lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
 
         def forward(self, batch: dict[str, Any]):
-            return (self.digit_log_probs(batch).exp() * self.values).sum(-1)
+            return self.point_loss(batch)[0]
 
-        def point_loss(self, batch: dict[str, Any], target):
+        def point_loss(self, batch: dict[str, Any], target=None):
             """(expected digits, cross-entropy): ``target`` on the digits' scale, as a two-hot over its two neighbours."""
-            logp = self.digit_log_probs(batch)
+            logp = torch.log_softmax(self.head(self.pooled(batch)).float(), dim=-1)
+            expected = (logp.exp() * self.values).sum(-1)
+            if target is None:
+                return expected, None
             t = target.clamp(self.values[0], self.values[-1])
             weight = (1.0 - (t[:, None] - self.values[None, :]).abs()).clamp(min=0.0)  # digits one apart
-            return (logp.exp() * self.values).sum(-1), -(weight * logp).sum(-1).mean()
+            return expected, -(weight * logp).sum(-1).mean()
 
     return _DigitReader if digits else _Reader
 
