@@ -227,8 +227,7 @@ class CrossEncoderScorer(Scorer):
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
         ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
-        c, d = self.output_range
-        target = c + (y - lo) * (d - c) / (hi - lo)
+        target = readermap.linear_map(y, (lo, hi), self.output_range)
         raw = self.predict_raw(rows, cache_dir=checkpoint_dir)  # cached: a killed calibration pass resumes too
         self.weights["calibration.x"], self.weights["calibration.y"] = readermap.quantile_map(raw, target)
         self.metadata.update({"n_train": len(rows), "training_fingerprint": training_fingerprint({"i": ins, "r": res or []}, y),
@@ -362,8 +361,8 @@ class SmallLMScorer(CrossEncoderScorer):
     def _point_targets(self, y: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
         if self.head == "score":
             return super()._point_targets(y, label_range)
-        (lo, hi), digits = label_range, self._digits()  # the judge's scale mapped linearly onto the digits
-        return digits[0] + (y - lo) * (digits[-1] - digits[0]) / (hi - lo)
+        digits = self._digits()  # the judge's scale mapped linearly onto the digits
+        return readermap.linear_map(y, label_range, (digits[0], digits[-1]))
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()

@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def linear_map(values: np.ndarray, source: tuple[float, float], target: tuple[float, float]) -> np.ndarray:
+    """``values`` on the scale ``source`` (low, high) mapped linearly onto ``target``: a judge's labels onto the
+    readers' output scale or onto the digits a digit head learns."""
+    (lo, hi), (c, d) = source, target
+    return c + (np.asarray(values, dtype=np.float64) - lo) * (d - c) / (hi - lo)
+
+
 def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple[np.ndarray, np.ndarray]:
     """A monotone map raw score -> label scale matching quantiles (the judge's spread, not a squeezed mean)."""
     q = np.linspace(0, 1, points)

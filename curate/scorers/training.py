@@ -71,6 +71,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
     from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
+    from curate.scorers.readermap import linear_map
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -107,13 +108,12 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
-        (c, d), (lo, hi) = scorer.output_range, label_range
         lengths = {who: np.array([len(getattr(t, text) or "") for t in data.turns], dtype=np.float64)
                    for who, text in (("length", data.reads[-1]), ("instruction_length", "instruction"))
                    if who == "length" or data.reads[-1] != "instruction"}
         with progress_bar(len(held_rows), "scoring the held-out rows", progress) as bar:
             pred = scorer.predict([data.turns[i] for i in held_rows], cache_dir=cache_dir, on_rows=bar.update)
-        held, calib = holdout_figures(c + (y - lo) * (d - c) / (hi - lo), pred, fit_rows, held_rows, lengths,
+        held, calib = holdout_figures(linear_map(y, label_range, scorer.output_range), pred, fit_rows, held_rows, lengths,
                                       groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": kind, "head": scorer.head, "init": init, "base": scorer.base})
