@@ -28,19 +28,7 @@ def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
     return table
 
 
-def _resumed(trained: dict) -> str:
-    """How much of a fine-tune came from the workspace cache (a killed run's progress, or the same fit done before)."""
-    done = trained.get("resumed_after_step")
-    if not done:
-        return ""
-    if done >= trained["steps"]:
-        return " (the same fit was done before: read back from the workspace cache)"
-    return f" (resumed after step {done:,}, saved by an earlier run that did not finish)"
-
-
 def _print_training(result, out: Path, console: Console) -> None:
-    from curate.scorers.training import FINETUNED_KINDS
-
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
     pair_only = len(data) - data.labelled
@@ -48,14 +36,8 @@ def _print_training(result, out: Path, console: Console) -> None:
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
                                        + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
-    if ev.extra.get("kind") in FINETUNED_KINDS:
-        trained = result.scorer.metadata["train"]
-        base = ev.extra.get("base") or f"the packaged {result.scorer.base_name}"
-        head = " (digits head)" if ev.extra.get("head") == "digits" else ""
-        console.print(f"{ev.extra.get('kind')}{head} fine-tuned on {escape(base)}"
-                      + (f" from {escape(ev.extra['init'])}" if ev.extra.get("init") else "")
-                      + f": {trained['steps']:,} steps on {trained['device']}"
-                      + _resumed(trained))
+    if result.how_trained():
+        console.print(escape(result.how_trained()))
     if data.skipped:
         left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")

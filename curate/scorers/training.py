@@ -28,6 +28,9 @@ RIDGE_SEARCH: dict[str, tuple[float, ...]] = {"alpha": (10.0, 30.0, 100.0, 300.0
                                               "embedding_weight": (0.05, 0.2, 1.0)}
 
 
+FINETUNED_KINDS = ("cross-encoder", "small-lm")
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_scorer` returns: the fitted scorer, its agreement figures, the labels it learnt from."""
@@ -36,20 +39,33 @@ class TrainResult:
     evaluation: Evaluation
     data: TrainingData
 
+    def how_trained(self) -> str | None:
+        """What a fine-tuned kind trained, in words: kind and head, base, warm start, steps, device, and how much came
+        from the workspace cache; None for the ridge kind."""
+        ev, trained = self.evaluation, self.scorer.metadata.get("train")
+        if ev.extra.get("kind") not in FINETUNED_KINDS or not trained:
+            return None
+        head = f" ({self.scorer.head} head)"
+        base = ev.extra.get("base") or f"the packaged {self.scorer.base_name}"
+        done = trained.get("resumed_after_step")
+        cached = ("" if not done else " (the same fit was done before: read back from the workspace cache)"
+                  if done >= trained["steps"] else f" (resumed after step {done:,}, saved by an earlier run that did not finish)")
+        return (f"{ev.extra['kind']}{head} fine-tuned on {base}" + (f" from {ev.extra['init']}" if ev.extra.get("init") else "")
+                + f": {trained['steps']:,} steps on {trained['device']}{cached}")
+
     def _repr_html_(self) -> str:
         import html
 
         trained = self.scorer.metadata.get("train") or {}
-        how = (f"{html.escape(str(self.evaluation.extra.get('kind')))} ({html.escape(self.scorer.head)} head), "
-               f"{trained.get('steps', 0):,} steps on {html.escape(str(trained.get('device')))}"
-               if trained else f"{html.escape(self.scorer.head)} head")
-        left = "; ".join(f"{n:,} x {html.escape(why)}" for why, n in self.data.skipped.most_common(3))
-        return (f"<div><b>{html.escape(self.scorer.column)}</b>: {how}; {self.evaluation.n_train:,} labels from "
-                f"{html.escape(self.data.source)}, {self.evaluation.n_holdout:,} held out"
-                + (f"; left out: {left}" if left else "") + f"</div>{self.evaluation._repr_html_()}")
+        how = (f"{self.evaluation.extra.get('kind')} ({self.scorer.head} head), {trained.get('steps', 0):,} steps on "
+               f"{trained.get('device')}" if trained else f"{self.scorer.head} head")
+        left = "; ".join(f"{n:,} x {why}" for why, n in self.data.skipped.most_common(3))
+        return (f"<div><b>{html.escape(self.scorer.column)}</b>: {html.escape(how)}; {self.evaluation.n_train:,} labels "
+                f"from {html.escape(self.data.source)}, {self.evaluation.n_holdout:,} held out"
+                + (f"; left out: {html.escape(left)}" if left else "")
+                + (f"<br>{html.escape(self.how_trained())}" if self.how_trained() else "")
+                + f"</div>{self.evaluation._repr_html_()}")
 
-
-FINETUNED_KINDS = ("cross-encoder", "small-lm")
 
 
 def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
