@@ -200,6 +200,26 @@ def test_unknown_price_is_reported_as_unknown_not_zero(tmp_path, fault_server):
     assert priced.provenance["cost_usd"] > 0
 
 
+def test_a_judge_never_writes_into_a_scorers_column(tmp_path, fault_server):
+    """The shipped scorers write ``complexity`` and ``quality``, the judges' own names: a judge run (even on a
+    few rows) must not merge its values into them under its provenance; it writes a column of its own."""
+    ws = _workspace(tmp_path, ["row a", "row b", "row c"])
+    predicted = [[2.5], [3.5], [4.5]]
+    ws.add_column("complexity", predicted, {"kind": "scorer", "imitates": "complexity", "granularity": "turn",
+                                            "reducer": "sum"})
+    with pytest.raises(CurateError, match="holds values a scorer producer wrote .complexity.; a judge never"):
+        ws.apply(Judge("complexity", _backend(fault_server)), ids=ws.ids[:1], progress=False)
+    line = _one_error_line(_cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url,
+                                "--model", UNPRICED_MODEL, "--limit", "1"))
+    assert "--column NAME" in line
+    assert fault_server.total == 0 and ws.column("complexity") == predicted
+    assert ws.column_provenance("complexity")["kind"] == "scorer"
+    proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model",
+                UNPRICED_MODEL, "--column", "complexity_judge")
+    assert proc.returncode == 0, proc.stderr
+    assert ws.column_provenance("complexity_judge")["kind"] == "judge" and ws.column("complexity") == predicted
+
+
 # -- 4. prompt files cannot import arbitrary code or redirect the request ----------------------------
 OUTPUT_MODEL_PROMPT = """---
 name: labeler

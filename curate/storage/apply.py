@@ -116,6 +116,22 @@ def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
             raise CurateError(f"step {step.column!r}: row {row.id} has no value and no failure (a silent gap)")
 
 
+def check_producer(ws: Workspace, step: Any) -> None:
+    """Refuse a step whose kind differs from the kind that wrote its column (a judge into a shipped scorer's
+    ``quality``, a scorer over a judge's labels): merging a subset would leave a column of two producers' values
+    under one producer's provenance. The step writes a column of its own name instead."""
+    if not ws.has_column(step.column):
+        return
+    have = ws.column_provenance(step.column)
+    have_kind, kind = have.get("kind"), step.describe().get("kind")
+    if have_kind != kind:
+        what = " ".join(str(have[k]) for k in ("judge", "model", "imitates") if have.get(k))
+        raise CurateError(f"column {step.column!r} holds values a {have_kind or 'loaded'} producer wrote"
+                          f"{f' ({what})' if what else ''}; a {kind} never writes into it: give this one its own "
+                          f"column (curate score --column NAME; column= or name= in Python) or another workspace "
+                          f"(curate run --out DIR)")
+
+
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
                retry_failed: bool = False, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
@@ -124,8 +140,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
     fingerprint = applied_fingerprint(ws, step)
     with ws.column_lock(step.column):
+        check_producer(ws, step)
         check_column = getattr(step, "check_column", None)
-        if check_column is not None:  # the step's own rule about the column it would write (e.g. never over labels)
+        if check_column is not None:  # the step's own rule about the column it would write
             check_column(ws)
         todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
         out = StepOutput([], [])
