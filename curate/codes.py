@@ -105,9 +105,14 @@ def reason_text(code: Reason | str) -> str:
 
 
 def describe(code: Reason | str, detail: dict[str, Any] | None = None) -> str:
-    """One row's reason in words, from its code and details (for the notebook and the report)."""
-    code = Reason(code)
+    """One row's reason in words, from its code and details (for the notebook and the report); a row an earlier
+    step of a chain dropped names that step."""
     d = detail or {}
+    text = _describe(Reason(code), d)
+    return f"{text}, at step {d['step']}" if d.get("step") else text
+
+
+def _describe(code: Reason, d: dict[str, Any]) -> str:
     text = _REASON_TEXT[code]
     if code is Reason.TOO_SIMILAR and "similarity" in d:
         return f"{text} ({str(d.get('witness', ''))[:12]}, cosine {d['similarity']:.4f} > {d.get('max_cosine_similarity', '')})"

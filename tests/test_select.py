@@ -170,6 +170,18 @@ def test_chain_dedup_threshold_deita(ws):
     assert all(scores[ws.index[i]] >= 6 for i in thr.ids)
     assert set(sel.ids) <= set(thr.ids) and len(sel.ids) == 5
     assert sel.provenance["input_selection"] == "final.2-threshold"
+    # the chain's selection has a decision for every row of the pool, naming the step that dropped it
+    rows = {r["id"]: r for r in sel.rows()}
+    assert set(rows) == set(ws.ids) and sel.table.num_rows == len(ws)
+    assert [r["id"] for r in sorted(sel.rows(), key=lambda r: r["rank"])][:len(thr.ids)] == \
+        [r["id"] for r in ws.selection("final").rows() if r["detail"].get("step") is None]
+    for earlier in (dedup, thr):
+        for r in earlier.rows():
+            if r["decision"] != "kept":
+                assert rows[r["id"]]["decision"] == r["decision"] and rows[r["id"]]["reason"] == r["reason"]
+                assert rows[r["id"]]["why"] == f"{r['why']}, at step {earlier.name}"
+    assert sel.provenance["earlier_steps_dropped"] == len(ws) - len(thr.ids)
+    assert sel.provenance["counts"]["kept"] == 5 and sum(sel.provenance["counts"].values()) == len(thr.ids)
 
 
 def test_top_k_random_lift_kmeans_counts(ws):

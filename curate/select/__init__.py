@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.codes import Decision
 from curate.errors import CurateError
 from curate.select import dedup, deita, diversity, dsir, ranking  # noqa: F401  (register the selectors)
 from curate.select.admission import AdmissionResult, admit
@@ -67,6 +68,7 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
     source = input_selection
     selection = None
     ids = ws.ids
+    dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
     for i, step in enumerate(steps):
         step = dict(step)
         meth = step.pop("method")
@@ -77,10 +79,29 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
             index = ws.index
             rows = np.sort(np.array([index[r] for r in kept], dtype=np.int64))
         result = check_result(meth, SELECTORS[meth](ws, rows, **step), len(rows))
-        step_name = name if i == len(steps) - 1 else f"{name}.{i + 1}-{meth}"
+        last = i == len(steps) - 1
+        step_name = name if last else f"{name}.{i + 1}-{meth}"
         provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
                       "counts": dict(Counter(d.value for d in result.decisions)), **result.info}
+        if last and dropped.rows:
+            result = _with_earlier_drops(result, dropped)
+            provenance["earlier_steps_dropped"] = len(dropped.rows)
+        elif not last:
+            for row, decision, reason, detail in zip(result.rows, result.decisions, result.reasons, result.details,
+                                                     strict=True):
+                if decision != Decision.KEPT:
+                    dropped.add(row, decision, reason, {**detail, "step": step_name})
         selection = ws.add_selection(step_name, [ids[p] for p in result.rows], result.decisions, result.reasons,
                                      result.details, provenance, result.ranks)
         source = step_name
     return selection
+
+
+def _with_earlier_drops(result: SelectorResult, dropped: SelectorResult) -> SelectorResult:
+    """The final step's decisions followed by the rows earlier steps of the chain dropped (each detail names the
+    step), so the chain's selection has a decision for every row it considered; they rank after the final step's."""
+    ranks = list(range(len(result.rows))) if result.ranks is None else list(result.ranks)
+    after = max(ranks, default=-1) + 1
+    return SelectorResult(result.rows + dropped.rows, result.decisions + dropped.decisions,
+                          result.reasons + dropped.reasons, result.details + dropped.details, result.info,
+                          ranks + list(range(after, after + len(dropped.rows))))
