@@ -160,6 +160,8 @@ def test_plots_and_missing_inputs(tmp_path):
     assert "embed again" in dict((t, m) for t, _, m in all_plots(bare))["embedding map"]
     with pytest.raises(MissingInput, match="no selection"):
         tag_coverage(ws, ["nope"])
+    one = tag_coverage(ws, "deita")  # one selection by name, as embedding_map takes it
+    assert [t.get_text().split(" (")[0] for t in one.axes[0].get_legend().get_texts()][0] == "deita"
 
 
 def _legend_colours(fig) -> dict[str, set[str]]:

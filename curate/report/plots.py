@@ -242,10 +242,13 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
     return out
 
 
-def tag_coverage(ws: Workspace, selections: list[str] | None = None, column: str = "tags",
+def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str = "tags",
                  random_draws: int = 5, seed: int = 0) -> Figure:
-    """Tag coverage as a selection grows (in its rank order) against random samples of the same size."""
+    """Tag coverage as a selection grows (in its rank order) against random samples of the same size;
+    ``selections``: one selection's name or several."""
     _need_pool(ws)
+    if isinstance(selections, str):
+        selections = [selections]
     tags = tag_sets(ws, column)
     universe = len(set().union(*tags))
     if universe == 0:
