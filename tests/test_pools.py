@@ -117,3 +117,13 @@ def test_skip_without_a_rejects_path_writes_nothing_and_names_the_rejects(tmp_pa
     with pytest.warns(UserWarning, match=r"1 record.*line 7: malformed JSON"):
         ds = curate.load(path, on_error="skip")
     assert len(ds) == 9 and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_sample_names_the_bundled_pool_unless_a_file_of_that_name_is_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bundled = pools.read("sample")
+    assert bundled.source == str(pools.SAMPLE) and len(bundled.rows) > 20 and len(bundled.formats) >= 4
+    assert len(pools.load("sample")) == len(bundled.rows)
+    write_jsonl(tmp_path / "sample", [{"instruction": "mine", "output": "only"}])  # a file of that name is read
+    with pytest.raises(InputError, match="^sample: file: unknown file type ''"):
+        pools.read("sample")

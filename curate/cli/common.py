@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from curate import pools
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -17,16 +18,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err_console = Console(stderr=True)
 
-SAMPLE = Path(__file__).parents[1] / "data" / "sample.jsonl"
-
 
 def sample_path() -> Path:
     """The small pool that ships with the package (hand-written, mixed shapes)."""
-    return SAMPLE
+    return pools.SAMPLE
 
 
 def _source(source: str) -> str:
-    return str(sample_path()) if source == "sample" else source
+    return pools.resolve_source(source)
 
 
 # Ctrl-C. CPython swallows a KeyboardInterrupt that lands while a finalizer or weakref callback runs (it prints

@@ -18,6 +18,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from curate.errors import InputError
@@ -26,13 +27,20 @@ from curate.pools.readers import record_text, records
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
-           "assign_ids", "detect_format", "load", "read", "row_id", "to_conversation", "to_table", "write_rejects"]
+           "SAMPLE", "assign_ids", "detect_format", "load", "read", "resolve_source", "row_id", "to_conversation",
+           "to_table", "write_rejects"]
 
 RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
 REJECT_RAW_MAX_CHARS = 2_000  # a reject keeps at most this much of its raw record
 REJECTS_SHOWN = 3  # rejects named in load()'s warning when it writes no rejects file
 
 OnError = Literal["raise", "skip"]
+SAMPLE = Path(__file__).parents[1] / "data" / "sample.jsonl"  # the small hand-written pool that ships with curate
+
+
+def resolve_source(source: str | os.PathLike) -> str:
+    """``"sample"`` names the bundled sample (:data:`SAMPLE`) unless a file or folder of that name is here."""
+    return str(SAMPLE) if str(source) == "sample" and not os.path.exists("sample") else str(source)
 
 
 @dataclass
@@ -75,12 +83,13 @@ class ReadResult:
 
 def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
-    """Read and normalise every record of ``source``; bad records raise or are collected as rejects."""
+    """Read and normalise every record of ``source`` (``"sample"``: the bundled sample); bad records raise or are
+    collected as rejects."""
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    source = str(source)
+    source = resolve_source(source)
     result = ReadResult(source=source)
     for location, rec, raw in records(source):
         try:
@@ -142,7 +151,7 @@ def load(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
          max_field_chars: int = DEFAULT_MAX_FIELD_CHARS):
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 
-    ``source``: a .jsonl/.json/.parquet/.csv file, a ``save_to_disk`` folder, or a Hub dataset name.
+    ``source``: a .jsonl/.json/.parquet/.csv file, a ``save_to_disk`` folder, a Hub dataset name, or ``"sample"``.
     ``format``: ``auto`` (per record) or one of ``alpaca, sharegpt, messages, prompt_completion, qa``.
     ``mapping``: the shape's field -> your column, e.g. ``{"instruction": "query", "output": "reply"}``.
     ``on_error="skip"`` leaves bad records out with a warning; they are written to ``rejects_path`` only when
