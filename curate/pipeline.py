@@ -44,6 +44,7 @@ class Run:
     signals: tuple[str, ...] = ()  # token-level model signals to compute: ifd, perplexity
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
+    on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -81,7 +82,7 @@ def load(run: Run) -> dict[str, Any]:
     ``out/workspace``; if that fails, an ``out`` made here is removed again. Returns the load summary."""
     from curate import pools
 
-    result = pools.read(run.source, on_error="skip")
+    result = pools.read(run.source, on_error=run.on_error)  # type: ignore[arg-type]
     created = not run.out.exists()
     try:
         run.workspace = Workspace(run.out / "workspace")
@@ -230,7 +231,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
-                 signal_model: str | None = None, scorers: dict[str, Any] | None = None) -> RunResult:
+                 signal_model: str | None = None, scorers: dict[str, Any] | None = None,
+                 on_error: str = "skip") -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -244,9 +246,13 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``scorers``: a trained scorer (a ``Scorer``, or a folder or shipped name for ``Scorer.load``) per DEITA score,
     e.g. ``{"quality": "my-distilled-scorer"}``, used instead of the default scorer or the judge; it writes its own
     column, and admission sorts by the product of the columns the run wrote.
+    ``on_error``: ``skip`` leaves a malformed record of the source out (listed in ``rejects.jsonl`` beside the
+    workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
     """
+    if on_error not in ("raise", "skip"):
+        raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}))
+              signal_model, resolve_scorers(scorers or {}), on_error)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

@@ -35,6 +35,10 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
     rejects = [json.loads(x) for x in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
     assert [x["location"] for x in rejects] == ["line 7"]
     assert "9 rows" in curate_cli("info", tmp_path / "ws").stdout
+    # curate run skips bad records by default (a 10M-row pool with one broken line still runs); asked to, it stops
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--on-error", "raise")
+    assert r.returncode == 1 and "broken.jsonl: line 7: malformed JSON" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_command_has_help():

@@ -191,6 +191,16 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
     assert ray_ws.ids == ws.ids and len(ws) > 500                         # the pool: same rows, ids, order
     assert ray_ws.manifest["sources"][0]["rejects"] == ws.manifest["sources"][0]["rejects"] > 0
+    # asked to stop at a bad record, both engines stop at the same first one, naming its file and line
+    strict = [sys.executable, "-m", "curate.cli", "run", "--on-error", "raise", "--out", str(tmp_path / "strict")]
+    one = subprocess.run([*strict, str(whole)], capture_output=True, text=True, timeout=600, env=env)
+    on_ray = subprocess.run([*strict, str(shards), "--engine", "ray", "--address", address], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert one.returncode == on_ray.returncode == 1 and not (tmp_path / "strict").exists()
+    errors = [[line.split(": ", 3) for line in p.stderr.splitlines() if line.startswith("error:")] for p in (one, on_ray)]
+    (_, one_path, one_line, one_reason), (_, ray_path, ray_line, ray_reason) = errors[0][0], errors[1][0]
+    assert one_path == str(whole) and ray_path.startswith(str(shards)) and one_line.startswith("line ")
+    assert ray_line.startswith("line ") and one_reason == ray_reason
     assert ray_ws.selection("dedup").table.to_pylist() == ws.selection("dedup").table.to_pylist()
     assert ray_ws.selection("dedup").decisions()["duplicate"] > 20
     for column in ("complexity", "quality"):                                 # the scores: as ws.apply writes them

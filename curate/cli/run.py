@@ -47,6 +47,8 @@ def run(
                                      "perplexity (repeatable; on the Ray actors with --engine ray)."),
     signal_model: Path | None = typer.Option(None, "--signal-model", help="Causal LM folder for --signal "
                                              "(default: the packaged SmolLM2-135M-Instruct)."),
+    on_error: str = typer.Option("skip", "--on-error", help="A malformed record of the source: skip (leave it out, "
+                                 "list it in OUT/workspace/rejects.jsonl) | raise (stop, naming its file and line)."),
     scorer: list[str] = typer.Option([], "--scorer", help="complexity=DIR or quality=DIR: score with this trained "
                                      "scorer (`curate train-scorer` / `curate distil --out`, or a shipped name) instead "
                                      "of the default scorer or the judge; it writes its own column, and admission "
@@ -83,7 +85,7 @@ def run(
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
-                              scorers=scorers,
+                              scorers=scorers, on_error=on_error,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
