@@ -71,3 +71,14 @@ def test_info_keeps_a_long_workspace_path_on_one_line_when_piped(tmp_path):
     assert curate_cli("load", path, "--workspace", deep / "ws").returncode == 0
     first = curate_cli("info", deep / "ws").stdout.splitlines()[0]
     assert first == f"{deep / 'ws'}: 3 rows (alpaca 3)"
+
+
+def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
+    ws = tmp_path / "ws"
+    assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
+    cases = {("tags", ws): "tag the pool first (curate tag",
+             ("select", ws, "--method", "deita", "--name", "d"): "score them first (curate score --scorer default",
+             ("score", ws, "--scorer", "defualt"): "shipped scorers: complexity, complexity_ridge, quality"}
+    for args, hint in cases.items():
+        r = curate_cli(*args)
+        assert r.returncode == 1 and hint in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

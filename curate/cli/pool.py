@@ -11,7 +11,6 @@ from curate.cli.common import (
     _batch_size_opt,
     _embed_name_opt,
     _embed_text_opt,
-    _model_opt,
     _source,
     app,
     console,
@@ -63,7 +62,8 @@ def export(
 @app.command()
 def embed(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    model: str | None = _model_opt(),
+    model: str | None = typer.Option(None, "--model", "-m", help="Sentence-transformers model folder or name "
+                                     "(default: the packaged all-MiniLM-L6-v2)."),
     text: str = _embed_text_opt(),
     name: str = _embed_name_opt(),
     batch_size: int = _batch_size_opt(),

@@ -21,6 +21,7 @@ from curate.cli.common import (
     console,
 )
 from curate.defaults import NORMALIZER
+from curate.errors import CurateError
 
 
 @app.command("tag")
@@ -83,6 +84,9 @@ def tags_cmd(
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
+    if not ws.has_column(column) and not renormalize:
+        raise CurateError(f"{ws.path}: no column {column!r} yet: tag the pool first (curate tag {workspace} --backend "
+                          f"local, or --base-url URL --model NAME); have {sorted(ws.columns) or 'no columns'}")
     if renormalize:
         norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
                                  association=min_support > 0, min_support=min_support or NORMALIZER.min_support)

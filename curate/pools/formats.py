@@ -53,7 +53,8 @@ def detect_format(record: dict[str, Any]) -> str:
     raise _RowError(
         f"cannot tell the format from the fields {sorted(record)[:12]}; expected one of: "
         "instruction+output (alpaca), conversations (sharegpt), messages, prompt+completion, "
-        "question/query+answer/response; or pass format= and mapping="
+        "question/query+answer/response; or name the fields (--format and --mapping, format= and mapping= in "
+        "Python)"
     )
 
 

@@ -337,7 +337,9 @@ class Scorer:
         if kind in KINDS:  # another scorer kind (e.g. cross-encoder) registered itself in KINDS
             return KINDS[kind].load(path)
         if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
-            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors)")
+            shipped = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "scorer.json").exists())
+            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors); shipped scorers: "
+                              f"{', '.join(shipped)} (curate score --scorer default: complexity and quality)")
         doc = json.loads((path / "scorer.json").read_text())
         if doc.get("format_version") != FORMAT_VERSION:
             raise ScorerError(f"{path}: scorer format {doc.get('format_version')} not supported (want {FORMAT_VERSION})")

@@ -137,7 +137,8 @@ def score_rows(ws, expr: str | None = None, ids: list[str] | None = None) -> Sco
         have = set(ws.columns) | set(ws.pool.column_names)
         if not set(columns) <= have:
             raise CurateError(f"no sort key: the default is {expr} (the DEITA evol score) but the workspace has "
-                              f"columns {sorted(ws.columns)}; pass sort_by=COLUMN or an expression")
+                              f"columns {sorted(ws.columns)}; score them first (curate score --scorer default, or a judge) or pass "
+                              f"another sort key (--sort-by COLUMN, sort_by= in Python)")
     values = {name: ws.turn_values(name, ids) for name in columns}
     reducer, row_cols = _reducer(ws, expr, columns, values)
     turn_cols = [c for c in columns if c not in row_cols]
