@@ -184,6 +184,32 @@ def test_ctrl_c_swallowed_by_a_callback_still_stops_at_the_next_checkpoint():
     assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
 
 
+# A library that turns the KeyboardInterrupt into another error (an import cut in half by Ctrl-C leaves a
+# partially initialised module, and the next import of it raises ImportError).
+_CONVERTED = """
+import os, signal, sys
+from curate.cli import app, main
+
+@app.command("cut")
+def cut():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))
+    except KeyboardInterrupt:
+        raise ImportError("cannot import name 'dispatch_model' from partially initialized module 'accelerate'")
+
+sys.argv = ["curate", "cut"]
+main()
+"""
+
+
+def test_an_error_that_ctrl_c_caused_is_reported_as_the_interrupt():
+    r = subprocess.run([sys.executable, "-c", _CONVERTED], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 130, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
+
+
 # -- 4. OS errors: a file where a folder should be, a full disk ---------------------------------------
 
 

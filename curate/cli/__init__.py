@@ -58,7 +58,12 @@ def main() -> None:
         signal.signal(signal.SIGINT, on_sigint)
         sys.unraisablehook = quiet_swallowed_interrupt
     try:
-        code = app(standalone_mode=False)
+        try:
+            code = app(standalone_mode=False)
+        except Exception:
+            if common.interrupt_requested:  # an error Ctrl-C caused (e.g. an import it cut in half): still Ctrl-C
+                raise KeyboardInterrupt from None
+            raise
     except CurateError as exc:
         _fail(str(exc))
     except OSError as exc:
