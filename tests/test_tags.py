@@ -2,7 +2,6 @@
 
 import json
 import random
-import warnings
 
 import numpy as np
 import pytest
@@ -40,16 +39,16 @@ def test_rule_aggregation_merges_case_plural_and_punctuation():
     assert (step.step, step.tags_in, step.tags_out) == ("rule_aggregation", 8, 4)
 
 
-def test_frequency_filter_drops_rare_tags_and_scales_alpha_with_warning():
+def test_frequency_filter_drops_rare_tags_and_scales_alpha_on_small_pools():
     rows = [["common"]] * 5 + [["rare"]] * 2 + [["common", "once"]]
     norm = Normalizer(min_frequency=3, scale_small_pools=False, rules=False, semantic=False, association=False)
     out = norm.fit_transform(rows)
     assert all(r == ["common"] for r in out[:5]) and out[5] == [] and out[7] == ["common"]
     assert norm.mapping["rare"] is None and norm.mapping["once"] is None
     assert (norm.report[0].tags_in, norm.report[0].tags_out, norm.report[0].params["alpha"]) == (3, 1, 3)
-    # the paper's alpha=20 on an 8-row pool: scaled to max(1, ceil(20 * 8 / 10000)) = 1, with a warning
-    with pytest.warns(UserWarning, match="alpha scaled from 20 to 1"):
-        Normalizer(semantic=False, association=False).fit(rows)
+    # the paper's alpha=20 on an 8-row pool: scaled to max(1, ceil(20 * 8 / 10000)) = 1, said in the step's report
+    small = Normalizer(semantic=False, association=False).fit(rows)
+    assert small.report[0].params["alpha"] == 1 and "alpha scaled from 20 to 1" in small.report[0].note
     assert scaled_threshold(20, 1740) == 4 and scaled_threshold(20, 50_000) == 20 and scaled_threshold(40, 10, floor=2) == 2
 
 
@@ -161,9 +160,7 @@ def tagged_ws(tmp_path):
 
 def test_normalize_and_select_on_a_workspace(tagged_ws):
     ws = tagged_ws
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        norm = normalize(ws, Normalizer(semantic=False, association=False))
+    norm = normalize(ws, Normalizer(semantic=False, association=False))
     tags = ws.column("tags")
     assert tags[0] == ["poem", "nature"] and tags[5] == [] and tags[6] is None
     assert ws.failures("tags")[6][0].code is FailureCode.EMPTY_INPUT and not ws.failures("tags")[5]
@@ -327,8 +324,6 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     sent = backend.requests_sent
     assert ws.apply(Tagger(backend), progress=False).computed == 0 and backend.requests_sent == sent  # reused
     # the row whose second turn failed has no row-level tags, and says why
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
+    normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
     assert ws.column("tags") == [["write", "poems", "nature"], None]
     assert ws.failures("tags")[1][0].code is FailureCode.EMPTY_INPUT

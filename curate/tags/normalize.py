@@ -17,7 +17,6 @@ import html
 import json
 import math
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -158,7 +157,6 @@ class Normalizer:
                 alpha = scaled_threshold(p["min_frequency"], n_rows, p["reference_rows"])
                 note = (f"pool of {n_rows:,} rows < {p['reference_rows']:,}: alpha scaled from "
                         f"{p['min_frequency']} to {alpha} = max(1, ceil({p['min_frequency']} * rows / {p['reference_rows']:,}))")
-                warnings.warn(f"InsTag frequency filter: {note}", stacklevel=2)
             before = len(names())
             for raw, c in raw_counts.items():
                 if c < alpha:
@@ -204,7 +202,6 @@ class Normalizer:
                 support = scaled_threshold(p["min_support"], n_rows, p["reference_rows"], floor=2)
                 note = (f"pool of {n_rows:,} rows < {p['reference_rows']:,}: min support scaled from "
                         f"{p['min_support']} to {support} rows = max(2, ceil({p['min_support']} * rows / {p['reference_rows']:,}))")
-                warnings.warn(f"InsTag association aggregation: {note}", stacklevel=2)
             transactions = [sorted({current[t] for t in s if current[t] is not None}) for s in sets]
             rename(association_merges(transactions, support, p["min_confidence"], p["association_mode"]))
             self.report.append(StepReport("association_aggregation", before, len(names()),
