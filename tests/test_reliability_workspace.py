@@ -294,6 +294,45 @@ def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
     assert not any(p.exists() for p in leftovers.values())
 
 
+class _WordCount:
+    """A row step: the instruction's word count, or a failure for an instruction that says 'fail'."""
+    column, granularity, reducer, inputs = "words", "row", None, ()
+
+    def fingerprint(self) -> str:
+        return "words-v1"
+
+    def describe(self) -> dict:
+        return {"kind": "test"}
+
+    def run(self, rows, ctx):
+        from curate.codes import Failure, FailureCode
+        from curate.storage.step import StepOutput
+
+        words = [len(row.turns[0].instruction.split()) for row in rows]
+        bad = ["fail" in row.turns[0].instruction for row in rows]
+        return StepOutput([None if b else float(w) for w, b in zip(words, bad, strict=True)],
+                          [[Failure(FailureCode.EMPTY_INPUT, "asked to fail")] if b else [] for b in bad])
+
+
+def test_a_write_cut_short_leaves_rows_to_recompute_never_a_gap_marked_done(tmp_path):
+    """A step's failure and side columns are committed before its values (whose fingerprints mark a row
+    done): a process stopped between those writes, here by a real OS error on the failure column, leaves no
+    row marked done without the failure that explains its missing value."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}{' fail' * (i % 3 == 0)}", "output": "ok"}
+                                              for i in range(9)]))
+    blocker = ws.path / "columns" / "words_failure.arrow"
+    blocker.mkdir(parents=True)  # a folder where the failure column's file goes: its write fails
+    with pytest.raises(OSError):
+        ws.apply(_WordCount(), progress=False)
+    assert not ws.has_column("words")  # nothing marked done
+    blocker.rmdir()
+    result = ws.apply(_WordCount(), progress=False)
+    assert result.computed == 9 and result.failed == 3
+    values, failures = ws.column("words"), ws.failures("words")
+    assert all((v is None) == bool(f) for v, f in zip(values, failures, strict=True))
+
+
 # -- 6. a missing source creates nothing --------------------------------------------------------------
 
 

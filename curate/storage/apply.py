@@ -169,13 +169,15 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
                   "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs, **out.stats}
     failures = [[f.to_dict() for f in fails] or None for fails in out.failures]
-    ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
+    # The value column goes last: its per-row fingerprints are what marks a row done, so a process killed
+    # between these writes leaves rows to recompute, never a row marked done without its failure record.
     ws.merge_column(f"{step.column}_failure", ids, failures,
                     {"kind": "failure", "of": step.column, "fingerprint": fingerprint}, fingerprint)
     for key, values in out.extra.items():
         ws.merge_column(f"{step.column}_{key}", ids, values,
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
+    ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
 
 
 def parse_failures(value: Any) -> list[Failure]:
