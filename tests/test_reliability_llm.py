@@ -220,6 +220,19 @@ def test_a_judge_never_writes_into_a_scorers_column(tmp_path, fault_server):
     assert ws.column_provenance("complexity_judge")["kind"] == "judge" and ws.column("complexity") == predicted
 
 
+def test_a_run_on_some_rows_under_another_model_is_refused_not_mixed_in(tmp_path, fault_server):
+    ws = _workspace(tmp_path, ["row a", "row b", "row c"])
+    assert ws.apply(Judge("quality", _backend(fault_server, "judge-a")), progress=False).computed == 3
+    sent, before = fault_server.total, ws.column("quality")
+    with pytest.raises(CurateError, match="2 rows outside the ones asked for were computed under other settings "
+                                          r"\(model judge-a, prompt quality\)"):
+        ws.apply(Judge("quality", _backend(fault_server, "judge-b")), ids=ws.ids[:1], progress=False)
+    assert fault_server.total == sent and ws.column("quality") == before
+    assert ws.apply(Judge("quality", _backend(fault_server, "judge-a")), ids=ws.ids[:1], progress=False).computed == 0
+    every = ws.apply(Judge("quality", _backend(fault_server, "judge-b")), progress=False)  # every row: one run again
+    assert every.computed == 3 and set(ws.column_fingerprints("quality").values()) == {every.provenance["fingerprint"]}
+
+
 # -- 4. prompt files cannot import arbitrary code or redirect the request ----------------------------
 OUTPUT_MODEL_PROMPT = """---
 name: labeler

@@ -132,6 +132,22 @@ def check_producer(ws: Workspace, step: Any) -> None:
                           f"(curate run --out DIR)")
 
 
+def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
+    """Refuse a run on some rows under other settings (another model, prompt, scorer) than the column's other
+    rows were computed under: the column would mix two runs' values under the newest run's provenance."""
+    if not ws.has_column(step.column):
+        return
+    others = [fp for rid, fp in ws.column_fingerprints(step.column).items()
+              if rid not in asked and fp is not None and fp != fingerprint]
+    if others:
+        prov = ws.column_provenance(step.column)
+        was = ", ".join(f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k))
+        raise CurateError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
+                          f"under other settings{f' ({was})' if was else ''}; a run on some rows would leave the "
+                          f"column mixed: run it on every row (no --limit / ids) or give it its own column "
+                          f"(--column NAME)")
+
+
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
                retry_failed: bool = False, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
@@ -145,6 +161,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         if check_column is not None:  # the step's own rule about the column it would write
             check_column(ws)
         todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
+        if todo and ids is not None:
+            check_one_run(ws, step, set(asked), fingerprint)
         out = StepOutput([], [])
         if todo:
             rows = ws.row_inputs(todo, step.inputs)
