@@ -21,10 +21,16 @@ class Turn:
     response: str | None
     system: str = ""
 
+    @property
+    def has_response(self) -> bool:
+        """Whether the turn has a reply with any text: a blank reply is no reply to judge, score or learn from."""
+        return bool(self.response and self.response.strip())
+
 
 def turns(conversation: Conversation) -> list[Turn]:
-    """The user turns of a conversation, each with the assistant reply that follows it and the system
-    message in force (the latest one before it)."""
+    """The user turns of a conversation, each with its reply and the system message in force (the latest one
+    before it). The reply is the last assistant message before the next user message: after tool calls and
+    tool results, the answer the user got."""
     out: list[Turn] = []
     system = ""
     for i, message in enumerate(conversation):
@@ -32,8 +38,12 @@ def turns(conversation: Conversation) -> list[Turn]:
         if role == "system":
             system = message["content"]
         elif role == "user":
-            nxt = conversation[i + 1] if i + 1 < len(conversation) else None
-            reply = nxt["content"] if nxt is not None and nxt["role"] == "assistant" else None
+            reply = None
+            for nxt in conversation[i + 1:]:
+                if nxt["role"] == "user":
+                    break
+                if nxt["role"] == "assistant":
+                    reply = nxt["content"]
             out.append(Turn(message["content"], reply, system))
     return out
 

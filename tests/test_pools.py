@@ -32,6 +32,17 @@ def test_sharegpt_multi_turn_and_roles():
     assert [(t.instruction, t.response) for t in turns(conv)] == [("a", "b")]
 
 
+def test_a_turns_reply_is_the_answer_the_user_got_after_tool_calls():
+    conv = pools.to_conversation({"messages": [
+        {"role": "user", "content": "weather?"}, {"role": "assistant", "content": "calling get_weather"},
+        {"role": "tool", "content": "12C, rain"}, {"role": "assistant", "content": "It is 12C and raining."},
+        {"role": "user", "content": "and tomorrow?"}, {"role": "assistant", "content": "   "}]}, "messages")
+    got = turns(conv)
+    assert [(t.instruction, t.response) for t in got] == [("weather?", "It is 12C and raining."),
+                                                         ("and tomorrow?", "   ")]
+    assert [t.has_response for t in got] == [True, False]  # a blank reply is no reply
+
+
 def test_ids_are_stable_across_files_and_unique_within_a_pool(tmp_path):
     rec = {"instruction": "Same row", "output": "same"}
     a = curate.load(write_jsonl(tmp_path / "a.jsonl", [rec, {"instruction": "x", "output": "y"}]))

@@ -220,6 +220,21 @@ def test_a_judge_never_writes_into_a_scorers_column(tmp_path, fault_server):
     assert ws.column_provenance("complexity_judge")["kind"] == "judge" and ws.column("complexity") == predicted
 
 
+def test_a_blank_response_is_never_sent_to_a_judge_nor_scored(tmp_path, fault_server):
+    from curate.rows import Turn
+    from curate.scorers.features import missing_inputs
+
+    src = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": out}
+                                             for i, out in enumerate(["fine", "", "  \n\t "])])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    result = ws.apply(Judge("quality", _backend(fault_server)), progress=False)
+    assert fault_server.total == 1 and result.failed == 2
+    assert [[f.code for f in fails] for fails in ws.failures("quality")] == [[], [FailureCode.NO_RESPONSE],
+                                                                            [FailureCode.NO_RESPONSE]]
+    assert missing_inputs(Turn("row", "  \n"), ["instruction", "response"]) == ["response"]  # scorers: the same rule
+
+
 def test_a_run_on_some_rows_under_another_model_is_refused_not_mixed_in(tmp_path, fault_server):
     ws = _workspace(tmp_path, ["row a", "row b", "row c"])
     assert ws.apply(Judge("quality", _backend(fault_server, "judge-a")), progress=False).computed == 3

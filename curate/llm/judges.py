@@ -146,8 +146,9 @@ class Judge:
             if not row.turns:
                 fails.append(Failure(FailureCode.NO_USER_TURN, "row has no user turn"))
             for t, turn in enumerate(row.turns, start=1):
-                if needs_response and turn.response is None:
-                    fails.append(Failure(FailureCode.NO_RESPONSE, f"turn {t} has no assistant response", turn=t))
+                if needs_response and not turn.has_response:
+                    fails.append(Failure(FailureCode.NO_RESPONSE, f"turn {t} has no assistant response (none, or "
+                                         f"only whitespace)", turn=t))
                     continue
                 item = {"instruction": turn.instruction, "response": turn.response or "", "system": turn.system,
                         "turn": t, "conversation": row.conversation, **{k: row.columns[k] for k in self.inputs}}

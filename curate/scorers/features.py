@@ -55,8 +55,8 @@ def turn_text(turn: Turn, name: str) -> str | None:
 
 
 def missing_inputs(turn: Turn, inputs: Sequence[str]) -> list[str]:
-    """The inputs a turn lacks (None or empty text): such a turn gets a failure, never a score."""
-    return [name for name in inputs if not turn_text(turn, name)]
+    """The inputs a turn lacks (None, empty or only whitespace): such a turn gets a failure, never a score."""
+    return [name for name in inputs if not (turn_text(turn, name) or "").strip()]
 
 
 def unreadable(turn: Turn, inputs: Sequence[str], numbers: dict[str, float | None]) -> str | None:

@@ -106,7 +106,7 @@ class Prompter:
         """One plan per turn (a failure for a turn without a response)."""
         out: list[TurnPlan] = []
         for t, turn in enumerate(turns):
-            if turn.response is None or not turn.response.strip():
+            if not turn.has_response:
                 out.append(TurnPlan(failure=Failure(FailureCode.NO_RESPONSE, "the turn has no assistant reply",
                                                     turn=t + 1)))
                 continue
