@@ -343,6 +343,12 @@ def test_digit_score_maths():
     assert digit_score(low, (1, 6), 0.5)[2].message.startswith("digits [1, 2, 4, 5, 6] absent")
     value, info, failure = digit_score(low, (1, 6), 0.1)
     assert failure is None and math.isclose(value, 3.0) and info["missing_digits"] == [1, 2, 4, 5, 6]
+    # every digit among the top logprobs, but the model answered a word: the digits' odds are no score
+    word = {"text": "The", "top_logprobs": [{"token": "The", "logprob": lp(0.995)}]
+            + [{"token": str(k), "logprob": lp(0.0008)} for k in range(1, 7)]}
+    value, info, failure = digit_score(word, (1, 6))
+    assert value is None and info["missing_digits"] == [] and failure.code is FailureCode.LOW_DIGIT_MASS
+    assert failure.message.startswith("the digits carry mass 0.005 < min_digit_mass 0.5") and failure.raw == "The"
     assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
     outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
     assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"

@@ -24,7 +24,7 @@ from curate.errors import CurateError
 from curate.llm.base import Backend
 from curate.llm.cache import response_cache
 from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
-from curate.llm.runner import CallResult, request_params, run_prompt
+from curate.llm.runner import DIGIT_RULE, CallResult, request_params, run_prompt
 from curate.storage.step import RowInput, StepContext, StepOutput
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
@@ -84,7 +84,9 @@ class Judge:
         schema = self.output.model_json_schema() if hasattr(self.output, "model_json_schema") else None
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": backend.kind, "model": backend.model,
                            "params": self.request_params(), "schema": schema,
-                           "min_digit_mass": self.min_digit_mass if self.reducer else None},
+                           "min_digit_mass": self.min_digit_mass if self.reducer else None,
+                           # 2: the digit-mass floor holds when every digit is among the top logprobs too
+                           "digit_rule": DIGIT_RULE if self.reducer else None},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -76,6 +76,9 @@ def _token_digit(token: str) -> int | None:
     return int(text) if len(text) == 1 and text.isdigit() else None
 
 
+DIGIT_RULE = 2  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+
+
 def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
                 ) -> tuple[float | None, dict[str, Any], Failure | None]:
     """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
@@ -94,10 +97,10 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
         if not probs:
             return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"no digit {lo}-{hi} among the {len(top)} top "
                                        f"first-token logprobs (output {text[:80]!r})", text)
-        if missing and mass < min_digit_mass:
-            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"digits {missing} absent from the top logprobs "
-                                       f"and the present digits carry mass {mass:.3f} < min_digit_mass "
-                                       f"{min_digit_mass} (output {text[:80]!r})", text)
+        if mass < min_digit_mass:  # the model answered something else: its digits' odds are noise, not a score
+            absent = f"digits {missing} absent from the top logprobs and the present " if missing else "the "
+            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"{absent}digits carry mass {mass:.3f} < "
+                                       f"min_digit_mass {min_digit_mass} (output {text[:80]!r})", text)
         return sum(k * p for k, p in probs.items()) / mass, info, None
     info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
     match = re.match(r"\s*(\d+)", text)
