@@ -83,6 +83,7 @@ def load(run: Run) -> dict[str, Any]:
     from curate import pools
 
     result = pools.read(run.source, on_error=run.on_error)  # type: ignore[arg-type]
+    pools.require_rows(result)  # before any folder exists
     created = not run.out.exists()
     try:
         run.workspace = Workspace(run.out / "workspace")

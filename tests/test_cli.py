@@ -82,3 +82,11 @@ def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
     for args, hint in cases.items():
         r = curate_cli(*args)
         assert r.returncode == 1 and hint in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):
+    path = write_jsonl(tmp_path / "allbad.jsonl", ["{not json", json.dumps({"no": "fields"})])
+    r = curate_cli("run", path, "--out", tmp_path / "run")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "allbad.jsonl: line 1: malformed JSON" in r.stderr and "(2 rejected)" in r.stderr
+    assert not (tmp_path / "run").exists()

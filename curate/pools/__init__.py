@@ -27,7 +27,7 @@ from curate.pools.readers import record_text, records
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
-           "SAMPLE", "assign_ids", "detect_format", "load", "read", "resolve_source", "row_id", "to_conversation",
+           "SAMPLE", "assign_ids", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "to_conversation",
            "to_table", "write_rejects"]
 
 RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
@@ -110,6 +110,14 @@ def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
     if not result.rows and not result.rejects:
         raise InputError(source, "file", "no records (it is empty or holds only blank lines)")
     return result
+
+
+def require_rows(result: ReadResult) -> None:
+    """Refuse a source none of whose records could be read, naming the first bad one (nothing to curate)."""
+    if not result.rows and result.rejects:
+        first = result.rejects[0]
+        raise InputError(first.path, first.location, f"{first.reason}; no record of {result.source} could be read "
+                         f"({len(result.rejects):,} rejected)")
 
 
 def _reject_raw(record: Any, raw: str | None) -> str:

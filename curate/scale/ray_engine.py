@@ -202,11 +202,15 @@ class RayEngine:
             rows, rejects, orders = self._collect_rows()
             clock("to_driver")
         result = pools.ReadResult(str(run.source), rows, rejects)
-        if rejects and run.on_error == "raise":  # the first bad record in source order, as the single reader names it
+        try:
+            if rejects and run.on_error == "raise":  # the first bad record in source order, as the single reader
+                raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
+            if not rows and not rejects:
+                raise CurateError(f"{run.source}: no records")
+            pools.require_rows(result)
+        except CurateError:
             self.close()
-            raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
-        if not rows and not rejects:
-            raise CurateError(f"{run.source}: no records")
+            raise
         created = not run.out.exists()
         try:
             run.workspace = Workspace(run.out / "workspace")
