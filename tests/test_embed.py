@@ -58,6 +58,37 @@ def test_two_processes_adding_to_one_cache_keep_both_sets(tmp_path):
     assert encode_cached(both, tmp_path / "cache")[1] == 0
 
 
+_KILLED = """
+import sys
+import curate.embed.cache as cache
+cache.PART_EVERY_S = 0.0  # keep every chunk as soon as it is done
+texts = [f"killed pass text {i} on subject {i % 13}" for i in range(4000)]
+cache.encode_cached(texts, sys.argv[1], batch_size=8)
+"""
+
+
+def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
+    texts = [f"killed pass text {i} on subject {i % 13}" for i in range(4000)]
+    parts = cache_file(tmp_path, None).with_name(cache_file(tmp_path, None).name + ".parts")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(tmp_path)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.time() + 240
+        while len(list(parts.glob("part-*.npz"))) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline, "no part written"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    matrix, encoded, cache = encode_cached(texts, tmp_path, batch_size=8)
+    assert 0 < encoded < 4000 - 200  # the killed pass's chunks (128 texts each) came from its parts
+    assert not parts.exists() and cache.exists()  # merged into one file again
+    sample = [0, 1999, 3999]
+    np.testing.assert_allclose(matrix[sample], encode([texts[i] for i in sample]), atol=1e-5)
+    assert encode_cached(texts, tmp_path)[1] == 0
+
+
 def test_loading_the_default_model_leaves_the_environment_alone():
     code = ("import os; from curate.embed import encode; v = encode(['hi']); "
             "print(v.shape[1], os.environ.get('HF_HUB_OFFLINE'))")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def auto_device() -> str:
 
 
 def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.batch_size, progress: bool = False,
-           device: str | None = None, backend: str | None = None) -> np.ndarray:
+           device: str | None = None, backend: str | None = None,
+           on_chunk: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
     """Unit-normalised float32 embeddings of ``texts``, one row each (``backend``: see the module docstring;
-    None is ``DEFAULT_BACKEND``: trained scorers keep the vectors they were trained on)."""
+    None is ``DEFAULT_BACKEND``: trained scorers keep the vectors they were trained on). ``on_chunk(positions,
+    vectors)`` is called as each chunk of texts is done (the cache keeps them before the call ends)."""
     backend = resolve_backend(backend, device, env=False)
     if backend != "torch":
         from curate.embed.onnx import load_onnx
@@ -103,8 +106,11 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
         # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
         st = load_model(model_id(model), device or auto_device())
         run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
-    if not progress or len(texts) <= batch_size:
-        return run(texts)
+    if (not progress and on_chunk is None) or len(texts) <= batch_size:
+        out = run(texts)
+        if on_chunk is not None:
+            on_chunk(np.arange(len(texts)), out)
+        return out
     from tqdm.auto import tqdm
 
     # Chunks for the progress bar, taken in one global length order: sentence-transformers sorts only
@@ -112,10 +118,12 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunk = batch_size * PROGRESS_CHUNK_BATCHES
     out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
-    with tqdm(total=len(texts), desc="embedding", unit="text") as bar:
+    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
         for start in range(0, len(texts), chunk):
             idx = order[start:start + chunk]
             out[idx] = run([texts[i] for i in idx])
+            if on_chunk is not None:
+                on_chunk(idx, out[idx])
             bar.update(len(idx))
     return out
 
