@@ -112,10 +112,15 @@ def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
     return result
 
 
-def require_rows(result: ReadResult) -> None:
-    """Refuse a source none of whose records could be read, naming the first bad one (nothing to curate)."""
-    if not result.rows and result.rejects:
-        first = result.rejects[0]
+def require_rows(result: ReadResult, on_error: OnError = "skip") -> None:
+    """Refuse what was read when there is nothing to curate (no record could be read: the first bad one is named),
+    or, with ``on_error="raise"``, when any record was bad (the first, in source order)."""
+    first = result.rejects[0] if result.rejects else None
+    if first is not None and on_error == "raise":
+        raise InputError(first.path, first.location, first.reason)
+    if not result.rows:
+        if first is None:
+            raise InputError(result.source, "file", "no records")
         raise InputError(first.path, first.location, f"{first.reason}; no record of {result.source} could be read "
                          f"({len(result.rejects):,} rejected)")
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import EMBED
-from curate.errors import CurateError, InputError, ScorerError, WorkspaceError
+from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
 from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only, shard_paths
 
@@ -202,17 +202,9 @@ class RayEngine:
             rows, rejects, orders = self._collect_rows()
             clock("to_driver")
         result = pools.ReadResult(str(run.source), rows, rejects)
-        try:
-            if rejects and run.on_error == "raise":  # the first bad record in source order, as the single reader
-                raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
-            if not rows and not rejects:
-                raise CurateError(f"{run.source}: no records")
-            pools.require_rows(result)
-        except CurateError:
-            self.close()
-            raise
         created = not run.out.exists()
         try:
+            pools.require_rows(result, run.on_error)  # before anything is created
             run.workspace = Workspace(run.out / "workspace")
             summary = run.workspace.load(result)  # assigns the ids (pools.assign_ids), as the single-process load
         except BaseException:
