@@ -121,3 +121,25 @@ def test_cpu_encode_in_token_budget_batches_matches_sentence_transformers_fixed_
     theirs = load_model(model_id(None), "cpu").encode(texts, batch_size=64, normalize_embeddings=True)
     assert ours.shape == theirs.shape
     assert float((ours * theirs).sum(1).min()) > 0.99999
+
+
+def test_a_model_folder_saved_again_with_other_weights_is_another_model_to_the_cache(tmp_path):
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from curate.embed.encoder import default_model_path
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(default_model_path(), folder)
+    texts = ["a first text", "a second one"]
+    before, encoded, _ = encode_cached(texts, tmp_path / "cache", model=str(folder))
+    assert encoded == 2 and encode_cached(texts, tmp_path / "cache", model=str(folder))[1] == 0
+    model = SentenceTransformer(str(folder), device="cpu")  # not the instance encode holds
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.9).add_(0.01)
+    model.save(str(folder))  # fine-tuned in place: the same path, other weights
+    after, encoded, _ = encode_cached(texts, tmp_path / "cache", model=str(folder))
+    assert encoded == 2 and not np.allclose(after, before, atol=1e-3)

@@ -24,14 +24,19 @@ from filelock import FileLock
 
 from curate.defaults import EMBED
 from curate.embed.encoder import encode, model_id, resolve_backend
+from curate.storage.files import folder_fingerprint
 
 KEY_DTYPE = "S32"
 PART_EVERY_S = 30.0  # while encoding, the vectors done so far are kept on disk at least this often
 
 
 def cache_id(model: str | None, backend: str = "torch") -> str:
-    """The name vectors are cached under: the model id, plus ``@<backend>`` for backends other than torch."""
+    """The name vectors are cached under: the model id, plus ``#<hash of its files>`` for a model folder other than
+    the packaged default (weights saved again into the same folder are another model), plus ``@<backend>`` for
+    backends other than torch."""
     mid = model_id(model)
+    if mid != EMBED.model and os.path.isdir(mid):
+        mid = f"{mid}#{folder_fingerprint(Path(mid))}"
     return mid if backend == "torch" else f"{mid}@{backend}"
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
 from curate.hardware import quiet_loading
+from curate.storage.files import folder_fingerprint
 
 PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of this many batches
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -50,13 +51,19 @@ def model_id(model: str | None) -> str:
     return EMBED.model if model in (None, "default", EMBED.model) else str(model)
 
 
-@lru_cache(maxsize=4)
 def load_model(name: str | None = None, device: str | None = None):
-    """A SentenceTransformer: the packaged default, a local folder, or a Hub name (downloaded when online)."""
-    from sentence_transformers import SentenceTransformer
-
+    """A SentenceTransformer: the packaged default, a local folder, or a Hub name (downloaded when online); one per
+    process, and another once a folder's files change (weights saved again into it)."""
     name = model_id(name)
     path = str(default_model_path()) if name == EMBED.model else name
+    contents = folder_fingerprint(Path(path)) if name != EMBED.model and os.path.isdir(path) else None
+    return _load_model(path, device, contents)
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, device: str | None, contents: str | None):
+    from sentence_transformers import SentenceTransformer
+
     with quiet_loading():
         return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
 

@@ -12,13 +12,11 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 CACHE_FILE = "logprobs.sqlite"
-_CHUNK = 1 << 20
 
 
 def request_key(model_fingerprint: str, context: Sequence[int], target: Sequence[int]) -> str:
@@ -29,29 +27,6 @@ def request_key(model_fingerprint: str, context: Sequence[int], target: Sequence
     h.update(b"|t")
     h.update(np.asarray(target, dtype=np.int64).tobytes())
     return h.hexdigest()
-
-
-@lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Hash of every (non-hidden) file of a model folder: config, tokenizer, template and weights.
-
-    File digests are memoised per (path, size, mtime) within the process.
-    """
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        st = path.stat()
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(_file_digest(str(path), st.st_size, st.st_mtime_ns).encode())
-    return h.hexdigest()[:16]
 
 
 def json_fingerprint(obj: object) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
 from curate.hardware import quiet_loading, resolve_device, resolve_dtype
-from curate.signals.cache import LogprobCache, folder_fingerprint, request_key
+from curate.signals.cache import LogprobCache, request_key
 from curate.signals.template import Prompter, Request
+from curate.storage.files import folder_fingerprint
 
 OnDone = Callable[[list[int]], Any]
 MIN_FILL = 0.75  # a batch stops growing when padding would exceed a quarter of it

@@ -25,9 +25,10 @@ import numpy as np
 
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
-from curate.signals.cache import folder_fingerprint, json_fingerprint
+from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Request
+from curate.storage.files import folder_fingerprint
 
 VERSION = 2  # 2: peft adapters (1: the hand-written LoRA); bump when tuning changes meaning
 META_FILE = "adapter.json"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,29 @@ def quiet_datasets():
 def check_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
         raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
+
+
+_CHUNK = 1 << 20
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of every (non-hidden) file of a model folder: config, tokenizer, template and weights.
+
+    File digests are memoised per (path, size, mtime) within the process.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        st = path.stat()
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(_file_digest(str(path), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()[:16]

@@ -32,9 +32,10 @@ from curate.codes import Failure
 from curate.defaults import TRAIN
 from curate.errors import CurateError
 from curate.hardware import resolve_device
-from curate.signals.cache import folder_fingerprint, json_fingerprint
+from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter
+from curate.storage.files import folder_fingerprint
 from curate.storage.step import RowInput
 from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches
 from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
