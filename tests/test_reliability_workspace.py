@@ -333,6 +333,22 @@ def test_a_write_cut_short_leaves_rows_to_recompute_never_a_gap_marked_done(tmp_
     assert all((v is None) == bool(f) for v, f in zip(values, failures, strict=True))
 
 
+def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes(tmp_path):
+    """A notebook's Workspace read the pool at 5 rows; another process loads 5 more and writes a column on all
+    10. The notebook's next step computes the 5 new rows too, and no row of the column is lost."""
+    notebook = Workspace(tmp_path / "ws")
+    notebook.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"first {i}", "output": "ok"} for i in range(5)]))
+    assert len(notebook.ids) == 5
+    other = Workspace.open(tmp_path / "ws")  # its own view, as another process has
+    other.load(write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"second {i} fail", "output": "ok"}
+                                                  for i in range(5)]))
+    other.add_column("length", [1.0] * 10, {"kind": "test"}, ids=other.ids)
+    result = notebook.apply(_WordCount(), progress=False)
+    assert result.rows == 10 and result.computed == 10 and result.failed == 5
+    notebook.merge_column("length", notebook.ids[:1], [2.0], {"kind": "test"}, None)
+    assert Workspace.open(tmp_path / "ws").column("length") == [2.0] + [1.0] * 9
+
+
 # -- 6. a missing source creates nothing --------------------------------------------------------------
 
 

@@ -153,9 +153,10 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
     check_step(step)
     started = time.time()
-    asked = ws.ids if ids is None else list(dict.fromkeys(ids))
-    fingerprint = applied_fingerprint(ws, step)
     with ws.column_lock(step.column):
+        ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
+        asked = ws.ids if ids is None else list(dict.fromkeys(ids))
+        fingerprint = applied_fingerprint(ws, step)
         check_producer(ws, step)
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write

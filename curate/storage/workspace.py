@@ -61,6 +61,7 @@ class Workspace:
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
         self._pool = None
+        self._pool_stamp: tuple[int, int] | None = None
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         if not (self.path / MANIFEST).exists():
@@ -156,8 +157,22 @@ class Workspace:
                 raise WorkspaceError(f"{self.path}: no pool yet; run `curate load SOURCE --workspace {self.path}`")
             import datasets
 
+            self._pool_stamp = self._stamp()
             self._pool = datasets.load_from_disk(str(self.path / "pool"))
         return self._pool
+
+    def _stamp(self) -> tuple[int, int] | None:
+        """Which pool is on disk: a load swaps in a new folder (another inode)."""
+        with contextlib.suppress(OSError):
+            st = (self.path / "pool").stat()
+            return st.st_ino, st.st_mtime_ns
+        return None
+
+    def refresh(self) -> None:
+        """Read the pool again if another process (or object) loaded rows since this one read it: a notebook's
+        workspace stays current, and a write keyed by pool order covers every row on disk."""
+        if self._pool is not None and self._stamp() != self._pool_stamp:
+            self._pool, self._ids, self._index = None, None, None
 
     def __len__(self) -> int:
         return len(self.pool) if self.has_pool else 0
@@ -229,6 +244,7 @@ class Workspace:
                      fingerprint: str | None) -> None:
         """Write ``values`` for ``ids`` into column ``name``, keeping every other row's value (pool order)."""
         with self.lock():
+            self.refresh()
             merged: dict[str, tuple[Any, str | None]] = {}
             if self.has_column(name):
                 table = read_arrow(self._column_path(name))
