@@ -56,15 +56,22 @@ def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
             if not p.name.endswith(".ids.json")}
 
 
+def _read_embeddings(folder: Path, meta_path: Path) -> tuple[np.ndarray, list[str]]:
+    meta = json.loads(meta_path.read_text())
+    return np.load(folder / meta["file"], mmap_mode="r"), json.loads((folder / meta["ids_file"]).read_text())
+
+
 def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
     """A stored embedding matrix (memory-mapped when it already matches ``ids``/pool order)."""
     folder = ws.path / "embeddings"
     meta_path = folder / f"{name}.json"
     if not meta_path.exists():
         raise WorkspaceError(f"{ws.path}: no embeddings {name!r}; run `curate embed {ws.path}`")
-    meta = json.loads(meta_path.read_text())
-    array = np.load(folder / meta["file"], mmap_mode="r")
-    stored_ids = json.loads((folder / meta["ids_file"]).read_text())
+    try:
+        array, stored_ids = _read_embeddings(folder, meta_path)
+    except FileNotFoundError:  # replaced by a writer between reading the metadata and the file: read under its lock
+        with ws.lock():
+            array, stored_ids = _read_embeddings(folder, meta_path)
     want = ws.ids if ids is None else ids
     if stored_ids == want:
         return array

@@ -157,8 +157,13 @@ class Workspace:
                 raise WorkspaceError(f"{self.path}: no pool yet; run `curate load SOURCE --workspace {self.path}`")
             import datasets
 
-            self._pool_stamp = self._stamp()
-            self._pool = datasets.load_from_disk(str(self.path / "pool"))
+            try:
+                self._pool_stamp = self._stamp()
+                self._pool = datasets.load_from_disk(str(self.path / "pool"))
+            except FileNotFoundError:  # a load in another process swapped the folder as it was read
+                with self.lock():
+                    self._pool_stamp = self._stamp()
+                    self._pool = datasets.load_from_disk(str(self.path / "pool"))
         return self._pool
 
     def _stamp(self) -> tuple[int, int] | None:
