@@ -90,3 +90,12 @@ def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tm
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "allbad.jsonl: line 1: malformed JSON" in r.stderr and "(2 rejected)" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target(tmp_path):
+    rows = [{"instruction": f"q {i}", "output": "a" * (i + 1), "score": i % 5 + 1} for i in range(29)]
+    path = write_jsonl(tmp_path / "mixed.jsonl", [*rows, {"instruction": "q 30", "output": "b", "score": "high"}])
+    r = curate_cli("load", path, "--workspace", tmp_path / "ws")
+    assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
+    r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path / "sc")
+    assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())

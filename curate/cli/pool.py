@@ -42,6 +42,9 @@ def load(
         console.print(f"{summary['instruction_only']:,} instruction-only row(s) (no response)")
     if summary["rejects"]:
         console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {summary['rejects_file']}[/]")
+    if summary["columns_kept_as_json"]:
+        console.print(f"[yellow]column(s) {', '.join(summary['columns_kept_as_json'])} kept as JSON text: their values "
+                      f"mix types (e.g. a number in one record, text in another) or nest too deep[/]")
 
 
 @app.command()

@@ -185,8 +185,11 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
             data.source += f" + chains of labels {labels}"
     if data.labelled < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
+        as_json = [s["source"] for s in ws.manifest["sources"] if target in (s.get("columns_kept_as_json") or [])]
         raise ScorerError(f"{data.source} has {data.labelled} usable numeric labels; need at least {2 * k}"
-                          + (f" (left out: {left})" if left else ""))
+                          + (f" (left out: {left})" if left else "")
+                          + (f"; {target!r} was kept as JSON text when {as_json[0]} was loaded, as its values mix "
+                             f"types: make every value a number" if as_json else ""))
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
