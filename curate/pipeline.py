@@ -87,11 +87,13 @@ def load(run: Run) -> dict[str, Any]:
     created = not run.out.exists()
     try:
         run.workspace = Workspace(run.out / "workspace")
-        return run.workspace.load(result)
+        summary = run.workspace.load(result)
     except BaseException:
         if created:
             shutil.rmtree(run.out, ignore_errors=True)
         raise
+    # the run curates its source as it is now: rows an earlier version of it had are not candidates
+    return {**summary, "rows_removed": run.workspace.keep_rows(row["id"] for row in result.rows)}
 
 
 def dedup(run: Run):

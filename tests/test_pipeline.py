@@ -36,6 +36,21 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     assert again.workspace.embedding_sets["default"]["encoded"] == 0
 
 
+def test_a_rerun_on_an_edited_source_curates_the_source_as_it_is_now(tmp_path):
+    records = [json.loads(x) for x in sample_path().read_text().splitlines()][:16]
+    first = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", records)), out=tmp_path / "run", budget=40,
+                         report=False)
+    assert len(first.workspace) == 16
+    edited = [*records[:8], {"instruction": "A row added to the pool since the first run.", "output": "Indeed."}]
+    again = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", edited)), out=tmp_path / "run", budget=40,
+                         report=False)
+    load = again.results["load"]
+    assert (load["rows_added"], load["already_present"], load["rows_removed"]) == (1, 8, 8)
+    ws = again.workspace
+    assert len(ws) == 9 and set(ws.selection("deita").ids) <= set(ws.ids)  # rows cut from the source are gone
+    assert [again.results["score"][c].computed for c in ("complexity", "quality")] == [1, 1]  # only the new row
+
+
 def test_cli_run_is_the_readme_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", "sample", "--budget", "10", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=300)

@@ -123,8 +123,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     check_interrupted()
     if name == "load":
         rejects = f" (see {result['rejects_file']})" if result["rejects"] else ""
+        removed = (f", {result['rows_removed']:,} no longer in the source left out of the pool"
+                   if result.get("rows_removed") else "")
         console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
-                      f"{result['rejects']:,} rejected{rejects}")
+                      f"{result['rejects']:,} rejected{rejects}{removed}")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
     elif name == "score":

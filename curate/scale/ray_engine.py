@@ -212,9 +212,10 @@ class RayEngine:
             if created:
                 shutil.rmtree(run.out, ignore_errors=True)
             raise
+        self._ids = [row["id"] for row in rows]
+        summary["rows_removed"] = run.workspace.keep_rows(self._ids)  # as the single-process load
         clock("write_pool")
         self._orders = orders
-        self._ids = [row["id"] for row in rows]
         self._whole_pool = self._ids == run.workspace.ids
         return {**summary, "engine": "ray", "shards": len(paths)}
 

@@ -138,7 +138,7 @@ def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -
     if not ws.has_column(step.column):
         return
     others = [fp for rid, fp in ws.column_fingerprints(step.column).items()
-              if rid not in asked and fp is not None and fp != fingerprint]
+              if rid not in asked and rid in ws.index and fp is not None and fp != fingerprint]
     if others:
         prov = ws.column_provenance(step.column)
         was = ", ".join(f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k))

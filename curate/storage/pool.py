@@ -3,9 +3,11 @@ what a killed writer left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,67 @@ from curate.storage.files import (
 Workspace = Any
 
 
+def pool_stamp(ws: Workspace) -> tuple[int, int] | None:
+    """Which pool is on disk: a load swaps in a new folder (another inode)."""
+    with contextlib.suppress(OSError):
+        st = (ws.path / "pool").stat()
+        return st.st_ino, st.st_mtime_ns
+    return None
+
+
+def open_pool(ws: Workspace):
+    """(the pool as a memory-mapped ``datasets.Dataset``, its stamp); a load in another process may be swapping
+    the folder: then it is read under the workspace lock."""
+    import datasets
+
+    if not ws.has_pool:
+        with contextlib.suppress(OSError), ws.lock():
+            pass
+    if not ws.has_pool:
+        raise WorkspaceError(f"{ws.path}: no pool yet; run `curate load SOURCE --workspace {ws.path}`")
+    try:
+        stamp = pool_stamp(ws)  # before reading: a swap during the read makes the view stale, never current
+        return datasets.load_from_disk(str(ws.path / "pool")), stamp
+    except FileNotFoundError:  # swapped as it was read
+        with ws.lock():  # no load swaps it while this is held
+            return datasets.load_from_disk(str(ws.path / "pool")), pool_stamp(ws)
+
+
+def _swap_pool(ws: Workspace, table) -> None:
+    """Write ``table`` as the pool: saved beside it, then renamed into place (caller holds the lock)."""
+    import datasets
+
+    tmp = ws.path / f".pool.{uuid.uuid4().hex}.tmp"
+    pool_dir = ws.path / "pool"
+    with writing(pool_dir, tmp), quiet_datasets():
+        datasets.Dataset(table).save_to_disk(str(tmp))
+    trash = ws.path / f".pool.old.{uuid.uuid4().hex}"
+    ws._pool = None
+    if pool_dir.exists():
+        os.replace(pool_dir, trash)
+    os.replace(tmp, pool_dir)
+    remove(trash)
+    ws._ids = ws._index = None
+
+
+def keep_rows(ws: Workspace, ids: set[str]) -> int:
+    """Remove every row whose id is not in ``ids`` from the pool (caller holds the lock); how many went.
+    Columns keep their values for them (keyed by id) until their next write, and caches keep everything."""
+    import pyarrow as pa
+
+    ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
+    if not ws.has_pool:
+        return 0
+    table = ws.pool.data.table
+    mask = pa.array([rid in ids for rid in table.column("id").to_pylist()], pa.bool_())
+    dropped = len(table) - mask.true_count
+    if dropped:
+        _swap_pool(ws, table.filter(mask))
+    return dropped
+
+
 def add_rows(ws: Workspace, result) -> dict[str, Any]:
     """Merge a read source into the pool and record it in the manifest (caller holds the lock)."""
-    import datasets
     import pyarrow as pa
 
     from curate import pools
@@ -59,17 +119,7 @@ def add_rows(ws: Workspace, result) -> dict[str, Any]:
                 raise WorkspaceError(
                     f"{result.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
                     f"pool ({exc}); load it into another workspace or pass mapping= to rename them") from None
-        tmp = ws.path / f".pool.{uuid.uuid4().hex}.tmp"
-        pool_dir = ws.path / "pool"
-        with writing(pool_dir, tmp), quiet_datasets():
-            datasets.Dataset(table).save_to_disk(str(tmp))
-        trash = ws.path / f".pool.old.{uuid.uuid4().hex}"
-        ws._pool = None
-        if pool_dir.exists():
-            os.replace(pool_dir, trash)
-        os.replace(tmp, pool_dir)
-        remove(trash)
-        ws._ids = ws._index = None
+        _swap_pool(ws, table)
     summary = {
         "source": result.source, "loaded_at": now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
         "already_present": len(result.rows) - len(new_rows), "formats": dict(result.formats),
@@ -183,3 +233,14 @@ def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
         raise WorkspaceError(f"{ws.path}: exists, is not empty, and is not a curate workspace "
                              f"(holds {foreign[0]!r})")
 
+
+def info(ws: Workspace) -> dict[str, Any]:
+    """``Workspace.info``: rows, formats, sources, and every derived column, embedding set and selection."""
+    formats: Counter = Counter()
+    if ws.has_pool:
+        formats.update(ws.pool.data.table.column("format").to_pylist())
+    return {
+        "path": str(ws.path), "rows": len(ws), "formats": dict(formats), "sources": ws.manifest["sources"],
+        "pool_columns": ws.pool.column_names if ws.has_pool else [],
+        "columns": ws.columns, "embeddings": ws.embedding_sets, "selections": ws.selections,
+    }

@@ -21,12 +21,10 @@ nothing; what a killed writer left is removed on the next open. Columns are keye
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +140,12 @@ class Workspace:
         with self.lock():
             return pool.add_rows(self, result)
 
+    def keep_rows(self, ids: Iterable[str]) -> int:
+        """Remove from the pool every row not in ``ids`` (rows a re-run's source no longer has); how many went.
+        Their column values and cached work stay until overwritten, so a row that comes back costs nothing."""
+        with self.lock():
+            return pool.keep_rows(self, set(ids))
+
     @property
     def has_pool(self) -> bool:
         return (self.path / "pool").exists()
@@ -150,33 +154,13 @@ class Workspace:
     def pool(self):
         """The pool as a memory-mapped ``datasets.Dataset``."""
         if self._pool is None:
-            if not self.has_pool:
-                with contextlib.suppress(OSError), self.lock():  # a load in another process may be swapping it
-                    pass
-            if not self.has_pool:
-                raise WorkspaceError(f"{self.path}: no pool yet; run `curate load SOURCE --workspace {self.path}`")
-            import datasets
-
-            try:
-                self._pool_stamp = self._stamp()
-                self._pool = datasets.load_from_disk(str(self.path / "pool"))
-            except FileNotFoundError:  # a load in another process swapped the folder as it was read
-                with self.lock():
-                    self._pool_stamp = self._stamp()
-                    self._pool = datasets.load_from_disk(str(self.path / "pool"))
+            self._pool, self._pool_stamp = pool.open_pool(self)
         return self._pool
-
-    def _stamp(self) -> tuple[int, int] | None:
-        """Which pool is on disk: a load swaps in a new folder (another inode)."""
-        with contextlib.suppress(OSError):
-            st = (self.path / "pool").stat()
-            return st.st_ino, st.st_mtime_ns
-        return None
 
     def refresh(self) -> None:
         """Read the pool again if another process (or object) loaded rows since this one read it: a notebook's
         workspace stays current, and a write keyed by pool order covers every row on disk."""
-        if self._pool is not None and self._stamp() != self._pool_stamp:
+        if self._pool is not None and pool.pool_stamp(self) != self._pool_stamp:
             self._pool, self._ids, self._index = None, None, None
 
     def __len__(self) -> int:
@@ -407,15 +391,7 @@ class Workspace:
 
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
-        manifest = self.manifest
-        formats: Counter = Counter()
-        if self.has_pool:
-            formats.update(self.pool.data.table.column("format").to_pylist())
-        return {
-            "path": str(self.path), "rows": len(self), "formats": dict(formats), "sources": manifest["sources"],
-            "pool_columns": self.pool.column_names if self.has_pool else [],
-            "columns": self.columns, "embeddings": self.embedding_sets, "selections": self.selections,
-        }
+        return pool.info(self)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
