@@ -138,3 +138,20 @@ def test_sample_names_the_bundled_pool_unless_a_file_of_that_name_is_here(tmp_pa
     write_jsonl(tmp_path / "sample", [{"instruction": "mine", "output": "only"}])  # a file of that name is read
     with pytest.raises(InputError, match="^sample: file: unknown file type ''"):
         pools.read("sample")
+
+
+def test_gzipped_jsonl_and_json_read_as_their_plain_files(tmp_path):
+    import gzip
+
+    records = [{"instruction": "one", "output": "a"}, {"instruction": "two", "output": "b"}]
+    plain = pools.read(write_jsonl(tmp_path / "p.jsonl", records)).rows
+    (tmp_path / "p.jsonl.gz").write_bytes(gzip.compress((tmp_path / "p.jsonl").read_bytes()))
+    (tmp_path / "p.json.gz").write_bytes(gzip.compress(json.dumps(records).encode()))
+    for name in ("p.jsonl.gz", "p.json.gz"):
+        assert [r["conversation"] for r in pools.read(tmp_path / name).rows] == [r["conversation"] for r in plain]
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress((tmp_path / "p.jsonl").read_bytes())[:-12])
+    with pytest.raises(InputError, match="cut.jsonl.gz: file: cannot read it"):
+        pools.read(tmp_path / "cut.jsonl.gz")
+    (tmp_path / "p.csv.gz").write_bytes(gzip.compress(b"instruction,output\\nx,y\\n"))
+    with pytest.raises(InputError, match="a gzipped .csv"):
+        pools.read(tmp_path / "p.csv.gz")

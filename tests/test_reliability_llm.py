@@ -200,24 +200,27 @@ def test_unknown_price_is_reported_as_unknown_not_zero(tmp_path, fault_server):
     assert priced.provenance["cost_usd"] > 0
 
 
-def test_a_judge_never_writes_into_a_scorers_column(tmp_path, fault_server):
-    """The shipped scorers write ``complexity`` and ``quality``, the judges' own names: a judge run (even on a
-    few rows) must not merge its values into them under its provenance; it writes a column of its own."""
+def test_a_judge_run_on_some_rows_never_merges_into_a_scorers_column(tmp_path, fault_server):
+    """The shipped scorers write ``complexity`` and ``quality``, the judges' own names: a judge run on a few rows
+    must not merge its values into them under its provenance; on every row it takes the column over whole."""
     ws = _workspace(tmp_path, ["row a", "row b", "row c"])
     predicted = [[2.5], [3.5], [4.5]]
     ws.add_column("complexity", predicted, {"kind": "scorer", "imitates": "complexity", "granularity": "turn",
                                             "reducer": "sum"})
-    with pytest.raises(CurateError, match="holds values a scorer producer wrote .complexity.; a judge never"):
+    with pytest.raises(CurateError, match=r"2 rows outside the ones asked for were computed under other settings "
+                                          r"\(a scorer column\)"):
         ws.apply(Judge("complexity", _backend(fault_server)), ids=ws.ids[:1], progress=False)
     line = _one_error_line(_cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url,
                                 "--model", UNPRICED_MODEL, "--limit", "1"))
     assert "--column NAME" in line
     assert fault_server.total == 0 and ws.column("complexity") == predicted
-    assert ws.column_provenance("complexity")["kind"] == "scorer"
     proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model",
                 UNPRICED_MODEL, "--column", "complexity_judge")
     assert proc.returncode == 0, proc.stderr
     assert ws.column_provenance("complexity_judge")["kind"] == "judge" and ws.column("complexity") == predicted
+    whole = ws.apply(Judge("complexity", _backend(fault_server)), progress=False)
+    assert whole.computed == 3 and whole.provenance["kind"] == "judge"
+    assert set(ws.column_fingerprints("complexity").values()) == {whole.provenance["fingerprint"]}
 
 
 def test_a_blank_response_is_never_sent_to_a_judge_nor_scored(tmp_path, fault_server):
@@ -240,7 +243,7 @@ def test_a_run_on_some_rows_under_another_model_is_refused_not_mixed_in(tmp_path
     assert ws.apply(Judge("quality", _backend(fault_server, "judge-a")), progress=False).computed == 3
     sent, before = fault_server.total, ws.column("quality")
     with pytest.raises(CurateError, match="2 rows outside the ones asked for were computed under other settings "
-                                          r"\(model judge-a, prompt quality\)"):
+                                          r"\(a judge column, model judge-a, prompt quality\)"):
         ws.apply(Judge("quality", _backend(fault_server, "judge-b")), ids=ws.ids[:1], progress=False)
     assert fault_server.total == sent and ws.column("quality") == before
     assert ws.apply(Judge("quality", _backend(fault_server, "judge-a")), ids=ws.ids[:1], progress=False).computed == 0

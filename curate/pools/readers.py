@@ -11,6 +11,7 @@ replaced by the _RowError saying why, and the raw source text comes along for th
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 import os
 import re
@@ -93,8 +94,13 @@ def _problem_line(text: str, *, long_digits: int | None = None) -> int:
     return deepest_line
 
 
+def _open(path: Path):
+    """The file's bytes, gunzipped when it ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
 def _iter_jsonl(path: Path) -> Iterator[_Item]:
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             location = f"line {lineno}"
             bom = len(_UTF8_BOM) if lineno == 1 and raw.startswith(_UTF8_BOM) else 0
@@ -115,7 +121,8 @@ def _iter_jsonl(path: Path) -> Iterator[_Item]:
 
 
 def _iter_json(path: Path) -> Iterator[_Item]:
-    data = path.read_bytes()
+    with _open(path) as fh:
+        data = fh.read()
     bom = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
     try:
         text = data[bom:].decode("utf-8")
@@ -172,11 +179,16 @@ def records(source: str) -> Iterator[_Item]:
         yield from _iter_dataset(ds)
         return
     if path.exists():
-        suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            yield from _iter_jsonl(path)
-        elif suffix == ".json":
-            yield from _iter_json(path)
+        gz = path.suffix.lower() == ".gz"
+        suffix = (path.with_suffix("").suffix if gz else path.suffix).lower()
+        if gz and suffix not in (".jsonl", ".ndjson", ".json"):
+            raise InputError(source, "file", f"a gzipped {suffix or 'file'}: gzip is read for .jsonl, .ndjson and "
+                                             ".json")
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            try:
+                yield from (_iter_jsonl(path) if suffix != ".json" else _iter_json(path))
+            except (OSError, EOFError) as exc:  # a gzip stream that is corrupt or cut short
+                raise InputError(source, "file", f"cannot read it: {exc}") from None
         elif suffix in (".parquet", ".csv", ".tsv"):
             import datasets
 
@@ -193,8 +205,8 @@ def records(source: str) -> Iterator[_Item]:
                 raise InputError(source, "file", f"cannot read {suffix[1:]}: {exc}") from None
             yield from _iter_dataset(ds)
         else:
-            raise InputError(source, "file", f"unknown file type {path.suffix!r}: use .jsonl, .json, .parquet, .csv, "
-                                             "or a datasets folder")
+            raise InputError(source, "file", f"unknown file type {path.suffix!r}: use .jsonl, .json (either gzipped), "
+                                             ".parquet, .csv, or a datasets folder")
         return
     if "/" in source and not source.startswith((".", "/")) and not os.path.splitext(source)[1]:
         import datasets

@@ -266,6 +266,16 @@ class Scorer:
                         "rows_total": self.metrics.get("rows_total")})
         return out
 
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over labels (``ws.apply`` calls this before running): a column another producer (an
+        LLM judge, a loaded label column) wrote is never replaced by a scorer's predictions, nor left beside
+        them with a stale digit mass."""
+        if ws.has_column(self.column):
+            kind = ws.column_provenance(self.column).get("kind")
+            if kind != "scorer":
+                raise ScorerError(f"column {self.column!r} holds labels from a {kind or 'non-scorer'} producer; a scorer "
+                                  f"writes its own column: give it another name (Scorer(name=...), --column)")
+
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
         values: list[list[float | None] | None] = []

@@ -116,34 +116,20 @@ def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
             raise CurateError(f"step {step.column!r}: row {row.id} has no value and no failure (a silent gap)")
 
 
-def check_producer(ws: Workspace, step: Any) -> None:
-    """Refuse a step whose kind differs from the kind that wrote its column (a judge into a shipped scorer's
-    ``quality``, a scorer over a judge's labels): merging a subset would leave a column of two producers' values
-    under one producer's provenance. The step writes a column of its own name instead."""
-    if not ws.has_column(step.column):
-        return
-    have = ws.column_provenance(step.column)
-    have_kind, kind = have.get("kind"), step.describe().get("kind")
-    if have_kind != kind:
-        what = " ".join(str(have[k]) for k in ("judge", "model", "imitates") if have.get(k))
-        raise CurateError(f"column {step.column!r} holds values a {have_kind or 'loaded'} producer wrote"
-                          f"{f' ({what})' if what else ''}; a {kind} never writes into it: give this one its own "
-                          f"column (curate score --column NAME; column= or name= in Python) or another workspace "
-                          f"(curate run --out DIR)")
-
-
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
-    """Refuse a run on some rows under other settings (another model, prompt, scorer) than the column's other
-    rows were computed under: the column would mix two runs' values under the newest run's provenance."""
+    """Refuse a run on some rows under other settings (another producer, model, prompt) than the column's other
+    rows were computed under: the column would mix two runs' values under the newest run's provenance. (A run on
+    every row replaces them all: a judge may take over the column a shipped scorer wrote.)"""
     if not ws.has_column(step.column):
         return
     others = [fp for rid, fp in ws.column_fingerprints(step.column).items()
-              if rid not in asked and rid in ws.index and fp is not None and fp != fingerprint]
+              if rid not in asked and rid in ws.index and fp != fingerprint]
     if others:
         prov = ws.column_provenance(step.column)
-        was = ", ".join(f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k))
+        was = ", ".join([f"a {prov.get('kind') or 'loaded'} column"]
+                        + [f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k)])
         raise CurateError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
-                          f"under other settings{f' ({was})' if was else ''}; a run on some rows would leave the "
+                          f"under other settings ({was}); a run on some rows would leave the "
                           f"column mixed: run it on every row (no --limit / ids) or give it its own column "
                           f"(--column NAME)")
 
@@ -157,7 +143,6 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
         asked = ws.ids if ids is None else list(dict.fromkeys(ids))
         fingerprint = applied_fingerprint(ws, step)
-        check_producer(ws, step)
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write
             check_column(ws)
