@@ -155,3 +155,11 @@ def test_gzipped_jsonl_and_json_read_as_their_plain_files(tmp_path):
     (tmp_path / "p.csv.gz").write_bytes(gzip.compress(b"instruction,output\\nx,y\\n"))
     with pytest.raises(InputError, match="a gzipped .csv"):
         pools.read(tmp_path / "p.csv.gz")
+
+
+def test_a_blank_system_prompt_is_none_and_a_text_part_must_be_text():
+    conv = pools.to_conversation({"instruction": "hi", "output": "hello", "system": "  "}, "alpaca")
+    assert [t["role"] for t in conv] == ["user", "assistant"]
+    with pytest.raises(Exception, match="a text part's text must be a string"):
+        pools.to_conversation({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]},
+                                            {"role": "assistant", "content": "x"}]}, "messages")

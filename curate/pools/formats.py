@@ -96,7 +96,10 @@ def _text(value: Any, what: str, max_chars: int, *, allow_empty: bool = False) -
 def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -> str:
     # OpenAI-style content parts: keep the text parts.
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        value = "\n".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+        parts = [p.get("text", "") for p in value if p.get("type", "text") == "text"]
+        if any(not isinstance(t, str) for t in parts):
+            raise _RowError(f"{what}: a text part's text must be a string")
+        value = "\n".join(parts)
     return _text(value, what, max_chars, allow_empty=allow_empty)
 
 
@@ -135,7 +138,7 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
                                                             allow_empty=role == "assistant")})
     else:
         system = _pick(record, fmt, mapping, "system")
-        if system:
+        if system and not (isinstance(system, str) and not system.strip()):  # a blank system prompt is none
             turns.append({"role": "system", "content": _text(system, "system", max_field_chars)})
         if fmt == "alpaca":
             instruction = _text(_pick(record, fmt, mapping, "instruction"), "instruction", max_field_chars)
