@@ -19,7 +19,7 @@ from curate.cli.common import (
 
 @app.command()
 def load(
-    source: str = typer.Argument(..., help="JSONL/JSON/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
+    source: str = typer.Argument(..., help="JSONL/JSON (or .jsonl.gz/.json.gz)/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace directory (created if new)."),
     format: str = typer.Option("auto", help="auto|alpaca|sharegpt|messages|prompt_completion|qa"),
     on_error: str = typer.Option("raise", "--on-error", help="raise: stop at the first bad record; "
