@@ -176,12 +176,17 @@ main()
 """
 
 
-def test_ctrl_c_swallowed_by_a_callback_still_stops_at_the_next_checkpoint():
-    r = subprocess.run([sys.executable, "-c", _SWALLOWED], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+def _interrupted_script(script: str) -> subprocess.CompletedProcess:
+    """Run a script that adds a command to curate's CLI and runs it; it must end as Ctrl-C does (130, one line)."""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 130, (r.returncode, r.stderr[-3000:])
-    assert r.stdout.splitlines() == ["carried on True"]
     assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
+    return r
+
+
+def test_ctrl_c_swallowed_by_a_callback_still_stops_at_the_next_checkpoint():
+    assert _interrupted_script(_SWALLOWED).stdout.splitlines() == ["carried on True"]
 
 
 # A library that turns the KeyboardInterrupt into another error (an import cut in half by Ctrl-C leaves a
@@ -204,10 +209,7 @@ main()
 
 
 def test_an_error_that_ctrl_c_caused_is_reported_as_the_interrupt():
-    r = subprocess.run([sys.executable, "-c", _CONVERTED], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert r.returncode == 130, (r.returncode, r.stderr[-3000:])
-    assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
+    _interrupted_script(_CONVERTED)
 
 
 # -- 4. OS errors: a file where a folder should be, a full disk ---------------------------------------
