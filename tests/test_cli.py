@@ -78,7 +78,7 @@ def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
     assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
     cases = {("tags", ws): "tag the pool first (curate tag",
              ("select", ws, "--method", "deita", "--name", "d"): "score them first (curate score --scorer default",
-             ("score", ws, "--scorer", "defualt"): "shipped scorers: complexity, complexity_ridge, quality"}
+             ("score", ws, "--scorer", "defualt"): "shipped: complexity, complexity_ridge, quality"}
     for args, hint in cases.items():
         r = curate_cli(*args)
         assert r.returncode == 1 and hint in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -403,3 +403,34 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
     assert failed[0]["detail"] == {"sort_by": "complexity*quality", "column": "complexity", "failure": "low_digit_mass",
                                    "turn": 1}
     assert describe(Reason.NO_SCORE, failed[0]["detail"]) == "no score: low_digit_mass"
+
+
+def test_diversity_selectors_on_duplicate_vectors_and_edge_budgets(ws):
+    n = len(ws)
+    few = np.repeat(np.eye(16)[:5], -(-n // 5), axis=0)[:n]  # 5 distinct vectors, each ~13 times
+    ws.add_embeddings("five", few, {"kind": "test"})
+    k = ws.select(method="kcenter", name="kc", budget=8, embeddings="five")
+    assert len(set(k.ids)) == 8  # every distinct vector first, then duplicates: no row twice
+    assert len({tuple(few[ws.index[i]]) for i in k.ids[:5]}) == 5
+    km = ws.select(method="kmeans", name="km", budget=12, n_clusters=8, per_cluster="kcenter", embeddings="five")
+    assert len(km.ids) <= 12 and km.table.num_rows == n  # K-means left clusters empty: no crash, every row decided
+    assert km.provenance["empty_clusters"] == 3
+    zero = ws.select(method="kcenter", name="k0", budget=0).rows()
+    assert len(zero) == n and all(r["decision"] == "rejected" and "witness" not in r["detail"] for r in zero)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(CurateError, match="budget must be a whole number of rows >= 0"):
+            ws.select(method="top_k", name="bad", budget=bad)
+
+
+def test_a_chain_is_written_whole_or_not_at_all_and_replaces_a_longer_one(ws):
+    ws.select(name="ch", steps=[{"method": "exact"}, {"method": "threshold", "min_score": 2},
+                                {"method": "top_k", "budget": 5}])
+    assert {s for s in ws.selections if s.startswith("ch")} == {"ch", "ch.1-exact", "ch.2-threshold"}
+    with pytest.raises(CurateError, match="nope"):  # the third step fails: none of this chain's steps is written
+        ws.select(name="cx", steps=[{"method": "exact"}, {"method": "threshold", "min_score": 2},
+                                    {"method": "top_k", "budget": 5, "sort_by": "nope"}])
+    assert not [s for s in ws.selections if s.startswith("cx")]
+    # a step that keeps nothing leaves the next one no candidates: decided, not crashed
+    empty = ws.select(name="ch", steps=[{"method": "threshold", "min_score": 99}, {"method": "lift", "budget": 3}])
+    assert empty.ids == [] and empty.table.num_rows == len(ws)
+    assert {s for s in ws.selections if s.startswith("ch")} == {"ch", "ch.1-threshold"}  # the longer chain's are gone

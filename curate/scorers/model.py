@@ -347,9 +347,8 @@ class Scorer:
         if kind in KINDS:  # another scorer kind (e.g. cross-encoder) registered itself in KINDS
             return KINDS[kind].load(path)
         if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
-            shipped = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "scorer.json").exists())
-            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors); shipped scorers: "
-                              f"{', '.join(shipped)} (curate score --scorer default: complexity and quality)")
+            shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
+            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors); shipped: {shipped}")
         doc = json.loads((path / "scorer.json").read_text())
         if doc.get("format_version") != FORMAT_VERSION:
             raise ScorerError(f"{path}: scorer format {doc.get('format_version')} not supported (want {FORMAT_VERSION})")

@@ -66,19 +66,17 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         raise ValueError("pass either method= with parameters, or steps=, not both")
     _check_steps(steps, name, chained=method is None)
     source = input_selection
-    selection = None
-    ids = ws.ids
+    ids, index = ws.ids, ws.index
+    kept = None if source is None else ws.selection(source).ids
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
+    stored: list[tuple[str, SelectorResult, dict[str, Any]]] = []  # written once every step has run
     for i, step in enumerate(steps):
         step = dict(step)
         meth = step.pop("method")
-        if source is None:
-            rows = np.arange(len(ids))
-        else:  # the previous step's selection is in hand; only a given input_selection is read from disk
-            kept = (selection or ws.selection(source)).ids
-            index = ws.index
-            rows = np.sort(np.array([index[r] for r in kept], dtype=np.int64))
-        result = check_result(meth, SELECTORS[meth](ws, rows, **step), len(rows))
+        rows = (np.arange(len(ids)) if kept is None
+                else np.sort(np.array([index[r] for r in kept], dtype=np.int64)))
+        # no candidates (an earlier step kept nothing): nothing to decide, whatever the selector
+        result = check_result(meth, SELECTORS[meth](ws, rows, **step) if len(rows) else SelectorResult(), len(rows))
         last = i == len(steps) - 1
         step_name = name if last else f"{name}.{i + 1}-{meth}"
         provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
@@ -91,10 +89,19 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
                                                      strict=True):
                 if decision != Decision.KEPT:
                     dropped.add(row, decision, reason, {**detail, "step": step_name})
-        selection = ws.add_selection(step_name, [ids[p] for p in result.rows], result.decisions, result.reasons,
-                                     result.details, provenance, result.ranks)
+        stored.append((step_name, result, provenance))
+        kept = [ids[p] for p, d in zip(result.rows, result.decisions, strict=True) if d == Decision.KEPT]
         source = step_name
-    return selection
+    _remove_stale_steps(ws, name, [n for n, _, _ in stored])
+    return [ws.add_selection(n, [ids[p] for p in r.rows], r.decisions, r.reasons, r.details, prov, r.ranks)
+            for n, r, prov in stored][-1]
+
+
+def _remove_stale_steps(ws, name: str, steps: list[str]) -> None:
+    """An earlier chain of this name may have had more steps: their selections are not this chain's."""
+    for other in ws.selections:
+        if other.startswith(f"{name}.") and other not in steps and other.split(".", 1)[1].split("-", 1)[0].isdigit():
+            ws.remove_selection(other)
 
 
 def _with_earlier_drops(result: SelectorResult, dropped: SelectorResult) -> SelectorResult:

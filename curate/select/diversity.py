@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -16,21 +17,25 @@ from curate.select.sort_key import rows_by_score
 
 def kcenter_greedy(x: np.ndarray, k: int, first: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy k-center on unit vectors (cosine distance): returns centre indices, each row's nearest centre,
-    and each row's distance to it. Exact: one matrix-vector product per centre."""
+    and each row's distance to it. Exact: one matrix-vector product per centre. A row is picked once: with more
+    centres asked for than distinct vectors, the duplicates of centres (distance 0) come last."""
     n = len(x)
     k = min(k, n)
     centres = np.empty(k, np.int64)
     dist = np.full(n, np.inf)
     nearest = np.full(n, -1, np.int64)
+    free = np.ones(n, bool)
     c = first
     for i in range(k):
         centres[i] = c
+        free[c] = False
         d = 1.0 - (x @ x[c]).astype(np.float64)
         closer = d < dist
         dist[closer] = d[closer]
         nearest[closer] = c
         dist[c], nearest[c] = 0.0, c
-        c = int(np.argmax(dist))
+        if i + 1 < k:
+            c = int(np.flatnonzero(free)[np.argmax(dist[free])])
     return centres, nearest, dist
 
 
@@ -51,7 +56,12 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     x = vectors(ws, embeddings, ordered)
     centres, nearest, dist = kcenter_greedy(x, budget, first)
     ids = ws.ids
-    out = SelectorResult(info={"radius": float(dist.max()) if len(dist) else 0.0, "sort_by": sort_by,
+    if not len(centres):  # budget 0 (or no rows): no centre, so no witness and no radius
+        out = SelectorResult(info={"radius": None, "sort_by": sort_by})
+        for j in range(len(ordered)):
+            out.add(ordered[j], Decision.REJECTED, Reason.NOT_SAMPLED, score_detail(values[j]))
+        return out
+    out = SelectorResult(info={"radius": float(dist.max()), "sort_by": sort_by,
                                "first_centre": "seeded random row" if sort_by is None else "best-scored row"})
     for i, c in enumerate(centres.tolist()):
         out.add(ordered[c], Decision.KEPT, Reason.SELECTED, {"centre": i + 1, **score_detail(values[c])})
@@ -69,21 +79,26 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
     """Coreset: K-means, then each cluster's share of ``budget`` (by size) nearest its centroid
     (``per_cluster="nearest"``) or by k-center inside the cluster (``"kcenter"``)."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     if per_cluster not in ("nearest", "kcenter"):
         raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
     x = vectors(ws, embeddings, rows)
     k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
-    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+    with warnings.catch_warnings():  # fewer distinct vectors than clusters: said in the info below instead
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
     labels = km.labels_
     sizes = np.bincount(labels, minlength=k)
     quota = np.floor(sizes / sizes.sum() * budget).astype(int)
     for c in np.argsort(-(sizes / sizes.sum() * budget - quota), kind="stable")[: budget - quota.sum()]:
         quota[c] += 1
     quota = np.minimum(quota, sizes)
-    out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster})
+    out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster, "empty_clusters": int((sizes == 0).sum())})
     for c in range(k):
         members = np.flatnonzero(labels == c)
+        if not len(members):  # K-means may leave a cluster empty (fewer distinct vectors than clusters)
+            continue
         cent = km.cluster_centers_[c] / max(np.linalg.norm(km.cluster_centers_[c]), 1e-12)
         sims = x[members] @ cent
         if per_cluster == "kcenter":

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from curate.codes import Decision, Reason
 from curate.errors import CurateError
 
@@ -91,6 +93,9 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     if missing:
         raise CurateError(f"selector {method!r} needs parameter {missing[0]!r}"
                           + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
+    budget = params.get("budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0):
+        raise CurateError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
 
 
 def check_result(method: str, result: Any, candidates: int) -> SelectorResult:

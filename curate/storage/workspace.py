@@ -44,6 +44,7 @@ from curate.storage.files import (
     held,
     now,
     read_arrow,
+    remove,
     schema_meta,
     write_arrow,
 )
@@ -102,16 +103,12 @@ class Workspace:
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text())
 
-    def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        with self.lock():
-            atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
-
     def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read the manifest, apply ``change`` (which edits it in place) and write it back, under the lock."""
         with self.lock():
             manifest = self.manifest
             change(manifest)
-            self._write_manifest(manifest)
+            atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
             return manifest
 
     @property
@@ -368,6 +365,11 @@ class Workspace:
         with self.lock():
             write_arrow(self.path / "selections" / f"{name}.arrow", table)
         return Selection(name, table, prov)
+
+    def remove_selection(self, name: str) -> None:
+        """Delete a stored selection (e.g. a step of an earlier, longer chain of the same name)."""
+        with self.lock():
+            remove(self.path / "selections" / f"{name}.arrow")
 
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
