@@ -16,6 +16,19 @@ from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
 
 
+class ViewedSelection(Selection):
+    """A selection as the notebook shows it: counts by decision, reason groups, its first rows and why."""
+
+    @classmethod
+    def of(cls, sel: Selection) -> ViewedSelection:
+        return cls(sel.name, sel.table, sel.provenance)
+
+    def _repr_html_(self) -> str:
+        from curate.report.views import selection_html
+
+        return selection_html(self)
+
+
 class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
@@ -46,7 +59,12 @@ class Workspace(StorageWorkspace):
         import curate.train.selectors  # noqa: F401  (registers cartography, el2n, grand)
         from curate.select import select
 
-        return select(self, method=method, name=name, input_selection=input_selection, steps=steps, **params)
+        return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
+                                         steps=steps, **params))
+
+    def selection(self, name: str) -> Selection:
+        """A stored selection (shown in a notebook with its reason groups and first rows)."""
+        return ViewedSelection.of(super().selection(name))
 
     def embed(self, model: str | None = None, text: str = EMBED.text, name: str = EMBED.name, **kwargs: Any) -> dict:
         """Embed every row (see :func:`curate.embed.embed`); unchanged rows come from the cache."""

@@ -201,8 +201,8 @@ def test_selection_summary_groups_reasons(tmp_path):
     assert ("unscored", "no score") in groups
     with pytest.raises(ValueError):  # a row without a reason code cannot be stored, so the report never guesses one
         ws.add_selection("bad", ws.ids[:1], ["kept"], [None], [None], {"method": "x"})
-    html = ws.selection("deita")._repr_html_()
-    assert "too similar to a kept row" in html and "kept" in html
+    html = ws.selection("deita")._repr_html_()  # the notebook shows the report's view of a selection
+    assert "too similar to a kept row" in html and "kept" in html and "rows in rank order" in html
     view = selection_html(ws.selection("deita"), head=3)
     assert "cosine" in view and "<th>rank</th>" in view and "<td class='n'>1</td>" in view  # ranks count from 1
 
@@ -550,3 +550,20 @@ def test_report_cli_on_bare_workspace(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "not a curate workspace" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_report_highlights_a_chains_final_step_and_cosines_of_raw_vectors(tmp_path):
+    from curate.report.neighbours import rejected_neighbours
+    from curate.report.summary import default_selection, selection_parameters
+
+    ws = synthetic_workspace(tmp_path / "ws")
+    ws.select(name="final", steps=[{"method": "threshold", "min_score": 0, "sort_by": "length"},
+                                   {"method": "top_k", "budget": 5, "sort_by": "length"}])
+    assert default_selection(ws) == "final"  # not final.1-threshold, created in the same second
+    keys = [k for k, _ in selection_parameters(ws.selections["final"])]
+    assert keys.count("sort_by") == 1
+    ws.add_embeddings("default", 3.0 * ws.embeddings("default"), {"model": "synthetic, not unit length"})
+    ws.select(method="deita", name="tripled", budget=20, max_cosine_similarity=0.9)
+    listed = rejected_neighbours(ws, "tripled")
+    assert listed and all(-1.0 <= n["similarity"] <= 1.0 + 1e-6 for r in listed for n in r["neighbours"])
+    assert all(r["neighbours"][0]["similarity"] >= r["similarity"] - 1e-4 for r in listed)  # at least the witness

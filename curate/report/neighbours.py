@@ -17,6 +17,7 @@ import numpy as np
 from curate.codes import Reason
 from curate.defaults import ANN, EMBED
 from curate.report.tables import esc, shorten, table
+from curate.select.admission import unit_rows
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -85,8 +86,8 @@ def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, 
     x = ws.embeddings(name)
     index_of = ws.index
     kept_pos = np.array([index_of[i] for i in kept_ids], np.int64)
-    queries = x[np.array([index_of[r["id"]] for r in dropped], np.int64)]
-    pos, sims = nearest_kept(x[kept_pos], queries, k, index)
+    queries = unit_rows(x[np.array([index_of[r["id"]] for r in dropped], np.int64)])
+    pos, sims = nearest_kept(unit_rows(x[kept_pos]), queries, k, index)  # cosines, as the selectors decided on
     out = []
     for r, p_row, s_row in zip(dropped, pos, sims, strict=True):
         detail = r["detail"]

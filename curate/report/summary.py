@@ -29,11 +29,14 @@ def provenance_line(prov: dict[str, Any]) -> str:
 
 
 def default_selection(ws: Workspace) -> str | None:
-    """The most recently created selection (the one a report highlights), or None."""
+    """The selection a report highlights: the most recently created one that no other selection starts from (a
+    chain's final step, not the steps it was built on), or None."""
     sels = ws.selections
     if not sels:
         return None
-    return max(sels, key=lambda n: (str(sels[n].get("created", "")), n))
+    inputs = {p.get("input_selection") for p in sels.values()}
+    finals = [n for n in sels if n not in inputs] or list(sels)
+    return max(finals, key=lambda n: (str(sels[n].get("created", "")), n))
 
 
 # -- columns -------------------------------------------------------------------------------------
@@ -214,8 +217,10 @@ def selection_summary(sel: Selection) -> dict[str, Any]:
 
 def selection_parameters(prov: dict[str, Any]) -> list[tuple[str, str]]:
     """A selection's parameters as ``(key, value text)`` pairs: its ``params`` then what the selector reported."""
-    pairs = [(k, value_text(v)) for k, v in (prov.get("params") or {}).items()]
-    pairs += [(k, value_text(v)) for k, v in prov.items() if k not in _SELECTION_STRUCTURE and v not in (None, "", {}, [])]
+    params = prov.get("params") or {}
+    pairs = [(k, value_text(v)) for k, v in params.items()]
+    pairs += [(k, value_text(v)) for k, v in prov.items()  # a parameter the selector also reports is shown once
+              if k not in _SELECTION_STRUCTURE and k not in params and v not in (None, "", {}, [])]
     return pairs
 
 
