@@ -121,7 +121,8 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
 def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: str = EMBED.name,
          seed: int = 0) -> SelectorResult:
     """LIFT: project embeddings (PCA) and keep the rows whose projected coordinates vary the most
-    (detail ``score``: that variance)."""
+    (detail ``score``: that variance). As in the paper, the statistic depends on each axis' sign; the signs are
+    scikit-learn's (``svd_flip``), so the same rows give the same selection."""
     from sklearn.decomposition import PCA
 
     x = vectors(ws, embeddings, rows)
