@@ -506,6 +506,36 @@ def test_multi_turn_judge_column_trains_a_scorer(tmp_path):
     assert from_column(ws, "judge_cx").reads == ["instruction"]
 
 
+def test_a_scorer_never_writes_over_pool_file_labels_nor_stores_a_non_score(tmp_path):
+    from curate.errors import ScorerError
+    from curate.storage.apply import apply_step
+
+    rows = [{"instruction": f"Task {i}: {FRUITS[i % len(FRUITS)]}", "output": "word " * (i + 1), "gpt4": float(i % 9 + 1)}
+            for i in range(30)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    scorer = train_scorer(ws, target="gpt4", k=3, seed=0).scorer
+    for field in ("gpt4", "instruction"):  # labels paid for, and the rows themselves
+        with pytest.raises(ScorerError, match=f"column {field!r} is a field of the pool file"):
+            apply_step(ws, _named(scorer, field), progress=False)
+    assert [v for v in ws.pool["gpt4"]] == [r["gpt4"] for r in rows] and not ws.has_column("gpt4")
+    broken = _named(scorer, "broken")
+    broken.weights = {**broken.weights, "coef": np.full_like(broken.weights["coef"], np.nan)}
+    result = ws.apply(broken, progress=False)
+    assert result.failed == 30 and all(v == [None] for v in ws.column("broken"))
+    assert {f.code for fails in ws.failures("broken") for f in fails} == {FailureCode.MODEL_ERROR}
+    with pytest.raises(ScorerError, match="row 0 has no response"):
+        scorer.predict([{"instruction": "x", "response": "  "}])
+    with pytest.raises(ScorerError, match="score 1 is True: every score must be a finite number"):
+        scorer.fresh().fit([{"instruction": "a", "response": "b"}] * 2, [1.0, True])
+
+
+def _named(scorer, name):
+    clone = scorer.fresh()
+    clone.weights, clone.metadata, clone.name = scorer.weights, scorer.metadata, name
+    return clone
+
+
 def _evol_labels(kind: str) -> list[dict]:
     """A small hand-written Evol label set: per seed, variants of rising level scored 1..3 by the ranker."""
     rows = []

@@ -10,6 +10,7 @@ optionally numeric workspace columns of the turn (``columns``: e.g. the token si
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -79,8 +80,8 @@ def input_texts(rows: Sequence[Row], inputs: Sequence[str]) -> dict[str, list[st
         turn = to_turn(row)
         for name in inputs:
             text = turn_text(turn, name)
-            if text is None:
-                raise ScorerError(f"row {i} has no {name}; this scorer reads {list(inputs)}")
+            if not (text or "").strip():
+                raise ScorerError(f"row {i} has no {name} (none, or only whitespace); this scorer reads {list(inputs)}")
             out[name].append(text)
     return out
 
@@ -108,7 +109,7 @@ def with_columns(turn: Turn, numbers: Mapping[str, float | None]) -> Row:
 
 def finite_number(value: Any) -> float | None:
     """``value`` as a float when it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         return None
     return float(value)
 

@@ -12,10 +12,10 @@ Output scale: a scorer may map its judge's label range linearly onto another ran
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import html
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +33,7 @@ from curate.scorers.features import (
     Row,
     column_values,
     feature_matrix,
+    finite_number,
     input_texts,
     measure_texts,
     missing_inputs,
@@ -41,7 +42,7 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
-from curate.storage.step import RowInput, StepContext, StepOutput
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 FORMAT_VERSION = 1
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
@@ -220,6 +221,9 @@ class Scorer:
                 raise ScorerError("fit(rows) without scores needs label records with a 'score' column "
                                   "(e.g. ws.labels(name)); or pass fit(rows, scores)")
             scores = [r["score"] for r in rows]
+        bad = next((i for i, s in enumerate(scores) if finite_number(s) is None), None)
+        if bad is not None:
+            raise ScorerError(f"score {bad} is {scores[bad]!r}: every score must be a finite number")
         scores = [float(s) for s in scores]
         if len(rows) != len(scores):
             raise ScorerError(f"{len(rows)} rows but {len(scores)} scores")
@@ -270,6 +274,9 @@ class Scorer:
         """Refuse to write over labels (``ws.apply`` calls this before running): a column another producer (an
         LLM judge, a loaded label column) wrote is never replaced by a scorer's predictions, nor left beside
         them with a stale digit mass."""
+        if ws.has_pool and self.column in ws.pool.column_names:  # the pool file's own fields: labels paid for
+            raise ScorerError(f"column {self.column!r} is a field of the pool file (labels, or the rows themselves); "
+                              f"a scorer writes its own column: give it another name (Scorer(name=...), --column)")
         if ws.has_column(self.column):
             kind = ws.column_provenance(self.column).get("kind")
             if kind != "scorer":
@@ -280,7 +287,7 @@ class Scorer:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
         values: list[list[float | None] | None] = []
         failures: list[list[Failure]] = []
-        todo, where, ends = [], [], []
+        todo, where = [], []
         for i, row in enumerate(rows):
             fails: list[Failure] = []
             if not row.turns:
@@ -303,12 +310,15 @@ class Scorer:
                         todo.append(with_columns(turn, numbers))
                         where.append((i, t))
             failures.append(fails)
-            ends.append(len(todo))
-        progress = _RowProgress(ctx.progress, ends)
+        progress = RowProgress([i for i, _ in where], len(rows), ctx.progress)
         # One predict call: every text goes through the workspace's embedding cache in one pass.
-        preds = self.predict(todo, cache_dir=ctx.cache_dir, on_rows=progress) if todo else []
+        preds = self.predict(todo, cache_dir=ctx.cache_dir, on_rows=progress.count) if todo else []
         for (i, t), value in zip(where, preds, strict=True):
-            values[i][t] = float(value)
+            if math.isfinite(value):
+                values[i][t] = float(value)
+            else:  # broken weights, say: a failure to see, never a NaN stored as a score
+                failures[i].append(Failure(FailureCode.MODEL_ERROR, f"scorer {self.column!r} computed {value} for this "
+                                           f"turn, not a score", turn=t + 1))
         progress.finish()
         return StepOutput(values, failures, stats={"turns_scored": len(todo)})
 
@@ -376,25 +386,3 @@ class Scorer:
         return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
                 f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(json.dumps(self.imitates))})"
                 f"<br>held-out: {html.escape(figs or 'not evaluated')}</div>")
-
-
-class _RowProgress:
-    """Turns 'k more scored turns measured' into row updates of a progress bar (``ends[i]``: turns up to row i)."""
-
-    def __init__(self, bar, ends: list[int]):
-        self.bar, self.ends, self.turns, self.rows = bar, ends, 0, 0
-        self._advance()
-
-    def _advance(self) -> None:
-        done = bisect.bisect_right(self.ends, self.turns)
-        if done > self.rows:
-            self.bar.update(done - self.rows)
-            self.rows = done
-
-    def __call__(self, k: int) -> None:
-        self.turns += k
-        self._advance()
-
-    def finish(self) -> None:
-        self.turns = self.ends[-1] if self.ends else 0
-        self._advance()

@@ -26,34 +26,10 @@ from curate.signals.cache import json_fingerprint
 from curate.signals.engine import Engine
 from curate.signals.lora import LoraConfig, adapter_fingerprint, tuned_adapter
 from curate.signals.template import Request, TurnPlan
-from curate.storage.step import RowInput, StepContext, StepOutput
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 VERSION = 1  # bump when a signal's definition changes
 LEARNABILITY_CHUNK = 256  # rows per (base, reference) pass, so progress moves during learnability runs
-
-
-class _RowProgress:
-    """Counts each row's outstanding requests; a row is reported to the bar when its last one is in."""
-
-    def __init__(self, owners: list[int], n_rows: int, progress: Any):
-        self.progress = progress
-        self.left = np.bincount(np.asarray(owners, dtype=np.int64), minlength=n_rows) if owners else np.zeros(n_rows, np.int64)
-        self.owners = owners
-        idle = int((self.left == 0).sum())
-        if idle:
-            progress.update(idle)
-
-    def callback(self) -> Any:
-        """The engine's ``on_done``: request indices in, finished rows out to the bar."""
-        def done(indices: list[int]) -> None:
-            finished = 0
-            for i in indices:
-                row = self.owners[i]
-                self.left[row] -= 1
-                finished += int(self.left[row] == 0)
-            if finished:
-                self.progress.update(finished)
-        return done
 
 
 def _mean_nll(lp: np.ndarray) -> float:
@@ -101,8 +77,8 @@ class _SignalStep:
                     for w in which:
                         reqs.append(getattr(plan, w))
                         where.append((r, t, w))
-        tracker = _RowProgress([w[0] for w in where], len(plans), ctx.progress)
-        values = engine.logprobs(reqs, ctx.cache_dir, tracker.callback())
+        tracker = RowProgress([w[0] for w in where], len(plans), ctx.progress)
+        values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done)
         return dict(zip(where, values, strict=True))
 
     @staticmethod

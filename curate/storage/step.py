@@ -61,6 +61,43 @@ class Progress(Protocol):
     def update(self, n: int = 1) -> Any: ...
 
 
+class RowProgress:
+    """A step's progress bar advanced by whole rows: each item (a turn, a request) belongs to a row (``owners``),
+    and a row counts once all its items are done, in any order; a row without items counts at once."""
+
+    def __init__(self, owners: Sequence[int], n_rows: int, bar: Progress):
+        self.bar, self.owners, self.seen, self.counted = bar, list(owners), set(), 0
+        self.left = [0] * n_rows
+        for row in self.owners:
+            self.left[row] += 1
+        self.done = sum(1 for n in self.left if n == 0)
+        if self.done:
+            bar.update(self.done)
+
+    def items_done(self, items: Sequence[int]) -> None:
+        """These items (indices into ``owners``) are done; one reported twice counts once."""
+        finished = 0
+        for i in items:
+            if i not in self.seen:
+                self.seen.add(i)
+                self.left[self.owners[i]] -= 1
+                finished += self.left[self.owners[i]] == 0
+        if finished:
+            self.done += finished
+            self.bar.update(finished)
+
+    def count(self, k: int) -> None:
+        """``k`` more items done, taken in item order (for callers that only count)."""
+        self.items_done(range(self.counted, min(self.counted + k, len(self.owners))))
+        self.counted += k
+
+    def finish(self) -> None:
+        """Every row done (the rest of the bar)."""
+        if self.done < len(self.left):
+            self.bar.update(len(self.left) - self.done)
+            self.done = len(self.left)
+
+
 @dataclass
 class StepContext:
     """What ``ws.apply`` hands a running step besides the rows."""

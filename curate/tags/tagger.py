@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from curate.codes import Failure
-from curate.storage.step import RowInput, StepContext, StepOutput
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 #: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
 MAX_TAGS_PER_QUERY = 10
@@ -47,37 +47,6 @@ def dedupe(tags: Sequence[str]) -> list[str]:
 def _turn_failure(failure: Failure, turn: int, raw: str | None) -> Failure:
     """The engine's failure of one call, tied to its (1-based) turn, with the raw output when it has none."""
     return dataclasses.replace(failure, turn=turn, raw=failure.raw if failure.raw is not None else raw)
-
-
-class _RowProgress:
-    """Advances the step's bar by a row once every turn of it has its answer (calls settle in any order)."""
-
-    def __init__(self, rows: Sequence[RowInput], ctx: StepContext):
-        self.ctx = ctx
-        self.owner = [r for r, row in enumerate(rows) for _ in row.turns]
-        self.left = [len(row.turns) for row in rows]
-        self.seen: set[int] = set()
-        self.rows = len(rows)
-        self.done = sum(1 for n in self.left if n == 0)
-        if self.done:
-            ctx.progress.update(self.done)
-
-    def items_done(self, items: list[int]) -> None:
-        finished = 0
-        for i in items:
-            if i in self.seen:
-                continue
-            self.seen.add(i)
-            self.left[self.owner[i]] -= 1
-            finished += self.left[self.owner[i]] == 0
-        if finished:
-            self.done += finished
-            self.ctx.progress.update(finished)
-
-    def finish(self) -> None:
-        if self.done < self.rows:
-            self.ctx.progress.update(self.rows - self.done)
-            self.done = self.rows
 
 
 class Tagger:
@@ -123,7 +92,7 @@ class Tagger:
 
         backend = self._require_backend()
         variables = [{"instruction": turn.instruction} for row in rows for turn in row.turns]
-        progress = _RowProgress(rows, ctx)
+        progress = RowProgress([r for r, row in enumerate(rows) for _ in row.turns], len(rows), ctx.progress)
         results = run_prompt(self.prompt, variables, backend, response_cache(ctx.cache_dir), progress=False,
                              params=self.params or None, on_items_done=progress.items_done)
         progress.finish()
