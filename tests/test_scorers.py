@@ -581,3 +581,16 @@ def test_evol_quality_labels_fit_directly(tmp_path):
     short, long = scorer.predict([{"instruction": "Tell me about kiwi.", "response": r} for r in
                                   ("Kiwi facts.", " ".join(f"Kiwi facts, part {k}." for k in range(9)))])
     assert long > short and scorer.metadata["n_train"] == 24
+
+
+def test_split_settings_that_cannot_work_are_refused_by_name(tmp_path):
+    from curate.errors import ScorerError
+
+    rows = [{"instruction": f"question {i % 3}", "output": "a" * (i + 1), "s": float(i % 5 + 1)} for i in range(12)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    for kwargs, message in (({"holdout": 1.0}, "holdout .--holdout. is 1.0"), ({"holdout": -0.5}, "is -0.5"),
+                            ({"k": 1}, r"k \(--folds\) is 1"),
+                            ({}, "12 labels in 3 groups .* too few for 5 folds after holding 20% of them out")):
+        with pytest.raises(ScorerError, match=message):
+            train_scorer(ws, target="s", **kwargs)

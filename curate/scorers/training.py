@@ -162,6 +162,10 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                           "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
     if columns and kind != "ridge":
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ScorerError(f"k (--folds) is {k!r}: cross-validation needs at least 2 folds")
+    if not 0 <= holdout < 1:
+        raise ScorerError(f"holdout (--holdout) is {holdout!r}: the share of groups held out, at least 0 and below 1")
     if chain_pairs and (labels is None or head == "ordinal" or columns):
         raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head "
                           "or a fine-tuned reader (with no feature columns: chain versions have no numbers in them)")
@@ -190,6 +194,11 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                           + (f" (left out: {left})" if left else "")
                           + (f"; {target!r} was kept as JSON text when {as_json[0]} was loaded, as its values mix "
                              f"types: make every value a number" if as_json else ""))
+    groups = len(set(map(str, data.groups)))
+    if groups - (max(1, round(holdout * groups)) if holdout > 0 else 0) < k:  # as group_split holds groups out
+        raise ScorerError(f"{data.source}: {data.labelled} labels in {groups} groups (rows of one instruction, or of "
+                          f"one --group-by value, stay together), too few for {k} folds after holding "
+                          f"{holdout:.0%} of them out: fewer --folds, or more groups")
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
