@@ -594,3 +594,27 @@ def test_split_settings_that_cannot_work_are_refused_by_name(tmp_path):
                             ({}, "12 labels in 3 groups .* too few for 5 folds after holding 20% of them out")):
         with pytest.raises(ScorerError, match=message):
             train_scorer(ws, target="s", **kwargs)
+
+
+def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
+    from curate.errors import ScorerError
+    from curate.scorers import Scorer
+
+    rows = [{"instruction": f"Task {i}", "output": "word " * (i + 1), "s": float(i % 5 + 1)} for i in range(30)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    folder = train_scorer(ws, target="s", k=3, seed=0).scorer.save(tmp_path / "sc")
+    doc = json.loads((folder / "scorer.json").read_text())
+    turn = [{"instruction": "a task", "response": "an answer"}]
+    for damage, message in ((lambda: (folder / "scorer.json").write_text("{broken"), "scorer.json is not"),
+                            (lambda: (folder / "scorer.json").write_text(
+                                json.dumps({k: v for k, v in doc.items() if k != "alpha"})), "not a readable scorer .KeyError"),
+                            (lambda: (folder / "head.safetensors").write_bytes(b"cut"), "not a readable scorer")):
+        damage()
+        with pytest.raises(ScorerError, match=message):
+            Scorer.load(folder)
+        (folder / "scorer.json").write_text(json.dumps(doc))
+        train_scorer(ws, target="s", k=3, seed=0).scorer.save(folder)
+    (folder / "scorer.json").write_text(json.dumps({**doc, "head": "ordinal"}))  # ridge weights, another head
+    with pytest.raises(ScorerError, match="the ordinal head's weights do not fit this scorer"):
+        Scorer.load(folder).predict(turn)

@@ -100,6 +100,11 @@ def predict_head(w: dict[str, np.ndarray], X: np.ndarray, head: str) -> np.ndarr
     """Predictions on the judge's own label scale, inside the training labels' range (:func:`soft_clip`)."""
     if not w:
         raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
+    need = {"feature_mean", "feature_scale", "coef", "intercept", "label_bounds"} | ({"classes"} if head != "ridge" else set())
+    if need - set(w) or w["coef"].shape[-1] != X.shape[1]:
+        raise ScorerError(f"the {head} head's weights do not fit this scorer (missing {sorted(need - set(w))}, or "
+                          f"{w['coef'].shape[-1] if 'coef' in w else '?'} weights for {X.shape[1]} features): a damaged "
+                          f"or hand-edited head.safetensors / scorer.json; train it again")
     if "feature_min" in w:
         X = np.clip(X, w["feature_min"], w["feature_max"])
     Z = (X - w["feature_mean"]) / w["feature_scale"]

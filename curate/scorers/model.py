@@ -348,17 +348,29 @@ class Scorer:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Scorer:
         """Load a saved scorer folder, or ``"complexity"``/``"quality"`` for a shipped default."""
-        from safetensors.numpy import load_file
+        from safetensors import SafetensorError
 
         path = Path(directory)
         if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
             path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
-        kind = json.loads((path / "scorer.json").read_text()).get("kind") if (path / "scorer.json").exists() else None
+        try:
+            kind = json.loads((path / "scorer.json").read_text()).get("kind") if (path / "scorer.json").exists() else None
+        except (ValueError, AttributeError) as exc:
+            raise ScorerError(f"{path}: scorer.json is not a scorer's JSON ({exc})") from None
         if kind in KINDS:  # another scorer kind (e.g. cross-encoder) registered itself in KINDS
             return KINDS[kind].load(path)
         if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
             shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
             raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors); shipped: {shipped}")
+        try:
+            return cls._read(path)
+        except (ValueError, KeyError, TypeError, OSError, SafetensorError) as exc:  # a damaged or hand-edited file
+            raise ScorerError(f"{path}: not a readable scorer ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _read(cls, path: Path) -> Scorer:
+        from safetensors.numpy import load_file
+
         doc = json.loads((path / "scorer.json").read_text())
         if doc.get("format_version") != FORMAT_VERSION:
             raise ScorerError(f"{path}: scorer format {doc.get('format_version')} not supported (want {FORMAT_VERSION})")
