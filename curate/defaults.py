@@ -52,6 +52,7 @@ class DeitaDefaults:
     sort_by: str = "complexity*quality"  # evaluated per turn, reduced by the columns' reducer (sum: DEITA)
     semantic_duplicate_similarity: float = 0.95  # semantic dedup: a duplicate above this
     block_size: int = 4096               # admission: the largest block (blocks are sized to the budget)
+    score_scale: tuple[float, float] = (1.0, 6.0)  # the scale complexity and quality land on (trained scorers too)
 
 
 @dataclass(frozen=True)

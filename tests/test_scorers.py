@@ -514,7 +514,12 @@ def test_a_scorer_never_writes_over_pool_file_labels_nor_stores_a_non_score(tmp_
             for i in range(30)]
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
-    scorer = train_scorer(ws, target="gpt4", k=3, seed=0).scorer
+    result = train_scorer(ws, target="gpt4", k=3, seed=0)
+    scorer = result.scorer  # the judge's 1-9 labels, mapped onto DEITA's 1-6 as the other kinds' scores are
+    assert (scorer.label_range, scorer.output_range) == ((1.0, 9.0), (1.0, 6.0))
+    raw = scorer.predict_features_raw(scorer.featurize(rows))
+    mapped = scorer.predict([{"instruction": r["instruction"], "response": r["output"]} for r in rows])
+    assert mapped.min() >= 1.0 and mapped.max() <= 6.0 and np.allclose(mapped, 1 + (raw - 1) * 5 / 8)
     for field in ("gpt4", "instruction"):  # labels paid for, and the rows themselves
         with pytest.raises(ScorerError, match=f"column {field!r} is a field of the pool file"):
             apply_step(ws, _named(scorer, field), progress=False)

@@ -20,6 +20,7 @@ from curate.scorers.evaluation import choose_settings
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
 from curate.scorers.metrics import agreement
 from curate.scorers.model import Scorer, training_fingerprint
+from curate.scorers.training import on_deita_scale
 from curate.scorers.training_data import row_groups
 
 NO_REASON = "no reason given"
@@ -252,6 +253,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     labels.update(held_labels)
     train = np.array(sorted(labels))
     scorer.fit_features(X[train], np.array([labels[k] for k in train]))
+    on_deita_scale(scorer, [labels[k] for k in train])
     texts = input_texts([turns[items[k][0]][items[k][1]] for k in train], scorer.reads)
     scorer.metadata.update({"n_train": int(len(train)), "distilled": True,
                             "training_fingerprint": training_fingerprint(texts, [labels[k] for k in train])})

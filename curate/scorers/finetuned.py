@@ -21,7 +21,7 @@ import numpy as np
 
 import curate.scorers.crossencoder as ce
 import curate.scorers.readermap as readermap
-from curate.defaults import EMBED
+from curate.defaults import DEITA, EMBED
 from curate.errors import ScorerError
 from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
@@ -53,7 +53,7 @@ class CrossEncoderScorer(Scorer):
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
                  imitates: dict[str, Any] | None = None, max_length: int | None = None, lora_r: int = 8,
-                 base: str | None = None, output_range: tuple[float, float] = (1.0, 6.0), batch_size: int = 32,
+                 base: str | None = None, output_range: tuple[float, float] = DEITA.score_scale, batch_size: int = 32,
                  device: str = "cpu", head: str = "score"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
         if head not in self.heads:

@@ -6,6 +6,8 @@ curate's dependencies, as it does :mod:`curate.scorers.crossencoder`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -23,6 +25,12 @@ def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple
     y = np.quantile(np.asarray(labels, dtype=np.float64), q)
     x = np.maximum.accumulate(x + np.arange(points) * 1e-9)  # strictly increasing for np.interp
     return x, np.maximum.accumulate(y)
+
+
+def label_scale(scores: Sequence[float]) -> tuple[float, float] | None:
+    """The judge's scale as its labels span it (min, max), mapped onto DEITA's; None when they are all one value."""
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    return (lo, hi) if hi > lo else None
 
 
 OUTPUT_MAP = "quantile+logistic-1"  # names apply_map; the cross-encoder scorer's fingerprint includes it

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import curate.scorers.readermap as readermap
+from curate.defaults import DEITA
 from curate.errors import ScorerError
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
@@ -87,7 +89,6 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
     from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
-    from curate.scorers.readermap import linear_map
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -129,7 +130,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                    if who == "length" or data.reads[-1] != "instruction"}
         with progress_bar(len(held_rows), "scoring the held-out rows", progress) as bar:
             pred = scorer.predict([data.turns[i] for i in held_rows], cache_dir=cache_dir, on_rows=bar.update)
-        held, calib = holdout_figures(linear_map(y, label_range, scorer.output_range), pred, fit_rows, held_rows, lengths,
+        held, calib = holdout_figures(readermap.linear_map(y, label_range, scorer.output_range), pred, fit_rows, held_rows, lengths,
                                       groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": kind, "head": scorer.head, "init": init, "base": scorer.base})
@@ -138,6 +139,14 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     if len(fit_pairs):
         scorer.metadata["ordered_pairs"] = len(fit_pairs)
     return TrainResult(scorer, ev, data)
+
+
+def on_deita_scale(scorer: Scorer, scores: Sequence[float]) -> None:
+    """Map the judge's scale (its labels' range) linearly onto DEITA's 1-6, as the fine-tuned kinds and the shipped
+    scorers do, so a trained quality multiplies with complexity on one scale (order and agreement unchanged)."""
+    scale = readermap.label_scale(scores)
+    if scale is not None:
+        scorer.label_range, scorer.output_range = scale, DEITA.score_scale
 
 
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
@@ -227,5 +236,6 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                   if setting != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
     ev = train_and_evaluate(scorer, data.examples(), data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
                             cache_dir=ws.cache_dir, search=search, pairs=data.pairs if chain_pairs else None)
+    on_deita_scale(scorer, data.scores)  # figures above are on the judge's scale; scores land on DEITA's
     scorer.metadata["source"] = data.source
     return TrainResult(scorer, ev, data)
