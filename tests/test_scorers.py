@@ -623,3 +623,12 @@ def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
     (folder / "scorer.json").write_text(json.dumps({**doc, "head": "ordinal"}))  # ridge weights, another head
     with pytest.raises(ScorerError, match="the ordinal head's weights do not fit this scorer"):
         Scorer.load(folder).predict(turn)
+
+
+def test_a_training_result_shows_itself_in_a_line(tmp_path):
+    rows = [{"instruction": f"Task {i % 10}", "output": "word " * (i + 1), "s": float(i % 5 + 1)} for i in range(40)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    text = repr(train_scorer(ws, target="s", k=3, seed=0))
+    assert text.startswith("TrainResult(Scorer('s_scorer'") and "column s: 40 labels in 10 groups" in text
+    assert len(text) < 400  # it printed every training turn (47 KB)

@@ -259,6 +259,9 @@ def test_threshold_by_quantile(tmp_path):
     assert len(sel.ids) == 5
     with pytest.raises(CurateError, match="takes one of 'min_score', 'quantile', not both"):
         ws.select(method="threshold", name="bad", sort_by="s", quantile=0.5, min_score=1.0)
+    for bad in ("0.8", 1.5, True):  # a quantile given as text (--param 'quantile="0.8"') was a TypeError traceback
+        with pytest.raises(CurateError, match="is not a number in \\[0, 1\\]"):
+            ws.select(method="threshold", name="bad", sort_by="s", quantile=bad)
 
 
 def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp_path):

@@ -33,13 +33,16 @@ RIDGE_SEARCH: dict[str, tuple[float, ...]] = {"alpha": (10.0, 30.0, 100.0, 300.0
 FINETUNED_KINDS = ("cross-encoder", "small-lm")
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
     """What :func:`train_scorer` returns: the fitted scorer, its agreement figures, the labels it learnt from."""
 
     scorer: Scorer
     evaluation: Evaluation
     data: TrainingData
+
+    def __repr__(self) -> str:
+        return f"TrainResult({self.scorer!r}, {self.data!r})"
 
     def how_trained(self) -> str | None:
         """What a fine-tuned kind trained, in words: kind and head, base, warm start, steps, device, and how much came

@@ -23,7 +23,7 @@ from curate.scorers.features import finite_number, to_turn, turn_number, unreada
 # Pool columns that hold the rows themselves, never labels.
 POOL_TEXT_COLUMNS = ("id", "conversation", "format")
 
-@dataclass
+@dataclass(repr=False)
 class TrainingData:
     """(turn, score) pairs to fit on, the group of each (row id or Evol seed), and what was left out."""
     turns: list[Turn]
@@ -37,6 +37,10 @@ class TrainingData:
     columns: list[str] = field(default_factory=list)   # numeric columns read as features (Scorer ``columns``)
     numbers: list[dict[str, float]] = field(default_factory=list)  # their values, one dict per kept turn
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (harder, easier) kept turns, ordered by construction
+
+    def __repr__(self) -> str:
+        left = f", left out {sum(self.skipped.values()):,}" if self.skipped else ""
+        return f"TrainingData({self.source}: {len(self.scores):,} labels in {len(set(self.groups)):,} groups{left})"
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -36,8 +36,8 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
     perm, scores = rows_by_score(ws, rows, sort_by)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
     if quantile is not None:
-        if not 0.0 <= quantile <= 1.0:
-            raise CurateError(f"threshold: quantile {quantile} is not in [0, 1]")
+        if isinstance(quantile, bool) or not isinstance(quantile, int | float) or not 0.0 <= quantile <= 1.0:
+            raise CurateError(f"threshold: quantile {quantile!r} is not a number in [0, 1]")
         finite = np.asarray(scores.values, dtype=np.float64)
         finite = finite[~np.isnan(finite)]
         min_score = float(np.quantile(finite, quantile)) if finite.size else math.inf
