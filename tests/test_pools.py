@@ -163,3 +163,9 @@ def test_a_blank_system_prompt_is_none_and_a_text_part_must_be_text():
     with pytest.raises(Exception, match="a text part's text must be a string"):
         pools.to_conversation({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]},
                                             {"role": "assistant", "content": "x"}]}, "messages")
+
+
+def test_a_boolean_among_numbers_is_mixed_types_not_one():
+    table, as_json = pools.to_table([{"id": "a", "conversation": [], "format": "qa", "gpt4": 7.5},
+                                     {"id": "b", "conversation": [], "format": "qa", "gpt4": True}])
+    assert as_json == ["gpt4"] and table.column("gpt4").to_pylist() == ["7.5", "true"]  # never a label of 1.0

@@ -36,8 +36,9 @@ def to_table(rows: list[dict[str, Any]]):
     arrays, as_json = {}, []
     for name in names:
         values = [row.get(name) for row in rows]
-        try:
-            array = pa.array(values)
+        kinds = {type(v) is bool for v in values if v is not None and not isinstance(v, str | list | dict)}
+        try:  # Arrow would read a true among numbers as 1.0: booleans mixed with numbers are mixed types
+            array = pa.array(values) if len(kinds) < 2 else None
         except (pa.ArrowException, OverflowError):  # mixed types, or an integer beyond 64 bits
             array = None
         if array is None or nesting(array.type) > MAX_STORED_NESTING:
