@@ -31,21 +31,17 @@ def turns(conversation: Conversation) -> list[Turn]:
     """The user turns of a conversation, each with its reply and the system message in force (the latest one
     before it). The reply is the last assistant message before the next user message: after tool calls and
     tool results, the answer the user got."""
-    out: list[Turn] = []
+    open_turns: list[list[str | None]] = []  # [instruction, reply, system], the last one still taking its reply
     system = ""
-    for i, message in enumerate(conversation):
+    for message in conversation:  # one pass: every step reads the turns of every row
         role = message["role"]
         if role == "system":
             system = message["content"]
         elif role == "user":
-            reply = None
-            for nxt in conversation[i + 1:]:
-                if nxt["role"] == "user":
-                    break
-                if nxt["role"] == "assistant":
-                    reply = nxt["content"]
-            out.append(Turn(message["content"], reply, system))
-    return out
+            open_turns.append([message["content"], None, system])
+        elif role == "assistant" and open_turns:  # one before any user message answers nothing
+            open_turns[-1][1] = message["content"]
+    return [Turn(instruction, reply, sys_) for instruction, reply, sys_ in open_turns]
 
 
 def row_text(conversation: Conversation, text: str = "instruction") -> str:
