@@ -97,5 +97,7 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     path = write_jsonl(tmp_path / "mixed.jsonl", [*rows, {"instruction": "q 30", "output": "b", "score": "high"}])
     r = curate_cli("load", path, "--workspace", tmp_path / "ws")
     assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--no-report")  # curate run's load says it too
+    assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
     r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path / "sc")
     assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())

@@ -14,6 +14,7 @@ from curate.cli.common import (
     _source,
     app,
     console,
+    json_columns_line,
 )
 
 
@@ -43,8 +44,7 @@ def load(
     if summary["rejects"]:
         console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {summary['rejects_file']}[/]")
     if summary["columns_kept_as_json"]:
-        console.print(f"[yellow]column(s) {', '.join(summary['columns_kept_as_json'])} kept as JSON text: their values "
-                      f"mix types (e.g. a number in one record, text in another) or nest too deep[/]")
+        console.print(f"[yellow]{json_columns_line(summary['columns_kept_as_json'])}[/]")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from curate.cli.common import (
     app,
     check_interrupted,
     console,
+    json_columns_line,
 )
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
@@ -127,6 +128,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                    if result.get("rows_removed") else "")
         console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
                       f"{result['rejects']:,} rejected{rejects}{removed}")
+        if result["columns_kept_as_json"]:
+            console.print(f"  [yellow]{json_columns_line(result['columns_kept_as_json'])}[/]")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
     elif name == "score":
