@@ -85,7 +85,6 @@ class Judge:
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": backend.kind, "model": backend.model,
                            "params": self.request_params(), "schema": schema,
                            "min_digit_mass": self.min_digit_mass if self.reducer else None,
-                           # 2: the digit-mass floor holds when every digit is among the top logprobs too
                            "digit_rule": DIGIT_RULE if self.reducer else None},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
