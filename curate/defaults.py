@@ -79,6 +79,11 @@ class NormalizerDefaults:
 class SignalDefaults:
     """Token-level model signals (perplexity, IFD, learnability) from a small causal LM."""
     max_length: int = 1024           # context + response tokens per scored turn; longer turns are truncated
+    # signals are measurements, and Cherry LLM's reference code computes IFD in float32: in bfloat16 a turn's
+    # IFD moves by up to ~15% and with the rows that share its batch (evals/bench_signal_dtype.py: 1.5e-1 vs
+    # 2.9e-6); "auto" (bf16 where the hardware has it) is ~5x faster on pool rows on an AMX CPU (rank agreement
+    # with float32 0.995, evals/bench_signals.py --dtype both): for when speed matters more than the digits
+    dtype: str = "float32"
     batch_tokens: int = 8192         # padded tokens per forward pass on the CPU (length-bucketed batches)
     max_batch: int = 32              # sequences per forward pass on the CPU
     batch_tokens_cuda: int = 65536   # the same on a CUDA device

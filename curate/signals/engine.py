@@ -1,8 +1,8 @@
 """The small-LM scoring engine: per-token log-likelihoods of response tokens under a causal LM.
 
 ``Engine(model_dir)`` loads any Hugging Face causal LM folder (default: the packaged SmolLM2-135M-Instruct,
-converted once by :func:`curate.llm.local.prepare_model`) on the CPU (bf16 where the CPU has native
-bf16 matmuls, else float32) or on CUDA when present. :meth:`Engine.logprobs` answers a list of
+converted once by :func:`curate.llm.local.prepare_model`) on the CPU or on CUDA when present, in float32
+unless asked otherwise (``SIGNAL.dtype``). :meth:`Engine.logprobs` answers a list of
 :class:`~curate.signals.template.Request` from the on-disk cache first, then runs the missing ones in
 length buckets (sorted by length, right-padded per batch, a token budget per batch), writing every batch
 to the cache before its values are used. Only response positions go through the output head.
@@ -21,7 +21,7 @@ from curate.defaults import SIGNAL
 from curate.errors import CurateError
 from curate.hardware import quiet_loading, resolve_device, resolve_dtype
 from curate.signals.cache import LogprobCache, request_key
-from curate.signals.template import Prompter, Request
+from curate.signals.template import Prompter, Request, capped_length
 from curate.storage.files import folder_fingerprint
 
 OnDone = Callable[[list[int]], Any]
@@ -64,7 +64,7 @@ class Engine:
     cache and the steps' columns. ``stats`` counts requests, cache hits, computed requests and forward passes.
     """
 
-    def __init__(self, model_dir: str | Path | None = None, *, device: str | None = None, dtype: str = "auto",
+    def __init__(self, model_dir: str | Path | None = None, *, device: str | None = None, dtype: str = SIGNAL.dtype,
                  max_length: int = SIGNAL.max_length, batch_tokens: int | None = None,
                  max_batch: int | None = None, chat_template: str | None = None,
                  alone_start: str | None = None, adapter: Any = None):
@@ -73,7 +73,7 @@ class Engine:
             raise CurateError(f"{self.model_dir}: not a Hugging Face model folder (no config.json)")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.max_length = max_length
+        self.max_length = capped_length(max_length, self.model_dir)
         cuda = self.device.startswith("cuda")
         self.batch_tokens = batch_tokens or (SIGNAL.batch_tokens_cuda if cuda else SIGNAL.batch_tokens)
         self.max_batch = max_batch or (SIGNAL.max_batch_cuda if cuda else SIGNAL.max_batch)
