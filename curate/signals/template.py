@@ -7,12 +7,15 @@ start-of-document token (see :func:`start_token`), no instruction, no template.
 
 Truncation: when context + response exceed ``max_length`` tokens, the response keeps at least half of
 the length (its tail is cut), the context keeps its end (the latest user turn and the assistant header);
-both losses then cover the same response tokens, and the turn is marked ``truncated``.
+both losses then cover the same response tokens, and the turn is marked ``truncated``. ``max_length`` is
+capped at the model's position window (:func:`capped_length`): past it a model has no positions to read.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from curate.codes import Failure, FailureCode
@@ -77,6 +80,27 @@ def start_token(tokenizer: Any, name: str | None = None) -> int:
     return int(start)
 
 
+WINDOW_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")  # as model configs name it
+
+
+def position_window(config: dict[str, Any]) -> int | None:
+    """The tokens a model can read at once, from its config (None when the config does not say)."""
+    for key in WINDOW_KEYS:
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return int(config[key])
+    return None
+
+
+def capped_length(max_length: int, model: str | Path | Any) -> int:
+    """``max_length`` capped at the position window of ``model`` (a Hugging Face folder or a loaded model)."""
+    if isinstance(model, (str, Path)):
+        config = json.loads((Path(model) / "config.json").read_text())
+    else:
+        config = model.config.to_dict()
+    window = position_window(config)
+    return min(max_length, window) if window else max_length
+
+
 class Prompter:
     """Turns conversations into scoring requests for one tokenizer."""
 
@@ -85,8 +109,9 @@ class Prompter:
         if max_length < 8:
             raise CurateError(f"max_length must be at least 8 tokens, got {max_length}")
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
-            raise CurateError("the model's tokenizer has no chat template: pass chat_template= (a Jinja template "
-                              "string) so the instruction is rendered the way the model was trained")
+            raise CurateError("the model's tokenizer has no chat template: give one (chat_template= in Python, "
+                              "--chat-template FILE in the CLI; Jinja) so the instruction is rendered the way the "
+                              "model was trained")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template

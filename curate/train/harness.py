@@ -34,7 +34,7 @@ from curate.errors import CurateError
 from curate.hardware import resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
-from curate.signals.template import Prompter
+from curate.signals.template import Prompter, capped_length
 from curate.storage.files import folder_fingerprint
 from curate.storage.step import RowInput
 from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches
@@ -199,7 +199,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
         if run.info["fingerprint"] == fp and run.epochs_done >= config.epochs:
             return run
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    examples, skipped = encode_rows(Prompter(tokenizer, config.max_length), rows)
+    examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows)
     if not examples:
         raise CurateError("nothing to train on: no row has an answered turn")
     info = _start(out_dir, model_dir, rows, config, fp, skipped, examples, device)
@@ -297,7 +297,7 @@ def eval_loss(model: Any, tokenizer: Any, rows: Sequence[RowInput], *, batch_siz
     import torch
 
     device = resolve_device(device) if device is not None else str(next(model.parameters()).device)
-    prompter = Prompter(tokenizer, max_length)
+    prompter = Prompter(tokenizer, capped_length(max_length, model))
     encoded = [encode_row(prompter, r) for r in rows]
     owner = [i for i, e in enumerate(encoded) if isinstance(e, Example)]
     examples = [encoded[i] for i in owner]

@@ -33,7 +33,7 @@ from curate.rows import turns
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
 from curate.signals.selectors import select_learnability
-from curate.signals.template import Prompter
+from curate.signals.template import Prompter, capped_length
 from curate.storage.step import RowInput, StepContext, StepOutput
 from curate.train.examples import encode_rows
 from curate.train.gradfeatures import FeatureStore, Projector, adam_moments, gradient_features, lora_linears
@@ -153,7 +153,7 @@ class _Features:
         out: list[tuple[list[np.ndarray], list[str], dict[str, Failure]]] = [([], [], {}) for _ in parts]
         for epoch in range(1, self.run.epochs_done + 1):
             model, tok = self.run.load_model(epoch, self.device, trainable=True)
-            prompter = Prompter(tok, self.config.max_length)
+            prompter = Prompter(tok, capped_length(self.config.max_length, model))
             numels = [lin.weight.numel() for lin in lora_linears(model)]
             projector = Projector(numels, self.config.projection_dim, self.config.seed, self.device,
                                   LESS.projection_block, self.cache_bytes)
