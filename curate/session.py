@@ -73,18 +73,23 @@ class Workspace(StorageWorkspace):
         return embed(self, model=model, text=text, name=name, **kwargs)
 
     def signal(self, kind: str, *, model: str | os.PathLike | None = None, device: str | None = None,
-               ids: list[str] | None = None, reference_selection: str | None = None, **kwargs: Any):
+               ids: list[str] | None = None, reference_selection: str | None = None, dtype: str | None = None,
+               max_length: int | None = None, chat_template: str | None = None, **kwargs: Any):
         """Apply a token-level model signal (``ifd``, ``perplexity``, ``learnability``) from a small causal LM
         (packaged SmolLM2 by default); per-turn columns, cached and resumable. ``learnability`` tunes its
-        reference model on ``reference_selection`` (a selection's kept rows)."""
+        reference model on ``reference_selection`` (a selection's kept rows). ``dtype``, ``max_length`` and
+        ``chat_template`` (a Jinja string) set the engine (:class:`curate.signals.engine.Engine`)."""
         from curate.signals import IFD, Learnability, Perplexity
 
-        options = {"device": device} if device else {}
+        given = {"device": device, "dtype": dtype, "max_length": max_length, "chat_template": chat_template}
+        options = {k: v for k, v in given.items() if v is not None}
         if kind == "learnability":
             if not reference_selection:
                 raise CurateError("learnability needs a reference selection (the small high-quality set to tune on)")
             step = Learnability.from_selection(self, reference_selection, model=model, **options)
         elif kind in ("ifd", "perplexity"):
+            if reference_selection:
+                raise CurateError(f"a reference selection is for learnability; {kind} has no reference model")
             step = (IFD if kind == "ifd" else Perplexity)(model, **options)
         else:
             raise CurateError(f"unknown signal {kind!r}: ifd, perplexity or learnability")

@@ -107,7 +107,7 @@ def direct_logprobs(model, request):
 def test_engine_matches_a_direct_forward_pass(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    engine = Engine(tiny_model, dtype="float32", max_batch=4)
+    engine = Engine(tiny_model, max_batch=4)  # the default dtype: float32, a measurement's precision
     requests = []
     for c in CONVERSATIONS:
         for plan in engine.prompter.plan(turns(c)):
@@ -144,6 +144,29 @@ def test_truncation_keeps_both_losses_on_the_same_tokens(tiny_model):
     assert len(plan.conditioned.context) + len(plan.conditioned.target) == 24
     assert plan.alone.target == plan.conditioned.target and len(plan.conditioned.target) >= 12
     assert engine.tokenizer.decode(plan.conditioned.context).endswith("<|im_start|>assistant\n")
+
+
+def test_max_length_is_capped_at_the_model_position_window(tiny_model, tmp_path):
+    """A model that reads 32 positions gets 32-token requests (flagged truncated), not an index error."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    short = tmp_path / "short-window"
+    short.mkdir()
+    for name in TOKENIZER_FILES:
+        shutil.copy(tiny_model / name, short / name)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                 tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+                     ).save_pretrained(short)
+    ws = workspace(tmp_path)
+    result = ws.apply(IFD(short), progress=False)
+    assert result.failed == 0 and result.provenance["max_length"] == 32
+    assert result.provenance["turns_truncated"] > 0
+    assert all(v is not None for v in ws.row_values("ifd"))
+    with pytest.raises(CurateError, match="not in the pool.*'no-such-id'"):
+        ws.apply(IFD(short), ["no-such-id"], progress=False)
 
 
 def test_ifd_repeat_is_low_and_unrelated_is_at_least_one_on_smollm2(smollm2_dir, tmp_path):
@@ -323,6 +346,23 @@ def test_cli_signal_writes_the_column_and_select_uses_it(tiny_model, tmp_path):
     assert kept == [best[1]]
     bad = runner.invoke(app, ["signal", str(ws.path), "--kind", "bogus"])
     assert bad.exit_code == 1 and "unknown signal 'bogus'" in str(bad.exception)
+
+
+def test_cli_signal_limits_rows_truncates_and_refuses_a_stray_reference(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    ws = workspace(tmp_path)
+    runner = CliRunner()
+    args = ["signal", str(ws.path), "--kind", "perplexity", "--model", str(tiny_model)]
+    limited = runner.invoke(app, [*args, "--limit", "2", "--max-length", "16"])
+    assert limited.exit_code == 0, limited.output
+    assert "2 computed" in limited.output and "turns truncated to 16 tokens" in limited.output
+    assert [v is not None for v in ws.row_values("perplexity")] == [True, True] + [False] * (len(ws) - 2)
+    assert ws.column_provenance("perplexity")["max_length"] == 16
+    stray = runner.invoke(app, [*args, "--reference", "best"])
+    assert stray.exit_code == 1 and "reference selection is for learnability" in str(stray.exception)
 
 
 def test_report_shows_ifd_plots_once_the_column_exists(tmp_path):

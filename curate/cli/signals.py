@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from curate.cli.common import app, console
+from curate.cli.common import app, console, option
+from curate.defaults import SIGNAL
 
 
 @app.command("signal")
@@ -16,17 +17,30 @@ def signal_cmd(
     model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
                                       "(default: the packaged SmolLM2-135M-Instruct)."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
+    dtype: str = option(SIGNAL, "dtype", "float32 | bfloat16 | auto (bfloat16 where the hardware multiplies it "
+                        "natively: faster, but a turn's value moves by up to ~15%)."),
+    max_length: int = option(SIGNAL, "max_length", "Context + response tokens per turn; longer turns are "
+                             "truncated (and counted). Capped at the model's position window."),
+    chat_template: Path | None = typer.Option(None, "--chat-template", exists=True, dir_okay=False, help="A Jinja chat template file, for a "
+                                              "model whose tokenizer has none."),
     reference: str | None = typer.Option(None, "--reference", help="learnability: the selection whose kept rows "
                                          "the reference model is tuned on."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows of the pool."),
 ) -> None:
     """Score every response turn with a small LM: perplexity, IFD (loss given the instruction / loss alone),
     or learnability (base loss minus a briefly tuned reference's). Cached and resumable."""
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
-    result = ws.signal(kind, model=model, device=device, reference_selection=reference)
+    template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
+    ids = ws.ids[:limit] if limit is not None else None
+    result = ws.signal(kind, model=model, device=device, ids=ids, reference_selection=reference, dtype=dtype,
+                       max_length=max_length, chat_template=template)
     prov = result.provenance
     console.print(f"{result.column}: {result.computed:,} computed, {result.skipped:,} reused, "
                   f"{result.failed:,} failed ({result.seconds:.1f} s)")
+    last = (prov.get("runs") or [{}])[-1]
+    if result.computed and last.get("turns_truncated"):
+        console.print(f"  turns truncated to {prov.get('max_length'):,} tokens: {last['turns_truncated']:,}")
     if kind == "ifd" and prov.get("rows_with_ifd_at_least_one") is not None:
         console.print(f"  rows with IFD >= 1 (the instruction does not help): {prov['rows_with_ifd_at_least_one']:,}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
-from curate.errors import CurateError
+from curate.errors import CurateError, WorkspaceError
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -142,6 +142,10 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     with ws.column_lock(step.column):
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
         asked = ws.ids if ids is None else list(dict.fromkeys(ids))
+        unknown = [i for i in asked if i not in ws.index] if ids is not None else []
+        if unknown:
+            raise WorkspaceError(f"{ws.path}: {len(unknown)} of the ids asked for are not in the pool "
+                                 f"(first: {', '.join(map(repr, unknown[:3]))})")
         fingerprint = applied_fingerprint(ws, step)
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write
