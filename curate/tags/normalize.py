@@ -69,7 +69,7 @@ class Normalizer:
     Steps, in the paper's order, each optional (set it to ``False``/``None`` to skip):
 
     1. frequency filter: drop raw tags seen in fewer than ``min_frequency`` rows (paper: 20). For pools
-       smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold` and a warning says so.
+       smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold`, noted in ``report``.
     2. rule aggregation: lowercase, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
        so ``C#``, ``C++`` and ``C`` stay apart), each word stemmed with the Snowball stemmer; tags with the
        same stemmed key merge, named by their most frequent surface form.
