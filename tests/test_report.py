@@ -392,6 +392,26 @@ def test_show_and_workspace_html(tmp_path):
         assert needle in page
 
 
+def test_show_takes_numpy_positions_and_stats_flatten_per_turn_lists(tmp_path):
+    from curate.report.summary import column_stats
+
+    ws = synthetic_workspace(tmp_path / "ws")
+    order = np.argsort([len(c[0]["content"]) for c in ws.conversations()])[:3]  # the way a notebook picks rows
+    assert ws.show(order).ids == [ws.ids[int(k)] for k in order]
+    assert ws.show(np.int64(2)).ids == [ws.ids[2]]
+    with pytest.raises(IndexError):
+        ws.show(np.int64(len(ws)))
+    per_turn = [None] * len(ws)
+    per_turn[0], per_turn[1] = [["a", "b", "c"], ["d", "e"]], [["a", "f", "g", "h"]]
+    ws.add_column("turn_tags", per_turn, {"kind": "tags", "granularity": "turn"})
+    stats = column_stats(ws, "turn_tags")
+    assert (stats["kind"], stats["per_row"], stats["distinct"]) == ("list", 4.5, 8)
+    ws.add_column("long_score", [10.5595] * len(ws), {"kind": "score"})
+    page = ws._repr_html_()
+    assert "4.5 per row, 8 distinct" in page
+    assert "<td class='n'>10.56</td>" in page and "10.60" not in page
+
+
 def test_importing_views_in_a_kernel_without_ipywidgets_warns_nothing(tmp_path):
     """The notebook's TqdmWarning: views, plots and a load + show + apply in a real kernel print no warning."""
     pytest.importorskip("jupyter_client")

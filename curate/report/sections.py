@@ -34,7 +34,7 @@ def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str
         kind = s["kind"] + (f" ({s['reducer']} over turns)" if s.get("reducer") else "")
         extra = f"{s['per_row']:.1f} per row, {s['distinct']:,} distinct" if s["kind"] == "list" else ""
         rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}", s.get("failures"),
-                     *(float(f"{s[k]:.3g}") if k in s else None for k in ("mean", "min", "max")),
+                     *(s.get(k) for k in ("mean", "min", "max")),  # fmt rounds, once
                      extra, provenance_line(prov)])
     return table(["column", "kind", "filled", "failing rows", "mean", "min", "max", "values", "provenance"],
                  rows, {3, 4, 5, 6}, {8: "prov"})

@@ -82,6 +82,13 @@ def step_columns(ws: Workspace) -> list[str]:
     return [n for n in columns if f"{n}_failure" in columns and not is_failure_column(n, columns[n])]
 
 
+def _flat(value: list[Any]) -> list[Any]:
+    """A row's items: its per-turn lists joined (None for a turn without items), or the list itself."""
+    if any(isinstance(x, list) for x in value):
+        return [x for part in value if part is not None for x in (part if isinstance(part, list) else [part])]
+    return value
+
+
 def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -> dict[str, Any]:
     """Filled rows, failing rows, and mean/min/max of the row values (scores) or tags per row (lists)."""
     prov = ws.column_provenance(name) if prov is None else prov
@@ -101,9 +108,10 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
         if nums:
             stats.update(mean=sum(nums) / len(nums), min=min(nums), max=max(nums))
     elif filled and all(isinstance(v, list) for v in filled):
+        items = [_flat(v) for v in filled]  # a per-turn list column (InsTag on conversations): one list per turn
         stats["kind"] = "list"
-        stats["per_row"] = sum(len(v) for v in filled) / len(filled)
-        stats["distinct"] = len({str(x) for v in filled for x in v})
+        stats["per_row"] = sum(len(v) for v in items) / len(items)
+        stats["distinct"] = len({str(x) for v in items for x in v})
     else:
         stats["kind"] = "text"
     return stats

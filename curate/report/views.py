@@ -13,6 +13,7 @@ ipywidgets warns nothing.
 from __future__ import annotations
 
 import json
+import operator
 from typing import TYPE_CHECKING, Any
 
 from curate.codes import describe
@@ -114,6 +115,16 @@ class RowsView:
         return "\n".join(out)
 
 
+def _position(value: Any) -> int | None:
+    """A pool position: an int or anything that is one (numpy's integers, from ``np.argsort`` and the like)."""
+    if isinstance(value, (bool, str)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit: int = 20,
               max_chars: int = 2000) -> RowsView:
     """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order)."""
@@ -123,16 +134,16 @@ def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit:
         ids = kept[:limit]
         note = f"selection {rows!r}: {len(kept):,} kept" + (f", showing the first {len(ids)}" if len(kept) > len(ids) else "")
     else:
-        if isinstance(rows, (str, int)):
+        if isinstance(rows, str) or _position(rows) is not None:
             rows = [rows]
         elif isinstance(rows, slice):
             rows = range(len(ws))[rows]
         ids = []
         for r in rows:
-            if isinstance(r, int) and not isinstance(r, bool):
-                if not -len(ws) <= r < len(ws):
-                    raise IndexError(f"row {r} is outside the pool (0..{len(ws) - 1})")
-                ids.append(ws.ids[r])
+            if (at := _position(r)) is not None:
+                if not -len(ws) <= at < len(ws):
+                    raise IndexError(f"row {at} is outside the pool (0..{len(ws) - 1})")
+                ids.append(ws.ids[at])
             elif isinstance(r, str):
                 if r not in ws.index:
                     raise KeyError(f"no row with id {r!r} (and no selection of that name: {sorted(ws.selections)})")
