@@ -11,6 +11,7 @@ gives the same set. Steps return data; the command line (``curate/cli/run.py``) 
 
 from __future__ import annotations
 
+import html
 import shutil
 import tempfile
 import time
@@ -45,6 +46,7 @@ class Run:
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
     on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
+    progress: bool = True        # the steps' progress bars
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -70,8 +72,8 @@ class RunResult:
 
     def _repr_html_(self) -> str:
         sel = self.workspace.selection(self.selection)
-        files = "".join(f"<li>{k}: <code>{v}</code></li>" for k, v in self.outputs.items())
-        steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
+        files = "".join(f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>" for k, v in self.outputs.items())
+        steps = html.escape(", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
         return f"<div><b>curate run</b>: {len(sel):,} rows selected<ul>{files}</ul>{steps}</div>"
 
 
@@ -138,7 +140,7 @@ def score(run: Run) -> dict[str, Any]:
             raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
                               "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
                               "ifd_loss_alone)")
-    results = {step.column: run.ws.apply(step) for step in producers}
+    results = {step.column: run.ws.apply(step, progress=run.progress) for step in producers}
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails)
                  for step in producers for fails in run.ws.failures(step.column))
     if unsent:
@@ -151,19 +153,20 @@ def signals(run: Run) -> dict[str, Any]:
     """Token-level model signals per turn (``ifd``, ``perplexity``) from a small causal LM."""
     from curate.signals.steps import signal_steps
 
-    return {step.column: run.ws.apply(step) for step in signal_steps(run.signals, run.signal_model)}
+    return {step.column: run.ws.apply(step, progress=run.progress)
+            for step in signal_steps(run.signals, run.signal_model)}
 
 
 def embed(run: Run) -> dict[str, Any]:
     """The default embedding set (cached by model and text)."""
-    return run.ws.embed(progress=True)
+    return run.ws.embed(progress=run.progress)
 
 
 def tags(run: Run) -> dict[str, Any]:
     """InsTag tags from the LLM, then normalised (``tags_raw`` -> ``tags``)."""
     from curate.tags import Tagger, normalize
 
-    tagged = run.ws.apply(Tagger(run.tag_backend))
+    tagged = run.ws.apply(Tagger(run.tag_backend), progress=run.progress)
     return {"tags_raw": tagged, "normalizer": normalize(run.ws)}
 
 
@@ -235,7 +238,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
-                 on_error: str = "skip") -> RunResult:
+                 on_error: str = "skip", progress: bool = True) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -251,11 +254,12 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     column, and admission sorts by the product of the columns the run wrote.
     ``on_error``: ``skip`` leaves a malformed record of the source out (listed in ``rejects.jsonl`` beside the
     workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
+    ``progress``: show each step's progress bar.
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}), on_error)
+              signal_model, resolve_scorers(scorers or {}), on_error, progress)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

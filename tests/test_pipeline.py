@@ -9,13 +9,13 @@ from curate.cli import sample_path
 from curate.codes import FailureCode
 from curate.errors import CurateError
 from curate.llm.backends import OpenAIBackend
-from curate.pipeline import Run, run_pipeline, steps
+from curate.pipeline import Run, RunResult, run_pipeline, steps
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
 
 
-def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_path):
+def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_path, capfd):
     first = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=15)
     ws = first.workspace
     kept = ws.selection("deita").ids
@@ -34,6 +34,12 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     again = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=15)
     assert again.workspace.selection("deita").ids == kept
     assert again.workspace.embedding_sets["default"]["encoded"] == 0
+    capfd.readouterr()
+    quiet = run_pipeline(str(sample_path()), out=tmp_path / "quiet", budget=15, report=False, progress=False)
+    assert quiet.workspace.selection("deita").ids == kept  # a fresh workspace selects the same rows
+    assert "/s]" not in capfd.readouterr().err  # and shows no progress bar when asked not to
+    odd = RunResult(ws, "deita", {"<b>": tmp_path / "a&b.jsonl"}, {"<i>step": 1.0})._repr_html_()
+    assert "&lt;b&gt;" in odd and "a&amp;b.jsonl" in odd and "<b>:" not in odd and "<i>" not in odd
 
 
 def test_a_rerun_on_an_edited_source_curates_the_source_as_it_is_now(tmp_path):
