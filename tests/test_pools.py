@@ -70,6 +70,22 @@ def test_malformed_line_error_names_file_and_line(tmp_path):
     assert "bad.jsonl" in str(err.value) and "line 7" in str(err.value)
 
 
+def test_a_folder_or_glob_of_shards_reads_each_in_path_order(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_jsonl(shards / "part-1.jsonl", [json.dumps({"instruction": f"b{i}", "output": "ok"}) for i in range(2)])
+    write_jsonl(shards / "part-0.jsonl", [json.dumps({"instruction": f"a{i}", "output": "ok"}) for i in range(3)])
+    got = pools.read(shards)
+    assert [r["conversation"][0]["content"] for r in got.rows] == ["a0", "a1", "a2", "b0", "b1"]
+    assert [r["id"] for r in curate.load(str(shards / "part-*.jsonl"))] == [r["id"] for r in curate.load(shards)]
+    write_jsonl(shards / "part-2.jsonl", ['{"instruction": "broken"'])
+    with pytest.raises(InputError) as err:
+        pools.read(shards)
+    assert "part-2.jsonl" in str(err.value) and "line 1" in str(err.value)
+    with pytest.raises(InputError, match="matches no files"):
+        pools.read(str(tmp_path / "none-*.jsonl"))
+
+
 def test_skip_writes_rejects_with_reason(tmp_path):
     path = _bad_pool(tmp_path)
     rejects = tmp_path / "rejects.jsonl"

@@ -18,7 +18,8 @@ import pytest
 
 from curate import pools
 from curate.cli import sample_path
-from curate.scale.sources import REJECT, ROW, read_shards, shard_paths
+from curate.pools.shards import shard_paths
+from curate.scale.sources import REJECT, ROW, read_shards
 from tests.conftest import write_jsonl
 from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from curate.errors import InputError
 from curate.pools.formats import DEFAULT_MAX_FIELD_CHARS, FORMATS, _RowError, detect_format, to_conversation
 from curate.pools.readers import record_text, records
+from curate.pools.shards import shard_paths
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
@@ -83,13 +84,22 @@ class ReadResult:
 
 def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
-    """Read and normalise every record of ``source`` (``"sample"``: the bundled sample); bad records raise or are
+    """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
+    of data files: each in path order, :func:`curate.pools.shards.shard_paths`); bad records raise or are
     collected as rejects."""
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     source = resolve_source(source)
+    shards = shard_paths(source)
+    if len(shards) > 1 or not (Path(source).is_file() or shards == [source]):  # a folder or glob of data files
+        result = ReadResult(source=source)
+        for shard in shards:
+            part = read(shard, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
+            result.rows += part.rows
+            result.rejects += part.rejects
+        return result
     result = ReadResult(source=source)
     for location, rec, raw in records(source):
         try:
@@ -164,7 +174,8 @@ def load(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
          max_field_chars: int = DEFAULT_MAX_FIELD_CHARS):
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 
-    ``source``: a .jsonl/.json/.parquet/.csv file, a ``save_to_disk`` folder, a Hub dataset name, or ``"sample"``.
+    ``source``: a .jsonl/.json/.parquet/.csv file, a folder or glob of them, a ``save_to_disk`` folder, a Hub
+    dataset name, or ``"sample"``.
     ``format``: ``auto`` (per record) or one of ``alpaca, sharegpt, messages, prompt_completion, qa``.
     ``mapping``: the shape's field -> your column, e.g. ``{"instruction": "query", "output": "reply"}``.
     ``on_error="skip"`` leaves bad records out with a warning; they are written to ``rejects_path`` only when

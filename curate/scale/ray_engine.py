@@ -38,8 +38,9 @@ import numpy as np
 from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
+from curate.pools.shards import shard_paths
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
-from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only, shard_paths
+from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)

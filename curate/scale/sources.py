@@ -17,48 +17,15 @@ The exact-dedup stage reads these blocks with :func:`rows_only` and :func:`dupli
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from curate.errors import InputError
-
-SHARD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
-DATASETS_FOLDER_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 ROWS_PER_BLOCK = 2048  # rows per Arrow block the read yields: the unit the actor pool spreads
 RECORD_BITS = 32  # order = shard << RECORD_BITS | record: up to 4e9 records per shard
 ROW, REJECT = 0, 1
-
-
-def shard_paths(source: str) -> list[str]:
-    """The shards of ``source``, in read order.
-
-    A file is one shard; a folder of ``.jsonl``/``.json``/``.parquet``/``.csv`` files (searched
-    recursively) is one shard per file, in path order; a glob pattern (``data/part-*.jsonl``) likewise.
-    A ``datasets`` folder (``save_to_disk``) or a Hub name is read as one shard.
-    """
-    path = Path(source)
-    if path.is_file():
-        return [str(path)]
-    if path.is_dir():
-        if any((path / name).exists() for name in DATASETS_FOLDER_FILES):
-            return [str(path)]
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SHARD_SUFFIXES)
-        if not files:
-            raise InputError(source, "folder", f"no shards ({', '.join(SHARD_SUFFIXES)} files) in this folder")
-        return files
-    if glob.has_magic(source):
-        files = sorted(p for p in glob.glob(source, recursive=True) if Path(p).is_file())
-        if not files:
-            raise InputError(source, "glob", "matches no files")
-        return files
-    if path.suffix.lower() in SHARD_SUFFIXES:  # before any Ray work: the error pools.read would give
-        raise InputError(source, "file", "no such file or folder")
-    return [source]  # a Hub name: pools.read loads it
 
 
 class RemoteError(Exception):
