@@ -58,7 +58,8 @@ class Selection:
         return Counter(zip(self.table["decision"].to_pylist(), self.table["reason"].to_pylist(), strict=True))
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every considered row as a dict: id, decision, reason, detail (a dict), rank, and ``why`` in words."""
+        """Every considered row as a dict: id, decision, reason, detail (a dict), rank (0: considered first; the
+        views show it from 1), and ``why`` in words."""
         out = []
         for row in self.table.to_pylist():
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
