@@ -354,6 +354,12 @@ def test_digit_score_maths():
     assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"
     no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6))[2]
     assert no_digit.code is FailureCode.LOW_DIGIT_MASS and "no digit 1-6" in no_digit.message
+    # digits of other scripts are not the digit the prompt asks for; "⁵" passes str.isdigit() but not int()
+    odd = {"text": "5", "top_logprobs": [{"token": "5", "logprob": lp(0.6)}]
+           + [{"token": t, "logprob": lp(0.1)} for t in ("⁵", "١", "５", "②")]}
+    value, info, failure = digit_score(odd, (1, 6))
+    assert failure is None and value == 5.0 and math.isclose(info["digit_mass"], 0.6)
+    assert digit_score({"text": "٥", "top_logprobs": None}, (1, 6))[2].code is FailureCode.UNPARSABLE
 
 
 def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_server):

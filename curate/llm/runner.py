@@ -72,11 +72,12 @@ class CallResult:
 # -- digit scores -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=65536)
 def _token_digit(token: str) -> int | None:
+    # ASCII only: "⁵" passes str.isdigit() but not int(), and "١" or "５" are not the digit the prompt asks for
     text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
-    return int(text) if len(text) == 1 and text.isdigit() else None
+    return int(text) if len(text) == 1 and "0" <= text <= "9" else None
 
 
-DIGIT_RULE = 2  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+DIGIT_RULE = 3  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
 
 
 def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
@@ -103,7 +104,7 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
                                        f"min_digit_mass {min_digit_mass} (output {text[:80]!r})", text)
         return sum(k * p for k, p in probs.items()) / mass, info, None
     info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
-    match = re.match(r"\s*(\d+)", text)
+    match = re.match(r"\s*(\d+)", text, re.ASCII)
     if not match:
         return None, info, Failure(FailureCode.UNPARSABLE,
                                    f"no logprobs and no digit at the start of the output {text[:80]!r}", text)
