@@ -15,6 +15,7 @@ class BackendDefaults:
     max_retries: int = 6             # 429 / 5xx / timeouts / malformed bodies
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    retry_after_max_s: float = 300.0  # a server's Retry-After is obeyed up to this; a longer one fails the request
     top_logprobs: int = 20           # digit scores read the first token's top logprobs
     worst_case_max_tokens: int = 1024  # reply length assumed when a request sets no max_tokens (cost cap, TPM)
 

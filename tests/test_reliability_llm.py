@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,17 @@ def test_backend_sends_requests_without_httpx_installed(tmp_path, fault_server):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "scored 2" in proc.stdout and fault_server.total == 2
+
+
+def test_a_retry_after_of_an_hour_fails_the_request_instead_of_sleeping_an_hour(tmp_path):
+    with FaultServer(retry_after="3600") as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k")
+        started = time.perf_counter()
+        bad, good = run_prompt("complexity", [{"instruction": "q [429x1]"}, {"instruction": "q fine"}], backend,
+                               tmp_path / "c.sqlite", progress=False)
+        assert time.perf_counter() - started < 60  # a hang guard, not a speed claim: it slept an hour
+    assert good.ok and bad.failure.code is FailureCode.TRANSIENT
+    assert "asks to wait 3600s (Retry-After)" in bad.failure.message and srv.total == 2  # no retry of the 429
 
 
 # -- 2. --max-cost under concurrency ----------------------------------------------------------------

@@ -101,6 +101,7 @@ class OpenAIBackend(Backend):
         self.max_retries = int(max_retries)
         self.max_cost = max_cost
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.retry_after_max = BACKEND.retry_after_max_s
         if kind:
             self.kind = kind
         self.supports_logprobs = supports_logprobs
@@ -251,6 +252,9 @@ class OpenAIBackend(Backend):
                 last = f"connection error: {_short(exc)}"
             finally:
                 self._release(reserved)
+            if retry_after is not None and retry_after > self.retry_after_max:  # hours of silence help nobody
+                return failure_result(f"{last}; the server asks to wait {retry_after:g}s (Retry-After), more than "
+                                      f"{self.retry_after_max:g}s: re-run later to send it again", FailureCode.TRANSIENT)
             if attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return failure_result(f"gave up after {self.max_retries + 1} attempts; last error: {last}",
