@@ -166,6 +166,11 @@ def test_rerun_with_a_larger_max_cost_sends_only_the_unsent_rows(tmp_path):
         unsent = int(_NOT_SENT.search(_one_error_line(_cli(*args, "--max-cost", repr(max_cost)))).group(1))
         assert 0 < unsent < len(texts)
         sent = srv.total
+        again = _cli(*args, "--max-cost", repr(max_cost))  # the same cap again: per command, so 5 more are sent
+        resent = re.search(r"re-sent (\d+) requests", again.stdout)
+        assert resent and int(resent.group(1)) == srv.total - sent == 5, again.stdout  # refused ones not counted
+        unsent -= 5
+        sent = srv.total
         proc = _cli(*args, "--max-cost", "100")
         assert proc.returncode == 0, proc.stderr
         assert srv.total - sent == unsent

@@ -127,7 +127,9 @@ def _tpm_opt():
 
 
 def _max_cost_opt():
-    return typer.Option(None, "--max-cost", help="Hard cap in USD: stop before exceeding it.")
+    return typer.Option(None, "--max-cost", help="Hard cap in USD on what this command spends: it stops before "
+                        "exceeding it. Per invocation: a re-run spends up to it again (answered requests come from "
+                        "the cache, free); each column's total over runs is in the report.")
 
 
 def _api_key_env_opt():

@@ -185,6 +185,8 @@ class Judge:
             "requests": len(results), "cached_requests": sum(r.cached for r in results),
             "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
             "rows_not_sent_max_cost": sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures),
+            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
+                                              for r in results),
             "tokens": {"prompt": sum(r.usage.get("prompt_tokens", 0) for r in results if not r.cached),
                        "completion": sum(r.usage.get("completion_tokens", 0) for r in results if not r.cached)},
             "cost_usd": total_cost(results, include_cached=False),
