@@ -58,6 +58,13 @@ class FailureCode(StrEnum):
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})
 
 
+def unreached_rows(failures: list[list[Any]]) -> list[Any]:
+    """The first ``transient`` failure of each row that has one (retries spent on 429/5xx/timeouts/connection
+    errors): rows the judge never answered, which a re-run may still score."""
+    return [next(f for f in fails if f.code is FailureCode.TRANSIENT)
+            for fails in failures if any(f.code is FailureCode.TRANSIENT for f in fails)]
+
+
 @dataclass(frozen=True)
 class Failure:
     code: FailureCode

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.codes import FailureCode
+from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DEITA
 from curate.errors import CurateError
 from curate.session import Workspace
@@ -146,6 +146,10 @@ def score(run: Run) -> dict[str, Any]:
     if unsent:
         raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {run.ws.path}); "
                           "re-run with a larger --max-cost to finish")
+    unreached = [f for step in producers for f in unreached_rows(run.ws.failures(step.column))]
+    if unreached:  # selecting now would silently leave out every row the server failed to answer
+        raise CurateError(f"{len(unreached)} scores missing: the judge did not answer ({unreached[0].message[:160]}); "
+                          f"the scored rows are kept in {run.ws.path}: re-run to send the rest")
     return results
 
 

@@ -50,10 +50,10 @@ def _rows(texts, output="ok"):
     return [{"instruction": t, "input": "", "output": output} for t in texts]
 
 
-def cli(*args):
+def cli(*args, exit_code=0):
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
+    assert result.exit_code == exit_code, (result.output, result.exception)
+    return result.output if exit_code == 0 else f"{result.output}\nerror: {result.exception}"
 
 
 # -- 1. re-send only what changed ----------------------------------------------------------------------------
@@ -170,7 +170,8 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
     with FaultServer(retry_after="0", hang_seconds=0.6) as srv:
         args = ["score", ws.path, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
                 "--max-retries", "1", "--timeout", "0.3"]
-        cli(*args, "--keep-failed")
+        first = cli(*args, "--keep-failed", exit_code=1)  # rows the server never answered fail the command
+        assert "error: 6 rows not scored: the judge did not answer" in first and "re-run the command" in first
         ws = Workspace.open(ws.path)
         failures = dict(zip(ws.ids, ws.failures("quality"), strict=True))
         codes = {rid: {f.code for f in fails} for rid, fails in failures.items() if fails}

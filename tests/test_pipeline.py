@@ -100,6 +100,19 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
     assert "default" not in ws.embedding_sets  # the run stopped after scoring
 
 
+def test_a_judge_that_never_answers_some_rows_stops_the_run_before_selecting(tmp_path):
+    rows = [{"instruction": f"Task {i}: explain topic {i}." + (" [always500]" if i % 3 == 0 else ""), "output": "ok"}
+            for i in range(6)]
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
+        with pytest.raises(CurateError, match=r"scores missing: the judge did not answer \(.*HTTP 500"):
+            run_pipeline(str(write_jsonl(tmp_path / "p.jsonl", rows)), out=tmp_path / "run", budget=3,
+                         backend=backend, report=False)
+    ws = curate.Workspace.open(tmp_path / "run" / "workspace")
+    assert sum(v is not None for v in ws.row_values("quality")) == 4  # the answered rows are kept
+    assert "deita" not in ws.selections  # nothing selected from a pool with holes the run did not mention
+
+
 def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(tmp_path):
     from curate.scorers import Scorer
 

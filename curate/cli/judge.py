@@ -27,7 +27,7 @@ from curate.cli.common import (
     app,
     console,
 )
-from curate.codes import FailureCode
+from curate.codes import FailureCode, unreached_rows
 from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 
@@ -108,6 +108,10 @@ def score(
         raise CurateError(f"{unsent:,} rows not sent: max_cost {format_usd(max_cost or 0.0)} reached (spent "
                           f"{format_usd(spent)}); re-run with a larger --max-cost to score them (answered requests "
                           f"come from the cache)")
+    unreached = unreached_rows(failures)
+    if unreached:  # the server was down or overloaded: not data to select from, and not silent
+        raise CurateError(f"{len(unreached):,} rows not scored: the judge did not answer ({unreached[0].message[:160]}); "
+                          "re-run the command to send them again (answered requests come from the cache)")
 
 
 def transient_rows(ws, step, ids: list[str] | None) -> Counter:
