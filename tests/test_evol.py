@@ -388,3 +388,36 @@ def test_cli_evol_exits_1_when_every_rewrite_call_failed(tmp_path):
     text = " ".join(str(res.exception).split())
     assert "every rewrite call failed (3; first:" in text and "400" in text
     assert Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]["eliminated_by_reason"] == {"call_failed": 3}
+
+
+def test_a_chain_the_llm_stops_answering_is_unfinished_not_eliminated(tmp_path):
+    """A transient failure or a max_cost refusal is not the rewrite's fault: the chain stops, unscored and
+    unlabelled, its rewrites not counted as eliminated; the command exits 1 saying how to finish."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.evol import RankFailure, run_evol
+    from curate.llm.backends import OpenAIBackend
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    seeds = [{"id": "ok", "instruction": "Describe item one."}, {"id": "down", "instruction": "[always500] Describe two."}]
+    with FaultServer() as srv:
+        run = run_evol(seeds, OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0), steps=2,
+                       cache_path=tmp_path / "cache")
+    down = next(vs for vs in run.sets if vs.seed_id == "down")
+    assert down.failure is RankFailure.NOT_ANSWERED and "HTTP 500" in down.failure_detail and not down.eliminated
+    assert "call_failed" not in run.provenance["eliminated_by_reason"] and "down" not in set(run.labels["seed_id"])
+    records = [{"instruction": f"Describe item {i} in detail.", "output": "An item."} for i in range(4)]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, ["evol", str(tmp_path / "ws"), "--seeds", "4", "--steps", "2", "--base-url",
+                                       srv.base_url, "--model", "gpt-4o-mini", "--api-key-env", "HOME",
+                                       "--max-cost", "0.0002"])
+        sent = srv.total
+    assert res.exit_code == 1, res.output
+    text = " ".join(str(res.exception).split())
+    assert "seeds not finished" in text and "budget" in text and "Re-run to finish" in text
+    found = __import__("re").search(r"requests (\d+) new.*?, (\d+) not sent \(max_cost\)", " ".join(res.output.split()))
+    assert found and int(found.group(1)) == sent and int(found.group(2)) > 0

@@ -47,7 +47,7 @@ def evol(
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.errors import CurateError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
-    from curate.evol.rules import Elimination
+    from curate.evol.rules import Elimination, RankFailure
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
@@ -65,6 +65,11 @@ def evol(
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
     p = result.provenance
+    unanswered = [vs for vs in result.sets if vs.failure is RankFailure.NOT_ANSWERED]
+    if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
+        raise CurateError(f"{len(unanswered):,} of {len(result.sets):,} seeds not finished: the LLM did not answer "
+                          f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
+                          "Re-run to finish them (answered calls come from the cache).")
     if p["rewrites"] and p["eliminated_by_reason"].get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
         first = next((v.detail for vs in result.sets for v in vs.eliminated if v.detail), "")
         raise CurateError(f"every rewrite call failed ({p['rewrites']:,}; first: {first}); the backend did not answer "
@@ -77,7 +82,9 @@ def print_run_summary(p: dict) -> None:
     http = f" ({p['backend_requests_sent']:,} HTTP)" if "backend_requests_sent" in p else ""
     cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
-                  f"requests {p['requests']:,} new{http}, {p['cached']:,} cached; tokens {p['prompt_tokens']:,} prompt + "
+                  f"requests {p['requests']:,} new{http}, {p['cached']:,} cached"
+                  + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
+                  + f"; tokens {p['prompt_tokens']:,} prompt + "
                   f"{p['completion_tokens']:,} completion; cost {cost}")
     rewrites = p["rewrites"] or 1
     console.print(f"eliminated {p['eliminated']}/{p['rewrites']} rewrites ({p['eliminated'] / rewrites:.0%})")

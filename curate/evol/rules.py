@@ -47,6 +47,8 @@ class RankFailure(StrEnum):
     TOO_FEW_VARIANTS = "too_few_variants"   # every rewrite was eliminated: nothing to compare
     JUDGE_FAILED = "judge_failed"           # the rank call failed (detail: its failure code and message)
     BAD_SCORES = "bad_scores"               # wrong count, non-integer or out of range
+    NOT_ANSWERED = "not_answered"           # a call of the chain got no answer (transient, or max_cost reached):
+                                            # the chain stops there, and a re-run finishes it from the cache
 
 
 # -- the rank-and-score reply (its schema is sent with the request: keep its text minimal) --------------

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curate.codes import Failure
+from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
 from curate.errors import CurateError
 from curate.evol.rules import (
     DEFAULT_RULES,
@@ -106,11 +106,15 @@ class _Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None once a model's price is unknown
+    not_sent: int = 0  # refused by max_cost
 
     def add(self, result: Any) -> None:
         """Count one CallResult of the prompt runner (cached calls cost nothing now)."""
         if result.cached:
             self.cached += 1
+            return
+        if result.failure is not None and result.failure.code is FailureCode.BUDGET:
+            self.not_sent += 1
             return
         self.requests += 1
         self.prompt_tokens += int(result.usage.get("prompt_tokens") or 0)
@@ -183,7 +187,7 @@ def _evolve_step(ctx: _Calls, sets: list[VariantSet], step: int, kind: str, seed
                  phrases: dict[str, tuple[str, ...]], rewrite_params: dict[str, Any] | None) -> None:
     """One rewrite per chain, each with its seeded operation; eliminated rewrites are recorded and dropped."""
     by_op: dict[str, list[VariantSet]] = collections.defaultdict(list)
-    for vs in sets:
+    for vs in (vs for vs in sets if vs.failure is None):  # a chain left unanswered waits for a re-run
         by_op[choose_operation(operations, seed, vs.seed_id, step)].append(vs)
     for op in operations:  # fixed order: deterministic request order
         group = by_op.get(op)
@@ -199,6 +203,9 @@ def _evolve_step(ctx: _Calls, sets: list[VariantSet], step: int, kind: str, seed
         for vs, res in zip(group, ctx.run(prompts[op], variables, params=params), strict=True):
             parent = vs.variants[-1]
             variant = Variant(vs.seed_id, step, op, clean_rewrite(res.text), parent.step, raw=res.text)
+            if res.failure and res.failure.code in TRANSIENT_FAILURES:  # not the rewrite's fault: no elimination
+                vs.failure, vs.failure_detail = RankFailure.NOT_ANSWERED, _failure_text(res.failure)
+                continue
             if res.failure:
                 variant.eliminated, variant.detail = Elimination.CALL_FAILED, _failure_text(res.failure)
             else:
@@ -215,6 +222,8 @@ def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: 
     """Rank-and-score each set of two or more survivors in one call, shown in a seeded shuffled order."""
     to_rank = []
     for vs in sets:
+        if vs.failure is not None:
+            continue
         if len(vs.variants) < 2:
             vs.failure, vs.failure_detail = RankFailure.TOO_FEW_VARIANTS, "every rewrite was eliminated"
             continue
@@ -236,7 +245,9 @@ def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: 
         for vs, res in zip(group, results, strict=True):
             vs.raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
             if res.failure:
-                vs.failure, vs.failure_detail = RankFailure.JUDGE_FAILED, _failure_text(res.failure)
+                unanswered = res.failure.code in TRANSIENT_FAILURES
+                vs.failure = RankFailure.NOT_ANSWERED if unanswered else RankFailure.JUDGE_FAILED
+                vs.failure_detail = _failure_text(res.failure)
                 continue
             shown_scores = getattr(res.parsed, "scores", None)
             problem = check_scores(shown_scores, n, scale_max)
@@ -350,7 +361,7 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
             int(x) for x in labels["score"]).items())},
         "labels": len(labels),
-        "requests": usage.requests, "cached": usage.cached, "prompt_tokens": usage.prompt_tokens,
+        "requests": usage.requests, "cached": usage.cached, "not_sent_max_cost": usage.not_sent, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown
     }
