@@ -421,3 +421,29 @@ def test_a_chain_the_llm_stops_answering_is_unfinished_not_eliminated(tmp_path):
     assert "seeds not finished" in text and "budget" in text and "Re-run to finish" in text
     found = __import__("re").search(r"requests (\d+) new.*?, (\d+) not sent \(max_cost\)", " ".join(res.output.split()))
     assert found and int(found.group(1)) == sent and int(found.group(2)) > 0
+
+
+def test_two_concurrent_evol_runs_on_one_label_set_pay_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    records = [{"instruction": f"Describe item {i} in detail.", "output": "An item."} for i in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    sent = []
+    for runs, name in ((1, "alone"), (2, "pair")):
+        Workspace(tmp_path / name).load(write_jsonl(tmp_path / "p.jsonl", records))
+        with FaultServer(latency=0.3) as srv:
+            args = [sys.executable, "-m", "curate.cli", "evol", str(tmp_path / name), "--seeds", "3", "--steps", "2",
+                    "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME"]
+            procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(runs)]
+            outs = [p.communicate(timeout=300) for p in procs]
+            sent.append(srv.total)
+        assert all(p.returncode == 0 for p in procs), outs
+    assert sent[0] > 0 and sent[1] == sent[0]  # the second run waited, then read the first one's answers

@@ -47,6 +47,7 @@ def evol(
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.errors import CurateError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
+    from curate.evol.labels import labels_lock
     from curate.evol.rules import Elimination, RankFailure
     from curate.llm.local import curate_home
     from curate.session import Workspace
@@ -57,11 +58,11 @@ def evol(
                    prompt_dirs=[str(d) for d in prompt_dir] or None,
                    rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
-    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
-                        max_cost=max_cost) as llm:
-        result = run_evol(rows, llm, **options)
     label_set = name or label_set_name(kind)
-    path = save_labels(ws, label_set, result)
+    with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
+                                                    api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost) as llm:
+        result = run_evol(rows, llm, **options)
+        path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
     p = result.provenance

@@ -9,6 +9,7 @@ included). Read it back with ``ws.labels(name)`` (a ``datasets.Dataset``) and ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -17,11 +18,22 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.evol.run import EvolRun, run_evol
+from curate.storage.files import check_name
+
+log = logging.getLogger("curate")
 
 
 def label_set_name(kind: str) -> str:
     """The default name of a kind's label set."""
     return f"evol_{kind}"
+
+
+def labels_lock(ws: Any, name: str) -> Any:
+    """Held while a run makes label set ``name``: a second process making it waits, then finds its calls in the
+    response cache (without it, two concurrent runs each paid for every call)."""
+    check_name(name)  # before it names a lock file
+    return ws.column_lock(f"labels-{name}", on_wait=lambda: log.warning(
+        "waiting for another process making label set %r in %s", name, ws.path))
 
 
 def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
@@ -44,7 +56,10 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
         if workspace is None:
             raise CurateError("build_labels needs cache_path or a workspace (whose cache folder is used)")
         cache_path = workspace.cache_dir
-    run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
-    if workspace is not None:
-        save_labels(workspace, name or label_set_name(kind), run)
+    if workspace is None:
+        return run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs).labels
+    name = name or label_set_name(kind)
+    with labels_lock(workspace, name):
+        run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+        save_labels(workspace, name, run)
     return run.labels
