@@ -1,5 +1,7 @@
 """Prompt files: sandboxed rendering, fingerprints, user override folders, built-ins."""
 
+from pathlib import Path
+
 import pytest
 
 from curate.llm.prompts import PromptError, builtin_names, load_prompt, parse_prompt
@@ -80,3 +82,15 @@ def test_malformed_files_are_reported():
         parse_prompt(PROMPT.replace("{{ instruction }}", "{{ instruction "))
     with pytest.raises(PromptError, match="no prompt named"):
         load_prompt("does-not-exist")
+
+
+@pytest.mark.parametrize("section", ["system", "user"])
+def test_a_template_error_names_the_line_of_the_file(tmp_path, section):
+    lines = (Path(__file__).parents[1] / "prompts" / "complexity.md").read_text().splitlines()
+    marker = lines.index(f"=== {section} ===")
+    broken = next(i for i in range(len(lines) - 1, marker, -1) if "{{" in lines[i]) if section == "user" else marker + 1
+    lines[broken] += " {% if %}"
+    (tmp_path / "complexity.md").write_text("\n".join(lines) + "\n")
+    with pytest.raises(PromptError) as err:
+        load_prompt("complexity", prompt_dirs=[tmp_path])
+    assert str(err.value).startswith(f"{tmp_path / 'complexity.md'}:{broken + 1}: template error in the {section}")

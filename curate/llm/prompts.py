@@ -192,12 +192,15 @@ class Prompt:
 
 
 @lru_cache(maxsize=256)
-def _compiled(body: str, name: str, where: str):
+def _compiled(body: str, name: str, where: str, first_line: int = 1):
+    """The body's (role, template, static text) sections; ``first_line``: the body's line in its file, so a
+    syntax error names the file's line."""
     env = _env()
     parts = _MARKER.split(body)
     if parts[0].strip():
         raise PromptError(f"{where}: text before the first '=== role ===' line")
     out = []
+    line = first_line + parts[0].count("\n")  # the marker line of the section at hand
     for i in range(1, len(parts), 2):
         try:
             template = env.from_string(parts[i + 1])
@@ -206,8 +209,10 @@ def _compiled(body: str, name: str, where: str):
                 out.append((parts[i], None, template.render().strip("\n")))
             else:
                 out.append((parts[i], template, None))
-        except TemplateSyntaxError as exc:
-            raise PromptError(f"{where}: template error in {parts[i]} message, line {exc.lineno}: {exc.message}") from exc
+        except TemplateSyntaxError as exc:  # the section's text starts on the marker line, after its newline
+            raise PromptError(f"{where}:{line + (exc.lineno or 1) - 1}: template error in the {parts[i]} message: "
+                              f"{exc.message}") from exc
+        line += parts[i + 1].count("\n")
     if not out:
         raise PromptError(f"{where}: no '=== user ===' (or system/assistant) sections")
     return tuple(out)
@@ -251,7 +256,8 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
                     inputs=tuple(inputs), output_kind=kind, scale=scale, output_model=model,
                     params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl)
-    _compiled(prompt.body, prompt.name, where)  # syntax errors surface at load time
+    body_line = text[:text.index(prompt.body.strip("\n"))].count("\n") + 1 if prompt.body.strip() else 1
+    _compiled(prompt.body, prompt.name, where, body_line)  # syntax errors surface at load time, naming the line
     return prompt
 
 
