@@ -140,7 +140,9 @@ def test_rps_spaces_request_starts(tmp_path):
         elapsed = time.monotonic() - start
         starts = sorted(t for times in srv.times.values() for t in times)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert len(starts) == 11 and elapsed >= 0.5 and min(gaps) >= 0.04, gaps  # 1/20 s apart, no burst
+    # 1/20 s apart, no burst; measured where the requests land, so a busy machine may delay one start onto the next
+    assert len(starts) == 11 and elapsed >= 0.5 and starts[-1] - starts[0] >= 0.45, gaps
+    assert sorted(gaps)[len(gaps) // 2] >= 0.04 and sorted(gaps)[1] >= 0.01, gaps
     with pytest.raises(CurateError, match="rps must be > 0"):
         OpenAIBackend("http://127.0.0.1:1/v1", "fault", rps=0)
 
