@@ -128,6 +128,19 @@ def test_select_names_an_unknown_parameter_and_the_known_ones(scored_ws):
         scored_ws.select(method="deita", name="d", budget=3, min_score=2)
 
 
+def test_select_names_a_parameter_of_the_wrong_type_or_range(scored_ws):
+    with pytest.raises(CurateError, match=r"^selector 'threshold': min_score must be a number, not 'abc'"):
+        scored_ws.select(method="threshold", name="t", min_score="abc")  # what `--param min_score=abc` hands over
+    with pytest.raises(CurateError, match=r"^selector 'kcenter': seed must be a whole number, not 1.5"):
+        scored_ws.select(method="kcenter", name="k", budget=2, seed=1.5)
+    with pytest.raises(CurateError, match=r"^selector 'deita': sort_by must be text, not 3"):
+        scored_ws.select(method="deita", name="d", budget=2, sort_by=3)
+    with pytest.raises(ValueError, match=r"max_cosine_similarity must be a cosine in \[-1, 1\], not 1.5"):
+        scored_ws.select(method="deita", name="d", budget=2, max_cosine_similarity=1.5)
+    assert scored_ws.selections == {}
+    assert len(scored_ws.select(method="threshold", name="t", min_score=np.float64(4)).ids) > 0  # numpy is a number
+
+
 def test_a_chain_is_checked_before_any_step_runs(scored_ws):
     with pytest.raises(CurateError, match=r"^step 2 of chain 'c': selector 'threshold' needs parameter 'min_score'"):
         scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "threshold"}])

@@ -234,6 +234,8 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None,
     if len(scores) != n:
         raise ValueError(f"{len(scores)} scores for {n} embeddings")
     tau = float(max_cosine_similarity)
+    if not -1.0 <= tau <= 1.0:  # a cosine is in [-1, 1]: past 1 every row is admitted, past -1 none
+        raise ValueError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     ids = np.arange(n) if ids is None else ids
     total = int(np.count_nonzero(~np.isnan(scores)))
     budget = total if budget is None else int(budget)

@@ -96,6 +96,25 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     budget = params.get("budget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0):
         raise CurateError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
+    _check_types(method, params)
+
+
+def _check_types(method: str, params: dict[str, Any]) -> None:
+    """A value a parameter's annotation says is a number (``float``, ``int``) or text (``str``) must be one: a
+    CLI ``--param min_score=abc`` arrives as text and failed deep inside the selector with a TypeError."""
+    signature = inspect.signature(SELECTORS[method]).parameters
+    for name, value in params.items():
+        if name not in signature or value is None:
+            continue
+        kinds = {str(a).strip() for a in str(signature[name].annotation).split("|")}  # annotations are strings
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if kinds & {"int", "float"} and not kinds - {"int", "float", "None"} and not number:
+            raise CurateError(f"selector {method!r}: {name} must be a number, not {value!r}")
+        if kinds == {"int"} or kinds == {"int", "None"}:
+            if number and float(value) != int(value):
+                raise CurateError(f"selector {method!r}: {name} must be a whole number, not {value!r}")
+        if kinds & {"str"} and not kinds - {"str", "None"} and not isinstance(value, str):
+            raise CurateError(f"selector {method!r}: {name} must be text, not {value!r}")
 
 
 def check_result(method: str, result: Any, candidates: int) -> SelectorResult:
