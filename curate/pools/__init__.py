@@ -93,7 +93,7 @@ def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     source = resolve_source(source)
     shards = shard_paths(source)
-    if len(shards) > 1 or not (Path(source).is_file() or shards == [source]):  # a folder or glob of data files
+    if shards != [source]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
         result = ReadResult(source=source)
         for shard in shards:
             part = read(shard, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
