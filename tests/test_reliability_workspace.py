@@ -274,6 +274,21 @@ def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(small_ws):
     assert len(ws) == 5 and ws.column("quality") == [1.0] * 5
 
 
+def test_a_writer_killed_mid_swap_leaves_the_old_pool_and_label_set_in_place(small_ws):
+    """Killed between moving the old copy aside and renaming the new one in: the next open puts the old
+    copy back (it used to delete both, leaving an empty workspace)."""
+    small_ws.add_labels("evol_complexity", [{"text": "a", "score": 1.0}], {"method": "test"})
+    ids = list(small_ws.ids)
+    os.replace(small_ws.path / "pool", small_ws.path / ".pool.old.0123abcd")
+    (small_ws.path / ".pool.4567.tmp").mkdir()  # the new pool, never renamed in
+    labels = small_ws.path / "labels"
+    os.replace(labels / "evol_complexity", labels / ".evol_complexity.old.0123abcd")
+    ws = Workspace.open(small_ws.path)
+    assert ws.ids == ids and ws.labels("evol_complexity")["text"] == ["a"]
+    assert not [p.name for p in ws.path.iterdir() if p.name.startswith(".pool")]
+    assert not [p.name for p in labels.iterdir() if p.name.startswith(".")]
+
+
 def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
     leftovers = _plant_leftovers(small_ws)
     holding, release = threading.Event(), threading.Event()

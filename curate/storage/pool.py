@@ -143,6 +143,7 @@ def remove_leftovers(ws: Workspace) -> None:
     except (Timeout, OSError):  # a writer is active, or the folder is read-only: leave everything
         return
     try:
+        restore_moved_aside(ws)
         stray = [*ws.path.glob(".*.tmp"), *ws.path.glob(".pool.old.*")]
         for sub in LOCKED_SUBDIRS:
             stray += (ws.path / sub).glob(".*.tmp")
@@ -152,6 +153,17 @@ def remove_leftovers(ws: Workspace) -> None:
             remove(path)
     finally:
         lock.release()
+
+def restore_moved_aside(ws: Workspace) -> None:
+    """Undo a swap a killed writer left half done: the old pool (or label set) moved aside to ``.<name>.old.*``
+    and the new one not yet renamed in. The old copy goes back (the newest, if several); the new one, never
+    finished, is a leftover. Without this, removing leftovers deleted the only copy of the pool."""
+    moved = [*ws.path.glob(".pool.old.*"), *(ws.path / "labels").glob(".*.old.*")]
+    for old in sorted(moved, key=lambda path: path.stat().st_mtime, reverse=True):
+        final = old.parent / old.name[1:].rsplit(".old.", 1)[0]
+        if not final.exists():
+            os.replace(old, final)
+
 
 def orphan_embedding_files(ws: Workspace) -> list[Path]:
     """Matrices and id lists that no embeddings/<name>.json points at (a writer died in between)."""
