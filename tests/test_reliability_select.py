@@ -141,6 +141,23 @@ def test_select_names_a_parameter_of_the_wrong_type_or_range(scored_ws):
     assert len(scored_ws.select(method="threshold", name="t", min_score=np.float64(4)).ids) > 0  # numpy is a number
 
 
+def test_a_selection_whose_rows_left_the_pool_is_named_not_a_key_error(scored_ws, tmp_path):
+    top = scored_ws.select(method="top_k", name="top", budget=3, sort_by="quality")
+    scored_ws.keep_rows(set(scored_ws.ids) - {top.ids[0]})  # what a re-run on an edited source does
+    for attempt in (lambda: scored_ws.export(tmp_path / "out.jsonl", selection="top"),
+                    lambda: scored_ws.select(method="top_k", name="again", budget=1, input_selection="top")):
+        with pytest.raises(CurateError, match=r"selection 'top' keeps 1 rows that are no longer in the pool"):
+            attempt()
+
+
+def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):
+    scored_ws.select(method="top_k", name="mix.1", budget=2, sort_by="quality")  # the user's own
+    scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    assert {"mix", "mix.1", "mix.1-exact"} <= set(scored_ws.selections)
+    scored_ws.select(method="top_k", name="mix", budget=2, sort_by="quality")
+    assert {"mix", "mix.1"} <= set(scored_ws.selections) and "mix.1-exact" not in scored_ws.selections
+
+
 def test_a_chain_is_checked_before_any_step_runs(scored_ws):
     with pytest.raises(CurateError, match=r"^step 2 of chain 'c': selector 'threshold' needs parameter 'min_score'"):
         scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "threshold"}])

@@ -17,6 +17,7 @@ input_selection="dedup", min_score=4)``, or in one call:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -28,6 +29,7 @@ from curate.select import dedup, deita, diversity, dsir, ranking  # noqa: F401  
 from curate.select.admission import AdmissionResult, admit
 from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows
+from curate.storage.pool import selection_positions
 
 __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register", "row_scores", "score_rows",
            "select"]
@@ -67,7 +69,7 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
     _check_steps(steps, name, chained=method is None)
     source = input_selection
     ids, index = ws.ids, ws.index
-    kept = None if source is None else ws.selection(source).ids
+    kept = None if source is None else [ids[p] for p in selection_positions(ws, source)]
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
     stored: list[tuple[str, SelectorResult, dict[str, Any]]] = []  # written once every step has run
     for i, step in enumerate(steps):
@@ -98,9 +100,11 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
 
 
 def _remove_stale_steps(ws, name: str, steps: list[str]) -> None:
-    """An earlier chain of this name may have had more steps: their selections are not this chain's."""
-    for other in ws.selections:
-        if other.startswith(f"{name}.") and other not in steps and other.split(".", 1)[1].split("-", 1)[0].isdigit():
+    """An earlier chain of this name may have had more steps: their selections (``<name>.<i>-<method>``, made by
+    that method) are not this chain's. A selection of the user's, such as ``<name>.1``, is not one of them."""
+    for other, provenance in ws.selections.items():
+        step = re.fullmatch(rf"{re.escape(name)}\.\d+-(\w+)", other)
+        if step and other not in steps and step.group(1) == provenance.get("method"):
             ws.remove_selection(other)
 
 

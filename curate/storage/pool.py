@@ -179,6 +179,17 @@ def orphan_embedding_files(ws: Workspace) -> list[Path]:
     return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
 
 
+def selection_positions(ws: Workspace, name: str) -> list[int]:
+    """Pool positions of selection ``name``'s kept rows; an error if some have left the pool since it was made
+    (a re-run on an edited source, ``keep_rows``): the selection no longer describes this pool."""
+    kept = ws.selection(name).ids
+    gone = [rid for rid in kept if rid not in ws.index]
+    if gone:
+        raise WorkspaceError(f"{ws.path}: selection {name!r} keeps {len(gone):,} rows that are no longer in the pool "
+                             f"(first: {gone[0]!r}); make the selection again on the pool as it is now")
+    return [ws.index[rid] for rid in kept]
+
+
 def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
     """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
     import datasets
@@ -186,9 +197,8 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
     ds = ws.pool
     names = list(ws.columns) if columns is None else columns
     if selection is not None:
-        keep = ws.selection(selection).ids
-        ds = ds.select([ws.index[i] for i in keep])
-        ids = keep
+        ds = ds.select(selection_positions(ws, selection))
+        ids = ws.selection(selection).ids
     else:
         ids = ws.ids
     with quiet_datasets():  # add_column on a selection flattens its indices, behind a bar of its own
