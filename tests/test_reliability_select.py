@@ -150,6 +150,19 @@ def test_a_selection_whose_rows_left_the_pool_is_named_not_a_key_error(scored_ws
             attempt()
 
 
+def test_bad_dsir_settings_and_sort_key_arities_are_errors_not_crashes(scored_ws):
+    for params, message in (({"num_buckets": 0}, "num_buckets and ngram must be >= 1"),  # was SIGFPE
+                            ({"target": 5}, "target must be a list of texts"),
+                            ({"target": "no-such-file.txt"}, "is not a file of target texts")):
+        with pytest.raises(CurateError, match=message):
+            scored_ws.select(method="dsir", name="d", budget=2, **{"target": ["some text"], **params})
+    # numpy would read the second argument as its output array and overwrite that column's values
+    with pytest.raises(CurateError, match=r"log takes 1 argument\(s\), got 2 in 'log\(quality, quality\)'"):
+        scored_ws.select(method="top_k", name="k", budget=2, sort_by="quality + log(quality, quality)")
+    with pytest.raises(CurateError, match=r"minimum takes 2 argument\(s\), got 1"):
+        scored_ws.select(method="top_k", name="k", budget=2, sort_by="minimum(quality)")
+
+
 def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):
     scored_ws.select(method="top_k", name="mix.1", budget=2, sort_by="quality")  # the user's own
     scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])

@@ -29,8 +29,14 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str, text: str =
     ``target``: the target texts, or a file of them (one per line). Detail ``score``: a row's log
     importance weight; ``key``: the weight plus its Gumbel noise (what the ranking sorts by).
     """
+    if num_buckets < 1 or ngram < 1:  # sklearn's hashing divides by num_buckets: 0 killed the process (SIGFPE)
+        raise CurateError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
     if isinstance(target, str):
+        if not Path(target).is_file():
+            raise CurateError(f"dsir: target {target!r} is not a file of target texts (one per line)")
         target = [ln for ln in Path(target).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
+        raise CurateError(f"dsir: target must be a list of texts or a file of them, not {target!r}"[:200])
     if not target:
         raise CurateError("dsir needs target texts")
     raw = hashed_ngrams(texts(ws, rows, text), num_buckets, ngram)

@@ -32,6 +32,8 @@ __all__ = ["Scores", "parse", "row_scores", "rows_by_score", "score_rows"]
 
 _FUNCS = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
           "minimum": np.minimum, "maximum": np.maximum}
+# arguments each function takes: a numpy ufunc reads one more as its output array, which it overwrites
+_ARITY = {name: fn.nin for name, fn in _FUNCS.items()}
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide,
            ast.Pow: np.power}
 
@@ -60,6 +62,9 @@ def parse(expr: str) -> tuple[ast.Expression, list[str]]:
             return check(node.operand)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
                 and not node.keywords):
+            if len(node.args) != _ARITY[node.func.id]:
+                raise CurateError(f"sort key {expr!r}: {node.func.id} takes {_ARITY[node.func.id]} argument(s), "
+                                  f"got {len(node.args)} in {ast.unparse(node)!r}")
             for a in node.args:
                 check(a)
             return None
