@@ -86,6 +86,18 @@ def test_a_folder_or_glob_of_shards_reads_each_in_path_order(tmp_path):
         pools.read(str(tmp_path / "none-*.jsonl"))
 
 
+def test_an_export_of_a_mixed_pool_loads_back_with_the_same_ids(tmp_path):
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load("sample")  # alpaca, sharegpt, messages, prompt_completion and qa rows
+    assert len(set(ws.pool.data.table.column("format").to_pylist())) == 5
+    ws.export(tmp_path / "all.jsonl")  # every shape's fields on every row, null where a row had none
+    again = Workspace(tmp_path / "again", create=True)
+    again.load(tmp_path / "all.jsonl")
+    assert sorted(again.ids) == sorted(ws.ids)
+
+
 def test_skip_writes_rejects_with_reason(tmp_path):
     path = _bad_pool(tmp_path)
     rejects = tmp_path / "rejects.jsonl"

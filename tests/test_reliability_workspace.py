@@ -289,6 +289,16 @@ def test_a_writer_killed_mid_swap_leaves_the_old_pool_and_label_set_in_place(sma
     assert not [p.name for p in labels.iterdir() if p.name.startswith(".")]
 
 
+def test_a_derived_column_named_like_a_pool_field_is_the_one_exported(tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text("\n".join(json.dumps({"instruction": f"task {i}", "output": "ok", "quality": i}) for i in range(3)))
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(src)
+    ws.add_column("quality", [9.0] * 3, {"kind": "test"})  # a judge named like the file's own field
+    rows = [json.loads(line) for line in ws.export(tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["quality"], r["original_quality"]) for r in rows] == [(9.0, i) for i in range(3)]
+
+
 def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
     leftovers = _plant_leftovers(small_ws)
     holding, release = threading.Event(), threading.Event()

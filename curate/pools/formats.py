@@ -41,14 +41,15 @@ class _RowError(ValueError):
 
 
 def detect_format(record: dict[str, Any]) -> str:
-    """Name the shape of one raw record (``alpaca``, ``sharegpt``, ``messages``, ...)."""
-    if "conversations" in record:
+    """Name the shape of one raw record (``alpaca``, ``sharegpt``, ``messages``, ...). A null field is absent:
+    a table of mixed shapes (an export of a mixed pool, a parquet file) has every shape's columns on every row."""
+    if record.get("conversations") is not None:
         return "sharegpt"
-    if "messages" in record:
+    if record.get("messages") is not None:
         return "messages"
     # The shape is named by its leading field; a missing partner field then gets its own clear error.
     for fmt, lead in (("alpaca", "instruction"), ("prompt_completion", "prompt"), ("qa", "question")):
-        if any(c in record for c in _DEFAULT_FIELDS[fmt][lead]):
+        if any(record.get(c) is not None for c in _DEFAULT_FIELDS[fmt][lead]):
             return fmt
     raise _RowError(
         f"cannot tell the format from the fields {sorted(record)[:12]}; expected one of: "

@@ -14,6 +14,7 @@ from typing import Any
 from filelock import Timeout
 
 from curate.errors import WorkspaceError
+from curate.pools import RESERVED
 from curate.storage.files import (
     LOCK_FILE,
     LOCKED_SUBDIRS,
@@ -203,8 +204,10 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
         ids = ws.ids
     with quiet_datasets():  # add_column on a selection flattens its indices, behind a bar of its own
         for name in names:
-            if name in ds.column_names:
+            if name in RESERVED:
                 continue
+            if name in ds.column_names:  # a pool-file field of the same name: the derived column (what the
+                ds = ds.rename_column(name, f"original_{name}")  # selection used) keeps the name
             ds = ds.add_column(name, ws.column(name, ids))
     return datasets.Dataset(ds.data.table) if selection is None else ds
 
