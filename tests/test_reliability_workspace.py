@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from curate.errors import WorkspaceError
 from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
@@ -297,6 +298,19 @@ def test_a_derived_column_named_like_a_pool_field_is_the_one_exported(tmp_path):
     ws.add_column("quality", [9.0] * 3, {"kind": "test"})  # a judge named like the file's own field
     rows = [json.loads(line) for line in ws.export(tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["quality"], r["original_quality"]) for r in rows] == [(9.0, i) for i in range(3)]
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ('{"version": 99, "sources": []}', "workspace format version 99; this curate reads version 1"),
+    ('{"sources": []}', "workspace format version None"),
+    ('{"version": 1}', "the manifest has no 'sources' list"),
+    ('{"version": 1, "sources": [', "not a readable manifest"),
+])
+def test_a_manifest_this_curate_cannot_read_is_refused_naming_it(small_ws, manifest, message):
+    (small_ws.path / "manifest.json").write_text(manifest)
+    with pytest.raises(WorkspaceError, match=message) as err:
+        Workspace.open(small_ws.path)
+    assert str(small_ws.path / "manifest.json") in str(err.value)
 
 
 def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):

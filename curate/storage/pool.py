@@ -232,6 +232,9 @@ def _write(ds, out: Path, suffix: str) -> Path:
     return out
 
 
+MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes
+
+
 def create(ws: Workspace) -> None:
     """Make the folders and an empty manifest, under the lock: two processes creating one workspace
     at once both end up in the same, single workspace."""
@@ -244,7 +247,24 @@ def create(ws: Workspace) -> None:
         refuse_foreign(ws, include_hidden=True)
         for sub in SUBDIRS:
             (ws.path / sub).mkdir(exist_ok=True)
-        atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": 1, "created": now(), "sources": []}).encode())
+        atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
+                                                           "sources": []}).encode())
+
+
+def check_manifest(ws: Workspace) -> None:
+    """The manifest is one this curate reads: JSON, its version, its sources list; else an error naming it
+    (a newer curate's workspace must not be written by an older one, a broken file must not be guessed at)."""
+    path = ws.path / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WorkspaceError(f"{path}: not a readable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
+        version = manifest.get("version") if isinstance(manifest, dict) else None
+        raise WorkspaceError(f"{path}: workspace format version {version!r}; this curate reads version "
+                             f"{MANIFEST_VERSION}")
+    if not isinstance(manifest.get("sources"), list):
+        raise WorkspaceError(f"{path}: the manifest has no 'sources' list")
 
 
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:

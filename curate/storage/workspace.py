@@ -67,6 +67,7 @@ class Workspace:
             if not create:
                 raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
             pool.create(self)
+        pool.check_manifest(self)
         pool.remove_leftovers(self)
 
     @classmethod
