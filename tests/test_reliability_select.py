@@ -163,6 +163,16 @@ def test_bad_dsir_settings_and_sort_key_arities_are_errors_not_crashes(scored_ws
         scored_ws.select(method="top_k", name="k", budget=2, sort_by="minimum(quality)")
 
 
+def test_settings_that_decide_nothing_or_crash_are_named(scored_ws):
+    for method, params, error, message in (
+            ("threshold", {"min_score": float("nan")}, CurateError, "min_score is NaN"),  # kept nothing, exit 0
+            ("lift", {"budget": 2, "n_components": 0}, CurateError, "n_components must be at least 2"),  # NaN scores
+            ("deita", {"budget": 2, "device": "gpu"}, ValueError, "device must be 'cpu' or a CUDA device")):
+        with pytest.raises(error, match=message):
+            scored_ws.select(method=method, name="s", **params)
+    assert scored_ws.selections == {}
+
+
 def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):
     scored_ws.select(method="top_k", name="mix.1", budget=2, sort_by="quality")  # the user's own
     scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])

@@ -236,6 +236,13 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None,
     tau = float(max_cosine_similarity)
     if not -1.0 <= tau <= 1.0:  # a cosine is in [-1, 1]: past 1 every row is admitted, past -1 none
         raise ValueError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
+    if device != "cpu":
+        from curate.hardware import resolve_device
+
+        torch_device = device.removeprefix("torch:")  # "torch:cpu": the torch path on the CPU
+        if torch_device != "cpu" and not torch_device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or a CUDA device such as 'cuda:0', not {device!r}")
+        resolve_device(torch_device)  # a CurateError when torch sees no CUDA device
     ids = np.arange(n) if ids is None else ids
     total = int(np.count_nonzero(~np.isnan(scores)))
     budget = total if budget is None else int(budget)

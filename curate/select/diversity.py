@@ -125,6 +125,8 @@ def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: 
     scikit-learn's (``svd_flip``), so the same rows give the same selection."""
     from sklearn.decomposition import PCA
 
+    if n_components < 2:  # the variance over fewer than two coordinates is no statistic (NaN or 0 for every row)
+        raise CurateError(f"lift: n_components must be at least 2, not {n_components}")
     x = vectors(ws, embeddings, rows)
     proj = PCA(n_components=min(n_components, *x.shape), random_state=seed).fit_transform(x)
     var = proj.var(axis=1)

@@ -33,6 +33,8 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
               quantile: float | None = None) -> SelectorResult:
     """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``, or >= the ``quantile`` (0-1) of
     these rows' scores (e.g. 0.8 keeps about the top fifth whatever the scorer's scale)."""
+    if min_score is not None and math.isnan(min_score):  # every comparison with NaN is false: nothing kept, silently
+        raise CurateError("threshold: min_score is NaN")
     perm, scores = rows_by_score(ws, rows, sort_by)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
     if quantile is not None:
