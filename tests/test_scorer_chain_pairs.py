@@ -202,3 +202,14 @@ def test_an_evol_run_that_kept_no_label_reads_back_as_empty_and_training_says_wh
     assert len(ws.labels("evol_complexity")) == 0
     with pytest.raises(ScorerError, match="0 usable numeric labels"):
         train_scorer(ws, labels="evol_complexity")
+
+
+def test_the_judge_scale_is_read_from_the_labelled_rows_only():
+    """Chain versions with no score (NaN: they only give order pairs) left the scale unknown (nan min/max), so a
+    --chain-pairs scorer stayed off DEITA's 1-6."""
+    import numpy as np
+
+    from curate.scorers.readermap import label_scale
+
+    assert label_scale([2.0, np.nan, 5.0, np.nan]) == (2.0, 5.0)
+    assert label_scale([np.nan, np.nan]) is None and label_scale([3.0, 3.0, np.nan]) is None

@@ -74,6 +74,13 @@ def fit_head(X: np.ndarray, y: Sequence[float], *, head: str, alpha: float, C: f
             intercept = np.array([0.0, intercept[0]])
         w["coef"], w["intercept"], w["classes"] = coef, intercept, classes[np.asarray(model.classes_)].astype(np.float64)
     w["label_bounds"] = np.array([y.min(), y.max()])
+    return as_saved(w)
+
+
+def as_saved(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``w`` with its coefficients at the float32 precision ``Scorer.save`` stores them in: a scorer scores the
+    same, with the same fingerprint, before and after a save/load (else its columns were recomputed)."""
+    w["coef"] = np.asarray(w["coef"], dtype=np.float32).astype(np.float64)
     return w
 
 
@@ -170,6 +177,6 @@ def fit_joint_head(X: np.ndarray, y: Sequence[float], pairs_a: np.ndarray | None
     mu = float(y.mean() if label_mean is None else label_mean)
     sd = float(y.std() if label_std is None else label_std)
     k = sd / max(pred.std(), 1e-12)  # the judge's spread, not ridge's squeezed one
-    return {"feature_mean": mean, "feature_scale": scale, "feature_min": allx.min(axis=0), "feature_max": allx.max(axis=0),
-            "coef": (k * w)[None, :], "intercept": np.array([mu - k * pred.mean()]),
-            "label_bounds": np.array([y.min(), y.max()])}
+    return as_saved({"feature_mean": mean, "feature_scale": scale, "feature_min": allx.min(axis=0),
+                     "feature_max": allx.max(axis=0), "coef": (k * w)[None, :], "intercept": np.array([mu - k * pred.mean()]),
+                     "label_bounds": np.array([y.min(), y.max()])})

@@ -28,8 +28,13 @@ def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple
 
 
 def label_scale(scores: Sequence[float]) -> tuple[float, float] | None:
-    """The judge's scale as its labels span it (min, max), mapped onto DEITA's; None when they are all one value."""
-    lo, hi = float(np.min(scores)), float(np.max(scores))
+    """The judge's scale as its labels span it (min, max), mapped onto DEITA's; None when they are all one value.
+    Unlabelled rows (NaN: the versions of a chain that only give order pairs) do not count."""
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
     return (lo, hi) if hi > lo else None
 
 
