@@ -285,6 +285,10 @@ def resolve_scorers(scorers: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(SCORES)}")
     loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+    columns = [loaded[name].column if name in loaded else name for name in SCORES]  # what each score writes
+    if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it
+        raise CurateError(f"the run's scores would write the columns {', '.join(columns)}: give each score its own "
+                          "scorer column (--scorer complexity=... and quality=... name different columns)")
     for step in loaded.values():
         if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
             raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "

@@ -133,6 +133,9 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
         run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
     with pytest.raises(CurateError, match="a run's scores are complexity, quality"):
         run_pipeline(str(sample_path()), out=tmp_path / "run3", budget=10, scorers={"helpfulness": "quality"})
+    with pytest.raises(CurateError, match="would write the columns q_ifd, q_ifd"):  # complexity never scored
+        run_pipeline(str(sample_path()), out=tmp_path / "run4", budget=10, scorers={"complexity": reads_ifd,
+                                                                                    "quality": reads_ifd})
 
 
 def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request):
