@@ -144,6 +144,7 @@ class Prompt:
     body: str
     path: Path | None = None
     declaration: dict[str, Any] = field(default_factory=dict)
+    body_line: int = 1  # the body's first line in its file (template errors name the file's line)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -166,7 +167,7 @@ class Prompt:
         if missing:
             raise PromptRenderError(f"{self.where}: prompt {self.name!r} needs {missing}; got {sorted(variables)}")
         messages = []
-        for role, template, static in _compiled(self.body, self.name, str(self.path)):
+        for role, template, static in _compiled(self.body, self.name, self.where, self.body_line):
             if template is None:
                 text = static
             else:
@@ -255,9 +256,9 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
                           f"request (the backend sets the model, the body sets the messages)")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
                     inputs=tuple(inputs), output_kind=kind, scale=scale, output_model=model,
-                    params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl)
-    body_line = text[:text.index(prompt.body.strip("\n"))].count("\n") + 1 if prompt.body.strip() else 1
-    _compiled(prompt.body, prompt.name, where, body_line)  # syntax errors surface at load time, naming the line
+                    params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl,
+                    body_line=text[:text.index(body.strip("\n"))].count("\n") + 1 if body.strip() else 1)
+    _compiled(prompt.body, prompt.name, prompt.where, prompt.body_line)  # syntax errors surface at load time
     return prompt
 
 
