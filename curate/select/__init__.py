@@ -69,7 +69,7 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
     _check_steps(steps, name, chained=method is None)
     source = input_selection
     ids, index = ws.ids, ws.index
-    kept = None if source is None else [ids[p] for p in selection_positions(ws, source)]
+    kept = None if source is None else selection_positions(ws, source)[0]
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
     stored: list[tuple[str, SelectorResult, dict[str, Any]]] = []  # written once every step has run
     for i, step in enumerate(steps):

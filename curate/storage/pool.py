@@ -180,15 +180,15 @@ def orphan_embedding_files(ws: Workspace) -> list[Path]:
     return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
 
 
-def selection_positions(ws: Workspace, name: str) -> list[int]:
-    """Pool positions of selection ``name``'s kept rows; an error if some have left the pool since it was made
-    (a re-run on an edited source, ``keep_rows``): the selection no longer describes this pool."""
+def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]:
+    """Selection ``name``'s kept ids and their pool positions; an error if some have left the pool since it was
+    made (a re-run on an edited source, ``keep_rows``): the selection no longer describes this pool."""
     kept = ws.selection(name).ids
     gone = [rid for rid in kept if rid not in ws.index]
     if gone:
         raise WorkspaceError(f"{ws.path}: selection {name!r} keeps {len(gone):,} rows that are no longer in the pool "
                              f"(first: {gone[0]!r}); make the selection again on the pool as it is now")
-    return [ws.index[rid] for rid in kept]
+    return kept, [ws.index[rid] for rid in kept]
 
 
 def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
@@ -198,8 +198,8 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
     ds = ws.pool
     names = list(ws.columns) if columns is None else columns
     if selection is not None:
-        ds = ds.select(selection_positions(ws, selection))
-        ids = ws.selection(selection).ids
+        ids, positions = selection_positions(ws, selection)
+        ds = ds.select(positions)
     else:
         ids = ws.ids
     with quiet_datasets():  # add_column on a selection flattens its indices, behind a bar of its own
