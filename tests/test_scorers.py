@@ -615,7 +615,7 @@ def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
     for damage, message in ((lambda: (folder / "scorer.json").write_text("{broken"), "scorer.json is not"),
                             (lambda: (folder / "scorer.json").write_text(
                                 json.dumps({k: v for k, v in doc.items() if k != "alpha"})), "not a readable scorer .KeyError"),
-                            (lambda: (folder / "head.safetensors").write_bytes(b"cut"), "not a readable scorer")):
+                            (lambda: (folder / "head.safetensors").write_bytes(b"cut"), "head.safetensors: not readable weights")):
         damage()
         with pytest.raises(ScorerError, match=message):
             Scorer.load(folder)

@@ -476,3 +476,38 @@ def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_
         train_scorer(ws, target="judge_q", kind="cross-encoder", base=tiny_base, head="digits")
     with pytest.raises(ScorerError, match="head 'ordinal': the small-lm kind has a score or a digits head"):
         train_scorer(ws, target="judge_q", kind="small-lm", head="ordinal")
+
+
+def test_a_damaged_or_newer_cross_encoder_folder_is_one_error_naming_it(tmp_path):
+    from curate.scorers import WEIGHTS_DIR, CrossEncoderScorer
+
+    folder = shutil.copytree(WEIGHTS_DIR / "complexity", tmp_path / "sc")
+    doc = json.loads((folder / "scorer.json").read_text())
+    adapter = (folder / "adapter.safetensors").read_bytes()
+    turn = [{"instruction": "Write a haiku about rain, in French, without the letter e."}]
+    tensors = {k: v for k, v in __import__("safetensors.numpy").numpy.load_file(str(folder / "adapter.safetensors")).items()}
+
+    def without_one_lora_tensor():
+        from safetensors.numpy import save_file
+        save_file({k: v for k, v in tensors.items() if k != min(k for k in tensors if k.startswith("lora."))},
+                  str(folder / "adapter.safetensors"))
+
+    at_load = ((lambda: (folder / "scorer.json").write_text(json.dumps({**doc, "format_version": 99})),
+                "scorer format 99 not supported"),
+               (lambda: (folder / "scorer.json").write_text(json.dumps({**doc, "kind": "giant-lm"})),
+                "scorer kind 'giant-lm' unknown"),
+               (lambda: (folder / "scorer.json").write_text(json.dumps({k: v for k, v in doc.items() if k != "lora_r"})),
+                "not a readable scorer .KeyError: 'lora_r'"),
+               (lambda: (folder / "adapter.safetensors").write_bytes(adapter[:1000]), "adapter.safetensors: not readable"),
+               (lambda: (folder / "adapter.safetensors").unlink(), "no adapter.safetensors"))
+    at_predict = ((without_one_lora_tensor, "do not load into .*: 1 tensors missing.* e.g. lora"),
+                  (lambda: (folder / "scorer.json").write_text(json.dumps({**doc, "lora_r": 8})), "do not load into .*: \\d+ tensors .* \\[\\(24, 384\\), \\(8, 384\\)\\]"))
+    for damage, message in at_load + at_predict:
+        damage()
+        with pytest.raises(ScorerError, match=str(folder) + ".*" + message if (damage, message) in at_load else message):
+            Scorer.load(folder).predict(turn)
+        (folder / "scorer.json").write_text(json.dumps(doc))
+        (folder / "adapter.safetensors").write_bytes(adapter)
+    assert Scorer.load(folder).predict(turn)[0] == pytest.approx(Scorer.load("complexity").predict(turn)[0])
+    with pytest.raises(ScorerError, match="a saved ridge scorer, not a cross-encoder one"):
+        CrossEncoderScorer.load(WEIGHTS_DIR / "complexity_ridge")

@@ -3,8 +3,7 @@
 The network reads ``[CLS] instruction [SEP] response [SEP]`` (or the instruction alone), mean-pools the
 last layer and maps it to one score: ``head(pooled) + cov(length features)``; a small causal LM (the
 ``small-lm`` kind) reads the row as a chat turn through its own chat template and pools its last token.
-The length term is a separate linear covariate, so what the text part learns is what length does not
-already explain.
+The length term is a separate linear covariate, so the text part learns what length does not already explain.
 
 The digit head (DEITA's own scorer, :func:`build_net` with ``digit_tokens``): the causal LM reads the row
 rendered into a reader prompt (``messages``, e.g. ``prompts/quality_reader.md``) and its score is the expected
@@ -19,8 +18,8 @@ Training mixes two losses in every step (:func:`train_net`):
 
 Only torch, transformers, peft, safetensors and numpy are imported here (no other curate module), so
 ``evals/train_scorers_gpu.py`` can load this file by path on a machine without curate's dependencies.
-Shipped: the LoRA adapter and the head in ``adapter.safetensors`` (fp16, < 2 MiB); the base weights
-come from the installed MiniLM package. The map onto the judge's scale is :mod:`curate.scorers.readermap`'s.
+Shipped: the LoRA adapter and the head in ``adapter.safetensors`` (fp16, < 2 MiB); the base weights come from
+the installed MiniLM package. The map onto the judge's scale is :mod:`curate.scorers.readermap`'s.
 """
 
 from __future__ import annotations
@@ -370,27 +369,27 @@ def trainable_tensors(net) -> dict[str, Any]:
     """The tensors to ship: LoRA weights (peft's adapter state) and the head, as fp16 numpy arrays."""
     from peft import get_peft_model_state_dict
 
-    out = {f"lora.{k}": v.detach().float().cpu().numpy().astype(np.float16)
-           for k, v in get_peft_model_state_dict(net.encoder).items()}
-    for k, v in net.head.state_dict().items():
-        out[f"head.{k}"] = v.detach().float().cpu().numpy().astype(np.float32)
-    for k, v in net.cov.state_dict().items():
-        out[f"cov.{k}"] = v.detach().float().cpu().numpy().astype(np.float32)
-    return out
+    parts = {"lora": (get_peft_model_state_dict(net.encoder), np.float16), "head": (net.head.state_dict(), np.float32),
+             "cov": (net.cov.state_dict(), np.float32)}
+    return {f"{p}.{k}": v.detach().float().cpu().numpy().astype(dtype) for p, (state, dtype) in parts.items()
+            for k, v in state.items()}
 
 
 def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
-    """Put shipped tensors (:func:`trainable_tensors`) into a freshly built net."""
+    """Put shipped tensors (:func:`trainable_tensors`) into a freshly built net; ValueError unless they are exactly its set."""
     import torch
     from peft import set_peft_model_state_dict
 
-    lora = {k[len("lora."):]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()
-            if k.startswith("lora.")}
-    set_peft_model_state_dict(net.encoder, lora)
-    net.head.load_state_dict({k[len("head."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
-                              for k, v in tensors.items() if k.startswith("head.")})
-    net.cov.load_state_dict({k[len("cov."):]: torch.from_numpy(np.asarray(v, dtype=np.float32))
-                             for k, v in tensors.items() if k.startswith("cov.")})
+    want, have = trainable_tensors(net), {k: v for k, v in tensors.items() if k.split(".")[0] in ("lora", "head", "cov")}
+    unfit = sorted({*want.keys() ^ have.keys(), *(k for k in want.keys() & have.keys() if want[k].shape != have[k].shape)})
+    if unfit:  # named here: torch's own message lists every tensor of the model
+        raise ValueError(f"{len(unfit)} tensors missing, extra or of another shape, e.g. {unfit[0]} "
+                         f"{[getattr(d.get(unfit[0]), 'shape', None) for d in (have, want)]} (saved, reader)")
+    part = {p: {k[len(p) + 1:]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()
+                if k.startswith(p + ".")} for p in ("lora", "head", "cov")}
+    set_peft_model_state_dict(net.encoder, part["lora"])
+    net.head.load_state_dict(part["head"])
+    net.cov.load_state_dict(part["cov"])
 
 
 def merged_for_inference(net):

@@ -10,7 +10,6 @@ Predictions go through the workspace cache in chunks, so a killed scoring run re
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -25,7 +24,8 @@ from curate.defaults import DEITA, EMBED
 from curate.errors import ScorerError
 from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
-from curate.scorers.model import KINDS, Scorer, training_fingerprint, write_scorer_json
+from curate.scorers.model import KINDS, Scorer, training_fingerprint
+from curate.scorers.saved import read_tensors, write_scorer_json
 
 KIND = "cross-encoder"
 CHUNK = 512  # rows per cached prediction chunk
@@ -103,7 +103,11 @@ class CrossEncoderScorer(Scorer):
                 self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r,
                                          **self._head_options(self._tok)).to(self._device())
             if self.weights:
-                ce.load_tensors(self._net, self.weights)
+                try:
+                    ce.load_tensors(self._net, self.weights)
+                except (ValueError, RuntimeError) as exc:  # weights saved for another base, LoRA rank or head
+                    self._net = None
+                    raise ScorerError(f"{self!r}: its saved weights do not load into {base}: {exc}") from None
         return self._net, self._tok
 
     def _head_options(self, tok) -> dict[str, Any]:
@@ -267,19 +271,15 @@ class CrossEncoderScorer(Scorer):
         return out
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> CrossEncoderScorer:
-        from safetensors.numpy import load_file
-
-        path = Path(directory)
-        doc = json.loads((path / "scorer.json").read_text())
-        if doc.get("kind") != cls.kind or not (path / "adapter.safetensors").exists():
-            raise ScorerError(f"{path}: not a saved {cls.kind} scorer (scorer.json kind {cls.kind!r} + adapter.safetensors)")
+    def _from_saved(cls, path: Path, doc: dict[str, Any]) -> CrossEncoderScorer:
+        if not (path / "adapter.safetensors").is_file():
+            raise ScorerError(f"{path}: not a saved {cls.kind} scorer (no adapter.safetensors beside scorer.json)")
         base = doc.get("base")
         scorer = cls(reads=doc["reads"], name=doc.get("name"), imitates=doc.get("imitates"),
                      max_length=doc["max_length"], lora_r=doc["lora_r"],
                      base=None if not base or base.startswith("packaged") else base,
                      output_range=tuple(doc["output_range"]), **cls._saved_options(doc))
-        scorer.weights = dict(load_file(str(path / "adapter.safetensors")))
+        scorer.weights = read_tensors(path / "adapter.safetensors")
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer

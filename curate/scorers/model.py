@@ -42,9 +42,9 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
+from curate.scorers.saved import json_default, read_scorer_json, read_tensors, write_scorer_json
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
-FORMAT_VERSION = 1
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
 
@@ -58,23 +58,6 @@ def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -
             h.update(hashlib.sha256(t.encode()).digest())
     h.update(np.asarray(scores, dtype=np.float64).tobytes())
     return "sha256:" + h.hexdigest()[:32]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def write_scorer_json(out: Path, config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """``out/scorer.json``: the format version, the curate version, a scorer's config, metadata and metrics."""
-    from curate import __version__
-
-    doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **config, "metadata": metadata,
-           "metrics": metrics}
-    (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
 
 
 class Scorer:
@@ -250,7 +233,7 @@ class Scorer:
 
     def fingerprint(self) -> str:
         """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
-        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=_json_default).encode())
+        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=json_default).encode())
         h.update(self.output_map.encode())  # the code that maps the model's output onto the scale
         for key in sorted(self.weights):
             h.update(key.encode())
@@ -347,33 +330,32 @@ class Scorer:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Scorer:
-        """Load a saved scorer folder, or ``"complexity"``/``"quality"`` for a shipped default."""
-        from safetensors import SafetensorError
-
+        """Load a saved scorer folder of any kind, or a shipped scorer by name (``"complexity"``, ``"quality"``...)."""
         path = Path(directory)
         if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
             path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
-        try:
-            kind = json.loads((path / "scorer.json").read_text()).get("kind") if (path / "scorer.json").exists() else None
-        except (ValueError, AttributeError) as exc:
-            raise ScorerError(f"{path}: scorer.json is not a scorer's JSON ({exc})") from None
-        if kind in KINDS:  # another scorer kind (e.g. cross-encoder) registered itself in KINDS
-            return KINDS[kind].load(path)
-        if not (path / "scorer.json").exists() or not (path / "head.safetensors").exists():
+        if not (path / "scorer.json").is_file():
             shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
-            raise ScorerError(f"{path}: not a saved scorer (needs scorer.json and head.safetensors); shipped: {shipped}")
+            raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
+        doc = read_scorer_json(path)
+        kind = doc.get("kind")  # absent: this class's ridge/ordinal head on embeddings
+        if kind is not None and kind not in KINDS:
+            raise ScorerError(f"{path}: scorer kind {kind!r} unknown to this curate (it reads {sorted(KINDS)} and ridge)")
+        reader = KINDS[kind] if kind is not None else Scorer
+        if not issubclass(reader, cls):
+            raise ScorerError(f"{path}: a saved {kind or 'ridge'} scorer, not a {getattr(cls, 'kind', 'ridge')} one")
         try:
-            return cls._read(path)
-        except (ValueError, KeyError, TypeError, OSError, SafetensorError) as exc:  # a damaged or hand-edited file
+            return reader._from_saved(path, doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a hand-edited or damaged scorer.json
             raise ScorerError(f"{path}: not a readable scorer ({type(exc).__name__}: {exc})") from None
+        except ScorerError as exc:  # a saved setting the constructor refuses
+            raise exc if str(path) in str(exc) else ScorerError(f"{path}: {exc}") from None
 
     @classmethod
-    def _read(cls, path: Path) -> Scorer:
-        from safetensors.numpy import load_file
-
-        doc = json.loads((path / "scorer.json").read_text())
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ScorerError(f"{path}: scorer format {doc.get('format_version')} not supported (want {FORMAT_VERSION})")
+    def _from_saved(cls, path: Path, doc: dict[str, Any]) -> Scorer:
+        """The scorer saved in ``path``, whose ``scorer.json`` reads as ``doc`` (this kind's part of :meth:`load`)."""
+        if not (path / "head.safetensors").is_file():
+            raise ScorerError(f"{path}: not a saved scorer (no head.safetensors beside scorer.json)")
         embed_model = doc["embed_model"] if doc["embed_model"] != DEFAULT_EMBED_MODEL else None
         reads = doc["reads"] if "reads" in doc else doc["inputs"]  # "inputs": files saved before the Step contract
         scorer = cls(reads=reads, head=doc["head"], features=doc["features"],
@@ -382,7 +364,7 @@ class Scorer:
                      output_range=tuple(doc["output_range"]) if doc["output_range"] else None,
                      name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0),
                      embed_inputs=doc.get("embed_inputs"), columns=doc.get("columns", ()))
-        scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in load_file(str(path / "head.safetensors")).items()}
+        scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in read_tensors(path / "head.safetensors").items()}
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer
