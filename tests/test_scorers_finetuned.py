@@ -250,6 +250,8 @@ def test_a_scorer_never_writes_over_judge_labels(tmp_path):
     with pytest.raises(ScorerError, match="holds labels"):
         ws.apply(clash, progress=False)
     assert ws.column("quality") == labels
+    with pytest.raises(ScorerError, match="'quality_scorer' holds a trained scorer's predictions .imitating 'quality'"):
+        train_scorer(ws, target="quality_scorer", k=2, holdout=0.2)  # its agreement would be with a scorer, not a judge
 
 
 def test_threshold_by_quantile(tmp_path):

@@ -187,6 +187,9 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
     """
     if ws.has_column(column):
         prov = ws.column_provenance(column)
+        if prov.get("kind") == "scorer":  # its agreement with the judge is what a scorer trained on it cannot see
+            raise ScorerError(f"{ws.path}: column {column!r} holds a trained scorer's predictions (imitating "
+                              f"{prov.get('imitates')!r}), not judge labels; train on the judge's own column")
         reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
         imitates = {"judge": prov.get("judge", column), "column": column,
                     **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set") if k in prov}}
