@@ -400,6 +400,9 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
     assert "pairs within one instruction" in page and f"({n_test // 2:,})" in page
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt5", "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, ScorerError) and "pool file columns" in str(res.exception)
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--group-by", "questoin",
+                                   "--out", str(tmp_path / "x")])  # the group column is named among the pool's fields
+    assert "no column 'questoin'" in str(res.exception) and "'question'" in str(res.exception)
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "conversation", "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, ScorerError)  # the rows' own text is never a label
 

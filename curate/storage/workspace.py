@@ -254,14 +254,14 @@ class Workspace:
         return {p.stem: schema_meta(p) for p in sorted((self.path / "columns").glob("*.arrow"))}
 
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
-        """A column's stored values aligned to ``ids`` (default: pool order); rows it lacks are None.
-        Pool columns (e.g. ``source``) are read the same way."""
+        """A column's values aligned to ``ids`` (default: pool order; None where a row lacks one); pool fields too."""
         path = self._column_path(name)
         if not path.exists():
             if self.has_pool and name in self.pool.column_names:
                 values = self.pool.data.table.column(name).to_pylist()
                 return values if ids is None else [values[self.index[i]] for i in ids]
-            raise WorkspaceError(f"{self.path}: no column {name!r}; have {sorted(self.columns)}")
+            pool = [c for c in self.pool.column_names if c not in ("id", "conversation")] if self.has_pool else []
+            raise WorkspaceError(f"{self.path}: no column {name!r}; derived columns {sorted(self.columns)}, pool fields {pool}")
         table = read_arrow(path)
         col_ids = table.column("id").to_pylist()
         values = table.column("value").to_pylist()
