@@ -186,6 +186,7 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ifd:" in r.stdout and "perplexity:" in r.stdout
+    assert not any(notice in r.stderr for notice in ("Token authentication", "Progress bars disabled", "concurrent actors"))
     single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
                           signals=("ifd", "perplexity"), signal_model=str(model))
 

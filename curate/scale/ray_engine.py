@@ -39,22 +39,12 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
+from curate.scale.cluster import start_ray
 from curate.scale.infer import Inference, Precomputed, peak_rss_mb
 from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
-
-
-def quiet_ray_data(ray) -> None:
-    """No Ray Data progress bars or per-dataset log lines (the CLI names each step; the session's log
-    folder under /tmp/ray keeps Ray Data's full logs); ``RayEngine(verbose=True)`` leaves them on."""
-    import logging
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 class _Clock:
@@ -108,19 +98,8 @@ class RayEngine:
     # -- Ray --------------------------------------------------------------------------------------
     def connect(self):
         """Ray, initialised: connected to ``address``, or started here; reused if already initialised."""
-        import ray
-
         if self._ray is None:
-            if not ray.is_initialized():
-                # "local": a new Ray on this machine, never a cluster someone else started here
-                kwargs: dict[str, Any] = {"address": self.address or "local", "log_to_driver": False}
-                if self.address is None:
-                    kwargs["include_dashboard"] = False
-                ray.init(**kwargs)
-                self._owns_ray = True
-            if not self.verbose:
-                quiet_ray_data(ray)
-            self._ray = ray
+            self._ray, self._owns_ray = start_ray(self.address, self.verbose)
         return self._ray
 
     def close(self) -> None:
