@@ -16,7 +16,8 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[always400]``  every attempt answers 400 (a permanent error)
 
 Otherwise it answers a digit with a top-logprobs list over digits 1-6 (deterministic per text),
-or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}``. With
+or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}`` (for the InsTag schema: the
+query's first two words as its tags). With
 ``slots``/``latency`` it models a server with C concurrent slots and fixed latency L. Usage is
 reported with every answer: ``prompt_tokens`` is characters // 4 of the messages, or
 ``usage_prompt_tokens`` when given (a tokenizer that counts far fewer tokens than curate's estimate).
@@ -146,7 +147,10 @@ class FaultServer:
         messages = body.get("messages") or []
         fmt = body.get("response_format") or {}
         logprobs = None
-        if fmt.get("type") in ("json_schema", "json_object"):
+        if fmt.get("type") == "json_schema" and "tags" in json.dumps(fmt):  # the InsTag prompt's IntentTags
+            words = re.findall(r"[a-z]+", re.sub(r"\[[^]]*\]", "", key.lower().split("query:")[-1]))[:2] or ["general"]
+            content = json.dumps({"tags": [{"tag": w, "explanation": "a word of the query"} for w in words]})
+        elif fmt.get("type") in ("json_schema", "json_object"):
             content = json.dumps({"label": "general", "confidence": 0.5})
             if "[badjsonx1]" in key and attempt <= 1:
                 content = '{"label": "general"'

@@ -409,6 +409,14 @@ def test_a_chain_the_llm_stops_answering_is_unfinished_not_eliminated(tmp_path):
     down = next(vs for vs in run.sets if vs.seed_id == "down")
     assert down.failure is RankFailure.NOT_ANSWERED and "HTTP 500" in down.failure_detail and not down.eliminated
     assert "call_failed" not in run.provenance["eliminated_by_reason"] and "down" not in set(run.labels["seed_id"])
+    from curate.errors import CurateError
+    from curate.evol import build_labels
+
+    api = Workspace(tmp_path / "api")
+    with FaultServer() as srv, pytest.raises(CurateError, match="1 of 2 seeds not finished.*HTTP 500"):
+        build_labels(seeds, OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0), steps=2, workspace=api)
+    stored = api.label_sets["evol_complexity"]  # what was answered is stored all the same
+    assert stored["labels"] == len(run.labels) and stored["rank_failures_by_reason"]["not_answered"] == 1
     records = [{"instruction": f"Describe item {i} in detail.", "output": "An item."} for i in range(4)]
     Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
     with FaultServer() as srv:

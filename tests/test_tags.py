@@ -327,3 +327,33 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
     assert ws.column("tags") == [["write", "poems", "nature"], None]
     assert ws.failures("tags")[1][0].code is FailureCode.EMPTY_INPUT
+
+
+def test_curate_tag_sends_again_what_max_cost_left_unsent_and_exits_1_until_then(tmp_path):
+    """A row --max-cost left unsent is stored as a failure and makes `curate tag` exit 1 (was: exit 0, and the re-run
+    called it done); the re-run sends that row alone; the openai-batch backend keeps its batches in the workspace."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from tests.fault_server import FaultServer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write a poem about rain.", "output": "..."},
+                                               {"instruction": "Sort a list in Python.", "output": "..."}]))
+    with FaultServer(usage_prompt_tokens=10_000_000) as srv:  # $1.50 an answer: the first one spends the cap
+        args = ["tag", str(ws.path), "--base-url", srv.base_url, "--model", "gpt-4o-mini", "--api-key-env", "HOME",
+                "--concurrency", "1", "--no-normalize"]
+        first = CliRunner().invoke(app, [*args, "--max-cost", "0.001"])
+        sent = srv.total
+        again = CliRunner().invoke(app, args)
+        resent = srv.total - sent
+        batch = CliRunner().invoke(app, ["tag", str(tmp_path / "ws"), "--backend", "openai-batch", "--base-url",
+                                         srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--poll-interval",
+                                         "0.1", "--no-normalize"])
+    assert first.exit_code == 1 and sent == 1
+    assert "1 rows not sent: max_cost" in " ".join(str(first.exception).split())
+    assert again.exit_code == 0 and resent == 1, again.output
+    assert "retry-failed: 1 rows had a transient failure (budget 1); re-sent 1 requests" in " ".join(again.output.split())
+    assert sorted(Workspace.open(ws.path).column("tags_raw")) == [[["sort", "a"]], [["write", "a"]]]
+    assert batch.exit_code == 0, batch.output  # another model: every row tagged again, through one batch
+    assert srv.batches_created == 1

@@ -47,8 +47,8 @@ def evol(
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.errors import CurateError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
-    from curate.evol.labels import labels_lock
-    from curate.evol.rules import Elimination, RankFailure
+    from curate.evol.labels import labels_lock, raise_unfinished
+    from curate.evol.rules import Elimination
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
@@ -60,17 +60,14 @@ def evol(
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
     label_set = name or label_set_name(kind)
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
-                                                    api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost) as llm:
+                                                    api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
+                                                    workspace=ws) as llm:
         result = run_evol(rows, llm, **options)
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
     p = result.provenance
-    unanswered = [vs for vs in result.sets if vs.failure is RankFailure.NOT_ANSWERED]
-    if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
-        raise CurateError(f"{len(unanswered):,} of {len(result.sets):,} seeds not finished: the LLM did not answer "
-                          f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
-                          "Re-run to finish them (answered calls come from the cache).")
+    raise_unfinished(result)
     if p["rewrites"] and p["eliminated_by_reason"].get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
         first = next((v.detail for vs in result.sets for v in vs.eliminated if v.detail), "")
         raise CurateError(f"every rewrite call failed ({p['rewrites']:,}; first: {first}); the backend did not answer "

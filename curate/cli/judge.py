@@ -21,6 +21,7 @@ from curate.cli.common import (
     _max_cost_opt,
     _model_opt,
     _poll_opt,
+    _retry_failed_opt,
     _rpm_opt,
     _rps_opt,
     _tpm_opt,
@@ -55,11 +56,7 @@ def score(
                                          "needed to renormalise when some score digits are missing from the logprobs."),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
-    retry_failed: bool = typer.Option(True, "--retry-failed/--keep-failed", help="Send again only the rows an "
-                                      "earlier run left without a score for a transient reason (429, 5xx, timeout, "
-                                      "malformed body, max_cost reached), and say how many; never rows already "
-                                      "scored or failed for a permanent reason (e.g. no response, HTTP 4xx, low "
-                                      "digit mass). On by default; --keep-failed leaves them as they are."),
+    retry_failed: bool = _retry_failed_opt(),
     poll_interval: float = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
 ) -> None:
@@ -84,7 +81,6 @@ def score(
         for step in _scorers(scorer, column):
             _print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids)
         return
-    from curate.llm.backends import format_usd
     from curate.llm.judges import Judge
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
@@ -103,14 +99,22 @@ def score(
     failures = _print_result(ws, result, ids)
     if retried:
         _print_retried(retried, result.provenance)
+    raise_unanswered(failures, max_cost, spent)
+
+
+def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored") -> None:
+    """After the answered rows are stored: one error for rows max_cost left unsent or the judge never answered
+    (the server was down or overloaded), which a re-run sends again; they must not pass as finished."""
+    from curate.llm.backends import format_usd
+
     unsent = sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures)
-    if unsent:  # the scored rows are saved; the unsent ones must not pass silently
+    if unsent:
         raise CurateError(f"{unsent:,} rows not sent: max_cost {format_usd(max_cost or 0.0)} reached (spent "
-                          f"{format_usd(spent)}); re-run with a larger --max-cost to score them (answered requests "
+                          f"{format_usd(spent)}); re-run with a larger --max-cost to send them (answered requests "
                           f"come from the cache)")
     unreached = unreached_rows(failures)
-    if unreached:  # the server was down or overloaded: not data to select from, and not silent
-        raise CurateError(f"{len(unreached):,} rows not scored: the judge did not answer ({unreached[0].message[:160]}); "
+    if unreached:
+        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message[:160]}); "
                           "re-run the command to send them again (answered requests come from the cache)")
 
 

@@ -15,6 +15,8 @@ from curate.cli.common import (
     _judge_backend,
     _max_cost_opt,
     _model_opt,
+    _poll_opt,
+    _retry_failed_opt,
     _rpm_opt,
     _tpm_opt,
     app,
@@ -37,24 +39,36 @@ def tag_cmd(
     max_cost: float | None = _max_cost_opt(),
     api_key_env: str = _api_key_env_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
+    retry_failed: bool = _retry_failed_opt(),
+    poll_interval: float = _poll_opt(),
 ) -> None:
-    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached."""
+    """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached.
+
+    Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
+    the command exit 1 after the rest is stored; a re-run sends only them."""
+    from curate.cli.judge import _print_retried, raise_unanswered, transient_rows
     from curate.session import Workspace
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
 
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
-                        tpm=tpm, max_cost=max_cost) as judge_backend:
-        result = ws.apply(Tagger(judge_backend, prompt=prompt))
+                        tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval) as judge_backend:
+        step = Tagger(judge_backend, prompt=prompt)
+        retried = transient_rows(ws, step, None) if retry_failed else {}
+        result = ws.apply(step, retry_failed=retry_failed)
+        spent = getattr(judge_backend, "spent_usd", 0.0)
     last = (result.provenance.get("runs") or [{}])[-1] if result.computed else {}
     cost = last.get("cost_usd", 0.0)
     console.print(f"tagged {result.rows:,} rows ({result.computed:,} now, {result.skipped:,} already done; "
-                  f"{last.get('turns', 0):,} user turns, {last.get('cached_calls', 0):,} cached); "
+                  f"{last.get('turns', 0):,} user turns, {last.get('cached_requests', 0):,} cached); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}"))
+    if retried:
+        _print_retried(retried, result.provenance)
     if normalize:
         _print_steps(normalize_tags(ws))
+    raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged")
 
 
 def _print_steps(norm) -> None:

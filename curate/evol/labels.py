@@ -42,6 +42,18 @@ def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
     return ws.add_labels(name, run.labels.to_list(), run.provenance, files={"sets.jsonl": sets.encode("utf-8")})
 
 
+def raise_unfinished(run: EvolRun) -> None:
+    """A :class:`CurateError` when a chain stopped because the LLM did not answer one of its calls (a transient
+    failure, or max_cost reached): its labels are left out, and a re-run finishes it from the cache."""
+    from curate.evol.rules import RankFailure
+
+    unanswered = [vs for vs in run.sets if vs.failure is RankFailure.NOT_ANSWERED]
+    if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
+        raise CurateError(f"{len(unanswered):,} of {len(run.sets):,} seeds not finished: the LLM did not answer "
+                          f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
+                          "Re-run to finish them (answered calls come from the cache).")
+
+
 def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = 5, seed: int = 0,
                  cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
                  **kwargs: Any):
@@ -50,16 +62,19 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
 
     With ``workspace`` the set is also stored as its label set ``name`` (default ``evol_<kind>``) and the LLM
     responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise. Other keyword
-    arguments go to :func:`curate.evol.run.run_evol`.
+    arguments go to :func:`curate.evol.run.run_evol`. Seeds whose chain the LLM left unanswered raise
+    :func:`raise_unfinished`'s error (after the finished ones are stored).
     """
     if cache_path is None:
         if workspace is None:
             raise CurateError("build_labels needs cache_path or a workspace (whose cache folder is used)")
         cache_path = workspace.cache_dir
     if workspace is None:
-        return run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs).labels
-    name = name or label_set_name(kind)
-    with labels_lock(workspace, name):
         run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
-        save_labels(workspace, name, run)
+    else:
+        name = name or label_set_name(kind)
+        with labels_lock(workspace, name):
+            run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+            save_labels(workspace, name, run)
+    raise_unfinished(run)
     return run.labels

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from curate.codes import Failure
+from curate.codes import Failure, FailureCode
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 #: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
@@ -116,8 +116,9 @@ class Tagger:
         paid = [res for res in results if not res.cached]  # cached calls were paid before
         unknown = any("cost_usd" in res.raw and res.raw["cost_usd"] is None for res in paid)  # a price is unknown
         cost = None if unknown else round(sum(res.cost_usd for res in paid), 6)
-        stats = {"turns": len(variables), "cached_calls": sum(1 for res in results if res.cached),
-                 "cost_usd": cost}
+        stats = {"turns": len(variables), "requests": len(results), "cached_requests": sum(res.cached for res in results),
+                 "requests_not_sent_max_cost": sum(res.failure is not None and res.failure.code is FailureCode.BUDGET
+                                                   for res in results), "cost_usd": cost}
         return StepOutput(values, failures, stats=stats)
 
     def __repr__(self) -> str:
