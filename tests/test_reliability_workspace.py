@@ -446,3 +446,23 @@ def test_select_with_a_missing_or_unknown_parameter_is_one_line(small_ws, args, 
     assert any(name in line for name in names), line
     assert json.loads((small_ws.path / "manifest.json").read_text())  # the workspace is untouched and readable
     assert "s" not in Workspace.open(small_ws.path).selections
+
+
+def test_an_export_never_writes_into_the_workspace_or_over_other_files(tmp_path, small_ws):
+    """`--out WS/pool` destroyed the pool (a bus error, then no command could read the workspace); a datasets
+    folder export into a folder of other files deleted them. Both are refused; an earlier export is replaced whole."""
+    for inside in (small_ws.path / "pool", small_ws.path, small_ws.path / "columns" / "x.jsonl"):
+        line = _one_line_error(curate_cli("export", small_ws.path, "--out", inside))
+        assert "inside the workspace" in line
+    assert len(Workspace.open(small_ws.path)) == 5
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    assert "holding other files" in _one_line_error(curate_cli("export", small_ws.path, "--out", notes))
+    assert (notes / "todo.txt").read_text() == "mine"
+    small_ws.export(tmp_path / "ds")
+    small_ws.export(tmp_path / "ds")  # a re-export replaces the earlier one
+    import datasets
+
+    assert len(datasets.load_from_disk(str(tmp_path / "ds"))) == 5 and sorted(os.listdir(tmp_path)).count("ds") == 1
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".ds")]

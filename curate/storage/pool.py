@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -212,13 +213,40 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
     return datasets.Dataset(ds.data.table) if selection is None else ds
 
 
+DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")
+
+
+def check_export_target(ws: Workspace, out: Path) -> None:
+    """Refuse an export that would write over the workspace itself, or replace a folder holding other files than
+    an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
+    target, home = out.resolve(), ws.path.resolve()
+    if target == home or home in target.parents:
+        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files an export must not replace; "
+                             "export to a path outside it")
+    if out.suffix == "" and out.is_dir() and any(not DATASETS_FOLDER_FILES.fullmatch(p.name) for p in out.iterdir()):
+        raise WorkspaceError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
+                             "replaces its folder whole: name a new or empty folder")
+
+
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
-    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
+    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
+    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole."""
     out = Path(out)
+    check_export_target(ws, out)
     ds = ws.to_dataset(columns=columns, selection=selection)
     prepare_output(out)
-    with writing(out), quiet_datasets():
-        return _write(ds, out, out.suffix.lower())
+    if out.suffix:
+        with writing(out), quiet_datasets():
+            return _write(ds, out, out.suffix.lower())
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    with writing(out, tmp), quiet_datasets():
+        _write(ds, tmp, "")
+        old = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
+        if out.is_dir():  # an earlier datasets export (check_export_target): moved aside, then dropped
+            os.replace(out, old)
+        os.replace(tmp, out)
+    remove(old)
+    return out
 
 def _write(ds, out: Path, suffix: str) -> Path:
     if suffix in (".jsonl", ".json"):
