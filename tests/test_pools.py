@@ -96,6 +96,17 @@ def test_an_export_of_a_mixed_pool_loads_back_with_the_same_ids(tmp_path):
     again = Workspace(tmp_path / "again", create=True)
     again.load(tmp_path / "all.jsonl")
     assert sorted(again.ids) == sorted(ws.ids)
+    assert again.column("format") == [ws.column("format")[ws.index[i]] for i in again.ids]  # the shape first read
+    assert "original_conversation" not in again.pool.column_names
+    # fields a mapping named (no shape knows query/reply): the export's conversation brings the responses back
+    mapped = Workspace(tmp_path / "mapped", create=True)
+    write_jsonl(tmp_path / "qr.jsonl", [{"ask": f"Name a colour, {i}.", "reply": "Blue."} for i in range(3)])
+    mapped.load(tmp_path / "qr.jsonl", format="alpaca", mapping={"instruction": "ask", "output": "reply"})
+    assert [t[0].response for t in mapped.turns()] == ["Blue."] * 3
+    mapped.export(tmp_path / "qr-export.jsonl")
+    back = Workspace(tmp_path / "back", create=True)
+    back.load(tmp_path / "qr-export.jsonl")
+    assert back.ids == mapped.ids and [t[0].response for t in back.turns()] == ["Blue."] * 3
 
 
 def test_skip_writes_rejects_with_reason(tmp_path):

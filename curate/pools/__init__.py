@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curate.errors import InputError
-from curate.pools.formats import DEFAULT_MAX_FIELD_CHARS, FORMATS, _RowError, detect_format, to_conversation
+from curate.pools.formats import (
+    DEFAULT_MAX_FIELD_CHARS,
+    FORMATS,
+    _RowError,
+    detect_format,
+    exported_format,
+    to_conversation,
+)
 from curate.pools.readers import record_text, records
 from curate.pools.shards import shard_paths
 from curate.pools.table import MAX_STORED_NESTING, to_table
@@ -107,8 +114,12 @@ def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
                 raise rec
             if not isinstance(rec, dict):
                 raise _RowError(f"expected a JSON object, got {type(rec).__name__}")
-            fmt = format if format != "auto" else detect_format(rec)
-            conversation = to_conversation(rec, fmt, mapping, max_field_chars)
+            exported = exported_format(rec) if format == "auto" else None
+            if exported:  # curate's own export: its conversation, under the shape it was first read as
+                conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)
+                rec = {k: v for k, v in rec.items() if k not in RESERVED}
+            fmt = exported or (format if format != "auto" else detect_format(rec))
+            conversation = conversation if exported else to_conversation(rec, fmt, mapping, max_field_chars)
         except _RowError as exc:
             if on_error == "raise":
                 raise InputError(source, location, str(exc)) from None

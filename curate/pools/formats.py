@@ -40,6 +40,15 @@ class _RowError(ValueError):
     """One record is unusable; the reader turns it into an InputError naming the file and line, or a Reject."""
 
 
+def exported_format(record: dict[str, Any]) -> str | None:
+    """The shape a row of curate's own export was first read as (its ``format`` beside the normalised
+    ``conversation``), or None for any other record. Reading the conversation back keeps the row whole even
+    when its original fields were mapped ones (e.g. query/reply) that no shape names."""
+    if isinstance(record.get("conversation"), list) and record.get("format") in FORMATS:
+        return record["format"]
+    return None
+
+
 def detect_format(record: dict[str, Any]) -> str:
     """Name the shape of one raw record (``alpaca``, ``sharegpt``, ``messages``, ...). A null field is absent:
     a table of mixed shapes (an export of a mixed pool, a parquet file) has every shape's columns on every row."""
