@@ -78,6 +78,12 @@ def test_a_folder_or_glob_of_shards_reads_each_in_path_order(tmp_path):
     got = pools.read(shards)
     assert [r["conversation"][0]["content"] for r in got.rows] == ["a0", "a1", "a2", "b0", "b1"]
     assert [r["id"] for r in curate.load(str(shards / "part-*.jsonl"))] == [r["id"] for r in curate.load(shards)]
+    import gzip  # a gzipped shard is read (it was skipped without a word); a hidden folder's copies are not
+    with gzip.open(shards / "part-1b.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"instruction": "c0", "output": "ok"}) + "\n")
+    (shards / ".ipynb_checkpoints").mkdir()
+    write_jsonl(shards / ".ipynb_checkpoints" / "part-0-checkpoint.jsonl", [json.dumps({"instruction": "a0", "output": "ok"})])
+    assert [r["conversation"][0]["content"] for r in pools.read(shards).rows] == ["a0", "a1", "a2", "b0", "b1", "c0"]
     write_jsonl(shards / "part-2.jsonl", ['{"instruction": "broken"'])
     with pytest.raises(InputError) as err:
         pools.read(shards)

@@ -12,14 +12,24 @@ from pathlib import Path
 from curate.errors import InputError
 
 SHARD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
+GZIPPED = (".jsonl.gz", ".ndjson.gz", ".json.gz")  # what the readers gunzip
+
+
+def is_shard(path: Path, folder: Path) -> bool:
+    """A data file of a shard folder: a known suffix (or gzipped JSON Lines/JSON), outside hidden files and
+    folders (``.ipynb_checkpoints``, ``.git``: copies and other data that is not the pool)."""
+    name = path.name.lower()
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.is_file() and not hidden and (path.suffix.lower() in SHARD_SUFFIXES or name.endswith(GZIPPED))
 DATASETS_FOLDER_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 def shard_paths(source: str) -> list[str]:
     """The shards of ``source``, in read order.
 
-    A file is one shard; a folder of ``.jsonl``/``.json``/``.parquet``/``.csv`` files (searched
-    recursively) is one shard per file, in path order; a glob pattern (``data/part-*.jsonl``) likewise.
+    A file is one shard; a folder of ``.jsonl``/``.json`` (either gzipped)/``.parquet``/``.csv`` files (searched
+    recursively, hidden files and folders aside) is one shard per file, in path order; a glob pattern
+    (``data/part-*.jsonl``) likewise.
     A ``datasets`` folder (``save_to_disk``) or a Hub name is read as one shard.
     """
     path = Path(source)
@@ -28,9 +38,10 @@ def shard_paths(source: str) -> list[str]:
     if path.is_dir():
         if any((path / name).exists() for name in DATASETS_FOLDER_FILES):
             return [str(path)]
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SHARD_SUFFIXES)
+        files = sorted(str(p) for p in path.rglob("*") if is_shard(p, path))
         if not files:
-            raise InputError(source, "folder", f"no shards ({', '.join(SHARD_SUFFIXES)} files) in this folder")
+            raise InputError(source, "folder", f"no shards ({', '.join(SHARD_SUFFIXES + GZIPPED)} files, hidden "
+                             "ones aside) in this folder")
         return files
     if glob.has_magic(source):
         files = sorted(p for p in glob.glob(source, recursive=True) if Path(p).is_file())
