@@ -570,6 +570,9 @@ def test_report_cli_on_bare_workspace(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "not a curate workspace" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "ws"), "--selection", "nope",
+                              "--out", str(tmp_path / "r2.html")], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 1 and "no selection 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_the_report_highlights_a_chains_final_step_and_cosines_of_raw_vectors(tmp_path):

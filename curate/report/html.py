@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curate.codes import Decision
+from curate.errors import WorkspaceError
 from curate.report.datamap import datamap_section
 from curate.report.neighbours import neighbours_section
 from curate.report.sections import failures_section, judges_section, pool_section, selections_section
@@ -69,7 +70,7 @@ def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -
     """The curation report as one HTML string (see :func:`build_report`)."""
     selection = selection if selection is not None else default_selection(ws)
     if selection is not None and selection not in ws.selections:
-        raise KeyError(f"no selection {selection!r}; have {sorted(ws.selections)}")
+        raise WorkspaceError(f"{ws.path}: no selection {selection!r}; have {sorted(ws.selections)}")
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     sections = [
         ("pool", pool_section(ws)),
