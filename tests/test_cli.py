@@ -39,6 +39,11 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
     r = curate_cli("run", path, "--out", tmp_path / "run", "--on-error", "raise")
     assert r.returncode == 1 and "broken.jsonl: line 7: malformed JSON" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+    # every record bad: nothing to load, whatever --on-error says (it exited 0 and made an empty workspace)
+    r = curate_cli("load", write_jsonl(tmp_path / "all-bad.jsonl", ["{no", "{no"]), "--workspace", tmp_path / "empty",
+                   "--on-error", "skip")
+    assert r.returncode == 1 and "no record of" in r.stderr and "(2 rejected)" in r.stderr
+    assert not (tmp_path / "empty").exists()
 
 
 def test_every_command_has_help():

@@ -33,6 +33,7 @@ def load(
 
     # read first: a missing or broken source creates no workspace folder
     pool = pools.read(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    pools.require_rows(pool)  # every record rejected: nothing to load, and no empty workspace made
     summary = Workspace(workspace).load(pool)
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
