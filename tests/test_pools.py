@@ -205,6 +205,13 @@ def test_gzipped_jsonl_and_json_read_as_their_plain_files(tmp_path):
 def test_a_blank_system_prompt_is_none_and_a_text_part_must_be_text():
     conv = pools.to_conversation({"instruction": "hi", "output": "hello", "system": "  "}, "alpaca")
     assert [t["role"] for t in conv] == ["user", "assistant"]
+    # a top-level system prompt of a ShareGPT or messages record is its first turn (two records that differ only
+    # there were one row, and a duplicate); a system turn of the list itself wins
+    chat = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    terse, pirate = (pools.to_conversation({"conversations": chat, "system": s}, "sharegpt") for s in ("Be terse.", "Arr."))
+    assert terse[0] == {"role": "system", "content": "Be terse."} and pools.row_id(terse) != pools.row_id(pirate)
+    listed = [{"role": "system", "content": "In the list."}, {"role": "user", "content": "hi"}]
+    assert pools.to_conversation({"messages": listed, "system": "Beside."}, "messages") == listed
     with pytest.raises(Exception, match="a text part's text must be a string"):
         pools.to_conversation({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]},
                                             {"role": "assistant", "content": "x"}]}, "messages")

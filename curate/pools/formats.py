@@ -22,8 +22,8 @@ _MESSAGE_ROLES = {"user", "assistant", "system", "tool"}
 _DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "alpaca": {"instruction": ("instruction",), "input": ("input", "context"), "output": ("output", "response", "answer"),
                "system": ("system",)},
-    "sharegpt": {"conversations": ("conversations",)},
-    "messages": {"messages": ("messages",)},
+    "sharegpt": {"conversations": ("conversations",), "system": ("system",)},
+    "messages": {"messages": ("messages",), "system": ("system",)},
     "prompt_completion": {"prompt": ("prompt",), "completion": ("completion", "response", "chosen"), "system": ("system",)},
     "qa": {"question": ("question", "query"), "answer": ("answer", "response"), "system": ("system",)},
 }
@@ -146,6 +146,9 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
                 previous = (i, role)
             turns.append({"role": role, "content": _content(text, f"turn {i} content", max_field_chars,
                                                             allow_empty=role == "assistant")})
+        system = _pick(record, fmt, mapping, "system")  # a top-level system prompt (e.g. ShareGPT's "system")
+        if system and not any(t["role"] == "system" for t in turns) and not (isinstance(system, str) and not system.strip()):
+            turns.insert(0, {"role": "system", "content": _text(system, "system", max_field_chars)})
     else:
         system = _pick(record, fmt, mapping, "system")
         if system and not (isinstance(system, str) and not system.strip()):  # a blank system prompt is none
