@@ -140,15 +140,18 @@ def score(run: Run) -> dict[str, Any]:
             raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
                               "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
                               "ifd_loss_alone)")
-    results = {step.column: run.ws.apply(step, progress=run.progress) for step in producers}
-    unsent = sum(any(f.code == FailureCode.BUDGET for f in fails)
-                 for step in producers for fails in run.ws.failures(step.column))
+    # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
+    # below promise); rows scored or failed for a permanent reason stay as they are
+    results = {step.column: run.ws.apply(step, progress=run.progress, retry_failed=True) for step in producers}
+    per_step = [run.ws.failures(step.column) for step in producers]
+    failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
+    unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:
         raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {run.ws.path}); "
                           "re-run with a larger --max-cost to finish")
-    unreached = [f for step in producers for f in unreached_rows(run.ws.failures(step.column))]
+    unreached = unreached_rows(failures)
     if unreached:  # selecting now would silently leave out every row the server failed to answer
-        raise CurateError(f"{len(unreached)} scores missing: the judge did not answer ({unreached[0].message[:160]}); "
+        raise CurateError(f"{len(unreached)} rows not scored: the judge did not answer ({unreached[0].message[:160]}); "
                           f"the scored rows are kept in {run.ws.path}: re-run to send the rest")
     return results
 

@@ -89,7 +89,7 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
                                               for i in range(8)])
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=0.0001)
-        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached"):
+        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached") as stopped:
             run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
         sent = srv.total
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
@@ -98,6 +98,13 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
     budget = [f for name in ("complexity", "quality") for fails in ws.failures(name) for f in fails]
     assert budget and all(f.code == FailureCode.BUDGET for f in budget)
     assert "default" not in ws.embedding_sets  # the run stopped after scoring
+    unsent = sum(any(fails) for fails in zip(ws.failures("complexity"), ws.failures("quality"), strict=True))
+    assert f"{unsent} rows not sent" in str(stopped.value) and unsent <= 8  # rows, not row-judge pairs
+    with FaultServer() as srv:  # the re-run the error asks for sends the unsent requests alone, and selects
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=1.0)
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
+        assert srv.total == len(budget)  # it sent nothing before this fix, and failed with the same error
+    assert len(result.results["select (DEITA admission)"]) == 3
 
 
 def test_a_judge_that_never_answers_some_rows_stops_the_run_before_selecting(tmp_path):
@@ -105,7 +112,7 @@ def test_a_judge_that_never_answers_some_rows_stops_the_run_before_selecting(tmp
             for i in range(6)]
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
-        with pytest.raises(CurateError, match=r"scores missing: the judge did not answer \(.*HTTP 500"):
+        with pytest.raises(CurateError, match=r"2 rows not scored: the judge did not answer \(.*HTTP 500"):
             run_pipeline(str(write_jsonl(tmp_path / "p.jsonl", rows)), out=tmp_path / "run", budget=3,
                          backend=backend, report=False)
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
