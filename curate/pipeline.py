@@ -23,6 +23,7 @@ from typing import Any
 from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DEITA
 from curate.errors import CurateError
+from curate.select.registry import check_params
 from curate.session import Workspace
 from curate.storage.files import writing
 
@@ -265,6 +266,9 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
+    if not -1 <= max_cosine_similarity <= 1:
+        raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}), on_error, progress)
     timings: dict[str, float] = {}

@@ -160,3 +160,13 @@ def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request
     has_ifd = [v is not None and None not in v for v in ws.column("ifd")]
     assert scored == has_ifd and sum(scored) > 40  # every turn with an IFD value got a score, the others a failure
     assert ws.selections["deita"]["params"]["sort_by"] == "complexity*q_ifd"
+
+
+def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_step(tmp_path):
+    """They were refused at the selection step, after the judges had been paid for every row."""
+    for kwargs, message in (({"budget": -1}, "budget must be a whole number of rows >= 0"),
+                            ({"budget": 5, "max_cosine_similarity": 2.0}, r"must be a cosine in \[-1, 1\], not 2.0"),
+                            ({"budget": 5, "max_cosine_similarity": float("nan")}, "must be a cosine")):
+        with pytest.raises(CurateError, match=message):
+            run_pipeline(str(sample_path()), out=tmp_path / "run", report=False, **kwargs)
+        assert not (tmp_path / "run").exists()
