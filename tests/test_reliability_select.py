@@ -102,6 +102,29 @@ def test_distil_raises_a_clear_error_when_every_label_fails(tmp_path, failure, r
     assert set(ws.columns) == columns_before  # nothing half-written
 
 
+def test_distil_refuses_few_labels_bad_counts_flags_and_its_label_as_a_feature(tmp_path):
+    """Each of these trained a scorer and reported figures (nan, or a Spearman of 0.98 on random labels)."""
+    from curate.scorers import train_scorer
+    from curate.scorers.distil import column_labeller
+
+    ws = small_workspace(tmp_path, 40)
+    ws.add_column("few", [float(i % 5) if i < 24 and i % 5 == 0 else None for i in range(40)], {"kind": "judge"})
+    ws.add_column("label", [float(i % 7) for i in range(40)], {"kind": "judge"})
+    ws.add_column("flag", [i % 2 == 0 for i in range(40)], {"kind": "judge"})
+    fast = {"reads": ["instruction"], "features": ["length", "stats"]}  # no embedding model: fast
+    with pytest.raises(CurateError, match="distil: [0-9] of 30 training rows gave a label, fewer than 10"):
+        distil(ws, column_labeller(ws, "few"), scorer=Scorer(**fast), n=30, holdout_n=5, rounds=0)
+    for bad in ({"n": 0}, {"n": -5}, {"holdout_n": -5}, {"rounds": -1}):
+        with pytest.raises(CurateError, match=f"{next(iter(bad))} must be a whole number"):
+            distil(ws, column_labeller(ws, "label"), scorer=Scorer(**fast), **{"n": 20, "holdout_n": 5, **bad})
+    with pytest.raises(CurateError, match="all 25 labels failed: .* a boolean"):
+        distil(ws, column_labeller(ws, "flag"), scorer=Scorer(**fast), n=20, holdout_n=5, rounds=0)
+    with pytest.raises(CurateError, match="reads the label column 'label' as a feature"):
+        distil(ws, column_labeller(ws, "label"), scorer=Scorer(**fast, columns=["label"]), n=20, holdout_n=5)
+    with pytest.raises(CurateError, match="feature column 'label' is the target itself"):
+        train_scorer(ws, target="label", columns=["label"])
+
+
 # -- 4. selector parameters are checked before anything runs ----------------------------------------------
 @pytest.fixture
 def scored_ws(tmp_path):

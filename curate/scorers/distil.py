@@ -67,6 +67,9 @@ class DistilReport:
                 f"held-out spearman {self.holdout.get('spearman', float('nan')):.3f})")
 
 
+MIN_TRAINING_LABELS = 10  # as train-scorer's least (2 x its 5 folds): fewer fit noise and measure nothing
+
+
 def label_failure(value: Any) -> str | None:
     """Why ``value`` is not a label (None/NaN, a reason string, or a failure dict), or None when it is a number."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -75,6 +78,8 @@ def label_failure(value: Any) -> str | None:
         return value.strip() or NO_REASON
     if isinstance(value, dict):
         return str(value.get("reason") or value)
+    if isinstance(value, bool):  # a flag, not a score (train-scorer's finite_number refuses it too)
+        return f"a boolean ({value}), not a number"
     return None
 
 
@@ -105,6 +110,7 @@ def column_labeller(ws: Any, column: str) -> LabelFn:
                             for t, v in enumerate(values, start=1)])
         return out
 
+    label_fn.column = column  # type: ignore[attr-defined]  # distil refuses a scorer that reads it as a feature
     return label_fn
 
 
@@ -138,7 +144,12 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     about nor trained on, and the search folds are grouped. A group is the row's first instruction, or the value
     of ``group_by``, a column (e.g. a question id) that groups rows whose instructions differ.
     """
+    for name, value, least in (("n", n, 1), ("holdout_n", holdout_n, 1), ("rounds", rounds, 0), ("uncertain_k", uncertain_k, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ScorerError(f"distil: {name} must be a whole number >= {least}, not {value!r}")
     scorer = scorer or Scorer(reads=["instruction"])
+    if getattr(label_fn, "column", None) in scorer.columns:  # the label as its own feature: agreement by construction
+        raise ScorerError(f"distil: the scorer reads the label column {label_fn.column!r} as a feature")
     if column:
         scorer.name = column
     rng = np.random.default_rng(seed)
@@ -208,10 +219,11 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     held_labels = dict(labels)  # evaluation only: never trained on
     labels.clear()
     judge(pool_pos[:n])
-    if not labels:  # nothing to train on: say why instead of failing on an empty training set
+    if len(labels) < MIN_TRAINING_LABELS:  # too little to fit or measure anything: say why, not nan figures
         rows_asked = pool_pos[:n].tolist()
-        scope = f"all {len(rows_asked)} training labels failed ({len(held_labels)} held-out labels did not)"
-        if not held_labels:
+        scope = (f"{len(labels)} of {len(rows_asked)} training rows gave a label, fewer than {MIN_TRAINING_LABELS}"
+                 if labels else f"all {len(rows_asked)} training labels failed ({len(held_labels)} held-out labels did not)")
+        if not held_labels and not labels:
             rows_asked = held_pos.tolist() + rows_asked
             scope = f"all {len(rows_asked)} labels failed"
         raise ScorerError(f"distil: {scope}: {top_reasons([failed[p] for p in rows_asked if p in failed])}")

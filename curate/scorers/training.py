@@ -188,6 +188,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                               ws.label_sets.get(labels), reads, columns, chain_pairs)
     else:
         for feature_column in columns:
+            if feature_column == target:  # the label as its own feature: agreement by construction
+                raise ScorerError(f"feature column {feature_column!r} is the target itself")
             if not ws.has_column(feature_column) and feature_column not in (ws.pool.column_names if ws.has_pool else []):
                 raise ScorerError(f"{ws.path}: no column {feature_column!r} to read as a feature; derived columns "
                                   f"{sorted(ws.columns)}")
