@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason
+from curate.errors import CurateError
 from curate.session import Workspace
 from curate.tags import (
     IntentTags,
@@ -37,6 +38,19 @@ def test_rule_aggregation_merges_case_plural_and_punctuation():
     assert out[5] == ["coding"]
     step = norm.report[-1]
     assert (step.step, step.tags_in, step.tags_out) == ("rule_aggregation", 8, 4)
+
+
+def test_rule_aggregation_reads_every_script_and_drops_tags_that_name_nothing():
+    """stdlib re split Hindi at its vowel signs ("ह न द"), kept NFD and full-width forms apart, and symbol-only tags
+    became the tag "" (counted as the top tag)."""
+    rows = [["हिन्दी व्याकरण"], ["re\u0301sume\u0301 writing"], ["résumé writing", "&"], ["Ｐｙｔｈｏｎ", "..."],
+            ["python", "→"], ["C++", "C#", "C"]]
+    out = Normalizer(min_frequency=None, semantic=False, association=False).fit_transform(rows)
+    assert out[0] == ["हिन्दी व्याकरण"] and out[1] == out[2] == ["résumé writing"]
+    assert out[3] == out[4] == ["python"] and out[5] == ["c++", "c#", "c"]
+    from curate.evol.rules import normalise
+
+    assert normalise("यह एक सरल वाक्य है") == ["यह", "एक", "सरल", "वाक्य", "है"]  # Evol's word counts too
 
 
 def test_frequency_filter_drops_rare_tags_and_scales_alpha_on_small_pools():
@@ -295,7 +309,7 @@ class ScriptedTagBackend:
                          and m["content"].startswith("Query: "))
             words = [w.strip(".?") for w in query.split()[1:] if w[:1].isupper()]
             text = "no json here" if "BROKEN" in query else json.dumps(
-                {"tags": [{"tag": w, "explanation": "named"} for w in words]})
+                {"tags": [{"tag": " " if "BLANK" in query else w, "explanation": "named"} for w in words]})
             on_done(req, {"text": text, "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "cost_usd": 0.0,
                           "finish_reason": "stop"})
 
@@ -321,6 +335,14 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     first, second = ws.failures("tags_raw")
     assert first == [] and [(f.code, f.turn) for f in second] == [(FailureCode.INVALID_OUTPUT, 2)]
     assert "no json here" in (second[0].raw or "")
+    blank = Workspace(tmp_path / "blank")  # a reply whose every tag is blank is a failure, not a row with no tags
+    blank.load(write_jsonl(tmp_path / "c.jsonl", [{"instruction": "Say BLANK Things.", "output": "..."}]))
+    blank.apply(Tagger(backend), progress=False)
+    assert blank.column("tags_raw") == [[None]]
+    assert [(f.code, f.message) for f in blank.failures("tags_raw")[0]] == [(FailureCode.INVALID_OUTPUT,
+                                                                             "every tag the judge gave is blank")]
+    with pytest.raises(CurateError, match="complexity.md: a tagging prompt answers IntentTags"):
+        Tagger(backend, prompt="complexity")  # refused before any call (it crashed after paying for every one)
     sent = backend.requests_sent
     assert ws.apply(Tagger(backend), progress=False).computed == 0 and backend.requests_sent == sent  # reused
     # the row whose second turn failed has no row-level tags, and says why

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
+import regex
 from pydantic import BaseModel, Field, conlist, create_model
 
 from curate.errors import CurateError
@@ -90,7 +91,7 @@ DEFAULT_RULES = {
     "quality": EliminationRules(max_added_words=150, length_tolerance=0.5, near_equal_ratio=0.98),
 }
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")  # a letter keeps its combining marks (Hindi, Tamil: re split there)
 #: A rewrite that opens by refusing.
 REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|i cannot\b|i can'?t\b|i can not\b|i'?m unable|i am unable|"

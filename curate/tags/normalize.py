@@ -16,12 +16,14 @@ import hashlib
 import html
 import json
 import math
-import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import regex
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import NORMALIZER
@@ -36,8 +38,9 @@ MAPPING_ARTIFACT = "instag_mapping"
 # Rule aggregation's words: runs of letters/digits; a word ending in a letter keeps a run of '#'/'+' right
 # after it when no letter follows (C#, C++, F#, Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart;
 # everything else ("a+b", "1+1", "#tag", "C/C++") is a separator.
+# Letters keep their combining marks (Devanagari, Tamil, decomposed accents: stdlib re split words there).
 SYMBOL_SUFFIX_CHARS = "#+"
-SYMBOL_WORD = re.compile(r"[^\W_]*[^\W\d_][#+]+(?![^\W\d_])|[^\W_]+")
+SYMBOL_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]*[\p{L}\p{M}][#+]+(?![\p{L}\p{M}])|[\p{L}\p{N}\p{M}]+")
 
 
 @dataclass
@@ -111,9 +114,10 @@ class Normalizer:
 
     @staticmethod
     def surface(tag: str) -> str:
-        """Lowercase, every other run of non-alphanumerics (underscore included) turned into one space, except
-        a ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
-        return " ".join(SYMBOL_WORD.findall(tag.lower()))
+        """NFKC-normalised (full-width and composed forms as one) and case-folded, every other run of
+        non-alphanumerics (underscore included) turned into one space, except a ``#``/``+`` suffix that names
+        something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
+        return " ".join(SYMBOL_WORD.findall(unicodedata.normalize("NFKC", tag).casefold()))
 
     def rule_key(self, tag: str) -> str:
         """The rule-aggregation key: the surface form with each word stemmed (a symbol suffix is kept
@@ -148,6 +152,11 @@ class Normalizer:
             for raw, name in current.items():
                 if name is not None and name in old_to_new:
                     current[raw] = old_to_new[name]
+
+        # 0. a tag without a letter or digit ("&", "...", an emoji) names no intent: dropped, never the tag ""
+        for raw in raw_counts:
+            if not self.surface(raw):
+                current[raw] = None
 
         # 1. frequency filter
         if p["min_frequency"]:

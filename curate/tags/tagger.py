@@ -58,9 +58,13 @@ class Tagger:
 
     def __init__(self, backend: Any = None, *, prompt: str | os.PathLike | Any = "instag", column: str = "tags_raw",
                  params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None):
-        from curate.llm.prompts import load_prompt
+        from curate.llm.prompts import PromptError, load_prompt
 
         self.prompt = load_prompt(prompt, prompt_dirs)
+        model = self.prompt.model_class()
+        if model is None or not issubclass(model, IntentTags):  # checked before any call is paid for
+            raise PromptError(f"{self.prompt.where}: a tagging prompt answers IntentTags (output kind json, model "
+                              f"curate.tags:IntentTags), not {self.prompt.output_model or self.prompt.output_kind}")
         self.backend = backend
         self.column = column
         self.params = dict(params or {})
@@ -109,8 +113,11 @@ class Tagger:
                     raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
                     fails.append(_turn_failure(res.failure, t, raw))
                     tags.append(None)
+                elif not (named := dedupe(it.tag.strip() for it in res.parsed.tags if it.tag.strip())):
+                    fails.append(Failure(FailureCode.INVALID_OUTPUT, "every tag the judge gave is blank", res.text, t))
+                    tags.append(None)
                 else:
-                    tags.append(dedupe(it.tag.strip() for it in res.parsed.tags if it.tag.strip()))
+                    tags.append(named)
             values.append(tags)
             failures.append(fails)
         paid = [res for res in results if not res.cached]  # cached calls were paid before
