@@ -113,6 +113,12 @@ def test_metrics():
     assert tag_frequency(rows)[0] == ("b", 2)
     mean, std = random_coverage(rows, 5, seeds=3)
     assert mean == 1.0 and std == 0.0
+    from curate.tags.classifier import tagger_agreement
+
+    # a training label ("z") absent from the held-out rows and never predicted is no miss: a perfect tagger scores 1
+    perfect = tagger_agreement([["x"], ["x", "y"]], [["x"], ["x", "y"]], ["x", "y", "z"])
+    assert perfect["macro_f1"] == perfect["micro_f1"] == 1.0
+    assert tagger_agreement([["x"], ["x"]], [["x"], ["x", "y"]], ["x", "y", "z"])["macro_f1"] == pytest.approx(0.5)
 
 
 def random_pool(seed, n=60, vocab=25):
@@ -266,6 +272,12 @@ def test_cli_tags_report_and_normalize(tagged_ws):
                         "--min-support", "0", "--seeds", "3"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "rule_aggregation: 7 -> 5 tags" in r.stdout and "tags per query" in r.stdout
+    # one denominator: row 5 (tagged, no tag left) counts among the tagged rows as in tags per query; row 6 failed
+    assert "7 of 8 rows tagged (1 of them with no tag)" in " ".join(r.stdout.split())
+    raw = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--column", "tags_raw", "--normalize"],
+                         capture_output=True, text=True, timeout=120)  # crashed; with --normalize, wrote over tags_raw
+    assert raw.returncode == 1 and "holds the judge's raw tags per turn" in raw.stderr and "Traceback" not in raw.stderr
+    assert ws.column_provenance("tags_raw")["kind"] == "test"
     assert "selection first3 (3 rows): coverage 0.800" in r.stdout
     r = subprocess.run([sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--backend", "openai"],
                        capture_output=True, text=True, timeout=120)

@@ -98,6 +98,10 @@ def tags_cmd(
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
+    prov = ws.column_provenance(column) if ws.has_column(column) else {}
+    if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":  # e.g. tags_raw: the LLM's, per turn
+        raise CurateError(f"{ws.path}: column {column!r} holds the judge's raw tags per turn, which the normaliser "
+                          "reads; report on its normalised column (--column tags, made with --normalize)")
     if not ws.has_column(column) and not renormalize:
         raise CurateError(f"{ws.path}: no column {column!r} yet: tag the pool first (curate tag {workspace} --backend "
                           f"local, or --base-url URL --model NAME); have {sorted(ws.columns) or 'no columns'}")
@@ -107,9 +111,11 @@ def tags_cmd(
         _print_steps(instag.normalize(ws, norm, column=column))
     rows = ws.column(column)
     freq = instag.tag_frequency(rows)
-    tagged = sum(1 for r in rows if r)
-    console.print(f"{column}: {len(freq):,} distinct tags; {tagged:,} of {len(rows):,} rows tagged; "
-                  f"{instag.tags_per_query(rows):.2f} tags per query")
+    tagged = sum(1 for r in rows if r is not None)  # the denominator of tags per query too
+    bare = sum(1 for r in rows if r is not None and not r)
+    console.print(f"{column}: {len(freq):,} distinct tags; {tagged:,} of {len(rows):,} rows tagged"
+                  + (f" ({bare:,} of them with no tag)" if bare else "")
+                  + f"; {instag.tags_per_query(rows):.2f} tags per query")
     table = Table("tag", "rows", "share")
     for name, count in freq[:top]:
         table.add_row(escape(name), f"{count:,}", f"{count / max(tagged, 1):.1%}")
