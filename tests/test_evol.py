@@ -266,6 +266,9 @@ def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
         sample_seeds(ws, 2, kind="helpfulness")
     with pytest.raises(CurateError, match="asked for 999 seeds"):
         sample_seeds(ws, 999)
+    for n in (0, -1):  # 0 replaced a label set with an empty one; -1 raised random's "Sample larger than population"
+        with pytest.raises(CurateError, match=f"seeds must be a whole number >= 1, not {n}"):
+            sample_seeds(ws, n)
     with pytest.raises(CurateError, match="needs a response|need a response"):
         _seed_rows([{"id": "x", "instruction": "Hi"}], "quality")
 

@@ -104,6 +104,12 @@ def test_mapping_saved_and_applied_to_new_rows(tmp_path):
     # unseen raw variants map through their stemmed key; unknown tags drop; failed rows stay None
     assert back.transform([["DATA-ANALYSIS", "Poems", "unknown"], None]) == [["data analysis", "poem"], None]
     assert "rule_aggregation" in norm._repr_html_()
+    (tmp_path / "cut.json").write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match=r"cut.json: line \d+: not JSON"):
+        Normalizer.load(tmp_path / "cut.json")
+    (tmp_path / "edited.json").write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "params"}))
+    with pytest.raises(ValueError, match="edited.json: not a readable Normalizer mapping .KeyError: 'params'"):
+        Normalizer.load(tmp_path / "edited.json")
 
 
 def test_metrics():

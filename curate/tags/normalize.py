@@ -263,11 +263,13 @@ class Normalizer:
     def from_dict(cls, data: dict[str, Any], embed: EmbedFn | None = None, where: str = "mapping") -> Normalizer:
         if not isinstance(data, dict) or data.get("kind") != "curate.tags.Normalizer":
             raise ValueError(f"{where}: not a saved curate Normalizer")
-        norm = cls(**data["params"], embed=embed)
-        norm.mapping = data["mapping"]
-        norm.key_map = data["key_map"]
-        norm.report = [StepReport(**s) for s in data["report"]]
-        norm.fitted_rows = data["fitted_rows"]
+        try:
+            norm = cls(**data["params"], embed=embed)
+            norm.mapping, norm.key_map = dict(data["mapping"]), dict(data["key_map"])
+            norm.report = [StepReport(**s) for s in data["report"]]
+            norm.fitted_rows = int(data["fitted_rows"])
+        except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or cut-short mapping
+            raise ValueError(f"{where}: not a readable Normalizer mapping ({type(exc).__name__}: {exc})") from None
         return norm
 
     def save(self, path: str | Path) -> Path:
@@ -280,7 +282,12 @@ class Normalizer:
 
     @classmethod
     def load(cls, path: str | Path, embed: EmbedFn | None = None) -> Normalizer:
-        return cls.from_dict(json.loads(Path(path).read_text()), embed, str(path))
+        """A mapping :meth:`save` wrote; a damaged file is a ValueError naming it."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
+        return cls.from_dict(data, embed, str(path))
 
     @classmethod
     def from_workspace(cls, ws: Any, name: str = MAPPING_ARTIFACT, embed: EmbedFn | None = None) -> Normalizer:
