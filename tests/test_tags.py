@@ -280,6 +280,9 @@ def test_cli_tags_report_and_normalize(tagged_ws):
     assert "rule_aggregation: 7 -> 5 tags" in r.stdout and "tags per query" in r.stdout
     # one denominator: row 5 (tagged, no tag left) counts among the tagged rows as in tags per query; row 6 failed
     assert "7 of 8 rows tagged (1 of them with no tag)" in " ".join(r.stdout.split())
+    again = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--seeds", "3"],
+                           capture_output=True, text=True, timeout=120)  # the stored mapping's steps, notes included
+    assert again.returncode == 0 and "alpha scaled from 20 to 1" in " ".join(again.stdout.split())
     raw = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--column", "tags_raw", "--normalize"],
                          capture_output=True, text=True, timeout=120)  # crashed; with --normalize, wrote over tags_raw
     assert raw.returncode == 1 and "holds the judge's raw tags per turn" in raw.stderr and "Traceback" not in raw.stderr

@@ -24,6 +24,7 @@ from curate.cli.common import (
 )
 from curate.defaults import NORMALIZER
 from curate.errors import CurateError
+from curate.tags.normalize import MAPPING_ARTIFACT
 
 
 @app.command("tag")
@@ -109,6 +110,8 @@ def tags_cmd(
         norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
                                  association=min_support > 0, min_support=min_support or NORMALIZER.min_support)
         _print_steps(instag.normalize(ws, norm, column=column))
+    elif ws.artifact(MAPPING_ARTIFACT) is not None:  # what the stored mapping did (e.g. thresholds scaled to the pool)
+        _print_steps(instag.Normalizer.from_workspace(ws))
     rows = ws.column(column)
     freq = instag.tag_frequency(rows)
     tagged = sum(1 for r in rows if r is not None)  # the denominator of tags per query too
