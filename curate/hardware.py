@@ -37,6 +37,10 @@ def resolve_device(device: str | None) -> str:
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):  # torch's own message lists every device type it knows
+        raise CurateError(f"device {device!r}: use cpu, cuda or cuda:N (torch device names)") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
     return device

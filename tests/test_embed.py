@@ -143,3 +143,24 @@ def test_a_model_folder_saved_again_with_other_weights_is_another_model_to_the_c
     model.save(str(folder))  # fine-tuned in place: the same path, other weights
     after, encoded, _ = encode_cached(texts, tmp_path / "cache", model=str(folder))
     assert encoded == 2 and not np.allclose(after, before, atol=1e-3)
+
+
+def test_embed_settings_that_cannot_work_are_one_error_before_any_encoding(tmp_path):
+    """A bogus device and a CUDA device on a machine without one were raw torch tracebacks (or, with every text
+    cached, a success recording the device); a batch size of 0 was "range() arg 3 must not be zero"."""
+    import pytest
+    import torch
+
+    from curate.errors import CurateError
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "hi", "output": "there"}]))
+    cases = [({"device": "bogus"}, "device 'bogus': use cpu, cuda"), ({"batch_size": 0}, "batch_size must be a whole")]
+    if not torch.cuda.is_available():
+        cases.append(({"device": "cuda"}, "torch sees no CUDA device"))
+    for kwargs, message in cases:
+        with pytest.raises(CurateError, match=message):
+            ws.embed(progress=False, **kwargs)
+    assert not ws.embedding_sets

@@ -6,7 +6,9 @@ from typing import Any
 
 from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
-from curate.embed.encoder import auto_device, model_id, resolve_backend
+from curate.embed.encoder import model_id, resolve_backend
+from curate.errors import CurateError
+from curate.hardware import resolve_device
 from curate.rows import row_text
 
 # ``ws`` is a curate.storage.workspace.Workspace: only its public methods are used.
@@ -23,8 +25,10 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     onnx or onnx-int8 (see :mod:`curate.embed.encoder`); None: ``$CURATE_EMBED_BACKEND`` or torch. Returns a
     summary (rows, encoded, ...).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CurateError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
     mid = model_id(model)
-    device = device or auto_device()
+    device = resolve_device(device)  # before the cache is read: a cached set never records a device it cannot use
     backend = resolve_backend(backend, device)
     texts = [row_text(c, text) for c in ws.conversations()]
     if not texts:
