@@ -139,6 +139,23 @@ def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):
         assert len(ds) == 2 and ds[0]["conversation"][0]["content"] == GOOD["instruction"], path
 
 
+def test_a_json_file_of_one_record_or_of_json_lines_with_a_bad_first_line(tmp_path):
+    """One record with a list field (a one-row export) was read as a wrapper of that list; JSON Lines in a .json
+    file whose first line is bad stopped the load whatever --on-error said."""
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({**GOOD, "tags": ["a", "b"]}))
+    assert [r["conversation"][0]["content"] for r in pools.read(one).rows] == [GOOD["instruction"]]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"data": [GOOD, GOOD]}))
+    assert len(pools.read(wrapped).rows) == 2
+    lines = tmp_path / "lines.json"
+    lines.write_text("{broken\n" + json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "output": "2"}) + "\n")
+    got = pools.read(lines, on_error="skip")
+    assert len(got.rows) == 2 and [r.location for r in got.rejects] == ["line 1"]
+    with pytest.raises(InputError, match="lines.json: line 1: malformed JSON"):
+        pools.read(lines)
+
+
 @pytest.mark.parametrize("content", ["", "\n   \n\n"])
 def test_empty_file_is_an_error(tmp_path, content):
     path = tmp_path / "empty.jsonl"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import InputError
-from curate.pools.formats import _RowError
+from curate.pools.formats import _RowError, detect_format, exported_format
 
 _UTF8_BOM = codecs.BOM_UTF8
 # A lone surrogate can only come from a JSON escape (raw UTF-8 cannot encode one); lines without one skip the check.
@@ -132,8 +132,9 @@ def _iter_json(path: Path) -> Iterator[_Item]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        # A .json file holding JSON Lines is common; read it as such.
-        if exc.msg == "Extra data":
+        # A .json file holding JSON Lines is common; read it as such (a bad line then gets --on-error's treatment,
+        # whichever line it is: the first one gives no "Extra data")
+        if exc.msg == "Extra data" or (text.lstrip().startswith("{") and "\n{" in text):
             yield from _iter_jsonl(path)
             return
         raise InputError(str(path), f"line {exc.lineno}", f"malformed JSON: {exc.msg} (column {exc.colno})") from None
@@ -143,6 +144,8 @@ def _iter_json(path: Path) -> Iterator[_Item]:
     except ValueError as exc:
         line = _problem_line(text, long_digits=sys.get_int_max_str_digits() or None)
         raise InputError(str(path), f"line {line}", _too_long(exc)) from None
+    if isinstance(obj, dict) and _is_record(obj):  # one record (e.g. a one-row export), not a wrapper of records
+        obj = [obj]
     if isinstance(obj, dict):
         lists = [k for k, v in obj.items() if isinstance(v, list)]
         if len(lists) != 1:
@@ -154,6 +157,14 @@ def _iter_json(path: Path) -> Iterator[_Item]:
     for i, rec in enumerate(obj, start=1):
         error = _lone_surrogate(rec) if check_surrogates else None
         yield (f"record {i}", rec, None) if error is None else (f"record {i}", error, record_text(rec))
+
+
+def _is_record(obj: dict[str, Any]) -> bool:
+    """Whether a JSON object is itself a record: some shape (or curate's own export) reads it."""
+    try:
+        return exported_format(obj) is not None or bool(detect_format(obj))
+    except _RowError:
+        return False
 
 
 def _iter_dataset(ds: Any) -> Iterator[_Item]:
