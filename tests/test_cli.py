@@ -32,8 +32,9 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
     assert "broken.jsonl" in r.stderr and "line 7" in r.stderr and "Traceback" not in r.stderr + r.stdout
     r = curate_cli("load", path, "--workspace", tmp_path / "ws", "--on-error", "skip")
     assert r.returncode == 0, r.stderr
+    assert curate_cli("load", path, "--workspace", tmp_path / "ws", "--on-error", "skip").returncode == 0
     rejects = [json.loads(x) for x in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
-    assert [x["location"] for x in rejects] == ["line 7"]
+    assert [x["location"] for x in rejects] == ["line 7"]  # loaded twice, listed once
     assert "9 rows" in curate_cli("info", tmp_path / "ws").stdout
     # curate run skips bad records by default (a 10M-row pool with one broken line still runs); asked to, it stops
     r = curate_cli("run", path, "--out", tmp_path / "run", "--on-error", "raise")

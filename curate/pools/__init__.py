@@ -174,10 +174,15 @@ def assign_ids(rows: Iterable[dict[str, Any]], taken: set[str] | None = None) ->
 
 
 def write_rejects(rejects: list[Reject], path: str | os.PathLike, append: bool = False) -> None:
-    """Write rejects as JSON Lines: path, location (line/row), reason, raw record."""
+    """Write rejects as JSON Lines: path, location (line/row), reason, raw record. ``append`` leaves out the rejects
+    the file already holds (a source loaded again, or ``curate run`` re-run, rejects the same records again)."""
+    lines = [json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rejects]
+    if append and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            held = set(fh)
+        lines = [line for line in lines if line not in held]
     with open(path, "a" if append else "w", encoding="utf-8") as fh:
-        for r in rejects:
-            fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+        fh.writelines(lines)
 
 
 def load(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,

@@ -120,7 +120,7 @@ def add_rows(ws: Workspace, result) -> dict[str, Any]:
                          and not old.schema.field(f.name).type.equals(f.type)]
                 raise WorkspaceError(
                     f"{result.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
-                    f"pool ({exc}); load it into another workspace or pass mapping= to rename them") from None
+                    f"pool ({exc}); make the field one type in the source, or load it into another workspace") from None
         _swap_pool(ws, table)
     summary = {
         "source": result.source, "loaded_at": now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
