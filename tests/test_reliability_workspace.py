@@ -298,6 +298,14 @@ def test_a_derived_column_named_like_a_pool_field_is_the_one_exported(tmp_path):
     ws.add_column("quality", [9.0] * 3, {"kind": "test"})  # a judge named like the file's own field
     rows = [json.loads(line) for line in ws.export(tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["quality"], r["original_quality"]) for r in rows] == [(9.0, i) for i in range(3)]
+    both = Workspace(tmp_path / "both", create=True)  # the file has original_quality too: neither is lost
+    src.write_text("\n".join(json.dumps({"instruction": f"task {i}", "output": "ok", "quality": i, "original_quality": -i})
+                             for i in range(3)))
+    both.load(src)
+    both.add_column("quality", [9.0] * 3, {"kind": "test"})
+    rows = [json.loads(line) for line in both.export(tmp_path / "both.jsonl").read_text().splitlines()]
+    assert [(r["quality"], r["original_original_quality"], r["original_quality"]) for r in rows] == \
+        [(9.0, i, -i) for i in range(3)]
 
 
 @pytest.mark.parametrize("manifest, message", [

@@ -208,7 +208,10 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
             if name in RESERVED:
                 continue
             if name in ds.column_names:  # a pool-file field of the same name: the derived column (what the
-                ds = ds.rename_column(name, f"original_{name}")  # selection used) keeps the name
+                kept = f"original_{name}"  # selection used) keeps the name, the field is original_<name>
+                while kept in ds.column_names:  # (or original_original_<name>, when the pool has that too)
+                    kept = f"original_{kept}"
+                ds = ds.rename_column(name, kept)
             ds = ds.add_column(name, ws.column(name, ids))
     return datasets.Dataset(ds.data.table) if selection is None else ds
 
