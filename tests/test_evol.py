@@ -57,9 +57,21 @@ def test_operation_name_leak_and_parent_exemption():
 
 
 @pytest.mark.parametrize("child", ["I'm sorry, but I can't help with that.", "As an AI, I do not write poems.",
-                                   "I cannot rewrite this task."])
+                                   "I cannot rewrite this task.", "I can't assist with creating that poem."])
 def test_refusal(child):
     assert code(PARENT, child) == "refusal"
+
+
+def test_plain_prose_that_looks_like_a_marker_is_not_eliminated():
+    """Each was dropped: a user's own "I can't ..." as a refusal; "the original version of" and an answer's
+    "**Answer:** 42" line as scaffolding."""
+    quality = DEFAULT_RULES["quality"]
+    assert code("How do I fix a script that will not start?",
+                "I can't get my Python 3.12 Flask script to start on Windows 11; how do I fix it?") is None
+    assert code("Use git revert to undo a pushed commit.", "Use `git revert <sha>`: it adds a commit that undoes "
+                "the original version of the change, so the history others pulled stays intact.", rules=quality) is None
+    assert code("Half of 84 is 42.", "To halve 84, divide it by 2: 84 / 2 = 42.\n\n**Answer:** 42", rules=quality) is None
+    assert code("Half of 84 is 42.", "Answer: half of 84 is 42, since 2 x 42 = 84.", rules=quality) == "scaffolding"
 
 
 def test_refusal_exempt_when_parent_is_one():

@@ -94,20 +94,25 @@ DEFAULT_RULES = {
 _WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")  # a letter keeps its combining marks (Hindi, Tamil: re split there)
 #: A rewrite that opens by refusing.
 REFUSAL = re.compile(
-    r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|i cannot\b|i can'?t\b|i can not\b|i'?m unable|i am unable|"
-    r"i'?m not able|i am not able|i won'?t\b|i will not\b|as an ai\b|as a language model|unfortunately,? i\b)",
+    r"^\W*(i'?m sorry|i am sorry|sorry\b|i apologi[sz]e|"
+    # "I can't" opens a user's own question too ("I can't get my script to start"): a refusal names what it won't do
+    r"(i cannot|i can'?t|i can not|i won'?t|i will not|i'?m unable to|i am unable to|i'?m not able to|i am not able to)"
+    r" (help|assist|do that|do this|comply|fulfil+|provide|complete|rewrite|create|write|answer|generate)\b|"
+    r"as an ai\b|as a language model|unfortunately,? i\b)",
     re.IGNORECASE)
 # Generic scaffolding of rewrite prompts (WizardLM-style markers, and the task frame all of ours share), for
 # every operation; each operation's own wording is its prompt file's ``leak_phrases``. A phrase only counts
 # as a leak when the parent does not contain it.
 SCAFFOLDING = (
     r"#\s*[a-z ]{0,30}(prompt|instruction|task|response|answer)\s*#",
-    r"\b(rewritten|given|original|created|evolved|improved|revised)\s+(prompt|instruction|task|response|answer|version)\b",
+    r"\b(rewritten|given|original|created|evolved|improved|revised)\s+(prompt|instruction|task|response|answer)\b",
+    r"\b(rewritten|evolved|improved|revised)\s+version\b",  # "the original version of the change" is plain prose
     r"\bhere(?:'s| is) (?:the|a|an|my) (?:new|rewritten|revised|improved|modified|updated|better|harder)\b",
     r"\bin-?(depth|breadth) (evolution|operation|step|rewrite)\b",
     r"\bextra requirement\b",
     r"\bevol(ved|ution)?[- _]instruct\b",
-    r"^\W*(new |rewritten |revised |improved |updated )?(task|instruction|prompt|question|answer|response)\s*\d*\s*:",
+    # a rewrite that opens with a label; further down, "**Answer:** 42" is an answer's own formatting
+    r"\A\W*(new |rewritten |revised |improved |updated )?(task|instruction|prompt|question|answer|response)\s*\d*\s*:",
     r"\[(version|answer) \d+\]",
 )
 _FLAGS = re.IGNORECASE | re.MULTILINE
