@@ -167,7 +167,8 @@ def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, 
              "What is 17 * 23?", "List three uses of baking soda.", "Name the planets of the solar system."]
     online, batch = _workspace(tmp_path, texts, "online"), _workspace(tmp_path, texts, "batch")
     online.apply(Judge("complexity", local_llm.backend()), progress=False)
-    result = batch.apply(Judge("complexity", VLLMBatchBackend(log_path=tmp_path / "batch.log")), progress=False)
+    runner = VLLMBatchBackend(log_path=tmp_path / "batch.log", dtype=local_llm.dtype)  # the server's dtype
+    result = batch.apply(Judge("complexity", runner), progress=False)
     assert result.provenance["cached_requests"] == 0 and result.provenance["tokens"]["prompt"] > 0  # really run
     got, want = _by_text(batch, "complexity"), _by_text(online, "complexity")
     codes = {name: {c[0]["content"]: [f.code for f in fails] for c, fails in
@@ -175,11 +176,14 @@ def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, 
              (("batch", batch), ("online", online))}
     assert codes["batch"] == codes["online"], codes  # the same rows fail, for the same reason
     assert sum(v[0] is not None for v in got.values()) >= 3
+    # float32 kernels agree to rounding; bfloat16 ones (CPUs with native bf16, as in CI) keep 8 mantissa bits and
+    # sum in an order that depends on how requests were batched, which moves an expected score by a few hundredths
+    tolerance = 1e-3 if local_llm.dtype == "float32" else 0.1
     for text in texts:
         if want[text][0] is None:
             assert got[text][0] is None
         else:
-            assert abs(got[text][0] - want[text][0]) < 1e-3, (text, got[text], want[text])
+            assert abs(got[text][0] - want[text][0]) < tolerance, (text, got[text], want[text])
 
 
 def test_max_cost_caps_what_a_batch_submits_at_the_batch_price(tmp_path):
