@@ -260,6 +260,24 @@ def test_apply_twice_computes_nothing_and_perplexity_reuses_ifd_passes(tiny_mode
     assert ws.column("perplexity")[0] == pytest.approx([np.exp(x) for x in loss[0]])
 
 
+def test_a_diverged_model_gives_perplexity_failures_not_an_overflow(tiny_model, tmp_path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():  # tied embeddings: logits grow 1e5-fold, so a wrong token costs thousands of nats
+        model.model.embed_tokens.weight.mul_(1e5)
+    model.save_pretrained(tmp_path / "diverged")
+    for name in TOKENIZER_FILES:
+        shutil.copy(tiny_model / name, tmp_path / "diverged" / name)
+    ws = workspace(tmp_path, CONVERSATIONS[2:4])
+    result = ws.apply(Perplexity(tmp_path / "diverged", dtype="float32"), progress=False)
+    assert result.failed == 2 and ws.column("perplexity") == [[None], [None, None, None]]
+    fails = ws.failures("perplexity")
+    assert {f.code for row in fails for f in row} == {FailureCode.MODEL_ERROR}
+    assert "perplexity out of range: mean NLL" in fails[0][0].message and fails[1][2].turn == 3
+
+
 def test_learnability_tunes_once_and_rises_on_the_reference_rows(tiny_model, tmp_path):
     ws = workspace(tmp_path)
     reference = CONVERSATIONS[:3]

@@ -32,6 +32,9 @@ VERSION = 1  # bump when a signal's definition changes
 LEARNABILITY_CHUNK = 256  # rows per (base, reference) pass, so progress moves during learnability runs
 
 
+MAX_EXP_ARGUMENT = math.log(np.finfo(np.float64).max)  # ~709.78: math.exp raises OverflowError above it
+
+
 def _mean_nll(lp: np.ndarray) -> float:
     return float(-np.asarray(lp, dtype=np.float64).mean())
 
@@ -124,6 +127,9 @@ class Perplexity(_SignalStep):
 
         def value(r: int, t: int) -> Any:
             loss = _mean_nll(lps[(r, t, "conditioned")])
+            if not loss < MAX_EXP_ARGUMENT:  # also NaN: a diverged model's logprobs give no perplexity
+                return Failure(FailureCode.MODEL_ERROR, f"perplexity out of range: mean NLL {loss} nats per token "
+                               f"(exp overflows above {MAX_EXP_ARGUMENT:.0f})", turn=t + 1)
             return math.exp(loss), {"loss": loss, "tokens": len(lps[(r, t, "conditioned")])}
 
         return self._output(plans, value, ("loss", "tokens"))
