@@ -198,6 +198,14 @@ def test_the_report_shows_the_data_map_once_the_columns_exist(trained, tmp_path)
     bare.load(tmp_path / "p.jsonl")
     assert "data map" not in report_html(bare)
     assert "no data map yet" in data_map(bare)._repr_html_()
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    from curate.errors import CurateError
+
+    result = CliRunner().invoke(app, ["train", "map", str(bare.path)])  # the CLI prints a CurateError as one line
+    assert isinstance(result.exception, CurateError) and "no data map yet" in str(result.exception)
     ws, _ = trained
     ws.select("cartography", name="carto-report", budget=6)
     page = report_html(ws, selection="carto-report")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from curate.errors import CurateError
 from curate.report.scales import histogram_bins, jitter, range_overflows
 from curate.report.summary import default_selection, numeric_columns
 
@@ -38,8 +39,9 @@ DROPPED_COLOUR = "#ff7f0e"  # orange: considered by the selection and dropped
 POOL_COLOUR = "#b0b0b0"     # grey: the pool, or rows the selection did not consider
 
 
-class MissingInput(LookupError):
-    """A plot's input is not in the workspace yet; the message says which step produces it."""
+class MissingInput(CurateError, LookupError):
+    """A plot's input is not in the workspace yet; the message says which step produces it (the CLI prints it
+    as one line, like every :class:`CurateError`)."""
 
 
 # -- reading columns ---------------------------------------------------------------------------------
