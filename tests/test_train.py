@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason
+from curate.errors import CurateError
 from curate.train import TrainConfig, eval_loss, finetune
 from curate.train.harness import TrainRun
 from curate.train.records import RECORD_KEYS, batch_records
@@ -38,6 +39,15 @@ class Killer:
         self.n += n
         if self.n >= self.after:
             raise KeyboardInterrupt("killed")
+
+
+@pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": float("nan")},
+                                     {"warmup_ratio": 1.0}, {"max_length": 4}, {"lora_alpha": 0}])
+def test_a_setting_out_of_range_is_refused_by_name(lm, tmp_path, setting):
+    (name, value), = setting.items()
+    with pytest.raises(CurateError, match=f"training setting {name} must be .*got {value!r}"):
+        finetune(lm, row_inputs(learnable_rows(2)), tmp_path / "run", TrainConfig(**setting), device="cpu")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
@@ -201,8 +211,6 @@ def test_the_report_shows_the_data_map_once_the_columns_exist(trained, tmp_path)
     from typer.testing import CliRunner
 
     from curate.cli import app
-
-    from curate.errors import CurateError
 
     result = CliRunner().invoke(app, ["train", "map", str(bare.path)])  # the CLI prints a CurateError as one line
     assert isinstance(result.exception, CurateError) and "no data map yet" in str(result.exception)

@@ -109,9 +109,10 @@ class Prompter:
         if max_length < 8:
             raise CurateError(f"max_length must be at least 8 tokens, got {max_length}")
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
-            raise CurateError("the model's tokenizer has no chat template: give one (chat_template= in Python, "
-                              "--chat-template FILE in the CLI; Jinja) so the instruction is rendered the way the "
-                              "model was trained")
+            raise CurateError("the model's tokenizer has no chat template: give one (chat_template= to the signal "
+                              "steps in Python, --chat-template FILE to `curate signal`; Jinja) so the instruction is "
+                              "rendered the way the model was trained; `curate train` and LESS need a model whose "
+                              "tokenizer has one")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template

@@ -62,8 +62,16 @@ class TrainConfig:
     max_grad_norm: float = TRAIN.max_grad_norm
 
     def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lora_rank < 0 or self.learning_rate <= 0:
-            raise CurateError(f"bad TrainConfig: {self}")
+        """Raise a :class:`CurateError` naming the first setting out of range."""
+        rules = (("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                 ("max_length", self.max_length >= 8, ">= 8 tokens"), ("lora_rank", self.lora_rank >= 0, ">= 0"),
+                 ("learning_rate", self.learning_rate > 0, "> 0"), ("lora_alpha", self.lora_alpha > 0, "> 0"),
+                 ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                 ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0: no clipping)"))
+        for name, ok, wanted in rules:
+            if not ok:  # NaN fails every comparison, so it lands here too
+                raise CurateError(f"training setting {name} must be {wanted}, got {getattr(self, name)!r}")
 
 
 def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> str:
