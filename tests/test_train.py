@@ -50,6 +50,13 @@ def test_a_setting_out_of_range_is_refused_by_name(lm, tmp_path, setting):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_diverging_run_stops_with_an_error_and_caches_no_epoch(lm, tmp_path):
+    config = TrainConfig(epochs=3, batch_size=1, lora_rank=0, learning_rate=1e6, warmup_ratio=0.0)
+    with pytest.raises(CurateError, match="training diverged: loss (nan|inf) at epoch 1"):
+        finetune(lm, row_inputs(learnable_rows(4)), tmp_path / "run", config, device="cpu")
+    assert not list((tmp_path / "run").glob("epoch-*"))  # no epoch of it is there to be read back as a result
+
+
 def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
     convs = learnable_rows(8) + [conversation("a question nobody answered", None)]
     rows = row_inputs(convs)

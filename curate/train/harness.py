@@ -242,13 +242,17 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
             else:
                 logits, hidden = _response_logits(model, batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch.targets)
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):  # stop before the step: the epochs saved so far stay valid
+                raise CurateError(f"training diverged: loss {losses[-1]} at epoch {epoch}, step {len(losses)}; "
+                                  f"nothing of epoch {epoch} was kept (try a lower learning rate, now "
+                                  f"{config.learning_rate})")
             loss.backward()
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
             if config.record:
                 t0 = time.perf_counter()
                 got = batch_records(logits, hidden, batch.targets, batch.bounds)
