@@ -57,6 +57,22 @@ def test_a_diverging_run_stops_with_an_error_and_caches_no_epoch(lm, tmp_path):
     assert not list((tmp_path / "run").glob("epoch-*"))  # no epoch of it is there to be read back as a result
 
 
+def test_a_cached_run_loads_the_model_from_where_the_caller_has_it_now(lm, tmp_path, monkeypatch):
+    import shutil
+
+    for place in ("a", "b"):
+        shutil.copytree(lm, tmp_path / place / "model")
+    config, rows = TrainConfig(epochs=1, batch_size=2, lora_rank=0), row_inputs(learnable_rows(2))
+    monkeypatch.chdir(tmp_path / "a")
+    first = finetune("model", rows, tmp_path / "run", config, device="cpu")  # a relative model folder
+    shutil.rmtree(tmp_path / "a")
+    monkeypatch.chdir(tmp_path / "b")
+    again = finetune("model", rows, tmp_path / "run", config, device="cpu")  # same files, read from the cache
+    assert again.info["epoch_stats"] == first.info["epoch_stats"] and again.model_dir == (tmp_path / "b" / "model").resolve()
+    model, _ = again.load_model(device="cpu")
+    assert model is not None
+
+
 def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
     convs = learnable_rows(8) + [conversation("a question nobody answered", None)]
     rows = row_inputs(convs)

@@ -177,7 +177,7 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
             raise CurateError(f"{out_dir} holds another run (model, rows or settings differ); use another out_dir")
         return info
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = {"fingerprint": fp, "version": VERSION, "model_dir": str(model_dir),
+    info = {"fingerprint": fp, "version": VERSION, "model_dir": str(model_dir.resolve()),
             "model_fingerprint": folder_fingerprint(model_dir), "config": asdict(config),
             "ids": [e.id for e in examples], "skipped": {k: f.to_dict() for k, f in skipped.items()},
             "epochs_done": 0, "device": device, "epoch_stats": [],
@@ -205,6 +205,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     if (out_dir / RUN_FILE).exists():
         run = TrainRun(out_dir)
         if run.info["fingerprint"] == fp and run.epochs_done >= config.epochs:
+            run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
             return run
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows)
@@ -274,7 +275,9 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
         _write_json(out_dir / RUN_FILE, info)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
-    return TrainRun(out_dir)
+    run = TrainRun(out_dir)
+    run.model_dir = model_dir.resolve()
+    return run
 
 
 def _progress(progress: Any, total: int) -> Any:
