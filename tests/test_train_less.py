@@ -112,3 +112,27 @@ def test_less_selector_from_the_cli(request, tmp_path):
     prov = ws.column_provenance("less")
     assert prov["kind"] == "less" and prov["projection_dim"] == 256 and prov["target_rows"] == 2
     assert json.dumps(prov)  # provenance is plain data
+
+
+@pytest.mark.parametrize("setting", [{"warmup_fraction": 0.0}, {"warmup_fraction": 1.5}, {"projection_dim": 0},
+                                     {"epochs": 0}, {"learning_rate": -1.0}])
+def test_a_less_setting_out_of_range_is_refused_by_name(setting):
+    from curate.errors import CurateError
+
+    (name, _), = setting.items()
+    with pytest.raises(CurateError, match=name):
+        LessConfig(**setting)
+
+
+def test_a_bad_less_budget_is_refused_before_the_warm_up(request, tmp_path):
+    lm = request.getfixturevalue("tiny_lm")
+    from curate.errors import CurateError
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"question {i}", "output": "answer"} for i in range(4)])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    with pytest.raises(CurateError, match="fraction must be in"):
+        ws.select("less", name="bad", target=str(src), fraction=2.0, model=str(lm), device="cpu")
+    assert not (ws.cache_dir / "train").exists()  # no warm-up run was started

@@ -19,7 +19,7 @@ from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
 
-def _budget(n: int, budget: int | None, fraction: float | None) -> int | None:
+def rows_to_keep(n: int, budget: int | None, fraction: float | None) -> int | None:
     """How many rows to keep: ``budget``, or ``fraction`` of the ``n`` candidates (rounded), or all (None)."""
     if budget is not None and fraction is not None:
         raise CurateError("pass budget= or fraction=, not both")
@@ -38,7 +38,7 @@ def select_ifd(ws, rows: np.ndarray, budget: int | None = None, fraction: float 
     keep the highest IFD (hardest to follow) up to ``budget`` rows or the top ``fraction`` of the candidates;
     with neither, keep every row below ``max_ifd``."""
     perm, scores = rows_by_score(ws, rows, column)
-    keep = _budget(len(rows), budget, fraction)
+    keep = rows_to_keep(len(rows), budget, fraction)
     out = SelectorResult(info={"column": column, "reducer": scores.reducer, "max_ifd": max_ifd, "keep": keep})
     vals = scores.values
     valid = [i for i in perm.tolist() if not math.isnan(vals[i]) and vals[i] < max_ifd]
@@ -88,7 +88,7 @@ def select_learnability(ws, rows: np.ndarray, budget: int | None = None, fractio
                         column: str = "learnability") -> SelectorResult:
     """LoBaSS: the rows with the highest learnability (loss drop after brief tuning), to ``budget`` rows or the
     top ``fraction`` of the candidates."""
-    keep = _budget(len(rows), budget, fraction)
+    keep = rows_to_keep(len(rows), budget, fraction)
     if keep is None:
         raise CurateError("the learnability selector needs budget= or fraction=")
     perm, scores = rows_by_score(ws, rows, column)

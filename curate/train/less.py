@@ -32,7 +32,7 @@ from curate.hardware import resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
-from curate.signals.selectors import select_learnability
+from curate.signals.selectors import rows_to_keep, select_learnability
 from curate.signals.template import Prompter, capped_length
 from curate.storage.step import RowInput, StepContext, StepOutput
 from curate.train.examples import encode_rows
@@ -57,6 +57,15 @@ class LessConfig:
     seed: int = LESS.seed
     batch_tokens: int | None = None          # default: LESS.batch_tokens (CPU) / batch_tokens_cuda
     train_batch_size: int | None = None      # warm-up rows per step (default: the harness's)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.warmup_fraction <= 1.0:
+            raise CurateError(f"LESS warmup_fraction must be in (0, 1], got {self.warmup_fraction}")
+        if self.projection_dim < 1:
+            raise CurateError(f"LESS projection_dim must be >= 1, got {self.projection_dim}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise CurateError(f"LESS batch_tokens must be >= 1, got {self.batch_tokens}")
+        self.train_config().check()  # epochs, learning rate, LoRA and length settings, by name
 
     def train_config(self) -> TrainConfig:
         extra = {"batch_size": self.train_batch_size} if self.train_batch_size else {}
@@ -278,6 +287,7 @@ def less_selector(ws, rows: np.ndarray, target: str, budget: int | None = None, 
     the ``budget`` best rows or the top ``fraction`` (default: 5%, the paper's)."""
     config = LessConfig(warmup_fraction=warmup_fraction, epochs=epochs, projection_dim=projection_dim,
                         learning_rate=learning_rate, seed=seed)
+    rows_to_keep(len(rows), budget, fraction)  # a bad budget is refused before the warm-up, not after it
     applied = apply_less(ws, target, model=model, config=config, group_field=group_field, device=device,
                          ids=[ws.ids[p] for p in rows.tolist()], column=column, progress=False)
     if budget is None and fraction is None:
