@@ -67,3 +67,22 @@ def test_mining_on_real_finetunes(request, tmp_path):
                       train={"learning_rate": 1e-2, "batch_size": 4})
     assert again.ids == sel.ids
     assert sorted(p.name for p in (ws.cache_dir / "train" / "mining").iterdir()) == runs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"train": {"learning_rat": 1e-2}}, "train= has no setting 'learning_rat'"),
+    ({"train": {"epochs": 2}}, "train= has no setting 'epochs'"),
+    ({"train": {"batch_size": 0}}, "training setting batch_size must be >= 1"),
+    ({"subsets": 2}, "2 subsets cannot fit 1 indicators"),
+    ({"subset_size": 0}, "subset_size must be >= 1"),
+    ({"indicators": "quality,nope"}, "no column 'nope'"),
+    ({"budget": None}, "the mining selector needs budget= or fraction="),
+    ({"fraction": 1.5, "budget": None}, "fraction must be in"),
+])
+def test_bad_mining_settings_are_refused_before_any_fine_tune(tmp_path, kwargs, message):
+    ws, _, evals = _workspace(tmp_path, n=8)
+    args = {"name": "bad", "budget": 4, "eval_file": str(evals), "subsets": 3, "subset_size": 2,
+            "indicators": ["quality"], "model": str(tmp_path / "no-model-needed"), **kwargs}
+    with pytest.raises(CurateError, match=message):
+        ws.select(method="mining", **args)
+    assert not (ws.cache_dir / "train").exists()

@@ -33,7 +33,7 @@ from curate.errors import CurateError
 from curate.rows import row_text
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
-from curate.signals.selectors import select_learnability
+from curate.signals.selectors import rows_to_keep, select_learnability
 from curate.storage.step import StepOutput
 from curate.train.harness import TrainConfig, eval_loss, finetune, run_folder
 
@@ -110,6 +110,19 @@ def indicator_matrix(ws, indicators: list[str] | None = None) -> tuple[list[str]
     return names, np.array(cols, np.float64).T.reshape(len(ws.ids), len(names))
 
 
+def _subset_config(epochs: int, seed: int, train: dict[str, Any] | None) -> TrainConfig:
+    """The subsets' fine-tune settings; ``train`` may set any :class:`TrainConfig` field but those ``mine``
+    sets itself, and every setting is checked by name."""
+    allowed = sorted(set(TrainConfig.__dataclass_fields__) - {"epochs", "seed", "record"})
+    unknown = sorted(set(train or {}) - set(allowed))
+    if unknown:
+        raise CurateError(f"train= has no setting {unknown[0]!r} (it takes {', '.join(allowed)}; epochs= and "
+                          f"seed= are mine()'s own)")
+    config = TrainConfig(epochs=epochs, seed=seed, record=False, **(train or {}))
+    config.check()
+    return config
+
+
 def _cached_loss(folder: Path, key: str, compute: Any) -> float:
     """A subset's eval loss from ``folder/<key>.json``, else computed and stored first."""
     path = folder / f"{key}.json"
@@ -132,8 +145,16 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     from curate.signals.engine import default_model_dir
     from curate.train.less import read_target
 
+    if isinstance(indicators, str):  # "length,ifd" from the CLI's --param
+        indicators = [name.strip() for name in indicators.split(",") if name.strip()]
+    config = _subset_config(epochs, seed, train)
+    if subset_size < 1:
+        raise CurateError(f"subset_size must be >= 1, got {subset_size}")
     model_dir = Path(model) if model is not None else default_model_dir()
     names, x = indicator_matrix(ws, indicators)
+    if subsets <= len(names) + 1:  # fit_rule's condition, checked before any fine-tune
+        raise CurateError(f"{subsets} subsets cannot fit {len(names)} indicators ({', '.join(names)}) and an "
+                          f"intercept: use more than {len(names) + 1} subsets")
     valid = np.flatnonzero(np.isfinite(x).all(axis=1))
     rng = np.random.default_rng(seed)
     if eval_file is not None:
@@ -149,7 +170,6 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     center = x[valid].mean(axis=0)
     scale = x[valid].std(axis=0)
     scale[scale == 0] = 1.0
-    config = TrainConfig(epochs=epochs, seed=seed, record=False, **(train or {}))
     root = ws.cache_dir / "train" / "mining"
     eval_key = json_fingerprint([[r.id, r.conversation] for r in eval_rows])
     means, losses, info = [], [], []
@@ -217,6 +237,9 @@ def mining_selector(ws, rows: np.ndarray, budget: int | None = None, fraction: f
                     device: str | None = None, train: dict[str, Any] | None = None) -> SelectorResult:
     """Instruction Mining: fit the rule (cached fine-tunes), score every row, keep the ``budget`` best or the
     top ``fraction`` of the candidates."""
+    if budget is None and fraction is None:
+        raise CurateError("the mining selector needs budget= or fraction=")
+    rows_to_keep(len(rows), budget, fraction)  # checked before the fine-tunes, not after them
     rule = mine(ws, eval_file=eval_file, model=model, subsets=subsets, subset_size=subset_size, epochs=epochs,
                 indicators=indicators, seed=seed, device=device, train=train)
     write_scores(ws, rule)
