@@ -29,7 +29,8 @@ def test_repetition_decay_and_quality_order():
     b = tier_utilities(4)
     assert np.all(np.diff(b) > 0) and b[0] == pytest.approx(-0.16)
     p = plan(np.arange(4000.0), samples=300)
-    assert p.keep_tiers == 1 and plan(np.arange(4000.0), samples=10).keep_tiers == 1  # below one unit: flat and [c["tiers"] for c in p.curve] == list(range(1, 11))
+    assert p.keep_tiers == 1 and plan(np.arange(4000.0), samples=10).keep_tiers == 1  # below one unit: flat
+    assert [c["tiers"] for c in p.curve] == list(range(1, 11))
     # the curve holds every candidate; the choice is its minimum
     assert p.curve[p.keep_tiers - 1]["loss"] == min(c["loss"] for c in p.curve)
 
@@ -44,6 +45,21 @@ def test_tokens_budget_and_nan_rows():
         plan(q, samples=10, epochs=1)
     with pytest.raises(CurateError, match="row_tokens"):
         plan(q, tokens=10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 1, "half_lives": 0.0}, "half-lives must be positive"),
+    ({"epochs": 1, "half_lives": -5.7}, "half-lives must be positive"),
+    ({"epochs": 1, "buckets": 0}, "buckets must be a whole number >= 1"),
+    ({"epochs": 1, "buckets": 2, "utilities": [0.1, -0.1]}, "utilities must be negative"),
+    ({"epochs": 1, "buckets": 2, "utilities": {"a": -0.1}}, "utilities must be a list of numbers"),
+    ({"epochs": 0}, "the epochs budget must be a positive number"),
+    ({"samples": float("nan")}, "the samples budget must be a positive number"),
+    ({"epochs": 1, "irreducible": -1.0}, "irreducible loss must be >= 0"),
+])
+def test_settings_the_law_cannot_use_are_refused_by_name(kwargs, message):
+    with pytest.raises(CurateError, match=message):
+        plan(np.arange(100.0), **kwargs)
 
 
 def test_fit_utility_recovers_b():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,8 @@ def plan(quality: Sequence[float], *, samples: float | None = None, epochs: floa
     out) for a compute budget: ``samples`` rows seen, or ``epochs`` over the whole scored pool, or ``tokens``
     (then ``row_tokens`` gives each row's tokens and each candidate pool sees tokens / its mean tokens rows).
     ``rows_per_unit`` (the law's sample unit) defaults to a tier's rows / ``PLAN.tier_units`` (the paper's scale)."""
+    _check_plan_settings(buckets, half_lives, utilities, irreducible, rows_per_unit,
+                         {"samples": samples, "epochs": epochs, "tokens": tokens})
     q = np.asarray(quality, np.float64)
     scored = np.flatnonzero(~np.isnan(q))
     if len(scored) < buckets:
@@ -160,6 +163,30 @@ def plan(quality: Sequence[float], *, samples: float | None = None, epochs: floa
     params = {"buckets": buckets, "utilities": b.tolist(), "half_lives": tau.tolist(), "irreducible": irreducible,
               "rows_per_unit": rows_per_unit, "budget": {"samples": samples, "epochs": epochs, "tokens": tokens}}
     return Plan(curve[best]["samples"], int(curve[best]["rows"]), best + 1, curve, params)
+
+
+def _check_plan_settings(buckets: int, half_lives: Any, utilities: Any, irreducible: float,
+                         rows_per_unit: float | None, budget: dict[str, float | None]) -> None:
+    """Refuse settings the law cannot use, naming the setting (NaN fails every comparison, so it is refused)."""
+    if not (isinstance(buckets, int) and buckets >= 1):
+        raise CurateError(f"buckets must be a whole number >= 1, got {buckets!r}")
+    for name, value in budget.items():
+        if value is not None and not 0 < value < math.inf:
+            raise CurateError(f"the {name} budget must be a positive number, got {value}")
+    lives = np.atleast_1d(np.asarray(half_lives, np.float64))
+    if not (lives > 0).all() or not np.isfinite(lives).all():
+        raise CurateError(f"half-lives must be positive repetition counts, got {lives.tolist()}")
+    if utilities is not None:
+        if isinstance(utilities, (str, bytes, dict)) or not all(
+                isinstance(b, numbers.Real) and not isinstance(b, bool) for b in utilities):
+            raise CurateError(f"utilities must be a list of numbers, one per tier, got {utilities!r}")
+        if not all(b < 0 for b in utilities):  # loss = n^b + d falls with data only for b < 0
+            raise CurateError(f"utilities must be negative (the law's loss falls as rows are seen), got "
+                              f"{list(utilities)}")
+    if not 0 <= irreducible < math.inf:
+        raise CurateError(f"irreducible loss must be >= 0, got {irreducible}")
+    if rows_per_unit is not None and not 0 < rows_per_unit < math.inf:
+        raise CurateError(f"rows_per_unit must be positive, got {rows_per_unit}")
 
 
 def fit_utility(rows_seen: Sequence[float], losses: Sequence[float], rows_per_unit: float,
