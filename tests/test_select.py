@@ -218,6 +218,9 @@ def test_minhash_and_semantic_dedup_remove_planted_duplicates(tmp_path):
     assert sem.decisions()["duplicate"] == 10
     dup_rows = {w.index[r["id"]] for r in sem.table.to_pylist() if r["decision"] == "duplicate"}
     assert len(dup_rows & set(range(10, 40))) == 0
+    for method, bad in (("minhash", {"shingle": 0}), ("minhash", {"threshold": 0.0}), ("semantic", {"n_clusters": 0})):
+        with pytest.raises(CurateError, match=next(iter(bad))):
+            w.select(method=method, name="bad", **bad)
 
 
 def test_dsir_shifts_ngrams_toward_target(tmp_path):

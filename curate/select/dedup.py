@@ -18,6 +18,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED
+from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
 from curate.select.inputs import score_detail, texts, vectors
 from curate.select.products import hnsw_products
@@ -71,8 +72,14 @@ def shingle_minhash(text: str, shingle: int, num_perm: int, seed: int):
 def minhash_dedup(ws, rows: np.ndarray, threshold: float = 0.8, text: str = "conversation", shingle: int = 3,
                   num_perm: int = 128, sort_by: str | None = None, seed: int = 1) -> SelectorResult:
     """Near-duplicate text (MinHash LSH over word shingles, datasketch): a row is a duplicate when a kept
-    row's estimated Jaccard similarity to it is >= ``threshold``."""
+    row's estimated Jaccard similarity to it is >= ``threshold``. The LSH bands find such a kept row with high
+    probability, not certainty: a pair just above ``threshold`` can be missed (the ``exact`` selector, or
+    ``semantic`` with ``index="exact"``, compares every pair)."""
     from datasketch import MinHash, MinHashLSH
+
+    if shingle < 1 or num_perm < 2 or not 0.0 < threshold <= 1.0:
+        raise CurateError(f"minhash needs shingle >= 1, num_perm >= 2 and threshold in (0, 1]; got shingle={shingle}, "
+                          f"num_perm={num_perm}, threshold={threshold}")
 
     ordered, values, info = walk_order(ws, rows, sort_by)
     ids = ws.ids
@@ -111,6 +118,8 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
         raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
     from sklearn.cluster import KMeans
 
+    if n_clusters is not None and n_clusters < 1:
+        raise CurateError(f"n_clusters must be >= 1, got {n_clusters}")
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
     labels = KMeans(n_clusters=k_c, n_init=1, random_state=seed).fit_predict(x) if k_c > 1 else np.zeros(n, int)
     duplicate = np.zeros(n, bool)
