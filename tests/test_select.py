@@ -437,3 +437,6 @@ def test_a_chain_is_written_whole_or_not_at_all_and_replaces_a_longer_one(ws):
     empty = ws.select(name="ch", steps=[{"method": "threshold", "min_score": 99}, {"method": "lift", "budget": 3}])
     assert empty.ids == [] and empty.table.num_rows == len(ws)
     assert {s for s in ws.selections if s.startswith("ch")} == {"ch", "ch.1-threshold"}  # the longer chain's are gone
+    for steps in ([], "exact", {"method": "exact"}, ["exact"]):
+        with pytest.raises(CurateError, match="steps= takes a non-empty list of steps"):
+            ws.select(name="cy", steps=steps)

@@ -37,6 +37,9 @@ __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register"
 
 def _check_steps(steps: list[dict[str, Any]], name: str, chained: bool) -> None:
     """Every step of a chain checked before any runs: a chain never stops half-written."""
+    if isinstance(steps, (str, dict)) or not steps or not all(isinstance(step, dict) for step in steps):
+        raise CurateError(f"steps= takes a non-empty list of steps, each a dict such as {{'method': 'exact'}}; "
+                          f"got {steps!r}")
     for i, step in enumerate(steps):
         where = f"step {i + 1} of chain {name!r}: " if chained else ""
         if "method" not in step:
