@@ -72,3 +72,27 @@ def test_onnx_backends_agree_with_torch_and_export_once(home, tmp_path):
     assert n_int8 == n_torch == len(set(TEXTS)) and f_int8 != f_torch
     again, n_again, _ = encode_cached(TEXTS[::-1], tmp_path, backend="onnx-int8")
     assert n_again == 0 and np.allclose(again[::-1], int8, atol=1e-6)
+
+
+def test_an_onnx_encoder_follows_a_folder_whose_weights_were_saved_again(home, tiny_base, tmp_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    folder = tmp_path / "st"
+
+    def save(seed: int) -> np.ndarray:
+        torch.manual_seed(seed)
+        body = Transformer(tiny_base)
+        for p in body.parameters():
+            p.data.normal_(0, 0.05)
+        st = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension()), Normalize()], device="cpu")
+        st.save(str(folder))
+        return st.encode(TEXTS[:3], convert_to_numpy=True)
+
+    first_torch = save(1)
+    first = encode(TEXTS[:3], model=str(folder), backend="onnx")
+    second_torch = save(2)  # the same folder, other weights
+    second = encode(TEXTS[:3], model=str(folder), backend="onnx")
+    assert (first * first_torch).sum(1).min() > 0.9999 and (second * second_torch).sum(1).min() > 0.9999
+    assert (first * second).sum(1).max() < 0.999  # not the first weights' encoder, remembered by path

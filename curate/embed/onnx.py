@@ -33,6 +33,7 @@ import numpy as np
 from filelock import FileLock
 
 from curate.embed.batching import token_budget_batches
+from curate.storage.files import folder_fingerprint
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 OPSET = 17
@@ -70,9 +71,11 @@ def _pooling(folder: Path) -> str:
     cfg_path = folder / "1_Pooling" / "config.json"
     cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {"pooling_mode_mean_tokens": True}
     modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
-    if modes == ["pooling_mode_mean_tokens"]:
+    if isinstance(cfg.get("pooling_mode"), str):  # newer sentence-transformers (6.x) save one mode by name
+        modes = [cfg["pooling_mode"]]
+    if modes in (["pooling_mode_mean_tokens"], ["mean"]):
         return "mean"
-    if modes == ["pooling_mode_cls_token"]:
+    if modes in (["pooling_mode_cls_token"], ["cls"]):
         return "cls"
     raise ValueError(f"the onnx backends support mean or CLS pooling, not {modes} ({folder}): use backend 'torch'")
 
@@ -244,7 +247,12 @@ class OnnxEncoder:
         return out
 
 
-@lru_cache(maxsize=4)
 def load_onnx(folder: str, backend: str, threads: int | None = None) -> OnnxEncoder:
-    """One :class:`OnnxEncoder` per (folder, backend, threads) per process."""
+    """One :class:`OnnxEncoder` per (folder, backend, threads) per process, and another once the folder's files
+    change (weights saved again into it)."""
+    return _load_onnx(folder, backend, threads, folder_fingerprint(Path(folder)))
+
+
+@lru_cache(maxsize=4)
+def _load_onnx(folder: str, backend: str, threads: int | None, contents: str) -> OnnxEncoder:
     return OnnxEncoder(folder, backend, threads)
