@@ -211,6 +211,10 @@ def test_normalize_and_select_on_a_workspace(tagged_ws):
     sub = ws.select(method="instag", name="sub", input_selection="some", budget=5)
     assert sorted(sub.table["id"].to_pylist()) == sorted(ws.ids[i] for i in (0, 1, 5, 6))
     assert sum(n for (_, r), n in sub.reasons().items() if r == Reason.NO_TAGS) == 2
+    ws.add_column("topic", ["poetry"] * len(ws), {"kind": "test"})  # a string per row: not a tag list
+    for column, message in (("tags_raw", "holds tags per turn"), ("topic", "is not a list of tags per row")):
+        with pytest.raises(CurateError, match=message):
+            ws.select(method="instag", name="bad", budget=3, tags_column=column)
 
 
 def test_row_tags_union_over_turns():

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Reason
+from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
 from curate.tags.metrics import TagLists, coverage, tags_per_query
 
@@ -97,7 +98,15 @@ def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str = "
     candidates = [int(r) for r in rows]
     all_ids = ws.ids
     ids = [all_ids[p] for p in candidates]
-    tag_lists = ws.column(tags_column, ids)
+    tag_lists = ws.column(tags_column, ids)  # a missing column: the workspace's error, naming what it has
+    prov = ws.column_provenance(tags_column)
+    if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":
+        raise CurateError(f"column {tags_column!r} holds tags per turn (the judge's raw tags); instag samples on a "
+                          "row's normalised tag list, e.g. tags_column='tags' (curate tags --normalize)")
+    for row_id, tags in zip(ids, tag_lists, strict=True):
+        if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+            raise CurateError(f"column {tags_column!r} is not a list of tags per row (row {row_id}: {tags!r}); "
+                              "instag samples on tag lists such as the normalised 'tags' column")
     sample = instag_sample(tag_lists, budget, ids)
     kept = [tag_lists[i] for i in sample.kept]
     info = {"tags_column": tags_column, "coverage": coverage(kept, tag_lists), "tags_per_query": tags_per_query(kept),
