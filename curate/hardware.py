@@ -38,11 +38,16 @@ def resolve_device(device: str | None) -> str:
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError):  # torch's own message lists every device type it knows
         raise CurateError(f"device {device!r}: use cpu, cuda or cuda:N (torch device names)") from None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
+    if parsed.type not in ("cpu", "cuda"):  # mps, xpu, meta...: kernels and dtypes curate was never run on
+        raise CurateError(f"device {device!r}: curate runs on cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CurateError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

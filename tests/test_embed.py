@@ -157,7 +157,8 @@ def test_embed_settings_that_cannot_work_are_one_error_before_any_encoding(tmp_p
 
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "hi", "output": "there"}]))
-    cases = [({"device": "bogus"}, "device 'bogus': use cpu, cuda"), ({"batch_size": 0}, "batch_size must be a whole")]
+    cases = [({"device": "bogus"}, "device 'bogus': use cpu, cuda"), ({"batch_size": 0}, "batch_size must be a whole"),
+             ({"device": "meta"}, "device 'meta': curate runs on cpu, cuda"), ({"device": "mps"}, "curate runs on")]
     if not torch.cuda.is_available():
         cases.append(({"device": "cuda"}, "torch sees no CUDA device"))
     for kwargs, message in cases:
