@@ -461,7 +461,7 @@ def test_two_concurrent_evol_runs_on_one_label_set_pay_once(tmp_path):
     sent = []
     for runs, name in ((1, "alone"), (2, "pair")):
         Workspace(tmp_path / name).load(write_jsonl(tmp_path / "p.jsonl", records))
-        with FaultServer(latency=0.3) as srv:
+        with FaultServer(latency=0.1) as srv:
             args = [sys.executable, "-m", "curate.cli", "evol", str(tmp_path / name), "--seeds", "3", "--steps", "2",
                     "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME"]
             procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -142,7 +142,7 @@ def test_seeded_requests_whose_prompts_fill_the_step_do_not_kill_the_local_engin
                                              max_tokens=4, temperature=0.8, seed=k)
         return out.choices[0].message.content
 
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(ask, range(1, 5)))
-    assert len(answers) == 4 and all(isinstance(a, str) for a in answers)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(ask, range(1, 4)))
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
     assert ask(9) is not None  # the engine is still alive afterwards
