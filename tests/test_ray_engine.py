@@ -286,7 +286,8 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     from curate.scale import RayEngine
     from curate.session import Workspace
 
-    shards = write_shards(tmp_path / "shards", generated_pool(600, seed=5), 3)
+    records = generated_pool(600, seed=5)
+    shards = write_shards(tmp_path / "shards", records, 3)
     engine = RayEngine()  # Ray started here, on this machine
     run = Run(str(shards), tmp_path / "ray", budget=0, report=False)
     try:
@@ -297,7 +298,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     finally:
         engine.close()
     ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
-    ws.load(write_jsonl(tmp_path / "pool.jsonl", generated_pool(600, seed=5)), on_error="skip")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip")
     ws.select(method="exact", name="dedup")
     theirs = ws.select(method="minhash", name="near", input_selection="dedup", **params)
     assert ours.table.to_pylist() == theirs.table.to_pylist()
