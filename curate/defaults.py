@@ -67,6 +67,14 @@ class AnnDefaults:
 
 
 @dataclass(frozen=True)
+class DecontaminateDefaults:
+    """Benchmark decontamination (``decontaminate`` selector): GPT-3's and NeMo Curator's word-run test."""
+
+    ngram: int = 13                  # a shared run of this many consecutive words marks a row contaminated
+    min_words: int = 8               # a shorter target is matched whole from this many words (NeMo Curator: 8)
+
+
+@dataclass(frozen=True)
 class NormalizerDefaults:
     """InsTag's normalisation at the paper's 10K-row reference size (scaled down below it)."""
     min_frequency: int = 20
@@ -170,6 +178,7 @@ JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
 ANN = AnnDefaults()
+DECONTAMINATE = DecontaminateDefaults()
 NORMALIZER = NormalizerDefaults()
 SIGNAL = SignalDefaults()
 TRAIN = TrainDefaults()

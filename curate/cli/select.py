@@ -32,7 +32,8 @@ def selection_table(sel) -> Table:
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
-                                             "minhash, semantic, instag, less, mining (or any registered selector)."),
+                                             "minhash, semantic, decontaminate, instag, less, mining (or any registered "
+                                             "selector)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
     budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir, "
                                                  "instag)."),
@@ -54,7 +55,9 @@ def select_cmd(
                                           help="threshold: keep rows scoring at least this quantile (0-1) of the "
                                                "candidates' scores, instead of --min-score."),
     target: Path | None = typer.Option(None, help="dsir: file of target texts, one per line; less: a file of "
-                                                  "target-task examples with answers (any shape curate loads)."),
+                                                  "target-task examples with answers (any shape curate loads); "
+                                                  "decontaminate: the evaluation set's texts (.txt, one per line, "
+                                                  "or any shape curate loads)."),
     from_selection: str | None = typer.Option(None, "--from", help="Choose among this selection's kept rows."),
     param: list[str] = typer.Option([], "--param", help="Other selector parameters as KEY=VALUE (VALUE parsed as JSON when it can be)."),
 ) -> None:

@@ -6,7 +6,8 @@ selection (every considered row's decision, :class:`curate.codes.Reason` and det
 * by score — ``deita`` (the exact admission loop, :mod:`.deita`), ``top_k``, ``threshold``, and the
   ``random`` baseline (:mod:`.ranking`);
 * by diversity — ``kcenter``, ``kmeans``, ``lift`` (:mod:`.diversity`), ``dsir`` (:mod:`.dsir`);
-* deduplication — ``exact``, ``minhash``, ``semantic`` (:mod:`.dedup`);
+* deduplication — ``exact``, ``minhash``, ``semantic`` (:mod:`.dedup`); benchmark leakage — ``decontaminate``
+  (:mod:`.decontaminate`);
 * anything registered with :func:`register` (``curate.tags.sampling`` adds ``instag``).
 
 Sort keys (``sort_by``) are column expressions evaluated per turn and reduced by the columns' declared
@@ -25,7 +26,7 @@ import numpy as np
 
 from curate.codes import Decision
 from curate.errors import CurateError
-from curate.select import dedup, deita, diversity, dsir, ranking  # noqa: F401  (register the selectors)
+from curate.select import decontaminate, dedup, deita, diversity, dsir, ranking  # noqa: F401  (register the selectors)
 from curate.select.admission import AdmissionResult, admit
 from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows

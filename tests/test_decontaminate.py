@@ -1,0 +1,128 @@
+"""Benchmark decontamination: rows holding evaluation text are dropped, and only those (the definition checked
+on a random pool), with the target and the shared words as the row's detail."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.codes import Reason, describe
+from curate.errors import CurateError
+from curate.select.decontaminate import words
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+
+BENCH = ["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences "
+         "and must-see attractions.",
+         "Which word does not belong with the others: tyre, steering wheel, car, engine?",  # 10 words: matched whole
+         "Write a poem."]                                                                 # 3 words: never matched
+
+
+def _decisions(sel) -> dict[str, tuple[str, dict]]:
+    return {r["id"]: (r["decision"], json.loads(r["detail"] or "{}")) for r in sel.table.to_pylist()}
+
+
+def _pool(tmp_path, records):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
+    by_text = {c[0]["content"]: rid for rid, c in zip(ws.ids, ws.conversations(), strict=True)}
+    return ws, by_text
+
+
+def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path):
+    records = [
+        {"instruction": "PLEASE compose an engaging travel-blog post about a recent trip to hawaii; highlighting "
+                        "cultural experiences!", "output": "Aloha."},                       # case, punctuation
+        {"instruction": "Compose an engaging travel blog post about a recent trip to Hawaii and its food.",
+         "output": "Sure."},                                                                # 12 shared words only
+        {"instruction": "Quiz: which word does not belong with the others - tyre, steering wheel, car, engine",
+         "output": "Car."},                                                                 # the short target whole
+        {"instruction": "Write a poem.", "output": "Roses are red."},                       # a too-short target
+        {"instruction": "Tell me a joke.", "output": "Compose an engaging travel blog post about a recent trip to "
+                                                    "Hawaii, highlighting cultural experiences, they said."},
+        {"instruction": "Compose an engaging travel blog post about a recent trip", "output": "to Hawaii, "
+                        "highlighting cultural experiences and must-see attractions."},     # split across messages
+    ]
+    ws, row = _pool(tmp_path, records)
+    sel = ws.select(method="decontaminate", name="clean", target=BENCH)
+    got = _decisions(sel)
+    leak, near, short, poem, in_answer, split = (row[r["instruction"]] for r in records)
+    assert got[leak][0] == got[short][0] == got[in_answer][0] == "rejected"
+    assert got[near][0] == got[poem][0] == got[split][0] == "kept"
+    assert got[leak][1]["target"] == 1 and got[short][1]["target"] == 2
+    assert got[leak][1]["shared_words"] == "compose an engaging travel blog post about a recent trip to hawaii highlighting"
+    assert got[short][1]["shared_words"] == " ".join(words(BENCH[1]))
+    assert {r["reason"] for r in sel.table.to_pylist() if r["decision"] == "rejected"} == {Reason.CONTAMINATED.value}
+    assert "target 1" in describe(Reason.CONTAMINATED, got[leak][1])
+    assert sel.provenance["targets_too_short"] == 1 and sel.provenance["target_texts"] == 3
+
+    only_instructions = _decisions(ws.select(method="decontaminate", name="ins", target=BENCH, text="instruction"))
+    assert only_instructions[in_answer][0] == "kept" and only_instructions[leak][0] == "rejected"
+    only_responses = _decisions(ws.select(method="decontaminate", name="resp", target=BENCH, text="response"))
+    assert only_responses[in_answer][0] == "rejected" and only_responses[leak][0] == "kept"
+
+
+def _by_definition(texts: list[str], targets: list[str], ngram: int, min_words: int) -> list[bool]:
+    runs, lengths = set(), set()
+    for t in targets:
+        w = words(t)
+        if len(w) >= min_words:
+            n = min(ngram, len(w))
+            lengths.add(n)
+            runs.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+    return [any(tuple(w[i:i + n]) in runs for n in lengths for i in range(len(w) - n + 1))
+            for w in map(words, texts)]
+
+
+@pytest.mark.parametrize("ngram,min_words", [(13, 8), (6, 3), (4, 4)])
+def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_words):
+    rng = np.random.default_rng(ngram)
+    vocab = [f"w{i}" for i in range(12)]  # a small vocabulary, so chance runs of every length occur
+    targets = [" ".join(rng.choice(vocab, rng.integers(2, 20))) for _ in range(40)]
+    texts = [" ".join(rng.choice(vocab, rng.integers(1, 40))) for _ in range(300)]
+    texts += [f"lead {t} tail" for t in targets if len(t.split()) >= min_words][:10]  # certain leaks
+    records = [{"instruction": f"{i}: {t}", "output": "ok"} for i, t in enumerate(texts)]
+    ws, _ = _pool(tmp_path, records)
+    sel = ws.select(method="decontaminate", name="d", target=targets, text="instruction", ngram=ngram,
+                    min_words=min_words)
+    got = _decisions(sel)
+    want = _by_definition([r["instruction"] for r in records], targets, ngram, min_words)
+    assert [got[rid][0] == "rejected" for rid in ws.ids] == want
+    assert 10 <= sum(want) < len(want)  # both decisions occur
+
+
+def test_cli_reads_a_target_file_of_any_shape_and_chains(tmp_path):
+    ws, row = _pool(tmp_path, [{"instruction": f"Write a story about a dragon number {i}.", "output": "Once."}
+                               for i in range(5)] + [{"instruction": "Summarise this.", "output": BENCH[0]}])
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"instruction": "Improve this", "output": BENCH[0]}])
+    runner = CliRunner()
+    res = runner.invoke(app, ["select", str(ws.path), "--method", "decontaminate", "--name", "clean",
+                              "--target", str(bench)])
+    assert res.exit_code == 0, res.output
+    assert "contains evaluation text" in res.output
+    clean = Workspace.open(ws.path).selection("clean")
+    assert set(clean.ids) == set(ws.ids) - {row["Summarise this."]}
+    res = runner.invoke(app, ["select", str(ws.path), "--method", "random", "--name", "few", "--budget", "2",
+                              "--from", "clean"])
+    assert res.exit_code == 0, res.output
+    assert set(Workspace.open(ws.path).selection("few").ids) <= set(clean.ids)
+    lines = tmp_path / "bench.txt"
+    lines.write_text("write a STORY about a dragon, number 3\n")
+    res = runner.invoke(app, ["select", str(ws.path), "--method", "decontaminate", "--name", "c2",
+                              "--target", str(lines), "--param", "text=instruction"])
+    assert res.exit_code == 0, res.output
+    assert Workspace.open(ws.path).selection("c2").decisions()["rejected"] == 1
+
+
+def test_bad_settings_are_refused_by_name(tmp_path):
+    ws, _ = _pool(tmp_path, [{"instruction": "a b c d e f g h i j", "output": "x"}])
+    with pytest.raises(CurateError, match="min_words"):
+        ws.select(method="decontaminate", name="d", target=BENCH, ngram=5, min_words=8)
+    with pytest.raises(CurateError, match="not a file"):
+        ws.select(method="decontaminate", name="d", target=str(tmp_path / "missing.txt"))
+    with pytest.raises(CurateError, match="text must be"):
+        ws.select(method="decontaminate", name="d", target=BENCH, text="prompt")
+    with pytest.raises(CurateError, match="needs target texts"):
+        ws.select(method="decontaminate", name="d", target=[])
