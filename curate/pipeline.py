@@ -1,6 +1,7 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> score (complexity, quality) -> [signals] -> embed -> [tags] -> DEITA admission -> export
+load -> exact dedup -> [decontaminate] -> score (complexity, quality) -> [signals] -> embed -> [tags] -> DEITA
+admission -> export
 -> [report]
 
 Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
@@ -28,6 +29,7 @@ from curate.session import Workspace
 from curate.storage.files import writing
 
 DEDUP = "dedup"
+DECONTAMINATED = "decontaminated"
 SELECTION = "deita"
 SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
 
@@ -48,6 +50,7 @@ class Run:
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
     on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
     progress: bool = True        # the steps' progress bars
+    decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -102,6 +105,16 @@ def load(run: Run) -> dict[str, Any]:
 def dedup(run: Run):
     """Exact duplicates out (selection ``dedup``)."""
     return run.ws.select(method="exact", name=DEDUP)
+
+
+def decontaminate(run: Run):
+    """Rows holding evaluation text out of the deduplicated rows (selection ``decontaminated``)."""
+    return run.ws.select(method="decontaminate", name=DECONTAMINATED, input_selection=DEDUP, target=run.decontaminate)
+
+
+def candidates(run: Run) -> str:
+    """The selection admission chooses from: the deduplicated rows, decontaminated when the run asks."""
+    return DEDUP if run.decontaminate is None else DECONTAMINATED
 
 
 def score_producers(run: Run) -> list[Any]:
@@ -179,8 +192,8 @@ def tags(run: Run) -> dict[str, Any]:
 
 
 def deita(run: Run):
-    """DEITA admission over the deduplicated rows, by the evol score, up to the budget."""
-    return run.ws.select(method="deita", name=SELECTION, input_selection=DEDUP, budget=run.budget,
+    """DEITA admission over the deduplicated (and decontaminated) rows, by the evol score, up to the budget."""
+    return run.ws.select(method="deita", name=SELECTION, input_selection=candidates(run), budget=run.budget,
                          max_cosine_similarity=run.max_cosine_similarity, sort_by=sort_key(run))
 
 
@@ -207,9 +220,11 @@ def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
     the scores when a scorer of the run reads them)."""
     plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score)]
+    if run.decontaminate is not None:
+        plan.insert(2, ("decontaminate", decontaminate))
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
-        plan.insert(2 if reads_columns else 3, ("signals", signals))
+        plan.insert(plan.index(("score", score)) + (0 if reads_columns else 1), ("signals", signals))
     plan.append(("embed", embed))
     if run.tag_backend is not None:
         plan.append(("tags", tags))
@@ -246,7 +261,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
-                 on_error: str = "skip", progress: bool = True) -> RunResult:
+                 on_error: str = "skip", progress: bool = True, decontaminate: str | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -263,14 +278,22 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``on_error``: ``skip`` leaves a malformed record of the source out (listed in ``rejects.jsonl`` beside the
     workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
     ``progress``: show each step's progress bar.
+    ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
+    run of words with one (``curate.select.decontaminate``) are left out of admission (selection ``decontaminated``).
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
     if not -1 <= max_cosine_similarity <= 1:
         raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
+    if decontaminate is not None:
+        from curate.select.decontaminate import target_segments
+
+        if not target_segments(str(decontaminate)):  # a missing or empty file is named before any paid call
+            raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
+        decontaminate = str(decontaminate)
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}), on_error, progress)
+              signal_model, resolve_scorers(scorers or {}), on_error, progress, decontaminate=decontaminate)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

@@ -84,6 +84,22 @@ def test_the_steps_are_data_and_each_is_timed(tmp_path):
     assert len(result.results["select (DEITA admission)"]) == 5 and "report" not in result.outputs
 
 
+def test_decontaminate_leaves_rows_holding_evaluation_text_out_of_the_selection(tmp_path):
+    evalset = tmp_path / "eval.txt"
+    evalset.write_text("A coder who lived on caffeine wrote functions, both tidy and clean!\n")
+    with pytest.raises(CurateError, match="not a file"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run", budget=60, decontaminate=str(tmp_path / "none.txt"))
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+    clean = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=60, report=False, decontaminate=str(evalset))
+    assert list(clean.timings)[:4] == ["load", "dedup", "decontaminate", "score"]
+    ws = clean.workspace
+    leaked = [rid for rid, c in zip(ws.ids, ws.conversations(), strict=True) if "caffeine" in c[-1]["content"]]
+    assert len(leaked) == 1 and leaked[0] not in ws.selection("deita").ids
+    assert ws.selection("decontaminated").decisions()["rejected"] == 1
+    plain = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=60, report=False)
+    assert leaked[0] in ws.selection("deita").ids and "decontaminate" not in plain.timings
+
+
 def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(tmp_path):
     pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Task {i}: explain topic {i}.", "output": "ok"}
                                               for i in range(8)])

@@ -20,6 +20,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
 )
+from curate.defaults import DECONTAMINATE
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
@@ -54,8 +55,13 @@ def run(
                                      "scorer (`curate train-scorer` / `curate distil --out`, or a shipped name) instead "
                                      "of the default scorer or the judge; it writes its own column, and admission "
                                      "sorts by the product of the run's score columns (repeatable)."),
+    decontaminate: Path | None = typer.Option(None, "--decontaminate", help="A file of evaluation texts (.txt, one "
+                                              "per line, or any shape curate loads): rows sharing a "
+                                              f"{DECONTAMINATE.ngram}-word run with one are left out of the "
+                                              "selection."),
 ) -> None:
-    """The main job: load -> dedup -> score -> embed -> \\[tags] -> DEITA admission -> export -> report.
+    """The main job: load -> dedup -> \\[decontaminate] -> score -> embed -> \\[tags] -> DEITA admission -> export ->
+    report.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
@@ -86,7 +92,7 @@ def run(
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
-                              scorers=scorers, on_error=on_error,
+                              scorers=scorers, on_error=on_error, decontaminate=decontaminate,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
@@ -132,6 +138,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             console.print(f"  [yellow]{json_columns_line(result['columns_kept_as_json'])}[/]")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
+    elif name == "decontaminate":
+        dropped = result.decisions().get("rejected", 0)
+        console.print(f"  {dropped:,} of {result.table.num_rows:,} hold evaluation text, left out "
+                      f"({result.provenance['target_texts']:,} evaluation texts)")
     elif name == "score":
         for column, applied in result.items():
             console.print(f"  {column}: {applied.computed:,} scored, {applied.skipped:,} already scored, "
