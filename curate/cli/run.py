@@ -140,8 +140,11 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
+        prov = result.provenance
+        short = (f"; {prov['targets_too_short']:,} under {prov['min_words']} words not matched"
+                 if prov["targets_too_short"] else "")
         console.print(f"  {dropped:,} of {result.table.num_rows:,} hold evaluation text, left out "
-                      f"({result.provenance['target_texts']:,} evaluation texts)")
+                      f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
         for column, applied in result.items():
             console.print(f"  {column}: {applied.computed:,} scored, {applied.skipped:,} already scored, "
