@@ -8,7 +8,7 @@ MT-bench turns. The selector (``curate.select.decontaminate``) indexes the targe
 run of every length a target can match (13 words, and each shorter target's own length) of every message,
 intersected with the targets' runs. Both run in this process on the same rows; the decisions must be the
 same row for row. Prints the contaminated rows found (a sample, with the shared words) and a ``RESULT``
-line: rows, contaminated, agreement, seconds of each and their ratio. The machine is shared: times are
+line: rows, contaminated (also with ``min_overlap=0.5``), agreement, seconds of each and their ratio. The machine is shared: times are
 indicative.
 """
 
@@ -96,8 +96,15 @@ def main() -> None:
     rows = [r for r in sel.table.to_pylist() if r["decision"] == "rejected"]
     for r in rows[:8]:
         d = json.loads(r["detail"])
-        print(f"  {r['id']}: target {d['target']}: \"{d['shared_words']}\"")
+        print(f"  {r['id']}: target {d['target']} (overlap {d['overlap']:.2f}): \"{d['shared_words']}\"")
+    overlaps = sorted(json.loads(r["detail"])["overlap"] for r in rows)
+    print("share of the target's word runs each dropped row holds: quartiles "
+          + ", ".join(f"{overlaps[int(q * (len(overlaps) - 1))]:.2f}" for q in (0.25, 0.5, 0.75)))
+    half = ws.select(method="decontaminate", name="decontaminated_half", target=targets, min_overlap=0.5)
+    n_half = half.decisions().get("rejected", 0)
+    print(f"with min_overlap 0.5 (more than half of one target in the row): {n_half:,} contaminated")
     print(f"RESULT rows={len(ws)} targets={len(targets)} contaminated={sum(ours.values())} "
+          f"contaminated_min_overlap_half={n_half} "
           f"agreement_with_definition={same / len(ws):.4f} selector_s={ours_s:.2f} definition_s={ref_s:.2f} "
           f"speedup={ref_s / ours_s:.2f}")
 

@@ -64,20 +64,21 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
     assert only_responses[in_answer][0] == "rejected" and only_responses[leak][0] == "kept"
 
 
-def _by_definition(texts: list[str], targets: list[str], ngram: int, min_words: int) -> list[bool]:
-    runs, lengths = set(), set()
-    for t in targets:
-        w = words(t)
-        if len(w) >= min_words:
-            n = min(ngram, len(w))
-            lengths.add(n)
-            runs.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
-    return [any(tuple(w[i:i + n]) in runs for n in lengths for i in range(len(w) - n + 1))
-            for w in map(words, texts)]
+def _by_definition(texts: list[str], targets: list[str], ngram: int, min_words: int, min_overlap: float) -> list[bool]:
+    """Each target's runs (of its own matchable length) and the share of them a text holds, straight from the words."""
+    def runs(w, n):
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    own = [(runs(w, min(ngram, len(w))), min(ngram, len(w))) for w in map(words, targets) if len(w) >= min_words]
+    out = []
+    for w in map(words, texts):
+        shares = [len(r & runs(w, n)) / len(r) for r, n in own]
+        out.append(any(share > 0 and share >= min_overlap for share in shares))
+    return out
 
 
-@pytest.mark.parametrize("ngram,min_words", [(13, 8), (6, 3), (4, 4)])
-def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_words):
+@pytest.mark.parametrize("ngram,min_words,min_overlap", [(13, 8, 0.0), (6, 3, 0.0), (4, 4, 0.0), (4, 3, 0.5)])
+def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_words, min_overlap):
     rng = np.random.default_rng(ngram)
     vocab = [f"w{i}" for i in range(12)]  # a small vocabulary, so chance runs of every length occur
     targets = [" ".join(rng.choice(vocab, rng.integers(2, 20))) for _ in range(40)]
@@ -86,11 +87,26 @@ def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_wo
     records = [{"instruction": f"{i}: {t}", "output": "ok"} for i, t in enumerate(texts)]
     ws, _ = _pool(tmp_path, records)
     sel = ws.select(method="decontaminate", name="d", target=targets, text="instruction", ngram=ngram,
-                    min_words=min_words)
+                    min_words=min_words, min_overlap=min_overlap)
     got = _decisions(sel)
-    want = _by_definition([r["instruction"] for r in records], targets, ngram, min_words)
+    want = _by_definition([r["instruction"] for r in records], targets, ngram, min_words, min_overlap)
     assert [got[rid][0] == "rejected" for rid in ws.ids] == want
     assert 10 <= sum(want) < len(want)  # both decisions occur
+
+
+def test_min_overlap_keeps_rows_sharing_a_little_of_a_long_evaluation_text(tmp_path):
+    long = ("def lcs(a, b): dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]; for i in range(len(a)): "
+            "for j in range(len(b)): dp[i + 1][j + 1] = dp[i][j] + 1 if a[i] == b[j] else max(dp[i][j + 1], "
+            "dp[i + 1][j]); return dp[-1][-1]. Find the bug in this function and explain how to fix it.")
+    boilerplate = "dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]; for i in range(len(a)): sets up my table"
+    records = [{"instruction": "Write a grid walk.", "output": boilerplate},
+               {"instruction": long.replace("Find the bug", "Can you find the bug"), "output": "It is fine."}]
+    ws, row = _pool(tmp_path, records)
+    anyrun = _decisions(ws.select(method="decontaminate", name="a", target=[long]))
+    half = _decisions(ws.select(method="decontaminate", name="h", target=[long], min_overlap=0.5))
+    code, copy = row["Write a grid walk."], row[records[1]["instruction"]]
+    assert anyrun[code][0] == anyrun[copy][0] == "rejected" and 0 < anyrun[code][1]["overlap"] < 0.5
+    assert half[code][0] == "kept" and half[copy][0] == "rejected" and half[copy][1]["overlap"] > 0.5
 
 
 def test_cli_reads_a_target_file_of_any_shape_and_chains(tmp_path):
@@ -124,5 +140,7 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ws.select(method="decontaminate", name="d", target=str(tmp_path / "missing.txt"))
     with pytest.raises(CurateError, match="text must be"):
         ws.select(method="decontaminate", name="d", target=BENCH, text="prompt")
+    with pytest.raises(CurateError, match="min_overlap"):
+        ws.select(method="decontaminate", name="d", target=BENCH, min_overlap=1.5)
     with pytest.raises(CurateError, match="needs target texts"):
         ws.select(method="decontaminate", name="d", target=[])
