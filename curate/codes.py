@@ -39,7 +39,7 @@ class Reason(StrEnum):
     OUTSIDE_BAND = "outside_band"          # perplexity outside the kept quantile band; detail: score, low, high
     PRUNED_EASY = "pruned_easy"            # EL2N / GraNd: among the easiest rows (lowest score); detail: score, keep
     HARD_TO_LEARN = "hard_to_learn"        # Cartography hard region / the hardest EL2N rows (often label noise)
-    CONTAMINATED = "contaminated"          # shares a word run with an evaluation text; detail: target, shared_words
+    CONTAMINATED = "contaminated"          # holds an evaluation text; detail: target, shared_words or similarity
 
 
 class FailureCode(StrEnum):
@@ -105,7 +105,7 @@ _REASON_TEXT = {
     Reason.OUTSIDE_BAND: "outside the kept band",
     Reason.PRUNED_EASY: "pruned: among the easiest rows to learn",
     Reason.HARD_TO_LEARN: "hard to learn (low confidence): often a noisy label",
-    Reason.CONTAMINATED: "contains evaluation text",
+    Reason.CONTAMINATED: "matches an evaluation text",
 }
 
 
@@ -137,6 +137,8 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         return f"{text} (IFD {d['score']:.3f} >= {d.get('max_ifd')})"
     if code is Reason.OUTSIDE_BAND and "score" in d:
         return f"{text} ({d['score']:.4g} not in [{d.get('low', float('nan')):.4g}, {d.get('high', float('nan')):.4g}])"
+    if code is Reason.CONTAMINATED and "similarity" in d:
+        return f"{text} (target {d.get('target')}: cosine {d['similarity']:.4f} > {d.get('max_cosine_similarity')})"
     if code is Reason.CONTAMINATED and "target" in d:
         return f"{text} (target {d['target']}: \"{shorten(str(d.get('shared_words', '')), 60, placeholder=' …')}\")"
     if code is Reason.NO_SCORE and d.get("failure"):

@@ -73,6 +73,7 @@ class DecontaminateDefaults:
     ngram: int = 13                  # a shared run of this many consecutive words marks a row contaminated
     min_words: int = 8               # a shorter target is matched whole from this many words (NeMo Curator: 8)
     min_overlap: float = 0.0         # share of a target's runs a row must hold (0: any one run, as GPT-3 and NeMo)
+    max_cosine_similarity: float = 0.95  # curate run also drops a row this close (MiniLM) to an evaluation text
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> [decontaminate] -> score (complexity, quality) -> [signals] -> embed -> [tags] -> DEITA
+load -> exact dedup -> score (complexity, quality) -> [signals] -> embed -> [tags] -> [decontaminate] -> DEITA
 admission -> export
 -> [report]
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.codes import FailureCode, unreached_rows
-from curate.defaults import DEITA
+from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
 from curate.select.registry import check_params
 from curate.session import Workspace
@@ -108,8 +108,10 @@ def dedup(run: Run):
 
 
 def decontaminate(run: Run):
-    """Rows holding evaluation text out of the deduplicated rows (selection ``decontaminated``)."""
-    return run.ws.select(method="decontaminate", name=DECONTAMINATED, input_selection=DEDUP, target=run.decontaminate)
+    """Rows holding evaluation text, or embedded that close to one, out of the deduplicated rows (selection
+    ``decontaminated``)."""
+    return run.ws.select(method="decontaminate", name=DECONTAMINATED, input_selection=DEDUP, target=run.decontaminate,
+                         max_cosine_similarity=DECONTAMINATE.max_cosine_similarity)
 
 
 def candidates(run: Run) -> str:
@@ -220,14 +222,14 @@ def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
     the scores when a scorer of the run reads them)."""
     plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score)]
-    if run.decontaminate is not None:
-        plan.insert(2, ("decontaminate", decontaminate))
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
         plan.insert(plan.index(("score", score)) + (0 if reads_columns else 1), ("signals", signals))
     plan.append(("embed", embed))
     if run.tag_backend is not None:
         plan.append(("tags", tags))
+    if run.decontaminate is not None:  # after embed: its embedding test reads the run's embeddings
+        plan.append(("decontaminate", decontaminate))
     plan += [("select (DEITA admission)", deita), ("export", export)]
     if run.report:
         plan.append(("report", report))
@@ -279,7 +281,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
     ``progress``: show each step's progress bar.
     ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
-    run of words with one (``curate.select.decontaminate``) are left out of admission (selection ``decontaminated``).
+    run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
+    (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -287,9 +290,9 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     if not -1 <= max_cosine_similarity <= 1:
         raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     if decontaminate is not None:
-        from curate.select.decontaminate import target_segments
+        from curate.select.decontaminate import read_targets
 
-        if not target_segments(str(decontaminate)):  # a missing or empty file is named before any paid call
+        if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
             raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
         decontaminate = str(decontaminate)
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),

@@ -8,7 +8,8 @@ MT-bench turns. The selector (``curate.select.decontaminate``) indexes the targe
 run of every length a target can match (13 words, and each shorter target's own length) of every message,
 intersected with the targets' runs. Both run in this process on the same rows; the decisions must be the
 same row for row. Prints the contaminated rows found (a sample, with the shared words) and a ``RESULT``
-line: rows, contaminated (also with ``min_overlap=0.5``), agreement, seconds of each and their ratio. The machine is shared: times are
+line: rows, contaminated (also with ``min_overlap=0.5``, and with the embedding test ``curate run`` adds, whose
+extra rows are printed as a sample to read), agreement, seconds of each and their ratio. The machine is shared: times are
 indicative.
 """
 
@@ -46,9 +47,11 @@ def by_definition(conversations: list[list[dict]], targets: list[str], ngram: in
     """Contaminated or not, straight from the definition: all runs of each matchable length, set intersection."""
     runs: set[tuple[str, ...]] = set()
     lengths = set()
+    short = set()  # targets under min_words words: matched by a message that says exactly them
     for t in targets:
         w = words(t)
         if len(w) < min_words:
+            short.add(tuple(w))
             continue
         n = min(ngram, len(w))
         lengths.add(n)
@@ -58,7 +61,7 @@ def by_definition(conversations: list[list[dict]], targets: list[str], ngram: in
         hit = False
         for m in conversation:
             w = words(m["content"])
-            if any(tuple(w[i:i + n]) in runs for n in lengths for i in range(len(w) - n + 1)):
+            if tuple(w) in short or any(tuple(w[i:i + n]) in runs for n in lengths for i in range(len(w) - n + 1)):
                 hit = True
                 break
         out.append(hit)
@@ -91,7 +94,7 @@ def main() -> None:
     same = sum(ours[rid] == hit for rid, hit in zip(ws.ids, ref, strict=True))
     prov = sel.provenance
     print(f"selector: {sum(ours.values()):,} contaminated in {ours_s:.1f} s ({prov['target_runs']:,} target runs, "
-          f"{prov['targets_too_short']} targets under {prov['min_words']} words not matched)")
+          f"{prov['targets_matched_whole']} targets under {prov['min_words']} words matched as whole messages)")
     print(f"definition: {sum(ref):,} contaminated in {ref_s:.1f} s")
     rows = [r for r in sel.table.to_pylist() if r["decision"] == "rejected"]
     for r in rows[:8]:
@@ -103,8 +106,22 @@ def main() -> None:
     half = ws.select(method="decontaminate", name="decontaminated_half", target=targets, min_overlap=0.5)
     n_half = half.decisions().get("rejected", 0)
     print(f"with min_overlap 0.5 (more than half of one target in the row): {n_half:,} contaminated")
+    if "default" not in ws.embedding_sets:
+        ws.embed(progress=False)
+    t0 = time.perf_counter()
+    near = ws.select(method="decontaminate", name="decontaminated_near", target=targets,
+                     max_cosine_similarity=DECONTAMINATE.max_cosine_similarity)
+    near_s = time.perf_counter() - t0
+    by_cosine = [r for r in near.table.to_pylist() if r["decision"] == "rejected" and "similarity" in r["detail"]]
+    print(f"with max_cosine_similarity {DECONTAMINATE.max_cosine_similarity} (curate run's setting): "
+          f"{near.decisions().get('rejected', 0):,} contaminated in {near_s:.1f} s, {len(by_cosine):,} of them by "
+          "the embedding test alone; a sample:")
+    for r in by_cosine[:: max(1, len(by_cosine) // 10)][:10]:
+        d = json.loads(r["detail"])
+        text = ws.conversations([r["id"]])[0][0]["content"]
+        print(f"  {d['similarity']:.3f} row {text[:70]!r}\n        eval {d['target_text'][:70]!r}")
     print(f"RESULT rows={len(ws)} targets={len(targets)} contaminated={sum(ours.values())} "
-          f"contaminated_min_overlap_half={n_half} "
+          f"contaminated_min_overlap_half={n_half} contaminated_with_cosine={near.decisions().get('rejected', 0)} "
           f"agreement_with_definition={same / len(ws):.4f} selector_s={ours_s:.2f} definition_s={ref_s:.2f} "
           f"speedup={ref_s / ours_s:.2f}")
 

@@ -17,7 +17,7 @@ from tests.conftest import write_jsonl
 BENCH = ["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences "
          "and must-see attractions.",
          "Which word does not belong with the others: tyre, steering wheel, car, engine?",  # 10 words: matched whole
-         "Write a poem."]                                                                 # 3 words: never matched
+         "Write a poem."]                                                      # 3 words: only a message saying it
 
 
 def _decisions(sel) -> dict[str, tuple[str, dict]]:
@@ -39,7 +39,8 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
          "output": "Sure."},                                                                # 12 shared words only
         {"instruction": "Quiz: which word does not belong with the others - tyre, steering wheel, car, engine",
          "output": "Car."},                                                                 # the short target whole
-        {"instruction": "Write a poem.", "output": "Roses are red."},                       # a too-short target
+        {"instruction": "write a POEM", "output": "Roses are red."},                        # a short target, whole
+        {"instruction": "Write a poem about the sea.", "output": "Waves."},                 # ... within a message
         {"instruction": "Tell me a joke.", "output": "Compose an engaging travel blog post about a recent trip to "
                                                     "Hawaii, highlighting cultural experiences, they said."},
         {"instruction": "Compose an engaging travel blog post about a recent trip", "output": "to Hawaii, "
@@ -48,15 +49,16 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
     ws, row = _pool(tmp_path, records)
     sel = ws.select(method="decontaminate", name="clean", target=BENCH)
     got = _decisions(sel)
-    leak, near, short, poem, in_answer, split = (row[r["instruction"]] for r in records)
-    assert got[leak][0] == got[short][0] == got[in_answer][0] == "rejected"
-    assert got[near][0] == got[poem][0] == got[split][0] == "kept"
+    leak, near, short, poem, sea, in_answer, split = (row[r["instruction"]] for r in records)
+    assert got[leak][0] == got[short][0] == got[poem][0] == got[in_answer][0] == "rejected"
+    assert got[near][0] == got[sea][0] == got[split][0] == "kept"
+    assert got[poem][1]["target"] == 3 and got[poem][1]["shared_words"] == "write a poem"
     assert got[leak][1]["target"] == 1 and got[short][1]["target"] == 2
     assert got[leak][1]["shared_words"] == "compose an engaging travel blog post about a recent trip to hawaii highlighting"
     assert got[short][1]["shared_words"] == " ".join(words(BENCH[1]))
     assert {r["reason"] for r in sel.table.to_pylist() if r["decision"] == "rejected"} == {Reason.CONTAMINATED.value}
     assert "target 1" in describe(Reason.CONTAMINATED, got[leak][1])
-    assert sel.provenance["targets_too_short"] == 1 and sel.provenance["target_texts"] == 3
+    assert sel.provenance["targets_matched_whole"] == 1 and sel.provenance["target_texts"] == 3
 
     only_instructions = _decisions(ws.select(method="decontaminate", name="ins", target=BENCH, text="instruction"))
     assert only_instructions[in_answer][0] == "kept" and only_instructions[leak][0] == "rejected"
@@ -70,10 +72,11 @@ def _by_definition(texts: list[str], targets: list[str], ngram: int, min_words: 
         return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
     own = [(runs(w, min(ngram, len(w))), min(ngram, len(w))) for w in map(words, targets) if len(w) >= min_words]
+    short = {tuple(w) for w in map(words, targets) if 0 < len(w) < min_words}
     out = []
     for w in map(words, texts):
         shares = [len(r & runs(w, n)) / len(r) for r, n in own]
-        out.append(any(share > 0 and share >= min_overlap for share in shares))
+        out.append(tuple(w) in short or any(share > 0 and share >= min_overlap for share in shares))
     return out
 
 
@@ -83,8 +86,10 @@ def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_wo
     vocab = [f"w{i}" for i in range(12)]  # a small vocabulary, so chance runs of every length occur
     targets = [" ".join(rng.choice(vocab, rng.integers(2, 20))) for _ in range(40)]
     texts = [" ".join(rng.choice(vocab, rng.integers(1, 40))) for _ in range(300)]
+    texts = [f"{i}: {t}" for i, t in enumerate(texts)]
     texts += [f"lead {t} tail" for t in targets if len(t.split()) >= min_words][:10]  # certain leaks
-    records = [{"instruction": f"{i}: {t}", "output": "ok"} for i, t in enumerate(texts)]
+    texts += list(dict.fromkeys(t for t in targets if len(t.split()) < min_words))[:5]  # short targets, whole
+    records = [{"instruction": t, "output": "ok"} for t in texts]
     ws, _ = _pool(tmp_path, records)
     sel = ws.select(method="decontaminate", name="d", target=targets, text="instruction", ngram=ngram,
                     min_words=min_words, min_overlap=min_overlap)
@@ -117,7 +122,7 @@ def test_cli_reads_a_target_file_of_any_shape_and_chains(tmp_path):
     res = runner.invoke(app, ["select", str(ws.path), "--method", "decontaminate", "--name", "clean",
                               "--target", str(bench)])
     assert res.exit_code == 0, res.output
-    assert "contains evaluation text" in res.output
+    assert "matches an evaluation text" in res.output
     clean = Workspace.open(ws.path).selection("clean")
     assert set(clean.ids) == set(ws.ids) - {row["Summarise this."]}
     res = runner.invoke(app, ["select", str(ws.path), "--method", "random", "--name", "few", "--budget", "2",
@@ -130,6 +135,24 @@ def test_cli_reads_a_target_file_of_any_shape_and_chains(tmp_path):
                               "--target", str(lines), "--param", "text=instruction"])
     assert res.exit_code == 0, res.output
     assert Workspace.open(ws.path).selection("c2").decisions()["rejected"] == 1
+
+
+def test_max_cosine_similarity_catches_copies_whose_words_were_reformatted(tmp_path):
+    target = "Convert the given HTML into Markdown format.\n\n<code>Use `code` in your Markdown file.</code>"
+    records = [{"instruction": "Convert the given HTML into Markdown format.\nInput: <code>Use `code` in your "
+                               "Markdown file.</code>", "output": "Use `code` in your Markdown file."},
+               {"instruction": "Explain how tides work.", "output": "The moon."}]
+    ws, row = _pool(tmp_path, records)
+    with pytest.raises(CurateError, match="curate embed"):
+        ws.select(method="decontaminate", name="d", target=[target], max_cosine_similarity=0.95)
+    ws.embed(progress=False)
+    words_only = _decisions(ws.select(method="decontaminate", name="w", target=[target]))
+    both = _decisions(ws.select(method="decontaminate", name="b", target=[target], max_cosine_similarity=0.95))
+    copy, other = row[records[0]["instruction"]], row["Explain how tides work."]
+    assert words_only[copy][0] == "kept"  # "Input:" breaks every run of the target
+    assert both[copy][0] == "rejected" and both[copy][1]["target"] == 1 and both[copy][1]["similarity"] > 0.95
+    assert both[other][0] == "kept"
+    assert "cosine" in describe(Reason.CONTAMINATED, both[copy][1])
 
 
 def test_bad_settings_are_refused_by_name(tmp_path):

@@ -57,10 +57,11 @@ def run(
                                      "sorts by the product of the run's score columns (repeatable)."),
     decontaminate: Path | None = typer.Option(None, "--decontaminate", help="A file of evaluation texts (.txt, one "
                                               "per line, or any shape curate loads): rows sharing a "
-                                              f"{DECONTAMINATE.ngram}-word run with one are left out of the "
-                                              "selection."),
+                                              f"{DECONTAMINATE.ngram}-word run with one, or embedded closer than "
+                                              f"cosine {DECONTAMINATE.max_cosine_similarity} to one, are left out "
+                                              "of the selection."),
 ) -> None:
-    """The main job: load -> dedup -> \\[decontaminate] -> score -> embed -> \\[tags] -> DEITA admission -> export ->
+    """The main job: load -> dedup -> score -> embed -> \\[tags] -> \\[decontaminate] -> DEITA admission -> export ->
     report.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
@@ -141,8 +142,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance
-        short = (f"; {prov['targets_too_short']:,} under {prov['min_words']} words not matched"
-                 if prov["targets_too_short"] else "")
+        short = (f"; {prov['targets_matched_whole']:,} under {prov['min_words']} words matched only as a whole message"
+                 if prov["targets_matched_whole"] else "")
         console.print(f"  {dropped:,} of {result.table.num_rows:,} hold evaluation text, left out "
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":

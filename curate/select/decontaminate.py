@@ -4,10 +4,12 @@ A row is contaminated when one of its messages shares a run of ``ngram`` consecu
 text (GPT-3's and NeMo Curator's test: 13 words), or contains a whole target text shorter than that but of
 at least ``min_words`` words (NeMo Curator matches short task texts whole, down to 8 words). Words are the
 ``\\w+`` runs of the NFKC case-folded text, so case, punctuation and spacing never hide a match. Runs never
-cross a message boundary. Target texts under ``min_words`` words cannot be matched safely ("Write a poem."
-is in many honest rows); they are counted in the selection's provenance, never matched silently.
+cross a message boundary. A target under ``min_words`` words ("Write a poem.") is in many honest rows, so it
+matches only a message that says exactly it (counted in the provenance as ``targets_matched_whole``).
 ``min_overlap`` trades recall for precision: a row then has to hold that share of one target's runs (a long
-evaluation text sharing one line of boilerplate code with a row no longer drops it).
+evaluation text sharing one line of boilerplate code with a row no longer drops it). ``max_cosine_similarity``
+adds recall: a row whose embedding is that close to a target's is dropped too, which catches the copies whose
+words were re-formatted (an ``Input:`` label between a prompt and its input breaks every run) or reworded.
 
 Why hand-written: the peers' versions are whole-pipeline stages (NeMo Curator's ``TaskDecontamination`` on
 Dask, splitting pretraining documents around each match); an SFT row is dropped whole, and an index of the
@@ -17,6 +19,7 @@ targets' word runs keyed by their first ``min_words`` words finds every match in
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -25,12 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import DECONTAMINATE
+from curate.defaults import DECONTAMINATE, EMBED
 from curate.errors import CurateError
-from curate.rows import TEXT_KINDS
+from curate.rows import TEXT_KINDS, Conversation, row_text
+from curate.select.admission import unit_rows
 from curate.select.registry import SelectorResult, register
 
 _WORD = re.compile(r"\w+")
+BLOCK_ROWS = 65_536  # rows compared with every target at once by max_cosine_similarity
 _ROLES = {"instruction": ("user",), "response": ("assistant",), "conversation": ("user", "assistant", "system")}
 
 
@@ -40,35 +45,45 @@ def words(text: str) -> list[str]:
 
 
 class TargetIndex:
-    """Every word run of the target texts that makes a row contaminated, keyed by its first ``min_words`` words."""
+    """Every word run of the target texts that makes a row contaminated, keyed by its first ``min_words`` words, and
+    the whole user messages of the targets too short for runs."""
 
-    def __init__(self, targets: Sequence[Sequence[str]], ngram: int, min_words: int):
+    def __init__(self, targets: Sequence[Conversation], ngram: int, min_words: int):
         if not 1 <= min_words <= ngram:
             raise CurateError(f"decontaminate: need 1 <= min_words <= ngram, not min_words={min_words}, ngram={ngram}")
         self.ngram, self.min_words = ngram, min_words
         self.runs: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}
-        self.sizes: list[int] = []  # distinct runs of each target
-        for k, segments in enumerate(targets):
+        self.whole: dict[tuple[str, ...], list[int]] = {}
+        self.sizes: list[int] = []  # distinct runs (or whole messages) of each target
+        self.too_short = 0          # targets matched only as a whole message
+        for k, conversation in enumerate(targets):
             own: dict[tuple[str, ...], None] = {}
-            for segment in segments:
-                w = words(segment)
+            for message in conversation:
+                w = words(message["content"])
                 if len(w) >= min_words:
                     n = min(ngram, len(w))
                     own.update(dict.fromkeys(tuple(w[i:i + n]) for i in range(len(w) - n + 1)))
             for run in own:
                 self.runs.setdefault(run[:min_words], {}).setdefault(run, []).append(k)
+            if not own:  # "Write a poem." is in many honest rows, so a short target matches only a message saying it
+                own = dict.fromkeys(w for w in (tuple(words(m["content"])) for m in conversation if m["role"] == "user")
+                                    if w)
+                for message in own:
+                    self.whole.setdefault(message, []).append(k)
+                self.too_short += 1
             self.sizes.append(len(own))
-        self.too_short = self.sizes.count(0)  # targets none of whose texts reach min_words words
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.runs.values())
 
     def matches(self, segments: Iterable[str]) -> dict[int, dict[tuple[str, ...], None]]:
-        """Target number -> its runs found in ``segments`` (in text order)."""
+        """Target number -> its runs (or whole messages) found in ``segments`` (in text order)."""
         m = self.min_words
         found: dict[int, dict[tuple[str, ...], None]] = {}
         for segment in segments:
             w = words(segment)
+            for k in self.whole.get(tuple(w), ()):
+                found.setdefault(k, {})[tuple(w)] = None
             for i in range(len(w) - m + 1):
                 candidates = self.runs.get(tuple(w[i:i + m]))
                 if candidates:
@@ -89,54 +104,90 @@ class TargetIndex:
         return (k, next(iter(found[k])), share) if share >= min_overlap else None
 
 
-def target_segments(target: list[str] | str) -> list[list[str]]:
-    """Each target as its texts: a list of strings (one text each), a ``.txt`` file (one per line), or any file
-    curate loads (a record's messages, prompts and reference answers alike)."""
+def read_targets(target: list[str] | str) -> list[Conversation]:
+    """Each target as a conversation: a list of strings (one user message each), a ``.txt`` file (one per line), or
+    any file curate loads (a record's prompts and reference answers alike)."""
     if isinstance(target, str):
         path = Path(target)
         if not path.exists():
             raise CurateError(f"decontaminate: target {target!r} is not a file")
         if path.suffix == ".txt":
-            return [[ln] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            return [[{"role": "user", "content": ln}] for ln in path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip()]
         from curate.pools import read
 
-        return [[m["content"] for m in r["conversation"]] for r in read(path).rows]
+        return [r["conversation"] for r in read(path).rows]
     if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
         raise CurateError(f"decontaminate: target must be a list of texts or a file, not {target!r}"[:200])
-    return [[t] for t in target]
+    return [[{"role": "user", "content": t}] for t in target]
+
+
+def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embeddings: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's most similar target (index) and that cosine similarity, in the embedding set ``embeddings``: the
+    targets are embedded as that set's rows were (its model, backend and text), through the workspace's cache."""
+    from curate.embed.cache import encode_cached
+    from curate.select.inputs import vectors
+
+    prov = ws.embedding_sets.get(embeddings)
+    if prov is None:
+        raise CurateError(f"decontaminate: max_cosine_similarity compares embeddings, and the workspace has no set "
+                          f"{embeddings!r}: run `curate embed {ws.path}` first")
+    texts = [row_text(t, prov.get("text") or EMBED.text) or row_text(t, "conversation") for t in targets]
+    matrix, _, _ = encode_cached(texts, ws.cache_dir, prov.get("model"), backend=prov.get("backend"))
+    target_vectors = unit_rows(matrix)
+    best, nearest = np.full(len(rows), -np.inf, np.float32), np.zeros(len(rows), np.int64)
+    for start in range(0, len(rows), BLOCK_ROWS):  # rows x targets in blocks: the full matrix may not fit
+        sims = vectors(ws, embeddings, rows[start:start + BLOCK_ROWS]) @ target_vectors.T
+        nearest[start:start + len(sims)] = sims.argmax(axis=1)
+        best[start:start + len(sims)] = sims.max(axis=1)
+    return nearest, best
 
 
 @register("decontaminate")
 def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "conversation",
                   ngram: int = DECONTAMINATE.ngram, min_words: int = DECONTAMINATE.min_words,
-                  min_overlap: float = DECONTAMINATE.min_overlap) -> SelectorResult:
-    """Keep the rows that share no ``ngram``-word run (nor a whole target of ``min_words`` words or more) with the
-    target texts in their ``text`` (``instruction``, ``response`` or ``conversation``). ``min_overlap`` > 0 asks
-    more: a row is dropped only when it holds at least that share of one target's runs (0.5: more than half of
-    the evaluation text, the diff test of Phi-1 and Cosmopedia). Detail of a dropped row: the target's number
-    (1-based, in file order), the first shared words and ``overlap``, the share of the target's runs found."""
+                  min_overlap: float = DECONTAMINATE.min_overlap, max_cosine_similarity: float | None = None,
+                  embeddings: str = EMBED.name) -> SelectorResult:
+    """Keep the rows that share no ``ngram``-word run with the target texts in their ``text`` (``instruction``,
+    ``response`` or ``conversation``), nor hold a whole target of ``min_words`` words or more, nor have a message
+    that is a shorter target's whole user message. ``min_overlap`` > 0 asks more: a row is dropped only when it
+    holds at least that share of one target's runs (0.5: more than half of the evaluation text, the diff test of
+    Phi-1 and Cosmopedia). ``max_cosine_similarity``: also drop a row whose embedding (set ``embeddings``) has a
+    cosine above it with a target's (a reworded or re-formatted copy). Detail of a dropped row: the target's number
+    (1-based, in file order) and either the first shared words and ``overlap`` (the share of the target's runs
+    found) or ``similarity``."""
     if text not in TEXT_KINDS:
         raise CurateError(f"decontaminate: text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
     if not 0 <= min_overlap <= 1:
         raise CurateError(f"decontaminate: min_overlap is a share of a target's word runs in [0, 1], not {min_overlap!r}")
-    targets = target_segments(target)
+    if max_cosine_similarity is not None and not -1 <= max_cosine_similarity <= 1:
+        raise CurateError(f"decontaminate: max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
+    targets = read_targets(target)
     if not targets:
         raise CurateError("decontaminate needs target texts")
     index = TargetIndex(targets, ngram, min_words)
-    digest = hashlib.sha256("\x1e".join("\x1f".join(t) for t in targets).encode()).hexdigest()[:16]
+    nearest = None if max_cosine_similarity is None else nearest_targets(ws, rows, targets, embeddings)
+    digest = hashlib.sha256(json.dumps(targets, sort_keys=True).encode()).hexdigest()[:16]
     out = SelectorResult(info={"text": text, "ngram": ngram, "min_words": min_words, "min_overlap": min_overlap,
-                               "target_texts": len(targets),
-                               "target_sha256": digest, "targets_too_short": index.too_short,
-                               "target_runs": len(index)})
+                               "max_cosine_similarity": max_cosine_similarity,
+                               "embeddings": embeddings if nearest is not None else None,
+                               "target_texts": len(targets), "target_sha256": digest,
+                               "targets_matched_whole": index.too_short, "target_runs": len(index)})
     ids = ws.ids
     roles = _ROLES[text]
-    for p, conversation in zip(rows.tolist(), ws.conversations([ids[p] for p in rows.tolist()]), strict=True):
+    for j, (p, conversation) in enumerate(zip(rows.tolist(), ws.conversations([ids[p] for p in rows.tolist()]),
+                                              strict=True)):
         match = index.contamination((m["content"] for m in conversation if m["role"] in roles), min_overlap)
-        if match is None:
-            out.add(p, Decision.KEPT, Reason.SELECTED)
-        else:
+        if match is not None:
             k, run, share = match
-            out.add(p, Decision.REJECTED, Reason.CONTAMINATED,
-                    {"target": k + 1, "shared_words": " ".join(run), "overlap": round(share, 4),
-                     "target_text": " ".join(targets[k])[:120]})
+            detail = {"target": k + 1, "shared_words": " ".join(run), "overlap": round(share, 4)}
+        elif nearest is not None and nearest[1][j] > max_cosine_similarity:
+            k = int(nearest[0][j])
+            detail = {"target": k + 1, "similarity": round(float(nearest[1][j]), 4),
+                      "max_cosine_similarity": max_cosine_similarity}
+        else:
+            out.add(p, Decision.KEPT, Reason.SELECTED)
+            continue
+        detail["target_text"] = " ".join(m["content"] for m in targets[k])[:120]
+        out.add(p, Decision.REJECTED, Reason.CONTAMINATED, detail)
     return out
