@@ -32,6 +32,7 @@ from curate.defaults import DECONTAMINATE, EMBED
 from curate.errors import CurateError
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
+from curate.select.inputs import vectors
 from curate.select.registry import SelectorResult, register
 
 _WORD = re.compile(r"\w+")
@@ -125,8 +126,8 @@ def read_targets(target: list[str] | str) -> list[Conversation]:
 def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embeddings: str) -> tuple[np.ndarray, np.ndarray]:
     """Each row's most similar target (index) and that cosine similarity, in the embedding set ``embeddings``: the
     targets are embedded as that set's rows were (its model, backend and text), through the workspace's cache."""
+    # the encoder loads only when the embedding test is asked for
     from curate.embed.cache import encode_cached
-    from curate.select.inputs import vectors
 
     prov = ws.embedding_sets.get(embeddings)
     if prov is None:
@@ -166,11 +167,12 @@ def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "co
     if not targets:
         raise CurateError("decontaminate needs target texts")
     index = TargetIndex(targets, ngram, min_words)
-    nearest = None if max_cosine_similarity is None else nearest_targets(ws, rows, targets, embeddings)
+    nearest, similarity = (None, None) if max_cosine_similarity is None else nearest_targets(ws, rows, targets,
+                                                                                               embeddings)
     digest = hashlib.sha256(json.dumps(targets, sort_keys=True).encode()).hexdigest()[:16]
     out = SelectorResult(info={"text": text, "ngram": ngram, "min_words": min_words, "min_overlap": min_overlap,
                                "max_cosine_similarity": max_cosine_similarity,
-                               "embeddings": embeddings if nearest is not None else None,
+                               "embeddings": None if max_cosine_similarity is None else embeddings,
                                "target_texts": len(targets), "target_sha256": digest,
                                "targets_matched_whole": index.too_short, "target_runs": len(index)})
     ids = ws.ids
@@ -181,9 +183,9 @@ def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "co
         if match is not None:
             k, run, share = match
             detail = {"target": k + 1, "shared_words": " ".join(run), "overlap": round(share, 4)}
-        elif nearest is not None and nearest[1][j] > max_cosine_similarity:
-            k = int(nearest[0][j])
-            detail = {"target": k + 1, "similarity": round(float(nearest[1][j]), 4),
+        elif similarity is not None and similarity[j] > max_cosine_similarity:
+            k = int(nearest[j])
+            detail = {"target": k + 1, "similarity": round(float(similarity[j]), 4),
                       "max_cosine_similarity": max_cosine_similarity}
         else:
             out.add(p, Decision.KEPT, Reason.SELECTED)
