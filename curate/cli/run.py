@@ -144,7 +144,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         prov = result.provenance
         short = (f"; {prov['targets_matched_whole']:,} under {prov['min_words']} words matched only as a whole message"
                  if prov["targets_matched_whole"] else "")
-        console.print(f"  {dropped:,} of {result.table.num_rows:,} hold evaluation text, left out "
+        console.print(f"  {dropped:,} of {result.table.num_rows:,} match an evaluation text, left out "
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
         for column, applied in result.items():
