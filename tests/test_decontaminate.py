@@ -155,6 +155,23 @@ def test_max_cosine_similarity_catches_copies_whose_words_were_reformatted(tmp_p
     assert "cosine" in describe(Reason.CONTAMINATED, both[copy][1])
 
 
+def test_benchmark_files_of_prompt_turns_are_targets_as_they_are(tmp_path):
+    ws, row = _pool(tmp_path, [{"instruction": BENCH[0], "output": "Aloha."},
+                               {"instruction": "Rewrite your previous response. Start every sentence with the letter A.",
+                                "output": "A."},
+                               {"instruction": "Explain how tides work.", "output": "The moon."}])
+    mtbench = write_jsonl(tmp_path / "mt.jsonl", [{"question_id": 81, "category": "writing", "turns": [
+        BENCH[0], "Rewrite your previous response. Start every sentence with the letter A."]}])
+    arena = write_jsonl(tmp_path / "arena.jsonl", [{"question_id": "x1", "turns": [{"content": BENCH[0]}]}])
+    by_mtbench = _decisions(ws.select(method="decontaminate", name="mt", target=str(mtbench)))
+    by_arena = _decisions(ws.select(method="decontaminate", name="ah", target=str(arena)))
+    assert sorted(d for d, _ in by_mtbench.values()) == ["kept", "rejected", "rejected"]  # both turns are targets
+    assert by_arena[row[BENCH[0]]][0] == "rejected" and by_arena[row["Explain how tides work."]][0] == "kept"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"turns": ["a prompt"]}, {"turns": 5}, "{not json"])
+    with pytest.raises(CurateError, match=r"bad.jsonl: line 2: expected 'turns'"):
+        ws.select(method="decontaminate", name="b", target=str(bad))
+
+
 def test_bad_settings_are_refused_by_name(tmp_path):
     ws, _ = _pool(tmp_path, [{"instruction": "a b c d e f g h i j", "output": "x"}])
     with pytest.raises(CurateError, match="min_words"):

@@ -24,12 +24,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import DECONTAMINATE, EMBED
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
 from curate.select.inputs import vectors
@@ -106,8 +107,9 @@ class TargetIndex:
 
 
 def read_targets(target: list[str] | str) -> list[Conversation]:
-    """Each target as a conversation: a list of strings (one user message each), a ``.txt`` file (one per line), or
-    any file curate loads (a record's prompts and reference answers alike)."""
+    """Each target as a conversation: a list of strings (one user message each), a ``.txt`` file (one per line), a
+    benchmark file of prompt ``turns`` (MT-bench's and Arena-Hard's shape), or any file curate loads (a record's
+    prompts and reference answers alike)."""
     if isinstance(target, str):
         path = Path(target)
         if not path.exists():
@@ -116,11 +118,27 @@ def read_targets(target: list[str] | str) -> list[Conversation]:
             return [[{"role": "user", "content": ln}] for ln in path.read_text(encoding="utf-8").splitlines()
                     if ln.strip()]
         from curate.pools import read
+        from curate.pools.readers import records
 
+        first = next(records(target), None)
+        if first is not None and isinstance(first[1], dict) and isinstance(first[1].get("turns"), list):
+            return [_prompt_turns(target, location, record) for location, record, _ in records(target)]
         return [r["conversation"] for r in read(path).rows]
     if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
         raise CurateError(f"decontaminate: target must be a list of texts or a file, not {target!r}"[:200])
     return [[{"role": "user", "content": t}] for t in target]
+
+
+def _prompt_turns(path: str, location: str, record: Any) -> Conversation:
+    """A benchmark record's ``turns`` (texts, or objects with ``content``) as user messages."""
+    if isinstance(record, Exception):  # a line that is not JSON: the reader's own words for it
+        raise InputError(path, location, str(record))
+    turns = record.get("turns") if isinstance(record, dict) else None
+    texts = [t.get("content") if isinstance(t, dict) else t for t in turns] if isinstance(turns, list) else None
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError(path, location, "expected 'turns': a list of prompt texts (or of objects with 'content'), "
+                                         "as in the file's first record")
+    return [{"role": "user", "content": t} for t in texts]
 
 
 def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embeddings: str) -> tuple[np.ndarray, np.ndarray]:
