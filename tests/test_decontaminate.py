@@ -153,6 +153,9 @@ def test_max_cosine_similarity_catches_copies_whose_words_were_reformatted(tmp_p
     assert both[copy][0] == "rejected" and both[copy][1]["target"] == 1 and both[copy][1]["similarity"] > 0.95
     assert both[other][0] == "kept"
     assert "cosine" in describe(Reason.CONTAMINATED, both[copy][1])
+    ws.embed(text="response", name="answers", progress=False)  # prompts only as targets: nothing to compare
+    with pytest.raises(CurateError, match="1 of 1 targets have no response text"):
+        ws.select(method="decontaminate", name="r", target=[target], max_cosine_similarity=0.95, embeddings="answers")
 
 
 def test_benchmark_files_of_prompt_turns_are_targets_as_they_are(tmp_path):

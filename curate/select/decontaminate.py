@@ -151,7 +151,15 @@ def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embedding
     if prov is None:
         raise CurateError(f"decontaminate: max_cosine_similarity compares embeddings, and the workspace has no set "
                           f"{embeddings!r}: run `curate embed {ws.path}` first")
-    texts = [row_text(t, prov.get("text") or EMBED.text) or row_text(t, "conversation") for t in targets]
+    kind = prov.get("text")
+    if kind not in TEXT_KINDS:
+        raise CurateError(f"decontaminate: the embedding set {embeddings!r} does not say which text of a row it embeds "
+                          f"(its provenance has text={kind!r}); embed with `curate embed --name {embeddings}`")
+    texts = [row_text(t, kind) for t in targets]
+    empty = sum(not t.strip() for t in texts)
+    if empty:  # e.g. a set of embedded responses and targets that are prompts only: nothing to compare
+        raise CurateError(f"decontaminate: {empty} of {len(texts)} targets have no {kind} text to compare with the "
+                          f"embedding set {embeddings!r}, which embeds each row's {kind}")
     matrix, _, _ = encode_cached(texts, ws.cache_dir, prov.get("model"), backend=prov.get("backend"))
     target_vectors = unit_rows(matrix)
     best, nearest = np.full(len(rows), -np.inf, np.float32), np.zeros(len(rows), np.int64)
