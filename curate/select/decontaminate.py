@@ -57,7 +57,7 @@ class TargetIndex:
         self.runs: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}
         self.whole: dict[tuple[str, ...], list[int]] = {}
         self.sizes: list[int] = []  # distinct runs (or whole messages) of each target
-        self.too_short = 0          # targets matched only as a whole message
+        self.matched_whole = 0      # targets matched only as a whole message
         for k, conversation in enumerate(targets):
             own: dict[tuple[str, ...], None] = {}
             for message in conversation:
@@ -72,7 +72,7 @@ class TargetIndex:
                                     if w)
                 for message in own:
                     self.whole.setdefault(message, []).append(k)
-                self.too_short += 1
+                self.matched_whole += 1
             self.sizes.append(len(own))
 
     def __len__(self) -> int:
@@ -200,7 +200,7 @@ def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "co
                                "max_cosine_similarity": max_cosine_similarity,
                                "embeddings": None if max_cosine_similarity is None else embeddings,
                                "target_texts": len(targets), "target_sha256": digest,
-                               "targets_matched_whole": index.too_short, "target_runs": len(index)})
+                               "targets_matched_whole": index.matched_whole, "target_runs": len(index)})
     ids = ws.ids
     roles = _ROLES[text]
     for j, (p, conversation) in enumerate(zip(rows.tolist(), ws.conversations([ids[p] for p in rows.tolist()]),
