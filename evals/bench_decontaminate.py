@@ -43,28 +43,35 @@ def read_targets(data: Path) -> list[str]:
     return texts
 
 
-def by_definition(conversations: list[list[dict]], targets: list[str], ngram: int, min_words: int) -> list[bool]:
-    """Contaminated or not, straight from the definition: all runs of each matchable length, set intersection."""
-    runs: set[tuple[str, ...]] = set()
-    lengths = set()
-    short = set()  # targets under min_words words: matched by a message that says exactly them
+def by_definition(conversations: list[list[dict]], targets: list[str], ngram: int, min_words: int,
+                  min_overlap: float = 0.0) -> list[bool]:
+    """Contaminated or not, straight from the definition: each target's runs of its own matchable length (a target
+    under ``min_words`` words: a message that says exactly it), and the share of them a row's messages hold
+    (with ``min_overlap`` 0: any one). The selector's tests compare against this too."""
+    def runs(w: list[str], n: int) -> set[tuple[str, ...]]:
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    own: list[tuple[set[tuple[str, ...]], int]] = []  # each matchable target's runs and their length
+    short: set[tuple[str, ...]] = set()
     for t in targets:
         w = words(t)
-        if len(w) < min_words:
+        if len(w) >= min_words:
+            own.append((runs(w, min(ngram, len(w))), min(ngram, len(w))))
+        elif w:
             short.add(tuple(w))
-            continue
-        n = min(ngram, len(w))
-        lengths.add(n)
-        runs.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+    every = {}  # length -> the runs of every target of that length
+    for r, n in own:
+        every.setdefault(n, set()).update(r)
     out = []
     for conversation in conversations:
-        hit = False
-        for m in conversation:
-            w = words(m["content"])
-            if tuple(w) in short or any(tuple(w[i:i + n]) in runs for n in lengths for i in range(len(w) - n + 1)):
-                hit = True
-                break
-        out.append(hit)
+        message_words = [words(m["content"]) for m in conversation]
+        held = {n: set().union(*(runs(w, n) for w in message_words)) for n in every}
+        if any(tuple(w) in short for w in message_words):
+            out.append(True)
+        elif min_overlap == 0:
+            out.append(any(held[n] & every[n] for n in every))
+        else:
+            out.append(any(len(r & held[n]) / len(r) >= min_overlap for r, n in own))
     return out
 
 

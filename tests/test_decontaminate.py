@@ -12,6 +12,7 @@ from curate.codes import Reason, describe
 from curate.errors import CurateError
 from curate.select.decontaminate import words
 from curate.session import Workspace
+from evals.bench_decontaminate import by_definition
 from tests.conftest import write_jsonl
 
 BENCH = ["Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences "
@@ -66,20 +67,6 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
     assert only_responses[in_answer][0] == "rejected" and only_responses[leak][0] == "kept"
 
 
-def _by_definition(texts: list[str], targets: list[str], ngram: int, min_words: int, min_overlap: float) -> list[bool]:
-    """Each target's runs (of its own matchable length) and the share of them a text holds, straight from the words."""
-    def runs(w, n):
-        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
-
-    own = [(runs(w, min(ngram, len(w))), min(ngram, len(w))) for w in map(words, targets) if len(w) >= min_words]
-    short = {tuple(w) for w in map(words, targets) if 0 < len(w) < min_words}
-    out = []
-    for w in map(words, texts):
-        shares = [len(r & runs(w, n)) / len(r) for r, n in own]
-        out.append(tuple(w) in short or any(share > 0 and share >= min_overlap for share in shares))
-    return out
-
-
 @pytest.mark.parametrize("ngram,min_words,min_overlap", [(13, 8, 0.0), (6, 3, 0.0), (4, 4, 0.0), (4, 3, 0.5)])
 def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_words, min_overlap):
     rng = np.random.default_rng(ngram)
@@ -94,7 +81,8 @@ def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_wo
     sel = ws.select(method="decontaminate", name="d", target=targets, text="instruction", ngram=ngram,
                     min_words=min_words, min_overlap=min_overlap)
     got = _decisions(sel)
-    want = _by_definition([r["instruction"] for r in records], targets, ngram, min_words, min_overlap)
+    want = by_definition([[{"role": "user", "content": r["instruction"]}] for r in records], targets, ngram, min_words,
+                         min_overlap)
     assert [got[rid][0] == "rejected" for rid in ws.ids] == want
     assert 10 <= sum(want) < len(want)  # both decisions occur
 
