@@ -60,6 +60,9 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
     assert {r["reason"] for r in sel.table.to_pylist() if r["decision"] == "rejected"} == {Reason.CONTAMINATED.value}
     assert "target 1" in describe(Reason.CONTAMINATED, got[leak][1])
     assert sel.provenance["targets_matched_whole"] == 1 and sel.provenance["target_texts"] == 3
+    assert sel.provenance["targets_without_words"] == 0
+    wordless = ws.select(method="decontaminate", name="q", target=[*BENCH, "???"])
+    assert wordless.provenance["targets_without_words"] == 1 and wordless.ids == sel.ids  # said, and matches nothing
 
     only_instructions = _decisions(ws.select(method="decontaminate", name="ins", target=BENCH, text="instruction"))
     assert only_instructions[in_answer][0] == "kept" and only_instructions[leak][0] == "rejected"

@@ -144,6 +144,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         prov = result.provenance
         short = (f"; {prov['targets_matched_whole']:,} under {prov['min_words']} words matched only as a whole message"
                  if prov["targets_matched_whole"] else "")
+        short += (f"; {prov['targets_without_words']:,} without a word, never matched"
+                  if prov["targets_without_words"] else "")
         console.print(f"  {dropped:,} of {result.table.num_rows:,} match an evaluation text, left out "
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
