@@ -40,6 +40,7 @@ class Reason(StrEnum):
     PRUNED_EASY = "pruned_easy"            # EL2N / GraNd: among the easiest rows (lowest score); detail: score, keep
     HARD_TO_LEARN = "hard_to_learn"        # Cartography hard region / the hardest EL2N rows (often label noise)
     CONTAMINATED = "contaminated"          # holds an evaluation text; detail: target, shared_words or similarity
+    FAILS_HEURISTIC = "fails_heuristic"    # breaks a text rule; detail: rule, turn, evidence, rules_failed
 
 
 class FailureCode(StrEnum):
@@ -106,6 +107,7 @@ _REASON_TEXT = {
     Reason.PRUNED_EASY: "pruned: among the easiest rows to learn",
     Reason.HARD_TO_LEARN: "hard to learn (low confidence): often a noisy label",
     Reason.CONTAMINATED: "matches an evaluation text",
+    Reason.FAILS_HEURISTIC: "fails a text rule",
 }
 
 
@@ -141,6 +143,10 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         return f"{text} (target {d.get('target')}: cosine {d['similarity']:.4f} > {d.get('max_cosine_similarity')})"
     if code is Reason.CONTAMINATED and "target" in d:
         return f"{text} (target {d['target']}: \"{shorten(str(d.get('shared_words', '')), 60, placeholder=' …')}\")"
+    if code is Reason.FAILS_HEURISTIC and "rule" in d:
+        where = f", turn {d['turn']}" if "turn" in d else ""
+        said = f": {shorten(str(d['evidence']), 60, placeholder=' …')}" if d.get("evidence") else ""
+        return f"{text} ({d['rule'].replace('_', ' ')}{where}{said})"
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
     if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:

@@ -77,6 +77,19 @@ class DecontaminateDefaults:
 
 
 @dataclass(frozen=True)
+class HeuristicDefaults:
+    """Rule-based filters (``heuristics`` selector): each limit switches its rule off at ``None``/``False``/``0``."""
+
+    empty_response: bool = True             # a reply of only whitespace, or no reply at all
+    refusal: bool = True                    # a reply that declines the task
+    ai_disclaimer: bool = True              # a reply that opens "As an AI language model..."
+    max_repeated_tail_words: int | None = 50  # a reply ending in a loop longer than this (generation never stopped)
+    unclosed_code_fence: bool = True        # a reply cut off inside a fenced code block
+    mojibake: bool = True                   # text decoded in the wrong encoding (ftfy can decode it back)
+    min_language_probability: float = 0.9   # with languages=[...]: how sure lid.176 must be of another language
+
+
+@dataclass(frozen=True)
 class NormalizerDefaults:
     """InsTag's normalisation at the paper's 10K-row reference size (scaled down below it)."""
     min_frequency: int = 20
@@ -181,6 +194,7 @@ EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
 ANN = AnnDefaults()
 DECONTAMINATE = DecontaminateDefaults()
+HEURISTICS = HeuristicDefaults()
 NORMALIZER = NormalizerDefaults()
 SIGNAL = SignalDefaults()
 TRAIN = TrainDefaults()

@@ -316,12 +316,13 @@ def test_dedup_keeps_the_same_copies_before_and_after_scoring(tmp_path):
 DETAIL_KEYS = {Reason.TOO_SIMILAR: {"similarity", "witness", "max_cosine_similarity"},
                Reason.EXACT_DUPLICATE: {"witness"}, Reason.NEAR_DUPLICATE: {"witness", "similarity"},
                Reason.BELOW_THRESHOLD: {"score", "min_score"}, Reason.QUOTA_FILLED: {"cluster", "quota"},
-               Reason.NO_SCORE: {"sort_by"}, Reason.CONTAMINATED: {"target", "shared_words"}}
+               Reason.NO_SCORE: {"sort_by"}, Reason.CONTAMINATED: {"target", "shared_words"},
+               Reason.FAILS_HEURISTIC: {"rule", "rules_failed"}}
 SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k": {"budget": 5},
                    "threshold": {"min_score": 12}, "random": {"budget": 5}, "kcenter": {"budget": 5},
                    "kmeans": {"budget": 6, "n_clusters": 3}, "lift": {"budget": 5, "n_components": 4},
                    "dsir": {"budget": 5, "target": ["explain cooking pasta with tomato sauce"] * 3},
-                   "exact": {}, "minhash": {"threshold": 0.7, "text": "instruction"},
+                   "exact": {}, "minhash": {"threshold": 0.7, "text": "instruction"}, "heuristics": {},
                    "decontaminate": {"target": ["Explain football match tactics in the style of question number 5"]},
                    "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10},
                    "ifd": {"budget": 5}, "perplexity": {}, "learnability": {"budget": 5},
@@ -345,7 +346,8 @@ def every_selection(tmp_path):
     recs += [recs[0], {"instruction": recs[1]["instruction"].upper(), "output": recs[1]["output"]},
              {"instruction": recs[2]["instruction"].replace("please", "kindly"), "output": recs[2]["output"]},
              {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
-                                {"from": "human", "value": "A joke?"}, {"from": "gpt", "value": "No."}]}]
+                                {"from": "human", "value": "A joke?"}, {"from": "gpt", "value": "No."}]},
+             {"instruction": "Tell me a secret about question 28.", "output": "Sorry, but I can't share that."}]
     w = Workspace(tmp_path / "ws")
     w.load(write_jsonl(tmp_path / "every.jsonl", recs))
     turns = [len(t) for t in w.turns()]
@@ -399,7 +401,8 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
         assert sum(sel.reasons().values()) == len(rows)
     assert {Reason.SELECTED, Reason.TOO_SIMILAR, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.BUDGET_FILLED,
             Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NOT_SAMPLED, Reason.NO_TAGS,
-            Reason.NO_NEW_TAG, Reason.PRUNED_EASY, Reason.HARD_TO_LEARN, Reason.CONTAMINATED} <= seen
+            Reason.NO_NEW_TAG, Reason.PRUNED_EASY, Reason.HARD_TO_LEARN, Reason.CONTAMINATED,
+            Reason.FAILS_HEURISTIC} <= seen
     assert set(selections["deita"].reasons()) == {("kept", "selected"), ("rejected", "too_similar"),
                                                   ("not_reached", "budget_filled"), ("unscored", "no_score")}
     failed = [r for r in selections["deita"].rows() if r["reason"] == Reason.NO_SCORE]

