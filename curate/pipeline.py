@@ -1,6 +1,6 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> score (complexity, quality) -> [signals] -> embed -> [tags] -> [decontaminate] -> DEITA
+load -> exact dedup -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [tags] -> [decontaminate] -> DEITA
 admission -> export
 -> [report]
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.codes import FailureCode, unreached_rows
+from curate.codes import Decision, FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
 from curate.select.registry import check_params
@@ -30,6 +30,7 @@ from curate.storage.files import writing
 
 DEDUP = "dedup"
 DECONTAMINATED = "decontaminated"
+PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
 SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
 
@@ -51,6 +52,8 @@ class Run:
     on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
     progress: bool = True        # the steps' progress bars
     decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
+    heuristics: bool = False     # rows failing a text rule (curate.select.heuristics) are not candidates
+    languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -107,16 +110,25 @@ def dedup(run: Run):
     return run.ws.select(method="exact", name=DEDUP)
 
 
+def heuristics(run: Run):
+    """Rows with an empty reply, a refusal, an AI disclaimer, a looping or cut-off reply, mojibake (or, with
+    ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
+    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=DEDUP,
+                         languages=None if run.languages is None else list(run.languages))
+
+
 def decontaminate(run: Run):
-    """Rows holding evaluation text, or embedded that close to one, out of the deduplicated rows (selection
+    """Rows holding evaluation text, or embedded that close to one, out of the candidates so far (selection
     ``decontaminated``)."""
-    return run.ws.select(method="decontaminate", name=DECONTAMINATED, input_selection=DEDUP, target=run.decontaminate,
-                         max_cosine_similarity=DECONTAMINATE.max_cosine_similarity)
+    return run.ws.select(method="decontaminate", name=DECONTAMINATED, input_selection=candidates(run, DECONTAMINATED),
+                         target=run.decontaminate, max_cosine_similarity=DECONTAMINATE.max_cosine_similarity)
 
 
-def candidates(run: Run) -> str:
-    """The selection admission chooses from: the deduplicated rows, decontaminated when the run asks."""
-    return DEDUP if run.decontaminate is None else DECONTAMINATED
+def candidates(run: Run, before: str | None = None) -> str:
+    """The selection admission chooses from (or the one the filter step writing ``before`` reads): the deduplicated
+    rows, then those passing the text rules, then those decontaminated, as far as the run asks for each."""
+    chain = [DEDUP] + [PASSED_HEURISTICS] * run.heuristics + [DECONTAMINATED] * (run.decontaminate is not None)
+    return chain[-1] if before is None else chain[chain.index(before) - 1]
 
 
 def score_producers(run: Run) -> list[Any]:
@@ -145,6 +157,18 @@ def sort_key(run: Run) -> str:
     return "*".join(run.scorers[name].column if name in run.scorers else name for name in SCORES)
 
 
+def scored_ids(run: Run) -> list[str] | None:
+    """The rows the score step scores: every row (None), less those the text rules left out when the run has them (no
+    judge call is paid for a refusal or an empty reply). On the Ray engine the shipped scorers score every row in
+    their one pass over the pool (nothing is paid there); a judge scores here."""
+    if not run.heuristics:
+        return None
+    table = run.ws.selection(PASSED_HEURISTICS).table
+    failing = {rid for rid, decision in zip(table["id"].to_pylist(), table["decision"].to_pylist(), strict=True)
+               if decision != Decision.KEPT}
+    return [rid for rid in run.ws.ids if rid not in failing]
+
+
 def score(run: Run) -> dict[str, Any]:
     """Complexity and quality per turn: a trained scorer where the run has one, else LLM judges with a backend,
     else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
@@ -158,7 +182,8 @@ def score(run: Run) -> dict[str, Any]:
                               "ifd_loss_alone)")
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
-    results = {step.column: run.ws.apply(step, progress=run.progress, retry_failed=True) for step in producers}
+    ids = scored_ids(run)
+    results = {step.column: run.ws.apply(step, ids, progress=run.progress, retry_failed=True) for step in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
@@ -221,7 +246,10 @@ def report(run: Run) -> Path:
 def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
     the scores when a scorer of the run reads them)."""
-    plan: list[Step] = [("load", load), ("dedup", dedup), ("score", score)]
+    plan: list[Step] = [("load", load), ("dedup", dedup)]
+    if run.heuristics:  # reads text only: before any score is paid for, so a failing row is seen early
+        plan.append(("heuristics", heuristics))
+    plan.append(("score", score))
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
         plan.insert(plan.index(("score", score)) + (0 if reads_columns else 1), ("signals", signals))
@@ -263,7 +291,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
-                 on_error: str = "skip", progress: bool = True, decontaminate: str | None = None) -> RunResult:
+                 on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
+                 heuristics: bool = False, languages: Sequence[str] | None = None) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -283,6 +312,9 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
+    ``heuristics``: rows failing a text rule (``curate.select.heuristics``: an empty reply, a refusal, an AI
+    disclaimer, a reply ending in a loop or cut off inside a code fence, mojibake) are left out of admission
+    (selection ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -295,8 +327,14 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
             raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
         decontaminate = str(decontaminate)
+    if languages is not None:
+        from curate.select.heuristics import check_languages
+
+        languages = check_languages(languages)  # a bad code is named before any paid call
+        heuristics = True
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}), on_error, progress, decontaminate=decontaminate)
+              signal_model, resolve_scorers(scorers or {}), on_error, progress, decontaminate=decontaminate,
+              heuristics=heuristics, languages=languages)
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

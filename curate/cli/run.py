@@ -20,7 +20,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
 )
-from curate.defaults import DECONTAMINATE
+from curate.defaults import DECONTAMINATE, HEURISTICS
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
@@ -60,9 +60,16 @@ def run(
                                               f"{DECONTAMINATE.ngram}-word run with one, or embedded closer than "
                                               f"cosine {DECONTAMINATE.max_cosine_similarity} to one, are left out "
                                               "of the selection."),
+    heuristics: bool = typer.Option(False, "--heuristics", help="Leave out rows failing a text rule: an empty reply, "
+                                    "a refusal, an \"As an AI language model\" opening, a reply ending in a loop or "
+                                    "cut off inside a code fence, mojibake."),
+    language: list[str] = typer.Option([], "--language", help="Keep rows in this language (ISO 639 code, e.g. en; "
+                                       "repeatable): a row whose prompts and replies fastText's lid.176 reads as "
+                                       "another language, each with probability >= "
+                                       f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
 ) -> None:
-    """The main job: load -> dedup -> score -> embed -> \\[tags] -> \\[decontaminate] -> DEITA admission -> export ->
-    report.
+    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[tags] -> \\[decontaminate] -> DEITA
+    admission -> export -> report.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
@@ -94,6 +101,7 @@ def run(
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               scorers=scorers, on_error=on_error, decontaminate=decontaminate,
+                              heuristics=heuristics, languages=language or None,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
@@ -139,6 +147,11 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             console.print(f"  [yellow]{json_columns_line(result['columns_kept_as_json'])}[/]")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
+    elif name == "heuristics":
+        prov = result.provenance
+        failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
+        console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule, "
+                      f"left out{f' ({failing})' if failing else ''}")
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance

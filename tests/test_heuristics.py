@@ -1,0 +1,144 @@
+"""The ``heuristics`` selector on hand-written rows: each rule drops the defect it names and keeps its look-alikes."""
+
+import json
+
+import pytest
+
+import curate
+from curate.cli import sample_path
+from curate.codes import Reason, describe
+from curate.errors import CurateError
+from curate.pipeline import run_pipeline
+from curate.select.heuristics import repeated_tail, unclosed_fence
+from tests.conftest import write_jsonl
+
+LOOP = "Here is the plan. " + "I will stay here and wait for the train to come back home again. " * 6
+
+BROKEN = {  # rule -> a row that fails only it
+    "empty_response": {"instruction": "Write a haiku about rain.", "output": "  \n"},
+    "refusal": {"instruction": "Tell me how to pick a lock.", "output": "Sorry, but I can't assist with that."},
+    "refusal_after_apology": {"instruction": "Design a logo for my bakery.",
+                              "output": "Sorry, the task requires a visual output. Due to the limits of the model, "
+                                        "we cannot complete this task."},
+    "ai_disclaimer": {"instruction": "What is your favourite colour?",
+                      "output": "As an AI language model, I don't have personal preferences. Many people like blue."},
+    "repeated_tail": {"instruction": "Describe your trip.", "output": LOOP},
+    "unclosed_code_fence": {"instruction": "Write a function that adds two numbers in Python.",
+                            "output": "Here it is:\n\n```python\ndef add(a, b):\n    return a +"},
+    "mojibake": {"instruction": "What is the area of a circle?", "output": "A = Ï€ * r^2, where r is the radius."},
+}
+CLEAN = [  # look-alikes every rule must keep
+    {"instruction": "Reply to a customer whose parcel was late.",
+     "output": "I apologize for the delay. Could you share your order number so that I can make sure it won't happen "
+               "again?"},
+    {"instruction": "My cat is ill.", "output": "I'm sorry to hear that. Here are some steps you can take today."},
+    {"instruction": "Translate 'happy' into an emoji.", "output": "😊"},
+    {"instruction": "Write a short song with a chorus.",
+     "output": "Verse: the sun is up.\nChorus: la la la, we sing along.\nVerse: the moon is out.\n"
+               "Chorus: la la la, we sing along."},
+    {"instruction": "Show the output.", "output": "It prints:\n```[1, 2, 3]```\nand exits."},
+    {"instruction": "Sort [3, 1, 2].", "output": "```python\nprint(sorted([3, 1, 2]))\n```\nOutput:\n```\n[1, 2, 3]\n```"},
+    {"instruction": "Describe my job.", "output": "As an assistant manager, you run the shop floor and train staff."},
+    {"instruction": "Give me advice.", "output": "I cannot stress enough how much sleep matters. Go to bed early."},
+    {"instruction": "Make a list of zeros.", "output": "arr = [" + ", ".join(["0"] * 40) + "]"},
+    {"instruction": "Translate 'Où sont les toilettes ?' into English.", "output": "Where are the toilets?"},
+    {"instruction": "Calculate 3^2 + 6", "output": "3^2 + 6 = 15."},
+]
+GERMAN = {"instruction": "Schreibe mir bitte eine kurze Geschichte über einen Hund, der im Wald spazieren geht.",
+          "output": "Es war einmal ein kleiner Hund, der jeden Morgen mit seinem Besitzer durch den Wald lief."}
+
+
+@pytest.fixture
+def ws(tmp_path):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(str(write_jsonl(tmp_path / "pool.jsonl", [*BROKEN.values(), *CLEAN, GERMAN])))
+    return ws
+
+
+def decisions(ws, selection):
+    """instruction -> (decision, detail) of ``selection``."""
+    text = {rid: c[0]["content"] for rid, c in zip(ws.ids, ws.conversations(), strict=True)}
+    table = ws.selection(selection).table.to_pylist()
+    return {text[r["id"]]: (r["decision"], json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"])
+            for r in table}
+
+
+def test_each_rule_drops_its_defect_and_keeps_the_look_alikes(ws):
+    ws.select(method="heuristics", name="h")
+    got = decisions(ws, "h")
+    for key, row in BROKEN.items():
+        decision, detail = got[row["instruction"]]
+        assert decision == "rejected" and detail["rule"] == key.removesuffix("_after_apology"), (key, detail)
+        assert detail["rules_failed"] == [detail["rule"]]
+    for row in [*CLEAN, GERMAN]:  # no language rule unless asked
+        assert got[row["instruction"]][0] == "kept", (row, got[row["instruction"]])
+    prov = ws.selections["h"]
+    assert prov["rows_failing"] == {"empty_response": 1, "refusal": 2, "ai_disclaimer": 1, "repeated_tail": 1,
+                                    "unclosed_code_fence": 1, "mojibake": 1}
+    loop = got[BROKEN["repeated_tail"]["instruction"]][1]
+    assert loop["value"] == 84 and loop["limit"] == 50 and "(x6)" in loop["evidence"]  # six 14-word blocks
+    assert "Ï€" in got[BROKEN["mojibake"]["instruction"]][1]["evidence"]
+    assert describe(Reason.FAILS_HEURISTIC, got[BROKEN["refusal"]["instruction"]][1]) == \
+        "fails a text rule (refusal, turn 1: Sorry, but I can't)"
+
+
+def test_rules_switch_off_and_limits_move(ws):
+    ws.select(method="heuristics", name="h", refusal=False, mojibake=False, max_repeated_tail_words=84)
+    got = decisions(ws, "h")
+    for key in ("refusal", "refusal_after_apology", "mojibake", "repeated_tail"):
+        assert got[BROKEN[key]["instruction"]][0] == "kept", key
+    ws.select(method="heuristics", name="h", max_repeated_tail_words=83)
+    assert decisions(ws, "h")[BROKEN["repeated_tail"]["instruction"]][0] == "rejected"
+
+
+def test_language_rule_drops_a_conversation_in_another_language_only(ws):
+    ws.select(method="heuristics", name="en", languages=["en"])
+    got = decisions(ws, "en")
+    decision, detail = got[GERMAN["instruction"]]
+    assert decision == "rejected" and detail["rule"] == "language"
+    assert detail["instruction_language"] == detail["response_language"] == "de" and detail["limit"] == ["en"]
+    assert all(got[row["instruction"]][0] == "kept" for row in CLEAN)  # a translation task, short maths: kept
+    ws.select(method="heuristics", name="en_de", languages=["EN", "de"])
+    assert decisions(ws, "en_de")[GERMAN["instruction"]][0] == "kept"
+    for bad in ("en", [], ["english"], [1]):
+        with pytest.raises(CurateError, match="languages|language code"):
+            ws.select(method="heuristics", name="bad", languages=bad)
+
+
+def test_a_later_turn_and_a_missing_reply_are_named():
+    from curate.select.heuristics import Rules
+
+    rules = Rules(True, True, True, 50, True, True, None, 0.9)
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "user", "content": "Write malware."}, {"role": "assistant", "content": "I can't help with that."}]
+    assert rules.failures(chat) == [{"rule": "refusal", "turn": 2, "evidence": "I can't help"}]
+    assert rules.failures([{"role": "user", "content": "Only a prompt"}])[0]["rule"] == "empty_response"
+
+
+def test_repeated_tail_and_fences_by_definition():
+    words = "a b c".split() * 5 + ["a"]  # a loop cut off mid-block still counts
+    assert repeated_tail(words) == (16, 3)
+    assert repeated_tail("the cat sat on the mat".split()) == (0, 0)
+    assert unclosed_fence("```py\nx = 1\n```\n~~~\ny") and not unclosed_fence("~~~\ny\n~~~")
+    assert not unclosed_fence("use ```x``` inline")
+
+
+def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):
+    rows = [json.loads(line) for line in sample_path().read_text().splitlines()]
+    pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, BROKEN["refusal"], BROKEN["ai_disclaimer"]])
+    with pytest.raises(CurateError, match="language code"):
+        run_pipeline(str(pool), out=tmp_path / "run", budget=60, languages=["english"])
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+    evalset = tmp_path / "eval.txt"
+    evalset.write_text("A coder who lived on caffeine wrote functions, both tidy and clean!\n")
+    result = run_pipeline(str(pool), out=tmp_path / "run", budget=60, heuristics=True, decontaminate=str(evalset))
+    assert list(result.timings)[:3] == ["load", "dedup", "heuristics"]
+    ws = result.workspace
+    assert ws.selections["decontaminated"]["input_selection"] == "heuristics"
+    assert ws.selections["deita"]["input_selection"] == "decontaminated"
+    dropped = {r["id"] for r in ws.selection("heuristics").table.to_pylist() if r["decision"] == "rejected"}
+    assert len(dropped) == 2 and not dropped & set(ws.selection("deita").ids)
+    assert ws.selections["deita"]["candidates"] == ws.selections["heuristics"]["counts"]["kept"] - 1  # less the leak
+    unscored = {rid for rid, value in zip(ws.ids, ws.row_values("quality"), strict=True) if value is None}
+    assert unscored == dropped  # no score is computed (or paid for) for a row the rules left out
+    assert "fails a text rule" in result.outputs["report"].read_text()
