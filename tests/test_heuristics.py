@@ -43,6 +43,9 @@ CLEAN = [  # look-alikes every rule must keep
     {"instruction": "Make a list of zeros.", "output": "arr = [" + ", ".join(["0"] * 40) + "]"},
     {"instruction": "Translate 'Où sont les toilettes ?' into English.", "output": "Where are the toilets?"},
     {"instruction": "Calculate 3^2 + 6", "output": "3^2 + 6 = 15."},
+    # lid.176 reads both sides as French, at 0.85 and 0.80: under min_language_probability, so English is not ruled out
+    {"instruction": "Find the latitude and longitude of the Statue of Liberty.",
+     "output": "The latitude and longitude of the Statue of Liberty are 40.689257, -74.044502."},
 ]
 GERMAN = {"instruction": "Schreibe mir bitte eine kurze Geschichte über einen Hund, der im Wald spazieren geht.",
           "output": "Es war einmal ein kleiner Hund, der jeden Morgen mit seinem Besitzer durch den Wald lief."}
