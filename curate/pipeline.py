@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,7 +109,7 @@ def dedup(run: Run):
     return run.ws.select(method="exact", name=DEDUP)
 
 
-def heuristics(run: Run):
+def text_rules(run: Run):
     """Rows with an empty reply, a refusal, an AI disclaimer, a looping or cut-off reply, mojibake (or, with
     ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
     return run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=DEDUP,
@@ -248,7 +247,7 @@ def steps(run: Run) -> list[Step]:
     the scores when a scorer of the run reads them)."""
     plan: list[Step] = [("load", load), ("dedup", dedup)]
     if run.heuristics:  # reads text only: before any score is paid for, so a failing row is seen early
-        plan.append(("heuristics", heuristics))
+        plan.append(("heuristics", text_rules))
     plan.append(("score", score))
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
@@ -365,37 +364,3 @@ def resolve_scorers(scorers: dict[str, Any]) -> dict[str, Any]:
             raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
                               "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
     return loaded
-
-
-def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
-                     scorers: Sequence[str] = ()) -> list[Any]:
-    """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
-    ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
-
-    An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
-    response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
-    ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them).
-    """
-    from curate.llm.dryrun import estimate
-
-    if backend is None and tag_backend is None:
-        return []
-    existing = (Path(out) / "workspace").exists()
-    scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
-    run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
-              report=False)
-    try:
-        load(run)
-        producers: list[Any] = []
-        if backend is not None:
-            from curate.llm.judges import Judge
-
-            producers += [Judge(name, backend) for name in SCORES if name not in scorers]
-        if tag_backend is not None:
-            from curate.tags import Tagger
-
-            producers.append(Tagger(tag_backend))
-        return [estimate(run.ws, step) for step in producers]
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)

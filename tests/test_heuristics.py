@@ -145,3 +145,19 @@ def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):
     unscored = {rid for rid, value in zip(ws.ids, ws.row_values("quality"), strict=True) if value is None}
     assert unscored == dropped  # no score is computed (or paid for) for a row the rules left out
     assert "fails a text rule" in result.outputs["report"].read_text()
+
+
+def test_dry_run_leaves_the_rows_the_rules_drop_out_of_the_judges_estimate(tmp_path):
+    from curate.dry_run import dry_run_pipeline
+    from curate.llm.backends import OpenAIBackend
+    from tests.fault_server import FaultServer
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [*CLEAN[:3], BROKEN["refusal"], BROKEN["ai_disclaimer"], GERMAN])
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o", api_key="k")
+        every = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend)
+        ruled = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend, languages=["en"])
+        assert srv.total == 0
+    assert [e.rows for e in every] == [6, 6] and [e.rows for e in ruled] == [3, 3]  # the refusal, disclaimer, German
+    assert all(r.prompt_tokens < e.prompt_tokens for r, e in zip(ruled, every, strict=True))
+    assert not (tmp_path / "out").exists()

@@ -90,11 +90,12 @@ def run(
             console.print("dry run: without --backend the shipped scorers score offline: no LLM requests, $0")
             return
         from curate.cli.judge import print_estimates
-        from curate.pipeline import dry_run_pipeline
+        from curate.dry_run import dry_run_pipeline
 
         with llm_backend() as llm:
             print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
-                                             scorers=tuple(scorers)))
+                                             scorers=tuple(scorers), heuristics=heuristics,
+                                             languages=language or None))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,

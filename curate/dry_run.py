@@ -1,0 +1,56 @@
+"""``curate run --dry-run``: what the main job would send to LLMs, estimated without sending (``curate.llm.dryrun``
+prices each step; this runs the steps before the judges as the real run would)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from curate.pipeline import SCORES, Run, dedup, load, scored_ids, text_rules
+
+
+def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
+                     scorers: Sequence[str] = (), heuristics: bool = False,
+                     languages: Sequence[str] | None = None) -> list[Any]:
+    """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
+    ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
+
+    An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
+    response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
+    ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
+    ``languages``: as in ``run_pipeline``, the judges' estimate leaves out the rows the text rules drop.
+    """
+    from curate.llm.dryrun import estimate
+
+    if backend is None and tag_backend is None:
+        return []
+    existing = (Path(out) / "workspace").exists()
+    scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
+    if languages is not None:
+        from curate.select.heuristics import check_languages
+
+        languages, heuristics = check_languages(languages), True
+    run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
+              report=False, heuristics=heuristics, languages=languages)
+    try:
+        load(run)
+        estimates: list[Any] = []
+        if backend is not None:
+            from curate.llm.judges import Judge
+
+            if run.heuristics:  # the selections the real run writes first, as it would write them
+                dedup(run)
+                text_rules(run)
+            ids = scored_ids(run)
+            estimates += [estimate(run.ws, Judge(name, backend), ids) for name in SCORES if name not in scorers]
+        if tag_backend is not None:
+            from curate.tags import Tagger
+
+            estimates.append(estimate(run.ws, Tagger(tag_backend)))
+        return estimates
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
