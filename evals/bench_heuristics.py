@@ -94,8 +94,10 @@ def against_labels(root: Path, name: str, records: list[dict]) -> dict[str, floa
     out["language_dropped"] = sum(languages.values())
     print(f"\n{name}: {out['dropped']} of {out['rows']} dropped ({dict(rules)}); the language rule (languages=['en']) "
           f"drops {out['language_dropped']} more (prompt/reply language: {dict(languages)})")
-    print(f"  judge's mean: dropped {out['mean_dropped']:.2f}, kept {out['mean_kept']:.2f}, all {out['mean_all']:.2f}; "
-          f"below the median: {out['below_median_dropped']:.0%} of dropped vs {out['below_median_all']:.0%} of all")
+    below = ("" if set(np.unique(labels)) <= {0.0, 1.0}  # a flag: its mean is the rate, a median says nothing
+             else f"; below the median: {out['below_median_dropped']:.0%} of dropped vs {out['below_median_all']:.0%} of all")
+    print(f"  judge's mean: dropped {out['mean_dropped']:.2f}, kept {out['mean_kept']:.2f}, all {out['mean_all']:.2f}"
+          f"{below}")
     for rule in rules:
         values = labels[[by_text.get((r["instruction"], r["output"])) in dropped
                          and dropped[by_text[(r["instruction"], r["output"])]]["rule"] == rule for r in records]]

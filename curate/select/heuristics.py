@@ -163,7 +163,8 @@ class Rules:
         self.min_language_probability = min_language_probability
 
     def failures(self, conversation: Conversation) -> list[dict[str, Any]]:
-        """Each rule ``conversation`` fails, in ``RULES`` order, as {rule, turn?, evidence?, value?, limit?}."""
+        """Each rule ``conversation`` fails, in ``RULES`` order (the order they are checked in), as {rule, turn?,
+        evidence?, value?, limit?}."""
         found: list[dict[str, Any]] = []
         replies = [m["content"] for m in conversation if m["role"] == "assistant"]
         if self.empty_response and not replies:
@@ -173,7 +174,7 @@ class Rules:
             if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
             if self.refusal and (evidence := _decline_evidence(reply)):
-                per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence[:REFUSAL_WINDOW]})
+                per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
             if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply)):
                 per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})
             if self.max_repeated_tail_words:
@@ -193,8 +194,7 @@ class Rules:
                     break
         if self.languages is not None and (failed := self._other_language(conversation)):
             found.append({"rule": "language", **failed})
-        return sorted(found, key=lambda f: RULES.index(f["rule"]))
-
+        return found
 
     def _other_language(self, conversation: Conversation) -> dict[str, Any] | None:
         """The detail of the language rule when the user turns, and the replies where there are any, are each read
