@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.pipeline import SCORES, Run, dedup, load, scored_ids, text_rules
+from curate.pipeline import SCORES, Run, dedup, load, text_rules
 
 
 def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
@@ -29,13 +29,9 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
         return []
     existing = (Path(out) / "workspace").exists()
     scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
-    if languages is not None:
-        from curate.select.heuristics import check_languages
-
-        languages, heuristics = check_languages(languages), True
-    run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
-              report=False, heuristics=heuristics, languages=languages)
     try:
+        run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend,
+                  tag_backend=tag_backend, report=False, heuristics=heuristics, languages=languages)
         load(run)
         estimates: list[Any] = []
         if backend is not None:
@@ -44,7 +40,7 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
             if run.heuristics:  # the selections the real run writes first, as it would write them
                 dedup(run)
                 text_rules(run)
-            ids = scored_ids(run)
+            ids = run.scored_ids()
             estimates += [estimate(run.ws, Judge(name, backend), ids) for name in SCORES if name not in scorers]
         if tag_backend is not None:
             from curate.tags import Tagger

@@ -56,11 +56,27 @@ class Run:
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
+            from curate.select.heuristics import check_languages
+
+            self.languages, self.heuristics = check_languages(self.languages), True  # a bad code: named here
+
     @property
     def ws(self) -> Workspace:
         if self.workspace is None:
             raise CurateError("the load step has not run")
         return self.workspace
+
+    def scored_ids(self) -> list[str] | None:
+        """The rows the score step stores scores for: every row (None), less those the text rules left out when the
+        run has them (no judge call is paid for a refusal or an empty reply; either engine stores the same rows)."""
+        if not self.heuristics:
+            return None
+        table = self.ws.selection(PASSED_HEURISTICS).table
+        failing = {rid for rid, decision in zip(table["id"].to_pylist(), table["decision"].to_pylist(), strict=True)
+                   if decision != Decision.KEPT}
+        return [rid for rid in self.ws.ids if rid not in failing]
 
 
 Step = tuple[str, Callable[[Run], Any]]
@@ -156,18 +172,6 @@ def sort_key(run: Run) -> str:
     return "*".join(run.scorers[name].column if name in run.scorers else name for name in SCORES)
 
 
-def scored_ids(run: Run) -> list[str] | None:
-    """The rows the score step scores: every row (None), less those the text rules left out when the run has them (no
-    judge call is paid for a refusal or an empty reply). On the Ray engine the shipped scorers score every row in
-    their one pass over the pool (nothing is paid there); a judge scores here."""
-    if not run.heuristics:
-        return None
-    table = run.ws.selection(PASSED_HEURISTICS).table
-    failing = {rid for rid, decision in zip(table["id"].to_pylist(), table["decision"].to_pylist(), strict=True)
-               if decision != Decision.KEPT}
-    return [rid for rid in run.ws.ids if rid not in failing]
-
-
 def score(run: Run) -> dict[str, Any]:
     """Complexity and quality per turn: a trained scorer where the run has one, else LLM judges with a backend,
     else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
@@ -181,7 +185,7 @@ def score(run: Run) -> dict[str, Any]:
                               "ifd_loss_alone)")
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
-    ids = scored_ids(run)
+    ids = run.scored_ids()
     results = {step.column: run.ws.apply(step, ids, progress=run.progress, retry_failed=True) for step in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
@@ -326,14 +330,9 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
             raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
         decontaminate = str(decontaminate)
-    if languages is not None:
-        from curate.select.heuristics import check_languages
-
-        languages = check_languages(languages)  # a bad code is named before any paid call
-        heuristics = True
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}), on_error, progress, decontaminate=decontaminate,
-              heuristics=heuristics, languages=languages)
+              heuristics=heuristics, languages=languages)  # a bad language code is named before any paid call
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

@@ -151,8 +151,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name == "heuristics":
         prov = result.provenance
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
-        console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule, "
-                      f"left out{f' ({failing})' if failing else ''}")
+        console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
+                      f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored")
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance

@@ -274,7 +274,8 @@ class RayEngine:
 
         scorers = [load_default(name) for name in self.scores]
         ws = run.ws
-        todo = any(rows_needing_work(ws, s, ws.ids) for s in scorers)
+        ids = run.scored_ids()  # None: every row; else the rows the text rules kept, as the single-process step
+        todo = any(rows_needing_work(ws, s, ws.ids if ids is None else ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
             self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
@@ -282,7 +283,7 @@ class RayEngine:
         for s in scorers:
             results = self._results.get(s.column, {})
             turns = sum(v is not None for value, _ in results.values() for v in (value or []))
-            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}))
+            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}), ids)
         return out
 
     def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
