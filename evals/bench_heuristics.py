@@ -77,11 +77,12 @@ def against_labels(root: Path, name: str, records: list[dict]) -> dict[str, floa
     by_text = {}  # a label joins its row by text (records with the same text are one row, and one decision)
     for rid, conv in zip(ws.ids, ws.conversations(), strict=True):
         by_text[(conv[0]["content"], conv[-1]["content"] if conv[-1]["role"] == "assistant" else "")] = rid
-    unjoined = sum((r["instruction"], r["output"]) not in by_text for r in records)
-    if unjoined:
-        raise SystemExit(f"{name}: {unjoined} labelled records match no loaded row; nothing measured")
+    row_of = [by_text.get((r["instruction"], r["output"])) for r in records]
+    if None in row_of:
+        raise SystemExit(f"{name}: {row_of.count(None)} labelled records match no loaded row; nothing measured")
     labels = np.array([float(r["label"]) for r in records])
-    is_dropped = np.array([by_text.get((r["instruction"], r["output"])) in dropped for r in records])
+    first_rule = np.array([dropped[rid]["rule"] if rid in dropped else "" for rid in row_of])  # "": kept
+    is_dropped = first_rule != ""
     rules = Counter(d["rule"] for d in dropped.values())
     out = {"rows": len(records), "dropped": int(is_dropped.sum()), "mean_all": labels.mean(),
            "mean_dropped": labels[is_dropped].mean() if is_dropped.any() else float("nan"),
@@ -99,8 +100,7 @@ def against_labels(root: Path, name: str, records: list[dict]) -> dict[str, floa
     print(f"  judge's mean: dropped {out['mean_dropped']:.2f}, kept {out['mean_kept']:.2f}, all {out['mean_all']:.2f}"
           f"{below}")
     for rule in rules:
-        values = labels[[by_text.get((r["instruction"], r["output"])) in dropped
-                         and dropped[by_text[(r["instruction"], r["output"])]]["rule"] == rule for r in records]]
+        values = labels[first_rule == rule]
         print(f"    {rule}: {len(values)} rows, judge's mean {values.mean():.2f}")
     return out
 
