@@ -61,9 +61,7 @@ def ws(tmp_path):
 def decisions(ws, selection):
     """instruction -> (decision, detail) of ``selection``."""
     text = {rid: c[0]["content"] for rid, c in zip(ws.ids, ws.conversations(), strict=True)}
-    table = ws.selection(selection).table.to_pylist()
-    return {text[r["id"]]: (r["decision"], json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"])
-            for r in table}
+    return {text[r["id"]]: (r["decision"], r["detail"]) for r in ws.selection(selection).rows()}
 
 
 def test_each_rule_drops_its_defect_and_keeps_the_look_alikes(ws):
