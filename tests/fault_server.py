@@ -15,6 +15,8 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 
 ``[always400]``  every attempt answers 400 (a permanent error)
 
+``messages`` keeps every chat request's messages, in arrival order.
+
 Otherwise it answers a digit with a top-logprobs list over digits 1-6 (deterministic per text),
 or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}`` (for the InsTag schema: the
 query's first two words as its tags). With
@@ -73,6 +75,7 @@ class FaultServer:
         self.hang_seconds = hang_seconds
         self.port = _free_port()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.messages: list[list[dict]] = []  # every chat request's messages, in arrival order
         self.times: dict[str, list[float]] = collections.defaultdict(list)
         self.total = 0
         self.inflight = 0
@@ -113,6 +116,7 @@ class FaultServer:
         messages = body.get("messages") or []
         key = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         with self._lock:
+            self.messages.append(messages)
             self.counts[key] += 1
             self.total += 1
             attempt = self.counts[key]

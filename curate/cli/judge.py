@@ -55,6 +55,10 @@ def score(
     min_digit_mass: float = typer.Option(JUDGE.min_digit_mass, "--min-digit-mass", help="Digit probability mass "
                                          "needed to renormalise when some score digits are missing from the logprobs."),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
+    response_column: str | None = typer.Option(None, "--response-column", help="Judge the replies in this derived "
+                                               "column (a model's own answers from --judge answer) instead of the "
+                                               "pool's; the column defaults to <it>_<judge>, e.g. seed_answer_quality "
+                                               "(with --scorer default: the quality scorer only)."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
     retry_failed: bool = _retry_failed_opt(),
     poll_interval: float = _poll_opt(),
@@ -78,12 +82,18 @@ def score(
         if dry_run:
             console.print("dry run: a trained scorer sends no LLM requests and costs nothing")
             return
-        for step in _scorers(scorer, column):
+        steps = _scorers(scorer, column if response_column is None else None)
+        if response_column is not None:  # a model's answers: only a scorer that reads replies can judge them
+            steps = [s.reading_replies(response_column, column) for s in steps if "response" in s.reads]
+            if not steps:
+                raise typer.BadParameter(f"scorer {scorer} reads no response", param_hint="'--response-column'")
+        for step in steps:
             _print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids)
         return
     from curate.llm.judges import Judge
 
-    the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass)
+    the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass,
+                      response_column=response_column)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
                         max_cost=max_cost, timeout=timeout, max_retries=max_retries, rps=rps, workspace=ws,
                         poll_s=poll_interval) as llm:

@@ -7,6 +7,9 @@ low_digit_mass, unparsable, invalid_output, http_error, transient, budget) and, 
 each run cost. Digit-score judges declare the reducer ``sum`` (DEITA: a row's score is Σ over its
 turns). The calls go through :func:`curate.llm.runner.run_prompt` and the workspace's response cache,
 so a re-run or a resumed run sends nothing that already has an answer.
+
+``Judge("quality", backend, response_column="seed_answer")`` judges another reply than the pool's: each
+turn's text in a derived column (a model's own answers, written by the ``answer`` prompt; MoDS necessity).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from curate.llm.base import Backend
 from curate.llm.cache import response_cache
 from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, CallResult, request_params, run_prompt
-from curate.storage.step import RowInput, StepContext, StepOutput
+from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
 # Template variables a judge fills from the conversation; any other prompt input is a pool or derived column.
-ROW_VARIABLES = ("instruction", "response", "system", "turn", "conversation")
+# ``history``: the messages before the turn's user message (system messages left out).
+ROW_VARIABLES = ("instruction", "response", "system", "turn", "conversation", "history")
 
 
 class Judge:
@@ -38,24 +42,37 @@ class Judge:
     ``backend`` may be given later with :meth:`with_backend`; ``output`` is the Pydantic model of json
     prompts (default: the prompt's ``output.model``); ``params`` override the prompt's request
     parameters; ``min_digit_mass`` (default ``curate.defaults.JUDGE``) is the digit probability mass
-    needed to renormalise when some of the scale's digits are missing from the top logprobs.
+    needed to renormalise when some of the scale's digits are missing from the top logprobs;
+    ``response_column``: a derived turn column whose text the prompt reads as ``response`` instead of the
+    pool's reply (a turn without text there fails ``no_response``); the column then defaults to
+    ``<response_column>_<prompt name>``.
     """
 
     granularity = "turn"
 
     def __init__(self, prompt: str | os.PathLike | Prompt, backend: Backend | None = None, *,
                  params: dict[str, Any] | None = None, min_digit_mass: float | None = None,
-                 prompt_dirs: list[str | os.PathLike] | None = None, column: str | None = None, output: Any = None):
+                 prompt_dirs: list[str | os.PathLike] | None = None, column: str | None = None, output: Any = None,
+                 response_column: str | None = None):
         self.prompt = load_prompt(prompt, prompt_dirs)
         if self.prompt.output_kind == "json" and output is None:
             output = self.prompt.model_class()
         self.output = output
         self.backend = backend
-        self.column = column or self.prompt.name
+        # a model's answers judged into the judge's own column would pass for judgements of the pool's replies
+        self.column = column or (f"{response_column}_{self.prompt.name}" if response_column else self.prompt.name)
         self.params = dict(params or {})
         self.min_digit_mass = JUDGE.min_digit_mass if min_digit_mass is None else float(min_digit_mass)
         self.reducer = "sum" if self.prompt.output_kind == "digit_score" else None
         self.inputs = tuple(v for v in self.prompt.inputs if v not in ROW_VARIABLES)
+        self.response_column = response_column
+        if response_column is not None:
+            if "response" not in self.prompt.inputs:
+                raise CurateError(f"judge {self.column!r}: response_column={response_column!r}, but prompt "
+                                  f"{self.prompt.name!r} reads no response")
+            if response_column == self.column:
+                raise CurateError(f"judge {self.column!r} cannot read its replies from the column it writes")
+            self.inputs = tuple(dict.fromkeys((*self.inputs, response_column)))
 
     @property
     def name(self) -> str:
@@ -85,7 +102,8 @@ class Judge:
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": backend.kind, "model": backend.model,
                            "params": self.request_params(), "schema": schema,
                            "min_digit_mass": self.min_digit_mass if self.reducer else None,
-                           "digit_rule": DIGIT_RULE if self.reducer else None},
+                           "digit_rule": DIGIT_RULE if self.reducer else None,
+                           **({"response_column": self.response_column} if self.response_column else {})},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -98,7 +116,8 @@ class Judge:
                 "output_model": output_model, "scale": list(self.prompt.scale) if self.prompt.scale else None,
                 **backend.describe(), "params": self.request_params(), "min_digit_mass": self.min_digit_mass,
                 # the row texts this judge reads: what a scorer trained on its labels must read too
-                "reads": [v for v in ("instruction", "response") if v in self.prompt.inputs]}
+                "reads": [v for v in ("instruction", "response") if v in self.prompt.inputs],
+                **({"response_column": self.response_column} if self.response_column else {})}
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every user turn of ``rows``; a turn without a value gets a Failure naming it."""
@@ -146,13 +165,16 @@ class Judge:
             fails: list[Failure] = []
             if not row.turns:
                 fails.append(Failure(FailureCode.NO_USER_TURN, "row has no user turn"))
-            for t, turn in enumerate(row.turns, start=1):
+            for t, turn in enumerate(turns_replied_by(row, self.response_column), start=1):
                 if needs_response and not turn.has_response:
-                    fails.append(Failure(FailureCode.NO_RESPONSE, f"turn {t} has no assistant response (none, or "
-                                         f"only whitespace)", turn=t))
+                    where = (f"no text in column {self.response_column!r}" if self.response_column
+                             else "no assistant response")
+                    fails.append(Failure(FailureCode.NO_RESPONSE, f"turn {t} has {where} (none, or only whitespace)",
+                                         turn=t))
                     continue
                 item = {"instruction": turn.instruction, "response": turn.response or "", "system": turn.system,
-                        "turn": t, "conversation": row.conversation, **{k: row.columns[k] for k in self.inputs}}
+                        "turn": t, "conversation": row.conversation, "history": _history(row.conversation, t),
+                        **{k: row.columns[k] for k in self.inputs}}
                 items.append((item, t))
                 item_rows.append(r)
             pre.append(fails)
@@ -202,6 +224,20 @@ class Judge:
 
     def _repr_html_(self) -> str:
         return self.prompt._repr_html_()
+
+
+def _history(conversation: Sequence[dict[str, str]], turn: int) -> list[dict[str, str]]:
+    """The user and assistant messages before the ``turn``-th (1-based) user message."""
+    before: list[dict[str, str]] = []
+    users = 0
+    for message in conversation:
+        if message["role"] == "user":
+            users += 1
+            if users == turn:
+                break
+        if message["role"] in ("user", "assistant"):
+            before.append({"role": message["role"], "content": message["content"]})
+    return before
 
 
 def total_cost(results: list[CallResult], *, include_cached: bool) -> float | None:

@@ -160,8 +160,8 @@ class Prompt:
     def render(self, **variables: Any) -> list[dict[str, str]]:
         """Chat messages with ``variables`` substituted as data (never evaluated as template code).
 
-        Raises PromptRenderError (naming the file and message) for a missing input, a variable the
-        template uses but was not given, or a sandbox violation.
+        A system message that renders empty is left out. Raises PromptRenderError (naming the file and
+        message) for a missing input, a variable the template uses but was not given, or a sandbox violation.
         """
         missing = [v for v in self.inputs if v not in variables]
         if missing:
@@ -175,6 +175,8 @@ class Prompt:
                     text = template.render(**variables).strip("\n")
                 except TemplateError as exc:  # UndefinedError, SecurityError ...
                     raise PromptRenderError(f"{self.where}: {role} message: {type(exc).__name__}: {exc}") from exc
+            if role == "system" and not text.strip():
+                continue  # a row without a system message: send none (a chat template then applies its own default)
             messages.append({"role": role, "content": text})
         return messages
 

@@ -12,6 +12,7 @@ Output scale: a scorer may map its judge's label range linearly onto another ran
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import html
 import json
@@ -43,7 +44,7 @@ from curate.scorers.features import (
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.scorers.saved import json_default, read_scorer_json, read_tensors, write_scorer_json
-from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
@@ -85,6 +86,7 @@ class Scorer:
     granularity = "turn"
     reducer = "sum"          # DEITA: a row's score is the sum over its turns
     inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
+    response_column: str | None = None  # set by reading_replies: the replies come from this derived column
     output_map = OUTPUT_MAP  # the version of the map onto the scale (keys the fingerprint: stored scores recompute)
 
     def __init__(self, *, reads: Sequence[str] = ("instruction",), head: str = "ridge",
@@ -226,6 +228,19 @@ class Scorer:
         return self.predict_features(self.featurize(self.embed(rows, cache_dir=cache_dir, on_rows=on_rows)))
 
     # -- the Step -----------------------------------------------------------------------------------
+    def reading_replies(self, response_column: str, name: str | None = None) -> Scorer:
+        """This scorer reading each turn's reply from the derived turn column ``response_column`` (a model's own
+        answers, MoDS) instead of the pool's; it writes ``name`` (default ``<response_column>_<its column>``)."""
+        if "response" not in self.reads:
+            raise ScorerError(f"scorer {self.column!r} reads {self.reads}, no response: it cannot judge other replies")
+        scorer = copy.copy(self)
+        scorer.name = name or f"{response_column}_{self.column}"
+        if response_column == scorer.column:
+            raise ScorerError(f"scorer {scorer.column!r} cannot read its replies from the column it writes")
+        scorer.response_column = response_column
+        scorer.inputs = tuple(dict.fromkeys((*self.inputs, response_column)))
+        return scorer
+
     @property
     def column(self) -> str:
         """Column the scorer writes: its name, else the judge it imitates."""
@@ -235,6 +250,8 @@ class Scorer:
         """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
         h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=json_default).encode())
         h.update(self.output_map.encode())  # the code that maps the model's output onto the scale
+        if self.response_column:
+            h.update(f"|replies={self.response_column}".encode())
         for key in sorted(self.weights):
             h.update(key.encode())
             h.update(np.ascontiguousarray(self.weights[key], dtype=np.float64).tobytes())
@@ -248,6 +265,7 @@ class Scorer:
                "training_fingerprint": self.metadata.get("training_fingerprint"),
                "labels": self.metadata.get("n_train"),
                "holdout_agreement": (self.metrics.get("holdout") or {}).get("scorer"), "cost_usd": 0.0}
+        out.update({"response_column": self.response_column} if self.response_column else {})
         if self.metadata.get("distilled"):
             out.update({"distilled": True, "labels_spent": self.metrics.get("labels_spent"),
                         "rows_total": self.metrics.get("rows_total")})
@@ -278,7 +296,7 @@ class Scorer:
                 fails.append(Failure(FailureCode.NO_USER_TURN, "the row has no user turn"))
             else:
                 values.append([None] * len(row.turns))
-                for t, turn in enumerate(row.turns):
+                for t, turn in enumerate(turns_replied_by(row, self.response_column)):
                     missing = missing_inputs(turn, self.reads)
                     numbers = {name: turn_number(row.columns.get(name), t) for name in self.columns}
                     absent = [name for name, v in numbers.items() if v is None]

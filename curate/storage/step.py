@@ -43,6 +43,18 @@ class RowInput:
     columns: dict[str, Any] = field(default_factory=dict)  # the step's declared extra inputs
 
 
+def turns_replied_by(row: RowInput, column: str | None) -> list[Turn]:
+    """``row``'s turns with each reply taken from the derived turn column ``column`` instead of the pool (a turn
+    without text there has no reply): a judge or scorer reading a model's own answers. None: the pool's turns."""
+    if column is None:
+        return row.turns
+    values = row.columns.get(column)
+    values = values if isinstance(values, list) else [values]
+    texts = [v if isinstance(v, str) else None for v in values[: len(row.turns)]]
+    texts += [None] * (len(row.turns) - len(texts))
+    return [Turn(turn.instruction, text, turn.system) for turn, text in zip(row.turns, texts, strict=True)]
+
+
 @dataclass
 class StepOutput:
     """A step's result for the rows it was given, aligned to them.
