@@ -41,6 +41,7 @@ class Reason(StrEnum):
     HARD_TO_LEARN = "hard_to_learn"        # Cartography hard region / the hardest EL2N rows (often label noise)
     CONTAMINATED = "contaminated"          # holds an evaluation text; detail: target, shared_words or similarity
     FAILS_HEURISTIC = "fails_heuristic"    # breaks a text rule; detail: rule, turn, evidence, rules_failed
+    ANSWERED_WELL = "answered_well"        # MoDS: the seed model already answers it; detail: answer_score, limit
 
 
 class FailureCode(StrEnum):
@@ -108,6 +109,7 @@ _REASON_TEXT = {
     Reason.HARD_TO_LEARN: "hard to learn (low confidence): often a noisy label",
     Reason.CONTAMINATED: "matches an evaluation text",
     Reason.FAILS_HEURISTIC: "fails a text rule",
+    Reason.ANSWERED_WELL: "the seed model already answers it well",
 }
 
 
@@ -147,6 +149,8 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         where = f", turn {d['turn']}" if "turn" in d else ""
         said = f": {shorten(str(d['evidence']), 60, placeholder=' …')}" if d.get("evidence") else ""
         return f"{text} ({d['rule'].replace('_', ' ')}{where}{said})"
+    if code is Reason.ANSWERED_WELL and "answer_score" in d:
+        return f"{text} (its answer scored {d['answer_score']:.3f} >= {d.get('max_answer_score')})"
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
     if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:

@@ -317,7 +317,8 @@ DETAIL_KEYS = {Reason.TOO_SIMILAR: {"similarity", "witness", "max_cosine_similar
                Reason.EXACT_DUPLICATE: {"witness"}, Reason.NEAR_DUPLICATE: {"witness", "similarity"},
                Reason.BELOW_THRESHOLD: {"score", "min_score"}, Reason.QUOTA_FILLED: {"cluster", "quota"},
                Reason.NO_SCORE: {"sort_by"}, Reason.CONTAMINATED: {"target", "shared_words"},
-               Reason.FAILS_HEURISTIC: {"rule", "rules_failed"}}
+               Reason.FAILS_HEURISTIC: {"rule", "rules_failed"},
+               Reason.ANSWERED_WELL: {"answer_score", "max_answer_score"}}
 SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k": {"budget": 5},
                    "threshold": {"min_score": 12}, "random": {"budget": 5}, "kcenter": {"budget": 5},
                    "kmeans": {"budget": 6, "n_clusters": 3}, "lift": {"budget": 5, "n_components": 4},
@@ -326,7 +327,9 @@ SELECTOR_PARAMS = {"deita": {"budget": 6, "max_cosine_similarity": 0.9}, "top_k"
                    "decontaminate": {"target": ["Explain football match tactics in the style of question number 5"]},
                    "semantic": {"duplicate_similarity": 0.95}, "instag": {"budget": 10},
                    "ifd": {"budget": 5}, "perplexity": {}, "learnability": {"budget": 5},
-                   "cartography": {"budget": 6}, "el2n": {"budget": 6, "skip_hardest": 0.1}, "grand": {"budget": 6}}
+                   "cartography": {"budget": 6}, "el2n": {"budget": 6, "skip_hardest": 0.1}, "grand": {"budget": 6},
+                   "necessity": {"seed": "seed", "answer_score": "seed_answer_quality", "max_answer_score": 3.5,
+                                 "budget": 4}}
 # selectors that fine-tune a model before choosing: their codes are checked in their own tests
 TRAINING_SELECTORS = {"less": "tests/test_train_less.py", "mining": "tests/test_train_mining.py"}
 
@@ -370,6 +373,10 @@ def every_selection(tmp_path):
     w.add_column("learnability", [[float(rng.normal()) for _ in range(t)] for t in turns], mean)
     for name in ("confidence", "variability", "correctness", "el2n", "grand"):
         w.add_column(name, [float(v) for v in rng.uniform(0, 1, len(w))], {"kind": "test"})
+    answers = [[float(rng.uniform(1, 6)) for _ in range(t)] for t in turns]
+    answers[7] = None  # the judge of the seed model's answers failed on this row
+    w.add_column("seed_answer_quality", answers, TURNS_SUM)
+    w.select(method="random", name="seed", budget=3)  # MoDS' seed set, for necessity
     missing = sorted(set(SELECTORS) - set(SELECTOR_PARAMS) - set(TRAINING_SELECTORS))
     assert not missing, f"add test parameters for selectors {missing}"
     return w, {m: w.select(method=m, name=m, **SELECTOR_PARAMS[m]) for m in sorted(set(SELECTORS) - set(TRAINING_SELECTORS))}
@@ -402,7 +409,7 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
     assert {Reason.SELECTED, Reason.TOO_SIMILAR, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.BUDGET_FILLED,
             Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NOT_SAMPLED, Reason.NO_TAGS,
             Reason.NO_NEW_TAG, Reason.PRUNED_EASY, Reason.HARD_TO_LEARN, Reason.CONTAMINATED,
-            Reason.FAILS_HEURISTIC} <= seen
+            Reason.FAILS_HEURISTIC, Reason.ANSWERED_WELL} <= seen
     assert set(selections["deita"].reasons()) == {("kept", "selected"), ("rejected", "too_similar"),
                                                   ("not_reached", "budget_filled"), ("unscored", "no_score")}
     failed = [r for r in selections["deita"].rows() if r["reason"] == Reason.NO_SCORE]

@@ -6,6 +6,7 @@ selection (every considered row's decision, :class:`curate.codes.Reason` and det
 * by score — ``deita`` (the exact admission loop, :mod:`.deita`), ``top_k``, ``threshold``, and the
   ``random`` baseline (:mod:`.ranking`);
 * by diversity — ``kcenter``, ``kmeans``, ``lift`` (:mod:`.diversity`), ``dsir`` (:mod:`.dsir`);
+* by what a model fine-tuned on a seed set still answers badly — ``necessity`` (MoDS, :mod:`.necessity`);
 * deduplication — ``exact``, ``minhash``, ``semantic`` (:mod:`.dedup`); benchmark leakage — ``decontaminate``
   (:mod:`.decontaminate`); broken text (empty replies, refusals, loops, cut-off code, mojibake, language) —
   ``heuristics`` (:mod:`.heuristics`);
@@ -27,7 +28,16 @@ import numpy as np
 
 from curate.codes import Decision
 from curate.errors import CurateError
-from curate.select import decontaminate, dedup, deita, diversity, dsir, heuristics, ranking  # noqa: F401  (register the selectors)
+from curate.select import (  # noqa: F401  (register the selectors)
+    decontaminate,
+    dedup,
+    deita,
+    diversity,
+    dsir,
+    heuristics,
+    necessity,
+    ranking,
+)
 from curate.select.admission import AdmissionResult, admit
 from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows

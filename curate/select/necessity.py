@@ -1,0 +1,112 @@
+"""MoDS augmented data (Du et al. 2023): the rows a model fine-tuned on a seed set still answers badly.
+
+MoDS selects in three stages: a quality filter, a diverse seed (k-center greedy), then *necessity*: fine-tune
+the model on the seed, let it answer every candidate instruction, judge those answers, and add the rows whose
+answers score below a limit: what the seed did not teach. curate makes each stage from parts it has::
+
+    ws.select(method="threshold", name="good", sort_by="quality", min_score=4)
+    ws.select(method="kcenter", name="seed", input_selection="good", budget=1000)
+    model = ws.fine_tune("seed", out="seed-model")                      # LoRA merged: a plain HF folder
+    ws.apply(Judge("answer", VLLMBackend(model), column="seed_answer"))  # the seed model's own replies
+    ws.apply(Judge("quality", judge_backend, column="seed_answer_quality", response_column="seed_answer"))
+    ws.select(method="necessity", name="mods", input_selection="good", seed="seed",
+              answer_score="seed_answer_quality", max_answer_score=3.5)
+
+The selection keeps the seed rows and every necessary row (MoDS' released code adds them all), or with
+``budget`` the ``budget`` necessary rows k-center greedy picks, the seed rows counting as centres already
+chosen (so an added row is also far from the seed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from curate.codes import Decision, Reason
+from curate.defaults import EMBED
+from curate.errors import CurateError
+from curate.select.inputs import vectors
+from curate.select.registry import SelectorResult, register
+from curate.select.sort_key import score_rows
+from curate.storage.pool import selection_positions
+
+_BLOCK = 4096  # seed rows per matrix product when measuring the candidates' distance to the seed
+
+
+def lowest_turn_scores(ws, column: str, ids: list[str]) -> np.ndarray:
+    """Each row's lowest turn value of ``column`` (a row is needed if its seed model fails any turn); NaN
+    where a turn has none."""
+    out = np.full(len(ids), np.nan)
+    for k, turns in enumerate(ws.turn_values(column, ids)):
+        if turns and all(t is not None for t in turns):
+            out[k] = min(float(t) for t in turns)
+    return out
+
+
+def farthest_first(candidates: np.ndarray, chosen: np.ndarray, k: int, first: int = 0) -> tuple[list[int], np.ndarray]:
+    """Greedy k-center on unit rows: ``k`` indices into ``candidates``, each the one farthest (cosine distance)
+    from the ``chosen`` rows and the picks before it; with nothing chosen the first pick is ``first``. Also
+    returns every candidate's distance to its nearest centre after the picks."""
+    dist = np.full(len(candidates), np.inf)
+    for start in range(0, len(chosen), _BLOCK):
+        block = 1.0 - (candidates @ chosen[start:start + _BLOCK].T).astype(np.float64)
+        dist = np.minimum(dist, block.min(axis=1))
+    picks: list[int] = []
+    free = np.ones(len(candidates), bool)
+    for _ in range(min(k, len(candidates))):
+        c = first if not picks and not len(chosen) else int(np.flatnonzero(free)[np.argmax(dist[free])])
+        picks.append(c)
+        free[c] = False
+        dist = np.minimum(dist, 1.0 - (candidates @ candidates[c]).astype(np.float64))
+    return picks, dist
+
+
+@register("necessity")
+def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_score: float,
+              budget: int | None = None, embeddings: str = EMBED.name) -> SelectorResult:
+    """MoDS: keep selection ``seed``'s rows and add the rows whose answer by the model fine-tuned on the seed
+    scores below ``max_answer_score`` (``answer_score``: a judge column of those answers; a row's lowest turn
+    counts). ``budget``: add only that many, picked by k-center greedy from the seed outward (else all)."""
+    if isinstance(max_answer_score, float) and math.isnan(max_answer_score):
+        raise CurateError("necessity: max_answer_score is NaN")
+    seed_ids, seed_positions = selection_positions(ws, seed)
+    candidates = set(rows.tolist())
+    outside = [rid for rid, p in zip(seed_ids, seed_positions, strict=True) if p not in candidates]
+    if outside:
+        raise CurateError(f"necessity: seed selection {seed!r} keeps {len(outside):,} rows outside this selection's "
+                          f"input (first: {outside[0]!r}); make the seed from the same input")
+    in_seed = set(seed_positions)
+    rest = np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64)
+    rest_ids = [ws.ids[p] for p in rest.tolist()]
+    scores = lowest_turn_scores(ws, answer_score, rest_ids)
+    missing = np.isnan(scores)
+    why = score_rows(ws, answer_score, [rest_ids[k] for k in np.flatnonzero(missing)]) if missing.any() else None
+    needed = np.flatnonzero(~missing & (scores < max_answer_score))
+    needed = needed[np.argsort(scores[needed], kind="stable")]  # the worst answered first
+    out = SelectorResult(info={"seed": seed, "seed_rows": len(seed_positions), "answer_score": answer_score,
+                               "max_answer_score": max_answer_score, "necessary_rows": len(needed),
+                               "turns": "a row's lowest turn score", "budget": budget})
+    for p in seed_positions:
+        out.add(p, Decision.KEPT, Reason.SELECTED, {"part": "seed"})
+    not_picked: list[tuple[int, dict]] = []
+    if budget is None or budget >= len(needed):
+        picked = needed.tolist()
+    else:
+        x_needed = vectors(ws, embeddings, rest[needed])
+        x_seed = vectors(ws, embeddings, np.asarray(seed_positions, np.int64)) if seed_positions else x_needed[:0]
+        order, dist = farthest_first(x_needed, x_seed, budget)
+        picked = [int(needed[j]) for j in order]
+        chosen = set(order)
+        not_picked = [(int(needed[j]), {"distance": float(dist[j])}) for j in range(len(needed)) if j not in chosen]
+        out.info["radius"] = float(dist.max()) if len(dist) else None
+    for k in picked:
+        out.add(rest[k], Decision.KEPT, Reason.SELECTED, {"part": "necessity", "answer_score": float(scores[k])})
+    for k, detail in not_picked:
+        out.add(rest[k], Decision.REJECTED, Reason.NOT_SAMPLED, {"answer_score": float(scores[k]), **detail})
+    for k in np.flatnonzero(~missing & (scores >= max_answer_score)).tolist():
+        out.add(rest[k], Decision.REJECTED, Reason.ANSWERED_WELL,
+                {"answer_score": float(scores[k]), "max_answer_score": max_answer_score})
+    for j, k in enumerate(np.flatnonzero(missing).tolist()):
+        out.add(rest[k], Decision.UNSCORED, Reason.NO_SCORE, why.detail(j))
+    return out
