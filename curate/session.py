@@ -110,6 +110,19 @@ class Workspace(StorageWorkspace):
         return train_workspace(self, rows, model=model, config=TrainConfig(**config), device=device,
                                progress=progress or None)
 
+    def fine_tune(self, selection: str, out: str | os.PathLike, *, model: str | os.PathLike | None = None,
+                  device: str | None = None, progress: bool = True, **config: Any) -> Path:
+        """Fine-tune a small causal LM (as :meth:`train`, but writing no columns) on a selection's kept rows and
+        export it to ``out`` as a plain Hugging Face folder (LoRA merged) that vLLM serves: MoDS' seed model.
+        Cached: the same rows and settings reuse the run and the folder. Returns ``out``."""
+        from curate.train.columns import train_workspace
+        from curate.train.export import export_model
+        from curate.train.harness import TrainConfig
+
+        run = train_workspace(self, self.selection(selection).ids, model=model, config=TrainConfig(**config),
+                              device=device, progress=progress or None, columns=False)
+        return export_model(run, out)
+
     def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
         from curate.report.views import show_rows

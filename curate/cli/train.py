@@ -47,6 +47,39 @@ def run_cmd(
                   + "; select with `curate select --method cartography|el2n|grand`")
 
 
+@train_app.command("model")
+def model_cmd(
+    workspace: Path = typer.Argument(..., help="Workspace directory."),
+    selection: str = typer.Option(..., "--selection", help="Fine-tune on this selection's kept rows (MoDS: the seed)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
+    model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
+                                      "(default: the packaged SmolLM2-135M-Instruct)."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
+    epochs: int = typer.Option(TRAIN.epochs, "--epochs"),
+    lora_rank: int = typer.Option(TRAIN.lora_rank, "--lora-rank", help="LoRA rank (merged into the weights on "
+                                  "export); 0 = full fine-tune."),
+    learning_rate: float = typer.Option(TRAIN.learning_rate, "--learning-rate"),
+    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size", help="Rows per optimizer step."),
+    max_length: int = typer.Option(TRAIN.max_length, "--max-length", help="Tokens per row (longer are cut)."),
+    seed: int = typer.Option(TRAIN.seed, "--seed"),
+) -> None:
+    """Fine-tune on a selection and write the model as a plain Hugging Face folder that vLLM serves (MoDS' seed
+    model: let it answer the pool, judge its answers, select with --method necessity). Cached and resumable."""
+    from curate.session import Workspace
+
+    ws = Workspace.open(workspace)
+    folder = ws.fine_tune(selection, out, model=model, device=device, epochs=epochs, lora_rank=lora_rank,
+                          learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed)
+    console.print(f"fine-tuned on selection {selection!r}; model folder {folder}", highlight=False)
+    console.print(f"  its answers:    curate score {workspace} --judge answer --backend vllm --model {folder} "
+                  "--column seed_answer", soft_wrap=True, highlight=False)
+    console.print(f"  judge them:     curate score {workspace} --judge quality --response-column seed_answer "
+                  "--column seed_answer_quality", soft_wrap=True, highlight=False)
+    console.print(f"  select (MoDS):  curate select {workspace} --method necessity --name mods --param seed={selection} "
+                  "--param answer_score=seed_answer_quality --param max_answer_score=3.5", soft_wrap=True,
+                  highlight=False)
+
+
 @train_app.command("map")
 def map_cmd(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
     """The data map's regions and how the run was trained."""

@@ -33,6 +33,7 @@ from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.hardware import resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
+from curate.storage.files import exported_model
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2-135m-instruct"
@@ -48,6 +49,13 @@ WHOLE_PREFILL_ENGINE_KWARGS = {"enable_chunked_prefill": False}  # the same for 
 def curate_home() -> Path:
     """Folder for curate's own caches: ``$CURATE_HOME`` or ``~/.cache/curate``."""
     return Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
+
+
+def folder_model_name(folder: Path) -> str:
+    """The model name of a folder (in cache keys and provenance): its name, plus the fine-tuning run for a model
+    curate exported (``curate-model.json``), so two models exported to one path never share cached answers."""
+    info = exported_model(folder)
+    return folder.name if info is None else f"{folder.name}@{info['run'][:12]}-epoch{info['epoch']}"
 
 
 def gguf_path() -> Path:

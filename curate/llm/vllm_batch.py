@@ -28,6 +28,7 @@ from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ARGS,
     curate_home,
+    folder_model_name,
     prepare_model,
     server_env,
     stop_process_group,
@@ -43,7 +44,7 @@ class VLLMBatchBackend(Backend):
                  max_model_len: int = 2048, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
                  timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
         self._model_dir = Path(model_dir) if model_dir else None
-        self.model = served_name or (SERVED_NAME if model_dir is None else Path(model_dir).name)
+        self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(Path(model_dir)))
         self.max_model_len, self.dtype, self.max_logprobs = max_model_len, resolve_dtype(dtype), top_logprobs
         self.timeout = timeout
         self.log_path = Path(log_path) if log_path else curate_home() / "logs" / "vllm-batch.log"

@@ -10,7 +10,14 @@ from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
-from curate.llm.local import SERVED_NAME, WHOLE_PREFILL_ENGINE_KWARGS, curate_home, prepare_model, server_env
+from curate.llm.local import (
+    SERVED_NAME,
+    WHOLE_PREFILL_ENGINE_KWARGS,
+    curate_home,
+    folder_model_name,
+    prepare_model,
+    server_env,
+)
 
 
 class VLLMBackend(Backend):
@@ -26,7 +33,7 @@ class VLLMBackend(Backend):
                  max_model_len: int = 2048, dtype: str = "auto", batch_size: int = 512,
                  top_logprobs: int = BACKEND.top_logprobs, **engine_kwargs: Any):
         self.model_dir = Path(model_dir) if model_dir else prepare_model()
-        self.model = served_name or (SERVED_NAME if model_dir is None else self.model_dir.name)
+        self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(self.model_dir))
         self.max_model_len = max_model_len
         self.dtype = resolve_dtype(dtype)
         self.batch_size = batch_size
@@ -114,3 +121,4 @@ class VLLMBackend(Backend):
 
     def __repr__(self) -> str:
         return f"VLLMBackend({str(self.model_dir)!r})"
+

@@ -182,3 +182,12 @@ def folder_fingerprint(folder: Path) -> str:
         h.update(str(path.relative_to(folder)).encode())
         h.update(_file_digest(str(path), st.st_size, st.st_mtime_ns).encode())
     return h.hexdigest()[:16]
+
+
+EXPORTED_MODEL_FILE = "curate-model.json"  # in a model folder curate.train.export wrote: which run it holds
+
+
+def exported_model(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """What ``curate-model.json`` in a model folder says (run fingerprint, epoch, base), or None: not an export."""
+    path = Path(folder) / EXPORTED_MODEL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
