@@ -142,6 +142,7 @@ class TrainDefaults:
     correct_accuracy: float = 0.5        # cartography: an epoch counts as correct when token accuracy > this
     easy_share: float = 0.33             # cartography selector: share of the budget from easy rows (paper: some easy)
     early_epoch: int = 2                 # EL2N / GraNd: records of this epoch's pass = the model after epoch - 1
+    cpu_step_tokens: int = 1024          # padded tokens per forward pass on the CPU (a batch runs as several)
 
 
 @dataclass(frozen=True)

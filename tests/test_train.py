@@ -96,6 +96,30 @@ def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
     np.testing.assert_allclose(losses[:8].mean(), run.records(2)["loss"].mean(), rtol=0.2)
 
 
+def test_a_batch_run_in_several_passes_takes_the_same_step(lm, tmp_path):
+    """``step_tokens`` bounds the tokens of one forward pass (CPU memory): the passes' gradients add up into
+    the same optimizer step, so the weights, losses and records are those of the whole batch."""
+    import torch
+
+    from curate.train.examples import split_batch
+
+    rows = row_inputs(learnable_rows(8, noisy=(3,)))
+    config = TrainConfig(epochs=2, **FAST)
+    whole = finetune(lm, rows, tmp_path / "whole", config, device="cpu", step_tokens=10**9)
+    split = finetune(lm, rows, tmp_path / "split", config, device="cpu", step_tokens=1)  # each row a pass
+    for epoch in (1, 2):
+        for key in RECORD_KEYS:
+            np.testing.assert_allclose(split.records(epoch)[key], whole.records(epoch)[key], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose([s["mean_loss"] for s in split.info["epoch_stats"]],
+                               [s["mean_loss"] for s in whole.info["epoch_stats"]], rtol=1e-5)
+    a, b = whole.load_model(device="cpu")[0].state_dict(), split.load_model(device="cpu")[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # float32 sums in another order, through Adam
+    assert split.info["fingerprint"] == whole.info["fingerprint"]  # how a batch is run is not what the run is
+    lengths = [type("E", (), {"length": n})() for n in (9, 7, 7, 3, 30)]
+    assert split_batch(lengths, [0, 1, 2, 3, 4], 18) == [[0, 1], [2, 3], [4]]  # 2 x 9, 2 x 7, then 30 alone
+    assert split_batch(lengths, [0, 1, 2, 3, 4], None) == [[0, 1, 2, 3, 4]]
+
+
 def test_multi_turn_rows_train_every_answered_turn(lm):
     from transformers import AutoTokenizer
 

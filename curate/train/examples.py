@@ -112,6 +112,24 @@ def collate(examples: Sequence[Example], index: Sequence[int], pad_id: int, devi
                  torch.tensor(cols, device=device), torch.tensor(targets, device=device), bounds, list(index))
 
 
+def split_batch(examples: Sequence[Example], index: Sequence[int], step_tokens: int | None) -> list[list[int]]:
+    """``index`` cut, in order, into parts of at most ``step_tokens`` padded tokens (rows x the longest; a row
+    longer than that is a part alone); None: one part."""
+    if step_tokens is None:
+        return [list(index)]
+    parts: list[list[int]] = []
+    part: list[int] = []
+    width = 0
+    for i in index:
+        longest = max(width, examples[i].length)
+        if part and longest * (len(part) + 1) > step_tokens:
+            parts.append(part)
+            part, longest = [], examples[i].length
+        part.append(i)
+        width = longest
+    return parts + [part] if part else parts
+
+
 def epoch_batches(examples: Sequence[Example], batch_size: int, group_size: int, seed: int, epoch: int
                   ) -> list[list[int]]:
     """The epoch's batches: a seeded shuffle (same seed and epoch, same order: a resumed run repeats it), cut

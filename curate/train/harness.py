@@ -37,7 +37,7 @@ from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length
 from curate.storage.files import folder_fingerprint
 from curate.storage.step import RowInput
-from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches
+from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches, split_batch
 from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
 
 VERSION = 1  # bump when training or the records change meaning
@@ -189,10 +189,13 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
 
 
 def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Path,
-             config: TrainConfig = TrainConfig(), *, device: str | None = None, progress: Any = None) -> TrainRun:
+             config: TrainConfig = TrainConfig(), *, device: str | None = None, progress: Any = None,
+             step_tokens: int | None = None) -> TrainRun:
     """SFT on the response tokens of ``rows``; see the module doc. ``progress``: an object with ``update(n)``
     (rows trained), or True for a tqdm bar. Rows without an answered turn are skipped (``TrainRun.skipped``
-    says why)."""
+    says why). ``step_tokens``: padded tokens per forward pass (default ``TRAIN.cpu_step_tokens`` on the CPU,
+    the whole batch on CUDA); a batch larger than that runs as several passes whose gradients add up into the
+    same optimizer step, so it bounds activation memory without changing the run (not in its fingerprint)."""
     import torch
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -229,6 +232,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
         sched.load_state_dict(state["scheduler"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cuda = device.startswith("cuda")
+    step_tokens = step_tokens or (None if cuda else TRAIN.cpu_step_tokens)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
     for epoch in range(done + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -236,32 +240,37 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
         losses: list[float] = []
         record_s = 0.0
         for index in epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch):
-            batch = collate(examples, index, pad, device)
-            if autocast is not None:
-                with autocast:
+            parts = [collate(examples, part, pad, device) for part in split_batch(examples, index, step_tokens)]
+            targets = sum(len(part.targets) for part in parts)
+            loss_value = 0.0
+            for batch in parts:  # the batch's mean token loss = the parts' summed token losses / all its targets
+                if autocast is not None:
+                    with autocast:
+                        logits, hidden = _response_logits(model, batch)
+                else:
                     logits, hidden = _response_logits(model, batch)
-            else:
-                logits, hidden = _response_logits(model, batch)
-            loss = torch.nn.functional.cross_entropy(logits.float(), batch.targets)
-            losses.append(float(loss.detach()))
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / targets
+                loss.backward()
+                loss_value += float(loss.detach())
+                if config.record:
+                    t0 = time.perf_counter()
+                    got = batch_records(logits, hidden, batch.targets, batch.bounds)
+                    for k in RECORD_KEYS:
+                        rec[k][batch.index] = got[k]
+                    if cuda:
+                        torch.cuda.synchronize()
+                    record_s += time.perf_counter() - t0
+                del logits, hidden, loss
+            losses.append(loss_value)
             if not math.isfinite(losses[-1]):  # stop before the step: the epochs saved so far stay valid
                 raise CurateError(f"training diverged: loss {losses[-1]} at epoch {epoch}, step {len(losses)}; "
                                   f"nothing of epoch {epoch} was kept (try a lower learning rate, now "
                                   f"{config.learning_rate})")
-            loss.backward()
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            if config.record:
-                t0 = time.perf_counter()
-                got = batch_records(logits, hidden, batch.targets, batch.bounds)
-                for k in RECORD_KEYS:
-                    rec[k][index] = got[k]
-                if cuda:
-                    torch.cuda.synchronize()
-                record_s += time.perf_counter() - t0
             if bar is not None:
                 bar.update(len(index))
         if cuda:
