@@ -32,8 +32,8 @@ def selection_table(sel) -> Table:
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
-                                             "minhash, semantic, decontaminate, instag, less, mining (or any registered "
-                                             "selector)."),
+                                             "minhash, semantic, decontaminate, heuristics, necessity, instag, less, "
+                                             "mining (or any registered selector)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
     budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir, "
                                                  "instag)."),
