@@ -57,6 +57,7 @@ class FailureCode(StrEnum):
     EMPTY_INPUT = "empty_input"            # nothing to read (empty text)
     MODEL_ERROR = "model_error"            # the local model / engine failed on this input
     NO_INPUT_VALUE = "no_input_value"      # a column the step reads has no number for this turn
+    TRUNCATED = "truncated"                # a text output stopped at max_tokens: cut off (raw: the text)
 
 
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})

@@ -14,6 +14,7 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[lowmass]``    logprobs where digits 1-3 are absent and the rest carry little mass
 
 ``[always400]``  every attempt answers 400 (a permanent error)
+``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
 
 ``messages`` keeps every chat request's messages, in arrival order.
 
@@ -178,7 +179,7 @@ class FaultServer:
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fault"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": logprobs, "finish_reason": "stop"}],
+                         "logprobs": logprobs, "finish_reason": "length" if "[length]" in key else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
         }
 

@@ -18,7 +18,7 @@ from curate.llm.backends import OpenAIBackend
 from curate.llm.judges import Judge
 from curate.session import Workspace
 from tests.conftest import write_jsonl
-from tests.fault_server import FaultServer
+from tests.fault_server import FaultServer, _digit_logprobs
 from tests.train_fixtures import build_tiny_lm, learnable_rows
 
 TURNS_SUM = {"kind": "test", "granularity": "turn", "reducer": "sum"}
@@ -42,6 +42,7 @@ def _pool(tmp_path):
         {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
                            {"from": "human", "value": "A joke?"}, {"from": "gpt", "value": "No."}]},
         {"instruction": "[always500] Name a city.", "output": "Paris."},
+        {"instruction": "[length] Tell a long story.", "output": "Once..."},
     ]
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
@@ -60,6 +61,9 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     answers = ws.column("seed_answer")
     assert all(isinstance(a, str) for a in answers[0] + answers[1]) and answers[2] == [None]
     assert ws.failures("seed_answer")[2][0].code is FailureCode.TRANSIENT
+    cut = ws.failures("seed_answer")[3][0]  # stopped at max_tokens: a fragment, kept only as the raw output
+    assert answers[3] == [None] and cut.code is FailureCode.TRUNCATED and "max_tokens (512)" in cut.message
+    assert cut.raw == _digit_logprobs("[length] Tell a long story.")[0]["token"]  # what the server answered
     # the row's own system message, none where it has none, and the earlier turns before a later one
     assert _sent(fault_server, "Name a colour.")[0] == [{"role": "system", "content": "Be brief."},
                                                         {"role": "user", "content": "Name a colour."}]
@@ -82,10 +86,10 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     sent = fault_server.total
     ws.apply(judge, progress=False)
     assert fault_server.total == sent  # nothing new to judge
-    changed = [[answers[0][0] + " And blue."], answers[1], [None]]  # another seed model's answers
+    changed = [[answers[0][0] + " And blue."], answers[1], [None], [None]]  # another seed model's answers
     ws.add_column("seed_answer", changed, {"kind": "test", "granularity": "turn", "fingerprint": "another-model"})
     result = ws.apply(judge, progress=False)
-    assert result.computed == 3 and fault_server.total == sent + 1  # re-judged; unchanged texts come from the cache
+    assert result.computed == 4 and fault_server.total == sent + 1  # re-judged; unchanged texts come from the cache
     assert f"Answer: {answers[0][0]} And blue." in fault_server.messages[-1][-1]["content"]
 
 

@@ -2,7 +2,8 @@
 
 ``ws.apply(Judge("quality", backend))`` writes ``quality`` (one value per turn, a list for every row,
 even single-turn ones), ``quality_failure`` (a ``codes.Failure`` per failed turn: no_response,
-low_digit_mass, unparsable, invalid_output, http_error, transient, budget) and, for digit scores,
+low_digit_mass, unparsable, invalid_output, http_error, transient, budget; truncated: a text output that
+stopped at max_tokens) and, for digit scores,
 ``quality_digit_mass``; its provenance says which prompt, model and parameters produced it, and what
 each run cost. Digit-score judges declare the reducer ``sum`` (DEITA: a row's score is Σ over its
 turns). The calls go through :func:`curate.llm.runner.run_prompt` and the workspace's response cache,
@@ -180,6 +181,14 @@ class Judge:
             pre.append(fails)
         return items, item_rows, pre
 
+    def _cut_off(self, res: CallResult) -> Failure | None:
+        """A text that stopped at max_tokens is no answer to judge or keep (a digit score stops there by design)."""
+        if self.prompt.output_kind != "text" or (res.raw or {}).get("finish_reason") != "length":
+            return None
+        limit = self.request_params().get("max_tokens")
+        return Failure(FailureCode.TRUNCATED, f"the generation stopped at max_tokens ({limit}): the text is cut off; "
+                       f"raise max_tokens (params) to keep it", res.text)
+
     def _value(self, res: CallResult) -> Any:
         if self.prompt.output_kind == "json":
             return res.parsed.model_dump_json() if hasattr(res.parsed, "model_dump_json") else json.dumps(res.parsed)
@@ -192,13 +201,13 @@ class Judge:
         methods = {"logprobs": 0, "parsed": 0, "renormalised_missing_digits": 0}
         for (_, turn), r, res in zip(items, item_rows, results, strict=True):
             masses[r][turn - 1] = res.digit_mass
-            if res.failure is None:
+            f = res.failure or self._cut_off(res)
+            if f is None:
                 values[r][turn - 1] = self._value(res)
                 if res.score_method:
                     methods[res.score_method] += 1
                     methods["renormalised_missing_digits"] += bool(res.raw.get("missing_digits"))
             else:
-                f = res.failure
                 failures[r].append(Failure(f.code, f.message, f.raw, turn))
         for fails in failures:
             fails.sort(key=lambda f: f.turn or 0)
