@@ -237,3 +237,23 @@ def test_a_trained_scorer_judges_a_models_answers_into_its_own_column(tmp_path):
                                       "--column", "seed_answer_q2"])
     assert result.exit_code == 0, result.output
     assert ws.column("seed_answer_q2")[0] == [pytest.approx(expected)] and not ws.has_column("quality")
+
+
+def test_cli_train_model_writes_the_folder_and_says_how_to_answer_with_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    lm = build_tiny_lm(tmp_path / "tiny")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(6)))
+    ws = Workspace(tmp_path / "ws")
+    ws.load(pool)
+    ws.select(method="random", name="seed", budget=4)
+    out = tmp_path / "seed-model"
+    result = CliRunner().invoke(app, ["train", "model", str(ws.path), "--selection", "seed", "--out", str(out),
+                                      "--model", str(lm), "--device", "cpu", "--epochs", "1", "--lora-rank", "4",
+                                      "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "config.json").is_file() and json.loads((out / "curate-model.json").read_text())["rows"] == 4
+    assert f"--backend vllm --model {out}" in result.output and "--method necessity" in result.output
