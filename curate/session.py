@@ -114,11 +114,13 @@ class Workspace(StorageWorkspace):
                   device: str | None = None, progress: bool = True, **config: Any) -> Path:
         """Fine-tune a small causal LM (as :meth:`train`, but writing no columns) on a selection's kept rows and
         export it to ``out`` as a plain Hugging Face folder (LoRA merged) that vLLM serves: MoDS' seed model.
-        Cached: the same rows and settings reuse the run and the folder. Returns ``out``."""
+        It is trained on each answer's end-of-turn token too (``end_of_turn=True`` unless given), so it learns to
+        stop. Cached: the same rows and settings reuse the run and the folder. Returns ``out``."""
         from curate.train.columns import train_workspace
         from curate.train.export import export_model
         from curate.train.harness import TrainConfig
 
+        config.setdefault("end_of_turn", True)
         run = train_workspace(self, self.selection(selection).ids, model=model, config=TrainConfig(**config),
                               device=device, progress=progress or None, columns=False)
         return export_model(run, out)

@@ -287,3 +287,38 @@ def test_cli_train_run_and_map(lm, tmp_path):
     assert len(Workspace.open(ws.path).column_array("confidence")) == 6
     result = CliRunner().invoke(app, ["train", "map", str(ws.path)])
     assert result.exit_code == 0 and "6 rows, 2 epochs" in result.output, result.output
+
+
+def test_end_of_turn_training_teaches_the_model_to_stop(lm, tmp_path):
+    """The records' definition trains response tokens only, and such a model never learns to end its answer;
+    ``end_of_turn=True`` (``ws.fine_tune``) trains the template's end-of-turn token after each answer too."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from curate.signals.template import Prompter
+    from curate.train.examples import encode_rows, end_of_turn_ids
+    from curate.train.harness import run_fingerprint
+
+    rows = row_inputs(learnable_rows(8))
+    tok = AutoTokenizer.from_pretrained(str(lm))
+    prompter = Prompter(tok, 64)
+    end = end_of_turn_ids(prompter)
+    assert [tok.decode([t]) for t in end] == ["<|im_end|>"]
+    plain, _ = encode_rows(prompter, rows)
+    ended, _ = encode_rows(prompter, rows, end_of_turn=True)
+    assert [e.ids[e.positions[-1]] for e in ended] == [end[-1]] * 8
+    assert [e.ids[e.positions[-1]] for e in plain] != [end[-1]] * 8 and len(ended[0].positions) == len(plain[0].positions) + 1
+    cut, _ = encode_rows(Prompter(tok, 24), rows, end_of_turn=True)  # truncated answers end nowhere
+    assert all(e.truncated and e.ids[e.positions[-1]] != end[-1] for e in cut)
+
+    p_end = {}
+    for flag in (False, True):
+        run = finetune(lm, rows, tmp_path / f"end-{flag}", TrainConfig(epochs=10, end_of_turn=flag, **FAST),
+                       device="cpu")
+        model, _ = run.load_model(device="cpu")
+        answered = prompter.context_ids([{"role": "user", "content": "Question 5: tell me the number."}]) + \
+            prompter.encode("The number you want is forty two.")
+        with torch.no_grad():  # the probability of ending right after the answer
+            p_end[flag] = float(model(torch.tensor([answered])).logits[0, -1].softmax(-1)[end[-1]])
+    assert p_end[True] > 0.2 and p_end[False] < 1e-3, p_end  # measured 0.35 and 1.7e-6
+    assert run_fingerprint(lm, rows, TrainConfig(end_of_turn=True)) != run_fingerprint(lm, rows, TrainConfig())

@@ -4,14 +4,17 @@ A row's sequence is its last answered turn's chat-template request (``curate.sig
 the conversation so far rendered with the model's chat template and assistant header, then the response's
 own tokens, truncated as the signals engine truncates). Earlier answered turns are trained on too when their
 own request is an exact token prefix of that sequence (the usual case); otherwise they are context only and
-the example counts them in ``context_only_turns``. No end-of-turn token is appended: the loss covers the
-response tokens exactly as the signals engine scores them.
+the example counts them in ``context_only_turns``. By default no end-of-turn token is appended: the loss
+covers the response tokens exactly as the signals engine scores them (the records' definition). With
+``end`` (:func:`end_of_turn_ids`: the tokens the chat template closes an assistant message with, e.g.
+``<|im_end|>``) each answered turn that was not truncated is trained on them too, so a model meant to answer
+learns to stop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,9 +39,26 @@ class Example:
         return len(self.ids) - 1
 
 
-def encode_row(prompter: Prompter, row: RowInput) -> Example | Failure:
-    """The row's training example, or a Failure when it has no answered turn."""
+def end_of_turn_ids(prompter: Prompter) -> tuple[int, ...]:
+    """The tokens the chat template writes after an assistant message's text, through its first special token
+    (``<|im_end|>`` for ChatML); none when the template writes no special token there."""
+    marker = "\u2063curate-end-of-answer\u2063"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    text = prompter.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=prompter.chat_template)
+    if marker not in text:
+        return ()
+    after = prompter.encode(text.split(marker, 1)[1])
+    special = set(prompter.tokenizer.all_special_ids)
+    stop = next((k for k, t in enumerate(after) if t in special), None)
+    return () if stop is None else tuple(after[:stop + 1])
+
+
+def encode_row(prompter: Prompter, row: RowInput, end: tuple[int, ...] = ()) -> Example | Failure:
+    """The row's training example, or a Failure when it has no answered turn; ``end``: tokens trained after each
+    answered, untruncated turn (:func:`end_of_turn_ids`)."""
     plans = prompter.plan(list(row.turns))
+    if end:
+        plans = [_with_end(p, end, prompter.max_length) for p in plans]
     answered = [p for p in plans if p.failure is None]
     if not answered:
         if not plans:
@@ -60,12 +80,23 @@ def encode_row(prompter: Prompter, row: RowInput) -> Example | Failure:
                    any(p.truncated for p in answered))
 
 
-def encode_rows(prompter: Prompter, rows: Sequence[RowInput]) -> tuple[list[Example], dict[str, Failure]]:
-    """Examples of the rows that have one, and the Failure of each row that has none (by id)."""
+def _with_end(plan: Any, end: tuple[int, ...], max_length: int) -> Any:
+    """``plan`` with ``end`` after its response, when it was answered, not truncated, and there is room."""
+    req = plan.conditioned
+    if plan.failure is not None or plan.truncated or len(req.context) + len(req.target) + len(end) > max_length:
+        return plan
+    return replace(plan, conditioned=replace(req, target=req.target + end))
+
+
+def encode_rows(prompter: Prompter, rows: Sequence[RowInput], end_of_turn: bool = False
+                ) -> tuple[list[Example], dict[str, Failure]]:
+    """Examples of the rows that have one, and the Failure of each row that has none (by id); ``end_of_turn``:
+    train each answered turn's end-of-turn tokens too."""
+    end = end_of_turn_ids(prompter) if end_of_turn else ()
     examples: list[Example] = []
     skipped: dict[str, Failure] = {}
     for row in rows:
-        got = encode_row(prompter, row)
+        got = encode_row(prompter, row, end)
         if isinstance(got, Failure):
             skipped[row.id] = got
         else:

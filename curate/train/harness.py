@@ -60,6 +60,7 @@ class TrainConfig:
     lora_targets: str = TRAIN.lora_targets
     weight_decay: float = TRAIN.weight_decay
     max_grad_norm: float = TRAIN.max_grad_norm
+    end_of_turn: bool = False                  # train the template's end-of-turn token too (a model that answers)
 
     def check(self) -> None:
         """Raise a :class:`CurateError` naming the first setting out of range."""
@@ -78,8 +79,11 @@ def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConf
     """Names a run: the model's files, the rows (ids and conversations, in order), the settings."""
     data = json_fingerprint([[r.id, r.conversation] for r in rows])
     # epochs included: the learning-rate schedule spans all epochs, so a longer run is another run
+    settings = asdict(config)
+    if not settings["end_of_turn"]:  # absent at its default, so runs cached before it existed keep their names
+        del settings["end_of_turn"]
     return json_fingerprint({"version": VERSION, "model": folder_fingerprint(Path(model_dir)), "data": data,
-                             "config": asdict(config)})
+                             "config": settings})
 
 
 def run_folder(root: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> Path:
@@ -211,7 +215,8 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
             run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
             return run
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows)
+    examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows,
+                                    end_of_turn=config.end_of_turn)
     if not examples:
         raise CurateError("nothing to train on: no row has an answered turn")
     info = _start(out_dir, model_dir, rows, config, fp, skipped, examples, device)
