@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from curate.codes import Decision, Reason
+from curate.codes import Decision, FailureCode, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError
 from curate.select.inputs import vectors
@@ -64,10 +64,12 @@ def farthest_first(candidates: np.ndarray, chosen: np.ndarray, k: int, first: in
 
 @register("necessity")
 def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_score: float,
-              budget: int | None = None, embeddings: str = EMBED.name) -> SelectorResult:
+              budget: int | None = None, embeddings: str = EMBED.name, answers: str | None = None) -> SelectorResult:
     """MoDS: keep selection ``seed``'s rows and add the rows whose answer by the model fine-tuned on the seed
     scores below ``max_answer_score`` (``answer_score``: a judge column of those answers; a row's lowest turn
-    counts). ``budget``: add only that many, picked by k-center greedy from the seed outward (else all)."""
+    counts). ``budget``: add only that many, picked by k-center greedy from the seed outward (else all).
+    ``answers``: the column of the answers themselves; a row whose answer ran past max_tokens (failure
+    ``truncated``: a small model that loops or rambles) is then a failed answer, so necessary, not unscored."""
     if isinstance(max_answer_score, float) and math.isnan(max_answer_score):
         raise CurateError("necessity: max_answer_score is NaN")
     seed_ids, seed_positions = selection_positions(ws, seed)
@@ -80,13 +82,22 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     rest = np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64)
     rest_ids = [ws.ids[p] for p in rest.tolist()]
     scores = lowest_turn_scores(ws, answer_score, rest_ids)
+    if answers is not None:  # an unfinished answer ranks below every judged one
+        for k, fails in enumerate(ws.failures(answers, rest_ids)):
+            if np.isnan(scores[k]) and any(f.code is FailureCode.TRUNCATED for f in fails):
+                scores[k] = -math.inf
     missing = np.isnan(scores)
     why = score_rows(ws, answer_score, [rest_ids[k] for k in np.flatnonzero(missing)]) if missing.any() else None
     needed = np.flatnonzero(~missing & (scores < max_answer_score))
     needed = needed[np.argsort(scores[needed], kind="stable")]  # the worst answered first
     out = SelectorResult(info={"seed": seed, "seed_rows": len(seed_positions), "answer_score": answer_score,
                                "max_answer_score": max_answer_score, "necessary_rows": len(needed),
+                               "unfinished_answers": int(np.isneginf(scores).sum()), "answers": answers,
                                "turns": "a row's lowest turn score", "budget": budget})
+
+    def answer(k: int) -> dict:
+        return {"answer": "truncated"} if np.isneginf(scores[k]) else {"answer_score": float(scores[k])}
+
     for p in seed_positions:
         out.add(p, Decision.KEPT, Reason.SELECTED, {"part": "seed"})
     not_picked: list[tuple[int, dict]] = []
@@ -101,9 +112,9 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
         not_picked = [(int(needed[j]), {"distance": float(dist[j])}) for j in range(len(needed)) if j not in chosen]
         out.info["radius"] = float(dist.max()) if len(dist) else None
     for k in picked:
-        out.add(rest[k], Decision.KEPT, Reason.SELECTED, {"part": "necessity", "answer_score": float(scores[k])})
+        out.add(rest[k], Decision.KEPT, Reason.SELECTED, {"part": "necessity", **answer(k)})
     for k, detail in not_picked:
-        out.add(rest[k], Decision.REJECTED, Reason.NOT_SAMPLED, {"answer_score": float(scores[k]), **detail})
+        out.add(rest[k], Decision.REJECTED, Reason.NOT_SAMPLED, {**answer(k), **detail})
     for k in np.flatnonzero(~missing & (scores >= max_answer_score)).tolist():
         out.add(rest[k], Decision.REJECTED, Reason.ANSWERED_WELL,
                 {"answer_score": float(scores[k]), "max_answer_score": max_answer_score})
