@@ -17,7 +17,8 @@ Two modes:
       DOWNSTREAM_POOL (jsonl[.gz] with uid/source/instruction/input/output), DOWNSTREAM_MODEL (HF folder;
       default the packaged SmolLM2-135M-Instruct), DOWNSTREAM_SIZE, DOWNSTREAM_SEEDS, DOWNSTREAM_EPOCHS,
       DOWNSTREAM_LR, DOWNSTREAM_RANK, DOWNSTREAM_BATCH, DOWNSTREAM_MAX_LENGTH, CARTO_CANDIDATES, CARTO_EPOCHS,
-      LESS_CANDIDATES, LESS_EPOCHS, DOWNSTREAM_METHODS, DOWNSTREAM_RUNS (method:seed,...), DOWNSTREAM_DEADLINE_S,
+      LESS_CANDIDATES, LESS_EPOCHS, DOWNSTREAM_METHODS (a name outside these reads <name>_uids.json from
+      INPUT_DIR: a selection made elsewhere, e.g. evals/mods_downstream.py), DOWNSTREAM_RUNS (method:seed,...), DOWNSTREAM_DEADLINE_S,
       DOWNSTREAM_WORK, OUT.
 Results go to $OUT/downstream.json after every fine-tune (a timeout keeps what finished); the table and a
 RESULT line are printed at the end. On the GPU machine, source evals/device_smollm2_setup.sh first; the
@@ -211,6 +212,13 @@ class Runner:
                                    f"InsTag complexity-first diverse sampling on predicted tags ({d.get('how')})")
             else:
                 self.notes["instag"] = INSTAG_NOTE
+        for m in self.other_methods():  # a selection made elsewhere (evals/mods_downstream.py): <name>_uids.json
+            d = json.loads((self.inputs / f"{m}_uids.json").read_text())
+            self.add_selection(m, [u for u in d["uids"] if u in self.by_uid], d.get("how", "made elsewhere"))
+
+    def other_methods(self) -> list[str]:
+        """Methods outside ALL_METHODS, each read from ``<name>_uids.json`` among the inputs."""
+        return [m for m in self.methods if m not in ALL_METHODS]
 
     def candidates(self, n: int, seed: int = 0) -> list[str]:
         uids = sorted(self.by_uid)
@@ -328,7 +336,7 @@ class Runner:
         self.base()
         self.precomputed()
         for seed in self.seeds[:2]:
-            for m in ("random", "deita"):
+            for m in ("random", "deita", *self.other_methods()):
                 if m in self.selections:
                     self.sft(m, seed)
         if {"cartography", "el2n"} & set(self.methods):
