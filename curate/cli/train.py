@@ -76,8 +76,8 @@ def model_cmd(
     console.print(f"  judge them:     curate score {workspace} --judge quality --response-column seed_answer "
                   "--column seed_answer_quality", soft_wrap=True, highlight=False)
     console.print(f"  select (MoDS):  curate select {workspace} --method necessity --name mods --param seed={selection} "
-                  "--param answer_score=seed_answer_quality --param max_answer_score=3.5", soft_wrap=True,
-                  highlight=False)
+                  "--param answer_score=seed_answer_quality --param max_answer_score=3.5 --param answers=seed_answer",
+                  soft_wrap=True, highlight=False)
 
 
 @train_app.command("map")
