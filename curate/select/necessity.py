@@ -10,7 +10,7 @@ answers score below a limit: what the seed did not teach. curate makes each stag
     ws.apply(Judge("answer", VLLMBackend(model), column="seed_answer"))  # the seed model's own replies
     ws.apply(Judge("quality", judge_backend, column="seed_answer_quality", response_column="seed_answer"))
     ws.select(method="necessity", name="mods", input_selection="good", seed="seed",
-              answer_score="seed_answer_quality", max_answer_score=3.5)
+              answer_score="seed_answer_quality", max_answer_score=3.5, answers="seed_answer")
 
 The selection keeps the seed rows and every necessary row (MoDS' released code adds them all), or with
 ``budget`` the ``budget`` necessary rows k-center greedy picks, the seed rows counting as centres already
