@@ -180,6 +180,17 @@ def test_necessity_refuses_a_seed_outside_its_input(tmp_path):
 
 
 # -- the seed model as a folder ---------------------------------------------------------------------------
+def _seed_workspace(tmp_path, rows: int, seed_rows: int):
+    """The tiny random Llama, and a workspace of ``rows`` learnable rows with a random ``seed`` selection."""
+    lm = build_tiny_lm(tmp_path / "tiny")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(rows)))
+    ws = Workspace(tmp_path / "ws")
+    ws.load(pool)
+    ws.select(method="random", name="seed", budget=seed_rows)
+    return lm, ws
+
+
 def test_fine_tune_exports_a_merged_model_that_answers_as_the_adapter_does(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -187,12 +198,7 @@ def test_fine_tune_exports_a_merged_model_that_answers_as_the_adapter_does(tmp_p
     from curate.llm.backends import VLLMBackend
     from curate.train.harness import TrainRun
 
-    lm = build_tiny_lm(tmp_path / "tiny")
-    pool = tmp_path / "pool.jsonl"
-    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(8)))
-    ws = Workspace(tmp_path / "ws")
-    ws.load(pool)
-    ws.select(method="random", name="seed", budget=6)
+    lm, ws = _seed_workspace(tmp_path, rows=8, seed_rows=6)
     config = dict(epochs=2, lora_rank=4, learning_rate=5e-2, batch_size=3, warmup_ratio=0.0)
     out = ws.fine_tune("seed", tmp_path / "seed-model", model=lm, device="cpu", progress=False, **config)
     assert not ws.has_column("confidence")  # a seed model writes no data-map columns
@@ -258,12 +264,7 @@ def test_cli_train_model_writes_the_folder_and_says_how_to_answer_with_it(tmp_pa
 
     from curate.cli import app
 
-    lm = build_tiny_lm(tmp_path / "tiny")
-    pool = tmp_path / "pool.jsonl"
-    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(6)))
-    ws = Workspace(tmp_path / "ws")
-    ws.load(pool)
-    ws.select(method="random", name="seed", budget=4)
+    lm, ws = _seed_workspace(tmp_path, rows=6, seed_rows=4)
     out = tmp_path / "seed-model"
     result = CliRunner().invoke(app, ["train", "model", str(ws.path), "--selection", "seed", "--out", str(out),
                                       "--model", str(lm), "--device", "cpu", "--epochs", "1", "--lora-rank", "4",
