@@ -121,4 +121,3 @@ class VLLMBackend(Backend):
 
     def __repr__(self) -> str:
         return f"VLLMBackend({str(self.model_dir)!r})"
-

@@ -3,8 +3,8 @@
 ``export_model(run, out)`` writes the run's last epoch into ``out``: a LoRA run merged into its base weights
 (peft ``merge_and_unload``), safetensors, the base's tokenizer and chat template, and ``curate-model.json``
 naming the run. MoDS needs it: the seed model answers every candidate instruction, and vLLM serves one folder.
-``curate.llm.vllm_engine.VLLMBackend`` names such a folder's model by its run, so the answers of two seed
-models exported to the same path never share cache entries.
+The vLLM backends name such a folder's model by its run (``curate.llm.local.folder_model_name``), so the
+answers of two seed models exported to the same path never share cache entries.
 """
 
 from __future__ import annotations
