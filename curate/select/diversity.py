@@ -14,18 +14,25 @@ from curate.select.inputs import score_detail, vectors
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
+_CHOSEN_BLOCK = 4096  # rows of ``chosen`` per matrix product in kcenter_greedy
 
-def kcenter_greedy(x: np.ndarray, k: int, first: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, chosen: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy k-center on unit vectors (cosine distance): returns centre indices, each row's nearest centre,
     and each row's distance to it. Exact: one matrix-vector product per centre. A row is picked once: with more
-    centres asked for than distinct vectors, the duplicates of centres (distance 0) come last."""
+    centres asked for than distinct vectors, the duplicates of centres (distance 0) come last. ``chosen``: unit
+    rows outside ``x`` that are centres already (MoDS' seed); the first pick is then the farthest from them
+    instead of ``first``, and a row nearest one of them has nearest centre -1."""
     n = len(x)
     k = min(k, n)
     centres = np.empty(k, np.int64)
     dist = np.full(n, np.inf)
     nearest = np.full(n, -1, np.int64)
     free = np.ones(n, bool)
-    c = first
+    for start in range(0, 0 if chosen is None else len(chosen), _CHOSEN_BLOCK):  # bounded memory for big seeds
+        dist = np.minimum(dist, 1.0 - (x @ chosen[start:start + _CHOSEN_BLOCK].T).astype(np.float64).max(axis=1))
+    c = first if chosen is None or not len(chosen) else int(np.argmax(dist))
     for i in range(k):
         centres[i] = c
         free[c] = False

@@ -26,12 +26,11 @@ import numpy as np
 from curate.codes import Decision, FailureCode, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError
+from curate.select.diversity import kcenter_greedy
 from curate.select.inputs import vectors
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import score_rows
 from curate.storage.pool import selection_positions
-
-_BLOCK = 4096  # seed rows per matrix product when measuring the candidates' distance to the seed
 
 
 def lowest_turn_scores(ws, column: str, ids: list[str]) -> np.ndarray:
@@ -42,24 +41,6 @@ def lowest_turn_scores(ws, column: str, ids: list[str]) -> np.ndarray:
         if turns and all(t is not None for t in turns):
             out[k] = min(float(t) for t in turns)
     return out
-
-
-def farthest_first(candidates: np.ndarray, chosen: np.ndarray, k: int, first: int = 0) -> tuple[list[int], np.ndarray]:
-    """Greedy k-center on unit rows: ``k`` indices into ``candidates``, each the one farthest (cosine distance)
-    from the ``chosen`` rows and the picks before it; with nothing chosen the first pick is ``first``. Also
-    returns every candidate's distance to its nearest centre after the picks."""
-    dist = np.full(len(candidates), np.inf)
-    for start in range(0, len(chosen), _BLOCK):
-        block = 1.0 - (candidates @ chosen[start:start + _BLOCK].T).astype(np.float64)
-        dist = np.minimum(dist, block.min(axis=1))
-    picks: list[int] = []
-    free = np.ones(len(candidates), bool)
-    for _ in range(min(k, len(candidates))):
-        c = first if not picks and not len(chosen) else int(np.flatnonzero(free)[np.argmax(dist[free])])
-        picks.append(c)
-        free[c] = False
-        dist = np.minimum(dist, 1.0 - (candidates @ candidates[c]).astype(np.float64))
-    return picks, dist
 
 
 @register("necessity")
@@ -106,9 +87,9 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     else:
         x_needed = vectors(ws, embeddings, rest[needed])
         x_seed = vectors(ws, embeddings, np.asarray(seed_positions, np.int64)) if seed_positions else x_needed[:0]
-        order, dist = farthest_first(x_needed, x_seed, budget)
+        order, _, dist = kcenter_greedy(x_needed, budget, first=0, chosen=x_seed)  # first: the worst answered
         picked = [int(needed[j]) for j in order]
-        chosen = set(order)
+        chosen = set(order.tolist())
         not_picked = [(int(needed[j]), {"distance": float(dist[j])}) for j in range(len(needed)) if j not in chosen]
         out.info["radius"] = float(dist.max()) if len(dist) else None
     for k in picked:
