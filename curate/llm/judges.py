@@ -159,6 +159,7 @@ class Judge:
         """The calls to make: (variables, turn) per item, the row of each item, and failures found before
         any call (a turn without the response the prompt reads, a row without a user turn)."""
         needs_response = "response" in self.prompt.inputs
+        needs_history = "history" in self.prompt.inputs  # built per turn only for a prompt that reads it
         items: list[tuple[dict[str, Any], int]] = []
         item_rows: list[int] = []
         pre: list[list[Failure]] = []
@@ -174,7 +175,8 @@ class Judge:
                                          turn=t))
                     continue
                 item = {"instruction": turn.instruction, "response": turn.response or "", "system": turn.system,
-                        "turn": t, "conversation": row.conversation, "history": _history(row.conversation, t),
+                        "turn": t, "conversation": row.conversation,
+                        **({"history": _history(row.conversation, t)} if needs_history else {}),
                         **{k: row.columns[k] for k in self.inputs}}
                 items.append((item, t))
                 item_rows.append(r)
