@@ -226,6 +226,17 @@ def test_fine_tune_exports_a_merged_model_that_answers_as_the_adapter_does(tmp_p
     with pytest.raises(CurateError, match="not a model curate exported"):
         ws.fine_tune("seed", lm, model=lm, device="cpu", progress=False, **config)
 
+    # two exports of one folder at once (epochs 1 and 2) take turns: one whole export is left, no scratch
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curate.train.export import export_model
+    race = tmp_path / "race"
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda epoch: export_model(run, race, epoch=epoch), [1, 2]))
+    assert done == [race, race]
+    assert json.loads((race / "curate-model.json").read_text())["epoch"] in (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir() if "race" in p.name) == [".race.export.lock", "race"]
+
 
 def test_a_trained_scorer_judges_a_models_answers_into_its_own_column(tmp_path):
     from typer.testing import CliRunner

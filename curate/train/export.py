@@ -16,39 +16,46 @@ import uuid
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.storage.files import EXPORTED_MODEL_FILE, exported_model
+from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock
 from curate.train.harness import TrainRun
 
 
 def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None) -> Path:
     """Write ``run``'s model after ``epoch`` (default: the last finished) to ``out`` as a full Hugging Face
     folder. A folder already holding that export is kept as it is; any other existing folder is refused
-    unless it is an earlier export of curate's, which is replaced whole."""
+    unless it is an earlier export of curate's, which is replaced whole. Exports to one folder, from any
+    threads or processes, take turns."""
     out = Path(out)
     epoch = run.epochs_done if epoch is None else epoch
     info = {"run": run.info["fingerprint"], "epoch": epoch, "base": str(run.model_dir),
             "base_fingerprint": run.info["model_fingerprint"], "rows": len(run.ids),
             "lora_rank": run.config.lora_rank}
-    if out.exists():
-        if exported_model(out) == info:
-            return out
-        if exported_model(out) is None:
-            raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
-    model, tokenizer = run.load_model(epoch, device="cpu")
-    if run.config.lora_rank:
-        model = model.merge_and_unload()  # the adapter folded into the base weights: one plain model
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        for name in ("chat_template.jinja", "generation_config.json"):  # kept as the base has them
-            if (run.model_dir / name).is_file() and not (tmp / name).is_file():
-                shutil.copy(run.model_dir / name, tmp / name)
-        (tmp / EXPORTED_MODEL_FILE).write_text(json.dumps(info, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.parent / f".{out.name}.export.lock"):  # one writer of ``out`` at a time, any process
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+            if exported_model(out) == info:
+                return out
+            if exported_model(out) is None:
+                raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
+        model, tokenizer = run.load_model(epoch, device="cpu")
+        if run.config.lora_rank:
+            model = model.merge_and_unload()  # the adapter folded into the base weights: one plain model
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
+        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+        try:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            for name in ("chat_template.jinja", "generation_config.json"):  # kept as the base has them
+                if (run.model_dir / name).is_file() and not (tmp / name).is_file():
+                    shutil.copy(run.model_dir / name, tmp / name)
+            (tmp / EXPORTED_MODEL_FILE).write_text(json.dumps(info, indent=1))
+            # A folder cannot be replaced by rename, so the earlier export moves aside first: a reader can
+            # miss ``out`` only between two renames, never see it half-written or half-deleted.
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+        finally:
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
     return out
