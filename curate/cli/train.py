@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,21 +14,32 @@ train_app = typer.Typer(no_args_is_help=True, help="Training in the loop: a resu
                         "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
 app.add_typer(train_app, name="train")
 
+# The training options `train run` and `train model` share, declared once (typer reads them from each signature).
+ModelDir = Annotated[Path | None, typer.Option("--model", help="A Hugging Face causal LM folder "
+                                               "(default: the packaged SmolLM2-135M-Instruct).")]
+Device = Annotated[str | None, typer.Option("--device", help="cpu | cuda (default: cuda when present).")]
+Epochs = Annotated[int, typer.Option("--epochs", help="Epochs (the data map needs >= 2).")]
+LoraRank = Annotated[int, typer.Option("--lora-rank", help="LoRA rank (merged into the weights when a model is "
+                                       "exported); 0 = full fine-tune.")]
+LearningRate = Annotated[float, typer.Option("--learning-rate")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per optimizer step.")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per row (longer are cut).")]
+Seed = Annotated[int, typer.Option("--seed")]
+
 
 @train_app.command("run")
 def run_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     selection: str | None = typer.Option(None, "--selection", help="Train on this selection's kept rows "
                                          "(default: the whole pool)."),
-    model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
-                                      "(default: the packaged SmolLM2-135M-Instruct)."),
-    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
-    epochs: int = typer.Option(TRAIN.epochs, "--epochs", help="Epochs (the data map needs >= 2)."),
-    lora_rank: int = typer.Option(TRAIN.lora_rank, "--lora-rank", help="LoRA rank; 0 = full fine-tune."),
-    learning_rate: float = typer.Option(TRAIN.learning_rate, "--learning-rate"),
-    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size", help="Rows per optimizer step."),
-    max_length: int = typer.Option(TRAIN.max_length, "--max-length", help="Tokens per row (longer are cut)."),
-    seed: int = typer.Option(TRAIN.seed, "--seed"),
+    model: ModelDir = None,
+    device: Device = None,
+    epochs: Epochs = TRAIN.epochs,
+    lora_rank: LoraRank = TRAIN.lora_rank,
+    learning_rate: LearningRate = TRAIN.learning_rate,
+    batch_size: BatchSize = TRAIN.batch_size,
+    max_length: MaxLength = TRAIN.max_length,
+    seed: Seed = TRAIN.seed,
 ) -> None:
     """Fine-tune and write the columns confidence, variability, correctness, el2n, grand. Cached: a re-run
     reads the finished run; a killed run resumes after its last finished epoch."""
@@ -52,16 +64,14 @@ def model_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     selection: str = typer.Option(..., "--selection", help="Fine-tune on this selection's kept rows (MoDS: the seed)."),
     out: Path = typer.Option(..., "--out", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
-    model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
-                                      "(default: the packaged SmolLM2-135M-Instruct)."),
-    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
-    epochs: int = typer.Option(TRAIN.epochs, "--epochs"),
-    lora_rank: int = typer.Option(TRAIN.lora_rank, "--lora-rank", help="LoRA rank (merged into the weights on "
-                                  "export); 0 = full fine-tune."),
-    learning_rate: float = typer.Option(TRAIN.learning_rate, "--learning-rate"),
-    batch_size: int = typer.Option(TRAIN.batch_size, "--batch-size", help="Rows per optimizer step."),
-    max_length: int = typer.Option(TRAIN.max_length, "--max-length", help="Tokens per row (longer are cut)."),
-    seed: int = typer.Option(TRAIN.seed, "--seed"),
+    model: ModelDir = None,
+    device: Device = None,
+    epochs: Epochs = TRAIN.epochs,
+    lora_rank: LoraRank = TRAIN.lora_rank,
+    learning_rate: LearningRate = TRAIN.learning_rate,
+    batch_size: BatchSize = TRAIN.batch_size,
+    max_length: MaxLength = TRAIN.max_length,
+    seed: Seed = TRAIN.seed,
 ) -> None:
     """Fine-tune on a selection and write the model as a plain Hugging Face folder that vLLM serves (MoDS' seed
     model: let it answer the pool, judge its answers, select with --method necessity). Cached and resumable."""
