@@ -15,6 +15,7 @@ import pytest
 from curate.codes import Decision, FailureCode, Reason, describe
 from curate.errors import CurateError
 from curate.llm.backends import OpenAIBackend
+from curate.llm.dryrun import estimate
 from curate.llm.judges import Judge
 from curate.session import Workspace
 from tests.conftest import write_jsonl
@@ -74,6 +75,9 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     assert later[0]["content"].endswith("Reply to the next message.\n\nA joke?")
 
     judge = Judge("quality", backend, column="seed_answer_quality", response_column="seed_answer")
+    sent = fault_server.total
+    planned = estimate(ws, judge)  # a dry run renders the same answers and sends nothing
+    assert (planned.requests, planned.to_send, fault_server.total) == (3, 3, sent)
     ws.apply(judge, progress=False)
     quality = _sent(fault_server, "Quality digit (1-6):")
     assert len(quality) == 3  # one per answered turn: the row whose answer failed sends nothing
@@ -91,6 +95,7 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     result = ws.apply(judge, progress=False)
     assert result.computed == 4 and fault_server.total == sent + 1  # re-judged; unchanged texts come from the cache
     assert f"Answer: {answers[0][0]} And blue." in fault_server.messages[-1][-1]["content"]
+    assert estimate(ws, judge).to_send == 0
 
 
 def test_response_column_needs_a_prompt_that_reads_a_response(fault_server):
