@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from curate.cli.common import app, console
+from curate.cli.common import app, console, option
 from curate.defaults import TRAIN
 
 train_app = typer.Typer(no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
                         "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
 app.add_typer(train_app, name="train")
 
-# The training options `train run` and `train model` share, declared once (typer reads them from each signature).
-ModelDir = Annotated[Path | None, typer.Option("--model", help="A Hugging Face causal LM folder "
-                                               "(default: the packaged SmolLM2-135M-Instruct).")]
-Device = Annotated[str | None, typer.Option("--device", help="cpu | cuda (default: cuda when present).")]
-Epochs = Annotated[int, typer.Option("--epochs", help="Epochs (the data map needs >= 2).")]
-LoraRank = Annotated[int, typer.Option("--lora-rank", help="LoRA rank (merged into the weights when a model is "
-                                       "exported); 0 = full fine-tune.")]
-LearningRate = Annotated[float, typer.Option("--learning-rate")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per optimizer step.")]
-MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per row (longer are cut).")]
-Seed = Annotated[int, typer.Option("--seed")]
+
+# The training options `train run` and `train model` share, defined once (defaults: curate.defaults.TRAIN).
+MODEL = typer.Option(None, "--model", help="A Hugging Face causal LM folder (default: the packaged "
+                     "SmolLM2-135M-Instruct).")
+DEVICE = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present).")
+EPOCHS = option(TRAIN, "epochs", "Epochs (a data map needs >= 2).")
+LORA_RANK = option(TRAIN, "lora_rank", "LoRA rank (merged into the weights when a model is exported); 0 = full "
+                   "fine-tune.")
+LEARNING_RATE = option(TRAIN, "learning_rate", "Peak learning rate (linear warm-up, then linear decay).")
+BATCH_SIZE = option(TRAIN, "batch_size", "Rows per optimizer step.")
+MAX_LENGTH = option(TRAIN, "max_length", "Tokens per row (longer are cut).")
+SEED = option(TRAIN, "seed", "Seed of the row order and of the initial weights.")
 
 
 @train_app.command("run")
@@ -32,14 +32,14 @@ def run_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     selection: str | None = typer.Option(None, "--selection", help="Train on this selection's kept rows "
                                          "(default: the whole pool)."),
-    model: ModelDir = None,
-    device: Device = None,
-    epochs: Epochs = TRAIN.epochs,
-    lora_rank: LoraRank = TRAIN.lora_rank,
-    learning_rate: LearningRate = TRAIN.learning_rate,
-    batch_size: BatchSize = TRAIN.batch_size,
-    max_length: MaxLength = TRAIN.max_length,
-    seed: Seed = TRAIN.seed,
+    model: Path | None = MODEL,
+    device: str | None = DEVICE,
+    epochs: int = EPOCHS,
+    lora_rank: int = LORA_RANK,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
+    max_length: int = MAX_LENGTH,
+    seed: int = SEED,
 ) -> None:
     """Fine-tune and write the columns confidence, variability, correctness, el2n, grand. Cached: a re-run
     reads the finished run; a killed run resumes after its last finished epoch."""
@@ -64,14 +64,14 @@ def model_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     selection: str = typer.Option(..., "--selection", help="Fine-tune on this selection's kept rows (MoDS: the seed)."),
     out: Path = typer.Option(..., "--out", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
-    model: ModelDir = None,
-    device: Device = None,
-    epochs: Epochs = TRAIN.epochs,
-    lora_rank: LoraRank = TRAIN.lora_rank,
-    learning_rate: LearningRate = TRAIN.learning_rate,
-    batch_size: BatchSize = TRAIN.batch_size,
-    max_length: MaxLength = TRAIN.max_length,
-    seed: Seed = TRAIN.seed,
+    model: Path | None = MODEL,
+    device: str | None = DEVICE,
+    epochs: int = EPOCHS,
+    lora_rank: int = LORA_RANK,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
+    max_length: int = MAX_LENGTH,
+    seed: int = SEED,
 ) -> None:
     """Fine-tune on a selection and write the model as a plain Hugging Face folder that vLLM serves (MoDS' seed
     model: let it answer the pool, judge its answers, select with --method necessity). Cached and resumable."""
