@@ -20,6 +20,30 @@ def write_jsonl(path, records):
     return path
 
 
+class ScriptedBackend:
+    """An in-process backend of curate's own protocol (``run(requests, on_done)``) whose reply to each request
+    is ``reply(request)``: tests of whole runs (evol chains, tagging) that need a deterministic model, not a
+    server. It counts what it is sent."""
+
+    kind = "scripted"
+    model = "scripted-1"
+    supports_logprobs = False
+    supports_json_schema = True
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.requests_sent = 0
+
+    async def run(self, requests, on_done):
+        for req in requests:
+            self.requests_sent += 1
+            on_done(req, {"text": self.reply(req), "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                          "cost_usd": 0.0, "finish_reason": "stop"})
+
+    def describe(self):
+        return {"backend": self.kind, "model": self.model}
+
+
 @pytest.fixture
 def shapes(tmp_path):
     """One small file per shape curate auto-detects."""

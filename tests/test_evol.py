@@ -17,6 +17,7 @@ from curate.evol import (
     shuffle_order,
     unshuffle,
 )
+from tests.conftest import ScriptedBackend
 
 PARENT = "Write a poem about the sea."
 
@@ -301,33 +302,15 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
 # A whole run without a model: a scripted backend (rewrites append a sentence, ranks score in shown order)
 # ----------------------------------------------------------------------------------------------
 
-class ScriptedBackend:
+def _evol_reply(req) -> str:
     """Rewrites add one sentence (a seed containing ECHO comes back unchanged: eliminated as no_change);
     rank calls score the shown versions 1, 2, 3 ... in the order shown."""
-
-    kind = "scripted"
-    model = "scripted-1"
-    supports_logprobs = False
-    supports_json_schema = True
-
-    def __init__(self):
-        self.requests_sent = 0
-
-    async def run(self, requests, on_done):
-        for req in requests:
-            self.requests_sent += 1
-            user = req.messages[-1]["content"]
-            shown = user.count("[Version ")
-            if shown:
-                text = json.dumps({"scores": list(range(1, shown + 1))})
-            else:
-                task = user.split("Task: ", 1)[1].split("\n\nWrite this task again", 1)[0]
-                text = task if "ECHO" in task else task + " Include one more concrete example, please."
-            on_done(req, {"text": text, "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "cost_usd": 0.0,
-                          "finish_reason": "stop"})
-
-    def describe(self):
-        return {"backend": self.kind, "model": self.model}
+    user = req.messages[-1]["content"]
+    shown = user.count("[Version ")
+    if shown:
+        return json.dumps({"scores": list(range(1, shown + 1))})
+    task = user.split("Task: ", 1)[1].split("\n\nWrite this task again", 1)[0]
+    return task if "ECHO" in task else task + " Include one more concrete example, please."
 
 
 def test_evol_labels_land_in_the_workspace_label_sets(tmp_path):
@@ -335,7 +318,7 @@ def test_evol_labels_land_in_the_workspace_label_sets(tmp_path):
     from curate.session import Workspace
 
     seeds = SEEDS + [{"id": "s-echo", "instruction": "ECHO this line back."}]
-    backend = ScriptedBackend()
+    backend = ScriptedBackend(_evol_reply)
     ws = Workspace(tmp_path / "ws")
     labels = build_labels(seeds, backend, kind="complexity", steps=2, seed=0, workspace=ws, name="cx")
     sent = backend.requests_sent

@@ -25,7 +25,7 @@ from curate.tags import (
     train_tagger,
 )
 from curate.tags.sampling import instag_sample
-from tests.conftest import write_jsonl
+from tests.conftest import ScriptedBackend, write_jsonl
 
 
 def test_rule_aggregation_merges_case_plural_and_punctuation():
@@ -316,30 +316,13 @@ def test_train_tagger_and_predict_on_a_workspace(tmp_path):
     assert ws.column("tags_predicted") == predicted and ws.columns["tags_predicted"]["kind"] == "instag_tagger"
 
 
-class ScriptedTagBackend:
+def _tag_reply(req) -> str:
     """Tags each query with its capitalised words; a query containing BROKEN gets a reply that is not JSON."""
-
-    kind = "scripted"
-    model = "scripted-1"
-    supports_logprobs = False
-    supports_json_schema = True
-
-    def __init__(self):
-        self.requests_sent = 0
-
-    async def run(self, requests, on_done):
-        for req in requests:
-            self.requests_sent += 1
-            query = next(m["content"] for m in reversed(req.messages) if m["role"] == "user"
-                         and m["content"].startswith("Query: "))
-            words = [w.strip(".?") for w in query.split()[1:] if w[:1].isupper()]
-            text = "no json here" if "BROKEN" in query else json.dumps(
-                {"tags": [{"tag": " " if "BLANK" in query else w, "explanation": "named"} for w in words]})
-            on_done(req, {"text": text, "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "cost_usd": 0.0,
-                          "finish_reason": "stop"})
-
-    def describe(self):
-        return {"backend": self.kind, "model": self.model}
+    query = next(m["content"] for m in reversed(req.messages) if m["role"] == "user"
+                 and m["content"].startswith("Query: "))
+    words = [w.strip(".?") for w in query.split()[1:] if w[:1].isupper()]
+    return "no json here" if "BROKEN" in query else json.dumps(
+        {"tags": [{"tag": " " if "BLANK" in query else w, "explanation": "named"} for w in words]})
 
 
 def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
@@ -351,7 +334,7 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "a.jsonl", recs[:1]))
     ws.load(write_jsonl(tmp_path / "b.jsonl", recs[1:]))
-    backend = ScriptedTagBackend()
+    backend = ScriptedBackend(_tag_reply)
     result = ws.apply(Tagger(backend), progress=False)
     assert result.computed == 2 and result.failed == 1 and result.provenance["turns"] == 3
     prov = ws.columns["tags_raw"]
