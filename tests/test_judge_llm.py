@@ -146,3 +146,29 @@ def test_seeded_requests_whose_prompts_fill_the_step_do_not_kill_the_local_engin
         answers = list(pool.map(ask, range(1, 4)))
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
     assert ask(9) is not None  # the engine is still alive afterwards
+
+
+def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_path):
+    """A prompt's params act the same through a server and in-process: the in-process engine maps each one onto
+    vLLM's SamplingParams or refuses it before loading a model (it used to drop penalties without a word)."""
+    import asyncio
+
+    from curate.errors import CurateError
+    from curate.llm.base import Request
+    from curate.llm.prompts import load_prompt
+    from curate.llm.vllm_engine import VLLMBackend, sampling_kwargs
+
+    backend = VLLMBackend(tmp_path / "no-model-is-loaded")
+    sampling = sampling_kwargs({"temperature": 0.7, "max_completion_tokens": 64, "frequency_penalty": 0.5,
+                                "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5,
+                                "logit_bias": {"17": -100}, "stop": ["\n\n"]})
+    assert sampling == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 64, "logprobs": None, "seed": None,
+                        "stop": ["\n\n"], "structured_outputs": None, "frequency_penalty": 0.5,
+                        "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5, "logit_bias": {17: -100.0}}
+    with pytest.raises(CurateError, match=r"no request parameter \['typical_p'\]"):
+        asyncio.run(backend.run([Request("k", [{"role": "user", "content": "hi"}], {"typical_p": 0.9})],
+                                lambda *_: None))
+    assert backend._llm is None  # refused before the engine started
+    answer = load_prompt("answer")  # the shipped prompts run in-process as they are
+    variables = {"instruction": "Name a colour.", "system": "", "history": []}
+    assert sampling_kwargs(build_requests(answer, [variables], backend)[0].params)["max_tokens"] == 512

@@ -8,6 +8,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
+from curate.errors import CurateError
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.local import (
@@ -18,6 +19,34 @@ from curate.llm.local import (
     prepare_model,
     server_env,
 )
+
+# Request parameters sampling_params maps itself, and those the engine takes under the same name (the OpenAI
+# chat fields and vLLM's own extras that its server also accepts).
+MAPPED_PARAMS = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs",
+                           "seed", "stop", "response_format"})
+SAMPLING_PARAMS = ("presence_penalty", "frequency_penalty", "repetition_penalty", "top_k", "min_p", "min_tokens",
+                   "stop_token_ids", "ignore_eos", "logit_bias", "skip_special_tokens", "include_stop_str_in_output")
+
+
+def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``SamplingParams`` for a request's OpenAI-style ``params``. Every parameter
+    is honoured or refused: one the engine has no counterpart for raises, as an API server answers 400, rather
+    than being dropped (a prompt's ``frequency_penalty`` must not act through a server and vanish in-process)."""
+    unknown = sorted(set(params) - MAPPED_PARAMS - set(SAMPLING_PARAMS))
+    if unknown:
+        raise CurateError(f"the in-process vLLM engine (--backend vllm) has no request parameter {unknown}; it "
+                          f"takes {sorted(MAPPED_PARAMS | set(SAMPLING_PARAMS))}. Remove it from the prompt's "
+                          "params, or send through a server (--backend local, or --base-url)")
+    fmt = params.get("response_format") or {}
+    structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
+                  else {"json_object": True} if fmt.get("type") == "json_object" else None)
+    max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or BACKEND.worst_case_max_tokens
+    extra = {k: params[k] for k in SAMPLING_PARAMS if params.get(k) is not None}
+    if "logit_bias" in extra:  # JSON object keys are strings; the engine indexes token ids
+        extra["logit_bias"] = {int(k): float(v) for k, v in extra["logit_bias"].items()}
+    return {"temperature": float(params.get("temperature", 0.0)), "top_p": float(params.get("top_p", 1.0)),
+            "max_tokens": int(max_tokens), "logprobs": params.get("top_logprobs") if params.get("logprobs") else None,
+            "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured, **extra}
 
 
 class VLLMBackend(Backend):
@@ -59,24 +88,18 @@ class VLLMBackend(Backend):
         return self._llm
 
     def sampling_params(self, params: dict[str, Any]):
+        """vLLM's ``SamplingParams`` for a request's OpenAI-style ``params`` (see :func:`sampling_kwargs`)."""
+        kwargs = sampling_kwargs(params)  # first: a refused parameter stops before vLLM is imported (~10 s)
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        structured = None
-        fmt = params.get("response_format")
-        if fmt and fmt.get("type") == "json_schema":
-            structured = StructuredOutputsParams(json=fmt["json_schema"]["schema"])
-        elif fmt and fmt.get("type") == "json_object":
-            structured = StructuredOutputsParams(json_object=True)
-        top = params.get("top_logprobs") if params.get("logprobs") else None
-        return SamplingParams(temperature=float(params.get("temperature", 0.0)), top_p=float(params.get("top_p", 1.0)),
-                              max_tokens=int(params.get("max_tokens") or BACKEND.worst_case_max_tokens), logprobs=top,
-                              seed=params.get("seed"), stop=params.get("stop"), structured_outputs=structured)
+        structured = kwargs.pop("structured_outputs")
+        return SamplingParams(**kwargs, structured_outputs=StructuredOutputsParams(**structured) if structured else None)
 
     def generate_batch(self, requests: list[Request]) -> list[dict[str, Any]]:
         """One engine call for all ``requests``; results in the same order."""
-        outputs = self.llm.chat([r.messages for r in requests], sampling_params=[self.sampling_params(r.params)
-                                                                                 for r in requests], use_tqdm=False)
+        sampling = [self.sampling_params(r.params) for r in requests]  # before the engine loads: a refused parameter
+        outputs = self.llm.chat([r.messages for r in requests], sampling_params=sampling, use_tqdm=False)
         results = []
         for out in outputs:
             comp = out.outputs[0]
