@@ -15,7 +15,8 @@ Pools, each loaded into its own workspace under ``--workspace`` once:
 * AlpaGasus's 9,229 Alpaca rows with ChatGPT's helpfulness flag (rating >= 4.5): the flag's rate among dropped and
   kept rows.
 
-The rules were written before these labels were read; nothing here tunes them. Prints a ``RESULT`` line. The
+The rules were written before these labels were read, with one exception: the loop rule's block limit (100 words)
+was chosen among 30, 60 and 100 by reading the Auto-J and MT-bench rows each newly flagged. Prints a ``RESULT`` line. The
 machine is shared: times are indicative.
 """
 

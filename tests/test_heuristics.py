@@ -9,7 +9,7 @@ from curate.cli import sample_path
 from curate.codes import Reason, describe
 from curate.errors import CurateError
 from curate.pipeline import run_pipeline
-from curate.select.heuristics import repeated_tail, unclosed_fence
+from curate.select.heuristics import looping_tail, repeated_tail, unclosed_fence
 from tests.conftest import write_jsonl
 
 LOOP = "Here is the plan. " + "I will stay here and wait for the train to come back home again. " * 6
@@ -122,6 +122,23 @@ def test_repeated_tail_and_fences_by_definition():
     assert repeated_tail("the cat sat on the mat".split()) == (0, 0)
     assert unclosed_fence("```py\nx = 1\n```\n~~~\ny") and not unclosed_fence("~~~\ny\n~~~")
     assert not unclosed_fence("use ```x``` inline")
+
+
+def test_loops_that_a_small_model_writes_are_loops_and_lists_and_rules_are_not():
+    """The loops a 135M model wrote when it never stopped (evals/answer_penalties.py): a numbered list whose
+    items repeat but for their numbers, and runs of one unit of characters that hold no word."""
+    item = "Follow up with the organisers to make sure that everything is still going well."
+    numbered = "Steps:\n" + "\n".join(f"{k}. {item}" for k in range(1, 9)) + "\n9. Follow up with the"
+    loop = looping_tail(numbered, 50)
+    assert loop["value"] == 116 and loop["evidence"].endswith("going well follow up with the (x8)")  # 14-word block
+    for run, unit in ((" }" * 60, "' }'"), ("oh" * 60, "'oh'"), ("Bamboo " + "\uff0d" * 60, "'\uff0d'")):
+        assert looping_tail(run, 50)["evidence"] == f"{unit} (x60)"
+        assert looping_tail(run, 60) is None  # more than max_repeats repeats, as words must exceed it
+    cut_short = "Intro. " + "I shall not be deterred. " * 12 + "I shall not be deter"  # max_tokens, mid-word
+    assert looping_tail(cut_short, 50)["value"] == 65 and looping_tail(cut_short[:-5] + "moved", 50) is None
+    distinct = "\n".join(f"{k}. Step {word} of the plan." for k, word in enumerate("abcdefghijklmnopqrstuvwxyz", 1))
+    assert looping_tail(distinct, 50) is None  # numbered items that differ
+    assert looping_tail("Done.\n" + "=" * 40, 50) is None and looping_tail("x = 1" + " " * 300, 50) is None
 
 
 def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):

@@ -11,7 +11,10 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   "unfiltered" pools removed: a model tuned on it learns to disclaim);
 * ``repeated_tail`` — a response that ends in a loop: its last words are one block of at most
   ``LOOP_MAX_PERIOD`` words repeated, spanning more than ``max_repeated_tail_words`` words (a generation that
-  never stopped); a chorus or a table repeats, but not for its whole tail;
+  never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
+  break a loop ("18. Follow up ... 19. Follow up ..."), nor does a last word cut short, and a tail of one unit of
+  at most ``LOOP_MAX_UNIT_CHARS`` characters repeated more than ``max_repeated_tail_words`` times is a loop too
+  ("} } } }", "ohohoh", "－－－");
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
@@ -41,11 +44,14 @@ from curate.select.registry import SelectorResult, register
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
 REFUSAL_WINDOW = 200   # characters of a response's opening read for the decline that follows an apology
-LOOP_MAX_PERIOD = 30   # longest block (in words) a looping tail repeats
+LOOP_MAX_PERIOD = 100  # longest block (in words) a looping tail repeats (a paragraph a small model says again)
+LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of characters repeats
+LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
 LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
 LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
 
 _WORD = re.compile(r"\w+")
+_LIST_NUMBER = re.compile(r"^[ \t]*\d+[.)]", re.MULTILINE)  # "18." / "7)" opening a line: an item's number
 # digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
 _NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
 _APOLOGY = re.compile(r"^\W*(i'?m (really |so )?sorry|i am (really |so )?sorry|sorry|i apologi[sz]e|my apologies|"
@@ -91,6 +97,24 @@ def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[
         if span >= 2 * period and span > best:
             best, best_period = span, period
     return best, best_period
+
+
+def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
+    """{value, evidence} when ``text`` ends in a loop (the ``repeated_tail`` rule), else None: a tail of words
+    (line-opening list numbers left out) longer than ``max_repeats`` words made of one repeated block, or a run of
+    one unit of characters repeated more than ``max_repeats`` times."""
+    words = _WORD.findall(_LIST_NUMBER.sub(" ", text.lower()))
+    span, period = repeated_tail(words)
+    cut_span, cut_period = repeated_tail(words[:-1])
+    if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
+        span, period = cut_span + 1, cut_period  # max_tokens cut the last word short ("... I shall not be deter")
+    if span > max_repeats:
+        return {"value": span, "evidence": f"{' '.join(words[-period:])[:120]} (x{span // period})"}
+    chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
+    span, period = repeated_tail(chars, LOOP_MAX_UNIT_CHARS)
+    if period and span // period > max_repeats:  # "} } }", "ohoh", a symbol no word pattern sees
+        return {"value": span // period, "evidence": f"{''.join(chars[-period:])!r} (x{span // period})"}
+    return None
 
 
 def unclosed_fence(text: str) -> bool:
@@ -177,13 +201,8 @@ class Rules:
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
             if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply)):
                 per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})
-            if self.max_repeated_tail_words:
-                words = _WORD.findall(reply.lower())
-                span, period = repeated_tail(words)
-                if span > self.max_repeated_tail_words:
-                    per_reply.setdefault("repeated_tail", {
-                        "turn": turn, "value": span, "limit": self.max_repeated_tail_words,
-                        "evidence": f"{' '.join(words[-period:])[:120]} (x{span // period})"})
+            if self.max_repeated_tail_words and (loop := looping_tail(reply, self.max_repeated_tail_words)):
+                per_reply.setdefault("repeated_tail", {"turn": turn, **loop, "limit": self.max_repeated_tail_words})
             if self.unclosed_code_fence and unclosed_fence(reply):
                 per_reply.setdefault("unclosed_code_fence", {"turn": turn})
         found += [{"rule": rule, **per_reply[rule]} for rule in RULES if rule in per_reply]
