@@ -37,10 +37,11 @@ SETTINGS = {  # name -> request params over the answer prompt's own (temperature
 
 def main() -> None:
     from curate.codes import FailureCode
+    from curate.defaults import HEURISTICS
     from curate.llm.backends import VLLMBackend
     from curate.llm.judges import Judge
     from curate.scorers import load_default
-    from curate.select.heuristics import repeated_tail
+    from curate.select.heuristics import looping_tail
     from curate.session import Workspace
 
     ws = Workspace.open(WORK / "ws")
@@ -62,7 +63,7 @@ def main() -> None:
             ws.apply(quality.reading_replies(column), rows, progress=False)
             fails = [f[0] if f else None for f in ws.failures(column, rows)]
             cut = [f for f in fails if f is not None and f.code is FailureCode.TRUNCATED]
-            looping = sum(repeated_tail((f.raw or "").split())[0] > 50 for f in cut)
+            looping = sum(looping_tail(f.raw or "", HEURISTICS.max_repeated_tail_words) is not None for f in cut)
             scores = [v for v in ws.row_values(f"{column}_quality", rows) if v is not None]
             tokens = ws.column_provenance(column).get("tokens") or {}
             results[name] = {"finished": len(rows) - len(cut), "unfinished_looping": looping,
@@ -77,7 +78,7 @@ def main() -> None:
             print(f"  first finished answer: {sample[:160]!r}")
     finally:
         engine.close()
-    print("RESULT rows=%d max_tokens=%d pool_quality=%.3f " % (len(rows), MAX_TOKENS, pool) + " ".join(
+    print(f"RESULT rows={len(rows)} max_tokens={MAX_TOKENS} pool_quality={pool:.3f} " + " ".join(
         f"{k}:finished={v['finished']},looping={v['unfinished_looping']},quality={v['quality_finished']:.3f}"
         for k, v in results.items()))
 
