@@ -12,10 +12,13 @@ Three modes, on the pool of evals/downstream.py (pool_30k less the held-out refe
       the seed model: curate's harness with downstream's SFT settings on the seed rows (LoRA merged); its greedy
       answers to the candidates (transformers generate, the chat template the ``answer`` prompt gets from vLLM,
       ``MODS_MAX_NEW`` 512 new tokens; an answer without end of turn by then is marked truncated). $OUT/answers.jsonl.gz
+      ``MODS_REPETITION_PENALTY`` (e.g. 1.15) decodes with that penalty instead of plain greedy (as the request
+      param ``repetition_penalty`` does in vLLM: prompt and answer tokens both count).
   python3 evals/mods_downstream.py select OUT_DIR ANSWERS      (here, CPU)
       the answers into the workspace (a truncated one as the failure ``truncated``, as the answer judge records
       it), judged by the shipped quality scorer (``reading_replies``), then the ``necessity`` selector: the seed
-      plus half the size by k-center from the seed outward among rows answered below the good bar. mods_uids.json.
+      plus half the size by k-center from the seed outward among rows answered below the good bar.
+      ``<MODS_NAME>_uids.json`` (default ``mods``).
 Then ``DOWNSTREAM_METHODS=random,mods,kcenter python3 evals/downstream.py run DS_INPUTS`` on the GPU with both
 uid files among the inputs.
 """
@@ -23,6 +26,7 @@ uid files among the inputs.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import sys
@@ -106,6 +110,9 @@ def answer(out: Path) -> None:
     if tok.pad_token is None:  # left padding, masked out: any token serves
         tok.pad_token = "<|im_end|>"
     max_new = int(os.environ.get("MODS_MAX_NEW", 512))
+    penalty = ({"repetition_penalty": float(os.environ["MODS_REPETITION_PENALTY"])}
+               if os.environ.get("MODS_REPETITION_PENALTY") else {})
+    print(f"decoding: greedy{', ' + str(penalty) if penalty else ''}", flush=True)
     prompts = [tok.apply_chat_template([{"role": "user", "content": by_uid[u]["instruction"]}], tokenize=False,
                                        add_generation_prompt=True) for u in cand]
     order = sorted(range(len(cand)), key=lambda i: len(prompts[i]))
@@ -118,7 +125,7 @@ def answer(out: Path) -> None:
                   add_special_tokens=False).to(device)
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=end,
-                                 pad_token_id=tok.pad_token_id or end)
+                                 pad_token_id=tok.pad_token_id or end, **penalty)
         for j, i in enumerate(idx):
             new = gen[j, enc.input_ids.shape[1]:].tolist()
             done = end in new
@@ -143,17 +150,19 @@ def select(out: Path, answers: Path) -> None:
     values = [[None] if g["truncated"] else [g["answer"]] for g in got]
     fails = [[Failure(FailureCode.TRUNCATED, "stopped at max_new_tokens", g["answer"], 1).to_dict()]
              if g["truncated"] else None for g in got]
-    ws.add_column("seed_answer", values, {"kind": "judge", "granularity": "turn", "fingerprint": "mods-seed-answers"},
-                  ids=ids)
+    digest = hashlib.sha256(answers.read_bytes()).hexdigest()[:12]  # other answers: re-judged, never stale
+    ws.add_column("seed_answer", values, {"kind": "judge", "granularity": "turn",
+                                          "fingerprint": f"mods-seed-answers-{digest}"}, ids=ids)
     ws.add_column("seed_answer_failure", fails, {"kind": "failure", "of": "seed_answer"}, ids=ids)
     quality = load_default("quality")
     ws.apply(quality.reading_replies("seed_answer"), ids, progress=False)
     bar = ws.selection("good").provenance["min_score"]
-    mods = ws.select(method="necessity", name="mods", input_selection="good", seed="seed",
+    name = os.environ.get("MODS_NAME", "mods")
+    mods = ws.select(method="necessity", name=name, input_selection="good", seed="seed",
                      answer_score="seed_answer_quality", max_answer_score=bar, budget=SIZE - SIZE // 2,
                      answers="seed_answer")
     uid = dict(zip(ws.ids, ws.column("uid"), strict=True))
-    (out / "mods_uids.json").write_text(json.dumps({"how": f"MoDS: seed + necessary rows (answer < {bar:.3f})",
+    (out / f"{name}_uids.json").write_text(json.dumps({"how": f"MoDS: seed + necessary rows (answer < {bar:.3f})",
                                                     "uids": [uid[i] for i in mods.ids]}))
     scores = np.array([v if v is not None else np.nan for v in ws.row_values("seed_answer_quality", ids)], float)
     own = np.array(ws.row_values("quality", ids), float)
