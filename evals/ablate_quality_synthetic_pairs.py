@@ -94,29 +94,35 @@ def synthetic(pairs, singles, sources, splits, kinds, n: int, seed: int = 0) -> 
 
 
 @contextmanager
-def with_synthetic_pairs(kinds, n: int):
-    """Within the block, every quality fit also learns from ``n`` synthetic pairs of its own sources and splits."""
+def with_extra_pairs(make, p_first: float = P_ORIGINAL):
+    """Within the block, every quality fit also learns from the pairs ``make(pairs, singles, sources, splits)``
+    returns, (instruction, better answer, worse answer) each, with P(first wins) = ``p_first``."""
     base_fit, base_head = T.fit_quality, T.fit_joint_head
     current: dict[str, np.ndarray] = {}
 
     def fit(cfg, pairs, singles, splits, sources=Q.SOURCES):
-        syn = synthetic(pairs, singles, sources, splits, kinds, n)
+        extra = make(pairs, singles, sources, splits)
         sc = T.make("quality", **cfg)
-        ins = [s[0] for s in syn]
-        current["a"], current["b"] = T.features(sc, ins, [s[1] for s in syn]), T.features(sc, ins, [s[2] for s in syn])
+        ins = [s[0] for s in extra]
+        current["a"], current["b"] = T.features(sc, ins, [s[1] for s in extra]), T.features(sc, ins, [s[2] for s in extra])
         return base_fit(cfg, pairs, singles, splits, sources)
 
     def head(X, y, pa, pb, pp, **kw):
         a, b = current["a"], current["b"]
         pa = a if pa is None else np.vstack([pa, a])
         pb = b if pb is None else np.vstack([pb, b])
-        return base_head(X, y, pa, pb, list(pp or []) + [P_ORIGINAL] * len(a), **kw)
+        return base_head(X, y, pa, pb, list(pp or []) + [p_first] * len(a), **kw)
 
     T.fit_quality, T.fit_joint_head = fit, head
     try:
         yield
     finally:
         T.fit_quality, T.fit_joint_head = base_fit, base_head
+
+
+def with_synthetic_pairs(kinds, n: int):
+    """Every quality fit also learns from ``n`` synthetic pairs of its own sources and splits."""
+    return with_extra_pairs(lambda pairs, singles, sources, splits: synthetic(pairs, singles, sources, splits, kinds, n))
 
 
 def zero_shot_val(cfg, pairs, singles) -> dict[str, float]:
