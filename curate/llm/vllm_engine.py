@@ -98,7 +98,7 @@ class VLLMBackend(Backend):
 
     def generate_batch(self, requests: list[Request]) -> list[dict[str, Any]]:
         """One engine call for all ``requests``; results in the same order."""
-        sampling = [self.sampling_params(r.params) for r in requests]  # before the engine loads: a refused parameter
+        sampling = [self.sampling_params(r.params) for r in requests]  # before self.llm: a refused one loads nothing
         outputs = self.llm.chat([r.messages for r in requests], sampling_params=sampling, use_tqdm=False)
         results = []
         for out in outputs:
