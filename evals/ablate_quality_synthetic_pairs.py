@@ -143,15 +143,22 @@ def main() -> None:
     T.with_interval = lambda metrics, y, pred, groups: metrics  # figures only: no bootstrap intervals here
     pairs, singles = T.quality_sets(args.data)
     cfg = T.GRID["quality"][0]
-    variants = {"shipped (no synthetic pairs)": []} | {k: [k] for k in DAMAGE} | {"all three": list(DAMAGE)}
-    rows, zval = {}, {}
-    for name, kinds in variants.items():
-        with with_synthetic_pairs(kinds, args.pairs) if kinds else nullcontext():
-            rows[name], zval[name] = Q.measure(cfg, pairs, singles), zero_shot_val(cfg, pairs, singles)
-        z = zval[name]
+    variants = {"shipped (no synthetic pairs)": None} | {
+        name: (lambda kinds=kinds: with_synthetic_pairs(kinds, args.pairs))
+        for name, kinds in ({k: [k] for k in DAMAGE} | {"all three": list(DAMAGE)}).items()}
+    compare(variants, cfg, pairs, singles, "synthetic pairs")
+
+
+def compare(variants: dict, cfg, pairs, singles, title: str) -> None:
+    """Measure each variant (name -> a context-manager factory, None for the shipped recipe, listed first) and
+    print the zero-shot val figures, the table, the val choice and the ``RESULT`` line."""
+    rows = {}
+    for name, extra in variants.items():
+        with extra() if extra else nullcontext():
+            rows[name], z = Q.measure(cfg, pairs, singles), zero_shot_val(cfg, pairs, singles)
         print(f"{name}: zero-shot val MT-bench {z['mtbench']:.3f}, Auto-J {z['autoj']:.3f}, AlpacaEval pairs "
               f"{z['alpaca_eval']:.3f}", flush=True)
-    Q.print_rows(rows, "shipped (no synthetic pairs)", "synthetic pairs")
+    Q.print_rows(rows, next(iter(variants)), title)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,13 @@ import gzip
 import json
 import random
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import quality_ablation as Q  # noqa: E402
 import train_default_scorers as T  # noqa: E402
-from ablate_quality_synthetic_pairs import with_extra_pairs, zero_shot_val  # noqa: E402
+from ablate_quality_synthetic_pairs import compare, with_extra_pairs  # noqa: E402
 from downstream import load_pool, norm  # noqa: E402
 
 
@@ -74,15 +72,9 @@ def main() -> None:
     extra = weak_pairs(args.answers, args.data, pairs, singles, args.pairs, max_length_ratio=args.max_length_ratio)
     print(f"{len(extra)} weak-model pairs; the model's answers {sum(len(e[2]) for e in extra) / len(extra):.0f} "
           f"characters on average, the pool's replies {sum(len(e[1]) for e in extra) / len(extra):.0f}", flush=True)
-    variants = {"shipped (no weak-model pairs)": None, f"weak-model pairs ({len(extra)})": extra}
-    rows, zval = {}, {}
-    for name, chosen in variants.items():
-        with with_extra_pairs(lambda *_, chosen=chosen: chosen) if chosen else nullcontext():
-            rows[name], zval[name] = Q.measure(cfg, pairs, singles), zero_shot_val(cfg, pairs, singles)
-        z = zval[name]
-        print(f"{name}: zero-shot val MT-bench {z['mtbench']:.3f}, Auto-J {z['autoj']:.3f}, AlpacaEval pairs "
-              f"{z['alpaca_eval']:.3f}", flush=True)
-    Q.print_rows(rows, "shipped (no weak-model pairs)", "weak-model pairs")
+    compare({"shipped (no weak-model pairs)": None,
+             f"weak-model pairs ({len(extra)})": lambda: with_extra_pairs(lambda *_: extra)},
+            cfg, pairs, singles, "weak-model pairs")
 
 
 if __name__ == "__main__":
