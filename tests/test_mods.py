@@ -150,18 +150,22 @@ def test_necessity_keeps_the_seed_and_every_row_its_model_answers_badly(tmp_path
     assert sel.provenance["necessary_rows"] == 5
 
 
-def test_necessity_counts_an_answer_cut_off_at_max_tokens_as_a_failed_answer(tmp_path):
+def test_necessity_counts_an_answer_cut_off_at_max_tokens_or_ending_in_a_loop_as_a_failed_answer(tmp_path):
     ws = _necessity_workspace(tmp_path)
     ids = ws.ids
-    ws.add_column("seed_answer", [[None] if i == 6 else [f"answer {i}"] for i in range(10)],
+    loop = "Here is my plan. " + "I will try again. " * 20  # it stopped, after going round in circles
+    ws.add_column("seed_answer", [[None] if i == 6 else [loop] if i == 4 else [f"answer {i}"] for i in range(10)],
                   {"kind": "test", "granularity": "turn"})
     ws.add_column("seed_answer_failure", [[{"code": "truncated", "message": "max_tokens", "raw": "a a a", "turn": 1}]
                                           if i == 6 else None for i in range(10)], {"kind": "failure"})
     sel = ws.select(method="necessity", name="mods3", seed="seed", answer_score="seed_answer_quality",
                     max_answer_score=3.5, answers="seed_answer")
     rows = {r["id"]: r for r in sel.rows()}
-    assert sel.ids[2] == ids[6] and rows[ids[6]]["detail"] == {"part": "necessity", "answer": "truncated"}
-    assert sel.provenance["unfinished_answers"] == 1 and sel.provenance["necessary_rows"] == 6
+    assert sel.ids[2:4] == [ids[4], ids[6]]  # failed answers first, in pool order
+    assert rows[ids[6]]["detail"] == {"part": "necessity", "answer": "truncated"}
+    assert rows[ids[4]]["detail"] == {"part": "necessity", "answer": "looping"}  # judged 4.0, yet failed
+    assert sel.provenance["unfinished_answers"] == 1 and sel.provenance["looping_answers"] == 1
+    assert sel.provenance["necessary_rows"] == 7
 
 
 def test_necessity_with_a_budget_adds_the_rows_farthest_from_the_seed(tmp_path):

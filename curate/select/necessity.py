@@ -24,9 +24,10 @@ import math
 import numpy as np
 
 from curate.codes import Decision, FailureCode, Reason
-from curate.defaults import EMBED
+from curate.defaults import EMBED, HEURISTICS
 from curate.errors import CurateError
 from curate.select.diversity import kcenter_greedy
+from curate.select.heuristics import looping_tail
 from curate.select.inputs import vectors
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import score_rows
@@ -50,7 +51,8 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     scores below ``max_answer_score`` (``answer_score``: a judge column of those answers; a row's lowest turn
     counts). ``budget``: add only that many, picked by k-center greedy from the seed outward (else all).
     ``answers``: the column of the answers themselves; a row whose answer ran past max_tokens (failure
-    ``truncated``: a small model that loops or rambles) is then a failed answer, so necessary, not unscored."""
+    ``truncated``: a small model that loops or rambles), or ends in a loop (the heuristics' ``repeated_tail``
+    rule), is then a failed answer, so necessary, whatever its score."""
     if isinstance(max_answer_score, float) and math.isnan(max_answer_score):
         raise CurateError("necessity: max_answer_score is NaN")
     seed_ids, seed_positions = selection_positions(ws, seed)
@@ -63,21 +65,27 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     rest = np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64)
     rest_ids = [ws.ids[p] for p in rest.tolist()]
     scores = lowest_turn_scores(ws, answer_score, rest_ids)
-    if answers is not None:  # an unfinished answer ranks below every judged one
+    failed: dict[int, str] = {}  # an unfinished or looping answer ranks below every judged one
+    if answers is not None:
+        texts = ws.column(answers, rest_ids)
         for k, fails in enumerate(ws.failures(answers, rest_ids)):
             if np.isnan(scores[k]) and any(f.code is FailureCode.TRUNCATED for f in fails):
-                scores[k] = -math.inf
+                failed[k] = "truncated"
+            elif any(t and looping_tail(t, HEURISTICS.max_repeated_tail_words) for t in texts[k] or []):
+                failed[k] = "looping"  # it stopped, but after going round in circles
+    scores[list(failed)] = -math.inf
     missing = np.isnan(scores)
     why = score_rows(ws, answer_score, [rest_ids[k] for k in np.flatnonzero(missing)]) if missing.any() else None
     needed = np.flatnonzero(~missing & (scores < max_answer_score))
     needed = needed[np.argsort(scores[needed], kind="stable")]  # the worst answered first
     out = SelectorResult(info={"seed": seed, "seed_rows": len(seed_positions), "answer_score": answer_score,
                                "max_answer_score": max_answer_score, "necessary_rows": len(needed),
-                               "unfinished_answers": int(np.isneginf(scores).sum()), "answers": answers,
+                               "unfinished_answers": sum(v == "truncated" for v in failed.values()),
+                               "looping_answers": sum(v == "looping" for v in failed.values()), "answers": answers,
                                "turns": "a row's lowest turn score", "budget": budget})
 
     def answer(k: int) -> dict:
-        return {"answer": "truncated"} if np.isneginf(scores[k]) else {"answer_score": float(scores[k])}
+        return {"answer": failed[k]} if k in failed else {"answer_score": float(scores[k])}
 
     for p in seed_positions:
         out.add(p, Decision.KEPT, Reason.SELECTED, {"part": "seed"})
