@@ -105,9 +105,10 @@ def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
     one unit of characters repeated more than ``max_repeats`` times."""
     words = _WORD.findall(_LIST_NUMBER.sub(" ", text.lower()))
     span, period = repeated_tail(words)
-    cut_span, cut_period = repeated_tail(words[:-1])
-    if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
-        span, period = cut_span + 1, cut_period  # max_tokens cut the last word short ("... I shall not be deter")
+    if span <= max_repeats:  # max_tokens may have cut the last word short ("... I shall not be deter")
+        cut_span, cut_period = repeated_tail(words[:-1])
+        if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
+            span, period = cut_span + 1, cut_period
     if span > max_repeats:
         return {"value": span, "evidence": f"{' '.join(words[-period:])[:120]} (x{span // period})"}
     chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
