@@ -14,6 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ONE_THREAD = bool(os.environ.get("PYTEST_XDIST_WORKER")) and "OMP_NUM_THREADS" not in os.environ
+if ONE_THREAD:
+    # Two workers share the machine's cores: one intra-op thread each, and for the processes a test starts. With
+    # torch's default (a thread per core) in both, a torch-bound test ran 4x slower (14 s -> 56 s on 2 cores).
+    # The local vLLM server keeps vLLM's own setting (see _launch_server).
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def write_jsonl(path, records):
@@ -113,11 +119,22 @@ def pytest_collection_modifyitems(session, config, items):
         os.close(os.open(shared / "launch", os.O_CREAT | os.O_EXCL))  # atomic: one worker launches
     except FileExistsError:
         return result
-    server = LocalServer(log_path=shared / "server.log", startup_timeout=SERVER_START_S).launch()
+    server = _launch_server(LocalServer(log_path=shared / "server.log", startup_timeout=SERVER_START_S))
     tmp = shared / "server.json.tmp"
     tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype}))
     os.replace(tmp, shared / "server.json")
     return result
+
+
+def _launch_server(server):
+    """Launch with the environment the tests started in (not a worker's one OMP thread)."""
+    if ONE_THREAD:
+        os.environ.pop("OMP_NUM_THREADS")
+    try:
+        return server.launch()
+    finally:
+        if ONE_THREAD:
+            os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def pytest_sessionfinish(session, exitstatus):
