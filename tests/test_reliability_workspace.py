@@ -33,8 +33,15 @@ def curate_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(_cli_command(*args), capture_output=True, text=True, cwd=cwd, timeout=CLI_TIMEOUT_S)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C not ignored, as a shell gives it. A child inherits an ignored SIGINT and
+    curate then rightly leaves it ignored; pytest-xdist's workers were found running with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args) -> subprocess.Popen:
-    return subprocess.Popen(_cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(_cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 # Imports the command line and the libraries a load uses, says it is ready, waits for the go file, then runs
@@ -181,7 +188,7 @@ main()
 def _interrupted_script(script: str) -> subprocess.CompletedProcess:
     """Run a script that adds a command to curate's CLI and runs it; it must end as Ctrl-C does (130, one line)."""
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_as_from_a_terminal)
     assert r.returncode == 130, (r.returncode, r.stderr[-3000:])
     assert "Traceback" not in r.stderr and r.stderr.strip().startswith("interrupted"), r.stderr
     return r
