@@ -234,6 +234,41 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
 
 
+def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_engine_does(cluster, tmp_path):
+    """`curate run --engine ray --heuristics`: the text rules run on the driver between Ray's dedup and Ray's
+    scoring, and the actors score only the rows they kept, as one process does."""
+    from curate.pipeline import run_pipeline
+    from curate.session import Workspace
+
+    failing = [{"instruction": "Tell me a joke about sorting.", "output": "I'm sorry, but I can't help with that."},
+               {"instruction": "Explain the query cache.", "output": "The cache keeps the query. " * 30},
+               {"instruction": "Summarise the schema.", "output": "As an AI language model, I cannot see your schema."}]
+    records = generated_pool(150, seed=11) + failing
+    whole = write_jsonl(tmp_path / "pool.jsonl", records)
+    shards = write_shards(tmp_path / "shards", records, 3)
+    address, env = cluster
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
+                        "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True)
+
+    ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
+    assert ray_ws.ids == ws.ids
+    rules = ws.selection("heuristics")
+    assert ray_ws.selection("heuristics").table.to_pylist() == rules.table.to_pylist()
+    failed = {row_id for row_id, reason in zip(rules.table["id"].to_pylist(), rules.table["reason"].to_pylist(),
+                                               strict=True) if reason == "fails_heuristic"}
+    assert len(failed) >= 3  # the three above at least (the instruction-only rows have no reply)
+    for column in ("complexity", "quality"):  # NaN where a row was not scored, in both
+        np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
+        assert ray_ws.failures(column) == ws.failures(column)
+    quality = dict(zip(ws.ids, ws.column_array("quality"), strict=True))
+    assert all(np.isnan(quality[row_id]) for row_id in failed)  # a row the rules drop is never scored
+    assert sum(not np.isnan(v) for v in quality.values()) > 100
+    assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
+
+
 def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path, monkeypatch):
     """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block;
     it leaves no cache behind (Ray kills actors, so nothing may wait for the actor's end to clean up)."""
