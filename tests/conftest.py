@@ -111,17 +111,18 @@ def pytest_collection_modifyitems(session, config, items):
     from curate.llm.local import LocalServer
 
     shared = _xdist_shared(config)
+    log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"  # kept after the run, for a failure
     if shared is None:
-        log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"
         _LAUNCHED["server"] = LocalServer(log_path=log, startup_timeout=SERVER_START_S).launch()
         return result
     try:
         os.close(os.open(shared / "launch", os.O_CREAT | os.O_EXCL))  # atomic: one worker launches
     except FileExistsError:
+        os.rmdir(log.parent)
         return result
-    server = _launch_server(LocalServer(log_path=shared / "server.log", startup_timeout=SERVER_START_S))
+    server = _launch_server(LocalServer(log_path=log, startup_timeout=SERVER_START_S))
     tmp = shared / "server.json.tmp"
-    tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype}))
+    tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype, "log": str(log)}))
     os.replace(tmp, shared / "server.json")
     return result
 
@@ -177,7 +178,7 @@ def _shared_server(shared: Path):
         assert time.monotonic() < deadline, "no worker announced the local vLLM server"
         time.sleep(0.5)
     info = json.loads((shared / "server.json").read_text())
-    server = LocalServer(port=info["port"], log_path=shared / "server.log", dtype=info["dtype"])
+    server = LocalServer(port=info["port"], log_path=info["log"], dtype=info["dtype"])
     while True:
         try:
             os.kill(info["pid"], 0)
