@@ -176,3 +176,24 @@ def test_dry_run_leaves_the_rows_the_rules_drop_out_of_the_judges_estimate(tmp_p
     assert [e.rows for e in every] == [6, 6] and [e.rows for e in ruled] == [3, 3]  # the refusal, disclaimer, German
     assert all(r.prompt_tokens < e.prompt_tokens for r, e in zip(ruled, every, strict=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pool_whose_every_row_fails_a_rule_ends_with_an_empty_selection_and_says_why(tmp_path):
+    """Instruction-only rows all fail the empty-response rule: nothing is scored (no score column is ever
+    written), the run still selects, exports and says why the selection is empty (it crashed reading the
+    score column that no row had written)."""
+    import subprocess
+    import sys
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a short poem about the number {i}."}
+                                                 for i in range(6)])
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--heuristics",
+                        "--no-report", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = " ".join(r.stdout.split())  # rich wraps long lines
+    assert "6 of 6 fail a text rule (empty response 6)" in out
+    assert "every row fails a text rule: nothing is left to score or select" in out
+    assert "0 rows admitted (budget 3, max cosine similarity 0.9): no candidate rows left by the steps before" in out
+    assert (tmp_path / "run" / "selected.jsonl").read_text() == ""
+    ws = curate.Workspace.open(tmp_path / "run" / "workspace")
+    assert not ws.has_column("quality") and len(ws.selection("deita")) == 0

@@ -163,9 +163,10 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                 bar.close()
             _check_output(step, rows, out)
             _store(ws, step, todo, out, fingerprint, time.time() - started)
-        failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if ws.has_column(step.column) else 0
+        written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
+        failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if written else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
-                       round(time.time() - started, 2), ws.column_provenance(step.column))
+                       round(time.time() - started, 2), ws.column_provenance(step.column) if written else {})
 
 
 def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:
