@@ -186,3 +186,21 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
         with pytest.raises(CurateError, match=message):
             run_pipeline(str(sample_path()), out=tmp_path / "run", report=False, **kwargs)
         assert not (tmp_path / "run").exists()
+
+
+def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tmp_path):
+    """A pool without replies: every row gets a complexity score and no quality score, so DEITA admits nothing;
+    the run's select line names the reason (no quality score: no response) instead of a bare 0."""
+    from curate.cli.run import _short_of_budget
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain sorting algorithm number {i}."}
+                                                 for i in range(5)])
+    run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False)
+    selection = run.workspace.selection("deita")
+    assert len(selection) == 0 and selection.decisions() == {"unscored": 5}
+    assert _short_of_budget(selection, 3) == "; not admitted: 5 no score (quality: no response)"
+    sample = run_pipeline(str(sample_path()), out=tmp_path / "sample", budget=5000, report=False, progress=False)
+    kept = sample.workspace.selection("deita")
+    why = _short_of_budget(kept, 5000)
+    assert why.startswith("; not admitted: ") and "too similar to a kept row" in why
+    assert _short_of_budget(kept, len(kept)) == ""

@@ -153,6 +153,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
         console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
                       f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored")
+        if not len(result) and result.table.num_rows:
+            console.print("  [yellow]every row fails a text rule: nothing is left to score or select[/]")
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance
@@ -182,7 +184,30 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                       f"{applied.failed:,} failed; normalised into column tags")
     elif name.startswith("select"):
         console.print(f"  {len(result):,} rows admitted (budget {budget:,}, max cosine similarity "
-                      f"{max_cosine_similarity})")
+                      f"{max_cosine_similarity}){_short_of_budget(result, budget)}")
+
+
+def _short_of_budget(selection: Any, budget: int) -> str:
+    """Why a selection holds fewer rows than the budget, from its reason codes (a run can end with nothing
+    selected, e.g. a pool without replies, whose rows get no quality score): '' when the budget is met."""
+    if len(selection) >= budget:
+        return ""
+    if not selection.table.num_rows:
+        return ": no candidate rows left by the steps before"
+    import json
+    from collections import Counter
+
+    from curate.codes import Reason, reason_text
+
+    groups: Counter = Counter()
+    for reason, detail in zip(selection.table["reason"].to_pylist(), selection.table["detail"].to_pylist(), strict=True):
+        if reason == Reason.SELECTED.value:
+            continue
+        d = json.loads(detail) if detail else {}
+        why = f" ({d['column']}: {d['failure'].replace('_', ' ')})" if reason == Reason.NO_SCORE.value and d.get(
+            "failure") and d.get("column") else ""
+        groups[reason_text(reason) + why] += 1
+    return "; not admitted: " + ", ".join(f"{n:,} {why}" for why, n in groups.most_common())
 
 
 def _producer(prov: dict[str, Any]) -> str:
