@@ -34,8 +34,10 @@ def curate_cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 def _as_from_a_terminal() -> None:
-    """In the child before exec: Ctrl-C not ignored, as a shell gives it. A child inherits an ignored SIGINT and
-    curate then rightly leaves it ignored; pytest-xdist's workers were found running with it ignored."""
+    """In the child before exec: Ctrl-C not ignored, as a terminal gives it. A child inherits an ignored SIGINT and
+    curate then rightly leaves it ignored; pytest started in the background by a non-interactive shell (`cmd &`)
+    runs with SIGINT ignored, and so do its xdist workers (in one process the notebook test happened to restore it
+    before these tests ran)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
