@@ -37,8 +37,8 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
         if backend is not None:
             from curate.llm.judges import Judge
 
-            if run.heuristics:  # the selections the real run writes first, as it would write them
-                dedup(run)
+            dedup(run)  # the selections the real run writes before scoring, as it would write them
+            if run.heuristics:
                 text_rules(run)
             ids = run.scored_ids()
             estimates += [estimate(run.ws, Judge(name, backend), ids) for name in SCORES if name not in scorers]

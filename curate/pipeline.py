@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.codes import Decision, FailureCode, unreached_rows
+from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
 from curate.select.registry import check_params
@@ -68,15 +68,12 @@ class Run:
             raise CurateError("the load step has not run")
         return self.workspace
 
-    def scored_ids(self) -> list[str] | None:
-        """The rows the score step stores scores for: every row (None), less those the text rules left out when the
-        run has them (no judge call is paid for a refusal or an empty reply; either engine stores the same rows)."""
-        if not self.heuristics:
-            return None
-        table = self.ws.selection(PASSED_HEURISTICS).table
-        failing = {rid for rid, decision in zip(table["id"].to_pylist(), table["decision"].to_pylist(), strict=True)
-                   if decision != Decision.KEPT}
-        return [rid for rid in self.ws.ids if rid not in failing]
+    def scored_ids(self) -> list[str]:
+        """The rows the score step stores scores for, in pool order: the deduplicated rows, less those the text rules
+        left out when the run has them (no judge call is paid for a duplicate, a refusal or an empty reply; either
+        engine stores the same rows). Reads the selections this run's dedup (and rules) step wrote."""
+        kept = set(self.ws.selection(PASSED_HEURISTICS if self.heuristics else DEDUP).ids)  # rules read DEDUP's rows
+        return [rid for rid in self.ws.ids if rid in kept]
 
 
 Step = tuple[str, Callable[[Run], Any]]

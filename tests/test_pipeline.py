@@ -204,3 +204,28 @@ def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tm
     why = _short_of_budget(kept, 5000)
     assert why.startswith("; not admitted: ") and "too similar to a kept row" in why
     assert _short_of_budget(kept, len(kept)) == ""
+
+
+def test_no_judge_call_is_paid_for_a_duplicate_row(tmp_path):
+    """Rows exact dedup drops (the same text up to case and spaces: another request, another price) are not
+    scored; the dry run's estimate counts the same rows."""
+    import numpy as np
+
+    from curate.dry_run import dry_run_pipeline
+
+    unique = [{"instruction": f"Task {i}: explain topic {i}.", "output": f"Topic {i} is simple."} for i in range(5)]
+    copies = [{**unique[0], "instruction": "  " + unique[0]["instruction"].upper()},
+              {**unique[3], "output": unique[3]["output"].lower() + "  "}]
+    pool = write_jsonl(tmp_path / "p.jsonl", unique + copies)
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+        estimates = dry_run_pipeline(str(pool), tmp_path / "dry", backend=backend)
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
+        assert srv.total == 2 * len(unique)  # complexity and quality, once per unique row
+    assert [e.rows for e in estimates] == [len(unique), len(unique)]
+    ws = result.workspace
+    assert ws.selection("dedup").decisions()["duplicate"] == 2
+    scored = dict(zip(ws.ids, ws.column_array("quality"), strict=True))
+    duplicates = set(ws.ids) - set(ws.selection("dedup").ids)
+    assert len(duplicates) == 2 and all(np.isnan(scored[i]) for i in duplicates)
+    assert sum(not np.isnan(v) for v in scored.values()) == len(unique)

@@ -274,8 +274,8 @@ class RayEngine:
 
         scorers = [load_default(name) for name in self.scores]
         ws = run.ws
-        ids = run.scored_ids()  # None: every row; else the rows the text rules kept, as the single-process step
-        todo = any(rows_needing_work(ws, s, ws.ids if ids is None else ids) for s in scorers)
+        ids = run.scored_ids()  # the rows dedup (and the text rules) kept, as the single-process step
+        todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
             self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
