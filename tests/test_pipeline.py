@@ -229,3 +229,10 @@ def test_no_judge_call_is_paid_for_a_duplicate_row(tmp_path):
     duplicates = set(ws.ids) - set(ws.selection("dedup").ids)
     assert len(duplicates) == 2 and all(np.isnan(scored[i]) for i in duplicates)
     assert sum(not np.isnan(v) for v in scored.values()) == len(unique)
+    # curate info and the report tell the rows never asked for from rows that failed without a reason
+    from curate.report.summary import column_stats
+    from curate.report.views import info_data
+
+    quality = next(c for c in info_data(ws)["columns"] if c["name"] == "quality")
+    assert (quality["missing"], quality["never_computed"], quality["unexplained"]) == (2, 2, 0)
+    assert column_stats(ws, "quality")["never_computed"] == 2

@@ -19,8 +19,10 @@ def _usage_line(entry: dict[str, Any]) -> str:
     u = entry["usage"]
     tokens = ("unknown" if u["prompt_tokens"] is None or u["completion_tokens"] is None
               else f"{u['prompt_tokens'] + u['completion_tokens']:,}")
-    return (f"missing {entry['missing']:,} (with failure reason {entry['missing'] - entry['unexplained']:,}, "
-            f"unexplained {entry['unexplained']:,}); {u['runs']} run(s), {tokens} tokens, {money(u['cost_usd'])}; ")
+    explained = entry["missing"] - entry["never_computed"] - entry["unexplained"]
+    return (f"missing {entry['missing']:,} (with failure reason {explained:,}, never asked for "
+            f"{entry['never_computed']:,}, unexplained {entry['unexplained']:,}); {u['runs']} run(s), {tokens} tokens, "
+            f"{money(u['cost_usd'])}; ")
 
 
 def print_info(info: dict[str, Any], console: Console) -> None:

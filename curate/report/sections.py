@@ -33,7 +33,8 @@ def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str
         s = column_stats(ws, name, prov)
         kind = s["kind"] + (f" ({s['reducer']} over turns)" if s.get("reducer") else "")
         extra = f"{s['per_row']:.1f} per row, {s['distinct']:,} distinct" if s["kind"] == "list" else ""
-        rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}", s.get("failures"),
+        never = f" ({s['never_computed']:,} never computed)" if s.get("never_computed") else ""
+        rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}{never}", s.get("failures"),
                      *(s.get(k) for k in ("mean", "min", "max")),  # fmt rounds, once
                      extra, provenance_line(prov)])
     return table(["column", "kind", "filled", "failing rows", "mean", "min", "max", "values", "provenance"],

@@ -89,6 +89,13 @@ def _flat(value: list[Any]) -> list[Any]:
     return value
 
 
+def never_computed(ws: Workspace, name: str) -> set[str]:
+    """Rows a step column holds nothing for, not even a failure: never asked for (``curate run`` scores only the
+    rows dedup and the text rules kept), as opposed to rows asked for that failed."""
+    stored = ws.column_fingerprints(name)
+    return {rid for rid in ws.ids if rid not in stored}
+
+
 def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -> dict[str, Any]:
     """Filled rows, failing rows, and mean/min/max of the row values (scores) or tags per row (lists)."""
     prov = ws.column_provenance(name) if prov is None else prov
@@ -97,6 +104,7 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
     stats: dict[str, Any] = {"name": name, "filled": len(filled), "rows": len(values)}
     if ws.has_column(f"{name}_failure"):
         stats["failures"] = sum(1 for f in ws.failures(name) if f)
+        stats["never_computed"] = len(never_computed(ws, name))
     if is_failure_column(name, prov):
         stats["kind"] = "failures"
     elif is_numeric(values, prov.get("reducer")):

@@ -24,6 +24,7 @@ from curate.report.summary import (
     has_value,
     is_failure_column,
     judge_usage,
+    never_computed,
     provenance_line,
     selection_summary,
     sources,
@@ -194,14 +195,16 @@ def selection_html(sel: Selection, head: int = 10) -> str:
             f"<th>rank</th><th>id</th><th>decision</th><th>why</th></tr>{rows}</table></details></div>")
 
 
-def _missing_rows(ws: Workspace, name: str) -> tuple[int, int]:
-    """(rows without a complete value, of those the ones with no failure saying why)."""
+def _missing_rows(ws: Workspace, name: str) -> tuple[int, int, int]:
+    """(rows without a complete value, of those the ones never asked for, and the ones asked for with no failure
+    saying why)."""
+    never = never_computed(ws, name)
     missing = unexplained = 0
-    for value, fails in zip(ws.turn_values(name), ws.failures(name), strict=True):
+    for rid, value, fails in zip(ws.ids, ws.turn_values(name), ws.failures(name), strict=True):
         if value is None or any(v is None for v in value):
             missing += 1
-            unexplained += not fails
-    return missing, unexplained
+            unexplained += not fails and rid not in never
+    return missing, len(never), unexplained
 
 
 def info_data(ws: Workspace) -> dict[str, Any]:
@@ -215,8 +218,8 @@ def info_data(ws: Workspace) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "filled": sum(map(has_value, values)), "rows": len(values),
                                  "provenance": provenance_line(prov)}
         if name in usage:
-            missing, unexplained = _missing_rows(ws, name)
-            entry.update(missing=missing, unexplained=unexplained, usage=usage[name])
+            missing, never, unexplained = _missing_rows(ws, name)
+            entry.update(missing=missing, never_computed=never, unexplained=unexplained, usage=usage[name])
         columns.append(entry)
     return {
         "path": info["path"], "rows": info["rows"], "formats": info["formats"], "sources": sources(ws),
