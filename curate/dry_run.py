@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.pipeline import SCORES, Run, dedup, load, text_rules
+from curate.pipeline import SCORES, Run, candidates, decontaminate, dedup, embed, load, text_rules
 
 
 def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
                      scorers: Sequence[str] = (), heuristics: bool = False,
-                     languages: Sequence[str] | None = None) -> list[Any]:
+                     languages: Sequence[str] | None = None, decontaminate_target: str | None = None) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
@@ -22,6 +22,8 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
     response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
     ``languages``: as in ``run_pipeline``, the judges' estimate leaves out the rows the text rules drop.
+    ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
+    so this embeds the pool (locally, no requests) and leaves out the rows holding evaluation text as well.
     """
     from curate.llm.dryrun import estimate
 
@@ -31,21 +33,26 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
     scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
     try:
         run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend,
-                  tag_backend=tag_backend, report=False, heuristics=heuristics, languages=languages)
+                  tag_backend=tag_backend, report=False, heuristics=heuristics, languages=languages,
+                  decontaminate=decontaminate_target)
+        judges = [name for name in SCORES if name not in scorers] if backend is not None else []
         load(run)
+        dedup(run)  # the selections the real run writes before its LLM steps, as it would write them
+        if run.heuristics:
+            text_rules(run)
+        if run.decontaminate is not None and (judges or tag_backend is not None):
+            embed(run)
+            decontaminate(run)
         estimates: list[Any] = []
-        if backend is not None:
+        if judges:
             from curate.llm.judges import Judge
 
-            dedup(run)  # the selections the real run writes before scoring, as it would write them
-            if run.heuristics:
-                text_rules(run)
             ids = run.scored_ids()
-            estimates += [estimate(run.ws, Judge(name, backend), ids) for name in SCORES if name not in scorers]
+            estimates += [estimate(run.ws, Judge(name, backend), ids) for name in judges]
         if tag_backend is not None:
             from curate.tags import Tagger
 
-            estimates.append(estimate(run.ws, Tagger(tag_backend)))
+            estimates.append(estimate(run.ws, Tagger(tag_backend), run.kept_ids(candidates(run))))
         return estimates
     finally:
         if scratch is not None:

@@ -1,8 +1,11 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [tags] -> [decontaminate] -> DEITA
-admission -> export
--> [report]
+load -> exact dedup -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [decontaminate] -> [tags]
+-> DEITA admission -> export -> [report]
+
+No LLM call is paid for a row a filter step drops: the judges see only the rows dedup and the text rules kept, and
+with judges (not the local default scorers) the embedding and decontaminate steps move before them; the tagger sees
+only the final candidates.
 
 Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
 same judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through
@@ -68,11 +71,29 @@ class Run:
             raise CurateError("the load step has not run")
         return self.workspace
 
+    @property
+    def pays_judges(self) -> bool:
+        """Whether the score step sends requests to an LLM judge (not only the local default or trained scorers)."""
+        return self.backend is not None and any(name not in self.scorers for name in SCORES)
+
+    @property
+    def decontaminates_before_scoring(self) -> bool:
+        """Whether decontamination (and the embedding it reads) runs before the score step: when the judges are
+        paid calls. With the local scorers it runs after, as the Ray engine scores and embeds in one pass."""
+        return self.decontaminate is not None and self.pays_judges
+
     def scored_ids(self) -> list[str]:
-        """The rows the score step stores scores for, in pool order: the deduplicated rows, less those the text rules
-        left out when the run has them (no judge call is paid for a duplicate, a refusal or an empty reply; either
-        engine stores the same rows). Reads the selections this run's dedup (and rules) step wrote."""
-        kept = set(self.ws.selection(PASSED_HEURISTICS if self.heuristics else DEDUP).ids)  # rules read DEDUP's rows
+        """The rows the score step (and the signals) store values for, in pool order: those the filter steps
+        before scoring kept (dedup, the text rules, decontamination when it runs first), so no judge call is paid
+        for a duplicate, a refusal or a leaked benchmark row; either engine stores the same rows."""
+        chain = filter_chain(self)
+        if DECONTAMINATED in chain and not self.decontaminates_before_scoring:
+            chain.remove(DECONTAMINATED)
+        return self.kept_ids(chain[-1])
+
+    def kept_ids(self, selection: str) -> list[str]:
+        """The rows the filter selection ``selection`` (written by this run) kept, in pool order."""
+        kept = set(self.ws.selection(selection).ids)
         return [rid for rid in self.ws.ids if rid in kept]
 
 
@@ -136,10 +157,15 @@ def decontaminate(run: Run):
                          target=run.decontaminate, max_cosine_similarity=DECONTAMINATE.max_cosine_similarity)
 
 
+def filter_chain(run: Run) -> list[str]:
+    """The filter selections the run writes, each over the rows of the one before: the deduplicated rows, then
+    those passing the text rules, then those decontaminated, as far as the run asks for each."""
+    return [DEDUP] + [PASSED_HEURISTICS] * run.heuristics + [DECONTAMINATED] * (run.decontaminate is not None)
+
+
 def candidates(run: Run, before: str | None = None) -> str:
-    """The selection admission chooses from (or the one the filter step writing ``before`` reads): the deduplicated
-    rows, then those passing the text rules, then those decontaminated, as far as the run asks for each."""
-    chain = [DEDUP] + [PASSED_HEURISTICS] * run.heuristics + [DECONTAMINATED] * (run.decontaminate is not None)
+    """The selection admission (and the tagger) chooses from, or the one the filter step writing ``before`` reads."""
+    chain = filter_chain(run)
     return chain[-1] if before is None else chain[chain.index(before) - 1]
 
 
@@ -201,7 +227,8 @@ def signals(run: Run) -> dict[str, Any]:
     """Token-level model signals per turn (``ifd``, ``perplexity``) from a small causal LM."""
     from curate.signals.steps import signal_steps
 
-    return {step.column: run.ws.apply(step, progress=run.progress)
+    ids = run.scored_ids()  # a duplicate costs a forward pass too
+    return {step.column: run.ws.apply(step, ids, progress=run.progress)
             for step in signal_steps(run.signals, run.signal_model)}
 
 
@@ -211,10 +238,11 @@ def embed(run: Run) -> dict[str, Any]:
 
 
 def tags(run: Run) -> dict[str, Any]:
-    """InsTag tags from the LLM, then normalised (``tags_raw`` -> ``tags``)."""
+    """InsTag tags from the LLM for the candidate rows (those every filter step kept), then normalised
+    (``tags_raw`` -> ``tags``)."""
     from curate.tags import Tagger, normalize
 
-    tagged = run.ws.apply(Tagger(run.tag_backend), progress=run.progress)
+    tagged = run.ws.apply(Tagger(run.tag_backend), run.kept_ids(candidates(run)), progress=run.progress)
     return {"tags_raw": tagged, "normalizer": normalize(run.ws)}
 
 
@@ -245,19 +273,22 @@ def report(run: Run) -> Path:
 
 def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
-    the scores when a scorer of the run reads them)."""
+    the scores when a scorer of the run reads them; embed and decontaminate before paid judges)."""
     plan: list[Step] = [("load", load), ("dedup", dedup)]
     if run.heuristics:  # reads text only: before any score is paid for, so a failing row is seen early
         plan.append(("heuristics", text_rules))
+    if run.decontaminates_before_scoring:  # its embedding test reads the run's embeddings
+        plan += [("embed", embed), ("decontaminate", decontaminate)]
     plan.append(("score", score))
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
         plan.insert(plan.index(("score", score)) + (0 if reads_columns else 1), ("signals", signals))
-    plan.append(("embed", embed))
-    if run.tag_backend is not None:
+    if run.decontaminate is not None and not run.decontaminates_before_scoring:
+        plan += [("embed", embed), ("decontaminate", decontaminate)]
+    elif run.decontaminate is None:
+        plan.append(("embed", embed))
+    if run.tag_backend is not None:  # after every filter step: no tag request for a dropped row
         plan.append(("tags", tags))
-    if run.decontaminate is not None:  # after embed: its embedding test reads the run's embeddings
-        plan.append(("decontaminate", decontaminate))
     plan += [("select (DEITA admission)", deita), ("export", export)]
     if run.report:
         plan.append(("report", report))

@@ -236,3 +236,36 @@ def test_no_judge_call_is_paid_for_a_duplicate_row(tmp_path):
     quality = next(c for c in info_data(ws)["columns"] if c["name"] == "quality")
     assert (quality["missing"], quality["never_computed"], quality["unexplained"]) == (2, 2, 0)
     assert column_stats(ws, "quality")["never_computed"] == 2
+
+
+def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(tmp_path):
+    """With LLM judges, embed and decontaminate run before the scores; the tagger sees only the rows every filter
+    kept. The dry run's estimates count the same rows."""
+    from curate.dry_run import dry_run_pipeline
+
+    evalset = tmp_path / "eval.txt"
+    evalset.write_text("Name the largest planet of the solar system and say how many moons it has today.\n")
+    leaked = {"instruction": "Quiz: name the largest planet of the solar system and say how many moons it has today.",
+              "output": "Jupiter, with 95 known moons."}
+    unique = [{"instruction": f"Task {i}: explain topic {i} to a child.", "output": f"Topic {i} is simple."}
+              for i in range(4)]
+    pool = write_jsonl(tmp_path / "p.jsonl", [*unique, leaked, {**unique[1], "output": "  topic 1 is simple."}])
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+        estimates = dry_run_pipeline(str(pool), tmp_path / "dry", backend=backend, tag_backend=backend,
+                                     decontaminate_target=str(evalset))
+        assert srv.total == 0
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, tag_backend=backend,
+                              decontaminate=str(evalset), report=False, progress=False)
+        assert srv.total == 3 * len(unique)  # complexity, quality and tags, once per row left
+        asked = {m[-1]["content"] for m in srv.messages}
+    assert [e.rows for e in estimates] == [len(unique)] * 3
+    assert not any("largest planet" in text for text in asked)
+    assert list(result.timings)[:6] == ["load", "dedup", "embed", "decontaminate", "score", "tags"]
+    ws = result.workspace
+    assert ws.selection("decontaminated").decisions() == {"kept": len(unique), "rejected": 1}
+    assert sum(v is not None for v in ws.turn_values("tags_raw")) == len(unique)
+    # with the local scorers nothing is paid for: decontamination stays after the one scoring-and-embedding pass
+    local = run_pipeline(str(pool), out=tmp_path / "local", budget=3, decontaminate=str(evalset), report=False,
+                         progress=False)
+    assert list(local.timings)[:5] == ["load", "dedup", "score", "embed", "decontaminate"]

@@ -269,6 +269,39 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
 
 
+def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_ray_for_its_signals(
+        request, cluster, tmp_path):
+    """`curate run --engine ray --base-url ... --decontaminate F --signal ifd`: Ray embeds before the judges (no
+    request for a leaked row), the judges run on the driver, and Ray stays open for the signals' pass after them."""
+    from curate.session import Workspace
+    from tests.fault_server import FaultServer
+
+    model = request.getfixturevalue("tiny_lm")
+    records = [r for r in generated_pool(40, seed=5) if isinstance(r, dict) and r.get("output")]
+    leaked = {"instruction": "Quiz: which gas do plants take in from the air to make their food by photosynthesis?",
+              "output": "Carbon dioxide."}
+    shards = write_shards(tmp_path / "shards", [*records, leaked], 2)
+    evalset = tmp_path / "eval.txt"
+    evalset.write_text("Which gas do plants take in from the air to make their food by photosynthesis?\n")
+    address, env = cluster
+    with FaultServer() as srv:
+        r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address",
+                            address, "--base-url", srv.base_url, "--model", "judge", "--decontaminate", str(evalset),
+                            "--signal", "ifd", "--signal-model", str(model), "--budget", "10",
+                            "--out", str(tmp_path / "ray"), "--no-report"],
+                           capture_output=True, text=True, timeout=600, env={**env, "OPENAI_API_KEY": "k"})
+        asked = [m[-1]["content"] for m in srv.messages]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ws = Workspace.open(tmp_path / "ray" / "workspace")
+    kept = ws.selection("decontaminated").ids
+    assert ws.selection("decontaminated").decisions()["rejected"] == 1 and len(asked) == 2 * len(kept)
+    assert not any("photosynthesis" in text for text in asked)
+    assert ws.embedding_sets["default"]["engine"]["name"] == "ray"
+    assert ws.column_provenance("ifd")["engine"]["name"] == "ray"
+    ifd = dict(zip(ws.ids, ws.turn_values("ifd"), strict=True))
+    assert all(ifd[i] is not None for i in kept) and sum(v is None for v in ifd.values()) == len(ws) - len(kept)
+
+
 def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path, monkeypatch):
     """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block;
     it leaves no cache behind (Ray kills actors, so nothing may wait for the actor's end to clean up)."""

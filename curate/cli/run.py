@@ -68,8 +68,9 @@ def run(
                                        "another language, each with probability >= "
                                        f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
 ) -> None:
-    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[tags] -> \\[decontaminate] -> DEITA
-    admission -> export -> report.
+    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA
+    admission -> export -> report (with --backend, embed and decontaminate run before score: no judge call is
+    paid for a row they drop).
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
@@ -95,7 +96,8 @@ def run(
         with llm_backend() as llm:
             print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
                                              scorers=tuple(scorers), heuristics=heuristics,
-                                             languages=language or None))
+                                             languages=language or None,
+                                             decontaminate_target=str(decontaminate) if decontaminate else None))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,

@@ -157,13 +157,24 @@ class RayEngine:
 
     # -- the steps --------------------------------------------------------------------------------
     def plan(self, plan: Sequence[Step]) -> list[Step]:
-        """``plan`` (pipeline.steps) with load, dedup, score and embed replaced by their Ray versions."""
+        """``plan`` (pipeline.steps) with load, dedup, score, signals and embed replaced by their Ray versions;
+        Ray is closed after the last of them, whatever their order."""
         original = dict(plan)
         ours = {"load": self.load, "dedup": lambda run: self.dedup(run, original["dedup"]),
                 "score": lambda run: self.score(run, original["score"]),
                 "signals": lambda run: self.signals(run, original.get("signals")),
                 "embed": lambda run: self.embed(run, original["embed"])}
-        return [(name, ours.get(name, fn)) for name, fn in plan]
+        last = [name for name, _ in plan if name in ours][-1]
+        return [(name, self._closing(ours[name]) if name == last else ours.get(name, fn)) for name, fn in plan]
+
+    def _closing(self, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``step``, then Ray closed (an error closes it too: see ``_stage``)."""
+        def run_then_close(run):
+            try:
+                return step(run)
+            finally:
+                self.close()
+        return run_then_close
 
     def load(self, run) -> dict[str, Any]:
         """Read the shards on Ray, then write the pool with ``ws.load`` (nothing is created if reading fails)."""
@@ -228,7 +239,7 @@ class RayEngine:
             return fallback(run)
         clock = _Clock(self.timings, "dedup")
         with self._stage():
-            groups = (self._data.map_batches(rows_only, batch_format="pyarrow")
+            groups = (self.rows().map_batches(rows_only, batch_format="pyarrow")
                       .groupby("key", num_partitions=self.partitions()).aggregate(Count(), Min("order")))
             first: dict[str, int] = {}
             for batch in groups.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -237,7 +248,7 @@ class RayEngine:
                 keys, mins = batch["key"].to_pylist(), batch["min(order)"].to_numpy()
                 first.update((keys[i], int(mins[i])) for i in many.tolist())
             clock("groupby")
-            pairs = (self._data.map_batches(rows_only, batch_format="pyarrow")
+            pairs = (self.rows().map_batches(rows_only, batch_format="pyarrow")
                      .map_batches(duplicate_orders, fn_kwargs={"first": first}, batch_format="pyarrow")
                      .take_all()) if first else []
             clock("duplicates")
@@ -309,7 +320,7 @@ class RayEngine:
         from curate.embed.encoder import model_id
 
         ws = run.ws
-        with self._stage(last=True):
+        with self._stage():
             if not self._whole_pool:
                 return fallback(run)
             if self._embedding is None and self._has_embeddings(ws):
@@ -341,7 +352,7 @@ class RayEngine:
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = self._actor_pool(ray)
-            out = self._data.map_batches(
+            out = self.rows().map_batches(
                 Inference, fn_constructor_kwargs={
                     "scores": [s.column for s in scorers], "signals": [s.kind for s in signal_steps],
                     "signal_model": signal_model, "embed": embed, "threads": threads},

@@ -22,27 +22,30 @@ def signals_to_compute(run: Any) -> list:
     from curate.signals.steps import signal_steps
 
     steps = signal_steps(run.signals, run.signal_model)
-    return steps if _have_work(run.ws, steps) else []
+    return steps if _have_work(run, steps) else []
 
 
-def _have_work(ws: Any, steps: list) -> bool:
+def _have_work(run: Any, steps: list) -> bool:
     from curate.storage.apply import rows_needing_work
 
-    return any(rows_needing_work(ws, s, ws.ids) for s in steps)
+    ids = run.scored_ids()
+    return any(rows_needing_work(run.ws, s, ids) for s in steps)
 
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:
     """The token-level signals ``run.signals`` on the actor pool (one causal LM per actor), stored through
-    ``ws.apply`` under the signal steps' own fingerprints and provenance."""
+    ``ws.apply`` under the signal steps' own fingerprints and provenance, for the rows the score step scores (the
+    pass covers every row; a duplicate's values are not stored, as on the single engine)."""
     if not engine._whole_pool:  # other sources in the workspace: the single-process step sees the whole pool
         return fallback(run)
     from curate.signals.steps import signal_steps
 
     steps = signal_steps(run.signals, run.signal_model)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
-        if not _have_work(run.ws, steps):
-            return {s.column: run.ws.apply(s) for s in steps}
+        if not _have_work(run, steps):
+            return {s.column: run.ws.apply(s, run.scored_ids()) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False)
     stats = {"engine": engine._inference_info}
+    ids = run.scored_ids()
     return {s.column: run.ws.apply(Precomputed(s, engine._results.get(s.column, {}), stats,
-                                               engine._extra.get(s.column, {}))) for s in steps}
+                                               engine._extra.get(s.column, {})), ids) for s in steps}
