@@ -265,6 +265,9 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
     ws = result.workspace
     assert ws.selection("decontaminated").decisions() == {"kept": len(unique), "rejected": 1}
     assert sum(v is not None for v in ws.turn_values("tags_raw")) == len(unique)
+    from curate.report.summary import never_computed
+
+    assert len(never_computed(ws, "tags")) == 2 and not any(ws.failures("tags"))  # untagged rows: no failure either
     # with the local scorers nothing is paid for: decontamination stays after the one scoring-and-embedding pass
     local = run_pipeline(str(pool), out=tmp_path / "local", budget=3, decontaminate=str(evalset), report=False,
                          progress=False)

@@ -168,25 +168,30 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
         for column, applied in result.items():
-            console.print(f"  {column}: {applied.computed:,} scored, {applied.skipped:,} already scored, "
-                          f"{applied.failed:,} failed (reasons in {column}_failure); {_producer(applied.provenance)}")
+            console.print(f"  {column}: {_done(applied, 'scored')}; {_producer(applied.provenance)}")
             if applied.provenance.get("kind") == "judge":
                 from curate.cli.judge import usage_total_line
 
                 console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name == "signals":
         for column, applied in result.items():
-            console.print(f"  {column}: {applied.computed:,} rows computed, {applied.skipped:,} already computed, "
-                          f"{applied.failed:,} failed (reasons in {column}_failure)")
+            console.print(f"  {column}: {_done(applied, 'computed')}")
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
     elif name == "tags":
         applied = result["tags_raw"]
-        console.print(f"  tags_raw: {applied.computed:,} tagged, {applied.skipped:,} already tagged, "
-                      f"{applied.failed:,} failed; normalised into column tags")
+        console.print(f"  tags_raw: {_done(applied, 'tagged')}; normalised into column tags")
     elif name.startswith("select"):
         console.print(f"  {len(result):,} rows admitted (budget {budget:,}, max cosine similarity "
                       f"{max_cosine_similarity}){_short_of_budget(result, budget)}")
+
+
+def _done(applied: Any, verb: str) -> str:
+    """'42 of 47 rows scored (47 now, 0 reused); 5 failed (reasons in quality_failure)': a row computed now may
+    have failed, so the rows with a value are counted apart from the work done."""
+    failed = f"; {applied.failed:,} failed (reasons in {applied.column}_failure)" if applied.failed else ""
+    return (f"{applied.rows - applied.failed:,} of {applied.rows:,} rows {verb} ({applied.computed:,} now, "
+            f"{applied.skipped:,} reused){failed}")
 
 
 def _short_of_budget(selection: Any, budget: int) -> str:

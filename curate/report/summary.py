@@ -90,8 +90,8 @@ def _flat(value: list[Any]) -> list[Any]:
 
 
 def never_computed(ws: Workspace, name: str) -> set[str]:
-    """Rows a step column holds nothing for, not even a failure: never asked for (``curate run`` scores only the
-    rows dedup and the text rules kept), as opposed to rows asked for that failed."""
+    """Rows a step column holds nothing for, not even a failure: never asked for (``curate run`` scores and tags
+    only the rows its filter steps kept), as opposed to rows asked for that failed."""
     stored = ws.column_fingerprints(name)
     return {rid for rid in ws.ids if rid not in stored}
 

@@ -366,12 +366,14 @@ def normalize(ws: Any, normalizer: Normalizer | None = None, *, source: str = "t
               refit: bool = True, mapping_artifact: str = MAPPING_ARTIFACT, progress: bool = False) -> Normalizer:
     """Fit ``normalizer`` (default: :class:`Normalizer` with the defaults) on column ``source`` unless
     ``refit=False`` (then the given normalizer, or the stored mapping, is applied as it is); store the mapping
-    as artifact ``mapping_artifact``; write column ``column`` (every row, recomputed)."""
+    as artifact ``mapping_artifact``; write column ``column`` (recomputed for every row the tagger was asked about:
+    a row never tagged, e.g. a duplicate ``curate run`` left out, gets no failure either)."""
     if normalizer is None:
         normalizer = Normalizer() if refit else Normalizer.from_workspace(ws, mapping_artifact)
     if refit:
         normalizer.fit([row_tags(v) for v in ws.turn_values(source)])
     ws.add_artifact(mapping_artifact, normalizer.to_dict())
+    asked = ws.column_fingerprints(source)  # rows tagged or failed, not those never asked for
     ws.apply(NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact),
-             force=True, progress=progress)
+             [rid for rid in ws.ids if rid in asked], force=True, progress=progress)
     return normalizer
