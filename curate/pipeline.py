@@ -303,9 +303,10 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--address needs --engine ray")
         return steps(run)
     if engine == "ray":
-        if run.scorers:
-            raise CurateError("a trained scorer (--scorer) runs on the single engine for now; the Ray actors load "
-                              "the shipped scorers")
+        reading = [step for step in run.scorers.values() if step.inputs]
+        if reading:  # the actors compute a row's signals beside its scores, not before them
+            raise CurateError(f"scorer {reading[0].column!r} reads the columns {', '.join(reading[0].inputs)}: a "
+                              "scorer reading signal columns runs on the single engine")
         try:
             import ray  # noqa: F401
         except ImportError:

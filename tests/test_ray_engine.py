@@ -269,6 +269,41 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
 
 
+def test_trained_scorers_run_on_the_ray_actors_and_write_what_one_process_writes(cluster, tmp_path):
+    """`curate run --engine ray --scorer quality=DIR --scorer complexity=complexity_ridge`: the actors load the
+    run's scorers from their packed folders (no node reads DIR) and store the columns one process stores."""
+    from curate.pipeline import run_pipeline
+    from curate.scorers import Scorer
+    from curate.session import Workspace
+
+    records = generated_pool(80, seed=7)
+    rows = [r for r in records if isinstance(r, dict) and r.get("output")][:30]
+    mine = Scorer(reads=["instruction", "response"], name="my_quality", features=["length"],
+                  imitates={"judge": "quality", "model": "hand"})
+    mine.fit([{"instruction": r["instruction"], "response": r["output"]} for r in rows],
+             [1.0 + (len(r["output"]) % 5) for r in rows])
+    folder = mine.save(tmp_path / "my-scorer")
+    shards = write_shards(tmp_path / "shards", records, 2)
+    address, env = cluster
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
+                        "--scorer", f"quality={folder}", "--scorer", "complexity=complexity_ridge", "--budget", "15",
+                        "--out", str(tmp_path / "ray"), "--no-report"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    single = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", records)), out=tmp_path / "single", budget=15,
+                          report=False, scorers={"quality": str(folder), "complexity": "complexity_ridge"})
+    ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
+    for column in ("my_quality", "complexity_ridge"):
+        assert ray_ws.column_provenance(column)["engine"]["name"] == "ray"
+        assert ray_ws.column_provenance(column)["engine"].get("rows_computed_on_driver", 0) == 0
+        assert ray_ws.column_fingerprints(column) == ws.column_fingerprints(column)
+        np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
+        assert ray_ws.failures(column) == ws.failures(column)
+    assert "quality" not in ray_ws.columns and "complexity" not in ray_ws.columns
+    assert ray_ws.selections["deita"]["params"]["sort_by"] == "complexity_ridge*my_quality"
+    assert ray_ws.selection("deita").ids == ws.selection("deita").ids
+
+
 def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_ray_for_its_signals(
         request, cluster, tmp_path):
     """`curate run --engine ray --base-url ... --decontaminate F --signal ifd`: Ray embeds before the judges (no
@@ -341,12 +376,19 @@ def test_learnability_in_a_run_without_a_reference_selection_is_refused(tmp_path
 def test_engine_errors_are_named(tmp_path):
     from curate.errors import CurateError
     from curate.pipeline import run_pipeline
+    from curate.scorers import Scorer
 
     with pytest.raises(CurateError, match="unknown engine"):
         run_pipeline(str(sample_path()), out=tmp_path / "x", budget=5, engine="spark")
     with pytest.raises(CurateError, match="--address needs --engine ray"):
         run_pipeline(str(sample_path()), out=tmp_path / "y", budget=5, address="127.0.0.1:1")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length"])
+    reads_ifd.fit([{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)],
+                  [float(i % 5) for i in range(12)])
+    with pytest.raises(CurateError, match="scorer 'q_ifd' reads the columns ifd: .* runs on the single engine"):
+        run_pipeline(str(sample_path()), out=tmp_path / "z", budget=5, engine="ray", scorers={"quality": reads_ifd},
+                     signals=("ifd",))
+    assert not any((tmp_path / name).exists() for name in "xyz")
 
 
 def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):

@@ -47,6 +47,7 @@ class Inference:
     the signals of a batch of rows in one visit, so a run that asks for both loads its models in one round of
     actors.
 
+    ``scores``: a shipped scorer's name, or a trained scorer's saved folder as :func:`pack_scorer` gives it.
     ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``,
     the ``embedding`` matrix when ``embed`` (text ``text`` of each row, unit vectors), for each scorer and
     signal ``<column>__values`` and ``<column>__failures`` (JSON per row), for each signal
@@ -54,16 +55,16 @@ class Inference:
     (``rss_mb``). Caches live in a folder of the batch, removed after it: an actor may be killed, not closed.
     """
 
-    def __init__(self, scores: Sequence[str] = (), signals: Sequence[str] = (), signal_model: str | None = None,
-                 embed: bool = True, model: str | None = None, text: str = EMBED.text,
-                 batch_size: int = EMBED.batch_size, threads: int | None = None):
+    def __init__(self, scores: Sequence[str | dict[str, bytes]] = (), signals: Sequence[str] = (),
+                 signal_model: str | None = None, embed: bool = True, model: str | None = None,
+                 text: str = EMBED.text, batch_size: int = EMBED.batch_size, threads: int | None = None):
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         from curate.scorers import load_default
 
-        self.scorers = [load_default(name) for name in scores]
+        self.scorers = [load_default(s) if isinstance(s, str) else unpack_scorer(s) for s in scores]
         self.text = text
         self.batch_size = batch_size
         self.embed = embed
@@ -109,6 +110,26 @@ class Inference:
         out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
         out["rss_mb"] = np.full(len(rows), peak_rss_mb())
         return out
+
+
+def pack_scorer(scorer: Any) -> dict[str, bytes]:
+    """A trained scorer as its saved folder's files (``{relative path: bytes}``: a head or an adapter and
+    ``scorer.json``, a few MiB at most), sent to the actors with their arguments: no node needs the folder."""
+    with tempfile.TemporaryDirectory(prefix="curate-scorer-") as tmp:
+        scorer.save(tmp)
+        return {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+
+
+def unpack_scorer(files: dict[str, bytes]) -> Any:
+    """The scorer :func:`pack_scorer` packed, loaded on this process (the folder is removed once read)."""
+    from curate.scorers import Scorer
+
+    with tempfile.TemporaryDirectory(prefix="curate-scorer-") as tmp:
+        for name, blob in files.items():
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+        return Scorer.load(tmp)
 
 
 def _columns(out: dict[str, Any], column: str, result: StepOutput, n: int, extra: bool) -> None:

@@ -10,7 +10,8 @@
     embed  the vectors computed in the score pass, stored with ``ws.add_embeddings``.
 
 When the workspace already holds rows of other sources, dedup, score, signals and embed fall back to the
-single-process steps (they must see the whole pool). LLM judges (a backend) score on the driver.
+single-process steps (they must see the whole pool). LLM judges (a backend) score on the driver; the run's
+trained scorers (``--scorer``) travel to the actors as their saved files, except those reading signal columns.
 
 DEITA admission, export and the report run unchanged on the driver: admission is sequential by
 definition (a row is admitted against every row admitted before it), so it runs on one node over the
@@ -40,7 +41,7 @@ from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
-from curate.scale.infer import Inference, Precomputed, peak_rss_mb
+from curate.scale.infer import Inference, Precomputed, pack_scorer, peak_rss_mb
 from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only
 
 Step = tuple[str, Callable[[Any], Any]]
@@ -68,7 +69,8 @@ class RayEngine:
 
     ``address``: a Ray cluster (``host:port`` or ``ray://host:10001``); None starts Ray on this machine.
     ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
-    ``cpus_per_actor`` CPUs). ``scores``: the shipped scorers run when there is no LLM backend.
+    ``cpus_per_actor`` CPUs). ``scores``: the scores computed on the actors when there is no LLM backend (the run's trained
+    scorer for a score where it has one, else the shipped scorer of that name).
     ``dedup_name``: the selection the dedup step writes (the pipeline's). ``verbose``: Ray Data's progress
     bars and log lines on the console.
     """
@@ -274,21 +276,25 @@ class RayEngine:
         return selection
 
     def score(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
-        """The shipped scorers on the Ray actors, stored through ``ws.apply`` (LLM judges: ``fallback``,
-        the single-process step, whose backend already sends requests concurrently). The run's token
-        signals ride along in the same pass when they have work (stored by the ``signals`` step)."""
+        """The run's trained scorers (``run.scorers``) and the shipped ones for the other scores on the Ray actors,
+        stored through ``ws.apply`` (LLM judges: ``fallback``, the single-process step, whose backend already sends
+        requests concurrently). The run's token signals ride along in the same pass when they have work (stored
+        by the ``signals`` step)."""
         if run.backend is not None or not self._whole_pool:
             return fallback(run)
         from curate.scale.signals import signals_to_compute
         from curate.scorers import load_default
         from curate.storage.apply import rows_needing_work
 
-        scorers = [load_default(name) for name in self.scores]
+        scorers = [run.scorers[name] if name in run.scorers else load_default(name) for name in self.scores]
         ws = run.ws
         ids = run.scored_ids()  # the rows dedup (and the text rules) kept, as the single-process step
         todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
-            self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model)
+            trained = {run.scorers[name].column: pack_scorer(run.scorers[name]) for name in self.scores
+                       if name in run.scorers}
+            self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model,
+                        trained=trained)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -345,16 +351,19 @@ class RayEngine:
             and list(meta.get("shape", [0]))[0] == len(ws)
 
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
-               embed: bool = True) -> None:
+               embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None) -> None:
         """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
-        failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``)."""
+        failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
+        ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it."""
+        trained = trained or {}
         steps = [*scorers, *signal_steps]
+        specs = [trained.get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = self._actor_pool(ray)
             out = self.rows().map_batches(
                 Inference, fn_constructor_kwargs={
-                    "scores": [s.column for s in scorers], "signals": [s.kind for s in signal_steps],
+                    "scores": specs, "signals": [s.kind for s in signal_steps],
                     "signal_model": signal_model, "embed": embed, "threads": threads},
                 batch_size=self.batch_size, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors), **options)
