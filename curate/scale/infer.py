@@ -65,6 +65,12 @@ class Inference:
         from curate.scorers import load_default
 
         self.scorers = [load_default(s) if isinstance(s, str) else unpack_scorer(s) for s in scores]
+        from curate.embed.encoder import auto_device
+
+        if auto_device() == "cuda":  # an actor given a GPU: the fine-tuned readers run on it (CPU is their default)
+            for scorer in self.scorers:
+                if hasattr(scorer, "device"):
+                    scorer.device = "cuda"
         self.text = text
         self.batch_size = batch_size
         self.embed = embed
