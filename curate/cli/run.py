@@ -68,9 +68,9 @@ def run(
                                        "another language, each with probability >= "
                                        f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
 ) -> None:
-    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA
-    admission -> export -> report (with --backend, embed and decontaminate run before score: no judge call is
-    paid for a row they drop).
+    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA admission -> export -> report.
+
+    With --backend, embed and decontaminate run before score: no judge call is paid for a row a step drops.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
