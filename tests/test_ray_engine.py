@@ -265,6 +265,9 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
         assert ray_ws.failures(column) == ws.failures(column)
     quality = dict(zip(ws.ids, ws.column_array("quality"), strict=True))
     assert all(np.isnan(quality[row_id]) for row_id in failed)  # a row the rules drop is never scored
+    for column in ("complexity", "quality"):  # nor computed by the actors: every turn they scored was stored
+        stored = sum(v is not None for row in ray_ws.turn_values(column) for v in (row or []))
+        assert ray_ws.column_provenance(column)["turns_scored"] == stored
     assert sum(not np.isnan(v) for v in quality.values()) > 100
     assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
 

@@ -48,6 +48,8 @@ class Inference:
     actors.
 
     ``scores``: a shipped scorer's name, or a trained scorer's saved folder as :func:`pack_scorer` gives it.
+    ``score_orders``: the order keys of the rows the scorers and signals run on (None: every row); the others
+    (duplicates, rows the text rules dropped) are embedded only, and ``computed`` says which rows were scored.
     ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``,
     the ``embedding`` matrix when ``embed`` (text ``text`` of each row, unit vectors), for each scorer and
     signal ``<column>__values`` and ``<column>__failures`` (JSON per row), for each signal
@@ -57,7 +59,9 @@ class Inference:
 
     def __init__(self, scores: Sequence[str | dict[str, bytes]] = (), signals: Sequence[str] = (),
                  signal_model: str | None = None, embed: bool = True, model: str | None = None,
-                 text: str = EMBED.text, batch_size: int = EMBED.batch_size, threads: int | None = None):
+                 text: str = EMBED.text, batch_size: int = EMBED.batch_size, threads: int | None = None,
+                 score_orders: np.ndarray | None = None):
+        self.score_orders = None if score_orders is None else np.asarray(score_orders, dtype=np.int64)
         if threads:
             import torch
 
@@ -109,10 +113,16 @@ class Inference:
                 out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
                                                        model=self.model, batch_size=self.batch_size, device=self.device)
             ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
+            computed = (np.ones(len(rows), dtype=bool) if self.score_orders is None
+                        else np.isin(orders, self.score_orders))
+            asked = [row for row, c in zip(rows, computed.tolist(), strict=True) if c]
+            out["computed"] = computed
             for scorer in self.scorers:
-                _columns(out, scorer.column, scorer.run(rows, ctx), len(rows), extra=False)
+                _columns(out, scorer.column, scorer.run(asked, ctx) if asked else StepOutput([], []), computed,
+                         extra=False)
             for step in self.signal_steps:  # IFD and perplexity share their forward passes through ctx's cache
-                _columns(out, step.column, step.run(rows, ctx), len(rows), extra=True)
+                _columns(out, step.column, step.run(asked, ctx) if asked else StepOutput([], []), computed,
+                         extra=True)
         out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
         out["rss_mb"] = np.full(len(rows), peak_rss_mb())
         return out
@@ -138,14 +148,19 @@ def unpack_scorer(files: dict[str, bytes]) -> Any:
         return Scorer.load(tmp)
 
 
-def _columns(out: dict[str, Any], column: str, result: StepOutput, n: int, extra: bool) -> None:
-    """A step's values, failures (and side values) as JSON columns of an actor's output batch."""
-    out[f"{column}__values"] = np.array([json.dumps(v) for v in result.values], dtype=object)
-    out[f"{column}__failures"] = np.array(
-        [json.dumps([f.to_dict() for f in fails]) for fails in result.failures], dtype=object)
+def _columns(out: dict[str, Any], column: str, result: StepOutput, computed: np.ndarray, extra: bool) -> None:
+    """A step's values, failures (and side values) as JSON columns of an actor's output batch: ``result`` holds the
+    rows ``computed`` marks, in order; the other rows get ``null`` / ``[]`` / ``{}``."""
+    where = np.flatnonzero(computed)
+    values = np.full(len(computed), "null", dtype=object)
+    values[where] = [json.dumps(v) for v in result.values]
+    failures = np.full(len(computed), "[]", dtype=object)
+    failures[where] = [json.dumps([f.to_dict() for f in fails]) for fails in result.failures]
+    out[f"{column}__values"], out[f"{column}__failures"] = values, failures
     if extra:
-        out[f"{column}__extra"] = np.array(
-            [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(n)], dtype=object)
+        sides = np.full(len(computed), "{}", dtype=object)
+        sides[where] = [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(len(where))]
+        out[f"{column}__extra"] = sides
 
 
 class Precomputed:

@@ -294,7 +294,7 @@ class RayEngine:
             trained = {run.scorers[name].column: pack_scorer(run.scorers[name]) for name in self.scores
                        if name in run.scorers}
             self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model,
-                        trained=trained)
+                        trained=trained, only=ids)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -351,11 +351,17 @@ class RayEngine:
             and list(meta.get("shape", [0]))[0] == len(ws)
 
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
-               embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None) -> None:
+               embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None,
+               only: Sequence[str] | None = None) -> None:
         """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
         failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
-        ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it."""
+        ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it.
+        ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row)."""
         trained = trained or {}
+        score_orders = None
+        if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
+            position = {rid: i for i, rid in enumerate(self._ids)}
+            score_orders = np.sort(self._orders[[position[rid] for rid in only]])
         steps = [*scorers, *signal_steps]
         specs = [trained.get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
         with self._stage():
@@ -364,7 +370,7 @@ class RayEngine:
             out = self.rows().map_batches(
                 Inference, fn_constructor_kwargs={
                     "scores": specs, "signals": [s.kind for s in signal_steps],
-                    "signal_model": signal_model, "embed": embed, "threads": threads},
+                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders},
                 batch_size=self.batch_size, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors), **options)
             n = len(self._ids)
@@ -380,12 +386,13 @@ class RayEngine:
                     if matrix is None:
                         matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
                     matrix[pos] = emb
+                computed = np.flatnonzero(batch["computed"]).tolist()
                 for s in steps:
-                    col = results[s.column]
-                    for i, v, f in zip(ids, batch[f"{s.column}__values"], batch[f"{s.column}__failures"], strict=True):
-                        col[i] = (json.loads(v), json.loads(f))
+                    col, values, failures = results[s.column], batch[f"{s.column}__values"], batch[f"{s.column}__failures"]
+                    col.update((ids[j], (json.loads(values[j]), json.loads(failures[j]))) for j in computed)
                     if s.column in extra:
-                        extra[s.column].update(zip(ids, map(json.loads, batch[f"{s.column}__extra"]), strict=True))
+                        sides = batch[f"{s.column}__extra"]
+                        extra[s.column].update((ids[j], json.loads(sides[j])) for j in computed)
                 for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
                     key = f"{stage} pid {pid}"
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))

@@ -34,8 +34,8 @@ def _have_work(run: Any, steps: list) -> bool:
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:
     """The token-level signals ``run.signals`` on the actor pool (one causal LM per actor), stored through
-    ``ws.apply`` under the signal steps' own fingerprints and provenance, for the rows the score step scores (the
-    pass covers every row; a duplicate's values are not stored, as on the single engine)."""
+    ``ws.apply`` under the signal steps' own fingerprints and provenance, for the rows the score step scores (as on
+    the single engine, a duplicate costs no forward pass)."""
     if not engine._whole_pool:  # other sources in the workspace: the single-process step sees the whole pool
         return fallback(run)
     from curate.signals.steps import signal_steps
@@ -44,7 +44,7 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
         if not _have_work(run, steps):
             return {s.column: run.ws.apply(s, run.scored_ids()) for s in steps}
-        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False)
+        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=run.scored_ids())
     stats = {"engine": engine._inference_info}
     ids = run.scored_ids()
     return {s.column: run.ws.apply(Precomputed(s, engine._results.get(s.column, {}), stats,
