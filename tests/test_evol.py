@@ -214,6 +214,11 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     assert labels.to_list() == run.labels.to_list() == stored.to_list()
     assert provenance["shuffle_seeds"] == run.provenance["shuffle_seeds"]
     assert set(provenance["prompts"]) >= {"rank"} and provenance["backend"]["model"]
+    from curate.report.summary import llm_usage
+
+    (usage,) = llm_usage(ws)  # the report's and curate info's table of paid LLM steps lists the label set
+    assert (usage["column"], usage["step"], usage["calls"], usage["cached"]) == ("labels/cx", "evol", 0, 3 * 2 + ranked)
+    assert usage["model"] == provenance["backend"]["model"] and usage["prompt"] == provenance["prompts"]["rank"]["name"]
 
 
 @pytest.mark.llm

@@ -268,6 +268,15 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
     from curate.report.summary import never_computed
 
     assert len(never_computed(ws, "tags")) == 2 and not any(ws.failures("tags"))  # untagged rows: no failure either
+    from curate.report import report_html
+    from curate.report.summary import llm_usage
+
+    usage = {u["column"]: u for u in llm_usage(ws)}  # the tagger's calls are paid too, and counted
+    assert (usage["tags_raw"]["step"], usage["tags_raw"]["calls"]) == ("tagger", len(unique))
+    assert usage["tags_raw"]["prompt_tokens"] > 0 and usage["tags_raw"]["cost_usd"] > 0
+    assert usage["tags_raw"]["backend"] == usage["quality"]["backend"] == "openai"
+    page = report_html(ws)
+    assert "2 judge, 1 tagger" in page[page.index("paid LLM steps"):page.index("all derived columns")]
     # with the local scorers nothing is paid for: decontamination stays after the one scoring-and-embedding pass
     local = run_pipeline(str(pool), out=tmp_path / "local", budget=3, decontaminate=str(evalset), report=False,
                          progress=False)

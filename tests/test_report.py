@@ -29,7 +29,7 @@ from curate.report.plots import (
     source_breakdown,
     tag_coverage,
 )
-from curate.report.summary import failure_text, judge_usage, selection_summary, sources
+from curate.report.summary import failure_text, llm_usage, selection_summary, sources
 from curate.report.views import selection_html
 from curate.storage.step import StepOutput
 from tests.conftest import write_jsonl
@@ -207,8 +207,8 @@ def test_selection_summary_groups_reasons(tmp_path):
     assert "cosine" in view and "<th>rank</th>" in view and "<td class='n'>1</td>" in view  # ranks count from 1
 
 
-def test_judge_usage_reads_what_judges_write(tmp_path):
-    usage = {u["column"]: u for u in judge_usage(synthetic_workspace(tmp_path / "ws"))}
+def test_llm_usage_reads_what_judges_write(tmp_path):
+    usage = {u["column"]: u for u in llm_usage(synthetic_workspace(tmp_path / "ws"))}
     assert set(usage) == {"complexity", "quality"}  # failure columns and scorer columns are not judges
     assert (usage["complexity"]["prompt_tokens"], usage["complexity"]["cached"], usage["complexity"]["failures"]) == (41_234, 3, 7)
     assert usage["complexity"]["runs"] == 2 and usage["complexity"]["cost_usd"] == pytest.approx(0.0123)
@@ -223,10 +223,10 @@ def test_unknown_cost_is_unknown_not_free(tmp_path):
                       runs=[_run_stats(2, 0, 100, 2, 0.5), _run_stats(2, 0, 120, 2, None)])  # second model: no price
     ws.apply(judge, ids[:2], progress=False)
     ws.apply(judge, progress=False)
-    (u,) = judge_usage(ws)
+    (u,) = llm_usage(ws)
     assert (u["runs"], u["prompt_tokens"], u["completion_tokens"], u["cost_usd"]) == (2, 220, 4, None)
     page = report_html(ws)
-    judges = page[page.index("judges, prompts"):page.index("all derived columns")]
+    judges = page[page.index("paid LLM steps"):page.index("all derived columns")]
     assert "unknown" in judges and "$0" not in judges and "$0.5" not in judges
 
 

@@ -181,6 +181,9 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name == "tags":
         applied = result["tags_raw"]
         console.print(f"  tags_raw: {_done(applied, 'tagged')}; normalised into column tags")
+        from curate.cli.judge import usage_total_line
+
+        console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name.startswith("select"):
         console.print(f"  {len(result):,} rows admitted (budget {budget:,}, max cosine similarity "
                       f"{max_cosine_similarity}){_short_of_budget(result, budget)}")

@@ -74,7 +74,7 @@ def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     sections = [
         ("pool", pool_section(ws)),
-        ("judges, prompts, models and cost", judges_section(ws)),
+        ("paid LLM steps (judges, tagger, evol labels): prompts, models and cost", judges_section(ws)),
         ("failures", failures_section(ws)),
         ("selections: what was kept and why the rest was dropped", selections_section(ws)),
         *([("why rows were rejected: their nearest kept rows", why)] if (why := neighbours_section(ws)) else []),

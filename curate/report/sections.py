@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from curate.report.summary import (
     column_stats,
     failure_summary,
-    judge_usage,
+    llm_usage,
     provenance_line,
     selection_chain,
     selection_parameters,
@@ -84,22 +84,24 @@ def pool_section(ws: Workspace) -> str:
 
 
 def judges_section(ws: Workspace) -> str:
-    judges = judge_usage(ws)
+    judges = llm_usage(ws)
     out = []
     if judges:
         costs = [j["cost_usd"] for j in judges]
         total_cost = None if any(c is None for c in costs) else sum(costs)
         tokens = [j["prompt_tokens"] for j in judges] + [j["completion_tokens"] for j in judges]
         total_tokens = "unknown" if any(t is None for t in tokens) else f"{sum(tokens):,}"
-        out.append(f"<p>{len(judges)} judge column(s); {total_tokens} tokens; total cost {money(total_cost)} "
-                   "(every run that paid into a column counted)</p>")
+        steps = Counter(j["step"] for j in judges)
+        out.append(f"<p>{len(judges)} paid LLM step(s) ({esc(', '.join(f'{n} {k}' for k, n in steps.items()))}); "
+                   f"{total_tokens} tokens; total cost {money(total_cost)} (every run that paid into a column "
+                   "counted; an evol label set counts its last run)</p>")
         out.append(table(
-            ["column", "judge", "prompt", "version", "fingerprint", "model", "backend", "runs", "calls", "cached",
-             "prompt tokens", "completion tokens", "cost", "failing rows"],
-            [[j["column"], j["judge"], j["prompt"], j["prompt_version"],
+            ["column", "step", "judge", "prompt", "version", "fingerprint", "model", "backend", "runs", "calls",
+             "cached", "prompt tokens", "completion tokens", "cost", "failing rows"],
+            [[j["column"], j["step"], j["judge"], j["prompt"], j["prompt_version"],
               str(j["fingerprint"])[:12] if j["fingerprint"] else None, j["model"], j["backend"], j["runs"],
               j["calls"], j["cached"], j["prompt_tokens"], j["completion_tokens"], money(j["cost_usd"]), j["failures"]]
-             for j in judges], {7, 8, 9, 10, 11, 12, 13}))
+             for j in judges], {8, 9, 10, 11, 12, 13, 14}))
     columns = ws.columns  # one read of every column's provenance for this section
     scorers = [(n, p) for n, p in columns.items() if p.get("kind") == "scorer"]
     if scorers:

@@ -154,24 +154,47 @@ def _tokens(run: dict[str, Any], key: str) -> int | None:
     return tokens.get(key) if isinstance(tokens, dict) else None
 
 
-def judge_usage(ws: Workspace) -> list[dict[str, Any]]:
-    """One entry per LLM-judge column: what it is, and requests, tokens and USD summed over every run
-    that paid into the column (its provenance ``runs``); a cost None means unknown, never $0."""
+LLM_COLUMN_KINDS = {"judge": "judge", "instag_tags": "tagger"}  # column provenance kind -> the paid step
+
+
+def _backend_name(backend: Any) -> Any:
+    """A backend as the table shows it: its kind (the tagger and evol store the backend's whole description)."""
+    return backend.get("backend", backend.get("class")) if isinstance(backend, dict) else backend
+
+
+def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
+    """One entry per paid LLM step of the workspace: each judge column, each tagger column and each evol label set
+    (``column``: ``labels/<name>``), with requests, tokens and USD summed over every run that paid into a column
+    (its provenance ``runs``; a label set holds its last run); a cost None means unknown, never $0."""
     out = []
     for name, prov in ws.columns.items():
-        if prov.get("kind") != "judge":
+        step = LLM_COLUMN_KINDS.get(prov.get("kind"))
+        if step is None:
             continue
         runs = prov.get("runs") or [prov]  # a column written before runs were recorded: one run
         failing = sum(1 for f in ws.failures(name) if f)
         out.append({
-            "column": name, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
+            "column": name, "step": step, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
-            "model": prov.get("model"), "backend": prov.get("backend"), "runs": len(runs),
+            "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": len(runs),
             "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached_requests")),
             "prompt_tokens": _sum(runs, lambda r: _tokens(r, "prompt")),
             "completion_tokens": _sum(runs, lambda r: _tokens(r, "completion")),
             "cost_usd": _sum(runs, lambda r: r.get("cost_usd")),
             "failures": failing, "created": prov.get("created"),
+        })
+    for name, prov in ws.label_sets.items():
+        if prov.get("method") != "evol":
+            continue
+        rank = (prov.get("prompts") or {}).get("rank") or {}
+        backend = prov.get("backend") or {}
+        out.append({
+            "column": f"labels/{name}", "step": "evol", "judge": None, "prompt": rank.get("name"),
+            "prompt_version": rank.get("version"), "fingerprint": rank.get("fingerprint"),
+            "model": backend.get("model"), "backend": _backend_name(backend), "runs": 1,
+            "calls": prov.get("requests"), "cached": prov.get("cached"), "prompt_tokens": prov.get("prompt_tokens"),
+            "completion_tokens": prov.get("completion_tokens"), "cost_usd": prov.get("cost_usd"),
+            "failures": prov.get("rank_failures"), "created": prov.get("created"),
         })
     return out
 

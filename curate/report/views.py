@@ -23,7 +23,7 @@ from curate.report.summary import (
     failure_text,
     has_value,
     is_failure_column,
-    judge_usage,
+    llm_usage,
     never_computed,
     provenance_line,
     selection_summary,
@@ -211,7 +211,7 @@ def info_data(ws: Workspace) -> dict[str, Any]:
     """What ``curate info`` shows: rows, formats, sources (one per file), columns with fill and provenance
     (judges with missing rows, tokens and cost over all runs), embeddings, selections."""
     info = ws.info()
-    usage = {u["column"]: u for u in judge_usage(ws)}
+    usage = {u["column"]: u for u in llm_usage(ws)}
     columns = []
     for name, prov in info["columns"].items():
         values = ws.column(name)

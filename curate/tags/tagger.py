@@ -125,7 +125,10 @@ class Tagger:
         cost = None if unknown else round(sum(res.cost_usd for res in paid), 6)
         stats = {"turns": len(variables), "requests": len(results), "cached_requests": sum(res.cached for res in results),
                  "requests_not_sent_max_cost": sum(res.failure is not None and res.failure.code is FailureCode.BUDGET
-                                                   for res in results), "cost_usd": cost}
+                                                   for res in results),
+                 "tokens": {"prompt": sum(int(res.usage.get("prompt_tokens") or 0) for res in paid),
+                            "completion": sum(int(res.usage.get("completion_tokens") or 0) for res in paid)},
+                 "cost_usd": cost}
         return StepOutput(values, failures, stats=stats)
 
     def __repr__(self) -> str:
