@@ -25,7 +25,9 @@ _SELECTION_STRUCTURE = {"name", "created", "method", "params", "input_selection"
 
 
 def provenance_line(prov: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {prov[k]}" for k in PROVENANCE_KEYS if prov.get(k) not in (None, ""))
+    """The provenance keys people read first, as ``key = value`` pairs (a backend's whole description: its kind)."""
+    return ", ".join(f"{k} = {_backend_name(prov[k]) if k == 'backend' else prov[k]}" for k in PROVENANCE_KEYS
+                     if prov.get(k) not in (None, ""))
 
 
 def default_selection(ws: Workspace) -> str | None:
