@@ -283,10 +283,10 @@ def steps(run: Run) -> list[Step]:
     if run.signals:
         reads_columns = any(getattr(step, "inputs", ()) for step in run.scorers.values())
         plan.insert(plan.index(("score", score)) + (0 if reads_columns else 1), ("signals", signals))
-    if run.decontaminate is not None and not run.decontaminates_before_scoring:
-        plan += [("embed", embed), ("decontaminate", decontaminate)]
-    elif run.decontaminate is None:
+    if not run.decontaminates_before_scoring:
         plan.append(("embed", embed))
+        if run.decontaminate is not None:
+            plan.append(("decontaminate", decontaminate))
     if run.tag_backend is not None:  # after every filter step: no tag request for a dropped row
         plan.append(("tags", tags))
     plan += [("select (DEITA admission)", deita), ("export", export)]
