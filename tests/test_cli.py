@@ -21,6 +21,13 @@ def test_load_info_export(tmp_path, shapes):
         assert shape in info.stdout
     r = curate_cli("export", ws, "--out", tmp_path / "all.jsonl")
     assert r.returncode == 0 and len((tmp_path / "all.jsonl").read_text().splitlines()) == 17
+    r = curate_cli("export", ws, "--out", tmp_path / "chat.jsonl", "--format", "messages")  # training records
+    chat = [json.loads(x) for x in (tmp_path / "chat.jsonl").read_text().splitlines()]
+    assert r.returncode == 0 and len(chat) == 17 and all(set(x) == {"id", "messages"} for x in chat)
+    r = curate_cli("export", ws, "--out", tmp_path / "one.jsonl", "--format", "alpaca")  # 4 sharegpt rows: 2 turns
+    assert r.returncode == 1 and "4 of 17 rows cannot be written as alpaca" in r.stderr
+    r = curate_cli("export", ws, "--out", tmp_path / "x.jsonl", "--column", "quality")
+    assert r.returncode == 2 and "--format" in r.stderr
 
 
 def test_broken_line_7_clean_error_then_skip(tmp_path):

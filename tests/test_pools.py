@@ -115,6 +115,57 @@ def test_an_export_of_a_mixed_pool_loads_back_with_the_same_ids(tmp_path):
     assert back.ids == mapped.ids and [t[0].response for t in back.turns()] == ["Blue."] * 3
 
 
+def test_training_formats_load_back_as_the_same_conversations(tmp_path):
+    """`ws.export(..., format=F)` writes training records that `load` reads back to the same turns and ids; a
+    row the shape cannot hold, or a reply some rows lack, is an error naming a row, never a dropped turn."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    single = [{"instruction": "Sort these numbers.", "input": "3, 1, 2", "output": "1, 2, 3"},
+              {"instruction": "Name a prime.", "output": "7", "system": "Answer in one word."},
+              {"instruction": "Translate 'cat' to French.", "output": ""}]  # an empty reply stays an empty reply
+    multi = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+                           {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye?"},
+                           {"role": "assistant", "content": "Bye."}]}]
+    tool = [{"messages": [{"role": "user", "content": "Weather in Oslo?"},
+                          {"role": "assistant", "content": "Calling the weather tool."},
+                          {"role": "tool", "content": "4 C, rain"}, {"role": "assistant", "content": "4 C and rain."}]}]
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", single + multi + tool))
+    ws.add_column("quality", [4.5, 3.0, 1.0, 5.0, 2.0], {"kind": "test"})
+    formats = {"messages": ws.ids, "sharegpt": ws.ids[:4], "alpaca": ws.ids[:3]}
+    for fmt, ids in formats.items():
+        ws.add_selection(fmt, ids, ["kept"] * len(ids), ["selected"] * len(ids), [{}] * len(ids), {"method": "test"})
+        out = ws.export(tmp_path / f"{fmt}.jsonl", selection=fmt, columns=["quality"], format=fmt)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["id"] for r in records] == ids and [r["quality"] for r in records] == ws.column("quality", ids)
+        back = Workspace(tmp_path / f"back-{fmt}", create=True)
+        back.load(out)
+        assert back.ids == ids and back.column("format") == [fmt] * len(ids)
+        assert back.conversations() == [ws.conversations()[ws.index[i]] for i in ids]
+    alpaca = [json.loads(line) for line in (tmp_path / "alpaca.jsonl").read_text().splitlines()]
+    assert set(alpaca[0]) == {"id", "instruction", "input", "output", "system", "quality"}  # no pool field rides along
+    assert alpaca[1]["system"] == "Answer in one word." and alpaca[0]["instruction"] == "Sort these numbers.\n\n3, 1, 2"
+    with pytest.raises(WorkspaceError, match=r"2 of 5 rows cannot be written as alpaca: row .*: alpaca holds one "
+                                             r"exchange and it has 2 user turns"):
+        ws.export(tmp_path / "x.jsonl", format="alpaca")
+    with pytest.raises(WorkspaceError, match="1 of 5 rows cannot be written as sharegpt: .*tool turn"):
+        ws.export(tmp_path / "x.jsonl", format="sharegpt")
+    with pytest.raises(WorkspaceError, match="1 of 3 rows cannot be written as qa: .*system prompt"):
+        ws.export(tmp_path / "x.jsonl", selection="alpaca", format="qa")
+    prompts = Workspace(tmp_path / "prompts", create=True)  # instruction-only rows: no reply field at all
+    prompts.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write a haiku."}, {"instruction": "Add 2+2."}]))
+    out = prompts.export(tmp_path / "prompts.jsonl", format="qa")
+    assert [set(json.loads(line)) for line in out.read_text().splitlines()] == [{"id", "question"}] * 2
+    mixed = Workspace(tmp_path / "mixed", create=True)
+    mixed.load(write_jsonl(tmp_path / "m.jsonl", [{"instruction": "Write a haiku."}, {"instruction": "A", "output": "B"}]))
+    with pytest.raises(WorkspaceError, match="1 of 2 rows have no reply .*cannot tell them from empty replies"):
+        mixed.export(tmp_path / "m-out.jsonl", format="alpaca")
+    with pytest.raises(WorkspaceError, match="export format 'chatml': one of"):
+        mixed.export(tmp_path / "m-out.jsonl", format="chatml")
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "m-out.jsonl").exists()
+
+
 def test_skip_writes_rejects_with_reason(tmp_path):
     path = _bad_pool(tmp_path)
     rejects = tmp_path / "rejects.jsonl"

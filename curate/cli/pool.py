@@ -53,12 +53,21 @@ def export(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, or a folder (datasets save_to_disk)."),
     selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
+    format: str | None = typer.Option(None, "--format", help="Write training records of this shape: messages "
+                                      "(OpenAI / TRL chat), sharegpt, or one exchange per row as alpaca, "
+                                      "prompt_completion or qa; each with its id (and the --column's asked for). "
+                                      "Default: every pool field and derived column."),
+    column: list[str] = typer.Option([], "--column", help="With --format: a derived column to keep (repeatable), "
+                                     "e.g. --column quality."),
 ) -> None:
-    """Export the pool (or a selection) with its derived columns."""
+    """Export the pool (or a selection) with its derived columns, or as training records (--format)."""
     from curate.session import Workspace
 
+    if column and format is None:
+        raise typer.BadParameter("--column chooses the derived columns kept beside --format's records; without "
+                                 "--format every column is exported", param_hint="--column")
     ws = Workspace.open(workspace)
-    path = ws.export(out, selection=selection)
+    path = ws.export(out, selection=selection, columns=column or None, format=format)
     n = len(ws.selection(selection)) if selection else len(ws)
     console.print(f"wrote {n:,} rows to {path}")
 

@@ -171,3 +171,48 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
     if not any(t["role"] == "user" for t in turns):
         raise _RowError("empty conversation: no user turn" if turns else "empty conversation")
     return turns
+
+
+# -- writing a conversation back in a shape (the inverse of to_conversation, for training files) ----------------
+_SHAREGPT_SPEAKERS = {"user": "human", "assistant": "gpt", "system": "system"}
+_SINGLE_TURN_FIELDS = {"alpaca": ("instruction", "output"), "prompt_completion": ("prompt", "completion"),
+                       "qa": ("question", "answer")}
+
+
+def shape_problem(conversation: list[dict[str, Any]], fmt: str) -> str | None:
+    """Why ``conversation`` cannot be written as a ``fmt`` record without losing a turn, or None."""
+    if fmt not in FORMATS:
+        return f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}"
+    roles = [t["role"] for t in conversation]
+    if fmt == "messages":
+        return None
+    if "tool" in roles:
+        return "it has a tool turn, which only the messages format holds"
+    if fmt == "sharegpt":
+        return None
+    if roles.count("user") != 1 or roles.count("assistant") > 1:
+        return f"{fmt} holds one exchange and it has {roles.count('user')} user turns"
+    if "system" in roles and fmt != "alpaca":
+        return f"it has a system prompt, which {fmt} has no field for (alpaca's system field, or messages, holds one)"
+    return None
+
+
+def from_conversation(conversation: list[dict[str, Any]], fmt: str) -> dict[str, Any]:
+    """``conversation`` as a record of shape ``fmt`` that ``to_conversation`` reads back to the same turns:
+    ``messages`` (OpenAI / TRL chat), ``sharegpt`` (human/gpt), or one exchange as ``alpaca`` (instruction, input
+    "", output, system), ``prompt_completion`` or ``qa``; an instruction-only row has no reply field (a null one
+    reads back as an empty reply). A conversation the shape cannot hold (:func:`shape_problem`) is a ValueError."""
+    problem = shape_problem(conversation, fmt)
+    if problem is not None:
+        raise ValueError(problem)
+    if fmt == "messages":
+        return {"messages": [{"role": t["role"], "content": t["content"]} for t in conversation]}
+    if fmt == "sharegpt":
+        return {"conversations": [{"from": _SHAREGPT_SPEAKERS[t["role"]], "value": t["content"]}
+                                  for t in conversation]}
+    text = {t["role"]: t["content"] for t in conversation}
+    prompt, reply = _SINGLE_TURN_FIELDS[fmt]
+    record = {prompt: text["user"], **({"input": ""} if fmt == "alpaca" else {})}
+    if "assistant" in text:
+        record[reply] = text["assistant"]
+    return {**record, "system": text.get("system")} if fmt == "alpaca" else record

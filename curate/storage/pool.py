@@ -15,7 +15,7 @@ from typing import Any
 from filelock import Timeout
 
 from curate.errors import WorkspaceError
-from curate.pools import RESERVED
+from curate.pools import FORMATS, RESERVED
 from curate.storage.files import (
     LOCK_FILE,
     LOCKED_SUBDIRS,
@@ -231,12 +231,43 @@ def check_export_target(ws: Workspace, out: Path) -> None:
                              "replaces its folder whole: name a new or empty folder")
 
 
-def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
+def in_format(ds, fmt: str, keep: list[str]):
+    """``ds`` (rows with ``id`` and ``conversation``) as records of shape ``fmt`` (``curate.pools.formats``:
+    messages, sharegpt, alpaca, prompt_completion, qa), each with its ``id`` and the derived columns ``keep``; an
+    error naming the rows a shape cannot hold, never a row dropped or cut."""
+    import datasets
+
+    from curate.pools.formats import from_conversation, shape_problem
+
+    ids, conversations = ds["id"], ds["conversation"]
+    problems = [(rid, p) for rid, c in zip(ids, conversations, strict=True) if (p := shape_problem(c, fmt))]
+    if problems:
+        raise WorkspaceError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
+                             f"{problems[0][0]}: {problems[0][1]}")
+    records = [from_conversation(c, fmt) for c in conversations]
+    fields = list(dict.fromkeys(k for r in records for k in r))
+    partial = [k for k in fields if sum(k in r for r in records) < len(records)]
+    if partial:  # a reply some rows lack: a null field reads back as an empty reply, not as no reply
+        missing = next(rid for rid, r in zip(ids, records, strict=True) if partial[0] not in r)
+        raise WorkspaceError(f"{sum(partial[0] not in r for r in records):,} of {len(ids):,} rows have no reply "
+                             f"(first: {missing}): a {fmt} file cannot tell them from empty replies; export the rows "
+                             "with replies, or as messages or sharegpt")
+    return datasets.Dataset.from_dict({"id": ids, **{k: [r[k] for r in records] for k in fields},
+                                       **{name: ds[name] for name in keep}})
+
+
+def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
+           format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
-    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole."""
+    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole. ``format``:
+    the rows as training records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
     out = Path(out)
     check_export_target(ws, out)
-    ds = ws.to_dataset(columns=columns, selection=selection)
+    if format is not None and format not in FORMATS:
+        raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
+    ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
+    if format is not None:
+        ds = in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
     prepare_output(out)
     if out.suffix:
         with writing(out), quiet_datasets():

@@ -388,9 +388,12 @@ class Workspace:
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
         return pool.to_dataset(self, columns, selection)
 
-    def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None) -> Path:
-        """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix)."""
-        return pool.export(self, out, selection, columns)
+    def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
+               format: str | None = None) -> Path:
+        """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix); ``format``
+        (``messages``, ``sharegpt``, ``alpaca``, ``prompt_completion``, ``qa``): as training records of that shape,
+        each with its ``id`` and the derived ``columns`` asked for (none by default), which ``load`` reads back."""
+        return pool.export(self, out, selection, columns, format)
 
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
