@@ -134,12 +134,12 @@ class RayEngine:
 
         return minhash_dedup(self, ws, **params)
 
-    def stage(self, last: bool = False):
+    def stage(self):
         """Context manager for a stage that runs on Ray (see ``_stage``)."""
-        return self._stage(last)
+        return self._stage()
 
     @contextmanager
-    def _stage(self, last: bool = False) -> Iterator[None]:
+    def _stage(self) -> Iterator[None]:
         """Run a Ray stage: on an error close Ray and raise the task's own CurateError (not Ray's wrapper)."""
         try:
             yield
@@ -154,8 +154,6 @@ class RayEngine:
             if cause is not None and cause is not exc:
                 raise cause from None
             raise
-        if last:
-            self.close()
 
     # -- the steps --------------------------------------------------------------------------------
     def plan(self, plan: Sequence[Step]) -> list[Step]:
@@ -167,16 +165,14 @@ class RayEngine:
                 "signals": lambda run: self.signals(run, original.get("signals")),
                 "embed": lambda run: self.embed(run, original["embed"])}
         last = [name for name, _ in plan if name in ours][-1]
-        return [(name, self._closing(ours[name]) if name == last else ours.get(name, fn)) for name, fn in plan]
 
-    def _closing(self, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``step``, then Ray closed (an error closes it too: see ``_stage``)."""
-        def run_then_close(run):
+        def then_close(run, step=ours[last]):
             try:
                 return step(run)
             finally:
                 self.close()
-        return run_then_close
+        ours[last] = then_close
+        return [(name, ours.get(name, fn)) for name, fn in plan]
 
     def load(self, run) -> dict[str, Any]:
         """Read the shards on Ray, then write the pool with ``ws.load`` (nothing is created if reading fails)."""
@@ -291,10 +287,8 @@ class RayEngine:
         ids = run.scored_ids()  # the rows dedup (and the text rules) kept, as the single-process step
         todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
-            trained = {run.scorers[name].column: pack_scorer(run.scorers[name]) for name in self.scores
-                       if name in run.scorers}
-            self._infer(scorers, signal_steps=signals_to_compute(run), signal_model=run.signal_model,
-                        trained=trained, only=ids)
+            trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in self.scores}
+            self._infer(scorers, signals_to_compute(run), run.signal_model, trained=trained, only=ids)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -357,13 +351,12 @@ class RayEngine:
         failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
         ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it.
         ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row)."""
-        trained = trained or {}
         score_orders = None
         if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
             position = {rid: i for i, rid in enumerate(self._ids)}
             score_orders = np.sort(self._orders[[position[rid] for rid in only]])
         steps = [*scorers, *signal_steps]
-        specs = [trained.get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
+        specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = self._actor_pool(ray)

@@ -329,8 +329,7 @@ class Workspace:
         """A stored embedding matrix aligned to ``ids`` (memory-mapped when it already matches)."""
         return blobs.embeddings(self, name, ids)
 
-    def add_labels(self, name: str, rows: list[dict[str, Any]], provenance: dict[str, Any],
-                   files: dict[str, bytes] | None = None) -> Path:
+    def add_labels(self, name: str, rows: list[dict], provenance: dict, files: dict[str, bytes] | None = None) -> Path:
         """Store a label set (rows of text + score, e.g. Evol labels) with provenance and side files."""
         return blobs.add_labels(self, name, rows, provenance, files)
 
@@ -390,9 +389,7 @@ class Workspace:
 
     def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
                format: str | None = None) -> Path:
-        """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix); ``format``
-        (``messages``, ``sharegpt``, ``alpaca``, ``prompt_completion``, ``qa``): as training records of that shape,
-        each with its ``id`` and the derived ``columns`` asked for (none by default), which ``load`` reads back."""
+        """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.pool.export``."""
         return pool.export(self, out, selection, columns, format)
 
     def info(self) -> dict[str, Any]:
