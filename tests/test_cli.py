@@ -114,3 +114,27 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
     r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path / "sc")
     assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())
+
+
+def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
+    """The run's last lines add up the judges' and the tagger's calls of this run (sent, cached, tokens, USD);
+    a re-run sends nothing and says so."""
+    import os
+
+    from tests.fault_server import FaultServer
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain topic {i} in a sentence.",
+                                                  "output": f"Topic {i} is about the number {i}."} for i in range(5)])
+    args = [sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--tags", "--no-report",
+            "--model", "gpt-4o-mini", "--out", str(tmp_path / "run")]
+    with FaultServer() as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "k"}
+        runs = [subprocess.run([*args, "--base-url", srv.base_url], capture_output=True, text=True, timeout=300,
+                               env=env) for _ in range(2)]
+        assert srv.total == 15  # complexity, quality and tags of 5 rows, once
+    first, again = (" ".join(r.stdout.split()) for r in runs)
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    paid = first[first.index("LLM calls this run: "):].split(";")
+    assert paid[0] == "LLM calls this run: 15 sent, 0 answered by the cache"
+    assert int(paid[1].split()[0].replace(",", "")) > 0 and paid[2].startswith(" cost $0.")
+    assert "LLM calls this run: 0 sent, 0 answered by the cache; 0 tokens; cost $0" in again

@@ -109,7 +109,25 @@ def run(
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
         console.print(f"  {kind}: {path}")
+    if use_llm:
+        console.print(_paid_line(result.results), highlight=False)
     console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+
+
+def _paid_line(results: dict[str, Any]) -> str:
+    """What this run sent to LLMs, over the judges and the tagger: requests, cache hits, tokens and USD (the
+    columns' lines above count every run that paid into them)."""
+    from curate.llm.backends import format_usd
+
+    applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
+    runs = [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
+            and a.provenance.get("kind") in ("judge", "instag_tags")]  # runs[-1]: this run's, as it computed rows
+    cached = sum(r.get("cached_requests", 0) for r in runs)
+    sent = sum(r.get("requests", 0) - r.get("requests_not_sent_max_cost", 0) for r in runs) - cached
+    tokens = sum(sum((r.get("tokens") or {}).values()) for r in runs)
+    costs = [r.get("cost_usd") for r in runs]
+    cost = "cost unknown (no price for a model)" if None in costs else "cost " + format_usd(sum(costs))
+    return f"LLM calls this run: {sent:,} sent, {cached:,} answered by the cache; {tokens:,} tokens; {cost}"
 
 
 def _scorer_args(values: list[str]) -> dict[str, str]:
