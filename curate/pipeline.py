@@ -1,11 +1,9 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [decontaminate] -> [tags]
--> DEITA admission -> export -> [report]
+load -> exact dedup -> [minhash] -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [decontaminate]
+-> [tags] -> DEITA admission -> export -> [report]
 
-No LLM call is paid for a row a filter step drops: the judges see only the rows dedup and the text rules kept, and
-with judges (not the local default scorers) the embedding and decontaminate steps move before them; the tagger sees
-only the final candidates.
+No LLM call is paid for a row a filter step drops (with LLM judges, embed and decontaminate move before score).
 
 Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
 same judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through
@@ -31,6 +29,7 @@ from curate.session import Workspace
 from curate.storage.files import writing
 
 DEDUP = "dedup"
+NEAR_DEDUP = "minhash"
 DECONTAMINATED = "decontaminated"
 PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
@@ -55,6 +54,7 @@ class Run:
     progress: bool = True        # the steps' progress bars
     decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
     heuristics: bool = False     # rows failing a text rule (curate.select.heuristics) are not candidates
+    minhash: bool = False        # near-duplicates of an earlier row (MinHash LSH) are not candidates
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -78,14 +78,13 @@ class Run:
 
     @property
     def decontaminates_before_scoring(self) -> bool:
-        """Whether decontamination (and the embedding it reads) runs before the score step: when the judges are
-        paid calls. With the local scorers it runs after, as the Ray engine scores and embeds in one pass."""
+        """Decontamination (and the embedding it reads) runs before paid judges; after the local scorers (Ray
+        scores and embeds in one pass)."""
         return self.decontaminate is not None and self.pays_judges
 
     def scored_ids(self) -> list[str]:
-        """The rows the score step (and the signals) store values for, in pool order: those the filter steps
-        before scoring kept (dedup, the text rules, decontamination when it runs first), so no judge call is paid
-        for a duplicate, a refusal or a leaked benchmark row; either engine stores the same rows."""
+        """The rows the score step (and the signals) store values for, in pool order: those every filter step before
+        scoring kept (no judge call for a duplicate, a refusal, a leaked row); either engine stores the same rows."""
         chain = filter_chain(self)
         if DECONTAMINATED in chain and not self.decontaminates_before_scoring:
             chain.remove(DECONTAMINATED)
@@ -143,10 +142,16 @@ def dedup(run: Run):
     return run.ws.select(method="exact", name=DEDUP)
 
 
+def near_dedup(run: Run):
+    """Near-duplicates of an earlier row (MinHash LSH, the ``minhash`` selector's defaults) out of the exactly
+    deduplicated rows (selection ``minhash``): the first copy in pool order stays, before anything is scored."""
+    return run.ws.select(method="minhash", name=NEAR_DEDUP, input_selection=DEDUP)
+
+
 def text_rules(run: Run):
     """Rows with an empty reply, a refusal, an AI disclaimer, a looping or cut-off reply, mojibake (or, with
     ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
-    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=DEDUP,
+    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=candidates(run, PASSED_HEURISTICS),
                          languages=None if run.languages is None else list(run.languages))
 
 
@@ -159,8 +164,9 @@ def decontaminate(run: Run):
 
 def filter_chain(run: Run) -> list[str]:
     """The filter selections the run writes, each over the rows of the one before: the deduplicated rows, then
-    those passing the text rules, then those decontaminated, as far as the run asks for each."""
-    return [DEDUP] + [PASSED_HEURISTICS] * run.heuristics + [DECONTAMINATED] * (run.decontaminate is not None)
+    those not near-duplicates, those passing the text rules, those decontaminated, as far as the run asks."""
+    return ([DEDUP] + [NEAR_DEDUP] * run.minhash + [PASSED_HEURISTICS] * run.heuristics
+            + [DECONTAMINATED] * (run.decontaminate is not None))
 
 
 def candidates(run: Run, before: str | None = None) -> str:
@@ -275,6 +281,8 @@ def steps(run: Run) -> list[Step]:
     """The steps of ``run``, in order (tags only with a tag backend, report only when asked; the signals before
     the scores when a scorer of the run reads them; embed and decontaminate before paid judges)."""
     plan: list[Step] = [("load", load), ("dedup", dedup)]
+    if run.minhash:  # text only, before any score is paid for
+        plan.append(("near-duplicates", near_dedup))
     if run.heuristics:  # reads text only: before any score is paid for, so a failing row is seen early
         plan.append(("heuristics", text_rules))
     if run.decontaminates_before_scoring:  # its embedding test reads the run's embeddings
@@ -313,7 +321,7 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
         from curate.scale import RayEngine
 
-        return RayEngine(address, scores=SCORES, dedup_name=DEDUP).plan(steps(run))
+        return RayEngine(address, scores=SCORES, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 
@@ -324,7 +332,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
-                 heuristics: bool = False, languages: Sequence[str] | None = None) -> RunResult:
+                 heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -347,6 +355,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``heuristics``: rows failing a text rule (``curate.select.heuristics``: an empty reply, a refusal, an AI
     disclaimer, a reply ending in a loop or cut off inside a code fence, mojibake) are left out of admission
     (selection ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
+    ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
+    (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -359,9 +369,11 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
             raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
         decontaminate = str(decontaminate)
+    from curate.scorers.run_scorers import resolve_scorers
+
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}), on_error, progress, decontaminate=decontaminate,
-              heuristics=heuristics, languages=languages)  # a bad language code is named before any paid call
+              signal_model, resolve_scorers(scorers or {}, SCORES), on_error, progress, decontaminate=decontaminate,
+              heuristics=heuristics, languages=languages, minhash=minhash)  # a bad language code: named here
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):
@@ -373,22 +385,3 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         if on_done is not None:
             on_done(name, results[name], timings[name])
     return RunResult(run.ws, SELECTION, run.outputs, timings, results)
-
-
-def resolve_scorers(scorers: dict[str, Any]) -> dict[str, Any]:
-    """``{score name: Scorer}`` from scorers or what ``Scorer.load`` reads; a name outside ``SCORES`` is an error."""
-    from curate.scorers import Scorer
-
-    unknown = sorted(set(scorers) - set(SCORES))
-    if unknown:
-        raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(SCORES)}")
-    loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
-    columns = [loaded[name].column if name in loaded else name for name in SCORES]  # what each score writes
-    if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it
-        raise CurateError(f"the run's scores would write the columns {', '.join(columns)}: give each score its own "
-                          "scorer column (--scorer complexity=... and quality=... name different columns)")
-    for step in loaded.values():
-        if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
-            raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
-                              "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
-    return loaded

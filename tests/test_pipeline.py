@@ -281,3 +281,32 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
     local = run_pipeline(str(pool), out=tmp_path / "local", budget=3, decontaminate=str(evalset), report=False,
                          progress=False)
     assert list(local.timings)[:5] == ["load", "dedup", "score", "embed", "decontaminate"]
+
+
+def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):
+    """`--minhash`: a row a word away from an earlier one (MinHash LSH, Jaccard >= 0.8) is neither scored nor
+    selected; the dry run counts the same rows; the text rules then read the rows MinHash kept."""
+    from curate.dry_run import dry_run_pipeline
+
+    words = ("the quick brown fox jumps over the lazy dog while the farmer counts his sheep in the green field near "
+             "the old river and the children sing songs about the summer rain falling on the red roofs of the quiet "
+             "village at dawn").split()
+    base = [{"instruction": f"Task {i}: " + " ".join(words[i:] + words[:i]), "output": f"Answer {i}."} for i in range(4)]
+    near = {**base[2], "instruction": base[2]["instruction"].replace("sheep", "goats")}
+    refusal = {"instruction": "Tell me a joke about sorting algorithms please.", "output": "I'm sorry, but I can't."}
+    pool = write_jsonl(tmp_path / "p.jsonl", [*base, near, refusal])
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+        estimates = dry_run_pipeline(str(pool), tmp_path / "dry", backend=backend, minhash=True, heuristics=True)
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=6, backend=backend, minhash=True,
+                              heuristics=True, report=False, progress=False)
+        assert srv.total == 2 * len(base)  # the near-duplicate and the refusal cost nothing
+    assert [e.rows for e in estimates] == [len(base)] * 2
+    ws = result.workspace
+    assert list(result.timings)[:4] == ["load", "dedup", "near-duplicates", "heuristics"]
+    minhash = ws.selection("minhash")
+    assert minhash.decisions() == {"kept": 5, "duplicate": 1}
+    assert ws.selection("heuristics").table.num_rows == 5  # the rules read MinHash's kept rows
+    near_id = next(rid for rid in ws.ids if rid not in minhash.ids)
+    assert ws.conversations()[ws.index[near_id]][0]["content"] == near["instruction"]
+    assert near_id not in {r["id"] for r in ws.selection("deita").table.to_pylist()}  # never a candidate

@@ -235,8 +235,8 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
 
 
 def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_engine_does(cluster, tmp_path):
-    """`curate run --engine ray --heuristics`: the text rules run on the driver between Ray's dedup and Ray's
-    scoring, and the actors score only the rows they kept, as one process does."""
+    """`curate run --engine ray --minhash --heuristics`: MinHash on Ray, then the text rules on the driver, between
+    Ray's dedup and Ray's scoring; the actors score only the rows both kept, as one process does."""
     from curate.pipeline import run_pipeline
     from curate.session import Workspace
 
@@ -248,13 +248,16 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     shards = write_shards(tmp_path / "shards", records, 3)
     address, env = cluster
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
-                        "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
+                        "--minhash", "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True)
+    single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True, minhash=True)
 
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
     assert ray_ws.ids == ws.ids
+    near = ws.selection("minhash")  # the generated pool's one-word-changed rows
+    assert ray_ws.selection("minhash").table.to_pylist() == near.table.to_pylist() and near.decisions()["duplicate"] > 3
+    assert ray_ws.selection("minhash").provenance["engine"]["name"] == "ray"  # computed on the cluster
     rules = ws.selection("heuristics")
     assert ray_ws.selection("heuristics").table.to_pylist() == rules.table.to_pylist()
     failed = {row_id for row_id, reason in zip(rules.table["id"].to_pylist(), rules.table["reason"].to_pylist(),

@@ -60,6 +60,10 @@ def run(
                                               f"{DECONTAMINATE.ngram}-word run with one, or embedded closer than "
                                               f"cosine {DECONTAMINATE.max_cosine_similarity} to one, are left out "
                                               "of the selection."),
+    minhash: bool = typer.Option(False, "--minhash", help="Leave out near-duplicates of an earlier row (MinHash LSH "
+                                 "over word 3-grams, estimated Jaccard >= 0.8) before scoring: no judge call for "
+                                 "them; the first copy in pool order stays (admission alone keeps the best-scored "
+                                 "copy, after paying for each)."),
     heuristics: bool = typer.Option(False, "--heuristics", help="Leave out rows failing a text rule: an empty reply, "
                                     "a refusal, an \"As an AI language model\" opening, a reply ending in a loop or "
                                     "cut off inside a code fence, mojibake."),
@@ -68,7 +72,7 @@ def run(
                                        "another language, each with probability >= "
                                        f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
 ) -> None:
-    """The main job: load -> dedup -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA admission -> export -> report.
+    """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA admission -> export -> report.
 
     With --backend, embed and decontaminate run before score: no judge call is paid for a row a step drops.
 
@@ -96,7 +100,7 @@ def run(
         with llm_backend() as llm:
             print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
                                              scorers=tuple(scorers), heuristics=heuristics,
-                                             languages=language or None,
+                                             languages=language or None, minhash=minhash,
                                              decontaminate_target=str(decontaminate) if decontaminate else None))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
@@ -104,7 +108,7 @@ def run(
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               scorers=scorers, on_error=on_error, decontaminate=decontaminate,
-                              heuristics=heuristics, languages=language or None,
+                              heuristics=heuristics, languages=language or None, minhash=minhash,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
@@ -168,6 +172,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             console.print(f"  [yellow]{json_columns_line(result['columns_kept_as_json'])}[/]")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
+    elif name == "near-duplicates":
+        near = result.decisions().get("duplicate", 0)
+        console.print(f"  {near:,} of {result.table.num_rows:,} near-duplicates of an earlier row (MinHash, Jaccard >= "
+                      f"{result.provenance['params']['threshold']}): left out, and not scored")
     elif name == "heuristics":
         prov = result.provenance
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())

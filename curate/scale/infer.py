@@ -128,6 +128,19 @@ class Inference:
         return out
 
 
+def actor_pool(ray: Any, cpus_per_actor: int) -> tuple[int, dict[str, Any], int | None, dict[str, Any]]:
+    """(actors, map_batches options, CPU threads per actor, provenance): one :class:`Inference` actor per GPU when
+    the cluster has GPUs, else one per ``cpus_per_actor`` CPUs."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:
+        actors, options, threads = gpus, {"num_gpus": 1}, None
+    else:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
+        options, threads = {"num_cpus": cpus_per_actor}, cpus_per_actor
+    return actors, options, threads, {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
+                                      "cpus_per_actor": None if gpus else cpus_per_actor}
+
+
 def pack_scorer(scorer: Any) -> dict[str, bytes]:
     """A trained scorer as its saved folder's files (``{relative path: bytes}``: a head or an adapter and
     ``scorer.json``, a few MiB at most), sent to the actors with their arguments: no node needs the folder."""

@@ -41,7 +41,7 @@ from curate.defaults import EMBED
 from curate.errors import CurateError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
-from curate.scale.infer import Inference, Precomputed, pack_scorer, peak_rss_mb
+from curate.scale.infer import Inference, Precomputed, actor_pool, pack_scorer, peak_rss_mb
 from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only
 
 Step = tuple[str, Callable[[Any], Any]]
@@ -71,16 +71,16 @@ class RayEngine:
     ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
     ``cpus_per_actor`` CPUs). ``scores``: the scores computed on the actors when there is no LLM backend (the run's trained
     scorer for a score where it has one, else the shipped scorer of that name).
-    ``dedup_name``: the selection the dedup step writes (the pipeline's). ``verbose``: Ray Data's progress
+    ``dedup_name`` / ``near_dedup_name``: the selections the dedup / near-duplicates steps write. ``verbose``: Ray Data's progress
     bars and log lines on the console.
     """
 
     def __init__(self, address: str | None = None, scores: Sequence[str] = ("complexity", "quality"),
-                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
+                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup", near_dedup_name: str = "minhash",
                  verbose: bool = False):
         self.address = address
         self.verbose = verbose
-        self.dedup_name = dedup_name
+        self.dedup_name, self.near_dedup_name = dedup_name, near_dedup_name
         self.scores = tuple(scores)
         self.cpus_per_actor = max(1, int(cpus_per_actor))
         self.batch_size = batch_size
@@ -134,6 +134,13 @@ class RayEngine:
 
         return minhash_dedup(self, ws, **params)
 
+    def near_dedup(self, run, fallback: Callable[[Any], Any]):
+        """`curate run --minhash`: the ``minhash`` selection of the exactly deduplicated rows, as one process writes
+        it (``fallback``: the single-process step, when the workspace holds rows of other sources too)."""
+        if not self._whole_pool:
+            return fallback(run)
+        return self.minhash_dedup(run.ws, name=self.near_dedup_name, input_selection=self.dedup_name)
+
     def stage(self):
         """Context manager for a stage that runs on Ray (see ``_stage``)."""
         return self._stage()
@@ -161,6 +168,7 @@ class RayEngine:
         Ray is closed after the last of them, whatever their order."""
         original = dict(plan)
         ours = {"load": self.load, "dedup": lambda run: self.dedup(run, original["dedup"]),
+                "near-duplicates": lambda run: self.near_dedup(run, original["near-duplicates"]),
                 "score": lambda run: self.score(run, original["score"]),
                 "signals": lambda run: self.signals(run, original.get("signals")),
                 "embed": lambda run: self.embed(run, original["embed"])}
@@ -303,18 +311,6 @@ class RayEngine:
 
         return signals_on_ray(self, run, fallback)
 
-    def _actor_pool(self, ray) -> tuple[int, dict[str, Any], int | None, dict[str, Any]]:
-        """(actors, map_batches options, CPU threads per actor, provenance): one actor per GPU when the cluster
-        has GPUs, else one per ``cpus_per_actor`` CPUs."""
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus:
-            actors, options, threads = gpus, {"num_gpus": 1}, None
-        else:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.cpus_per_actor)
-            options, threads = {"num_cpus": self.cpus_per_actor}, self.cpus_per_actor
-        return actors, options, threads, {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
-                                          "cpus_per_actor": None if gpus else self.cpus_per_actor}
-
     def embed(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The embedding set from the inference pass (or an embedding-only pass), via ``ws.add_embeddings``."""
         from curate.embed.encoder import model_id
@@ -359,7 +355,7 @@ class RayEngine:
         specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
         with self._stage():
             ray = self.connect()
-            actors, options, threads, info = self._actor_pool(ray)
+            actors, options, threads, info = actor_pool(ray, self.cpus_per_actor)
             out = self.rows().map_batches(
                 Inference, fn_constructor_kwargs={
                     "scores": specs, "signals": [s.kind for s in signal_steps],

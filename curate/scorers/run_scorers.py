@@ -1,0 +1,28 @@
+"""The trained scorers a `curate run` scores with, one per DEITA score, checked before any step runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from curate.errors import CurateError
+
+
+def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str, Any]:
+    """``{score name: Scorer}`` from scorers or what ``Scorer.load`` reads; a name outside ``scores`` is an error,
+    and so are two scores writing one column or a column name admission's sort key cannot read."""
+    from curate.scorers import Scorer
+
+    unknown = sorted(set(scorers) - set(scores))
+    if unknown:
+        raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(scores)}")
+    loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+    columns = [loaded[name].column if name in loaded else name for name in scores]  # what each score writes
+    if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it
+        raise CurateError(f"the run's scores would write the columns {', '.join(columns)}: give each score its own "
+                          "scorer column (--scorer complexity=... and quality=... name different columns)")
+    for step in loaded.values():
+        if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
+            raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
+                              "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
+    return loaded
