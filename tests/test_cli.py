@@ -118,14 +118,21 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
 
 def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
     """The run's last lines add up the judges' and the tagger's calls of this run (sent, cached, tokens, USD);
-    a re-run sends nothing and says so."""
+    a re-run sends nothing and says so. A near-duplicate (--minhash) costs nothing."""
     import os
 
     from tests.fault_server import FaultServer
 
-    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain topic {i} in a sentence.",
-                                                  "output": f"Topic {i} is about the number {i}."} for i in range(5)])
-    args = [sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--tags", "--no-report",
+    rows = [{"instruction": f"Explain topic {i} in a sentence.", "output": f"Topic {i} is about the number {i}."}
+            for i in range(4)]
+    long = {"instruction": "Describe how a lighthouse keeper spent the long winter nights on the rocky island, "
+                           "what he ate, what he read, which letters he wrote to his sister in the town across the "
+                           "bay, how he mended the nets and the roof after the gales, how he counted the ships that "
+                           "passed in the dark and how he kept the lamp burning through every storm of the year.",
+            "output": "He read, cooked fish and trimmed the wick."}
+    near = {**long, "instruction": long["instruction"].replace("every storm", "each storm")}  # --minhash: not paid
+    pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, long, near])
+    args = [sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--tags", "--no-report", "--minhash",
             "--model", "gpt-4o-mini", "--out", str(tmp_path / "run")]
     with FaultServer() as srv:
         env = {**os.environ, "OPENAI_API_KEY": "k"}
@@ -134,6 +141,7 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
         assert srv.total == 15  # complexity, quality and tags of 5 rows, once
     first, again = (" ".join(r.stdout.split()) for r in runs)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert "1 of 6 near-duplicates of an earlier row (MinHash, Jaccard >= 0.8): left out, and not scored" in first
     paid = first[first.index("LLM calls this run: "):].split(";")
     assert paid[0] == "LLM calls this run: 15 sent, 0 answered by the cache"
     assert int(paid[1].split()[0].replace(",", "")) > 0 and paid[2].startswith(" cost $0.")

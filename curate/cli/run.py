@@ -175,7 +175,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name == "near-duplicates":
         near = result.decisions().get("duplicate", 0)
         console.print(f"  {near:,} of {result.table.num_rows:,} near-duplicates of an earlier row (MinHash, Jaccard >= "
-                      f"{result.provenance['params']['threshold']}): left out, and not scored")
+                      f"{result.provenance['threshold']}): left out, and not scored")
     elif name == "heuristics":
         prov = result.provenance
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
