@@ -4,6 +4,7 @@
            to the driver once, in source order, and ``ws.load`` writes the pool (ids as always);
     dedup  exact duplicates by hash: a Ray groupby (count, first row) on the normalised-text hash; the
            driver stores selection ``dedup`` exactly as the ``exact`` selector would (first copy kept);
+           with ``--minhash`` near-duplicates too, LSH band buckets as groupbys (:mod:`.minhash`);
     score  the scorers and the encoder in a pool of Ray actors (``map_batches``, one model per actor, one
            GPU per actor when the cluster has GPUs, :mod:`.infer`), stored through ``ws.apply``;
     signals (when asked) IFD and perplexity the same way, one causal LM per actor (:mod:`.signals`);
@@ -69,15 +70,15 @@ class RayEngine:
 
     ``address``: a Ray cluster (``host:port`` or ``ray://host:10001``); None starts Ray on this machine.
     ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
-    ``cpus_per_actor`` CPUs). ``scores``: the scores computed on the actors when there is no LLM backend (the run's trained
-    scorer for a score where it has one, else the shipped scorer of that name).
-    ``dedup_name`` / ``near_dedup_name``: the selections the dedup / near-duplicates steps write. ``verbose``: Ray Data's progress
-    bars and log lines on the console.
+    ``cpus_per_actor`` CPUs). ``scores``: the scores computed on the actors when there is no LLM backend (the
+    run's trained scorer for a score where it has one, else the shipped scorer of that name).
+    ``dedup_name`` / ``near_dedup_name``: the selections the dedup / near-duplicates steps write.
+    ``verbose``: Ray Data's progress bars and log lines on the console.
     """
 
     def __init__(self, address: str | None = None, scores: Sequence[str] = ("complexity", "quality"),
-                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup", near_dedup_name: str = "minhash",
-                 verbose: bool = False):
+                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
+                 near_dedup_name: str = "minhash", verbose: bool = False):
         self.address = address
         self.verbose = verbose
         self.dedup_name, self.near_dedup_name = dedup_name, near_dedup_name
@@ -292,7 +293,7 @@ class RayEngine:
 
         scorers = [run.scorers[name] if name in run.scorers else load_default(name) for name in self.scores]
         ws = run.ws
-        ids = run.scored_ids()  # the rows dedup (and the text rules) kept, as the single-process step
+        ids = run.scored_ids()  # the rows the filter steps before scoring kept, as the single-process step
         todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in self.scores}
@@ -377,8 +378,8 @@ class RayEngine:
                     matrix[pos] = emb
                 computed = np.flatnonzero(batch["computed"]).tolist()
                 for s in steps:
-                    col, values, failures = results[s.column], batch[f"{s.column}__values"], batch[f"{s.column}__failures"]
-                    col.update((ids[j], (json.loads(values[j]), json.loads(failures[j]))) for j in computed)
+                    values, fails = batch[f"{s.column}__values"], batch[f"{s.column}__failures"]
+                    results[s.column].update((ids[j], (json.loads(values[j]), json.loads(fails[j]))) for j in computed)
                     if s.column in extra:
                         sides = batch[f"{s.column}__extra"]
                         extra[s.column].update((ids[j], json.loads(sides[j])) for j in computed)
