@@ -151,7 +151,8 @@ def near_dedup(run: Run):
 def text_rules(run: Run):
     """Rows with an empty reply, a refusal, an AI disclaimer, a looping or cut-off reply, mojibake (or, with
     ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
-    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=candidates(run, PASSED_HEURISTICS),
+    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS,
+                         input_selection=candidates(run, PASSED_HEURISTICS),
                          languages=None if run.languages is None else list(run.languages))
 
 

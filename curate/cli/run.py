@@ -72,7 +72,8 @@ def run(
                                        "another language, each with probability >= "
                                        f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
 ) -> None:
-    """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags] -> DEITA admission -> export -> report.
+    """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags]
+    -> DEITA admission -> export -> report.
 
     With --backend, embed and decontaminate run before score: no judge call is paid for a row a step drops.
 
