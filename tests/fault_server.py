@@ -16,7 +16,8 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[always400]``  every attempt answers 400 (a permanent error)
 ``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
 
-``messages`` keeps every chat request's messages, in arrival order.
+``messages`` keeps every chat request's messages, in arrival order. With ``api_key`` a request carrying another
+key is answered 401 (``invalid_api_key``), as OpenAI answers a wrong key.
 
 Otherwise it answers a digit with a top-logprobs list over digits 1-6 (deterministic per text),
 or, when ``response_format`` asks for JSON, ``{"label": ..., "confidence": ...}`` (for the InsTag schema: the
@@ -67,7 +68,9 @@ class FaultServer:
     """``with FaultServer() as srv:`` -> ``srv.base_url``; ``srv.counts`` per last-user-message text."""
 
     def __init__(self, latency: float = 0.0, slots: int | None = None, retry_after: str = "1",
-                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None, models: tuple[str, ...] = ("fault",)):
+                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None, models: tuple[str, ...] = ("fault",),
+                 api_key: str | None = None):
+        self.api_key = api_key  # set: a request with another key is refused with 401, as OpenAI does
         self.latency = latency
         self.models = tuple(models)
         self.usage_prompt_tokens = usage_prompt_tokens
@@ -122,6 +125,9 @@ class FaultServer:
             self.total += 1
             attempt = self.counts[key]
             self.times[key].append(time.monotonic())
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401)
         if self._slots is not None:
             async with self._slots:
                 await asyncio.sleep(self.latency)

@@ -180,6 +180,28 @@ def test_rerun_with_a_larger_max_cost_sends_only_the_unsent_rows(tmp_path):
     assert all(f == [] for f in ws.failures("complexity"))
 
 
+def test_a_wrong_api_key_stops_the_run_and_a_rerun_with_the_right_one_scores_every_row(tmp_path):
+    """HTTP 401 refuses the key, not a row: nothing more is sent after the first answers, no row is stored as a
+    permanent failure, the run says why, and the re-run with the right key scores every row (it selected 0 rows
+    and exited 0; the re-run sent nothing, as every row was stored failed)."""
+    from curate.pipeline import run_pipeline
+
+    pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Task {i}: explain item {i}.", "output": f"A{i}."}
+                                              for i in range(40)])
+    with FaultServer(api_key="right") as srv:
+        wrong = OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="wrong", concurrency=4)
+        with pytest.raises(CurateError, match=r"40 rows not scored: the judge did not answer \(HTTP 401: the server "
+                                              r"refuses the API key; fix it and re-run"):
+            run_pipeline(str(pool), out=tmp_path / "run", budget=5, backend=wrong, report=False, progress=False)
+        assert srv.total <= 2 * 4  # per judge, the requests in flight when its first 401 came back; none after
+        ws = Workspace.open(tmp_path / "run" / "workspace")
+        assert all(f.code is FailureCode.TRANSIENT for fails in ws.failures("complexity") for f in fails)
+        right = OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="right")
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=5, backend=right, report=False, progress=False)
+    ws = result.workspace
+    assert all(v is not None for v in ws.row_values("quality")) and len(ws.selection("deita")) == 5
+
+
 # -- 3. an unknown price never counts as $0 -----------------------------------------------------------
 def test_max_cost_without_a_price_is_one_clean_cli_error(tmp_path, fault_server):
     ws = _workspace(tmp_path, ["one row"])

@@ -120,6 +120,7 @@ class OpenAIBackend(Backend):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.requests_sent = 0
+        self.refused: str | None = None  # the server refused the key, permission or model: nothing more is sent
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
@@ -190,6 +191,7 @@ class OpenAIBackend(Backend):
         tpm = _WindowLimiter(self.tpm) if self.tpm else None
         queue: collections.deque[Request] = collections.deque(requests)
         self._settled = asyncio.Event()  # bound to this run's event loop
+        self.refused = None  # each run asks again: the key may have been fixed since (it is read per run)
 
         async def worker() -> None:
             while queue:
@@ -206,6 +208,8 @@ class OpenAIBackend(Backend):
 
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
+            if self.refused is not None:  # every request would get the same answer: none is sent
+                return failure_result(self.refused, FailureCode.TRANSIENT)
             reserved = await self._reserve(req)
             if reserved is None:
                 return self._budget_failure(req)
@@ -243,6 +247,10 @@ class OpenAIBackend(Backend):
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 last = f"HTTP {status}: {_short(exc)}"
+                if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
+                    self.refused = (f"HTTP {status}: the server refuses {REFUSED_SETTINGS[status]}; fix it and re-run "
+                                    f"(nothing more was sent): {_short(exc)}")  # a re-run sends the rows again
+                    return failure_result(self.refused, FailureCode.TRANSIENT)
                 if status not in (408, 409, 429) and status < 500:
                     return failure_result(last, FailureCode.HTTP_ERROR)
                 retry_after = _retry_after(exc.response.headers)
@@ -262,6 +270,11 @@ class OpenAIBackend(Backend):
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, kind={self.kind!r})"
+
+
+# statuses that refuse the run's settings rather than a request: every other row would get the same answer
+REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
+                    404: "the model name or the endpoint (--model, --base-url)"}
 
 
 def _max_tokens(request: Request) -> int:
