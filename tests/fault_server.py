@@ -49,6 +49,11 @@ import time
 from aiohttp import web
 
 
+def _wrong_key() -> web.Response:
+    return web.json_response({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                        "code": "invalid_api_key"}}, status=401)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,8 +73,8 @@ class FaultServer:
     """``with FaultServer() as srv:`` -> ``srv.base_url``; ``srv.counts`` per last-user-message text."""
 
     def __init__(self, latency: float = 0.0, slots: int | None = None, retry_after: str = "1",
-                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None, models: tuple[str, ...] = ("fault",),
-                 api_key: str | None = None):
+                 hang_seconds: float = 3.0, usage_prompt_tokens: int | None = None,
+                 models: tuple[str, ...] = ("fault",), api_key: str | None = None):
         self.api_key = api_key  # set: a request with another key is refused with 401, as OpenAI does
         self.latency = latency
         self.models = tuple(models)
@@ -126,8 +131,7 @@ class FaultServer:
             attempt = self.counts[key]
             self.times[key].append(time.monotonic())
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                                "code": "invalid_api_key"}}, status=401)
+            return _wrong_key()
         if self._slots is not None:
             async with self._slots:
                 await asyncio.sleep(self.latency)
@@ -289,6 +293,14 @@ class FaultServer:
                                   "first_id": data[0]["id"] if data else None,
                                   "last_id": data[-1]["id"] if data else None})
 
+    @web.middleware
+    async def _check_key(self, request: web.Request, handler):
+        """With ``api_key``: every endpoint but the chat one (which counts the request first) refuses another key."""
+        if self.api_key is not None and request.path != "/v1/chat/completions" and \
+                request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _wrong_key()
+        return await handler(request)
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
@@ -297,7 +309,7 @@ class FaultServer:
         self._loop = loop
         asyncio.set_event_loop(loop)
         self._slots = asyncio.Semaphore(self.slots) if self.slots else None
-        app = web.Application()
+        app = web.Application(middlewares=[self._check_key])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/files", self._upload)

@@ -69,6 +69,23 @@ def test_a_batch_job_completes_into_the_cache_as_the_online_backend_would(tmp_pa
     assert [s["status"] for s in subs.values()] == ["collected"] and list(subs.values())[0]["batch_id"] == "batch_1"
 
 
+def test_a_wrong_api_key_is_one_error_line_and_the_rerun_with_the_right_key_scores_every_row(tmp_path):
+    """The files API answers 401: `curate score --backend openai-batch` says so in one line (it printed openai's
+    traceback), and the re-run with the right key submits and scores every row."""
+    ws = _workspace(tmp_path, [f"batch row {i}" for i in range(5)])
+    with FaultServer(api_key="right") as srv:
+        args = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+                "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
+        runs = [subprocess.run(args, capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "OPENAI_API_KEY": key}) for key in ("wrong", "right")]
+        assert (srv.uploads, srv.batches_created, srv.total) == (1, 1, 0)  # nothing went through with the wrong key
+    wrong, right = runs
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "error: openai-batch: HTTP 401: the server refuses the API key" in wrong.stderr
+    assert right.returncode == 0, right.stderr[-2000:]
+    assert all(v is not None for v in Workspace.open(ws.path).column("complexity"))
+
+
 def test_large_jobs_are_split_by_the_per_batch_limits(tmp_path):
     ws = _workspace(tmp_path, [f"split row {i}" for i in range(12)])
     with FaultServer() as srv:

@@ -39,7 +39,7 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
-from curate.llm.openai_backend import _max_tokens, api_key, parse_chat_completion
+from curate.llm.openai_backend import REFUSED_SETTINGS, _max_tokens, _short, api_key, parse_chat_completion
 
 ENDPOINT = "/v1/chat/completions"
 INDEX = "llm-batches"
@@ -204,6 +204,11 @@ class OpenAIBatchBackend(Backend):
         call = _Call(self, client, {r.key: r for r in requests}, on_done)
         try:
             await call.go()
+        except openai.APIError as exc:  # the files or batches API itself failed, retries spent: one line, not a trace
+            status = getattr(exc, "status_code", None)
+            why = f"the server refuses {REFUSED_SETTINGS[status]}" if status in REFUSED_SETTINGS else "it failed"
+            raise CurateError(f"openai-batch: {f'HTTP {status}: ' if status else ''}{why}: {_short(exc)}; the batches "
+                              "submitted so far are remembered in the workspace: fix it and re-run to resume") from None
         finally:
             await client.close()
 
