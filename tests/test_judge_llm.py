@@ -117,6 +117,8 @@ def test_every_local_model_runner_takes_the_dtype_this_machine_runs_well(tmp_pat
     server = LocalServer(home=tmp_path)
     server.model_dir = tmp_path
     batch = VLLMBatchBackend(model_dir=tmp_path)
+    with pytest.raises(CurateError, match="no such model folder"):
+        VLLMBatchBackend(model_dir=tmp_path / "missing")
     for command in (server.command(), batch.command(tmp_path / "in", tmp_path / "out")):
         assert command[command.index("--dtype") + 1] == want
     assert batch.describe()["dtype"] == server.backend().describe()["dtype"] == want  # provenance names it
@@ -158,6 +160,9 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     from curate.llm.prompts import load_prompt
     from curate.llm.vllm_engine import VLLMBackend, sampling_kwargs
 
+    with pytest.raises(CurateError, match="--model .*no-model-is-loaded: no such model folder"):
+        VLLMBackend(tmp_path / "no-model-is-loaded")  # a path vLLM would read as a hub repo id
+    (tmp_path / "no-model-is-loaded").mkdir()
     backend = VLLMBackend(tmp_path / "no-model-is-loaded")
     sampling = sampling_kwargs({"temperature": 0.7, "max_completion_tokens": 64, "frequency_penalty": 0.5,
                                 "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5,

@@ -51,6 +51,14 @@ def curate_home() -> Path:
     return Path(os.environ.get("CURATE_HOME") or Path.home() / ".cache" / "curate")
 
 
+def check_model_path(model_dir: str | os.PathLike | None) -> None:
+    """A ``--model`` written as a path (``/…``, ``./…``, ``~/…``) that is no folder is an error naming it; vLLM would
+    read it as a Hugging Face repo id and fail on the id's spelling. A repo id (``org/name``) is left to vLLM."""
+    text = str(model_dir or "")
+    if text.startswith(("/", ".", "~")) and not Path(text).expanduser().is_dir():
+        raise CurateError(f"--model {text}: no such model folder (the vllm backends run a local model folder)")
+
+
 def folder_model_name(folder: Path) -> str:
     """The model name of a folder (in cache keys and provenance): its name, plus the fine-tuning run for a model
     curate exported (``curate-model.json``), so two models exported to one path never share cached answers."""

@@ -27,6 +27,7 @@ from curate.llm.batch import batch_line, read_output_line
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ARGS,
+    check_model_path,
     curate_home,
     folder_model_name,
     prepare_model,
@@ -43,6 +44,7 @@ class VLLMBatchBackend(Backend):
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
                  max_model_len: int = 2048, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
                  timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
+        check_model_path(model_dir)
         self._model_dir = Path(model_dir) if model_dir else None
         self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(Path(model_dir)))
         self.max_model_len, self.dtype, self.max_logprobs = max_model_len, resolve_dtype(dtype), top_logprobs

@@ -14,6 +14,7 @@ from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ENGINE_KWARGS,
+    check_model_path,
     curate_home,
     folder_model_name,
     prepare_model,
@@ -61,6 +62,7 @@ class VLLMBackend(Backend):
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
                  max_model_len: int = 2048, dtype: str = "auto", batch_size: int = 512,
                  top_logprobs: int = BACKEND.top_logprobs, **engine_kwargs: Any):
+        check_model_path(model_dir)
         self.model_dir = Path(model_dir) if model_dir else prepare_model()
         self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(self.model_dir))
         self.max_model_len = max_model_len
