@@ -297,7 +297,7 @@ class RayEngine:
         todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in self.scores}
-            self._infer(scorers, signals_to_compute(run), run.signal_model, trained=trained, only=ids)
+            self._infer(scorers, signals_to_compute(run, ids), run.signal_model, trained=trained, only=ids)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:

@@ -15,21 +15,21 @@ from typing import Any
 from curate.scale.infer import Precomputed
 
 
-def signals_to_compute(run: Any) -> list:
-    """The signal steps of ``run`` with rows left to compute (none when the run asks for no signals)."""
+def signals_to_compute(run: Any, ids: list[str]) -> list:
+    """The signal steps of ``run`` with rows of ``ids`` (``run.scored_ids()``) left to compute (none when the run
+    asks for no signals)."""
     if not run.signals:
         return []
     from curate.signals.steps import signal_steps
 
     steps = signal_steps(run.signals, run.signal_model)
-    return steps if _have_work(run, steps) else []
+    return steps if _have_work(run.ws, steps, ids) else []
 
 
-def _have_work(run: Any, steps: list) -> bool:
+def _have_work(ws: Any, steps: list, ids: list[str]) -> bool:
     from curate.storage.apply import rows_needing_work
 
-    ids = run.scored_ids()
-    return any(rows_needing_work(run.ws, s, ids) for s in steps)
+    return any(rows_needing_work(ws, s, ids) for s in steps)
 
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:
@@ -41,11 +41,11 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     from curate.signals.steps import signal_steps
 
     steps = signal_steps(run.signals, run.signal_model)
+    ids = run.scored_ids()  # read once: each call reads the filter selection and walks the pool's ids
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
-        if not _have_work(run, steps):
-            return {s.column: run.ws.apply(s, run.scored_ids()) for s in steps}
-        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=run.scored_ids())
+        if not _have_work(run.ws, steps, ids):
+            return {s.column: run.ws.apply(s, ids) for s in steps}
+        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=ids)
     stats = {"engine": engine._inference_info}
-    ids = run.scored_ids()
     return {s.column: run.ws.apply(Precomputed(s, engine._results.get(s.column, {}), stats,
                                                engine._extra.get(s.column, {})), ids) for s in steps}
