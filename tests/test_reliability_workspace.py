@@ -484,3 +484,17 @@ def test_an_export_never_writes_into_the_workspace_or_over_other_files(tmp_path,
 
     assert len(datasets.load_from_disk(str(tmp_path / "ds"))) == 5 and sorted(os.listdir(tmp_path)).count("ds") == 1
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".ds")]
+
+
+def test_exporting_a_selection_leaves_the_workspace_files_as_they_were(tmp_path, small_ws):
+    """datasets cached each exported selection's rows as a cache-<fingerprint>.arrow inside the workspace's pool
+    folder: a copy of the rows per export, which nothing removed."""
+    small_ws.add_column("quality", [5.0, 1.0, 4.0, 1.0, 3.0], {"kind": "test"})
+    small_ws.select(method="threshold", name="some", sort_by="quality", min_score=3)  # rows 0, 2, 4: not a slice
+    before = sorted(str(p.relative_to(small_ws.path)) for p in small_ws.path.rglob("*"))
+    small_ws.export(tmp_path / "some.jsonl", selection="some")
+    assert curate_cli("export", small_ws.path, "--selection", "some", "--out", tmp_path / "some").returncode == 0
+    assert small_ws.to_dataset(selection="some")["quality"] == [5.0, 4.0, 3.0]
+    after = sorted(str(p.relative_to(small_ws.path)) for p in small_ws.path.rglob("*"))
+    assert after == before
+    assert [json.loads(line)["id"] for line in (tmp_path / "some.jsonl").read_text().splitlines()] == small_ws.ids[::2]

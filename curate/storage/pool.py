@@ -200,10 +200,16 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
     names = list(ws.columns) if columns is None else columns
     if selection is not None:
         ids, positions = selection_positions(ws, selection)
-        ds = ds.select(positions)
+        # Flattened into datasets' session temp folder: by default datasets caches a selection's rows beside the
+        # source files, i.e. inside the workspace's pool folder, a copy per export that nothing removed.
+        from datasets.fingerprint import get_temporary_cache_files_directory
+
+        with quiet_datasets():
+            ds = ds.select(positions).flatten_indices(cache_file_name=os.path.join(
+                get_temporary_cache_files_directory(), f"curate-selection-{uuid.uuid4().hex}.arrow"))
     else:
         ids = ws.ids
-    with quiet_datasets():  # add_column on a selection flattens its indices, behind a bar of its own
+    with quiet_datasets():
         for name in names:
             if name in RESERVED:
                 continue
