@@ -205,8 +205,11 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     assert run.provenance["completion_tokens"] > 0
     assert run.provenance["backend_requests_sent"] >= run.provenance["requests"]
 
-    # The same run again, stored in a workspace: everything comes from the cache.
+    # Stored in a workspace, then the same run again: everything comes from the cache.
+    from curate.evol.labels import save_labels
+
     ws = Workspace(tmp_path / "ws")
+    save_labels(ws, "cx", run)
     labels = build_labels(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, workspace=ws,
                           name="cx", **SHORT)
     stored, provenance = ws.labels("cx"), ws.label_sets["cx"]
@@ -216,8 +219,12 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     assert set(provenance["prompts"]) >= {"rank"} and provenance["backend"]["model"]
     from curate.report.summary import llm_usage
 
-    (usage,) = llm_usage(ws)  # the report's and curate info's table of paid LLM steps lists the label set
-    assert (usage["column"], usage["step"], usage["calls"], usage["cached"]) == ("labels/cx", "evol", 0, 3 * 2 + ranked)
+    # The report's and curate info's table of paid LLM steps lists the label set, with what both runs paid: the
+    # second run's cached calls are the first run's paid ones (it showed 0 calls, $0 before).
+    (usage,) = llm_usage(ws)
+    assert (usage["column"], usage["step"], usage["runs"]) == ("labels/cx", "evol", 2)
+    assert (usage["calls"], usage["cached"]) == (3 * 2 + ranked, 3 * 2 + ranked)
+    assert usage["completion_tokens"] == run.provenance["completion_tokens"] > 0
     assert usage["model"] == provenance["backend"]["model"] and usage["prompt"] == provenance["prompts"]["rank"]["name"]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.evol.run import EvolRun, run_evol
-from curate.storage.files import check_name
+from curate.storage.files import check_name, now
 
 log = logging.getLogger("curate")
 
@@ -36,10 +36,20 @@ def labels_lock(ws: Any, name: str) -> Any:
         "waiting for another process making label set %r in %s", name, ws.path))
 
 
+USAGE_FIELDS = ("requests", "cached", "not_sent_max_cost", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
 def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
-    """Store a run's labels as label set ``name`` of ``ws`` (provenance + ``sets.jsonl``); returns its folder."""
+    """Store a run's labels as label set ``name`` of ``ws`` (provenance + ``sets.jsonl``); returns its folder.
+
+    The provenance's ``runs`` lists the LLM usage of every run stored under ``name`` (the calls the earlier runs
+    paid for are what this one's cache answered): the cost table sums them."""
     sets = "".join(json.dumps(asdict(vs), ensure_ascii=False) + "\n" for vs in run.sets)
-    return ws.add_labels(name, run.labels.to_list(), run.provenance, files={"sets.jsonl": sets.encode("utf-8")})
+    old = ws.label_sets.get(name)
+    earlier = (old.get("runs") or [{k: old.get(k) for k in (*USAGE_FIELDS, "created")}]) if old else []
+    this = {k: run.provenance.get(k) for k in USAGE_FIELDS} | {"created": now()}
+    provenance = {**run.provenance, "runs": earlier + [this]}
+    return ws.add_labels(name, run.labels.to_list(), provenance, files={"sets.jsonl": sets.encode("utf-8")})
 
 
 def raise_unfinished(run: EvolRun) -> None:

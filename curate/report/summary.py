@@ -167,7 +167,7 @@ def _backend_name(backend: Any) -> Any:
 def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
     """One entry per paid LLM step of the workspace: each judge column, each tagger column and each evol label set
     (``column``: ``labels/<name>``), with requests, tokens and USD summed over every run that paid into a column
-    (its provenance ``runs``; a label set holds its last run); a cost None means unknown, never $0."""
+    (its provenance ``runs``); a cost None means unknown, never $0."""
     out = []
     for name, prov in ws.columns.items():
         step = LLM_COLUMN_KINDS.get(prov.get("kind"))
@@ -190,12 +190,15 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             continue
         rank = (prov.get("prompts") or {}).get("rank") or {}
         backend = prov.get("backend") or {}
+        runs = prov.get("runs") or [prov]  # a label set stored before runs were recorded: its last run
         out.append({
             "column": f"labels/{name}", "step": "evol", "judge": None, "prompt": rank.get("name"),
             "prompt_version": rank.get("version"), "fingerprint": rank.get("fingerprint"),
-            "model": backend.get("model"), "backend": _backend_name(backend), "runs": 1,
-            "calls": prov.get("requests"), "cached": prov.get("cached"), "prompt_tokens": prov.get("prompt_tokens"),
-            "completion_tokens": prov.get("completion_tokens"), "cost_usd": prov.get("cost_usd"),
+            "model": backend.get("model"), "backend": _backend_name(backend), "runs": len(runs),
+            "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached")),
+            "prompt_tokens": _sum(runs, lambda r: r.get("prompt_tokens")),
+            "completion_tokens": _sum(runs, lambda r: r.get("completion_tokens")),
+            "cost_usd": _sum(runs, lambda r: r.get("cost_usd")),
             "failures": prov.get("rank_failures"), "created": prov.get("created"),
         })
     return out
