@@ -81,6 +81,7 @@ class HeuristicDefaults:
     """Rule-based filters (``heuristics`` selector): each limit switches its rule off at ``None``/``False``/``0``."""
 
     empty_response: bool = True             # a reply of only whitespace, or no reply at all
+    keep_instruction_only: bool = False     # with empty_response: a row with no assistant turn at all passes
     refusal: bool = True                    # a reply that declines the task
     ai_disclaimer: bool = True              # a reply that opens "As an AI language model..."
     max_repeated_tail_words: int | None = 50  # a reply ending in a loop longer than this (generation never stopped)

@@ -9,20 +9,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.pipeline import SCORES, Run, candidates, decontaminate, dedup, embed, load, near_dedup, text_rules
+from curate.defaults import DEITA
+from curate.pipeline import (
+    Run,
+    candidates,
+    decontaminate,
+    dedup,
+    embed,
+    load,
+    near_dedup,
+    scores_of,
+    text_rules,
+)
 
 
 def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
                      scorers: Sequence[str] = (), heuristics: bool = False,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
-                     minhash: bool = False) -> list[Any]:
+                     minhash: bool = False, sort_by: str = DEITA.sort_by) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
     An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
     response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
-    ``languages`` / ``minhash``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
+    ``languages`` / ``minhash`` / ``sort_by``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
     ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
     so this embeds the pool (locally, no requests) and leaves out the rows holding evaluation text as well.
     """
@@ -35,8 +46,8 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
     try:
         run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend,
                   tag_backend=tag_backend, report=False, heuristics=heuristics, languages=languages,
-                  decontaminate=decontaminate_target, minhash=minhash)
-        judges = [name for name in SCORES if name not in scorers] if backend is not None else []
+                  decontaminate=decontaminate_target, minhash=minhash, scores=scores_of(sort_by))
+        judges = [name for name in run.scores if name not in scorers] if backend is not None else []
         load(run)
         dedup(run)  # the selections the real run writes before its LLM steps, as it would write them
         if run.minhash:

@@ -36,6 +36,16 @@ SELECTION = "deita"
 SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
 
 
+def scores_of(sort_by: str) -> tuple[str, ...]:
+    """The DEITA scores a run's ``sort_by`` names (``complexity*quality``, ``complexity`` or ``quality``), in
+    ``SCORES`` order: the run computes these and no other."""
+    names = [name.strip() for name in sort_by.split("*")]
+    if not names or any(name not in SCORES for name in names) or len(set(names)) < len(names):
+        raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
+                          "complexity (instructions alone) or quality")
+    return tuple(name for name in SCORES if name in names)
+
+
 @dataclass
 class Run:
     """The options of one run, and what its steps have produced so far."""
@@ -56,6 +66,7 @@ class Run:
     heuristics: bool = False     # rows failing a text rule (curate.select.heuristics) are not candidates
     minhash: bool = False        # near-duplicates of an earlier row (MinHash LSH) are not candidates
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
+    scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
@@ -74,7 +85,7 @@ class Run:
     @property
     def pays_judges(self) -> bool:
         """Whether the score step sends requests to an LLM judge (not only the local default or trained scorers)."""
-        return self.backend is not None and any(name not in self.scorers for name in SCORES)
+        return self.backend is not None and any(name not in self.scorers for name in self.scores)
 
     @property
     def decontaminates_before_scoring(self) -> bool:
@@ -134,7 +145,12 @@ def load(run: Run) -> dict[str, Any]:
             shutil.rmtree(run.out, ignore_errors=True)
         raise
     # the run curates its source as it is now: rows an earlier version of it had are not candidates
-    return {**summary, "rows_removed": run.workspace.keep_rows(row["id"] for row in result.rows)}
+    summary = {**summary, "rows_removed": run.workspace.keep_rows(row["id"] for row in result.rows)}
+    if "quality" in run.scores and summary["instruction_only"] == summary["rows_read"]:
+        raise CurateError(f"{run.source}: every row is an instruction without a response, so quality has nothing to "
+                          "judge and no row could be selected; select the instructions by their complexity alone: "
+                          "--sort-by complexity (sort_by='complexity')")
+    return summary
 
 
 def dedup(run: Run):
@@ -153,7 +169,8 @@ def text_rules(run: Run):
     ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
     return run.ws.select(method="heuristics", name=PASSED_HEURISTICS,
                          input_selection=candidates(run, PASSED_HEURISTICS),
-                         languages=None if run.languages is None else list(run.languages))
+                         languages=None if run.languages is None else list(run.languages),
+                         keep_instruction_only="quality" not in run.scores)
 
 
 def decontaminate(run: Run):
@@ -177,10 +194,10 @@ def candidates(run: Run, before: str | None = None) -> str:
 
 
 def score_producers(run: Run) -> list[Any]:
-    """The step behind each DEITA score, in ``SCORES`` order: the run's own trained scorer (``run.scorers``),
-    else the LLM judge with a backend, else the shipped default scorer."""
+    """The step behind each of the run's DEITA scores, in ``SCORES`` order: the run's own trained scorer
+    (``run.scorers``), else the LLM judge with a backend, else the shipped default scorer."""
     producers = []
-    for name in SCORES:
+    for name in run.scores:
         if name in run.scorers:
             producers.append(run.scorers[name])
         elif run.backend is None:
@@ -196,10 +213,8 @@ def score_producers(run: Run) -> list[Any]:
 
 def sort_key(run: Run) -> str:
     """DEITA's evol score over the columns the run's score producers write (``complexity*quality`` by default)."""
-    if not run.scorers:
-        return DEITA.sort_by
     # a judge or a default scorer writes the column named after its score; a trained scorer, its own
-    return "*".join(run.scorers[name].column if name in run.scorers else name for name in SCORES)
+    return "*".join(run.scorers[name].column if name in run.scorers else name for name in run.scores)
 
 
 def score(run: Run) -> dict[str, Any]:
@@ -322,7 +337,7 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
         from curate.scale import RayEngine
 
-        return RayEngine(address, scores=SCORES, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
+        return RayEngine(address, scores=run.scores, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 
@@ -333,7 +348,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
-                 heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False) -> RunResult:
+                 heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
+                 sort_by: str = DEITA.sort_by) -> RunResult:
     """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
     ``out/report.html``.
 
@@ -358,6 +374,9 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     (selection ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
     ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
+    ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality`` (DEITA's
+    evol score), ``complexity`` (a pool of instructions without responses: no quality judge, and a row without a
+    reply passes the text rules' empty-response rule) or ``quality``.
     """
     if on_error not in ("raise", "skip"):
         raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -372,9 +391,10 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
         decontaminate = str(decontaminate)
     from curate.scorers.run_scorers import resolve_scorers
 
+    scores = scores_of(sort_by)
     run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}, SCORES), on_error, progress, decontaminate=decontaminate,
-              heuristics=heuristics, languages=languages, minhash=minhash)  # a bad language code: named here
+              signal_model, resolve_scorers(scorers or {}, scores), on_error, progress, decontaminate=decontaminate,
+              heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language code: named here
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

@@ -179,21 +179,56 @@ def test_dry_run_leaves_the_rows_the_rules_drop_out_of_the_judges_estimate(tmp_p
 
 
 def test_a_pool_whose_every_row_fails_a_rule_ends_with_an_empty_selection_and_says_why(tmp_path):
-    """Instruction-only rows all fail the empty-response rule: nothing is scored (no score column is ever
+    """Rows whose replies are all blank fail the empty-response rule: nothing is scored (no score column is ever
     written), the run still selects, exports and says why the selection is empty (it crashed reading the
     score column that no row had written)."""
     import subprocess
     import sys
 
-    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a short poem about the number {i}."}
-                                                 for i in range(6)])
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a short poem about the number {i}.",
+                                                  "output": " \n"} for i in range(6)])
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--heuristics",
                         "--no-report", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = " ".join(r.stdout.split())  # rich wraps long lines
     assert "6 of 6 fail a text rule (empty response 6)" in out
     assert "every row fails a text rule: nothing is left to score or select" in out
-    assert "0 rows admitted (budget 3, max cosine similarity 0.9): no candidate rows left by the steps before" in out
+    assert ("0 rows admitted (budget 3, by complexity*quality, max cosine similarity 0.9): no candidate rows left by "
+            "the steps before") in out
     assert (tmp_path / "run" / "selected.jsonl").read_text() == ""
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
     assert not ws.has_column("quality") and len(ws.selection("deita")) == 0
+
+
+def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
+    """A pool without responses selected nothing: every row failed the empty-response rule, or (without
+    --heuristics) got no quality score and was never admitted, while the run exited 0. Now the run stops after
+    loading and names --sort-by complexity, which scores complexity alone and lets a row without a reply pass the
+    text rules (a blank reply still fails)."""
+    import subprocess
+    import sys
+
+    rows = [{"instruction": f"Write a short poem about the number {i} and the colour of the sea at dawn."}
+            for i in range(6)]
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--no-report",
+                               "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=300)
+
+    r = run("--heuristics")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "every row is an instruction without a response" in r.stderr and "--sort-by complexity" in r.stderr
+    assert str(pool) in r.stderr
+    r = run("--heuristics", "--sort-by", "complexity")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = " ".join(r.stdout.split())
+    assert "0 of 6 fail a text rule" in out and "rows admitted (budget 3, by complexity," in out
+    ws = curate.Workspace.open(tmp_path / "run" / "workspace")
+    assert ws.has_column("complexity") and not ws.has_column("quality")
+    assert len(ws.selection("deita")) >= 1 and ws.selection("deita").provenance["sort_by"] == "complexity"
+    # A blank reply is still an empty response; only a row with no reply at all passes.
+    write_jsonl(pool, rows + [{"instruction": "Name a prime number larger than one hundred.", "output": "  "}])
+    r = run("--heuristics", "--sort-by", "complexity")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "1 of 7 fail a text rule (empty response 1)" in " ".join(r.stdout.split())

@@ -154,7 +154,7 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
     reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
     with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*--signal ifd"):
         run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
-    with pytest.raises(CurateError, match="a run's scores are complexity, quality"):
+    with pytest.raises(CurateError, match="this run computes complexity, quality only"):
         run_pipeline(str(sample_path()), out=tmp_path / "run3", budget=10, scorers={"helpfulness": "quality"})
     with pytest.raises(CurateError, match="would write the columns q_ifd, q_ifd"):  # complexity never scored
         run_pipeline(str(sample_path()), out=tmp_path / "run4", budget=10, scorers={"complexity": reads_ifd,
@@ -189,15 +189,16 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
 
 
 def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tmp_path):
-    """A pool without replies: every row gets a complexity score and no quality score, so DEITA admits nothing;
-    the run's select line names the reason (no quality score: no response) instead of a bare 0."""
+    """Rows without replies get a complexity score and no quality score, so DEITA cannot admit them; the run's
+    select line names the reason (no quality score: no response) instead of a bare count."""
     from curate.cli.run import _short_of_budget
 
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain sorting algorithm number {i}."}
-                                                 for i in range(5)])
+                                                 for i in range(5)]
+                       + [{"instruction": "Name a colour.", "output": "Blue."}])
     run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False)
     selection = run.workspace.selection("deita")
-    assert len(selection) == 0 and selection.decisions() == {"unscored": 5}
+    assert len(selection) == 1 and selection.decisions() == {"kept": 1, "unscored": 5}
     assert _short_of_budget(selection, 3) == "; not admitted: 5 no score (quality: no response)"
     sample = run_pipeline(str(sample_path()), out=tmp_path / "sample", budget=5000, report=False, progress=False)
     kept = sample.workspace.selection("deita")
@@ -310,3 +311,25 @@ def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):
     near_id = next(rid for rid in ws.ids if rid not in minhash.ids)
     assert ws.conversations()[ws.index[near_id]][0]["content"] == near["instruction"]
     assert near_id not in {r["id"] for r in ws.selection("deita").table.to_pylist()}  # never a candidate
+
+
+def test_a_run_sorted_by_one_score_pays_for_that_judge_alone(tmp_path):
+    """``sort_by="quality"`` asks the quality judge once per row and never the complexity judge (the run used to
+    pay for both whatever admission read); the dry run counts the same requests."""
+    from curate.dry_run import dry_run_pipeline
+
+    rows = [{"instruction": f"Task {i}: explain topic {i}.", "output": f"Topic {i} is simple."} for i in range(5)]
+    pool = write_jsonl(tmp_path / "p.jsonl", rows)
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+        estimates = dry_run_pipeline(str(pool), tmp_path / "dry", backend=backend, sort_by="quality")
+        result = run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False,
+                              sort_by="quality")
+        assert srv.total == len(rows)
+    assert [(e.column, e.rows) for e in estimates] == [("quality", len(rows))]
+    ws = result.workspace
+    assert ws.has_column("quality") and not ws.has_column("complexity")
+    assert ws.selection("deita").provenance["sort_by"] == "quality" and len(ws.selection("deita")) >= 1
+    with pytest.raises(CurateError, match="this run computes quality only"):
+        run_pipeline(str(pool), out=tmp_path / "run", budget=3, sort_by="quality",
+                     scorers={"complexity": "complexity_ridge"})

@@ -20,7 +20,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
 )
-from curate.defaults import DECONTAMINATE, HEURISTICS
+from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
@@ -71,6 +71,10 @@ def run(
                                        "repeatable): a row whose prompts and replies fastText's lid.176 reads as "
                                        "another language, each with probability >= "
                                        f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
+    sort_by: str = typer.Option(DEITA.sort_by, "--sort-by", help="The DEITA scores admission sorts by, and the only "
+                                "ones computed: complexity*quality (DEITA's evol score) | complexity (a pool of "
+                                "instructions without responses: no quality score, and --heuristics lets a row "
+                                "without a reply pass) | quality."),
 ) -> None:
     """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags]
     -> DEITA admission -> export -> report.
@@ -101,7 +105,7 @@ def run(
         with llm_backend() as llm:
             print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
                                              scorers=tuple(scorers), heuristics=heuristics,
-                                             languages=language or None, minhash=minhash,
+                                             languages=language or None, minhash=minhash, sort_by=sort_by,
                                              decontaminate_target=str(decontaminate) if decontaminate else None))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
@@ -109,7 +113,7 @@ def run(
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               scorers=scorers, on_error=on_error, decontaminate=decontaminate,
-                              heuristics=heuristics, languages=language or None, minhash=minhash,
+                              heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
     for kind, path in result.outputs.items():
@@ -195,7 +199,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
         for column, applied in result.items():
-            console.print(f"  {column}: {_done(applied, 'scored')}; {_producer(applied.provenance)}")
+            producer = f"; {_producer(applied.provenance)}" if applied.provenance else ""  # none: no row to score
+            console.print(f"  {column}: {_done(applied, 'scored')}{producer}")
             if applied.provenance.get("kind") == "judge":
                 from curate.cli.judge import usage_total_line
 
@@ -212,8 +217,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
 
         console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name.startswith("select"):
-        console.print(f"  {len(result):,} rows admitted (budget {budget:,}, max cosine similarity "
-                      f"{max_cosine_similarity}){_short_of_budget(result, budget)}")
+        console.print(f"  {len(result):,} rows admitted (budget {budget:,}, by {result.provenance['params']['sort_by']}, max "
+                      f"cosine similarity {max_cosine_similarity}){_short_of_budget(result, budget)}")
 
 
 def _done(applied: Any, verb: str) -> str:

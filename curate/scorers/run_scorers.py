@@ -15,7 +15,7 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
 
     unknown = sorted(set(scorers) - set(scores))
     if unknown:
-        raise CurateError(f"--scorer {unknown[0]}=...: a run's scores are {', '.join(scores)}")
+        raise CurateError(f"--scorer {unknown[0]}=...: this run computes {', '.join(scores)} only (its sort key)")
     loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
     columns = [loaded[name].column if name in loaded else name for name in scores]  # what each score writes
     if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it

@@ -3,7 +3,8 @@
 Each rule names one defect of an SFT row and is switched off by its parameter (``None``/``False``/``0``):
 
 * ``empty_response`` — an assistant turn with nothing but whitespace, or no assistant turn (an emoji or ":-)" is an
-  answer);
+  answer); with ``keep_instruction_only`` a row without any assistant turn passes (a pool of instructions, chosen
+  for their own sake: ``curate run --sort-by complexity``), a whitespace reply still fails;
 * ``refusal`` — a response that declines the task: it opens by apologising and declines within its first
   ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that."), or opens with "I cannot help/assist/...";
   an apology that does not decline ("I'm sorry to hear that. Here are some steps...") is an answer;
@@ -173,7 +174,7 @@ class Rules:
 
     def __init__(self, empty_response: bool, refusal: bool, ai_disclaimer: bool,
                  max_repeated_tail_words: int | None, unclosed_code_fence: bool, mojibake: bool,
-                 languages: list[str] | None, min_language_probability: float):
+                 languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool = False):
         if max_repeated_tail_words is not None and (not isinstance(max_repeated_tail_words, int)
                                                     or max_repeated_tail_words < 1):
             raise CurateError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "
@@ -183,7 +184,7 @@ class Rules:
                               f"not {min_language_probability!r}")
         self.empty_response, self.refusal, self.ai_disclaimer = empty_response, refusal, ai_disclaimer
         self.max_repeated_tail_words, self.unclosed_code_fence = max_repeated_tail_words, unclosed_code_fence
-        self.mojibake = mojibake
+        self.mojibake, self.keep_instruction_only = mojibake, keep_instruction_only
         self.languages = None if languages is None else set(check_languages(languages))
         self.min_language_probability = min_language_probability
 
@@ -192,7 +193,7 @@ class Rules:
         evidence?, value?, limit?}."""
         found: list[dict[str, Any]] = []
         replies = [m["content"] for m in conversation if m["role"] == "assistant"]
-        if self.empty_response and not replies:
+        if self.empty_response and not replies and not self.keep_instruction_only:
             found.append({"rule": "empty_response", "evidence": "no assistant turn"})
         per_reply: dict[str, dict[str, Any]] = {}  # the first turn failing each response rule
         for turn, reply in enumerate(replies, 1):
@@ -238,12 +239,13 @@ def heuristics(ws, rows: np.ndarray, empty_response: bool = HEURISTICS.empty_res
                max_repeated_tail_words: int | None = HEURISTICS.max_repeated_tail_words,
                unclosed_code_fence: bool = HEURISTICS.unclosed_code_fence, mojibake: bool = HEURISTICS.mojibake,
                languages: list[str] | None = None,
-               min_language_probability: float = HEURISTICS.min_language_probability) -> SelectorResult:
+               min_language_probability: float = HEURISTICS.min_language_probability,
+               keep_instruction_only: bool = HEURISTICS.keep_instruction_only) -> SelectorResult:
     """Keep the rows that fail none of the rules (module docstring); ``languages`` (e.g. ``["en"]``) adds the
     language rule. Detail of a dropped row: the first rule failed (``rule``, with ``turn``, ``evidence``,
     ``value``/``limit`` where they apply) and ``rules_failed``, all of them."""
     rules = Rules(empty_response, refusal, ai_disclaimer, max_repeated_tail_words, unclosed_code_fence,
-                  mojibake, languages, min_language_probability)
+                  mojibake, languages, min_language_probability, keep_instruction_only)
     failing: Counter[str] = Counter()
     out = SelectorResult()
     ids = ws.ids
