@@ -266,14 +266,19 @@ def test_failures_grouped_by_code_and_deduped_per_row(tmp_path):
 
 def test_a_source_loaded_twice_is_listed_once(tmp_path):
     ws = Workspace(tmp_path / "ws")
-    path = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)] + [{"instruction": "no reply yet"}]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
     ws.load(path)
     ws.load(path)  # a re-run: nothing added
     (src,) = sources(ws)
-    assert (src["loads"], src["rows_added_all"], src["rows_added"], src["already_present"]) == (2, 4, 0, 4)
+    assert (src["loads"], src["rows_added_all"], src["rows_added"], src["already_present"]) == (2, 5, 0, 5)
     page = report_html(ws)
     sources_table = page[page.index("<h3>sources</h3>"):page.index("</table>", page.index("<h3>sources</h3>"))]
     assert sources_table.count(str(path)) == 1
+    # the row without a response is counted apart from empty responses (the table showed 0 of either)
+    header = re.findall(r"<th[^>]*>(.*?)</th>", sources_table)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", sources_table)
+    assert cells[header.index("no response (instructions)")] == "1" and cells[header.index("empty responses")] == "0"
 
 
 def test_per_turn_reducer_is_the_same_in_selection_and_plots(tmp_path):

@@ -64,9 +64,10 @@ def pool_section(ws: Workspace) -> str:
     out.append("<h3>sources</h3><p class='sub'>one line per file; a file loaded again shows its latest load "
                "(rows already present are not added twice)</p>" + table(
         ["source", "loads", "last loaded at", "read", "added (all loads)", "already present", "empty responses",
-         "rejected"],
+         "no response (instructions)", "rejected"],
         [[s.get("source"), s["loads"], s.get("loaded_at"), s.get("rows_read"), s["rows_added_all"],
-          s.get("already_present"), s.get("empty_responses"), s.get("rejects")] for s in loads], {1, 3, 4, 5, 6, 7}))
+          s.get("already_present"), s.get("empty_responses"), s.get("instruction_only"), s.get("rejects")]
+         for s in loads], {1, 3, 4, 5, 6, 7, 8}))
     if ws.has_pool and "source" in ws.pool.column_names:
         out.append("<h3>rows by source column</h3>" + table(
             ["source", "rows"], Counter(map(str, ws.column("source"))).most_common(20), {1}))
