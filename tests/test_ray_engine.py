@@ -409,7 +409,8 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     try:
         engine.load(run)
         engine.dedup(run, dedup)
-        params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1}
+        params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1,
+                  "false_positive_weight": 0.05}
         ours = engine.minhash_dedup(run.ws, name="near", input_selection="dedup", **params)
     finally:
         engine.close()

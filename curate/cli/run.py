@@ -20,7 +20,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
 )
-from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS
+from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
@@ -61,9 +61,9 @@ def run(
                                               f"cosine {DECONTAMINATE.max_cosine_similarity} to one, are left out "
                                               "of the selection."),
     minhash: bool = typer.Option(False, "--minhash", help="Leave out near-duplicates of an earlier row (MinHash LSH "
-                                 "over word 3-grams, estimated Jaccard >= 0.8) before scoring: no judge call for "
-                                 "them; the first copy in pool order stays (admission alone keeps the best-scored "
-                                 "copy, after paying for each)."),
+                                 f"over word {MINHASH.shingle}-grams, estimated Jaccard >= {MINHASH.threshold}) before "
+                                 "scoring: no judge call for them; the first copy in pool order stays (admission alone "
+                                 "keeps the best-scored copy, after paying for each)."),
     heuristics: bool = typer.Option(False, "--heuristics", help="Leave out rows failing a text rule: an empty reply, "
                                     "a refusal, an \"As an AI language model\" opening, a reply ending in a loop or "
                                     "cut off inside a code fence, mojibake."),

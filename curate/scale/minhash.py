@@ -7,7 +7,7 @@ estimate is >= ``threshold`` (witness: the highest estimate, ties by the larger 
 1. signatures in Ray tasks (``map_batches``): datasketch's ``MinHash`` of the row's word shingles, with
    the selector's text, shingles, ``num_perm`` and ``seed``;
 2. band bucketing as a Ray Data groupby: every row emits one key per band of datasketch's own band layout
-   (``MinHashLSH(threshold, num_perm).hashranges``), ``groupby(key).aggregate(AsList(order))``; only
+   (``curate.select.dedup.lsh_index(...).hashranges``), ``groupby(key).aggregate(AsList(order))``; only
    buckets of two or more rows come back;
 3. on the driver, the greedy walk over the candidate pairs only: rows in no shared bucket are kept
    without a look; the others are compared (exact count of equal hash values, as ``MinHash.jaccard``)
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Reason
+from curate.defaults import MINHASH
 
 BAND_INDEX_BYTES = 2
 
@@ -78,14 +79,16 @@ def _pick(table, wanted: frozenset):
 
 
 def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | None = "dedup",
-                  threshold: float = 0.8, text: str = "conversation", shingle: int = 3, num_perm: int = 128,
-                  seed: int = 1):
+                  threshold: float = MINHASH.threshold, text: str = "conversation", shingle: int = MINHASH.shingle,
+                  num_perm: int = MINHASH.num_perm, seed: int = 1,
+                  false_positive_weight: float = MINHASH.false_positive_weight):
     """Near-duplicates among ``input_selection``'s kept rows (all rows when None), stored as selection
     ``name`` exactly as ``ws.select(method="minhash", ...)`` with these parameters would store it.
 
     ``engine``: a :class:`curate.scale.RayEngine` whose ``load`` read this workspace's pool."""
-    from datasketch import MinHashLSH
     from ray.data.aggregate import AsList
+
+    from curate.select.dedup import lsh_index
 
     orders = engine.pool_orders(ws)
     ids = ws.ids
@@ -97,7 +100,8 @@ def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | N
     inside = np.zeros(len(ids), bool)
     inside[rows] = True
     skip = frozenset(orders[~inside].tolist())
-    hashranges = [tuple(r) for r in MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges]
+    lsh = lsh_index(threshold, num_perm, false_positive_weight)
+    hashranges = [tuple(r) for r in lsh.hashranges]
     with engine.stage():
         sigs = engine.rows().map_batches(_signatures, batch_format="pyarrow", fn_kwargs={
             "skip": skip, "text": text, "shingle": shingle, "num_perm": num_perm, "seed": seed}).materialize()
@@ -135,10 +139,12 @@ def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | N
             decisions.append(Decision.KEPT)
             reasons.append(Reason.SELECTED)
             details.append({})
-    params = {"threshold": threshold, "text": text, "shingle": shingle, "num_perm": num_perm, "seed": seed}
+    params = {"threshold": threshold, "text": text, "shingle": shingle, "num_perm": num_perm, "seed": seed,
+              "false_positive_weight": false_positive_weight}
     provenance: dict[str, Any] = {
         "method": "minhash", "params": params, "input_selection": input_selection, "candidates": len(rows),
         "counts": dict(Counter(d.value for d in decisions)), "threshold": threshold, "shingle": shingle,
-        "num_perm": num_perm, "sort_by": None, "order": "pool",
+        "num_perm": num_perm, "false_positive_weight": false_positive_weight, "bands": lsh.b, "rows_per_band": lsh.r,
+        "sort_by": None, "order": "pool",
         "engine": {"name": "ray", "shared_buckets": len(buckets), "rows_in_shared_buckets": len(wanted)}}
     return ws.add_selection(name, [ids[p] for p in rows.tolist()], decisions, reasons, details, provenance)
