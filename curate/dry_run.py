@@ -18,9 +18,9 @@ from curate.pipeline import (
     embed,
     load,
     near_dedup,
-    scores_of,
     text_rules,
 )
+from curate.select.sort_key import scores_of
 
 
 def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,

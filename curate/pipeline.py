@@ -25,6 +25,7 @@ from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
 from curate.select.registry import check_params
+from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
 from curate.storage.files import writing
 
@@ -33,19 +34,6 @@ NEAR_DEDUP = "minhash"
 DECONTAMINATED = "decontaminated"
 PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
-SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
-
-
-def scores_of(sort_by: str) -> tuple[str, ...]:
-    """The DEITA scores a run's ``sort_by`` names (``complexity*quality``, ``complexity`` or ``quality``), in
-    ``SCORES`` order: the run computes these and no other."""
-    names = [name.strip() for name in sort_by.split("*")]
-    if not names or any(name not in SCORES for name in names) or len(set(names)) < len(names):
-        raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
-                          "complexity (instructions alone) or quality")
-    return tuple(name for name in SCORES if name in names)
-
-
 @dataclass
 class Run:
     """The options of one run, and what its steps have produced so far."""

@@ -215,3 +215,16 @@ def rows_by_score(ws, rows: np.ndarray, sort_by: str | None) -> tuple[np.ndarray
     order = examination_order(scores.values, np.asarray(ids, dtype=object).astype(str))
     perm = np.concatenate((order, np.flatnonzero(np.isnan(scores.values)))).astype(np.int64)
     return perm, scores
+
+
+SCORES = ("complexity", "quality")  # DEITA's two scores; their product, summed over turns, is the sort key
+
+
+def scores_of(sort_by: str) -> tuple[str, ...]:
+    """The DEITA scores a `curate run`'s ``sort_by`` names (``complexity*quality``, ``complexity`` or ``quality``),
+    in ``SCORES`` order: the run computes these and no other."""
+    names = [name.strip() for name in sort_by.split("*")]
+    if not names or any(name not in SCORES for name in names) or len(set(names)) < len(names):
+        raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
+                          "complexity (instructions alone) or quality")
+    return tuple(name for name in SCORES if name in names)
