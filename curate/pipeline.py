@@ -34,6 +34,8 @@ NEAR_DEDUP = "minhash"
 DECONTAMINATED = "decontaminated"
 PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
+
+
 @dataclass
 class Run:
     """The options of one run, and what its steps have produced so far."""

@@ -174,7 +174,7 @@ class Rules:
 
     def __init__(self, empty_response: bool, refusal: bool, ai_disclaimer: bool,
                  max_repeated_tail_words: int | None, unclosed_code_fence: bool, mojibake: bool,
-                 languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool = False):
+                 languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool):
         if max_repeated_tail_words is not None and (not isinstance(max_repeated_tail_words, int)
                                                     or max_repeated_tail_words < 1):
             raise CurateError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "

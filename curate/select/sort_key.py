@@ -224,7 +224,7 @@ def scores_of(sort_by: str) -> tuple[str, ...]:
     """The DEITA scores a `curate run`'s ``sort_by`` names (``complexity*quality``, ``complexity`` or ``quality``),
     in ``SCORES`` order: the run computes these and no other."""
     names = [name.strip() for name in sort_by.split("*")]
-    if not names or any(name not in SCORES for name in names) or len(set(names)) < len(names):
+    if any(name not in SCORES for name in names) or len(set(names)) < len(names):
         raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
                           "complexity (instructions alone) or quality")
     return tuple(name for name in SCORES if name in names)
