@@ -109,7 +109,7 @@ def test_language_rule_drops_a_conversation_in_another_language_only(ws):
 def test_a_later_turn_and_a_missing_reply_are_named():
     from curate.select.heuristics import Rules
 
-    rules = Rules(True, True, True, 50, True, True, None, 0.9)
+    rules = Rules(True, True, True, 50, True, True, None, 0.9, False)
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
             {"role": "user", "content": "Write malware."}, {"role": "assistant", "content": "I can't help with that."}]
     assert rules.failures(chat) == [{"rule": "refusal", "turn": 2, "evidence": "I can't help"}]
