@@ -409,3 +409,32 @@ def test_limit_zero_is_rejected_and_sends_nothing(tmp_path, fault_server):
                 "--limit", "2")
     assert proc.returncode == 0, proc.stderr
     assert fault_server.total == 2
+
+
+def test_the_cost_of_runs_older_than_the_kept_history_stays_counted(tmp_path, monkeypatch):
+    """A column keeps its last RUN_HISTORY runs in its provenance and the cost table summed those alone: a workspace
+    scored in more runs than that (a pool loaded a part at a time) under-reported what it had paid. The runs dropped
+    from the history are summed into one record, and every sum counts it."""
+    import curate.storage.apply as apply_module
+    from curate.cli.judge import usage_total_line
+    from curate.report.summary import llm_usage
+
+    monkeypatch.setattr(apply_module, "RUN_HISTORY", 2)
+    ws = Workspace(tmp_path / "ws")
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="k", max_retries=0)
+        for part in range(5):  # a pool loaded and scored a part at a time: each run pays for its new rows
+            ws.load(write_jsonl(tmp_path / f"part{part}.jsonl", [{"instruction": f"Part {part}, task {i}: explain "
+                                                                   "it.", "output": "ok"} for i in range(part + 1)]))
+            ws.apply(Judge("quality", backend), progress=False)
+        sent = srv.total
+    prov = ws.column_provenance("quality")
+    assert len(prov["runs"]) == 2 and prov["earlier_runs"]["folded_runs"] == 3
+    (usage,) = llm_usage(ws)
+    assert (usage["runs"], usage["calls"]) == (5, sent) and sent == 1 + 2 + 3 + 4 + 5
+    per_run = [r["cost_usd"] for r in prov["runs"]]
+    assert usage["cost_usd"] == pytest.approx(prov["earlier_runs"]["cost_usd"] + sum(per_run))
+    assert usage["cost_usd"] > sum(per_run) > 0
+    tokens = sum(r["tokens"]["prompt"] for r in prov["runs"]) + prov["earlier_runs"]["tokens"]["prompt"]
+    assert usage["prompt_tokens"] == tokens
+    assert usage_total_line(prov).startswith(f"all 5 runs of this column: tokens {tokens:,} in")

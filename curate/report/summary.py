@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
+from curate.storage.apply import column_runs, run_count
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -173,12 +174,12 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
         step = LLM_COLUMN_KINDS.get(prov.get("kind"))
         if step is None:
             continue
-        runs = prov.get("runs") or [prov]  # a column written before runs were recorded: one run
+        runs = column_runs(prov)
         failing = sum(1 for f in ws.failures(name) if f)
         out.append({
             "column": name, "step": step, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
-            "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": len(runs),
+            "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": run_count(runs),
             "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached_requests")),
             "prompt_tokens": _sum(runs, lambda r: _tokens(r, "prompt")),
             "completion_tokens": _sum(runs, lambda r: _tokens(r, "completion")),

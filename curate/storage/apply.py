@@ -21,7 +21,8 @@ from curate.storage.step import RowInput, StepContext, StepOutput, check_step
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
 
-RUN_HISTORY = 50  # runs kept in a column's provenance
+RUN_HISTORY = 50  # runs kept in a column's provenance; older ones are summed into one record (fold_runs)
+USAGE_KEYS = ("requests", "cached_requests", "requests_not_sent_max_cost", "cost_usd")  # summed when folded
 
 
 @dataclass
@@ -174,9 +175,12 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     run = {"fingerprint": fingerprint, "rows": len(ids), "failed": failed, "seconds": round(seconds, 2),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **out.stats}
     old = ws.column_provenance(step.column) if ws.has_column(step.column) else {}
-    runs = (old.get("runs") or [])[-(RUN_HISTORY - 1):] + [run]
+    runs, earlier = (old.get("runs") or []) + [run], old.get("earlier_runs")
+    if len(runs) > RUN_HISTORY:  # what the dropped runs paid stays counted
+        earlier, runs = fold_runs(earlier, runs[:-RUN_HISTORY]), runs[-RUN_HISTORY:]
     provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
-                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs, **out.stats}
+                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs,
+                  **({"earlier_runs": earlier} if earlier else {}), **out.stats}
     failures = [[f.to_dict() for f in fails] or None for fails in out.failures]
     # The value column goes last: its per-row fingerprints are what marks a row done, so a process killed
     # between these writes leaves rows to recompute, never a row marked done without its failure record.
@@ -194,3 +198,30 @@ def parse_failures(value: Any) -> list[Failure]:
     if not value:
         return []
     return [Failure.from_dict(d) for d in value]
+
+
+def fold_runs(earlier: dict[str, Any] | None, dropped: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record shaped like a run that sums the usage (``USAGE_KEYS``, ``tokens``) of ``dropped`` runs onto
+    ``earlier`` (an earlier fold, or None); ``folded_runs`` counts them. A sum one run does not know is None."""
+    out: dict[str, Any] = dict(earlier or {"folded_runs": 0, "tokens": {}, **dict.fromkeys(USAGE_KEYS, 0)})
+    for run in dropped:
+        out["folded_runs"] += 1
+        for key in USAGE_KEYS:
+            out[key] = None if out.get(key) is None or run.get(key) is None else out[key] + run[key]
+        tokens = run.get("tokens")
+        out["tokens"] = None if out["tokens"] is None or not isinstance(tokens, dict) else {
+            k: out["tokens"].get(k, 0) + tokens.get(k, 0) for k in {*out["tokens"], *tokens}}
+    return out
+
+
+def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run that wrote a column, for sums over them: the record folding the runs dropped from its history (if
+    any), then the runs kept; count them with :func:`run_count`. A column written before runs were recorded: one."""
+    kept = provenance.get("runs") or [provenance]
+    return ([provenance["earlier_runs"]] if provenance.get("earlier_runs") else []) + kept
+
+
+def run_count(runs: list[dict[str, Any]]) -> int:
+    """How many runs :func:`column_runs` stands for (a folded record counts its ``folded_runs``)."""
+    return sum(int(r.get("folded_runs", 1)) for r in runs)
+
