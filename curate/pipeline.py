@@ -60,7 +60,13 @@ class Run:
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
+        if self.on_error not in ("raise", "skip"):
+            raise CurateError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
+        if self.signals:
+            from curate.signals.steps import check_run_signals
+
+            check_run_signals(self.signals)
         if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
             from curate.select.heuristics import check_languages
 
@@ -359,17 +365,13 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
-    ``heuristics``: rows failing a text rule (``curate.select.heuristics``: an empty reply, a refusal, an AI
-    disclaimer, a reply ending in a loop or cut off inside a code fence, mojibake) are left out of admission
-    (selection ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
+    ``heuristics``: rows failing a text rule (:mod:`curate.select.heuristics`) are left out of admission (selection
+    ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
     ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
-    ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality`` (DEITA's
-    evol score), ``complexity`` (a pool of instructions without responses: no quality judge, and a row without a
-    reply passes the text rules' empty-response rule) or ``quality``.
+    ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality``, ``quality``
+    or ``complexity`` (instructions without responses: a row without a reply passes the empty-response rule).
     """
-    if on_error not in ("raise", "skip"):
-        raise CurateError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
     if not -1 <= max_cosine_similarity <= 1:
         raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")

@@ -179,8 +179,11 @@ def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request
 
 
 def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_step(tmp_path):
-    """They were refused at the selection step, after the judges had been paid for every row."""
+    """They were refused at the selection step (a misspelt signal at the signals step), after the judges had been
+    paid for every row."""
     for kwargs, message in (({"budget": -1}, "budget must be a whole number of rows >= 0"),
+                            ({"budget": 5, "signals": ("ifd", "perplexty")}, "not 'perplexty'"),  # after the scores
+                            ({"budget": 5, "on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
                             ({"budget": 5, "max_cosine_similarity": 2.0}, r"must be a cosine in \[-1, 1\], not 2.0"),
                             ({"budget": 5, "max_cosine_similarity": float("nan")}, "must be a cosine")):
         with pytest.raises(CurateError, match=message):

@@ -242,10 +242,15 @@ class Learnability(_SignalStep):
 RUN_SIGNALS = ("ifd", "perplexity")  # the signals `curate run` computes (learnability needs a reference set)
 
 
-def signal_steps(kinds: Sequence[str], model: Any = None) -> list[_SignalStep]:
-    """The steps for ``kinds`` (``ifd``, ``perplexity``) from the causal LM folder ``model`` (None: packaged)."""
+def check_run_signals(kinds: Sequence[str]) -> None:
+    """An error naming the first of ``kinds`` that `curate run` cannot compute (run before any step pays)."""
     unknown = [k for k in kinds if k not in RUN_SIGNALS]
     if unknown:
         raise CurateError(f"curate run computes the signals {', '.join(RUN_SIGNALS)}; not {unknown[0]!r} "
                           "(learnability needs a reference selection: use curate signal)")
+
+
+def signal_steps(kinds: Sequence[str], model: Any = None) -> list[_SignalStep]:
+    """The steps for ``kinds`` (``ifd``, ``perplexity``) from the causal LM folder ``model`` (None: packaged)."""
+    check_run_signals(kinds)
     return [(IFD if kind == "ifd" else Perplexity)(model) for kind in kinds]
