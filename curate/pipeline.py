@@ -66,7 +66,7 @@ class Run:
         if self.signals:
             from curate.signals.steps import check_run_signals
 
-            check_run_signals(self.signals)
+            check_run_signals(self.signals, self.signal_model)
         if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
             from curate.select.heuristics import check_languages
 

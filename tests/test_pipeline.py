@@ -183,6 +183,8 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
     paid for every row."""
     for kwargs, message in (({"budget": -1}, "budget must be a whole number of rows >= 0"),
                             ({"budget": 5, "signals": ("ifd", "perplexty")}, "not 'perplexty'"),  # after the scores
+                            ({"budget": 5, "signals": ("ifd",), "signal_model": "/no/such/model"},
+                             "/no/such/model: not a Hugging Face model folder"),
                             ({"budget": 5, "on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
                             ({"budget": 5, "max_cosine_similarity": 2.0}, r"must be a cosine in \[-1, 1\], not 2.0"),
                             ({"budget": 5, "max_cosine_similarity": float("nan")}, "must be a cosine")):

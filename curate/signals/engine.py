@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import SIGNAL
-from curate.errors import CurateError
 from curate.hardware import quiet_loading, resolve_device, resolve_dtype
 from curate.signals.cache import LogprobCache, request_key
-from curate.signals.template import Prompter, Request, capped_length
+from curate.signals.template import Prompter, Request, capped_length, check_model_folder
 from curate.storage.files import folder_fingerprint
 
 OnDone = Callable[[list[int]], Any]
@@ -68,9 +67,7 @@ class Engine:
                  max_length: int = SIGNAL.max_length, batch_tokens: int | None = None,
                  max_batch: int | None = None, chat_template: str | None = None,
                  alone_start: str | None = None, adapter: Any = None):
-        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        if not (self.model_dir / "config.json").exists():
-            raise CurateError(f"{self.model_dir}: not a Hugging Face model folder (no config.json)")
+        self.model_dir = check_model_folder(model_dir if model_dir is not None else default_model_dir())
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_length = capped_length(max_length, self.model_dir)

@@ -25,7 +25,7 @@ from curate.rows import as_turns
 from curate.signals.cache import json_fingerprint
 from curate.signals.engine import Engine
 from curate.signals.lora import LoraConfig, adapter_fingerprint, tuned_adapter
-from curate.signals.template import Request, TurnPlan
+from curate.signals.template import Request, TurnPlan, check_model_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 VERSION = 1  # bump when a signal's definition changes
@@ -242,12 +242,15 @@ class Learnability(_SignalStep):
 RUN_SIGNALS = ("ifd", "perplexity")  # the signals `curate run` computes (learnability needs a reference set)
 
 
-def check_run_signals(kinds: Sequence[str]) -> None:
-    """An error naming the first of ``kinds`` that `curate run` cannot compute (run before any step pays)."""
+def check_run_signals(kinds: Sequence[str], model: Any = None) -> None:
+    """An error naming the first of ``kinds`` that `curate run` cannot compute, or ``model`` (a causal LM folder; None:
+    the packaged one) when it is no model folder: checked before any step pays."""
     unknown = [k for k in kinds if k not in RUN_SIGNALS]
     if unknown:
         raise CurateError(f"curate run computes the signals {', '.join(RUN_SIGNALS)}; not {unknown[0]!r} "
                           "(learnability needs a reference selection: use curate signal)")
+    if model is not None:
+        check_model_folder(model)
 
 
 def signal_steps(kinds: Sequence[str], model: Any = None) -> list[_SignalStep]:

@@ -83,6 +83,13 @@ def start_token(tokenizer: Any, name: str | None = None) -> int:
 WINDOW_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")  # as model configs name it
 
 
+def check_model_folder(model_dir: str | Path) -> Path:
+    """``model_dir`` as a Path; an error naming it unless it is a Hugging Face model folder (its config.json)."""
+    if not (Path(model_dir) / "config.json").exists():
+        raise CurateError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    return Path(model_dir)
+
+
 def position_window(config: dict[str, Any]) -> int | None:
     """The tokens a model can read at once, from its config (None when the config does not say)."""
     for key in WINDOW_KEYS:

@@ -34,7 +34,7 @@ from curate.errors import CurateError
 from curate.hardware import resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
-from curate.signals.template import Prompter, capped_length
+from curate.signals.template import Prompter, capped_length, check_model_folder
 from curate.storage.files import folder_fingerprint
 from curate.storage.step import RowInput
 from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches, split_batch
@@ -204,9 +204,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     config.check()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not (model_dir / "config.json").exists():
-        raise CurateError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
     fp = run_fingerprint(model_dir, rows, config)
     if (out_dir / RUN_FILE).exists():
