@@ -215,6 +215,15 @@ def test_max_cost_without_a_price_is_one_clean_cli_error(tmp_path, fault_server)
     line = _one_error_line(proc)
     assert "no price" in line and UNPRICED_MODEL in line
     assert fault_server.total == 0
+    # a negative cap ran every step and left every row unsent ("max_cost reached"), run after run
+    proc = _cli("run", pool, "--out", tmp_path / "neg", "--base-url", fault_server.base_url, "--model",
+                PRICED_MODEL, "--max-cost", "-1", "--no-report")
+    assert "max_cost is a USD amount >= 0, not -1.0" in _one_error_line(proc)
+    assert fault_server.total == 0 and not (tmp_path / "neg").exists()
+    from curate.llm.batch import OpenAIBatchBackend
+
+    with pytest.raises(CurateError, match="max_cost is a USD amount >= 0"):
+        OpenAIBatchBackend(fault_server.base_url, PRICED_MODEL, workspace=ws, api_key="k", max_cost=float("nan"))
 
 
 def test_local_kind_is_free_only_on_loopback():

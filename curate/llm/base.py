@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from curate.codes import FailureCode
+from curate.errors import CurateError
 
 T = TypeVar("T")
 
@@ -64,6 +65,12 @@ def cost_usd(price: tuple[float, float] | None, prompt_tokens: int, completion_t
     if price is None:
         return None
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+
+def check_max_cost(max_cost: float | None) -> None:
+    """A cap below $0 (or not a number) is an error: it would leave every request unsent, run after run."""
+    if max_cost is not None and not max_cost >= 0:
+        raise CurateError(f"max_cost is a USD amount >= 0, not {max_cost!r}")
 
 
 def is_loopback(base_url: str | None) -> bool:

@@ -34,6 +34,7 @@ from curate.llm.base import (
     OnDone,
     Request,
     batch_price_of,
+    check_max_cost,
     cost_usd,
     estimate_tokens,
     failure_result,
@@ -162,6 +163,7 @@ class OpenAIBatchBackend(Backend):
         self.completion_window, self.resubmits, self.timeout = completion_window, int(resubmits), float(timeout)
         self.on_event = on_event
         self.price = batch_price_of(model)
+        check_max_cost(max_cost)
         if max_cost is not None and self.price is None:
             raise CurateError(f"max_cost ${max_cost:g} set but no batch price is known for model {model!r}; register "
                               f"one with curate.llm.backends.register_price({model!r}, input_usd_per_mtok, "

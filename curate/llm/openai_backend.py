@@ -26,6 +26,7 @@ from curate.llm.base import (
     Backend,
     OnDone,
     Request,
+    check_max_cost,
     estimate_tokens,
     failure_result,
     format_usd,
@@ -109,6 +110,7 @@ class OpenAIBackend(Backend):
         self.supports_json_schema = True if supports_json_schema is None else supports_json_schema
         # kind "local" is our own vLLM server on loopback: free. A remote URL labelled local is priced as usual.
         self.price = (0.0, 0.0) if self.kind == "local" and is_loopback(base_url) else price_of(model)
+        check_max_cost(max_cost)
         if max_cost is not None and self.price is None:
             raise CurateError(f"max_cost ${max_cost:g} set but no price is known for model {model!r}, so its "
                               f"spend cannot be counted; register one with curate.llm.backends.register_price("
