@@ -66,6 +66,7 @@ def test_user_dir_overrides_builtin(tmp_path):
 
 def test_builtins_parse_with_few_shot_examples():
     assert {"complexity", "quality", "alpagasus"} <= set(builtin_names())
+    assert "README" not in builtin_names()  # the prompts folder's documentation was offered as a prompt
     for name, scale in (("complexity", (1, 6)), ("quality", (1, 6)), ("alpagasus", (0, 5))):
         prompt = load_prompt(name)
         assert prompt.output_kind == "digit_score" and prompt.scale == scale

@@ -303,4 +303,5 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.stem for p in builtin_prompt_dir().glob("*.md"))
+    """The shipped prompts' names (prompts/README.md documents them; it is none)."""
+    return sorted(p.stem for p in builtin_prompt_dir().glob("*.md") if p.stem != "README")
