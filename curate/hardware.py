@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from curate.errors import CurateError
 
@@ -79,3 +81,13 @@ def quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             logging.enable_progress_bar()
+
+
+def check_model_location(model: str | os.PathLike | None, what: str, hint: str = "") -> None:
+    """A model written as a path (``/…``, ``./…``, ``~/…``) that is no folder is an error naming it: the loaders
+    (vLLM, sentence-transformers) read it as a Hugging Face repo id and fail on the id's spelling. A repo id
+    (``org/name``) is left to them."""
+    text = str(model or "")
+    if text.startswith(("/", ".", "~")) and not Path(text).expanduser().is_dir():
+        raise CurateError(f"{what} {text}: no such model folder{hint}")
+

@@ -147,7 +147,8 @@ def test_a_model_folder_saved_again_with_other_weights_is_another_model_to_the_c
 
 def test_embed_settings_that_cannot_work_are_one_error_before_any_encoding(tmp_path):
     """A bogus device and a CUDA device on a machine without one were raw torch tracebacks (or, with every text
-    cached, a success recording the device); a batch size of 0 was "range() arg 3 must not be zero"."""
+    cached, a success recording the device); a batch size of 0 was "range() arg 3 must not be zero"; a model path
+    that is no folder was read as a Hub repo id."""
     import pytest
     import torch
 
@@ -158,7 +159,9 @@ def test_embed_settings_that_cannot_work_are_one_error_before_any_encoding(tmp_p
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "hi", "output": "there"}]))
     cases = [({"device": "bogus"}, "device 'bogus': use cpu, cuda"), ({"batch_size": 0}, "batch_size must be a whole"),
-             ({"device": "meta"}, "device 'meta': curate runs on cpu, cuda"), ({"device": "mps"}, "curate runs on")]
+             ({"device": "meta"}, "device 'meta': curate runs on cpu, cuda"), ({"device": "mps"}, "curate runs on"),
+             # sentence-transformers read a path that is no folder as a Hub repo id: "Repo id must use alphanumeric..."
+             ({"model": str(tmp_path / "no-such-model")}, "no-such-model: no such model folder")]
     if not torch.cuda.is_available():
         cases.append(({"device": "cuda"}, "torch sees no CUDA device"))
     for kwargs, message in cases:

@@ -30,7 +30,7 @@ import numpy as np
 
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
-from curate.hardware import quiet_loading
+from curate.hardware import check_model_location, quiet_loading
 from curate.storage.files import folder_fingerprint
 
 PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of this many batches
@@ -55,6 +55,7 @@ def load_model(name: str | None = None, device: str | None = None):
     """A SentenceTransformer: the packaged default, a local folder, or a Hub name (downloaded when online); one per
     process, and another once a folder's files change (weights saved again into it)."""
     name = model_id(name)
+    check_model_location(name, "embedding model")
     path = str(default_model_path()) if name == EMBED.model else name
     contents = folder_fingerprint(Path(path)) if name != EMBED.model and os.path.isdir(path) else None
     return _load_model(path, device, contents)

@@ -31,7 +31,7 @@ from typing import Any
 
 from curate.defaults import BACKEND
 from curate.errors import CurateError
-from curate.hardware import resolve_dtype
+from curate.hardware import check_model_location, resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
 from curate.storage.files import exported_model
 
@@ -52,11 +52,8 @@ def curate_home() -> Path:
 
 
 def check_model_path(model_dir: str | os.PathLike | None) -> None:
-    """A ``--model`` written as a path (``/…``, ``./…``, ``~/…``) that is no folder is an error naming it; vLLM would
-    read it as a Hugging Face repo id and fail on the id's spelling. A repo id (``org/name``) is left to vLLM."""
-    text = str(model_dir or "")
-    if text.startswith(("/", ".", "~")) and not Path(text).expanduser().is_dir():
-        raise CurateError(f"--model {text}: no such model folder (the vllm backends run a local model folder)")
+    """A vLLM ``--model`` written as a path that is no folder is an error naming it (:func:`check_model_location`)."""
+    check_model_location(model_dir, "--model", " (the vllm backends run a local model folder)")
 
 
 def folder_model_name(folder: Path) -> str:
