@@ -90,4 +90,3 @@ def check_model_location(model: str | os.PathLike | None, what: str, hint: str =
     text = str(model or "")
     if text.startswith(("/", ".", "~")) and not Path(text).expanduser().is_dir():
         raise CurateError(f"{what} {text}: no such model folder{hint}")
-

@@ -224,4 +224,3 @@ def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
 def run_count(runs: list[dict[str, Any]]) -> int:
     """How many runs :func:`column_runs` stands for (a folded record counts its ``folded_runs``)."""
     return sum(int(r.get("folded_runs", 1)) for r in runs)
-
