@@ -151,6 +151,10 @@ def test_plots_and_missing_inputs(tmp_path):
     missing = {t: m for t, fig, m in all_plots(bare)}
     assert "curate embed" in missing["embedding map"]
     assert "tag" in missing["tag coverage"] and "score" in missing["score histograms"]
+    assert missing["complexity x quality"].endswith("this workspace has none: score the pool first")
+    bare.add_column("complexity", [2.0, 3.0], {"kind": "test"})  # a run that selected by complexity alone
+    missing = {t: m for t, fig, m in all_plots(bare)}
+    assert missing["complexity x quality"].endswith("this workspace has complexity only")  # not "score the pool"
     # format breakdown works on any pool, and is captioned by what it counts
     assert missing["rows by format"] is None and "rows by source" not in missing
     empty = build_report(Workspace(tmp_path / "empty"), tmp_path / "empty.html").read_text()

@@ -350,7 +350,8 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
         ("score histograms", lambda: score_histograms(ws, selection=selection)),
         (f"{pair[0]} x {pair[1]}" if len(pair) == 2 else "complexity x quality",
          (lambda: score_scatter(ws, pair[0], pair[1], selection)) if len(pair) == 2 else
-         _missing("needs two score columns (complexity and quality): score the pool first")),
+         _missing("needs two score columns (complexity and quality); this workspace has "
+                  + (f"{numeric[0]} only" if numeric else "none: score the pool first"))),
         ("embedding map", lambda: embedding_map(ws, selection)),
         ("tag coverage", lambda: tag_coverage(ws, [selection] if selection else None)),
         (f"rows by {breakdown_column(ws)}", lambda: source_breakdown(ws, selection)),
