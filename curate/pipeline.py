@@ -28,12 +28,14 @@ from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
 from curate.storage.files import writing
+from curate.storage.pool import check_export_path
 
 DEDUP = "dedup"
 NEAR_DEDUP = "minhash"
 DECONTAMINATED = "decontaminated"
 PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
+EXPORTS = {"jsonl": "selected.jsonl", "parquet": "selected.parquet", "dataset": "selected"}  # in out/
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Run:
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         if self.on_error not in ("raise", "skip"):
             raise CurateError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
+        for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
+            check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
             from curate.signals.steps import check_run_signals
 
@@ -272,11 +276,7 @@ def deita(run: Run):
 
 def export(run: Run) -> dict[str, Path]:
     """The selection as out/selected.jsonl, out/selected.parquet and the datasets folder out/selected/."""
-    files = {
-        "jsonl": run.ws.export(run.out / "selected.jsonl", selection=SELECTION),
-        "parquet": run.ws.export(run.out / "selected.parquet", selection=SELECTION),
-        "dataset": run.ws.export(run.out / "selected", selection=SELECTION),
-    }
+    files = {kind: run.ws.export(run.out / name, selection=SELECTION) for kind, name in EXPORTS.items()}
     run.outputs.update(files)
     return files
 

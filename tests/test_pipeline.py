@@ -338,3 +338,18 @@ def test_a_run_sorted_by_one_score_pays_for_that_judge_alone(tmp_path):
     with pytest.raises(CurateError, match="this run computes quality only"):
         run_pipeline(str(pool), out=tmp_path / "run", budget=3, sort_by="quality",
                      scorers={"complexity": "complexity_ridge"})
+
+
+def test_an_output_the_run_could_not_write_is_named_before_any_step(tmp_path):
+    """A run whose out/selected held other files (or whose out/report.html was a folder) loaded, scored (with a
+    backend, paid the judges) and selected, then failed writing the export."""
+    (tmp_path / "run" / "selected").mkdir(parents=True)
+    (tmp_path / "run" / "selected" / "mine.txt").write_text("keep me")
+    with pytest.raises(CurateError, match="selected: a folder holding other files"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False)
+    (tmp_path / "other" / "report.html").mkdir(parents=True)
+    with pytest.raises(CurateError, match="report.html: a folder, where a file is to be written"):
+        run_pipeline(str(sample_path()), out=tmp_path / "other", budget=5)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["selected"]  # no step ran: no workspace
+    assert (tmp_path / "run" / "selected" / "mine.txt").read_text() == "keep me"
+    run_pipeline(str(sample_path()), out=tmp_path / "other", budget=5, report=False)  # the folder is no output here

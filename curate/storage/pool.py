@@ -232,9 +232,17 @@ def check_export_target(ws: Workspace, out: Path) -> None:
     if target == home or home in target.parents:
         raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files an export must not replace; "
                              "export to a path outside it")
+    check_export_path(out)
+
+
+def check_export_path(out: Path) -> None:
+    """Refuse an export path an export could not write, or would write over files that are not an earlier export:
+    a folder holding other files (``save_to_disk`` deletes what is in its folder), a folder where a file goes."""
     if out.suffix == "" and out.is_dir() and any(not DATASETS_FOLDER_FILES.fullmatch(p.name) for p in out.iterdir()):
         raise WorkspaceError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
                              "replaces its folder whole: name a new or empty folder")
+    if out.suffix and out.is_dir():
+        raise WorkspaceError(f"{out}: a folder, where a file is to be written")
 
 
 def in_format(ds, fmt: str, keep: list[str]):
