@@ -16,6 +16,7 @@ import pytest
 
 from curate import Workspace
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
+from curate.errors import WorkspaceError
 from curate.report.html import build_report, report_html
 from curate.report.plots import (
     DROPPED_COLOUR,
@@ -599,3 +600,15 @@ def test_the_report_highlights_a_chains_final_step_and_cosines_of_raw_vectors(tm
     listed = rejected_neighbours(ws, "tripled")
     assert listed and all(-1.0 <= n["similarity"] <= 1.0 + 1e-6 for r in listed for n in r["neighbours"])
     assert all(r["neighbours"][0]["similarity"] >= r["similarity"] - 1e-4 for r in listed)  # at least the witness
+
+
+def test_a_report_over_a_folder_is_refused_before_the_page_is_built_and_leaves_nothing_behind(tmp_path):
+    """`curate report --out r.html` where r.html was a folder built the whole page, failed renaming it
+    ("Is a directory") and left .r.html.tmp beside it."""
+    ws = synthetic_workspace(tmp_path / "ws")
+    (tmp_path / "r.html").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(WorkspaceError, match="r.html: a folder, where a file is to be written"):
+        build_report(ws, tmp_path / "r.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert build_report(ws, tmp_path / "out" / "r.html").read_text().startswith("<!DOCTYPE html>")

@@ -16,6 +16,8 @@ from curate.report.sections import failures_section, judges_section, pool_sectio
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
+from curate.storage.files import atomic_write_bytes
+from curate.storage.pool import check_export_path
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -98,9 +100,7 @@ def build_report(ws: Workspace, out: str | Path = "report.html", selection: str 
     ``selection`` is the one highlighted in plots and samples (default: the most recent one).
     """
     out = Path(out)
+    check_export_path(out)  # a folder there: named before the page is built, and no temporary file left behind
     out.parent.mkdir(parents=True, exist_ok=True)
-    page = report_html(ws, selection=selection, samples=samples)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write_bytes(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
     return out
