@@ -93,6 +93,17 @@ class Run:
         scores and embeds in one pass)."""
         return self.decontaminate is not None and self.pays_judges
 
+    def score_producers(self) -> list[Any]:
+        """The step behind each of the run's DEITA scores, in ``SCORES`` order: the run's own trained scorer
+        (``scorers``), else the LLM judge with a backend, else the shipped default scorer (either engine)."""
+        if self.backend is not None:
+            from curate.llm.judges import Judge
+
+            return [self.scorers[name] if name in self.scorers else Judge(name, self.backend) for name in self.scores]
+        from curate.scorers import load_default
+
+        return [self.scorers[name] if name in self.scorers else load_default(name) for name in self.scores]
+
     def scored_ids(self) -> list[str]:
         """The rows the score step (and the signals) store values for, in pool order: those every filter step before
         scoring kept (no judge call for a duplicate, a refusal, a leaked row); either engine stores the same rows."""
@@ -193,24 +204,6 @@ def candidates(run: Run, before: str | None = None) -> str:
     return chain[-1] if before is None else chain[chain.index(before) - 1]
 
 
-def score_producers(run: Run) -> list[Any]:
-    """The step behind each of the run's DEITA scores, in ``SCORES`` order: the run's own trained scorer
-    (``run.scorers``), else the LLM judge with a backend, else the shipped default scorer."""
-    producers = []
-    for name in run.scores:
-        if name in run.scorers:
-            producers.append(run.scorers[name])
-        elif run.backend is None:
-            from curate.scorers import load_default
-
-            producers.append(load_default(name))
-        else:
-            from curate.llm.judges import Judge
-
-            producers.append(Judge(name, run.backend))
-    return producers
-
-
 def sort_key(run: Run) -> str:
     """DEITA's evol score over the columns the run's score producers write (``complexity*quality`` by default)."""
     # a judge or a default scorer writes the column named after its score; a trained scorer, its own
@@ -221,7 +214,7 @@ def score(run: Run) -> dict[str, Any]:
     """Complexity and quality per turn: a trained scorer where the run has one, else LLM judges with a backend,
     else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
     error (after both columns)."""
-    producers = score_producers(run)
+    producers = run.score_producers()
     for step in producers:
         missing = [name for name in step.inputs if not run.ws.has_column(name) and name not in run.ws.pool.column_names]
         if missing:
@@ -333,7 +326,7 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
         from curate.scale import RayEngine
 
-        return RayEngine(address, scores=run.scores, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
+        return RayEngine(address, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 

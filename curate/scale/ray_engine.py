@@ -70,19 +70,17 @@ class RayEngine:
 
     ``address``: a Ray cluster (``host:port`` or ``ray://host:10001``); None starts Ray on this machine.
     ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
-    ``cpus_per_actor`` CPUs). ``scores``: the scores computed on the actors when there is no LLM backend (the
-    run's trained scorer for a score where it has one, else the shipped scorer of that name).
+    ``cpus_per_actor`` CPUs). Without an LLM backend the actors compute the run's scores
+    (``run.score_producers()``: its trained scorer for a score where it has one, else the shipped scorer).
     ``dedup_name`` / ``near_dedup_name``: the selections the dedup / near-duplicates steps write.
     ``verbose``: Ray Data's progress bars and log lines on the console.
     """
 
-    def __init__(self, address: str | None = None, scores: Sequence[str] = ("complexity", "quality"),
-                 cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
+    def __init__(self, address: str | None = None, cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
                  near_dedup_name: str = "minhash", verbose: bool = False):
         self.address = address
         self.verbose = verbose
         self.dedup_name, self.near_dedup_name = dedup_name, near_dedup_name
-        self.scores = tuple(scores)
         self.cpus_per_actor = max(1, int(cpus_per_actor))
         self.batch_size = batch_size
         self.workers: dict[str, float] = {}   # "<stage> pid <pid>" -> peak resident MiB
@@ -288,15 +286,14 @@ class RayEngine:
         if run.backend is not None or not self._whole_pool:
             return fallback(run)
         from curate.scale.signals import signals_to_compute
-        from curate.scorers import load_default
         from curate.storage.apply import rows_needing_work
 
-        scorers = [run.scorers[name] if name in run.scorers else load_default(name) for name in self.scores]
+        scorers = run.score_producers()
         ws = run.ws
         ids = run.scored_ids()  # the rows the filter steps before scoring kept, as the single-process step
         todo = any(rows_needing_work(ws, s, ids) for s in scorers)
         if todo or not self._has_embeddings(ws):
-            trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in self.scores}
+            trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
             self._infer(scorers, signals_to_compute(run, ids), run.signal_model, trained=trained, only=ids)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
