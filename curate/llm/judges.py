@@ -28,7 +28,7 @@ from curate.errors import CurateError
 from curate.llm.base import Backend
 from curate.llm.cache import response_cache
 from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
-from curate.llm.runner import DIGIT_RULE, CallResult, request_params, run_prompt
+from curate.llm.runner import DIGIT_RULE, CallResult, call_usage, request_params, run_prompt, total_cost
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
@@ -215,14 +215,8 @@ class Judge:
             fails.sort(key=lambda f: f.turn or 0)
         failed_rows = sum(1 for f in failures if f)
         stats = {
-            "requests": len(results), "cached_requests": sum(r.cached for r in results),
-            "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
+            **call_usage(results), "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
             "rows_not_sent_max_cost": sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures),
-            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
-                                              for r in results),
-            "tokens": {"prompt": sum(r.usage.get("prompt_tokens", 0) for r in results if not r.cached),
-                       "completion": sum(r.usage.get("completion_tokens", 0) for r in results if not r.cached)},
-            "cost_usd": total_cost(results, include_cached=False),
             "cost_usd_including_cached": total_cost(results, include_cached=True),
         }
         if self.reducer:
@@ -249,14 +243,6 @@ def _history(conversation: Sequence[dict[str, str]], turn: int) -> list[dict[str
         if message["role"] in ("user", "assistant"):
             before.append({"role": message["role"], "content": message["content"]})
     return before
-
-
-def total_cost(results: list[CallResult], *, include_cached: bool) -> float | None:
-    """USD of the answered requests; None (unknown, not $0) when one was answered without a known price."""
-    picked = [r for r in results if include_cached or not r.cached]
-    if any("cost_usd" in r.raw and r.raw["cost_usd"] is None for r in picked):
-        return None
-    return round(sum(r.cost_usd for r in picked), 8)
 
 
 def __getattr__(name: str) -> Judge:

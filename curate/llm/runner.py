@@ -69,6 +69,26 @@ class CallResult:
         return self.raw.get("score_method")
 
 
+def total_cost(results: list[CallResult], *, include_cached: bool) -> float | None:
+    """USD of the answered requests; None (unknown, not $0) when one was answered without a known price."""
+    picked = [r for r in results if include_cached or not r.cached]
+    if any("cost_usd" in r.raw and r.raw["cost_usd"] is None for r in picked):
+        return None
+    return round(sum(r.cost_usd for r in picked), 8)
+
+
+def call_usage(results: list[CallResult]) -> dict[str, Any]:
+    """What a step's calls cost, as its run records it: requests (cached, left unsent by max_cost), the tokens of the
+    calls paid now, and their USD (None when a price is unknown)."""
+    paid = [r for r in results if not r.cached]  # cached calls were paid before
+    return {"requests": len(results), "cached_requests": sum(r.cached for r in results),
+            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
+                                              for r in results),
+            "tokens": {"prompt": sum(int(r.usage.get("prompt_tokens") or 0) for r in paid),
+                       "completion": sum(int(r.usage.get("completion_tokens") or 0) for r in paid)},
+            "cost_usd": total_cost(results, include_cached=False)}
+
+
 # -- digit scores -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=65536)
 def _token_digit(token: str) -> int | None:

@@ -120,16 +120,9 @@ class Tagger:
                     tags.append(named)
             values.append(tags)
             failures.append(fails)
-        paid = [res for res in results if not res.cached]  # cached calls were paid before
-        unknown = any("cost_usd" in res.raw and res.raw["cost_usd"] is None for res in paid)  # a price is unknown
-        cost = None if unknown else round(sum(res.cost_usd for res in paid), 6)
-        stats = {"turns": len(variables), "requests": len(results), "cached_requests": sum(res.cached for res in results),
-                 "requests_not_sent_max_cost": sum(res.failure is not None and res.failure.code is FailureCode.BUDGET
-                                                   for res in results),
-                 "tokens": {"prompt": sum(int(res.usage.get("prompt_tokens") or 0) for res in paid),
-                            "completion": sum(int(res.usage.get("completion_tokens") or 0) for res in paid)},
-                 "cost_usd": cost}
-        return StepOutput(values, failures, stats=stats)
+        from curate.llm.runner import call_usage
+
+        return StepOutput(values, failures, stats={"turns": len(variables), **call_usage(results)})
 
     def __repr__(self) -> str:
         return f"Tagger(prompt={self.prompt.name!r}, column={self.column!r}, model={getattr(self.backend, 'model', None)!r})"
