@@ -229,15 +229,13 @@ def usage_total_line(prov: dict[str, Any]) -> str:
     """Tokens and USD summed over every run that paid into a judge or tagger column (its provenance ``runs``);
     a run recorded without its tokens (a tagger column written before they were) makes them unknown."""
     from curate.llm.backends import format_usd
-    from curate.storage.apply import column_runs, run_count
+    from curate.storage.apply import column_runs, fold_runs, run_count
 
     runs = column_runs(prov)
-    known = all(isinstance(r.get("tokens"), dict) for r in runs)
-    prompt = sum(int((r.get("tokens") or {}).get("prompt") or 0) for r in runs)
-    completion = sum(int((r.get("tokens") or {}).get("completion") or 0) for r in runs)
-    costs = [r.get("cost_usd") for r in runs]
-    cost = None if any(c is None for c in costs) else sum(costs)
-    tokens = f"tokens {prompt:,} in / {completion:,} out" if known else "tokens unknown"
+    total = fold_runs(None, runs)  # a sum one run does not know is None
+    tokens = (f"tokens {total['tokens'].get('prompt', 0):,} in / {total['tokens'].get('completion', 0):,} out"
+              if total["tokens"] is not None else "tokens unknown")
+    cost = total["cost_usd"]
     return (f"all {run_count(runs)} runs of this column: {tokens}; "
             f"{'cost unknown (no price for a model)' if cost is None else 'cost ' + format_usd(cost)}")
 

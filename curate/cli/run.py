@@ -127,16 +127,16 @@ def _paid_line(results: dict[str, Any]) -> str:
     """What this run sent to LLMs, over the judges and the tagger: requests, cache hits, tokens and USD (the
     columns' lines above count every run that paid into them)."""
     from curate.llm.backends import format_usd
+    from curate.storage.apply import fold_runs
 
     applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
-    runs = [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
-            and a.provenance.get("kind") in ("judge", "instag_tags")]  # runs[-1]: this run's, as it computed rows
-    cached = sum(r.get("cached_requests", 0) for r in runs)
-    sent = sum(r.get("requests", 0) - r.get("requests_not_sent_max_cost", 0) for r in runs) - cached
-    tokens = sum(sum((r.get("tokens") or {}).values()) for r in runs)
-    costs = [r.get("cost_usd") for r in runs]
-    cost = "cost unknown (no price for a model)" if None in costs else "cost " + format_usd(sum(costs))
-    return f"LLM calls this run: {sent:,} sent, {cached:,} answered by the cache; {tokens:,} tokens; {cost}"
+    total = fold_runs(None, [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
+                             and a.provenance.get("kind") in ("judge", "instag_tags")])  # runs[-1]: this run's
+    cached = total["cached_requests"]
+    sent = total["requests"] - total["requests_not_sent_max_cost"] - cached
+    cost = "cost unknown (no price for a model)" if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
+    return (f"LLM calls this run: {sent:,} sent, {cached:,} answered by the cache; {sum(total['tokens'].values()):,} "
+            f"tokens; {cost}")
 
 
 def _scorer_args(values: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
-from curate.storage.apply import column_runs, run_count
+from curate.storage.apply import column_runs, fold_runs, run_count
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -152,11 +152,6 @@ def _sum(runs: list[dict[str, Any]], get) -> Any:
     return total
 
 
-def _tokens(run: dict[str, Any], key: str) -> int | None:
-    tokens = run.get("tokens")
-    return tokens.get(key) if isinstance(tokens, dict) else None
-
-
 LLM_COLUMN_KINDS = {"judge": "judge", "instag_tags": "tagger"}  # column provenance kind -> the paid step
 
 
@@ -175,16 +170,17 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
         if step is None:
             continue
         runs = column_runs(prov)
+        total = fold_runs(None, runs)
+        tokens = total["tokens"]  # None: a run recorded no tokens (a tagger column written before they were)
         failing = sum(1 for f in ws.failures(name) if f)
         out.append({
             "column": name, "step": step, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
             "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": run_count(runs),
-            "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached_requests")),
-            "prompt_tokens": _sum(runs, lambda r: _tokens(r, "prompt")),
-            "completion_tokens": _sum(runs, lambda r: _tokens(r, "completion")),
-            "cost_usd": _sum(runs, lambda r: r.get("cost_usd")),
-            "failures": failing, "created": prov.get("created"),
+            "calls": total["requests"], "cached": total["cached_requests"],
+            "prompt_tokens": None if tokens is None else tokens.get("prompt", 0),
+            "completion_tokens": None if tokens is None else tokens.get("completion", 0),
+            "cost_usd": total["cost_usd"], "failures": failing, "created": prov.get("created"),
         })
     for name, prov in ws.label_sets.items():
         if prov.get("method") != "evol":
