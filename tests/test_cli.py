@@ -91,6 +91,7 @@ def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
     assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
     cases = {("tags", ws): "tag the pool first (curate tag",
              ("select", ws, "--method", "deita", "--name", "d"): "score them first (curate score --scorer default",
+             ("select", ws, "--method", "instag", "--budget", "3", "--name", "i"): "tag the pool first (curate tag",
              ("score", ws, "--scorer", "defualt"): "shipped: complexity, complexity_ridge, quality"}
     for args, hint in cases.items():
         r = curate_cli(*args)

@@ -98,7 +98,10 @@ def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str = "
     candidates = [int(r) for r in rows]
     all_ids = ws.ids
     ids = [all_ids[p] for p in candidates]
-    tag_lists = ws.column(tags_column, ids)  # a missing column: the workspace's error, naming what it has
+    if not ws.has_column(tags_column):
+        raise CurateError(f"{ws.path}: no column {tags_column!r} yet: tag the pool first (curate tag {ws.path}, "
+                          f"or ws.apply(Tagger(backend)) then normalize(ws)); have {sorted(ws.columns) or 'no columns'}")
+    tag_lists = ws.column(tags_column, ids)
     prov = ws.column_provenance(tags_column)
     if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":
         raise CurateError(f"column {tags_column!r} holds tags per turn (the judge's raw tags); instag samples on a "
