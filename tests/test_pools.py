@@ -210,6 +210,22 @@ def test_parquet_csv_and_datasets_folder(tmp_path, shapes):
         assert again["id"] == ds["id"], src
 
 
+def test_a_csv_error_names_the_line_a_text_editor_shows(tmp_path):
+    """pandas counts rows (header 0, blank lines included, a quoted newline not): errors name the file's line."""
+    path = tmp_path / "p.csv"
+    path.write_text('instruction,output\n\nhello,world\n"two\nlines",ans\n\n,empty\nok,fine\n')
+    with pytest.raises(InputError, match=r"p\.csv: line 7: instruction is empty"):
+        curate.load(path)
+    rejects = pools.read(path, on_error="skip").rejects
+    assert [r.location for r in rejects] == ["line 7"]
+    path.write_text('instruction,output\nhello,world\n\n"two\nlines",ans\nx,"never closed\nmore\n')
+    with pytest.raises(InputError, match=r"p\.csv: line 6: cannot read csv: a quoted field is never closed"):
+        curate.load(path)
+    (tmp_path / "t.tsv").write_text("instruction\toutput\nq\ta\n\t\n")
+    with pytest.raises(InputError, match=r"t\.tsv: line 3: instruction is empty"):
+        curate.load(tmp_path / "t.tsv")
+
+
 def test_mixed_type_column_is_kept_as_json(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"instruction": "a", "output": "b", "meta": 1},
                                               {"instruction": "c", "output": "d", "meta": "two"}])

@@ -2,7 +2,8 @@
 
 JSON Lines and JSON arrays are parsed here line by line (not by ``datasets``' JSON builder) because the
 contract is an error naming the file and the line, or a reject listing it; ``datasets``' loader can do
-neither. Parquet, CSV, ``save_to_disk`` folders and Hub names go through ``datasets``.
+neither. Parquet, ``save_to_disk`` folders and Hub names go through ``datasets``; CSV/TSV through pandas,
+with one pass of the csv module to name each record's line (pandas counts rows).
 
 Each item is ``(location, record or _RowError, raw text or None)``: a record that cannot be parsed is
 replaced by the _RowError saying why, and the raw source text comes along for the rejects file.
@@ -167,13 +168,60 @@ def _is_record(obj: dict[str, Any]) -> bool:
         return False
 
 
-def _iter_dataset(ds: Any) -> Iterator[_Item]:
+def _iter_dataset(ds: Any, lines: list[int] | None = None) -> Iterator[_Item]:
+    """Each row of ``ds``, located by its source line when ``lines`` (one per row) is given, else by row number."""
     n = len(ds)
     for start in range(0, n, 4096):
         batch = ds[start : start + 4096]
         keys = list(batch)
         for j in range(len(batch[keys[0]]) if keys else 0):
-            yield f"row {start + j + 1}", {k: batch[k][j] for k in keys}, None
+            where = f"line {lines[start + j]}" if lines is not None else f"row {start + j + 1}"
+            yield where, {k: batch[k][j] for k in keys}, None
+
+
+def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool]]:
+    """(the line it starts on, whether it is blank) for each record of a CSV/TSV file, header first (a quoted
+    field may span lines). Read with the csv module because pandas reports rows, not lines."""
+    import csv
+
+    starts: list[tuple[int, bool]] = []
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f, delimiter=sep, strict=True)
+        previous = 0
+        try:
+            for record in reader:
+                starts.append((previous + 1, not record))
+                previous = reader.line_num
+        except csv.Error:  # the record that starts after `previous` cannot be read to its end
+            starts.append((previous + 1, False))
+    return starts
+
+
+_PANDAS_ROW = re.compile(r"starting at row (\d+)")
+
+
+def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | None]:
+    """A CSV/TSV file as a Dataset of text columns, with the source line of each row (None when the csv module
+    counts the records differently from pandas); an unreadable file raises ``InputError`` naming the line."""
+    import datasets
+    import pandas as pd
+
+    sep = "\t" if suffix == ".tsv" else ","
+    try:
+        # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        message, location = str(exc), "file"
+        found = _PANDAS_ROW.search(message)  # "EOF inside string starting at row 2": header = row 0, blank lines count
+        if found:
+            starts = _csv_record_lines(path, sep)
+            if int(found.group(1)) < len(starts):
+                location = f"line {starts[int(found.group(1))][0]}"
+                message = "a quoted field is never closed (it runs to the end of the file)"
+        raise InputError(source, location, f"cannot read {suffix[1:]}: {message}") from None
+    starts = [line for line, blank in _csv_record_lines(path, sep) if not blank]  # pandas skips blank lines
+    lines = starts[1:] if len(starts) == len(frame) + 1 else None
+    return datasets.Dataset.from_pandas(frame, preserve_index=False), lines
 
 
 def records(source: str) -> Iterator[_Item]:
@@ -201,17 +249,14 @@ def records(source: str) -> Iterator[_Item]:
             except (OSError, EOFError) as exc:  # a gzip stream that is corrupt or cut short
                 raise InputError(source, "file", f"cannot read it: {exc}") from None
         elif suffix in (".parquet", ".csv", ".tsv"):
+            if suffix != ".parquet":
+                ds, lines = _read_csv(source, path, suffix)
+                yield from _iter_dataset(ds, lines)
+                return
             import datasets
 
             try:
-                if suffix == ".parquet":
-                    ds = datasets.Dataset.from_parquet(str(path))
-                else:
-                    # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
-                    import pandas as pd
-
-                    frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-                    ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
+                ds = datasets.Dataset.from_parquet(str(path))
             except Exception as exc:
                 raise InputError(source, "file", f"cannot read {suffix[1:]}: {exc}") from None
             yield from _iter_dataset(ds)
