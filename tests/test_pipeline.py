@@ -22,6 +22,8 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     assert len(kept) == 15
     prov = ws.column_provenance("quality")
     assert prov["kind"] == "scorer" and prov["imitates"]
+    for column in ("complexity", "quality"):  # each shipped scorer brings its held-out agreement (the report shows it)
+        assert ws.column_provenance(column)["holdout_agreement"]["n"] > 100, column
     rows = [json.loads(x) for x in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == kept and all("quality" in r and "complexity" in r for r in rows)
     assert (tmp_path / "run" / "selected.parquet").exists() and (tmp_path / "run" / "selected").is_dir()
