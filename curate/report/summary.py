@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from curate.storage.selection import Selection
     from curate.storage.workspace import Workspace
 
-PROVENANCE_KEYS = ("kind", "judge", "prompt", "prompt_fingerprint", "model", "backend", "method", "created")
+PROVENANCE_KEYS = ("kind", "judge", "imitates", "prompt", "prompt_fingerprint", "model", "backend", "method", "created")
 FAILURE_KINDS = ("failure", "judge_failure")
 # selection provenance keys shown elsewhere than on the parameters line
 _SELECTION_STRUCTURE = {"name", "created", "method", "params", "input_selection", "candidates", "counts"}
