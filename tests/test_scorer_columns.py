@@ -72,6 +72,10 @@ def test_cli_train_scorer_feature_column(ws_with_signal, tmp_path):
                                       "--feature-column", "signal"])
     assert result.exit_code == 0, result.output
     assert Scorer.load(out).columns == ["signal"]
+    rows = [line.split("│") for line in result.output.splitlines() if "held-out" in line and "│" in line]
+    n = Scorer.load(out).metrics["holdout"]["scorer"]["n"]
+    assert len(rows) == 4 and all(r[-2].strip() == f"{n:,}" for r in rows), result.output  # at 80 columns, whole
+    assert "…" not in result.output and "instruction" in {r[1].strip().split(" ")[0] for r in rows}
     missing = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "judge", "--out", str(tmp_path / "x"),
                                        "--feature-column", "ifd"])
     assert isinstance(missing.exception, ScorerError) and "no column 'ifd'" in str(missing.exception)

@@ -21,10 +21,11 @@ METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")
 def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
     """A scorer's K-fold and held-out agreement beside the length and random baselines."""
     table = Table(title=title)
-    for head in ("predictor", "split", *METRIC_HEADS, "n"):
-        table.add_column(head, justify="left" if head in ("predictor", "split") else "right")
+    for head in ("predictor", "split", *METRIC_HEADS, "n"):  # at 80 columns names wrap at a space; figures never
+        table.add_column(head, justify="left" if head in ("predictor", "split") else "right",
+                         no_wrap=head not in ("predictor", "split"))
     for who, split, m in ev.rows():
-        table.add_row(who, split, *(f"{m[k]:.3f}" for k in METRIC_KEYS), f"{m['n']:,}")
+        table.add_row(who.replace("_", " "), split, *(f"{m[k]:.3f}" for k in METRIC_KEYS), f"{m['n']:,}")
     return table
 
 
