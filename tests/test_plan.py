@@ -82,6 +82,8 @@ def test_plan_cli_and_notebook(tmp_path):
                                    "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "keep 20 rows" in res.output and "<- keep" in res.output
+    bars = [line.split("│")[-2].strip() for line in res.output.splitlines() if "#" in line]
+    assert len(bars) == 10 and "…" not in res.output  # every bar whole at 80 columns: longer means a higher loss
     data = json.loads(out.read_text())
     assert data["keep_rows"] == 20 and len(data["curve"]) == 10
     from curate.train.planner import plan_workspace

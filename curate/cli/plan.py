@@ -11,7 +11,8 @@ from rich.table import Table
 from curate.cli.common import app, console, option
 from curate.defaults import PLAN
 
-BAR_WIDTH = 40  # characters of the longest bar in the printed curve
+BAR_WIDTH = 40  # characters of the longest bar in the printed curve, on a terminal wide enough
+OTHER_COLUMNS = 44  # the table's other columns, padding and borders: what a bar leaves of the terminal's width
 
 
 @app.command("plan")
@@ -47,8 +48,9 @@ def plan_cmd(
         table.add_column(head, justify=justify)
     losses = [p["loss"] for p in result.curve]
     lo, hi = min(losses), max(losses)
+    longest = max(10, min(BAR_WIDTH, console.width - OTHER_COLUMNS))  # a cut bar would read as a shorter one
     for p in result.curve:
-        width = 1 + round((BAR_WIDTH - 1) * (p["loss"] - lo) / (hi - lo)) if hi > lo else 1
+        width = 1 + round((longest - 1) * (p["loss"] - lo) / (hi - lo)) if hi > lo else 1
         mark = " <- keep" if p["tiers"] == result.keep_tiers else ""
         table.add_row(str(p["tiers"]), f"{int(p['rows']):,}", f"{p['epochs']:.2f}", f"{p['loss']:.5f}",
                       "#" * width + mark)
