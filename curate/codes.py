@@ -7,6 +7,7 @@ Nothing parses prose back.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from textwrap import shorten
@@ -80,6 +81,8 @@ class Failure:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["code"] = self.code.value
+        if d["raw"] is not None and not isinstance(d["raw"], str):  # the column stores raw output as text
+            d["raw"] = json.dumps(d["raw"], ensure_ascii=False, default=str)
         return d
 
     @classmethod

@@ -498,3 +498,26 @@ def test_exporting_a_selection_leaves_the_workspace_files_as_they_were(tmp_path,
     after = sorted(str(p.relative_to(small_ws.path)) for p in small_ws.path.rglob("*"))
     assert after == before
     assert [json.loads(line)["id"] for line in (tmp_path / "some.jsonl").read_text().splitlines()] == small_ws.ids[::2]
+
+
+def test_exports_with_and_without_a_failing_row_have_one_schema_and_concatenate(tmp_path):
+    """A failure column's type does not depend on its rows: a selection with no failing row exports the same
+    schema as the pool with two, so the parquet files of two runs or selections concatenate."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from curate.scorers import load_default
+
+    src = tmp_path / "p.jsonl"
+    src.write_text("\n".join(json.dumps({"instruction": f"Name a colour, take {i}.", "output": "" if i < 2 else f"Blue {i}."})
+                             for i in range(6)))
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(src)
+    ws.apply(load_default("quality"), progress=False)
+    assert sum(bool(f) for f in ws.failures("quality")) == 2
+    ws.select(method="threshold", name="scored", min_score=0.0, sort_by="quality")
+    assert len(ws.selection("scored").ids) == 4
+    whole, scored = ws.export(tmp_path / "all.parquet"), ws.export(tmp_path / "scored.parquet", selection="scored")
+    assert pq.read_schema(whole).remove_metadata() == pq.read_schema(scored).remove_metadata()
+    both = datasets.concatenate_datasets([datasets.Dataset.from_parquet(str(p)) for p in (whole, scored)])
+    assert len(both) == 10 and [f[0]["code"] for f in both["quality_failure"] if f] == ["no_response"] * 2

@@ -185,12 +185,22 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     # The value column goes last: its per-row fingerprints are what marks a row done, so a process killed
     # between these writes leaves rows to recompute, never a row marked done without its failure record.
     ws.merge_column(f"{step.column}_failure", ids, failures,
-                    {"kind": "failure", "of": step.column, "fingerprint": fingerprint}, fingerprint)
+                    {"kind": "failure", "of": step.column, "fingerprint": fingerprint}, fingerprint,
+                    value_type=failure_arrow_type())
     for key, values in out.extra.items():
         ws.merge_column(f"{step.column}_{key}", ids, values,
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
+
+
+def failure_arrow_type() -> Any:
+    """The Arrow type of a failure column's cells (a list of ``Failure.to_dict()``), whatever rows it holds: an
+    export of rows without a failure has the same schema as one with, so exports concatenate."""
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("code", pa.string()), ("message", pa.string()), ("raw", pa.string()),
+                               ("turn", pa.int64())]))
 
 
 def parse_failures(value: Any) -> list[Failure]:

@@ -109,11 +109,16 @@ def read_arrow(path: Path):
         return pa.ipc.open_file(source).read_all()
 
 
-def schema_meta(path: Path) -> dict[str, Any]:
+def arrow_schema(path: Path):
+    """An Arrow IPC file's schema, read without its rows."""
     import pyarrow as pa
 
     with pa.memory_map(str(path), "r") as source:
-        meta = pa.ipc.open_file(source).schema.metadata or {}
+        return pa.ipc.open_file(source).schema
+
+
+def schema_meta(path: Path) -> dict[str, Any]:
+    meta = arrow_schema(path).metadata or {}
     raw = meta.get(b"curate")
     return json.loads(raw) if raw else {}
 

@@ -218,8 +218,20 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
                 while kept in ds.column_names:  # (or original_original_<name>, when the pool has that too)
                     kept = f"original_{kept}"
                 ds = ds.rename_column(name, kept)
-            ds = ds.add_column(name, ws.column(name, ids))
+            ds = ds.add_column(name, ws.column(name, ids), feature=_feature(ws, name))
     return datasets.Dataset(ds.data.table) if selection is None else ds
+
+
+def _feature(ws: Workspace, name: str):
+    """The datasets feature of a derived column's stored type (None: infer it from the rows, as for a column
+    stored before its type was declared), so a selection exports the schema the whole pool does."""
+    import datasets
+    import pyarrow as pa
+
+    stored = ws.column_type(name)
+    if pa.types.is_null(stored):
+        return None
+    return datasets.Features.from_arrow_schema(pa.schema([pa.field(name, stored)]))[name]
 
 
 DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")

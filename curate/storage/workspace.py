@@ -39,6 +39,7 @@ from curate.storage.files import (
     LOCK_FILE,
     LOCKS_DIR,
     MANIFEST,
+    arrow_schema,
     atomic_write_bytes,
     check_name,
     held,
@@ -205,11 +206,13 @@ class Workspace:
         return self.path / "columns" / f"{name}.arrow"
 
     def add_column(self, name: str, values: list[Any] | np.ndarray, provenance: dict[str, Any],
-                   ids: list[str] | None = None, fingerprints: list[str | None] | None = None) -> None:
+                   ids: list[str] | None = None, fingerprints: list[str | None] | None = None,
+                   value_type: Any = None) -> None:
         """Store (replace) a derived column atomically; ``values`` align with ``ids`` (default: pool order).
 
         ``provenance`` says what produced it; ``fingerprints`` (per row) say under which step fingerprint
-        each value was computed, so ``apply`` can skip rows already done.
+        each value was computed, so ``apply`` can skip rows already done. ``value_type``: the values' Arrow type
+        when it must not depend on the data (a failure column with no failure yet is not of type null).
         """
         import pyarrow as pa
 
@@ -220,7 +223,7 @@ class Workspace:
         if len(values) != len(ids):
             raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
         prov = {"name": name, "created": now(), **provenance}
-        data = {"id": pa.array(ids, pa.string()), "value": pa.array(values)}
+        data = {"id": pa.array(ids, pa.string()), "value": pa.array(values, type=value_type)}
         if fingerprints is not None:
             data["fingerprint"] = pa.array(fingerprints, pa.string())
         table = pa.table(data).replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
@@ -228,7 +231,7 @@ class Workspace:
             write_arrow(self._column_path(name), table)
 
     def merge_column(self, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
-                     fingerprint: str | None) -> None:
+                     fingerprint: str | None, value_type: Any = None) -> None:
         """Write ``values`` for ``ids`` into column ``name``, keeping every other row's value (pool order)."""
         with self.lock():
             self.refresh()
@@ -243,7 +246,7 @@ class Workspace:
                 merged[rid] = (value, fingerprint)
             order = [rid for rid in self.ids if rid in merged]
             self.add_column(name, [merged[r][0] for r in order], provenance, ids=order,
-                            fingerprints=[merged[r][1] for r in order])
+                            fingerprints=[merged[r][1] for r in order], value_type=value_type)
 
     def has_column(self, name: str) -> bool:
         return self._column_path(name).exists()
@@ -270,6 +273,10 @@ class Workspace:
             return values
         pos = dict(zip(col_ids, values, strict=True))
         return [pos.get(i) for i in want]
+
+    def column_type(self, name: str) -> Any:
+        """The Arrow type a derived column's values are stored as."""
+        return arrow_schema(self._column_path(name)).field("value").type
 
     def column_ids(self, name: str) -> list[str]:
         """Ids a derived column covers."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from curate.defaults import TRAIN
 from curate.errors import CurateError
+from curate.storage.apply import failure_arrow_type
 from curate.train.cartography import CARTOGRAPHY_COLUMNS, data_map
 from curate.train.diet import DIET_COLUMNS, diet_scores
 from curate.train.harness import TrainConfig, TrainRun, finetune, run_folder
@@ -52,7 +53,7 @@ def write_columns(ws: Any, run: TrainRun, early_epoch: int = TRAIN.early_epoch) 
         prov = {**base, "definition": text, **({"epoch": early_epoch} if name in DIET_COLUMNS else {})}
         col = [float(v) for v in values[name]] + [None] * len(skipped)
         ws.add_column(name, col, prov, ids=ids)
-        ws.add_column(f"{name}_failure", fails, {"kind": "failure", "of": name}, ids=ids)
+        ws.add_column(f"{name}_failure", fails, {"kind": "failure", "of": name}, ids=ids, value_type=failure_arrow_type())
     return names
 
 
