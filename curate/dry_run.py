@@ -23,7 +23,7 @@ from curate.pipeline import (
 from curate.select.sort_key import scores_of
 
 
-def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend: Any = None,
+def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
                      scorers: Sequence[str] = (), heuristics: bool = False,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
                      minhash: bool = False, sort_by: str = DEITA.sort_by) -> list[Any]:
@@ -44,9 +44,9 @@ def dry_run_pipeline(source: str, out: Path, *, backend: Any = None, tag_backend
     existing = (Path(out) / "workspace").exists()
     scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
     try:
-        run = Run(str(source), Path(out) if existing else scratch / "out", 0, backend=backend,
-                  tag_backend=tag_backend, report=False, heuristics=heuristics, languages=languages,
-                  decontaminate=decontaminate_target, minhash=minhash, scores=scores_of(sort_by))
+        run = Run(source, Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
+                  report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
+                  minhash=minhash, scores=scores_of(sort_by))
         judges = [name for name in run.scores if name not in scorers] if backend is not None else []
         load(run)
         dedup(run)  # the selections the real run writes before its LLM steps, as it would write them

@@ -14,6 +14,7 @@ gives the same set. Steps return data; the command line (``curate/cli/run.py``) 
 from __future__ import annotations
 
 import html
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ EXPORTS = {"jsonl": "selected.jsonl", "parquet": "selected.parquet", "dataset": 
 class Run:
     """The options of one run, and what its steps have produced so far."""
 
-    source: str
+    source: str | Any            # a path (file, folder, glob, "sample") or a pool in memory (curate.pools.read)
     out: Path
     budget: int
     max_cosine_similarity: float = DEITA.max_cosine_similarity
@@ -63,6 +64,8 @@ class Run:
     outputs: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
+        if isinstance(self.source, os.PathLike):
+            self.source = str(self.source)
         if self.on_error not in ("raise", "skip"):
             raise CurateError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
@@ -158,7 +161,7 @@ def load(run: Run) -> dict[str, Any]:
     # the run curates its source as it is now: rows an earlier version of it had are not candidates
     summary = {**summary, "rows_removed": run.workspace.keep_rows(row["id"] for row in result.rows)}
     if "quality" in run.scores and summary["instruction_only"] == summary["rows_read"]:
-        raise CurateError(f"{run.source}: every row is an instruction without a response, so quality has nothing to "
+        raise CurateError(f"{result.source}: every row is an instruction without a response, so quality has nothing to "
                           "judge and no row could be selected; select the instructions by their complexity alone: "
                           "--sort-by complexity (sort_by='complexity')")
     return summary
@@ -316,6 +319,8 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--address needs --engine ray")
         return steps(run)
     if engine == "ray":
+        if not isinstance(run.source, str):  # the tasks read shards by path, on any node
+            raise CurateError("--engine ray reads the pool from files: save it first (e.g. ds.to_parquet(PATH))")
         reading = [step for step in run.scorers.values() if step.inputs]
         if reading:  # the actors compute a row's signals beside its scores, not before them
             raise CurateError(f"scorer {reading[0].column!r} reads the columns {', '.join(reading[0].inputs)}: a "
@@ -330,7 +335,7 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 
-def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: float = DEITA.max_cosine_similarity,
+def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_similarity: float = DEITA.max_cosine_similarity,
                  backend: Any = None, tag_backend: Any = None, report: bool = True,
                  on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
@@ -339,8 +344,8 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
                  on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
                  heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
                  sort_by: str = DEITA.sort_by) -> RunResult:
-    """Curate ``source`` into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``,
-    ``out/report.html``.
+    """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
+    dicts) into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``, ``out/report.html``.
 
     ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped
     default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
@@ -377,7 +382,7 @@ def run_pipeline(source: str, out: Path, budget: int, *, max_cosine_similarity: 
     from curate.scorers.run_scorers import resolve_scorers
 
     scores = scores_of(sort_by)
-    run = Run(str(source), Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
+    run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, progress, decontaminate=decontaminate,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language code: named here
     timings: dict[str, float] = {}

@@ -44,6 +44,21 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     assert "&lt;b&gt;" in odd and "a&amp;b.jsonl" in odd and "<b>:" not in odd and "<i>" not in odd
 
 
+def test_run_on_a_dataset_in_memory_selects_what_the_run_on_its_file_selects(tmp_path):
+    import datasets
+
+    records = [r for r in map(json.loads, sample_path().read_text().splitlines()) if "instruction" in r]  # one shape:
+    path = write_jsonl(tmp_path / "pool.jsonl", records)  # Dataset.from_list keeps the first record's fields only
+    from_file = run_pipeline(str(path), out=tmp_path / "file", budget=10, report=False, progress=False)
+    in_memory = run_pipeline(datasets.Dataset.from_list(records), out=tmp_path / "memory", budget=10, report=False,
+                             progress=False)
+    assert in_memory.workspace.selection("deita").ids == from_file.workspace.selection("deita").ids
+    assert in_memory.workspace.manifest["sources"][0]["source"].startswith("<datasets.Dataset of")
+    with pytest.raises(CurateError, match="--engine ray reads the pool from files"):
+        run_pipeline(records, out=tmp_path / "ray", budget=10, engine="ray")
+    assert not (tmp_path / "ray").exists()
+
+
 def test_a_rerun_on_an_edited_source_curates_the_source_as_it_is_now(tmp_path):
     records = [json.loads(x) for x in sample_path().read_text().splitlines()][:16]
     first = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", records)), out=tmp_path / "run", budget=40,

@@ -288,3 +288,27 @@ def test_a_boolean_among_numbers_is_mixed_types_not_one():
     table, as_json = pools.to_table([{"id": "a", "conversation": [], "format": "qa", "gpt4": 7.5},
                                      {"id": "b", "conversation": [], "format": "qa", "gpt4": True}])
     assert as_json == ["gpt4"] and table.column("gpt4").to_pylist() == ["7.5", "true"]  # never a label of 1.0
+
+
+def test_a_pool_in_memory_loads_as_its_file_would(tmp_path):
+    """A notebook's datasets.Dataset, pandas DataFrame or list of dicts loads like the same records in a file: the
+    same ids and conversations, a bad record named by its row, a field the frame lacks (NaN) treated as missing."""
+    import datasets
+    import pandas as pd
+
+    from curate.session import Workspace
+
+    records = [{"instruction": "Add the numbers", "input": "2 and 3", "output": "5"},
+               {"instruction": "Say hello", "output": "Hello"}]
+    on_disk = curate.load(write_jsonl(tmp_path / "p.jsonl", records))
+    for obj in (datasets.Dataset.from_list(records), pd.DataFrame(records), records):
+        ds = curate.load(obj)
+        assert ds["id"] == on_disk["id"] and ds["conversation"] == on_disk["conversation"], type(obj)
+    with pytest.raises(InputError, match=r"^<list of 3 records, sha256 \w+>: row 3: instruction is empty"):
+        curate.load([*records, {"instruction": "", "output": "x"}])
+    with pytest.raises(InputError, match=r"pass one, e\.g\. ds\['train'\]"):
+        curate.load(datasets.DatasetDict({"train": datasets.Dataset.from_list(records)}))
+    ws = Workspace(tmp_path / "ws")
+    first, again = ws.load(list(records)), ws.load(list(records))  # the same content: one source, named alike
+    assert (first["rows_added"], again["rows_added"], again["already_present"]) == (2, 0, 2)
+    assert {s["source"] for s in ws.manifest["sources"]} == {first["source"]}  # two loads of one source

@@ -30,7 +30,7 @@ from curate.pools.formats import (
     exported_format,
     to_conversation,
 )
-from curate.pools.readers import record_text, records
+from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
@@ -89,26 +89,31 @@ class ReadResult:
         return sum(not any(t["role"] == "assistant" for t in r["conversation"]) for r in self.rows)
 
 
-def read(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,
+def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
     """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
-    of data files: each in path order, :func:`curate.pools.shards.shard_paths`); bad records raise or are
-    collected as rejects."""
+    of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
+    ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects."""
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    source = resolve_source(source)
-    shards = shard_paths(source)
-    if shards != [source]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
-        result = ReadResult(source=source)
-        for shard in shards:
-            part = read(shard, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
-            result.rows += part.rows
-            result.rejects += part.rejects
-        return result
+    in_memory = memory_records(source)
+    if in_memory is not None:
+        source, items = in_memory
+    else:
+        source = resolve_source(source)
+        shards = shard_paths(source)
+        if shards != [source]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
+            result = ReadResult(source=source)
+            for shard in shards:
+                part = read(shard, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
+                result.rows += part.rows
+                result.rejects += part.rejects
+            return result
+        items = records(source)
     result = ReadResult(source=source)
-    for location, rec, raw in records(source):
+    for location, rec, raw in items:
         try:
             if isinstance(rec, _RowError):
                 raise rec
@@ -185,13 +190,13 @@ def write_rejects(rejects: list[Reject], path: str | os.PathLike, append: bool =
         fh.writelines(lines)
 
 
-def load(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, str] | None = None,
+def load(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", rejects_path: str | os.PathLike | None = None,
          max_field_chars: int = DEFAULT_MAX_FIELD_CHARS):
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 
     ``source``: a .jsonl/.json/.parquet/.csv file, a folder or glob of them, a ``save_to_disk`` folder, a Hub
-    dataset name, or ``"sample"``.
+    dataset name, ``"sample"``, or a pool in memory (a ``datasets.Dataset``, a pandas ``DataFrame``, a list of dicts).
     ``format``: ``auto`` (per record) or one of ``alpaca, sharegpt, messages, prompt_completion, qa``.
     ``mapping``: the shape's field -> your column, e.g. ``{"instruction": "query", "output": "reply"}``.
     ``on_error="skip"`` leaves bad records out with a warning; they are written to ``rejects_path`` only when
@@ -208,9 +213,9 @@ def load(source: str | os.PathLike, *, format: str = "auto", mapping: dict[str, 
             shown = "; ".join(str(r) for r in result.rejects[:REJECTS_SHOWN])
             where = (f"{shown}{'; ...' if len(result.rejects) > REJECTS_SHOWN else ''} "
                      "(pass rejects_path= to write them all, or use curate.pools.read for the records)")
-        warnings.warn(f"{len(result.rejects)} record(s) of {source} left out: {where}", stacklevel=2)
+        warnings.warn(f"{len(result.rejects)} record(s) of {result.source} left out: {where}", stacklevel=2)
     if not result.rows:
-        raise InputError(str(source), "file", "no usable records")
+        raise InputError(result.source, "file", "no usable records")
     assign_ids(result.rows)
     table, _ = to_table(result.rows)
     return datasets.Dataset(table)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -222,6 +223,31 @@ def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | No
     starts = [line for line, blank in _csv_record_lines(path, sep) if not blank]  # pandas skips blank lines
     lines = starts[1:] if len(starts) == len(frame) + 1 else None
     return datasets.Dataset.from_pandas(frame, preserve_index=False), lines
+
+
+def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
+    """A pool held in memory (a ``datasets.Dataset``, a pandas ``DataFrame``, or a list of dicts): a name for it
+    (its kind, size and content fingerprint: what the manifest and errors call it) and its records, each located
+    by ``row N``; None for anything else (a path)."""
+    if isinstance(obj, (str, os.PathLike)):
+        return None
+    kind = f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}"
+    if kind == "datasets.DatasetDict":
+        raise InputError(f"<{kind}>", "splits", f"a dataset of splits {list(obj)}: pass one, e.g. ds[{next(iter(obj))!r}]")
+    if kind == "datasets.Dataset":
+        return f"<datasets.Dataset of {len(obj):,} rows, fingerprint {obj._fingerprint}>", _iter_dataset(obj)
+    if kind == "pandas.DataFrame":  # a cell the frame lacks (NaN, from rows without that field) is a missing field
+        obj = obj.astype(object).where(obj.notna(), None).to_dict("records")
+    elif isinstance(obj, (list, tuple)):
+        kind = "list"
+    else:
+        return None
+    digest = hashlib.sha256()
+    for rec in obj:
+        digest.update(record_text(rec).encode("utf-8", "backslashreplace"))
+        digest.update(b"\n")
+    name = f"<{kind} of {len(obj):,} record{'' if len(obj) == 1 else 's'}, sha256 {digest.hexdigest()[:16]}>"
+    return name, ((f"row {i + 1}", rec, None) for i, rec in enumerate(obj))
 
 
 def records(source: str) -> Iterator[_Item]:
