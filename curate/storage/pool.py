@@ -22,6 +22,7 @@ from curate.storage.files import (
     LOCKS_DIR,
     MANIFEST,
     SUBDIRS,
+    arrow_schema,
     atomic_write_bytes,
     file_lock,
     now,
@@ -228,7 +229,7 @@ def _feature(ws: Workspace, name: str):
     import datasets
     import pyarrow as pa
 
-    stored = ws.column_type(name)
+    stored = arrow_schema(ws._column_path(name)).field("value").type
     if pa.types.is_null(stored):
         return None
     return datasets.Features.from_arrow_schema(pa.schema([pa.field(name, stored)]))[name]

@@ -39,7 +39,6 @@ from curate.storage.files import (
     LOCK_FILE,
     LOCKS_DIR,
     MANIFEST,
-    arrow_schema,
     atomic_write_bytes,
     check_name,
     held,
@@ -121,12 +120,10 @@ class Workspace:
     # -- pool -----------------------------------------------------------------------------------
     def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
              on_error: str = "raise", max_field_chars: int | None = None) -> dict[str, Any]:
-        """Read ``source`` into the pool (rows already present, by id, are not added twice).
-
-        ``source`` may also be a ``curate.pools.ReadResult`` already read (``pools.read``), e.g. to check a
-        source before creating anything. The source is read outside the lock; adding its rows and the
-        manifest entry happen under it. Returns a summary: rows added, rows already present, formats,
-        rejects and the rejects file.
+        """Read ``source`` (what ``curate.pools.read`` reads: a path or a pool in memory; or its ``ReadResult``,
+        e.g. to check a source before creating anything) into the pool; rows already present, by id, are not added
+        twice. Read outside the lock; the rows and the manifest entry are added under it. Returns a summary: rows
+        added, rows already present, formats, rejects and the rejects file.
         """
         from curate import pools
 
@@ -211,9 +208,8 @@ class Workspace:
         """Store (replace) a derived column atomically; ``values`` align with ``ids`` (default: pool order).
 
         ``provenance`` says what produced it; ``fingerprints`` (per row) say under which step fingerprint
-        each value was computed, so ``apply`` can skip rows already done. ``value_type``: the values' Arrow type
-        when it must not depend on the data (a failure column with no failure yet is not of type null).
-        """
+        each value was computed, so ``apply`` can skip rows already done. ``value_type``: their Arrow type, where
+        it must not depend on the rows (a failure column with no failure yet is not of type null)."""
         import pyarrow as pa
 
         check_name(name)
@@ -273,10 +269,6 @@ class Workspace:
             return values
         pos = dict(zip(col_ids, values, strict=True))
         return [pos.get(i) for i in want]
-
-    def column_type(self, name: str) -> Any:
-        """The Arrow type a derived column's values are stored as."""
-        return arrow_schema(self._column_path(name)).field("value").type
 
     def column_ids(self, name: str) -> list[str]:
         """Ids a derived column covers."""
