@@ -312,3 +312,15 @@ def test_a_pool_in_memory_loads_as_its_file_would(tmp_path):
     first, again = ws.load(list(records)), ws.load(list(records))  # the same content: one source, named alike
     assert (first["rows_added"], again["rows_added"], again["already_present"]) == (2, 0, 2)
     assert {s["source"] for s in ws.manifest["sources"]} == {first["source"]}  # two loads of one source
+
+
+def test_a_mapping_names_the_shape_it_maps_and_a_misspelt_field_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "q.jsonl", [{"q": "What is 2+2?", "a": "4"}, {"q": "Capital of France?", "a": "Paris"}])
+    with pytest.raises(InputError, match="cannot tell the format"):
+        curate.load(path)
+    as_alpaca = curate.load(path, mapping={"instruction": "q", "output": "a"})  # no format= needed
+    as_qa = curate.load(path, mapping={"question": "q", "answer": "a"})
+    assert as_alpaca["format"] == ["alpaca"] * 2 and as_qa["format"] == ["qa"] * 2
+    assert as_alpaca["conversation"] == as_qa["conversation"] and as_qa["conversation"][0][1]["content"] == "4"
+    with pytest.raises(ValueError, match="mapping 'instrucion'"):
+        curate.load(path, mapping={"instrucion": "q", "output": "a"})

@@ -26,6 +26,7 @@ from curate.pools.formats import (
     DEFAULT_MAX_FIELD_CHARS,
     FORMATS,
     _RowError,
+    check_mapping,
     detect_format,
     exported_format,
     to_conversation,
@@ -98,6 +99,7 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    check_mapping(mapping)
     in_memory = memory_records(source)
     if in_memory is not None:
         source, items = in_memory
@@ -123,7 +125,7 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
             if exported:  # curate's own export: its conversation, under the shape it was first read as
                 conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)
                 rec = {k: v for k, v in rec.items() if k not in RESERVED}
-            fmt = exported or (format if format != "auto" else detect_format(rec))
+            fmt = exported or (format if format != "auto" else detect_format(rec, mapping))
             conversation = conversation if exported else to_conversation(rec, fmt, mapping, max_field_chars)
         except _RowError as exc:
             if on_error == "raise":

@@ -49,9 +49,22 @@ def exported_format(record: dict[str, Any]) -> str | None:
     return None
 
 
-def detect_format(record: dict[str, Any]) -> str:
+def check_mapping(mapping: dict[str, str] | None) -> None:
+    """Refuse a mapping that names a field no shape reads (a typo would otherwise be ignored)."""
+    known = sorted({name for fields in _DEFAULT_FIELDS.values() for name in fields})
+    for name, column in (mapping or {}).items():
+        if name not in known or not isinstance(column, str):
+            raise ValueError(f"mapping {name!r}: {column!r}: the keys are the fields a shape reads ({', '.join(known)}) "
+                             "and each value names your record's field, e.g. {'instruction': 'query'}")
+
+
+def detect_format(record: dict[str, Any], mapping: dict[str, str] | None = None) -> str:
     """Name the shape of one raw record (``alpaca``, ``sharegpt``, ``messages``, ...). A null field is absent:
-    a table of mixed shapes (an export of a mixed pool, a parquet file) has every shape's columns on every row."""
+    a table of mixed shapes (an export of a mixed pool, a parquet file) has every shape's columns on every row.
+    A ``mapping`` names the shape whose leading field it maps, where the record has that field."""
+    for fmt, (lead,) in _REQUIRED.items():
+        if mapping and lead in mapping and record.get(mapping[lead]) is not None:
+            return fmt
     if record.get("conversations") is not None:
         return "sharegpt"
     if record.get("messages") is not None:
