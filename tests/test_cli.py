@@ -24,6 +24,9 @@ def test_load_info_export(tmp_path, shapes):
     r = curate_cli("export", ws, "--out", tmp_path / "chat.jsonl", "--format", "messages")  # training records
     chat = [json.loads(x) for x in (tmp_path / "chat.jsonl").read_text().splitlines()]
     assert r.returncode == 0 and len(chat) == 17 and all(set(x) == {"id", "messages"} for x in chat)
+    r = curate_cli("export", ws, "--out", "-", "--format", "messages", cwd=tmp_path)  # for a pipe: stdout
+    assert r.returncode == 0 and [json.loads(x) for x in r.stdout.splitlines()] == chat and not (tmp_path / "-").exists()
+    assert "wrote 17 rows to standard output" in r.stderr
     r = curate_cli("export", ws, "--out", tmp_path / "one.jsonl", "--format", "alpaca")  # 4 sharegpt rows: 2 turns
     assert r.returncode == 1 and "4 of 17 rows cannot be written as alpaca" in r.stderr
     r = curate_cli("export", ws, "--out", tmp_path / "x.jsonl", "--column", "quality")

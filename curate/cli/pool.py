@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -14,6 +15,7 @@ from curate.cli.common import (
     _source,
     app,
     console,
+    err_console,
     json_columns_line,
 )
 
@@ -51,7 +53,8 @@ def load(
 @app.command()
 def export(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, or a folder (datasets save_to_disk)."),
+    out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, a folder (datasets save_to_disk), or - "
+                             "for JSON Lines on standard output."),
     selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
     format: str | None = typer.Option(None, "--format", help="Write training records of this shape: messages "
                                       "(OpenAI / TRL chat), sharegpt, or one exchange per row as alpaca, "
@@ -67,8 +70,17 @@ def export(
         raise typer.BadParameter("--column chooses the derived columns kept beside --format's records; without "
                                  "--format every column is exported", param_hint="--column")
     ws = Workspace.open(workspace)
-    path = ws.export(out, selection=selection, columns=column or None, format=format)
     n = len(ws.selection(selection)) if selection else len(ws)
+    if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr
+        from curate.storage.files import quiet_datasets
+        from curate.storage.pool import export_rows
+
+        with quiet_datasets():
+            export_rows(ws, selection, column or None, format).to_json(sys.stdout.buffer, lines=True, force_ascii=False)
+        sys.stdout.flush()
+        err_console.print(f"wrote {n:,} rows to standard output")
+        return
+    path = ws.export(out, selection=selection, columns=column or None, format=format)
     console.print(f"wrote {n:,} rows to {path}")
 
 

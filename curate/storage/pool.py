@@ -283,6 +283,15 @@ def in_format(ds, fmt: str, keep: list[str]):
                                        **{name: ds[name] for name in keep}})
 
 
+def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] | None = None,
+                format: str | None = None):
+    """The rows :func:`export` writes, as a ``datasets.Dataset``."""
+    if format is not None and format not in FORMATS:
+        raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
+    ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
+    return ds if format is None else in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
+
+
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
            format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
@@ -290,11 +299,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     the rows as training records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
     out = Path(out)
     check_export_target(ws, out)
-    if format is not None and format not in FORMATS:
-        raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
-    ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
-    if format is not None:
-        ds = in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
+    ds = export_rows(ws, selection, columns, format)
     prepare_output(out)
     if out.suffix:
         with writing(out), quiet_datasets():
