@@ -26,7 +26,8 @@ from curate.select.sort_key import scores_of
 def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
                      scorers: Sequence[str] = (), heuristics: bool = False,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
-                     minhash: bool = False, sort_by: str = DEITA.sort_by) -> list[Any]:
+                     minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = "auto",
+                     mapping: dict[str, str] | None = None) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
@@ -46,7 +47,7 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     try:
         run = Run(source, Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
-                  minhash=minhash, scores=scores_of(sort_by))
+                  minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping)
         judges = [name for name in run.scores if name not in scorers] if backend is not None else []
         load(run)
         dedup(run)  # the selections the real run writes before its LLM steps, as it would write them

@@ -25,6 +25,7 @@ from typing import Any
 from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
+from curate.pools import check_read_options
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
@@ -54,6 +55,8 @@ class Run:
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
     on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
+    format: str = "auto"         # the source's record shape, and its field names (curate.pools.read)
+    mapping: dict[str, str] | None = None
     progress: bool = True        # the steps' progress bars
     decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
     heuristics: bool = False     # rows failing a text rule (curate.select.heuristics) are not candidates
@@ -68,6 +71,7 @@ class Run:
             self.source = str(self.source)
         if self.on_error not in ("raise", "skip"):
             raise CurateError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
+        check_read_options(self.format, self.mapping)
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
@@ -148,7 +152,7 @@ def load(run: Run) -> dict[str, Any]:
     ``out/workspace``; if that fails, an ``out`` made here is removed again. Returns the load summary."""
     from curate import pools
 
-    result = pools.read(run.source, on_error=run.on_error)  # type: ignore[arg-type]
+    result = pools.read(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error)  # type: ignore[arg-type]
     pools.require_rows(result)  # before any folder exists
     created = not run.out.exists()
     try:
@@ -319,19 +323,9 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
             raise CurateError("--address needs --engine ray")
         return steps(run)
     if engine == "ray":
-        if not isinstance(run.source, str):  # the tasks read shards by path, on any node
-            raise CurateError("--engine ray reads the pool from files: save it first (e.g. ds.to_parquet(PATH))")
-        reading = [step for step in run.scorers.values() if step.inputs]
-        if reading:  # the actors compute a row's signals beside its scores, not before them
-            raise CurateError(f"scorer {reading[0].column!r} reads the columns {', '.join(reading[0].inputs)}: a "
-                              "scorer reading signal columns runs on the single engine")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
-        from curate.scale import RayEngine
+        from curate.scale import ray_plan
 
-        return RayEngine(address, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP).plan(steps(run))
+        return ray_plan(run, steps(run), address, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP)
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 
@@ -343,7 +337,7 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
                  heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
-                 sort_by: str = DEITA.sort_by) -> RunResult:
+                 sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
     dicts) into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``, ``out/report.html``.
 
@@ -359,6 +353,7 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
     column, and admission sorts by the product of the columns the run wrote.
     ``on_error``: ``skip`` leaves a malformed record of the source out (listed in ``rejects.jsonl`` beside the
     workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
+    ``format``, ``mapping``: the source's record shape and field names, as ``curate.pools.read`` takes them.
     ``progress``: show each step's progress bar.
     ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
@@ -383,8 +378,8 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
 
     scores = scores_of(sort_by)
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
-              signal_model, resolve_scorers(scorers or {}, scores), on_error, progress, decontaminate=decontaminate,
-              heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language code: named here
+              signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
+              heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language: named here
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     for name, step in engine_steps(run, engine, address):

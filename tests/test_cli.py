@@ -150,3 +150,20 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
     assert paid[0] == "LLM calls this run: 15 sent, 0 answered by the cache"
     assert int(paid[1].split()[0].replace(",", "")) > 0 and paid[2].startswith(" cost $0.")
     assert "LLM calls this run: 0 sent, 0 answered by the cache; 0 tokens; cost $0" in again
+
+
+def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
+    """The load error says to name the fields with --format/--mapping; curate run takes them as curate load does."""
+    path = write_jsonl(tmp_path / "q.jsonl", [{"q": f"What is {i} + {i}?", "a": f"It is {2 * i}."} for i in range(6)])
+    r = curate_cli("run", path, "--out", tmp_path / "plain", "--no-report")
+    assert r.returncode == 1 and "--mapping" in r.stderr and not (tmp_path / "plain").exists()
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report",
+                   "--mapping", '{"question": "q", "answer": "a"}')
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {row["format"] for row in rows} == {"qa"}
+    for args, message in ((["--mapping", "{q"], "--mapping: not JSON"), (["--format", "nope"], "not 'nope'"),
+                          (["--mapping", '{"instrucion": "q"}'], "mapping 'instrucion'")):
+        r = curate_cli("run", path, "--out", tmp_path / "bad", *args)
+        assert r.returncode in (1, 2) and message in " ".join(r.stderr.split()), (args, r.stderr)
+        assert not (tmp_path / "bad").exists()

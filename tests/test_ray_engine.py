@@ -402,10 +402,12 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     from curate.scale import RayEngine
     from curate.session import Workspace
 
-    records = generated_pool(600, seed=5)
+    names = {"instruction": "task", "output": "reply"}  # fields of the user's own: the Ray tasks read --mapping too
+    records = [{names.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r
+               for r in generated_pool(600, seed=5)]
     shards = write_shards(tmp_path / "shards", records, 3)
     engine = RayEngine()  # Ray started here, on this machine
-    run = Run(str(shards), tmp_path / "ray", budget=0, report=False)
+    run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping=dict(names))
     try:
         engine.load(run)
         engine.dedup(run, dedup)
@@ -415,7 +417,8 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     finally:
         engine.close()
     ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
-    ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip", mapping=dict(names))
+    assert len(ws) > 500 and len(run.ws) == len(ws)  # without the mapping most rows would be rejects
     ws.select(method="exact", name="dedup")
     theirs = ws.select(method="minhash", name="near", input_selection="dedup", **params)
     assert ours.table.to_pylist() == theirs.table.to_pylist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,30 @@ def _backend_opt():
 
 def _rps_opt():
     return typer.Option(None, "--rps", help="Requests-per-second limit (request starts spaced 1/RPS apart).")
+
+
+def _format_opt():
+    return typer.Option("auto", "--format", help="The source's record shape: auto (per record) | alpaca | sharegpt | "
+                        "messages | prompt_completion | qa.")
+
+
+def _mapping_opt():
+    return typer.Option(None, "--mapping", help='JSON: each field a shape reads -> your record\'s field, e.g. '
+                        '\'{"instruction": "query", "output": "reply"}\' (with --format auto it names the shape).')
+
+
+def mapping_arg(text: str | None) -> dict[str, str] | None:
+    """--mapping's JSON object, or a one-line error saying what it must be."""
+    if text is None:
+        return None
+    try:
+        mapping = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON ({exc}); e.g. '{{\"instruction\": \"query\"}}'", param_hint="--mapping") from None
+    if not isinstance(mapping, dict):
+        raise typer.BadParameter("a JSON object of field names, e.g. '{\"instruction\": \"query\"}'",
+                                 param_hint="--mapping")
+    return mapping
 
 
 def _poll_opt():

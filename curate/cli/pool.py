@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,11 +11,14 @@ from curate.cli.common import (
     _batch_size_opt,
     _embed_name_opt,
     _embed_text_opt,
+    _format_opt,
+    _mapping_opt,
     _source,
     app,
     console,
     err_console,
     json_columns_line,
+    mapping_arg,
 )
 
 
@@ -24,17 +26,17 @@ from curate.cli.common import (
 def load(
     source: str = typer.Argument(..., help="JSONL/JSON (or .jsonl.gz/.json.gz)/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace directory (created if new)."),
-    format: str = typer.Option("auto", help="auto|alpaca|sharegpt|messages|prompt_completion|qa"),
+    format: str = _format_opt(),
     on_error: str = typer.Option("raise", "--on-error", help="raise: stop at the first bad record; "
                                  "skip: leave it out and list it in WORKSPACE/rejects.jsonl"),
-    mapping: str | None = typer.Option(None, help='JSON field mapping, e.g. \'{"instruction": "query"}\''),
+    mapping: str | None = _mapping_opt(),
 ) -> None:
     """Load a pool into a workspace."""
     from curate import pools
     from curate.session import Workspace
 
     # read first: a missing or broken source creates no workspace folder
-    pool = pools.read(_source(source), format=format, on_error=on_error, mapping=json.loads(mapping) if mapping else None)
+    pool = pools.read(_source(source), format=format, on_error=on_error, mapping=mapping_arg(mapping))
     pools.require_rows(pool)  # every record rejected: nothing to load, and no empty workspace made
     summary = Workspace(workspace).load(pool)
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())

@@ -11,7 +11,9 @@ from rich.markup import escape
 
 from curate.cli.common import (
     _dry_run_opt,
+    _format_opt,
     _judge_backend,
+    _mapping_opt,
     _max_cosine_similarity_opt,
     _poll_opt,
     _source,
@@ -19,6 +21,7 @@ from curate.cli.common import (
     check_interrupted,
     console,
     json_columns_line,
+    mapping_arg,
 )
 from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
 
@@ -51,6 +54,8 @@ def run(
                                              "(default: the packaged SmolLM2-135M-Instruct)."),
     on_error: str = typer.Option("skip", "--on-error", help="A malformed record of the source: skip (leave it out, "
                                  "list it in OUT/workspace/rejects.jsonl) | raise (stop, naming its file and line)."),
+    format: str = _format_opt(),
+    mapping: str | None = _mapping_opt(),
     scorer: list[str] = typer.Option([], "--scorer", help="complexity=DIR or quality=DIR: score with this trained "
                                      "scorer (`curate train-scorer` / `curate distil --out`, or a shipped name) instead "
                                      "of the default scorer or the judge; it writes its own column, and admission "
@@ -85,7 +90,7 @@ def run(
     """
     from curate.pipeline import run_pipeline
 
-    src = _source(source)
+    src, read_as = _source(source), {"format": format, "mapping": mapping_arg(mapping)}
     scorers = _scorer_args(scorer)
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
@@ -106,13 +111,14 @@ def run(
             print_estimates(dry_run_pipeline(src, out, backend=llm, tag_backend=llm if tags else None,
                                              scorers=tuple(scorers), heuristics=heuristics,
                                              languages=language or None, minhash=minhash, sort_by=sort_by,
-                                             decontaminate_target=str(decontaminate) if decontaminate else None))
+                                             decontaminate_target=str(decontaminate) if decontaminate else None,
+                                             **read_as))
         return
     with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
-                              scorers=scorers, on_error=on_error, decontaminate=decontaminate,
+                              scorers=scorers, on_error=on_error, decontaminate=decontaminate, **read_as,
                               heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))

@@ -36,7 +36,7 @@ from curate.pools.shards import shard_paths
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
-           "SAMPLE", "assign_ids", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "to_conversation",
+           "SAMPLE", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "to_conversation",
            "to_table", "write_rejects"]
 
 RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
@@ -90,16 +90,21 @@ class ReadResult:
         return sum(not any(t["role"] == "assistant" for t in r["conversation"]) for r in self.rows)
 
 
-def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-         on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
-    """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
-    of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
-    ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects."""
+def check_read_options(format: str = "auto", mapping: dict[str, str] | None = None, on_error: str = "raise") -> None:
+    """Refuse options :func:`read` could not use (a run checks them before it starts)."""
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     check_mapping(mapping)
+
+
+def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
+         on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
+    """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
+    of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
+    ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects."""
+    check_read_options(format, mapping, on_error)
     in_memory = memory_records(source)
     if in_memory is not None:
         source, items = in_memory

@@ -193,7 +193,8 @@ class RayEngine:
             clock("ray_init")
             items = [{"shard": i, "path": p} for i, p in enumerate(paths)]
             self._data = (ray.data.from_items(items, override_num_blocks=len(items))
-                          .map_batches(read_shards, batch_size=1, batch_format="numpy").materialize())
+                          .map_batches(read_shards, batch_size=1, batch_format="numpy",
+                                       fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())
             clock("read_shards")
             rows, rejects, orders = self._collect_rows()
             clock("to_driver")

@@ -60,14 +60,15 @@ def dedup_key(conversation: list[dict[str, str]]) -> str:
     return hashlib.sha256(normalise_text(row_text(conversation, "conversation")).encode()).hexdigest()
 
 
-def read_shards(batch: dict[str, Any]) -> Iterator[Any]:
-    """A ``map_batches`` function: read the shards named in ``batch`` (columns ``shard``, ``path``) and
-    yield their rows and rejects as Arrow tables of at most ``ROWS_PER_BLOCK`` rows."""
+def read_shards(batch: dict[str, Any], format: str = "auto", mapping: dict[str, str] | None = None) -> Iterator[Any]:
+    """A ``map_batches`` function: read the shards named in ``batch`` (columns ``shard``, ``path``; records of
+    ``format`` with ``mapping``, as ``curate.pools.read`` reads them) and yield their rows and rejects as Arrow
+    tables of at most ``ROWS_PER_BLOCK`` rows."""
     from curate import pools
 
     for shard, path in zip(batch["shard"], batch["path"], strict=True):
         with remote_errors():
-            result = pools.read(str(path), on_error="skip")
+            result = pools.read(str(path), format=format, mapping=mapping, on_error="skip")
         base = int(shard) << RECORD_BITS
         for start in range(0, len(result.rows), ROWS_PER_BLOCK):
             yield _pack(result.rows[start:start + ROWS_PER_BLOCK], base, start)
