@@ -301,9 +301,12 @@ def test_a_pool_in_memory_loads_as_its_file_would(tmp_path):
     records = [{"instruction": "Add the numbers", "input": "2 and 3", "output": "5"},
                {"instruction": "Say hello", "output": "Hello"}]
     on_disk = curate.load(write_jsonl(tmp_path / "p.jsonl", records))
-    for obj in (datasets.Dataset.from_list(records), pd.DataFrame(records), records):
+    for obj in (datasets.Dataset.from_list(records), pd.DataFrame(records), records, (r for r in records),
+                datasets.Dataset.from_list(records).to_iterable_dataset()):
         ds = curate.load(obj)
         assert ds["id"] == on_disk["id"] and ds["conversation"] == on_disk["conversation"], type(obj)
+    with pytest.raises(InputError, match=r"^<builtins.dict>: source: not a pool: give a path"):
+        curate.load(records[0])  # one record is not a pool (and never a path named by its repr)
     with pytest.raises(InputError, match=r"^<list of 3 records, sha256 \w+>: row 3: instruction is empty"):
         curate.load([*records, {"instruction": "", "output": "x"}])
     with pytest.raises(InputError, match=r"pass one, e\.g\. ds\['train'\]"):

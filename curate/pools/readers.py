@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,9 +226,9 @@ def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | No
 
 
 def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
-    """A pool held in memory (a ``datasets.Dataset``, a pandas ``DataFrame``, or a list of dicts): a name for it
-    (its kind, size and content fingerprint: what the manifest and errors call it) and its records, each located
-    by ``row N``; None for anything else (a path)."""
+    """A pool held in memory (a ``datasets.Dataset``, a pandas ``DataFrame``, a list or any other iterable of
+    dicts, e.g. a streaming ``IterableDataset``): a name for it (its kind, size and content fingerprint: what the
+    manifest and errors call it) and its records, each located by ``row N``; None for a path."""
     if isinstance(obj, (str, os.PathLike)):
         return None
     kind = f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}"
@@ -240,8 +240,11 @@ def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
         obj = obj.astype(object).where(obj.notna(), None).to_dict("records")
     elif isinstance(obj, (list, tuple)):
         kind = "list"
+    elif isinstance(obj, Iterable) and not isinstance(obj, (bytes, dict)):  # read once: the pool is read whole anyway
+        obj = list(obj)
     else:
-        return None
+        raise InputError(f"<{kind}>", "source", "not a pool: give a path (a file, folder or glob, a Hub name, 'sample') "
+                         "or, in memory, a datasets.Dataset, a pandas DataFrame or a list of dicts")
     digest = hashlib.sha256()
     for rec in obj:
         digest.update(record_text(rec).encode("utf-8", "backslashreplace"))
