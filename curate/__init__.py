@@ -23,15 +23,17 @@ _LAZY = {
     "VLLMBackend": "curate.llm.backends",
     "LocalServer": "curate.llm.local",
     "load": "curate.pools",
+    "run_pipeline": "curate.pipeline",
 }
 
 __all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Scorer", "Selection",
-           "VLLMBackend", "Workspace", "WorkspaceError", "__version__", "load"]
+           "VLLMBackend", "Workspace", "WorkspaceError", "__version__", "load", "run_pipeline"]
 
 if TYPE_CHECKING:
     from curate.llm.backends import OpenAIBackend, VLLMBackend
     from curate.llm.judges import Judge
     from curate.llm.local import LocalServer
+    from curate.pipeline import run_pipeline
     from curate.pools import load
     from curate.scorers import Scorer
     from curate.session import Workspace

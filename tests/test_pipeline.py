@@ -50,8 +50,8 @@ def test_run_on_a_dataset_in_memory_selects_what_the_run_on_its_file_selects(tmp
     records = [r for r in map(json.loads, sample_path().read_text().splitlines()) if "instruction" in r]  # one shape:
     path = write_jsonl(tmp_path / "pool.jsonl", records)  # Dataset.from_list keeps the first record's fields only
     from_file = run_pipeline(str(path), out=tmp_path / "file", budget=10, report=False, progress=False)
-    in_memory = run_pipeline(datasets.Dataset.from_list(records), out=tmp_path / "memory", budget=10, report=False,
-                             progress=False)
+    in_memory = curate.run_pipeline(datasets.Dataset.from_list(records), out=tmp_path / "memory", budget=10,
+                                    report=False, progress=False)  # the main job from the package's own names
     assert in_memory.workspace.selection("deita").ids == from_file.workspace.selection("deita").ids
     assert in_memory.workspace.manifest["sources"][0]["source"].startswith("<datasets.Dataset of")
     with pytest.raises(CurateError, match="--engine ray reads the pool from files"):
