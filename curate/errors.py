@@ -17,6 +17,10 @@ class InputError(CurateError):
         super().__init__(f"{path}: {location}: {reason}")
 
 
+class OptionError(CurateError, ValueError):
+    """An option's value is not one curate can use (a ValueError too, as Python's own checks raise)."""
+
+
 class WorkspaceError(CurateError):
     """A workspace is missing, damaged, or asked for something it does not hold."""
 

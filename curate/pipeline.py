@@ -69,9 +69,7 @@ class Run:
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         if isinstance(self.source, os.PathLike):
             self.source = str(self.source)
-        if self.on_error not in ("raise", "skip"):
-            raise CurateError(f"on_error must be 'raise' or 'skip', not {self.on_error!r}")
-        check_read_options(self.format, self.mapping)
+        check_read_options(self.format, self.mapping, self.on_error)
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:

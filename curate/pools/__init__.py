@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from curate.errors import InputError
+from curate.errors import InputError, OptionError
 from curate.pools.formats import (
     DEFAULT_MAX_FIELD_CHARS,
     FORMATS,
@@ -93,9 +93,9 @@ class ReadResult:
 def check_read_options(format: str = "auto", mapping: dict[str, str] | None = None, on_error: str = "raise") -> None:
     """Refuse options :func:`read` could not use (a run checks them before it starts)."""
     if format != "auto" and format not in FORMATS:
-        raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
+        raise OptionError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        raise OptionError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     check_mapping(mapping)
 
 

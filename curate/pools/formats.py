@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from curate.errors import OptionError
+
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "qa")
 DEFAULT_MAX_FIELD_CHARS = 1_000_000
 
@@ -54,7 +56,7 @@ def check_mapping(mapping: dict[str, str] | None) -> None:
     known = sorted({name for fields in _DEFAULT_FIELDS.values() for name in fields})
     for name, column in (mapping or {}).items():
         if name not in known or not isinstance(column, str):
-            raise ValueError(f"mapping {name!r}: {column!r}: the keys are the fields a shape reads ({', '.join(known)}) "
+            raise OptionError(f"mapping {name!r}: {column!r}: the keys are the fields a shape reads ({', '.join(known)}) "
                              "and each value names your record's field, e.g. {'instruction': 'query'}")
 
 
