@@ -327,3 +327,14 @@ def test_a_mapping_names_the_shape_it_maps_and_a_misspelt_field_is_refused(tmp_p
     assert as_alpaca["conversation"] == as_qa["conversation"] and as_qa["conversation"][0][1]["content"] == "4"
     with pytest.raises(ValueError, match="mapping 'instrucion'"):
         curate.load(path, mapping={"instrucion": "q", "output": "a"})
+
+
+def test_a_record_of_a_json_array_is_named_by_number_and_line(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('[\n  {"instruction": "a", "output": "b"},\n  null,\n  {"instruction": "say \\"]{\\"",\n'
+                    '   "output": "c"},\n  {"instruction": "", "output": "d"}\n]\n')
+    rejects = pools.read(path, on_error="skip").rejects
+    assert [r.location for r in rejects] == ["record 2 (line 3)", "record 4 (line 6)"]
+    path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "", "output": "d"}]))
+    with pytest.raises(InputError, match=r"a\.json: record 2: instruction is empty"):  # one line: the number says it
+        pools.read(path)

@@ -96,6 +96,32 @@ def _problem_line(text: str, *, long_digits: int | None = None) -> int:
     return deepest_line
 
 
+_JSON_LITERAL = re.compile(r"true|false|null")  # the values _JSON_TOKEN does not match
+
+
+def _element_lines(text: str) -> list[int]:
+    """The line each element of the top-level JSON array in ``text`` starts on."""
+    starts, line, depth, pos = [], 1, 0, 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if depth == 1:  # a literal between the last token and this one is an element
+            gap = _JSON_LITERAL.search(text, pos, match.start())
+            if gap is not None:
+                starts.append(line)
+        pos = match.end()
+        if token == "\n":
+            line += 1
+        elif token in ("[", "{"):
+            if depth == 1:
+                starts.append(line)
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+        elif depth == 1:  # a string or a number
+            starts.append(line)
+    return starts
+
+
 def _open(path: Path):
     """The file's bytes, gunzipped when it ends in .gz."""
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
@@ -146,6 +172,7 @@ def _iter_json(path: Path) -> Iterator[_Item]:
     except ValueError as exc:
         line = _problem_line(text, long_digits=sys.get_int_max_str_digits() or None)
         raise InputError(str(path), f"line {line}", _too_long(exc)) from None
+    lines = _element_lines(text) if isinstance(obj, list) else []  # a wrapper's records are located by number alone
     if isinstance(obj, dict) and _is_record(obj):  # one record (e.g. a one-row export), not a wrapper of records
         obj = [obj]
     if isinstance(obj, dict):
@@ -156,9 +183,11 @@ def _iter_json(path: Path) -> Iterator[_Item]:
     if not isinstance(obj, list):
         raise InputError(str(path), "top level", f"expected a JSON array of records, got {type(obj).__name__}")
     check_surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    located = len(lines) == len(obj) and len(set(lines)) > 1  # on one line, the record number alone says it
     for i, rec in enumerate(obj, start=1):
+        where = f"record {i} (line {lines[i - 1]})" if located else f"record {i}"
         error = _lone_surrogate(rec) if check_surrogates else None
-        yield (f"record {i}", rec, None) if error is None else (f"record {i}", error, record_text(rec))
+        yield (where, rec, None) if error is None else (where, error, record_text(rec))
 
 
 def _is_record(obj: dict[str, Any]) -> bool:
