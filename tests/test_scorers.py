@@ -332,6 +332,11 @@ def test_distil_spends_fewer_labels_and_agrees_with_oracle(tmp_path):
     assert report.labels_spent == sum(map(len, calls)) == 20 + 24 + 8 + 8
     assert report.labels_spent < report.rows_total
     assert report.holdout["spearman"] > 0.7
+    # beside it, the length baseline on the same held-out rows: these synthetic levels grow with the instruction's
+    # length, and the report says so (as train-scorer's does) instead of leaving 0.96 to look like learning
+    length = report.scorer.metrics["holdout"]["length"]
+    assert length == report.rounds[-1]["length"] and length["n"] == report.holdout["n"] and length["spearman"] > 0.9
+    assert report.scorer.metrics["length_baseline_reads"] == "instruction"
     # 24 random + 2 x 8 uncertain, less the unanswered row if the draw asked about it (its label is None)
     unlabelled = sum(v is None for ids in calls[1:] for v in ws.column("oracle", ids))
     assert unlabelled <= 1 and [r["labelled"] for r in report.rounds][-1] == 40 - unlabelled

@@ -176,15 +176,18 @@ def distil_command(
                     holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
-    for head in ("round", "trained on", "labels spent", "held-out spearman", "kendall", "MAE", "pairwise acc"):
-        table.add_column(head)
+    for head in ("round", "labels fit", "labels paid", "spearman", "length", "kendall", "MAE", "pairwise acc"):
+        table.add_column(head, no_wrap=not head.startswith("labels"))  # those two wrap at a space
     for r in report.rounds:
-        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}",
-                      *(f"{r.get(k, float('nan')):.3f}" for k in METRIC_KEYS))
+        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}", f"{r.get('spearman', float('nan')):.3f}",
+                      f"{r.get('length', {}).get('spearman', float('nan')):.3f}",
+                      *(f"{r.get(k, float('nan')):.3f}" for k in METRIC_KEYS[1:]))
     console.print(table)
     if report.turns_left_out:
         console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "
                       f"{escape(report.left_out_text())}")
+    console.print(f"agreement on {report.holdout.get('n', 0):,} held-out labels; length: the Spearman of the length "
+                  f"baseline ({report.scorer.metrics['length_baseline_reads']} length, fitted on the same labels)")
     if out:
         console.print(f"saved scorer to {report.scorer.save(out)}")
 

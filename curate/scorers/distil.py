@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from curate.errors import ScorerError
-from curate.scorers.evaluation import choose_settings
+from curate.scorers.evaluation import choose_settings, length_input
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
-from curate.scorers.metrics import agreement
+from curate.scorers.metrics import agreement, length_baseline
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import on_deita_scale
 from curate.scorers.training_data import row_groups
@@ -50,11 +50,13 @@ class DistilReport:
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{r['round']}</td><td>{r['labelled']:,}</td><td>{r['spent']:,}</td>"
-                       f"<td>{r.get('spearman', float('nan')):.3f}</td><td>{r.get('mae', float('nan')):.3f}</td></tr>"
-                       for r in self.rounds)
+                       f"<td>{r.get('spearman', float('nan')):.3f}</td>"
+                       f"<td>{r.get('length', {}).get('spearman', float('nan')):.3f}</td>"
+                       f"<td>{r.get('mae', float('nan')):.3f}</td></tr>" for r in self.rounds)
         return (f"<div><b>Distillation of {html.escape(self.column)}</b>: {self.labels_spent:,} of "
                 f"{self.rows_total:,} rows judged ({self.fraction_spent:.1%})<table><tr><th>round</th>"
-                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>MAE</th></tr>{rows}</table>"
+                f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>length's spearman</th>"
+                f"<th>MAE</th></tr>{rows}</table>"
                 + (f"<p>turns the scorer cannot read, never asked about: {html.escape(self.left_out_text())}</p>"
                    if self.turns_left_out else "") + "</div>")
 
@@ -178,6 +180,8 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
     emb = scorer.embed(examples, cache_dir=ws.cache_dir)  # texts embedded before are reused
+    base = length_input(scorer)  # every figure beside the length baseline train-scorer reports
+    chars = np.array([len(text) for text in input_texts(examples, (base,))[base]], dtype=float)
     X = scorer.featurize(emb)
     group = row_groups(ws, group_by, turns)
     order = rng.permutation(len(usable))
@@ -239,10 +243,13 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
             chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))), holdout=0.0,
                                      groups=groups, seed=seed)["chosen"]
         scorer.fit_features(X[train], y_train)
-        m = agreement([held_labels[k] for k in held_keys], scorer.predict_features_raw(X[held_keys])) \
-            if len(held_keys) >= 3 else {}
+        m, length = {}, {}
+        if len(held_keys) >= 3:
+            y_held = [held_labels[k] for k in held_keys]
+            m = agreement(y_held, scorer.predict_features_raw(X[held_keys]))
+            length = {"length": agreement(y_held, length_baseline(chars[train], y_train, chars[held_keys]))}
         history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
-                        "label_failures": len(failed), **m, **({"chosen": chosen} if chosen else {})})
+                        "label_failures": len(failed), **m, **length, **({"chosen": chosen} if chosen else {})})
 
     fit_and_measure(0, min(n, len(pool_pos)))
     for r in range(1, rounds + 1):
@@ -269,9 +276,10 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     texts = input_texts([turns[items[k][0]][items[k][1]] for k in train], scorer.reads)
     scorer.metadata.update({"n_train": int(len(train)), "distilled": True,
                             "training_fingerprint": training_fingerprint(texts, [labels[k] for k in train])})
-    holdout = {k: v for k, v in (history[-1] if history else {}).items() if k in HOLDOUT_KEYS}
-    scorer.metrics = {"distil": history, "holdout": {"scorer": holdout}, "labels_spent": spent,
-                      "rows_total": len(ids)}
+    last = history[-1] if history else {}
+    holdout = {k: v for k, v in last.items() if k in HOLDOUT_KEYS}
+    scorer.metrics = {"distil": history, "holdout": {"scorer": holdout, "length": last.get("length", {})},
+                      "length_baseline_reads": base, "labels_spent": spent, "rows_total": len(ids)}
     if write:
         ws.apply(scorer, progress=progress)
     return DistilReport(labels_spent=spent, rows_total=len(ids), rounds=history, holdout=holdout, column=scorer.column,
