@@ -107,7 +107,8 @@ def judges_section(ws: Workspace) -> str:
     scorers = [(n, p) for n, p in columns.items() if p.get("kind") == "scorer"]
     if scorers:
         out.append("<p>scored by trained scorers (no LLM calls, $0):</p>")
-        out.append(table(["column", "imitates", "labels it learned from", "held-out agreement (Spearman)"],
+        out.append(table(["column", "imitates", "labels it learned from",
+                          "held-out agreement (Spearman, on test rows of those labels; other sources may agree less)"],
                          [[n, p.get("imitates"), (p.get("imitates_detail") or {}).get("label_set"),
                            (p.get("holdout_agreement") or {}).get("spearman")] for n, p in scorers]))
     if not judges and not scorers:
