@@ -79,6 +79,9 @@ def test_records_per_epoch_per_row_and_checkpoints(lm, tmp_path):
     run = finetune(lm, rows, tmp_path / "run", TrainConfig(epochs=2, batch_size=4, lora_rank=4), device="cpu")
     assert run.epochs_done == 2 and run.ids == [f"r{i}" for i in range(8)]
     assert run.skipped["r8"].code is FailureCode.NO_RESPONSE
+    shown = run._repr_html_()  # a notebook shows the run: its rows, what was skipped, each epoch's mean loss
+    assert "8 rows (1 skipped), epochs 2 of 2, lora rank 4" in shown and "1: " in shown and "2: " in shown
+    assert repr(run).endswith("rows=8, skipped=1, epochs=2/2)")
     for epoch in (1, 2):
         rec = run.records(epoch)
         assert rec["id"].tolist() == run.ids

@@ -15,6 +15,7 @@ epoch (a finished run returns at once); the same ``out_dir`` with other argument
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -143,6 +144,18 @@ class TrainRun:
                 "model_fingerprint": self.info["model_fingerprint"], "config": asdict(self.config),
                 "epochs_done": self.epochs_done, "rows": len(self.ids), "skipped": len(self.skipped),
                 "device": self.info.get("device"), "epoch_stats": self.info.get("epoch_stats", [])}
+
+
+    def __repr__(self) -> str:
+        return (f"TrainRun({str(self.out_dir)!r}, rows={len(self.ids):,}, skipped={len(self.skipped):,}, "
+                f"epochs={self.epochs_done}/{self.config.epochs})")
+
+    def _repr_html_(self) -> str:
+        losses = ", ".join(f"{s['epoch']}: {s['mean_loss']:.3f}" for s in self.info.get("epoch_stats", []))
+        return (f"<div><b>Training run</b> <code>{html.escape(str(self.out_dir))}</code>: {len(self.ids):,} rows "
+                f"({len(self.skipped):,} skipped), epochs {self.epochs_done} of {self.config.epochs}"
+                f"{', lora rank ' + str(self.config.lora_rank) if self.config.lora_rank else ', full fine-tune'}"
+                f"<br>mean training loss by epoch: {html.escape(losses or 'none finished')}</div>")
 
 
 def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainable: bool) -> Any:
