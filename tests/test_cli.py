@@ -19,6 +19,9 @@ def test_load_info_export(tmp_path, shapes):
     assert info.returncode == 0
     for shape in ("alpaca", "sharegpt", "messages", "qa", "prompt_completion"):
         assert shape in info.stdout
+    as_json = json.loads(curate_cli("info", ws, "--json").stdout)  # the same facts, for a script
+    assert as_json["rows"] == 17 and set(as_json["formats"]) == {"alpaca", "sharegpt", "messages", "qa",
+                                                                  "prompt_completion"}
     r = curate_cli("export", ws, "--out", tmp_path / "all.jsonl")
     assert r.returncode == 0 and len((tmp_path / "all.jsonl").read_text().splitlines()) == 17
     r = curate_cli("export", ws, "--out", tmp_path / "chat.jsonl", "--format", "messages")  # training records

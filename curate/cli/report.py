@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,17 @@ def print_info(info: dict[str, Any], console: Console) -> None:
 
 
 @app.command()
-def info(workspace: Path = typer.Argument(..., help="Workspace directory.")) -> None:
+def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
+         as_json: bool = typer.Option(False, "--json", help="Print it as one JSON object (for scripts).")) -> None:
     """Show rows, formats, sources, and derived columns with their provenance."""
     from curate.report.views import info_data
     from curate.session import Workspace
 
-    print_info(info_data(Workspace.open(workspace)), console)
+    data = info_data(Workspace.open(workspace))
+    if as_json:
+        print(json.dumps(data, indent=1, default=str))
+        return
+    print_info(data, console)
 
 
 @app.command()
