@@ -146,24 +146,20 @@ class RunResult:
 # -- the steps ------------------------------------------------------------------------------------------
 
 def load(run: Run) -> dict[str, Any]:
-    """Read the source first (a missing or unreadable source creates nothing), then load it into
-    ``out/workspace``; if that fails, an ``out`` made here is removed again. Returns the load summary."""
-    from curate import pools
-
-    result = pools.read(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error)  # type: ignore[arg-type]
-    pools.require_rows(result)  # before any folder exists
+    """Load the source into ``out/workspace`` (read outside the lock, part by part); if that fails (a missing or
+    unreadable source), an ``out`` made here is removed again. Returns the load summary."""
     created = not run.out.exists()
     try:
         run.workspace = Workspace(run.out / "workspace")
-        summary = run.workspace.load(result)
+        # the run curates its source as it is now: rows an earlier version of it had are not candidates
+        summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
+                                     keep_only_source=True)
     except BaseException:
         if created:
             shutil.rmtree(run.out, ignore_errors=True)
         raise
-    # the run curates its source as it is now: rows an earlier version of it had are not candidates
-    summary = {**summary, "rows_removed": run.workspace.keep_rows(row["id"] for row in result.rows)}
     if "quality" in run.scores and summary["instruction_only"] == summary["rows_read"]:
-        raise CurateError(f"{result.source}: every row is an instruction without a response, so quality has nothing to "
+        raise CurateError(f"{summary['source']}: every row is an instruction without a response, so quality has nothing to "
                           "judge and no row could be selected; select the instructions by their complexity alone: "
                           "--sort-by complexity (sort_by='complexity')")
     return summary

@@ -338,3 +338,29 @@ def test_a_record_of_a_json_array_is_named_by_number_and_line(tmp_path):
     path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "", "output": "d"}]))
     with pytest.raises(InputError, match=r"a\.json: record 2: instruction is empty"):  # one line: the number says it
         pools.read(path)
+
+
+def test_a_pool_staged_part_by_part_is_the_pool_read_at_once(tmp_path):
+    """pools.stage holds one part of rows in memory; the parts' types, unified, are what to_table makes of every
+    row at once: ints then floats are floats, a dict gains the keys later rows have, a column first seen late is
+    null before, and ints then text, booleans then numbers, or an integer beyond 64 bits make JSON text in every part."""
+    import pyarrow as pa
+
+    records = [{"instruction": f"task {i}", "output": "ok", "n": i, "meta": {"a": i}, "mixed": i, "flag": True,
+                "big": i} for i in range(5)]
+    records += [{"instruction": f"later {i}", "output": "ok" if i else "", "n": i + 0.5, "meta": {"b": "x"},
+                 "mixed": "text", "flag": 3, "late": [1, 2], "big": 2**63} for i in range(4)]
+    records.insert(3, {"instruction": "no reply field"})
+    records.insert(6, {"instruction": ""})  # rejected
+    path = write_jsonl(tmp_path / "p.jsonl", records)
+    whole = pools.read(path, on_error="skip")
+    pools.assign_ids(whole.rows)
+    expected, as_json = pools.to_table(whole.rows)
+    staged = pools.stage(path, tmp_path / "stage", on_error="skip", part_rows=2)
+    assert len(staged.parts) == 5
+    assert pa.concat_tables(staged.tables()).equals(expected)
+    assert set(as_json) == {"mixed", "flag", "big"} and staged.columns_kept_as_json == as_json
+    assert expected.column("n").type == pa.float64() and expected.column("meta").type.num_fields == 2
+    assert (staged.rows_read, staged.rejects, staged.instruction_only, staged.empty_responses) == (10, 1, 1, 1)
+    assert staged.formats == whole.formats and staged.first_reject == whole.rejects[0]
+    assert staged.ids() == {row["id"] for row in whole.rows}

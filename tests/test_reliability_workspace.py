@@ -273,8 +273,11 @@ def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
     labels.mkdir(exist_ok=True)  # a new workspace already has it
     old_label_tmp = labels / ".evol_complexity.0123abcd.tmp"
     old_label_tmp.mkdir()  # label sets are written under the workspace lock too: any leftover is stale
+    staged = ws.path / "staging" / "0123abcd"  # a load killed while reading its source into Arrow parts
+    staged.mkdir(parents=True, exist_ok=True)
+    (staged / "raw-00000.arrow").write_bytes(b"partial")
     return {"pool_tmp": pool_tmp, "old_pool": old_pool, "column_tmp": column_tmp, "orphan": orphan,
-            "old_label_tmp": old_label_tmp}
+            "old_label_tmp": old_label_tmp, "staged": staged}
 
 
 def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(small_ws):
@@ -351,6 +354,33 @@ def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
         t.join(30)
     Workspace.open(small_ws.path)
     assert not any(p.exists() for p in leftovers.values())
+
+
+def test_a_source_being_read_by_another_load_is_not_a_leftover(small_ws, tmp_path):
+    """A load reads its source into staging/ outside the workspace lock; an open meanwhile leaves its parts alone."""
+    from curate.storage import pool
+
+    reading, release = threading.Event(), threading.Event()
+    folders: list[Path] = []
+
+    def loader():
+        with pool.staging(small_ws) as folder:
+            folder.mkdir()
+            (folder / "raw-00000.arrow").write_bytes(b"being written")
+            folders.append(folder)
+            reading.set()
+            release.wait(30)
+
+    t = threading.Thread(target=loader)
+    t.start()
+    try:
+        assert reading.wait(30)
+        Workspace.open(small_ws.path)
+        assert (folders[0] / "raw-00000.arrow").exists()
+    finally:
+        release.set()
+        t.join(30)
+    assert list((small_ws.path / "staging").iterdir()) == []  # the load removes its own parts
 
 
 class _WordCount:

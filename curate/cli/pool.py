@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,10 +36,15 @@ def load(
     from curate import pools
     from curate.session import Workspace
 
-    # read first: a missing or broken source creates no workspace folder
-    pool = pools.read(_source(source), format=format, on_error=on_error, mapping=mapping_arg(mapping))
-    pools.require_rows(pool)  # every record rejected: nothing to load, and no empty workspace made
-    summary = Workspace(workspace).load(pool)
+    mapping_value = mapping_arg(mapping)
+    pools.check_read_options(format, mapping_value, on_error)  # a bad option creates nothing
+    created = not workspace.exists()
+    try:
+        summary = Workspace(workspace).load(_source(source), format=format, on_error=on_error, mapping=mapping_value)
+    except BaseException:  # a missing or broken source (or every record rejected) leaves no workspace folder behind
+        if created:
+            shutil.rmtree(workspace, ignore_errors=True)
+        raise
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")

@@ -12,11 +12,12 @@ The ground floor: this package imports nothing of curate but ``curate.errors``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,10 +34,11 @@ from curate.pools.formats import (
 )
 from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
+from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
-           "SAMPLE", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "to_conversation",
+           "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
            "to_table", "write_rejects"]
 
 RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
@@ -103,24 +105,39 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
          on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
     """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
     of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
-    ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects."""
+    ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects.
+    Holds every row in memory: :func:`stage` writes a large source to disk part by part instead."""
+    name, items = normalised(source, format=format, mapping=mapping, on_error=on_error,
+                             max_field_chars=max_field_chars)
+    result = ReadResult(source=name)
+    for item in items:
+        (result.rejects if isinstance(item, Reject) else result.rows).append(item)
+    return result
+
+
+def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
+               on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+               ) -> tuple[str, Iterator[dict[str, Any] | Reject]]:
+    """``source``'s name and, lazily in source order, each record normalised to a row (without ``id``) or,
+    with ``on_error="skip"``, a :class:`Reject`: what :func:`read` collects and :func:`stage` writes part by part."""
     check_read_options(format, mapping, on_error)
     in_memory = memory_records(source)
     if in_memory is not None:
-        source, items = in_memory
-    else:
-        source = resolve_source(source)
-        shards = shard_paths(source)
-        if shards != [source]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
-            result = ReadResult(source=source)
-            for shard in shards:
-                part = read(shard, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
-                result.rows += part.rows
-                result.rejects += part.rejects
-            return result
-        items = records(source)
-    result = ReadResult(source=source)
+        name, items = in_memory
+        return name, _normalise(name, items, format, mapping, on_error, max_field_chars)
+    name = resolve_source(source)
+    shards = shard_paths(name)
+    if shards != [name]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
+        return name, itertools.chain.from_iterable(
+            _normalise(shard, records(shard), format, mapping, on_error, max_field_chars) for shard in shards)
+    return name, _normalise(name, records(name), format, mapping, on_error, max_field_chars)
+
+
+def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str] | None, on_error: OnError,
+               max_field_chars: int) -> Iterator[dict[str, Any] | Reject]:
+    seen = 0
     for location, rec, raw in items:
+        seen += 1
         try:
             if isinstance(rec, _RowError):
                 raise rec
@@ -135,27 +152,54 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
         except _RowError as exc:
             if on_error == "raise":
                 raise InputError(source, location, str(exc)) from None
-            result.rejects.append(Reject(source, location, str(exc), _reject_raw(rec, raw)))
+            yield Reject(source, location, str(exc), _reject_raw(rec, raw))
             continue
         row = {("original_" + k if k in RESERVED else k): v for k, v in rec.items()}
         row.update(conversation=conversation, format=fmt)
-        result.rows.append(row)
-    if not result.rows and not result.rejects:
+        yield row
+    if not seen:
         raise InputError(source, "file", "no records (it is empty or holds only blank lines)")
-    return result
 
 
-def require_rows(result: ReadResult, on_error: OnError = "skip") -> None:
+def stage(source: str | os.PathLike | Any, folder: str | os.PathLike, *, format: str = "auto",
+          mapping: dict[str, str] | None = None, on_error: OnError = "raise",
+          max_field_chars: int = DEFAULT_MAX_FIELD_CHARS, part_rows: int = PART_ROWS) -> StagedPool:
+    """Read ``source`` as :func:`read` does, into Arrow files under ``folder`` (ids assigned as :func:`assign_ids`
+    does), holding ``part_rows`` rows in memory at a time; ``Workspace.load`` adds them to a pool."""
+    name, items = normalised(source, format=format, mapping=mapping, on_error=on_error,
+                             max_field_chars=max_field_chars)
+    return stage_rows(name, items, folder, part_rows=part_rows)
+
+
+def stage_rows(source: str, items: Iterable[dict[str, Any] | Reject], folder: str | os.PathLike,
+               part_rows: int = PART_ROWS) -> StagedPool:
+    """Rows (an ``id`` is given to those without one, as :func:`assign_ids` does) and rejects, in order, staged
+    under ``folder``."""
+    writer, taken = PoolWriter(source, folder, part_rows), set()
+    for item in items:
+        if isinstance(item, Reject):
+            writer.reject(item)
+            continue
+        if "id" not in item:
+            assign_ids([item], taken)
+        writer.add(item)
+    return writer.finish()
+
+
+def require_rows(result: ReadResult | StagedPool, on_error: OnError = "skip") -> None:
     """Refuse what was read when there is nothing to curate (no record could be read: the first bad one is named),
     or, with ``on_error="raise"``, when any record was bad (the first, in source order)."""
-    first = result.rejects[0] if result.rejects else None
+    if isinstance(result, StagedPool):
+        first, rejected, rows = result.first_reject, result.rejects, result.rows_read
+    else:
+        first, rejected, rows = (result.rejects[0] if result.rejects else None), len(result.rejects), len(result.rows)
     if first is not None and on_error == "raise":
         raise InputError(first.path, first.location, first.reason)
-    if not result.rows:
+    if not rows:
         if first is None:
             raise InputError(result.source, "file", "no records")
         raise InputError(first.path, first.location, f"{first.reason}; no record of {result.source} could be read "
-                         f"({len(result.rejects):,} rejected)")
+                         f"({rejected:,} rejected)")
 
 
 def _reject_raw(record: Any, raw: str | None) -> str:

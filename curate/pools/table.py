@@ -13,6 +13,15 @@ from typing import Any
 MAX_STORED_NESTING = 32
 
 
+def nesting(data_type: Any) -> int:
+    """Levels of an Arrow type (a scalar 1, a list of scalars 2, ...)."""
+    depth, level = 0, [data_type]
+    while level:
+        depth += 1
+        level = [t.field(i).type for t in level for i in range(t.num_fields)]
+    return depth
+
+
 def to_table(rows: list[dict[str, Any]]):
     """Build an Arrow table: id, conversation, format first, then every original column.
 
@@ -21,13 +30,6 @@ def to_table(rows: list[dict[str, Any]]):
     is kept as JSON text rather than dropped; its name is returned so callers can say so.
     """
     import pyarrow as pa
-
-    def nesting(data_type: pa.DataType) -> int:
-        depth, level = 0, [data_type]
-        while level:
-            depth += 1
-            level = [t.field(i).type for t in level for i in range(t.num_fields)]
-        return depth
 
     names: dict[str, None] = {"id": None, "conversation": None, "format": None}
     for row in rows:

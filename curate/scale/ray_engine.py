@@ -203,14 +203,14 @@ class RayEngine:
         try:
             pools.require_rows(result, run.on_error)  # before anything is created
             run.workspace = Workspace(run.out / "workspace")
-            summary = run.workspace.load(result)  # assigns the ids (pools.assign_ids), as the single-process load
+            # assigns the ids (pools.assign_ids) and keeps only the source's rows, as the single-process load
+            summary = run.workspace.load(result, keep_only_source=True)
         except BaseException:
             self.close()
             if created:
                 shutil.rmtree(run.out, ignore_errors=True)
             raise
         self._ids = [row["id"] for row in rows]
-        summary["rows_removed"] = run.workspace.keep_rows(self._ids)  # as the single-process load
         clock("write_pool")
         self._orders = orders
         self._whole_pool = self._ids == run.workspace.ids

@@ -28,6 +28,7 @@ LOCKS_DIR = "locks"
 # Folders whose writes all happen under the workspace lock: leftovers there are stale whenever the lock is free.
 LOCKED_SUBDIRS = ("columns", "embeddings", "selections", "labels", "artifacts")
 SUBDIRS = (*LOCKED_SUBDIRS, "cache")
+STAGING_DIR = "staging"  # sources being read into Arrow parts, outside the workspace lock (storage.pool.staging)
 
 
 def now() -> str:

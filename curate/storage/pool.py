@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from curate.storage.files import (
     LOCKED_SUBDIRS,
     LOCKS_DIR,
     MANIFEST,
+    STAGING_DIR,
     SUBDIRS,
     arrow_schema,
     atomic_write_bytes,
@@ -69,7 +71,8 @@ def _swap_pool(ws: Workspace, table) -> None:
     tmp = ws.path / f".pool.{uuid.uuid4().hex}.tmp"
     pool_dir = ws.path / "pool"
     with writing(pool_dir, tmp), quiet_datasets():
-        datasets.Dataset(table).save_to_disk(str(tmp))
+        # a fingerprint of our own: without one, datasets hashes the whole table (a pickled copy of the pool in memory)
+        datasets.Dataset(table, fingerprint=uuid.uuid4().hex).save_to_disk(str(tmp))
     trash = ws.path / f".pool.old.{uuid.uuid4().hex}"
     ws._pool = None
     if pool_dir.exists():
@@ -95,44 +98,77 @@ def keep_rows(ws: Workspace, ids: set[str]) -> int:
     return dropped
 
 
-def add_rows(ws: Workspace, result) -> dict[str, Any]:
-    """Merge a read source into the pool and record it in the manifest (caller holds the lock)."""
-    import pyarrow as pa
+@contextlib.contextmanager
+def staging(ws: Workspace) -> Iterator[Path]:
+    """A folder under ``staging/`` for a source being read outside the workspace lock, removed afterwards; its own
+    lock tells :func:`remove_leftovers` that it is live (a killed reader's folder is removed by the next open)."""
+    folder = ws.path / STAGING_DIR / uuid.uuid4().hex
+    lock = file_lock(folder.with_suffix(".lock"))
+    folder.parent.mkdir(exist_ok=True)
+    with lock:
+        try:
+            yield folder
+        finally:
+            remove(folder)
+    remove(folder.with_suffix(".lock"))
 
-    from curate import pools
+
+def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str, Any]:
+    """Add a staged source's rows (a ``curate.pools.StagedPool``) that the pool lacks, by id, and record the source
+    in the manifest (caller holds the lock); with ``keep_only_source``, rows the source lacks leave the pool
+    (``rows_removed``). The pool is written from memory-mapped parts, never held whole in memory."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
     rejects_file = None
-    if result.rejects:
+    if staged.rejects:
         rejects_file = ws.path / "rejects.jsonl"
         with writing(rejects_file):
-            pools.write_rejects(result.rejects, rejects_file, append=True)
-    existing = set(ws.ids) if ws.has_pool else set()
-    new_rows = [r for r in result.rows if r["id"] not in existing]
-    as_json: list[str] = []
-    if new_rows:
-        table, as_json = pools.to_table(new_rows)
-        if ws.has_pool:
-            old = ws.pool.data.table
-            try:
-                table = pa.concat_tables([old, table], promote_options="permissive")
-            except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-                clash = [f.name for f in table.schema if f.name in old.schema.names
-                         and not old.schema.field(f.name).type.equals(f.type)]
-                raise WorkspaceError(
-                    f"{result.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
-                    f"pool ({exc}); make the field one type in the source, or load it into another workspace") from None
+            append_new_lines(staged.rejects_file, rejects_file)
+    old = ws.pool.data.table if ws.has_pool else None
+    new_parts, rows_added, rows_removed = [], 0, 0
+    for table in staged.tables():
+        if old is not None:
+            table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=old.column("id"))))
+        if len(table):
+            new_parts.append(table)
+            rows_added += len(table)
+    if old is not None and keep_only_source:
+        kept = pc.is_in(old.column("id"), value_set=pa.array(list(staged.ids()), pa.string()))
+        rows_removed = len(old) - pc.sum(kept).as_py()
+        old = old.filter(kept) if rows_removed else old
+    if new_parts or rows_removed:
+        tables = [old, *new_parts] if old is not None else new_parts
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            held, new = tables[0].schema, new_parts[0].schema
+            clash = [f.name for f in new if f.name in held.names and not held.field(f.name).type.equals(f.type)]
+            raise WorkspaceError(
+                f"{staged.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
+                f"pool ({exc}); make the field one type in the source, or load it into another workspace") from None
         _swap_pool(ws, table)
     summary = {
-        "source": result.source, "loaded_at": now(), "rows_read": len(result.rows), "rows_added": len(new_rows),
-        "already_present": len(result.rows) - len(new_rows), "formats": dict(result.formats),
-        "empty_responses": result.empty_responses, "instruction_only": result.instruction_only,
-        "rejects": len(result.rejects), "rejects_file": str(rejects_file) if rejects_file else None,
-        "columns_kept_as_json": as_json,
+        "source": staged.source, "loaded_at": now(), "rows_read": staged.rows_read, "rows_added": rows_added,
+        "already_present": staged.rows_read - rows_added, "formats": dict(staged.formats),
+        "empty_responses": staged.empty_responses, "instruction_only": staged.instruction_only,
+        "rejects": staged.rejects, "rejects_file": str(rejects_file) if rejects_file else None,
+        "columns_kept_as_json": staged.columns_kept_as_json,
     }
     ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
-    return summary
+    return {**summary, "rows_removed": rows_removed} if keep_only_source else summary
 
+
+def append_new_lines(source: Path, target: Path) -> None:
+    """Append to ``target`` the lines of ``source`` it does not hold yet (a source loaded again, or ``curate run``
+    re-run, rejects the same records again)."""
+    held: set[str] = set()
+    if target.exists():
+        with open(target, encoding="utf-8") as fh:
+            held = set(fh)
+    with open(source, encoding="utf-8") as src, open(target, "a", encoding="utf-8") as out:
+        out.writelines(line for line in src if line not in held)
 
 
 def remove_leftovers(ws: Workspace) -> None:
@@ -152,6 +188,7 @@ def remove_leftovers(ws: Workspace) -> None:
             stray += (ws.path / sub).glob(".*.tmp")
         stray += orphan_embedding_files(ws)
         stray += (ws.path / "labels").glob(".*.old.*")
+        stray += unlocked_staging(ws)
         for path in stray:
             remove(path)
     finally:
@@ -166,6 +203,22 @@ def restore_moved_aside(ws: Workspace) -> None:
         final = old.parent / old.name[1:].rsplit(".old.", 1)[0]
         if not final.exists():
             os.replace(old, final)
+
+
+def unlocked_staging(ws: Workspace) -> list[Path]:
+    """Staging folders (and their locks) of readers that are gone: no process holds their lock."""
+    stray, folder = [], ws.path / STAGING_DIR
+    for name in {p.name.removesuffix(".lock") for p in folder.glob("*")}:
+        lock = file_lock(folder / f"{name}.lock")
+        if lock.is_locked:
+            continue
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue
+        lock.release()
+        stray += [folder / name, folder / f"{name}.lock"]
+    return stray
 
 
 def orphan_embedding_files(ws: Workspace) -> list[Path]:

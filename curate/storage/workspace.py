@@ -119,22 +119,28 @@ class Workspace:
 
     # -- pool -----------------------------------------------------------------------------------
     def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-             on_error: str = "raise", max_field_chars: int | None = None) -> dict[str, Any]:
-        """Read ``source`` (what ``curate.pools.read`` reads: a path or a pool in memory; or its ``ReadResult``,
-        e.g. to check a source before creating anything) into the pool; rows already present, by id, are not added
-        twice. Read outside the lock; the rows and the manifest entry are added under it. Returns a summary: rows
-        added, rows already present, formats, rejects and the rejects file.
+             on_error: str = "raise", max_field_chars: int | None = None,
+             keep_only_source: bool = False) -> dict[str, Any]:
+        """Read ``source`` (what ``curate.pools.read`` reads: a path or a pool in memory; or its ``ReadResult``)
+        into the pool; rows already present, by id, are not added twice; ``keep_only_source``: rows the source
+        lacks leave the pool (as :meth:`keep_rows`). The source is read outside the lock into Arrow parts on disk
+        (one part in memory at a time); the rows and the manifest entry are added under it. A source of which no
+        record could be read adds nothing and raises. Returns a summary: rows read, added, already present (and
+        removed), formats, rejects and the rejects file.
         """
         from curate import pools
 
-        if isinstance(source, pools.ReadResult):
-            result = source
-        else:
-            kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
-            result = pools.read(source, format=format, mapping=mapping, on_error=on_error, **kwargs)  # type: ignore[arg-type]
-        pools.assign_ids(result.rows)
-        with self.lock():
-            return pool.add_rows(self, result)
+        with pool.staging(self) as folder:
+            if isinstance(source, pools.ReadResult):
+                pools.assign_ids(source.rows)
+                staged = pools.stage_rows(source.source, [*source.rows, *source.rejects], folder)
+            else:
+                kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
+                staged = pools.stage(source, folder, format=format, mapping=mapping, on_error=on_error,  # type: ignore[arg-type]
+                                     **kwargs)
+            pools.require_rows(staged)
+            with self.lock():
+                return pool.add_rows(self, staged, keep_only_source)
 
     def keep_rows(self, ids: Iterable[str]) -> int:
         """Remove from the pool every row not in ``ids`` (rows a re-run's source no longer has); how many went.
