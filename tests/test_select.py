@@ -283,7 +283,8 @@ def test_sort_key_reduces_turns_with_the_declared_reducer(tmp_path):
 
 
 # -- dedup order: pool order unless sort_by says otherwise --------------------------------------------
-def test_dedup_keeps_the_same_copies_before_and_after_scoring(tmp_path):
+def test_dedup_keeps_the_same_copies_before_and_after_scoring(tmp_path, monkeypatch):
+    monkeypatch.setattr("curate.select.inputs.TEXT_CHUNK_ROWS", 5)  # the walks read texts in chunks, in walk order
     rng = np.random.default_rng(8)
     words = [f"w{i}" for i in range(300)]
     texts = [" ".join(rng.choice(words, 25)) for _ in range(12)]

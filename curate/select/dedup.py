@@ -20,7 +20,7 @@ from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED, MINHASH
 from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
-from curate.select.inputs import score_detail, texts, vectors
+from curate.select.inputs import iter_texts, score_detail, vectors
 from curate.select.products import hnsw_products
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
@@ -47,7 +47,7 @@ def exact_dedup(ws, rows: np.ndarray, text: str = "conversation", sort_by: str |
     ids = ws.ids
     first: dict[bytes, int] = {}
     out = SelectorResult(info={"text": text, **info})
-    for k, (p, t) in enumerate(zip(ordered.tolist(), texts(ws, ordered, text), strict=True)):
+    for k, (p, t) in enumerate(zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)):
         h = hashlib.sha256(normalise_text(t).encode()).digest()
         if h in first:
             out.add(p, Decision.DUPLICATE, Reason.EXACT_DUPLICATE, {"witness": ids[first[h]], **score_detail(values[k])})
@@ -101,7 +101,7 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
     out = SelectorResult(info={"threshold": threshold, "shingle": shingle, "num_perm": num_perm,
                                "false_positive_weight": false_positive_weight, "bands": lsh.b, "rows_per_band": lsh.r,
                                **info})
-    for k, (p, t) in enumerate(zip(ordered.tolist(), texts(ws, ordered, text), strict=True)):
+    for k, (p, t) in enumerate(zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)):
         mh = shingle_minhash(t, shingle, num_perm, seed)
         hits = [(mh.jaccard(kept[h]), h) for h in lsh.query(mh)]
         hits = [h for h in hits if h[0] >= threshold]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from curate.rows import row_text
@@ -14,11 +16,28 @@ def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
     return unit_rows(ws.embeddings(embeddings)[rows])
 
 
+TEXT_CHUNK_ROWS = 10_000  # conversations turned into Python objects at a time by iter_texts
+
+
 def texts(ws, rows: np.ndarray, text: str) -> list[str]:
     """One text per row (pool positions ``rows``): its instruction, response or conversation
     (see :func:`curate.rows.row_text`)."""
-    ids = ws.ids
-    return [row_text(c, text) for c in ws.conversations([ids[p] for p in rows.tolist()])]
+    return list(iter_texts(ws, rows, text))
+
+
+def iter_texts(ws, rows: np.ndarray, text: str) -> Iterator[str]:
+    """:func:`texts` one at a time, reading ``TEXT_CHUNK_ROWS`` conversations from the pool at a time: a walk over
+    every row (exact or MinHash dedup) holds a chunk of conversations, not the pool's."""
+    column = ws.pool.data.table.column("conversation")
+    for start in range(0, len(rows), TEXT_CHUNK_ROWS):
+        chunk = column.take(pa_positions(rows[start:start + TEXT_CHUNK_ROWS])).to_pylist()
+        yield from (row_text(c, text) for c in chunk)
+
+
+def pa_positions(rows: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(np.asarray(rows, dtype=np.int64))
 
 
 def score_detail(value: float) -> dict[str, float]:
