@@ -490,3 +490,27 @@ def test_minhash_finds_pairs_just_above_its_threshold(tmp_path):
     assert w.selection("m").provenance["bands"] == 9  # the provenance names the layout it ran
     with pytest.raises(CurateError, match="false_positive_weight"):
         w.select(method="minhash", name="bad", false_positive_weight=1.0)
+
+
+def test_deita_reads_only_the_vectors_its_walk_examines():
+    """The deita selector hands admission a view of the stored matrix: rows past the walk are never read."""
+    from curate.select.inputs import UnitRowsView
+
+    class Recording:
+        def __init__(self, x):
+            self.x, self.read = x, set()
+            self.shape = x.shape
+
+        def __getitem__(self, rows):
+            self.read.update(np.atleast_1d(rows).tolist())
+            return self.x[rows]
+
+    rng = np.random.default_rng(3)
+    matrix = Recording(unit(rng.standard_normal((2_000, 32))).astype(np.float32))
+    candidates = np.arange(1, 2_000, 2)  # every other row of the pool
+    scores = rng.uniform(0, 1, len(candidates))
+    res = admit(UnitRowsView(matrix, candidates), scores, None, 0.9, budget=20, block_size=8)
+    examined = res.stats["examined"]
+    assert 20 <= examined < 100 and len(matrix.read) == examined
+    assert matrix.read == set(candidates[res.order[:examined]].tolist())
+    assert res.decision.tolist() == admit(unit(matrix.x[candidates]), scores, None, 0.9, budget=20).decision.tolist()

@@ -7,7 +7,7 @@ import numpy as np
 from curate.codes import Decision
 from curate.defaults import DEITA, EMBED
 from curate.select.admission import admit
-from curate.select.inputs import score_detail, vectors
+from curate.select.inputs import score_detail, vector_view
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import score_rows
 
@@ -25,7 +25,7 @@ def deita(ws, rows: np.ndarray, budget: int | None = None,
     ids_all = ws.ids
     ids = [ids_all[p] for p in rows.tolist()]
     scores = score_rows(ws, sort_by, ids)
-    res = admit(vectors(ws, embeddings, rows), scores.values, np.asarray(ids, dtype=object).astype(str),
+    res = admit(vector_view(ws, embeddings, rows), scores.values, np.asarray(ids, dtype=object).astype(str),
                 max_cosine_similarity, budget, block_size=block_size, device=device, progress=progress)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer, "stats": res.stats})
     for i in np.concatenate((res.order, np.flatnonzero(np.isnan(scores.values)))).tolist():

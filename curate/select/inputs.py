@@ -16,6 +16,30 @@ def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
     return unit_rows(ws.embeddings(embeddings)[rows])
 
 
+class UnitRowsView:
+    """:func:`vectors` read only where indexed: ``view[k]`` is row ``rows[k]`` of the (memory-mapped) matrix as a
+    unit row. DEITA admission reads the rows its walk examines, so a budget of B over N candidates reads about
+    the first B-and-some rows in score order, not a copy of all N (1.5 GB per 1M rows of MiniLM vectors)."""
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray):
+        self.matrix, self.rows = matrix, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), self.matrix.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return unit_rows(self.matrix[self.rows[index]])
+
+
+def vector_view(ws, embeddings: str, rows: np.ndarray) -> UnitRowsView:
+    """The rows' embeddings as a :class:`UnitRowsView` of the stored matrix."""
+    return UnitRowsView(ws.embeddings(embeddings), rows)
+
+
 TEXT_CHUNK_ROWS = 10_000  # conversations turned into Python objects at a time by iter_texts
 
 
