@@ -29,8 +29,8 @@ from curate.pools import check_read_options
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
+from curate.storage.export import check_export_path
 from curate.storage.files import writing
-from curate.storage.pool import check_export_path
 
 DEDUP = "dedup"
 NEAR_DEDUP = "minhash"

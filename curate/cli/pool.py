@@ -80,8 +80,8 @@ def export(
     ws = Workspace.open(workspace)
     n = len(ws.selection(selection)) if selection else len(ws)
     if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr
+        from curate.storage.export import export_rows
         from curate.storage.files import quiet_datasets
-        from curate.storage.pool import export_rows
 
         with quiet_datasets():
             export_rows(ws, selection, column or None, format).to_json(sys.stdout.buffer, lines=True, force_ascii=False)

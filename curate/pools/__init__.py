@@ -38,7 +38,7 @@ from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
-           "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
+           "RowStream", "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
            "to_table", "write_rejects"]
 
 RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
@@ -90,6 +90,16 @@ class ReadResult:
         """Rows loaded without any assistant turn (no response field): scorers and judges that read a response
         record a failure for them, complexity is scored from the instruction."""
         return sum(not any(t["role"] == "assistant" for t in r["conversation"]) for r in self.rows)
+
+
+@dataclass
+class RowStream:
+    """A source read elsewhere (by Ray tasks): its rows in source order, produced as they are consumed (an id is
+    given to each row without one, as :func:`assign_ids` does), and its rejects. ``Workspace.load`` stages it."""
+
+    source: str
+    rows: Iterable[dict[str, Any]]
+    rejects: list[Reject] = field(default_factory=list)
 
 
 def check_read_options(format: str = "auto", mapping: dict[str, str] | None = None, on_error: str = "raise") -> None:

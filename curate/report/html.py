@@ -16,8 +16,8 @@ from curate.report.sections import failures_section, judges_section, pool_sectio
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
+from curate.storage.export import check_export_path
 from curate.storage.files import atomic_write_bytes
-from curate.storage.pool import check_export_path
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -39,11 +38,18 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import EMBED
-from curate.errors import CurateError, ScorerError, WorkspaceError
+from curate.errors import CurateError, InputError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
 from curate.scale.infer import Inference, Precomputed, actor_pool, pack_scorer, peak_rss_mb
-from curate.scale.sources import REJECT, RemoteError, duplicate_orders, read_shards, rows_only
+from curate.scale.sources import (
+    RemoteError,
+    duplicate_orders,
+    read_blocks,
+    read_shards,
+    rows_in_order,
+    rows_only,
+)
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
@@ -196,46 +202,28 @@ class RayEngine:
                           .map_batches(read_shards, batch_size=1, batch_format="numpy",
                                        fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())
             clock("read_shards")
-            rows, rejects, orders = self._collect_rows()
+            blocks, rejects = read_blocks(self._data, self.workers)
+            self._note_worker("driver")
             clock("to_driver")
-        result = pools.ReadResult(str(run.source), rows, rejects)
+        ids: list[str] = []
         created = not run.out.exists()
         try:
-            pools.require_rows(result, run.on_error)  # before anything is created
+            if rejects and run.on_error == "raise":  # the first bad record, in source order, before anything is made
+                raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
             run.workspace = Workspace(run.out / "workspace")
-            # assigns the ids (pools.assign_ids) and keeps only the source's rows, as the single-process load
-            summary = run.workspace.load(result, keep_only_source=True)
+            # ids as pools.assign_ids gives them; only the source's rows stay, as the single-process load
+            summary = run.workspace.load(pools.RowStream(str(run.source), rows_in_order(blocks, ids), rejects),
+                                         keep_only_source=True)
         except BaseException:
             self.close()
             if created:
                 shutil.rmtree(run.out, ignore_errors=True)
             raise
-        self._ids = [row["id"] for row in rows]
+        self._ids = ids
         clock("write_pool")
-        self._orders = orders
+        self._orders = np.sort(np.concatenate([orders for _, orders in blocks] or [np.zeros(0, np.int64)]))
         self._whole_pool = self._ids == run.workspace.ids
         return {**summary, "engine": "ray", "shards": len(paths)}
-
-    def _collect_rows(self) -> tuple[list[dict], list, np.ndarray]:
-        """Every row and reject, in source order (shard, then record)."""
-        row_orders, rows, rej_orders, rejects = [], [], [], []
-        for batch in self._data.iter_batches(batch_format="pyarrow", batch_size=None):
-            for pid, rss in zip(batch["pid"].to_pylist(), batch["rss_mb"].to_pylist(), strict=True):
-                key = f"read pid {pid}"
-                self.workers[key] = max(self.workers.get(key, 0.0), rss)
-            for kind, order, blob in zip(batch["kind"].to_pylist(), batch["order"].to_pylist(),
-                                         batch["data"].to_pylist(), strict=True):
-                if kind == REJECT:
-                    rej_orders.append(order)
-                    rejects.append(pickle.loads(blob))
-                else:
-                    row_orders.append(order)
-                    rows.append(pickle.loads(blob))
-            self._note_worker("driver")
-        perm = np.argsort(np.asarray(row_orders, dtype=np.int64), kind="stable")
-        rows = [rows[i] for i in perm.tolist()]
-        rejects = [rejects[i] for i in np.argsort(np.asarray(rej_orders, dtype=np.int64), kind="stable").tolist()]
-        return rows, rejects, np.asarray(row_orders, dtype=np.int64)[perm]
 
     def dedup(self, run, fallback: Callable[[Any], Any]):
         """Exact duplicates out (selection ``dedup``): a groupby on the text hash; the first copy is kept."""

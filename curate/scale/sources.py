@@ -18,10 +18,13 @@ The exact-dedup stage reads these blocks with :func:`rows_only` and :func:`dupli
 from __future__ import annotations
 
 import hashlib
+import heapq
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 ROWS_PER_BLOCK = 2048  # rows per Arrow block the read yields: the unit the actor pool spreads
 RECORD_BITS = 32  # order = shard << RECORD_BITS | record: up to 4e9 records per shard
@@ -129,3 +132,47 @@ def duplicate_orders(table, first: dict[str, int]):
     hit = [(o, first[k]) for k, o in zip(keys, orders, strict=True) if k in first and first[k] != o]
     return pa.table({"order": pa.array([h[0] for h in hit], pa.int64()),
                      "first": pa.array([h[1] for h in hit], pa.int64())})
+
+
+def read_blocks(data: Any, workers: dict[str, float]) -> tuple[list[tuple[Any, np.ndarray]], list]:
+    """The blocks of ``data`` (what :func:`read_shards` yielded, materialised) that hold rows, each as its object
+    ref and its rows' order keys, and every reject in source order; each read worker's peak memory into ``workers``."""
+    import ray
+
+    blocks, rejects, reject_orders = [], [], []
+    for ref in data.to_arrow_refs():
+        table = ray.get(ref)
+        for pid, rss in zip(table["pid"].to_pylist(), table["rss_mb"].to_pylist(), strict=True):
+            workers[f"read pid {pid}"] = max(workers.get(f"read pid {pid}", 0.0), rss)
+        kinds, orders = table["kind"].to_numpy(), table["order"].to_numpy()
+        for i in np.flatnonzero(kinds == REJECT).tolist():
+            reject_orders.append(int(orders[i]))
+            rejects.append(pickle.loads(table["data"][i].as_py()))
+        if (kinds != REJECT).any():
+            blocks.append((ref, orders[kinds != REJECT]))
+    rejects = [rejects[i] for i in np.argsort(np.asarray(reject_orders, dtype=np.int64), kind="stable").tolist()]
+    return blocks, rejects
+
+
+def rows_in_order(blocks: list[tuple[Any, np.ndarray]], ids: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of ``blocks`` in source order (a merge of the blocks by order key), unpickled one at a time from
+    the object store, so the driver never holds the pool's rows; each gets its id (appended to ``ids``), as
+    ``pools.assign_ids`` gives them."""
+    import ray
+
+    from curate import pools
+
+    tables = [ray.get(ref) for ref, _ in blocks]
+
+    def keys(k: int, table: Any) -> Iterator[tuple[int, int, int]]:
+        kinds, orders = table["kind"].to_numpy(), table["order"].to_numpy()
+        rows = np.flatnonzero(kinds != REJECT)
+        for i in rows[np.argsort(orders[rows], kind="stable")].tolist():
+            yield int(orders[i]), k, i
+
+    taken: set[str] = set()
+    for _, k, i in heapq.merge(*(keys(k, table) for k, table in enumerate(tables))):
+        row = pickle.loads(tables[k]["data"][i].as_py())
+        pools.assign_ids([row], taken)
+        ids.append(row["id"])
+        yield row

@@ -16,6 +16,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.errors import CurateError, WorkspaceError
+from curate.storage.files import read_arrow
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -234,3 +235,21 @@ def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
 def run_count(runs: list[dict[str, Any]]) -> int:
     """How many runs :func:`column_runs` stands for (a folded record counts its ``folded_runs``)."""
     return sum(int(r.get("folded_runs", 1)) for r in runs)
+
+
+def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
+                 fingerprint: str | None, value_type: Any = None) -> None:
+    """``Workspace.merge_column``'s body (caller holds the lock): the column's stored rows, ``values`` for ``ids``
+    over them, rewritten in pool order."""
+    merged: dict[str, tuple[Any, str | None]] = {}
+    if ws.has_column(name):
+        table = read_arrow(ws._column_path(name))
+        fps = (table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names
+               else [None] * table.num_rows)
+        merged = dict(zip(table.column("id").to_pylist(),
+                          zip(table.column("value").to_pylist(), fps, strict=True), strict=True))
+    for rid, value in zip(ids, values, strict=True):
+        merged[rid] = (value, fingerprint)
+    order = [rid for rid in ws.ids if rid in merged]
+    ws.add_column(name, [merged[r][0] for r in order], provenance, ids=order,
+                  fingerprints=[merged[r][1] for r in order], value_type=value_type)

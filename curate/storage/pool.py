@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from typing import Any
 from filelock import Timeout
 
 from curate.errors import WorkspaceError
-from curate.pools import FORMATS, RESERVED
 from curate.storage.files import (
     LOCK_FILE,
     LOCKED_SUBDIRS,
@@ -24,7 +22,6 @@ from curate.storage.files import (
     MANIFEST,
     STAGING_DIR,
     SUBDIRS,
-    arrow_schema,
     atomic_write_bytes,
     file_lock,
     now,
@@ -244,139 +241,6 @@ def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]
         raise WorkspaceError(f"{ws.path}: selection {name!r} keeps {len(gone):,} rows that are no longer in the pool "
                              f"(first: {gone[0]!r}); make the selection again on the pool as it is now")
     return kept, [ws.index[rid] for rid in kept]
-
-
-def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
-    """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
-    import datasets
-
-    ds = ws.pool
-    names = list(ws.columns) if columns is None else columns
-    if selection is not None:
-        ids, positions = selection_positions(ws, selection)
-        # Flattened into datasets' session temp folder: by default datasets caches a selection's rows beside the
-        # source files, i.e. inside the workspace's pool folder, a copy per export that nothing removed.
-        from datasets.fingerprint import get_temporary_cache_files_directory
-
-        with quiet_datasets():
-            ds = ds.select(positions).flatten_indices(cache_file_name=os.path.join(
-                get_temporary_cache_files_directory(), f"curate-selection-{uuid.uuid4().hex}.arrow"))
-    else:
-        ids = ws.ids
-    with quiet_datasets():
-        for name in names:
-            if name in RESERVED:
-                continue
-            if name in ds.column_names:  # a pool-file field of the same name: the derived column (what the
-                kept = f"original_{name}"  # selection used) keeps the name, the field is original_<name>
-                while kept in ds.column_names:  # (or original_original_<name>, when the pool has that too)
-                    kept = f"original_{kept}"
-                ds = ds.rename_column(name, kept)
-            ds = ds.add_column(name, ws.column(name, ids), feature=_feature(ws, name))
-    return datasets.Dataset(ds.data.table) if selection is None else ds
-
-
-def _feature(ws: Workspace, name: str):
-    """The datasets feature of a derived column's stored type (None: infer it from the rows, as for a column
-    stored before its type was declared), so a selection exports the schema the whole pool does."""
-    import datasets
-    import pyarrow as pa
-
-    stored = arrow_schema(ws._column_path(name)).field("value").type
-    if pa.types.is_null(stored):
-        return None
-    return datasets.Features.from_arrow_schema(pa.schema([pa.field(name, stored)]))[name]
-
-
-DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")
-
-
-def check_export_target(ws: Workspace, out: Path) -> None:
-    """Refuse an export that would write over the workspace itself, or replace a folder holding other files than
-    an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
-    target, home = out.resolve(), ws.path.resolve()
-    if target == home or home in target.parents:
-        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files an export must not replace; "
-                             "export to a path outside it")
-    check_export_path(out)
-
-
-def check_export_path(out: Path) -> None:
-    """Refuse an export path an export could not write, or would write over files that are not an earlier export:
-    a folder holding other files (``save_to_disk`` deletes what is in its folder), a folder where a file goes."""
-    if out.suffix == "" and out.is_dir() and any(not DATASETS_FOLDER_FILES.fullmatch(p.name) for p in out.iterdir()):
-        raise WorkspaceError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
-                             "replaces its folder whole: name a new or empty folder")
-    if out.suffix and out.is_dir():
-        raise WorkspaceError(f"{out}: a folder, where a file is to be written")
-
-
-def in_format(ds, fmt: str, keep: list[str]):
-    """``ds`` (rows with ``id`` and ``conversation``) as records of shape ``fmt`` (``curate.pools.formats``:
-    messages, sharegpt, alpaca, prompt_completion, qa), each with its ``id`` and the derived columns ``keep``; an
-    error naming the rows a shape cannot hold, never a row dropped or cut."""
-    import datasets
-
-    from curate.pools.formats import from_conversation, shape_problem
-
-    ids, conversations = ds["id"], ds["conversation"]
-    problems = [(rid, p) for rid, c in zip(ids, conversations, strict=True) if (p := shape_problem(c, fmt))]
-    if problems:
-        raise WorkspaceError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
-                             f"{problems[0][0]}: {problems[0][1]}")
-    records = [from_conversation(c, fmt) for c in conversations]
-    fields = list(dict.fromkeys(k for r in records for k in r))
-    partial = [k for k in fields if sum(k in r for r in records) < len(records)]
-    if partial:  # a reply some rows lack: a null field reads back as an empty reply, not as no reply
-        missing = next(rid for rid, r in zip(ids, records, strict=True) if partial[0] not in r)
-        raise WorkspaceError(f"{sum(partial[0] not in r for r in records):,} of {len(ids):,} rows have no reply "
-                             f"(first: {missing}): a {fmt} file cannot tell them from empty replies; export the rows "
-                             "with replies, or as messages or sharegpt")
-    return datasets.Dataset.from_dict({"id": ids, **{k: [r[k] for r in records] for k in fields},
-                                       **{name: ds[name] for name in keep}})
-
-
-def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] | None = None,
-                format: str | None = None):
-    """The rows :func:`export` writes, as a ``datasets.Dataset``."""
-    if format is not None and format not in FORMATS:
-        raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
-    ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
-    return ds if format is None else in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
-
-
-def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
-           format: str | None = None) -> Path:
-    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
-    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole. ``format``:
-    the rows as training records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
-    out = Path(out)
-    check_export_target(ws, out)
-    ds = export_rows(ws, selection, columns, format)
-    prepare_output(out)
-    if out.suffix:
-        with writing(out), quiet_datasets():
-            return _write(ds, out, out.suffix.lower())
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    with writing(out, tmp), quiet_datasets():
-        _write(ds, tmp, "")
-        old = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
-        if out.is_dir():  # an earlier datasets export (check_export_target): moved aside, then dropped
-            os.replace(out, old)
-        os.replace(tmp, out)
-    remove(old)
-    return out
-
-def _write(ds, out: Path, suffix: str) -> Path:
-    if suffix in (".jsonl", ".json"):
-        ds.to_json(str(out), lines=True, force_ascii=False)
-    elif suffix == ".parquet":
-        ds.to_parquet(str(out))
-    elif suffix == "":
-        ds.save_to_disk(str(out))
-    else:
-        raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
-    return out
 
 
 MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes

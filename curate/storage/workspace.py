@@ -4,6 +4,7 @@ Layout of a workspace directory::
 
     manifest.json            sources loaded, row counts, formats
     pool/                    the pool, a ``datasets`` Arrow folder (id, conversation, format, originals)
+    staging/<uuid>/          a source being read into Arrow parts by a load, outside the lock (with <uuid>.lock)
     columns/<name>.arrow     one derived column: Arrow IPC file (id, value, fingerprint); provenance in its schema metadata
     embeddings/<name>.json   provenance + the file name of the float32 matrix <name>-<token>.npy beside it
     selections/<name>.arrow  one selection: id, decision, reason code, detail (JSON), rank; provenance in schema metadata
@@ -21,6 +22,7 @@ nothing; what a killed writer left is removed on the next open. Columns are keye
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -33,8 +35,8 @@ import numpy as np
 from curate.codes import Decision, Failure, Reason
 from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
-from curate.storage import blobs, pool
-from curate.storage.apply import ApplyResult, apply_step, parse_failures
+from curate.storage import blobs, export, pool
+from curate.storage.apply import ApplyResult, apply_step, merge_column, parse_failures
 from curate.storage.files import (
     LOCK_FILE,
     LOCKS_DIR,
@@ -121,19 +123,17 @@ class Workspace:
     def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
              on_error: str = "raise", max_field_chars: int | None = None,
              keep_only_source: bool = False) -> dict[str, Any]:
-        """Read ``source`` (what ``curate.pools.read`` reads: a path or a pool in memory; or its ``ReadResult``)
-        into the pool; rows already present, by id, are not added twice; ``keep_only_source``: rows the source
-        lacks leave the pool (as :meth:`keep_rows`). The source is read outside the lock into Arrow parts on disk
-        (one part in memory at a time); the rows and the manifest entry are added under it. A source of which no
-        record could be read adds nothing and raises. Returns a summary: rows read, added, already present (and
+        """Read ``source`` (a path or a pool in memory, as ``curate.pools.read`` takes; a ``ReadResult``; a
+        ``pools.RowStream``) into the pool, outside the lock, as Arrow parts on disk (one part in memory at a time);
+        rows already present, by id, are not added twice; ``keep_only_source``: rows the source lacks leave the pool.
+        A source without one readable record raises. Returns a summary: rows read, added, already present (and
         removed), formats, rejects and the rejects file.
         """
         from curate import pools
 
         with pool.staging(self) as folder:
-            if isinstance(source, pools.ReadResult):
-                pools.assign_ids(source.rows)
-                staged = pools.stage_rows(source.source, [*source.rows, *source.rejects], folder)
+            if isinstance(source, pools.ReadResult | pools.RowStream):
+                staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder)
             else:
                 kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
                 staged = pools.stage(source, folder, format=format, mapping=mapping, on_error=on_error,  # type: ignore[arg-type]
@@ -237,18 +237,7 @@ class Workspace:
         """Write ``values`` for ``ids`` into column ``name``, keeping every other row's value (pool order)."""
         with self.lock():
             self.refresh()
-            merged: dict[str, tuple[Any, str | None]] = {}
-            if self.has_column(name):
-                table = read_arrow(self._column_path(name))
-                fps = (table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names
-                       else [None] * table.num_rows)
-                merged = dict(zip(table.column("id").to_pylist(),
-                                  zip(table.column("value").to_pylist(), fps, strict=True), strict=True))
-            for rid, value in zip(ids, values, strict=True):
-                merged[rid] = (value, fingerprint)
-            order = [rid for rid in self.ids if rid in merged]
-            self.add_column(name, [merged[r][0] for r in order], provenance, ids=order,
-                            fingerprints=[merged[r][1] for r in order], value_type=value_type)
+            merge_column(self, name, ids, values, provenance, fingerprint, value_type)
 
     def has_column(self, name: str) -> bool:
         return self._column_path(name).exists()
@@ -390,12 +379,12 @@ class Workspace:
     # -- views and export -----------------------------------------------------------------------
     def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
-        return pool.to_dataset(self, columns, selection)
+        return export.to_dataset(self, columns, selection)
 
     def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
                format: str | None = None) -> Path:
-        """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.pool.export``."""
-        return pool.export(self, out, selection, columns, format)
+        """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.export.export``."""
+        return export.export(self, out, selection, columns, format)
 
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
