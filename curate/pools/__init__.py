@@ -18,7 +18,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from curate.pools.formats import (
 )
 from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
-from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool
+from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool, reject_line
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
@@ -239,16 +239,11 @@ def assign_ids(rows: Iterable[dict[str, Any]], taken: set[str] | None = None) ->
         row["id"] = rid
 
 
-def write_rejects(rejects: list[Reject], path: str | os.PathLike, append: bool = False) -> None:
-    """Write rejects as JSON Lines: path, location (line/row), reason, raw record. ``append`` leaves out the rejects
-    the file already holds (a source loaded again, or ``curate run`` re-run, rejects the same records again)."""
-    lines = [json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rejects]
-    if append and os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            held = set(fh)
-        lines = [line for line in lines if line not in held]
-    with open(path, "a" if append else "w", encoding="utf-8") as fh:
-        fh.writelines(lines)
+def write_rejects(rejects: list[Reject], path: str | os.PathLike) -> None:
+    """Write rejects as JSON Lines: path, location (line/row), reason, raw record (``Workspace.load`` appends the
+    new ones to ``WORKSPACE/rejects.jsonl``)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(reject_line(r) for r in rejects)
 
 
 def load(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,

@@ -79,7 +79,7 @@ class PoolWriter:
         if self._rejects is None:
             self._rejects = open(self.staged.rejects_file, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
             self.staged.first_reject = reject
-        self._rejects.write(json.dumps(asdict(reject), ensure_ascii=False) + "\n")
+        self._rejects.write(reject_line(reject))
         self.staged.rejects += 1
 
     def _flush(self) -> None:
@@ -109,6 +109,11 @@ class PoolWriter:
                 path.unlink()
         self.staged.columns_kept_as_json = [name for name in schema.names if name in as_json]
         return self.staged
+
+
+def reject_line(reject: Any) -> str:
+    """A ``curate.pools.Reject`` as one line of a rejects file."""
+    return json.dumps(asdict(reject), ensure_ascii=False) + "\n"
 
 
 class _CastFailed(Exception):
