@@ -34,7 +34,7 @@ from curate.pools.formats import (
 )
 from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
-from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool, reject_line
+from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool, reject_line, reply_state
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
 __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
@@ -82,14 +82,13 @@ class ReadResult:
     @property
     def empty_responses(self) -> int:
         """Rows loaded whose assistant turn is empty (kept: their instruction is still data; judges see it)."""
-        return sum(any(t["role"] == "assistant" and not t["content"].strip() for t in r["conversation"])
-                   for r in self.rows)
+        return sum(reply_state(r["conversation"])[0] for r in self.rows)
 
     @property
     def instruction_only(self) -> int:
         """Rows loaded without any assistant turn (no response field): scorers and judges that read a response
         record a failure for them, complexity is scored from the instruction."""
-        return sum(not any(t["role"] == "assistant" for t in r["conversation"]) for r in self.rows)
+        return sum(reply_state(r["conversation"])[1] for r in self.rows)
 
 
 @dataclass

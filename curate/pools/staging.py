@@ -68,9 +68,9 @@ class PoolWriter:
         staged = self.staged
         staged.rows_read += 1
         staged.formats[row["format"]] += 1
-        roles = [(t["role"], t["content"]) for t in row["conversation"]]
-        staged.empty_responses += any(role == "assistant" and not text.strip() for role, text in roles)
-        staged.instruction_only += not any(role == "assistant" for role, _ in roles)
+        empty, instruction_only = reply_state(row["conversation"])
+        staged.empty_responses += empty
+        staged.instruction_only += instruction_only
         self._rows.append(row)
         if len(self._rows) >= self.part_rows:
             self._flush()
@@ -109,6 +109,12 @@ class PoolWriter:
                 path.unlink()
         self.staged.columns_kept_as_json = [name for name in schema.names if name in as_json]
         return self.staged
+
+
+def reply_state(conversation: list[dict[str, str]]) -> tuple[bool, bool]:
+    """(an assistant turn is empty, no assistant turn at all): the two kinds of row the load summary counts."""
+    replies = [t["content"] for t in conversation if t["role"] == "assistant"]
+    return any(not text.strip() for text in replies), not replies
 
 
 def reject_line(reject: Any) -> str:
