@@ -45,6 +45,7 @@ class EmbedDefaults:
     text: str = "instruction"        # instruction | conversation | response
     name: str = "default"
     backend: str = "torch"           # torch | onnx | onnx-int8 (curate.embed.encoder; evals/bench_embed.py)
+    rows_per_call: int = 20_000      # rows a scorer step is given at a time by ws.apply (inputs in memory at once)
 
 
 @dataclass(frozen=True)

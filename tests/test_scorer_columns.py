@@ -65,6 +65,27 @@ def test_apply_fails_turns_without_a_number_and_recomputes_when_the_column_chang
             assert [f.code for f in fails[i]] == [FailureCode.NO_INPUT_VALUE]
 
 
+def test_apply_hands_a_scorer_its_rows_in_chunks_and_stores_what_one_call_would(ws_with_signal, monkeypatch):
+    """ws.apply gives a step that declares rows_per_call that many rows at a time (their inputs, read columns too, are
+    never all in memory): the column, its failures and the summed stats are those of one call over every row."""
+    ws, signal = ws_with_signal
+    scorer = train_scorer(ws, target="judge", columns=["signal"]).scorer
+    ws.add_column("signal", [[float(v)] if i % 10 else [None] for i, v in enumerate(signal)],
+                  {"kind": "signal", "fingerprint": "model-b"})
+    calls: list[int] = []
+    run = type(scorer).run
+    monkeypatch.setattr(type(scorer), "run", lambda self, rows, ctx: calls.append(len(rows)) or run(self, rows, ctx))
+    scorer.rows_per_call = len(ws)
+    whole = ws.apply(scorer, progress=False)
+    expected = (ws.column(scorer.column), ws.failures(scorer.column, ws.ids))
+    scorer.rows_per_call = 70
+    chunked = ws.apply(scorer, force=True, progress=False)
+    assert calls == [300, 70, 70, 70, 70, 20]
+    assert (ws.column(scorer.column), ws.failures(scorer.column, ws.ids)) == expected
+    assert (chunked.computed, chunked.failed) == (whole.computed, whole.failed) == (300, 30)
+    assert chunked.provenance["turns_scored"] == whole.provenance["turns_scored"] == 270
+
+
 def test_cli_train_scorer_feature_column(ws_with_signal, tmp_path):
     ws, _ = ws_with_signal
     out = tmp_path / "sc"

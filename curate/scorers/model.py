@@ -88,6 +88,7 @@ class Scorer:
     inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
     response_column: str | None = None  # set by reading_replies: the replies come from this derived column
     output_map = OUTPUT_MAP  # the version of the map onto the scale (keys the fingerprint: stored scores recompute)
+    rows_per_call = EMBED.rows_per_call  # each row is scored on its own: ws.apply hands over this many at a time
 
     def __init__(self, *, reads: Sequence[str] = ("instruction",), head: str = "ridge",
                  features: Sequence[str] = ("embeddings", "length"), alpha: float = 10.0, C: float = 1.0,

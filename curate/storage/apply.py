@@ -17,7 +17,7 @@ from typing import Any
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.errors import CurateError, WorkspaceError
 from curate.storage.files import read_arrow
-from curate.storage.step import RowInput, StepContext, StepOutput, check_step
+from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -155,16 +155,18 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
         if todo and ids is not None:
             check_one_run(ws, step, set(asked), fingerprint)
-        out = StepOutput([], [])
         if todo:
-            rows = ws.row_inputs(todo, step.inputs)
-            bar = progress_bar(len(rows), step.column, progress)
+            chunk = getattr(step, "rows_per_call", None) or len(todo)
+            bar = progress_bar(len(todo), step.column, progress)
+            outputs = []
             try:
-                out = step.run(rows, StepContext(bar, ws.cache_dir, ws.path))
+                for start in range(0, len(todo), chunk):
+                    rows = ws.row_inputs(todo[start:start + chunk], step.inputs)
+                    outputs.append(step.run(rows, StepContext(bar, ws.cache_dir, ws.path)))
+                    _check_output(step, rows, outputs[-1])
             finally:
                 bar.close()
-            _check_output(step, rows, out)
-            _store(ws, step, todo, out, fingerprint, time.time() - started)
+            _store(ws, step, todo, join_outputs(outputs), fingerprint, time.time() - started)
         written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
         failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if written else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,

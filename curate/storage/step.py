@@ -6,7 +6,9 @@ around it: which rows need work (a row already computed under the same fingerpri
 alignment, merging a subset into the column, provenance, the failure column, the lock that stops two
 processes paying twice, and the progress bar. No base class to inherit: a protocol. A step may also
 define ``check_column(ws)``: ``apply`` calls it under the column lock before any work, so a step can refuse
-to write its column (a trained scorer never writes over a judge's labels).
+to write its column (a trained scorer never writes over a judge's labels), and ``rows_per_call``: a step that
+computes each row on its own says so, and ``apply`` hands it that many rows at a time (their outputs joined by
+:func:`join_outputs`), so a pool's row inputs are never all in memory at once.
 
 Turn steps store one value per user turn for every row (a list, even for single-turn rows) and
 declare their reducer (``sum``: DEITA's Σ over turns), which selection, plots, the report and training
@@ -116,6 +118,33 @@ class StepContext:
     progress: Progress          # call ``progress.update(k)`` as rows finish (a tqdm bar)
     cache_dir: Path             # the workspace's cache folder: response caches, embedding caches, model outputs
     workspace: Path             # the workspace folder (for messages; write only through Workspace methods)
+
+
+def join_outputs(outputs: list[StepOutput]) -> StepOutput:
+    """The outputs of consecutive chunks of rows as one: values, failures and extra columns in row order; numeric
+    stats summed, nested dicts joined the same way, any other stat the last chunk's."""
+    def join_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for key, value in b.items():
+            held = out.get(key)
+            if isinstance(held, dict) and isinstance(value, dict):
+                out[key] = join_stats(held, value)
+            elif isinstance(held, int | float) and isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = held + value
+            else:
+                out[key] = value
+        return out
+
+    if len(outputs) == 1:
+        return outputs[0]
+    joined = StepOutput([], [], {key: [] for key in outputs[0].extra} if outputs else {})
+    for part in outputs:
+        joined.values.extend(part.values)
+        joined.failures.extend(part.failures)
+        for key, column in part.extra.items():
+            joined.extra.setdefault(key, []).extend(column)
+        joined.stats = join_stats(joined.stats, part.stats)
+    return joined
 
 
 @runtime_checkable
