@@ -51,6 +51,17 @@ def test_columns_are_keyed_by_id(tmp_path, shapes):
     assert np.isnan(ws.column_array("partial")[0])
 
 
+def test_merge_column_writes_over_the_ids_given_and_keeps_the_rest_in_pool_order(tmp_path, shapes):
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["alpaca"])
+    ids = ws.ids
+    ws.add_column("m", [[1.0], [2.0], [3.0]], {"kind": "test"}, ids=[ids[4], ids[0], ids[2]])  # no fingerprints
+    ws.merge_column("m", [ids[2], ids[1], ids[1], "gone"], [None, [5.0], [6.0], [7.0]], {"kind": "test"}, "fp")
+    assert ws.column_ids("m") == [ids[0], ids[1], ids[2], ids[4]]  # pool order; an id not in the pool is dropped
+    assert ws.column("m") == [[2.0], [6.0], None, None, [1.0]]  # a repeated id: its last value
+    assert ws.column_fingerprints("m") == {ids[0]: None, ids[1]: "fp", ids[2]: "fp", ids[4]: None}
+
+
 def test_add_column_is_atomic(tmp_path, shapes):
     ws = curate.Workspace(tmp_path / "ws")
     ws.load(shapes["alpaca"])

@@ -241,17 +241,25 @@ def run_count(runs: list[dict[str, Any]]) -> int:
 
 def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
                  fingerprint: str | None, value_type: Any = None) -> None:
-    """``Workspace.merge_column``'s body (caller holds the lock): the column's stored rows, ``values`` for ``ids``
-    over them, rewritten in pool order."""
-    merged: dict[str, tuple[Any, str | None]] = {}
+    """``Workspace.merge_column``'s body (caller holds the lock): the column's stored rows with ``values`` for
+    ``ids`` over them, rewritten in pool order (rows no longer in the pool left out), merged by id in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(set(ids)) != len(ids):  # the last value of an id repeated wins
+        last = dict(zip(ids, values, strict=True))
+        ids, values = list(last), list(last.values())
+    new = pa.table({"id": pa.array(ids, pa.string()), "value": pa.array(values, type=value_type),
+                    "fingerprint": pa.array([fingerprint] * len(ids), pa.string())})
+    tables = [new]
     if ws.has_column(name):
-        table = read_arrow(ws._column_path(name))
-        fps = (table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names
-               else [None] * table.num_rows)
-        merged = dict(zip(table.column("id").to_pylist(),
-                          zip(table.column("value").to_pylist(), fps, strict=True), strict=True))
-    for rid, value in zip(ids, values, strict=True):
-        merged[rid] = (value, fingerprint)
-    order = [rid for rid in ws.ids if rid in merged]
-    ws.add_column(name, [merged[r][0] for r in order], provenance, ids=order,
-                  fingerprints=[merged[r][1] for r in order], value_type=value_type)
+        old = read_arrow(ws._column_path(name))
+        if "fingerprint" not in old.column_names:
+            old = old.append_column("fingerprint", pa.nulls(len(old), pa.string()))
+        old = old.select(["id", "value", "fingerprint"]).replace_schema_metadata(None)
+        tables.insert(0, old.filter(pc.invert(pc.is_in(old.column("id"), value_set=new.column("id")))))
+    merged = pa.concat_tables(tables, promote_options="permissive")
+    position = pc.index_in(merged.column("id"), value_set=ws.pool.data.table.column("id"))
+    merged = merged.append_column("position", position).filter(pc.is_valid(position)).sort_by("position")
+    ws.add_column(name, merged.column("value"), provenance, ids=merged.column("id"),
+                  fingerprints=merged.column("fingerprint"), value_type=value_type)

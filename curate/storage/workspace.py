@@ -219,15 +219,18 @@ class Workspace:
         import pyarrow as pa
 
         check_name(name)
-        ids = self.ids if ids is None else list(ids)
+        arrow = (pa.Array, pa.ChunkedArray)  # merge_column passes Arrow columns through
+        ids = self.ids if ids is None else ids if isinstance(ids, arrow) else list(ids)
         if isinstance(values, np.ndarray):
             values = values.tolist()
         if len(values) != len(ids):
             raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
         prov = {"name": name, "created": now(), **provenance}
-        data = {"id": pa.array(ids, pa.string()), "value": pa.array(values, type=value_type)}
+        data = {"id": ids if isinstance(ids, arrow) else pa.array(ids, pa.string()),
+                "value": (values if value_type is None else values.cast(value_type)) if isinstance(values, arrow)
+                else pa.array(values, type=value_type)}
         if fingerprints is not None:
-            data["fingerprint"] = pa.array(fingerprints, pa.string())
+            data["fingerprint"] = fingerprints if isinstance(fingerprints, arrow) else pa.array(fingerprints, pa.string())
         table = pa.table(data).replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
         with self.lock():
             write_arrow(self._column_path(name), table)
