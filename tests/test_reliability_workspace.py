@@ -4,6 +4,7 @@ Real processes, a real loopback server (tests/fault_server.py), real file-system
 where a folder should be (root ignores permissions) and /dev/full (every write fails with ENOSPC).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -334,52 +335,46 @@ def test_a_manifest_this_curate_cannot_read_is_refused_naming_it(small_ws, manif
     assert str(small_ws.path / "manifest.json") in str(err.value)
 
 
-def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
-    leftovers = _plant_leftovers(small_ws)
-    holding, release = threading.Event(), threading.Event()
+@contextlib.contextmanager
+def _held_by_another_thread(enter):
+    """``with enter() as value`` in another thread, held while the body runs (that thread's lock handles exclude
+    this one's as another process's would); yields the value."""
+    ready, release, got = threading.Event(), threading.Event(), []
 
-    def writer():  # another thread has its own lock handle: it excludes this one like another process
-        with small_ws.lock():
-            holding.set()
+    def hold():
+        with enter() as value:
+            got.append(value)
+            ready.set()
             release.wait(30)
 
-    t = threading.Thread(target=writer)
+    t = threading.Thread(target=hold)
     t.start()
     try:
-        assert holding.wait(30)
-        Workspace.open(small_ws.path)
-        assert all(p.exists() for p in leftovers.values())
+        assert ready.wait(30)
+        yield got[0]
     finally:
         release.set()
         t.join(30)
+
+
+def test_leftovers_stay_while_another_writer_holds_the_lock(small_ws):
+    leftovers = _plant_leftovers(small_ws)
+    with _held_by_another_thread(small_ws.lock):
+        Workspace.open(small_ws.path)
+        assert all(p.exists() for p in leftovers.values())
     Workspace.open(small_ws.path)
     assert not any(p.exists() for p in leftovers.values())
 
 
-def test_a_source_being_read_by_another_load_is_not_a_leftover(small_ws, tmp_path):
+def test_a_source_being_read_by_another_load_is_not_a_leftover(small_ws):
     """A load reads its source into staging/ outside the workspace lock; an open meanwhile leaves its parts alone."""
     from curate.storage import pool
 
-    reading, release = threading.Event(), threading.Event()
-    folders: list[Path] = []
-
-    def loader():
-        with pool.staging(small_ws) as folder:
-            folder.mkdir()
-            (folder / "raw-00000.arrow").write_bytes(b"being written")
-            folders.append(folder)
-            reading.set()
-            release.wait(30)
-
-    t = threading.Thread(target=loader)
-    t.start()
-    try:
-        assert reading.wait(30)
+    with _held_by_another_thread(lambda: pool.staging(small_ws)) as folder:
+        folder.mkdir()
+        (folder / "raw-00000.arrow").write_bytes(b"being written")
         Workspace.open(small_ws.path)
-        assert (folders[0] / "raw-00000.arrow").exists()
-    finally:
-        release.set()
-        t.join(30)
+        assert (folder / "raw-00000.arrow").exists()
     assert list((small_ws.path / "staging").iterdir()) == []  # the load removes its own parts
 
 
