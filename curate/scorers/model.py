@@ -83,8 +83,7 @@ class Scorer:
     As a Step it writes column :attr:`column` (its name, else the judge it imitates), one score per turn.
     """
 
-    granularity = "turn"
-    reducer = "sum"          # DEITA: a row's score is the sum over its turns
+    granularity, reducer = "turn", "sum"  # DEITA: a row's score is the sum over its turns
     inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
     response_column: str | None = None  # set by reading_replies: the replies come from this derived column
     output_map = OUTPUT_MAP  # the version of the map onto the scale (keys the fingerprint: stored scores recompute)
