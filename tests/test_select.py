@@ -142,6 +142,23 @@ def test_sort_key_per_turn_sum_and_safety(ws):
             row_scores(ws, bad)
 
 
+def test_a_selections_rows_filtered_on_arrow_are_those_of_the_whole_list(ws):
+    """rows(decision=, reasons=, ids=, first_of_each=, limit=): what a report shows of a large selection, without
+    building every row's dict; each equals the same filter over rows()."""
+    sel = ws.select(method="deita", name="d", budget=10, max_cosine_similarity=0.8)
+    every = sorted(sel.rows(), key=lambda r: r["rank"])
+    assert {r["decision"] for r in every} == {"kept", "rejected", "not_reached"}
+    assert sel.rows() == every
+    assert sel.rows(decision="kept", limit=3) == [r for r in every if r["decision"] == "kept"][:3]
+    assert sel.rows(reasons=["too_similar"]) == [r for r in every if r["reason"] == "too_similar"]
+    firsts: dict = {}
+    for r in every:
+        firsts.setdefault((r["decision"], r["reason"]), r)
+    assert sel.rows(first_of_each=True) == sorted(firsts.values(), key=lambda r: r["rank"])
+    some = [r["id"] for r in every[::3]]
+    assert sel.rows(ids=some) == every[::3]
+
+
 def test_deita_through_the_workspace_records_reasons(ws):
     sel = ws.select(method="deita", name="d", budget=10, max_cosine_similarity=0.8)
     assert len(sel.ids) == 10

@@ -44,22 +44,14 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
     """The first kept rows (rank from 1) and one dropped row per (decision, reason code)."""
     if not selection:
         return "<p class='missing'>no selection yet, so no kept or dropped rows to show</p>"
-    index = ws.index
-    kept: list[str] = []
-    dropped: list[str] = []
+    sel, pool_ids = ws.selection(selection), ws.pool.data.table.column("id")  # rows still in the pool
     notes: dict[str, str] = {}
-    seen: set[tuple[str, str]] = set()
-    for r in ws.selection(selection).rows():
-        if r["id"] not in index:
-            continue
-        if r["decision"] == Decision.KEPT:
-            if len(kept) < samples:
-                kept.append(r["id"])
-                notes[r["id"]] = f"kept, rank {r['rank'] + 1}: {r['why']}"
-        elif (r["decision"], r["reason"]) not in seen and len(dropped) < samples:
-            seen.add((r["decision"], r["reason"]))
-            dropped.append(r["id"])
-            notes[r["id"]] = f"{r['decision']}, rank {r['rank'] + 1}: {r['why']}"
+    for r in sel.rows(decision=Decision.KEPT.value, ids=pool_ids, limit=samples):
+        notes[r["id"]] = f"kept, rank {r['rank'] + 1}: {r['why']}"
+    kept = list(notes)
+    dropped = [r for r in sel.rows(ids=pool_ids, first_of_each=True) if r["decision"] != Decision.KEPT][:samples]
+    notes.update((r["id"], f"{r['decision']}, rank {r['rank'] + 1}: {r['why']}") for r in dropped)
+    dropped = [r["id"] for r in dropped]
     columns = list(ws.columns)
     kept_view = RowsView(ws, kept, columns, notes=notes)
     dropped_view = RowsView(ws, dropped, columns, notes=notes)

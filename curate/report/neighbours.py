@@ -76,13 +76,11 @@ def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, 
     ``{"id", "reason", "witness", "similarity", "neighbours": [{"id", "similarity"}, ...]}``. Empty when no
     row was dropped for similarity or the embedding set is missing."""
     sel = ws.selection(selection)
-    rows = sel.rows()
-    dropped = [r for r in rows if r["reason"] in SIMILARITY_REASONS]
+    dropped = sel.rows(reasons=SIMILARITY_REASONS, limit=limit)  # in rank order
     kept_ids = sel.ids
     name = selection_embeddings(sel.provenance)
     if not dropped or not kept_ids or name not in ws.embedding_sets:
         return []
-    dropped = sorted(dropped, key=lambda r: r["rank"])[:limit]
     x = ws.embeddings(name)
     index_of = ws.index
     kept_pos = np.array([index_of[i] for i in kept_ids], np.int64)

@@ -242,9 +242,7 @@ def failure_summary(ws: Workspace, column: str, examples: int = 3) -> dict[str, 
 def selection_summary(sel: Selection) -> dict[str, Any]:
     """Counts by decision, and by (decision, reason code) with the code's label and one example row each."""
     counts = sel.reasons()
-    examples: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in sel.rows():
-        examples.setdefault((row["decision"], row["reason"]), row)
+    examples = {(row["decision"], row["reason"]): row for row in sel.rows(first_of_each=True)}
     groups = [{"decision": d, "reason": Reason(r), "label": reason_text(r), "count": n,
                "example_id": examples[(d, r)]["id"], "example": examples[(d, r)]["why"]}
               for (d, r), n in counts.items()]

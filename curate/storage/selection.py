@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from curate.codes import Decision, Reason, describe, reason_text
@@ -57,11 +58,32 @@ class Selection:
         """Rows per (decision, reason code)."""
         return Counter(zip(self.table["decision"].to_pylist(), self.table["reason"].to_pylist(), strict=True))
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, decision: str | None = None, reasons: Iterable[str] | None = None, ids: Any = None,
+             first_of_each: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
         """Every considered row as a dict: id, decision, reason, detail (a dict), rank (0: considered first; the
-        views show it from 1), and ``why`` in words."""
+        views show it from 1), and ``why`` in words; in rank order. Only those of ``decision``, with one of
+        ``reasons``, or among ``ids`` (ids, or an Arrow array of them); ``first_of_each``: the first row of each
+        (decision, reason); at most ``limit``. The filters run on the Arrow table, so a report on a 1M-row
+        selection builds dicts for the rows it shows only."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = self.table.sort_by("rank")
+        if ids is not None:
+            ids = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
+            table = table.filter(pc.is_in(table["id"], value_set=ids))
+        if decision is not None:
+            table = table.filter(pc.equal(table["decision"], str(decision)))
+        if reasons is not None:
+            table = table.filter(pc.is_in(table["reason"], value_set=pa.array([str(r) for r in reasons], pa.string())))
+        if first_of_each:
+            pairs = zip(table["decision"].to_pylist(), table["reason"].to_pylist(), strict=True)
+            firsts = {pair: i for i, pair in reversed(list(enumerate(pairs)))}
+            table = table.take(pa.array(sorted(firsts.values()), pa.int64()))
+        if limit is not None:
+            table = table.slice(0, limit)
         out = []
-        for row in self.table.to_pylist():
+        for row in table.to_pylist():
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
             row["why"] = describe(row["reason"], row["detail"])
             out.append(row)
