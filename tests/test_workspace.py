@@ -99,3 +99,18 @@ def test_repr_html(tmp_path, shapes):
     ws.add_column("quality", [1.0, 2.0, 3.0], {"kind": "judge", "model": "smol"})
     html = ws._repr_html_()
     assert "3 rows" in html and "quality" in html and "smol" in html
+
+
+def test_take_values_reads_positions_chunk_by_chunk_in_the_order_asked():
+    """A pool of several million rows is a ChunkedArray whose text passes 2 GiB, which ChunkedArray.take cannot
+    concatenate; take_values takes from each chunk and keeps the order asked for (repeats included)."""
+    import pyarrow as pa
+
+    from curate.storage.files import take_values
+
+    chunks = [[{"role": "user", "content": f"c{c} r{r}"}] for c in range(4) for r in range(c + 1)]
+    column = pa.chunked_array([pa.array(chunks[0:1]), pa.array(chunks[1:3]), pa.array([], pa.array(chunks).type),
+                               pa.array(chunks[3:6]), pa.array(chunks[6:10])])
+    positions = [9, 0, 4, 4, 2, 7, 1]
+    assert take_values(column, positions) == [chunks[p] for p in positions]
+    assert take_values(column, []) == []

@@ -8,6 +8,7 @@ import numpy as np
 
 from curate.rows import row_text
 from curate.select.admission import unit_rows
+from curate.storage.files import take_values
 
 
 def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
@@ -54,14 +55,7 @@ def iter_texts(ws, rows: np.ndarray, text: str) -> Iterator[str]:
     every row (exact or MinHash dedup) holds a chunk of conversations, not the pool's."""
     column = ws.pool.data.table.column("conversation")
     for start in range(0, len(rows), TEXT_CHUNK_ROWS):
-        chunk = column.take(pa_positions(rows[start:start + TEXT_CHUNK_ROWS])).to_pylist()
-        yield from (row_text(c, text) for c in chunk)
-
-
-def pa_positions(rows: np.ndarray):
-    import pyarrow as pa
-
-    return pa.array(np.asarray(rows, dtype=np.int64))
+        yield from (row_text(c, text) for c in take_values(column, rows[start:start + TEXT_CHUNK_ROWS]))
 
 
 def score_detail(value: float) -> dict[str, float]:

@@ -197,3 +197,22 @@ def exported_model(folder: str | os.PathLike) -> dict[str, Any] | None:
     """What ``curate-model.json`` in a model folder says (run fingerprint, epoch, base), or None: not an export."""
     path = Path(folder) / EXPORTED_MODEL_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def take_values(column: Any, positions: Any) -> list[Any]:
+    """``column[positions]`` (a ``pyarrow.ChunkedArray``; positions in any order) as Python values, taken chunk by
+    chunk: ``ChunkedArray.take`` concatenates the chunks first, which fails past 2 GiB of text in one column
+    ("offset overflow"), i.e. on a pool of a few million rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    positions = np.asarray(positions, dtype=np.int64)
+    bounds = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+    chunk_of = np.searchsorted(bounds, positions, side="right") - 1
+    out: list[Any] = [None] * len(positions)
+    for c in np.unique(chunk_of).tolist():
+        where = np.flatnonzero(chunk_of == c)
+        values = column.chunk(c).take(pa.array(positions[where] - bounds[c])).to_pylist()
+        for i, value in zip(where.tolist(), values, strict=True):
+            out[i] = value
+    return out

@@ -48,6 +48,7 @@ from curate.storage.files import (
     read_arrow,
     remove,
     schema_meta,
+    take_values,
     write_arrow,
 )
 from curate.storage.selection import Selection, selection_table
@@ -189,7 +190,7 @@ class Workspace:
             return column.to_pylist()
         if not ids:
             return []
-        return column.take([self.index[i] for i in ids]).to_pylist()
+        return take_values(column, [self.index[i] for i in ids])
 
     def turns(self, ids: list[str] | None = None) -> list[list[Turn]]:
         """Each row's turns (see :mod:`curate.rows`)."""
