@@ -363,4 +363,4 @@ def test_a_pool_staged_part_by_part_is_the_pool_read_at_once(tmp_path):
     assert expected.column("n").type == pa.float64() and expected.column("meta").type.num_fields == 2
     assert (staged.rows_read, staged.rejects, staged.instruction_only, staged.empty_responses) == (10, 1, 1, 1)
     assert staged.formats == whole.formats and staged.first_reject == whole.rejects[0]
-    assert staged.ids() == {row["id"] for row in whole.rows}
+    assert staged.ids().to_pylist() == [row["id"] for row in whole.rows]

@@ -48,9 +48,12 @@ class StagedPool:
         for path in self.parts:
             yield _read(path)
 
-    def ids(self) -> set[str]:
-        """Every staged row's id."""
-        return {rid for table in self.tables() for rid in table.column("id").to_pylist()}
+    def ids(self) -> Any:
+        """Every staged row's id, in order, as one Arrow array (no Python string per row)."""
+        import pyarrow as pa
+
+        chunks = [chunk for table in self.tables() for chunk in table.column("id").chunks]
+        return pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
 
 
 class PoolWriter:

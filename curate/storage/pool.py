@@ -79,17 +79,24 @@ def _swap_pool(ws: Workspace, table) -> None:
     ws._ids = ws._index = None
 
 
-def keep_rows(ws: Workspace, ids: set[str]) -> int:
+def among(table, ids) -> tuple[Any, int]:
+    """(a mask of ``table``'s rows whose id is among ``ids``: ids, or an Arrow array of them; how many are not)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
+    mask = pc.is_in(table.column("id"), value_set=ids)
+    return mask, (len(table) - pc.sum(mask).as_py()) if len(table) else 0
+
+
+def keep_rows(ws: Workspace, ids) -> int:
     """Remove every row whose id is not in ``ids`` from the pool (caller holds the lock); how many went.
     Columns keep their values for them (keyed by id) until their next write, and caches keep everything."""
-    import pyarrow as pa
-
     ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
     if not ws.has_pool:
         return 0
     table = ws.pool.data.table
-    mask = pa.array([rid in ids for rid in table.column("id").to_pylist()], pa.bool_())
-    dropped = len(table) - mask.true_count
+    mask, dropped = among(table, ids)
     if dropped:
         _swap_pool(ws, table.filter(mask))
     return dropped
@@ -132,8 +139,7 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
             new_parts.append(table)
             rows_added += len(table)
     if old is not None and keep_only_source:
-        kept = pc.is_in(old.column("id"), value_set=pa.array(list(staged.ids()), pa.string()))
-        rows_removed = len(old) - pc.sum(kept).as_py()
+        kept, rows_removed = among(old, staged.ids())
         old = old.filter(kept) if rows_removed else old
     if new_parts or rows_removed:
         tables = [old, *new_parts] if old is not None else new_parts

@@ -77,8 +77,9 @@ class Selection:
         if reasons is not None:
             table = table.filter(pc.is_in(table["reason"], value_set=pa.array([str(r) for r in reasons], pa.string())))
         if first_of_each:
-            pairs = zip(table["decision"].to_pylist(), table["reason"].to_pylist(), strict=True)
-            firsts = {pair: i for i, pair in reversed(list(enumerate(pairs)))}
+            firsts: dict[tuple[str, str], int] = {}
+            for i, pair in enumerate(zip(table["decision"].to_pylist(), table["reason"].to_pylist(), strict=True)):
+                firsts.setdefault(pair, i)
             table = table.take(pa.array(sorted(firsts.values()), pa.int64()))
         if limit is not None:
             table = table.slice(0, limit)
