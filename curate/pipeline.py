@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
 from curate.storage.export import check_export_path
-from curate.storage.files import writing
+from curate.storage.files import removed_on_failure, writing
 
 DEDUP = "dedup"
 NEAR_DEDUP = "minhash"
@@ -148,16 +147,11 @@ class RunResult:
 def load(run: Run) -> dict[str, Any]:
     """Load the source into ``out/workspace`` (read outside the lock, part by part); if that fails (a missing or
     unreadable source), an ``out`` made here is removed again. Returns the load summary."""
-    created = not run.out.exists()
-    try:
+    with removed_on_failure(run.out, run.out / "workspace"):
         run.workspace = Workspace(run.out / "workspace")
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
         summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
                                      keep_only_source=True)
-    except BaseException:
-        if created:
-            shutil.rmtree(run.out, ignore_errors=True)
-        raise
     if "quality" in run.scores and summary["instruction_only"] == summary["rows_read"]:
         raise CurateError(f"{summary['source']}: every row is an instruction without a response, so quality has nothing to "
                           "judge and no row could be selected; select the instructions by their complexity alone: "

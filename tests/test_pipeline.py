@@ -7,7 +7,7 @@ import pytest
 import curate
 from curate.cli import sample_path
 from curate.codes import FailureCode
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError
 from curate.llm.backends import OpenAIBackend
 from curate.pipeline import Run, RunResult, run_pipeline, steps
 from tests.conftest import write_jsonl
@@ -208,6 +208,19 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
         with pytest.raises(CurateError, match=message):
             run_pipeline(str(sample_path()), out=tmp_path / "run", report=False, **kwargs)
         assert not (tmp_path / "run").exists()
+
+
+def test_a_source_that_cannot_be_read_leaves_no_workspace_in_an_out_folder_that_was_there(tmp_path):
+    """The load reads its source inside the workspace it creates; failing, it removes the folders it made (the
+    workspace inside an existing out folder too), and leaves what was there before."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": ""}\n')
+    with pytest.raises(InputError, match="instruction is empty"):
+        run_pipeline(str(bad), out=out, budget=5, report=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -35,16 +34,12 @@ def load(
     """Load a pool into a workspace."""
     from curate import pools
     from curate.session import Workspace
+    from curate.storage.files import removed_on_failure
 
     mapping_value = mapping_arg(mapping)
     pools.check_read_options(format, mapping_value, on_error)  # a bad option creates nothing
-    created = not workspace.exists()
-    try:
+    with removed_on_failure(workspace):  # a missing or broken source (or every record rejected) leaves no new folder
         summary = Workspace(workspace).load(_source(source), format=format, on_error=on_error, mapping=mapping_value)
-    except BaseException:  # a missing or broken source (or every record rejected) leaves no workspace folder behind
-        if created:
-            shutil.rmtree(workspace, ignore_errors=True)
-        raise
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ from curate.scale.sources import (
     rows_in_order,
     rows_only,
 )
+from curate.storage.files import removed_on_failure
 
 Step = tuple[str, Callable[[Any], Any]]
 INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
@@ -206,18 +206,16 @@ class RayEngine:
             self._note_worker("driver")
             clock("to_driver")
         ids: list[str] = []
-        created = not run.out.exists()
         try:
-            if rejects and run.on_error == "raise":  # the first bad record, in source order, before anything is made
-                raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
-            run.workspace = Workspace(run.out / "workspace")
-            # ids as pools.assign_ids gives them; only the source's rows stay, as the single-process load
-            summary = run.workspace.load(pools.RowStream(str(run.source), rows_in_order(blocks, ids), rejects),
-                                         keep_only_source=True)
+            with removed_on_failure(run.out, run.out / "workspace"):
+                if rejects and run.on_error == "raise":  # the first bad record, in source order, before anything is made
+                    raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
+                run.workspace = Workspace(run.out / "workspace")
+                # ids as pools.assign_ids gives them; only the source's rows stay, as the single-process load
+                summary = run.workspace.load(pools.RowStream(str(run.source), rows_in_order(blocks, ids), rejects),
+                                             keep_only_source=True)
         except BaseException:
             self.close()
-            if created:
-                shutil.rmtree(run.out, ignore_errors=True)
             raise
         self._ids = ids
         clock("write_pool")

@@ -53,6 +53,19 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
         raise
 
 
+@contextlib.contextmanager
+def removed_on_failure(*paths: str | os.PathLike) -> Iterator[None]:
+    """Remove each of ``paths`` (outermost first) that did not exist before the block, if the block raises: a load
+    that fails leaves no folder it made (a run's ``out``, its workspace)."""
+    made = [Path(p) for p in paths if not os.path.exists(p)]
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def modified_before(path: Path, cutoff: float) -> bool:
     try:
         return path.stat().st_mtime < cutoff
