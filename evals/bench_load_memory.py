@@ -1,5 +1,5 @@
-"""Benchmark: peak memory and time of loading a pool, part by part (``Workspace.load``) against the whole pool
-in memory (the reference: what ``Workspace.load`` did before, and what ``curate.pools.load`` still does).
+"""Benchmark: peak memory and time of loading a pool, part by part (``Workspace.load``, ``curate.load``) against
+the whole pool in memory (the reference: what both did before).
 
     python evals/bench_load_memory.py [--rows 1000000] [--dir /tmp/curate-bench-load]
 
@@ -10,9 +10,11 @@ own:
 * ``reference``: ``pools.read`` (every row a Python dict) -> ``pools.assign_ids`` -> ``pools.to_table`` ->
   ``datasets.Dataset(table).save_to_disk``, the former body of ``Workspace.load``;
 * ``parts``: ``Workspace(...).load(path, on_error="skip")``: the source read into Arrow parts on disk
-  (``curate.pools.stage``), then the pool written from the memory-mapped parts.
+  (``curate.pools.stage``), then the pool written from the memory-mapped parts;
+* ``dataset``: ``curate.load(path, on_error="skip")``, the notebook's in-memory ``datasets.Dataset``: the source
+  read into Arrow parts, then read back into memory as Arrow columns (saved with ``save_to_disk`` to compare).
 
-Both must write the same table (checked). Prints one ``RESULT`` line.
+All must write the same table (checked). Prints one ``RESULT`` line.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ def run_part(way: str, source: str, out: Path) -> dict:
         table, _ = pools.to_table(result.rows)
         datasets.Dataset(table).save_to_disk(str(out / "pool"))
         rows = len(result.rows)
+    elif way == "dataset":
+        import warnings
+
+        import curate
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the malformed lines' warning
+            dataset = curate.load(source, on_error="skip")
+        dataset.save_to_disk(str(out / "pool"))
+        rows = len(dataset)
     else:
         from curate.session import Workspace
 
@@ -65,7 +77,7 @@ def main() -> None:
 
     source, _ = write_pool(args.dir, args.rows, shards=1)
     results = {}
-    for way in ("reference", "parts"):
+    for way in ("reference", "parts", "dataset"):
         out = args.dir / way
         shutil.rmtree(out, ignore_errors=True)
         done = subprocess.run([sys.executable, __file__, "--part", way, "--source", str(source), "--out", str(out)],
@@ -76,12 +88,14 @@ def main() -> None:
 
     import datasets
 
-    same = datasets.load_from_disk(str(args.dir / "reference" / "pool")).data.table.equals(
-        datasets.load_from_disk(str(args.dir / "parts" / "pool")).data.table)
-    ref, parts = results["reference"], results["parts"]
+    tables = {way: datasets.load_from_disk(str(args.dir / way / "pool")).data.table for way in results}
+    same = all(tables["reference"].equals(tables[way]) for way in ("parts", "dataset"))
+    ref, parts, dataset = results["reference"], results["parts"], results["dataset"]
     print(f"RESULT rows={parts['rows']} reference_peak_mb={ref['peak_mb']:.0f} parts_peak_mb={parts['peak_mb']:.0f} "
           f"peak_ratio={ref['peak_mb'] / parts['peak_mb']:.2f} reference_s={ref['seconds']:.1f} "
-          f"parts_s={parts['seconds']:.1f} speed_ratio={ref['seconds'] / parts['seconds']:.2f} same_table={same}")
+          f"parts_s={parts['seconds']:.1f} speed_ratio={ref['seconds'] / parts['seconds']:.2f} "
+          f"dataset_peak_mb={dataset['peak_mb']:.0f} dataset_peak_ratio={ref['peak_mb'] / dataset['peak_mb']:.2f} "
+          f"dataset_s={dataset['seconds']:.1f} same_table={same}")
 
 
 if __name__ == "__main__":

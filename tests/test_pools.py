@@ -242,6 +242,19 @@ def test_skip_without_a_rejects_path_writes_nothing_and_names_the_rejects(tmp_pa
     assert len(ds) == 9 and sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_load_reads_through_a_temporary_folder_it_removes_after_a_load_and_after_an_error(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.warns(UserWarning, match="1 record"):
+        assert len(curate.load(_bad_pool(tmp_path), on_error="skip")) == 9
+    with pytest.raises(InputError, match="line 7"):
+        curate.load(_bad_pool(tmp_path))
+    assert list(scratch.iterdir()) == []
+
+
 def test_sample_names_the_bundled_pool_unless_a_file_of_that_name_is_here(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bundled = pools.read("sample")

@@ -256,22 +256,31 @@ def load(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
     ``mapping``: the shape's field -> your column, e.g. ``{"instruction": "query", "output": "reply"}``.
     ``on_error="skip"`` leaves bad records out with a warning; they are written to ``rejects_path`` only when
     one is given (nothing is written otherwise). ``pools.read`` returns them as ``Reject`` objects.
+    The dataset is held in memory as Arrow columns. The source is read part by part (:func:`stage`) into a temporary
+    folder (``TMPDIR``; removed after), so the read holds one part's rows as Python objects, not the pool's.
     """
+    import shutil
+    import tempfile
+    import uuid
+
     import datasets
+    import pyarrow as pa
 
-    result = read(source, format=format, mapping=mapping, on_error=on_error, max_field_chars=max_field_chars)
-    if result.rejects:
-        if rejects_path is not None:
-            write_rejects(result.rejects, rejects_path)
-            where = f"reasons in {rejects_path}"
-        else:
-            shown = "; ".join(str(r) for r in result.rejects[:REJECTS_SHOWN])
-            where = (f"{shown}{'; ...' if len(result.rejects) > REJECTS_SHOWN else ''} "
-                     "(pass rejects_path= to write them all, or use curate.pools.read for the records)")
-        warnings.warn(f"{len(result.rejects)} record(s) of {result.source} left out: {where}", stacklevel=2)
-    if not result.rows:
-        raise InputError(result.source, "file", "no usable records")
-    assign_ids(result.rows)
-    table, _ = to_table(result.rows)
-    return datasets.Dataset(table)
-
+    with tempfile.TemporaryDirectory(prefix="curate-load-") as folder:
+        staged = stage(source, folder, format=format, mapping=mapping, on_error=on_error,
+                       max_field_chars=max_field_chars)
+        if staged.rejects:
+            with open(staged.rejects_file, encoding="utf-8") as fh:
+                shown = [Reject(**json.loads(line)) for line in itertools.islice(fh, REJECTS_SHOWN)]
+            if rejects_path is not None:
+                shutil.copyfile(staged.rejects_file, rejects_path)
+                where = f"reasons in {rejects_path}"
+            else:
+                where = (f"{'; '.join(map(str, shown))}{'; ...' if staged.rejects > REJECTS_SHOWN else ''} "
+                         "(pass rejects_path= to write them all, or use curate.pools.read for the records)")
+            warnings.warn(f"{staged.rejects} record(s) of {staged.source} left out: {where}", stacklevel=2)
+        if not staged.rows_read:
+            raise InputError(staged.source, "file", "no usable records")
+        table = pa.concat_tables(staged.tables(in_memory=True))
+    # a fingerprint of our own: without one, datasets hashes the whole table (a pickled copy of the pool in memory)
+    return datasets.Dataset(table, fingerprint=uuid.uuid4().hex)

@@ -43,10 +43,11 @@ class StagedPool:
     def rejects_file(self) -> Path:
         return self.folder / "rejects.jsonl"
 
-    def tables(self) -> Iterator[Any]:
-        """Each part as a memory-mapped ``pyarrow.Table`` (all parts share one schema)."""
+    def tables(self, *, in_memory: bool = False) -> Iterator[Any]:
+        """Each part as a memory-mapped ``pyarrow.Table`` (all parts share one schema); ``in_memory``: read into
+        memory instead, for a table that outlives the folder."""
         for path in self.parts:
-            yield _read(path)
+            yield _read(path, in_memory)
 
     def ids(self) -> Any:
         """Every staged row's id, in order, as one Arrow array (no Python string per row)."""
@@ -137,10 +138,10 @@ def _write(path: Path, table: Any) -> None:
         writer.write_table(table)
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, in_memory: bool = False) -> Any:
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as source:
+    with (pa.OSFile if in_memory else pa.memory_map)(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
 
 
