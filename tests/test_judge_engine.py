@@ -408,3 +408,94 @@ def test_local_backend_starts_no_server_when_every_request_is_cached(tmp_path):
                        cache, progress=False)
     assert server.proc is None and [r.parsed for r in again] == [r.parsed for r in filled]
     server.stop()  # a no-op for a server that never started
+
+
+class _CountingBackend(OpenAIBackend):
+    """The real backend; it also notes how many requests each run was handed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runs: list[int] = []
+
+    async def run(self, requests, on_done):
+        self.runs.append(len(requests))
+        await super().run(requests, on_done)
+
+
+def test_a_judge_hands_a_large_pool_over_in_parts_and_stores_what_one_call_stores(tmp_path, monkeypatch):
+    """ws.apply gives an LLM step JUDGE.rows_per_call rows at a time (requests and answers of 10M rows are not held
+    at once); the column, its failures, digit masses and the run's usage are those of one call over every row."""
+    import dataclasses
+
+    from curate.llm import base
+
+    texts = FAULTS + ["plain four", "plain five", "plain six"]
+    stored = {}
+    for name, rows_per_call in (("whole", 1000), ("parts", 4)):
+        monkeypatch.setattr(base, "JUDGE", dataclasses.replace(base.JUDGE, rows_per_call=rows_per_call))
+        ws = _workspace(tmp_path, texts, name)
+        with FaultServer(retry_after="0", hang_seconds=3.0) as srv:
+            backend = _CountingBackend(srv.base_url, "fault", api_key="k", timeout=1.0, max_retries=3,
+                                       backoff_base=0.05)
+            result = ws.apply(Judge("complexity", backend), progress=False)
+        runs = [{k: r[k] for k in ("rows", "failed", "requests", "cached_requests", "tokens", "cost_usd")}
+                for r in result.provenance["runs"]]
+        stored[name] = (backend.runs, ws.column("complexity"), ws.failures("complexity"),
+                        ws.column("complexity_digit_mass"), runs, result.provenance["score_methods"])
+    assert stored["whole"][0] == [14] and stored["parts"][0] == [4, 4, 4, 2]
+    assert stored["parts"][1:] == stored["whole"][1:]
+    assert stored["parts"][4][0]["requests"] == 14 and stored["parts"][4][0]["failed"] == 3
+    # a batch backend is given every row at once: each of its calls is a submission answered within hours
+    from curate.llm.batch import OpenAIBatchBackend
+
+    batch = OpenAIBatchBackend("http://127.0.0.1:9/v1", "fault", workspace=_workspace(tmp_path, ["x"], "b"),
+                               api_key="k")
+    assert Judge("complexity", batch).rows_per_call is None and Judge("complexity", backend).rows_per_call == 4
+
+
+def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(tmp_path, monkeypatch):
+    """After HTTP 401 a backend sends nothing more in that call; each later call (the next part of the pool) asks
+    again with one request, so a fixed key is used as soon as it is fixed and a wrong one costs one request a part."""
+    import dataclasses
+
+    from curate.llm import base
+
+    monkeypatch.setattr(base, "JUDGE", dataclasses.replace(base.JUDGE, rows_per_call=3))
+    ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(12)])
+    with FaultServer(api_key="right") as srv:
+        wrong = _CountingBackend(srv.base_url, "fault", api_key="wrong", concurrency=8, timeout=5.0)
+        result = ws.apply(Judge("complexity", wrong), progress=False)
+        assert wrong.runs == [3, 3, 3, 3] and result.failed == 12
+        assert srv.total <= 3 + 3  # the first part's requests in flight when the 401 came, then one per part
+        fails = [f for row in ws.failures("complexity") for f in row]
+        assert all(f.code is FailureCode.TRANSIENT and "refuses the API key" in f.message for f in fails)
+        right = OpenAIBackend(srv.base_url, "fault", api_key="right")
+        again = ws.apply(Judge("complexity", right), progress=False, retry_failed=True)
+    assert again.computed == 12 and again.failed == 0
+
+
+def test_a_window_limit_holds_across_the_runs_of_one_backend():
+    """rpm counts the requests of earlier runs (each run has its own event loop): a judge's next part, or the
+    quality judge after the complexity judge, does not start a fresh minute."""
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m", api_key="k", rpm=2)
+    _, rpm, _ = backend._limiters
+    asyncio.run(rpm.acquire(1))
+    asyncio.run(rpm.acquire(1))
+
+    async def third():
+        await asyncio.wait_for(rpm.acquire(1), 0.3)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(third())
+
+
+def test_joined_chunk_stats_sum_and_an_unknown_part_makes_the_sum_unknown():
+    from curate.storage.step import StepOutput, join_outputs
+
+    def part(cost):
+        return StepOutput([1], [[]], stats={"requests": 1, "cost_usd": cost, "tokens": {"prompt": 2}, "model": "m"})
+
+    for costs in ((0.5, None), (None, 0.5)):
+        joined = join_outputs([part(costs[0]), part(costs[1]), part(0.25)])
+        assert joined.stats == {"requests": 3, "cost_usd": None, "tokens": {"prompt": 6}, "model": "m"}
+    assert join_outputs([part(0.5), part(0.25)]).stats["cost_usd"] == 0.75

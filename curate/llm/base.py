@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from curate.codes import FailureCode
+from curate.defaults import JUDGE
 from curate.errors import CurateError
 
 T = TypeVar("T")
@@ -125,6 +126,7 @@ class Backend:
     model = ""
     supports_logprobs = True
     supports_json_schema = True
+    submits_batches = False  # each run is one batch submission (answered within hours): give it every request at once
 
     async def run(self, requests: list[Request], on_done: OnDone) -> None:
         raise NotImplementedError
@@ -135,3 +137,10 @@ class Backend:
 
     def close(self) -> None:
         pass
+
+
+def rows_per_call(backend: Any) -> int | None:
+    """Rows an LLM step hands ``ws.apply`` at a time (``Step.rows_per_call``) with ``backend``: ``JUDGE.rows_per_call``
+    for one that answers each request on its own, so the requests and answers of a large pool are not all held at
+    once; None (every row in one call) for a batch backend, where each call is a submission of its own."""
+    return None if getattr(backend, "submits_batches", False) else JUDGE.rows_per_call

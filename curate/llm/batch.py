@@ -146,6 +146,7 @@ class OpenAIBatchBackend(Backend):
     """
 
     kind = "openai-batch"
+    submits_batches = True
 
     def __init__(self, base_url: str | None, model: str, *, workspace: Any, api_key_env: str = "OPENAI_API_KEY",
                  api_key: str | None = None, max_cost: float | None = None, cache: Any = None,

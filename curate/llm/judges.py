@@ -25,7 +25,7 @@ from typing import Any
 from curate.codes import Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError
-from curate.llm.base import Backend
+from curate.llm.base import Backend, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, CallResult, call_usage, request_params, run_prompt, total_cost
@@ -78,6 +78,11 @@ class Judge:
     @property
     def name(self) -> str:
         return self.prompt.name
+
+    @property
+    def rows_per_call(self) -> int | None:
+        """Rows ``ws.apply`` hands :meth:`run` at a time (``curate.llm.base.rows_per_call``)."""
+        return rows_per_call(self.backend)
 
     def with_backend(self, backend: Backend) -> Judge:
         """The same judge sending its calls to ``backend``."""

@@ -35,19 +35,35 @@ from curate.llm.base import (
 )
 
 
+class _LoopLock:
+    """An ``asyncio.Lock`` for the running event loop: a limiter outlives a run (``run_sync`` runs each in a loop of
+    its own), its lock cannot (an asyncio lock is bound to the loop it was first awaited in)."""
+
+    def __init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def get(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            self._loop, self._lock = loop, asyncio.Lock()
+        return self._lock
+
+
 class _WindowLimiter:
-    """At most ``limit`` units in any 60-second window (requests for RPM, tokens for TPM)."""
+    """At most ``limit`` units in any 60-second window (requests for RPM, tokens for TPM), across runs: the window
+    a run leaves counts for the next (a judge in chunks, or the quality judge after the complexity judge)."""
 
     def __init__(self, limit: float, window: float = 60.0):
         self.limit = float(limit)
         self.window = window
         self.events: collections.deque[tuple[float, float]] = collections.deque()
         self.used = 0.0
-        self.lock = asyncio.Lock()
+        self.lock = _LoopLock()
 
     async def acquire(self, amount: float = 1.0) -> None:
         amount = min(amount, self.limit)  # a single oversized request still goes, alone in its window
-        async with self.lock:
+        async with self.lock.get():
             while True:
                 now = time.monotonic()
                 while self.events and now - self.events[0][0] >= self.window:
@@ -60,17 +76,18 @@ class _WindowLimiter:
 
 
 class _RateLimiter:
-    """Request starts at least ``1 / rate`` seconds apart: a requests-per-second limit without bursts."""
+    """Request starts at least ``1 / rate`` seconds apart: a requests-per-second limit without bursts (across runs,
+    as :class:`_WindowLimiter`)."""
 
     def __init__(self, rate: float):
         if rate <= 0:
             raise CurateError(f"requests per second must be > 0 (got {rate:g})")
         self.interval = 1.0 / float(rate)
         self.next = 0.0
-        self.lock = asyncio.Lock()
+        self.lock = _LoopLock()
 
     async def acquire(self) -> None:
-        async with self.lock:  # reserve the next start slot, then wait for it outside the lock
+        async with self.lock.get():  # reserve the next start slot, then wait for it outside the lock
             now = time.monotonic()
             start = max(now, self.next)
             self.next = start + self.interval
@@ -98,6 +115,9 @@ class OpenAIBackend(Backend):
         self.rpm, self.tpm, self.rps = rpm, tpm, rps
         if rps is not None and rps <= 0:
             raise CurateError(f"rps must be > 0 (got {rps:g})")
+        # the limits hold across runs (a Judge sends a large pool in several runs)
+        self._limiters = (_RateLimiter(rps) if rps else None, _WindowLimiter(rpm) if rpm else None,
+                          _WindowLimiter(tpm) if tpm else None)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_cost = max_cost
@@ -188,26 +208,29 @@ class OpenAIBackend(Backend):
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=0, timeout=self.timeout)
-        rps = _RateLimiter(self.rps) if self.rps else None
-        rpm = _WindowLimiter(self.rpm) if self.rpm else None
-        tpm = _WindowLimiter(self.tpm) if self.tpm else None
         queue: collections.deque[Request] = collections.deque(requests)
         self._settled = asyncio.Event()  # bound to this run's event loop
-        self.refused = None  # each run asks again: the key may have been fixed since (it is read per run)
 
         async def worker() -> None:
             while queue:
                 req = queue.popleft()
-                on_done(req, await self._one(client, req, rps, rpm, tpm))
+                on_done(req, await self._one(client, req))
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
+            if self.refused is not None and queue:
+                # each run asks again, with one request, not a full round: the key may have been fixed since (it
+                # is read per run), and a judge sends a large pool in several runs
+                self.refused = None
+                probe = queue.popleft()
+                on_done(probe, await self._one(client, probe))
+            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(queue)))))
         finally:
             await client.close()
 
-    async def _one(self, client, req: Request, rps, rpm, tpm) -> dict[str, Any]:
+    async def _one(self, client, req: Request) -> dict[str, Any]:
         import openai
 
+        rps, rpm, tpm = self._limiters
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if self.refused is not None:  # every request would get the same answer: none is sent

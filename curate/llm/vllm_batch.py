@@ -40,6 +40,7 @@ class VLLMBatchBackend(Backend):
     """vLLM's batch runner over a local model folder (default: the converted SmolLM2)."""
 
     kind = "vllm-batch"
+    submits_batches = True
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
                  max_model_len: int = 2048, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,

@@ -122,15 +122,19 @@ class StepContext:
 
 def join_outputs(outputs: list[StepOutput]) -> StepOutput:
     """The outputs of consecutive chunks of rows as one: values, failures and extra columns in row order; numeric
-    stats summed, nested dicts joined the same way, any other stat the last chunk's."""
+    stats summed (a sum with a part unknown, None, is unknown: a cost no price was known for), nested dicts joined
+    the same way, any other stat the last chunk's."""
+    def number(value: Any) -> bool:
+        return value is None or isinstance(value, int | float) and not isinstance(value, bool)
+
     def join_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
         for key, value in b.items():
             held = out.get(key)
             if isinstance(held, dict) and isinstance(value, dict):
                 out[key] = join_stats(held, value)
-            elif isinstance(held, int | float) and isinstance(value, int | float) and not isinstance(value, bool):
-                out[key] = held + value
+            elif key in out and number(held) and number(value):
+                out[key] = None if held is None or value is None else held + value
             else:
                 out[key] = value
         return out

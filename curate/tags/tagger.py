@@ -72,6 +72,13 @@ class Tagger:
     def with_backend(self, backend: Any) -> Tagger:
         return Tagger(backend, prompt=self.prompt, column=self.column, params=self.params)
 
+    @property
+    def rows_per_call(self) -> int | None:
+        """Rows ``ws.apply`` hands :meth:`run` at a time (``curate.llm.base.rows_per_call``)."""
+        from curate.llm.base import rows_per_call
+
+        return rows_per_call(self.backend)
+
     def _require_backend(self) -> Any:
         if self.backend is None:
             raise ValueError("the InsTag tagger needs a backend: Tagger(backend) or tagger.with_backend(backend)")
