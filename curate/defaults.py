@@ -130,6 +130,7 @@ class SignalDefaults:
     batch_tokens_cuda: int = 65536   # the same on a CUDA device
     max_batch_cuda: int = 256
     ifd_max: float = 1.0             # IFD >= this: the instruction does not help (Cherry LLM drops these)
+    rows_per_call: int = 5_000       # rows a signal step is given at a time by ws.apply (token ids in memory at once)
     perplexity_band: tuple[float, float] = (0.1, 0.9)  # quantiles of the band the perplexity selector keeps
     lora_steps: int = 200            # learnability: LoRA steps of the reference model (LoBaSS: brief tuning)
     lora_rank: int = 8

@@ -303,6 +303,35 @@ def test_learnability_tunes_once_and_rises_on_the_reference_rows(tiny_model, tmp
     assert Learnability(reference[:2], tiny_model, dtype="float32", lora=cfg).fingerprint() != step.fingerprint()
 
 
+def test_signals_handed_the_pool_in_parts_store_what_one_call_stores(tiny_model, tmp_path):
+    """ws.apply gives a signal step ``rows_per_call`` rows at a time (a pool's token ids would not fit in memory):
+    the columns, failures and summed stats are those of one call over every row; learnability trains its reference
+    model once (the later parts load it from the cache) and its provenance names the tuned adapter once."""
+    rows = [*CONVERSATIONS, conv(("Only a question, no reply", None))]
+    stored = {}
+    for name, rows_per_call in (("whole", None), ("parts", 2)):
+        (tmp_path / name).mkdir()
+        ws = workspace(tmp_path / name, rows)
+        steps = [IFD(tiny_model, dtype="float32"),
+                 Learnability(CONVERSATIONS[:3], tiny_model, dtype="float32", lora=LoraConfig(steps=5, lr=1e-2))]
+        provenance = []
+        for step in steps:
+            step.rows_per_call = rows_per_call
+            provenance.append(ws.apply(step, progress=False).provenance)
+        columns = ["ifd", "ifd_loss_alone", "learnability", "learnability_loss_reference"]
+        stored[name] = ([ws.column(c) for c in columns], ws.failures("ifd"), ws.failures("learnability"),
+                        [{k: p[k] for k in ("turns_scored", "turns_truncated")} for p in provenance],
+                        provenance[0]["ifd_at_least_one"], provenance[1]["lora"])
+    whole, parts = stored["whole"], stored["parts"]
+    for got, want in zip(parts[0], whole[0], strict=True):  # batches differ: float rounding
+        flat = [[v for row in column for v in (row or [None])] for column in (got, want)]
+        assert [v is None for v in flat[0]] == [v is None for v in flat[1]]
+        assert [v for v in flat[0] if v is not None] == pytest.approx([v for v in flat[1] if v is not None], rel=1e-5)
+    assert parts[1:] == whole[1:]
+    assert whole[3][0]["turns_scored"] == 9 and whole[5]["steps"] == 5
+    assert len(list((tmp_path / "parts" / "ws" / "cache" / "signals" / "lora").glob("*/adapter.json"))) == 1
+
+
 def test_learnability_names_lora_targets_the_model_lacks(tiny_model, tmp_path):
     step = Learnability(CONVERSATIONS[:2], tiny_model, dtype="float32", lora=LoraConfig(steps=1, targets=("c_attn",)))
     with pytest.raises(CurateError, match="lora_targets"):

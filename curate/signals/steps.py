@@ -46,6 +46,9 @@ class _SignalStep:
     granularity = "turn"
     reducer = "mean"
     inputs: tuple[str, ...] = ()
+    # each row is scored on its own: ws.apply hands over this many at a time (a row's exact token ids and log-probs
+    # take ~90 KB at ~1,300 tokens: a pool's worth would not fit in memory)
+    rows_per_call: int | None = SIGNAL.rows_per_call
 
     def __init__(self, model: Any = None, *, engine: Engine | None = None, column: str | None = None,
                  **engine_options: Any):
@@ -174,7 +177,8 @@ class Learnability(_SignalStep):
     """``learnability`` per turn (LoBaSS): mean response loss under the base model minus under the base model
     LoRA-tuned briefly on ``reference`` (conversations or rows); extra ``loss_base``, ``loss_reference``.
 
-    The tuning is cached under ``ctx.cache_dir`` by (base model files, reference token ids, LoRA settings).
+    The tuning is cached under ``ctx.cache_dir`` by (base model files, reference token ids, LoRA settings); each
+    call (``rows_per_call`` rows) loads the tuned model again from that cache.
     """
     column = "learnability"
     kind = "learnability"
@@ -189,6 +193,7 @@ class Learnability(_SignalStep):
         self.reference_requests = [p.conditioned for turns in reference_turns(reference)
                                    for p in self.engine.prompter.plan(turns) if p.failure is None]
         self.adapter_fingerprint = adapter_fingerprint(self.engine.model_dir, self.reference_requests, self.lora)
+        self.adapter: Any = None  # the tuned adapter, once a run has it (its description joins the provenance)
 
     @classmethod
     def from_selection(cls, ws: Any, selection: str, **kwargs: Any) -> Learnability:
@@ -199,8 +204,9 @@ class Learnability(_SignalStep):
         return {**super()._config(), "adapter": self.adapter_fingerprint}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "reference_turns": len(self.reference_requests),
-                "lora": {"fingerprint": self.adapter_fingerprint, **self.lora.__dict__}}
+        lora = (self.adapter.describe() if self.adapter is not None
+                else {"fingerprint": self.adapter_fingerprint, **self.lora.__dict__})
+        return {**super().describe(), "reference_turns": len(self.reference_requests), "lora": lora}
 
     def reference_engine(self, cache_dir: Any) -> Engine:
         """The base model with the (cached or freshly tuned) LoRA merged in."""
@@ -234,9 +240,8 @@ class Learnability(_SignalStep):
             base, tuned = _mean_nll(base_lp[(r, t, "conditioned")]), _mean_nll(ref_lp[(r, t, "conditioned")])
             return base - tuned, {"loss_base": base, "loss_reference": tuned}
 
-        out = self._output(plans, value, ("loss_base", "loss_reference"))
-        out.stats["lora"] = ref.adapter.describe()
-        return out
+        self.adapter = ref.adapter
+        return self._output(plans, value, ("loss_base", "loss_reference"))
 
 
 RUN_SIGNALS = ("ifd", "perplexity")  # the signals `curate run` computes (learnability needs a reference set)
