@@ -111,9 +111,10 @@ def pytest_collection_modifyitems(session, config, items):
     from curate.llm.local import LocalServer
 
     shared = _xdist_shared(config)
-    log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"  # kept after the run, for a failure
+    log = Path(tempfile.mkdtemp(prefix="curate-test-vllm-")) / "server.log"  # kept after a failed run only
     if shared is None:
         _LAUNCHED["server"] = LocalServer(log_path=log, startup_timeout=SERVER_START_S).launch()
+        _LAUNCHED["log"] = log
         return result
     try:
         os.close(os.open(shared / "launch", os.O_CREAT | os.O_EXCL))  # atomic: one worker launches
@@ -122,7 +123,8 @@ def pytest_collection_modifyitems(session, config, items):
         return result
     server = _launch_server(LocalServer(log_path=log, startup_timeout=SERVER_START_S))
     tmp = shared / "server.json.tmp"
-    tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype, "log": str(log)}))
+    tmp.write_text(json.dumps({"port": server.port, "pid": server.pid, "dtype": server.dtype, "log": str(log),
+                               "tmpdir": server.tmpdir}))
     os.replace(tmp, shared / "server.json")
     return result
 
@@ -139,15 +141,20 @@ def _launch_server(server):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    server = _LAUNCHED.pop("server", None)
+    server, log = _LAUNCHED.pop("server", None), _LAUNCHED.pop("log", None)
     if server is not None:
         server.stop()
     shared = _LAUNCHED.pop("shared", None)  # the xdist controller, after every worker: stop the shared server
     if shared is not None:
         announced = Path(shared) / "server.json"
         if announced.exists():
-            _stop_group(json.loads(announced.read_text())["pid"])
+            info = json.loads(announced.read_text())
+            _stop_group(info["pid"])
+            shutil.rmtree(info["tmpdir"], ignore_errors=True)  # what LocalServer.stop removes
+            log = Path(info["log"])
         shutil.rmtree(shared, ignore_errors=True)
+    if log is not None and exitstatus == 0:  # the server's log is worth keeping only when something failed
+        shutil.rmtree(Path(log).parent, ignore_errors=True)
 
 
 def _stop_group(pid: int, timeout: float = 20.0) -> None:
@@ -179,6 +186,7 @@ def _shared_server(shared: Path):
         time.sleep(0.5)
     info = json.loads((shared / "server.json").read_text())
     server = LocalServer(port=info["port"], log_path=info["log"], dtype=info["dtype"])
+    server.tmpdir = info["tmpdir"]  # for the tests to look into (this view stops nothing: it launched nothing)
     while True:
         try:
             os.kill(info["pid"], 0)

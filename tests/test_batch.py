@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -185,7 +186,12 @@ def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, 
     online, batch = _workspace(tmp_path, texts, "online"), _workspace(tmp_path, texts, "batch")
     reference = online.apply(Judge("complexity", local_llm.backend()), progress=False)
     runner = VLLMBatchBackend(log_path=tmp_path / "batch.log", dtype=local_llm.dtype)  # the server's dtype
+    system_temp = set(Path(tempfile.gettempdir()).glob("vllm_dist_*"))
     result = batch.apply(Judge("complexity", runner), progress=False)
+    # vLLM leaves a vllm_dist_<uuid> file in the temp folder at every start: the runner's and the server's go in
+    # folders of their own, removed with them
+    assert set(Path(tempfile.gettempdir()).glob("vllm_dist_*")) == system_temp
+    assert list(Path(local_llm.tmpdir).glob("vllm_dist_*"))
     assert result.provenance["cached_requests"] == 0 and result.provenance["tokens"]["prompt"] > 0  # really run
     assert result.provenance["tokens"]["prompt"] == reference.provenance["tokens"]["prompt"]  # the same prompts
     got, want = _by_text(batch, "complexity"), _by_text(online, "complexity")

@@ -79,7 +79,7 @@ class VLLMBatchBackend(Backend):
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "wb") as log:
                 proc = subprocess.Popen(self.command(inp, out), stdout=log, stderr=subprocess.STDOUT,
-                                        env=server_env(curate_home()), start_new_session=True)
+                                        env=server_env(curate_home(), tmp), start_new_session=True)
                 try:
                     proc.wait(self.timeout)
                 except subprocess.TimeoutExpired:
