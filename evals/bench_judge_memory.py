@@ -6,7 +6,7 @@ judge ``JUDGE.rows_per_call`` rows at a time) against every row in one call (the
 The judge is ``complexity`` (a digit score with top-20 logprobs, as DEITA's) on an OpenAI-compatible server on
 loopback (``tests/fault_server.py`` in its own process: no latency, 64 slots). The pool (synthetic rows of random
 words, ~1.5 KB each) is loaded once; each way scores its own copy of the workspace in its own process, so each
-peak (getrusage ``ru_maxrss``) is its own; ``growth`` is the peak above the process's peak once the workspace is
+peak (``VmHWM``) is its own; ``growth`` is the peak above the process's peak once the workspace is
 open and its ids read (imports, the pool's ids and index), before the judge runs. Both must store the same column
 (checked). Prints one ``RESULT`` line.
 """
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's curate, also in the part processes
+
+
+def own_peak_mb() -> float:
+    """This process's own peak resident memory (VmHWM, MiB): unlike ``ru_maxrss``, it does not inherit the peak of
+    the parent this process was forked from."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run_part(way: str, workspace: Path, base_url: str) -> dict:
@@ -38,13 +46,13 @@ def run_part(way: str, workspace: Path, base_url: str) -> dict:
 
     ws = Workspace.open(workspace)
     _ = ws.ids, ws.index  # read before the baseline: both ways hold them
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = own_peak_mb()
     judge = (WholeJudge if way == "whole" else Judge)("complexity", OpenAIBackend(base_url, "bench", api_key="k",
                                                                                   concurrency=64))
     start = time.perf_counter()
     result = ws.apply(judge, progress=False)
     return {"way": way, "rows": result.computed, "failed": result.failed, "seconds": time.perf_counter() - start,
-            "open_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "open_mb": before, "peak_mb": own_peak_mb()}
 
 
 def write_pool(path: Path, rows: int) -> Path:
