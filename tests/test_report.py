@@ -612,3 +612,28 @@ def test_a_report_over_a_folder_is_refused_before_the_page_is_built_and_leaves_n
         build_report(ws, tmp_path / "r.html")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert build_report(ws, tmp_path / "out" / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_column_is_a_score_by_its_stored_type_numbers_or_per_turn_numbers_one_value_a_row(tmp_path):
+    """What the report plots and summarises as scores (is_numeric reads the column's Arrow type, not each value)."""
+    from curate.report.summary import column_stats, is_numeric, numeric_columns
+
+    ws = synthetic_workspace(tmp_path / "ws")
+    n = len(ws)
+    cases = {  # column -> (values, declared reducer, a score?)
+        "floats": ([None, 2.5] + [1.0] * (n - 2), None, True),
+        "ints": ([3] * n, None, True),
+        "turns_summed": ([[1.0, None], [2.0]] + [None] * (n - 2), "sum", True),
+        "one_turn_each": ([[1.0], [2]] + [[]] * (n - 2), None, True),
+        "two_turns_no_reducer": ([[1.0, 2.0]] + [None] * (n - 1), None, False),
+        "texts": (["a"] * n, None, False),
+        "flags": ([True] * n, None, False),
+        "tag_lists": ([["a"]] * n, None, False),
+        "nothing": ([None] * n, None, False),
+    }
+    for name, (values, reducer, _) in cases.items():
+        ws.add_column(name, values, {"kind": "test", **({"reducer": reducer} if reducer else {})})
+    assert {name: is_numeric(ws, name, reducer) for name, (_, reducer, _) in cases.items()} == {
+        name: score for name, (_, _, score) in cases.items()}
+    assert set(numeric_columns(ws)) >= {name for name, (_, _, score) in cases.items() if score}
+    assert column_stats(ws, "turns_summed")["kind"] == "per-turn scores" and column_stats(ws, "texts")["kind"] == "text"

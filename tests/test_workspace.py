@@ -51,6 +51,33 @@ def test_columns_are_keyed_by_id(tmp_path, shapes):
     assert np.isnan(ws.column_array("partial")[0])
 
 
+def test_reading_reads_a_column_once_until_it_changes_and_hands_out_lists_of_their_own(tmp_path, shapes):
+    """ws.reading() (the report) reads each column from disk once; another writer's new version is read anew."""
+    from curate.storage import columns
+
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["alpaca"])
+    ids = ws.ids
+    ws.add_column("s", [[1.0, 2.0], [3.0], None, [4.0], [5.0]], {"kind": "test", "reducer": "sum"})
+    reads = []
+    real = columns._aligned
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(columns, "_aligned", lambda *a: reads.append(a[1].name) or real(*a))
+        with ws.reading():
+            first = ws.column("s")
+            first.append("mine")  # the caller's own list
+            assert ws.column("s") == [[1.0, 2.0], [3.0], None, [4.0], [5.0]]
+            assert ws.column("s", [ids[3], ids[0]]) == [[4.0], [1.0, 2.0]]
+            assert ws.row_values("s") == [3.0, 3.0, None, 4.0, 5.0] == ws.row_values("s")
+            assert reads == ["s.arrow"]
+            curate.Workspace.open(ws.path).add_column("s", [[9.0]] * 5, {"kind": "test", "reducer": "sum"})
+            assert ws.column("s") == [[9.0]] * 5 and ws.row_values("s") == [9.0] * 5  # rewritten meanwhile
+            assert reads == ["s.arrow", "s.arrow"]
+        ws.column("s")
+        ws.column("s")
+        assert len(reads) == 4  # outside the stretch every call reads
+
+
 def test_merge_column_writes_over_the_ids_given_and_keeps_the_rest_in_pool_order(tmp_path, shapes):
     ws = curate.Workspace(tmp_path / "ws")
     ws.load(shapes["alpaca"])

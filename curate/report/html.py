@@ -62,6 +62,11 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
 
 def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -> str:
     """The curation report as one HTML string (see :func:`build_report`)."""
+    with ws.reading():  # its sections read the same score columns several times: from disk once
+        return _report_html(ws, selection, samples)
+
+
+def _report_html(ws: Workspace, selection: str | None, samples: int) -> str:
     selection = selection if selection is not None else default_selection(ws)
     if selection is not None and selection not in ws.selections:
         raise WorkspaceError(f"{ws.path}: no selection {selection!r}; have {sorted(ws.selections)}")

@@ -151,7 +151,8 @@ def _scatter_by_role(ax, xs: np.ndarray, ys: np.ndarray, shown: np.ndarray, kept
         if (mask & shown).any():
             ax.scatter(xs[mask & shown], ys[mask & shown], s=size, c=colour, linewidths=0,
                        label=f"{label} ({(mask & shown).sum():,})")
-    ax.legend(fontsize=8, markerscale=2)
+    # beside the axes: placed "best" inside, matplotlib scans every point (11.7 s of a 1M-row report)
+    ax.legend(fontsize=8, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,

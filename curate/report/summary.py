@@ -43,10 +43,6 @@ def default_selection(ws: Workspace) -> str | None:
 
 
 # -- columns -------------------------------------------------------------------------------------
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def has_value(v: Any) -> bool:
     """A complete value: not missing, and no turn of a per-turn list missing."""
     if v is None or v == [] or v == "":
@@ -54,19 +50,28 @@ def has_value(v: Any) -> bool:
     return not (isinstance(v, list) and any(x is None for x in v))
 
 
-def is_numeric(values: list[Any], reducer: str | None) -> bool:
-    """True when every filled value is a number, or a per-turn list of numbers that has one value per row
-    (a declared reducer, or one turn everywhere)."""
-    filled = [v for v in values if v is not None]
-    if not filled:
+def is_numeric(ws: Workspace, name: str, reducer: str | None) -> bool:
+    """True when every filled value of derived column ``name`` is a number, or a per-turn list of numbers that has
+    one value per row (a declared reducer, or one turn everywhere). Read from the column's Arrow type, which every
+    value shares, not value by value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = ws.column_values_array(name)
+    if values.null_count == len(values):
         return False
-    for v in filled:
-        if isinstance(v, (list, tuple)):
-            if not all(x is None or _is_number(x) for x in v) or (reducer is None and len(v) > 1):
-                return False
-        elif not _is_number(v):
+    kind = values.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        if not (_number_type(kind.value_type) or pa.types.is_null(kind.value_type)):
             return False
-    return True
+        return reducer is not None or (pc.max(pc.list_value_length(values)).as_py() or 0) <= 1
+    return _number_type(kind)
+
+
+def _number_type(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
 
 def is_failure_column(name: str, prov: dict[str, Any]) -> bool:
@@ -76,7 +81,7 @@ def is_failure_column(name: str, prov: dict[str, Any]) -> bool:
 def numeric_columns(ws: Workspace) -> list[str]:
     """Derived columns that hold scores: one number per row, directly or through a declared reducer."""
     return [name for name, prov in ws.columns.items()
-            if not is_failure_column(name, prov) and is_numeric(ws.column(name), prov.get("reducer"))]
+            if not is_failure_column(name, prov) and is_numeric(ws, name, prov.get("reducer"))]
 
 
 def step_columns(ws: Workspace) -> list[str]:
@@ -110,7 +115,7 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
         stats["never_computed"] = len(never_computed(ws, name))
     if is_failure_column(name, prov):
         stats["kind"] = "failures"
-    elif is_numeric(values, prov.get("reducer")):
+    elif is_numeric(ws, name, prov.get("reducer")):
         per_turn = prov.get("granularity") == "turn" or any(isinstance(v, list) for v in filled)
         stats["kind"] = "per-turn scores" if per_turn else "number"
         if per_turn and prov.get("reducer"):

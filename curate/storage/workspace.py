@@ -35,7 +35,7 @@ import numpy as np
 from curate.codes import Decision, Failure, Reason
 from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
-from curate.storage import blobs, export, pool
+from curate.storage import blobs, columns, export, pool
 from curate.storage.apply import ApplyResult, apply_step, merge_column, parse_failures
 from curate.storage.files import (
     LOCK_FILE,
@@ -52,7 +52,7 @@ from curate.storage.files import (
     write_arrow,
 )
 from curate.storage.selection import Selection, selection_table
-from curate.storage.step import RowInput, reduce_turns
+from curate.storage.step import RowInput
 
 log = logging.getLogger("curate")
 
@@ -64,6 +64,7 @@ class Workspace:
         self.path = Path(path)
         self._pool = None
         self._pool_stamp: tuple[int, int] | None = None
+        self._reads: dict | None = None  # memoised column reads inside ``reading()``
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         if not (self.path / MANIFEST).exists():
@@ -253,21 +254,16 @@ class Workspace:
 
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
         """A column's values aligned to ``ids`` (default: pool order; None where a row lacks one); pool fields too."""
-        path = self._column_path(name)
-        if not path.exists():
-            if self.has_pool and name in self.pool.column_names:
-                values = self.pool.data.table.column(name).to_pylist()
-                return values if ids is None else [values[self.index[i]] for i in ids]
-            pool = [c for c in self.pool.column_names if c not in ("id", "conversation")] if self.has_pool else []
-            raise WorkspaceError(f"{self.path}: no column {name!r}; derived columns {sorted(self.columns)}, pool fields {pool}")
-        table = read_arrow(path)
-        col_ids = table.column("id").to_pylist()
-        values = table.column("value").to_pylist()
-        want = self.ids if ids is None else ids
-        if col_ids == want:
-            return values
-        pos = dict(zip(col_ids, values, strict=True))
-        return [pos.get(i) for i in want]
+        return columns.column(self, name, ids)
+
+    def column_values_array(self, name: str) -> Any:
+        """A derived column's stored values as an Arrow ``ChunkedArray``, in the file's row order (memory-mapped)."""
+        return read_arrow(self._column_path(name)).column("value")
+
+    def reading(self):
+        """Context manager: a stretch of reads (a report) in which each column is read from disk once, unless it
+        changes meanwhile (:mod:`curate.storage.columns`)."""
+        return columns.reading(self)
 
     def column_ids(self, name: str) -> list[str]:
         """Ids a derived column covers."""
@@ -294,8 +290,7 @@ class Workspace:
     def row_values(self, name: str, ids: list[str] | None = None) -> list[Any]:
         """One value per row: per-turn values reduced with the column's declared reducer (None if any
         turn has none). Selection, plots, the report and training all read scores through this."""
-        reducer = self.reducer(name)
-        return [reduce_turns(v, reducer) for v in self.column(name, ids)]
+        return columns.row_values(self, name, ids)
 
     def column_array(self, name: str, ids: list[str] | None = None) -> np.ndarray:
         """``row_values`` as float64, NaN where missing."""

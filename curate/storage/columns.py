@@ -1,0 +1,86 @@
+"""Reading derived columns: ``Workspace.column`` and ``Workspace.row_values``, and ``Workspace.reading()``, a stretch
+of reads (the report) in which each column is read from disk once, unless it changes meanwhile.
+
+A column file holds (id, value, fingerprint) rows; a read aligns the values to the ids asked for (default: pool
+order). Inside ``reading()`` the pool-order values of a column, and its reduced row values, are kept until the
+stretch ends, keyed by the column file's identity (inode, size, modification time) and the pool's, so a column
+another process rewrote is read again. Each caller gets a list of its own; per-turn lists inside are shared, to
+read, not to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from curate.storage.files import read_arrow
+from curate.storage.step import reduce_turns
+
+Workspace = Any  # curate.storage.workspace.Workspace (not imported: it imports this module)
+
+
+@contextlib.contextmanager
+def reading(ws: Workspace) -> Iterator[Workspace]:
+    """``Workspace.reading``'s body: memoised column reads until the outermost stretch ends."""
+    if ws._reads is not None:  # nested: the outer stretch keeps what is read
+        yield ws
+        return
+    ws._reads = {}
+    try:
+        yield ws
+    finally:
+        ws._reads = None
+
+
+def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
+    """``Workspace.column``'s body: a column's values aligned to ``ids`` (default: pool order; None where a row lacks
+    one); pool fields too."""
+    path = ws._column_path(name)
+    if not path.exists():
+        return _pool_field(ws, name, ids)
+    if ws._reads is None:
+        return _aligned(ws, path, ws.ids if ids is None else ids)
+    values = _remembered(ws, ("column", name), path, lambda: _aligned(ws, path, ws.ids))
+    return list(values) if ids is None else [values[ws.index[i]] for i in ids]
+
+
+def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
+    """``Workspace.row_values``'s body: per-turn values reduced with the column's declared reducer."""
+    reducer = ws.reducer(name)
+    path = ws._column_path(name)
+    if ws._reads is None or not path.exists() or ids is not None:
+        return [reduce_turns(v, reducer) for v in column(ws, name, ids)]
+    return list(_remembered(ws, ("rows", name), path,
+                            lambda: [reduce_turns(v, reducer) for v in column(ws, name)]))
+
+
+def _remembered(ws: Workspace, key: tuple[str, str], path: Any, read: Callable[[], list[Any]]) -> list[Any]:
+    ws.pool  # noqa: B018 (opens the pool if it was not: the stamp below is the one the values align to)
+    stat = os.stat(path)
+    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns, ws._pool_stamp)
+    held = ws._reads.get(key)
+    if held is None or held[0] != stamp:
+        held = ws._reads[key] = (stamp, read())
+    return held[1]
+
+
+def _aligned(ws: Workspace, path: Any, want: list[str]) -> list[Any]:
+    table = read_arrow(path)
+    col_ids = table.column("id").to_pylist()
+    values = table.column("value").to_pylist()
+    if col_ids == want:
+        return values
+    pos = dict(zip(col_ids, values, strict=True))
+    return [pos.get(i) for i in want]
+
+
+def _pool_field(ws: Workspace, name: str, ids: list[str] | None) -> list[Any]:
+    from curate.errors import WorkspaceError
+
+    if ws.has_pool and name in ws.pool.column_names:
+        values = ws.pool.data.table.column(name).to_pylist()
+        return values if ids is None else [values[ws.index[i]] for i in ids]
+    pool = [c for c in ws.pool.column_names if c not in ("id", "conversation")] if ws.has_pool else []
+    raise WorkspaceError(f"{ws.path}: no column {name!r}; derived columns {sorted(ws.columns)}, pool fields {pool}")
