@@ -165,6 +165,11 @@ def _decision_line(sel: Selection) -> str:
 
 def workspace_html(ws: Workspace) -> str:
     """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections."""
+    with ws.reading():  # a column's stats read it more than once
+        return _workspace_html(ws)
+
+
+def _workspace_html(ws: Workspace) -> str:
     info = ws.info()
     fmts = ", ".join(f"{k}: {v:,}" for k, v in info["formats"].items())
     cols = column_stats_table(ws, info["columns"]) if info["columns"] else "<p>no derived columns yet</p>"
