@@ -637,3 +637,22 @@ def test_a_column_is_a_score_by_its_stored_type_numbers_or_per_turn_numbers_one_
         name: score for name, (_, _, score) in cases.items()}
     assert set(numeric_columns(ws)) >= {name for name, (_, _, score) in cases.items() if score}
     assert column_stats(ws, "turns_summed")["kind"] == "per-turn scores" and column_stats(ws, "texts")["kind"] == "text"
+
+
+def test_the_pool_cards_count_multi_turn_rows_and_rows_without_a_reply_part_by_part(tmp_path, monkeypatch):
+    from curate.report import sections
+    from tests.conftest import write_jsonl
+
+    rows = [{"instruction": "one", "output": "a"}, {"instruction": "two", "output": "   "},
+            {"instruction": "three"},
+            {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "r1"},
+                          {"role": "user", "content": "q2"}, {"role": "assistant", "content": "r2"}]},
+            {"messages": [{"role": "user", "content": "p1"}, {"role": "assistant", "content": "s1"},
+                          {"role": "user", "content": "p2"}]},
+            {"instruction": "six", "output": "f"}]
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    monkeypatch.setattr(sections, "TURN_COUNT_ROWS", 2)  # three parts
+    page = sections.pool_section(ws)
+    cards = dict((k, v) for v, k in re.findall(r"<b>([\d,]+)</b><span>([^<]+)</span>", page))
+    assert cards["multi-turn rows"] == "2" and cards["rows with an empty or missing response"] == "3"

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
 
 REJECT_EXAMPLES = 5
+TURN_COUNT_ROWS = 10_000  # conversations turned into Python objects at a time to count multi-turn and empty rows
 
 
 def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str:
@@ -48,11 +49,22 @@ def groups_table(summary: dict[str, Any]) -> str:
                   for g in summary["groups"]], {2}, {3: "ex"})
 
 
+def _turn_counts(ws: Workspace) -> tuple[int, int]:
+    """(rows with an empty or missing response, multi-turn rows), ``TURN_COUNT_ROWS`` conversations at a time."""
+    from curate.rows import turns
+
+    empty = multi = 0
+    if ws.has_pool:
+        for batch in ws.pool.data.table.select(["conversation"]).to_batches(max_chunksize=TURN_COUNT_ROWS):
+            for row in map(turns, batch.column(0).to_pylist()):
+                empty += any(not (t.response or "").strip() for t in row)
+                multi += len(row) > 1
+    return empty, multi
+
+
 def pool_section(ws: Workspace) -> str:
     info = ws.info()
-    turns = ws.turns() if ws.has_pool else []
-    empty = sum(any(not (t.response or "").strip() for t in row) for row in turns)
-    multi = sum(len(row) > 1 for row in turns)
+    empty, multi = _turn_counts(ws)
     loads = sources(ws)
     rejects = sum(int(s.get("rejects") or 0) for s in loads)
     cards = [(f"{info['rows']:,}", "rows"), (f"{len(info['formats'])}", "formats"),
