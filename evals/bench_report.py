@@ -22,16 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from peak_memory import own_peak_mb  # beside this script
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def own_peak_mb() -> float:
-    """This process's own peak resident memory (VmHWM, MiB): unlike ``ru_maxrss``, it does not inherit the peak of
-    the parent this process was forked from."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def build(folder: Path, rows: int) -> Path:
