@@ -67,7 +67,7 @@ def test_reading_reads_a_column_once_until_it_changes_and_hands_out_lists_of_the
             first = ws.column("s")
             first.append("mine")  # the caller's own list
             assert ws.column("s") == [[1.0, 2.0], [3.0], None, [4.0], [5.0]]
-            assert ws.column("s", [ids[3], ids[0]]) == [[4.0], [1.0, 2.0]]
+            assert ws.column("s", [ids[3], ids[0], "gone"]) == [[4.0], [1.0, 2.0], None]
             assert ws.row_values("s") == [3.0, 3.0, None, 4.0, 5.0] == ws.row_values("s")
             assert reads == ["s.arrow"]
             curate.Workspace.open(ws.path).add_column("s", [[9.0]] * 5, {"kind": "test", "reducer": "sum"})

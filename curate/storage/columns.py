@@ -43,7 +43,10 @@ def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
     if ws._reads is None:
         return _aligned(ws, path, ws.ids if ids is None else ids)
     values = _remembered(ws, ("column", name), path, lambda: _aligned(ws, path, ws.ids))
-    return list(values) if ids is None else [values[ws.index[i]] for i in ids]
+    if ids is None:
+        return list(values)
+    index = ws.index
+    return [None if (k := index.get(i)) is None else values[k] for i in ids]  # as outside: None for an unknown id
 
 
 def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
