@@ -139,6 +139,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     remove(old)
     return out
 
+
 def _write(ds, out: Path, suffix: str) -> Path:
     if suffix in (".jsonl", ".json"):
         ds.to_json(str(out), lines=True, force_ascii=False)

@@ -63,7 +63,9 @@ class StepOutput:
 
     ``values``: per row, a list with one value per turn (turn steps) or one value (row steps); None
     where there is no value, and then ``failures`` of that row says why. ``extra`` holds side columns
-    of the same shape (``<column>_<key>``, e.g. a judge's digit mass). ``stats`` goes into provenance.
+    of the same shape (``<column>_<key>``, e.g. a judge's digit mass). ``stats`` goes into provenance: counts and
+    sums over the rows given (a step with ``rows_per_call`` runs in parts, whose numbers :func:`join_outputs`
+    adds up); what describes the step rather than its rows (a setting, a model) belongs in ``describe()``.
     """
     values: list[Any]
     failures: list[list[Failure]]
