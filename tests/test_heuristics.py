@@ -121,7 +121,11 @@ def test_repeated_tail_and_fences_by_definition():
     assert repeated_tail(words) == (16, 3)
     assert repeated_tail("the cat sat on the mat".split()) == (0, 0)
     assert unclosed_fence("```py\nx = 1\n```\n~~~\ny") and not unclosed_fence("~~~\ny\n~~~")
-    assert not unclosed_fence("use ```x``` inline")
+    assert not unclosed_fence("use ```x``` inline") and not unclosed_fence("```[1, 2]```\nok")
+    # CommonMark: a fence closes on a line of its character at least as long, so markdown shown inside a longer
+    # fence is closed, and a shorter line inside it is content
+    assert not unclosed_fence("Use a longer fence:\n\n````markdown\n```bash\npip install x\n```\n````\n\nDone.")
+    assert not unclosed_fence("```\nx\n`````") and unclosed_fence("````\nprint(1)\n```\n")
 
 
 def test_loops_that_a_small_model_writes_are_loops_and_lists_and_rules_are_not():

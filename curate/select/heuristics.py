@@ -70,7 +70,7 @@ _FLAT_REFUSAL = re.compile(r"^\W*((i|we) (can ?not|can'?t|won'?t|will not)|(i'?m
                            r"engage|support|participate)\b", re.IGNORECASE)
 _AI_DISCLAIMER = re.compile(r"^\W*as an? ((ai|artificial intelligence)( language model| assistant| model| chatbot)?|"
                             r"(large )?language model|llm|digital assistant|virtual assistant)\b", re.IGNORECASE)
-_FENCE = re.compile(r"^[ \t]*(```|~~~)(.*)$", re.MULTILINE)
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$", re.MULTILINE)
 
 
 def _decline_evidence(text: str) -> str | None:
@@ -120,15 +120,17 @@ def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
 
 
 def unclosed_fence(text: str) -> bool:
-    """True when a fenced code block is opened and never closed; a fence line that also closes itself
-    (```[1, 2]```) is inline code."""
+    """True when a fenced code block is opened and never closed, by CommonMark's rule: a block opened by a run of
+    three or more backticks (or tildes) is closed by a line of the same character at least as long, so a reply that
+    shows a fence inside a longer one is closed. A backtick line whose text holds a backtick (```[1, 2]```) is
+    inline code, not a fence."""
     open_fence: str | None = None
     for match in _FENCE.finditer(text):
-        marker, rest = match.group(1), match.group(2).rstrip()
+        marker, rest = match.group(1), match.group(2).strip()
         if open_fence is None:
-            if not rest.endswith(marker):
+            if not (marker[0] == "`" and "`" in rest):
                 open_fence = marker
-        elif marker == open_fence and not rest:
+        elif marker[0] == open_fence[0] and len(marker) >= len(open_fence) and not rest:
             open_fence = None
     return open_fence is not None
 
