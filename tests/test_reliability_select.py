@@ -160,8 +160,11 @@ def test_select_names_a_parameter_of_the_wrong_type_or_range(scored_ws):
         scored_ws.select(method="deita", name="d", budget=2, sort_by=3)
     with pytest.raises(ValueError, match=r"max_cosine_similarity must be a cosine in \[-1, 1\], not 1.5"):
         scored_ws.select(method="deita", name="d", budget=2, max_cosine_similarity=1.5)
+    with pytest.raises(CurateError, match=r"^selector 'heuristics': refusal is a switch: true or false, not 'False'"):
+        scored_ws.select(method="heuristics", name="h", refusal="False")  # `--param refusal=False`: not JSON, so text
     assert scored_ws.selections == {}
     assert len(scored_ws.select(method="threshold", name="t", min_score=np.float64(4)).ids) > 0  # numpy is a number
+    assert scored_ws.select(method="heuristics", name="h", refusal=False).provenance["params"] == {"refusal": False}
 
 
 def test_a_selection_whose_rows_left_the_pool_is_named_not_a_key_error(scored_ws, tmp_path):

@@ -100,8 +100,9 @@ def check_params(method: str, params: dict[str, Any]) -> None:
 
 
 def _check_types(method: str, params: dict[str, Any]) -> None:
-    """A value a parameter's annotation says is a number (``float``, ``int``) or text (``str``) must be one: a
-    CLI ``--param min_score=abc`` arrives as text and failed deep inside the selector with a TypeError."""
+    """A value a parameter's annotation says is a number (``float``, ``int``), text (``str``) or a switch (``bool``)
+    must be one: a CLI ``--param min_score=abc`` arrives as text and failed deep inside the selector with a TypeError,
+    and ``--param refusal=False`` (not JSON) arrived as the text "False", which is true, so the rule stayed on."""
     signature = inspect.signature(SELECTORS[method]).parameters
     for name, value in params.items():
         if name not in signature or value is None:
@@ -115,6 +116,8 @@ def _check_types(method: str, params: dict[str, Any]) -> None:
                 raise CurateError(f"selector {method!r}: {name} must be a whole number, not {value!r}")
         if kinds & {"str"} and not kinds - {"str", "None"} and not isinstance(value, str):
             raise CurateError(f"selector {method!r}: {name} must be text, not {value!r}")
+        if kinds & {"bool"} and not kinds - {"bool", "None"} and not isinstance(value, bool | np.bool_):
+            raise CurateError(f"selector {method!r}: {name} is a switch: true or false, not {value!r}")
 
 
 def check_result(method: str, result: Any, candidates: int) -> SelectorResult:
