@@ -53,6 +53,10 @@ def test_embed_cache_and_cli_select_export(tmp_path):
     upper = Workspace.open(ws_path).selection("upper")
     assert upper.provenance["params"] == {"sort_by": "complexity", "quantile": 0.5}
     assert len(upper.ids) == sum(i % 5 >= 2 for i in range(len(ws)))  # complexity's median over 14 rows is 2
+    out = runner.invoke(app, ["select", str(ws_path), "--method", "random", "--budget", "3", "--param", "budget=5",
+                              "--name", "twice"])
+    assert out.exit_code != 0 and "--budget 3 and --param budget=5: give it once" in out.output
+    assert "twice" not in Workspace.open(ws_path).selections
     out = runner.invoke(app, ["select", str(ws_path), "--method", "top_k", "--budget", "3", "--name", "top", "--from", "dedup"])
     assert out.exit_code == 0, out.output
     dest = tmp_path / "out.jsonl"

@@ -77,6 +77,9 @@ def select_cmd(
                        ("duplicate_similarity", duplicate_similarity), ("sort_by", sort_by),
                        ("min_score", min_score), ("quantile", quantile), ("target", str(target) if target else None)):
         if value is not None:
+            if key in params:  # the option and --param say it twice: neither may win in silence
+                raise typer.BadParameter(f"--{key.replace('_', '-')} {value} and --param {key}={params[key]}: "
+                                         "give it once")
             params[key] = value
     ws = Workspace.open(workspace)
     sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
