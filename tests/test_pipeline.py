@@ -240,6 +240,9 @@ def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tm
     why = _short_of_budget(kept, 5000)
     assert why.startswith("; not admitted: ") and "too similar to a kept row" in why
     assert _short_of_budget(kept, len(kept)) == ""
+    few = run_pipeline(str(pool), out=tmp_path / "few", budget=3, report=False, progress=False, heuristics=True)
+    assert len(few.workspace.selection("deita")) == 1  # the text rules left one row: the five without replies went
+    assert _short_of_budget(few.workspace.selection("deita"), 3) == ": every candidate admitted (the steps before left 1)"
 
 
 def test_no_judge_call_is_paid_for_a_duplicate_row(tmp_path):

@@ -255,6 +255,8 @@ def _short_of_budget(selection: Any, budget: int) -> str:
         why = f" ({d['column']}: {d['failure'].replace('_', ' ')})" if reason == Reason.NO_SCORE.value and d.get(
             "failure") and d.get("column") else ""
         groups[reason_text(reason) + why] += 1
+    if not groups:  # the rules, dedup or decontamination left fewer candidates than the budget, each one admitted
+        return f": every candidate admitted (the steps before left {selection.table.num_rows:,})"
     return "; not admitted: " + ", ".join(f"{n:,} {why}" for why, n in groups.most_common())
 
 
