@@ -377,3 +377,31 @@ def test_a_pool_staged_part_by_part_is_the_pool_read_at_once(tmp_path):
     assert (staged.rows_read, staged.rejects, staged.instruction_only, staged.empty_responses) == (10, 1, 1, 1)
     assert staged.formats == whole.formats and staged.first_reject == whole.rejects[0]
     assert staged.ids().to_pylist() == [row["id"] for row in whole.rows]
+
+
+def test_a_row_with_tool_calls_or_an_image_part_is_left_out_with_its_line_never_kept_without_them(tmp_path):
+    """Stored as text alone, an assistant turn that calls a tool is an empty reply (a model trained on it learns to
+    say nothing), two rows that differ only in their calls become one row and its exact duplicate, and a question
+    about a picture loses the picture: such a record is a reject naming its line, as any unreadable record is."""
+    ask = {"role": "user", "content": "What is the weather?"}
+    calls = [{"messages": [ask, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": name, "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."}]}
+        for name in ("get_weather", "delete_all_files")]
+    picture = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
+                                                         {"type": "image_url", "image_url": {"url": "x.png"}}]},
+                            {"role": "assistant", "content": "A cat."}]}
+    plain = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name an owl."}]},
+                          {"role": "assistant", "content": "The barn owl."}]}
+    src = write_jsonl(tmp_path / "pool.jsonl", [*calls, picture, plain])
+    with pytest.raises(InputError, match=r"pool.jsonl: line 1: turn 1 has tool_calls; curate keeps text turns only"):
+        pools.read(src, on_error="raise")
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(src, on_error="skip")
+    assert ws.conversations() == [[{"role": "user", "content": "Name an owl."},
+                                   {"role": "assistant", "content": "The barn owl."}]]
+    rejects = [json.loads(line) for line in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["location"] for r in rejects] == ["line 1", "line 2", "line 3"]
+    assert "turn 0 content has a part of type 'image_url'" in rejects[2]["reason"]

@@ -19,6 +19,7 @@ _SHAREGPT_ROLES = {
     "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
 }
 _MESSAGE_ROLES = {"user", "assistant", "system", "tool"}
+_CALL_FIELDS = ("tool_calls", "function_call")  # an assistant turn's calls, which a text turn cannot hold
 
 # For each shape: the fields it reads, which are required, and the source columns they default to.
 _DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -119,9 +120,14 @@ def _text(value: Any, what: str, max_chars: int, *, allow_empty: bool = False) -
 
 
 def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -> str:
-    # OpenAI-style content parts: keep the text parts.
+    # OpenAI-style content parts: text parts are joined; an image, audio or file part is refused, since a
+    # conversation holds text only and the row would otherwise be kept (and trained on) without it
     if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        parts = [p.get("text", "") for p in value if p.get("type", "text") == "text"]
+        other = next((p.get("type") for p in value if p.get("type", "text") != "text"), None)
+        if other is not None:
+            raise _RowError(f"{what} has a part of type {other!r}; curate keeps text only, so the row is left out "
+                            "rather than kept without it")
+        parts = [p.get("text", "") for p in value]
         if any(not isinstance(t, str) for t in parts):
             raise _RowError(f"{what}: a text part's text must be a string")
         value = "\n".join(parts)
@@ -154,6 +160,11 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
                 role, text = turn.get("role"), turn.get("content")
                 if role not in _MESSAGE_ROLES:
                     raise _RowError(f"turn {i} has unknown role {role!r} (expected user/assistant/system/tool)")
+                calls = next((k for k in _CALL_FIELDS if turn.get(k)), None)
+                if calls is not None:  # stored as text alone it would be an empty reply, and rows differing only
+                    # in their calls would be one row's exact duplicates
+                    raise _RowError(f"turn {i} has {calls}; curate keeps text turns only, so the row is left out "
+                                    "rather than kept without its calls")
             if role != "system":
                 if previous is not None and role in _ALTERNATING_ROLES and previous[1] == role:
                     raise _RowError(f"turn {i} is a second {role} turn in a row (after turn {previous[0]}); "
