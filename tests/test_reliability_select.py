@@ -174,6 +174,20 @@ def test_a_selection_whose_rows_left_the_pool_is_named_not_a_key_error(scored_ws
                     lambda: scored_ws.select(method="top_k", name="again", budget=1, input_selection="top")):
         with pytest.raises(CurateError, match=r"selection 'top' keeps 1 rows that are no longer in the pool"):
             attempt()
+    # what reads the selection without using its rows says so too: info, its notebook view and the report
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.report.views import info_data
+
+    assert {s["name"]: s["gone"] for s in info_data(scored_ws)["selections"]} == {"top": 1}
+    said = "out of date: 1 of its kept rows are no longer in the pool; make the selection again"
+    shown = CliRunner().invoke(app, ["info", str(scored_ws.path)], terminal_width=200)
+    assert shown.exit_code == 0 and "selection top: 3 kept" in shown.output and said in shown.output
+    assert said in scored_ws._repr_html_()
+    assert said in scored_ws.report(tmp_path / "report.html").read_text()
+    scored_ws.select(method="top_k", name="top", budget=3, sort_by="quality")
+    assert info_data(scored_ws)["selections"][0]["gone"] == 0 and said not in scored_ws._repr_html_()
 
 
 def test_bad_dsir_settings_and_sort_key_arities_are_errors_not_crashes(scored_ws):

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import app, console
+from curate.storage.pool import out_of_date
 
 
 def _usage_line(entry: dict[str, Any]) -> str:
@@ -46,7 +47,8 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     for e in info["embeddings"]:
         console.print(escape(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})"), soft_wrap=True)
     for s in info["selections"]:
-        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']})"), soft_wrap=True)
+        stale = f"; {out_of_date(s['gone'])}" if s["gone"] else ""
+        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}"), soft_wrap=True)
     console.print(escape(f"  pool columns: {', '.join(info['pool_columns'])}"), soft_wrap=True)
 
 

@@ -19,6 +19,7 @@ from curate.report.summary import (
     step_columns,
 )
 from curate.report.tables import clip, esc, money, pairs_html, shorten, table
+from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -163,8 +164,10 @@ def selections_section(ws: Workspace) -> str:
         s = selection_summary(ws.selection(name))
         prov = s["provenance"]
         params = selection_parameters(prov)
+        gone = out_of_date(len(kept_rows_gone(ws, name)))
         out.append(f"<h3>{esc(name)}: {s['kept']:,} kept, {s['dropped']:,} dropped of {s['considered']:,} considered</h3>"
-                   f"<p class='sub params'>method {esc(prov.get('method', '?'))}"
+                   + (f"<p class='curate-warn'>{esc(gone)}</p>" if gone else "")
+                   + f"<p class='sub params'>method {esc(prov.get('method', '?'))}"
                    + (f"; {pairs_html(params)}" if params else "")
                    + f"; created {esc(prov.get('created', ''))}</p>")
         chain = selection_chain(selections, name)

@@ -30,6 +30,7 @@ from curate.report.summary import (
     sources,
 )
 from curate.report.tables import cell_text, conversation_html, conversation_text, esc, style
+from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -176,12 +177,17 @@ def _workspace_html(ws: Workspace) -> str:
     embs = "".join(f"<li>embeddings <b>{esc(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]} "
                    f"({esc(provenance_line(m))})</li>" for n, m in info["embeddings"].items())
     sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(ws.selection(n)))} "
-                   f"({esc(provenance_line(p))})</li>" for n, p in info["selections"].items())
+                   f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items())
     srcs = "".join(f"<li>{esc(s['source'])}: {s['rows_added_all']:,} added"
                    + (f" over {s['loads']} loads" if s["loads"] > 1 else "")
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
             f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}</ul>{cols}</div>")
+
+
+def _stale_html(ws: Workspace, name: str) -> str:
+    gone = out_of_date(len(kept_rows_gone(ws, name)))
+    return f" <span class='curate-warn'>{esc(gone)}</span>" if gone else ""
 
 
 def selection_html(sel: Selection, head: int = 10) -> str:
@@ -231,6 +237,6 @@ def info_data(ws: Workspace) -> dict[str, Any]:
         "columns": columns, "pool_columns": info["pool_columns"],
         "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
-        "selections": [{"name": n, "kept": len(ws.selection(n)), "provenance": provenance_line(p)}
-                       for n, p in info["selections"].items()],
+        "selections": [{"name": n, "kept": len(ws.selection(n)), "gone": len(kept_rows_gone(ws, n)),
+                        "provenance": provenance_line(p)} for n, p in info["selections"].items()],
     }

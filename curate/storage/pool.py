@@ -238,14 +238,27 @@ def orphan_embedding_files(ws: Workspace) -> list[Path]:
     return [p for p in (*folder.glob("*.npy"), *folder.glob("*.ids.json")) if p.name not in used]
 
 
+def kept_rows_gone(ws: Workspace, name: str) -> list[str]:
+    """Ids selection ``name`` keeps that have left the pool since it was made (a re-run on an edited source,
+    ``keep_rows``): any, and the selection no longer describes this pool."""
+    index = ws.index
+    return [rid for rid in ws.selection(name).ids if rid not in index]
+
+
+def out_of_date(gone: int) -> str:
+    """What ``info``, the report and the notebook say of a selection that keeps ``gone`` rows no longer in the pool."""
+    return (f"out of date: {gone:,} of its kept rows are no longer in the pool; make the selection again"
+            if gone else "")
+
+
 def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]:
     """Selection ``name``'s kept ids and their pool positions; an error if some have left the pool since it was
-    made (a re-run on an edited source, ``keep_rows``): the selection no longer describes this pool."""
-    kept = ws.selection(name).ids
-    gone = [rid for rid in kept if rid not in ws.index]
+    made: the selection no longer describes this pool."""
+    gone = kept_rows_gone(ws, name)
     if gone:
         raise WorkspaceError(f"{ws.path}: selection {name!r} keeps {len(gone):,} rows that are no longer in the pool "
                              f"(first: {gone[0]!r}); make the selection again on the pool as it is now")
+    kept = ws.selection(name).ids
     return kept, [ws.index[rid] for rid in kept]
 
 
