@@ -403,6 +403,18 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
     assert "pairs of answers to one instruction" in " ".join(res.output.split())
     page = train_scorer(ws, target="gpt4", group_by="question", k=3).evaluation._repr_html_()
     assert "pairs within one instruction" in page and f"({n_test // 2:,})" in page
+    # a CSV file's fields are text: its numbers are labels as a sort key reads them, and text that is no number is not
+    import csv
+
+    with open(tmp_path / "pool.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["instruction", "output", "gpt4"])
+        out.writerows([r["instruction"], r["output"], r.get("gpt4", "")] for r in records)
+        out.writerow(["One more question?", "An answer.", "high"])
+    csv_ws = Workspace(tmp_path / "csv_ws")
+    csv_ws.load(tmp_path / "pool.csv")
+    from_csv = from_column(csv_ws, "gpt4")
+    assert sorted(from_csv.scores) == sorted(data.scores) and from_csv.skipped["no numeric value"] == 2 * 14 + 1
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt5", "--out", str(tmp_path / "x")])
     assert isinstance(res.exception, ScorerError) and "pool file columns" in str(res.exception)
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--group-by", "questoin",

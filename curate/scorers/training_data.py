@@ -202,6 +202,17 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
     raise ScorerError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
 
 
+def number_text(value: Any) -> Any:
+    """A pool field's value as a number when it is the text of one ("7.5" from a CSV file, or a mixed-type column
+    kept as JSON text), as a sort key reads it; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def row_groups(ws: Any, group_by: str | None = None, turns: list[list[Turn]] | None = None) -> list[str]:
     """Each row's split group: the value of column ``group_by`` (e.g. a question id), else the row's first
     instruction, so every answer to one instruction stays on one side (a row without a user turn: its id).
@@ -223,6 +234,7 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
     ``columns``: numeric columns (e.g. token signals) whose per-turn numbers the scorer reads as features.
     """
     reads, imitates = column_judge(ws, column, reads)
+    from_file = not ws.has_column(column)  # a field of the pool file: a CSV's numbers arrive as text
     data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws), columns=list(columns))
     all_turns = ws.turns()
     feature_values = {name: ws.column(name) for name in data.columns}
@@ -235,7 +247,7 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
             data.skipped[f"{len(values)} values for a row of {len(turns)} turns"] += len(turns)
             continue
         for t, (value, turn) in enumerate(zip(values, turns, strict=True)):
-            score = finite_number(value)
+            score = finite_number(number_text(value) if from_file else value)
             if score is None:
                 data.skipped["no numeric value"] += 1
             else:
