@@ -120,6 +120,11 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     r = curate_cli("run", path, "--out", tmp_path / "run", "--no-report")  # curate run's load says it too
     assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
     r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path / "sc")
+    said = " ".join(r.stdout.split())  # the JSON text of a number is that number; the text 'high' is no label
+    assert r.returncode == 0 and "29 labels" in said and "left out: 1 x no numeric value" in said
+    few = write_jsonl(tmp_path / "few.jsonl", [*rows[:3], {"instruction": "q 30", "output": "b", "score": "high"}])
+    curate_cli("load", few, "--workspace", tmp_path / "few")
+    r = curate_cli("train-scorer", tmp_path / "few", "--target", "score", "--out", tmp_path / "sc2")
     assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())
 
 

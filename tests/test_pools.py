@@ -405,3 +405,33 @@ def test_a_row_with_tool_calls_or_an_image_part_is_left_out_with_its_line_never_
     rejects = [json.loads(line) for line in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
     assert [r["location"] for r in rejects] == ["line 1", "line 2", "line 3"]
     assert "turn 0 content has a part of type 'image_url'" in rejects[2]["reason"]
+
+
+def test_a_field_of_mixed_types_is_json_text_in_every_row_and_exported_to_json_lines_as_its_values(tmp_path):
+    """A field whose values mix types is held as JSON text; a later load whose values are of one type used to add
+    them as they were, so the text "1" and the number 1 read back alike. Every load now conforms to the JSON text
+    (either order), and a JSON Lines export (a file, or standard output) writes the values themselves."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.storage.workspace import Workspace
+
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"instruction": "First question here?", "output": "a", "label": 1, "tags": ["x"]},
+        {"instruction": "Second question here?", "output": "b", "label": "high", "tags": []}])
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"instruction": "Third question here?", "output": "c", "label": "1"}])
+    numbers = write_jsonl(tmp_path / "numbers.jsonl", [{"instruction": "Fourth question?", "output": "d", "label": 8}])
+    for order in ((texts, mixed, numbers), (mixed, texts, numbers)):
+        ws = Workspace(tmp_path / f"ws-{order[0].stem}", create=True)
+        for source in order:
+            ws.load(source)  # numbers after mixed: a number field beside JSON text was a type clash
+        by_question = dict(zip((c[0]["content"] for c in ws.conversations()), ws.column("label"), strict=True))
+        assert by_question == {"First question here?": "1", "Second question here?": '"high"',
+                               "Third question here?": '"1"', "Fourth question?": "8"}
+        ws.export(tmp_path / "out.jsonl")
+        shown = CliRunner().invoke(app, ["export", str(ws.path), "--out", "-"])
+        for text in ((tmp_path / "out.jsonl").read_text(), shown.stdout):
+            rows = {r["instruction"]: r for r in map(json.loads, text.splitlines())}
+            assert {q: r["label"] for q, r in rows.items()} == {"First question here?": 1, "Second question here?": "high",
+                                                              "Third question here?": "1", "Fourth question?": 8}
+            assert rows["First question here?"]["tags"] == ["x"] and rows["Fourth question?"]["tags"] is None

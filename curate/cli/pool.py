@@ -75,11 +75,12 @@ def export(
     ws = Workspace.open(workspace)
     n = len(ws.selection(selection)) if selection else len(ws)
     if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr
-        from curate.storage.export import export_rows
+        from curate.storage.export import export_rows, json_fields, write_jsonl
         from curate.storage.files import quiet_datasets
 
         with quiet_datasets():
-            export_rows(ws, selection, column or None, format).to_json(sys.stdout.buffer, lines=True, force_ascii=False)
+            rows = export_rows(ws, selection, column or None, format)
+            write_jsonl(rows, sys.stdout.buffer, json_fields(ws, rows, format))
         sys.stdout.flush()
         err_console.print(f"wrote {n:,} rows to standard output")
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 from curate.errors import WorkspaceError
 from curate.pools import FORMATS, RESERVED
 from curate.storage.files import arrow_schema, prepare_output, quiet_datasets, remove, writing
-from curate.storage.pool import selection_positions
+from curate.storage.pool import json_text_columns, selection_positions
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -117,6 +118,34 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] 
     return ds if format is None else in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
 
 
+def json_fields(ws: Workspace, ds, format: str | None) -> list[str]:
+    """The pool fields of exported rows ``ds`` held as JSON text (their values mix types), which a JSON Lines export
+    writes as the values themselves; a derived column of the same name is exported under it, and is not one."""
+    if format is not None:
+        return []
+    return sorted(json_text_columns(ws) & set(ds.column_names) - set(ws.columns))
+
+
+def write_jsonl(ds, target: Any, fields: list[str]) -> None:
+    """Rows ``ds`` as JSON Lines into ``target`` (a path or a binary file), the JSON text of ``fields`` decoded."""
+    if not fields:
+        ds.to_json(target, lines=True, force_ascii=False)
+        return
+    import json
+
+    with open(target, "wb") if isinstance(target, str) else contextlib.nullcontext(target) as fh:
+        for batch in ds.iter(batch_size=JSONL_BATCH_ROWS):
+            names = list(batch)
+            for i in range(len(batch[names[0]])):
+                row = {name: batch[name][i] for name in names}
+                for name in fields:
+                    row[name] = None if row[name] is None else json.loads(row[name])
+                fh.write((json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8"))
+
+
+JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl
+
+
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
            format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
@@ -128,7 +157,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     prepare_output(out)
     if out.suffix:
         with writing(out), quiet_datasets():
-            return _write(ds, out, out.suffix.lower())
+            return _write(ds, out, out.suffix.lower(), json_fields(ws, ds, format))
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     with writing(out, tmp), quiet_datasets():
         _write(ds, tmp, "")
@@ -140,9 +169,9 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     return out
 
 
-def _write(ds, out: Path, suffix: str) -> Path:
+def _write(ds, out: Path, suffix: str, fields: list[str] = ()) -> Path:
     if suffix in (".jsonl", ".json"):
-        ds.to_json(str(out), lines=True, force_ascii=False)
+        write_jsonl(ds, str(out), list(fields))
     elif suffix == ".parquet":
         ds.to_parquet(str(out))
     elif suffix == "":

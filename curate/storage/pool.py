@@ -141,6 +141,15 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
     if old is not None and keep_only_source:
         kept, rows_removed = among(old, staged.ids())
         old = old.filter(kept) if rows_removed else old
+    kept_as_json = list(staged.columns_kept_as_json)
+    if old is not None and new_parts:  # a field JSON text on one side and typed on the other: JSON text on both
+        pool_json, new_json = json_text_columns(ws), set(kept_as_json)
+        shared = set(old.column_names) & set(new_parts[0].column_names)
+        if to_old := (new_json - pool_json) & shared:
+            old = _as_json_text(old, to_old)
+        if to_new := (pool_json - new_json) & shared:
+            new_parts = [_as_json_text(t, to_new) for t in new_parts]
+            kept_as_json += sorted(to_new)
     if new_parts or rows_removed:
         tables = [old, *new_parts] if old is not None else new_parts
         try:
@@ -157,10 +166,28 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         "already_present": staged.rows_read - rows_added, "formats": dict(staged.formats),
         "empty_responses": staged.empty_responses, "instruction_only": staged.instruction_only,
         "rejects": staged.rejects, "rejects_file": str(rejects_file) if rejects_file else None,
-        "columns_kept_as_json": staged.columns_kept_as_json,
+        "columns_kept_as_json": kept_as_json,
     }
     ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
     return {**summary, "rows_removed": rows_removed} if keep_only_source else summary
+
+
+def json_text_columns(ws: Workspace) -> set[str]:
+    """Pool fields held as JSON text, every row of them: a load keeps a field whose values mix types so, and a
+    later load conforms to it (either way), so a value reads back unambiguously (``curate export`` to JSON Lines
+    writes the values themselves)."""
+    return {c for s in ws.manifest["sources"] for c in (s.get("columns_kept_as_json") or [])}
+
+
+def _as_json_text(table: Any, names: set[str]) -> Any:
+    import pyarrow as pa
+
+    for name in sorted(names):
+        i = table.schema.get_field_index(name)
+        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                  for v in table.column(name).to_pylist()]
+        table = table.set_column(i, name, pa.array(values, pa.string()))
+    return table
 
 
 def append_new_lines(source: Path, target: Path) -> None:
