@@ -435,3 +435,11 @@ def test_a_field_of_mixed_types_is_json_text_in_every_row_and_exported_to_json_l
             assert {q: r["label"] for q, r in rows.items()} == {"First question here?": 1, "Second question here?": "high",
                                                               "Third question here?": "1", "Fourth question?": 8}
             assert rows["First question here?"]["tags"] == ["x"] and rows["Fourth question?"]["tags"] is None
+    # a workspace whose later load added plain text beside JSON text (before loads conformed): named, never guessed
+    from curate.errors import WorkspaceError
+
+    old = Workspace(tmp_path / "old", create=True)
+    old.load(write_jsonl(tmp_path / "plain.jsonl", [{"instruction": "Fifth question?", "output": "e", "label": "high"}]))
+    old.update_manifest(lambda m: m["sources"][0].update(columns_kept_as_json=["label"]))
+    with pytest.raises(WorkspaceError, match=r"field 'label' holds 'high', not the JSON text"):
+        old.export(tmp_path / "old.jsonl")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.pools.table import MAX_STORED_NESTING, nesting, to_table
+from curate.pools.table import MAX_STORED_NESTING, json_text, nesting, to_table
 
 PART_ROWS = 20_000  # rows per staged part: the read holds one part's rows as Python objects (~20-200 MB)
 
@@ -196,8 +196,7 @@ def _conform(path: Path, part_json: set[str], schema: Any, as_json: set[str]) ->
             continue
         column = table.column(f.name)
         if f.name in as_json and f.name not in part_json:  # typed here, JSON text where the parts disagree
-            values = [None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in column.to_pylist()]
-            columns.append(pa.array(values, pa.string()))
+            columns.append(json_text(column.to_pylist()))
             continue
         try:
             columns.append(column.cast(f.type))

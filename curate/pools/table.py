@@ -22,6 +22,14 @@ def nesting(data_type: Any) -> int:
     return depth
 
 
+def json_text(values: list[Any]):
+    """``values`` as an Arrow string array of their JSON text (None stays null): how a pool holds a field whose
+    values mix types; a value JSON cannot hold (a date from a Parquet file) is written as its text."""
+    import pyarrow as pa
+
+    return pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values], pa.string())
+
+
 def to_table(rows: list[dict[str, Any]]):
     """Build an Arrow table: id, conversation, format first, then every original column.
 
@@ -44,7 +52,7 @@ def to_table(rows: list[dict[str, Any]]):
         except (pa.ArrowException, OverflowError):  # mixed types, or an integer beyond 64 bits
             array = None
         if array is None or nesting(array.type) > MAX_STORED_NESTING:
-            array = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values])
+            array = json_text(values)
             as_json.append(name)
         arrays[name] = array
     return pa.table(arrays), as_json

@@ -139,11 +139,23 @@ def write_jsonl(ds, target: Any, fields: list[str]) -> None:
             for i in range(len(batch[names[0]])):
                 row = {name: batch[name][i] for name in names}
                 for name in fields:
-                    row[name] = None if row[name] is None else json.loads(row[name])
+                    row[name] = None if row[name] is None else _json_value(row, name)
                 fh.write((json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8"))
 
 
 JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl
+
+
+def _json_value(row: dict[str, Any], name: str) -> Any:
+    import json
+
+    try:
+        return json.loads(row[name])
+    except json.JSONDecodeError:  # a workspace whose later load added plain text beside JSON text (before curate
+        # conformed loads): the value cannot be told apart, so it is named rather than written either way
+        raise WorkspaceError(f"row {row.get('id')}: field {name!r} holds {row[name][:60]!r}, not the JSON text the "
+                             "field's other values are; load the source into a new workspace, or export to .parquet, "
+                             "which keeps the text") from None
 
 
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
@@ -169,9 +181,9 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     return out
 
 
-def _write(ds, out: Path, suffix: str, fields: list[str] = ()) -> Path:
+def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
     if suffix in (".jsonl", ".json"):
-        write_jsonl(ds, str(out), list(fields))
+        write_jsonl(ds, str(out), fields or [])
     elif suffix == ".parquet":
         ds.to_parquet(str(out))
     elif suffix == "":

@@ -180,13 +180,10 @@ def json_text_columns(ws: Workspace) -> set[str]:
 
 
 def _as_json_text(table: Any, names: set[str]) -> Any:
-    import pyarrow as pa
+    from curate.pools.table import json_text
 
     for name in sorted(names):
-        i = table.schema.get_field_index(name)
-        values = [None if v is None else json.dumps(v, ensure_ascii=False, default=str)
-                  for v in table.column(name).to_pylist()]
-        table = table.set_column(i, name, pa.array(values, pa.string()))
+        table = table.set_column(table.schema.get_field_index(name), name, json_text(table.column(name).to_pylist()))
     return table
 
 
