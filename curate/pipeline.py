@@ -219,7 +219,7 @@ def score(run: Run) -> dict[str, Any]:
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()
-    results = {step.column: run.ws.apply(step, ids, progress=run.progress, retry_failed=True) for step in producers}
+    results = {step.column: run.ws.apply(step, ids, progress=run.progress) for step in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)

@@ -205,6 +205,12 @@ def test_evol_complexity_on_smollm2_and_rerun_is_free(local_llm, tmp_path):
     assert run.provenance["completion_tokens"] > 0
     assert run.provenance["backend_requests_sent"] >= run.provenance["requests"]
 
+    # A run whose labels were never stored (stopped before save_labels) recorded nothing: the next run counts what
+    # that one paid as its own requests, not as free cache hits.
+    again = run_evol(SEEDS, backend, kind="complexity", steps=2, seed=0, cache_path=cache, **SHORT)
+    assert again.provenance["paid_by_stopped_run"] == again.provenance["requests"] == run.provenance["requests"]
+    assert again.provenance["completion_tokens"] == run.provenance["completion_tokens"]
+
     # Stored in a workspace, then the same run again: everything comes from the cache.
     from curate.evol.labels import save_labels
 

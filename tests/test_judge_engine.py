@@ -121,11 +121,12 @@ def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, f
     prov = ws.column_provenance("complexity")
     assert prov["prompt_fingerprint"] == load_prompt("complexity").fingerprint and prov["backend"] == "openai"
     assert prov["params"]["top_logprobs"] == 20 and prov["params"]["max_tokens"] == 1
-    # rerun: rows done under the same fingerprint are reused; nothing is sent
-    again = _score(ws, "complexity", _backend(fault_server))
+    # rerun keeping failures: rows done under the same fingerprint are reused; nothing is sent
+    again = _score(ws, "complexity", _backend(fault_server), retry_failed=False)
     assert again.computed == 0 and again.skipped == 11 and fault_server.snapshot() == counts
-    # retry_failed: every answered request comes from the cache; only the transport failure is tried again
-    retried = _score(ws, "complexity", _backend(fault_server), retry_failed=True)
+    # a plain rerun retries failed rows (as the CLI and run_pipeline do): every answered request comes from the
+    # cache; only the transport failure is tried again
+    retried = _score(ws, "complexity", _backend(fault_server))
     assert retried.computed == 1 and retried.failed == 3
     after = fault_server.snapshot()
     resent = {k: after[k] - counts.get(k, 0) for k in after if after[k] != counts.get(k, 0)}
@@ -134,7 +135,7 @@ def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, f
     assert b"test-key-never-stored" not in db
 
 
-def test_kill9_mid_run_then_rerun_resends_no_finished_request(tmp_path):
+def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_the_killed_run_paid(tmp_path):
     rows = [f"Task number {i}: describe item {i}." for i in range(150)]
     ws = _workspace(tmp_path, rows)
     cache_file = ws.cache_dir / "responses.sqlite"
@@ -173,9 +174,19 @@ def test_kill9_mid_run_then_rerun_resends_no_finished_request(tmp_path):
         assert after[by_key_text[key]] == before[by_key_text[key]], "a finished request was sent again"
     for key in set(by_key_text) - done_keys:
         assert after[by_key_text[key]] >= 1
+    # What the killed run paid is in the column's record: the resumed run counts those cached answers as spending (a
+    # stopped run never stored a record; they were counted as free cache hits). One completion token per answer.
+    run = ws.column_provenance("complexity")["runs"][-1]
+    assert run["requests_paid_by_stopped_run"] == len(done_keys) and run["cached_requests"] == 0
+    assert run["tokens"]["completion"] == len(rows)
+    assert f"with {len(done_keys)} requests a stopped run paid for" in rerun.stdout
+    again = subprocess.run(cmd + ["--column", "complexity_again"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    run = ws.column_provenance("complexity_again")["runs"][-1]  # once recorded, a cache hit is free
+    assert (run["cached_requests"], run["requests_paid_by_stopped_run"], run["tokens"]["completion"]) == (150, 0, 0)
     ws = Workspace.open(ws.path)
     assert _coverage(ws, "complexity") == {"rows": 150, "missing": 0, "unexplained": 0}
-    assert ws.column_provenance("complexity")["cached_requests"] == len(done_keys)
 
 
 def _requests(ws, srv):

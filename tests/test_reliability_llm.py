@@ -121,6 +121,8 @@ def _budget_for(ws, rows_paid: int, usage_prompt_tokens: int) -> tuple[float, fl
 def test_max_cost_under_concurrency_scores_as_many_rows_as_serial(tmp_path):
     """In-flight worst-case reservations must not fail rows early: concurrency 16 scores what concurrency 1 does,
     the reasons report the real spend, and the CLI says how many rows were not sent (exit 1)."""
+    from curate.report.summary import llm_usage
+
     texts = [f"Task {i:03d}: summarise item {i:03d} in one line." for i in range(BUDGET_ROWS)]
     usage_tokens = 10  # the server counts far fewer tokens than curate's deliberately high estimate
     scored: dict[int, int] = {}
@@ -150,6 +152,9 @@ def test_max_cost_under_concurrency_scores_as_many_rows_as_serial(tmp_path):
                 assert found and "not sent" in reason, reason
                 assert float(found.group(2)) + worst > max_cost * 0.999, reason
             assert ws.column_provenance("complexity")["cost_usd"] <= max_cost
+            # the cost table (report, curate info) counts the requests sent, not those max_cost held back
+            (usage,) = llm_usage(ws)
+            assert (usage["calls"], usage["not_sent_max_cost"]) == (scored[concurrency], len(budget_reasons))
     assert abs(scored[1] - BUDGET_SCORED) <= 1, scored
     assert abs(scored[16] - scored[1]) <= 2, scored
 

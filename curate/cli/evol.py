@@ -82,6 +82,8 @@ def print_run_summary(p: dict) -> None:
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
                   f"requests {p['requests']:,} new{http}, {p['cached']:,} cached"
                   + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
+                  + (f", {p['paid_by_stopped_run']:,} of the new paid by a run that was stopped"
+                     if p.get("paid_by_stopped_run") else "")
                   + f"; tokens {p['prompt_tokens']:,} prompt + "
                   f"{p['completion_tokens']:,} completion; cost {cost}")
     rewrites = p["rewrites"] or 1

@@ -215,6 +215,9 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         tokens = prov.get("tokens") or {}
         line += (f"; {prov.get('cached_requests', 0):,} cached requests; tokens {tokens.get('prompt', 0):,} in / "
                  f"{tokens.get('completion', 0):,} out; {cost_text}")
+        if prov.get("requests_paid_by_stopped_run"):
+            line += (f" (with {prov['requests_paid_by_stopped_run']:,} requests a stopped run paid for and never "
+                     "recorded)")
     console.print(f"{line}; {result.seconds}s", soft_wrap=True, highlight=False)
     if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
         console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)

@@ -136,13 +136,16 @@ def _paid_line(results: dict[str, Any]) -> str:
     from curate.storage.apply import fold_runs
 
     applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
-    total = fold_runs(None, [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
-                             and a.provenance.get("kind") in ("judge", "instag_tags")])  # runs[-1]: this run's
+    runs = [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
+            and a.provenance.get("kind") in ("judge", "instag_tags")]  # runs[-1]: this run's
+    total = fold_runs(None, runs)
     cached = total["cached_requests"]
     sent = total["requests"] - total["requests_not_sent_max_cost"] - cached
+    stopped = sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs)
+    by_stopped = f" ({stopped:,} of them by a run that was stopped before recording them)" if stopped else ""
     cost = "cost unknown (no price for a model)" if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
-    return (f"LLM calls this run: {sent:,} sent, {cached:,} answered by the cache; {sum(total['tokens'].values()):,} "
-            f"tokens; {cost}")
+    return (f"LLM calls this run: {sent:,} sent{by_stopped}, {cached:,} answered by the cache; "
+            f"{sum(total['tokens'].values()):,} tokens; {cost}")
 
 
 def _scorer_args(values: list[str]) -> dict[str, str]:

@@ -36,7 +36,8 @@ def labels_lock(ws: Any, name: str) -> Any:
         "waiting for another process making label set %r in %s", name, ws.path))
 
 
-USAGE_FIELDS = ("requests", "cached", "not_sent_max_cost", "prompt_tokens", "completion_tokens", "cost_usd")
+USAGE_FIELDS = ("requests", "cached", "not_sent_max_cost", "paid_by_stopped_run", "prompt_tokens",
+                "completion_tokens", "cost_usd")
 
 
 def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
@@ -49,7 +50,9 @@ def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
     earlier = (old.get("runs") or [{k: old.get(k) for k in (*USAGE_FIELDS, "created")}]) if old else []
     this = {k: run.provenance.get(k) for k in USAGE_FIELDS} | {"created": now()}
     provenance = {**run.provenance, "runs": earlier + [this]}
-    return ws.add_labels(name, run.labels.to_list(), provenance, files={"sets.jsonl": sets.encode("utf-8")})
+    folder = ws.add_labels(name, run.labels.to_list(), provenance, files={"sets.jsonl": sets.encode("utf-8")})
+    run.recorded()
+    return folder
 
 
 def raise_unfinished(run: EvolRun) -> None:
@@ -81,6 +84,7 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
         cache_path = workspace.cache_dir
     if workspace is None:
         run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+        run.recorded()  # the returned provenance is its record
     else:
         name = name or label_set_name(kind)
         with labels_lock(workspace, name):

@@ -13,6 +13,7 @@ so a rerun with the same seeds, operations and prompts makes no new requests.
 from __future__ import annotations
 
 import collections
+import functools
 import html
 import json
 import os
@@ -107,32 +108,42 @@ class _Usage:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None once a model's price is unknown
     not_sent: int = 0  # refused by max_cost
+    paid_by_stopped_run: int = 0  # cached answers a run stopped before storing its labels had paid for
+    billed_keys: list[str] = field(default_factory=list)  # marked recorded once the labels are stored
 
     def add(self, result: Any) -> None:
-        """Count one CallResult of the prompt runner (cached calls cost nothing now)."""
-        if result.cached:
+        """Count one CallResult of the prompt runner (cached calls cost nothing now, unless a stopped run paid them
+        and never recorded it)."""
+        if result.cached and not result.recovered:
             self.cached += 1
             return
         if result.failure is not None and result.failure.code is FailureCode.BUDGET:
             self.not_sent += 1
             return
         self.requests += 1
-        self.prompt_tokens += int(result.usage.get("prompt_tokens") or 0)
-        self.completion_tokens += int(result.usage.get("completion_tokens") or 0)
-        if "cost_usd" in result.raw and result.raw["cost_usd"] is None:
-            self.cost_usd = None
-        elif self.cost_usd is not None:
-            self.cost_usd += float(result.cost_usd)
+        self.paid_by_stopped_run += result.recovered
+        self.billed_keys.extend(result.billed_keys)
+        self.prompt_tokens += result.billed_usage["prompt_tokens"]
+        self.completion_tokens += result.billed_usage["completion_tokens"]
+        self.cost_usd = None if self.cost_usd is None or result.billed_usd is None else self.cost_usd + result.billed_usd
 
 
 class EvolRun:
     """The outcome of `run_evol`: variant sets, eliminations, labels and provenance."""
 
-    def __init__(self, kind: str, sets: list[VariantSet], labels, provenance: dict[str, Any]):
+    def __init__(self, kind: str, sets: list[VariantSet], labels, provenance: dict[str, Any],
+                 recorded: Any = None):
         self.kind = kind
         self.sets = sets
         self.labels = labels
         self.provenance = provenance
+        self._recorded = recorded
+
+    def recorded(self) -> None:
+        """Its provenance (what it paid) is now stored: the responses it paid for are cached answers from now on."""
+        if self._recorded is not None:
+            self._recorded()
+            self._recorded = None
 
     @property
     def eliminated(self) -> list[Variant]:
@@ -304,7 +315,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                              usage, labels, rewrite_params, rank_params)
     # The backend's own counters also see transport retries and validation re-asks.
     provenance.update({f"backend_{c}": getattr(backend, c) - v for c, v in before.items()})
-    return EvolRun(kind, sets, labels, provenance)
+    return EvolRun(kind, sets, labels, provenance, functools.partial(cache.mark_recorded, usage.billed_keys))
 
 
 def _labels_dataset(sets: list[VariantSet], kind: str):
@@ -361,7 +372,8 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
             int(x) for x in labels["score"]).items())},
         "labels": len(labels),
-        "requests": usage.requests, "cached": usage.cached, "not_sent_max_cost": usage.not_sent, "prompt_tokens": usage.prompt_tokens,
+        "requests": usage.requests, "cached": usage.cached, "not_sent_max_cost": usage.not_sent,
+        "paid_by_stopped_run": usage.paid_by_stopped_run, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown
     }

@@ -14,6 +14,10 @@ Keys before version 2 also hashed the backend kind and the prompt fingerprint. T
 readable through their aliases (a hash of the prompt, backend and row variables, unchanged), so an
 identical re-run still sends nothing; any other request is sent once and stored under its new key.
 
+Spending is never lost either: every response stored by a send is also listed as *unrecorded* (paid, but in no
+run's record yet) until the step that sent it has stored its run record (``mark_recorded``). A run killed before
+that leaves them listed, and the run that resumes it counts them as paid by it, not as cached answers for free.
+
 ``synchronous=NORMAL`` in WAL mode: a commit survives the process being killed (kill -9); only an
 OS crash / power loss may drop the last transactions, which are then simply re-sent.
 """
@@ -39,6 +43,9 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE TABLE IF NOT EXISTS aliases (
     alias TEXT PRIMARY KEY,
     key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unrecorded (
+    key TEXT PRIMARY KEY
 );
 """
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
@@ -119,13 +126,16 @@ class ResponseCache:
 
     def _lookup(self, sql: str, names: list[str]) -> dict[str, dict[str, Any]]:
         """Run ``sql`` (selecting name, response; ``{marks}`` = placeholders) over ``names`` in chunks."""
+        return {name: orjson.loads(response) for name, response in self._lookup_pairs(sql, names).items()}
+
+    def _lookup_pairs(self, sql: str, names: list[str]) -> dict[str, Any]:
+        """Run ``sql`` (selecting two columns; ``{marks}`` = placeholders) over ``names`` in chunks: first -> second."""
         conn = self._conn()
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, Any] = {}
         unique = list(dict.fromkeys(names))
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start:start + _LOOKUP_CHUNK]
-            for name, response in conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk):
-                found[name] = orjson.loads(response)
+            found.update(conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk))
         return found
 
     def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
@@ -137,19 +147,37 @@ class ResponseCache:
                 conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", pairs)
 
     def put(self, key: str, response: dict[str, Any], aliases: list[str] | tuple[str, ...] = ()) -> None:
-        """Store one response (and its aliases) in one transaction, committed before returning."""
+        """Store one response just paid for (and its aliases) in one transaction, committed before returning; it is
+        listed as unrecorded until :meth:`mark_recorded`."""
         data = orjson.dumps(response).decode()
         conn = self._conn()
-        if not aliases:
-            conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
-                         (key, data, time.time()))
-            return
         with conn:
             conn.execute("BEGIN")
             conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
                          (key, data, time.time()))
-            conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)",
-                             [(a, key) for a in aliases])
+            conn.execute("INSERT OR IGNORE INTO unrecorded (key) VALUES (?)", (key,))
+            if aliases:
+                conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)",
+                                 [(a, key) for a in aliases])
+
+    def unrecorded(self, keys: list[str]) -> set[str]:
+        """The keys among ``keys`` whose responses were paid by a run that stopped before recording them."""
+        return set(self._lookup_pairs("SELECT key, key FROM unrecorded WHERE key IN ({marks})", keys))
+
+    def unrecorded_aliases(self, aliases: list[str]) -> dict[str, str]:
+        """alias -> key for the aliases among ``aliases`` whose responses are unrecorded (see :meth:`unrecorded`)."""
+        return self._lookup_pairs("SELECT a.alias, a.key FROM aliases a JOIN unrecorded u ON u.key = a.key "
+                                  "WHERE a.alias IN ({marks})", aliases)
+
+    def mark_recorded(self, keys: list[str]) -> None:
+        """These responses' costs are now in a stored run record: a later cache hit is free, not spending."""
+        unique = list(dict.fromkeys(keys))
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            for start in range(0, len(unique), _LOOKUP_CHUNK):
+                chunk = unique[start:start + _LOOKUP_CHUNK]
+                conn.execute(f"DELETE FROM unrecorded WHERE key IN ({','.join('?' * len(chunk))})", chunk)
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]

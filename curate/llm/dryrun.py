@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from curate.defaults import JUDGE
 from curate.llm.base import Backend, Request, batch_price_of, cost_usd, price_of
 from curate.llm.cache import ResponseCache, response_cache
 from curate.llm.openai_backend import _max_tokens
@@ -96,7 +97,7 @@ def _variables(step: Any, rows: list[Any]) -> list[dict[str, Any]]:
 
 
 def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = False,
-             retry_failed: bool = True, cache: Any = None) -> DryRunEstimate:
+             retry_failed: bool = JUDGE.retry_failed, cache: Any = None) -> DryRunEstimate:
     """What ``ws.apply(step, ids, force=force, retry_failed=retry_failed)`` would send; sends nothing.
 
     ``step``: a Judge or another step with ``prompt``, ``backend`` and ``params`` (the InsTag tagger).

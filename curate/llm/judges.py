@@ -16,6 +16,7 @@ turn's text in a derived column (a model's own answers, written by the ``answer`
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -27,8 +28,9 @@ from curate.defaults import JUDGE
 from curate.errors import CurateError
 from curate.llm.base import Backend, rows_per_call
 from curate.llm.cache import response_cache
+from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
 from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
-from curate.llm.runner import DIGIT_RULE, CallResult, call_usage, request_params, run_prompt, total_cost
+from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
@@ -144,8 +146,9 @@ class Judge:
             if finished:
                 ctx.progress.update(finished)
 
+        cache = response_cache(ctx.cache_dir)
         try:
-            results = run_prompt(self.prompt, [item for item, _ in items], backend, response_cache(ctx.cache_dir),
+            results = run_prompt(self.prompt, [item for item, _ in items], backend, cache,
                                  progress=False, params=self.params, output_model=self.output,
                                  min_digit_mass=self.min_digit_mass, on_items_done=on_items_done)
         except PromptRenderError as exc:  # a prompt/config mistake: stop with the file and the first row it hit
@@ -153,7 +156,9 @@ class Judge:
             if row_id is None:
                 raise
             raise PromptRenderError(f"{exc} (row id {row_id})") from exc
-        return self._output(rows, items, item_rows, pre_failures, results)
+        out = self._output(rows, items, item_rows, pre_failures, results)
+        out.on_stored.append(functools.partial(cache.mark_recorded, billed_keys(results)))
+        return out
 
     def call_variables(self, rows: Sequence[RowInput]) -> list[dict[str, Any]]:
         """The variables of every call :meth:`run` makes for ``rows`` (what a dry run renders)."""
@@ -222,7 +227,7 @@ class Judge:
         stats = {
             **call_usage(results), "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
             "rows_not_sent_max_cost": sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures),
-            "cost_usd_including_cached": total_cost(results, include_cached=True),
+            "cost_usd_including_cached": total_cost(results),
         }
         if self.reducer:
             stats["score_methods"] = methods

@@ -23,7 +23,6 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,52 +40,8 @@ from curate.llm.cache import (
     request_key,
     response_cache,
 )
+from curate.llm.calls import CallResult, add_attempt
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
-
-
-@dataclass
-class CallResult:
-    """The outcome of one prompt call: ``parsed`` (score, Pydantic object or text) or ``failure``."""
-
-    text: str | None = None
-    parsed: Any = None
-    failure: Failure | None = None
-    raw: dict[str, Any] = field(default_factory=dict)  # the stored response (+ digit-score info)
-    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
-    cost_usd: float = 0.0
-    cached: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    @property
-    def digit_mass(self) -> float | None:
-        return self.raw.get("digit_mass")
-
-    @property
-    def score_method(self) -> str | None:
-        return self.raw.get("score_method")
-
-
-def total_cost(results: list[CallResult], *, include_cached: bool) -> float | None:
-    """USD of the answered requests; None (unknown, not $0) when one was answered without a known price."""
-    picked = [r for r in results if include_cached or not r.cached]
-    if any("cost_usd" in r.raw and r.raw["cost_usd"] is None for r in picked):
-        return None
-    return round(sum(r.cost_usd for r in picked), 8)
-
-
-def call_usage(results: list[CallResult]) -> dict[str, Any]:
-    """What a step's calls cost, as its run records it: requests (cached, left unsent by max_cost), the tokens of the
-    calls paid now, and their USD (None when a price is unknown)."""
-    paid = [r for r in results if not r.cached]  # cached calls were paid before
-    return {"requests": len(results), "cached_requests": sum(r.cached for r in results),
-            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
-                                              for r in results),
-            "tokens": {"prompt": sum(int(r.usage.get("prompt_tokens") or 0) for r in paid),
-                       "completion": sum(int(r.usage.get("completion_tokens") or 0) for r in paid)},
-            "cost_usd": total_cost(results, include_cached=False)}
 
 
 # -- digit scores -------------------------------------------------------------------------------------
@@ -178,11 +133,12 @@ class _Progress:
 
 def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress,
              aliases: dict[str, set[str]] | None = None, on_keys: Callable[[list[str]], None] | None = None,
-             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
     """Look every request up in the cache (batched); send the misses; commit each response before use.
 
     ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
-    they settle. Returns (responses by key, cached responses by key); failures are failure dicts.
+    they settle. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
+    recorded); failures are failure dicts.
     """
     aliases = aliases or {}
     by_key = {r.key: r for r in requests}
@@ -194,6 +150,7 @@ def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], pr
         if on_keys is not None:
             on_keys(list(hits))
     misses = [r for k, r in by_key.items() if k not in hits]
+    recovered = cache.unrecorded(list(hits)) if hits else set()
 
     def on_done(req: Request, result: dict[str, Any]) -> None:
         if "failure" not in result:
@@ -209,7 +166,7 @@ def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], pr
 
     if misses:
         run_sync(lambda: backend.run(misses, on_done))
-    return out, hits
+    return out, hits, recovered
 
 
 # -- requests -----------------------------------------------------------------------------------------
@@ -280,11 +237,16 @@ def transport_failure(response: dict[str, Any]) -> Failure:
     return Failure(FailureCode(response.get("reason_code") or FailureCode.TRANSIENT), response["failure"])
 
 
-def _interpret(prompt: Prompt, response: dict[str, Any], cached: bool, min_digit_mass: float) -> CallResult:
+def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, cached: bool,
+               billed_key: str | None = None, recovered: bool = False) -> CallResult:
+    """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
+    by a stopped run), once per key."""
     if "failure" in response:
         return CallResult(failure=transport_failure(response), raw=dict(response))
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
-                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached)
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered)
+    if billed_key is not None:
+        result.bill(billed_key)
     if prompt.output_kind == "digit_score":
         assert prompt.scale is not None
         score, info, failure = digit_score(response, prompt.scale, min_digit_mass)
@@ -324,8 +286,19 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     requests: list[Request | None] = [None] * len(variables)
     hit_idx = [i for i, alias in enumerate(aliases) if alias in found]
     miss_idx = [i for i, alias in enumerate(aliases) if alias not in found]
+    billed: set[str] = set()  # a key billed once per call, however many items share its request
+
+    def interpret(i: int, response: dict[str, Any], key: str | None, cached: bool, recovered: bool) -> None:
+        bill = key is not None and (not cached or recovered) and key not in billed
+        if bill:
+            billed.add(key)
+        results[i] = _interpret(prompt, response, floor, cached=cached, billed_key=key if bill else None,
+                                recovered=recovered and bill)
+
+    stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
     for i in hit_idx:
-        results[i] = _interpret(prompt, found[aliases[i]], True, floor)
+        key = stopped_run.get(aliases[i])
+        interpret(i, found[aliases[i]], key, True, key is not None)
     bar = _Progress(len(variables), desc or prompt.name, progress, on_items_done)
     try:
         bar.note(cached=len(hit_idx))
@@ -340,10 +313,10 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
                 items_by_key.setdefault(req.key, []).append(i)
                 if aliases[i]:
                     alias_by_key.setdefault(req.key, set()).add(aliases[i])
-            responses, hits = _execute(backend, cache, built, bar, alias_by_key,
-                                       on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
+            responses, hits, recovered = _execute(backend, cache, built, bar, alias_by_key,
+                                                  on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
             for i, req in zip(miss_idx, built, strict=True):
-                results[i] = _interpret(prompt, responses[req.key], req.key in hits, floor)
+                interpret(i, responses[req.key], req.key, req.key in hits, req.key in recovered)
         if mode is not None:
             def request_for(i: int) -> Request:
                 if requests[i] is None:
@@ -382,12 +355,14 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
         if not retry:
             return
         attempt += 1
-        new, new_hits = _execute(backend, cache, list(retry.values()), bar)
+        new, new_hits, recovered = _execute(backend, cache, list(retry.values()), bar)
         for i, req in retry.items():
             old = results[i]
-            fresh = _interpret(prompt, new[req.key], req.key in new_hits, JUDGE.min_digit_mass)
-            fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
-            fresh.cost_usd += old.cost_usd
+            cached = req.key in new_hits
+            fresh = _interpret(prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
+                               billed_key=None if cached and req.key not in recovered else req.key,
+                               recovered=req.key in recovered)
+            add_attempt(fresh, old)
             if fresh.failure is not None:  # transport failure on the re-ask: its code, the validation reason too
                 fresh.failure = Failure(fresh.failure.code, f"{old.failure.message}; re-ask failed: "
                                         f"{fresh.failure.message}", old.text)

@@ -146,6 +146,13 @@ def sources(ws: Workspace) -> list[dict[str, Any]]:
 
 
 # -- judges: tokens and cost over every run ----------------------------------------------------------
+def _sent(run: dict[str, Any]) -> int | None:
+    """Requests a judge or tagger run sent: its requests less those the cache answered and those max_cost held back."""
+    if run.get("requests") is None:
+        return None
+    return run["requests"] - (run.get("cached_requests") or 0) - (run.get("requests_not_sent_max_cost") or 0)
+
+
 def _sum(runs: list[dict[str, Any]], get) -> Any:
     """Sum of ``get(run)`` over runs; None (unknown) as soon as one run does not know its amount."""
     total = 0
@@ -168,7 +175,8 @@ def _backend_name(backend: Any) -> Any:
 def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
     """One entry per paid LLM step of the workspace: each judge column, each tagger column and each evol label set
     (``column``: ``labels/<name>``), with requests, tokens and USD summed over every run that paid into a column
-    (its provenance ``runs``); a cost None means unknown, never $0."""
+    (its provenance ``runs``); a cost None means unknown, never $0. ``calls``: requests sent to the LLM (answered or
+    failed); ``cached``: answered by the cache instead; ``not_sent_max_cost``: held back by a run's max_cost."""
     out = []
     for name, prov in ws.columns.items():
         step = LLM_COLUMN_KINDS.get(prov.get("kind"))
@@ -182,7 +190,8 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             "column": name, "step": step, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
             "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": run_count(runs),
-            "calls": total["requests"], "cached": total["cached_requests"],
+            "calls": _sum(runs, _sent), "cached": total["cached_requests"],
+            "not_sent_max_cost": _sum(runs, lambda r: r.get("requests_not_sent_max_cost") or 0),
             "prompt_tokens": None if tokens is None else tokens.get("prompt", 0),
             "completion_tokens": None if tokens is None else tokens.get("completion", 0),
             "cost_usd": total["cost_usd"], "failures": failing, "created": prov.get("created"),
@@ -198,6 +207,7 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             "prompt_version": rank.get("version"), "fingerprint": rank.get("fingerprint"),
             "model": backend.get("model"), "backend": _backend_name(backend), "runs": len(runs),
             "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached")),
+            "not_sent_max_cost": _sum(runs, lambda r: r.get("not_sent_max_cost") or 0),
             "prompt_tokens": _sum(runs, lambda r: r.get("prompt_tokens")),
             "completion_tokens": _sum(runs, lambda r: r.get("completion_tokens")),
             "cost_usd": _sum(runs, lambda r: r.get("cost_usd")),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
+from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
 from curate.storage.files import read_arrow
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
@@ -137,7 +138,7 @@ def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -
 
 
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
-               retry_failed: bool = False, progress: bool = True) -> ApplyResult:
+               retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
     check_step(step)
     started = time.time()
@@ -166,7 +167,10 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                     _check_output(step, rows, outputs[-1])
             finally:
                 bar.close()
-            _store(ws, step, todo, join_outputs(outputs), fingerprint, time.time() - started)
+            joined = join_outputs(outputs)
+            _store(ws, step, todo, joined, fingerprint, time.time() - started)
+            for stored in joined.on_stored:
+                stored()
         written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
         failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if written else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,

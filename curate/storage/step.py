@@ -66,11 +66,14 @@ class StepOutput:
     of the same shape (``<column>_<key>``, e.g. a judge's digit mass). ``stats`` goes into provenance: counts and
     sums over the rows given (a step with ``rows_per_call`` runs in parts, whose numbers :func:`join_outputs`
     adds up); what describes the step rather than its rows (a setting, a model) belongs in ``describe()``.
+    ``on_stored``: called by ``ws.apply`` once the values and the run record (``stats``) are stored, e.g. to mark
+    the responses a judge paid for as recorded in a run (so a run killed before that still counts them).
     """
     values: list[Any]
     failures: list[list[Failure]]
     extra: dict[str, list[Any]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    on_stored: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Progress(Protocol):
@@ -150,6 +153,7 @@ def join_outputs(outputs: list[StepOutput]) -> StepOutput:
         for key, column in part.extra.items():
             joined.extra.setdefault(key, []).extend(column)
         joined.stats = join_stats(joined.stats, part.stats)
+        joined.on_stored.extend(part.on_stored)
     return joined
 
 

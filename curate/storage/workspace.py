@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Failure, Reason
+from curate.defaults import JUDGE
 from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
@@ -302,9 +303,10 @@ class Workspace:
             return [[] for _ in (self.ids if ids is None else ids)]
         return [parse_failures(v) for v in self.column(f"{name}_failure", ids)]
 
-    def apply(self, step: Any, ids: list[str] | None = None, *, force: bool = False, retry_failed: bool = False,
-              progress: bool = True) -> ApplyResult:
-        """Run a Step (judge, scorer, tagger, signal...) on the rows that need it; see ``storage.apply``."""
+    def apply(self, step: Any, ids: list[str] | None = None, *, force: bool = False,
+              retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
+        """Run a Step (judge, scorer, tagger, signal...) on the rows that need it; see ``storage.apply``. Rows whose
+        last failure was transient (429, 5xx, timeout, max_cost) are sent again unless ``retry_failed=False``."""
         return apply_step(self, step, ids, force=force, retry_failed=retry_failed, progress=progress)
 
     # -- embeddings, label sets, artifacts (storage/blobs.py) -----------------------------------

@@ -9,6 +9,7 @@ in the workspace's response cache, so a re-run or a resumed run pays nothing twi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -104,7 +105,8 @@ class Tagger:
         backend = self._require_backend()
         variables = [{"instruction": turn.instruction} for row in rows for turn in row.turns]
         progress = RowProgress([r for r, row in enumerate(rows) for _ in row.turns], len(rows), ctx.progress)
-        results = run_prompt(self.prompt, variables, backend, response_cache(ctx.cache_dir), progress=False,
+        cache = response_cache(ctx.cache_dir)
+        results = run_prompt(self.prompt, variables, backend, cache, progress=False,
                              params=self.params or None, on_items_done=progress.items_done)
         progress.finish()
         values: list[list[list[str] | None]] = []
@@ -127,9 +129,10 @@ class Tagger:
                     tags.append(named)
             values.append(tags)
             failures.append(fails)
-        from curate.llm.runner import call_usage
+        from curate.llm.calls import billed_keys, call_usage
 
-        return StepOutput(values, failures, stats={"turns": len(variables), **call_usage(results)})
+        return StepOutput(values, failures, stats={"turns": len(variables), **call_usage(results)},
+                          on_stored=[functools.partial(cache.mark_recorded, billed_keys(results))])
 
     def __repr__(self) -> str:
         return f"Tagger(prompt={self.prompt.name!r}, column={self.column!r}, model={getattr(self.backend, 'model', None)!r})"

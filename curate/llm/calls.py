@@ -1,0 +1,89 @@
+"""One prompt call's outcome (:class:`CallResult`) and what a step's calls cost, as its run records it.
+
+A call's *billed* part is what the run that made it must count as its own spending: the requests it sent, and
+cached answers that a run stopped before storing its record had paid for (``recovered``; the response cache lists
+those as unrecorded until a record holds them). Everything else the cache answered is free now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.codes import Failure, FailureCode
+
+
+@dataclass
+class CallResult:
+    """The outcome of one prompt call: ``parsed`` (score, Pydantic object or text) or ``failure``."""
+
+    text: str | None = None
+    parsed: Any = None
+    failure: Failure | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # the stored response (+ digit-score info)
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    cost_usd: float = 0.0
+    cached: bool = False
+    # What this call's run must count as its own spending: the requests sent now, and cached answers that a run
+    # stopped before its record had paid for (``recovered``); their keys are marked recorded once the record is stored.
+    billed_keys: list[str] = field(default_factory=list)
+    billed_usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    billed_usd: float | None = 0.0  # None: a billed response came without a known price
+    recovered: bool = False
+
+    def bill(self, key: str) -> None:
+        """Count this result's own response (its usage and price) as spending of the run now."""
+        self.billed_keys.append(key)
+        self.billed_usage = {k: self.billed_usage.get(k, 0) + int(self.usage.get(k) or 0)
+                             for k in ("prompt_tokens", "completion_tokens")}
+        price = self.raw.get("cost_usd", 0.0)
+        self.billed_usd = None if self.billed_usd is None or price is None else self.billed_usd + float(price)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def digit_mass(self) -> float | None:
+        return self.raw.get("digit_mass")
+
+    @property
+    def score_method(self) -> str | None:
+        return self.raw.get("score_method")
+
+
+def total_cost(results: list[CallResult]) -> float | None:
+    """USD of every answer, the cached ones too; None (unknown, not $0) when one was answered without a known price."""
+    if any("cost_usd" in r.raw and r.raw["cost_usd"] is None for r in results):
+        return None
+    return round(sum(r.cost_usd for r in results), 8)
+
+
+def call_usage(results: list[CallResult]) -> dict[str, Any]:
+    """What a step's calls cost, as its run records it: requests (cached, left unsent by max_cost, paid by a run that
+    was stopped before recording them), then the tokens and USD this run counts (None when a price is unknown)."""
+    billed = [r for r in results if r.billed_keys]
+    usd = [r.billed_usd for r in billed]
+    return {"requests": len(results), "cached_requests": sum(r.cached and not r.recovered for r in results),
+            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
+                                              for r in results),
+            "requests_paid_by_stopped_run": sum(r.recovered for r in results),
+            "tokens": {"prompt": sum(r.billed_usage["prompt_tokens"] for r in billed),
+                       "completion": sum(r.billed_usage["completion_tokens"] for r in billed)},
+            "cost_usd": None if None in usd else round(sum(usd), 8)}
+
+
+def billed_keys(results: list[CallResult]) -> list[str]:
+    """The keys of every response ``results`` count as spending: mark them recorded once their run record is stored."""
+    return [k for r in results for k in r.billed_keys]
+
+
+def add_attempt(fresh: CallResult, old: CallResult) -> None:
+    """Fold an earlier attempt of the same item (a re-ask's first answer) into ``fresh``: usage, cost, billing."""
+    fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
+    fresh.cost_usd += old.cost_usd
+    fresh.cached = fresh.cached and old.cached
+    fresh.recovered = fresh.recovered or old.recovered
+    fresh.billed_keys = old.billed_keys + fresh.billed_keys
+    fresh.billed_usage = {k: old.billed_usage[k] + fresh.billed_usage[k] for k in ("prompt_tokens", "completion_tokens")}
+    fresh.billed_usd = None if old.billed_usd is None or fresh.billed_usd is None else old.billed_usd + fresh.billed_usd
