@@ -95,3 +95,33 @@ def test_a_template_error_names_the_line_of_the_file(tmp_path, section):
     with pytest.raises(PromptError) as err:
         load_prompt("complexity", prompt_dirs=[tmp_path])
     assert str(err.value).startswith(f"{tmp_path / 'complexity.md'}:{broken + 1}: template error in the {section}")
+
+
+def test_a_misspelt_or_misplaced_front_matter_key_is_an_error_naming_the_file_not_dropped(tmp_path):
+    """A key curate does not read was dropped in silence: ``param: {max_tokens: 1}`` loaded, passed a dry run and
+    sent no max_tokens; ``output.parser`` or a text prompt's ``scale`` did nothing. Each now stops at load, naming
+    the file and the key meant."""
+    import subprocess
+    import sys
+
+    from curate.llm.judges import Judge
+    from curate.session import Workspace
+
+    cases = {"param": (PROMPT.replace("params:", "param:"), "unknown front-matter key param .*did you mean params"),
+             "parser": (PROMPT.replace("scale: [1, 5]", "parser: digits"), "unknown front-matter key output.parser"),
+             "scale": (PROMPT.replace("digit_score", "text"), r"output.scale \(a text output takes kind\)"),
+             "model": (PROMPT.replace("kind: digit_score\n  scale: [1, 5]", "kind: json"),
+                       "a json prompt needs output.model")}
+    for name, (text, message) in cases.items():
+        path = tmp_path / f"{name}.md"
+        path.write_text(text)
+        with pytest.raises(PromptError, match=message) as err:
+            Judge(str(path))
+        assert str(err.value).startswith(str(path))
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": "Say hi.", "output": "Hi."}])
+    proc = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge",
+                           str(tmp_path / "param.md"), "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+                           "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "did you mean params" in proc.stderr + proc.stdout
+    assert parse_prompt(PROMPT).params == {"temperature": 0.0}  # the well-formed file still loads

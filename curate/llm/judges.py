@@ -29,7 +29,7 @@ from curate.errors import CurateError
 from curate.llm.base import Backend, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
-from curate.llm.prompts import Prompt, PromptRenderError, load_prompt
+from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
@@ -60,6 +60,10 @@ class Judge:
         self.prompt = load_prompt(prompt, prompt_dirs)
         if self.prompt.output_kind == "json" and output is None:
             output = self.prompt.model_class()
+            if output is None:
+                raise PromptError(f"{self.prompt.where}: a json prompt needs output.model (a Pydantic class: "
+                                  "'curate.module:Class', or a name given to register_output_model), or "
+                                  "Judge(..., output=MyModel)")
         self.output = output
         self.backend = backend
         # a model's answers judged into the judge's own column would pass for judgements of the pool's replies

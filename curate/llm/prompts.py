@@ -43,6 +43,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from curate.errors import CurateError
 
 OUTPUT_KINDS = ("digit_score", "json", "text")
+# The front matter's keys: a misspelt one ("param:") would be dropped in silence and its setting never sent.
+FRONT_MATTER_KEYS = ("name", "version", "description", "inputs", "output", "params", "leak_phrases")
+OUTPUT_KEYS = {"digit_score": ("kind", "scale"), "json": ("kind", "model"), "text": ("kind",)}
 ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
 
@@ -236,12 +239,14 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
         raise PromptError(f"{where}: bad YAML front-matter: {exc}") from exc
     if not isinstance(decl, dict) or "name" not in decl:
         raise PromptError(f"{where}: front-matter needs at least 'name'")
+    _known_keys(decl, FRONT_MATTER_KEYS, where, "", "the front matter takes")
     output = decl.get("output") or {"kind": "text"}
     if not isinstance(output, dict):
         raise PromptError(f"{where}: output must be a mapping like {{kind: digit_score, scale: [1, 6]}}, got {output!r}")
     kind = output.get("kind", "text")
     if kind not in OUTPUT_KINDS:
         raise PromptError(f"{where}: output.kind {kind!r} not in {OUTPUT_KINDS}")
+    _known_keys(output, OUTPUT_KEYS[kind], where, "output.", f"a {kind} output takes")
     scale = _digit_scale(output.get("scale", [1, 6]), where) if kind == "digit_score" else None
     model = output.get("model")
     if model is not None and not isinstance(model, str):
@@ -262,6 +267,17 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
                     body_line=text[:text.index(body.strip("\n"))].count("\n") + 1 if body.strip() else 1)
     _compiled(prompt.body, prompt.name, prompt.where, prompt.body_line)  # syntax errors surface at load time
     return prompt
+
+
+def _known_keys(mapping: dict[str, Any], known: tuple[str, ...], where: str, prefix: str, takes: str) -> None:
+    """A PromptError naming the first key of ``mapping`` not in ``known`` (and the known key it likely meant)."""
+    import difflib
+
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise PromptError(f"{where}: unknown front-matter key {prefix}{key} ({takes} {', '.join(known)}){hint}")
 
 
 def _digit_scale(value: Any, where: str) -> tuple[int, int]:

@@ -278,7 +278,7 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     if prompt.output_kind == "json":
         output_model = output_model or prompt.model_class()
         if output_model is None:
-            raise PromptError(f"prompt {prompt.name!r} is json but has no output model")
+            raise PromptError(f"{prompt.where}: a json prompt needs output.model (a Pydantic class) or output_model=")
     mode = structured.instructor_mode(backend) if prompt.output_kind == "json" else None
     aliases = _variable_aliases(prompt, variables, backend, params, output_model)
     found = cache.get_aliased([a for a in aliases if a])
