@@ -152,9 +152,11 @@ def load(run: Run) -> dict[str, Any]:
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
         summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
                                      keep_only_source=True)
-    if "quality" in run.scores and summary["instruction_only"] == summary["rows_read"]:
-        raise CurateError(f"{summary['source']}: every row is an instruction without a response, so quality has nothing to "
-                          "judge and no row could be selected; select the instructions by their complexity alone: "
+    if "quality" in run.scores and summary["rows_read"] and summary["without_reply_text"] == summary["rows_read"]:
+        empty = summary["without_reply_text"] - summary["instruction_only"]
+        what = (f"without a response ({empty:,} of them with an empty one)" if empty else "without a response")
+        raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
+                          "to judge and no row could be selected; select the instructions by their complexity alone: "
                           "--sort-by complexity (sort_by='complexity')")
     return summary
 

@@ -236,3 +236,10 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     r = run("--heuristics", "--sort-by", "complexity")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "1 of 7 fail a text rule (empty response 1)" in " ".join(r.stdout.split())
+    # Replies given but empty ("output": "") are no responses either: the run stopped at nothing selected, exit 0,
+    # having scored every row. Now it stops after loading, as for a pool without replies (here mixed with those).
+    blank = write_jsonl(tmp_path / "blank.jsonl", [{**row, "output": ""} for row in rows[:4]] + rows[4:])
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(blank), "--budget", "3", "--no-report",
+                        "--out", str(tmp_path / "blank")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "every row is an instruction without a response (4 of them with an empty one)" \
+        in " ".join(r.stderr.split())

@@ -35,6 +35,7 @@ class StagedPool:
     formats: Counter = field(default_factory=Counter)
     empty_responses: int = 0
     instruction_only: int = 0
+    without_reply_text: int = 0  # rows with no assistant turn that holds text (none, or only empty ones)
     rejects: int = 0
     first_reject: Any = None  # a curate.pools.Reject
     columns_kept_as_json: list[str] = field(default_factory=list)
@@ -75,6 +76,8 @@ class PoolWriter:
         empty, instruction_only = reply_state(row["conversation"])
         staged.empty_responses += empty
         staged.instruction_only += instruction_only
+        staged.without_reply_text += instruction_only or not any(
+            t["content"].strip() for t in row["conversation"] if t["role"] == "assistant")
         self._rows.append(row)
         if len(self._rows) >= self.part_rows:
             self._flush()

@@ -165,7 +165,7 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         "source": staged.source, "loaded_at": now(), "rows_read": staged.rows_read, "rows_added": rows_added,
         "already_present": staged.rows_read - rows_added, "formats": dict(staged.formats),
         "empty_responses": staged.empty_responses, "instruction_only": staged.instruction_only,
-        "rejects": staged.rejects, "rejects_file": str(rejects_file) if rejects_file else None,
+        "without_reply_text": staged.without_reply_text, "rejects": staged.rejects, "rejects_file": str(rejects_file) if rejects_file else None,
         "columns_kept_as_json": kept_as_json,
     }
     ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
