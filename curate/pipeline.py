@@ -158,6 +158,18 @@ def load(run: Run) -> dict[str, Any]:
         raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
                           "to judge and no row could be selected; select the instructions by their complexity alone: "
                           "--sort-by complexity (sort_by='complexity')")
+    if run.backend is None:  # a pool field named like a score (labels, perhaps paid for) is never shadowed by a
+        from curate.scorers import (
+            load_default,  # shipped scorer's predictions: the scorer writes <score>_score
+        )
+
+        fields = set(run.ws.pool.column_names)
+        for name in run.scores:
+            if name not in run.scorers and name in fields:
+                column = f"{name}_score"
+                while column in fields:
+                    column += "_score"
+                run.scorers[name] = load_default(name).named(column)
     return summary
 
 

@@ -178,6 +178,23 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
                                                                                     "quality": reads_ifd})
 
 
+def test_a_pool_field_named_like_a_score_is_kept_and_the_shipped_scorer_writes_its_own_column(tmp_path):
+    """A pool with a field 'quality' (labels, or any text) stopped `curate run` with an error naming an option run
+    does not have: the shipped scorer would not shadow the field. It now writes quality_score (complexity_score past
+    a field of that name too), admission sorts by it, and the pool's fields are exported as they were."""
+    rows = [{"instruction": f"Task {i}: explain how a {w} works, step by step.", "output": f"A {w} works " * (i + 1),
+             "quality": ["good", "bad"][i % 2], "complexity": i, "complexity_score": -i}
+            for i, w in enumerate(["pump", "clock", "lock", "valve", "lens", "gear", "fan", "bell"])]
+    result = run_pipeline(write_jsonl(tmp_path / "pool.jsonl", rows), out=tmp_path / "run", budget=4, report=False)
+    ws = result.workspace
+    assert ws.selections["deita"]["params"]["sort_by"] == "complexity_score_score*quality_score"
+    assert ws.column_provenance("quality_score")["kind"] == "scorer" and not ws.has_column("quality")
+    assert ws.column("quality") == [r["quality"] for r in rows]  # the field itself, not a prediction
+    exported = [json.loads(line) for line in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
+    assert len(exported) == 4 and {r["quality"] for r in exported} <= {"good", "bad"}
+    assert all(1 <= r["quality_score"][0] <= 6 for r in exported)  # one score per turn
+
+
 def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request):
     from curate.scorers import Scorer
 

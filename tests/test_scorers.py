@@ -545,6 +545,9 @@ def test_a_scorer_never_writes_over_pool_file_labels_nor_stores_a_non_score(tmp_
         with pytest.raises(ScorerError, match=f"column {field!r} is a field of the pool file"):
             apply_step(ws, _named(scorer, field), progress=False)
     assert [v for v in ws.pool["gpt4"]] == [r["gpt4"] for r in rows] and not ws.has_column("gpt4")
+    # ... and the name is refused before training, not by the first `curate score` after it
+    with pytest.raises(ScorerError, match="column 'instruction' is a field of the pool file.*before training it"):
+        train_scorer(ws, target="gpt4", k=3, seed=0, name="instruction")
     broken = _named(scorer, "broken")
     broken.weights = {**broken.weights, "coef": np.full_like(broken.weights["coef"], np.nan)}
     result = ws.apply(broken, progress=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import Counter
 from pathlib import Path
@@ -190,14 +189,10 @@ def _scorers(spec: str, column: str | None) -> list[Any]:
 
     if spec != "default":
         step = Scorer.load(spec)
-        if column:
-            if hasattr(step, "with_column"):
-                return [step.with_column(column)]
-            step = copy.copy(step)
-            step.name = column  # a Scorer writes the column of its name
-        return [step]
+        return [step.named(column) if column else step]
     if column:
-        raise CurateError("--column names one column; with --scorer default both complexity and quality are written")
+        raise CurateError("--column names one column; with --scorer default both complexity and quality are written: "
+                          "--scorer complexity --column NAME (or quality) writes one under another name")
     return [load_default(name) for name in ("complexity", "quality")]
 
 

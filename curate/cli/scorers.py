@@ -172,6 +172,7 @@ def distil_command(
     name = column or f"{label_column}_distilled"
     scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),
                     **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
+    scorer.check_column(ws)  # before any fitting: the column it would write
     report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
                     holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "

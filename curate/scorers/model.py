@@ -61,6 +61,24 @@ def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -
     return "sha256:" + h.hexdigest()[:32]
 
 
+def check_scorer_column(ws: Any, column: str, advice: str | None = None) -> None:
+    """A ScorerError when a scorer may not write ``column`` of ``ws``: a column another producer (an LLM judge, a
+    loaded label column) wrote, or a field of the pool file, is never shadowed by a scorer's predictions, nor left
+    beside them with a stale digit mass."""
+    advice = advice or _another_name
+    if ws.has_pool and column in ws.pool.column_names:  # the pool file's own fields: labels paid for
+        raise ScorerError(f"column {column!r} is a field of the pool file (labels, or the rows themselves); "
+                          f"a scorer writes its own column: {advice}")
+    if ws.has_column(column):
+        kind = ws.column_provenance(column).get("kind")
+        if kind != "scorer":
+            raise ScorerError(f"column {column!r} holds labels from a {kind or 'non-scorer'} producer; a scorer "
+                              f"writes its own column: {advice}")
+
+
+_another_name = ("give it another name (scorer.named('NAME'); curate score --scorer KIND_OR_DIR --column NAME, one "
+                 "scorer at a time)")
+
 class Scorer:
     """A small trained scorer that imitates a judge (MiniLM embeddings + a linear head).
 
@@ -228,6 +246,12 @@ class Scorer:
         return self.predict_features(self.featurize(self.embed(rows, cache_dir=cache_dir, on_rows=on_rows)))
 
     # -- the Step -----------------------------------------------------------------------------------
+    def named(self, column: str) -> Scorer:
+        """The same scorer writing column ``column`` (a scorer writes the column of its name)."""
+        scorer = copy.copy(self)
+        scorer.name = column
+        return scorer
+
     def reading_replies(self, response_column: str, name: str | None = None) -> Scorer:
         """This scorer reading each turn's reply from the derived turn column ``response_column`` (a model's own
         answers, MoDS) instead of the pool's; it writes ``name`` (default ``<response_column>_<its column>``)."""
@@ -272,17 +296,8 @@ class Scorer:
         return out
 
     def check_column(self, ws: Any) -> None:
-        """Refuse to write over labels (``ws.apply`` calls this before running): a column another producer (an
-        LLM judge, a loaded label column) wrote is never replaced by a scorer's predictions, nor left beside
-        them with a stale digit mass."""
-        if ws.has_pool and self.column in ws.pool.column_names:  # the pool file's own fields: labels paid for
-            raise ScorerError(f"column {self.column!r} is a field of the pool file (labels, or the rows themselves); "
-                              f"a scorer writes its own column: give it another name (Scorer(name=...), --column)")
-        if ws.has_column(self.column):
-            kind = ws.column_provenance(self.column).get("kind")
-            if kind != "scorer":
-                raise ScorerError(f"column {self.column!r} holds labels from a {kind or 'non-scorer'} producer; a scorer "
-                                  f"writes its own column: give it another name (Scorer(name=...), --column)")
+        """Refuse to write over labels (``ws.apply`` calls this before running): see :func:`check_scorer_column`."""
+        check_scorer_column(ws, self.column)
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""

@@ -12,7 +12,7 @@ from curate.defaults import DEITA
 from curate.errors import ScorerError
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
-from curate.scorers.model import Scorer
+from curate.scorers.model import Scorer, check_scorer_column
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
 
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
@@ -217,6 +217,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
     name = name or (labels if target is None else f"{target}_scorer")
+    check_scorer_column(ws, name, "give it another name (name=..., --name) before training it")
     if kind in FINETUNED_KINDS:
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
                                device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
