@@ -74,14 +74,17 @@ class Workspace(StorageWorkspace):
 
     def signal(self, kind: str, *, model: str | os.PathLike | None = None, device: str | None = None,
                ids: list[str] | None = None, reference_selection: str | None = None, dtype: str | None = None,
-               max_length: int | None = None, chat_template: str | None = None, **kwargs: Any):
+               max_length: int | None = None, chat_template: str | None = None, column: str | None = None,
+               **kwargs: Any):
         """Apply a token-level model signal (``ifd``, ``perplexity``, ``learnability``) from a small causal LM
         (packaged SmolLM2 by default); per-turn columns, cached and resumable. ``learnability`` tunes its
         reference model on ``reference_selection`` (a selection's kept rows). ``dtype``, ``max_length`` and
-        ``chat_template`` (a Jinja string) set the engine (:class:`curate.signals.engine.Engine`)."""
+        ``chat_template`` (a Jinja string) set the engine (:class:`curate.signals.engine.Engine`); ``column``: the
+        column it writes (default: the signal's name), e.g. to keep values under other settings beside it."""
         from curate.signals import IFD, Learnability, Perplexity
 
-        given = {"device": device, "dtype": dtype, "max_length": max_length, "chat_template": chat_template}
+        given = {"device": device, "dtype": dtype, "max_length": max_length, "chat_template": chat_template,
+                 "column": column}
         options = {k: v for k, v in given.items() if v is not None}
         if kind == "learnability":
             if not reference_selection:

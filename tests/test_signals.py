@@ -408,6 +408,17 @@ def test_cli_signal_limits_rows_truncates_and_refuses_a_stray_reference(tiny_mod
     assert "2 computed" in limited.output and "turns truncated to 16 tokens" in limited.output
     assert [v is not None for v in ws.row_values("perplexity")] == [True, True] + [False] * (len(ws) - 2)
     assert ws.column_provenance("perplexity")["max_length"] == 16
+    # other settings on some rows would mix the column: refused, with a way out that exists (--column was advised,
+    # though neither `curate signal` nor ws.signal took it)
+    mixed = runner.invoke(app, [*args, "--limit", "1", "--max-length", "24"])
+    assert mixed.exit_code == 1 and "--column NAME" in str(mixed.exception)
+    own = runner.invoke(app, [*args, "--limit", "1", "--max-length", "24", "--column", "perplexity_24"])
+    assert own.exit_code == 0, own.output
+    assert ws.column_provenance("perplexity_24")["max_length"] == 24 and ws.column_provenance("perplexity")["max_length"] == 16
+    import curate
+
+    assert curate.Workspace.open(ws.path).signal("perplexity", model=tiny_model, ids=ws.ids[:1], max_length=20,
+                                                 column="p20", progress=False).computed == 1
     stray = runner.invoke(app, [*args, "--reference", "best"])
     assert stray.exit_code == 1 and "reference selection is for learnability" in str(stray.exception)
 

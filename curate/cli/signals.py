@@ -26,6 +26,8 @@ def signal_cmd(
     reference: str | None = typer.Option(None, "--reference", help="learnability: the selection whose kept rows "
                                          "the reference model is tuned on."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows of the pool."),
+    column: str | None = typer.Option(None, "--column", help="Column to write (default: the signal's name); "
+                                      "another name keeps values under other settings beside it."),
 ) -> None:
     """Score every response turn with a small LM: perplexity, IFD (loss given the instruction / loss alone),
     or learnability (base loss minus a briefly tuned reference's). Cached and resumable."""
@@ -35,7 +37,7 @@ def signal_cmd(
     template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
     ids = ws.ids[:limit] if limit is not None else None
     result = ws.signal(kind, model=model, device=device, ids=ids, reference_selection=reference, dtype=dtype,
-                       max_length=max_length, chat_template=template)
+                       max_length=max_length, chat_template=template, column=column)
     prov = result.provenance
     console.print(f"{result.column}: {result.computed:,} computed, {result.skipped:,} reused, "
                   f"{result.failed:,} failed ({result.seconds:.1f} s)")

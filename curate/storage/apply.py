@@ -134,7 +134,7 @@ def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -
         raise CurateError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
                           f"under other settings ({was}); a run on some rows would leave the "
                           f"column mixed: run it on every row (no --limit / ids) or give it its own column "
-                          f"(--column NAME)")
+                          f"(--column NAME; column=NAME in Python)")
 
 
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
