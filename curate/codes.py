@@ -117,6 +117,17 @@ _REASON_TEXT = {
 }
 
 
+def _apart(value: float, bound: Any) -> tuple[str, str]:
+    """Two numbers as text, 4 significant digits, or as many as it takes for the text to show they differ."""
+    if not isinstance(bound, int | float):
+        return f"{value:.4g}", str(bound)
+    for digits in (4, 6, 8, 17):
+        a, b = f"{value:.{digits}g}", f"{bound:.{digits}g}"
+        if a != b:
+            break
+    return a, b
+
+
 def reason_text(code: Reason | str) -> str:
     """The group label of a reason code, for tables."""
     return _REASON_TEXT[Reason(code)]
@@ -138,7 +149,8 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         sim = f", similarity {d['similarity']:.3f}" if "similarity" in d else ""
         return f"{text} ({str(d['witness'])[:12]}{sim})"
     if code is Reason.BELOW_THRESHOLD and "score" in d:
-        return f"{text} ({d['score']:.3f} < {d.get('min_score')})"
+        score, bound = _apart(d["score"], d.get("min_score"))
+        return f"{text} ({score} < {bound})"
     if code is Reason.QUOTA_FILLED and "cluster" in d:
         return f"{text} (cluster {d['cluster']}, quota {d.get('quota')})"
     if code is Reason.IFD_AT_LEAST_ONE and "score" in d:

@@ -656,3 +656,13 @@ def test_the_pool_cards_count_multi_turn_rows_and_rows_without_a_reply_part_by_p
     page = sections.pool_section(ws)
     cards = dict((k, v) for v, k in re.findall(r"<b>([\d,]+)</b><span>([^<]+)</span>", page))
     assert cards["multi-turn rows"] == "2" and cards["rows with an empty or missing response"] == "3"
+
+
+def test_a_threshold_reason_shows_its_numbers_at_one_precision_and_apart():
+    """The reason read '3.047 < 3.0485430793701176': the score rounded, the bound not."""
+    from curate.codes import describe
+
+    assert describe(Reason.BELOW_THRESHOLD, {"score": 3.047, "min_score": 3.0485430793701176}).endswith("(3.047 < 3.049)")
+    assert describe(Reason.BELOW_THRESHOLD, {"score": 3.04851, "min_score": 3.0485430793701176}).endswith(
+        "(3.04851 < 3.04854)")  # digits enough to tell them apart
+    assert describe(Reason.BELOW_THRESHOLD, {"score": 2.0, "min_score": 4}).endswith("(2 < 4)")

@@ -177,6 +177,8 @@ def test_scorer_refuses_bad_inputs():
                            {"role": "user", "content": "c"}]])
     with pytest.raises(ScorerError, match="'score' column"):
         Scorer().fit([{"instruction": "a"}, {"instruction": "b"}])
+    with pytest.raises(ScorerError, match="at least two rows with different scores, got 0 row"):  # not numpy's
+        Scorer().fit([], [])
 
 
 GOOD_ANSWER = ("The sky looks blue because of Rayleigh scattering.\n\nSunlight contains every colour. When it passes "

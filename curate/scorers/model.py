@@ -230,6 +230,8 @@ class Scorer:
         scores = [float(s) for s in scores]
         if len(rows) != len(scores):
             raise ScorerError(f"{len(rows)} rows but {len(scores)} scores")
+        if len(set(scores)) < 2:  # before embedding anything: no rows, one row, or one score
+            raise ScorerError(f"fitting needs at least two rows with different scores, got {len(rows)} row(s)")
         emb = self.embed(rows)
         self.fit_features(self.featurize(emb), scores)
         texts = input_texts(rows, self.reads)
