@@ -133,8 +133,9 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                    if who == "length" or data.reads[-1] != "instruction"}
         with progress_bar(len(held_rows), "scoring the held-out rows", progress) as bar:
             pred = scorer.predict([data.turns[i] for i in held_rows], cache_dir=cache_dir, on_rows=bar.update)
-        held, calib = holdout_figures(readermap.linear_map(y, label_range, scorer.output_range), pred, fit_rows, held_rows, lengths,
-                                      groups=data.groups, pairs=pairs, seed=seed)
+        # on the judge's own scale, as the ridge kind reports them: MAE and calibration in the labels' units
+        held, calib = holdout_figures(y, readermap.linear_map(pred, scorer.output_range, label_range), fit_rows,
+                                      held_rows, lengths, groups=data.groups, pairs=pairs, seed=seed)
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": kind, "head": scorer.head, "init": init, "base": scorer.base})
     scorer.metrics = ev.to_dict()
