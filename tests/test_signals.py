@@ -303,6 +303,41 @@ def test_learnability_tunes_once_and_rises_on_the_reference_rows(tiny_model, tmp
     assert Learnability(reference[:2], tiny_model, dtype="float32", lora=cfg).fingerprint() != step.fingerprint()
 
 
+def test_a_killed_reference_tuning_continues_from_its_last_save_to_the_same_adapter(tiny_model, tmp_path,
+                                                                                   monkeypatch):
+    """The LoRA tuning behind learnability (200 steps, minutes on a CPU) kept nothing when killed, while the
+    interrupt line said finished work is kept. Its progress is now saved as it goes: a tuning stopped after 3 of 6
+    steps and resumed ends with the adapter an unbroken 6-step tuning makes, and the progress file goes once the
+    adapter is stored."""
+    from dataclasses import replace
+
+    import curate.scorers.checkpoint as checkpoint
+    from curate.signals.lora import train_adapter, tuned_adapter
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)
+    step = Learnability(CONVERSATIONS[:3], tiny_model, dtype="float32", lora=LoraConfig(steps=6, lr=1e-2, batch=2))
+    requests, model_dir = step.reference_requests, step.engine.model_dir
+
+    def weights(folder):
+        from safetensors.numpy import load_file
+
+        return load_file(str(folder / "adapter_model.safetensors"))
+
+    (tmp_path / "whole").mkdir()
+    train_adapter(model_dir, requests, step.lora, tmp_path / "whole")
+    progress = tmp_path / "progress.pt"
+    (tmp_path / "first").mkdir()
+    train_adapter(model_dir, requests, replace(step.lora, steps=3), tmp_path / "first", checkpoint_path=progress)
+    (tmp_path / "resumed").mkdir()
+    train_adapter(model_dir, requests, step.lora, tmp_path / "resumed", checkpoint_path=progress)
+    whole, first, resumed = (weights(tmp_path / n) for n in ("whole", "first", "resumed"))
+    assert any(not np.array_equal(whole[k], first[k]) for k in whole)
+    for key in whole:
+        np.testing.assert_allclose(resumed[key], whole[key], rtol=1e-5, atol=1e-7)
+    tuned_adapter(model_dir, requests, step.lora, tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "signals" / "lora").glob("*.progress.pt"))
+
+
 def test_signals_handed_the_pool_in_parts_store_what_one_call_stores(tiny_model, tmp_path):
     """ws.apply gives a signal step ``rows_per_call`` rows at a time (a pool's token ids would not fit in memory):
     the columns, failures and summed stats are those of one call over every row; learnability trains its reference

@@ -103,10 +103,25 @@ def _batch(picked: Sequence[Request], pad_id: int, device: str) -> tuple[Any, An
             torch.tensor(targets, device=device))
 
 
+class _NumpyRng:
+    """A numpy Generator behind the get/setstate a training checkpoint saves and restores."""
+
+    def __init__(self, generator: np.random.Generator):
+        self.generator = generator
+
+    def getstate(self) -> dict[str, Any]:
+        return self.generator.bit_generator.state
+
+    def setstate(self, state: dict[str, Any]) -> None:
+        self.generator.bit_generator.state = state
+
+
 def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConfig, folder: Path,
-                  device: str = "cpu", pad_id: int = 0, progress: bool = False) -> None:
+                  device: str = "cpu", pad_id: int = 0, progress: bool = False,
+                  checkpoint_path: Path | None = None) -> None:
     """Tune a peft LoRA adapter on the response tokens of ``requests`` (float32) and save it into ``folder``
-    (``save_pretrained``: safetensors, plus ``adapter.json``)."""
+    (``save_pretrained``: safetensors, plus ``adapter.json``). ``checkpoint_path``: progress saved there as it goes
+    (:mod:`curate.scorers.checkpoint`), so a killed tuning continues from its last save."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
@@ -125,7 +140,17 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     rng = np.random.default_rng(config.seed)
     losses: list[float] = []
     started = time.perf_counter()
-    for _ in tqdm(range(config.steps), desc="lora", unit="step", disable=not progress, leave=False):
+    checkpoint, parts, done = None, {}, 0
+    if checkpoint_path is not None:
+        from curate.scorers.checkpoint import TrainingCheckpoint
+
+        checkpoint = TrainingCheckpoint(checkpoint_path)
+        parts = {"net": model, "opt": opt, "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
+                 "rng": _NumpyRng(rng), "best": {}, "history": losses,
+                 "trainable": lambda: {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}}
+        done = checkpoint.restore(parts)
+    for step in tqdm(range(done + 1, config.steps + 1), desc="tuning the reference (LoRA)", unit="step",
+                     disable=not progress, leave=False, initial=done, total=config.steps):
         picked = [requests[i] for i in rng.choice(len(requests), size=min(config.batch, len(requests)), replace=False)]
         ids, mask, rows, cols, targets = _batch(picked, pad_id, device)
         logits, _ = response_logits(model, ids, mask, rows, cols)
@@ -134,6 +159,8 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if checkpoint is not None:
+            checkpoint.step_done(step, config.steps, parts)
     first = float(np.mean(losses[: max(1, len(losses) // 10)]))
     last = float(np.mean(losses[-max(1, len(losses) // 10):]))
     meta = {"reference_turns": len(requests), "loss_first_steps": round(first, 4), "loss_last_steps": round(last, 4),
@@ -156,10 +183,12 @@ def tuned_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
         if not (folder / META_FILE).exists():
             tmp = root / f".{fp}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.mkdir()
+            progress_file = root / f"{fp}.progress.pt"  # a killed tuning continues from here
             try:
-                train_adapter(model_dir, requests, config, tmp, device, pad_id, progress)
+                train_adapter(model_dir, requests, config, tmp, device, pad_id, progress, progress_file)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             os.replace(tmp, folder)
+            progress_file.unlink(missing_ok=True)  # the adapter itself is kept now
     return Adapter.load(folder)

@@ -208,18 +208,18 @@ class Learnability(_SignalStep):
                 else {"fingerprint": self.adapter_fingerprint, **self.lora.__dict__})
         return {**super().describe(), "reference_turns": len(self.reference_requests), "lora": lora}
 
-    def reference_engine(self, cache_dir: Any) -> Engine:
-        """The base model with the (cached or freshly tuned) LoRA merged in."""
+    def reference_engine(self, cache_dir: Any, progress: bool = False) -> Engine:
+        """The base model with the (cached or freshly tuned) LoRA merged in; ``progress``: a bar over the tuning."""
         e = self.engine
         adapter = tuned_adapter(e.model_dir, self.reference_requests, self.lora, cache_dir, device=e.device,
-                                pad_id=e.tokenizer.pad_token_id or 0)
+                                pad_id=e.tokenizer.pad_token_id or 0, progress=progress)
         return Engine(e.model_dir, device=e.device, dtype=e.dtype, max_length=e.max_length,
                       batch_tokens=e.batch_tokens, max_batch=e.max_batch, chat_template=e.chat_template,
                       alone_start=e.alone_start, adapter=adapter)
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         plans = self._plans(rows)
-        ref = self.reference_engine(ctx.cache_dir)
+        ref = self.reference_engine(ctx.cache_dir, progress=not getattr(ctx.progress, "disable", True))
         base_lp: dict[tuple[int, int, str], np.ndarray] = {}
         ref_lp: dict[tuple[int, int, str], np.ndarray] = {}
 
