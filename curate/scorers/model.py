@@ -27,6 +27,7 @@ import numpy as np
 from curate.codes import Failure, FailureCode
 from curate.defaults import EMBED
 from curate.errors import ScorerError
+from curate.scorers.columns import check_scorer_column
 from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR
 from curate.scorers.features import (
     FEATURES,
@@ -60,24 +61,6 @@ def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -
     h.update(np.asarray(scores, dtype=np.float64).tobytes())
     return "sha256:" + h.hexdigest()[:32]
 
-
-def check_scorer_column(ws: Any, column: str, advice: str | None = None) -> None:
-    """A ScorerError when a scorer may not write ``column`` of ``ws``: a column another producer (an LLM judge, a
-    loaded label column) wrote, or a field of the pool file, is never shadowed by a scorer's predictions, nor left
-    beside them with a stale digit mass."""
-    advice = advice or _another_name
-    if ws.has_pool and column in ws.pool.column_names:  # the pool file's own fields: labels paid for
-        raise ScorerError(f"column {column!r} is a field of the pool file (labels, or the rows themselves); "
-                          f"a scorer writes its own column: {advice}")
-    if ws.has_column(column):
-        kind = ws.column_provenance(column).get("kind")
-        if kind != "scorer":
-            raise ScorerError(f"column {column!r} holds labels from a {kind or 'non-scorer'} producer; a scorer "
-                              f"writes its own column: {advice}")
-
-
-_another_name = ("give it another name (scorer.named('NAME'); curate score --scorer KIND_OR_DIR --column NAME, one "
-                 "scorer at a time)")
 
 class Scorer:
     """A small trained scorer that imitates a judge (MiniLM embeddings + a linear head).

@@ -10,9 +10,10 @@ from typing import Any
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA
 from curate.errors import ScorerError
+from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
-from curate.scorers.model import Scorer, check_scorer_column
+from curate.scorers.model import Scorer
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
 
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
