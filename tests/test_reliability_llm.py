@@ -452,3 +452,22 @@ def test_the_cost_of_runs_older_than_the_kept_history_stays_counted(tmp_path, mo
     tokens = sum(r["tokens"]["prompt"] for r in prov["runs"]) + prov["earlier_runs"]["tokens"]["prompt"]
     assert usage["prompt_tokens"] == tokens
     assert usage_total_line(prov).startswith(f"all 5 runs of this column: tokens {tokens:,} in")
+
+
+def test_rows_sharing_one_request_pay_for_it_once_in_the_record(tmp_path):
+    """The complexity judge reads the instruction alone, so rows that differ only in their reply send one request:
+    the run's record counted its tokens and cost once per row (3 rows, 1 request, 3 times the price)."""
+    rows = [{"instruction": "Explain how tides work.", "output": f"Reply {i}: the moon pulls the sea."}
+            for i in range(3)] + [{"instruction": "Name three prime numbers.", "output": "2, 3, 5."}]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    with FaultServer() as srv:
+        ws.apply(Judge("complexity", OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="k")), progress=False)
+        sent = srv.total
+    run = ws.column_provenance("complexity")["runs"][-1]
+    assert sent == 2 and (run["requests"], run["cached_requests"]) == (4, 2)
+    assert run["tokens"]["completion"] == 2  # the fault server answers one completion token per request
+    from curate.report.summary import llm_usage
+
+    (usage,) = llm_usage(ws)
+    assert usage["calls"] == sent

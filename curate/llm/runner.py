@@ -289,6 +289,7 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     billed: set[str] = set()  # a key billed once per call, however many items share its request
 
     def interpret(i: int, response: dict[str, Any], key: str | None, cached: bool, recovered: bool) -> None:
+        cached = cached or key in billed  # an item sharing a request already counted: answered by that response
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
