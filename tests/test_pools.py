@@ -442,4 +442,18 @@ def test_a_field_of_mixed_types_is_json_text_in_every_row_and_exported_to_json_l
     old.load(write_jsonl(tmp_path / "plain.jsonl", [{"instruction": "Fifth question?", "output": "e", "label": "high"}]))
     old.update_manifest(lambda m: m["sources"][0].update(columns_kept_as_json=["label"]))
     with pytest.raises(WorkspaceError, match=r"field 'label' holds 'high', not the JSON text"):
-        old.export(tmp_path / "old.jsonl")
+        old.export(tmp_path / "out.jsonl")
+    # ... and a failed export leaves the earlier file at that path whole (it was written in place: half a file)
+    assert (tmp_path / "out.jsonl").read_text() == text and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_a_json_lines_export_writes_floats_as_they_are_held(tmp_path):
+    """Dataset.to_json (pandas) rounds floats to 10 decimals: 3e-12 was exported as 0.0, and a score lost its last
+    digits, in every JSON Lines export (curate run's selected.jsonl too); Parquet kept them."""
+    from curate.storage.workspace import Workspace
+
+    weights = [3e-12, 0.1234567890123456, 1.5e-07, 4.740651518834285, 1e300]
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"instruction": f"Question {i}?", "output": "ok", "weight": w} for i, w in enumerate(weights)])
+    ws.export(tmp_path / "out.jsonl")
+    assert [json.loads(line)["weight"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == weights

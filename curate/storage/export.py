@@ -127,20 +127,19 @@ def json_fields(ws: Workspace, ds, format: str | None) -> list[str]:
 
 
 def write_jsonl(ds, target: Any, fields: list[str]) -> None:
-    """Rows ``ds`` as JSON Lines into ``target`` (a path or a binary file), the JSON text of ``fields`` decoded."""
-    if not fields:
-        ds.to_json(target, lines=True, force_ascii=False)
-        return
-    import json
+    """Rows ``ds`` as JSON Lines into ``target`` (a path or a binary file), the JSON text of ``fields`` decoded.
+    Floats are written as they are held (orjson: the shortest text that reads back the same double), not rounded to
+    10 decimals as ``Dataset.to_json`` (pandas) writes them: 3e-12 stayed 3e-12, not 0.0."""
+    import orjson
 
     with open(target, "wb") if isinstance(target, str) else contextlib.nullcontext(target) as fh:
-        for batch in ds.iter(batch_size=JSONL_BATCH_ROWS):
-            names = list(batch)
-            for i in range(len(batch[names[0]])):
-                row = {name: batch[name][i] for name in names}
+        for batch in ds.with_format("arrow").iter(batch_size=JSONL_BATCH_ROWS):
+            lines = []
+            for row in batch.to_pylist():
                 for name in fields:
                     row[name] = None if row[name] is None else _json_value(row, name)
-                fh.write((json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8"))
+                lines.append(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS))
+            fh.write(b"\n".join(lines) + b"\n" if lines else b"")
 
 
 JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl
@@ -160,16 +159,19 @@ def _json_value(row: dict[str, Any], name: str) -> Any:
 
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
            format: str | None = None) -> Path:
-    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). A folder is
+    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). Each is
     written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole. ``format``:
     the rows as training records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
     out = Path(out)
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
     prepare_output(out)
-    if out.suffix:
-        with writing(out), quiet_datasets():
-            return _write(ds, out, out.suffix.lower(), json_fields(ws, ds, format))
+    if out.suffix:  # written beside out and renamed into place: a failed or interrupted export leaves the earlier one
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+        with writing(out, tmp), quiet_datasets():
+            _write(ds, tmp, out.suffix.lower(), json_fields(ws, ds, format))
+            os.replace(tmp, out)
+        return out
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     with writing(out, tmp), quiet_datasets():
         _write(ds, tmp, "")
