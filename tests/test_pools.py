@@ -457,3 +457,17 @@ def test_a_json_lines_export_writes_floats_as_they_are_held(tmp_path):
     ws.load([{"instruction": f"Question {i}?", "output": "ok", "weight": w} for i, w in enumerate(weights)])
     ws.export(tmp_path / "out.jsonl")
     assert [json.loads(line)["weight"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == weights
+
+
+def test_a_training_format_export_carries_a_pool_field_asked_for_by_name(tmp_path):
+    """`curate export --format messages --column split` failed opening columns/split.arrow, an internal path: split
+    is a field of the pool file, not a derived column."""
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"instruction": "Question one?", "output": "a", "split": "train"},
+             {"instruction": "Question two?", "output": "b", "split": "test"}])
+    ws.export(tmp_path / "m.jsonl", format="messages", columns=["split"])
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [(r["messages"][0]["content"], r["split"]) for r in rows] == [("Question one?", "train"),
+                                                                          ("Question two?", "test")]

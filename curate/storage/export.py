@@ -37,8 +37,8 @@ def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str |
         ids = ws.ids
     with quiet_datasets():
         for name in names:
-            if name in RESERVED:
-                continue
+            if name in RESERVED or not ws.has_column(name) and name in ds.column_names:
+                continue  # a pool field asked for by name (e.g. into a training format): it is there already
             if name in ds.column_names:  # a pool-file field of the same name: the derived column (what the
                 kept = f"original_{name}"  # selection used) keeps the name, the field is original_<name>
                 while kept in ds.column_names:  # (or original_original_<name>, when the pool has that too)
