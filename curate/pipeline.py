@@ -152,7 +152,8 @@ def load(run: Run) -> dict[str, Any]:
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
         summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
                                      keep_only_source=True)
-    if "quality" in run.scores and summary["rows_read"] and summary["without_reply_text"] == summary["rows_read"]:
+    no_reply = "instruction_only" if run.heuristics else "without_reply_text"  # blank replies fail a text rule
+    if "quality" in run.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
         empty = summary["without_reply_text"] - summary["instruction_only"]
         what = (f"without a response ({empty:,} of them with an empty one)" if empty else "without a response")
         raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "

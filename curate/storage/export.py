@@ -166,6 +166,9 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
     prepare_output(out)
+    if out.suffix and (out.is_symlink() or out.exists() and not out.is_file()):  # a link, a device: written
+        with writing(out), quiet_datasets():                                           # through, not replaced
+            return _write(ds, out, out.suffix.lower(), json_fields(ws, ds, format))
     if out.suffix:  # written beside out and renamed into place: a failed or interrupted export leaves the earlier one
         tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
         with writing(out, tmp), quiet_datasets():
