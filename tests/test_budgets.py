@@ -141,7 +141,9 @@ def test_rps_spaces_request_starts(tmp_path):
         starts = sorted(t for times in srv.times.values() for t in times)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     # 1/20 s apart, no burst; measured where the requests land, so a busy machine may delay one start onto the next
-    assert len(starts) == 11 and elapsed >= 0.5 and starts[-1] - starts[0] >= 0.45, gaps
+    # (the first request also sets up the client's connection pool, so it may land with the second: its span is
+    # left out; the client-side elapsed time bounds all ten intervals)
+    assert len(starts) == 11 and elapsed >= 0.5 and starts[-1] - starts[1] >= 0.40, gaps
     assert sorted(gaps)[len(gaps) // 2] >= 0.04 and sorted(gaps)[1] >= 0.01, gaps
     with pytest.raises(CurateError, match="rps must be > 0"):
         OpenAIBackend("http://127.0.0.1:1/v1", "fault", rps=0)
