@@ -3,9 +3,9 @@
 Semantics (the sequential loop DEITA describes): walk the rows by score, descending (ties: row id,
 ascending); admit a row iff its cosine similarity to every row admitted so far is <= ``tau``
 (``max_cosine_similarity``); stop once ``budget`` rows are admitted. Similarities are decided in float64
-on float32 unit vectors: rows that are unit to float32 precision are used as given, every other row
-(user embeddings with norms off by 1e-3, say) is first divided by its norm (:func:`unit_rows`), so the
-decisions follow true cosines, not dot products scaled by the norms.
+(true cosines: dot products over both norms, within [-1, 1]) on float32 unit vectors: rows that are unit to
+float32 precision are used as given, every other row (user embeddings with norms off by 1e-3, say) is first
+divided by its norm (:func:`unit_rows`). So ``tau = 1`` admits every row, duplicates too.
 
 How it is fast and still exact:
 
@@ -177,6 +177,22 @@ def next_block(block_size: int, remaining: int, n_adm: int, last_examined: int, 
     return max(1, min(block_size, max(MIN_BLOCK, min(need, max(FIRST_BLOCK, n_adm)))))
 
 
+def cosines(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Float64 cosines of float32 ``rows`` (m, d) with one ``row`` (d,): the dot products divided by both float64
+    norms and clipped to [-1, 1], so identical rows are exactly 1 (a dot product of float32 unit rows can be
+    1 + 6e-8, which ``max_cosine_similarity=1.0`` would reject for some duplicates and not others). Zero rows: 0."""
+    a, b = np.asarray(rows, np.float64), np.asarray(row, np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b)
+    return np.clip((a @ b) / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
+
+
+def paired_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`cosines` of row i of ``a`` with row i of ``b``."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    return np.clip(np.einsum("ij,ij->i", a64, b64) / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
+
+
 def _resolve_block(conflict_rows: np.ndarray, g_rows: np.ndarray, xs: np.ndarray, tau: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sequential resolution inside a block of survivors (rows already clear of the admitted set).
@@ -197,12 +213,12 @@ def _resolve_block(conflict_rows: np.ndarray, g_rows: np.ndarray, xs: np.ndarray
         sims = row[js].astype(np.float64)
         near = np.abs(sims - tau) <= FLOAT32_MARGIN
         if near.any():
-            sims[near] = xs[js[near]].astype(np.float64) @ xs[i].astype(np.float64)
+            sims[near] = cosines(xs[js[near]], xs[i])
         if (sims > tau).any():
             admitted[i] = False
             k = int(np.argmax(sims))
             witness[i] = js[k]
-            wsim[i] = float(xs[js[k]].astype(np.float64) @ xs[i].astype(np.float64))
+            wsim[i] = float(cosines(xs[js[k]], xs[i]))
     return admitted, witness, wsim
 
 
@@ -296,7 +312,7 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None,
         near = np.flatnonzero(~rejected & (best > tau - FLOAT32_MARGIN))
         for i in near.tolist():  # rare: decide in float64 against every admitted row
             stats["exact_rechecks"] += 1
-            exact = adm_vecs[:n_adm].astype(np.float64) @ xb[i].astype(np.float64)
+            exact = cosines(adm_vecs[:n_adm], xb[i])
             k = int(np.argmax(exact))
             best[i], best_rank[i] = exact[k], k
             rejected[i] = exact[k] > tau
@@ -305,8 +321,7 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None,
         blk_sim = np.full(b, np.nan)
         rej_idx = np.flatnonzero(rejected)
         if rej_idx.size:
-            blk_sim[rej_idx] = np.einsum("ij,ij->i", xb[rej_idx].astype(np.float64),
-                                         adm_vecs[best_rank[rej_idx]].astype(np.float64))
+            blk_sim[rej_idx] = paired_cosines(adm_vecs[best_rank[rej_idx]], xb[rej_idx])
         # 2. inside the block, against block-mates admitted earlier
         surv = np.flatnonzero(~rejected)
         if surv.size > 1:
