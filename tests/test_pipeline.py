@@ -263,15 +263,15 @@ def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tm
 
 
 def test_no_judge_call_is_paid_for_a_duplicate_row(tmp_path):
-    """Rows exact dedup drops (the same text up to case and spaces: another request, another price) are not
-    scored; the dry run's estimate counts the same rows."""
+    """Rows exact dedup drops (the same text up to trailing spaces and line ends: another request, another price)
+    are not scored; the dry run's estimate counts the same rows."""
     import numpy as np
 
     from curate.dry_run import dry_run_pipeline
 
     unique = [{"instruction": f"Task {i}: explain topic {i}.", "output": f"Topic {i} is simple."} for i in range(5)]
-    copies = [{**unique[0], "instruction": "  " + unique[0]["instruction"].upper()},
-              {**unique[3], "output": unique[3]["output"].lower() + "  "}]
+    copies = [{**unique[0], "instruction": unique[0]["instruction"] + "\r\n"},
+              {**unique[3], "output": unique[3]["output"] + "  "}]
     pool = write_jsonl(tmp_path / "p.jsonl", unique + copies)
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
@@ -305,7 +305,7 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
               "output": "Jupiter, with 95 known moons."}
     unique = [{"instruction": f"Task {i}: explain topic {i} to a child.", "output": f"Topic {i} is simple."}
               for i in range(4)]
-    pool = write_jsonl(tmp_path / "p.jsonl", [*unique, leaked, {**unique[1], "output": "  topic 1 is simple."}])
+    pool = write_jsonl(tmp_path / "p.jsonl", [*unique, leaked, {**unique[1], "output": "Topic 1 is simple.  "}])
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
         estimates = dry_run_pipeline(str(pool), tmp_path / "dry", backend=backend, tag_backend=backend,

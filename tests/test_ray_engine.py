@@ -41,10 +41,10 @@ def generated_pool(n: int, seed: int = 0) -> list:
         roll = rnd.random()
         if roll < 0.04 and records:  # an exact repeat of an earlier record: id <hash>-2, exact duplicate
             records.append(rnd.choice([r for r in records[-50:] if isinstance(r, dict)] or [records[0]]))
-        elif roll < 0.07 and records:  # the same text up to case and spaces: an exact duplicate, another id
+        elif roll < 0.07 and records:  # the same text up to trailing spaces: an exact duplicate, another id
             prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
             if prev:
-                records.append({**prev, "instruction": "  " + prev["instruction"].upper() + " "})
+                records.append({**prev, "instruction": prev["instruction"] + " \t"})
         elif roll < 0.12 and records:  # one word changed: a near-duplicate for admission
             prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
             if prev:

@@ -316,8 +316,8 @@ def _codes_workspace(path: Path) -> Workspace:
     rng = np.random.default_rng(3)
     records = [{"instruction": f"Explain idea {i} in detail.", "output": f"Idea {i} is about {i * 7}."} for i in range(30)]
     records += [dict(records[i]) for i in (0, 1, 2)]  # exact repeats
-    records += [{"instruction": f"  explain IDEA {i} in detail. ", "output": f"Idea {i} is about {i * 7}."}
-                for i in (3, 4)]  # the same normalised text
+    records += [{"instruction": f"Explain idea {i} in detail.  ", "output": f"Idea {i} is about {i * 7}.\r\n"}
+                for i in (3, 4)]  # the same text but for trailing spaces and a CRLF
     ws = Workspace(path)
     ws.load(write_jsonl(path.parent / "codes.jsonl", records))
     ids = ws.ids

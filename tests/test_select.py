@@ -16,14 +16,15 @@ TURNS_SUM = {"kind": "test", "granularity": "turn", "reducer": "sum"}  # how jud
 
 
 def brute_force(x, scores, ids, tau, budget):
-    """DEITA's loop, one row at a time, similarities in float64 on the float32 rows."""
+    """DEITA's loop, one row at a time, cosines in float64 on the float32 rows."""
     order = examination_order(scores, ids)
     x64 = np.asarray(x, np.float64)
+    x64 = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
     admitted, dec = [], np.zeros(len(x), np.int8)
     for p in order:
         if budget is not None and len(admitted) >= budget:
             break
-        if admitted and (x64[admitted] @ x64[p]).max() > tau:
+        if admitted and np.clip(x64[admitted] @ x64[p], -1, 1).max() > tau:
             dec[p] = REJECTED
         else:
             admitted.append(p)
@@ -85,7 +86,8 @@ def test_admission_equals_sequential_loop_for_any_batching(kind):
             scored = ~np.isnan(scores)
             assert np.array_equal(res.decision[scored], want_dec[scored]), (block_size, prune)
             rej = np.flatnonzero(res.decision == REJECTED)
-            sims = np.einsum("ij,ij->i", x[rej].astype(np.float64), x[res.witness[rej]].astype(np.float64))
+            a, b = x[rej].astype(np.float64), x[res.witness[rej]].astype(np.float64)
+            sims = np.einsum("ij,ij->i", a, b) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
             assert (sims > tau).all() and np.allclose(sims, res.witness_similarity[rej])
             assert (res.decision[res.witness[rej]] == ADMITTED).all()
 
@@ -110,8 +112,8 @@ def ws(tmp_path):
     for i in range(60):
         t = topics[i % len(topics)]
         recs.append({"instruction": f"Explain {t}, question {i}.", "input": "", "output": f"About {t}: answer {i}."})
-    recs += [recs[0], {"instruction": "EXPLAIN  cooking pasta with tomato sauce, question 0.", "input": "",
-                       "output": "About cooking pasta with tomato sauce: answer 0."}]
+    recs += [recs[0], {"instruction": "Explain cooking pasta with tomato sauce, question 0.  ", "input": "",
+                       "output": "About cooking pasta with tomato sauce: answer 0.\r\n"}]
     recs.append({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
                                    {"from": "human", "value": "Tell a joke"}, {"from": "gpt", "value": "No."}]})
     src = write_jsonl(tmp_path / "pool.jsonl", recs)
@@ -181,7 +183,7 @@ def test_chain_dedup_threshold_deita(ws):
                                          {"method": "deita", "budget": 5}])
     assert set(ws.selections) >= {"final", "final.1-exact", "final.2-threshold"}
     dedup = ws.selection("final.1-exact")
-    assert dedup.decisions()["duplicate"] == 2  # the copy and the case/space variant
+    assert dedup.decisions()["duplicate"] == 2  # the copy and the trailing-space/CRLF variant
     thr = ws.selection("final.2-threshold")
     scores = row_scores(ws)
     assert all(scores[ws.index[i]] >= 6 for i in thr.ids)
@@ -297,6 +299,26 @@ def test_sort_key_reduces_turns_with_the_declared_reducer(tmp_path):
     w.add_column("undeclared", values, {"kind": "test"})
     with pytest.raises(CurateError, match="declares no reducer"):
         row_scores(w, "undeclared")
+
+
+def test_exact_dedup_keeps_case_and_indentation_apart_unless_asked_to_ignore_them(tmp_path):
+    code = "def f(x):\n    if x:\n        return 1\n    return 2"
+    flat = "def f(x):\n    if x:\n        return 1\n        return 2"  # another program: the last line indented
+    rows = [{"instruction": "Fix the bug.", "output": code},
+            {"instruction": "Fix the bug.", "output": flat},
+            {"instruction": "Spell it: ABC", "output": "A-B-C"},
+            {"instruction": "Spell it: abc", "output": "a-b-c"},
+            {"instruction": "Fix the bug.", "output": code.replace("\n", "  \r\n") + "\n"},  # row 0 but for CRLF
+            {"instruction": "Cafe\u0301?", "output": "yes"}, {"instruction": "Caf\u00e9?", "output": "yes"}]  # NFC
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    exact = w.select(method="exact", name="exact")
+    assert [w.ids.index(i) for i in exact.ids] == [0, 1, 2, 3, 5]
+    assert exact.provenance["ignore_case_and_spacing"] is False
+    loose = w.select(method="exact", name="loose", ignore_case_and_spacing=True)
+    assert [w.ids.index(i) for i in loose.ids] == [0, 2, 5]
+    with pytest.raises(CurateError, match="ignore_case_and_spacing is a switch"):
+        w.select(method="exact", name="bad", ignore_case_and_spacing="yes")
 
 
 # -- dedup order: pool order unless sort_by says otherwise --------------------------------------------
@@ -531,3 +553,18 @@ def test_deita_reads_only_the_vectors_its_walk_examines():
     assert 20 <= examined < 100 and len(matrix.read) == examined
     assert matrix.read == set(candidates[res.order[:examined]].tolist())
     assert res.decision.tolist() == admit(unit(matrix.x[candidates]), scores, None, 0.9, budget=20).decision.tolist()
+
+
+def test_max_cosine_similarity_one_admits_every_duplicate_and_just_below_one_none():
+    # float32 unit rows whose float64 dot product with themselves lies either side of 1 (1 +- 6e-8)
+    rng = np.random.default_rng(7)
+    x = unit(rng.standard_normal((400, 16)))
+    self_dot = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))
+    assert (self_dot > 1).any() and (self_dot < 1).any()
+    dup = np.concatenate([x, x])  # every row twice
+    scores = np.arange(len(dup), dtype=np.float64)
+    every = admit(dup, scores, max_cosine_similarity=1.0)
+    assert len(every.admitted) == len(dup)
+    one_each = admit(dup, scores, max_cosine_similarity=0.9999999)
+    assert len(one_each.admitted) == len(x)
+    assert np.allclose(one_each.witness_similarity[one_each.decision == REJECTED], 1.0, atol=1e-12)

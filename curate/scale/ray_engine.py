@@ -2,7 +2,7 @@
 
     load   read the shards in Ray tasks (``curate.pools.read`` per shard, :mod:`.sources`); the rows come
            to the driver once, in source order, and ``ws.load`` writes the pool (ids as always);
-    dedup  exact duplicates by hash: a Ray groupby (count, first row) on the normalised-text hash; the
+    dedup  exact duplicates by hash: a Ray groupby (count, first row) on the `exact` selector's text hash; the
            driver stores selection ``dedup`` exactly as the ``exact`` selector would (first copy kept);
            with ``--minhash`` near-duplicates too, LSH band buckets as groupbys (:mod:`.minhash`);
     score  the scorers and the encoder in a pool of Ray actors (``map_batches``, one model per actor, one
@@ -260,6 +260,7 @@ class RayEngine:
         # the provenance the ``exact`` selector's select() writes, plus the engine
         provenance = {"method": "exact", "params": {}, "input_selection": None, "candidates": len(ids),
                       "counts": dict(Counter(d.value for d in decisions)), "text": "conversation",
+                      "ignore_case_and_spacing": False,
                       "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(first)}
         selection = run.ws.add_selection(self.dedup_name, ids, decisions, reasons, details, provenance)
         clock("write_selection")

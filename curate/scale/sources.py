@@ -17,7 +17,6 @@ The exact-dedup stage reads these blocks with :func:`rows_only` and :func:`dupli
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import pickle
 from collections.abc import Iterator
@@ -56,11 +55,11 @@ def remote_errors() -> Iterator[None]:
 
 
 def dedup_key(conversation: list[dict[str, str]]) -> str:
-    """The ``exact`` selector's key: sha256 of the normalised conversation text."""
+    """The ``exact`` selector's key (its defaults) of a conversation, as hex."""
     from curate.rows import row_text
-    from curate.select.dedup import normalise_text
+    from curate.select.dedup import exact_key
 
-    return hashlib.sha256(normalise_text(row_text(conversation, "conversation")).encode()).hexdigest()
+    return exact_key(row_text(conversation, "conversation")).hex()
 
 
 def read_shards(batch: dict[str, Any], format: str = "auto", mapping: dict[str, str] | None = None) -> Iterator[Any]:

@@ -1,4 +1,4 @@
-"""Deduplication selectors: ``exact`` (normalised text hash), ``minhash`` (near-duplicate text),
+"""Deduplication selectors: ``exact`` (text hash: the same text up to invisible differences), ``minhash`` (near-duplicate text),
 ``semantic`` (near-duplicate embeddings).
 
 Which copy of a duplicate group is kept follows the walk order: pool order by default, or best score
@@ -27,8 +27,27 @@ from curate.select.sort_key import rows_by_score
 
 
 def normalise_text(text: str) -> str:
-    """Unicode NFKC, case-folded, whitespace collapsed: the key of exact deduplication."""
+    """Unicode NFKC, case-folded, whitespace collapsed: the text MinHash shingles, and the ``exact`` selector's key
+    with ``ignore_case_and_spacing``."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+_TRAILING_SPACE = re.compile(r"[ \t\f\v]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def exact_key(text: str, ignore_case_and_spacing: bool = False) -> bytes:
+    """The hash exact dedup groups rows by. By default texts that read the same are one: Unicode NFC, CRLF line ends
+    as LF, whitespace at line ends and around the text dropped, a run of blank lines as one (so a message's trailing
+    newline, between messages in a conversation's text, counts for nothing); case and indentation count (code that
+    differs only in indentation, a case-sensitive task, is not a duplicate). ``ignore_case_and_spacing``:
+    :func:`normalise_text` (NFKC, case-folded, every run of whitespace one space)."""
+    if ignore_case_and_spacing:
+        key = normalise_text(text)
+    else:
+        lines = _TRAILING_SPACE.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n"))
+        key = _BLANK_LINES.sub("\n\n", lines).strip()
+    return hashlib.sha256(key.encode()).digest()
 
 
 def walk_order(ws, rows: np.ndarray, sort_by: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -41,14 +60,15 @@ def walk_order(ws, rows: np.ndarray, sort_by: str | None) -> tuple[np.ndarray, n
 
 
 @register("exact")
-def exact_dedup(ws, rows: np.ndarray, text: str = "conversation", sort_by: str | None = None) -> SelectorResult:
-    """Exact dedup on a hash of the normalised text; the first copy in the walk order is kept."""
+def exact_dedup(ws, rows: np.ndarray, text: str = "conversation", sort_by: str | None = None,
+                ignore_case_and_spacing: bool = False) -> SelectorResult:
+    """Exact dedup on a hash of the text (:func:`exact_key`); the first copy in the walk order is kept."""
     ordered, values, info = walk_order(ws, rows, sort_by)
     ids = ws.ids
     first: dict[bytes, int] = {}
-    out = SelectorResult(info={"text": text, **info})
+    out = SelectorResult(info={"text": text, "ignore_case_and_spacing": ignore_case_and_spacing, **info})
     for k, (p, t) in enumerate(zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)):
-        h = hashlib.sha256(normalise_text(t).encode()).digest()
+        h = exact_key(t, ignore_case_and_spacing)
         if h in first:
             out.add(p, Decision.DUPLICATE, Reason.EXACT_DUPLICATE, {"witness": ids[first[h]], **score_detail(values[k])})
         else:
