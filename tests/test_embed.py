@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,34 @@ def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
     sample = [0, 599, 1199]
     np.testing.assert_allclose(matrix[sample], encode([texts[i] for i in sample]), atol=1e-5)
     assert encode_cached(texts, tmp_path)[1] == 0
+
+
+_INTERRUPTED = """
+import sys
+import curate.embed.cache as cache
+chunk = cache._PartWriter.__call__
+def told(self, positions, vectors):  # say when a chunk is done (parts are written only every 30 s)
+    chunk(self, positions, vectors)
+    print(len(positions), flush=True)
+cache._PartWriter.__call__ = told
+texts = [f"interrupted pass text {i} on subject {i % 13}" for i in range(1200)]
+cache.encode_cached(texts, sys.argv[1], batch_size=8)
+"""
+
+
+def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
+    texts = [f"interrupted pass text {i} on subject {i % 13}" for i in range(1200)]
+    parts = cache_file(tmp_path, None).with_name(cache_file(tmp_path, None).name + ".parts")
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = int(proc.stdout.readline())  # one chunk encoded, none on disk yet
+    assert not parts.exists()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert done > 0 and len(list(parts.glob("part-*.npz"))) == 1
+    _, encoded, _ = encode_cached(texts, tmp_path, batch_size=8)
+    assert encoded <= 1200 - done
 
 
 def test_loading_the_default_model_leaves_the_environment_alone():

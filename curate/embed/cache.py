@@ -140,8 +140,12 @@ def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | N
             missing = _missing(keys, texts, known)
             if missing:
                 parts = _PartWriter(cache, list(missing))
-                fresh = encode(list(missing.values()), model=mid, batch_size=batch_size, progress=progress,
-                               device=device, backend=backend, on_chunk=parts)
+                try:
+                    fresh = encode(list(missing.values()), model=mid, batch_size=batch_size, progress=progress,
+                                   device=device, backend=backend, on_chunk=parts)
+                except BaseException:  # Ctrl-C or an error mid-pass: keep the chunks encoded since the last part
+                    parts.flush()
+                    raise
                 cached_vecs = fresh if cached_vecs is None else np.concatenate((cached_vecs, fresh))
                 cached_keys = np.concatenate((cached_keys, np.array(list(missing), dtype=KEY_DTYPE)))
                 known = {k: i for i, k in enumerate(cached_keys.tolist())}
