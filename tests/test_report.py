@@ -162,7 +162,7 @@ def test_plots_and_missing_inputs(tmp_path):
     assert "has no pool yet" in empty and "<img" not in empty
     bare.add_embeddings("default", np.eye(2, 4), {"model": "synthetic"})
     bare.load(write_jsonl(tmp_path / "two.jsonl", [{"instruction": "new", "output": "row"}]))
-    assert "embed again" in dict((t, m) for t, _, m in all_plots(bare))["embedding map"]
+    assert f"run `curate embed {bare.path}`" in dict((t, m) for t, _, m in all_plots(bare))["embedding map"]
     with pytest.raises(MissingInput, match="no selection"):
         tag_coverage(ws, ["nope"])
     one = tag_coverage(ws, "deita")  # one selection by name, as embedding_map takes it

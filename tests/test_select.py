@@ -568,3 +568,17 @@ def test_max_cosine_similarity_one_admits_every_duplicate_and_just_below_one_non
     one_each = admit(dup, scores, max_cosine_similarity=0.9999999)
     assert len(one_each.admitted) == len(x)
     assert np.allclose(one_each.witness_similarity[one_each.decision == REJECTED], 1.0, atol=1e-12)
+
+
+def test_shared_selector_parameters_out_of_range_are_named_as_given(ws):
+    ws.embed()
+    for method, params, message in (
+            ("semantic", {"duplicate_similarity": 2}, "duplicate_similarity must be a cosine in \\[-1, 1\\], not 2"),
+            ("kmeans", {"budget": 3, "seed": -1}, "seed must be a whole number from 0 to 4294967295, not -1"),
+            ("kcenter", {"budget": 3, "seed": -1}, "seed must be a whole number"),
+            ("kmeans", {"budget": 3, "n_clusters": 0}, "n_clusters must be at least 1"),
+            ("deita", {"budget": 3, "embeddings": "other"}, "no embeddings 'other' \\(the workspace has 'default'\\); "
+                                                             "run `curate embed .* --name other`")):
+        with pytest.raises(CurateError, match=message):
+            ws.select(method=method, name="bad", **params)
+    assert "bad" not in ws.selections

@@ -193,7 +193,9 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     """The pool's embeddings in 2-D (PCA, or UMAP when installed): kept rows vs dropped rows vs the rest."""
     _need_pool(ws)
     if embeddings not in ws.embedding_sets:
-        raise MissingInput(f"no embeddings {embeddings!r} yet: run `curate embed {ws.path}`")
+        from curate.storage.blobs import missing_embeddings
+
+        raise MissingInput(missing_embeddings(ws, embeddings))
     from curate.errors import WorkspaceError
 
     try:

@@ -97,6 +97,21 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0):
         raise CurateError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
     _check_types(method, params)
+    for name, (low, high, what) in PARAMETER_RANGES.items():
+        value = params.get(name)
+        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and not (
+                low <= value <= high):
+            raise CurateError(f"selector {method!r}: {name} must be {what}, not {value!r}")
+
+
+# parameters several selectors share, by name: checked before any work, so a bad value is named as the user gave it
+# (not as the internal argument it becomes, or numpy's "expected non-negative integer")
+PARAMETER_RANGES: dict[str, tuple[float, float, str]] = {
+    "seed": (0, 2**32 - 1, "a whole number from 0 to 4294967295"),
+    "n_clusters": (1, float("inf"), "at least 1 (leave it out for the default)"),
+    "max_cosine_similarity": (-1.0, 1.0, "a cosine in [-1, 1]"),
+    "duplicate_similarity": (-1.0, 1.0, "a cosine in [-1, 1]"),
+}
 
 
 def _check_types(method: str, params: dict[str, Any]) -> None:

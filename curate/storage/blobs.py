@@ -56,6 +56,20 @@ def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
             if not p.name.endswith(".ids.json")}
 
 
+def embed_command(ws: Workspace, name: str) -> str:
+    """The command that makes (or completes) embedding set ``name``."""
+    from curate.defaults import EMBED
+
+    return f"curate embed {ws.path}" + ("" if name == EMBED.name else f" --name {name}")
+
+
+def missing_embeddings(ws: Workspace, name: str) -> str:
+    """Why embedding set ``name`` cannot be read, and the command that makes it (``--name`` unless the default)."""
+    have = sorted(embedding_sets(ws)) if (ws.path / "embeddings").is_dir() else []
+    return (f"{ws.path}: no embeddings {name!r} (the workspace has {', '.join(map(repr, have)) or 'none'}); "
+            f"run `{embed_command(ws, name)}`")
+
+
 def _read_embeddings(folder: Path, meta_path: Path) -> tuple[np.ndarray, list[str]]:
     meta = json.loads(meta_path.read_text())
     return np.load(folder / meta["file"], mmap_mode="r"), json.loads((folder / meta["ids_file"]).read_text())
@@ -66,7 +80,7 @@ def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = Non
     folder = ws.path / "embeddings"
     meta_path = folder / f"{name}.json"
     if not meta_path.exists():
-        raise WorkspaceError(f"{ws.path}: no embeddings {name!r}; run `curate embed {ws.path}`")
+        raise WorkspaceError(missing_embeddings(ws, name))
     try:
         array, stored_ids = _read_embeddings(folder, meta_path)
     except FileNotFoundError:  # replaced by a writer between reading the metadata and the file: read under its lock
@@ -78,7 +92,8 @@ def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = Non
     pos = {rid: i for i, rid in enumerate(stored_ids)}
     missing = [i for i in want if i not in pos]
     if missing:
-        raise WorkspaceError(f"embeddings {name!r} lack {len(missing)} row(s), e.g. {missing[0]}; embed again")
+        raise WorkspaceError(f"{ws.path}: embeddings {name!r} lack {len(missing)} row(s) loaded since they were made, "
+                             f"e.g. {missing[0]}; run `{embed_command(ws, name)}` (rows embedded before come from its cache)")
     return np.asarray(array[[pos[i] for i in want]])
 
 
