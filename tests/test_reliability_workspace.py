@@ -256,6 +256,33 @@ def test_export_to_a_full_disk_is_one_line_naming_the_path(tmp_path, small_ws):
     assert str(full) in line and "No space left on device" in line
 
 
+_CTRL_C_IN_PARQUET = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from curate.session import Workspace
+write_table = pq.ParquetWriter.write_table
+def then_ctrl_c(self, table, *args, **kwargs):  # a real SIGINT once Arrow has written a row group
+    write_table(self, table, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+pq.ParquetWriter.write_table = then_ctrl_c
+Workspace.open(sys.argv[1]).export(sys.argv[2])
+"""
+
+
+def test_ctrl_c_mid_parquet_export_is_a_keyboard_interrupt_that_leaves_the_earlier_file(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q {i}", "output": "a"} for i in range(25_000)]))
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"an earlier export")
+    run = subprocess.run([sys.executable, "-c", _CTRL_C_IN_PARQUET, str(ws.path), str(out)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    # Dataset.to_parquet wrote through a Python file object: the interrupt surfaced inside Arrow's writer (an
+    # abort, or "write to closed file")
+    assert run.returncode == -signal.SIGINT and run.stderr.rstrip().endswith("KeyboardInterrupt"), run.stderr[-1500:]
+    assert out.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.parquet", "p.jsonl", "ws"]
+
+
 # -- 5. leftovers of a killed writer ------------------------------------------------------------------
 
 

@@ -190,9 +190,24 @@ def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
     if suffix in (".jsonl", ".json"):
         write_jsonl(ds, str(out), fields or [])
     elif suffix == ".parquet":
-        ds.to_parquet(str(out))
+        if out.exists() and not out.is_file():  # a pipe or a device: Arrow's own file cannot seek there
+            ds.to_parquet(str(out))
+        else:
+            write_parquet(ds, out)
     elif suffix == "":
         ds.save_to_disk(str(out))
     else:
         raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
     return out
+
+
+def write_parquet(ds, out: Path, rows_per_group: int = 10_000) -> None:
+    """``ds`` as Parquet, Arrow batches into pyarrow's own file writer. Not ``Dataset.to_parquet``: that writes
+    through a Python file object, so a Ctrl-C inside Arrow's writer aborted the process (SIGABRT, a stray temporary
+    file); here it is an ordinary KeyboardInterrupt between batches. ``out``: a regular file (Arrow seeks in it)."""
+    import pyarrow.parquet as pq
+
+    schema = ds.features.arrow_schema  # with datasets' metadata, as to_parquet writes it
+    with pq.ParquetWriter(str(out), schema) as writer:
+        for batch in ds.with_format("arrow").iter(batch_size=rows_per_group):
+            writer.write_table(batch.cast(schema) if batch.schema != schema else batch)
