@@ -19,8 +19,8 @@ __all__ = ["app", "main", "sample_path"]
 
 TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1 to see a ValueError's traceback instead of its one line
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
-INTERRUPTED_LINE = ("interrupted: finished work is kept (responses in the workspace's cache, columns already "
-                    "written); re-run the same command to resume")
+INTERRUPTED_LINE = ("interrupted: finished work is kept (answers in the workspace's cache, columns, vectors and "
+                    "files written whole; nothing half-written replaced them); re-run the same command to go on")
 
 def _os_error_line(exc: OSError) -> str:
     """One line naming the path(s) and the OS reason, e.g. ``out/x.jsonl: No space left on device``."""
