@@ -14,6 +14,7 @@ from curate.defaults import EMBED
 from curate.errors import CurateError
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
+from curate.storage.workspace import operation
 
 
 class ViewedSelection(Selection):
@@ -32,6 +33,7 @@ class ViewedSelection(Selection):
 class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
+    @operation
     def score(self, judge, backend=None, **kwargs: Any) -> dict[str, Any]:
         """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``)."""
         from curate.scorers import Scorer
@@ -49,6 +51,7 @@ class Workspace(StorageWorkspace):
             raise ValueError(f"give {sorted(options)} to Judge(...), not to score()")
         return self.apply(judge if backend is None else judge.with_backend(backend), **kwargs)
 
+    @operation
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
         """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
@@ -66,12 +69,14 @@ class Workspace(StorageWorkspace):
         """A stored selection (shown in a notebook with its reason groups and first rows)."""
         return ViewedSelection.of(super().selection(name))
 
+    @operation
     def embed(self, model: str | None = None, text: str = EMBED.text, name: str = EMBED.name, **kwargs: Any) -> dict:
         """Embed every row (see :func:`curate.embed.embed`); unchanged rows come from the cache."""
         from curate.embed import embed
 
         return embed(self, model=model, text=text, name=name, **kwargs)
 
+    @operation
     def signal(self, kind: str, *, model: str | os.PathLike | None = None, device: str | None = None,
                ids: list[str] | None = None, reference_selection: str | None = None, dtype: str | None = None,
                max_length: int | None = None, chat_template: str | None = None, column: str | None = None,
@@ -98,6 +103,7 @@ class Workspace(StorageWorkspace):
             raise CurateError(f"unknown signal {kind!r}: ifd, perplexity or learnability")
         return self.apply(step, ids, **kwargs)
 
+    @operation
     def train(self, selection: str | None = None, *, model: str | os.PathLike | None = None,
               device: str | None = None, ids: list[str] | None = None, progress: bool = True, **config: Any):
         """Fine-tune a small causal LM (packaged SmolLM2 by default; LoRA, or full with ``lora_rank=0``) on the
@@ -113,6 +119,7 @@ class Workspace(StorageWorkspace):
         return train_workspace(self, rows, model=model, config=TrainConfig(**config), device=device,
                                progress=progress or None)
 
+    @operation
     def fine_tune(self, selection: str, out: str | os.PathLike, *, model: str | os.PathLike | None = None,
                   device: str | None = None, progress: bool = True, **config: Any) -> Path:
         """Fine-tune a small causal LM (as :meth:`train`, but writing no columns) on a selection's kept rows and
@@ -128,18 +135,21 @@ class Workspace(StorageWorkspace):
                               device=device, progress=progress or None, columns=False)
         return export_model(run, out)
 
+    @operation
     def show(self, rows: Any, columns: list[str] | None = None, limit: int = 20):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
         from curate.report.views import show_rows
 
         return show_rows(self, rows, columns=columns, limit=limit)
 
+    @operation
     def report(self, out: str | os.PathLike = "report.html", selection: str | None = None) -> Path:
         """Write the self-contained HTML curation report."""
         from curate.report.html import build_report
 
         return build_report(self, out, selection=selection)
 
+    @operation
     def _repr_html_(self) -> str:
         from curate.report.views import workspace_html
 

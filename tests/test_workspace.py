@@ -9,6 +9,10 @@ import pytest
 import curate
 from curate.codes import Decision, Reason
 from curate.errors import WorkspaceError
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_workspace_roundtrip_and_reopen(tmp_path, shapes):
@@ -141,3 +145,24 @@ def test_take_values_reads_positions_chunk_by_chunk_in_the_order_asked():
     positions = [9, 0, 4, 4, 2, 7, 1]
     assert take_values(column, positions) == [chunks[p] for p in positions]
     assert take_values(column, []) == []
+
+
+def test_a_notebook_workspace_object_follows_rows_another_process_loads_or_removes(tmp_path):
+    rows = [{"instruction": f"Task {i}.", "output": f"Answer {i}."} for i in range(6)]
+    src = write_jsonl(tmp_path / "p.jsonl", rows)
+    notebook = Workspace(tmp_path / "ws")
+    notebook.load(src)
+    assert len(notebook) == 6 and len(notebook.ids) == 6
+    other = subprocess.run([sys.executable, "-m", "curate.cli", "load", str(write_jsonl(tmp_path / "more.jsonl", [
+        {"instruction": "Task 99.", "output": "Answer 99."}])), "-w", str(notebook.path)], capture_output=True,
+        text=True, cwd=REPO)
+    assert other.returncode == 0, other.stderr
+    assert len(notebook) == 7 and len(notebook.ids) == 7 and len(notebook.conversations()) == 7
+    assert len(notebook.select(method="random", name="r", budget=10)) == 7
+    exported = notebook.export(tmp_path / "all.jsonl")
+    assert len(exported.read_text().splitlines()) == 7
+    Workspace.open(notebook.path).keep_rows(notebook.ids[:3])  # another object removes rows
+    assert len(notebook) == 3 and notebook.ids == Workspace.open(notebook.path).ids
+    sel = notebook.select(method="random", name="r2", budget=10)
+    assert len(sel) == 3 and set(sel.ids) <= set(notebook.ids)
+    assert len(notebook.export(tmp_path / "three.jsonl", selection="r2").read_text().splitlines()) == 3

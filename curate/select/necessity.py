@@ -63,7 +63,8 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
                           f"input (first: {outside[0]!r}); make the seed from the same input")
     in_seed = set(seed_positions)
     rest = np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64)
-    rest_ids = [ws.ids[p] for p in rest.tolist()]
+    pool_ids = ws.ids
+    rest_ids = [pool_ids[p] for p in rest.tolist()]
     scores = lowest_turn_scores(ws, answer_score, rest_ids)
     failed: dict[int, str] = {}  # an unfinished or looping answer ranks below every judged one
     if answers is not None:

@@ -210,7 +210,8 @@ def row_scores(ws, expr: str | None = None, ids: list[str] | None = None) -> np.
 def rows_by_score(ws, rows: np.ndarray, sort_by: str | None) -> tuple[np.ndarray, Scores]:
     """How to walk ``rows`` (pool positions) by score: indices into ``rows``, best first (ties by row id;
     rows without a score last, in the order given), and the scores of ``rows`` as given."""
-    ids = [ws.ids[p] for p in rows.tolist()]
+    pool_ids = ws.ids
+    ids = [pool_ids[p] for p in rows.tolist()]
     scores = score_rows(ws, sort_by, ids)
     order = examination_order(scores.values, np.asarray(ids, dtype=object).astype(str))
     perm = np.concatenate((order, np.flatnonzero(np.isnan(scores.values)))).astype(np.int64)

@@ -84,6 +84,7 @@ def _pool_field(ws: Workspace, name: str, ids: list[str] | None) -> list[Any]:
 
     if ws.has_pool and name in ws.pool.column_names:
         values = ws.pool.data.table.column(name).to_pylist()
-        return values if ids is None else [values[ws.index[i]] for i in ids]
+        index = ws.index
+        return values if ids is None else [values[index[i]] for i in ids]
     pool = [c for c in ws.pool.column_names if c not in ("id", "conversation")] if ws.has_pool else []
     raise WorkspaceError(f"{ws.path}: no column {name!r}; derived columns {sorted(ws.columns)}, pool fields {pool}")

@@ -283,7 +283,8 @@ def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]
         raise WorkspaceError(f"{ws.path}: selection {name!r} keeps {len(gone):,} rows that are no longer in the pool "
                              f"(first: {gone[0]!r}); make the selection again on the pool as it is now")
     kept = ws.selection(name).ids
-    return kept, [ws.index[rid] for rid in kept]
+    index = ws.index
+    return kept, [index[rid] for rid in kept]
 
 
 MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes

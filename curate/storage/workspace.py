@@ -22,6 +22,7 @@ nothing; what a killed writer left is removed on the next open. Columns are keye
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -58,6 +59,22 @@ from curate.storage.step import RowInput
 log = logging.getLogger("curate")
 
 
+def operation(method: Callable) -> Callable:
+    """A public Workspace method that reads or writes by pool order: it starts on the pool on disk now (another
+    process or object may have loaded or removed rows since this object read it) and keeps that one pool to its end,
+    however many reads it makes (only the outermost operation looks)."""
+    @functools.wraps(method)
+    def current(self, *args: Any, **kwargs: Any) -> Any:
+        if self._depth == 0:
+            self.refresh()
+        self._depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+    return current
+
+
 class Workspace:
     """A curation session stored in a directory; reopen it from any process or notebook."""
 
@@ -68,6 +85,7 @@ class Workspace:
         self._reads: dict | None = None  # memoised column reads inside ``reading()``
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
+        self._depth = 0  # operations under way (see ``operation``)
         if not (self.path / MANIFEST).exists():
             if not create:
                 raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
@@ -123,6 +141,7 @@ class Workspace:
         return self.path / "cache"
 
     # -- pool -----------------------------------------------------------------------------------
+    @operation
     def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
              on_error: str = "raise", max_field_chars: int | None = None,
              keep_only_source: bool = False) -> dict[str, Any]:
@@ -145,6 +164,7 @@ class Workspace:
             with self.lock():
                 return pool.add_rows(self, staged, keep_only_source)
 
+    @operation
     def keep_rows(self, ids: Iterable[str]) -> int:
         """Remove from the pool every row not in ``ids`` (rows a re-run's source no longer has); how many went.
         Their column values and cached work stay until overwritten, so a row that comes back costs nothing."""
@@ -157,7 +177,9 @@ class Workspace:
 
     @property
     def pool(self):
-        """The pool as a memory-mapped ``datasets.Dataset``."""
+        """The pool as a memory-mapped ``datasets.Dataset`` (read again when another process changed it, except
+        inside an operation)."""
+        self._current()
         if self._pool is None:
             self._pool, self._pool_stamp = pool.open_pool(self)
         return self._pool
@@ -168,12 +190,18 @@ class Workspace:
         if self._pool is not None and pool.pool_stamp(self) != self._pool_stamp:
             self._pool, self._ids, self._index = None, None, None
 
+    def _current(self) -> None:
+        """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat)."""
+        if self._depth == 0:
+            self.refresh()
+
     def __len__(self) -> int:
         return len(self.pool) if self.has_pool else 0
 
     @property
     def ids(self) -> list[str]:
         """Row ids in pool order."""
+        self._current()
         if self._ids is None:
             self._ids = self.pool.data.table.column("id").to_pylist()
         return self._ids
@@ -181,10 +209,12 @@ class Workspace:
     @property
     def index(self) -> dict[str, int]:
         """Row id -> position in the pool."""
+        self._current()
         if self._index is None:
             self._index = {rid: i for i, rid in enumerate(self.ids)}
         return self._index
 
+    @operation
     def conversations(self, ids: list[str] | None = None) -> list[list[dict[str, str]]]:
         """Conversations of ``ids`` (default: every row, in pool order)."""
         column = self.pool.data.table.column("conversation")
@@ -192,12 +222,15 @@ class Workspace:
             return column.to_pylist()
         if not ids:
             return []
-        return take_values(column, [self.index[i] for i in ids])
+        index = self.index
+        return take_values(column, [index[i] for i in ids])
 
+    @operation
     def turns(self, ids: list[str] | None = None) -> list[list[Turn]]:
         """Each row's turns (see :mod:`curate.rows`)."""
         return [turns(c) for c in self.conversations(ids)]
 
+    @operation
     def row_inputs(self, ids: list[str], inputs: tuple[str, ...] | list[str] = ()) -> list[RowInput]:
         """What a step sees of ``ids``: conversation, turns and the extra columns it declared."""
         for name in inputs:
@@ -211,6 +244,7 @@ class Workspace:
     def _column_path(self, name: str) -> Path:
         return self.path / "columns" / f"{name}.arrow"
 
+    @operation
     def add_column(self, name: str, values: list[Any] | np.ndarray, provenance: dict[str, Any],
                    ids: list[str] | None = None, fingerprints: list[str | None] | None = None,
                    value_type: Any = None) -> None:
@@ -238,6 +272,7 @@ class Workspace:
         with self.lock():
             write_arrow(self._column_path(name), table)
 
+    @operation
     def merge_column(self, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
                      fingerprint: str | None, value_type: Any = None) -> None:
         """Write ``values`` for ``ids`` into column ``name``, keeping every other row's value (pool order)."""
@@ -253,10 +288,12 @@ class Workspace:
         """Derived columns: name -> provenance."""
         return {p.stem: schema_meta(p) for p in sorted((self.path / "columns").glob("*.arrow"))}
 
+    @operation
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
         """A column's values aligned to ``ids`` (default: pool order; None where a row lacks one); pool fields too."""
         return columns.column(self, name, ids)
 
+    @operation
     def column_values_array(self, name: str) -> Any:
         """A derived column's stored values as an Arrow ``ChunkedArray``, in the file's row order (memory-mapped)."""
         return read_arrow(self._column_path(name)).column("value")
@@ -280,6 +317,7 @@ class Workspace:
     def column_provenance(self, name: str) -> dict[str, Any]:
         return schema_meta(self._column_path(name))
 
+    @operation
     def turn_values(self, name: str, ids: list[str] | None = None) -> list[list[Any] | None]:
         """A column as per-turn lists for every row (a scalar becomes a one-turn list; missing stays None)."""
         return [v if v is None or isinstance(v, list) else [v] for v in self.column(name, ids)]
@@ -288,21 +326,25 @@ class Workspace:
         """The reducer a column declared (how its turns make one row value)."""
         return self.column_provenance(name).get("reducer") if self.has_column(name) else None
 
+    @operation
     def row_values(self, name: str, ids: list[str] | None = None) -> list[Any]:
         """One value per row: per-turn values reduced with the column's declared reducer (None if any
         turn has none). Selection, plots, the report and training all read scores through this."""
         return columns.row_values(self, name, ids)
 
+    @operation
     def column_array(self, name: str, ids: list[str] | None = None) -> np.ndarray:
         """``row_values`` as float64, NaN where missing."""
         return np.array([np.nan if v is None else v for v in self.row_values(name, ids)], dtype=np.float64)
 
+    @operation
     def failures(self, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
         """Each row's failures for step column ``name`` (empty list when it has a value)."""
         if not self.has_column(f"{name}_failure"):
             return [[] for _ in (self.ids if ids is None else ids)]
         return [parse_failures(v) for v in self.column(f"{name}_failure", ids)]
 
+    @operation
     def apply(self, step: Any, ids: list[str] | None = None, *, force: bool = False,
               retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
         """Run a Step (judge, scorer, tagger, signal...) on the rows that need it; see ``storage.apply``. Rows whose
@@ -310,6 +352,7 @@ class Workspace:
         return apply_step(self, step, ids, force=force, retry_failed=retry_failed, progress=progress)
 
     # -- embeddings, label sets, artifacts (storage/blobs.py) -----------------------------------
+    @operation
     def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
                        ids: list[str] | None = None) -> None:
         """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
@@ -320,6 +363,7 @@ class Workspace:
         """Stored embedding matrices: name -> provenance."""
         return blobs.embedding_sets(self)
 
+    @operation
     def embeddings(self, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
         """A stored embedding matrix aligned to ``ids`` (memory-mapped when it already matches)."""
         return blobs.embeddings(self, name, ids)
@@ -350,6 +394,7 @@ class Workspace:
         return blobs.artifact(self, name)
 
     # -- selections -----------------------------------------------------------------------------
+    @operation
     def add_selection(self, name: str, ids: list[str], decisions: list[Decision | str],
                       reasons: list[Reason | str], details: list[dict[str, Any] | None], provenance: dict[str, Any],
                       ranks: list[int] | None = None) -> Selection:
@@ -378,15 +423,18 @@ class Workspace:
         return Selection(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
 
     # -- views and export -----------------------------------------------------------------------
+    @operation
     def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
         return export.to_dataset(self, columns, selection)
 
+    @operation
     def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
                format: str | None = None) -> Path:
         """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.export.export``."""
         return export.export(self, out, selection, columns, format)
 
+    @operation
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
         return pool.info(self)

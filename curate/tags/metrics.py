@@ -53,7 +53,8 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "
     """A selection's tag coverage and tags per query, beside random selections of the same size."""
     ids = ws.selection(selection).ids if isinstance(selection, str) else list(selection)
     rows = ws.column(tags_column)
-    chosen = [rows[ws.index[i]] for i in ids]
+    index = ws.index
+    chosen = [rows[index[i]] for i in ids]
     mean, std = random_coverage(rows, len(ids), seeds)
     return {"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
             "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),

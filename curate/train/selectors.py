@@ -30,7 +30,8 @@ def _keep(n: int, budget: int | None, fraction: float | None) -> int:
 def _values(ws, rows: np.ndarray, column: str) -> np.ndarray:
     if not ws.has_column(column):
         raise CurateError(f"no column {column!r}: run ws.train() (or `curate train run`) first")
-    return ws.column_array(column, [ws.ids[p] for p in rows.tolist()])
+    pool_ids = ws.ids
+    return ws.column_array(column, [pool_ids[p] for p in rows.tolist()])
 
 
 def _unscored(out: SelectorResult, rows: np.ndarray, missing: np.ndarray, column: str) -> None:
