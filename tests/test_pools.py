@@ -342,6 +342,16 @@ def test_a_mapping_names_the_shape_it_maps_and_a_misspelt_field_is_refused(tmp_p
         curate.load(path, mapping={"instrucion": "q", "output": "a"})
 
 
+def test_a_mapping_whose_fields_the_record_lacks_is_an_error_not_another_shape_without_its_responses(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"query": "What is AI?", "reply": "Artificial intelligence."}])
+    with pytest.raises(InputError, match="line 1: missing field 'question' \\(mapped to 'instruction'\\)"):
+        curate.load(path, mapping={"instruction": "question", "output": "reply"})
+    with pytest.raises(InputError, match="line 1: the record is qa .* does not read"):
+        curate.load(path, mapping={"output": "reply"})
+    loaded = curate.load(path, mapping={"answer": "reply"})  # qa by its query field, its answer mapped
+    assert loaded["conversation"][0][1]["content"] == "Artificial intelligence."
+
+
 def test_a_record_of_a_json_array_is_named_by_number_and_line(tmp_path):
     path = tmp_path / "a.json"
     path.write_text('[\n  {"instruction": "a", "output": "b"},\n  null,\n  {"instruction": "say \\"]{\\"",\n'

@@ -72,9 +72,16 @@ def detect_format(record: dict[str, Any], mapping: dict[str, str] | None = None)
         return "sharegpt"
     if record.get("messages") is not None:
         return "messages"
+    for fmt, (lead,) in _REQUIRED.items():  # a mapped lead field the record lacks: not another shape in silence
+        if mapping and lead in mapping and fmt not in ("sharegpt", "messages"):
+            raise _RowError(f"missing field {mapping[lead]!r} (mapped to {lead!r}); the record has "
+                            f"{sorted(record)[:12]}")
     # The shape is named by its leading field; a missing partner field then gets its own clear error.
     for fmt, lead in (("alpaca", "instruction"), ("prompt_completion", "prompt"), ("qa", "question")):
         if any(record.get(c) is not None for c in _DEFAULT_FIELDS[fmt][lead]):
+            if mapping and not set(mapping) & set(_DEFAULT_FIELDS[fmt]):
+                raise _RowError(f"the record is {fmt} by its fields {sorted(record)[:12]}, which the mapping "
+                                f"{mapping} does not read (it maps fields of another shape)")
             return fmt
     raise _RowError(
         f"cannot tell the format from the fields {sorted(record)[:12]}; expected one of: "
