@@ -318,12 +318,25 @@ def test_a_pool_in_memory_loads_as_its_file_would(tmp_path):
                 datasets.Dataset.from_list(records).to_iterable_dataset()):
         ds = curate.load(obj)
         assert ds["id"] == on_disk["id"] and ds["conversation"] == on_disk["conversation"], type(obj)
+    chats = [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"A{i}"}],
+              "tags": ["x", f"t{i}"]} for i in range(2)]
+    frame = datasets.Dataset.from_list(chats).to_pandas()  # list fields as numpy arrays, as read_parquet gives them
+    from_frame, from_file = curate.load(frame), curate.load(write_jsonl(tmp_path / "c.jsonl", chats))
+    assert from_frame["id"] == from_file["id"] and from_frame["conversation"] == from_file["conversation"]
+    assert from_frame["tags"] == [["x", "t0"], ["x", "t1"]]
     with pytest.raises(InputError, match=r"^<builtins.dict>: source: not a pool: give a path"):
         curate.load(records[0])  # one record is not a pool (and never a path named by its repr)
     with pytest.raises(InputError, match=r"^<list of 3 records, sha256 \w+>: row 3: instruction is empty"):
         curate.load([*records, {"instruction": "", "output": "x"}])
     with pytest.raises(InputError, match=r"pass one, e\.g\. ds\['train'\]"):
         curate.load(datasets.DatasetDict({"train": datasets.Dataset.from_list(records)}))
+    splits = datasets.DatasetDict({"validation": datasets.Dataset.from_list(records[:1]),
+                                   "test": datasets.Dataset.from_list(records)})
+    splits.save_to_disk(str(tmp_path / "splits"))
+    with pytest.raises(InputError, match=r"splits: a datasets folder of splits \['validation', 'test'\]: load one "
+                                         r"split's folder, e\.g\. .*splits/validation"):
+        curate.load(tmp_path / "splits")
+    assert curate.load(tmp_path / "splits" / "test")["id"] == on_disk["id"]
     ws = Workspace(tmp_path / "ws")
     first, again = ws.load(list(records)), ws.load(list(records))  # the same content: one source, named alike
     assert (first["rows_added"], again["rows_added"], again["already_present"]) == (2, 0, 2)

@@ -254,6 +254,20 @@ def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | No
     return datasets.Dataset.from_pandas(frame, preserve_index=False), lines
 
 
+def _from_numpy(value: Any) -> Any:
+    """A DataFrame cell as the JSON-like value it stands for: a frame from ``read_parquet`` or
+    ``Dataset.to_pandas()`` holds list fields (a chat's messages) as numpy arrays, nested ones too."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return [_from_numpy(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: _from_numpy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_numpy(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
     """A pool held in memory (a ``datasets.Dataset``, a pandas ``DataFrame``, a list or any other iterable of
     dicts, e.g. a streaming ``IterableDataset``): a name for it (its kind, size and content fingerprint: what the
@@ -266,7 +280,8 @@ def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
     if kind == "datasets.Dataset":
         return f"<datasets.Dataset of {len(obj):,} rows, fingerprint {obj._fingerprint}>", _iter_dataset(obj)
     if kind == "pandas.DataFrame":  # a cell the frame lacks (NaN, from rows without that field) is a missing field
-        obj = obj.astype(object).where(obj.notna(), None).to_dict("records")
+        obj = [{k: _from_numpy(v) for k, v in rec.items()}
+               for rec in obj.astype(object).where(obj.notna(), None).to_dict("records")]
     elif isinstance(obj, (list, tuple)):
         kind = "list"
     elif isinstance(obj, Iterable) and not isinstance(obj, (bytes, dict)):  # read once: the pool is read whole anyway
@@ -291,8 +306,9 @@ def records(source: str) -> Iterator[_Item]:
             ds = datasets.load_from_disk(str(path))
         except Exception as exc:  # not a save_to_disk folder
             raise InputError(source, "folder", f"not a datasets folder (save_to_disk): {exc}") from None
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        if isinstance(ds, datasets.DatasetDict):  # as in memory: never one split in silence
+            raise InputError(source, "splits", f"a datasets folder of splits {list(ds)}: load one split's folder, "
+                             f"e.g. {path / next(iter(ds))}")
         yield from _iter_dataset(ds)
         return
     if path.exists():
