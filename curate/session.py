@@ -12,9 +12,9 @@ from typing import Any
 
 from curate.defaults import EMBED
 from curate.errors import CurateError
+from curate.storage.files import operation
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
-from curate.storage.workspace import operation
 
 
 class ViewedSelection(Selection):

@@ -194,6 +194,11 @@ def test_normalize_and_select_on_a_workspace(tagged_ws):
     assert prov["kind"] == "instag_normalized" and prov["steps"][1]["step"] == "rule_aggregation"
     assert prov["granularity"] == "row" and prov["mapping_artifact"] == "instag_mapping"
     assert Normalizer.from_workspace(ws).mapping == norm.mapping == ws.artifact("instag_mapping")["mapping"]
+    # one value per row: a row's tag list as it is (not its turns', and never a bare tag for a one-tag row)
+    assert ws.row_values("tags") == tags and ws.row_values("tags", [ws.ids[1]]) == [["poem"]]
+    ws.add_column("tags_two_turns", [[["a"], ["b", "c"]]] * len(ws), {"kind": "test", "granularity": "turn"})
+    with pytest.raises(CurateError, match="'tags_two_turns' has per-turn values .* read ws.column"):
+        ws.row_values("tags_two_turns")
     assert not (ws.cache_dir / "instag_mapping.json").exists()  # the mapping is an artifact, not a loose file
     sel = ws.select(method="instag", name="instag", budget=3)
     assert len(sel.table) == len(ws) and sel.decisions()["kept"] == 3 and len(ws.selection("instag")) == 3

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from curate.errors import WorkspaceError
-from curate.storage.files import atomic_write_bytes, check_name, now, quiet_datasets, remove, writing
+from curate.storage.files import (
+    atomic_write_bytes,
+    check_name,
+    now,
+    operation,
+    quiet_datasets,
+    remove,
+    writing,
+)
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -159,3 +167,48 @@ def add_artifact(ws: Workspace, name: str, obj: Any) -> None:
 def artifact(ws: Workspace, name: str) -> Any:
     path = ws.path / "artifacts" / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+class Blobs:
+    """The Workspace methods for embeddings, label sets and artifacts (each delegates to this module)."""
+
+    @operation
+    def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
+                       ids: list[str] | None = None) -> None:
+        """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
+        add_embeddings(self, name, array, provenance, ids)
+
+    @property
+    def embedding_sets(self) -> dict[str, dict[str, Any]]:
+        """Stored embedding matrices: name -> provenance."""
+        return embedding_sets(self)
+
+    @operation
+    def embeddings(self, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
+        """A stored embedding matrix aligned to ``ids`` (memory-mapped when it already matches)."""
+        return embeddings(self, name, ids)
+
+    def add_labels(self, name: str, rows: list[dict], provenance: dict, files: dict[str, bytes] | None = None) -> Path:
+        """Store a label set (rows of text + score, e.g. Evol labels) with provenance and side files."""
+        return add_labels(self, name, rows, provenance, files)
+
+    def labels(self, name: str):
+        """A stored label set as a ``datasets.Dataset`` (``.info.description`` holds nothing; see label_sets)."""
+        return labels(self, name)
+
+    @property
+    def label_sets(self) -> dict[str, dict[str, Any]]:
+        """Stored label sets: name -> provenance."""
+        return label_sets(self)
+
+    def label_file(self, name: str, file: str) -> Path:
+        """A side file stored with a label set (e.g. ``sets.jsonl``)."""
+        return label_file(self, name, file)
+
+    def add_artifact(self, name: str, obj: Any) -> None:
+        """Store a JSON document owned by a step (e.g. an InsTag normaliser's mapping), atomically."""
+        add_artifact(self, name, obj)
+
+    def artifact(self, name: str) -> Any:
+        """A stored JSON artifact (None if absent)."""
+        return artifact(self, name)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from curate.errors import WorkspaceError
 from curate.storage.files import read_arrow
 from curate.storage.step import reduce_turns
 
@@ -50,13 +51,25 @@ def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
 
 
 def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
-    """``Workspace.row_values``'s body: per-turn values reduced with the column's declared reducer."""
-    reducer = ws.reducer(name)
+    """``Workspace.row_values``'s body: per-turn values reduced with the column's declared reducer; a column of
+    row granularity (``tags``: a list of tags per row) as it is."""
     path = ws._column_path(name)
+    provenance = ws.column_provenance(name) if path.exists() else {}
+    if provenance.get("granularity") == "row":
+        return column(ws, name, ids)
+    reducer = provenance.get("reducer")
+
+    def reduced(values: list[Any]) -> list[Any]:
+        try:
+            return [reduce_turns(v, reducer) for v in values]
+        except ValueError as exc:  # per-turn values no reducer makes one of (tags_raw: each turn's tags)
+            raise WorkspaceError(f"{ws.path}: column {name!r} has per-turn values and declares no way to make one "
+                                 f"value of a row's turns ({exc}); read ws.column({name!r}) for the per-turn values"
+                                 ) from None
+
     if ws._reads is None or not path.exists() or ids is not None:
-        return [reduce_turns(v, reducer) for v in column(ws, name, ids)]
-    return list(_remembered(ws, ("rows", name), path,
-                            lambda: [reduce_turns(v, reducer) for v in column(ws, name)]))
+        return reduced(column(ws, name, ids))
+    return list(_remembered(ws, ("rows", name), path, lambda: reduced(column(ws, name))))
 
 
 def _remembered(ws: Workspace, key: tuple[str, str], path: Any, read: Callable[[], list[Any]]) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -229,3 +230,19 @@ def take_values(column: Any, positions: Any) -> list[Any]:
         for i, value in zip(where.tolist(), values, strict=True):
             out[i] = value
     return out
+
+
+def operation(method: Callable) -> Callable:
+    """A public Workspace method that reads or writes by pool order: it starts on the pool on disk now (another
+    process or object may have loaded or removed rows since this object read it) and keeps that one pool to its end,
+    however many reads it makes (only the outermost operation looks)."""
+    @functools.wraps(method)
+    def current(self, *args: Any, **kwargs: Any) -> Any:
+        if self._depth == 0:
+            self.refresh()
+        self._depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+    return current

@@ -22,7 +22,6 @@ nothing; what a killed writer left is removed on the next open. Columns are keye
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -47,6 +46,7 @@ from curate.storage.files import (
     check_name,
     held,
     now,
+    operation,
     read_arrow,
     remove,
     schema_meta,
@@ -59,23 +59,8 @@ from curate.storage.step import RowInput
 log = logging.getLogger("curate")
 
 
-def operation(method: Callable) -> Callable:
-    """A public Workspace method that reads or writes by pool order: it starts on the pool on disk now (another
-    process or object may have loaded or removed rows since this object read it) and keeps that one pool to its end,
-    however many reads it makes (only the outermost operation looks)."""
-    @functools.wraps(method)
-    def current(self, *args: Any, **kwargs: Any) -> Any:
-        if self._depth == 0:
-            self.refresh()
-        self._depth += 1
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._depth -= 1
-    return current
 
-
-class Workspace:
+class Workspace(blobs.Blobs):
     """A curation session stored in a directory; reopen it from any process or notebook."""
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
@@ -350,48 +335,6 @@ class Workspace:
         """Run a Step (judge, scorer, tagger, signal...) on the rows that need it; see ``storage.apply``. Rows whose
         last failure was transient (429, 5xx, timeout, max_cost) are sent again unless ``retry_failed=False``."""
         return apply_step(self, step, ids, force=force, retry_failed=retry_failed, progress=progress)
-
-    # -- embeddings, label sets, artifacts (storage/blobs.py) -----------------------------------
-    @operation
-    def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
-                       ids: list[str] | None = None) -> None:
-        """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
-        blobs.add_embeddings(self, name, array, provenance, ids)
-
-    @property
-    def embedding_sets(self) -> dict[str, dict[str, Any]]:
-        """Stored embedding matrices: name -> provenance."""
-        return blobs.embedding_sets(self)
-
-    @operation
-    def embeddings(self, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
-        """A stored embedding matrix aligned to ``ids`` (memory-mapped when it already matches)."""
-        return blobs.embeddings(self, name, ids)
-
-    def add_labels(self, name: str, rows: list[dict], provenance: dict, files: dict[str, bytes] | None = None) -> Path:
-        """Store a label set (rows of text + score, e.g. Evol labels) with provenance and side files."""
-        return blobs.add_labels(self, name, rows, provenance, files)
-
-    def labels(self, name: str):
-        """A stored label set as a ``datasets.Dataset`` (``.info.description`` holds nothing; see label_sets)."""
-        return blobs.labels(self, name)
-
-    @property
-    def label_sets(self) -> dict[str, dict[str, Any]]:
-        """Stored label sets: name -> provenance."""
-        return blobs.label_sets(self)
-
-    def label_file(self, name: str, file: str) -> Path:
-        """A side file stored with a label set (e.g. ``sets.jsonl``)."""
-        return blobs.label_file(self, name, file)
-
-    def add_artifact(self, name: str, obj: Any) -> None:
-        """Store a JSON document owned by a step (e.g. an InsTag normaliser's mapping), atomically."""
-        blobs.add_artifact(self, name, obj)
-
-    def artifact(self, name: str) -> Any:
-        """A stored JSON artifact (None if absent)."""
-        return blobs.artifact(self, name)
 
     # -- selections -----------------------------------------------------------------------------
     @operation
