@@ -378,8 +378,9 @@ def test_a_record_of_a_json_array_is_named_by_number_and_line(tmp_path):
 
 def test_a_pool_staged_part_by_part_is_the_pool_read_at_once(tmp_path):
     """pools.stage holds one part of rows in memory; the parts' types, unified, are what to_table makes of every
-    row at once: ints then floats are floats, a dict gains the keys later rows have, a column first seen late is
-    null before, and ints then text, booleans then numbers, or an integer beyond 64 bits make JSON text in every part."""
+    row at once: ints then floats are floats, a column first seen late is null before, and ints then text, booleans
+    then numbers, an integer beyond 64 bits or objects of other keys (a struct of both would give each row keys it
+    never had) make JSON text in every part."""
     import pyarrow as pa
 
     records = [{"instruction": f"task {i}", "output": "ok", "n": i, "meta": {"a": i}, "mixed": i, "flag": True,
@@ -395,8 +396,16 @@ def test_a_pool_staged_part_by_part_is_the_pool_read_at_once(tmp_path):
     staged = pools.stage(path, tmp_path / "stage", on_error="skip", part_rows=2)
     assert len(staged.parts) == 5
     assert pa.concat_tables(staged.tables()).equals(expected)
-    assert set(as_json) == {"mixed", "flag", "big"} and staged.columns_kept_as_json == as_json
-    assert expected.column("n").type == pa.float64() and expected.column("meta").type.num_fields == 2
+    assert set(as_json) == {"mixed", "flag", "big", "meta"} and staged.columns_kept_as_json == as_json
+    assert expected.column("n").type == pa.float64() and expected.column("meta").to_pylist()[:6] == [
+        '{"a": 0}', '{"a": 1}', '{"a": 2}', None, '{"a": 3}', '{"a": 4}']
+    even = pools.stage(write_jsonl(tmp_path / "even.jsonl", [{"instruction": f"t {i}", "output": "ok", "meta": {"a": i}}
+                                                             for i in range(4)]), tmp_path / "even", part_rows=2)
+    assert even.columns_kept_as_json == [] and pa.concat_tables(even.tables()).column("meta").type.num_fields == 1
+    uneven = pools.stage(write_jsonl(tmp_path / "uneven.jsonl", [  # even within each part, uneven across parts
+        {"instruction": f"t {i}", "output": "ok", "meta": {"a": i} if i < 2 else {"b": i}} for i in range(4)]),
+        tmp_path / "uneven", part_rows=2)
+    assert uneven.columns_kept_as_json == ["meta"]
     assert (staged.rows_read, staged.rejects, staged.instruction_only, staged.empty_responses) == (10, 1, 1, 1)
     assert staged.formats == whole.formats and staged.first_reject == whole.rejects[0]
     assert staged.ids().to_pylist() == [row["id"] for row in whole.rows]

@@ -226,3 +226,24 @@ def test_invalid_utf8_reject_keeps_the_raw_bytes_visible(tmp_path):
     path.write_bytes(json.dumps(GOOD).encode() + b'\n{"instruction": "\xff", "output": "b"}\n')
     (reject,) = pools.read(path, on_error="skip").rejects
     assert reject.location == "line 2" and reject.raw == '{"instruction": "\\xff", "output": "b"}'
+
+
+def test_objects_with_other_keys_export_as_they_came_in_one_load_and_across_loads(tmp_path):
+    """Arrow types dicts as one struct of every key: a chat message without "name" came back with "name": null."""
+    chats = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo", "name": "bot"}],
+              "meta": {"a": [1, 2]}},
+             {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "meta": {"b": "z"}}]
+    later = [{"instruction": "Task.", "output": "Done.", "meta": {"c": 1.5}}]
+    ws = Workspace(tmp_path / "ws")
+    first = ws.load(write_jsonl(tmp_path / "chats.jsonl", chats))
+    assert first["columns_kept_as_json"] == ["messages", "meta"]
+    ws.load(write_jsonl(tmp_path / "later.jsonl", later))
+    out = ws.export(tmp_path / "out.jsonl")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["messages"] for r in rows[:2]] == [c["messages"] for c in chats]
+    assert [r["meta"] for r in rows] == [c["meta"] for c in chats + later]
+    two = Workspace(tmp_path / "two")  # each load even, the two uneven: the pool's rows become JSON text too
+    two.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y", "meta": {"a": 1}}]))
+    assert two.load(write_jsonl(tmp_path / "b.jsonl", later))["columns_kept_as_json"] == ["meta"]
+    rows = [json.loads(line) for line in two.export(tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [r["meta"] for r in rows] == [{"a": 1}, {"c": 1.5}]

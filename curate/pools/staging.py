@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.pools.table import MAX_STORED_NESTING, json_text, nesting, to_table
+from curate.pools.table import MAX_STORED_NESTING, json_text, nesting, to_table, uneven_struct_types
 
 PART_ROWS = 20_000  # rows per staged part: the read holds one part's rows as Python objects (~20-200 MB)
 
@@ -178,7 +178,7 @@ def _unified_schema(schemas: list[Any], as_json: set[str]) -> tuple[Any, set[str
             except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 as_json.add(name)
             else:
-                if nesting(data_type) > MAX_STORED_NESTING:
+                if nesting(data_type) > MAX_STORED_NESTING or uneven_struct_types(typed):
                     as_json.add(name)
         fields.append(pa.field(name, pa.string() if name in as_json else data_type))
     return pa.schema(fields), as_json

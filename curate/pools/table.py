@@ -1,7 +1,8 @@
 """The pool as an Arrow table: id, conversation, format first, then every original column.
 
 Original columns are kept as they came whenever Arrow can store them; one it cannot (mixed types, an
-integer beyond 64 bits, nesting deeper than ``datasets`` handles) is kept as JSON text, never dropped.
+integer beyond 64 bits, objects with different keys, nesting deeper than ``datasets`` handles) is kept as JSON
+text, never dropped or altered.
 """
 
 from __future__ import annotations
@@ -22,6 +23,45 @@ def nesting(data_type: Any) -> int:
     return depth
 
 
+def uneven_objects(values: list[Any]) -> bool:
+    """Whether objects (dicts) at one place in the values have different keys: Arrow types them as one struct of
+    every key, so a row would come back with keys it never had (as nulls; a chat message with ``"name": null``)."""
+    keys: dict[tuple, frozenset] = {}
+    stack: list[tuple[tuple, Any]] = [((), v) for v in values]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            if keys.setdefault(path, frozenset(value)) != frozenset(value):
+                return True
+            stack.extend((path + (k,), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((path + (None,), v) for v in value)
+    return False
+
+
+def has_struct(data_type: Any) -> bool:
+    """Whether an Arrow type holds a struct at any level."""
+    return bool(struct_keys(data_type))
+
+
+def struct_keys(data_type: Any, path: tuple = ()) -> set[tuple[tuple, frozenset]]:
+    """Every struct in an Arrow type, as (where it sits, its field names): two parts or loads whose structs differ
+    here would be promoted to one struct of every key (nulls for the keys a row never had)."""
+    import pyarrow as pa
+
+    out = {(path, frozenset(data_type.names))} if pa.types.is_struct(data_type) else set()
+    for i in range(data_type.num_fields):
+        field = data_type.field(i)
+        out |= struct_keys(field.type, (*path, field.name if pa.types.is_struct(data_type) else None))
+    return out
+
+
+def uneven_struct_types(types: list[Any]) -> bool:
+    """Whether Arrow types of one column hold structs of different keys (see :func:`struct_keys`)."""
+    shapes = [struct_keys(t) for t in types]
+    return any(s != shapes[0] for s in shapes[1:])
+
+
 def json_text(values: list[Any]):
     """``values`` as an Arrow string array of their JSON text (None stays null): how a pool holds a field whose
     values mix types; a value JSON cannot hold (a date from a Parquet file) is written as its text."""
@@ -34,8 +74,9 @@ def to_table(rows: list[dict[str, Any]]):
     """Build an Arrow table: id, conversation, format first, then every original column.
 
     A column whose values Arrow cannot type together (int in one row, str in another), cannot hold
-    (an integer beyond 64 bits) or that nests deeper than ``datasets`` can store (MAX_STORED_NESTING)
-    is kept as JSON text rather than dropped; its name is returned so callers can say so.
+    (an integer beyond 64 bits), would change (objects with different keys: :func:`uneven_objects`) or that
+    nests deeper than ``datasets`` can store (MAX_STORED_NESTING) is kept as JSON text rather than dropped or
+    altered; its name is returned so callers can say so.
     """
     import pyarrow as pa
 
@@ -51,7 +92,8 @@ def to_table(rows: list[dict[str, Any]]):
             array = pa.array(values) if len(kinds) < 2 else None
         except (pa.ArrowException, OverflowError):  # mixed types, or an integer beyond 64 bits
             array = None
-        if array is None or nesting(array.type) > MAX_STORED_NESTING:
+        if array is None or nesting(array.type) > MAX_STORED_NESTING or (
+                name != "conversation" and has_struct(array.type) and uneven_objects(values)):
             array = json_text(values)
             as_json.append(name)
         arrays[name] = array

@@ -143,11 +143,16 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         old = old.filter(kept) if rows_removed else old
     kept_as_json = list(staged.columns_kept_as_json)
     if old is not None and new_parts:  # a field JSON text on one side and typed on the other: JSON text on both
+        from curate.pools.table import uneven_struct_types
+
         pool_json, new_json = json_text_columns(ws), set(kept_as_json)
         shared = set(old.column_names) & set(new_parts[0].column_names)
-        if to_old := (new_json - pool_json) & shared:
+        # objects of other keys than the pool's: one struct of both would give every row keys it never had
+        uneven = {c for c in shared - pool_json - new_json
+                  if uneven_struct_types([old.schema.field(c).type, new_parts[0].schema.field(c).type])}
+        if to_old := ((new_json - pool_json) & shared) | uneven:
             old = _as_json_text(old, to_old)
-        if to_new := (pool_json - new_json) & shared:
+        if to_new := ((pool_json - new_json) & shared) | uneven:
             new_parts = [_as_json_text(t, to_new) for t in new_parts]
             kept_as_json += sorted(to_new)
     if new_parts or rows_removed:
