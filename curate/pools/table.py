@@ -25,17 +25,22 @@ def nesting(data_type: Any) -> int:
 
 def uneven_objects(values: list[Any]) -> bool:
     """Whether objects (dicts) at one place in the values have different keys: Arrow types them as one struct of
-    every key, so a row would come back with keys it never had (as nulls; a chat message with ``"name": null``)."""
-    keys: dict[tuple, frozenset] = {}
-    stack: list[tuple[tuple, Any]] = [((), v) for v in values]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            if keys.setdefault(path, frozenset(value)) != frozenset(value):
-                return True
-            stack.extend((path + (k,), v) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((path + (None,), v) for v in value)
+    every key, so a row would come back with keys it never had (as nulls; a chat message with ``"name": null``).
+    Walked a level at a time (each place's values in one list), several times faster than value by value."""
+    level: list[list[Any]] = [values]
+    while level:
+        deeper: list[list[Any]] = []
+        for place in level:
+            dicts = [v for v in place if isinstance(v, dict)]
+            if dicts:
+                keys = {frozenset(d) for d in dicts}
+                if len(keys) > 1:
+                    return True
+                deeper.extend([d[k] for d in dicts] for k in next(iter(keys)))
+            lists = [v for v in place if isinstance(v, list)]
+            if lists:
+                deeper.append([x for items in lists for x in items])
+        level = deeper
     return False
 
 
