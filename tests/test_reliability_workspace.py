@@ -241,6 +241,30 @@ def test_export_under_a_regular_file_is_one_line_naming_the_path(tmp_path, small
     assert str(blocker) in line and "Not a directory" in line
 
 
+def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(tmp_path, small_ws):
+    import numpy as np
+
+    csv = tmp_path / "x.csv"  # the error names the path given, not the temporary file beside it
+    with pytest.raises(WorkspaceError, match=f"^{re.escape(str(csv))}: export to .jsonl, .parquet"):
+        small_ws.export(csv)
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    with pytest.raises(WorkspaceError, match="a folder, where the report's HTML file is to be written"):
+        small_ws.report(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl", "reports", "ws"]  # no temporary files
+    assert len(small_ws.show(slice(None), limit=None).ids) == 5 and len(small_ws.show(slice(None), limit=0).ids) == 0
+    with pytest.raises(ValueError, match="limit is a number of rows >= 0"):
+        small_ws.show(slice(None), limit=-1)
+    for rows in (True, None, 2.0):
+        with pytest.raises(TypeError, match="show: rows are ids, pool positions"):
+            small_ws.show(rows)
+    vectors = np.ones((5, 4), np.float32)
+    vectors[3, 1] = np.nan
+    with pytest.raises(ValueError, match=f"1 row\\(s\\) hold NaN or infinity, e.g. row 3 \\(id {small_ws.ids[3]}\\)"):
+        small_ws.add_embeddings("default", vectors, {"model": "test"})
+    assert "default" not in small_ws.embedding_sets
+
+
 def test_run_under_a_regular_file_is_one_line_naming_the_path(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

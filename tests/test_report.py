@@ -608,7 +608,7 @@ def test_a_report_over_a_folder_is_refused_before_the_page_is_built_and_leaves_n
     ws = synthetic_workspace(tmp_path / "ws")
     (tmp_path / "r.html").mkdir()
     before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(WorkspaceError, match="r.html: a folder, where a file is to be written"):
+    with pytest.raises(WorkspaceError, match="r.html: a folder, where the report.s HTML file is to be written"):
         build_report(ws, tmp_path / "r.html")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert build_report(ws, tmp_path / "out" / "r.html").read_text().startswith("<!DOCTYPE html>")

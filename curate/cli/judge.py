@@ -217,9 +217,14 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
     if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
         console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)
     failures = ws.failures(result.column, ids)
-    common = Counter((f.code.value, f.message[:120]) for fails in failures for f in fails)
-    for (code, message), n in common.most_common(3):
-        console.print(f"  [yellow]{n} x[/] {code}: {escape(message)}", soft_wrap=True, highlight=False)
+    by_code: dict[str, Counter] = {}
+    for f in (f for fails in failures for f in fails):  # every code, each with its most common message
+        by_code.setdefault(f.code.value, Counter())[f.message[:120]] += 1
+    for code, messages in sorted(by_code.items(), key=lambda item: -sum(item[1].values())):
+        (message, _), others = messages.most_common(1)[0], len(messages) - 1
+        more = f" (and {others} other message{'s' if others > 1 else ''})" if others else ""
+        console.print(f"  [yellow]{sum(messages.values())} x[/] {code}: {escape(message)}{more}", soft_wrap=True,
+                      highlight=False)
     return failures
 
 

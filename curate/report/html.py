@@ -16,7 +16,6 @@ from curate.report.sections import failures_section, judges_section, pool_sectio
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
-from curate.storage.export import check_export_path
 from curate.storage.files import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -97,7 +96,9 @@ def build_report(ws: Workspace, out: str | Path = "report.html", selection: str 
     ``selection`` is the one highlighted in plots and samples (default: the most recent one).
     """
     out = Path(out)
-    check_export_path(out)  # a folder there: named before the page is built, and no temporary file left behind
+    if out.is_dir():  # named before the page is built, and no temporary file left behind
+        raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
+                             f"{out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from curate.codes import describe
@@ -129,8 +130,15 @@ def _position(value: Any) -> int | None:
 
 def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit: int = 20,
               max_chars: int = 2000) -> RowsView:
-    """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order)."""
+    """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order);
+    at most ``limit`` of them (None: all)."""
+    if limit is None:
+        limit = len(ws)
+    elif isinstance(limit, bool) or _position(limit) is None or limit < 0:
+        raise ValueError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
     note = ""
+    if isinstance(rows, bool) or not isinstance(rows, str | slice | Iterable) and _position(rows) is None:
+        raise TypeError(f"show: rows are ids, pool positions, a slice or a selection name, not {rows!r}")
     if isinstance(rows, str) and rows in ws.selections:
         kept = ws.selection(rows).ids
         ids = kept[:limit]

@@ -64,6 +64,9 @@ def _feature(ws: Workspace, name: str):
 DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")
 
 
+EXPORT_SUFFIXES = ("", ".jsonl", ".json", ".parquet")
+
+
 def check_export_target(ws: Workspace, out: Path) -> None:
     """Refuse an export that would write over the workspace itself, or replace a folder holding other files than
     an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
@@ -71,6 +74,8 @@ def check_export_target(ws: Workspace, out: Path) -> None:
     if target == home or home in target.parents:
         raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files an export must not replace; "
                              "export to a path outside it")
+    if out.suffix.lower() not in EXPORT_SUFFIXES:
+        raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
     check_export_path(out)
 
 
