@@ -194,6 +194,8 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
     assert sorted(re.search(r"item \d+\b", k).group() for k in resent) == sorted(item_of[rid] for rid in expected)
     assert all(after[k] - before[k] == 1 for k in resent)
     assert "retry-failed: 6 rows had a transient failure (transient 6)" in out and "re-sent 6 requests" in out
+    # the six permanent failures were reused, not sent again: the line says so rather than "failed 6" alone
+    assert "computed 6, reused 34, failed 6 (6 from an earlier run, not sent again)" in out, out
     ws = Workspace.open(ws.path)
     still = {rid for rid, fails in zip(ws.ids, ws.failures("quality"), strict=True) if fails}
     assert still == set(codes) - expected  # the transient ones are scored now, the permanent ones untouched

@@ -233,7 +233,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
 def _done(applied: Any, verb: str) -> str:
     """'42 of 47 rows scored (47 now, 0 reused); 5 failed (reasons in quality_failure)': a row computed now may
     have failed, so the rows with a value are counted apart from the work done."""
-    failed = f"; {applied.failed:,} failed (reasons in {applied.column}_failure)" if applied.failed else ""
+    failed = f"; {applied.failed_text()} (reasons in {applied.column}_failure)" if applied.failed else ""
     return (f"{applied.rows - applied.failed:,} of {applied.rows:,} rows {verb} ({applied.computed:,} now, "
             f"{applied.skipped:,} reused){failed}")
 

@@ -40,7 +40,7 @@ def signal_cmd(
                        max_length=max_length, chat_template=template, column=column)
     prov = result.provenance
     console.print(f"{result.column}: {result.computed:,} computed, {result.skipped:,} reused, "
-                  f"{result.failed:,} failed ({result.seconds:.1f} s)")
+                  f"{result.failed_text()} ({result.seconds:.1f} s)")
     last = (prov.get("runs") or [{}])[-1]
     if result.computed and last.get("turns_truncated"):
         console.print(f"  turns truncated to {prov.get('max_length'):,} tokens: {last['turns_truncated']:,}")

@@ -37,10 +37,16 @@ class ApplyResult:
     failed: int                # rows (of all asked) without a complete value
     seconds: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    failed_now: int = 0        # of ``failed``, rows this run computed (the rest kept their failure from a run before)
+
+    def failed_text(self) -> str:
+        """``failed N``, saying how many failed before when a re-run reused them (they were not sent again)."""
+        earlier = self.failed - self.failed_now
+        return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not sent again)" if earlier else "")
 
     def _repr_html_(self) -> str:
         return (f"<b>{self.column}</b>: {self.rows:,} rows — computed {self.computed:,}, "
-                f"reused {self.skipped:,}, failed {self.failed:,} ({self.seconds:.1f} s)")
+                f"reused {self.skipped:,}, {self.failed_text()} ({self.seconds:.1f} s)")
 
 
 def _quiet_tqdm_auto():
@@ -173,8 +179,10 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                 stored()
         written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
         failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if written else 0
+        failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
-                       round(time.time() - started, 2), ws.column_provenance(step.column) if written else {})
+                       round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
+                       failed_now)
 
 
 def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:
