@@ -158,7 +158,7 @@ def test_select_names_a_parameter_of_the_wrong_type_or_range(scored_ws):
         scored_ws.select(method="kcenter", name="k", budget=2, seed=1.5)
     with pytest.raises(CurateError, match=r"^selector 'deita': sort_by must be text, not 3"):
         scored_ws.select(method="deita", name="d", budget=2, sort_by=3)
-    with pytest.raises(ValueError, match=r"max_cosine_similarity must be a cosine in \[-1, 1\], not 1.5"):
+    with pytest.raises(CurateError, match=r"^selector .deita.: max_cosine_similarity must be a cosine in \[-1, 1\], not 1.5"):
         scored_ws.select(method="deita", name="d", budget=2, max_cosine_similarity=1.5)
     with pytest.raises(CurateError, match=r"^selector 'heuristics': refusal is a switch: true or false, not 'False'"):
         scored_ws.select(method="heuristics", name="h", refusal="False")  # `--param refusal=False`: not JSON, so text

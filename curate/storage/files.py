@@ -238,11 +238,12 @@ def operation(method: Callable) -> Callable:
     however many reads it makes (only the outermost operation looks)."""
     @functools.wraps(method)
     def current(self, *args: Any, **kwargs: Any) -> Any:
-        if self._depth == 0:
+        depth = self._operations  # per thread: a worker thread's operation never pins another thread's view
+        if not getattr(depth, "n", 0):
             self.refresh()
-        self._depth += 1
+        depth.n = getattr(depth, "n", 0) + 1
         try:
             return method(self, *args, **kwargs)
         finally:
-            self._depth -= 1
+            depth.n -= 1
     return current

@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ class Workspace(blobs.Blobs):
         self._reads: dict | None = None  # memoised column reads inside ``reading()``
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
-        self._depth = 0  # operations under way (see ``operation``)
+        self._operations = threading.local()  # .n: operations under way in this thread (see ``operation``)
         if not (self.path / MANIFEST).exists():
             if not create:
                 raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
@@ -177,7 +178,7 @@ class Workspace(blobs.Blobs):
 
     def _current(self) -> None:
         """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat)."""
-        if self._depth == 0:
+        if not getattr(self._operations, "n", 0):
             self.refresh()
 
     def __len__(self) -> int:
