@@ -251,6 +251,8 @@ def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(
     folder.mkdir()
     with pytest.raises(WorkspaceError, match="a folder, where the report's HTML file is to be written"):
         small_ws.report(folder)
+    with pytest.raises(WorkspaceError, match="inside the workspace .* whose files a report must not replace"):
+        small_ws.report(small_ws.path / "manifest.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl", "reports", "ws"]  # no temporary files
     assert len(small_ws.show(slice(None), limit=None).ids) == 5 and len(small_ws.show(slice(None), limit=0).ids) == 0
     with pytest.raises(ValueError, match="limit is a number of rows >= 0"):
