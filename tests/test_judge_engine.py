@@ -510,3 +510,25 @@ def test_joined_chunk_stats_sum_and_an_unknown_part_makes_the_sum_unknown():
         joined = join_outputs([part(costs[0]), part(costs[1]), part(0.25)])
         assert joined.stats == {"requests": 3, "cost_usd": None, "tokens": {"prompt": 6}, "model": "m"}
     assert join_outputs([part(0.5), part(0.25)]).stats["cost_usd"] == 0.75
+
+
+def test_a_judge_never_writes_over_another_producers_column_or_a_pool_field(tmp_path):
+    """`curate score --judge quality --column complexity` replaced the complexity judge's paid labels (and
+    `--column instruction` shadowed the pool field); a judge takes over its own column or a scorer's only."""
+    from curate.errors import WorkspaceError
+
+    ws = _workspace(tmp_path, ["one", "two", "three"])
+    with FaultServer() as srv:
+        backend = _backend(srv)
+        ws.apply(Judge("complexity", backend), progress=False)
+        paid = ws.column("complexity")
+        for column, message in (("complexity", "another producer wrote \\(judge 'complexity'\\); the quality judge"),
+                                ("instruction", "is a field of the pool file; the quality judge")):
+            with pytest.raises(WorkspaceError, match=message):
+                ws.apply(Judge("quality", backend, column=column), progress=False)
+        assert ws.column("complexity") == paid
+        ws.add_column("quality", [[2.0]] * len(ws), {"kind": "scorer"})  # a shipped scorer's predictions
+        assert ws.apply(Judge("quality", backend), progress=False).computed == 3  # a judge takes them over
+        assert ws.apply(Judge("complexity", backend), progress=False, force=True).computed == 3  # its own (cached)
+        sent = srv.total
+    assert sent == 6  # complexity and quality once per row: the refused runs sent nothing

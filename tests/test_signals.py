@@ -356,7 +356,8 @@ def test_signals_handed_the_pool_in_parts_store_what_one_call_stores(tiny_model,
         columns = ["ifd", "ifd_loss_alone", "learnability", "learnability_loss_reference"]
         stored[name] = ([ws.column(c) for c in columns], ws.failures("ifd"), ws.failures("learnability"),
                         [{k: p[k] for k in ("turns_scored", "turns_truncated")} for p in provenance],
-                        provenance[0]["ifd_at_least_one"], provenance[1]["lora"])
+                        provenance[0]["ifd_at_least_one"],
+                        {k: v for k, v in provenance[1]["lora"].items() if k != "seconds"})  # seconds: a timing
     whole, parts = stored["whole"], stored["parts"]
     for got, want in zip(parts[0], whole[0], strict=True):  # batches differ: float rounding
         flat = [[v for row in column for v in (row or [None])] for column in (got, want)]
@@ -471,3 +472,19 @@ def test_report_shows_ifd_plots_once_the_column_exists(tmp_path):
     fig, missing = plots["IFD (instruction-following difficulty)"]
     assert missing is None and any(line.get_xdata()[0] == 1.0 for line in fig.axes[0].lines)
     assert plots["IFD x quality"][1] is None
+
+
+def test_a_signal_never_writes_over_another_producers_column_or_a_pool_field(tiny_model, tmp_path):
+    """`curate signal --kind perplexity --column quality` replaced a judge's labels with perplexities (and
+    `--column ifd` left IFD's loss columns stale beside them); a signal writes its own kind's column only."""
+    ws = workspace(tmp_path, CONVERSATIONS[:2])
+    ws.add_column("quality", [[4.0, 5.0], [3.0]], {"kind": "judge", "prompt": "quality"})
+    ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
+    for column, message in (("quality", "another producer wrote \\(judge 'quality'\\); the perplexity signal"),
+                            ("ifd", "another producer wrote \\(ifd\\); the perplexity signal"),
+                            ("messages", "is a field of the pool file; the perplexity signal")):
+        with pytest.raises(CurateError, match=message):
+            ws.apply(Perplexity(tiny_model, dtype="float32", column=column), progress=False)
+    assert ws.column("quality") == [[4.0, 5.0], [3.0]]
+    assert ws.apply(Perplexity(tiny_model, dtype="float32", column="ppl"), progress=False).computed == 2
+    assert ws.apply(Perplexity(tiny_model, dtype="float32", column="ppl"), progress=False, force=True).computed == 2

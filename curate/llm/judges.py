@@ -107,6 +107,17 @@ class Judge:
         return request_params(self.prompt, self._backend(), self.params)
 
     # -- the Step contract --------------------------------------------------------------------------
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over values another producer wrote (``ws.apply`` calls this first): this judge may take
+        over its own column, or one a trained scorer filled (cheap predictions a judge replaces), nothing else."""
+        from curate.storage.step import check_column_owner
+
+        def owns(prov: dict[str, Any]) -> bool:
+            return prov.get("kind") == "scorer" or (prov.get("kind") == "judge" and prov.get("prompt") == self.prompt.name
+                                                     and prov.get("response_column") == self.response_column)
+
+        check_column_owner(ws, self.column, f"the {self.prompt.name} judge", owns)
+
     def fingerprint(self) -> str:
         """Prompt fingerprint, backend kind and model, request parameters, digit-mass floor, output schema."""
         backend = self._backend()

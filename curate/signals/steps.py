@@ -69,6 +69,12 @@ class _SignalStep:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": VERSION, **self.engine.describe()}
 
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over a pool field or another producer's column (``ws.apply`` calls this first)."""
+        from curate.storage.step import check_column_owner
+
+        check_column_owner(ws, self.column, f"the {self.kind} signal", lambda prov: prov.get("kind") == self.kind)
+
     def _plans(self, rows: Sequence[RowInput]) -> list[list[TurnPlan]]:
         return [self.engine.prompter.plan(list(row.turns)) for row in rows]
 

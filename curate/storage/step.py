@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from curate.codes import Failure
+from curate.errors import WorkspaceError
 from curate.rows import Turn
 
 GRANULARITIES = ("turn", "row")
@@ -207,3 +208,20 @@ def check_step(step: Any) -> None:
         raise ValueError(f"step {step.column!r}: granularity must be one of {GRANULARITIES}")
     if step.reducer is not None and step.reducer not in REDUCERS:
         raise ValueError(f"step {step.column!r}: unknown reducer {step.reducer!r} (known: {', '.join(REDUCERS)})")
+
+
+def check_column_owner(ws: Any, column: str, producer: str, owns: Callable[[dict[str, Any]], bool]) -> None:
+    """A WorkspaceError when ``producer`` (e.g. "the quality judge") may not write ``column``: a field of the pool
+    file, or a derived column whose provenance ``owns`` says another producer wrote (a judge's labels, another
+    signal): its values would be replaced and the columns beside them (digit mass, IFD's losses) left stale."""
+    another = "give --column (column= in Python) another name"
+    if ws.has_pool and column in ws.pool.column_names:
+        raise WorkspaceError(f"{ws.path}: column {column!r} is a field of the pool file; {producer} writes its own "
+                             f"column: {another}")
+    if ws.has_column(column):
+        provenance = ws.column_provenance(column)
+        if not owns(provenance):
+            what = provenance.get("prompt") or provenance.get("judge") or ""
+            raise WorkspaceError(f"{ws.path}: column {column!r} holds values another producer wrote ("
+                                 f"{provenance.get('kind') or 'loaded'}{' ' + repr(what) if what else ''}); "
+                                 f"{producer} would replace them: {another}")
