@@ -104,6 +104,21 @@ def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
         assert r.returncode == 1 and hint in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+def test_judge_options_no_judge_reads_are_refused_not_ignored(tmp_path):
+    """--model without a judge server ran SmolLM2 (score) or the shipped scorers (run) with no word said."""
+    ws = tmp_path / "ws"
+    assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
+    cases = {("score", ws, "--judge", "quality", "--model", "gpt-4o", "--dry-run"): "--model: options of a judge server",
+             ("score", ws, "--judge", "quality", "--backend", "local", "--rpm", "10", "--dry-run"): "--rpm: options of",
+             ("run", "sample", "--out", tmp_path / "r", "--model", "gpt-4o"): "--model: options of the LLM judge",
+             ("run", "sample", "--out", tmp_path / "r", "--max-cost", "1"): "--max-cost: options of the LLM judge",
+             ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "--signal-model is the model of"}
+    for args, message in cases.items():
+        r = curate_cli(*args)
+        assert r.returncode != 0 and message in " ".join(r.stderr.split()), (args, r.stderr)
+    assert not (tmp_path / "r").exists()
+
+
 def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):
     path = write_jsonl(tmp_path / "allbad.jsonl", ["{not json", json.dumps({"no": "fields"})])
     r = curate_cli("run", path, "--out", tmp_path / "run")

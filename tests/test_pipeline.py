@@ -171,6 +171,11 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
     reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
     with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*--signal ifd"):
         run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
+    imitates_quality = Scorer(reads=["instruction", "response"], name="q_judge", features=["length", "stats"],
+                              imitates={"judge": "quality"})
+    imitates_quality.fit(rows, [float(i % 5) for i in range(12)])
+    with pytest.raises(CurateError, match="--scorer complexity=...: that scorer imitates the quality judge"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run5", budget=10, scorers={"complexity": imitates_quality})
     with pytest.raises(CurateError, match="this run computes complexity, quality only"):
         run_pipeline(str(sample_path()), out=tmp_path / "run3", budget=10, scorers={"helpfulness": "quality"})
     with pytest.raises(CurateError, match="would write the columns q_ifd, q_ifd"):  # complexity never scored

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from curate import pools
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
+from curate.errors import OptionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
@@ -197,6 +198,11 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     local (SmolLM2 on an embedded vLLM server, stopped on exit), openai-batch (remembers its batches in
     ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner)."""
     kind = backend or ("openai" if base_url else "local")
+    if kind == "local":  # SmolLM2 on an embedded server: options that name or limit another model are not read
+        ignored = [flag for flag, value in (("--model", model), ("--rpm", rpm), ("--tpm", tpm)) if value is not None]
+        if ignored:
+            raise OptionError(f"{' and '.join(ignored)}: options of a judge server (--base-url URL, or --backend vllm "
+                              f"for --model); without one the local backend runs SmolLM2-135M-Instruct")
 
     @contextlib.contextmanager
     def opened():

@@ -95,6 +95,13 @@ def run(
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
+    judge_only = [flag for flag, value in (("--model", model), ("--max-cost", max_cost)) if value is not None]
+    if judge_only and not use_llm:  # else the shipped scorers run and the judge the user named is never asked
+        raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
+                                 "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "
+                                 "scorers)")
+    if signal_model is not None and not signal:
+        raise typer.BadParameter("--signal-model is the model of --signal ifd|perplexity|learnability: give --signal")
 
     def llm_backend():
         return _judge_backend(backend, base_url, model, max_cost=max_cost, workspace=out / "workspace",

@@ -17,6 +17,13 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
     if unknown:
         raise CurateError(f"--scorer {unknown[0]}=...: this run computes {', '.join(scores)} only (its sort key)")
     loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
+    for name, step in loaded.items():  # a quality scorer as complexity: the sort key would be quality squared
+        judge = (getattr(step, "imitates", None) or {}).get("judge")
+        other = [s for s in scores if s != name and s == judge]
+        if other:
+            raise CurateError(f"--scorer {name}=...: that scorer imitates the {judge} judge, which this run scores "
+                              f"as {other[0]}; give a scorer trained on {name} labels (curate train-scorer --target "
+                              f"{name})")
     columns = [loaded[name].column if name in loaded else name for name in scores]  # what each score writes
     if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it
         raise CurateError(f"the run's scores would write the columns {', '.join(columns)}: give each score its own "
