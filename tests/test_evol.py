@@ -469,5 +469,27 @@ def test_two_concurrent_evol_runs_on_one_label_set_pay_once(tmp_path):
                      for _ in range(runs)]
             outs = [p.communicate(timeout=300) for p in procs]
             sent.append(srv.total)
-        assert all(p.returncode == 0 for p in procs), outs
+        # the fault server cannot rank, so no run has labels (exit 1, saying so); what is checked is what they paid
+        assert all(p.returncode == 1 and "no labels: none of the 3 seeds" in " ".join(err.split())
+                   for p, (_, err) in zip(procs, outs, strict=True)), outs
     assert sent[0] > 0 and sent[1] == sent[0]  # the second run waited, then read the first one's answers
+
+
+def test_cli_evol_exits_1_when_no_variant_set_was_ranked(tmp_path):
+    """The fault server rewrites but cannot rank (its answers are no ranking): 0 labels was reported as a success."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    records = [{"instruction": f"Describe item {i}.", "output": "An item."} for i in range(3)]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, ["evol", str(tmp_path / "ws"), "--seeds", "3", "--steps", "2", "--base-url",
+                                       srv.base_url, "--model", "fault", "--api-key-env", "HOME"])
+    assert res.exit_code == 1, res.output
+    assert "wrote 0 labels" in res.output
+    assert "no labels: none of the 3 seeds' variant sets was ranked (first: judge_failed" in " ".join(
+        str(res.exception).split())

@@ -361,6 +361,9 @@ def test_a_mapping_whose_fields_the_record_lacks_is_an_error_not_another_shape_w
         curate.load(path, mapping={"instruction": "question", "output": "reply"})
     with pytest.raises(InputError, match="line 1: the record is qa .* does not read"):
         curate.load(path, mapping={"output": "reply"})
+    nulled = write_jsonl(tmp_path / "null.jsonl", [{"instruction": None, "output": "x"}])
+    with pytest.raises(InputError, match="line 1: instruction is null; it must be text"):
+        curate.load(nulled)
     loaded = curate.load(path, mapping={"answer": "reply"})  # qa by its query field, its answer mapped
     assert loaded["conversation"][0][1]["content"] == "Artificial intelligence."
 

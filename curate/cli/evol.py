@@ -73,6 +73,11 @@ def evol(
         raise CurateError(f"every rewrite call failed ({p['rewrites']:,}; first: {first}); the backend did not answer "
                           f"(the local server's logs: {curate_home() / 'logs'}). Rerun when it does: finished calls "
                           "are cached.")
+    if rows and not result.labels:  # nothing to train on: a failure, not a finished run
+        failed = next((vs for vs in result.sets if vs.failure is not None), None)
+        detail = f" (first: {failed.failure.value}: {(failed.failure_detail or '')[:160]})" if failed else ""
+        raise CurateError(f"no labels: none of the {len(rows):,} seeds' variant sets was ranked{detail}; see the "
+                          "rank failures above (a model too small for the rank prompt answers nothing it can read)")
 
 
 def print_run_summary(p: dict) -> None:

@@ -72,7 +72,7 @@ def report(
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (self-contained)."),
     selection: str | None = typer.Option(None, help="Selection to highlight in plots and samples "
                                          "(default: the most recent)."),
-    samples: int = typer.Option(3, help="Rows kept and rows dropped to show."),
+    samples: int = typer.Option(3, min=0, help="Rows kept and rows dropped to show."),
 ) -> None:
     """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
     from curate.report.html import build_report

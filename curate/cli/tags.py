@@ -83,7 +83,7 @@ def _print_steps(norm) -> None:
 def tags_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     column: str = typer.Option("tags", help="Tag column to report on."),
-    top: int = typer.Option(25, help="Rows of the frequency table."),
+    top: int = typer.Option(25, min=0, help="Rows of the frequency table."),
     seeds: int = typer.Option(10, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
     min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "

@@ -83,6 +83,10 @@ def detect_format(record: dict[str, Any], mapping: dict[str, str] | None = None)
                 raise _RowError(f"the record is {fmt} by its fields {sorted(record)[:12]}, which the mapping "
                                 f"{mapping} does not read (it maps fields of another shape)")
             return fmt
+    nulls = [c for fields in _DEFAULT_FIELDS.values() for c in next(iter(fields.values())) if c in record
+             and record[c] is None]  # a shape's leading field, given as null: say that, not "cannot tell"
+    if nulls:
+        raise _RowError(f"{nulls[0]} is null; it must be text")
     raise _RowError(
         f"cannot tell the format from the fields {sorted(record)[:12]}; expected one of: "
         "instruction+output (alpaca), conversations (sharegpt), messages, prompt+completion, "
