@@ -60,10 +60,9 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
             decontaminate(run)
         estimates: list[Any] = []
         if judges:
-            from curate.llm.judges import Judge
 
             ids = run.scored_ids()
-            estimates += [estimate(run.ws, Judge(name, backend), ids) for name in judges]
+            estimates += [estimate(run.ws, run.judge(name), ids) for name in judges]
         if tag_backend is not None:
             from curate.tags import Tagger
 

@@ -64,6 +64,7 @@ class Run:
     scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
     workspace: Workspace | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    judge_columns: dict[str, str] = field(default_factory=dict)  # a judge's column where a pool field has its name
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         if isinstance(self.source, os.PathLike):
@@ -100,13 +101,16 @@ class Run:
     def score_producers(self) -> list[Any]:
         """The step behind each of the run's DEITA scores, in ``SCORES`` order: the run's own trained scorer
         (``scorers``), else the LLM judge with a backend, else the shipped default scorer (either engine)."""
-        if self.backend is not None:
-            from curate.llm.judges import Judge
-
-            return [self.scorers[name] if name in self.scorers else Judge(name, self.backend) for name in self.scores]
         from curate.scorers import load_default
 
-        return [self.scorers[name] if name in self.scorers else load_default(name) for name in self.scores]
+        return [self.scorers[name] if name in self.scorers else self.judge(name) if self.backend is not None
+                else load_default(name) for name in self.scores]
+
+    def judge(self, name: str) -> Any:
+        """The LLM judge of score ``name``, writing its column (``<name>_judge`` where the pool has a field ``name``)."""
+        from curate.llm.judges import Judge
+
+        return Judge(name, self.backend, column=self.judge_columns.get(name))
 
     def scored_ids(self) -> list[str]:
         """The rows the score step (and the signals) store values for, in pool order: those every filter step before
@@ -155,22 +159,20 @@ def load(run: Run) -> dict[str, Any]:
     no_reply = "instruction_only" if run.heuristics else "without_reply_text"  # blank replies fail a text rule
     if "quality" in run.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
         empty = summary["without_reply_text"] - summary["instruction_only"]
-        what = (f"without a response ({empty:,} of them with an empty one)" if empty else "without a response")
+        what = f"without a response ({empty:,} of them with an empty one)" if empty else "without a response"
         raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
                           "to judge and no row could be selected; select the instructions by their complexity alone: "
                           "--sort-by complexity (sort_by='complexity')")
-    if run.backend is None:  # a pool field named like a score (labels, perhaps paid for) is never shadowed by a
-        from curate.scorers import (
-            load_default,  # shipped scorer's predictions: the scorer writes <score>_score
-        )
+    from curate.scorers.run_scorers import unshadowed_columns
 
-        fields = set(run.ws.pool.column_names)
-        for name in run.scores:
-            if name not in run.scorers and name in fields:
-                column = f"{name}_score"
-                while column in fields:
-                    column += "_score"
-                run.scorers[name] = load_default(name).named(column)
+    fields, unscored = run.ws.pool.column_names, [n for n in run.scores if n not in run.scorers]
+    columns = unshadowed_columns(fields, unscored, "_judge" if run.backend is not None else "_score")
+    if run.backend is not None:
+        run.judge_columns.update(columns)
+    else:
+        from curate.scorers import load_default
+
+        run.scorers.update({name: load_default(name).named(column) for name, column in columns.items()})
     return summary
 
 
@@ -216,8 +218,10 @@ def candidates(run: Run, before: str | None = None) -> str:
 
 def sort_key(run: Run) -> str:
     """DEITA's evol score over the columns the run's score producers write (``complexity*quality`` by default)."""
-    # a judge or a default scorer writes the column named after its score; a trained scorer, its own
-    return "*".join(run.scorers[name].column if name in run.scorers else name for name in run.scores)
+    # a judge or a default scorer writes the column named after its score (unless a pool field has that name); a
+    # trained scorer, its own
+    return "*".join(run.scorers[name].column if name in run.scorers else run.judge_columns.get(name, name)
+                    for name in run.scores)
 
 
 def score(run: Run) -> dict[str, Any]:

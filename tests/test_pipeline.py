@@ -198,6 +198,18 @@ def test_a_pool_field_named_like_a_score_is_kept_and_the_shipped_scorer_writes_i
     exported = [json.loads(line) for line in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
     assert len(exported) == 4 and {r["quality"] for r in exported} <= {"good", "bad"}
     assert all(1 <= r["quality_score"][0] <= 6 for r in exported)  # one score per turn
+    with FaultServer() as srv:  # a judge likewise writes quality_judge, and its dry run estimates that column
+        backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+        from curate.dry_run import dry_run_pipeline
+
+        estimates = dry_run_pipeline(write_jsonl(tmp_path / "pool.jsonl", rows), tmp_path / "dry", backend=backend)
+        judged = run_pipeline(tmp_path / "pool.jsonl", out=tmp_path / "judged", budget=4, backend=backend,
+                              report=False, progress=False).workspace
+        assert srv.total == 2 * len(rows)
+    assert [e.column for e in estimates] == ["complexity_judge", "quality_judge"]
+    assert judged.selections["deita"]["params"]["sort_by"] == "complexity_judge*quality_judge"
+    assert judged.column_provenance("quality_judge")["kind"] == "judge" and not judged.has_column("quality")
+    assert judged.column("quality") == [r["quality"] for r in rows]
 
 
 def test_with_signals_a_scorer_that_reads_them_runs_after_them(tmp_path, request):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 
 import curate
@@ -247,3 +248,13 @@ def test_objects_with_other_keys_export_as_they_came_in_one_load_and_across_load
     assert two.load(write_jsonl(tmp_path / "b.jsonl", later))["columns_kept_as_json"] == ["meta"]
     rows = [json.loads(line) for line in two.export(tmp_path / "two.jsonl").read_text().splitlines()]
     assert [r["meta"] for r in rows] == [{"a": 1}, {"c": 1.5}]
+    # no object at all is no other key: a later load of nulls, or a first part of empty lists, leaves a field typed
+    typed = Workspace(tmp_path / "typed")
+    typed.load(write_jsonl(tmp_path / "t1.jsonl", [{"instruction": "x", "output": "y", "meta": {"a": 1}}]))
+    assert typed.load(write_jsonl(tmp_path / "t2.jsonl", [{"instruction": "z", "output": "y", "meta": None}])
+                      )["columns_kept_as_json"] == []
+    assert typed.pool.features["meta"] == {"a": datasets.Value("int64")}
+    staged = pools.stage(write_jsonl(tmp_path / "refs.jsonl", [{"instruction": f"t {i}", "output": "ok", "refs": []}
+                                                                for i in range(2)] + [
+        {"instruction": "t 9", "output": "ok", "refs": [{"url": "u", "k": 1}]}]), tmp_path / "stage", part_rows=2)
+    assert staged.columns_kept_as_json == []

@@ -166,3 +166,8 @@ def test_a_notebook_workspace_object_follows_rows_another_process_loads_or_remov
     sel = notebook.select(method="random", name="r2", budget=10)
     assert len(sel) == 3 and set(sel.ids) <= set(notebook.ids)
     assert len(notebook.export(tmp_path / "three.jsonl", selection="r2").read_text().splitlines()) == 3
+    import copy
+    import pickle
+
+    for twin in (pickle.loads(pickle.dumps(notebook)), copy.deepcopy(notebook)):  # multiprocessing, joblib
+        assert type(twin) is Workspace and twin.ids == notebook.ids

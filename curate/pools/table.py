@@ -62,9 +62,14 @@ def struct_keys(data_type: Any, path: tuple = ()) -> set[tuple[tuple, frozenset]
 
 
 def uneven_struct_types(types: list[Any]) -> bool:
-    """Whether Arrow types of one column hold structs of different keys (see :func:`struct_keys`)."""
-    shapes = [struct_keys(t) for t in types]
-    return any(s != shapes[0] for s in shapes[1:])
+    """Whether Arrow types of one column hold structs of different keys at one place (see :func:`struct_keys`); a
+    type with no struct there (null, a list of nulls: a part or load whose values were all null or empty) agrees."""
+    keys: dict[tuple, frozenset] = {}
+    for t in types:
+        for path, names in struct_keys(t):
+            if keys.setdefault(path, names) != names:
+                return True
+    return False
 
 
 def json_text(values: list[Any]):

@@ -33,3 +33,16 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
             raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
                               "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
     return loaded
+
+
+def unshadowed_columns(fields: Sequence[str], scores: Sequence[str], suffix: str) -> dict[str, str]:
+    """``{score: column}`` for the scores a pool field is named after: ``<score><suffix>`` (the shipped scorer's
+    ``_score``, a judge's ``_judge``), the suffix repeated past a field of that name too."""
+    taken, out = set(fields), {}
+    for name in scores:
+        if name in taken:
+            column = name + suffix
+            while column in taken:
+                column += suffix
+            out[name] = column
+    return out

@@ -71,6 +71,7 @@ class Workspace(blobs.Blobs):
         self._reads: dict | None = None  # memoised column reads inside ``reading()``
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
+        self._pool_dir = str(self.path / "pool")
         self._operations = threading.local()  # .n: operations under way in this thread (see ``operation``)
         if not (self.path / MANIFEST).exists():
             if not create:
@@ -177,9 +178,15 @@ class Workspace(blobs.Blobs):
             self._pool, self._ids, self._index = None, None, None
 
     def _current(self) -> None:
-        """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat)."""
-        if not getattr(self._operations, "n", 0):
-            self.refresh()
+        """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat, ~2 us)."""
+        if self._pool is not None and not getattr(self._operations, "n", 0):
+            try:
+                st = os.stat(self._pool_dir)
+                stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)  # as pool.pool_stamp
+            except OSError:
+                stamp = None
+            if stamp != self._pool_stamp:
+                self._pool, self._ids, self._index = None, None, None
 
     def __len__(self) -> int:
         return len(self.pool) if self.has_pool else 0
@@ -197,7 +204,7 @@ class Workspace(blobs.Blobs):
         """Row id -> position in the pool."""
         self._current()
         if self._index is None:
-            self._index = {rid: i for i, rid in enumerate(self.ids)}
+            self._index = {rid: i for i, rid in enumerate(self._ids if self._ids is not None else self.ids)}
         return self._index
 
     @operation
@@ -382,6 +389,12 @@ class Workspace(blobs.Blobs):
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
         return pool.info(self)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled (multiprocessing, joblib) or deep-copied as its path
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], create=False)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
