@@ -108,7 +108,9 @@ def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     texts = [f"interrupted pass text {i} on subject {i % 13}" for i in range(1200)]
     parts = cache_file(tmp_path, None).with_name(cache_file(tmp_path, None).name + ".parts")
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal:
+    # pytest started in the background (`cmd &`) runs with SIGINT ignored, and a child inherits that
     done = int(proc.stdout.readline())  # one chunk encoded, none on disk yet
     assert not parts.exists()
     for _ in range(60):  # Ctrl-C again if the first landed where Python swallows it (a finaliser, a C callback)

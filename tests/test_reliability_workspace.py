@@ -301,7 +301,8 @@ def test_ctrl_c_mid_parquet_export_is_a_keyboard_interrupt_that_leaves_the_earli
     out = tmp_path / "out.parquet"
     out.write_bytes(b"an earlier export")
     run = subprocess.run([sys.executable, "-c", _CTRL_C_IN_PARQUET, str(ws.path), str(out)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+                         preexec_fn=_as_from_a_terminal)
     # Dataset.to_parquet wrote through a Python file object: the interrupt surfaced inside Arrow's writer (an
     # abort, or "write to closed file")
     assert run.returncode == -signal.SIGINT and run.stderr.rstrip().endswith("KeyboardInterrupt"), run.stderr[-1500:]
