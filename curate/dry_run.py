@@ -60,7 +60,6 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
             decontaminate(run)
         estimates: list[Any] = []
         if judges:
-
             ids = run.scored_ids()
             estimates += [estimate(run.ws, run.judge(name), ids) for name in judges]
         if tag_backend is not None:

@@ -16,6 +16,7 @@ from curate.report.sections import failures_section, judges_section, pool_sectio
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
+from curate.storage.export import check_outside_workspace
 from curate.storage.files import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -96,10 +97,7 @@ def build_report(ws: Workspace, out: str | Path = "report.html", selection: str 
     ``selection`` is the one highlighted in plots and samples (default: the most recent one).
     """
     out = Path(out)
-    target, home = out.resolve(), ws.path.resolve()
-    if target == home or home in target.parents:  # a name like manifest.json would replace the workspace's own file
-        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files a report must not replace; "
-                             "write it outside")
+    check_outside_workspace(ws, out, "a report")
     if out.is_dir():  # named before the page is built, and no temporary file left behind
         raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
                              f"{out / 'report.html'}")

@@ -181,9 +181,8 @@ def cosines(rows: np.ndarray, row: np.ndarray) -> np.ndarray:
     """Float64 cosines of float32 ``rows`` (m, d) with one ``row`` (d,): the dot products divided by both float64
     norms and clipped to [-1, 1], so identical rows are exactly 1 (a dot product of float32 unit rows can be
     1 + 6e-8, which ``max_cosine_similarity=1.0`` would reject for some duplicates and not others). Zero rows: 0."""
-    a, b = np.asarray(rows, np.float64), np.asarray(row, np.float64)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b)
-    return np.clip((a @ b) / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
+    rows = np.atleast_2d(rows)
+    return paired_cosines(rows, np.broadcast_to(row, rows.shape))
 
 
 def paired_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -218,7 +217,7 @@ def _resolve_block(conflict_rows: np.ndarray, g_rows: np.ndarray, xs: np.ndarray
             admitted[i] = False
             k = int(np.argmax(sims))
             witness[i] = js[k]
-            wsim[i] = float(cosines(xs[js[k]], xs[i]))
+            wsim[i] = float(cosines(xs[js[k]], xs[i])[0])
     return admitted, witness, wsim
 
 

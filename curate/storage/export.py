@@ -67,13 +67,19 @@ DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|
 EXPORT_SUFFIXES = ("", ".jsonl", ".json", ".parquet")
 
 
+def check_outside_workspace(ws: Workspace, out: Path, what: str) -> None:
+    """Refuse a path inside the workspace: ``what`` (an export, a report) named like its manifest or a folder of it
+    would replace the workspace's own files."""
+    target, home = Path(out).resolve(), ws.path.resolve()
+    if target == home or home in target.parents:
+        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files {what} must not replace; "
+                             "write it outside")
+
+
 def check_export_target(ws: Workspace, out: Path) -> None:
     """Refuse an export that would write over the workspace itself, or replace a folder holding other files than
     an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
-    target, home = out.resolve(), ws.path.resolve()
-    if target == home or home in target.parents:
-        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files an export must not replace; "
-                             "export to a path outside it")
+    check_outside_workspace(ws, out, "an export")
     if out.suffix.lower() not in EXPORT_SUFFIXES:
         raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
     check_export_path(out)

@@ -210,18 +210,19 @@ def check_step(step: Any) -> None:
         raise ValueError(f"step {step.column!r}: unknown reducer {step.reducer!r} (known: {', '.join(REDUCERS)})")
 
 
-def check_column_owner(ws: Any, column: str, producer: str, owns: Callable[[dict[str, Any]], bool]) -> None:
-    """A WorkspaceError when ``producer`` (e.g. "the quality judge") may not write ``column``: a field of the pool
-    file, or a derived column whose provenance ``owns`` says another producer wrote (a judge's labels, another
+def check_column_owner(ws: Any, column: str, producer: str, owns: Callable[[dict[str, Any]], bool],
+                       advice: str = "give --column (column= in Python) another name",
+                       error: type[Exception] = WorkspaceError) -> None:
+    """An ``error`` when ``producer`` (e.g. "the quality judge", "a scorer") may not write ``column``: a field of the
+    pool file, or a derived column whose provenance ``owns`` says another producer wrote (a judge's labels, another
     signal): its values would be replaced and the columns beside them (digit mass, IFD's losses) left stale."""
-    another = "give --column (column= in Python) another name"
-    if ws.has_pool and column in ws.pool.column_names:
-        raise WorkspaceError(f"{ws.path}: column {column!r} is a field of the pool file; {producer} writes its own "
-                             f"column: {another}")
+    if ws.has_pool and column in ws.pool.column_names:  # the pool file's own fields: labels paid for, or the rows
+        raise error(f"{ws.path}: column {column!r} is a field of the pool file; {producer} writes its own column: "
+                    f"{advice}")
     if ws.has_column(column):
         provenance = ws.column_provenance(column)
         if not owns(provenance):
             what = provenance.get("prompt") or provenance.get("judge") or ""
-            raise WorkspaceError(f"{ws.path}: column {column!r} holds values another producer wrote ("
-                                 f"{provenance.get('kind') or 'loaded'}{' ' + repr(what) if what else ''}); "
-                                 f"{producer} would replace them: {another}")
+            raise error(f"{ws.path}: column {column!r} holds values another producer wrote ("
+                        f"{provenance.get('kind') or 'loaded'}{' ' + repr(what) if what else ''}); {producer} would "
+                        f"replace them: {advice}")
