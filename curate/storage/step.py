@@ -223,6 +223,6 @@ def check_column_owner(ws: Any, column: str, producer: str, owns: Callable[[dict
         provenance = ws.column_provenance(column)
         if not owns(provenance):
             what = provenance.get("prompt") or provenance.get("judge") or ""
-            raise error(f"{ws.path}: column {column!r} holds values another producer wrote ("
+            raise error(f"{ws.path}: column {column!r} holds labels or values another producer wrote ("
                         f"{provenance.get('kind') or 'loaded'}{' ' + repr(what) if what else ''}); {producer} would "
                         f"replace them: {advice}")
