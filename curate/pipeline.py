@@ -81,6 +81,29 @@ class Run:
 
             self.languages, self.heuristics = check_languages(self.languages), True  # a bad code: named here
 
+    def loaded(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """After either engine's load: refuse a pool quality cannot judge, give a score named like a pool field its
+        own column, and check the trained scorers' input columns, before dedup and before any judge pays."""
+        no_reply = "instruction_only" if self.heuristics else "without_reply_text"  # blank replies fail a text rule
+        if "quality" in self.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
+            empty = summary["without_reply_text"] - summary["instruction_only"]
+            what = f"without a response ({empty:,} of them with an empty one)" if empty else "without a response"
+            raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
+                              "to judge and no row could be selected; select the instructions by their complexity "
+                              "alone: --sort-by complexity (sort_by='complexity')")
+        from curate.scorers.run_scorers import unshadowed_columns
+
+        fields, unscored = self.ws.pool.column_names, [n for n in self.scores if n not in self.scorers]
+        columns = unshadowed_columns(fields, unscored, "_judge" if self.backend is not None else "_score")
+        if self.backend is not None:
+            self.judge_columns.update(columns)
+        else:
+            from curate.scorers import load_default
+
+            self.scorers.update({name: load_default(name).named(column) for name, column in columns.items()})
+        check_scorer_inputs(self.ws, self.scorers.values(), computed=self.signals)
+        return summary
+
     @property
     def ws(self) -> Workspace:
         if self.workspace is None:
@@ -156,24 +179,19 @@ def load(run: Run) -> dict[str, Any]:
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
         summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
                                      keep_only_source=True)
-    no_reply = "instruction_only" if run.heuristics else "without_reply_text"  # blank replies fail a text rule
-    if "quality" in run.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
-        empty = summary["without_reply_text"] - summary["instruction_only"]
-        what = f"without a response ({empty:,} of them with an empty one)" if empty else "without a response"
-        raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
-                          "to judge and no row could be selected; select the instructions by their complexity alone: "
-                          "--sort-by complexity (sort_by='complexity')")
-    from curate.scorers.run_scorers import unshadowed_columns
+    return run.loaded(summary)
 
-    fields, unscored = run.ws.pool.column_names, [n for n in run.scores if n not in run.scorers]
-    columns = unshadowed_columns(fields, unscored, "_judge" if run.backend is not None else "_score")
-    if run.backend is not None:
-        run.judge_columns.update(columns)
-    else:
-        from curate.scorers import load_default
 
-        run.scorers.update({name: load_default(name).named(column) for name, column in columns.items()})
-    return summary
+def check_scorer_inputs(ws: Workspace, producers: Any, computed: Sequence[str] = ()) -> None:
+    """An error naming a trained scorer's input column that neither the pool, the workspace, nor this run's signals
+    (``computed``: their kinds, writing ``<kind>`` and ``<kind>_<extra>``) provide."""
+    for step in producers:
+        missing = [name for name in step.inputs if not ws.has_column(name) and name not in ws.pool.column_names
+                   and not any(name == kind or name.startswith(f"{kind}_") for kind in computed)]
+        if missing:
+            raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
+                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
+                              "ifd_loss_alone)")
 
 
 def dedup(run: Run):
@@ -229,12 +247,7 @@ def score(run: Run) -> dict[str, Any]:
     else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
     error (after both columns)."""
     producers = run.score_producers()
-    for step in producers:
-        missing = [name for name in step.inputs if not run.ws.has_column(name) and name not in run.ws.pool.column_names]
-        if missing:
-            raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
-                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
-                              "ifd_loss_alone)")
+    check_scorer_inputs(run.ws, producers)
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()

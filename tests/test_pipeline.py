@@ -420,3 +420,17 @@ def test_an_output_the_run_could_not_write_is_named_before_any_step(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["selected"]  # no step ran: no workspace
     assert (tmp_path / "run" / "selected" / "mine.txt").read_text() == "keep me"
     run_pipeline(str(sample_path()), out=tmp_path / "other", budget=5, report=False)  # the folder is no output here
+
+
+def test_a_scorer_reading_a_signal_the_run_does_not_compute_is_named_before_dedup(tmp_path):
+    """The run named it at the score step, after dedup and the text rules; now right after load."""
+    from curate.scorers import Scorer
+
+    reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length", "stats"])
+    rows = [{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)]
+    reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
+    with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*--signal ifd"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run", budget=10, report=False, scorers={"quality": reads_ifd})
+    from curate.session import Workspace
+
+    assert "dedup" not in Workspace.open(tmp_path / "run" / "workspace").selections

@@ -442,3 +442,22 @@ def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
     engine = RayEngine()
     with pytest.raises(CurateError, match="a.jsonl: file: no records"), engine.stage():
         raise RuntimeError("task failed") from carried
+
+
+def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(tmp_path):
+    """Ray's load replaced the single-process load step whole, so its checks were skipped: a pool with a field named
+    quality stopped the run at the score step (the shipped scorer would write over the field), and a pool of
+    instructions alone was scored before the selection found nothing to select."""
+    from curate.errors import CurateError
+    from curate.pipeline import run_pipeline
+
+    rows = [{"instruction": f"Task {i}: explain how a {w} works, step by step.", "output": f"A {w} works " * (i + 1),
+             "quality": ["good", "bad"][i % 2]} for i, w in enumerate(["pump", "clock", "lock", "valve", "lens", "gear"])]
+    ws = run_pipeline(write_jsonl(tmp_path / "pool.jsonl", rows), out=tmp_path / "ray", budget=3, report=False,
+                      engine="ray", progress=False).workspace
+    assert ws.selections["deita"]["params"]["sort_by"] == "complexity*quality_score"
+    assert ws.column("quality") == [r["quality"] for r in rows] and len(ws.selection("deita").ids) == 3
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"instruction": r["instruction"]} for r in rows])
+    with pytest.raises(CurateError, match="every row is an instruction without a response"):
+        run_pipeline(bare, out=tmp_path / "bare", budget=3, report=False, engine="ray", progress=False)
+    assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored

@@ -221,7 +221,7 @@ class RayEngine:
         clock("write_pool")
         self._orders = np.sort(np.concatenate([orders for _, orders in blocks] or [np.zeros(0, np.int64)]))
         self._whole_pool = self._ids == run.workspace.ids
-        return {**summary, "engine": "ray", "shards": len(paths)}
+        return run.loaded({**summary, "engine": "ray", "shards": len(paths)})  # the single-process load's checks
 
     def dedup(self, run, fallback: Callable[[Any], Any]):
         """Exact duplicates out (selection ``dedup``): a groupby on the text hash; the first copy is kept."""
@@ -288,7 +288,8 @@ class RayEngine:
         for s in scorers:
             results = self._results.get(s.column, {})
             turns = sum(v is not None for value, _ in results.values() for v in (value or []))
-            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}), ids)
+            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}), ids,
+                                     progress=run.progress)
         return out
 
     def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:

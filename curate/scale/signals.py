@@ -44,8 +44,9 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     ids = run.scored_ids()  # read once: each call reads the filter selection and walks the pool's ids
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
         if not _have_work(run.ws, steps, ids):
-            return {s.column: run.ws.apply(s, ids) for s in steps}
+            return {s.column: run.ws.apply(s, ids, progress=run.progress) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=ids)
     stats = {"engine": engine._inference_info}
     return {s.column: run.ws.apply(Precomputed(s, engine._results.get(s.column, {}), stats,
-                                               engine._extra.get(s.column, {})), ids) for s in steps}
+                                               engine._extra.get(s.column, {})), ids, progress=run.progress)
+            for s in steps}
