@@ -91,7 +91,7 @@ class Run:
             raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
                               "to judge and no row could be selected; select the instructions by their complexity "
                               "alone: --sort-by complexity (sort_by='complexity')")
-        from curate.scorers.run_scorers import unshadowed_columns
+        from curate.scorers.run_scorers import check_scorer_inputs, unshadowed_columns
 
         fields, unscored = self.ws.pool.column_names, [n for n in self.scores if n not in self.scorers]
         columns = unshadowed_columns(fields, unscored, "_judge" if self.backend is not None else "_score")
@@ -182,18 +182,6 @@ def load(run: Run) -> dict[str, Any]:
     return run.loaded(summary)
 
 
-def check_scorer_inputs(ws: Workspace, producers: Any, computed: Sequence[str] = ()) -> None:
-    """An error naming a trained scorer's input column that neither the pool, the workspace, nor this run's signals
-    (``computed``: their kinds, writing ``<kind>`` and ``<kind>_<extra>``) provide."""
-    for step in producers:
-        missing = [name for name in step.inputs if not ws.has_column(name) and name not in ws.pool.column_names
-                   and not any(name == kind or name.startswith(f"{kind}_") for kind in computed)]
-        if missing:
-            raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
-                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
-                              "ifd_loss_alone)")
-
-
 def dedup(run: Run):
     """Exact duplicates out (selection ``dedup``)."""
     return run.ws.select(method="exact", name=DEDUP)
@@ -246,8 +234,7 @@ def score(run: Run) -> dict[str, Any]:
     """Complexity and quality per turn: a trained scorer where the run has one, else LLM judges with a backend,
     else the shipped default scorers. Returns each column's ``ApplyResult``. Rows ``max_cost`` left unsent are an
     error (after both columns)."""
-    producers = run.score_producers()
-    check_scorer_inputs(run.ws, producers)
+    producers = run.score_producers()  # their input columns: checked after load (Run.loaded)
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()

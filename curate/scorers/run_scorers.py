@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from curate.errors import CurateError
@@ -46,3 +46,15 @@ def unshadowed_columns(fields: Sequence[str], scores: Sequence[str], suffix: str
                 column += suffix
             out[name] = column
     return out
+
+
+def check_scorer_inputs(ws: Any, producers: Iterable[Any], computed: Sequence[str] = ()) -> None:
+    """An error naming a trained scorer's input column that neither the pool, the workspace, nor this run's signals
+    (``computed``: their kinds, writing ``<kind>`` and ``<kind>_<extra>``) provide."""
+    for step in producers:
+        missing = [name for name in step.inputs if not ws.has_column(name) and name not in ws.pool.column_names
+                   and not any(name == kind or name.startswith(f"{kind}_") for kind in computed)]
+        if missing:
+            raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
+                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
+                              "ifd_loss_alone)")
