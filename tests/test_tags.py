@@ -66,6 +66,19 @@ def test_frequency_filter_drops_rare_tags_and_scales_alpha_on_small_pools():
     assert scaled_threshold(20, 1740) == 4 and scaled_threshold(20, 50_000) == 20 and scaled_threshold(40, 10, floor=2) == 2
 
 
+
+def test_a_rare_spelling_of_a_kept_tag_maps_to_it():
+    """The frequency filter counts raw strings before rule aggregation merges them: rows tagged 'coding' (3 rows,
+    beside 'Coding' in 1,000) lost the tag, where an unseen 'CoDiNg' mapped to it. A rare spelling whose rule key a
+    kept tag has now maps to that tag; a rare tag of its own is still dropped."""
+    rows = [["Coding", "Math"]] * 1000 + [["Math"]] * 990 + [["coding", "Math"]] * 3 + [["CODING "]] * 3 + [["Knitting"]]
+    norm = Normalizer(semantic=False, association=False)  # alpha scaled to 4 on 1,997 rows
+    out = norm.fit_transform(rows)
+    assert norm.report[0].params["alpha"] == 4
+    assert out[1990] == ["coding", "math"] and out[1993] == ["coding"] and out[-1] == []
+    assert norm.mapping["coding"] == norm.mapping["CODING "] == norm.mapping["Coding"] == "coding"
+    assert norm.mapping["Knitting"] is None and norm.transform([["CoDiNg"]]) == [["coding"]]
+
 def fixed_embed(texts):
     table = {"automobile": [1.0, 0.0, 0.0], "car": [0.999, 0.03, 0.0], "cars": [0.999, 0.03, 0.0],
              "poetry": [0.0, 1.0, 0.0], "math": [0.0, 0.0, 1.0], "verse": [0.3, 0.9, 0.3]}

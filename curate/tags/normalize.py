@@ -73,6 +73,7 @@ class Normalizer:
 
     1. frequency filter: drop raw tags seen in fewer than ``min_frequency`` rows (paper: 20). For pools
        smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold`, noted in ``report``.
+       A rare spelling of a tag kept under another spelling (same rule key) maps to that tag at the end.
     2. rule aggregation: lowercase, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
        so ``C#``, ``C++`` and ``C`` stay apart), each word stemmed with the Snowball stemmer; tags with the
        same stemmed key merge, named by their most frequent surface form.
@@ -222,6 +223,9 @@ class Normalizer:
         for raw, canon in self.mapping.items():
             if canon is not None:
                 self.key_map.setdefault(self.rule_key(raw), canon)
+        for raw, canon in self.mapping.items():  # a rare spelling of a kept tag ('coding' beside 'Coding'): the
+            if canon is None and self.surface(raw):  # frequency filter counts raw strings, before rules merge them;
+                self.mapping[raw] = self.key_map.get(self.rule_key(raw))  # it maps as an unseen spelling would
         return self
 
     # transform -------------------------------------------------------------------------------------
