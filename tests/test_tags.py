@@ -405,3 +405,19 @@ def test_curate_tag_sends_again_what_max_cost_left_unsent_and_exits_1_until_then
     assert sorted(Workspace.open(ws.path).column("tags_raw")) == [[["sort", "a"]], [["write", "a"]]]
     assert batch.exit_code == 0, batch.output  # another model: every row tagged again, through one batch
     assert srv.batches_created == 1
+
+
+def test_instag_records_coverage_of_the_pool_tags_as_coverage_report_does(tmp_path):
+    """Run from a selection, instag recorded coverage of its candidates' tags (1.0, shown in the report) where
+    coverage_report and `curate tags` said 0.25 for the same rows."""
+    from curate import Workspace
+    from curate.tags import coverage_report
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(20)])
+    ws.add_column("tags", [[f"t{i}"] for i in range(20)], {"kind": "test"})
+    ws.add_column("quality", [[float(i)] for i in range(20)], {"kind": "test", "granularity": "turn", "reducer": "sum"})
+    ws.select(method="top_k", name="best", budget=5, sort_by="quality")
+    sel = ws.select(method="instag", name="ins", budget=5, input_selection="best")
+    assert sel.provenance["coverage"] == coverage_report(ws, "ins")["coverage"] == 0.25
+    assert sel.provenance["coverage_of_candidates"] == 1.0

@@ -112,7 +112,10 @@ def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str = "
                               "instag samples on tag lists such as the normalised 'tags' column")
     sample = instag_sample(tag_lists, budget, ids)
     kept = [tag_lists[i] for i in sample.kept]
-    info = {"tags_column": tags_column, "coverage": coverage(kept, tag_lists), "tags_per_query": tags_per_query(kept),
+    # coverage of the pool's tags, as coverage_report and `curate tags` measure it; of the candidates' tags beside
+    pool_tags = tag_lists if len(candidates) == len(all_ids) else ws.column(tags_column)
+    info = {"tags_column": tags_column, "coverage": coverage(kept, pool_tags),
+            "coverage_of_candidates": coverage(kept, tag_lists), "tags_per_query": tags_per_query(kept),
             "tie_break": "row id ascending"}
     return SelectorResult([candidates[i] for i in sample.positions], sample.decisions, sample.reasons,
                           sample.details, info)
