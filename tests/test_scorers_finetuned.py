@@ -265,6 +265,12 @@ def test_threshold_by_quantile(tmp_path):
         # text and booleans meet the selector-wide type check first, 1.5 the threshold's own range check
         with pytest.raises(CurateError, match=r"quantile (must be a number|.* is not a number in \[0, 1\])"):
             ws.select(method="threshold", name="bad", sort_by="s", quantile=bad)
+    # two infinite scores (log of a zero count): numpy's quantile interpolated -inf + 0 * inf = NaN and kept no row
+    ws.add_column("count", [[0.0], [0.0]] + [[float(i)] for i in range(1, len(ws) - 1)], {"kind": "test"})
+    for quantile in (0.05, 0.06):  # between the two -inf, and between -inf and log(1)
+        sel = ws.select(method="threshold", name="logs", sort_by="log(count)", quantile=quantile)
+        assert sel.provenance["min_score"] == float("-inf") and len(sel.ids) == len(ws)
+    assert len(ws.select(method="threshold", name="logs", sort_by="log(count)", quantile=0.5).ids) == len(ws) // 2
 
 
 def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 from curate.codes import Decision, Reason
 from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
-from curate.select.sort_key import rows_by_score
+from curate.select.sort_key import rows_by_score, score_quantile
 
 
 @register("top_k")
@@ -42,7 +42,7 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
             raise CurateError(f"threshold: quantile {quantile!r} is not a number in [0, 1]")
         finite = np.asarray(scores.values, dtype=np.float64)
         finite = finite[~np.isnan(finite)]
-        min_score = float(np.quantile(finite, quantile)) if finite.size else math.inf
+        min_score = score_quantile(finite, quantile) if finite.size else math.inf
         out.info.update({"quantile": quantile, "min_score": min_score})
     for i in perm.tolist():
         s = float(scores.values[i])

@@ -229,3 +229,18 @@ def scores_of(sort_by: str) -> tuple[str, ...]:
         raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
                           "complexity (instructions alone) or quality")
     return tuple(name for name in SCORES if name in names)
+
+
+def score_quantile(values: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of scores ``values`` (no NaN; at least one), interpolated linearly as ``np.quantile``,
+    except next to an infinite score: between -inf and any score it is -inf, between any score and inf it is inf,
+    where numpy's ``-inf + inf * t`` gave NaN (and a threshold of NaN kept no row)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    position = (len(ordered) - 1) * q
+    below = int(math.floor(position))
+    low, high = ordered[below], ordered[min(below + 1, len(ordered) - 1)]
+    if low == high or position == below or low == -math.inf:
+        return float(low)
+    if high == math.inf:
+        return math.inf
+    return float(np.quantile(ordered, q))

@@ -16,7 +16,7 @@ from curate.codes import Decision, Reason
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
-from curate.select.sort_key import rows_by_score
+from curate.select.sort_key import rows_by_score, score_quantile
 
 
 def rows_to_keep(n: int, budget: int | None, fraction: float | None) -> int | None:
@@ -68,7 +68,7 @@ def select_perplexity(ws, rows: np.ndarray, low: float = SIGNAL.perplexity_band[
     perm, scores = rows_by_score(ws, rows, column)
     vals = scores.values
     scored = vals[~np.isnan(vals)]
-    lo, hi = (float(np.quantile(scored, low)), float(np.quantile(scored, high))) if len(scored) else (math.nan, math.nan)
+    lo, hi = (score_quantile(scored, low), score_quantile(scored, high)) if len(scored) else (math.nan, math.nan)
     out = SelectorResult(info={"column": column, "reducer": scores.reducer, "quantiles": [low, high],
                                "band": [lo, hi]})
     ascending = [i for i in perm.tolist()[::-1] if not math.isnan(vals[i])]
