@@ -262,7 +262,11 @@ def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(
             small_ws.show(rows)
     vectors = np.ones((5, 4), np.float32)
     vectors[3, 1] = np.nan
-    with pytest.raises(ValueError, match=f"1 row\\(s\\) hold NaN or infinity, e.g. row 3 \\(id {small_ws.ids[3]}\\)"):
+    with pytest.raises(ValueError, match=f"1 row\\(s\\) hold NaN or infinity or only zeros, e.g. row 3 "
+                                         f"\\(id {small_ws.ids[3]}\\)"):
+        small_ws.add_embeddings("default", vectors, {"model": "test"})
+    vectors[3, 1], vectors[1] = 1.0, 0.0  # no direction: admission refused it by candidate index, k-center took it
+    with pytest.raises(ValueError, match=f"1 row\\(s\\) .* only zeros, e.g. row 1 \\(id {small_ws.ids[1]}\\)"):
         small_ws.add_embeddings("default", vectors, {"model": "test"})
     assert "default" not in small_ws.embedding_sets
 

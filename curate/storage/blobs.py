@@ -37,11 +37,13 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != len(ids):
         raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
-    bad = np.concatenate([start + np.flatnonzero(~np.isfinite(array[start:start + 65_536]).all(axis=1))
-                          for start in range(0, len(array), 65_536)] or [np.empty(0, np.int64)])
-    if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means
-        raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity, e.g. row {int(bad[0])} "
-                         f"(id {ids[int(bad[0])]})")
+    bad = np.concatenate([start + np.flatnonzero(~np.isfinite(part).all(axis=1) | ~part.any(axis=1))
+                          for start in range(0, len(array), 65_536) if (part := array[start:start + 65_536]).size]
+                         or [np.empty(0, np.int64)])
+    if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means; an
+        # all-zero row has no direction (no cosine): admission refused it by its candidate index, k-center took it
+        raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
+                         f"{int(bad[0])} (id {ids[int(bad[0])]})")
     folder = ws.path / "embeddings"
     with ws.lock():
         token = uuid.uuid4().hex[:12]
