@@ -220,6 +220,26 @@ def test_kcenter_radius_shrinks_as_k_grows():
     assert all(a > b for a, b in zip(radii, radii[1:], strict=False))
 
 
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kcenter_picks_the_first_of_identical_rows_in_row_order(seed):
+    """float32 products round differently by row position, so identical rows got distances that differed in the
+    last bit, and that chose among them: kcenter --sort-by kept a lower-scored twin (rows are in score order)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((18, 5)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    which = rng.integers(0, 18, 37)
+    x = base[which]
+    first_copy = {int(w): int(np.flatnonzero(which == w)[0]) for w in np.unique(which)}
+    centres, nearest, dist = kcenter_greedy(x, 12, first=0)
+    assert all(c == first_copy[int(which[c])] for c in centres)  # no centre is a later copy of a point
+    assert all(nearest[j] == first_copy[int(which[j])] and dist[j] == 0 for j in range(37) if which[j] in which[centres])
+    everything, _, _ = kcenter_greedy(x, 37, first=0)  # every point, then the other copies in row order
+    distinct = len(first_copy)
+    assert sorted(everything[:distinct]) == sorted(first_copy.values())
+    assert list(everything[distinct:]) == sorted(set(range(37)) - set(first_copy.values()))
+
+
 def test_minhash_and_semantic_dedup_remove_planted_duplicates(tmp_path):
     rng = np.random.default_rng(6)
     words = [f"w{i}" for i in range(500)]

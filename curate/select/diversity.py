@@ -21,11 +21,52 @@ def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, chosen: np.ndarray | N
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy k-center on unit vectors (cosine distance): returns centre indices, each row's nearest centre,
     and each row's distance to it. Exact: one matrix-vector product per centre. A row is picked once: with more
-    centres asked for than distinct vectors, the duplicates of centres (distance 0) come last. ``chosen``: unit
-    rows outside ``x`` that are centres already (MoDS' seed); the first pick is then the farthest from them
-    instead of ``first``, and a row nearest one of them has nearest centre -1."""
+    centres asked for than distinct vectors, the duplicates of centres (distance 0) come last, in row order.
+    ``chosen``: unit rows outside ``x`` that are centres already (MoDS' seed); the first pick is then the farthest
+    from them instead of ``first``, and a row nearest one of them has nearest centre -1.
+
+    Identical rows are one point, stood for by the first of them (``first`` for its own): float32 products round
+    differently by row position, so twins' distances differed in the last bit and that, not row order (the score
+    order of ``kcenter --sort-by``), chose among them."""
     n = len(x)
     k = min(k, n)
+    stand_in, group = identical_rows(x)
+    if n:
+        stand_in[group[first]] = first
+    order = np.argsort(stand_in, kind="stable")  # the distinct points in row order
+    points, rank = stand_in[order], np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    distinct = x if len(points) == n else x[points]  # all distinct (points in row order are 0..n-1): no copy
+    centres, nearest, dist = _greedy(distinct, min(k, len(points)), int(rank[group[first]]) if n else 0, chosen)
+    centres, point_of_row = points[centres], rank[group]
+    nearest = np.where(nearest[point_of_row] < 0, -1, points[nearest[point_of_row]])
+    dist = dist[point_of_row]
+    if k > len(centres):  # every distinct point is a centre: the other copies follow, in row order
+        copies = np.setdiff1d(np.arange(n), centres)[: k - len(centres)]
+        centres = np.concatenate([centres, copies])
+        nearest[copies] = copies
+    return centres, nearest, dist
+
+
+def identical_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(stand_in, group)``: the first row of each set of bitwise-identical rows of ``x``, and each row's set.
+    Rows are grouped by a hash of their bytes (np.unique over the rows would sort a copy of ``x``), then compared
+    with their stand-in: a row that only shares the hash is a set of its own."""
+    flat = np.ascontiguousarray(x).reshape(len(x), -1)
+    digests = np.fromiter((hash(row.tobytes()) for row in flat), np.int64, len(flat))
+    _, stand_in, group = np.unique(digests, return_index=True, return_inverse=True)
+    group = group.ravel()
+    copies = np.flatnonzero(stand_in[group] != np.arange(len(flat)))
+    clash = copies[~(flat[copies] == flat[stand_in[group[copies]]]).all(axis=1)]
+    if clash.size:
+        group[clash] = len(stand_in) + np.arange(clash.size)
+        stand_in = np.concatenate([stand_in, clash])
+    return stand_in, group
+
+
+def _greedy(x: np.ndarray, k: int, first: int, chosen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`kcenter_greedy` on distinct rows ``x``."""
+    n = len(x)
     centres = np.empty(k, np.int64)
     dist = np.full(n, np.inf)
     nearest = np.full(n, -1, np.int64)
