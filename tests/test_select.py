@@ -597,6 +597,7 @@ def test_shared_selector_parameters_out_of_range_are_named_as_given(ws):
             ("kmeans", {"budget": 3, "seed": -1}, "seed must be a whole number from 0 to 4294967295, not -1"),
             ("kcenter", {"budget": 3, "seed": -1}, "seed must be a whole number"),
             ("kmeans", {"budget": 3, "n_clusters": 0}, "n_clusters must be at least 1"),
+            ("deita", {"budget": 3, "block_size": 0}, "block_size must be at least 1 row, not 0"),  # was accepted
             ("deita", {"budget": 3, "embeddings": "other"}, "no embeddings 'other' \\(the workspace has 'default'\\); "
                                                              "run `curate embed .* --name other`")):
         with pytest.raises(CurateError, match=message):

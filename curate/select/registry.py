@@ -111,6 +111,7 @@ PARAMETER_RANGES: dict[str, tuple[float, float, str]] = {
     "n_clusters": (1, float("inf"), "at least 1 (leave it out for the default)"),
     "max_cosine_similarity": (-1.0, 1.0, "a cosine in [-1, 1]"),
     "duplicate_similarity": (-1.0, 1.0, "a cosine in [-1, 1]"),
+    "block_size": (1, float("inf"), "at least 1 row"),
 }
 
 
