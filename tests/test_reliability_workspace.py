@@ -475,6 +475,51 @@ def test_a_write_cut_short_leaves_rows_to_recompute_never_a_gap_marked_done(tmp_
     assert all((v is None) == bool(f) for v, f in zip(values, failures, strict=True))
 
 
+
+class _FlakyWordCount(_WordCount):
+    """_WordCount whose 'fail' rows fail transiently (a 5xx) until ``healed``."""
+    healed = False
+
+    def run(self, rows, ctx):
+        from curate.codes import Failure, FailureCode
+
+        out = super().run(rows, ctx)
+        if self.healed:
+            out.values = [float(len(row.turns[0].instruction.split())) for row in rows]
+            out.failures = [[] for _ in rows]
+        else:
+            out.failures = [[Failure(FailureCode.TRANSIENT, "HTTP 503")] if f else [] for f in out.failures]
+        return out
+
+
+def test_a_retry_cut_short_between_its_writes_is_computed_again(tmp_path, monkeypatch):
+    """A retry clears a row's transient failure (failure column first), then writes its value: stopped between the
+    two, the row kept its fingerprint with neither value nor failure, and no later run computed it again (the run
+    reported every row scored and admission quietly left it out)."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}{' fail' * (i % 3 == 0)}", "output": "ok"}
+                                              for i in range(9)]))
+    step = _FlakyWordCount()
+    assert ws.apply(step, progress=False).failed == 3
+    step.healed = True
+    merge = Workspace.merge_column
+
+    def cut_short(self, name, *args, **kwargs):
+        if name == "words":  # the failure column was written; the process stops before the values
+            raise OSError(28, "No space left on device")
+        return merge(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Workspace, "merge_column", cut_short)
+    with pytest.raises(OSError):
+        ws.apply(step, progress=False)
+    monkeypatch.setattr(Workspace, "merge_column", merge)
+    gaps = [i for i, (v, f) in enumerate(zip(ws.column("words"), ws.failures("words"), strict=True))
+            if v is None and not f]
+    assert gaps == [0, 3, 6]  # the state a kill there leaves
+    again = ws.apply(step, progress=False)
+    assert again.computed == 3 and again.skipped == 6
+    assert ws.column("words") == [3.0, 2.0, 2.0, 3.0, 2.0, 2.0, 3.0, 2.0, 2.0] and not any(ws.failures("words"))
+
 def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes(tmp_path):
     """A notebook's Workspace read the pool at 5 rows; another process loads 5 more and writes a column on all
     10. The notebook's next step computes the 5 new rows too, and no row of the column is lost."""

@@ -96,6 +96,8 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
         return list(ids)
     fingerprint = fingerprint or applied_fingerprint(ws, step)
     done = ws.column_fingerprints(step.column)
+    for rid in unrecorded_gaps(ws, step.column, fingerprint):  # a write a kill cut short: computed again
+        done[rid] = None
     todo = [rid for rid in ids if done.get(rid) != fingerprint]
     if retry_failed and ws.has_column(f"{step.column}_failure"):
         have = [rid for rid in ids if done.get(rid) == fingerprint]
@@ -103,6 +105,29 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
             if any(f.code in TRANSIENT_FAILURES for f in fails):
                 todo.append(rid)
     return todo
+
+
+def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str) -> list[str]:
+    """Rows marked done under ``fingerprint`` whose value (or a turn's) is missing with no failure recorded: a step
+    never stores that (``_check_output``), but a process killed between ``_store``'s writes does, on a re-run that
+    had cleared a row's earlier failure before its new value was written."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = read_arrow(ws._column_path(column))
+    if "fingerprint" not in table.column_names or not table.num_rows:
+        return []
+    values = table.column("value").combine_chunks()
+    missing = np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        parents = pc.list_parent_indices(values).to_numpy()
+        holes = np.asarray(pc.is_null(pc.list_flatten(values)).to_numpy(zero_copy_only=False), bool)
+        missing |= np.bincount(parents[holes], minlength=len(values)) > 0
+    missing &= np.asarray(pc.equal(table.column("fingerprint"), fingerprint).fill_null(False).to_numpy(
+        zero_copy_only=False), bool)
+    suspects = table.column("id").take(pa.array(np.flatnonzero(missing))).to_pylist()
+    return [rid for rid, fails in zip(suspects, ws.failures(column, suspects), strict=True) if not fails]
 
 
 def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
