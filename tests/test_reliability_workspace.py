@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from curate.errors import WorkspaceError
@@ -649,3 +650,30 @@ def test_exports_with_and_without_a_failing_row_have_one_schema_and_concatenate(
     assert pq.read_schema(whole).remove_metadata() == pq.read_schema(scored).remove_metadata()
     both = datasets.concatenate_datasets([datasets.Dataset.from_parquet(str(p)) for p in (whole, scored)])
     assert len(both) == 10 and [f[0]["code"] for f in both["quality_failure"] if f] == ["no_response"] * 2
+
+
+def test_a_full_or_damaged_cache_database_is_an_error_naming_the_file(tmp_path):
+    """sqlite3's errors are no OSError and name no file: a full disk during a judge or a signal ended `curate` in a
+    27-frame traceback ('database or disk is full') where every other step says one line naming the file."""
+    import errno
+
+    from curate.llm.cache import ResponseCache
+    from curate.signals.cache import LogprobCache
+
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    cache._conn().execute("PRAGMA max_page_count=16")  # SQLite's own 'database or disk is full' past 16 pages
+    with pytest.raises(OSError) as full:
+        for i in range(50):
+            cache.put(f"key {i}", {"text": "x" * 4000})
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(cache.path)
+    assert "database or disk is full" in full.value.strerror
+    signals = LogprobCache(tmp_path / "cache")
+    signals._db.execute("PRAGMA max_page_count=16")
+    with pytest.raises(OSError) as full:
+        signals.put_many("model", [(f"key {i}", np.ones(2000, np.float32)) for i in range(50)])
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(signals.path)
+    damaged = tmp_path / "damaged" / "responses.sqlite"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"not a database " * 512)
+    with pytest.raises(WorkspaceError, match=f"^{re.escape(str(damaged))}: file is not a database; .* move it aside"):
+        ResponseCache(damaged)

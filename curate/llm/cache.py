@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from curate.storage.files import sqlite_errors
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
@@ -92,6 +94,7 @@ def request_key(*, model: str, messages: list[dict[str, Any]], params: dict[str,
 class ResponseCache:
     """A SQLite response store: ``get_many(keys)`` (batched), ``put(key, response)`` (committed at once)."""
 
+    @sqlite_errors
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,7 @@ class ResponseCache:
         """Run ``sql`` (selecting name, response; ``{marks}`` = placeholders) over ``names`` in chunks."""
         return {name: orjson.loads(response) for name, response in self._lookup_pairs(sql, names).items()}
 
+    @sqlite_errors
     def _lookup_pairs(self, sql: str, names: list[str]) -> dict[str, Any]:
         """Run ``sql`` (selecting two columns; ``{marks}`` = placeholders) over ``names`` in chunks: first -> second."""
         conn = self._conn()
@@ -138,6 +142,7 @@ class ResponseCache:
             found.update(conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk))
         return found
 
+    @sqlite_errors
     def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
         """Record (alias, key) pairs for responses already stored."""
         if pairs:
@@ -146,6 +151,7 @@ class ResponseCache:
                 conn.execute("BEGIN")
                 conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", pairs)
 
+    @sqlite_errors
     def put(self, key: str, response: dict[str, Any], aliases: list[str] | tuple[str, ...] = ()) -> None:
         """Store one response just paid for (and its aliases) in one transaction, committed before returning; it is
         listed as unrecorded until :meth:`mark_recorded`."""
@@ -169,6 +175,7 @@ class ResponseCache:
         return self._lookup_pairs("SELECT a.alias, a.key FROM aliases a JOIN unrecorded u ON u.key = a.key "
                                   "WHERE a.alias IN ({marks})", aliases)
 
+    @sqlite_errors
     def mark_recorded(self, keys: list[str]) -> None:
         """These responses' costs are now in a stored run record: a later cache hit is free, not spending."""
         unique = list(dict.fromkeys(keys))
@@ -179,6 +186,7 @@ class ResponseCache:
                 chunk = unique[start:start + _LOOKUP_CHUNK]
                 conn.execute(f"DELETE FROM unrecorded WHERE key IN ({','.join('?' * len(chunk))})", chunk)
 
+    @sqlite_errors
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.storage.files import sqlite_errors
+
 CACHE_FILE = "logprobs.sqlite"
 
 
@@ -37,6 +39,7 @@ def json_fingerprint(obj: object) -> str:
 class LogprobCache:
     """``key -> float32 array`` in SQLite; ``get_many`` / ``put_many`` (one transaction per batch)."""
 
+    @sqlite_errors
     def __init__(self, cache_dir: Path):
         folder = Path(cache_dir) / "signals"
         folder.mkdir(parents=True, exist_ok=True)
@@ -47,6 +50,7 @@ class LogprobCache:
                          "n INTEGER NOT NULL, value BLOB NOT NULL)")
         self._db.commit()
 
+    @sqlite_errors
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """The cached arrays of ``keys`` (absent keys are left out)."""
         keys = list(keys)
@@ -61,12 +65,14 @@ class LogprobCache:
                     out[key] = arr
         return out
 
+    @sqlite_errors
     def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store arrays under their keys, committed before returning."""
         rows = [(k, model, len(v), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO logprobs (key, model, n, value) VALUES (?, ?, ?, ?)", rows)
 
+    @sqlite_errors
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM logprobs").fetchone()[0]
 

@@ -54,6 +54,28 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
         raise
 
 
+def sqlite_errors(method: Callable) -> Callable:
+    """For methods of a cache whose ``path`` is an SQLite file: sqlite3's errors, which are no OSError and name no
+    file, become what they are: a full or read-only disk an OSError naming the file (the CLI's one line, not a
+    traceback), anything else (a damaged file) a WorkspaceError naming it."""
+    import sqlite3
+
+    @functools.wraps(method)
+    def named(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            text = str(exc)
+            for words, code in (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS), ("unable to open", errno.EACCES)):
+                if words in text:
+                    raise OSError(code, f"{os.strerror(code)} ({text})", str(self.path)) from exc
+            from curate.errors import WorkspaceError
+
+            raise WorkspaceError(f"{self.path}: {text}; if the file is damaged, move it aside: what it held is asked "
+                                 "for again") from exc
+    return named
+
+
 @contextlib.contextmanager
 def removed_on_failure(*paths: str | os.PathLike) -> Iterator[None]:
     """Remove each of ``paths`` (outermost first) that did not exist before the block, if the block raises: a load
