@@ -146,9 +146,10 @@ def transient_rows(ws, step, ids: list[str] | None) -> Counter:
 
 def _print_retried(retried: Counter, prov: dict[str, Any]) -> None:
     """What --retry-failed did: rows whose last failure was transient, and the requests re-sent for them."""
+    from curate.storage.apply import requests_sent
+
     last = (prov.get("runs") or [{}])[-1]
-    resent = (int(last.get("requests") or 0) - int(last.get("cached_requests") or 0)
-              - int(last.get("requests_not_sent_max_cost") or 0))
+    resent = requests_sent(last) or 0
     codes = ", ".join(f"{code} {n:,}" for code, n in retried.most_common())
     console.print(f"retry-failed: {sum(retried.values()):,} rows had a transient failure ({codes}); re-sent "
                   f"{resent:,} requests (their other turns came from the cache); rows already scored or failed "

@@ -67,6 +67,7 @@ def call_usage(results: list[CallResult]) -> dict[str, Any]:
     return {"requests": len(results), "cached_requests": sum(r.cached and not r.recovered for r in results),
             "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
                                               for r in results),
+            "requests_not_sent_refused": sum(bool(r.raw.get("not_sent")) for r in results),  # after a 401/403/404
             "requests_paid_by_stopped_run": sum(r.recovered for r in results),
             "tokens": {"prompt": sum(r.billed_usage["prompt_tokens"] for r in billed),
                        "completion": sum(r.billed_usage["completion_tokens"] for r in billed)},

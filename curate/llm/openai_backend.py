@@ -234,7 +234,7 @@ class OpenAIBackend(Backend):
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if self.refused is not None:  # every request would get the same answer: none is sent
-                return failure_result(self.refused, FailureCode.TRANSIENT)
+                return {**failure_result(self.refused, FailureCode.TRANSIENT), "not_sent": True}
             reserved = await self._reserve(req)
             if reserved is None:
                 return self._budget_failure(req)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
-from curate.storage.apply import column_runs, fold_runs, run_count
+from curate.storage.apply import column_runs, fold_runs, requests_sent, run_count
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -146,12 +146,6 @@ def sources(ws: Workspace) -> list[dict[str, Any]]:
 
 
 # -- judges: tokens and cost over every run ----------------------------------------------------------
-def _sent(run: dict[str, Any]) -> int | None:
-    """Requests a judge or tagger run sent: its requests less those the cache answered and those max_cost held back."""
-    if run.get("requests") is None:
-        return None
-    return run["requests"] - (run.get("cached_requests") or 0) - (run.get("requests_not_sent_max_cost") or 0)
-
 
 def _sum(runs: list[dict[str, Any]], get) -> Any:
     """Sum of ``get(run)`` over runs; None (unknown) as soon as one run does not know its amount."""
@@ -190,7 +184,7 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             "column": name, "step": step, "judge": prov.get("judge"), "prompt": prov.get("prompt"),
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
             "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": run_count(runs),
-            "calls": _sum(runs, _sent), "cached": total["cached_requests"],
+            "calls": _sum(runs, requests_sent), "cached": total["cached_requests"],
             "not_sent_max_cost": _sum(runs, lambda r: r.get("requests_not_sent_max_cost") or 0),
             "prompt_tokens": None if tokens is None else tokens.get("prompt", 0),
             "completion_tokens": None if tokens is None else tokens.get("completion", 0),

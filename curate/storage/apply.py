@@ -24,7 +24,18 @@ from curate.storage.step import RowInput, StepContext, StepOutput, check_step, j
 Workspace = Any
 
 RUN_HISTORY = 50  # runs kept in a column's provenance; older ones are summed into one record (fold_runs)
-USAGE_KEYS = ("requests", "cached_requests", "requests_not_sent_max_cost", "cost_usd")  # summed when folded
+USAGE_KEYS = ("requests", "cached_requests", "requests_not_sent_max_cost", "requests_not_sent_refused",
+              "cost_usd")  # summed when folded
+NEWER_KEYS = {"requests_not_sent_refused": 0}  # what a run recorded before the key was counted had: none
+
+
+def requests_sent(run: dict[str, Any]) -> int | None:
+    """Requests a judge or tagger run (a run record, or a fold of them) sent: its requests less those the cache
+    answered, those max_cost held back and those a refused API key held back (None: a run without the count)."""
+    if run.get("requests") is None:
+        return None
+    return (run["requests"] - (run.get("cached_requests") or 0) - (run.get("requests_not_sent_max_cost") or 0)
+            - (run.get("requests_not_sent_refused") or 0))
 
 
 @dataclass
@@ -253,11 +264,12 @@ def parse_failures(value: Any) -> list[Failure]:
 def fold_runs(earlier: dict[str, Any] | None, dropped: list[dict[str, Any]]) -> dict[str, Any]:
     """One record shaped like a run that sums the usage (``USAGE_KEYS``, ``tokens``) of ``dropped`` runs onto
     ``earlier`` (an earlier fold, or None); ``folded_runs`` counts them. A sum one run does not know is None."""
-    out: dict[str, Any] = dict(earlier or {"folded_runs": 0, "tokens": {}, **dict.fromkeys(USAGE_KEYS, 0)})
+    out: dict[str, Any] = {**NEWER_KEYS, **(earlier or {"folded_runs": 0, "tokens": {}, **dict.fromkeys(USAGE_KEYS, 0)})}
     for run in dropped:
         out["folded_runs"] += 1
         for key in USAGE_KEYS:
-            out[key] = None if out.get(key) is None or run.get(key) is None else out[key] + run[key]
+            value = run.get(key, NEWER_KEYS.get(key))
+            out[key] = None if out.get(key) is None or value is None else out[key] + value
         tokens = run.get("tokens")
         out["tokens"] = None if out["tokens"] is None or not isinstance(tokens, dict) else {
             k: out["tokens"].get(k, 0) + tokens.get(k, 0) for k in {*out["tokens"], *tokens}}
