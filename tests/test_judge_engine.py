@@ -480,8 +480,9 @@ def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(
         assert srv.total <= 3 + 3  # the first part's requests in flight when the 401 came, then one per part
         fails = [f for row in ws.failures("complexity") for f in row]
         assert all(f.code is FailureCode.TRANSIENT and "refuses the API key" in f.message for f in fails)
-        from curate.storage.apply import requests_sent  # the run record counted all 12 as sent (so did the report)
+        from curate.storage.apply import requests_sent
 
+        # the run record counted all 12 as sent, and so did the report
         assert requests_sent(ws.column_provenance("complexity")["runs"][-1]) == srv.total
         right = OpenAIBackend(srv.base_url, "fault", api_key="right")
         again = ws.apply(Judge("complexity", right), progress=False, retry_failed=True)

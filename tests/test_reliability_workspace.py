@@ -164,6 +164,25 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
     assert last.startswith("interrupted") and "re-run the same command" in last and err.count("interrupted") == 1, err
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_exits_143(tmp_path):
+    """kill (SIGTERM, as a scheduler stops a job) ended curate at once: no cleanup of temporary files beside an
+    export, no line saying what was kept. It now takes Ctrl-C's path and exits 128 + 15."""
+    proc = start_cli("run", "sample", "--budget", 5, "--out", tmp_path / "run")
+    try:
+        for line in proc.stdout:
+            if line.startswith("score"):
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, (proc.returncode, out[-2000:], err[-3000:])
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("terminated (SIGTERM): finished work is kept") and "Traceback" not in err, err[-3000:]
+
+
 # A command whose Ctrl-C lands inside a weakref callback, where CPython swallows the KeyboardInterrupt.
 _SWALLOWED = """
 import os, signal, sys, weakref
@@ -338,6 +357,26 @@ def _plant_leftovers(ws: Workspace) -> dict[str, Path]:
     (staged / "raw-00000.arrow").write_bytes(b"partial")
     return {"pool_tmp": pool_tmp, "old_pool": old_pool, "column_tmp": column_tmp, "orphan": orphan,
             "old_label_tmp": old_label_tmp, "staged": staged}
+
+
+def test_an_export_or_report_removes_what_a_killed_one_left_beside_it_once_it_is_an_hour_old(tmp_path, small_ws):
+    """A SIGKILLed export or report left its full-size .<name>.<uuid>.tmp beside the output for ever (inside a
+    workspace the lock tells stale from live; beside an output only age can: a live writer keeps touching its file)."""
+    out, report = tmp_path / "out" / "rows.jsonl", tmp_path / "out" / "report.html"
+    out.parent.mkdir()
+    stale, fresh = out.with_name(f".rows.jsonl.{'a' * 32}.tmp"), out.with_name(f".rows.jsonl.{'b' * 32}.tmp")
+    stale_folder, stale_report = out.with_name(f".rows.{'c' * 32}.tmp"), report.with_name(f".report.html.{'d' * 32}.tmp")
+    for path in (stale, fresh, stale_report):
+        path.write_bytes(b"partial")
+    stale_folder.mkdir()
+    (stale_folder / "data-00000-of-00001.arrow").write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (stale, stale_report, stale_folder / "data-00000-of-00001.arrow", stale_folder):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    small_ws.export(out)
+    small_ws.export(out.with_suffix(""))  # a datasets folder export, named 'rows'
+    small_ws.report(report)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([fresh.name, "report.html", "rows", "rows.jsonl"])
 
 
 def test_leftovers_of_a_killed_writer_are_removed_on_the_next_open(small_ws):

@@ -42,12 +42,14 @@ def _interrupted() -> None:
     worth keeping is on disk already: each response is committed to the cache, files are renamed into place."""
     import logging
 
-    err_console.print(INTERRUPTED_LINE, highlight=False, soft_wrap=True)
+    line = INTERRUPTED_LINE if common.interrupt_signal != signal.SIGTERM else INTERRUPTED_LINE.replace(
+        "interrupted:", "terminated (SIGTERM):", 1)
+    err_console.print(line, highlight=False, soft_wrap=True)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     logging.shutdown()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(128 + common.interrupt_signal)  # 130 after Ctrl-C, 143 after SIGTERM: the shell's convention
 
 
 def main() -> None:
@@ -57,6 +59,8 @@ def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
         signal.signal(signal.SIGINT, on_sigint)
         sys.unraisablehook = quiet_swallowed_interrupt
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, on_sigint)
     try:
         try:
             code = app(standalone_mode=False)

@@ -40,12 +40,14 @@ def _source(source: str) -> str:
 # "Exception ignored in ... Traceback ..."), and the command would carry on to the end and exit 0. main() installs
 # on_sigint, which remembers the request: long commands re-raise it at their next checkpoint (check_interrupted)
 # and main() never reports success for an interrupted command; quiet_swallowed_interrupt keeps stderr clean.
+# SIGTERM (kill, a scheduler's stop) takes the same path, so its temporary files are removed too; it exits 143.
 interrupt_requested = False
+interrupt_signal = 2  # SIGINT; 15 after a SIGTERM
 
 
 def on_sigint(signum: int, frame: Any) -> None:
-    global interrupt_requested
-    interrupt_requested = True
+    global interrupt_requested, interrupt_signal
+    interrupt_requested, interrupt_signal = True, signum
     raise KeyboardInterrupt
 
 

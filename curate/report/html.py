@@ -17,7 +17,7 @@ from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
 from curate.storage.export import check_outside_workspace
-from curate.storage.files import atomic_write_bytes
+from curate.storage.files import atomic_write_bytes, remove_stale_leftovers
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -102,5 +102,6 @@ def build_report(ws: Workspace, out: str | Path = "report.html", selection: str 
         raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
                              f"{out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(out)
     atomic_write_bytes(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
     return out

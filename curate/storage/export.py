@@ -11,7 +11,14 @@ from typing import Any
 
 from curate.errors import WorkspaceError
 from curate.pools import FORMATS, RESERVED
-from curate.storage.files import arrow_schema, prepare_output, quiet_datasets, remove, writing
+from curate.storage.files import (
+    arrow_schema,
+    prepare_output,
+    quiet_datasets,
+    remove,
+    remove_stale_leftovers,
+    writing,
+)
 from curate.storage.pool import json_text_columns, selection_positions
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -177,6 +184,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
     prepare_output(out)
+    remove_stale_leftovers(out)
     if out.suffix and (out.is_symlink() or out.exists() and not out.is_file()):  # a link, a device: written
         with writing(out), quiet_datasets():                                           # through, not replaced
             return _write(ds, out, out.suffix.lower(), json_fields(ws, ds, format))

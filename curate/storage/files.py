@@ -10,10 +10,13 @@ import contextlib
 import datetime as _dt
 import errno
 import functools
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -117,6 +120,30 @@ def prepare_output(out: str | os.PathLike, *, folder: bool = False) -> Path:
                                  str(ancestor))
     needed.mkdir(parents=True, exist_ok=True)
     return out
+
+
+STALE_LEFTOVER_S = 3600  # a temporary file beside an output untouched this long is a killed writer's, not a live one's
+LEFTOVER = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|old)")  # .<name>.<uuid4 hex>.tmp / .old, as the writers here name them
+
+
+def remove_stale_leftovers(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (or folders) beside ``out`` that a writer killed outright (SIGKILL, a power cut)
+    could not remove, once untouched for ``STALE_LEFTOVER_S``: a live writer touches its file as it writes. Inside a
+    workspace the lock tells stale from live; beside an export or a report only their age does. Returns them."""
+    out = Path(out)
+    cutoff, removed = time.time() - STALE_LEFTOVER_S, []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        if LEFTOVER.fullmatch(path.name) and _newest_mtime(path) < cutoff:
+            remove(path)
+            removed.append(path)
+    return removed
+
+
+def _newest_mtime(path: Path) -> float:
+    try:
+        return max([path.stat().st_mtime] + ([p.stat().st_mtime for p in path.rglob("*")] if path.is_dir() else []))
+    except FileNotFoundError:  # removed meanwhile (its writer finished)
+        return time.time()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
