@@ -28,7 +28,7 @@ from curate.pools import check_read_options
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
-from curate.storage.export import check_export_path
+from curate.storage.export import check_export_path, export_together
 from curate.storage.files import removed_on_failure, writing
 
 DEDUP = "dedup"
@@ -283,7 +283,7 @@ def deita(run: Run):
 
 def export(run: Run) -> dict[str, Path]:
     """The selection as out/selected.jsonl, out/selected.parquet and the datasets folder out/selected/."""
-    files = {kind: run.ws.export(run.out / name, selection=SELECTION) for kind, name in EXPORTS.items()}
+    files = dict(zip(EXPORTS, export_together(run.ws, [run.out / n for n in EXPORTS.values()], SELECTION), strict=True))
     run.outputs.update(files)
     return files
 

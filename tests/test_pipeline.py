@@ -434,3 +434,33 @@ def test_a_scorer_reading_a_signal_the_run_does_not_compute_is_named_before_dedu
     from curate.session import Workspace
 
     assert "dedup" not in Workspace.open(tmp_path / "run" / "workspace").selections
+
+
+def test_a_run_stopped_while_writing_its_exports_leaves_the_earlier_set_whole(tmp_path, monkeypatch):
+    """The three exports were written one by one: a run killed between them left the new selection's
+    selected.jsonl beside the old selected.parquet and selected/, and nothing said so. They are now staged
+    together and renamed into place together."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from curate.storage import export as export_module
+
+    def rows_of(out):
+        return (len((out / "selected.jsonl").read_text().splitlines()), pq.read_metadata(out / "selected.parquet").num_rows,
+                datasets.load_from_disk(str(out / "selected")).num_rows)
+
+    out = tmp_path / "run"
+    run_pipeline(str(sample_path()), out=out, budget=10, report=False, progress=False)
+    assert rows_of(out) == (10, 10, 10)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the second export
+
+    monkeypatch.setattr(export_module, "write_parquet", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(str(sample_path()), out=out, budget=4, report=False, progress=False)
+    assert rows_of(out) == (10, 10, 10)  # the earlier set, whole: not 4 rows in selected.jsonl beside 10 in the others
+    assert sorted(p.name for p in out.iterdir()) == ["selected", "selected.jsonl", "selected.parquet", "workspace"]
+    monkeypatch.undo()
+    run_pipeline(str(sample_path()), out=out, budget=4, report=False, progress=False)
+    assert rows_of(out) == (4, 4, 4)

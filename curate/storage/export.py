@@ -197,12 +197,35 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     with writing(out, tmp), quiet_datasets():
         _write(ds, tmp, "")
-        old = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
-        if out.is_dir():  # an earlier datasets export (check_export_target): moved aside, then dropped
-            os.replace(out, old)
-        os.replace(tmp, out)
-    remove(old)
+        replace_into_place(tmp, out)
     return out
+
+
+def replace_into_place(new: Path, out: Path) -> None:
+    """Rename ``new`` (a file, or a datasets folder) to ``out``; an earlier folder ``out`` (an earlier datasets export,
+    see check_export_target) is moved aside first, then dropped."""
+    old = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
+    if out.is_dir() and not out.is_symlink():
+        os.replace(out, old)
+    os.replace(new, out)
+    remove(old)
+
+
+def export_together(ws: Workspace, outs: list[Path], selection: str | None = None) -> list[Path]:
+    """One selection as several exports in one folder (``curate run``'s selected.jsonl, .parquet and folder): all are
+    written into one staging folder beside them, then renamed into place together, so a run stopped while writing
+    leaves the earlier set whole; one by one, a killed run left the new selection's .jsonl beside the old .parquet."""
+    for out in outs:
+        check_export_target(ws, out)
+    folder = prepare_output(outs[0].parent, folder=True)
+    remove_stale_leftovers(folder / outs[0].stem)  # an earlier staging folder, .<stem>.<uuid>.tmp
+    staging = folder / f".{outs[0].stem}.{uuid.uuid4().hex}.tmp"
+    with writing(folder, staging):
+        staged = [export(ws, staging / out.name, selection) for out in outs]
+        for new, out in zip(staged, outs, strict=True):
+            replace_into_place(new, out)
+    remove(staging)
+    return outs
 
 
 def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
