@@ -137,8 +137,12 @@ def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str) -> list[str]:
         missing |= np.bincount(parents[holes], minlength=len(values)) > 0
     missing &= np.asarray(pc.equal(table.column("fingerprint"), fingerprint).fill_null(False).to_numpy(
         zero_copy_only=False), bool)
-    suspects = table.column("id").take(pa.array(np.flatnonzero(missing))).to_pylist()
-    return [rid for rid, fails in zip(suspects, ws.failures(column, suspects), strict=True) if not fails]
+    suspects = table.column("id").take(pa.array(np.flatnonzero(missing)))
+    if not len(suspects) or not ws.has_column(f"{column}_failure"):
+        return suspects.to_pylist()
+    failures = read_arrow(ws._column_path(f"{column}_failure"))
+    failed = failures.filter(pc.greater(pc.fill_null(pc.list_value_length(failures.column("value")), 0), 0)).column("id")
+    return suspects.filter(pc.invert(pc.is_in(suspects, value_set=failed.combine_chunks()))).to_pylist()
 
 
 def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
