@@ -59,6 +59,8 @@ class FailureCode(StrEnum):
     MODEL_ERROR = "model_error"            # the local model / engine failed on this input
     NO_INPUT_VALUE = "no_input_value"      # a column the step reads has no number for this turn
     TRUNCATED = "truncated"                # a text output stopped at max_tokens: cut off (raw: the text)
+    REFUSED = "refused"                    # the model declined (the API's refusal) or a content filter stopped it
+    EMPTY_OUTPUT = "empty_output"          # a text prompt answered with no text
 
 
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})

@@ -15,6 +15,9 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 
 ``[always400]``  every attempt answers 400 (a permanent error)
 ``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
+``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
+``[filtered]``   answers half a reply with ``finish_reason: content_filter``
+``[empty]``      answers an empty text
 
 ``messages`` keeps every chat request's messages, in arrival order. With ``api_key`` a request carrying another
 key is answered 401 (``invalid_api_key``), as OpenAI answers a wrong key.
@@ -185,11 +188,18 @@ class FaultServer:
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in messages)
         if self.usage_prompt_tokens is not None:
             prompt_tokens = self.usage_prompt_tokens
+        message = {"role": "assistant", "content": content}
+        finish = "length" if "[length]" in key else "stop"
+        if "[refusal]" in key:
+            message, logprobs = {"role": "assistant", "content": None, "refusal": "I can't help with that."}, None
+        elif "[filtered]" in key:
+            message["content"], finish = "The first half of a repl", "content_filter"
+        elif "[empty]" in key:
+            message["content"], logprobs = "", None
         return {
             "id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fault"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "logprobs": logprobs, "finish_reason": "length" if "[length]" in key else "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
         }
 

@@ -55,6 +55,46 @@ def _sent(srv, end):
     return [m for m in srv.messages if m[-1]["content"].endswith(end)]
 
 
+def test_a_refused_filtered_or_empty_reply_is_a_failure_with_its_raw_output_and_is_not_re_asked(tmp_path, fault_server):
+    """A refusal (OpenAI: no content, message.refusal set) lost its text and was re-asked twice on a JSON prompt,
+    then recorded as invalid JSON; on a text prompt it, an empty reply and a reply a content filter cut in half
+    were stored as answers."""
+    from curate.tags import Tagger
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"{marker} Name a river.", "output": "The Nile."}
+                                                  for marker in ("[refusal]", "[filtered]", "[empty]", "Plain:")]))
+    backend = _backend(fault_server)
+    ws.apply(Judge("answer", backend, column="seed_answer"), progress=False)
+    assert [v == [None] for v in ws.column("seed_answer")] == [True, True, True, False]
+    fails = [row[0] if row else None for row in ws.failures("seed_answer")]
+    assert [f.code if f else None for f in fails] == [FailureCode.REFUSED, FailureCode.REFUSED, FailureCode.EMPTY_OUTPUT,
+                                                      None]
+    assert fails[0].raw == "I can't help with that." and "content_filter" in fails[1].message
+    assert fails[1].raw == "The first half of a repl"
+    ws.apply(Tagger(backend), progress=False)  # a JSON prompt: the refusal is one paid request, not three
+    assert len([m for m in fault_server.messages if "[refusal]" in m[-1]["content"] and "tags" in m[0]["content"]]) == 1
+    refused = ws.failures("tags_raw")[0][0]
+    assert refused.code is FailureCode.REFUSED and refused.raw == "I can't help with that."
+    ws.apply(Judge("quality", backend), progress=False)  # a digit score
+    assert ws.failures("quality")[0][0].code is FailureCode.REFUSED and ws.column("quality")[3] != [None]
+
+def test_max_completion_tokens_bounds_the_cost_cap_and_the_dry_run_as_max_tokens_does(tmp_path, fault_server):
+    """A prompt limiting its reply with OpenAI's newer max_completion_tokens was priced at the assumed 1,024 tokens:
+    the dry run said $0.0124 and max_cost=$0.01 let $0.058 through."""
+    from curate.defaults import BACKEND
+    from curate.llm.prompts import builtin_prompt_dir
+
+    text = (builtin_prompt_dir() / "answer.md").read_text()
+    assert "  max_tokens: 512\n" in text
+    (tmp_path / "long_answer.md").write_text(text.replace("name: answer", "name: long_answer").replace(
+        "  max_tokens: 512\n", "  max_completion_tokens: 6000\n"))
+    ws = _pool(tmp_path)
+    backend = OpenAIBackend(fault_server.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
+    judge = Judge(str(tmp_path / "long_answer.md"), backend, column="long_answer")
+    # the dry run prices each request's reply at its limit, with the function the cost cap and --tpm use
+    assert 6000 > BACKEND.worst_case_max_tokens and estimate(ws, judge).output_tokens == 6000 * 5  # five requests (user turns)
+
 def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp_path, fault_server):
     ws = _pool(tmp_path)
     backend = _backend(fault_server)

@@ -89,6 +89,13 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "")) // 3 + 8 for m in messages) + 4
 
 
+def reply_token_limit(params: dict[str, Any]) -> int | None:
+    """The reply length request parameters allow: ``max_tokens`` or OpenAI's newer ``max_completion_tokens`` (the
+    smaller of the two when both are set); None when neither is."""
+    limits = [int(params[k]) for k in ("max_tokens", "max_completion_tokens") if params.get(k)]
+    return min(limits) if limits else None
+
+
 def failure_result(message: str, code: FailureCode) -> dict[str, Any]:
     """What a backend reports for a request it could not answer."""
     return {"failure": message, "reason_code": code.value}

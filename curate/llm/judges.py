@@ -26,7 +26,7 @@ from typing import Any
 from curate.codes import Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError
-from curate.llm.base import Backend, rows_per_call
+from curate.llm.base import Backend, reply_token_limit, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
 from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
@@ -212,9 +212,11 @@ class Judge:
         """A text that stopped at max_tokens is no answer to judge or keep (a digit score stops there by design)."""
         if self.prompt.output_kind != "text" or (res.raw or {}).get("finish_reason") != "length":
             return None
-        limit = self.request_params().get("max_tokens")
-        return Failure(FailureCode.TRUNCATED, f"the generation stopped at max_tokens ({limit}): the text is cut off; "
-                       f"raise max_tokens (params) to keep it", res.text)
+        params = self.request_params()
+        name = "max_completion_tokens" if params.get("max_completion_tokens") and not params.get("max_tokens") \
+            else "max_tokens"
+        return Failure(FailureCode.TRUNCATED, f"the generation stopped at {name} ({reply_token_limit(params)}): the "
+                       f"text is cut off; raise {name} (params) to keep it", res.text)
 
     def _value(self, res: CallResult) -> Any:
         if self.prompt.output_kind == "json":

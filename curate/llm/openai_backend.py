@@ -32,6 +32,7 @@ from curate.llm.base import (
     format_usd,
     is_loopback,
     price_of,
+    reply_token_limit,
 )
 
 
@@ -303,8 +304,9 @@ REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the 
 
 
 def _max_tokens(request: Request) -> int:
-    """The reply length a request allows: its max_tokens, or the assumed worst case (cost cap and TPM alike)."""
-    return int(request.params.get("max_tokens") or BACKEND.worst_case_max_tokens)
+    """The reply length a request allows (max_tokens or max_completion_tokens), or the assumed worst case (cost cap,
+    TPM and the dry run alike)."""
+    return reply_token_limit(request.params) or BACKEND.worst_case_max_tokens
 
 
 def _short(exc: Exception) -> str:
@@ -355,7 +357,8 @@ def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
         if not top and "token" in first:
             top = [{"token": first["token"], "logprob": float(first["logprob"])}]
     usage = data.get("usage") or {}
-    return {"text": text, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+    refusal = {"refusal": choice["message"]["refusal"]} if choice["message"].get("refusal") else {}
+    return {"text": text, **refusal, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
                       "completion_tokens": int(usage.get("completion_tokens") or 0),
                       "reported": bool(usage)},

@@ -247,14 +247,32 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
                         cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered)
     if billed_key is not None:
         result.bill(billed_key)
+    declined = declined_failure(response)
+    if declined is not None:  # paid for, never re-asked (it would decline again), no value
+        result.failure = declined
+        return result
     if prompt.output_kind == "digit_score":
         assert prompt.scale is not None
         score, info, failure = digit_score(response, prompt.scale, min_digit_mass)
         result.raw.update(info)
         result.parsed, result.failure = score, failure
     elif prompt.output_kind == "text":
-        result.parsed = result.text
+        if not (result.text or "").strip():
+            result.failure = Failure(FailureCode.EMPTY_OUTPUT, "the reply has no text", result.text)
+        else:
+            result.parsed = result.text
     return result
+
+
+def declined_failure(response: dict[str, Any]) -> Failure | None:
+    """A reply the model declined: the API's ``refusal`` (OpenAI sends it with no content) or a reply a content
+    filter stopped (``finish_reason`` content_filter: the text is cut off where the filter struck)."""
+    if response.get("refusal"):
+        return Failure(FailureCode.REFUSED, f"the model refused: {str(response['refusal'])[:300]}", response["refusal"])
+    if response.get("finish_reason") == "content_filter":
+        return Failure(FailureCode.REFUSED, "a content filter stopped the reply (finish_reason content_filter)",
+                       response.get("text"))
+    return None
 
 
 # -- the call -----------------------------------------------------------------------------------------

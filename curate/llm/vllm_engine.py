@@ -10,7 +10,7 @@ from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.hardware import resolve_dtype
-from curate.llm.base import Backend, OnDone, Request, failure_result
+from curate.llm.base import Backend, OnDone, Request, failure_result, reply_token_limit
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ENGINE_KWARGS,
@@ -41,7 +41,7 @@ def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     fmt = params.get("response_format") or {}
     structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
                   else {"json_object": True} if fmt.get("type") == "json_object" else None)
-    max_tokens = params.get("max_tokens") or params.get("max_completion_tokens") or BACKEND.worst_case_max_tokens
+    max_tokens = reply_token_limit(params) or BACKEND.worst_case_max_tokens
     extra = {k: params[k] for k in SAMPLING_PARAMS if params.get(k) is not None}
     if "logit_bias" in extra:  # JSON object keys are strings; the engine indexes token ids
         extra["logit_bias"] = {int(k): float(v) for k, v in extra["logit_bias"].items()}
