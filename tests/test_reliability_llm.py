@@ -118,6 +118,29 @@ def _budget_for(ws, rows_paid: int, usage_prompt_tokens: int) -> tuple[float, fl
     return worst + (rows_paid - 0.5) * real, worst
 
 
+def test_the_high_token_estimate_is_high_for_every_script():
+    """estimate_tokens backs max_cost, --tpm and the dry run: at 3 characters a token it counted 560 Chinese
+    characters as ~190 tokens where SmolLM2's tokenizer counts ~1,060, and max_cost let 2x its cap through. It is
+    now at least a real tokenizer's count (and the UTF-8 bytes, which no byte-level BPE exceeds) in every script."""
+    from transformers import AutoTokenizer
+
+    from curate.llm.local import prepare_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model()))
+    texts = {"english": "Explain how a heat pump moves heat from outside air into a house in winter. " * 8,
+             "chinese": "请解释热泵如何在冬天把室外空气中的热量转移到房屋里，并说明它的效率为什么会随温度下降。" * 12,
+             "russian": "Объясните, как тепловой насос переносит тепло из наружного воздуха в дом зимой. " * 8,
+             "arabic": "اشرح كيف تنقل المضخة الحرارية الحرارة من الهواء الخارجي إلى المنزل في الشتاء. " * 8,
+             "emoji": "🔥🌡️❄️🏠 " * 40, "code": "for (int i = 0; i < n; ++i) { a[i] = b[i] * c[i]; }\n" * 10}
+    for script, text in texts.items():
+        estimate = estimate_tokens([{"role": "user", "content": text}])
+        real = len(tokenizer.encode(text, add_special_tokens=False))
+        assert estimate >= real, (script, estimate, real)
+        if not text.isascii():
+            assert estimate >= len(text.encode()) - len(text.encode("ascii", "ignore")), script
+    english = texts["english"]  # and not wildly high on English: within 2x of the tokenizer's count
+    assert estimate_tokens([{"role": "user", "content": english}]) <= 2 * len(tokenizer.encode(english)) + 16
+
 def test_max_cost_under_concurrency_scores_as_many_rows_as_serial(tmp_path):
     """In-flight worst-case reservations must not fail rows early: concurrency 16 scores what concurrency 1 does,
     the reasons report the real spend, and the CLI says how many rows were not sent (exit 1)."""

@@ -5,7 +5,8 @@
 - OpenAI models: ``tiktoken`` (``pip install curate[openai-tokens]``) with OpenAI's chat framing (3
   tokens per message + 3 for the reply). tiktoken downloads its encoding files on first use; where it
   cannot (no network, no cached file), the count falls back to the estimate and says so.
-- Anything else: curate's deliberately high estimate (3 characters per token + per-message overhead).
+- Anything else: curate's deliberately high estimate (``curate.llm.base.estimate_tokens``: a token per 3 letters of a
+  word, per symbol, per UTF-8 byte of non-ASCII text, + per-message overhead).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ Messages = list[dict[str, Any]]
 class TokenCounter:
     """``count(list of message lists) -> tokens per request``; ``name`` says which tokenizer counted."""
 
-    name = "estimate (3 characters per token + 8 per message, a high bound)"
+    name = "estimate (a token per 3 letters, symbol or non-ASCII byte + 8 per message, a high bound)"
     exact = False
 
     def count(self, conversations: Sequence[Messages]) -> list[int]:
