@@ -95,6 +95,24 @@ def test_max_completion_tokens_bounds_the_cost_cap_and_the_dry_run_as_max_tokens
     # the dry run prices each request's reply at its limit, with the function the cost cap and --tpm use
     assert 6000 > BACKEND.worst_case_max_tokens and estimate(ws, judge).output_tokens == 6000 * 5  # five requests (user turns)
 
+def test_a_field_the_prompt_reads_with_no_value_is_a_failure_not_the_text_none(tmp_path, fault_server):
+    """A prompt reading a pool field one record lacks sent 'Category: None', paid for it and stored the score."""
+    from curate.llm.prompts import builtin_prompt_dir
+
+    text = (builtin_prompt_dir() / "quality.md").read_text()
+    assert "inputs: [instruction, response]" in text and "Answer: {{ response }}" in text
+    (tmp_path / "q_cat.md").write_text(text.replace("name: quality", "name: q_cat").replace(
+        "inputs: [instruction, response]", "inputs: [instruction, response, category]").replace(
+        "Answer: {{ response }}", "Answer: {{ response }}\nCategory: {{ category }}"))
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": "Name a prime.", "output": "7", "category": "math"},
+             {"instruction": "Name a river.", "output": "The Nile."}])
+    ws.apply(Judge(str(tmp_path / "q_cat.md"), _backend(fault_server)), progress=False)
+    assert not any("None" in m[-1]["content"] for m in fault_server.messages) and len(fault_server.messages) == 1
+    assert ws.column("q_cat")[1] == [None] and ws.column("q_cat")[0] != [None]
+    missing = ws.failures("q_cat")[1][0]
+    assert missing.code is FailureCode.NO_INPUT_VALUE and missing.message.startswith("category: no value")
+
 def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp_path, fault_server):
     ws = _pool(tmp_path)
     backend = _backend(fault_server)

@@ -192,7 +192,13 @@ class Judge:
             fails: list[Failure] = []
             if not row.turns:
                 fails.append(Failure(FailureCode.NO_USER_TURN, "row has no user turn"))
+            # a field or column the prompt reads with no value: Jinja would render it as the text "None", sent and paid
+            unset = [k for k in self.inputs if k != self.response_column and _no_value(row.columns[k])]
             for t, turn in enumerate(turns_replied_by(row, self.response_column), start=1):
+                if unset:
+                    fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"{', '.join(unset)}: no value in this row "
+                                         "for the prompt to read (it would be sent as the text 'None')", turn=t))
+                    continue
                 if needs_response and not turn.has_response:
                     where = (f"no text in column {self.response_column!r}" if self.response_column
                              else "no assistant response")
@@ -280,3 +286,8 @@ def __getattr__(name: str) -> Judge:
 
 
 __all__ = ["BUILTIN_JUDGES", "Judge", "ROW_VARIABLES", "total_cost"]
+
+
+def _no_value(value: Any) -> bool:
+    """A column value a prompt cannot read: null, or a per-turn list of nulls (every turn failed)."""
+    return value is None or isinstance(value, list) and bool(value) and all(v is None for v in value)
