@@ -31,6 +31,13 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
     "gpt-3.5-turbo": (0.50, 1.50),
+    # dated snapshots priced unlike their alias (others take the alias's price, see price_of)
+    "gpt-4o-2024-05-13": (5.00, 15.00),
+    "gpt-3.5-turbo-1106": (1.00, 2.00),
+    "gpt-3.5-turbo-0613": (1.50, 2.00),
+    "gpt-3.5-turbo-0301": (1.50, 2.00),
+    "gpt-3.5-turbo-16k": (3.00, 4.00),
+    "gpt-3.5-turbo-16k-0613": (3.00, 4.00),
 }
 # USD per 1M tokens through the provider's batch API, where it has one (OpenAI's: 50% of the online price).
 BATCH_PRICES: dict[str, tuple[float, float]] = {m: (i * 0.5, o * 0.5) for m, (i, o) in PRICES.items()}
@@ -48,13 +55,18 @@ def register_price(model: str, input_per_mtok: float, output_per_mtok: float, *,
         BATCH_PRICES.pop(model, None)
 
 
+SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")  # gpt-4o-2024-08-06, gpt-3.5-turbo-0125
+
+
 def price_of(model: str, table: dict[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:
-    """Price for ``model``: exact name, else the longest table entry it starts with (dated snapshots)."""
+    """Price for ``model``: its own entry, else a dated snapshot's alias's (``gpt-4o-2024-08-06``: ``gpt-4o``); None
+    for any other name. Not the longest entry a name starts with: that priced ``gpt-4o-2024-05-13`` ($5 / $15) and
+    ``gpt-3.5-turbo-16k`` at their aliases' lower prices, and would any ``gpt-4o-<variant>``."""
     table = PRICES if table is None else table
     if model in table:
         return table[model]
-    prefixes = [m for m in table if model.startswith(m)]
-    return table[max(prefixes, key=len)] if prefixes else None
+    alias = SNAPSHOT_SUFFIX.sub("", model)
+    return table.get(alias) if alias != model else None
 
 
 def batch_price_of(model: str) -> tuple[float, float] | None:
