@@ -263,6 +263,9 @@ def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path,
     assert fault_server.total == 3  # two rows + one re-ask carrying the validation error
     reask = [k for k in fault_server.counts if not k.startswith("Label this")]
     assert len(reask) == 1 and "error" in reask[0].lower()
+    from curate.llm.calls import call_usage  # the run record counted rows (2), not the requests sent (3)
+
+    assert call_usage(results)["requests"] == 3 and call_usage(results)["cached_requests"] == 0
     before = fault_server.total
     bad = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
                      output_model=NeedsScore, validation_retries=2, progress=False)[0]
@@ -273,6 +276,7 @@ def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path,
     again = run_prompt(path, [{"instruction": "never valid"}], _backend(fault_server), tmp_path / "c.sqlite",
                        output_model=NeedsScore, validation_retries=2, progress=False)[0]
     assert again.failure == bad.failure and fault_server.total - before == 3  # re-asks come from the cache
+    assert call_usage([again])["requests"] == 3  # from the cache (paid by the first call, which recorded no run)
 
 
 def test_sync_api_inside_a_running_event_loop(tmp_path, fault_server):

@@ -30,6 +30,8 @@ class CallResult:
     billed_usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     billed_usd: float | None = 0.0  # None: a billed response came without a known price
     recovered: bool = False
+    requests: int = 1           # the requests behind this result: its first and each re-ask (add_attempt)
+    cached_requests: int = 0    # of them, answered by the cache (not a stopped run's unrecorded answers)
 
     def bill(self, key: str) -> None:
         """Count this result's own response (its usage and price) as spending of the run now."""
@@ -64,7 +66,7 @@ def call_usage(results: list[CallResult]) -> dict[str, Any]:
     was stopped before recording them), then the tokens and USD this run counts (None when a price is unknown)."""
     billed = [r for r in results if r.billed_keys]
     usd = [r.billed_usd for r in billed]
-    return {"requests": len(results), "cached_requests": sum(r.cached and not r.recovered for r in results),
+    return {"requests": sum(r.requests for r in results), "cached_requests": sum(r.cached_requests for r in results),
             "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
                                               for r in results),
             "requests_not_sent_refused": sum(bool(r.raw.get("not_sent")) for r in results),  # after a 401/403/404
@@ -84,6 +86,7 @@ def add_attempt(fresh: CallResult, old: CallResult) -> None:
     fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
     fresh.cost_usd += old.cost_usd
     fresh.cached = fresh.cached and old.cached
+    fresh.requests, fresh.cached_requests = old.requests + fresh.requests, old.cached_requests + fresh.cached_requests
     fresh.recovered = fresh.recovered or old.recovered
     fresh.billed_keys = old.billed_keys + fresh.billed_keys
     fresh.billed_usage = {k: old.billed_usage[k] + fresh.billed_usage[k] for k in ("prompt_tokens", "completion_tokens")}

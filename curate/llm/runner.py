@@ -244,7 +244,8 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
     if "failure" in response:
         return CallResult(failure=transport_failure(response), raw=dict(response))
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
-                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered)
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered,
+                        cached_requests=int(cached and not recovered))
     if billed_key is not None:
         result.bill(billed_key)
     declined = declined_failure(response)
