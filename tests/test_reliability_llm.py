@@ -353,14 +353,16 @@ def test_output_model_outside_curate_is_refused_without_importing_it(tmp_path, m
         f"from pathlib import Path\nPath({str(marker)!r}).write_text('side effect ran')\n"
         "from pydantic import BaseModel\nclass Out(BaseModel):\n    label: str\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for spec in ("sneaky_module:Out", "os:system", "curate.llm.prompts:os", "curate.llm.backends:register_price"):
+    # curate.cli.__main__ is a curate module, and importing it ran the command line (printed its help, SystemExit)
+    for spec in ("sneaky_module:Out", "os:system", "curate.llm.prompts:os", "curate.llm.backends:register_price",
+                 "curate.cli.__main__:Out"):
         path = tmp_path / "labeler.md"
         path.write_text(OUTPUT_MODEL_PROMPT.format(model=spec))
         with pytest.raises(PromptError) as info:
             Judge(path)
         assert str(path) in str(info.value) and spec in str(info.value)
     assert not marker.exists(), "a prompt file made curate import an arbitrary module"
-    assert "sneaky_module" not in sys.modules
+    assert "sneaky_module" not in sys.modules and "curate.cli.__main__" not in sys.modules
 
 
 def test_curate_and_registered_output_models_are_allowed(tmp_path):

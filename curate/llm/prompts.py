@@ -99,6 +99,9 @@ def _resolve_output_model(spec: str, where: str) -> type:
     if not (module == CURATE_PACKAGE or module.startswith(CURATE_PACKAGE + ".")) or not attr:
         raise PromptError(f"{where}: output.model {spec!r} is not allowed: only models defined in curate "
                           f"('curate.module:Class') or registered ones; {hint}")
+    if any(part.startswith("_") for part in module.split(".")):  # curate.cli.__main__ runs the CLI when imported
+        raise PromptError(f"{where}: output.model {spec!r} is not allowed: a private module (a name starting with "
+                          f"_) is no model's home; {hint}")
     import importlib
 
     try:
