@@ -175,6 +175,34 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
     assert "LLM calls this run: 0 sent, 0 answered by the cache; 0 tokens; cost $0" in again
 
 
+def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path):
+    """curate run (the main paid job), tag and evol could not be throttled or told how often to retry: --rps,
+    --rpm, --tpm, --timeout, --max-retries, --concurrency and --api-key-env were options of curate score alone."""
+    import os
+
+    from tests.fault_server import FaultServer
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"{m} Explain topic {i}.", "output": f"Topic {i}."}
+                                                 for i, m in enumerate(["[500x1]", "", "", ""])])
+    with FaultServer() as srv:
+        env = {**os.environ, "MY_KEY": "k"}
+        base = ["--base-url", srv.base_url, "--model", "gpt-4o-mini", "--api-key-env", "MY_KEY", "--rpm", "600",
+                "--rps", "50", "--tpm", "1000000", "--concurrency", "2", "--timeout", "30"]
+        no_retry = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
+                                   "--out", str(tmp_path / "run"), *base, "--max-retries", "0"],
+                                  capture_output=True, text=True, timeout=300, env=env)
+        assert no_retry.returncode == 1 and "1 rows not scored: the judge did not answer" in no_retry.stderr, \
+            no_retry.stderr[-2000:]
+        again = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
+                                "--out", str(tmp_path / "run"), *base], capture_output=True, text=True, timeout=300,
+                               env=env)  # the default retries: the 500 was a first attempt's only
+        assert again.returncode == 0, again.stderr[-2000:]
+        for command in (["tag", str(tmp_path / "run" / "workspace")],
+                        ["evol", str(tmp_path / "run" / "workspace"), "--seeds", "1", "--steps", "1"]):
+            r = subprocess.run([sys.executable, "-m", "curate.cli", *command, *base, "--max-retries", "1"],
+                               capture_output=True, text=True, timeout=300, env=env)
+            assert "No such option" not in r.stderr, r.stderr[-2000:]
+
 def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
     """The load error says to name the fields with --format/--mapping; curate run takes them as curate load does."""
     path = write_jsonl(tmp_path / "q.jsonl", [{"q": f"What is {i} + {i}?", "a": f"It is {2 * i}."} for i in range(6)])

@@ -14,8 +14,11 @@ from curate.cli.common import (
     _concurrency_opt,
     _judge_backend,
     _max_cost_opt,
+    _max_retries_opt,
     _model_opt,
     _rpm_opt,
+    _rps_opt,
+    _timeout_opt,
     _tpm_opt,
     app,
     console,
@@ -34,10 +37,13 @@ def evol(
     model: str | None = _model_opt(),
     backend: str | None = _backend_opt(),
     concurrency: int = _concurrency_opt(),
+    rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
     max_cost: float | None = _max_cost_opt(),
     api_key_env: str = _api_key_env_opt(),
+    timeout: float = _timeout_opt(),
+    max_retries: int = _max_retries_opt(),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder with evol/<name>.md prompt overrides."),
     rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
                                                   help="Override max_tokens of the rewrite prompts."),
@@ -61,7 +67,8 @@ def evol(
     label_set = name or label_set_name(kind)
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
-                                                    workspace=ws) as llm:
+                                                    workspace=ws, rps=rps, timeout=timeout,
+                                                    max_retries=max_retries) as llm:
         result = run_evol(rows, llm, **options)
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)

@@ -10,13 +10,20 @@ import typer
 from rich.markup import escape
 
 from curate.cli.common import (
+    _api_key_env_opt,
+    _concurrency_opt,
     _dry_run_opt,
     _format_opt,
     _judge_backend,
     _mapping_opt,
     _max_cosine_similarity_opt,
+    _max_retries_opt,
     _poll_opt,
+    _rpm_opt,
+    _rps_opt,
     _source,
+    _timeout_opt,
+    _tpm_opt,
     app,
     check_interrupted,
     console,
@@ -41,6 +48,13 @@ def run(
     model: str | None = typer.Option(None, "--model", "-m", help="Judge model name (openai) or folder (vllm)."),
     tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend)."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
+    concurrency: int = _concurrency_opt(),
+    rps: float | None = _rps_opt(),
+    rpm: int | None = _rpm_opt(),
+    tpm: int | None = _tpm_opt(),
+    timeout: float = _timeout_opt(),
+    max_retries: int = _max_retries_opt(),
+    api_key_env: str = _api_key_env_opt(),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
     poll_interval: float = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
@@ -95,7 +109,8 @@ def run(
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
-    judge_only = [flag for flag, value in (("--model", model), ("--max-cost", max_cost)) if value is not None]
+    judge_only = [flag for flag, value in (("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm),
+                                           ("--tpm", tpm)) if value is not None]
     if judge_only and not use_llm:  # else the shipped scorers run and the judge the user named is never asked
         raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
                                  "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "
@@ -105,7 +120,8 @@ def run(
 
     def llm_backend():
         return _judge_backend(backend, base_url, model, max_cost=max_cost, workspace=out / "workspace",
-                              poll_s=poll_interval)
+                              poll_s=poll_interval, concurrency=concurrency, rps=rps, rpm=rpm, tpm=tpm, timeout=timeout,
+                              max_retries=max_retries, api_key_env=api_key_env)
 
     if dry_run:
         if not use_llm:

@@ -14,10 +14,13 @@ from curate.cli.common import (
     _concurrency_opt,
     _judge_backend,
     _max_cost_opt,
+    _max_retries_opt,
     _model_opt,
     _poll_opt,
     _retry_failed_opt,
     _rpm_opt,
+    _rps_opt,
+    _timeout_opt,
     _tpm_opt,
     app,
     console,
@@ -35,10 +38,13 @@ def tag_cmd(
     model: str | None = _model_opt(),
     prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
     concurrency: int = _concurrency_opt(),
+    rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
     max_cost: float | None = _max_cost_opt(),
     api_key_env: str = _api_key_env_opt(),
+    timeout: float = _timeout_opt(),
+    max_retries: int = _max_retries_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
     retry_failed: bool = _retry_failed_opt(),
     poll_interval: float = _poll_opt(),
@@ -54,7 +60,8 @@ def tag_cmd(
 
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
-                        tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval) as judge_backend:
+                        tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval, rps=rps, timeout=timeout,
+                        max_retries=max_retries) as judge_backend:
         step = Tagger(judge_backend, prompt=prompt)
         retried = transient_rows(ws, step, None) if retry_failed else {}
         result = ws.apply(step, retry_failed=retry_failed)
