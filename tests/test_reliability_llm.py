@@ -426,13 +426,15 @@ def test_sandbox_violation_in_a_prompt_is_a_prompt_error(tmp_path, fault_server)
 
 
 def test_undefined_variable_in_a_prompt_is_one_cli_error_with_file_and_row(tmp_path, fault_server):
-    path = _prompt_file(tmp_path, "{{ instruction }} for {{ audience }}")
+    path = _prompt_file(tmp_path, "{{ instruction }}\nfor {{ audience }}")  # audience: the file's line 10
     ws = _workspace(tmp_path, ["row one", "row two"])
     with pytest.raises(PromptError, match="audience"):
         run_prompt(path, [{"instruction": "x"}], _backend(fault_server), tmp_path / "c.sqlite", progress=False)
     line = _one_error_line(_cli("score", ws.path, "--judge", path, "--base-url", fault_server.base_url,
                                 "--model", "fault"))
     assert str(path) in line and "'audience' is undefined" in line and ws.ids[0] in line
+    # which line, and what to do (it said only "user message: UndefinedError")
+    assert f"{path}:10: in the user message" in line and "list it in the prompt's inputs (now ['instruction'])" in line
     assert fault_server.total == 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from curate.errors import CurateError
@@ -173,14 +173,18 @@ class Prompt:
         if missing:
             raise PromptRenderError(f"{self.where}: prompt {self.name!r} needs {missing}; got {sorted(variables)}")
         messages = []
-        for role, template, static in _compiled(self.body, self.name, self.where, self.body_line):
+        for role, template, static, line in _compiled(self.body, self.name, self.where, self.body_line):
             if template is None:
                 text = static
             else:
                 try:
                     text = template.render(**variables).strip("\n")
                 except TemplateError as exc:  # UndefinedError, SecurityError ...
-                    raise PromptRenderError(f"{self.where}: {role} message: {type(exc).__name__}: {exc}") from exc
+                    at = line + (_template_line(exc) or 1) - 1
+                    hint = ("; to read a pool field or a column, list it in the prompt's inputs (now "
+                            f"{list(self.inputs)})") if isinstance(exc, UndefinedError) else ""
+                    raise PromptRenderError(f"{self.where}:{at}: in the {role} message: {type(exc).__name__}: "
+                                            f"{exc}{hint}") from exc
             if role == "system" and not text.strip():
                 continue  # a row without a system message: send none (a chat template then applies its own default)
             messages.append({"role": role, "content": text})
@@ -215,9 +219,9 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
             template = env.from_string(parts[i + 1])
             if not any(tag in parts[i + 1] for tag in ("{{", "{%", "{#")):
                 # static section (system text, few-shot examples): rendered once here, not per row
-                out.append((parts[i], None, template.render().strip("\n")))
+                out.append((parts[i], None, template.render().strip("\n"), line))
             else:
-                out.append((parts[i], template, None))
+                out.append((parts[i], template, None, line))
         except TemplateSyntaxError as exc:  # the section's text starts on the marker line, after its newline
             raise PromptError(f"{where}:{line + (exc.lineno or 1) - 1}: template error in the {parts[i]} message: "
                               f"{exc.message}") from exc
@@ -225,6 +229,16 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
     if not out:
         raise PromptError(f"{where}: no '=== user ===' (or system/assistant) sections")
     return tuple(out)
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line a Jinja runtime error was raised on (Jinja maps its frames to "<template>" lines)."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def parse_prompt(text: str, path: Path | None = None) -> Prompt:
