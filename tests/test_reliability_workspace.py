@@ -144,18 +144,24 @@ def test_two_concurrent_score_runs_send_each_request_once(tmp_path):
 # -- 3. Ctrl-C ---------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
+def _signalled_run(tmp_path, signum: int) -> tuple[subprocess.Popen, str, str]:
+    """`curate run sample` sent ``signum`` once it is working (past load and dedup): the process and its output."""
     proc = start_cli("run", "sample", "--budget", 5, "--out", tmp_path / "run")
     try:
-        for line in proc.stdout:  # wait until the run is working (past load and dedup)
+        for line in proc.stdout:
             if line.startswith("score"):
                 break
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, out, err
+
+
+def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
+    proc, out, err = _signalled_run(tmp_path, signal.SIGINT)
     if proc.returncode != 130:  # the whole output, not the assertion's shortened repr (it once ended 0 under xdist)
         pytest.fail(f"exit {proc.returncode}\nstdout after 'score':\n{out}\nstderr:\n{err}")
     assert "Traceback" not in err and "Error" not in err, err[-3000:]
@@ -167,17 +173,7 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tmp_path):
 def test_sigterm_stops_a_command_as_ctrl_c_does_and_exits_143(tmp_path):
     """kill (SIGTERM, as a scheduler stops a job) ended curate at once: no cleanup of temporary files beside an
     export, no line saying what was kept. It now takes Ctrl-C's path and exits 128 + 15."""
-    proc = start_cli("run", "sample", "--budget", 5, "--out", tmp_path / "run")
-    try:
-        for line in proc.stdout:
-            if line.startswith("score"):
-                break
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, err = _signalled_run(tmp_path, signal.SIGTERM)
     assert proc.returncode == 143, (proc.returncode, out[-2000:], err[-3000:])
     last = err.strip().splitlines()[-1]
     assert last.startswith("terminated (SIGTERM): finished work is kept") and "Traceback" not in err, err[-3000:]
