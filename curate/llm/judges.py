@@ -192,13 +192,8 @@ class Judge:
             fails: list[Failure] = []
             if not row.turns:
                 fails.append(Failure(FailureCode.NO_USER_TURN, "row has no user turn"))
-            # a field or column the prompt reads with no value: Jinja would render it as the text "None", sent and paid
             unset = [k for k in self.inputs if k != self.response_column and _no_value(row.columns[k])]
             for t, turn in enumerate(turns_replied_by(row, self.response_column), start=1):
-                if unset:
-                    fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"{', '.join(unset)}: no value in this row "
-                                         "for the prompt to read (it would be sent as the text 'None')", turn=t))
-                    continue
                 if needs_response and not turn.has_response:
                     where = (f"no text in column {self.response_column!r}" if self.response_column
                              else "no assistant response")
@@ -209,6 +204,11 @@ class Judge:
                         "turn": t, "conversation": row.conversation,
                         **({"history": _history(row.conversation, t)} if needs_history else {}),
                         **{k: row.columns[k] for k in self.inputs}}
+                if unset and self.prompt.prints_none(**item):  # a field the prompt prints unguarded has no value:
+                    fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"{', '.join(unset)}: no value in this row, "
+                                         "and the prompt prints it (it would be sent as the text 'None'); guard it "
+                                         "with {% if ... %} to send the row without it", turn=t))
+                    continue  # not sent, not paid
                 items.append((item, t))
                 item_rows.append(r)
             pre.append(fails)

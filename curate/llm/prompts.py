@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -132,7 +133,18 @@ def builtin_prompt_dir() -> Path:
 @lru_cache(maxsize=1)
 def _env() -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False,
-                                         autoescape=False)
+                                         autoescape=False, finalize=_note_none)
+
+
+_printed_none: ContextVar[list[bool] | None] = ContextVar("printed_none", default=None)
+
+
+def _note_none(value: Any) -> Any:
+    """Jinja's finalize (every ``{{ }}`` output): notes a null printed, as the text "None" (Prompt.prints_none)."""
+    seen = _printed_none.get()
+    if value is None and seen is not None:
+        seen.append(True)
+    return value
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,16 @@ class Prompt:
                 continue  # a row without a system message: send none (a chat template then applies its own default)
             messages.append({"role": role, "content": text})
         return messages
+
+    def prints_none(self, **variables: Any) -> bool:
+        """Whether rendering with ``variables`` prints a null value (as the text "None"); a value the template
+        guards (``{% if x %}``) is not printed."""
+        token = _printed_none.set([])
+        try:
+            self.render(**variables)
+            return bool(_printed_none.get())
+        finally:
+            _printed_none.reset(token)
 
     def model_class(self):
         """The Pydantic model named by ``output.model`` (json prompts): curate's own or a registered one."""
