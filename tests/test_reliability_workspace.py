@@ -556,6 +556,28 @@ def test_a_retry_cut_short_between_its_writes_is_computed_again(tmp_path, monkey
     assert again.computed == 3 and again.skipped == 6
     assert ws.column("words") == [3.0, 2.0, 2.0, 3.0, 2.0, 2.0, 3.0, 2.0, 2.0] and not any(ws.failures("words"))
 
+
+class _Spans(_WordCount):
+    """A row step whose values are lists that may hold None (e.g. spans with an open end): values, not gaps."""
+    column = "spans"
+
+    def run(self, rows, ctx):
+        from curate.storage.step import StepOutput
+
+        self.calls = getattr(self, "calls", 0) + len(rows)
+        return StepOutput([[1.0, None] for _ in rows], [[] for _ in rows])
+
+
+def test_a_row_steps_list_value_holding_none_is_done_not_a_gap(tmp_path):
+    """The gap check looked inside every list value, so a row step returning [1.0, None] was computed again on
+    every run (a paid custom step paid again)."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(5)]))
+    step = _Spans()
+    for _ in range(3):
+        ws.apply(step, progress=False)
+    assert step.calls == 5 and ws.column("spans") == [[1.0, None]] * 5
+
 def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes(tmp_path):
     """A notebook's Workspace read the pool at 5 rows; another process loads 5 more and writes a column on all
     10. The notebook's next step computes the 5 new rows too, and no row of the column is lost."""

@@ -107,7 +107,7 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
         return list(ids)
     fingerprint = fingerprint or applied_fingerprint(ws, step)
     done = ws.column_fingerprints(step.column)
-    for rid in unrecorded_gaps(ws, step.column, fingerprint):  # a write a kill cut short: computed again
+    for rid in unrecorded_gaps(ws, step.column, fingerprint, step.granularity):  # a write a kill cut short: again
         done[rid] = None
     todo = [rid for rid in ids if done.get(rid) != fingerprint]
     if retry_failed and ws.has_column(f"{step.column}_failure"):
@@ -118,10 +118,11 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
     return todo
 
 
-def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str) -> list[str]:
-    """Rows marked done under ``fingerprint`` whose value (or a turn's) is missing with no failure recorded: a step
-    never stores that (``_check_output``), but a process killed between ``_store``'s writes does, on a re-run that
-    had cleared a row's earlier failure before its new value was written."""
+def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str, granularity: str = "turn") -> list[str]:
+    """Rows marked done under ``fingerprint`` whose value (with ``granularity`` turn: a turn's) is missing with no
+    failure recorded: a step never stores that (``_check_output``), but a process killed between ``_store``'s writes
+    does, on a re-run that had cleared a row's earlier failure before its new value was written. A row step's value
+    is whatever it returned (a list holding None is a value)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -131,7 +132,7 @@ def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str) -> list[str]:
         return []
     values = table.column("value").combine_chunks()
     missing = np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)
-    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+    if granularity == "turn" and (pa.types.is_list(values.type) or pa.types.is_large_list(values.type)):
         parents = pc.list_parent_indices(values).to_numpy()
         holes = np.asarray(pc.is_null(pc.list_flatten(values)).to_numpy(zero_copy_only=False), bool)
         missing |= np.bincount(parents[holes], minlength=len(values)) > 0
