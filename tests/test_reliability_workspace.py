@@ -734,3 +734,28 @@ def test_a_full_or_damaged_cache_database_is_an_error_naming_the_file(tmp_path):
     damaged.write_bytes(b"not a database " * 512)
     with pytest.raises(WorkspaceError, match=f"^{re.escape(str(damaged))}: file is not a database; .* move it aside"):
         ResponseCache(damaged)
+
+
+def test_an_export_through_a_link_replaces_the_links_target_and_keeps_the_link(tmp_path, small_ws):
+    """Exports to a link (a file or a folder kept on another disk) write its target; the link stays. Staging
+    curate run's three exports replaced a linked selected.jsonl with a file (the target kept the old rows), and a
+    linked datasets folder failed (NotADirectoryError)."""
+    import datasets
+
+    from curate.storage.export import export_together
+
+    elsewhere, out = tmp_path / "disk", tmp_path / "out"
+    (elsewhere / "folder").mkdir(parents=True)
+    out.mkdir()
+    (elsewhere / "rows.jsonl").write_text("old\n")
+    (out / "rows.jsonl").symlink_to(elsewhere / "rows.jsonl")
+    (out / "rows").symlink_to(elsewhere / "folder", target_is_directory=True)
+    small_ws.export(out / "rows.jsonl")
+    small_ws.export(out / "rows")
+    for _ in range(2):  # the second time over an earlier datasets folder
+        export_together(small_ws, [out / "rows.jsonl", out / "rows"])
+        assert (out / "rows.jsonl").is_symlink() and (out / "rows").is_symlink()
+        assert len((elsewhere / "rows.jsonl").read_text().splitlines()) == len(small_ws)
+        assert datasets.load_from_disk(str(elsewhere / "folder")).num_rows == len(small_ws)
+    assert sorted(p.name for p in out.iterdir()) == ["rows", "rows.jsonl"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["folder", "rows.jsonl"]

@@ -178,54 +178,73 @@ def _json_value(row: dict[str, Any], name: str) -> Any:
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
            format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). Each is
-    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole. ``format``:
-    the rows as training records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
+    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole; a link is followed
+    (its target replaced, the link kept), a pipe or a device written through. ``format``: the rows as training
+    records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
     out = Path(out)
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
-    prepare_output(out)
-    remove_stale_leftovers(out)
-    if out.suffix and (out.is_symlink() or out.exists() and not out.is_file()):  # a link, a device: written
-        with writing(out), quiet_datasets():                                           # through, not replaced
-            return _write(ds, out, out.suffix.lower(), json_fields(ws, ds, format))
-    if out.suffix:  # written beside out and renamed into place: a failed or interrupted export leaves the earlier one
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-        with writing(out, tmp), quiet_datasets():
-            _write(ds, tmp, out.suffix.lower(), json_fields(ws, ds, format))
-            os.replace(tmp, out)
-        return out
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    with writing(out, tmp), quiet_datasets():
-        _write(ds, tmp, "")
-        replace_into_place(tmp, out)
+    _commit([staged] if (staged := _stage(ws, ds, out, format)) else [])
     return out
+
+
+def export_together(ws: Workspace, outs: list[Path], selection: str | None = None) -> list[Path]:
+    """One selection as several exports (``curate run``'s selected.jsonl, .parquet and folder): all are written
+    first, then renamed into place back to back, so a run stopped while writing leaves the earlier set whole; one by
+    one, a killed run left the new selection's .jsonl beside the old .parquet."""
+    for out in outs:
+        check_export_target(ws, out)
+    ds = export_rows(ws, selection, None, None)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for out in outs:
+            if (done := _stage(ws, ds, out, None)) is not None:
+                staged.append(done)
+    except BaseException:
+        for tmp, _ in staged:
+            remove(tmp)
+        raise
+    _commit(staged)
+    return outs
+
+
+def _stage(ws: Workspace, ds, out: Path, format: str | None) -> tuple[Path, Path] | None:
+    """Write ``ds`` as ``out`` beside the path it names (a link's target) and return (temporary, target) to rename
+    into place; None when written through (a pipe, a device)."""
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    suffix = out.suffix.lower()
+    prepare_output(target)
+    remove_stale_leftovers(target)
+    fields = json_fields(ws, ds, format) if suffix else None
+    if suffix and target.exists() and not target.is_file():  # a pipe, a device (a folder: check_export_path)
+        with writing(out), quiet_datasets():
+            _write(ds, target, suffix, fields)
+        return None
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    with writing(out, tmp), quiet_datasets():
+        _write(ds, tmp, suffix, fields)
+    return tmp, target
+
+
+def _commit(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each staged export into place, back to back; on an error the temporaries not yet renamed go."""
+    try:
+        for tmp, target in staged:
+            replace_into_place(tmp, target)
+    except BaseException:
+        for tmp, _ in staged:
+            remove(tmp)
+        raise
 
 
 def replace_into_place(new: Path, out: Path) -> None:
     """Rename ``new`` (a file, or a datasets folder) to ``out``; an earlier folder ``out`` (an earlier datasets export,
     see check_export_target) is moved aside first, then dropped."""
     old = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
-    if out.is_dir() and not out.is_symlink():
+    if out.is_dir():
         os.replace(out, old)
     os.replace(new, out)
     remove(old)
-
-
-def export_together(ws: Workspace, outs: list[Path], selection: str | None = None) -> list[Path]:
-    """One selection as several exports in one folder (``curate run``'s selected.jsonl, .parquet and folder): all are
-    written into one staging folder beside them, then renamed into place together, so a run stopped while writing
-    leaves the earlier set whole; one by one, a killed run left the new selection's .jsonl beside the old .parquet."""
-    for out in outs:
-        check_export_target(ws, out)
-    folder = prepare_output(outs[0].parent, folder=True)
-    remove_stale_leftovers(folder / outs[0].stem)  # an earlier staging folder, .<stem>.<uuid>.tmp
-    staging = folder / f".{outs[0].stem}.{uuid.uuid4().hex}.tmp"
-    with writing(folder, staging):
-        staged = [export(ws, staging / out.name, selection) for out in outs]
-        for new, out in zip(staged, outs, strict=True):
-            replace_into_place(new, out)
-    remove(staging)
-    return outs
 
 
 def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
