@@ -277,6 +277,13 @@ def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path,
                        output_model=NeedsScore, validation_retries=2, progress=False)[0]
     assert again.failure == bad.failure and fault_server.total - before == 3  # re-asks come from the cache
     assert call_usage([again])["requests"] == 3  # from the cache (paid by the first call, which recorded no run)
+    from curate.storage.apply import requests_sent
+
+    before = fault_server.total  # rows sharing a request share its re-asks: sent once, billed once
+    shared = run_prompt(path, [{"instruction": "twice"}, {"instruction": "twice"}, {"instruction": "once"}],
+                        _backend(fault_server), tmp_path / "c.sqlite", output_model=NeedsScore, validation_retries=2,
+                        progress=False)
+    assert fault_server.total - before == 6 == requests_sent(call_usage(shared))  # it said 8
 
 
 def test_sync_api_inside_a_running_event_loop(tmp_path, fault_server):
@@ -488,6 +495,13 @@ def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(
 
         # the run record counted all 12 as sent, and so did the report
         assert requests_sent(ws.column_provenance("complexity")["runs"][-1]) == srv.total
+        from curate.llm.calls import call_usage
+
+        before = srv.total  # rows sharing a refused request: counted once, not per row
+        shared = run_prompt("complexity", [{"instruction": "same task"}] * 3 + [{"instruction": "another task"}],
+                            OpenAIBackend(srv.base_url, "fault", api_key="wrong", concurrency=1), tmp_path / "s.sqlite",
+                            progress=False)
+        assert requests_sent(call_usage(shared)) == srv.total - before == 1
         right = OpenAIBackend(srv.base_url, "fault", api_key="right")
         again = ws.apply(Judge("complexity", right), progress=False, retry_failed=True)
     assert again.computed == 12 and again.failed == 0

@@ -241,8 +241,9 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
                billed_key: str | None = None, recovered: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
     by a stopped run), once per key."""
-    if "failure" in response:
-        return CallResult(failure=transport_failure(response), raw=dict(response))
+    if "failure" in response:  # ``cached``: an item sharing the failed request (sent once)
+        return CallResult(failure=transport_failure(response), raw=dict(response), cached=cached,
+                          cached_requests=int(cached))
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
                         cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered,
                         cached_requests=int(cached and not recovered))
@@ -376,12 +377,15 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             return
         attempt += 1
         new, new_hits, recovered = _execute(backend, cache, list(retry.values()), bar)
+        asked: set[str] = set()
         for i, req in retry.items():
             old = results[i]
-            cached = req.key in new_hits
+            shared = req.key in asked  # rows with the same request share one re-ask: one request, billed once
+            asked.add(req.key)
+            cached = req.key in new_hits or shared
             fresh = _interpret(prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
-                               billed_key=None if cached and req.key not in recovered else req.key,
-                               recovered=req.key in recovered)
+                               billed_key=None if shared or cached and req.key not in recovered else req.key,
+                               recovered=req.key in recovered and not shared)
             add_attempt(fresh, old)
             if fresh.failure is not None:  # transport failure on the re-ask: its code, the validation reason too
                 fresh.failure = Failure(fresh.failure.code, f"{old.failure.message}; re-ask failed: "
