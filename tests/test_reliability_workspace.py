@@ -734,6 +734,16 @@ def test_a_full_or_damaged_cache_database_is_an_error_naming_the_file(tmp_path):
     damaged.write_bytes(b"not a database " * 512)
     with pytest.raises(WorkspaceError, match=f"^{re.escape(str(damaged))}: file is not a database; .* move it aside"):
         ResponseCache(damaged)
+    import sqlite3  # another process writing past the wait: its answers are fine, so no advice to move it aside
+
+    busy = ResponseCache(tmp_path / "busy.sqlite")
+    busy._conn().execute("PRAGMA busy_timeout=100")
+    holder = sqlite3.connect(busy.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(WorkspaceError, match="database is locked: another process held it") as locked:
+        busy.put("key", {"text": "x"})
+    holder.execute("ROLLBACK")
+    assert "move it aside" not in str(locked.value)
 
 
 def test_an_export_through_a_link_replaces_the_links_target_and_keeps_the_link(tmp_path, small_ws):

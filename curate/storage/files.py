@@ -69,13 +69,18 @@ def sqlite_errors(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             text = str(exc)
-            for words, code in (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS), ("unable to open", errno.EACCES)):
+            for words, code in (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS),
+                                ("unable to open", errno.EACCES), ("disk I/O error", errno.EIO)):
                 if words in text:
                     raise OSError(code, f"{os.strerror(code)} ({text})", str(self.path)) from exc
             from curate.errors import WorkspaceError
 
-            raise WorkspaceError(f"{self.path}: {text}; if the file is damaged, move it aside: what it held is asked "
-                                 "for again") from exc
+            if "locked" in text or "busy" in text:  # its answers are fine: never advise moving it aside
+                raise WorkspaceError(f"{self.path}: {text}: another process held it past the wait; re-run when that "
+                                     "process is done (nothing was lost)") from exc
+            damaged = "not a database" in text or "malformed" in text
+            raise WorkspaceError(f"{self.path}: {text}" + ("; the file is damaged: move it aside and re-run (what it "
+                                 "held is asked for again)" if damaged else "")) from exc
     return named
 
 
