@@ -500,7 +500,7 @@ def test_rows_sharing_one_request_pay_for_it_once_in_the_record(tmp_path):
     assert usage["calls"] == sent
 
 
-def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_none():
+def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_none(monkeypatch):
     """Prices went by the longest entry a name starts with: gpt-4o-2024-05-13 ($5 / $15 per 1M tokens) got gpt-4o's
     $2.50 / $10, so max_cost allowed about twice its cap; a gpt-4o-<variant> got gpt-4o's price too."""
     from curate.llm.backends import batch_price_of
@@ -511,3 +511,7 @@ def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_n
     assert price_of("gpt-4o-mini-2024-07-18") == price_of("gpt-4o-mini") == (0.15, 0.60)
     assert price_of("gpt-4o-realtime-preview") is None and batch_price_of("gpt-4o-audio-preview") is None
     assert batch_price_of("gpt-4.1-2025-04-14") == (1.0, 4.0)
+    from curate.llm.base import PRICES  # a registered alias prices its dated snapshots (Anthropic's -YYYYMMDD) too
+
+    monkeypatch.setitem(PRICES, "claude-3-5-sonnet", (3.0, 15.0))
+    assert price_of("claude-3-5-sonnet-20241022") == price_of("claude-3-5-sonnet-latest") == (3.0, 15.0)
