@@ -234,6 +234,7 @@ def test_kcenter_picks_the_first_of_identical_rows_in_row_order(seed):
     centres, nearest, dist = kcenter_greedy(x, 12, first=0)
     assert all(c == first_copy[int(which[c])] for c in centres)  # no centre is a later copy of a point
     assert all(nearest[j] == first_copy[int(which[j])] and dist[j] == 0 for j in range(37) if which[j] in which[centres])
+    assert all(len(a) == 0 for a in kcenter_greedy(np.empty((0, 5), np.float32), 3))  # no rows: no centre
     everything, _, _ = kcenter_greedy(x, 37, first=0)  # every point, then the other copies in row order
     distinct = len(first_copy)
     assert sorted(everything[:distinct]) == sorted(first_copy.values())

@@ -52,7 +52,7 @@ def identical_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(stand_in, group)``: the first row of each set of bitwise-identical rows of ``x``, and each row's set.
     Rows are grouped by a hash of their bytes (np.unique over the rows would sort a copy of ``x``), then compared
     with their stand-in: a row that only shares the hash is a set of its own."""
-    flat = np.ascontiguousarray(x).reshape(len(x), -1)
+    flat = np.ascontiguousarray(x).reshape(len(x), int(np.prod(x.shape[1:])))  # (0, d) too
     digests = np.fromiter((hash(row.tobytes()) for row in flat), np.int64, len(flat))
     _, stand_in, group = np.unique(digests, return_index=True, return_inverse=True)
     group = group.ravel()
