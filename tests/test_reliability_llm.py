@@ -131,7 +131,8 @@ def test_the_high_token_estimate_is_high_for_every_script():
              "chinese": "请解释热泵如何在冬天把室外空气中的热量转移到房屋里，并说明它的效率为什么会随温度下降。" * 12,
              "russian": "Объясните, как тепловой насос переносит тепло из наружного воздуха в дом зимой. " * 8,
              "arabic": "اشرح كيف تنقل المضخة الحرارية الحرارة من الهواء الخارجي إلى المنزل في الشتاء. " * 8,
-             "emoji": "🔥🌡️❄️🏠 " * 40, "code": "for (int i = 0; i < n; ++i) { a[i] = b[i] * c[i]; }\n" * 10}
+             "emoji": "🔥🌡️❄️🏠 " * 40, "code": "for (int i = 0; i < n; ++i) { a[i] = b[i] * c[i]; }\n" * 10,
+             "numbers": '{"id": 31415926535, "x": [0.5772156649, 2.7182818284]}' * 8, "control": "a\x01b\x02c\x1b[0m" * 30}
     for script, text in texts.items():
         estimate = estimate_tokens([{"role": "user", "content": text}])
         real = len(tokenizer.encode(text, add_special_tokens=False))
@@ -504,14 +505,13 @@ def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_n
     """Prices went by the longest entry a name starts with: gpt-4o-2024-05-13 ($5 / $15 per 1M tokens) got gpt-4o's
     $2.50 / $10, so max_cost allowed about twice its cap; a gpt-4o-<variant> got gpt-4o's price too."""
     from curate.llm.backends import batch_price_of
-    from curate.llm.base import price_of
+    from curate.llm.base import PRICES, price_of
 
     assert price_of("gpt-4o-2024-05-13") == (5.0, 15.0) and price_of("gpt-3.5-turbo-16k-0613") == (3.0, 4.0)
     assert price_of("gpt-4o-2024-08-06") == price_of("gpt-4o") and price_of("gpt-3.5-turbo-0125") == (0.5, 1.5)
     assert price_of("gpt-4o-mini-2024-07-18") == price_of("gpt-4o-mini") == (0.15, 0.60)
     assert price_of("gpt-4o-realtime-preview") is None and batch_price_of("gpt-4o-audio-preview") is None
     assert batch_price_of("gpt-4.1-2025-04-14") == (1.0, 4.0)
-    from curate.llm.base import PRICES  # a registered alias prices its dated snapshots (Anthropic's -YYYYMMDD) too
-
+    # a registered alias prices its dated snapshots (Anthropic's -YYYYMMDD) too
     monkeypatch.setitem(PRICES, "claude-3-5-sonnet", (3.0, 15.0))
     assert price_of("claude-3-5-sonnet-20241022") == price_of("claude-3-5-sonnet-latest") == (3.0, 15.0)

@@ -100,14 +100,17 @@ def format_usd(value: float) -> str:
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """A deliberately high estimate of prompt tokens, for the cost cap, --tpm and the dry run without a tokenizer:
-    a token per 3 letters or digits of a word, per ASCII symbol, per run of whitespace, per UTF-8 byte of other
-    characters (a byte-level BPE tokenizer never spends more), and a per-message overhead. A flat 3 characters per
+    a token per 3 letters of a word, per digit, per ASCII symbol or control character, per run of whitespace, per
+    UTF-8 byte of other characters (a byte-level BPE tokenizer never spends more), and a per-message overhead. A flat 3 characters per
     token counted Chinese (~1.9 tokens a character in SmolLM2's tokenizer) 6x low and code 2x low; max_cost let 2x
     its cap through."""
     return sum(_text_tokens(str(m.get("content") or "")) + 8 for m in messages) + 4
 
 
-_ASCII_PIECES = re.compile(r"[A-Za-z0-9]{1,3}|[!-/:-@\[-`{-~]|\s{2,}")
+# a token per 3 letters, per digit (SmolLM2 splits numbers digit by digit), per symbol (a long run of one symbol, a
+# rule of dashes: per 8), per control character, per run of whitespace
+_ASCII_PIECES = re.compile(r"[A-Za-z]{1,3}|[0-9]|([!-/:-@\[-`{-~])\1{7}|[!-/:-@\[-`{-~]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|"
+                           r"\s{2,}")
 
 
 def _text_tokens(text: str) -> int:
