@@ -112,13 +112,21 @@ def test_a_field_the_prompt_reads_with_no_value_is_a_failure_not_the_text_none(t
     assert ws.column("q_cat")[1] == [None] and ws.column("q_cat")[0] != [None]
     missing = ws.failures("q_cat")[1][0]
     assert missing.code is FailureCode.NO_INPUT_VALUE and missing.message.startswith("category: no value")
+    for i, printed in enumerate(('{{ "Category: " ~ category }}', "{{ category | upper }}", "{{ [category] }}")):
+        variant = tmp_path / f"q_cat_{i}.md"  # the null printed through an expression or a filter: 'None' too
+        variant.write_text((tmp_path / "q_cat.md").read_text().replace("name: q_cat", f"name: q_cat_{i}").replace(
+            "Category: {{ category }}", printed))
+        ws.apply(Judge(str(variant), _backend(fault_server)), progress=False)
+        assert ws.failures(f"q_cat_{i}")[1][0].code is FailureCode.NO_INPUT_VALUE
+    assert not any("none" in m[-1]["content"].lower() for m in fault_server.messages)
+    fault_server.messages.clear()
     guarded = tmp_path / "q_cat_guarded.md"  # a prompt that prints the field only where it has one sends every row
     guarded.write_text((tmp_path / "q_cat.md").read_text().replace("name: q_cat", "name: q_cat_guarded").replace(
         "Category: {{ category }}", "{% if category %}Category: {{ category }}{% endif %}"))
     ws.apply(Judge(str(guarded), _backend(fault_server)), progress=False)
     assert not any(ws.failures("q_cat_guarded")) and None not in [v[0] for v in ws.column("q_cat_guarded")]
     sent = fault_server.messages[-1][-1]["content"]  # the second row's (the first's is the same request as before)
-    assert len(fault_server.messages) == 2 and "Name a river." in sent and "Category" not in sent
+    assert len(fault_server.messages) == 1 and "Name a river." in sent and "Category" not in sent
 
 def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp_path, fault_server):
     ws = _pool(tmp_path)

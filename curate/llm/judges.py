@@ -204,7 +204,7 @@ class Judge:
                         "turn": t, "conversation": row.conversation,
                         **({"history": _history(row.conversation, t)} if needs_history else {}),
                         **{k: row.columns[k] for k in self.inputs}}
-                if unset and self.prompt.prints_none(**item):  # a field the prompt prints unguarded has no value:
+                if unset and self.prompt.prints_none(unset, **item):  # a field the prompt prints unguarded has no value:
                     fails.append(Failure(FailureCode.NO_INPUT_VALUE, f"{', '.join(unset)}: no value in this row, "
                                          "and the prompt prints it (it would be sent as the text 'None'); guard it "
                                          "with {% if ... %} to send the row without it", turn=t))

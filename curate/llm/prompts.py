@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import re
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -133,18 +132,25 @@ def builtin_prompt_dir() -> Path:
 @lru_cache(maxsize=1)
 def _env() -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False,
-                                         autoescape=False, finalize=_note_none)
+                                         autoescape=False)
 
 
-_printed_none: ContextVar[list[bool] | None] = ContextVar("printed_none", default=None)
+class _NoneProbe:
+    """Stands in for a null input in :meth:`Prompt.prints_none`: false like None, printed as a marker by ``{{ }}``,
+    ``~``, filters and ``repr``, so wherever the template prints the null the marker shows."""
+    text = "CurateNoneProbe7f3a9b"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
 
 
-def _note_none(value: Any) -> Any:
-    """Jinja's finalize (every ``{{ }}`` output): notes a null printed, as the text "None" (Prompt.prints_none)."""
-    seen = _printed_none.get()
-    if value is None and seen is not None:
-        seen.append(True)
-    return value
+_NONE_PROBE = _NoneProbe()
+_PROBE_TEXT = re.compile(_NoneProbe.text, re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -202,15 +208,23 @@ class Prompt:
             messages.append({"role": role, "content": text})
         return messages
 
-    def prints_none(self, **variables: Any) -> bool:
-        """Whether rendering with ``variables`` prints a null value (as the text "None"); a value the template
-        guards (``{% if x %}``) is not printed."""
-        token = _printed_none.set([])
+    def prints_none(self, names: Any, **variables: Any) -> bool:
+        """Whether rendering with ``variables`` prints the null value (None, or a None in a list) of one of ``names``
+        as the text "None": rendered again with a marker for those nulls, the marker shows exactly where the first
+        rendering has "None" (``{{ x }}``, ``{{ "c: " ~ x }}``, ``{{ x | upper }}``, ``{{ [x] }}``); a null the
+        template guards (``{% if x %}``, ``{{ x or "" }}``) prints neither."""
+        def probed(value: Any) -> Any:
+            if isinstance(value, list):
+                return [_NONE_PROBE if v is None else v for v in value]
+            return _NONE_PROBE if value is None else value
+
+        sent = "\n".join(m["content"] for m in self.render(**variables))
         try:
-            self.render(**variables)
-            return bool(_printed_none.get())
-        finally:
-            _printed_none.reset(token)
+            marked = "\n".join(m["content"] for m in self.render(**{k: probed(v) if k in names else v
+                                                                  for k, v in variables.items()}))
+        except PromptError:  # the marker meets something only a real value passes: cannot tell, so not flagged
+            return False
+        return bool(_PROBE_TEXT.search(marked)) and _PROBE_TEXT.sub("None", marked).lower() == sent.lower()
 
     def model_class(self):
         """The Pydantic model named by ``output.model`` (json prompts): curate's own or a registered one."""
