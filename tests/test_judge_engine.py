@@ -502,6 +502,7 @@ def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(
                             OpenAIBackend(srv.base_url, "fault", api_key="wrong", concurrency=1), tmp_path / "s.sqlite",
                             progress=False)
         assert requests_sent(call_usage(shared)) == srv.total - before == 1
+        assert call_usage(shared)["cached_requests"] == 0  # the rows sharing it were not answered by the cache either
         right = OpenAIBackend(srv.base_url, "fault", api_key="right")
         again = ws.apply(Judge("complexity", right), progress=False, retry_failed=True)
     assert again.computed == 12 and again.failed == 0

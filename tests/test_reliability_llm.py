@@ -514,4 +514,5 @@ def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_n
     assert batch_price_of("gpt-4.1-2025-04-14") == (1.0, 4.0)
     # a registered alias prices its dated snapshots (Anthropic's -YYYYMMDD) too
     monkeypatch.setitem(PRICES, "claude-3-5-sonnet", (3.0, 15.0))
-    assert price_of("claude-3-5-sonnet-20241022") == price_of("claude-3-5-sonnet-latest") == (3.0, 15.0)
+    assert price_of("claude-3-5-sonnet-20241022") == (3.0, 15.0)
+    assert price_of("claude-3-5-sonnet-latest") is None and price_of("gpt-4o-12345678") is None

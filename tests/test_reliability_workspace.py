@@ -758,6 +758,7 @@ def test_an_export_through_a_link_replaces_the_links_target_and_keeps_the_link(t
     (elsewhere / "folder").mkdir(parents=True)
     out.mkdir()
     (elsewhere / "rows.jsonl").write_text("old\n")
+    (elsewhere / "rows.jsonl").chmod(0o600)  # replaced, it keeps its permissions
     (out / "rows.jsonl").symlink_to(elsewhere / "rows.jsonl")
     (out / "rows").symlink_to(elsewhere / "folder", target_is_directory=True)
     small_ws.export(out / "rows.jsonl")
@@ -769,3 +770,4 @@ def test_an_export_through_a_link_replaces_the_links_target_and_keeps_the_link(t
         assert datasets.load_from_disk(str(elsewhere / "folder")).num_rows == len(small_ws)
     assert sorted(p.name for p in out.iterdir()) == ["rows", "rows.jsonl"]
     assert sorted(p.name for p in elsewhere.iterdir()) == ["folder", "rows.jsonl"]
+    assert (elsewhere / "rows.jsonl").stat().st_mode & 0o777 == 0o600

@@ -55,8 +55,8 @@ def register_price(model: str, input_per_mtok: float, output_per_mtok: float, *,
         BATCH_PRICES.pop(model, None)
 
 
-# gpt-4o-2024-08-06, gpt-3.5-turbo-0125, claude-3-5-sonnet-20241022, claude-3-5-sonnet-latest
-SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
+# a dated snapshot: gpt-4o-2024-08-06, gpt-3.5-turbo-0125, claude-3-5-sonnet-20241022 (not -latest: it moves)
+SNAPSHOT_SUFFIX = re.compile(r"-(20\d{2}-\d{2}-\d{2}|20\d{6}|\d{4})$")
 
 
 def price_of(model: str, table: dict[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:

@@ -67,10 +67,10 @@ def call_usage(results: list[CallResult]) -> dict[str, Any]:
     billed = [r for r in results if r.billed_keys]
     usd = [r.billed_usd for r in billed]
     return {"requests": sum(r.requests for r in results), "cached_requests": sum(r.cached_requests for r in results),
-            # a row sharing another's request counts among the cached ones, not again here
-            "requests_not_sent_max_cost": sum(r.failure is not None and r.failure.code is FailureCode.BUDGET
-                                              and not r.cached for r in results),
-            "requests_not_sent_refused": sum(bool(r.raw.get("not_sent")) and not r.cached for r in results),
+            # the last request of a result (a re-ask's, perhaps); none for a row sharing another's unsent request
+            "requests_not_sent_max_cost": sum(min(r.requests, 1) for r in results
+                                              if r.failure is not None and r.failure.code is FailureCode.BUDGET),
+            "requests_not_sent_refused": sum(min(r.requests, 1) for r in results if r.raw.get("not_sent")),
             "requests_paid_by_stopped_run": sum(r.recovered for r in results),
             "tokens": {"prompt": sum(r.billed_usage["prompt_tokens"] for r in billed),
                        "completion": sum(r.billed_usage["completion_tokens"] for r in billed)},

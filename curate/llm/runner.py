@@ -241,9 +241,8 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
                billed_key: str | None = None, recovered: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
     by a stopped run), once per key."""
-    if "failure" in response:  # ``cached``: an item sharing the failed request (sent once)
-        return CallResult(failure=transport_failure(response), raw=dict(response), cached=cached,
-                          cached_requests=int(cached))
+    if "failure" in response:  # ``cached``: an item sharing another's failed request: no request of its own
+        return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not cached))
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
                         cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered,
                         cached_requests=int(cached and not recovered))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,8 @@ def _stage(ws: Workspace, ds, out: Path, format: str | None) -> tuple[Path, Path
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     with writing(out, tmp), quiet_datasets():
         _write(ds, tmp, suffix, fields)
+        if target.is_file():  # the file it replaces keeps its permissions (a 0600 export stays 0600)
+            shutil.copymode(target, tmp)
     return tmp, target
 
 
