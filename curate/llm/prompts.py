@@ -222,8 +222,8 @@ class Prompt:
         try:
             marked = "\n".join(m["content"] for m in self.render(**{k: probed(v) if k in names else v
                                                                   for k, v in variables.items()}))
-        except PromptError:  # the marker meets something only a real value passes: cannot tell, so not flagged
-            return False
+        except Exception:  # the marker took a branch the null did not ({% if x is none %}...{% else %}{{ x * 2 }}):
+            return False  # the sent text above rendered without printing the null there
         return bool(_PROBE_TEXT.search(marked)) and _PROBE_TEXT.sub("None", marked).lower() == sent.lower()
 
     def model_class(self):
