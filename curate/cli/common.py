@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def _source(source: str) -> str:
 # and main() never reports success for an interrupted command; quiet_swallowed_interrupt keeps stderr clean.
 # SIGTERM (kill, a scheduler's stop) takes the same path, so its temporary files are removed too; it exits 143.
 interrupt_requested = False
-interrupt_signal = 2  # SIGINT; 15 after a SIGTERM
+interrupt_signal = int(signal.SIGINT)  # SIGTERM's number after a SIGTERM
 
 
 def on_sigint(signum: int, frame: Any) -> None:

@@ -101,9 +101,9 @@ def format_usd(value: float) -> str:
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """A deliberately high estimate of prompt tokens, for the cost cap, --tpm and the dry run without a tokenizer:
     a token per 3 letters of a word, per digit, per ASCII symbol or control character, per run of whitespace, per
-    UTF-8 byte of other characters (a byte-level BPE tokenizer never spends more), and a per-message overhead. A flat 3 characters per
-    token counted Chinese (~1.9 tokens a character in SmolLM2's tokenizer) 6x low and code 2x low; max_cost let 2x
-    its cap through."""
+    UTF-8 byte of other characters (a byte-level BPE tokenizer never spends more), and a per-message overhead.
+    A flat 3 characters per token counted Chinese (~1.9 tokens a character in SmolLM2's tokenizer) 6x low and code
+    2x low; max_cost let 2x its cap through."""
     return sum(_text_tokens(str(m.get("content") or "")) + 8 for m in messages) + 4
 
 

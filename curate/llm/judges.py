@@ -39,6 +39,11 @@ BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
 ROW_VARIABLES = ("instruction", "response", "system", "turn", "conversation", "history")
 
 
+def _no_value(value: Any) -> bool:
+    """A column value a prompt cannot read: null, or a per-turn list of nulls (every turn failed)."""
+    return value is None or isinstance(value, list) and bool(value) and all(v is None for v in value)
+
+
 class Judge:
     """A prompt file as a Step: ``column`` (default: the prompt's name), one value per turn.
 
@@ -286,8 +291,3 @@ def __getattr__(name: str) -> Judge:
 
 
 __all__ = ["BUILTIN_JUDGES", "Judge", "ROW_VARIABLES", "total_cost"]
-
-
-def _no_value(value: Any) -> bool:
-    """A column value a prompt cannot read: null, or a per-turn list of nulls (every turn failed)."""
-    return value is None or isinstance(value, list) and bool(value) and all(v is None for v in value)

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -208,7 +209,7 @@ class Prompt:
             messages.append({"role": role, "content": text})
         return messages
 
-    def prints_none(self, names: Any, **variables: Any) -> bool:
+    def prints_none(self, names: Sequence[str], **variables: Any) -> bool:
         """Whether rendering with ``variables`` prints the null value (None, or a None in a list) of one of ``names``
         as the text "None": rendered again with a marker for those nulls, the marker shows exactly where the first
         rendering has "None" (``{{ x }}``, ``{{ "c: " ~ x }}``, ``{{ x | upper }}``, ``{{ [x] }}``); a null the
