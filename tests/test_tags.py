@@ -108,6 +108,17 @@ def test_association_aggregation_merges_an_always_co_occurring_pair():
     assert (step.step, step.tags_in, step.tags_out) == ("association_aggregation", 4, 3)
 
 
+@pytest.mark.parametrize("pool_rows", [25, 10_011])
+def test_association_support_is_met_by_exactly_that_many_rows(pool_rows):
+    # 7 of 25 and 40 of 10,011 rows: the fraction times the row count is a hair above the count in floating point
+    support = 7 if pool_rows == 25 else 40
+    filler = [["other"]] * (pool_rows - support)
+    norm = Normalizer(min_frequency=None, rules=False, semantic=False, min_support=support, scale_small_pools=False)
+    assert len({t for r in norm.fit_transform([["recipe", "cooking"]] * support + filler) for t in r}) == 2
+    one_short = [["recipe", "cooking"]] * (support - 1) + filler + [["other"]]
+    assert len({t for r in norm.fit_transform(one_short) for t in r}) == 3
+
+
 def test_mapping_saved_and_applied_to_new_rows(tmp_path):
     rows = [["Data Analysis"], ["data analysis"], ["poem"], ["poem"]]
     norm = Normalizer(min_frequency=None, semantic=False, association=False).fit(rows)

@@ -52,7 +52,9 @@ def association_merges(transactions: list[list[str]], support: int, min_confiden
     enc = TransactionEncoder()
     onehot = enc.fit(transactions).transform(transactions, sparse=True)
     df = pd.DataFrame.sparse.from_spmatrix(onehot, columns=enc.columns_)
-    itemsets = fpgrowth(df, min_support=support / len(transactions), use_colnames=True, max_len=2)
+    # mlxtend turns the fraction back into rows with ceil(fraction * n): 7/25*25 is 7.000000000000001, which asked
+    # for 8 rows; half a row below the count rounds up to exactly ``support`` for every n
+    itemsets = fpgrowth(df, min_support=(support - 0.5) / len(transactions), use_colnames=True, max_len=2)
     if itemsets.empty or itemsets["itemsets"].map(len).max() < 2:
         return {}
     rules = association_rules(itemsets, num_itemsets=len(transactions), metric="confidence",
