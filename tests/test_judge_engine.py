@@ -372,6 +372,10 @@ def test_digit_score_maths():
     assert value is None and info["missing_digits"] == [] and failure.code is FailureCode.LOW_DIGIT_MASS
     assert failure.message.startswith("the digits carry mass 0.005 < min_digit_mass 0.5") and failure.raw == "The"
     assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
+    # a NaN logprob is the server's fault, not a score (NaN mass passed the mass floor and gave a NaN score)
+    nan = {"text": "5", "top_logprobs": [{"token": "5", "logprob": float("nan")}, {"token": "4", "logprob": lp(0.6)}]}
+    value, info, failure = digit_score(nan, (1, 6))
+    assert value is None and failure.code is FailureCode.MODEL_ERROR and "NaN" in failure.message
     outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
     assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"
     no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6))[2]

@@ -8,10 +8,12 @@ with the validation error), or the text. Every result without a value carries a 
 
 Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by their
 text (``"5"`` or ``" 5"``); the score is the expected digit under the softmax restricted to the scale's
-digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is recorded. If some digits are
-missing from the top logprobs, the present ones are renormalised only when their mass is at least
-``min_digit_mass``; otherwise the call fails (``low_digit_mass``). Without logprobs the digit is parsed
-from the text and the score is marked ``parsed``. Never a default score.
+digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is recorded. The digits present
+(all, or some with the rest missing from the top logprobs) are renormalised only when their mass is at least
+``min_digit_mass``; otherwise the call fails (``low_digit_mass``): a model that answered a word put its odds
+elsewhere, and its digits' leftovers are no score even when all six are listed. A logprob that is not a number
+(NaN) fails the call (``model_error``). Without logprobs the digit is parsed from the text and the score is
+marked ``parsed``. Never a default score.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _token_digit(token: str) -> int | None:
     return int(text) if len(text) == 1 and "0" <= text <= "9" else None
 
 
-DIGIT_RULE = 3  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+DIGIT_RULE = 4  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
 
 
 def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
@@ -66,6 +68,10 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
         for entry in top:
             digit = _token_digit(entry["token"])
             if digit is not None and lo <= digit <= hi:
+                if math.isnan(entry["logprob"]):  # NaN mass passes every `<` check: it would be a NaN score
+                    return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
+                        FailureCode.MODEL_ERROR, f"the server gave digit {entry['token']!r} the logprob NaN "
+                        f"(output {text[:80]!r})", text)
                 probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
         mass = sum(probs.values())
         missing = [k for k in range(lo, hi + 1) if k not in probs]
