@@ -395,7 +395,7 @@ def test_signal_selectors(tmp_path):
     assert by_id[ids[6]] == (Decision.REJECTED, Reason.IFD_AT_LEAST_ONE)  # IFD == 1 is dropped too
     assert by_id[ids[4]] == (Decision.UNSCORED, Reason.NO_SCORE)
     assert by_id[ids[0]] == (Decision.REJECTED, Reason.BUDGET_FILLED)
-    top = select(ws, method="ifd", name="top", fraction=0.2)
+    top = select(ws, method="ifd", name="top", fraction=0.3)  # of the 7 rows left: 2, not 3 of all 10 (Cherry)
     assert top.ids == [ids[8], ids[1]]
     _signal_column(ws, "perplexity", [float(x) for x in range(1, 11)])
     band = select(ws, method="perplexity", name="band", low=0.2, high=0.8)

@@ -35,14 +35,15 @@ def rows_to_keep(n: int, budget: int | None, fraction: float | None) -> int | No
 def select_ifd(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,
                max_ifd: float = SIGNAL.ifd_max, column: str = "ifd") -> SelectorResult:
     """Cherry LLM / Superfiltering: drop rows with IFD >= ``max_ifd`` (the instruction does not help), then
-    keep the highest IFD (hardest to follow) up to ``budget`` rows or the top ``fraction`` of the candidates;
-    with neither, keep every row below ``max_ifd``."""
+    keep the highest IFD (hardest to follow) up to ``budget`` rows or the top ``fraction`` of the rows left (as
+    Cherry's ``data_by_IFD.py`` counts it: the dropped and the unscored rows are not in the base); with neither,
+    keep every row below ``max_ifd``."""
     perm, scores = rows_by_score(ws, rows, column)
-    keep = rows_to_keep(len(rows), budget, fraction)
-    out = SelectorResult(info={"column": column, "reducer": scores.reducer, "max_ifd": max_ifd, "keep": keep})
     vals = scores.values
     valid = [i for i in perm.tolist() if not math.isnan(vals[i]) and vals[i] < max_ifd]
     flagged = [i for i in perm.tolist() if not math.isnan(vals[i]) and vals[i] >= max_ifd]
+    keep = rows_to_keep(len(valid), budget, fraction) if valid else rows_to_keep(len(rows), budget, None)
+    out = SelectorResult(info={"column": column, "reducer": scores.reducer, "max_ifd": max_ifd, "keep": keep})
     for rank, i in enumerate(valid):
         s = float(vals[i])
         if keep is None or rank < keep:
