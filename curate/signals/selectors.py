@@ -42,7 +42,7 @@ def select_ifd(ws, rows: np.ndarray, budget: int | None = None, fraction: float 
     vals = scores.values
     valid = [i for i in perm.tolist() if not math.isnan(vals[i]) and vals[i] < max_ifd]
     flagged = [i for i in perm.tolist() if not math.isnan(vals[i]) and vals[i] >= max_ifd]
-    keep = rows_to_keep(len(valid), budget, fraction) if valid else rows_to_keep(len(rows), budget, None)
+    keep = rows_to_keep(len(valid), budget, fraction)
     out = SelectorResult(info={"column": column, "reducer": scores.reducer, "max_ifd": max_ifd, "keep": keep})
     for rank, i in enumerate(valid):
         s = float(vals[i])
