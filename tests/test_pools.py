@@ -482,6 +482,29 @@ def test_a_field_of_mixed_types_is_json_text_in_every_row_and_exported_to_json_l
     assert (tmp_path / "out.jsonl").read_text() == text and not list(tmp_path.glob(".out.jsonl*"))
 
 
+def test_fields_parquet_or_orjson_cannot_write_export_to_every_format(tmp_path):
+    """An always-empty object (`"metadata": {}`) crashed every Parquet export (Arrow's struct of no fields), so `curate
+    run` died at its export; an integer beyond 64 bits crashed JSON Lines exports in orjson; and a field that was a
+    number in one load and text in the next was refused, though a load holds such a field as JSON text."""
+    import pyarrow.parquet as pq
+
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "First question?", "output": "a", "meta": {}, "n": 10**20, "label": 1},
+        {"instruction": "Second question?", "output": "b", "meta": {}, "n": 10**20 + 1, "label": 2}]))
+    ws.load(write_jsonl(tmp_path / "b.jsonl", [{"instruction": "Third question?", "output": "c", "label": "high"}]))
+    ws.export(tmp_path / "out.jsonl")
+    ws.export(tmp_path / "out.parquet")
+    rows = {r["instruction"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert [(r["meta"], r["n"], r["label"]) for r in rows.values()] == [({}, 10**20, 1), ({}, 10**20 + 1, 2),
+                                                                        (None, None, "high")]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("meta").to_pylist() == ["{}", "{}", None]
+    assert table.column("label").to_pylist() == ["1", "2", '"high"']
+
+
 def test_a_json_lines_export_writes_floats_as_they_are_held(tmp_path):
     """Dataset.to_json (pandas) rounds floats to 10 decimals: 3e-12 was exported as 0.0, and a score lost its last
     digits, in every JSON Lines export (curate run's selected.jsonl too); Parquet kept them."""

@@ -25,7 +25,8 @@ err_console = Console(stderr=True)
 def json_columns_line(columns: list[str]) -> str:
     """What a load says of the pool-file columns it kept as JSON text."""
     return (f"column(s) {', '.join(columns)} kept as JSON text: their values mix types (e.g. a number in one "
-            f"record, text in another), hold objects with different keys, or nest too deep")
+            f"record, text in another, here or in an earlier load), hold objects with different keys or only empty "
+            f"ones, hold integers beyond 64 bits, or nest too deep")
 
 
 def sample_path() -> Path:

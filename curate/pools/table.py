@@ -1,8 +1,8 @@
 """The pool as an Arrow table: id, conversation, format first, then every original column.
 
 Original columns are kept as they came whenever Arrow can store them; one it cannot (mixed types, an
-integer beyond 64 bits, objects with different keys, nesting deeper than ``datasets`` handles) is kept as JSON
-text, never dropped or altered.
+integer beyond 64 bits, objects with different keys, nesting deeper than ``datasets`` handles, an object that is
+always empty, which Parquet cannot write) is kept as JSON text, never dropped or altered.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ def uneven_objects(values: list[Any]) -> bool:
                 deeper.append([x for items in lists for x in items])
         level = deeper
     return False
+
+
+def has_empty_struct(data_type: Any) -> bool:
+    """Whether an Arrow type holds a struct of no fields (every value ``{}``) at any level: Parquet cannot store it."""
+    import pyarrow as pa
+
+    return (pa.types.is_struct(data_type) and data_type.num_fields == 0) or any(
+        has_empty_struct(data_type.field(i).type) for i in range(data_type.num_fields))
 
 
 def has_struct(data_type: Any) -> bool:
@@ -84,9 +92,10 @@ def to_table(rows: list[dict[str, Any]]):
     """Build an Arrow table: id, conversation, format first, then every original column.
 
     A column whose values Arrow cannot type together (int in one row, str in another), cannot hold
-    (an integer beyond 64 bits), would change (objects with different keys: :func:`uneven_objects`) or that
-    nests deeper than ``datasets`` can store (MAX_STORED_NESTING) is kept as JSON text rather than dropped or
-    altered; its name is returned so callers can say so.
+    (an integer beyond 64 bits), would change (objects with different keys: :func:`uneven_objects`), that
+    nests deeper than ``datasets`` can store (MAX_STORED_NESTING) or holds only empty objects (Parquet cannot
+    write a struct of no fields) is kept as JSON text rather than dropped or altered; its name is returned so
+    callers can say so.
     """
     import pyarrow as pa
 
@@ -102,7 +111,7 @@ def to_table(rows: list[dict[str, Any]]):
             array = pa.array(values) if len(kinds) < 2 else None
         except (pa.ArrowException, OverflowError):  # mixed types, or an integer beyond 64 bits
             array = None
-        if array is None or nesting(array.type) > MAX_STORED_NESTING or (
+        if array is None or nesting(array.type) > MAX_STORED_NESTING or has_empty_struct(array.type) or (
                 name != "conversation" and has_struct(array.type) and uneven_objects(values)):
             array = json_text(values)
             as_json.append(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -157,7 +158,10 @@ def write_jsonl(ds, target: Any, fields: list[str]) -> None:
             for row in batch.to_pylist():
                 for name in fields:
                     row[name] = None if row[name] is None else _json_value(row, name)
-                lines.append(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS))
+                try:
+                    lines.append(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS))
+                except TypeError:  # an integer beyond 64 bits (held as JSON text), which orjson cannot write
+                    lines.append(json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")).encode())
             fh.write(b"\n".join(lines) + b"\n" if lines else b"")
 
 
@@ -165,8 +169,6 @@ JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl
 
 
 def _json_value(row: dict[str, Any], name: str) -> Any:
-    import json
-
     try:
         return json.loads(row[name])
     except json.JSONDecodeError:  # a workspace whose later load added plain text beside JSON text (before curate

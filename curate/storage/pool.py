@@ -159,12 +159,15 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         tables = [old, *new_parts] if old is not None else new_parts
         try:
             table = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-            held, new = tables[0].schema, new_parts[0].schema
-            clash = [f.name for f in new if f.name in held.names and not held.field(f.name).type.equals(f.type)]
-            raise WorkspaceError(
-                f"{staged.source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
-                f"pool ({exc}); make the field one type in the source, or load it into another workspace") from None
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            if old is None or not new_parts:
+                raise
+            # a number in the pool, text in this load: mixed types, held as JSON text on both sides
+            held, new = old.schema, new_parts[0].schema
+            clash = {f.name for f in new if f.name in held.names and not held.field(f.name).type.equals(f.type)}
+            old, new_parts = _as_json_text(old, clash), [_as_json_text(t, clash) for t in new_parts]
+            kept_as_json += sorted(clash - set(kept_as_json))
+            table = _concat_or_refuse(staged.source, [old, *new_parts])
         _swap_pool(ws, table)
     summary = {
         "source": staged.source, "loaded_at": now(), "rows_read": staged.rows_read, "rows_added": rows_added,
@@ -182,6 +185,19 @@ def json_text_columns(ws: Workspace) -> set[str]:
     later load conforms to it (either way), so a value reads back unambiguously (``curate export`` to JSON Lines
     writes the values themselves)."""
     return {c for s in ws.manifest["sources"] for c in (s.get("columns_kept_as_json") or [])}
+
+
+def _concat_or_refuse(source: str, tables: list[Any]) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        held, new = tables[0].schema, tables[1].schema
+        clash = [f.name for f in new if f.name in held.names and not held.field(f.name).type.equals(f.type)]
+        raise WorkspaceError(
+            f"{source}: column(s) {', '.join(clash) or '?'} hold a different type than in the "
+            f"pool ({exc}); make the field one type in the source, or load it into another workspace") from None
 
 
 def _as_json_text(table: Any, names: set[str]) -> Any:
