@@ -153,6 +153,24 @@ def test_training_formats_load_back_as_the_same_conversations(tmp_path):
         ws.export(tmp_path / "x.jsonl", format="sharegpt")
     with pytest.raises(WorkspaceError, match="1 of 3 rows cannot be written as qa: .*system prompt"):
         ws.export(tmp_path / "x.jsonl", selection="alpaca", format="qa")
+    # turns a single exchange would reorder or drop: the greeting was exported as the answer to the joke, the first of
+    # two system prompts was dropped, a system turn after the exchange moved ahead of it
+    odd = Workspace(tmp_path / "odd", create=True)
+    greeting, rule, joke = ({"role": "assistant", "content": "Hello! How can I help?"},
+                            {"role": "system", "content": "Answer in French."}, {"role": "user", "content": "A joke?"})
+    odd.load([{"messages": [greeting, joke]}, {"messages": [rule, dict(rule, content="Be brief."), joke]},
+              {"messages": [joke, dict(greeting, content="Voilà."), rule]}])
+    for fmt, problems in (("alpaca", "3 of 3 rows"), ("qa", "3 of 3 rows"), ("prompt_completion", "3 of 3 rows")):
+        with pytest.raises(WorkspaceError, match=f"{problems} cannot be written as {fmt}"):
+            odd.export(tmp_path / "x.jsonl", format=fmt)
+    from curate.pools.formats import shape_problem
+
+    assert [shape_problem(c, "alpaca") for c in odd.conversations()] == [
+        "alpaca holds a question and its reply, and its assistant turn comes before the user turn",
+        "alpaca's system field holds one system prompt ahead of the exchange, and it has 2",
+        "alpaca's system field holds one system prompt ahead of the exchange, and it has one inside or after it"]
+    odd.export(tmp_path / "odd.jsonl", format="messages")  # messages and sharegpt hold every turn as it is
+    odd.export(tmp_path / "odd-sharegpt.jsonl", format="sharegpt")
     prompts = Workspace(tmp_path / "prompts", create=True)  # instruction-only rows: no reply field at all
     prompts.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write a haiku."}, {"instruction": "Add 2+2."}]))
     out = prompts.export(tmp_path / "prompts.jsonl", format="qa")

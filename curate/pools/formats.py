@@ -229,8 +229,13 @@ def shape_problem(conversation: list[dict[str, Any]], fmt: str) -> str | None:
         return None
     if roles.count("user") != 1 or roles.count("assistant") > 1:
         return f"{fmt} holds one exchange and it has {roles.count('user')} user turns"
+    if [r for r in roles if r != "system"] == ["assistant", "user"]:  # the reply would be paired with the question
+        return f"{fmt} holds a question and its reply, and its assistant turn comes before the user turn"
     if "system" in roles and fmt != "alpaca":
         return f"it has a system prompt, which {fmt} has no field for (alpaca's system field, or messages, holds one)"
+    if roles.count("system") > 1 or ("system" in roles and roles[0] != "system"):
+        return ("alpaca's system field holds one system prompt ahead of the exchange, and it has "
+                + (f"{roles.count('system')}" if roles.count("system") > 1 else "one inside or after it"))
     return None
 
 
