@@ -191,6 +191,23 @@ def test_instruction_only_rows_load_with_no_assistant_turn(tmp_path):
         pools.read(path, format="alpaca", mapping={"output": "reply"})
 
 
+@pytest.mark.parametrize(("record", "mapped"), [({"prompt": "Explain tides.", "output": "The moon."}, "completion"),
+                                                ({"query": "Explain tides.", "reply": "The moon."}, "answer"),
+                                                ({"instruction": "Explain tides.", "completion": "The moon."}, "output")])
+def test_a_reply_in_a_field_the_shape_does_not_read_is_named_not_dropped(tmp_path, record, mapped):
+    """{"prompt", "output"} was read as prompt_completion with no reply: every row instruction-only, in silence (and
+    curate run advised --sort-by complexity); the reply field is named with the mapping that reads it."""
+    path = write_jsonl(tmp_path / "p.jsonl", [record])
+    field = next(k for k in record if k not in ("prompt", "query", "instruction"))
+    with pytest.raises(InputError, match=rf"line 1: .* no .* reply, but a field '{field}' .* --mapping "
+                                         rf"'{{\"{mapped}\": \"{field}\"}}'"):
+        pools.read(path)
+    rows = pools.read(path, mapping={mapped: field}).rows
+    assert [(t.instruction, t.response) for t in turns(rows[0]["conversation"])] == [("Explain tides.", "The moon.")]
+    with pytest.raises(InputError, match="line 1: system must be a string, got bool"):  # was read as no system prompt
+        pools.read(write_jsonl(tmp_path / "s.jsonl", [{"instruction": "Explain tides.", "system": False}]))
+
+
 def test_instruction_only_rows_score_complexity_and_fail_quality_with_a_reason(tmp_path):
     path = write_jsonl(tmp_path / "io.jsonl", [{"instruction": "Write a haiku about rain."}, GOOD])
     ws = Workspace(tmp_path / "ws")

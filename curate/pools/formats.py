@@ -37,6 +37,8 @@ _REQUIRED = {
 }
 _RESPONSE_FIELD = {"alpaca": "output", "prompt_completion": "completion", "qa": "answer"}
 _ALTERNATING_ROLES = ("user", "assistant")
+# Fields that hold a reply in some shape (or commonly do): one beside another shape's prompt is not read by it
+_REPLY_FIELDS = tuple(sorted({c for f, r in _RESPONSE_FIELD.items() for c in _DEFAULT_FIELDS[f][r]} | {"reply"}))
 
 
 class _RowError(ValueError):
@@ -188,7 +190,7 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
             turns.insert(0, {"role": "system", "content": _text(system, "system", max_field_chars)})
     else:
         system = _pick(record, fmt, mapping, "system")
-        if system and not (isinstance(system, str) and not system.strip()):  # a blank system prompt is none
+        if system is not None and not (isinstance(system, str) and not system.strip()):  # blank: no system prompt
             turns.append({"role": "system", "content": _text(system, "system", max_field_chars)})
         if fmt == "alpaca":
             instruction = _text(_pick(record, fmt, mapping, "instruction"), "instruction", max_field_chars)
@@ -205,6 +207,11 @@ def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | 
         if _present(record, fmt, mapping, response):  # absent: an instruction-only row; null: an empty response
             answer = _text(_pick(record, fmt, mapping, response), response, max_field_chars, allow_empty=True)
             turns.append({"role": "assistant", "content": answer})
+        elif unread := [c for c in _REPLY_FIELDS if record.get(c) is not None and c not in (mapping or {}).values()]:
+            # {"prompt", "output"} read as prompt_completion without its reply: every row instruction-only, in silence
+            raise _RowError(f"a {fmt} record has no {'/'.join(_DEFAULT_FIELDS[fmt][response])} reply, but a field "
+                            f"{unread[0]!r} that {fmt} does not read; name it: --mapping '{{\"{response}\": "
+                            f"\"{unread[0]}\"}}' (mapping= in Python), or leave it out for instruction-only rows")
     if not any(t["role"] == "user" for t in turns):
         raise _RowError("empty conversation: no user turn" if turns else "empty conversation")
     return turns
