@@ -157,6 +157,21 @@ def test_a_json_file_of_one_record_or_of_json_lines_with_a_bad_first_line(tmp_pa
         pools.read(lines)
 
 
+def test_a_json_array_or_wrapper_with_a_typo_names_its_line_and_is_not_read_as_json_lines(tmp_path):
+    """A .json array followed by a comment, or a wrapper missing a comma, was read as JSON Lines: the error named line
+    1, and --on-error skip loaded one record and rejected the others as "Extra data"."""
+    records = [json.dumps({**GOOD, "output": str(i)}) for i in range(3)]
+    cases = {"array.json": ("[\n" + ",\n".join(records) + "\n]\n// exported by tool X\n", "line 6: malformed JSON: Extra"),
+             "wrapper.json": ('{"data": [\n' + records[0] + ",\n" + records[1] + "\n" + records[2] + "\n]}\n",
+                              "line 4: malformed JSON: Expecting ','"),
+             "then.json": ("[" + records[0] + "]\n" + records[1] + "\n", "line 2: malformed JSON: Extra")}
+    for name, (text, error) in cases.items():
+        (tmp_path / name).write_text(text)
+        for on_error in ("raise", "skip"):
+            with pytest.raises(InputError, match=f"{name}: {error}"):
+                pools.read(tmp_path / name, on_error=on_error)
+
+
 @pytest.mark.parametrize("content", ["", "\n   \n\n"])
 def test_empty_file_is_an_error(tmp_path, content):
     path = tmp_path / "empty.jsonl"

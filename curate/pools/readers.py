@@ -161,8 +161,9 @@ def _iter_json(path: Path) -> Iterator[_Item]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         # A .json file holding JSON Lines is common; read it as such (a bad line then gets --on-error's treatment,
-        # whichever line it is: the first one gives no "Extra data")
-        if exc.msg == "Extra data" or (text.lstrip().startswith("{") and "\n{" in text):
+        # whichever line it is). Only one whose first or second line is a record by itself: an array or a wrapper
+        # with a typo was read line by line, its records rejected as "Extra data" and its error put on line 1.
+        if _json_lines_inside(text):
             yield from _iter_jsonl(path)
             return
         raise InputError(str(path), f"line {exc.lineno}", f"malformed JSON: {exc.msg} (column {exc.colno})") from None
@@ -188,6 +189,20 @@ def _iter_json(path: Path) -> Iterator[_Item]:
         where = f"record {i} (line {lines[i - 1]})" if located else f"record {i}"
         error = _lone_surrogate(rec) if check_surrogates else None
         yield (where, rec, None) if error is None else (where, error, record_text(rec))
+
+
+def _json_lines_inside(text: str) -> bool:
+    """Whether a .json file's text is JSON Lines: it starts with an object, and its first or second non-blank line
+    is a JSON object by itself (a bad first line aside, every line of JSON Lines is)."""
+    if not text.lstrip().startswith("{"):
+        return False
+    for line in [line for line in text.splitlines() if line.strip()][:2]:
+        try:
+            if isinstance(json.loads(line), dict):
+                return True
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            continue
+    return False
 
 
 def _is_record(obj: dict[str, Any]) -> bool:
