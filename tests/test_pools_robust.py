@@ -131,6 +131,24 @@ def test_big_int_in_an_original_column_loads_as_text(tmp_path):
     assert ws.load(path)["columns_kept_as_json"] == ["n"] and ws.pool["n"] == ["1", BIG_INT]
 
 
+def test_an_in_memory_pool_with_a_lone_surrogate_or_a_number_for_a_field_name_is_refused_by_row(tmp_path):
+    """In memory these crashed in the id hash (UnicodeEncodeError) or in Arrow (a DataFrame read with header=None has
+    0, 1, ... for field names), and a mapping given as text failed on .items()."""
+    import pandas as pd
+
+    from curate.errors import OptionError
+
+    records = [{"instruction": "x\ud800", "output": "a"}, GOOD]
+    with pytest.raises(InputError, match=r"<list of 2 records, .*>: row 1: field 'instruction' holds a lone surrogate"):
+        curate.load(records)
+    got = pools.read(records, on_error="skip")
+    assert len(got.rows) == 1 and [r.location for r in got.rejects] == ["row 1"]
+    with pytest.raises(InputError, match=r"row 1: field name 0 \(int\) is not text: name the columns"):
+        curate.load(pd.DataFrame({"instruction": ["q"], "output": ["a"], 0: ["x"]}))
+    with pytest.raises(OptionError, match="mapping 'instruction=query': a dict"):
+        curate.load([GOOD], mapping="instruction=query")
+
+
 def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):
     jsonl, arr = tmp_path / "bom.jsonl", tmp_path / "bom.json"
     jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "output": "2"}).encode())

@@ -152,6 +152,9 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
                 raise rec
             if not isinstance(rec, dict):
                 raise _RowError(f"expected a JSON object, got {type(rec).__name__}")
+            if untyped := [k for k in rec if not isinstance(k, str)]:  # a frame read with header=None
+                raise _RowError(f"field name {untyped[0]!r} ({type(untyped[0]).__name__}) is not text: name the "
+                                "columns")
             exported = exported_format(rec) if format == "auto" else None
             if exported:  # curate's own export: its conversation, under the shape it was first read as
                 conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)

@@ -57,6 +57,9 @@ def exported_format(record: dict[str, Any]) -> str | None:
 def check_mapping(mapping: dict[str, str] | None) -> None:
     """Refuse a mapping that names a field no shape reads (a typo would otherwise be ignored)."""
     known = sorted({name for fields in _DEFAULT_FIELDS.values() for name in fields})
+    if mapping is not None and not isinstance(mapping, dict):
+        raise OptionError(f"mapping {mapping!r}: a dict of the shape's field -> your record's field, e.g. "
+                          "{'instruction': 'query'}")
     for name, column in (mapping or {}).items():
         if name not in known or not isinstance(column, str):
             raise OptionError(f"mapping {name!r}: {column!r}: the keys are the fields a shape reads ({', '.join(known)}) "

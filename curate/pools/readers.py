@@ -304,12 +304,17 @@ def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
     else:
         raise InputError(f"<{kind}>", "source", "not a pool: give a path (a file, folder or glob, a Hub name, 'sample') "
                          "or, in memory, a datasets.Dataset, a pandas DataFrame or a list of dicts")
-    digest = hashlib.sha256()
-    for rec in obj:
-        digest.update(record_text(rec).encode("utf-8", "backslashreplace"))
+    digest, bad = hashlib.sha256(), {}
+    for i, rec in enumerate(obj):
+        text = record_text(rec)
+        try:
+            digest.update(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: rejected as a file's is, not a crash in the id hash
+            digest.update(text.encode("utf-8", "backslashreplace"))
+            bad[i] = _lone_surrogate(rec)
         digest.update(b"\n")
     name = f"<{kind} of {len(obj):,} record{'' if len(obj) == 1 else 's'}, sha256 {digest.hexdigest()[:16]}>"
-    return name, ((f"row {i + 1}", rec, None) for i, rec in enumerate(obj))
+    return name, ((f"row {i + 1}", bad.get(i) or rec, None) for i, rec in enumerate(obj))
 
 
 def records(source: str) -> Iterator[_Item]:
