@@ -72,6 +72,19 @@ def test_a_rerun_on_an_edited_source_curates_the_source_as_it_is_now(tmp_path):
     ws = again.workspace
     assert len(ws) == 9 and set(ws.selection("deita").ids) <= set(ws.ids)  # rows cut from the source are gone
     assert [again.results["score"][c].computed for c in ("complexity", "quality")] == [1, 1]  # only the new row
+    assert not load["fields_refreshed"]
+    # a field edited or added beside the same conversations: the ids are the same, so the pool kept the old values
+    labelled = [{**r, "label": f"fixed-{i}"} for i, r in enumerate(edited)]
+    third = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", labelled)), out=tmp_path / "run", budget=40,
+                         report=False)
+    load = third.results["load"]
+    assert (load["rows_added"], load["already_present"], load["fields_refreshed"]) == (0, 9, True)
+    assert [third.results["score"][c].computed for c in ("complexity", "quality")] == [0, 0]  # scores are kept
+    exported = [json.loads(x) for x in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
+    assert exported and all(r["label"].startswith("fixed-") for r in exported)
+    assert set(third.workspace.column("label")) == {r["label"] for r in labelled}
+    fourth = run_pipeline(str(tmp_path / "pool.jsonl"), out=tmp_path / "run", budget=40, report=False)
+    assert not fourth.results["load"]["fields_refreshed"]  # the same source again: the pool is not rewritten
 
 
 def test_cli_run_is_the_readme_command(tmp_path):

@@ -120,7 +120,7 @@ def staging(ws: Workspace) -> Iterator[Path]:
 def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str, Any]:
     """Add a staged source's rows (a ``curate.pools.StagedPool``) that the pool lacks, by id, and record the source
     in the manifest (caller holds the lock); with ``keep_only_source``, rows the source lacks leave the pool
-    (``rows_removed``). The pool is written from memory-mapped parts, never held whole in memory."""
+    (``rows_removed``) and the rows it holds take its fields as they are now (``fields_refreshed``). The pool is written from memory-mapped parts, never held whole in memory."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -155,6 +155,7 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         if to_new := ((pool_json - new_json) & shared) | uneven:
             new_parts = [_as_json_text(t, to_new) for t in new_parts]
             kept_as_json += sorted(to_new)
+    table = None
     if new_parts or rows_removed:
         tables = [old, *new_parts] if old is not None else new_parts
         try:
@@ -168,6 +169,16 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
             old, new_parts = _as_json_text(old, clash), [_as_json_text(t, clash) for t in new_parts]
             kept_as_json += sorted(clash - set(kept_as_json))
             table = _concat_or_refuse(staged.source, [old, *new_parts])
+    fields_refreshed = False
+    if keep_only_source and old is not None:  # the source's fields of the rows the pool held, as they are now
+        from curate.storage.refresh import source_as_now
+
+        json_columns = (json_text_columns(ws) | set(kept_as_json)) - set(staged.columns_kept_as_json)
+        fresh = source_as_now(table if table is not None else old, list(staged.tables()), json_columns)
+        if fresh is not None:
+            table, fields_refreshed = fresh, True
+            kept_as_json += sorted(json_columns & set(fresh.column_names) - set(kept_as_json))
+    if table is not None:
         _swap_pool(ws, table)
     summary = {
         "source": staged.source, "loaded_at": now(), "rows_read": staged.rows_read, "rows_added": rows_added,
@@ -177,7 +188,8 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         "columns_kept_as_json": kept_as_json,
     }
     ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
-    return {**summary, "rows_removed": rows_removed} if keep_only_source else summary
+    return {**summary, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source \
+        else summary
 
 
 def json_text_columns(ws: Workspace) -> set[str]:
