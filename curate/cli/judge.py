@@ -52,7 +52,8 @@ def score(
     max_retries: int = typer.Option(BACKEND.max_retries, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
     min_digit_mass: float = typer.Option(JUDGE.min_digit_mass, "--min-digit-mass", help="Digit probability mass "
-                                         "needed to renormalise when some score digits are missing from the logprobs."),
+                                         "a score needs (all digits listed or not): below it the row fails "
+                                         "low_digit_mass."),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
     response_column: str | None = typer.Option(None, "--response-column", help="Judge the replies in this derived "
                                                "column (a model's own answers from --judge answer) instead of the "
@@ -124,7 +125,8 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
     unreached = unreached_rows(failures)
     if unreached:
         raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message[:160]}); "
-                          "re-run the command to send them again (answered requests come from the cache)")
+                          "re-run the command (without --keep-failed) to send them again (answered requests come "
+                          "from the cache)")
 
 
 def transient_rows(ws, step, ids: list[str] | None) -> Counter:

@@ -98,7 +98,8 @@ def run(
     """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags]
     -> DEITA admission -> export -> report.
 
-    With --backend, embed and decontaminate run before score: no judge call is paid for a row a step drops.
+    With --backend and --decontaminate, embed and decontaminate run before score: no judge call is paid for a row
+    decontamination drops.
 
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """

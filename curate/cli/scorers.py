@@ -90,7 +90,7 @@ def train_scorer(
     labels: str | None = typer.Option(None, "--labels", help="Label set to learn from, e.g. evol_complexity "
                                       "(see `curate evol`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
-    name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set or target name)."),
+    name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set's name, or TARGET_scorer)."),
     head: str | None = typer.Option(None, help="ridge kind: ridge (regression, default) or ordinal (expected label of "
                                     "a multinomial head). small-lm: score (a linear head on the last token, default) "
                                     "or digits (DEITA's scorer: the LM answers prompts/quality_reader.md or "

@@ -49,8 +49,8 @@ class Judge:
 
     ``backend`` may be given later with :meth:`with_backend`; ``output`` is the Pydantic model of json
     prompts (default: the prompt's ``output.model``); ``params`` override the prompt's request
-    parameters; ``min_digit_mass`` (default ``curate.defaults.JUDGE``) is the digit probability mass
-    needed to renormalise when some of the scale's digits are missing from the top logprobs;
+    parameters; ``min_digit_mass`` (default ``curate.defaults.JUDGE``) is the probability mass the scale's
+    digits need among the top logprobs, all of them listed or not, for a score (below it: ``low_digit_mass``);
     ``response_column``: a derived turn column whose text the prompt reads as ``response`` instead of the
     pool's reply (a turn without text there fails ``no_response``); the column then defaults to
     ``<response_column>_<prompt name>``.
