@@ -144,8 +144,8 @@ def _max_retries_opt():
 
 
 def _min_digit_mass_opt():
-    return option(JUDGE, "min_digit_mass", "Digit probability mass needed to renormalise when some score digits "
-                  "are missing from the logprobs.")
+    return option(JUDGE, "min_digit_mass", "Digit probability mass a score needs (all digits listed or not): below "
+                  "it the row fails low_digit_mass.")
 
 
 def _retry_failed_opt():

@@ -18,6 +18,7 @@ from curate.cli.common import (
     _dry_run_opt,
     _judge_backend,
     _max_cost_opt,
+    _min_digit_mass_opt,
     _model_opt,
     _poll_opt,
     _retry_failed_opt,
@@ -51,9 +52,7 @@ def score(
     timeout: float = typer.Option(BACKEND.timeout_s, help="Per-request timeout in seconds."),
     max_retries: int = typer.Option(BACKEND.max_retries, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
-    min_digit_mass: float = typer.Option(JUDGE.min_digit_mass, "--min-digit-mass", help="Digit probability mass "
-                                         "a score needs (all digits listed or not): below it the row fails "
-                                         "low_digit_mass."),
+    min_digit_mass: float = _min_digit_mass_opt(),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
     response_column: str | None = typer.Option(None, "--response-column", help="Judge the replies in this derived "
                                                "column (a model's own answers from --judge answer) instead of the "
