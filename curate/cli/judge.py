@@ -29,7 +29,7 @@ from curate.cli.common import (
     console,
 )
 from curate.codes import FailureCode, unreached_rows
-from curate.defaults import BACKEND, JUDGE
+from curate.defaults import BACKEND
 from curate.errors import CurateError
 
 
