@@ -458,6 +458,14 @@ def test_a_row_with_tool_calls_or_an_image_part_is_left_out_with_its_line_never_
     rejects = [json.loads(line) for line in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]
     assert [r["location"] for r in rejects] == ["line 1", "line 2", "line 3"]
     assert "turn 0 content has a part of type 'image_url'" in rejects[2]["reason"]
+    clash = {"id": "SRC-1", "original_id": "older", "instruction": "Name an owl.", "output": "The barn owl."}
+    with pytest.raises(InputError, match=r"line 1: fields 'id' and 'original_id': a source's id is kept as original_id"):
+        pools.read(write_jsonl(tmp_path / "clash.jsonl", [clash]))  # one of the two was lost in silence
+    untyped = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
+                                                         {"image_url": {"url": "x.png"}}]},  # no "type": read as text
+                            {"role": "assistant", "content": "A cat."}]}
+    with pytest.raises(InputError, match=r"line 1: turn 0 content has a part with no text \(keys \['image_url'\]\)"):
+        pools.read(write_jsonl(tmp_path / "untyped.jsonl", [untyped]))
 
 
 def test_a_field_of_mixed_types_is_json_text_in_every_row_and_exported_to_json_lines_as_its_values(tmp_path):

@@ -159,6 +159,9 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
             if exported:  # curate's own export: its conversation, under the shape it was first read as
                 conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)
                 rec = {k: v for k, v in rec.items() if k not in RESERVED}
+            if clash := next((k for k in RESERVED if k in rec and f"original_{k}" in rec), None):
+                raise _RowError(f"fields {clash!r} and 'original_{clash}': a source's {clash} is kept as "
+                                f"original_{clash}, which the record holds already; rename one")
             fmt = exported or (format if format != "auto" else detect_format(rec, mapping))
             conversation = conversation if exported else to_conversation(rec, fmt, mapping, max_field_chars)
         except _RowError as exc:

@@ -143,7 +143,10 @@ def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -
         if other is not None:
             raise _RowError(f"{what} has a part of type {other!r}; curate keeps text only, so the row is left out "
                             "rather than kept without it")
-        parts = [p.get("text", "") for p in value]
+        if untexted := next((p for p in value if "text" not in p), None):  # {"image_url": ...} without a type
+            raise _RowError(f"{what} has a part with no text (keys {sorted(untexted)[:6]}); curate keeps text only, "
+                            "so the row is left out rather than kept without it")
+        parts = [p["text"] for p in value]
         if any(not isinstance(t, str) for t in parts):
             raise _RowError(f"{what}: a text part's text must be a string")
         value = "\n".join(parts)
