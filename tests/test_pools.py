@@ -242,6 +242,13 @@ def test_a_csv_error_names_the_line_a_text_editor_shows(tmp_path):
     (tmp_path / "t.tsv").write_text("instruction\toutput\nq\ta\n\t\n")
     with pytest.raises(InputError, match=r"t\.tsv: line 3: instruction is empty"):
         curate.load(tmp_path / "t.tsv")
+    # a record with a field too many, after a quoted newline and a blank line; a Latin-1 byte (pandas named neither)
+    path.write_text('instruction,output\n"two\nlines",ans\n\nq,a,extra\n')
+    with pytest.raises(InputError, match=r"p\.csv: line 5: cannot read csv: .*Expected 2 fields"):
+        curate.load(path)
+    path.write_bytes(b"instruction,output\nq1,a1\ncaf\xe9,a2\n")
+    with pytest.raises(InputError, match=r"p\.csv: line 3: cannot read csv: invalid UTF-8 at byte 28"):
+        curate.load(path)
 
 
 def test_mixed_type_column_is_kept_as_json(tmp_path):

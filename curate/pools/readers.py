@@ -243,6 +243,8 @@ def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool]]:
 
 
 _PANDAS_ROW = re.compile(r"starting at row (\d+)")
+_PANDAS_FIELDS = re.compile(r"fields in line (\d+)")
+NEWLINE = b"\n"
 
 
 def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | None]:
@@ -256,9 +258,20 @@ def _read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | No
         # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except Exception as exc:
-        message, location = str(exc), "file"
+        message, location = str(exc).strip(), "file"
         found = _PANDAS_ROW.search(message)  # "EOF inside string starting at row 2": header = row 0, blank lines count
-        if found:
+        if isinstance(exc, UnicodeDecodeError):  # pandas counts the byte within its own buffer: find it in the file
+            data = path.read_bytes()
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as whole:
+                location = f"line {data.count(NEWLINE, 0, whole.start) + 1}"
+                message = f"invalid UTF-8 at byte {whole.start} (save the file as UTF-8)"
+        elif fields := _PANDAS_FIELDS.search(message):  # "Expected 2 fields in line 3, saw 3": its 3rd record
+            starts = _csv_record_lines(path, sep)
+            record = int(fields.group(1)) - 1
+            location = f"line {starts[record][0]}" if record < len(starts) else "file"
+        elif found:
             starts = _csv_record_lines(path, sep)
             if int(found.group(1)) < len(starts):
                 location = f"line {starts[int(found.group(1))][0]}"
