@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError
 from curate.train import TrainConfig, eval_loss, finetune
 from curate.train.harness import TrainRun
 from curate.train.records import RECORD_KEYS, batch_records
@@ -48,6 +48,26 @@ def test_a_setting_out_of_range_is_refused_by_name(lm, tmp_path, setting):
     with pytest.raises(CurateError, match=f"training setting {name} must be .*got {value!r}"):
         finetune(lm, row_inputs(learnable_rows(2)), tmp_path / "run", TrainConfig(**setting), device="cpu")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_finetune_takes_the_rows_curate_load_gives_and_plain_records(lm, tmp_path):
+    """The README's finetune(model_dir, rows, ...) on rows from curate.load, or on records, raised AttributeError:
+    'dict' object has no attribute 'id'; they are the same run as the RowInputs of those rows."""
+    import curate
+    from curate.pools import row_id
+
+    convs = learnable_rows(2)
+    records = [{"instruction": c[0]["content"], "output": c[1]["content"]} for c in convs]
+    config = TrainConfig(epochs=1, batch_size=2, lora_rank=0)
+    from_load = finetune(lm, curate.load(records), tmp_path / "run", config, device="cpu")
+    from_records = finetune(lm, records, tmp_path / "run", config, device="cpu")
+    by_hand = [row_inputs([c])[0] for c in convs]
+    for r, c in zip(by_hand, convs, strict=True):
+        r.id = row_id(c)
+    assert from_load.info["fingerprint"] == from_records.info["fingerprint"] == finetune(
+        lm, by_hand, tmp_path / "run", config, device="cpu").info["fingerprint"]
+    with pytest.raises(InputError, match="row 1: cannot tell the format"):
+        finetune(lm, [{"text": "no shape"}], tmp_path / "bad", config, device="cpu")
 
 
 def test_a_diverging_run_stops_with_an_error_and_caches_no_epoch(lm, tmp_path):

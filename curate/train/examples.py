@@ -39,6 +39,23 @@ class Example:
         return len(self.ids) - 1
 
 
+def row_inputs(rows: Any) -> list[RowInput]:
+    """Rows for the no-workspace entry points: ``RowInput`` as they are, pool rows (``id`` and ``conversation``, as
+    ``curate.load`` gives them) or records of any shape ``curate.load`` reads (read as it reads them)."""
+    from curate.pools import assign_ids, read
+    from curate.rows import turns
+
+    rows = list(rows)
+    if all(isinstance(r, RowInput) for r in rows):
+        return rows
+    if all(isinstance(r, dict) and "id" in r and isinstance(r.get("conversation"), list) for r in rows):
+        pool_rows = rows
+    else:
+        pool_rows = read(rows).rows  # raises InputError naming the first bad row
+        assign_ids(pool_rows)  # as a load gives them: the conversation's hash
+    return [RowInput(str(r["id"]), r["conversation"], turns(r["conversation"])) for r in pool_rows]
+
+
 def end_of_turn_ids(prompter: Prompter) -> tuple[int, ...]:
     """The tokens the chat template writes after an assistant message's text, through its first special token
     (``<|im_end|>`` for ChatML); none when the template writes no special token there."""

@@ -38,7 +38,15 @@ from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
 from curate.storage.files import folder_fingerprint
 from curate.storage.step import RowInput
-from curate.train.examples import Example, collate, encode_row, encode_rows, epoch_batches, split_batch
+from curate.train.examples import (
+    Example,
+    collate,
+    encode_row,
+    encode_rows,
+    epoch_batches,
+    row_inputs,
+    split_batch,
+)
 from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
 
 VERSION = 1  # bump when training or the records change meaning
@@ -217,6 +225,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     config.check()
+    rows = row_inputs(rows)
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
     fp = run_fingerprint(model_dir, rows, config)
@@ -337,6 +346,7 @@ def eval_loss(model: Any, tokenizer: Any, rows: Sequence[RowInput], *, batch_siz
     import torch
 
     device = resolve_device(device) if device is not None else str(next(model.parameters()).device)
+    rows = row_inputs(rows)
     prompter = Prompter(tokenizer, capped_length(max_length, model))
     encoded = [encode_row(prompter, r) for r in rows]
     owner = [i for i, e in enumerate(encoded) if isinstance(e, Example)]

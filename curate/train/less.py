@@ -35,7 +35,7 @@ from curate.signals.cache import json_fingerprint
 from curate.signals.selectors import rows_to_keep, select_learnability
 from curate.signals.template import Prompter, capped_length
 from curate.storage.step import RowInput, StepContext, StepOutput
-from curate.train.examples import encode_rows
+from curate.train.examples import encode_rows, row_inputs
 from curate.train.gradfeatures import FeatureStore, Projector, adam_moments, gradient_features, lora_linears
 from curate.train.harness import OPTIMIZER_FILE, TrainConfig, TrainRun, finetune, run_folder
 
@@ -269,7 +269,7 @@ def select_less(model_dir: str | Path, pool: Sequence[RowInput], target: Sequenc
                 device: str | None = None, progress: Any = None) -> tuple[list[str], dict[str, float]]:
     """LESS without a workspace (for evals): the ``size`` best pool row ids (best first, ties by id) and every
     scored row's score. Warm-up run and features are cached under ``cache_dir``."""
-    cache_dir = Path(cache_dir)
+    cache_dir, pool, target = Path(cache_dir), row_inputs(pool), row_inputs(target)
     run = warmup(Path(model_dir), pool, cache_dir / "train" / "less", config, device=device)
     step = LessScore(run, target, config=config, groups=groups, device=device)
     scores, _ = step.scores(pool, cache_dir, progress)
