@@ -67,6 +67,23 @@ def test_mining_on_real_finetunes(request, tmp_path):
                       train={"learning_rate": 1e-2, "batch_size": 4})
     assert again.ids == sel.ids
     assert sorted(p.name for p in (ws.cache_dir / "train" / "mining").iterdir()) == runs
+    # an eval row with no answer is counted and left out (it was averaged away as NaN, in silence)
+    unanswered = tmp_path / "eval-unanswered.jsonl"
+    unanswered.write_text(evals.read_text() + '{"instruction": "Name three rivers."}\n')
+    third = ws.select(method="mining", name="mined3", budget=16, eval_file=str(unanswered), model=str(lm),
+                      subsets=3, subset_size=6, epochs=1, indicators=["quality"], device="cpu",
+                      train={"learning_rate": 1e-2, "batch_size": 4})
+    counted = ws.artifact("mining")
+    assert third.ids == sel.ids and (counted["eval_rows"], counted["eval_rows_without_answer"]) == (8, 1)
+
+
+def test_an_eval_file_without_answers_is_refused_before_any_fine_tune(tmp_path):
+    ws, _, _ = _workspace(tmp_path, n=8)
+    evals = write_jsonl(tmp_path / "questions.jsonl", [{"instruction": "Name three rivers."}, {"instruction": "Why?"}])
+    with pytest.raises(CurateError, match="none of the 2 eval rows has an answer"):
+        ws.select(method="mining", name="bad", budget=4, eval_file=str(evals), subsets=3, subset_size=2,
+                  indicators=["quality"], model=str(tmp_path / "no-model-needed"))
+    assert not (ws.cache_dir / "train").exists()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -164,6 +164,12 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
         held = rng.choice(len(ws.ids), min(MINING.eval_rows, len(ws.ids) // 2), replace=False)
         eval_rows = ws.row_inputs([ws.ids[i] for i in np.sort(held).tolist()])
         pool = np.setdiff1d(valid, held)
+    # an eval row with no answer has no loss: counted and left out before any fine-tune, not averaged away as NaN
+    unanswered = [r.id for r in eval_rows if not any(t.has_response for t in r.turns)]
+    eval_rows = [r for r in eval_rows if any(t.has_response for t in r.turns)]
+    if not eval_rows:
+        raise CurateError(f"{eval_file or 'the held-out pool rows'}: none of the {len(unanswered):,} eval rows has an "
+                          "answer, and the eval loss is the loss on the answers")
     if len(pool) < subset_size:
         raise CurateError(f"{len(pool)} rows have every indicator ({', '.join(names)}): fewer than subset_size "
                           f"{subset_size}")
@@ -181,7 +187,13 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
         def compute(rows=rows, out_dir=out_dir) -> float:
             run = finetune(model_dir, rows, out_dir, config, device=device)
             net, tok = run.load_model(device=device)
-            return float(np.nanmean(eval_loss(net, tok, eval_rows, max_length=config.max_length)))
+            per_row = eval_loss(net, tok, eval_rows, max_length=config.max_length)
+            if not np.isfinite(per_row).all():  # an answer cut away by max_length: no loss, and no silent mean
+                bad = [r.id for r, v in zip(eval_rows, per_row, strict=True) if not np.isfinite(v)]
+                raise CurateError(f"{len(bad):,} eval rows gave no loss (first: {bad[0]}): no answer token within "
+                                  f"max_length {config.max_length}; raise it (train={{'max_length': ...}}) or shorten "
+                                  "them (the fine-tune is cached)")
+            return float(per_row.mean())
 
         loss = _cached_loss(root / "evals", f"{out_dir.name}-{eval_key[:16]}", compute)
         means.append(x[pick].mean(axis=0))
@@ -191,6 +203,8 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     rule = fit_rule(np.array(means), np.array(losses), names, center, scale)
     rule.subsets = info
     ws.add_artifact("mining", {**rule.to_dict(), "model": str(model_dir), "eval": str(eval_file or "held-out pool"),
+                               "eval_rows": len(eval_rows), "eval_rows_without_answer": len(unanswered),
+                               "eval_rows_without_answer_first": unanswered[:5],
                                "config": asdict(config), "subset_size": subset_size})
     return rule
 
