@@ -182,9 +182,20 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
         finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=Killer(after=8 + 5))
     assert TrainRun(tmp_path / "killed").epochs_done == 1
     first = (tmp_path / "killed" / "epoch-1" / "records.npz").stat().st_mtime_ns
+    # a save SIGKILL stopped (an hour old: no live writer's) is removed on resume; a fresh one is left to its writer
+    import os
+    import time
+
+    stale, live = tmp_path / "killed" / ".epoch-2.0badc0de", tmp_path / "killed" / ".epoch-2.5eedc0de"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"half")
+    for path in (stale / "adapter_model.safetensors", stale):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
     counter = Killer(10**9)
     resumed = finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=counter)
     assert resumed.epochs_done == 3 and counter.n == 2 * 8  # only epochs 2 and 3 ran
+    assert not stale.exists() and live.exists()
     assert (tmp_path / "killed" / "epoch-1" / "records.npz").stat().st_mtime_ns == first
     straight = finetune(lm, rows, tmp_path / "straight", cfg, device="cpu")
     for key in ("loss", "gold_prob", "grad_norm"):
@@ -194,6 +205,20 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
     assert again.n == 0  # a finished run returns at once
     with pytest.raises(Exception, match="another run"):
         finetune(lm, rows[:4], tmp_path / "killed", cfg, device="cpu")
+
+
+def test_a_save_stopped_by_ctrl_c_leaves_no_half_checkpoint(tmp_path):
+    """SIGTERM while an epoch was saved left its temporary folder (500 MB for SmolLM2) in the run folder for good."""
+    from curate.train.harness import _save_epoch
+
+    class Stopped:
+        def save_pretrained(self, folder):
+            (tmp_path / "seen").write_text(folder)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _save_epoch(tmp_path, 1, Stopped(), None, None, [], None)
+    assert (tmp_path / "seen").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["seen"]
 
 
 @pytest.fixture(scope="module")

@@ -138,13 +138,14 @@ def remove_stale_leftovers(out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     cutoff, removed = time.time() - STALE_LEFTOVER_S, []
     for path in out.parent.glob(f".{glob.escape(out.name)}.*"):
-        if LEFTOVER.fullmatch(path.name) and _newest_mtime(path) < cutoff:
+        if LEFTOVER.fullmatch(path.name) and newest_mtime(path) < cutoff:
             remove(path)
             removed.append(path)
     return removed
 
 
-def _newest_mtime(path: Path) -> float:
+def newest_mtime(path: Path) -> float:
+    """The newest modification time of a file, or of a folder and everything in it (now, if it was removed)."""
     try:
         return max([path.stat().st_mtime] + ([p.stat().st_mtime for p in path.rglob("*")] if path.is_dir() else []))
     except FileNotFoundError:  # removed meanwhile (its writer finished)

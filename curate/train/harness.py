@@ -36,7 +36,7 @@ from curate.hardware import resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
-from curate.storage.files import folder_fingerprint
+from curate.storage.files import STALE_LEFTOVER_S, folder_fingerprint, newest_mtime, remove
 from curate.storage.step import RowInput
 from curate.train.examples import (
     Example,
@@ -197,6 +197,9 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
     """Create or check ``run.json``; returns its contents."""
     path = out_dir / RUN_FILE
     if path.exists():
+        for leftover in out_dir.glob(".epoch-*"):  # a save a SIGKILL stopped; a live writer's is younger than this
+            if newest_mtime(leftover) < time.time() - STALE_LEFTOVER_S:
+                remove(leftover)
         info = json.loads(path.read_text())
         if info["fingerprint"] != fp:
             raise CurateError(f"{out_dir} holds another run (model, rows or settings differ); use another out_dir")
@@ -330,10 +333,14 @@ def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids
     final = out_dir / f"epoch-{epoch}"
     tmp = out_dir / f".epoch-{epoch}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    model.save_pretrained(str(tmp))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
-    if rec is not None:
-        save_records(tmp, ids, rec)
+    try:
+        model.save_pretrained(str(tmp))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+        if rec is not None:
+            save_records(tmp, ids, rec)
+    except BaseException:  # Ctrl-C or SIGTERM while saving: half a checkpoint (500 MB for SmolLM2) was left for good
+        remove(tmp)
+        raise
     if final.exists():  # a previous attempt died after the rename but before run.json: replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
