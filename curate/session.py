@@ -127,9 +127,10 @@ class Workspace(StorageWorkspace):
         It is trained on each answer's end-of-turn token too (``end_of_turn=True`` unless given), so it learns to
         stop. Cached: the same rows and settings reuse the run and the folder. Returns ``out``."""
         from curate.train.columns import train_workspace
-        from curate.train.export import export_model
+        from curate.train.export import check_model_target, export_model
         from curate.train.harness import TrainConfig
 
+        check_model_target(out)  # before the fine-tune, not after it
         config.setdefault("end_of_turn", True)
         run = train_workspace(self, self.selection(selection).ids, model=model, config=TrainConfig(**config),
                               device=device, progress=progress or None, columns=False)

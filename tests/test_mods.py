@@ -305,8 +305,10 @@ def test_fine_tune_exports_a_merged_model_that_answers_as_the_adapter_does(tmp_p
     assert again == out and (out / "model.safetensors").stat().st_mtime_ns == stamp  # cached: not rewritten
     name = VLLMBackend(out).model  # no engine starts before the first request
     assert name == f"seed-model@{info['run'][:12]}-epoch2"  # cache keys follow the run, not the folder's name
-    with pytest.raises(CurateError, match="not a model curate exported"):
-        ws.fine_tune("seed", lm, model=lm, device="cpu", progress=False, **config)
+    runs = sorted((ws.cache_dir / "train").iterdir())
+    with pytest.raises(CurateError, match="not a model curate exported"):  # refused before a new run trains
+        ws.fine_tune("seed", lm, model=lm, device="cpu", progress=False, **{**config, "seed": 7})
+    assert sorted((ws.cache_dir / "train").iterdir()) == runs
 
     # two exports of one folder at once (epochs 1 and 2) take turns: one whole export is left, no scratch
     from concurrent.futures import ThreadPoolExecutor

@@ -20,6 +20,14 @@ from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock
 from curate.train.harness import TrainRun
 
 
+def check_model_target(out: str | os.PathLike) -> None:
+    """Refuse ``out`` before any training when :func:`export_model` would refuse it after: an existing file, or a
+    folder that is not an export of curate's."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or exported_model(out) is None):
+        raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
+
+
 def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None) -> Path:
     """Write ``run``'s model after ``epoch`` (default: the last finished) to ``out`` as a full Hugging Face
     folder. A folder already holding that export is kept as it is; any other existing folder is refused
