@@ -84,6 +84,12 @@ def test_a_folder_or_glob_of_shards_reads_each_in_path_order(tmp_path):
     (shards / ".ipynb_checkpoints").mkdir()
     write_jsonl(shards / ".ipynb_checkpoints" / "part-0-checkpoint.jsonl", [json.dumps({"instruction": "a0", "output": "ok"})])
     assert [r["conversation"][0]["content"] for r in pools.read(shards).rows] == ["a0", "a1", "a2", "b0", "b1", "c0"]
+    (shards / "README.md").write_text("notes")  # not data: left alone
+    import bz2  # data compressed otherwise was left out without a word
+    (shards / "part-3.jsonl.bz2").write_bytes(bz2.compress(b'{"instruction": "d0", "output": "ok"}\n'))
+    with pytest.raises(InputError, match=r"part-3.jsonl.bz2: file: compressed as .bz2, which curate does not read"):
+        pools.read(shards)
+    (shards / "part-3.jsonl.bz2").unlink()
     write_jsonl(shards / "part-2.jsonl", ['{"instruction": "broken"'])
     with pytest.raises(InputError) as err:
         pools.read(shards)

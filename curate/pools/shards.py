@@ -21,6 +21,16 @@ def is_shard(path: Path, folder: Path) -> bool:
     name = path.name.lower()
     hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
     return path.is_file() and not hidden and (path.suffix.lower() in SHARD_SUFFIXES or name.endswith(GZIPPED))
+
+
+def _compressed_data(path: Path, folder: Path) -> bool:
+    """A data file of a shard folder compressed other than by gzip (``part-0.jsonl.bz2``, ``.zst``, ``.xz``)."""
+    inner = Path(path.stem).suffix.lower()
+    return (path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".lz4", ".gz") and inner in SHARD_SUFFIXES
+            and not is_shard(path, folder) and not any(p.startswith(".") for p in path.relative_to(folder).parts)
+            and path.is_file())
+
+
 DATASETS_FOLDER_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
@@ -39,6 +49,10 @@ def shard_paths(source: str) -> list[str]:
         if any((path / name).exists() for name in DATASETS_FOLDER_FILES):
             return [str(path)]
         files = sorted(str(p) for p in path.rglob("*") if is_shard(p, path))
+        # data compressed another way than gzip was left out in silence beside the shards curate reads
+        if unread := sorted(p for p in path.rglob("*") if _compressed_data(p, path)):
+            raise InputError(str(unread[0]), "file", f"compressed as {unread[0].suffix}, which curate does not read "
+                             "(gzip is read for .jsonl, .ndjson and .json): decompress it, or move it out of the folder")
         if not files:
             raise InputError(source, "folder", f"no shards ({', '.join(SHARD_SUFFIXES + GZIPPED)} files, hidden "
                              "ones aside) in this folder")
