@@ -173,6 +173,10 @@ def test_a_json_file_of_one_record_or_of_json_lines_with_a_bad_first_line(tmp_pa
     assert len(got.rows) == 2 and [r.location for r in got.rejects] == ["line 1"]
     with pytest.raises(InputError, match="lines.json: line 1: malformed JSON"):
         pools.read(lines)
+    cut = tmp_path / "cut.jsonl"  # a record cut off after its comma: the column where it ends, not column 1
+    cut.write_text(json.dumps(GOOD) + '\n{"instruction": "abc",\r\n')
+    with pytest.raises(InputError, match=r"cut.jsonl: line 2: malformed JSON: Expecting property name .*\(column 22\)"):
+        pools.read(cut)
 
 
 def test_a_json_array_or_wrapper_with_a_typo_names_its_line_and_is_not_read_as_json_lines(tmp_path):

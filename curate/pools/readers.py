@@ -141,8 +141,8 @@ def _iter_jsonl(path: Path) -> Iterator[_Item]:
                 continue
             if not text.strip():
                 continue
-            try:
-                record = _parse_json(text)
+            try:  # without its line end: a cut-off record's error names its column, not column 1 after the end
+                record = _parse_json(text.rstrip("\r\n"))
             except _RowError as exc:
                 record = exc
             yield location, record, text.rstrip("\r\n")
