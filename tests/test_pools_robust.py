@@ -175,7 +175,7 @@ def test_a_json_file_of_one_record_or_of_json_lines_with_a_bad_first_line(tmp_pa
         pools.read(lines)
     cut = tmp_path / "cut.jsonl"  # a record cut off after its comma: the column where it ends, not column 1
     cut.write_text(json.dumps(GOOD) + '\n{"instruction": "abc",\r\n')
-    with pytest.raises(InputError, match=r"cut.jsonl: line 2: malformed JSON: Expecting property name .*\(column 22\)"):
+    with pytest.raises(InputError, match=r"cut.jsonl: line 2: malformed JSON: Expecting property name .*\(column 23\)"):
         pools.read(cut)
 
 
