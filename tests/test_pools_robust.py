@@ -151,7 +151,8 @@ def test_an_in_memory_pool_with_a_lone_surrogate_or_a_number_for_a_field_name_is
 
 def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):
     jsonl, arr = tmp_path / "bom.jsonl", tmp_path / "bom.json"
-    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "output": "2"}).encode())
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n"  # the second line's BOM: `cat a.jsonl b.jsonl`
+                      + b"\xef\xbb\xbf" + json.dumps({**GOOD, "output": "2"}).encode())
     arr.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD, {**GOOD, "output": "2"}]).encode())
     for path in (jsonl, arr):
         ds = curate.load(path)

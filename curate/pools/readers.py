@@ -131,7 +131,8 @@ def _iter_jsonl(path: Path) -> Iterator[_Item]:
     with _open(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             location = f"line {lineno}"
-            bom = len(_UTF8_BOM) if lineno == 1 and raw.startswith(_UTF8_BOM) else 0
+            # a BOM on any line: `cat a.jsonl b.jsonl` puts b's at the start of a line mid-file
+            bom = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
             raw = raw[bom:]
             try:
                 text = raw.decode("utf-8")
