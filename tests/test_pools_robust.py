@@ -147,6 +147,16 @@ def test_an_in_memory_pool_with_a_lone_surrogate_or_a_number_for_a_field_name_is
         curate.load(pd.DataFrame({"instruction": ["q"], "output": ["a"], 0: ["x"]}))
     with pytest.raises(OptionError, match="mapping 'instruction=query': a dict"):
         curate.load([GOOD], mapping="instruction=query")
+    from types import MappingProxyType  # a read-only mapping is a mapping
+
+    mapped = pools.read([{"query": "q", "reply": "r"}], mapping=MappingProxyType({"instruction": "query", "output": "reply"}))
+    assert len(mapped.rows) == 1
+    import datetime  # a value JSON cannot write beside the surrogate, and a field name that is a tuple
+
+    dated = [{"when": datetime.datetime(2024, 1, 1), "instruction": "x\ud800", "output": "a"}, GOOD]
+    assert [r.location for r in pools.read(dated, on_error="skip").rejects] == ["row 1"]
+    with pytest.raises(InputError, match=r"row 1: field name \('a', 'b'\) \(tuple\) is not text"):
+        pools.read([{**GOOD, ("a", "b"): 1}])
 
 
 def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):
@@ -193,6 +203,11 @@ def test_a_json_array_or_wrapper_with_a_typo_names_its_line_and_is_not_read_as_j
         for on_error in ("raise", "skip"):
             with pytest.raises(InputError, match=f"{name}: {error}"):
                 pools.read(tmp_path / name, on_error=on_error)
+    # JSON holds U+2028 raw in strings; str.splitlines broke the first record there and refused the file
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps({**GOOD, "instruction": "Say hi\u2028there"}, ensure_ascii=False) + "\n"
+                     + json.dumps(GOOD) + "\n", encoding="utf-8")
+    assert len(pools.read(lines).rows) == 2
 
 
 @pytest.mark.parametrize("content", ["", "\n   \n\n"])

@@ -130,6 +130,7 @@ def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping
     """``source``'s name and, lazily in source order, each record normalised to a row (without ``id``) or,
     with ``on_error="skip"``, a :class:`Reject`: what :func:`read` collects and :func:`stage` writes part by part."""
     check_read_options(format, mapping, on_error)
+    mapping = dict(mapping) if mapping is not None else None  # any Mapping (a read-only config's) as a dict
     in_memory = memory_records(source)
     if in_memory is not None:
         name, items = in_memory

@@ -7,6 +7,7 @@ lone user turn (instruction-only).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from curate.errors import OptionError
@@ -57,7 +58,7 @@ def exported_format(record: dict[str, Any]) -> str | None:
 def check_mapping(mapping: dict[str, str] | None) -> None:
     """Refuse a mapping that names a field no shape reads (a typo would otherwise be ignored)."""
     known = sorted({name for fields in _DEFAULT_FIELDS.values() for name in fields})
-    if mapping is not None and not isinstance(mapping, dict):
+    if mapping is not None and not isinstance(mapping, Mapping):
         raise OptionError(f"mapping {mapping!r}: a dict of the shape's field -> your record's field, e.g. "
                           "{'instruction': 'query'}")
     for name, column in (mapping or {}).items():

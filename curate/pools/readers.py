@@ -47,7 +47,7 @@ def _lone_surrogate(record: Any) -> _RowError | None:
         return None
     for key, value in record.items():
         try:
-            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+            json.dumps({key: value}, ensure_ascii=False, default=str).encode("utf-8")
         except UnicodeEncodeError:
             return _RowError(f"field {key!r} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
                              "which is not valid Unicode text")
@@ -197,7 +197,9 @@ def _json_lines_inside(text: str) -> bool:
     is a JSON object by itself (a bad first line aside, every line of JSON Lines is)."""
     if not text.lstrip().startswith("{"):
         return False
-    for line in [line for line in text.splitlines() if line.strip()][:2]:
+    # split at "\n" only, as the JSON Lines reader does (splitlines also breaks at U+2028, which JSON holds raw in
+    # strings), and only the first lines (not a list of every line of the file)
+    for line in text.lstrip().split("\n", 2)[:2]:
         try:
             if isinstance(json.loads(line), dict):
                 return True
@@ -388,5 +390,5 @@ def record_text(record: Any) -> str:
     """A parsed record as JSON text, for a reject that has no source line."""
     try:
         return json.dumps(record, ensure_ascii=False, default=str)
-    except (ValueError, RecursionError):  # a circular or too deep structure: the reason says what is wrong
+    except (ValueError, RecursionError, TypeError):  # circular, too deep, a key that is not text: the reason says
         return ""
