@@ -161,11 +161,32 @@ def write_jsonl(ds, target: Any, fields: list[str]) -> None:
                 try:
                     lines.append(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS))
                 except TypeError:  # an integer beyond 64 bits (held as JSON text), which orjson cannot write
-                    lines.append(json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")).encode())
+                    lines.append(_dumps_big_ints(row))
             fh.write(b"\n".join(lines) + b"\n" if lines else b"")
 
 
 JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl
+
+
+def _dumps_big_ints(row: dict[str, Any]) -> bytes:
+    """``row`` as orjson writes it (NaN as null, dates as ISO text), its integers beyond 64 bits put back in as
+    their digits where orjson held a marker string."""
+    import orjson
+
+    marker, digits = f"curate-big-int-{uuid.uuid4().hex}-", []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+            digits.append(str(value))
+            return f"{marker}{len(digits) - 1}"
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        return [swap(v) for v in value] if isinstance(value, list) else value
+
+    text = orjson.dumps(swap(row), default=str, option=orjson.OPT_NON_STR_KEYS)
+    for k, number in enumerate(digits):
+        text = text.replace(orjson.dumps(f"{marker}{k}"), number.encode(), 1)
+    return text
 
 
 def _json_value(row: dict[str, Any], name: str) -> Any:

@@ -165,7 +165,8 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
                 raise
             # a number in the pool, text in this load: mixed types, held as JSON text on both sides
             held, new = old.schema, new_parts[0].schema
-            clash = {f.name for f in new if f.name in held.names and not held.field(f.name).type.equals(f.type)}
+            # only the fields no promotion joins (int beside text), not int beside double or text beside nulls
+            clash = {f.name for f in new if f.name in held.names and not _promotable(held.field(f.name), f)}
             old, new_parts = _as_json_text(old, clash), [_as_json_text(t, clash) for t in new_parts]
             kept_as_json += sorted(clash - set(kept_as_json))
             table = _concat_or_refuse(staged.source, [old, *new_parts])
@@ -197,6 +198,18 @@ def json_text_columns(ws: Workspace) -> set[str]:
     later load conforms to it (either way), so a value reads back unambiguously (``curate export`` to JSON Lines
     writes the values themselves)."""
     return {c for s in ws.manifest["sources"] for c in (s.get("columns_kept_as_json") or [])}
+
+
+def _promotable(a: Any, b: Any) -> bool:
+    """Whether two Arrow fields of one name join into one type, as ``concat_tables(promote_options="permissive")``
+    joins them."""
+    import pyarrow as pa
+
+    try:
+        pa.unify_schemas([pa.schema([a]), pa.schema([b])], promote_options="permissive")
+        return True
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return False
 
 
 def _concat_or_refuse(source: str, tables: list[Any]) -> Any:

@@ -36,6 +36,21 @@ def source_as_now(current: Any, source_tables: list[Any], json_columns: set[str]
     in_order = pc.all(pc.equal(positions, pa.array(np.arange(len(positions), dtype=np.int32)))).as_py()
     for start in range(0, len(fresh), COMPARE_ROWS):  # in the pool's order (the usual case) no row is copied
         held = current.slice(start, COMPARE_ROWS) if in_order else current.take(positions.slice(start, COMPARE_ROWS))
-        if not held.equals(fresh.slice(start, COMPARE_ROWS)):
+        if not _comparable(held).equals(_comparable(fresh.slice(start, COMPARE_ROWS))):
             return fresh
     return None
+
+
+def _comparable(table: Any) -> Any:
+    """``table`` with each float column as (its values with NaN as 0, where it is NaN): Arrow's ``equals`` holds
+    NaN unequal to itself, so a source with a NaN rating read as changed on every re-run."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in reversed(list(enumerate(table.schema))):
+        if pa.types.is_floating(field.type):
+            column = table.column(i)
+            nan = pc.is_nan(column)
+            table = table.set_column(i, field.name, pc.if_else(nan, pa.scalar(0, field.type), column))
+            table = table.append_column(f"{field.name} is NaN", nan)
+    return table
