@@ -171,3 +171,37 @@ def test_a_notebook_workspace_object_follows_rows_another_process_loads_or_remov
 
     for twin in (pickle.loads(pickle.dumps(notebook)), copy.deepcopy(notebook)):  # multiprocessing, joblib
         assert type(twin) is Workspace and twin.ids == notebook.ids
+
+
+def test_names_and_stored_file_names_never_reach_outside_the_workspace(tmp_path):
+    """An edited embeddings/<set>.json ("file": "../../victim") was read, and deleted when the set was next written;
+    read-side names (a selection, an artifact, a column, a label set) read files outside the workspace; an embedding
+    set named like another set's ids file overwrote it."""
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"instruction": f"Question {i}?", "output": "ok"} for i in range(3)])
+    ws.add_embeddings("default", np.eye(3, 4, dtype=np.float32), {"model": "test"})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    meta_path = ws.path / "embeddings" / "default.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "file": "../../victim.txt"}))
+    with pytest.raises(WorkspaceError, match=r"default.json: names '../../victim.txt', not a file of the embeddings"):
+        ws.embeddings("default")
+    with pytest.raises(WorkspaceError, match="not a file of the embeddings folder"):
+        ws.add_embeddings("default", np.eye(3, 4, dtype=np.float32), {"model": "test"})
+    assert victim.read_text() == "precious"
+    with pytest.raises(WorkspaceError, match="a name ending in .ids is the name of a set's ids file"):
+        ws.add_embeddings(f"{meta['ids_file'].removesuffix('.json')}", np.eye(3, 4, dtype=np.float32), {})
+    outside = tmp_path / "outside"
+    (outside / "artifacts").mkdir(parents=True)
+    (outside / "artifacts" / "evil.json").write_text('{"a": 1}')
+    ws.add_selection("kept", ws.ids[:1], ["kept"], ["selected"], [{}], {"method": "test"})
+    (outside / "sel.arrow").write_bytes((ws.path / "selections" / "kept.arrow").read_bytes())
+    ws.add_column("q", [1.0, 2.0, 3.0], {"kind": "test"})
+    (outside / "q.arrow").write_bytes((ws.path / "columns" / "q.arrow").read_bytes())
+    for read in (lambda: ws.selection("../../outside/sel"), lambda: ws.artifact("../../outside/artifacts/evil"),
+                 lambda: ws.labels("../../outside"), lambda: ws.label_file("..", "../outside/artifacts/evil.json")):
+        with pytest.raises(ValueError, match="bad name"):
+            read()
+    with pytest.raises(WorkspaceError, match="no column"):
+        ws.column("../../outside/q")

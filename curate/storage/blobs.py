@@ -33,6 +33,8 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
                    ids: list[str] | None = None) -> None:
     """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
     check_name(name)
+    if name.lower().endswith(".ids"):  # <name>.json would be another set's <set>-<token>.ids.json
+        raise WorkspaceError(f"embeddings {name!r}: a name ending in .ids is the name of a set's ids file")
     ids = ws.ids if ids is None else list(ids)
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != len(ids):
@@ -61,8 +63,8 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
                 "shape": list(array.shape), **provenance}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
         if old:  # the old matrix and its ids are unreachable now
-            (folder / old["file"]).unlink(missing_ok=True)
-            (folder / old["ids_file"]).unlink(missing_ok=True)
+            (_member(folder, meta_path, old["file"])).unlink(missing_ok=True)
+            (_member(folder, meta_path, old["ids_file"])).unlink(missing_ok=True)
 
 
 def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
@@ -85,13 +87,23 @@ def missing_embeddings(ws: Workspace, name: str) -> str:
             f"run `{embed_command(ws, name)}`")
 
 
+def _member(folder: Path, meta_path: Path, name: Any) -> Path:
+    """A file an embedding set's metadata names, which must be a file of the embeddings folder: an edited
+    ``"file": "../../x"`` was read, and deleted when the set was next written."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise WorkspaceError(f"{meta_path}: names {name!r}, not a file of the embeddings folder")
+    return folder / name
+
+
 def _read_embeddings(folder: Path, meta_path: Path) -> tuple[np.ndarray, list[str]]:
     meta = json.loads(meta_path.read_text())
-    return np.load(folder / meta["file"], mmap_mode="r"), json.loads((folder / meta["ids_file"]).read_text())
+    return (np.load(_member(folder, meta_path, meta["file"]), mmap_mode="r"),
+            json.loads(_member(folder, meta_path, meta["ids_file"]).read_text()))
 
 
 def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
     """A stored embedding matrix (memory-mapped when it already matches ``ids``/pool order)."""
+    check_name(name)
     folder = ws.path / "embeddings"
     meta_path = folder / f"{name}.json"
     if not meta_path.exists():
@@ -141,6 +153,7 @@ def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance:
 def labels(ws: Workspace, name: str):
     import datasets
 
+    check_name(name)
     folder = ws.path / "labels" / name
     if not (folder / "provenance.json").exists():
         raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
@@ -157,6 +170,8 @@ def label_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
 
 
 def label_file(ws: Workspace, name: str, file: str) -> Path:
+    check_name(name)
+    check_name(file)
     path = ws.path / "labels" / name / file
     if not path.exists():
         raise WorkspaceError(f"{ws.path}: label set {name!r} has no file {file!r}")
@@ -172,6 +187,7 @@ def add_artifact(ws: Workspace, name: str, obj: Any) -> None:
 
 
 def artifact(ws: Workspace, name: str) -> Any:
+    check_name(name)
     path = ws.path / "artifacts" / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 

@@ -235,6 +235,9 @@ class Workspace(blobs.Blobs):
 
     # -- derived columns ------------------------------------------------------------------------
     def _column_path(self, name: str) -> Path:
+        if Path(name).name != name or name.startswith(".") or "\x00" in name:
+            # no derived column has such a name (writes check it): a pool field, never a path outside columns/
+            return self.path / "columns" / ".no-such-column"
         return self.path / "columns" / f"{name}.arrow"
 
     @operation
@@ -367,6 +370,7 @@ class Workspace(blobs.Blobs):
         return {p.stem: schema_meta(p) for p in sorted((self.path / "selections").glob("*.arrow"))}
 
     def selection(self, name: str) -> Selection:
+        check_name(name)  # ../outside/sel read a selection outside the workspace
         path = self.path / "selections" / f"{name}.arrow"
         if not path.exists():
             raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
