@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.llm.prompts import PromptError, builtin_names, load_prompt, parse_prompt
+from curate.llm.prompts import PromptError, PromptRenderError, builtin_names, load_prompt, parse_prompt
 
 PROMPT = """---
 name: rate
@@ -40,6 +40,31 @@ def test_template_itself_is_sandboxed():
     evil = PROMPT.replace("Rate: {{ instruction }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(Exception, match="unsafe|access"):
         parse_prompt(evil).render(instruction="x")
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ("{{ 'a' * 10000000000 }}", "SecurityError: a repetition of 10,000,000,000 items"),  # was 24 GB, then the OOM killer
+    ("{{ 10 ** 100000 }}", "SecurityError: 10 \\*\\* 100000 is over"),
+    ("{{ '%d' % instruction }}", "TypeError: %d format"),  # these three were tracebacks
+    ("{{ ('{0}'|attr('format_map'))({}) }}", "IndexError"),
+    ("{{ range(10**9)|list|length }}", "OverflowError: Range too big")])
+def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, error):
+    with pytest.raises(PromptRenderError, match=f"prompt 'rate':18: in the user message: {error}"):
+        parse_prompt(PROMPT.replace("Rate: {{ instruction }}", body)).render(instruction="x")
+    assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", "{{ 'ab' * 3 }} {{ 2 ** 10 }}")).render(
+        instruction="x")[-1]["content"] == "ababab 1024"
+
+
+def test_a_builtin_name_is_the_builtin_prompt_whatever_the_current_folder_holds(tmp_path, monkeypatch):
+    """A file named complexity where curate ran took the judge's place; a folder named quality (a scorer saved with
+    --out quality) broke the quality judge."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "complexity").write_text("not a prompt")
+    (tmp_path / "quality").mkdir()
+    assert load_prompt("complexity").path == load_prompt("complexity", prompt_dirs=[]).path != tmp_path / "complexity"
+    assert load_prompt("quality").name == "quality"
+    (tmp_path / "mine").write_text(PROMPT)  # a file that names no prompt is still read as a file
+    assert load_prompt("mine").name == "rate"
 
 
 def test_missing_variable_is_an_error():

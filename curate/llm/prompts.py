@@ -130,10 +130,32 @@ def builtin_prompt_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "prompts"
 
 
+MAX_REPEATED_CHARS = 10_000_000  # 'a' * n in a template: above this, a sandbox error (24 GB and the OOM killer)
+MAX_POWER_BITS = 1 << 16  # 10 ** n: no number of more bits (a big enough power never finishes)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with ``*`` and ``**`` bounded: a prompt file is code, but not a memory bomb."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        from jinja2.exceptions import SecurityError
+
+        if operator == "*":
+            seq, times = (left, right) if isinstance(left, str | list | tuple) else (right, left)
+            if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_REPEATED_CHARS:
+                raise SecurityError(f"a repetition of {len(seq) * times:,} items is over the sandbox's "
+                                    f"{MAX_REPEATED_CHARS:,}")
+        elif isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and \
+                right * max(abs(left).bit_length(), 1) > MAX_POWER_BITS:
+            raise SecurityError(f"{left} ** {right} is over the sandbox's {MAX_POWER_BITS:,} bits")
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=1)
 def _env() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False,
-                                         autoescape=False)
+    return _Sandbox(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 class _NoneProbe:
@@ -198,7 +220,8 @@ class Prompt:
             else:
                 try:
                     text = template.render(**variables).strip("\n")
-                except TemplateError as exc:  # UndefinedError, SecurityError ...
+                # UndefinedError, SecurityError ...; and a template's own arithmetic or formatting ('%d' % text)
+                except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
                     at = line + (_template_line(exc) or 1) - 1
                     hint = ("; to read a pool field or a column, list it in the prompt's inputs (now "
                             f"{list(self.inputs)})") if isinstance(exc, UndefinedError) else ""
@@ -355,20 +378,22 @@ def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
 
 
 def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str | os.PathLike] | None = None) -> Prompt:
-    """A prompt by file path or by name; user ``prompt_dirs`` override the built-ins of the same name."""
+    """A prompt by file path (``.md``) or by name; user ``prompt_dirs`` override the built-ins of the same name. A
+    name is a prompt's before it is a path: a file or folder named ``quality`` where curate runs took the judge's
+    place (or broke it)."""
     if isinstance(name_or_path, Prompt):
         return name_or_path
     candidate = Path(name_or_path)
+    name, searched = str(name_or_path), search_dirs(prompt_dirs)
+    if candidate.suffix != ".md" and not candidate.is_absolute() and ".." not in candidate.parts:
+        for folder in searched:
+            path = folder / f"{name}.md"
+            if path.is_file():
+                return parse_prompt(path.read_text(encoding="utf-8"), path)
     if candidate.suffix == ".md" or candidate.exists():
         if not candidate.is_file():
             raise PromptError(f"{candidate}: prompt file not found")
         return parse_prompt(candidate.read_text(encoding="utf-8"), candidate)
-    name = str(name_or_path)
-    searched = search_dirs(prompt_dirs)
-    for folder in searched:
-        path = folder / f"{name}.md"
-        if path.is_file():
-            return parse_prompt(path.read_text(encoding="utf-8"), path)
     raise PromptError(f"no prompt named {name!r} in {[str(d) for d in searched]}; built-ins: {builtin_names()}")
 
 
