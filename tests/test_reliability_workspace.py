@@ -771,3 +771,21 @@ def test_an_export_through_a_link_replaces_the_links_target_and_keeps_the_link(t
     assert sorted(p.name for p in out.iterdir()) == ["rows", "rows.jsonl"]
     assert sorted(p.name for p in elsewhere.iterdir()) == ["folder", "rows.jsonl"]
     assert (elsewhere / "rows.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_step_column_that_is_another_steps_side_column_is_refused_before_it_runs(tmp_path):
+    """`score --scorer complexity --column zz_failure`, then `--column zz`: the second write of zz_failure met the
+    first's values in an Arrow type error, a traceback."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)]))
+    first, second = _WordCount(), _WordCount()
+    first.column, second.column = "zz_failure", "zz"
+    ws.apply(first, progress=False)
+    with pytest.raises(WorkspaceError, match="column 'zz_failure', where 'zz' would record its failures, holds"):
+        ws.apply(second, progress=False)
+    third = _WordCount()
+    ws.apply(third, progress=False)  # words and words_failure
+    third.column = "words_failure"
+    with pytest.raises(WorkspaceError, match="column 'words_failure' holds the failure values of column 'words'"):
+        ws.apply(third, progress=False)
+    assert ws.column("words") == [2.0, 2.0, 2.0]

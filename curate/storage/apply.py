@@ -184,10 +184,25 @@ def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -
                           f"(--column NAME; column=NAME in Python)")
 
 
+def _check_side_columns(ws: Workspace, column: str) -> None:
+    """Refuse a step column that is another step's side column (``zz_failure`` written by a scorer as its own
+    column), or whose failure column is another's: the two writes met in an Arrow type error, a traceback."""
+    own = ws.column_provenance(column) if ws.has_column(column) else {}
+    if own.get("kind") in ("failure", "extra") and own.get("of") != column:
+        raise WorkspaceError(f"{ws.path}: column {column!r} holds the {own['kind']} values of column {own.get('of')!r}; "
+                             "give the step another column name")
+    side = f"{column}_failure"
+    held = ws.column_provenance(side) if ws.has_column(side) else {}
+    if held and (held.get("kind") != "failure" or held.get("of") != column):
+        raise WorkspaceError(f"{ws.path}: column {side!r}, where {column!r} would record its failures, holds another "
+                             f"step's values ({held.get('kind') or 'loaded'}); give the step another column name")
+
+
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
                retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
     check_step(step)
+    _check_side_columns(ws, step.column)
     started = time.time()
     with ws.column_lock(step.column):
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
