@@ -157,6 +157,11 @@ def test_an_in_memory_pool_with_a_lone_surrogate_or_a_number_for_a_field_name_is
     assert [r.location for r in pools.read(dated, on_error="skip").rejects] == ["row 1"]
     with pytest.raises(InputError, match=r"row 1: field name \('a', 'b'\) \(tuple\) is not text"):
         pools.read([{**GOOD, ("a", "b"): 1}])
+    path = write_jsonl(tmp_path / "nul.jsonl", [GOOD, {**GOOD, "output": "2", "k\x00": 1}])
+    with pytest.warns(UserWarning, match="1 record"):
+        assert len(curate.load(path, on_error="skip")) == 1  # the whole load failed in Arrow, naming no line
+    with pytest.raises(InputError, match=r"line 2: field name 'k\\x00' contains a NUL byte"):
+        curate.load(path)
 
 
 def test_utf8_bom_is_accepted_in_jsonl_and_json(tmp_path):

@@ -156,6 +156,8 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
             if untyped := [k for k in rec if not isinstance(k, str)]:  # a frame read with header=None
                 raise _RowError(f"field name {untyped[0]!r} ({type(untyped[0]).__name__}) is not text: name the "
                                 "columns")
+            if nul := next((k for k in rec if "\x00" in k), None):  # Arrow cannot name a column so: the whole load failed
+                raise _RowError(f"field name {nul!r} contains a NUL byte")
             exported = exported_format(rec) if format == "auto" else None
             if exported:  # curate's own export: its conversation, under the shape it was first read as
                 conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)
