@@ -516,3 +516,19 @@ def test_a_dated_snapshot_takes_its_own_price_or_its_alias_and_another_variant_n
     monkeypatch.setitem(PRICES, "claude-3-5-sonnet", (3.0, 15.0))
     assert price_of("claude-3-5-sonnet-20241022") == (3.0, 15.0)
     assert price_of("claude-3-5-sonnet-latest") is None and price_of("gpt-4o-12345678") is None
+
+
+def test_a_key_pasted_as_the_variable_name_or_in_the_url_is_never_echoed_nor_stored(monkeypatch):
+    """`--api-key-env sk-...` printed the key in its error ("set $sk-..."); a key in the base URL (user:key@host) was
+    kept in every column's provenance."""
+    from curate.llm.openai_backend import api_key
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(CurateError) as err:
+        api_key(None, "sk-proj-REALKEYPASTEDHERE123", "https://api.example.com/v1")
+    assert "REALKEY" not in str(err.value) and "name of an environment variable" in str(err.value)
+    with pytest.raises(CurateError, match=r"set \$OPENAI_API_KEY"):
+        api_key(None, "OPENAI_API_KEY", "https://api.example.com/v1")
+    backend = OpenAIBackend("http://user:sk-URLSECRET@api.example.com:8443/v1", "gpt-4o-mini")
+    assert backend.describe()["base_url"] == "http://***@api.example.com:8443/v1"
+    assert OpenAIBackend("https://api.example.com/v1", "gpt-4o-mini").describe()["base_url"] == "https://api.example.com/v1"

@@ -40,7 +40,14 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
-from curate.llm.openai_backend import REFUSED_SETTINGS, _max_tokens, _short, api_key, parse_chat_completion
+from curate.llm.openai_backend import (
+    REFUSED_SETTINGS,
+    _max_tokens,
+    _short,
+    api_key,
+    parse_chat_completion,
+    without_credentials,
+)
 
 ENDPOINT = "/v1/chat/completions"
 INDEX = "llm-batches"
@@ -174,7 +181,8 @@ class OpenAIBatchBackend(Backend):
         self.submitted_batches = self.requests_sent = 0
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model, "base_url": self.base_url, "max_cost": self.max_cost,
+        return {"backend": self.kind, "model": self.model, "base_url": without_credentials(self.base_url),
+                "max_cost": self.max_cost,
                 "completion_window": self.completion_window,
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}
 

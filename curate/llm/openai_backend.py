@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -146,7 +147,7 @@ class OpenAIBackend(Backend):
         self.refused: str | None = None  # the server refused the key, permission or model: nothing more is sent
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model, "base_url": self.base_url,
+        return {"backend": self.kind, "model": self.model, "base_url": without_credentials(self.base_url),
                 "concurrency": self.concurrency, "rps": self.rps, "rpm": self.rpm, "tpm": self.tpm,
                 "timeout": self.timeout,
                 "max_retries": self.max_retries, "max_cost": self.max_cost,
@@ -333,6 +334,19 @@ def _retry_after(headers) -> float | None:
             return None
 
 
+def without_credentials(url: str | None) -> str | None:
+    """``url`` without a user name or password in it (``http://user:sk-...@host/v1``): what provenance records."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"***@{host}" + (f":{parts.port}" if parts.port else "")))
+
+
 def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str:
     """The key to send: the one given, else ``$api_key_env``; a loopback server needs none (a placeholder)."""
     key = explicit or os.environ.get(api_key_env)
@@ -340,6 +354,9 @@ def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str
         return key
     if is_loopback(base_url):
         return "unused-local-key"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):  # a key pasted in its place: never echoed
+        raise CurateError("no API key: --api-key-env takes the name of an environment variable that holds the key "
+                          "(e.g. OPENAI_API_KEY), and what it was given is not a variable's name")
     raise CurateError(f"no API key: set ${api_key_env} (or pass --api-key-env VAR)")
 
 
