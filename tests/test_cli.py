@@ -141,6 +141,10 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     curate_cli("load", few, "--workspace", tmp_path / "few")
     r = curate_cli("train-scorer", tmp_path / "few", "--target", "score", "--out", tmp_path / "sc2")
     assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())
+    for out in (tmp_path / "ws", tmp_path / "ws" / "columns"):  # scorer.json was written into the workspace
+        r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", out)
+        assert r.returncode == 1 and "inside the workspace" in " ".join(r.stderr.split())
+    assert not (tmp_path / "ws" / "scorer.json").exists() and not (tmp_path / "ws" / "columns" / "scorer.json").exists()
 
 
 def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):

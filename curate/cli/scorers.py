@@ -132,10 +132,12 @@ def train_scorer(
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
     from curate.scorers import train_scorer as train
     from curate.session import Workspace
+    from curate.storage.export import check_outside_workspace
 
     if (target is None) == (labels is None) and not (target and labels and chain_pairs):
         raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME (both with --chain-pairs)")
     ws = Workspace.open(workspace)
+    check_outside_workspace(ws, out, "a scorer")  # before any fitting
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
@@ -166,8 +168,11 @@ def distil_command(
     from curate.scorers import Scorer, column_judge, column_labeller, distil
     from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
+    from curate.storage.export import check_outside_workspace
 
     ws = Workspace.open(workspace)
+    if out:
+        check_outside_workspace(ws, out, "a scorer")  # before any fitting
     reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
     name = column or f"{label_column}_distilled"
     scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),
