@@ -42,6 +42,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefine
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from curate.errors import CurateError
+from curate.llm.sandbox import BoundedSandbox
 
 OUTPUT_KINDS = ("digit_score", "json", "text")
 # The front matter's keys: a misspelt one ("param:") would be dropped in silence and its setting never sent.
@@ -130,32 +131,9 @@ def builtin_prompt_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "prompts"
 
 
-MAX_REPEATED_CHARS = 10_000_000  # 'a' * n in a template: above this, a sandbox error (24 GB and the OOM killer)
-MAX_POWER_BITS = 1 << 16  # 10 ** n: no number of more bits (a big enough power never finishes)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, with ``*`` and ``**`` bounded: a prompt file is code, but not a memory bomb."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        from jinja2.exceptions import SecurityError
-
-        if operator == "*":
-            seq, times = (left, right) if isinstance(left, str | list | tuple) else (right, left)
-            if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_REPEATED_CHARS:
-                raise SecurityError(f"a repetition of {len(seq) * times:,} items is over the sandbox's "
-                                    f"{MAX_REPEATED_CHARS:,}")
-        elif isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and \
-                right * max(abs(left).bit_length(), 1) > MAX_POWER_BITS:
-            raise SecurityError(f"{left} ** {right} is over the sandbox's {MAX_POWER_BITS:,} bits")
-        return super().call_binop(context, operator, left, right)
-
-
 @lru_cache(maxsize=1)
 def _env() -> ImmutableSandboxedEnvironment:
-    return _Sandbox(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+    return BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 class _NoneProbe:

@@ -228,9 +228,16 @@ def quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def check_name(name: str) -> None:
-    if not name or not all(c.isalnum() or c in "_-." for c in name) or name.startswith("."):
+def is_name(name: str) -> bool:
+    """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading."""
+    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
+
+
+def check_name(name: str) -> str:
+    """``name``, or a ValueError when it may not name a file of the workspace (:func:`is_name`)."""
+    if not is_name(name):
         raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
 
 
 _CHUNK = 1 << 20

@@ -39,6 +39,11 @@ class Selection:
         self.table = table
         self.provenance = provenance
 
+    @classmethod
+    def from_table(cls, name: str, table) -> Selection:
+        """The selection stored as ``table`` (its provenance in the schema metadata)."""
+        return cls(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
+
     @property
     def ids(self) -> list[str]:
         """Ids of the kept rows, in selection order."""

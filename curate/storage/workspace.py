@@ -46,6 +46,7 @@ from curate.storage.files import (
     atomic_write_bytes,
     check_name,
     held,
+    is_name,
     now,
     operation,
     read_arrow,
@@ -234,11 +235,8 @@ class Workspace(blobs.Blobs):
                 for k, (rid, conv) in enumerate(zip(ids, self.conversations(ids), strict=True))]
 
     # -- derived columns ------------------------------------------------------------------------
-    def _column_path(self, name: str) -> Path:
-        if Path(name).name != name or name.startswith(".") or "\x00" in name:
-            # no derived column has such a name (writes check it): a pool field, never a path outside columns/
-            return self.path / "columns" / ".no-such-column"
-        return self.path / "columns" / f"{name}.arrow"
+    def _column_path(self, name: str) -> Path:  # a name no column may have (a pool field's): never a path outside
+        return self.path / "columns" / (f"{name}.arrow" if is_name(name) else ".no-such-column")
 
     @operation
     def add_column(self, name: str, values: list[Any] | np.ndarray, provenance: dict[str, Any],
@@ -363,19 +361,17 @@ class Workspace(blobs.Blobs):
     def remove_selection(self, name: str) -> None:
         """Delete a stored selection (e.g. a step of an earlier, longer chain of the same name)."""
         with self.lock():
-            remove(self.path / "selections" / f"{name}.arrow")
+            remove(self.path / "selections" / f"{check_name(name)}.arrow")
 
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
         return {p.stem: schema_meta(p) for p in sorted((self.path / "selections").glob("*.arrow"))}
 
     def selection(self, name: str) -> Selection:
-        check_name(name)  # ../outside/sel read a selection outside the workspace
-        path = self.path / "selections" / f"{name}.arrow"
+        path = self.path / "selections" / f"{check_name(name)}.arrow"  # never ../outside/sel
         if not path.exists():
             raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
-        table = read_arrow(path)
-        return Selection(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
+        return Selection.from_table(name, read_arrow(path))
 
     # -- views and export -----------------------------------------------------------------------
     @operation
