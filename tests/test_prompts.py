@@ -65,6 +65,8 @@ def test_a_builtin_name_is_the_builtin_prompt_whatever_the_current_folder_holds(
     assert load_prompt("quality").name == "quality"
     (tmp_path / "mine").write_text(PROMPT)  # a file that names no prompt is still read as a file
     assert load_prompt("mine").name == "rate"
+    (tmp_path / "complexity").write_text(PROMPT)  # spelt as a path, it is the file
+    assert load_prompt("./complexity").name == load_prompt(tmp_path / "complexity").name == "rate"
 
 
 def test_missing_variable_is_an_error():

@@ -531,4 +531,7 @@ def test_a_key_pasted_as_the_variable_name_or_in_the_url_is_never_echoed_nor_sto
         api_key(None, "OPENAI_API_KEY", "https://api.example.com/v1")
     backend = OpenAIBackend("http://user:sk-URLSECRET@api.example.com:8443/v1", "gpt-4o-mini")
     assert backend.describe()["base_url"] == "http://***@api.example.com:8443/v1"
+    from curate.llm.openai_backend import without_credentials
+
+    assert without_credentials("http://u:sk-x@[::1]:8000/v1") == "http://***@[::1]:8000/v1"  # brackets kept
     assert OpenAIBackend("https://api.example.com/v1", "gpt-4o-mini").describe()["base_url"] == "https://api.example.com/v1"

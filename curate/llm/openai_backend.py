@@ -341,10 +341,9 @@ def without_credentials(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"***@{host}" + (f":{parts.port}" if parts.port else "")))
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))  # host and port as written
 
 
 def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str:

@@ -363,7 +363,9 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
         return name_or_path
     candidate = Path(name_or_path)
     name, searched = str(name_or_path), search_dirs(prompt_dirs)
-    if candidate.suffix != ".md" and not candidate.is_absolute() and ".." not in candidate.parts:
+    # a path as such: a Path, ./x, ../x, /x or x.md; a bare name (quality, evol/deepen) is a prompt's first
+    spelt_as_path = isinstance(name_or_path, os.PathLike) or name.startswith(("./", "../", ".\\", "..\\"))
+    if not spelt_as_path and candidate.suffix != ".md" and not candidate.is_absolute():
         for folder in searched:
             path = folder / f"{name}.md"
             if path.is_file():
