@@ -143,6 +143,9 @@ def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping
     return name, _normalise(name, records(name), format, mapping, on_error, max_field_chars)
 
 
+_NO_KEY = object()  # no field name is this
+
+
 def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str] | None, on_error: OnError,
                max_field_chars: int) -> Iterator[dict[str, Any] | Reject]:
     seen = 0
@@ -153,11 +156,11 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
                 raise rec
             if not isinstance(rec, dict):
                 raise _RowError(f"expected a JSON object, got {type(rec).__name__}")
-            if untyped := [k for k in rec if not isinstance(k, str)]:  # a frame read with header=None
-                raise _RowError(f"field name {untyped[0]!r} ({type(untyped[0]).__name__}) is not text: name the "
-                                "columns")
-            if nul := next((k for k in rec if "\x00" in k), None):  # Arrow cannot name a column so: the whole load failed
-                raise _RowError(f"field name {nul!r} contains a NUL byte")
+            # one pass over the names: a frame read with header=None names fields 0, 1, ...; Arrow cannot name a
+            # column with a NUL (the whole load failed)
+            if (bad := next((k for k in rec if not isinstance(k, str) or "\x00" in k), _NO_KEY)) is not _NO_KEY:
+                raise _RowError(f"field name {bad!r} ({type(bad).__name__}) is not text: name the columns"
+                                if not isinstance(bad, str) else f"field name {bad!r} contains a NUL byte")
             exported = exported_format(rec) if format == "auto" else None
             if exported:  # curate's own export: its conversation, under the shape it was first read as
                 conversation = to_conversation(rec, "messages", {"messages": "conversation"}, max_field_chars)

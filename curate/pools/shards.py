@@ -48,9 +48,10 @@ def shard_paths(source: str) -> list[str]:
     if path.is_dir():
         if any((path / name).exists() for name in DATASETS_FOLDER_FILES):
             return [str(path)]
-        files = sorted(str(p) for p in path.rglob("*") if is_shard(p, path))
+        found = list(path.rglob("*"))
+        files = sorted(str(p) for p in found if is_shard(p, path))
         # data compressed another way than gzip was left out in silence beside the shards curate reads
-        if unread := sorted(p for p in path.rglob("*") if _compressed_data(p, path)):
+        if unread := sorted(p for p in found if _compressed_data(p, path)):
             raise InputError(str(unread[0]), "file", f"compressed as {unread[0].suffix}, which curate does not read "
                              "(gzip is read for .jsonl, .ndjson and .json): decompress it, or move it out of the folder")
         if not files:

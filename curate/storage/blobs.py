@@ -18,6 +18,7 @@ from curate.errors import WorkspaceError
 from curate.storage.files import (
     atomic_write_bytes,
     check_name,
+    is_name,
     now,
     operation,
     quiet_datasets,
@@ -90,7 +91,7 @@ def missing_embeddings(ws: Workspace, name: str) -> str:
 def _member(folder: Path, meta_path: Path, name: Any) -> Path:
     """A file an embedding set's metadata names, which must be a file of the embeddings folder: an edited
     ``"file": "../../x"`` was read, and deleted when the set was next written."""
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+    if not isinstance(name, str) or not is_name(name):
         raise WorkspaceError(f"{meta_path}: names {name!r}, not a file of the embeddings folder")
     return folder / name
 
