@@ -250,3 +250,32 @@ def test_a_model_folder_of_pickled_weights_is_one_error_line_that_never_runs_the
     assert r.returncode == 1 and "Traceback" not in r.stderr and not marker.exists()
     assert "a pickle that does not hold weights alone" in said and "safetensors" in said
     assert "weights_only` set to `False`" not in said and "Re-running" not in said
+
+
+def test_paths_with_square_brackets_are_printed_as_written(tmp_path):
+    """rich read "[/bold]" in a path as a closing style tag: the work was done, then a MarkupError traceback and
+    exit 1; "[red]x[/red]" lost its brackets. Every line now prints paths, names and row text as written."""
+    folder = tmp_path / "[red]x[" / "red]"  # "[red]x[/red]": a slash is a folder
+    for sub in ("p[", "ws[", "e[", "r[", "[bold]e[", "run["):
+        (folder / sub).mkdir(parents=True)
+    pool = folder / "p[/bold].jsonl"
+    write_jsonl(pool, [{"instruction": f"Name a prime number above {i}.", "output": f"{i * 10 + 1}"}
+                       for i in range(4)] + [{"instruction": "x"}, "broken"])
+    ws = folder / "ws[/]"
+
+    def said(text):  # lines longer than a pipe's 80 columns wrap; a path never holds a newline
+        return "".join(text.splitlines())
+
+    r = curate_cli("load", pool, "--workspace", ws, "--on-error", "skip")
+    assert r.returncode == 0 and str(pool) in said(r.stdout) and str(ws / "rejects.jsonl") in said(r.stdout), r.stdout + r.stderr
+    r = curate_cli("info", ws)
+    assert r.returncode == 0 and str(ws) in said(r.stdout) and str(pool) in said(r.stdout), r.stderr
+    r = curate_cli("export", ws, "--out", folder / "e[/bold].jsonl")
+    assert r.returncode == 0 and str(folder / "e[/bold].jsonl") in said(r.stdout), r.stderr
+    r = curate_cli("report", ws, "--out", folder / "r[/bold].html")
+    assert r.returncode == 0 and str(folder / "r[/bold].html") in said(r.stdout), r.stderr
+    r = curate_cli("export", ws, "--out", folder / "[bold]e[/bold].csv")  # an error line keeps its path too
+    assert r.returncode == 1 and str(folder / "[bold]e[/bold].csv") in said(r.stderr) and "Traceback" not in r.stderr
+    out = folder / "run[/bold]"
+    r = curate_cli("run", pool, "--budget", 2, "--out", out)
+    assert r.returncode == 0 and str(out / "selected.jsonl") in said(r.stdout), r.stdout + r.stderr

@@ -33,7 +33,7 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _fail(line: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
 
 

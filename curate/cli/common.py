@@ -18,8 +18,10 @@ from curate.errors import OptionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
-console = Console()
-err_console = Console(stderr=True)
+# markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
+# styles itself passes markup=True and escapes what it interpolates
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def json_columns_line(columns: list[str]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from curate.cli.common import (
     _api_key_env_opt,
@@ -103,6 +102,6 @@ def print_run_summary(p: dict) -> None:
     for reason, count in p["eliminated_by_reason"].items():
         console.print(f"  {reason:<12} {count:>5}  {count / rewrites:6.1%}")
     console.print(f"variant sets scored {p['sets_scored']}/{p['seeds']}; rank failures {p['rank_failures']}"
-                  + (f" {escape(str(p['rank_failures_by_reason']))}" if p["rank_failures"] else ""))
+                  + (f" {p['rank_failures_by_reason']}" if p["rank_failures"] else ""))
     dist = p["score_distribution"]
     console.print("score distribution: " + (", ".join(f"{k}: {v}" for k, v in dist.items()) or "no scores"))

@@ -167,22 +167,23 @@ def print_estimates(estimates: list[Any]) -> None:
 
     for e in estimates:
         console.print(f"[bold]dry run[/] {escape(e.column)} via {escape(e.backend)} {escape(e.model)}: nothing sent",
-                      highlight=False)
+                      highlight=False, markup=True)
         console.print(f"  rows: {e.rows:,} ({e.rows_to_run:,} to run, {e.rows - e.rows_to_run:,} already done)\n"
                       f"  requests: {e.requests:,} ({e.cached:,} cached, {e.to_send:,} to send)\n"
-                      f"  prompt tokens: {e.prompt_tokens:,} ({escape(e.tokenizer)})\n"
+                      f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
                       f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
                       f"  cost: {usd(e.usd_online, e.price_online)} online; "
                       f"{usd(e.usd_batch, e.price_batch) if e.price_batch is not None else 'no batch price known'}"
                       f" batch", soft_wrap=True, highlight=False)
         for note in e.notes:
-            console.print(f"  note: {escape(note)}", highlight=False)
+            console.print(f"  note: {note}", highlight=False)
     if len(estimates) > 1:
         t = total(estimates)
         online = "unknown" if t["usd_online"] is None else format_usd(t["usd_online"])
         batch = "unknown" if t["usd_batch"] is None else format_usd(t["usd_batch"])
         console.print(f"[bold]total[/]: {t['to_send']:,} requests to send, {t['prompt_tokens']:,} prompt tokens, at "
-                      f"most {t['output_tokens']:,} output tokens; {online} online, {batch} batch", highlight=False)
+                      f"most {t['output_tokens']:,} output tokens; {online} online, {batch} batch", highlight=False,
+                      markup=True)
 
 
 def _scorers(spec: str, column: str | None) -> list[Any]:
@@ -226,7 +227,7 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         (message, _), others = messages.most_common(1)[0], len(messages) - 1
         more = f" (and {others} other message{'s' if others > 1 else ''})" if others else ""
         console.print(f"  [yellow]{sum(messages.values())} x[/] {code}: {escape(message)}{more}", soft_wrap=True,
-                      highlight=False)
+                      highlight=False, markup=True)
     return failures
 
 

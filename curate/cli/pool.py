@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from curate.cli.common import (
     _batch_size_opt,
@@ -44,13 +45,14 @@ def load(
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")
     if summary["empty_responses"]:
-        console.print(f"[yellow]{summary['empty_responses']:,} row(s) have an empty response[/]")
+        console.print(f"[yellow]{summary['empty_responses']:,} row(s) have an empty response[/]", markup=True)
     if summary.get("instruction_only"):
         console.print(f"{summary['instruction_only']:,} instruction-only row(s) (no response)")
     if summary["rejects"]:
-        console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {summary['rejects_file']}[/]")
+        console.print(f"[yellow]{summary['rejects']} record(s) left out; reasons in {escape(str(summary['rejects_file']))}[/]",
+                      markup=True)
     if summary["columns_kept_as_json"]:
-        console.print(f"[yellow]{json_columns_line(summary['columns_kept_as_json'])}[/]")
+        console.print(f"[yellow]{escape(json_columns_line(summary['columns_kept_as_json']))}[/]", markup=True)
 
 
 @app.command()

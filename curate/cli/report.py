@@ -31,25 +31,26 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections."""
     fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
     # soft_wrap: these lines carry paths; a console narrower than a line (a pipe: 80 columns) must not break them
-    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", soft_wrap=True)
+    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", soft_wrap=True,
+                  markup=True)
     for src in info["sources"]:
         loads = f" over {src['loads']} loads (last {src.get('loaded_at')})" if src["loads"] > 1 else ""
         rej = f", {src['rejects']} rejected -> {src['rejects_file']}" if src.get("rejects") else ""
-        console.print(escape(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}"), soft_wrap=True)
+        console.print(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}", soft_wrap=True)
     table = Table(title="derived columns", show_lines=False)
     for head in ("column", "filled", "provenance"):
         table.add_column(head)
     for c in info["columns"]:
         line = (_usage_line(c) if "usage" in c else "") + c["provenance"]
-        table.add_row(escape(c["name"]), f"{c['filled']:,}/{c['rows']:,}", escape(line))
+        table.add_row(c["name"], f"{c['filled']:,}/{c['rows']:,}", line)
     if info["columns"]:
         console.print(table)
     for e in info["embeddings"]:
-        console.print(escape(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})"), soft_wrap=True)
+        console.print(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})", soft_wrap=True)
     for s in info["selections"]:
         stale = f"; {out_of_date(s['gone'])}" if s["gone"] else ""
-        console.print(escape(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}"), soft_wrap=True)
-    console.print(escape(f"  pool columns: {', '.join(info['pool_columns'])}"), soft_wrap=True)
+        console.print(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}", soft_wrap=True)
+    console.print(f"  pool columns: {', '.join(info['pool_columns'])}", soft_wrap=True)
 
 
 @app.command()

@@ -194,7 +194,7 @@ def _engine_args(engine: str, address: str | None) -> dict[str, Any]:
 
 def _start_step(name: str) -> None:
     check_interrupted()
-    console.print(f"[bold]{escape(name)}[/]")
+    console.print(f"[bold]{escape(name)}[/]", markup=True)
 
 
 def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: float) -> None:
@@ -209,7 +209,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
                       f"{result['rejects']:,} rejected{rejects}{removed}")
         if result["columns_kept_as_json"]:
-            console.print(f"  [yellow]{json_columns_line(result['columns_kept_as_json'])}[/]")
+            console.print(f"  [yellow]{escape(json_columns_line(result['columns_kept_as_json']))}[/]", markup=True)
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
     elif name == "near-duplicates":
@@ -222,7 +222,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
                       f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored")
         if not len(result) and result.table.num_rows:
-            console.print("  [yellow]every row fails a text rule: nothing is left to score or select[/]")
+            console.print("  [yellow]every row fails a text rule: nothing is left to score or select[/]", markup=True)
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance
@@ -295,5 +295,5 @@ def _producer(prov: dict[str, Any]) -> str:
         detail = prov.get("imitates_detail") or (prov["imitates"] if isinstance(prov.get("imitates"), dict) else {})
         judge = detail.get("judge") or prov.get("imitates") or "?"
         model = f" ({detail['model']})" if detail.get("model") else ""
-        return escape(f"trained scorer imitating the {judge} judge{model}")
-    return escape(f"{prov.get('kind') or 'step'} {prov.get('model') or ''}".strip())
+        return f"trained scorer imitating the {judge} judge{model}"
+    return f"{prov.get('kind') or 'step'} {prov.get('model') or ''}".strip()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import (
@@ -33,14 +32,14 @@ def _print_training(result, out: Path, console: Console) -> None:
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
     pair_only = len(data) - data.labelled
-    console.print(evaluation_table(ev, f"scorer {result.scorer.column!r} from {escape(data.source)}: "
+    console.print(evaluation_table(ev, f"scorer {result.scorer.column!r} from {data.source}: "
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
                                        + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
     if result.how_trained():
-        console.print(escape(result.how_trained()))
+        console.print(result.how_trained())
     if data.skipped:
-        left = "; ".join(f"{n:,} x {escape(why)}" for why, n in data.skipped.most_common(3))
+        left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
     if ev.extra.get("folds_without_label_spread"):
         console.print(f"{ev.extra['folds_without_label_spread']} of {ev.k} folds were not fitted: their training part "
@@ -191,7 +190,7 @@ def distil_command(
     console.print(table)
     if report.turns_left_out:
         console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "
-                      f"{escape(report.left_out_text())}")
+                      f"{report.left_out_text()}")
     console.print(f"agreement on {report.holdout.get('n', 0):,} held-out labels; length: the Spearman of the length "
                   f"baseline ({report.scorer.metrics['length_baseline_reads']} length, fitted on the same labels)")
     if out:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import (
@@ -24,7 +23,7 @@ def selection_table(sel) -> Table:
     for head, justify in (("decision", "left"), ("reason", "left"), ("rows", "right")):
         table.add_column(head, justify=justify)
     for (decision, reason), n in sel.reasons().most_common():
-        table.add_row(decision, escape(reason_text(reason)), f"{n:,}")
+        table.add_row(decision, reason_text(reason), f"{n:,}")
     return table
 
 

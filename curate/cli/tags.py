@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from curate.cli.common import (
     _api_key_env_opt,
@@ -82,8 +81,8 @@ def tag_cmd(
 def _print_steps(norm) -> None:
     """What each normalisation step did."""
     for s in norm.report:
-        console.print(escape(f"  {s.step}: {s.tags_in:,} -> {s.tags_out:,} tags {s.params}"
-                             + (f" ({s.note})" if s.note else "")))
+        console.print(f"  {s.step}: {s.tags_in:,} -> {s.tags_out:,} tags {s.params}"
+                      + (f" ({s.note})" if s.note else ""))
 
 
 @app.command("tags")
@@ -128,10 +127,10 @@ def tags_cmd(
                   + f"; {instag.tags_per_query(rows):.2f} tags per query")
     table = Table("tag", "rows", "share")
     for name, count in freq[:top]:
-        table.add_row(escape(name), f"{count:,}", f"{count / max(tagged, 1):.1%}")
+        table.add_row(name, f"{count:,}", f"{count / max(tagged, 1):.1%}")
     console.print(table)
     for name in ws.selections:
         rep = instag.coverage_report(ws, name, tags_column=column, seeds=seeds)
-        console.print(f"selection {escape(name)} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
+        console.print(f"selection {name} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
                       f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds); "
                       f"{rep['tags_per_query']:.2f} tags per query")
