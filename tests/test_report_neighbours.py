@@ -63,3 +63,22 @@ def test_no_section_without_similarity_rejections(tmp_path):
     w.select(method="top_k", name="t", budget=10)
     assert rejected_neighbours(w, "t") == []
     assert "why rows were rejected" not in report_html(w, selection="t")
+
+
+def test_rejected_rows_of_text_without_spaces_are_cut_in_the_report(tmp_path):
+    """shorten kept a word longer than its width whole: 100,000 letters of one row, or CJK (no spaces at all),
+    went into the "why rows were rejected" table whole, and the report grew with every such row."""
+    rng = np.random.default_rng(3)
+    texts = [("A" * 30_000 if i % 2 else "中文句子" * 8_000) + str(i) for i in range(12)]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": t, "output": "ok"} for t in texts]))
+    base = unit(rng.standard_normal((1, 16)))
+    w.add_embeddings("default", unit(base + 0.01 * rng.standard_normal((12, 16))), {"kind": "test"})
+    w.add_column("quality", [float(i) for i in range(12)], {"kind": "test"})
+    w.select(method="deita", name="d", budget=8, max_cosine_similarity=0.9, sort_by="quality")
+    assert len(rejected_neighbours(w, "d", limit=None)) == 11  # one kept, every other row its near twin
+    page = report_html(w, selection="d")
+    start = page.index("why rows were rejected")
+    section = page[start:page.find("<h2", start) % (len(page) + 1)]  # to the next section, or the end
+    assert "A" * 91 not in section and "中文句子" * 23 not in section  # 92 characters
+    assert len(page) < 200_000  # rows clipped at 2,000 characters a turn in the samples, cut short in the tables

@@ -61,14 +61,15 @@ def clip(text: str, max_chars: int) -> str:
 
 
 def shorten(text: str, width: int = 120) -> str:
-    """``text`` cut at the last space before ``width`` (a single long word is kept whole, never cut)."""
+    """``text`` cut at the last space before ``width``. A first word longer than ``width`` (a path, a model name) is
+    kept whole up to twice the width; text without a space that soon (a run of one letter, CJK) is cut at ``width``."""
     if len(text) <= width:
         return text
     cut = text.rfind(" ", 0, width)
     if cut <= 0:
-        cut = text.find(" ", width)
+        cut = text.find(" ", width, 2 * width)
         if cut < 0:
-            return text
+            return text[:width] + "…" if len(text) > 2 * width else text
     return text[:cut].rstrip(" ,;") + " …"
 
 
