@@ -61,6 +61,7 @@ class FailureCode(StrEnum):
     TRUNCATED = "truncated"                # a text output stopped at max_tokens: cut off (raw: the text)
     REFUSED = "refused"                    # the model declined (the API's refusal) or a content filter stopped it
     EMPTY_OUTPUT = "empty_output"          # a text prompt answered with no text
+    NOT_FINITE = "not_finite"              # the step gave NaN or an infinity, kept as no value (raw: what it gave)
 
 
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})

@@ -789,3 +789,51 @@ def test_a_step_column_that_is_another_steps_side_column_is_refused_before_it_ru
     with pytest.raises(WorkspaceError, match="column 'words_failure' holds the failure values of column 'words'"):
         ws.apply(third, progress=False)
     assert ws.column("words") == [2.0, 2.0, 2.0]
+
+
+class _Ratio(_WordCount):
+    """A row step dividing by a count that may be zero (NaN, an infinity), and a turn step doing the same per turn."""
+    column = "ratio"
+
+    def run(self, rows, ctx):
+        import numpy as np
+
+        from curate.storage.step import StepOutput
+
+        out = [float("nan"), float("inf"), np.float32("nan"), 2.0]
+        return StepOutput([out[i % 4] for i in range(len(rows))], [[] for _ in rows])
+
+
+class _TurnRatio(_Ratio):
+    column, granularity, reducer = "turn_ratio", "turn", "mean"
+
+    def run(self, rows, ctx):
+        from curate.storage.step import StepOutput
+
+        return StepOutput([[1.0, float("-inf")][:len(r.turns)] for r in rows], [[] for _ in rows])
+
+
+def test_a_step_giving_nan_or_an_infinity_records_a_failure_not_a_score(tmp_path):
+    """NaN from a step was stored as a score: filled 8/8, mean nan in info and the report, 0 failed, while DEITA
+    read it as unscored. It is now no value, with a not_finite failure holding what the step gave."""
+    from curate.codes import FailureCode
+    from curate.report.summary import column_stats
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(8)]
+                        + [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                         {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}]))
+    result = ws.apply(_Ratio(), progress=False)
+    values, fails = ws.column("ratio"), ws.failures("ratio")
+    assert [v is None for v in values] == [i % 4 != 3 for i in range(9)] and result.failed == 7
+    assert [f[0].code for f in fails if f] == [FailureCode.NOT_FINITE] * 7
+    assert [f[0].raw for f in fails if f] == ["nan", "inf", "nan", "nan", "inf", "nan", "nan"]
+    stats = column_stats(ws, "ratio")
+    assert stats["filled"] == 2 and stats["failures"] == 7 and stats["mean"] == 2.0
+    ws.apply(_TurnRatio(), progress=False)
+    turn_fails = ws.failures("turn_ratio")
+    assert ws.column("turn_ratio")[8] == [1.0, None] and [(f.code, f.turn) for f in turn_fails[8]] == [
+        (FailureCode.NOT_FINITE, 2)] and not any(turn_fails[:8])
+    ws.add_column("by_hand", [float("nan")] * 4 + [1.0] * 5, {"kind": "test"})  # a column added by hand
+    stats = column_stats(ws, "by_hand")
+    assert stats["filled"] == 5 and stats["mean"] == 1.0

@@ -8,6 +8,7 @@ declared reducer, the same one selection uses). Nothing parses prose.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +45,15 @@ def default_selection(ws: Workspace) -> str | None:
 
 # -- columns -------------------------------------------------------------------------------------
 def has_value(v: Any) -> bool:
-    """A complete value: not missing, and no turn of a per-turn list missing."""
-    if v is None or v == [] or v == "":
+    """A complete value: not missing (nor NaN, an infinity), and no turn of a per-turn list missing."""
+    if v is None or v == [] or v == "" or not_finite(v):
         return False
-    return not (isinstance(v, list) and any(x is None for x in v))
+    return not (isinstance(v, list) and any(x is None or not_finite(x) for x in v))
+
+
+def not_finite(v: Any) -> bool:
+    """NaN or an infinity: no score (a column added by hand may hold one; DEITA reads it as unscored)."""
+    return isinstance(v, float) and not math.isfinite(v)
 
 
 def is_numeric(ws: Workspace, name: str, reducer: str | None) -> bool:
@@ -120,7 +126,7 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
         stats["kind"] = "per-turn scores" if per_turn else "number"
         if per_turn and prov.get("reducer"):
             stats["reducer"] = prov["reducer"]
-        nums = [v for v in ws.row_values(name) if v is not None]
+        nums = [v for v in ws.row_values(name) if v is not None and not not_finite(v)]
         if nums:
             stats.update(mean=sum(nums) / len(nums), min=min(nums), max=max(nums))
     elif filled and all(isinstance(v, list) for v in filled):

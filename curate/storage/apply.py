@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.codes import TRANSIENT_FAILURES, Failure
+from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
 from curate.storage.files import read_arrow
@@ -154,6 +156,7 @@ def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
     for key, col in out.extra.items():
         if len(col) != n:
             raise CurateError(f"step {step.column!r}: extra column {key!r} has {len(col)} values for {n} rows")
+    _not_finite_as_failures(step, out)
     for row, value, fails in zip(rows, out.values, out.failures, strict=True):
         if step.granularity == "turn":
             if value is not None and (not isinstance(value, list) or len(value) != len(row.turns)):
@@ -164,6 +167,26 @@ def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
             missing = value is None
         if missing and not fails:
             raise CurateError(f"step {step.column!r}: row {row.id} has no value and no failure (a silent gap)")
+
+
+def _not_finite_as_failures(step: Any, out: StepOutput) -> None:
+    """A NaN or infinite number from a step is no value, with a failure saying so: stored, it counted as a filled
+    score, reports showed mean ``nan``, and selectors read it as a score."""
+    def bad(v: Any) -> bool:  # numpy's floats are numbers.Real too
+        return isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not math.isfinite(v)
+
+    for i, value in enumerate(out.values):
+        if step.granularity == "turn" and isinstance(value, list):
+            turns = [t + 1 for t, v in enumerate(value) if bad(v)]
+            if turns:
+                out.values[i] = [None if bad(v) else v for v in value]
+                out.failures[i] = [*out.failures[i], *(Failure(FailureCode.NOT_FINITE, f"{step.column} gave "
+                                                                f"{value[t - 1]}", str(value[t - 1]), turn=t)
+                                                        for t in turns)]
+        elif bad(value):
+            out.values[i] = None
+            out.failures[i] = [*out.failures[i], Failure(FailureCode.NOT_FINITE, f"{step.column} gave {value}",
+                                                         str(value))]
 
 
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
