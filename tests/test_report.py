@@ -422,6 +422,25 @@ def test_show_takes_numpy_positions_and_stats_flatten_per_turn_lists(tmp_path):
     assert "<td class='n'>10.56</td>" in page and "10.60" not in page
 
 
+def test_a_row_of_hundreds_of_long_turns_shows_its_first_and_last_turns(tmp_path):
+    """Each turn was clipped at 2,000 characters but every turn was shown, with every per-turn score: one 300-turn
+    row was a notebook cell of 640,000 characters, and a report sample likewise."""
+    turns = [{"from": "human" if k % 2 == 0 else "gpt", "value": f"turn {k} " + "word " * 600} for k in range(300)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"conversations": turns}, {"instruction": "short", "output": "ok"}]))
+    ws.add_column("quality", [[float(k % 6) for k in range(150)], [3.0]],
+                  {"kind": "score", "granularity": "turn", "reducer": "mean"})
+    view = ws.show([0])
+    html, text = view._repr_html_(), repr(view)
+    for shown in (html, text):
+        assert "turn 0 " in shown and "turn 9 " in shown and "turn 299 " in shown and "turn 150 " not in shown
+        assert "(288 turns left out)" in shown
+    assert len(html) < 40_000 and len(text) < 40_000
+    ws.select(method="top_k", name="all", budget=2, sort_by="quality")
+    page = report_html(ws, selection="all")
+    assert "(288 turns left out)" in page and len(page) < 150_000
+
+
 def test_importing_views_in_a_kernel_without_ipywidgets_warns_nothing(tmp_path):
     """The notebook's TqdmWarning: views, plots and a load + show + apply in a real kernel print no warning."""
     pytest.importorskip("jupyter_client")

@@ -97,17 +97,30 @@ def cell_text(value: Any, max_chars: int = 200) -> str:
         return "–"
     if isinstance(value, float):
         return f"{value:.3g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(cell_text(v, max_chars) for v in value)
+    if isinstance(value, (list, tuple)):  # a 300-turn row's scores: the list as a whole is clipped
+        return clip(", ".join(cell_text(v, max_chars) for v in value), max_chars)
     if isinstance(value, dict):
         return clip(json.dumps(value, default=str, ensure_ascii=False), max_chars)
     return clip(str(value), max_chars)
 
 
+MAX_TURNS_SHOWN = 12  # a row of hundreds of turns shows its first and last ones
+
+
+def shown_turns(conversation: list[dict[str, str]], max_turns: int = MAX_TURNS_SHOWN) -> list[dict[str, str]]:
+    """The turns a view shows: all, or the first ``max_turns - 2`` and the last two around a note of how many
+    were left out (a 300-turn row made one notebook cell or report sample of megabytes)."""
+    if len(conversation) <= max_turns:
+        return conversation
+    head, left_out = max(max_turns - 2, 1), len(conversation) - max(max_turns - 2, 1) - 2
+    return [*conversation[:head], {"role": "…", "content": f"({left_out:,} turns left out)"}, *conversation[-2:]]
+
+
 def conversation_html(conversation: list[dict[str, str]], max_chars: int = 2000) -> str:
-    """A conversation as HTML turns (role label + text kept as written, HTML-escaped)."""
+    """A conversation as HTML turns (role label + text kept as written, HTML-escaped); long ones cut to their
+    first and last turns (:func:`shown_turns`)."""
     parts = []
-    for turn in conversation:
+    for turn in shown_turns(conversation):
         role = str(turn.get("role", "?"))
         content = str(turn.get("content") or "")
         body = esc(clip(content, max_chars)) if content.strip() else "<i>(empty)</i>"
@@ -118,4 +131,5 @@ def conversation_html(conversation: list[dict[str, str]], max_chars: int = 2000)
 
 def conversation_text(conversation: list[dict[str, str]], max_chars: int = 2000) -> str:
     """A conversation as plain text, one ``[role] text`` block per turn."""
-    return "\n".join(f"[{t.get('role')}] {clip(str(t.get('content') or ''), max_chars)}" for t in conversation)
+    return "\n".join(f"[{t.get('role')}] {clip(str(t.get('content') or ''), max_chars)}"
+                     for t in shown_turns(conversation))
