@@ -241,6 +241,19 @@ def test_selection_chain_table_follows_input_selections(tmp_path):
     assert chain.index("exact_dedup") < chain.index("deita") and "<td class='n'>17</td>" in chain
 
 
+def test_the_report_highlights_the_newest_of_two_selections_made_in_one_second(tmp_path):
+    """``created`` was kept to the second and ties went to the name: of "z_first" and then "a_second", made in
+    one second, the report highlighted the older one."""
+    from curate.report.summary import default_selection
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(4)]))
+    for _ in range(3):  # three tries, so that one pair lands in one second
+        ws.select(method="exact", name="z_first")
+        ws.select(method="exact", name="a_second")
+        assert default_selection(ws) == "a_second"
+
+
 def test_parameters_are_pairs_never_json_nor_cut_mid_word(tmp_path):
     page = report_html(synthetic_workspace(tmp_path / "ws"), selection="deita")
     line = re.search(r"<p class='sub params'>method deita; (.*?)</p>", page).group(1)
