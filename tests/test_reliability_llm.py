@@ -535,3 +535,72 @@ def test_a_key_pasted_as_the_variable_name_or_in_the_url_is_never_echoed_nor_sto
 
     assert without_credentials("http://u:sk-x@[::1]:8000/v1") == "http://***@[::1]:8000/v1"  # brackets kept
     assert OpenAIBackend("https://api.example.com/v1", "gpt-4o-mini").describe()["base_url"] == "https://api.example.com/v1"
+
+
+_OWNER = """
+import sys, time
+from curate.llm.local import LocalServer, announce
+server = LocalServer(log_path=sys.argv[1]).launch()
+if sys.argv[2] == "announce":
+    announce(server)  # as `curate serve-local` does
+print(server.pid, server.tmpdir, flush=True)
+time.sleep(600)
+"""
+
+
+def _orphan(tmp_path, how: str) -> tuple[int, str]:
+    """A vLLM server whose owner (a curate process) was SIGKILLed: its own session keeps it running."""
+    from curate.llm.server_records import alive
+
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(tmp_path / f"{how}.log"), how],
+                             stdout=subprocess.PIPE, text=True)
+    pid, tmpdir = owner.stdout.readline().split()
+    owner.kill()
+    owner.wait()
+    assert alive(int(pid)) and Path(tmpdir).is_dir()  # what a SIGKILL left
+    return int(pid), tmpdir
+
+
+def test_a_server_whose_curate_process_was_killed_is_stopped_by_the_next_one(tmp_path, monkeypatch):
+    """A SIGKILL of `curate run --backend local` (or of `curate serve-local`) left its vLLM server running, 1.7 GB
+    and a core, with its temporary folder; the next run started a second server, and an orphaned serve-local's
+    announcement was reused for good. The next launch, or the next read of the announcement, stops it."""
+    from curate.llm.local import ANNOUNCE_FILE, LocalServer, curate_home, prepare_model, running_server
+    from curate.llm.server_records import SERVERS_DIR, alive
+
+    models = prepare_model().parent  # converted once; the rest of this home is the test's own
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "models").symlink_to(models)
+
+    pid, tmpdir = _orphan(tmp_path, "announce")
+    assert running_server() is None  # its announcer is gone: not reused
+    assert not alive(pid) and not Path(tmpdir).exists() and not (curate_home() / ANNOUNCE_FILE).exists()
+    pid, tmpdir = _orphan(tmp_path, "run")
+    server = LocalServer(log_path=tmp_path / "next.log").launch()
+    try:
+        assert not alive(pid) and not Path(tmpdir).exists()
+        assert not (curate_home() / SERVERS_DIR / f"{pid}.json").exists()
+        assert (curate_home() / SERVERS_DIR / f"{server.pid}.json").exists()
+    finally:
+        server.stop()
+    assert not (curate_home() / SERVERS_DIR / f"{server.pid}.json").exists()
+
+
+def test_a_server_that_dies_during_start_up_leaves_no_temporary_folder(tmp_path):
+    """On a port already taken vLLM exits during start-up: the error was clear, but its temporary folder and record
+    were left behind (stop() returned early, the process being gone)."""
+    import socket
+
+    from curate.llm.local import LocalServer, curate_home
+    from curate.llm.server_records import SERVERS_DIR
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = LocalServer(port=taken.getsockname()[1], log_path=tmp_path / "vllm.log", startup_timeout=120)
+        server.launch()
+        tmpdir, pid = server.tmpdir, server.pid
+        with pytest.raises(CurateError, match="exited during start-up"):
+            server.wait_ready()
+    assert not Path(tmpdir).exists() and not (curate_home() / SERVERS_DIR / f"{pid}.json").exists()

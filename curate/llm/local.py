@@ -34,6 +34,7 @@ from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.hardware import check_model_location, resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
+from curate.llm.server_records import alive, forget, record, stop_orphans
 from curate.storage.files import exported_model
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -194,12 +195,14 @@ class LocalServer:
         """Prepare the weights (once) and start the server process without waiting for it (it takes a minute on
         a small CPU; do other work, then :meth:`wait_ready`)."""
         self.model_dir = prepare_model(self.home)
+        stop_orphans(self.home)  # servers whose curate process was killed (SIGKILL, OOM) still run
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.tmpdir = tempfile.mkdtemp(prefix="curate-vllm-")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      env=server_env(self.home, self.tmpdir), start_new_session=True)
         log.close()
+        record(self.home, self.proc.pid, self.tmpdir)
         self._launched = time.monotonic()
         return self
 
@@ -212,7 +215,7 @@ class LocalServer:
         while True:  # asked long after its launch, a server that is up answers the first probe
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
-                self.proc = None
+                self.stop()  # what is left of its group, its temporary folder and its record
                 raise CurateError(f"local vLLM server exited during start-up; log {self.log_path}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
@@ -235,6 +238,7 @@ class LocalServer:
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+        forget(self.home, proc.pid)
 
     def backend(self, **kwargs: Any) -> LocalBackend:
         """A :class:`LocalBackend` talking to this server (kind ``local``)."""
@@ -302,20 +306,26 @@ def announce(server: LocalServer) -> Path:
     return path
 
 
-def withdraw(server: LocalServer | None = None) -> None:
-    """Remove the announcement (only the one naming ``server``'s PID, when given)."""
+def withdraw(server: LocalServer | int | None = None) -> None:
+    """Remove the announcement (only the one naming ``server``'s PID, or this PID, when given)."""
     path = curate_home() / ANNOUNCE_FILE
+    pid = server.pid if isinstance(server, LocalServer) else server
     try:
-        if server is None or json.loads(path.read_text()).get("pid") == server.pid:
+        if pid is None or json.loads(path.read_text()).get("pid") == pid:
             path.unlink()
     except (OSError, ValueError):
         pass
 
 
 def running_server(model: str = SERVED_NAME, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The announced local server if its process is alive and it serves ``model``; else None."""
+    """The announced local server if its process and the ``curate serve-local`` that announced it are alive and
+    it serves ``model``; else None. A server whose announcer was killed is stopped, and its announcement removed."""
     try:
         info = json.loads((curate_home() / ANNOUNCE_FILE).read_text())
+        if not alive(int(info.get("owner_pid") or info["pid"])):
+            stop_orphans(curate_home())
+            withdraw(int(info["pid"]))  # not one a new `curate serve-local` wrote meanwhile
+            return None
         os.kill(int(info["pid"]), 0)  # alive? (signal 0 sends nothing)
         with urllib.request.urlopen(f"{info['base_url']}/models", timeout=timeout) as resp:
             served = [m.get("id") for m in json.loads(resp.read()).get("data", [])]
