@@ -279,3 +279,23 @@ def test_paths_with_square_brackets_are_printed_as_written(tmp_path):
     out = folder / "run[/bold]"
     r = curate_cli("run", pool, "--budget", 2, "--out", out)
     assert r.returncode == 0 and str(out / "selected.jsonl") in said(r.stdout), r.stdout + r.stderr
+
+
+def test_tag_and_score_say_how_many_rows_got_a_value_and_fail_when_none_did(tmp_path):
+    """`curate tag` printed "tagged 6 rows ...; 6 row(s) failed" and exited 0 when every row failed (a script read
+    success); `curate score` likewise. Each now counts the rows that got a value and exits 1 when none did."""
+    from tests.fault_server import FaultServer
+
+    rows = [{"instruction": f"[always400] Explain topic {i}.", "output": f"Topic {i}."} for i in range(3)]
+    curate_cli("load", write_jsonl(tmp_path / "bad.jsonl", rows), "-w", tmp_path / "bad")
+    curate_cli("load", write_jsonl(tmp_path / "mixed.jsonl", rows[:1] + [{"instruction": "Explain gravity.",
+                                                                           "output": "Mass attracts mass."}]),
+               "-w", tmp_path / "mixed")
+    with FaultServer() as srv:
+        server = ["--base-url", srv.base_url, "--model", "fault"]
+        for command, done in ((["tag"], "tagged"), (["score", "--judge", "complexity"], "scored")):
+            r = curate_cli(command[0], tmp_path / "bad", *command[1:], *server)
+            assert r.returncode == 1 and f"no row {done}: every one of the 3 rows" in r.stderr, r.stdout + r.stderr
+            r = curate_cli(command[0], tmp_path / "mixed", *command[1:], *server)
+            assert r.returncode == 0, r.stdout + r.stderr
+        assert "tagged 1 of 2 rows" in curate_cli("tag", tmp_path / "mixed", *server).stdout

@@ -87,7 +87,7 @@ def score(
             if not steps:
                 raise typer.BadParameter(f"scorer {scorer} reads no response", param_hint="'--response-column'")
         for step in steps:
-            _print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids)
+            raise_unanswered(_print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids), None, 0.0)
         return
     from curate.llm.judges import Judge
 
@@ -126,6 +126,9 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
         raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message[:160]}); "
                           "re-run the command (without --keep-failed) to send them again (answered requests come "
                           "from the cache)")
+    if failures and all(failures):  # stored as failures, but a script must not read the run as a success
+        raise CurateError(f"no row {done}: every one of the {len(failures):,} rows asked for has a failure (the "
+                          "commonest reasons above)")
 
 
 def transient_rows(ws, step, ids: list[str] | None) -> Counter:
