@@ -299,3 +299,12 @@ def test_tag_and_score_say_how_many_rows_got_a_value_and_fail_when_none_did(tmp_
             r = curate_cli(command[0], tmp_path / "mixed", *command[1:], *server)
             assert r.returncode == 0, r.stdout + r.stderr
         assert "tagged 1 of 2 rows" in curate_cli("tag", tmp_path / "mixed", *server).stdout
+
+
+def test_a_local_dry_run_prices_no_batch_and_says_the_server_starts_first(tmp_path):
+    """`--backend local --dry-run` showed "$0 online; $0 batch" (no batch API runs locally) and said nothing of the
+    minute the server takes to start."""
+    r = curate_cli("run", "sample", "--out", tmp_path / "dry", "--backend", "local", "--tags", "--dry-run")
+    out = "".join(r.stdout.splitlines())
+    assert r.returncode == 0 and "batch" not in out and out.count("(a local model)") == 3, r.stdout + r.stderr
+    assert out.count("the local vLLM server starts on the first request") == 1 and "(local models)" in out

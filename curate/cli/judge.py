@@ -164,10 +164,12 @@ def print_estimates(estimates: list[Any]) -> None:
     """Print dry-run estimates (``curate.llm.dryrun.DryRunEstimate``), one block each, and a total for several."""
     from curate.llm.backends import format_usd
     from curate.llm.dryrun import total
+    from curate.llm.tokens import LOCAL_KINDS
 
     def usd(value: float | None, price: Any) -> str:
         return "unknown (no price for this model)" if value is None else format_usd(value)
 
+    said: set[str] = set()  # a note that holds for every step is printed once
     for e in estimates:
         console.print(f"[bold]dry run[/] {escape(e.column)} via {escape(e.backend)} {escape(e.model)}: nothing sent",
                       highlight=False, markup=True)
@@ -175,18 +177,21 @@ def print_estimates(estimates: list[Any]) -> None:
                       f"  requests: {e.requests:,} ({e.cached:,} cached, {e.to_send:,} to send)\n"
                       f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
                       f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
-                      f"  cost: {usd(e.usd_online, e.price_online)} online; "
-                      f"{usd(e.usd_batch, e.price_batch) if e.price_batch is not None else 'no batch price known'}"
-                      f" batch", soft_wrap=True, highlight=False)
-        for note in e.notes:
+                      + (f"  cost: {usd(e.usd_online, e.price_online)} (a local model)" if e.backend in LOCAL_KINDS
+                         else f"  cost: {usd(e.usd_online, e.price_online)} online; "
+                         f"{usd(e.usd_batch, e.price_batch) if e.price_batch is not None else 'no batch price known'}"
+                         " batch"), soft_wrap=True, highlight=False)
+        for note in (n for n in e.notes if n not in said):
             console.print(f"  note: {note}", highlight=False)
+            said.add(note)
     if len(estimates) > 1:
         t = total(estimates)
         online = "unknown" if t["usd_online"] is None else format_usd(t["usd_online"])
         batch = "unknown" if t["usd_batch"] is None else format_usd(t["usd_batch"])
+        cost = (f"{online} (local models)" if all(e.backend in LOCAL_KINDS for e in estimates)
+                else f"{online} online, {batch} batch")
         console.print(f"[bold]total[/]: {t['to_send']:,} requests to send, {t['prompt_tokens']:,} prompt tokens, at "
-                      f"most {t['output_tokens']:,} output tokens; {online} online, {batch} batch", highlight=False,
-                      markup=True)
+                      f"most {t['output_tokens']:,} output tokens; {cost}", highlight=False, markup=True)
 
 
 def _scorers(spec: str, column: str | None) -> list[Any]:

@@ -64,7 +64,8 @@ class DryRunEstimate:
                 f"{html.escape(self.model)}): {self.rows_to_run:,} of {self.rows:,} rows to run, "
                 f"{self.to_send:,} of {self.requests:,} requests to send; {self.prompt_tokens:,} prompt tokens "
                 f"({html.escape(self.tokenizer)}), at most {self.output_tokens:,} output tokens; "
-                f"{usd(self.usd_online)} online, {usd(self.usd_batch)} batch</div>")
+                + (f"{usd(self.usd_online)} (a local model)</div>" if self.backend in LOCAL_KINDS else
+                   f"{usd(self.usd_online)} online, {usd(self.usd_batch)} batch</div>"))
 
 
 def prices(backend: Backend) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
@@ -121,6 +122,9 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
     counter = token_counter(backend)
     online, batch = prices(backend)
     notes = []
+    if backend.kind == "local" and to_send:
+        notes.append("the local vLLM server starts on the first request the cache does not answer (about a "
+                     "minute on a small CPU; a running `curate serve-local` is reused)")
     if step.prompt.output_kind == "json":
         notes.append("json output: re-asks after a validation error are not counted")
     return DryRunEstimate(
