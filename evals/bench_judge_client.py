@@ -4,7 +4,7 @@ Prints throughput as a fraction of the ideal C/L, the ratio against a sequential
 client over the same server (the way DEITA / data-juicer call an API), and the rows/s of a re-run
 served entirely from the response cache. The server (tests/fault_server.py) runs in its own process.
 
-    python evals/bench_judge_client.py [--rows 2000] [--latency 0.2] [--slots 16]
+    python evals/bench_judge_client.py [--rows 2000] [--latency 0.5] [--slots 32]
 
 Last line: RESULT efficiency=<0..1> vs_sequential=<x> cache_rows_per_s=<n>
 """
