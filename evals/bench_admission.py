@@ -8,7 +8,8 @@
 (``IterativeFilter.filter`` from hkust-nlp/deita, copied unchanged into ``evals/deita_reference/``) on the
 same rows: its default batch size 1 and its batch-64 mode, both on the CPU with its default chunk size.
 Cases: ``realN:B`` = the first N scored rows of a workspace holding real MiniLM embeddings and DEITA
-complexity/quality scores of pool_30k (``--workspace``, read only; default /work/runs/new30k/workspace);
+complexity/quality scores of pool_30k (``--workspace``, read only; default /work/runs/new30k/workspace, which
+``evals/pool30k_workspace.py`` says how to build);
 ``synN:B`` = N clustered synthetic unit vectors (:func:`synthetic`) with continuous scores. Scores are
 continuous (no ties), so DEITA's unstable pandas sort and our tie rule give the same order, and the
 admitted ids (in order) must be identical to DEITA batch-size-1's. Batch 64 compares candidates with
@@ -59,9 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.defaults import DEITA  # noqa: E402
 from curate.select.admission import ADMITTED, FLOAT32_MARGIN, NOT_REACHED, REJECTED, admit, bf16_is_faster  # noqa: E402
 from evals.admission_prune import prune_products  # noqa: E402
+from evals.pool30k_workspace import DEFAULT  # noqa: E402
 
 DEFAULT_POOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pool_30k.jsonl"
-DEFAULT_WORKSPACE = "/work/runs/new30k/workspace"
+DEFAULT_WORKSPACE = DEFAULT
 DEFAULT_CASES = "real10k:2000,real30k:6000,syn100k:10000,syn1m:50000"
 
 

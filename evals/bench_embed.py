@@ -1,7 +1,7 @@
 """Benchmark: CPU embedding backends (torch, onnx, onnx-int8) of the packaged MiniLM: speed and agreement.
 
     python evals/bench_embed.py [--texts 1000] [--batch-size 64] [--threads 0] [--rounds 3]
-                                [--workspace /work/runs/new30k/workspace] [--agreement-rows 0] [--budget 6000]
+                                [--workspace /work/runs/new30k/workspace (evals/pool30k_workspace.py builds it)] [--agreement-rows 0] [--budget 6000]
 
 Speed: the same ``--texts`` texts (a fixed random sample of the workspace's ``instruction`` texts, the
 default embedding text), the same batch size, each backend timed (``torch`` is curate's encode: token-budget
@@ -37,6 +37,7 @@ from curate.embed.onnx import TOKENS_PER_ROW, load_onnx  # noqa: E402
 from curate.rows import row_text  # noqa: E402
 from curate.select.admission import admit  # noqa: E402
 from curate.storage.workspace import Workspace  # noqa: E402
+from evals.pool30k_workspace import DEFAULT, missing  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 FIXED = "st-fixed"  # the reference: sentence-transformers' own encode in fixed batches of --batch-size rows
@@ -63,7 +64,7 @@ def pool_vectors(backend: str, texts: list[str], rows: int, batch_size: int, thr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", default="/work/runs/new30k/workspace")
+    ap.add_argument("--workspace", default=DEFAULT)
     ap.add_argument("--texts", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=EMBED.batch_size)
     ap.add_argument("--threads", type=int, default=0)
@@ -77,6 +78,8 @@ def main() -> None:
     threads = args.threads or None
     if threads:
         torch.set_num_threads(threads)
+    if absent := missing(args.workspace):
+        raise SystemExit(absent)
     ws = Workspace.open(args.workspace)
     texts = [row_text(c, EMBED.text) for c in ws.conversations()]
     rng = np.random.default_rng(0)

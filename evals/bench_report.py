@@ -6,7 +6,7 @@ each in its own process on the same workspace.
 The workspace: ``bench_scale.write_pool``'s synthetic pool, two per-turn score columns (``complexity``,
 ``quality``, uniform 1..6, stored through ``ws.apply``), random unit vectors as the embedding set, an exact dedup
 and a DEITA selection of 50,000 rows (``input_selection`` dedup). The reference runs from a ``git worktree`` of
-``--reference``. Both pages must hold the same text once their timestamps and images are taken out (checked;
+``--reference``. Both pages must hold the same text once their timestamps, images and stylesheets are taken out (checked;
 the images differ where a plot changed). Prints one ``RESULT`` line.
 """
 
@@ -82,7 +82,10 @@ def run_part(workspace: Path, out: Path) -> dict:
 
 
 def text_of(page: str) -> str:
+    """The page without what may differ between two commits that report the same: images, the time it was made,
+    and the stylesheet (a rule added since the reference, such as ``.curate-warn``, changes no text)."""
     page = re.sub(r"src='data:[^']*'", "src=''", page)
+    page = re.sub(r"<style>.*?</style>", "<style></style>", page, flags=re.S)
     return re.sub(r"generated \S+", "generated", page)
 
 

@@ -22,7 +22,10 @@ def case_data(name: str, workspace: str, synthetic) -> tuple[np.ndarray, np.ndar
             return z["x"][keep], z["complexity"][keep], z["quality"][keep]
     if name.startswith("real"):
         from curate.storage.workspace import Workspace
+        from evals.pool30k_workspace import missing
 
+        if absent := missing(workspace):
+            raise SystemExit(f"case {name}: {absent}")
         ws = Workspace.open(workspace)  # read only: embeddings and turn values
         c, q = (np.array([t[0] if len(t) == 1 and t[0] is not None else np.nan for t in ws.turn_values(col)], float)
                 for col in ("complexity", "quality"))  # pool_30k is single-turn
