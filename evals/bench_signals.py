@@ -11,7 +11,8 @@ rounds) on the same rows. The model load is not timed. ``--vllm`` also times the
 requests (exact token ids) as ``prompt_logprobs`` completions to a local vLLM server (SmolLM2, bf16,
 16 in flight), and compares its log-probabilities with the transformers engine's. The CPU is shared with other jobs: the load
 average is printed beside the figures.
-Last line: ``RESULT ifd_rows_per_s=<n> dtype=<d> device=<d> tokens_per_s=<n> rerun_rows_per_s=<n>``.
+Last line: ``RESULT ifd_rows_per_s=<n> dtype=<d> device=<d> tokens_per_s=<n> rerun_rows_per_s=<n>`` (the best dtype),
+then each dtype's rows/s and, with ``--dtype both``, the bfloat16 / float32 speed ratio.
 """
 
 from __future__ import annotations
@@ -143,8 +144,11 @@ def main() -> None:
         vllm_figures(rows, steps[dtypes[-1]])
     best = max(dtypes, key=lambda d: len(rows) / statistics.median(timings[d]))
     s = statistics.median(timings[best])
+    each = " ".join(f"{d}_rows_per_s={len(rows) / statistics.median(timings[d]):.2f}" for d in dtypes)
+    ratio = (f" bfloat16_vs_float32={statistics.median(timings['float32']) / statistics.median(timings['bfloat16']):.2f}"
+             if len(dtypes) == 2 else "")
     print(f"RESULT ifd_rows_per_s={len(rows) / s:.2f} dtype={best} device={steps[best].engine.device} "
-          f"tokens_per_s={tokens[best] / s:.0f} rerun_rows_per_s={len(rows) / rerun[best]:.0f}")
+          f"tokens_per_s={tokens[best] / s:.0f} rerun_rows_per_s={len(rows) / rerun[best]:.0f} {each}{ratio}")
 
 
 if __name__ == "__main__":
