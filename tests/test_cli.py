@@ -147,6 +147,9 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
         r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", out)
         assert r.returncode == 1 and "inside the workspace" in " ".join(r.stderr.split())
     assert not (tmp_path / "ws" / "scorer.json").exists() and not (tmp_path / "ws" / "columns" / "scorer.json").exists()
+    r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path)  # a folder of other files
+    said = " ".join(r.stderr.split())  # refused before the fit: a scorer replaces its folder whole
+    assert r.returncode == 1 and "holds other files than a saved scorer" in said and "labels" not in r.stdout
 
 
 def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):

@@ -658,3 +658,47 @@ def test_a_training_result_shows_itself_in_a_line(tmp_path):
     text = repr(train_scorer(ws, target="s", k=3, seed=0))
     assert text.startswith("TrainResult(Scorer('s_scorer'") and "column s: 40 labels in 10 groups" in text
     assert len(text) < 400  # it printed every training turn (47 KB)
+
+
+_SAVER = """
+import sys
+from curate.scorers import Scorer
+a, b = Scorer.load(sys.argv[1]), Scorer.load(sys.argv[2])
+print("ready", flush=True)
+while True:
+    a.save(sys.argv[3])
+    b.save(sys.argv[3])
+"""
+
+
+def test_a_scorer_save_killed_at_any_moment_leaves_one_whole_scorer(tmp_path):
+    """The weights were written over the folder's, then scorer.json: a kill between the two left new weights
+    beside the old config, and neither scorer loaded ("22 weights for 26 features"). The folder is now swapped in
+    whole: whenever the saving process dies, the folder holds the earlier scorer or the new one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    texts, scores = synthetic()
+    few = Scorer(reads=["instruction"], features=["length"], embed_inputs=[]).fit(texts, scores)
+    many = Scorer(reads=["instruction"], features=["length", "stats"], embed_inputs=[]).fit(texts, scores)
+    expected = {s.weights["coef"].size: s.predict(texts[:5]) for s in (few, many)}
+    assert len(expected) == 2  # two shapes: a mix of the two cannot load
+    saver = [sys.executable, "-c", _SAVER, str(few.save(tmp_path / "few")), str(many.save(tmp_path / "many")),
+             str(tmp_path / "sc")]
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        proc = subprocess.Popen(saver, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(float(rng.uniform(0.05, 0.3)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        loaded = Scorer.load(tmp_path / "sc")
+        assert np.allclose(loaded.predict(texts[:5]), expected[loaded.weights["coef"].size])
+    assert sorted(p.name for p in (tmp_path / "sc").iterdir()) == ["head.safetensors", "scorer.json"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ScorerError, match="holds other files than a saved scorer .todo.txt."):
+        few.save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

@@ -88,7 +88,8 @@ def train_scorer(
                                       "with the data; rows without one are not labels)."),
     labels: str | None = typer.Option(None, "--labels", help="Label set to learn from, e.g. evol_complexity "
                                       "(see `curate evol`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + head.safetensors)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + its weights), replaced whole: a new folder, "
+                                    "an empty one or an earlier scorer's."),
     name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set's name, or TARGET_scorer)."),
     head: str | None = typer.Option(None, help="ridge kind: ridge (regression, default) or ordinal (expected label of "
                                     "a multinomial head). small-lm: score (a linear head on the last token, default) "
@@ -130,6 +131,7 @@ def train_scorer(
     """Train a small scorer on a judge column or a label set; print K-fold and held-out agreement beside baselines.
     The scorer writes its own column (default: the label set's name or TARGET_scorer), never the judge's."""
     from curate.scorers import train_scorer as train
+    from curate.scorers.saved import check_scorer_folder
     from curate.session import Workspace
     from curate.storage.export import check_outside_workspace
 
@@ -137,6 +139,7 @@ def train_scorer(
         raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME (both with --chain-pairs)")
     ws = Workspace.open(workspace)
     check_outside_workspace(ws, out, "a scorer")  # before any fitting
+    check_scorer_folder(out)
     result = train(ws, target=target, labels=labels, reads=inputs.split(",") if inputs else None, head=head,
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
@@ -165,6 +168,7 @@ def distil_command(
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
     from curate.scorers import Scorer, column_judge, column_labeller, distil
+    from curate.scorers.saved import check_scorer_folder
     from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
     from curate.storage.export import check_outside_workspace
@@ -172,6 +176,7 @@ def distil_command(
     ws = Workspace.open(workspace)
     if out:
         check_outside_workspace(ws, out, "a scorer")  # before any fitting
+        check_scorer_folder(out)
     reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
     name = column or f"{label_column}_distilled"
     scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),

@@ -25,7 +25,7 @@ from curate.errors import ScorerError
 from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
-from curate.scorers.saved import read_tensors, write_scorer_json
+from curate.scorers.saved import read_tensors, save_scorer_folder
 
 KIND = "cross-encoder"
 CHUNK = 512  # rows per cached prediction chunk
@@ -259,16 +259,11 @@ class CrossEncoderScorer(Scorer):
         return {}
 
     def save(self, directory: str | os.PathLike) -> Path:
-        from safetensors.numpy import save_file
-
-
         if not self.weights:
             raise ScorerError("nothing to save: the scorer is not fitted")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()}, str(out / "adapter.safetensors"))
-        write_scorer_json(out, self.config(), self.metadata, self.metrics)
-        return out
+        return save_scorer_folder(directory, "adapter.safetensors",
+                                  {k: np.ascontiguousarray(v) for k, v in self.weights.items()}, self.config(),
+                                  self.metadata, self.metrics)
 
     @classmethod
     def _from_saved(cls, path: Path, doc: dict[str, Any]) -> CrossEncoderScorer:

@@ -44,7 +44,7 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
-from curate.scorers.saved import json_default, read_scorer_json, read_tensors, write_scorer_json
+from curate.scorers.saved import json_default, read_scorer_json, read_tensors, save_scorer_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
@@ -334,17 +334,13 @@ class Scorer:
         return cfg
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``."""
-        from safetensors.numpy import save_file
-
+        """Write ``scorer.json`` (config, imitated judge, training fingerprint, metrics) and ``head.safetensors``; the
+        folder is replaced whole (:func:`~curate.scorers.saved.save_scorer_folder`)."""
         if not self.weights:
             raise ScorerError("nothing to save: the scorer is not fitted")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32 if k == "coef" else np.float64)
-                   for k, v in self.weights.items()}, str(out / "head.safetensors"))
-        write_scorer_json(out, self.config(), self.metadata, self.metrics)
-        return out
+        weights = {k: np.ascontiguousarray(v, dtype=np.float32 if k == "coef" else np.float64)
+                   for k, v in self.weights.items()}
+        return save_scorer_folder(directory, "head.safetensors", weights, self.config(), self.metadata, self.metrics)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Scorer:

@@ -5,6 +5,10 @@ a damaged, hand-edited or newer-format folder gives one :class:`~curate.errors.S
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,51 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+SCORER_FILES = re.compile(r"scorer\.json|[\w.-]+\.safetensors")  # what a saved scorer's folder holds
+
+
+def check_scorer_folder(out: str | os.PathLike) -> None:
+    """Refuse a folder a scorer cannot be saved to: a file, or a folder holding other files than a saved scorer's
+    (saving replaces the folder whole). Checked before a fit, so no training is lost to a bad ``--out``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ScorerError(f"{out}: a file, where a scorer's folder is to be written")
+    other = sorted(p.name for p in out.iterdir() if not SCORER_FILES.fullmatch(p.name)) if out.is_dir() else []
+    if other:
+        raise ScorerError(f"{out}: holds other files than a saved scorer ({', '.join(other[:3])}"
+                          f"{', ...' if len(other) > 3 else ''}); a scorer replaces its folder whole: name a new or "
+                          "empty folder, or an earlier scorer's")
+
+
+def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[str, np.ndarray],
+                       config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    """Write a scorer's folder whole: ``weights_file`` and ``scorer.json`` into a temporary sibling, then swapped in.
+    Written in place, a kill between the two files left the new weights beside the old ``scorer.json``: neither
+    scorer. Saves to one folder, from any threads or processes, take turns."""
+    from safetensors.numpy import save_file
+
+    from curate.storage.files import file_lock
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.parent / f".{out.name}.save.lock"):
+        check_scorer_folder(out)
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+        try:
+            tmp.mkdir()
+            save_file(weights, str(tmp / weights_file))
+            write_scorer_json(tmp, config, metadata, metrics)
+            if out.exists():  # a folder cannot be replaced by a rename: the earlier one moves aside first
+                os.replace(out, old)
+            os.replace(tmp, out)
+        finally:
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover)
+    return out
 
 
 def write_scorer_json(out: Path, config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
