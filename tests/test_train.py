@@ -207,6 +207,31 @@ def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
         finetune(lm, rows[:4], tmp_path / "killed", cfg, device="cpu")
 
 
+def test_two_trainers_of_one_run_take_turns_and_the_second_reads_it_back(lm, tmp_path):
+    """Fine-tuning held no lock: two processes on one workspace each trained every epoch into one run folder,
+    replacing each other's epoch-k/ (twice the time, and a checkpoint from either). The second now waits, then
+    reads the finished run back."""
+    import threading
+
+    rows = row_inputs(learnable_rows(8))
+    cfg = TrainConfig(epochs=2, **FAST)
+    counters, runs, errors = [Killer(10**9), Killer(10**9)], [], []
+
+    def train(counter):
+        try:
+            runs.append(finetune(lm, rows, tmp_path / "run", cfg, device="cpu", progress=counter))
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=train, args=(c,)) for c in counters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sorted(c.n for c in counters) == [0, 2 * 8]  # one trained both epochs, one nothing
+    assert [r.epochs_done for r in runs] == [2, 2] and len(runs[0].info["epoch_stats"]) == 2
+
+
 def test_a_save_stopped_by_ctrl_c_leaves_no_half_checkpoint(tmp_path):
     """SIGTERM while an epoch was saved left its temporary folder (500 MB for SmolLM2) in the run folder for good."""
     from curate.train.harness import _save_epoch

@@ -36,7 +36,7 @@ from curate.hardware import resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
-from curate.storage.files import STALE_LEFTOVER_S, folder_fingerprint, newest_mtime, remove
+from curate.storage.files import STALE_LEFTOVER_S, file_lock, folder_fingerprint, newest_mtime, remove
 from curate.storage.step import RowInput
 from curate.train.examples import (
     Example,
@@ -224,14 +224,24 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     says why). ``step_tokens``: padded tokens per forward pass (default ``TRAIN.cpu_step_tokens`` on the CPU,
     the whole batch on CUDA); a batch larger than that runs as several passes whose gradients add up into the
     same optimizer step, so it bounds activation memory without changing the run (not in its fingerprint)."""
-    import torch
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
-
     config.check()
     rows = row_inputs(rows)
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
     fp = run_fingerprint(model_dir, rows, config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
+    # (both trained every epoch into one folder, each replacing the other's epoch-k/)
+    with file_lock(out_dir.parent / f".{out_dir.name}.train.lock"):
+        return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens)
+
+
+def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainConfig, device: str, fp: str,
+           progress: Any, step_tokens: int | None) -> TrainRun:
+    """:func:`finetune`'s work, under the run folder's lock."""
+    import torch
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
     if (out_dir / RUN_FILE).exists():
         run = TrainRun(out_dir)
         if run.info["fingerprint"] == fp and run.epochs_done >= config.epochs:
