@@ -288,6 +288,9 @@ def complexity_run(args, device, log, recipe: str = "appended"):
         train_chains = CONS.constraint_chains(D.chain_seeds(flask, "train"), CONS.TRAIN_FAMILIES, seed=1)
         val_chains = CONS.constraint_chains(D.chain_seeds(flask, "val"), CONS.TRAIN_FAMILIES, seed=2)
         pairs = [(None, h, e, 1.0) for h, e in CONS.chain_pairs(train_chains)]
+    if args.tiny:  # a smoke test: a few steps and a small val set (all chains' pairs made ~135 steps of 45 evals)
+        rng = random.Random(0)
+        pairs, val_chains = rng.sample(pairs, min(len(pairs), 48)), val_chains[:8]
     points = [(r["instruction"], None, float(z)) for r, z in zip(tr, zscore(tr), strict=True)]
     n_pseudo = 0
     if args.complexity_pseudo is not None:  # a teacher's raw scores of pool instructions join the point stream
@@ -326,7 +329,7 @@ def complexity_run(args, device, log, recipe: str = "appended"):
                         epochs=args.complexity_epochs if not args.tiny else 0.5,
                         batch_size=32 if not args.tiny else 8, lr=args.lr, pair_weight=0.5, device=device,
                         evaluate=None if refit else evaluate,
-                        eval_every=args.complexity_eval_every if not args.tiny else 3, log=log, amp_dtype=amp(device),
+                        eval_every=args.complexity_eval_every if not args.tiny else 5, log=log, amp_dtype=amp(device),
                         schedule_steps=args.complexity_schedule_steps, stop_at=args.complexity_refit_at,
                         seed=args.seed, point_rank_weight=args.complexity_point_rank_weight)
     info.update({"seconds": time.time() - t0, "recipe": recipe, "n_points": len(points), "n_pairs": len(pairs),
