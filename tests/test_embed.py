@@ -76,7 +76,7 @@ def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.time() + 240
-        while len(list(parts.glob("part-*.npz"))) < 2:
+        while len(list(parts.glob("part-*.npz"))) < 5:  # chunks of 8, 16, 32, 64, 128 texts: 248
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.time() < deadline, "no part written"
             time.sleep(0.05)
@@ -84,7 +84,7 @@ def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
         proc.kill()
         proc.wait()
     matrix, encoded, cache = encode_cached(texts, tmp_path, batch_size=8)
-    assert 0 < encoded < 1200 - 200  # the killed pass's chunks (128 texts each) came from its parts
+    assert 0 < encoded < 1200 - 200  # the killed pass's chunks came from its parts
     assert not parts.exists() and cache.exists()  # merged into one file again
     sample = [0, 599, 1199]
     np.testing.assert_allclose(matrix[sample], encode([texts[i] for i in sample]), atol=1e-5)
@@ -123,6 +123,22 @@ def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     assert done > 0 and len(list(parts.glob("part-*.npz"))) == 1
     _, encoded, _ = encode_cached(texts, tmp_path, batch_size=8)
     assert encoded <= 1200 - done
+
+
+def test_encoding_chunks_are_sized_by_time_so_a_kill_loses_little(monkeypatch):
+    """Chunks were 16 batches of the longest texts first: on a busy 2-core machine the first took 150 s, so a kill
+    before it kept nothing (the cache keeps what is done every 30 s, but only at a chunk's end). A pass now starts
+    with one batch and grows its chunks while each takes under ``CHUNK_SECONDS``."""
+    import curate.embed.encoder as encoder
+
+    texts = [f"chunk sizing text {i} " + "word " * (i % 40) for i in range(300)]
+    sizes: list[int] = []
+    encode(texts, batch_size=8, on_chunk=lambda idx, _: sizes.append(len(idx)))
+    assert sizes[0] == 8 and sum(sizes) == 300 and max(sizes) <= 16 * 8 and len(sizes) < 300 / 8
+    monkeypatch.setattr(encoder, "CHUNK_SECONDS", 0.0)  # a machine where one batch takes the whole time
+    sizes.clear()
+    encode(texts, batch_size=8, on_chunk=lambda idx, _: sizes.append(len(idx)))
+    assert sizes == [8] * 37 + [4]
 
 
 def test_loading_the_default_model_leaves_the_environment_alone():

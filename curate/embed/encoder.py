@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +34,8 @@ from curate.embed.batching import token_budget_batches
 from curate.hardware import check_model_location, quiet_loading
 from curate.storage.files import folder_fingerprint
 
-PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of this many batches
+PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of at most this many batches,
+CHUNK_SECONDS = 10.0  # and of about this many seconds: the cache keeps what is done every 30 s, whatever the CPU
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = EMBED.backend  # why torch: see the module docstring and evals/SCALING.md
 
@@ -123,16 +125,23 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
 
     # Chunks for the progress bar, taken in one global length order: sentence-transformers sorts only
     # within a call, and mixing long and short texts in a batch wastes most of it on padding.
+    # A chunk is sized by the time the last one took (16 batches of the longest texts took 150 s on a busy 2-core
+    # machine, and a kill lost them all), starting from one batch.
     order = np.argsort([-len(t) for t in texts], kind="stable")
-    chunk = batch_size * PROGRESS_CHUNK_BATCHES
+    batches, start = 1, 0
     out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        for start in range(0, len(texts), chunk):
-            idx = order[start:start + chunk]
+        while start < len(texts):
+            idx = order[start:start + batches * batch_size]
+            began = time.perf_counter()
             out[idx] = run([texts[i] for i in idx])
+            seconds = time.perf_counter() - began
             if on_chunk is not None:
                 on_chunk(idx, out[idx])
             bar.update(len(idx))
+            start += len(idx)
+            fits = int(CHUNK_SECONDS / max(seconds / batches, 1e-6))
+            batches = max(1, min(PROGRESS_CHUNK_BATCHES, fits, 2 * batches))
     return out
 
 
