@@ -334,8 +334,13 @@ def test_a_killed_reference_tuning_continues_from_its_last_save_to_the_same_adap
     assert any(not np.array_equal(whole[k], first[k]) for k in whole)
     for key in whole:
         np.testing.assert_allclose(resumed[key], whole[key], rtol=1e-5, atol=1e-7)
+    from curate.signals.lora import adapter_fingerprint
+
+    lora = tmp_path / "cache" / "signals" / "lora"
+    killed = lora / f".{adapter_fingerprint(model_dir, requests, step.lora)}.0badc0de.tmp"  # a SIGKILLed tuning's
+    killed.mkdir(parents=True)
     tuned_adapter(model_dir, requests, step.lora, tmp_path / "cache")
-    assert not list((tmp_path / "cache" / "signals" / "lora").glob("*.progress.pt"))
+    assert not list(lora.glob("*.progress.pt")) and not killed.exists()
 
 
 def test_signals_handed_the_pool_in_parts_store_what_one_call_stores(tiny_model, tmp_path):

@@ -181,6 +181,8 @@ def tuned_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{fp}.lock")):
         if not (folder / META_FILE).exists():
+            for leftover in root.glob(f".{fp}.*.tmp"):  # a tuning SIGKILL stopped: under the lock, none is live
+                shutil.rmtree(leftover, ignore_errors=True)
             tmp = root / f".{fp}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.mkdir()
             progress_file = root / f"{fp}.progress.pt"  # a killed tuning continues from here
