@@ -224,7 +224,8 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
             try:
                 yield server.lazy_backend(
-                    on_start=lambda: err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct) ..."),
+                    on_start=lambda: err_console.print("starting the local vLLM server (SmolLM2-135M-Instruct; about a "
+                                                    "minute on a small CPU, counted in the first row's time) ..."),
                     concurrency=concurrency, timeout=timeout, max_retries=max_retries, rps=rps)
             finally:
                 server.stop()
