@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +48,15 @@ def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[
     scorer. Saves to one folder, from any threads or processes, take turns."""
     from safetensors.numpy import save_file
 
-    from curate.storage.files import file_lock
+    from curate.storage.files import file_lock, folder_written_whole
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out.parent / f".{out.name}.save.lock"):
         check_scorer_folder(out)
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-        try:
-            tmp.mkdir()
+        with folder_written_whole(out) as tmp:
             save_file(weights, str(tmp / weights_file))
             write_scorer_json(tmp, config, metadata, metrics)
-            if out.exists():  # a folder cannot be replaced by a rename: the earlier one moves aside first
-                os.replace(out, old)
-            os.replace(tmp, out)
-        finally:
-            for leftover in (tmp, old):
-                if leftover.exists():
-                    shutil.rmtree(leftover)
     return out
 
 

@@ -133,6 +133,25 @@ STALE_LEFTOVER_S = 3600  # a temporary file beside an output untouched this long
 LEFTOVER = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|old)")  # .<name>.<uuid4 hex>.tmp / .old, as the writers here name them
 
 
+@contextlib.contextmanager
+def folder_written_whole(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of folder ``out`` to write; when the block ends, swap it in for ``out`` (an earlier
+    ``out`` moves aside first: a folder cannot be replaced by a rename), so a reader or a kill never meets a folder
+    half-written or half-deleted. On an error, nothing of it stays. The caller keeps other writers of ``out`` out."""
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        tmp.mkdir()
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
 def remove_stale_leftovers(out: str | os.PathLike) -> list[Path]:
     """Remove the temporary files (or folders) beside ``out`` that a writer killed outright (SIGKILL, a power cut)
     could not remove, once untouched for ``STALE_LEFTOVER_S``: a live writer touches its file as it writes. Inside a

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock
+from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock, folder_written_whole
 from curate.train.harness import TrainRun
 
 
@@ -48,22 +47,11 @@ def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None
         model, tokenizer = run.load_model(epoch, device="cpu")
         if run.config.lora_rank:
             model = model.merge_and_unload()  # the adapter folded into the base weights: one plain model
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
-        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-        try:
+        with folder_written_whole(out) as tmp:  # a reader never meets it half-written or half-deleted
             model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             for name in ("chat_template.jinja", "generation_config.json"):  # kept as the base has them
                 if (run.model_dir / name).is_file() and not (tmp / name).is_file():
                     shutil.copy(run.model_dir / name, tmp / name)
             (tmp / EXPORTED_MODEL_FILE).write_text(json.dumps(info, indent=1))
-            # A folder cannot be replaced by rename, so the earlier export moves aside first: a reader can
-            # miss ``out`` only between two renames, never see it half-written or half-deleted.
-            if out.exists():
-                os.replace(out, old)
-            os.replace(tmp, out)
-        finally:
-            for leftover in (tmp, old):
-                if leftover.exists():
-                    shutil.rmtree(leftover)
     return out
