@@ -216,6 +216,9 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
     return info
 
 
+TRAIN_LOCK = ".train.lock"  # in the run folder: beside it, a lister of the runs would take it for one
+
+
 def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Path,
              config: TrainConfig = TrainConfig(), *, device: str | None = None, progress: Any = None,
              step_tokens: int | None = None) -> TrainRun:
@@ -229,10 +232,10 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
     fp = run_fingerprint(model_dir, rows, config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
     # (both trained every epoch into one folder, each replacing the other's epoch-k/)
-    with file_lock(out_dir.parent / f".{out_dir.name}.train.lock"):
+    with file_lock(out_dir / TRAIN_LOCK):
         return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens)
 
 
