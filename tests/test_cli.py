@@ -298,10 +298,16 @@ def test_tag_and_score_say_how_many_rows_got_a_value_and_fail_when_none_did(tmp_
         server = ["--base-url", srv.base_url, "--model", "fault"]
         for command, done in ((["tag"], "tagged"), (["score", "--judge", "complexity"], "scored")):
             r = curate_cli(command[0], tmp_path / "bad", *command[1:], *server)
-            assert r.returncode == 1 and f"no row {done}: every one of the 3 rows" in r.stderr, r.stdout + r.stderr
+            assert r.returncode == 1 and f"no row {done}: none of the 3 rows" in r.stderr, r.stdout + r.stderr
             r = curate_cli(command[0], tmp_path / "mixed", *command[1:], *server)
             assert r.returncode == 0, r.stdout + r.stderr
         assert "tagged 1 of 2 rows" in curate_cli("tag", tmp_path / "mixed", *server).stdout
+        open_ended = [{"messages": [{"role": "user", "content": f"Explain topic {i}."},
+                                    {"role": "assistant", "content": f"Topic {i}."},
+                                    {"role": "user", "content": "And then?"}]} for i in range(2)]
+        curate_cli("load", write_jsonl(tmp_path / "open.jsonl", open_ended), "-w", tmp_path / "open")
+        r = curate_cli("score", tmp_path / "open", "--judge", "quality", *server)  # each last turn has no reply
+        assert r.returncode == 0 and "no_response" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_local_dry_run_prices_no_batch_and_says_the_server_starts_first(tmp_path):

@@ -87,7 +87,8 @@ def score(
             if not steps:
                 raise typer.BadParameter(f"scorer {scorer} reads no response", param_hint="'--response-column'")
         for step in steps:
-            raise_unanswered(_print_result(ws, ws.apply(step, ids, retry_failed=retry_failed), ids), None, 0.0)
+            result = ws.apply(step, ids, retry_failed=retry_failed)
+            raise_unanswered(_print_result(ws, result, ids), None, 0.0, values=ws.column(result.column, ids))
         return
     from curate.llm.judges import Judge
 
@@ -108,10 +109,11 @@ def score(
     failures = _print_result(ws, result, ids)
     if retried:
         _print_retried(retried, result.provenance)
-    raise_unanswered(failures, max_cost, spent)
+    raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids))
 
 
-def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored") -> None:
+def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored",
+                     values: list[Any] | None = None) -> None:
     """After the answered rows are stored: one error for rows max_cost left unsent or the judge never answered
     (the server was down or overloaded), which a re-run sends again; they must not pass as finished."""
     from curate.llm.backends import format_usd
@@ -126,9 +128,15 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
         raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message[:160]}); "
                           "re-run the command (without --keep-failed) to send them again (answered requests come "
                           "from the cache)")
-    if failures and all(failures):  # stored as failures, but a script must not read the run as a success
-        raise CurateError(f"no row {done}: every one of the {len(failures):,} rows asked for has a failure (the "
-                          "commonest reasons above)")
+    if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success
+        raise CurateError(f"no row {done}: none of the {len(values):,} rows asked for got a value (the commonest "
+                          "failures above)")
+
+
+def _has_a_value(value: Any) -> bool:
+    """A row's stored value holds something: a row value, or a value for at least one turn (a row whose last turn
+    has no reply still has its other turns' scores)."""
+    return value is not None and (not isinstance(value, list) or any(v is not None for v in value))
 
 
 def transient_rows(ws, step, ids: list[str] | None) -> Counter:

@@ -76,7 +76,7 @@ def tag_cmd(
         _print_retried(retried, result.provenance)
     if normalize:
         _print_steps(normalize_tags(ws))
-    raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged")
+    raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column))
 
 
 def _print_steps(norm) -> None:
