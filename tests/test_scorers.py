@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -702,3 +703,23 @@ def test_a_scorer_save_killed_at_any_moment_leaves_one_whole_scorer(tmp_path):
     with pytest.raises(ScorerError, match="holds other files than a saved scorer .todo.txt."):
         few.save(tmp_path / "notes")
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+def test_a_scorer_saves_through_a_symlink_and_into_the_current_folder(tmp_path, monkeypatch):
+    """The whole-folder save replaced a symlink by a folder (and then failed on it), and `--out .` put its lock
+    file inside the folder, which the next save refused as "other files"."""
+    texts, scores = synthetic()
+    scorer = Scorer(reads=["instruction"], features=["length"], embed_inputs=[]).fit(texts, scores)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for _ in range(2):
+        scorer.save(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and Scorer.load(tmp_path / "link").fingerprint() == scorer.fingerprint()
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["head.safetensors", "scorer.json"]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for _ in range(2):
+        scorer.save(".")
+    assert sorted(p.name for p in (tmp_path / "here").iterdir()) == ["head.safetensors", "scorer.json"]
+    assert Path.cwd() == tmp_path / "here"  # the current folder is written into, never moved away and deleted
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".here.save.lock", ".real.save.lock"]

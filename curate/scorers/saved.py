@@ -50,11 +50,11 @@ def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[
 
     from curate.storage.files import file_lock, folder_written_whole
 
-    out = Path(out)
+    out = Path(out).resolve()  # "--out ." is the folder by its name, and its lock beside it, never inside
     out.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out.parent / f".{out.name}.save.lock"):
         check_scorer_folder(out)
-        with folder_written_whole(out) as tmp:
+        with folder_written_whole(out, last="scorer.json") as tmp:
             save_file(weights, str(tmp / weights_file))
             write_scorer_json(tmp, config, metadata, metrics)
     return out

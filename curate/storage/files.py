@@ -134,22 +134,45 @@ LEFTOVER = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|old)")  # .<name>.<uuid4 hex>.t
 
 
 @contextlib.contextmanager
-def folder_written_whole(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of folder ``out`` to write; when the block ends, swap it in for ``out`` (an earlier
-    ``out`` moves aside first: a folder cannot be replaced by a rename), so a reader or a kill never meets a folder
-    half-written or half-deleted. On an error, nothing of it stays. The caller keeps other writers of ``out`` out."""
+def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of folder ``out`` (a symlink is followed) to write; when the block ends, swap it in
+    for ``out`` (an earlier ``out`` moves aside first: a folder cannot be replaced by a rename), so a reader or a
+    kill never meets a folder half-written or half-deleted. On an error, nothing of it stays. A folder that cannot
+    be moved (a mount point), or must not be (the current folder: moved away, it would leave this process and the
+    shell it runs from in a deleted folder), gets the new files renamed in one by one, ``last`` last (the file naming
+    the others), and loses the files the new folder lacks. The caller keeps other writers of ``out`` out."""
+    out = Path(out).resolve()
+    here = Path.cwd().resolve()
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
     try:
         tmp.mkdir()
         yield tmp
+        if out.exists() and (out == here or out in here.parents):
+            _rename_in(tmp, out, last)
+            return
         if out.exists():
-            os.replace(out, old)
+            try:
+                os.replace(out, old)
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+                _rename_in(tmp, out, last)
+                return
         os.replace(tmp, out)
     finally:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
+
+
+def _rename_in(tmp: Path, out: Path, last: str | None) -> None:
+    """The files of ``tmp`` renamed into the folder ``out`` (``last`` last), then ``out``'s other files removed."""
+    names = sorted(p.name for p in tmp.iterdir())
+    for name in sorted(names, key=lambda n: n == last):
+        os.replace(tmp / name, out / name)
+    for gone in (p for p in out.iterdir() if p.name not in names):
+        remove(gone)
 
 
 def remove_stale_leftovers(out: str | os.PathLike) -> list[Path]:
