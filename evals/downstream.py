@@ -278,7 +278,7 @@ class Runner:
 
     # -- training and evaluation -------------------------------------------------------------------------
     def evaluate(self, model, tok) -> dict:
-        from curate.train.harness import eval_loss
+        from curate.train.losses import eval_loss
 
         per = eval_loss(model, tok, self.eval_rows, device=self.device, max_length=self.max_length)
         parts = {p: float(np.nanmean([v for v, r in zip(per, self.eval_refs, strict=True) if r["part"] == p]))

@@ -800,8 +800,8 @@ class _Ratio(_WordCount):
 
         from curate.storage.step import StepOutput
 
-        out = [float("nan"), float("inf"), np.float32("nan"), 2.0]
-        return StepOutput([out[i % 4] for i in range(len(rows))], [[] for _ in rows])
+        out = [float("nan"), float("inf"), np.float32("nan"), 2.0]  # a numpy array of values, as a step may give
+        return StepOutput(np.array([out[i % 4] for i in range(len(rows))]), tuple([] for _ in rows))
 
 
 class _TurnRatio(_Ratio):

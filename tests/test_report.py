@@ -452,6 +452,11 @@ def test_a_row_of_hundreds_of_long_turns_shows_its_first_and_last_turns(tmp_path
     ws.select(method="top_k", name="all", budget=2, sort_by="quality")
     page = report_html(ws, selection="all")
     assert "(288 turns left out)" in page and len(page) < 150_000
+    from curate.report.tables import shown_turns
+
+    for n, max_turns, shown in ((13, 12, 13), (14, 12, 13), (5, 1, 4), (4, 2, 4)):  # never "1 turns" nor "-1 turns"
+        cut = shown_turns(turns[:n], max_turns)
+        assert len(cut) == shown and (len(cut) == n or cut[-3]["content"] == f"({n - len(cut) + 1:,} turns left out)")
 
 
 def test_importing_views_in_a_kernel_without_ipywidgets_warns_nothing(tmp_path):

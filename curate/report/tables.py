@@ -110,9 +110,10 @@ MAX_TURNS_SHOWN = 12  # a row of hundreds of turns shows its first and last ones
 def shown_turns(conversation: list[dict[str, str]], max_turns: int = MAX_TURNS_SHOWN) -> list[dict[str, str]]:
     """The turns a view shows: all, or the first ``max_turns - 2`` and the last two around a note of how many
     were left out (a 300-turn row made one notebook cell or report sample of megabytes)."""
-    if len(conversation) <= max_turns:
+    max_turns = max(max_turns, 3)  # at least one turn, the note and the last two
+    if len(conversation) <= max_turns + 1:  # a note in place of one turn says less than the turn
         return conversation
-    head, left_out = max(max_turns - 2, 1), len(conversation) - max(max_turns - 2, 1) - 2
+    head, left_out = max_turns - 2, len(conversation) - (max_turns - 2) - 2
     return [*conversation[:head], {"role": "…", "content": f"({left_out:,} turns left out)"}, *conversation[-2:]]
 
 

@@ -145,8 +145,8 @@ def pack_scorer(scorer: Any) -> dict[str, bytes]:
     """A trained scorer as its saved folder's files (``{relative path: bytes}``: a head or an adapter and
     ``scorer.json``, a few MiB at most), sent to the actors with their arguments: no node needs the folder."""
     with tempfile.TemporaryDirectory(prefix="curate-scorer-") as tmp:
-        scorer.save(tmp)
-        return {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        folder = scorer.save(Path(tmp) / "scorer")  # inside: the save's lock beside it goes with the folder
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def unpack_scorer(files: dict[str, bytes]) -> Any:

@@ -175,8 +175,11 @@ def _not_finite_as_failures(step: Any, out: StepOutput) -> None:
     def bad(v: Any) -> bool:  # numpy's floats are numbers.Real too
         return isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not math.isfinite(v)
 
+    out.values, out.failures = list(out.values), list(out.failures)  # a tuple or a numpy array of floats, as lists
     for i, value in enumerate(out.values):
-        if step.granularity == "turn" and isinstance(value, list):
+        if step.granularity == "turn" and not isinstance(value, list):
+            continue  # a per-turn value that is no list is refused by the shape check, NaN or not
+        if step.granularity == "turn":
             turns = [t + 1 for t, v in enumerate(value) if bad(v)]
             if turns:
                 out.values[i] = [None if bad(v) else v for v in value]

@@ -6,7 +6,8 @@ EL2N, output-layer gradient norm) after every epoch and resumes after a kill. Si
 Dataset Cartography (:mod:`curate.train.cartography`) and Data Diet EL2N / GraNd (:mod:`curate.train.diet`).
 """
 
-from curate.train.harness import TrainConfig, TrainRun, eval_loss, finetune, run_folder
+from curate.train.harness import TrainConfig, TrainRun, finetune, run_folder
+from curate.train.losses import eval_loss
 
 __all__ = ["TrainConfig", "TrainRun", "eval_loss", "finetune", "run_folder"]
 

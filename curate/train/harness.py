@@ -41,7 +41,6 @@ from curate.storage.step import RowInput
 from curate.train.examples import (
     Example,
     collate,
-    encode_row,
     encode_rows,
     epoch_batches,
     row_inputs,
@@ -232,11 +231,24 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
     fp = run_fingerprint(model_dir, rows, config)
+    if (done := _finished(out_dir, fp, config, model_dir)) is not None:  # read back without a lock: a finished run
+        return done  # may sit where nothing can be written (a read-only mount)
     out_dir.mkdir(parents=True, exist_ok=True)
     # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
     # (both trained every epoch into one folder, each replacing the other's epoch-k/)
     with file_lock(out_dir / TRAIN_LOCK):
         return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens)
+
+
+def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path) -> TrainRun | None:
+    """The run in ``out_dir`` if it is this one (``fp``) and has trained every epoch asked for; else None."""
+    if not (out_dir / RUN_FILE).exists():
+        return None
+    run = TrainRun(out_dir)
+    if run.info["fingerprint"] != fp or run.epochs_done < config.epochs:
+        return None
+    run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
+    return run
 
 
 def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainConfig, device: str, fp: str,
@@ -245,11 +257,8 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     import torch
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-    if (out_dir / RUN_FILE).exists():
-        run = TrainRun(out_dir)
-        if run.info["fingerprint"] == fp and run.epochs_done >= config.epochs:
-            run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
-            return run
+    if (done := _finished(out_dir, fp, config, model_dir)) is not None:  # a trainer we waited for finished it
+        return done
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows,
                                     end_of_turn=config.end_of_turn)
@@ -357,40 +366,3 @@ def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids
     if final.exists():  # a previous attempt died after the rename but before run.json: replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-
-
-def eval_loss(model: Any, tokenizer: Any, rows: Sequence[RowInput], *, batch_size: int = TRAIN.eval_batch_size,
-              device: str | None = None, max_length: int = TRAIN.max_length) -> np.ndarray:
-    """Per-row mean response-token NLL under ``model`` (float64, aligned to ``rows``); NaN for a row with no
-    answered turn. The same examples as training (chat template, response tokens only)."""
-    import torch
-
-    device = resolve_device(device) if device is not None else str(next(model.parameters()).device)
-    rows = row_inputs(rows)
-    prompter = Prompter(tokenizer, capped_length(max_length, model))
-    encoded = [encode_row(prompter, r) for r in rows]
-    owner = [i for i, e in enumerate(encoded) if isinstance(e, Example)]
-    examples = [encoded[i] for i in owner]
-    per = np.full(len(examples), np.nan)
-    order = sorted(range(len(examples)), key=lambda i: -examples[i].length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    was_training = model.training
-    model.eval()
-    cuda = device.startswith("cuda")
-    with torch.inference_mode():
-        for k in range(0, len(order), batch_size):
-            index = order[k:k + batch_size]
-            batch = collate(examples, index, pad, device)
-            if cuda and torch.cuda.is_bf16_supported():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits, _ = _response_logits(model, batch)
-            else:
-                logits, _ = _response_logits(model, batch)
-            nll = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="none").double().cpu()
-            for b, (s, e) in enumerate(batch.bounds):
-                per[index[b]] = float(nll[s:e].mean())
-    if was_training:
-        model.train()
-    out = np.full(len(rows), np.nan)
-    out[owner] = per
-    return out

@@ -7,7 +7,7 @@ follows a linear rule over D's mean indicators, ``log L(M_D, D_eval) = L0 + Σ_j
 
 :func:`mine` fine-tunes the same small model (:func:`curate.train.harness.finetune`, LoRA) on ``subsets``
 seeded random subsets of the pool, measures each one's mean response-token loss on a held-out eval set
-(:func:`curate.train.harness.eval_loss`; a user file, or ``eval_rows`` random pool rows kept out of every
+(:func:`curate.train.losses.eval_loss`; a user file, or ``eval_rows`` random pool rows kept out of every
 subset), and fits the rule by least squares on the indicators standardised over the pool.
 :class:`MiningRule` holds the coefficients, intercept, R² and adjusted R² (data, ``_repr_html_``). A row's
 ``mining`` score is ``-Σ_j β_j z_j``: higher = the rule predicts a lower eval loss. Every fine-tune and eval
@@ -35,7 +35,8 @@ from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
 from curate.signals.selectors import rows_to_keep, select_learnability
 from curate.storage.step import StepOutput
-from curate.train.harness import TrainConfig, eval_loss, finetune, run_folder
+from curate.train.harness import TrainConfig, finetune, run_folder
+from curate.train.losses import eval_loss
 
 __all__ = ["INDICATORS", "MiningRule", "MiningScore", "fit_rule", "indicator_matrix", "mine", "mining_selector",
            "write_scores"]
