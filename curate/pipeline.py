@@ -5,10 +5,10 @@ load -> exact dedup -> [minhash] -> [heuristics] -> score (complexity, quality) 
 
 No LLM call is paid for a row a filter step drops (with LLM judges, embed and decontaminate move before score).
 
-Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the
-same judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through
-the embedding cache, and selections are deterministic. Re-running with the same arguments costs nothing and
-gives the same set. Steps return data; the command line (``curate/cli/run.py``) prints it.
+Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the same
+judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through the embedding
+cache, and selections are deterministic. Re-running with the same arguments costs nothing and gives the same set.
+Steps return data; the command line (``curate/cli/run.py``) prints it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from curate.pools import check_read_options
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
+from curate.storage.apply import with_stale_rows
 from curate.storage.export import check_export_path, export_together
 from curate.storage.files import removed_on_failure, writing
 
@@ -238,7 +239,7 @@ def score(run: Run) -> dict[str, Any]:
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()
-    results = {step.column: run.ws.apply(step, ids, progress=run.progress) for step in producers}
+    results = {s.column: run.ws.apply(s, with_stale_rows(run.ws, s, ids), progress=run.progress) for s in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
@@ -256,9 +257,8 @@ def signals(run: Run) -> dict[str, Any]:
     """Token-level model signals per turn (``ifd``, ``perplexity``) from a small causal LM."""
     from curate.signals.steps import signal_steps
 
-    ids = run.scored_ids()  # a duplicate costs a forward pass too
-    return {step.column: run.ws.apply(step, ids, progress=run.progress)
-            for step in signal_steps(run.signals, run.signal_model)}
+    steps, ids = signal_steps(run.signals, run.signal_model), run.scored_ids()  # a duplicate costs a forward pass too
+    return {s.column: run.ws.apply(s, with_stale_rows(run.ws, s, ids), progress=run.progress) for s in steps}
 
 
 def embed(run: Run) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.errors import WorkspaceError
+from curate.errors import CurateError, WorkspaceError
 from curate.session import Workspace
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
@@ -837,3 +837,22 @@ def test_a_step_giving_nan_or_an_infinity_records_a_failure_not_a_score(tmp_path
     ws.add_column("by_hand", [float("nan")] * 4 + [1.0] * 5, {"kind": "test"})  # a column added by hand
     stats = column_stats(ws, "by_hand")
     assert stats["filled"] == 5 and stats["mean"] == 1.0
+
+
+def test_a_run_on_kept_rows_recomputes_rows_an_earlier_curate_scored_under_other_settings(tmp_path):
+    """An earlier `curate run` scored duplicates too; today's asks only the rows dedup kept, so once the scorer
+    changed, the duplicates' old values made the column "mixed" and the re-run was refused. Those rows are now
+    asked for again (``with_stale_rows``), and the column is one run's."""
+    from curate.storage.apply import with_stale_rows
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    old, new = _WordCount(), _WordCount()
+    new.fingerprint = lambda: "words-v2"  # the step changed since
+    ws.apply(old, progress=False)  # every row, duplicates included
+    kept = ws.ids[:4]
+    with pytest.raises(CurateError, match="computed under other settings"):
+        ws.apply(new, kept, progress=False)
+    assert with_stale_rows(ws, new, kept) == ws.ids and with_stale_rows(ws, old, kept) == kept
+    ws.apply(new, with_stale_rows(ws, new, kept), progress=False)
+    assert set(ws.column_fingerprints("words").values()) == {"words-v2"}

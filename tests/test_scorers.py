@@ -723,3 +723,15 @@ def test_a_scorer_saves_through_a_symlink_and_into_the_current_folder(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "here").iterdir()) == ["head.safetensors", "scorer.json"]
     assert Path.cwd() == tmp_path / "here"  # the current folder is written into, never moved away and deleted
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".here.save.lock", ".real.save.lock"]
+
+
+def test_a_scorer_saved_by_the_first_curate_still_loads(tmp_path):
+    """Scorers saved before the fine-tuned kinds say ``"kind": "embedding"`` and ``"inputs"``; the kind check added
+    with those kinds refused them ("scorer kind 'embedding' unknown") before the reader of the old keys ran."""
+    texts, scores = synthetic()
+    scorer = Scorer(reads=["instruction"], features=["length"], embed_inputs=[]).fit(texts, scores)
+    folder = scorer.save(tmp_path / "sc")
+    doc = json.loads((folder / "scorer.json").read_text())
+    doc["kind"], doc["inputs"] = "embedding", doc.pop("reads")  # as curate 0.1.0 of 2026-11-21 wrote it
+    (folder / "scorer.json").write_text(json.dumps(doc))
+    assert np.array_equal(Scorer.load(folder).predict(texts[:5]), scorer.predict(texts[:5]))

@@ -353,6 +353,8 @@ class Scorer:
             raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
         doc = read_scorer_json(path)
         kind = doc.get("kind")  # absent: this class's ridge/ordinal head on embeddings
+        if kind == "embedding":  # what scorers saved before the fine-tuned kinds (2026-12) called the ridge kind
+            kind = None
         if kind is not None and kind not in KINDS:
             raise ScorerError(f"{path}: scorer kind {kind!r} unknown to this curate (it reads {sorted(KINDS)} and ridge)")
         reader = KINDS[kind] if kind is not None else Scorer

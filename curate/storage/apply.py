@@ -192,6 +192,17 @@ def _not_finite_as_failures(step: Any, out: StepOutput) -> None:
                                                          str(value))]
 
 
+def with_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> list[str]:
+    """``ids`` plus the rows outside them that ``step``'s column holds under other settings, in pool order: a
+    workspace of an earlier curate (whose ``curate run`` scored duplicates too) was refused as a column mixing two
+    runs once the step changed; those rows are computed again, so the column stays one run's."""
+    if not ws.has_column(step.column):
+        return ids
+    fingerprint, asked = applied_fingerprint(ws, step), set(ids)
+    stale = {rid for rid, fp in ws.column_fingerprints(step.column).items() if rid not in asked and fp != fingerprint}
+    return [rid for rid in ws.ids if rid in asked or rid in stale] if stale else ids
+
+
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
     """Refuse a run on some rows under other settings (another producer, model, prompt) than the column's other
     rows were computed under: the column would mix two runs' values under the newest run's provenance. (A run on
