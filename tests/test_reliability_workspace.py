@@ -856,3 +856,22 @@ def test_a_run_on_kept_rows_recomputes_rows_an_earlier_curate_scored_under_other
     assert with_stale_rows(ws, new, kept) == ws.ids and with_stale_rows(ws, old, kept) == kept
     ws.apply(new, with_stale_rows(ws, new, kept), progress=False)
     assert set(ws.column_fingerprints("words").values()) == {"words-v2"}
+
+
+def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):
+    """The first curate (2026-11) kept failures as text under ``failures_of``: report and select died with
+    "TypeError: string indices must be integers", and curate run said the column held "another step's values"."""
+    from curate.report.html import report_html
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)]))
+    ws.add_column("quality", [4.0, None, 3.0], {"kind": "scorer"})
+    ws.add_column("quality_failure", [None, "turn 1 has no response", None],  # as that curate wrote it
+                  {"kind": "scorer", "failures_of": "quality"})
+    for use in (lambda: ws.failures("quality"), lambda: report_html(ws), lambda: ws.apply(_Quality(), progress=False)):
+        with pytest.raises(WorkspaceError, match="'quality_failure' was written by a curate before reason codes"):
+            use()
+
+
+class _Quality(_WordCount):
+    column = "quality"

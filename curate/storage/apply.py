@@ -230,6 +230,7 @@ def _check_side_columns(ws: Workspace, column: str) -> None:
                              "give the step another column name")
     side = f"{column}_failure"
     held = ws.column_provenance(side) if ws.has_column(side) else {}
+    check_failure_format(ws, side, held)
     if held and (held.get("kind") != "failure" or held.get("of") != column):
         raise WorkspaceError(f"{ws.path}: column {side!r}, where {column!r} would record its failures, holds another "
                              f"step's values ({held.get('kind') or 'loaded'}); give the step another column name")
@@ -309,6 +310,24 @@ def failure_arrow_type() -> Any:
 
     return pa.list_(pa.struct([("code", pa.string()), ("message", pa.string()), ("raw", pa.string()),
                                ("turn", pa.int64())]))
+
+
+def check_failure_format(ws: Workspace, name: str, provenance: dict[str, Any]) -> None:
+    """Refuse, in words, a failure column of the first curate (2026-11; ``failures_of``, failures as text without
+    reason codes), which this one cannot read nor add to (a traceback in ``report`` and ``select`` before)."""
+    if provenance.get("failures_of") is not None and "of" not in provenance:
+        raise WorkspaceError(f"{ws.path}: column {name!r} was written by a curate before reason codes (2026-11), as "
+                             "text this curate cannot read; make a new workspace from the pool file (curate run "
+                             "POOL --out NEW, or curate load)")
+
+
+def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
+    """``Workspace.failures``' body: each row's failures for step column ``name`` (empty list when it has a value)."""
+    side = f"{name}_failure"
+    if not ws.has_column(side):
+        return [[] for _ in (ws.ids if ids is None else ids)]
+    check_failure_format(ws, side, ws.column_provenance(side))
+    return [parse_failures(v) for v in ws.column(side, ids)]
 
 
 def parse_failures(value: Any) -> list[Failure]:

@@ -38,7 +38,7 @@ from curate.defaults import JUDGE
 from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
-from curate.storage.apply import ApplyResult, apply_step, merge_column, parse_failures
+from curate.storage.apply import ApplyResult, apply_step, merge_column, read_failures
 from curate.storage.files import (
     LOCK_FILE,
     LOCKS_DIR,
@@ -334,9 +334,7 @@ class Workspace(blobs.Blobs):
     @operation
     def failures(self, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
         """Each row's failures for step column ``name`` (empty list when it has a value)."""
-        if not self.has_column(f"{name}_failure"):
-            return [[] for _ in (self.ids if ids is None else ids)]
-        return [parse_failures(v) for v in self.column(f"{name}_failure", ids)]
+        return read_failures(self, name, ids)
 
     @operation
     def apply(self, step: Any, ids: list[str] | None = None, *, force: bool = False,
