@@ -140,8 +140,12 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
     kill never meets a folder half-written or half-deleted. On an error, nothing of it stays. A folder that cannot
     be moved (a mount point), or must not be (the current folder: moved away, it would leave this process and the
     shell it runs from in a deleted folder), gets the new files renamed in one by one, ``last`` last (the file naming
-    the others), and loses the files the new folder lacks. The caller keeps other writers of ``out`` out."""
+    the others), and loses the files the new folder lacks. A kill between the two renames leaves ``out`` missing and
+    the earlier folder whole as ``.NAME.*.old``: :func:`whole_folder` reads it, and the next write puts it back
+    before it starts. The caller keeps other writers of ``out`` out."""
     out = Path(out).resolve()
+    if not out.exists() and (earlier := whole_folder(out)) != out:
+        os.replace(earlier, out)
     here = Path.cwd().resolve()
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
@@ -164,6 +168,16 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
+
+
+def whole_folder(path: Path) -> Path:
+    """``path``, or where it is while a swap of :func:`folder_written_whole` was cut between its two renames (the
+    earlier folder, moved aside whole): the newest ``.NAME.*.old`` beside it."""
+    path = Path(path)
+    if path.exists():
+        return path
+    aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old"), key=lambda p: p.stat().st_mtime_ns)
+    return aside[-1] if aside else path
 
 
 def _rename_in(tmp: Path, out: Path, last: str | None) -> None:
