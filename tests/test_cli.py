@@ -317,3 +317,28 @@ def test_a_local_dry_run_prices_no_batch_and_says_the_server_starts_first(tmp_pa
     out = "".join(r.stdout.splitlines())
     assert r.returncode == 0 and "batch" not in out and out.count("(a local model)") == 3, r.stdout + r.stderr
     assert out.count("the local vLLM server starts on the first request") == 1 and "(local models)" in out
+
+
+def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
+    """--timeout nan made every request a transient failure, --max-retries -1 sent nothing, --concurrency 0 became 1,
+    --rpm -5 no limit, --min-digit-mass nan turned the guard off: each is now refused by name before anything is
+    sent or stored; so are a scorer name that cannot name a column (it failed only when scoring) and a number too
+    large for C (a traceback)."""
+    ws = tmp_path / "ws"
+    curate_cli("load", write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q {i}", "output": "a", "s": i % 3}
+                                                           for i in range(12)]), "-w", ws)
+    judge = ["score", ws, "--judge", "quality", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dry-run"]
+    for option, value, said in (("--timeout", "nan", "timeout must be a number > 0"),
+                                ("--max-retries", "-1", "max_retries must be a whole number >= 0"),
+                                ("--concurrency", "0", "concurrency must be a whole number >= 1"),
+                                ("--rpm", "-5", "rpm must be a whole number >= 1"),
+                                ("--rps", "nan", "rps must be a number > 0"),
+                                ("--min-digit-mass", "nan", "min_digit_mass is a probability mass in [0, 1]")):
+        r = curate_cli(*judge, option, value)
+        assert r.returncode == 1 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, (option, r.stderr)
+    r = curate_cli("train-scorer", ws, "--target", "s", "--name", "a/b", "--out", tmp_path / "sc")
+    assert r.returncode == 1 and "bad name 'a/b'" in r.stderr and not (tmp_path / "sc").exists()
+    assert curate_cli("select", ws, "--method", "random", "--budget", 3, "--name", "s").returncode == 0
+    r = curate_cli("report", ws, "--out", tmp_path / "r.html", "--samples", "9" * 20)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not list((ws / "columns").glob("quality*"))

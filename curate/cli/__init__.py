@@ -74,7 +74,7 @@ def main() -> None:
         _fail(str(exc))
     except OSError as exc:
         _fail(_os_error_line(exc))
-    except ValueError as exc:  # bad values given to the API; CURATE_TRACEBACK=1 shows where (a bug, perhaps)
+    except (ValueError, OverflowError) as exc:  # bad values given to the API; CURATE_TRACEBACK=1 shows where (a bug?)
         if os.environ.get(TRACEBACK_ENV) == "1":
             raise
         _fail(str(exc))

@@ -75,6 +75,8 @@ class Judge:
         self.column = column or (f"{response_column}_{self.prompt.name}" if response_column else self.prompt.name)
         self.params = dict(params or {})
         self.min_digit_mass = JUDGE.min_digit_mass if min_digit_mass is None else float(min_digit_mass)
+        if not 0.0 <= self.min_digit_mass <= 1.0:  # nan or -1 turned the guard off, 1.5 failed every row
+            raise CurateError(f"min_digit_mass is a probability mass in [0, 1] (got {min_digit_mass})")
         self.reducer = "sum" if self.prompt.output_kind == "digit_score" else None
         self.inputs = tuple(v for v in self.prompt.inputs if v not in ROW_VARIABLES)
         self.response_column = response_column

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import os
 import random
 import re
@@ -97,6 +98,22 @@ class _RateLimiter:
             await asyncio.sleep(start - now)
 
 
+def check_settings(*, concurrency: int, rpm: int | None, tpm: int | None, rps: float | None, timeout: float,
+                   max_retries: int) -> None:
+    """Refuse a client setting that cannot work, by name (--timeout nan made every request a transient failure,
+    --max-retries -1 sent nothing, --concurrency 0 became 1 and --rpm -5 no limit, all in silence)."""
+    def whole(v: float, least: int) -> bool:
+        return math.isfinite(float(v)) and int(v) == v and v >= least
+
+    wrong = [f"{name} must be a whole number >= {least} (got {v})"
+             for name, v, least in (("concurrency", concurrency, 1), ("rpm", rpm, 1), ("tpm", tpm, 1),
+                                    ("max_retries", max_retries, 0)) if v is not None and not whole(v, least)]
+    wrong += [f"{name} must be a number > 0 (got {v})" for name, v in (("rps", rps), ("timeout", timeout))
+              if v is not None and not (math.isfinite(float(v)) and v > 0)]
+    if wrong:
+        raise CurateError("; ".join(wrong))
+
+
 class OpenAIBackend(Backend):
     """An OpenAI-compatible chat endpoint (OpenAI, vLLM server, llama.cpp server ...)."""
 
@@ -113,10 +130,9 @@ class OpenAIBackend(Backend):
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = api_key  # kept out of describe(), repr and the cache
-        self.concurrency = max(1, int(concurrency))
+        check_settings(concurrency=concurrency, rpm=rpm, tpm=tpm, rps=rps, timeout=timeout, max_retries=max_retries)
+        self.concurrency = int(concurrency)
         self.rpm, self.tpm, self.rps = rpm, tpm, rps
-        if rps is not None and rps <= 0:
-            raise CurateError(f"rps must be > 0 (got {rps:g})")
         # the limits hold across runs (a Judge sends a large pool in several runs)
         self._limiters = (_RateLimiter(rps) if rps else None, _WindowLimiter(rpm) if rpm else None,
                           _WindowLimiter(tpm) if tpm else None)
