@@ -29,7 +29,7 @@ from curate.cli.common import (
     console,
 )
 from curate.codes import FailureCode, unreached_rows
-from curate.defaults import BACKEND
+from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 
 
@@ -73,6 +73,15 @@ def score(
     if limit is not None and limit < 1:
         raise typer.BadParameter(f"must be >= 1 (got {limit}); --limit N scores the first N rows",
                                  param_hint="'--limit'")
+    llm_only = [flag for flag, given in (
+        ("--base-url", base_url is not None), ("--model", model is not None), ("--backend", backend is not None),
+        ("--max-cost", max_cost is not None), ("--rps", rps is not None), ("--rpm", rpm is not None),
+        ("--tpm", tpm is not None), ("--prompt-dir", bool(prompt_dir)), ("--concurrency", concurrency != BACKEND.concurrency),
+        ("--timeout", timeout != BACKEND.timeout_s), ("--max-retries", max_retries != BACKEND.max_retries),
+        ("--min-digit-mass", min_digit_mass != JUDGE.min_digit_mass)) if given]
+    if scorer is not None and llm_only:  # a trained scorer asks no LLM: they were ignored in silence
+        raise typer.BadParameter(f"{', '.join(llm_only)}: options of an LLM judge (--judge); a trained scorer "
+                                 "(--scorer) runs offline")
     from curate.session import Workspace
 
     ws = Workspace.open(workspace)
