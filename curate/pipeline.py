@@ -28,7 +28,7 @@ from curate.pools import check_read_options
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
-from curate.storage.apply import with_stale_rows
+from curate.storage.apply import apply_to_rows
 from curate.storage.export import check_export_path, export_together
 from curate.storage.files import removed_on_failure, writing
 
@@ -239,7 +239,7 @@ def score(run: Run) -> dict[str, Any]:
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()
-    results = {s.column: run.ws.apply(s, with_stale_rows(run.ws, s, ids), progress=run.progress) for s in producers}
+    results = {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
@@ -258,7 +258,7 @@ def signals(run: Run) -> dict[str, Any]:
     from curate.signals.steps import signal_steps
 
     steps, ids = signal_steps(run.signals, run.signal_model), run.scored_ids()  # a duplicate costs a forward pass too
-    return {s.column: run.ws.apply(s, with_stale_rows(run.ws, s, ids), progress=run.progress) for s in steps}
+    return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
 
 
 def embed(run: Run) -> dict[str, Any]:

@@ -839,23 +839,25 @@ def test_a_step_giving_nan_or_an_infinity_records_a_failure_not_a_score(tmp_path
     assert stats["filled"] == 5 and stats["mean"] == 1.0
 
 
-def test_a_run_on_kept_rows_recomputes_rows_an_earlier_curate_scored_under_other_settings(tmp_path):
-    """An earlier `curate run` scored duplicates too; today's asks only the rows dedup kept, so once the scorer
-    changed, the duplicates' old values made the column "mixed" and the re-run was refused. Those rows are now
-    asked for again (``with_stale_rows``), and the column is one run's."""
-    from curate.storage.apply import with_stale_rows
+def test_a_run_on_kept_rows_drops_rows_an_earlier_curate_scored_under_other_settings(tmp_path):
+    """An earlier `curate run` scored duplicates too; today's asks only the rows its filters kept, so once the
+    scorer changed, the duplicates' old values made the column "mixed" and the re-run was refused. Those rows'
+    values (and failures) are now dropped, never computed again: no call is paid for a row a filter dropped."""
+    from curate.storage.apply import apply_to_rows
 
     ws = Workspace(tmp_path / "ws")
-    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}" + " fail" * (i == 5), "output": "ok"}
+                                               for i in range(6)]))
     old, new = _WordCount(), _WordCount()
     new.fingerprint = lambda: "words-v2"  # the step changed since
-    ws.apply(old, progress=False)  # every row, duplicates included
+    ws.apply(old, progress=False)  # every row, duplicates included; row 5 failed
     kept = ws.ids[:4]
     with pytest.raises(CurateError, match="computed under other settings"):
         ws.apply(new, kept, progress=False)
-    assert with_stale_rows(ws, new, kept) == ws.ids and with_stale_rows(ws, old, kept) == kept
-    ws.apply(new, with_stale_rows(ws, new, kept), progress=False)
-    assert set(ws.column_fingerprints("words").values()) == {"words-v2"}
+    result = apply_to_rows(ws, new, kept, progress=False)
+    assert result.computed == 4 and ws.column_fingerprints("words") == dict.fromkeys(kept, "words-v2")
+    assert ws.column("words")[4:] == [None, None] and ws.failures("words")[5] == []
+    assert apply_to_rows(ws, new, kept, progress=False).computed == 0  # the next run computes nothing
 
 
 def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):

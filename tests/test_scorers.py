@@ -723,6 +723,12 @@ def test_a_scorer_saves_through_a_symlink_and_into_the_current_folder(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "here").iterdir()) == ["head.safetensors", "scorer.json"]
     assert Path.cwd() == tmp_path / "here"  # the current folder is written into, never moved away and deleted
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".here.save.lock", ".real.save.lock"]
+    scorer.save(tmp_path / "sc.v2")
+    (tmp_path / "sc.v2").rename(tmp_path / ".sc.v2.1a2b3c4d.old")  # sc.v2's save cut between its two renames
+    with pytest.raises(ScorerError, match="not a saved scorer"):
+        Scorer.load(tmp_path / "sc")  # another folder's backup is never taken for this one's
+    scorer.save(tmp_path / "sc")
+    assert Scorer.load(tmp_path / "sc.v2").fingerprint() == scorer.fingerprint()  # read from its backup
 
 
 def test_a_scorer_saved_by_the_first_curate_still_loads(tmp_path):
@@ -733,5 +739,7 @@ def test_a_scorer_saved_by_the_first_curate_still_loads(tmp_path):
     folder = scorer.save(tmp_path / "sc")
     doc = json.loads((folder / "scorer.json").read_text())
     doc["kind"], doc["inputs"] = "embedding", doc.pop("reads")  # as curate 0.1.0 of 2026-11-21 wrote it
+    doc["name"] = "gpt-4o/quality v2"  # no column name: `--column NAME` (named) gives it one
     (folder / "scorer.json").write_text(json.dumps(doc))
-    assert np.array_equal(Scorer.load(folder).predict(texts[:5]), scorer.predict(texts[:5]))
+    loaded = Scorer.load(folder)
+    assert np.array_equal(loaded.named("q2").predict(texts[:5]), scorer.predict(texts[:5]))

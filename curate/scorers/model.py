@@ -45,7 +45,7 @@ from curate.scorers.features import (
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.scorers.saved import json_default, read_scorer_json, read_tensors, save_scorer_folder
-from curate.storage.files import check_name, whole_folder
+from curate.storage.files import whole_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
@@ -117,7 +117,7 @@ class Scorer:
         self.embed_model = embed_model
         self.label_range = tuple(label_range) if label_range else None
         self.output_range = tuple(output_range) if output_range else None
-        self.name = check_name(name) if name is not None else None  # the column it writes: refused before a fit
+        self.name = name
         self.imitates = dict(imitates or {})
         self.batch_size = batch_size
         self.embedding_weight = float(embedding_weight)

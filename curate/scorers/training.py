@@ -15,6 +15,7 @@ from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
 from curate.scorers.model import Scorer
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
+from curate.storage.files import check_name
 
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
 # quality-like judge): both MiniLM vectors, log lengths and text statistics. Measured by evals/eval_distil.py
@@ -178,6 +179,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ScorerError(f"k (--folds) is {k!r}: cross-validation needs at least 2 folds")
+    if name is not None:
+        check_name(name)  # the column the scorer writes: refused before the fit, not when it scores
     if not 0 <= holdout < 1:
         raise ScorerError(f"holdout (--holdout) is {holdout!r}: the share of groups held out, at least 0 and below 1")
     if chain_pairs and (labels is None or head == "ordinal" or columns):

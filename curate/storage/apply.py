@@ -19,7 +19,8 @@ from typing import Any
 from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
-from curate.storage.files import read_arrow
+from curate.storage.failures import check_failure_format, failure_arrow_type
+from curate.storage.files import read_arrow, schema_meta
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -192,15 +193,36 @@ def _not_finite_as_failures(step: Any, out: StepOutput) -> None:
                                                          str(value))]
 
 
-def with_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> list[str]:
-    """``ids`` plus the rows outside them that ``step``'s column holds under other settings, in pool order: a
-    workspace of an earlier curate (whose ``curate run`` scored duplicates too) was refused as a column mixing two
-    runs once the step changed; those rows are computed again, so the column stays one run's."""
+def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
+    """Remove from ``step``'s column, and from its failure and side columns, the rows outside ``ids`` that it holds
+    under other settings; how many. A workspace of an earlier curate, whose ``curate run`` scored rows a filter
+    drops today (duplicates), was refused as a column mixing two runs once the step changed. Removed, not computed
+    again: no call is paid for a row a filter dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not ws.has_column(step.column):
-        return ids
+        return 0
     fingerprint, asked = applied_fingerprint(ws, step), set(ids)
-    stale = {rid for rid, fp in ws.column_fingerprints(step.column).items() if rid not in asked and fp != fingerprint}
-    return [rid for rid in ws.ids if rid in asked or rid in stale] if stale else ids
+    stale = [rid for rid, fp in ws.column_fingerprints(step.column).items() if rid not in asked and fp != fingerprint]
+    if not stale:
+        return 0
+    gone = pa.array(stale, pa.string())
+    with ws.column_lock(step.column):
+        for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
+            table = read_arrow(ws._column_path(name))
+            kept = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=gone)))
+            ws.add_column(name, kept.column("value"), schema_meta(ws._column_path(name)), ids=kept.column("id"),
+                          fingerprints=kept.column("fingerprint") if "fingerprint" in kept.column_names else None,
+                          value_type=kept.schema.field("value").type)
+    return len(stale)
+
+
+def apply_to_rows(ws: Workspace, step: Any, ids: list[str], progress: bool = True) -> ApplyResult:
+    """``ws.apply(step, ids)`` for a run that computes only the rows it keeps (``curate run``), after
+    :func:`drop_stale_rows`."""
+    drop_stale_rows(ws, step, ids)
+    return ws.apply(step, ids, progress=progress)
 
 
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
@@ -301,40 +323,6 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
-
-
-def failure_arrow_type() -> Any:
-    """The Arrow type of a failure column's cells (a list of ``Failure.to_dict()``), whatever rows it holds: an
-    export of rows without a failure has the same schema as one with, so exports concatenate."""
-    import pyarrow as pa
-
-    return pa.list_(pa.struct([("code", pa.string()), ("message", pa.string()), ("raw", pa.string()),
-                               ("turn", pa.int64())]))
-
-
-def check_failure_format(ws: Workspace, name: str, provenance: dict[str, Any]) -> None:
-    """Refuse, in words, a failure column of the first curate (2026-11; ``failures_of``, failures as text without
-    reason codes), which this one cannot read nor add to (a traceback in ``report`` and ``select`` before)."""
-    if provenance.get("failures_of") is not None and "of" not in provenance:
-        raise WorkspaceError(f"{ws.path}: column {name!r} was written by a curate before reason codes (2026-11), as "
-                             "text this curate cannot read; make a new workspace from the pool file (curate run "
-                             "POOL --out NEW, or curate load)")
-
-
-def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
-    """``Workspace.failures``' body: each row's failures for step column ``name`` (empty list when it has a value)."""
-    side = f"{name}_failure"
-    if not ws.has_column(side):
-        return [[] for _ in (ws.ids if ids is None else ids)]
-    check_failure_format(ws, side, ws.column_provenance(side))
-    return [parse_failures(v) for v in ws.column(side, ids)]
-
-
-def parse_failures(value: Any) -> list[Failure]:
-    """A stored failure cell as Failures (None -> [])."""
-    if not value:
-        return []
-    return [Failure.from_dict(d) for d in value]
 
 
 def fold_runs(earlier: dict[str, Any] | None, dropped: list[dict[str, Any]]) -> dict[str, Any]:

@@ -176,7 +176,9 @@ def whole_folder(path: Path) -> Path:
     path = Path(path)
     if path.exists():
         return path
-    aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old"), key=lambda p: p.stat().st_mtime_ns)
+    moved = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.old")  # not ``.sc.v2.*.old`` for ``sc``
+    aside = sorted((p for p in path.parent.glob(f".{glob.escape(path.name)}.*.old") if moved.fullmatch(p.name)),
+                   key=lambda p: p.stat().st_mtime_ns)
     return aside[-1] if aside else path
 
 

@@ -38,7 +38,8 @@ from curate.defaults import JUDGE
 from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
-from curate.storage.apply import ApplyResult, apply_step, merge_column, read_failures
+from curate.storage.apply import ApplyResult, apply_step, merge_column
+from curate.storage.failures import read_failures
 from curate.storage.files import (
     LOCK_FILE,
     LOCKS_DIR,

@@ -17,7 +17,7 @@ import numpy as np
 
 from curate.defaults import TRAIN
 from curate.errors import CurateError
-from curate.storage.apply import failure_arrow_type
+from curate.storage.failures import failure_arrow_type
 from curate.train.cartography import CARTOGRAPHY_COLUMNS, data_map
 from curate.train.diet import DIET_COLUMNS, diet_scores
 from curate.train.harness import TrainConfig, TrainRun, finetune, run_folder
