@@ -150,7 +150,11 @@ def pytest_sessionfinish(session, exitstatus):
         if announced.exists():
             info = json.loads(announced.read_text())
             _stop_group(info["pid"])
-            shutil.rmtree(info["tmpdir"], ignore_errors=True)  # what LocalServer.stop removes
+            shutil.rmtree(info["tmpdir"], ignore_errors=True)  # what LocalServer.stop removes, with its record
+            from curate.llm.local import curate_home
+            from curate.llm.server_records import forget
+
+            forget(curate_home(), info["pid"])
             log = Path(info["log"])
         shutil.rmtree(shared, ignore_errors=True)
     if log is not None and exitstatus == 0:  # the server's log is worth keeping only when something failed

@@ -328,11 +328,11 @@ def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
     curate_cli("load", write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q {i}", "output": "a", "s": i % 3}
                                                            for i in range(12)]), "-w", ws)
     judge = ["score", ws, "--judge", "quality", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dry-run"]
-    for option, value, said in (("--timeout", "nan", "timeout must be a number > 0"),
+    for option, value, said in (("--timeout", "nan", "timeout must be > 0 (a number of seconds; got nan)"),
                                 ("--max-retries", "-1", "max_retries must be a whole number >= 0"),
                                 ("--concurrency", "0", "concurrency must be a whole number >= 1"),
                                 ("--rpm", "-5", "rpm must be a whole number >= 1"),
-                                ("--rps", "nan", "rps must be a number > 0"),
+                                ("--rps", "nan", "rps must be > 0"),
                                 ("--min-digit-mass", "nan", "min_digit_mass is a probability mass in [0, 1]")):
         r = curate_cli(*judge, option, value)
         assert r.returncode == 1 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, (option, r.stderr)

@@ -108,7 +108,8 @@ def check_settings(*, concurrency: int, rpm: int | None, tpm: int | None, rps: f
     wrong = [f"{name} must be a whole number >= {least} (got {v})"
              for name, v, least in (("concurrency", concurrency, 1), ("rpm", rpm, 1), ("tpm", tpm, 1),
                                     ("max_retries", max_retries, 0)) if v is not None and not whole(v, least)]
-    wrong += [f"{name} must be a number > 0 (got {v})" for name, v in (("rps", rps), ("timeout", timeout))
+    wrong += [f"{name} must be > 0 (a number of {unit}; got {v})" for name, v, unit in
+              (("rps", rps, "requests a second"), ("timeout", timeout, "seconds"))
               if v is not None and not (math.isfinite(float(v)) and v > 0)]
     if wrong:
         raise CurateError("; ".join(wrong))
