@@ -855,6 +855,7 @@ def test_a_run_on_kept_rows_drops_rows_an_earlier_curate_scored_under_other_sett
     with pytest.raises(CurateError, match="computed under other settings"):
         ws.apply(new, kept, progress=False)
     result = apply_to_rows(ws, new, kept, progress=False)
+    assert result.stale_dropped == 2  # said, not done in silence (curate run prints it)
     assert result.computed == 4 and ws.column_fingerprints("words") == dict.fromkeys(kept, "words-v2")
     assert ws.column("words")[4:] == [None, None] and ws.failures("words")[5] == []
     assert apply_to_rows(ws, new, kept, progress=False).computed == 0  # the next run computes nothing

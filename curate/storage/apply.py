@@ -52,6 +52,7 @@ class ApplyResult:
     seconds: float
     provenance: dict[str, Any] = field(default_factory=dict)
     failed_now: int = 0        # of ``failed``, rows this run computed (the rest kept their failure from a run before)
+    stale_dropped: int = 0     # rows outside those asked whose values of other settings were removed (apply_to_rows)
 
     def failed_text(self) -> str:
         """``failed N``, saying how many failed before when a re-run reused them (they were not sent again)."""
@@ -221,8 +222,10 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
 def apply_to_rows(ws: Workspace, step: Any, ids: list[str], progress: bool = True) -> ApplyResult:
     """``ws.apply(step, ids)`` for a run that computes only the rows it keeps (``curate run``), after
     :func:`drop_stale_rows`."""
-    drop_stale_rows(ws, step, ids)
-    return ws.apply(step, ids, progress=progress)
+    dropped = drop_stale_rows(ws, step, ids)
+    result = ws.apply(step, ids, progress=progress)
+    result.stale_dropped = dropped
+    return result
 
 
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
