@@ -8,13 +8,12 @@ declared reducer, the same one selection uses). Nothing parses prose.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
-from curate.storage.apply import column_runs, fold_runs, requests_sent, run_count
+from curate.storage.apply import column_runs, fold_runs, not_finite, requests_sent, run_count
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -50,10 +49,6 @@ def has_value(v: Any) -> bool:
         return False
     return not (isinstance(v, list) and any(x is None or not_finite(x) for x in v))
 
-
-def not_finite(v: Any) -> bool:
-    """NaN or an infinity: no score (a column added by hand may hold one; DEITA reads it as unscored)."""
-    return isinstance(v, float) and not math.isfinite(v)
 
 
 def is_numeric(ws: Workspace, name: str, reducer: str | None) -> bool:

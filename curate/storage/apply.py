@@ -171,24 +171,26 @@ def _check_output(step: Any, rows: list[RowInput], out: StepOutput) -> None:
             raise CurateError(f"step {step.column!r}: row {row.id} has no value and no failure (a silent gap)")
 
 
+def not_finite(v: Any) -> bool:
+    """NaN or an infinity, a Python or numpy float (numbers.Real): no value, wherever it is read as a score."""
+    return isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not math.isfinite(v)
+
+
 def _not_finite_as_failures(step: Any, out: StepOutput) -> None:
     """A NaN or infinite number from a step is no value, with a failure saying so: stored, it counted as a filled
     score, reports showed mean ``nan``, and selectors read it as a score."""
-    def bad(v: Any) -> bool:  # numpy's floats are numbers.Real too
-        return isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and not math.isfinite(v)
-
     out.values, out.failures = list(out.values), list(out.failures)  # a tuple or a numpy array of floats, as lists
     for i, value in enumerate(out.values):
         if step.granularity == "turn" and not isinstance(value, list):
             continue  # a per-turn value that is no list is refused by the shape check, NaN or not
         if step.granularity == "turn":
-            turns = [t + 1 for t, v in enumerate(value) if bad(v)]
+            turns = [t + 1 for t, v in enumerate(value) if not_finite(v)]
             if turns:
-                out.values[i] = [None if bad(v) else v for v in value]
+                out.values[i] = [None if not_finite(v) else v for v in value]
                 out.failures[i] = [*out.failures[i], *(Failure(FailureCode.NOT_FINITE, f"{step.column} gave "
                                                                 f"{value[t - 1]}", str(value[t - 1]), turn=t)
                                                         for t in turns)]
-        elif bad(value):
+        elif not_finite(value):
             out.values[i] = None
             out.failures[i] = [*out.failures[i], Failure(FailureCode.NOT_FINITE, f"{step.column} gave {value}",
                                                          str(value))]
