@@ -352,6 +352,11 @@ def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
     env = os.environ.get("CURATE_PROMPTS")
     if env:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]
+    for folder in dirs:  # a mistyped folder would otherwise leave the built-in prompts in silent charge
+        if not folder.is_dir():
+            source = "--prompt-dir" if folder in [Path(d) for d in (extra or [])] else "$CURATE_PROMPTS"
+            raise PromptError(f"{folder}: prompt folder ({source}) "
+                              f"{'is not a folder' if folder.exists() else 'not found'}")
     return dirs + [builtin_prompt_dir()]
 
 
