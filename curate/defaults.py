@@ -18,6 +18,7 @@ class BackendDefaults:
     retry_after_max_s: float = 300.0  # a server's Retry-After is obeyed up to this; a longer one fails the request
     top_logprobs: int = 20           # digit scores read the first token's top logprobs
     worst_case_max_tokens: int = 1024  # reply length assumed when a request sets no max_tokens (cost cap, TPM)
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def _max_cost_opt():
 
 
 def _api_key_env_opt():
-    return typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key.")
+    return option(BACKEND, "api_key_env", "Environment variable holding the API key.")
 
 
 # Selection and embedding options shared by run, select and embed.
@@ -196,7 +196,7 @@ def _batch_size_opt():
 
 
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
-                   concurrency: int = BACKEND.concurrency, api_key_env: str = "OPENAI_API_KEY",
+                   concurrency: int = BACKEND.concurrency, api_key_env: str = BACKEND.api_key_env,
                    rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
                    timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries,
                    rps: float | None = None, workspace: Any = None, poll_s: float = BATCH.poll_s):

@@ -30,7 +30,7 @@ from curate.cli.common import (
     json_columns_line,
     mapping_arg,
 )
-from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
+from curate.defaults import BACKEND, BATCH, DECONTAMINATE, DEITA, HEURISTICS, MINHASH
 
 SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
@@ -112,6 +112,10 @@ def run(
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
     judge_only = [flag for flag, value in (("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm),
                                            ("--tpm", tpm)) if value is not None]
+    judge_only += [flag for flag, changed in (
+        ("--concurrency", concurrency != BACKEND.concurrency), ("--timeout", timeout != BACKEND.timeout_s),
+        ("--max-retries", max_retries != BACKEND.max_retries), ("--poll-interval", poll_interval != BATCH.poll_s),
+        ("--api-key-env", api_key_env != BACKEND.api_key_env)) if changed]
     if judge_only and not use_llm:  # else the shipped scorers run and the judge the user named is never asked
         raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
                                  "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "

@@ -155,7 +155,7 @@ class OpenAIBatchBackend(Backend):
     kind = "openai-batch"
     submits_batches = True
 
-    def __init__(self, base_url: str | None, model: str, *, workspace: Any, api_key_env: str = "OPENAI_API_KEY",
+    def __init__(self, base_url: str | None, model: str, *, workspace: Any, api_key_env: str = BACKEND.api_key_env,
                  api_key: str | None = None, max_cost: float | None = None, cache: Any = None,
                  poll_s: float = BATCH.poll_s, poll_max_s: float = BATCH.poll_max_s,
                  max_requests: int = BATCH.max_requests, max_bytes: int = BATCH.max_bytes,

@@ -120,7 +120,7 @@ class OpenAIBackend(Backend):
 
     kind = "openai"
 
-    def __init__(self, base_url: str | None, model: str, api_key_env: str = "OPENAI_API_KEY",
+    def __init__(self, base_url: str | None, model: str, api_key_env: str = BACKEND.api_key_env,
                  concurrency: int = BACKEND.concurrency, rpm: int | None = None, tpm: int | None = None,
                  timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries,
                  max_cost: float | None = None, *, api_key: str | None = None, kind: str | None = None,
