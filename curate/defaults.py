@@ -145,6 +145,12 @@ class SignalDefaults:
 
 
 @dataclass(frozen=True)
+class ScorerDefaults:
+    """Trained scorers (curate.scorers): the fine-tuned kinds (cross-encoder, small-lm)."""
+    finetune_epochs: float = 2.0         # passes over the training labels
+
+
+@dataclass(frozen=True)
 class TrainDefaults:
     """The fine-tuning harness (curate.train): SFT of a small causal LM with per-row records each epoch."""
     epochs: int = 3
@@ -220,6 +226,7 @@ HEURISTICS = HeuristicDefaults()
 MINHASH = MinHashDefaults()
 NORMALIZER = NormalizerDefaults()
 SIGNAL = SignalDefaults()
+SCORER = ScorerDefaults()
 TRAIN = TrainDefaults()
 LESS = LessDefaults()
 MINING = MiningDefaults()

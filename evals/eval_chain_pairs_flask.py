@@ -80,7 +80,8 @@ def main() -> None:
         ws.add_labels("evol_complexity", [], {"kind": "complexity"}, files={"sets.jsonl": sets_jsonl(train_chains).encode()})
         for label, mixed in (("difficulty alone", False), ("difficulty + chain pairs", True)):
             t0 = time.perf_counter()
-            res = train_scorer(ws, target="difficulty", reads=["instruction"], kind=args.kind, epochs=args.epochs,
+            res = train_scorer(ws, target="difficulty", reads=["instruction"], kind=args.kind,
+                               epochs=None if args.kind == "ridge" else args.epochs,
                                **({"labels": "evol_complexity", "chain_pairs": True} if mixed else {}))
             seconds = time.perf_counter() - t0
             held = res.evaluation.holdout

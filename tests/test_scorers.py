@@ -628,6 +628,30 @@ def test_split_settings_that_cannot_work_are_refused_by_name(tmp_path):
             train_scorer(ws, target="s", **kwargs)
 
 
+def test_fine_tuning_settings_the_ridge_kind_ignores_and_impossible_epochs_are_refused(tmp_path):
+    """``--epochs 5`` with the ridge kind was accepted and did nothing (the head is fitted in closed form); a
+    fine-tuned kind took 0, negative or NaN epochs."""
+    from curate.errors import ScorerError
+
+    rows = [{"instruction": f"Task {i}", "output": "word " * (i + 1), "s": float(i % 5 + 1)} for i in range(30)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    for kwargs, message in (({"epochs": 5}, "epochs 5: the ridge kind fits its head in closed form"),
+                            ({"init": "quality_ce"}, "init quality_ce: the ridge kind fits its head afresh"),
+                            ({"device": "cpu"}, "device cpu: the ridge kind")):
+        with pytest.raises(ScorerError, match=message):
+            train_scorer(ws, target="s", k=3, **kwargs)
+    for epochs in (0, -1.0, float("nan")):  # a fine-tuned kind is given a number of passes it can make
+        with pytest.raises(ScorerError, match=f"epochs {epochs!r}: passes over the training labels"):
+            train_scorer(ws, target="s", k=3, kind="cross-encoder", epochs=epochs)
+    from curate.cli import app
+
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "s", "--epochs", "3", "--out",
+                                   str(tmp_path / "sc")])
+    assert isinstance(res.exception, ScorerError) and "epochs 3.0: the ridge kind" in str(res.exception)
+    assert not (tmp_path / "sc").exists()
+
+
 def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
     from curate.errors import ScorerError
     from curate.scorers import Scorer

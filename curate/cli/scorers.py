@@ -12,6 +12,7 @@ from curate.cli.common import (
     app,
     console,
 )
+from curate.defaults import SCORER
 
 METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
 METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")
@@ -109,7 +110,8 @@ def train_scorer(
                              "SmolLM2-135M + LoRA + a score or digits head, see --head; best on a GPU, see --device)."),
     init: str | None = typer.Option(None, help="cross-encoder, small-lm: start from this saved or shipped adapter "
                                     "(e.g. quality_ce, complexity_ridge)."),
-    epochs: float = typer.Option(2.0, help="cross-encoder, small-lm: passes over the training labels."),
+    epochs: float | None = typer.Option(None, help="cross-encoder, small-lm: passes over the training labels "
+                                        f"(default: {SCORER.finetune_epochs:g})."),
     base: str | None = typer.Option(None, "--base", help="cross-encoder, small-lm: the base model folder (Hugging Face "
                                     "layout; default: the packaged MiniLM / SmolLM2), e.g. Gemma 3 270M converted by "
                                     "evals/gguf_to_hf.py."),

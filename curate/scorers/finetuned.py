@@ -20,7 +20,7 @@ import numpy as np
 
 import curate.scorers.crossencoder as ce
 import curate.scorers.readermap as readermap
-from curate.defaults import DEITA, EMBED
+from curate.defaults import DEITA, EMBED, SCORER
 from curate.errors import ScorerError
 from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
@@ -182,7 +182,7 @@ class CrossEncoderScorer(Scorer):
         return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows))
 
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
-            label_range: tuple[float, float] | None = None, epochs: float = 2.0, lr: float = 3e-4,
+            label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = 3e-4,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
             log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import curate.scorers.readermap as readermap
-from curate.defaults import DEITA
+from curate.defaults import DEITA, SCORER
 from curate.errors import ScorerError
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
@@ -76,7 +77,7 @@ class TrainResult:
 
 
 def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int, kind: str = "cross-encoder",
-                    init: str | None = None, epochs: float = 2.0, base: str | None = None,
+                    init: str | None = None, epochs: float = SCORER.finetune_epochs, base: str | None = None,
                     device: str | None = None, progress: bool = False, head: str | None = None,
                     cache_dir: str | None = None) -> TrainResult:
     """Fine-tune a reader (``kind``: the MiniLM cross-encoder or the small-LM reader, SmolLM2 unless ``base`` names
@@ -103,6 +104,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     pairs = np.asarray(data.pairs, dtype=int).reshape(-1, 2)
     if kind not in FINETUNED_KINDS:
         raise ScorerError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
+    if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise ScorerError(f"epochs {epochs!r}: passes over the training labels, a finite number above 0")
     cls = KINDS[kind]
     if init:
         if base is not None:
@@ -158,7 +161,7 @@ def on_deita_scale(scorer: Scorer, scores: Sequence[float]) -> None:
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
                  head: str | None = None, features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
-                 epochs: float = 2.0, embed_inputs: Sequence[str] | None = None,
+                 epochs: float | None = None, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False,
                  base: str | None = None, device: str | None = None, progress: bool = False) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
@@ -224,7 +227,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     name = name or (labels if target is None else f"{target}_scorer")
     check_scorer_column(ws, name, "give it another name (name=..., --name) before training it")
     if kind in FINETUNED_KINDS:
-        return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs, base=base,
+        return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init,
+                               epochs=SCORER.finetune_epochs if epochs is None else epochs, base=base,
                                device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
     if kind != "ridge":
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
@@ -232,6 +236,9 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if init is not None:
         raise ScorerError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
                           f"kinds ({', '.join(FINETUNED_KINDS)})")
+    if epochs is not None:
+        raise ScorerError(f"epochs {epochs}: the ridge kind fits its head in closed form, in no passes; epochs are "
+                          f"for the fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     if base is not None or device is not None:
         raise ScorerError(f"{'base ' + base if base is not None else 'device ' + str(device)}: the ridge kind reads "
                           f"the packaged MiniLM where the workspace embeds; a base model and a device are for the "
