@@ -105,6 +105,8 @@ def run(
     """
     from curate.pipeline import run_pipeline
 
+    if budget < 1:  # a run that selects nothing would still load, score and embed the whole pool
+        raise typer.BadParameter(f"must be >= 1 (got {budget}): the number of rows to select", param_hint="'--budget'")
     src, read_as = _source(source), {"format": format, "mapping": mapping_arg(mapping)}
     scorers = _scorer_args(scorer)
     use_llm = backend is not None or base_url is not None
