@@ -57,12 +57,15 @@ def evol(
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
+    for flag, value in (("--rewrite-max-tokens", rewrite_max_tokens), ("--rank-max-tokens", rank_max_tokens)):
+        if value is not None and value < 1:  # 0 was read as "not given"; a negative one reached the server
+            raise typer.BadParameter(f"must be >= 1 (got {value}): the most tokens a reply may have", param_hint=f"'{flag}'")
     ws = Workspace.open(workspace)
     rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
     options = dict(kind=kind, steps=steps, seed=seed, cache_path=ws.cache_dir, progress=True,
                    prompt_dirs=[str(d) for d in prompt_dir] or None,
-                   rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens else None,
-                   rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens else None)
+                   rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens is not None else None,
+                   rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens is not None else None)
     label_set = name or label_set_name(kind)
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
