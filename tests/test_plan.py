@@ -90,3 +90,6 @@ def test_plan_cli_and_notebook(tmp_path):
 
     html = plan_workspace(ws, "quality", epochs=5)._repr_html_()
     assert "<svg" in html and "<polyline" in html
+    res = CliRunner().invoke(app, ["plan", str(tmp_path / "ws"), "--order-by", "quality", "--epochs", "0.05",
+                                   "--utilities", "-0.16,-0.1"])  # json's message named no option
+    assert res.exit_code == 2 and "'--utilities': not a JSON list of numbers" in " ".join(res.output.split())

@@ -39,7 +39,7 @@ def plan_cmd(
     ws = Workspace.open(workspace)
     result = plan_workspace(ws, order_by, model=model, samples=samples, epochs=epochs, tokens=tokens,
                             buckets=buckets, half_lives=half_life,
-                            utilities=json.loads(utilities) if utilities else None)
+                            utilities=_utilities(utilities) if utilities else None)
     console.print(f"keep {result.keep_rows:,} rows ({result.keep_fraction:.0%}: the top {result.keep_tiers} of "
                   f"{buckets} tiers by {order_by}) for {result.samples:,.0f} rows seen")
     table = Table(title="predicted loss by rows kept (QQT effective utility)")
@@ -58,3 +58,12 @@ def plan_cmd(
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_dict(), indent=1))
         console.print(f"plan written to {json_out}")
+
+
+def _utilities(text: str) -> list[float]:
+    """--utilities as a JSON list; a typo is named as the option's (json's own message names no option)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise typer.BadParameter(f"not a JSON list of numbers ({err.msg} at character {err.pos + 1}): {text!r}, "
+                                 "e.g. '[-0.16, -0.125, -0.1]'", param_hint="'--utilities'") from None
