@@ -71,6 +71,7 @@ class Run:
         if isinstance(self.source, os.PathLike):
             self.source = str(self.source)
         check_read_options(self.format, self.mapping, self.on_error)
+        check_run_folder(Path(self.out))
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
@@ -151,6 +152,23 @@ class Run:
 
 
 Step = tuple[str, Callable[[Run], Any]]
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse an ``out`` where the run would replace files it did not write: ``selected.jsonl``,
+    ``selected.parquet`` or ``report.html`` in a folder that holds no run (``out/workspace``), or a workspace given
+    as ``out`` (the run makes its own inside). Other files of a folder are left alone."""
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"{out}: a file, where the run's folder goes")
+    if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)
+        return
+    if (out / "manifest.json").is_file():
+        raise CurateError(f"{out}: --out is a workspace; the run makes its own (out/workspace): give another folder")
+    theirs = [name for name in (*EXPORTS.values(), "report.html") if (out / name).is_file()]
+    if theirs:
+        raise CurateError(f"{out}: --out holds {', '.join(theirs)}, which no curate run wrote there (it holds no "
+                          f"workspace/); the run would write over {'it' if len(theirs) == 1 else 'them'}: move "
+                          f"{'it' if len(theirs) == 1 else 'them'}, or give another folder")
 
 
 @dataclass

@@ -435,6 +435,27 @@ def test_an_output_the_run_could_not_write_is_named_before_any_step(tmp_path):
     run_pipeline(str(sample_path()), out=tmp_path / "other", budget=5, report=False)  # the folder is no output here
 
 
+def test_a_run_into_a_folder_of_files_it_did_not_write_refuses_to_write_over_them(tmp_path):
+    """``--out`` a folder holding the user's own selected.jsonl (no run's workspace beside it): the run replaced it
+    without a word. A workspace given as ``--out`` got a second workspace inside it."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "selected.jsonl").write_text("my rows\n")
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(CurateError, match="--out holds selected.jsonl, which no curate run wrote there"):
+        run_pipeline(str(sample_path()), out=mine, budget=5, report=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "selected.jsonl"]
+    assert (mine / "selected.jsonl").read_text() == "my rows\n"
+    run = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False)
+    with pytest.raises(CurateError, match="--out is a workspace"):
+        run_pipeline(str(sample_path()), out=run.workspace.path, budget=5, report=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CurateError, match="a file, where the run's folder goes"):
+        run_pipeline(str(sample_path()), out=tmp_path / "file", budget=5, report=False)
+    again = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False)  # an earlier run's: fine
+    assert again.workspace.selection("deita").ids == run.workspace.selection("deita").ids
+
+
 def test_a_scorer_reading_a_signal_the_run_does_not_compute_is_named_before_dedup(tmp_path):
     """The run named it at the score step, after dedup and the text rules; now right after load."""
     from curate.scorers import Scorer
