@@ -652,6 +652,22 @@ def test_fine_tuning_settings_the_ridge_kind_ignores_and_impossible_epochs_are_r
     assert not (tmp_path / "sc").exists()
 
 
+def test_a_saved_scorer_is_readable_by_whom_the_umask_lets_read(tmp_path):
+    """safetensors writes its file 0600: a scorer saved to a team's folder had weights only its trainer could read."""
+    import os
+
+    rows = [{"instruction": f"Task {i}", "output": "word " * (i + 1), "s": float(i % 5 + 1)} for i in range(30)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    before = os.umask(0o022)
+    try:
+        folder = train_scorer(ws, target="s", k=3, seed=0).scorer.save(tmp_path / "team" / "sc")
+    finally:
+        os.umask(before)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"head.safetensors": 0o644,
+                                                                           "scorer.json": 0o644}
+
+
 def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
     from curate.errors import ScorerError
     from curate.scorers import Scorer

@@ -152,6 +152,7 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
     try:
         tmp.mkdir()
         yield tmp
+        _umask_modes(tmp)
         if out.exists() and (out == here or out in here.parents):
             _rename_in(tmp, out, last)
             return
@@ -168,6 +169,18 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give the files under ``folder`` the mode a file created here has (the umask's): safetensors writes its files
+    0600, so a scorer or model saved to a shared folder could not be read by the rest of the team."""
+    probe = folder / ".mode-probe"
+    probe.touch()
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (have := path.stat().st_mode & 0o777) | mode != have:
+            path.chmod(have | mode)
 
 
 def whole_folder(path: Path) -> Path:
