@@ -250,8 +250,18 @@ def test_a_csv_error_names_the_line_a_text_editor_shows(tmp_path):
         curate.load(tmp_path / "t.tsv")
     # a record with a field too many, after a quoted newline and a blank line; a Latin-1 byte (pandas named neither)
     path.write_text('instruction,output\n"two\nlines",ans\n\nq,a,extra\n')
-    with pytest.raises(InputError, match=r"p\.csv: line 5: cannot read csv: .*Expected 2 fields"):
+    with pytest.raises(InputError, match=r"p\.csv: line 5: 3 fields where the header has 2"):
         curate.load(path)
+    # ... is that record's alone: under on_error="skip" the file's other rows are read (the whole file failed)
+    path.write_text('instruction,output\n"two\nlines",ans\n\nq,a,extra\nlast,row\n')
+    read = pools.read(path, on_error="skip")
+    assert [(r.location, r.reason, r.raw) for r in read.rejects] == [("line 5", "3 fields where the header has 2",
+                                                                      "q,a,extra")]
+    assert [row["instruction"] for row in read.rows] == ["two\nlines", "last"]
+    path.write_text('instruction,output\n"two\nlines",ans\n\nq,a,extra\n,row\n')
+    with pytest.raises(InputError, match=r"p\.csv: line 5: 3 fields"):  # the first bad record is named first
+        curate.load(path)
+    assert [r.location for r in pools.read(path, on_error="skip").rejects] == ["line 5", "line 6"]
     path.write_bytes(b"instruction,output\nq1,a1\ncaf\xe9,a2\n")
     with pytest.raises(InputError, match=r"p\.csv: line 3: cannot read csv: invalid UTF-8 at byte 28"):
         curate.load(path)
