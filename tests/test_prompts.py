@@ -47,12 +47,73 @@ def test_template_itself_is_sandboxed():
     ("{{ 10 ** 100000 }}", "SecurityError: 10 \\*\\* 100000 is over"),
     ("{{ '%d' % instruction }}", "TypeError: %d format"),  # these three were tracebacks
     ("{{ ('{0}'|attr('format_map'))({}) }}", "IndexError"),
-    ("{{ range(10**9)|list|length }}", "OverflowError: Range too big")])
+    ("{{ range(10**9)|list|length }}", "OverflowError: Range too big"),
+    # widths: a MemoryError traceback (or 1 GB made) before
+    ("{{ 'x'|center(1000000000000) }}", "SecurityError: the center filter: a width over"),
+    ("{{ '%0300000000d'|format(1) }}", "SecurityError: the format filter: a width over"),
+    ("{{ '%0300000000d' % 1 }}", "SecurityError: a % format: a width over"),
+    ("{{ '{:>9999999999}'.format(1) }}", "SecurityError: str.format: a width over"),
+    ("{{ 'x'.ljust(99999999999) }}", "SecurityError: str.ljust: a width over")])
 def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, error):
     with pytest.raises(PromptRenderError, match=f"prompt 'rate':18: in the user message: {error}"):
         parse_prompt(PROMPT.replace("Rate: {{ instruction }}", body)).render(instruction="x")
     assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", "{{ 'ab' * 3 }} {{ 2 ** 10 }}")).render(
         instruction="x")[-1]["content"] == "ababab 1024"
+    small = "{{ 'ab'|center(6) }}|{{ '%03d' % 7 }}|{{ '{:>3}'.format(1) }}|{{ '%s=%d'|format('a', 2) }}|{{ 10 % 3 }}"
+    assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", small)).render(
+        instruction="x")[-1]["content"] == "  ab  |007|  1|a=2|1"
+
+
+@pytest.mark.parametrize(("edit", "error"), [
+    (("=== user ===\nRate:", "=== User ===\nRate:"), r":17: '=== User ===' is no role marker"),  # joined the answer
+    (("=== user ===\nRate:", "== human ==\nRate:"), r":17: '== human ==' is no role marker"),
+    (("{{ instruction }}", "{{ instruction }} {{ response }}"),  # rendered empty for a row without a reply, and paid
+     r":18: in the user message: 'response' is undefined: to read a pool field or a column, list it"),
+    (("temperature: 0.0", "max_tokens: lots"), r"params.max_tokens must be a whole number >= 1, got 'lots'"),
+    (("temperature: 0.0", "max_tokens: -5"), r"params.max_tokens must be a whole number >= 1, got -5"),
+    (("temperature: 0.0", "temperature: 9"), r"params.temperature must be a number from 0 to 2, got 9"),
+    (("name: rate", "name: my rate"), r"name 'my rate' cannot name a column"),  # a dry run passed it
+])
+def test_a_prompt_file_mistake_is_named_as_it_loads(tmp_path, edit, error):
+    path = tmp_path / "rate.md"
+    path.write_text(PROMPT.replace(*edit))
+    with pytest.raises(PromptError, match=f"{path}{error}" if error.startswith(":") else error):
+        load_prompt(path)
+
+
+def test_a_prompt_file_without_a_user_message_or_in_another_encoding_is_named(tmp_path):
+    only_system = PROMPT.split("=== user ===")[0]
+    with pytest.raises(PromptError, match="no '=== user ===' section: a chat request needs a user message"):
+        parse_prompt(only_system)
+    (tmp_path / "latin1.md").write_bytes(PROMPT.replace("Rate things.", "Évaluez.").encode("latin-1"))
+    with pytest.raises(PromptError, match=r"latin1.md:12: not UTF-8 \(byte 0xc9\)"):
+        load_prompt(tmp_path / "latin1.md")
+    (tmp_path / "bom.md").write_bytes(b"\xef\xbb\xbf" + PROMPT.encode())  # as Windows editors save it
+    assert load_prompt(tmp_path / "bom.md").fingerprint == parse_prompt(PROMPT).fingerprint
+
+
+def test_a_prompt_file_without_inputs_declares_what_its_template_reads():
+    text = PROMPT.replace("inputs: [instruction]\n", "").replace("{{ instruction }}", "{{ instruction }} {{ response }}")
+    assert parse_prompt(text).inputs == ("instruction", "response")  # a judge then knows it reads the reply
+
+
+def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp_path):
+    """Each of these left the built-in prompt judging while the user believed their edit did."""
+    quality = (Path(__file__).parents[1] / "prompts" / "quality.md").read_text()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "my_quality.md").write_text(quality)  # declares name: quality
+    with pytest.raises(PromptError, match=r"my_quality.md: declares name: quality, but a prompt is found by its file"):
+        load_prompt("quality", prompt_dirs=[tmp_path / "a"])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "quality.md").write_text(quality.replace("name: quality", "name: myquality"))
+    with pytest.raises(PromptError, match=r"quality.md: declares name: myquality, but is the prompt 'quality'"):
+        load_prompt("quality", prompt_dirs=str(tmp_path / "b"))  # one folder as a str: read as one, not per letter
+    deepen = (Path(__file__).parents[1] / "prompts" / "evol" / "deepen.md").read_text()
+    (tmp_path / "c" / "evol").mkdir(parents=True)
+    (tmp_path / "c" / "evol" / "deepen.md").write_text(deepen.replace("=== user ===", "Mine.\n=== user ===", 1))
+    with pytest.raises(PromptError, match=r"is read from evol/deepen.md in a prompt folder; give the folder above"):
+        load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c" / "evol"])
+    assert "Mine." in load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c"]).body
 
 
 def test_a_builtin_name_is_the_builtin_prompt_whatever_the_current_folder_holds(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ request goes (``FORBIDDEN_PARAMS``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,8 +42,18 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from curate.errors import CurateError
+from curate.llm.output_models import register_output_model as register_output_model  # its public home
+from curate.llm.output_models import resolve_output_model
+from curate.llm.prompt_checks import (
+    PromptError,
+    check_not_misplaced,
+    check_param_values,
+    check_read_variables,
+    read_prompt_file,
+    read_variables,
+)
 from curate.llm.sandbox import BoundedSandbox
+from curate.storage.files import is_name
 
 OUTPUT_KINDS = ("digit_score", "json", "text")
 # The front matter's keys: a misspelt one ("param:") would be dropped in silence and its setting never sent.
@@ -50,6 +61,9 @@ FRONT_MATTER_KEYS = ("name", "version", "description", "inputs", "output", "para
 OUTPUT_KEYS = {"digit_score": ("kind", "scale"), "json": ("kind", "model"), "text": ("kind",)}
 ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
+# a role marker mistyped: '=== User ===', '== user ==', '=== human ===' (a '== Step 1 ==' heading is text)
+_MARKER_LIKE = re.compile(r"^\s*(?:===\s*[\w -]+?\s*===|={2,}\s*(?i:system|user|assistant|human|ai|bot|gpt|model|"
+                          r"developer|tool)\s*={2,})\s*$", re.MULTILINE)
 
 
 # Request fields a prompt's params may not set: they would change the model, the messages, or how many
@@ -57,65 +71,12 @@ _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
 FORBIDDEN_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n", "best_of", "tools",
                               "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio",
                               "modalities", "prediction", "extra_body", "extra_headers", "extra_query"})
-CURATE_PACKAGE = "curate"
-
-_OUTPUT_MODELS: dict[str, type] = {}
-
-
-class PromptError(CurateError):
-    """A prompt file is missing, malformed, or was rendered without a variable it needs."""
-
-
 class PromptRenderError(PromptError):
     """Rendering failed (undefined variable, sandbox violation); ``variables`` are the row's, when known."""
 
     def __init__(self, message: str, variables: dict[str, Any] | None = None):
         super().__init__(message)
         self.variables = variables
-
-
-def register_output_model(cls: type, name: str | None = None) -> type:
-    """Allow prompt files to name ``cls`` in ``output.model`` (as ``module:Class``, or ``name``).
-
-    Usable as a decorator. Prompt files may only name curate's own models and registered ones; nothing
-    else is ever imported because a prompt file said so.
-    """
-    from pydantic import BaseModel
-
-    if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-        raise PromptError(f"register_output_model: {cls!r} is not a pydantic BaseModel subclass")
-    _OUTPUT_MODELS[f"{cls.__module__}:{cls.__qualname__}"] = cls
-    if name:
-        _OUTPUT_MODELS[name] = cls
-    return cls
-
-
-def _resolve_output_model(spec: str, where: str) -> type:
-    """The class ``spec`` names: a registered model, or a BaseModel defined in a curate module."""
-    from pydantic import BaseModel
-
-    if spec in _OUTPUT_MODELS:
-        return _OUTPUT_MODELS[spec]
-    module, _, attr = spec.partition(":")
-    hint = "register your own with curate.llm.prompts.register_output_model(cls)"
-    if not (module == CURATE_PACKAGE or module.startswith(CURATE_PACKAGE + ".")) or not attr:
-        raise PromptError(f"{where}: output.model {spec!r} is not allowed: only models defined in curate "
-                          f"('curate.module:Class') or registered ones; {hint}")
-    if any(part.startswith("_") for part in module.split(".")):  # curate.cli.__main__ runs the CLI when imported
-        raise PromptError(f"{where}: output.model {spec!r} is not allowed: a private module (a name starting with "
-                          f"_) is no model's home; {hint}")
-    import importlib
-
-    try:
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise PromptError(f"{where}: cannot find output model {spec!r}: {exc}") from exc
-    if not (isinstance(obj, type) and issubclass(obj, BaseModel)
-            and (obj.__module__ == CURATE_PACKAGE or obj.__module__.startswith(CURATE_PACKAGE + "."))):
-        raise PromptError(f"{where}: output.model {spec!r} is not a pydantic BaseModel defined in curate; {hint}")
-    return obj
 
 
 def builtin_prompt_dir() -> Path:
@@ -199,7 +160,7 @@ class Prompt:
                 try:
                     text = template.render(**variables).strip("\n")
                 # UndefinedError, SecurityError ...; and a template's own arithmetic or formatting ('%d' % text)
-                except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+                except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError) as exc:
                     at = line + (_template_line(exc) or 1) - 1
                     hint = ("; to read a pool field or a column, list it in the prompt's inputs (now "
                             f"{list(self.inputs)})") if isinstance(exc, UndefinedError) else ""
@@ -232,7 +193,7 @@ class Prompt:
         """The Pydantic model named by ``output.model`` (json prompts): curate's own or a registered one."""
         if not self.output_model:
             return None
-        return _resolve_output_model(self.output_model, self.where)
+        return resolve_output_model(self.output_model, self.where)
 
     def _repr_html_(self) -> str:
         import html
@@ -247,6 +208,11 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
     """The body's (role, template, static text) sections; ``first_line``: the body's line in its file, so a
     syntax error names the file's line."""
     env = _env()
+    for found in _MARKER_LIKE.finditer(body):
+        if not _MARKER.fullmatch(found.group(0)):  # read as text, it would have joined the message before it
+            at = first_line + body.count("\n", 0, found.start())
+            raise PromptError(f"{where}:{at}: {found.group(0).strip()!r} is no role marker: a section starts at "
+                              "'=== system ===', '=== user ===' or '=== assistant ===' (lower case)")
     parts = _MARKER.split(body)
     if parts[0].strip():
         raise PromptError(f"{where}: text before the first '=== role ===' line")
@@ -264,8 +230,8 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
             raise PromptError(f"{where}:{line + (exc.lineno or 1) - 1}: template error in the {parts[i]} message: "
                               f"{exc.message}") from exc
         line += parts[i + 1].count("\n")
-    if not out:
-        raise PromptError(f"{where}: no '=== user ===' (or system/assistant) sections")
+    if not any(role == "user" for role, *_ in out):
+        raise PromptError(f"{where}: no '=== user ===' section: a chat request needs a user message")
     return tuple(out)
 
 
@@ -316,11 +282,22 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     if forbidden:
         raise PromptError(f"{where}: params {forbidden} are not allowed in a prompt file: they would redirect the "
                           f"request (the backend sets the model, the body sets the messages)")
+    check_param_values(params, where)  # else a dry run failed on one, or the server was sent it
+    if not is_name(str(decl["name"])):  # it names the judge's column: refused here, not after a dry run passed
+        raise PromptError(f"{where}: name {decl['name']!r} cannot name a column: use letters, digits, '_', '-', '.'")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
                     inputs=tuple(inputs), output_kind=kind, scale=scale, output_model=model,
                     params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl,
                     body_line=text[:text.index(body.strip("\n"))].count("\n") + 1 if body.strip() else 1)
     _compiled(prompt.body, prompt.name, prompt.where, prompt.body_line)  # syntax errors surface at load time
+    parts, sections = _MARKER.split(prompt.body), []
+    line = prompt.body_line + parts[0].count("\n")
+    for role, text in zip(parts[1::2], parts[2::2], strict=True):
+        sections.append((role, _env().parse(text), line))
+        line += text.count("\n")
+    if "inputs" not in decl:  # what the template reads is what it declares
+        return dataclasses.replace(prompt, inputs=read_variables(sections, _env().globals))
+    check_read_variables(sections, prompt.inputs, _env().globals, prompt.where)
     return prompt
 
 
@@ -348,6 +325,8 @@ def _digit_scale(value: Any, where: str) -> tuple[int, int]:
 
 def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
     """Search order: ``extra`` dirs, then ``$CURATE_PROMPTS`` (os.pathsep-separated), then built-ins."""
+    if isinstance(extra, str | os.PathLike):  # one folder: a str was read character by character
+        extra = [extra]
     dirs = [Path(d) for d in (extra or [])]
     env = os.environ.get("CURATE_PROMPTS")
     if env:
@@ -374,11 +353,16 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
         for folder in searched:
             path = folder / f"{name}.md"
             if path.is_file():
-                return parse_prompt(path.read_text(encoding="utf-8"), path)
+                prompt = parse_prompt(read_prompt_file(path), path)
+                if prompt.name != name.replace("/", "_"):  # its column (and a run's) would not be the one asked for
+                    raise PromptError(f"{path}: declares name: {prompt.name}, but is the prompt {name!r} by its file "
+                                      f"name: declare name: {name.replace('/', '_')}")
+                return prompt
+            check_not_misplaced(folder, name, searched)
     if candidate.suffix == ".md" or candidate.exists():
         if not candidate.is_file():
             raise PromptError(f"{candidate}: prompt file not found")
-        return parse_prompt(candidate.read_text(encoding="utf-8"), candidate)
+        return parse_prompt(read_prompt_file(candidate), candidate)
     raise PromptError(f"no prompt named {name!r} in {[str(d) for d in searched]}; built-ins: {builtin_names()}")
 
 
