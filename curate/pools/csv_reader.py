@@ -1,0 +1,90 @@
+"""CSV/TSV sources: read with pandas (text columns stay text), each record located by the line a text editor
+shows (one pass of the csv module: pandas counts rows, and a quoted field may span lines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, NoReturn
+
+from curate.errors import InputError
+
+_PANDAS_ROW = re.compile(r"starting at row (\d+)")
+_PANDAS_FIELDS = re.compile(r"fields in line (\d+)")
+NEWLINE = b"\n"
+
+
+def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool, int]]:
+    """(the line it starts on, whether it is blank, its number of fields) for each record of a CSV/TSV file, header
+    first (a quoted field may span lines). Read with the csv module because pandas reports rows, not lines."""
+    import csv
+
+    starts: list[tuple[int, bool, int]] = []
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f, delimiter=sep, strict=True)
+        previous = 0
+        try:
+            for record in reader:
+                starts.append((previous + 1, not record, len(record)))
+                previous = reader.line_num
+        except csv.Error:  # the record that starts after `previous` cannot be read to its end
+            starts.append((previous + 1, False, 0))
+    return starts
+
+
+
+
+def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | None, list[tuple[int, str, str]]]:
+    """A CSV/TSV file as a Dataset of text columns, with the source line of each row (None when the csv module
+    counts the records differently from pandas), and (line, why, its text) of each record with more fields than
+    the header (left out of the rows, for the caller to skip or raise on); an unreadable file raises ``InputError``
+    naming the line."""
+    import datasets
+    import pandas as pd
+
+    sep = "\t" if suffix == ".tsv" else ","
+    too_long: list[tuple[int, str, str]] = []
+    try:
+        # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        if not _PANDAS_FIELDS.search(str(exc)):
+            _raise_csv_error(source, path, suffix, sep, exc)
+        try:  # a record with too many fields: the others are read, it is named (one bad row failed the whole file)
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, on_bad_lines="skip")
+        except Exception as again:
+            _raise_csv_error(source, path, suffix, sep, again)
+        records = [r for r in _csv_record_lines(path, sep) if not r[1]]
+        width = records[0][2] if records else 0
+        bad = {line: fields for line, _, fields in records[1:] if fields > width}
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            text = {n: raw.rstrip("\r\n") for n, raw in enumerate(f, start=1) if n in bad}
+        too_long = [(line, f"{fields} fields where the header has {width}", text.get(line, ""))
+                    for line, fields in bad.items()]
+    except Exception as exc:
+        _raise_csv_error(source, path, suffix, sep, exc)
+    starts = [line for line, blank, fields in _csv_record_lines(path, sep) if not blank]  # pandas skips blank lines
+    if too_long:
+        left_out = {line for line, _, _ in too_long}
+        starts = [line for line in starts if line not in left_out]
+    lines = starts[1:] if len(starts) == len(frame) + 1 else None
+    return datasets.Dataset.from_pandas(frame, preserve_index=False), lines, too_long
+
+
+def _raise_csv_error(source: str, path: Path, suffix: str, sep: str, exc: Exception) -> NoReturn:
+    """Raise the ``InputError`` naming the line (where it can be found) of a CSV/TSV file pandas cannot read."""
+    message, location = str(exc).strip(), "file"
+    found = _PANDAS_ROW.search(message)  # "EOF inside string starting at row 2": header = row 0, blank lines count
+    if isinstance(exc, UnicodeDecodeError):  # pandas counts the byte within its own buffer: find it in the file
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as whole:
+            location = f"line {data.count(NEWLINE, 0, whole.start) + 1}"
+            message = f"invalid UTF-8 at byte {whole.start} (save the file as UTF-8)"
+    elif found:
+        starts = _csv_record_lines(path, sep)
+        if int(found.group(1)) < len(starts):
+            location = f"line {starts[int(found.group(1))][0]}"
+            message = "a quoted field is never closed (it runs to the end of the file)"
+    raise InputError(source, location, f"cannot read {suffix[1:]}: {message}") from None
