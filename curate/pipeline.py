@@ -29,7 +29,7 @@ from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
 from curate.storage.apply import apply_to_rows
-from curate.storage.export import check_export_path, export_together
+from curate.storage.export import check_export_path, check_run_folder, export_together
 from curate.storage.files import removed_on_failure, writing
 
 DEDUP = "dedup"
@@ -68,10 +68,9 @@ class Run:
     judge_columns: dict[str, str] = field(default_factory=dict)  # a judge's column where a pool field has its name
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
-        if isinstance(self.source, os.PathLike):
-            self.source = str(self.source)
+        self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
         check_read_options(self.format, self.mapping, self.on_error)
-        check_run_folder(Path(self.out))
+        check_run_folder(Path(self.out), [*EXPORTS.values(), "report.html"])
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
@@ -152,23 +151,6 @@ class Run:
 
 
 Step = tuple[str, Callable[[Run], Any]]
-
-
-def check_run_folder(out: Path) -> None:
-    """Refuse an ``out`` where the run would replace files it did not write: ``selected.jsonl``,
-    ``selected.parquet`` or ``report.html`` in a folder that holds no run (``out/workspace``), or a workspace given
-    as ``out`` (the run makes its own inside). Other files of a folder are left alone."""
-    if out.exists() and not out.is_dir():
-        raise CurateError(f"{out}: a file, where the run's folder goes")
-    if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)
-        return
-    if (out / "manifest.json").is_file():
-        raise CurateError(f"{out}: --out is a workspace; the run makes its own (out/workspace): give another folder")
-    theirs = [name for name in (*EXPORTS.values(), "report.html") if (out / name).is_file()]
-    if theirs:
-        raise CurateError(f"{out}: --out holds {', '.join(theirs)}, which no curate run wrote there (it holds no "
-                          f"workspace/); the run would write over {'it' if len(theirs) == 1 else 'them'}: move "
-                          f"{'it' if len(theirs) == 1 else 'them'}, or give another folder")
 
 
 @dataclass

@@ -104,6 +104,23 @@ def check_export_path(out: Path) -> None:
         raise WorkspaceError(f"{out}: a folder, where a file is to be written")
 
 
+def check_run_folder(out: Path, outputs: list[str]) -> None:
+    """Refuse an ``out`` where `curate run` would replace files it did not write: its ``outputs`` (selected.jsonl,
+    report.html ...) in a folder that holds no run (``out/workspace``), or a workspace given as ``out`` (the run
+    makes its own inside). Other files of a folder are left alone."""
+    if out.exists() and not out.is_dir():
+        raise WorkspaceError(f"{out}: a file, where the run's folder goes")
+    if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)
+        return
+    if (out / "manifest.json").is_file():
+        raise WorkspaceError(f"{out}: --out is a workspace; the run makes its own (out/workspace): give another folder")
+    theirs = [name for name in outputs if (out / name).is_file()]
+    if theirs:
+        them = "it" if len(theirs) == 1 else "them"
+        raise WorkspaceError(f"{out}: --out holds {', '.join(theirs)}, which no curate run wrote there (it holds no "
+                             f"workspace/); the run would write over {them}: move {them}, or give another folder")
+
+
 def in_format(ds, fmt: str, keep: list[str]):
     """``ds`` (rows with ``id`` and ``conversation``) as records of shape ``fmt`` (``curate.pools.formats``:
     messages, sharegpt, alpaca, prompt_completion, qa), each with its ``id`` and the derived columns ``keep``; an
