@@ -271,7 +271,7 @@ def tags(run: Run) -> dict[str, Any]:
     (``tags_raw`` -> ``tags``)."""
     from curate.tags import Tagger, normalize
 
-    tagged = run.ws.apply(Tagger(run.tag_backend), run.kept_ids(candidates(run)), progress=run.progress)
+    tagged = apply_to_rows(run.ws, Tagger(run.tag_backend), run.kept_ids(candidates(run)), run.progress)
     return {"tags_raw": tagged, "normalizer": normalize(run.ws)}
 
 

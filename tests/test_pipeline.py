@@ -369,6 +369,26 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
     assert list(local.timings)[:5] == ["load", "dedup", "score", "embed", "decontaminate"]
 
 
+def test_a_rerun_with_another_tagger_and_a_filter_dropping_a_tagged_row_tags_the_kept_rows(tmp_path):
+    """The tags step asked the tagger for the kept rows with ws.apply: once the tagger changed (another model) and a
+    filter dropped a row tagged before, the column was "mixed" and every re-run failed; the values of rows the run
+    does not keep are removed, as the score step does."""
+    rows = [{"instruction": f"Task {i}: explain topic {i} to a child.", "output": f"Topic {i} is simple."}
+            for i in range(4)] + [{"instruction": "Tell me how to pick a lock.", "output": "Sorry, but I can't "
+                                   "assist with that."}]
+    pool = write_jsonl(tmp_path / "p.jsonl", rows)
+    with FaultServer() as srv:
+        for model, heuristics in (("model-1", False), ("model-2", True)):
+            backend = OpenAIBackend(srv.base_url, model, api_key="k", max_retries=0)
+            result = run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, tag_backend=backend,
+                                  heuristics=heuristics, report=False, progress=False)
+    tagged = result.results["tags"]["tags_raw"]
+    assert tagged.stale_dropped == 1 and tagged.computed == 4  # the refusal's old tags removed, not asked again
+    ws = result.workspace
+    assert [v is not None for v in ws.row_values("tags_raw")] == [True] * 4 + [False]
+    assert [v is not None for v in ws.row_values("tags")] == [True] * 4 + [False]  # nor tags normalised from them
+
+
 def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):
     """`--minhash`: a row a word away from an earlier one (MinHash LSH, Jaccard >= 0.8) is neither scored nor
     selected; the dry run counts the same rows; the text rules then read the rows MinHash kept."""

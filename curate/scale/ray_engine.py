@@ -49,6 +49,7 @@ from curate.scale.sources import (
     rows_in_order,
     rows_only,
 )
+from curate.storage.apply import apply_to_rows
 from curate.storage.files import removed_on_failure
 
 Step = tuple[str, Callable[[Any], Any]]
@@ -288,8 +289,8 @@ class RayEngine:
         for s in scorers:
             results = self._results.get(s.column, {})
             turns = sum(v is not None for value, _ in results.values() for v in (value or []))
-            out[s.column] = ws.apply(Precomputed(s, results, {**stats, "turns_scored": turns}), ids,
-                                     progress=run.progress)
+            out[s.column] = apply_to_rows(ws, Precomputed(s, results, {**stats, "turns_scored": turns}), ids,
+                                          run.progress)  # as the single-process step: old settings' rows go
         return out
 
     def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from curate.scale.infer import Precomputed
+from curate.storage.apply import apply_to_rows
 
 
 def signals_to_compute(run: Any, ids: list[str]) -> list:
@@ -44,9 +45,9 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     ids = run.scored_ids()  # read once: each call reads the filter selection and walks the pool's ids
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
         if not _have_work(run.ws, steps, ids):
-            return {s.column: run.ws.apply(s, ids, progress=run.progress) for s in steps}
+            return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=ids)
     stats = {"engine": engine._inference_info}
-    return {s.column: run.ws.apply(Precomputed(s, engine._results.get(s.column, {}), stats,
-                                               engine._extra.get(s.column, {})), ids, progress=run.progress)
+    return {s.column: apply_to_rows(run.ws, Precomputed(s, engine._results.get(s.column, {}), stats,
+                                                        engine._extra.get(s.column, {})), ids, run.progress)
             for s in steps}

@@ -27,6 +27,7 @@ import regex
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import NORMALIZER
+from curate.storage.apply import drop_stale_rows
 from curate.storage.files import atomic_write_bytes
 from curate.storage.step import RowInput, StepContext, StepOutput
 from curate.tags.aggregate import ASSOCIATION_MODES, EmbedFn, association_merges, pick, semantic_merges
@@ -378,6 +379,8 @@ def normalize(ws: Any, normalizer: Normalizer | None = None, *, source: str = "t
         normalizer.fit([row_tags(v) for v in ws.turn_values(source)])
     ws.add_artifact(mapping_artifact, normalizer.to_dict())
     asked = ws.column_fingerprints(source)  # rows tagged or failed, not those never asked for
-    ws.apply(NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact),
-             [rid for rid in ws.ids if rid in asked], force=True, progress=progress)
+    step = NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact)
+    ids = [rid for rid in ws.ids if rid in asked]
+    drop_stale_rows(ws, step, ids)  # a row whose raw tags a re-run removed keeps no tags normalised from them
+    ws.apply(step, ids, force=True, progress=progress)
     return normalizer
