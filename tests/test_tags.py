@@ -354,6 +354,32 @@ def _tag_reply(req) -> str:
         {"tags": [{"tag": " " if "BLANK" in query else w, "explanation": "named"} for w in words]})
 
 
+def test_the_tag_steps_refuse_a_pool_field_or_another_producers_column(tmp_path):
+    """Tagger(column="rating") and normalize(column="category") wrote tag lists over pool fields (export then renamed
+    the field away); over a scorer's column a tagger paid its calls, then failed with an ArrowTypeError."""
+    from curate.errors import WorkspaceError
+    from curate.tags import Tagger
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"Write Poems {i}.", "output": "...", "rating": i,
+                                                "category": "poem"} for i in range(3)]))
+    ws.add_column("quality", [1.0, 2.0, 3.0], {"kind": "scorer"})
+    backend = ScriptedBackend(_tag_reply)
+    for column, message in (("rating", "column 'rating' is a field of the pool file; the tagger writes its own"),
+                            ("quality", "column 'quality' holds labels or values another producer wrote .scorer.")):
+        with pytest.raises(WorkspaceError, match=message):
+            ws.apply(Tagger(backend, column=column), progress=False)
+    assert backend.requests_sent == 0 and ws.row_values("quality") == [1.0, 2.0, 3.0]
+    ws.apply(Tagger(backend), progress=False)
+    for column, message in (("category", "column 'category' is a field of the pool file; the tag normaliser"),
+                            ("quality", "column 'quality' holds labels or values another producer wrote")):
+        with pytest.raises(WorkspaceError, match=message):
+            normalize(ws, column=column)
+    assert ws.row_values("quality") == [1.0, 2.0, 3.0] and ws.has_column("tags_raw")
+    normalize(ws)
+    normalize(ws)  # its own column: taken over again
+
+
 def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     from curate.tags import Tagger
 

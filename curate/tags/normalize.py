@@ -340,6 +340,12 @@ class NormalizeStep:
         blob = json.dumps({"source": self.source, "mapping": self.normalizer.to_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over a pool field or a column another producer wrote: only normalised tags' own."""
+        from curate.storage.step import check_column_owner
+
+        check_column_owner(ws, self.column, "the tag normaliser", lambda prov: prov.get("kind") == "instag_normalized")
+
     def describe(self) -> dict[str, Any]:
         norm = self.normalizer
         return {"kind": "instag_normalized", "source": self.source, "mapping_artifact": self.mapping_artifact,
@@ -375,11 +381,12 @@ def normalize(ws: Any, normalizer: Normalizer | None = None, *, source: str = "t
     a row never tagged, e.g. a duplicate ``curate run`` left out, gets no failure either)."""
     if normalizer is None:
         normalizer = Normalizer() if refit else Normalizer.from_workspace(ws, mapping_artifact)
+    step = NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact)
+    step.check_column(ws)  # before the mapping is stored
     if refit:
         normalizer.fit([row_tags(v) for v in ws.turn_values(source)])
     ws.add_artifact(mapping_artifact, normalizer.to_dict())
     asked = ws.column_fingerprints(source)  # rows tagged or failed, not those never asked for
-    step = NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact)
     ids = [rid for rid in ws.ids if rid in asked]
     drop_stale_rows(ws, step, ids)  # a row whose raw tags a re-run removed keeps no tags normalised from them
     ws.apply(step, ids, force=True, progress=progress)

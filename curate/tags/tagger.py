@@ -91,6 +91,13 @@ class Tagger:
                            "model": getattr(backend, "model", None), "params": self.params}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def check_column(self, ws: Any) -> None:
+        """Refuse to write over a pool field or a column another producer wrote (``ws.apply`` calls this before any
+        call is paid): a tagger may take over only a tagger's column."""
+        from curate.storage.step import check_column_owner
+
+        check_column_owner(ws, self.column, "the tagger", lambda prov: prov.get("kind") == "instag_tags")
+
     def describe(self) -> dict[str, Any]:
         backend = self.backend
         return {"kind": "instag_tags", "prompt": self.prompt.name, "prompt_version": self.prompt.version,
