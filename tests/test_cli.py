@@ -109,7 +109,8 @@ def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
 def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
     """--model without a judge server ran SmolLM2 (score) or the shipped scorers (run) with no word said; so did
     --timeout, --max-retries and --concurrency on an offline run; --budget 0 scored the whole pool to select nothing;
-    evol --rewrite-max-tokens 0 was read as not given."""
+    evol --rewrite-max-tokens 0 was read as not given; tags --min-frequency without --normalize printed the stored
+    mapping, and --seeds 0 a coverage of nan."""
     ws = tmp_path / "ws"
     assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
     cases = {("score", ws, "--judge", "quality", "--model", "gpt-4o", "--dry-run"): "--model: options of a judge server",
@@ -122,6 +123,8 @@ def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
              ("run", "sample", "--out", tmp_path / "r", "--budget", "0"): "'--budget': must be >= 1 (got 0)",
              ("evol", ws, "--rewrite-max-tokens", "0", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"):
                  "'--rewrite-max-tokens': must be >= 1 (got 0)",
+             ("tags", ws, "--min-frequency", "5"): "--min-frequency: options of the normaliser; give --normalize",
+             ("tags", ws, "--seeds", "0"): "'--seeds': Input should be greater than or equal to 1",
              ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "--signal-model is the model of"}
     for args, message in cases.items():
         r = curate_cli(*args)

@@ -14,6 +14,7 @@ from curate.tags import (
     Normalizer,
     TagClassifier,
     coverage,
+    coverage_report,
     normalize,
     predict_tags,
     random_coverage,
@@ -378,6 +379,36 @@ def test_the_tag_steps_refuse_a_pool_field_or_another_producers_column(tmp_path)
     assert ws.row_values("quality") == [1.0, 2.0, 3.0] and ws.has_column("tags_raw")
     normalize(ws)
     normalize(ws)  # its own column: taken over again
+
+
+def test_a_selection_keeping_rows_a_refresh_removed_is_named_out_of_date_not_a_key_error(tmp_path):
+    """`curate tags`, coverage_report and ws.show crashed with a KeyError on a selection made before a re-run on an
+    edited source removed some of its rows (info, the report and export say "out of date")."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.errors import WorkspaceError
+
+    rows = [{"instruction": f"Write poems {i}", "output": "x"} for i in range(5)]
+    source = write_jsonl(tmp_path / "s.jsonl", rows)
+    ws = Workspace(tmp_path / "ws")
+    ws.load(source)
+    ws.add_column("tags", [["a"], ["b"], ["a", "c"], ["d"], ["e"]], {"kind": "instag_normalized"})
+    ws.add_column("late", [0.0, 1.0, 2.0, 3.0, 4.0], {"kind": "test"})
+    ws.add_column("early_first", [4.0, 3.0, 2.0, 1.0, 0.0], {"kind": "test"})
+    ws.select(method="top_k", name="mine", budget=3, sort_by="late")  # the last three rows
+    ws.select(method="top_k", name="early", budget=2, sort_by="early_first")
+    write_jsonl(source, rows[:3])
+    ws.load(source, keep_only_source=True)
+    with pytest.raises(WorkspaceError, match="selection 'mine' keeps 2 rows that are no longer in the pool"):
+        coverage_report(ws, "mine")
+    assert coverage_report(ws, "early")["rows"] == 2
+    view = ws.show("mine")
+    assert view.ids == [ws.ids[2]] and "out of date: 2 of its kept rows are no longer in the pool" in view.note
+    res = CliRunner().invoke(app, ["tags", str(ws.path)])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "selection mine: out of date: 2 of its kept rows" in out and "selection early (2 rows): coverage" in out
 
 
 def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):

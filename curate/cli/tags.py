@@ -91,7 +91,7 @@ def tags_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     column: str = typer.Option("tags", help="Tag column to report on."),
     top: int = typer.Option(25, min=0, help="Rows of the frequency table."),
-    seeds: int = typer.Option(10, help="Random selections to compare each selection against."),
+    seeds: int = typer.Option(10, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
     min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "
                                       f"down below {NORMALIZER.reference_rows:,} rows; 0 = skip)."),
@@ -104,7 +104,13 @@ def tags_cmd(
 
     from curate import tags as instag
     from curate.session import Workspace
+    from curate.storage.pool import kept_rows_gone, out_of_date
 
+    given = [flag for flag, changed in (("--min-frequency", min_frequency != NORMALIZER.min_frequency),
+                                        ("--eps", eps != NORMALIZER.eps),
+                                        ("--min-support", min_support != NORMALIZER.min_support)) if changed]
+    if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
+        raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
     ws = Workspace.open(workspace)
     prov = ws.column_provenance(column) if ws.has_column(column) else {}
     if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":  # e.g. tags_raw: the LLM's, per turn
@@ -131,6 +137,9 @@ def tags_cmd(
         table.add_row(name, f"{count:,}", f"{count / max(tagged, 1):.1%}")
     console.print(table)
     for name in ws.selections:
+        if gone := kept_rows_gone(ws, name):  # one out-of-date selection stopped the report on the others
+            console.print(f"selection {name}: {out_of_date(len(gone))}")
+            continue
         rep = instag.coverage_report(ws, name, tags_column=column, seeds=seeds)
         console.print(f"selection {name} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
                       f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds); "

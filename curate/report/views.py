@@ -140,9 +140,11 @@ def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit:
     if isinstance(rows, bool) or not isinstance(rows, str | slice | Iterable) and _position(rows) is None:
         raise TypeError(f"show: rows are ids, pool positions, a slice or a selection name, not {rows!r}")
     if isinstance(rows, str) and rows in ws.selections:
-        kept = ws.selection(rows).ids
+        gone = set(kept_rows_gone(ws, rows))  # a re-run on an edited source removed them: the others are shown
+        kept = [rid for rid in ws.selection(rows).ids if rid not in gone]
         ids = kept[:limit]
         note = f"selection {rows!r}: {len(kept):,} kept" + (f", showing the first {len(ids)}" if len(kept) > len(ids) else "")
+        note += f" ({out_of_date(len(gone))})" if gone else ""
     else:
         if isinstance(rows, str) or _position(rows) is not None:
             rows = [rows]

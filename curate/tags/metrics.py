@@ -50,11 +50,20 @@ def random_coverage(rows: TagLists, size: int, seeds: int | Sequence[int] = 10) 
 
 
 def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "tags", seeds: int = 10) -> dict[str, Any]:
-    """A selection's tag coverage and tags per query, beside random selections of the same size."""
-    ids = ws.selection(selection).ids if isinstance(selection, str) else list(selection)
+    """A selection's tag coverage and tags per query, beside random selections of the same size; an error naming
+    the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them)."""
+    from curate.storage.pool import selection_positions
+
+    if isinstance(selection, str):
+        ids, positions = selection_positions(ws, selection)
+    else:
+        ids, index = list(selection), ws.index
+        missing = [rid for rid in ids if rid not in index]
+        if missing:
+            raise KeyError(f"no row with id {missing[0]!r} in the pool ({len(missing):,} of {len(ids):,} ids)")
+        positions = [index[rid] for rid in ids]
     rows = ws.column(tags_column)
-    index = ws.index
-    chosen = [rows[index[i]] for i in ids]
+    chosen = [rows[p] for p in positions]
     mean, std = random_coverage(rows, len(ids), seeds)
     return {"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
             "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),
