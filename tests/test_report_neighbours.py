@@ -35,6 +35,13 @@ def test_nearest_kept_exact_matches_brute_force_and_hnsw_agrees():
     hpos, hsims = nearest_kept(kept, queries, k=4, index="hnsw", ef=200)  # a small graph, wide beam: exact
     assert (hpos == pos).all() and np.allclose(hsims, sims)
     assert nearest_kept(kept[:2], queries, k=4)[0].shape == (7, 2)
+    # the report's kept rows read a part at a time from the embedding set (no whole copy): the same answers
+    from curate.report.neighbours import _UnitRows
+
+    store, positions = np.vstack([queries, kept * 3.0]), np.arange(7, 507)[::-1].copy()  # off unit norm, reversed
+    for index in ("exact", "hnsw"):
+        lpos, lsims = nearest_kept(_UnitRows(store, positions), queries, k=4, index=index, ef=200)
+        assert (lpos == 499 - pos).all() and np.allclose(lsims, sims, atol=1e-6)
 
 
 def test_rejected_rows_show_their_nearest_kept_rows(tmp_path):

@@ -64,9 +64,30 @@ def nearest_kept(kept: np.ndarray, queries: np.ndarray, k: int = ANN.neighbours,
         pos = best_pos
     else:
         raise ValueError(f"index must be 'exact' or 'hnsw', not {index!r}")
-    sims = np.einsum("qd,qkd->qk", q.astype(np.float64), np.asarray(kept, np.float64)[pos])
+    sims = np.einsum("qd,qkd->qk", q.astype(np.float64), np.asarray(kept[pos], np.float64))  # the answers' rows only
     order = np.argsort(-sims, axis=1, kind="stable")
     return np.take_along_axis(pos, order, 1), np.take_along_axis(sims, order, 1)
+
+
+class _UnitRows:
+    """Rows ``positions`` of ``x`` as unit float32 vectors, read a part at a time: :func:`nearest_kept` walks the
+    kept rows in chunks and reads back only its answers. The report copied the whole kept set (a near-duplicate
+    selection keeps nearly every row: 4 GB more at 1M rows)."""
+
+    def __init__(self, x: np.ndarray, positions: np.ndarray):
+        self.x, self.positions = x, positions
+        self.shape = (len(positions), x.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        at = np.asarray(self.positions[item])
+        return unit_rows(self.x[at.reshape(-1)]).reshape(*at.shape, self.shape[1])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:  # the hnsw index holds them all anyway
+        rows = self[:]
+        return rows if dtype is None else rows.astype(dtype)
 
 
 def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, limit: int | None = EXAMPLES,
@@ -85,7 +106,7 @@ def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, 
     index_of = ws.index
     kept_pos = np.array([index_of[i] for i in kept_ids], np.int64)
     queries = unit_rows(x[np.array([index_of[r["id"]] for r in dropped], np.int64)])
-    pos, sims = nearest_kept(unit_rows(x[kept_pos]), queries, k, index)  # cosines, as the selectors decided on
+    pos, sims = nearest_kept(_UnitRows(x, kept_pos), queries, k, index)  # cosines, as the selectors decided on
     out = []
     for r, p_row, s_row in zip(dropped, pos, sims, strict=True):
         detail = r["detail"]
