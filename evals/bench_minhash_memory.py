@@ -1,0 +1,110 @@
+"""Benchmark: the ``minhash`` selector's time and memory against datasketch used the plain way, in one process.
+
+    python evals/bench_minhash_memory.py [--n 50000] [--near 0.03]
+
+Reference: what a user of datasketch writes (and what curate did before): a fresh ``MinHash(num_perm, seed)`` per
+row (datasketch draws the permutations again for each), and every kept row's ``MinHash`` object kept for the
+Jaccard check beside the LSH index. curate: one set of permutations shared by every signature, and only the kept
+rows' hash values kept. Both walk the same synthetic rows (``--near`` of them a copy of an earlier row with one
+word changed) through the same LSH bands and must find the same duplicates. Memory: tracemalloc's peak (numpy's
+arrays are traced), so the figures are the Python heap's, without the interpreter. The machine is shared: times are
+indicative. Prints ``RESULT`` lines (ratios: reference / curate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curate.defaults import MINHASH  # noqa: E402
+from curate.select.dedup import lsh_index, normalise_text, shingle_minhash  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(5000)]
+
+
+def rows(n: int, near: float, seed: int = 0) -> list[str]:
+    """``n`` texts of 30..150 words; a share ``near`` copies an earlier text with one word changed."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(n):
+        if out and rng.random() < near:
+            words = rng.choice(out).split()
+            words[rng.randrange(len(words))] = rng.choice(WORDS)
+            out.append(" ".join(words))
+        else:
+            out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 150))))
+    return out
+
+
+def plain_datasketch(texts: list[str]) -> list[bool]:
+    """The reference: a MinHash per row made the plain way, every kept one held."""
+    from datasketch import MinHash
+
+    lsh = lsh_index(MINHASH.threshold, MINHASH.num_perm, MINHASH.false_positive_weight)
+    kept: dict[int, MinHash] = {}
+    duplicate = []
+    for i, text in enumerate(texts):
+        words = normalise_text(text).split(" ")
+        grams = {" ".join(words[j:j + MINHASH.shingle]) for j in range(max(1, len(words) - MINHASH.shingle + 1))}
+        mh = MinHash(num_perm=MINHASH.num_perm, seed=1)
+        mh.update_batch([g.encode() for g in grams])
+        hit = any(mh.jaccard(kept[h]) >= MINHASH.threshold for h in lsh.query(mh))
+        duplicate.append(hit)
+        if not hit:
+            lsh.insert(i, mh)
+            kept[i] = mh
+    return duplicate
+
+
+def curate_selector(texts: list[str]) -> list[bool]:
+    """curate's walk (``curate.select.dedup.minhash_dedup``'s loop, without a workspace)."""
+    lsh = lsh_index(MINHASH.threshold, MINHASH.num_perm, MINHASH.false_positive_weight)
+    kept: dict[int, np.ndarray] = {}
+    duplicate = []
+    for i, text in enumerate(texts):
+        mh = shingle_minhash(text, MINHASH.shingle, MINHASH.num_perm, 1)
+        signature = mh.hashvalues
+        hit = any(np.count_nonzero(signature == kept[h]) / MINHASH.num_perm >= MINHASH.threshold
+                  for h in lsh.query(mh))
+        duplicate.append(hit)
+        if not hit:
+            lsh.insert(i, mh)
+            kept[i] = signature
+    return duplicate
+
+
+def measure(fn, texts: list[str]) -> tuple[list[bool], float, float]:
+    tracemalloc.start()
+    t = time.perf_counter()
+    found = fn(texts)
+    seconds = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return found, seconds, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--near", type=float, default=0.03)
+    args = ap.parse_args()
+    texts = rows(args.n, args.near)
+    ref, ref_s, ref_mb = measure(plain_datasketch, texts)
+    ours, our_s, our_mb = measure(curate_selector, texts)
+    assert ref == ours, "the two walks must find the same duplicates"
+    print(f"plain datasketch: {ref_s:.1f}s, peak {ref_mb:.0f} MiB; curate: {our_s:.1f}s, peak {our_mb:.0f} MiB; "
+          f"{sum(ours):,} duplicates of {args.n:,} rows (both)")
+    print(f"RESULT minhash_rows={args.n} duplicates={sum(ours)} seconds_ratio={ref_s / our_s:.2f} "
+          f"peak_memory_ratio={ref_mb / our_mb:.2f} reference=plain_datasketch")
+
+
+if __name__ == "__main__":
+    main()
