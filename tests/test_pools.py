@@ -603,3 +603,27 @@ def test_a_training_format_export_carries_a_pool_field_asked_for_by_name(tmp_pat
     rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [(r["messages"][0]["content"], r["split"]) for r in rows] == [("Question one?", "train"),
                                                                           ("Question two?", "test")]
+
+
+def test_a_training_format_export_keeps_json_text_fields_as_values_and_refuses_a_column_named_like_its_field(
+        tmp_path):
+    """With --format, a pool field held as JSON text (its values mix types) was written as that text ("1",
+    "\"web\""); a --column named like a field of the records (messages, instruction) replaced it, in silence."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "src": 1},
+             {"messages": [{"role": "user", "content": "Yo"}, {"role": "assistant", "content": "Hey"}], "src": "web"}])
+    for out in (tmp_path / "m.jsonl", tmp_path / "m.parquet"):
+        ws.export(out, format="messages", columns=["src"])
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["src"] for r in rows] == [1, "web"] and rows[0]["messages"][1] == {"role": "assistant",
+                                                                                 "content": "Hello"}
+    with pytest.raises(WorkspaceError, match="column 'messages': messages records have a field 'messages' of their"):
+        ws.export(tmp_path / "x.jsonl", format="messages", columns=["messages"])
+    alpaca = Workspace(tmp_path / "alpaca", create=True)
+    alpaca.load([{"instruction": "Translate.", "input": "Bonjour", "output": "Hello"}])
+    with pytest.raises(WorkspaceError, match="column 'instruction': alpaca records have a field 'instruction'"):
+        alpaca.export(tmp_path / "a.jsonl", format="alpaca", columns=["instruction", "input"])
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "a.jsonl").exists()

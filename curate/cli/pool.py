@@ -82,7 +82,7 @@ def export(
 
         with quiet_datasets():
             rows = export_rows(ws, selection, column or None, format)
-            write_jsonl(rows, sys.stdout.buffer, json_fields(ws, rows, format))
+            write_jsonl(rows, sys.stdout.buffer, json_fields(ws, rows, format, column))
         sys.stdout.flush()
         err_console.print(f"wrote {n:,} rows to standard output")
         return

@@ -142,6 +142,10 @@ def in_format(ds, fmt: str, keep: list[str]):
         raise WorkspaceError(f"{sum(partial[0] not in r for r in records):,} of {len(ids):,} rows have no reply "
                              f"(first: {missing}): a {fmt} file cannot tell them from empty replies; export the rows "
                              "with replies, or as messages or sharegpt")
+    clash = [name for name in keep if name in fields]
+    if clash:  # the column's values took the record's field's place, a training field turned into other data
+        raise WorkspaceError(f"column {clash[0]!r}: {fmt} records have a field {clash[0]!r} of their own, which it "
+                             f"would replace; export it without --format, or keep other columns beside the records")
     return datasets.Dataset.from_dict({"id": ids, **{k: [r[k] for r in records] for k in fields},
                                        **{name: ds[name] for name in keep}})
 
@@ -155,12 +159,12 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] 
     return ds if format is None else in_format(ds, format, [c for c in (columns or []) if c not in RESERVED])
 
 
-def json_fields(ws: Workspace, ds, format: str | None) -> list[str]:
+def json_fields(ws: Workspace, ds, format: str | None, columns: list[str] | None = None) -> list[str]:
     """The pool fields of exported rows ``ds`` held as JSON text (their values mix types), which a JSON Lines export
-    writes as the values themselves; a derived column of the same name is exported under it, and is not one."""
-    if format is not None:
-        return []
-    return sorted(json_text_columns(ws) & set(ds.column_names) - set(ws.columns))
+    writes as the values themselves; a derived column of the same name is exported under it, and is not one. With
+    a ``format``, those of the ``columns`` kept beside its records (the records' own fields are never JSON text)."""
+    exported = set(ds.column_names) if format is None else set(columns or []) & set(ds.column_names)
+    return sorted(json_text_columns(ws) & exported - set(ws.columns))
 
 
 def write_jsonl(ds, target: Any, fields: list[str]) -> None:
@@ -225,7 +229,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     out = Path(out)
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
-    _commit([staged] if (staged := _stage(ws, ds, out, format)) else [])
+    _commit([staged] if (staged := _stage(ws, ds, out, format, columns)) else [])
     return out
 
 
@@ -249,14 +253,15 @@ def export_together(ws: Workspace, outs: list[Path], selection: str | None = Non
     return outs
 
 
-def _stage(ws: Workspace, ds, out: Path, format: str | None) -> tuple[Path, Path] | None:
+def _stage(ws: Workspace, ds, out: Path, format: str | None,
+           columns: list[str] | None = None) -> tuple[Path, Path] | None:
     """Write ``ds`` as ``out`` beside the path it names (a link's target) and return (temporary, target) to rename
     into place; None when written through (a pipe, a device)."""
     target = Path(os.path.realpath(out)) if out.is_symlink() else out
     suffix = out.suffix.lower()
     prepare_output(target)
     remove_stale_leftovers(target)
-    fields = json_fields(ws, ds, format) if suffix else None
+    fields = json_fields(ws, ds, format, columns) if suffix else None
     if suffix and target.exists() and not target.is_file():  # a pipe, a device (a folder: check_export_path)
         with writing(out), quiet_datasets():
             _write(ds, target, suffix, fields)
