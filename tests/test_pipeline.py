@@ -85,6 +85,14 @@ def test_a_rerun_on_an_edited_source_curates_the_source_as_it_is_now(tmp_path):
     assert set(third.workspace.column("label")) == {r["label"] for r in labelled}
     fourth = run_pipeline(str(tmp_path / "pool.jsonl"), out=tmp_path / "run", budget=40, report=False)
     assert not fourth.results["load"]["fields_refreshed"]  # the same source again: the pool is not rewritten
+    # a row added at the top of the source: the pool in the source's order, as a fresh run on the file has it (a
+    # re-run kept it last, so "the first copy in pool order" of --minhash depended on the runs before)
+    top = [{"instruction": "A row added at the top.", "output": "First."}, *labelled]
+    fifth = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", top)), out=tmp_path / "run", budget=40,
+                         report=False)
+    fresh = run_pipeline(str(tmp_path / "pool.jsonl"), out=tmp_path / "fresh", budget=40, report=False)
+    assert fifth.workspace.ids == fresh.workspace.ids and fifth.results["load"]["fields_refreshed"]
+    assert fifth.workspace.selection("deita").ids == fresh.workspace.selection("deita").ids
 
 
 def test_cli_run_is_the_readme_command(tmp_path):

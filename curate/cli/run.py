@@ -210,7 +210,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         rejects = f" (see {result['rejects_file']})" if result["rejects"] else ""
         removed = (f", {result['rows_removed']:,} no longer in the source left out of the pool"
                    if result.get("rows_removed") else "")
-        removed += ("; fields the source changed (not the conversations) taken from it"
+        removed += ("; the rows' fields and order taken from the source as it is now"
                     if result.get("fields_refreshed") else "")
         console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
                       f"{result['rejects']:,} rejected{rejects}{removed}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-COMPARE_ROWS = 10_000  # rows compared at a time (a copy of the pool's, taken in the source's order, when it differs)
+COMPARE_ROWS = 10_000  # rows compared at a time
 
 
 def source_as_now(current: Any, source_tables: list[Any], json_columns: set[str]) -> Any | None:
     """The source's rows as one Arrow table when they differ from ``current`` (the pool about to be written, which
-    holds the source's ids: the rows it already had and those just added) in any field or value; None when they
-    agree. ``json_columns``: fields the pool holds as JSON text that the source's table typed (converted here)."""
+    holds the source's ids: the rows it already had and those just added) in any field, value or in their order;
+    None when they agree. ``json_columns``: fields the pool holds as JSON text that the source's table typed (converted here)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -33,10 +33,10 @@ def source_as_now(current: Any, source_tables: list[Any], json_columns: set[str]
     positions = pc.index_in(fresh.column("id"), value_set=current.column("id"))
     if positions.null_count:
         return fresh
-    in_order = pc.all(pc.equal(positions, pa.array(np.arange(len(positions), dtype=np.int32)))).as_py()
-    for start in range(0, len(fresh), COMPARE_ROWS):  # in the pool's order (the usual case) no row is copied
-        held = current.slice(start, COMPARE_ROWS) if in_order else current.take(positions.slice(start, COMPARE_ROWS))
-        if not _comparable(held).equals(_comparable(fresh.slice(start, COMPARE_ROWS))):
+    if not pc.all(pc.equal(positions, pa.array(np.arange(len(positions), dtype=np.int32)))).as_py():
+        return fresh  # the source's order: a row added at its top came last, and "the first copy" was history's
+    for start in range(0, len(fresh), COMPARE_ROWS):
+        if not _comparable(current.slice(start, COMPARE_ROWS)).equals(_comparable(fresh.slice(start, COMPARE_ROWS))):
             return fresh
     return None
 
