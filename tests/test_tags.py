@@ -379,6 +379,10 @@ def test_the_tag_steps_refuse_a_pool_field_or_another_producers_column(tmp_path)
     assert ws.row_values("quality") == [1.0, 2.0, 3.0] and ws.has_column("tags_raw")
     normalize(ws)
     normalize(ws)  # its own column: taken over again
+    fields = Workspace(tmp_path / "fields")  # a pool field named tags_raw: an error naming it, not a missing .arrow
+    fields.load(write_jsonl(tmp_path / "b.jsonl", [{"instruction": "q", "output": "a", "tags_raw": ["x"]}]))
+    with pytest.raises(WorkspaceError, match="no derived column 'tags_raw' to normalise.*the pool field of that name"):
+        normalize(fields)
 
 
 def test_a_selection_keeping_rows_a_refresh_removed_is_named_out_of_date_not_a_key_error(tmp_path):

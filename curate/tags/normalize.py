@@ -27,6 +27,7 @@ import regex
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import NORMALIZER
+from curate.errors import WorkspaceError
 from curate.storage.apply import drop_stale_rows
 from curate.storage.files import atomic_write_bytes
 from curate.storage.step import RowInput, StepContext, StepOutput
@@ -381,6 +382,11 @@ def normalize(ws: Any, normalizer: Normalizer | None = None, *, source: str = "t
     a row never tagged, e.g. a duplicate ``curate run`` left out, gets no failure either)."""
     if normalizer is None:
         normalizer = Normalizer() if refit else Normalizer.from_workspace(ws, mapping_artifact)
+    if not ws.has_column(source):  # a pool field of that name is no tagger's output (its turns, failures, model)
+        field = "; the pool field of that name is not read as one" if ws.has_pool and source in ws.pool.column_names \
+            else ""
+        raise WorkspaceError(f"{ws.path}: no derived column {source!r} to normalise: tag the pool first (curate tag, "
+                             f"ws.apply(Tagger(backend))){field}")
     step = NormalizeStep(normalizer, source=source, column=column, mapping_artifact=mapping_artifact)
     step.check_column(ws)  # before the mapping is stored
     if refit:
