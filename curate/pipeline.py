@@ -25,6 +25,7 @@ from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
 from curate.pools import check_read_options
+from curate.select.progress import showing_progress
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
@@ -183,15 +184,14 @@ def load(run: Run) -> dict[str, Any]:
     return run.loaded(summary)
 
 
-def dedup(run: Run):
-    """Exact duplicates out (selection ``dedup``)."""
+def dedup(run: Run):  # exact duplicates out (selection ``dedup``)
     return run.ws.select(method="exact", name=DEDUP)
 
 
 def near_dedup(run: Run):
-    """Near-duplicates of an earlier row (MinHash LSH, the ``minhash`` selector's defaults) out of the exactly
-    deduplicated rows (selection ``minhash``): the first copy in pool order stays, before anything is scored."""
-    return run.ws.select(method="minhash", name=NEAR_DEDUP, input_selection=DEDUP)
+    """Near-duplicates (MinHash LSH) out of the exact dedup's rows before any scoring; the first copy in pool order stays."""
+    with showing_progress(run.progress):
+        return run.ws.select(method="minhash", name=NEAR_DEDUP, input_selection=DEDUP)
 
 
 def text_rules(run: Run):

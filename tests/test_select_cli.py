@@ -65,3 +65,19 @@ def test_embed_cache_and_cli_select_export(tmp_path):
     rows = [json.loads(line) for line in dest.read_text().splitlines()]
     assert len(rows) == 3 and all("complexity" in r for r in rows)
     assert os.path.exists(ws_path / "cache" / "embeddings")
+
+
+def test_the_long_walks_show_progress_on_the_command_line_and_not_in_the_api(tmp_path, capfd):
+    """`curate select --method minhash` on 1M rows ran 22 minutes without a word; the Python API stays quiet."""
+    import subprocess
+    import sys
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Tell me about topic number {i} in a few words.",
+                                                "output": "ok"} for i in range(40)]))
+    ws.select(method="minhash", name="quiet")
+    assert "minhash" not in capfd.readouterr().err
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "select", str(ws.path), "--method", "minhash", "--name",
+                        "shown"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "minhash: 100%" in r.stderr and "40/40" in r.stderr

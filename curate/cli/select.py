@@ -81,7 +81,10 @@ def select_cmd(
                                          "give it once")
             params[key] = value
     ws = Workspace.open(workspace)
-    sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
+    from curate.select.progress import showing_progress
+
+    with showing_progress():
+        sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
     counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
     console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")
     console.print(selection_table(sel))

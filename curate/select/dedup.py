@@ -23,6 +23,7 @@ from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
 from curate.select.inputs import iter_texts, score_detail, vectors
 from curate.select.products import hnsw_products
+from curate.select.progress import walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
@@ -130,7 +131,8 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
     out = SelectorResult(info={"threshold": threshold, "shingle": shingle, "num_perm": num_perm,
                                "false_positive_weight": false_positive_weight, "bands": lsh.b, "rows_per_band": lsh.r,
                                **info})
-    for k, (p, t) in enumerate(zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)):
+    rows_texts = zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)
+    for k, (p, t) in enumerate(walked(rows_texts, len(ordered), "minhash")):
         mh = shingle_minhash(t, shingle, num_perm, seed)
         signature = mh.hashvalues
         hits = [(float(np.count_nonzero(signature == kept[h])) / num_perm, h) for h in lsh.query(mh)]  # mh.jaccard

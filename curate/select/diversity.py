@@ -11,6 +11,7 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError
 from curate.select.inputs import score_detail, vectors
+from curate.select.progress import walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
@@ -74,7 +75,7 @@ def _greedy(x: np.ndarray, k: int, first: int, chosen: np.ndarray | None) -> tup
     for start in range(0, 0 if chosen is None else len(chosen), _CHOSEN_BLOCK):  # bounded memory for big seeds
         dist = np.minimum(dist, 1.0 - (x @ chosen[start:start + _CHOSEN_BLOCK].T).astype(np.float64).max(axis=1))
     c = first if chosen is None or not len(chosen) else int(np.argmax(dist))
-    for i in range(k):
+    for i in walked(range(k), k, "k-center", "centre"):
         centres[i] = c
         free[c] = False
         d = 1.0 - (x @ x[c]).astype(np.float64)
