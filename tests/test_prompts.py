@@ -53,7 +53,10 @@ def test_template_itself_is_sandboxed():
     ("{{ '%0300000000d'|format(1) }}", "SecurityError: the format filter: a width over"),
     ("{{ '%0300000000d' % 1 }}", "SecurityError: a % format: a width over"),
     ("{{ '{:>9999999999}'.format(1) }}", "SecurityError: str.format: a width over"),
-    ("{{ 'x'.ljust(99999999999) }}", "SecurityError: str.ljust: a width over")])
+    ("{{ 'x'.ljust(99999999999) }}", "SecurityError: str.ljust: a width over"),
+    ("{{ '%*d' % (100000000, 1) }}", "SecurityError: a % format: a width over"),  # widths from the arguments
+    ("{{ '{:>{}}'.format(1, 100000000) }}", "SecurityError: str.format: a width over"),
+    ("{{ '{:>{w}}'.format(1, w=100000000) }}", "SecurityError: str.format: a width over")])
 def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, error):
     with pytest.raises(PromptRenderError, match=f"prompt 'rate':18: in the user message: {error}"):
         parse_prompt(PROMPT.replace("Rate: {{ instruction }}", body)).render(instruction="x")
@@ -62,6 +65,12 @@ def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, err
     small = "{{ 'ab'|center(6) }}|{{ '%03d' % 7 }}|{{ '{:>3}'.format(1) }}|{{ '%s=%d'|format('a', 2) }}|{{ 10 % 3 }}"
     assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", small)).render(
         instruction="x")[-1]["content"] == "  ab  |007|  1|a=2|1"
+    # a row's numbers are data, not widths: formatted, searched, replaced as before the bounds
+    data = ("{{ 'Q: %s'|format(instruction) }}|{{ 'id %d' % 123456789 }}|{{ instruction.replace('5551234567', '') }}"
+            "|{{ 'Budget 50000000 USD, %s' % instruction }}|{{ '{0:>{1}}'.format(1, 3) }}")
+    assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", data)).render(instruction="Is 5551234567 prime?")[
+        -1]["content"] == ("Q: Is 5551234567 prime?|id 123456789|Is  prime?|Budget 50000000 USD, Is 5551234567 "
+                           "prime?|  1")
 
 
 @pytest.mark.parametrize(("edit", "error"), [
@@ -92,17 +101,35 @@ def test_a_prompt_file_without_a_user_message_or_in_another_encoding_is_named(tm
     assert load_prompt(tmp_path / "bom.md").fingerprint == parse_prompt(PROMPT).fingerprint
 
 
+@pytest.mark.parametrize("body", [
+    "{% if system %}{{ system }}{% endif %}Turn {{ turn }} of {{ conversation|length }}: {{ instruction }}",
+    "{% if extra is defined %}{{ extra }}{% endif %}{{ instruction }}",  # an optional variable, guarded
+    "{% set x = 3 %}{% for m in conversation %}{{ m.content }}{{ loop.index }}{% endfor %}{{ x }}{{ range(2)|list }}",
+    "{% macro f(a) %}{{ a }}{% endmacro %}{{ f(instruction) }}{% set ns = namespace(n=0) %}{{ ns.n }}",
+    "=== Example 1 ===\n{{ instruction }}",  # a heading, not a role marker
+])
+def test_prompt_files_the_load_checks_must_not_refuse(body):
+    """Each loaded before the checks of what a template reads and of mistyped markers, and must still: a blank line
+    before a marker, the variables a judge gives every call, loops, macros, headings."""
+    text = PROMPT.replace("=== user ===\nRate: {{ instruction }}", "\n=== user ===\n" + body)
+    prompt = parse_prompt(text)
+    assert prompt.inputs == ("instruction",)
+    conversation = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]
+    assert prompt.render(instruction="Q?", system="", turn=1, conversation=conversation)[-1]["role"] == "user"
+
+
 def test_a_prompt_file_without_inputs_declares_what_its_template_reads():
     text = PROMPT.replace("inputs: [instruction]\n", "").replace("{{ instruction }}", "{{ instruction }} {{ response }}")
     assert parse_prompt(text).inputs == ("instruction", "response")  # a judge then knows it reads the reply
 
 
-def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp_path):
+def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp_path, monkeypatch):
     """Each of these left the built-in prompt judging while the user believed their edit did."""
     quality = (Path(__file__).parents[1] / "prompts" / "quality.md").read_text()
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "my_quality.md").write_text(quality)  # declares name: quality
-    with pytest.raises(PromptError, match=r"my_quality.md: declares name: quality, but a prompt is found by its file"):
+    with pytest.raises(PromptError, match=r"my_quality.md: declares name: quality, but the prompt 'quality' is read "
+                                          r"from .*a/quality.md: move or rename it there"):
         load_prompt("quality", prompt_dirs=[tmp_path / "a"])
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "quality.md").write_text(quality.replace("name: quality", "name: myquality"))
@@ -111,9 +138,24 @@ def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp
     deepen = (Path(__file__).parents[1] / "prompts" / "evol" / "deepen.md").read_text()
     (tmp_path / "c" / "evol").mkdir(parents=True)
     (tmp_path / "c" / "evol" / "deepen.md").write_text(deepen.replace("=== user ===", "Mine.\n=== user ===", 1))
-    with pytest.raises(PromptError, match=r"is read from evol/deepen.md in a prompt folder; give the folder above"):
+    with pytest.raises(PromptError, match=r"deepen.md: declares name: evol_deepen, but the prompt 'evol/deepen' is "
+                                          r"read from .*c/evol/evol/deepen.md"):
         load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c" / "evol"])
     assert "Mine." in load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c"]).body
+    # what is not such a file loads as before: a user's own judge named like an Evol operation beside the request
+    # for the built-in Evol prompt; a subfolder's prompt declaring its file's name; a file named by path while
+    # $CURATE_PROMPTS names a folder that is gone
+    (tmp_path / "d" / "team").mkdir(parents=True)
+    (tmp_path / "d" / "reasoning.md").write_text(PROMPT.replace("name: rate", "name: reasoning"))
+    assert load_prompt("evol/reasoning", prompt_dirs=[tmp_path / "d"]).name == "evol_reasoning"
+    (tmp_path / "d" / "team" / "quality.md").write_text(quality)
+    assert load_prompt("team/quality", prompt_dirs=[tmp_path / "d"]).name == "quality"
+    monkeypatch.setenv("CURATE_PROMPTS", str(tmp_path / "gone"))
+    assert load_prompt(tmp_path / "d" / "reasoning.md").name == "reasoning"
+    from curate.evol.rules import builtin_leak_phrases
+
+    builtin_leak_phrases.cache_clear()
+    assert builtin_leak_phrases("deepen")  # the built-in file's phrases, whatever $CURATE_PROMPTS says
 
 
 def test_a_builtin_name_is_the_builtin_prompt_whatever_the_current_folder_holds(tmp_path, monkeypatch):

@@ -137,12 +137,10 @@ def leak_phrases(prompt: Any) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=32)
 def builtin_leak_phrases(operation: str) -> tuple[str, ...]:
     """The ``leak_phrases`` of the built-in prompt of ``operation`` (none for an unknown operation)."""
-    from curate.llm.prompts import PromptError, load_prompt
+    from curate.llm.prompts import builtin_prompt_dir, load_prompt
 
-    try:
-        return leak_phrases(load_prompt(f"evol/{operation}"))
-    except PromptError:
-        return ()
+    path = builtin_prompt_dir() / "evol" / f"{operation}.md"  # by path: no user folder (or a stale one) is read
+    return leak_phrases(load_prompt(path)) if path.is_file() else ()
 
 
 def normalise(text: str) -> list[str]:

@@ -29,6 +29,7 @@ from curate.errors import CurateError
 from curate.llm.base import Backend, reply_token_limit, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
+from curate.llm.prompt_checks import ROW_VARIABLES
 from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
@@ -36,7 +37,6 @@ from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
 # Template variables a judge fills from the conversation; any other prompt input is a pool or derived column.
 # ``history``: the messages before the turn's user message (system messages left out).
-ROW_VARIABLES = ("instruction", "response", "system", "turn", "conversation", "history")
 
 
 def _no_value(value: Any) -> bool:

@@ -48,6 +48,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# The variables a judge gives every call of a turn (a pool column a prompt reads is one of its inputs too); a
+# prompt reads ``response`` and ``history`` only by declaring them: a turn without a reply then fails before any
+# call, and the history is built for a prompt that asks for it.
+ROW_VARIABLES = ("instruction", "response", "system", "turn", "conversation", "history")
+DECLARED_ONLY = ("response", "history")
+
+
 def read_variables(sections: list[tuple[str, Any, int]], globals_: Any) -> tuple[str, ...]:
     """The variables the template's ``sections`` (role, parsed template, line) read from outside, in order of first
     use: the inputs of a prompt file that declares none."""
@@ -64,13 +71,17 @@ def read_variables(sections: list[tuple[str, Any, int]], globals_: Any) -> tuple
 
 def check_read_variables(sections: list[tuple[str, Any, int]], inputs: Sequence[str], globals_: Any,
                          where: str) -> None:
-    """Every row variable the template's ``sections`` (role, parsed template, its marker's line in the file) read is
-    one of its ``inputs``: a ``{{ response }}`` left out of them was rendered empty for a row without a reply (and
-    paid for), and the judge's provenance said it read no response. The error names the first use's line."""
+    """Every variable the template's ``sections`` (role, parsed template, its marker's line in the file) read is one
+    of its ``inputs``, given to every call (``ROW_VARIABLES`` but response and history), or guarded by ``is
+    defined``: a ``{{ response }}`` left out of them was rendered empty for a row without a reply (and paid for),
+    and the judge's provenance said it read no response. The error names the first use's line."""
     from jinja2 import meta, nodes
 
+    given = set(ROW_VARIABLES) - set(DECLARED_ONLY)
     for role, section, line in sections:
-        undeclared = meta.find_undeclared_variables(section) - set(inputs) - set(globals_)
+        guarded = {test.node.name for test in section.find_all(nodes.Test)  # {% if x is defined %}: optional
+                   if test.name in ("defined", "undefined") and isinstance(test.node, nodes.Name)}
+        undeclared = meta.find_undeclared_variables(section) - set(inputs) - set(globals_) - given - guarded
         if undeclared:
             first = min((n for n in section.find_all(nodes.Name) if n.name in undeclared), key=lambda n: n.lineno)
             raise PromptError(f"{where}:{line + first.lineno - 1}: in the {role} message: {first.name!r} is "
@@ -96,13 +107,10 @@ def check_not_misplaced(folder: Path, name: str, searched: list[Path]) -> None:
     Either was skipped in silence and the built-in sent instead."""
     if folder == searched[-1]:  # the built-ins
         return
-    stem = name.rsplit("/", 1)[-1]
-    if "/" in name and (folder / f"{stem}.md").is_file():
-        raise PromptError(f"{folder / f'{stem}.md'}: the prompt {name!r} is read from {name}.md in a prompt folder; "
-                          f"give the folder above {name.rsplit('/', 1)[0]}/ as --prompt-dir (or move the file)")
-    declares = re.compile(rf"^name:\s*['\"]?{re.escape(name.replace('/', '_'))}['\"]?\s*$", re.MULTILINE)
+    declared = name.replace("/", "_")  # the name a copy of the built-in declares (evol/deepen: evol_deepen)
+    declares = re.compile(rf"^name:[ \t]*['\"]?{re.escape(declared)}['\"]?[ \t]*$", re.MULTILINE)
     for path in sorted(folder.glob("*.md")):
         head = path.read_bytes()[:4096].decode("utf-8", "replace")
         if declares.search(head.split("\n---", 1)[0]):
-            raise PromptError(f"{path}: declares name: {name.replace('/', '_')}, but a prompt is found by its file "
-                              f"name: rename it {name.rsplit('/', 1)[-1]}.md (else the built-in {name!r} is used)")
+            raise PromptError(f"{path}: declares name: {declared}, but the prompt {name!r} is read from "
+                              f"{folder / name}.md: move or rename it there (else the built-in {name!r} is used)")

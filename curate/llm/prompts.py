@@ -61,9 +61,9 @@ FRONT_MATTER_KEYS = ("name", "version", "description", "inputs", "output", "para
 OUTPUT_KEYS = {"digit_score": ("kind", "scale"), "json": ("kind", "model"), "text": ("kind",)}
 ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
-# a role marker mistyped: '=== User ===', '== user ==', '=== human ===' (a '== Step 1 ==' heading is text)
-_MARKER_LIKE = re.compile(r"^\s*(?:===\s*[\w -]+?\s*===|={2,}\s*(?i:system|user|assistant|human|ai|bot|gpt|model|"
-                          r"developer|tool)\s*={2,})\s*$", re.MULTILINE)
+# a role marker mistyped: '=== User ===', '== user ==', '=== human ===' ('=== Example 1 ===' is text)
+_MARKER_LIKE = re.compile(r"^[ \t]*={2,}[ \t]*(?i:system|user|assistant|human|ai|bot|gpt|model|developer|tool)[ \t]*"
+                          r"={2,}[ \t]*$", re.MULTILINE)
 
 
 # Request fields a prompt's params may not set: they would change the model, the messages, or how many
@@ -345,18 +345,19 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
     place (or broke it)."""
     if isinstance(name_or_path, Prompt):
         return name_or_path
-    candidate = Path(name_or_path)
-    name, searched = str(name_or_path), search_dirs(prompt_dirs)
+    candidate, name = Path(name_or_path), str(name_or_path)
     # a path as such: a Path, ./x, ../x, /x or x.md; a bare name (quality, evol/deepen) is a prompt's first
     spelt_as_path = isinstance(name_or_path, os.PathLike) or name.startswith(("./", "../", ".\\", "..\\"))
-    if not spelt_as_path and candidate.suffix != ".md" and not candidate.is_absolute():
+    by_name = not spelt_as_path and candidate.suffix != ".md" and not candidate.is_absolute()
+    searched = search_dirs(prompt_dirs) if by_name or not candidate.exists() else []  # a file named: no folder read
+    if by_name:
         for folder in searched:
             path = folder / f"{name}.md"
             if path.is_file():
                 prompt = parse_prompt(read_prompt_file(path), path)
-                if prompt.name != name.replace("/", "_"):  # its column (and a run's) would not be the one asked for
+                if prompt.name not in (candidate.name, name.replace("/", "_")):  # its column would not be the one
                     raise PromptError(f"{path}: declares name: {prompt.name}, but is the prompt {name!r} by its file "
-                                      f"name: declare name: {name.replace('/', '_')}")
+                                      f"name: declare name: {candidate.name}")
                 return prompt
             check_not_misplaced(folder, name, searched)
     if candidate.suffix == ".md" or candidate.exists():
