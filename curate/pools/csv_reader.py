@@ -57,6 +57,8 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
         records = [r for r in _csv_record_lines(path, sep) if not r[1]]
         width = records[0][2] if records else 0
         bad = {line: fields for line, _, fields in records[1:] if fields > width}
+        if len(frame) + len(bad) != len(records) - 1:  # the csv module stopped early (a field pandas reads, e.g.
+            _raise_csv_error(source, path, suffix, sep, exc)  # "q"x): the skipped rows cannot all be named
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             text = {n: raw.rstrip("\r\n") for n, raw in enumerate(f, start=1) if n in bad}
         too_long = [(line, f"{fields} fields where the header has {width}", text.get(line, ""))
@@ -82,6 +84,10 @@ def _raise_csv_error(source: str, path: Path, suffix: str, sep: str, exc: Except
         except UnicodeDecodeError as whole:
             location = f"line {data.count(NEWLINE, 0, whole.start) + 1}"
             message = f"invalid UTF-8 at byte {whole.start} (save the file as UTF-8)"
+    elif fields := _PANDAS_FIELDS.search(message):  # "Expected 2 fields in line 3, saw 3": its 3rd record
+        starts = _csv_record_lines(path, sep)
+        record = int(fields.group(1)) - 1
+        location = f"line {starts[record][0]}" if record < len(starts) else "file"
     elif found:
         starts = _csv_record_lines(path, sep)
         if int(found.group(1)) < len(starts):
