@@ -119,8 +119,7 @@ class Run:
 
     @property
     def decontaminates_before_scoring(self) -> bool:
-        """Decontamination (and the embedding it reads) runs before paid judges; after the local scorers (Ray
-        scores and embeds in one pass)."""
+        """Decontamination (and its embedding) runs before paid judges; after local scorers (Ray: one pass for both)."""
         return self.decontaminate is not None and self.pays_judges
 
     def score_producers(self) -> list[Any]:
@@ -267,12 +266,13 @@ def embed(run: Run) -> dict[str, Any]:
 
 
 def tags(run: Run) -> dict[str, Any]:
-    """InsTag tags from the LLM for the candidate rows (those every filter step kept), then normalised
-    (``tags_raw`` -> ``tags``)."""
+    """InsTag tags for the candidate rows (every filter step kept them), normalised (``tags_raw`` -> ``tags``)."""
     from curate.tags import Tagger, normalize
 
-    tagged = apply_to_rows(run.ws, Tagger(run.tag_backend), run.kept_ids(candidates(run)), run.progress)
-    return {"tags_raw": tagged, "normalizer": normalize(run.ws)}
+    fields = set(run.ws.pool.column_names)  # a pool field named tags (tags_raw) keeps its values, as a judge's name
+    raw, column = (name + "_instag" * (name in fields) for name in ("tags_raw", "tags"))
+    tagged = apply_to_rows(run.ws, Tagger(run.tag_backend, column=raw), run.kept_ids(candidates(run)), run.progress)
+    return {"tags_raw": tagged, "normalizer": normalize(run.ws, source=raw, column=column), "columns": (raw, column)}
 
 
 def deita(run: Run):

@@ -395,6 +395,15 @@ def test_a_rerun_with_another_tagger_and_a_filter_dropping_a_tagged_row_tags_the
     ws = result.workspace
     assert [v is not None for v in ws.row_values("tags_raw")] == [True] * 4 + [False]
     assert [v is not None for v in ws.row_values("tags")] == [True] * 4 + [False]  # nor tags normalised from them
+    # a pool with its own tags field: kept, and the run's tags go beside it (the normaliser refused it after the
+    # tagger had been paid)
+    labelled = write_jsonl(tmp_path / "labelled.jsonl", [{**r, "tags": ["mine"]} for r in rows])
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "model-1", api_key="k", max_retries=0)
+        own = run_pipeline(str(labelled), out=tmp_path / "own", budget=3, backend=backend, tag_backend=backend,
+                           report=False, progress=False)
+    assert own.results["tags"]["columns"] == ("tags_raw", "tags_instag")
+    assert own.workspace.column("tags") == [["mine"]] * 5 and own.workspace.has_column("tags_instag")
 
 
 def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):

@@ -252,8 +252,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
     elif name == "tags":
-        applied = result["tags_raw"]
-        console.print(f"  tags_raw: {_done(applied, 'tagged')}; normalised into column tags")
+        (raw, column), applied = result["columns"], result["tags_raw"]
+        console.print(f"  {raw}: {_done(applied, 'tagged')}; normalised into column {column}")
         from curate.cli.judge import usage_total_line
 
         console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
