@@ -13,7 +13,6 @@ Steps return data; the command line (``curate/cli/run.py``) prints it.
 
 from __future__ import annotations
 
-import html
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -71,7 +70,7 @@ class Run:
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
         check_read_options(self.format, self.mapping, self.on_error)
-        check_run_folder(Path(self.out), [*EXPORTS.values(), "report.html"])
+        check_run_folder(Path(self.out), [*EXPORTS.values()] + ["report.html"] * self.report)
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
@@ -164,10 +163,9 @@ class RunResult:
     results: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
-        sel = self.workspace.selection(self.selection)
-        files = "".join(f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>" for k, v in self.outputs.items())
-        steps = html.escape(", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
-        return f"<div><b>curate run</b>: {len(sel):,} rows selected<ul>{files}</ul>{steps}</div>"
+        from curate.report.views import run_result_html
+
+        return run_result_html(len(self.workspace.selection(self.selection)), self.outputs, self.timings)
 
 
 # -- the steps ------------------------------------------------------------------------------------------
@@ -373,6 +371,8 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
     or ``complexity`` (instructions without responses: a row without a reply passes the empty-response rule).
     """
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
+    if budget < 1:  # a run selecting nothing would still load, score and embed the whole pool
+        raise CurateError(f"budget must be at least 1 row, not {budget}")
     if not -1 <= max_cosine_similarity <= 1:
         raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     if decontaminate is not None:

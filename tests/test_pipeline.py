@@ -254,6 +254,7 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
     """They were refused at the selection step (a misspelt signal at the signals step), after the judges had been
     paid for every row."""
     for kwargs, message in (({"budget": -1}, "budget must be a whole number of rows >= 0"),
+                            ({"budget": 0}, "budget must be at least 1 row, not 0"),  # the API as the CLI
                             ({"budget": 5, "signals": ("ifd", "perplexty")}, "not 'perplexty'"),  # after the scores
                             ({"budget": 5, "signals": ("ifd",), "signal_model": "/no/such/model"},
                              "/no/such/model: not a Hugging Face model folder"),
@@ -483,6 +484,10 @@ def test_a_run_into_a_folder_of_files_it_did_not_write_refuses_to_write_over_the
         run_pipeline(str(sample_path()), out=mine, budget=5, report=False)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "selected.jsonl"]
     assert (mine / "selected.jsonl").read_text() == "my rows\n"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.html").write_text("my report")  # a run writing no report leaves it alone
+    run_pipeline(str(sample_path()), out=tmp_path / "notes", budget=5, report=False)
+    assert (tmp_path / "notes" / "report.html").read_text() == "my report"
     run = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False)
     with pytest.raises(CurateError, match="--out is a workspace"):
         run_pipeline(str(sample_path()), out=run.workspace.path, budget=5, report=False)

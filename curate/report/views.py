@@ -174,6 +174,13 @@ def _decision_line(sel: Selection) -> str:
     return f"{kept:,} kept" + ("; " + ", ".join(f"{k} {v:,}" for k, v in rest) if rest else "")
 
 
+def run_result_html(selected: int, outputs: dict[str, Any], timings: dict[str, float]) -> str:
+    """A `curate run` result in a notebook: rows selected, the files written, each step's time."""
+    files = "".join(f"<li>{esc(k)}: <code>{esc(str(v))}</code></li>" for k, v in outputs.items())
+    steps = esc(", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return f"<div><b>curate run</b>: {selected:,} rows selected<ul>{files}</ul>{steps}</div>"
+
+
 def workspace_html(ws: Workspace) -> str:
     """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections."""
     with ws.reading():  # a column's stats read it more than once
