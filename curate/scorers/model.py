@@ -45,7 +45,7 @@ from curate.scorers.features import (
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.scorers.saved import json_default, read_scorer_json, read_tensors, save_scorer_folder
-from curate.storage.files import whole_folder
+from curate.storage.folders import whole_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"

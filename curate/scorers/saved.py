@@ -48,7 +48,8 @@ def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[
     scorer. Saves to one folder, from any threads or processes, take turns."""
     from safetensors.numpy import save_file
 
-    from curate.storage.files import file_lock, folder_written_whole
+    from curate.storage.files import file_lock
+    from curate.storage.folders import folder_written_whole
 
     out = Path(out).resolve()  # "--out ." is the folder by its name, and its lock beside it, never inside
     out.parent.mkdir(parents=True, exist_ok=True)

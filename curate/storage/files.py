@@ -25,6 +25,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from curate.errors import WorkspaceError
+
 # The workspace layout's fixed names (see storage/workspace.py).
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
@@ -75,7 +77,7 @@ def sqlite_errors(method: Callable) -> Callable:
                                 ("unable to open", errno.EACCES), ("disk I/O error", errno.EIO)):
                 if words in text:
                     raise OSError(code, f"{os.strerror(code)} ({text})", str(self.path)) from exc
-            from curate.errors import WorkspaceError
+
 
             if "locked" in text or "busy" in text:  # its answers are fine: never advise moving it aside
                 raise WorkspaceError(f"{self.path}: {text}: another process held it past the wait; re-run when that "
@@ -133,77 +135,6 @@ STALE_LEFTOVER_S = 3600  # a temporary file beside an output untouched this long
 LEFTOVER = re.compile(r"\..+\.[0-9a-f]{32}\.(tmp|old)")  # .<name>.<uuid4 hex>.tmp / .old, as the writers here name them
 
 
-@contextlib.contextmanager
-def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
-    """Yield a temporary sibling of folder ``out`` (a symlink is followed) to write; when the block ends, swap it in
-    for ``out`` (an earlier ``out`` moves aside first: a folder cannot be replaced by a rename), so a reader or a
-    kill never meets a folder half-written or half-deleted. On an error, nothing of it stays. A folder that cannot
-    be moved (a mount point), or must not be (the current folder: moved away, it would leave this process and the
-    shell it runs from in a deleted folder), gets the new files renamed in one by one, ``last`` last (the file naming
-    the others), and loses the files the new folder lacks. A kill between the two renames leaves ``out`` missing and
-    the earlier folder whole as ``.NAME.*.old``: :func:`whole_folder` reads it, and the next write puts it back
-    before it starts. The caller keeps other writers of ``out`` out."""
-    out = Path(out).resolve()
-    if not out.exists() and (earlier := whole_folder(out)) != out:
-        os.replace(earlier, out)
-    here = Path.cwd().resolve()
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-    try:
-        tmp.mkdir()
-        yield tmp
-        _umask_modes(tmp)
-        if out.exists() and (out == here or out in here.parents):
-            _rename_in(tmp, out, last)
-            return
-        if out.exists():
-            try:
-                os.replace(out, old)
-            except OSError as exc:
-                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
-                    raise
-                _rename_in(tmp, out, last)
-                return
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
-
-
-def _umask_modes(folder: Path) -> None:
-    """Give the files under ``folder`` the mode a file created here has (the umask's): safetensors writes its files
-    0600, so a scorer or model saved to a shared folder could not be read by the rest of the team."""
-    probe = folder / ".mode-probe"
-    probe.touch()
-    mode = probe.stat().st_mode & 0o777
-    probe.unlink()
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink() and (have := path.stat().st_mode & 0o777) | mode != have:
-            path.chmod(have | mode)
-
-
-def whole_folder(path: Path) -> Path:
-    """``path``, or where it is while a swap of :func:`folder_written_whole` was cut between its two renames (the
-    earlier folder, moved aside whole): the newest ``.NAME.*.old`` beside it."""
-    path = Path(path)
-    if path.exists():
-        return path
-    moved = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.old")  # not ``.sc.v2.*.old`` for ``sc``
-    aside = sorted((p for p in path.parent.glob(f".{glob.escape(path.name)}.*.old") if moved.fullmatch(p.name)),
-                   key=lambda p: p.stat().st_mtime_ns)
-    return aside[-1] if aside else path
-
-
-def _rename_in(tmp: Path, out: Path, last: str | None) -> None:
-    """The files of ``tmp`` renamed into the folder ``out`` (``last`` last), then ``out``'s other files removed."""
-    names = sorted(p.name for p in tmp.iterdir())
-    for name in sorted(names, key=lambda n: n == last):
-        os.replace(tmp / name, out / name)
-    for gone in (p for p in out.iterdir() if p.name not in names):
-        remove(gone)
-
-
 def remove_stale_leftovers(out: str | os.PathLike) -> list[Path]:
     """Remove the temporary files (or folders) beside ``out`` that a writer killed outright (SIGKILL, a power cut)
     could not remove, once untouched for ``STALE_LEFTOVER_S``: a live writer touches its file as it writes. Inside a
@@ -246,9 +177,10 @@ def write_arrow(path: Path, table) -> None:
 
 
 def read_arrow(path: Path):
+    """An Arrow IPC file of the workspace; a damaged one (cut short, overwritten) is an error naming it."""
     import pyarrow as pa
 
-    with pa.memory_map(str(path), "r") as source:
+    with _damaged_named(path), pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).read_all()
 
 
@@ -256,14 +188,29 @@ def arrow_schema(path: Path):
     """An Arrow IPC file's schema, read without its rows."""
     import pyarrow as pa
 
-    with pa.memory_map(str(path), "r") as source:
+    with _damaged_named(path), pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).schema
 
 
 def schema_meta(path: Path) -> dict[str, Any]:
     meta = arrow_schema(path).metadata or {}
     raw = meta.get(b"curate")
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        raise WorkspaceError(f"{path}: damaged: its curate metadata is not JSON") from None
+
+
+@contextlib.contextmanager
+def _damaged_named(path: Path) -> Iterator[None]:
+    """pyarrow's "File is too small: 8", "Not an Arrow file" name no file: a damaged workspace file is named."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowInvalid as exc:
+        raise WorkspaceError(f"{path}: damaged, not a readable Arrow file ({exc}); restore it or remove what it "
+                             "held (a selection, a column) and compute it again") from None
 
 
 def file_lock(path: Path) -> FileLock:

@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock, folder_written_whole
+from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock
+from curate.storage.folders import folder_written_whole
 from curate.train.harness import TrainRun
 
 

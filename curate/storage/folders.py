@@ -1,0 +1,87 @@
+"""A folder written whole (a saved scorer, an exported model): written beside its place and swapped in, so a reader
+or a kill never meets it half-written or half-deleted."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from curate.storage.files import remove
+
+
+@contextlib.contextmanager
+def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of folder ``out`` (a symlink is followed) to write; when the block ends, swap it in
+    for ``out`` (an earlier ``out`` moves aside first: a folder cannot be replaced by a rename), so a reader or a
+    kill never meets a folder half-written or half-deleted. On an error, nothing of it stays. A folder that cannot
+    be moved (a mount point), or must not be (the current folder: moved away, it would leave this process and the
+    shell it runs from in a deleted folder), gets the new files renamed in one by one, ``last`` last (the file naming
+    the others), and loses the files the new folder lacks. A kill between the two renames leaves ``out`` missing and
+    the earlier folder whole as ``.NAME.*.old``: :func:`whole_folder` reads it, and the next write puts it back
+    before it starts. The caller keeps other writers of ``out`` out."""
+    out = Path(out).resolve()
+    if not out.exists() and (earlier := whole_folder(out)) != out:
+        os.replace(earlier, out)
+    here = Path.cwd().resolve()
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        tmp.mkdir()
+        yield tmp
+        _umask_modes(tmp)
+        if out.exists() and (out == here or out in here.parents):
+            _rename_in(tmp, out, last)
+            return
+        if out.exists():
+            try:
+                os.replace(out, old)
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+                _rename_in(tmp, out, last)
+                return
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give the files under ``folder`` the mode a file created here has (the umask's): safetensors writes its files
+    0600, so a scorer or model saved to a shared folder could not be read by the rest of the team."""
+    probe = folder / ".mode-probe"
+    probe.touch()
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (have := path.stat().st_mode & 0o777) | mode != have:
+            path.chmod(have | mode)
+
+
+def whole_folder(path: Path) -> Path:
+    """``path``, or where it is while a swap of :func:`folder_written_whole` was cut between its two renames (the
+    earlier folder, moved aside whole): the newest ``.NAME.*.old`` beside it."""
+    path = Path(path)
+    if path.exists():
+        return path
+    moved = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.old")  # not ``.sc.v2.*.old`` for ``sc``
+    aside = sorted((p for p in path.parent.glob(f".{glob.escape(path.name)}.*.old") if moved.fullmatch(p.name)),
+                   key=lambda p: p.stat().st_mtime_ns)
+    return aside[-1] if aside else path
+
+
+def _rename_in(tmp: Path, out: Path, last: str | None) -> None:
+    """The files of ``tmp`` renamed into the folder ``out`` (``last`` last), then ``out``'s other files removed."""
+    names = sorted(p.name for p in tmp.iterdir())
+    for name in sorted(names, key=lambda n: n == last):
+        os.replace(tmp / name, out / name)
+    for gone in (p for p in out.iterdir() if p.name not in names):
+        remove(gone)
