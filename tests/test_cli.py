@@ -355,3 +355,43 @@ def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
     r = curate_cli("report", ws, "--out", tmp_path / "r.html", "--samples", "9" * 20)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not list((ws / "columns").glob("quality*"))
+
+
+def test_odd_inputs_a_fuzzer_found_are_one_line_errors_naming_what_is_at_fault(tmp_path):
+    """Each was a traceback, a workspace overwritten, or a value dropped in silence."""
+    ws = tmp_path / "ws"
+    assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
+    assert curate_cli("select", ws, "--method", "exact", "--name", "dedup").returncode == 0
+    (tmp_path / "bad.jinja").write_text("{% for x in %}")
+    cases = {("plan", ws, "--order-by", "position", "--samples", "100", "--json", ws / "manifest.json"):
+             "manifest.json: inside the workspace",  # it replaced the manifest: the workspace was unusable
+             ("plan", ws, "--order-by", "position", "--samples", "100", "--model", tmp_path):
+             "--model is the tokenizer of --tokens",
+             ("select", ws, "--name", "x", "--method", "random", "--param", "budget=5", "--param", "budget=7"):
+             "--param budget=5 and --param budget=7: give it once",  # the last one won
+             ("select", ws, "--name", "x", "--method", "semantic", "--param", "index=hnsw", "--param", "ef=-1"):
+             "ef must be at least 1",  # hnswlib's TypeError
+             ("select", ws, "--name", "x", "--method", "random", "--budget", "3", "--param", "seed=NaN"):
+             "seed must be a whole number, not nan",  # "cannot convert float NaN to integer"
+             ("signal", ws, "--kind", "ifd", "--limit", "1", "--chat-template", tmp_path / "bad.jinja"):
+             "bad.jinja:1: not a Jinja chat template"}  # a jinja traceback
+    for args, message in cases.items():
+        r = curate_cli(*args)
+        assert r.returncode in (1, 2) and message in " ".join(r.stderr.split()), (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert curate_cli("info", ws).returncode == 0  # the manifest is whole
+    dedup = ws / "selections" / "dedup.arrow"
+    (ws / "selections" / "stray.arrow").write_bytes(b"")  # an empty file: pyarrow's "File is too small" named none
+    r = curate_cli("info", ws)
+    assert r.returncode == 1 and "stray.arrow: damaged, not a readable Arrow file" in r.stderr, r.stderr
+    (ws / "selections" / "stray.arrow").unlink()
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    with pa.OSFile(str(ws / "selections" / "stray.arrow"), "wb") as sink:  # an Arrow file, not a selection's
+        table = pa.table({"id": ["a"], "value": [1.0]})
+        with pyarrow.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    r = curate_cli("info", ws)
+    assert r.returncode == 1 and "stray.arrow: not a selection's file (no decision, reason column)" in r.stderr
+    assert dedup.exists()

@@ -36,7 +36,13 @@ def plan_cmd(
     from curate.session import Workspace
     from curate.train.planner import plan_workspace
 
+    if model is not None and tokens is None:  # the tokenizer counts the rows' tokens for --tokens alone
+        raise typer.BadParameter("--model is the tokenizer of --tokens; give --tokens", param_hint="'--model'")
     ws = Workspace.open(workspace)
+    if json_out is not None:  # --json WS/manifest.json replaced the workspace's manifest
+        from curate.storage.export import check_outside_workspace
+
+        check_outside_workspace(ws, json_out, "the plan")
     result = plan_workspace(ws, order_by, model=model, samples=samples, epochs=epochs, tokens=tokens,
                             buckets=buckets, half_lives=half_life,
                             utilities=_utilities(utilities) if utilities else None)

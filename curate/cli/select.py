@@ -68,6 +68,8 @@ def select_cmd(
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--param {item!r}: expected KEY=VALUE")
+        if key in params:  # the last one won in silence
+            raise typer.BadParameter(f"--param {key}={params[key]!r} and --param {item}: give it once")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -108,6 +108,18 @@ def capped_length(max_length: int, model: str | Path | Any) -> int:
     return min(max_length, window) if window else max_length
 
 
+def check_chat_template(text: str, where: str = "chat_template") -> None:
+    """A CurateError naming ``where`` and the line when ``text`` is not a Jinja template (transformers renders chat
+    templates in Jinja's sandbox; its syntax error was a traceback at the first row)."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment().parse(text)
+    except TemplateSyntaxError as exc:
+        raise CurateError(f"{where}:{exc.lineno}: not a Jinja chat template: {exc.message}") from None
+
+
 class Prompter:
     """Turns conversations into scoring requests for one tokenizer."""
 
@@ -120,6 +132,8 @@ class Prompter:
                               "steps in Python, --chat-template FILE to `curate signal`; Jinja) so the instruction is "
                               "rendered the way the model was trained; `curate train` and LESS need a model whose "
                               "tokenizer has one")
+        if chat_template is not None:
+            check_chat_template(chat_template)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template

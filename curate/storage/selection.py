@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from curate.codes import Decision, Reason, describe, reason_text
+from curate.errors import WorkspaceError
 
 COLUMNS = ("id", "decision", "reason", "detail", "rank")
 
@@ -40,8 +41,11 @@ class Selection:
         self.provenance = provenance
 
     @classmethod
-    def from_table(cls, name: str, table) -> Selection:
-        """The selection stored as ``table`` (its provenance in the schema metadata)."""
+    def from_table(cls, name: str, table, path: Any = None) -> Selection:
+        """The selection stored as ``table`` (its provenance in the schema metadata), read from ``path``."""
+        if missing := [c for c in ("id", "decision", "reason") if c not in table.column_names]:
+            raise WorkspaceError(f"{path or name}: not a selection's file (no {', '.join(missing)} column); a file "
+                                 "put there by hand? move it out, or make the selection again")
         return cls(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
 
     @property

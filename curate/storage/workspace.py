@@ -370,7 +370,7 @@ class Workspace(blobs.Blobs):
         path = self.path / "selections" / f"{check_name(name)}.arrow"  # never ../outside/sel
         if not path.exists():
             raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
-        return Selection.from_table(name, read_arrow(path))
+        return Selection.from_table(name, read_arrow(path), path)
 
     # -- views and export -----------------------------------------------------------------------
     @operation
