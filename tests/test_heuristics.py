@@ -150,6 +150,8 @@ def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, BROKEN["refusal"], BROKEN["ai_disclaimer"]])
     with pytest.raises(CurateError, match="language code"):
         run_pipeline(str(pool), out=tmp_path / "run", budget=60, languages=["english"])
+    with pytest.raises(CurateError, match="'zz' is no language the detector .fastText lid.176. knows"):
+        run_pipeline(str(pool), out=tmp_path / "run", budget=60, languages=["en", "zz"])  # every row "another"
     assert not (tmp_path / "run").exists()  # refused before anything was created
     evalset = tmp_path / "eval.txt"
     evalset.write_text("A coder who lived on caffeine wrote functions, both tidy and clean!\n")

@@ -626,6 +626,8 @@ def test_a_training_format_export_keeps_json_text_fields_as_values_and_refuses_a
                                                                                  "content": "Hello"}
     with pytest.raises(WorkspaceError, match="column 'messages': messages records have a field 'messages' of their"):
         ws.export(tmp_path / "x.jsonl", format="messages", columns=["messages"])
+    with pytest.raises(WorkspaceError, match="column 'format': curate's own .* kept as original_format"):
+        ws.export(tmp_path / "x.jsonl", format="messages", columns=["src", "format"])  # was dropped in silence
     alpaca = Workspace(tmp_path / "alpaca", create=True)
     alpaca.load([{"instruction": "Translate.", "input": "Bonjour", "output": "Hello"}])
     with pytest.raises(WorkspaceError, match="column 'instruction': alpaca records have a field 'instruction'"):

@@ -641,6 +641,9 @@ def test_fine_tuning_settings_the_ridge_kind_ignores_and_impossible_epochs_are_r
                             ({"device": "cpu"}, "device cpu: the ridge kind")):
         with pytest.raises(ScorerError, match=message):
             train_scorer(ws, target="s", k=3, **kwargs)
+    for kwargs in ({"features": ["length"]}, {"embed_inputs": []}):  # the ridge head's: ignored by a fine-tune
+        with pytest.raises(ScorerError, match="settings of the ridge kind's head; a cross-encoder reads the texts"):
+            train_scorer(ws, target="s", k=3, kind="cross-encoder", **kwargs)
     for epochs in (0, -1.0, float("nan")):  # a fine-tuned kind is given a number of passes it can make
         with pytest.raises(ScorerError, match=f"epochs {epochs!r}: passes over the training labels"):
             train_scorer(ws, target="s", k=3, kind="cross-encoder", epochs=epochs)

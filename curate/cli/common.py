@@ -204,6 +204,8 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     local (SmolLM2 on an embedded vLLM server, stopped on exit), openai-batch (remembers its batches in
     ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner)."""
     kind = backend or ("openai" if base_url else "local")
+    if poll_s != BATCH.poll_s and kind != "openai-batch":  # polled by the batch backend alone: ignored in silence
+        raise OptionError(f"--poll-interval: the wait between polls of --backend openai-batch, not of {kind}")
     if kind == "local":  # SmolLM2 on an embedded server: options that name or limit another model are not read
         ignored = [flag for flag, value in (("--model", model), ("--rpm", rpm), ("--tpm", tpm)) if value is not None]
         if ignored:

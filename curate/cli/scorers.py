@@ -104,7 +104,7 @@ def train_scorer(
     group_by: str | None = typer.Option(None, "--group-by", help="--target: a column (e.g. a question id of the "
                                         "pool file) that keeps rows together in every split. Default: the row's "
                                         "first instruction."),
-    seed: int = typer.Option(0, help="Seed for the splits."),
+    seed: int = typer.Option(0, min=0, help="Seed for the splits."),
     kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds), cross-encoder "
                              "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU) or small-lm (DEITA's style: "
                              "SmolLM2-135M + LoRA + a score or digits head, see --head; best on a GPU, see --device)."),

@@ -136,6 +136,8 @@ def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping
         name, items = in_memory
         return name, _normalise(name, items, format, mapping, on_error, max_field_chars)
     name = resolve_source(source)
+    if not name.strip():  # '' read as the current folder, whose files (a workspace's manifest) became shards
+        raise InputError(repr(name), "file", "an empty source name: give a file, a folder, a glob or a Hub dataset")
     shards = shard_paths(name)
     if shards != [name]:  # a folder or glob of data files (or a path spelt another way): each shard in turn
         return name, itertools.chain.from_iterable(

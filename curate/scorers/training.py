@@ -227,6 +227,9 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     name = name or (labels if target is None else f"{target}_scorer")
     check_scorer_column(ws, name, "give it another name (name=..., --name) before training it")
     if kind in FINETUNED_KINDS:
+        if features or embed_inputs is not None:  # a fine-tuned reader reads the text itself: they were ignored
+            raise ScorerError(f"{'features' if features else 'embed_inputs'} (--features, --embed-inputs): settings "
+                              f"of the ridge kind's head; a {kind} reads the texts itself")
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init,
                                epochs=SCORER.finetune_epochs if epochs is None else epochs, base=base,
                                device=device, progress=progress, head=head, cache_dir=ws.cache_dir)

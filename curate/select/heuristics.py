@@ -161,6 +161,16 @@ def detect_language(text: str) -> tuple[str, float] | None:
     return best["lang"], float(best["score"])
 
 
+# fastText lid.176's labels (https://fasttext.cc/docs/en/language-identification.html): a code it never answers
+# ("zz", a typo) kept no row of any language, and the rows were rejected as another language in silence
+LID176_LANGUAGES = frozenset("""
+af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co cs cv cy da de diq dsb
+dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif hr hsb ht hu hy ia id ie ilo io is it ja jbo
+jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo lrc lt lv mai mg mhr min mk ml mn mr mrj ms mt mwl my myv mzn nah
+nap nds ne new nl nn no oc or os pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su
+sv sw ta te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh""".split())
+
+
 def check_languages(languages: Any) -> tuple[str, ...]:
     """``languages`` as lower-case ISO 639 codes (lid.176 labels: ``en``, ``zh``, ``ceb``...), or an error naming it."""
     if isinstance(languages, str) or not isinstance(languages, list | tuple) or not languages:
@@ -168,7 +178,11 @@ def check_languages(languages: Any) -> tuple[str, ...]:
     bad = [x for x in languages if not isinstance(x, str) or not re.fullmatch(r"[a-z]{2,3}", x.strip().lower())]
     if bad:
         raise CurateError(f"heuristics: {bad[0]!r} is not an ISO 639 language code (2 or 3 letters, as 'en' or 'ceb')")
-    return tuple(dict.fromkeys(x.strip().lower() for x in languages))
+    codes = tuple(dict.fromkeys(x.strip().lower() for x in languages))
+    if unknown := [c for c in codes if c not in LID176_LANGUAGES]:
+        raise CurateError(f"heuristics: {unknown[0]!r} is no language the detector (fastText lid.176) knows, so every "
+                          f"row would read as another language; its codes are ISO 639 ones such as 'en', 'zh', 'ceb'")
+    return codes
 
 
 class Rules:
