@@ -400,3 +400,12 @@ def test_odd_inputs_a_fuzzer_found_are_one_line_errors_naming_what_is_at_fault(t
     r = curate_cli("info", ws)
     assert r.returncode == 1 and "stray.arrow: not a selection's file (no decision, reason column)" in r.stderr
     assert dedup.exists()
+    (ws / "selections" / "stray.arrow").unlink()
+    import numpy as np
+
+    from curate.session import Workspace
+
+    Workspace.open(ws).add_embeddings("default", np.ones((51, 4), np.float32) / 2, {"kind": "test"})
+    (ws / "embeddings" / "default.json").write_text("garbage")  # json's message named no file
+    r = curate_cli("info", ws)
+    assert r.returncode == 1 and "embeddings/default.json: damaged, not JSON" in r.stderr, r.stderr

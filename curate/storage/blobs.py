@@ -22,6 +22,7 @@ from curate.storage.files import (
     now,
     operation,
     quiet_datasets,
+    read_json,
     remove,
     writing,
 )
@@ -59,7 +60,7 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
         ids_file = folder / f"{name}-{token}.ids.json"
         atomic_write_bytes(ids_file, json.dumps(ids).encode())
         meta_path = folder / f"{name}.json"
-        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        old = read_json(meta_path) if meta_path.exists() else None
         meta = {"name": name, "created": now(), "file": npy.name, "ids_file": ids_file.name,
                 "shape": list(array.shape), **provenance}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
@@ -70,7 +71,7 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
 
 def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
     """Stored embedding matrices: name -> provenance."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted((ws.path / "embeddings").glob("*.json"))
+    return {p.stem: read_json(p) for p in sorted((ws.path / "embeddings").glob("*.json"))
             if not p.name.endswith(".ids.json")}
 
 
@@ -97,9 +98,9 @@ def _member(folder: Path, meta_path: Path, name: Any) -> Path:
 
 
 def _read_embeddings(folder: Path, meta_path: Path) -> tuple[np.ndarray, list[str]]:
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
     return (np.load(_member(folder, meta_path, meta["file"]), mmap_mode="r"),
-            json.loads(_member(folder, meta_path, meta["ids_file"]).read_text()))
+            read_json(_member(folder, meta_path, meta["ids_file"])))
 
 
 def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
@@ -159,14 +160,14 @@ def labels(ws: Workspace, name: str):
     if not (folder / "provenance.json").exists():
         raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
     state = folder / "state.json"
-    if state.exists() and not json.loads(state.read_text()).get("_data_files"):
+    if state.exists() and not read_json(state).get("_data_files"):
         return datasets.Dataset.from_list([])  # a run that kept no label: datasets saves it but cannot load it back
     return datasets.load_from_disk(str(folder))
 
 
 def label_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
     folder = ws.path / "labels"
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/provenance.json"))
+    return {p.parent.name: read_json(p) for p in sorted(folder.glob("*/provenance.json"))
             if not p.parent.name.startswith(".")}
 
 
@@ -190,7 +191,7 @@ def add_artifact(ws: Workspace, name: str, obj: Any) -> None:
 def artifact(ws: Workspace, name: str) -> Any:
     check_name(name)
     path = ws.path / "artifacts" / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 class Blobs:

@@ -289,6 +289,17 @@ def folder_fingerprint(folder: Path) -> str:
 EXPORTED_MODEL_FILE = "curate-model.json"  # in a model folder curate.train.export wrote: which run it holds
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of the workspace; a damaged one is an error naming it (json's "Expecting value: line 1 column 1"
+    named no file)."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise WorkspaceError(f"{path}: damaged, not JSON ({exc}); restore it, or remove what it describes and "
+                             "compute it again") from None
+
+
 def exported_model(folder: str | os.PathLike) -> dict[str, Any] | None:
     """What ``curate-model.json`` in a model folder says (run fingerprint, epoch, base), or None: not an export."""
     path = Path(folder) / EXPORTED_MODEL_FILE

@@ -51,6 +51,7 @@ from curate.storage.files import (
     now,
     operation,
     read_arrow,
+    read_json,
     remove,
     schema_meta,
     take_values,
@@ -114,7 +115,7 @@ class Workspace(blobs.Blobs):
     # -- manifest -------------------------------------------------------------------------------
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / MANIFEST).read_text())
+        return read_json(self.path / MANIFEST)
 
     def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read the manifest, apply ``change`` (which edits it in place) and write it back, under the lock."""
