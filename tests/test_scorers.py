@@ -641,6 +641,8 @@ def test_fine_tuning_settings_the_ridge_kind_ignores_and_impossible_epochs_are_r
                             ({"device": "cpu"}, "device cpu: the ridge kind")):
         with pytest.raises(ScorerError, match=message):
             train_scorer(ws, target="s", k=3, **kwargs)
+    with pytest.raises(ScorerError, match=r"embed_inputs \['instruction'\] .--embed-inputs.: the texts an embedding"):
+        train_scorer(ws, target="s", k=3, features=["length"], embed_inputs=["instruction"])  # recorded, unused
     for kwargs in ({"features": ["length"]}, {"embed_inputs": []}):  # the ridge head's: ignored by a fine-tune
         with pytest.raises(ScorerError, match="settings of the ridge kind's head; a cross-encoder reads the texts"):
             train_scorer(ws, target="s", k=3, kind="cross-encoder", **kwargs)

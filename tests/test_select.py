@@ -261,6 +261,11 @@ def test_minhash_and_semantic_dedup_remove_planted_duplicates(tmp_path):
     for method, bad in (("minhash", {"shingle": 0}), ("minhash", {"threshold": 0.0}), ("semantic", {"n_clusters": 0})):
         with pytest.raises(CurateError, match=next(iter(bad))):
             w.select(method=method, name="bad", **bad)
+    for bad, message in (({"ef": 5}, "ef=5 is a setting of index hnsw, and index is 'kmeans'"),  # they did nothing
+                         ({"index": "hnsw", "n_clusters": 3}, "n_clusters=3 is a setting of index kmeans"),
+                         ({"index": "exact", "threads": 4}, "threads=4 is a setting of index hnsw")):
+        with pytest.raises(CurateError, match=message):
+            w.select(method="semantic", name="bad", **bad)
 
 
 def test_dsir_shifts_ngrams_toward_target(tmp_path):

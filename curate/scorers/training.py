@@ -247,6 +247,9 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                           f"the packaged MiniLM where the workspace embeds; a base model and a device are for the "
                           f"fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
+    if embed_inputs and not {"embeddings", "product"} & set(config["features"]):  # recorded, never embedded
+        raise ScorerError(f"embed_inputs {list(embed_inputs)} (--embed-inputs): the texts an embedding feature reads, "
+                          f"and features {config['features']} has none (embeddings, product)")
     if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
         config = {"features": [*config["features"], "requirements"]}
     scorer = Scorer(reads=data.reads, head=head, name=name,

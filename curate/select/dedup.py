@@ -198,6 +198,11 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
       a duplicate whose kept neighbour the graph misses is kept (recall: ``evals/bench_dedup.py``).
     * ``exact``: the admission loop over all rows against every kept row: the reference; quadratic.
     """
+    ignored = ([("n_clusters", n_clusters)] if index != "kmeans" and n_clusters is not None else []) + \
+        [(k, v) for k, v, default in (("ef", ef, ANN.ef), ("threads", threads, 1)) if index != "hnsw" and v != default]
+    if ignored:  # read by another index: they did nothing
+        raise CurateError(f"semantic: {ignored[0][0]}={ignored[0][1]!r} is a setting of index "
+                          f"{'kmeans' if ignored[0][0] == 'n_clusters' else 'hnsw'}, and index is {index!r}")
     ordered, values, info = walk_order(ws, rows, sort_by)
     x = vectors(ws, embeddings, ordered)
     ids = ws.ids
