@@ -374,7 +374,7 @@ def test_odd_inputs_a_fuzzer_found_are_one_line_errors_naming_what_is_at_fault(t
              ("select", ws, "--name", "x", "--method", "random", "--budget", "3", "--param", "seed=NaN"):
              "seed must be a whole number, not nan",  # "cannot convert float NaN to integer"
              ("signal", ws, "--kind", "ifd", "--limit", "1", "--chat-template", tmp_path / "bad.jinja"):
-             "bad.jinja:1: not a Jinja chat template",  # a jinja traceback
+             "the chat template given (line 1) cannot render a conversation: TemplateSyntaxError",  # a traceback
              ("load", "", "--workspace", tmp_path / "new"): "an empty source name",  # the folder's files as shards
              ("score", ws, "--judge", "quality", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
               "--poll-interval", "3", "--dry-run"): "--poll-interval: the wait between polls of --backend openai-batch",

@@ -405,6 +405,9 @@ def test_a_rerun_with_another_tagger_and_a_filter_dropping_a_tagged_row_tags_the
                            report=False, progress=False)
     assert own.results["tags"]["columns"] == ("tags_raw", "tags_instag")
     assert own.workspace.column("tags") == [["mine"]] * 5 and own.workspace.has_column("tags_instag")
+    from curate.report.plots import tag_sets
+
+    assert tag_sets(own.workspace) == tag_sets(own.workspace, "tags_instag") != tag_sets(own.workspace, "tags")
 
 
 def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):

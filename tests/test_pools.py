@@ -262,6 +262,9 @@ def test_a_csv_error_names_the_line_a_text_editor_shows(tmp_path):
     with pytest.raises(InputError, match=r"p\.csv: line 5: 3 fields"):  # the first bad record is named first
         curate.load(path)
     assert [r.location for r in pools.read(path, on_error="skip").rejects] == ["line 5", "line 6"]
+    path.write_text('instruction,output\nq1,a1\n   \nq2,a2,extra\nq3,a3\n')  # a line of spaces, skipped by pandas
+    read = pools.read(path, on_error="skip")
+    assert [r.location for r in read.rejects] == ["line 4"] and [row["instruction"] for row in read.rows] == ["q1", "q3"]
     # a field the csv module stops at (pandas reads it) before the long record: the file's error, no row dropped unnamed
     path.write_text('instruction,output\n"q1"x,a1\nq2,a2,extra\nq3,a3\n')
     with pytest.raises(InputError, match=r"p\.csv: file: cannot read csv: .*Expected 2 fields in line 3"):

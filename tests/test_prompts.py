@@ -67,15 +67,17 @@ def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, err
         instruction="x")[-1]["content"] == "  ab  |007|  1|a=2|1"
     # a row's numbers are data, not widths: formatted, searched, replaced as before the bounds
     data = ("{{ 'Q: %s'|format(instruction) }}|{{ 'id %d' % 123456789 }}|{{ instruction.replace('5551234567', '') }}"
-            "|{{ 'Budget 50000000 USD, %s' % instruction }}|{{ '{0:>{1}}'.format(1, 3) }}")
+            "|{{ 'Budget 50000000 USD, %s' % instruction }}|{{ '{0:>{1}}'.format(1, 3) }}|{{ '%*d' % (10, 123456789) }}"
+            "|{{ '{0:>{1}} {2}'.format('x', 2, 123456789) }}")  # a width from the arguments: that one alone bounded
     assert parse_prompt(PROMPT.replace("Rate: {{ instruction }}", data)).render(instruction="Is 5551234567 prime?")[
         -1]["content"] == ("Q: Is 5551234567 prime?|id 123456789|Is  prime?|Budget 50000000 USD, Is 5551234567 "
-                           "prime?|  1")
+                           "prime?|  1| 123456789| x 123456789")
 
 
 @pytest.mark.parametrize(("edit", "error"), [
     (("=== user ===\nRate:", "=== User ===\nRate:"), r":17: '=== User ===' is no role marker"),  # joined the answer
     (("=== user ===\nRate:", "== human ==\nRate:"), r":17: '== human ==' is no role marker"),
+    (("=== assistant ===\n3", "=== asistant ===\n3"), r":15: '=== asistant ===' is no role marker"),  # misspelt
     (("{{ instruction }}", "{{ instruction }} {{ response }}"),  # rendered empty for a row without a reply, and paid
      r":18: in the user message: 'response' is undefined: to read a pool field or a column, list it"),
     (("temperature: 0.0", "max_tokens: lots"), r"params.max_tokens must be a whole number >= 1, got 'lots'"),
@@ -106,7 +108,7 @@ def test_a_prompt_file_without_a_user_message_or_in_another_encoding_is_named(tm
     "{% if extra is defined %}{{ extra }}{% endif %}{{ instruction }}",  # an optional variable, guarded
     "{% set x = 3 %}{% for m in conversation %}{{ m.content }}{{ loop.index }}{% endfor %}{{ x }}{{ range(2)|list }}",
     "{% macro f(a) %}{{ a }}{% endmacro %}{{ f(instruction) }}{% set ns = namespace(n=0) %}{{ ns.n }}",
-    "=== Example 1 ===\n{{ instruction }}",  # a heading, not a role marker
+    "=== Example 1 ===\n{{ instruction }}\n=== System Prompt ===",  # headings, not role markers
 ])
 def test_prompt_files_the_load_checks_must_not_refuse(body):
     """Each loaded before the checks of what a template reads and of mistyped markers, and must still: a blank line
@@ -129,7 +131,7 @@ def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "my_quality.md").write_text(quality)  # declares name: quality
     with pytest.raises(PromptError, match=r"my_quality.md: declares name: quality, but the prompt 'quality' is read "
-                                          r"from .*a/quality.md: move or rename it there"):
+                                          r"from quality.md inside a prompt folder: move or rename it to .*a/quality.md"):
         load_prompt("quality", prompt_dirs=[tmp_path / "a"])
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "quality.md").write_text(quality.replace("name: quality", "name: myquality"))
@@ -139,7 +141,8 @@ def test_an_override_a_search_by_name_would_skip_is_an_error_not_the_builtin(tmp
     (tmp_path / "c" / "evol").mkdir(parents=True)
     (tmp_path / "c" / "evol" / "deepen.md").write_text(deepen.replace("=== user ===", "Mine.\n=== user ===", 1))
     with pytest.raises(PromptError, match=r"deepen.md: declares name: evol_deepen, but the prompt 'evol/deepen' is "
-                                          r"read from .*c/evol/evol/deepen.md"):
+                                          r"read from evol/deepen.md inside a prompt folder: give the folder above it, "
+                                          r".*/c, as the prompt folder"):
         load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c" / "evol"])
     assert "Mine." in load_prompt("evol/deepen", prompt_dirs=[tmp_path / "c"]).body
     # what is not such a file loads as before: a user's own judge named like an Evol operation beside the request

@@ -35,10 +35,6 @@ def signal_cmd(
 
     ws = Workspace.open(workspace)
     template = chat_template.read_text(encoding="utf-8") if chat_template is not None else None
-    if template is not None:  # named by its file before any model loads
-        from curate.signals.template import check_chat_template
-
-        check_chat_template(template, str(chat_template))
     ids = ws.ids[:limit] if limit is not None else None
     result = ws.signal(kind, model=model, device=device, ids=ids, reference_selection=reference, dtype=dtype,
                        max_length=max_length, chat_template=template, column=column)

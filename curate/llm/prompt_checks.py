@@ -112,5 +112,8 @@ def check_not_misplaced(folder: Path, name: str, searched: list[Path]) -> None:
     for path in sorted(folder.glob("*.md")):
         head = path.read_bytes()[:4096].decode("utf-8", "replace")
         if declares.search(head.split("\n---", 1)[0]):
+            subfolder = name.rsplit("/", 1)[0] if "/" in name else None
+            fix = (f"give the folder above it, {folder.parent}, as the prompt folder" if subfolder == folder.name
+                   else f"move or rename it to {folder / name}.md")
             raise PromptError(f"{path}: declares name: {declared}, but the prompt {name!r} is read from "
-                              f"{folder / name}.md: move or rename it there (else the built-in {name!r} is used)")
+                              f"{name}.md inside a prompt folder: {fix} (else the built-in {name!r} is used)")

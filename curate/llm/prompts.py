@@ -27,6 +27,7 @@ request goes (``FORBIDDEN_PARAMS``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -61,9 +62,10 @@ FRONT_MATTER_KEYS = ("name", "version", "description", "inputs", "output", "para
 OUTPUT_KEYS = {"digit_score": ("kind", "scale"), "json": ("kind", "model"), "text": ("kind",)}
 ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
-# a role marker mistyped: '=== User ===', '== user ==', '=== human ===' ('=== Example 1 ===' is text)
-_MARKER_LIKE = re.compile(r"^[ \t]*={2,}[ \t]*(?i:system|user|assistant|human|ai|bot|gpt|model|developer|tool)[ \t]*"
-                          r"={2,}[ \t]*$", re.MULTILINE)
+# a line of the marker's shape; it is a mistyped marker when its word is a role's in another case, misspelt
+# ('=== uesr ===', '=== asistant ==='), or another name of one ('=== human ==='); '=== Example 1 ===' is text
+_MARKER_LIKE = re.compile(r"^[ \t]*={2,}[ \t]*([^=\n]+?)[ \t]*={2,}[ \t]*$", re.MULTILINE)
+_ROLE_WORDS = (*ROLES, "human", "ai", "bot", "gpt", "model", "developer", "tool")
 
 
 # Request fields a prompt's params may not set: they would change the model, the messages, or how many
@@ -209,7 +211,9 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
     syntax error names the file's line."""
     env = _env()
     for found in _MARKER_LIKE.finditer(body):
-        if not _MARKER.fullmatch(found.group(0)):  # read as text, it would have joined the message before it
+        word = found.group(1).strip().lower()
+        if not _MARKER.fullmatch(found.group(0)) and difflib.get_close_matches(word, _ROLE_WORDS, n=1, cutoff=0.7):
+            # read as text, it would have joined the message before it
             at = first_line + body.count("\n", 0, found.start())
             raise PromptError(f"{where}:{at}: {found.group(0).strip()!r} is no role marker: a section starts at "
                               "'=== system ===', '=== user ===' or '=== assistant ===' (lower case)")

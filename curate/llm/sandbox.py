@@ -27,36 +27,53 @@ def _check_ints(values: Any, what: str) -> None:
         raise SecurityError(f"{what}: a width over the sandbox's {MAX_REPEATED_CHARS:,} characters")
 
 
-def _percent_widths(fmt: str) -> tuple[list[int], bool]:
-    """The widths and precisions a %-format spells out, and whether one comes from the arguments (``*``)."""
-    widths, star = [], False
+def _percent_widths(fmt: str) -> tuple[list[int], list[int]]:
+    """The widths and precisions a %-format spells out, and the positions of the arguments it takes one from (``*``):
+    each conversion takes its ``*`` arguments, then its value (``%%`` takes none)."""
+    widths, stars, at = [], [], 0
     for found in _PERCENT.finditer(fmt):
         for group in found.groups():
-            star = star or group == "*"
-            widths += [int(group)] if group and group != "*" else []
-    return widths, star
+            if group == "*":
+                stars.append(at)
+                at += 1
+            elif group:
+                widths.append(int(group))
+        at += not found.group(0).endswith("%")
+    return widths, stars
 
 
-def _format_widths(fmt: str) -> tuple[list[int], bool]:
-    """The numbers in a ``str.format`` string's format specs, and whether a spec takes one from the arguments."""
+def _format_widths(fmt: str) -> tuple[list[int], list[int | str]]:
+    """The numbers a ``str.format`` string's format specs spell out, and the arguments (positions, or keyword names)
+    its nested fields take a width from (``{:>{}}``, ``{0:>{1}}``, ``{:>{w}}``)."""
     import string
 
+    formatter, widths, nested, auto = string.Formatter(), [], [], 0
     try:
-        fields = list(string.Formatter().parse(fmt))
+        for _, name, spec, _ in formatter.parse(fmt):
+            if name is None:
+                continue
+            auto += name == ""
+            for _, inner, _, _ in formatter.parse(spec or ""):
+                if inner is None:
+                    continue
+                key = re.split(r"[.\[]", inner)[0]
+                nested.append(auto if key == "" else int(key) if key.isdigit() else key)
+                auto += key == ""
+            if spec and "{" not in spec:
+                widths += [int(n) for n in re.findall(r"\d+", spec)]
     except ValueError:  # the format itself fails, with its own error
-        return [], False
-    specs = [spec for _, name, spec, _ in fields if name is not None and spec]
-    return [int(n) for spec in specs if "{" not in spec for n in re.findall(r"\d+", spec)], any("{" in s for s in specs)
+        return [], []
+    return widths, nested
 
 
 def _check_percent(fmt: Any, args: Any, what: str) -> None:
-    """A %-format's spelt widths bounded, and the arguments' ints when a width comes from them; the values
-    formatted are data (a row's number is no width)."""
+    """A %-format's spelt widths bounded, and the arguments it takes a width from (``*``); the values formatted are
+    data (a row's number is no width)."""
     if isinstance(fmt, str):
-        widths, star = _percent_widths(fmt)
+        widths, stars = _percent_widths(fmt)
         _check_ints(widths, what)
-        if star:
-            _check_ints(args if isinstance(args, tuple) else (args,), what)
+        values = args if isinstance(args, tuple) else (args,)
+        _check_ints([values[i] for i in stars if i < len(values)], what)
 
 
 def _bounded(name: str, filter_: Any) -> Any:
@@ -97,7 +114,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return wrapped
 
         def checked(*args: Any, **kwargs: Any) -> str:  # '{:>{}}'.format(1, n): a width from the arguments
-            _check_ints((*args, *kwargs.values(), *(v for a in args if isinstance(a, dict) for v in a.values())), what)
+            named = args[0] if value.__name__ == "format_map" and args and isinstance(args[0], dict) else kwargs
+            _check_ints([args[k] if isinstance(k, int) and k < len(args) else named.get(k) for k in nested], what)
             return wrapped(*args, **kwargs)
 
         return checked

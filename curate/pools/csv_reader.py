@@ -25,7 +25,8 @@ def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool, int]]:
         previous = 0
         try:
             for record in reader:
-                starts.append((previous + 1, not record, len(record)))
+                blank = not record or (len(record) == 1 and not record[0].strip())  # pandas skips spaces-only lines
+                starts.append((previous + 1, blank, len(record)))
                 previous = reader.line_num
         except csv.Error:  # the record that starts after `previous` cannot be read to its end
             starts.append((previous + 1, False, 0))

@@ -222,8 +222,16 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     return fig
 
 
-def tag_sets(ws: Workspace, column: str = "tags") -> list[set[str]]:
-    """Each row's tags as a set (empty when the row has none)."""
+def normalised_tags_column(ws: Workspace) -> str:
+    """The column of normalised InsTag tags: ``tags``, or the one a run wrote beside a pool field of that name
+    (``tags_instag``); ``tags`` when none is there yet."""
+    written = [name for name, prov in ws.columns.items() if prov.get("kind") == "instag_normalized"]
+    return "tags" if "tags" in written or not written else written[0]
+
+
+def tag_sets(ws: Workspace, column: str | None = None) -> list[set[str]]:
+    """Each row's tags as a set (empty when the row has none); ``column``: the normalised tags by default."""
+    column = column or normalised_tags_column(ws)
     if not ws.has_column(column) and not (ws.has_pool and column in ws.pool.column_names):
         raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
     out = []
@@ -247,13 +255,14 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
     return out
 
 
-def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str = "tags",
+def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
                  random_draws: int = 5, seed: int = 0) -> Figure:
     """Tag coverage as a selection grows (in its rank order) against random samples of the same size;
     ``selections``: one selection's name or several."""
     _need_pool(ws)
     if isinstance(selections, str):
         selections = [selections]
+    column = column or normalised_tags_column(ws)
     tags = tag_sets(ws, column)
     universe = len(set().union(*tags))
     if universe == 0:

@@ -113,7 +113,7 @@ PARAMETER_RANGES: dict[str, tuple[float, float, str]] = {
     "duplicate_similarity": (-1.0, 1.0, "a cosine in [-1, 1]"),
     "block_size": (1, float("inf"), "at least 1 row"),
     "ef": (1, 2**31 - 1, "at least 1 (the hnsw search's beam)"),  # hnswlib's TypeError named no parameter
-    "threads": (1, 4096, "at least 1"),
+    "threads": (-1, 4096, "a number of build threads (0 or -1: every core, as hnswlib reads them)"),
 }
 
 
@@ -130,7 +130,7 @@ def _check_types(method: str, params: dict[str, Any]) -> None:
         if kinds & {"int", "float"} and not kinds - {"int", "float", "None"} and not number:
             raise CurateError(f"selector {method!r}: {name} must be a number, not {value!r}")
         if kinds == {"int"} or kinds == {"int", "None"}:
-            if number and (not np.isfinite(value) or float(value) != int(value)):  # int(nan): a message naming none
+            if isinstance(value, float | np.floating) and (not np.isfinite(value) or value != int(value)):  # int(nan)
                 raise CurateError(f"selector {method!r}: {name} must be a whole number, not {value!r}")
         if kinds & {"str"} and not kinds - {"str", "None"} and not isinstance(value, str):
             raise CurateError(f"selector {method!r}: {name} must be text, not {value!r}")

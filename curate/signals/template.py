@@ -108,18 +108,6 @@ def capped_length(max_length: int, model: str | Path | Any) -> int:
     return min(max_length, window) if window else max_length
 
 
-def check_chat_template(text: str, where: str = "chat_template") -> None:
-    """A CurateError naming ``where`` and the line when ``text`` is not a Jinja template (transformers renders chat
-    templates in Jinja's sandbox; its syntax error was a traceback at the first row)."""
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    try:
-        ImmutableSandboxedEnvironment().parse(text)
-    except TemplateSyntaxError as exc:
-        raise CurateError(f"{where}:{exc.lineno}: not a Jinja chat template: {exc.message}") from None
-
-
 class Prompter:
     """Turns conversations into scoring requests for one tokenizer."""
 
@@ -132,8 +120,6 @@ class Prompter:
                               "steps in Python, --chat-template FILE to `curate signal`; Jinja) so the instruction is "
                               "rendered the way the model was trained; `curate train` and LESS need a model whose "
                               "tokenizer has one")
-        if chat_template is not None:
-            check_chat_template(chat_template)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.chat_template = chat_template
@@ -145,8 +131,15 @@ class Prompter:
 
     def context_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat-template rendering of ``messages`` with the assistant header, as token ids."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=self.chat_template)
+        from jinja2 import TemplateError
+
+        try:  # transformers compiles it (its own Jinja extensions) at the first row
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      chat_template=self.chat_template)
+        except TemplateError as exc:  # a traceback from inside transformers before
+            where = "the chat template given" if self.chat_template is not None else "the tokenizer's chat template"
+            line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+            raise CurateError(f"{where}{line} cannot render a conversation: {type(exc).__name__}: {exc}") from None
         return self.encode(text)
 
     def plan(self, turns: list[Turn]) -> list[TurnPlan]:

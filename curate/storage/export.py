@@ -155,7 +155,7 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] 
     """The rows :func:`export` writes, as a ``datasets.Dataset``."""
     if format is not None and format not in FORMATS:
         raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
-    if format is not None and (own := [c for c in columns or [] if c in RESERVED]):  # they were dropped in silence
+    if format is not None and (own := [c for c in columns or [] if c in RESERVED and c != "id"]):  # dropped in silence
         raise WorkspaceError(f"column {own[0]!r}: curate's own (every record has its id; the conversation is the "
                              f"record; format is the shape it was read as); a pool field of that name is kept as "
                              f"original_{own[0]}")
