@@ -35,8 +35,8 @@ from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
-# Template variables a judge fills from the conversation; any other prompt input is a pool or derived column.
-# ``history``: the messages before the turn's user message (system messages left out).
+# ROW_VARIABLES (prompt_checks): the template variables a judge fills from the conversation; any other prompt input
+# is a pool or derived column. ``history``: the messages before the turn's user message (system messages left out).
 
 
 def _no_value(value: Any) -> bool:

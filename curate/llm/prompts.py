@@ -73,6 +73,8 @@ _ROLE_WORDS = (*ROLES, "human", "ai", "bot", "gpt", "model", "developer", "tool"
 FORBIDDEN_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "n", "best_of", "tools",
                               "tool_choice", "functions", "function_call", "parallel_tool_calls", "audio",
                               "modalities", "prediction", "extra_body", "extra_headers", "extra_query"})
+
+
 class PromptRenderError(PromptError):
     """Rendering failed (undefined variable, sandbox violation); ``variables`` are the row's, when known."""
 
@@ -205,6 +207,16 @@ class Prompt:
                 f"<pre>{html.escape(self.body)}</pre></div>")
 
 
+def _sections(body: str, first_line: int) -> list[tuple[str, str, int]]:
+    """(role, its template text, its marker's line in the file) of each section of ``body``."""
+    parts, out = _MARKER.split(body), []
+    line = first_line + parts[0].count("\n")
+    for role, text in zip(parts[1::2], parts[2::2], strict=True):
+        out.append((role, text, line))
+        line += text.count("\n")
+    return out
+
+
 @lru_cache(maxsize=256)
 def _compiled(body: str, name: str, where: str, first_line: int = 1):
     """The body's (role, template, static text) sections; ``first_line``: the body's line in its file, so a
@@ -217,23 +229,20 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
             at = first_line + body.count("\n", 0, found.start())
             raise PromptError(f"{where}:{at}: {found.group(0).strip()!r} is no role marker: a section starts at "
                               "'=== system ===', '=== user ===' or '=== assistant ===' (lower case)")
-    parts = _MARKER.split(body)
-    if parts[0].strip():
+    if _MARKER.split(body)[0].strip():
         raise PromptError(f"{where}: text before the first '=== role ===' line")
     out = []
-    line = first_line + parts[0].count("\n")  # the marker line of the section at hand
-    for i in range(1, len(parts), 2):
+    for role, text, line in _sections(body, first_line):
         try:
-            template = env.from_string(parts[i + 1])
-            if not any(tag in parts[i + 1] for tag in ("{{", "{%", "{#")):
+            template = env.from_string(text)
+            if not any(tag in text for tag in ("{{", "{%", "{#")):
                 # static section (system text, few-shot examples): rendered once here, not per row
-                out.append((parts[i], None, template.render().strip("\n"), line))
+                out.append((role, None, template.render().strip("\n"), line))
             else:
-                out.append((parts[i], template, None, line))
+                out.append((role, template, None, line))
         except TemplateSyntaxError as exc:  # the section's text starts on the marker line, after its newline
-            raise PromptError(f"{where}:{line + (exc.lineno or 1) - 1}: template error in the {parts[i]} message: "
+            raise PromptError(f"{where}:{line + (exc.lineno or 1) - 1}: template error in the {role} message: "
                               f"{exc.message}") from exc
-        line += parts[i + 1].count("\n")
     if not any(role == "user" for role, *_ in out):
         raise PromptError(f"{where}: no '=== user ===' section: a chat request needs a user message")
     return tuple(out)
@@ -294,11 +303,7 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
                     params=dict(params), body=body.strip("\n") + "\n", path=path, declaration=decl,
                     body_line=text[:text.index(body.strip("\n"))].count("\n") + 1 if body.strip() else 1)
     _compiled(prompt.body, prompt.name, prompt.where, prompt.body_line)  # syntax errors surface at load time
-    parts, sections = _MARKER.split(prompt.body), []
-    line = prompt.body_line + parts[0].count("\n")
-    for role, text in zip(parts[1::2], parts[2::2], strict=True):
-        sections.append((role, _env().parse(text), line))
-        line += text.count("\n")
+    sections = [(role, _env().parse(text), line) for role, text, line in _sections(prompt.body, prompt.body_line)]
     if "inputs" not in decl:  # what the template reads is what it declares
         return dataclasses.replace(prompt, inputs=read_variables(sections, _env().globals))
     check_read_variables(sections, prompt.inputs, _env().globals, prompt.where)
