@@ -33,8 +33,6 @@ def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool, int]]:
     return starts
 
 
-
-
 def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | None, list[tuple[int, str, str]]]:
     """A CSV/TSV file as a Dataset of text columns, with the source line of each row (None when the csv module
     counts the records differently from pandas), and (line, why, its text) of each record with more fields than
@@ -45,6 +43,7 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
 
     sep = "\t" if suffix == ".tsv" else ","
     too_long: list[tuple[int, str, str]] = []
+    records = None  # each record's line, blank or not, and fields (the csv module's pass: read once)
     try:
         # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -55,10 +54,11 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, on_bad_lines="skip")
         except Exception as again:
             _raise_csv_error(source, path, suffix, sep, again)
-        records = [r for r in _csv_record_lines(path, sep) if not r[1]]
-        width = records[0][2] if records else 0
-        bad = {line: fields for line, _, fields in records[1:] if fields > width}
-        if len(frame) + len(bad) != len(records) - 1:  # the csv module stopped early (a field pandas reads, e.g.
+        records = _csv_record_lines(path, sep)
+        filled = [r for r in records if not r[1]]
+        width = filled[0][2] if filled else 0
+        bad = {line: fields for line, _, fields in filled[1:] if fields > width}
+        if len(frame) + len(bad) != len(filled) - 1:  # the csv module stopped early (a field pandas reads, e.g.
             _raise_csv_error(source, path, suffix, sep, exc)  # "q"x): the skipped rows cannot all be named
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             text = {n: raw.rstrip("\r\n") for n, raw in enumerate(f, start=1) if n in bad}
@@ -66,7 +66,7 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
                     for line, fields in bad.items()]
     except Exception as exc:
         _raise_csv_error(source, path, suffix, sep, exc)
-    starts = [line for line, blank, fields in _csv_record_lines(path, sep) if not blank]  # pandas skips blank lines
+    starts = [line for line, blank, _ in records or _csv_record_lines(path, sep) if not blank]  # pandas skips blanks
     if too_long:
         left_out = {line for line, _, _ in too_long}
         starts = [line for line in starts if line not in left_out]
