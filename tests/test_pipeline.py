@@ -408,6 +408,12 @@ def test_a_rerun_with_another_tagger_and_a_filter_dropping_a_tagged_row_tags_the
     from curate.report.plots import tag_sets
 
     assert tag_sets(own.workspace) == tag_sets(own.workspace, "tags_instag") != tag_sets(own.workspace, "tags")
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    shown = CliRunner().invoke(app, ["tags", str(own.workspace.path)])  # the run's tags by default, not the field's
+    assert shown.exit_code == 0 and "\ntags_instag: " in shown.output, shown.output
 
 
 def test_minhash_leaves_near_duplicates_out_before_any_judge_call(tmp_path):

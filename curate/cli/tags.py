@@ -89,7 +89,8 @@ def _print_steps(norm) -> None:
 @app.command("tags")
 def tags_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    column: str = typer.Option("tags", help="Tag column to report on."),
+    column: str | None = typer.Option(None, help="Tag column to report on (default: the normalised tags: tags, or "
+                                      "tags_instag where the pool has a field named tags)."),
     top: int = typer.Option(25, min=0, help="Rows of the frequency table."),
     seeds: int = typer.Option(10, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
@@ -112,6 +113,10 @@ def tags_cmd(
     if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
         raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
     ws = Workspace.open(workspace)
+    if column is None:
+        from curate.report.plots import normalised_tags_column
+
+        column = normalised_tags_column(ws)
     prov = ws.column_provenance(column) if ws.has_column(column) else {}
     if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":  # e.g. tags_raw: the LLM's, per turn
         raise CurateError(f"{ws.path}: column {column!r} holds the judge's raw tags per turn, which the normaliser "
