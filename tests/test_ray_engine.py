@@ -6,6 +6,7 @@ import os
 import pickle
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -273,6 +274,19 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
         assert ray_ws.column_provenance(column)["turns_scored"] == stored
     assert sum(not np.isnan(v) for v in quality.values()) > 100
     assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
+    # a row added at the top of the source: the actors score it alone (they scored every kept row again)
+    added = {"instruction": "Describe how an open-addressing hash map grows when its load factor passes 0.7.",
+             "output": "It allocates a larger table, usually twice the size, and reinserts every live entry."}
+    before = len(Workspace.open(tmp_path / "ray" / "workspace"))
+    shutil.rmtree(shards)
+    write_shards(shards, [added, *records], 3)
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
+                        "--minhash", "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    again = Workspace.open(tmp_path / "ray" / "workspace")
+    assert len(again) == before + 1
+    assert [again.column_provenance(c)["turns_scored"] for c in ("complexity", "quality")] == [1, 1]
 
 
 def test_trained_scorers_run_on_the_ray_actors_and_write_what_one_process_writes(cluster, tmp_path):

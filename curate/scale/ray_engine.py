@@ -274,16 +274,16 @@ class RayEngine:
         by the ``signals`` step)."""
         if run.backend is not None or not self._whole_pool:
             return fallback(run)
-        from curate.scale.signals import signals_to_compute
-        from curate.storage.apply import rows_needing_work
+        from curate.scale.signals import needing_work, signals_to_compute
 
         scorers = run.score_producers()
         ws = run.ws
         ids = run.scored_ids()  # the rows the filter steps before scoring kept, as the single-process step
-        todo = any(rows_needing_work(ws, s, ids) for s in scorers)
+        signal_steps = signals_to_compute(run, ids)
+        todo = needing_work(ws, [*scorers, *signal_steps], ids)  # the rest are stored under these settings already
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
-            self._infer(scorers, signals_to_compute(run, ids), run.signal_model, trained=trained, only=ids)
+            self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:

@@ -28,9 +28,16 @@ def signals_to_compute(run: Any, ids: list[str]) -> list:
 
 
 def _have_work(ws: Any, steps: list, ids: list[str]) -> bool:
+    return bool(needing_work(ws, steps, ids))
+
+
+def needing_work(ws: Any, steps: list, ids: list[str]) -> list[str]:
+    """The ids of ``ids`` (in order) that one of ``steps`` has still to compute: the rows the actors' scorers and
+    language model run on. Every kept row was passed through them before, so an edited source cost a full pass."""
     from curate.storage.apply import rows_needing_work
 
-    return any(rows_needing_work(ws, s, ids) for s in steps)
+    need = {rid for s in steps for rid in rows_needing_work(ws, s, ids)}
+    return [rid for rid in ids if rid in need]
 
 
 def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None) -> dict[str, Any]:
@@ -46,7 +53,8 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
         if not _have_work(run.ws, steps, ids):
             return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
-        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=ids)
+        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False,
+                      only=needing_work(run.ws, steps, ids))
     stats = {"engine": engine._inference_info}
     return {s.column: apply_to_rows(run.ws, Precomputed(s, engine._results.get(s.column, {}), stats,
                                                         engine._extra.get(s.column, {})), ids, run.progress)
