@@ -279,8 +279,9 @@ class RayEngine:
         scorers = run.score_producers()
         ws = run.ws
         ids = run.scored_ids()  # the rows the filter steps before scoring kept, as the single-process step
-        signal_steps = signals_to_compute(run, ids)
-        todo = needing_work(ws, [*scorers, *signal_steps], ids)  # the rest are stored under these settings already
+        signal_steps, signal_rows = signals_to_compute(run, ids)
+        need = {*needing_work(ws, scorers, ids), *signal_rows}  # the rest are stored under these settings already
+        todo = [rid for rid in ids if rid in need]
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
             self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo)

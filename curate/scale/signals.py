@@ -16,19 +16,16 @@ from curate.scale.infer import Precomputed
 from curate.storage.apply import apply_to_rows
 
 
-def signals_to_compute(run: Any, ids: list[str]) -> list:
-    """The signal steps of ``run`` with rows of ``ids`` (``run.scored_ids()``) left to compute (none when the run
-    asks for no signals)."""
+def signals_to_compute(run: Any, ids: list[str]) -> tuple[list, list[str]]:
+    """The signal steps of ``run`` with rows of ``ids`` (``run.scored_ids()``) left to compute, and those rows
+    (none when the run asks for no signals or they are all stored)."""
     if not run.signals:
-        return []
+        return [], []
     from curate.signals.steps import signal_steps
 
     steps = signal_steps(run.signals, run.signal_model)
-    return steps if _have_work(run.ws, steps, ids) else []
-
-
-def _have_work(ws: Any, steps: list, ids: list[str]) -> bool:
-    return bool(needing_work(ws, steps, ids))
+    todo = needing_work(run.ws, steps, ids)
+    return (steps if todo else []), todo
 
 
 def needing_work(ws: Any, steps: list, ids: list[str]) -> list[str]:
@@ -51,10 +48,9 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     steps = signal_steps(run.signals, run.signal_model)
     ids = run.scored_ids()  # read once: each call reads the filter selection and walks the pool's ids
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
-        if not _have_work(run.ws, steps, ids):
+        if not (todo := needing_work(run.ws, steps, ids)):
             return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
-        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False,
-                      only=needing_work(run.ws, steps, ids))
+        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=todo)
     stats = {"engine": engine._inference_info}
     return {s.column: apply_to_rows(run.ws, Precomputed(s, engine._results.get(s.column, {}), stats,
                                                         engine._extra.get(s.column, {})), ids, run.progress)
