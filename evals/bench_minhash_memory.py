@@ -4,8 +4,9 @@
 
 Reference: what a user of datasketch writes (and what curate did before): a fresh ``MinHash(num_perm, seed)`` per
 row (datasketch draws the permutations again for each), and every kept row's ``MinHash`` object kept for the
-Jaccard check beside the LSH index. curate: one set of permutations shared by every signature, and only the kept
-rows' hash values kept. Both walk the same synthetic rows (``--near`` of them a copy of an earlier row with one
+Jaccard check beside the LSH index. curate: its ``minhash`` selector (``ws.select``, reading the texts from a
+workspace, as a run does): one set of permutations shared by every signature, and only the kept rows' hash values
+kept. Both walk the same synthetic rows (``--near`` of them a copy of an earlier row with one
 word changed) through the same LSH bands and must find the same duplicates. Memory: tracemalloc's peak (numpy's
 arrays are traced), so the figures are the Python heap's, without the interpreter. The machine is shared: times are
 indicative. Prints ``RESULT`` lines (ratios: reference / curate).
@@ -14,18 +15,18 @@ indicative. Prints ``RESULT`` lines (ratios: reference / curate).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.defaults import MINHASH  # noqa: E402
-from curate.select.dedup import lsh_index, normalise_text, shingle_minhash  # noqa: E402
+from curate.select.dedup import lsh_index, normalise_text  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -64,27 +65,17 @@ def plain_datasketch(texts: list[str]) -> list[bool]:
     return duplicate
 
 
-def curate_selector(texts: list[str]) -> list[bool]:
-    """curate's walk (``curate.select.dedup.minhash_dedup``'s loop, without a workspace)."""
-    lsh = lsh_index(MINHASH.threshold, MINHASH.num_perm, MINHASH.false_positive_weight)
-    kept: dict[int, np.ndarray] = {}
-    duplicate = []
-    for i, text in enumerate(texts):
-        mh = shingle_minhash(text, MINHASH.shingle, MINHASH.num_perm, 1)
-        signature = mh.hashvalues
-        hit = any(np.count_nonzero(signature == kept[h]) / MINHASH.num_perm >= MINHASH.threshold
-                  for h in lsh.query(mh))
-        duplicate.append(hit)
-        if not hit:
-            lsh.insert(i, mh)
-            kept[i] = signature
-    return duplicate
+def curate_selector(ws) -> list[bool]:
+    """curate's own ``minhash`` selector on a workspace holding the texts (as instructions, no reply)."""
+    sel = ws.select(method="minhash", name="bench", text="instruction")
+    decision = dict(zip(sel.table["id"].to_pylist(), sel.table["decision"].to_pylist(), strict=True))
+    return [decision[rid] == "duplicate" for rid in ws.ids]
 
 
-def measure(fn, texts: list[str]) -> tuple[list[bool], float, float]:
+def measure(fn, data) -> tuple[list[bool], float, float]:
     tracemalloc.start()
     t = time.perf_counter()
-    found = fn(texts)
+    found = fn(data)
     seconds = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
@@ -96,9 +87,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--near", type=float, default=0.03)
     args = ap.parse_args()
-    texts = rows(args.n, args.near)
-    ref, ref_s, ref_mb = measure(plain_datasketch, texts)
-    ours, our_s, our_mb = measure(curate_selector, texts)
+    from curate.session import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:  # the selector reads its texts from a workspace, as in a run
+        source = Path(tmp) / "texts.jsonl"
+        source.write_text("".join(json.dumps({"instruction": text}) + "\n" for text in rows(args.n, args.near)))
+        ws = Workspace(Path(tmp) / "ws")
+        ws.load(source)
+        texts = [conversation[0]["content"] for conversation in ws.conversations()]  # the pool's rows, in order
+        ref, ref_s, ref_mb = measure(plain_datasketch, texts)
+        ours, our_s, our_mb = measure(curate_selector, ws)
     assert ref == ours, "the two walks must find the same duplicates"
     print(f"plain datasketch: {ref_s:.1f}s, peak {ref_mb:.0f} MiB; curate: {our_s:.1f}s, peak {our_mb:.0f} MiB; "
           f"{sum(ours):,} duplicates of {args.n:,} rows (both)")
