@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from curate.embed import encode, encode_cached
-from curate.embed.cache import cache_file
+from curate.embed.cache import cache_folder
+from curate.storage.vector_shards import VectorStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,8 +56,7 @@ def test_two_processes_adding_to_one_cache_keep_both_sets(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     assert sorted(int(out.split()[-1]) for out, _ in outs) == [300, 300]
     both = [f"{prefix} text number {i}" for prefix in ("alpha", "beta") for i in range(300)]
-    with np.load(cache_file(tmp_path / "cache", None)) as z:
-        assert len(z["keys"]) == 600
+    assert len(VectorStore(cache_folder(tmp_path / "cache", None))) == 600
     assert encode_cached(both, tmp_path / "cache")[1] == 0
 
 
@@ -71,12 +71,12 @@ cache.encode_cached(texts, sys.argv[1], batch_size=8)
 
 def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
     texts = [f"killed pass text {i} on subject {i % 13}" for i in range(1200)]
-    parts = cache_file(tmp_path, None).with_name(cache_file(tmp_path, None).name + ".parts")
+    store = VectorStore(cache_folder(tmp_path, None))
     proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(tmp_path)], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.time() + 240
-        while len(list(parts.glob("part-*.npz"))) < 5:  # chunks of 8, 16, 32, 64, 128 texts: 248
+        while len(store.shards()) < 5:  # chunks of 8, 16, 32, 64, 128 texts: 248
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.time() < deadline, "no part written"
             time.sleep(0.05)
@@ -84,8 +84,8 @@ def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
         proc.kill()
         proc.wait()
     matrix, encoded, cache = encode_cached(texts, tmp_path, batch_size=8)
-    assert 0 < encoded < 1200 - 200  # the killed pass's chunks came from its parts
-    assert not parts.exists() and cache.exists()  # merged into one file again
+    assert 0 < encoded < 1200 - 200  # the killed pass's chunks came from its shards
+    assert cache == store.folder and not list(cache.glob(".tmp-*"))
     sample = [0, 599, 1199]
     np.testing.assert_allclose(matrix[sample], encode([texts[i] for i in sample]), atol=1e-5)
     assert encode_cached(texts, tmp_path)[1] == 0
@@ -106,13 +106,13 @@ cache.encode_cached(texts, sys.argv[1], batch_size=8)
 
 def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     texts = [f"interrupted pass text {i} on subject {i % 13}" for i in range(1200)]
-    parts = cache_file(tmp_path, None).with_name(cache_file(tmp_path, None).name + ".parts")
+    store = VectorStore(cache_folder(tmp_path, None))
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal:
     # pytest started in the background (`cmd &`) runs with SIGINT ignored, and a child inherits that
     done = int(proc.stdout.readline())  # one chunk encoded, none on disk yet
-    assert not parts.exists()
+    assert not store.shards()
     for _ in range(60):  # Ctrl-C again if the first landed where Python swallows it (a finaliser, a C callback)
         proc.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -120,7 +120,7 @@ def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
             break
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
-    assert done > 0 and len(list(parts.glob("part-*.npz"))) == 1
+    assert done > 0 and len(store.shards()) == 1
     _, encoded, _ = encode_cached(texts, tmp_path, batch_size=8)
     assert encoded <= 1200 - done
 
@@ -220,3 +220,21 @@ def test_embed_settings_that_cannot_work_are_one_error_before_any_encoding(tmp_p
         with pytest.raises(CurateError, match=message):
             ws.embed(progress=False, **kwargs)
     assert not ws.embedding_sets
+
+
+def test_a_cache_in_the_layout_before_shards_is_read_and_moved_into_the_store(tmp_path):
+    from curate.embed.cache import text_key
+
+    texts = ["an old cached text", "another old one", "one from a killed pass's part"]
+    vectors = encode(texts)
+    folder = cache_folder(tmp_path, None)
+    folder.parent.mkdir(parents=True)
+    single = folder.with_name(folder.name + ".npz")  # one file, plus the parts a killed pass left beside it
+    np.savez(single, keys=np.array([text_key(t) for t in texts[:2]], dtype="S32"), vectors=vectors[:2])
+    parts = single.with_name(single.name + ".parts")
+    parts.mkdir()
+    np.savez(parts / "part-1.npz", keys=np.array([text_key(texts[2])], dtype="S32"), vectors=vectors[2:])
+    matrix, encoded, cache = encode_cached(texts + ["a new text"], tmp_path)
+    assert encoded == 1 and cache == folder
+    np.testing.assert_allclose(matrix[:3], vectors, atol=1e-6)
+    assert not single.exists() and not parts.exists() and len(VectorStore(folder)) == 4

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from curate.embed import encode, encode_cached
-from curate.embed.cache import cache_file, cache_id
+from curate.embed.cache import cache_folder, cache_id
 from curate.embed.encoder import BACKENDS, resolve_backend
 
 TEXTS = ["How do I bake sourdough bread at home?", "Explain the rules of tennis scoring.",
@@ -29,12 +29,12 @@ def test_backend_is_resolved_from_the_argument_the_environment_or_the_default(mo
         resolve_backend("tensorrt")
 
 
-def test_cache_key_includes_the_backend_and_torch_keeps_its_file(tmp_path):
+def test_cache_key_includes_the_backend_and_torch_keeps_its_name(tmp_path):
     assert cache_id(None) == cache_id(None, "torch") == "all-MiniLM-L6-v2"
     assert cache_id(None, "onnx-int8") == "all-MiniLM-L6-v2@onnx-int8"
-    files = {b: cache_file(tmp_path, None, b) for b in BACKENDS}
+    files = {b: cache_folder(tmp_path, None, b) for b in BACKENDS}
     assert len(set(files.values())) == 3
-    assert files["torch"] == cache_file(tmp_path, None)  # the name caches had before backends existed
+    assert files["torch"] == cache_folder(tmp_path, None)  # the name caches had before backends existed
 
 
 @pytest.fixture(scope="module")

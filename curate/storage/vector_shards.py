@@ -1,0 +1,171 @@
+"""Vectors keyed by fixed-width byte keys, kept on disk as immutable shards (the embedding cache's store).
+
+A shard is a folder ``shard-<time>-<id>/`` holding ``keys.npy`` (sorted, unique) and ``vectors.npy`` (the rows in key
+order). It is written under a temporary name and renamed into place, so a kill never leaves half a shard, and it is
+never changed afterwards: adding vectors writes a new shard instead of rewriting the store (a single ``.npz`` read and
+rewritten whole on every call cost seconds and twice its size in memory past a few hundred thousand vectors).
+Lookups memory-map the shards and read only the rows asked for.
+
+Shards of one size tier (``MERGE_FANIN`` ** k rows) are merged once the tier holds ``MERGE_FANIN`` of them, streamed
+chunk by chunk, so a store of n vectors keeps O(log n) shards. Writers (``add``, ``compact``) must hold ``lock()``;
+readers need no lock: a shard a merge removes between listing and reading is listed again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+KEY_DTYPE = "S32"
+MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
+MERGE_CHUNK_ROWS = 65_536  # rows copied at a time by a merge (its memory beside the merged keys)
+_READ_ATTEMPTS = 5
+
+
+class VectorStore:
+    """Shards of (key, vector) rows in ``folder``; see the module docstring."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def lock(self) -> FileLock:
+        """The lock writers hold (``<folder>.lock`` beside the folder)."""
+        return FileLock(str(self.folder.with_name(self.folder.name + ".lock")))
+
+    def shards(self) -> list[Path]:
+        """The store's shards, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if p.name.startswith("shard-") and p.is_dir())
+
+    def __len__(self) -> int:
+        """Rows over all shards (a key stored twice, after a kill mid-merge, counts twice until the next merge)."""
+        return sum(_rows(s) for s in self.shards())
+
+    def get(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(vectors, found) for ``keys``: one row per key, zeros where ``found`` is False; None when nothing is
+        stored."""
+        keys = np.asarray(keys, dtype=KEY_DTYPE)
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                return self._get(keys)
+            except FileNotFoundError:  # a merge removed a listed shard: its rows are in the merged one now
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _get(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        unique, inverse = np.unique(keys, return_inverse=True)
+        found = np.zeros(len(unique), dtype=bool)
+        out: np.ndarray | None = None
+        for shard in reversed(self.shards()):  # newest first: small shards answer a fresh pass's keys
+            todo = np.flatnonzero(~found)
+            if not len(todo):
+                break
+            stored = np.load(shard / "keys.npy", mmap_mode="r")
+            if not len(stored):
+                continue
+            pos = np.searchsorted(stored, unique[todo]).clip(max=len(stored) - 1)
+            hit = np.asarray(stored[pos]) == unique[todo]
+            if not hit.any():
+                continue
+            vectors = np.load(shard / "vectors.npy", mmap_mode="r")
+            if out is None:
+                out = np.zeros((len(unique), vectors.shape[1]), dtype=vectors.dtype)
+            out[todo[hit]] = vectors[pos[hit]]  # increasing positions: the memory map reads only those rows
+            found[todo[hit]] = True
+        if out is None:
+            return None, found[inverse]
+        return out[inverse], found[inverse]
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> Path | None:
+        """Write ``keys``/``vectors`` as one new shard (caller holds ``lock()``); returns it, None when empty."""
+        keys = np.asarray(keys, dtype=KEY_DTYPE)
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        if not len(keys):
+            return None
+        unique, first = np.unique(keys, return_index=True)
+        return self._write_shard(unique, np.asarray(vectors)[first])
+
+    def compact(self) -> None:
+        """Merge each size tier that holds ``MERGE_FANIN`` shards (caller holds ``lock()``); also removes what
+        killed writers left (a writer works only under the lock, so a temporary folder seen here is stale)."""
+        if self.folder.is_dir():
+            for stale in self.folder.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        while True:
+            tiers: dict[int, list[Path]] = defaultdict(list)
+            for shard in self.shards():
+                tiers[_tier(_rows(shard))].append(shard)
+            full = sorted(t for t, shards in tiers.items() if len(shards) >= MERGE_FANIN)
+            if not full:
+                return
+            self._merge(tiers[full[0]])
+
+    def _merge(self, shards: list[Path]) -> None:
+        """One shard in place of ``shards``, streamed: the merged keys in memory, vectors a chunk at a time."""
+        keys = [np.load(s / "keys.npy") for s in shards]
+        vectors = [np.load(s / "vectors.npy", mmap_mode="r") for s in shards]
+        offsets = np.cumsum([0] + [len(k) for k in keys])
+        unique, first = np.unique(np.concatenate(keys), return_index=True)  # a key twice (a kill mid-merge): one
+        del keys
+        dim, dtype = vectors[0].shape[1], vectors[0].dtype
+
+        def fill(out: np.ndarray) -> None:
+            for start in range(0, len(unique), MERGE_CHUNK_ROWS):
+                rows = first[start:start + MERGE_CHUNK_ROWS]
+                source = np.searchsorted(offsets, rows, side="right") - 1
+                block = np.empty((len(rows), dim), dtype=dtype)
+                for i, shard_vectors in enumerate(vectors):
+                    mine = source == i
+                    if mine.any():
+                        block[mine] = shard_vectors[rows[mine] - offsets[i]]
+                out[start:start + len(rows)] = block
+
+        self._write_shard(unique, None, fill=fill, shape=(len(unique), dim), dtype=dtype)
+        for shard in shards:  # a kill before this leaves keys twice; lookups take either, the next merge one
+            shutil.rmtree(shard, ignore_errors=True)
+
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray | None, fill=None, shape=None,
+                     dtype=None) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            np.save(tmp / "keys.npy", keys)
+            if vectors is not None:
+                np.save(tmp / "vectors.npy", vectors)
+            else:
+                out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=dtype, shape=shape)
+                fill(out)
+                out.flush()
+                del out
+            shard = self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+            os.rename(tmp, shard)  # a folder renamed whole: readers see all of a shard or none of it
+            return shard
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rows(shard: Path) -> int:
+    try:
+        return int(np.load(shard / "keys.npy", mmap_mode="r").shape[0])
+    except FileNotFoundError:  # removed by a merge since it was listed
+        return 0
+
+
+def _tier(rows: int) -> int:
+    """k for a shard of ``MERGE_FANIN`` ** k to ``MERGE_FANIN`` ** (k + 1) - 1 rows."""
+    tier = 0
+    while rows >= MERGE_FANIN:
+        rows //= MERGE_FANIN
+        tier += 1
+    return tier
