@@ -278,6 +278,7 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     added = {"instruction": "Describe how an open-addressing hash map grows when its load factor passes 0.7.",
              "output": "It allocates a larger table, usually twice the size, and reinserts every live entry."}
     before = len(Workspace.open(tmp_path / "ray" / "workspace"))
+    first_ids, first_vectors = list(ray_ws.ids), np.array(ray_ws.embeddings("default"))
     shutil.rmtree(shards)
     write_shards(shards, [added, *records], 3)
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
@@ -287,6 +288,11 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     again = Workspace.open(tmp_path / "ray" / "workspace")
     assert len(again) == before + 1
     assert [again.column_provenance(c)["turns_scored"] for c in ("complexity", "quality")] == [1, 1]
+    # nor embed the rows again: the actors read the workspace's embedding cache the first run filled
+    assert again.embedding_sets["default"]["encoded"] == 1
+    position = {row_id: i for i, row_id in enumerate(again.ids)}
+    np.testing.assert_allclose(again.embeddings("default")[[position[row_id] for row_id in first_ids]],
+                               first_vectors, rtol=0, atol=1e-6)
 
 
 def test_trained_scorers_run_on_the_ray_actors_and_write_what_one_process_writes(cluster, tmp_path):

@@ -40,6 +40,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def embed_cache(cache_dir: Path) -> Path:
+    """The workspace's embedding cache the actors read (the default model and backend, as their encoder's)."""
+    from curate.embed.cache import cache_folder
+    from curate.embed.encoder import resolve_backend
+
+    return cache_folder(cache_dir, None, resolve_backend(None, None, env=False))
+
+
+def store_vectors(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> None:
+    """Add the vectors the actors encoded to the embedding cache ``folder`` (on the driver, under its lock)."""
+    from curate.storage.vector_shards import VectorStore
+
+    store = VectorStore(folder)
+    store.folder.parent.mkdir(parents=True, exist_ok=True)
+    with store.lock():
+        store.add(keys, vectors)
+        store.compact()
+
+
 class Inference:
     """One actor's models: the encoder (``embed``), the shipped scorers ``scores`` and, when ``signals`` are
     asked, the token-level signal steps on one causal LM (``signal_model``; None: the packaged SmolLM2), each
@@ -60,7 +79,8 @@ class Inference:
     def __init__(self, scores: Sequence[str | dict[str, bytes]] = (), signals: Sequence[str] = (),
                  signal_model: str | None = None, embed: bool = True, model: str | None = None,
                  text: str = EMBED.text, batch_size: int = EMBED.batch_size, threads: int | None = None,
-                 score_orders: np.ndarray | None = None):
+                 score_orders: np.ndarray | None = None, embed_cache: str | None = None):
+        self.embed_cache = embed_cache
         self.score_orders = None if score_orders is None else np.asarray(score_orders, dtype=np.int64)
         if threads:
             import torch
@@ -96,6 +116,24 @@ class Inference:
         with remote_errors():
             return self._call(batch)
 
+    def _from_embed_cache(self, texts: list[str], tmp: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, new): the vectors the workspace's embedding cache (``embed_cache``, read without its lock;
+        absent on another node) holds for ``texts`` go into the batch-local cache, so only the ``new`` ones are
+        encoded; the driver stores those (an actor never writes the workspace)."""
+        from curate.embed.cache import cache_folder, text_key
+        from curate.embed.encoder import resolve_backend
+        from curate.storage.vector_shards import KEY_DTYPE, VectorStore
+
+        keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
+        if not self.embed_cache:
+            return keys, np.ones(len(keys), dtype=bool)
+        vectors, found = VectorStore(self.embed_cache).get(keys)
+        if found.any():
+            local = VectorStore(cache_folder(tmp, self.model, resolve_backend(None, self.device, env=False)))
+            with local.lock():
+                local.add(keys[found], vectors[found])
+        return keys, ~found
+
     def _call(self, batch) -> dict[str, Any]:
         import pyarrow.compute as pc
 
@@ -110,8 +148,10 @@ class Inference:
         out: dict[str, Any] = {"order": orders}
         with tempfile.TemporaryDirectory(prefix="curate-ray-") as tmp:
             if self.embed:  # the batch's texts, encoded once; the scorers read them from this batch-local cache
-                out["embedding"], _, _ = encode_cached([row_text(c, self.text) for c in convs], tmp,
-                                                       model=self.model, batch_size=self.batch_size, device=self.device)
+                texts = [row_text(c, self.text) for c in convs]
+                out["embedding_key"], out["embedding_new"] = self._from_embed_cache(texts, tmp)
+                out["embedding"], _, _ = encode_cached(texts, tmp, model=self.model, batch_size=self.batch_size,
+                                                       device=self.device)
             ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
             computed = (np.ones(len(rows), dtype=bool) if self.score_orders is None
                         else np.isin(orders, self.score_orders))

@@ -99,6 +99,7 @@ class RayEngine:
         self._ids: list[str] = []
         self._whole_pool = False
         self._embedding: np.ndarray | None = None
+        self._encoded = 0                     # texts the last pass encoded (the rest came from the embedding cache)
         self._results: dict[str, dict[str, tuple[Any, list]]] = {}  # column -> row id -> (value, failures)
         self._extra: dict[str, dict[str, dict[str, Any]]] = {}      # signal column -> row id -> side values
         self._inference_info: dict[str, Any] = {}
@@ -284,7 +285,7 @@ class RayEngine:
         todo = [rid for rid in ids if rid in need]
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
-            self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo)
+            self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo, cache_dir=ws.cache_dir)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -303,6 +304,7 @@ class RayEngine:
     def embed(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The embedding set from the inference pass (or an embedding-only pass), via ``ws.add_embeddings``."""
         from curate.embed.encoder import model_id
+        from curate.scale.infer import embed_cache
 
         ws = run.ws
         with self._stage():
@@ -312,14 +314,14 @@ class RayEngine:
                 return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
                         "text": EMBED.text, "engine": "ray"}
             if self._embedding is None:
-                self._infer([])
-            matrix = self._embedding
+                self._infer([], cache_dir=ws.cache_dir)
+            matrix, encoded = self._embedding, self._encoded
             provenance = {"kind": "embeddings", "model": model_id(None), "text": EMBED.text, "dim": int(matrix.shape[1]),
-                          "normalized": True, "device": self._inference_info.get("device"), "encoded": len(matrix),
-                          "cache": None, "engine": self._inference_info}
+                          "normalized": True, "device": self._inference_info.get("device"), "encoded": encoded,
+                          "cache": str(embed_cache(ws.cache_dir)), "engine": self._inference_info}
             ws.add_embeddings(EMBED.name, matrix, provenance, ids=self._ids)
             self._embedding = None
-            return {"name": EMBED.name, "rows": len(matrix), "encoded": len(matrix), "reused": 0,
+            return {"name": EMBED.name, "rows": len(matrix), "encoded": encoded, "reused": len(matrix) - encoded,
                     "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray"}
 
     # -- inference --------------------------------------------------------------------------------
@@ -331,11 +333,15 @@ class RayEngine:
 
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
                embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None,
-               only: Sequence[str] | None = None) -> None:
+               only: Sequence[str] | None = None, cache_dir: os.PathLike | None = None) -> None:
         """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
         failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
         ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it.
-        ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row)."""
+        ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row).
+        ``cache_dir``: the workspace's cache folder; the actors read its embedding cache, encode only the texts it
+        lacks, and the new vectors are stored in it here."""
+        from curate.scale.infer import embed_cache, store_vectors
+
         score_orders = None
         if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
             position = {rid: i for i, rid in enumerate(self._ids)}
@@ -348,11 +354,14 @@ class RayEngine:
             out = self.rows().map_batches(
                 Inference, fn_constructor_kwargs={
                     "scores": specs, "signals": [s.kind for s in signal_steps],
-                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders},
+                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
+                    "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
                 batch_size=self.batch_size, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors), **options)
             n = len(self._ids)
             matrix: np.ndarray | None = None
+            new_keys: list[np.ndarray] = []
+            new_vectors: list[np.ndarray] = []
             results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in steps}
             extra: dict[str, dict[str, dict[str, Any]]] = {s.column: {} for s in signal_steps}
             stage = "inference" if embed or scorers else "signals"
@@ -364,6 +373,9 @@ class RayEngine:
                     if matrix is None:
                         matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
                     matrix[pos] = emb
+                    new = np.asarray(batch["embedding_new"], dtype=bool)
+                    new_keys.append(np.asarray(batch["embedding_key"])[new])
+                    new_vectors.append(emb[new])
                 computed = np.flatnonzero(batch["computed"]).tolist()
                 for s in steps:
                     values, fails = batch[f"{s.column}__values"], batch[f"{s.column}__failures"]
@@ -376,6 +388,9 @@ class RayEngine:
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
         if embed:
             self._embedding = matrix
+            self._encoded = int(sum(len(k) for k in new_keys))
+            if cache_dir is not None and self._encoded:
+                store_vectors(embed_cache(cache_dir), np.concatenate(new_keys), np.concatenate(new_vectors))
         self._results.update(results)
         self._extra.update(extra)
         self._inference_info = info
