@@ -93,6 +93,39 @@ class _PartWriter:
         self.last = time.monotonic()
 
 
+def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tuple[np.ndarray | None, int]:
+    """(vectors of ``texts``, how many were encoded) from ``store``, encoding what it lacks with
+    ``encode_texts(texts, on_chunk)`` under the store's lock; vectors None when ``texts`` is empty."""
+    keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
+    if store.contains(keys).all() and not _legacy(store):  # keys first: a pass that encodes reads vectors once
+        vectors, found = store.get(keys)
+        if found.all():  # else the folder lost shards since (removed by hand): encode them again below
+            return vectors, 0
+    store.folder.parent.mkdir(parents=True, exist_ok=True)
+    with store.lock():
+        _move_legacy(store)
+        vectors, found = store.get(keys)  # another process may have added some while we waited
+        missing: dict[bytes, str] = {}  # first occurrence of each key the store lacks, in input order
+        for i in np.flatnonzero(~found).tolist():
+            missing.setdefault(keys[i].tobytes(), texts[i])
+        if not missing:
+            return vectors, 0
+        parts = _PartWriter(store, list(missing))
+        try:
+            fresh = encode_texts(list(missing.values()), parts)
+        except BaseException:  # Ctrl-C or an error mid-pass: keep the chunks encoded since the last part
+            parts.flush()
+            raise
+        parts.flush()
+        store.compact()
+    if vectors is None:
+        vectors = np.zeros((len(texts), fresh.shape[1]), dtype=fresh.dtype)
+    row_of = {k: j for j, k in enumerate(missing)}
+    todo = np.flatnonzero(~found)
+    vectors[todo] = fresh[[row_of[keys[i].tobytes()] for i in todo.tolist()]]
+    return vectors, len(missing)
+
+
 def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | None = None,
                   batch_size: int = EMBED.batch_size, progress: bool = False,
                   device: str | None = None, backend: str | None = None) -> tuple[np.ndarray, int, Path]:
@@ -102,34 +135,10 @@ def encode_cached(texts: list[str], cache_dir: str | os.PathLike, model: str | N
     """
     mid = model_id(model)
     backend = resolve_backend(backend, device, env=False)
-    keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
     store = VectorStore(cache_folder(cache_dir, mid, backend))
-    vectors, found = store.get(keys)
-    encoded = 0
-    if not found.all() or _legacy(store):
-        store.folder.parent.mkdir(parents=True, exist_ok=True)
-        with store.lock():
-            _move_legacy(store)
-            vectors, found = store.get(keys)  # another process may have added some while we waited
-            missing: dict[bytes, str] = {}  # first occurrence of each key the store lacks, in input order
-            for i in np.flatnonzero(~found).tolist():
-                missing.setdefault(keys[i].tobytes(), texts[i])
-            if missing:
-                parts = _PartWriter(store, list(missing))
-                try:
-                    fresh = encode(list(missing.values()), model=mid, batch_size=batch_size, progress=progress,
-                                   device=device, backend=backend, on_chunk=parts)
-                except BaseException:  # Ctrl-C or an error mid-pass: keep the chunks encoded since the last part
-                    parts.flush()
-                    raise
-                parts.flush()
-                store.compact()
-                if vectors is None:
-                    vectors = np.zeros((len(texts), fresh.shape[1]), dtype=fresh.dtype)
-                row_of = {k: j for j, k in enumerate(missing)}
-                todo = np.flatnonzero(~found)
-                vectors[todo] = fresh[[row_of[keys[i].tobytes()] for i in todo.tolist()]]
-                encoded = len(missing)
+    vectors, encoded = lookup_or_encode(store, texts, lambda missing, on_chunk: encode(
+        missing, model=mid, batch_size=batch_size, progress=progress, device=device, backend=backend,
+        on_chunk=on_chunk))
     if vectors is None:
         return np.empty((0, 0), dtype=np.float32), 0, store.folder
     return vectors, encoded, store.folder

@@ -25,7 +25,7 @@ from filelock import FileLock
 
 KEY_DTYPE = "S32"
 MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
-MERGE_CHUNK_ROWS = 65_536  # rows copied at a time by a merge (its memory beside the merged keys)
+MERGE_CHUNK_ROWS = 65_536  # rows copied at a time by a merge or a lookup (their memory beside the keys)
 _READ_ATTEMPTS = 5
 
 
@@ -50,20 +50,28 @@ class VectorStore:
         return sum(_rows(s) for s in self.shards())
 
     def get(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """(vectors, found) for ``keys``: one row per key, zeros where ``found`` is False; None when nothing is
+        """(vectors, found) for ``keys``: one row per key, zeros where ``found`` is False; None when no key is
         stored."""
+        return self._retry(keys, read_vectors=True)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each of ``keys`` is stored (reads the shards' keys only)."""
+        return self._retry(keys, read_vectors=False)[1]
+
+    def _retry(self, keys: np.ndarray, read_vectors: bool) -> tuple[np.ndarray | None, np.ndarray]:
         keys = np.asarray(keys, dtype=KEY_DTYPE)
         for attempt in range(_READ_ATTEMPTS):
             try:
-                return self._get(keys)
+                return self._find(keys, read_vectors)
             except FileNotFoundError:  # a merge removed a listed shard: its rows are in the merged one now
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _get(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        unique, inverse = np.unique(keys, return_inverse=True)
-        found = np.zeros(len(unique), dtype=bool)
+    def _find(self, keys: np.ndarray, read_vectors: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        order = np.argsort(keys, kind="stable")
+        wanted = keys[order]  # sorted, so each shard's rows are read in increasing order
+        found = np.zeros(len(keys), dtype=bool)  # by position in ``wanted``
         out: np.ndarray | None = None
         for shard in reversed(self.shards()):  # newest first: small shards answer a fresh pass's keys
             todo = np.flatnonzero(~found)
@@ -72,18 +80,22 @@ class VectorStore:
             stored = np.load(shard / "keys.npy", mmap_mode="r")
             if not len(stored):
                 continue
-            pos = np.searchsorted(stored, unique[todo]).clip(max=len(stored) - 1)
-            hit = np.asarray(stored[pos]) == unique[todo]
+            pos = np.searchsorted(stored, wanted[todo]).clip(max=len(stored) - 1)
+            hit = np.asarray(stored[pos]) == wanted[todo]
             if not hit.any():
                 continue
-            vectors = np.load(shard / "vectors.npy", mmap_mode="r")
-            if out is None:
-                out = np.zeros((len(unique), vectors.shape[1]), dtype=vectors.dtype)
-            out[todo[hit]] = vectors[pos[hit]]  # increasing positions: the memory map reads only those rows
+            if read_vectors:
+                vectors = np.load(shard / "vectors.npy", mmap_mode="r")
+                if out is None:
+                    out = np.zeros((len(keys), vectors.shape[1]), dtype=vectors.dtype)
+                into, rows = order[todo[hit]], pos[hit]
+                for start in range(0, len(rows), MERGE_CHUNK_ROWS):  # a chunk at a time: no second whole matrix
+                    part = slice(start, start + MERGE_CHUNK_ROWS)
+                    out[into[part]] = vectors[rows[part]]  # the memory map reads only those rows
             found[todo[hit]] = True
-        if out is None:
-            return None, found[inverse]
-        return out[inverse], found[inverse]
+        by_key = np.empty_like(found)
+        by_key[order] = found
+        return out, by_key
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> Path | None:
         """Write ``keys``/``vectors`` as one new shard (caller holds ``lock()``); returns it, None when empty."""
