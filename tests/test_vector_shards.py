@@ -84,3 +84,19 @@ def test_readers_see_every_vector_while_a_writer_adds_and_merges(tmp_path):
         reader.join()
     assert not errors, errors[0]
     assert len(store) == 120 * 50
+
+
+def test_a_damaged_shard_is_named_with_what_to_do(tmp_path):
+    import pytest
+
+    from curate.errors import WorkspaceError
+
+    store = VectorStore(tmp_path / "store")
+    with store.lock():
+        shard = store.add(_keys(0, 10), _vectors(0, 10))
+    (shard / "vectors.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(WorkspaceError, match=r"vectors\.npy: a damaged shard of the embedding cache .*remove its folder"):
+        store.get(_keys(0, 10))
+    (shard / "keys.npy").write_bytes(b"PK\x03\x04 not numpy at all")
+    with pytest.raises(WorkspaceError, match=r"keys\.npy: a damaged shard"):
+        store.contains(_keys(0, 10))

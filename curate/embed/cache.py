@@ -17,12 +17,14 @@ import hashlib
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from curate.defaults import EMBED
 from curate.embed.encoder import encode, model_id, resolve_backend
+from curate.errors import WorkspaceError
 from curate.storage.files import folder_fingerprint
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
@@ -62,8 +64,12 @@ def _legacy(store: VectorStore) -> list[Path]:
 def _move_legacy(store: VectorStore) -> None:
     """Move the old layout's vectors into the store, one file at a time (caller holds the lock)."""
     for path in _legacy(store):
-        with np.load(path) as z:
-            store.add(z["keys"], z["vectors"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                store.add(z["keys"], z["vectors"])
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise WorkspaceError(f"{path}: a damaged file of the embedding cache ({exc}); remove it: its texts are "
+                                 "encoded again when next asked for") from None
         path.unlink()
     parts = store.folder.with_name(store.folder.name + ".npz.parts")
     if parts.is_dir():

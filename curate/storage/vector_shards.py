@@ -17,11 +17,14 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
+
+from curate.errors import WorkspaceError
 
 KEY_DTYPE = "S32"
 MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
@@ -77,7 +80,7 @@ class VectorStore:
             todo = np.flatnonzero(~found)
             if not len(todo):
                 break
-            stored = np.load(shard / "keys.npy", mmap_mode="r")
+            stored = _load(shard / "keys.npy")
             if not len(stored):
                 continue
             pos = np.searchsorted(stored, wanted[todo]).clip(max=len(stored) - 1)
@@ -85,7 +88,7 @@ class VectorStore:
             if not hit.any():
                 continue
             if read_vectors:
-                vectors = np.load(shard / "vectors.npy", mmap_mode="r")
+                vectors = _load(shard / "vectors.npy")
                 if out is None:
                     out = np.zeros((len(keys), vectors.shape[1]), dtype=vectors.dtype)
                 into, rows = order[todo[hit]], pos[hit]
@@ -124,8 +127,8 @@ class VectorStore:
 
     def _merge(self, shards: list[Path]) -> None:
         """One shard in place of ``shards``, streamed: the merged keys in memory, vectors a chunk at a time."""
-        keys = [np.load(s / "keys.npy") for s in shards]
-        vectors = [np.load(s / "vectors.npy", mmap_mode="r") for s in shards]
+        keys = [np.array(_load(s / "keys.npy")) for s in shards]
+        vectors = [_load(s / "vectors.npy") for s in shards]
         offsets = np.cumsum([0] + [len(k) for k in keys])
         unique, first = np.unique(np.concatenate(keys), return_index=True)  # a key twice (a kill mid-merge): one
         del keys
@@ -167,9 +170,25 @@ class VectorStore:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _load(path: Path) -> np.ndarray:
+    """``path`` memory-mapped; a damaged file is named (numpy's own message names none, or speaks of pickles)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise WorkspaceError(f"{path}: a damaged shard of the embedding cache ({exc}); remove its folder "
+                             f"{path.parent}: its texts are encoded again when next asked for") from None
+    dims = 1 if path.name == "keys.npy" else 2
+    if not isinstance(array, np.ndarray) or array.ndim != dims:
+        raise WorkspaceError(f"{path}: a damaged shard of the embedding cache (not a {dims}-d array); remove its "
+                             f"folder {path.parent}: its texts are encoded again when next asked for")
+    return array
+
+
 def _rows(shard: Path) -> int:
     try:
-        return int(np.load(shard / "keys.npy", mmap_mode="r").shape[0])
+        return int(_load(shard / "keys.npy").shape[0])
     except FileNotFoundError:  # removed by a merge since it was listed
         return 0
 
