@@ -636,3 +636,26 @@ def test_a_training_format_export_keeps_json_text_fields_as_values_and_refuses_a
     with pytest.raises(WorkspaceError, match="column 'instruction': alpaca records have a field 'instruction'"):
         alpaca.export(tmp_path / "a.jsonl", format="alpaca", columns=["instruction", "input"])
     assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "a.jsonl").exists()
+
+
+def test_turn_keys_the_conversation_drops_are_counted_at_load_and_an_export_with_format_refuses_their_rows(tmp_path):
+    """A ShareGPT turn's ``weight: 0`` (not trained on, in axolotl) was dropped from the conversation without a word,
+    and a --format export wrote the turn as one to train on."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    summary = ws.load([
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Bad reply", "weight": 0},
+                           {"from": "human", "value": "Again"}, {"from": "gpt", "value": "Good reply", "weight": 1}]},
+        {"conversations": [{"from": "human", "value": "Plain"}, {"from": "gpt", "value": "Plain reply"}]},
+        {"messages": [{"role": "user", "content": "Named", "name": "ann"}, {"role": "assistant", "content": "Yes",
+                                                                            "name": None}]},
+    ])
+    assert summary["turn_keys_not_kept"] == {"weight": 1, "name": 1}  # a null value is no value
+    with pytest.raises(WorkspaceError, match=r"2 of 3 rows have turns with keys a sharegpt record of their "
+                                             r"conversation would drop \(row .*: weight\)"):
+        ws.export(tmp_path / "s.jsonl", format="sharegpt")
+    ws.export(tmp_path / "all.jsonl")  # without --format: the source's own field, weights and all
+    kept = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert kept[0]["conversations"][1]["weight"] == 0

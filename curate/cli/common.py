@@ -31,6 +31,13 @@ def json_columns_line(columns: list[str]) -> str:
             f"ones, hold integers beyond 64 bits, or nest too deep")
 
 
+def turn_keys_line(keys: dict[str, int]) -> str:
+    """What a load says of the keys its source's chat turns have that the conversation does not keep."""
+    listed = ", ".join(f"{k} ({n:,} rows)" for k, n in keys.items())
+    return (f"turn keys curate's conversation does not keep: {listed}; the source field keeps them, and an export "
+            "--format refuses those rows")
+
+
 def sample_path() -> Path:
     """The small pool that ships with the package (hand-written, mixed shapes)."""
     return pools.SAMPLE

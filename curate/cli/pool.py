@@ -20,6 +20,7 @@ from curate.cli.common import (
     err_console,
     json_columns_line,
     mapping_arg,
+    turn_keys_line,
 )
 
 
@@ -53,6 +54,8 @@ def load(
                       markup=True)
     if summary["columns_kept_as_json"]:
         console.print(f"[yellow]{escape(json_columns_line(summary['columns_kept_as_json']))}[/]", markup=True)
+    if summary.get("turn_keys_not_kept"):
+        console.print(f"[yellow]{escape(turn_keys_line(summary['turn_keys_not_kept']))}[/]", markup=True)
 
 
 @app.command()

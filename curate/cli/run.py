@@ -29,6 +29,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
     mapping_arg,
+    turn_keys_line,
 )
 from curate.defaults import BACKEND, BATCH, DECONTAMINATE, DEITA, HEURISTICS, MINHASH
 
@@ -216,6 +217,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
                       f"{result['rejects']:,} rejected{rejects}{removed}")
         if result["columns_kept_as_json"]:
             console.print(f"  [yellow]{escape(json_columns_line(result['columns_kept_as_json']))}[/]", markup=True)
+        if result.get("turn_keys_not_kept"):
+            console.print(f"  [yellow]{escape(turn_keys_line(result['turn_keys_not_kept']))}[/]", markup=True)
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
     elif name == "near-duplicates":

@@ -7,6 +7,7 @@ lone user turn (instruction-only).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,9 @@ _SHAREGPT_ROLES = {
 }
 _MESSAGE_ROLES = {"user", "assistant", "system", "tool"}
 _CALL_FIELDS = ("tool_calls", "function_call")  # an assistant turn's calls, which a text turn cannot hold
+# The source field a chat row's turns are read from (unless a mapping names another), and a turn's own keys there.
+TURN_FIELDS = {"sharegpt": "conversations", "messages": "messages"}
+_TURN_TEXT_KEYS = frozenset({"role", "content", "from", "value", *_CALL_FIELDS})  # calls: a row with any is refused
 
 # For each shape: the fields it reads, which are required, and the source columns they default to.
 _DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -152,6 +156,20 @@ def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -
             raise _RowError(f"{what}: a text part's text must be a string")
         value = "\n".join(parts)
     return _text(value, what, max_chars, allow_empty=allow_empty)
+
+
+def turn_keys_not_kept(turns: Any) -> set[str]:
+    """Keys with a value on a source's chat turns besides their speaker and text (ShareGPT's ``weight``, a message's
+    ``name``): curate's conversation keeps neither (the source field keeps them). ``turns``: the field's value, or
+    its JSON text."""
+    if isinstance(turns, str):
+        try:
+            turns = json.loads(turns)
+        except ValueError:
+            return set()
+    if not isinstance(turns, list):
+        return set()
+    return {k for t in turns if isinstance(t, dict) for k, v in t.items() if v is not None} - _TURN_TEXT_KEYS
 
 
 def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | None = None,

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curate.pools.formats import TURN_FIELDS, turn_keys_not_kept
 from curate.pools.table import MAX_STORED_NESTING, json_text, nesting, to_table, uneven_struct_types
 
 PART_ROWS = 20_000  # rows per staged part: the read holds one part's rows as Python objects (~20-200 MB)
@@ -39,6 +40,7 @@ class StagedPool:
     rejects: int = 0
     first_reject: Any = None  # a curate.pools.Reject
     columns_kept_as_json: list[str] = field(default_factory=list)
+    turn_keys_not_kept: Counter = field(default_factory=Counter)  # key -> rows whose source turns have it
 
     @property
     def rejects_file(self) -> Path:
@@ -78,6 +80,8 @@ class PoolWriter:
         staged.instruction_only += instruction_only
         staged.without_reply_text += instruction_only or not any(
             t["content"].strip() for t in row["conversation"] if t["role"] == "assistant")
+        if (turns := TURN_FIELDS.get(row["format"])) is not None:
+            staged.turn_keys_not_kept.update(turn_keys_not_kept(row.get(turns)))
         self._rows.append(row)
         if len(self._rows) >= self.part_rows:
             self._flush()

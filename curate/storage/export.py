@@ -127,9 +127,16 @@ def in_format(ds, fmt: str, keep: list[str]):
     error naming the rows a shape cannot hold, never a row dropped or cut."""
     import datasets
 
-    from curate.pools.formats import from_conversation, shape_problem
+    from curate.pools.formats import TURN_FIELDS, from_conversation, shape_problem, turn_keys_not_kept
 
     ids, conversations = ds["id"], ds["conversation"]
+    lost = [(rid, sorted(keys)) for name in set(TURN_FIELDS.values()) & set(ds.column_names)
+            for rid, shape, turns in zip(ids, ds["format"], ds[name], strict=True)
+            if TURN_FIELDS.get(shape) == name and (keys := turn_keys_not_kept(turns))]
+    if lost:  # a ShareGPT turn's weight 0 would train in the record
+        raise WorkspaceError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
+                             f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
+                             "--format to keep the source's own field, or leave those rows out")
     problems = [(rid, p) for rid, c in zip(ids, conversations, strict=True) if (p := shape_problem(c, fmt))]
     if problems:
         raise WorkspaceError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
