@@ -788,3 +788,21 @@ def test_a_scorer_saved_by_the_first_curate_still_loads(tmp_path):
     (folder / "scorer.json").write_text(json.dumps(doc))
     loaded = Scorer.load(folder)
     assert np.array_equal(loaded.named("q2").predict(texts[:5]), scorer.predict(texts[:5]))
+
+
+def test_a_scorer_of_a_judge_that_declares_its_scale_keeps_that_scale_not_its_labels_span(tmp_path):
+    """A 1-6 judge whose labels spanned 2.76..3.65 gave a scorer mapping that span onto 1-6: on the rows it was
+    trained on its column read 4.31 on average where the judge read 3.35 (a row judged 2.77 got 1.15)."""
+    rows = [{"instruction": f"Task {i}: describe the {FRUITS[i % len(FRUITS)]} " + "in detail " * (i % 4),
+             "output": "word " * (i + 1)} for i in range(40)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    labels = [2.76 + 0.89 * (i % 9) / 8 for i in range(len(ws))]
+    ws.add_column("quality", labels, {"kind": "judge", "judge": "quality", "scale": [1, 6],
+                                      "reads": ["instruction", "response"]})
+    scorer = train_scorer(ws, target="quality", k=3, seed=0).scorer
+    assert (scorer.label_range, scorer.output_range) == ((1.0, 6.0), (1.0, 6.0))
+    predicted = scorer.predict([t[0] for t in ws.turns()])
+    assert 2.7 <= predicted.min() and predicted.max() <= 3.7  # on the judge's own scale, as its labels
+    ws.add_column("gpt4", [2 * v for v in labels], {"kind": "judge", "judge": "gpt4"})  # no declared scale
+    assert train_scorer(ws, target="gpt4", k=3, seed=0).scorer.label_range == (5.52, 7.3)  # its labels' span

@@ -121,7 +121,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                      head=head or cls.heads[0])  # max_length: the kind's default for what it reads, and its head
     if device is not None:
         scorer.device = device
-    label_range = (float(y[scored].min()), float(y[scored].max()))
+    label_range = readermap.label_scale(y, data.imitates.get("scale")) or (float(y[scored].min()),
+                                                                           float(y[scored].max()))
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
     with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
         def on_step(step: int, steps: int) -> None:
@@ -151,9 +152,10 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
 
 
 def on_deita_scale(scorer: Scorer, scores: Sequence[float]) -> None:
-    """Map the judge's scale (its labels' range) linearly onto DEITA's 1-6, as the fine-tuned kinds and the shipped
-    scorers do, so a trained quality multiplies with complexity on one scale (order and agreement unchanged)."""
-    scale = readermap.label_scale(scores)
+    """Map the judge's scale (the one it declared, else its labels' range: :func:`readermap.label_scale`) linearly
+    onto DEITA's 1-6, as the fine-tuned kinds and the shipped scorers do, so a trained quality multiplies with
+    complexity on one scale (order and agreement unchanged)."""
+    scale = readermap.label_scale(scores, scorer.imitates.get("scale"))
     if scale is not None:
         scorer.label_range, scorer.output_range = scale, DEITA.score_scale
 

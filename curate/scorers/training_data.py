@@ -192,7 +192,8 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
                               f"{prov.get('imitates')!r}), not judge labels; train on the judge's own column")
         reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
         imitates = {"judge": prov.get("judge", column), "column": column,
-                    **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set") if k in prov}}
+                    **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set", "scale")
+                       if prov.get(k) is not None}}
         return reads, imitates
     if ws.has_pool and column in ws.pool.column_names and column not in POOL_TEXT_COLUMNS:
         if reads is None:
