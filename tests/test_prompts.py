@@ -231,6 +231,20 @@ def test_malformed_files_are_reported():
         load_prompt("does-not-exist")
 
 
+def test_an_unknown_name_lists_the_prompts_of_the_users_folders_beside_the_builtins(tmp_path, monkeypatch):
+    """The error listed the built-in names alone: a judge in --prompt-dir or $CURATE_PROMPTS, misspelt, looked absent."""
+    for folder, name in (("mine", "myjudge"), ("team", "teamjudge")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.md").write_text(PROMPT.replace("name: rate", f"name: {name}"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CURATE_PROMPTS", str(tmp_path / "team"))
+    with pytest.raises(PromptError) as err:
+        load_prompt("myjudg", prompt_dirs=[tmp_path / "mine", tmp_path / "empty"])
+    assert str(err.value) == (f"no prompt named 'myjudg'; {tmp_path / 'mine'} has ['myjudge']; {tmp_path / 'empty'} "
+                              f"has none; {tmp_path / 'team'} has ['teamjudge']; built-ins "
+                              f"({load_prompt('quality').path.parent}): {builtin_names()}")
+
+
 @pytest.mark.parametrize("section", ["system", "user"])
 def test_a_template_error_names_the_line_of_the_file(tmp_path, section):
     lines = (Path(__file__).parents[1] / "prompts" / "complexity.md").read_text().splitlines()

@@ -373,9 +373,15 @@ def load_prompt(name_or_path: str | os.PathLike | Prompt, prompt_dirs: list[str 
         if not candidate.is_file():
             raise PromptError(f"{candidate}: prompt file not found")
         return parse_prompt(read_prompt_file(candidate), candidate)
-    raise PromptError(f"no prompt named {name!r} in {[str(d) for d in searched]}; built-ins: {builtin_names()}")
+    yours = "".join(f"; {folder} has {folder_prompt_names(folder) or 'none'}" for folder in searched[:-1])
+    raise PromptError(f"no prompt named {name!r}{yours}; built-ins ({searched[-1]}): {builtin_names()}")
+
+
+def folder_prompt_names(folder: Path) -> list[str]:
+    """The names of the prompts at the top of ``folder`` (a README.md documents them; it is none)."""
+    return sorted(p.stem for p in folder.glob("*.md") if p.stem != "README")
 
 
 def builtin_names() -> list[str]:
-    """The shipped prompts' names (prompts/README.md documents them; it is none)."""
-    return sorted(p.stem for p in builtin_prompt_dir().glob("*.md") if p.stem != "README")
+    """The shipped prompts' names."""
+    return folder_prompt_names(builtin_prompt_dir())
