@@ -285,3 +285,23 @@ def test_a_misspelt_or_misplaced_front_matter_key_is_an_error_naming_the_file_no
                            "--dry-run"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "did you mean params" in proc.stderr + proc.stdout
     assert parse_prompt(PROMPT).params == {"temperature": 0.0}  # the well-formed file still loads
+
+
+def test_a_judge_run_names_the_prompt_file_it_sends(tmp_path, monkeypatch):
+    """A --prompt-dir or $CURATE_PROMPTS file takes the built-in's place by name, and nothing said which one judged."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Say hi.", "output": "hi"}]))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "quality.md").write_text(PROMPT.replace("name: rate", "name: quality"))
+    judge = ["score", str(tmp_path / "ws"), "--judge", "quality", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+             "--dry-run"]
+    for extra, prompt in (([], load_prompt("quality").path), (["--prompt-dir", str(tmp_path / "mine")],
+                                                               tmp_path / "mine" / "quality.md")):
+        result = CliRunner().invoke(app, [*judge, *extra])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0] == f"quality: prompt {prompt}"

@@ -103,6 +103,7 @@ def score(
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass,
                       response_column=response_column)
+    console.print(prompt_line(the_judge), soft_wrap=True, highlight=False)  # which file judged: an override or not
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
                         max_cost=max_cost, timeout=timeout, max_retries=max_retries, rps=rps, workspace=ws,
                         poll_s=poll_interval) as llm:
@@ -119,6 +120,12 @@ def score(
     if retried:
         _print_retried(retried, result.provenance)
     raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids))
+
+
+def prompt_line(step: Any) -> str:
+    """The prompt file an LLM step (a judge, the tagger) sends: a --prompt-dir or $CURATE_PROMPTS file of the same
+    name takes the built-in's place, and nothing else said which one ran."""
+    return f"{step.column}: prompt {step.prompt.path}"
 
 
 def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored",

@@ -52,7 +52,7 @@ def tag_cmd(
 
     Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
     the command exit 1 after the rest is stored; a re-run sends only them."""
-    from curate.cli.judge import _print_retried, raise_unanswered, transient_rows
+    from curate.cli.judge import _print_retried, prompt_line, raise_unanswered, transient_rows
     from curate.session import Workspace
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
@@ -62,6 +62,7 @@ def tag_cmd(
                         tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval, rps=rps, timeout=timeout,
                         max_retries=max_retries) as judge_backend:
         step = Tagger(judge_backend, prompt=prompt)
+        console.print(prompt_line(step), soft_wrap=True, highlight=False)
         retried = transient_rows(ws, step, None) if retry_failed else {}
         result = ws.apply(step, retry_failed=retry_failed)
         spent = getattr(judge_backend, "spent_usd", 0.0)
