@@ -305,3 +305,25 @@ def test_a_judge_run_names_the_prompt_file_it_sends(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, [*judge, *extra])
         assert result.exit_code == 0, result.output
         assert result.output.splitlines()[0] == f"quality: prompt {prompt}"
+
+
+def test_a_prompt_reading_a_column_the_pool_lacks_names_its_file(tmp_path):
+    """The workspace's error named the column alone ("a step reads column 'topic'"), not the prompt that reads it."""
+    from curate.llm.dryrun import estimate
+    from curate.llm.judges import Judge
+    from curate.session import Workspace
+    from tests.conftest import ScriptedBackend, write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Say hi.", "output": "hi"}]))
+    path = tmp_path / "rate.md"
+    path.write_text(PROMPT.replace("inputs: [instruction]", "inputs: [instruction, topic]")
+                    .replace("Rate: {{ instruction }}", "Rate: {{ instruction }} on {{ topic }}"))
+    backend = ScriptedBackend(lambda request: "3")
+    said = f"{path}: reads column 'topic', which {ws.path} has neither in the pool nor derived"
+    with pytest.raises(PromptError) as err:
+        ws.apply(Judge(path, backend), progress=False)
+    assert str(err.value) == said and not ws.has_column("rate") and backend.requests_sent == 0
+    with pytest.raises(PromptError) as err:
+        estimate(ws, Judge(path, backend))
+    assert str(err.value) == said

@@ -108,6 +108,8 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
     backend = step.backend
     if backend is None:
         raise ValueError(f"step {step.column!r} has no backend to estimate")
+    if hasattr(step, "check_inputs"):
+        step.check_inputs(ws)
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
     todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed)
     rows = ws.row_inputs(todo, step.inputs) if todo else []

@@ -125,6 +125,14 @@ class Judge:
 
         check_column_owner(ws, self.column, f"the {self.prompt.name} judge", owns)
 
+    def check_inputs(self, ws: Any) -> None:
+        """Refuse a prompt that reads a column the workspace lacks, naming the prompt file (``ws.apply`` and a dry
+        run call this before reading rows): the workspace's own error named the column alone."""
+        for name in (v for v in self.prompt.inputs if v not in ROW_VARIABLES):
+            if not ws.has_column(name) and name not in ws.pool.column_names:
+                raise PromptError(f"{self.prompt.where}: reads column {name!r}, which {ws.path} has neither in the "
+                                  "pool nor derived")
+
     def fingerprint(self) -> str:
         """Prompt fingerprint, backend kind and model, request parameters, digit-mass floor, output schema."""
         backend = self._backend()

@@ -280,6 +280,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write
             check_column(ws)
+        check_inputs = getattr(step, "check_inputs", None)
+        if check_inputs is not None:  # the step names its own source (a prompt file) when a column it reads is absent
+            check_inputs(ws)
         todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
         if todo and ids is not None:
             check_one_run(ws, step, set(asked), fingerprint)

@@ -6,7 +6,8 @@ around it: which rows need work (a row already computed under the same fingerpri
 alignment, merging a subset into the column, provenance, the failure column, the lock that stops two
 processes paying twice, and the progress bar. No base class to inherit: a protocol. A step may also
 define ``check_column(ws)``: ``apply`` calls it under the column lock before any work, so a step can refuse
-to write its column (a trained scorer never writes over a judge's labels), and ``rows_per_call``: a step that
+to write its column (a trained scorer never writes over a judge's labels), ``check_inputs(ws)``: called there too,
+so a step can refuse inputs the workspace lacks in its own words (a judge names its prompt file), and ``rows_per_call``: a step that
 computes each row on its own says so, and ``apply`` hands it that many rows at a time (their outputs joined by
 :func:`join_outputs`), so a pool's row inputs are never all in memory at once.
 
