@@ -178,3 +178,16 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ws.select(method="decontaminate", name="d", target=BENCH, min_overlap=1.5)
     with pytest.raises(CurateError, match="needs target texts"):
         ws.select(method="decontaminate", name="d", target=[])
+
+
+def test_an_embedding_set_without_a_cosine_threshold_is_refused_not_ignored(tmp_path):
+    """--param embeddings=NAME is read by the embedding test alone: without max_cosine_similarity it did nothing, and
+    the selection passed for one that had compared the rows with that set."""
+    ws, _ = _pool(tmp_path, [{"instruction": "a b c d e f g h i j", "output": "x"}])
+    result = CliRunner().invoke(app, ["select", str(ws.path), "--method", "decontaminate", "--name", "d", "--target",
+                                      str(write_jsonl(tmp_path / "eval.txt", BENCH)), "--param", "embeddings=answers"])
+    assert isinstance(result.exception, CurateError) and str(result.exception) == (
+        "decontaminate: embeddings='answers' is the embedding set of max_cosine_similarity, and none is given: give "
+        "max_cosine_similarity too, or leave embeddings out")
+    assert "d" not in ws.selections
+    assert len(ws.select(method="decontaminate", name="words", target=BENCH)) == 1  # the words alone, as before

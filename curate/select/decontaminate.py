@@ -178,15 +178,19 @@ def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embedding
 def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "conversation",
                   ngram: int = DECONTAMINATE.ngram, min_words: int = DECONTAMINATE.min_words,
                   min_overlap: float = DECONTAMINATE.min_overlap, max_cosine_similarity: float | None = None,
-                  embeddings: str = EMBED.name) -> SelectorResult:
+                  embeddings: str | None = None) -> SelectorResult:
     """Keep the rows that share no ``ngram``-word run with the target texts in their ``text`` (``instruction``,
     ``response`` or ``conversation``), nor hold a whole target of ``min_words`` words or more, nor have a message
     that is a shorter target's whole user message. ``min_overlap`` > 0 asks more: a row is dropped only when it
     holds at least that share of one target's runs (0.5: more than half of the evaluation text, the diff test of
     Phi-1 and Cosmopedia). ``max_cosine_similarity``: also drop a row whose embedding (set ``embeddings``) has a
-    cosine above it with a target's (a reworded or re-formatted copy). Detail of a dropped row: the target's number
+    cosine above it with a target's (a reworded or re-formatted copy; default set ``curate.defaults.EMBED.name``). Detail of a dropped row: the target's number
     (1-based, in file order) and either the first shared words and ``overlap`` (the share of the target's runs
     found) or ``similarity``."""
+    if embeddings is not None and max_cosine_similarity is None:  # read by the embedding test alone: it did nothing
+        raise CurateError(f"decontaminate: embeddings={embeddings!r} is the embedding set of max_cosine_similarity, "
+                          "and none is given: give max_cosine_similarity too, or leave embeddings out")
+    embeddings = EMBED.name if embeddings is None else embeddings
     if text not in TEXT_KINDS:
         raise CurateError(f"decontaminate: text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
     if not 0 <= min_overlap <= 1:
