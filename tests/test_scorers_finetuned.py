@@ -491,6 +491,30 @@ def test_train_scorer_refuses_a_base_or_init_its_kind_cannot_use(tiny_base, tmp_
         train_scorer(ws, target="judge_q", kind="small-lm", head="ordinal")
 
 
+def test_a_base_that_is_no_folder_is_one_line_naming_it(tmp_path):
+    """--base /nonexistent reached transformers, which read it as a Hub repo id: "Repo id must use alphanumeric
+    chars...", after the fine-tune had started; a scorer whose base moved failed the same way when it predicted."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.scorers.finetuned import CrossEncoderScorer, SmallLMScorer
+
+    ws = _ws(tmp_path)
+    ws.add_column("judge_q", [[float(i % 5 + 1)] for i in range(len(ws))],
+                  {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    (tmp_path / "weights.bin").write_bytes(b"")
+    for kind in ("cross-encoder", "small-lm"):
+        for base, said in ((tmp_path / "nonexistent", "does not exist"), (tmp_path / "weights.bin", "is not a folder")):
+            res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "judge_q", "--kind", kind,
+                                           "--base", str(base), "--out", str(tmp_path / "sc")])
+            assert isinstance(res.exception, ScorerError), (kind, res.output, res.exception)
+            assert str(res.exception) == f"base {base}: the base model folder {said}"
+    assert not (tmp_path / "sc").exists()
+    for cls in (CrossEncoderScorer, SmallLMScorer):
+        with pytest.raises(ScorerError, match="the base model folder does not exist"):
+            cls(base=str(tmp_path / "moved"))._load_net()
+
+
 def test_a_damaged_or_newer_cross_encoder_folder_is_one_error_naming_it(tmp_path):
     from curate.scorers import WEIGHTS_DIR, CrossEncoderScorer
 

@@ -37,6 +37,13 @@ def default_base() -> str:
     return str(default_model_path())
 
 
+def check_base_folder(base: str | None) -> None:
+    """A ``base`` that is no folder is an error naming it (transformers read it as a Hub repo id: "Repo id must...")."""
+    if base is not None and not Path(base).expanduser().is_dir():
+        said = "is not a folder" if Path(base).expanduser().exists() else "does not exist"
+        raise ScorerError(f"base {base}: the base model folder {said}")
+
+
 class CrossEncoderScorer(Scorer):
     """A scorer that reads (instruction[, response]) with a LoRA-tuned MiniLM; see the module docstring.
 
@@ -97,6 +104,7 @@ class CrossEncoderScorer(Scorer):
         if self._net is None:
             from transformers import AutoTokenizer
 
+            check_base_folder(self.base)  # a saved scorer's base may have moved since it was trained
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
             with quiet_loading():  # crossencoder.py imports no curate module (see its docstring)

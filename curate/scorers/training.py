@@ -94,7 +94,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     import numpy as np
 
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
-    from curate.scorers.finetuned import KINDS  # importing it registers the fine-tuned kinds
+    from curate.scorers.finetuned import KINDS, check_base_folder  # the import registers the fine-tuned kinds
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
@@ -107,6 +107,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
         raise ScorerError(f"epochs {epochs!r}: passes over the training labels, a finite number above 0")
     cls = KINDS[kind]
+    check_base_folder(base)  # before any row is tokenised or any step taken
     if init:
         if base is not None:
             raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
