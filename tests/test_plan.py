@@ -93,3 +93,20 @@ def test_plan_cli_and_notebook(tmp_path):
     res = CliRunner().invoke(app, ["plan", str(tmp_path / "ws"), "--order-by", "quality", "--epochs", "0.05",
                                    "--utilities", "-0.16,-0.1"])  # json's message named no option
     assert res.exit_code == 2 and "'--utilities': not a JSON list of numbers" in " ".join(res.output.split())
+
+
+def test_a_budget_too_large_to_evaluate_names_its_option_and_range(tmp_path):
+    """--samples 1e300 asked numpy for an array of 1e300 epochs: "Maximum allowed size exceeded", naming nothing."""
+    from curate.cli import app
+    from curate.session import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]))
+    ws.add_column("quality", list(np.linspace(0, 1, 20)), {"kind": "test"})
+    plan_cli = ["plan", str(ws.path), "--order-by", "quality", "--buckets", "2"]
+    res = CliRunner().invoke(app, [*plan_cli, "--samples", "1e300"])  # the best tier: 10 rows, shown 100,000 times
+    assert isinstance(res.exception, CurateError) and str(res.exception).startswith(
+        "the samples budget (--samples) must be in (0, 1,000,000], got 1e+300")
+    assert CliRunner().invoke(app, [*plan_cli, "--samples", "1e6"]).exit_code == 0  # the range's end is a plan
+    res = CliRunner().invoke(app, [*plan_cli, "--epochs", "1e300"])
+    assert str(res.exception).startswith("the epochs budget (--epochs) must be in (0, 50,000]")

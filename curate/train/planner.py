@@ -148,21 +148,33 @@ def plan(quality: Sequence[float], *, samples: float | None = None, epochs: floa
     if rows_per_unit is None:
         rows_per_unit = float(sizes[0]) / PLAN.tier_units
     tok = np.asarray(row_tokens, np.float64) if row_tokens is not None else None
+    kept_rows = np.cumsum(sizes)
+    # rows seen per unit of the budget, for each number of tiers kept
+    per_unit = (np.ones(buckets) if samples is not None else np.full(buckets, float(len(scored))) if epochs is not None
+                else np.array([1.0 / float(np.mean(tok[np.concatenate(tiers[:m])])) for m in range(1, buckets + 1)]))
+    _check_repeats([(n, v) for n, v in (("samples", samples), ("epochs", epochs), ("tokens", tokens))
+                    if v is not None][0], float(np.min(PLAN.max_repeats * kept_rows / per_unit)))
     curve: list[dict[str, float]] = []
     for m in range(1, buckets + 1):
-        kept = int(sizes[:m].sum())
-        if samples is not None:
-            s = float(samples)
-        elif epochs is not None:
-            s = float(epochs) * len(scored)
-        else:
-            s = float(tokens) / float(np.mean(tok[np.concatenate(tiers[:m])]))
+        kept = int(kept_rows[m - 1])
+        s = float(samples if samples is not None else epochs if epochs is not None else tokens) * per_unit[m - 1]
         loss = predicted_loss(s, sizes[:m], b[:m], tau[:m], irreducible, rows_per_unit)
         curve.append({"tiers": m, "rows": kept, "samples": s, "epochs": s / kept, "loss": loss})
     best = min(range(buckets), key=lambda i: (curve[i]["loss"], i))
     params = {"buckets": buckets, "utilities": b.tolist(), "half_lives": tau.tolist(), "irreducible": irreducible,
               "rows_per_unit": rows_per_unit, "budget": {"samples": samples, "epochs": epochs, "tokens": tokens}}
     return Plan(curve[best]["samples"], int(curve[best]["rows"]), best + 1, curve, params)
+
+
+def _check_repeats(budget: tuple[str, float], most: float) -> None:
+    """A budget that shows a kept pool's rows more than ``PLAN.max_repeats`` times is refused, naming its range: the
+    law evaluates every repeat (1e300 samples asked numpy for an array of 1e300 epochs: "Maximum allowed size
+    exceeded")."""
+    name, value = budget
+    if value > most:
+        raise CurateError(f"the {name} budget (--{name}) must be in (0, {most:,.0f}], got {value:g}: more shows the "
+                          f"kept rows over {PLAN.max_repeats:,} times each, where repetition has long left them no "
+                          "utility")
 
 
 def _check_plan_settings(buckets: int, half_lives: Any, utilities: Any, irreducible: float,
