@@ -110,3 +110,23 @@ def test_a_budget_too_large_to_evaluate_names_its_option_and_range(tmp_path):
     assert CliRunner().invoke(app, [*plan_cli, "--samples", "1e6"]).exit_code == 0  # the range's end is a plan
     res = CliRunner().invoke(app, [*plan_cli, "--epochs", "1e300"])
     assert str(res.exception).startswith("the epochs budget (--epochs) must be in (0, 50,000]")
+
+
+def test_a_model_folder_without_a_tokenizer_is_one_line_naming_the_option_and_folder(tmp_path):
+    """--tokens --model /tmp gave transformers' five lines on a backend tokenizer it could not build, naming neither
+    the option nor the folder; a missing folder, its Hub repo-id message."""
+    from curate.cli import app
+    from curate.session import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]))
+    ws.add_column("quality", list(np.linspace(0, 1, 20)), {"kind": "test"})
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("no tokenizer here")
+    for model, said in ((tmp_path / "folder", "not a tokenizer folder (none of tokenizer.json, tokenizer_config.json"),
+                        (tmp_path / "gone", "no such folder")):
+        res = CliRunner().invoke(app, ["plan", str(ws.path), "--order-by", "quality", "--buckets", "2", "--tokens",
+                                       "1000", "--model", str(model)])
+        message = str(res.exception)
+        assert isinstance(res.exception, CurateError) and message.startswith(f"model {model} (--model): {said}")
+        assert "\n" not in message

@@ -27,6 +27,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,15 +217,34 @@ def fit_utility(rows_seen: Sequence[float], losses: Sequence[float], rows_per_un
 def row_token_counts(conversations: Sequence[Sequence[dict[str, str]]], model_dir: Any = None) -> np.ndarray:
     """Tokens of each conversation (every message's content) under the tokenizer of ``model_dir`` (default:
     the packaged SmolLM2-135M-Instruct)."""
-    from transformers import AutoTokenizer
-
     if model_dir is None:
         from curate.signals.engine import default_model_dir
 
         model_dir = default_model_dir()
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    else:
+        check_tokenizer_folder(model_dir)
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:  # transformers' messages run to five lines and name no folder
+        raise CurateError(f"model {model_dir} (--model): its tokenizer does not load: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
     texts = ["\n".join(m["content"] for m in conv) for conv in conversations]
     return np.array([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]], np.float64)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_tokenizer_folder(model_dir: Any) -> None:
+    """A ``model_dir`` that is no folder holding a tokenizer's files is an error naming it (``/tmp`` gave
+    transformers' five lines on a backend tokenizer it could not build; a missing folder, a Hub repo id error)."""
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir():
+        raise CurateError(f"model {model_dir} (--model): {'not a folder' if folder.exists() else 'no such folder'}")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CurateError(f"model {model_dir} (--model): not a tokenizer folder (none of {', '.join(TOKENIZER_FILES)})")
 
 
 def plan_workspace(ws, order_by: str, *, model: Any = None, **kwargs: Any) -> Plan:
