@@ -302,6 +302,33 @@ def test_export_to_a_full_disk_is_one_line_naming_the_path(tmp_path, small_ws):
     assert str(full) in line and "No space left on device" in line
 
 
+def test_export_to_a_pipe_or_a_link_to_one_without_a_suffix_writes_json_lines_through_it(tmp_path, small_ws):
+    """--out /dev/null or /dev/stdout (no suffix: a datasets folder) made a temporary folder beside it, in /dev, and
+    failed to rename it over the device ("Not a directory"); /dev/stdout's link led to /proc/PID/fd/pipe:[N], no
+    folder at all. A pipe or a device is written through, as JSON Lines (what --out - writes)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout"
+    link.symlink_to(fifo)  # as /dev/stdout links to the process's pipe
+    for out in (fifo, link):
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda got=got: got.append(fifo.read_bytes()))
+        reader.start()
+        try:
+            small_ws.export(out)
+        finally:
+            if reader.is_alive():  # the export failed before opening the pipe: the reader must not wait forever
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(timeout=60)
+        rows = [json.loads(line) for line in got[0].splitlines()]
+        assert [r["id"] for r in rows] == small_ws.ids and rows[0]["conversation"] == small_ws.conversations()[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "pool.jsonl", "stdout", "ws"]  # no temporary
+    if os.path.exists("/dev/stdout"):  # the command's line goes to stderr: on stdout it joined the rows
+        r = curate_cli("export", small_ws.path, "--out", "/dev/stdout")
+        assert r.returncode == 0 and [json.loads(line)["id"] for line in r.stdout.splitlines()] == small_ws.ids
+        assert r.stderr.strip() == "wrote 5 rows to /dev/stdout (JSON Lines, written through)", r.stderr
+
+
 _CTRL_C_IN_PARQUET = """
 import os, signal, sys
 import pyarrow.parquet as pq

@@ -62,7 +62,8 @@ def load(
 def export(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, a folder (datasets save_to_disk), or - "
-                             "for JSON Lines on standard output."),
+                             "for JSON Lines on standard output (as a pipe or a device without a suffix gets: "
+                             "/dev/stdout, /dev/null)."),
     selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
     format: str | None = typer.Option(None, "--format", help="Write training records of this shape: messages "
                                       "(OpenAI / TRL chat), sharegpt, or one exchange per row as alpaca, "
@@ -90,7 +91,9 @@ def export(
         err_console.print(f"wrote {n:,} rows to standard output")
         return
     path = ws.export(out, selection=selection, columns=column or None, format=format)
-    console.print(f"wrote {n:,} rows to {path}")
+    through = path.exists() and not path.is_file() and not path.is_dir()  # /dev/stdout: the line must not join the rows
+    said = " (JSON Lines, written through)" if through and not path.suffix else ""
+    (err_console if through else console).print(f"wrote {n:,} rows to {path}{said}")
 
 
 @app.command()

@@ -235,8 +235,9 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
            format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). Each is
     written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole; a link is followed
-    (its target replaced, the link kept), a pipe or a device written through. ``format``: the rows as training
-    records of that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
+    (its target replaced, the link kept), a pipe or a device written through (JSON Lines, without a suffix).
+    ``format``: the rows as training records of that shape (:func:`in_format`), with only the derived ``columns``
+    asked for."""
     out = Path(out)
     check_export_target(ws, out)
     ds = export_rows(ws, selection, columns, format)
@@ -267,16 +268,18 @@ def export_together(ws: Workspace, outs: list[Path], selection: str | None = Non
 def _stage(ws: Workspace, ds, out: Path, format: str | None,
            columns: list[str] | None = None) -> tuple[Path, Path] | None:
     """Write ``ds`` as ``out`` beside the path it names (a link's target) and return (temporary, target) to rename
-    into place; None when written through (a pipe, a device)."""
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    into place; None when written through (a pipe, a device, or a link to one: /dev/null, /dev/stdout). Through one
+    of those, no suffix means JSON Lines, as ``--out -`` writes: a datasets folder cannot be made there."""
     suffix = out.suffix.lower()
+    if out.exists() and not out.is_file() and not out.is_dir():  # nothing to write beside it (nor rename over it)
+        suffix = suffix or ".jsonl"
+        with writing(out), quiet_datasets():
+            _write(ds, out, suffix, json_fields(ws, ds, format, columns))
+        return None
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
     prepare_output(target)
     remove_stale_leftovers(target)
     fields = json_fields(ws, ds, format, columns) if suffix else None
-    if suffix and target.exists() and not target.is_file():  # a pipe, a device (a folder: check_export_path)
-        with writing(out), quiet_datasets():
-            _write(ds, target, suffix, fields)
-        return None
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     with writing(out, tmp), quiet_datasets():
         _write(ds, tmp, suffix, fields)
