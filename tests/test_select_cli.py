@@ -81,3 +81,27 @@ def test_the_long_walks_show_progress_on_the_command_line_and_not_in_the_api(tmp
                         "shown"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "minhash: 100%" in r.stderr and "40/40" in r.stderr
+
+
+def test_kmeans_shows_its_iterations_when_progress_is_shown_and_selects_the_same_rows(tmp_path, capfd):
+    """`curate select --method kmeans` fitted K-means without a word (6 minutes on 100,000 rows); minhash and
+    k-center showed a bar. The bar counts the fit's iterations, ends full where it converged, and changes nothing."""
+    import re
+
+    import numpy as np
+
+    from curate.select.progress import showing_progress
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Topic {i}.", "output": "ok"} for i in range(200)]))
+    x = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+    ws.add_embeddings("default", x / np.linalg.norm(x, axis=1, keepdims=True), {"kind": "test"})
+    quiet = ws.select(method="kmeans", name="quiet", budget=20, n_clusters=8)
+    assert "kmeans" not in capfd.readouterr().err  # the Python API stays quiet
+    with showing_progress():
+        shown = ws.select(method="kmeans", name="shown", budget=20, n_clusters=8)
+    out, err = capfd.readouterr()
+    assert "Iteration" not in out  # scikit-learn's lines go to the bar alone
+    ends = re.findall(r"kmeans: 100%\|[^\r\n]*\| (\d+)/(\d+) [^\r\n]*iteration", err)
+    assert ends and ends[-1][0] == ends[-1][1] and int(ends[-1][0]) >= 2, err[-500:]
+    assert shown.table.select(["id", "decision", "detail"]) == quiet.table.select(["id", "decision", "detail"])

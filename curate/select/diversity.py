@@ -11,11 +11,12 @@ from curate.codes import Decision, Reason
 from curate.defaults import EMBED
 from curate.errors import CurateError
 from curate.select.inputs import score_detail, vectors
-from curate.select.progress import walked
+from curate.select.progress import printed_iterations, walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
 _CHOSEN_BLOCK = 4096  # rows of ``chosen`` per matrix product in kcenter_greedy
+KMEANS_MAX_ITER = 300  # Lloyd iterations of kmeans at most (scikit-learn's default)
 
 
 def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, chosen: np.ndarray | None = None
@@ -134,9 +135,9 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
         raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
     x = vectors(ws, embeddings, rows)
     k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
-    with warnings.catch_warnings():  # fewer distinct vectors than clusters: said in the info below instead
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+    with warnings.catch_warnings(), printed_iterations(KMEANS_MAX_ITER, "kmeans", "Iteration ") as verbose:
+        warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct vectors than clusters: said in the info
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=KMEANS_MAX_ITER, verbose=int(verbose)).fit(x)
     labels = km.labels_
     sizes = np.bincount(labels, minlength=k)
     quota = np.floor(sizes / sizes.sum() * budget).astype(int)

@@ -1,10 +1,12 @@
-"""Progress bars for the selectors that walk a large pool row by row (MinHash, k-center): off unless a caller
-shows them (``curate select``, ``curate run``), so the Python API and the tests stay quiet."""
+"""Progress bars for the selectors that walk a large pool row by row (MinHash, k-center) or iterate over it
+(K-means): off unless a caller shows them (``curate select``, ``curate run``), so the Python API and the tests stay
+quiet."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,3 +35,36 @@ def walked(items: Iterable[Any], total: int, desc: str, unit: str = "row") -> It
         for item in items:
             yield item
             bar.update(1)
+
+
+class _IterationLines(io.TextIOBase):
+    """A text stream that moves ``bar`` on by one for each line starting with ``prefix`` written to it."""
+
+    def __init__(self, bar: Any, prefix: str):
+        self.bar, self.prefix, self.pending = bar, prefix, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        self.bar.update(sum(line.startswith(self.prefix) for line in lines))
+        return len(text)
+
+
+@contextmanager
+def printed_iterations(most: int, desc: str, prefix: str) -> Iterator[bool]:
+    """A bar over the iterations a library reports only by printing a line each (scikit-learn's ``KMeans(verbose=1)``:
+    "Iteration 7, inertia ..."; its fit has no callback, and on 100,000 rows it ran 6 minutes in silence), when a
+    caller shows progress. Yields whether it does: the library's verbose switch. Within the block the library's
+    standard output goes to the bar alone; ``most``: the iterations it may run (its convergence may end them first)."""
+    if not _SHOWN.get():
+        yield False
+        return
+    from curate.storage.apply import progress_bar
+
+    with progress_bar(most, desc, True, "iteration") as bar:
+        with redirect_stdout(_IterationLines(bar, prefix)):
+            yield True
+        bar.total = bar.n  # converged before ``most``: the bar ends full
+        bar.refresh()
