@@ -481,3 +481,20 @@ def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(tmp_p
     with pytest.raises(CurateError, match="every row is an instruction without a response"):
         run_pipeline(bare, out=tmp_path / "bare", budget=3, report=False, engine="ray", progress=False)
     assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored
+
+
+def test_an_actor_removes_the_batch_folders_killed_actors_left_and_keeps_live_ones(tmp_path, monkeypatch):
+    """A Ray actor killed mid-batch (kill -9, a node's OOM killer) left its curate-ray-* folder in /tmp for good."""
+    import tempfile
+
+    from curate.scale.infer import BATCH_FOLDER_PREFIX, Inference
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has exited
+    dead = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-abc123"
+    live = tmp_path / f"{BATCH_FOLDER_PREFIX}{os.getppid()}-def456"
+    for folder in (dead, live):
+        (folder / "embeddings").mkdir(parents=True)
+    Inference(embed=False)
+    assert not dead.exists() and live.exists()

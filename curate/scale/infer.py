@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,27 @@ class _NoProgress:
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+BATCH_FOLDER_PREFIX = "curate-ray-"  # + the actor's pid: a batch's caches, in the node's temporary folder
+
+
+def remove_stale_batch_folders() -> list[Path]:
+    """Remove the batch folders of actors no longer running on this node (a killed actor never removes its own:
+    each held a batch's embeddings and scorer caches); returns them. A folder of a live pid stays."""
+    stale = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{BATCH_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(BATCH_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            stale.append(folder)
+        except PermissionError:  # another user's live process
+            continue
+    return stale
 
 
 def embed_cache(cache_dir: Path) -> Path:
@@ -81,6 +103,7 @@ class Inference:
                  text: str = EMBED.text, batch_size: int = EMBED.batch_size, threads: int | None = None,
                  score_orders: np.ndarray | None = None, embed_cache: str | None = None):
         self.embed_cache = embed_cache
+        remove_stale_batch_folders()
         self.score_orders = None if score_orders is None else np.asarray(score_orders, dtype=np.int64)
         if threads:
             import torch
@@ -146,7 +169,7 @@ class Inference:
         orders = batch.column("order").to_numpy()
         rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
         out: dict[str, Any] = {"order": orders}
-        with tempfile.TemporaryDirectory(prefix="curate-ray-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{BATCH_FOLDER_PREFIX}{os.getpid()}-") as tmp:
             if self.embed:  # the batch's texts, encoded once; the scorers read them from this batch-local cache
                 texts = [row_text(c, self.text) for c in convs]
                 out["embedding_key"], out["embedding_new"] = self._from_embed_cache(texts, tmp)
