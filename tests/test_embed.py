@@ -238,3 +238,26 @@ def test_a_cache_in_the_layout_before_shards_is_read_and_moved_into_the_store(tm
     assert encoded == 1 and cache == folder
     np.testing.assert_allclose(matrix[:3], vectors, atol=1e-6)
     assert not single.exists() and not parts.exists() and len(VectorStore(folder)) == 4
+
+
+def test_an_old_cache_of_many_parts_is_merged_as_it_moves_in_and_the_ray_driver_moves_it_for_its_actors(tmp_path):
+    """A call that moved an old .npz and its parts but had nothing to encode left one shard per old file; and Ray
+    actors, which only read the store, ignored an old cache and encoded every text again."""
+    from curate.embed.cache import text_key
+    from curate.scale.infer import embed_cache
+
+    texts = [f"old cached text {i}" for i in range(4)]
+    vectors = np.random.default_rng(0).standard_normal((4, 384)).astype(np.float32)
+    for cache_dir in (tmp_path / "single", tmp_path / "ray"):
+        folder = cache_folder(cache_dir, None)
+        parts = folder.with_name(folder.name + ".npz.parts")
+        parts.mkdir(parents=True)
+        np.savez(folder.with_name(folder.name + ".npz"), keys=np.array([text_key(texts[0])], dtype="S32"),
+                 vectors=vectors[:1])
+        for i in range(1, 4):
+            np.savez(parts / f"part-{i}.npz", keys=np.array([text_key(texts[i])], dtype="S32"), vectors=vectors[i:i + 1])
+    matrix, encoded, folder = encode_cached(texts, tmp_path / "single")
+    assert encoded == 0 and np.array_equal(matrix, vectors) and len(VectorStore(folder).shards()) == 1
+    store = VectorStore(embed_cache(tmp_path / "ray"))  # what the actors are handed
+    assert store.get(np.array([text_key(t) for t in texts], dtype="S32"))[1].all()
+    assert not list((tmp_path / "ray" / "embeddings").glob("*.npz*"))

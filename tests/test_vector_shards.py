@@ -2,6 +2,7 @@ import shutil
 import threading
 
 import numpy as np
+import pytest
 
 from curate.storage.vector_shards import MERGE_FANIN, VectorStore
 
@@ -100,3 +101,79 @@ def test_a_damaged_shard_is_named_with_what_to_do(tmp_path):
     (shard / "keys.npy").write_bytes(b"PK\x03\x04 not numpy at all")
     with pytest.raises(WorkspaceError, match=r"keys\.npy: a damaged shard"):
         store.contains(_keys(0, 10))
+
+
+def _four_one_row_shards(store: VectorStore) -> None:
+    with store.lock():
+        for i in range(MERGE_FANIN):
+            store.add(_keys(i, 1), _vectors(i, 1))
+
+
+def test_a_kill_while_a_merge_removes_what_it_merged_leaves_no_shard_half_removed(tmp_path, monkeypatch):
+    """The merged shards were removed file by file in place: a kill in between left a shard-* folder without its
+    keys or vectors, and every later lookup of a new text raised FileNotFoundError until it was deleted by hand."""
+    from pathlib import Path
+
+    import curate.storage.vector_shards as vector_shards
+
+    store = VectorStore(tmp_path / "store")
+    _four_one_row_shards(store)
+    rmtree = vector_shards.shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):
+        if Path(path).is_dir():
+            next(Path(path).iterdir()).unlink()  # one file gone, then the process dies
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(vector_shards.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt), store.lock():
+        store.compact()
+    monkeypatch.setattr(vector_shards.shutil, "rmtree", rmtree)
+    vectors, found = store.get(np.concatenate([_keys(0, MERGE_FANIN), _keys(99, 1)]))
+    assert found.tolist() == [True] * MERGE_FANIN + [False] and vectors[:MERGE_FANIN, 0].tolist() == [0, 1, 2, 3]
+    with store.lock():
+        store.compact()
+    assert not list(store.folder.glob(".tmp-*")) and store.get(_keys(0, MERGE_FANIN))[1].all()
+
+
+def test_a_reader_whose_listing_a_merge_overtook_still_finds_every_key(tmp_path, monkeypatch):
+    """A lock-free reader listed the shards, a merge replaced them before the reader looked at each entry, and the
+    reader dropped the vanished entries in silence: keys stored long before came back as missing."""
+    from pathlib import Path
+
+    store = VectorStore(tmp_path / "store")
+    _four_one_row_shards(store)
+    listed = Path.iterdir
+
+    def listing_then_merge(self):
+        names = list(listed(self))
+        if self == store.folder and not getattr(listing_then_merge, "done", False):
+            listing_then_merge.done = True
+            writer = VectorStore(store.folder)
+            with writer.lock():
+                writer.compact()
+        yield from names
+
+    monkeypatch.setattr(Path, "iterdir", listing_then_merge)
+    vectors, found = store.get(_keys(0, MERGE_FANIN))
+    assert listing_then_merge.done and found.all() and vectors[:, 0].tolist() == [0, 1, 2, 3]
+
+
+def test_a_key_stored_again_keeps_its_first_vector_before_and_after_a_merge(tmp_path):
+    """A key added again went into a new shard beside the first: a lookup answered the newest shard's vector and a
+    merge kept the oldest, so an unrelated merge changed a key's answer."""
+    store = VectorStore(tmp_path / "store")
+    key = _keys(7, 1)
+    with store.lock():
+        store.add(np.concatenate([key, _keys(100, 3)]), np.array([[1.0], [0], [0], [0]], dtype=np.float32))
+        assert store.add(key, np.array([[2.0]], dtype=np.float32)) is None  # nothing new to store
+    assert store.get(key)[0].ravel().tolist() == [1.0]
+    with store.lock():
+        for i in range(MERGE_FANIN - 1):
+            store.add(_keys(200 + 4 * i, 4), np.zeros((4, 1), dtype=np.float32))
+        store.compact()
+        assert len(store.shards()) == 1  # the merge ran
+    assert store.get(key)[0].ravel().tolist() == [1.0]
+    with store.lock():
+        store.add(np.concatenate([_keys(300, 1), _keys(300, 1)]), np.array([[1.0], [2.0]], dtype=np.float32))
+    assert store.get(_keys(300, 1))[0].ravel().tolist() == [1.0] and len(store) == 17

@@ -54,16 +54,18 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32].encode("ascii")
 
 
-def _legacy(store: VectorStore) -> list[Path]:
+def legacy_files(store: VectorStore) -> list[Path]:
     """The files of the layout before shards: ``<name>.npz`` and the parts in ``<name>.npz.parts/``."""
     single = store.folder.with_name(store.folder.name + ".npz")
     parts = single.with_name(single.name + ".parts")
     return ([single] if single.exists() else []) + (sorted(parts.glob("part-*.npz")) if parts.is_dir() else [])
 
 
-def _move_legacy(store: VectorStore) -> None:
-    """Move the old layout's vectors into the store, one file at a time (caller holds the lock)."""
-    for path in _legacy(store):
+def move_legacy(store: VectorStore) -> None:
+    """Move the old layout's vectors into the store, one file at a time, and merge them (caller holds the lock;
+    nothing to do without them)."""
+    moved = legacy_files(store)
+    for path in moved:
         try:
             with np.load(path, allow_pickle=False) as z:
                 store.add(z["keys"], z["vectors"])
@@ -74,6 +76,8 @@ def _move_legacy(store: VectorStore) -> None:
     parts = store.folder.with_name(store.folder.name + ".npz.parts")
     if parts.is_dir():
         shutil.rmtree(parts, ignore_errors=True)
+    if moved:
+        store.compact()
 
 
 class _PartWriter:
@@ -103,13 +107,13 @@ def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tupl
     """(vectors of ``texts``, how many were encoded) from ``store``, encoding what it lacks with
     ``encode_texts(texts, on_chunk)`` under the store's lock; vectors None when ``texts`` is empty."""
     keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
-    if store.contains(keys).all() and not _legacy(store):  # keys first: a pass that encodes reads vectors once
+    if store.contains(keys).all() and not legacy_files(store):  # keys first: a pass that encodes reads vectors once
         vectors, found = store.get(keys)
         if found.all():  # else the folder lost shards since (removed by hand): encode them again below
             return vectors, 0
     store.folder.parent.mkdir(parents=True, exist_ok=True)
     with store.lock():
-        _move_legacy(store)
+        move_legacy(store)
         vectors, found = store.get(keys)  # another process may have added some while we waited
         missing: dict[bytes, str] = {}  # first occurrence of each key the store lacks, in input order
         for i in np.flatnonzero(~found).tolist():

@@ -63,11 +63,17 @@ def remove_stale_batch_folders() -> list[Path]:
 
 
 def embed_cache(cache_dir: Path) -> Path:
-    """The workspace's embedding cache the actors read (the default model and backend, as their encoder's)."""
-    from curate.embed.cache import cache_folder
+    """The workspace's embedding cache the actors read (the default model and backend, as their encoder's), a cache
+    of the layout before shards moved in first (on the driver: the actors only read)."""
+    from curate.embed.cache import cache_folder, legacy_files, move_legacy
     from curate.embed.encoder import resolve_backend
+    from curate.storage.vector_shards import VectorStore
 
-    return cache_folder(cache_dir, None, resolve_backend(None, None, env=False))
+    store = VectorStore(cache_folder(cache_dir, None, resolve_backend(None, None, env=False)))
+    if legacy_files(store):
+        with store.lock():
+            move_legacy(store)
+    return store.folder
 
 
 def store_vectors(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> None:

@@ -43,10 +43,11 @@ class VectorStore:
         return FileLock(str(self.folder.with_name(self.folder.name + ".lock")))
 
     def shards(self) -> list[Path]:
-        """The store's shards, oldest first."""
+        """The store's shards, oldest first (names only: one a merge renames away after this lists it is found
+        missing when read, and the read lists again)."""
         if not self.folder.is_dir():
             return []
-        return sorted(p for p in self.folder.iterdir() if p.name.startswith("shard-") and p.is_dir())
+        return sorted(p for p in self.folder.iterdir() if p.name.startswith("shard-"))
 
     def __len__(self) -> int:
         """Rows over all shards (a key stored twice, after a kill mid-merge, counts twice until the next merge)."""
@@ -101,14 +102,20 @@ class VectorStore:
         return out, by_key
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> Path | None:
-        """Write ``keys``/``vectors`` as one new shard (caller holds ``lock()``); returns it, None when empty."""
+        """Write ``keys``/``vectors`` as one new shard (caller holds ``lock()``); returns it, None when every key
+        is stored already. First write wins: a key stored before, or a second time in ``keys``, keeps its first
+        vector (a store never holds two vectors for a key)."""
         keys = np.asarray(keys, dtype=KEY_DTYPE)
         if len(keys) != len(vectors):
             raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
         if not len(keys):
             return None
+        keep = ~self.contains(keys)  # first write wins: a key keeps the vector it was first stored with
+        keys, vectors = keys[keep], np.asarray(vectors)[keep]
+        if not len(keys):
+            return None
         unique, first = np.unique(keys, return_index=True)
-        return self._write_shard(unique, np.asarray(vectors)[first])
+        return self._write_shard(unique, vectors[first])
 
     def compact(self) -> None:
         """Merge each size tier that holds ``MERGE_FANIN`` shards (caller holds ``lock()``); also removes what
@@ -126,11 +133,13 @@ class VectorStore:
             self._merge(tiers[full[0]])
 
     def _merge(self, shards: list[Path]) -> None:
-        """One shard in place of ``shards``, streamed: the merged keys in memory, vectors a chunk at a time."""
+        """One shard in place of ``shards``, streamed: the merged keys in memory, vectors a chunk at a time. A key in
+        two of them (a kill after a merge wrote its shard, before it removed the merged ones) has one vector in both:
+        one copy is kept."""
         keys = [np.array(_load(s / "keys.npy")) for s in shards]
         vectors = [_load(s / "vectors.npy") for s in shards]
         offsets = np.cumsum([0] + [len(k) for k in keys])
-        unique, first = np.unique(np.concatenate(keys), return_index=True)  # a key twice (a kill mid-merge): one
+        unique, first = np.unique(np.concatenate(keys), return_index=True)
         del keys
         dim, dtype = vectors[0].shape[1], vectors[0].dtype
 
@@ -146,8 +155,10 @@ class VectorStore:
                 out[start:start + len(rows)] = block
 
         self._write_shard(unique, None, fill=fill, shape=(len(unique), dim), dtype=dtype)
-        for shard in shards:  # a kill before this leaves keys twice; lookups take either, the next merge one
-            shutil.rmtree(shard, ignore_errors=True)
+        for shard in shards:  # a kill before this leaves keys twice (the same vectors): the next merge keeps one
+            gone = self.folder / f".tmp-{uuid.uuid4().hex}"
+            os.rename(shard, gone)  # whole: a reader never meets a shard-* folder half removed
+            shutil.rmtree(gone, ignore_errors=True)
 
     def _write_shard(self, keys: np.ndarray, vectors: np.ndarray | None, fill=None, shape=None,
                      dtype=None) -> Path:
