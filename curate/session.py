@@ -137,7 +137,7 @@ class Workspace(StorageWorkspace):
         return export_model(run, out)
 
     @operation
-    def show(self, rows: Any, columns: list[str] | None = None, limit: int | None = 20):
+    def show(self, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
         from curate.report.views import show_rows
 

@@ -116,6 +116,27 @@ def test_export_selection_formats(tmp_path, shapes):
     assert len(datasets.load_from_disk(str(ws.export(tmp_path / "folder", selection="best")))) == 1
 
 
+def test_one_column_name_given_as_a_str_is_one_column_everywhere_columns_are_taken(tmp_path, shapes):
+    """columns="quality" is the column quality, not the columns 'q', 'u', 'a'... (a notebook user's first try)."""
+    from curate.report.plots import score_histograms
+    from curate.scorers import Scorer
+
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["qa"])
+    ws.add_column("quality", [0.1, 0.2, 0.3], {"kind": "test"})
+    ws.add_column("other", [1.0, 2.0, 3.0], {"kind": "test"})
+    ws.add_selection("best", [ws.ids[2]], ["kept"], ["selected"], [None], {"method": "manual"})
+    shown = ws.show([0], columns="quality")._repr_html_()
+    assert "quality" in shown and "other" not in shown
+    ds = ws.to_dataset(columns="quality")
+    assert "quality" in ds.column_names and "other" not in ds.column_names
+    rows = [json.loads(x) for x in ws.export(tmp_path / "c.jsonl", selection="best", columns="quality")
+            .read_text().splitlines()]
+    assert rows[0]["quality"] == 0.3 and "other" not in rows[0]
+    assert len(score_histograms(ws, "quality").axes) == 1
+    assert Scorer(columns="quality").columns == ["quality"]
+
+
 def test_open_refuses_non_workspace(tmp_path):
     with pytest.raises(WorkspaceError):
         curate.Workspace.open(tmp_path)

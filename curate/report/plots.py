@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from curate.errors import CurateError
 from curate.report.scales import histogram_bins, jitter, range_overflows
 from curate.report.summary import default_selection, numeric_columns
+from curate.storage.columns import column_names
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -84,10 +85,10 @@ def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def score_histograms(ws: Workspace, columns: list[str] | None = None, selection: str | None = None) -> Figure:
+def score_histograms(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None) -> Figure:
     """One histogram per score column; the selection's kept rows overlaid when ``selection`` is given."""
     _need_pool(ws)
-    columns = numeric_columns(ws) if columns is None else columns
+    columns = numeric_columns(ws) if columns is None else column_names(columns)
     if not columns:
         raise MissingInput("no score columns yet: score the pool (judges or scorers) first")
     kept = _selection_masks(ws, selection)[0] if selection else None

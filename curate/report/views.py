@@ -31,6 +31,7 @@ from curate.report.summary import (
     sources,
 )
 from curate.report.tables import cell_text, conversation_html, conversation_text, esc, style
+from curate.storage.columns import column_names
 from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def _position(value: Any) -> int | None:
         return None
 
 
-def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit: int = 20,
+def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, limit: int = 20,
               max_chars: int = 2000) -> RowsView:
     """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order);
     at most ``limit`` of them (None: all)."""
@@ -165,7 +166,7 @@ def show_rows(ws: Workspace, rows: Any, columns: list[str] | None = None, limit:
         if len(ids) > limit:
             note = f"{len(ids):,} rows, showing the first {limit}"
             ids = ids[:limit]
-    columns = list(ws.columns) if columns is None else columns
+    columns = list(ws.columns) if columns is None else column_names(columns)
     return RowsView(ws, ids, columns, note=note, max_chars=max_chars)
 
 

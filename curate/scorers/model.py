@@ -45,6 +45,7 @@ from curate.scorers.features import (
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.scorers.saved import json_default, read_scorer_json, read_tensors, save_scorer_folder
+from curate.storage.columns import column_names
 from curate.storage.folders import whole_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
@@ -96,7 +97,7 @@ class Scorer:
                  embed_model: str | None = None, label_range: tuple[float, float] | None = None,
                  output_range: tuple[float, float] | None = None, name: str | None = None,
                  imitates: dict[str, Any] | None = None, batch_size: int = EMBED.batch_size, embedding_weight: float = 1.0,
-                 embed_inputs: Sequence[str] | None = None, columns: Sequence[str] = ()):
+                 embed_inputs: Sequence[str] | None = None, columns: str | Sequence[str] = ()):
         if head not in HEADS:
             raise ScorerError(f"head {head!r}: choose one of {list(HEADS)}")
         bad = [f for f in features if f not in FEATURES]
@@ -124,7 +125,7 @@ class Scorer:
         self.embed_inputs = list(reads) if embed_inputs is None else list(embed_inputs)
         if not set(self.embed_inputs) <= set(self.reads):
             raise ScorerError(f"embed_inputs {self.embed_inputs} must be among reads {self.reads}")
-        self.columns = list(columns)
+        self.columns = column_names(columns)
         if len(set(self.columns)) != len(self.columns) or not all(isinstance(c, str) and c for c in self.columns):
             raise ScorerError(f"columns must be distinct column names; got {self.columns}")
         self.inputs = tuple(self.columns)  # the Step's declared inputs: ws.apply reads them for every row

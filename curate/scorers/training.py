@@ -16,6 +16,7 @@ from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
 from curate.scorers.model import Scorer
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
+from curate.storage.columns import column_names
 from curate.storage.files import check_name
 
 # What `curate train-scorer` fits when no features are given, by the number of texts read. Two texts (a
@@ -165,7 +166,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  head: str | None = None, features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
                  holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
                  epochs: float | None = None, embed_inputs: Sequence[str] | None = None,
-                 group_by: str | None = None, columns: Sequence[str] = (), chain_pairs: bool = False,
+                 group_by: str | None = None, columns: str | Sequence[str] = (), chain_pairs: bool = False,
                  base: str | None = None, device: str | None = None, progress: bool = False) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
@@ -181,6 +182,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
         raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
                           "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
+    columns = column_names(columns)
     if columns and kind != "ridge":
         raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:

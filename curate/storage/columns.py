@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from curate.errors import WorkspaceError
@@ -20,6 +20,13 @@ from curate.storage.files import read_arrow
 from curate.storage.step import reduce_turns
 
 Workspace = Any  # curate.storage.workspace.Workspace (not imported: it imports this module)
+
+
+def column_names(columns: str | Iterable[str] | None) -> list[str] | None:
+    """The column names a public ``columns=`` argument gives: one name as a str, or names; None stays None."""
+    if columns is None:
+        return None
+    return [columns] if isinstance(columns, str) else list(columns)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from typing import Any
 
 from curate.errors import WorkspaceError
 from curate.pools import FORMATS, RESERVED
+from curate.storage.columns import column_names
 from curate.storage.files import (
     arrow_schema,
     prepare_output,
@@ -27,11 +28,13 @@ from curate.storage.pool import json_text_columns, selection_positions
 Workspace = Any
 
 
-def to_dataset(ws: Workspace, columns: list[str] | None = None, selection: str | None = None):
-    """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
+def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None):
+    """The pool with derived columns joined on (all by default; one name or a list), optionally only a
+    selection's rows."""
     import datasets
 
     ds = ws.pool
+    columns = column_names(columns)
     names = list(ws.columns) if columns is None else columns
     if selection is not None:
         ids, positions = selection_positions(ws, selection)
@@ -157,9 +160,10 @@ def in_format(ds, fmt: str, keep: list[str]):
                                        **{name: ds[name] for name in keep}})
 
 
-def export_rows(ws: Workspace, selection: str | None = None, columns: list[str] | None = None,
+def export_rows(ws: Workspace, selection: str | None = None, columns: str | list[str] | None = None,
                 format: str | None = None):
     """The rows :func:`export` writes, as a ``datasets.Dataset``."""
+    columns = column_names(columns)
     if format is not None and format not in FORMATS:
         raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
     if format is not None and (own := [c for c in columns or [] if c in RESERVED and c != "id"]):  # dropped in silence
@@ -231,8 +235,8 @@ def _json_value(row: dict[str, Any], name: str) -> Any:
                              "which keeps the text") from None
 
 
-def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
-           format: str | None = None) -> Path:
+def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None,
+           columns: str | list[str] | None = None, format: str | None = None) -> Path:
     """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). Each is
     written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole; a link is followed
     (its target replaced, the link kept), a pipe or a device written through (JSON Lines, without a suffix).
@@ -240,6 +244,7 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None, 
     asked for."""
     out = Path(out)
     check_export_target(ws, out)
+    columns = column_names(columns)
     ds = export_rows(ws, selection, columns, format)
     _commit([staged] if (staged := _stage(ws, ds, out, format, columns)) else [])
     return out

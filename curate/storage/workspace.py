@@ -375,12 +375,12 @@ class Workspace(blobs.Blobs):
 
     # -- views and export -----------------------------------------------------------------------
     @operation
-    def to_dataset(self, columns: list[str] | None = None, selection: str | None = None):
+    def to_dataset(self, columns: str | list[str] | None = None, selection: str | None = None):
         """The pool with derived columns joined on (all by default), optionally only a selection's rows."""
         return export.to_dataset(self, columns, selection)
 
     @operation
-    def export(self, out: str | os.PathLike, selection: str | None = None, columns: list[str] | None = None,
+    def export(self, out: str | os.PathLike, selection: str | None = None, columns: str | list[str] | None = None,
                format: str | None = None) -> Path:
         """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.export.export``."""
         return export.export(self, out, selection, columns, format)
