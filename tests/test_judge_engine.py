@@ -75,6 +75,20 @@ def _expected_score(key, scale=(1, 6)):
     return sum(k * p for k, p in probs.items()) / sum(probs.values()), sum(probs.values())
 
 
+def test_a_score_whose_judge_never_answers_shows_no_row_computed_and_says_why(tmp_path, fault_server):
+    """The notebook's ApplyResult: failed rows are not counted as computed, and the failures' reason codes are
+    shown with their rows and one detail (it said 'computed 2, ... failed 2' and nothing more)."""
+    ws = _workspace(tmp_path, ["[always500] one", "[always500] two", "plain three"])
+    result = ws.score("quality", _backend(fault_server, max_retries=1), column="q_judge", progress=False)
+    assert (result.computed, result.valued_now, result.failed) == (3, 1, 2)
+    (rows, detail), = result.failure_reasons.values()
+    assert list(result.failure_reasons) == ["transient"] and rows == 2
+    assert detail.startswith("turn 1: gave up after 2 attempts; last error: HTTP 500")
+    for shown in (repr(result), result._repr_html_()):
+        assert "3 rows — computed 1, reused 0, failed 2 — 2 x transient (e.g. turn 1: gave up after 2 attempts" in shown
+        assert "the judge did not answer" in shown
+
+
 def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, fault_server):
     ws = _workspace(tmp_path, FAULTS)
     result = _score(ws, "complexity", _backend(fault_server))

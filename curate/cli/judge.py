@@ -234,8 +234,7 @@ def _scorers(spec: str, column: str | None) -> list[Any]:
 def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
     """One summary line of an ApplyResult (+ the run's tokens and cost for a judge), then the commonest
     failures; returns the failures of the rows asked for."""
-    line = (f"{result.column}: {result.rows:,} rows — computed {result.computed:,}, reused {result.skipped:,}, "
-            f"{result.failed_text()}")
+    line = f"{result.column}: {result.counts_text()}"
     prov = result.provenance
     if result.computed and prov.get("kind") == "judge":
         from curate.llm.backends import format_usd

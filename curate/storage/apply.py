@@ -13,13 +13,13 @@ import json
 import math
 import numbers
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
-from curate.storage.failures import check_failure_format, failure_arrow_type
+from curate.storage.apply_result import ApplyResult
+from curate.storage.failures import check_failure_format, failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
 
@@ -39,29 +39,6 @@ def requests_sent(run: dict[str, Any]) -> int | None:
         return None
     return (run["requests"] - (run.get("cached_requests") or 0) - (run.get("requests_not_sent_max_cost") or 0)
             - (run.get("requests_not_sent_refused") or 0))
-
-
-@dataclass
-class ApplyResult:
-    """What ``ws.apply`` did."""
-    column: str
-    rows: int                  # rows asked for
-    computed: int              # rows the step ran on now
-    skipped: int               # rows already computed under the same fingerprint
-    failed: int                # rows (of all asked) without a complete value
-    seconds: float
-    provenance: dict[str, Any] = field(default_factory=dict)
-    failed_now: int = 0        # of ``failed``, rows this run computed (the rest kept their failure from a run before)
-    stale_dropped: int = 0     # rows outside those asked whose values of other settings were removed (apply_to_rows)
-
-    def failed_text(self) -> str:
-        """``failed N``, saying how many failed before when a re-run reused them (they were not sent again)."""
-        earlier = self.failed - self.failed_now
-        return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not sent again)" if earlier else "")
-
-    def _repr_html_(self) -> str:
-        return (f"<b>{self.column}</b>: {self.rows:,} rows — computed {self.computed:,}, "
-                f"reused {self.skipped:,}, {self.failed_text()} ({self.seconds:.1f} s)")
 
 
 def _quiet_tqdm_auto():
@@ -302,11 +279,13 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             for stored in joined.on_stored:
                 stored()
         written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
-        failed = sum(1 for fails in ws.failures(step.column, asked) if fails) if written else 0
+        failures = ws.failures(step.column, asked) if written else []
+        failed = sum(1 for fails in failures if fails)
         failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
-                       failed_now)
+                       failed_now, failure_reasons=failure_reasons(failures))
+
 
 
 def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:

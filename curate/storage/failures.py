@@ -44,3 +44,12 @@ def parse_failures(value: Any) -> list[Failure]:
     if not value:
         return []
     return [Failure.from_dict(d) for d in value]
+
+def failure_reasons(failures: list[list[Any]]) -> dict[str, tuple[int, str]]:
+    """Reason code -> (rows failing with it, its first failure's detail, cut to 160 characters)."""
+    reasons: dict[str, tuple[int, str]] = {}
+    for fails in failures:
+        for code in dict.fromkeys(f.code for f in fails):
+            n, detail = reasons.get(code, (0, str(next(f for f in fails if f.code == code))[:160]))
+            reasons[code] = (n + 1, detail)
+    return reasons

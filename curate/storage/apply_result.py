@@ -1,0 +1,60 @@
+"""What ``Workspace.apply`` did: rows asked for, computed, reused and failed, with the failures' reason codes."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.codes import FailureCode
+
+
+@dataclass
+class ApplyResult:
+    """What ``ws.apply`` did."""
+    column: str
+    rows: int                  # rows asked for
+    computed: int              # rows the step ran on now (``valued_now`` of them got a value)
+    skipped: int               # rows already computed under the same fingerprint
+    failed: int                # rows (of all asked) without a complete value
+    seconds: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+    failed_now: int = 0        # of ``failed``, rows this run computed (the rest kept their failure from a run before)
+    stale_dropped: int = 0     # rows outside those asked whose values of other settings were removed (apply_to_rows)
+    failure_reasons: dict[str, tuple[int, str]] = field(default_factory=dict)  # code -> (failed rows, first detail)
+
+    @property
+    def valued_now(self) -> int:
+        """Rows the step ran on now that got a complete value (``computed`` less those that failed)."""
+        return self.computed - self.failed_now
+
+    def failed_text(self) -> str:
+        """``failed N``, saying how many failed before when a re-run reused them (they were not sent again)."""
+        earlier = self.failed - self.failed_now
+        return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not sent again)" if earlier else "")
+
+    def counts_text(self) -> str:
+        """``N rows — computed C, reused R, failed F``: computed counts the rows that got a value now."""
+        return f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}, {self.failed_text()}"
+
+    def reasons_text(self) -> str:
+        """Why rows failed: each reason code with its rows and one example detail ('' when none failed)."""
+        parts = [f"{n:,} x {code} (e.g. {detail})" for code, (n, detail) in
+                 sorted(self.failure_reasons.items(), key=lambda item: -item[1][0])]
+        text = "; ".join(parts)
+        if FailureCode.TRANSIENT in self.failure_reasons:  # as run_pipeline and the CLI say it
+            text += "; transient: the judge did not answer, a re-run sends those rows again"
+        return text
+
+    def summary(self) -> str:
+        """One line: the counts, then the failure reasons when rows failed."""
+        reasons = self.reasons_text()
+        return f"{self.column}: {self.counts_text()}" + (f" — {reasons}" if reasons else "") + f" ({self.seconds:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        reasons = self.reasons_text()
+        return (f"<b>{html.escape(self.column)}</b>: {html.escape(self.counts_text())}"
+                + (f" — {html.escape(reasons)}" if reasons else "") + f" ({self.seconds:.1f} s)")
+
+    def __repr__(self) -> str:
+        return f"ApplyResult({self.summary()})"
