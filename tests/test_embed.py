@@ -261,3 +261,22 @@ def test_an_old_cache_of_many_parts_is_merged_as_it_moves_in_and_the_ray_driver_
     store = VectorStore(embed_cache(tmp_path / "ray"))  # what the actors are handed
     assert store.get(np.array([text_key(t) for t in texts], dtype="S32"))[1].all()
     assert not list((tmp_path / "ray" / "embeddings").glob("*.npz*"))
+
+
+def test_an_embedding_model_name_neither_a_folder_nor_on_the_hub_is_one_line_naming_it(tmp_path):
+    """ws.embed(model="nosuch-model") offline raised transformers' OSError ("We couldn't connect to
+    'https://huggingface.co'...", two lines naming neither the model nor curate)."""
+    import pytest
+
+    from curate.errors import CurateError
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "hi", "output": "there"}]))
+    with pytest.raises(CurateError) as raised:
+        ws.embed(model="nosuch-model", progress=False)
+    message = str(raised.value)
+    assert message.startswith("embedding model nosuch-model: not a local folder, and loading it from the Hub failed: ")
+    assert "\n" not in message and "huggingface.co" in message  # the cause's first line
+    assert not ws.embedding_sets

@@ -31,6 +31,7 @@ import numpy as np
 
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
+from curate.errors import CurateError
 from curate.hardware import check_model_location, quiet_loading
 from curate.storage.files import folder_fingerprint
 
@@ -60,7 +61,16 @@ def load_model(name: str | None = None, device: str | None = None):
     check_model_location(name, "embedding model")
     path = str(default_model_path()) if name == EMBED.model else name
     contents = folder_fingerprint(Path(path)) if name != EMBED.model and os.path.isdir(path) else None
-    return _load_model(path, device, contents)
+    if os.path.isdir(path):
+        return _load_model(path, device, contents)
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return _load_model(path, device, contents)
+    except (OSError, HFValidationError) as exc:  # transformers' own words name neither the model nor curate
+        cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CurateError(f"embedding model {name}: not a local folder, and loading it from the Hub failed: "
+                          f"{cause}") from exc
 
 
 @lru_cache(maxsize=4)
