@@ -261,7 +261,7 @@ def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(
     import numpy as np
 
     csv = tmp_path / "x.csv"  # the error names the path given, not the temporary file beside it
-    with pytest.raises(WorkspaceError, match=f"^{re.escape(str(csv))}: export to .jsonl, .parquet"):
+    with pytest.raises(WorkspaceError, match=f"^{re.escape(str(csv))}: export to .jsonl or .json"):
         small_ws.export(csv)
     folder = tmp_path / "reports"
     folder.mkdir()

@@ -137,6 +137,21 @@ def test_one_column_name_given_as_a_str_is_one_column_everywhere_columns_are_tak
     assert Scorer(columns="quality").columns == ["quality"]
 
 
+def test_export_to_json_writes_json_lines_and_the_refusal_of_other_suffixes_says_so(tmp_path, shapes):
+    """.json was written (as JSON Lines, as datasets writes it) but the refusal of .txt offered only .jsonl,
+    .parquet and a folder."""
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["qa"])
+    lines = ws.export(tmp_path / "x.json").read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["format"] == "qa" for line in lines)
+    with pytest.raises(WorkspaceError) as refused:
+        ws.export(tmp_path / "o.txt")
+    assert str(refused.value) == (f"{tmp_path / 'o.txt'}: export to .jsonl or .json (both JSON Lines, one record a "
+                                  "line, as datasets' to_json writes .json), .parquet, or a folder (no suffix) for a "
+                                  "datasets folder")
+    assert ".json (both JSON Lines" in curate.storage.export.export.__doc__
+
+
 def test_open_refuses_non_workspace(tmp_path):
     with pytest.raises(WorkspaceError):
         curate.Workspace.open(tmp_path)

@@ -61,9 +61,9 @@ def load(
 @app.command()
 def export(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    out: Path = typer.Option(..., "--out", "-o", help=".jsonl, .parquet, a folder (datasets save_to_disk), or - "
-                             "for JSON Lines on standard output (as a pipe or a device without a suffix gets: "
-                             "/dev/stdout, /dev/null)."),
+    out: Path = typer.Option(..., "--out", "-o", help=".jsonl or .json (both JSON Lines), .parquet, a folder "
+                             "(datasets save_to_disk), or - for JSON Lines on standard output (as a pipe or a device "
+                             "without a suffix gets: /dev/stdout, /dev/null)."),
     selection: str | None = typer.Option(None, help="Export only this selection's kept rows."),
     format: str | None = typer.Option(None, "--format", help="Write training records of this shape: messages "
                                       "(OpenAI / TRL chat), sharegpt, or one exchange per row as alpaca, "

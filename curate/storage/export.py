@@ -77,6 +77,8 @@ DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|
 
 
 EXPORT_SUFFIXES = ("", ".jsonl", ".json", ".parquet")
+EXPORT_CHOICES = ("export to .jsonl or .json (both JSON Lines, one record a line, as datasets' to_json writes "
+                  ".json), .parquet, or a folder (no suffix) for a datasets folder")
 
 
 def check_outside_workspace(ws: Workspace, out: Path, what: str) -> None:
@@ -93,7 +95,7 @@ def check_export_target(ws: Workspace, out: Path) -> None:
     an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
     check_outside_workspace(ws, out, "an export")
     if out.suffix.lower() not in EXPORT_SUFFIXES:
-        raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
+        raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
     check_export_path(out)
 
 
@@ -237,11 +239,11 @@ def _json_value(row: dict[str, Any], name: str) -> Any:
 
 def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None,
            columns: str | list[str] | None = None, format: str | None = None) -> Path:
-    """Write rows (a selection's, or all) to .jsonl, .parquet, or a datasets folder (no suffix). Each is
-    written beside ``out`` and renamed into place, so a failed export leaves an earlier one whole; a link is followed
-    (its target replaced, the link kept), a pipe or a device written through (JSON Lines, without a suffix).
-    ``format``: the rows as training records of that shape (:func:`in_format`), with only the derived ``columns``
-    asked for."""
+    """Write rows (a selection's, or all) to .jsonl or .json (both JSON Lines: one record a line, as ``datasets``
+    writes .json), .parquet, or a datasets folder (no suffix). Each is written beside ``out`` and renamed into
+    place, so a failed export leaves an earlier one whole; a link is followed (its target replaced, the link kept),
+    a pipe or a device written through (JSON Lines, without a suffix). ``format``: the rows as training records of
+    that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
     out = Path(out)
     check_export_target(ws, out)
     columns = column_names(columns)
@@ -325,7 +327,7 @@ def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
     elif suffix == "":
         ds.save_to_disk(str(out))
     else:
-        raise WorkspaceError(f"{out}: export to .jsonl, .parquet, or a folder (no suffix) for a datasets folder")
+        raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
     return out
 
 

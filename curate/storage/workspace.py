@@ -382,7 +382,7 @@ class Workspace(blobs.Blobs):
     @operation
     def export(self, out: str | os.PathLike, selection: str | None = None, columns: str | list[str] | None = None,
                format: str | None = None) -> Path:
-        """Rows (a selection's, or all) to .jsonl, .parquet or a datasets folder; see ``storage.export.export``."""
+        """Rows (a selection's, or all) to .jsonl/.json (JSON Lines), .parquet or a datasets folder: ``export.export``."""
         return export.export(self, out, selection, columns, format)
 
     @operation
