@@ -13,21 +13,39 @@ from typing import Any
 from curate.defaults import EMBED
 from curate.errors import CurateError
 from curate.storage.files import operation
+from curate.storage.pool import out_of_date
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
 
 
 class ViewedSelection(Selection):
-    """A selection as the notebook shows it: counts by decision, reason groups, its first rows and why."""
+    """A selection as the notebook shows it: counts by decision, reason groups, its first rows and why; and,
+    when a refresh removed some of its kept rows from its workspace's pool, that it is out of date."""
+
+    workspace: StorageWorkspace | None = None
 
     @classmethod
-    def of(cls, sel: Selection) -> ViewedSelection:
-        return cls(sel.name, sel.table, sel.provenance)
+    def of(cls, sel: Selection, workspace: StorageWorkspace) -> ViewedSelection:
+        """``sel`` viewed against the pool of ``workspace``."""
+        viewed = cls(sel.name, sel.table, sel.provenance)
+        viewed.workspace = workspace
+        return viewed
+
+    def out_of_date(self) -> str:
+        """What the views say when kept rows have left the pool since the selection was made ('' when none)."""
+        if self.workspace is None:
+            return ""
+        index = self.workspace.index
+        return out_of_date(sum(1 for rid in self.ids if rid not in index))
 
     def _repr_html_(self) -> str:
         from curate.report.views import selection_html
 
-        return selection_html(self)
+        return selection_html(self, stale=self.out_of_date())
+
+    def __repr__(self) -> str:
+        stale = self.out_of_date()
+        return super().__repr__()[:-1] + (f", {stale})" if stale else ")")
 
 
 class Workspace(StorageWorkspace):
@@ -63,11 +81,11 @@ class Workspace(StorageWorkspace):
         from curate.select import select
 
         return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
-                                         steps=steps, **params))
+                                         steps=steps, **params), self)
 
     def selection(self, name: str) -> Selection:
         """A stored selection (shown in a notebook with its reason groups and first rows)."""
-        return ViewedSelection.of(super().selection(name))
+        return ViewedSelection.of(super().selection(name), self)
 
     @operation
     def embed(self, model: str | None = None, text: str = EMBED.text, name: str = EMBED.name, **kwargs: Any) -> dict:

@@ -152,6 +152,21 @@ def test_export_to_json_writes_json_lines_and_the_refusal_of_other_suffixes_says
     assert ".json (both JSON Lines" in curate.storage.export.export.__doc__
 
 
+def test_a_selections_own_view_says_it_is_out_of_date_when_a_refresh_removed_kept_rows(tmp_path):
+    """ws.show("top") said so; ws.selection("top") and the object ws.select returned did not."""
+    records = [{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": f"{2 * i + 1}"} for i in range(6)]
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "all.jsonl", records))
+    ws.add_column("quality", [float(i) for i in range(6)], {"kind": "test"})
+    top = ws.select(method="top_k", name="top", budget=3, sort_by="quality")
+    said = "out of date: 1 of its kept rows are no longer in the pool; make the selection again"
+    assert said not in repr(top) and said not in top._repr_html_()
+    ws.load(write_jsonl(tmp_path / "edited.jsonl", records[:5]), keep_only_source=True)  # the best row is gone
+    assert said in ws.show("top").note
+    for view in (top, ws.selection("top")):
+        assert said in repr(view) and said in view._repr_html_()
+
+
 def test_open_refuses_non_workspace(tmp_path):
     with pytest.raises(WorkspaceError):
         curate.Workspace.open(tmp_path)

@@ -208,8 +208,9 @@ def _stale_html(ws: Workspace, name: str) -> str:
     return f" <span class='curate-warn'>{esc(gone)}</span>" if gone else ""
 
 
-def selection_html(sel: Selection, head: int = 10) -> str:
-    """The notebook view of a selection: counts by decision, reason groups, and its first rows (ranks from 1)."""
+def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
+    """The notebook view of a selection: counts by decision, reason groups, and its first rows (ranks from 1);
+    ``stale``: what :func:`~curate.storage.pool.out_of_date` says of it, shown under its title."""
     summary = selection_summary(sel)
     method = sel.provenance.get("method", "?")
     first = sel.table.slice(0, head).to_pylist()
@@ -219,6 +220,7 @@ def selection_html(sel: Selection, head: int = 10) -> str:
                    for r in first)
     return (f"{style()}<div><b>selection {esc(sel.name)}</b> "
             f"({esc(_decision_line(sel))} of {summary['considered']:,} considered; method {esc(method)})"
+            + (f" <span class='curate-warn'>{esc(stale)}</span>" if stale else "") +
             f"{groups_table(summary)}"
             f"<details><summary>first {len(first)} rows in rank order</summary><table class='curate'><tr>"
             f"<th>rank</th><th>id</th><th>decision</th><th>why</th></tr>{rows}</table></details></div>")
