@@ -493,3 +493,19 @@ def test_instag_records_coverage_of_the_pool_tags_as_coverage_report_does(tmp_pa
     sel = ws.select(method="instag", name="ins", budget=5, input_selection="best")
     assert sel.provenance["coverage"] == coverage_report(ws, "ins")["coverage"] == 0.25
     assert sel.provenance["coverage_of_candidates"] == 1.0
+
+
+def test_normalize_on_a_small_pool_with_a_tag_in_every_row_warns_nothing_and_merges_as_before(tmp_path):
+    """mlxtend's certainty is 0/0 for a tag every row has: numpy printed "RuntimeWarning: invalid value
+    encountered in divide" on every normalize of such a pool (the value is replaced by 0 and never read)."""
+    import warnings
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Question {i}", "output": "ok"} for i in range(4)]))
+    ws.add_column("tags_raw", [[["math", "proof"]], [["math", "proof"]], [["math", "proof"]], [["math"]]],
+                  {"kind": "test", "granularity": "turn"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        norm = normalize(ws, Normalizer(semantic=False, min_support=2, min_confidence=0.5))
+    assert norm.mapping == {"math": "math", "proof": "math"}  # proof only ever comes with math: merged into it
+    assert ws.column("tags") == [["math"]] * 4

@@ -57,8 +57,11 @@ def association_merges(transactions: list[list[str]], support: int, min_confiden
     itemsets = fpgrowth(df, min_support=(support - 0.5) / len(transactions), use_colnames=True, max_len=2)
     if itemsets.empty or itemsets["itemsets"].map(len).max() < 2:
         return {}
-    rules = association_rules(itemsets, num_itemsets=len(transactions), metric="confidence",
-                              min_threshold=min_confidence)
+    # a tag in every row makes mlxtend's certainty 0/0, which it replaces by 0 (np.where) after numpy warned
+    # "invalid value encountered in divide" on every call; only confidence is read here
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rules = association_rules(itemsets, num_itemsets=len(transactions), metric="confidence",
+                                  min_threshold=min_confidence)
     implied: set[tuple[str, str]] = set()
     for a, b in zip(rules["antecedents"], rules["consequents"], strict=True):
         if len(a) == 1 and len(b) == 1:
