@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,7 +72,9 @@ def test_reading_reads_a_column_once_until_it_changes_and_hands_out_lists_of_the
             first = ws.column("s")
             first.append("mine")  # the caller's own list
             assert ws.column("s") == [[1.0, 2.0], [3.0], None, [4.0], [5.0]]
-            assert ws.column("s", [ids[3], ids[0], "gone"]) == [[4.0], [1.0, 2.0], None]
+            assert ws.column("s", [ids[3], ids[0]]) == [[4.0], [1.0, 2.0]]
+            with pytest.raises(WorkspaceError, match="1 of the ids asked for are not in the pool"):
+                ws.column("s", [ids[3], "gone"])  # as outside
             assert ws.row_values("s") == [3.0, 3.0, None, 4.0, 5.0] == ws.row_values("s")
             assert reads == ["s.arrow"]
             curate.Workspace.open(ws.path).add_column("s", [[9.0]] * 5, {"kind": "test", "reducer": "sum"})
@@ -165,6 +168,32 @@ def test_a_selections_own_view_says_it_is_out_of_date_when_a_refresh_removed_kep
     assert said in ws.show("top").note
     for view in (top, ws.selection("top")):
         assert said in repr(view) and said in view._repr_html_()
+
+
+def test_unknown_ids_and_decisions_are_errors_in_the_words_apply_uses_not_empty_answers(tmp_path, shapes):
+    """ws.row_values/column/failures answered [None] (or [[]]) for an id not in the pool and a selection's
+    rows(decision="bogus") answered [], while ws.apply refused the same ids."""
+    from curate.errors import OptionError
+
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(shapes["qa"])
+    ws.add_column("quality", [0.1, 0.2, 0.3], {"kind": "test"})
+    said = "1 of the ids asked for are not in the pool (first: 'nope')"
+    for read in (ws.row_values, ws.column, ws.failures, ws.turn_values):
+        with pytest.raises(WorkspaceError, match=re.escape(f"{ws.path}: {said}")):
+            read("quality", ids=[ws.ids[0], "nope"])
+    with pytest.raises(WorkspaceError, match=re.escape(said)):
+        ws.column("question", ids=["nope"])  # a pool field: was a raw KeyError
+    assert ws.column("quality", ids=[ws.ids[2], ws.ids[0]]) == [0.3, 0.1]
+    sel = ws.add_selection("best", [ws.ids[2], ws.ids[0]], ["kept", "rejected"], ["selected", "below_threshold"],
+                           [None, None], {"method": "manual"})
+    with pytest.raises(OptionError, match="^unknown decision 'bogus': one of kept, rejected, duplicate, not_reached, "
+                                          "unscored$"):
+        sel.rows(decision="bogus")
+    with pytest.raises(OptionError, match="^unknown reason 'nope': one of selected, too_similar"):
+        sel.rows(reasons=iter(["selected", "nope"]))
+    assert [r["id"] for r in sel.rows(decision="kept")] == [ws.ids[2]]
+    assert [r["id"] for r in sel.rows(reasons=iter(["below_threshold"]))] == [ws.ids[0]]
 
 
 def test_open_refuses_non_workspace(tmp_path):

@@ -19,6 +19,7 @@ from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
 from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
 from curate.storage.apply_result import ApplyResult
+from curate.storage.columns import check_ids_in_pool
 from curate.storage.failures import check_failure_format, failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
@@ -249,10 +250,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     with ws.column_lock(step.column):
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
         asked = ws.ids if ids is None else list(dict.fromkeys(ids))
-        unknown = [i for i in asked if i not in ws.index] if ids is not None else []
-        if unknown:
-            raise WorkspaceError(f"{ws.path}: {len(unknown)} of the ids asked for are not in the pool "
-                                 f"(first: {', '.join(map(repr, unknown[:3]))})")
+        if ids is not None:
+            check_ids_in_pool(ws, asked)
         fingerprint = applied_fingerprint(ws, step)
         check_column = getattr(step, "check_column", None)
         if check_column is not None:  # the step's own rule about the column it would write

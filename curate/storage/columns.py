@@ -42,9 +42,20 @@ def reading(ws: Workspace) -> Iterator[Workspace]:
         ws._reads = None
 
 
+def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:
+    """A WorkspaceError when some of ``ids`` are not rows of the pool (a typo, or rows a refresh removed)."""
+    index = ws.index
+    unknown = [i for i in dict.fromkeys(ids) if i not in index]
+    if unknown:
+        raise WorkspaceError(f"{ws.path}: {len(unknown)} of the ids asked for are not in the pool "
+                             f"(first: {', '.join(map(repr, unknown[:3]))})")
+
+
 def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
     """``Workspace.column``'s body: a column's values aligned to ``ids`` (default: pool order; None where a row lacks
-    one); pool fields too."""
+    one); pool fields too. An id that is not in the pool is an error, not None."""
+    if ids is not None:
+        check_ids_in_pool(ws, ids)
     path = ws._column_path(name)
     if not path.exists():
         return _pool_field(ws, name, ids)
@@ -54,7 +65,7 @@ def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
     if ids is None:
         return list(values)
     index = ws.index
-    return [None if (k := index.get(i)) is None else values[k] for i in ids]  # as outside: None for an unknown id
+    return [values[index[i]] for i in ids]
 
 
 def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:

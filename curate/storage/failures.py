@@ -7,6 +7,7 @@ from typing import Any
 
 from curate.codes import Failure
 from curate.errors import WorkspaceError
+from curate.storage.columns import check_ids_in_pool
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -33,6 +34,8 @@ def check_failure_format(ws: Workspace, name: str, provenance: dict[str, Any]) -
 def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
     """``Workspace.failures``' body: each row's failures for step column ``name`` (empty list when it has a value)."""
     side = f"{name}_failure"
+    if ids is not None:
+        check_ids_in_pool(ws, ids)
     if not ws.has_column(side):
         return [[] for _ in (ws.ids if ids is None else ids)]
     check_failure_format(ws, side, ws.column_provenance(side))

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from curate.codes import Decision, Reason, describe, reason_text
-from curate.errors import WorkspaceError
+from curate.errors import OptionError, WorkspaceError
 
 COLUMNS = ("id", "decision", "reason", "detail", "rank")
 
@@ -77,6 +77,11 @@ class Selection:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        if decision is not None and decision not in set(Decision):
+            raise OptionError(f"unknown decision {decision!r}: one of {', '.join(d.value for d in Decision)}")
+        reasons = None if reasons is None else list(reasons)
+        if reasons is not None and (unknown := [r for r in reasons if r not in set(Reason)]):
+            raise OptionError(f"unknown reason {unknown[0]!r}: one of {', '.join(r.value for r in Reason)}")
         table = self.table.sort_by("rank")
         if ids is not None:
             ids = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
