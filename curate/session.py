@@ -12,6 +12,7 @@ from typing import Any
 
 from curate.defaults import EMBED
 from curate.errors import CurateError
+from curate.storage.apply_result import ApplyResult
 from curate.storage.files import operation
 from curate.storage.pool import out_of_date
 from curate.storage.selection import Selection
@@ -52,8 +53,9 @@ class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
     @operation
-    def score(self, judge, backend=None, **kwargs: Any) -> dict[str, Any]:
-        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``)."""
+    def score(self, judge, backend=None, **kwargs: Any) -> ApplyResult:
+        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``);
+        returns the :class:`~curate.storage.apply_result.ApplyResult`: rows computed, reused and failed, and why."""
         from curate.scorers import Scorer
 
         if isinstance(judge, Scorer):

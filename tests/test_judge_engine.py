@@ -89,6 +89,18 @@ def test_a_score_whose_judge_never_answers_shows_no_row_computed_and_says_why(tm
         assert "the judge did not answer" in shown
 
 
+def test_workspace_score_is_annotated_with_what_it_returns(tmp_path, fault_server):
+    """Workspace.score said it returned dict[str, Any]; it returns ws.apply's ApplyResult."""
+    import typing
+
+    from curate.storage.apply_result import ApplyResult
+
+    ws = _workspace(tmp_path, ["plain one"])
+    result = ws.score("quality", _backend(fault_server), progress=False)
+    assert typing.get_type_hints(Workspace.score)["return"] is ApplyResult and isinstance(result, ApplyResult)
+    assert "ApplyResult" in Workspace.score.__doc__
+
+
 def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, fault_server):
     ws = _workspace(tmp_path, FAULTS)
     result = _score(ws, "complexity", _backend(fault_server))
