@@ -659,3 +659,20 @@ def test_turn_keys_the_conversation_drops_are_counted_at_load_and_an_export_with
     ws.export(tmp_path / "all.jsonl")  # without --format: the source's own field, weights and all
     kept = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
     assert kept[0]["conversations"][1]["weight"] == 0
+
+
+def test_an_empty_pool_in_memory_and_a_missing_folder_are_named_as_what_they_are(tmp_path, monkeypatch):
+    """ws.load([]) spoke of a file ("file: no records (it is empty or holds only blank lines)"), and a path ending
+    in "/" (or starting with ~) was tried as a Hub id ("hub: not a local file, and loading it from the Hub failed")."""
+    import re
+
+    ws = curate.Workspace(tmp_path / "ws")
+    with pytest.raises(InputError, match=r"^<list of 0 records, sha256 \w+>: records: no records: the pool given in "
+                                         r"memory is empty$"):
+        ws.load([])
+    monkeypatch.chdir(tmp_path)
+    for source in ("missing_dir/", "org/missing_dir/"):
+        with pytest.raises(InputError, match=f"^{re.escape(source)}: folder: no such folder$"):
+            curate.load(source)
+    with pytest.raises(InputError, match="^~/no-such-pool-dir/pool: file: no such file or folder$"):
+        curate.load("~/no-such-pool-dir/pool")

@@ -134,7 +134,7 @@ def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping
     in_memory = memory_records(source)
     if in_memory is not None:
         name, items = in_memory
-        return name, _normalise(name, items, format, mapping, on_error, max_field_chars)
+        return name, _normalise(name, items, format, mapping, on_error, max_field_chars, in_memory=True)
     name = resolve_source(source)
     if not name.strip():  # '' read as the current folder, whose files (a workspace's manifest) became shards
         raise InputError(repr(name), "file", "an empty source name: give a file, a folder, a glob or a Hub dataset")
@@ -149,7 +149,7 @@ _NO_KEY = object()  # no field name is this
 
 
 def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str] | None, on_error: OnError,
-               max_field_chars: int) -> Iterator[dict[str, Any] | Reject]:
+               max_field_chars: int, in_memory: bool = False) -> Iterator[dict[str, Any] | Reject]:
     seen = 0
     for location, rec, raw in items:
         seen += 1
@@ -181,6 +181,8 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
         row.update(conversation=conversation, format=fmt)
         yield row
     if not seen:
+        if in_memory:
+            raise InputError(source, "records", "no records: the pool given in memory is empty")
         raise InputError(source, "file", "no records (it is empty or holds only blank lines)")
 
 

@@ -322,7 +322,9 @@ def records(source: str) -> Iterator[_Item]:
             raise InputError(source, "file", f"unknown file type {path.suffix!r}: use .jsonl, .json (either gzipped), "
                                              ".parquet, .csv, or a datasets folder")
         return
-    if "/" in source and not source.startswith((".", "/")) and not os.path.splitext(source)[1]:
+    if source.endswith(("/", os.sep)):  # a folder's path, never a Hub id (org/name)
+        raise InputError(source, "folder", "no such folder")
+    if "/" in source and not source.startswith((".", "/", "~")) and not os.path.splitext(source)[1]:
         import datasets
 
         try:
