@@ -1,7 +1,8 @@
 """curate: a workbench for curating instruction-tuning data with LLM judges.
 
 The names a notebook user types; everything else is namespaced (``curate.select``, ``curate.scorers``,
-``curate.tags``, ``curate.evol``, ``curate.report``...). Imported on first use, so ``import curate`` is fast.
+``curate.tags``, ``curate.evol``, ``curate.report``...). Names and subpackages are imported on first use
+(``curate.scorers`` after a bare ``import curate`` too), so ``import curate`` is fast.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ _LAZY = {
     "run_pipeline": "curate.pipeline",
 }
 
+# subpackages, imported on first access as ``curate.<name>``
+SUBPACKAGES = ("cli", "embed", "evol", "llm", "pools", "report", "scale", "scorers", "select", "signals", "storage",
+               "tags", "train")
+
 __all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Scorer", "Selection",
            "VLLMBackend", "Workspace", "WorkspaceError", "__version__", "load", "run_pipeline"]
 
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"curate.{name}")  # the import sets it on this module too
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'curate' has no attribute {name!r}")
@@ -50,4 +57,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted([*__all__, *SUBPACKAGES])

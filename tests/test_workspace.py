@@ -285,3 +285,17 @@ def test_names_and_stored_file_names_never_reach_outside_the_workspace(tmp_path)
             read()
     with pytest.raises(WorkspaceError, match="no column"):
         ws.column("../../outside/q")
+
+
+def test_curate_subpackages_are_reached_from_a_bare_import_as_its_docstring_says():
+    """``import curate; curate.scorers`` raised AttributeError though the package's docstring names it."""
+    code = ("import sys, curate\n"
+            "assert not {'curate.scorers', 'curate.select', 'curate.tags'} & set(sys.modules)  # still a fast import\n"
+            "scorers, select, tags = curate.scorers, curate.select, curate.tags  # each first of its kind\n"
+            "from curate.scorers import Scorer\n"
+            "print(scorers.Scorer is Scorer, select.__name__, tags.__name__, curate.evol.__name__,"
+            " curate.report.__name__, curate.llm.__name__, 'scorers' in dir(curate))\n"
+            "try:\n    curate.nosuch\nexcept AttributeError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.split("\n")[:2] == ["True curate.select curate.tags curate.evol curate.report curate.llm True",
+                                   "module 'curate' has no attribute 'nosuch'"]
