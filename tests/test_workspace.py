@@ -299,3 +299,13 @@ def test_curate_subpackages_are_reached_from_a_bare_import_as_its_docstring_says
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.split("\n")[:2] == ["True curate.select curate.tags curate.evol curate.report curate.llm True",
                                    "module 'curate' has no attribute 'nosuch'"]
+
+
+def test_the_public_methods_a_notebook_user_sees_have_docstrings():
+    """help(ws.has_column) and friends showed nothing."""
+    from curate.llm.judges import Judge
+    from curate.scorers import Scorer
+
+    public = [Workspace.has_column, Workspace.has_pool, Workspace.column_provenance, Workspace.manifest,
+              Workspace.selections, Scorer.config, Scorer.predict_features, Judge.describe, Judge.name]
+    assert [m for m in public if not (m.__doc__ or "").strip()] == []

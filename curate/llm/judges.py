@@ -90,6 +90,7 @@ class Judge:
 
     @property
     def name(self) -> str:
+        """The prompt's name (``quality``, ``complexity``, or a prompt file's)."""
         return self.prompt.name
 
     @property
@@ -146,6 +147,7 @@ class Judge:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
+        """The judge's provenance, stored with its column: prompt (version, fingerprint), backend, request params."""
         backend = self._backend()
         output_model = f"{self.output.__module__}:{self.output.__qualname__}" if self.output is not None else None
         return {"kind": "judge", "judge": self.column, "prompt": self.prompt.name,

@@ -136,11 +136,9 @@ class Scorer:
     # -- features -----------------------------------------------------------------------------------
     def embed(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None,
               on_rows=None) -> dict[str, np.ndarray]:
-        """MiniLM embeddings of each input's texts plus the cheap measurements (reuse it across folds).
-
-        With ``cache_dir`` (a workspace's), texts embedded before by any step are not encoded again.
-        ``on_rows(k)``: progress, called as the statistics of ``k`` more rows are done.
-        """
+        """MiniLM embeddings of each input's texts plus the cheap measurements (reuse it across folds). With
+        ``cache_dir`` (a workspace's), texts embedded before by any step are not encoded again. ``on_rows(k)``:
+        progress, called as the statistics of ``k`` more rows are done."""
         from curate.embed import encode, encode_cached
 
         texts = input_texts(rows, self.reads)
@@ -187,6 +185,7 @@ class Scorer:
         return np.clip(c + (raw - a) * (d - c) / (b - a), min(c, d), max(c, d))
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Predictions for feature rows ``X`` on the output scale (``output_range`` when set, else the judge's)."""
         return self.to_output_scale(self.predict_features_raw(X))
 
     def fresh(self) -> Scorer:
@@ -327,6 +326,7 @@ class Scorer:
 
     # -- persistence --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild this scorer (saved in ``scorer.json``; part of its fingerprint)."""
         cfg = {"reads": self.reads, "head": self.head, "features": self.features, "alpha": self.alpha, "C": self.C,
                "embedding_weight": self.embedding_weight, "embed_inputs": self.embed_inputs,
                "embed_model": self.embed_model or DEFAULT_EMBED_MODEL, "label_range": self.label_range,

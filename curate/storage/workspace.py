@@ -63,7 +63,6 @@ from curate.storage.step import RowInput
 log = logging.getLogger("curate")
 
 
-
 class Workspace(blobs.Blobs):
     """A curation session stored in a directory; reopen it from any process or notebook."""
 
@@ -90,19 +89,15 @@ class Workspace(blobs.Blobs):
 
     # -- locks ----------------------------------------------------------------------------------
     def lock(self, on_wait: Callable[[], None] | None = None):
-        """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it.
-
-        Re-entrant within a thread (across Workspace objects on one path); other threads and processes
-        wait. ``on_wait`` is called once if the lock is busy, before waiting.
-        """
+        """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it. Re-entrant within a
+        thread (across Workspace objects on one path); other threads and processes wait. ``on_wait`` is called once
+        if the lock is busy, before waiting."""
         return held(self.path / LOCK_FILE, on_wait)
 
     def column_lock(self, column: str, on_wait: Callable[[], None] | None = None):
-        """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run.
-
-        A second process scoring the same column waits, then finds every response in the response
-        cache. Without ``on_wait`` a warning is logged (logger ``curate``) saying what it waits for.
-        """
+        """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run. A second process
+        scoring the same column waits, then finds every response in the response cache. Without ``on_wait`` a
+        warning is logged (logger ``curate``) saying what it waits for."""
         check_name(column)
         folder = self.path / LOCKS_DIR
         folder.mkdir(exist_ok=True)
@@ -115,6 +110,7 @@ class Workspace(blobs.Blobs):
     # -- manifest -------------------------------------------------------------------------------
     @property
     def manifest(self) -> dict[str, Any]:
+        """The workspace's ``manifest.json``: sources loaded, row counts, formats (a fresh read each time)."""
         return read_json(self.path / MANIFEST)
 
     def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -139,8 +135,7 @@ class Workspace(blobs.Blobs):
         ``pools.RowStream``) into the pool, outside the lock, as Arrow parts on disk (one part in memory at a time);
         rows already present, by id, are not added twice; ``keep_only_source``: rows the source lacks leave the pool.
         A source without one readable record raises. Returns a summary: rows read, added, already present (and
-        removed), formats, rejects and the rejects file.
-        """
+        removed), formats, rejects and the rejects file."""
         from curate import pools
 
         with pool.staging(self) as folder:
@@ -163,6 +158,7 @@ class Workspace(blobs.Blobs):
 
     @property
     def has_pool(self) -> bool:
+        """Whether rows were ever loaded (the pool folder exists)."""
         return (self.path / "pool").exists()
 
     @property
@@ -277,6 +273,7 @@ class Workspace(blobs.Blobs):
             merge_column(self, name, ids, values, provenance, fingerprint, value_type)
 
     def has_column(self, name: str) -> bool:
+        """Whether derived column ``name`` exists (pool fields are not derived columns)."""
         return self._column_path(name).exists()
 
     @property
@@ -311,6 +308,7 @@ class Workspace(blobs.Blobs):
         return dict(zip(ids, fps, strict=True)) if fps is not None else dict.fromkeys(ids)
 
     def column_provenance(self, name: str) -> dict[str, Any]:
+        """How derived column ``name`` was made: kind, model, prompt, fingerprint, runs (its stored metadata)."""
         return schema_meta(self._column_path(name))
 
     @operation
@@ -365,6 +363,7 @@ class Workspace(blobs.Blobs):
 
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
+        """Stored selections: name -> provenance (method, params, input selection, candidates...)."""
         return {p.stem: schema_meta(p) for p in sorted((self.path / "selections").glob("*.arrow"))}
 
     def selection(self, name: str) -> Selection:
