@@ -176,6 +176,7 @@ def test_unknown_ids_and_decisions_are_errors_in_the_words_apply_uses_not_empty_
     from curate.errors import OptionError
 
     ws = curate.Workspace(tmp_path / "ws")
+    assert ws.failures("quality", ids=[]) == []  # no id asked: no pool needed to check them
     ws.load(shapes["qa"])
     ws.add_column("quality", [0.1, 0.2, 0.3], {"kind": "test"})
     said = "1 of the ids asked for are not in the pool (first: 'nope')"

@@ -44,6 +44,8 @@ def reading(ws: Workspace) -> Iterator[Workspace]:
 
 def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:
     """A WorkspaceError when some of ``ids`` are not rows of the pool (a typo, or rows a refresh removed)."""
+    if not ids:  # nothing asked: not even the pool is read
+        return
     index = ws.index
     unknown = [i for i in dict.fromkeys(ids) if i not in index]
     if unknown:
