@@ -280,3 +280,29 @@ def test_an_embedding_model_name_neither_a_folder_nor_on_the_hub_is_one_line_nam
     assert message.startswith("embedding model nosuch-model: not a local folder, and loading it from the Hub failed: ")
     assert "\n" not in message and "huggingface.co" in message  # the cause's first line
     assert not ws.embedding_sets
+
+
+def test_an_old_cache_on_a_read_only_workspace_is_read_where_it_is(tmp_path, monkeypatch):
+    """Moving an old cache into the store takes the lock and writes; on a read-only workspace every call failed
+    (Read-only file system: ....lock), where the old cache had answered with nothing to encode."""
+    import errno
+
+    import pytest
+
+    from curate.embed.cache import text_key
+
+    texts = ["read only text one", "read only text two"]
+    vectors = np.random.default_rng(1).standard_normal((2, 384)).astype(np.float32)
+    folder = cache_folder(tmp_path, None)
+    folder.parent.mkdir(parents=True)
+    np.savez(folder.with_name(folder.name + ".npz"), keys=np.array([text_key(t) for t in texts], dtype="S32"),
+             vectors=vectors)
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.folder) + ".lock")
+
+    monkeypatch.setattr(VectorStore, "lock", read_only)
+    matrix, encoded, _ = encode_cached(texts[::-1], tmp_path)
+    assert encoded == 0 and np.array_equal(matrix, vectors[::-1])
+    with pytest.raises(OSError, match="Read-only"):  # a text to encode needs the writable cache it cannot have
+        encode_cached([*texts, "a new text"], tmp_path)

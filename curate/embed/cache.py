@@ -13,6 +13,7 @@ moved into the store by the first call that finds it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -61,17 +62,43 @@ def legacy_files(store: VectorStore) -> list[Path]:
     return ([single] if single.exists() else []) + (sorted(parts.glob("part-*.npz")) if parts.is_dir() else [])
 
 
+def _read_legacy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, vectors) of one file of the old layout; a damaged one is named."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["keys"], z["vectors"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise WorkspaceError(f"{path}: a damaged file of the embedding cache ({exc}); remove it: its texts are "
+                             "encoded again when next asked for") from None
+
+
+def _with_legacy(store: VectorStore, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``store.get(keys)``, the keys it lacks looked up in the old layout's files, read in place (no lock, no
+    write: a read-only workspace whose cache is whole reads it as before)."""
+    vectors, found = store.get(keys)
+    for path in legacy_files(store):
+        todo = np.flatnonzero(~found)
+        if not len(todo):
+            break
+        old_keys, old_vectors = _read_legacy(path)
+        if not len(old_keys):
+            continue
+        order = np.argsort(old_keys)
+        pos = np.searchsorted(old_keys[order], keys[todo]).clip(max=len(old_keys) - 1)
+        hit = old_keys[order][pos] == keys[todo]
+        if vectors is None:
+            vectors = np.zeros((len(keys), old_vectors.shape[1]), dtype=old_vectors.dtype)
+        vectors[todo[hit]] = old_vectors[order[pos[hit]]]
+        found[todo[hit]] = True
+    return vectors, found
+
+
 def move_legacy(store: VectorStore) -> None:
     """Move the old layout's vectors into the store, one file at a time, and merge them (caller holds the lock;
     nothing to do without them)."""
     moved = legacy_files(store)
     for path in moved:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                store.add(z["keys"], z["vectors"])
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            raise WorkspaceError(f"{path}: a damaged file of the embedding cache ({exc}); remove it: its texts are "
-                                 "encoded again when next asked for") from None
+        store.add(*_read_legacy(path))
         path.unlink()
     parts = store.folder.with_name(store.folder.name + ".npz.parts")
     if parts.is_dir():
@@ -107,7 +134,19 @@ def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tupl
     """(vectors of ``texts``, how many were encoded) from ``store``, encoding what it lacks with
     ``encode_texts(texts, on_chunk)`` under the store's lock; vectors None when ``texts`` is empty."""
     keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
-    if store.contains(keys).all() and not legacy_files(store):  # keys first: a pass that encodes reads vectors once
+    if legacy_files(store):
+        try:
+            store.folder.parent.mkdir(parents=True, exist_ok=True)
+            with store.lock():
+                move_legacy(store)
+        except OSError as exc:  # a read-only workspace: its old cache is read where it is, as before shards
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            vectors, found = _with_legacy(store, keys)
+            if found.all():
+                return vectors, 0
+            raise
+    if store.contains(keys).all():  # keys first: a pass that encodes reads vectors once
         vectors, found = store.get(keys)
         if found.all():  # else the folder lost shards since (removed by hand): encode them again below
             return vectors, 0
