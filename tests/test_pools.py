@@ -676,3 +676,11 @@ def test_an_empty_pool_in_memory_and_a_missing_folder_are_named_as_what_they_are
             curate.load(source)
     with pytest.raises(InputError, match="^~/no-such-pool-dir/pool: file: no such file or folder$"):
         curate.load("~/no-such-pool-dir/pool")
+
+
+def test_a_path_starting_with_a_tilde_is_read_from_the_home_folder(tmp_path, monkeypatch):
+    """curate.load("~/pool.jsonl") said "no such file or folder" of a file there: the Python API gets the path as
+    typed, unexpanded."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "Name a prime.", "output": "7"}])
+    assert curate.load("~/pool.jsonl")["conversation"][0][0]["content"] == "Name a prime."

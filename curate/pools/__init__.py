@@ -50,8 +50,11 @@ SAMPLE = Path(__file__).parents[1] / "data" / "sample.jsonl"  # the small hand-w
 
 
 def resolve_source(source: str | os.PathLike) -> str:
-    """``"sample"`` names the bundled sample (:data:`SAMPLE`) unless a file or folder of that name is here."""
-    return str(SAMPLE) if str(source) == "sample" and not os.path.exists("sample") else str(source)
+    """``"sample"`` names the bundled sample (:data:`SAMPLE`) unless a file or folder of that name is here; ``~`` a
+    home folder, as a shell expands it (the Python API gets the path unexpanded)."""
+    if str(source) == "sample" and not os.path.exists("sample"):
+        return str(SAMPLE)
+    return os.path.expanduser(source) if str(source).startswith("~") else str(source)
 
 
 @dataclass
