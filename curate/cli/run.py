@@ -266,12 +266,12 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
 
 
 def _done(applied: Any, verb: str) -> str:
-    """'42 of 47 rows scored (47 now, 0 reused); 5 failed (reasons in quality_failure)': a row computed now may
-    have failed, so the rows with a value are counted apart from the work done."""
+    """'42 of 47 rows scored (42 now, 0 reused); 5 failed (reasons in quality_failure)': rows that got a value now,
+    as the notebook's ApplyResult counts them; a row computed now that failed is among the failed."""
     failed = f"; {applied.failed_text()} (reasons in {applied.column}_failure)" if applied.failed else ""
     dropped = (f"; {applied.stale_dropped:,} values an earlier run left on rows this run does not keep removed "
                "(other settings)" if applied.stale_dropped else "")
-    return (f"{applied.rows - applied.failed:,} of {applied.rows:,} rows {verb} ({applied.computed:,} now, "
+    return (f"{applied.rows - applied.failed:,} of {applied.rows:,} rows {verb} ({applied.valued_now:,} now, "
             f"{applied.skipped:,} reused){failed}{dropped}")
 
 

@@ -39,7 +39,7 @@ def signal_cmd(
     result = ws.signal(kind, model=model, device=device, ids=ids, reference_selection=reference, dtype=dtype,
                        max_length=max_length, chat_template=template, column=column)
     prov = result.provenance
-    console.print(f"{result.column}: {result.computed:,} computed, {result.skipped:,} reused, "
+    console.print(f"{result.column}: {result.valued_now:,} computed, {result.skipped:,} reused, "
                   f"{result.failed_text()} ({result.seconds:.1f} s)")
     last = (prov.get("runs") or [{}])[-1]
     if result.computed and last.get("turns_truncated"):

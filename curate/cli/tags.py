@@ -68,7 +68,7 @@ def tag_cmd(
         spent = getattr(judge_backend, "spent_usd", 0.0)
     last = (result.provenance.get("runs") or [{}])[-1] if result.computed else {}
     cost = last.get("cost_usd", 0.0)
-    console.print(f"tagged {result.rows - result.failed:,} of {result.rows:,} rows ({result.computed:,} now, "
+    console.print(f"tagged {result.rows - result.failed:,} of {result.rows:,} rows ({result.valued_now:,} now, "
                   f"{result.skipped:,} already done; "
                   f"{last.get('turns', 0):,} user turns, {last.get('cached_requests', 0):,} cached); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "

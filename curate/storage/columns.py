@@ -44,7 +44,7 @@ def reading(ws: Workspace) -> Iterator[Workspace]:
 
 def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:
     """A WorkspaceError when some of ``ids`` are not rows of the pool (a typo, or rows a refresh removed)."""
-    if not ids:  # nothing asked: not even the pool is read
+    if not ids or ids is ws.ids:  # nothing asked (not even the pool is read), or the pool's own list
         return
     index = ws.index
     unknown = [i for i in dict.fromkeys(ids) if i not in index]
