@@ -684,3 +684,18 @@ def test_a_path_starting_with_a_tilde_is_read_from_the_home_folder(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path))
     write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "Name a prime.", "output": "7"}])
     assert curate.load("~/pool.jsonl")["conversation"][0][0]["content"] == "Name a prime."
+
+
+def test_turn_keys_of_a_mapped_chat_field_are_counted_and_refused_as_the_default_fields_are(tmp_path):
+    """With --mapping '{"conversations": "chat"}' the turn keys were looked for in the default field names only:
+    the load line said nothing and an export --format wrote a weight-0 turn as one to train on."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    summary = ws.load([{"chat": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Bad", "weight": 0}]},
+                       {"chat": [{"from": "human", "value": "Yo"}, {"from": "gpt", "value": "Fine"}]}],
+                      format="sharegpt", mapping={"conversations": "chat"})
+    assert summary["turn_keys_not_kept"] == {"weight": 1}
+    with pytest.raises(WorkspaceError, match=r"1 of 2 rows have turns with keys a messages record .*: weight\)"):
+        ws.export(tmp_path / "m.jsonl", format="messages")

@@ -31,6 +31,7 @@ from curate.pools.formats import (
     detect_format,
     exported_format,
     to_conversation,
+    turn_fields,
 )
 from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
@@ -196,14 +197,14 @@ def stage(source: str | os.PathLike | Any, folder: str | os.PathLike, *, format:
     does), holding ``part_rows`` rows in memory at a time; ``Workspace.load`` adds them to a pool."""
     name, items = normalised(source, format=format, mapping=mapping, on_error=on_error,
                              max_field_chars=max_field_chars)
-    return stage_rows(name, items, folder, part_rows=part_rows)
+    return stage_rows(name, items, folder, part_rows=part_rows, turn_fields=turn_fields(mapping))
 
 
 def stage_rows(source: str, items: Iterable[dict[str, Any] | Reject], folder: str | os.PathLike,
-               part_rows: int = PART_ROWS) -> StagedPool:
+               part_rows: int = PART_ROWS, turn_fields: dict[str, str] | None = None) -> StagedPool:
     """Rows (an ``id`` is given to those without one, as :func:`assign_ids` does) and rejects, in order, staged
     under ``folder``."""
-    writer, taken = PoolWriter(source, folder, part_rows), set()
+    writer, taken = PoolWriter(source, folder, part_rows, turn_fields), set()
     for item in items:
         if isinstance(item, Reject):
             writer.reject(item)

@@ -158,6 +158,11 @@ def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -
     return _text(value, what, max_chars, allow_empty=allow_empty)
 
 
+def turn_fields(mapping: dict[str, str] | None = None) -> dict[str, str]:
+    """The source field each chat shape's turns are read from: :data:`TURN_FIELDS`, or the field ``mapping`` names."""
+    return {fmt: (mapping or {}).get(field, field) for fmt, field in TURN_FIELDS.items()}
+
+
 def turn_keys_not_kept(turns: Any) -> set[str]:
     """Keys with a value on a source's chat turns besides their speaker and text (ShareGPT's ``weight``, a message's
     ``name``): curate's conversation keeps neither (the source field keeps them). ``turns``: the field's value, or

@@ -41,6 +41,7 @@ class StagedPool:
     first_reject: Any = None  # a curate.pools.Reject
     columns_kept_as_json: list[str] = field(default_factory=list)
     turn_keys_not_kept: Counter = field(default_factory=Counter)  # key -> rows whose source turns have it
+    turn_fields: dict[str, str] = field(default_factory=lambda: dict(TURN_FIELDS))  # chat shape -> its turns' field
 
     @property
     def rejects_file(self) -> Path:
@@ -63,8 +64,9 @@ class StagedPool:
 class PoolWriter:
     """Collects rows (with ids) and rejects into a :class:`StagedPool` under ``folder``, ``part_rows`` rows at a time."""
 
-    def __init__(self, source: str, folder: str | Path, part_rows: int = PART_ROWS):
-        self.staged = StagedPool(source=source, folder=Path(folder))
+    def __init__(self, source: str, folder: str | Path, part_rows: int = PART_ROWS,
+                 turn_fields: dict[str, str] | None = None):
+        self.staged = StagedPool(source=source, folder=Path(folder), turn_fields=dict(turn_fields or TURN_FIELDS))
         self.staged.folder.mkdir(parents=True, exist_ok=True)
         self.part_rows = part_rows
         self._rows: list[dict[str, Any]] = []
@@ -80,7 +82,7 @@ class PoolWriter:
         staged.instruction_only += instruction_only
         staged.without_reply_text += instruction_only or not any(
             t["content"].strip() for t in row["conversation"] if t["role"] == "assistant")
-        if (turns := TURN_FIELDS.get(row["format"])) is not None:
+        if (turns := staged.turn_fields.get(row["format"])) is not None:
             staged.turn_keys_not_kept.update(turn_keys_not_kept(row.get(turns)))
         self._rows.append(row)
         if len(self._rows) >= self.part_rows:

@@ -126,18 +126,19 @@ def check_run_folder(out: Path, outputs: list[str]) -> None:
                              f"workspace/); the run would write over {them}: move {them}, or give another folder")
 
 
-def in_format(ds, fmt: str, keep: list[str]):
+def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] = frozenset()):
     """``ds`` (rows with ``id`` and ``conversation``) as records of shape ``fmt`` (``curate.pools.formats``:
     messages, sharegpt, alpaca, prompt_completion, qa), each with its ``id`` and the derived columns ``keep``; an
-    error naming the rows a shape cannot hold, never a row dropped or cut."""
+    error naming the rows a shape cannot hold, never a row dropped or cut (``turn_fields``: the pool fields chat
+    rows were read from besides the default names, e.g. a ``--mapping``'s)."""
     import datasets
 
     from curate.pools.formats import TURN_FIELDS, from_conversation, shape_problem, turn_keys_not_kept
 
     ids, conversations = ds["id"], ds["conversation"]
-    lost = [(rid, sorted(keys)) for name in set(TURN_FIELDS.values()) & set(ds.column_names)
+    lost = [(rid, sorted(keys)) for name in ({*TURN_FIELDS.values(), *turn_fields} & set(ds.column_names))
             for rid, shape, turns in zip(ids, ds["format"], ds[name], strict=True)
-            if TURN_FIELDS.get(shape) == name and (keys := turn_keys_not_kept(turns))]
+            if shape in TURN_FIELDS and (keys := turn_keys_not_kept(turns))]
     if lost:  # a ShareGPT turn's weight 0 would train in the record
         raise WorkspaceError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
                              f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
@@ -173,7 +174,10 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: str | list
                              f"record; format is the shape it was read as); a pool field of that name is kept as "
                              f"original_{own[0]}")
     ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
-    return ds if format is None else in_format(ds, format, list(columns or []))
+    if format is None:
+        return ds
+    mapped = {f for s in ws.manifest["sources"] for f in (s.get("turn_fields") or {}).values()}
+    return in_format(ds, format, list(columns or []), mapped)
 
 
 def json_fields(ws: Workspace, ds, format: str | None, columns: list[str] | None = None) -> list[str]:

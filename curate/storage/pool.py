@@ -187,6 +187,7 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         "empty_responses": staged.empty_responses, "instruction_only": staged.instruction_only,
         "without_reply_text": staged.without_reply_text, "rejects": staged.rejects, "rejects_file": str(rejects_file) if rejects_file else None,
         "columns_kept_as_json": kept_as_json, "turn_keys_not_kept": dict(staged.turn_keys_not_kept),
+        "turn_fields": staged.turn_fields,
     }
     ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
     return {**summary, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source \
