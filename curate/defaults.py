@@ -213,7 +213,7 @@ class PlanDefaults:
     irreducible_loss: float = 0.1        # d (the paper's fit)
     tier_units: float = 3.2              # n counts units of (tier rows / this): the paper's 12.8M-sample tiers
                                          # with a / normaliser = 0.025 / 100K, i.e. one unit = 4M samples
-    max_repeats: int = 100_000           # the most times a budget may show a kept pool's rows: the law's repetition
+    max_repeats: int = 1_000_000         # the most times a budget may show a kept pool's rows: the law's repetition
                                          # decay has left them no utility long before, and each repeat is evaluated
 
 

@@ -104,12 +104,16 @@ def test_a_budget_too_large_to_evaluate_names_its_option_and_range(tmp_path):
     ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]))
     ws.add_column("quality", list(np.linspace(0, 1, 20)), {"kind": "test"})
     plan_cli = ["plan", str(ws.path), "--order-by", "quality", "--buckets", "2"]
-    res = CliRunner().invoke(app, [*plan_cli, "--samples", "1e300"])  # the best tier: 10 rows, shown 100,000 times
+    res = CliRunner().invoke(app, [*plan_cli, "--samples", "1e300"])  # the best tier: 10 rows, shown 1,000,000 times
     assert isinstance(res.exception, CurateError) and str(res.exception).startswith(
-        "the samples budget (--samples) must be in (0, 1,000,000], got 1e+300")
-    assert CliRunner().invoke(app, [*plan_cli, "--samples", "1e6"]).exit_code == 0  # the range's end is a plan
+        "the samples budget (--samples) must be in (0, 10,000,000], got 1e+300: more shows the rows of the best tier")
+    assert CliRunner().invoke(app, [*plan_cli, "--samples", "1e7"]).exit_code == 0  # the range's end is a plan
     res = CliRunner().invoke(app, [*plan_cli, "--epochs", "1e300"])
-    assert str(res.exception).startswith("the epochs budget (--epochs) must be in (0, 50,000]")
+    assert str(res.exception).startswith("the epochs budget (--epochs) must be in (0, 500,000]")
+    # a large budget of a usual pool is a plan (20,000 epochs of 1,000 rows in 10 tiers were refused at 100,000)
+    from curate.train.planner import plan
+
+    assert plan(np.random.default_rng(0).random(1000), epochs=20_000).keep_rows > 0
 
 
 def test_a_model_folder_without_a_tokenizer_is_one_line_naming_the_option_and_folder(tmp_path):

@@ -174,8 +174,8 @@ def _check_repeats(budget: tuple[str, float], most: float) -> None:
     name, value = budget
     if value > most:
         raise CurateError(f"the {name} budget (--{name}) must be in (0, {most:,.0f}], got {value:g}: more shows the "
-                          f"kept rows over {PLAN.max_repeats:,} times each, where repetition has long left them no "
-                          "utility")
+                          f"rows of the best tier, kept alone (the smallest pool the plan weighs), over "
+                          f"{PLAN.max_repeats:,} times each, where repetition has long left them no utility")
 
 
 def _check_plan_settings(buckets: int, half_lives: Any, utilities: Any, irreducible: float,
