@@ -487,14 +487,15 @@ def test_an_actor_removes_the_batch_folders_killed_actors_left_and_keeps_live_on
     """A Ray actor killed mid-batch (kill -9, a node's OOM killer) left its curate-ray-* folder in /tmp for good."""
     import tempfile
 
-    from curate.scale.infer import BATCH_FOLDER_PREFIX, Inference
+    from curate.scale.infer import BATCH_FOLDER_PREFIX, Inference, batch_folder_prefix
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()  # a pid that has exited
-    dead = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-abc123"
-    live = tmp_path / f"{BATCH_FOLDER_PREFIX}{os.getppid()}-def456"
-    for folder in (dead, live):
+    dead = tmp_path / f"{batch_folder_prefix(int(gone))}abc123"
+    live = tmp_path / f"{batch_folder_prefix(os.getppid())}def456"
+    elsewhere = tmp_path / f"{BATCH_FOLDER_PREFIX}0badc0de-{gone}-789abc"  # another container's, in a shared /tmp
+    for folder in (dead, live, elsewhere):
         (folder / "embeddings").mkdir(parents=True)
     Inference(embed=False)
-    assert not dead.exists() and live.exists()
+    assert not dead.exists() and live.exists() and elsewhere.exists()

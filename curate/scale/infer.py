@@ -15,10 +15,12 @@ history, column lock); rows the actors did not compute are computed by the score
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,15 +43,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-BATCH_FOLDER_PREFIX = "curate-ray-"  # + the actor's pid: a batch's caches, in the node's temporary folder
+BATCH_FOLDER_PREFIX = "curate-ray-"  # + the actor's host and pid: a batch's caches, in the temporary folder
+
+
+def batch_folder_prefix(pid: int | None = None) -> str:
+    """``curate-ray-<host>-<pid>-``: whose batch folder it is (a pid means something on its own host only: a /tmp
+    shared by containers holds other hosts' folders)."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"{BATCH_FOLDER_PREFIX}{host}-{os.getpid() if pid is None else pid}-"
 
 
 def remove_stale_batch_folders() -> list[Path]:
-    """Remove the batch folders of actors no longer running on this node (a killed actor never removes its own:
-    each held a batch's embeddings and scorer caches); returns them. A folder of a live pid stays."""
-    stale = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{BATCH_FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(BATCH_FOLDER_PREFIX):].split("-", 1)[0]
+    """Remove the batch folders of actors of this host no longer running (a killed actor never removes its own:
+    each held a batch's embeddings and scorer caches); returns them. A folder of a live pid, or of another host,
+    stays."""
+    stale, mine = [], batch_folder_prefix(0)[:-2]  # curate-ray-<host>-
+    for folder in Path(tempfile.gettempdir()).glob(f"{mine}*-*"):
+        pid = folder.name[len(mine):].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -175,7 +185,7 @@ class Inference:
         orders = batch.column("order").to_numpy()
         rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
         out: dict[str, Any] = {"order": orders}
-        with tempfile.TemporaryDirectory(prefix=f"{BATCH_FOLDER_PREFIX}{os.getpid()}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=batch_folder_prefix()) as tmp:
             if self.embed:  # the batch's texts, encoded once; the scorers read them from this batch-local cache
                 texts = [row_text(c, self.text) for c in convs]
                 out["embedding_key"], out["embedding_new"] = self._from_embed_cache(texts, tmp)
