@@ -229,12 +229,13 @@ def row_token_counts(conversations: Sequence[Sequence[dict[str, str]]], model_di
         tok = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:  # transformers' messages run to five lines and name no folder
         raise CurateError(f"model {model_dir} (--model): its tokenizer does not load: "
-                          f"{str(exc).strip().splitlines()[0]}") from None
+                          f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     texts = ["\n".join(m["content"] for m in conv) for conv in conversations]
     return np.array([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]], np.float64)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
 def check_tokenizer_folder(model_dir: Any) -> None:
