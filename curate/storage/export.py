@@ -126,17 +126,19 @@ def check_run_folder(out: Path, outputs: list[str]) -> None:
                              f"workspace/); the run would write over {them}: move {them}, or give another folder")
 
 
-def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] = frozenset()):
+def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = frozenset()):
     """``ds`` (rows with ``id`` and ``conversation``) as records of shape ``fmt`` (``curate.pools.formats``:
     messages, sharegpt, alpaca, prompt_completion, qa), each with its ``id`` and the derived columns ``keep``; an
     error naming the rows a shape cannot hold, never a row dropped or cut (``turn_fields``: the pool fields chat
-    rows were read from besides the default names, e.g. a ``--mapping``'s)."""
+    rows were read from besides the default names, e.g. a ``--mapping``'s; None: no source's turns had keys the
+    records would drop, nothing to check)."""
     import datasets
 
     from curate.pools.formats import TURN_FIELDS, from_conversation, shape_problem, turn_keys_not_kept
 
     ids, conversations = ds["id"], ds["conversation"]
-    lost = [(rid, sorted(keys)) for name in ({*TURN_FIELDS.values(), *turn_fields} & set(ds.column_names))
+    checked = set() if turn_fields is None else {*TURN_FIELDS.values(), *turn_fields}
+    lost = [(rid, sorted(keys)) for name in (checked & set(ds.column_names))
             for rid, shape, turns in zip(ids, ds["format"], ds[name], strict=True)
             if shape in TURN_FIELDS and (keys := turn_keys_not_kept(turns))]
     if lost:  # a ShareGPT turn's weight 0 would train in the record
@@ -176,8 +178,11 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: str | list
     ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
     if format is None:
         return ds
-    mapped = {f for s in ws.manifest["sources"] for f in (s.get("turn_fields") or {}).values()}
-    return in_format(ds, format, list(columns or []), mapped)
+    sources = ws.manifest["sources"]
+    # a load counts its turn keys: none anywhere, no turn field is read (a load before the count is checked)
+    turn_fields = (None if all(s.get("turn_keys_not_kept") == {} for s in sources)
+                   else {f for s in sources for f in (s.get("turn_fields") or {}).values()})
+    return in_format(ds, format, list(columns or []), turn_fields)
 
 
 def json_fields(ws: Workspace, ds, format: str | None, columns: list[str] | None = None) -> list[str]:
