@@ -30,6 +30,7 @@ from curate.storage.files import folder_fingerprint
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
 PART_EVERY_S = 30.0  # while encoding, the vectors done so far are kept on disk at least this often
+MERGE_PAST_SHARDS = 32  # a long pass merges its shards once it has written more (lookups and adds read them all)
 
 
 def cache_id(model: str | None, backend: str = "torch") -> str:
@@ -127,6 +128,8 @@ class _PartWriter:
             keys = np.array([self.keys[i] for i in positions.tolist()], dtype=KEY_DTYPE)
             self.store.add(keys, np.concatenate([v for _, v in self.pending]))
             self.pending = []
+            if len(self.store.shards()) > MERGE_PAST_SHARDS:
+                self.store.compact()
         self.last = time.monotonic()
 
 
