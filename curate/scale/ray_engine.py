@@ -360,8 +360,7 @@ class RayEngine:
                 compute=ray.data.ActorPoolStrategy(size=actors), **options)
             n = len(self._ids)
             matrix: np.ndarray | None = None
-            new_keys: list[np.ndarray] = []
-            new_vectors: list[np.ndarray] = []
+            new_keys, new_vectors = [np.empty(0, dtype="S32")], []  # what the actors encoded (not in the cache)
             results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in steps}
             extra: dict[str, dict[str, dict[str, Any]]] = {s.column: {} for s in signal_steps}
             stage = "inference" if embed or scorers else "signals"
@@ -388,9 +387,10 @@ class RayEngine:
                     self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
         if embed:
             self._embedding = matrix
-            self._encoded = int(sum(len(k) for k in new_keys))
+            fresh = np.concatenate(new_keys)
+            self._encoded = len(np.unique(fresh))  # texts, as one process counts them (rows may repeat a text)
             if cache_dir is not None and self._encoded:
-                store_vectors(embed_cache(cache_dir), np.concatenate(new_keys), np.concatenate(new_vectors))
+                store_vectors(embed_cache(cache_dir), fresh, np.concatenate(new_vectors))
         self._results.update(results)
         self._extra.update(extra)
         self._inference_info = info
