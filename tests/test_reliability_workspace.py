@@ -217,6 +217,22 @@ def test_ctrl_c_swallowed_by_a_callback_still_stops_at_the_next_checkpoint():
     assert _interrupted_script(_SWALLOWED).stdout.splitlines() == ["carried on True"]
 
 
+# A job started in the background (`cmd &`, nohup, a scheduler) runs with Ctrl-C ignored and is stopped with SIGTERM;
+# the SIGTERM lands inside a weakref callback, where CPython swallows the KeyboardInterrupt and prints
+# "Exception ignored in ... KeyboardInterrupt" unless curate's unraisable hook is installed.
+_SWALLOWED_SIGTERM = _SWALLOWED.replace("signal.SIGINT", "signal.SIGTERM")
+
+
+def test_sigterm_swallowed_by_a_callback_prints_no_exception_ignored_even_with_ctrl_c_ignored():
+    r = subprocess.run([sys.executable, "-c", _SWALLOWED_SIGTERM], capture_output=True, text=True,
+                       timeout=CLI_TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 143, (r.returncode, r.stderr[-3000:])
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().startswith("terminated (SIGTERM)"), r.stderr
+    assert r.stdout.splitlines() == ["carried on True"]
+
+
 # A library that turns the KeyboardInterrupt into another error (an import cut in half by Ctrl-C leaves a
 # partially initialised module, and the next import of it raises ImportError).
 _CONVERTED = """

@@ -58,11 +58,15 @@ def main() -> None:
     """Entry point: CurateError, bad values and OS errors (a read-only or full disk, a file where a folder
     should be) become one clean line on stderr and exit code 1, never a traceback; Ctrl-C exits 130 with a
     line saying what was kept."""
+    handled = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
         signal.signal(signal.SIGINT, on_sigint)
-        sys.unraisablehook = quiet_swallowed_interrupt
+        handled = True
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, on_sigint)
+        handled = True
+    if handled:  # either signal raises KeyboardInterrupt, which a finalizer may swallow: no "Exception ignored"
+        sys.unraisablehook = quiet_swallowed_interrupt
     try:
         try:
             code = app(standalone_mode=False)
