@@ -427,6 +427,21 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
     assert isinstance(res.exception, ScorerError)  # the rows' own text is never a label
 
 
+def test_ordinal_head_on_continuous_labels_names_the_ridge_head_without_python_syntax(tmp_path):
+    """The CLI said "use head='ridge'": Python-API syntax a command-line user cannot type."""
+    from curate.cli import app
+
+    records = [{"instruction": f"Question {i}: explain topic {i} in detail.", "input": "",
+                "output": f"Answer {i}.", "gpt4": 1 + i / 20} for i in range(64)]  # 64 distinct labels
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", records))
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--head", "ordinal",
+                                   "--folds", "3", "--out", str(tmp_path / "sc")])
+    line = str(res.exception)
+    assert isinstance(res.exception, ScorerError) and "distinct labels" in line, res.output
+    assert "ridge head" in line and "head='" not in line and "\n" not in line
+
+
 def test_distil_never_asks_about_a_held_out_question_again(tmp_path):
     """The held-out figure must not be taught: answers that share a held-out row's question (by instruction, or
     by --group-by) are never asked about nor trained on."""

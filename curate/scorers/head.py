@@ -65,7 +65,8 @@ def fit_head(X: np.ndarray, y: Sequence[float], *, head: str, alpha: float, C: f
 
         classes = np.unique(y)
         if classes.size > 50:
-            raise ScorerError(f"ordinal head: {classes.size} distinct labels; use head='ridge' for continuous scores")
+            raise ScorerError(f"ordinal head: {classes.size} distinct labels, more than 50 classes; "
+                              "use the ridge head for continuous scores")
         codes = np.searchsorted(classes, y)  # class index per row; the expectation uses the values
         model = LogisticRegression(C=C, max_iter=2000).fit(Z, codes)
         coef, intercept = np.asarray(model.coef_), np.asarray(model.intercept_)
