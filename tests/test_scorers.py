@@ -498,6 +498,19 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert saved.reads == ["instruction"] and saved.features == ["embeddings", "length"]  # as train-scorer fits
 
 
+def test_cli_distil_with_too_few_labelled_rows_counts_the_labels_and_names_its_options(tmp_path):
+    """It said "81 usable rows ...; judge them all instead" of a column with 80 labels, judged already."""
+    from curate.cli import app
+
+    ws = _workspace(tmp_path)  # 81 rows, 80 with a label (the unanswered row has none)
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "oracle"])  # -n 200 --holdout-n 100
+    line = str(res.exception)
+    assert isinstance(res.exception, ScorerError), res.output
+    assert "80 rows with a label in column 'oracle' (of 81 the scorer can read)" in line, line
+    assert "--holdout-n" in line and "-n" in line and "curate train-scorer" in line and "--target oracle" in line
+    assert "judge them all" not in line and "usable" not in line and "\n" not in line
+
+
 # -- DEITA's loop: a multi-turn judge column and Evol labels train scorers ----------------------------------
 def _multi_turn_workspace(tmp_path, rows: int = 30) -> tuple[Workspace, list[list[float]]]:
     """Rows of 2-3 user turns from the synthetic levels; returns the workspace and each row's turn levels."""

@@ -169,7 +169,9 @@ def distil_command(
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help=FEATURE_COLUMN_HELP),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
+    from curate.errors import ScorerError
     from curate.scorers import Scorer, column_judge, column_labeller, distil
+    from curate.scorers.distil import TooFewRowsToDistil
     from curate.scorers.saved import check_scorer_folder
     from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
@@ -184,8 +186,12 @@ def distil_command(
     scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),
                     **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
     scorer.check_column(ws)  # before any fitting: the column it would write
-    report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds, uncertain_k=uncertain_k,
-                    holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
+    try:
+        report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds,
+                        uncertain_k=uncertain_k, holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
+    except TooFewRowsToDistil as exc:  # the same counts, with this command's options
+        raise ScorerError(exc.line("-n", "--holdout-n", f"curate train-scorer {workspace} --target {label_column} "
+                                   "--out DIR")) from None
     table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
     for head in ("round", "labels fit", "labels paid", "spearman", "length", "kendall", "MAE", "pairwise acc"):

@@ -69,6 +69,30 @@ class DistilReport:
                 f"held-out spearman {self.holdout.get('spearman', float('nan')):.3f})")
 
 
+class TooFewRowsToDistil(ScorerError):
+    """Fewer rows than ``holdout_n + n`` to ask about: counted (rows the scorer can read; of those, rows with a label
+    when the labeller is an existing column), so a command line can name its own options in :meth:`line`."""
+
+    def __init__(self, readable: int, labelled: int | None, column: str | None, holdout_n: int, n: int,
+                 left_out: str = ""):
+        self.readable, self.labelled, self.column = readable, labelled, column
+        self.holdout_n, self.n, self.left_out = holdout_n, n, left_out
+        super().__init__(self.line())
+
+    def line(self, n_option: str = "n", holdout_option: str = "holdout_n", train_hint: str | None = None) -> str:
+        """One line naming the counts and what to do; ``n_option``/``holdout_option``: how the caller spells them;
+        ``train_hint``: how to fit on the whole column instead (default: the Python API's call)."""
+        asked = f"{holdout_option} + {n_option} = {self.holdout_n} + {self.n} = {self.holdout_n + self.n}"
+        left = f" (turns left out: {self.left_out})" if self.left_out else ""
+        if self.column is None:  # a labeller that pays per row: judging every row is the alternative
+            return (f"distil: {self.readable:,} rows the scorer can read, not more than {asked}{left}; lower "
+                    f"{holdout_option} and {n_option}, or judge every row and train a scorer on that column")
+        hint = train_hint or f"train_scorer(ws, target={self.column!r})"
+        return (f"distil: {self.labelled:,} rows with a label in column {self.column!r} (of {self.readable:,} the "
+                f"scorer can read), not more than {asked}{left}; lower {holdout_option} and {n_option}, or fit on "
+                f"every label: {hint}")
+
+
 MIN_TRAINING_LABELS = 10  # as train-scorer's least (2 x its 5 folds): fewer fit noise and measure nothing
 
 
@@ -174,8 +198,17 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
                 examples.append(with_columns(turn, row_numbers))
     usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
     if holdout_n + n >= len(usable):
-        raise ScorerError(f"distil: {len(usable)} usable rows, fewer than holdout_n + n = {holdout_n + n}; "
-                          "judge them all instead" + (f" (turns left out: {counts_text(left_out)})" if left_out else ""))
+        column = getattr(label_fn, "column", None)  # an existing column: its labels cost nothing to count
+        labelled = None
+        if column is not None:
+            readable_turns: dict[int, set[int]] = {}
+            for i, t in items:
+                readable_turns.setdefault(i, set()).add(t)
+            values = label_fn([ids[i] for i in usable])
+            labelled = sum(any(label is not None and t in readable_turns[i]
+                               for t, (label, _) in enumerate(_turn_labels(value, len(turns[i]))))
+                           for i, value in zip(usable, values, strict=True))
+        raise TooFewRowsToDistil(len(usable), labelled, column, holdout_n, n, counts_text(left_out))
     row_items: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
