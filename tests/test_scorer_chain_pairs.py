@@ -213,3 +213,43 @@ def test_the_judge_scale_is_read_from_the_labelled_rows_only():
 
     assert label_scale([2.0, np.nan, 5.0, np.nan]) == (2.0, 5.0)
     assert label_scale([np.nan, np.nan]) is None and label_scale([3.0, 3.0, np.nan]) is None
+
+
+def _strict_json(path):
+    """A JSON file as a strict parser reads it: Python's bare NaN / Infinity tokens are refused."""
+    import json
+
+    def refuse(token):
+        raise ValueError(f"{path}: {token} is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize(("seed", "reasons"), [
+    (0, ["Spearman interval of scorer, length (fewer than 3 held-out groups to resample)"]),
+    (1, ["Spearman, Kendall, pairwise acc of scorer, length, random (held-out labels all equal)",
+         "Spearman interval of scorer, length (fewer than 3 held-out groups to resample)"])])
+def test_figures_few_labels_cannot_give_are_a_reason_in_the_report_and_null_in_scorer_json(tmp_path, seed, reasons):
+    """28 labels in 7 chains: the held-out part is one chain (seed 0), or one whose labels are all 1 (seed 1). The
+    report printed nan and "(nan..nan)", and scorer.json held bare NaN tokens a strict JSON parser refuses."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    chains = rewritten_chains([f"Write a short note about {t} for a young reader." for t in TOPICS[:7]], steps=3, seed=0)
+    rows = [{"text": text, "score": 1.0 if c % 2 == 0 else float(k + 1), "seed_id": f"s{c}", "step": k,
+             "operation": None if k == 0 else "add_constraint"} for c, chain in enumerate(chains)
+            for k, text in enumerate(chain)]
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_complexity", rows, {"kind": "complexity"})
+    out = tmp_path / "cx2"
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--labels", "evol_complexity", "--chain-pairs",
+                                   "--name", "evol_cx", "--folds", "3", "--seed", str(seed), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "nan" not in text.lower(), res.output
+    assert f"held-out figures not computed: {'; '.join(reasons)}" in text, res.output
+    held = _strict_json(out / "scorer.json")["metrics"]["holdout"]
+    assert held["scorer"]["spearman_ci95"] == [None, None]
+    assert held["scorer"]["no_figure"]["spearman_ci95"] == "too_few_groups"
+    if seed == 1:
+        assert held["scorer"]["spearman"] is None and held["scorer"]["no_figure"]["spearman"] == "labels_all_equal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -16,6 +17,37 @@ from curate.defaults import SCORER
 
 METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
 METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")
+FIGURE_NAMES = {"spearman": "Spearman", "kendall": "Kendall", "pairwise_accuracy": "pairwise acc",
+                "spearman_ci95": "Spearman interval"}
+NO_FIGURE = "-"  # a table cell whose figure could not be computed; a line under the table says why
+
+
+def figure(value: float | None, digits: int = 3) -> str:
+    """A metric for a table cell: ``NO_FIGURE`` where it could not be computed (NaN), never ``nan``."""
+    return NO_FIGURE if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def missing_figure_lines(ev) -> list[str]:
+    """One line per split whose table holds a figure it could not compute, saying which and why."""
+    from curate.scorers.metrics import NO_FIGURE_TEXT
+
+    lines = []
+    held: dict[tuple[str, str], list[str]] = {}  # (figures, reason) -> predictors
+    for who, m in ev.holdout.items():
+        by_reason: dict[str, list[str]] = {}
+        for name, code in m.get("no_figure", {}).items():
+            by_reason.setdefault(NO_FIGURE_TEXT[code], []).append(FIGURE_NAMES[name])
+        for reason, names in by_reason.items():
+            held.setdefault((", ".join(names), reason), []).append(who.replace("_", " "))
+    if held:
+        lines.append("held-out figures not computed: " + "; ".join(
+            f"{names} of {', '.join(whos)} ({reason})" for (names, reason), whos in held.items()))
+    kfold = sorted({FIGURE_NAMES.get(k, k) for m in ev.kfold.values() for k in METRIC_KEYS
+                    if not math.isfinite(m[k])})
+    if kfold:
+        lines.append(f"{ev.k}-fold figures not computed ({', '.join(kfold)}): no fold's held-out labels and "
+                     "predictions each held two different values")
+    return lines
 
 
 def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
@@ -25,7 +57,7 @@ def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
         table.add_column(head, justify="left" if head in ("predictor", "split") else "right",
                          no_wrap=head not in ("predictor", "split"))
     for who, split, m in ev.rows():
-        table.add_row(who.replace("_", " "), split, *(f"{m[k]:.3f}" for k in METRIC_KEYS), f"{m['n']:,}")
+        table.add_row(who.replace("_", " "), split, *(figure(m[k]) for k in METRIC_KEYS), f"{m['n']:,}")
     return table
 
 
@@ -37,6 +69,8 @@ def _print_training(result, out: Path, console: Console) -> None:
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
                                        + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
+    for line in missing_figure_lines(ev):
+        console.print(line)
     if result.how_trained():
         console.print(result.how_trained())
     if data.skipped:
@@ -58,7 +92,8 @@ def _print_training(result, out: Path, console: Console) -> None:
                       f"(of {len(choice['candidates'])} candidates)"
                       + (f"; {choice['undecided']}" if "undecided" in choice else ""))
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
-              for who, m in ev.holdout.items() if "spearman_ci95" in m]
+              for who, m in ev.holdout.items()  # where either is missing, missing_figure_lines said why
+              if "spearman_ci95" in m and all(math.isfinite(v) for v in (m["spearman"], *m["spearman_ci95"]))]
     if spread:
         console.print(f"held-out Spearman with its 95% bootstrap interval (groups resampled): {', '.join(spread)}")
     within = [f"{who} {m['pairwise_within_group']:.3f}" for who, m in ev.holdout.items() if "pairwise_within_group" in m]
@@ -197,9 +232,8 @@ def distil_command(
     for head in ("round", "labels fit", "labels paid", "spearman", "length", "kendall", "MAE", "pairwise acc"):
         table.add_column(head, no_wrap=not head.startswith("labels"))  # those two wrap at a space
     for r in report.rounds:
-        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}", f"{r.get('spearman', float('nan')):.3f}",
-                      f"{r.get('length', {}).get('spearman', float('nan')):.3f}",
-                      *(f"{r.get(k, float('nan')):.3f}" for k in METRIC_KEYS[1:]))
+        table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}", figure(r.get("spearman")),
+                      figure(r.get("length", {}).get("spearman")), *(figure(r.get(k)) for k in METRIC_KEYS[1:]))
     console.print(table)
     if report.turns_left_out:
         console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "

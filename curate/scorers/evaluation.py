@@ -23,6 +23,7 @@ from curate.scorers.metrics import (
     agreement,
     calibration,
     length_baseline,
+    missing_figures,
     pair_order,
     spearman_interval,
     within_group_pairs,
@@ -268,6 +269,9 @@ def holdout_figures(y: np.ndarray, pred_all: np.ndarray, fit_rows: np.ndarray, h
     held: dict[str, dict[str, Any]] = {who: agreement(y[test], p) for who, p in preds.items()}
     for who in ("scorer", "length"):
         held[who]["spearman_ci95"] = spearman_interval(y[test], preds[who], g_test, seed=seed)
+    for who, p in preds.items():  # a figure that could not be computed: why, as a code
+        if why := missing_figures(y[test], p, held[who].get("spearman_ci95"), g_test):
+            held[who]["no_figure"] = why
     within_group_pairs(held, y[test], preds, g_test)
     held_pairs = pairs_within(pairs, held_rows, len(y))
     if held_pairs is not None and len(held_pairs):

@@ -8,11 +8,45 @@ of known (harder, easier) pairs. :mod:`~curate.scorers.evaluation` runs the spli
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
+MIN_INTERVAL_GROUPS = 3  # fewer groups to resample give no interval
+
+
+class NoFigure(StrEnum):
+    """Why an agreement figure could not be computed (it is NaN in memory, null in scorer.json)."""
+    LABELS_ALL_EQUAL = "labels_all_equal"            # no order among the labels: no rank correlation, no pair
+    PREDICTIONS_ALL_EQUAL = "predictions_all_equal"  # the predictor gave one value: no rank correlation
+    TOO_FEW_GROUPS = "too_few_groups"                # the interval resamples whole groups: fewer than 3
+    NO_RESAMPLE_SPREAD = "no_resample_spread"        # no resample held two label or prediction values
+
+
+NO_FIGURE_TEXT = {NoFigure.LABELS_ALL_EQUAL: "held-out labels all equal",
+                  NoFigure.PREDICTIONS_ALL_EQUAL: "its predictions all equal",
+                  NoFigure.TOO_FEW_GROUPS: f"fewer than {MIN_INTERVAL_GROUPS} held-out groups to resample",
+                  NoFigure.NO_RESAMPLE_SPREAD: "no resample held two different values"}
+
+
+def missing_figures(y_true: Sequence[float], y_pred: Sequence[float], interval: Sequence[float] | None = None,
+                    groups: Sequence[Any] | None = None) -> dict[str, NoFigure]:
+    """Figure name -> why :func:`agreement` (and ``interval``, :func:`spearman_interval`'s) could not compute it."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    why: dict[str, NoFigure] = {}
+    if len(t) and np.ptp(t) == 0:
+        why.update(spearman=NoFigure.LABELS_ALL_EQUAL, kendall=NoFigure.LABELS_ALL_EQUAL,
+                   pairwise_accuracy=NoFigure.LABELS_ALL_EQUAL)
+    elif len(p) and np.ptp(p) == 0:
+        why.update(spearman=NoFigure.PREDICTIONS_ALL_EQUAL, kendall=NoFigure.PREDICTIONS_ALL_EQUAL)
+    if interval is not None and not np.isfinite(np.asarray(interval, dtype=np.float64)).all():
+        n_groups = len(t) if groups is None else len(_group_members(groups))
+        why["spearman_ci95"] = (NoFigure.TOO_FEW_GROUPS if n_groups < MIN_INTERVAL_GROUPS
+                                else why.get("spearman", NoFigure.NO_RESAMPLE_SPREAD))
+    return why
 
 
 def _group_members(groups: Sequence[Any]) -> list[np.ndarray]:
@@ -101,7 +135,7 @@ def spearman_interval(y_true: Sequence[float], y_pred: Sequence[float], groups: 
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     members = [np.array([i]) for i in range(len(t))] if groups is None else _group_members(groups)
-    if len(members) < 3:
+    if len(members) < MIN_INTERVAL_GROUPS:
         return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     stats = []

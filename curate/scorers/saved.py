@@ -5,6 +5,7 @@ a damaged, hand-edited or newer-format folder gives one :class:`~curate.errors.S
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,20 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a figure that could not be computed) as None, numpy scalars and
+    arrays as Python ones: JSON has no NaN, and a strict parser refuses Python's bare ``NaN`` token."""
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 SCORER_FILES = re.compile(r"scorer\.json|[\w.-]+\.safetensors")  # what a saved scorer's folder holds
@@ -67,7 +82,8 @@ def write_scorer_json(out: Path, config: dict[str, Any], metadata: dict[str, Any
 
     doc = {"format_version": FORMAT_VERSION, "curate_version": __version__, **config, "metadata": metadata,
            "metrics": metrics}
-    (out / "scorer.json").write_text(json.dumps(doc, indent=2, default=json_default) + "\n")
+    (out / "scorer.json").write_text(json.dumps(finite_or_null(doc), indent=2, default=json_default, allow_nan=False)
+                                     + "\n")
 
 
 def read_scorer_json(path: Path) -> dict[str, Any]:
