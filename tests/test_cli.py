@@ -190,9 +190,38 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert "1 of 6 near-duplicates of an earlier row (MinHash, Jaccard >= 0.8): left out, and not scored" in first
     paid = first[first.index("LLM calls this run: "):].split(";")
-    assert paid[0] == "LLM calls this run: 15 sent, 0 answered by the cache"
+    assert paid[0] == ("LLM calls this run: 15 sent, 0 answered by the on-disk cache, 0 repeat another request of "
+                       "this run (same prompt, sent once)")
     assert int(paid[1].split()[0].replace(",", "")) > 0 and paid[2].startswith(" cost $0.")
-    assert "LLM calls this run: 0 sent, 0 answered by the cache; 0 tokens; cost $0" in again
+    assert ("LLM calls this run: 0 sent, 0 answered by the on-disk cache, 0 repeat another request of this run "
+            "(same prompt, sent once); 0 tokens; cost $0") in again
+
+
+def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the_run(tmp_path):
+    """Three rows share one instruction (the complexity judge reads it alone): the dry run said "4 (0 cached, 2 to
+    send)", which does not add up, and the run then said "2 cached requests" on an empty cache."""
+    from tests.fault_server import FaultServer
+
+    rows = [{"instruction": "Explain how tides work.", "output": f"Reply {i}."} for i in range(3)]
+    ws = tmp_path / "ws"
+    curate_cli("load", write_jsonl(tmp_path / "p.jsonl", [*rows, {"instruction": "Name a prime.", "output": "2"}]),
+               "-w", ws)
+    with FaultServer() as srv:
+        judge = ["score", ws, "--judge", "complexity", "--base-url", srv.base_url, "--model", "fault"]
+        dry = curate_cli(*judge, "--dry-run")
+        assert dry.returncode == 0 and srv.total == 0, dry.stderr[-2000:]
+        said = " ".join(dry.stdout.split())
+        assert ("requests: 4 (0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, "
+                "sent once), 2 to send)") in said, said
+        first = curate_cli(*judge)
+        assert first.returncode == 0 and srv.total == 2, first.stderr[-2000:]
+        said = " ".join(first.stdout.split())
+        assert "; 0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, sent once);" \
+            in said, said
+        again = curate_cli(*judge, "--column", "complexity_again")  # every request is on disk now: cache answers all
+        assert again.returncode == 0 and srv.total == 2, again.stderr[-2000:]
+        said = " ".join(again.stdout.split())
+        assert "; 4 answered by the on-disk cache, 0 repeat another request of this run" in said, said
 
 
 def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path):

@@ -493,7 +493,7 @@ def test_rows_sharing_one_request_pay_for_it_once_in_the_record(tmp_path):
         ws.apply(Judge("complexity", OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="k")), progress=False)
         sent = srv.total
     run = ws.column_provenance("complexity")["runs"][-1]
-    assert sent == 2 and (run["requests"], run["cached_requests"]) == (4, 2)
+    assert sent == 2 and (run["requests"], run["cached_requests"], run["repeated_requests"]) == (4, 0, 2)
     assert run["tokens"]["completion"] == 2  # the fault server answers one completion token per request
     from curate.report.summary import llm_usage
 

@@ -31,6 +31,16 @@ def json_columns_line(columns: list[str]) -> str:
             f"ones, hold integers beyond 64 bits, or nest too deep")
 
 
+REPEATED_WORDS = "repeat another request of this run (same prompt, sent once)"
+
+
+def requests_answered_text(run: dict) -> str:
+    """How many of a run's requests the on-disk cache answered and how many repeated one the run sent (a run record,
+    or a fold of them): ``"8 answered by the on-disk cache, 3 repeat another request of this run (...)"``."""
+    return (f"{run.get('cached_requests') or 0:,} answered by the on-disk cache, "
+            f"{run.get('repeated_requests') or 0:,} {REPEATED_WORDS}")
+
+
 def turn_keys_line(keys: dict[str, int]) -> str:
     """What a load says of the keys its source's chat turns have that the conversation does not keep."""
     listed = ", ".join(f"{k} ({n:,} rows)" for k, n in keys.items())

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from curate.cli.common import (
+    REPEATED_WORDS,
     _api_key_env_opt,
     _backend_opt,
     _base_url_opt,
@@ -27,6 +28,7 @@ from curate.cli.common import (
     _tpm_opt,
     app,
     console,
+    requests_answered_text,
 )
 from curate.codes import FailureCode, unreached_rows
 from curate.defaults import BACKEND, JUDGE
@@ -198,7 +200,8 @@ def print_estimates(estimates: list[Any]) -> None:
         console.print(f"[bold]dry run[/] {escape(e.column)} via {escape(e.backend)} {escape(e.model)}: nothing sent",
                       highlight=False, markup=True)
         console.print(f"  rows: {e.rows:,} ({e.rows_to_run:,} to run, {e.rows - e.rows_to_run:,} already done)\n"
-                      f"  requests: {e.requests:,} ({e.cached:,} cached, {e.to_send:,} to send)\n"
+                      f"  requests: {e.requests:,} ({e.cached:,} answered by the on-disk cache, {e.repeated:,} "
+                      f"{REPEATED_WORDS}, {e.to_send:,} to send)\n"
                       f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
                       f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
                       + (f"  cost: {usd(e.usd_online, e.price_online)} (a local model)" if e.backend in LOCAL_KINDS
@@ -242,7 +245,7 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         cost = prov.get("cost_usd")
         cost_text = "cost unknown (no price for this model)" if cost is None else f"cost {format_usd(cost)}"
         tokens = prov.get("tokens") or {}
-        line += (f"; {prov.get('cached_requests', 0):,} cached requests; tokens {tokens.get('prompt', 0):,} in / "
+        line += (f"; {requests_answered_text(prov)}; tokens {tokens.get('prompt', 0):,} in / "
                  f"{tokens.get('completion', 0):,} out; {cost_text}")
         if prov.get("requests_paid_by_stopped_run"):
             line += (f" (with {prov['requests_paid_by_stopped_run']:,} requests a stopped run paid for and never "

@@ -29,6 +29,7 @@ from curate.cli.common import (
     console,
     json_columns_line,
     mapping_arg,
+    requests_answered_text,
     turn_keys_line,
 )
 from curate.defaults import BACKEND, BATCH, DECONTAMINATE, DEITA, HEURISTICS, MINHASH
@@ -170,12 +171,11 @@ def _paid_line(results: dict[str, Any]) -> str:
     runs = [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
             and a.provenance.get("kind") in ("judge", "instag_tags")]  # runs[-1]: this run's
     total = fold_runs(None, runs)
-    cached = total["cached_requests"]
     sent = requests_sent(total)
     stopped = sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs)
     by_stopped = f" ({stopped:,} of them by a run that was stopped before recording them)" if stopped else ""
     cost = "cost unknown (no price for a model)" if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
-    return (f"LLM calls this run: {sent:,} sent{by_stopped}, {cached:,} answered by the cache; "
+    return (f"LLM calls this run: {sent:,} sent{by_stopped}, {requests_answered_text(total)}; "
             f"{sum(total['tokens'].values()):,} tokens; {cost}")
 
 

@@ -23,6 +23,7 @@ from curate.cli.common import (
     _tpm_opt,
     app,
     console,
+    requests_answered_text,
 )
 from curate.defaults import NORMALIZER
 from curate.errors import CurateError
@@ -70,7 +71,7 @@ def tag_cmd(
     cost = last.get("cost_usd", 0.0)
     console.print(f"tagged {result.rows - result.failed:,} of {result.rows:,} rows ({result.valued_now:,} now, "
                   f"{result.skipped:,} already done; "
-                  f"{last.get('turns', 0):,} user turns, {last.get('cached_requests', 0):,} cached); "
+                  f"{last.get('turns', 0):,} user turns; requests: {requests_answered_text(last)}); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}"))
     if retried:

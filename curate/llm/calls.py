@@ -31,7 +31,8 @@ class CallResult:
     billed_usd: float | None = 0.0  # None: a billed response came without a known price
     recovered: bool = False
     requests: int = 1           # the requests behind this result: its first and each re-ask (add_attempt)
-    cached_requests: int = 0    # of them, answered by the cache (not a stopped run's unrecorded answers)
+    cached_requests: int = 0    # of them, answered by the on-disk cache (not a stopped run's unrecorded answers)
+    repeated_requests: int = 0  # of them, the same request as another item of this call: sent once, its one answer
 
     def bill(self, key: str) -> None:
         """Count this result's own response (its usage and price) as spending of the run now."""
@@ -67,6 +68,7 @@ def call_usage(results: list[CallResult]) -> dict[str, Any]:
     billed = [r for r in results if r.billed_keys]
     usd = [r.billed_usd for r in billed]
     return {"requests": sum(r.requests for r in results), "cached_requests": sum(r.cached_requests for r in results),
+            "repeated_requests": sum(r.repeated_requests for r in results),
             # the last request of a result (a re-ask's, perhaps); none for a row sharing another's unsent request
             "requests_not_sent_max_cost": sum(min(r.requests, 1) for r in results
                                               if r.failure is not None and r.failure.code is FailureCode.BUDGET),
@@ -88,6 +90,7 @@ def add_attempt(fresh: CallResult, old: CallResult) -> None:
     fresh.cost_usd += old.cost_usd
     fresh.cached = fresh.cached and old.cached
     fresh.requests, fresh.cached_requests = old.requests + fresh.requests, old.cached_requests + fresh.cached_requests
+    fresh.repeated_requests += old.repeated_requests
     fresh.recovered = fresh.recovered or old.recovered
     fresh.billed_keys = old.billed_keys + fresh.billed_keys
     fresh.billed_usage = {k: old.billed_usage[k] + fresh.billed_usage[k] for k in ("prompt_tokens", "completion_tokens")}

@@ -31,8 +31,9 @@ class DryRunEstimate:
     rows: int                  # rows asked for
     rows_to_run: int           # of which the step would run on (others are done under the same fingerprint)
     requests: int              # calls those rows need (one per judged turn)
-    cached: int                # of which the response cache already answers
-    to_send: int               # distinct requests still to send (identical calls are sent once)
+    cached: int                # of which the on-disk response cache already answers
+    repeated: int              # of which repeat another request of this step (same prompt): sent once, shared
+    to_send: int               # distinct requests still to send: requests - cached - repeated
     prompt_tokens: int         # of the requests still to send, counted by ``tokenizer``
     output_tokens: int         # expected at most: the requests' max_tokens
     tokenizer: str
@@ -62,7 +63,8 @@ class DryRunEstimate:
 
         return (f"<div><b>dry run {html.escape(self.column)}</b> ({html.escape(self.backend)} "
                 f"{html.escape(self.model)}): {self.rows_to_run:,} of {self.rows:,} rows to run, "
-                f"{self.to_send:,} of {self.requests:,} requests to send; {self.prompt_tokens:,} prompt tokens "
+                f"{self.to_send:,} of {self.requests:,} requests to send ({self.cached:,} answered by the on-disk "
+                f"cache, {self.repeated:,} repeat another of this step); {self.prompt_tokens:,} prompt tokens "
                 f"({html.escape(self.tokenizer)}), at most {self.output_tokens:,} output tokens; "
                 + (f"{usd(self.usd_online)} (a local model)</div>" if self.backend in LOCAL_KINDS else
                    f"{usd(self.usd_online)} online, {usd(self.usd_batch)} batch</div>"))
@@ -78,8 +80,9 @@ def prices(backend: Backend) -> tuple[tuple[float, float] | None, tuple[float, f
 
 
 def plan_requests(prompt: Any, variables: list[dict[str, Any]], backend: Backend, cache: ResponseCache, *,
-                  params: dict[str, Any] | None = None, output_model: Any = None) -> tuple[list[Request], int]:
-    """(the distinct requests still to send, how many items the cache answers) for a ``run_prompt`` call."""
+                  params: dict[str, Any] | None = None, output_model: Any = None) -> tuple[list[Request], int, int]:
+    """(the distinct requests still to send, how many items the on-disk cache answers, how many items repeat a
+    request another item sends: the same prompt, sent once) for a ``run_prompt`` call."""
     aliases = _variable_aliases(prompt, variables, backend, params, output_model)
     found = cache.get_aliased([a for a in aliases if a])
     misses = [v for v, a in zip(variables, aliases, strict=True) if a not in found]
@@ -87,7 +90,7 @@ def plan_requests(prompt: Any, variables: list[dict[str, Any]], backend: Backend
     hits = cache.get_many([r.key for r in requests])
     cached = len(variables) - len(misses) + sum(1 for r in requests if r.key in hits)
     unique = {r.key: r for r in requests if r.key not in hits}
-    return list(unique.values()), cached
+    return list(unique.values()), cached, len(variables) - cached - len(unique)
 
 
 def _variables(step: Any, rows: list[Any]) -> list[dict[str, Any]]:
@@ -118,7 +121,7 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
     if output_model is None and step.prompt.output_kind == "json":
         output_model = step.prompt.model_class()
     params = getattr(step, "params", None) or None
-    to_send, cached = plan_requests(step.prompt, variables, backend,
+    to_send, cached, repeated = plan_requests(step.prompt, variables, backend,
                                     response_cache(cache if cache is not None else ws.cache_dir),
                                     params=params, output_model=output_model)
     counter = token_counter(backend)
@@ -131,7 +134,7 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
         notes.append("json output: re-asks after a validation error are not counted")
     return DryRunEstimate(
         column=step.column, backend=backend.kind, model=backend.model, rows=len(asked), rows_to_run=len(todo),
-        requests=len(variables), cached=cached, to_send=len(to_send),
+        requests=len(variables), cached=cached, repeated=repeated, to_send=len(to_send),
         prompt_tokens=sum(counter.count([r.messages for r in to_send])),
         output_tokens=sum(_max_tokens(r) for r in to_send), tokenizer=counter.name, tokens_exact=counter.exact,
         price_online=online, price_batch=batch, notes=notes)
@@ -143,7 +146,8 @@ def total(estimates: list[DryRunEstimate]) -> dict[str, Any]:
         values = [getattr(e, name) for e in estimates]
         return None if any(v is None for v in values) else sum(values)
 
-    return {"requests": sum(e.requests for e in estimates), "to_send": sum(e.to_send for e in estimates),
+    return {"requests": sum(e.requests for e in estimates), "cached": sum(e.cached for e in estimates),
+            "repeated": sum(e.repeated for e in estimates), "to_send": sum(e.to_send for e in estimates),
             "prompt_tokens": sum(e.prompt_tokens for e in estimates),
             "output_tokens": sum(e.output_tokens for e in estimates),
             "usd_online": usd("usd_online"), "usd_batch": usd("usd_batch")}

@@ -244,14 +244,14 @@ def transport_failure(response: dict[str, Any]) -> Failure:
 
 
 def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, cached: bool,
-               billed_key: str | None = None, recovered: bool = False) -> CallResult:
+               billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
-    by a stopped run), once per key."""
+    by a stopped run), once per key; ``repeated``: another item's request of this call (sent once), not the cache's."""
     if "failure" in response:  # ``cached``: an item sharing another's failed request: no request of its own
         return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not cached))
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
                         cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered,
-                        cached_requests=int(cached and not recovered))
+                        cached_requests=int(cached and not recovered and not repeated), repeated_requests=int(repeated))
     if billed_key is not None:
         result.bill(billed_key)
     declined = declined_failure(response)
@@ -314,12 +314,12 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     billed: set[str] = set()  # a key billed once per call, however many items share its request
 
     def interpret(i: int, response: dict[str, Any], key: str | None, cached: bool, recovered: bool) -> None:
-        cached = cached or key in billed  # an item sharing a request already counted: answered by that response
+        repeated = not cached and key in billed  # shares a request already counted: answered by that response
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
-        results[i] = _interpret(prompt, response, floor, cached=cached, billed_key=key if bill else None,
-                                recovered=recovered and bill)
+        results[i] = _interpret(prompt, response, floor, cached=cached or repeated, billed_key=key if bill else None,
+                                recovered=recovered and bill, repeated=repeated)
 
     stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
     for i in hit_idx:
@@ -390,7 +390,7 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             cached = req.key in new_hits or shared
             fresh = _interpret(prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
                                billed_key=None if shared or cached and req.key not in recovered else req.key,
-                               recovered=req.key in recovered and not shared)
+                               recovered=req.key in recovered and not shared, repeated=shared and req.key not in new_hits)
             add_attempt(fresh, old)
             if fresh.failure is not None:  # transport failure on the re-ask: its code, the validation reason too
                 fresh.failure = Failure(fresh.failure.code, f"{old.failure.message}; re-ask failed: "

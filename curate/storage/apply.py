@@ -28,18 +28,20 @@ from curate.storage.step import RowInput, StepContext, StepOutput, check_step, j
 Workspace = Any
 
 RUN_HISTORY = 50  # runs kept in a column's provenance; older ones are summed into one record (fold_runs)
-USAGE_KEYS = ("requests", "cached_requests", "requests_not_sent_max_cost", "requests_not_sent_refused",
-              "cost_usd")  # summed when folded
-NEWER_KEYS = {"requests_not_sent_refused": 0}  # what a run recorded before the key was counted had: none
+USAGE_KEYS = ("requests", "cached_requests", "repeated_requests", "requests_not_sent_max_cost",
+              "requests_not_sent_refused", "cost_usd")  # summed when folded
+# what a run recorded before the key was counted had: none (its cached_requests counted repeated requests too)
+NEWER_KEYS = {"requests_not_sent_refused": 0, "repeated_requests": 0}
 
 
 def requests_sent(run: dict[str, Any]) -> int | None:
     """Requests a judge or tagger run (a run record, or a fold of them) sent: its requests less those the cache
-    answered, those max_cost held back and those a refused API key held back (None: a run without the count)."""
+    answered, those repeating another of the run (sent once), those max_cost held back and those a refused API key
+    held back (None: a run without the count)."""
     if run.get("requests") is None:
         return None
-    return (run["requests"] - (run.get("cached_requests") or 0) - (run.get("requests_not_sent_max_cost") or 0)
-            - (run.get("requests_not_sent_refused") or 0))
+    return (run["requests"] - (run.get("cached_requests") or 0) - (run.get("repeated_requests") or 0)
+            - (run.get("requests_not_sent_max_cost") or 0) - (run.get("requests_not_sent_refused") or 0))
 
 
 def _quiet_tqdm_auto():
