@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,8 +113,67 @@ def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):
     rows, scores = _quality_rows(12)
     sc = CrossEncoderScorer(name="q", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4)
     first = sc.predict(rows, cache_dir=tmp_path)
-    assert list((tmp_path / "scorer_ce").glob("*.npy"))
+    assert list((tmp_path / "scorer_ce").glob("*/*.npz")) and not list((tmp_path / "scorer_ce").glob("*/.*.tmp"))
     np.testing.assert_allclose(sc.predict(rows, cache_dir=tmp_path), first)
+
+
+# Scores 300 rows through the cache; once the first chunk is on disk it says so and waits to be killed.
+_KILLED_PASS = """
+import sys, time
+import curate.scorers.prediction_cache as cache
+from curate.scorers import Scorer
+keep = cache.store
+def store_then_wait(folder, keys, values):
+    keep(folder, keys, values)
+    print(len(keys), flush=True)
+    time.sleep(600)
+cache.store = store_then_wait
+sys.path.insert(0, sys.argv[3])
+from tests.test_scorers_finetuned import _quality_rows
+Scorer.load(sys.argv[1]).predict(_quality_rows(300)[0], cache_dir=sys.argv[2])
+"""
+
+
+def test_a_killed_scoring_pass_keeps_its_finished_rows_on_a_pool_under_512_rows(tiny_base, tmp_path, monkeypatch):
+    """Forward passes were cached per whole chunk of 512 rows: a kill during a pass over 300 rows kept nothing, and
+    every re-run paid the whole pass again. Chunks now start at one batch and are kept as each ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import curate.scorers.crossencoder as ce
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    repo = str(Path(__file__).resolve().parents[1])
+    rows, scores = _quality_rows(300)
+    sc = CrossEncoderScorer(name="q", max_length=32, base=tiny_base, batch_size=8).fit(rows[:24], scores[:24],
+                                                                                     epochs=1, batch_size=4)
+    sc.save(tmp_path / "sc")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PASS, str(tmp_path / "sc"), str(tmp_path / "ws"), repo],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": repo})
+    try:
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), proc.stderr.read() if proc.poll() is not None else line
+        done = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert 0 < done < 300
+    scored: list[int] = []
+    predict_net = ce.predict_net
+
+    def counted(net, tok, instructions, *args, **kwargs):
+        scored.append(len(instructions))
+        return predict_net(net, tok, instructions, *args, **kwargs)
+
+    monkeypatch.setattr(ce, "predict_net", counted)
+    resumed = sc.predict(rows, cache_dir=tmp_path / "ws")
+    monkeypatch.setattr(ce, "predict_net", predict_net)
+    assert sum(scored) == 300 - done  # the killed pass's chunk was read back, not scored again
+    np.testing.assert_allclose(resumed, sc.predict(rows), atol=1e-5)
+    assert not list((tmp_path / "ws" / "scorer_ce").glob("*/.*.tmp"))
 
 
 def test_cross_encoder_instruction_only_learns_constraint_order(tiny_base):

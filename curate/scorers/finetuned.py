@@ -4,12 +4,12 @@ behind the same :class:`~curate.scorers.model.Scorer` interface (fit / predict /
 Saved as ``scorer.json`` (``"kind": "cross-encoder"``) + ``adapter.safetensors`` (LoRA weights fp16, the
 head, the length covariate and the calibration map onto the output scale; < 2 MiB). The base weights
 come from the installed MiniLM package (or ``base``, a local folder, recorded in scorer.json).
-Predictions go through the workspace cache in chunks, so a killed scoring run resumes.
+Predictions go through the workspace cache per row, kept as each chunk of a few seconds ends, so a killed
+scoring run resumes (:mod:`curate.scorers.prediction_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 import curate.scorers.crossencoder as ce
+import curate.scorers.prediction_cache as prediction_cache
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, EMBED, SCORER
 from curate.errors import ScorerError
@@ -28,7 +29,6 @@ from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import read_tensors, save_scorer_folder
 
 KIND = "cross-encoder"
-CHUNK = 512  # rows per cached prediction chunk
 
 
 def default_base() -> str:
@@ -146,35 +146,23 @@ class CrossEncoderScorer(Scorer):
         return texts["instruction"], texts.get("response")
 
     def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
-        """Raw network scores (before calibration), cached per chunk under ``cache_dir`` when given."""
+        """Raw network scores (before calibration); under ``cache_dir`` kept per row as each chunk ends, so a
+        killed pass keeps what it finished (:mod:`curate.scorers.prediction_cache`)."""
         ins, res = self._texts(rows)
+        if not ins:
+            return np.zeros(0, dtype=np.float32)
         net, tok = self._inference_net()
-        out = np.zeros(len(ins), dtype=np.float32)
-        fp = self.fingerprint()
-        for s in range(0, len(ins), CHUNK):
-            a, b = ins[s:s + CHUNK], res[s:s + CHUNK] if res is not None else None
-            path = None
-            if cache_dir is not None:
-                h = hashlib.sha256(fp.encode())
-                for i, t in enumerate(a):
-                    h.update(hashlib.sha256(t.encode()).digest())
-                    if b is not None:
-                        h.update(hashlib.sha256(b[i].encode()).digest())
-                path = Path(cache_dir) / "scorer_ce" / f"{h.hexdigest()[:32]}.npy"
-                if path.exists():
-                    out[s:s + len(a)] = np.load(path)
-                    if on_rows is not None:
-                        on_rows(len(a))
-                    continue
-            val = ce.predict_net(net, tok, a, b, max_length=self.max_length, batch_size=self.batch_size, on_rows=on_rows,
-                                 plan=self._plan(), device=self._device())
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npy")
-                np.save(tmp, val)
-                tmp.replace(path)
-            out[s:s + len(a)] = val
-        return out
+
+        def predict(positions: list[int]) -> np.ndarray:
+            return ce.predict_net(net, tok, [ins[i] for i in positions],
+                                  None if res is None else [res[i] for i in positions], max_length=self.max_length,
+                                  batch_size=self.batch_size, on_rows=on_rows, plan=self._plan(), device=self._device())
+
+        if cache_dir is None:
+            return np.asarray(predict(list(range(len(ins)))), dtype=np.float32)
+        return prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
+                                               prediction_cache.cache_folder(cache_dir, self.fingerprint()),
+                                               first_rows=self.batch_size, on_rows=on_rows)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         if "calibration.x" not in self.weights:
