@@ -113,7 +113,7 @@ def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):
     rows, scores = _quality_rows(12)
     sc = CrossEncoderScorer(name="q", max_length=32, base=tiny_base).fit(rows, scores, epochs=1, batch_size=4)
     first = sc.predict(rows, cache_dir=tmp_path)
-    assert list((tmp_path / "scorer_ce").glob("*/*.npz")) and not list((tmp_path / "scorer_ce").glob("*/.*.tmp"))
+    assert list((tmp_path / "scorer_ce").glob("*/shard-*")) and not list((tmp_path / "scorer_ce").glob("*/.tmp-*"))
     np.testing.assert_allclose(sc.predict(rows, cache_dir=tmp_path), first)
 
 
@@ -173,7 +173,7 @@ def test_a_killed_scoring_pass_keeps_its_finished_rows_on_a_pool_under_512_rows(
     monkeypatch.setattr(ce, "predict_net", predict_net)
     assert sum(scored) == 300 - done  # the killed pass's chunk was read back, not scored again
     np.testing.assert_allclose(resumed, sc.predict(rows), atol=1e-5)
-    assert not list((tmp_path / "ws" / "scorer_ce").glob("*/.*.tmp"))
+    assert not list((tmp_path / "ws" / "scorer_ce").glob("*/.tmp-*"))
 
 
 def test_cross_encoder_instruction_only_learns_constraint_order(tiny_base):

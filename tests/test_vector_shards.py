@@ -96,7 +96,7 @@ def test_a_damaged_shard_is_named_with_what_to_do(tmp_path):
     with store.lock():
         shard = store.add(_keys(0, 10), _vectors(0, 10))
     (shard / "vectors.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(WorkspaceError, match=r"vectors\.npy: a damaged shard of the embedding cache .*remove its folder"):
+    with pytest.raises(WorkspaceError, match=r"vectors\.npy: a damaged shard of a cache .*remove its folder"):
         store.get(_keys(0, 10))
     (shard / "keys.npy").write_bytes(b"PK\x03\x04 not numpy at all")
     with pytest.raises(WorkspaceError, match=r"keys\.npy: a damaged shard"):

@@ -1,12 +1,12 @@
 """The workspace cache of a fine-tuned scorer's forward passes: one raw value per row text, kept as each chunk ends.
 
 A pass scores the rows the cache lacks in chunks sized by time (one batch first, growing while each takes under
-``CHUNK_SECONDS``), and each finished chunk is one file, so a killed pass keeps every chunk it finished and loses
+``CHUNK_SECONDS``), and each finished chunk is kept at once, so a killed pass keeps every chunk it finished and loses
 at most a few seconds of work; a re-run scores only the rest. Chunks of a fixed 512 rows kept nothing of a pool
 under 512 rows. Rows are found by their texts' hash, not their position: a re-run's chunks need not line up.
 
-Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/<uuid>.npz`` holding ``keys`` (hex digests) and ``values``;
-each written under a temporary name of its own and renamed into place, so writers never share a file.
+Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/``, a :class:`~curate.storage.vector_shards.VectorStore` of
+one-value vectors (the embedding cache's store: shards written whole, merged by size, read without a lock).
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from curate.errors import ScorerError
+from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
 CHUNK_SECONDS = 5.0    # a chunk grows while each takes under this: a kill loses at most about this much work
-MAX_CHUNK_ROWS = 4096  # and stays under this many rows (fewer, larger files for a large pool)
+MAX_CHUNK_ROWS = 4096  # and stays under this many rows (fewer, larger shards for a large pool)
 KEY_CHARS = 32         # hex characters of a row key (128 bits of SHA-256)
 
 
@@ -43,46 +42,24 @@ def row_keys(instructions: Sequence[str], responses: Sequence[str] | None) -> li
     return keys
 
 
-def cached_values(folder: Path) -> dict[bytes, float]:
-    """Every value kept in ``folder``, by row key; a damaged file is one :class:`ScorerError` naming it."""
-    known: dict[bytes, float] = {}
-    for file in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
-        try:
-            with np.load(file, allow_pickle=False) as data:
-                keys, values = data["keys"], data["values"]
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ScorerError(f"{file}: a damaged file of the scorer's prediction cache ({type(exc).__name__}: "
-                              f"{exc}); remove it (its rows are scored again)") from None
-        known.update(zip(keys.tolist(), values.tolist(), strict=True))
-    return known
-
-
-def store(folder: Path, keys: Sequence[bytes], values: np.ndarray) -> Path:
-    """Keep one finished chunk: written under a name of its own, then renamed into place whole."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = uuid.uuid4().hex
-    tmp, path = folder / f".{name}.tmp", folder / f"{name}.npz"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=np.asarray(keys, dtype=f"S{KEY_CHARS}"), values=np.asarray(values, dtype=np.float32))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def store(folder: Path, keys: Sequence[bytes], values: np.ndarray) -> Path | None:
+    """Keep one finished chunk (a shard of the store, written whole)."""
+    shards = VectorStore(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with shards.lock():
+        return shards.add(np.asarray(keys, dtype=KEY_DTYPE), np.asarray(values, dtype=np.float32)[:, None])
 
 
 def predict_cached(predict: Callable[[list[int]], np.ndarray], keys: list[bytes], folder: Path, *, first_rows: int,
                    on_rows: Callable[[int], object] | None = None) -> np.ndarray:
     """Raw values of every row: the kept ones read back, the others from ``predict(positions)`` in chunks of
     ``first_rows`` rows first, then sized by time; each chunk kept as it ends."""
+    shards = VectorStore(folder)
+    kept, found = shards.get(np.asarray(keys, dtype=KEY_DTYPE))
     out = np.zeros(len(keys), dtype=np.float32)
-    known = cached_values(folder)
-    todo = []
-    for i, key in enumerate(keys):
-        if key in known:
-            out[i] = known[key]
-        else:
-            todo.append(i)
+    if kept is not None:
+        out[found] = kept[found, 0]
+    todo = np.flatnonzero(~found).tolist()
     if on_rows is not None and len(keys) > len(todo):
         on_rows(len(keys) - len(todo))
     rows, start = max(1, first_rows), 0
@@ -95,4 +72,7 @@ def predict_cached(predict: Callable[[list[int]], np.ndarray], keys: list[bytes]
         out[part] = values
         start += len(part)
         rows = max(1, min(MAX_CHUNK_ROWS, 2 * rows, int(rows * CHUNK_SECONDS / max(seconds, 1e-6))))
+    if todo:
+        with shards.lock():
+            shards.compact()
     return out

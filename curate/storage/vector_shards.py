@@ -1,4 +1,5 @@
-"""Vectors keyed by fixed-width byte keys, kept on disk as immutable shards (the embedding cache's store).
+"""Vectors keyed by fixed-width byte keys, kept on disk as immutable shards (the embedding cache's store, and the
+fine-tuned scorers' prediction cache's).
 
 A shard is a folder ``shard-<time>-<id>/`` holding ``keys.npy`` (sorted, unique) and ``vectors.npy`` (the rows in key
 order). It is written under a temporary name and renamed into place, so a kill never leaves half a shard, and it is
@@ -188,12 +189,12 @@ def _load(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise WorkspaceError(f"{path}: a damaged shard of the embedding cache ({exc}); remove its folder "
-                             f"{path.parent}: its texts are encoded again when next asked for") from None
+        raise WorkspaceError(f"{path}: a damaged shard of a cache ({exc}); remove its folder {path.parent}: what "
+                             "it held is computed again when next asked for") from None
     dims = 1 if path.name == "keys.npy" else 2
     if not isinstance(array, np.ndarray) or array.ndim != dims:
-        raise WorkspaceError(f"{path}: a damaged shard of the embedding cache (not a {dims}-d array); remove its "
-                             f"folder {path.parent}: its texts are encoded again when next asked for")
+        raise WorkspaceError(f"{path}: a damaged shard of a cache (not a {dims}-d array); remove its folder "
+                             f"{path.parent}: what it held is computed again when next asked for")
     return array
 
 
