@@ -63,11 +63,10 @@ def load_model(name: str | None = None, device: str | None = None):
     contents = folder_fingerprint(Path(path)) if name != EMBED.model and os.path.isdir(path) else None
     if os.path.isdir(path):
         return _load_model(path, device, contents)
-    from huggingface_hub.errors import HFValidationError
-
     try:
         return _load_model(path, device, contents)
-    except (OSError, HFValidationError) as exc:  # transformers' own words name neither the model nor curate
+    except (OSError, ValueError) as exc:  # transformers' own words name neither the model nor curate (a name the
+        # Hub refuses is huggingface_hub's HFValidationError, a ValueError)
         cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CurateError(f"embedding model {name}: not a local folder, and loading it from the Hub failed: "
                           f"{cause}") from exc
