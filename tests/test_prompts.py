@@ -56,7 +56,9 @@ def test_template_itself_is_sandboxed():
     ("{{ 'x'.ljust(99999999999) }}", "SecurityError: str.ljust: a width over"),
     ("{{ '%*d' % (100000000, 1) }}", "SecurityError: a % format: a width over"),  # widths from the arguments
     ("{{ '{:>{}}'.format(1, 100000000) }}", "SecurityError: str.format: a width over"),
-    ("{{ '{:>{w}}'.format(1, w=100000000) }}", "SecurityError: str.format: a width over")])
+    ("{{ '{:>{w}}'.format(1, w=100000000) }}", "SecurityError: str.format: a width over"),
+    ("{{ '{:>{w[0]}}'.format(1, w=[100000000]) }}", "SecurityError: str.format: a width over"),  # was made
+    ("{{ '{:>{1[n]}}'.format(1, {'n': 100000000}) }}", "SecurityError: str.format: a width over")])
 def test_a_template_that_fails_or_explodes_is_an_error_naming_its_line(body, error):
     with pytest.raises(PromptRenderError, match=f"prompt 'rate':18: in the user message: {error}"):
         parse_prompt(PROMPT.replace("Rate: {{ instruction }}", body)).render(instruction="x")

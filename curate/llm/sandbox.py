@@ -42,9 +42,10 @@ def _percent_widths(fmt: str) -> tuple[list[int], list[int]]:
     return widths, stars
 
 
-def _format_widths(fmt: str) -> tuple[list[int], list[int | str]]:
-    """The numbers a ``str.format`` string's format specs spell out, and the arguments (positions, or keyword names)
-    its nested fields take a width from (``{:>{}}``, ``{0:>{1}}``, ``{:>{w}}``)."""
+def _format_widths(fmt: str) -> tuple[list[int], list[tuple[int | str, str]]]:
+    """The numbers a ``str.format`` string's format specs spell out, and the fields its nested fields take a width
+    from: (the argument's position or keyword name, the rest of the field: ``[0]``, ``.real``), for ``{:>{}}``,
+    ``{0:>{1}}``, ``{:>{w}}``, ``{:>{w[0]}}``."""
     import string
 
     formatter, widths, nested, auto = string.Formatter(), [], [], 0
@@ -57,7 +58,7 @@ def _format_widths(fmt: str) -> tuple[list[int], list[int | str]]:
                 if inner is None:
                     continue
                 key = re.split(r"[.\[]", inner)[0]
-                nested.append(auto if key == "" else int(key) if key.isdigit() else key)
+                nested.append((auto if key == "" else int(key) if key.isdigit() else key, inner[len(key):]))
                 auto += key == ""
             if spec and "{" not in spec:
                 widths += [int(n) for n in re.findall(r"\d+", spec)]
@@ -115,10 +116,23 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
         def checked(*args: Any, **kwargs: Any) -> str:  # '{:>{}}'.format(1, n): a width from the arguments
             named = args[0] if value.__name__ == "format_map" and args and isinstance(args[0], dict) else kwargs
-            _check_ints([args[k] if isinstance(k, int) and k < len(args) else named.get(k) for k in nested], what)
+            _check_ints([self._field_value(args, named, key, rest) for key, rest in nested], what)
             return wrapped(*args, **kwargs)
 
         return checked
+
+    def _field_value(self, args: tuple, named: Any, key: int | str, rest: str) -> Any:
+        """The value a nested format field names (``w[0]``, ``0.real``), read through the sandbox's own item and
+        attribute access; None when it names nothing (the format then fails with its own error)."""
+        import _string
+
+        try:
+            value = args[key] if isinstance(key, int) else named[key]
+            for is_attribute, name in _string.formatter_field_name_split("x" + rest)[1]:
+                value = self.getattr(value, name) if is_attribute else self.getitem(value, name)
+        except (LookupError, TypeError, ValueError):
+            return None
+        return value
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         from jinja2.exceptions import SecurityError
