@@ -701,3 +701,21 @@ def test_turn_keys_of_a_mapped_chat_field_are_counted_and_refused_as_the_default
     assert summary["turn_keys_not_kept"] == {"weight": 1}
     with pytest.raises(WorkspaceError, match=r"1 of 2 rows have turns with keys a messages record .*: weight\)"):
         ws.export(tmp_path / "m.jsonl", format="messages")
+
+
+def test_turn_keys_of_a_chat_field_named_as_curates_own_are_counted_where_the_field_is_kept(tmp_path):
+    """A mapped chat field named ``conversation`` is kept as ``original_conversation``, but its keys were looked for
+    under ``conversation`` (curate's own, which has none): the load counted nothing and export --format let a
+    message's ``name`` go without a word."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    assert pools.formats.turn_fields({"messages": "conversation"})["messages"] == "original_conversation"
+    records = [{"conversation": [{"role": "user", "content": "Hi", "name": "ann"},
+                                 {"role": "assistant", "content": "Hey"}]}]
+    ws = Workspace(tmp_path / "ws", create=True)
+    summary = ws.load(records, format="messages", mapping={"messages": "conversation"})
+    assert summary["turn_keys_not_kept"] == {"name": 1}
+    assert '"name": "ann"' in ws.to_dataset()[0]["original_conversation"]  # kept (as JSON text: uneven turns)
+    with pytest.raises(WorkspaceError, match=r"1 of 1 rows have turns with keys a messages record .*: name\)"):
+        ws.export(tmp_path / "m.jsonl", format="messages")

@@ -26,10 +26,12 @@ from curate.errors import InputError, OptionError
 from curate.pools.formats import (
     DEFAULT_MAX_FIELD_CHARS,
     FORMATS,
+    RESERVED,
     _RowError,
     check_mapping,
     detect_format,
     exported_format,
+    stored_name,
     to_conversation,
     turn_fields,
 )
@@ -42,7 +44,6 @@ __all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_R
            "RowStream", "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
            "to_table", "write_rejects"]
 
-RESERVED = ("id", "conversation", "format")  # an original column of one of these names is kept as original_<name>
 REJECT_RAW_MAX_CHARS = 2_000  # a reject keeps at most this much of its raw record
 REJECTS_SHOWN = 3  # rejects named in load()'s warning when it writes no rejects file
 
@@ -181,7 +182,7 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
                 raise InputError(source, location, str(exc)) from None
             yield Reject(source, location, str(exc), _reject_raw(rec, raw))
             continue
-        row = {("original_" + k if k in RESERVED else k): v for k, v in rec.items()}
+        row = {stored_name(k): v for k, v in rec.items()}
         row.update(conversation=conversation, format=fmt)
         yield row
     if not seen:

@@ -24,6 +24,7 @@ _MESSAGE_ROLES = {"user", "assistant", "system", "tool"}
 _CALL_FIELDS = ("tool_calls", "function_call")  # an assistant turn's calls, which a text turn cannot hold
 # The source field a chat row's turns are read from (unless a mapping names another), and a turn's own keys there.
 TURN_FIELDS = {"sharegpt": "conversations", "messages": "messages"}
+RESERVED = ("id", "conversation", "format")  # a source field of one of these names is kept as original_<name>
 _TURN_TEXT_KEYS = frozenset({"role", "content", "from", "value", *_CALL_FIELDS})  # calls: a row with any is refused
 
 # For each shape: the fields it reads, which are required, and the source columns they default to.
@@ -158,9 +159,15 @@ def _content(value: Any, what: str, max_chars: int, allow_empty: bool = False) -
     return _text(value, what, max_chars, allow_empty=allow_empty)
 
 
+def stored_name(field: str) -> str:
+    """The pool field a source field is kept as: ``original_<name>`` for a name curate reserves (:data:`RESERVED`)."""
+    return f"original_{field}" if field in RESERVED else field
+
+
 def turn_fields(mapping: dict[str, str] | None = None) -> dict[str, str]:
-    """The source field each chat shape's turns are read from: :data:`TURN_FIELDS`, or the field ``mapping`` names."""
-    return {fmt: (mapping or {}).get(field, field) for fmt, field in TURN_FIELDS.items()}
+    """The pool field each chat shape's turns are kept in: :data:`TURN_FIELDS`, or the field ``mapping`` names
+    (a reserved name as it is stored, :func:`stored_name`)."""
+    return {fmt: stored_name((mapping or {}).get(field, field)) for fmt, field in TURN_FIELDS.items()}
 
 
 def turn_keys_not_kept(turns: Any) -> set[str]:
