@@ -269,6 +269,19 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_load_counts_the_turn_keys_of_a_mapped_chat_field_and_export_format_refuses_them(tmp_path):
+    """curate load --mapping '{"messages": "conversation"}' keeps the field as original_conversation (curate's own
+    name), but its turn keys were looked for under conversation: the load said nothing of a message's name and
+    export --format dropped it without a word."""
+    pool = write_jsonl(tmp_path / "chat.jsonl", [{"conversation": [
+        {"role": "user", "content": "Hi", "name": "ann"}, {"role": "assistant", "content": "Hey"}]}])
+    ws = tmp_path / "ws"
+    r = curate_cli("load", pool, "--workspace", ws, "--format", "messages", "--mapping", '{"messages": "conversation"}')
+    assert r.returncode == 0 and "does not keep: name (1 rows)" in r.stdout, r.stderr
+    r = curate_cli("export", ws, "--out", tmp_path / "m.jsonl", "--format", "messages")
+    assert r.returncode == 1 and "1 of 1 rows have turns with keys a messages record" in r.stderr
+    assert not (tmp_path / "m.jsonl").exists()
+
 def test_a_model_folder_of_pickled_weights_is_one_error_line_that_never_runs_the_pickle(tmp_path):
     """torch refuses a pickle that runs code (it loads weights only), but the CLI printed its whole traceback, whose
     text advises loading with weights_only=False."""
