@@ -703,6 +703,24 @@ def test_turn_keys_of_a_mapped_chat_field_are_counted_and_refused_as_the_default
         ws.export(tmp_path / "m.jsonl", format="messages")
 
 
+def test_turn_keys_of_a_mapped_chat_field_are_counted_when_the_rows_were_read_before_the_load(tmp_path):
+    """ws.load(pools.read(..., mapping=...)) looked for turn keys in the default field names only: the weight-0 turn
+    was not counted and an export --format wrote it as one to train on."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    records = [{"chat": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Bad", "weight": 0}]},
+               {"chat": [{"from": "human", "value": "Yo"}, {"from": "gpt", "value": "Fine"}]}]
+    read = pools.read(records, format="sharegpt", mapping={"conversations": "chat"})
+    ws = Workspace(tmp_path / "ws", create=True)
+    summary = ws.load(read)
+    assert summary["turn_keys_not_kept"] == {"weight": 1}
+    assert ws.manifest["sources"][0]["turn_fields"]["sharegpt"] == "chat"
+    with pytest.raises(WorkspaceError, match=r"1 of 2 rows have turns with keys a sharegpt record .*: weight\)"):
+        ws.export(tmp_path / "s.jsonl", format="sharegpt")
+    assert not (tmp_path / "s.jsonl").exists()
+
+
 def test_turn_keys_of_a_chat_field_named_as_curates_own_are_counted_where_the_field_is_kept(tmp_path):
     """A mapped chat field named ``conversation`` is kept as ``original_conversation``, but its keys were looked for
     under ``conversation`` (curate's own, which has none): the load counted nothing and export --format let a
@@ -719,3 +737,6 @@ def test_turn_keys_of_a_chat_field_named_as_curates_own_are_counted_where_the_fi
     assert '"name": "ann"' in ws.to_dataset()[0]["original_conversation"]  # kept (as JSON text: uneven turns)
     with pytest.raises(WorkspaceError, match=r"1 of 1 rows have turns with keys a messages record .*: name\)"):
         ws.export(tmp_path / "m.jsonl", format="messages")
+    again = Workspace(tmp_path / "again", create=True)  # read first, loaded after: the same count
+    assert again.load(pools.read(records, format="messages", mapping={"messages": "conversation"})
+                      )["turn_keys_not_kept"] == {"name": 1}

@@ -447,6 +447,27 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
         {k: v for k, v in theirs.provenance.items() if k != "created"}
 
 
+def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(tmp_path):
+    """The Ray engine's load staged the rows with the default chat field names: with --mapping '{"conversations":
+    "chat"}' a weight-0 turn was not counted, and an export --format wrote it as one to train on."""
+    from curate.errors import WorkspaceError
+    from curate.pipeline import Run
+    from curate.scale import RayEngine
+
+    records = [{"chat": [{"from": "human", "value": f"Question {i}?"},
+                         {"from": "gpt", "value": f"Answer {i}.", **({"weight": 0} if i == 1 else {})}]}
+               for i in range(4)]
+    shards = write_shards(tmp_path / "shards", records, 2)
+    engine = RayEngine()  # Ray started here, on this machine
+    run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping={"conversations": "chat"})
+    try:
+        summary = engine.load(run)
+    finally:
+        engine.close()
+    assert summary["turn_keys_not_kept"] == {"weight": 1} and summary["turn_fields"]["sharegpt"] == "chat"
+    with pytest.raises(WorkspaceError, match=r"1 of 4 rows have turns with keys a sharegpt record .*: weight\)"):
+        run.ws.export(tmp_path / "s.jsonl", format="sharegpt")
+
 def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
     import pickle as pk
 

@@ -79,6 +79,7 @@ class ReadResult:
     source: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    turn_fields: dict[str, str] = field(default_factory=turn_fields)  # chat shape -> its turns' field (a mapping's)
 
     @property
     def formats(self) -> Counter:
@@ -99,11 +100,13 @@ class ReadResult:
 @dataclass
 class RowStream:
     """A source read elsewhere (by Ray tasks): its rows in source order, produced as they are consumed (an id is
-    given to each row without one, as :func:`assign_ids` does), and its rejects. ``Workspace.load`` stages it."""
+    given to each row without one, as :func:`assign_ids` does), its rejects, and the field each chat shape's turns
+    were read from (:func:`curate.pools.formats.turn_fields` of the read's mapping). ``Workspace.load`` stages it."""
 
     source: str
     rows: Iterable[dict[str, Any]]
     rejects: list[Reject] = field(default_factory=list)
+    turn_fields: dict[str, str] = field(default_factory=turn_fields)
 
 
 def check_read_options(format: str = "auto", mapping: dict[str, str] | None = None, on_error: str = "raise") -> None:
@@ -123,7 +126,7 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
     Holds every row in memory: :func:`stage` writes a large source to disk part by part instead."""
     name, items = normalised(source, format=format, mapping=mapping, on_error=on_error,
                              max_field_chars=max_field_chars)
-    result = ReadResult(source=name)
+    result = ReadResult(source=name, turn_fields=turn_fields(mapping))
     for item in items:
         (result.rejects if isinstance(item, Reject) else result.rows).append(item)
     return result

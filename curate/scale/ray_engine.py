@@ -214,8 +214,8 @@ class RayEngine:
                     raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
                 run.workspace = Workspace(run.out / "workspace")
                 # ids as pools.assign_ids gives them; only the source's rows stay, as the single-process load
-                summary = run.workspace.load(pools.RowStream(str(run.source), rows_in_order(blocks, ids), rejects),
-                                             keep_only_source=True)
+                summary = run.workspace.load(pools.RowStream(str(run.source), rows_in_order(blocks, ids), rejects,
+                                                             pools.formats.turn_fields(run.mapping)), keep_only_source=True)
         except BaseException:
             self.close()
             raise

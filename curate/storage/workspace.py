@@ -140,7 +140,8 @@ class Workspace(blobs.Blobs):
 
         with pool.staging(self) as folder:
             if isinstance(source, pools.ReadResult | pools.RowStream):
-                staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder)
+                staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
+                                          turn_fields=source.turn_fields)
             else:
                 kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
                 staged = pools.stage(source, folder, format=format, mapping=mapping, on_error=on_error,  # type: ignore[arg-type]
