@@ -520,3 +520,27 @@ def test_an_actor_removes_the_batch_folders_killed_actors_left_and_keeps_live_on
         (folder / "embeddings").mkdir(parents=True)
     Inference(embed=False)
     assert not dead.exists() and live.exists() and elsewhere.exists()
+
+
+def test_batch_folders_named_before_the_host_was_in_them_go_when_their_actor_is_gone(tmp_path, monkeypatch):
+    """Folders of the older name curate-ray-<pid>-* (no host) were never removed: the cleanup looked for this host's
+    names only. They go when their pid runs no process here and no batch could still be using them (untouched for a
+    day: the name gives no host, and in a /tmp shared by containers the pid may be another's)."""
+    import tempfile
+
+    from curate.scale.infer import BATCH_FOLDER_PREFIX, HOSTLESS_STALE_AFTER_S, remove_stale_batch_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has exited
+    dead = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-abc_1234"
+    live = tmp_path / f"{BATCH_FOLDER_PREFIX}{os.getppid()}-def45678"
+    young = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-ghi90123"  # maybe a live batch of another host's
+    other_host = tmp_path / f"{BATCH_FOLDER_PREFIX}12345678-{gone}-jkl45678"  # today's name, an all-digit host
+    for folder in (dead, live, young, other_host):
+        (folder / "embeddings").mkdir(parents=True)
+    old = time.time() - 2 * HOSTLESS_STALE_AFTER_S
+    for folder in (dead, live, other_host):
+        os.utime(folder, (old, old))
+    assert remove_stale_batch_folders() == [dead]
+    assert not dead.exists() and live.exists() and young.exists() and other_host.exists()

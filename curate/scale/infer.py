@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,9 @@ def peak_rss_mb() -> float:
 
 
 BATCH_FOLDER_PREFIX = "curate-ray-"  # + the actor's host and pid: a batch's caches, in the temporary folder
+# curate-ray-<pid>-<tempfile's 8 characters>: the name before the host was in it (no host: its pid may be another's)
+_HOSTLESS_BATCH_FOLDER = re.compile(re.escape(BATCH_FOLDER_PREFIX) + r"(\d+)-[a-z0-9_]{8}")
+HOSTLESS_STALE_AFTER_S = 24 * 3600  # a host-less folder this long untouched is no live batch's on any host
 
 
 def batch_folder_prefix(pid: int | None = None) -> str:
@@ -56,10 +61,22 @@ def batch_folder_prefix(pid: int | None = None) -> str:
 def remove_stale_batch_folders() -> list[Path]:
     """Remove the batch folders of actors of this host no longer running (a killed actor never removes its own:
     each held a batch's embeddings and scorer caches); returns them. A folder of a live pid, or of another host,
-    stays."""
+    stays. A folder named before the host was in it (``curate-ray-<pid>-*``) goes when its pid is not running here
+    and it was untouched for :data:`HOSTLESS_STALE_AFTER_S` (a batch's folder lives for one batch: an old one is
+    no live actor's, whatever host shares this /tmp)."""
     stale, mine = [], batch_folder_prefix(0)[:-2]  # curate-ray-<host>-
-    for folder in Path(tempfile.gettempdir()).glob(f"{mine}*-*"):
-        pid = folder.name[len(mine):].split("-", 1)[0]
+    for folder in Path(tempfile.gettempdir()).glob(f"{BATCH_FOLDER_PREFIX}*-*"):
+        if folder.name.startswith(mine):
+            pid = folder.name[len(mine):].split("-", 1)[0]
+        elif hostless := _HOSTLESS_BATCH_FOLDER.fullmatch(folder.name):
+            pid = hostless.group(1)
+            try:
+                if time.time() - folder.stat().st_mtime < HOSTLESS_STALE_AFTER_S:
+                    continue
+            except FileNotFoundError:  # its actor removed it just now
+                continue
+        else:  # another host's
+            continue
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
