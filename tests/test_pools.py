@@ -703,6 +703,20 @@ def test_turn_keys_of_a_mapped_chat_field_are_counted_and_refused_as_the_default
         ws.export(tmp_path / "m.jsonl", format="messages")
 
 
+def test_export_format_counts_each_row_whose_turn_keys_it_would_drop_once_and_names_the_first(tmp_path):
+    """The refusal went field by field over a set of names: a row with keys in two chat fields was counted twice
+    ("2 of 1 rows") and the row it named hung on the hash seed (a messages row's name, or a later sharegpt row's
+    weight)."""
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"messages": [{"role": "user", "content": "Hi", "name": "ann"}, {"role": "assistant", "content": "Hey"}],
+              "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey", "weight": 0}]}],
+            format="messages")
+    with pytest.raises(WorkspaceError, match=r"^1 of 1 rows have turns with keys .* \(row \w+: name, weight\)"):
+        ws.export(tmp_path / "m.jsonl", format="messages")
+
 def test_turn_keys_of_a_mapped_chat_field_are_counted_when_the_rows_were_read_before_the_load(tmp_path):
     """ws.load(pools.read(..., mapping=...)) looked for turn keys in the default field names only: the weight-0 turn
     was not counted and an export --format wrote it as one to train on."""

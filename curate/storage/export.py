@@ -138,9 +138,9 @@ def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = froz
 
     ids, conversations = ds["id"], ds["conversation"]
     checked = set() if turn_fields is None else {*TURN_FIELDS.values(), *turn_fields}
-    lost = [(rid, sorted(keys)) for name in (checked & set(ds.column_names))
-            for rid, shape, turns in zip(ids, ds["format"], ds[name], strict=True)
-            if shape in TURN_FIELDS and (keys := turn_keys_not_kept(turns))]
+    columns = [ds[name] for name in ds.column_names if name in checked]  # each row once, the first named first
+    lost = [(rid, sorted(keys)) for rid, shape, *turns in zip(ids, ds["format"], *columns, strict=True)
+            if shape in TURN_FIELDS and (keys := set().union(*map(turn_keys_not_kept, turns)))]
     if lost:  # a ShareGPT turn's weight 0 would train in the record
         raise WorkspaceError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
                              f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
