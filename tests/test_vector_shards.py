@@ -177,3 +177,31 @@ def test_a_key_stored_again_keeps_its_first_vector_before_and_after_a_merge(tmp_
     with store.lock():
         store.add(np.concatenate([_keys(300, 1), _keys(300, 1)]), np.array([[1.0], [2.0]], dtype=np.float32))
     assert store.get(_keys(300, 1))[0].ravel().tolist() == [1.0] and len(store) == 17
+
+
+def test_a_shard_reaches_the_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """Shards were renamed into place unsynced: after a power loss a shard's name could stand over empty or garbage
+    files. Each file is flushed under its temporary name, then the temporary folder (the files' names) and, after the
+    rename, the store's folder (the rename); a merge's shard too."""
+    import os
+
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))  # the path at the time of the call
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    store = VectorStore(tmp_path / "store")
+    with store.lock():
+        shard = store.add(_keys(0, 3), _vectors(0, 3))
+    tmp = os.path.dirname(synced[0])
+    assert os.path.basename(tmp).startswith(".tmp-")
+    assert synced == [f"{tmp}/keys.npy", f"{tmp}/vectors.npy", tmp, str(store.folder)] and shard.is_dir()
+    synced.clear()
+    with store.lock():
+        for start in range(3, 3 + MERGE_FANIN):
+            store.add(_keys(start, 1), _vectors(start, 1))
+        store.compact()
+    assert len(store.shards()) < MERGE_FANIN + 1 and len(synced) == 4 * (MERGE_FANIN + 1)

@@ -2,8 +2,8 @@
 fine-tuned scorers' prediction cache's).
 
 A shard is a folder ``shard-<time>-<id>/`` holding ``keys.npy`` (sorted, unique) and ``vectors.npy`` (the rows in key
-order). It is written under a temporary name and renamed into place, so a kill never leaves half a shard, and it is
-never changed afterwards: adding vectors writes a new shard instead of rewriting the store (a single ``.npz`` read and
+order). It is written under a temporary name, flushed to the disk (its files, then the folder after the rename) and
+renamed into place, so neither a kill nor a power loss leaves half a shard, and it is never changed afterwards: adding vectors writes a new shard instead of rewriting the store (a single ``.npz`` read and
 rewritten whole on every call cost seconds and twice its size in memory past a few hundred thousand vectors).
 Lookups memory-map the shards and read only the rows asked for.
 
@@ -175,11 +175,31 @@ class VectorStore:
                 fill(out)
                 out.flush()
                 del out
+            for name in ("keys.npy", "vectors.npy"):
+                _fsync(tmp / name)
+            _fsync(tmp)  # the files' names in it
             shard = self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
             os.rename(tmp, shard)  # a folder renamed whole: readers see all of a shard or none of it
+            _fsync(self.folder)  # the rename itself
             return shard
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk: a shard renamed into place before its bytes reached
+    the disk could be empty or garbage after a power loss, and would then be read as a damaged shard. A folder is
+    synced where the platform allows opening one (not Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):  # Windows: a folder cannot be opened; its rename is journalled
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _load(path: Path) -> np.ndarray:
