@@ -608,3 +608,51 @@ def test_a_damaged_or_newer_cross_encoder_folder_is_one_error_naming_it(tmp_path
     assert Scorer.load(folder).predict(turn)[0] == pytest.approx(Scorer.load("complexity").predict(turn)[0])
     with pytest.raises(ScorerError, match="a saved ridge scorer, not a cross-encoder one"):
         CrossEncoderScorer.load(WEIGHTS_DIR / "complexity_ridge")
+
+
+def test_a_prediction_cache_of_the_earlier_layouts_is_moved_into_the_store_and_its_dead_files_removed(
+        tiny_base, tmp_path, monkeypatch, caplog):
+    """An upgraded workspace kept the files of the layouts before the shard store (``scorer_ce/<hash>.npy`` per whole
+    512-row chunk, then ``scorer_ce/<scorer>/<uuid>.npz``): never read, never removed, and the forward passes they
+    held were paid again. A pass now reads them into the store and removes the chunk files no pass can match."""
+    import hashlib
+    import logging
+
+    import curate.scorers.crossencoder as ce
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    rows, scores = _quality_rows(520)
+    sc = CrossEncoderScorer(name="q", max_length=32, base=tiny_base).fit(rows[:24], scores[:24], epochs=1,
+                                                                         batch_size=4)
+    ws = tmp_path / "ws"
+    root = ws / "scorer_ce"
+    root.mkdir(parents=True)
+    fp = sc.fingerprint()
+    chunk = rows[:512]  # the first chunk, as curate up to 55c98a7 kept it: by the hash of the scorer and the texts
+    h = hashlib.sha256(fp.encode())
+    for row in chunk:
+        h.update(hashlib.sha256(row["instruction"].encode()).digest())
+        h.update(hashlib.sha256(row["response"].encode()).digest())
+    np.save(root / f"{h.hexdigest()[:32]}.npy", np.full(512, 100.0, dtype=np.float32))
+    np.save(root / f"{'0' * 32}.npy", np.zeros(512, dtype=np.float32))  # another pass's chunk: no pass matches it
+    folder = root / hashlib.sha256(fp.encode()).hexdigest()[:32]  # the per-row layout: the last 8 rows
+    folder.mkdir()
+    keys = [hashlib.sha256((r["instruction"] + "\0response\0" + r["response"]).encode()).hexdigest()[:32].encode()
+            for r in rows[512:]]
+    np.savez(folder / "0123abcd.npz", keys=np.array(keys, dtype="S32"), values=np.full(8, 200.0, dtype=np.float32))
+    scored: list[int] = []
+    predict_net = ce.predict_net
+
+    def counted(net, tok, instructions, *args, **kwargs):
+        scored.append(len(instructions))
+        return predict_net(net, tok, instructions, *args, **kwargs)
+
+    monkeypatch.setattr(ce, "predict_net", counted)
+    with caplog.at_level(logging.WARNING, logger="curate"):
+        raw = sc.predict_raw(rows, cache_dir=ws)
+    assert scored == []  # every row read from the old files, none scored again
+    np.testing.assert_array_equal(raw, [100.0] * 512 + [200.0] * 8)
+    assert not list(root.glob("*.npy")) and not list(folder.glob("*.npz")) and list(folder.glob("shard-*"))
+    assert "removed 1 file(s)" in caplog.text and "520 rows of this pass were read" in caplog.text
+    np.testing.assert_array_equal(sc.predict_raw(rows, cache_dir=ws), raw)  # from the store now
+    assert scored == []

@@ -10,6 +10,7 @@ scoring run resumes (:mod:`curate.scorers.prediction_cache`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -29,6 +30,7 @@ from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import read_tensors, save_scorer_folder
 
 KIND = "cross-encoder"
+log = logging.getLogger("curate")
 
 
 def default_base() -> str:
@@ -160,6 +162,9 @@ class CrossEncoderScorer(Scorer):
 
         if cache_dir is None:
             return np.asarray(predict(list(range(len(ins)))), dtype=np.float32)
+        moved = prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)
+        if (line := prediction_cache.describe(moved)) is not None:
+            log.warning("%s", line)
         return prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
                                                prediction_cache.cache_folder(cache_dir, self.fingerprint()),
                                                first_rows=self.batch_size, on_rows=on_rows)

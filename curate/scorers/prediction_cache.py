@@ -7,6 +7,10 @@ under 512 rows. Rows are found by their texts' hash, not their position: a re-ru
 
 Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/``, a :class:`~curate.storage.vector_shards.VectorStore` of
 one-value vectors (the embedding cache's store: shards written whole, merged by size, read without a lock).
+
+Earlier layouts are moved in by the first pass that finds them (:func:`move_legacy`): ``scorer_ce/<hash>.npy``, one
+file of raw values per whole 512-row chunk, named by the hash of the scorer's fingerprint and the chunk's texts (before
+per-row keys), and ``scorer_ce/<scorer fingerprint>/<uuid>.npz`` (``keys`` and ``values``, before the shard store).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,7 @@ from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 CHUNK_SECONDS = 5.0    # a chunk grows while each takes under this: a kill loses at most about this much work
 MAX_CHUNK_ROWS = 4096  # and stays under this many rows (fewer, larger shards for a large pool)
 KEY_CHARS = 32         # hex characters of a row key (128 bits of SHA-256)
+LEGACY_CHUNK = 512     # rows per file of the layout before per-row keys
 
 
 def cache_folder(cache_dir: str | os.PathLike, fingerprint: str) -> Path:
@@ -48,6 +55,100 @@ def store(folder: Path, keys: Sequence[bytes], values: np.ndarray) -> Path | Non
     folder.parent.mkdir(parents=True, exist_ok=True)
     with shards.lock():
         return shards.add(np.asarray(keys, dtype=KEY_DTYPE), np.asarray(values, dtype=np.float32)[:, None])
+
+
+@dataclass
+class LegacyMove:
+    """What :func:`move_legacy` did with the files of the earlier layouts."""
+    rows_moved: int = 0                                       # values now in the store
+    files_moved: list[Path] = field(default_factory=list)     # read into the store, then removed
+    files_removed: list[Path] = field(default_factory=list)   # removed unread: no pass can match them now
+    damaged: list[Path] = field(default_factory=list)         # unreadable, removed (their rows are scored again)
+
+
+def legacy_chunk_file(cache_dir: str | os.PathLike, fingerprint: str, instructions: Sequence[str],
+                      responses: Sequence[str] | None) -> Path:
+    """The file the layout before per-row keys kept one chunk's raw values in (curate up to commit 55c98a7)."""
+    h = hashlib.sha256(fingerprint.encode())
+    for i, text in enumerate(instructions):
+        h.update(hashlib.sha256(text.encode()).digest())
+        if responses is not None:
+            h.update(hashlib.sha256(responses[i].encode()).digest())
+    return Path(cache_dir) / "scorer_ce" / f"{h.hexdigest()[:32]}.npy"
+
+
+def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(keys, values) of a file of the per-row layout; None when damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, values = np.asarray(data["keys"], dtype=KEY_DTYPE), np.asarray(data["values"], dtype=np.float32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return (keys, values) if values.ndim == 1 and len(values) == len(keys) else None
+
+
+def _read_chunk(path: Path, rows: int) -> np.ndarray | None:
+    """The ``rows`` values of a chunk file; None when damaged."""
+    try:
+        values = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+    except (OSError, ValueError, EOFError):
+        return None
+    return values if values.ndim == 1 and len(values) == rows else None
+
+
+def describe(moved: LegacyMove) -> str | None:
+    """One line on the files :func:`move_legacy` removed without reading (None when it removed none)."""
+    lost = len(moved.files_removed) + len(moved.damaged)
+    if not lost:
+        return None
+    return (f"removed {lost} file(s) of the fine-tuned scorers' prediction cache in its layout before per-row keys "
+            f"({len(moved.damaged)} unreadable; the others matched no pass of this scorer over these rows: a file of "
+            f"that layout is found only by the pass that wrote it); their rows are scored again when asked for "
+            f"({moved.rows_moved} rows of this pass were read from that layout)")
+
+
+def move_legacy(cache_dir: str | os.PathLike, fingerprint: str, instructions: Sequence[str],
+                responses: Sequence[str] | None) -> LegacyMove:
+    """Move the earlier layouts' values for this scorer into its store, and remove their files (see the module doc).
+
+    A chunk file is named by the texts of a whole chunk, so only a pass over the rows that wrote it, in the same
+    order, can read it: those ``instructions`` / ``responses`` find theirs, and the chunk files no pass of this
+    scorer matched are removed (another scorer's too: a file cannot say whose it is, and would stay for good)."""
+    moved = LegacyMove()
+    root = Path(cache_dir) / "scorer_ce"
+    folder = cache_folder(cache_dir, fingerprint)
+    per_row = sorted(folder.glob("*.npz")) + sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    chunks = sorted(root.glob("*.npy")) if root.is_dir() else []
+    if not per_row and not chunks:
+        return moved
+    store_ = VectorStore(folder)
+    with store_.lock():
+        for path in per_row:
+            pairs = None if path.suffix == ".tmp" else _read_pairs(path)  # .tmp: a killed writer's
+            if pairs is not None and len(pairs[0]):
+                store_.add(pairs[0], pairs[1][:, None])
+                moved.rows_moved += len(pairs[0])
+            (moved.files_moved if pairs is not None else moved.damaged).append(path)
+            path.unlink(missing_ok=True)
+        keys = np.asarray(row_keys(instructions, responses), dtype=KEY_DTYPE)
+        for start in range(0, len(instructions), LEGACY_CHUNK):
+            part = slice(start, start + LEGACY_CHUNK)
+            path = legacy_chunk_file(cache_dir, fingerprint, instructions[part],
+                                     None if responses is None else responses[part])
+            if not path.exists():
+                continue
+            values = _read_chunk(path, len(keys[part]))
+            if values is not None:
+                store_.add(keys[part], values[:, None])
+                moved.rows_moved += len(values)
+            (moved.files_moved if values is not None else moved.damaged).append(path)
+            path.unlink(missing_ok=True)
+        for path in chunks:
+            if path.exists() and path not in moved.files_moved and path not in moved.damaged:
+                path.unlink(missing_ok=True)
+                moved.files_removed.append(path)
+        store_.compact()
+    return moved
 
 
 def predict_cached(predict: Callable[[list[int]], np.ndarray], keys: list[bytes], folder: Path, *, first_rows: int,
