@@ -391,6 +391,41 @@ def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_
     assert all("loss_conditioned" in json.loads(e) for e in out["ifd__extra"])
 
 
+def test_a_fine_tuned_scorer_on_an_actor_writes_no_prediction_cache_the_batch_throws_away(tiny_base, tmp_path,
+                                                                                          monkeypatch):
+    """Each batch's fine-tuned scorer wrote its forward passes as shards (and merged them) into the batch's folder,
+    removed with the batch: disk writes for nothing. On an actor it scores without that cache; in a workspace the
+    cache is kept as before."""
+    import curate.scorers.prediction_cache as prediction_cache
+    from curate.scale.infer import Inference, pack_scorer
+    from curate.scorers.finetuned import CrossEncoderScorer
+    from curate.session import Workspace
+
+    pool = generated_pool(20, seed=4)
+    train = [{"instruction": f"Explain topic {i}.", "response": "reasoning " * (1 + 3 * (i % 4))} for i in range(12)]
+    sc = CrossEncoderScorer(name="q_ce", max_length=32, base=tiny_base).fit(train, [1.0 + 2 * (i % 4) for i in range(12)],
+                                                                            epochs=1, batch_size=4)
+    shard = write_jsonl(tmp_path / "one.jsonl", pool)
+    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
+    stored: list[str] = []
+    store = prediction_cache.store
+
+    def recorded(folder, keys, values):
+        stored.append(str(folder))
+        return store(folder, keys, values)
+
+    monkeypatch.setattr(prediction_cache, "store", recorded)
+    out = Inference(scores=[pack_scorer(sc)], embed=False)(block)
+    assert stored == []
+    got = [json.loads(v) for v in out["q_ce__values"]]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(shard, on_error="skip")
+    ws.apply(sc, progress=False)
+    assert stored and all(str(ws.cache_dir) in folder for folder in stored)  # the workspace keeps its cache
+    for x, y in zip(got, ws.turn_values("q_ce"), strict=True):
+        np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-5)
+
+
 def test_learnability_in_a_run_without_a_reference_selection_is_refused(tmp_path):
     from curate.pipeline import run_pipeline
 

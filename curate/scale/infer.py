@@ -208,7 +208,8 @@ class Inference:
                 out["embedding_key"], out["embedding_new"] = self._from_embed_cache(texts, tmp)
                 out["embedding"], _, _ = encode_cached(texts, tmp, model=self.model, batch_size=self.batch_size,
                                                        device=self.device)
-            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp))  # no workspace on an actor: ws.apply checks columns
+            # no workspace on an actor (ws.apply checks columns); its folder goes with the batch: nothing kept for later
+            ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp), keep_outputs=False)
             computed = (np.ones(len(rows), dtype=bool) if self.score_orders is None
                         else np.isin(orders, self.score_orders))
             asked = [row for row, c in zip(rows, computed.tolist(), strict=True) if c]

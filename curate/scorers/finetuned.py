@@ -28,6 +28,7 @@ from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import read_tensors, save_scorer_folder
+from curate.storage.step import StepContext
 
 KIND = "cross-encoder"
 log = logging.getLogger("curate")
@@ -168,6 +169,12 @@ class CrossEncoderScorer(Scorer):
         return prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
                                                prediction_cache.cache_folder(cache_dir, self.fingerprint()),
                                                first_rows=self.batch_size, on_rows=on_rows)
+
+    def run_cache_dir(self, ctx: StepContext) -> Path | None:
+        """The context's cache folder, None where it is thrown away after the run (``ctx.keep_outputs`` False: a Ray
+        actor's batch): the per-row forward passes are kept for later runs only, and a batch's were written as
+        shards and merged for nothing."""
+        return ctx.cache_dir if ctx.keep_outputs else None
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         if "calibration.x" not in self.weights:

@@ -285,6 +285,11 @@ class Scorer:
         """Refuse to write over labels (``ws.apply`` calls this before running): see :func:`check_scorer_column`."""
         check_scorer_column(ws, self.column)
 
+    def run_cache_dir(self, ctx: StepContext) -> Path | None:
+        """The cache folder ``run`` hands ``predict``: the context's (the embedding cache, filled for a whole batch
+        on a Ray actor too)."""
+        return ctx.cache_dir
+
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every turn of every row; a turn without a text it reads gets a failure, never a score."""
         values: list[list[float | None] | None] = []
@@ -314,7 +319,7 @@ class Scorer:
             failures.append(fails)
         progress = RowProgress([i for i, _ in where], len(rows), ctx.progress)
         # One predict call: every text goes through the workspace's embedding cache in one pass.
-        preds = self.predict(todo, cache_dir=ctx.cache_dir, on_rows=progress.count) if todo else []
+        preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count) if todo else []
         for (i, t), value in zip(where, preds, strict=True):
             if math.isfinite(value):
                 values[i][t] = float(value)

@@ -125,6 +125,8 @@ class StepContext:
     progress: Progress          # call ``progress.update(k)`` as rows finish (a tqdm bar)
     cache_dir: Path             # the workspace's cache folder: response caches, embedding caches, model outputs
     workspace: Path             # the workspace folder (for messages; write only through Workspace methods)
+    keep_outputs: bool = True   # False: cache_dir is thrown away after this run (a Ray actor's batch folder), so a
+    #                             step skips caches that pay only across runs (the fine-tuned scorer's forward passes)
 
 
 def join_outputs(outputs: list[StepOutput]) -> StepOutput:
