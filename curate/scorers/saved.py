@@ -60,15 +60,15 @@ def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[
                        config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> Path:
     """Write a scorer's folder whole: ``weights_file`` and ``scorer.json`` into a temporary sibling, then swapped in.
     Written in place, a kill between the two files left the new weights beside the old ``scorer.json``: neither
-    scorer. Saves to one folder, from any threads or processes, take turns."""
+    scorer. Saves to one folder, from any threads or processes, take turns (under a lock beside it, removed after)."""
     from safetensors.numpy import save_file
 
-    from curate.storage.files import file_lock
+    from curate.storage.files import passing_lock
     from curate.storage.folders import folder_written_whole
 
     out = Path(out).resolve()  # "--out ." is the folder by its name, and its lock beside it, never inside
     out.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out.parent / f".{out.name}.save.lock"):
+    with passing_lock(out.parent / f".{out.name}.save.lock"):  # removed after: none left in the user's folder
         check_scorer_folder(out)
         with folder_written_whole(out, last="scorer.json") as tmp:
             save_file(weights, str(tmp / weights_file))

@@ -219,6 +219,40 @@ def file_lock(path: Path) -> FileLock:
 
 
 @contextlib.contextmanager
+def passing_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock at ``path`` and remove the file when done, for a lock beside a folder of the user's (a
+    saved scorer's): ``file_lock`` leaves its file behind for good. Each taker locks the file it opened and keeps the
+    lock only if that file is still the one at ``path`` (the holder removes it before letting go), so a waiter on a
+    removed file tries again and two never hold it at once. Windows: filelock removes its file itself."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        with FileLock(str(path)):
+            yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            mine, now = os.fstat(fd), os.stat(path)
+            if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
+                break
+        except FileNotFoundError:  # removed by the holder we waited for
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # lets go of the lock, after the file is gone
+
+
+@contextlib.contextmanager
 def held(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
     """Hold the file lock at ``path``; call ``on_wait`` first if someone else holds it."""
     lock = file_lock(path)
