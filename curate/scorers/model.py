@@ -286,8 +286,7 @@ class Scorer:
         check_scorer_column(ws, self.column)
 
     def run_cache_dir(self, ctx: StepContext) -> Path | None:
-        """The cache folder ``run`` hands ``predict``: the context's (the embedding cache, filled for a whole batch
-        on a Ray actor too)."""
+        """The cache folder ``run`` hands ``predict`` (the embedding cache: a Ray actor's batch fills it too)."""
         return ctx.cache_dir
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
