@@ -81,10 +81,8 @@ class Scorer:
     ``columns``: numeric workspace columns read per turn as more features (e.g. the token signals ``ifd``,
     ``ifd_loss_conditioned``, ``ifd_loss_alone`` of ``curate signal``); they are the step's ``inputs``, so
     ``ws.apply`` hands them over, recomputes the scores when they change, and a turn without a value in one of
-    them gets a failure. ``fit``/``predict`` then take dict rows that carry them.
-
-    As a Step it writes column :attr:`column` (its name, else the judge it imitates), one score per turn.
-    """
+    them gets a failure. ``fit``/``predict`` then take dict rows that carry them. As a Step it writes column
+    :attr:`column` (its name, else the judge it imitates), one score per turn."""
 
     granularity, reducer = "turn", "sum"  # DEITA: a row's score is the sum over its turns
     inputs: tuple[str, ...] = ()  # no pool or derived columns: it reads the conversation's turns (``reads``)
@@ -196,12 +194,10 @@ class Scorer:
 
     # -- public API ---------------------------------------------------------------------------------
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None) -> Scorer:
-        """Fit on rows (or texts, for a one-input scorer) and their judge scores.
-
-        Without ``scores`` the rows are label records with a ``score`` column: a label set such as
-        ``ws.labels("evol_complexity")`` (``text`` + ``score``; quality labels add ``instruction``, and
-        ``text`` is then the response) or a list of dicts with ``instruction`` (+ ``response``) and ``score``.
-        """
+        """Fit on rows (or texts, for a one-input scorer) and their judge scores. Without ``scores`` the rows are label
+        records with a ``score`` column: a label set such as ``ws.labels("evol_complexity")`` (``text`` + ``score``;
+        quality labels add ``instruction``, and ``text`` is then the response) or a list of dicts with
+        ``instruction`` (+ ``response``) and ``score``."""
         rows = list(rows)
         if scores is None:
             if not all(isinstance(r, dict) and "score" in r for r in rows):

@@ -3,8 +3,9 @@ fine-tuned scorers' prediction cache's).
 
 A shard is a folder ``shard-<time>-<id>/`` holding ``keys.npy`` (sorted, unique) and ``vectors.npy`` (the rows in key
 order). It is written under a temporary name, flushed to the disk (its files, then the folder after the rename) and
-renamed into place, so neither a kill nor a power loss leaves half a shard, and it is never changed afterwards: adding vectors writes a new shard instead of rewriting the store (a single ``.npz`` read and
-rewritten whole on every call cost seconds and twice its size in memory past a few hundred thousand vectors).
+renamed into place, so neither a kill nor a power loss leaves half a shard, and it is never changed afterwards:
+adding vectors writes a new shard instead of rewriting the store (a single ``.npz`` read and rewritten whole on every
+call cost seconds and twice its size in memory past a few hundred thousand vectors).
 Lookups memory-map the shards and read only the rows asked for.
 
 Shards of one size tier (``MERGE_FANIN`` ** k rows) are merged once the tier holds ``MERGE_FANIN`` of them, streamed
