@@ -493,3 +493,38 @@ def test_cli_evol_exits_1_when_no_variant_set_was_ranked(tmp_path):
     assert "wrote 0 labels" in res.output
     assert "no labels: none of the 3 seeds' variant sets was ranked (first: judge_failed" in " ".join(
         str(res.exception).split())
+
+
+def test_evol_counts_a_request_repeated_in_the_run_apart_from_the_disk_cache(tmp_path, capsys):
+    """Two seeds with one instruction ask the same rewrites: the run sends each once and the other is a repeat of
+    this run, not an answer of the on-disk cache (the summary and the report called it "cached")."""
+    from curate.cli.evol import print_run_summary
+    from curate.evol import run_evol
+    from curate.evol.labels import save_labels
+    from curate.llm.backends import OpenAIBackend
+    from curate.report.sections import judges_section
+    from curate.report.summary import llm_usage
+    from curate.session import Workspace
+    from tests.fault_server import FaultServer
+
+    seeds = [{"id": "a", "instruction": PARENT}, {"id": "b", "instruction": PARENT}]
+    ws = Workspace(tmp_path / "ws")
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k")
+        run = run_evol(seeds, backend, kind="complexity", steps=2, seed=0, operations=["breadth"],
+                       cache_path=ws.cache_dir)
+        sent = srv.total
+        run.recorded()  # as save_labels does: what it paid is an earlier run's answer from now on
+        again = run_evol(seeds, backend, kind="complexity", steps=2, seed=0, operations=["breadth"],
+                         cache_path=ws.cache_dir)
+        assert srv.total == sent
+    p, calls = run.provenance, run.provenance["requests"]  # calls: one per rewrite or rank (its re-asks in it)
+    assert (p["repeated"], p["cached"]) == (calls, 0) and sent >= calls >= 2
+    assert (again.provenance["repeated"], again.provenance["cached"]) == (0, 2 * calls)  # earlier answers: cached
+    print_run_summary(p)
+    line = " ".join(capsys.readouterr().out.split())
+    assert f"0 answered by the on-disk cache, {calls} repeat another request of this run" in line, line
+    save_labels(ws, "cx", run)
+    (usage,) = llm_usage(ws)
+    assert (usage["calls"], usage["cached"], usage["repeated"]) == (calls, 0, calls)
+    assert "<th>repeated</th>" in judges_section(ws)

@@ -34,11 +34,15 @@ def json_columns_line(columns: list[str]) -> str:
 REPEATED_WORDS = "repeat another request of this run (same prompt, sent once)"
 
 
+def answered_text(cached: int, repeated: int) -> str:
+    """``cached`` requests the on-disk cache answered (an earlier run's answers) and ``repeated`` ones that repeated
+    another the run sent: ``"8 answered by the on-disk cache, 3 repeat another request of this run (...)"``."""
+    return f"{cached:,} answered by the on-disk cache, {repeated:,} {REPEATED_WORDS}"
+
+
 def requests_answered_text(run: dict) -> str:
-    """How many of a run's requests the on-disk cache answered and how many repeated one the run sent (a run record,
-    or a fold of them): ``"8 answered by the on-disk cache, 3 repeat another request of this run (...)"``."""
-    return (f"{run.get('cached_requests') or 0:,} answered by the on-disk cache, "
-            f"{run.get('repeated_requests') or 0:,} {REPEATED_WORDS}")
+    """:func:`answered_text` of a judge or tagger run record (or a fold of them)."""
+    return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
 
 
 def turn_keys_line(keys: dict[str, int]) -> str:

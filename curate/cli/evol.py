@@ -19,6 +19,7 @@ from curate.cli.common import (
     _rps_opt,
     _timeout_opt,
     _tpm_opt,
+    answered_text,
     app,
     console,
 )
@@ -94,7 +95,7 @@ def print_run_summary(p: dict) -> None:
     http = f" ({p['backend_requests_sent']:,} HTTP)" if "backend_requests_sent" in p else ""
     cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
-                  f"requests {p['requests']:,} new{http}, {p['cached']:,} cached"
+                  f"requests {p['requests']:,} new{http}, {answered_text(p['cached'], p.get('repeated') or 0)}"
                   + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
                   + (f", {p['paid_by_stopped_run']:,} of the new paid by a run that was stopped"
                      if p.get("paid_by_stopped_run") else "")

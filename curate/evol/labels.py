@@ -36,7 +36,7 @@ def labels_lock(ws: Any, name: str) -> Any:
         "waiting for another process making label set %r in %s", name, ws.path))
 
 
-USAGE_FIELDS = ("requests", "cached", "not_sent_max_cost", "paid_by_stopped_run", "prompt_tokens",
+USAGE_FIELDS = ("requests", "cached", "repeated", "not_sent_max_cost", "paid_by_stopped_run", "prompt_tokens",
                 "completion_tokens", "cost_usd")
 
 

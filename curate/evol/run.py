@@ -103,7 +103,8 @@ def _seed_rows(seeds: Any, kind: str) -> list[dict[str, str]]:
 @dataclass
 class _Usage:
     requests: int = 0  # new (uncached) calls
-    cached: int = 0
+    cached: int = 0    # answered by the on-disk response cache (an earlier run's answers)
+    repeated: int = 0  # the same request as another call of this run: sent once, its one answer
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0  # None once a model's price is unknown
@@ -112,8 +113,11 @@ class _Usage:
     billed_keys: list[str] = field(default_factory=list)  # marked recorded once the labels are stored
 
     def add(self, result: Any) -> None:
-        """Count one CallResult of the prompt runner (cached calls cost nothing now, unless a stopped run paid them
-        and never recorded it)."""
+        """Count one CallResult of the prompt runner (cached and repeated calls cost nothing now, unless a stopped
+        run paid them and never recorded it)."""
+        if result.repeated:
+            self.repeated += 1
+            return
         if result.cached and not result.recovered:
             self.cached += 1
             return
@@ -156,7 +160,7 @@ class EvolRun:
     def summary(self) -> dict[str, Any]:
         p = self.provenance
         return {k: p[k] for k in ("kind", "seeds", "steps", "rewrites", "eliminated", "eliminated_by_reason",
-                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached",
+                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached", "repeated",
                                   "prompt_tokens", "completion_tokens", "cost_usd")}
 
     def __repr__(self) -> str:
@@ -372,7 +376,7 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
             int(x) for x in labels["score"]).items())},
         "labels": len(labels),
-        "requests": usage.requests, "cached": usage.cached, "not_sent_max_cost": usage.not_sent,
+        "requests": usage.requests, "cached": usage.cached, "repeated": usage.repeated, "not_sent_max_cost": usage.not_sent,
         "paid_by_stopped_run": usage.paid_by_stopped_run, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown

@@ -23,7 +23,9 @@ class CallResult:
     raw: dict[str, Any] = field(default_factory=dict)  # the stored response (+ digit-score info)
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     cost_usd: float = 0.0
-    cached: bool = False
+    cached: bool = False    # answered by the on-disk response cache (an earlier run's answer), every attempt
+    repeated: bool = False  # answered without a request of its own, by another item's request of this call (sent
+    # once) at least once and by the cache otherwise: this call asked the same thing twice, never ``cached`` too
     # What this call's run must count as its own spending: the requests sent now, and cached answers that a run
     # stopped before its record had paid for (``recovered``); their keys are marked recorded once the record is stored.
     billed_keys: list[str] = field(default_factory=list)
@@ -88,7 +90,9 @@ def add_attempt(fresh: CallResult, old: CallResult) -> None:
     """Fold an earlier attempt of the same item (a re-ask's first answer) into ``fresh``: usage, cost, billing."""
     fresh.usage = {k: old.usage.get(k, 0) + fresh.usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
     fresh.cost_usd += old.cost_usd
+    unsent = (fresh.cached or fresh.repeated) and (old.cached or old.repeated)  # no attempt sent a request
     fresh.cached = fresh.cached and old.cached
+    fresh.repeated = unsent and not fresh.cached
     fresh.requests, fresh.cached_requests = old.requests + fresh.requests, old.cached_requests + fresh.cached_requests
     fresh.repeated_requests += old.repeated_requests
     fresh.recovered = fresh.recovered or old.recovered

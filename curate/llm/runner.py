@@ -246,12 +246,15 @@ def transport_failure(response: dict[str, Any]) -> Failure:
 def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, cached: bool,
                billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
-    by a stopped run), once per key; ``repeated``: another item's request of this call (sent once), not the cache's."""
-    if "failure" in response:  # ``cached``: an item sharing another's failed request: no request of its own
-        return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not cached))
+    by a stopped run), once per key; ``cached``: answered by the on-disk cache (an earlier run's answer);
+    ``repeated``: another item's request of this call (sent once, its one answer), never ``cached`` too."""
+    if "failure" in response:  # ``repeated``: an item sharing another's failed request: no request of its own
+        return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not repeated),
+                          repeated=repeated)
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
-                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, recovered=recovered,
-                        cached_requests=int(cached and not recovered and not repeated), repeated_requests=int(repeated))
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, repeated=repeated,
+                        recovered=recovered, cached_requests=int(cached and not recovered),
+                        repeated_requests=int(repeated))
     if billed_key is not None:
         result.bill(billed_key)
     declined = declined_failure(response)
@@ -318,7 +321,7 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
-        results[i] = _interpret(prompt, response, floor, cached=cached or repeated, billed_key=key if bill else None,
+        results[i] = _interpret(prompt, response, floor, cached=cached, billed_key=key if bill else None,
                                 recovered=recovered and bill, repeated=repeated)
 
     stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
@@ -387,10 +390,10 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             old = results[i]
             shared = req.key in asked  # rows with the same request share one re-ask: one request, billed once
             asked.add(req.key)
-            cached = req.key in new_hits or shared
+            cached = req.key in new_hits
             fresh = _interpret(prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
                                billed_key=None if shared or cached and req.key not in recovered else req.key,
-                               recovered=req.key in recovered and not shared, repeated=shared and req.key not in new_hits)
+                               recovered=req.key in recovered and not shared, repeated=shared and not cached)
             add_attempt(fresh, old)
             if fresh.failure is not None:  # transport failure on the re-ask: its code, the validation reason too
                 fresh.failure = Failure(fresh.failure.code, f"{old.failure.message}; re-ask failed: "

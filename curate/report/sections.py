@@ -108,16 +108,17 @@ def judges_section(ws: Workspace) -> str:
         steps = Counter(j["step"] for j in judges)
         out.append(f"<p>{len(judges)} paid LLM step(s) ({esc(', '.join(f'{n} {k}' for k, n in steps.items()))}); "
                    f"{total_tokens} tokens; total cost {money(total_cost)} (every run that paid into a column or "
-                   "a label set counted; calls: requests sent, not those the cache answered or max_cost held "
-                   "back)</p>")
+                   "a label set counted; calls: requests sent, not those the on-disk cache answered (cached: "
+                   "earlier runs' answers), those repeating another request of the same run (repeated: sent once) "
+                   "or those max_cost held back)</p>")
         out.append(table(
             ["column", "step", "judge", "prompt", "version", "fingerprint", "model", "backend", "runs", "calls",
-             "cached", "not sent (max_cost)", "prompt tokens", "completion tokens", "cost", "failing rows"],
+             "cached", "repeated", "not sent (max_cost)", "prompt tokens", "completion tokens", "cost", "failing rows"],
             [[j["column"], j["step"], j["judge"], j["prompt"], j["prompt_version"],
               str(j["fingerprint"])[:12] if j["fingerprint"] else None, j["model"], j["backend"], j["runs"],
-              j["calls"], j["cached"], j["not_sent_max_cost"], j["prompt_tokens"], j["completion_tokens"],
-              money(j["cost_usd"]), j["failures"]]
-             for j in judges], {8, 9, 10, 11, 12, 13, 14, 15}))
+              j["calls"], j["cached"], j["repeated"], j["not_sent_max_cost"], j["prompt_tokens"],
+              j["completion_tokens"], money(j["cost_usd"]), j["failures"]]
+             for j in judges], {8, 9, 10, 11, 12, 13, 14, 15, 16}))
     columns = ws.columns  # one read of every column's provenance for this section
     scorers = [(n, p) for n, p in columns.items() if p.get("kind") == "scorer"]
     if scorers:

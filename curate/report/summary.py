@@ -171,7 +171,9 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
     """One entry per paid LLM step of the workspace: each judge column, each tagger column and each evol label set
     (``column``: ``labels/<name>``), with requests, tokens and USD summed over every run that paid into a column
     (its provenance ``runs``); a cost None means unknown, never $0. ``calls``: requests sent to the LLM (answered or
-    failed); ``cached``: answered by the cache instead; ``not_sent_max_cost``: held back by a run's max_cost."""
+    failed); ``cached``: answered by the on-disk cache instead (an earlier run's answers); ``repeated``: the same
+    request as another of its run (sent once; a run recorded before they were counted apart counted them cached);
+    ``not_sent_max_cost``: held back by a run's max_cost."""
     out = []
     for name, prov in ws.columns.items():
         step = LLM_COLUMN_KINDS.get(prov.get("kind"))
@@ -186,6 +188,7 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             "prompt_version": prov.get("prompt_version"), "fingerprint": prov.get("prompt_fingerprint"),
             "model": prov.get("model"), "backend": _backend_name(prov.get("backend")), "runs": run_count(runs),
             "calls": _sum(runs, requests_sent), "cached": total["cached_requests"],
+            "repeated": total["repeated_requests"],
             "not_sent_max_cost": _sum(runs, lambda r: r.get("requests_not_sent_max_cost") or 0),
             "prompt_tokens": None if tokens is None else tokens.get("prompt", 0),
             "completion_tokens": None if tokens is None else tokens.get("completion", 0),
@@ -202,6 +205,7 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
             "prompt_version": rank.get("version"), "fingerprint": rank.get("fingerprint"),
             "model": backend.get("model"), "backend": _backend_name(backend), "runs": len(runs),
             "calls": _sum(runs, lambda r: r.get("requests")), "cached": _sum(runs, lambda r: r.get("cached")),
+            "repeated": _sum(runs, lambda r: r.get("repeated") or 0),  # none counted apart before
             "not_sent_max_cost": _sum(runs, lambda r: r.get("not_sent_max_cost") or 0),
             "prompt_tokens": _sum(runs, lambda r: r.get("prompt_tokens")),
             "completion_tokens": _sum(runs, lambda r: r.get("completion_tokens")),
