@@ -253,3 +253,8 @@ def test_figures_few_labels_cannot_give_are_a_reason_in_the_report_and_null_in_s
     assert held["scorer"]["no_figure"]["spearman_ci95"] == "too_few_groups"
     if seed == 1:
         assert held["scorer"]["spearman"] is None and held["scorer"]["no_figure"]["spearman"] == "labels_all_equal"
+    # the notebook's view of the same evaluation: a dash with the reason, as the command line's, not nan
+    from curate.scorers.training import train_scorer
+
+    page = train_scorer(ws, labels="evol_complexity", chain_pairs=True, k=3, seed=seed).evaluation._repr_html_()
+    assert "nan" not in page.lower() and f"held-out figures not computed: {'; '.join(reasons)}" in page, page

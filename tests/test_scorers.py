@@ -498,6 +498,34 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert saved.reads == ["instruction"] and saved.features == ["embeddings", "length"]  # as train-scorer fits
 
 
+def test_a_distil_figure_it_could_not_compute_is_a_dash_with_its_reason_never_nan(tmp_path):
+    """The distil table showed "-" with no line saying why, and the notebook view showed "nan"."""
+    from curate.cli import app
+
+    ws = _workspace(tmp_path)
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "oracle", "-n", "24", "--rounds", "0",
+                                   "--holdout-n", "2"])  # two held-out labels: no figure is taken
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "round 0: held-out figures not computed: Spearman, Kendall, MAE, pairwise acc of scorer, length " \
+           "(fewer than 3 held-out labels)" in text, res.output
+    calls: list[list[str]] = []
+
+    def held_out_all_equal(ids: list[str]) -> list[float | None]:
+        """The judge's labels, but 3 for every held-out row (the first call): no rank correlation to take."""
+        calls.append(ids)
+        return [3.0] * len(ids) if len(calls) == 1 else ws.column("oracle", ids)
+
+    report = distil(ws, held_out_all_equal, scorer=Scorer(reads=["instruction"], alpha=1.0), n=24, rounds=0,
+                    holdout_n=10, progress=False, write=False)
+    assert report.rounds[0]["no_figure"] == {"spearman": "labels_all_equal", "kendall": "labels_all_equal",
+                                             "pairwise_accuracy": "labels_all_equal"}
+    page = report._repr_html_()
+    assert "nan" not in page.lower() and "nan" not in repr(report).lower(), page
+    assert "<td>-</td>" in page and ("round 0: held-out figures not computed: Spearman, Kendall, pairwise acc of "
+                                     "scorer, length (held-out labels all equal)") in page
+
+
 def test_cli_distil_with_too_few_labelled_rows_counts_the_labels_and_names_its_options(tmp_path):
     """It said "81 usable rows ...; judge them all instead" of a column with 80 labels, judged already."""
     from curate.cli import app

@@ -16,42 +16,13 @@ from curate.cli.common import (
 from curate.defaults import SCORER
 
 METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
-METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")
-FIGURE_NAMES = {"spearman": "Spearman", "kendall": "Kendall", "pairwise_accuracy": "pairwise acc",
-                "spearman_ci95": "Spearman interval"}
-NO_FIGURE = "-"  # a table cell whose figure could not be computed; a line under the table says why
-
-
-def figure(value: float | None, digits: int = 3) -> str:
-    """A metric for a table cell: ``NO_FIGURE`` where it could not be computed (NaN), never ``nan``."""
-    return NO_FIGURE if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def missing_figure_lines(ev) -> list[str]:
-    """One line per split whose table holds a figure it could not compute, saying which and why."""
-    from curate.scorers.metrics import NO_FIGURE_TEXT
-
-    lines = []
-    held: dict[tuple[str, str], list[str]] = {}  # (figures, reason) -> predictors
-    for who, m in ev.holdout.items():
-        by_reason: dict[str, list[str]] = {}
-        for name, code in m.get("no_figure", {}).items():
-            by_reason.setdefault(NO_FIGURE_TEXT[code], []).append(FIGURE_NAMES[name])
-        for reason, names in by_reason.items():
-            held.setdefault((", ".join(names), reason), []).append(who.replace("_", " "))
-    if held:
-        lines.append("held-out figures not computed: " + "; ".join(
-            f"{names} of {', '.join(whos)} ({reason})" for (names, reason), whos in held.items()))
-    kfold = sorted({FIGURE_NAMES.get(k, k) for m in ev.kfold.values() for k in METRIC_KEYS
-                    if not math.isfinite(m[k])})
-    if kfold:
-        lines.append(f"{ev.k}-fold figures not computed ({', '.join(kfold)}): no fold's held-out labels and "
-                     "predictions each held two different values")
-    return lines
+METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")  # a figure not computed: a dash and a line why
 
 
 def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
     """A scorer's K-fold and held-out agreement beside the length and random baselines."""
+    from curate.scorers.metrics import figure
+
     table = Table(title=title)
     for head in ("predictor", "split", *METRIC_HEADS, "n"):  # at 80 columns names wrap at a space; figures never
         table.add_column(head, justify="left" if head in ("predictor", "split") else "right",
@@ -69,7 +40,7 @@ def _print_training(result, out: Path, console: Console) -> None:
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
                                        + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
-    for line in missing_figure_lines(ev):
+    for line in ev.missing_figure_lines():
         console.print(line)
     if result.how_trained():
         console.print(result.how_trained())
@@ -207,6 +178,7 @@ def distil_command(
     from curate.errors import ScorerError
     from curate.scorers import Scorer, column_judge, column_labeller, distil
     from curate.scorers.distil import TooFewRowsToDistil
+    from curate.scorers.metrics import figure
     from curate.scorers.saved import check_scorer_folder
     from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
@@ -235,6 +207,8 @@ def distil_command(
         table.add_row(str(r["round"]), f"{r['labelled']:,}", f"{r['spent']:,}", figure(r.get("spearman")),
                       figure(r.get("length", {}).get("spearman")), *(figure(r.get(k)) for k in METRIC_KEYS[1:]))
     console.print(table)
+    for line in report.missing_figure_lines():
+        console.print(line)
     if report.turns_left_out:
         console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "
                       f"{report.left_out_text()}")

@@ -18,14 +18,23 @@ import numpy as np
 from curate.errors import ScorerError
 from curate.scorers.evaluation import choose_settings, length_input
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
-from curate.scorers.metrics import agreement, length_baseline
+from curate.scorers.metrics import (
+    METRICS,
+    MIN_FIGURE_LABELS,
+    NoFigure,
+    agreement,
+    figure,
+    length_baseline,
+    missing_figure_text,
+    missing_figures,
+)
 from curate.scorers.model import Scorer, training_fingerprint
 from curate.scorers.training import on_deita_scale
 from curate.scorers.training_data import row_groups
 
 NO_REASON = "no reason given"
 TOP_REASONS, REASON_CHARS = 3, 160
-HOLDOUT_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy", "n")
+HOLDOUT_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy", "n", "no_figure")
 
 # A labeller: row ids -> per row, a number (a one-turn row), a list with one entry per turn, or why not
 # (None/NaN, a reason string, or a dict with "reason").
@@ -48,15 +57,25 @@ class DistilReport:
     def fraction_spent(self) -> float:
         return self.labels_spent / self.rows_total if self.rows_total else float("nan")
 
+    def missing_figure_lines(self) -> list[str]:
+        """One line per round whose held-out figures (a dash in a table) could not be computed, saying which and why."""
+        lines = []
+        for r in self.rounds:
+            text = missing_figure_text({"scorer": r.get("no_figure", {}),
+                                        "length": r.get("length", {}).get("no_figure", {})})
+            if text:
+                lines.append(f"round {r['round']}: held-out figures not computed: {text}")
+        return lines
+
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{r['round']}</td><td>{r['labelled']:,}</td><td>{r['spent']:,}</td>"
-                       f"<td>{r.get('spearman', float('nan')):.3f}</td>"
-                       f"<td>{r.get('length', {}).get('spearman', float('nan')):.3f}</td>"
-                       f"<td>{r.get('mae', float('nan')):.3f}</td></tr>" for r in self.rounds)
+                       f"<td>{figure(r.get('spearman'))}</td><td>{figure(r.get('length', {}).get('spearman'))}</td>"
+                       f"<td>{figure(r.get('mae'))}</td></tr>" for r in self.rounds)
         return (f"<div><b>Distillation of {html.escape(self.column)}</b>: {self.labels_spent:,} of "
                 f"{self.rows_total:,} rows judged ({self.fraction_spent:.1%})<table><tr><th>round</th>"
                 f"<th>trained on</th><th>labels spent</th><th>held-out spearman</th><th>length's spearman</th>"
                 f"<th>MAE</th></tr>{rows}</table>"
+                + "".join(f"<p>{html.escape(line)}</p>" for line in self.missing_figure_lines())
                 + (f"<p>turns the scorer cannot read, never asked about: {html.escape(self.left_out_text())}</p>"
                    if self.turns_left_out else "") + "</div>")
 
@@ -66,7 +85,7 @@ class DistilReport:
 
     def __repr__(self) -> str:
         return (f"DistilReport({self.labels_spent:,}/{self.rows_total:,} rows judged ({self.fraction_spent:.1%}), "
-                f"held-out spearman {self.holdout.get('spearman', float('nan')):.3f})")
+                f"held-out spearman {figure(self.holdout.get('spearman'))})")
 
 
 class TooFewRowsToDistil(ScorerError):
@@ -276,11 +295,14 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
             chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))), holdout=0.0,
                                      groups=groups, seed=seed)["chosen"]
         scorer.fit_features(X[train], y_train)
-        m, length = {}, {}
-        if len(held_keys) >= 3:
+        too_few = dict.fromkeys(METRICS, NoFigure.TOO_FEW_LABELS)  # a figure not taken is a reason code, not nan
+        m, length = {"no_figure": too_few}, {"length": {"no_figure": too_few}}
+        if len(held_keys) >= MIN_FIGURE_LABELS:
             y_held = [held_labels[k] for k in held_keys]
-            m = agreement(y_held, scorer.predict_features_raw(X[held_keys]))
-            length = {"length": agreement(y_held, length_baseline(chars[train], y_train, chars[held_keys]))}
+            preds = (scorer.predict_features_raw(X[held_keys]), length_baseline(chars[train], y_train, chars[held_keys]))
+            m, base = (agreement(y_held, p) | ({"no_figure": why} if (why := missing_figures(y_held, p)) else {})
+                       for p in preds)
+            length = {"length": base}
         history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
                         "label_failures": len(failed), **m, **length, **({"chosen": chosen} if chosen else {})})
 

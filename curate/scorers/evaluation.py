@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,14 @@ import numpy as np
 
 from curate.scorers.features import Row, input_texts
 from curate.scorers.metrics import (
+    FIGURE_NAMES,
     METRICS,
+    NO_FIGURE,
     agreement,
     calibration,
+    figure,
     length_baseline,
+    missing_figure_text,
     missing_figures,
     pair_order,
     spearman_interval,
@@ -60,20 +65,35 @@ class Evaluation:
         return [(who, split, m) for split, res in ((f"{self.k}-fold", self.kfold), ("held-out", self.holdout))
                 for who, m in res.items()]
 
+    def missing_figure_lines(self) -> list[str]:
+        """One line per split whose table holds a figure it could not compute, saying which and why."""
+        lines = []
+        held = missing_figure_text({who: m.get("no_figure", {}) for who, m in self.holdout.items()})
+        if held:
+            lines.append(f"held-out figures not computed: {held}")
+        kfold = sorted({FIGURE_NAMES[k] for m in self.kfold.values() for k in METRICS if not math.isfinite(m[k])})
+        if kfold:
+            lines.append(f"{self.k}-fold figures not computed ({', '.join(kfold)}): no fold's held-out labels and "
+                         "predictions each held two different values")
+        return lines
+
     def _repr_html_(self) -> str:
-        def interval(m: dict[str, Any]) -> str:
-            lo, hi = m.get("spearman_ci95") or (float("nan"), float("nan"))
-            return f"{lo:.2f}..{hi:.2f}" if lo == lo else ""
+        def interval(m: dict[str, Any]) -> str:  # a dash where it could not be computed; none for the random baseline
+            if "spearman_ci95" not in m:
+                return ""
+            lo, hi = (v if v is not None else float("nan") for v in m["spearman_ci95"])
+            return f"{lo:.2f}..{hi:.2f}" if math.isfinite(lo) and math.isfinite(hi) else NO_FIGURE
 
         def within(m: dict[str, Any]) -> str:
-            return f"{m['pairwise_within_group']:.3f} ({m['pairs_within_group']:,})" if "pairwise_within_group" in m else ""
+            return f"{figure(m['pairwise_within_group'])} ({m['pairs_within_group']:,})" if "pairwise_within_group" in m else ""
 
-        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td><td>{m['spearman']:.3f}</td><td>{interval(m)}</td>"
-                       + "".join(f"<td>{m[k]:.3f}</td>" for k in METRICS[1:]) + f"<td>{within(m)}</td></tr>"
+        rows = "".join(f"<tr><td>{html.escape(who)}</td><td>{split}</td><td>{figure(m['spearman'])}</td><td>{interval(m)}</td>"
+                       + "".join(f"<td>{figure(m[k])}</td>" for k in METRICS[1:]) + f"<td>{within(m)}</td></tr>"
                        for who, split, m in self.rows())
+        why = "".join(f"<p>{html.escape(line)}</p>" for line in self.missing_figure_lines())
         return ("<table><tr><th>predictor</th><th>split</th><th>spearman</th><th>95% interval</th><th>kendall</th>"
                 "<th>MAE</th><th>pairwise acc</th><th>pairs within one instruction (n)</th></tr>"
-                f"{rows}</table>")
+                f"{rows}</table>{why}")
 
 
 def _finite_mean(values: Sequence[float]) -> float:

@@ -7,7 +7,8 @@ of known (harder, easier) pairs. :mod:`~curate.scorers.evaluation` runs the spli
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 METRICS = ("spearman", "kendall", "mae", "pairwise_accuracy")
 MIN_INTERVAL_GROUPS = 3  # fewer groups to resample give no interval
+MIN_FIGURE_LABELS = 3  # distil takes no held-out figure from fewer labels
 
 
 class NoFigure(StrEnum):
@@ -23,12 +25,35 @@ class NoFigure(StrEnum):
     PREDICTIONS_ALL_EQUAL = "predictions_all_equal"  # the predictor gave one value: no rank correlation
     TOO_FEW_GROUPS = "too_few_groups"                # the interval resamples whole groups: fewer than 3
     NO_RESAMPLE_SPREAD = "no_resample_spread"        # no resample held two label or prediction values
+    TOO_FEW_LABELS = "too_few_labels"                # fewer than MIN_FIGURE_LABELS held-out labels: none taken
 
 
 NO_FIGURE_TEXT = {NoFigure.LABELS_ALL_EQUAL: "held-out labels all equal",
                   NoFigure.PREDICTIONS_ALL_EQUAL: "its predictions all equal",
                   NoFigure.TOO_FEW_GROUPS: f"fewer than {MIN_INTERVAL_GROUPS} held-out groups to resample",
-                  NoFigure.NO_RESAMPLE_SPREAD: "no resample held two different values"}
+                  NoFigure.NO_RESAMPLE_SPREAD: "no resample held two different values",
+                  NoFigure.TOO_FEW_LABELS: f"fewer than {MIN_FIGURE_LABELS} held-out labels"}
+NO_FIGURE = "-"  # a table cell whose figure could not be computed; a line beside the table says why
+FIGURE_NAMES = {"spearman": "Spearman", "kendall": "Kendall", "mae": "MAE", "pairwise_accuracy": "pairwise acc",
+                "spearman_ci95": "Spearman interval"}
+
+
+def figure(value: float | None, digits: int = 3) -> str:
+    """A metric for a table cell: ``NO_FIGURE`` where it could not be computed (None, NaN), never ``nan``."""
+    return NO_FIGURE if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def missing_figure_text(no_figure: Mapping[str, Mapping[str, str]]) -> str:
+    """Predictor -> its ``no_figure`` codes as one line, grouped by reason (empty when none is missing):
+    ``"Spearman, Kendall of scorer, length (held-out labels all equal)"``."""
+    held: dict[tuple[str, str], list[str]] = {}  # (figures, reason) -> predictors
+    for who, codes in no_figure.items():
+        by_reason: dict[str, list[str]] = {}
+        for name, code in codes.items():
+            by_reason.setdefault(NO_FIGURE_TEXT[NoFigure(code)], []).append(FIGURE_NAMES.get(name, name))
+        for reason, names in by_reason.items():
+            held.setdefault((", ".join(names), reason), []).append(who.replace("_", " "))
+    return "; ".join(f"{names} of {', '.join(whos)} ({reason})" for (names, reason), whos in held.items())
 
 
 def missing_figures(y_true: Sequence[float], y_pred: Sequence[float], interval: Sequence[float] | None = None,
