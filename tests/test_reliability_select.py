@@ -125,6 +125,33 @@ def test_distil_refuses_few_labels_bad_counts_flags_and_its_label_as_a_feature(t
         train_scorer(ws, target="label", columns=["label"])
 
 
+def test_distil_refusing_too_few_rows_reads_the_label_column_and_asks_its_labeller_nothing(tmp_path):
+    """To count the labels of a labeller with a ``.column``, the refusal called it on every row (a labeller that
+    pays per row paid for all of them before being refused): it reads the column instead."""
+    from curate.scorers.distil import TooFewRowsToDistil, column_labeller
+
+    ws = small_workspace(tmp_path, 40)
+    ws.add_column("label", [float(i % 7) if i % 4 else None for i in range(40)], {"kind": "judge"})
+    ws.add_column("flag", [i % 2 == 0 for i in range(40)], {"kind": "judge"})  # booleans: no label
+    asked: list[int] = []
+
+    def paying(name: str):
+        oracle = column_labeller(ws, name)
+
+        def label_fn(ids: list[str]) -> list:
+            asked.append(len(ids))
+            return oracle(ids)
+        label_fn.column = name
+        return label_fn
+
+    fast = {"reads": ["instruction"], "features": ["length", "stats"]}
+    for name, labelled in (("label", 30), ("flag", 0)):
+        with pytest.raises(TooFewRowsToDistil) as refused:
+            distil(ws, paying(name), scorer=Scorer(**fast), n=30, holdout_n=20)
+        assert (refused.value.labelled, refused.value.readable, refused.value.column) == (labelled, 40, name)
+    assert asked == []
+
+
 # -- 4. selector parameters are checked before anything runs ----------------------------------------------
 @pytest.fixture
 def scored_ws(tmp_path):

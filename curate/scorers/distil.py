@@ -217,17 +217,17 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
                 examples.append(with_columns(turn, row_numbers))
     usable = sorted({i for i, _ in items})  # rows with a turn the scorer can read
     if holdout_n + n >= len(usable):
-        column = getattr(label_fn, "column", None)  # an existing column: its labels cost nothing to count
+        label_column = getattr(label_fn, "column", None)  # an existing column: its labels cost nothing to count
         labelled = None
-        if column is not None:
+        if label_column is not None:  # read from the column, never asked of the labeller (it may pay per row)
             readable_turns: dict[int, set[int]] = {}
             for i, t in items:
                 readable_turns.setdefault(i, set()).add(t)
-            values = label_fn([ids[i] for i in usable])
+            values = ws.turn_values(label_column, [ids[i] for i in usable])
             labelled = sum(any(label is not None and t in readable_turns[i]
                                for t, (label, _) in enumerate(_turn_labels(value, len(turns[i]))))
                            for i, value in zip(usable, values, strict=True))
-        raise TooFewRowsToDistil(len(usable), labelled, column, holdout_n, n, counts_text(left_out))
+        raise TooFewRowsToDistil(len(usable), labelled, label_column, holdout_n, n, counts_text(left_out))
     row_items: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(items):
         row_items.setdefault(i, []).append(k)
