@@ -113,13 +113,10 @@ class _Usage:
     billed_keys: list[str] = field(default_factory=list)  # marked recorded once the labels are stored
 
     def add(self, result: Any) -> None:
-        """Count one CallResult of the prompt runner (cached and repeated calls cost nothing now, unless a stopped
-        run paid them and never recorded it)."""
-        if result.repeated:
-            self.repeated += 1
-            return
-        if result.cached and not result.recovered:
-            self.cached += 1
+        """Count one CallResult of the runner (free now if cached or repeated, unless a stopped run paid it)."""
+        if result.repeated or result.cached and not result.recovered:  # this run's answer, or an earlier run's
+            self.repeated += result.repeated
+            self.cached += not result.repeated
             return
         if result.failure is not None and result.failure.code is FailureCode.BUDGET:
             self.not_sent += 1
@@ -160,8 +157,8 @@ class EvolRun:
     def summary(self) -> dict[str, Any]:
         p = self.provenance
         return {k: p[k] for k in ("kind", "seeds", "steps", "rewrites", "eliminated", "eliminated_by_reason",
-                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached", "repeated",
-                                  "prompt_tokens", "completion_tokens", "cost_usd")}
+                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached",
+                                  "repeated", "prompt_tokens", "completion_tokens", "cost_usd")}
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -375,10 +372,9 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "shuffle_seeds": {s.seed_id: s.shuffle_seed for s in sets if s.shuffle_seed is not None},
         "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
             int(x) for x in labels["score"]).items())},
-        "labels": len(labels),
-        "requests": usage.requests, "cached": usage.cached, "repeated": usage.repeated, "not_sent_max_cost": usage.not_sent,
-        "paid_by_stopped_run": usage.paid_by_stopped_run, "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
+        "labels": len(labels), "requests": usage.requests, "cached": usage.cached, "repeated": usage.repeated,
+        "not_sent_max_cost": usage.not_sent, "paid_by_stopped_run": usage.paid_by_stopped_run,
+        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown
     }
 

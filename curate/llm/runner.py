@@ -246,15 +246,12 @@ def transport_failure(response: dict[str, Any]) -> Failure:
 def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, cached: bool,
                billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
-    by a stopped run), once per key; ``cached``: answered by the on-disk cache (an earlier run's answer);
-    ``repeated``: another item's request of this call (sent once, its one answer), never ``cached`` too."""
+    by a stopped run), once per key; ``cached``: the on-disk cache's answer; ``repeated``: another item's request."""
     if "failure" in response:  # ``repeated``: an item sharing another's failed request: no request of its own
-        return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not repeated),
-                          repeated=repeated)
+        return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not repeated), repeated=repeated)
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
-                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, repeated=repeated,
-                        recovered=recovered, cached_requests=int(cached and not recovered),
-                        repeated_requests=int(repeated))
+                        cost_usd=float(response.get("cost_usd") or 0.0), cached=cached, repeated=repeated, recovered=recovered,
+                        cached_requests=int(cached and not recovered), repeated_requests=int(repeated))
     if billed_key is not None:
         result.bill(billed_key)
     declined = declined_failure(response)
