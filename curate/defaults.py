@@ -73,6 +73,14 @@ class AnnDefaults:
 
 
 @dataclass(frozen=True)
+class KMeansDefaults:
+    """K-means of the ``kmeans`` selector and of semantic dedup's default index (:mod:`curate.select.clusters`)."""
+
+    max_iter: int = 300              # Lloyd iterations at most (scikit-learn's default)
+    init_rows: int = 50_000          # k-means++ seeds from at most this many rows, sampled (all of a smaller pool)
+
+
+@dataclass(frozen=True)
 class DecontaminateDefaults:
     """Benchmark decontamination (``decontaminate`` selector): GPT-3's and NeMo Curator's word-run test."""
 
@@ -223,6 +231,7 @@ JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
 ANN = AnnDefaults()
+KMEANS = KMeansDefaults()
 DECONTAMINATE = DecontaminateDefaults()
 HEURISTICS = HeuristicDefaults()
 MINHASH = MinHashDefaults()

@@ -21,6 +21,7 @@ from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED, MINHASH
 from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
+from curate.select.clusters import fit_kmeans
 from curate.select.inputs import iter_texts, score_detail, vectors
 from curate.select.products import hnsw_products
 from curate.select.progress import walked
@@ -163,12 +164,13 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
         return duplicate, res.witness, res.witness_similarity, None, info
     if index != "kmeans":
         raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
-    from sklearn.cluster import KMeans
-
     if n_clusters is not None and n_clusters < 1:
         raise CurateError(f"n_clusters must be >= 1, got {n_clusters}")
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
-    labels = KMeans(n_clusters=k_c, n_init=1, random_state=seed).fit_predict(x) if k_c > 1 else np.zeros(n, int)
+    labels, seeding = np.zeros(n, int), {}
+    if k_c > 1:
+        km, seeding = fit_kmeans(x, k_c, seed)
+        labels = km.labels_
     duplicate = np.zeros(n, bool)
     wit = np.full(n, -1, np.int64)
     wsim = np.full(n, np.nan)
@@ -179,7 +181,7 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
         duplicate[members[rej]] = True
         wit[members[rej]] = members[res.witness[rej]]
         wsim[members[rej]] = res.witness_similarity[rej]
-    return duplicate, wit, wsim, labels, {"n_clusters": k_c}
+    return duplicate, wit, wsim, labels, {"n_clusters": k_c, **seeding}
 
 
 @register("semantic")

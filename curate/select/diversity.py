@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import EMBED
+from curate.defaults import EMBED, KMEANS
 from curate.errors import CurateError
+from curate.select.clusters import fit_kmeans
 from curate.select.inputs import score_detail, vectors
 from curate.select.progress import printed_iterations, walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
 _CHOSEN_BLOCK = 4096  # rows of ``chosen`` per matrix product in kcenter_greedy
-KMEANS_MAX_ITER = 300  # Lloyd iterations of kmeans at most (scikit-learn's default)
 
 
 def kcenter_greedy(x: np.ndarray, k: int, first: int = 0, chosen: np.ndarray | None = None
@@ -128,23 +127,20 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
            embeddings: str = EMBED.name, seed: int = 0) -> SelectorResult:
     """Coreset: K-means, then each cluster's share of ``budget`` (by size) nearest its centroid
     (``per_cluster="nearest"``) or by k-center inside the cluster (``"kcenter"``)."""
-    from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-
     if per_cluster not in ("nearest", "kcenter"):
         raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
     x = vectors(ws, embeddings, rows)
     k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
-    with warnings.catch_warnings(), printed_iterations(KMEANS_MAX_ITER, "kmeans", "Iteration ") as verbose:
-        warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct vectors than clusters: said in the info
-        km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=KMEANS_MAX_ITER, verbose=int(verbose)).fit(x)
+    with printed_iterations(KMEANS.max_iter, "kmeans", "Iteration ") as verbose:
+        km, seeding = fit_kmeans(x, k, seed, verbose=verbose)  # fewer distinct vectors than clusters: in the info
     labels = km.labels_
     sizes = np.bincount(labels, minlength=k)
     quota = np.floor(sizes / sizes.sum() * budget).astype(int)
     for c in np.argsort(-(sizes / sizes.sum() * budget - quota), kind="stable")[: budget - quota.sum()]:
         quota[c] += 1
     quota = np.minimum(quota, sizes)
-    out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster, "empty_clusters": int((sizes == 0).sum())})
+    out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster, "empty_clusters": int((sizes == 0).sum()),
+                               **seeding})
     for c in range(k):
         members = np.flatnonzero(labels == c)
         if not len(members):  # K-means may leave a cluster empty (fewer distinct vectors than clusters)
