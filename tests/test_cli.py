@@ -79,6 +79,18 @@ def test_every_command_has_help():
         assert r.exit_code == 0 and "Usage" in r.output, cmd
 
 
+def test_a_commands_help_keeps_each_paragraph_whole():
+    """typer re-wraps a docstring's first paragraph only: the others broke at the source's line ends, mid-sentence."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+    assert "no judge call is paid for a row decontamination drops." in out
+    judge = CliRunner().invoke(app, ["score", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+    assert "judge calls are cached and resumable" in judge
+
+
 def test_missing_workspace_is_a_clean_error(tmp_path):
     r = curate_cli("info", tmp_path / "nope")
     assert r.returncode == 1 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr

@@ -14,8 +14,10 @@ from rich.markup import escape
 from curate.cli import common, evol, judge, pool, report, run, scorers, select, signals, tags  # noqa: F401  (registers the commands)
 from curate.cli import plan as _plan  # noqa: F401,E402  (registers `curate plan`)
 from curate.cli import train as _train  # noqa: F401,E402  (registers `curate train`)
-from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, sample_path
+from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, reflow_help, sample_path
 from curate.errors import CurateError
+
+reflow_help(app)
 
 __all__ = ["app", "main", "sample_path"]
 

@@ -283,3 +283,20 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             raise typer.BadParameter(f"--backend {kind!r}: use {', '.join(BACKEND_KINDS)}")
 
     return opened()
+
+
+def reflow_help(typer_app: typer.Typer) -> None:
+    """Give every command of ``typer_app`` (and its sub-apps) its docstring as help with each paragraph on one line:
+    typer re-wraps the first paragraph only, so the others broke where the source line did ("no judge call is paid
+    for a row" / "decontamination drops."). A paragraph starting with ``\\b`` keeps its lines, as click's own."""
+    import inspect
+
+    def one_line(doc: str) -> str:
+        return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in doc.split("\n\n"))
+
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and (doc := inspect.getdoc(info.callback)):
+            info.help = one_line(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
