@@ -17,7 +17,7 @@ from curate.codes import Failure, FailureCode
 from curate.llm.backends import OpenAIBackend, register_price
 from curate.llm.cache import ResponseCache
 from curate.llm.judges import Judge
-from curate.llm.openai_backend import _WindowLimiter
+from curate.llm.limits import _WindowLimiter
 from curate.llm.prompts import load_prompt
 from curate.llm.runner import build_requests, digit_score, run_prompt
 from curate.session import Workspace
