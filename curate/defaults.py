@@ -16,6 +16,8 @@ class BackendDefaults:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 300.0  # a server's Retry-After is obeyed up to this; a longer one fails the request
+    unreachable_after: int = 3       # connection errors, before the server ever answered, after which a run sends no
+                                     # more (a wrong --base-url or a server not started); one that answered is retried
     top_logprobs: int = 20           # digit scores read the first token's top logprobs
     worst_case_max_tokens: int = 1024  # reply length assumed when a request sets no max_tokens (cost cap, TPM)
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key

@@ -22,6 +22,7 @@ from curate.llm.judges import Judge
 from curate.llm.prompts import PromptError, load_prompt
 from curate.llm.runner import build_requests, run_prompt
 from curate.session import Workspace
+from curate.storage.apply import requests_sent
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -96,6 +97,43 @@ def test_a_retry_after_of_an_hour_fails_the_request_instead_of_sleeping_an_hour(
         assert time.perf_counter() - started < 60  # a hang guard, not a speed claim: it slept an hour
     assert good.ok and bad.failure.code is FailureCode.TRANSIENT
     assert "asks to wait 3600s (Retry-After)" in bad.failure.message and srv.total == 2  # no retry of the 429
+
+
+def test_a_server_that_refuses_every_connection_stops_the_run_after_a_few_attempts_and_a_rerun_sends_the_rows(
+        tmp_path):
+    """A wrong --base-url (nothing listening) was retried row by row with full back-off (a minute for 51 rows,
+    hours for 30,000): a run whose server never answered stops sending after a few connection errors, and every row
+    left fails transient with a message naming the URL, so the re-run against a server that is up sends them."""
+    from curate.defaults import BACKEND
+
+    ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(30)])
+    srv = FaultServer()  # its port is free and nothing listens on it until start()
+    down = _backend(srv, max_retries=3, concurrency=2)
+    result = ws.apply(Judge("complexity", down), progress=False)
+    assert result.failed == 30 and down.requests_sent <= BACKEND.unreachable_after + down.concurrency  # was 30 x 4
+    fails = [f for row in ws.failures("complexity") for f in row]
+    assert all(f.code is FailureCode.TRANSIENT for f in fails)
+    assert all(f"no server at {srv.base_url}: connection error" in f.message for f in fails[-20:])
+    record = ws.column_provenance("complexity")["runs"][-1]  # the rows held back count as not sent
+    assert 1 <= requests_sent(record) <= down.requests_sent and record["requests_not_sent_refused"] >= 30 - down.requests_sent
+    with srv:
+        again = ws.apply(Judge("complexity", _backend(srv)), progress=False)
+    assert again.computed == 30 and again.failed == 0 and srv.total == 30
+
+
+def test_a_server_that_answered_and_then_drops_is_retried_row_by_row_as_before(tmp_path):
+    """Stopping early is for a server never reached: one that answered this backend before is retried (it may be
+    restarting), so each row spends its attempts."""
+    ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(6)])
+    with FaultServer() as srv:
+        backend = _backend(srv, max_retries=3, concurrency=2)
+        assert ws.apply(Judge("complexity", backend), ids=ws.ids[:1], progress=False).failed == 0
+        judge = Judge("complexity", backend)
+    sent = backend.requests_sent
+    result = ws.apply(judge, ids=ws.ids[1:], progress=False)
+    assert result.failed == 5 and backend.requests_sent - sent == 5 * 4
+    assert all(f.message.startswith("gave up after 4 attempts; last error: connection error")
+               for row in ws.failures("complexity", ws.ids[1:]) for f in row)
 
 
 # -- 2. --max-cost under concurrency ----------------------------------------------------------------

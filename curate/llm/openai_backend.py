@@ -103,6 +103,9 @@ class OpenAIBackend(Backend):
         self.completion_tokens = 0
         self.requests_sent = 0
         self.refused: str | None = None  # the server refused the key, permission or model: nothing more is sent
+        self.answered = False  # the server answered a request once (any HTTP status): it is there, so retry it
+        self.unreachable: str | None = None  # a run's connections failed before any answer: the rest is not sent
+        self._connection_errors = 0
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.kind, "model": self.model, "base_url": without_credentials(self.base_url),
@@ -176,6 +179,8 @@ class OpenAIBackend(Backend):
                 req = queue.popleft()
                 on_done(req, await self._one(client, req))
 
+        # each run tries the server again (it may have been started since): a judge sends a large pool in parts
+        self.unreachable, self._connection_errors = None, 0
         try:
             if self.refused is not None and queue:
                 # each run asks again, with one request, not a full round: the key may have been fixed since (it
@@ -193,8 +198,9 @@ class OpenAIBackend(Backend):
         rps, rpm, tpm = self._limiters
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
-            if self.refused is not None:  # every request would get the same answer: none is sent
-                return {**failure_result(self.refused, FailureCode.TRANSIENT), "not_sent": True}
+            for stop in (self.refused, self.unreachable):  # every request would get the same answer: none is sent
+                if stop is not None:  # (one tried before the stop was sent, and is counted so)
+                    return {**failure_result(stop, FailureCode.TRANSIENT), **({"not_sent": True} if not attempt else {})}
             reserved = await self._reserve(req)
             if reserved is None:
                 return self._budget_failure(req)
@@ -213,6 +219,7 @@ class OpenAIBackend(Backend):
                 # (cast_to=str: the body text, in openai 1.x and 3.x alike; no httpx import of our own).
                 body = await client.post("/chat/completions", cast_to=str,
                                          body={**req.params, "model": self.model, "messages": req.messages})
+                self.answered = True
                 try:
                     result: dict[str, Any] | None = parse_chat_completion(json.loads(body))
                 except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -230,6 +237,7 @@ class OpenAIBackend(Backend):
                     self.completion_tokens += usage["completion_tokens"]
                     return result
             except openai.APIStatusError as exc:
+                self.answered = True
                 status = exc.status_code
                 last = f"HTTP {status}: {_short(exc)}"
                 if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
@@ -242,7 +250,9 @@ class OpenAIBackend(Backend):
             except openai.APITimeoutError:
                 last = f"timeout after {self.timeout:g}s"
             except openai.APIConnectionError as exc:
-                last = f"connection error: {_short(exc)}"
+                last = f"connection error: {_short(exc.__cause__ or exc)}"  # the cause says more than 'Connection error.'
+                if self._no_server(last):
+                    return failure_result(self.unreachable, FailureCode.TRANSIENT)
             finally:
                 self._release(reserved)
             if retry_after is not None and retry_after > self.retry_after_max:  # hours of silence help nobody
@@ -252,6 +262,19 @@ class OpenAIBackend(Backend):
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return failure_result(f"gave up after {self.max_retries + 1} attempts; last error: {last}",
                               FailureCode.TRANSIENT)
+
+    def _no_server(self, error: str) -> bool:
+        """Count a connection error; True once ``BACKEND.unreachable_after`` of them came before the server ever
+        answered (a wrong URL, a server not started): the run then sends nothing more, its rows fail transient (a
+        re-run sends them again). A server that answered before and drops for a moment is retried as usual."""
+        if self.answered:
+            return False
+        self._connection_errors += 1
+        if self._connection_errors >= BACKEND.unreachable_after and self.unreachable is None:
+            self.unreachable = (f"no server at {without_credentials(self.base_url)}: {error}, {self._connection_errors} "
+                                f"times and never an answer; the rest was not sent: check --base-url and that the "
+                                f"server is running, then re-run")
+        return self.unreachable is not None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, kind={self.kind!r})"
