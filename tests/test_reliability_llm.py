@@ -338,6 +338,28 @@ def test_a_judge_run_on_some_rows_never_merges_into_a_scorers_column(tmp_path, f
     assert set(ws.column_fingerprints("complexity").values()) == {whole.provenance["fingerprint"]}
 
 
+def test_a_takeover_that_gets_no_answer_keeps_the_scorers_values_and_says_so(tmp_path, fault_server):
+    """A judge run on every row replaces a scorer's column; one whose server never answered replaced every score
+    with a failure (quality 0/51, kind judge). A run that gives no value keeps the column as it was and says why,
+    from what; one that values some rows takes the column over, its unanswered rows failing transient."""
+    ws = _workspace(tmp_path, ["row a", "row b", "[always500] row c"])
+    predicted = [[2.5], [3.5], [4.5]]
+    ws.add_column("quality", predicted, {"kind": "scorer", "imitates": "quality", "granularity": "turn",
+                                         "reducer": "sum"})
+    down = f"http://127.0.0.1:{FaultServer().port}/v1"  # nothing listens there
+    with pytest.raises(CurateError, match=r"column 'quality' keeps its earlier values \(3 rows, a scorer column\): "
+                                          r"the run on 3 rows gave no value \(3 x transient \(e.g. turn 1: no server at"):
+        ws.apply(Judge("quality", OpenAIBackend(down, "fault", api_key="k", max_retries=2, backoff_base=0.05)),
+                 progress=False)
+    assert ws.column("quality") == predicted and ws.column_provenance("quality")["kind"] == "scorer"
+    line = _one_error_line(_cli("score", ws.path, "--judge", "quality", "--base-url", down, "--model", UNPRICED_MODEL))
+    assert "keeps its earlier values (3 rows, a scorer column)" in line and "--column NAME" in line
+    assert ws.column("quality") == predicted and not any(ws.failures("quality"))
+    partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over
+    assert (partial.valued_now, partial.failed) == (2, 1) and partial.provenance["kind"] == "judge"
+    assert ws.column("quality")[2] == [None] and ws.failures("quality")[2][0].code is FailureCode.TRANSIENT
+
+
 def test_a_blank_response_is_never_sent_to_a_judge_nor_scored(tmp_path, fault_server):
     from curate.rows import Turn
     from curate.scorers.features import missing_inputs

@@ -210,22 +210,56 @@ def apply_to_rows(ws: Workspace, step: Any, ids: list[str], progress: bool = Tru
     return result
 
 
+def _column_was(prov: dict[str, Any]) -> str:
+    """What wrote a column, in words: ``a judge column, model M, prompt P``."""
+    return ", ".join([f"a {prov.get('kind') or 'loaded'} column"]
+                     + [f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k)])
+
+
 def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
     """Refuse a run on some rows under other settings (another producer, model, prompt) than the column's other
     rows were computed under: the column would mix two runs' values under the newest run's provenance. (A run on
-    every row replaces them all: a judge may take over the column a shipped scorer wrote.)"""
+    every row replaces them all: a judge may take over the column a shipped scorer wrote; see
+    :func:`check_replaces_with_something` for a run that gave no value.)"""
     if not ws.has_column(step.column):
         return
     others = [fp for rid, fp in ws.column_fingerprints(step.column).items()
               if rid not in asked and rid in ws.index and fp != fingerprint]
     if others:
-        prov = ws.column_provenance(step.column)
-        was = ", ".join([f"a {prov.get('kind') or 'loaded'} column"]
-                        + [f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k)])
+        was = _column_was(ws.column_provenance(step.column))
         raise CurateError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
                           f"under other settings ({was}); a run on some rows would leave the "
                           f"column mixed: run it on every row (no --limit / ids) or give it its own column "
                           f"(--column NAME; column=NAME in Python)")
+
+
+def _has_value(value: Any) -> bool:
+    """A row's stored or returned value holds a number (a per-turn list: for one turn at least)."""
+    return value is not None and (not isinstance(value, list) or any(v is not None for v in value))
+
+
+def check_replaces_with_something(ws: Workspace, step: Any, ids: list[str], out: StepOutput) -> None:
+    """Refuse to store a run that gave no value for any of ``ids`` over rows of the column that hold values (a
+    judge taking over a scorer's column, another model, ``force``): a judge whose server never answered wiped
+    every score. The column keeps its values; the error gives the counts, the failure reasons and what wrote
+    them. A run that valued some rows takes the column over: the rows it could not value hold its failure
+    (transient ones are sent again by a re-run, and ``curate score``/``curate run`` exit 1 until then)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not ws.has_column(step.column) or any(map(_has_value, out.values)):
+        return
+    table = read_arrow(ws._column_path(step.column))
+    valued = sum(_has_value(v) for v in table.filter(pc.is_in(table.column("id"), value_set=pa.array(
+        ids, pa.string()))).column("value").to_pylist())
+    if not valued:
+        return
+    reasons = "; ".join(f"{n:,} x {code} (e.g. {detail})" for code, (n, detail) in
+                        sorted(failure_reasons(out.failures).items(), key=lambda item: -item[1][0]))
+    raise CurateError(f"column {step.column!r} keeps its earlier values ({valued:,} rows, "
+                      f"{_column_was(ws.column_provenance(step.column))}): the run on {len(ids):,} rows gave no value "
+                      f"({reasons}), so nothing was written; fix the cause and re-run (answered requests come from "
+                      f"the cache), or give the run its own column (--column NAME; column=NAME in Python)")
 
 
 def _check_side_columns(ws: Workspace, column: str) -> None:
@@ -276,6 +310,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             finally:
                 bar.close()
             joined = join_outputs(outputs)
+            check_replaces_with_something(ws, step, todo, joined)
             _store(ws, step, todo, joined, fingerprint, time.time() - started)
             for stored in joined.on_stored:
                 stored()
@@ -286,7 +321,6 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
                        failed_now, failure_reasons=failure_reasons(failures))
-
 
 
 def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:
