@@ -23,7 +23,7 @@ from typing import Any
 from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA
 from curate.errors import CurateError
-from curate.pools import check_read_options
+from curate.pools import check_read_options, run_on_error
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
@@ -54,7 +54,7 @@ class Run:
     signals: tuple[str, ...] = ()  # token-level model signals to compute: ifd, perplexity
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
-    on_error: str = "skip"       # a bad record of the source: skip it (written to rejects.jsonl) or raise, naming it
+    on_error: str | None = None  # a bad record of the source: skip it (to rejects.jsonl) or raise; pools.run_on_error
     format: str = "auto"         # the source's record shape, and its field names (curate.pools.read)
     mapping: dict[str, str] | None = None
     progress: bool = True        # the steps' progress bars
@@ -69,6 +69,7 @@ class Run:
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
+        self.on_error = run_on_error(self.on_error, self.mapping)
         check_read_options(self.format, self.mapping, self.on_error)
         check_run_folder(Path(self.out), [*EXPORTS.values()] + ["report.html"] * self.report)
         for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
@@ -340,7 +341,7 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
-                 on_error: str = "skip", progress: bool = True, decontaminate: str | None = None,
+                 on_error: str | None = None, progress: bool = True, decontaminate: str | None = None,
                  heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
                  sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
@@ -356,10 +357,9 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
     ``scorers``: a trained scorer (a ``Scorer``, or a folder or shipped name for ``Scorer.load``) per DEITA score,
     e.g. ``{"quality": "my-distilled-scorer"}``, used instead of the default scorer or the judge; it writes its own
     column, and admission sorts by the product of the columns the run wrote.
-    ``on_error``: ``skip`` leaves a malformed record of the source out (listed in ``rejects.jsonl`` beside the
-    workspace's pool and counted in the load summary); ``raise`` stops at the first one, naming its file and line.
-    ``format``, ``mapping``: the source's record shape and field names, as ``curate.pools.read`` takes them.
-    ``progress``: show each step's progress bar.
+    ``on_error``: ``skip`` leaves a malformed record of the source out (in ``rejects.jsonl``, counted in the load
+    summary); ``raise`` stops at the first, naming its file and line; None: :func:`curate.pools.run_on_error`.
+    ``format``, ``mapping``: the record shape and field names, as ``curate.pools.read`` takes them. ``progress``: bars.
     ``decontaminate``: a file of evaluation texts (``.txt``, one per line, or any file curate loads): rows sharing a
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).

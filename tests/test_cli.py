@@ -281,6 +281,25 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_run_with_a_mapping_most_records_lack_stops_as_load_does_instead_of_selecting_from_the_rest(tmp_path):
+    """curate run --mapping '{"instruction": "query"}' on a pool whose records mostly lack query left 35 of 51 rows
+    out as malformed and exited 0 with a selection from the rest, where curate load stops at the first such record:
+    with a mapping, run reads as load does (raise), unless --on-error skip says otherwise."""
+    records = ([{"query": f"Explain item {i}.", "output": f"Item {i}."} for i in range(2)]
+               + [{"instruction": f"Describe thing {i}.", "output": f"Thing {i}."} for i in range(4)])
+    path = write_jsonl(tmp_path / "mixed.jsonl", records)
+    mapping = '{"instruction": "query"}'
+    load = curate_cli("load", path, "--workspace", tmp_path / "ws", "--mapping", mapping)
+    run = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "1", "--no-report", "--mapping", mapping)
+    for r in (load, run):
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "line 3: missing field 'query' (mapped to 'instruction')" in " ".join(r.stderr.split()), r.stderr
+    assert not (tmp_path / "run" / "selected.jsonl").exists()
+    from curate.pools import run_on_error
+
+    assert run_on_error(None, None) == "skip" and run_on_error("skip", {"instruction": "query"}) == "skip"
+
+
 def test_load_counts_the_turn_keys_of_a_mapped_chat_field_and_export_format_refuses_them(tmp_path):
     """curate load --mapping '{"messages": "conversation"}' keeps the field as original_conversation (curate's own
     name), but its turn keys were looked for under conversation: the load said nothing of a message's name and

@@ -68,8 +68,9 @@ def run(
                                      "perplexity (repeatable; on the Ray actors with --engine ray)."),
     signal_model: Path | None = typer.Option(None, "--signal-model", help="Causal LM folder for --signal "
                                              "(default: the packaged SmolLM2-135M-Instruct)."),
-    on_error: str = typer.Option("skip", "--on-error", help="A malformed record of the source: skip (leave it out, "
-                                 "list it in OUT/workspace/rejects.jsonl) | raise (stop, naming its file and line)."),
+    on_error: str | None = typer.Option(None, "--on-error", help="A malformed record of the source: skip (leave it "
+                                        "out, list it in OUT/workspace/rejects.jsonl) | raise (stop, naming its file "
+                                        "and line). Default: raise with --mapping, as curate load; skip without."),
     format: str = _format_opt(),
     mapping: str | None = _mapping_opt(),
     scorer: list[str] = typer.Option([], "--scorer", help="complexity=DIR or quality=DIR: score with this trained "

@@ -118,6 +118,14 @@ def check_read_options(format: str = "auto", mapping: dict[str, str] | None = No
     check_mapping(mapping)
 
 
+def run_on_error(on_error: str | None, mapping: dict[str, str] | None) -> str:
+    """What ``curate run`` does with a record that does not read: ``on_error`` when given; else ``raise`` with a
+    ``mapping``, as ``curate load`` does (the mapping names the fields, so records without them say the mapping is
+    wrong: a run left 35 of 51 rows out and selected from the rest), and ``skip`` without one (a malformed record
+    among many is left out and listed in ``rejects.jsonl``)."""
+    return on_error if on_error is not None else "raise" if mapping else "skip"
+
+
 def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
     """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
