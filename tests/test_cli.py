@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,15 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
                    "--on-error", "skip")
     assert r.returncode == 1 and "no record of" in r.stderr and "(2 rejected)" in r.stderr
     assert not (tmp_path / "empty").exists()
+
+
+def test_python_dash_m_curate_runs_the_cli(tmp_path):
+    """``python -m curate`` failed (No module named curate.__main__); it is the curate command."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "curate", "info", tmp_path / "nowhere"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "__main__" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error:"), r.stderr
 
 
 def test_every_command_has_help():
