@@ -74,6 +74,21 @@ def unreached_rows(failures: list[list[Any]]) -> list[Any]:
             for fails in failures if any(f.code is FailureCode.TRANSIENT for f in fails)]
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, closing the parentheses the cut left open (a failure
+    message cut inside its ``(output 'The' ...)`` read as an unclosed parenthesis before the text after it)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rstrip() + "…"
+    return cut + ")" * max(0, cut.count("(") - cut.count(")"))
+
+
+def unknown_cost(models: list[Any]) -> str:
+    """``cost unknown``, naming the models without a known price (none named: a run without one)."""
+    named = ", ".join(sorted({str(m) for m in models if m}))
+    return f"cost unknown (no price known for {named})" if named else "cost unknown (a run without a price)"
+
+
 @dataclass(frozen=True)
 class Failure:
     code: FailureCode

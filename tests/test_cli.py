@@ -413,6 +413,17 @@ def test_a_local_dry_run_prices_no_batch_and_says_the_server_starts_first(tmp_pa
     assert out.count("the local vLLM server starts on the first request") == 1 and "(local models)" in out
 
 
+def test_a_dry_run_of_a_model_without_a_price_says_so_in_words(tmp_path):
+    """The dry run read 'cost: unknown (no price for this model) online; no batch price known batch'."""
+    ws = tmp_path / "ws"
+    curate_cli("load", write_jsonl(tmp_path / "p.jsonl", [{"instruction": "q", "output": "a"}]), "-w", ws)
+    r = curate_cli("score", ws, "--judge", "quality", "--base-url", "http://127.0.0.1:9/v1", "--model", "m-unpriced",
+                   "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert ("cost online: unknown (no price known for m-unpriced); with the batch API: unknown (no batch price known "
+            "for m-unpriced)") in " ".join(r.stdout.split()), r.stdout
+
+
 def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
     """--timeout nan made every request a transient failure, --max-retries -1 sent nothing, --concurrency 0 became 1,
     --rpm -5 no limit, --min-digit-mass nan turned the guard off: each is now refused by name before anything is

@@ -585,3 +585,16 @@ def test_a_judge_never_writes_over_another_producers_column_or_a_pool_field(tmp_
         assert ws.apply(Judge("complexity", backend), progress=False, force=True).computed == 3  # its own (cached)
         sent = srv.total
     assert sent == 6  # complexity and quality once per row: the refused runs sent nothing
+
+
+def test_failure_and_spend_texts_close_their_parentheses_and_name_the_model_without_a_price():
+    """A failure message cut inside '(output 'The' ...' left its parenthesis open before '(and 3 other messages)';
+    an unknown cost said 'no price for a model' without naming it."""
+    from curate.cli.judge import usage_total_line
+    from curate.codes import clip
+
+    cut = clip("no digit 1-6 among the 20 top tokens (output 'The' then a long tail of other tokens here)", 50)
+    assert cut.endswith("…)") and cut.count("(") == cut.count(")") and len(cut) <= 52
+    assert clip("short (fine)", 50) == "short (fine)"
+    prov = {"model": "judge-without-price", "runs": [{"cost_usd": None, "tokens": {"prompt": 1, "completion": 1}}]}
+    assert usage_total_line(prov).endswith("cost unknown (no price known for judge-without-price)")

@@ -161,6 +161,18 @@ def test_a_selections_rows_filtered_on_arrow_are_those_of_the_whole_list(ws):
     assert sel.rows(ids=some) == every[::3]
 
 
+def test_a_selections_rows_rank_from_one_as_its_views_show_them(ws):
+    """rows() gave rank 0 for the row considered first while the notebook view and the report showed 1."""
+    from curate.report.views import selection_html
+
+    sel = ws.select(method="deita", name="ranked", budget=3, max_cosine_similarity=0.8)
+    rows = sel.rows()
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    kept = next(r for r in rows if r["decision"] == "kept")
+    assert kept["rank"] == kept["detail"].get("rank", kept["rank"])  # a selector's own detail rank counts from 1 too
+    assert f"<td class='n'>1</td><td><code>{rows[0]['id']}</code>" in selection_html(sel)
+
+
 def test_deita_through_the_workspace_records_reasons(ws):
     sel = ws.select(method="deita", name="d", budget=10, max_cosine_similarity=0.8)
     assert len(sel.ids) == 10

@@ -30,7 +30,7 @@ from curate.cli.common import (
     console,
     requests_answered_text,
 )
-from curate.codes import FailureCode, unreached_rows
+from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
 from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 
@@ -143,7 +143,7 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                           f"come from the cache)")
     unreached = unreached_rows(failures)
     if unreached:
-        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message[:160]}); "
+        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({clip(unreached[0].message, 160)}); "
                           "re-run the command (without --keep-failed) to send them again (answered requests come "
                           "from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success
@@ -192,8 +192,8 @@ def print_estimates(estimates: list[Any]) -> None:
     from curate.llm.dryrun import total
     from curate.llm.tokens import LOCAL_KINDS
 
-    def usd(value: float | None, price: Any) -> str:
-        return "unknown (no price for this model)" if value is None else format_usd(value)
+    def usd(value: float | None, unknown: str) -> str:
+        return f"unknown ({unknown})" if value is None else format_usd(value)
 
     said: set[str] = set()  # a note that holds for every step is printed once
     for e in estimates:
@@ -204,10 +204,11 @@ def print_estimates(estimates: list[Any]) -> None:
                       f"{REPEATED_WORDS}, {e.to_send:,} to send)\n"
                       f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
                       f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
-                      + (f"  cost: {usd(e.usd_online, e.price_online)} (a local model)" if e.backend in LOCAL_KINDS
-                         else f"  cost: {usd(e.usd_online, e.price_online)} online; "
-                         f"{usd(e.usd_batch, e.price_batch) if e.price_batch is not None else 'no batch price known'}"
-                         " batch"), soft_wrap=True, highlight=False)
+                      + (f"  cost: {usd(e.usd_online, f'no price known for {e.model}')} (a local model)"
+                         if e.backend in LOCAL_KINDS
+                         else f"  cost online: {usd(e.usd_online, f'no price known for {e.model}')}; with the batch "
+                         f"API: {usd(e.usd_batch, f'no batch price known for {e.model}')}"),
+                      soft_wrap=True, highlight=False)
         for note in (n for n in e.notes if n not in said):
             console.print(f"  note: {note}", highlight=False)
             said.add(note)
@@ -243,7 +244,7 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         from curate.llm.backends import format_usd
 
         cost = prov.get("cost_usd")
-        cost_text = "cost unknown (no price for this model)" if cost is None else f"cost {format_usd(cost)}"
+        cost_text = unknown_cost([prov.get("model")]) if cost is None else f"cost {format_usd(cost)}"
         tokens = prov.get("tokens") or {}
         line += (f"; {requests_answered_text(prov)}; tokens {tokens.get('prompt', 0):,} in / "
                  f"{tokens.get('completion', 0):,} out; {cost_text}")
@@ -256,10 +257,10 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
     failures = ws.failures(result.column, ids)
     by_code: dict[str, Counter] = {}
     for f in (f for fails in failures for f in fails):  # every code, each with its most common message
-        by_code.setdefault(f.code.value, Counter())[f.message[:120]] += 1
+        by_code.setdefault(f.code.value, Counter())[clip(f.message, 120)] += 1
     for code, messages in sorted(by_code.items(), key=lambda item: -sum(item[1].values())):
         (message, _), others = messages.most_common(1)[0], len(messages) - 1
-        more = f" (and {others} other message{'s' if others > 1 else ''})" if others else ""
+        more = f"; and {others} other message{'s' if others > 1 else ''}" if others else ""
         console.print(f"  [yellow]{sum(messages.values())} x[/] {code}: {escape(message)}{more}", soft_wrap=True,
                       highlight=False, markup=True)
     return failures
@@ -276,8 +277,9 @@ def usage_total_line(prov: dict[str, Any]) -> str:
     tokens = (f"tokens {total['tokens'].get('prompt', 0):,} in / {total['tokens'].get('completion', 0):,} out"
               if total["tokens"] is not None else "tokens unknown")
     cost = total["cost_usd"]
+    unpriced = [prov.get("model")] if runs[-1].get("cost_usd") is None else []  # else an earlier run's
     return (f"all {run_count(runs)} runs of this column: {tokens}; "
-            f"{'cost unknown (no price for a model)' if cost is None else 'cost ' + format_usd(cost)}")
+            f"{unknown_cost(unpriced) if cost is None else 'cost ' + format_usd(cost)}")
 
 
 @app.command("serve-local")

@@ -165,17 +165,19 @@ def run(
 def _paid_line(results: dict[str, Any]) -> str:
     """What this run sent to LLMs, over the judges and the tagger: requests, cache hits, tokens and USD (the
     columns' lines above count every run that paid into them)."""
+    from curate.codes import unknown_cost
     from curate.llm.backends import format_usd
     from curate.storage.apply import fold_runs, requests_sent
 
     applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
-    runs = [a.provenance["runs"][-1] for a in applied if a is not None and a.computed
-            and a.provenance.get("kind") in ("judge", "instag_tags")]  # runs[-1]: this run's
+    used = [a for a in applied if a is not None and a.computed and a.provenance.get("kind") in ("judge", "instag_tags")]
+    runs = [a.provenance["runs"][-1] for a in used]  # runs[-1]: this run's
     total = fold_runs(None, runs)
     sent = requests_sent(total)
     stopped = sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs)
     by_stopped = f" ({stopped:,} of them by a run that was stopped before recording them)" if stopped else ""
-    cost = "cost unknown (no price for a model)" if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
+    unpriced = [a.provenance.get("model") for a, r in zip(used, runs, strict=True) if r.get("cost_usd") is None]
+    cost = unknown_cost(unpriced) if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
     return (f"LLM calls this run: {sent:,} sent{by_stopped}, {requests_answered_text(total)}; "
             f"{sum(total['tokens'].values()):,} tokens; {cost}")
 

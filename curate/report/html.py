@@ -47,10 +47,10 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
     sel, pool_ids = ws.selection(selection), ws.pool.data.table.column("id")  # rows still in the pool
     notes: dict[str, str] = {}
     for r in sel.rows(decision=Decision.KEPT.value, ids=pool_ids, limit=samples):
-        notes[r["id"]] = f"kept, rank {r['rank'] + 1}: {r['why']}"
+        notes[r["id"]] = f"kept, rank {r['rank']}: {r['why']}"
     kept = list(notes)
     dropped = [r for r in sel.rows(ids=pool_ids, first_of_each=True) if r["decision"] != Decision.KEPT][:samples]
-    notes.update((r["id"], f"{r['decision']}, rank {r['rank'] + 1}: {r['why']}") for r in dropped)
+    notes.update((r["id"], f"{r['decision']}, rank {r['rank']}: {r['why']}") for r in dropped)
     dropped = [r["id"] for r in dropped]
     columns = list(ws.columns)
     kept_view = RowsView(ws, kept, columns, notes=notes)

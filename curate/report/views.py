@@ -12,12 +12,10 @@ ipywidgets warns nothing.
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from curate.codes import describe
 from curate.report.sections import column_stats_table, groups_table
 from curate.report.summary import (
     decision_counts,
@@ -213,10 +211,9 @@ def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
     ``stale``: what :func:`~curate.storage.pool.out_of_date` says of it, shown under its title."""
     summary = selection_summary(sel)
     method = sel.provenance.get("method", "?")
-    first = sel.table.slice(0, head).to_pylist()
-    rows = "".join(f"<tr><td class='n'>{r['rank'] + 1 if r['rank'] is not None else ''}</td>"
-                   f"<td><code>{esc(r['id'])}</code></td><td>{esc(r['decision'])}</td>"
-                   f"<td>{esc(describe(r['reason'], json.loads(r['detail']) if r['detail'] else None))}</td></tr>"
+    first = sel.rows(limit=head)  # ranks from 1, as sel.rows() gives them
+    rows = "".join(f"<tr><td class='n'>{r['rank'] if r['rank'] is not None else ''}</td>"
+                   f"<td><code>{esc(r['id'])}</code></td><td>{esc(r['decision'])}</td><td>{esc(r['why'])}</td></tr>"
                    for r in first)
     return (f"{style()}<div><b>selection {esc(sel.name)}</b> "
             f"({esc(_decision_line(sel))} of {summary['considered']:,} considered; method {esc(method)})"

@@ -69,8 +69,8 @@ class Selection:
 
     def rows(self, decision: str | None = None, reasons: Iterable[str] | None = None, ids: Any = None,
              first_of_each: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every considered row as a dict: id, decision, reason, detail (a dict), rank (0: considered first; the
-        views show it from 1), and ``why`` in words; in rank order. Only those of ``decision``, with one of
+        """Every considered row as a dict: id, decision, reason, detail (a dict), rank (1: considered first, as the
+        views, the report and a kept row's ``detail["rank"]`` show it), and ``why`` in words; in rank order. Only those of ``decision``, with one of
         ``reasons``, or among ``ids`` (ids, or an Arrow array of them); ``first_of_each``: the first row of each
         (decision, reason); at most ``limit``. The filters run on the Arrow table, so a report on a 1M-row
         selection builds dicts for the rows it shows only."""
@@ -100,6 +100,7 @@ class Selection:
         out = []
         for row in table.to_pylist():
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+            row["rank"] = None if row["rank"] is None else row["rank"] + 1  # stored from 0
             row["why"] = describe(row["reason"], row["detail"])
             out.append(row)
         return out
