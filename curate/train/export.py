@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, file_lock
+from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, passing_lock
 from curate.storage.folders import folder_written_whole
 from curate.train.harness import TrainRun
 
@@ -39,7 +39,7 @@ def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None
             "base_fingerprint": run.info["model_fingerprint"], "rows": len(run.ids),
             "lora_rank": run.config.lora_rank}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out.parent / f".{out.name}.export.lock"):  # one writer of ``out`` at a time, any process
+    with passing_lock(out.parent / f".{out.name}.export.lock"):  # removed after: none left in the user's folder  # one writer of ``out`` at a time, any process
         if out.exists():
             if exported_model(out) == info:
                 return out
