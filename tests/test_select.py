@@ -1,5 +1,7 @@
 """Selection: the exact admission loop against a brute-force sequential loop, and every selector's property."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -567,6 +569,32 @@ def test_minhash_finds_pairs_just_above_its_threshold(tmp_path):
     assert w.selection("m").provenance["bands"] == 9  # the provenance names the layout it ran
     with pytest.raises(CurateError, match="false_positive_weight"):
         w.select(method="minhash", name="bad", false_positive_weight=1.0)
+
+
+def test_minhash_finds_a_kept_row_in_every_level_of_its_band_index(tmp_path, monkeypatch):
+    """The band index keeps recent rows in a dict and flushes them into sorted levels merged by size (datasketch's
+    MinHashLSH took ~5 KB per kept row): a near-duplicate of a row flushed long ago, or of one still in the dict, is
+    found alike, and the decisions do not depend on when the flushes happen."""
+    import random
+
+    import curate.select.lsh as lsh
+
+    rnd = random.Random(5)
+    texts = [" ".join(f"w{rnd.randrange(20000)}" for _ in range(60)) for _ in range(80)]
+    recs = [{"instruction": t, "output": "x"} for t in texts]
+    for i in (0, 3, 41, 78, 79):  # copies of early rows (long flushed) and of the last ones (still in the dict)
+        words = texts[i].split()
+        words[10] = "changed"
+        recs.append({"instruction": " ".join(words), "output": "x"})
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    whole = w.select(method="minhash", name="whole", text="instruction").table.to_pylist()
+    monkeypatch.setattr(lsh, "FLUSH_ENTRIES", 16)  # a level every row: dozens of merges
+    levels = w.select(method="minhash", name="levels", text="instruction").table.to_pylist()
+    assert levels == whole
+    duplicates = [r for r in whole if r["decision"] == "duplicate"]
+    assert [w.index[r["id"]] for r in duplicates] == [80, 81, 82, 83, 84]
+    assert [json.loads(r["detail"])["witness"] for r in duplicates] == [w.ids[i] for i in (0, 3, 41, 78, 79)]
 
 
 def test_deita_reads_only_the_vectors_its_walk_examines():

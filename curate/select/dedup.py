@@ -23,6 +23,7 @@ from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
 from curate.select.clusters import fit_kmeans
 from curate.select.inputs import iter_texts, score_detail, vectors
+from curate.select.lsh import BandIndex
 from curate.select.products import hnsw_products
 from curate.select.progress import walked
 from curate.select.registry import SelectorResult, register
@@ -125,26 +126,28 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
         raise CurateError(f"minhash needs shingle >= 1, num_perm >= 2 and threshold in (0, 1]; got shingle={shingle}, "
                           f"num_perm={num_perm}, threshold={threshold}")
 
-    lsh = lsh_index(threshold, num_perm, false_positive_weight)
+    lsh = lsh_index(threshold, num_perm, false_positive_weight)  # the band layout; the index is curate's own
+    index = BandIndex(lsh.hashranges, num_perm)
     ordered, values, info = walk_order(ws, rows, sort_by)
     ids = ws.ids
-    kept: dict[str, np.ndarray] = {}  # the kept rows' signatures alone (a MinHash object is 8.7 KB more)
+    kept: list[str] = []  # row number in the index -> id
     out = SelectorResult(info={"threshold": threshold, "shingle": shingle, "num_perm": num_perm,
                                "false_positive_weight": false_positive_weight, "bands": lsh.b, "rows_per_band": lsh.r,
                                **info})
     rows_texts = zip(ordered.tolist(), iter_texts(ws, ordered, text), strict=True)
     for k, (p, t) in enumerate(walked(rows_texts, len(ordered), "minhash")):
-        mh = shingle_minhash(t, shingle, num_perm, seed)
-        signature = mh.hashvalues
-        hits = [(float(np.count_nonzero(signature == kept[h])) / num_perm, h) for h in lsh.query(mh)]  # mh.jaccard
-        hits = [h for h in hits if h[0] >= threshold]
+        signature = shingle_minhash(t, shingle, num_perm, seed).hashvalues
+        keys = index.band_keys(signature)
+        candidates = index.query(keys)
+        hits = [(float(j), kept[c]) for j, c in zip(index.similarity(signature, candidates), candidates, strict=True)
+                if j >= threshold]  # mh.jaccard: the share of equal hash values
         if hits:
             j, h = max(hits)
             out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE,
-                    {"witness": h, "similarity": float(j), "threshold": threshold, **score_detail(values[k])})
+                    {"witness": h, "similarity": j, "threshold": threshold, **score_detail(values[k])})
         else:
-            lsh.insert(ids[p], mh)
-            kept[ids[p]] = signature
+            index.insert(signature, keys)
+            kept.append(ids[p])
             out.add(p, Decision.KEPT, Reason.SELECTED, score_detail(values[k]))
     return out
 
