@@ -5,8 +5,8 @@
 Reference: what a user of datasketch writes (and what curate did before): a fresh ``MinHash(num_perm, seed)`` per
 row (datasketch draws the permutations again for each), and every kept row's ``MinHash`` object kept for the
 Jaccard check beside the LSH index. curate: its ``minhash`` selector (``ws.select``, reading the texts from a
-workspace, as a run does): one set of permutations shared by every signature, and only the kept rows' hash values
-kept. Both walk the same synthetic rows (``--near`` of them a copy of an earlier row with one
+workspace, as a run does): one set of permutations shared by every signature, and the kept rows in curate's own
+band index (``curate/select/lsh.py``: signatures in one matrix, band keys in sorted arrays) instead of ``MinHashLSH``. Both walk the same synthetic rows (``--near`` of them a copy of an earlier row with one
 word changed) through the same LSH bands and must find the same duplicates. Memory: tracemalloc's peak (numpy's
 arrays are traced), so the figures are the Python heap's, without the interpreter. The machine is shared: times are
 indicative. Prints ``RESULT`` lines (ratios: reference / curate).
