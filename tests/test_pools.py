@@ -737,14 +737,14 @@ def test_turn_keys_of_a_mapped_chat_field_are_counted_when_the_rows_were_read_be
 
 def test_loading_rows_read_already_refuses_reading_options_it_would_ignore(tmp_path):
     """ws.load(pools.read(...), mapping=...) dropped the mapping in silence: the rows were read without it."""
-    from curate.errors import WorkspaceError
+    from curate.errors import OptionError
     from curate.storage.workspace import Workspace
 
     read = pools.read([{"prompt": "Hi", "answer": "Yo"}], format="auto", on_error="skip")
     ws = Workspace(tmp_path / "ws", create=True)
     for options in ({"mapping": {"instruction": "prompt"}}, {"format": "alpaca"}, {"on_error": "skip"},
                     {"max_field_chars": 10}):
-        with pytest.raises(WorkspaceError, match=f"load: {next(iter(options))} apply when a source is read"):
+        with pytest.raises(OptionError, match=f"load: {next(iter(options))} apply when a source is read"):
             ws.load(read, **options)
     assert not ws.has_pool
 

@@ -118,6 +118,16 @@ def check_read_options(format: str = "auto", mapping: dict[str, str] | None = No
     check_mapping(mapping)
 
 
+def check_no_read_options(source: Any, **options: Any) -> None:
+    """Refuse reading options given with rows read already (a ``ReadResult``, a ``RowStream``): they act when a
+    source is read, so they would change nothing (``ws.load(pools.read(...), mapping=...)`` dropped the mapping)."""
+    defaults = {"format": "auto", "mapping": None, "on_error": "raise", "max_field_chars": None}
+    given = [name for name, value in options.items() if value != defaults[name]]
+    if given:
+        raise OptionError(f"load: {', '.join(given)} apply when a source is read, and {type(source).__name__} "
+                          "rows were read already: give them to curate.pools.read(...), or load the path itself")
+
+
 def run_on_error(on_error: str | None, mapping: dict[str, str] | None) -> str:
     """What ``curate run`` does with a record that does not read: ``on_error`` when given; else ``raise`` with a
     ``mapping``, as ``curate load`` does (the mapping names the fields, so records without them say the mapping is

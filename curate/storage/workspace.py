@@ -140,14 +140,8 @@ class Workspace(blobs.Blobs):
 
         with pool.staging(self) as folder:
             if isinstance(source, pools.ReadResult | pools.RowStream):
-                given = [name for name, value, default in (("format", format, "auto"), ("mapping", mapping, None),
-                                                           ("on_error", on_error, "raise"),
-                                                           ("max_field_chars", max_field_chars, None))
-                         if value != default]
-                if given:  # they act when reading, which is done: ignored, they changed nothing
-                    raise WorkspaceError(f"load: {', '.join(given)} apply when a source is read, and "
-                                         f"{type(source).__name__} rows were read already: give them to "
-                                         "curate.pools.read(...), or load the path itself")
+                pools.check_no_read_options(source, format=format, mapping=mapping, on_error=on_error,
+                                            max_field_chars=max_field_chars)
                 staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
                                           turn_fields=source.turn_fields)
             else:
