@@ -748,9 +748,35 @@ def test_a_damaged_scorer_folder_is_one_error_naming_it(tmp_path):
             Scorer.load(folder)
         (folder / "scorer.json").write_text(json.dumps(doc))
         train_scorer(ws, target="s", k=3, seed=0).scorer.save(folder)
+    doc = json.loads((folder / "scorer.json").read_text())  # this save's (its weights carry its save id)
     (folder / "scorer.json").write_text(json.dumps({**doc, "head": "ordinal"}))  # ridge weights, another head
     with pytest.raises(ScorerError, match="the ordinal head's weights do not fit this scorer"):
         Scorer.load(folder).predict(turn)
+
+
+def test_a_scorer_saved_again_while_loaded_is_never_read_half_old_half_new(tmp_path):
+    """A load beside a loop of saves read scorer.json of one save and the weights of the next about once in 80: a
+    scorer no save wrote, with no error. Each save's two files carry one save id; a load that meets two reads again.
+    scorer.json copied from another save is named as that."""
+    import threading
+
+    texts, scores = synthetic()
+    a = Scorer(reads=["instruction"], features=["length"], embed_inputs=[], alpha=1.0).fit(texts, scores)
+    b = Scorer(reads=["instruction"], features=["length"], embed_inputs=[], alpha=100.0).fit(texts, scores)
+    saved = {a.fingerprint(), b.fingerprint()}
+    a.save(tmp_path / "sc")
+    saver = threading.Thread(target=lambda: [(a if i % 2 else b).save(tmp_path / "sc") for i in range(40)])
+    saver.start()
+    loaded = []
+    while saver.is_alive():
+        loaded.append(Scorer.load(tmp_path / "sc").fingerprint())
+    saver.join()
+    assert len(loaded) > 40 and set(loaded) <= saved
+    doc = (tmp_path / "sc" / "scorer.json").read_text()
+    b.save(tmp_path / "sc")
+    (tmp_path / "sc" / "scorer.json").write_text(doc)  # from the save before: the weights are b's
+    with pytest.raises(ScorerError, match="the two files of different saves"):
+        Scorer.load(tmp_path / "sc")
 
 
 def test_a_training_result_shows_itself_in_a_line(tmp_path):

@@ -9,6 +9,7 @@ optionally numeric workspace columns of the turn (``columns``: e.g. the token si
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import re
@@ -259,3 +260,14 @@ def n_stat_columns(inputs: Sequence[str], embed_inputs: Sequence[str], features:
         pair_stats = len(PAIR_STAT_NAMES) - (not set(inputs[:2]) <= set(embed_inputs))
     return (len(inputs) * ("length" in features) + ("stats" in features) * (len(STAT_NAMES) + pair_stats)
             + ("requirements" in features) * len(REQUIREMENT_NAMES) + n_columns)
+
+
+def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -> str:
+    """Hash of the training texts and labels (stored with a fitted scorer)."""
+    h = hashlib.sha256()
+    for name in sorted(texts):
+        h.update(name.encode())
+        for t in texts[name]:
+            h.update(hashlib.sha256(t.encode()).digest())
+    h.update(np.asarray(scores, dtype=np.float64).tobytes())
+    return "sha256:" + h.hexdigest()[:32]

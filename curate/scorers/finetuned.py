@@ -27,7 +27,7 @@ from curate.errors import ScorerError
 from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
-from curate.scorers.saved import read_tensors, save_scorer_folder
+from curate.scorers.saved import SAVE_ID, read_tensors, save_scorer_folder
 from curate.storage.step import StepContext
 
 KIND = "cross-encoder"
@@ -282,7 +282,7 @@ class CrossEncoderScorer(Scorer):
                      max_length=doc["max_length"], lora_r=doc["lora_r"],
                      base=None if not base or base.startswith("packaged") else base,
                      output_range=tuple(doc["output_range"]), **cls._saved_options(doc))
-        scorer.weights = read_tensors(path / "adapter.safetensors")
+        scorer.weights = read_tensors(path / "adapter.safetensors", doc.get(SAVE_ID))
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer

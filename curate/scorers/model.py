@@ -1,14 +1,12 @@
 """A small trained scorer that imitates an LLM judge: ``fit`` / ``predict`` / ``save`` / ``load``, and a Step.
 
-A :class:`Scorer` reads one or two texts of a turn (``reads``: the instruction, and for quality also
-the response), turns them into features (:mod:`curate.scorers.features`) and maps them to a score with
-a linear head (:mod:`curate.scorers.head`) fitted on judge labels. It is a Step (see
-:mod:`curate.storage.step`): ``ws.apply(scorer)`` scores every turn of every row, with turn
-granularity and DEITA's ``sum`` reducer, exactly as an LLM judge's column.
-
-Output scale: a scorer may map its judge's label range linearly onto another range (``label_range`` ->
-``output_range``); the shipped defaults map onto DEITA's 1-6 scale so ``complexity * quality`` works.
-"""
+A :class:`Scorer` reads one or two texts of a turn (``reads``: the instruction, and for quality also the response),
+turns them into features (:mod:`curate.scorers.features`) and maps them to a score with a linear head
+(:mod:`curate.scorers.head`) fitted on judge labels. It is a Step (see :mod:`curate.storage.step`):
+``ws.apply(scorer)`` scores every turn of every row, with turn granularity and DEITA's ``sum`` reducer, exactly as an
+LLM judge's column. Output scale: a scorer may map its judge's label range linearly onto another range
+(``label_range`` -> ``output_range``); the shipped defaults map onto DEITA's 1-6 scale so ``complexity * quality``
+works."""
 
 from __future__ import annotations
 
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+import curate.scorers.saved as saved
 from curate.codes import Failure, FailureCode
 from curate.defaults import EMBED
 from curate.errors import ScorerError
@@ -40,28 +39,16 @@ from curate.scorers.features import (
     measure_texts,
     missing_inputs,
     n_stat_columns,
+    training_fingerprint,
     turn_number,
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
-from curate.scorers.saved import json_default, read_scorer_json, read_tensors, save_scorer_folder
 from curate.storage.columns import column_names
-from curate.storage.folders import whole_folder
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
-
-
-def training_fingerprint(texts: dict[str, list[str]], scores: Sequence[float]) -> str:
-    """Hash of the training texts and labels (stored with a fitted scorer)."""
-    h = hashlib.sha256()
-    for name in sorted(texts):
-        h.update(name.encode())
-        for t in texts[name]:
-            h.update(hashlib.sha256(t.encode()).digest())
-    h.update(np.asarray(scores, dtype=np.float64).tobytes())
-    return "sha256:" + h.hexdigest()[:32]
 
 
 class Scorer:
@@ -163,8 +150,7 @@ class Scorer:
 
     # -- head ---------------------------------------------------------------------------------------
     def fit_features(self, X: np.ndarray, y: Sequence[float], pairs: np.ndarray | None = None) -> Scorer:
-        """Fit the head on a feature matrix (standardised with these rows' mean and scale); ``pairs``: see
-        :func:`~curate.scorers.head.fit_head`."""
+        """Fit the head on a feature matrix (standardised by these rows); ``pairs``: see :func:`head.fit_head`."""
         n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features, len(self.columns))
         self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
                                 embedding_weight=self.embedding_weight, pairs=pairs)
@@ -254,7 +240,7 @@ class Scorer:
 
     def fingerprint(self) -> str:
         """Hash of the config and the fitted weights: changes whenever the scorer would score differently."""
-        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=json_default).encode())
+        h = hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=saved.json_default).encode())
         h.update(self.output_map.encode())  # the code that maps the model's output onto the scale
         if self.response_column:
             h.update(f"|replies={self.response_column}".encode())
@@ -342,18 +328,22 @@ class Scorer:
             raise ScorerError("nothing to save: the scorer is not fitted")
         weights = {k: np.ascontiguousarray(v, dtype=np.float32 if k == "coef" else np.float64)
                    for k, v in self.weights.items()}
-        return save_scorer_folder(directory, "head.safetensors", weights, self.config(), self.metadata, self.metrics)
+        return saved.save_scorer_folder(directory, "head.safetensors", weights, self.config(), self.metadata, self.metrics)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Scorer:
-        """Load a saved scorer folder of any kind, or a shipped scorer by name (``"complexity"``, ``"quality"``...)."""
-        path = whole_folder(Path(directory))  # a save killed between its two renames left it aside, whole
+        """Load a saved scorer folder of any kind, or a shipped scorer by name (``"complexity"``, ``"quality"``...);
+        one saved again while read is read again (:func:`~curate.scorers.saved.read_whole_save`)."""
+        return saved.read_whole_save(Path(directory), lambda path: cls._load_folder(path, directory))
+
+    @classmethod
+    def _load_folder(cls, path: Path, directory: str | os.PathLike) -> Scorer:
         if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
             path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
         if not (path / "scorer.json").is_file():
             shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
             raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
-        doc = read_scorer_json(path)
+        doc = saved.read_scorer_json(path)
         kind = doc.get("kind")  # absent: this class's ridge/ordinal head on embeddings
         if kind == "embedding":  # what scorers saved before the fine-tuned kinds (2026-12) called the ridge kind
             kind = None
@@ -382,7 +372,8 @@ class Scorer:
                      output_range=tuple(doc["output_range"]) if doc["output_range"] else None,
                      name=doc["name"], imitates=doc["imitates"], embedding_weight=doc.get("embedding_weight", 1.0),
                      embed_inputs=doc.get("embed_inputs"), columns=doc.get("columns", ()))
-        scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in read_tensors(path / "head.safetensors").items()}
+        scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in saved.read_tensors(
+            path / "head.safetensors", doc.get(saved.SAVE_ID)).items()}
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer

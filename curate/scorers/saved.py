@@ -8,14 +8,22 @@ import json
 import math
 import os
 import re
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from curate.errors import ScorerError
 
 FORMAT_VERSION = 1
+SAVE_ID = "save_id"  # in scorer.json and in its weights' metadata: the two files of one save
+LOAD_ATTEMPTS = 5    # reads of a folder that saves keep replacing before a load gives up
+
+
+class ReadDuringSave(ScorerError):
+    """scorer.json and the weights beside it were written by two saves: the folder was saved again while read."""
 
 
 def json_default(value: Any) -> Any:
@@ -71,9 +79,35 @@ def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[
     with passing_lock(out.parent / f".{out.name}.save.lock"):  # removed after: none left in the user's folder
         check_scorer_folder(out)
         with folder_written_whole(out, last="scorer.json") as tmp:
-            save_file(weights, str(tmp / weights_file))
-            write_scorer_json(tmp, config, metadata, metrics)
+            save_id = uuid.uuid4().hex
+            save_file(weights, str(tmp / weights_file), metadata={SAVE_ID: save_id})
+            write_scorer_json(tmp, {**config, SAVE_ID: save_id}, metadata, metrics)
     return out
+
+
+Read = TypeVar("Read")
+
+
+def read_whole_save(directory: Path, read: Callable[[Path], Read]) -> Read:
+    """``read(folder)`` of the saved folder ``directory`` (or the earlier folder a killed save left aside), read again
+    when a save replaced it meanwhile: scorer.json of one save with the weights of the next was a scorer no save
+    wrote (a load beside a loop of saves got one in ~80). The weights' save id tells (:func:`read_tensors`); for a
+    folder saved before ids, a folder replaced (another inode) or removed while read does."""
+    from curate.storage.folders import folder_identity, whole_folder
+
+    for attempt in range(LOAD_ATTEMPTS):
+        path = whole_folder(directory)  # a save killed between its two renames left it aside, whole
+        before = folder_identity(path)
+        try:
+            return read(path)
+        except ReadDuringSave as exc:
+            mixed = exc
+        except (OSError, ScorerError):
+            if attempt + 1 < LOAD_ATTEMPTS and folder_identity(whole_folder(directory)) != before:
+                continue  # replaced, or moved aside and removed, while read: read the new one
+            raise
+    raise ScorerError(f"{mixed}: {LOAD_ATTEMPTS} reads found the two files of different saves (one copied in from "
+                      "another folder by hand?); save the scorer again")
 
 
 def write_scorer_json(out: Path, config: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -100,12 +134,17 @@ def read_scorer_json(path: Path) -> dict[str, Any]:
     return doc
 
 
-def read_tensors(file: Path) -> dict[str, np.ndarray]:
-    """A safetensors file as numpy arrays; a damaged or truncated file is a :class:`ScorerError` naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def read_tensors(file: Path, save_id: str | None = None) -> dict[str, np.ndarray]:
+    """A safetensors file as numpy arrays; a damaged or truncated file is a :class:`ScorerError` naming it.
+    ``save_id``: scorer.json's; weights of another save raise :class:`ReadDuringSave`."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return dict(load_file(str(file)))
+        with safe_open(str(file), framework="numpy") as weights:
+            theirs = (weights.metadata() or {}).get(SAVE_ID)
+            tensors = {name: weights.get_tensor(name) for name in weights.keys()}  # noqa: SIM118 (no __iter__)
     except (OSError, ValueError, SafetensorError) as exc:
         raise ScorerError(f"{file}: not readable weights ({type(exc).__name__}: {exc})") from None
+    if save_id is not None and theirs is not None and theirs != save_id:
+        raise ReadDuringSave(f"{file}: weights of another save than scorer.json's (saved again while read)")
+    return tensors

@@ -66,6 +66,16 @@ def _umask_modes(folder: Path) -> None:
             path.chmod(have | mode)
 
 
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """The folder at ``path`` as (device, inode), None when absent: :func:`folder_written_whole` swaps in a new
+    folder, so a reader comparing it before and after sees whether what it read was one folder."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def whole_folder(path: Path) -> Path:
     """``path``, or where it is while a swap of :func:`folder_written_whole` was cut between its two renames (the
     earlier folder, moved aside whole): the newest ``.NAME.*.old`` beside it."""
