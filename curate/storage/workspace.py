@@ -138,16 +138,14 @@ class Workspace(blobs.Blobs):
         removed), formats, rejects and the rejects file."""
         from curate import pools
 
+        options = {"format": format, "mapping": mapping, "on_error": on_error, "max_field_chars": max_field_chars}
         with pool.staging(self) as folder:
             if isinstance(source, pools.ReadResult | pools.RowStream):
-                pools.check_no_read_options(source, format=format, mapping=mapping, on_error=on_error,
-                                            max_field_chars=max_field_chars)
+                pools.check_no_read_options(source, **options)
                 staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
                                           turn_fields=source.turn_fields)
-            else:
-                kwargs = {} if max_field_chars is None else {"max_field_chars": max_field_chars}
-                staged = pools.stage(source, folder, format=format, mapping=mapping, on_error=on_error,  # type: ignore[arg-type]
-                                     **kwargs)
+            else:  # None: the reader's own default (max_field_chars)
+                staged = pools.stage(source, folder, **{k: v for k, v in options.items() if v is not None})
             pools.require_rows(staged)
             with self.lock():
                 return pool.add_rows(self, staged, keep_only_source)
