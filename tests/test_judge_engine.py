@@ -303,7 +303,7 @@ def test_json_output_is_validated_reasked_and_failures_keep_raw_output(tmp_path,
                        output_model=NeedsScore, validation_retries=2, progress=False)[0]
     assert again.failure == bad.failure and fault_server.total - before == 3  # re-asks come from the cache
     assert call_usage([again])["requests"] == 3  # from the cache (paid by the first call, which recorded no run)
-    from curate.storage.apply import requests_sent
+    from curate.storage.run_records import requests_sent
 
     before = fault_server.total  # rows sharing a request share its re-asks: sent once, billed once
     shared = run_prompt(path, [{"instruction": "twice"}, {"instruction": "twice"}, {"instruction": "once"}],
@@ -521,7 +521,7 @@ def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(
         assert srv.total <= 3 + 3  # the first part's requests in flight when the 401 came, then one per part
         fails = [f for row in ws.failures("complexity") for f in row]
         assert all(f.code is FailureCode.TRANSIENT and "refuses the API key" in f.message for f in fails)
-        from curate.storage.apply import requests_sent
+        from curate.storage.run_records import requests_sent
 
         # the run record counted all 12 as sent, and so did the report
         assert requests_sent(ws.column_provenance("complexity")["runs"][-1]) == srv.total

@@ -22,7 +22,7 @@ from curate.llm.judges import Judge
 from curate.llm.prompts import PromptError, load_prompt
 from curate.llm.runner import build_requests, run_prompt
 from curate.session import Workspace
-from curate.storage.apply import requests_sent
+from curate.storage.run_records import requests_sent
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -358,6 +358,25 @@ def test_a_takeover_that_gets_no_answer_keeps_the_scorers_values_and_says_so(tmp
     partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over
     assert (partial.valued_now, partial.failed) == (2, 1) and partial.provenance["kind"] == "judge"
     assert ws.column("quality")[2] == [None] and ws.failures("quality")[2][0].code is FailureCode.TRANSIENT
+
+
+def test_a_judge_that_took_over_a_scorers_column_sums_its_own_cost_not_unknown(tmp_path, fault_server):
+    """The scorer's run stays in the column's run history after a judge takes the column over; it recorded no
+    price (it paid no LLM call), and the sum over the runs took that for an unknown price: 'cost unknown'."""
+    from curate.cli.judge import usage_total_line
+    from curate.report.summary import llm_usage
+    from curate.scorers import load_default
+
+    ws = _workspace(tmp_path, ["Explain tides.", "Name three primes."])
+    ws.score(load_default("quality"))
+    ws.apply(Judge("quality", _backend(fault_server, PRICED_MODEL)), progress=False)
+    prov = ws.column_provenance("quality")
+    assert [r.get("requests") for r in prov["runs"]] == [None, 2]  # the scorer's run, then the judge's
+    (usage,) = llm_usage(ws)
+    assert prov["runs"][-1]["cost_usd"] > 0
+    assert usage["runs"] == 2 and usage["cost_usd"] == pytest.approx(prov["runs"][-1]["cost_usd"])
+    line = usage_total_line(prov)
+    assert line.startswith("all 2 runs of this column: tokens ") and "cost $" in line and "unknown" not in line
 
 
 def test_a_blank_response_is_never_sent_to_a_judge_nor_scored(tmp_path, fault_server):

@@ -176,7 +176,7 @@ def transient_rows(ws, step, ids: list[str] | None) -> Counter:
 
 def _print_retried(retried: Counter, prov: dict[str, Any]) -> None:
     """What --retry-failed did: rows whose last failure was transient, and the requests re-sent for them."""
-    from curate.storage.apply import requests_sent
+    from curate.storage.run_records import requests_sent
 
     last = (prov.get("runs") or [{}])[-1]
     resent = requests_sent(last) or 0
@@ -270,7 +270,7 @@ def usage_total_line(prov: dict[str, Any]) -> str:
     """Tokens and USD summed over every run that paid into a judge or tagger column (its provenance ``runs``);
     a run recorded without its tokens (a tagger column written before they were) makes them unknown."""
     from curate.llm.backends import format_usd
-    from curate.storage.apply import column_runs, fold_runs, run_count
+    from curate.storage.run_records import column_runs, fold_runs, run_count
 
     runs = column_runs(prov)
     total = fold_runs(None, runs)  # a sum one run does not know is None

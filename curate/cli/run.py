@@ -167,7 +167,7 @@ def _paid_line(results: dict[str, Any]) -> str:
     columns' lines above count every run that paid into them)."""
     from curate.codes import unknown_cost
     from curate.llm.backends import format_usd
-    from curate.storage.apply import fold_runs, requests_sent
+    from curate.storage.run_records import fold_runs, requests_sent
 
     applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
     used = [a for a in applied if a is not None and a.computed and a.provenance.get("kind") in ("judge", "instag_tags")]

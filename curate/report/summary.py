@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
-from curate.storage.apply import column_runs, fold_runs, not_finite, requests_sent, run_count
+from curate.storage.apply import not_finite
+from curate.storage.run_records import column_runs, fold_runs, requests_sent, run_count
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection

@@ -22,27 +22,11 @@ from curate.storage.apply_result import ApplyResult
 from curate.storage.columns import check_ids_in_pool
 from curate.storage.failures import check_failure_format, failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
+from curate.storage.run_records import RUN_HISTORY, fold_runs
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
-
-RUN_HISTORY = 50  # runs kept in a column's provenance; older ones are summed into one record (fold_runs)
-USAGE_KEYS = ("requests", "cached_requests", "repeated_requests", "requests_not_sent_max_cost",
-              "requests_not_sent_refused", "cost_usd")  # summed when folded
-# what a run recorded before the key was counted had: none (its cached_requests counted repeated requests too)
-NEWER_KEYS = {"requests_not_sent_refused": 0, "repeated_requests": 0}
-
-
-def requests_sent(run: dict[str, Any]) -> int | None:
-    """Requests a judge or tagger run (a run record, or a fold of them) sent: its requests less those the cache
-    answered, those repeating another of the run (sent once), those max_cost held back and those a refused API key
-    held back (None: a run without the count)."""
-    if run.get("requests") is None:
-        return None
-    return (run["requests"] - (run.get("cached_requests") or 0) - (run.get("repeated_requests") or 0)
-            - (run.get("requests_not_sent_max_cost") or 0) - (run.get("requests_not_sent_refused") or 0))
-
 
 def _quiet_tqdm_auto():
     """``tqdm.auto``, imported without its TqdmWarning: in a kernel without ipywidgets (no ``notebook`` extra)
@@ -345,33 +329,6 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
-
-
-def fold_runs(earlier: dict[str, Any] | None, dropped: list[dict[str, Any]]) -> dict[str, Any]:
-    """One record shaped like a run that sums the usage (``USAGE_KEYS``, ``tokens``) of ``dropped`` runs onto
-    ``earlier`` (an earlier fold, or None); ``folded_runs`` counts them. A sum one run does not know is None."""
-    out: dict[str, Any] = {**NEWER_KEYS, **(earlier or {"folded_runs": 0, "tokens": {}, **dict.fromkeys(USAGE_KEYS, 0)})}
-    for run in dropped:
-        out["folded_runs"] += 1
-        for key in USAGE_KEYS:
-            value = run.get(key, NEWER_KEYS.get(key))
-            out[key] = None if out.get(key) is None or value is None else out[key] + value
-        tokens = run.get("tokens")
-        out["tokens"] = None if out["tokens"] is None or not isinstance(tokens, dict) else {
-            k: out["tokens"].get(k, 0) + tokens.get(k, 0) for k in {*out["tokens"], *tokens}}
-    return out
-
-
-def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every run that wrote a column, for sums over them: the record folding the runs dropped from its history (if
-    any), then the runs kept; count them with :func:`run_count`. A column written before runs were recorded: one."""
-    kept = provenance.get("runs") or [provenance]
-    return ([provenance["earlier_runs"]] if provenance.get("earlier_runs") else []) + kept
-
-
-def run_count(runs: list[dict[str, Any]]) -> int:
-    """How many runs :func:`column_runs` stands for (a folded record counts its ``folded_runs``)."""
-    return sum(int(r.get("folded_runs", 1)) for r in runs)
 
 
 def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
