@@ -29,7 +29,9 @@ from curate.errors import WorkspaceError
 from curate.storage.files import folder_fingerprint
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
-PART_EVERY_S = 30.0  # while encoding, the vectors done so far are kept on disk at least this often
+# While encoding, the vectors done so far are kept on disk at least this often: at 30 s a kill 32 s into a 50 s pass
+# kept nothing (the first shard comes due a chunk after 30 s); a shard costs a write and an fsync, merged past 32.
+PART_EVERY_S = 10.0
 MERGE_PAST_SHARDS = 32  # a long pass merges its shards once it has written more (lookups and adds read them all)
 
 
