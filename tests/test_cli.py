@@ -503,3 +503,21 @@ def test_odd_inputs_a_fuzzer_found_are_one_line_errors_naming_what_is_at_fault(t
     (ws / "embeddings" / "default.json").write_text("garbage")  # json's message named no file
     r = curate_cli("info", ws)
     assert r.returncode == 1 and "embeddings/default.json: damaged, not JSON" in r.stderr, r.stderr
+
+
+def test_a_scorer_run_says_what_it_took_from_its_caches(tmp_path):
+    """A re-run after a killed `curate score` reads the forward passes the killed run kept, yet said 'computed 3,000,
+    reused 0' alone, as if it had run everything again: the line now counts those run and those the cache held."""
+    path = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain topic {i} in detail.", "output": "ok"}
+                                                 for i in range(6)])
+    assert curate_cli("load", path, "--workspace", tmp_path / "ws").returncode == 0
+    first = curate_cli("score", tmp_path / "ws", "--scorer", "complexity")
+    assert first.returncode == 0 and "6 turns through the network, 0 from its prediction cache" in first.stdout
+    (tmp_path / "ws" / "columns" / "complexity.arrow").unlink()  # as a kill before the column was written leaves it
+    again = curate_cli("score", tmp_path / "ws", "--scorer", "complexity")
+    assert "computed 6" in again.stdout and "0 turns through the network, 6 from its prediction cache" in again.stdout
+    ridge = curate_cli("score", tmp_path / "ws", "--scorer", "quality")  # the embedding cache: texts, not columns
+    assert ridge.returncode == 0 and "6 distinct texts encoded, 0 from the embedding cache" in ridge.stdout, ridge.stdout
+    (tmp_path / "ws" / "columns" / "quality.arrow").unlink()
+    again = curate_cli("score", tmp_path / "ws", "--scorer", "quality")
+    assert "computed 6" in again.stdout and "0 distinct texts encoded, 6 from the embedding cache" in again.stdout

@@ -318,7 +318,8 @@ def test_run_fails_only_the_turn_without_a_response_and_moves_the_progress_bar(t
     assert out.values[0][0] == out.values[1][0] and out.values[0][1] is None and out.values[2] is None
     assert [(f.code, f.turn) for f in out.failures[0]] == [(FailureCode.NO_RESPONSE, 2)] and out.failures[1] == []
     assert [f.code for f in out.failures[2]] == [FailureCode.NO_USER_TURN]
-    assert bar.n == len(rows) and out.stats == {"turns_scored": 2}
+    # one distinct text, encoded once (not counted as found in the cache: the same text twice in one pass)
+    assert bar.n == len(rows) and out.stats == {"turns_scored": 2, "texts_encoded": 1, "texts_from_embedding_cache": 0}
 
 
 def test_distil_spends_fewer_labels_and_agrees_with_oracle(tmp_path):

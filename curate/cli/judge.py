@@ -251,6 +251,8 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         if prov.get("requests_paid_by_stopped_run"):
             line += (f" (with {prov['requests_paid_by_stopped_run']:,} requests a stopped run paid for and never "
                      "recorded)")
+    if result.computed and (cached := cache_use_text(prov)):
+        line += f"; {cached}"
     console.print(f"{line}; {result.seconds}s", soft_wrap=True, highlight=False)
     if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
         console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)
@@ -264,6 +266,18 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         console.print(f"  [yellow]{sum(messages.values())} x[/] {code}: {escape(message)}{more}", soft_wrap=True,
                       highlight=False, markup=True)
     return failures
+
+
+def cache_use_text(prov: dict[str, Any]) -> str:
+    """What a scorer's last run took from the workspace's caches: a re-run after a kill computes again only what the
+    killed run did not keep, though every row it runs on counts as computed ('' for a run without the counts)."""
+    if "texts_encoded" in prov:
+        return (f"{prov['texts_encoded']:,} distinct texts encoded, {prov.get('texts_from_embedding_cache', 0):,} from "
+                "the embedding cache")
+    if "turns_predicted" in prov:
+        return (f"{prov['turns_predicted']:,} turns through the network, {prov.get('turns_from_prediction_cache', 0):,}"
+                " from its prediction cache")
+    return ""
 
 
 def usage_total_line(prov: dict[str, Any]) -> str:

@@ -1,7 +1,5 @@
 """The fine-tuned scorer kind: a LoRA-tuned MiniLM cross-encoder (:mod:`curate.scorers.crossencoder`)
-behind the same :class:`~curate.scorers.model.Scorer` interface (fit / predict / save / load, a Step).
-
-Saved as ``scorer.json`` (``"kind": "cross-encoder"``) + ``adapter.safetensors`` (LoRA weights fp16, the
+behind the same :class:`~curate.scorers.model.Scorer` interface (fit / predict / save / load, a Step). Saved as ``scorer.json`` (``"kind": "cross-encoder"``) + ``adapter.safetensors`` (LoRA weights fp16, the
 head, the length covariate and the calibration map onto the output scale; < 2 MiB). The base weights
 come from the installed MiniLM package (or ``base``, a local folder, recorded in scorer.json).
 Predictions go through the workspace cache per row, kept as each chunk of a few seconds ends, so a killed
@@ -49,7 +47,6 @@ def check_base_folder(base: str | None) -> None:
 
 class CrossEncoderScorer(Scorer):
     """A scorer that reads (instruction[, response]) with a LoRA-tuned MiniLM; see the module docstring.
-
     ``output_range``: the scale predictions land on (the calibration map's range; DEITA's 1-6 by default).
     ``base``: the MiniLM folder the adapter was trained on (default: the packaged model).
     ``device``: where fit and predict run: ``cpu`` (the default: the shipped readers run on any machine), ``cuda``,
@@ -140,9 +137,8 @@ class CrossEncoderScorer(Scorer):
         GPU, ``batch_size`` rows in length order."""
         from curate.embed.batching import token_budget_batches
 
-        if self._device() != "cpu":
-            return None
-        return partial(token_budget_batches, max_tokens=EMBED.batch_tokens, max_rows=self.batch_size)
+        return None if self._device() != "cpu" else partial(token_budget_batches, max_tokens=EMBED.batch_tokens,
+                                                             max_rows=self.batch_size)
 
     def _texts(self, rows: Sequence[Row]) -> tuple[list[str], list[str] | None]:
         texts = input_texts(rows, self.reads)
@@ -156,24 +152,27 @@ class CrossEncoderScorer(Scorer):
             return np.zeros(0, dtype=np.float32)
         net, tok = self._inference_net()
 
+        computed = [0]
+
         def predict(positions: list[int]) -> np.ndarray:
+            computed[0] += len(positions)
             return ce.predict_net(net, tok, [ins[i] for i in positions],
                                   None if res is None else [res[i] for i in positions], max_length=self.max_length,
                                   batch_size=self.batch_size, on_rows=on_rows, plan=self._plan(), device=self._device())
 
         if cache_dir is None:
             return np.asarray(predict(list(range(len(ins)))), dtype=np.float32)
-        moved = prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)
-        if (line := prediction_cache.describe(moved)) is not None:
+        if line := prediction_cache.describe(prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)):
             log.warning("%s", line)
-        return prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
-                                               prediction_cache.cache_folder(cache_dir, self.fingerprint()),
-                                               first_rows=self.batch_size, on_rows=on_rows)
+        raw = prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
+                                              prediction_cache.cache_folder(cache_dir, self.fingerprint()),
+                                              first_rows=self.batch_size, on_rows=on_rows)
+        self.count_cache_use(turns_from_prediction_cache=len(ins) - computed[0], turns_predicted=computed[0])
+        return raw
 
     def run_cache_dir(self, ctx: StepContext) -> Path | None:
         """The context's cache folder, None where it is thrown away after the run (``ctx.keep_outputs`` False: a Ray
-        actor's batch): the per-row forward passes are kept for later runs only, and a batch's were written as
-        shards and merged for nothing."""
+        actor's batch, whose forward passes were written as shards and merged for nothing)."""
         return ctx.cache_dir if ctx.keep_outputs else None
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:

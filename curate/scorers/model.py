@@ -131,8 +131,11 @@ class Scorer:
             vectors = {name: encode(texts[name], model=self.embed_model, batch_size=self.batch_size)
                        for name in self.embed_inputs}
         else:
-            vectors = {name: encode_cached(texts[name], cache_dir, model=self.embed_model, batch_size=self.batch_size,
-                                           progress=len(texts[name]) > 2000)[0] for name in self.embed_inputs}
+            vectors: dict[str, np.ndarray] = {}
+            for name in self.embed_inputs:  # counted: a re-run after a kill reads what the killed one encoded
+                vectors[name], encoded, _ = encode_cached(texts[name], cache_dir, model=self.embed_model,
+                                                          batch_size=self.batch_size, progress=len(texts[name]) > 2000)
+                self.count_cache_use(texts_from_embedding_cache=len(set(texts[name])) - encoded, texts_encoded=encoded)
         measured = self.measure(texts, vectors, on_rows=on_rows)
         if self.columns:
             measured["_columns"] = column_values(rows, self.columns)
@@ -299,6 +302,7 @@ class Scorer:
                         where.append((i, t))
             failures.append(fails)
         progress = RowProgress([i for i, _ in where], len(rows), ctx.progress)
+        self.cache_use: dict[str, int] = {}
         # One predict call: every text goes through the workspace's embedding cache in one pass.
         preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count) if todo else []
         for (i, t), value in zip(where, preds, strict=True):
@@ -308,7 +312,12 @@ class Scorer:
                 failures[i].append(Failure(FailureCode.MODEL_ERROR, f"scorer {self.column!r} computed {value} for this "
                                            f"turn, not a score", turn=t + 1))
         progress.finish()
-        return StepOutput(values, failures, stats={"turns_scored": len(todo)})
+        return StepOutput(values, failures, stats={"turns_scored": len(todo), **self.cache_use})
+
+    def count_cache_use(self, **counts: int) -> None:
+        """Count what this run's pass took from the workspace's caches, and computed (in its run's stats)."""
+        use = self.__dict__.setdefault("cache_use", {})
+        use.update({key: use.get(key, 0) + int(n) for key, n in counts.items()})
 
     # -- persistence --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
