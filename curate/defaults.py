@@ -103,6 +103,8 @@ class MinHashDefaults:
     # 0.5 finds a pair at Jaccard 0.8 40% of the time, 0.85 69%). Every candidate is checked against threshold,
     # so a false positive costs one signature comparison: at 0.05 the bands find 95% and 99.4%.
     false_positive_weight: float = 0.05
+    seed: int = 1                    # the hash functions' seed: the single-process and Ray engines must share it,
+                                     # or they would keep different rows of one pool
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,52 @@ class SignalDefaults:
 class ScorerDefaults:
     """Trained scorers (curate.scorers): the fine-tuned kinds (cross-encoder, small-lm)."""
     finetune_epochs: float = 2.0         # passes over the training labels
+
+
+@dataclass(frozen=True)
+class TrainScorerDefaults:
+    """``train_scorer`` / ``curate train-scorer``: the K-fold and held-out split, and the kind of scorer."""
+    folds: int = 5                       # K of the K-fold agreement on the training part
+    holdout: float = 0.2                 # share of groups held out before any fitting
+    seed: int = 0                        # the splits
+    kind: str = "ridge"                  # ridge | cross-encoder | small-lm
+
+
+@dataclass(frozen=True)
+class DistilDefaults:
+    """``distil`` / ``curate distil``: how many rows the labeller is asked about, and when."""
+    n: int = 200                         # random rows labelled before the first fit
+    rounds: int = 1                      # rounds of labelling the least-certain rows
+    uncertain_k: int = 50                # rows labelled per round (largest bootstrap disagreement)
+    holdout_n: int = 100                 # random labelled rows kept out of training, for agreement
+    column_suffix: str = "_distilled"    # the scorer's column: LABEL_COLUMN + this
+
+
+@dataclass(frozen=True)
+class EvolDefaults:
+    """Evol labels (``run_evol`` / ``curate evol``)."""
+    steps: int = 5                       # evolution steps per seed (scores run 1..steps+1)
+    seed: int = 0                        # the seed sample, the operation choice and the shuffles
+
+
+@dataclass(frozen=True)
+class TagDefaults:
+    """InsTag tagging (``Tagger`` / ``curate tag``) and its coverage report (``curate tags``)."""
+    prompt: str = "instag"               # prompts/instag.md
+    coverage_seeds: int = 10             # random selections each selection's coverage is compared against
+
+
+@dataclass(frozen=True)
+class ReportDefaults:
+    """The HTML curation report (``ws.report`` / ``curate report`` / ``curate run``)."""
+    path: str = "report.html"            # the file written (in ``curate run``: OUT/this)
+    samples: int = 3                     # rows kept and rows dropped shown
+
+
+@dataclass(frozen=True)
+class PoolDefaults:
+    """Reading a pool (``curate.pools``)."""
+    max_field_chars: int = 1_000_000     # a text field longer than this is a bad record, not a row
 
 
 @dataclass(frozen=True)
@@ -240,6 +288,12 @@ MINHASH = MinHashDefaults()
 NORMALIZER = NormalizerDefaults()
 SIGNAL = SignalDefaults()
 SCORER = ScorerDefaults()
+TRAIN_SCORER = TrainScorerDefaults()
+DISTIL = DistilDefaults()
+EVOL = EvolDefaults()
+TAG = TagDefaults()
+REPORT = ReportDefaults()
+POOL = PoolDefaults()
 TRAIN = TrainDefaults()
 LESS = LessDefaults()
 MINING = MiningDefaults()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.codes import FailureCode, unreached_rows
-from curate.defaults import DECONTAMINATE, DEITA
+from curate.defaults import DECONTAMINATE, DEITA, REPORT
 from curate.errors import CurateError
 from curate.pools import check_read_options, run_on_error
 from curate.select.progress import showing_progress
@@ -71,8 +71,8 @@ class Run:
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
         self.on_error = run_on_error(self.on_error, self.mapping)
         check_read_options(self.format, self.mapping, self.on_error)
-        check_run_folder(Path(self.out), [*EXPORTS.values()] + ["report.html"] * self.report)
-        for name in [*EXPORTS.values()] + ["report.html"] * self.report:  # files the last steps could not write:
+        check_run_folder(Path(self.out), [*EXPORTS.values()] + [REPORT.path] * self.report)
+        for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signals:
             from curate.signals.steps import check_run_signals
@@ -289,7 +289,7 @@ def export(run: Run) -> dict[str, Path]:
 
 def report(run: Run) -> Path:
     """out/report.html."""
-    path = run.out / "report.html"
+    path = run.out / REPORT.path
     with writing(path):  # a full disk names the file
         run.outputs["report"] = run.ws.report(path, selection=SELECTION)
     return run.outputs["report"]

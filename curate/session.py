@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from curate.defaults import EMBED
+from curate.defaults import EMBED, REPORT
 from curate.errors import CurateError
 from curate.storage.apply_result import ApplyResult
 from curate.storage.files import operation
@@ -164,11 +164,12 @@ class Workspace(StorageWorkspace):
         return show_rows(self, rows, columns=columns, limit=limit)
 
     @operation
-    def report(self, out: str | os.PathLike = "report.html", selection: str | None = None) -> Path:
-        """Write the self-contained HTML curation report."""
+    def report(self, out: str | os.PathLike = REPORT.path, selection: str | None = None,
+               samples: int = REPORT.samples) -> Path:
+        """Write the self-contained HTML curation report; ``samples``: rows kept and rows dropped shown."""
         from curate.report.html import build_report
 
-        return build_report(self, out, selection=selection)
+        return build_report(self, out, selection=selection, samples=samples)
 
     @operation
     def _repr_html_(self) -> str:

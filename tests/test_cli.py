@@ -101,6 +101,54 @@ def test_a_commands_help_keeps_each_paragraph_whole():
     assert "judge calls are cached and resumable" in judge
 
 
+def test_each_default_the_api_and_the_cli_share_is_read_from_curate_defaults():
+    """Defaults were written twice (distil n=200, train-scorer folds=5, evol steps=5, tags seeds=10, the tag prompt,
+    report samples=3 and its path, the MinHash seed of the single-process and Ray engines): equal today, free to
+    drift. Each API keyword and CLI option below now reads one field of curate.defaults."""
+    import inspect
+
+    import typer
+
+    from curate.cli import app
+    from curate.defaults import DISTIL, EVOL, MINHASH, POOL, REPORT, TAG, TRAIN_SCORER
+    from curate.evol import run_evol
+    from curate.pools import read
+    from curate.report.html import build_report
+    from curate.scale.minhash import minhash_dedup as ray_minhash
+    from curate.scorers import distil, train_scorer
+    from curate.select.dedup import minhash_dedup
+    from curate.session import Workspace
+    from curate.tags import Tagger, coverage_report
+
+    commands = typer.main.get_command(app).commands
+
+    def option(command: str, name: str):
+        return next(p.default for p in commands[command].params if p.name == name)
+
+    def keyword(fn, name: str):
+        return inspect.signature(fn).parameters[name].default
+
+    shared = [(DISTIL.n, keyword(distil, "n"), option("distil", "n")),
+              (DISTIL.rounds, keyword(distil, "rounds"), option("distil", "rounds")),
+              (DISTIL.uncertain_k, keyword(distil, "uncertain_k"), option("distil", "uncertain_k")),
+              (DISTIL.holdout_n, keyword(distil, "holdout_n"), option("distil", "holdout_n")),
+              (TRAIN_SCORER.folds, keyword(train_scorer, "k"), option("train-scorer", "folds")),
+              (TRAIN_SCORER.holdout, keyword(train_scorer, "holdout"), option("train-scorer", "holdout")),
+              (TRAIN_SCORER.seed, keyword(train_scorer, "seed"), option("train-scorer", "seed")),
+              (TRAIN_SCORER.kind, keyword(train_scorer, "kind"), option("train-scorer", "kind")),
+              (EVOL.steps, keyword(run_evol, "steps"), option("evol", "steps")),
+              (EVOL.seed, keyword(run_evol, "seed"), option("evol", "seed")),
+              (TAG.coverage_seeds, keyword(coverage_report, "seeds"), option("tags", "seeds")),
+              (TAG.prompt, keyword(Tagger, "prompt"), option("tag", "prompt")),
+              (REPORT.samples, keyword(build_report, "samples"), option("report", "samples"),
+               keyword(Workspace.report, "samples")),
+              (REPORT.path, keyword(build_report, "out"), str(option("report", "out")), keyword(Workspace.report, "out")),
+              (MINHASH.seed, keyword(minhash_dedup, "seed"), keyword(ray_minhash, "seed")),
+              (POOL.max_field_chars, keyword(read, "max_field_chars"))]
+    for values in shared:
+        assert len(set(values)) == 1, values
+
+
 def test_missing_workspace_is_a_clean_error(tmp_path):
     r = curate_cli("info", tmp_path / "nope")
     assert r.returncode == 1 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr

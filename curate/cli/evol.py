@@ -23,6 +23,7 @@ from curate.cli.common import (
     app,
     console,
 )
+from curate.defaults import EVOL
 
 
 @app.command()
@@ -31,8 +32,8 @@ def evol(
     kind: str = typer.Option("complexity", "--kind", help="complexity: evolve instructions (Evol-Instruct); "
                              "quality: rewrite responses (Evol-Quality)."),
     seeds: int = typer.Option(20, "--seeds", help="Seed rows: a seeded random sample of the pool."),
-    steps: int = typer.Option(5, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
+    steps: int = typer.Option(EVOL.steps, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
+    seed: int = typer.Option(EVOL.seed, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
     base_url: str | None = _base_url_opt(),
     model: str | None = _model_opt(),
     backend: str | None = _backend_opt(),

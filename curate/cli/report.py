@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from curate.cli.common import app, console
+from curate.defaults import REPORT
 from curate.storage.pool import out_of_date
 
 
@@ -70,10 +71,10 @@ def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
 @app.command()
 def report(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (self-contained)."),
+    out: Path = typer.Option(Path(REPORT.path), "--out", "-o", help="HTML file to write (self-contained)."),
     selection: str | None = typer.Option(None, help="Selection to highlight in plots and samples "
                                          "(default: the most recent)."),
-    samples: int = typer.Option(3, min=0, help="Rows kept and rows dropped to show."),
+    samples: int = typer.Option(REPORT.samples, min=0, help="Rows kept and rows dropped to show."),
 ) -> None:
     """Write the curation report: one self-contained HTML page (pool, judges and cost, failures, selections, plots)."""
     from curate.report.html import build_report

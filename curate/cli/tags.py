@@ -25,7 +25,7 @@ from curate.cli.common import (
     console,
     requests_answered_text,
 )
-from curate.defaults import NORMALIZER
+from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError
 from curate.tags.normalize import MAPPING_ARTIFACT
 
@@ -36,7 +36,7 @@ def tag_cmd(
     backend: str | None = _backend_opt(),
     base_url: str | None = _base_url_opt(),
     model: str | None = _model_opt(),
-    prompt: str = typer.Option("instag", help="Prompt name or path (default prompts/instag.md)."),
+    prompt: str = typer.Option(TAG.prompt, help=f"Prompt name or path (default prompts/{TAG.prompt}.md)."),
     concurrency: int = _concurrency_opt(),
     rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
@@ -94,7 +94,7 @@ def tags_cmd(
     column: str | None = typer.Option(None, help="Tag column to report on (default: the normalised tags: tags, or "
                                       "tags_instag where the pool has a field named tags)."),
     top: int = typer.Option(25, min=0, help="Rows of the frequency table."),
-    seeds: int = typer.Option(10, min=1, help="Random selections to compare each selection against."),
+    seeds: int = typer.Option(TAG.coverage_seeds, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
     min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "
                                       f"down below {NORMALIZER.reference_rows:,} rows; 0 = skip)."),

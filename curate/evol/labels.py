@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from curate.defaults import EVOL
 from curate.errors import CurateError
 from curate.evol.run import EvolRun, run_evol
 from curate.storage.files import check_name, now
@@ -67,7 +68,7 @@ def raise_unfinished(run: EvolRun) -> None:
                           "Re-run to finish them (answered calls come from the cache).")
 
 
-def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = 5, seed: int = 0,
+def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = EVOL.steps, seed: int = EVOL.seed,
                  cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
                  **kwargs: Any):
     """Evol labels for training a small scorer: a ``datasets.Dataset`` of (text, score, seed_id, step,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
+from curate.defaults import EVOL
 from curate.errors import CurateError
 from curate.evol.rules import (
     DEFAULT_RULES,
@@ -269,8 +270,8 @@ def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: 
             vs.scores = unshuffle(list(shown_scores), vs.order)
 
 
-def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = 5, seed: int = 0,
-             cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
+def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = EVOL.steps,
+             seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
              progress: bool = False) -> EvolRun:
@@ -379,11 +380,9 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
     }
 
 
-def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = 0) -> list[dict[str, Any]]:
-    """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve.
-
-    For quality labels only rows whose first user turn has a non-empty response are candidates.
-    """
+def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.seed) -> list[dict[str, Any]]:
+    """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve; for quality labels only rows
+    whose first user turn has a non-empty response are candidates."""
     if kind not in KINDS:
         raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
     conversations = ws.conversations()

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from curate.defaults import POOL
 from curate.errors import InputError, OptionError
 from curate.pools.formats import (
-    DEFAULT_MAX_FIELD_CHARS,
     FORMATS,
     RESERVED,
     _RowError,
@@ -40,7 +40,7 @@ from curate.pools.shards import shard_paths
 from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool, reject_line, reply_state
 from curate.pools.table import MAX_STORED_NESTING, to_table
 
-__all__ = ["DEFAULT_MAX_FIELD_CHARS", "FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
+__all__ = ["FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
            "RowStream", "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
            "to_table", "write_rejects"]
 
@@ -137,7 +137,7 @@ def run_on_error(on_error: str | None, mapping: dict[str, str] | None) -> str:
 
 
 def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-         on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> ReadResult:
+         on_error: OnError = "raise", max_field_chars: int = POOL.max_field_chars) -> ReadResult:
     """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
     of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
     ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects.
@@ -151,7 +151,7 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
 
 
 def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-               on_error: OnError = "raise", max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+               on_error: OnError = "raise", max_field_chars: int = POOL.max_field_chars
                ) -> tuple[str, Iterator[dict[str, Any] | Reject]]:
     """``source``'s name and, lazily in source order, each record normalised to a row (without ``id``) or,
     with ``on_error="skip"``, a :class:`Reject`: what :func:`read` collects and :func:`stage` writes part by part."""
@@ -214,7 +214,7 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
 
 def stage(source: str | os.PathLike | Any, folder: str | os.PathLike, *, format: str = "auto",
           mapping: dict[str, str] | None = None, on_error: OnError = "raise",
-          max_field_chars: int = DEFAULT_MAX_FIELD_CHARS, part_rows: int = PART_ROWS) -> StagedPool:
+          max_field_chars: int = POOL.max_field_chars, part_rows: int = PART_ROWS) -> StagedPool:
     """Read ``source`` as :func:`read` does, into Arrow files under ``folder`` (ids assigned as :func:`assign_ids`
     does), holding ``part_rows`` rows in memory at a time; ``Workspace.load`` adds them to a pool."""
     name, items = normalised(source, format=format, mapping=mapping, on_error=on_error,
@@ -289,7 +289,7 @@ def write_rejects(rejects: list[Reject], path: str | os.PathLike) -> None:
 
 def load(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
          on_error: OnError = "raise", rejects_path: str | os.PathLike | None = None,
-         max_field_chars: int = DEFAULT_MAX_FIELD_CHARS):
+         max_field_chars: int = POOL.max_field_chars):
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 
     ``source``: a .jsonl/.json/.parquet/.csv file, a folder or glob of them, a ``save_to_disk`` folder, a Hub

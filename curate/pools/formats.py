@@ -11,10 +11,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from curate.defaults import POOL
 from curate.errors import OptionError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion", "qa")
-DEFAULT_MAX_FIELD_CHARS = 1_000_000
 
 _SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -185,7 +185,7 @@ def turn_keys_not_kept(turns: Any) -> set[str]:
 
 
 def to_conversation(record: dict[str, Any], fmt: str, mapping: dict[str, str] | None = None,
-                    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) -> list[dict[str, str]]:
+                    max_field_chars: int = POOL.max_field_chars) -> list[dict[str, str]]:
     """Normalise one raw record of shape ``fmt`` into a list of ``{role, content}`` turns.
 
     User and assistant turns must alternate (system turns aside; a tool turn may sit between two

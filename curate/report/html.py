@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from curate.codes import Decision
+from curate.defaults import REPORT
 from curate.errors import WorkspaceError
 from curate.report.datamap import datamap_section
 from curate.report.neighbours import neighbours_section
@@ -60,7 +61,7 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
             + (dropped_view.html_block() if dropped else "<p>no row was dropped</p>"))
 
 
-def report_html(ws: Workspace, selection: str | None = None, samples: int = 3) -> str:
+def report_html(ws: Workspace, selection: str | None = None, samples: int = REPORT.samples) -> str:
     """The curation report as one HTML string (see :func:`build_report`)."""
     with ws.reading():  # its sections read the same score columns several times: from disk once
         return _report_html(ws, selection, samples)
@@ -90,8 +91,8 @@ def _report_html(ws: Workspace, selection: str | None, samples: int) -> str:
             f"<code>{esc(ws.path)}</code> · generated {now}</p>{body}</main></body></html>")
 
 
-def build_report(ws: Workspace, out: str | Path = "report.html", selection: str | None = None,
-                 samples: int = 3) -> Path:
+def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | None = None,
+                 samples: int = REPORT.samples) -> Path:
     """Write the curation report: one self-contained HTML page (inline CSS, plots as data URIs, no script).
 
     ``selection`` is the one highlighted in plots and samples (default: the most recent one).
@@ -100,7 +101,7 @@ def build_report(ws: Workspace, out: str | Path = "report.html", selection: str 
     check_outside_workspace(ws, out, "a report")
     if out.is_dir():  # named before the page is built, and no temporary file left behind
         raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
-                             f"{out / 'report.html'}")
+                             f"{out / REPORT.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_leftovers(out)
     atomic_write_bytes(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import curate.scorers.readermap as readermap
-from curate.defaults import DEITA, SCORER
+from curate.defaults import DEITA, SCORER, TRAIN_SCORER
 from curate.errors import ScorerError
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
@@ -163,8 +163,8 @@ def on_deita_scale(scorer: Scorer, scores: Sequence[float]) -> None:
 
 
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
-                 head: str | None = None, features: Sequence[str] | None = None, name: str | None = None, k: int = 5,
-                 holdout: float = 0.2, seed: int = 0, kind: str = "ridge", init: str | None = None,
+                 head: str | None = None, features: Sequence[str] | None = None, name: str | None = None, k: int = TRAIN_SCORER.folds,
+                 holdout: float = TRAIN_SCORER.holdout, seed: int = TRAIN_SCORER.seed, kind: str = TRAIN_SCORER.kind, init: str | None = None,
                  epochs: float | None = None, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None, columns: str | Sequence[str] = (), chain_pairs: bool = False,
                  base: str | None = None, device: str | None = None, progress: bool = False) -> TrainResult:

@@ -116,7 +116,7 @@ def lsh_index(threshold: float, num_perm: int, false_positive_weight: float):
 @register("minhash")
 def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, text: str = "conversation",
                   shingle: int = MINHASH.shingle, num_perm: int = MINHASH.num_perm, sort_by: str | None = None,
-                  seed: int = 1, false_positive_weight: float = MINHASH.false_positive_weight) -> SelectorResult:
+                  seed: int = MINHASH.seed, false_positive_weight: float = MINHASH.false_positive_weight) -> SelectorResult:
     """Near-duplicate text (MinHash LSH over word shingles, datasketch): a row is a duplicate when a kept
     row's estimated Jaccard similarity to it is >= ``threshold``. The LSH bands find such a kept row with high
     probability, not certainty (``false_positive_weight``: the band layout's trade, see ``MinHashDefaults``; at the

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.defaults import TAG
+
 TagLists = Sequence[Sequence[str] | None]
 
 
@@ -49,7 +51,7 @@ def random_coverage(rows: TagLists, size: int, seeds: int | Sequence[int] = 10) 
     return float(np.mean(values)), float(np.std(values))
 
 
-def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "tags", seeds: int = 10) -> dict[str, Any]:
+def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "tags", seeds: int = TAG.coverage_seeds) -> dict[str, Any]:
     """A selection's tag coverage and tags per query, beside random selections of the same size; an error naming
     the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them)."""
     from curate.storage.pool import selection_positions

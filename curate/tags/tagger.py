@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from curate.codes import Failure, FailureCode
+from curate.defaults import TAG
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
 #: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
@@ -57,7 +58,7 @@ class Tagger:
     reducer = None
     inputs: tuple[str, ...] = ()
 
-    def __init__(self, backend: Any = None, *, prompt: str | os.PathLike | Any = "instag", column: str = "tags_raw",
+    def __init__(self, backend: Any = None, *, prompt: str | os.PathLike | Any = TAG.prompt, column: str = "tags_raw",
                  params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None):
         from curate.llm.prompts import PromptError, load_prompt
 
