@@ -499,6 +499,32 @@ def test_cli_distil_with_a_label_column(tmp_path):
     assert saved.reads == ["instruction"] and saved.features == ["embeddings", "length"]  # as train-scorer fits
 
 
+def test_distil_in_python_and_on_the_command_line_train_the_same_scorer(tmp_path):
+    """distil(ws, column_labeller(ws, "quality"), ...) read the instruction alone, searched no ridge settings and
+    wrote a column named 'score', while `curate distil --label-column quality` read what the judge read, searched
+    them and wrote quality_distilled: the same labels gave columns up to 2.42 apart on the 1-6 scale."""
+    from curate.cli import app
+    from curate.scorers import column_labeller
+
+    made = []
+    for where in ("cli", "api"):
+        (tmp_path / where).mkdir()
+        ws = _workspace(tmp_path / where)
+        ws.add_column("judged", ws.column("oracle"), {"judge": "quality", "reads": ["instruction", "response"]})
+        made.append(ws)
+    res = CliRunner().invoke(app, ["distil", str(made[0].path), "--label-column", "judged", "-n", "24",
+                                   "--holdout-n", "20", "--uncertain-k", "8"])
+    assert res.exit_code == 0, res.output
+    report = distil(made[1], column_labeller(made[1], "judged"), n=24, holdout_n=20, uncertain_k=8, progress=False)
+    assert report.column == "judged_distilled" and report.scorer.reads == ["instruction", "response"]
+    assert "chosen" in report.rounds[-1] and report.scorer.imitates["judge"] == "quality"
+
+    def flat(ws):
+        return [np.nan if v is None else v for row in ws.column("judged_distilled") for v in (row or [None])]
+
+    np.testing.assert_allclose(flat(made[1]), flat(made[0]), rtol=1e-6, equal_nan=True)
+
+
 def test_a_distil_figure_it_could_not_compute_is_a_dash_with_its_reason_never_nan(tmp_path):
     """The distil table showed "-" with no line saying why, and the notebook view showed "nan"."""
     from curate.cli import app

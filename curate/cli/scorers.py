@@ -13,7 +13,7 @@ from curate.cli.common import (
     app,
     console,
 )
-from curate.defaults import SCORER
+from curate.defaults import DISTIL, SCORER, TRAIN_SCORER
 
 METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
 METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")  # a figure not computed: a dash and a line why
@@ -105,13 +105,13 @@ def train_scorer(
     inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response]. Default: "
                                       "what the labels carry (a label set with responses, or a column whose "
                                       "provenance says it read the response), else the instruction."),
-    folds: int = typer.Option(5, "--folds", "-k", help="K for K-fold agreement on the training part."),
-    holdout: float = typer.Option(0.2, help="Share of groups held out (split before any fitting)."),
+    folds: int = typer.Option(TRAIN_SCORER.folds, "--folds", "-k", help="K for K-fold agreement on the training part."),
+    holdout: float = typer.Option(TRAIN_SCORER.holdout, help="Share of groups held out (split before any fitting)."),
     group_by: str | None = typer.Option(None, "--group-by", help="--target: a column (e.g. a question id of the "
                                         "pool file) that keeps rows together in every split. Default: the row's "
                                         "first instruction."),
-    seed: int = typer.Option(0, min=0, help="Seed for the splits."),
-    kind: str = typer.Option("ridge", help="ridge (linear head on MiniLM features; seconds), cross-encoder "
+    seed: int = typer.Option(TRAIN_SCORER.seed, min=0, help="Seed for the splits."),
+    kind: str = typer.Option(TRAIN_SCORER.kind, help="ridge (linear head on MiniLM features; seconds), cross-encoder "
                              "(MiniLM + LoRA fine-tuned on the labels; minutes on a CPU) or small-lm (DEITA's style: "
                              "SmolLM2-135M + LoRA + a score or digits head, see --head; best on a GPU, see --device)."),
     init: str | None = typer.Option(None, help="cross-encoder, small-lm: start from this saved or shipped adapter "
@@ -161,10 +161,10 @@ def distil_command(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     label_column: str = typer.Option(..., "--label-column", help="Existing judge column used as the labeller "
                                      "(the loop reads only the rows it asks for, and counts them)."),
-    n: int = typer.Option(200, "-n", help="Random rows labelled before the first fit."),
-    rounds: int = typer.Option(1, help="Rounds of labelling the least-certain rows."),
-    uncertain_k: int = typer.Option(50, "--uncertain-k", help="Rows labelled per round (largest bootstrap disagreement)."),
-    holdout_n: int = typer.Option(100, "--holdout-n", help="Random labelled rows kept out of training, for agreement."),
+    n: int = typer.Option(DISTIL.n, "-n", help="Random rows labelled before the first fit."),
+    rounds: int = typer.Option(DISTIL.rounds, help="Rounds of labelling the least-certain rows."),
+    uncertain_k: int = typer.Option(DISTIL.uncertain_k, "--uncertain-k", help="Rows labelled per round (largest bootstrap disagreement)."),
+    holdout_n: int = typer.Option(DISTIL.holdout_n, "--holdout-n", help="Random labelled rows kept out of training, for agreement."),
     column: str | None = typer.Option(None, help="Column for the scorer's predictions (default LABEL_distilled)."),
     inputs: str | None = typer.Option(None, help="Comma-separated texts to read: instruction[,response] (default: "
                                       "what the column's provenance says it read, else the instruction)."),
@@ -176,11 +176,10 @@ def distil_command(
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
     from curate.errors import ScorerError
-    from curate.scorers import Scorer, column_judge, column_labeller, distil
+    from curate.scorers import column_labeller, distil
     from curate.scorers.distil import TooFewRowsToDistil
     from curate.scorers.metrics import figure
     from curate.scorers.saved import check_scorer_folder
-    from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH
     from curate.session import Workspace
     from curate.storage.export import check_outside_workspace
 
@@ -188,18 +187,14 @@ def distil_command(
     if out:
         check_outside_workspace(ws, out, "a scorer")  # before any fitting
         check_scorer_folder(out)
-    reads, imitates = column_judge(ws, label_column, inputs.split(",") if inputs else None)
-    name = column or f"{label_column}_distilled"
-    scorer = Scorer(reads=reads, name=name, imitates=imitates, columns=feature_columns or (),
-                    **DEFAULT_CONFIG[len(reads)])  # as train-scorer fits
-    scorer.check_column(ws)  # before any fitting: the column it would write
-    try:
-        report = distil(ws, column_labeller(ws, label_column), scorer=scorer, n=n, rounds=rounds,
-                        uncertain_k=uncertain_k, holdout_n=holdout_n, search=RIDGE_SEARCH, group_by=group_by)
+    try:  # the API's scorer, reads and settings search: the same labels give the same column as distil(...)
+        report = distil(ws, column_labeller(ws, label_column), n=n, rounds=rounds, uncertain_k=uncertain_k,
+                        holdout_n=holdout_n, column=column, inputs=inputs.split(",") if inputs else None,
+                        columns=feature_columns or (), group_by=group_by)
     except TooFewRowsToDistil as exc:  # the same counts, with this command's options
         raise ScorerError(exc.line("-n", "--holdout-n", f"curate train-scorer {workspace} --target {label_column} "
                                    "--out DIR")) from None
-    table = Table(title=f"distilling {label_column!r} into {name!r}: {report.labels_spent:,} of "
+    table = Table(title=f"distilling {label_column!r} into {report.column!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")
     for head in ("round", "labels fit", "labels paid", "spearman", "length", "kendall", "MAE", "pairwise acc"):
         table.add_column(head, no_wrap=not head.startswith("labels"))  # those two wrap at a space

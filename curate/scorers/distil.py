@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.defaults import DISTIL
 from curate.errors import ScorerError
 from curate.scorers.evaluation import choose_settings, length_input
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
@@ -29,8 +30,8 @@ from curate.scorers.metrics import (
     missing_figures,
 )
 from curate.scorers.model import Scorer, training_fingerprint
-from curate.scorers.training import on_deita_scale
-from curate.scorers.training_data import row_groups
+from curate.scorers.training import DEFAULT_CONFIG, RIDGE_SEARCH, on_deita_scale
+from curate.scorers.training_data import column_judge, row_groups
 
 NO_REASON = "no reason given"
 TOP_REASONS, REASON_CHARS = 3, 160
@@ -171,11 +172,38 @@ def _turn_labels(value: Any, n_turns: int) -> list[tuple[float | None, str | Non
     return [(None, why) if why else (float(value), None)]
 
 
-def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200, rounds: int = 1,
-           uncertain_k: int = 50, holdout_n: int = 100, column: str | None = None, n_bootstrap: int = 8,
+def distil_scorer(ws: Any, label_fn: LabelFn, column: str | None = None, inputs: Sequence[str] | None = None,
+                  columns: str | Sequence[str] = ()) -> Scorer:
+    """The ridge scorer :func:`distil` trains when given none, as ``train_scorer`` fits one: it reads what the label
+    column's judge read (``inputs`` overrides; :func:`column_judge`), imitates that judge, and writes ``column``
+    (default ``LABEL_COLUMN_distilled``); ``columns``: numeric column features. A labeller that is no workspace
+    column (a judge asked per row) says nothing of what it read: the scorer reads ``inputs`` (default the
+    instruction) and needs ``column``."""
+    label_column = getattr(label_fn, "column", None)
+    if label_column is not None:
+        reads, imitates = column_judge(ws, label_column, inputs)
+        column = column or f"{label_column}{DISTIL.column_suffix}"
+    elif column is None:
+        raise ScorerError("distil: the labeller is no workspace column (column_labeller), so name the column the "
+                          "scorer writes: column=...")
+    else:
+        reads, imitates = list(inputs or ["instruction"]), {}
+    if not reads or any(r not in ("instruction", "response") for r in reads):
+        raise ScorerError(f"distil: inputs {list(reads)}: a scorer reads instruction and/or response")
+    return Scorer(reads=reads, name=column, imitates=imitates, columns=columns, **DEFAULT_CONFIG[len(reads)])
+
+
+def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DISTIL.n, rounds: int = DISTIL.rounds,
+           uncertain_k: int = DISTIL.uncertain_k, holdout_n: int = DISTIL.holdout_n, column: str | None = None,
+           inputs: Sequence[str] | None = None, columns: str | Sequence[str] = (), n_bootstrap: int = 8,
            seed: int = 0, write: bool = True, progress: bool = True,
            search: dict[str, Sequence[float]] | None = None, group_by: str | None = None) -> DistilReport:
     """Distil a judge into a scorer; see the module doc.
+
+    ``scorer``: the scorer to train; without one, :func:`distil_scorer` makes the one ``curate distil`` trains
+    (reads what the label column's judge read, or ``inputs``; writes ``column``, default ``LABEL_COLUMN_distilled``;
+    ``columns``: numeric column features) and its ridge settings are searched (``RIDGE_SEARCH``) unless ``search``
+    is given. A scorer you pass keeps its settings unless ``search`` is given, and ``column`` renames it.
 
     ``label_fn(row_ids)`` is any labeller (a judge, an existing column: :func:`column_labeller`); failed
     labels are left out of training, and when every label fails :class:`ScorerError` says so with the
@@ -192,11 +220,18 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = 200,
     for name, value, least in (("n", n, 1), ("holdout_n", holdout_n, 1), ("rounds", rounds, 0), ("uncertain_k", uncertain_k, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ScorerError(f"distil: {name} must be a whole number >= {least}, not {value!r}")
-    scorer = scorer or Scorer(reads=["instruction"])
+    if scorer is None:
+        scorer = distil_scorer(ws, label_fn, column, inputs, columns)
+        search = RIDGE_SEARCH if search is None else search
+    elif inputs is not None or columns:
+        raise ScorerError("distil: inputs and columns make the scorer distil trains; a scorer given keeps its own "
+                          "(Scorer(reads=..., columns=...))")
     if getattr(label_fn, "column", None) in scorer.columns:  # the label as its own feature: agreement by construction
         raise ScorerError(f"distil: the scorer reads the label column {label_fn.column!r} as a feature")
     if column:
         scorer.name = column
+    if write:
+        scorer.check_column(ws)  # the column it would write: refused before any label is paid for
     rng = np.random.default_rng(seed)
     ids = list(ws.ids)
     turns = ws.turns()
