@@ -53,22 +53,36 @@ class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
     @operation
-    def score(self, judge, backend=None, **kwargs: Any) -> ApplyResult:
-        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``);
-        returns the :class:`~curate.storage.apply_result.ApplyResult`: rows computed, reused and failed, and why."""
+    def score(self, judge, backend=None, *, column: str | None = None, response_column: str | None = None,
+              **kwargs: Any) -> ApplyResult:
+        """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``),
+        as ``curate score`` does: ``column`` names the column written; ``response_column`` judges the replies in
+        that derived column (a model's own answers) instead of the pool's, into ``<it>_<judge>`` unless ``column``
+        says otherwise. Judge options (``params``, ``min_digit_mass``, ``prompt_dirs``) build the ``Judge``; the
+        rest go to ``apply``. Returns the :class:`~curate.storage.apply_result.ApplyResult`: rows computed, reused
+        and failed, and why."""
         from curate.scorers import Scorer
 
         if isinstance(judge, Scorer):
             if backend is not None:
-                raise ValueError("a trained Scorer needs no backend")
+                raise CurateError("a trained Scorer needs no backend")
+            if response_column is not None:  # a model's answers: only a scorer that reads replies can judge them
+                if "response" not in judge.reads:
+                    raise CurateError(f"response_column={response_column!r}: scorer {judge.column!r} reads no "
+                                      f"response (it reads {judge.reads})")
+                judge = judge.reading_replies(response_column, column)
+            elif column is not None:
+                judge = judge.named(column)
             return self.apply(judge, **kwargs)
         from curate.llm.judges import Judge  # a Judge, a prompt name or a prompt file; ws.apply does the rest
 
-        options = {k: kwargs.pop(k) for k in ("params", "min_digit_mass", "prompt_dirs", "column") if k in kwargs}
+        options = {k: kwargs.pop(k) for k in ("params", "min_digit_mass", "prompt_dirs") if k in kwargs}
         if not isinstance(judge, Judge):
-            judge = Judge(judge, **options)
-        elif options:
-            raise ValueError(f"give {sorted(options)} to Judge(...), not to score()")
+            judge = Judge(judge, column=column, response_column=response_column, **options)
+        elif options or column is not None or response_column is not None:
+            given = sorted([*options, *(["column"] if column is not None else []),
+                            *(["response_column"] if response_column is not None else [])])
+            raise CurateError(f"give {given} to Judge(...), not to score()")
         return self.apply(judge if backend is None else judge.with_backend(backend), **kwargs)
 
     @operation

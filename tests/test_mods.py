@@ -180,6 +180,30 @@ def test_response_column_needs_a_prompt_that_reads_a_response(fault_server):
     assert Judge("quality", _backend(fault_server), response_column="seed_answer").column == "seed_answer_quality"
 
 
+def test_workspace_score_takes_the_column_and_response_column_curate_score_takes(tmp_path, fault_server):
+    """ws.score("quality", backend, response_column=...) and ws.score(scorer, column=...) failed with a raw
+    TypeError from apply(), though `curate score --response-column` and `--scorer DIR --column` work."""
+    from curate.scorers import load_default
+
+    ws = _pool(tmp_path)
+    answers = [["Blue."], ["Hey", "Why not."], [None], ["A short story."]]
+    ws.add_column("seed_answer", answers, {"kind": "test", "granularity": "turn", "fingerprint": "a-model"})
+    judged = ws.score("quality", _backend(fault_server), response_column="seed_answer", progress=False)
+    assert judged.column == "seed_answer_quality"
+    assert ws.column_provenance("seed_answer_quality")["response_column"] == "seed_answer"
+    assert any("Answer: Blue." in m[-1]["content"] for m in fault_server.messages)
+    assert ws.score(load_default("quality"), column="q2", progress=False).column == "q2"
+    ws.score(load_default("quality"), progress=False)
+    assert ws.column("q2") == ws.column("quality")  # the same scorer under another name
+    replies = ws.score(load_default("quality"), response_column="seed_answer", column="sq", progress=False)
+    assert replies.column == "sq" and ws.column_provenance("sq")["response_column"] == "seed_answer"
+    assert ws.column("sq")[0] != ws.column("q2")[0]  # another reply, another score
+    with pytest.raises(CurateError, match="response_column='seed_answer': scorer 'complexity' reads no response"):
+        ws.score(load_default("complexity"), response_column="seed_answer")
+    with pytest.raises(CurateError, match=r"give \['response_column'\] to Judge"):
+        ws.score(Judge("quality"), _backend(fault_server), response_column="seed_answer")
+
+
 # -- the necessity selector -------------------------------------------------------------------------------
 def _necessity_workspace(tmp_path):
     """Ten rows: 0-1 the seed; answer scores 5, 5, then 1.0, 2.0, 4.0, 3.5, None, 1.5, 2.5 and a two-turn row

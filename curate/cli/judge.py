@@ -92,13 +92,11 @@ def score(
         if dry_run:
             console.print("dry run: a trained scorer sends no LLM requests and costs nothing")
             return
-        steps = _scorers(scorer, column if response_column is None else None)
-        if response_column is not None:  # a model's answers: only a scorer that reads replies can judge them
-            steps = [s.reading_replies(response_column, column) for s in steps if "response" in s.reads]
-            if not steps:
-                raise typer.BadParameter(f"scorer {scorer} reads no response", param_hint="'--response-column'")
-        for step in steps:
-            result = ws.apply(step, ids, retry_failed=retry_failed)
+        steps = _scorers(scorer, column if response_column is None else None)  # replies: quality alone, one column
+        if response_column is not None and len(steps) > 1:  # default: the quality scorer reads replies, not complexity
+            steps = [s for s in steps if "response" in s.reads]
+        for step in steps:  # as ws.score(scorer, column=..., response_column=...) scores
+            result = ws.score(step, column=column, response_column=response_column, ids=ids, retry_failed=retry_failed)
             raise_unanswered(_print_result(ws, result, ids), None, 0.0, values=ws.column(result.column, ids))
         return
     from curate.llm.judges import Judge
@@ -223,12 +221,12 @@ def print_estimates(estimates: list[Any]) -> None:
 
 
 def _scorers(spec: str, column: str | None) -> list[Any]:
-    """The trained scorers ``--scorer`` names: ``default`` (complexity and quality) or a saved folder."""
+    """The trained scorers ``--scorer`` names: ``default`` (complexity and quality) or a saved folder; ``column``
+    (``--column``) is refused for the two defaults, which write two columns."""
     from curate.scorers import Scorer, load_default
 
     if spec != "default":
-        step = Scorer.load(spec)
-        return [step.named(column) if column else step]
+        return [Scorer.load(spec)]  # ws.score names its column
     if column:
         raise CurateError("--column names one column; with --scorer default both complexity and quality are written: "
                           "--scorer complexity --column NAME (or quality) writes one under another name")
