@@ -74,6 +74,9 @@ class Run:
         check_run_folder(Path(self.out), [*EXPORTS.values()] + [REPORT.path] * self.report)
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
+        if self.signal_model is not None and not self.signals:  # a model of no signal: it would be ignored
+            raise CurateError(f"signal_model {self.signal_model} (--signal-model) is the model of signals (--signal "
+                              "ifd|perplexity|learnability): give signals")
         if self.signals:
             from curate.signals.steps import check_run_signals
 
@@ -326,7 +329,7 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
     on Ray Data (:class:`curate.scale.RayEngine`) and the rest here, unchanged."""
     if engine == "single":
         if address is not None:
-            raise CurateError("--address needs --engine ray")
+            raise CurateError(f"address {address!r} (--address) is a Ray cluster's: it needs engine='ray' (--engine ray)")
         return steps(run)
     if engine == "ray":
         from curate.scale import ray_plan
@@ -379,7 +382,7 @@ def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_simila
         from curate.select.decontaminate import read_targets
 
         if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
-            raise CurateError(f"--decontaminate {decontaminate}: no evaluation texts in it")
+            raise CurateError(f"decontaminate {decontaminate} (--decontaminate): no evaluation texts in it")
         decontaminate = str(decontaminate)
     from curate.scorers.run_scorers import resolve_scorers
 

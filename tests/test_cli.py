@@ -195,11 +195,35 @@ def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
                  "'--rewrite-max-tokens': must be >= 1 (got 0)",
              ("tags", ws, "--min-frequency", "5"): "--min-frequency: options of the normaliser; give --normalize",
              ("tags", ws, "--seeds", "0"): "'--seeds': Input should be greater than or equal to 1",
-             ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "--signal-model is the model of"}
+             ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "signal_model"}
     for args, message in cases.items():
         r = curate_cli(*args)
         assert r.returncode != 0 and message in " ".join(r.stderr.split()), (args, r.stderr)
     assert not (tmp_path / "r").exists()
+
+
+def test_an_option_the_chosen_backend_does_not_read_is_refused_by_name(tmp_path):
+    """--concurrency, --rps, --rpm, --tpm and --max-retries reached no openai-batch job, --timeout and --concurrency no
+    in-process vLLM, and --max-cost no local server, without a word; each backend now refuses what it never reads."""
+    import pytest
+
+    from curate.cli.common import _judge_backend
+    from curate.errors import OptionError
+
+    cases = [("openai-batch", {"concurrency": 4, "rps": 2.0, "rpm": 60, "tpm": 1000, "max_retries": 1},
+              "--rps, --rpm, --tpm, --concurrency, --max-retries: not read by --backend openai-batch"),
+             ("vllm", {"timeout": 5.0, "concurrency": 4}, "--concurrency, --timeout: not read by --backend vllm"),
+             ("vllm-batch", {"max_cost": 1.0}, "--max-cost: not read by --backend vllm-batch"),
+             ("local", {"max_cost": 1.0, "api_key_env": "MY_KEY"}, "--max-cost, --api-key-env: not read by --backend "
+              "local")]
+    for backend, options, said in cases:
+        with pytest.raises(OptionError, match="leave") as refused:
+            _judge_backend(backend, None, "m" if backend != "local" else None, workspace=tmp_path, **options)
+        assert said in str(refused.value), str(refused.value)
+    _judge_backend("openai-batch", "http://127.0.0.1:9/v1", "m", workspace=tmp_path, timeout=5.0, max_cost=1.0,
+                   poll_s=1.0)  # what the batch backend reads: accepted (nothing opened until entered)
+    r = curate_cli("run", "sample", "--out", tmp_path / "r", "--backend", "vllm", "--timeout", "5", "--dry-run")
+    assert r.returncode == 1 and "--timeout: not read by --backend vllm" in r.stderr, r.stderr
 
 
 def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):

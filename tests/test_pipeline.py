@@ -54,7 +54,7 @@ def test_run_on_a_dataset_in_memory_selects_what_the_run_on_its_file_selects(tmp
                                     report=False, progress=False)  # the main job from the package's own names
     assert in_memory.workspace.selection("deita").ids == from_file.workspace.selection("deita").ids
     assert in_memory.workspace.manifest["sources"][0]["source"].startswith("<datasets.Dataset of")
-    with pytest.raises(CurateError, match="--engine ray reads the pool from files"):
+    with pytest.raises(CurateError, match=r"engine='ray' \(--engine ray\) reads the pool from files"):
         run_pipeline(records, out=tmp_path / "ray", budget=10, engine="ray")
     assert not (tmp_path / "ray").exists()
 
@@ -195,7 +195,8 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
     imitates_quality = Scorer(reads=["instruction", "response"], name="q_judge", features=["length", "stats"],
                               imitates={"judge": "quality"})
     imitates_quality.fit(rows, [float(i % 5) for i in range(12)])
-    with pytest.raises(CurateError, match="--scorer complexity=...: that scorer imitates the quality judge"):
+    with pytest.raises(CurateError, match=r"scorers\['complexity'\] \(--scorer complexity=...\): that scorer "
+                                          "imitates the quality judge"):
         run_pipeline(str(sample_path()), out=tmp_path / "run5", budget=10, scorers={"complexity": imitates_quality})
     with pytest.raises(CurateError, match="this run computes complexity, quality only"):
         run_pipeline(str(sample_path()), out=tmp_path / "run3", budget=10, scorers={"helpfulness": "quality"})
@@ -258,6 +259,8 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
                             ({"budget": 5, "signals": ("ifd", "perplexty")}, "not 'perplexty'"),  # after the scores
                             ({"budget": 5, "signals": ("ifd",), "signal_model": "/no/such/model"},
                              "/no/such/model: not a Hugging Face model folder"),
+                            ({"budget": 5, "signal_model": "/no/such/model"},  # no signals: it was ignored in silence
+                             r"signal_model /no/such/model \(--signal-model\) is the model of signals"),
                             ({"budget": 5, "on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
                             ({"budget": 5, "max_cosine_similarity": 2.0}, r"must be a cosine in \[-1, 1\], not 2.0"),
                             ({"budget": 5, "max_cosine_similarity": float("nan")}, "must be a cosine")):

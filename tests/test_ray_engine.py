@@ -441,7 +441,7 @@ def test_engine_errors_are_named(tmp_path):
 
     with pytest.raises(CurateError, match="unknown engine"):
         run_pipeline(str(sample_path()), out=tmp_path / "x", budget=5, engine="spark")
-    with pytest.raises(CurateError, match="--address needs --engine ray"):
+    with pytest.raises(CurateError, match=r"address '.*' \(--address\) .* needs engine='ray' \(--engine ray\)"):
         run_pipeline(str(sample_path()), out=tmp_path / "y", budget=5, address="127.0.0.1:1")
     reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length"])
     reads_ifd.fit([{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)],

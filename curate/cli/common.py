@@ -216,6 +216,20 @@ def _batch_size_opt():
     return option(EMBED, "batch_size", "Texts per forward pass.")
 
 
+# The options each backend reads, and why it reads no other: one given that the backend does not read is refused.
+BACKEND_OPTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "openai": (frozenset({"--base-url", "--model", "--concurrency", "--rps", "--rpm", "--tpm", "--max-cost",
+                          "--timeout", "--max-retries", "--api-key-env"}), "an OpenAI-compatible server"),
+    "local": (frozenset({"--concurrency", "--rps", "--timeout", "--max-retries"}),
+              "SmolLM2 on an embedded server at no cost, with no key"),
+    "vllm": (frozenset({"--model"}), "the model runs in this process: no requests to time, limit, retry or pay"),
+    "openai-batch": (frozenset({"--base-url", "--model", "--api-key-env", "--max-cost", "--timeout"}),
+                     "one batch job per run: the API paces and retries its requests, not curate"),
+    "vllm-batch": (frozenset({"--model"}), "vLLM's offline batch runner in this process: no requests to time, limit, "
+                   "retry or pay"),
+}
+
+
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
                    concurrency: int = BACKEND.concurrency, api_key_env: str = BACKEND.api_key_env,
                    rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
@@ -232,6 +246,15 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
         if ignored:
             raise OptionError(f"{' and '.join(ignored)}: options of a judge server (--base-url URL, or --backend vllm "
                               f"for --model); without one the local backend runs SmolLM2-135M-Instruct")
+    given = [flag for flag, set_ in (
+        ("--base-url", base_url is not None), ("--model", model is not None), ("--rps", rps is not None),
+        ("--rpm", rpm is not None), ("--tpm", tpm is not None), ("--max-cost", max_cost is not None),
+        ("--concurrency", concurrency != BACKEND.concurrency), ("--timeout", timeout != BACKEND.timeout_s),
+        ("--max-retries", max_retries != BACKEND.max_retries), ("--api-key-env", api_key_env != BACKEND.api_key_env))
+        if set_ and kind in BACKEND_OPTIONS and flag not in BACKEND_OPTIONS[kind][0]]
+    if given:  # an option the backend never reads would be dropped in silence
+        raise OptionError(f"{', '.join(given)}: not read by --backend {kind} ({BACKEND_OPTIONS[kind][1]}); leave "
+                          f"{'it' if len(given) == 1 else 'them'} out")
 
     @contextlib.contextmanager
     def opened():

@@ -125,8 +125,6 @@ def run(
         raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
                                  "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "
                                  "scorers)")
-    if signal_model is not None and not signal:
-        raise typer.BadParameter("--signal-model is the model of --signal ifd|perplexity|learnability: give --signal")
 
     def llm_backend():
         return _judge_backend(backend, base_url, model, max_cost=max_cost, workspace=out / "workspace",

@@ -18,7 +18,7 @@ def ray_plan(run: Any, plan: list, address: str | None, *, dedup_name: str, near
     """The single engine's ``plan`` of ``run`` (a ``curate.pipeline.Run``) with load, dedup, score and embed on
     Ray; what Ray cannot run is refused here, before Ray starts."""
     if not isinstance(run.source, str):  # the tasks read shards by path, on any node
-        raise CurateError("--engine ray reads the pool from files: save it first (e.g. ds.to_parquet(PATH))")
+        raise CurateError("engine='ray' (--engine ray) reads the pool from files: save it first (e.g. ds.to_parquet(PATH))")
     reading = [step for step in run.scorers.values() if step.inputs]
     if reading:  # the actors compute a row's signals beside its scores, not before them
         raise CurateError(f"scorer {reading[0].column!r} reads the columns {', '.join(reading[0].inputs)}: a "
@@ -26,5 +26,5 @@ def ray_plan(run: Any, plan: list, address: str | None, *, dedup_name: str, near
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise CurateError("--engine ray needs Ray Data: pip install 'curate[ray]'") from None
+        raise CurateError("engine='ray' (--engine ray) needs Ray Data: pip install 'curate[ray]'") from None
     return RayEngine(address, dedup_name=dedup_name, near_dedup_name=near_dedup_name).plan(plan)

@@ -15,19 +15,21 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
 
     unknown = sorted(set(scorers) - set(scores))
     if unknown:
-        raise CurateError(f"--scorer {unknown[0]}=...: this run computes {', '.join(scores)} only (its sort key)")
+        raise CurateError(f"scorers[{unknown[0]!r}] (--scorer {unknown[0]}=...): this run computes "
+                          f"{', '.join(scores)} only (its sort key)")
     loaded = {name: s if hasattr(s, "fingerprint") else Scorer.load(s) for name, s in scorers.items()}
     for name, step in loaded.items():  # a quality scorer as complexity: the sort key would be quality squared
         judge = (getattr(step, "imitates", None) or {}).get("judge")
         other = [s for s in scores if s != name and s == judge]
         if other:
-            raise CurateError(f"--scorer {name}=...: that scorer imitates the {judge} judge, which this run scores "
-                              f"as {other[0]}; give a scorer trained on {name} labels (curate train-scorer --target "
-                              f"{name})")
+            raise CurateError(f"scorers[{name!r}] (--scorer {name}=...): that scorer imitates the {judge} judge, "
+                              f"which this run scores as {other[0]}; give a scorer trained on {name} labels "
+                              f"(train_scorer(ws, target={name!r}), curate train-scorer --target {name})")
     columns = [loaded[name].column if name in loaded else name for name in scores]  # what each score writes
     if len(set(columns)) < len(columns):  # one column for both scores: one is never scored, the sort key squares it
         raise CurateError(f"the run's scores would write the columns {', '.join(columns)}: give each score its own "
-                          "scorer column (--scorer complexity=... and quality=... name different columns)")
+                          "scorer column (scorers={'complexity': ..., 'quality': ...}, --scorer complexity=... "
+                          "and quality=...: name different columns)")
     for step in loaded.values():
         if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
             raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "

@@ -114,9 +114,9 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
             raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
         scorer = Scorer.load(init)
         if type(scorer) is not cls or scorer.reads != data.reads:
-            raise ScorerError(f"--init {init}: not a {kind} scorer reading {data.reads}")
+            raise ScorerError(f"init {init} (--init): not a {kind} scorer reading {data.reads}")
         if head is not None and scorer.head != head:
-            raise ScorerError(f"--init {init} has a {scorer.head} head, not {head}: a warm start keeps its head")
+            raise ScorerError(f"init {init} (--init) has a {scorer.head} head, not {head}: a warm start keeps its head")
         scorer.name, scorer.imitates = name, data.imitates
     else:  # the class refuses a head its kind lacks
         scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
