@@ -74,9 +74,8 @@ class Run:
         check_run_folder(Path(self.out), [*EXPORTS.values()] + [REPORT.path] * self.report)
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
-        if self.signal_model is not None and not self.signals:  # a model of no signal: it would be ignored
-            raise CurateError(f"signal_model {self.signal_model} (--signal-model) is the model of signals (--signal "
-                              "ifd|perplexity|learnability): give signals")
+        if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence
+            raise CurateError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
         if self.signals:
             from curate.signals.steps import check_run_signals
 
@@ -292,8 +291,7 @@ def export(run: Run) -> dict[str, Path]:
 
 def report(run: Run) -> Path:
     """out/report.html."""
-    path = run.out / REPORT.path
-    with writing(path):  # a full disk names the file
+    with writing(path := run.out / REPORT.path):  # a full disk names the file
         run.outputs["report"] = run.ws.report(path, selection=SELECTION)
     return run.outputs["report"]
 
@@ -325,8 +323,7 @@ def steps(run: Run) -> list[Step]:
 
 
 def engine_steps(run: Run, engine: str = "single", address: str | None = None) -> list[Step]:
-    """The steps of ``run`` on ``engine``: ``single`` runs them here; ``ray`` runs load, dedup, score and embed
-    on Ray Data (:class:`curate.scale.RayEngine`) and the rest here, unchanged."""
+    """The steps of ``run`` on ``engine``: ``single`` runs them here; ``ray`` runs load, dedup, score and embed on Ray."""
     if engine == "single":
         if address is not None:
             raise CurateError(f"address {address!r} (--address) is a Ray cluster's: it needs engine='ray' (--engine ray)")
