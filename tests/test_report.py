@@ -169,6 +169,26 @@ def test_plots_and_missing_inputs(tmp_path):
     assert [t.get_text().split(" (")[0] for t in one.axes[0].get_legend().get_texts()][0] == "deita"
 
 
+def test_the_score_plots_draw_the_derived_scores_never_a_pool_field_of_their_name(tmp_path):
+    """After a run on a pool with its own numeric `quality` field (the run writes quality_score), score_scatter(ws)
+    drew the field. The plots follow the selectors' rule (curate.storage.roles), and say so when it is ambiguous."""
+    from curate.report.plots import score_scatter
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"task {i}", "output": f"answer {i}", "quality": 9 - i} for i in range(4)])
+    scorer = {"kind": "scorer", "granularity": "turn", "reducer": "sum"}
+    ws.add_column("complexity", [[1.0 + i] for i in range(4)], {**scorer, "imitates": "complexity"})
+    ws.add_column("quality_score", [[4.0 - i / 2] for i in range(4)], {**scorer, "imitates": "quality"})
+    ws.add_column("ifd", [0.5 + i / 10 for i in range(4)], {"kind": "test"})
+    assert score_scatter(ws).axes[0].get_ylabel() == "quality_score"
+    drawn = {title: fig for title, fig, _ in all_plots(ws)}
+    assert drawn["complexity x quality_score"] is not None
+    assert drawn["IFD x quality"].axes[0].get_ylabel() == "quality_score"
+    ws.add_column("quality_judge", [[3.0]] * 4, {**scorer, "kind": "judge", "prompt": "quality"})
+    missing = {title: why for title, _, why in all_plots(ws)}
+    assert "2 derived columns hold quality scores: quality_judge" in missing["complexity x quality"]
+
+
 def _legend_colours(fig) -> dict[str, set[str]]:
     """Legend label word (kept / dropped) -> the colours drawn for it, over every axis of ``fig``."""
     from matplotlib.colors import to_hex

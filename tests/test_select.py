@@ -649,3 +649,29 @@ def test_shared_selector_parameters_out_of_range_are_named_as_given(ws):
         with pytest.raises(CurateError, match=message):
             ws.select(method=method, name="bad", **params)
     assert "bad" not in ws.selections
+
+
+def test_the_default_sort_key_reads_the_scores_a_step_wrote_never_a_pool_field_of_that_name(tmp_path):
+    """A `curate run` on a pool with its own `quality` field writes quality_score and ranks by
+    complexity*quality_score; a later select with the default key ranked by complexity*quality, the user's field, and
+    kept other rows without a word. The default reads the derived columns by provenance; several are refused."""
+    recs = [{"instruction": f"Task {i}.", "output": f"Answer {i}.", "quality": 10 - i} for i in range(6)]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    w.add_column("complexity", [[2.0]] * 6, {**TURNS_SUM, "kind": "scorer", "imitates": "complexity"})
+    w.add_column("quality_score", [[float(i)] for i in range(6)], {**TURNS_SUM, "kind": "scorer", "imitates": "quality"})
+    by_run = w.select(method="top_k", name="run", budget=3, sort_by="complexity*quality_score")
+    again = w.select(method="top_k", name="again", budget=3)
+    assert again.provenance["sort_by"] == "complexity*quality_score" and again.ids == by_run.ids
+    assert again.ids != w.select(method="top_k", name="field", budget=3, sort_by="complexity*quality").ids
+    w.add_column("quality_judge", [[1.0]] * 6, {**TURNS_SUM, "kind": "judge", "prompt": "quality"})
+    with pytest.raises(CurateError, match=r"2 derived columns hold quality scores: quality_judge \(judge, prompt quality\); "
+                                          r"quality_score \(scorer imitating quality\); name the one"):
+        w.select(method="top_k", name="again", budget=3)
+    bare = Workspace(tmp_path / "bare")  # the pool field alone: named, never taken as the default
+    bare.load(tmp_path / "p.jsonl")
+    bare.add_column("complexity", [[2.0]] * 6, TURNS_SUM)
+    with pytest.raises(CurateError, match="no sort key: .*no derived column holds quality scores yet.*the pool's own "
+                                          "field 'quality' is not read by default"):
+        bare.select(method="top_k", name="t", budget=3)
+    assert bare.select(method="top_k", name="t", budget=3, sort_by="complexity*quality").ids == bare.ids[:3]

@@ -495,6 +495,34 @@ def test_instag_records_coverage_of_the_pool_tags_as_coverage_report_does(tmp_pa
     assert sel.provenance["coverage_of_candidates"] == 1.0
 
 
+def test_instag_and_coverage_default_to_the_normalisers_column_beside_a_pool_field_named_tags(tmp_path):
+    """A run on a pool with its own `tags` field writes tags_instag; `curate tags` and the report found it, but the
+    instag selector and coverage_report defaulted to "tags" and failed ("tag the pool first") or read the field. One
+    rule (curate.storage.roles) for all: the normaliser's column; several are refused, naming them."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.report.plots import tag_sets
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"question {i}", "output": f"answer {i}", "tags": ["mine"]} for i in range(6)])
+    ws.add_column("tags_instag", [[f"t{i}", f"u{i % 2}"] for i in range(6)], {"kind": "instag_normalized",
+                                                                            "granularity": "row"})
+    sel = ws.select(method="instag", name="ins", budget=3)
+    assert sel.provenance["tags_column"] == "tags_instag" and len(sel) == 3
+    report = coverage_report(ws, "ins")
+    assert report["pool_tags"] == 8 and report["coverage"] == sel.provenance["coverage"] == 5 / 8
+    assert tag_sets(ws) == tag_sets(ws, "tags_instag")
+    ws.add_column("tags_again", [["x"]] * 6, {"kind": "instag_normalized", "granularity": "row"})
+    for read in (lambda: ws.select(method="instag", name="ins", budget=3), lambda: coverage_report(ws, "ins"),
+                 lambda: tag_sets(ws)):
+        with pytest.raises(CurateError, match="2 derived columns hold normalised InsTag tags: tags_again "
+                                              r"\(instag_normalized\); tags_instag \(instag_normalized\)"):
+            read()
+    shown = CliRunner().invoke(app, ["tags", str(ws.path)])
+    assert isinstance(shown.exception, CurateError) and "(--column NAME)" in str(shown.exception)
+
+
 def test_normalize_on_a_small_pool_with_a_tag_in_every_row_warns_nothing_and_merges_as_before(tmp_path):
     """mlxtend's certainty is 0/0 for a tag every row has: numpy printed "RuntimeWarning: invalid value
     encountered in divide" on every normalize of such a pool (the value is replaced by 0 and never read)."""

@@ -47,7 +47,8 @@ def select_cmd(
     sort_by: str | None = typer.Option(
         None, "--sort-by",
         help=f"Column or expression, evaluated per turn and reduced by the columns' reducer. deita, top_k, "
-             f"threshold: default {DEITA.sort_by!r}; exact, minhash, semantic: which copy to keep (default: "
+             f"threshold: default {DEITA.sort_by!r} over the derived columns holding those scores (quality_score "
+             f"where a curate run scored beside a pool field quality; never the pool field); exact, minhash, semantic: which copy to keep (default: "
              f"pool order); kcenter: start from the best-scored row (default: a seeded random row)."),
     min_score: float | None = typer.Option(None, "--min-score", help="threshold: keep rows scoring at least this."),
     quantile: float | None = typer.Option(None, "--quantile",

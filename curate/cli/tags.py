@@ -115,10 +115,10 @@ def tags_cmd(
     if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
         raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
     ws = Workspace.open(workspace)
-    if column is None:
-        from curate.report.plots import normalised_tags_column
+    if column is None:  # the rule every default follows (curate.storage.roles); --normalize may write the first
+        from curate.storage.roles import role_candidates, role_column
 
-        column = normalised_tags_column(ws)
+        column = "tags" if renormalize and not role_candidates(ws, "tags") else role_column(ws, "tags", "--column NAME")
     prov = ws.column_provenance(column) if ws.has_column(column) else {}
     if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":  # e.g. tags_raw: the LLM's, per turn
         raise CurateError(f"{ws.path}: column {column!r} holds the judge's raw tags per turn, which the normaliser "

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from curate.errors import CurateError
+from curate.errors import CurateError, WorkspaceError
 from curate.report.scales import histogram_bins, jitter, range_overflows
 from curate.report.summary import default_selection, numeric_columns
 from curate.storage.columns import column_names
+from curate.storage.roles import role_candidates, role_column
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -52,6 +53,15 @@ def plotted_values(ws: Workspace, name: str, ids: list[str] | None = None) -> np
     if not ws.has_column(name) and not (ws.has_pool and name in ws.pool.column_names):
         raise MissingInput(f"no column {name!r} yet: score the pool first (e.g. `ws.score(...)` or `curate run`)")
     return np.array([np.nan if v is None else float(v) for v in ws.row_values(name, ids)], dtype=np.float64)
+
+
+def role_or_missing(ws: Workspace, role: str, name_it: str) -> str:
+    """The derived column playing ``role`` (:func:`curate.storage.roles.role_column`: the one rule every default
+    follows), or :class:`MissingInput` saying why there is none to draw (nothing wrote one, or several did)."""
+    try:
+        return role_column(ws, role, name_it)
+    except WorkspaceError as exc:
+        raise MissingInput(str(exc)) from None
 
 
 def _selection_masks(ws: Workspace, selection: str) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +130,11 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
     return fig
 
 
-def score_scatter(ws: Workspace, x: str = "complexity", y: str = "quality", selection: str | None = None) -> Figure:
-    """``x`` against ``y`` for every scored row, the selection's kept rows highlighted."""
+def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, selection: str | None = None) -> Figure:
+    """``x`` against ``y`` for every scored row, the selection's kept rows highlighted (default: the derived
+    complexity and quality columns, :mod:`curate.storage.roles`)."""
     _need_pool(ws)
+    x, y = x or role_or_missing(ws, "complexity", "x=NAME"), y or role_or_missing(ws, "quality", "y=NAME")
     xs, ys = plotted_values(ws, x), plotted_values(ws, y)
     both = np.isfinite(xs) & np.isfinite(ys)
     if not both.any():
@@ -223,16 +235,9 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     return fig
 
 
-def normalised_tags_column(ws: Workspace) -> str:
-    """The column of normalised InsTag tags: ``tags``, or the one a run wrote beside a pool field of that name
-    (``tags_instag``); ``tags`` when none is there yet."""
-    written = [name for name, prov in ws.columns.items() if prov.get("kind") == "instag_normalized"]
-    return "tags" if "tags" in written or not written else written[0]
-
-
 def tag_sets(ws: Workspace, column: str | None = None) -> list[set[str]]:
     """Each row's tags as a set (empty when the row has none); ``column``: the normalised tags by default."""
-    column = column or normalised_tags_column(ws)
+    column = column or role_or_missing(ws, "tags", "column=NAME")
     if not ws.has_column(column) and not (ws.has_pool and column in ws.pool.column_names):
         raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
     out = []
@@ -263,7 +268,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
     _need_pool(ws)
     if isinstance(selections, str):
         selections = [selections]
-    column = column or normalised_tags_column(ws)
+    column = column or role_or_missing(ws, "tags", "column=NAME")
     tags = tag_sets(ws, column)
     universe = len(set().union(*tags))
     if universe == 0:
@@ -358,11 +363,13 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
     """Every report plot as (title, figure or None, what is missing); never raises for missing inputs."""
     selection = selection if selection is not None else default_selection(ws)
     numeric = numeric_columns(ws) if ws.has_pool else []
-    pair = ("complexity", "quality") if {"complexity", "quality"} <= set(numeric) else tuple(numeric[:2])
+    scores = {role: role_candidates(ws, role) for role in ("complexity", "quality")}  # the one rule of defaults
+    several = any(len(found) > 1 for found in scores.values())  # the scatter says which columns, not picks one
+    pair = () if several else tuple(f[0] for f in scores.values()) if all(scores.values()) else tuple(numeric[:2])
     plans: list[tuple[str, Any]] = [
         ("score histograms", lambda: score_histograms(ws, selection=selection)),
         (f"{pair[0]} x {pair[1]}" if len(pair) == 2 else "complexity x quality",
-         (lambda: score_scatter(ws, pair[0], pair[1], selection)) if len(pair) == 2 else
+         (lambda: score_scatter(ws, *(pair or (None, None)), selection)) if len(pair) == 2 or several else
          _missing("needs two score columns (complexity and quality); this workspace has "
                   + (f"{numeric[0]} only" if numeric else "none: score the pool first"))),
         ("embedding map", lambda: embedding_map(ws, selection)),
@@ -371,8 +378,8 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
     ]
     if "ifd" in numeric:  # model signals are optional: their plots appear once the column exists
         plans.append(("IFD (instruction-following difficulty)", lambda: ifd_histogram(ws, selection)))
-        if "quality" in numeric:
-            plans.append(("IFD x quality", lambda: score_scatter(ws, "ifd", "quality", selection)))
+        if len(scores["quality"]) == 1 and scores["quality"][0] in numeric:
+            plans.append(("IFD x quality", lambda: score_scatter(ws, "ifd", scores["quality"][0], selection)))
     out: list[tuple[str, Figure | None, str | None]] = []
     for title, make in plans:
         try:

@@ -17,7 +17,8 @@ def deita(ws, rows: np.ndarray, budget: int | None = None,
           max_cosine_similarity: float = DEITA.max_cosine_similarity, sort_by: str | None = None,
           embeddings: str = EMBED.name, block_size: int = DEITA.block_size, device: str = "cpu",
           progress: bool = False) -> SelectorResult:
-    """By score (``sort_by``, default ``DEITA.sort_by``: Σ over turns of complexity·quality), admit a row
+    """By score (``sort_by``, default ``DEITA.sort_by`` over the derived score columns: Σ over turns of
+    complexity·quality), admit a row
     iff its cosine similarity to every admitted row is <= ``max_cosine_similarity``, until ``budget``.
 
     Considered rows come in examination order (score descending, ties by row id), then the unscored rows.

@@ -1,6 +1,7 @@
 """Sort keys: a column name or an arithmetic expression over columns, evaluated per turn.
 
-``complexity*quality`` (:data:`curate.defaults.DEITA.sort_by`) is DEITA's evol score: the expression is
+``complexity*quality`` (:data:`curate.defaults.DEITA.sort_by`) is DEITA's evol score, the default (each name read as the
+derived column holding that score, :func:`default_sort_key`): the expression is
 evaluated on each turn of a row and the turn values are reduced with the reducer the columns declare
 in their provenance (``sum`` for DEITA's judges and scorers: Σ_t c_t·q_t), through
 :func:`curate.storage.step.reduce_turns`, the same reduction ``ws.row_values`` gives plots, the report
@@ -18,22 +19,25 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from curate.defaults import DEITA
-from curate.errors import CurateError
+from curate.errors import CurateError, WorkspaceError
 from curate.select.admission import examination_order
+from curate.storage.roles import role_column
 from curate.storage.step import reduce_turns
 
-__all__ = ["Scores", "parse", "row_scores", "rows_by_score", "score_rows"]
+__all__ = ["Scores", "default_sort_key", "parse", "row_scores", "rows_by_score", "score_rows"]
 
 _FUNCS = {"log": np.log, "log1p": np.log1p, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
           "minimum": np.minimum, "maximum": np.maximum}
 # arguments each function takes: a numpy ufunc reads one more as its output array, which it overwrites
 _ARITY = {name: fn.nin for name, fn in _FUNCS.items()}
+NAME_A_SORT_KEY = "--sort-by EXPR, sort_by= in Python"
 _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.true_divide,
            ast.Pow: np.power}
 
@@ -131,19 +135,24 @@ def _reducer(ws, expr: str, columns: list[str], values: dict[str, list[Any]]) ->
     return reducer, {n for n, r in declared.items() if r is None}
 
 
+def default_sort_key(ws) -> str:
+    """``DEITA.sort_by`` over the derived columns holding those scores (:func:`curate.storage.roles.role_column`):
+    ``complexity*quality_score`` where `curate run` scored quality beside a pool field ``quality``; never the pool
+    field, and an error naming the columns when a score has several."""
+    names = parse(DEITA.sort_by)[1]
+    try:
+        columns = {name: role_column(ws, name, NAME_A_SORT_KEY) for name in names}
+    except WorkspaceError as exc:
+        raise type(exc)(f"no sort key: the default is {DEITA.sort_by} (the DEITA evol score); {exc}") from None
+    return re.sub(r"[A-Za-z_]\w*", lambda m: columns.get(m.group(0), m.group(0)), DEITA.sort_by)
+
+
 def score_rows(ws, expr: str | None = None, ids: list[str] | None = None) -> Scores:
     """The sort key of every row of ``ids`` (default: the pool, in order), with why a row has none."""
-    default = expr is None
-    expr = DEITA.sort_by if default else expr
+    expr = default_sort_key(ws) if expr is None else expr
     tree, columns = parse(expr)
     ids = ws.ids if ids is None else list(ids)
     n = len(ids)
-    if default:
-        have = set(ws.columns) | set(ws.pool.column_names)
-        if not set(columns) <= have:
-            raise CurateError(f"no sort key: the default is {expr} (the DEITA evol score) but the workspace has "
-                              f"columns {sorted(ws.columns)}; score them first (curate score --scorer default, or a judge) or pass "
-                              f"another sort key (--sort-by COLUMN, sort_by= in Python)")
     values = {name: ws.turn_values(name, ids) for name in columns}
     reducer, row_cols = _reducer(ws, expr, columns, values)
     turn_cols = [c for c in columns if c not in row_cols]

@@ -1,6 +1,7 @@
 """InsTag metrics over row-level tag lists: diversity (coverage), complexity (tags per query), frequency.
 
-A tag list per row (``None`` where tagging failed), as stored in column ``tags``.
+A tag list per row (``None`` where tagging failed), as the normaliser stores it (``tags``, or ``tags_instag`` beside a
+pool field ``tags``: :mod:`curate.storage.roles` finds it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from curate.defaults import TAG
 
 TagLists = Sequence[Sequence[str] | None]
+NAME_TAGS = "tags_column=NAME in Python, --param tags_column=NAME with curate select, --column NAME with curate tags"
 
 
 def all_tags(rows: TagLists) -> set[str]:
@@ -51,10 +53,15 @@ def random_coverage(rows: TagLists, size: int, seeds: int | Sequence[int] = 10) 
     return float(np.mean(values)), float(np.std(values))
 
 
-def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str = "tags", seeds: int = TAG.coverage_seeds) -> dict[str, Any]:
+def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | None = None,
+                    seeds: int = TAG.coverage_seeds) -> dict[str, Any]:
     """A selection's tag coverage and tags per query, beside random selections of the same size; an error naming
-    the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them)."""
+    the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them).
+    ``tags_column``: default the normaliser's column (:func:`curate.storage.roles.role_column`)."""
     from curate.storage.pool import selection_positions
+    from curate.storage.roles import role_column
+
+    tags_column = tags_column or role_column(ws, "tags", NAME_TAGS)
 
     if isinstance(selection, str):
         ids, positions = selection_positions(ws, selection)

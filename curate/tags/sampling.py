@@ -17,7 +17,8 @@ import numpy as np
 from curate.codes import Decision, Reason
 from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
-from curate.tags.metrics import TagLists, coverage, tags_per_query
+from curate.storage.roles import role_column
+from curate.tags.metrics import NAME_TAGS, TagLists, coverage, tags_per_query
 
 NEW_TAGS_SHOWN = 5  # new tags listed in a kept row's detail
 
@@ -92,12 +93,14 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
 
 
 @register("instag")
-def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str = "tags") -> SelectorResult:
+def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str | None = None) -> SelectorResult:
     """Selector ``instag``: complexity-first diverse sampling on ``tags_column`` (row-level tag lists, as
-    :func:`curate.tags.normalize` writes them) over the candidate pool positions ``rows``."""
+    :func:`curate.tags.normalize` writes them; default: the normaliser's column, ``tags`` or the ``tags_instag``
+    a run writes beside a pool field ``tags``, :mod:`curate.storage.roles`) over the candidate pool positions ``rows``."""
     candidates = [int(r) for r in rows]
     all_ids = ws.ids
     ids = [all_ids[p] for p in candidates]
+    tags_column = tags_column or role_column(ws, "tags", NAME_TAGS)
     if not ws.has_column(tags_column):
         raise CurateError(f"{ws.path}: no column {tags_column!r} yet: tag the pool first (curate tag {ws.path}, "
                           f"or ws.apply(Tagger(backend)) then normalize(ws)); have {sorted(ws.columns) or 'no columns'}")
