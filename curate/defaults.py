@@ -62,6 +62,8 @@ class DeitaDefaults:
     semantic_duplicate_similarity: float = 0.95  # semantic dedup: a duplicate above this
     block_size: int = 4096               # admission: the largest block (blocks are sized to the budget)
     score_scale: tuple[float, float] = (1.0, 6.0)  # the scale complexity and quality land on (trained scorers too)
+    sample_budget: int = 20              # rows `curate run` selects from the bundled sample (51 rows) without --budget;
+                                         # any other pool needs --budget (run_pipeline always takes one)
 
 
 @dataclass(frozen=True)

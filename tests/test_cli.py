@@ -53,7 +53,7 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
     assert [x["location"] for x in rejects] == ["line 7"]  # loaded twice, listed once
     assert "9 rows" in curate_cli("info", tmp_path / "ws").stdout
     # curate run skips bad records by default (a 10M-row pool with one broken line still runs); asked to, it stops
-    r = curate_cli("run", path, "--out", tmp_path / "run", "--on-error", "raise")
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--on-error", "raise")
     assert r.returncode == 1 and "broken.jsonl: line 7: malformed JSON" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
     # every record bad: nothing to load, whatever --on-error says (it exited 0 and made an empty workspace)
@@ -180,8 +180,10 @@ def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
     """--model without a judge server ran SmolLM2 (score) or the shipped scorers (run) with no word said; so did
     --timeout, --max-retries and --concurrency on an offline run; --budget 0 scored the whole pool to select nothing;
     evol --rewrite-max-tokens 0 was read as not given; tags --min-frequency without --normalize printed the stored
-    mapping, and --seeds 0 a coverage of nan."""
+    mapping, and --seeds 0 a coverage of nan. curate run without --budget selected the bundled sample's 20 rows from
+    any pool, after scoring (with a judge: paying for) all of it; only the sample has a default now."""
     ws = tmp_path / "ws"
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"q {i}", "output": "a"} for i in range(3)])
     assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
     cases = {("score", ws, "--judge", "quality", "--model", "gpt-4o", "--dry-run"): "--model: options of a judge server",
              ("score", ws, "--judge", "quality", "--backend", "local", "--rpm", "10", "--dry-run"): "--rpm: options of",
@@ -195,7 +197,8 @@ def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
                  "'--rewrite-max-tokens': must be >= 1 (got 0)",
              ("tags", ws, "--min-frequency", "5"): "--min-frequency: options of the normaliser; give --normalize",
              ("tags", ws, "--seeds", "0"): "'--seeds': Input should be greater than or equal to 1",
-             ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "signal_model"}
+             ("run", "sample", "--out", tmp_path / "r", "--signal-model", tmp_path): "signal_model",
+             ("run", pool, "--out", tmp_path / "r"): "'--budget': required for"}
     for args, message in cases.items():
         r = curate_cli(*args)
         assert r.returncode != 0 and message in " ".join(r.stderr.split()), (args, r.stderr)
@@ -228,7 +231,7 @@ def test_an_option_the_chosen_backend_does_not_read_is_refused_by_name(tmp_path)
 
 def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):
     path = write_jsonl(tmp_path / "allbad.jsonl", ["{not json", json.dumps({"no": "fields"})])
-    r = curate_cli("run", path, "--out", tmp_path / "run")
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "allbad.jsonl: line 1: malformed JSON" in r.stderr and "(2 rejected)" in r.stderr
     assert not (tmp_path / "run").exists()
@@ -239,7 +242,7 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     path = write_jsonl(tmp_path / "mixed.jsonl", [*rows, {"instruction": "q 30", "output": "b", "score": "high"}])
     r = curate_cli("load", path, "--workspace", tmp_path / "ws")
     assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
-    r = curate_cli("run", path, "--out", tmp_path / "run", "--no-report")  # curate run's load says it too
+    r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "5", "--no-report")  # run's load says it too
     assert r.returncode == 0 and "column(s) score kept as JSON text" in " ".join(r.stdout.split())
     r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path / "sc")
     said = " ".join(r.stdout.split())  # the JSON text of a number is that number; the text 'high' is no label
@@ -349,7 +352,7 @@ def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path
 def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
     """The load error says to name the fields with --format/--mapping; curate run takes them as curate load does."""
     path = write_jsonl(tmp_path / "q.jsonl", [{"q": f"What is {i} + {i}?", "a": f"It is {2 * i}."} for i in range(6)])
-    r = curate_cli("run", path, "--out", tmp_path / "plain", "--no-report")
+    r = curate_cli("run", path, "--out", tmp_path / "plain", "--budget", "3", "--no-report")
     assert r.returncode == 1 and "--mapping" in r.stderr and not (tmp_path / "plain").exists()
     r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report",
                    "--mapping", '{"question": "q", "answer": "a"}')
@@ -358,7 +361,7 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
     assert len(rows) == 3 and {row["format"] for row in rows} == {"qa"}
     for args, message in ((["--mapping", "{q"], "--mapping: not JSON"), (["--format", "nope"], "not 'nope'"),
                           (["--mapping", '{"instrucion": "q"}'], "mapping 'instrucion'")):
-        r = curate_cli("run", path, "--out", tmp_path / "bad", *args)
+        r = curate_cli("run", path, "--out", tmp_path / "bad", "--budget", "3", *args)
         assert r.returncode in (1, 2) and message in " ".join(r.stderr.split()), (args, r.stderr)
         assert not (tmp_path / "bad").exists()
 

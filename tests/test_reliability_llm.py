@@ -277,13 +277,13 @@ def test_max_cost_without_a_price_is_one_clean_cli_error(tmp_path, fault_server)
     line = _one_error_line(proc)
     assert "no price" in line and UNPRICED_MODEL in line and "register_price" in line
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "one row", "input": "", "output": "ok"}])
-    proc = _cli("run", pool, "--out", tmp_path / "run", "--base-url", fault_server.base_url, "--model",
+    proc = _cli("run", pool, "--out", tmp_path / "run", "--budget", "1", "--base-url", fault_server.base_url, "--model",
                 UNPRICED_MODEL, "--max-cost", "1", "--no-report")
     line = _one_error_line(proc)
     assert "no price" in line and UNPRICED_MODEL in line
     assert fault_server.total == 0
     # a negative cap ran every step and left every row unsent ("max_cost reached"), run after run
-    proc = _cli("run", pool, "--out", tmp_path / "neg", "--base-url", fault_server.base_url, "--model",
+    proc = _cli("run", pool, "--out", tmp_path / "neg", "--budget", "1", "--base-url", fault_server.base_url, "--model",
                 PRICED_MODEL, "--max-cost", "-1", "--no-report")
     assert "max_cost is a USD amount >= 0, not -1.0" in _one_error_line(proc)
     assert fault_server.total == 0 and not (tmp_path / "neg").exists()

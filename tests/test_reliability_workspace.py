@@ -642,7 +642,7 @@ def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes
 
 def test_run_or_load_with_a_missing_source_leaves_no_folder(tmp_path):
     out = tmp_path / "out"
-    line = _one_line_error(curate_cli("run", tmp_path / "missing.jsonl", "--out", out))
+    line = _one_line_error(curate_cli("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out))
     assert "missing.jsonl" in line and "no such file" in line
     assert not out.exists()
     line = _one_line_error(curate_cli("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))

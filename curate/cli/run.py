@@ -30,18 +30,18 @@ from curate.cli.common import (
     json_columns_line,
     mapping_arg,
     requests_answered_text,
+    sample_path,
     turn_keys_line,
 )
 from curate.defaults import BACKEND, BATCH, DECONTAMINATE, DEITA, HEURISTICS, MINHASH
-
-SAMPLE_BUDGET = 20  # rows `curate run` selects by default (the bundled sample has about 50)
 
 
 @app.command()
 def run(
     source: str = typer.Argument("sample", help="Pool to curate ('sample' = the bundled sample)."),
     out: Path = typer.Option(Path("curate-run"), "--out", "-o", help="Output directory (workspace, exports, report)."),
-    budget: int = typer.Option(SAMPLE_BUDGET, help="Rows to select."),
+    budget: int | None = typer.Option(None, help="Rows to select (required; on the bundled sample the default is "
+                                      f"{DEITA.sample_budget})."),
     max_cosine_similarity: float = _max_cosine_similarity_opt(),
     backend: str | None = typer.Option(None, "--backend", help="Score with LLM judges: openai | openai-batch | "
                                        "vllm | vllm-batch | local. Default: the shipped scorers (offline, no LLM "
@@ -108,9 +108,14 @@ def run(
     """
     from curate.pipeline import run_pipeline
 
-    if budget < 1:  # a run that selects nothing would still load, score and embed the whole pool
-        raise typer.BadParameter(f"must be >= 1 (got {budget}): the number of rows to select", param_hint="'--budget'")
     src, read_as = _source(source), {"format": format, "mapping": mapping_arg(mapping)}
+    if budget is None and not dry_run:  # the sample's default on any pool: score (pay for) it all to keep 20 rows
+        if Path(src) != sample_path():
+            raise typer.BadParameter(f"required for {source}: the number of rows to select (e.g. --budget 6000); only "
+                                     f"the bundled sample has a default ({DEITA.sample_budget})", param_hint="'--budget'")
+        budget = DEITA.sample_budget
+    if budget is not None and budget < 1:  # a run that selects nothing would still load, score and embed the pool
+        raise typer.BadParameter(f"must be >= 1 (got {budget}): the number of rows to select", param_hint="'--budget'")
     scorers = _scorer_args(scorer)
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
