@@ -35,8 +35,6 @@ def test_load_info_export(tmp_path, shapes):
     assert "wrote 17 rows to standard output" in r.stderr
     r = curate_cli("export", ws, "--out", tmp_path / "one.jsonl", "--format", "alpaca")  # 4 sharegpt rows: 2 turns
     assert r.returncode == 1 and "4 of 17 rows cannot be written as alpaca" in r.stderr
-    r = curate_cli("export", ws, "--out", tmp_path / "x.jsonl", "--column", "quality")
-    assert r.returncode == 2 and "--format" in r.stderr
 
 
 def test_broken_line_7_clean_error_then_skip(tmp_path):

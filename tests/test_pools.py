@@ -613,6 +613,36 @@ def test_a_training_format_export_carries_a_pool_field_asked_for_by_name(tmp_pat
                                                                           ("Question two?", "test")]
 
 
+def test_export_columns_and_out_dash_mean_on_the_command_line_what_they_mean_in_python(tmp_path, monkeypatch):
+    """`curate export --column quality` without --format was refused ("without --format every column is exported")
+    where ws.export(columns=["quality"]) exports the pool fields and quality alone: the command line now does what
+    Python does. `ws.export("-")` wrote a datasets folder named ./- where `curate export --out -` writes JSON Lines
+    to standard output: Python refuses it, naming what to do instead."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.errors import WorkspaceError
+    from curate.storage.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load([{"instruction": "Question one?", "output": "a", "split": "train"},
+             {"instruction": "Question two?", "output": "b", "split": "test"}])
+    ws.add_column("quality", [[4.0], [2.0]], {"kind": "test", "granularity": "turn", "reducer": "sum"})
+    ws.add_column("complexity", [[1.0], [3.0]], {"kind": "test", "granularity": "turn", "reducer": "sum"})
+    api = [json.loads(line) for line in ws.export(tmp_path / "api.jsonl", columns=["quality"]).read_text().splitlines()]
+    assert [(r["split"], r["quality"]) for r in api] == [("train", [4.0]), ("test", [2.0])]
+    assert all("complexity" not in r for r in api)
+    shown = CliRunner().invoke(app, ["export", str(ws.path), "--out", str(tmp_path / "cli.jsonl"), "--column", "quality"])
+    assert shown.exit_code == 0, shown.output
+    assert [json.loads(line) for line in (tmp_path / "cli.jsonl").read_text().splitlines()] == api
+    piped = CliRunner().invoke(app, ["export", str(ws.path), "--out", "-", "--column", "quality"])
+    assert [json.loads(line) for line in piped.stdout.splitlines()] == api
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkspaceError, match=r"out='-' is the command line's standard output .* ws.to_dataset"):
+        ws.export("-", columns=["quality"])
+    assert not (tmp_path / "-").exists()
+
+
 def test_a_training_format_export_keeps_json_text_fields_as_values_and_refuses_a_column_named_like_its_field(
         tmp_path):
     """With --format, a pool field held as JSON text (its values mix types) was written as that text ("1",

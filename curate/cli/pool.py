@@ -69,15 +69,13 @@ def export(
                                       "(OpenAI / TRL chat), sharegpt, or one exchange per row as alpaca, "
                                       "prompt_completion or qa; each with its id (and the --column's asked for). "
                                       "Default: every pool field and derived column."),
-    column: list[str] = typer.Option([], "--column", help="With --format: a derived column to keep (repeatable), "
-                                     "e.g. --column quality."),
+    column: list[str] = typer.Option([], "--column", help="A derived column to export (repeatable), e.g. --column "
+                                     "quality: beside every pool field, or beside --format's records. Default: "
+                                     "every derived column, none with --format."),
 ) -> None:
     """Export the pool (or a selection) with its derived columns, or as training records (--format)."""
     from curate.session import Workspace
 
-    if column and format is None:
-        raise typer.BadParameter("--column chooses the derived columns kept beside --format's records; without "
-                                 "--format every column is exported", param_hint="--column")
     ws = Workspace.open(workspace)
     n = len(ws.selection(selection)) if selection else len(ws)
     if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr

@@ -252,7 +252,12 @@ def export(ws: Workspace, out: str | os.PathLike, selection: str | None = None,
     writes .json), .parquet, or a datasets folder (no suffix). Each is written beside ``out`` and renamed into
     place, so a failed export leaves an earlier one whole; a link is followed (its target replaced, the link kept),
     a pipe or a device written through (JSON Lines, without a suffix). ``format``: the rows as training records of
-    that shape (:func:`in_format`), with only the derived ``columns`` asked for."""
+    that shape (:func:`in_format`), with only the derived ``columns`` asked for. ``"-"`` is refused: it is the
+    command line's standard output (`curate export --out -`), and a Python caller wants the rows as data."""
+    if str(out) == "-":  # Path("-") named a datasets folder "./-"; printing rows is for the command line, not here
+        raise WorkspaceError("out='-' is the command line's standard output (curate export --out -); in Python take "
+                             "the rows as data with ws.to_dataset(selection=...), or write a file (out='rows.jsonl'; "
+                             "'/dev/stdout' for a script's output)")
     out = Path(out)
     check_export_target(ws, out)
     columns = column_names(columns)
