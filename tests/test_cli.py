@@ -37,6 +37,27 @@ def test_load_info_export(tmp_path, shapes):
     assert r.returncode == 1 and "4 of 17 rows cannot be written as alpaca" in r.stderr
 
 
+def test_info_json_is_ws_info_so_a_script_reads_a_selections_method_and_params(tmp_path):
+    """`curate info --json` printed the view's data: columns and selections as lists, each provenance a display
+    string ("kind = scorer, imitates = ..."), so a script could not read a selection's method, params or sort_by."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.session import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)])
+    ws.add_column("quality", [[float(i)] for i in range(4)], {"kind": "scorer", "imitates": "quality",
+                                                               "granularity": "turn", "reducer": "sum"})
+    ws.select(method="top_k", name="best", budget=2, sort_by="quality")
+    shown = CliRunner().invoke(app, ["info", str(ws.path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.stdout)
+    assert data == json.loads(json.dumps(ws.info(), default=str))
+    assert data["selections"]["best"]["method"] == "top_k" and data["selections"]["best"]["params"]["budget"] == 2
+    assert data["selections"]["best"]["sort_by"] == "quality" and data["columns"]["quality"]["imitates"] == "quality"
+
+
 def test_broken_line_7_clean_error_then_skip(tmp_path):
     lines = [json.dumps({"instruction": f"row {i}", "output": "ok"}) for i in range(1, 11)]
     lines[6] = "{not json"

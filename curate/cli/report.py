@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +56,22 @@ def print_info(info: dict[str, Any], console: Console) -> None:
 
 @app.command()
 def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
-         as_json: bool = typer.Option(False, "--json", help="Print it as one JSON object (for scripts).")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="Print ws.info() as one JSON object (for scripts): each "
+                                      "column's, embedding set's and selection's full provenance by name.")) -> None:
     """Show rows, formats, sources, and derived columns with their provenance."""
     from curate.report.views import info_data
     from curate.session import Workspace
 
-    data = info_data(Workspace.open(workspace))
-    if as_json:
-        print(json.dumps(data, indent=1, default=str))
+    ws = Workspace.open(workspace)
+    if as_json:  # the data ws.info() returns, not the view's display strings: a script reads a selection's params
+        import orjson
+
+        # orjson: a NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
+        sys.stdout.buffer.write(orjson.dumps(ws.info(), default=str, option=orjson.OPT_INDENT_2
+                                             | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        sys.stdout.flush()
         return
-    print_info(data, console)
+    print_info(info_data(ws), console)
 
 
 @app.command()
