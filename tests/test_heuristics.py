@@ -106,6 +106,27 @@ def test_language_rule_drops_a_conversation_in_another_language_only(ws):
             ws.select(method="heuristics", name="bad", languages=bad)
 
 
+def test_the_languages_hint_is_one_the_command_line_reads(ws):
+    """The error suggested ['en'] (Python's repr), which --param's JSON cannot parse: copied, it failed again. The
+    hint is JSON, which Python reads too, and names the --param to give."""
+    import re
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    said = CliRunner().invoke(app, ["select", str(ws.path), "--method", "heuristics", "--name", "en",
+                                    "--param", "languages=en"])
+    assert isinstance(said.exception, CurateError), said.output
+    hint = re.search(r"\((--param '[^']*')", str(said.exception)).group(1)
+    again = CliRunner().invoke(app, ["select", str(ws.path), "--method", "heuristics", "--name", "en", *shlex.split(hint)])
+    assert again.exit_code == 0, again.output
+    assert decisions(ws, "en")[GERMAN["instruction"]][0] == "rejected"
+    with pytest.raises(CurateError, match=re.escape('such as ["en"] (--param')):
+        ws.select(method="heuristics", name="bad", languages="en")
+
+
 def test_a_later_turn_and_a_missing_reply_are_named():
     from curate.select.heuristics import Rules
 

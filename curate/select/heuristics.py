@@ -30,6 +30,7 @@ fails; the selection's provenance counts the rows failing each rule.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -171,10 +172,15 @@ nap nds ne new nl nn no oc or os pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa 
 sv sw ta te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh""".split())
 
 
+LANGUAGES_EXAMPLE = json.dumps(["en"])  # ["en"]: valid as Python and as JSON (--param's values)
+
+
 def check_languages(languages: Any) -> tuple[str, ...]:
     """``languages`` as lower-case ISO 639 codes (lid.176 labels: ``en``, ``zh``, ``ceb``...), or an error naming it."""
     if isinstance(languages, str) or not isinstance(languages, list | tuple) or not languages:
-        raise CurateError(f"heuristics: languages is a list of ISO 639 codes such as ['en'], not {languages!r}")
+        # the hint as Python and JSON both read it: curate select's --param parses its value as JSON
+        raise CurateError(f"heuristics: languages is a list of ISO 639 codes such as {LANGUAGES_EXAMPLE} (--param "
+                          f"'languages={LANGUAGES_EXAMPLE}' with curate select), not {languages!r}")
     bad = [x for x in languages if not isinstance(x, str) or not re.fullmatch(r"[a-z]{2,3}", x.strip().lower())]
     if bad:
         raise CurateError(f"heuristics: {bad[0]!r} is not an ISO 639 language code (2 or 3 letters, as 'en' or 'ceb')")
