@@ -89,13 +89,9 @@ class Workspace(StorageWorkspace):
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
         """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
-        import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability)
-        import curate.tags.sampling  # noqa: F401  (registers the instag selector; curate.select never imports tags)
-        import curate.train.less  # noqa: F401  (registers less)
-        import curate.train.mining  # noqa: F401  (registers mining)
-        import curate.train.selectors  # noqa: F401  (registers cartography, el2n, grand)
         from curate.select import select
 
+        registered_selectors()
         return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
                                          steps=steps, **params), self)
 
@@ -190,3 +186,16 @@ class Workspace(StorageWorkspace):
         from curate.report.views import workspace_html
 
         return workspace_html(self)
+
+
+def registered_selectors() -> dict[str, Any]:
+    """Every selector ``ws.select`` runs, by name: :mod:`curate.select`'s own and those the signals, tags and train
+    packages register when imported (imported here: ``curate.select`` imports none of them)."""
+    import curate.signals.selectors  # noqa: F401  (registers ifd, perplexity, learnability)
+    import curate.tags.sampling  # noqa: F401  (registers the instag selector)
+    import curate.train.less  # noqa: F401  (registers less)
+    import curate.train.mining  # noqa: F401  (registers mining)
+    import curate.train.selectors  # noqa: F401  (registers cartography, el2n, grand)
+    from curate.select import SELECTORS
+
+    return SELECTORS

@@ -105,3 +105,33 @@ def test_kmeans_shows_its_iterations_when_progress_is_shown_and_selects_the_same
     ends = re.findall(r"kmeans: 100%\|[^\r\n]*\| (\d+)/(\d+) [^\r\n]*iteration", err)
     assert ends and ends[-1][0] == ends[-1][1] and int(ends[-1][0]) >= 2, err[-500:]
     assert shown.table.select(["id", "decision", "detail"]) == quiet.table.select(["id", "decision", "detail"])
+
+
+def test_select_help_lists_every_registered_selector_and_those_taking_a_budget():
+    """--method's help left out ifd, perplexity, learnability, cartography, el2n and grand, and --budget's left out
+    necessity, less, mining, cartography, el2n, grand, ifd and learnability: hand-written lists. Both come from the
+    selector registry now, and a selector registered later is listed too."""
+    import re
+
+    from curate.select.registry import SELECTORS, register, selector_parameters
+
+    @register("zz_first_rows")
+    def first_rows(ws, rows, budget: int):  # a user's selector: listed as every other one
+        raise AssertionError("never run here")
+
+    try:
+        shown = CliRunner().invoke(app, ["select", "--help"], terminal_width=400, env={"COLUMNS": "400"})
+    finally:
+        SELECTORS.pop("zz_first_rows")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.replace("│", " ").split())
+    method = set(re.findall(r"\w+", text[text.index("--method"):text.index("--name")]))
+    budget = set(re.findall(r"\w+", text[text.index("--budget"):text.index("--max-cosine-similarity")]))
+    assert {"ifd", "perplexity", "learnability", "cartography", "el2n", "grand", "zz_first_rows"} <= method
+    assert {"necessity", "less", "mining", "cartography", "el2n", "grand", "ifd", "learnability", "zz_first_rows"} \
+        <= budget
+    from curate.session import registered_selectors
+
+    names = set(registered_selectors())
+    budgeted = {n for n in names if "budget" in selector_parameters(n)[0]}
+    assert names <= method and budgeted <= budget and not (names - budgeted) & budget  # perplexity takes none

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from curate.cli.common import (
     app,
@@ -27,15 +29,36 @@ def selection_table(sel) -> Table:
     return table
 
 
-@app.command("select")
+def selector_help() -> dict[str, str]:
+    """The help of --method and --budget, from the selector registry (every selector ws.select runs, and those of
+    them that take a budget): one source, so a selector registered later is listed too."""
+    from curate.select.registry import selector_parameters
+    from curate.session import registered_selectors
+
+    names = sorted(registered_selectors())
+    budgeted = [n for n in names if "budget" in selector_parameters(n)[0]]
+    return {"method": f"The selector: {', '.join(names)} (or any other registered).",
+            "budget": f"Rows to keep ({', '.join(budgeted)})."}
+
+
+class SelectCommand(TyperCommand):
+    """`curate select`, whose --method and --budget help is filled from the registry when help is shown: importing
+    every selector's package costs each other command's start nothing."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        texts = selector_help()
+        for param in self.params:
+            if param.name in texts:
+                param.help = texts[param.name]  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+@app.command("select", cls=SelectCommand)
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    method: str = typer.Option("deita", help="deita, top_k, threshold, kcenter, kmeans, lift, random, dsir, exact, "
-                                             "minhash, semantic, decontaminate, heuristics, necessity, instag, less, "
-                                             "mining (or any registered selector)."),
+    method: str = typer.Option("deita", help="The selector (listed by --help from the selector registry)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
-    budget: int | None = typer.Option(None, help="Rows to keep (deita, top_k, kcenter, kmeans, lift, random, dsir, "
-                                                 "instag)."),
+    budget: int | None = typer.Option(None, help="Rows to keep (the selectors taking a budget: listed by --help)."),
     max_cosine_similarity: float | None = typer.Option(
         None, "--max-cosine-similarity",
         help=f"deita: admit a row iff its similarity to every admitted row is <= this "
