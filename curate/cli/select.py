@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 from rich.table import Table
 from typer.core import TyperCommand
@@ -45,7 +45,7 @@ class SelectCommand(TyperCommand):
     """`curate select`, whose --method and --budget help is filled from the registry when help is shown: importing
     every selector's package costs each other command's start nothing."""
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # click's Context and HelpFormatter
         texts = selector_help()
         for param in self.params:
             if param.name in texts:
