@@ -472,6 +472,62 @@ def test_a_manifest_this_curate_cannot_read_is_refused_naming_it(small_ws, manif
     assert str(small_ws.path / "manifest.json") in str(err.value)
 
 
+# A command meeting an EOFError (numpy's "No data left in file" for an emptied .npy): typer printed a blank line and
+# curate exited 1 saying nothing.
+_EOF = """
+import sys
+from curate.cli import app, main
+
+@app.command("eof")
+def eof():
+    raise EOFError("No data left in file")
+
+sys.argv = ["curate", "eof"]
+main()
+"""
+
+
+def test_an_eoferror_from_any_reader_is_one_line_not_a_blank_one():
+    r = subprocess.run([sys.executable, "-c", _EOF], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().startswith("error: a file ended before its data did (EOFError: No data left in file)")
+
+
+def _embedded(ws: Workspace, rows: int = 5) -> tuple[Path, Path]:
+    """Store embeddings for ``ws``'s rows; (its .npy, its ids file)."""
+    ws.add_embeddings("default", np.eye(rows, 4, dtype=np.float32) + 0.5, {"kind": "test"})
+    meta = json.loads((ws.path / "embeddings" / "default.json").read_text())
+    return ws.path / "embeddings" / meta["file"], ws.path / "embeddings" / meta["ids_file"]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "truncated", "garbage", "rotted", "zeroed"])
+def test_a_damaged_embedding_matrix_is_named_with_the_command_that_makes_it(small_ws, damage):
+    npy, _ = _embedded(small_ws)
+    data = npy.read_bytes()
+    header = len(data) - 5 * 4 * 4
+    damaged = {"emptied": b"", "truncated": data[:header + 10], "garbage": os.urandom(len(data)),
+               "rotted": data[:header] + np.full((5, 4), np.nan, np.float32).tobytes(),
+               "zeroed": data[:header] + bytes(5 * 4 * 4)}[damage]
+    npy.write_bytes(damaged)
+    with pytest.raises(WorkspaceError) as err:
+        Workspace.open(small_ws.path).embeddings("default")
+    line = str(err.value)
+    assert line.startswith(f"{npy}: damaged") and line.endswith(f"run `curate embed {small_ws.path}` to make it again")
+    assert "pickle" not in line
+
+
+@pytest.mark.parametrize("edit", ["shorter", "shuffled"])
+def test_an_embedding_ids_file_edited_by_hand_is_refused_naming_the_fix(small_ws, edit):
+    npy, ids_file = _embedded(small_ws)
+    ids = json.loads(ids_file.read_text())
+    ids_file.write_text(json.dumps(ids[:-1] if edit == "shorter" else ids[::-1]))
+    with pytest.raises(WorkspaceError) as err:
+        Workspace.open(small_ws.path).embeddings("default")
+    named = npy if edit == "shorter" else ids_file  # a matrix of 5 rows for 4 ids; ids that pair rows with others'
+    assert str(err.value).startswith(f"{named}: ") and f"run `curate embed {small_ws.path}`" in str(err.value)
+
+
 @contextlib.contextmanager
 def _held_by_another_thread(enter):
     """``with enter() as value`` in another thread, held while the body runs (that thread's lock handles exclude

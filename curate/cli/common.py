@@ -10,13 +10,31 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 
 from curate import pools
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 from curate.errors import OptionError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class CutShortError(ValueError):
+    """An EOFError a command met (a file that ends before its data does): typer's main turns an EOFError into a
+    blank line and an Abort, which exited 1 with nothing said; this one is reported as its line."""
+
+
+class _Group(typer.core.TyperGroup):
+    """The top-level command group: an EOFError from any reader becomes :class:`CutShortError`."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise CutShortError(f"a file ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): "
+                                "a damaged or truncated file (set CURATE_TRACEBACK=1 to see which read it)") from exc
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
 # markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
 # styles itself passes markup=True and escapes what it interpolates

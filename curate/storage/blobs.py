@@ -6,9 +6,11 @@ atomically (temporary name, then ``os.replace``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,7 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != len(ids):
         raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
-    bad = np.concatenate([start + np.flatnonzero(~np.isfinite(part).all(axis=1) | ~part.any(axis=1))
-                          for start in range(0, len(array), 65_536) if (part := array[start:start + 65_536]).size]
-                         or [np.empty(0, np.int64)])
+    bad = bad_rows(array)
     if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means; an
         # all-zero row has no direction (no cosine): admission refused it by its candidate index, k-center took it
         raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
@@ -58,15 +58,23 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
                 np.save(fh, array)
             os.replace(tmp, npy)
         ids_file = folder / f"{name}-{token}.ids.json"
-        atomic_write_bytes(ids_file, json.dumps(ids).encode())
+        ids_bytes = json.dumps(ids).encode()
+        atomic_write_bytes(ids_file, ids_bytes)
         meta_path = folder / f"{name}.json"
         old = read_json(meta_path) if meta_path.exists() else None
         meta = {"name": name, "created": now(), "file": npy.name, "ids_file": ids_file.name,
-                "shape": list(array.shape), **provenance}
+                "shape": list(array.shape), "ids_sha256": hashlib.sha256(ids_bytes).hexdigest(), **provenance}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
         if old:  # the old matrix and its ids are unreachable now
             (_member(folder, meta_path, old["file"])).unlink(missing_ok=True)
             (_member(folder, meta_path, old["ids_file"])).unlink(missing_ok=True)
+
+
+def bad_rows(array: np.ndarray) -> np.ndarray:
+    """Indices of the rows holding NaN or infinity or only zeros (read 65,536 rows at a time)."""
+    return np.concatenate([start + np.flatnonzero(~np.isfinite(part).all(axis=1) | ~part.any(axis=1))
+                           for start in range(0, len(array), 65_536) if (part := array[start:start + 65_536]).size]
+                          or [np.empty(0, np.int64)])
 
 
 def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
@@ -97,33 +105,67 @@ def _member(folder: Path, meta_path: Path, name: Any) -> Path:
     return folder / name
 
 
-def _read_embeddings(folder: Path, meta_path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_embeddings(ws: Workspace, name: str, meta_path: Path) -> tuple[np.ndarray, list[str], Path]:
+    """(the matrix memory-mapped, its ids, its file); a damaged matrix or ids file, or one that does not match the
+    other or the metadata's shape and ids digest (a hand-shuffled ids file), is named with the command that makes
+    the set again: numpy's own messages named no file (an emptied one said nothing at all)."""
+    folder = ws.path / "embeddings"
     meta = read_json(meta_path)
-    return (np.load(_member(folder, meta_path, meta["file"]), mmap_mode="r"),
-            read_json(_member(folder, meta_path, meta["ids_file"])))
+    if not isinstance(meta, dict) or "file" not in meta or "ids_file" not in meta:
+        raise WorkspaceError(f"{meta_path}: damaged, not an embedding set's metadata; run `{embed_command(ws, name)}`")
+    npy, ids_path = _member(folder, meta_path, meta["file"]), _member(folder, meta_path, meta["ids_file"])
+    fix = f"run `{embed_command(ws, name)}` to make it again"
+    try:
+        array = np.load(npy, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # numpy's text names no file, or advises unpickling
+        raise WorkspaceError(f"{npy}: damaged, not a readable embedding matrix; {fix}") from None
+    if not isinstance(array, np.memmap) or array.ndim != 2 or array.dtype.kind != "f":
+        raise WorkspaceError(f"{npy}: damaged, not a 2-d float matrix; {fix}")
+    ids_bytes = ids_path.read_bytes()
+    try:
+        stored_ids = json.loads(ids_bytes)
+    except ValueError:
+        stored_ids = None
+    if not isinstance(stored_ids, list) or not all(isinstance(i, str) for i in stored_ids):
+        raise WorkspaceError(f"{ids_path}: damaged, not a JSON list of row ids; {fix}")
+    if array.shape[0] != len(stored_ids) or meta.get("shape", list(array.shape)) != list(array.shape):
+        raise WorkspaceError(f"{npy}: damaged: a {array.shape[0]} x {array.shape[1]} matrix for {len(stored_ids)} "
+                             f"ids (its metadata says {meta.get('shape')}); {fix}")
+    if "ids_sha256" in meta and hashlib.sha256(ids_bytes).hexdigest() != meta["ids_sha256"]:
+        raise WorkspaceError(f"{ids_path}: changed since the matrix was written (its rows would pair with other "
+                             f"rows' vectors); {fix}")
+    return array, stored_ids, npy
 
 
 def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = None) -> np.ndarray:
     """A stored embedding matrix (memory-mapped when it already matches ``ids``/pool order)."""
     check_name(name)
-    folder = ws.path / "embeddings"
-    meta_path = folder / f"{name}.json"
+    meta_path = ws.path / "embeddings" / f"{name}.json"
     if not meta_path.exists():
         raise WorkspaceError(missing_embeddings(ws, name))
     try:
-        array, stored_ids = _read_embeddings(folder, meta_path)
+        array, stored_ids, npy = _read_embeddings(ws, name, meta_path)
     except FileNotFoundError:  # replaced by a writer between reading the metadata and the file: read under its lock
         with ws.lock():
-            array, stored_ids = _read_embeddings(folder, meta_path)
+            array, stored_ids, npy = _read_embeddings(ws, name, meta_path)
     want = ws.ids if ids is None else ids
-    if stored_ids == want:
-        return array
-    pos = {rid: i for i, rid in enumerate(stored_ids)}
-    missing = [i for i in want if i not in pos]
-    if missing:
-        raise WorkspaceError(f"{ws.path}: embeddings {name!r} lack {len(missing)} row(s) loaded since they were made, "
-                             f"e.g. {missing[0]}; run `{embed_command(ws, name)}` (rows embedded before come from its cache)")
-    return np.asarray(array[[pos[i] for i in want]])
+    if stored_ids != want:
+        pos = {rid: i for i, rid in enumerate(stored_ids)}
+        missing = [i for i in want if i not in pos]
+        if missing:
+            raise WorkspaceError(f"{ws.path}: embeddings {name!r} lack {len(missing)} row(s) loaded since they were "
+                                 f"made, e.g. {missing[0]}; run `{embed_command(ws, name)}` (rows embedded before come "
+                                 "from its cache)")
+        array = np.asarray(array[[pos[i] for i in want]])
+    # the rows a caller gets, checked as a write checks them: bytes rotted on disk read as NaN vectors that k-center
+    # selected and DEITA warned about (one pass over rows the caller reads whole anyway)
+    bad = bad_rows(array)
+    if bad.size:
+        raise WorkspaceError(f"{npy}: damaged: {bad.size} row(s) read hold NaN or infinity or only zeros, e.g. id "
+                             f"{want[int(bad[0])]}; run `{embed_command(ws, name)}` to make it again")
+    return array
 
 
 def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance: dict[str, Any],
