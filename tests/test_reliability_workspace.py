@@ -464,12 +464,53 @@ def test_a_derived_column_named_like_a_pool_field_is_the_one_exported(tmp_path):
     ('{"sources": []}', "workspace format version None"),
     ('{"version": 1}', "the manifest has no 'sources' list"),
     ('{"version": 1, "sources": [', "not a readable manifest"),
+    ('{"version": "1", "sources": []}', 'its "version" is "1", text where a number belongs; write 1 \\(no quotes\\)'),
 ])
 def test_a_manifest_this_curate_cannot_read_is_refused_naming_it(small_ws, manifest, message):
     (small_ws.path / "manifest.json").write_text(manifest)
     with pytest.raises(WorkspaceError, match=message) as err:
         Workspace.open(small_ws.path)
     assert str(small_ws.path / "manifest.json") in str(err.value)
+    assert any(fix in str(err.value) for fix in ("restore it from a backup", "write 1", "upgrade curate"))  # what to do
+
+
+def _damage_pool(pool: Path, damage: str) -> None:
+    arrow = next(pool.glob("data-*.arrow"))
+    state = json.loads((pool / "state.json").read_text())
+    if damage == "truncated":
+        arrow.write_bytes(arrow.read_bytes()[:300])
+    elif damage == "emptied":
+        arrow.write_bytes(b"")
+    elif damage == "info garbage":
+        (pool / "dataset_info.json").write_text("garbage")
+    elif damage == "state deleted":
+        (pool / "state.json").unlink()
+    else:  # a file name that is a number: datasets raised a TypeError, shown as a traceback
+        state["_data_files"][0]["filename"] = 5
+        (pool / "state.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "info garbage", "state deleted", "filename a number"])
+def test_a_damaged_pool_is_named_with_the_loads_that_make_it_again(tmp_path, small_ws, damage):
+    _damage_pool(small_ws.path / "pool", damage)
+    with pytest.raises(WorkspaceError) as err:
+        len(Workspace.open(small_ws.path).ids)
+    assert str(err.value).startswith(f"{small_ws.path / 'pool'}: damaged (")
+    assert f"remove the folder {small_ws.path / 'pool'}" in str(err.value)
+    assert f"`curate load {tmp_path / 'pool.jsonl'} --workspace {small_ws.path}`" in str(err.value)
+
+
+def test_an_error_of_a_read_inside_a_write_is_not_blamed_on_the_file_written(tmp_path):
+    import pyarrow as pa
+
+    from curate.storage.files import writing
+
+    with pytest.raises(OSError) as err, writing(tmp_path / "r.html"):  # a report reading a pool cut short
+        raise pa.ArrowIOError("Expected to be able to read 237296 bytes for message body, got 3576")
+    assert err.value.filename is None and "r.html" not in str(err.value)
+    with pytest.raises(OSError) as err, writing(tmp_path / "r.html"):  # a full disk names no file: the output's
+        raise OSError(28, "No space left on device")
+    assert err.value.filename == str(tmp_path / "r.html")
 
 
 # A command meeting an EOFError (numpy's "No data left in file" for an emptied .npy): typer printed a blank line and

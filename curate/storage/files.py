@@ -45,16 +45,17 @@ def now() -> str:
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
-    """Name ``path`` in an OS error raised while writing it (a full disk reports no file name), and remove
+    """Name ``path`` in an OS error raised while writing it (a full disk reports no file name; an error without an
+    errno, e.g. pyarrow's about a damaged input read meanwhile, is not blamed on ``path``), and remove
     the temporary ``tmp`` (file or folder) if the write fails."""
     try:
         yield
     except OSError as exc:
         if tmp is not None:
             remove(Path(tmp))
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:  # the OS's own error (ENOSPC, EROFS): about this write
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
+        raise  # no errno: a library's error (pyarrow's "Expected to be able to read ...") about what was read
     except BaseException:
         if tmp is not None:
             remove(Path(tmp))

@@ -30,6 +30,7 @@ from curate.storage.files import (
     remove,
     writing,
 )
+from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool  # noqa: F401  (Workspace.open calls pool.check_manifest)
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -55,9 +56,10 @@ def open_pool(ws: Workspace):
         raise WorkspaceError(f"{ws.path}: no pool yet; run `curate load SOURCE --workspace {ws.path}`")
     try:
         stamp = pool_stamp(ws)  # before reading: a swap during the read makes the view stale, never current
-        return datasets.load_from_disk(str(ws.path / "pool")), stamp
+        with damaged_pool(ws, retry=True):
+            return datasets.load_from_disk(str(ws.path / "pool")), stamp
     except FileNotFoundError:  # swapped as it was read
-        with ws.lock():  # no load swaps it while this is held
+        with ws.lock(), damaged_pool(ws, retry=False):  # no load swaps it while this is held
             return datasets.load_from_disk(str(ws.path / "pool")), pool_stamp(ws)
 
 
@@ -334,9 +336,6 @@ def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]
     return kept, [index[rid] for rid in kept]
 
 
-MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes
-
-
 def create(ws: Workspace) -> None:
     """Make the folders and an empty manifest, under the lock: two processes creating one workspace
     at once both end up in the same, single workspace."""
@@ -351,22 +350,6 @@ def create(ws: Workspace) -> None:
             (ws.path / sub).mkdir(exist_ok=True)
         atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
                                                            "sources": []}).encode())
-
-
-def check_manifest(ws: Workspace) -> None:
-    """The manifest is one this curate reads: JSON, its version, its sources list; else an error naming it
-    (a newer curate's workspace must not be written by an older one, a broken file must not be guessed at)."""
-    path = ws.path / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WorkspaceError(f"{path}: not a readable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
-        version = manifest.get("version") if isinstance(manifest, dict) else None
-        raise WorkspaceError(f"{path}: workspace format version {version!r}; this curate reads version "
-                             f"{MANIFEST_VERSION}")
-    if not isinstance(manifest.get("sources"), list):
-        raise WorkspaceError(f"{path}: the manifest has no 'sources' list")
 
 
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:

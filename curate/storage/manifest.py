@@ -1,0 +1,69 @@
+"""The workspace's manifest and what a damaged pool folder is: checks that name the file and the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from curate.errors import WorkspaceError
+from curate.storage.files import MANIFEST
+
+# ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
+Workspace = Any
+
+MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes
+
+
+def check_manifest(ws: Workspace) -> None:
+    """The manifest is one this curate reads: JSON, its version, its sources list; else an error naming it and
+    what to do (a newer curate's workspace must not be written by an older one, a broken file must not be guessed at)."""
+    path = ws.path / MANIFEST
+    fix = (f"restore it from a backup, or mend it by hand: a JSON object {{\"version\": {MANIFEST_VERSION}, \"sources\": "
+           "[...]} (one entry per `curate load`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WorkspaceError(f"{path}: not a readable manifest ({exc}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise WorkspaceError(f"{path}: not a manifest (a JSON {type(manifest).__name__}, not an object); {fix}")
+    version = manifest.get("version")
+    if isinstance(version, str | bool):
+        raise WorkspaceError(f"{path}: damaged: its \"version\" is {json.dumps(version)}, "
+                             f"{'text' if isinstance(version, str) else 'a true/false value'} where a number belongs; "
+                             f"write {MANIFEST_VERSION} (no quotes), the version this curate reads")
+    if version != MANIFEST_VERSION:
+        newer = isinstance(version, int) and version > MANIFEST_VERSION
+        raise WorkspaceError(f"{path}: workspace format version {version!r}; this curate reads version "
+                             f"{MANIFEST_VERSION}" + ("; upgrade curate to use it" if newer else f"; {fix}"))
+    if not isinstance(manifest.get("sources"), list):
+        raise WorkspaceError(f"{path}: the manifest has no 'sources' list; {fix}")
+
+
+@contextlib.contextmanager
+def damaged_pool(ws: Workspace, retry: bool) -> Iterator[None]:
+    """A pool folder datasets cannot read (an Arrow file cut short, its JSON files edited or gone) is named with the
+    fix: datasets' and Arrow's own messages named no file, or were a TypeError's traceback. ``retry``: a missing
+    file passes (a load may be swapping the folder; the caller reads again under the lock)."""
+    try:
+        yield
+    except FileNotFoundError:
+        if retry:
+            raise
+        raise WorkspaceError(damaged_pool_line(ws, "a file of it is missing")) from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:  # pyarrow's errors are among these
+        raise WorkspaceError(damaged_pool_line(ws, f"{type(exc).__name__}: {exc}")) from None
+
+
+def damaged_pool_line(ws: Workspace, why: str) -> str:
+    """What a damaged pool folder is, and how to make it again (columns and selections are kept by row id)."""
+    pool = ws.path / "pool"
+    try:
+        sources = list(dict.fromkeys(str(s["source"]) for s in json.loads((ws.path / MANIFEST).read_text())["sources"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        sources = []
+    loads = "; ".join(f"`curate load {s} --workspace {ws.path}`" for s in sources) or \
+        f"`curate load SOURCE --workspace {ws.path}` for each source it held"
+    return (f"{pool}: damaged ({why}); remove the folder {pool} and load its rows again: {loads} (derived columns "
+            "and selections are kept by row id)")
