@@ -306,3 +306,33 @@ def test_an_old_cache_on_a_read_only_workspace_is_read_where_it_is(tmp_path, mon
     assert encoded == 0 and np.array_equal(matrix, vectors[::-1])
     with pytest.raises(OSError, match="Read-only"):  # a text to encode needs the writable cache it cannot have
         encode_cached([*texts, "a new text"], tmp_path)
+
+
+def test_a_cache_shard_whose_vectors_rotted_or_were_zeroed_is_named_with_what_to_do(tmp_path):
+    """A shard's vectors.npy with NaN or zeros after its header: every `curate embed` refused the set it made, naming
+    rows, never the shard."""
+    import pytest
+
+    from curate.embed.cache import lookup_or_encode
+    from curate.errors import WorkspaceError
+
+    def ones(todo, on_chunk):  # an encoder: its chunks are what the store keeps
+        vectors = np.ones((len(todo), 4), np.float32)
+        on_chunk(np.arange(len(todo)), vectors)
+        return vectors
+
+    store = VectorStore(tmp_path / "store")
+    texts = ["a", "b", "c"]
+    vectors, encoded = lookup_or_encode(store, texts, ones)
+    assert encoded == 3
+    fresh = lookup_or_encode(store, texts + ["d"], ones)[0]
+    assert np.isfinite(fresh).all()
+    for rot in (np.nan, 0.0):
+        for shard in store.shards():
+            vec = shard / "vectors.npy"
+            size = np.load(vec).nbytes
+            vec.write_bytes(vec.read_bytes()[:-size] + np.full(size // 4, rot, np.float32).tobytes())
+        with pytest.raises(WorkspaceError) as err:
+            lookup_or_encode(store, texts, ones)
+        assert str(err.value).startswith(f"{store.shards()[0]}: a damaged shard of the embedding cache")
+        assert str(err.value).endswith("remove this folder: its vectors are encoded again")

@@ -26,6 +26,7 @@ import numpy as np
 from curate.defaults import EMBED
 from curate.embed.encoder import encode, model_id, resolve_backend
 from curate.errors import WorkspaceError
+from curate.storage.blobs import bad_rows
 from curate.storage.files import folder_fingerprint
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
@@ -135,6 +136,21 @@ class _PartWriter:
         self.last = time.monotonic()
 
 
+def _checked(store: VectorStore, keys: np.ndarray, vectors: np.ndarray | None, found: np.ndarray) -> None:
+    """Refuse vectors read from the store that hold NaN, infinity or only zeros (a shard whose bytes rotted or were
+    zeroed): a NaN vector passed every similarity test, and the set it went into was refused for it on every run,
+    naming rows, never the shard."""
+    if vectors is None or not found.any():
+        return
+    bad = bad_rows(vectors[found])
+    if bad.size:
+        key = keys[np.flatnonzero(found)[int(bad[0])]]
+        shard = store.shard_of(key) or store.folder
+        raise WorkspaceError(f"{shard}: a damaged shard of the embedding cache: {bad.size} vector(s) read from the "
+                             "cache hold NaN or infinity or only zeros; remove this folder: its vectors are encoded "
+                             "again")
+
+
 def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tuple[np.ndarray | None, int]:
     """(vectors of ``texts``, how many were encoded) from ``store``, encoding what it lacks with
     ``encode_texts(texts, on_chunk)`` under the store's lock; vectors None when ``texts`` is empty."""
@@ -153,12 +169,14 @@ def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tupl
             raise
     if store.contains(keys).all():  # keys first: a pass that encodes reads vectors once
         vectors, found = store.get(keys)
+        _checked(store, keys, vectors, found)
         if found.all():  # else the folder lost shards since (removed by hand): encode them again below
             return vectors, 0
     store.folder.parent.mkdir(parents=True, exist_ok=True)
     with store.lock():
         move_legacy(store)
         vectors, found = store.get(keys)  # another process may have added some while we waited
+        _checked(store, keys, vectors, found)
         missing: dict[bytes, str] = {}  # first occurrence of each key the store lacks, in input order
         for i in np.flatnonzero(~found).tolist():
             missing.setdefault(keys[i].tobytes(), texts[i])

@@ -64,6 +64,14 @@ class VectorStore:
         """Whether each of ``keys`` is stored (reads the shards' keys only)."""
         return self._retry(keys, read_vectors=False)[1]
 
+    def shard_of(self, key: bytes) -> Path | None:
+        """The newest shard holding ``key`` (the one ``get`` reads it from), None if none does."""
+        for shard in reversed(self.shards()):
+            stored = _load(shard / "keys.npy")
+            if len(stored) and stored[min(int(np.searchsorted(stored, key)), len(stored) - 1)] == key:
+                return shard
+        return None
+
     def _retry(self, keys: np.ndarray, read_vectors: bool) -> tuple[np.ndarray | None, np.ndarray]:
         keys = np.asarray(keys, dtype=KEY_DTYPE)
         for attempt in range(_READ_ATTEMPTS):
