@@ -1018,3 +1018,20 @@ def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):
 
 class _Quality(_WordCount):
     column = "quality"
+
+
+def test_a_selection_file_rewritten_with_fewer_rows_than_its_metadata_records_is_refused(small_ws):
+    import pyarrow as pa
+
+    from curate.storage.files import read_arrow, write_arrow
+
+    ids = small_ws.ids
+    small_ws.add_selection("s", ids, ["kept", "kept", "rejected", "rejected", "rejected"], ["selected"] * 2 + ["below_threshold"] * 3, [None] * 5,
+                           {"method": "test", "candidates": 5, "counts": {"kept": 2, "rejected": 3}})
+    path = small_ws.path / "selections" / "s.arrow"
+    assert small_ws.selection("s").ids == ids[:2]
+    table = read_arrow(path)
+    write_arrow(path, pa.Table.from_batches(table.slice(0, 1).combine_chunks().to_batches(), table.schema))
+    with pytest.raises(WorkspaceError) as err:
+        small_ws.selection("s")
+    assert str(err.value).startswith(f"{path}: damaged: holds 1 row(s)") and f"`rm {path}`" in str(err.value)

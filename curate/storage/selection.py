@@ -46,7 +46,9 @@ class Selection:
         if missing := [c for c in ("id", "decision", "reason") if c not in table.column_names]:
             raise WorkspaceError(f"{path or name}: not a selection's file (no {', '.join(missing)} column); a file "
                                  "put there by hand? move it out, or make the selection again")
-        return cls(name, table, json.loads((table.schema.metadata or {}).get(b"curate", b"{}")))
+        provenance = json.loads((table.schema.metadata or {}).get(b"curate", b"{}"))
+        _check_counts(table, provenance, path or name)
+        return cls(name, table, provenance)
 
     @property
     def ids(self) -> list[str]:
@@ -114,3 +116,18 @@ class Selection:
 
     def __repr__(self) -> str:
         return f"Selection({self.name!r}, kept={len(self):,}, {dict(self.decisions())})"
+
+
+def _check_counts(table, provenance: dict[str, Any], where: Any) -> None:
+    """The rows of a selection's file against the counts its metadata recorded when it was written (one pass over the
+    decision column): a file rewritten with 40 of its 300 rows exported 40 rows as if whole."""
+    import pyarrow.compute as pc
+
+    counts = provenance.get("counts")
+    if not isinstance(counts, dict):  # none recorded: nothing to hold it to
+        return
+    have = {v["values"]: v["counts"] for v in pc.value_counts(table["decision"]).to_pylist()}
+    # at least: a chain's last step records its own candidates, its file also holds the rows earlier steps dropped
+    if any(not isinstance(n, int) or have.get(d, 0) < n for d, n in counts.items()):
+        raise WorkspaceError(f"{where}: damaged: holds {table.num_rows:,} row(s) {have}, fewer than its metadata "
+                             f"records {counts}; remove it (`rm {where}`) and make the selection again")
