@@ -1035,3 +1035,12 @@ def test_a_selection_file_rewritten_with_fewer_rows_than_its_metadata_records_is
     with pytest.raises(WorkspaceError) as err:
         small_ws.selection("s")
     assert str(err.value).startswith(f"{path}: damaged: holds 1 row(s)") and f"`rm {path}`" in str(err.value)
+
+
+def test_a_file_managers_copy_of_a_column_is_left_out_with_a_warning_naming_it(small_ws, caplog):
+    small_ws.add_column("quality", [1.0] * 5, {"kind": "test"})
+    copy = small_ws.path / "columns" / "quality (1).arrow"
+    copy.write_bytes((small_ws.path / "columns" / "quality.arrow").read_bytes())
+    with caplog.at_level("WARNING", logger="curate"):
+        assert list(Workspace.open(small_ws.path).columns) == ["quality"]
+    assert "quality (1).arrow; rename or remove them" in caplog.text

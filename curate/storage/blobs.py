@@ -21,6 +21,7 @@ from curate.storage.files import (
     atomic_write_bytes,
     check_name,
     is_name,
+    named_files,
     now,
     operation,
     quiet_datasets,
@@ -79,7 +80,7 @@ def bad_rows(array: np.ndarray) -> np.ndarray:
 
 def embedding_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
     """Stored embedding matrices: name -> provenance."""
-    return {p.stem: read_json(p) for p in sorted((ws.path / "embeddings").glob("*.json"))
+    return {p.stem: read_json(p) for p in named_files(ws.path / "embeddings", ".json")
             if not p.name.endswith(".ids.json")}
 
 

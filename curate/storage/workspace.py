@@ -48,6 +48,7 @@ from curate.storage.files import (
     check_name,
     held,
     is_name,
+    named_files,
     now,
     operation,
     read_arrow,
@@ -280,7 +281,7 @@ class Workspace(blobs.Blobs):
     @property
     def columns(self) -> dict[str, dict[str, Any]]:
         """Derived columns: name -> provenance."""
-        return {p.stem: schema_meta(p) for p in sorted((self.path / "columns").glob("*.arrow"))}
+        return {p.stem: schema_meta(p) for p in named_files(self.path / "columns", ".arrow")}
 
     @operation
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
@@ -365,11 +366,10 @@ class Workspace(blobs.Blobs):
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
         """Stored selections: name -> provenance (method, params, input selection, candidates...)."""
-        return {p.stem: schema_meta(p) for p in sorted((self.path / "selections").glob("*.arrow"))}
+        return {p.stem: schema_meta(p) for p in named_files(self.path / "selections", ".arrow")}
 
     def selection(self, name: str) -> Selection:
-        path = self.path / "selections" / f"{check_name(name)}.arrow"  # never ../outside/sel
-        if not path.exists():
+        if not (path := self.path / "selections" / f"{check_name(name)}.arrow").exists():  # not ../outside/sel
             raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
         return Selection.from_table(name, read_arrow(path), path)
 
