@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from curate.errors import CurateError, WorkspaceError
 from curate.report.scales import histogram_bins, jitter, range_overflows
 from curate.report.summary import default_selection, numeric_columns
+from curate.storage.blobs import check_read_rows
 from curate.storage.columns import column_names
 from curate.storage.roles import role_candidates, role_column
 
@@ -212,7 +213,8 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     from curate.errors import WorkspaceError
 
     try:
-        vectors = np.asarray(ws.embeddings(embeddings))
+        matrix = ws.embeddings(embeddings)
+        vectors = check_read_rows(ws, embeddings, np.asarray(matrix), getattr(matrix, "filename", None))
     except WorkspaceError as exc:  # e.g. rows loaded after embedding: say so instead of plotting
         raise MissingInput(str(exc)) from exc
     if len(vectors) < 2:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from curate.rows import row_text
 from curate.select.admission import unit_rows
+from curate.storage.blobs import check_read_rows
 from curate.storage.files import take_values
 
 
 def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
     """The rows' embeddings (pool positions ``rows``) as float32 unit rows (renormalised where off unit
     norm, so cosines stay true cosines)."""
-    return unit_rows(ws.embeddings(embeddings)[rows])
+    matrix = ws.embeddings(embeddings)
+    return unit_rows(check_read_rows(ws, embeddings, matrix[rows], getattr(matrix, "filename", None)))
 
 
 class UnitRowsView:
@@ -22,8 +24,9 @@ class UnitRowsView:
     unit row. DEITA admission reads the rows its walk examines, so a budget of B over N candidates reads about
     the first B-and-some rows in score order, not a copy of all N (1.5 GB per 1M rows of MiniLM vectors)."""
 
-    def __init__(self, matrix: np.ndarray, rows: np.ndarray):
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray, check: Callable[[np.ndarray], np.ndarray] | None = None):
         self.matrix, self.rows = matrix, np.asarray(rows, dtype=np.int64)
+        self.check = check  # the rows read, refused when damaged (:func:`curate.storage.blobs.check_read_rows`)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -33,12 +36,15 @@ class UnitRowsView:
         return len(self.rows)
 
     def __getitem__(self, index) -> np.ndarray:
-        return unit_rows(self.matrix[self.rows[index]])
+        rows = self.matrix[self.rows[index]]
+        return unit_rows(rows if self.check is None else self.check(rows))
 
 
 def vector_view(ws, embeddings: str, rows: np.ndarray) -> UnitRowsView:
     """The rows' embeddings as a :class:`UnitRowsView` of the stored matrix."""
-    return UnitRowsView(ws.embeddings(embeddings), rows)
+    matrix = ws.embeddings(embeddings)
+    file = getattr(matrix, "filename", None)
+    return UnitRowsView(matrix, rows, lambda read: check_read_rows(ws, embeddings, read, file))
 
 
 TEXT_CHUNK_ROWS = 10_000  # conversations turned into Python objects at a time by iter_texts

@@ -159,14 +159,19 @@ def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = Non
             raise WorkspaceError(f"{ws.path}: embeddings {name!r} lack {len(missing)} row(s) loaded since they were "
                                  f"made, e.g. {missing[0]}; run `{embed_command(ws, name)}` (rows embedded before come "
                                  "from its cache)")
-        array = np.asarray(array[[pos[i] for i in want]])
-    # the rows a caller gets, checked as a write checks them: bytes rotted on disk read as NaN vectors that k-center
-    # selected and DEITA warned about (one pass over rows the caller reads whole anyway)
-    bad = bad_rows(array)
+        return check_read_rows(ws, name, np.asarray(array[[pos[i] for i in want]]), npy)  # in memory: checked
+    return array  # memory-mapped: the caller checks the rows it reads (DEITA reads a few of a million)
+
+
+def check_read_rows(ws: Workspace, name: str, rows: np.ndarray, file: Path | str | None = None) -> np.ndarray:
+    """``rows`` read from embedding set ``name``, refused as a write refuses them (NaN, infinity, all zeros), naming
+    the file: bytes rotted on disk read as NaN vectors that k-center selected and DEITA only warned about."""
+    bad = bad_rows(rows)
     if bad.size:
-        raise WorkspaceError(f"{npy}: damaged: {bad.size} row(s) read hold NaN or infinity or only zeros, e.g. id "
-                             f"{want[int(bad[0])]}; run `{embed_command(ws, name)}` to make it again")
-    return array
+        where = file or getattr(rows, "filename", None) or ws.path / "embeddings" / f"{name}.json"
+        raise WorkspaceError(f"{where}: damaged: {bad.size} row(s) read hold NaN or infinity or only zeros; run "
+                             f"`{embed_command(ws, name)}` to make it again")
+    return rows
 
 
 def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance: dict[str, Any],
