@@ -127,7 +127,9 @@ def _check_counts(table, provenance: dict[str, Any], where: Any) -> None:
     if not isinstance(counts, dict):  # none recorded: nothing to hold it to
         return
     have = {v["values"]: v["counts"] for v in pc.value_counts(table["decision"]).to_pylist()}
-    # at least: a chain's last step records its own candidates, its file also holds the rows earlier steps dropped
-    if any(not isinstance(n, int) or have.get(d, 0) < n for d, n in counts.items()):
-        raise WorkspaceError(f"{where}: damaged: holds {table.num_rows:,} row(s) {have}, fewer than its metadata "
-                             f"records {counts}; remove it (`rm {where}`) and make the selection again")
+    # the rows kept exactly; all rows at least: a chain's last step records its own candidates, its file also holds
+    # the rows earlier steps dropped (and a selector's counts may group decisions the file tells apart)
+    if not all(isinstance(n, int) for n in counts.values()) or have.get("kept", 0) != counts.get("kept", 0) \
+            or table.num_rows < sum(counts.values()):
+        raise WorkspaceError(f"{where}: damaged: holds {table.num_rows:,} row(s) {have} where its metadata records "
+                             f"{counts}; remove it (`rm {where}`) and make the selection again")
