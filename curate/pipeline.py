@@ -69,7 +69,7 @@ class Run:
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
-        self.on_error = run_on_error(self.on_error, self.mapping)
+        self.on_error = run_on_error(self.on_error, self.mapping, self.source)
         check_read_options(self.format, self.mapping, self.on_error)
         check_run_folder(Path(self.out), [*EXPORTS.values()] + [REPORT.path] * self.report)
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:

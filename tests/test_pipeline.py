@@ -552,3 +552,15 @@ def test_a_run_stopped_while_writing_its_exports_leaves_the_earlier_set_whole(tm
     monkeypatch.undo()
     run_pipeline(str(sample_path()), out=out, budget=4, report=False, progress=False)
     assert rows_of(out) == (4, 4, 4)
+
+
+def test_a_run_over_rows_read_already_loads_them(tmp_path):
+    """run_pipeline takes a pool in memory (pools.read(...)); the run resolved on_error to 'skip' for it and the
+    load then refused 'on_error' as an option given with rows read already, which the user never gave."""
+    from curate import pools
+    from curate.pipeline import Run, load
+
+    run = Run(pools.read("sample"), tmp_path / "out", 5)
+    assert load(run)["rows_read"] == len(pools.read("sample").rows)
+    with pytest.raises(CurateError, match="load: mapping apply when a source is read"):  # one the user did give
+        load(Run(pools.read("sample"), tmp_path / "again", 5, mapping={"instruction": "prompt"}))

@@ -113,7 +113,7 @@ def check_read_options(format: str = "auto", mapping: dict[str, str] | None = No
     """Refuse options :func:`read` could not use (a run checks them before it starts)."""
     if format != "auto" and format not in FORMATS:
         raise OptionError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
-    if on_error not in ("raise", "skip"):
+    if on_error not in ("raise", "skip", None):  # None: rows read already, nothing to read (run_on_error)
         raise OptionError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     check_mapping(mapping)
 
@@ -122,17 +122,19 @@ def check_no_read_options(source: Any, **options: Any) -> None:
     """Refuse reading options given with rows read already (a ``ReadResult``, a ``RowStream``): they act when a
     source is read, so they would change nothing (``ws.load(pools.read(...), mapping=...)`` dropped the mapping)."""
     defaults = {"format": "auto", "mapping": None, "on_error": "raise", "max_field_chars": None}
-    given = [name for name, value in options.items() if value != defaults[name]]
+    given = [name for name, value in options.items() if value is not None and value != defaults[name]]
     if given:
         raise OptionError(f"load: {', '.join(given)} apply when a source is read, and {type(source).__name__} "
                           "rows were read already: give them to curate.pools.read(...), or load the path itself")
 
 
-def run_on_error(on_error: str | None, mapping: dict[str, str] | None) -> str:
+def run_on_error(on_error: str | None, mapping: dict[str, str] | None, source: Any = None) -> str | None:
     """What ``curate run`` does with a record that does not read: ``on_error`` when given; else ``raise`` with a
     ``mapping``, as ``curate load`` does (the mapping names the fields, so records without them say the mapping is
     wrong: a run left 35 of 51 rows out and selected from the rest), and ``skip`` without one (a malformed record
     among many is left out and listed in ``rejects.jsonl``)."""
+    if isinstance(source, ReadResult | RowStream):  # read already: nothing left to decide (None: not given)
+        return on_error
     return on_error if on_error is not None else "raise" if mapping else "skip"
 
 
