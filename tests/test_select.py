@@ -675,3 +675,6 @@ def test_the_default_sort_key_reads_the_scores_a_step_wrote_never_a_pool_field_o
                                           "field 'quality' is not read by default"):
         bare.select(method="top_k", name="t", budget=3)
     assert bare.select(method="top_k", name="t", budget=3, sort_by="complexity*quality").ids == bare.ids[:3]
+    bare.add_column("quality-gpt4", [[1.0]] * 6, {**TURNS_SUM, "kind": "judge", "prompt": "quality"})
+    with pytest.raises(CurateError, match="would read column 'quality-gpt4', a name a sort key cannot hold"):
+        bare.select(method="top_k", name="t2", budget=3)  # pasted in, it read as complexity*quality - gpt4

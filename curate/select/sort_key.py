@@ -144,6 +144,10 @@ def default_sort_key(ws) -> str:
         columns = {name: role_column(ws, name, NAME_A_SORT_KEY) for name in names}
     except WorkspaceError as exc:
         raise type(exc)(f"no sort key: the default is {DEITA.sort_by} (the DEITA evol score); {exc}") from None
+    if odd := [c for c in columns.values() if not re.fullmatch(r"[A-Za-z_]\w*", c)]:  # '-' would read as a minus
+        raise WorkspaceError(f"no sort key: the default {DEITA.sort_by} would read column {odd[0]!r}, a name a sort "
+                             "key cannot hold (letters, digits and _ only); give the key yourself (--sort-by / "
+                             "sort_by=), after scoring into a column so named (--column NAME / column=NAME)")
     return re.sub(r"[A-Za-z_]\w*", lambda m: columns.get(m.group(0), m.group(0)), DEITA.sort_by)
 
 
