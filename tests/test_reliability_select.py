@@ -307,6 +307,7 @@ def test_kmeans_seeded_from_a_sample_of_a_large_pool_still_finds_every_planted_c
     pairs = set(zip(labels.tolist(), km.labels_.tolist(), strict=True))
     assert len(pairs) == 6 and len({c for _, c in pairs}) == 6  # one K-means cluster per planted cluster, exactly
     assert fit_kmeans(x, 6, seed=0)[1]["init_rows"] == len(x)  # a pool under init_rows seeds from every row
+    assert fit_kmeans(x, 120, seed=0, init_rows=100)[1]["init_rows"] == 120  # a row per centre at least
 
 
 def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):

@@ -25,8 +25,8 @@ def fit_kmeans(x: np.ndarray, k: int, seed: int, *, verbose: bool = False, max_i
     from sklearn.cluster import KMeans, kmeans_plusplus
     from sklearn.exceptions import ConvergenceWarning
 
-    n = len(x)
-    rows = np.arange(n) if n <= init_rows else np.sort(np.random.default_rng(seed).choice(n, init_rows, replace=False))
+    n, size = len(x), max(init_rows, k)  # k-means++ needs a row per centre at least
+    rows = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     sample = np.asarray(x[rows], dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct vectors than clusters: the caller says so
