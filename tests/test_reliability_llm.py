@@ -121,6 +121,43 @@ def test_a_server_that_refuses_every_connection_stops_the_run_after_a_few_attemp
     assert again.computed == 30 and again.failed == 0 and srv.total == 30
 
 
+def test_a_server_that_accepts_and_drops_connections_is_not_called_absent(tmp_path):
+    """Only a connection never made (refused, no such host) says nobody is at the URL: a server that accepts and
+    closes without an answer (a reset under a burst) counted too, and three of those stopped a whole run with 'no
+    server at URL, check --base-url'. Its rows spend their attempts instead."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def drop() -> None:  # accept each connection and close it at once: no HTTP answer
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                listener.accept()[0].close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=drop, daemon=True)
+    thread.start()
+    try:
+        ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(4)])
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        backend = OpenAIBackend(url, "fault", api_key="k", max_retries=2, backoff_base=0.01, concurrency=2)
+        result = ws.apply(Judge("complexity", backend), progress=False)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert result.failed == 4 and backend.requests_sent == 4 * 3  # every row its three attempts
+    messages = [f.message for row in ws.failures("complexity") for f in row]
+    assert all("gave up after 3 attempts; last error: connection error" in m for m in messages), messages[:1]
+    assert not any("no server at" in m for m in messages)
+
+
 def test_a_server_that_answered_and_then_drops_is_retried_row_by_row_as_before(tmp_path):
     """Stopping early is for a server never reached: one that answered this backend before is retried (it may be
     restarting), so each row spends its attempts."""

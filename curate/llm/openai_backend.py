@@ -251,7 +251,7 @@ class OpenAIBackend(Backend):
                 last = f"timeout after {self.timeout:g}s"
             except openai.APIConnectionError as exc:
                 last = f"connection error: {_short(exc.__cause__ or exc)}"  # the cause says more than 'Connection error.'
-                if self._no_server(last):
+                if _cannot_connect(exc) and self._no_server(last):
                     return failure_result(self.unreachable, FailureCode.TRANSIENT)
             finally:
                 self._release(reserved)
@@ -360,3 +360,17 @@ def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
                       "completion_tokens": int(usage.get("completion_tokens") or 0),
                       "reported": bool(usage)},
             "cost_usd": 0.0}
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """Whether a transport error is a connection never made (refused, no such host: httpx's ConnectError, by name,
+    as openai 1.x and 3.x vendor different httpx packages), not a server that accepted and then reset or closed a
+    connection: only the first says there is no server at the URL."""
+    import socket
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "ConnectError" or isinstance(seen, ConnectionRefusedError | socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
