@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import EMBED, REPORT
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.storage.apply_result import ApplyResult
 from curate.storage.files import operation
 from curate.storage.pool import out_of_date
@@ -65,10 +65,10 @@ class Workspace(StorageWorkspace):
 
         if isinstance(judge, Scorer):
             if backend is not None:
-                raise CurateError("a trained Scorer needs no backend")
+                raise OptionError("a trained Scorer needs no backend")
             if response_column is not None:  # a model's answers: only a scorer that reads replies can judge them
                 if "response" not in judge.reads:
-                    raise CurateError(f"response_column={response_column!r}: scorer {judge.column!r} reads no "
+                    raise OptionError(f"response_column={response_column!r}: scorer {judge.column!r} reads no "
                                       f"response (it reads {judge.reads})")
                 judge = judge.reading_replies(response_column, column)
             elif column is not None:
@@ -82,7 +82,7 @@ class Workspace(StorageWorkspace):
         elif options or column is not None or response_column is not None:
             given = sorted([*options, *(["column"] if column is not None else []),
                             *(["response_column"] if response_column is not None else [])])
-            raise CurateError(f"give {given} to Judge(...), not to score()")
+            raise OptionError(f"give {given} to Judge(...), not to score()")
         return self.apply(judge if backend is None else judge.with_backend(backend), **kwargs)
 
     @operation

@@ -532,7 +532,7 @@ def test_an_eoferror_from_any_reader_is_one_line_not_a_blank_one():
     r = subprocess.run([sys.executable, "-c", _EOF], capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().startswith("error: a file ended before its data did (EOFError: No data left in file)")
+    assert r.stderr.strip().startswith("error: input ended before its data did (EOFError: No data left in file)")
 
 
 def _embedded(ws: Workspace, rows: int = 5) -> tuple[Path, Path]:

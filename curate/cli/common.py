@@ -30,8 +30,9 @@ class _Group(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except EOFError as exc:
-            raise CutShortError(f"a file ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): "
-                                "a damaged or truncated file (set CURATE_TRACEBACK=1 to see which read it)") from exc
+            raise CutShortError(f"input ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): a "
+                                "damaged or truncated file, or a worker process that died (set CURATE_TRACEBACK=1 to "
+                                "see where)") from exc
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -103,8 +103,8 @@ def read_whole_save(directory: Path, read: Callable[[Path], Read]) -> Read:
         except ReadDuringSave as exc:
             mixed = exc
         except (OSError, ScorerError):
-            if attempt + 1 < LOAD_ATTEMPTS and folder_identity(whole_folder(directory)) != before:
-                continue  # replaced, or moved aside and removed, while read: read the new one
+            if attempt + 1 < LOAD_ATTEMPTS and folder_identity(directory) != before:
+                continue  # replaced, moved aside by a save or removed while read (or read aside): read again
             raise
     raise ScorerError(f"{mixed}: {LOAD_ATTEMPTS} reads found the two files of different saves (one copied in from "
                       "another folder by hand?); save the scorer again")

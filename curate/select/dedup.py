@@ -127,7 +127,7 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
                           f"num_perm={num_perm}, threshold={threshold}")
 
     lsh = lsh_index(threshold, num_perm, false_positive_weight)  # the band layout; the index is curate's own
-    index = BandIndex(lsh.hashranges, num_perm)
+    index = BandIndex(lsh.hashranges, num_perm, _minhash_template(num_perm, seed).hashvalues.dtype)
     ordered, values, info = walk_order(ws, rows, sort_by)
     ids = ws.ids
     kept: list[str] = []  # row number in the index -> id

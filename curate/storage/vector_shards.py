@@ -15,6 +15,7 @@ readers need no lock: a shard a merge removes between listing and reading is lis
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -207,6 +208,9 @@ def _fsync(path: Path) -> None:
         raise
     try:
         os.fsync(fd)
+    except OSError as exc:  # some network and FUSE mounts refuse fsync on a folder (EINVAL): its files were synced
+        if not path.is_dir() or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
