@@ -195,7 +195,8 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert ray_ws.ids == ws.ids and len(ws) > 250                         # the pool: same rows, ids, order
     assert ray_ws.manifest["sources"][0]["rejects"] == ws.manifest["sources"][0]["rejects"] > 0
     # asked to stop at a bad record, both engines stop at the same first one, naming its file and line
-    strict = [sys.executable, "-m", "curate.cli", "run", "--on-error", "raise", "--out", str(tmp_path / "strict")]
+    strict = [sys.executable, "-m", "curate.cli", "run", "--budget", "6", "--on-error", "raise",
+              "--out", str(tmp_path / "strict")]
     one = subprocess.run([*strict, str(whole)], capture_output=True, text=True, timeout=600, env=env)
     on_ray = subprocess.run([*strict, str(shards), "--engine", "ray", "--address", address], capture_output=True,
                             text=True, timeout=600, env=env)
