@@ -40,6 +40,21 @@ def _quality_rows(n: int = 24, seed: int = 0):
     return rows, scores
 
 
+def forward_passes(monkeypatch) -> list[int]:
+    """The rows of each forward pass the cross-encoder runs from now on (curate's own predict_net, wrapped)."""
+    import curate.scorers.crossencoder as ce
+
+    scored: list[int] = []
+    predict_net = ce.predict_net
+
+    def counted(net, tok, instructions, *args, **kwargs):
+        scored.append(len(instructions))
+        return predict_net(net, tok, instructions, *args, **kwargs)
+
+    monkeypatch.setattr(ce, "predict_net", counted)
+    return scored
+
+
 def test_cross_encoder_fit_predict_save_load(tiny_base, tmp_path):
     from curate.scorers.finetuned import CrossEncoderScorer
 
@@ -142,7 +157,6 @@ def test_a_killed_scoring_pass_keeps_its_finished_rows_on_a_pool_under_512_rows(
     import subprocess
     import sys
 
-    import curate.scorers.crossencoder as ce
     from curate.scorers.finetuned import CrossEncoderScorer
 
     repo = str(Path(__file__).resolve().parents[1])
@@ -161,16 +175,8 @@ def test_a_killed_scoring_pass_keeps_its_finished_rows_on_a_pool_under_512_rows(
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     assert 0 < done < 300
-    scored: list[int] = []
-    predict_net = ce.predict_net
-
-    def counted(net, tok, instructions, *args, **kwargs):
-        scored.append(len(instructions))
-        return predict_net(net, tok, instructions, *args, **kwargs)
-
-    monkeypatch.setattr(ce, "predict_net", counted)
+    scored = forward_passes(monkeypatch)
     resumed = sc.predict(rows, cache_dir=tmp_path / "ws")
-    monkeypatch.setattr(ce, "predict_net", predict_net)
     assert sum(scored) == 300 - done  # the killed pass's chunk was read back, not scored again
     np.testing.assert_allclose(resumed, sc.predict(rows), atol=1e-5)
     assert not list((tmp_path / "ws" / "scorer_ce").glob("*/.tmp-*"))
@@ -618,7 +624,6 @@ def test_a_prediction_cache_of_the_earlier_layouts_is_moved_into_the_store_and_i
     import hashlib
     import logging
 
-    import curate.scorers.crossencoder as ce
     from curate.scorers.finetuned import CrossEncoderScorer
 
     rows, scores = _quality_rows(520)
@@ -640,14 +645,7 @@ def test_a_prediction_cache_of_the_earlier_layouts_is_moved_into_the_store_and_i
     keys = [hashlib.sha256((r["instruction"] + "\0response\0" + r["response"]).encode()).hexdigest()[:32].encode()
             for r in rows[512:]]
     np.savez(folder / "0123abcd.npz", keys=np.array(keys, dtype="S32"), values=np.full(8, 200.0, dtype=np.float32))
-    scored: list[int] = []
-    predict_net = ce.predict_net
-
-    def counted(net, tok, instructions, *args, **kwargs):
-        scored.append(len(instructions))
-        return predict_net(net, tok, instructions, *args, **kwargs)
-
-    monkeypatch.setattr(ce, "predict_net", counted)
+    scored = forward_passes(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="curate"):
         raw = sc.predict_raw(rows, cache_dir=ws)
     assert scored == []  # every row read from the old files, none scored again
