@@ -103,3 +103,17 @@ def test_bad_mining_settings_are_refused_before_any_fine_tune(tmp_path, kwargs, 
     with pytest.raises(CurateError, match=message):
         ws.select(method="mining", **args)
     assert not (ws.cache_dir / "train").exists()
+
+
+def test_the_default_indicators_read_the_score_a_run_wrote_beside_a_pool_field_of_its_name(tmp_path):
+    """A `curate run` on a pool with its own `quality` field writes its score as quality_score; the mining defaults
+    read columns named exactly `quality`, so the quality indicator was left out without a word."""
+    from curate.session import Workspace
+
+    rows = [{"instruction": f"Task {i}.", "output": "word " * (i + 1), "quality": 9} for i in range(5)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    ws.add_column("quality_score", [float(i) for i in range(5)], {"kind": "scorer", "imitates": "quality"})
+    names, x = indicator_matrix(ws)
+    assert names == ["length", "quality_score"]
+    assert x[:, 1].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # the run's scores, never the pool's 9s

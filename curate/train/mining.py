@@ -98,8 +98,8 @@ def fit_rule(means: np.ndarray, losses: np.ndarray, names: list[str], center: np
 def indicator_matrix(ws, indicators: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(names, [rows, p] float64 with NaN where a row has no value): ``length`` (words of the responses) and
     each other indicator that is a workspace column (all of ``indicators`` must exist when given)."""
-    wanted = list(indicators) if indicators is not None else list(INDICATORS)
-    names = [n for n in wanted if n == "length" or ws.has_column(n)]
+    wanted = list(indicators) if indicators is not None else [_default_indicator(ws, n) for n in INDICATORS]
+    names = [n for n in wanted if n == "length" or (n is not None and ws.has_column(n))]
     if indicators is not None and len(names) != len(wanted):
         raise CurateError(f"no column {sorted(set(wanted) - set(names))[0]!r} in the workspace for Instruction Mining")
     cols = []
@@ -109,6 +109,19 @@ def indicator_matrix(ws, indicators: list[str] | None = None) -> tuple[list[str]
         else:
             cols.append([math.nan if v is None else float(v) for v in ws.row_values(name)])
     return names, np.array(cols, np.float64).T.reshape(len(ws.ids), len(names))
+
+
+def _default_indicator(ws, name: str) -> str | None:
+    """The column a default indicator reads: for a DEITA score, the derived column a step wrote for it (a `curate run`
+    workspace's ``quality_score``, :func:`curate.storage.roles.role_column`), None when there is none; else the name."""
+    from curate.storage.roles import ROLES, NoRoleColumn, role_column
+
+    if name not in ROLES:
+        return name
+    try:
+        return role_column(ws, name, "indicators=[...] in Python")
+    except NoRoleColumn:  # not scored: the default leaves the indicator out, as before
+        return None
 
 
 def _subset_config(epochs: int, seed: int, train: dict[str, Any] | None) -> TrainConfig:
