@@ -84,7 +84,7 @@ class Selection:
         reasons = None if reasons is None else list(reasons)
         if reasons is not None and (unknown := [r for r in reasons if r not in set(Reason)]):
             raise OptionError(f"unknown reason {unknown[0]!r}: one of {', '.join(r.value for r in Reason)}")
-        table = self.table.sort_by("rank")
+        table = self.table
         if ids is not None:
             ids = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(list(ids), pa.string())
             table = table.filter(pc.is_in(table["id"], value_set=ids))
@@ -92,6 +92,10 @@ class Selection:
             table = table.filter(pc.equal(table["decision"], str(decision)))
         if reasons is not None:
             table = table.filter(pc.is_in(table["reason"], value_set=pa.array([str(r) for r in reasons], pa.string())))
+        # rank order (stable, unranked rows last in file order); with a limit only its rows are gathered, so a
+        # notebook view of a 1M-row selection does not copy every column in sorted order
+        order = pc.sort_indices(table["rank"])
+        table = table.take(order if limit is None or first_of_each else order[:limit])
         if first_of_each:
             firsts: dict[tuple[str, str], int] = {}
             for i, pair in enumerate(zip(table["decision"].to_pylist(), table["reason"].to_pylist(), strict=True)):
