@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -343,6 +344,33 @@ def test_export_to_a_pipe_or_a_link_to_one_without_a_suffix_writes_json_lines_th
         r = curate_cli("export", small_ws.path, "--out", "/dev/stdout")
         assert r.returncode == 0 and [json.loads(line)["id"] for line in r.stdout.splitlines()] == small_ws.ids
         assert r.stderr.strip() == "wrote 5 rows to /dev/stdout (JSON Lines, written through)", r.stderr
+
+
+def test_report_to_a_pipe_a_link_or_a_private_file_keeps_what_is_there(tmp_path, small_ws):
+    """The report was renamed over its --out: a pipe (or /dev/null, /dev/full, as root) became a regular file, a link
+    was replaced by a file and its target left old, a 0600 file became 0644. It goes through a pipe, into a link's
+    target, and over a file with that file's permissions, as an export does."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # a pipe renamed over: never read
+    reader.start()
+    try:
+        r = curate_cli("report", small_ws.path, "--out", fifo)
+    finally:
+        if reader.is_alive():  # the report never opened the pipe: the reader must not wait forever
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=60)
+    assert r.returncode == 0 and " ".join(r.stdout.split()) == f"wrote {fifo} (written through)", r.stdout + r.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and got[0].startswith(b"<!DOCTYPE html>"), got[0][:40]
+    target, link = tmp_path / "target.html", tmp_path / "report.html"
+    target.write_text("old")
+    target.chmod(0o600)
+    link.symlink_to(target.name)
+    small_ws.report(link)
+    assert link.is_symlink() and target.read_text().startswith("<!DOCTYPE html>")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "pool.jsonl", "report.html", "target.html", "ws"]
 
 
 _CTRL_C_IN_PARQUET = """

@@ -89,4 +89,5 @@ def report(
 
     with writing(out):  # a full disk names the file
         path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
-    console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
+    size = f"{path.stat().st_size / 1024:,.0f} KiB" if path.is_file() else "written through"  # a pipe, a device
+    console.print(f"wrote {path} ({size})")

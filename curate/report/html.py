@@ -17,8 +17,7 @@ from curate.report.sections import failures_section, judges_section, pool_sectio
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
-from curate.storage.export import check_outside_workspace
-from curate.storage.files import atomic_write_bytes, remove_stale_leftovers
+from curate.storage.export import check_outside_workspace, write_output_file
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -103,6 +102,4 @@ def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | 
         raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
                              f"{out / REPORT.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_leftovers(out)
-    atomic_write_bytes(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
-    return out
+    return write_output_file(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))

@@ -16,6 +16,7 @@ from curate.pools import FORMATS, RESERVED
 from curate.storage.columns import column_names
 from curate.storage.files import (
     arrow_schema,
+    atomic_write_bytes,
     prepare_output,
     quiet_datasets,
     remove,
@@ -355,3 +356,18 @@ def write_parquet(ds, out: Path, rows_per_group: int = 10_000) -> None:
     with pq.ParquetWriter(str(out), schema) as writer:
         for batch in ds.with_format("arrow").iter(batch_size=rows_per_group):
             writer.write_table(batch.cast(schema) if batch.schema != schema else batch)
+
+
+def write_output_file(out: Path, data: bytes) -> Path:
+    """``data`` as the user-named file ``out`` (a report): written through a pipe or a device, or a link to one
+    (renamed over, /dev/null would become a regular file for every user of the machine); into a link's target, the
+    link kept; otherwise to a temporary file renamed into place, keeping the permissions of the file it replaces."""
+    if out.exists() and not out.is_file() and not out.is_dir():
+        with writing(out), open(out, "wb") as fh:
+            fh.write(data)
+        return out
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    remove_stale_leftovers(target)
+    mode = target.stat().st_mode if target.is_file() else None
+    atomic_write_bytes(target, data, mode=mode)
+    return out
