@@ -322,6 +322,42 @@ def test_run_fails_only_the_turn_without_a_response_and_moves_the_progress_bar(t
     assert bar.n == len(rows) and out.stats == {"turns_scored": 2, "texts_encoded": 1, "texts_from_embedding_cache": 0}
 
 
+class _BarMeetingAnother:
+    """A progress bar whose first update waits for the other thread's: both runs have counted their cache use
+    before either returns."""
+
+    def __init__(self, barrier) -> None:
+        self.barrier, self.met = barrier, False
+
+    def update(self, k: int = 1) -> None:
+        if not self.met:
+            self.met = True
+            self.barrier.wait()
+
+
+def test_one_scorer_run_in_two_threads_at_once_reports_each_runs_own_cache_use(tmp_path):
+    import threading
+
+    questions = ["Explain why the sky is blue.", "Plan a week of meals for a family of four.", "Prove that 2 is prime."]
+    chats = [[{"role": "user", "content": q}, {"role": "assistant", "content": f"{GOOD_ANSWER} ({i})"}]
+             for i, q in enumerate(questions)]
+    rows = [RowInput(str(i), chat, turns(chat)) for i, chat in enumerate(chats)]
+    scorer = load_default("quality")  # the ridge kind: it encodes each instruction
+    scorer.run(rows, StepContext(_Bar(), tmp_path / "warm", tmp_path))  # the 'warm' cache holds every text now
+    barrier, stats = threading.Barrier(2, timeout=120), {}
+
+    def run(cache: str) -> None:
+        stats[cache] = scorer.run(rows, StepContext(_BarMeetingAnother(barrier), tmp_path / cache, tmp_path)).stats
+
+    threads = [threading.Thread(target=run, args=(cache,)) for cache in ("warm", "cold")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stats["warm"] == {"turns_scored": 3, "texts_encoded": 0, "texts_from_embedding_cache": 3}
+    assert stats["cold"] == {"turns_scored": 3, "texts_encoded": 3, "texts_from_embedding_cache": 0}
+
+
 def test_distil_spends_fewer_labels_and_agrees_with_oracle(tmp_path):
     ws = _workspace(tmp_path)
     calls: list[list[str]] = []

@@ -26,7 +26,7 @@ from curate.hardware import quiet_loading
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import SAVE_ID, read_tensors, save_scorer_folder
-from curate.storage.step import StepContext
+from curate.storage.step import StepContext, add_counts
 
 KIND = "cross-encoder"
 log = logging.getLogger("curate")
@@ -144,9 +144,10 @@ class CrossEncoderScorer(Scorer):
         texts = input_texts(rows, self.reads)
         return texts["instruction"], texts.get("response")
 
-    def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
-        """Raw network scores (before calibration); under ``cache_dir`` kept per row as each chunk ends, so a
-        killed pass keeps what it finished (:mod:`curate.scorers.prediction_cache`)."""
+    def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None,
+                    cache_use: dict[str, int] | None = None) -> np.ndarray:
+        """Raw network scores (before calibration); under ``cache_dir`` kept per row as each chunk ends, so a killed
+        pass keeps what it finished (:mod:`curate.scorers.prediction_cache`); ``cache_use``: see :meth:`Scorer.embed`."""
         ins, res = self._texts(rows)
         if not ins:
             return np.zeros(0, dtype=np.float32)
@@ -167,7 +168,7 @@ class CrossEncoderScorer(Scorer):
         raw = prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
                                               prediction_cache.cache_folder(cache_dir, self.fingerprint()),
                                               first_rows=self.batch_size, on_rows=on_rows)
-        self.count_cache_use(turns_from_prediction_cache=len(ins) - computed[0], turns_predicted=computed[0])
+        add_counts(cache_use, turns_from_prediction_cache=len(ins) - computed[0], turns_predicted=computed[0])
         return raw
 
     def run_cache_dir(self, ctx: StepContext) -> Path | None:
@@ -180,13 +181,13 @@ class CrossEncoderScorer(Scorer):
             raise ScorerError("this cross-encoder scorer has no calibration map; fit() or load() it first")
         return readermap.apply_map(raw, self.weights["calibration.x"], self.weights["calibration.y"])
 
-    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
-        rows = list(rows)
-        if not rows:
+    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None,
+                cache_use: dict[str, int] | None = None) -> np.ndarray:
+        if not (rows := list(rows)):
             return np.zeros(0)
         if not self.weights:
             raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
-        return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows))
+        return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows, cache_use=cache_use))
 
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = 3e-4,

@@ -45,7 +45,7 @@ from curate.scorers.features import (
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
 from curate.storage.columns import column_names
-from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, add_counts, turns_replied_by
 
 KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
@@ -120,10 +120,11 @@ class Scorer:
 
     # -- features -----------------------------------------------------------------------------------
     def embed(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None,
-              on_rows=None) -> dict[str, np.ndarray]:
+              on_rows=None, cache_use: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """MiniLM embeddings of each input's texts plus the cheap measurements (reuse it across folds). With
         ``cache_dir`` (a workspace's), texts embedded before by any step are not encoded again. ``on_rows(k)``:
-        progress, called as the statistics of ``k`` more rows are done."""
+        progress, called as the statistics of ``k`` more rows are done. ``cache_use``: the caller's counts of this
+        call's cache hits and encodings (:func:`~curate.storage.step.add_counts`)."""
         from curate.embed import encode, encode_cached
 
         texts = input_texts(rows, self.reads)
@@ -135,7 +136,8 @@ class Scorer:
             for name in self.embed_inputs:  # counted: a re-run after a kill reads what the killed one encoded
                 vectors[name], encoded, _ = encode_cached(texts[name], cache_dir, model=self.embed_model,
                                                           batch_size=self.batch_size, progress=len(texts[name]) > 2000)
-                self.count_cache_use(texts_from_embedding_cache=len(set(texts[name])) - encoded, texts_encoded=encoded)
+                add_counts(cache_use, texts_from_embedding_cache=len(set(texts[name])) - encoded,
+                                texts_encoded=encoded)
         measured = self.measure(texts, vectors, on_rows=on_rows)
         if self.columns:
             measured["_columns"] = column_values(rows, self.columns)
@@ -208,13 +210,15 @@ class Scorer:
                               "label_mean": float(np.mean(scores)), "label_std": float(np.std(scores))})
         return self
 
-    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None) -> np.ndarray:
+    def predict(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None,
+                cache_use: dict[str, int] | None = None) -> np.ndarray:
         """Scores for rows, one per row (each one turn; see :func:`features.to_turn`), on ``output_range``
-        when set, else the judge's scale; see :meth:`embed` for ``cache_dir`` and ``on_rows``."""
+        when set, else the judge's scale; see :meth:`embed` for ``cache_dir``, ``on_rows`` and ``cache_use``."""
         rows = list(rows)
         if not rows:
             return np.zeros(0)
-        return self.predict_features(self.featurize(self.embed(rows, cache_dir=cache_dir, on_rows=on_rows)))
+        embedded = self.embed(rows, cache_dir=cache_dir, on_rows=on_rows, cache_use=cache_use)
+        return self.predict_features(self.featurize(embedded))
 
     # -- the Step -----------------------------------------------------------------------------------
     def named(self, column: str) -> Scorer:
@@ -302,9 +306,10 @@ class Scorer:
                         where.append((i, t))
             failures.append(fails)
         progress = RowProgress([i for i, _ in where], len(rows), ctx.progress)
-        self.cache_use: dict[str, int] = {}
+        cache_use: dict[str, int] = {}  # this call's own counts: one scorer may run in several threads at once
         # One predict call: every text goes through the workspace's embedding cache in one pass.
-        preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count) if todo else []
+        preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count,
+                             cache_use=cache_use) if todo else []
         for (i, t), value in zip(where, preds, strict=True):
             if math.isfinite(value):
                 values[i][t] = float(value)
@@ -312,12 +317,7 @@ class Scorer:
                 failures[i].append(Failure(FailureCode.MODEL_ERROR, f"scorer {self.column!r} computed {value} for this "
                                            f"turn, not a score", turn=t + 1))
         progress.finish()
-        return StepOutput(values, failures, stats={"turns_scored": len(todo), **self.cache_use})
-
-    def count_cache_use(self, **counts: int) -> None:
-        """Count what this run's pass took from the workspace's caches, and computed (in its run's stats)."""
-        use = self.__dict__.setdefault("cache_use", {})
-        use.update({key: use.get(key, 0) + int(n) for key, n in counts.items()})
+        return StepOutput(values, failures, stats={"turns_scored": len(todo), **cache_use})
 
     # -- persistence --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

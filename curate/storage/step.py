@@ -78,6 +78,14 @@ class StepOutput:
     on_stored: list[Callable[[], None]] = field(default_factory=list)
 
 
+def add_counts(tally: dict[str, int] | None, **counts: int) -> None:
+    """Add ``counts`` to one call's ``tally`` (e.g. what it took from the workspace's caches and what it computed: a
+    run's ``stats``); the caller owns the tally (None: not counted), so calls of one step in several threads at once
+    each keep their own."""
+    if tally is not None:
+        tally.update({key: tally.get(key, 0) + int(n) for key, n in counts.items()})
+
+
 class Progress(Protocol):
     def update(self, n: int = 1) -> Any: ...
 
