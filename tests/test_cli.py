@@ -248,6 +248,32 @@ def test_an_option_the_chosen_backend_does_not_read_is_refused_by_name(tmp_path)
     assert r.returncode == 1 and "--timeout: not read by --backend vllm" in r.stderr, r.stderr
 
 
+def test_a_backend_option_given_with_exactly_its_default_value_is_refused_too(tmp_path):
+    """The checks compared each option with its default, so --concurrency 16 (the default) with --backend vllm, or
+    --timeout 60 with --scorer, was dropped without a word; an option left out is None now, one given is refused
+    whatever its value, and one left out still runs with its curate.defaults value."""
+    import pytest
+
+    from curate.cli.common import _judge_backend
+    from curate.defaults import BACKEND, BATCH, JUDGE
+    from curate.errors import OptionError
+
+    cases = [("vllm", {"concurrency": BACKEND.concurrency, "timeout": BACKEND.timeout_s},
+              "--concurrency, --timeout: not read by --backend vllm"),
+             ("openai-batch", {"max_retries": BACKEND.max_retries}, "--max-retries: not read by --backend openai-batch"),
+             ("local", {"api_key_env": BACKEND.api_key_env}, "--api-key-env: not read by --backend local"),
+             ("vllm", {"poll_s": BATCH.poll_s}, "--poll-interval: the wait between polls of --backend openai-batch")]
+    for backend, options, said in cases:
+        with pytest.raises(OptionError, match=said):
+            _judge_backend(backend, None, "m" if backend != "local" else None, workspace=tmp_path, **options)
+    r = curate_cli("run", "sample", "--out", tmp_path / "r", "--backend", "vllm", "--concurrency",
+                   BACKEND.concurrency, "--dry-run")
+    assert r.returncode == 1 and "--concurrency: not read by --backend vllm" in r.stderr, r.stderr
+    r = curate_cli("score", tmp_path / "ws", "--scorer", "default", "--timeout", BACKEND.timeout_s,
+                   "--min-digit-mass", JUDGE.min_digit_mass)
+    assert r.returncode == 2 and "--timeout, --min-digit-mass: options of an LLM judge" in " ".join(r.stderr.split())
+
+
 def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):
     path = write_jsonl(tmp_path / "allbad.jsonl", ["{not json", json.dumps({"no": "fields"})])
     r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3")

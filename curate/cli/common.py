@@ -113,6 +113,13 @@ def option(defaults: Any, field: str, help: str, *flags: str) -> Any:
     return typer.Option(getattr(defaults, field), *(flags or (f"--{field.replace('_', '-')}",)), help=help)
 
 
+def given_option(defaults: Any, field: str, help: str, *flags: str) -> Any:
+    """As :func:`option`, but None when left out (its help still shows ``defaults.<field>``): for an option that is
+    refused where it would not be read, so that one given with exactly its default value is refused too."""
+    return typer.Option(None, *(flags or (f"--{field.replace('_', '-')}",)), help=help,
+                        show_default=str(getattr(defaults, field)))
+
+
 # The LLM backend options shared by score, evol, tag and run (one definition each; see _judge_backend).
 
 
@@ -155,7 +162,7 @@ def mapping_arg(text: str | None) -> dict[str, str] | None:
 
 
 def _poll_opt():
-    return option(BATCH, "poll_s", "openai-batch: first wait between status polls in seconds (backs off x1.5).",
+    return given_option(BATCH, "poll_s", "openai-batch: first wait between status polls in seconds (backs off x1.5).",
                   "--poll-interval")
 
 
@@ -174,19 +181,19 @@ def _model_opt():
 
 
 def _concurrency_opt():
-    return option(BACKEND, "concurrency", "Requests in flight at once.")
+    return given_option(BACKEND, "concurrency", "Requests in flight at once.")
 
 
 def _timeout_opt():
-    return option(BACKEND, "timeout_s", "Per-request timeout in seconds.", "--timeout")
+    return given_option(BACKEND, "timeout_s", "Per-request timeout in seconds.", "--timeout")
 
 
 def _max_retries_opt():
-    return option(BACKEND, "max_retries", "Retries on 429/5xx/timeouts/bad bodies.")
+    return given_option(BACKEND, "max_retries", "Retries on 429/5xx/timeouts/bad bodies.")
 
 
 def _min_digit_mass_opt():
-    return option(JUDGE, "min_digit_mass", "Digit probability mass a score needs (all digits listed or not): below "
+    return given_option(JUDGE, "min_digit_mass", "Digit probability mass a score needs (all digits listed or not): below "
                   "it the row fails low_digit_mass.")
 
 
@@ -212,7 +219,7 @@ def _max_cost_opt():
 
 
 def _api_key_env_opt():
-    return option(BACKEND, "api_key_env", "Environment variable holding the API key.")
+    return given_option(BACKEND, "api_key_env", "Environment variable holding the API key.")
 
 
 # Selection and embedding options shared by run, select and embed.
@@ -250,30 +257,35 @@ BACKEND_OPTIONS: dict[str, tuple[frozenset[str], str]] = {
 
 
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
-                   concurrency: int = BACKEND.concurrency, api_key_env: str = BACKEND.api_key_env,
+                   concurrency: int | None = None, api_key_env: str | None = None,
                    rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
-                   timeout: float = BACKEND.timeout_s, max_retries: int = BACKEND.max_retries,
-                   rps: float | None = None, workspace: Any = None, poll_s: float = BATCH.poll_s):
+                   timeout: float | None = None, max_retries: int | None = None,
+                   rps: float | None = None, workspace: Any = None, poll_s: float | None = None):
     """A context manager yielding an LLM backend from CLI options: openai with --base-url, vllm (in-process),
     local (SmolLM2 on an embedded vLLM server, stopped on exit), openai-batch (remembers its batches in
-    ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner)."""
+    ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner). An option left out is None
+    (then its :mod:`curate.defaults` value): one given that the backend never reads is refused, whatever its value."""
     kind = backend or ("openai" if base_url else "local")
-    if poll_s != BATCH.poll_s and kind != "openai-batch":  # polled by the batch backend alone: ignored in silence
+    if poll_s is not None and kind != "openai-batch":  # polled by the batch backend alone: ignored in silence
         raise OptionError(f"--poll-interval: the wait between polls of --backend openai-batch, not of {kind}")
     if kind == "local":  # SmolLM2 on an embedded server: options that name or limit another model are not read
         ignored = [flag for flag, value in (("--model", model), ("--rpm", rpm), ("--tpm", tpm)) if value is not None]
         if ignored:
             raise OptionError(f"{' and '.join(ignored)}: options of a judge server (--base-url URL, or --backend vllm "
                               f"for --model); without one the local backend runs SmolLM2-135M-Instruct")
-    given = [flag for flag, set_ in (
-        ("--base-url", base_url is not None), ("--model", model is not None), ("--rps", rps is not None),
-        ("--rpm", rpm is not None), ("--tpm", tpm is not None), ("--max-cost", max_cost is not None),
-        ("--concurrency", concurrency != BACKEND.concurrency), ("--timeout", timeout != BACKEND.timeout_s),
-        ("--max-retries", max_retries != BACKEND.max_retries), ("--api-key-env", api_key_env != BACKEND.api_key_env))
-        if set_ and kind in BACKEND_OPTIONS and flag not in BACKEND_OPTIONS[kind][0]]
+    given = [flag for flag, value in (
+        ("--base-url", base_url), ("--model", model), ("--rps", rps), ("--rpm", rpm), ("--tpm", tpm),
+        ("--max-cost", max_cost), ("--concurrency", concurrency), ("--timeout", timeout),
+        ("--max-retries", max_retries), ("--api-key-env", api_key_env))
+        if value is not None and kind in BACKEND_OPTIONS and flag not in BACKEND_OPTIONS[kind][0]]
     if given:  # an option the backend never reads would be dropped in silence
         raise OptionError(f"{', '.join(given)}: not read by --backend {kind} ({BACKEND_OPTIONS[kind][1]}); leave "
                           f"{'it' if len(given) == 1 else 'them'} out")
+    concurrency = BACKEND.concurrency if concurrency is None else concurrency
+    api_key_env = BACKEND.api_key_env if api_key_env is None else api_key_env
+    timeout = BACKEND.timeout_s if timeout is None else timeout
+    max_retries = BACKEND.max_retries if max_retries is None else max_retries
+    poll_s = BATCH.poll_s if poll_s is None else poll_s
 
     @contextlib.contextmanager
     def opened():

@@ -19,19 +19,20 @@ from curate.cli.common import (
     _dry_run_opt,
     _judge_backend,
     _max_cost_opt,
+    _max_retries_opt,
     _min_digit_mass_opt,
     _model_opt,
     _poll_opt,
     _retry_failed_opt,
     _rpm_opt,
     _rps_opt,
+    _timeout_opt,
     _tpm_opt,
     app,
     console,
     requests_answered_text,
 )
 from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
-from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 
 
@@ -45,16 +46,16 @@ def score(
     base_url: str | None = _base_url_opt(),
     model: str | None = _model_opt(),
     backend: str | None = _backend_opt(),
-    concurrency: int = _concurrency_opt(),
+    concurrency: int | None = _concurrency_opt(),
     rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
     max_cost: float | None = _max_cost_opt(),
-    api_key_env: str = _api_key_env_opt(),
-    timeout: float = typer.Option(BACKEND.timeout_s, help="Per-request timeout in seconds."),
-    max_retries: int = typer.Option(BACKEND.max_retries, "--max-retries", help="Retries on 429/5xx/timeouts/bad bodies."),
+    api_key_env: str | None = _api_key_env_opt(),
+    timeout: float | None = _timeout_opt(),
+    max_retries: int | None = _max_retries_opt(),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
-    min_digit_mass: float = _min_digit_mass_opt(),
+    min_digit_mass: float | None = _min_digit_mass_opt(),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
     response_column: str | None = typer.Option(None, "--response-column", help="Judge the replies in this derived "
                                                "column (a model's own answers from --judge answer) instead of the "
@@ -62,7 +63,7 @@ def score(
                                                "(with --scorer default: the quality scorer only)."),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows of the pool."),
     retry_failed: bool = _retry_failed_opt(),
-    poll_interval: float = _poll_opt(),
+    poll_interval: float | None = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
 ) -> None:
     """Score rows with an LLM judge or a trained scorer (--scorer); writes <column>, <column>_failure and provenance.
@@ -78,9 +79,9 @@ def score(
     llm_only = [flag for flag, given in (
         ("--base-url", base_url is not None), ("--model", model is not None), ("--backend", backend is not None),
         ("--max-cost", max_cost is not None), ("--rps", rps is not None), ("--rpm", rpm is not None),
-        ("--tpm", tpm is not None), ("--prompt-dir", bool(prompt_dir)), ("--concurrency", concurrency != BACKEND.concurrency),
-        ("--timeout", timeout != BACKEND.timeout_s), ("--max-retries", max_retries != BACKEND.max_retries),
-        ("--min-digit-mass", min_digit_mass != JUDGE.min_digit_mass)) if given]
+        ("--tpm", tpm is not None), ("--prompt-dir", bool(prompt_dir)), ("--concurrency", concurrency is not None),
+        ("--timeout", timeout is not None), ("--max-retries", max_retries is not None),
+        ("--min-digit-mass", min_digit_mass is not None)) if given]
     if scorer is not None and llm_only:  # a trained scorer asks no LLM: they were ignored in silence
         raise typer.BadParameter(f"{', '.join(llm_only)}: options of an LLM judge (--judge); a trained scorer "
                                  "(--scorer) runs offline")

@@ -33,7 +33,7 @@ from curate.cli.common import (
     sample_path,
     turn_keys_line,
 )
-from curate.defaults import BACKEND, BATCH, DECONTAMINATE, DEITA, HEURISTICS, MINHASH
+from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
 
 
 @app.command()
@@ -50,15 +50,15 @@ def run(
     model: str | None = typer.Option(None, "--model", "-m", help="Judge model name (openai) or folder (vllm)."),
     tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend)."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
-    concurrency: int = _concurrency_opt(),
+    concurrency: int | None = _concurrency_opt(),
     rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
-    timeout: float = _timeout_opt(),
-    max_retries: int = _max_retries_opt(),
-    api_key_env: str = _api_key_env_opt(),
+    timeout: float | None = _timeout_opt(),
+    max_retries: int | None = _max_retries_opt(),
+    api_key_env: str | None = _api_key_env_opt(),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
-    poll_interval: float = _poll_opt(),
+    poll_interval: float | None = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
     engine: str = typer.Option("single", "--engine", help="single (this process) | ray (read, dedup, embed and "
                                "score on Ray Data; needs curate\\[ray])."),
@@ -120,12 +120,10 @@ def run(
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:
         raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
-    judge_only = [flag for flag, value in (("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm),
-                                           ("--tpm", tpm)) if value is not None]
-    judge_only += [flag for flag, changed in (
-        ("--concurrency", concurrency != BACKEND.concurrency), ("--timeout", timeout != BACKEND.timeout_s),
-        ("--max-retries", max_retries != BACKEND.max_retries), ("--poll-interval", poll_interval != BATCH.poll_s),
-        ("--api-key-env", api_key_env != BACKEND.api_key_env)) if changed]
+    judge_only = [flag for flag, value in (
+        ("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm), ("--tpm", tpm),
+        ("--concurrency", concurrency), ("--timeout", timeout), ("--max-retries", max_retries),
+        ("--poll-interval", poll_interval), ("--api-key-env", api_key_env)) if value is not None]
     if judge_only and not use_llm:  # else the shipped scorers run and the judge the user named is never asked
         raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
                                  "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "

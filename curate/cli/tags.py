@@ -37,17 +37,17 @@ def tag_cmd(
     base_url: str | None = _base_url_opt(),
     model: str | None = _model_opt(),
     prompt: str = typer.Option(TAG.prompt, help=f"Prompt name or path (default prompts/{TAG.prompt}.md)."),
-    concurrency: int = _concurrency_opt(),
+    concurrency: int | None = _concurrency_opt(),
     rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
     tpm: int | None = _tpm_opt(),
     max_cost: float | None = _max_cost_opt(),
-    api_key_env: str = _api_key_env_opt(),
-    timeout: float = _timeout_opt(),
-    max_retries: int = _max_retries_opt(),
+    api_key_env: str | None = _api_key_env_opt(),
+    timeout: float | None = _timeout_opt(),
+    max_retries: int | None = _max_retries_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
     retry_failed: bool = _retry_failed_opt(),
-    poll_interval: float = _poll_opt(),
+    poll_interval: float | None = _poll_opt(),
 ) -> None:
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached.
 
