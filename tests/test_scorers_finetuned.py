@@ -654,3 +654,32 @@ def test_a_prediction_cache_of_the_earlier_layouts_is_moved_into_the_store_and_i
     assert "removed 1 file(s)" in caplog.text and "520 rows of this pass were read" in caplog.text
     np.testing.assert_array_equal(sc.predict_raw(rows, cache_dir=ws), raw)  # from the store now
     assert scored == []
+
+
+def test_the_earlier_layouts_are_looked_for_once_per_store_and_process_not_on_every_cached_pass(tmp_path,
+                                                                                                   monkeypatch):
+    """Every cached pass of a fine-tuned scorer globbed its store's folder for files of the earlier layouts, which no
+    curate writes any more: a store is now looked at once per process (a per-row file there is still moved in), and
+    another scorer's store in the same workspace is still looked at."""
+    import curate.scorers.prediction_cache as cache
+    from curate.storage.vector_shards import KEY_DTYPE, VectorStore
+
+    def old_per_row_file(fingerprint: str, keys: list[bytes], value: float) -> Path:
+        folder = cache.cache_folder(tmp_path, fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "0123abcd.npz", keys=np.array(keys, dtype="S32"), values=np.full(len(keys), value, "f4"))
+        return folder
+
+    keys = cache.row_keys(["q1", "q2"], ["a1", "a2"])
+    first = old_per_row_file("sha256:first", keys, 7.0)
+    assert cache.move_legacy(tmp_path, "sha256:first", ["q1", "q2"], ["a1", "a2"]).rows_moved == 2
+    values, found = VectorStore(first).get(np.asarray(keys, dtype=KEY_DTYPE))
+    assert found.all() and values[:, 0].tolist() == [7.0, 7.0] and not list(first.glob("*.npz"))
+    globbed: list[Path] = []
+    glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: globbed.append(self) or glob(self, pattern))
+    assert cache.move_legacy(tmp_path, "sha256:first", ["q1", "q2"], ["a1", "a2"]).rows_moved == 0
+    assert globbed == []  # the second pass over that store looked at no folder
+    second = old_per_row_file("sha256:second", keys, 9.0)
+    assert cache.move_legacy(tmp_path, "sha256:second", ["q1", "q2"], ["a1", "a2"]).rows_moved == 2
+    assert second in globbed and not list(second.glob("*.npz"))

@@ -8,7 +8,8 @@ under 512 rows. Rows are found by their texts' hash, not their position: a re-ru
 Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/``, a :class:`~curate.storage.vector_shards.VectorStore` of
 one-value vectors (the embedding cache's store: shards written whole, merged by size, read without a lock).
 
-Earlier layouts are moved in by the first pass that finds them (:func:`move_legacy`): ``scorer_ce/<hash>.npy``, one
+Earlier layouts are moved in by the first pass over each store in a process (:func:`move_legacy`; no version writes
+them any more, so later passes need not look again): ``scorer_ce/<hash>.npy``, one
 file of raw values per whole 512-row chunk, named by the hash of the scorer's fingerprint and the chunk's texts (before
 per-row keys), and ``scorer_ce/<scorer fingerprint>/<uuid>.npz`` (``keys`` and ``values``, before the shard store).
 """
@@ -31,6 +32,7 @@ CHUNK_SECONDS = 5.0    # a chunk grows while each takes under this: a kill loses
 MAX_CHUNK_ROWS = 4096  # and stays under this many rows (fewer, larger shards for a large pool)
 KEY_CHARS = 32         # hex characters of a row key (128 bits of SHA-256)
 LEGACY_CHUNK = 512     # rows per file of the layout before per-row keys
+_MOVED_IN: set[Path] = set()  # the stores this process has moved the earlier layouts into (or found none for)
 
 
 def cache_folder(cache_dir: str | os.PathLike, fingerprint: str) -> Path:
@@ -113,10 +115,20 @@ def move_legacy(cache_dir: str | os.PathLike, fingerprint: str, instructions: Se
 
     A chunk file is named by the texts of a whole chunk, so only a pass over the rows that wrote it, in the same
     order, can read it: those ``instructions`` / ``responses`` find theirs, and the chunk files no pass of this
-    scorer matched are removed (another scorer's too: a file cannot say whose it is, and would stay for good)."""
+    scorer matched are removed (another scorer's too: a file cannot say whose it is, and would stay for good).
+    Once per store and process: a store moved into before is not looked at again (each cached pass globbed it)."""
+    folder = cache_folder(cache_dir, fingerprint)
+    if folder.absolute() in _MOVED_IN:
+        return LegacyMove()
+    moved = _move_legacy(cache_dir, fingerprint, folder, instructions, responses)
+    _MOVED_IN.add(folder.absolute())  # not on an error: the next pass tries again
+    return moved
+
+
+def _move_legacy(cache_dir: str | os.PathLike, fingerprint: str, folder: Path, instructions: Sequence[str],
+                 responses: Sequence[str] | None) -> LegacyMove:
     moved = LegacyMove()
     root = Path(cache_dir) / "scorer_ce"
-    folder = cache_folder(cache_dir, fingerprint)
     per_row = sorted(folder.glob("*.npz")) + sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
     chunks = sorted(root.glob("*.npy")) if root.is_dir() else []
     if not per_row and not chunks:
