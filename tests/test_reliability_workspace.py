@@ -1079,3 +1079,24 @@ def test_a_file_managers_copy_of_a_column_is_left_out_with_a_warning_naming_it(s
     with caplog.at_level("WARNING", logger="curate"):
         assert list(Workspace.open(small_ws.path).columns) == ["quality"]
     assert "quality (1).arrow; rename or remove them" in caplog.text
+
+
+def test_each_file_managers_copy_is_warned_of_once_when_first_met_not_again_with_the_next(small_ws, caplog):
+    """The warning was keyed by the whole set of odd names in a folder: a copy made later in a notebook session named
+    the first one again, and removing one named the others again; each file is now named once, when first met."""
+    small_ws.add_column("quality", [1.0] * 5, {"kind": "test"})
+    columns = small_ws.path / "columns"
+
+    def named_in_warnings() -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="curate"):
+            assert list(Workspace.open(small_ws.path).columns) == ["quality"]
+        return [r.getMessage().split(": ")[-1].removesuffix("; rename or remove them") for r in caplog.records]
+
+    (columns / "quality (1).arrow").write_bytes((columns / "quality.arrow").read_bytes())
+    assert named_in_warnings() == ["quality (1).arrow"]
+    assert named_in_warnings() == []  # not on every read
+    (columns / "quality (2).arrow").write_bytes((columns / "quality.arrow").read_bytes())
+    assert named_in_warnings() == ["quality (2).arrow"]  # the new copy alone
+    (columns / "quality (1).arrow").unlink()
+    assert named_in_warnings() == []

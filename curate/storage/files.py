@@ -290,22 +290,23 @@ def is_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
 
 
-_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # the odd files named_files has warned of
+_WARNED: set[Path] = set()  # the odd files named_files has warned of (each once a process)
 
 
 def named_files(folder: Path, suffix: str) -> list[Path]:
     """The files ``<name><suffix>`` of ``folder`` whose name is one a workspace gives (:func:`is_name`), sorted; the
-    others (``quality (1).arrow``, a file manager's copy) are left out with one warning (logger ``curate``) naming
-    them: listed, they locked info, export and the report out ("no column 'quality (1)'")."""
+    others (``quality (1).arrow``, a file manager's copy) are left out with a warning (logger ``curate``) naming
+    them: listed, they locked info, export and the report out ("no column 'quality (1)'"). Each such file is named
+    once a process, when first met: not on every read, and a copy made later in the session is named in its turn."""
     import logging
 
     files = sorted(p for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
     odd = [p for p in files if not is_name(p.name[:-len(suffix)])]
-    if odd and (key := (str(folder), tuple(p.name for p in odd))) not in _WARNED:  # once a process, not per read
-        _WARNED.add(key)
+    if new := [p for p in odd if p.absolute() not in _WARNED]:
+        _WARNED.update(p.absolute() for p in new)
         logging.getLogger("curate").warning(
             "%s: left out, not named as curate names its files (letters, digits, '_', '-', '.'): %s; rename or remove "
-            "them", folder, ", ".join(p.name for p in odd))
+            "them", folder, ", ".join(p.name for p in new))
     return [p for p in files if p not in odd]
 
 
