@@ -604,6 +604,35 @@ def test_an_embedding_ids_file_edited_by_hand_is_refused_naming_the_fix(small_ws
     assert str(err.value).startswith(f"{named}: ") and f"run `curate embed {small_ws.path}`" in str(err.value)
 
 
+def test_an_embedding_set_from_before_the_ids_digest_gets_one_on_opening_so_a_later_shuffle_is_noticed(small_ws):
+    """A set written before embeddings/<name>.json kept ids_sha256 had none, so a hand-shuffled ids file paired rows
+    with other rows' vectors unnoticed. Opening the workspace, when it takes the lock at once (as it does to remove a
+    killed writer's files), now gives it one: not while another holds the lock, nor to ids of the wrong length."""
+    import hashlib
+
+    _, ids_file = _embedded(small_ws)
+    meta_path = small_ws.path / "embeddings" / "default.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["ids_sha256"]  # as curate wrote it before the digest
+    meta_path.write_text(json.dumps(meta))
+    ids = json.loads(ids_file.read_text())
+
+    def digest_after_opening() -> str | None:
+        Workspace.open(small_ws.path)
+        return json.loads(meta_path.read_text()).get("ids_sha256")
+
+    with _held_by_another_thread(small_ws.lock):
+        assert digest_after_opening() is None  # a writer is at work: opening neither waits nor writes
+    ids_file.write_text(json.dumps(ids[:-1]))
+    assert digest_after_opening() is None  # not the set's ids: left for its read to name
+    ids_file.write_text(json.dumps(ids))
+    assert digest_after_opening() == hashlib.sha256(ids_file.read_bytes()).hexdigest()
+    ids_file.write_text(json.dumps(ids[::-1]))
+    with pytest.raises(WorkspaceError) as err:
+        Workspace.open(small_ws.path).embeddings("default")
+    assert str(err.value).startswith(f"{ids_file}: changed since the matrix was written"), str(err.value)
+
+
 @contextlib.contextmanager
 def _held_by_another_thread(enter):
     """``with enter() as value`` in another thread, held while the body runs (that thread's lock handles exclude

@@ -98,6 +98,33 @@ def missing_embeddings(ws: Workspace, name: str) -> str:
             f"run `{embed_command(ws, name)}`")
 
 
+def add_missing_ids_digests(ws: Workspace) -> list[str]:
+    """Give each embedding set written before curate kept its ids digest (``ids_sha256``) one, so that an ids file
+    edited by hand from now on is noticed as in a newer set; the names of the sets given one. The caller holds the
+    workspace lock (:func:`~curate.storage.pool.remove_leftovers`, on opening); an ids file that does not read as the
+    set's ids (damaged, the wrong length) is left without, for its read to name."""
+    folder, given = ws.path / "embeddings", []
+    for meta_path in sorted(p for p in folder.glob("*.json") if not p.name.endswith(".ids.json")):
+        try:
+            meta = read_json(meta_path)
+            if not isinstance(meta, dict) or "ids_sha256" in meta or "ids_file" not in meta:
+                continue
+            ids_bytes = _member(folder, meta_path, meta["ids_file"]).read_bytes()
+            ids = json.loads(ids_bytes)
+        except (OSError, ValueError, WorkspaceError):  # unreadable: the set's own read names the file
+            continue
+        shape = meta.get("shape")
+        rows = shape[0] if isinstance(shape, list) and shape else None
+        if isinstance(ids, list) and all(isinstance(i, str) for i in ids) and rows == len(ids):
+            meta["ids_sha256"] = hashlib.sha256(ids_bytes).hexdigest()
+            try:
+                atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+            except OSError:  # a full disk, a read-only folder: the set reads as before, the next opening tries again
+                continue
+            given.append(meta_path.stem)
+    return given
+
+
 def _member(folder: Path, meta_path: Path, name: Any) -> Path:
     """A file an embedding set's metadata names, which must be a file of the embeddings folder: an edited
     ``"file": "../../x"`` was read, and deleted when the set was next written."""

@@ -15,6 +15,7 @@ from typing import Any
 from filelock import Timeout
 
 from curate.errors import WorkspaceError
+from curate.storage.blobs import add_missing_ids_digests
 from curate.storage.files import (
     LOCK_FILE,
     LOCKED_SUBDIRS,
@@ -248,8 +249,9 @@ def append_new_lines(source: Path, target: Path) -> None:
 
 
 def remove_leftovers(ws: Workspace) -> None:
-    """Delete what a killed writer left (``.*.tmp``, ``.pool.old.*``, unreferenced embedding files),
-    only while no process (and not this thread) holds the workspace lock."""
+    """Delete what a killed writer left (``.*.tmp``, ``.pool.old.*``, unreferenced embedding files), and give the
+    embedding sets from before the ids digest one (:func:`~curate.storage.blobs.add_missing_ids_digests`), only while
+    no process (and not this thread) holds the workspace lock."""
     lock = file_lock(ws.path / LOCK_FILE)
     if lock.is_locked:  # this thread is mid-write: its temporary files are live
         return
@@ -267,6 +269,7 @@ def remove_leftovers(ws: Workspace) -> None:
         stray += unlocked_staging(ws)
         for path in stray:
             remove(path)
+        add_missing_ids_digests(ws)  # sets from before the digest: a hand-edited ids file is noticed from now on
     finally:
         lock.release()
 
