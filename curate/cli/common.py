@@ -162,8 +162,8 @@ def mapping_arg(text: str | None) -> dict[str, str] | None:
 
 
 def _poll_opt():
-    return given_option(BATCH, "poll_s", "openai-batch: first wait between status polls in seconds (backs off x1.5).",
-                  "--poll-interval")
+    return given_option(BATCH, "poll_s", "openai-batch: first wait between status polls in seconds (backs off "
+                        "x1.5).", "--poll-interval")
 
 
 def _dry_run_opt():
@@ -193,8 +193,8 @@ def _max_retries_opt():
 
 
 def _min_digit_mass_opt():
-    return given_option(JUDGE, "min_digit_mass", "Digit probability mass a score needs (all digits listed or not): below "
-                  "it the row fails low_digit_mass.")
+    return given_option(JUDGE, "min_digit_mass", "Digit probability mass a score needs (all digits listed or not): "
+                        "below it the row fails low_digit_mass.")
 
 
 def _retry_failed_opt():
