@@ -9,9 +9,9 @@ Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/``, a :class:`~curate.stora
 one-value vectors (the embedding cache's store: shards written whole, merged by size, read without a lock).
 
 Earlier layouts are moved in by the first pass over each store in a process (:func:`move_legacy`; no version writes
-them any more, so later passes need not look again): ``scorer_ce/<hash>.npy``, one
-file of raw values per whole 512-row chunk, named by the hash of the scorer's fingerprint and the chunk's texts (before
-per-row keys), and ``scorer_ce/<scorer fingerprint>/<uuid>.npz`` (``keys`` and ``values``, before the shard store).
+them any more, so later passes need not look again): ``scorer_ce/<hash>.npy``, one file of raw values per whole
+512-row chunk, named by the hash of the scorer's fingerprint and the chunk's texts (before per-row keys), and
+``scorer_ce/<scorer fingerprint>/<uuid>.npz`` (``keys`` and ``values``, before the shard store).
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def move_legacy(cache_dir: str | os.PathLike, fingerprint: str, instructions: Se
 
 def _move_legacy(cache_dir: str | os.PathLike, fingerprint: str, folder: Path, instructions: Sequence[str],
                  responses: Sequence[str] | None) -> LegacyMove:
+    """:func:`move_legacy`'s work, for a store not moved into yet by this process."""
     moved = LegacyMove()
     root = Path(cache_dir) / "scorer_ce"
     per_row = sorted(folder.glob("*.npz")) + sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
