@@ -64,6 +64,14 @@ class FailureCode(StrEnum):
     NOT_FINITE = "not_finite"              # the step gave NaN or an infinity, kept as no value (raw: what it gave)
 
 
+class DamageCode(StrEnum):
+    """Why a workspace file (a derived column's, a selection's) cannot be read (:mod:`curate.storage.damage`)."""
+    NOT_ARROW = "not_arrow"                # cut short or overwritten: no readable Arrow file; detail: pyarrow's words
+    BAD_METADATA = "bad_metadata"          # its curate metadata (the provenance) is not JSON
+    NOT_A_SELECTION = "not_a_selection"    # in selections/ without a selection's columns; detail: those missing
+    WRONG_ROWS = "wrong_rows"              # a selection holding other rows than its metadata records; detail: counts
+
+
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})
 
 

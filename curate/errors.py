@@ -27,3 +27,10 @@ class WorkspaceError(CurateError):
 
 class ScorerError(CurateError):
     """A trained scorer cannot be built, fitted, loaded or applied."""
+
+
+def python_and_cli(python: str, cli: str) -> str:
+    """How a message names an option a user gives either way, Python first: ``python_and_cli("api_key_env=",
+    "--api-key-env")`` is ``api_key_env= (CLI: --api-key-env)``; a user of ``import curate`` is not told of a flag
+    alone. Messages only the command line can raise name the flag alone."""
+    return f"{python} (CLI: {cli})"

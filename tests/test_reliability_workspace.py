@@ -1101,6 +1101,112 @@ def test_a_selection_file_rewritten_with_fewer_rows_than_its_metadata_records_is
     assert str(err.value).startswith(f"{path}: damaged: holds 1 row(s)") and f"`rm {path}`" in str(err.value)
 
 
+def _damage(path: Path, damage: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[:len(data) // 2], "emptied": b"", "garbage": os.urandom(len(data))}[damage])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "garbage"])
+def test_a_damaged_selection_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_path, small_ws, damage):
+    """One bad file in selections/ stopped info, the report, the notebook view and every export: each listing read
+    every selection's file. Now the listings show it as damaged, with the fix, and only reading it fails."""
+    from curate.codes import DamageCode
+    from curate.report.html import report_html
+    from curate.report.views import info_data, workspace_html
+    from curate.storage.damage import DamagedFileError
+
+    ids = small_ws.ids
+    for name in ("good", "bad"):
+        small_ws.add_selection(name, ids, ["kept"] * 5, ["selected"] * 5, [None] * 5, {"method": "test"})
+    path = small_ws.path / "selections" / "bad.arrow"
+    _damage(path, damage)
+    assert list(small_ws.selections) == ["good"]
+    [found] = small_ws.damaged
+    assert (found.path, found.kind, found.name, found.code) == (path, "selection", "bad", DamageCode.NOT_ARROW)
+    info = info_data(small_ws)
+    assert [s["name"] for s in info["selections"]] == ["good"]
+    assert [(d["name"], d["code"]) for d in info["damaged"]] == [("bad", "not_arrow")]
+    assert small_ws.info()["damaged"] == info["damaged"] and f"`rm {path}`" in info["damaged"][0]["fix"]
+    assert small_ws.selection("good").ids == ids
+    assert len(small_ws.to_dataset(selection="good")) == 5
+    small_ws.export(tmp_path / "good.jsonl", selection="good")
+    page = report_html(small_ws)
+    assert "damaged files" in page and "<h3>good: 5 kept" in page
+    assert f"rm {path}" in page and f"rm {path}" in workspace_html(small_ws)
+    for read in (lambda: small_ws.selection("bad"), lambda: small_ws.export(tmp_path / "bad.jsonl", selection="bad"),
+                 lambda: report_html(small_ws, selection="bad")):
+        with pytest.raises(DamagedFileError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}: damaged, not a readable Arrow file (")
+        assert str(err.value).endswith(f"remove it (`rm {path}`) and make the selection again")
+    path.unlink()  # the fix
+    assert small_ws.damaged == [] and list(small_ws.selections) == ["good"]
+
+
+def test_a_selection_whose_rows_are_not_its_records_is_shown_damaged_by_info_and_the_report(small_ws):
+    """Its schema reads, so the listing keeps it; reading it finds the damage, which info and the report show."""
+    import pyarrow as pa
+
+    from curate.report.html import report_html
+    from curate.report.views import info_data
+    from curate.storage.files import read_arrow, write_arrow
+
+    ids = small_ws.ids
+    for name in ("good", "short"):
+        small_ws.add_selection(name, ids, ["kept"] * 5, ["selected"] * 5, [None] * 5,
+                               {"method": "test", "candidates": 5, "counts": {"kept": 5}})
+    path = small_ws.path / "selections" / "short.arrow"
+    table = read_arrow(path)
+    write_arrow(path, pa.Table.from_batches(table.slice(0, 1).combine_chunks().to_batches(), table.schema))
+    info = info_data(small_ws)
+    assert [s["name"] for s in info["selections"]] == ["good"]
+    assert [(d["name"], d["code"]) for d in info["damaged"]] == [("short", "wrong_rows")]
+    page = report_html(small_ws, selection="good")
+    assert "short: damaged" in page and f"`rm {path}`" in page
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_column_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_path, small_ws, damage):
+    """A damaged column file stopped info, the report and the listing of every other column; now reading another
+    column, info and the report work, and what needs it (its values, an export of every column, the quality
+    role, a failure count) names the file."""
+    from curate.report.html import report_html
+    from curate.report.summary import column_stats
+    from curate.report.views import info_data
+    from curate.storage.damage import DamagedFileError
+    from curate.storage.roles import role_column
+
+    small_ws.add_column("complexity", [1.0, 2.0, 3.0, 4.0, 5.0], {"kind": "test"})
+    small_ws.add_column("quality", [5.0, 4.0, 3.0, 2.0, 1.0], {"kind": "test"})
+    small_ws.add_column("quality_failure", [None] * 5, {"kind": "failure", "of": "quality"})
+    small_ws.add_column("quality_scorer", [1.0] * 5, {"kind": "scorer", "imitates": "quality"})
+    path = small_ws.path / "columns" / "quality.arrow"
+    _damage(path, damage)
+    assert sorted(small_ws.columns) == ["complexity", "quality_failure", "quality_scorer"]
+    assert small_ws.column("complexity") == [1.0, 2.0, 3.0, 4.0, 5.0]
+    info = info_data(small_ws)
+    assert [c["name"] for c in info["columns"]] == ["complexity", "quality_failure", "quality_scorer"]
+    assert [(d["kind"], d["name"]) for d in info["damaged"]] == [("column", "quality")]
+    page = report_html(small_ws)
+    assert "damaged files" in page and f"rm {path}" in page
+    assert len(small_ws.to_dataset(columns=["complexity"])) == 5
+    assert role_column(small_ws, "quality", "sort_by=") == "quality"  # not quality_scorer in its place: read, named
+    for read in (lambda: small_ws.column("quality"), lambda: small_ws.to_dataset(),
+                 lambda: small_ws.row_values("quality"), lambda: column_stats(small_ws, "quality")):
+        with pytest.raises(DamagedFileError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}: damaged, not a readable Arrow file (") and f"`rm {path}`" in str(
+            err.value)
+    other_columns = "; or name the columns to export: columns=[...] (CLI: --column NAME, repeated)"
+    with pytest.raises(DamagedFileError, match=re.escape(other_columns)):
+        small_ws.export(tmp_path / "all.jsonl")
+    _damage(small_ws.path / "columns" / "quality_failure.arrow", damage)  # its column's stats stand, counts unknown
+    path.unlink()
+    small_ws.add_column("quality", [5.0, 4.0, 3.0, 2.0, 1.0], {"kind": "test"})
+    assert column_stats(small_ws, "quality")["failures"] == "unknown: quality_failure.arrow is damaged"
+    assert "quality_failure.arrow" in report_html(small_ws)
+
+
 def test_a_file_managers_copy_of_a_column_is_left_out_with_a_warning_naming_it(small_ws, caplog):
     small_ws.add_column("quality", [1.0] * 5, {"kind": "test"})
     copy = small_ws.path / "columns" / "quality (1).arrow"

@@ -13,7 +13,13 @@ from curate.defaults import REPORT
 from curate.errors import WorkspaceError
 from curate.report.datamap import datamap_section
 from curate.report.neighbours import neighbours_section
-from curate.report.sections import failures_section, judges_section, pool_section, selections_section
+from curate.report.sections import (
+    damaged_section,
+    failures_section,
+    judges_section,
+    pool_section,
+    selections_section,
+)
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
@@ -68,10 +74,11 @@ def report_html(ws: Workspace, selection: str | None = None, samples: int = REPO
 
 def _report_html(ws: Workspace, selection: str | None, samples: int) -> str:
     selection = selection if selection is not None else default_selection(ws)
-    if selection is not None and selection not in ws.selections:
-        raise WorkspaceError(f"{ws.path}: no selection {selection!r}; have {sorted(ws.selections)}")
+    if selection is not None:
+        ws.selection(selection)  # one not stored, or damaged, is an error naming it before the page is built
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     sections = [
+        *([("damaged files: left out of this report", damaged)] if (damaged := damaged_section(ws)) else []),
         ("pool", pool_section(ws)),
         ("paid LLM steps (judges, tagger, evol labels): prompts, models and cost", judges_section(ws)),
         ("failures", failures_section(ws)),

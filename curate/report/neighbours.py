@@ -18,6 +18,7 @@ from curate.codes import Reason
 from curate.defaults import ANN, EMBED
 from curate.report.tables import esc, shorten, table
 from curate.select.admission import unit_rows
+from curate.storage.damage import DamagedFileError
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -121,7 +122,10 @@ def neighbours_section(ws: Workspace, examples: int = EXAMPLES) -> str:
     empty when no selection dropped a row for similarity (the report then leaves the section out)."""
     out = []
     for name in ws.selections:
-        found = rejected_neighbours(ws, name, limit=examples)
+        try:
+            found = rejected_neighbours(ws, name, limit=examples)
+        except DamagedFileError:  # the selections section shows it as damaged
+            continue
         if not found:
             continue
         needed = sorted({r["id"] for r in found} | {n["id"] for r in found for n in r["neighbours"]})

@@ -32,6 +32,7 @@ from curate.report.scales import histogram_bins, jitter, range_overflows
 from curate.report.summary import default_selection, numeric_columns
 from curate.storage.blobs import check_read_rows
 from curate.storage.columns import column_names
+from curate.storage.damage import DamagedFileError
 from curate.storage.roles import role_candidates, role_column
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def role_or_missing(ws: Workspace, role: str, name_it: str) -> str:
 
 def _selection_masks(ws: Workspace, selection: str) -> tuple[np.ndarray, np.ndarray]:
     """(kept, considered-but-dropped) boolean masks over the pool."""
-    if selection not in ws.selections:
+    if not ws.has_selection(selection):  # a damaged one: ws.selection names it
         raise MissingInput(f"no selection {selection!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
     sel = ws.selection(selection)
     index = ws.index
@@ -284,7 +285,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
     ax = fig.subplots()
     longest = 0
     for k, name in enumerate(selections):
-        if name not in ws.selections:
+        if not ws.has_selection(name):
             raise MissingInput(f"no selection {name!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
         order = [index[i] for i in ws.selection(name).ids if i in index]
         if not order:
@@ -386,7 +387,7 @@ def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Fi
     for title, make in plans:
         try:
             out.append((title, make(), None))
-        except MissingInput as exc:
+        except (MissingInput, DamagedFileError) as exc:  # a damaged input stops its plot, not the others
             out.append((title, None, str(exc)))
     return out
 

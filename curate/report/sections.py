@@ -19,6 +19,7 @@ from curate.report.summary import (
     step_columns,
 )
 from curate.report.tables import clip, esc, money, pairs_html, shorten, table
+from curate.storage.damage import DamagedFileError
 from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
@@ -32,7 +33,11 @@ def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str
     """Every derived column: kind, fill, failing rows, the row values' summary, provenance."""
     rows = []
     for name, prov in columns.items():
-        s = column_stats(ws, name, prov)
+        try:
+            s = column_stats(ws, name, prov)
+        except DamagedFileError as exc:  # its rows could not be read: shown, the others go on
+            rows.append([name, "damaged", None, None, None, None, None, str(exc.damage), provenance_line(prov)])
+            continue
         kind = s["kind"] + (f" ({s['reducer']} over turns)" if s.get("reducer") else "")
         extra = f"{s['per_row']:.1f} per row, {s['distinct']:,} distinct" if s["kind"] == "list" else ""
         never = f" ({s['never_computed']:,} never computed)" if s.get("never_computed") else ""
@@ -138,6 +143,14 @@ def judges_section(ws: Workspace) -> str:
     return "".join(out)
 
 
+def damaged_section(ws: Workspace) -> str:
+    """The column and selection files that cannot be read, each with the fix; "" when there are none."""
+    if not (damaged := ws.damaged):
+        return ""
+    return table(["file", "what it held", "problem", "fix"],
+                 [[str(d.path), f"{d.kind} {d.name}", d.problem, d.fix] for d in damaged])
+
+
 def failures_section(ws: Workspace) -> str:
     columns = step_columns(ws)
     if not columns:
@@ -164,7 +177,11 @@ def selections_section(ws: Workspace) -> str:
                 "<code>ws.select(...)</code>)</p>")
     out = []
     for name in selections:
-        s = selection_summary(ws.selection(name))
+        try:
+            s = selection_summary(ws.selection(name))
+        except DamagedFileError as exc:  # its rows are not what its metadata records: shown, the others go on
+            out.append(f"<h3>{esc(name)}: damaged</h3><p class='curate-warn'>{esc(exc.damage)}</p>")
+            continue
         prov = s["provenance"]
         params = selection_parameters(prov)
         gone = out_of_date(len(kept_rows_gone(ws, name)))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
 from curate.storage.apply import not_finite
+from curate.storage.damage import DamagedFileError
 from curate.storage.run_records import column_runs, fold_runs, requests_sent, run_count
 
 if TYPE_CHECKING:
@@ -113,7 +114,10 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
     filled = [v for v in values if has_value(v)]
     stats: dict[str, Any] = {"name": name, "filled": len(filled), "rows": len(values)}
     if ws.has_column(f"{name}_failure"):
-        stats["failures"] = sum(1 for f in ws.failures(name) if f)
+        try:
+            stats["failures"] = sum(1 for f in ws.failures(name) if f)
+        except DamagedFileError as exc:  # listed as damaged; this column's own stats stand
+            stats["failures"] = f"unknown: {exc.damage.path.name} is damaged"
         stats["never_computed"] = len(never_computed(ws, name))
     if is_failure_column(name, prov):
         stats["kind"] = "failures"

@@ -13,7 +13,7 @@ ipywidgets warns nothing.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from curate.report.sections import column_stats_table, groups_table
@@ -30,6 +30,7 @@ from curate.report.summary import (
 )
 from curate.report.tables import cell_text, conversation_html, conversation_text, esc, style
 from curate.storage.columns import column_names
+from curate.storage.damage import DamagedFileError
 from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
@@ -197,8 +198,10 @@ def _workspace_html(ws: Workspace) -> str:
     srcs = "".join(f"<li>{esc(s['source'])}: {s['rows_added_all']:,} added"
                    + (f" over {s['loads']} loads" if s["loads"] > 1 else "")
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
+    damaged = "".join(f"<li class='curate-warn'>damaged {esc(d['kind'])} <b>{esc(d['name'])}</b>: {esc(d['path'])}: "
+                      f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in info["damaged"])
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
-            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}</ul>{cols}</div>")
+            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{damaged}</ul>{cols}</div>")
 
 
 def _stale_html(ws: Workspace, name: str) -> str:
@@ -237,23 +240,34 @@ def _missing_rows(ws: Workspace, name: str) -> tuple[int, int, int]:
 
 def info_data(ws: Workspace) -> dict[str, Any]:
     """What ``curate info`` shows: rows, formats, sources (one per file), columns with fill and provenance
-    (judges with missing rows, tokens and cost over all runs), embeddings, selections."""
+    (judges with missing rows, tokens and cost over all runs), embeddings, selections, and the damaged files (those
+    the listing found, and those found reading a column or a selection), each once."""
     info = ws.info()
     usage = {u["column"]: u for u in llm_usage(ws)}
+    damaged = {d["path"]: d for d in info["damaged"]}
+
+    def tolerant(read: Callable[[], Any]) -> Any:  # None, the file named among the damaged, when it is one
+        try:
+            return read()
+        except DamagedFileError as exc:
+            damaged.setdefault(str(exc.damage.path), exc.damage.to_dict())
+            return None
+
     columns = []
     for name, prov in info["columns"].items():
-        values = ws.column(name)
+        if (values := tolerant(lambda name=name: ws.column(name))) is None:
+            continue
         entry: dict[str, Any] = {"name": name, "filled": sum(map(has_value, values)), "rows": len(values),
                                  "provenance": provenance_line(prov)}
-        if name in usage:
-            missing, never, unexplained = _missing_rows(ws, name)
-            entry.update(missing=missing, never_computed=never, unexplained=unexplained, usage=usage[name])
+        if name in usage and (missing := tolerant(lambda name=name: _missing_rows(ws, name))) is not None:
+            entry.update(zip(("missing", "never_computed", "unexplained"), missing, strict=True), usage=usage[name])
         columns.append(entry)
+    selections = [{"name": n, "kept": len(sel), "gone": len(kept_rows_gone(ws, n)), "provenance": provenance_line(p)}
+                  for n, p in info["selections"].items() if (sel := tolerant(lambda n=n: ws.selection(n))) is not None]
     return {
         "path": info["path"], "rows": info["rows"], "formats": info["formats"], "sources": sources(ws),
         "columns": columns, "pool_columns": info["pool_columns"],
         "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
-        "selections": [{"name": n, "kept": len(ws.selection(n)), "gone": len(kept_rows_gone(ws, n)),
-                        "provenance": provenance_line(p)} for n, p in info["selections"].items()],
+        "selections": selections, "damaged": list(damaged.values()),
     }

@@ -11,14 +11,16 @@ read, not to change.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from curate.errors import WorkspaceError
-from curate.storage.files import read_arrow
+from curate.storage.files import LOCKS_DIR, check_name, held, read_arrow
 from curate.storage.step import reduce_turns
 
+log = logging.getLogger("curate")
 Workspace = Any  # curate.storage.workspace.Workspace (not imported: it imports this module)
 
 
@@ -40,6 +42,25 @@ def reading(ws: Workspace) -> Iterator[Workspace]:
         yield ws
     finally:
         ws._reads = None
+
+
+def fingerprints(table: Any) -> dict[str, str | None]:
+    """``Workspace.column_fingerprints``'s body: a column file's row id -> step fingerprint (None: stored without)."""
+    fps = table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names else None
+    ids = table.column("id").to_pylist()
+    return dict(zip(ids, fps, strict=True)) if fps is not None else dict.fromkeys(ids)
+
+
+def column_lock(ws: Workspace, column: str, on_wait: Callable[[], None] | None) -> Any:
+    """``Workspace.column_lock``'s body: ``WS/locks/column-<column>.lock``, a warning when it waits by default."""
+    check_name(column)
+    folder = ws.path / LOCKS_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"column-{column}.lock"
+    if on_wait is None:
+        def on_wait() -> None:
+            log.warning("waiting for another process writing column %r in %s (%s)", column, ws.path, path)
+    return held(path, on_wait)
 
 
 def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:

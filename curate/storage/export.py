@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from curate.errors import WorkspaceError
+from curate.errors import WorkspaceError, python_and_cli
 from curate.pools import FORMATS, RESERVED
 from curate.storage.columns import column_names
+from curate.storage.damage import DamagedFileError
 from curate.storage.files import (
     arrow_schema,
     atomic_write_bytes,
@@ -30,12 +31,15 @@ Workspace = Any
 
 
 def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None):
-    """The pool with derived columns joined on (all by default; one name or a list), optionally only a
-    selection's rows."""
+    """The pool with derived columns joined on (all by default, refused while one is damaged; one name or a list),
+    optionally only a selection's rows."""
     import datasets
 
     ds = ws.pool
     columns = column_names(columns)
+    if columns is None and (damaged := [d for d in ws.damaged if d.kind == "column"]):  # not left out unsaid
+        raise DamagedFileError(damaged[0], f"; or name the columns to export: "
+                                           f"{python_and_cli('columns=[...]', '--column NAME, repeated')}")
     names = list(ws.columns) if columns is None else columns
     if selection is not None:
         ids, positions = selection_positions(ws, selection)

@@ -25,7 +25,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from curate.codes import DamageCode
 from curate.errors import WorkspaceError
+from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
 
 # The workspace layout's fixed names (see storage/workspace.py).
 MANIFEST = "manifest.json"
@@ -183,7 +185,7 @@ def read_arrow(path: Path):
     """An Arrow IPC file of the workspace; a damaged one (cut short, overwritten) is an error naming it."""
     import pyarrow as pa
 
-    with _damaged_named(path), pa.memory_map(str(path), "r") as source:
+    with named_damage(path), pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).read_all()
 
 
@@ -191,7 +193,7 @@ def arrow_schema(path: Path):
     """An Arrow IPC file's schema, read without its rows."""
     import pyarrow as pa
 
-    with _damaged_named(path), pa.memory_map(str(path), "r") as source:
+    with named_damage(path), pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).schema
 
 
@@ -201,19 +203,7 @@ def schema_meta(path: Path) -> dict[str, Any]:
     try:
         return json.loads(raw) if raw else {}
     except ValueError:
-        raise WorkspaceError(f"{path}: damaged: its curate metadata is not JSON") from None
-
-
-@contextlib.contextmanager
-def _damaged_named(path: Path) -> Iterator[None]:
-    """pyarrow's "File is too small: 8", "Not an Arrow file" name no file: a damaged workspace file is named."""
-    import pyarrow as pa
-
-    try:
-        yield
-    except pa.ArrowInvalid as exc:
-        raise WorkspaceError(f"{path}: damaged, not a readable Arrow file ({exc}); restore it or remove what it "
-                             "held (a selection, a column) and compute it again") from None
+        raise DamagedFileError(DamagedFile(path, DamageCode.BAD_METADATA)) from None
 
 
 def file_lock(path: Path) -> FileLock:

@@ -368,7 +368,7 @@ def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
 
 
 def info(ws: Workspace) -> dict[str, Any]:
-    """``Workspace.info``: rows, formats, sources, and every derived column, embedding set and selection."""
+    """``Workspace.info``: rows, formats, sources, every derived column, embedding set and selection, the damaged."""
     formats: Counter = Counter()
     if ws.has_pool:
         formats.update(ws.pool.data.table.column("format").to_pylist())
@@ -376,4 +376,5 @@ def info(ws: Workspace) -> dict[str, Any]:
         "path": str(ws.path), "rows": len(ws), "formats": dict(formats), "sources": ws.manifest["sources"],
         "pool_columns": ws.pool.column_names if ws.has_pool else [],
         "columns": ws.columns, "embeddings": ws.embedding_sets, "selections": ws.selections,
+        "damaged": [d.to_dict() for d in ws.damaged],
     }

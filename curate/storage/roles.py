@@ -51,9 +51,10 @@ ROLES: dict[str, tuple[str, str, Callable[[dict[str, Any]], bool]]] = {
 
 def role_candidates(ws: Any, role: str) -> list[str]:
     """The derived columns that could be the role's: the one named after it alone, else those whose provenance
-    says they play it (pool order of creation)."""
+    says they play it (pool order of creation); a damaged column's provenance is unknown, so it plays none but its own
+    name's."""
     columns = ws.columns
-    if role in columns:
+    if role in columns or ws.has_column(role):  # damaged, it is still the one: reading it names the file
         return [role]
     plays = ROLES[role][2]
     return [name for name, prov in columns.items() if plays(prov)]

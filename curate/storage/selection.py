@@ -6,12 +6,27 @@ import html
 import json
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from curate.codes import Decision, Reason, describe, reason_text
-from curate.errors import OptionError, WorkspaceError
+from curate.codes import DamageCode, Decision, Reason, describe, reason_text
+from curate.errors import OptionError
+from curate.storage.damage import DamagedFile, DamagedFileError
+from curate.storage.files import arrow_schema, schema_meta
 
 COLUMNS = ("id", "decision", "reason", "detail", "rank")
+
+
+def check_selection_schema(path: Path, schema: Any) -> None:
+    """A DamagedFileError when the Arrow file ``path`` lacks the columns every selection has (a file put there)."""
+    if missing := [c for c in ("id", "decision", "reason") if c not in schema.names]:
+        raise DamagedFileError(DamagedFile(path, DamageCode.NOT_A_SELECTION, ", ".join(missing)))
+
+
+def selection_meta(path: Path) -> dict[str, Any]:
+    """A selection file's provenance, read with its schema alone (no rows): how ``ws.selections`` lists them."""
+    check_selection_schema(path, arrow_schema(path))
+    return schema_meta(path)
 
 
 def selection_table(ids: list[str], decisions: list[Decision | str], reasons: list[Reason | str],
@@ -41,13 +56,15 @@ class Selection:
         self.provenance = provenance
 
     @classmethod
-    def from_table(cls, name: str, table, path: Any = None) -> Selection:
-        """The selection stored as ``table`` (its provenance in the schema metadata), read from ``path``."""
-        if missing := [c for c in ("id", "decision", "reason") if c not in table.column_names]:
-            raise WorkspaceError(f"{path or name}: not a selection's file (no {', '.join(missing)} column); a file "
-                                 "put there by hand? move it out, or make the selection again")
-        provenance = json.loads((table.schema.metadata or {}).get(b"curate", b"{}"))
-        _check_counts(table, provenance, path or name)
+    def from_table(cls, name: str, table, path: Path) -> Selection:
+        """The selection stored as ``table`` (its provenance in the schema metadata), read from ``path``; a
+        :class:`~curate.storage.damage.DamagedFileError` naming ``path`` when it is not a whole selection's file."""
+        check_selection_schema(path, table.schema)
+        try:
+            provenance = json.loads((table.schema.metadata or {}).get(b"curate", b"{}"))
+        except ValueError:
+            raise DamagedFileError(DamagedFile(path, DamageCode.BAD_METADATA)) from None
+        _check_counts(table, provenance, path)
         return cls(name, table, provenance)
 
     @property
@@ -122,7 +139,7 @@ class Selection:
         return f"Selection({self.name!r}, kept={len(self):,}, {dict(self.decisions())})"
 
 
-def _check_counts(table, provenance: dict[str, Any], where: Any) -> None:
+def _check_counts(table, provenance: dict[str, Any], where: Path) -> None:
     """The rows of a selection's file against the counts its metadata recorded when it was written (one pass over the
     decision column): a file rewritten with 40 of its 300 rows exported 40 rows as if whole."""
     import pyarrow.compute as pc
@@ -135,5 +152,5 @@ def _check_counts(table, provenance: dict[str, Any], where: Any) -> None:
     # the rows earlier steps dropped (and a selector's counts may group decisions the file tells apart)
     if not all(isinstance(n, int) for n in counts.values()) or have.get("kept", 0) != counts.get("kept", 0) \
             or table.num_rows < sum(counts.values()):
-        raise WorkspaceError(f"{where}: damaged: holds {table.num_rows:,} row(s) {have} where its metadata records "
-                             f"{counts}; remove it (`rm {where}`) and make the selection again")
+        raise DamagedFileError(DamagedFile(where, DamageCode.WRONG_ROWS,
+                                           f"{table.num_rows:,} row(s) {have} where its metadata records {counts}"))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -39,10 +38,10 @@ from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
 from curate.storage.apply import ApplyResult, apply_step, merge_column
+from curate.storage.damage import DamagedFile, sort_out
 from curate.storage.failures import read_failures
 from curate.storage.files import (
     LOCK_FILE,
-    LOCKS_DIR,
     MANIFEST,
     atomic_write_bytes,
     check_name,
@@ -58,10 +57,8 @@ from curate.storage.files import (
     take_values,
     write_arrow,
 )
-from curate.storage.selection import Selection, selection_table
+from curate.storage.selection import Selection, selection_meta, selection_table
 from curate.storage.step import RowInput
-
-log = logging.getLogger("curate")
 
 
 class Workspace(blobs.Blobs):
@@ -99,14 +96,7 @@ class Workspace(blobs.Blobs):
         """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run. A second process
         scoring the same column waits, then finds every response in the response cache. Without ``on_wait`` a
         warning is logged (logger ``curate``) saying what it waits for."""
-        check_name(column)
-        folder = self.path / LOCKS_DIR
-        folder.mkdir(exist_ok=True)
-        path = folder / f"column-{column}.lock"
-        if on_wait is None:
-            def on_wait() -> None:
-                log.warning("waiting for another process writing column %r in %s (%s)", column, self.path, path)
-        return held(path, on_wait)
+        return columns.column_lock(self, column, on_wait)
 
     # -- manifest -------------------------------------------------------------------------------
     @property
@@ -280,8 +270,15 @@ class Workspace(blobs.Blobs):
 
     @property
     def columns(self) -> dict[str, dict[str, Any]]:
-        """Derived columns: name -> provenance."""
-        return {p.stem: schema_meta(p) for p in named_files(self.path / "columns", ".arrow")}
+        """Derived columns: name -> provenance (a damaged column's file is in ``damaged`` instead)."""
+        return sort_out(named_files(self.path / "columns", ".arrow"), schema_meta)[0]
+
+    @property
+    def damaged(self) -> list[DamagedFile]:
+        """Column and selection files that cannot be read (:mod:`curate.storage.damage`), each with the fix;
+        reading one raises a DamagedFileError naming it, and nothing else."""
+        return [*sort_out(named_files(self.path / "columns", ".arrow"), schema_meta)[1],
+                *sort_out(named_files(self.path / "selections", ".arrow"), selection_meta)[1]]
 
     @operation
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
@@ -304,10 +301,7 @@ class Workspace(blobs.Blobs):
 
     def column_fingerprints(self, name: str) -> dict[str, str | None]:
         """Row id -> the step fingerprint its value was computed under (None: stored without one)."""
-        table = read_arrow(self._column_path(name))
-        fps = table.column("fingerprint").to_pylist() if "fingerprint" in table.column_names else None
-        ids = table.column("id").to_pylist()
-        return dict(zip(ids, fps, strict=True)) if fps is not None else dict.fromkeys(ids)
+        return columns.fingerprints(read_arrow(self._column_path(name)))
 
     def column_provenance(self, name: str) -> dict[str, Any]:
         """How derived column ``name`` was made: kind, model, prompt, fingerprint, runs (its stored metadata)."""
@@ -365,8 +359,13 @@ class Workspace(blobs.Blobs):
 
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
-        """Stored selections: name -> provenance (method, params, input selection, candidates...)."""
-        return {p.stem: schema_meta(p) for p in named_files(self.path / "selections", ".arrow")}
+        """Stored selections: name -> provenance (method, params, input selection, candidates...); a damaged
+        selection's file is in ``damaged`` instead."""
+        return sort_out(named_files(self.path / "selections", ".arrow"), selection_meta)[0]
+
+    def has_selection(self, name: str) -> bool:
+        """Whether selection ``name`` is stored (damaged or not: reading a damaged one says so)."""
+        return (self.path / "selections" / f"{check_name(name)}.arrow").exists()
 
     def selection(self, name: str) -> Selection:
         if not (path := self.path / "selections" / f"{check_name(name)}.arrow").exists():  # not ../outside/sel
@@ -387,7 +386,8 @@ class Workspace(blobs.Blobs):
 
     @operation
     def info(self) -> dict[str, Any]:
-        """Rows, formats, sources, and every derived column, embedding set and selection with provenance."""
+        """Rows, formats, sources, and every derived column, embedding set and selection with provenance; the
+        damaged files (``damaged``: kind, name, path, code, problem, fix) beside them."""
         return pool.info(self)
 
     def __getstate__(self) -> dict[str, Any]:  # pickled (multiprocessing, joblib) or deep-copied as its path
