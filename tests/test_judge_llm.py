@@ -160,7 +160,7 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     from curate.llm.prompts import load_prompt
     from curate.llm.vllm_engine import VLLMBackend, sampling_kwargs
 
-    with pytest.raises(CurateError, match="--model .*no-model-is-loaded: no such model folder"):
+    with pytest.raises(CurateError, match=r"model_dir \(CLI: --model\) .*no-model-is-loaded: no such model folder"):
         VLLMBackend(tmp_path / "no-model-is-loaded")  # a path vLLM would read as a hub repo id
     (tmp_path / "no-model-is-loaded").mkdir()
     backend = VLLMBackend(tmp_path / "no-model-is-loaded")
@@ -170,7 +170,9 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     assert sampling == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 64, "logprobs": None, "seed": None,
                         "stop": ["\n\n"], "structured_outputs": None, "frequency_penalty": 0.5,
                         "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5, "logit_bias": {17: -100.0}}
-    with pytest.raises(CurateError, match=r"no request parameter \['typical_p'\]"):
+    with pytest.raises(CurateError, match=r"VLLMBackend \(CLI: --backend vllm\), has no request parameter "
+                                          r"\['typical_p'\].* \(OpenAIBackend\(base_url=\.\.\.\) "
+                                          r"\(CLI: --backend local, or --base-url\)\)"):
         asyncio.run(backend.run([Request("k", [{"role": "user", "content": "hi"}], {"typical_p": 0.9})],
                                 lambda *_: None))
     assert backend._llm is None  # refused before the engine started

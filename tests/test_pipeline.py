@@ -143,7 +143,8 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
                                               for i in range(8)])
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=0.0001)
-        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached") as stopped:
+        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached .* a larger max_cost= "
+                                              r"\(CLI: --max-cost\) to finish") as stopped:
             run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
         sent = srv.total
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
@@ -190,8 +191,12 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
     reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length", "stats"])
     rows = [{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)]
     reads_ifd.fit(rows, [float(i % 5) for i in range(12)])
-    with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*--signal ifd"):
+    with pytest.raises(CurateError, match=r"reads column\(s\) ifd.*signals= \(CLI: --signal\).*--signal ifd"):
         run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
+    dashed = Scorer(reads=["instruction", "response"], name="q-1", features=["length", "stats"])
+    dashed.fit(rows, [float(i % 5) for i in range(12)])
+    with pytest.raises(CurateError, match=r"letters, digits and _ \(scorer.named\('NAME'\) \(CLI: train-scorer --name\)\)"):
+        run_pipeline(str(sample_path()), out=tmp_path / "run6", budget=10, report=False, scorers={"quality": dashed})
     imitates_quality = Scorer(reads=["instruction", "response"], name="q_judge", features=["length", "stats"],
                               imitates={"judge": "quality"})
     imitates_quality.fit(rows, [float(i % 5) for i in range(12)])
@@ -492,7 +497,7 @@ def test_a_run_into_a_folder_of_files_it_did_not_write_refuses_to_write_over_the
     mine.mkdir()
     (mine / "selected.jsonl").write_text("my rows\n")
     (mine / "notes.txt").write_text("mine")
-    with pytest.raises(CurateError, match="--out holds selected.jsonl, which no curate run wrote there"):
+    with pytest.raises(CurateError, match=r"out= \(CLI: --out\) holds selected.jsonl, which no curate run wrote there"):
         run_pipeline(str(sample_path()), out=mine, budget=5, report=False)
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "selected.jsonl"]
     assert (mine / "selected.jsonl").read_text() == "my rows\n"
@@ -501,7 +506,7 @@ def test_a_run_into_a_folder_of_files_it_did_not_write_refuses_to_write_over_the
     run_pipeline(str(sample_path()), out=tmp_path / "notes", budget=5, report=False)
     assert (tmp_path / "notes" / "report.html").read_text() == "my report"
     run = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False)
-    with pytest.raises(CurateError, match="--out is a workspace"):
+    with pytest.raises(CurateError, match=r"out= \(CLI: --out\) is a workspace"):
         run_pipeline(str(sample_path()), out=run.workspace.path, budget=5, report=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(CurateError, match="a file, where the run's folder goes"):

@@ -132,5 +132,6 @@ def test_a_model_folder_without_a_tokenizer_is_one_line_naming_the_option_and_fo
         res = CliRunner().invoke(app, ["plan", str(ws.path), "--order-by", "quality", "--buckets", "2", "--tokens",
                                        "1000", "--model", str(model)])
         message = str(res.exception)
-        assert isinstance(res.exception, CurateError) and message.startswith(f"model {model} (--model): {said}")
+        assert isinstance(res.exception, CurateError)
+        assert message.startswith(f"model={str(model)!r} (CLI: --model): {said}")  # model= of plan_workspace too
         assert "\n" not in message

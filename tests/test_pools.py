@@ -685,7 +685,8 @@ def test_turn_keys_the_conversation_drops_are_counted_at_load_and_an_export_with
     ])
     assert summary["turn_keys_not_kept"] == {"weight": 1, "name": 1}  # a null value is no value
     with pytest.raises(WorkspaceError, match=r"2 of 3 rows have turns with keys a sharegpt record of their "
-                                             r"conversation would drop \(row .*: weight\)"):
+                                             r"conversation would drop \(row .*: weight\); export without "
+                                             r"format= \(CLI: --format\) to keep"):
         ws.export(tmp_path / "s.jsonl", format="sharegpt")
     ws.export(tmp_path / "all.jsonl")  # without --format: the source's own field, weights and all
     kept = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]

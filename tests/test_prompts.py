@@ -202,13 +202,13 @@ def test_user_dir_overrides_builtin(tmp_path):
 def test_a_missing_prompt_folder_is_an_error_not_the_builtins_in_silence(tmp_path, monkeypatch):
     """A mistyped ``--prompt-dir`` (or ``$CURATE_PROMPTS``) folder was skipped: the built-in prompt judged and the
     user believed their edited one had."""
-    with pytest.raises(PromptError, match=r"prompt folder \(--prompt-dir\) not found"):
+    with pytest.raises(PromptError, match=r"prompt folder of prompt_dirs= \(CLI: --prompt-dir\) not found"):
         load_prompt("quality", prompt_dirs=[tmp_path / "promtps"])
     (tmp_path / "file.md").write_text(PROMPT)
     with pytest.raises(PromptError, match="is not a folder"):
         load_prompt("quality", prompt_dirs=[tmp_path / "file.md"])
     monkeypatch.setenv("CURATE_PROMPTS", str(tmp_path / "gone"))
-    with pytest.raises(PromptError, match=r"\$CURATE_PROMPTS\) not found"):
+    with pytest.raises(PromptError, match=r"prompt folder of \$CURATE_PROMPTS not found"):
         load_prompt("quality")
 
 

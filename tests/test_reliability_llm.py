@@ -114,6 +114,7 @@ def test_a_server_that_refuses_every_connection_stops_the_run_after_a_few_attemp
     fails = [f for row in ws.failures("complexity") for f in row]
     assert all(f.code is FailureCode.TRANSIENT for f in fails)
     assert all(f"no server at {srv.base_url}: connection error" in f.message for f in fails[-20:])
+    assert "check base_url= (CLI: --base-url)" in fails[-1].message  # ws.apply's user passed no flag
     record = ws.column_provenance("complexity")["runs"][-1]  # the rows held back count as not sent
     assert 1 <= requests_sent(record) <= down.requests_sent and record["requests_not_sent_refused"] >= 30 - down.requests_sent
     with srv:
@@ -659,7 +660,9 @@ def test_a_key_pasted_as_the_variable_name_or_in_the_url_is_never_echoed_nor_sto
     with pytest.raises(CurateError) as err:
         api_key(None, "sk-proj-REALKEYPASTEDHERE123", "https://api.example.com/v1")
     assert "REALKEY" not in str(err.value) and "name of an environment variable" in str(err.value)
-    with pytest.raises(CurateError, match=r"set \$OPENAI_API_KEY"):
+    assert "api_key_env= (CLI: --api-key-env)" in str(err.value)  # a Python user is told the parameter too
+    with pytest.raises(CurateError, match=r"set \$OPENAI_API_KEY \(or name another variable: api_key_env='VAR' "
+                                          r"\(CLI: --api-key-env VAR\)\)"):
         api_key(None, "OPENAI_API_KEY", "https://api.example.com/v1")
     backend = OpenAIBackend("http://user:sk-URLSECRET@api.example.com:8443/v1", "gpt-4o-mini")
     assert backend.describe()["base_url"] == "http://***@api.example.com:8443/v1"

@@ -742,7 +742,8 @@ def test_split_settings_that_cannot_work_are_refused_by_name(tmp_path):
     ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
     for kwargs, message in (({"holdout": 1.0}, "holdout .--holdout. is 1.0"), ({"holdout": -0.5}, "is -0.5"),
                             ({"k": 1}, r"k \(--folds\) is 1"),
-                            ({}, "12 labels in 3 groups .* too few for 5 folds after holding 20% of them out")):
+                            ({}, r"12 labels in 3 groups .* too few for 5 folds after holding 20% of them out: "
+                                 r"fewer folds, k= \(CLI: --folds\)")):
         with pytest.raises(ScorerError, match=message):
             train_scorer(ws, target="s", **kwargs)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import BACKEND
-from curate.errors import CurateError
+from curate.errors import CurateError, python_and_cli
 from curate.hardware import check_model_location, resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
 from curate.llm.server_records import alive, forget, record, stop_orphans
@@ -54,8 +54,10 @@ def curate_home() -> Path:
 
 
 def check_model_path(model_dir: str | os.PathLike | None) -> None:
-    """A vLLM ``--model`` written as a path that is no folder is an error naming it (:func:`check_model_location`)."""
-    check_model_location(model_dir, "--model", " (the vllm backends run a local model folder)")
+    """A vLLM ``model_dir`` (``--model``) written as a path that is no folder is an error naming it
+    (:func:`check_model_location`)."""
+    check_model_location(model_dir, python_and_cli("model_dir", "--model"),
+                         " (the vllm backends run a local model folder)")
 
 
 def folder_model_name(folder: Path) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
-from curate.errors import CurateError
+from curate.errors import CurateError, python_and_cli
 from curate.llm.base import (
     Backend,
     OnDone,
@@ -272,8 +272,9 @@ class OpenAIBackend(Backend):
         self._connection_errors += 1
         if self._connection_errors >= BACKEND.unreachable_after and self.unreachable is None:
             self.unreachable = (f"no server at {without_credentials(self.base_url)}: {error}, {self._connection_errors} "
-                                f"times and never an answer; the rest was not sent: check --base-url and that the "
-                                f"server is running, then re-run")
+                                f"times and never an answer; the rest was not sent: check "
+                                f"{python_and_cli('base_url=', '--base-url')} and that the server is running, then "
+                                "re-run")
         return self.unreachable is not None
 
     def __repr__(self) -> str:
@@ -282,7 +283,8 @@ class OpenAIBackend(Backend):
 
 # statuses that refuse the run's settings rather than a request: every other row would get the same answer
 REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
-                    404: "the model name or the endpoint (--model, --base-url)"}
+                    404: "the model name or the endpoint ("
+                         f"{python_and_cli('model=, base_url=', '--model, --base-url')})"}
 
 
 def _max_tokens(request: Request) -> int:
@@ -335,9 +337,11 @@ def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str
     if is_loopback(base_url):
         return "unused-local-key"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):  # a key pasted in its place: never echoed
-        raise CurateError("no API key: --api-key-env takes the name of an environment variable that holds the key "
-                          "(e.g. OPENAI_API_KEY), and what it was given is not a variable's name")
-    raise CurateError(f"no API key: set ${api_key_env} (or pass --api-key-env VAR)")
+        raise CurateError(f"no API key: {python_and_cli('api_key_env=', '--api-key-env')} takes the name of an "
+                          "environment variable that holds the key (e.g. OPENAI_API_KEY), and what it was given is "
+                          "not a variable's name")
+    raise CurateError(f"no API key: set ${api_key_env} (or name another variable: "
+                      f"{python_and_cli('api_key_env=' + repr('VAR'), '--api-key-env VAR')})")
 
 
 def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from curate.errors import python_and_cli
 from curate.llm.output_models import register_output_model as register_output_model  # its public home
 from curate.llm.output_models import resolve_output_model
 from curate.llm.prompt_checks import (
@@ -342,8 +343,9 @@ def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]
     for folder in dirs:  # a mistyped folder would otherwise leave the built-in prompts in silent charge
         if not folder.is_dir():
-            source = "--prompt-dir" if folder in [Path(d) for d in (extra or [])] else "$CURATE_PROMPTS"
-            raise PromptError(f"{folder}: prompt folder ({source}) "
+            given = folder in [Path(d) for d in (extra or [])]
+            source = python_and_cli("prompt_dirs=", "--prompt-dir") if given else "$CURATE_PROMPTS"
+            raise PromptError(f"{folder}: prompt folder of {source} "
                               f"{'is not a folder' if folder.exists() else 'not found'}")
     return dirs + [builtin_prompt_dir()]
 

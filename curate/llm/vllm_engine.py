@@ -8,7 +8,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
-from curate.errors import CurateError
+from curate.errors import CurateError, python_and_cli
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result, reply_token_limit
 from curate.llm.local import (
@@ -35,9 +35,10 @@ def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     than being dropped (a prompt's ``frequency_penalty`` must not act through a server and vanish in-process)."""
     unknown = sorted(set(params) - MAPPED_PARAMS - set(SAMPLING_PARAMS))
     if unknown:
-        raise CurateError(f"the in-process vLLM engine (--backend vllm) has no request parameter {unknown}; it "
-                          f"takes {sorted(MAPPED_PARAMS | set(SAMPLING_PARAMS))}. Remove it from the prompt's "
-                          "params, or send through a server (--backend local, or --base-url)")
+        server = python_and_cli("OpenAIBackend(base_url=...)", "--backend local, or --base-url")
+        raise CurateError(f"the in-process vLLM engine, {python_and_cli('VLLMBackend', '--backend vllm')}, has no "
+                          f"request parameter {unknown}; it takes {sorted(MAPPED_PARAMS | set(SAMPLING_PARAMS))}. "
+                          f"Remove it from the prompt's params, or send through a server ({server})")
     fmt = params.get("response_format") or {}
     structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
                   else {"json_object": True} if fmt.get("type") == "json_object" else None)

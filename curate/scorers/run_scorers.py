@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from curate.errors import CurateError
+from curate.errors import CurateError, python_and_cli
 
 
 def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str, Any]:
@@ -32,8 +32,9 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
                           "and quality=...: name different columns)")
     for step in loaded.values():
         if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
+            rename = python_and_cli("scorer.named('NAME')", "train-scorer --name")
             raise CurateError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
-                              "columns, so name the scorer with letters, digits and _ (train-scorer --name)")
+                              f"columns, so name the scorer with letters, digits and _ ({rename})")
     return loaded
 
 
@@ -58,5 +59,5 @@ def check_scorer_inputs(ws: Any, producers: Iterable[Any], computed: Sequence[st
                    and not any(name == kind or name.startswith(f"{kind}_") for kind in computed)]
         if missing:
             raise CurateError(f"scorer {step.column!r} reads column(s) {', '.join(missing)}, which this run does not "
-                              "compute: add them with --signal (e.g. --signal ifd for ifd, ifd_loss_conditioned, "
-                              "ifd_loss_alone)")
+                              f"compute: add them with {python_and_cli('signals=', '--signal')} (e.g. signals=['ifd'], "
+                              "--signal ifd, for ifd, ifd_loss_conditioned, ifd_loss_alone)")

@@ -10,7 +10,7 @@ from typing import Any
 
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, SCORER, TRAIN_SCORER
-from curate.errors import ScorerError
+from curate.errors import ScorerError, python_and_cli
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
@@ -223,9 +223,10 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                              f"types: make every value a number" if as_json else ""))
     groups = len(set(map(str, data.groups)))
     if groups - (max(1, round(holdout * groups)) if holdout > 0 else 0) < k:  # as group_split holds groups out
+        folds, group_by = python_and_cli("k=", "--folds"), python_and_cli("group_by=", "--group-by")
         raise ScorerError(f"{data.source}: {data.labelled} labels in {groups} groups (rows of one instruction, or of "
-                          f"one --group-by value, stay together), too few for {k} folds after holding "
-                          f"{holdout:.0%} of them out: fewer --folds, or more groups")
+                          f"one {group_by} value, stay together), too few for {k} folds after holding {holdout:.0%} "
+                          f"of them out: fewer folds, {folds}, or more groups")
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")

@@ -123,12 +123,14 @@ def check_run_folder(out: Path, outputs: list[str]) -> None:
     if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)
         return
     if (out / "manifest.json").is_file():
-        raise WorkspaceError(f"{out}: --out is a workspace; the run makes its own (out/workspace): give another folder")
+        raise WorkspaceError(f"{out}: {python_and_cli('out=', '--out')} is a workspace; the run makes its own "
+                             "(out/workspace): give another folder")
     theirs = [name for name in outputs if (out / name).is_file()]
     if theirs:
         them = "it" if len(theirs) == 1 else "them"
-        raise WorkspaceError(f"{out}: --out holds {', '.join(theirs)}, which no curate run wrote there (it holds no "
-                             f"workspace/); the run would write over {them}: move {them}, or give another folder")
+        raise WorkspaceError(f"{out}: {python_and_cli('out=', '--out')} holds {', '.join(theirs)}, which no curate "
+                             f"run wrote there (it holds no workspace/); the run would write over {them}: move {them}, "
+                             "or give another folder")
 
 
 def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = frozenset()):
@@ -149,7 +151,8 @@ def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = froz
     if lost:  # a ShareGPT turn's weight 0 would train in the record
         raise WorkspaceError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
                              f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
-                             "--format to keep the source's own field, or leave those rows out")
+                             f"{python_and_cli('format=', '--format')} to keep the source's own field, or leave "
+                             "those rows out")
     problems = [(rid, p) for rid, c in zip(ids, conversations, strict=True) if (p := shape_problem(c, fmt))]
     if problems:
         raise WorkspaceError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
@@ -165,7 +168,8 @@ def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = froz
     clash = [name for name in keep if name in fields]
     if clash:  # the column's values took the record's field's place, a training field turned into other data
         raise WorkspaceError(f"column {clash[0]!r}: {fmt} records have a field {clash[0]!r} of their own, which it "
-                             f"would replace; export it without --format, or keep other columns beside the records")
+                             f"would replace; export it without {python_and_cli('format=', '--format')}, or keep "
+                             "other columns beside the records")
     return datasets.Dataset.from_dict({"id": ids, **{k: [r[k] for r in records] for k in fields},
                                        **{name: ds[name] for name in keep}})
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import PLAN
-from curate.errors import CurateError
+from curate.errors import CurateError, python_and_cli
 
 __all__ = ["Plan", "fit_utility", "plan", "plan_workspace", "predicted_loss", "row_token_counts", "tier_utilities"]
 
@@ -228,10 +228,15 @@ def row_token_counts(conversations: Sequence[Sequence[dict[str, str]]], model_di
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:  # transformers' messages run to five lines and name no folder
-        raise CurateError(f"model {model_dir} (--model): its tokenizer does not load: "
+        raise CurateError(f"{_model(model_dir)}: its tokenizer does not load: "
                           f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     texts = ["\n".join(m["content"] for m in conv) for conv in conversations]
     return np.array([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]], np.float64)
+
+
+def _model(model_dir: Any) -> str:
+    """The planner's model as a message names it: ``model='/path' (CLI: --model)``."""
+    return python_and_cli(f"model={str(model_dir)!r}", "--model")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
@@ -243,9 +248,9 @@ def check_tokenizer_folder(model_dir: Any) -> None:
     transformers' five lines on a backend tokenizer it could not build; a missing folder, a Hub repo id error)."""
     folder = Path(model_dir).expanduser()
     if not folder.is_dir():
-        raise CurateError(f"model {model_dir} (--model): {'not a folder' if folder.exists() else 'no such folder'}")
+        raise CurateError(f"{_model(model_dir)}: {'not a folder' if folder.exists() else 'no such folder'}")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise CurateError(f"model {model_dir} (--model): not a tokenizer folder (none of {', '.join(TOKENIZER_FILES)})")
+        raise CurateError(f"{_model(model_dir)}: not a tokenizer folder (none of {', '.join(TOKENIZER_FILES)})")
 
 
 def plan_workspace(ws, order_by: str, *, model: Any = None, **kwargs: Any) -> Plan:
