@@ -197,8 +197,9 @@ def arrow_schema(path: Path):
         return pa.ipc.open_file(source).schema
 
 
-def schema_meta(path: Path) -> dict[str, Any]:
-    meta = arrow_schema(path).metadata or {}
+def schema_meta(path: Path, schema: Any = None) -> dict[str, Any]:
+    """The curate metadata (provenance) of an Arrow file, from its ``schema`` when read already."""
+    meta = (arrow_schema(path) if schema is None else schema).metadata or {}
     raw = meta.get(b"curate")
     try:
         return json.loads(raw) if raw else {}

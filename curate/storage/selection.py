@@ -25,8 +25,9 @@ def check_selection_schema(path: Path, schema: Any) -> None:
 
 def selection_meta(path: Path) -> dict[str, Any]:
     """A selection file's provenance, read with its schema alone (no rows): how ``ws.selections`` lists them."""
-    check_selection_schema(path, arrow_schema(path))
-    return schema_meta(path)
+    schema = arrow_schema(path)
+    check_selection_schema(path, schema)
+    return schema_meta(path, schema)
 
 
 def selection_table(ids: list[str], decisions: list[Decision | str], reasons: list[Reason | str],

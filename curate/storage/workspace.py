@@ -275,8 +275,8 @@ class Workspace(blobs.Blobs):
 
     @property
     def damaged(self) -> list[DamagedFile]:
-        """Column and selection files that cannot be read (:mod:`curate.storage.damage`), each with the fix;
-        reading one raises a DamagedFileError naming it, and nothing else."""
+        """Column and selection files that cannot be read (:mod:`curate.storage.damage`), each with the fix; only
+        what reads one fails (a DamagedFileError naming it)."""
         return [*sort_out(named_files(self.path / "columns", ".arrow"), schema_meta)[1],
                 *sort_out(named_files(self.path / "selections", ".arrow"), selection_meta)[1]]
 
