@@ -94,8 +94,9 @@ def test_a_killed_encoding_pass_keeps_what_it_encoded(tmp_path):
 _INTERRUPTED = """
 import sys
 import curate.embed.cache as cache
+cache.PART_EVERY_S = 3600.0  # no part before the Ctrl-C, however slow a loaded machine makes the first chunk
 chunk = cache._PartWriter.__call__
-def told(self, positions, vectors):  # say when a chunk is done (parts are written only every 30 s)
+def told(self, positions, vectors):  # say when a chunk is done (a part is written only every PART_EVERY_S)
     chunk(self, positions, vectors)
     print(len(positions), flush=True)
 cache._PartWriter.__call__ = told
