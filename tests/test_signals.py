@@ -493,3 +493,55 @@ def test_a_signal_never_writes_over_another_producers_column_or_a_pool_field(tin
     assert ws.column("quality") == [[4.0, 5.0], [3.0]]
     assert ws.apply(Perplexity(tiny_model, dtype="float32", column="ppl"), progress=False).computed == 2
     assert ws.apply(Perplexity(tiny_model, dtype="float32", column="ppl"), progress=False, force=True).computed == 2
+
+
+def test_signal_stats_describe_the_whole_column_not_the_last_run(tiny_model, tmp_path):
+    """`curate signal --limit 3`, then on every row: the column's turns scored and truncated and its IFD >= 1 counts
+    (provenance, `curate info --json`, the printed line) counted only the last run's rows; each run keeps its own."""
+    from typer.testing import CliRunner
+
+    import curate
+    from curate.cli import app
+
+    ws = curate.Workspace.open(workspace(tmp_path).path)
+    args = ["signal", str(ws.path), "--kind", "ifd", "--model", str(tiny_model), "--column", "ifd_lim",
+            "--max-length", "24"]
+    first = CliRunner().invoke(app, [*args, "--limit", "3"])
+    rest = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and rest.exit_code == 0, first.output + rest.output
+    values, truncated = ws.column("ifd_lim"), ws.column("ifd_lim_truncated")
+    prov = ws.column_provenance("ifd_lim")
+    flagged = sum(any(v >= 1.0 for v in row) for row in values)
+    assert prov["turns_scored"] == sum(map(len, values)) == 9  # 4 turns in the first 3 rows, 5 in the rest
+    assert prov["turns_truncated"] == sum(bool(t) for row in truncated for t in row) > 0
+    assert prov["rows_with_ifd_at_least_one"] == flagged
+    assert prov["ifd_at_least_one"] == sum(v >= 1.0 for row in values for v in row)
+    assert {"turns_scored", "rows_with_ifd_at_least_one"} <= set(prov["whole_column_stats"])
+    assert [run["turns_scored"] for run in prov["runs"]] == [4, 5]  # each run's own counts stay in runs
+    assert f"rows of the column with IFD >= 1 (the instruction does not help): {flagged}" in rest.output
+    assert curate.Workspace.open(ws.path).info()["columns"]["ifd_lim"]["turns_scored"] == 9
+
+
+def test_cli_signal_says_what_the_cache_answered_and_that_earlier_failures_were_not_computed_again(
+        tiny_model, tmp_path):
+    """After a killed run the summary said "N computed, 0 reused" with no word of the requests the on-disk cache
+    answered; a failure kept from an earlier run was "not sent again", a judge's words for a local forward pass."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    ws = workspace(tmp_path, CONVERSATIONS + [conv(("Only a question, no reply", None))])
+    rows = ws.row_inputs(ws.ids, ())
+    killed = IFD(tiny_model, dtype="float32", max_batch=2)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run(rows, StepContext(Counter(kill_after=2), ws.cache_dir, ws.path))
+    cached, total = killed.engine.stats["computed"], 2 * sum(len(c) // 2 for c in CONVERSATIONS)
+    assert 0 < cached < total
+    args = ["signal", str(ws.path), "--kind", "ifd", "--model", str(tiny_model)]
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    line = " ".join(resumed.output.split())
+    assert (f"ifd: {len(CONVERSATIONS)} computed ({cached} of their {total} requests answered by the on-disk cache), "
+            "0 reused, failed 1 (") in line, line
+    again = " ".join(CliRunner().invoke(app, args).output.split())
+    assert f"0 computed, {len(CONVERSATIONS) + 1} reused, failed 1 (1 from an earlier run, not computed again)" in again

@@ -39,10 +39,13 @@ def signal_cmd(
     result = ws.signal(kind, model=model, device=device, ids=ids, reference_selection=reference, dtype=dtype,
                        max_length=max_length, chat_template=template, column=column)
     prov = result.provenance
-    console.print(f"{result.column}: {result.valued_now:,} computed, {result.skipped:,} reused, "
-                  f"{result.failed_text()} ({result.seconds:.1f} s)")
     last = (prov.get("runs") or [{}])[-1]
+    cached = (f" ({last.get('cached_requests', 0):,} of their {last['requests']:,} requests answered by the "
+              "on-disk cache)" if result.computed and last.get("requests") else "")
+    console.print(f"{result.column}: {result.valued_now:,} computed{cached}, {result.skipped:,} reused, "
+                  f"{result.failed_text()} ({result.seconds:.1f} s)")
     if result.computed and last.get("turns_truncated"):
         console.print(f"  turns truncated to {prov.get('max_length'):,} tokens: {last['turns_truncated']:,}")
     if kind == "ifd" and prov.get("rows_with_ifd_at_least_one") is not None:
-        console.print(f"  rows with IFD >= 1 (the instruction does not help): {prov['rows_with_ifd_at_least_one']:,}")
+        console.print(f"  rows of the column with IFD >= 1 (the instruction does not help): "
+                      f"{prov['rows_with_ifd_at_least_one']:,}")

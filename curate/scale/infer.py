@@ -298,6 +298,11 @@ class Precomputed:
     def describe(self) -> dict[str, Any]:
         return self.step.describe()
 
+    @property
+    def column_stats(self) -> Any:
+        """The wrapped step's stats of its whole column (``ws.apply`` stores them), if it counts any; else None."""
+        return getattr(self.step, "column_stats", None)
+
     def check_column(self, ws: Any) -> None:
         """The wrapped step's own rule about its column (``ws.apply`` calls it), if it has one."""
         check = getattr(self.step, "check_column", None)

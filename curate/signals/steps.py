@@ -78,9 +78,10 @@ class _SignalStep:
     def _plans(self, rows: Sequence[RowInput]) -> list[list[TurnPlan]]:
         return [self.engine.prompter.plan(list(row.turns)) for row in rows]
 
-    def _score(self, engine: Engine, plans: list[list[TurnPlan]], which: tuple[str, ...], ctx: StepContext
-               ) -> dict[tuple[int, int, str], np.ndarray]:
-        """Log-probabilities of every (row, turn, which) request through ``engine``, with row progress."""
+    def _score(self, engine: Engine, plans: list[list[TurnPlan]], which: tuple[str, ...], ctx: StepContext,
+               usage: dict[str, int]) -> dict[tuple[int, int, str], np.ndarray]:
+        """Log-probabilities of every (row, turn, which) request through ``engine``, with row progress; adds the
+        requests and those the on-disk cache answered to ``usage``."""
         reqs: list[Request] = []
         where: list[tuple[int, int, str]] = []
         for r, row in enumerate(plans):
@@ -90,12 +91,17 @@ class _SignalStep:
                         reqs.append(getattr(plan, w))
                         where.append((r, t, w))
         tracker = RowProgress([w[0] for w in where], len(plans), ctx.progress)
+        hits = engine.stats["cache_hits"]
         values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done)
+        usage["requests"] = usage.get("requests", 0) + len(reqs)
+        usage["cached_requests"] = usage.get("cached_requests", 0) + engine.stats["cache_hits"] - hits
         return dict(zip(where, values, strict=True))
 
     @staticmethod
-    def _output(plans: list[list[TurnPlan]], turn_value: Any, extra_keys: tuple[str, ...]) -> StepOutput:
-        """Assemble per-turn values: ``turn_value(r, t) -> (value, {extra}) | Failure``."""
+    def _output(plans: list[list[TurnPlan]], turn_value: Any, extra_keys: tuple[str, ...],
+                usage: dict[str, int]) -> StepOutput:
+        """Assemble per-turn values: ``turn_value(r, t) -> (value, {extra}) | Failure``; the stats count this call's
+        turns and its ``usage`` (requests, and those the on-disk cache answered)."""
         values: list[Any] = []
         failures: list[list[Failure]] = []
         extra: dict[str, list[Any]] = {k: [] for k in (*extra_keys, "truncated")}
@@ -122,7 +128,14 @@ class _SignalStep:
                 extra[k].append(ex[k])
         truncated = sum(1 for row in plans for p in row if p.failure is None and p.truncated)
         scored = sum(1 for row in values for v in row if v is not None)
-        return StepOutput(values, failures, extra, {"turns_scored": scored, "turns_truncated": truncated})
+        return StepOutput(values, failures, extra, {"turns_scored": scored, "turns_truncated": truncated, **usage})
+
+    def column_stats(self, values: list[Any], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        """What the whole column holds (every run's rows, ``ws.apply`` stores it as the provenance's top-level
+        stats): turns with a value, and of those, turns truncated to ``max_length``."""
+        flags = extra.get("truncated") or [None] * len(values)
+        return {"turns_scored": sum(v is not None for row in values for v in row or ()),
+                "turns_truncated": sum(bool(t) for row in flags for t in row or ())}
 
 
 class Perplexity(_SignalStep):
@@ -131,8 +144,8 @@ class Perplexity(_SignalStep):
     kind = "perplexity"
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
-        plans = self._plans(rows)
-        lps = self._score(self.engine, plans, ("conditioned",), ctx)
+        plans, usage = self._plans(rows), {}
+        lps = self._score(self.engine, plans, ("conditioned",), ctx, usage)
 
         def value(r: int, t: int) -> Any:
             loss = _mean_nll(lps[(r, t, "conditioned")])
@@ -141,7 +154,7 @@ class Perplexity(_SignalStep):
                                f"(exp overflows above {MAX_EXP_ARGUMENT:.0f})", turn=t + 1)
             return math.exp(loss), {"loss": loss, "tokens": len(lps[(r, t, "conditioned")])}
 
-        return self._output(plans, value, ("loss", "tokens"))
+        return self._output(plans, value, ("loss", "tokens"), usage)
 
 
 class IFD(_SignalStep):
@@ -158,8 +171,8 @@ class IFD(_SignalStep):
                 "instruction (flagged, not dropped; the ifd selector drops these)"}
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
-        plans = self._plans(rows)
-        lps = self._score(self.engine, plans, ("conditioned", "alone"), ctx)
+        plans, usage = self._plans(rows), {}
+        lps = self._score(self.engine, plans, ("conditioned", "alone"), ctx, usage)
 
         def value(r: int, t: int) -> Any:
             cond, alone = _mean_nll(lps[(r, t, "conditioned")]), _mean_nll(lps[(r, t, "alone")])
@@ -167,11 +180,19 @@ class IFD(_SignalStep):
                 return Failure(FailureCode.MODEL_ERROR, "the response alone has zero loss: IFD is undefined", turn=t + 1)
             return cond / alone, {"loss_conditioned": cond, "loss_alone": alone}
 
-        out = self._output(plans, value, ("loss_conditioned", "loss_alone"))
-        flagged = [any(v is not None and v >= SIGNAL.ifd_max for v in row) for row in out.values]
-        out.stats["ifd_at_least_one"] = sum(1 for row in out.values for v in row if v is not None and v >= SIGNAL.ifd_max)
-        out.stats["rows_with_ifd_at_least_one"] = sum(flagged)
+        out = self._output(plans, value, ("loss_conditioned", "loss_alone"), usage)
+        out.stats.update(_flagged(out.values))
         return out
+
+    def column_stats(self, values: list[Any], extra: dict[str, list[Any]]) -> dict[str, Any]:
+        """:meth:`_SignalStep.column_stats` with the column's turns and rows at IFD >= ``SIGNAL.ifd_max``."""
+        return {**super().column_stats(values, extra), **_flagged(values)}
+
+
+def _flagged(values: list[Any]) -> dict[str, int]:
+    """Turns, and rows with a turn, at IFD >= ``SIGNAL.ifd_max`` among per-turn ``values`` (None: no value)."""
+    high = [sum(v is not None and v >= SIGNAL.ifd_max for v in row or ()) for row in values]
+    return {"ifd_at_least_one": sum(high), "rows_with_ifd_at_least_one": sum(n > 0 for n in high)}
 
 
 def reference_turns(reference: Sequence[Any]) -> list[list[Any]]:
@@ -228,6 +249,7 @@ class Learnability(_SignalStep):
         ref = self.reference_engine(ctx.cache_dir, progress=not getattr(ctx.progress, "disable", True))
         base_lp: dict[tuple[int, int, str], np.ndarray] = {}
         ref_lp: dict[tuple[int, int, str], np.ndarray] = {}
+        usage: dict[str, int] = {}
 
         class _Silent:
             def update(self, n: int = 1) -> None:
@@ -236,9 +258,9 @@ class Learnability(_SignalStep):
         for start in range(0, len(plans), LEARNABILITY_CHUNK):
             chunk = plans[start:start + LEARNABILITY_CHUNK]
             silent = StepContext(_Silent(), ctx.cache_dir, ctx.workspace)
-            for (r, t, w), v in self._score(self.engine, chunk, ("conditioned",), silent).items():
+            for (r, t, w), v in self._score(self.engine, chunk, ("conditioned",), silent, usage).items():
                 base_lp[(start + r, t, w)] = v
-            for (r, t, w), v in self._score(ref, chunk, ("conditioned",), ctx).items():
+            for (r, t, w), v in self._score(ref, chunk, ("conditioned",), ctx, usage).items():
                 ref_lp[(start + r, t, w)] = v
         ref.release()
 
@@ -247,7 +269,7 @@ class Learnability(_SignalStep):
             return base - tuned, {"loss_base": base, "loss_reference": tuned}
 
         self.adapter = ref.adapter
-        return self._output(plans, value, ("loss_base", "loss_reference"))
+        return self._output(plans, value, ("loss_base", "loss_reference"), usage)
 
 
 RUN_SIGNALS = ("ifd", "perplexity")  # the signals `curate run` computes (learnability needs a reference set)

@@ -315,9 +315,6 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     runs, earlier = (old.get("runs") or []) + [run], old.get("earlier_runs")
     if len(runs) > RUN_HISTORY:  # what the dropped runs paid stays counted
         earlier, runs = fold_runs(earlier, runs[:-RUN_HISTORY]), runs[-RUN_HISTORY:]
-    provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
-                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs,
-                  **({"earlier_runs": earlier} if earlier else {}), **out.stats}
     failures = [[f.to_dict() for f in fails] or None for fails in out.failures]
     # The value column goes last: its per-row fingerprints are what marks a row done, so a process killed
     # between these writes leaves rows to recompute, never a row marked done without its failure record.
@@ -328,7 +325,28 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
         ws.merge_column(f"{step.column}_{key}", ids, values,
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
+    provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
+                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs,
+                  **({"earlier_runs": earlier} if earlier else {}), **_column_stats(ws, step, ids, out)}
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
+
+
+def _column_stats(ws: Workspace, step: Any, ids: list[str], out: StepOutput) -> dict[str, Any]:
+    """The provenance's top-level stats: this run's (``runs`` keeps each run's), except those a step's
+    ``column_stats(values, extra)`` counts over the whole column as it will be stored (its earlier rows with this
+    run's merged in, pool order; ``extra``: its side columns, already written), named in ``whole_column_stats``:
+    they describe the column, not the last run (a run on 17 rows, then one on the rest, said 0 flagged rows of
+    a column holding one)."""
+    column_stats = getattr(step, "column_stats", None)
+    if column_stats is None:
+        return out.stats
+    values = ws.column(step.column) if ws.has_column(step.column) else [None] * len(ws)
+    index = ws.index
+    for rid, value in zip(ids, out.values, strict=True):
+        values[index[rid]] = value
+    extra = {key: ws.column(f"{step.column}_{key}") for key in out.extra}
+    whole = column_stats(values, extra)
+    return {**out.stats, **whole, "whole_column_stats": sorted(whole)}  # the rest: the last run's, as runs[-1]
 
 
 def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],

@@ -8,6 +8,8 @@ from typing import Any
 
 from curate.codes import FailureCode
 
+SENDING_KINDS = ("judge", "instag_tags")  # the provenance kinds of steps whose rows are requests sent to an LLM
+
 
 @dataclass
 class ApplyResult:
@@ -29,9 +31,11 @@ class ApplyResult:
         return self.computed - self.failed_now
 
     def failed_text(self) -> str:
-        """``failed N``, saying how many failed before when a re-run reused them (they were not sent again)."""
+        """``failed N``, saying how many failed before when a re-run reused them: an LLM step's were not sent again,
+        any other step's (a signal, a scorer) not computed again."""
         earlier = self.failed - self.failed_now
-        return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not sent again)" if earlier else "")
+        again = "sent" if self.provenance.get("kind") in SENDING_KINDS else "computed"
+        return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not {again} again)" if earlier else "")
 
     def counts_text(self) -> str:
         """``N rows — computed C, reused R, failed F``: computed counts the rows that got a value now."""
