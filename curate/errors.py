@@ -29,6 +29,20 @@ class ScorerError(CurateError):
     """A trained scorer cannot be built, fitted, loaded or applied."""
 
 
+class NoLabelsError(CurateError):
+    """A label-making run (Evol) made no label from its seeds: the data says why. ``eliminated_by_reason``: the
+    rewrites dropped, by elimination code; ``rank_failures_by_reason``: the seeds' variant sets left unscored, by
+    rank-failure code; ``calls_failed``: every rewrite call failed (the backend did not answer)."""
+
+    def __init__(self, message: str, *, seeds: int, eliminated_by_reason: dict[str, int],
+                 rank_failures_by_reason: dict[str, int], calls_failed: bool = False):
+        self.seeds = seeds
+        self.eliminated_by_reason = dict(eliminated_by_reason)
+        self.rank_failures_by_reason = dict(rank_failures_by_reason)
+        self.calls_failed = calls_failed
+        super().__init__(message)
+
+
 def python_and_cli(python: str, cli: str) -> str:
     """How a message names an option a user gives either way, Python first: ``python_and_cli("api_key_env=",
     "--api-key-env")`` is ``api_key_env= (CLI: --api-key-env)``; a user of ``import curate`` is not told of a flag

@@ -528,3 +528,47 @@ def test_evol_counts_a_request_repeated_in_the_run_apart_from_the_disk_cache(tmp
     (usage,) = llm_usage(ws)
     assert (usage["calls"], usage["cached"], usage["repeated"]) == (calls, 0, calls)
     assert "<th>repeated</th>" in judges_section(ws)
+
+
+def test_no_labels_is_one_error_in_the_api_and_the_cli_naming_the_eliminations(tmp_path):
+    """Every rewrite cut off at max_tokens (the fault server's [length]: finish_reason length): build_labels
+    returned an empty Dataset while `curate evol` failed, and the CLI's error blamed the rank prompt though no rank
+    call was made. Both now raise NoLabelsError with the reasons and their counts (the run is stored all the same)."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.errors import NoLabelsError
+    from curate.evol import build_labels
+    from curate.llm.backends import OpenAIBackend
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    records = [{"instruction": f"[length] Describe item {i} in detail.", "output": "An item."} for i in range(3)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", records))
+    seeds = [{"id": f"s{i}", "instruction": r["instruction"]} for i, r in enumerate(records)]
+    with FaultServer() as srv:
+        with pytest.raises(NoLabelsError) as api:
+            build_labels(seeds, OpenAIBackend(srv.base_url, "fault", api_key="k"), steps=2, workspace=ws, name="api")
+        res = CliRunner().invoke(app, ["evol", str(ws.path), "--seeds", "3", "--steps", "2", "--base-url",
+                                       srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--name", "cli"])
+    error = api.value
+    assert error.eliminated_by_reason == {"truncated": 6} and error.seeds == 3
+    assert error.rank_failures_by_reason == {"too_few_variants": 3} and not error.calls_failed
+    text = " ".join(str(error).split())
+    assert "6 x truncated" in text and "no rank call was made" in text and "rank prompt" not in text
+    assert ws.label_sets["api"]["labels"] == 0  # stored: what the run paid for and why each rewrite was dropped
+    assert res.exit_code == 1 and isinstance(res.exception, NoLabelsError), res.output
+    assert " ".join(str(res.exception).split()) == text
+
+
+def test_the_readme_names_every_elimination_reason():
+    """README's Evol section listed the elimination reasons by hand and left out `truncated`."""
+    from pathlib import Path
+
+    from curate.evol import Elimination
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Evol labels", 1)[1].split("\n## ", 1)[0]
+    assert [code.value for code in Elimination if f"`{code.value}`" not in section] == []

@@ -52,10 +52,9 @@ def evol(
     name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>); read it with ws.labels(NAME)."),
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
-    from curate.errors import CurateError
+    from curate.errors import NoLabelsError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
-    from curate.evol.labels import labels_lock, raise_unfinished
-    from curate.evol.rules import Elimination
+    from curate.evol.labels import labels_lock, raise_no_labels, raise_unfinished
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
@@ -77,18 +76,15 @@ def evol(
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
-    p = result.provenance
     raise_unfinished(result)
-    if p["rewrites"] and p["eliminated_by_reason"].get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
-        first = next((v.detail for vs in result.sets for v in vs.eliminated if v.detail), "")
-        raise CurateError(f"every rewrite call failed ({p['rewrites']:,}; first: {first}); the backend did not answer "
-                          f"(the local server's logs: {curate_home() / 'logs'}). Rerun when it does: finished calls "
-                          "are cached.")
-    if rows and not result.labels:  # nothing to train on: a failure, not a finished run
-        failed = next((vs for vs in result.sets if vs.failure is not None), None)
-        detail = f" (first: {failed.failure.value}: {(failed.failure_detail or '')[:160]})" if failed else ""
-        raise CurateError(f"no labels: none of the {len(rows):,} seeds' variant sets was ranked{detail}; see the "
-                          "rank failures above (a model too small for the rank prompt answers nothing it can read)")
+    try:
+        raise_no_labels(result)
+    except NoLabelsError as exc:
+        if exc.calls_failed:  # where to look when the packaged server answered nothing
+            raise NoLabelsError(f"{exc} (the local server's logs: {curate_home() / 'logs'})", seeds=exc.seeds,
+                                eliminated_by_reason=exc.eliminated_by_reason,
+                                rank_failures_by_reason=exc.rank_failures_by_reason, calls_failed=True) from None
+        raise
 
 
 def print_run_summary(p: dict) -> None:

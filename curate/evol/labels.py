@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import EVOL
-from curate.errors import CurateError
+from curate.errors import CurateError, NoLabelsError
 from curate.evol.run import EvolRun, run_evol
 from curate.storage.files import check_name, now
 
@@ -68,6 +68,37 @@ def raise_unfinished(run: EvolRun) -> None:
                           "Re-run to finish them (answered calls come from the cache).")
 
 
+def _counts(by_reason: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} x {reason}" for reason, n in by_reason.items())
+
+
+def raise_no_labels(run: EvolRun) -> None:
+    """A :class:`~curate.errors.NoLabelsError` when a run on some seeds made no label (nothing to train on: a
+    failure, not a finished run), naming what happened with its counts: every rewrite call failed, every rewrite
+    was eliminated (no rank call made), or the rank calls gave nothing usable."""
+    from curate.evol.rules import Elimination, RankFailure
+
+    p = run.provenance
+    if not run.sets or len(run.labels):
+        return
+    eliminated, unscored = p["eliminated_by_reason"], p["rank_failures_by_reason"]
+    data = {"seeds": len(run.sets), "eliminated_by_reason": eliminated, "rank_failures_by_reason": unscored}
+    first_eliminated = next((v.detail for vs in run.sets for v in vs.eliminated if v.detail), "")
+    if p["rewrites"] and eliminated.get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
+        raise NoLabelsError(f"no labels: every rewrite call failed ({p['rewrites']:,}; first: {first_eliminated}); "
+                            "the backend did not answer. Rerun when it does: finished calls are cached.",
+                            calls_failed=True, **data)
+    ranked = next((vs for vs in run.sets if vs.failure not in (None, RankFailure.TOO_FEW_VARIANTS)), None)
+    if ranked is None:  # no rank call was made: blame the rewrites, by reason
+        raise NoLabelsError(f"no labels: every rewrite of the {len(run.sets):,} seeds was eliminated "
+                            f"({_counts(eliminated)}; first: {first_eliminated[:160]}), so no variant set had two "
+                            "variants to rank and no rank call was made", **data)
+    raise NoLabelsError(f"no labels: none of the {len(run.sets):,} seeds' variant sets was ranked (first: "
+                        f"{ranked.failure.value}: {(ranked.failure_detail or '')[:160]}); variant sets: "
+                        f"{_counts(unscored)}; rewrites eliminated: {_counts(eliminated) or 'none'} (a model too small "
+                        "for the rank prompt answers nothing it can read)", **data)
+
+
 def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = EVOL.steps, seed: int = EVOL.seed,
                  cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
                  **kwargs: Any):
@@ -77,7 +108,9 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
     With ``workspace`` the set is also stored as its label set ``name`` (default ``evol_<kind>``) and the LLM
     responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise. Other keyword
     arguments go to :func:`curate.evol.run.run_evol`. Seeds whose chain the LLM left unanswered raise
-    :func:`raise_unfinished`'s error (after the finished ones are stored).
+    :func:`raise_unfinished`'s error (after the finished ones are stored), and a run that made no label raises
+    :func:`raise_no_labels`'s :class:`~curate.errors.NoLabelsError` (after it is stored: what it paid for and why
+    each rewrite was dropped are in the label set's provenance and ``sets.jsonl``), as ``curate evol`` does.
     """
     if cache_path is None:
         if workspace is None:
@@ -92,4 +125,5 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
             run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
             save_labels(workspace, name, run)
     raise_unfinished(run)
+    raise_no_labels(run)
     return run.labels
