@@ -572,3 +572,31 @@ def test_the_readme_names_every_elimination_reason():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Evol labels", 1)[1].split("\n## ", 1)[0]
     assert [code.value for code in Elimination if f"`{code.value}`" not in section] == []
+
+
+def test_info_lists_label_sets_with_what_their_runs_spent(tmp_path):
+    """`curate info`, `curate info --json`, ws.info() and the notebook view left label sets out: Evol's spend could
+    not be seen there."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.evol import build_labels
+    from curate.report.views import workspace_html
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": s["instruction"], "output": "ok"} for s in SEEDS]))
+    backend = ScriptedBackend(_evol_reply)
+    build_labels(SEEDS, backend, kind="complexity", steps=2, seed=0, workspace=ws, name="cx")
+    ws.add_labels("mine", [{"text": "a", "score": 1.0}, {"text": "b", "score": 2.0}], {"note": "by hand"})
+    assert ws.info()["label_sets"]["cx"]["labels"] == 9 and ws.info()["label_sets"]["mine"]["note"] == "by hand"
+    shown = CliRunner().invoke(app, ["info", str(ws.path)])
+    assert shown.exit_code == 0, shown.output
+    line = " ".join(shown.output.split())
+    assert (f"label set cx: 9 labels (evol complexity); 1 run(s), {backend.requests_sent} requests sent, 0 answered "
+            "by the on-disk cache, cost $0.0000") in line, line
+    assert "label set mine: 2 labels (added with ws.add_labels)" in line
+    as_json = json.loads(CliRunner().invoke(app, ["info", str(ws.path), "--json"]).output)
+    assert as_json["label_sets"]["cx"]["requests"] == backend.requests_sent
+    assert "label set cx: 9 labels" in workspace_html(ws)

@@ -29,8 +29,10 @@ def _usage_line(entry: dict[str, Any]) -> str:
 
 
 def print_info(info: dict[str, Any], console: Console) -> None:
-    """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections, the
-    damaged files with their fix."""
+    """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections,
+    label sets, the damaged files with their fix."""
+    from curate.report.views import label_set_text
+
     fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
     # soft_wrap: these lines carry paths; a console narrower than a line (a pipe: 80 columns) must not break them
     console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", soft_wrap=True,
@@ -52,6 +54,8 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     for s in info["selections"]:
         stale = f"; {out_of_date(s['gone'])}" if s["gone"] else ""
         console.print(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}", soft_wrap=True)
+    for lab in info["label_sets"]:
+        console.print(f"  {label_set_text(lab)}", soft_wrap=True)
     for d in info["damaged"]:  # listed, not raised: one bad file stops only what needs it
         console.print(f"  [red]damaged {d['kind']} {escape(d['name'])}[/]: {escape(d['path'])}: "
                       f"{escape(d['problem'])}; {escape(d['fix'])}", soft_wrap=True, markup=True)

@@ -28,7 +28,7 @@ from curate.report.summary import (
     selection_summary,
     sources,
 )
-from curate.report.tables import cell_text, conversation_html, conversation_text, esc, style
+from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, style
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.pool import kept_rows_gone, out_of_date
@@ -182,7 +182,7 @@ def run_result_html(selected: int, outputs: dict[str, Any], timings: dict[str, f
 
 
 def workspace_html(ws: Workspace) -> str:
-    """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections."""
+    """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections, label sets."""
     with ws.reading():  # a column's stats read it more than once
         return _workspace_html(ws)
 
@@ -195,13 +195,16 @@ def _workspace_html(ws: Workspace) -> str:
                    f"({esc(provenance_line(m))})</li>" for n, m in info["embeddings"].items())
     sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(ws.selection(n)))} "
                    f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items())
+    usage = {u["column"]: u for u in llm_usage(ws)}
+    labs = "".join(f"<li>{esc(label_set_text(_label_set_entry(ws, n, p, usage.get(f'labels/{n}'))))}</li>"
+                   for n, p in info["label_sets"].items())
     srcs = "".join(f"<li>{esc(s['source'])}: {s['rows_added_all']:,} added"
                    + (f" over {s['loads']} loads" if s["loads"] > 1 else "")
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
     damaged = "".join(f"<li class='curate-warn'>damaged {esc(d['kind'])} <b>{esc(d['name'])}</b>: {esc(d['path'])}: "
                       f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in info["damaged"])
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
-            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{damaged}</ul>{cols}</div>")
+            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}</ul>{cols}</div>")
 
 
 def _stale_html(ws: Workspace, name: str) -> str:
@@ -240,8 +243,9 @@ def _missing_rows(ws: Workspace, name: str) -> tuple[int, int, int]:
 
 def info_data(ws: Workspace) -> dict[str, Any]:
     """What ``curate info`` shows: rows, formats, sources (one per file), columns with fill and provenance
-    (judges with missing rows, tokens and cost over all runs), embeddings, selections, and the damaged files (those
-    the listing found, and those found reading a column or a selection), each once."""
+    (judges with missing rows, tokens and cost over all runs), embeddings, selections, label sets (Evol's with
+    the requests and cost of every run that made them), and the damaged files (those the listing found, and those
+    found reading a column or a selection), each once."""
     info = ws.info()
     usage = {u["column"]: u for u in llm_usage(ws)}
     damaged = {d["path"]: d for d in info["damaged"]}
@@ -270,4 +274,21 @@ def info_data(ws: Workspace) -> dict[str, Any]:
         "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
         "selections": selections, "damaged": list(damaged.values()),
+        "label_sets": [_label_set_entry(ws, n, p, usage.get(f"labels/{n}")) for n, p in info["label_sets"].items()],
     }
+
+
+def _label_set_entry(ws: Workspace, name: str, prov: dict[str, Any], usage: dict[str, Any] | None) -> dict[str, Any]:
+    """A label set in ``curate info``: its rows, what made it, and (an Evol set) the LLM usage of its runs."""
+    rows = prov["labels"] if isinstance(prov.get("labels"), int) else len(ws.labels(name))
+    made_by = " ".join(str(prov[k]) for k in ("method", "kind") if prov.get(k)) or "added with ws.add_labels"
+    return {"name": name, "rows": rows, "made_by": made_by, "usage": usage}
+
+
+def label_set_text(entry: dict[str, Any]) -> str:
+    """One label set of :func:`info_data` in words: ``label set evol_complexity: 9 labels (evol complexity); 1 run(s),
+    11 requests sent, 0 answered by the on-disk cache, cost $0.0000``."""
+    u = entry["usage"]
+    spent = (f"; {u['runs']} run(s), {u['calls'] or 0:,} requests sent, {u['cached'] or 0:,} answered by the on-disk "
+             f"cache, cost {money(u['cost_usd'])}" if u else "")
+    return f"label set {entry['name']}: {entry['rows']:,} labels ({entry['made_by']}){spent}"

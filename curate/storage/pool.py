@@ -368,7 +368,8 @@ def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
 
 
 def info(ws: Workspace) -> dict[str, Any]:
-    """``Workspace.info``: rows, formats, sources, every derived column, embedding set and selection, the damaged."""
+    """``Workspace.info``: rows, formats, sources, and every derived column, embedding set, selection and label set
+    (by name, its provenance), the damaged files."""
     formats: Counter = Counter()
     if ws.has_pool:
         formats.update(ws.pool.data.table.column("format").to_pylist())
@@ -377,4 +378,5 @@ def info(ws: Workspace) -> dict[str, Any]:
         "pool_columns": ws.pool.column_names if ws.has_pool else [],
         "columns": ws.columns, "embeddings": ws.embedding_sets, "selections": ws.selections,
         "damaged": [d.to_dict() for d in ws.damaged],
+        "label_sets": ws.label_sets,
     }
