@@ -53,6 +53,7 @@ class FailureCode(StrEnum):
     UNPARSABLE = "unparsable"              # no score/JSON could be read from the reply
     INVALID_OUTPUT = "invalid_output"      # JSON that fails its schema after the re-asks
     HTTP_ERROR = "http_error"              # a permanent HTTP status (4xx other than 408/409/429)
+    CONTEXT_TOO_LONG = "context_too_long"  # the server's 400: the row (prompt + max_tokens) exceeds its context
     TRANSIENT = "transient"                # 429 / 5xx / timeout / connection / malformed body, retries spent
     BUDGET = "budget"                      # not sent: max_cost reached
     EMPTY_INPUT = "empty_input"            # nothing to read (empty text)

@@ -21,6 +21,8 @@ class BackendDefaults:
     top_logprobs: int = 20           # digit scores read the first token's top logprobs
     worst_case_max_tokens: int = 1024  # reply length assumed when a request sets no max_tokens (cost cap, TPM)
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key
+    local_max_model_len: int = 2048  # the packaged SmolLM2's vLLM context (prompt + reply tokens); a longer
+                                     # request fails context_too_long
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[lowmass]``    logprobs where digits 1-3 are absent and the rest carry little mass
 
 ``[always400]``  every attempt answers 400 (a permanent error)
+``[toolong]``    answers 400 as vLLM does for a prompt longer than the model's context (``maximum context length``)
 ``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
 ``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
 ``[filtered]``   answers half a reply with ``finish_reason: content_filter``
@@ -148,6 +149,12 @@ class FaultServer:
         if fault("429"):
             return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}}, status=429,
                                      headers={"Retry-After": self.retry_after})
+        if "[toolong]" in key:  # vLLM 0.32's words (vllm/renderers/params.py) and its error body
+            return web.json_response({"error": {"message": "This model's maximum context length is 2048 tokens. "
+                                                "However, your prompt contains 2300 input tokens, which exceeds this "
+                                                "limit even without any output tokens. Please reduce the length of "
+                                                "the input prompt.", "type": "BadRequestError", "param": "input_tokens",
+                                                "code": 400}}, status=400)
         if "[always400]" in key:
             return web.json_response({"error": {"message": "bad request", "type": "invalid_request_error"}},
                                      status=400)

@@ -598,3 +598,25 @@ def test_failure_and_spend_texts_close_their_parentheses_and_name_the_model_with
     assert clip("short (fine)", 50) == "short (fine)"
     prov = {"model": "judge-without-price", "runs": [{"cost_usd": None, "tokens": {"prompt": 1, "completion": 1}}]}
     assert usage_total_line(prov).endswith("cost unknown (no price known for judge-without-price)")
+
+
+def test_a_row_longer_than_the_context_fails_context_too_long_not_http_error(tmp_path, fault_server):
+    """A server's 400 saying the row exceeds the model's context was a generic ``http_error``; the local model's
+    context length was a default outside curate/defaults.py."""
+    import inspect
+
+    from curate.codes import FailureCode
+    from curate.defaults import BACKEND
+    from curate.llm.local import LocalServer
+    from curate.llm.vllm_batch import VLLMBatchBackend
+    from curate.llm.vllm_engine import VLLMBackend
+
+    ws = _workspace(tmp_path, ["[toolong] a very long row", "[always400] refused", "plain one"])
+    result = _score(ws, "quality", _backend(fault_server))
+    (long_row,), (refused,), plain = ws.failures("quality")
+    assert long_row.code is FailureCode.CONTEXT_TOO_LONG and "maximum context length is 2048" in long_row.message
+    assert refused.code is FailureCode.HTTP_ERROR and plain == []
+    assert set(result.failure_reasons) == {"context_too_long", "http_error"}
+    assert fault_server.counts[_key_of(fault_server, "[toolong]")] == 1  # permanent: not retried
+    for server in (LocalServer, VLLMBatchBackend, VLLMBackend):
+        assert inspect.signature(server).parameters["max_model_len"].default == BACKEND.local_max_model_len

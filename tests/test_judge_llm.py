@@ -179,3 +179,17 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     answer = load_prompt("answer")  # the shipped prompts run in-process as they are
     variables = {"instruction": "Name a colour.", "system": "", "history": []}
     assert sampling_kwargs(build_requests(answer, [variables], backend)[0].params)["max_tokens"] == 512
+
+
+def test_a_row_longer_than_the_local_context_fails_context_too_long(local_llm, tmp_path):
+    """A row beyond the local server's context (BACKEND.local_max_model_len tokens) failed with the generic
+    http_error; it is recorded as context_too_long, the server's own words in the message, and the other rows score."""
+    long_text = " ".join(f"word{i}" for i in range(2000))  # ~6,000 tokens: past the 2,048-token context
+    src = write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Name a colour.", "input": "", "output": "Blue."},
+                                             {"instruction": f"Summarise: {long_text}", "input": "", "output": "No."}])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    result = ws.score("complexity", local_llm.backend(), progress=False)
+    short, long_row = ws.failures("complexity")
+    assert [f.code for f in long_row] == [FailureCode.CONTEXT_TOO_LONG] and "2048" in long_row[0].message
+    assert all(f.code is FailureCode.LOW_DIGIT_MASS for f in short) and "context_too_long" in result.failure_reasons

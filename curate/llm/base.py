@@ -133,6 +133,18 @@ def failure_result(message: str, code: FailureCode) -> dict[str, Any]:
     return {"failure": message, "reason_code": code.value}
 
 
+# How servers refuse a request longer than the model's context: OpenAI's error code, vLLM's and OpenAI's words
+# ("This model's maximum context length is 2048 tokens ...", "The decoder prompt (length N) is longer than the
+# maximum model length of 2048 ...").
+_CONTEXT_TOO_LONG = re.compile(r"context_length_exceeded|maximum (context|model) length", re.IGNORECASE)
+
+
+def refused_code(message: str) -> FailureCode:
+    """The failure code of a request a server refused for good (a 4xx, or an engine's ValueError): ``context_too_long``
+    when ``message`` says the row does not fit the model's context, else ``http_error``."""
+    return FailureCode.CONTEXT_TOO_LONG if _CONTEXT_TOO_LONG.search(message) else FailureCode.HTTP_ERROR
+
+
 @dataclass
 class Request:
     """One chat completion to make: its cache key, messages and generation parameters."""

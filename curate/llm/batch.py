@@ -39,6 +39,7 @@ from curate.llm.base import (
     estimate_tokens,
     failure_result,
     format_usd,
+    refused_code,
 )
 from curate.llm.openai_backend import (
     REFUSED_SETTINGS,
@@ -105,7 +106,7 @@ def read_output_line(line: dict[str, Any], price: tuple[float, float] | None,
     text = f"batch request {code or 'failed'}" + (f" (HTTP {status})" if status else "") + f": {message}"
     if code == "batch_expired" or status is None or status in (408, 409, 429) or status >= 500:
         return "retry", failure_result(text, FailureCode.TRANSIENT)
-    return "failed", failure_result(text, FailureCode.HTTP_ERROR)
+    return "failed", failure_result(text, refused_code(f"{text} {code or ''}"))
 
 
 # -- where submissions are remembered ---------------------------------------------------------------------

@@ -158,7 +158,7 @@ class LocalServer:
     ...     results = run_prompt("complexity", rows, srv.backend(), response_cache(cache_dir))
     """
 
-    def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = 2048,
+    def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = BACKEND.local_max_model_len,
                  startup_timeout: float = 240.0, log_path: Path | None = None,
                  extra_args: list[str] | None = None, dtype: str = "auto"):
         self.home = Path(home) if home else curate_home()

@@ -5,7 +5,8 @@ honoured) on 429/5xx/timeouts/connection errors/malformed bodies, a per-request 
 cost accounting, and a hard ``max_cost`` cap checked *before* each request is sent: each request
 reserves its worst-case cost; one that does not fit waits for the requests in flight to settle, and
 fails (code ``budget``) only when nothing is in flight and it still does not fit. A permanent HTTP
-status fails with code ``http_error``; retries spent on transient errors with code ``transient``.
+status fails with code ``http_error`` (``context_too_long`` when the server says the request exceeds the
+model's context); retries spent on transient errors with code ``transient``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from curate.llm.base import (
     format_usd,
     is_loopback,
     price_of,
+    refused_code,
     reply_token_limit,
 )
 from curate.llm.limits import _RateLimiter, _WindowLimiter
@@ -244,8 +246,8 @@ class OpenAIBackend(Backend):
                     self.refused = (f"HTTP {status}: the server refuses {REFUSED_SETTINGS[status]}; fix it and re-run "
                                     f"(nothing more was sent): {_short(exc)}")  # a re-run sends the rows again
                     return failure_result(self.refused, FailureCode.TRANSIENT)
-                if status not in (408, 409, 429) and status < 500:
-                    return failure_result(last, FailureCode.HTTP_ERROR)
+                if status not in (408, 409, 429) and status < 500:  # the row does not fit the context: its own code
+                    return failure_result(last, refused_code(f"{exc} {getattr(exc, 'code', '') or ''}"))
                 retry_after = _retry_after(exc.response.headers)
             except openai.APITimeoutError:
                 last = f"timeout after {self.timeout:g}s"

@@ -43,7 +43,7 @@ class VLLMBatchBackend(Backend):
     submits_batches = True
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
-                 max_model_len: int = 2048, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
+                 max_model_len: int = BACKEND.local_max_model_len, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
                  timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
         check_model_path(model_dir)
         self._model_dir = Path(model_dir) if model_dir else None

@@ -10,7 +10,7 @@ from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.errors import CurateError, python_and_cli
 from curate.hardware import resolve_dtype
-from curate.llm.base import Backend, OnDone, Request, failure_result, reply_token_limit
+from curate.llm.base import Backend, OnDone, Request, failure_result, refused_code, reply_token_limit
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ENGINE_KWARGS,
@@ -61,7 +61,7 @@ class VLLMBackend(Backend):
     kind = "vllm"
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
-                 max_model_len: int = 2048, dtype: str = "auto", batch_size: int = 512,
+                 max_model_len: int = BACKEND.local_max_model_len, dtype: str = "auto", batch_size: int = 512,
                  top_logprobs: int = BACKEND.top_logprobs, **engine_kwargs: Any):
         check_model_path(model_dir)
         self.model_dir = Path(model_dir) if model_dir else prepare_model()
@@ -130,7 +130,9 @@ class VLLMBackend(Backend):
         try:
             return self.generate_batch([request])[0]
         except ValueError as exc:
-            return failure_result(f"vLLM refused the request: {str(exc)[:300]}", FailureCode.MODEL_ERROR)
+            code = FailureCode.CONTEXT_TOO_LONG if refused_code(str(exc)) is FailureCode.CONTEXT_TOO_LONG \
+                else FailureCode.MODEL_ERROR
+            return failure_result(f"vLLM refused the request: {str(exc)[:300]}", code)
 
     def close(self) -> None:
         """Shut the engine down (call before the interpreter exits)."""
