@@ -545,3 +545,22 @@ def test_cli_signal_says_what_the_cache_answered_and_that_earlier_failures_were_
             "0 reused, failed 1 (") in line, line
     again = " ".join(CliRunner().invoke(app, args).output.split())
     assert f"0 computed, {len(CONVERSATIONS) + 1} reused, failed 1 (1 from an earlier run, not computed again)" in again
+
+
+def test_curate_run_says_what_the_signal_cache_answered(tiny_model, tmp_path):
+    """`curate run --signal ifd` said '... computed (N now, 0 reused)' of a run whose requests the log-prob cache had
+    answered; it names them, as `curate signal` does."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in CONVERSATIONS), encoding="utf-8")
+    args = ["run", str(pool), "--budget", "2", "--no-report", "--signal", "ifd", "--signal-model", str(tiny_model)]
+    first = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    shutil.copytree(tmp_path / "a" / "workspace" / "cache", tmp_path / "b" / "workspace" / "cache")
+    again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])  # new columns, the cache's answers
+    assert again.exit_code == 0, again.output
+    assert "ifd: 6 of 6 rows computed (6 now, 0 reused); 18 of their 18 requests answered by the on-disk cache" in \
+        " ".join(again.output.split()), again.output

@@ -254,8 +254,11 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
 
                 console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name == "signals":
+        from curate.cli.signals import signal_cache_text
+
         for column, applied in result.items():
-            console.print(f"  {column}: {_done(applied, 'computed')}")
+            cached = f"; {text}" if (text := signal_cache_text(applied)) else ""
+            console.print(f"  {column}: {_done(applied, 'computed')}{cached}")
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
     elif name == "tags":

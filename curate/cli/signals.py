@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -40,8 +41,7 @@ def signal_cmd(
                        max_length=max_length, chat_template=template, column=column)
     prov = result.provenance
     last = (prov.get("runs") or [{}])[-1]
-    cached = (f" ({last.get('cached_requests', 0):,} of their {last['requests']:,} requests answered by the "
-              "on-disk cache)" if result.computed and last.get("requests") else "")
+    cached = f" ({text})" if (text := signal_cache_text(result)) else ""
     console.print(f"{result.column}: {result.valued_now:,} computed{cached}, {result.skipped:,} reused, "
                   f"{result.failed_text()} ({result.seconds:.1f} s)")
     if result.computed and last.get("turns_truncated"):
@@ -49,3 +49,12 @@ def signal_cmd(
     if kind == "ifd" and prov.get("rows_with_ifd_at_least_one") is not None:
         console.print(f"  rows of the column with IFD >= 1 (the instruction does not help): "
                       f"{prov['rows_with_ifd_at_least_one']:,}")
+
+
+def signal_cache_text(result: Any) -> str:
+    """'7 of their 40 requests answered by the on-disk cache': what a signal run's rows took from the log-prob cache
+    (a run resumed after a kill computes only the rest); '' when it computed no row or recorded no counts."""
+    last = (result.provenance.get("runs") or [{}])[-1]
+    if not result.computed or not last.get("requests"):
+        return ""
+    return f"{last.get('cached_requests', 0):,} of their {last['requests']:,} requests answered by the on-disk cache"
