@@ -2,7 +2,7 @@
 
 - ``perplexity`` = exp(mean NLL of the response tokens given the conversation so far);
 - ``ifd`` (Cherry LLM) = s(A|Q) / s(A): mean NLL of the response given its context over the mean NLL of
-  the response alone; IFD >= 1 means the instruction does not help (flagged in the stats, not dropped);
+  the response alone; IFD >= 1 means the instruction does not help (counted in the column's stats, not dropped);
 - ``learnability`` (LoBaSS) = L_base − L_ref, per-token mean losses of the response under the base model
   and under the base model LoRA-tuned briefly on a reference set (so normalised per length).
 
@@ -160,8 +160,9 @@ class Perplexity(_SignalStep):
 class IFD(_SignalStep):
     """``ifd`` per turn (Cherry LLM): loss(A|Q) / loss(A); extra columns ``loss_conditioned``, ``loss_alone``.
 
-    Turns with IFD >= ``SIGNAL.ifd_max`` (the instruction does not help) are counted in the run's stats
-    (``ifd_at_least_one``) and kept: the ``ifd`` selector drops them.
+    Turns with IFD >= ``SIGNAL.ifd_max`` (the instruction does not help) are counted, over the whole column, in its
+    provenance (``ifd_at_least_one``, ``rows_with_ifd_at_least_one``; each run's own in ``runs``) and kept: the
+    ``ifd`` selector drops them.
     """
     column = "ifd"
     kind = "ifd"
