@@ -1144,7 +1144,8 @@ def test_a_damaged_selection_is_listed_as_damaged_and_stops_only_what_reads_it(t
 
 
 def test_a_selection_whose_rows_are_not_its_records_is_shown_damaged_by_info_and_the_report(small_ws):
-    """Its schema reads, so the listing keeps it; reading it finds the damage, which info and the report show."""
+    """Its schema reads, so the listing keeps it; reading it finds the damage, which info, the report and the
+    workspace's notebook view show (the view raised it)."""
     import pyarrow as pa
 
     from curate.report.html import report_html
@@ -1163,6 +1164,8 @@ def test_a_selection_whose_rows_are_not_its_records_is_shown_damaged_by_info_and
     assert [(d["name"], d["code"]) for d in info["damaged"]] == [("short", "wrong_rows")]
     page = report_html(small_ws, selection="good")
     assert "short: damaged" in page and f"`rm {path}`" in page
+    view = small_ws._repr_html_()
+    assert "selection <b>good</b>" in view and "damaged selection <b>short</b>" in view and f"`rm {path}`" in view
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -193,8 +193,10 @@ def _workspace_html(ws: Workspace) -> str:
     cols = column_stats_table(ws, info["columns"]) if info["columns"] else "<p>no derived columns yet</p>"
     embs = "".join(f"<li>embeddings <b>{esc(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]} "
                    f"({esc(provenance_line(m))})</li>" for n, m in info["embeddings"].items())
-    sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(ws.selection(n)))} "
-                   f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items())
+    found = {d["path"]: d for d in info["damaged"]}
+    sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(sel))} "
+                   f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items()
+                   if (sel := _unless_damaged(lambda n=n: ws.selection(n), found)) is not None)
     usage = {u["column"]: u for u in llm_usage(ws)}
     labs = "".join(f"<li>{esc(label_set_text(_label_set_entry(ws, n, p, usage.get(f'labels/{n}'))))}</li>"
                    for n, p in info["label_sets"].items())
@@ -202,9 +204,19 @@ def _workspace_html(ws: Workspace) -> str:
                    + (f" over {s['loads']} loads" if s["loads"] > 1 else "")
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
     damaged = "".join(f"<li class='curate-warn'>damaged {esc(d['kind'])} <b>{esc(d['name'])}</b>: {esc(d['path'])}: "
-                      f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in info["damaged"])
+                      f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in found.values())
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
             f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}</ul>{cols}</div>")
+
+
+def _unless_damaged(read: Callable[[], Any], damaged: dict[str, dict[str, Any]]) -> Any:
+    """What ``read`` gives, or None with the file added to ``damaged`` (path -> DamagedFile.to_dict()) when it is
+    damaged in a way only reading its rows shows (a selection's rows not those its metadata records)."""
+    try:
+        return read()
+    except DamagedFileError as exc:
+        damaged.setdefault(str(exc.damage.path), exc.damage.to_dict())
+        return None
 
 
 def _stale_html(ws: Workspace, name: str) -> str:
@@ -250,12 +262,8 @@ def info_data(ws: Workspace) -> dict[str, Any]:
     usage = {u["column"]: u for u in llm_usage(ws)}
     damaged = {d["path"]: d for d in info["damaged"]}
 
-    def tolerant(read: Callable[[], Any]) -> Any:  # None, the file named among the damaged, when it is one
-        try:
-            return read()
-        except DamagedFileError as exc:
-            damaged.setdefault(str(exc.damage.path), exc.damage.to_dict())
-            return None
+    def tolerant(read: Callable[[], Any]) -> Any:
+        return _unless_damaged(read, damaged)
 
     columns = []
     for name, prov in info["columns"].items():
