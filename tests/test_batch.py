@@ -235,6 +235,33 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_a_batch_runner_refusing_a_row_for_its_context_fails_it_context_too_long(tmp_path):
+    """Every line the runner refused was recorded model_error, the README's context_too_long overwritten: a runner
+    (a real process writing vLLM's output lines) refuses each request as vLLM does a row past the context."""
+    from curate.llm.base import Request, run_sync
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    refusal = {"status_code": 400, "body": {"error": {"message": "This model's maximum context length is 2048 "
+                                                                 "tokens. However, you requested 3000 tokens."}}}
+    script = ("import json, sys\n"
+              "lines = [json.loads(x) for x in open(sys.argv[1])]\n"
+              "with open(sys.argv[2], 'w') as out:\n"
+              f"    out.writelines(json.dumps({{'custom_id': x['custom_id'], 'response': {refusal!r}}}) + '\\n'"
+              " for x in lines)\n")
+
+    class RefusingRunner(VLLMBatchBackend):
+        def command(self, input_path, output_path):
+            return [sys.executable, "-c", script, str(input_path), str(output_path)]
+
+    backend = RefusingRunner(model_dir=tmp_path, timeout=60, log_path=tmp_path / "runner.log")
+    results: dict[str, dict] = {}
+    requests = [Request(f"k{i}", [{"role": "user", "content": "long " * 3000}], {"max_tokens": 1}) for i in range(2)]
+    run_sync(lambda: backend.run(requests, lambda req, result: results.__setitem__(req.key, result)))
+    assert sorted(results) == ["k0", "k1"]
+    assert {r["reason_code"] for r in results.values()} == {"context_too_long"}, results
+    assert "maximum context length is 2048" in results["k0"]["failure"]
+
+
 def test_a_batch_runner_past_its_timeout_is_stopped_with_the_processes_it_started(tmp_path):
     """vLLM's runner starts engine and worker processes; stopping only the runner left them running (seen here:
     a worker holding 2 GB and a core for an hour). A timed-out runner now takes its whole process group along."""

@@ -110,7 +110,7 @@ class VLLMBatchBackend(Backend):
             if "failure" not in result:
                 self.prompt_tokens += result["usage"]["prompt_tokens"]
                 self.completion_tokens += result["usage"]["completion_tokens"]
-            else:  # an engine refusal (e.g. too long) is about this input, not the transport
+            elif result["reason_code"] != FailureCode.CONTEXT_TOO_LONG:  # a refusal is about this input, not transport
                 result = failure_result(result["failure"], FailureCode.MODEL_ERROR)
             on_done(by_key[key], result)
         for key, req in by_key.items():
