@@ -361,8 +361,11 @@ def test_report_to_a_pipe_a_link_or_a_private_file_keeps_what_is_there(tmp_path,
         if reader.is_alive():  # the report never opened the pipe: the reader must not wait forever
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         reader.join(timeout=60)
-    assert r.returncode == 0 and " ".join(r.stdout.split()) == f"wrote {fifo} (written through)", r.stdout + r.stderr
+    assert r.returncode == 0 and " ".join(r.stderr.split()) == f"wrote {fifo} (written through)", r.stdout + r.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and got[0].startswith(b"<!DOCTYPE html>"), got[0][:40]
+    if os.path.exists("/dev/stdout"):  # the command's line goes to stderr: on stdout it joined the page
+        r = curate_cli("report", small_ws.path, "--out", "/dev/stdout")
+        assert r.returncode == 0 and r.stdout.endswith("</html>"), r.stdout[-80:]
     target, link = tmp_path / "target.html", tmp_path / "report.html"
     target.write_text("old")
     target.chmod(0o600)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate.cli.common import app, console
+from curate.cli.common import app, console, err_console
 from curate.defaults import REPORT
 from curate.storage.pool import out_of_date
 
@@ -97,5 +97,7 @@ def report(
 
     with writing(out):  # a full disk names the file
         path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
-    size = f"{path.stat().st_size / 1024:,.0f} KiB" if path.is_file() else "written through"  # a pipe, a device
-    console.print(f"wrote {path} ({size})")
+    if path.is_file():
+        console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
+    else:  # a pipe or a device (/dev/stdout): the line would join the page
+        err_console.print(f"wrote {path} (written through)")
