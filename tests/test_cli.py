@@ -118,6 +118,10 @@ def test_a_commands_help_keeps_each_paragraph_whole():
     assert "no judge call is paid for a row decontamination drops." in out
     judge = CliRunner().invoke(app, ["score", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
     assert "judge calls are cached and resumable" in judge
+    # options that are None when left out show their curate.defaults value as every other default shows, not "(16)"
+    from curate.defaults import BACKEND
+
+    assert f"Requests in flight at once. [default: {BACKEND.concurrency}]" in judge and "(16)" not in judge
 
 
 def test_each_default_the_api_and_the_cli_share_is_read_from_curate_defaults():

@@ -116,8 +116,9 @@ def option(defaults: Any, field: str, help: str, *flags: str) -> Any:
 def given_option(defaults: Any, field: str, help: str, *flags: str) -> Any:
     """As :func:`option`, but None when left out (its help still shows ``defaults.<field>``): for an option that is
     refused where it would not be read, so that one given with exactly its default value is refused too."""
-    return typer.Option(None, *(flags or (f"--{field.replace('_', '-')}",)), help=help,
-                        show_default=str(getattr(defaults, field)))
+    # the default in the help's own words: typer shows a string show_default in parentheses, "(16)", as if computed
+    return typer.Option(None, *(flags or (f"--{field.replace('_', '-')}",)),
+                        help=f"{help} \\[default: {getattr(defaults, field)}]", show_default=False)
 
 
 # The LLM backend options shared by score, evol, tag and run (one definition each; see _judge_backend).
