@@ -245,7 +245,7 @@ def score(run: Run) -> dict[str, Any]:
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:
         raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {run.ws.path}); "
-                          f"re-run with a larger {python_and_cli('max_cost=', '--max-cost')} to finish")
+                          f"re-run with a larger {python_and_cli('max_cost= of the backend', '--max-cost')} to finish")
     unreached = unreached_rows(failures)
     if unreached:  # selecting now would silently leave out every row the server failed to answer
         raise CurateError(f"{len(unreached)} rows not scored: the judge did not answer ({unreached[0].message[:160]}); "

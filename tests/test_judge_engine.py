@@ -17,7 +17,7 @@ from curate.codes import Failure, FailureCode
 from curate.llm.backends import OpenAIBackend, register_price
 from curate.llm.cache import ResponseCache
 from curate.llm.judges import Judge
-from curate.llm.limits import _WindowLimiter
+from curate.llm.limits import _RateLimiter, _WindowLimiter
 from curate.llm.prompts import load_prompt
 from curate.llm.runner import build_requests, digit_score, run_prompt
 from curate.session import Workspace
@@ -252,6 +252,27 @@ def test_window_limiter_spaces_requests():
         return time.monotonic() - start
 
     assert asyncio.run(go()) >= 1.0  # 9 requests at 4 per 0.5 s need two full windows
+
+
+def test_rate_limiter_starts_no_burst_after_the_event_loop_stalls():
+    """Slots were reserved ahead and waited for outside the lock: a stalled loop (a busy machine; here a blocking
+    call) let every slot that came due meanwhile start at once, five requests within a millisecond at --rps 20."""
+    async def go():
+        limiter, starts = _RateLimiter(20), []
+
+        async def one():
+            await limiter.acquire()
+            starts.append(time.monotonic())
+
+        tasks = [asyncio.create_task(one()) for _ in range(8)]
+        await asyncio.sleep(0.01)  # the first has started, the others wait for their slots
+        time.sleep(0.3)  # the loop stalls past several slots
+        await asyncio.gather(*tasks)
+        return starts
+
+    starts = asyncio.run(go())
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 8 and min(gaps) >= 0.045, gaps  # 1/20 s apart (timer slack aside), none together
 
 
 class Label(BaseModel):

@@ -143,8 +143,8 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
                                               for i in range(8)])
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=0.0001)
-        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached .* a larger max_cost= "
-                                              r"\(CLI: --max-cost\) to finish") as stopped:
+        with pytest.raises(CurateError, match=r"rows not sent: max_cost reached .* a larger max_cost= of the "
+                                              r"backend \(CLI: --max-cost\) to finish") as stopped:
             run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
         sent = srv.total
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")

@@ -65,9 +65,9 @@ class _RateLimiter:
         self.lock = _LoopLock()
 
     async def acquire(self) -> None:
-        async with self.lock.get():  # reserve the next start slot, then wait for it outside the lock
-            now = time.monotonic()
-            start = max(now, self.next)
-            self.next = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
+        # the wait is inside the lock and the next slot counts from the real start: slots reserved ahead and waited
+        # for outside it all came due together after the event loop stalled (a busy machine), a burst of starts
+        async with self.lock.get():
+            if (wait := self.next - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            self.next = time.monotonic() + self.interval
