@@ -51,7 +51,8 @@ def init_folder(weights: Path, ce_base: str | None, lm_base: str | None, kinds: 
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
-    from curate.scorers.finetuned import CrossEncoderScorer, SmallLMScorer
+    from curate.scorers.finetuned import CrossEncoderScorer
+    from curate.scorers.smalllm import SmallLMScorer
 
     if "," in kinds:
         raise SystemExit("--init-weights starts one kind: give --kinds cross-encoder or --kinds small-lm")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
-from curate.scorers.finetuned import CrossEncoderScorer, SmallLMScorer
+from curate.scorers.finetuned import CrossEncoderScorer
+from curate.scorers.smalllm import SmallLMScorer
 
 LABEL_SETS = {"quality": "MT-bench + Auto-J GPT-4 ratings 1-10 + AlpacaEval GPT-4 preferences",
               "complexity": "FLASK difficulty 1-5 + synthetic constraint chains"}

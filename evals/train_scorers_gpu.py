@@ -175,7 +175,7 @@ def digit_head(args, tok) -> dict:
     ``SmallLMScorer(head="digits")`` builds them (this imports curate; the score head does not)."""
     if args.lm_head != "digits":
         return {}
-    from curate.scorers.finetuned import SmallLMScorer
+    from curate.scorers.smalllm import SmallLMScorer
 
     return SmallLMScorer(head="digits", base=args.base)._head_options(tok)
 

@@ -1,4 +1,4 @@
-"""Train the small-LM readers (SmolLM2-135M + LoRA + score head, ``curate.scorers.finetuned.SmallLMScorer``) at
+"""Train the small-LM readers (SmolLM2-135M + LoRA + score head, ``curate.scorers.smalllm.SmallLMScorer``) at
 real size on a GPU, with the same data, splits, losses and reports as evals/train_scorers_gpu.py (its ``cli``).
 
     PYTHONPATH=. python3 evals/train_smallm_gpu.py --data DATA --base /tmp/ch/models/smollm2-135m-instruct-hf \

@@ -364,7 +364,7 @@ def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp
 
 def test_small_lm_kind_on_a_tiny_llama(tiny_llama, tmp_path):
     """The small-LM reader: a tiny random Llama with SmolLM2's tokenizer, LoRA + score head, saved and reloaded."""
-    from curate.scorers.finetuned import SmallLMScorer
+    from curate.scorers.smalllm import SmallLMScorer
 
     rows, scores = _quality_rows(12)
     sc = SmallLMScorer(name="quality_lm", max_length=48, base=tiny_llama).fit(rows, scores, epochs=1, batch_size=4)
@@ -385,7 +385,7 @@ def test_small_lm_digits_head_is_the_lms_expected_digit_and_keeps_its_prompt(tin
     from transformers import AutoModelForCausalLM
 
     import curate.scorers.crossencoder as ce
-    from curate.scorers.finetuned import SmallLMScorer
+    from curate.scorers.smalllm import SmallLMScorer
 
     rows, scores = _quality_rows(24)
     sc = SmallLMScorer(name="quality_digits", max_length=96, base=tiny_llama, head="digits")
@@ -563,7 +563,8 @@ def test_a_base_that_is_no_folder_is_one_line_naming_it(tmp_path):
     from typer.testing import CliRunner
 
     from curate.cli import app
-    from curate.scorers.finetuned import CrossEncoderScorer, SmallLMScorer
+    from curate.scorers.finetuned import CrossEncoderScorer
+    from curate.scorers.smalllm import SmallLMScorer
 
     ws = _ws(tmp_path)
     ws.add_column("judge_q", [[float(i % 5 + 1)] for i in range(len(ws))],
@@ -683,3 +684,21 @@ def test_the_earlier_layouts_are_looked_for_once_per_store_and_process_not_on_ev
     second = old_per_row_file("sha256:second", keys, 9.0)
     assert cache.move_legacy(tmp_path, "sha256:second", ["q1", "q2"], ["a1", "a2"]).rows_moved == 2
     assert second in globbed and not list(second.glob("*.npz"))
+
+
+def test_a_cross_encoder_first_used_by_two_threads_at_once_scores_as_one_used_alone():
+    """Both threads built the net and folded its LoRA in, one twice: every score after that was off (by up to 1.7
+    on the 1-6 scale), for the object's whole life and in the prediction cache. The build now happens once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curate.scorers import load_default
+
+    rows = [[{"role": "user", "content": f"Explain topic {i} in detail, with {i % 7} examples"},
+             {"role": "assistant", "content": "ok"}] for i in range(24)]
+    alone = np.asarray(load_default("complexity").predict(rows))
+    shared = load_default("complexity")
+    assert type(shared).__name__ == "CrossEncoderScorer"  # the shipped complexity scorer is a fine-tuned reader
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: np.asarray(shared.predict(rows)), range(2)))
+    for got in [*both, np.asarray(shared.predict(rows))]:
+        np.testing.assert_allclose(got, alone, atol=1e-5)

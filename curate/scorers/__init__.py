@@ -10,6 +10,7 @@
 - :mod:`~curate.scorers.training`: a training run (agreement beside baselines, then the fitted scorer);
 - :mod:`~curate.scorers.distil`: the distillation loop (label a sample, train, label where unsure);
 - :mod:`~curate.scorers.finetuned`: the ``cross-encoder`` kind (MiniLM + LoRA, :mod:`~curate.scorers.crossencoder`);
+- :mod:`~curate.scorers.smalllm`: the ``small-lm`` kind (SmolLM2 + LoRA; a score head or DEITA's digits head);
 - :mod:`~curate.scorers.constraints`: same-task constraint chains (complexity pairs ordered by construction);
 - :mod:`~curate.scorers.defaults`: the shipped defaults (``weights/``), loaded with :func:`load_default`.
 """
@@ -24,6 +25,7 @@ from curate.scorers.features import input_texts, text_stats
 from curate.scorers.finetuned import CrossEncoderScorer
 from curate.scorers.metrics import agreement, calibration, pairwise_accuracy
 from curate.scorers.model import Scorer
+from curate.scorers.smalllm import SmallLMScorer
 from curate.scorers.training import TrainResult, train_scorer
 from curate.scorers.training_data import TrainingData, column_judge, from_column, from_label_set
 
@@ -33,7 +35,8 @@ def load_default(name: str) -> Scorer:
     return Scorer.load(default_path(name))
 
 
-__all__ = ["CrossEncoderScorer", "DEFAULT_SCORERS", "WEIGHTS_DIR", "DistilReport", "Evaluation", "Scorer", "ScorerError", "TrainResult",
+__all__ = ["CrossEncoderScorer", "DEFAULT_SCORERS", "WEIGHTS_DIR", "DistilReport", "Evaluation", "Scorer", "ScorerError", "SmallLMScorer",
+           "TrainResult",
            "TrainingData", "agreement", "calibration", "column_judge", "column_labeller", "distil", "evaluate_features",
            "from_column", "from_label_set", "input_texts", "load_default", "pairwise_accuracy", "text_stats",
            "train_and_evaluate", "train_scorer"]

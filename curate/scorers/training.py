@@ -87,15 +87,16 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     ``data.pairs`` (Evol chains) within the training groups join as preference pairs (Bradley-Terry, P = 1);
     held-out ones are scored as ``chain_order``. ``device``: where it trains and predicts (None: the scorer's default,
     the CPU; ``cuda``, ``auto``: see :class:`~curate.scorers.finetuned.CrossEncoderScorer`). ``head``: the small-LM
-    reader's ``score`` (default) or ``digits`` head (:class:`~curate.scorers.finetuned.SmallLMScorer`); the
+    reader's ``score`` (default) or ``digits`` head (:class:`~curate.scorers.smalllm.SmallLMScorer`); the
     cross-encoder has the score head only.
     ``progress``: bars over the training steps and the held-out rows scored. ``cache_dir`` (the workspace's): training
     progress and forward passes are kept there, so a killed run continues when it is run again and a finished one is
     read back."""
     import numpy as np
 
+    import curate.scorers.smalllm  # noqa: F401  (registers the small-lm kind, and through its import cross-encoder)
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
-    from curate.scorers.finetuned import KINDS, check_base_folder  # the import registers the fine-tuned kinds
+    from curate.scorers.finetuned import KINDS, check_base_folder
     from curate.storage.apply import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
