@@ -254,6 +254,28 @@ def test_window_limiter_spaces_requests():
     assert asyncio.run(go()) >= 1.0  # 9 requests at 4 per 0.5 s need two full windows
 
 
+def test_threads_opening_one_new_response_cache_at_once_all_open_it(tmp_path):
+    """SQLite refuses a switch to WAL at once while another connection makes it: threads opening one new cache
+    together (four judges started at once in a notebook) failed one time in 25, naming a process that never was."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    errors = []
+    for trial in range(250):
+        path, barrier = tmp_path / str(trial) / "responses.sqlite", threading.Barrier(6)
+
+        def open_it(path=path, barrier=barrier):
+            barrier.wait()
+            try:
+                ResponseCache(path).close()
+            except Exception as exc:  # noqa: BLE001 - counted: the assertion names them
+                errors.append(str(exc))
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda _: open_it(), range(6)))
+    assert errors == []
+
+
 def test_rate_limiter_starts_no_burst_after_the_event_loop_stalls():
     """Slots were reserved ahead and waited for outside the lock: a stalled loop (a busy machine; here a blocking
     call) let every slot that came due meanwhile start at once, five requests within a millisecond at --rps 20."""

@@ -91,6 +91,21 @@ def request_key(*, model: str, messages: list[dict[str, Any]], params: dict[str,
     return key_from_header(key_header(model=model, params=params), messages)
 
 
+def _wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch a connection to WAL, waiting for others doing the same: on a new file, SQLite answers "database is
+    locked" at once (no busy wait) while another connection switches it, so six threads opening one new cache
+    failed one time in 25, with an error about a process that held it "past the wait"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class ResponseCache:
     """A SQLite response store: ``get_many(keys)`` (batched), ``put(key, response)`` (committed at once)."""
 
@@ -105,7 +120,7 @@ class ResponseCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
