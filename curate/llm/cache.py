@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from curate.storage.files import sqlite_errors
+from curate.storage.write_errors import sqlite_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.storage.files import sqlite_errors
+from curate.storage.write_errors import sqlite_errors
 
 CACHE_FILE = "logprobs.sqlite"
 

@@ -1,7 +1,8 @@
 """Files on the ground floor: atomic writes, Arrow files with provenance, file locks, output checks.
 
 Every write goes to a temporary file first and is renamed into place (``os.replace``), so a crash never
-leaves half a file; an OS error names the path it was writing (a full disk reports none by itself).
+leaves half a file; an OS error names the path it was writing (a full disk reports none by itself: see
+:mod:`curate.storage.write_errors`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from filelock import FileLock, Timeout
 from curate.codes import DamageCode
 from curate.errors import WorkspaceError
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
+from curate.storage.write_errors import remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
 MANIFEST = "manifest.json"
@@ -43,52 +45,6 @@ def now() -> str:
     """The time now in UTC, to the microsecond: two selections made in one second still order by when they were
     made (the report highlights the newest)."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
-
-
-@contextlib.contextmanager
-def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
-    """Name ``path`` in an OS error raised while writing it (a full disk reports no file name; an error without an
-    errno, e.g. pyarrow's about a damaged input read meanwhile, is not blamed on ``path``), and remove
-    the temporary ``tmp`` (file or folder) if the write fails."""
-    try:
-        yield
-    except OSError as exc:
-        if tmp is not None:
-            remove(Path(tmp))
-        if exc.filename is None and exc.errno is not None:  # the OS's own error (ENOSPC, EROFS): about this write
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise  # no errno: a library's error (pyarrow's "Expected to be able to read ...") about what was read
-    except BaseException:
-        if tmp is not None:
-            remove(Path(tmp))
-        raise
-
-
-def sqlite_errors(method: Callable) -> Callable:
-    """For methods of a cache whose ``path`` is an SQLite file: sqlite3's errors, which are no OSError and name no
-    file, become what they are: a full or read-only disk an OSError naming the file (the CLI's one line, not a
-    traceback), anything else (a damaged file) a WorkspaceError naming it."""
-    import sqlite3
-
-    @functools.wraps(method)
-    def named(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            text = str(exc)
-            for words, code in (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS),
-                                ("unable to open", errno.EACCES), ("disk I/O error", errno.EIO)):
-                if words in text:
-                    raise OSError(code, f"{os.strerror(code)} ({text})", str(self.path)) from exc
-
-
-            if "locked" in text or "busy" in text:  # its answers are fine: never advise moving it aside
-                raise WorkspaceError(f"{self.path}: {text}: another process held it past the wait; re-run when that "
-                                     "process is done (nothing was lost)") from exc
-            damaged = "not a database" in text or "malformed" in text
-            raise WorkspaceError(f"{self.path}: {text}" + ("; the file is damaged: move it aside and re-run (what it "
-                                 "held is asked for again)" if damaged else "")) from exc
-    return named
 
 
 @contextlib.contextmanager
@@ -109,14 +65,6 @@ def modified_before(path: Path, cutoff: float) -> bool:
         return path.stat().st_mtime < cutoff
     except FileNotFoundError:
         return False
-
-
-def remove(path: Path) -> None:
-    """Delete a file or folder, whichever it is (no error if it is gone)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def prepare_output(out: str | os.PathLike, *, folder: bool = False) -> Path:

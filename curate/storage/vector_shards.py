@@ -28,6 +28,7 @@ import numpy as np
 from filelock import FileLock
 
 from curate.errors import WorkspaceError
+from curate.storage.write_errors import writing
 
 KEY_DTYPE = "S32"
 MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
@@ -177,19 +178,20 @@ class VectorStore:
         tmp = self.folder / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            np.save(tmp / "keys.npy", keys)
-            if vectors is not None:
-                np.save(tmp / "vectors.npy", vectors)
-            else:
-                out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=dtype, shape=shape)
-                fill(out)
-                out.flush()
-                del out
-            for name in ("keys.npy", "vectors.npy"):
-                _fsync(tmp / name)
-            _fsync(tmp)  # the files' names in it
-            shard = self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-            os.rename(tmp, shard)  # a folder renamed whole: readers see all of a shard or none of it
+            with writing(self.folder, tmp):  # a full disk names the store (numpy's short write names no file)
+                np.save(tmp / "keys.npy", keys)
+                if vectors is not None:
+                    np.save(tmp / "vectors.npy", vectors)
+                else:
+                    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=dtype, shape=shape)
+                    fill(out)
+                    out.flush()
+                    del out
+                for name in ("keys.npy", "vectors.npy"):
+                    _fsync(tmp / name)
+                _fsync(tmp)  # the files' names in it
+                shard = self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+                os.rename(tmp, shard)  # a folder renamed whole: readers see all of a shard or none of it
             _fsync(self.folder)  # the rename itself
             return shard
         finally:

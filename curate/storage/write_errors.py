@@ -1,0 +1,88 @@
+"""What a failed write says: the file it was writing and the reason, where the error itself names no file (a full
+disk reports none) or no reason (numpy's short write).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from curate.errors import WorkspaceError
+
+# numpy's ``ndarray.tofile`` (under ``np.save``) when the disk takes fewer bytes than asked (it counts items, not
+# bytes): no errno, no file name
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder, whichever it is (no error if it is gone)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def named_write_error(exc: OSError, path: str | os.PathLike) -> OSError | None:
+    """``exc``, raised while writing ``path``, as an OSError naming ``path``;
+    None when it names its file already, or is no error of this write (one without an errno, e.g. pyarrow's about a
+    damaged input read meanwhile): it passes unchanged."""
+    if exc.filename is not None:  # it names the file it is about already
+        return None
+    if exc.errno is not None:  # the OS's own error (ENOSPC, EROFS): about this write
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    if short := _SHORT_WRITE.fullmatch(str(exc)):
+        requested, written = short.groups()
+        # no errno: the OS's reason is lost (ENOSPC or EDQUOT, EFBIG past a file size limit): none is made up
+        return OSError(None, f"write cut short, {written} of {requested} array items written (likely no space "
+                       "left on device, or a file size limit)", str(path))
+    return None  # no errno: a library's error (pyarrow's "Expected to be able to read ...") about what was read
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
+    """Name ``path`` in an OS error raised while writing it (:func:`named_write_error`), and remove the temporary
+    ``tmp`` (file or folder) if the write fails."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            remove(Path(tmp))
+        if (named := named_write_error(exc, path)) is not None:
+            raise named from exc
+        raise
+    except BaseException:
+        if tmp is not None:
+            remove(Path(tmp))
+        raise
+
+
+def sqlite_errors(method: Callable) -> Callable:
+    """For methods of a cache whose ``path`` is an SQLite file: sqlite3's errors, which are no OSError and name no
+    file, become what they are: a full or read-only disk an OSError naming the file (the CLI's one line, not a
+    traceback), anything else (a damaged file) a WorkspaceError naming it."""
+    import sqlite3
+
+    @functools.wraps(method)
+    def named(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            text = str(exc)
+            for words, code in (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS),
+                                ("unable to open", errno.EACCES), ("disk I/O error", errno.EIO)):
+                if words in text:
+                    raise OSError(code, f"{os.strerror(code)} ({text})", str(self.path)) from exc
+            if "locked" in text or "busy" in text:  # its answers are fine: never advise moving it aside
+                raise WorkspaceError(f"{self.path}: {text}: another process held it past the wait; re-run when that "
+                                     "process is done (nothing was lost)") from exc
+            damaged = "not a database" in text or "malformed" in text
+            raise WorkspaceError(f"{self.path}: {text}" + ("; the file is damaged: move it aside and re-run (what it "
+                                 "held is asked for again)" if damaged else "")) from exc
+    return named

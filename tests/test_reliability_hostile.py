@@ -1,0 +1,68 @@
+"""A hostile machine: a disk that fills mid-write, a late Ctrl-C, a pipe or a device where a file was expected.
+
+A full disk is made without mounts: a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) in a child process cuts a write
+short as a full disk does, and a link to /dev/full fails every write with ENOSPC. Nothing here writes to a device
+node itself: the links to one live in tmp_path, and curate writes through a link to a device, never over it.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
+    REPO,
+    small_ws,
+)
+
+# A child that limits the size of the files it writes (SIGXFSZ ignored: a write past it fails, as on a full disk,
+# instead of killing the process), then writes vectors bigger than that; it prints the one line the CLI would.
+_CUT_SHORT = """
+import resource, signal, sys
+import numpy as np
+from curate.cli import _os_error_line
+from curate.session import Workspace
+from curate.storage.vector_shards import VectorStore
+
+which, folder = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, resource.RLIM_INFINITY))
+try:
+    if which == "store":
+        store = VectorStore(folder)
+        with store.lock():
+            store.add(np.array([b"%032d" % i for i in range(1000)], dtype="S32"), np.ones((1000, 64), np.float32))
+    else:
+        ws = Workspace.open(folder)
+        ws.add_embeddings("default", np.ones((len(ws), 8192), np.float32), {"kind": "test"})
+except OSError as exc:
+    print(_os_error_line(exc))
+else:
+    print("written")
+"""
+
+
+def _cut_short(which: str, folder: Path) -> str:
+    r = subprocess.run([sys.executable, "-c", _CUT_SHORT, which, str(folder)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.stdout.strip()
+
+
+def test_a_vector_store_shard_cut_short_by_a_full_disk_names_the_store_and_the_short_write(tmp_path):
+    """numpy's np.save said "64000 requested and 16352 written": no file, no errno, no hint of a full disk."""
+    store = tmp_path / "cache" / "embeddings"
+    line = _cut_short("store", store)
+    assert re.fullmatch(rf"{re.escape(str(store))}: write cut short, \d+ of 64000 array items written \(likely no "
+                        r"space left on device, or a file size limit\)", line), line
+    assert not [p for p in store.iterdir() if p.name.startswith((".tmp-", "shard-"))]  # no half shard left
+
+
+def test_an_embedding_matrix_cut_short_by_a_full_disk_names_its_file(small_ws):  # noqa: F811
+    line = _cut_short("matrix", small_ws.path)
+    folder = small_ws.path / "embeddings"
+    assert line.startswith(f"{folder}/default-") and ".npy: write cut short, " in line, line
+    assert "of 40960 array items written (likely no space left on device" in line, line
+    assert list(folder.iterdir()) == []  # neither the temporary file nor a matrix without its metadata
+
