@@ -7,12 +7,18 @@ node itself: the links to one live in tmp_path, and curate writes through a link
 
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
+    CLI_TIMEOUT_S,
     REPO,
+    _cli_command,
+    _one_line_error,
+    _pool_file,
     small_ws,
 )
 
@@ -66,3 +72,21 @@ def test_an_embedding_matrix_cut_short_by_a_full_disk_names_its_file(small_ws): 
     assert "of 40960 array items written (likely no space left on device" in line, line
     assert list(folder.iterdir()) == []  # neither the temporary file nor a matrix without its metadata
 
+
+def _small_files_only() -> None:
+    """In the child before exec: files past 64 KiB cannot be written, as on a disk that fills (a write past the limit
+    fails with EFBIG instead of SIGXFSZ killing the process)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, resource.RLIM_INFINITY))
+
+
+def test_a_load_onto_a_full_disk_names_the_file_it_was_writing(tmp_path):
+    """pyarrow's "[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device" named no file."""
+    pool = _pool_file(tmp_path / "pool.jsonl", "a long row to fill the disk with, " * 4, 2000)
+    r = subprocess.run(_cli_command("load", pool, "--workspace", tmp_path / "ws"), capture_output=True, text=True,
+                       timeout=CLI_TIMEOUT_S, preexec_fn=_small_files_only,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    line = _one_line_error(r)
+    assert re.match(rf"error: {re.escape(str(tmp_path / 'ws' / 'staging'))}/[0-9a-f]{{32}}/raw-00000\.arrow: .*File "
+                    "too large", line), line
+    assert not (tmp_path / "ws").exists()  # the load that made the workspace removed it

@@ -21,6 +21,7 @@ from typing import Any
 
 from curate.pools.formats import TURN_FIELDS, turn_keys_not_kept
 from curate.pools.table import MAX_STORED_NESTING, json_text, nesting, to_table, uneven_struct_types
+from curate.storage.write_errors import writing
 
 PART_ROWS = 20_000  # rows per staged part: the read holds one part's rows as Python objects (~20-200 MB)
 
@@ -89,10 +90,11 @@ class PoolWriter:
             self._flush()
 
     def reject(self, reject: Any) -> None:
-        if self._rejects is None:
-            self._rejects = open(self.staged.rejects_file, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
-            self.staged.first_reject = reject
-        self._rejects.write(reject_line(reject))
+        with writing(self.staged.rejects_file):  # a full disk names the file
+            if self._rejects is None:
+                self._rejects = open(self.staged.rejects_file, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+                self.staged.first_reject = reject
+            self._rejects.write(reject_line(reject))
         self.staged.rejects += 1
 
     def _flush(self) -> None:
@@ -108,7 +110,8 @@ class PoolWriter:
         """Write the last part, give every part the same schema, and return the staged pool."""
         self._flush()
         if self._rejects is not None:
-            self._rejects.close()
+            with writing(self.staged.rejects_file):
+                self._rejects.close()
         as_json: set[str] = set().union(*(cols for _, cols in self._raw))
         while True:
             schema, as_json = _unified_schema([_schema(path) for path, _ in self._raw], as_json)
@@ -141,9 +144,10 @@ class _CastFailed(Exception):
 
 
 def _write(path: Path, table: Any) -> None:
+    """``table`` as the Arrow file ``path``; an OS error names it (pyarrow's about a full disk names no file)."""
     import pyarrow as pa
 
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with writing(path), pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
 
 
