@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
     CLI_TIMEOUT_S,
     REPO,
+    _as_from_a_terminal,
     _cli_command,
     _one_line_error,
     _pool_file,
@@ -90,3 +93,36 @@ def test_a_load_onto_a_full_disk_names_the_file_it_was_writing(tmp_path):
     assert re.match(rf"error: {re.escape(str(tmp_path / 'ws' / 'staging'))}/[0-9a-f]{{32}}/raw-00000\.arrow: .*File "
                     "too large", line), line
     assert not (tmp_path / "ws").exists()  # the load that made the workspace removed it
+
+
+# `curate ARGS...` run as the console script does, then a real signal sent as the process exits (the command done,
+# its SystemExit on the way up): a Ctrl-C or a scheduler's SIGTERM that comes a moment too late.
+_SIGNALLED_AT_EXIT = """
+import os, signal, sys
+import curate.cli
+
+signum = getattr(signal, sys.argv[1])
+sys.argv = ["curate", *sys.argv[2:]]
+try:
+    curate.cli.main()
+finally:
+    os.kill(os.getpid(), signum)
+    sum(range(1000))  # the handler runs here
+"""
+
+
+def _signalled_at_exit(signum: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _SIGNALLED_AT_EXIT, signum, *map(str, args)], capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          preexec_fn=_as_from_a_terminal)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_command_finished_keeps_its_exit_code(tmp_path, small_ws, signum):  # noqa: F811
+    """It exited -2 with a traceback (the KeyboardInterrupt replaced the SystemExit): a finished export failed."""
+    r = _signalled_at_exit(signum, "export", small_ws.path, "--out", tmp_path / "e.jsonl")
+    assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr[-3000:])
+    assert r.stdout.startswith("wrote 5 rows") and len((tmp_path / "e.jsonl").read_text().splitlines()) == 5
+    (tmp_path / "file").write_text("")
+    line = _one_line_error(_signalled_at_exit(signum, "export", small_ws.path, "--out", tmp_path / "file" / "e.jsonl"))
+    assert line.startswith(f"error: {tmp_path / 'file'}: Not a directory"), line  # a failure stays exit 1

@@ -34,7 +34,30 @@ def _os_error_line(exc: OSError) -> str:
     return f"{paths}: {exc.strerror or exc}"
 
 
+def _exiting(code: int) -> None:
+    """From here the process only exits, with ``code``: a Ctrl-C or SIGTERM that lands now (the command's work done,
+    or its failure being reported) ends it at once with ``code``. on_sigint's KeyboardInterrupt would turn a finished
+    command into a failure: exit 130 or 143, or -2 (killed by SIGINT, a traceback) when it replaced the SystemExit
+    on its way out. Its output is flushed first; every file is in place already. main() ends the process: a caller
+    who catches its SystemExit keeps these handlers."""
+    def exit_now(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is on_sigint:  # not where a parent made it ignored
+            signal.signal(signum, exit_now)
+
+
+def _exit(code: int) -> None:
+    _exiting(code)
+    sys.exit(code)
+
+
 def _fail(line: str, code: int = 1) -> None:
+    _exiting(code)
     err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
 
@@ -46,6 +69,7 @@ def _interrupted() -> None:
     worth keeping is on disk already: each response is committed to the cache, files are renamed into place."""
     import logging
 
+    _exiting(128 + common.interrupt_signal)  # a second Ctrl-C while this line is written: the same exit
     line = INTERRUPTED_LINE if common.interrupt_signal != signal.SIGTERM else INTERRUPTED_LINE.replace(
         "interrupted:", "terminated (SIGTERM):", 1)
     err_console.print(line, highlight=False, soft_wrap=True)
@@ -96,13 +120,14 @@ def main() -> None:
     except Exception as exc:  # click's own usage errors arrive here too (typer may vendor its own click)
         show = getattr(exc, "show", None)
         if callable(show) and hasattr(exc, "exit_code"):
+            _exiting(exc.exit_code)
             show()
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
-            sys.exit(1)
+            _exit(1)
         raise
     # Without standalone mode typer returns exit codes instead of exiting; Ctrl-C inside a command arrives
     # as its code 130.
     if code == EXIT_INTERRUPTED or common.interrupt_requested:
         _interrupted()
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)  # a signal from here on is a late one: the work is done
