@@ -9,12 +9,15 @@ import os
 import re
 import resource
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from curate.errors import InputError
+from curate.pools.shards import shard_paths
 from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
     CLI_TIMEOUT_S,
     REPO,
@@ -22,6 +25,7 @@ from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixtu
     _cli_command,
     _one_line_error,
     _pool_file,
+    curate_cli,
     small_ws,
 )
 
@@ -126,3 +130,31 @@ def test_a_signal_after_the_command_finished_keeps_its_exit_code(tmp_path, small
     (tmp_path / "file").write_text("")
     line = _one_line_error(_signalled_at_exit(signum, "export", small_ws.path, "--out", tmp_path / "file" / "e.jsonl"))
     assert line.startswith(f"error: {tmp_path / 'file'}: Not a directory"), line  # a failure stays exit 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_a_pipe_or_a_device_named_as_a_pool_file_is_said_to_be_one(tmp_path):
+    """`curate load f.jsonl` of a FIFO, or of a link to /dev/null, said "file: no such file or folder" of a file that
+    is there. Nothing is written: the link to the device lives in tmp_path and a load only reads its source."""
+    fifo = tmp_path / "f.jsonl"
+    os.mkfifo(fifo)
+    null = tmp_path / "null.jsonl"
+    null.symlink_to("/dev/null")
+    line = _one_line_error(curate_cli("load", fifo, "--workspace", tmp_path / "ws"))
+    assert line.startswith(f"error: {fifo}: file: not a regular file but a pipe (FIFO); curate reads a pool from "
+                           "regular files only"), line
+    line = _one_line_error(curate_cli("load", null, "--workspace", tmp_path / "ws"))
+    assert line.startswith(f"error: {null}: file: not a regular file but a character device (/dev/null)"), line
+    assert not (tmp_path / "ws").exists() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_pipe_among_a_folders_or_a_globs_shards_is_refused_not_left_out(tmp_path):
+    """A folder or a glob read its regular files and left a FIFO named like a shard out in silence."""
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    _pool_file(folder / "a.jsonl", "row", 3)
+    os.mkfifo(folder / "b.jsonl")
+    for source in (folder, folder / "*.jsonl"):
+        with pytest.raises(InputError, match=rf"^{re.escape(str(folder / 'b.jsonl'))}: file: not a regular file but "
+                           r"a pipe \(FIFO\)"):
+            shard_paths(str(source))
