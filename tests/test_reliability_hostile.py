@@ -158,3 +158,15 @@ def test_a_pipe_among_a_folders_or_a_globs_shards_is_refused_not_left_out(tmp_pa
         with pytest.raises(InputError, match=rf"^{re.escape(str(folder / 'b.jsonl'))}: file: not a regular file but "
                            r"a pipe \(FIFO\)"):
             shard_paths(str(source))
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs sysfs, where even root creates no file")
+@pytest.mark.parametrize("name", ["e.jsonl", "e.parquet", "report.html"])
+def test_an_export_or_report_into_a_folder_it_cannot_write_names_the_out_path_first(small_ws, name):  # noqa: F811
+    """It named the temporary file beside it (/ro/.e.jsonl.<uuid>.tmp: Read-only file system), never --out. sysfs
+    refuses to create a file (as a read-only disk does, root included): nothing is written there."""
+    out = Path("/sys") / name
+    line = _one_line_error(curate_cli("report" if name.endswith(".html") else "export", small_ws.path, "--out", out))
+    assert line.startswith(f"error: {out}: ") and f"/sys/.{name}." in line, line
+    assert not out.exists()
+

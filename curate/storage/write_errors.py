@@ -1,5 +1,5 @@
-"""What a failed write says: the file it was writing and the reason, where the error itself names no file (a full
-disk reports none) or no reason (numpy's short write).
+"""What a failed write says: the file it was writing and the reason, where the error itself names another file (the
+temporary one written first), none (a full disk reports none) or no reason (numpy's short write).
 """
 
 from __future__ import annotations
@@ -29,12 +29,21 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def named_write_error(exc: OSError, path: str | os.PathLike) -> OSError | None:
-    """``exc``, raised while writing ``path``, as an OSError naming ``path``;
-    None when it names its file already, or is no error of this write (one without an errno, e.g. pyarrow's about a
+def _inside(name: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``name`` is ``folder`` or a path inside it."""
+    name, folder = os.path.abspath(name), os.path.abspath(folder)
+    return name == folder or name.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def named_write_error(exc: OSError, path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> OSError | None:
+    """``exc``, raised while writing ``path`` (by way of the temporary ``tmp``), as an OSError naming ``path``;
+    None when it names another file already, or is no error of this write (one without an errno, e.g. pyarrow's about a
     damaged input read meanwhile): it passes unchanged."""
-    if exc.filename is not None:  # it names the file it is about already
-        return None
+    if exc.filename is not None:
+        if tmp is None or not _inside(exc.filename, tmp):  # it names the file it is about already
+            return None
+        # the temporary file is how ``path`` is written, not what the user asked for: ``path`` first, it after
+        return OSError(exc.errno, f"{exc.strerror or exc} (writing its temporary {exc.filename})", str(path))
     if exc.errno is not None:  # the OS's own error (ENOSPC, EROFS): about this write
         return OSError(exc.errno, exc.strerror or str(exc), str(path))
     if short := _SHORT_WRITE.fullmatch(str(exc)):
@@ -54,7 +63,7 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
     except OSError as exc:
         if tmp is not None:
             remove(Path(tmp))
-        if (named := named_write_error(exc, path)) is not None:
+        if (named := named_write_error(exc, path, tmp)) is not None:
             raise named from exc
         raise
     except BaseException:
