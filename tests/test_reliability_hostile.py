@@ -170,3 +170,15 @@ def test_an_export_or_report_into_a_folder_it_cannot_write_names_the_out_path_fi
     assert line.startswith(f"error: {out}: ") and f"/sys/.{name}." in line, line
     assert not out.exists()
 
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_export_to_standard_output_on_a_full_disk_says_standard_output(small_ws):  # noqa: F811
+    """It said "[Errno 28] No space left on device" of nothing. stdout is /dev/full opened for writing, without
+    O_CREAT or O_TRUNC: the device is written to, never replaced."""
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        r = subprocess.run(_cli_command("export", small_ws.path, "--out", "-"), stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=CLI_TIMEOUT_S)
+    finally:
+        os.close(full)
+    assert r.returncode == 1 and r.stderr.strip() == "error: standard output: No space left on device", r.stderr

@@ -81,11 +81,13 @@ def export(
     if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr
         from curate.storage.export import export_rows, json_fields, write_jsonl
         from curate.storage.files import quiet_datasets
+        from curate.storage.write_errors import writing
 
         with quiet_datasets():
             rows = export_rows(ws, selection, column or None, format)
-            write_jsonl(rows, sys.stdout.buffer, json_fields(ws, rows, format, column))
-        sys.stdout.flush()
+            with writing("standard output"):  # a full disk or a closed pipe names no file
+                write_jsonl(rows, sys.stdout.buffer, json_fields(ws, rows, format, column))
+                sys.stdout.flush()
         err_console.print(f"wrote {n:,} rows to standard output")
         return
     path = ws.export(out, selection=selection, columns=column or None, format=format)
