@@ -18,6 +18,7 @@ import pytest
 
 from curate.errors import InputError
 from curate.pools.shards import shard_paths
+from curate.session import Workspace
 from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
     CLI_TIMEOUT_S,
     REPO,
@@ -182,3 +183,34 @@ def test_export_to_standard_output_on_a_full_disk_says_standard_output(small_ws)
     finally:
         os.close(full)
     assert r.returncode == 1 and r.stderr.strip() == "error: standard output: No space left on device", r.stderr
+
+
+def _read_only(folder: Path, *command) -> list[str]:
+    """``command`` run with ``folder`` mounted read-only over itself, in a mount namespace of its own (gone with the
+    process: nothing changes outside it), as on a read-only disk where root cannot write either."""
+    return ["unshare", "-rm", "sh", "-c", 'mount --bind -o ro "$1" "$1" && shift && exec "$@"', "sh", str(folder),
+            *map(str, command)]
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    try:
+        r = subprocess.run(_read_only(tmp_path, "touch", tmp_path / "x"), capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:  # no unshare
+        return False
+    return r.returncode != 0 and "Read-only file system" in r.stderr
+
+
+def test_score_on_a_read_only_workspace_whose_rows_are_all_scored_reports_them(tmp_path, small_ws):  # noqa: F811
+    """It failed on the column lock (locks/column-complexity.lock: Read-only file system), with nothing to write."""
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare and a read-only bind mount in a namespace of its own")
+    untouched = Workspace(tmp_path / "unscored")
+    untouched.load(_pool_file(tmp_path / "other.jsonl", "row", 2))
+    line = _one_line_error(subprocess.run(_read_only(untouched.path, *_cli_command("score", untouched.path, "--scorer",
+                                          "default")), capture_output=True, text=True, timeout=CLI_TIMEOUT_S))
+    assert line.startswith(f"error: {untouched.path / 'locks'}") and line.endswith(": Read-only file system"), line
+    assert curate_cli("score", small_ws.path, "--scorer", "default").returncode == 0
+    r = subprocess.run(_read_only(small_ws.path, *_cli_command("score", small_ws.path, "--scorer", "default")),
+                       capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "complexity: 5 rows — computed 0, reused 5, failed 0" in r.stdout, r.stdout

@@ -8,6 +8,7 @@ history of runs, failure columns, and the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -267,19 +268,17 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
     check_step(step)
     _check_side_columns(ws, step.column)
     started = time.time()
-    with ws.column_lock(step.column):
+    with contextlib.ExitStack() as locked:
+        try:
+            locked.enter_context(ws.column_lock(step.column))
+        except OSError:  # no lock file can be made (a read-only workspace): fine when nothing needs writing either
+            ws.refresh()  # unlocked, each column file read is one whole version (they are replaced, never changed)
+            asked, _, todo = _rows_to_do(ws, step, ids, force, retry_failed)
+            if todo:
+                raise
+            return _result(ws, step, asked, todo, started)
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
-        asked = ws.ids if ids is None else list(dict.fromkeys(ids))
-        if ids is not None:
-            check_ids_in_pool(ws, asked)
-        fingerprint = applied_fingerprint(ws, step)
-        check_column = getattr(step, "check_column", None)
-        if check_column is not None:  # the step's own rule about the column it would write
-            check_column(ws)
-        check_inputs = getattr(step, "check_inputs", None)
-        if check_inputs is not None:  # the step names its own source (a prompt file) when a column it reads is absent
-            check_inputs(ws)
-        todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
+        asked, fingerprint, todo = _rows_to_do(ws, step, ids, force, retry_failed)
         if todo and ids is not None:
             check_one_run(ws, step, set(asked), fingerprint)
         if todo:
@@ -298,10 +297,33 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             _store(ws, step, todo, joined, fingerprint, time.time() - started)
             for stored in joined.on_stored:
                 stored()
-        written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
-        failures = ws.failures(step.column, asked) if written else []
-        failed = sum(1 for fails in failures if fails)
-        failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
+        return _result(ws, step, asked, todo, started)
+
+
+def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
+                retry_failed: bool) -> tuple[list[str], str, list[str]]:
+    """(the rows asked for, the step's fingerprint, those of them that need the step), once the step's own checks
+    of the workspace pass."""
+    asked = ws.ids if ids is None else list(dict.fromkeys(ids))
+    if ids is not None:
+        check_ids_in_pool(ws, asked)
+    fingerprint = applied_fingerprint(ws, step)
+    check_column = getattr(step, "check_column", None)
+    if check_column is not None:  # the step's own rule about the column it would write
+        check_column(ws)
+    check_inputs = getattr(step, "check_inputs", None)
+    if check_inputs is not None:  # the step names its own source (a prompt file) when a column it reads is absent
+        check_inputs(ws)
+    todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
+    return asked, fingerprint, todo
+
+
+def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started: float) -> ApplyResult:
+    """What a run that asked for ``asked`` and computed ``todo`` leaves in ``step``'s column."""
+    written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
+    failures = ws.failures(step.column, asked) if written else []
+    failed = sum(1 for fails in failures if fails)
+    failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
                        failed_now, failure_reasons=failure_reasons(failures))
