@@ -214,3 +214,40 @@ def test_score_on_a_read_only_workspace_whose_rows_are_all_scored_reports_them(t
                        capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "complexity: 5 rows — computed 0, reused 5, failed 0" in r.stdout, r.stdout
+
+
+# Four shards of one size tier on a disk with room for them and little more: their merge runs out of space.
+_MERGE_ON_A_FULL_DISK = """
+import sys
+import numpy as np
+from curate.cli import _os_error_line
+from curate.storage.vector_shards import MERGE_FANIN, VectorStore
+
+store = VectorStore(sys.argv[1] + "/store")
+with store.lock():
+    for s in range(MERGE_FANIN):
+        store.add(np.array([b"%032d" % (s * 100 + i) for i in range(100)], dtype="S32"), np.ones((100, 128), "f4"))
+    try:
+        store.compact()
+    except OSError as exc:
+        print(_os_error_line(exc))
+    print(len(store.shards()), "shards", len(store), "rows")
+"""
+
+
+def test_a_vector_store_merge_on_a_full_disk_is_an_error_naming_the_store_not_a_sigbus(tmp_path):
+    """The merge writes into a memory-mapped file; left sparse, the first page the full disk could not hold killed
+    the process with SIGBUS (exit 135, no word). A 300 KiB tmpfs of its own namespace is the full disk."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=300k tmpfs "$1" && shift && exec "$@"', "sh", disk]
+    try:
+        probe = subprocess.run([*mount, "true"], capture_output=True, timeout=60)
+    except FileNotFoundError:
+        probe = None
+    if probe is None or probe.returncode:
+        pytest.skip("needs unshare and a tmpfs mount in a namespace of its own")
+    r = subprocess.run([*mount, sys.executable, "-c", _MERGE_ON_A_FULL_DISK, disk], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    assert r.stdout.splitlines() == [f"{disk}/store: No space left on device", "4 shards 400 rows"], r.stdout

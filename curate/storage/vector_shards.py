@@ -184,6 +184,7 @@ class VectorStore:
                     np.save(tmp / "vectors.npy", vectors)
                 else:
                     out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=dtype, shape=shape)
+                    _allocate(tmp / "vectors.npy")
                     fill(out)
                     out.flush()
                     del out
@@ -196,6 +197,21 @@ class VectorStore:
             return shard
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _allocate(path: Path) -> None:
+    """Give the file ``path`` its disk blocks now: a memory-mapped file is sparse, and writing into it on a full
+    disk killed the process with SIGBUS (no word, no cleanup); this fails with ENOSPC, an error ``writing`` names."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: written as before
+            raise
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:
