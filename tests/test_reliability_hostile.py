@@ -147,6 +147,16 @@ def test_a_pipe_or_a_device_named_as_a_pool_file_is_said_to_be_one(tmp_path):
     line = _one_line_error(curate_cli("load", null, "--workspace", tmp_path / "ws"))
     assert line.startswith(f"error: {null}: file: not a regular file but a character device (/dev/null)"), line
     assert not (tmp_path / "ws").exists() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    read_end, write_end = os.pipe()  # what `curate load <(zcat pool.jsonl.gz)` is given: /dev/fd/N, a pipe
+    try:
+        r = subprocess.run(_cli_command("load", f"/dev/fd/{read_end}", "--workspace", tmp_path / "ws"),
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S, pass_fds=(read_end,))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert _one_line_error(r) == (f"error: /dev/fd/{read_end}: file: not a regular file but a pipe (FIFO); curate "
+                                  "reads a pool from regular files only: write it to a file first (e.g. zcat "
+                                  "pool.jsonl.gz > pool.jsonl)")
 
 
 def test_a_pipe_among_a_folders_or_a_globs_shards_is_refused_not_left_out(tmp_path):

@@ -52,7 +52,8 @@ def _not_a_file(path: Path) -> InputError | None:
     kind = next((name for is_kind, name in _SPECIAL if is_kind(mode)), None)
     if kind is None:
         return None
-    target = f" ({os.path.realpath(path)})" if path.is_symlink() else ""
+    real = os.path.realpath(path)  # a link's target; not /dev/fd/63's: /proc/PID/fd/pipe:[N] names no file
+    target = f" ({real})" if path.is_symlink() and os.path.exists(real) else ""
     return InputError(str(path), "file", f"not a regular file but {kind}{target}; curate reads a pool from regular "
                       "files only: write it to a file first (e.g. zcat pool.jsonl.gz > pool.jsonl)")
 
