@@ -5,7 +5,8 @@ A column file holds (id, value, fingerprint) rows; a read aligns the values to t
 order). Inside ``reading()`` the pool-order values of a column, and its reduced row values, are kept until the
 stretch ends, keyed by the column file's identity (inode, size, modification time) and the pool's, so a column
 another process rewrote is read again. Each caller gets a list of its own; per-turn lists inside are shared, to
-read, not to change.
+read, not to change A stretch belongs to its thread: threads sharing one Workspace
+each have their own (one thread's stretch ending never ends another's), and a thread outside one reads from disk.
 """
 
 from __future__ import annotations
@@ -33,15 +34,20 @@ def column_names(columns: str | Iterable[str] | None) -> list[str] | None:
 
 @contextlib.contextmanager
 def reading(ws: Workspace) -> Iterator[Workspace]:
-    """``Workspace.reading``'s body: memoised column reads until the outermost stretch ends."""
-    if ws._reads is not None:  # nested: the outer stretch keeps what is read
+    """``Workspace.reading``'s body: memoised column reads until this thread's outermost stretch ends."""
+    if _memo(ws) is not None:  # nested: the outer stretch keeps what is read
         yield ws
         return
-    ws._reads = {}
+    ws._reads.memo = {}
     try:
         yield ws
     finally:
-        ws._reads = None
+        ws._reads.memo = None
+
+
+def _memo(ws: Workspace) -> dict | None:
+    """This thread's memo of column reads (None: outside a ``reading()`` stretch)."""
+    return getattr(ws._reads, "memo", None)
 
 
 def fingerprints(table: Any) -> dict[str, str | None]:
@@ -59,7 +65,7 @@ def column_lock(ws: Workspace, column: str, on_wait: Callable[[], None] | None) 
     path = folder / f"column-{column}.lock"
     if on_wait is None:
         def on_wait() -> None:
-            log.warning("waiting for another process writing column %r in %s (%s)", column, ws.path, path)
+            log.warning("waiting for another process or thread writing column %r in %s (%s)", column, ws.path, path)
     return held(path, on_wait)
 
 
@@ -82,7 +88,7 @@ def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
     path = ws._column_path(name)
     if not path.exists():
         return _pool_field(ws, name, ids)
-    if ws._reads is None:
+    if _memo(ws) is None:
         return _aligned(ws, path, ws.ids if ids is None else ids)
     values = _remembered(ws, ("column", name), path, lambda: _aligned(ws, path, ws.ids))
     if ids is None:
@@ -108,7 +114,7 @@ def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[A
                                  f"value of a row's turns ({exc}); read ws.column({name!r}) for the per-turn values"
                                  ) from None
 
-    if ws._reads is None or not path.exists() or ids is not None:
+    if _memo(ws) is None or not path.exists() or ids is not None:
         return reduced(column(ws, name, ids))
     return list(_remembered(ws, ("rows", name), path, lambda: reduced(column(ws, name))))
 
@@ -117,9 +123,10 @@ def _remembered(ws: Workspace, key: tuple[str, str], path: Any, read: Callable[[
     ws.pool  # noqa: B018 (opens the pool if it was not: the stamp below is the one the values align to)
     stat = os.stat(path)
     stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns, ws._pool_stamp)
-    held = ws._reads.get(key)
+    memo = _memo(ws)  # this thread's: another thread's stretch ending cannot take it away meanwhile
+    held = memo.get(key)
     if held is None or held[0] != stamp:
-        held = ws._reads[key] = (stamp, read())
+        held = memo[key] = (stamp, read())
     return held[1]
 
 

@@ -68,7 +68,7 @@ class Workspace(blobs.Blobs):
         self.path = Path(path)
         self._pool = None
         self._pool_stamp: tuple[int, int] | None = None
-        self._reads: dict | None = None  # memoised column reads inside ``reading()``
+        self._reads = threading.local()  # .memo: this thread's memoised column reads inside ``reading()``
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         self._pool_dir = str(self.path / "pool")

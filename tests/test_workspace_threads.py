@@ -1,0 +1,121 @@
+"""Curate's Python API used from several threads of one process: one Workspace object shared by threads, or one
+object per thread over the same folder. Each test forces its interleaving with events (no sleeps to hope for it),
+and every wait is bounded."""
+
+import logging
+import threading
+
+from curate.session import Workspace
+from curate.storage import columns
+
+WAIT_S = 60
+
+
+def _rows(n: int, start: int = 0) -> list[dict]:
+    return [{"instruction": f"task {i}", "output": f"answer {i}"} for i in range(start, start + n)]
+
+
+def _in_thread(target) -> tuple[threading.Thread, list]:
+    """``target()`` in a started thread; the list gets its result, or the exception it raised."""
+    got: list = []
+
+    def run():
+        try:
+            got.append(target())
+        except BaseException as exc:  # noqa: BLE001 (handed to the test, which fails on it)
+            got.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_a_reading_stretch_belongs_to_its_thread(tmp_path, monkeypatch):
+    """Thread A starts ``reading()``, then thread B starts its own; A's stretch ends while B is inside a read: B's
+    stretch goes on (it was treated as nested in A's, which set the memo to None under it: a TypeError)."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(200))
+    for name in ("a", "b"):
+        ws.add_column(name, [[float(i % 6)] for i in range(200)], {"kind": "user", "reducer": "mean"})
+    in_read, a_done = threading.Event(), threading.Event()
+    real_read = columns.read_arrow
+
+    def read_arrow(path):  # B's first read of column b waits until A's stretch has ended
+        if threading.current_thread().name == "B" and path.name == "b.arrow" and not in_read.is_set():
+            in_read.set()
+            assert a_done.wait(WAIT_S)
+        return real_read(path)
+
+    monkeypatch.setattr(columns, "read_arrow", read_arrow)
+
+    def b_reads():
+        with ws.reading():
+            first = ws.row_values("b")
+            reads = []
+            monkeypatch.setattr(columns, "read_arrow", lambda path: reads.append(path) or real_read(path))
+            assert ws.row_values("b") == first
+            return first, reads
+
+    with ws.reading():
+        assert ws.row_values("a")[:3] == [0.0, 1.0, 2.0]
+        b = threading.Thread(target=lambda: got.append(_caught(b_reads)), name="B", daemon=True)
+        got: list = []
+        b.start()
+        assert in_read.wait(WAIT_S)
+    a_done.set()
+    b.join(WAIT_S)
+    assert not b.is_alive()
+    assert not isinstance(got[0], BaseException), repr(got[0])
+    values, reads = got[0]
+    assert values[:7] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.0]
+    assert reads == []  # B's stretch kept what it read after A's ended
+
+
+def _caught(call):
+    try:
+        return call()
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+
+
+def test_two_threads_reading_in_stretches_on_one_workspace(tmp_path):
+    """The audit's repro, bounded: two threads loop ``with ws.reading(): ws.row_values(name)`` on one object."""
+    n = 50_000
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(n))
+    for name in ("a", "b"):
+        ws.add_column(name, [[float(i % 6)] for i in range(n)], {"kind": "user", "reducer": "mean"})
+    stop = threading.Event()
+
+    def loop(name):
+        rounds = 0
+        while not stop.is_set() and rounds < 200:
+            with ws.reading():
+                assert len(ws.row_values(name)) == n
+            rounds += 1
+        return rounds
+
+    threads = [_in_thread(lambda name=name: loop(name)) for name in ("a", "b")]
+    stop.wait(3)
+    stop.set()
+    for thread, got in threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive() and not isinstance(got[0], BaseException), repr(got)
+
+
+def test_the_column_lock_wait_names_a_thread_too(tmp_path, caplog):
+    ws = Workspace(tmp_path / "ws")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with ws.column_lock("quality"):
+            held.set()
+            release.wait(WAIT_S)
+
+    thread, _ = _in_thread(hold)
+    assert held.wait(WAIT_S)
+    threading.Timer(0.3, release.set).start()
+    with caplog.at_level(logging.WARNING, logger="curate"), ws.column_lock("quality"):
+        pass
+    thread.join(WAIT_S)
+    assert "waiting for another process or thread writing column 'quality'" in caplog.text
