@@ -7,6 +7,7 @@ import threading
 
 from curate.session import Workspace
 from curate.storage import columns
+from tests.conftest import write_jsonl
 
 WAIT_S = 60
 
@@ -119,3 +120,56 @@ def test_the_column_lock_wait_names_a_thread_too(tmp_path, caplog):
         pass
     thread.join(WAIT_S)
     assert "waiting for another process or thread writing column 'quality'" in caplog.text
+
+
+class _Length:
+    """A row step: the instruction's length; on its first run another thread loads a source that keeps only
+    half of the pool's rows (``keep_only_source``), through a Workspace object of its own."""
+    column, granularity, reducer, inputs = "length", "row", None, ()
+
+    def __init__(self, path, source):
+        self.path, self.source, self.loaded = path, source, None
+
+    def fingerprint(self) -> str:
+        return "length-v1"
+
+    def describe(self) -> dict:
+        return {"kind": "test"}
+
+    def run(self, rows, ctx):
+        from curate.storage.step import StepOutput
+
+        if self.loaded is None:
+            thread, self.loaded = _in_thread(lambda: Workspace.open(self.path).load(self.source, keep_only_source=True))
+            thread.join(WAIT_S)
+        return StepOutput([float(len(row.turns[0].instruction)) for row in rows], [[] for _ in rows])
+
+
+def test_apply_finishes_when_a_load_removes_rows_during_the_run(tmp_path):
+    """The rows another load removed while the step ran are not written (merge_column keeps the pool's rows) and
+    the result counts them apart: the run used to fail after writing ('150 of the ids asked for are not in the
+    pool')."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(300))
+    source = write_jsonl(tmp_path / "half.jsonl", _rows(150, start=150))
+    step = _Length(ws.path, source)
+    result = ws.apply(step, progress=False)
+    assert not isinstance(step.loaded[0], BaseException), repr(step.loaded)
+    assert step.loaded[0]["rows_removed"] == 150
+    assert len(ws) == 150
+    assert (result.rows, result.computed, result.skipped, result.failed, result.left_pool) == (150, 150, 0, 0, 150)
+    assert "150 left the pool during the run" in result.summary()
+    assert ws.column("length") == [float(len(f"task {i}")) for i in range(150, 300)]
+    again = ws.apply(step, progress=False)
+    assert (again.rows, again.computed, again.skipped, again.left_pool) == (150, 0, 150, 0)
+
+
+def test_apply_on_ids_finishes_when_a_load_removes_some_of_them(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(300))
+    step = _Length(ws.path, write_jsonl(tmp_path / "half.jsonl", _rows(150, start=150)))
+    asked = ws.ids[100:200]
+    result = ws.apply(step, asked, progress=False)
+    assert (result.rows, result.computed, result.left_pool) == (50, 50, 50)
+    assert ws.column_ids("length") == [rid for rid in ws.ids if rid in set(asked)]
+    assert ws.column("length", ws.column_ids("length")) == [float(len(f"task {i}")) for i in range(150, 200)]

@@ -320,13 +320,27 @@ def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
 
 def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started: float) -> ApplyResult:
     """What a run that asked for ``asked`` and computed ``todo`` leaves in ``step``'s column."""
+    asked, todo, left_pool = _still_in_pool(ws, asked, todo)
     written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
     failures = ws.failures(step.column, asked) if written else []
     failed = sum(1 for fails in failures if fails)
     failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
-                       failed_now, failure_reasons=failure_reasons(failures))
+                       failed_now, failure_reasons=failure_reasons(failures), left_pool=left_pool)
+
+
+def _still_in_pool(ws: Workspace, asked: list[str], todo: list[str]) -> tuple[list[str], list[str], int]:
+    """(the rows of ``asked``, of ``todo``, the pool holds after the run's writes; how many of ``asked`` it no longer
+    holds). Each write reads the pool on disk again under the lock (``merge_column``) and leaves out the rows a load
+    by another process, object or thread removed while the step ran: the result counts what was written."""
+    if asked is ws.ids:  # the pool the run started on (a load that removes nothing is no reason to look)
+        return asked, todo, 0
+    index = ws.index
+    kept = [rid for rid in asked if rid in index]
+    if len(kept) == len(asked):
+        return asked, todo, 0
+    return kept, [rid for rid in todo if rid in index], len(asked) - len(kept)
 
 
 def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprint: str, seconds: float) -> None:
@@ -365,7 +379,8 @@ def _column_stats(ws: Workspace, step: Any, ids: list[str], out: StepOutput) -> 
     values = ws.column(step.column) if ws.has_column(step.column) else [None] * len(ws)
     index = ws.index
     for rid, value in zip(ids, out.values, strict=True):
-        values[index[rid]] = value
+        if rid in index:  # not a row a load removed while the step ran (its value is not written)
+            values[index[rid]] = value
     extra = {key: ws.column(f"{step.column}_{key}") for key in out.extra}
     whole = column_stats(values, extra)
     return {**out.stats, **whole, "whole_column_stats": sorted(whole)}  # the rest: the last run's, as runs[-1]

@@ -24,6 +24,7 @@ class ApplyResult:
     failed_now: int = 0        # of ``failed``, rows this run computed (the rest kept their failure from a run before)
     stale_dropped: int = 0     # rows outside those asked whose values of other settings were removed (apply_to_rows)
     failure_reasons: dict[str, tuple[int, str]] = field(default_factory=dict)  # code -> (failed rows, first detail)
+    left_pool: int = 0         # rows asked for that a load removed from the pool while the step ran (not written)
 
     @property
     def valued_now(self) -> int:
@@ -38,8 +39,10 @@ class ApplyResult:
         return f"failed {self.failed:,}" + (f" ({earlier:,} from an earlier run, not {again} again)" if earlier else "")
 
     def counts_text(self) -> str:
-        """``N rows — computed C, reused R, failed F``: computed counts the rows that got a value now."""
-        return f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}, {self.failed_text()}"
+        """``N rows — computed C, reused R, failed F``: computed counts the rows that got a value now (and the rows
+        a load removed while the step ran, when it did)."""
+        left = f", {self.left_pool:,} left the pool during the run (not written)" if self.left_pool else ""
+        return f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}, {self.failed_text()}{left}"
 
     def reasons_text(self) -> str:
         """Why rows failed: each reason code with its rows and one example detail ('' when none failed)."""
