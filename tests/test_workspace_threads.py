@@ -2,8 +2,11 @@
 object per thread over the same folder. Each test forces its interleaving with events (no sleeps to hope for it),
 and every wait is bounded."""
 
+import json
 import logging
 import threading
+
+import numpy as np
 
 from curate.session import Workspace
 from curate.storage import columns
@@ -173,3 +176,37 @@ def test_apply_on_ids_finishes_when_a_load_removes_some_of_them(tmp_path):
     assert (result.rows, result.computed, result.left_pool) == (50, 50, 50)
     assert ws.column_ids("length") == [rid for rid in ws.ids if rid in set(asked)]
     assert ws.column("length", ws.column_ids("length")) == [float(len(f"task {i}")) for i in range(150, 200)]
+
+
+def test_embed_stores_the_ids_it_encoded_when_a_load_replaces_the_pool(tmp_path, monkeypatch):
+    """One Workspace object shared by threads: a load in another thread replaces the pool (150 rows kept, 150 new)
+    while ``embed`` encodes; the stored set pairs each id with the vector of its own row's text."""
+    import curate.embed.step as embed_step
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(300))
+    ws.embed(name="before", progress=False)  # every original row's vector (and the cache the run below reads)
+    source = write_jsonl(tmp_path / "other.jsonl", _rows(300, start=150))
+    real_encode = embed_step.encode_cached
+    loads: list = []
+
+    def encode_then_load(*args, **kwargs):
+        out = real_encode(*args, **kwargs)
+        thread, got = _in_thread(lambda: ws.load(source, keep_only_source=True))
+        thread.join(WAIT_S)
+        loads.extend(got)
+        return out
+
+    monkeypatch.setattr(embed_step, "encode_cached", encode_then_load)
+    ws.embed(name="during", progress=False)
+    assert not isinstance(loads[0], BaseException), repr(loads)
+    assert loads[0]["rows_removed"] == 150 and loads[0]["rows_added"] == 150
+    folder = ws.path / "embeddings"
+    stored = {}
+    for name in ("before", "during"):
+        meta = json.loads((folder / f"{name}.json").read_text())
+        ids = json.loads((folder / meta["ids_file"]).read_text())
+        stored[name] = dict(zip(ids, np.load(folder / meta["file"]), strict=True))
+    assert sorted(stored["during"]) == sorted(stored["before"])  # the rows it encoded, not the pool's new ones
+    for rid, vector in stored["during"].items():
+        assert np.allclose(vector, stored["before"][rid], atol=1e-6), rid

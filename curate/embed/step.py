@@ -30,13 +30,17 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     mid = model_id(model)
     device = resolve_device(device)  # before the cache is read: a cached set never records a device it cannot use
     backend = resolve_backend(backend, device)
-    texts = [row_text(c, text) for c in ws.conversations()]
+    # The ids stored are the ids of the rows encoded, read from the same pool as their texts: a load meanwhile (a
+    # thread sharing ``ws``) made add_embeddings take the new pool's ids, pairing ids with other rows' vectors.
+    table = ws.pool.data.table
+    ids = table.column("id").to_pylist()
+    texts = [row_text(c, text) for c in table.column("conversation").to_pylist()]
     if not texts:
         raise ValueError("the workspace has no rows to embed")
     matrix, encoded, cache = encode_cached(texts, ws.cache_dir, model=mid, batch_size=batch_size,
                                            progress=progress, device=device, backend=backend)
     provenance = {"kind": "embeddings", "model": mid, "backend": backend, "text": text, "dim": int(matrix.shape[1]),
                   "normalized": True, "device": device, "encoded": encoded, "cache": str(cache)}
-    ws.add_embeddings(name, matrix, provenance)
+    ws.add_embeddings(name, matrix, provenance, ids=ids)
     return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
             "model": mid, "backend": backend, "text": text, "device": device}
