@@ -210,3 +210,32 @@ def test_embed_stores_the_ids_it_encoded_when_a_load_replaces_the_pool(tmp_path,
     assert sorted(stored["during"]) == sorted(stored["before"])  # the rows it encoded, not the pool's new ones
     for rid, vector in stored["during"].items():
         assert np.allclose(vector, stored["before"][rid], atol=1e-6), rid
+
+
+def test_a_load_by_another_thread_on_one_workspace_leaves_an_operations_pool_alone(tmp_path):
+    """Threads sharing one Workspace object: thread B loads a source that keeps half the rows, then reads the pool
+    (it sees the new one), while thread A is inside ``apply``: A's operation keeps the pool it started on (the load
+    and B's read reset the object's one pool under it), and its writes leave out the rows that left."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_rows(300))
+    source = write_jsonl(tmp_path / "half.jsonl", _rows(150, start=150))
+    seen: dict = {}
+
+    class Step(_Length):
+        def run(self, rows, ctx):
+            seen["before"] = list(ws.ids)
+            thread, got = _in_thread(lambda: (ws.load(source, keep_only_source=True), list(ws.ids)))
+            thread.join(WAIT_S)
+            seen["b"], seen["after"] = got[0], list(ws.ids)
+            seen["conversations"] = ws.conversations(seen["before"][:3])
+            self.loaded = [got[0]]
+            return super().run(rows, ctx)
+
+    result = ws.apply(Step(ws.path, source), progress=False)
+    assert not isinstance(seen["b"], BaseException), repr(seen["b"])
+    (load, b_ids), before = seen["b"], seen["before"]
+    assert load["rows_removed"] == 150 and b_ids == before[150:]
+    assert seen["after"] == before  # A's operation: the pool it started on
+    assert [c[0]["content"] for c in seen["conversations"]] == ["task 0", "task 1", "task 2"]
+    assert (result.rows, result.computed, result.left_pool) == (150, 150, 150)
+    assert ws.ids == b_ids and ws.column_ids("length") == b_ids

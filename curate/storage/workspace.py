@@ -59,18 +59,16 @@ from curate.storage.files import (
 )
 from curate.storage.selection import Selection, selection_meta, selection_table
 from curate.storage.step import RowInput
+from curate.storage.view import ThreadView
 
 
-class Workspace(blobs.Blobs):
+class Workspace(ThreadView, blobs.Blobs):
     """A curation session stored in a directory; reopen it from any process or notebook."""
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
-        self._pool = None
-        self._pool_stamp: tuple[int, int] | None = None
+        self._view = threading.local()  # this thread's pool, its stamp, ids and index (storage.view)
         self._reads = threading.local()  # .memo: this thread's memoised column reads inside ``reading()``
-        self._ids: list[str] | None = None
-        self._index: dict[str, int] | None = None
         self._pool_dir = str(self.path / "pool")
         self._operations = threading.local()  # .n: operations under way in this thread (see ``operation``)
         if not (self.path / MANIFEST).exists():
@@ -156,7 +154,7 @@ class Workspace(blobs.Blobs):
     @property
     def pool(self):
         """The pool as a memory-mapped ``datasets.Dataset`` (read again when another process changed it, except
-        inside an operation)."""
+        inside an operation); each thread has its own view (:mod:`curate.storage.view`)."""
         self._current()
         if self._pool is None:
             self._pool, self._pool_stamp = pool.open_pool(self)
