@@ -97,7 +97,7 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     import curate.scorers.smalllm  # noqa: F401  (registers the small-lm kind, and through its import cross-encoder)
     from curate.scorers.evaluation import group_split, holdout_figures, pairs_within
     from curate.scorers.finetuned import KINDS, check_base_folder
-    from curate.storage.apply import progress_bar
+    from curate.storage.progress import progress_bar
 
     y = np.asarray(data.scores, dtype=np.float64)
     fit_rows, held_rows = group_split(len(y), data.groups, holdout, seed)

@@ -29,7 +29,7 @@ def walked(items: Iterable[Any], total: int, desc: str, unit: str = "row") -> It
     if not _SHOWN.get():
         yield from items
         return
-    from curate.storage.apply import progress_bar
+    from curate.storage.progress import progress_bar
 
     with progress_bar(total, desc, True, unit) as bar:
         for item in items:
@@ -61,7 +61,7 @@ def printed_iterations(most: int, desc: str, prefix: str) -> Iterator[bool]:
     if not _SHOWN.get():
         yield False
         return
-    from curate.storage.apply import progress_bar
+    from curate.storage.progress import progress_bar
 
     with progress_bar(most, desc, True, "iteration") as bar:
         with redirect_stdout(_IterationLines(bar, prefix)):

@@ -23,35 +23,12 @@ from curate.storage.apply_result import ApplyResult
 from curate.storage.columns import check_ids_in_pool
 from curate.storage.failures import check_failure_format, failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
+from curate.storage.progress import progress_bar
 from curate.storage.run_records import RUN_HISTORY, fold_runs
 from curate.storage.step import RowInput, StepContext, StepOutput, check_step, join_outputs
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
-
-def _quiet_tqdm_auto():
-    """``tqdm.auto``, imported without its TqdmWarning: in a kernel without ipywidgets (no ``notebook`` extra)
-    it falls back to text bars, which is what we want, silently. Imported here, when the workspace module
-    loads, so datasets/huggingface_hub (which import it too) find it already imported and warn nothing."""
-    import warnings
-
-    from tqdm import TqdmWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TqdmWarning)
-        from tqdm.auto import tqdm
-    return tqdm
-
-
-_quiet_tqdm_auto()
-
-
-def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row"):
-    """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal); ``total`` None: set it later."""
-    tqdm = _quiet_tqdm_auto()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0, dynamic_ncols=True,
-                mininterval=0.5)
-
 
 def applied_fingerprint(ws: Workspace, step: Any) -> str:
     """The fingerprint ``apply`` stores with a step's values and compares on a re-run: the step's own, combined
