@@ -66,9 +66,11 @@ class FailureCode(StrEnum):
 
 
 class DamageCode(StrEnum):
-    """Why a workspace file (a derived column's, a selection's) cannot be read (:mod:`curate.storage.damage`)."""
+    """Why a workspace file (a derived column's, a selection's, a label set's) cannot be read
+    (:mod:`curate.storage.damage`)."""
     NOT_ARROW = "not_arrow"                # cut short or overwritten: no readable Arrow file; detail: pyarrow's words
-    BAD_METADATA = "bad_metadata"          # its curate metadata (the provenance) is not JSON
+    BAD_METADATA = "bad_metadata"          # its curate metadata (the provenance) is not JSON; detail: the file, if not it
+    MISSING_FILES = "missing_files"        # a label set's data files are gone; detail: those missing
     NOT_A_SELECTION = "not_a_selection"    # in selections/ without a selection's columns; detail: those missing
     WRONG_ROWS = "wrong_rows"              # a selection holding other rows than its metadata records; detail: counts
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -1211,6 +1212,71 @@ def test_a_damaged_column_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_
     small_ws.add_column("quality", [5.0, 4.0, 3.0, 2.0, 1.0], {"kind": "test"})
     assert column_stats(small_ws, "quality")["failures"] == "unknown: quality_failure.arrow is damaged"
     assert "quality_failure.arrow" in report_html(small_ws)
+
+
+def _label_set(ws: Workspace, name: str = "mine") -> Path:
+    return ws.add_labels(name, [{"text": "a", "score": 1.0}, {"text": "b", "score": 2.0}], {"note": "hand"})
+
+
+def _listed_label_sets(ws: Workspace, tmp_path: Path) -> list[tuple[str, int]]:
+    """The label sets info_data, ws.info(), the notebook view and `curate info` (text and --json) show: each must
+    work; (name, rows) from info_data."""
+    from curate.report.views import info_data
+
+    info = info_data(ws)
+    counted = {d["name"] for d in info["damaged"] if d["kind"] == "label set"}  # found counting their rows
+    assert [n for n in ws.info()["label_sets"] if n not in counted] == [e["name"] for e in info["label_sets"]]
+    view = ws._repr_html_()
+    assert all(f"label set {e['name']}: {e['rows']:,} labels" in view for e in info["label_sets"])
+    for args in (("info", str(ws.path)), ("info", str(ws.path), "--json")):
+        assert curate_cli(*args, cwd=tmp_path).returncode == 0
+    return [(e["name"], e["rows"]) for e in info["label_sets"]]
+
+
+def test_a_label_set_added_by_hand_is_counted_without_loading_it_and_a_copy_is_left_out(tmp_path, small_ws, caplog):
+    """A set made with ws.add_labels has no Evol 'labels' count: curate info loaded it whole to count its rows, and a
+    file manager's copy `labels/mine (1)` was listed and stopped info, --json, ws.info() and the view ('bad name')."""
+    folder = _label_set(small_ws)
+    assert small_ws.label_sets["mine"]["rows"] == 2  # recorded as it is stored
+    shutil.copytree(folder, folder.parent / "mine (1)")
+    with caplog.at_level("WARNING", logger="curate"):
+        assert list(small_ws.label_sets) == ["mine"]
+    assert "mine (1); rename or remove them" in caplog.text
+    assert _listed_label_sets(small_ws, tmp_path) == [("mine", 2)]
+    provenance = json.loads((folder / "provenance.json").read_text())
+    del provenance["rows"]  # a set stored before the count was: counted from its Arrow files' record batches
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    assert _listed_label_sets(small_ws, tmp_path) == [("mine", 2)]
+
+
+@pytest.mark.parametrize("damage", ["data deleted", "provenance garbled", "state garbled", "data garbled"])
+def test_a_damaged_label_set_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_path, small_ws, damage):
+    from curate.report.views import info_data
+    from curate.storage.damage import DamagedFileError
+
+    _label_set(small_ws, "good")
+    folder = _label_set(small_ws, "bad")
+    [data] = folder.glob("data-*.arrow")
+    if damage == "data deleted":
+        data.unlink()
+    elif damage == "data garbled":  # the listing does not read rows: counting an older set's rows finds it
+        data.write_bytes(b"not arrow" * 50)
+        provenance = json.loads((folder / "provenance.json").read_text())
+        (folder / "provenance.json").write_text(json.dumps({k: v for k, v in provenance.items() if k != "rows"}))
+    else:
+        (folder / f"{damage.split()[0]}.json").write_text("{not json")
+    assert _listed_label_sets(small_ws, tmp_path) == [("good", 2)]
+    [found] = info_data(small_ws)["damaged"]
+    assert (found["kind"], found["name"], found["path"]) == ("label set", "bad", str(folder))
+    assert f"`rm -r {folder}`" in found["fix"] and f"rm -r {folder}" in small_ws._repr_html_()
+    if damage != "data garbled":
+        assert [d.name for d in small_ws.damaged] == ["bad"] and list(small_ws.label_sets) == ["good"]
+        assert small_ws.info()["damaged"] == [found]
+    out = curate_cli("info", str(small_ws.path), cwd=tmp_path).stdout
+    assert "label set good: 2 labels" in out and "damaged label set bad" in out
+    assert len(small_ws.labels("good")) == 2
+    with pytest.raises(DamagedFileError, match=f"^{re.escape(str(folder))}: damaged"):
+        small_ws.labels("bad")
 
 
 def test_a_file_managers_copy_of_a_column_is_left_out_with_a_warning_naming_it(small_ws, caplog):

@@ -31,6 +31,7 @@ from curate.report.summary import (
 from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, style
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
+from curate.storage.label_sets import label_rows
 from curate.storage.pool import kept_rows_gone, out_of_date
 
 if TYPE_CHECKING:
@@ -197,9 +198,7 @@ def _workspace_html(ws: Workspace) -> str:
     sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(sel))} "
                    f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items()
                    if (sel := _unless_damaged(lambda n=n: ws.selection(n), found)) is not None)
-    usage = {u["column"]: u for u in llm_usage(ws)}
-    labs = "".join(f"<li>{esc(label_set_text(_label_set_entry(ws, n, p, usage.get(f'labels/{n}'))))}</li>"
-                   for n, p in info["label_sets"].items())
+    labs = "".join(f"<li>{esc(label_set_text(entry))}</li>" for entry in label_set_entries(ws, info, found))
     srcs = "".join(f"<li>{esc(s['source'])}: {s['rows_added_all']:,} added"
                    + (f" over {s['loads']} loads" if s["loads"] > 1 else "")
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
@@ -276,21 +275,28 @@ def info_data(ws: Workspace) -> dict[str, Any]:
         columns.append(entry)
     selections = [{"name": n, "kept": len(sel), "gone": len(kept_rows_gone(ws, n)), "provenance": provenance_line(p)}
                   for n, p in info["selections"].items() if (sel := tolerant(lambda n=n: ws.selection(n))) is not None]
+    label_sets = label_set_entries(ws, info, damaged, usage)  # before damaged is listed: it may add to it
     return {
         "path": info["path"], "rows": info["rows"], "formats": info["formats"], "sources": sources(ws),
         "columns": columns, "pool_columns": info["pool_columns"],
         "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
-        "selections": selections, "damaged": list(damaged.values()),
-        "label_sets": [_label_set_entry(ws, n, p, usage.get(f"labels/{n}")) for n, p in info["label_sets"].items()],
+        "selections": selections, "label_sets": label_sets, "damaged": list(damaged.values()),
     }
 
 
-def _label_set_entry(ws: Workspace, name: str, prov: dict[str, Any], usage: dict[str, Any] | None) -> dict[str, Any]:
-    """A label set in ``curate info``: its rows, what made it, and (an Evol set) the LLM usage of its runs."""
-    rows = prov["labels"] if isinstance(prov.get("labels"), int) else len(ws.labels(name))
-    made_by = " ".join(str(prov[k]) for k in ("method", "kind") if prov.get(k)) or "added with ws.add_labels"
-    return {"name": name, "rows": rows, "made_by": made_by, "usage": usage}
+def label_set_entries(ws: Workspace, info: dict[str, Any], damaged: dict[str, dict[str, Any]],
+                      usage: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The label sets of ``info`` (``ws.info()``) as ``curate info`` lists them: each one's rows, what made it, and
+    (an Evol set) the LLM usage of its runs; one whose Arrow files cannot be counted is added to ``damaged``."""
+    usage = {u["column"]: u for u in llm_usage(ws)} if usage is None else usage
+    entries = []
+    for name, prov in info["label_sets"].items():
+        rows = _unless_damaged(lambda name=name, prov=prov: label_rows(ws.path / "labels" / name, prov), damaged)
+        if rows is not None:
+            made_by = " ".join(str(prov[k]) for k in ("method", "kind") if prov.get(k)) or "added with ws.add_labels"
+            entries.append({"name": name, "rows": rows, "made_by": made_by, "usage": usage.get(f"labels/{name}")})
+    return entries
 
 
 def label_set_text(entry: dict[str, Any]) -> str:

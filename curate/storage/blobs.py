@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import WorkspaceError
+from curate.storage.damage import named_damage
 from curate.storage.files import (
     atomic_write_bytes,
     check_name,
@@ -29,6 +30,7 @@ from curate.storage.files import (
     remove,
     writing,
 )
+from curate.storage.label_sets import data_files, label_set_listing, label_set_meta
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -214,7 +216,8 @@ def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance:
         tmp = folder / f".{name}.{uuid.uuid4().hex}.tmp"
         with writing(final, tmp), quiet_datasets():
             datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
-            (tmp / "provenance.json").write_text(json.dumps({"name": name, "created": now(), **provenance},
+            (tmp / "provenance.json").write_text(json.dumps({"name": name, "created": now(), **provenance,
+                                                             "rows": len(rows)},  # counted without loading the set
                                                             indent=2, default=str))
             for file, data in (files or {}).items():
                 check_name(file)
@@ -234,16 +237,16 @@ def labels(ws: Workspace, name: str):
     folder = ws.path / "labels" / name
     if not (folder / "provenance.json").exists():
         raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
-    state = folder / "state.json"
-    if state.exists() and not read_json(state).get("_data_files"):
+    label_set_meta(folder)  # a DamagedFileError naming the set when its provenance, state or data files are not there
+    if not data_files(folder):
         return datasets.Dataset.from_list([])  # a run that kept no label: datasets saves it but cannot load it back
-    return datasets.load_from_disk(str(folder))
+    with named_damage(folder):
+        return datasets.load_from_disk(str(folder))
 
 
 def label_sets(ws: Workspace) -> dict[str, dict[str, Any]]:
-    folder = ws.path / "labels"
-    return {p.parent.name: read_json(p) for p in sorted(folder.glob("*/provenance.json"))
-            if not p.parent.name.startswith(".")}
+    """name -> provenance; a damaged label set is in ``ws.damaged`` instead (:mod:`curate.storage.label_sets`)."""
+    return label_set_listing(ws.path / "labels")[0]
 
 
 def label_file(ws: Workspace, name: str, file: str) -> Path:

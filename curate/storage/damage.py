@@ -1,8 +1,9 @@
 """Damaged workspace files as data: a derived column's or a selection's file that cannot be read (cut short,
-overwritten, its metadata garbled, its rows not those its metadata records) is a :class:`DamagedFile`, a
-:class:`~curate.codes.DamageCode` with details and the fix. Reading it raises :class:`DamagedFileError` naming the
-file; the listings (``ws.columns``, ``ws.selections``) leave it out and ``ws.damaged`` holds it, so one bad file stops
-only what needs it, and ``ws.info()``, ``curate info`` and the report show it as damaged."""
+overwritten, its metadata garbled, its rows not those its metadata records), or a label set's folder whose provenance
+or data files cannot be read, is a :class:`DamagedFile`, a :class:`~curate.codes.DamageCode` with details and the
+fix. Reading it raises :class:`DamagedFileError` naming the file; the listings (``ws.columns``, ``ws.selections``,
+``ws.label_sets``) leave it out and ``ws.damaged`` holds it, so one bad file stops only what needs it, and
+``ws.info()``, ``curate info`` and the report show it as damaged."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 from curate.codes import DamageCode
 from curate.errors import WorkspaceError
 
-_KINDS = {"columns": "column", "selections": "selection"}  # folder of the workspace -> what its files hold
+# folder of the workspace -> what its files hold (a label set is a folder: labels/<name>)
+_KINDS = {"columns": "column", "selections": "selection", "labels": "label set"}
 
 
 @dataclass(frozen=True)
@@ -27,18 +29,19 @@ class DamagedFile:
 
     @property
     def kind(self) -> str:
-        """``column``, ``selection``, or ``file`` (another Arrow file of the workspace)."""
+        """``column``, ``selection``, ``label set``, or ``file`` (another Arrow file of the workspace)."""
         return _KINDS.get(self.path.parent.name, "file")
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.path.name if self.kind == "label set" else self.path.stem  # a folder's name: no suffix
 
     @property
     def problem(self) -> str:
         """What is wrong with the file, in words."""
         return {DamageCode.NOT_ARROW: f"damaged, not a readable Arrow file ({self.detail})",
-                DamageCode.BAD_METADATA: "damaged: its curate metadata is not JSON",
+                DamageCode.BAD_METADATA: f"damaged: its {self.detail or 'curate metadata'} is not JSON",
+                DamageCode.MISSING_FILES: f"damaged: its data file(s) {self.detail} are gone",
                 DamageCode.NOT_A_SELECTION: f"not a selection's file (no {self.detail} column)",
                 DamageCode.WRONG_ROWS: f"damaged: holds {self.detail}"}[self.code]
 
@@ -47,6 +50,9 @@ class DamagedFile:
         """What to do about it, in words."""
         if self.code is DamageCode.NOT_A_SELECTION:
             return "a file put there by hand? move it out, or make the selection again"
+        if self.kind == "label set":
+            return (f"remove it (`rm -r {self.path}`) and make the label set again (`curate evol` for an Evol set, "
+                    "ws.add_labels for one added by hand)")
         remove = f"remove it (`rm {self.path}`)"
         return {"selection": f"{remove} and make the selection again",
                 "column": f"{remove} and compute the column again (run the step that wrote it: its caches answer "
@@ -82,15 +88,16 @@ def named_damage(path: Path) -> Iterator[None]:
 _WARNED: set[Path] = set()  # damaged files sort_out has warned of (once a process, not per listing)
 
 
-def sort_out(paths: Iterable[Path], read: Callable[[Path], dict[str, Any]]
+def sort_out(paths: Iterable[Path], read: Callable[[Path], dict[str, Any]], folders: bool = False
              ) -> tuple[dict[str, dict[str, Any]], list[DamagedFile]]:
     """(name -> what ``read`` gives, for the files it can read; the damaged ones): one bad file in a folder is
-    listed as damaged instead of stopping the listing, with one warning (logger ``curate``) naming it and the fix."""
+    listed as damaged instead of stopping the listing, with one warning (logger ``curate``) naming it and the fix.
+    A file's name is its stem; with ``folders``, the paths are folders (label sets) named in full."""
     readable: dict[str, dict[str, Any]] = {}
     damaged: list[DamagedFile] = []
     for path in paths:
         try:
-            readable[path.stem] = read(path)
+            readable[path.name if folders else path.stem] = read(path)
         except DamagedFileError as exc:
             damaged.append(exc.damage)
             if path not in _WARNED:

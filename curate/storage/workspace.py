@@ -273,10 +273,10 @@ class Workspace(ThreadView, blobs.Blobs):
 
     @property
     def damaged(self) -> list[DamagedFile]:
-        """Column and selection files that cannot be read (:mod:`curate.storage.damage`), each with the fix; only
-        what reads one fails (a DamagedFileError naming it)."""
-        return [*sort_out(named_files(self.path / "columns", ".arrow"), schema_meta)[1],
-                *sort_out(named_files(self.path / "selections", ".arrow"), selection_meta)[1]]
+        """Column and selection files, label sets that cannot be read (:mod:`curate.storage.damage`), with fixes."""
+        files = (("columns", schema_meta), ("selections", selection_meta))
+        return [*(d for folder, meta in files for d in sort_out(named_files(self.path / folder, ".arrow"), meta)[1]),
+                *blobs.label_set_listing(self.path / "labels")[1]]
 
     @operation
     def column(self, name: str, ids: list[str] | None = None) -> list[Any]:
