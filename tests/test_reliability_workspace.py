@@ -1138,7 +1138,7 @@ def test_a_damaged_selection_is_listed_as_damaged_and_stops_only_what_reads_it(t
     assert "damaged files" in page and "<h3>good: 5 kept" in page
     assert f"rm {path}" in page and f"rm {path}" in workspace_html(small_ws)
     for read in (lambda: small_ws.selection("bad"), lambda: small_ws.export(tmp_path / "bad.jsonl", selection="bad"),
-                 lambda: report_html(small_ws, selection="bad")):
+                 lambda: report_html(small_ws, selection="bad"), lambda: small_ws.show("bad")):
         with pytest.raises(DamagedFileError) as err:
             read()
         assert str(err.value).startswith(f"{path}: damaged, not a readable Arrow file (")

@@ -31,6 +31,7 @@ from curate.report.summary import (
 from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, style
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
+from curate.storage.files import is_name
 from curate.storage.label_sets import label_rows
 from curate.storage.pool import kept_rows_gone, out_of_date
 
@@ -140,7 +141,7 @@ def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, 
     note = ""
     if isinstance(rows, bool) or not isinstance(rows, str | slice | Iterable) and _position(rows) is None:
         raise TypeError(f"show: rows are ids, pool positions, a slice or a selection name, not {rows!r}")
-    if isinstance(rows, str) and rows in ws.selections:
+    if isinstance(rows, str) and is_name(rows) and ws.has_selection(rows):  # a damaged one: ws.selection names it
         gone = set(kept_rows_gone(ws, rows))  # a re-run on an edited source removed them: the others are shown
         kept = [rid for rid in ws.selection(rows).ids if rid not in gone]
         ids = kept[:limit]
