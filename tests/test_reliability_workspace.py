@@ -1134,7 +1134,7 @@ def test_a_damaged_selection_is_listed_as_damaged_and_stops_only_what_reads_it(t
     assert small_ws.selection("good").ids == ids
     assert len(small_ws.to_dataset(selection="good")) == 5
     small_ws.export(tmp_path / "good.jsonl", selection="good")
-    page = report_html(small_ws)
+    page = report_html(small_ws, selection="good")  # not the default: the newest, bad, is damaged
     assert "damaged files" in page and "<h3>good: 5 kept" in page
     assert f"rm {path}" in page and f"rm {path}" in workspace_html(small_ws)
     for read in (lambda: small_ws.selection("bad"), lambda: small_ws.export(tmp_path / "bad.jsonl", selection="bad"),
@@ -1145,6 +1145,28 @@ def test_a_damaged_selection_is_listed_as_damaged_and_stops_only_what_reads_it(t
         assert str(err.value).endswith(f"remove it (`rm {path}`) and make the selection again")
     path.unlink()  # the fix
     assert small_ws.damaged == [] and list(small_ws.selections) == ["good"]
+
+
+def test_a_report_whose_default_selection_is_damaged_names_it_instead_of_highlighting_another(small_ws):
+    """deita, made from dedup, was damaged: the listing left it out, so dedup became the chain's end and the report
+    highlighted it with no word of deita. Now the default names the damaged file; an older damaged one is no default."""
+    from curate.report.html import report_html
+    from curate.report.summary import default_selection
+    from curate.storage.damage import DamagedFileError
+
+    ids = small_ws.ids
+    small_ws.add_selection("dedup", ids, ["kept"] * 5, ["selected"] * 5, [None] * 5, {"method": "test"})
+    small_ws.add_selection("deita", ids, ["kept"] * 5, ["selected"] * 5, [None] * 5,
+                           {"method": "test", "input_selection": "dedup"})
+    path = small_ws.path / "selections" / "deita.arrow"
+    _damage(path, "truncated")
+    for default in (lambda: default_selection(small_ws), lambda: report_html(small_ws)):
+        with pytest.raises(DamagedFileError) as err:
+            default()
+        assert str(err.value).startswith(f"{path}: damaged") and "--selection NAME), one of ['dedup']" in str(err.value)
+    assert "<h3>dedup: 5 kept" in report_html(small_ws, selection="dedup")
+    small_ws.add_selection("newer", ids, ["kept"] * 5, ["selected"] * 5, [None] * 5, {"method": "test"})
+    assert default_selection(small_ws) == "newer"  # made after the damaged one: the default, as before
 
 
 def test_a_selection_whose_rows_are_not_its_records_is_shown_damaged_by_info_and_the_report(small_ws):

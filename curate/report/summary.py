@@ -35,13 +35,21 @@ def provenance_line(prov: dict[str, Any]) -> str:
 
 def default_selection(ws: Workspace) -> str | None:
     """The selection a report highlights: the most recently created one that no other selection starts from (a
-    chain's final step, not the steps it was built on), or None."""
+    chain's final step, not the steps it was built on), or None. A damaged selection's file written after it (or
+    any, when none reads) would have been it: a DamagedFileError names that file, not another selection highlighted
+    in its place with no word of it."""
     sels = ws.selections
-    if not sels:
-        return None
-    inputs = {p.get("input_selection") for p in sels.values()}
-    finals = [n for n in sels if n not in inputs] or list(sels)
-    return max(finals, key=lambda n: (str(sels[n].get("created", "")), n))
+    chosen = None
+    if sels:
+        inputs = {p.get("input_selection") for p in sels.values()}
+        finals = [n for n in sels if n not in inputs] or list(sels)
+        chosen = max(finals, key=lambda n: (str(sels[n].get("created", "")), n))
+    written = (ws.path / "selections" / f"{chosen}.arrow").stat().st_mtime_ns if chosen else -1
+    later = [(d.path.stat().st_mtime_ns, d) for d in ws.damaged if d.kind == "selection"]
+    if later := [(t, d) for t, d in later if t > written]:
+        raise DamagedFileError(max(later, key=lambda pair: pair[0])[1], "; or name the selection to highlight: "
+                               f"selection=NAME (CLI: --selection NAME), one of {sorted(sels)}")
+    return chosen
 
 
 # -- columns -------------------------------------------------------------------------------------
