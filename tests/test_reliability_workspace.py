@@ -1069,6 +1069,24 @@ def test_a_run_on_kept_rows_drops_rows_an_earlier_curate_scored_under_other_sett
     assert apply_to_rows(ws, new, kept, progress=False).computed == 0  # the next run computes nothing
 
 
+def test_dropping_stale_rows_names_a_damaged_failure_column_instead_of_leaving_its_rows(tmp_path):
+    """The side columns were found by the listing, which leaves a damaged file out: words_failure's stale rows were
+    kept in silence. Now the write names the file, as reading it does."""
+    from curate.storage.apply import apply_to_rows
+    from curate.storage.damage import DamagedFileError
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    new = _WordCount()
+    new.fingerprint = lambda: "words-v2"
+    ws.apply(_WordCount(), progress=False)
+    path = ws.path / "columns" / "words_failure.arrow"
+    _damage(path, "truncated")
+    with pytest.raises(DamagedFileError, match=f"^{re.escape(str(path))}: damaged"):
+        apply_to_rows(ws, new, ws.ids[:4], progress=False)
+    assert ws.column_fingerprints("words") == dict.fromkeys(ws.ids, "words-v1")  # nothing dropped from one alone
+
+
 def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):
     """The first curate (2026-11) kept failures as text under ``failures_of``: report and select died with
     "TypeError: string indices must be integers", and curate run said the column held "another step's values"."""

@@ -21,6 +21,7 @@ from curate.defaults import JUDGE
 from curate.errors import CurateError, WorkspaceError
 from curate.storage.apply_result import ApplyResult
 from curate.storage.columns import check_ids_in_pool
+from curate.storage.damage import DamagedFileError
 from curate.storage.failures import check_failure_format, failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
 from curate.storage.progress import progress_bar
@@ -154,6 +155,9 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
         return 0
     gone = pa.array(stale, pa.string())
     with ws.column_lock(step.column):
+        # a damaged side column is not listed (no "of" to read): named, as reading it would, not left with the rows
+        if side := [d for d in ws.damaged if d.kind == "column" and d.name.startswith(f"{step.column}_")]:
+            raise DamagedFileError(side[0])
         for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
             table = read_arrow(ws._column_path(name))
             kept = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=gone)))
