@@ -248,6 +248,16 @@ def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):
     assert {"mix", "mix.1"} <= set(scored_ws.selections) and "mix.1-exact" not in scored_ws.selections
 
 
+def test_a_chain_removes_its_earlier_step_when_that_step_is_damaged(scored_ws):
+    """A damaged step file is left out of ws.selections, so a shorter chain of the same name never removed it."""
+    scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    path = scored_ws.path / "selections" / "mix.1-exact.arrow"
+    path.write_bytes(path.read_bytes()[:100])
+    assert [d.name for d in scored_ws.damaged] == ["mix.1-exact"]
+    scored_ws.select(method="top_k", name="mix", budget=2, sort_by="quality")
+    assert not path.exists() and scored_ws.damaged == [] and "mix" in scored_ws.selections
+
+
 def test_a_chain_is_checked_before_any_step_runs(scored_ws):
     with pytest.raises(CurateError, match=r"^step 2 of chain 'c': selector 'threshold' needs parameter 'min_score'"):
         scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "threshold"}])

@@ -116,10 +116,16 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
 
 def _remove_stale_steps(ws, name: str, steps: list[str]) -> None:
     """An earlier chain of this name may have had more steps: their selections (``<name>.<i>-<method>``, made by
-    that method) are not this chain's. A selection of the user's, such as ``<name>.1``, is not one of them."""
-    for other, provenance in ws.selections.items():
+    that method) are not this chain's. A selection of the user's, such as ``<name>.1``, is not one of them. A
+    damaged step file (left out of ``ws.selections``, its method unreadable) goes too when its name ends in a
+    selection method: otherwise it stayed forever, listed as damaged."""
+    readable = ws.selections
+    for other in [*readable, *(d.name for d in ws.damaged if d.kind == "selection")]:
         step = re.fullmatch(rf"{re.escape(name)}\.\d+-(\w+)", other)
-        if step and other not in steps and step.group(1) == provenance.get("method"):
+        if not step or other in steps:
+            continue
+        made_by = readable[other].get("method") if other in readable else step.group(1) in SELECTORS and step.group(1)
+        if step.group(1) == made_by:
             ws.remove_selection(other)
 
 
