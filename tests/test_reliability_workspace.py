@@ -1289,6 +1289,14 @@ def test_a_label_set_added_by_hand_is_counted_without_loading_it_and_a_copy_is_l
     assert _listed_label_sets(small_ws, tmp_path) == [("mine", 2)]
 
 
+def test_curate_info_prints_a_label_sets_bracketed_method_as_written(tmp_path, small_ws):
+    """The review feared '[bold]' in a provenance method was read as rich markup: the CLI's console has markup off,
+    and only the damaged line turns it on (escaped). Kept as a guard."""
+    small_ws.add_labels("mine", [{"text": "a", "score": 1.0}], {"method": "[bold]evol[/]", "kind": "[red]k"})
+    out = curate_cli("info", str(small_ws.path), cwd=tmp_path).stdout
+    assert "label set mine: 1 labels ([bold]evol[/] [red]k)" in out
+
+
 @pytest.mark.parametrize("damage", ["data deleted", "provenance garbled", "state garbled", "data garbled"])
 def test_a_damaged_label_set_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_path, small_ws, damage):
     from curate.report.views import info_data
