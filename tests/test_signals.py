@@ -242,6 +242,32 @@ def test_a_killed_run_resumes_without_recomputing_finished_rows(tiny_model, tmp_
     assert resumed.engine.stats["cache_hits"] == done_before_kill
 
 
+def test_a_calls_cache_count_is_its_own_when_another_call_shares_the_engine(tiny_model, tmp_path):
+    """A signal counted its cache answers as the change of the engine's shared stats over its call, so a call on the
+    same engine meanwhile (another thread's part of the pool) was counted in it too. The other call runs here while
+    this one reports progress, as a thread would; each call counts what it asked for."""
+    ws = workspace(tmp_path)
+    step = Perplexity(tiny_model, dtype="float32")
+    ws.apply(step, progress=False)  # every request is in the cache now
+    mine, theirs = ws.row_inputs(ws.ids[:2]), ws.row_inputs(ws.ids[2:])
+    answered: dict = {}
+
+    class Meanwhile:
+        def update(self, n: int = 1) -> None:
+            if not answered:
+                answered["started"] = True
+                answered.update(step.run(theirs, StepContext(Bar(), ws.cache_dir, ws.path)).stats)
+
+    class Bar:
+        def update(self, n: int = 1) -> None:
+            pass
+
+    stats = step.run(mine, StepContext(Meanwhile(), ws.cache_dir, ws.path)).stats
+    turns_of = [len(turns(r.conversation)) for r in (*mine, *theirs)]
+    assert stats["requests"] == stats["cached_requests"] == sum(turns_of[:2])
+    assert answered["requests"] == answered["cached_requests"] == sum(turns_of[2:])
+
+
 def test_apply_twice_computes_nothing_and_perplexity_reuses_ifd_passes(tiny_model, tmp_path):
     ws = workspace(tmp_path)
     step = IFD(tiny_model, dtype="float32")

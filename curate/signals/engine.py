@@ -22,6 +22,7 @@ from curate.hardware import quiet_loading, resolve_device, resolve_dtype
 from curate.signals.cache import LogprobCache, request_key
 from curate.signals.template import Prompter, Request, capped_length, check_model_folder
 from curate.storage.files import folder_fingerprint
+from curate.storage.step import add_counts
 
 OnDone = Callable[[list[int]], Any]
 MIN_FILL = 0.75  # a batch stops growing when padding would exceed a quarter of it
@@ -125,11 +126,13 @@ class Engine:
     def key(self, request: Request) -> str:
         return request_key(self.fingerprint, request.context, request.target)
 
-    def logprobs(self, requests: Sequence[Request], cache_dir: Path, on_done: OnDone | None = None) -> list[np.ndarray]:
+    def logprobs(self, requests: Sequence[Request], cache_dir: Path, on_done: OnDone | None = None,
+                 cache_use: dict[str, int] | None = None) -> list[np.ndarray]:
         """Log-probability of every target token of every request (float32 arrays, aligned to ``requests``).
 
         Cached answers come first (``on_done`` is called with their indices), then the rest in length
-        buckets; each batch is stored in ``cache_dir`` before ``on_done`` hears of it.
+        buckets; each batch is stored in ``cache_dir`` before ``on_done`` hears of it. ``cache_use``: the caller's
+        own count of this call's requests and cache answers (``stats`` sums every call, from every thread).
         """
         started = time.perf_counter()
         keys = [self.key(r) for r in requests]
@@ -142,6 +145,7 @@ class Engine:
             done = [i for i, v in enumerate(out) if v is not None]
             self.stats["requests"] += len(requests)
             self.stats["cache_hits"] += len(done)
+            add_counts(cache_use, requests=len(requests), cached_requests=len(done))
             if done and on_done is not None:
                 on_done(done)
             groups: dict[str, list[int]] = {}  # identical requests are computed once

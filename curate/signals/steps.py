@@ -91,10 +91,7 @@ class _SignalStep:
                         reqs.append(getattr(plan, w))
                         where.append((r, t, w))
         tracker = RowProgress([w[0] for w in where], len(plans), ctx.progress)
-        hits = engine.stats["cache_hits"]
-        values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done)
-        usage["requests"] = usage.get("requests", 0) + len(reqs)
-        usage["cached_requests"] = usage.get("cached_requests", 0) + engine.stats["cache_hits"] - hits
+        values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done, cache_use=usage)  # this call's own counts
         return dict(zip(where, values, strict=True))
 
     @staticmethod
