@@ -530,6 +530,28 @@ def test_evol_counts_a_request_repeated_in_the_run_apart_from_the_disk_cache(tmp
     assert "<th>repeated</th>" in judges_section(ws)
 
 
+def test_an_evol_set_made_again_over_a_damaged_one_keeps_what_its_earlier_runs_paid(tmp_path):
+    """A label set whose data files cannot be found is listed as damaged, not in ws.label_sets: save_labels read the earlier
+    runs from there, so making the set again dropped what they paid from the cost table."""
+    from curate.evol import run_evol
+    from curate.evol.labels import save_labels
+    from curate.llm.backends import OpenAIBackend
+    from curate.session import Workspace
+    from tests.fault_server import FaultServer
+
+    seeds = [{"id": "a", "instruction": PARENT}]
+    ws = Workspace(tmp_path / "ws")
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k")
+        folder = save_labels(ws, "cx", run_evol(seeds, backend, kind="complexity", steps=2, seed=0,
+                                                operations=["breadth"], cache_path=ws.cache_dir))
+        (folder / "state.json").write_text("{cut sh")  # its data files cannot be found: the set is damaged
+        assert [d.name for d in ws.damaged] == ["cx"]
+        save_labels(ws, "cx", run_evol(seeds, backend, kind="complexity", steps=2, seed=0, operations=["breadth"],
+                                       cache_path=ws.cache_dir))
+    assert ws.damaged == [] and len(ws.label_sets["cx"]["runs"]) == 2
+
+
 def test_no_labels_is_one_error_in_the_api_and_the_cli_naming_the_eliminations(tmp_path):
     """Every rewrite cut off at max_tokens (the fault server's [length]: finish_reason length): build_labels
     returned an empty Dataset while `curate evol` failed, and the CLI's error blamed the rank prompt though no rank

@@ -20,6 +20,7 @@ from curate.defaults import EVOL
 from curate.errors import CurateError, NoLabelsError
 from curate.evol.run import EvolRun, run_evol
 from curate.storage.files import check_name, now
+from curate.storage.label_sets import stored_provenance
 
 log = logging.getLogger("curate")
 
@@ -47,7 +48,7 @@ def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
     The provenance's ``runs`` lists the LLM usage of every run stored under ``name`` (the calls the earlier runs
     paid for are what this one's cache answered): the cost table sums them."""
     sets = "".join(json.dumps(asdict(vs), ensure_ascii=False) + "\n" for vs in run.sets)
-    old = ws.label_sets.get(name)
+    old = stored_provenance(ws.path / "labels" / check_name(name))  # of a damaged set too: its runs stay counted
     earlier = (old.get("runs") or [{k: old.get(k) for k in (*USAGE_FIELDS, "created")}]) if old else []
     this = {k: run.provenance.get(k) for k in USAGE_FIELDS} | {"created": now()}
     provenance = {**run.provenance, "runs": earlier + [this]}

@@ -67,6 +67,15 @@ def label_set_meta(folder: Path) -> dict[str, Any]:
     return provenance
 
 
+def stored_provenance(folder: Path) -> dict[str, Any] | None:
+    """A label set's ``provenance.json`` when it reads, whatever its data files (a set made again over a damaged one
+    keeps what its earlier runs paid); None when there is none or it is not JSON."""
+    try:
+        return _json(folder, "provenance.json")
+    except DamagedFileError:
+        return None
+
+
 def label_set_listing(labels: Path) -> tuple[dict[str, dict[str, Any]], list[DamagedFile]]:
     """(name -> provenance of each label set that reads; the damaged ones)."""
     return sort_out(label_folders(labels), label_set_meta, folders=True)
