@@ -237,16 +237,22 @@ def named_files(folder: Path, suffix: str) -> list[Path]:
     others (``quality (1).arrow``, a file manager's copy) are left out with a warning (logger ``curate``) naming
     them: listed, they locked info, export and the report out ("no column 'quality (1)'"). Each such file is named
     once a process, when first met: not on every read, and a copy made later in the session is named in its turn."""
+    files = sorted(p for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
+    return well_named(files, [p.name[:-len(suffix)] for p in files], folder, "files")
+
+
+def well_named(paths: list[Path], names: list[str], where: Path, what: str) -> list[Path]:
+    """``paths`` whose ``names`` are ones a workspace gives (:func:`is_name`); the others are left out with a warning
+    (logger ``curate``) naming them, each once a process, when first met (:func:`named_files`)."""
     import logging
 
-    files = sorted(p for p in folder.glob(f"*{suffix}") if not p.name.startswith("."))
-    odd = [p for p in files if not is_name(p.name[:-len(suffix)])]
+    odd = [p for p, name in zip(paths, names, strict=True) if not is_name(name)]
     if new := [p for p in odd if p.absolute() not in _WARNED]:
         _WARNED.update(p.absolute() for p in new)
         logging.getLogger("curate").warning(
-            "%s: left out, not named as curate names its files (letters, digits, '_', '-', '.'): %s; rename or remove "
-            "them", folder, ", ".join(p.name for p in new))
-    return [p for p in files if p not in odd]
+            "%s: left out, not named as curate names its %s (letters, digits, '_', '-', '.'): %s; rename or remove "
+            "them", where, what, ", ".join(p.name for p in new))
+    return [p for p in paths if p not in odd]
 
 
 def check_name(name: str) -> str:

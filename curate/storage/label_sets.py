@@ -12,15 +12,12 @@ Arrow files' record batches (memory-mapped: their headers, not their rows).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from curate.codes import DamageCode
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage, sort_out
-from curate.storage.files import is_name
-
-_WARNED: set[Path] = set()  # folders not named as curate names them, warned of once a process
+from curate.storage.files import well_named
 
 
 def label_folders(labels: Path) -> list[Path]:
@@ -28,13 +25,7 @@ def label_folders(labels: Path) -> list[Path]:
     sorted; the others are left out with one warning each (logger ``curate``), as :func:`~curate.storage.files.
     named_files` does for files."""
     found = sorted(p.parent for p in labels.glob("*/provenance.json") if not p.parent.name.startswith("."))
-    odd = [p for p in found if not is_name(p.name)]
-    if new := [p for p in odd if p.absolute() not in _WARNED]:
-        _WARNED.update(p.absolute() for p in new)
-        logging.getLogger("curate").warning(
-            "%s: left out, not named as curate names its label sets (letters, digits, '_', '-', '.'): %s; rename or "
-            "remove them", labels, ", ".join(p.name for p in new))
-    return [p for p in found if p not in odd]
+    return well_named(found, [p.name for p in found], labels, "label sets")
 
 
 def _json(folder: Path, file: str) -> dict[str, Any]:
