@@ -347,6 +347,28 @@ def test_export_to_a_pipe_or_a_link_to_one_without_a_suffix_writes_json_lines_th
         assert r.stderr.strip() == "wrote 5 rows to /dev/stdout (JSON Lines, written through)", r.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="needs /dev/stdout (Linux)")
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_out_dev_stdout_appended_to_a_file_keeps_what_the_file_held(tmp_path, small_ws, command):
+    """`curate export WS --out /dev/stdout >> all.jsonl`: /dev/stdout led to the regular file, so the export was
+    renamed over it (the report too), and what the file held before was lost. A descriptor's path is written through
+    the descriptor, so the shell's >> appends; the 'wrote' line goes to stderr."""
+    log = tmp_path / "all.txt"
+    log.write_text("held before\n")
+    with open(log, "ab") as appended:
+        r = subprocess.run(_cli_command(command, small_ws.path, "--out", "/dev/stdout"), stdout=appended,
+                           stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT_S)
+    assert r.returncode == 0 and "wrote" in r.stderr and "written through" in r.stderr, r.stderr
+    text = log.read_text()
+    assert text.startswith("held before\n") and "wrote" not in text, text[:200]
+    body = text[len("held before\n"):]
+    if command == "export":
+        assert [json.loads(line)["id"] for line in body.splitlines()] == small_ws.ids
+    else:
+        assert body.startswith("<!DOCTYPE html>") and body.rstrip().endswith("</html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.txt", "pool.jsonl", "ws"]  # no temporary left
+
+
 def test_report_to_a_pipe_a_link_or_a_private_file_keeps_what_is_there(tmp_path, small_ws):
     """The report was renamed over its --out: a pipe (or /dev/null, /dev/full, as root) became a regular file, a link
     was replaced by a file and its target left old, a 0600 file became 0644. It goes through a pipe, into a link's

@@ -91,7 +91,9 @@ def export(
         err_console.print(f"wrote {n:,} rows to standard output")
         return
     path = ws.export(out, selection=selection, columns=column or None, format=format)
-    through = path.exists() and not path.is_file() and not path.is_dir()  # /dev/stdout: the line must not join the rows
+    from curate.storage.outputs import written_through
+
+    through = written_through(path)  # /dev/stdout: the line must not join the rows
     said = " (JSON Lines, written through)" if through and not path.suffix else ""
     (err_console if through else console).print(f"wrote {n:,} rows to {path}{said}")
 

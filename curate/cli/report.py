@@ -97,7 +97,9 @@ def report(
 
     with writing(out):  # a full disk names the file
         path = build_report(Workspace.open(workspace), out, selection=selection, samples=samples)
-    if path.is_file():
+    from curate.storage.outputs import written_through
+
+    if not written_through(path):
         console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
-    else:  # a pipe or a device (/dev/stdout): the line would join the page
+    else:  # a pipe, a device or a descriptor (/dev/stdout): the line would join the page
         err_console.print(f"wrote {path} (written through)")

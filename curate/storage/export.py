@@ -17,13 +17,13 @@ from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.files import (
     arrow_schema,
-    atomic_write_bytes,
     prepare_output,
     quiet_datasets,
     remove,
     remove_stale_leftovers,
     writing,
 )
+from curate.storage.outputs import open_through, written_through
 from curate.storage.pool import json_text_columns, selection_positions
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -301,10 +301,15 @@ def _stage(ws: Workspace, ds, out: Path, format: str | None,
     into place; None when written through (a pipe, a device, or a link to one: /dev/null, /dev/stdout). Through one
     of those, no suffix means JSON Lines, as ``--out -`` writes: a datasets folder cannot be made there."""
     suffix = out.suffix.lower()
-    if out.exists() and not out.is_file() and not out.is_dir():  # nothing to write beside it (nor rename over it)
+    if written_through(out):  # nothing to write beside it (nor rename over it)
         suffix = suffix or ".jsonl"
-        with writing(out), quiet_datasets():
-            _write(ds, out, suffix, json_fields(ws, ds, format, columns))
+        if suffix not in (".jsonl", ".json", ".parquet"):
+            raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
+        with writing(out), quiet_datasets(), open_through(out) as fh:
+            if suffix == ".parquet":  # Arrow's own file writer cannot seek in a pipe
+                ds.to_parquet(fh)
+            else:
+                write_jsonl(ds, fh, json_fields(ws, ds, format, columns))
         return None
     target = Path(os.path.realpath(out)) if out.is_symlink() else out
     prepare_output(target)
@@ -343,10 +348,7 @@ def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
     if suffix in (".jsonl", ".json"):
         write_jsonl(ds, str(out), fields or [])
     elif suffix == ".parquet":
-        if out.exists() and not out.is_file():  # a pipe or a device: Arrow's own file cannot seek there
-            ds.to_parquet(str(out))
-        else:
-            write_parquet(ds, out)
+        write_parquet(ds, out)
     elif suffix == "":
         ds.save_to_disk(str(out))
     else:
@@ -365,17 +367,3 @@ def write_parquet(ds, out: Path, rows_per_group: int = 10_000) -> None:
         for batch in ds.with_format("arrow").iter(batch_size=rows_per_group):
             writer.write_table(batch.cast(schema) if batch.schema != schema else batch)
 
-
-def write_output_file(out: Path, data: bytes) -> Path:
-    """``data`` as the user-named file ``out`` (a report): written through a pipe or a device, or a link to one
-    (renamed over, /dev/null would become a regular file for every user of the machine); into a link's target, the
-    link kept; otherwise to a temporary file renamed into place, keeping the permissions of the file it replaces."""
-    if out.exists() and not out.is_file() and not out.is_dir():
-        with writing(out), open(out, "wb") as fh:
-            fh.write(data)
-        return out
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out
-    remove_stale_leftovers(target)
-    mode = target.stat().st_mode if target.is_file() else None
-    atomic_write_bytes(target, data, mode=mode)
-    return out
