@@ -5,7 +5,7 @@ A column file holds (id, value, fingerprint) rows; a read aligns the values to t
 order). Inside ``reading()`` the pool-order values of a column, and its reduced row values, are kept until the
 stretch ends, keyed by the column file's identity (inode, size, modification time) and the pool's, so a column
 another process rewrote is read again. Each caller gets a list of its own; per-turn lists inside are shared, to
-read, not to change A stretch belongs to its thread: threads sharing one Workspace
+read, not to change. A stretch belongs to its thread: threads sharing one Workspace
 each have their own (one thread's stretch ending never ends another's), and a thread outside one reads from disk.
 """
 
