@@ -137,7 +137,7 @@ class Scorer:
                 vectors[name], encoded, _ = encode_cached(texts[name], cache_dir, model=self.embed_model,
                                                           batch_size=self.batch_size, progress=len(texts[name]) > 2000)
                 add_counts(cache_use, texts_from_embedding_cache=len(set(texts[name])) - encoded,
-                                texts_encoded=encoded)
+                           texts_encoded=encoded)
         measured = self.measure(texts, vectors, on_rows=on_rows)
         if self.columns:
             measured["_columns"] = column_values(rows, self.columns)
