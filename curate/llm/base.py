@@ -139,10 +139,10 @@ def failure_result(message: str, code: FailureCode) -> dict[str, Any]:
 _CONTEXT_TOO_LONG = re.compile(r"context_length_exceeded|maximum (context|model) length", re.IGNORECASE)
 
 
-def refused_code(message: str) -> FailureCode:
+def refused_code(message: str, otherwise: FailureCode = FailureCode.HTTP_ERROR) -> FailureCode:
     """The failure code of a request a server refused for good (a 4xx, or an engine's ValueError): ``context_too_long``
-    when ``message`` says the row does not fit the model's context, else ``http_error``."""
-    return FailureCode.CONTEXT_TOO_LONG if _CONTEXT_TOO_LONG.search(message) else FailureCode.HTTP_ERROR
+    when ``message`` says the row does not fit the model's context, else ``otherwise``."""
+    return FailureCode.CONTEXT_TOO_LONG if _CONTEXT_TOO_LONG.search(message) else otherwise
 
 
 @dataclass

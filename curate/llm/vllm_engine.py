@@ -130,9 +130,8 @@ class VLLMBackend(Backend):
         try:
             return self.generate_batch([request])[0]
         except ValueError as exc:
-            code = FailureCode.CONTEXT_TOO_LONG if refused_code(str(exc)) is FailureCode.CONTEXT_TOO_LONG \
-                else FailureCode.MODEL_ERROR
-            return failure_result(f"vLLM refused the request: {str(exc)[:300]}", code)
+            return failure_result(f"vLLM refused the request: {str(exc)[:300]}",
+                                  refused_code(str(exc), FailureCode.MODEL_ERROR))
 
     def close(self) -> None:
         """Shut the engine down (call before the interpreter exits)."""
