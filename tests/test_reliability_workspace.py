@@ -1377,3 +1377,21 @@ def test_each_file_managers_copy_is_warned_of_once_when_first_met_not_again_with
     assert named_in_warnings() == ["quality (2).arrow"]  # the new copy alone
     (columns / "quality (1).arrow").unlink()
     assert named_in_warnings() == []
+
+
+def test_dropping_stale_rows_passes_a_damaged_step_column_that_only_shares_the_name_start(tmp_path):
+    """``words_v2``, a step column of its own (its failure column says so), was taken for a side column of ``words``
+    by its name alone: once damaged it stopped every ``curate run`` of ``words``."""
+    from curate.storage.apply import apply_to_rows
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    other = _WordCount()
+    other.column = "words_v2"
+    ws.apply(_WordCount(), progress=False)
+    ws.apply(other, progress=False)
+    _damage(ws.path / "columns" / "words_v2.arrow", "truncated")
+    new = _WordCount()
+    new.fingerprint = lambda: "words-v2"
+    result = apply_to_rows(ws, new, ws.ids[:4], progress=False)
+    assert result.stale_dropped == 2 and ws.column_fingerprints("words") == dict.fromkeys(ws.ids[:4], "words-v2")

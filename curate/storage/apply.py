@@ -155,8 +155,11 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
         return 0
     gone = pa.array(stale, pa.string())
     with ws.column_lock(step.column):
-        # a damaged side column is not listed (no "of" to read): named, as reading it would, not left with the rows
-        if side := [d for d in ws.damaged if d.kind == "column" and d.name.startswith(f"{step.column}_")]:
+        # a damaged side column is not listed (no "of" to read): named, as reading it would, not left with the rows.
+        # A damaged column whose own failure column is readable is another step's (words_v2 beside words).
+        steps = {prov.get("of") for prov in ws.columns.values() if prov.get("kind") == "failure"}
+        if side := [d for d in ws.damaged if d.kind == "column" and d.name.startswith(f"{step.column}_")
+                    and d.name not in steps]:
             raise DamagedFileError(side[0])
         for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
             table = read_arrow(ws._column_path(name))
