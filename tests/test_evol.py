@@ -403,6 +403,7 @@ def test_cli_evol_exits_1_when_every_rewrite_call_failed(tmp_path):
     assert res.exit_code == 1, res.output  # main() prints a CurateError as one line on stderr
     text = " ".join(str(res.exception).split())
     assert "every rewrite call failed (3; first:" in text and "400" in text
+    assert "logs" not in text + res.output  # a remote server's failures: the packaged server's log folder is no lead
     assert Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]["eliminated_by_reason"] == {"call_failed": 3}
 
 

@@ -257,6 +257,11 @@ BACKEND_OPTIONS: dict[str, tuple[frozenset[str], str]] = {
 }
 
 
+def backend_kind(backend: str | None, base_url: str | None) -> str:
+    """The backend a command runs on: --backend, else openai for a --base-url, else the packaged local model."""
+    return backend or ("openai" if base_url else "local")
+
+
 def _judge_backend(backend: str | None, base_url: str | None, model: str | None, *,
                    concurrency: int | None = None, api_key_env: str | None = None,
                    rpm: int | None = None, tpm: int | None = None, max_cost: float | None = None,
@@ -266,7 +271,7 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     local (SmolLM2 on an embedded vLLM server, stopped on exit), openai-batch (remembers its batches in
     ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner). An option left out is None
     (then its :mod:`curate.defaults` value): one given that the backend never reads is refused, whatever its value."""
-    kind = backend or ("openai" if base_url else "local")
+    kind = backend_kind(backend, base_url)
     if poll_s is not None and kind != "openai-batch":  # polled by the batch backend alone: ignored in silence
         raise OptionError(f"--poll-interval: the wait between polls of --backend openai-batch, not of {kind}")
     if kind == "local":  # SmolLM2 on an embedded server: options that name or limit another model are not read

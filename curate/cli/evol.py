@@ -21,7 +21,9 @@ from curate.cli.common import (
     _tpm_opt,
     answered_text,
     app,
+    backend_kind,
     console,
+    err_console,
 )
 from curate.defaults import EVOL
 
@@ -80,10 +82,8 @@ def evol(
     try:
         raise_no_labels(result)
     except NoLabelsError as exc:
-        if exc.calls_failed:  # where to look when the packaged server answered nothing
-            raise NoLabelsError(f"{exc} (the local server's logs: {curate_home() / 'logs'})", seeds=exc.seeds,
-                                eliminated_by_reason=exc.eliminated_by_reason,
-                                rank_failures_by_reason=exc.rank_failures_by_reason, calls_failed=True) from None
+        if exc.calls_failed and backend_kind(backend, base_url) in ("local", "vllm-batch"):
+            err_console.print(f"the local server's logs: {curate_home() / 'logs'}")  # where to look: it answered nothing
         raise
 
 
