@@ -23,6 +23,7 @@ class BackendDefaults:
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the API key
     local_max_model_len: int = 2048  # the packaged SmolLM2's vLLM context (prompt + reply tokens); a longer
                                      # request fails context_too_long
+    local_startup_timeout_s: float = 240.0  # the packaged server's start-up (about a minute on 2 cores), then an error
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ class SignalDefaults:
 class ScorerDefaults:
     """Trained scorers (curate.scorers): the fine-tuned kinds (cross-encoder, small-lm)."""
     finetune_epochs: float = 2.0         # passes over the training labels
+    ridge_alpha: float = 10.0            # the ridge head's L2 penalty (features standardised first)
+    ordinal_C: float = 1.0               # the ordinal head's inverse regularisation (scikit-learn's C)
+    embedding_weight: float = 1.0        # the embedding block's scale beside the text statistics
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ class LocalServer:
     """
 
     def __init__(self, port: int | None = None, home: Path | None = None, max_model_len: int = BACKEND.local_max_model_len,
-                 startup_timeout: float = 240.0, log_path: Path | None = None,
+                 startup_timeout: float = BACKEND.local_startup_timeout_s, log_path: Path | None = None,
                  extra_args: list[str] | None = None, dtype: str = "auto"):
         self.home = Path(home) if home else curate_home()
         self.port = port or free_port()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from curate.defaults import SCORER
 from curate.errors import ScorerError
 
 HEADS = ("ridge", "ordinal")
@@ -129,8 +130,10 @@ def predict_head(w: dict[str, np.ndarray], X: np.ndarray, head: str) -> np.ndarr
 
 
 def fit_joint_head(X: np.ndarray, y: Sequence[float], pairs_a: np.ndarray | None = None,
-                   pairs_b: np.ndarray | None = None, pair_p: Sequence[float] | None = None, *, alpha: float = 10.0,
-                   pair_weight: float = 1.0, n_embedding_columns: int = 0, embedding_weight: float = 1.0,
+                   pairs_b: np.ndarray | None = None, pair_p: Sequence[float] | None = None, *,
+                   alpha: float = SCORER.ridge_alpha,
+                   pair_weight: float = 1.0, n_embedding_columns: int = 0,
+                   embedding_weight: float = SCORER.embedding_weight,
                    label_mean: float | None = None, label_std: float | None = None) -> dict[str, np.ndarray]:
     """A linear head fitted on single scores and preference pairs at once (stored like ``ridge``).
 

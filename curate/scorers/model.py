@@ -24,7 +24,7 @@ import numpy as np
 
 import curate.scorers.saved as saved
 from curate.codes import Failure, FailureCode
-from curate.defaults import EMBED
+from curate.defaults import EMBED, SCORER
 from curate.errors import ScorerError
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR
@@ -78,11 +78,11 @@ class Scorer:
     rows_per_call = EMBED.rows_per_call  # each row is scored on its own: ws.apply hands over this many at a time
 
     def __init__(self, *, reads: Sequence[str] = ("instruction",), head: str = "ridge",
-                 features: Sequence[str] = ("embeddings", "length"), alpha: float = 10.0, C: float = 1.0,
-                 embed_model: str | None = None, label_range: tuple[float, float] | None = None,
-                 output_range: tuple[float, float] | None = None, name: str | None = None,
-                 imitates: dict[str, Any] | None = None, batch_size: int = EMBED.batch_size, embedding_weight: float = 1.0,
-                 embed_inputs: Sequence[str] | None = None, columns: str | Sequence[str] = ()):
+                 features: Sequence[str] = ("embeddings", "length"), alpha: float = SCORER.ridge_alpha,
+                 C: float = SCORER.ordinal_C, embed_model: str | None = None,
+                 label_range: tuple[float, float] | None = None, output_range: tuple[float, float] | None = None,
+                 name: str | None = None, imitates: dict[str, Any] | None = None, batch_size: int = EMBED.batch_size,
+                 embedding_weight: float = SCORER.embedding_weight, embed_inputs: Sequence[str] | None = None, columns: str | Sequence[str] = ()):
         if head not in HEADS:
             raise ScorerError(f"head {head!r}: choose one of {list(HEADS)}")
         bad = [f for f in features if f not in FEATURES]
