@@ -261,3 +261,34 @@ def test_a_vector_store_merge_on_a_full_disk_is_an_error_naming_the_store_not_a_
                        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
     assert r.stdout.splitlines() == [f"{disk}/store: No space left on device", "4 shards 400 rows"], r.stdout
+
+
+def _read_a_little_then_close(command: list, unbuffered: str) -> subprocess.CompletedProcess:
+    """``command`` with stdout a pipe of one page (4 KiB) whose reader takes 100 bytes and leaves, as ``| head -c
+    100`` does; the output is bigger than the pipe holds, so the reader is gone before it is all written."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": unbuffered}
+    try:
+        proc = subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert len(reader.read(100)) == 100
+    _, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+    return subprocess.CompletedProcess(command, proc.returncode, "", stderr)
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])  # sys.stdout.buffer is the raw FileIO under PYTHONUNBUFFERED
+@pytest.mark.parametrize("what", ["export -", "export /dev/stdout", "report /dev/stdout"])
+def test_output_into_a_pipe_whose_reader_leaves_exits_141_in_silence(tmp_path, what, unbuffered):
+    """`curate export ws --out - | head` exited 1 (typer's answer to EPIPE) and, unbuffered, 0 saying "wrote 20
+    rows" of rows the pipe never took (a raw write takes part and says so by its count alone). It now ends as a Unix
+    tool killed by SIGPIPE does: exit 128 + 13, nothing on stderr, no "wrote" line."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_pool_file(tmp_path / "pool.jsonl", "a long row for a pipe, " * 40, 20))  # about 20 KiB of JSON Lines
+    command, out = what.split()
+    r = _read_a_little_then_close(_cli_command(command, ws.path, "--out", out), unbuffered)
+    assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])

@@ -14,7 +14,16 @@ from rich.markup import escape
 from curate.cli import common, evol, judge, pool, report, run, scorers, select, signals, tags  # noqa: F401  (registers the commands)
 from curate.cli import plan as _plan  # noqa: F401,E402  (registers `curate plan`)
 from curate.cli import train as _train  # noqa: F401,E402  (registers `curate train`)
-from curate.cli.common import app, err_console, on_sigint, quiet_swallowed_interrupt, reflow_help, sample_path
+from curate.cli.common import (
+    BrokenPipeElsewhere,
+    OutputClosed,
+    app,
+    err_console,
+    on_sigint,
+    quiet_swallowed_interrupt,
+    reflow_help,
+    sample_path,
+)
 from curate.errors import CurateError
 
 reflow_help(app)
@@ -23,6 +32,9 @@ __all__ = ["app", "main", "sample_path"]
 
 TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1 to see a ValueError's traceback instead of its one line
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+# 128 + SIGPIPE: what a shell shows for a Unix tool whose reader left (`yes | head`), and the convention curate's
+# 130 and 143 follow; Python's docs (Note on SIGPIPE) exit 1 instead, which `set -o pipefail` cannot tell from a failure
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 INTERRUPTED_LINE = ("interrupted: finished work is kept (answers in the workspace's cache, columns, vectors and "
                     "files written whole; nothing half-written replaced them); re-run the same command to go on")
 
@@ -60,6 +72,18 @@ def _fail(line: str, code: int = 1) -> None:
     _exiting(code)
     err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
+
+
+def _output_closed(fds: list[int]) -> None:
+    """The reader of the output left (``| head``): exit EXIT_OUTPUT_CLOSED with nothing said, as a Unix tool that
+    SIGPIPE kills does. Python ignores SIGPIPE (a write gets EPIPE instead); as its docs' note on SIGPIPE does, the
+    closed descriptors are pointed at /dev/null first, so the interpreter's last flush of what is still buffered for
+    them cannot fail again ("Exception ignored ... BrokenPipeError", exit 120). No "wrote" line: not all was read."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        os.dup2(null, fd)
+    os.close(null)
+    _exit(EXIT_OUTPUT_CLOSED)
 
 
 def _interrupted() -> None:
@@ -100,6 +124,10 @@ def main() -> None:
             if common.interrupt_requested:  # an error Ctrl-C caused (e.g. an import it cut in half): still Ctrl-C
                 raise KeyboardInterrupt from None
             raise
+    except OutputClosed as exc:
+        _output_closed(exc.fds)
+    except BrokenPipeElsewhere as exc:
+        _fail(_os_error_line(exc.__cause__))
     except CurateError as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import select
 import signal
 import sys
 from pathlib import Path
@@ -23,12 +25,41 @@ class CutShortError(ValueError):
     blank line and an Abort, which exited 1 with nothing said; this one is reported as its line."""
 
 
+class OutputClosed(Exception):  # noqa: N818  (not an error of curate's: the reader chose to stop)
+    """The reader of standard output (or error) went away (``curate export ws --out - | head``); ``fds``: which."""
+
+    def __init__(self, fds: list[int]):
+        super().__init__(f"reader of descriptor(s) {fds} closed")
+        self.fds = fds
+
+
+class BrokenPipeElsewhere(Exception):  # noqa: N818  (it carries the OSError, reported as its line)
+    """EPIPE from a pipe or socket other than the command's own output: typer exits 1 silently on any EPIPE."""
+
+
+def closed_outputs() -> list[int]:
+    """Standard output and error (1, 2) where they are a pipe or socket whose reading end is closed (poll says
+    POLLERR of a pipe without readers); a file, a device or a terminal never is."""
+    poller = select.poll()
+    for fd in (1, 2):
+        poller.register(fd, select.POLLOUT)
+    return sorted(fd for fd, revents in poller.poll(0) if revents & (select.POLLERR | select.POLLHUP))
+
+
 class _Group(typer.core.TyperGroup):
-    """The top-level command group: an EOFError from any reader becomes :class:`CutShortError`."""
+    """The top-level command group: an EOFError from any reader becomes :class:`CutShortError`; a broken pipe
+    :class:`OutputClosed` when it is the command's output, else :class:`BrokenPipeElsewhere` (typer's own
+    handling of EPIPE, exit 1 with nothing said, kept neither apart)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            if fds := closed_outputs():
+                raise OutputClosed(fds) from exc
+            raise BrokenPipeElsewhere(str(exc)) from exc
         except EOFError as exc:
             raise CutShortError(f"input ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): a "
                                 "damaged or truncated file, or a worker process that died (set CURATE_TRACEBACK=1 to "

@@ -75,8 +75,10 @@ def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
         import orjson
 
         # orjson: a NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
-        sys.stdout.buffer.write(orjson.dumps(ws.info(), default=str, option=orjson.OPT_INDENT_2
-                                             | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        from curate.storage.outputs import write_all
+
+        write_all(sys.stdout.buffer, orjson.dumps(ws.info(), default=str, option=orjson.OPT_INDENT_2
+                                                  | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         sys.stdout.flush()
         return
     print_info(info_data(ws), console)

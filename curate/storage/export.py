@@ -23,7 +23,7 @@ from curate.storage.files import (
     remove_stale_leftovers,
     writing,
 )
-from curate.storage.outputs import open_through, written_through
+from curate.storage.outputs import open_through, write_all, written_through
 from curate.storage.pool import json_text_columns, selection_positions
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -218,7 +218,7 @@ def write_jsonl(ds, target: Any, fields: list[str]) -> None:
                     lines.append(orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS))
                 except TypeError:  # an integer beyond 64 bits (held as JSON text), which orjson cannot write
                     lines.append(_dumps_big_ints(row))
-            fh.write(b"\n".join(lines) + b"\n" if lines else b"")
+            write_all(fh, b"\n".join(lines) + b"\n" if lines else b"")
 
 
 JSONL_BATCH_ROWS = 10_000  # rows decoded at a time by write_jsonl

@@ -8,6 +8,7 @@ keeps the shell's file, where opening the path again truncated it or a rename re
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,18 @@ def open_through(out: Path) -> BinaryIO:
     kept, so a shell's ``>>`` appends), else the path (a pipe, a device)."""
     fd = descriptor(out)
     return os.fdopen(os.dup(fd), "wb") if fd is not None else open(out, "wb")
+
+
+def write_all(fh: BinaryIO, data: bytes) -> None:
+    """All of ``data`` into ``fh``. An unbuffered file (``sys.stdout.buffer`` under ``python -u`` or PYTHONUNBUFFERED
+    is the raw FileIO) may take only part of it, a pipe whose reader left or a disk that filled, and says so by the
+    count it returns alone: what it did not take was lost in silence, the export saying it wrote every row."""
+    view = memoryview(data)
+    while view:
+        written = fh.write(view)
+        if written is None:  # a non-blocking descriptor that is full
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        view = view[written:]
 
 
 def write_output_file(out: Path, data: bytes) -> Path:
