@@ -292,3 +292,52 @@ def test_output_into_a_pipe_whose_reader_leaves_exits_141_in_silence(tmp_path, w
     command, out = what.split()
     r = _read_a_little_then_close(_cli_command(command, ws.path, "--out", out), unbuffered)
     assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])
+
+
+# Each of the training writes that np.savez / torch.save make, in a child whose files cannot pass 64 KiB (as on a
+# disk that fills); it prints the CLI's line for the error and what the folder holds after it.
+_SAVES_CUT_SHORT = """
+import random, resource, signal, sys
+from pathlib import Path
+import numpy as np
+import torch
+from curate.cli import _os_error_line
+from curate.scorers.checkpoint import TrainingCheckpoint
+from curate.train.gradfeatures import FeatureStore
+from curate.train.records import RECORD_KEYS, save_records
+
+which, folder = sys.argv[1], Path(sys.argv[2])
+folder.mkdir()
+n = 4000
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, resource.RLIM_INFINITY))
+try:
+    if which == "records":
+        save_records(folder, [f"row{i}" for i in range(n)], {k: np.ones(n) for k in RECORD_KEYS})
+    elif which == "features":
+        FeatureStore(folder).add([f"row{i}" for i in range(n)], np.ones((n, 64), np.float32))
+    else:
+        net = torch.nn.Linear(128, 128)
+        opt = torch.optim.AdamW(net.parameters())
+        parts = {"trainable": net.state_dict, "opt": opt, "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1),
+                 "rng": random.Random(0), "best": {}, "history": []}
+        TrainingCheckpoint(folder / "run.pt").save(1, parts)
+except OSError as exc:
+    print(_os_error_line(exc))
+else:
+    print("written")
+print(sorted(p.name for p in folder.iterdir()))
+"""
+
+
+@pytest.mark.parametrize("which, name", [("records", "records.npz"), ("features", "part-"), ("checkpoint", "run.pt")])
+def test_a_training_save_cut_short_by_a_full_disk_names_its_file_and_leaves_none(tmp_path, which, name):
+    """np.savez and torch.save wrote under the final name, or a temporary one left behind, and their errors named no
+    file: numpy's "[Errno 27] File too large", torch's "[enforce fail at inline_container.cc:672] . unexpected pos"."""
+    folder = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", _SAVES_CUT_SHORT, which, str(folder)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line, left = r.stdout.strip().splitlines()
+    assert line.startswith(f"{folder}/{name}") and line.endswith(": File too large"), line
+    assert left == "[]", left  # neither a part of the file under its name nor the temporary one

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ScorerError
+from curate.storage.files import torch_save
 
 SAVE_EVERY_S = 60.0  # seconds between saves: a CPU step takes seconds, a save well under one
 
@@ -77,7 +78,5 @@ class TrainingCheckpoint:
                  "sched": parts["sched"].state_dict(), "rng": parts["rng"].getstate(),
                  "torch_rng": torch.get_rng_state(), "best": dict(parts["best"]), "history": list(parts["history"])}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+        torch_save(state, self.path)  # a failed write names the file, leaving no part of it
         self._saved_at = time.monotonic()

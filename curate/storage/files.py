@@ -119,6 +119,36 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
         os.replace(tmp, path)
 
 
+def atomic_write_with(path: Path, write: Callable[[Any], Any]) -> None:
+    """``write(fh)`` into a temporary file renamed to ``path`` once whole (``np.savez``, ``torch.save``), as
+    :func:`atomic_write_bytes` does, the data never held whole in memory: a failed write names ``path`` and leaves
+    neither half a file under its name nor the temporary one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with writing(path, tmp):
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` as ``path``, atomically (:func:`atomic_write_with`). torch reports a failed write (a full
+    disk) as its own RuntimeError ("unexpected pos 704 vs 598"), the OS's error only its context: that error is
+    raised instead, so it names ``path``."""
+    import torch
+
+    def write(fh: Any) -> None:
+        try:
+            torch.save(obj, fh)  # into the open file, not the path: torch's own writer loses the OS error
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
+
+    atomic_write_with(path, write)
+
+
 def write_arrow(path: Path, table) -> None:
     import pyarrow as pa
 

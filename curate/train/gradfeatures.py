@@ -14,7 +14,6 @@ use; a killed run reloads the parts and computes only the rows missing.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.signals.engine import batches
+from curate.storage.files import atomic_write_with
 from curate.train.examples import Example, collate
 
 
@@ -164,10 +164,9 @@ class FeatureStore:
                 self.rows.update(zip(z["ids"].tolist(), z["features"], strict=True))
 
     def add(self, ids: Sequence[str], features: np.ndarray) -> None:
-        path = self.folder / f"part-{uuid.uuid4().hex}.npz"
-        tmp = self.folder / f".tmp-{uuid.uuid4().hex}.npz"
-        np.savez(tmp, ids=np.asarray(ids, dtype=str), features=features.astype(np.float16))
-        os.replace(tmp, path)
+        path = self.folder / f"part-{uuid.uuid4().hex}.npz"  # a failed write names it, leaving no part of it
+        arrays = {"ids": np.asarray(ids, dtype=str), "features": features.astype(np.float16)}
+        atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
         self.rows.update(zip(ids, features.astype(np.float16), strict=True))
 
 

@@ -36,7 +36,15 @@ from curate.hardware import resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
-from curate.storage.files import STALE_LEFTOVER_S, file_lock, folder_fingerprint, newest_mtime, remove
+from curate.storage.files import (
+    STALE_LEFTOVER_S,
+    file_lock,
+    folder_fingerprint,
+    newest_mtime,
+    remove,
+    torch_save,
+    writing,
+)
 from curate.storage.step import RowInput
 from curate.train.examples import (
     Example,
@@ -350,19 +358,16 @@ def _progress(progress: Any, total: int) -> Any:
 def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids: list[str],
                 rec: dict[str, np.ndarray] | None) -> None:
     """Write ``epoch-<k>/`` (checkpoint, optimizer state, records) through a temporary folder."""
-    import torch
-
     final = out_dir / f"epoch-{epoch}"
     tmp = out_dir / f".epoch-{epoch}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    try:
+    # Ctrl-C, SIGTERM or a full disk while saving: half a checkpoint (500 MB for SmolLM2) was left for good; an OS
+    # error names the epoch folder, then the file of the temporary one it was writing
+    with writing(final, tmp):
         model.save_pretrained(str(tmp))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+        torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
         if rec is not None:
             save_records(tmp, ids, rec)
-    except BaseException:  # Ctrl-C or SIGTERM while saving: half a checkpoint (500 MB for SmolLM2) was left for good
-        remove(tmp)
-        raise
     if final.exists():  # a previous attempt died after the rename but before run.json: replace it
         shutil.rmtree(final)
     os.replace(tmp, final)

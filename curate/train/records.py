@@ -18,12 +18,12 @@ Records are stored per epoch as ``records.npz`` (``id`` plus the five float64 ar
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from curate.storage.files import atomic_write_with
 
 RECORD_KEYS = ("loss", "gold_prob", "token_accuracy", "el2n", "grad_norm")
 RECORDS_FILE = "records.npz"
@@ -61,13 +61,11 @@ def batch_records(logits: Any, hidden: Any, targets: Any, bounds: list[tuple[int
 
 
 def save_records(folder: Path, ids: list[str], records: dict[str, np.ndarray]) -> Path:
-    """Write ``records.npz`` into ``folder`` atomically."""
+    """Write ``records.npz`` into ``folder`` atomically (a failed write names it, leaving no part of it)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RECORDS_FILE
-    tmp = folder / f".{uuid.uuid4().hex[:8]}.npz"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, id=np.asarray(ids, dtype=str), **{k: np.asarray(records[k], dtype=np.float64) for k in RECORD_KEYS})
-    os.replace(tmp, path)
+    arrays = {"id": np.asarray(ids, dtype=str), **{k: np.asarray(records[k], dtype=np.float64) for k in RECORD_KEYS}}
+    atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
     return path
 
 
