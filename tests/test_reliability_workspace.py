@@ -1234,6 +1234,23 @@ def test_a_selection_whose_rows_are_not_its_records_is_shown_damaged_by_info_and
     assert "selection <b>good</b>" in view and "damaged selection <b>short</b>" in view and f"`rm {path}`" in view
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_curate_info_names_each_damaged_file_once(small_ws, as_json):
+    """`curate info` listed each damaged file with its fix, and the listings' warning ("left out: ...") named it a
+    second time on stderr."""
+    ids = small_ws.ids
+    small_ws.add_column("quality", [5.0, 4.0, 3.0, 2.0, 1.0], {"kind": "test"})
+    small_ws.add_selection("bad", ids, ["kept"] * 5, ["selected"] * 5, [None] * 5, {"method": "test"})
+    damaged = [small_ws.path / "columns" / "quality.arrow", small_ws.path / "selections" / "bad.arrow"]
+    for path in damaged:
+        _damage(path, "truncated")
+    r = curate_cli("info", small_ws.path, *(["--json"] if as_json else []))
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
+    shown = [d["path"] for d in json.loads(r.stdout)["damaged"]] if as_json else r.stdout
+    for path in damaged:
+        assert (shown.count(str(path)) if as_json else shown.count(f"`rm {path}`")) == 1, r.stdout
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_column_is_listed_as_damaged_and_stops_only_what_reads_it(tmp_path, small_ws, damage):
     """A damaged column file stopped info, the report and the listing of every other column; now reading another

@@ -69,19 +69,21 @@ def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
     """Show rows, formats, sources, and derived columns with their provenance."""
     from curate.report.views import info_data
     from curate.session import Workspace
+    from curate.storage.damage import listed_by_caller
+    from curate.storage.outputs import write_all
 
     ws = Workspace.open(workspace)
-    if as_json:  # the data ws.info() returns, not the view's display strings: a script reads a selection's params
+    with listed_by_caller():  # info lists the damaged files: the listings' warnings named each a second time
+        if not as_json:
+            print_info(info_data(ws), console)
+            return
+        # the data ws.info() returns, not the view's display strings: a script reads a selection's params. orjson: a
+        # NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
         import orjson
-
-        # orjson: a NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
-        from curate.storage.outputs import write_all
 
         write_all(sys.stdout.buffer, orjson.dumps(ws.info(), default=str, option=orjson.OPT_INDENT_2
                                                   | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         sys.stdout.flush()
-        return
-    print_info(info_data(ws), console)
 
 
 @app.command()

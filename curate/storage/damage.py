@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,18 @@ def named_damage(path: Path) -> Iterator[None]:
 
 
 _WARNED: set[Path] = set()  # damaged files sort_out has warned of (once a process, not per listing)
+_LISTED_BY_CALLER: ContextVar[bool] = ContextVar("curate_damage_listed_by_caller", default=False)
+
+
+@contextlib.contextmanager
+def listed_by_caller() -> Iterator[None]:
+    """Within it, :func:`sort_out` warns of no damaged file: the caller lists ``ws.damaged`` itself (`curate info`),
+    where the warning beside that list named each file twice."""
+    token = _LISTED_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _LISTED_BY_CALLER.reset(token)
 
 
 def sort_out(paths: Iterable[Path], read: Callable[[Path], dict[str, Any]], folders: bool = False
@@ -101,6 +114,7 @@ def sort_out(paths: Iterable[Path], read: Callable[[Path], dict[str, Any]], fold
         except DamagedFileError as exc:
             damaged.append(exc.damage)
             if path not in _WARNED:
-                _WARNED.add(path)
-                logging.getLogger("curate").warning("left out: %s", exc.damage)
+                _WARNED.add(path)  # listed by the caller: told of as well
+                if not _LISTED_BY_CALLER.get():
+                    logging.getLogger("curate").warning("left out: %s", exc.damage)
     return readable, damaged
