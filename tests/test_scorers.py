@@ -979,3 +979,34 @@ def test_a_scorer_of_a_judge_that_declares_its_scale_keeps_that_scale_not_its_la
     assert 2.7 <= predicted.min() and predicted.max() <= 3.7  # on the judge's own scale, as its labels
     ws.add_column("gpt4", [2 * v for v in labels], {"kind": "judge", "judge": "gpt4"})  # no declared scale
     assert train_scorer(ws, target="gpt4", k=3, seed=0).scorer.label_range == (5.52, 7.3)  # its labels' span
+
+
+class _RoundedBeforeCacheUse(Scorer):
+    """A user's scorer written when predict took (rows, cache_dir, on_rows), before cache_use."""
+
+    def predict(self, rows, cache_dir=None, on_rows=None):
+        return np.round(super().predict(rows, cache_dir=cache_dir, on_rows=on_rows))
+
+
+class _LengthBeforeCaches(Scorer):
+    """A user's scorer written when predict took the rows alone."""
+
+    def predict(self, rows):
+        return np.array([float(len(turn.instruction)) for turn in rows])
+
+
+def test_a_scorer_subclass_whose_predict_predates_cache_use_still_scores(tmp_path):
+    """Scorer.run passes predict cache_use (and cache_dir, on_rows): a subclass written without them failed every
+    run with "predict() got an unexpected keyword argument 'cache_use'". It is called with the keywords it takes."""
+    ws = _workspace(tmp_path, with_label=False)
+    texts, scores = synthetic()
+    rounded = _RoundedBeforeCacheUse(reads=["instruction"], alpha=1.0, name="rounded").fit(texts, scores)
+    result = ws.apply(rounded, progress=False)
+    assert result.failed == 0 and result.computed == len(ws)
+    instructions = [turn for row in ws.turns() for turn in row]
+    expected = np.round(Scorer.predict(rounded, instructions))
+    assert [v[0] for v in ws.column("rounded")] == list(expected)
+    ws.apply(_LengthBeforeCaches(name="length"), progress=False)
+    assert [v[0] for v in ws.column("length")] == [float(len(turn.instruction)) for turn in instructions]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batch'"):  # only curate's keywords are dropped
+        _LengthBeforeCaches().predict(instructions, batch=2)

@@ -44,6 +44,7 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
+from curate.scorers.overrides import OlderSignatures
 from curate.storage.columns import column_names
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, add_counts, turns_replied_by
 
@@ -51,7 +52,7 @@ KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); cura
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
 
 
-class Scorer:
+class Scorer(OlderSignatures):
     """A small trained scorer that imitates a judge (MiniLM embeddings + a linear head).
 
     ``reads``: which texts of a turn it reads (``["instruction"]`` for complexity,
@@ -98,8 +99,7 @@ class Scorer:
         self.reads = list(reads)
         self.head = head
         self.features = list(features)
-        self.alpha = float(alpha)
-        self.C = float(C)
+        self.alpha, self.C = float(alpha), float(C)
         self.embed_model = embed_model
         self.label_range = tuple(label_range) if label_range else None
         self.output_range = tuple(output_range) if output_range else None
