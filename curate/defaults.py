@@ -217,6 +217,13 @@ class PoolDefaults:
 
 
 @dataclass(frozen=True)
+class WorkspaceDefaults:
+    """Sharing a workspace between processes and threads (``curate.storage``)."""
+    lock_notice_s: float = 1.5           # a wait for the workspace lock longer than this is logged once, naming the
+                                         # holder (pid, command); a shorter one is the ordinary turn-taking of writes
+
+
+@dataclass(frozen=True)
 class TrainDefaults:
     """The fine-tuning harness (curate.train): SFT of a small causal LM with per-row records each epoch."""
     epochs: int = 3
@@ -302,6 +309,7 @@ EVOL = EvolDefaults()
 TAG = TagDefaults()
 REPORT = ReportDefaults()
 POOL = PoolDefaults()
+WORKSPACE = WorkspaceDefaults()
 TRAIN = TrainDefaults()
 LESS = LessDefaults()
 MINING = MiningDefaults()

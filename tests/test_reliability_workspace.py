@@ -143,6 +143,52 @@ def test_two_concurrent_score_runs_send_each_request_once(tmp_path):
     assert all(v is not None for v in ws.column("quality"))
 
 
+# -- 2b. a command waiting for the workspace lock says so ------------------------------------------
+
+LOCK_NOTICE_DEADLINE_S = 30  # the notice comes after WORKSPACE.lock_notice_s, plus the command's start-up
+# Holds the workspace lock of argv[1] until a line arrives on stdin; says "held" once it holds it.
+_HOLD_THE_LOCK = """
+import sys
+from curate.session import Workspace
+with Workspace.open(sys.argv[1]).lock():
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_command_waiting_for_the_workspace_lock_names_the_holder_once_then_completes(tmp_path):
+    """A second process's write waits silently no longer: after WORKSPACE.lock_notice_s one line on stderr names
+    the lock and the holder's pid and command; once the holder lets go the command finishes."""
+    ws_path, pool_file = tmp_path / "ws", _pool_file(tmp_path / "pool.jsonl", "row", 5)
+    Workspace(ws_path)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_LOCK, str(ws_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    waiter = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err_file = tmp_path / "load.err"
+        with open(err_file, "w") as err:
+            waiter = subprocess.Popen(_cli_command("load", pool_file, "-w", ws_path), stdout=subprocess.PIPE,
+                                      stderr=err, text=True)
+        expected = f"waiting for the workspace lock on {ws_path / '.lock'}, held by pid {holder.pid} (-c "
+        deadline = time.monotonic() + LOCK_NOTICE_DEADLINE_S
+        while expected not in err_file.read_text():
+            assert waiter.poll() is None, f"finished while the lock was held: {err_file.read_text()}"
+            assert time.monotonic() < deadline, f"no notice on stderr: {err_file.read_text()!r}"
+            time.sleep(0.05)
+        holder.communicate("go\n", timeout=CLI_TIMEOUT_S)
+        out, _ = waiter.communicate(timeout=CLI_TIMEOUT_S)
+    finally:
+        holder.kill()
+        if waiter is not None and waiter.poll() is None:  # a failed assertion above: not left waiting
+            waiter.kill()
+    assert waiter.returncode == 0, err_file.read_text()
+    assert "loaded 5 rows" in out, out
+    assert err_file.read_text().count("waiting for the workspace lock") == 1, err_file.read_text()
+    assert not (ws_path / ".lock.holder").exists()  # removed by each holder as it lets go
+    assert len(Workspace.open(ws_path)) == 5
+
+
 # -- 3. Ctrl-C ---------------------------------------------------------------------------------------
 
 

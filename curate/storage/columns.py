@@ -17,8 +17,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from curate.defaults import WORKSPACE
 from curate.errors import WorkspaceError
-from curate.storage.files import LOCKS_DIR, check_name, held, read_arrow
+from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, read_arrow
+from curate.storage.lock_holders import describe_holder
 from curate.storage.step import reduce_turns
 
 log = logging.getLogger("curate")
@@ -65,8 +67,22 @@ def column_lock(ws: Workspace, column: str, on_wait: Callable[[], None] | None) 
     path = folder / f"column-{column}.lock"
     if on_wait is None:
         def on_wait() -> None:
-            log.warning("waiting for another process or thread writing column %r in %s (%s)", column, ws.path, path)
+            log.warning("waiting for another process or thread writing column %r in %s (%s), held by %s", column,
+                        ws.path, path, describe_holder(path))
     return held(path, on_wait)
+
+
+def workspace_lock(ws: Workspace, on_wait: Callable[[], None] | None) -> Any:
+    """``Workspace.lock``'s body: ``WS/.lock``; ``on_wait`` at once when busy, or by default a warning (logger
+    ``curate``) naming the holder once the wait passes ``WORKSPACE.lock_notice_s``, the turn-taking of writes
+    staying quiet."""
+    path = ws.path / LOCK_FILE
+    if on_wait is not None:
+        return held(path, on_wait)
+
+    def notice() -> None:
+        log.warning("waiting for the workspace lock on %s, held by %s", path, describe_holder(path))
+    return held(path, notice, patience_s=WORKSPACE.lock_notice_s)
 
 
 def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:

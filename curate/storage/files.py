@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from curate.codes import DamageCode
 from curate.errors import WorkspaceError
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
+from curate.storage.lock_holders import forget_holder, record_holder
 from curate.storage.write_errors import remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
@@ -225,18 +226,23 @@ def passing_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def held(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
-    """Hold the file lock at ``path``; call ``on_wait`` first if someone else holds it."""
+def held(path: Path, on_wait: Callable[[], None] | None, patience_s: float = 0.0) -> Iterator[None]:
+    """Hold the file lock at ``path``, recorded as its holder (:mod:`~curate.storage.lock_holders`); call
+    ``on_wait`` once if someone else still holds it after ``patience_s``, then wait on."""
     lock = file_lock(path)
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=patience_s)
     except Timeout:
         if on_wait is not None:
             on_wait()
         lock.acquire()
     try:
+        if lock.lock_counter == 1:  # this thread's outermost hold
+            record_holder(path)
         yield
     finally:
+        if lock.lock_counter == 1:
+            forget_holder(path)
         lock.release()
 
 

@@ -31,6 +31,7 @@ from curate.storage.files import (
     remove,
     writing,
 )
+from curate.storage.lock_holders import holder_path
 from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool  # noqa: F401  (Workspace.open calls pool.check_manifest)
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -357,7 +358,7 @@ def create(ws: Workspace) -> None:
 
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
     """Refuse a folder holding anything a workspace being created would not (or a crashed creation left)."""
-    ours = {*SUBDIRS, LOCK_FILE, LOCKS_DIR, MANIFEST}
+    ours = {*SUBDIRS, LOCK_FILE, holder_path(Path(LOCK_FILE)).name, LOCKS_DIR, MANIFEST}
     if not ws.path.is_dir():
         return
     foreign = [p.name for p in ws.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")

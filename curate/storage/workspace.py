@@ -12,7 +12,7 @@ Layout of a workspace directory::
     artifacts/<name>.json    JSON documents owned by steps (e.g. an InsTag normaliser's mapping)
     cache/                   the LLM response cache and other caches owned by their modules
     rejects.jsonl            records left out by ``load(on_error="skip")``
-    .lock                    the workspace lock (see below)
+    .lock                    the workspace lock (see below); .lock.holder: its holder's pid and command, while held
     locks/                   named locks, e.g. ``column-<name>.lock`` held while a judge scores that column
 
 Every write is atomic (a temporary file renamed into place) and every mutation holds the workspace lock
@@ -41,11 +41,9 @@ from curate.storage.apply import ApplyResult, apply_step, merge_column
 from curate.storage.damage import DamagedFile, sort_out
 from curate.storage.failures import read_failures
 from curate.storage.files import (
-    LOCK_FILE,
     MANIFEST,
     atomic_write_bytes,
     check_name,
-    held,
     is_name,
     named_files,
     now,
@@ -87,8 +85,8 @@ class Workspace(ThreadView, blobs.Blobs):
     def lock(self, on_wait: Callable[[], None] | None = None):
         """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it. Re-entrant within a
         thread (across Workspace objects on one path); other threads and processes wait. ``on_wait`` is called once
-        if the lock is busy, before waiting."""
-        return held(self.path / LOCK_FILE, on_wait)
+        if the lock is busy, before waiting; without it, a long wait is logged naming the holder (pid, command)."""
+        return columns.workspace_lock(self, on_wait)
 
     def column_lock(self, column: str, on_wait: Callable[[], None] | None = None):
         """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run. A second process

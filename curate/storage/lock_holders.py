@@ -1,0 +1,57 @@
+"""Who holds a file lock: the holder writes ``<lock>.holder`` (pid, host, command line) once it holds the lock and
+removes it before letting go, so a process waiting for the lock can say whom it waits for.
+
+The record is advisory: a folder it cannot be written to leaves none (the lock itself still works), and a waiter
+then says the holder did not record itself (also what a curate from before these records says).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import sys
+import threading
+from pathlib import Path
+
+HOLDER_SUFFIX = ".holder"
+COMMAND_CHARS = 200  # the recorded command line is cut to this many characters
+
+
+def holder_path(lock: Path) -> Path:
+    """The holder record beside the lock file ``lock``."""
+    return lock.with_name(lock.name + HOLDER_SUFFIX)
+
+
+def record_holder(lock: Path) -> None:
+    """Record this process as the holder of ``lock`` (the caller has just taken it)."""
+    command = shlex.join(sys.argv) if sys.argv and sys.argv[0] else ""
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command[:COMMAND_CHARS]}
+    path = holder_path(lock)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    with contextlib.suppress(OSError):  # advisory (see the module's docstring)
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+
+def forget_holder(lock: Path) -> None:
+    """Remove the holder record of ``lock`` (the caller is about to let go of it)."""
+    with contextlib.suppress(OSError):
+        holder_path(lock).unlink(missing_ok=True)
+
+
+def describe_holder(lock: Path) -> str:
+    """Whom ``lock`` is held by, as its record says: ``pid N (command)``, with the host when it is another."""
+    try:
+        record = json.loads(holder_path(lock).read_text())
+        pid = int(record["pid"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return "a process that did not record itself"
+    host = str(record.get("host", ""))
+    if pid == os.getpid() and host == socket.gethostname():
+        return f"another thread of this process (pid {pid})"
+    where = f" on host {host}" if host and host != socket.gethostname() else ""
+    command = str(record.get("command") or "")
+    return f"pid {pid}{where}" + (f" ({command})" if command else "")
