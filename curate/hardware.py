@@ -8,13 +8,12 @@ Loading a model goes through :func:`quiet_loading`: the library's own per-load b
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from curate.errors import CurateError
+from curate.quiet import quiet_transformers
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -68,19 +67,7 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar while a model loads (curate's steps show their own bars);
-    the caller's setting is restored afterwards."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()
+quiet_loading = quiet_transformers  # transformers' "Loading weights" bar hidden while a model loads (curate.quiet)
 
 
 def check_model_location(model: str | os.PathLike | None, what: str, hint: str = "") -> None:

@@ -239,3 +239,57 @@ def test_a_load_by_another_thread_on_one_workspace_leaves_an_operations_pool_alo
     assert [c[0]["content"] for c in seen["conversations"]] == ["task 0", "task 1", "task 2"]
     assert (result.rows, result.computed, result.left_pool) == (150, 150, 150)
     assert ws.ids == b_ids and ws.column_ids("length") == b_ids
+
+
+# -- datasets' progress-bar switch: off while curate works, the user's setting afterwards ------------------------
+
+
+def test_datasets_progress_bars_are_as_the_user_set_them_after_curate_calls(tmp_path):
+    """A load and an export turn datasets' bars off while they write; each setting the user had comes back."""
+    import datasets
+
+    ws = Workspace(tmp_path / "ws")
+    try:
+        for user_wants_bars in (True, False, True):
+            (datasets.enable_progress_bars if user_wants_bars else datasets.disable_progress_bars)()
+            ws.load(write_jsonl(tmp_path / f"pool-{user_wants_bars}.jsonl", _rows(3)))
+            ws.export(tmp_path / f"out-{user_wants_bars}.jsonl")
+            assert datasets.is_progress_bar_enabled() is user_wants_bars
+    finally:
+        datasets.enable_progress_bars()
+
+
+def test_datasets_progress_bars_stay_off_until_the_last_overlapping_curate_call_ends():
+    """Thread A enters the quiet scope, thread B enters too, A leaves: B is still writing, so the bars stay off
+    (the old per-call save and restore turned them on under B) and come back only when B leaves."""
+    import datasets
+
+    from curate.quiet import quiet_datasets
+
+    datasets.enable_progress_bars()
+    entered = {name: threading.Event() for name in "AB"}
+    leave = {name: threading.Event() for name in "AB"}
+
+    def call(name: str) -> None:
+        with quiet_datasets():
+            entered[name].set()
+            assert leave[name].wait(WAIT_S)
+
+    try:
+        a, got_a = _in_thread(lambda: call("A"))
+        assert entered["A"].wait(WAIT_S)
+        b, got_b = _in_thread(lambda: call("B"))
+        assert entered["B"].wait(WAIT_S)
+        assert not datasets.is_progress_bar_enabled()
+        leave["A"].set()
+        a.join(WAIT_S)
+        assert got_a == [None]
+        assert not datasets.is_progress_bar_enabled(), "bars back on while thread B is still inside"
+        leave["B"].set()
+        b.join(WAIT_S)
+        assert got_b == [None]
+        assert datasets.is_progress_bar_enabled()
+    finally:
+        for event in leave.values():
+            event.set()
+        datasets.enable_progress_bars()

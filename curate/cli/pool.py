@@ -79,8 +79,8 @@ def export(
     ws = Workspace.open(workspace)
     n = len(ws.selection(selection)) if selection else len(ws)
     if str(out) == "-":  # for a pipe: the rows alone on stdout, what was written on stderr
+        from curate.quiet import quiet_datasets
         from curate.storage.export import export_rows, json_fields, write_jsonl
-        from curate.storage.files import quiet_datasets
         from curate.storage.write_errors import writing
 
         with quiet_datasets():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import WorkspaceError
+from curate.quiet import quiet_datasets
 from curate.storage.damage import named_damage
 from curate.storage.files import (
     atomic_write_bytes,
@@ -25,7 +26,6 @@ from curate.storage.files import (
     named_files,
     now,
     operation,
-    quiet_datasets,
     read_json,
     remove,
     writing,

@@ -13,12 +13,12 @@ from typing import Any
 
 from curate.errors import WorkspaceError, python_and_cli
 from curate.pools import FORMATS, RESERVED
+from curate.quiet import quiet_datasets
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.files import (
     arrow_schema,
     prepare_output,
-    quiet_datasets,
     remove,
     remove_stale_leftovers,
     writing,

@@ -246,20 +246,6 @@ def held(path: Path, on_wait: Callable[[], None] | None, patience_s: float = 0.0
         lock.release()
 
 
-@contextlib.contextmanager
-def quiet_datasets():
-    """Hide datasets' own per-call progress bars (our steps show their own)."""
-    import datasets
-
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
-
-
 def is_name(name: str) -> bool:
     """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading."""
     return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")

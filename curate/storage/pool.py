@@ -15,6 +15,7 @@ from typing import Any
 from filelock import Timeout
 
 from curate.errors import WorkspaceError
+from curate.quiet import quiet_datasets
 from curate.storage.blobs import add_missing_ids_digests
 from curate.storage.files import (
     LOCK_FILE,
@@ -27,7 +28,6 @@ from curate.storage.files import (
     file_lock,
     now,
     prepare_output,
-    quiet_datasets,
     remove,
     writing,
 )
