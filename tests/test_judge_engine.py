@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -241,6 +242,60 @@ def test_concurrency_is_bounded(tmp_path):
         run_prompt("complexity", [{"instruction": f"q {i}"} for i in range(24)], _backend(srv, concurrency=3),
                    tmp_path / "c.sqlite", progress=False)
         assert srv.max_inflight == 3 and srv.total == 24
+
+
+def _wait_for(condition, what: str, wait_s: float = 30.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_two_concurrent_calls_of_one_prompt_send_each_request_once(tmp_path):
+    """Call B starts while call A's requests are at the server (1 s latency), on the same cache: B waits for them
+    and reads A's answers from the cache (cached, unbilled); the server sees each request once, not twice."""
+    variables = [{"instruction": f"shared row {i}"} for i in range(4)]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    got: dict[str, list] = {}
+    with FaultServer(latency=1.0) as srv:
+        def call(name: str) -> None:
+            got[name] = run_prompt("complexity", variables, _backend(srv, timeout=10.0), cache, progress=False)
+
+        a = threading.Thread(target=call, args=("A",))
+        a.start()
+        _wait_for(lambda: srv.total == len(variables), "call A's requests at the server")
+        b = threading.Thread(target=call, args=("B",))
+        b.start()
+        a.join(60)
+        b.join(60)
+        assert srv.total == len(variables), f"{srv.total} requests for {len(variables)} prompts"
+    assert [r.parsed for r in got["A"]] == [r.parsed for r in got["B"]] and all(r.ok for r in got["A"])
+    assert not any(r.cached for r in got["A"]) and all(r.billed_keys for r in got["A"])
+    assert all(r.cached and not r.billed_keys for r in got["B"])
+
+
+def test_a_request_whose_concurrent_sender_failed_is_sent_again_by_the_waiter(tmp_path):
+    """A's request fails (a 500, no retries); B, which waited for it, finds no answer in the cache, sends it
+    itself and records its own result: never A's failure, never a default."""
+    variables = [{"instruction": "[500x1] flaky shared row"}]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    got: dict[str, list] = {}
+    with FaultServer(latency=1.0) as srv:
+        def call(name: str) -> None:
+            got[name] = run_prompt("complexity", variables, _backend(srv, timeout=10.0, max_retries=0), cache,
+                                   progress=False)
+
+        a = threading.Thread(target=call, args=("A",))
+        a.start()
+        _wait_for(lambda: srv.total == 1, "call A's request at the server")
+        b = threading.Thread(target=call, args=("B",))
+        b.start()
+        a.join(60)
+        b.join(60)
+        assert srv.total == 2  # A's failed attempt, then B's own
+    (ra,), (rb,) = got["A"], got["B"]
+    assert not ra.ok and ra.failure.code is FailureCode.TRANSIENT
+    assert rb.ok and not rb.cached and rb.billed_keys
 
 
 def test_window_limiter_spaces_requests():

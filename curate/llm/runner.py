@@ -2,8 +2,9 @@
 
 ``run_prompt(prompt, variables, backend, cache)`` renders each request, finds it in the response cache
 or sends it (a response is committed to the cache before it is used, so a killed run resends nothing
-that finished), and interprets it: a digit score, a validated Pydantic object (json prompts, re-asked
-with the validation error), or the text. Every result without a value carries a ``codes.Failure``
+that finished; a request another call of this process is sending is waited for: ``curate.llm.sending``), and
+interprets it: a digit score, a validated Pydantic object (json prompts, re-asked with the validation error), or
+the text. Every result without a value carries a ``codes.Failure``
 (code, message, raw output). Judges, the tagger and Evol all call through here.
 
 Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by their
@@ -33,7 +34,7 @@ from curate.codes import Failure, FailureCode
 from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 from curate.llm import structured
-from curate.llm.base import Backend, Request, format_usd, run_sync
+from curate.llm.base import Backend, Request, format_usd
 from curate.llm.cache import (
     ResponseCache,
     alias_header,
@@ -44,6 +45,7 @@ from curate.llm.cache import (
 )
 from curate.llm.calls import CallResult, add_attempt
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
+from curate.llm.sending import execute
 
 
 # -- digit scores -------------------------------------------------------------------------------------
@@ -135,44 +137,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix(self.postfix(), refresh=True)
             self.bar.close()
-
-
-def _execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: _Progress,
-             aliases: dict[str, set[str]] | None = None, on_keys: Callable[[list[str]], None] | None = None,
-             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
-    """Look every request up in the cache (batched); send the misses; commit each response before use.
-
-    ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
-    they settle. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
-    recorded); failures are failure dicts.
-    """
-    aliases = aliases or {}
-    by_key = {r.key: r for r in requests}
-    hits = cache.get_many(list(by_key))
-    out: dict[str, dict[str, Any]] = dict(hits)
-    if hits:
-        progress.note(cached=len(hits))
-        cache.add_aliases([(a, k) for k in hits for a in aliases.get(k, ())])
-        if on_keys is not None:
-            on_keys(list(hits))
-    misses = [r for k, r in by_key.items() if k not in hits]
-    recovered = cache.unrecorded(list(hits)) if hits else set()
-
-    def on_done(req: Request, result: dict[str, Any]) -> None:
-        if "failure" not in result:
-            cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
-            usage = result.get("usage") or {}
-            progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-                          cost=result.get("cost_usd"))  # None: price unknown
-        else:
-            progress.note(failed=1)
-        out[req.key] = result
-        if on_keys is not None:
-            on_keys([req.key])
-
-    if misses:
-        run_sync(lambda: backend.run(misses, on_done))
-    return out, hits, recovered
 
 
 # -- requests -----------------------------------------------------------------------------------------
@@ -339,7 +303,7 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
                 items_by_key.setdefault(req.key, []).append(i)
                 if aliases[i]:
                     alias_by_key.setdefault(req.key, set()).add(aliases[i])
-            responses, hits, recovered = _execute(backend, cache, built, bar, alias_by_key,
+            responses, hits, recovered = execute(backend, cache, built, bar, alias_by_key,
                                                   on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
             for i, req in zip(miss_idx, built, strict=True):
                 interpret(i, responses[req.key], req.key, req.key in hits, req.key in recovered)
@@ -381,7 +345,7 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
         if not retry:
             return
         attempt += 1
-        new, new_hits, recovered = _execute(backend, cache, list(retry.values()), bar)
+        new, new_hits, recovered = execute(backend, cache, list(retry.values()), bar)
         asked: set[str] = set()
         for i, req in retry.items():
             old = results[i]

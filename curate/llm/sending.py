@@ -1,0 +1,119 @@
+"""Sending a call's requests: the response cache first, then the backend, one request in flight per key.
+
+Calls of one process running at once (two judge columns asking the same prompt, a notebook's threads) share one
+cache file; without care each would miss the cache and pay for the same request. :data:`IN_FLIGHT` lists the keys
+being sent, per cache file: a call sends only the keys it claimed and, once its own are done, waits for the keys
+another call is sending and reads their responses from the cache (cached for it: the sender paid). A key whose
+sender failed (failures are not cached) is claimed again and sent by one of the waiters, which records its own
+result: no call is ever handed another's failure or a default. Processes are not covered: a second process
+scoring the same column waits on the column lock instead (``Workspace.column_lock``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from curate.llm.base import Backend, Request, run_sync
+from curate.llm.cache import ResponseCache
+
+
+class Counts(Protocol):
+    """What a call counts as requests settle (``runner._Progress``)."""
+
+    def note(self, *, failed: int = 0, tokens: int = 0, cost: float | None = 0.0, cached: int = 0) -> None: ...
+
+
+class InFlight:
+    """Keys being sent by this process, per cache file: ``claim`` splits keys into one's own and others'."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sending: dict[tuple[str, str], threading.Event] = {}
+
+    def claim(self, cache: ResponseCache, keys: list[str]) -> tuple[list[str], dict[str, threading.Event]]:
+        """(the keys now this caller's to send, an event per key another caller is sending, set when it settles)."""
+        where = str(cache.path.resolve())
+        mine, theirs = [], {}
+        with self._lock:
+            for key in keys:
+                event = self._sending.get((where, key))
+                if event is None:
+                    self._sending[(where, key)] = threading.Event()
+                    mine.append(key)
+                else:
+                    theirs[key] = event
+        return mine, theirs
+
+    def settle(self, cache: ResponseCache, keys: list[str]) -> None:
+        """These claimed keys are no longer in flight (answered and stored, failed, or never sent)."""
+        where = str(cache.path.resolve())
+        with self._lock:
+            events = [self._sending.pop((where, key), None) for key in keys]
+        for event in events:
+            if event is not None:
+                event.set()
+
+
+IN_FLIGHT = InFlight()
+WAIT_POLL_S = 0.5  # a wait for another call's request wakes this often (Ctrl-C is handled between waits)
+
+
+def execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: Counts,
+            aliases: dict[str, set[str]] | None = None, on_keys: Callable[[list[str]], None] | None = None,
+            ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
+    """Look every request up in the cache (batched); send the misses no other call of this process is sending;
+    wait for those it is and read them from the cache; commit each response before use.
+
+    ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
+    they settle. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
+    recorded); failures are failure dicts.
+    """
+    aliases = aliases or {}
+    by_key = {r.key: r for r in requests}
+    out: dict[str, dict[str, Any]] = {}
+    hits: dict[str, dict[str, Any]] = {}
+
+    def found(responses: dict[str, dict[str, Any]]) -> None:
+        if responses:
+            out.update(responses)
+            hits.update(responses)
+            progress.note(cached=len(responses))
+            cache.add_aliases([(a, k) for k in responses for a in aliases.get(k, ())])
+            if on_keys is not None:
+                on_keys(list(responses))
+
+    first = cache.get_many(list(by_key))
+    recovered = cache.unrecorded(list(first)) if first else set()  # only these: later hits are this process's
+    found(first)
+
+    def on_done(req: Request, result: dict[str, Any]) -> None:
+        if "failure" not in result:
+            cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
+            usage = result.get("usage") or {}
+            progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                          cost=result.get("cost_usd"))  # None: price unknown
+        else:
+            progress.note(failed=1)
+        out[req.key] = result
+        IN_FLIGHT.settle(cache, [req.key])  # after the commit: a waiter reads it from the cache
+        if on_keys is not None:
+            on_keys([req.key])
+
+    pending = [k for k in by_key if k not in first]
+    while pending:
+        mine, theirs = IN_FLIGHT.claim(cache, pending)
+        try:
+            found(cache.get_many(mine) if mine else {})  # stored by a call that settled since the first look
+            send = [by_key[k] for k in mine if k not in hits]
+            if send:
+                run_sync(lambda send=send: backend.run(send, on_done))
+        finally:
+            IN_FLIGHT.settle(cache, mine)  # also those never answered (an error, Ctrl-C): nobody waits forever
+        for event in theirs.values():
+            while not event.wait(WAIT_POLL_S):
+                pass
+        found(cache.get_many(list(theirs)) if theirs else {})
+        pending = [k for k in theirs if k not in hits]  # their sender failed: claimed again, sent by one waiter
+    return out, hits, recovered
