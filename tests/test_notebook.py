@@ -22,6 +22,11 @@ def test_curation_session_notebook_executes(tmp_path):
     assert any("curate workspace" in h for h in html)  # Workspace._repr_html_
     assert any("curate-rows" in h for h in html)  # ws.show(...)
     assert any("image/png" in o.get("data", {}) for o in outputs)  # at least one plot rendered inline
-    sessions = list(tmp_path.glob("curate-session-*"))
-    assert len(sessions) == 1 and (sessions[0] / "report.html").stat().st_size > 10_000
-    assert (sessions[0] / "ws" / "embeddings" / "default.json").exists()
+    session = tmp_path / "curate-session"  # one folder by name: running the notebook again resumes in it
+    assert (session / "report.html").stat().st_size > 10_000
+    assert (session / "ws" / "embeddings" / "default.json").exists()
+    # the selection's rows around the budget of 20, by rank: Selection.rows() ranks from 1 (the cell added 1 again)
+    printed = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" and "selection.rows()"
+                      in cell.source for o in cell.outputs if o.output_type == "stream")
+    assert [line.split()[:2] for line in printed.splitlines()][:3] == [["19", "kept"], ["20", "kept"],
+                                                                      ["21", "not_reached"]], printed
