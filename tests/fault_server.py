@@ -8,6 +8,7 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[500x1]``      first attempt answers 500
 ``[always500]``  every attempt answers 500
 ``[timeoutx1]``  first attempt sleeps ``hang_seconds`` (longer than the client's timeout)
+``[sleep2:4]``   attempt 2 sleeps 4 s before it is answered (any attempt number and seconds; one marker each)
 ``[malformedx1]`` first attempt answers 200 with a body that is not JSON
 ``[nologprobs]`` answers without logprobs (text is a digit)
 ``[badtext]``    answers without logprobs and with text that holds no digit
@@ -146,6 +147,9 @@ class FaultServer:
             m = re.search(rf"\[{name}x(\d+)\]", key)
             return bool(m) and attempt <= int(m.group(1))
 
+        for number, seconds in re.findall(r"\[sleep(\d+):(\d+(?:\.\d+)?)\]", key):
+            if attempt == int(number):
+                await asyncio.sleep(float(seconds))
         if fault("429"):
             return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}}, status=429,
                                      headers={"Retry-After": self.retry_after})

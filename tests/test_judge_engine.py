@@ -298,6 +298,32 @@ def test_a_request_whose_concurrent_sender_failed_is_sent_again_by_the_waiter(tm
     assert rb.ok and not rb.cached and rb.billed_keys
 
 
+def test_a_sender_settling_late_leaves_the_claim_of_the_waiter_that_sends_again(tmp_path):
+    """A's request K fails at once and B claims it again and sends it; A's call ends later (its other request is
+    slow) and released every claim on K, B's too: C, arriving then, found K free and paid for it a third time."""
+    shared = {"instruction": "[500x1][sleep2:4] shared row"}  # fails at once; its second attempt takes 4 s
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    got: dict[str, list] = {}
+    with FaultServer() as srv:
+        def call(name: str, variables: list[dict]) -> None:
+            got[name] = run_prompt("complexity", variables, _backend(srv, timeout=30.0, max_retries=0), cache,
+                                   progress=False)
+
+        a = threading.Thread(target=call, args=("A", [shared, {"instruction": "[sleep1:2] slow row"}]))
+        a.start()
+        _wait_for(lambda: srv.total == 2, "call A's two requests at the server")
+        b = threading.Thread(target=call, args=("B", [shared]))
+        b.start()
+        _wait_for(lambda: srv.total == 3, "call B sending the shared request again")
+        a.join(60)  # A is done; B's request is still in flight
+        c = threading.Thread(target=call, args=("C", [shared]))
+        c.start()
+        b.join(60)
+        c.join(60)
+        assert srv.total == 3  # C waited for B's request and read its answer from the cache
+    assert not got["A"][0].ok and got["B"][0].ok and got["C"][0].ok and got["C"][0].cached
+
+
 def test_window_limiter_spaces_requests():
     async def go():
         limiter = _WindowLimiter(4, window=0.5)

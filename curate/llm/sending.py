@@ -26,34 +26,37 @@ class Counts(Protocol):
 
 
 class InFlight:
-    """Keys being sent by this process, per cache file: ``claim`` splits keys into one's own and others'."""
+    """Keys being sent by this process, per cache file (its resolved path, ``where``): ``claim`` splits keys into
+    one's own and others'. A claim is its event: only the caller that made it settles it, so a sender settling late
+    (its ``finally`` after a key failed and a waiter claimed it again) cannot release the waiter's claim."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sending: dict[tuple[str, str], threading.Event] = {}
 
-    def claim(self, cache: ResponseCache, keys: list[str]) -> tuple[list[str], dict[str, threading.Event]]:
-        """(the keys now this caller's to send, an event per key another caller is sending, set when it settles)."""
-        where = str(cache.path.resolve())
-        mine, theirs = [], {}
+    def claim(self, where: str, keys: list[str]
+              ) -> tuple[dict[str, threading.Event], dict[str, threading.Event]]:
+        """(this caller's claims: an event per key now its to send; an event per key another caller is sending,
+        set when that one settles)."""
+        mine, theirs = {}, {}
         with self._lock:
             for key in keys:
                 event = self._sending.get((where, key))
                 if event is None:
-                    self._sending[(where, key)] = threading.Event()
-                    mine.append(key)
+                    mine[key] = self._sending[(where, key)] = threading.Event()
                 else:
                     theirs[key] = event
         return mine, theirs
 
-    def settle(self, cache: ResponseCache, keys: list[str]) -> None:
-        """These claimed keys are no longer in flight (answered and stored, failed, or never sent)."""
-        where = str(cache.path.resolve())
+    def settle(self, where: str, claims: dict[str, threading.Event]) -> None:
+        """These claims are no longer in flight (answered and stored, failed, or never sent); a claim settled
+        already, or since claimed by another caller, is left as it is."""
         with self._lock:
-            events = [self._sending.pop((where, key), None) for key in keys]
-        for event in events:
-            if event is not None:
-                event.set()
+            for key, event in claims.items():
+                if self._sending.get((where, key)) is event:
+                    del self._sending[(where, key)]
+        for event in claims.values():
+            event.set()
 
 
 IN_FLIGHT = InFlight()
@@ -71,6 +74,8 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
     recorded); failures are failure dicts.
     """
     aliases = aliases or {}
+    where = str(cache.path.resolve())  # once: the same file under another path or a later working directory
+    claims: dict[str, threading.Event] = {}  # this call's claims in flight
     by_key = {r.key: r for r in requests}
     out: dict[str, dict[str, Any]] = {}
     hits: dict[str, dict[str, Any]] = {}
@@ -97,20 +102,23 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
         else:
             progress.note(failed=1)
         out[req.key] = result
-        IN_FLIGHT.settle(cache, [req.key])  # after the commit: a waiter reads it from the cache
+        if (claim := claims.pop(req.key, None)) is not None:  # after the commit: a waiter reads it from the cache
+            IN_FLIGHT.settle(where, {req.key: claim})
         if on_keys is not None:
             on_keys([req.key])
 
     pending = [k for k in by_key if k not in first]
     while pending:
-        mine, theirs = IN_FLIGHT.claim(cache, pending)
+        mine, theirs = IN_FLIGHT.claim(where, pending)
+        claims.update(mine)
         try:
-            found(cache.get_many(mine) if mine else {})  # stored by a call that settled since the first look
+            found(cache.get_many(list(mine)) if mine else {})  # stored by a call that settled since the first look
             send = [by_key[k] for k in mine if k not in hits]
             if send:
                 run_sync(lambda send=send: backend.run(send, on_done))
         finally:
-            IN_FLIGHT.settle(cache, mine)  # also those never answered (an error, Ctrl-C): nobody waits forever
+            left = {k: claim for k in mine if (claim := claims.pop(k, None)) is not None}
+            IN_FLIGHT.settle(where, left)  # also those never answered (an error, Ctrl-C): nobody waits forever
         for event in theirs.values():
             while not event.wait(WAIT_POLL_S):
                 pass
