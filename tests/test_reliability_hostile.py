@@ -19,6 +19,7 @@ import pytest
 from curate.errors import InputError
 from curate.pools.shards import shard_paths
 from curate.session import Workspace
+from tests.conftest import write_jsonl
 from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixture)
     CLI_TIMEOUT_S,
     REPO,
@@ -291,6 +292,16 @@ def test_output_into_a_pipe_whose_reader_leaves_exits_141_in_silence(tmp_path, w
     ws.load(_pool_file(tmp_path / "pool.jsonl", "a long row for a pipe, " * 40, 20))  # about 20 KiB of JSON Lines
     command, out = what.split()
     r = _read_a_little_then_close(_cli_command(command, ws.path, "--out", out), unbuffered)
+    assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])
+
+
+def test_a_table_printed_into_a_pipe_whose_reader_leaves_exits_141_in_silence(tmp_path):
+    """What curate prints through rich (`curate info`) met rich's own answer to a broken pipe: exit 1, which a shell
+    with ``set -o pipefail`` takes for a failure, where the raw writes of ``--out -`` exit 141."""
+    ws = Workspace(tmp_path / "ws")
+    fields = {f"a_field_with_a_long_name_{i:03d}": i for i in range(300)}  # info lists them: about 9 KiB
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "row", "output": "ok", **fields}]))
+    r = _read_a_little_then_close(_cli_command("info", ws.path), "")
     assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])
 
 

@@ -70,8 +70,17 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
 # markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
 # styles itself passes markup=True and escapes what it interpolates
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+class _Console(Console):
+    """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
+    with ``set -o pipefail``, where the raw writes' broken pipe exits 141)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written: the reader left
+        raise OutputClosed(closed_outputs() or [2 if self.stderr else 1])
+
+
+console = _Console(markup=False)
+err_console = _Console(stderr=True, markup=False)
 
 
 def json_columns_line(columns: list[str]) -> str:
