@@ -189,6 +189,20 @@ def test_a_command_waiting_for_the_workspace_lock_names_the_holder_once_then_com
     assert len(Workspace.open(ws_path)) == 5
 
 
+def test_a_holder_record_left_by_a_killed_process_is_not_named_as_the_holder(tmp_path):
+    """A holder killed while it held the lock leaves its record; the lock then held by one that did not record
+    itself (a curate from before the records) was said to be held by the dead process."""
+    from curate.storage.lock_holders import describe_holder, record_holder
+
+    lock = tmp_path / ".lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record_holder(lock)
+    record = json.loads((tmp_path / ".lock.holder").read_text())
+    (tmp_path / ".lock.holder").write_text(json.dumps({**record, "pid": int(dead.stdout)}))
+    assert describe_holder(lock) == ("a process that did not record itself (the last record names pid "
+                                     f"{int(dead.stdout)}, no longer running)")
+
+
 # -- 3. Ctrl-C ---------------------------------------------------------------------------------------
 
 

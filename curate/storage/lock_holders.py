@@ -2,7 +2,8 @@
 removes it before letting go, so a process waiting for the lock can say whom it waits for.
 
 The record is advisory: a folder it cannot be written to leaves none (the lock itself still works), and a waiter
-then says the holder did not record itself (also what a curate from before these records says).
+then says the holder did not record itself (also what a curate from before these records says, and one whose
+record names a process of this host that is gone: killed while it held the lock).
 """
 
 from __future__ import annotations
@@ -31,15 +32,29 @@ def record_holder(lock: Path) -> None:
     record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command[:COMMAND_CHARS]}
     path = holder_path(lock)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with contextlib.suppress(OSError):  # advisory (see the module's docstring)
+    try:  # advisory (see the module's docstring); files.py's writers take this module's locks, so not theirs
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def forget_holder(lock: Path) -> None:
     """Remove the holder record of ``lock`` (the caller is about to let go of it)."""
     with contextlib.suppress(OSError):
         holder_path(lock).unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` of this host is alive (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
 
 
 def describe_holder(lock: Path) -> str:
@@ -50,6 +65,8 @@ def describe_holder(lock: Path) -> str:
     except (OSError, ValueError, TypeError, KeyError):
         return "a process that did not record itself"
     host = str(record.get("host", ""))
+    if host == socket.gethostname() and not _running(pid):  # killed while it held the lock: someone else holds it
+        return f"a process that did not record itself (the last record names pid {pid}, no longer running)"
     if pid == os.getpid() and host == socket.gethostname():
         return f"another thread of this process (pid {pid})"
     where = f" on host {host}" if host and host != socket.gethostname() else ""
