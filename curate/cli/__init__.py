@@ -15,8 +15,6 @@ from curate.cli import common, evol, judge, pool, report, run, scorers, select, 
 from curate.cli import plan as _plan  # noqa: F401,E402  (registers `curate plan`)
 from curate.cli import train as _train  # noqa: F401,E402  (registers `curate train`)
 from curate.cli.common import (
-    BrokenPipeElsewhere,
-    OutputClosed,
     app,
     err_console,
     on_sigint,
@@ -24,6 +22,7 @@ from curate.cli.common import (
     reflow_help,
     sample_path,
 )
+from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed
 from curate.errors import CurateError
 
 reflow_help(app)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import select
 import signal
 import sys
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 
 import typer
 import typer.core
-from rich.console import Console
 
 from curate import pools
+from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, OutputConsole, closed_outputs
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 from curate.errors import OptionError
 
@@ -23,27 +22,6 @@ from curate.errors import OptionError
 class CutShortError(ValueError):
     """An EOFError a command met (a file that ends before its data does): typer's main turns an EOFError into a
     blank line and an Abort, which exited 1 with nothing said; this one is reported as its line."""
-
-
-class OutputClosed(Exception):  # noqa: N818  (not an error of curate's: the reader chose to stop)
-    """The reader of standard output (or error) went away (``curate export ws --out - | head``); ``fds``: which."""
-
-    def __init__(self, fds: list[int]):
-        super().__init__(f"reader of descriptor(s) {fds} closed")
-        self.fds = fds
-
-
-class BrokenPipeElsewhere(Exception):  # noqa: N818  (it carries the OSError, reported as its line)
-    """EPIPE from a pipe or socket other than the command's own output: typer exits 1 silently on any EPIPE."""
-
-
-def closed_outputs() -> list[int]:
-    """Standard output and error (1, 2) where they are a pipe or socket whose reading end is closed (poll says
-    POLLERR of a pipe without readers); a file, a device or a terminal never is."""
-    poller = select.poll()
-    for fd in (1, 2):
-        poller.register(fd, select.POLLOUT)
-    return sorted(fd for fd, revents in poller.poll(0) if revents & (select.POLLERR | select.POLLHUP))
 
 
 class _Group(typer.core.TyperGroup):
@@ -70,17 +48,8 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
 # markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
 # styles itself passes markup=True and escapes what it interpolates
-class _Console(Console):
-    """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
-    with ``set -o pipefail``, where the raw writes' broken pipe exits 141)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True  # nothing more is written: the reader left
-        raise OutputClosed(closed_outputs() or [2 if self.stderr else 1])
-
-
-console = _Console(markup=False)
-err_console = _Console(stderr=True, markup=False)
+console = OutputConsole(markup=False)
+err_console = OutputConsole(stderr=True, markup=False)
 
 
 def json_columns_line(columns: list[str]) -> str:

@@ -1,0 +1,38 @@
+"""The command's output into a pipe whose reader left (``curate export ws --out - | head``): told apart from other
+broken pipes, so the command can end as a Unix tool killed by SIGPIPE does (exit 141, nothing said)."""
+
+from __future__ import annotations
+
+import select
+
+from rich.console import Console
+
+
+class OutputClosed(Exception):  # noqa: N818  (not an error of curate's: the reader chose to stop)
+    """The reader of standard output (or error) went away (``curate export ws --out - | head``); ``fds``: which."""
+
+    def __init__(self, fds: list[int]):
+        super().__init__(f"reader of descriptor(s) {fds} closed")
+        self.fds = fds
+
+
+class BrokenPipeElsewhere(Exception):  # noqa: N818  (it carries the OSError, reported as its line)
+    """EPIPE from a pipe or socket other than the command's own output: typer exits 1 silently on any EPIPE."""
+
+
+def closed_outputs() -> list[int]:
+    """Standard output and error (1, 2) where they are a pipe or socket whose reading end is closed (poll says
+    POLLERR of a pipe without readers); a file, a device or a terminal never is."""
+    poller = select.poll()
+    for fd in (1, 2):
+        poller.register(fd, select.POLLOUT)
+    return sorted(fd for fd, revents in poller.poll(0) if revents & (select.POLLERR | select.POLLHUP))
+
+
+class OutputConsole(Console):
+    """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
+    with ``set -o pipefail``, where the raw writes' broken pipe exits 141)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written: the reader left
+        raise OutputClosed(closed_outputs() or [2 if self.stderr else 1])
