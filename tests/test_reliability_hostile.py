@@ -30,6 +30,7 @@ from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixtu
     curate_cli,
     small_ws,
 )
+from tests.train_fixtures import tiny_lm  # noqa: F401  (a session fixture)
 
 # A child that limits the size of the files it writes (SIGXFSZ ignored: a write past it fails, as on a full disk,
 # instead of killing the process), then writes vectors bigger than that; it prints the one line the CLI would.
@@ -352,3 +353,87 @@ def test_a_training_save_cut_short_by_a_full_disk_names_its_file_and_leaves_none
     line, left = r.stdout.strip().splitlines()
     assert line.startswith(f"{folder}/{name}") and line.endswith(": File too large"), line
     assert left == "[]", left  # neither a part of the file under its name nor the temporary one
+
+
+def test_an_os_error_in_a_librarys_own_error_is_read_from_its_text_never_made_up():
+    """safetensors raises SafetensorError and tokenizers a bare Exception, no OSError: the CLI showed a traceback."""
+    from curate.storage.write_errors import carried_os_error
+
+    full = carried_os_error(Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert (full.errno, full.strerror, full.filename) == (28, "No space left on device", None)
+    denied = carried_os_error(Exception('Error while serializing: I/O error: Permission denied (os error 13) at path '
+                                        '"/sys/.tmpbHOkk3"'))
+    assert (denied.errno, denied.strerror, denied.filename) == (13, "Permission denied", "/sys/.tmpbHOkk3")
+    assert carried_os_error(Exception("File too large (os error 27)")).errno == 27  # tokenizers' save
+    assert carried_os_error(Exception("Error while serializing: invalid header")) is None  # no OS reason: none made up
+    assert carried_os_error(KeyboardInterrupt()) is None
+
+
+# A scorer saved, then another saved over it under a file size limit below its weights' size (a full disk):
+# safetensors' SafetensorError ("Error while serializing: I/O error: File too large (os error 27)") is no OSError
+_SCORER_SAVE_CUT_SHORT = """
+import resource, signal, sys
+from pathlib import Path
+from curate.cli import _os_error_line
+from curate.scorers import Scorer
+from tests.test_scorers import synthetic
+
+folder = Path(sys.argv[1])
+texts, scores = synthetic()
+Scorer(reads=["instruction"], features=["length"], embed_inputs=[]).fit(texts, scores).save(folder)
+bigger = Scorer(reads=["instruction"], features=["length", "stats"], embed_inputs=[]).fit(texts, scores)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))  # its weights file is bigger
+try:
+    bigger.save(folder)
+except OSError as exc:
+    print(_os_error_line(exc))
+else:
+    print("written")
+print(sorted(p.name for p in folder.parent.iterdir()))
+print(Scorer.load(folder).features)
+"""
+
+
+def test_a_scorer_save_cut_short_by_a_full_disk_names_its_folder_and_keeps_the_earlier_scorer(tmp_path):
+    """It was a traceback ending in SafetensorError, naming no file."""
+    folder = tmp_path / "sc"
+    r = subprocess.run([sys.executable, "-c", _SCORER_SAVE_CUT_SHORT, str(folder)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line, left, features = r.stdout.strip().splitlines()
+    assert line == f"{folder}: File too large", line
+    assert left == "['sc']", left  # no temporary folder, no lock beside it
+    assert features == "['length']", features  # the earlier scorer, whole
+
+
+# A fine-tune whose first epoch's checkpoint (transformers' save_pretrained, safetensors) meets a full disk
+_EPOCH_SAVE_CUT_SHORT = """
+import resource, signal, sys
+from pathlib import Path
+from curate.cli import _os_error_line
+from curate.train.harness import TrainConfig, finetune
+from tests.train_fixtures import learnable_rows, row_inputs
+
+model, out = sys.argv[1], Path(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, resource.RLIM_INFINITY))
+try:
+    finetune(model, row_inputs(learnable_rows(4)), out, TrainConfig(epochs=1, batch_size=4), device="cpu")
+except OSError as exc:
+    print(_os_error_line(exc))
+else:
+    print("written")
+print(sorted(p.name for p in out.iterdir() if "epoch" in p.name))
+"""
+
+
+def test_a_fine_tune_checkpoint_cut_short_by_a_full_disk_names_the_epoch_and_leaves_none(tmp_path, tiny_lm):  # noqa: F811
+    """model.save_pretrained raised safetensors' SafetensorError: a traceback, no file named."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", _EPOCH_SAVE_CUT_SHORT, str(tiny_lm), str(out)], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line, left = r.stdout.strip().splitlines()
+    assert line == f"{out / 'epoch-1'}: File too large", line
+    assert left == "[]", left  # neither the epoch nor its temporary folder

@@ -36,6 +36,7 @@ from curate.hardware import check_model_location, resolve_dtype
 from curate.llm.openai_backend import OpenAIBackend
 from curate.llm.server_records import alive, forget, record, stop_orphans
 from curate.storage.files import exported_model
+from curate.storage.write_errors import writing
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2-135m-instruct"
@@ -101,10 +102,11 @@ def prepare_model(home: Path | None = None) -> Path:
         config.dtype = torch.bfloat16
         clean = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         clean.load_state_dict(state, strict=True)
-        clean.save_pretrained(str(tmp))
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        tok.save_pretrained(str(tmp))
-        (tmp / ".complete").write_text(str(src))
+        with writing(out, tmp):  # a full disk (safetensors' and tokenizers' errors too): an OSError naming ``out``
+            clean.save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
+            (tmp / ".complete").write_text(str(src))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -29,6 +29,7 @@ from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Request
 from curate.storage.files import folder_fingerprint
+from curate.storage.write_errors import writing
 
 VERSION = 2  # 2: peft adapters (1: the hand-written LoRA); bump when tuning changes meaning
 META_FILE = "adapter.json"
@@ -118,10 +119,11 @@ class _NumpyRng:
 
 def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConfig, folder: Path,
                   device: str = "cpu", pad_id: int = 0, progress: bool = False,
-                  checkpoint_path: Path | None = None) -> None:
+                  checkpoint_path: Path | None = None, saved_as: Path | None = None) -> None:
     """Tune a peft LoRA adapter on the response tokens of ``requests`` (float32) and save it into ``folder``
     (``save_pretrained``: safetensors, plus ``adapter.json``). ``checkpoint_path``: progress saved there as it goes
-    (:mod:`curate.scorers.checkpoint`), so a killed tuning continues from its last save."""
+    (:mod:`curate.scorers.checkpoint`), so a killed tuning continues from its last save. ``saved_as``: the folder
+    that ``folder`` (a temporary one) becomes, named in a failed save's error (a full disk)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
@@ -165,9 +167,10 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     last = float(np.mean(losses[-max(1, len(losses) // 10):]))
     meta = {"reference_turns": len(requests), "loss_first_steps": round(first, 4), "loss_last_steps": round(last, 4),
             "seconds": round(time.perf_counter() - started, 1)}
-    model.save_pretrained(str(folder))
-    (folder / META_FILE).write_text(json.dumps({"fingerprint": adapter_fingerprint(model_dir, requests, config),
-                                                "config": asdict(config), "meta": meta}, indent=1))
+    with writing(saved_as or folder, folder if saved_as else None):  # safetensors' full disk: an OSError naming it
+        model.save_pretrained(str(folder))
+        (folder / META_FILE).write_text(json.dumps({"fingerprint": adapter_fingerprint(model_dir, requests, config),
+                                                    "config": asdict(config), "meta": meta}, indent=1))
 
 
 def tuned_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConfig, cache_dir: Path,
@@ -187,7 +190,7 @@ def tuned_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
             tmp.mkdir()
             progress_file = root / f"{fp}.progress.pt"  # a killed tuning continues from here
             try:
-                train_adapter(model_dir, requests, config, tmp, device, pad_id, progress, progress_file)
+                train_adapter(model_dir, requests, config, tmp, device, pad_id, progress, progress_file, folder)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

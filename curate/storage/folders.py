@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from curate.storage.files import remove
+from curate.storage.write_errors import remove, writing
 
 
 @contextlib.contextmanager
@@ -25,7 +25,8 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
     shell it runs from in a deleted folder), gets the new files renamed in one by one, ``last`` last (the file naming
     the others), and loses the files the new folder lacks. A kill between the two renames leaves ``out`` missing and
     the earlier folder whole as ``.NAME.*.old``: :func:`whole_folder` reads it, and the next write puts it back
-    before it starts. The caller keeps other writers of ``out`` out."""
+    before it starts. An OS error (a full disk, safetensors' too: :func:`writing`) names ``out``. The caller keeps
+    other writers of ``out`` out."""
     out = Path(out).resolve()
     if not out.exists() and (earlier := whole_folder(out)) != out:
         os.replace(earlier, out)
@@ -33,21 +34,22 @@ def folder_written_whole(out: Path, last: str | None = None) -> Iterator[Path]:
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
     try:
-        tmp.mkdir()
-        yield tmp
-        _umask_modes(tmp)
-        if out.exists() and (out == here or out in here.parents):
-            _rename_in(tmp, out, last)
-            return
-        if out.exists():
-            try:
-                os.replace(out, old)
-            except OSError as exc:
-                if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
-                    raise
+        with writing(out, tmp):
+            tmp.mkdir()
+            yield tmp
+            _umask_modes(tmp)
+            if out.exists() and (out == here or out in here.parents):
                 _rename_in(tmp, out, last)
                 return
-        os.replace(tmp, out)
+            if out.exists():
+                try:
+                    os.replace(out, old)
+                except OSError as exc:
+                    if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                        raise
+                    _rename_in(tmp, out, last)
+                    return
+            os.replace(tmp, out)
     finally:
         for leftover in (tmp, old):
             if leftover.exists():

@@ -1,5 +1,6 @@
 """What a failed write says: the file it was writing and the reason, where the error itself names another file (the
-temporary one written first), none (a full disk reports none) or no reason (numpy's short write).
+temporary one written first), none (a full disk reports none), no reason (numpy's short write) or is no OSError at all
+(safetensors' and tokenizers' errors carry the OS's reason in their text only).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from curate.errors import WorkspaceError
 # numpy's ``ndarray.tofile`` (under ``np.save``) when the disk takes fewer bytes than asked (it counts items, not
 # bytes): no errno, no file name
 _SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+# Rust's std::io::Error as a library written in Rust reports it, in its own exception type: safetensors'
+# SafetensorError "Error while serializing: I/O error: No space left on device (os error 28)" (and 'at path "..."'
+# where it names the file), tokenizers' Exception "File too large (os error 27)"
+_RUST_OS_ERROR = re.compile(r"(?:^|: )(?P<reason>[^:]+?) \(os error (?P<code>\d+)\)(?: at path \"(?P<path>[^\"]+)\")?")
 
 
 def remove(path: Path) -> None:
@@ -54,10 +59,22 @@ def named_write_error(exc: OSError, path: str | os.PathLike, tmp: str | os.PathL
     return None  # no errno: a library's error (pyarrow's "Expected to be able to read ...") about what was read
 
 
+def carried_os_error(exc: BaseException) -> OSError | None:
+    """The OS's error that a library's own exception (no OSError) carries in its text only, as an OSError with that
+    errno, reason and the file the text names (if any); None when its text holds none (no reason is made up)."""
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return None
+    found = _RUST_OS_ERROR.search(str(exc))
+    if found is None:
+        return None
+    return OSError(int(found["code"]), found["reason"], *([found["path"]] if found["path"] else []))
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
-    """Name ``path`` in an OS error raised while writing it (:func:`named_write_error`), and remove the temporary
-    ``tmp`` (file or folder) if the write fails."""
+    """Name ``path`` in an OS error raised while writing it (:func:`named_write_error`), a library's error carrying
+    one in its text (:func:`carried_os_error`: safetensors' full disk) made that OSError first, and remove the
+    temporary ``tmp`` (file or folder) if the write fails."""
     try:
         yield
     except OSError as exc:
@@ -65,6 +82,12 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
             remove(Path(tmp))
         if (named := named_write_error(exc, path, tmp)) is not None:
             raise named from exc
+        raise
+    except Exception as exc:
+        if tmp is not None:
+            remove(Path(tmp))
+        if (carried := carried_os_error(exc)) is not None:
+            raise (named_write_error(carried, path, tmp) or carried) from exc
         raise
     except BaseException:
         if tmp is not None:

@@ -74,7 +74,10 @@ class TagClassifier:
         return [[self.labels[j] for j in np.flatnonzero(row >= thr)] for row in proba]
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        """Write the classifier as one safetensors file, atomically (a full disk names ``path``, leaves no part)."""
+        from safetensors.numpy import save
+
+        from curate.storage.files import atomic_write_bytes
 
         if self.coef is None:
             raise ValueError("TagClassifier is not fitted")
@@ -82,7 +85,7 @@ class TagClassifier:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"kind": "curate.tags.TagClassifier", "labels": json.dumps(self.labels),
                 "params": json.dumps(self.params), "dropped_labels": json.dumps(self.dropped_labels)}
-        save_file({"coef": self.coef, "intercept": self.intercept}, str(path), metadata=meta)
+        atomic_write_bytes(path, save({"coef": self.coef, "intercept": self.intercept}, metadata=meta))
         return path
 
     @classmethod
