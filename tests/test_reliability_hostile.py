@@ -437,3 +437,54 @@ def test_a_fine_tune_checkpoint_cut_short_by_a_full_disk_names_the_epoch_and_lea
     line, left = r.stdout.strip().splitlines()
     assert line == f"{out / 'epoch-1'}: File too large", line
     assert left == "[]", left  # neither the epoch nor its temporary folder
+
+
+def test_a_scorer_out_on_a_read_only_disk_is_refused_before_the_fit_naming_out(tmp_path):
+    """It trained fully, then failed on the lock beside --out (ro/.sc.save.lock: Read-only file system)."""
+    from tests.conftest import write_jsonl
+
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare and a read-only bind mount in a namespace of its own")
+    rows = [{"instruction": f"Task {i % 10}", "output": "word " * (i + 1), "s": float(i % 5 + 1)} for i in range(40)]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    for out in (read_only / "sc", read_only / "team" / "sc"):  # the folder, or a folder the save would create
+        r = subprocess.run(_read_only(read_only, *_cli_command("train-scorer", ws.path, "--target", "s", "--out", out,
+                                                               "--embed-inputs", "none")),
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        line = _one_line_error(r)
+        assert line.startswith(f"error: {out}: Read-only file system (writing its temporary {read_only}/."), line
+        assert r.stdout == "", r.stdout  # no fold figures: nothing was fitted
+    assert list(read_only.iterdir()) == []
+
+
+_FINE_TUNE_TO = """
+import sys
+from curate.cli import _os_error_line
+from curate.session import Workspace
+
+ws = Workspace.open(sys.argv[1])
+try:
+    ws.fine_tune("seed", sys.argv[3], model=sys.argv[2], device="cpu", progress=False, epochs=1, batch_size=4)
+except OSError as exc:
+    print(_os_error_line(exc))
+print((ws.cache_dir / "train").exists())
+"""
+
+
+def test_a_fine_tune_into_a_read_only_folder_is_refused_before_it_trains(tmp_path, small_ws, tiny_lm):  # noqa: F811
+    """It trained, then failed exporting on the lock beside --out (ro/.model.export.lock: Read-only file system)."""
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("needs unshare and a read-only bind mount in a namespace of its own")
+    small_ws.select(method="random", name="seed", budget=4)
+    read_only, out = tmp_path / "ro", tmp_path / "ro" / "model"
+    read_only.mkdir()
+    r = subprocess.run(_read_only(read_only, sys.executable, "-c", _FINE_TUNE_TO, small_ws.path, tiny_lm, out),
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line, trained = r.stdout.strip().splitlines()
+    assert line.startswith(f"{out}: Read-only file system (writing its temporary {read_only}/.model."), line
+    assert trained == "False", trained  # no run was trained

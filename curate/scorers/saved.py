@@ -52,8 +52,11 @@ SCORER_FILES = re.compile(r"scorer\.json|[\w.-]+\.safetensors")  # what a saved 
 
 
 def check_scorer_folder(out: str | os.PathLike) -> None:
-    """Refuse a folder a scorer cannot be saved to: a file, or a folder holding other files than a saved scorer's
-    (saving replaces the folder whole). Checked before a fit, so no training is lost to a bad ``--out``."""
+    """Refuse a folder a scorer cannot be saved to: a file, a folder holding other files than a saved scorer's
+    (saving replaces the folder whole), or one on a read-only disk (an OSError naming it). Checked before a fit, so no
+    training is lost to a bad ``--out``."""
+    from curate.storage.write_errors import check_writable
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ScorerError(f"{out}: a file, where a scorer's folder is to be written")
@@ -62,6 +65,7 @@ def check_scorer_folder(out: str | os.PathLike) -> None:
         raise ScorerError(f"{out}: holds other files than a saved scorer ({', '.join(other[:3])}"
                           f"{', ...' if len(other) > 3 else ''}); a scorer replaces its folder whole: name a new or "
                           "empty folder, or an earlier scorer's")
+    check_writable(out)
 
 
 def save_scorer_folder(out: str | os.PathLike, weights_file: str, weights: dict[str, np.ndarray],

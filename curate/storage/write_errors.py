@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,13 @@ def carried_os_error(exc: BaseException) -> OSError | None:
     return OSError(int(found["code"]), found["reason"], *([found["path"]] if found["path"] else []))
 
 
+def _discard(tmp: str | os.PathLike | None) -> None:
+    """Remove the temporary file or folder of a failed write, if it was made: on a read-only disk even unlinking a
+    file that is not there fails (EROFS), which hid the write's own error."""
+    if tmp is not None and os.path.lexists(tmp):
+        remove(Path(tmp))
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[None]:
     """Name ``path`` in an OS error raised while writing it (:func:`named_write_error`), a library's error carrying
@@ -78,21 +86,36 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
     try:
         yield
     except OSError as exc:
-        if tmp is not None:
-            remove(Path(tmp))
+        _discard(tmp)
         if (named := named_write_error(exc, path, tmp)) is not None:
             raise named from exc
         raise
     except Exception as exc:
-        if tmp is not None:
-            remove(Path(tmp))
+        _discard(tmp)
         if (carried := carried_os_error(exc)) is not None:
             raise (named_write_error(carried, path, tmp) or carried) from exc
         raise
     except BaseException:
-        if tmp is not None:
-            remove(Path(tmp))
+        _discard(tmp)
         raise
+
+
+def check_writable(out: str | os.PathLike) -> None:
+    """Fail now where writing ``out`` (a file, or a folder written beside itself and swapped in) would fail later (a
+    read-only disk, no permission): a temporary file is created and removed in the folder that holds ``out``, or the
+    nearest one that exists (the write creates the rest). Called before long work (a fit, a fine-tune) so none is
+    lost to an ``--out`` that cannot be written; the error names ``out`` first, then the file tried."""
+    target = Path(out).resolve()  # as the savers resolve it: "--out ." is the folder by its name
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write "
+                                 f"{out})", str(folder))
+    probe = folder / f".{target.name}.{uuid.uuid4().hex}.tmp"  # as the writers here name theirs: a stale one is removed
+    with writing(out, probe):
+        probe.touch(exist_ok=False)
+        probe.unlink()
 
 
 def sqlite_errors(method: Callable) -> Callable:

@@ -17,15 +17,17 @@ from pathlib import Path
 from curate.errors import CurateError
 from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, passing_lock
 from curate.storage.folders import folder_written_whole
+from curate.storage.write_errors import check_writable
 from curate.train.harness import TrainRun
 
 
 def check_model_target(out: str | os.PathLike) -> None:
-    """Refuse ``out`` before any training when :func:`export_model` would refuse it after: an existing file, or a
-    folder that is not an export of curate's."""
+    """Refuse ``out`` before any training when :func:`export_model` would refuse it after: an existing file, a
+    folder that is not an export of curate's, or one on a read-only disk (an OSError naming it)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or exported_model(out) is None):
         raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
+    check_writable(out)
 
 
 def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None) -> Path:
