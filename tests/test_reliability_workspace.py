@@ -1457,8 +1457,8 @@ def test_each_file_managers_copy_is_warned_of_once_when_first_met_not_again_with
 
 
 def test_dropping_stale_rows_passes_a_damaged_step_column_that_only_shares_the_name_start(tmp_path):
-    """``words_v2``, a step column of its own (its failure column says so), was taken for a side column of ``words``
-    by its name alone: once damaged it stopped every ``curate run`` of ``words``."""
+    """``words_v2``, a step column of its own, and ``words_loaded``, a column added by hand, were taken for side
+    columns of ``words`` by their names alone: once damaged either stopped every ``curate run`` of ``words``."""
     from curate.storage.apply import apply_to_rows
 
     ws = Workspace(tmp_path / "ws")
@@ -1467,7 +1467,9 @@ def test_dropping_stale_rows_passes_a_damaged_step_column_that_only_shares_the_n
     other.column = "words_v2"
     ws.apply(_WordCount(), progress=False)
     ws.apply(other, progress=False)
+    ws.add_column("words_loaded", [1.0] * 6, {"kind": "loaded"})  # no step: no failure column says whose it is
     _damage(ws.path / "columns" / "words_v2.arrow", "truncated")
+    _damage(ws.path / "columns" / "words_loaded.arrow", "truncated")
     new = _WordCount()
     new.fingerprint = lambda: "words-v2"
     result = apply_to_rows(ws, new, ws.ids[:4], progress=False)

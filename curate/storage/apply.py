@@ -156,10 +156,12 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
     gone = pa.array(stale, pa.string())
     with ws.column_lock(step.column):
         # a damaged side column is not listed (no "of" to read): named, as reading it would, not left with the rows.
-        # A damaged column whose own failure column is readable is another step's (words_v2 beside words).
+        # The step's provenance names its side columns; a column stored before it did, by the name's start, less
+        # the columns whose own failure column is readable (words_v2, a step beside words)
+        sides = ws.column_provenance(step.column).get("side_columns")
         steps = {prov.get("of") for prov in ws.columns.values() if prov.get("kind") == "failure"}
-        if side := [d for d in ws.damaged if d.kind == "column" and d.name.startswith(f"{step.column}_")
-                    and d.name not in steps]:
+        if side := [d for d in ws.damaged if d.kind == "column" and (d.name in sides if sides is not None else (
+                d.name.startswith(f"{step.column}_") and d.name not in steps))]:
             raise DamagedFileError(side[0])
         for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
             table = read_arrow(ws._column_path(name))
@@ -345,8 +347,9 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
         ws.merge_column(f"{step.column}_{key}", ids, values,
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
+    sides = sorted({*old.get("side_columns", ()), f"{step.column}_failure", *(f"{step.column}_{k}" for k in out.extra)})
     provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
-                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs,
+                  "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs, "side_columns": sides,
                   **({"earlier_runs": earlier} if earlier else {}), **_column_stats(ws, step, ids, out)}
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
 
