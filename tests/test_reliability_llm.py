@@ -699,7 +699,8 @@ def _orphan(tmp_path, how: str) -> tuple[int, str]:
 def test_a_server_whose_curate_process_was_killed_is_stopped_by_the_next_one(tmp_path, monkeypatch):
     """A SIGKILL of `curate run --backend local` (or of `curate serve-local`) left its vLLM server running, 1.7 GB
     and a core, with its temporary folder; the next run started a second server, and an orphaned serve-local's
-    announcement was reused for good. The next launch, or the next read of the announcement, stops it."""
+    announcement was reused for good; a re-run answered from the cache never launched one, so the orphan ran on. The
+    next local run (its look for an announced server), or the next launch, stops it."""
     from curate.llm.local import ANNOUNCE_FILE, LocalServer, curate_home, prepare_model, running_server
     from curate.llm.server_records import SERVERS_DIR, alive
 
@@ -711,6 +712,9 @@ def test_a_server_whose_curate_process_was_killed_is_stopped_by_the_next_one(tmp
     pid, tmpdir = _orphan(tmp_path, "announce")
     assert running_server() is None  # its announcer is gone: not reused
     assert not alive(pid) and not Path(tmpdir).exists() and not (curate_home() / ANNOUNCE_FILE).exists()
+    pid, tmpdir = _orphan(tmp_path, "run")
+    assert running_server() is None  # asked by every local run: one answered from the cache stops it too
+    assert not alive(pid) and not Path(tmpdir).exists() and not (curate_home() / SERVERS_DIR / f"{pid}.json").exists()
     pid, tmpdir = _orphan(tmp_path, "run")
     server = LocalServer(log_path=tmp_path / "next.log").launch()
     try:

@@ -323,11 +323,13 @@ def withdraw(server: LocalServer | int | None = None) -> None:
 
 def running_server(model: str = SERVED_NAME, timeout: float = 2.0) -> dict[str, Any] | None:
     """The announced local server if its process and the ``curate serve-local`` that announced it are alive and
-    it serves ``model``; else None. A server whose announcer was killed is stopped, and its announcement removed."""
+    it serves ``model``; else None. A server whose announcer was killed is stopped, and its announcement removed;
+    so is any recorded server whose owner was killed (:func:`stop_orphans`): asked before every local run, this
+    stops them even when the run is answered from the cache and never launches one."""
+    stop_orphans(curate_home())
     try:
         info = json.loads((curate_home() / ANNOUNCE_FILE).read_text())
         if not alive(int(info.get("owner_pid") or info["pid"])):
-            stop_orphans(curate_home())
             withdraw(int(info["pid"]))  # not one a new `curate serve-local` wrote meanwhile
             return None
         os.kill(int(info["pid"]), 0)  # alive? (signal 0 sends nothing)
