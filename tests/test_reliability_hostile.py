@@ -366,6 +366,8 @@ def test_an_os_error_in_a_librarys_own_error_is_read_from_its_text_never_made_up
     assert (denied.errno, denied.strerror, denied.filename) == (13, "Permission denied", "/sys/.tmpbHOkk3")
     assert carried_os_error(Exception("File too large (os error 27)")).errno == 27  # tokenizers' save
     assert carried_os_error(Exception("Error while serializing: invalid header")) is None  # no OS reason: none made up
+    # a missing input met in a save's body (a tokenizer file read): no write's error, not pinned on what is written
+    assert carried_os_error(Exception("No such file or directory (os error 2)")) is None
     assert carried_os_error(KeyboardInterrupt()) is None
 
 

@@ -4,6 +4,7 @@ Every test runs against the fault-injecting OpenAI-compatible server on loopback
 tests run ``python -m curate.cli`` in a subprocess, as a user would.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -724,6 +725,22 @@ def test_a_server_whose_curate_process_was_killed_is_stopped_by_the_next_one(tmp
     finally:
         server.stop()
     assert not (curate_home() / SERVERS_DIR / f"{server.pid}.json").exists()
+
+
+def test_a_server_record_of_another_machine_is_not_judged_from_here(tmp_path):
+    """Every local run sweeps the records for orphans: one written on another host (a CURATE_HOME shared over NFS)
+    names an owner PID that means nothing here, and its live server's temporary folder was deleted."""
+    from curate.llm.server_records import SERVERS_DIR, machine, stop_orphans
+
+    (tmp_path / SERVERS_DIR).mkdir()
+    theirs, ours = tmp_path / "their-tmp", tmp_path / "our-tmp"
+    for name, where, folder in (("1.json", "another-host ns", theirs), ("2.json", machine(), ours)):
+        folder.mkdir()
+        (tmp_path / SERVERS_DIR / name).write_text(json.dumps({"pid": 999_999_999, "owner_pid": 999_999_998,
+                                                               "tmpdir": str(folder), "machine": where}))
+    assert stop_orphans(tmp_path) == []  # no server of that PID runs here: nothing to stop
+    assert theirs.is_dir() and (tmp_path / SERVERS_DIR / "1.json").exists()
+    assert not ours.exists() and not (tmp_path / SERVERS_DIR / "2.json").exists()  # this machine's: cleared
 
 
 def test_a_server_that_dies_during_start_up_leaves_no_temporary_folder(tmp_path):

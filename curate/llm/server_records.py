@@ -10,10 +10,12 @@ servers whose owner is gone and removes their temporary folders. (Not ``PR_SET_P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,20 @@ def record(home: Path, pid: int, tmpdir: str | None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pid}.json"
     tmp = folder / f".{pid}.json.tmp"
-    tmp.write_text(json.dumps({"pid": pid, "owner_pid": os.getpid(), "tmpdir": tmpdir, "started": _started(pid)}))
+    tmp.write_text(json.dumps({"pid": pid, "owner_pid": os.getpid(), "tmpdir": tmpdir, "started": _started(pid),
+                               "machine": machine()}))
     os.replace(tmp, path)
     return path
+
+
+def machine() -> str:
+    """This host and PID namespace: a record written on another (a CURATE_HOME shared over NFS, or by containers
+    sharing one cache) names PIDs that mean nothing here, so its server is not judged from here."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}"
 
 
 def forget(home: Path, pid: int | None) -> None:
@@ -79,20 +92,22 @@ def stop_orphans(home: Path, timeout: float = 20.0) -> list[int]:
     stopped: list[int] = []
     if not Path("/proc/self").exists():  # no way to tell a recorded server from a process that took its PID since:
         return stopped  # the records stay (their servers, if alive, stop with their owner as before)
+    here = machine()
     for path in sorted((Path(home) / SERVERS_DIR).glob("*.json")):
         try:
             info: dict[str, Any] = json.loads(path.read_text())
             pid, owner = int(info["pid"]), int(info["owner_pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours to judge
-        if alive(owner):
+        if info.get("machine", here) != here or alive(owner):  # another machine's (a record before them: judged)
             continue
         if is_server(pid, info.get("started")):
             _stop_group(pid, timeout)
             stopped.append(pid)
         if info.get("tmpdir"):
             shutil.rmtree(info["tmpdir"], ignore_errors=True)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only CURATE_HOME: the record stays, the server is stopped
+            path.unlink(missing_ok=True)
     return stopped
 
 

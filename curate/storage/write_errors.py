@@ -60,13 +60,19 @@ def named_write_error(exc: OSError, path: str | os.PathLike, tmp: str | os.PathL
     return None  # no errno: a library's error (pyarrow's "Expected to be able to read ...") about what was read
 
 
+# what a failed write says (a full or read-only disk, a quota, a file size limit, the device, no permission): another
+# error met in a write's body (a missing input file's ENOENT) is about something else and passes as it is
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
 def carried_os_error(exc: BaseException) -> OSError | None:
-    """The OS's error that a library's own exception (no OSError) carries in its text only, as an OSError with that
-    errno, reason and the file the text names (if any); None when its text holds none (no reason is made up)."""
+    """The OS's write error that a library's own exception (no OSError) carries in its text only, as an OSError with
+    that errno, reason and the file the text names (if any); None when its text holds none (no reason is made up) or
+    one that is no write's (:data:`_WRITE_ERRNOS`)."""
     if isinstance(exc, OSError) or not isinstance(exc, Exception):
         return None
     found = _RUST_OS_ERROR.search(str(exc))
-    if found is None:
+    if found is None or int(found["code"]) not in _WRITE_ERRNOS:
         return None
     return OSError(int(found["code"]), found["reason"], *([found["path"]] if found["path"] else []))
 
@@ -112,7 +118,7 @@ def check_writable(out: str | os.PathLike) -> None:
     if not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write "
                                  f"{out})", str(folder))
-    probe = folder / f".{target.name}.{uuid.uuid4().hex}.tmp"  # as the writers here name theirs: a stale one is removed
+    probe = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"  # as the writers here name theirs: a stale one is removed
     with writing(out, probe):
         probe.touch(exist_ok=False)
         probe.unlink()
