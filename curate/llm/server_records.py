@@ -15,10 +15,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from curate.storage.processes import alive, machine
 
 SERVERS_DIR = "servers"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -36,35 +37,10 @@ def record(home: Path, pid: int, tmpdir: str | None) -> Path:
     return path
 
 
-def machine() -> str:
-    """This host and PID namespace: a record written on another (a CURATE_HOME shared over NFS, or by containers
-    sharing one cache) names PIDs that mean nothing here, so its server is not judged from here."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()} {namespace}"
-
-
 def forget(home: Path, pid: int | None) -> None:
     """Remove the record of a server that was stopped."""
     if pid is not None:
         (Path(home) / SERVERS_DIR / f"{pid}.json").unlink(missing_ok=True)
-
-
-def alive(pid: int) -> bool:
-    """A process of this PID runs (signal 0 sends nothing; a process of another user runs too). A zombie does not:
-    in a container whose first process reaps nothing, a dead orphan stays one."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _started(pid: int) -> int | None:

@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from curate.storage.processes import alive, machine
+
 HOLDER_SUFFIX = ".holder"
 COMMAND_CHARS = 200  # the recorded command line is cut to this many characters
 
@@ -29,7 +31,7 @@ def holder_path(lock: Path) -> Path:
 def record_holder(lock: Path) -> None:
     """Record this process as the holder of ``lock`` (the caller has just taken it)."""
     command = shlex.join(sys.argv) if sys.argv and sys.argv[0] else ""
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command[:COMMAND_CHARS]}
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "machine": machine(), "command": command[:COMMAND_CHARS]}
     path = holder_path(lock)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:  # advisory (see the module's docstring); files.py's writers take this module's locks, so not theirs
@@ -46,17 +48,6 @@ def forget_holder(lock: Path) -> None:
         holder_path(lock).unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` of this host is alive (one of another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, another user's
-        return True
-    return True
-
-
 def describe_holder(lock: Path) -> str:
     """Whom ``lock`` is held by, as its record says: ``pid N (command)``, with the host when it is another."""
     try:
@@ -65,7 +56,8 @@ def describe_holder(lock: Path) -> str:
     except (OSError, ValueError, TypeError, KeyError):
         return "a process that did not record itself"
     host = str(record.get("host", ""))
-    if host == socket.gethostname() and not _running(pid):  # killed while it held the lock: someone else holds it
+    here = record["machine"] == machine() if "machine" in record else host == socket.gethostname()
+    if here and not alive(pid):  # killed while it held the lock: someone else holds it
         return f"a process that did not record itself (the last record names pid {pid}, no longer running)"
     if pid == os.getpid() and host == socket.gethostname():
         return f"another thread of this process (pid {pid})"
