@@ -151,6 +151,14 @@ def _checked(store: VectorStore, keys: np.ndarray, vectors: np.ndarray | None, f
                              "again")
 
 
+def get_checked(store: VectorStore, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``store.get(keys)``, refused with a WorkspaceError naming the shard where a vector read is damaged (as
+    :func:`lookup_or_encode` refuses it)."""
+    vectors, found = store.get(keys)
+    _checked(store, keys, vectors, found)
+    return vectors, found
+
+
 def lookup_or_encode(store: VectorStore, texts: list[str], encode_texts) -> tuple[np.ndarray | None, int]:
     """(vectors of ``texts``, how many were encoded) from ``store``, encoding what it lacks with
     ``encode_texts(texts, on_chunk)`` under the store's lock; vectors None when ``texts`` is empty."""

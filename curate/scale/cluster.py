@@ -23,6 +23,9 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, bool]:
             kwargs["logging_level"] = logging.ERROR
         ray.init(**kwargs)
         owns = True
+    # a task's or actor's own exception, not Ray Data's UserCodeException wrapped around it: the wrapper's __cause__
+    # (the RemoteError naming the file and line) is lost when Ray pickles it back to the driver
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     if not verbose:
         quiet_ray_data(ray)
     return ray, owns
@@ -36,5 +39,9 @@ def quiet_ray_data(ray) -> None:
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled. To enable..."
+    # a failed task's traceback (100+ lines) before the driver's own one-line error: the exception reaches the
+    # driver, which reports it (RayEngine's stage), so these two loggers would only say it twice
+    for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     # a small pool arrives in fewer blocks than there are actors: fine, the actors just idle
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)

@@ -176,14 +176,15 @@ class Inference:
         """(keys, new): the vectors the workspace's embedding cache (``embed_cache``, read without its lock;
         absent on another node) holds for ``texts`` go into the batch-local cache, so only the ``new`` ones are
         encoded; the driver stores those (an actor never writes the workspace)."""
-        from curate.embed.cache import cache_folder, text_key
+        from curate.embed.cache import cache_folder, get_checked, text_key
         from curate.embed.encoder import resolve_backend
         from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
         keys = np.array([text_key(t) for t in texts], dtype=KEY_DTYPE)
         if not self.embed_cache:
             return keys, np.ones(len(keys), dtype=bool)
-        vectors, found = VectorStore(self.embed_cache).get(keys)
+        # damaged vectors are refused here, naming the workspace's shard (the batch-local copy is gone after the batch)
+        vectors, found = get_checked(VectorStore(self.embed_cache), keys)
         if found.any():
             local = VectorStore(cache_folder(tmp, self.model, resolve_backend(None, self.device, env=False)))
             with local.lock():

@@ -163,6 +163,7 @@ class RayEngine:
             while cause is not None and not isinstance(cause, (CurateError, RemoteError)):
                 cause = getattr(cause, "cause", None) or cause.__cause__
             if isinstance(cause, RemoteError):  # the message names the file and line, as the original did
+                cause = getattr(cause, "cause", cause)  # Ray's RayTaskError(RemoteError) wraps the one the actor raised
                 raise {"WorkspaceError": WorkspaceError, "ScorerError": ScorerError}.get(
                     cause.kind, CurateError)(cause.message) from None
             if cause is not None and cause is not exc:
