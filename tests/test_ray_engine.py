@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -581,3 +582,97 @@ def test_batch_folders_named_before_the_host_was_in_them_go_when_their_actor_is_
         os.utime(folder, (old, old))
     assert remove_stale_batch_folders() == [dead]
     assert not dead.exists() and live.exists() and young.exists() and other_host.exists()
+
+
+def _instructions(n: int, start: int = 0) -> list:
+    return [{"instruction": f"Task {i}: explain how a {WORDS[i % len(WORDS)]} works, step by step.",
+             "output": f"A {WORDS[i % len(WORDS)]} works like this, {i} times over."} for i in range(start, start + n)]
+
+
+def _embed_on_ray(source, out, batch_size: int = 512) -> dict:
+    """The Ray engine's load and embed steps (no scorer) on ``source``, written to ``out``."""
+    from curate.pipeline import Run
+    from curate.scale import RayEngine
+
+    engine = RayEngine(batch_size=batch_size)
+    run = Run(str(source), out, budget=0, report=False)
+    try:
+        engine.load(run)
+        return engine.embed(run, fallback=None)
+    finally:
+        engine.close()
+
+
+def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_workspace_file(tmp_path):
+    """An error an actor raised reached the user as an 89-line RayTaskError(UserCodeException) traceback (its cause, the
+    RemoteError, does not survive Ray's pickling), naming the actor's deleted batch folder instead of the workspace's
+    damaged cache shard; a task's error (an empty shard) came after Ray Data's own 115-line traceback; and every run
+    printed Ray Core's core_worker.cc line about the actors' constructor arguments."""
+    from curate.scale.infer import embed_cache
+    from curate.storage.vector_shards import VectorStore
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", _instructions(6))
+    _embed_on_ray(pool, tmp_path / "run")
+    store = VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache"))
+    for shard in store.shards():  # rotted vectors, as tests/test_embed.py damages them
+        vec = shard / "vectors.npy"
+        size = np.load(vec).nbytes
+        vec.write_bytes(vec.read_bytes()[:-size] + np.full(size // 4, np.nan, np.float32).tobytes())
+    write_jsonl(pool, _instructions(7))  # one row more: the run embeds again, reading the cache
+    cli = [sys.executable, "-m", "curate", "run", "--budget", "3", "--engine", "ray"]
+    damaged = subprocess.run([*cli, "pool.jsonl", "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
+    empty = tmp_path / "emp"
+    empty.mkdir()
+    write_jsonl(empty / "a.jsonl", _instructions(3))
+    (empty / "z.jsonl").write_text("")
+    unread = subprocess.run([*cli, "emp", "--out", "e"], cwd=tmp_path, capture_output=True, text=True)
+    names = sorted(s.name for s in store.shards())
+    for result, error in ((damaged, rf"run/workspace/cache/embeddings/[^/]+/({'|'.join(names)}): a damaged shard of "
+                                    "the embedding cache: .*; remove this folder: its vectors are encoded again"),
+                          (unread, "emp/z.jsonl: file: no records")):
+        assert result.returncode == 1, result.stderr
+        said = [line for line in result.stderr.splitlines() if line.strip() and "row/s]" not in line]  # bars aside
+        assert len(said) == 1 and re.fullmatch(f"error: {error}.*", said[0]), result.stderr
+
+
+class _StopAfter(Exception):
+    pass
+
+
+def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(tmp_path, monkeypatch):
+    """The driver kept every vector in memory and added them to the workspace's embedding cache after the whole pass
+    (the actors' caches are their batches' temporary folders): a pass killed part way lost all its encoding. Also: no
+    progress was shown while the actors worked; a bar counts the rows as batches come back."""
+    from curate.embed import cache
+    from curate.scale.infer import embed_cache
+    from curate.storage import progress
+    from curate.storage.vector_shards import VectorStore
+
+    monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch (the default: every 10 s, as one process)
+    bars: list = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit="row", stop_after=None):
+            self.total, self.desc, self.counted, self.updates, self.stop_after = total, desc, 0, 0, stop_after
+            self.stored_at_stop = None
+            bars.append(self)
+
+        def update(self, n=1):
+            self.counted += n
+            self.updates += 1
+            if self.updates == self.stop_after:  # as kill -9 would: what is in the cache now is all that stays
+                self.stored_at_stop = len(VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache")))
+                raise _StopAfter
+
+        def close(self):
+            pass
+
+    pool = write_shards(tmp_path / "shards", _instructions(48), 6)  # a block, an actor's task, per shard
+    monkeypatch.setattr(progress, "progress_bar", lambda *a, **k: Bar(*a, **k, stop_after=2))
+    with pytest.raises(_StopAfter):
+        _embed_on_ray(pool, tmp_path / "run", batch_size=8)
+    assert bars[0].stored_at_stop >= 8  # the batches come back before the stop are in the workspace's cache
+    monkeypatch.setattr(progress, "progress_bar", Bar)
+    summary = _embed_on_ray(pool, tmp_path / "run", batch_size=8)
+    assert summary["reused"] >= bars[0].stored_at_stop and summary["encoded"] == 48 - summary["reused"]
+    assert (bars[1].total, bars[1].counted, bars[1].desc) == (48, 48, "inference")

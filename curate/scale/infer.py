@@ -103,17 +103,6 @@ def embed_cache(cache_dir: Path) -> Path:
     return store.folder
 
 
-def store_vectors(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> None:
-    """Add the vectors the actors encoded to the embedding cache ``folder`` (on the driver, under its lock)."""
-    from curate.storage.vector_shards import VectorStore
-
-    store = VectorStore(folder)
-    store.folder.parent.mkdir(parents=True, exist_ok=True)
-    with store.lock():
-        store.add(keys, vectors)
-        store.compact()
-
-
 class Inference:
     """One actor's models: the encoder (``embed``), the shipped scorers ``scores`` and, when ``signals`` are
     asked, the token-level signal steps on one causal LM (``signal_model``; None: the packaged SmolLM2), each

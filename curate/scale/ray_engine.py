@@ -26,8 +26,8 @@ node needs curate installed and the source's path visible, e.g. a shared file sy
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -286,7 +286,8 @@ class RayEngine:
         todo = [rid for rid in ids if rid in need]
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
-            self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo, cache_dir=ws.cache_dir)
+            self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo, cache_dir=ws.cache_dir,
+                        progress=run.progress)
         stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
         out = {}
         for s in scorers:
@@ -315,7 +316,7 @@ class RayEngine:
                 return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
                         "text": EMBED.text, "engine": "ray"}
             if self._embedding is None:
-                self._infer([], cache_dir=ws.cache_dir)
+                self._infer([], cache_dir=ws.cache_dir, progress=run.progress)
             matrix, encoded = self._embedding, self._encoded
             provenance = {"kind": "embeddings", "model": model_id(None), "text": EMBED.text, "dim": int(matrix.shape[1]),
                           "normalized": True, "device": self._inference_info.get("device"), "encoded": encoded,
@@ -334,14 +335,17 @@ class RayEngine:
 
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
                embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None,
-               only: Sequence[str] | None = None, cache_dir: os.PathLike | None = None) -> None:
+               only: Sequence[str] | None = None, cache_dir: os.PathLike | None = None,
+               progress: bool = False) -> None:
         """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
         failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
         ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it.
         ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row).
         ``cache_dir``: the workspace's cache folder; the actors read its embedding cache, encode only the texts it
-        lacks, and the new vectors are stored in it here."""
-        from curate.scale.infer import embed_cache, store_vectors
+        lacks, and the new vectors are stored in it here as batches come back. ``progress``: a bar counting rows."""
+        from curate.scale.collect import PassResults, VectorCommits
+        from curate.scale.infer import embed_cache
+        from curate.storage.progress import progress_bar
 
         score_orders = None
         if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
@@ -352,49 +356,39 @@ class RayEngine:
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = actor_pool(ray, self.cpus_per_actor)
-            out = self.rows().map_batches(
-                Inference, fn_constructor_kwargs={
-                    "scores": specs, "signals": [s.kind for s in signal_steps],
-                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
-                    "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
-                batch_size=self.batch_size, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=actors), **options)
-            n = len(self._ids)
-            matrix: np.ndarray | None = None
-            new_keys, new_vectors = [np.empty(0, dtype="S32")], []  # what the actors encoded (not in the cache)
-            results: dict[str, dict[str, tuple[Any, list]]] = {s.column: {} for s in steps}
-            extra: dict[str, dict[str, dict[str, Any]]] = {s.column: {} for s in signal_steps}
+            with warnings.catch_warnings():  # max_restarts has no named parameter in map_batches (Ray 2.60)
+                warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+                out = self.rows().map_batches(
+                    Inference, fn_constructor_kwargs={
+                        "scores": specs, "signals": [s.kind for s in signal_steps],
+                        "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
+                        "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
+                    batch_size=self.batch_size, batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(size=actors), **options, **self._restarts())
             stage = "inference" if embed or scorers else "signals"
-            for batch in out.iter_batches(batch_format="numpy", batch_size=None):
-                pos = np.searchsorted(self._orders, batch["order"])
-                ids = [self._ids[p] for p in pos.tolist()]
-                if embed:
-                    emb = np.asarray(batch["embedding"], dtype=np.float32)
-                    if matrix is None:
-                        matrix = np.empty((n, emb.shape[1]), dtype=np.float32)
-                    matrix[pos] = emb
-                    new = np.asarray(batch["embedding_new"], dtype=bool)
-                    new_keys.append(np.asarray(batch["embedding_key"])[new])
-                    new_vectors.append(emb[new])
-                computed = np.flatnonzero(batch["computed"]).tolist()
-                for s in steps:
-                    values, fails = batch[f"{s.column}__values"], batch[f"{s.column}__failures"]
-                    results[s.column].update((ids[j], (json.loads(values[j]), json.loads(fails[j]))) for j in computed)
-                    if s.column in extra:
-                        sides = batch[f"{s.column}__extra"]
-                        extra[s.column].update((ids[j], json.loads(sides[j])) for j in computed)
-                for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
-                    key = f"{stage} pid {pid}"
-                    self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
+            commits = VectorCommits(embed_cache(cache_dir) if embed and cache_dir is not None else None)
+            bar = progress_bar(len(self._ids), stage, progress)
+            collected = PassResults(self._ids, self._orders, steps, [s.column for s in signal_steps], embed, commits,
+                                    self.workers, stage, bar)
+            try:  # the vectors encoded go to the cache as batches come back: a killed pass keeps them
+                for batch in out.iter_batches(batch_format="numpy", batch_size=None):
+                    collected.add(batch)
+            finally:
+                commits.close()
+                bar.close()
         if embed:
-            self._embedding = matrix
-            fresh = np.concatenate(new_keys)
-            self._encoded = len(np.unique(fresh))  # texts, as one process counts them (rows may repeat a text)
-            if cache_dir is not None and self._encoded:
-                store_vectors(embed_cache(cache_dir), fresh, np.concatenate(new_vectors))
+            self._embedding, self._encoded = collected.matrix, commits.encoded
+        results, extra = collected.results, collected.extra
         self._results.update(results)
         self._extra.update(extra)
         self._inference_info = info
+
+    def _restarts(self) -> dict[str, int]:
+        """``max_restarts=0`` for the actors of a Ray on this machine (no node to lose: an actor that dies, to the OOM
+        killer or kill -9, fails the run, and the next run reuses the vectors committed so far), so Ray Core does not
+        print on each run that the actors' constructor arguments (Ray Data's own) are in the object store while
+        they may restart; on a cluster Ray Data's default (restarts) stays, so an actor of a lost node restarts."""
+        return {"max_restarts": 0} if self.address is None else {}
 
     def _note_worker(self, stage: str) -> None:
         key = f"{stage} pid {os.getpid()}"

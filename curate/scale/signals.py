@@ -50,7 +50,8 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
     if not all(s.column in engine._results for s in steps):  # they did not ride along in the score pass
         if not (todo := needing_work(run.ws, steps, ids)):
             return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
-        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=todo)
+        engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=todo,
+                      progress=run.progress)
     stats = {"engine": engine._inference_info}
     return {s.column: apply_to_rows(run.ws, Precomputed(s, engine._results.get(s.column, {}), stats,
                                                         engine._extra.get(s.column, {})), ids, run.progress)

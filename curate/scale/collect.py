@@ -1,0 +1,108 @@
+"""The driver's side of an inference pass on Ray: the actors' batches as they come back.
+
+:class:`PassResults` files each batch's embeddings, scorer and signal results and worker memory, counts its rows on
+curate's progress bar, and hands the vectors the actors encoded to :class:`VectorCommits`, which adds them to the
+workspace's embedding cache as the pass goes (at most every ``curate.embed.cache.PART_EVERY_S`` seconds, as the
+single engine's encoder keeps its chunks): a pass killed part way keeps what it encoded, and the next run's actors
+read those vectors back instead of encoding them again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class VectorCommits:
+    """New vectors for the embedding cache ``folder``, added to it at most every ``PART_EVERY_S`` seconds (under the
+    store's lock, one shard per commit) and on :meth:`close`; ``encoded``: the distinct texts handed in."""
+
+    def __init__(self, folder: Path | None):
+        from curate.storage.vector_shards import VectorStore
+
+        self.store = VectorStore(folder) if folder is not None else None
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.seen: set[bytes] = set()
+        self.last = time.monotonic()
+
+    @property
+    def encoded(self) -> int:
+        return len(self.seen)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        from curate.embed import cache
+
+        first = []  # a text's first vector in this pass (rows and batches may repeat a text)
+        for i, key in enumerate(keys.tolist()):
+            if key not in self.seen:
+                self.seen.add(key)
+                first.append(i)
+        if first:
+            self.pending.append((keys[first], vectors[first]))
+        if time.monotonic() - self.last >= cache.PART_EVERY_S:
+            self.commit()
+
+    def commit(self, compact: bool = False) -> None:
+        """Add the pending vectors to the store as one shard (merging its shards when ``compact`` or when it holds
+        more than the cache's ``MERGE_PAST_SHARDS``)."""
+        from curate.embed.cache import MERGE_PAST_SHARDS
+
+        self.last = time.monotonic()
+        if self.store is None or not (self.pending or compact):
+            return
+        self.store.folder.parent.mkdir(parents=True, exist_ok=True)
+        with self.store.lock():
+            if self.pending:
+                self.store.add(np.concatenate([k for k, _ in self.pending]),
+                               np.concatenate([v for _, v in self.pending]))
+                self.pending = []
+            if compact or len(self.store.shards()) > MERGE_PAST_SHARDS:
+                self.store.compact()
+
+    def close(self) -> None:
+        """Commit what is pending and merge the store's shards."""
+        self.commit(compact=bool(self.seen))
+
+
+class PassResults:
+    """One pass's results on the driver. ``ids`` / ``orders``: the pool's row ids and their read order keys (sorted,
+    pool order); ``steps``: the scorers and signal steps run (``signal_columns``: those with side values);
+    ``embed``: whether the batches carry embeddings; ``commits``: where new vectors go; ``workers``: ``"<stage> pid
+    <pid>" -> peak MiB``, updated in place; ``bar``: a progress bar counting the rows come back."""
+
+    def __init__(self, ids: Sequence[str], orders: np.ndarray, steps: Sequence[Any], signal_columns: Sequence[str],
+                 embed: bool, commits: VectorCommits, workers: dict[str, float], stage: str, bar: Any):
+        self.ids, self.orders, self.embed, self.commits = ids, orders, embed, commits
+        self.columns = [s.column for s in steps]
+        self.workers, self.stage, self.bar = workers, stage, bar
+        self.matrix: np.ndarray | None = None
+        self.results: dict[str, dict[str, tuple[Any, list]]] = {c: {} for c in self.columns}
+        self.extra: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in signal_columns}
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """File one batch the actors returned (numpy columns, see :class:`curate.scale.infer.Inference`)."""
+        pos = np.searchsorted(self.orders, batch["order"])
+        ids = [self.ids[p] for p in pos.tolist()]
+        if self.embed:
+            emb = np.asarray(batch["embedding"], dtype=np.float32)
+            if self.matrix is None:
+                self.matrix = np.empty((len(self.ids), emb.shape[1]), dtype=np.float32)
+            self.matrix[pos] = emb
+            new = np.asarray(batch["embedding_new"], dtype=bool)
+            self.commits.add(np.asarray(batch["embedding_key"])[new], emb[new])
+        computed = np.flatnonzero(batch["computed"]).tolist()
+        for column in self.columns:
+            values, fails = batch[f"{column}__values"], batch[f"{column}__failures"]
+            self.results[column].update((ids[j], (json.loads(values[j]), json.loads(fails[j]))) for j in computed)
+            if column in self.extra:
+                sides = batch[f"{column}__extra"]
+                self.extra[column].update((ids[j], json.loads(sides[j])) for j in computed)
+        for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
+            key = f"{self.stage} pid {pid}"
+            self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
+        self.bar.update(len(pos))
