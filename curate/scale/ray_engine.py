@@ -27,7 +27,6 @@ node needs curate installed and the source's path visible, e.g. a shared file sy
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,6 +93,7 @@ class RayEngine:
         self.timings: dict[str, dict[str, float]] = {}  # step -> part -> seconds (where the time went)
         self._ray = None
         self._owns_ray = False
+        self._restore_settings: Callable[[], None] | None = None  # Ray Data's settings before the engine's
         self._data = None                     # the read shards, materialised in the object store
         self._orders: np.ndarray | None = None  # order key of each pool row read here, in pool order
         self._ids: list[str] = []
@@ -108,15 +108,17 @@ class RayEngine:
     def connect(self):
         """Ray, initialised: connected to ``address``, or started here; reused if already initialised."""
         if self._ray is None:
-            self._ray, self._owns_ray = start_ray(self.address, self.verbose)
+            self._ray, self._owns_ray, self._restore_settings = start_ray(self.address, self.verbose)
         return self._ray
 
     def close(self) -> None:
         """Drop the data; disconnect from (or stop) Ray when this engine initialised it."""
         self._data = None
+        if self._restore_settings is not None:
+            self._restore_settings()
         if self._ray is not None and self._owns_ray:
             self._ray.shutdown()
-        self._ray, self._owns_ray = None, False
+        self._ray, self._owns_ray, self._restore_settings = None, False, None
 
     def rows(self):
         """The read shards as a Ray dataset (``kind``, ``order``, ``key``, ``data``, ``pid``, ``rss_mb``;
@@ -356,15 +358,16 @@ class RayEngine:
         with self._stage():
             ray = self.connect()
             actors, options, threads, info = actor_pool(ray, self.cpus_per_actor)
-            with warnings.catch_warnings():  # max_restarts has no named parameter in map_batches (Ray 2.60)
-                warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-                out = self.rows().map_batches(
-                    Inference, fn_constructor_kwargs={
-                        "scores": specs, "signals": [s.kind for s in signal_steps],
-                        "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
-                        "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
-                    batch_size=self.batch_size, batch_format="pyarrow",
-                    compute=ray.data.ActorPoolStrategy(size=actors), **options, **self._restarts())
+            # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
+            # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
+            # store while they may restart: a line of its own, kept for that.)
+            out = self.rows().map_batches(
+                Inference, fn_constructor_kwargs={
+                    "scores": specs, "signals": [s.kind for s in signal_steps],
+                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
+                    "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
+                batch_size=self.batch_size, batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=actors), **options)
             stage = "inference" if embed or scorers else "signals"
             commits = VectorCommits(embed_cache(cache_dir) if embed and cache_dir is not None else None)
             bar = progress_bar(len(self._ids), stage, progress)
@@ -373,8 +376,15 @@ class RayEngine:
             try:  # the vectors encoded go to the cache as batches come back: a killed pass keeps them
                 for batch in out.iter_batches(batch_format="numpy", batch_size=None):
                     collected.add(batch)
-            finally:
+            except BaseException as exc:
+                try:
+                    commits.commit()  # what was encoded is kept; no merge while the pass fails
+                except Exception as late:  # noqa: BLE001  (the pass's own error is the one to raise)
+                    exc.add_note(f"the vectors encoded before it were not kept: {late}")
+                raise
+            else:
                 commits.close()
+            finally:
                 bar.close()
         if embed:
             self._embedding, self._encoded = collected.matrix, commits.encoded
@@ -382,13 +392,6 @@ class RayEngine:
         self._results.update(results)
         self._extra.update(extra)
         self._inference_info = info
-
-    def _restarts(self) -> dict[str, int]:
-        """``max_restarts=0`` for the actors of a Ray on this machine (no node to lose: an actor that dies, to the OOM
-        killer or kill -9, fails the run, and the next run reuses the vectors committed so far), so Ray Core does not
-        print on each run that the actors' constructor arguments (Ray Data's own) are in the object store while
-        they may restart; on a cluster Ray Data's default (restarts) stays, so an actor of a lost node restarts."""
-        return {"max_restarts": 0} if self.address is None else {}
 
     def _note_worker(self, stage: str) -> None:
         key = f"{stage} pid {os.getpid()}"
