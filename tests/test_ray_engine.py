@@ -463,6 +463,13 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     records = [{names.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r
                for r in generated_pool(600, seed=5)]
     shards = write_shards(tmp_path / "shards", records, 3)
+    import logging
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()  # process-wide: a notebook's own Ray Data work reads it too
+    before = (context.raise_original_map_exception, context.enable_progress_bars,
+              logging.getLogger("ray.data.exceptions").level)
     engine = RayEngine()  # Ray started here, on this machine
     # the pool holds malformed records on purpose: with a mapping a run stops at the first unless told to skip
     run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping=dict(names), on_error="skip")
@@ -472,8 +479,12 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
         params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1,
                   "false_positive_weight": 0.05}
         ours = engine.minhash_dedup(run.ws, name="near", input_selection="dedup", **params)
+        assert logging.getLogger("ray.data.exceptions").level == logging.CRITICAL  # quiet while the engine runs
     finally:
         engine.close()
+    context = ray.data.DataContext.get_current()
+    assert (context.raise_original_map_exception, context.enable_progress_bars,
+            logging.getLogger("ray.data.exceptions").level) == before  # the engine's settings went with it
     ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
     ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip", mapping=dict(names))
     assert len(ws) > 500 and len(run.ws) == len(ws)  # without the mapping most rows would be rejects
