@@ -23,7 +23,7 @@ from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
-from curate.llm.batch import batch_line, read_output_line
+from curate.llm.batch_jsonl import batch_line, read_output_line
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ARGS,
