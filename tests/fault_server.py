@@ -37,6 +37,7 @@ the chat endpoint would answer it (first attempt). Markers for batch lines: ``[b
 batch holding it ends ``expired``; this line goes to the error file as ``batch_expired``, the others of
 that batch complete), ``[batch500]`` (first time: status 500 in the output), ``[batch400]`` (always 400).
 ``batches_created``, ``uploads``, ``polls`` and ``batch_counts`` (lines submitted per custom_id) count.
+``forget_batches()`` drops every batch (a provider that lost them: retrieving one answers 404).
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class FaultServer:
         self.batch_counts: collections.Counter[str] = collections.Counter()
         self.batch_text_counts: collections.Counter[str] = collections.Counter()
         self.batches_created = self.uploads = self.polls = 0
+
+    def forget_batches(self) -> None:
+        """Forget every batch (a provider that dropped them): retrieving one answers 404 from now on."""
+        with self._lock:
+            self.batches.clear()
 
     @property
     def base_url(self) -> str:

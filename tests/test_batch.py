@@ -141,6 +141,45 @@ def test_a_submission_killed_before_its_batch_id_was_recorded_is_adopted_not_res
     assert result.failed == 0 and result.provenance["cached_requests"] == 0
 
 
+def test_a_batch_the_server_forgot_is_marked_lost_and_its_requests_submitted_again(tmp_path):
+    """The server answers 404 for a batch a killed run recorded: every re-run exited 1 blaming "the model name or the
+    endpoint" and the workspace stayed stuck. Now the submission is marked lost (with a reason) and its requests,
+    never answered, go again in a new batch; a further re-run sends nothing."""
+    texts = [f"lost row {i}" for i in range(4)]
+    ws = _workspace(tmp_path, texts)
+    judge = Judge("complexity")
+    with FaultServer() as srv:
+        requests = build_requests(judge.prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+        data = b"".join(batch_line(r, MODEL) for r in requests)
+
+        async def killed_while_polling():  # what a run killed while polling leaves behind
+            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+            upload = await client.files.create(file=("x.jsonl", data), purpose="batch")
+            batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h", metadata={"curate_submission": "feedface"})
+            BatchState(ws).record("feedface", [r.key for r in requests], status="in_progress", model=MODEL,
+                                  base_url=srv.base_url, attempt=0, requests=4, input_file_id=upload.id,
+                                  batch_id=batch.id)
+            await client.close()
+
+        run_sync(killed_while_polling)
+        srv.forget_batches()
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"}
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert "batch batch_1 is unknown to the server (HTTP 404): marked lost; submitting its 4 request(s) again" \
+            in " ".join(rerun.stderr.split())
+        assert srv.batches_created == 2 and sorted(srv.batch_counts.values()) == [2] * 4
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and srv.batches_created == 2, again.stderr[-2000:]  # nothing is sent twice
+    ws = Workspace.open(ws.path)
+    assert all(v is not None for v in ws.column("complexity"))
+    lost = ws.artifact("llm-batches")["submissions"]["feedface"]
+    assert lost["status"] == "lost" and "HTTP 404 for batch batch_1" in lost["reason"]
+
+
 def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):
     texts = [f"Task number {i}: describe item {i}." for i in range(20)]
     ws, control = _workspace(tmp_path, texts), _workspace(tmp_path, texts, "control")

@@ -11,7 +11,8 @@ Every submission is recorded in the workspace (artifacts ``llm-batches`` and ``l
 latter holding its request keys) *before* the batch is created and again once its id is known; a
 process killed while waiting resumes polling the same batches on the next run instead of resubmitting
 (a submission killed between "create" and "record" is found again by its metadata). Answers that arrive
-for requests the current call did not ask for are still written to the cache.
+for requests the current call did not ask for are still written to the cache. A batch the server no longer knows
+(404) is marked ``lost`` in the index, with the reason, and its requests are submitted again.
 
 The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.vllm_batch``.
 """
@@ -51,6 +52,7 @@ from curate.llm.openai_backend import (
 
 INDEX = "llm-batches"
 FINAL = ("completed", "expired", "failed", "cancelled")
+SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
 
 
 # -- where submissions are remembered ---------------------------------------------------------------------
@@ -199,7 +201,7 @@ class _Call:
     async def go(self) -> None:
         covered: set[str] = set()
         for sid, entry in self.b.state.submissions().items():
-            if self.b._mine(entry) and entry.get("status") != "collected":
+            if self.b._mine(entry) and entry.get("status") not in SETTLED:
                 self.open[sid] = entry
                 covered.update(self.b.state.keys(sid))
         if self.open:
@@ -278,6 +280,8 @@ class _Call:
         return None
 
     async def poll(self) -> None:
+        import openai
+
         delay = self.b.poll_s
         first = True
         while self.open:
@@ -286,12 +290,38 @@ class _Call:
                 delay = min(delay * 1.5, self.b.poll_max_s)
             first = False
             for sid in list(self.open):
-                batch = await self.client.batches.retrieve(self.open[sid]["batch_id"])
+                try:
+                    batch = await self.client.batches.retrieve(self.open[sid]["batch_id"])
+                except openai.NotFoundError:  # the server forgot it: not an error of the model or endpoint
+                    if await self.lost(sid):
+                        delay = self.b.poll_s
+                    continue
                 if batch.status != self.open[sid].get("status"):
                     self.open[sid] = self.b.state.record(sid, status=batch.status)
                 if batch.status in FINAL:
                     if await self.collect(sid, batch):
                         delay = self.b.poll_s  # a resubmitted share: poll it from the start again
+
+    async def lost(self, sid: str) -> bool:
+        """The server no longer knows this submission's batch (404): mark it lost, with the reason, and submit its
+        requests again in a new batch (none was answered, the cache holds nothing of them). True if resubmitted."""
+        entry = self.open.pop(sid)
+        bid, attempt = entry["batch_id"], entry.get("attempt", 0)
+        self.b.state.record(sid, status="lost", reason=f"the server answers HTTP 404 for batch {bid}: it no longer "
+                            "knows it, so none of its requests was answered")
+        keys = [k for k in self.b.state.keys(sid) if k in self.by_key and k not in self.delivered]
+        if attempt >= self.b.resubmits:
+            for key in keys:
+                self.deliver(key, failure_result(f"batch {bid} was lost by the server (HTTP 404), {attempt} "
+                                                 "resubmission(s) spent", FailureCode.TRANSIENT))
+            self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; resubmissions spent")
+            return False
+        self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; " + (
+            f"submitting its {len(keys):,} request(s) again in a new batch" if keys else
+            "none of its requests is asked for now (a run that asks for them submits them)"))
+        if keys:
+            await self.submit([self.by_key[k] for k in keys], attempt=attempt + 1, parent=sid)
+        return bool(keys)
 
     async def collect(self, sid: str, batch: Any) -> bool:
         """Deliver a finished batch's answers; resubmit its transient/expired share alone. True if resubmitted."""
