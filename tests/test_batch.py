@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from curate.codes import FailureCode
+from curate.errors import OptionError
 from curate.llm.backends import OpenAIBackend
 from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, OpenAIBatchBackend, batch_line, split_batches
@@ -141,6 +142,24 @@ def test_a_submission_killed_before_its_batch_id_was_recorded_is_adopted_not_res
     assert result.failed == 0 and result.provenance["cached_requests"] == 0
 
 
+def _killed_while_polling(srv, ws, judge, texts, base_url):
+    """What a run killed while polling leaves behind: a batch of ``texts`` created, recorded with ``base_url``."""
+    requests = build_requests(judge.prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+    data = b"".join(batch_line(r, MODEL) for r in requests)
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+        upload = await client.files.create(file=("x.jsonl", data), purpose="batch")
+        batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h", metadata={"curate_submission": "feedface"})
+        BatchState(ws).record("feedface", [r.key for r in requests], status="in_progress", model=MODEL,
+                              base_url=base_url, attempt=0, requests=len(requests), input_file_id=upload.id,
+                              batch_id=batch.id)
+        await client.close()
+
+    run_sync(run)
+
+
 def test_a_batch_the_server_forgot_is_marked_lost_and_its_requests_submitted_again(tmp_path):
     """The server answers 404 for a batch a killed run recorded: every re-run exited 1 blaming "the model name or the
     endpoint" and the workspace stayed stuck. Now the submission is marked lost (with a reason) and its requests,
@@ -149,20 +168,7 @@ def test_a_batch_the_server_forgot_is_marked_lost_and_its_requests_submitted_aga
     ws = _workspace(tmp_path, texts)
     judge = Judge("complexity")
     with FaultServer() as srv:
-        requests = build_requests(judge.prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
-        data = b"".join(batch_line(r, MODEL) for r in requests)
-
-        async def killed_while_polling():  # what a run killed while polling leaves behind
-            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
-            upload = await client.files.create(file=("x.jsonl", data), purpose="batch")
-            batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                                completion_window="24h", metadata={"curate_submission": "feedface"})
-            BatchState(ws).record("feedface", [r.key for r in requests], status="in_progress", model=MODEL,
-                                  base_url=srv.base_url, attempt=0, requests=4, input_file_id=upload.id,
-                                  batch_id=batch.id)
-            await client.close()
-
-        run_sync(killed_while_polling)
+        _killed_while_polling(srv, ws, judge, texts, base_url=srv.base_url)
         srv.forget_batches()
         cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
                "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
@@ -178,6 +184,48 @@ def test_a_batch_the_server_forgot_is_marked_lost_and_its_requests_submitted_aga
     assert all(v is not None for v in ws.column("complexity"))
     lost = ws.artifact("llm-batches")["submissions"]["feedface"]
     assert lost["status"] == "lost" and "HTTP 404 for batch batch_1" in lost["reason"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_wait_between_polls_that_is_not_a_finite_number_of_seconds_above_0_is_refused_by_name(tmp_path, value):
+    """--poll-interval 0, -1 or nan polled in a busy loop and inf never polled again: refused, naming the option
+    (CLI and Python), before anything is uploaded."""
+    ws = _workspace(tmp_path, ["poll row"])
+    with FaultServer() as srv:
+        with pytest.raises(OptionError, match=r"poll_s= \(CLI: --poll-interval\) must be a finite number of seconds"):
+            _batch(srv, ws, poll_s=float(value))
+        with pytest.raises(OptionError, match="poll_max_s= must be"):
+            _batch(srv, ws, poll_max_s=float(value))
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", value]
+        run = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and "--poll-interval" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert (srv.uploads, srv.batches_created) == (0, 0)
+
+
+@pytest.mark.parametrize("recorded", ["{url}", "{url}/", "{url}//"])
+def test_a_submission_is_resumed_whichever_way_its_base_url_is_written(tmp_path, recorded):
+    """A run recorded at .../v1 and re-run at .../v1/ (or the other way round) created a second, paid batch: the
+    URLs are compared as the client uses them, records written with the URL as given included."""
+    texts = [f"url row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=recorded.format(url=srv.base_url))
+        url = srv.base_url if recorded.endswith("/") else srv.base_url + "/"
+        backend = OpenAIBatchBackend(url, MODEL, workspace=ws, api_key="k", poll_s=0.05)
+        result = ws.apply(Judge("complexity", backend), progress=False)
+        assert srv.batches_created == 1 and srv.uploads == 1 and result.failed == 0
+    assert [s["status"] for s in ws.artifact("llm-batches")["submissions"].values()] == ["collected"]
+
+
+def test_no_base_url_is_the_openai_url_the_client_uses(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    backend = OpenAIBatchBackend(None, MODEL, workspace=tmp_path, api_key="k")
+    for recorded in (None, "https://api.openai.com/v1", "https://api.openai.com/v1/"):
+        assert backend._mine({"model": MODEL, "base_url": recorded})
+    assert not backend._mine({"model": MODEL, "base_url": "http://127.0.0.1:8000/v1"})
+    assert not backend._mine({"model": "gpt-4o", "base_url": None})
 
 
 def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):

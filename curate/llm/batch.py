@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 import uuid
@@ -29,7 +30,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND, BATCH
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.llm.base import (
     Backend,
     OnDone,
@@ -51,6 +52,7 @@ from curate.llm.openai_backend import (
 )
 
 INDEX = "llm-batches"
+OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, for base_url=None
 FINAL = ("completed", "expired", "failed", "cancelled")
 SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
 
@@ -91,6 +93,27 @@ class BatchState:
         return entry
 
 
+def check_polls(poll_s: float, poll_max_s: float) -> None:
+    """Refuse a wait between polls that is not a finite number of seconds > 0: 0, a negative or nan polled in a busy
+    loop, inf never polled again."""
+    wrong = [f"{name} must be a finite number of seconds > 0 (got {value!r})" for name, value in
+             ((python_and_cli("poll_s=", "--poll-interval"), poll_s), ("poll_max_s=", poll_max_s))
+             if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                     and value > 0)]
+    if wrong:
+        raise OptionError("; ".join(wrong))
+
+
+def normal_url(base_url: str | None) -> str:
+    """A base URL as the client uses it: None is $OPENAI_BASE_URL or OpenAI's own, without trailing slashes."""
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+
+
+def same_url(recorded: str | None, base_url: str | None) -> bool:
+    """A recorded submission's URL (older records hold it as given) is this one, however either was written."""
+    return normal_url(recorded) == normal_url(base_url)
+
+
 # -- OpenAI's batch API -----------------------------------------------------------------------------------
 class OpenAIBatchBackend(Backend):
     """An OpenAI-compatible batch API: half the online price, answers within ``completion_window``.
@@ -113,6 +136,7 @@ class OpenAIBatchBackend(Backend):
         self.state = BatchState(workspace)
         self._cache = cache
         self.max_cost = max_cost
+        check_polls(poll_s, poll_max_s)
         self.poll_s, self.poll_max_s = float(poll_s), float(poll_max_s)
         self.max_requests, self.max_bytes = int(max_requests), int(max_bytes)
         self.completion_window, self.resubmits, self.timeout = completion_window, int(resubmits), float(timeout)
@@ -149,7 +173,7 @@ class OpenAIBatchBackend(Backend):
             self.on_event(text)
 
     def _mine(self, entry: dict[str, Any]) -> bool:
-        return entry.get("model") == self.model and entry.get("base_url") == self.base_url
+        return entry.get("model") == self.model and same_url(entry.get("base_url"), self.base_url)
 
     def _worst(self, request: Request) -> float:
         return cost_usd(self.price, estimate_tokens(request.messages), _max_tokens(request)) or 0.0
@@ -243,7 +267,7 @@ class _Call:
             sid = uuid.uuid4().hex[:16]
             keys = [requests[i].key for i in group]
             self.open[sid] = self.b.state.record(sid, keys, status="uploading", model=self.b.model,
-                                                 base_url=self.b.base_url, attempt=attempt, parent=parent,
+                                                 base_url=normal_url(self.b.base_url), attempt=attempt, parent=parent,
                                                  requests=len(keys), created=time.time())
             data = b"".join(lines[i] for i in group)
             upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
