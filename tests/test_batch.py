@@ -1,6 +1,7 @@
 """Batch backends against a loopback fake of the files and batches APIs (tests/fault_server.py), and
 vLLM's offline batch runner on the local SmolLM2 (marked ``llm``)."""
 
+import asyncio
 import json
 import math
 import os
@@ -226,6 +227,79 @@ def test_no_base_url_is_the_openai_url_the_client_uses(tmp_path, monkeypatch):
         assert backend._mine({"model": MODEL, "base_url": recorded})
     assert not backend._mine({"model": MODEL, "base_url": "http://127.0.0.1:8000/v1"})
     assert not backend._mine({"model": "gpt-4o", "base_url": None})
+
+
+def test_a_submission_a_live_run_is_still_sending_is_left_to_it(tmp_path, monkeypatch):
+    """Run B took over a submission live run A had recorded but not yet turned into a batch (a slow upload), and A
+    created its batch too: 3 batches for 2 submissions, one paid and never recorded. B now waits for A's batch."""
+    import openai.resources.files as files
+
+    ws = _workspace(tmp_path, [f"race row {i}" for i in range(3)])
+    release, upload, errors = threading.Event(), files.AsyncFiles.create, []
+
+    async def slow_upload(self, *args, **kwargs):  # a large upload: A's submission stays without a batch meanwhile
+        await asyncio.to_thread(release.wait, 90)
+        return await upload(self, *args, **kwargs)
+
+    def run_a():
+        try:
+            ws.apply(Judge("quality", _batch(srv, ws)), progress=False)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    monkeypatch.setattr(files.AsyncFiles, "create", slow_upload)
+    with FaultServer() as srv:
+        a = threading.Thread(target=run_a)
+        a.start()
+        deadline = time.monotonic() + 60
+        while not BatchState(ws).submissions() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
+        b = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err: list[str] = []
+        reader = threading.Thread(target=lambda: err.extend(iter(lambda: b.stderr.read(1), "")), daemon=True)
+        reader.start()
+        while time.monotonic() < deadline and b.poll() is None:  # until B decided what to do with A's submission
+            text = "".join(err)
+            if "waiting for its batch" in text or text.count("submitted batch") >= 2:
+                break
+            time.sleep(0.05)
+        release.set()
+        assert b.wait(120) == 0, "".join(err)[-2000:]
+        a.join(120)
+        reader.join(10)
+        assert not errors and srv.batches_created == 2, (errors, srv.batches_created)
+        assert "waiting for its batch, sending nothing" in " ".join("".join(err).split())
+    ws = Workspace.open(ws.path)
+    assert all(v is not None for v in ws.column("complexity")) and all(v is not None for v in ws.column("quality"))
+
+
+def test_a_submission_whose_owner_is_gone_is_taken_over_by_one_run(tmp_path):
+    """An owner that ended (a process gone, a call of this process that raised) leaves its submission to the next
+    run; a live one keeps it; a takeover names the new owner, so a third run leaves it alone."""
+    from curate.llm.batch_state import new_owner, running_calls
+
+    ws = _workspace(tmp_path, ["owner row"])
+    state, me, other = BatchState(ws), new_owner(), new_owner()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for sid, pid in (("gone", ended.pid), ("live", live.pid)):
+            state.record(sid, [], status="uploading", owner={**other, "pid": pid, "call": "elsewhere"})
+        state.record("raised", [], status="uploading", owner=other)  # this process, a call no longer running
+        running_calls().add("running")
+        state.record("running", [], status="uploading", owner={**me, "call": "running"})
+        assert state.claim("gone", me)[1] and state.claim("raised", me)[1]
+        assert not state.claim("live", me)[1] and not state.claim("running", me)[1]
+        running_calls().add(me["call"])  # the run that took it over is running
+        assert state.submissions()["gone"]["owner"] == me and not state.claim("gone", other)[1]
+    finally:
+        running_calls().difference_update({"running", me["call"]})
+        live.kill()
+        live.wait()
 
 
 def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):

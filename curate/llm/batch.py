@@ -43,6 +43,7 @@ from curate.llm.base import (
     format_usd,
 )
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
+from curate.llm.batch_state import BatchState, new_owner, running_calls
 from curate.llm.openai_backend import (
     REFUSED_SETTINGS,
     _max_tokens,
@@ -51,46 +52,9 @@ from curate.llm.openai_backend import (
     without_credentials,
 )
 
-INDEX = "llm-batches"
 OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, for base_url=None
 FINAL = ("completed", "expired", "failed", "cancelled")
 SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
-
-
-# -- where submissions are remembered ---------------------------------------------------------------------
-class BatchState:
-    """Submissions of one workspace (artifacts): an index, and each submission's request keys."""
-
-    def __init__(self, workspace: Any):
-        if workspace is None:
-            raise CurateError("the batch backend needs a workspace to remember its batches in (workspace=ws)")
-        self._ws = workspace
-
-    @property
-    def ws(self) -> Any:
-        """The workspace (opened on first use when given as a path: ``curate run`` creates it in its load step)."""
-        if isinstance(self._ws, (str, os.PathLike)):
-            from curate.storage.workspace import Workspace
-
-            self._ws = Workspace.open(self._ws)
-        return self._ws
-
-    def submissions(self) -> dict[str, dict[str, Any]]:
-        return dict((self.ws.artifact(INDEX) or {}).get("submissions") or {})
-
-    def keys(self, sid: str) -> list[str]:
-        return list((self.ws.artifact(f"llm-batch-{sid}") or {}).get("keys") or [])
-
-    def record(self, sid: str, keys: list[str] | None = None, **fields: Any) -> dict[str, Any]:
-        """Update submission ``sid`` (keys stored once, in their own artifact), under the workspace lock."""
-        with self.ws.lock():
-            if keys is not None:
-                self.ws.add_artifact(f"llm-batch-{sid}", {"keys": keys})
-            index = self.ws.artifact(INDEX) or {"submissions": {}}
-            entry = {**index["submissions"].get(sid, {"id": sid}), **fields, "updated": time.time()}
-            index["submissions"][sid] = entry
-            self.ws.add_artifact(INDEX, index)
-        return entry
 
 
 def check_polls(poll_s: float, poll_max_s: float) -> None:
@@ -206,6 +170,8 @@ class _Call:
         self.delivered: set[str] = set()
         self.reserved: dict[str, float] = {}
         self.open: dict[str, dict[str, Any]] = {}  # sid -> entry, not yet final
+        self.me = new_owner()  # recorded on this call's submissions: others leave them alone while it runs
+        self.waiting: set[str] = set()  # submissions a live other run is turning into a batch
 
     def deliver(self, key: str, result: dict[str, Any]) -> None:
         b = self.b
@@ -223,6 +189,13 @@ class _Call:
             b.cache.put(key, result)  # an answer from an earlier call's batch: keep it, it was paid for
 
     async def go(self) -> None:
+        running_calls().add(self.me["call"])
+        try:
+            await self.go_on()
+        finally:
+            running_calls().discard(self.me["call"])
+
+    async def go_on(self) -> None:
         covered: set[str] = set()
         for sid, entry in self.b.state.submissions().items():
             if self.b._mine(entry) and entry.get("status") not in SETTLED:
@@ -267,7 +240,7 @@ class _Call:
             sid = uuid.uuid4().hex[:16]
             keys = [requests[i].key for i in group]
             self.open[sid] = self.b.state.record(sid, keys, status="uploading", model=self.b.model,
-                                                 base_url=normal_url(self.b.base_url), attempt=attempt, parent=parent,
+                                                 base_url=normal_url(self.b.base_url), owner=self.me, attempt=attempt, parent=parent,
                                                  requests=len(keys), created=time.time())
             data = b"".join(lines[i] for i in group)
             upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
@@ -275,7 +248,18 @@ class _Call:
             await self.create(sid, fresh=True)
 
     async def create(self, sid: str, fresh: bool = False) -> None:
-        """Create the batch of a recorded submission, unless one was already created for it (then adopt it)."""
+        """Create the batch of a recorded submission, unless one was already created for it (then adopt it) or a live
+        other run owns it (then wait for that run to record its batch: it creates it)."""
+        if not fresh:
+            entry, mine = self.b.state.claim(sid, self.me)
+            self.open[sid] = entry
+            if not mine:
+                if not entry.get("batch_id") and sid not in self.waiting:
+                    self.waiting.add(sid)
+                    owner = entry.get("owner") or {}
+                    self.b._say(f"submission {sid} is being sent by a run still going (pid {owner.get('pid')} on "
+                                f"{str(owner.get('machine')).split()[0]}): waiting for its batch, sending nothing")
+                return
         entry = self.open[sid]
         found = None if fresh else await self.find(sid, entry.get("input_file_id"))
         if found is None:
@@ -314,6 +298,12 @@ class _Call:
                 delay = min(delay * 1.5, self.b.poll_max_s)
             first = False
             for sid in list(self.open):
+                if not self.open[sid].get("batch_id"):  # another run's: has it created it, or is it gone?
+                    await self.create(sid)
+                    if self.open[sid].get("status") in SETTLED:
+                        self.open.pop(sid)
+                    if not self.open.get(sid, {}).get("batch_id"):
+                        continue
                 try:
                     batch = await self.client.batches.retrieve(self.open[sid]["batch_id"])
                 except openai.NotFoundError:  # the server forgot it: not an error of the model or endpoint

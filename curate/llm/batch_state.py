@@ -1,0 +1,89 @@
+"""Where the openai-batch backend remembers its submissions: the workspace's artifacts ``llm-batches`` (the index)
+and ``llm-batch-<id>`` (each submission's request keys), and who owns a submission not yet turned into a batch.
+
+A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still runs
+alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from curate.errors import CurateError
+from curate.storage.processes import alive, machine
+
+INDEX = "llm-batches"
+Owner = dict[str, Any]
+_RUNNING: set[str] = set()  # the calls of this process now running (their ids)
+
+
+def new_owner() -> Owner:
+    """This process and a fresh call id: the owner a call records on its submissions."""
+    return {"pid": os.getpid(), "machine": machine(), "call": uuid.uuid4().hex[:12]}
+
+
+def running_calls() -> set[str]:
+    """The ids of this process's running calls (a call adds itself while it runs)."""
+    return _RUNNING
+
+
+def owned_elsewhere(owner: Owner | None, me: Owner) -> bool:
+    """True while another run that may still create the batch owns a submission: a live process of this machine (or
+    a running call of this one); one of another machine, whose PID means nothing here, is left alone too."""
+    if not owner or owner.get("call") == me["call"]:
+        return False  # older records name no owner: taken over as before
+    if owner.get("machine") != me["machine"]:
+        return True
+    if owner.get("pid") == me["pid"]:
+        return owner.get("call") in _RUNNING
+    return alive(int(owner.get("pid") or 0)) if owner.get("pid") else False
+
+
+class BatchState:
+    """Submissions of one workspace (artifacts): an index, and each submission's request keys."""
+
+    def __init__(self, workspace: Any):
+        if workspace is None:
+            raise CurateError("the batch backend needs a workspace to remember its batches in (workspace=ws)")
+        self._ws = workspace
+
+    @property
+    def ws(self) -> Any:
+        """The workspace (opened on first use when given as a path: ``curate run`` creates it in its load step)."""
+        if isinstance(self._ws, (str, os.PathLike)):
+            from curate.storage.workspace import Workspace
+
+            self._ws = Workspace.open(self._ws)
+        return self._ws
+
+    def submissions(self) -> dict[str, dict[str, Any]]:
+        return dict((self.ws.artifact(INDEX) or {}).get("submissions") or {})
+
+    def keys(self, sid: str) -> list[str]:
+        return list((self.ws.artifact(f"llm-batch-{sid}") or {}).get("keys") or [])
+
+    def record(self, sid: str, keys: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+        """Update submission ``sid`` (keys stored once, in their own artifact), under the workspace lock."""
+        with self.ws.lock():
+            if keys is not None:
+                self.ws.add_artifact(f"llm-batch-{sid}", {"keys": keys})
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            entry = {**index["submissions"].get(sid, {"id": sid}), **fields, "updated": time.time()}
+            index["submissions"][sid] = entry
+            self.ws.add_artifact(INDEX, index)
+        return entry
+
+    def claim(self, sid: str, me: Owner) -> tuple[dict[str, Any], bool]:
+        """(entry, mine) of submission ``sid``: ``me`` becomes its owner unless it has a batch already or a live other
+        run owns it (``mine`` False then); atomic under the workspace lock, so two runs never both take it over."""
+        with self.ws.lock():
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            entry = index["submissions"].get(sid, {"id": sid})
+            if entry.get("batch_id") or owned_elsewhere(entry.get("owner"), me):
+                return entry, False
+            entry = index["submissions"][sid] = {**entry, "owner": me, "updated": time.time()}
+            self.ws.add_artifact(INDEX, index)
+        return entry, True
