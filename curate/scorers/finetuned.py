@@ -23,7 +23,7 @@ import curate.scorers.prediction_cache as prediction_cache
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, EMBED, SCORER
 from curate.errors import ScorerError
-from curate.hardware import quiet_loading
+from curate.quiet import quiet_transformers
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import SAVE_ID, read_tensors, save_scorer_folder
@@ -116,7 +116,7 @@ class CrossEncoderScorer(Scorer):
             check_base_folder(self.base)  # a saved scorer's base may have moved since it was trained
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
-            with quiet_loading():  # crossencoder.py imports no curate module (see its docstring)
+            with quiet_transformers():  # crossencoder.py imports no curate module (see its docstring)
                 self._net = ce.build_net(base, r=self.lora_r, alpha=2 * self.lora_r,
                                          **self._head_options(self._tok)).to(self._device())
             if self.weights:

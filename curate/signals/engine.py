@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import SIGNAL
-from curate.hardware import quiet_loading, resolve_device, resolve_dtype
+from curate.hardware import resolve_device, resolve_dtype
+from curate.quiet import quiet_transformers
 from curate.signals.cache import LogprobCache, request_key
 from curate.signals.template import Prompter, Request, capped_length, check_model_folder
 from curate.storage.files import folder_fingerprint
@@ -111,7 +112,7 @@ class Engine:
             from transformers import AutoModelForCausalLM
 
             dt = getattr(torch, self.dtype)
-            with quiet_loading():
+            with quiet_transformers():
                 model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=dt)
             if self.adapter is not None:
                 model = self.adapter.merged(model)
