@@ -159,9 +159,10 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
         # The step's provenance names its side columns; a column stored before it did, by the name's start, less
         # the columns whose own failure column is readable (words_v2, a step beside words)
         sides = ws.column_provenance(step.column).get("side_columns")
-        steps = {prov.get("of") for prov in ws.columns.values() if prov.get("kind") == "failure"}
-        if side := [d for d in ws.damaged if d.kind == "column" and (d.name in sides if sides is not None else (
-                d.name.startswith(f"{step.column}_") and d.name not in steps))]:
+        if sides is None:
+            steps = {prov.get("of") for prov in ws.columns.values() if prov.get("kind") == "failure"}
+            sides = [d.name for d in ws.damaged if d.name.startswith(f"{step.column}_") and d.name not in steps]
+        if side := [d for d in ws.damaged if d.kind == "column" and d.name in sides]:
             raise DamagedFileError(side[0])
         for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
             table = read_arrow(ws._column_path(name))
