@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import curate
 from curate.errors import InputError
 from curate.pools.shards import shard_paths
 from curate.session import Workspace
@@ -304,6 +305,19 @@ def test_a_table_printed_into_a_pipe_whose_reader_leaves_exits_141_in_silence(tm
     ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "row", "output": "ok", **fields}]))
     r = _read_a_little_then_close(_cli_command("info", ws.path), "")
     assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])
+
+
+def test_help_into_a_pipe_whose_reader_leaves_exits_141_in_silence():
+    """typer prints ``--help`` through a rich Console of its own, whose broken pipe exited 1 (`curate run --help |
+    head` read as a failure under ``set -o pipefail``); the help is about 13 KiB, more than the pipe holds."""
+    r = _read_a_little_then_close(_cli_command("run", "--help"), "")
+    assert (r.returncode, r.stderr) == (141, ""), (r.returncode, r.stderr[-3000:])
+
+
+def test_version_is_printed():
+    r = subprocess.run(_cli_command("--version"), capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"curate {curate.__version__}\n", ""), r
 
 
 # Each of the training writes that np.savez / torch.save make, in a child whose files cannot pass 64 KiB (as on a

@@ -9,21 +9,37 @@ import re
 import signal
 import sys
 
+import typer
 from rich.markup import escape
 
+from curate import __version__
 from curate.cli import common, evol, judge, pool, report, run, scorers, select, signals, tags  # noqa: F401  (registers the commands)
 from curate.cli import plan as _plan  # noqa: F401,E402  (registers `curate plan`)
 from curate.cli import train as _train  # noqa: F401,E402  (registers `curate train`)
 from curate.cli.common import (
     app,
+    console,
     err_console,
     on_sigint,
     quiet_swallowed_interrupt,
     reflow_help,
     sample_path,
 )
-from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed
+from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, closed_outputs, exited_by_rich_broken_pipe
 from curate.errors import CurateError
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"curate {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                       help="Print curate's version and exit.")) -> None:
+    """The options before any command (the group's help is the Typer app's)."""
+
 
 reflow_help(app)
 
@@ -137,7 +153,9 @@ def main() -> None:
         _fail(str(exc))
     except KeyboardInterrupt:
         _interrupted()
-    except SystemExit:
+    except SystemExit as exc:
+        if exited_by_rich_broken_pipe(exc):  # typer's help console: its reader left (`curate --help | head`)
+            _output_closed(closed_outputs())  # rich pointed standard output at /dev/null already
         raise
     except pickle.UnpicklingError as exc:  # a model folder whose weights are a pickle torch refused to run
         # torch's own text advises weights_only=False, i.e. running the pickle: only what it refused is shown

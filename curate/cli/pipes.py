@@ -29,6 +29,18 @@ def closed_outputs() -> list[int]:
     return sorted(fd for fd, revents in poller.poll(0) if revents & (select.POLLERR | select.POLLHUP))
 
 
+def exited_by_rich_broken_pipe(exc: SystemExit) -> bool:
+    """The SystemExit(1) of a rich Console that is no :class:`OutputConsole` (typer prints ``--help`` through its own):
+    rich's ``on_broken_pipe`` raised it, standard output already pointed at /dev/null by it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or exc.code != 1:
+        return False
+    code = tb.tb_frame.f_code
+    return code.co_name == "on_broken_pipe" and code is Console.on_broken_pipe.__code__
+
+
 class OutputConsole(Console):
     """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
     with ``set -o pipefail``, where the raw writes' broken pipe exits 141)."""
