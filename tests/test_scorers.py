@@ -1010,3 +1010,31 @@ def test_a_scorer_subclass_whose_predict_predates_cache_use_still_scores(tmp_pat
     assert [v[0] for v in ws.column("length")] == [float(len(turn.instruction)) for turn in instructions]
     with pytest.raises(TypeError, match="unexpected keyword argument 'batch'"):  # only curate's keywords are dropped
         _LengthBeforeCaches().predict(instructions, batch=2)
+
+
+class _LengthMixin:
+    """A predict kept in a mixin that is no Scorer, written with the rows alone."""
+
+    def predict(self, rows):
+        return np.array([float(len(turn.instruction)) for turn in rows])
+
+
+class _LengthFromMixin(_LengthMixin, Scorer):
+    pass
+
+
+class _LengthStatic(Scorer):
+    @staticmethod
+    def predict(rows):
+        return np.array([float(len(turn.instruction)) for turn in rows])
+
+
+@pytest.mark.parametrize("kind", [_LengthFromMixin, _LengthStatic])
+def test_an_older_predict_from_a_mixin_or_a_staticmethod_still_scores(tmp_path, kind):
+    """The older-signature adapter read only the class's own functions: a predict inherited from a mixin that is
+    no Scorer, or a staticmethod, still failed every run on 'cache_use'."""
+    ws = _workspace(tmp_path, with_label=False)
+    result = ws.apply(kind(name="length"), progress=False)
+    assert result.failed == 0 and result.computed == len(ws)
+    instructions = [turn for row in ws.turns() for turn in row]
+    assert [v[0] for v in ws.column("length")] == [float(len(turn.instruction)) for turn in instructions]

@@ -3,7 +3,8 @@
 ``Scorer.predict(rows, cache_dir=None, on_rows=None, cache_use=None)`` (``embed`` likewise, a fine-tuned scorer's
 ``predict_raw`` too): ``cache_use`` came last (2026-12), ``cache_dir`` and ``on_rows`` before it. An override written
 without them failed every scoring run with a TypeError ("unexpected keyword argument 'cache_use'"). Each such
-override is inspected once, when its class is defined, and called with the keywords it takes: it scores as it did,
+override (a method, staticmethod or classmethod; the class's own or a mixin's that is no Scorer) is inspected once,
+when its class is defined, and called with the keywords it takes: it scores as it did,
 going without what it does not take (the cache counts in the run's stats, the embedding cache, per-row progress).
 Any other keyword it does not take is still the TypeError.
 """
@@ -25,8 +26,16 @@ class OlderSignatures:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in METHODS:
-            method = cls.__dict__.get(name)
-            if inspect.isfunction(method) and (missing := not_taken(method)):
+            # the override this class uses: its own, or a mixin's that no class of this hierarchy adapted yet
+            owner = next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
+            if owner is None or owner is not cls and issubclass(owner, OlderSignatures):
+                continue
+            method = owner.__dict__[name]
+            if isinstance(method, staticmethod | classmethod):
+                function = method.__func__
+                if inspect.isfunction(function) and (missing := not_taken(function)):
+                    setattr(cls, name, type(method)(_without(function, missing)))
+            elif inspect.isfunction(method) and (missing := not_taken(method)):
                 setattr(cls, name, _without(method, missing))
 
 
@@ -39,9 +48,10 @@ def not_taken(function: Callable) -> frozenset[str]:
 
 
 def _without(function: Callable, missing: frozenset[str]) -> Callable:
-    """``function`` called without the keywords ``missing`` (those it was written without)."""
+    """``function`` called without the keywords ``missing`` (those it was written without); a method's instance,
+    if any, passes through ``args``."""
     @functools.wraps(function)
-    def called(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return function(self, *args, **{k: v for k, v in kwargs.items() if k not in missing})
+    def called(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **{k: v for k, v in kwargs.items() if k not in missing})
 
     return called
