@@ -232,12 +232,25 @@ def test_bad_dsir_settings_and_sort_key_arities_are_errors_not_crashes(scored_ws
 
 def test_settings_that_decide_nothing_or_crash_are_named(scored_ws):
     for method, params, error, message in (
-            ("threshold", {"min_score": float("nan")}, CurateError, "min_score is NaN"),  # kept nothing, exit 0
+            ("threshold", {"min_score": float("nan")}, CurateError, "min_score is nan, not a finite"),  # kept nothing
+            ("threshold", {"min_score": float("inf")}, CurateError, "min_score is inf, not a finite"),  # likewise
             ("lift", {"budget": 2, "n_components": 0}, CurateError, "n_components must be at least 2"),  # NaN scores
             ("deita", {"budget": 2, "device": "gpu"}, ValueError, "device must be 'cpu' or a CUDA device")):
         with pytest.raises(error, match=message):
             scored_ws.select(method=method, name="s", **params)
     assert scored_ws.selections == {}
+
+
+def test_a_name_too_long_for_a_file_is_refused_before_any_step_runs(scored_ws):
+    """A 300-character selection name failed with the OS's "[Errno 36] File name too long" once the selector had
+    run; a chain's first step could be stored under a name longer than the final one's."""
+    for name, steps in (("a" * 300, [{"method": "exact"}]),
+                        ("b" * 150, [{"method": "exact"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}])):
+        with pytest.raises(ValueError, match="bad name .* a name may hold at most 150 bytes"):
+            scored_ws.select(name=name, steps=steps)
+    assert scored_ws.selections == {}
+    scored_ws.select(method="exact", name="c" * 150)  # the longest name a selection takes
+    assert list(scored_ws.selections) == ["c" * 150]
 
 
 def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):

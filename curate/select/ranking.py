@@ -33,8 +33,8 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
               quantile: float | None = None) -> SelectorResult:
     """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``, or >= the ``quantile`` (0-1) of
     these rows' scores (e.g. 0.8 keeps about the top fifth whatever the scorer's scale)."""
-    if min_score is not None and math.isnan(min_score):  # every comparison with NaN is false: nothing kept, silently
-        raise CurateError("threshold: min_score is NaN")
+    if min_score is not None and not math.isfinite(min_score):  # NaN or +inf keeps nothing, -inf all, silently
+        raise CurateError(f"threshold: min_score is {min_score}, not a finite number")
     perm, scores = rows_by_score(ws, rows, sort_by)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
     if quantile is not None:

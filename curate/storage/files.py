@@ -246,9 +246,16 @@ def held(path: Path, on_wait: Callable[[], None] | None, patience_s: float = 0.0
         lock.release()
 
 
+# a file name may hold 255 bytes; the longest a workspace makes of a name adds about 80 (a chain step's
+# ".<i>-<method>", ".provenance.json", a temporary copy's ".<32 hex>.tmp")
+MAX_NAME_BYTES = 150
+
+
 def is_name(name: str) -> bool:
-    """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading."""
-    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
+    """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading, at most
+    :data:`MAX_NAME_BYTES` bytes of UTF-8."""
+    return (bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
+            and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
 
 
 _WARNED: set[Path] = set()  # the odd files named_files has warned of (each once a process)
@@ -280,6 +287,9 @@ def well_named(paths: list[Path], names: list[str], where: Path, what: str) -> l
 def check_name(name: str) -> str:
     """``name``, or a ValueError when it may not name a file of the workspace (:func:`is_name`)."""
     if not is_name(name):
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise ValueError(f"bad name {name[:40]!r}... ({len(name.encode('utf-8', 'surrogatepass'))} bytes): a name "
+                             f"may hold at most {MAX_NAME_BYTES} bytes")
         raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
     return name
 
