@@ -37,7 +37,10 @@ the chat endpoint would answer it (first attempt). Markers for batch lines: ``[b
 batch holding it ends ``expired``; this line goes to the error file as ``batch_expired``, the others of
 that batch complete), ``[batch500]`` (first time: status 500 in the output), ``[batch400]`` (always 400).
 ``batches_created``, ``uploads``, ``polls`` and ``batch_counts`` (lines submitted per custom_id) count.
-``forget_batches()`` drops every batch (a provider that lost them: retrieving one answers 404).
+``forget_batches()`` drops every batch (a provider that lost them: retrieving one answers 404);
+``forget_files(*ids)`` drops files (a finished batch's output or error file deleted at the provider: 404).
+``GET /v1/batches`` pages as OpenAI's does: newest first, ``limit`` (default 20, at most 100), ``after`` (a batch
+id: the page starts after it), ``has_more``.
 """
 
 from __future__ import annotations
@@ -112,6 +115,12 @@ class FaultServer:
         """Forget every batch (a provider that dropped them): retrieving one answers 404 from now on."""
         with self._lock:
             self.batches.clear()
+
+    def forget_files(self, *file_ids: str) -> None:
+        """Forget these files (deleted at the provider): reading one answers 404 from now on."""
+        with self._lock:
+            for fid in file_ids:
+                self.files.pop(fid, None)
 
     @property
     def base_url(self) -> str:
@@ -315,8 +324,13 @@ class FaultServer:
         return web.json_response(self._public(batch))
 
     async def _list_batches(self, request: web.Request) -> web.Response:
-        data = [self._public(b) for b in reversed(self.batches.values())]
-        return web.json_response({"object": "list", "data": data, "has_more": False,
+        newest_first = [self._public(b) for b in reversed(self.batches.values())]
+        limit = max(1, min(int(request.query.get("limit", 20)), 100))
+        after = request.query.get("after")
+        ids = [b["id"] for b in newest_first]
+        start = ids.index(after) + 1 if after in ids else 0
+        data = newest_first[start:start + limit]
+        return web.json_response({"object": "list", "data": data, "has_more": start + limit < len(newest_first),
                                   "first_id": data[0]["id"] if data else None,
                                   "last_id": data[-1]["id"] if data else None})
 

@@ -12,7 +12,8 @@ latter holding its request keys) *before* the batch is created and again once it
 process killed while waiting resumes polling the same batches on the next run instead of resubmitting
 (a submission killed between "create" and "record" is found again by its metadata). Answers that arrive
 for requests the current call did not ask for are still written to the cache. A batch the server no longer knows
-(404) is marked ``lost`` in the index, with the reason, and its requests are submitted again.
+(404) is marked ``lost`` in the index, with the reason, and its requests are submitted again; so are those whose
+answers sat in a finished batch's output or error file that the server no longer has (``curate.llm.batch_collect``).
 
 The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.vllm_batch``.
 """
@@ -20,7 +21,6 @@ The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.v
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import time
@@ -42,6 +42,7 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
+from curate.llm.batch_collect import lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
 from curate.llm.batch_state import BatchState, new_owner, running_calls
 from curate.llm.openai_backend import (
@@ -338,41 +339,29 @@ class _Call:
         return bool(keys)
 
     async def collect(self, sid: str, batch: Any) -> bool:
-        """Deliver a finished batch's answers; resubmit its transient/expired share alone. True if resubmitted."""
+        """Deliver a finished batch's answers; resubmit its transient/expired share (and the requests whose answers
+        sat in a file the server lost) alone. True if resubmitted."""
         entry = self.open.pop(sid)
         keys = set(self.b.state.keys(sid))
         seen: set[str] = set()
         retry: dict[str, dict[str, Any]] = {}  # key -> the failure to report if it cannot be resubmitted
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if not file_id:
+        lines, lost = await read_files(self.client, batch)
+        for line in lines:
+            key = line.get("custom_id")
+            if key not in keys or key in seen:
                 continue
-            content = await self.client.files.content(file_id)
-            for raw in content.text.splitlines():
-                line = json.loads(raw) if raw.strip() else {}
-                key = line.get("custom_id")
-                if key not in keys or key in seen:
-                    continue
-                seen.add(key)
-                outcome, result = read_output_line(line, self.b.price, self.by_key.get(key))
-                if outcome == "retry":
-                    retry[key] = result
-                else:
-                    self.deliver(key, result)
-        unseen = keys - seen
-        if batch.status == "failed":  # the batch as a whole was refused (e.g. validation): not worth resending
-            errors = "; ".join(e.message or "" for e in ((batch.errors.data if batch.errors else None) or []))[:300]
-            for key in unseen:
-                self.deliver(key, failure_result(f"batch {batch.id} failed: {errors or 'no reason given'}",
-                                                 FailureCode.HTTP_ERROR))
-        elif batch.status == "cancelled":  # someone cancelled it: report, do not resend
-            for key in unseen:
-                self.deliver(key, failure_result(f"batch {batch.id} was cancelled before this request ran",
-                                                 FailureCode.TRANSIENT))
-        else:  # expired (or completed without a line for them): resubmit alone
-            for key in unseen:
-                retry[key] = failure_result(f"batch {batch.id} {batch.status} before this request ran",
-                                            FailureCode.TRANSIENT)
-        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry))
+            seen.add(key)
+            outcome, result = read_output_line(line, self.b.price, self.by_key.get(key))
+            if outcome == "retry":
+                retry[key] = result
+            else:
+                self.deliver(key, result)
+        report, resend = unanswered(batch, keys - seen, lost)
+        for key, failure in report.items():
+            self.deliver(key, failure)
+        retry.update(resend)
+        lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
+        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry), **lost_fields)
         retry = {k: v for k, v in retry.items() if k in self.by_key and k not in self.delivered}
         if not retry:
             return False
@@ -380,6 +369,7 @@ class _Call:
             for key, failure in retry.items():
                 self.deliver(key, failure)
             return False
-        self.b._say(f"batch {batch.id} {batch.status}: resubmitting {len(retry):,} request(s) alone")
+        why = lost_files_reason(batch, lost) if lost else f"batch {batch.id} {batch.status}"
+        self.b._say(f"{why}: resubmitting {len(retry):,} request(s) alone")
         await self.submit([self.by_key[k] for k in retry], attempt=entry.get("attempt", 0) + 1, parent=sid)
         return True

@@ -1,0 +1,51 @@
+"""The openai-batch backend recovering from what a provider or a kill leaves behind: a finished batch whose output
+file is gone, open batches a dry run must not count as still to pay, a batch past the first page of the server's
+list, a batch collected again after a kill (its spend counted once). Against tests/fault_server.py on loopback."""
+
+import openai
+
+from curate.codes import FailureCode
+from curate.llm.judges import Judge
+from tests.fault_server import FaultServer
+from tests.test_batch import _batch, _killed_while_polling, _workspace
+
+
+def _finished_without_output(srv, ws, texts):
+    """A batch a killed run left recorded, finished at the server, whose output file the server then lost."""
+    _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+    with openai.OpenAI(base_url=srv.base_url, api_key="k") as client:
+        batch = client.batches.retrieve("batch_1")  # the fake finishes it on this poll
+    assert batch.status == "completed" and batch.output_file_id
+    srv.forget_files(batch.output_file_id)
+    return batch.output_file_id
+
+
+def test_a_finished_batch_whose_output_file_is_gone_is_resubmitted_with_its_own_reason(tmp_path):
+    """A 404 on a finished batch's output file stopped the run blaming "the model name or the endpoint": its requests,
+    whose answers are lost, now go again in a new batch, and the submission records which file of which batch."""
+    texts = [f"lost output row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    events: list[str] = []
+    with FaultServer() as srv:
+        fid = _finished_without_output(srv, ws, texts)
+        result = ws.apply(Judge("complexity", _batch(srv, ws, on_event=events.append)), progress=False)
+        assert srv.batches_created == 2 and sorted(srv.batch_counts.values()) == [2] * 3
+    assert result.failed == 0 and all(v is not None for v in ws.column("complexity"))
+    entry = ws.artifact("llm-batches")["submissions"]["feedface"]
+    assert entry["status"] == "collected" and entry["lost_files"] == [fid]
+    assert f"output file {fid} of batch batch_1 is unknown to the server (HTTP 404)" in entry["reason"]
+    assert any(f"output file {fid} of batch batch_1" in e and "resubmitting 3" in e for e in events), events
+
+
+def test_a_lost_output_file_past_the_resubmissions_fails_its_rows_naming_batch_and_file(tmp_path):
+    texts = [f"lost output row {i}" for i in range(2)]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        fid = _finished_without_output(srv, ws, texts)
+        result = ws.apply(Judge("complexity", _batch(srv, ws, resubmits=0)), progress=False)
+        assert srv.batches_created == 1
+    fails = [f for row in ws.failures("complexity") for f in row]
+    assert result.failed == 2 and [f.code for f in fails] == [FailureCode.TRANSIENT] * 2
+    assert all(f"output file {fid} of batch batch_1 is unknown to the server (HTTP 404)" in f.message for f in fails)
+    assert all("model name" not in f.message for f in fails)
+
