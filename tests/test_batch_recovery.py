@@ -2,12 +2,16 @@
 file is gone, open batches a dry run must not count as still to pay, a batch past the first page of the server's
 list, a batch collected again after a kill (its spend counted once). Against tests/fault_server.py on loopback."""
 
+import os
+import subprocess
+import sys
+
 import openai
 
 from curate.codes import FailureCode
 from curate.llm.judges import Judge
 from tests.fault_server import FaultServer
-from tests.test_batch import _batch, _killed_while_polling, _workspace
+from tests.test_batch import MODEL, REPO, _batch, _killed_while_polling, _online, _workspace
 
 
 def _finished_without_output(srv, ws, texts):
@@ -49,3 +53,28 @@ def test_a_lost_output_file_past_the_resubmissions_fails_its_rows_naming_batch_a
     assert all(f"output file {fid} of batch batch_1 is unknown to the server (HTTP 404)" in f.message for f in fails)
     assert all("model name" not in f.message for f in fails)
 
+
+
+def test_a_dry_run_leaves_out_the_requests_already_in_open_batches(tmp_path):
+    """A dry run priced the requests a killed run had already submitted (a batch still open) as still to pay; a
+    re-run resumes that batch and sends them not again: the estimate leaves them out and says how many."""
+    from curate.llm.dryrun import estimate
+
+    texts = [f"dry row {i}" for i in range(4)]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        srv.hold_batches.set()
+        _killed_while_polling(srv, ws, Judge("complexity"), texts[:3], base_url=srv.base_url)
+        backend = _batch(srv, ws)
+        everything = estimate(ws, Judge("complexity", _online(srv)))
+        plan = estimate(ws, Judge("complexity", backend))
+        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
+               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--dry-run"]
+        cli = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
+                             capture_output=True, text=True, timeout=120)
+        assert (srv.uploads, srv.batches_created) == (1, 1)  # the killed run's only: the dry runs sent nothing
+    assert (everything.to_send, plan.requests, plan.to_send, plan.in_open_batches) == (4, 4, 1, 3)
+    assert plan.prompt_tokens < everything.prompt_tokens / 2 and plan.usd_batch < everything.usd_batch / 2
+    assert any("3 request(s) were submitted in batches still open" in n for n in plan.notes)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "3 already in open batches, 1 to send" in " ".join(cli.stdout.split()), cli.stdout

@@ -200,7 +200,9 @@ def print_estimates(estimates: list[Any]) -> None:
                       highlight=False, markup=True)
         console.print(f"  rows: {e.rows:,} ({e.rows_to_run:,} to run, {e.rows - e.rows_to_run:,} already done)\n"
                       f"  requests: {e.requests:,} ({e.cached:,} answered by the on-disk cache, {e.repeated:,} "
-                      f"{REPEATED_WORDS}, {e.to_send:,} to send)\n"
+                      f"{REPEATED_WORDS}, "
+                      + (f"{e.in_open_batches:,} already in open batches, " if e.in_open_batches else "")
+                      + f"{e.to_send:,} to send)\n"
                       f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
                       f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
                       + (f"  cost: {usd(e.usd_online, f'no price known for {e.model}')} (a local model)"

@@ -140,6 +140,11 @@ class OpenAIBatchBackend(Backend):
     def _mine(self, entry: dict[str, Any]) -> bool:
         return entry.get("model") == self.model and same_url(entry.get("base_url"), self.base_url)
 
+    def keys_in_open_batches(self) -> set[str]:
+        """The request keys this backend's submissions in the workspace still cover (a run resumes them; a dry run
+        leaves them out of what is still to send)."""
+        return self.state.open_keys(self._mine, SETTLED)
+
     def _worst(self, request: Request) -> float:
         return cost_usd(self.price, estimate_tokens(request.messages), _max_tokens(request)) or 0.0
 
@@ -197,7 +202,7 @@ class _Call:
             running_calls().discard(self.me["call"])
 
     async def go_on(self) -> None:
-        covered: set[str] = set()
+        covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once
         for sid, entry in self.b.state.submissions().items():
             if self.b._mine(entry) and entry.get("status") not in SETTLED:
                 self.open[sid] = entry

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from curate.errors import CurateError
@@ -61,6 +63,14 @@ class BatchState:
 
     def submissions(self) -> dict[str, dict[str, Any]]:
         return dict((self.ws.artifact(INDEX) or {}).get("submissions") or {})
+
+    def open_keys(self, mine: Callable[[dict[str, Any]], bool], settled: tuple[str, ...]) -> set[str]:
+        """The request keys of the submissions ``mine`` accepts that are not ``settled``: sent, or being sent, in a batch
+        that may still answer them (a workspace not created yet has none)."""
+        if isinstance(self._ws, (str, os.PathLike)) and not Path(self._ws).exists():
+            return set()
+        return {key for sid, entry in self.submissions().items() if mine(entry) and entry.get("status") not in settled
+                for key in self.keys(sid)}
 
     def keys(self, sid: str) -> list[str]:
         return list((self.ws.artifact(f"llm-batch-{sid}") or {}).get("keys") or [])

@@ -33,7 +33,7 @@ class DryRunEstimate:
     requests: int              # calls those rows need (one per judged turn)
     cached: int                # of which the on-disk response cache already answers
     repeated: int              # of which repeat another request of this step (same prompt): sent once, shared
-    to_send: int               # distinct requests still to send: requests - cached - repeated
+    to_send: int               # distinct requests still to send: requests - cached - repeated - in_open_batches
     prompt_tokens: int         # of the requests still to send, counted by ``tokenizer``
     output_tokens: int         # expected at most: the requests' max_tokens
     tokenizer: str
@@ -41,6 +41,7 @@ class DryRunEstimate:
     price_online: tuple[float, float] | None = None   # USD per 1M input / output tokens; None: unknown
     price_batch: tuple[float, float] | None = None    # None: unknown, or no batch API for this model
     notes: list[str] = field(default_factory=list)
+    in_open_batches: int = 0   # of the requests, those already in a batch still open (openai-batch): paid with it
 
     @property
     def usd_online(self) -> float | None:
@@ -64,7 +65,9 @@ class DryRunEstimate:
         return (f"<div><b>dry run {html.escape(self.column)}</b> ({html.escape(self.backend)} "
                 f"{html.escape(self.model)}): {self.rows_to_run:,} of {self.rows:,} rows to run, "
                 f"{self.to_send:,} of {self.requests:,} requests to send ({self.cached:,} answered by the on-disk "
-                f"cache, {self.repeated:,} repeat another of this step); {self.prompt_tokens:,} prompt tokens "
+                f"cache, {self.repeated:,} repeat another of this step"
+                + (f", {self.in_open_batches:,} already in open batches" if self.in_open_batches else "")
+                + f"); {self.prompt_tokens:,} prompt tokens "
                 f"({html.escape(self.tokenizer)}), at most {self.output_tokens:,} output tokens; "
                 + (f"{usd(self.usd_online)} (a local model)</div>" if self.backend in LOCAL_KINDS else
                    f"{usd(self.usd_online)} online, {usd(self.usd_batch)} batch</div>"))
@@ -124,9 +127,15 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
     to_send, cached, repeated = plan_requests(step.prompt, variables, backend,
                                     response_cache(cache if cache is not None else ws.cache_dir),
                                     params=params, output_model=output_model)
+    open_keys = backend.keys_in_open_batches() if hasattr(backend, "keys_in_open_batches") else set()
+    in_open = sum(1 for r in to_send if r.key in open_keys)
+    to_send = [r for r in to_send if r.key not in open_keys]
     counter = token_counter(backend)
     online, batch = prices(backend)
     notes = []
+    if in_open:
+        notes.append(f"{in_open:,} request(s) were submitted in batches still open in this workspace: a run waits for "
+                     "their answers instead of sending them again; their cost is those batches', not counted here")
     if backend.kind == "local" and to_send:
         notes.append("the local vLLM server starts on the first request the cache does not answer (about a "
                      "minute on a small CPU; a running `curate serve-local` is reused)")
@@ -137,7 +146,7 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
         requests=len(variables), cached=cached, repeated=repeated, to_send=len(to_send),
         prompt_tokens=sum(counter.count([r.messages for r in to_send])),
         output_tokens=sum(_max_tokens(r) for r in to_send), tokenizer=counter.name, tokens_exact=counter.exact,
-        price_online=online, price_batch=batch, notes=notes)
+        price_online=online, price_batch=batch, notes=notes, in_open_batches=in_open)
 
 
 def total(estimates: list[DryRunEstimate]) -> dict[str, Any]:
@@ -148,6 +157,7 @@ def total(estimates: list[DryRunEstimate]) -> dict[str, Any]:
 
     return {"requests": sum(e.requests for e in estimates), "cached": sum(e.cached for e in estimates),
             "repeated": sum(e.repeated for e in estimates), "to_send": sum(e.to_send for e in estimates),
+            "in_open_batches": sum(e.in_open_batches for e in estimates),
             "prompt_tokens": sum(e.prompt_tokens for e in estimates),
             "output_tokens": sum(e.output_tokens for e in estimates),
             "usd_online": usd("usd_online"), "usd_batch": usd("usd_batch")}
