@@ -9,7 +9,9 @@ import sys
 import openai
 
 from curate.codes import FailureCode
+from curate.llm.batch import BatchState, batch_line
 from curate.llm.judges import Judge
+from curate.llm.runner import build_requests
 from tests.fault_server import FaultServer
 from tests.test_batch import MODEL, REPO, _batch, _killed_while_polling, _online, _workspace
 
@@ -78,3 +80,27 @@ def test_a_dry_run_leaves_out_the_requests_already_in_open_batches(tmp_path):
     assert any("3 request(s) were submitted in batches still open" in n for n in plan.notes)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "3 already in open batches, 1 to send" in " ".join(cli.stdout.split()), cli.stdout
+
+
+def test_a_batch_past_the_first_page_of_the_servers_list_is_adopted_not_created_again(tmp_path):
+    """A run killed between "create" and "record" is found again by the server's list of batches; only its first page
+    (100) was read, so with 100 newer batches a second, paid batch was created. Every page is read now."""
+    texts = [f"paged row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    judge = Judge("complexity")
+    with FaultServer() as srv:
+        backend = _batch(srv, ws)
+        requests = build_requests(judge.prompt, [{"instruction": t} for t in texts], backend)
+        with openai.OpenAI(base_url=srv.base_url, api_key="k") as client:
+            upload = client.files.create(file=("x.jsonl", b"".join(batch_line(r, MODEL) for r in requests)),
+                                         purpose="batch")
+            BatchState(ws).record("cafebabe", [r.key for r in requests], status="creating", model=MODEL,
+                                  base_url=srv.base_url, attempt=0, requests=3, input_file_id=upload.id)
+            client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  metadata={"curate_submission": "cafebabe"})
+            other = client.files.create(file=("other.jsonl", b""), purpose="batch")
+            for _ in range(100):  # newer batches of other work: the killed run's is on the second page
+                client.batches.create(input_file_id=other.id, endpoint="/v1/chat/completions", completion_window="24h")
+        result = ws.apply(judge.with_backend(backend), progress=False)
+        assert srv.batches_created == 101 and srv.uploads == 2
+    assert result.failed == 0 and ws.artifact("llm-batches")["submissions"]["cafebabe"]["batch_id"] == "batch_1"

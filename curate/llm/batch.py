@@ -283,11 +283,11 @@ class _Call:
         self.open[sid] = self.b.state.record(sid, status=found.status, batch_id=found.id)
 
     async def find(self, sid: str, input_file_id: str | None) -> Any:
-        """A batch already created for submission ``sid`` (killed before its id was recorded), if any."""
+        """A batch already created for submission ``sid`` (killed before its id was recorded), if any: every page of
+        the server's list is read (the client's auto-pagination, ``after=`` the last id), newest first."""
         if self.open[sid].get("status") == "uploading" and not input_file_id:
             return None
-        page = await self.client.batches.list(limit=100)
-        for batch in page.data:
+        async for batch in self.client.batches.list(limit=100):
             meta = batch.metadata or {}
             if meta.get("curate_submission") == sid or (input_file_id and batch.input_file_id == input_file_id):
                 return batch
