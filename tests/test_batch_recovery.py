@@ -2,6 +2,7 @@
 file is gone, open batches a dry run must not count as still to pay, a batch past the first page of the server's
 list, a batch collected again after a kill (its spend counted once). Against tests/fault_server.py on loopback."""
 
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from curate.codes import FailureCode
 from curate.llm.batch import BatchState, batch_line
 from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
+from curate.session import Workspace
 from tests.fault_server import FaultServer
 from tests.test_batch import MODEL, REPO, _batch, _killed_while_polling, _online, _workspace
 
@@ -104,3 +106,47 @@ def test_a_batch_past_the_first_page_of_the_servers_list_is_adopted_not_created_
         result = ws.apply(judge.with_backend(backend), progress=False)
         assert srv.batches_created == 101 and srv.uploads == 2
     assert result.failed == 0 and ws.artifact("llm-batches")["submissions"]["cafebabe"]["batch_id"] == "batch_1"
+
+
+_KILLED_BEFORE_COLLECTED = """
+import os, runpy, sys
+from curate.llm import batch_state
+
+record = batch_state.BatchState.record
+
+def killed_before_collected(self, sid, keys=None, **fields):  # kill -9 right after the answers were delivered
+    if fields.get("status") == "collected":
+        os._exit(9)
+    return record(self, sid, keys, **fields)
+
+batch_state.BatchState.record = killed_before_collected
+sys.argv = ["curate", *sys.argv[1:]]
+runpy.run_module("curate.cli", run_name="__main__")
+"""
+
+
+def test_a_batch_collected_again_after_a_kill_counts_its_spend_once(tmp_path):
+    """Killed after a batch's answers were delivered (cached, listed as paid but unrecorded) and before it was marked
+    collected: the next run collecting it counted its cost and tokens again (a second charge under max_cost) and put
+    its answers back on the unrecorded list, so a later run billed them a second time in its record."""
+    texts = [f"spend row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        cmd = [sys.executable, "-c", _KILLED_BEFORE_COLLECTED, "score", str(ws.path), "--judge", "complexity",
+               "--backend", "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
+        killed = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
+                                capture_output=True, text=True, timeout=120)
+        assert killed.returncode == 9, killed.stderr[-2000:]
+        ws = Workspace.open(ws.path)
+        assert [s["status"] for s in ws.artifact("llm-batches")["submissions"].values()] == ["completed"]
+        resumed = ws.apply(Judge("complexity", _batch(srv, ws)), progress=False)  # answered by the cache
+        paid = resumed.provenance["cost_usd"]
+        assert paid > 0 and resumed.provenance["requests_paid_by_stopped_run"] == 3  # billed once, here
+        other = _batch(srv, ws)
+        quality = ws.apply(Judge("quality", other), progress=False)  # collects the killed run's batch too
+        assert srv.batches_created == 2
+        assert math.isclose(other.spent_usd, quality.provenance["cost_usd"], rel_tol=1e-9)  # its own batch only
+        assert other.prompt_tokens == quality.provenance["tokens"]["prompt"]
+        again = ws.apply(Judge("complexity", _online(srv)), force=True, progress=False)
+        assert srv.total == 0 and again.provenance["cost_usd"] == 0  # nothing billed a second time
+    assert [s["status"] for s in ws.artifact("llm-batches")["submissions"].values()] == ["collected"] * 2

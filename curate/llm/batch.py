@@ -14,6 +14,8 @@ process killed while waiting resumes polling the same batches on the next run in
 for requests the current call did not ask for are still written to the cache. A batch the server no longer knows
 (404) is marked ``lost`` in the index, with the reason, and its requests are submitted again; so are those whose
 answers sat in a finished batch's output or error file that the server no longer has (``curate.llm.batch_collect``).
+A batch collected again after a kill between delivering its answers and being marked collected delivers only those
+the cache lacks: its cost and tokens are counted once.
 
 The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.vllm_batch``.
 """
@@ -343,6 +345,15 @@ class _Call:
             await self.submit([self.by_key[k] for k in keys], attempt=attempt + 1, parent=sid)
         return bool(keys)
 
+    def delivered_before(self, sid: str, entry: dict[str, Any], keys: set[str]) -> set[str]:
+        """The answers of submission ``sid`` an earlier collect delivered (a run killed before marking it collected):
+        those of its keys the cache holds that this call did not ask for. They are not delivered again: their cost and
+        tokens were counted, and the answers listed as paid, once. A first collect records that it began."""
+        if not entry.get("delivering"):
+            self.b.state.record(sid, delivering=time.time())
+            return set()
+        return set(self.b.cache.get_many([k for k in keys if k not in self.by_key]))
+
     async def collect(self, sid: str, batch: Any) -> bool:
         """Deliver a finished batch's answers; resubmit its transient/expired share (and the requests whose answers
         sat in a file the server lost) alone. True if resubmitted."""
@@ -351,6 +362,7 @@ class _Call:
         seen: set[str] = set()
         retry: dict[str, dict[str, Any]] = {}  # key -> the failure to report if it cannot be resubmitted
         lines, lost = await read_files(self.client, batch)
+        paid = self.delivered_before(sid, entry, keys)
         for line in lines:
             key = line.get("custom_id")
             if key not in keys or key in seen:
@@ -359,7 +371,7 @@ class _Call:
             outcome, result = read_output_line(line, self.b.price, self.by_key.get(key))
             if outcome == "retry":
                 retry[key] = result
-            else:
+            elif key not in paid:
                 self.deliver(key, result)
         report, resend = unanswered(batch, keys - seen, lost)
         for key, failure in report.items():
