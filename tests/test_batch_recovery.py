@@ -6,10 +6,13 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import openai
 
 from curate.codes import FailureCode
+from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, batch_line
 from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
@@ -150,3 +153,39 @@ def test_a_batch_collected_again_after_a_kill_counts_its_spend_once(tmp_path):
         again = ws.apply(Judge("complexity", _online(srv)), force=True, progress=False)
         assert srv.total == 0 and again.provenance["cost_usd"] == 0  # nothing billed a second time
     assert [s["status"] for s in ws.artifact("llm-batches")["submissions"].values()] == ["collected"] * 2
+
+
+def test_two_runs_collecting_one_finished_batch_resubmit_its_failed_share_once(tmp_path):
+    """Two runs polling one batch (the second resumed the first's submission) both collected it when it finished and
+    both resubmitted its failed share: two retry batches, one paid for nothing. One run collects it now (the
+    submission records its collector); the other waits for it, then takes its answers and adopts its retry batch."""
+    texts = ["share row 0", "share row 1", "share row 2 [batch500]"]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict[str, dict]] = {"a": {}, "b": {}}
+    events: list[str] = []
+    with FaultServer() as srv:
+        srv.hold_batches.set()
+        requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+
+        def run(name: str) -> None:
+            backend = _batch(srv, ws, on_event=events.append)
+            run_sync(lambda: backend.run(requests, lambda req, result: got[name].__setitem__(req.key, result)))
+
+        a = threading.Thread(target=run, args=("a",))
+        a.start()
+        deadline = time.monotonic() + 60
+        while not any(s.get("batch_id") for s in BatchState(ws).submissions().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b = threading.Thread(target=run, args=("b",))
+        b.start()
+        while not any("resuming 1 batch" in e for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.hold_batches.clear()
+        a.join(120)
+        b.join(120)
+        assert srv.batches_created == 2, events  # the batch and one retry batch of its failed share
+        assert sorted(srv.batch_counts.values()) == [1, 1, 2]
+    for name in "ab":
+        assert sorted(got[name]) == sorted(r.key for r in requests)
+        assert not [r for r in got[name].values() if "failure" in r], got[name]
+    assert sorted(s["status"] for s in BatchState(ws).submissions().values()) == ["collected"] * 2

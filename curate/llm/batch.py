@@ -16,6 +16,8 @@ for requests the current call did not ask for are still written to the cache. A 
 answers sat in a finished batch's output or error file that the server no longer has (``curate.llm.batch_collect``).
 A batch collected again after a kill between delivering its answers and being marked collected delivers only those
 the cache lacks: its cost and tokens are counted once.
+A finished batch is collected by one run at a time (its ``collector``): another waits, then collects after it and polls
+the retry batches it made rather than making them again.
 
 The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.vllm_batch``.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from curate.llm.base import (
 )
 from curate.llm.batch_collect import lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
-from curate.llm.batch_state import BatchState, new_owner, running_calls
+from curate.llm.batch_state import SETTLED, BatchState, new_owner, normal_url, running_calls, same_url
 from curate.llm.openai_backend import (
     REFUSED_SETTINGS,
     _max_tokens,
@@ -55,9 +56,7 @@ from curate.llm.openai_backend import (
     without_credentials,
 )
 
-OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, for base_url=None
 FINAL = ("completed", "expired", "failed", "cancelled")
-SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
 
 
 def check_polls(poll_s: float, poll_max_s: float) -> None:
@@ -69,16 +68,6 @@ def check_polls(poll_s: float, poll_max_s: float) -> None:
                      and value > 0)]
     if wrong:
         raise OptionError("; ".join(wrong))
-
-
-def normal_url(base_url: str | None) -> str:
-    """A base URL as the client uses it: None is $OPENAI_BASE_URL or OpenAI's own, without trailing slashes."""
-    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
-
-
-def same_url(recorded: str | None, base_url: str | None) -> bool:
-    """A recorded submission's URL (older records hold it as given) is this one, however either was written."""
-    return normal_url(recorded) == normal_url(base_url)
 
 
 # -- OpenAI's batch API -----------------------------------------------------------------------------------
@@ -180,6 +169,7 @@ class _Call:
         self.open: dict[str, dict[str, Any]] = {}  # sid -> entry, not yet final
         self.me = new_owner()  # recorded on this call's submissions: others leave them alone while it runs
         self.waiting: set[str] = set()  # submissions a live other run is turning into a batch
+        self.waiting_collect: set[str] = set()  # finished batches a live other run is collecting
 
     def deliver(self, key: str, result: dict[str, Any]) -> None:
         b = self.b
@@ -356,7 +346,13 @@ class _Call:
 
     async def collect(self, sid: str, batch: Any) -> bool:
         """Deliver a finished batch's answers; resubmit its transient/expired share (and the requests whose answers
-        sat in a file the server lost) alone. True if resubmitted."""
+        sat in a file the server lost) alone, unless an earlier collect did. True if resubmitted. While a live other
+        run collects it, this call waits (the batch stays open here) and collects after it."""
+        if not self.b.state.claim_collect(sid, self.me):
+            if sid not in self.waiting_collect:
+                self.waiting_collect.add(sid)
+                self.b._say(f"batch {batch.id} is being collected by another run still going: waiting for it")
+            return False
         entry = self.open.pop(sid)
         keys = set(self.b.state.keys(sid))
         seen: set[str] = set()
@@ -376,17 +372,27 @@ class _Call:
         report, resend = unanswered(batch, keys - seen, lost)
         for key, failure in report.items():
             self.deliver(key, failure)
-        retry.update(resend)
-        lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
-        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry), **lost_fields)
-        retry = {k: v for k, v in retry.items() if k in self.by_key and k not in self.delivered}
-        if not retry:
-            return False
-        if entry.get("attempt", 0) >= self.b.resubmits:
+        retry = self.adopt_children(sid, {k: v for k, v in {**retry, **resend}.items()
+                                          if k in self.by_key and k not in self.delivered})
+        attempt = entry.get("attempt", 0)
+        if retry and attempt < self.b.resubmits:
+            why = lost_files_reason(batch, lost) if lost else f"batch {batch.id} {batch.status}"
+            self.b._say(f"{why}: resubmitting {len(retry):,} request(s) alone")
+            await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
+        else:
             for key, failure in retry.items():
                 self.deliver(key, failure)
-            return False
-        why = lost_files_reason(batch, lost) if lost else f"batch {batch.id} {batch.status}"
-        self.b._say(f"{why}: resubmitting {len(retry):,} request(s) alone")
-        await self.submit([self.by_key[k] for k in retry], attempt=entry.get("attempt", 0) + 1, parent=sid)
-        return True
+        lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
+        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry) if
+                            attempt < self.b.resubmits else 0, **lost_fields)  # after its resubmissions are recorded
+        return bool(retry) and attempt < self.b.resubmits
+
+    def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The share of ``retry`` no earlier collect of ``sid`` resubmitted (another run's, or one killed before it
+        marked ``sid`` collected); the batches that hold the rest are polled by this call, not made again."""
+        for child, entry in self.b.state.children(sid).items():
+            mine = set(self.b.state.keys(child)) & set(retry)
+            if mine and entry.get("status") != "lost":
+                self.open.setdefault(child, entry)
+            retry = {k: v for k, v in retry.items() if k not in mine}
+        return retry

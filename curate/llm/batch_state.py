@@ -2,7 +2,9 @@
 and ``llm-batch-<id>`` (each submission's request keys), and who owns a submission not yet turned into a batch.
 
 A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still runs
-alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace lock.
+alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace lock. A
+finished batch is collected by one run at a time the same way (its ``collector``); a settled submission (collected,
+lost) never goes back to an open status.
 """
 
 from __future__ import annotations
@@ -18,8 +20,20 @@ from curate.errors import CurateError
 from curate.storage.processes import alive, machine
 
 INDEX = "llm-batches"
+SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
 Owner = dict[str, Any]
 _RUNNING: set[str] = set()  # the calls of this process now running (their ids)
+OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, for base_url=None
+
+
+def normal_url(base_url: str | None) -> str:
+    """A base URL as the client uses it: None is $OPENAI_BASE_URL or OpenAI's own, without trailing slashes."""
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+
+
+def same_url(recorded: str | None, base_url: str | None) -> bool:
+    """A recorded submission's URL (older records hold it as given) is this one, however either was written."""
+    return normal_url(recorded) == normal_url(base_url)
 
 
 def new_owner() -> Owner:
@@ -81,7 +95,10 @@ class BatchState:
             if keys is not None:
                 self.ws.add_artifact(f"llm-batch-{sid}", {"keys": keys})
             index = self.ws.artifact(INDEX) or {"submissions": {}}
-            entry = {**index["submissions"].get(sid, {"id": sid}), **fields, "updated": time.time()}
+            entry = index["submissions"].get(sid, {"id": sid})
+            if entry.get("status") in SETTLED and fields.get("status", "collected") not in SETTLED:
+                fields.pop("status")  # another run settled it meanwhile: a poll it made before does not reopen it
+            entry = {**entry, **fields, "updated": time.time()}
             index["submissions"][sid] = entry
             self.ws.add_artifact(INDEX, index)
         return entry
@@ -97,3 +114,19 @@ class BatchState:
             entry = index["submissions"][sid] = {**entry, "owner": me, "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
         return entry, True
+
+    def claim_collect(self, sid: str, me: Owner) -> bool:
+        """True if ``me`` may collect submission ``sid``'s finished batch now (and is recorded as its collector): not
+        while a live other run collects it (until that one has marked it collected); atomic under the workspace lock."""
+        with self.ws.lock():
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            entry = index["submissions"].get(sid, {"id": sid})
+            if entry.get("status") != "collected" and owned_elsewhere(entry.get("collector"), me):
+                return False
+            index["submissions"][sid] = {**entry, "collector": me, "updated": time.time()}
+            self.ws.add_artifact(INDEX, index)
+        return True
+
+    def children(self, sid: str) -> dict[str, dict[str, Any]]:
+        """The submissions that resubmitted part of submission ``sid`` (its ``parent``), by id."""
+        return {child: entry for child, entry in self.submissions().items() if entry.get("parent") == sid}
