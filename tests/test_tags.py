@@ -537,3 +537,43 @@ def test_normalize_on_a_small_pool_with_a_tag_in_every_row_warns_nothing_and_mer
         norm = normalize(ws, Normalizer(semantic=False, min_support=2, min_confidence=0.5))
     assert norm.mapping == {"math": "math", "proof": "math"}  # proof only ever comes with math: merged into it
     assert ws.column("tags") == [["math"]] * 4
+
+
+def test_curate_tag_after_a_kill_says_how_many_answers_the_stopped_run_paid_for(tmp_path):
+    """`curate score` says how many cached answers a killed run paid for and never recorded; `curate tag` counted them
+    in its record but its line read as if every row had been asked again."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.fault_server import FaultServer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Task number {i}: describe item {i}.", "output": "ok"}
+                                               for i in range(80)]))
+    cache_file = ws.cache_dir / "responses.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with FaultServer(latency=0.1) as srv:
+        cmd = [sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--base-url", srv.base_url, "--model", "fault",
+               "--concurrency", "4", "--no-normalize"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline, finished = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and proc.poll() is None and finished < 10:
+            try:
+                finished = sqlite3.connect(cache_file).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            except sqlite3.OperationalError:  # not created yet
+                finished = 0
+            time.sleep(0.02)
+        assert proc.poll() is None, "tagging finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    paid = Workspace.open(ws.path).column_provenance("tags_raw")["runs"][-1]["requests_paid_by_stopped_run"]
+    assert paid >= 10
+    assert f"with {paid} requests a stopped run paid for and never recorded" in " ".join(rerun.stdout.split())

@@ -73,6 +73,13 @@ def requests_answered_text(run: dict) -> str:
     return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
 
 
+def stopped_run_text(run: dict) -> str:
+    """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (they are
+    counted now, answered by the cache), or nothing."""
+    paid = run.get("requests_paid_by_stopped_run") or 0
+    return f" (with {paid:,} requests a stopped run paid for and never recorded)" if paid else ""
+
+
 def turn_keys_line(keys: dict[str, int]) -> str:
     """What a load says of the keys its source's chat turns have that the conversation does not keep."""
     listed = ", ".join(f"{k} ({n:,} rows)" for k, n in keys.items())

@@ -31,6 +31,7 @@ from curate.cli.common import (
     app,
     console,
     requests_answered_text,
+    stopped_run_text,
 )
 from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
 from curate.errors import CurateError
@@ -248,10 +249,7 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         cost_text = unknown_cost([prov.get("model")]) if cost is None else f"cost {format_usd(cost)}"
         tokens = prov.get("tokens") or {}
         line += (f"; {requests_answered_text(prov)}; tokens {tokens.get('prompt', 0):,} in / "
-                 f"{tokens.get('completion', 0):,} out; {cost_text}")
-        if prov.get("requests_paid_by_stopped_run"):
-            line += (f" (with {prov['requests_paid_by_stopped_run']:,} requests a stopped run paid for and never "
-                     "recorded)")
+                 f"{tokens.get('completion', 0):,} out; {cost_text}{stopped_run_text(prov)}")
     if result.computed and (cached := cache_use_text(prov)):
         line += f"; {cached}"
     console.print(f"{line}; {result.seconds}s", soft_wrap=True, highlight=False)

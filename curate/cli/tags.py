@@ -24,6 +24,7 @@ from curate.cli.common import (
     app,
     console,
     requests_answered_text,
+    stopped_run_text,
 )
 from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError
@@ -73,7 +74,8 @@ def tag_cmd(
                   f"{result.skipped:,} already done; "
                   f"{last.get('turns', 0):,} user turns; requests: {requests_answered_text(last)}); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
-                  + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}"))
+                  + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}")
+                  + stopped_run_text(last))
     if retried:
         _print_retried(retried, result.provenance)
     if normalize:
