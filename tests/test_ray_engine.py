@@ -687,3 +687,68 @@ def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(
     summary = _embed_on_ray(pool, tmp_path / "run", batch_size=8)
     assert summary["reused"] >= bars[0].stored_at_stop and summary["encoded"] == 48 - summary["reused"]
     assert (bars[1].total, bars[1].counted, bars[1].desc) == (48, 48, "inference")
+
+
+def _score_on_ray(source, out, batch_size: int) -> tuple:
+    """The Ray engine's load, dedup and score steps (the shipped quality scorer) on ``source``, written to ``out``:
+    (the engine, the score step's results)."""
+    from curate.pipeline import Run
+    from curate.scale import RayEngine
+
+    engine = RayEngine(batch_size=batch_size)
+    run = Run(str(source), out, budget=0, report=False, scores=("quality",))
+    try:
+        engine.load(run)
+        engine.dedup(run, fallback=None)
+        return engine, engine.score(run, fallback=None)
+    finally:
+        engine.close()
+
+
+def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_back_and_a_rerun_scores_the_rest(
+        tmp_path, monkeypatch):
+    """The driver stored the actors' scores (and signals) through ws.apply only after the whole pass: a run killed at
+    90% lost every score, and the re-run scored every row again. Now each batch's values reach the column as it comes
+    back (at most every PART_EVERY_S seconds, as the vectors): the re-run's actors score only the rows not stored,
+    and the column is what one unbroken pass stores."""
+    from curate.embed import cache
+    from curate.scorers import load_default
+    from curate.session import Workspace
+    from curate.storage import progress
+
+    monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch (the default: every 10 s)
+    stored_at_stop: list = []
+
+    class StoppingBar:
+        def __init__(self, total, desc, enabled, unit="row"):
+            self.updates = 0
+
+        def update(self, n=1):
+            self.updates += 1
+            if self.updates == 2:  # as kill -9 would: what is in the workspace now is all that stays
+                ws = Workspace.open(tmp_path / "run" / "workspace")
+                stored_at_stop.append(len(ws.column_fingerprints("quality")) if ws.has_column("quality") else 0)
+                raise _StopAfter
+
+        def close(self):
+            pass
+
+    pool = write_shards(tmp_path / "shards", _instructions(48), 6)  # a block, an actor's task, per shard
+    monkeypatch.setattr(progress, "progress_bar", StoppingBar)
+    with pytest.raises(_StopAfter):
+        _score_on_ray(pool, tmp_path / "run", batch_size=8)
+    [stored] = stored_at_stop
+    assert 8 <= stored < 48  # the batches come back before the stop are in the workspace
+    monkeypatch.undo()
+    engine, resumed = _score_on_ray(pool, tmp_path / "run", batch_size=8)
+    assert len(engine._results["quality"]) == 48 - stored  # the actors scored only the rows not stored
+    assert (resumed["quality"].computed, resumed["quality"].skipped) == (48 - stored, stored)
+    ws = Workspace.open(tmp_path / "run" / "workspace")
+    runs = ws.column_provenance("quality")["runs"]
+    assert sum(r["rows"] for r in runs) == 48 and all(r["engine"]["name"] == "ray" for r in runs)
+    shutil.copytree(tmp_path / "run" / "workspace", tmp_path / "whole")  # the column an unbroken pass stores
+    whole = Workspace.open(tmp_path / "whole")
+    assert whole.apply(load_default("quality"), force=True, progress=False).computed == 48
+    assert ws.column_fingerprints("quality") == whole.column_fingerprints("quality")
+    np.testing.assert_allclose(ws.column_array("quality"), whole.column_array("quality"), rtol=0, atol=1e-6)
+    assert ws.failures("quality") == whole.failures("quality")

@@ -1,15 +1,17 @@
-"""The driver's side of an inference pass on Ray: the actors' batches as they come back.
+"""The driver's side of an inference pass on Ray (:func:`inference_pass`): the actors' batches as they come back.
 
 :class:`PassResults` files each batch's embeddings, scorer and signal results and worker memory, counts its rows on
 curate's progress bar, and hands the vectors the actors encoded to :class:`VectorCommits`, which adds them to the
 workspace's embedding cache as the pass goes (at most every ``curate.embed.cache.PART_EVERY_S`` seconds, as the
 single engine's encoder keeps its chunks): a pass killed part way keeps what it encoded, and the next run's actors
-read those vectors back instead of encoding them again.
+read those vectors back instead of encoding them again. The rows scored go to the workspace's columns the same way
+(:class:`curate.scale.commits.ColumnCommits`): the next run's actors score only the rows not stored.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,11 +75,13 @@ class PassResults:
     """One pass's results on the driver. ``ids`` / ``orders``: the pool's row ids and their read order keys (sorted,
     pool order); ``steps``: the scorers and signal steps run (``signal_columns``: those with side values);
     ``embed``: whether the batches carry embeddings; ``commits``: where new vectors go; ``workers``: ``"<stage> pid
-    <pid>" -> peak MiB``, updated in place; ``bar``: a progress bar counting the rows come back."""
+    <pid>" -> peak MiB``, updated in place; ``bar``: a progress bar counting the rows come back; ``columns``: a
+    :class:`~curate.scale.commits.ColumnCommits` the rows scored go to (None: none)."""
 
     def __init__(self, ids: Sequence[str], orders: np.ndarray, steps: Sequence[Any], signal_columns: Sequence[str],
-                 embed: bool, commits: VectorCommits, workers: dict[str, float], stage: str, bar: Any):
-        self.ids, self.orders, self.embed, self.commits = ids, orders, embed, commits
+                 embed: bool, commits: VectorCommits, workers: dict[str, float], stage: str, bar: Any,
+                 columns: Any = None):
+        self.ids, self.orders, self.embed, self.commits, self.columns_stored = ids, orders, embed, commits, columns
         self.columns = [s.column for s in steps]
         self.workers, self.stage, self.bar = workers, stage, bar
         self.matrix: np.ndarray | None = None
@@ -102,7 +106,62 @@ class PassResults:
             if column in self.extra:
                 sides = batch[f"{column}__extra"]
                 self.extra[column].update((ids[j], json.loads(sides[j])) for j in computed)
+        if self.columns_stored is not None:
+            self.columns_stored.add([ids[j] for j in computed], self.results, self.extra)
         for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
             key = f"{self.stage} pid {pid}"
             self.workers[key] = max(self.workers.get(key, 0.0), float(rss))
         self.bar.update(len(pos))
+
+
+def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_model: str | None, embed: bool,
+                   trained: dict[str, dict[str, bytes]] | None, only: Sequence[str] | None,
+                   cache_dir: os.PathLike | None, progress: bool, ws: Any, ids: Sequence[str]) -> tuple:
+    """``(results, vector commits, column commits or None, actor pool)`` of one pass of ``engine``'s rows over its
+    actor pool (the arguments: ``RayEngine._infer``'s); the caller runs it in the engine's ``_stage``."""
+    from curate.scale.commits import ColumnCommits
+    from curate.scale.infer import Inference, actor_pool, embed_cache
+    from curate.storage.progress import progress_bar
+
+    score_orders = None
+    if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
+        position = {rid: i for i, rid in enumerate(engine._ids)}
+        score_orders = np.sort(engine._orders[[position[rid] for rid in only]])
+    steps = [*scorers, *signal_steps]
+    specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
+    ray = engine.connect()
+    actors, options, threads, info = actor_pool(ray, engine.cpus_per_actor)
+    # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
+    # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
+    # store while they may restart: a line of its own, kept for that.)
+    out = engine.rows().map_batches(
+        Inference, fn_constructor_kwargs={
+            "scores": specs, "signals": [s.kind for s in signal_steps],
+            "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
+            "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
+        batch_size=engine.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors), **options)
+    stage = "inference" if embed or scorers else "signals"
+    commits = VectorCommits(embed_cache(cache_dir) if embed and cache_dir is not None else None)
+    columns = ColumnCommits(ws, steps, ids, info) if ws is not None and steps else None
+    bar = progress_bar(len(engine._ids), stage, progress)
+    collected = PassResults(engine._ids, engine._orders, steps, [s.column for s in signal_steps], embed, commits,
+                            engine.workers, stage, bar, columns)
+    try:  # the vectors encoded and the rows scored go to the workspace as batches come back: a killed pass keeps them
+        for batch in out.iter_batches(batch_format="numpy", batch_size=None):
+            collected.add(batch)
+    except BaseException as exc:
+        for kept, what in ((commits, "vectors encoded"), (columns, "rows scored")):
+            try:
+                if kept is not None:
+                    kept.commit()  # what was computed is kept; no merge of vector shards while the pass fails
+            except Exception as late:  # noqa: BLE001  (the pass's own error is the one to raise)
+                exc.add_note(f"the {what} before it were not kept: {late}")
+        raise
+    else:
+        commits.close()
+        if columns is not None:
+            columns.commit()
+    finally:
+        bar.close()
+    return collected, commits, columns, info

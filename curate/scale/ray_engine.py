@@ -39,7 +39,8 @@ from curate.defaults import EMBED
 from curate.errors import CurateError, InputError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
-from curate.scale.infer import Inference, Precomputed, actor_pool, pack_scorer, peak_rss_mb
+from curate.scale.commits import store_rest
+from curate.scale.infer import pack_scorer, peak_rss_mb
 from curate.scale.sources import (
     RemoteError,
     duplicate_orders,
@@ -48,7 +49,6 @@ from curate.scale.sources import (
     rows_in_order,
     rows_only,
 )
-from curate.storage.apply import apply_to_rows
 from curate.storage.files import removed_on_failure
 
 Step = tuple[str, Callable[[Any], Any]]
@@ -102,6 +102,7 @@ class RayEngine:
         self._encoded = 0                     # texts the last pass encoded (the rest came from the embedding cache)
         self._results: dict[str, dict[str, tuple[Any, list]]] = {}  # column -> row id -> (value, failures)
         self._extra: dict[str, dict[str, dict[str, Any]]] = {}      # signal column -> row id -> side values
+        self._stored: dict[str, tuple[set[str], int]] = {}  # column -> (rows stored as batches came back, failed)
         self._inference_info: dict[str, Any] = {}
 
     # -- Ray --------------------------------------------------------------------------------------
@@ -289,15 +290,10 @@ class RayEngine:
         if todo or not self._has_embeddings(ws):
             trained = {s.column: pack_scorer(s) for name, s in run.scorers.items() if name in run.scores}
             self._infer(scorers, signal_steps, run.signal_model, trained=trained, only=todo, cache_dir=ws.cache_dir,
-                        progress=run.progress)
-        stats = {"engine": dict(self._inference_info) or {"name": "ray"}}
-        out = {}
-        for s in scorers:
-            results = self._results.get(s.column, {})
-            turns = sum(v is not None for value, _ in results.values() for v in (value or []))
-            out[s.column] = apply_to_rows(ws, Precomputed(s, results, {**stats, "turns_scored": turns}), ids,
-                                          run.progress)  # as the single-process step: old settings' rows go
-        return out
+                        progress=run.progress, ws=ws, ids=ids)  # the rows scored are stored as batches come back
+        # the rest, as the single-process step stores them: old settings' rows go
+        return {s.column: store_rest(ws, s, self._results.get(s.column, {}), None, self._inference_info, ids,
+                                     run.progress, self._stored.get(s.column)) for s in scorers}
 
     def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The token-level signals ``run.signals`` on the actor pool (:func:`curate.scale.signals.signals_on_ray`)."""
@@ -338,59 +334,26 @@ class RayEngine:
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
                embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None,
                only: Sequence[str] | None = None, cache_dir: os.PathLike | None = None,
-               progress: bool = False) -> None:
-        """One pass over the rows on the actor pool: the embeddings (``embed``), every scorer's values and
-        failures, and every signal step's values, failures and side values (``self._results``, ``self._extra``).
+               progress: bool = False, ws: Any = None, ids: Sequence[str] = ()) -> None:
+        """One pass over the rows on the actor pool (:func:`curate.scale.collect.inference_pass`): the embeddings
+        (``embed``), every scorer's values and failures, and every signal step's values, failures and side values
+        (``self._results``, ``self._extra``; ``self._stored``: the rows of each column stored as batches came back).
         ``trained``: column -> a trained scorer of ``scorers`` as :func:`~curate.scale.infer.pack_scorer` packs it.
         ``only``: the row ids the scorers and signals run on (None: every row; the embedding covers every row).
         ``cache_dir``: the workspace's cache folder; the actors read its embedding cache, encode only the texts it
-        lacks, and the new vectors are stored in it here as batches come back. ``progress``: a bar counting rows."""
-        from curate.scale.collect import PassResults, VectorCommits
-        from curate.scale.infer import embed_cache
-        from curate.storage.progress import progress_bar
+        lacks, and the new vectors are stored in it here as batches come back. ``ws``: the workspace whose columns
+        take the scorers' and signals' values as batches come back (``ids``: the rows the run stores values for).
+        ``progress``: a bar counting rows."""
+        from curate.scale.collect import inference_pass
 
-        score_orders = None
-        if only is not None:  # a duplicate or a dropped row costs no scorer or LM forward pass
-            position = {rid: i for i, rid in enumerate(self._ids)}
-            score_orders = np.sort(self._orders[[position[rid] for rid in only]])
-        steps = [*scorers, *signal_steps]
-        specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
         with self._stage():
-            ray = self.connect()
-            actors, options, threads, info = actor_pool(ray, self.cpus_per_actor)
-            # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
-            # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
-            # store while they may restart: a line of its own, kept for that.)
-            out = self.rows().map_batches(
-                Inference, fn_constructor_kwargs={
-                    "scores": specs, "signals": [s.kind for s in signal_steps],
-                    "signal_model": signal_model, "embed": embed, "threads": threads, "score_orders": score_orders,
-                    "embed_cache": str(embed_cache(cache_dir)) if embed and cache_dir else None},
-                batch_size=self.batch_size, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=actors), **options)
-            stage = "inference" if embed or scorers else "signals"
-            commits = VectorCommits(embed_cache(cache_dir) if embed and cache_dir is not None else None)
-            bar = progress_bar(len(self._ids), stage, progress)
-            collected = PassResults(self._ids, self._orders, steps, [s.column for s in signal_steps], embed, commits,
-                                    self.workers, stage, bar)
-            try:  # the vectors encoded go to the cache as batches come back: a killed pass keeps them
-                for batch in out.iter_batches(batch_format="numpy", batch_size=None):
-                    collected.add(batch)
-            except BaseException as exc:
-                try:
-                    commits.commit()  # what was encoded is kept; no merge while the pass fails
-                except Exception as late:  # noqa: BLE001  (the pass's own error is the one to raise)
-                    exc.add_note(f"the vectors encoded before it were not kept: {late}")
-                raise
-            else:
-                commits.close()
-            finally:
-                bar.close()
+            collected, commits, columns, info = inference_pass(
+                self, scorers, signal_steps, signal_model, embed, trained, only, cache_dir, progress, ws, ids)
         if embed:
             self._embedding, self._encoded = collected.matrix, commits.encoded
-        results, extra = collected.results, collected.extra
-        self._results.update(results)
-        self._extra.update(extra)
+        self._results.update(collected.results)
+        self._extra.update(collected.extra)
+        self._stored.update(columns.stored if columns is not None else {})
         self._inference_info = info
 
     def _note_worker(self, stage: str) -> None:

@@ -3,8 +3,9 @@
 Each actor loads one causal LM beside its other models (:class:`curate.scale.infer.Inference`) and runs the
 signal steps' own ``run`` on its batches. When the score pass runs, the signals ride along in it (one round
 of actors loads every model); otherwise the ``signals`` step makes a pass of its own. The driver stores the
-values, failures and side columns through ``ws.apply`` with :class:`~curate.scale.infer.Precomputed`, so the
-columns are what ``ws.signal`` writes (same fingerprint and provenance, plus the engine).
+values, failures and side columns through ``ws.apply`` with :class:`~curate.scale.infer.Precomputed` as the
+actors' batches come back (:mod:`.commits`), so the columns are what ``ws.signal`` writes (same fingerprint and
+provenance, plus the engine) and a killed run's rerun computes only the rows not stored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from curate.scale.infer import Precomputed
+from curate.scale.commits import store_rest
 from curate.storage.apply import apply_to_rows
 
 
@@ -51,8 +52,7 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
         if not (todo := needing_work(run.ws, steps, ids)):
             return {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in steps}
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=todo,
-                      progress=run.progress)
-    stats = {"engine": engine._inference_info}
-    return {s.column: apply_to_rows(run.ws, Precomputed(s, engine._results.get(s.column, {}), stats,
-                                                        engine._extra.get(s.column, {})), ids, run.progress)
+                      progress=run.progress, ws=run.ws, ids=ids)  # the rows computed are stored as batches come back
+    return {s.column: store_rest(run.ws, s, engine._results.get(s.column, {}), engine._extra.get(s.column, {}),
+                                 engine._inference_info, ids, run.progress, engine._stored.get(s.column))
             for s in steps}

@@ -1,0 +1,105 @@
+"""The scores and signals of a Ray pass, stored in the workspace's columns as the actors' batches come back.
+
+:class:`ColumnCommits` stores the rows of the batches come back through ``ws.apply`` with
+:class:`~curate.scale.infer.Precomputed` (the one path every step's values take: per-row fingerprints, failure and
+side columns, provenance, the column lock), at most every ``curate.embed.cache.PART_EVERY_S`` seconds (the cadence of
+the vectors, :class:`~curate.scale.collect.VectorCommits`) and when the pass ends or fails. A run killed part way
+keeps those rows: the next run finds them stored under the same fingerprint (``rows_needing_work``) and its actors
+compute only the rest. :func:`store_rest` stores what the pass's commits did not, and counts the rows they stored as
+computed by this run.
+
+A column holding rows of the pool under other settings (a scorer changed since) is stored when the pass ends, as
+before: a part stored beside them would mix two runs' values in one column (``check_one_run`` refuses that).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from curate.scale.infer import Precomputed
+from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows
+from curate.storage.apply_result import ApplyResult
+
+
+def turns_scored(results: dict[str, tuple[Any, list]]) -> int:
+    """Turns given a value in ``results`` (row id -> (per-turn values, failures)): a scorer run's ``turns_scored``."""
+    return sum(v is not None for value, _ in results.values() for v in (value or []))
+
+
+def run_stats(info: dict[str, Any], results: dict[str, tuple[Any, list]], scorer: bool) -> dict[str, Any]:
+    """The run record's stats over ``results``: the actor pool (``info``); a ``scorer``'s also the turns it scored
+    (a signal step's run records its own counts)."""
+    if not scorer:
+        return {"engine": dict(info)}
+    return {"engine": dict(info) or {"name": "ray"}, "turns_scored": turns_scored(results)}
+
+
+def stored_part_way(ws: Any, step: Any, ids: Sequence[str]) -> bool:
+    """Whether ``step``'s column may take the pass's rows part by part: once the rows outside ``ids`` it holds under
+    other settings are dropped (as ``apply_to_rows`` drops them), every row it holds is under the step's settings."""
+    drop_stale_rows(ws, step, list(ids))
+    if not ws.has_column(step.column):
+        return True
+    fingerprint, index = applied_fingerprint(ws, step), ws.index
+    return all(fp == fingerprint for rid, fp in ws.column_fingerprints(step.column).items() if rid in index)
+
+
+class ColumnCommits:
+    """The rows of a pass's batches, stored in ``ws``'s columns of ``steps`` (the scorers and signal steps run on the
+    actors) as they come back; ``ids``: the rows the run stores values for (``run.scored_ids()``); ``info``: the actor
+    pool (the run record's ``engine``). ``stored[column]``: (rows stored, rows of them with a failure)."""
+
+    def __init__(self, ws: Any, steps: Sequence[Any], ids: Sequence[str], info: dict[str, Any]):
+        self.ws, self.info = ws, info
+        self.steps = [s for s in steps if stored_part_way(ws, s, ids)]
+        self.pending: list[str] = []
+        self.results: dict[str, dict[str, tuple[Any, list]]] = {}
+        self.extra: dict[str, dict[str, dict[str, Any]]] = {}
+        self.stored: dict[str, tuple[set[str], int]] = {s.column: (set(), 0) for s in self.steps}
+        self.last = time.monotonic()
+
+    def add(self, rows: list[str], results: dict[str, dict[str, tuple[Any, list]]],
+            extra: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """``rows``: a batch's rows the actors computed, their values in ``results`` / ``extra`` (the pass's own,
+        filled as batches come back); stored once ``PART_EVERY_S`` seconds have passed since the last commit."""
+        from curate.embed import cache
+
+        self.results, self.extra = results, extra
+        self.pending.extend(rows)
+        if time.monotonic() - self.last >= cache.PART_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        """Store the pending rows in each column (one ``ws.apply`` per step; a row a kill left stored for some steps
+        only is computed again, and stored for the others)."""
+        self.last = time.monotonic()
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        for step in self.steps:
+            part = {rid: self.results[step.column][rid] for rid in rows}
+            sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
+            result = self.ws.apply(Precomputed(step, part, run_stats(self.info, part, scorer=sides is None),
+                                               {rid: sides[rid] for rid in rows} if sides is not None else None),
+                                   rows, progress=False)
+            done, failed = self.stored[step.column]
+            self.stored[step.column] = (done | set(rows), failed + result.failed_now)
+
+
+def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: dict[str, dict[str, Any]] | None,
+               info: dict[str, Any], ids: list[str], progress: bool,
+               stored: tuple[set[str], int] | None = None) -> ApplyResult:
+    """``apply_to_rows`` of ``step`` on ``ids`` with the actors' ``results`` (and a signal step's side values
+    ``extra``; None for a scorer) the pass's commits did not store (``stored``: rows stored, of them failed); the result counts those as computed now."""
+    done, failed = stored or (set(), 0)
+    rest = {rid: value for rid, value in results.items() if rid not in done}
+    sides = {rid: value for rid, value in (extra or {}).items() if rid not in done}
+    stats = run_stats(info, rest, scorer=extra is None)
+    result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)
+    if done:
+        counted = len(done.intersection(ids))
+        result.computed, result.skipped = result.computed + counted, result.skipped - counted
+        result.failed_now += failed
+    return result
