@@ -8,6 +8,9 @@ keeps those rows: the next run finds them stored under the same fingerprint (``r
 compute only the rest. :func:`store_rest` stores what the pass's commits did not, and counts the rows they stored as
 computed by this run.
 
+Each write rewrites the columns (``ws.merge_column``), so on a large pool the writes are spaced out to take at most
+``WRITE_SHARE`` of the pass's time.
+
 A column holding rows of the pool under other settings (a scorer changed since) is stored when the pass ends, as
 before: a part stored beside them would mix two runs' values in one column (``check_one_run`` refuses that).
 """
@@ -21,6 +24,8 @@ from typing import Any
 from curate.scale.infer import Precomputed
 from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows
 from curate.storage.apply_result import ApplyResult
+
+WRITE_SHARE = 0.1  # at most this share of a pass goes to writing columns: a write of s seconds, then 9s without
 
 
 def turns_scored(results: dict[str, tuple[Any, list]]) -> int:
@@ -59,22 +64,24 @@ class ColumnCommits:
         self.extra: dict[str, dict[str, dict[str, Any]]] = {}
         self.stored: dict[str, tuple[set[str], int]] = {s.column: (set(), 0) for s in self.steps}
         self.last = time.monotonic()
+        self.wait = 0.0  # after a write, the next waits this long too (see WRITE_SHARE)
 
     def add(self, rows: list[str], results: dict[str, dict[str, tuple[Any, list]]],
             extra: dict[str, dict[str, dict[str, Any]]]) -> None:
         """``rows``: a batch's rows the actors computed, their values in ``results`` / ``extra`` (the pass's own,
-        filled as batches come back); stored once ``PART_EVERY_S`` seconds have passed since the last commit."""
+        filled as batches come back); stored once ``PART_EVERY_S`` seconds have passed since the last commit, and
+        ``wait`` (each write rewrites the columns: on a large pool the writes must not hold up the pass)."""
         from curate.embed import cache
 
         self.results, self.extra = results, extra
         self.pending.extend(rows)
-        if time.monotonic() - self.last >= cache.PART_EVERY_S:
+        if time.monotonic() - self.last >= max(cache.PART_EVERY_S, self.wait):
             self.commit()
 
     def commit(self) -> None:
         """Store the pending rows in each column (one ``ws.apply`` per step; a row a kill left stored for some steps
         only is computed again, and stored for the others)."""
-        self.last = time.monotonic()
+        started = self.last = time.monotonic()
         rows, self.pending = self.pending, []
         if not rows:
             return
@@ -86,6 +93,8 @@ class ColumnCommits:
                                    rows, progress=False)
             done, failed = self.stored[step.column]
             self.stored[step.column] = (done | set(rows), failed + result.failed_now)
+        self.last = time.monotonic()
+        self.wait = (self.last - started) * (1 / WRITE_SHARE - 1)
 
 
 def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: dict[str, dict[str, Any]] | None,
