@@ -41,7 +41,7 @@ from curate.select import (  # noqa: F401  (register the selectors)
 from curate.select.admission import AdmissionResult, admit
 from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows
-from curate.storage.files import check_name
+from curate.storage.files import check_new_name
 from curate.storage.pool import selection_positions
 
 __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register", "row_scores", "score_rows",
@@ -64,7 +64,7 @@ def _check_steps(steps: list[dict[str, Any]], name: str, chained: bool) -> None:
             check_params(meth, {k: v for k, v in step.items() if k != "method"})
         except CurateError as exc:
             raise CurateError(f"{where}{exc}") from None
-        check_name(name if i == len(steps) - 1 else f"{name}.{i + 1}-{meth}")  # the names it is stored under
+        check_new_name(name if i == len(steps) - 1 else f"{name}.{i + 1}-{meth}")  # the names it is stored under
 
 
 def select(ws, method: str | None = None, name: str | None = None, input_selection: str | None = None,

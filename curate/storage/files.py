@@ -252,10 +252,8 @@ MAX_NAME_BYTES = 150
 
 
 def is_name(name: str) -> bool:
-    """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading, at most
-    :data:`MAX_NAME_BYTES` bytes of UTF-8."""
-    return (bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
-            and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
+    """Whether ``name`` may name a file of the workspace: letters, digits, '_', '-', '.', not leading."""
+    return bool(name) and all(c.isalnum() or c in "_-." for c in name) and not name.startswith(".")
 
 
 _WARNED: set[Path] = set()  # the odd files named_files has warned of (each once a process)
@@ -287,11 +285,17 @@ def well_named(paths: list[Path], names: list[str], where: Path, what: str) -> l
 def check_name(name: str) -> str:
     """``name``, or a ValueError when it may not name a file of the workspace (:func:`is_name`)."""
     if not is_name(name):
-        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise ValueError(f"bad name {name[:40]!r}... ({len(name.encode('utf-8', 'surrogatepass'))} bytes): a name "
-                             f"may hold at most {MAX_NAME_BYTES} bytes")
         raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
     return name
+
+
+def check_new_name(name: str) -> str:
+    """:func:`check_name`, and short enough for every file made of it (:data:`MAX_NAME_BYTES`): checked before the
+    work whose result it names, not by the OS's "File name too long" once that work is done. A file already named
+    longer (none that curate names) is still read."""
+    if is_name(name) and (size := len(name.encode("utf-8", "surrogatepass"))) > MAX_NAME_BYTES:
+        raise ValueError(f"bad name {name[:40]!r}... ({size} bytes): a name may hold at most {MAX_NAME_BYTES} bytes")
+    return check_name(name)
 
 
 _CHUNK = 1 << 20
