@@ -7,6 +7,7 @@ tests run ``python -m curate.cli`` in a subprocess, as a user would.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -679,18 +680,20 @@ from curate.llm.local import LocalServer, announce
 server = LocalServer(log_path=sys.argv[1]).launch()
 if sys.argv[2] == "announce":
     announce(server)  # as `curate serve-local` does
-print(server.pid, server.tmpdir, flush=True)
+print(server.pid, server.tmpdir, server.group.watchdog.pid, flush=True)
 time.sleep(600)
 """
 
 
 def _orphan(tmp_path, how: str) -> tuple[int, str]:
-    """A vLLM server whose owner (a curate process) was SIGKILLed: its own session keeps it running."""
+    """A vLLM server whose owner (a curate process) was SIGKILLed, and its watchdog too (curate.llm.watchdog; say
+    the OOM killer took it): its own session keeps it running, for the sweep to stop."""
     from curate.llm.server_records import alive
 
     owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(tmp_path / f"{how}.log"), how],
                              stdout=subprocess.PIPE, text=True)
-    pid, tmpdir = owner.stdout.readline().split()
+    pid, tmpdir, watchdog = owner.stdout.readline().split()
+    os.kill(int(watchdog), signal.SIGKILL)
     owner.kill()
     owner.wait()
     assert alive(int(pid)) and Path(tmpdir).is_dir()  # what a SIGKILL left

@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,8 +32,9 @@ from typing import Any
 from curate.defaults import BACKEND
 from curate.errors import CurateError, python_and_cli
 from curate.hardware import check_model_location, resolve_dtype
+from curate.llm.guarded_group import GuardedGroup, launch_guarded, stop_process_group  # noqa: F401 (re-exported)
 from curate.llm.openai_backend import OpenAIBackend
-from curate.llm.server_records import alive, forget, record, stop_orphans
+from curate.llm.server_records import alive, stop_orphans
 from curate.storage.files import exported_model
 from curate.storage.write_errors import writing
 
@@ -173,6 +173,7 @@ class LocalServer:
         self.model = SERVED_NAME
         self.model_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.group: GuardedGroup | None = None  # the server's process group, recorded and watched
         self._launched = 0.0
         self.tmpdir: str | None = None  # the server's temporary files, removed when it stops
 
@@ -200,13 +201,15 @@ class LocalServer:
         a small CPU; do other work, then :meth:`wait_ready`)."""
         self.model_dir = prepare_model(self.home)
         stop_orphans(self.home)  # servers whose curate process was killed (SIGKILL, OOM) still run
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "wb")
         self.tmpdir = tempfile.mkdtemp(prefix="curate-vllm-")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                     env=server_env(self.home, self.tmpdir), start_new_session=True)
-        log.close()
-        record(self.home, self.proc.pid, self.tmpdir)
+        try:  # its watchdog stops it if this process dies, whatever kills it (curate.llm.watchdog)
+            self.group = launch_guarded(self.command(), home=self.home, log_path=self.log_path,
+                                        env=server_env(self.home, self.tmpdir), tmpdir=self.tmpdir)
+        except BaseException:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+            raise
+        self.proc = self.group.proc
         self._launched = time.monotonic()
         return self
 
@@ -233,16 +236,13 @@ class LocalServer:
         self.stop()
         raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server and its engine/worker processes (:func:`stop_process_group`)."""
-        if self.proc is None:
+    def stop(self, timeout: float = BACKEND.server_stop_grace_s) -> None:
+        """Stop the server and its engine/worker processes (:func:`stop_process_group`), its watchdog; remove its
+        temporary folder and record."""
+        if self.group is None:
             return
-        proc, self.proc = self.proc, None
-        stop_process_group(proc, timeout)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-        forget(self.home, proc.pid)
+        group, self.group, self.proc, self.tmpdir = self.group, None, None, None
+        group.stop(timeout)
 
     def backend(self, **kwargs: Any) -> LocalBackend:
         """A :class:`LocalBackend` talking to this server (kind ``local``)."""
@@ -279,26 +279,6 @@ class LocalServer:
 
 
 # -- a warm local judge ---------------------------------------------------------------------------------
-def stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the process group ``proc`` leads (started with ``start_new_session=True``), wait up to ``timeout``
-    seconds, then SIGKILL what is left of the group: vLLM's engine and worker processes go with their parent
-    instead of lingering (a SIGKILL of the parent alone leaves them running, holding memory and a core)."""
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    if proc.poll() is None:
-        signal_group(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    signal_group(signal.SIGKILL)
-    proc.wait(10)  # a SIGKILLed leader that still has not exited is a real fault: let TimeoutExpired say so
-
-
 def announce(server: LocalServer) -> Path:
     """Record a running server in ``$CURATE_HOME/local-server.json`` for other commands to reuse."""
     path = curate_home() / ANNOUNCE_FILE

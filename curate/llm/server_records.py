@@ -1,11 +1,14 @@
-"""A record of each vLLM server curate starts, so that one whose owner was killed is stopped later.
+"""A record of each vLLM process group curate starts (a server, a batch runner), so that one whose owner was
+killed is stopped.
 
-A server runs in its own session (so that stopping it takes its engine processes along), so a SIGKILL of the
-process that started it leaves it running, 1.7 GB and a core, on a port nothing uses. ``LocalServer.launch``
-writes ``$CURATE_HOME/servers/<pid>.json`` (server PID, owner PID, temporary folder) and ``stop`` removes it;
-:func:`stop_orphans`, run before each launch and when a ``curate serve-local`` announcement is read, stops the
-servers whose owner is gone and removes their temporary folders. (Not ``PR_SET_PDEATHSIG``: it fires when the
-*thread* that started the server ends, and the lazy backend starts it from a worker thread.)
+A vLLM process runs in its own session (so that stopping it takes its engine processes along), so a SIGKILL of the
+process that started it leaves it running, 1.7 GB and a core. ``launch_guarded`` (curate.llm.guarded_group) writes
+``$CURATE_HOME/servers/<pid>.json`` (its PID and start time, the owner's PID and start time, its temporary folder,
+the start of its command line) and starts a watchdog (curate.llm.watchdog) that stops the group within seconds of
+its owner's death; ``stop`` removes the record. :func:`stop_orphans`, run before each launch and when a
+``curate serve-local`` announcement is read, is the second line: it stops what a killed watchdog left.
+(Not ``PR_SET_PDEATHSIG``: it fires when the *thread* that started the server ends, and the lazy backend starts it
+from a worker thread.)
 """
 
 from __future__ import annotations
@@ -19,20 +22,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curate.storage.processes import alive, machine
+from curate.defaults import BACKEND
+from curate.storage.processes import alive, group_alive, machine, same_process, start_time  # noqa: F401 (alive: re-exported)
 
 SERVERS_DIR = "servers"
-SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what a record written before "command" names
 
 
-def record(home: Path, pid: int, tmpdir: str | None) -> Path:
-    """Note a server this process started (written before it can answer a request)."""
+def command_start(command: list[str]) -> str:
+    """The part of a command line a record keeps to tell its process: interpreter and ``-m module`` (or ``-c``
+    script), as ``/proc/<pid>/cmdline`` spells them."""
+    return "\0".join(command[:3])
+
+
+def record(home: Path, pid: int, tmpdir: str | None, command: list[str] | None = None) -> Path:
+    """Note a process group this process started (written before it can answer a request)."""
     folder = Path(home) / SERVERS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pid}.json"
     tmp = folder / f".{pid}.json.tmp"
-    tmp.write_text(json.dumps({"pid": pid, "owner_pid": os.getpid(), "tmpdir": tmpdir, "started": _started(pid),
-                               "machine": machine()}))
+    tmp.write_text(json.dumps({"pid": pid, "owner_pid": os.getpid(), "owner_started": start_time(os.getpid()),
+                               "tmpdir": tmpdir, "started": start_time(pid), "machine": machine(),
+                               "command": command_start(command or [SERVER_MODULE])}))
     os.replace(tmp, path)
     return path
 
@@ -43,28 +54,21 @@ def forget(home: Path, pid: int | None) -> None:
         (Path(home) / SERVERS_DIR / f"{pid}.json").unlink(missing_ok=True)
 
 
-def _started(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot; None off Linux): a PID with another start time is
-    another process."""
+def is_server(pid: int, started: int | None, command: str = SERVER_MODULE) -> bool:
+    """``pid`` is the process recorded: its start time and the start of its command line (``command``) are the
+    record's (so a PID the system gave to another program since, another curate's server included, is never
+    signalled)."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def is_server(pid: int, started: int | None) -> bool:
-    """``pid`` is the vLLM server recorded (so a PID the system gave to another program since, another curate's
-    server included, is never signalled)."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
-    return SERVER_MODULE in command and started is not None and _started(pid) == started
+    return command in cmdline and started is not None and start_time(pid) == started
 
 
-def stop_orphans(home: Path, timeout: float = 20.0) -> list[int]:
-    """Stop every recorded server whose owner process is gone (SIGTERM to its process group, SIGKILL after
-    ``timeout`` seconds), remove its temporary folder and its record; the PIDs stopped."""
+def stop_orphans(home: Path, timeout: float = BACKEND.server_stop_grace_s) -> list[int]:
+    """Stop every recorded process group whose owner process is gone (SIGTERM to its process group, SIGKILL after
+    ``timeout`` seconds), remove its temporary folder and its record; the PIDs stopped. An owner whose PID now
+    names another process (its start time differs) is gone."""
     stopped: list[int] = []
     if not Path("/proc/self").exists():  # no way to tell a recorded server from a process that took its PID since:
         return stopped  # the records stay (their servers, if alive, stop with their owner as before)
@@ -75,26 +79,33 @@ def stop_orphans(home: Path, timeout: float = 20.0) -> list[int]:
             pid, owner = int(info["pid"]), int(info["owner_pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours to judge
-        if info.get("machine", here) != here or alive(owner):  # another machine's (a record before them: judged)
-            continue
-        if is_server(pid, info.get("started")):
-            _stop_group(pid, timeout)
+        if info.get("machine", here) != here or same_process(owner, info.get("owner_started")):
+            continue  # another machine's (a record before them: judged), or its owner runs
+        if is_server(pid, info.get("started"), info.get("command", SERVER_MODULE)):
+            stop_group(pid, timeout)
             stopped.append(pid)
-        if info.get("tmpdir"):
-            shutil.rmtree(info["tmpdir"], ignore_errors=True)
-        with contextlib.suppress(OSError):  # a read-only CURATE_HOME: the record stays, the server is stopped
-            path.unlink(missing_ok=True)
+        remove_leftovers(home, pid, info.get("tmpdir"), path)
     return stopped
 
 
-def _stop_group(pid: int, timeout: float) -> None:
+def remove_leftovers(home: Path, pid: int, tmpdir: str | None, path: Path | None = None) -> None:
+    """Remove a stopped group's temporary folder and its record (``path``, else the one ``pid`` names)."""
+    if tmpdir:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # a read-only CURATE_HOME: the record stays, the server is stopped
+        (path or Path(home) / SERVERS_DIR / f"{pid}.json").unlink(missing_ok=True)
+
+
+def stop_group(pgid: int, timeout: float = BACKEND.server_stop_grace_s) -> None:
+    """SIGTERM process group ``pgid`` (not a child of ours: init reaps it), wait up to ``timeout`` seconds for every
+    process of it to end, then SIGKILL what is left and wait up to 10 s more."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         try:
-            os.killpg(pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
-        while alive(pid) and time.monotonic() < deadline:  # not our child: init reaps it
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not alive(pid):
+        if not group_alive(pgid):
             return

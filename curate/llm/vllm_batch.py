@@ -24,6 +24,7 @@ from curate.errors import CurateError
 from curate.hardware import resolve_dtype
 from curate.llm.base import Backend, OnDone, Request, failure_result
 from curate.llm.batch_jsonl import batch_line, read_output_line
+from curate.llm.guarded_group import launch_guarded
 from curate.llm.local import (
     SERVED_NAME,
     WHOLE_PREFILL_ARGS,
@@ -32,7 +33,6 @@ from curate.llm.local import (
     folder_model_name,
     prepare_model,
     server_env,
-    stop_process_group,
 )
 
 
@@ -76,20 +76,21 @@ class VLLMBatchBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="curate-vllm-batch-") as tmp:
             inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
             inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "wb") as log:
-                proc = subprocess.Popen(self.command(inp, out), stdout=log, stderr=subprocess.STDOUT,
-                                        env=server_env(curate_home(), tmp), start_new_session=True)
-                try:
-                    proc.wait(self.timeout)
-                except subprocess.TimeoutExpired:
-                    raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was stopped; "
-                                      f"log {self.log_path}") from None
-                finally:  # on a timeout or Ctrl-C it stops the runner; after a normal exit, any worker left
-                    stop_process_group(proc, 10.0)
+            log_path = self.log_path
+            # recorded, and watched: a SIGKILL of this process no longer leaves it (and its engine) running
+            group = launch_guarded(self.command(inp, out), home=curate_home(), log_path=log_path,
+                                   env=server_env(curate_home(), tmp), tmpdir=tmp)
+            proc = group.proc
+            try:
+                proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was stopped; "
+                                  f"log {log_path}") from None
+            finally:  # on a timeout or Ctrl-C it stops the runner; after a normal exit, any worker left
+                group.stop(10.0, remove_tmpdir=False)  # the folder is the TemporaryDirectory's to remove
             if proc.returncode != 0 or not out.exists():
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise CurateError(f"vLLM's batch runner exited with {proc.returncode}; log {self.log_path}:\n{tail}")
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise CurateError(f"vLLM's batch runner exited with {proc.returncode}; log {log_path}:\n{tail}")
             return [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
 
     async def run(self, requests: list[Request], on_done: OnDone) -> None:

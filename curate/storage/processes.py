@@ -34,3 +34,40 @@ def machine() -> str:
     except OSError:
         namespace = ""
     return f"{socket.gethostname()} {namespace}"
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot; None off Linux or when it is gone): a PID with another
+    start time is another process (the system gave the PID again)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """``pid`` is alive and is the process that started at ``started`` (when the start time is unknown, being alive
+    is all that can be told)."""
+    return alive(pid) and (started is None or start_time(pid) in (started, None))
+
+
+def group_alive(pgid: int) -> bool:
+    """A process of process group ``pgid`` runs (its leader may have exited while the processes it started run on;
+    zombies do not count). Off Linux: the group can be signalled."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    stats = [Path(f"/proc/{pgid}/stat")]  # the leader first: while it runs, no scan of every process
+    for stat in (*stats, *Path("/proc").glob("[0-9]*/stat")):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # not there, or exited while we looked
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False

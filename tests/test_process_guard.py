@@ -1,0 +1,168 @@
+"""A vLLM process group (local server, batch runner) does not outlive the curate process that started it.
+
+Each test's "vLLM" is a stand-in process group (a leader and a worker it starts, both sleeping) launched through the
+code the real ones go through; its owner, a Python process, is SIGKILLed as `kill -9` of `curate` would be.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# the stand-in: a leader writing its PID, its worker's and its TMPDIR to argv[1], then sleeping
+GROUP = ("import json, os, subprocess, sys, time\n"
+         "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+         "tmp = sys.argv[1] + '.tmp'\n"
+         "open(tmp, 'w').write(json.dumps([os.getpid(), w.pid, os.environ.get('TMPDIR')]))\n"
+         "os.replace(tmp, sys.argv[1])\n"
+         "time.sleep(600)\n")
+SERVER_OWNER = """
+import sys, time
+from pathlib import Path
+import curate.llm.local as local
+local.prepare_model = lambda home=None: Path(home)  # no weights: the stand-in serves nothing
+class StandIn(local.LocalServer):
+    def command(self):
+        return [sys.executable, "-c", sys.argv[3], sys.argv[4]]
+StandIn(home=sys.argv[1], log_path=sys.argv[2]).launch()
+time.sleep(600)
+"""
+RUNNER_OWNER = """
+import sys
+from curate.llm.vllm_batch import VLLMBatchBackend
+class StandIn(VLLMBatchBackend):
+    def command(self, input_path, output_path):
+        return [sys.executable, "-c", sys.argv[2], sys.argv[3]]
+StandIn(model_dir=sys.argv[1], timeout=600).run_lines([])
+"""
+GONE_WITHIN_S = 15.0  # the watchdog looks every second; a loaded 2-core machine may take a few more to schedule it
+
+
+def _owner(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.Popen, list]:
+    """Start an owner running ``script``; wait until its stand-in group runs: (owner, [leader, worker, TMPDIR])."""
+    pids = tmp_path / "group.json"
+    env = {**os.environ, "CURATE_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
+    owner = subprocess.Popen([sys.executable, "-c", script, *args, GROUP, str(pids)], env=env)
+    deadline = time.monotonic() + 60
+    while not pids.exists():
+        assert owner.poll() is None and time.monotonic() < deadline, "the stand-in group did not start"
+        time.sleep(0.1)
+    return owner, json.loads(pids.read_text())
+
+
+def group_alive(pgid: int) -> bool:
+    """A process of group ``pgid`` runs (not a zombie): the test's own look, independent of the code under test."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[2] == str(pgid) and fields[0] != "Z":
+                return True
+    return False
+
+
+def _kill(owner: subprocess.Popen) -> None:
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+
+
+def _gone_after(pgid: int, limit: float) -> float | None:
+    """Seconds until process group ``pgid`` has no process left; None if it still has one after ``limit``."""
+    start = time.monotonic()
+    while group_alive(pgid):
+        if time.monotonic() - start > limit:
+            return None
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def watchdog_of(pid: int) -> int | None:
+    """The PID of the watchdog watching the group ``pid`` leads (its spec names it), if one runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if "curate.llm.watchdog" in (text := cmdline.read_bytes().decode(errors="replace")) \
+                    and f'"pid": {pid},' in text:
+                return int(cmdline.parent.name)
+    return None
+
+
+@contextlib.contextmanager
+def _cleanup(tmp_path: Path):
+    """Whatever a failing test left: the stand-in group (SIGKILL), its watchdog, its temporary folder."""
+    try:
+        yield
+    finally:
+        pids = tmp_path / "group.json"
+        if pids.exists():
+            leader, _, tmpdir = json.loads(pids.read_text())
+            for kill in (lambda: os.killpg(leader, signal.SIGKILL), lambda: os.kill(watchdog_of(leader), 9)):
+                with contextlib.suppress(ProcessLookupError, TypeError):
+                    kill()
+            if tmpdir and Path(tmpdir).name.startswith("curate-vllm"):
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_a_local_server_whose_curate_process_was_killed_stops_with_no_further_command(tmp_path):
+    """`kill -9` of a curate process left its local vLLM server (its own session) running, 1.7 GB and a core, until
+    a later command launched one; with no later command, for good. Its watchdog stops it within seconds now, and
+    removes its temporary folder and record."""
+    with _cleanup(tmp_path):
+        owner, (leader, worker, tmpdir) = _owner(tmp_path, SERVER_OWNER, str(tmp_path / "home"),
+                                                 str(tmp_path / "server.log"))
+        record = tmp_path / "home" / "servers" / f"{leader}.json"
+        assert record.exists() and Path(tmpdir).is_dir()
+        _kill(owner)
+        took = _gone_after(leader, GONE_WITHIN_S)
+        assert took is not None, f"the server's group outlived its owner by {GONE_WITHIN_S:g} s"
+        print(f"group gone {took:.1f} s after its owner's SIGKILL")
+        assert _watchdog_ended(leader)  # after removing the folder and the record
+        assert not Path(tmpdir).exists() and not record.exists()
+        assert "curate watchdog: owner" in (tmp_path / "server.log").read_text()  # it says what it did
+
+
+def _watchdog_ended(leader: int) -> bool:
+    """The watchdog of the group ``leader`` led has exited (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while watchdog_of(leader) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_batch_runner_whose_curate_process_was_killed_stops_with_no_further_command(tmp_path):
+    """The vllm-batch runner (and its engine) ran on after `kill -9` of curate, and the re-run started a second one
+    beside it on the same requests; its /tmp/curate-vllm-batch-* folder stayed. Its watchdog stops it now."""
+    with _cleanup(tmp_path):
+        owner, (leader, worker, tmpdir) = _owner(tmp_path, RUNNER_OWNER, str(tmp_path))
+        assert Path(tmpdir).name.startswith("curate-vllm-batch-")
+        _kill(owner)
+        took = _gone_after(leader, GONE_WITHIN_S)
+        assert took is not None, f"the runner's group outlived its owner by {GONE_WITHIN_S:g} s"
+        print(f"group gone {took:.1f} s after its owner's SIGKILL")
+        assert _watchdog_ended(leader)
+        assert not Path(tmpdir).exists() and not (tmp_path / "home" / "servers" / f"{leader}.json").exists()
+
+
+def test_a_batch_runner_is_recorded_and_swept_when_its_watchdog_died_too(tmp_path):
+    """The runner was never recorded, so not even the sweep before a later launch stopped it. It is recorded as a
+    local server is: with its watchdog killed as well, the next sweep stops it and removes its folder and record."""
+    from curate.llm.server_records import SERVERS_DIR, stop_orphans
+
+    with _cleanup(tmp_path):
+        owner, (leader, worker, tmpdir) = _owner(tmp_path, RUNNER_OWNER, str(tmp_path))
+        record = tmp_path / "home" / SERVERS_DIR / f"{leader}.json"
+        assert record.exists(), "the batch runner is not recorded"
+        assert json.loads(record.read_text())["owner_pid"] == owner.pid
+        watchdog = watchdog_of(leader)
+        assert watchdog is not None
+        os.kill(watchdog, signal.SIGKILL)
+        _kill(owner)
+        assert stop_orphans(tmp_path / "home", timeout=5) == [leader]
+        assert not group_alive(leader) and not Path(tmpdir).exists() and not record.exists()
