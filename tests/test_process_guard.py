@@ -14,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from curate.errors import CurateError
+
 REPO = Path(__file__).resolve().parents[1]
 # the stand-in: a leader writing its PID, its worker's and its TMPDIR to argv[1], then sleeping
 GROUP = ("import json, os, subprocess, sys, time\n"
@@ -166,3 +170,25 @@ def test_a_batch_runner_is_recorded_and_swept_when_its_watchdog_died_too(tmp_pat
         _kill(owner)
         assert stop_orphans(tmp_path / "home", timeout=5) == [leader]
         assert not group_alive(leader) and not Path(tmpdir).exists() and not record.exists()
+
+
+def test_each_batch_run_writes_and_quotes_its_own_log(tmp_path, monkeypatch):
+    """Every vllm-batch run wrote one $CURATE_HOME/logs/vllm-batch.log: a runner another curate left running wrote
+    into the live run's log, and a failing run quoted its tail, maybe another run's error. A run's log is its
+    process's own now (as a local server's is its port's)."""
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    (tmp_path / "home" / "logs" / "vllm-batch.log").write_text("Traceback: another run's runner crashed\n")
+
+    class FailingRunner(VLLMBatchBackend):
+        def command(self, input_path, output_path):
+            return [sys.executable, "-c", "import sys; print('this run failed'); sys.exit(3)"]
+
+    with pytest.raises(CurateError) as failure:
+        FailingRunner(model_dir=tmp_path, timeout=60).run_lines([])
+    own = tmp_path / "home" / "logs" / f"vllm-batch-{os.getpid()}.log"
+    assert f"log {own}" in str(failure.value) and "this run failed" in str(failure.value)
+    assert "another run" not in str(failure.value)
+    assert not list((tmp_path / "home" / "servers").glob("*.json"))  # its record went with it

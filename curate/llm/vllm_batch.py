@@ -50,11 +50,17 @@ class VLLMBatchBackend(Backend):
         self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(Path(model_dir)))
         self.max_model_len, self.dtype, self.max_logprobs = max_model_len, resolve_dtype(dtype), top_logprobs
         self.timeout = timeout
-        self.log_path = Path(log_path) if log_path else curate_home() / "logs" / "vllm-batch.log"
+        self._log_path = Path(log_path) if log_path else None
         self.extra_args = list(extra_args or [])
         self.prompt_tokens = self.completion_tokens = 0
         self.spent_usd = 0.0
         self.requests_sent = 0
+
+    @property
+    def log_path(self) -> Path:
+        """The runner's log: the one given, else ``$CURATE_HOME/logs/vllm-batch-<pid>.log``, this process's own (as a
+        local server's is its port's), so a runner another curate left running never writes into it."""
+        return self._log_path or curate_home() / "logs" / f"vllm-batch-{os.getpid()}.log"
 
     @property
     def model_dir(self) -> Path:
