@@ -192,3 +192,54 @@ def test_each_batch_run_writes_and_quotes_its_own_log(tmp_path, monkeypatch):
     assert f"log {own}" in str(failure.value) and "this run failed" in str(failure.value)
     assert "another run" not in str(failure.value)
     assert not list((tmp_path / "home" / "servers").glob("*.json"))  # its record went with it
+
+
+@pytest.mark.llm
+def test_kill_9_of_a_local_run_leaves_no_vllm_server(tmp_path):
+    """The audit's case, end to end: `kill -9` of `curate score --backend local` while its vLLM server runs left the
+    server (and its engine) running with parent 1; no further curate command is needed now."""
+    from curate.llm.local import prepare_model
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(prepare_model().parent)  # converted once; the rest of this home is the test's own
+    env = {**os.environ, "CURATE_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("OPENAI_API_KEY", None)
+    cli = [sys.executable, "-m", "curate.cli"]
+    ws = tmp_path / "ws"
+    subprocess.run([*cli, "load", "sample", "--workspace", ws], env=env, check=True, capture_output=True, timeout=300)
+    run = subprocess.Popen([*cli, "score", ws, "--judge", "quality", "--backend", "local"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    leader = None
+    try:
+        deadline = time.monotonic() + 300
+        while leader is None or _group_size(leader) < 2:  # the server and its engine process run
+            assert run.poll() is None and time.monotonic() < deadline, "no local server with an engine started"
+            records = list((home / "servers").glob("*.json"))
+            leader = json.loads(records[0].read_text())["pid"] if records else None
+            time.sleep(0.2)
+        _kill(run)
+        took = _gone_after(leader, GONE_WITHIN_S)
+        assert took is not None, f"the local server outlived `curate score` by {GONE_WITHIN_S:g} s"
+        print(f"server group gone {took:.1f} s after the run's SIGKILL")
+        assert _watchdog_ended(leader) and not list((home / "servers").glob("*.json"))
+    finally:
+        if run.poll() is None:
+            _kill(run)
+        if leader is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(watchdog_of(leader), signal.SIGKILL)
+            for record in (home / "servers").glob("*.json"):
+                shutil.rmtree(json.loads(record.read_text()).get("tmpdir") or tmp_path / "none", ignore_errors=True)
+
+
+def _group_size(pgid: int) -> int:
+    """Processes of group ``pgid`` running (not zombies)."""
+    size = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            size += fields[2] == str(pgid) and fields[0] != "Z"
+    return size
