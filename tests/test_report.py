@@ -723,3 +723,46 @@ def test_a_threshold_reason_shows_its_numbers_at_one_precision_and_apart():
     assert describe(Reason.BELOW_THRESHOLD, {"score": 3.04851, "min_score": 3.0485430793701176}).endswith(
         "(3.04851 < 3.04854)")  # digits enough to tell them apart
     assert describe(Reason.BELOW_THRESHOLD, {"score": 2.0, "min_score": 4}).endswith("(2 < 4)")
+
+
+def _odd_workspace(path: Path, complexity: list, quality: list | None = None, **rows) -> Workspace:
+    """A pool of one row per complexity value, with those scores (and quality's) as derived columns."""
+    ws = Workspace(path)
+    ws.load([{"instruction": f"question {i}", "output": f"answer {i}", **{k: v[i] for k, v in rows.items()}}
+             for i in range(len(complexity))])
+    ws.add_column("complexity", complexity, {"kind": "test"})
+    if quality is not None:
+        ws.add_column("quality", quality, {"kind": "test"})
+    return ws
+
+
+def _plot_notes(page: str) -> dict[str, str | None]:
+    """Each plot's caption -> its note (None when it is drawn)."""
+    return {title: note or None for title, note in
+            re.findall(r"<figcaption>([^<]*)</figcaption>(?:<p class='missing'>([^<]*))?", page)}
+
+
+def test_a_score_range_wider_than_a_float_is_drawn_on_a_symlog_scatter_and_a_failing_plot_is_a_note(tmp_path, monkeypatch):
+    """Complexity -1e308 .. 1e308 made the scatter fail (`arange: cannot compute length`) and that aborted the whole
+    report with no file; any plot that still fails is a note naming it, its columns and the error."""
+    import curate.report.plots as plots
+
+    ws = _odd_workspace(tmp_path / "ws", [1e308, 1e308, -1e308, 5.0, 1.0, 2.0], [1e-6, 2e-6, 3e-6, 1e-6, 4e-6, 5e-6])
+    fig = plots.score_scatter(ws)
+    assert fig.axes[0].get_xscale() == "symlog" and fig.axes[0].get_yscale() == "linear"
+    page = build_report(ws, tmp_path / "r.html").read_text()
+    assert _plot_notes(page)["complexity x quality"] is None and "<img alt='complexity x quality'" in page
+
+    def broken(*args, **kwargs):
+        raise ValueError("arange: cannot compute length")
+
+    monkeypatch.setattr(plots, "score_histograms", broken)
+    notes = _plot_notes(build_report(ws, tmp_path / "r2.html").read_text())
+    assert notes["score histograms"] == ("score histograms could not be drawn from columns complexity, quality: "
+                                         "ValueError: arange: cannot compute length")
+    assert notes["complexity x quality"] is None  # the other plots are drawn
+    assert dict((t, m) for t, _, m in plots.all_plots(ws))["score histograms"].endswith("cannot compute length")
+    monkeypatch.setattr(plots, "figure_data_uri", broken)  # a figure that cannot be rendered
+    notes = _plot_notes(build_report(ws, tmp_path / "r3.html").read_text())
+    assert notes["complexity x quality"].startswith("complexity x quality could not be drawn from columns complexity, "
+                                                    "quality: ValueError")

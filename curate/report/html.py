@@ -34,15 +34,21 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def plots_section(ws: Workspace, selection: str | None) -> str:
-    from curate.report.plots import all_plots, figure_data_uri  # matplotlib only when a report is drawn
+    from curate.report.plots import (  # matplotlib only when a report is drawn
+        drawn_or_note,
+        figure_data_uri,
+        plot_plans,
+    )
 
     figs = []
-    for title, fig, missing in all_plots(ws, selection):
-        if fig is None:
+    for title, source, make in plot_plans(ws, selection):
+        fig, missing = drawn_or_note(title, source, make)
+        uri, missing = drawn_or_note(title, source, lambda fig=fig: figure_data_uri(fig)) if fig else (None, missing)
+        if uri is None:  # a figure that cannot be rendered is a note as well: the rest of the page is written
             figs.append(f"<figure><figcaption>{esc(title)}</figcaption><p class='missing'>{esc(missing)}</p></figure>")
         else:
             wide = " class='wide'" if fig.get_figwidth() > 7 else ""  # multi-panel figures take a full row
-            figs.append(f"<figure{wide}><img alt='{esc(title)}' src='{figure_data_uri(fig)}'>"
+            figs.append(f"<figure{wide}><img alt='{esc(title)}' src='{uri}'>"
                         f"<figcaption>{esc(title)}</figcaption></figure>")
     return '<div class="plots">' + "".join(figs) + "</div>"
 

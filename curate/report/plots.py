@@ -23,7 +23,8 @@ import io
 import math
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -48,6 +49,8 @@ from curate.storage.roles import role_candidates
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
+
+T = TypeVar("T")
 
 # -- figures ---------------------------------------------------------------------------------------
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
@@ -106,17 +109,28 @@ def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, sel
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     rng = np.random.default_rng(0)
-    jx = xs + rng.uniform(-1.0, 1.0, len(xs)) * jitter(xs[both])
-    jy = ys + rng.uniform(-1.0, 1.0, len(ys)) * jitter(ys[both])
+    (jx, x_label), (jy, y_label) = (_jittered(v, v[both], name, rng) for v, name in ((xs, x), (ys, y)))
     if selection:
         kept, dropped = _selection_masks(ws, selection)
         _scatter_by_role(ax, jx, jy, both, kept, dropped, sizes=(6, 6, 10))
     else:
         ax.scatter(jx[both], jy[both], s=6, c=POOL_COLOUR, linewidths=0)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    for values, set_scale in ((xs[both], ax.set_xscale), (ys[both], ax.set_yscale)):
+        if range_overflows(values.min(), values.max()):  # as the histograms: a linear axis cannot span it
+            set_scale("symlog")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
     return fig
+
+
+def _jittered(values: np.ndarray, finite: np.ndarray, name: str, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """``values`` moved by a random jitter (:func:`~curate.report.scales.jitter`; none on a symlog axis) and the axis
+    label, which says the points are jittered and by how much (a constant column would look spread otherwise)."""
+    half_width = jitter(finite)
+    if half_width == 0:
+        return values, name
+    return values + rng.uniform(-1.0, 1.0, len(values)) * half_width, f"{name} (jittered ±{half_width:.2g})"
 
 
 def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
@@ -311,34 +325,51 @@ def ifd_histogram(ws: Workspace, selection: str | None = None) -> Figure:
     return fig
 
 
-def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Figure | None, str | None]]:
-    """Every report plot as (title, figure or None, what is missing); never raises for missing inputs."""
-    selection = selection if selection is not None else default_selection(ws)
+def plot_plans(ws: Workspace, selection: str | None) -> list[tuple[str, str, Callable[[], Figure]]]:
+    """The report's plots as (title, what it draws from, a function that draws it), in page order."""
     numeric = numeric_columns(ws) if ws.has_pool else []
     scores = {role: role_candidates(ws, role) for role in ("complexity", "quality")}  # the one rule of defaults
     several = any(len(found) > 1 for found in scores.values())  # the scatter says which columns, not picks one
     pair = () if several else tuple(f[0] for f in scores.values()) if all(scores.values()) else tuple(numeric[:2])
-    plans: list[tuple[str, Any]] = [
-        ("score histograms", lambda: score_histograms(ws, selection=selection)),
-        (f"{pair[0]} x {pair[1]}" if len(pair) == 2 else "complexity x quality",
+    plans: list[tuple[str, str, Callable[[], Figure]]] = [
+        ("score histograms", _columns(numeric), lambda: score_histograms(ws, selection=selection)),
+        (f"{pair[0]} x {pair[1]}" if len(pair) == 2 else "complexity x quality", _columns(pair),
          (lambda: score_scatter(ws, *(pair or (None, None)), selection)) if len(pair) == 2 or several else
          _missing("needs two score columns (complexity and quality); this workspace has "
                   + (f"{numeric[0]} only" if numeric else "none: score the pool first"))),
-        ("embedding map", lambda: embedding_map(ws, selection)),
-        ("tag coverage", lambda: tag_coverage(ws, [selection] if selection else None)),
-        (f"rows by {breakdown_column(ws)}", lambda: source_breakdown(ws, selection)),
+        ("embedding map", "embeddings 'default'", lambda: embedding_map(ws, selection)),
+        ("tag coverage", _columns(role_candidates(ws, "tags")),
+         lambda: tag_coverage(ws, [selection] if selection else None)),
+        (f"rows by {breakdown_column(ws)}", _columns([breakdown_column(ws)]), lambda: source_breakdown(ws, selection)),
     ]
     if "ifd" in numeric:  # model signals are optional: their plots appear once the column exists
-        plans.append(("IFD (instruction-following difficulty)", lambda: ifd_histogram(ws, selection)))
+        plans.append(("IFD (instruction-following difficulty)", _columns(["ifd"]), lambda: ifd_histogram(ws, selection)))
         if len(scores["quality"]) == 1 and scores["quality"][0] in numeric:
-            plans.append(("IFD x quality", lambda: score_scatter(ws, "ifd", scores["quality"][0], selection)))
-    out: list[tuple[str, Figure | None, str | None]] = []
-    for title, make in plans:
-        try:
-            out.append((title, make(), None))
-        except (MissingInput, DamagedFileError) as exc:  # a damaged input stops its plot, not the others
-            out.append((title, None, str(exc)))
-    return out
+            plans.append(("IFD x quality", _columns(["ifd", scores["quality"][0]]),
+                          lambda: score_scatter(ws, "ifd", scores["quality"][0], selection)))
+    return plans
+
+
+def all_plots(ws: Workspace, selection: str | None = None) -> list[tuple[str, Figure | None, str | None]]:
+    """Every report plot as (title, figure or None, what is missing or why it failed); never raises: a plot that
+    fails is a note naming it, its columns and the error, and the other plots are still drawn."""
+    selection = selection if selection is not None else default_selection(ws)
+    return [(title, *drawn_or_note(title, source, make)) for title, source, make in plot_plans(ws, selection)]
+
+
+def drawn_or_note(title: str, source: str, make: Callable[[], T]) -> tuple[T | None, str | None]:
+    """(what ``make`` returns, None), or (None, why not): the missing input, or the error naming the plot and
+    ``source`` (the columns it draws)."""
+    try:
+        return make(), None
+    except (MissingInput, DamagedFileError) as exc:  # a damaged input stops its plot, not the others
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 -- any failure of one plot is shown in its place, the report goes on
+        return None, f"{title} could not be drawn from {source}: {type(exc).__name__}: {exc}"
+
+
+def _columns(names: list[str] | tuple[str, ...]) -> str:
+    return ("column " if len(names) == 1 else "columns ") + ", ".join(names) if names else "no column"
 
 
 def _missing(message: str):

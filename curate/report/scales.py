@@ -55,6 +55,9 @@ def histogram_bins(values: np.ndarray, max_bins: int = MAX_HISTOGRAM_BINS, min_b
 
 def jitter(values: np.ndarray) -> float:
     """Half-width of the scatter jitter for finite ``values``: a share of their range (of their scale when
-    the range is float noise), halved first so that a range like -1e308 .. 1e308 does not overflow."""
+    the range is float noise); 0 when the range does not fit in a float (a symlog axis: one share of the range
+    would carry the small values across the whole axis)."""
     lo, hi, scale = value_span(values)
+    if range_overflows(lo, hi):
+        return 0.0
     return SCATTER_JITTER * scale if is_nearly_constant(lo, hi, scale) else 2 * SCATTER_JITTER * (hi / 2 - lo / 2)
