@@ -766,3 +766,28 @@ def test_a_score_range_wider_than_a_float_is_drawn_on_a_symlog_scatter_and_a_fai
     notes = _plot_notes(build_report(ws, tmp_path / "r3.html").read_text())
     assert notes["complexity x quality"].startswith("complexity x quality could not be drawn from columns complexity, "
                                                     "quality: ValueError")
+
+
+def test_an_undefined_figure_is_a_dash_with_its_reason_and_extreme_numbers_keep_their_magnitude(tmp_path):
+    """A held-out Spearman of constant labels showed "nan" in the report and in Scorer._repr_html_; fmt wrote 1e300 as
+    404 digits, 4e-5 as "0" and -1e-9 as "-0"; money(nan) was "$nan"; the mean of 1e308, 1e308, -1e308 was inf."""
+    from curate.report.summary import column_stats
+    from curate.report.tables import fmt, money
+    from curate.scorers.model import Scorer
+
+    held = {"spearman": float("nan"), "kendall": float("nan"), "mae": 0.25, "n": 10,
+            "no_figure": {"spearman": "labels_all_equal", "kendall": "labels_all_equal"}}
+    ws = _odd_workspace(tmp_path / "ws", [1e308, 1e308, -1e308, 5.0, 1.0, 2.0])
+    ws.add_column("quality_score", [1.0] * 6, {"kind": "scorer", "imitates": "quality", "holdout_agreement": held})
+    page = report_html(ws)
+    cell = re.search(r"<td>quality_score</td><td>quality</td><td></td><td>([^<]*)</td>", page)
+    assert cell and cell.group(1) == "- (held-out labels all equal)", cell
+    scorer = Scorer(reads=["instruction"])
+    scorer.metrics = {"holdout": {"scorer": held}}
+    view = scorer._repr_html_()
+    assert "nan" not in view.lower() and "spearman - (held-out labels all equal)" in view and "mae 0.250" in view
+    assert [fmt(v) for v in (1e300, 4e-5, -1e-9, -0.0, float("nan"), float("-inf"), 0.5, 1234.5)] == \
+        ["1e+300", "4e-05", "-1e-09", "0", "–", "-∞", "0.5", "1,234.50"]
+    assert money(float("nan")) == "unknown" and money(0.5) == "$0.5000"
+    stats = column_stats(ws, "complexity")
+    assert stats["mean"] == pytest.approx(1e308 / 6 + 8 / 6) and np.isfinite(stats["mean"])

@@ -19,6 +19,7 @@ from curate.report.summary import (
     step_columns,
 )
 from curate.report.tables import clip, esc, money, pairs_html, shorten, table
+from curate.scorers.metrics import figure_with_reason
 from curate.storage.damage import DamagedFileError
 from curate.storage.pool import kept_rows_gone, out_of_date
 
@@ -131,7 +132,8 @@ def judges_section(ws: Workspace) -> str:
         out.append(table(["column", "imitates", "labels it learned from",
                           "held-out agreement (Spearman, on test rows of those labels; other sources may agree less)"],
                          [[n, p.get("imitates"), (p.get("imitates_detail") or {}).get("label_set"),
-                           (p.get("holdout_agreement") or {}).get("spearman")] for n, p in scorers]))
+                           figure_with_reason(held, "spearman") if (held := p.get("holdout_agreement")) else None]
+                          for n, p in scorers]))
     if not judges and not scorers:
         out.append("<p class='missing'>no judge has scored this pool yet: run <code>curate run</code> with "
                    "<code>--base-url/--model</code> or score in Python (<code>ws.score(...)</code>)</p>")

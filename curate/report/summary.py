@@ -8,6 +8,7 @@ declared reducer, the same one selection uses). Nothing parses prose.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,8 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
             stats["reducer"] = prov["reducer"]
         nums = [v for v in ws.row_values(name) if v is not None and not not_finite(v)]
         if nums:
-            stats.update(mean=sum(nums) / len(nums), min=min(nums), max=max(nums))
+            # each value divided first: a sum of values near the float limit (1e308 + 1e308) overflows to inf
+            stats.update(mean=math.fsum(v / len(nums) for v in nums), min=min(nums), max=max(nums))
     elif filled and all(isinstance(v, list) for v in filled):
         items = [_flat(v) for v in filled]  # a per-turn list column (InsTag on conversations): one list per turn
         stats["kind"] = "list"

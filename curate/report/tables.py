@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Iterable
 from functools import cache
 from importlib.resources import files
@@ -25,11 +26,25 @@ def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
+NOT_A_NUMBER = "–"  # a float cell that holds no number (NaN): never "nan"
+PLAIN_DIGITS = (1e-4, 1e15)  # floats outside this magnitude are written with an exponent, e.g. 4e-05, 1e+300
+
+
 def fmt(v: Any) -> str:
-    """A cell for people: thousands separators, a few significant decimals, nothing for None."""
+    """A cell for people: thousands separators, a few significant decimals, nothing for None; NaN as
+    ``NOT_A_NUMBER``, infinities as ±∞, and very small or very large magnitudes with an exponent (never 404
+    digits, nor 4e-05 rounded to 0)."""
     if v is None:
         return ""
     if isinstance(v, float):
+        if math.isnan(v):
+            return NOT_A_NUMBER
+        if math.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        if v == 0:
+            return "0"  # -0.0 too
+        if not PLAIN_DIGITS[0] <= abs(v) < PLAIN_DIGITS[1]:
+            return f"{v:.3g}"
         return f"{v:,.4f}".rstrip("0").rstrip(".") if abs(v) < 1 else f"{v:,.2f}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
@@ -37,8 +52,8 @@ def fmt(v: Any) -> str:
 
 
 def money(v: float | None) -> str:
-    """USD with enough decimals for small runs; None is an unknown price, never $0."""
-    return "unknown" if v is None else f"${v:,.4f}"
+    """USD with enough decimals for small runs; None (or NaN, a price not known) is unknown, never $0 or $nan."""
+    return "unknown" if v is None or not math.isfinite(v) else f"${v:,.4f}"
 
 
 def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | None = None,

@@ -43,6 +43,20 @@ def figure(value: float | None, digits: int = 3) -> str:
     return NO_FIGURE if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def figure_with_reason(metrics: Mapping[str, Any], name: str, digits: int = 3) -> str:
+    """A predictor's figure ``name`` as :func:`figure` writes it, with the reason its ``no_figure`` codes give when it
+    could not be computed: ``"- (held-out labels all equal)"``."""
+    text = figure(metrics.get(name), digits)
+    code = (metrics.get("no_figure") or {}).get(name)
+    return f"{text} ({NO_FIGURE_TEXT[NoFigure(code)]})" if text == NO_FIGURE and code else text
+
+
+def figures_text(metrics: Mapping[str, Any]) -> str:
+    """A predictor's figures on one line (``spearman 0.812, kendall - (held-out labels all equal)``), never ``nan``."""
+    return ", ".join(f"{k} {figure_with_reason(metrics, k)}" for k, v in metrics.items()
+                     if isinstance(v, float) or k in (metrics.get("no_figure") or {}))
+
+
 def missing_figure_text(no_figure: Mapping[str, Mapping[str, str]]) -> str:
     """Predictor -> its ``no_figure`` codes as one line, grouped by reason (empty when none is missing):
     ``"Spearman, Kendall of scorer, length (held-out labels all equal)"``."""

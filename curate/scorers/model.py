@@ -393,8 +393,8 @@ class Scorer(OlderSignatures):
         return f"Scorer({self.column!r}, head={self.head!r}, reads={self.reads}, features={self.features}{columns}, {state})"
 
     def _repr_html_(self) -> str:
-        held = self.metrics.get("holdout", {}).get("scorer", {})
-        figs = ", ".join(f"{k} {v:.3f}" for k, v in held.items() if isinstance(v, float))
+        from curate.scorers.metrics import figures_text  # here: this module is at its 400-line limit
+        figs = figures_text(self.metrics.get("holdout", {}).get("scorer", {}))  # NaN as "-" with its reason
         return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
                 f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(json.dumps(self.imitates))})"
                 f"<br>held-out: {html.escape(figs or 'not evaluated')}</div>")
