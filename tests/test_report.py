@@ -791,3 +791,25 @@ def test_an_undefined_figure_is_a_dash_with_its_reason_and_extreme_numbers_keep_
     assert money(float("nan")) == "unknown" and money(0.5) == "$0.5000"
     stats = column_stats(ws, "complexity")
     assert stats["mean"] == pytest.approx(1e308 / 6 + 8 / 6) and np.isfinite(stats["mean"])
+
+
+def test_wide_tables_scroll_in_their_box_and_long_names_are_cut_on_plot_axes(tmp_path):
+    """The 17-column judges table ran past the page, a 2,000-character source value stretched its table, and the
+    "rows by source" plot of it was a 21517 x 294 pixel picture."""
+    import struct
+
+    from curate.report.tables import css
+
+    long_source = "s3://bucket/" + "x" * 2000
+    ws = _odd_workspace(tmp_path / "ws", [1.0, 2.0, 3.0], [1.0, 2.0, 2.0], source=[long_source, "b", "$x$ price"])
+    page = report_html(ws)
+    assert page.count("<table class='curate'") == page.count("<div class='curate-scroll'><table class='curate'") > 3
+    assert ".curate-scroll{overflow-x:auto" in css() and "table.curate td{overflow-wrap:anywhere}" in css()
+    assert "overflow-wrap:anywhere" in css().split(".curate-rows .vals .kv{")[1].split("}")[0]
+    assert long_source in page  # the full name stays in the table
+    fig = source_breakdown(ws)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks[0] == "s3://bucket/xxxxxxxxxxxxxx…xxxxxxxxxxxxx" and r"\$x\$ price" in ticks
+    png = base64.b64decode(figure_data_uri(fig).split(",", 1)[1])
+    width, height = struct.unpack(">II", png[16:24])
+    assert width < 1000, (width, height)

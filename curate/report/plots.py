@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
 
 T = TypeVar("T")
+TICK_LABEL_CHARS = 40  # a category's name on an axis is cut to this many characters
 
 # -- figures ---------------------------------------------------------------------------------------
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
@@ -308,12 +309,21 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
                 label=f"kept by {selection} ({n_sel:,})")
         for yi, k in zip(y, labels, strict=False):
             ax.text(sel_counts[k] / n_sel, yi + h / 2, f" {sel_counts[k]:,}", va="center", fontsize=7)
-    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_yticks(y, [tick_label(k) for k in labels], fontsize=8)  # full names: the report's sources table
     ax.invert_yaxis()
     ax.set_xlabel("share of rows")
     ax.set_title(f"rows by {column}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+def tick_label(text: str, max_chars: int = TICK_LABEL_CHARS) -> str:
+    """``text`` as an axis label: its start and end around an ellipsis when longer than ``max_chars`` (a 2,000-character
+    source made a 21517-pixel-wide picture), ``$`` written as itself (matplotlib reads ``$..$`` as maths)."""
+    if len(text) > max_chars:
+        tail = max_chars // 3
+        text = f"{text[:max_chars - tail - 1]}…{text[-tail:]}"
+    return text.replace("$", r"\$")
 
 
 def ifd_histogram(ws: Workspace, selection: str | None = None) -> Figure:

@@ -58,7 +58,7 @@ def money(v: float | None) -> str:
 
 def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | None = None,
           classes: dict[int, str] | None = None) -> str:
-    """An escaped HTML table; columns in ``numeric`` are right-aligned."""
+    """An escaped HTML table (in a :func:`scrolling` box); columns in ``numeric`` are right-aligned."""
     numeric = numeric or set()
     classes = classes or {}
 
@@ -67,7 +67,13 @@ def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | Non
         return f"<td class='{cls}'>{esc(fmt(v))}</td>" if cls else f"<td>{esc(fmt(v))}</td>"
 
     body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return "<table class='curate'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + f"</tr>{body}</table>"
+    return scrolling("<table class='curate'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
+                     + f"</tr>{body}</table>")
+
+
+def scrolling(table_html: str) -> str:
+    """A table in a box that scrolls sideways when the table is wider than the page (17 judge columns)."""
+    return f"<div class='curate-scroll'>{table_html}</div>"
 
 
 def clip(text: str, max_chars: int) -> str:

@@ -28,7 +28,7 @@ from curate.report.summary import (
     selection_summary,
     sources,
 )
-from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, style
+from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, scrolling, style
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.files import is_name
@@ -237,8 +237,8 @@ def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
             f"({esc(_decision_line(sel))} of {summary['considered']:,} considered; method {esc(method)})"
             + (f" <span class='curate-warn'>{esc(stale)}</span>" if stale else "") +
             f"{groups_table(summary)}"
-            f"<details><summary>first {len(first)} rows in rank order</summary><table class='curate'><tr>"
-            f"<th>rank</th><th>id</th><th>decision</th><th>why</th></tr>{rows}</table></details></div>")
+            f"<details><summary>first {len(first)} rows in rank order</summary>" + scrolling("<table class='curate'><tr>"
+            f"<th>rank</th><th>id</th><th>decision</th><th>why</th></tr>{rows}</table>") + "</details></div>")
 
 
 def _missing_rows(ws: Workspace, name: str) -> tuple[int, int, int]:
