@@ -813,3 +813,26 @@ def test_wide_tables_scroll_in_their_box_and_long_names_are_cut_on_plot_axes(tmp
     png = base64.b64decode(figure_data_uri(fig).split(",", 1)[1])
     width, height = struct.unpack(">II", png[16:24])
     assert width < 1000, (width, height)
+
+
+def test_user_text_is_bidi_isolated_in_html_and_its_control_characters_are_escapes_in_text(tmp_path):
+    """A U+202E in a row or a tag reversed curate's own text after it in HTML; ESC/BEL/OSC sequences in a row reached
+    the terminal through repr(ws.show(...)) and `curate info`."""
+    rlo, osc = "\u202e", "\x1b]0;owned\x07"
+    src = write_jsonl(tmp_path / f"p{rlo}.jsonl", [{"instruction": f"q {rlo}reversed {osc}", "output": "x" * 50}])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    ws.add_column("tags", [[f"tag{rlo}abc", "plain"]], {"kind": "test", "method": f"m{osc}"})
+    from curate.report.views import show_rows
+
+    page = show_rows(ws, [0], max_chars=20)._repr_html_()
+    assert f"<bdi>q {rlo}reversed " in page and "</bdi>… (30 more characters)" in page  # curate's note outside
+    assert f"<b><bdi>tags</bdi></b> <bdi>tag{rlo}abc, plain</bdi>" in page
+    text = repr(ws.show([0]))
+    assert "\x1b" not in text and "\x07" not in text and rlo not in text
+    assert r"q \u202ereversed \x1b]0;owned\x07" in text
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "info", str(ws.path)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 0, r.stderr
+    assert "\x1b]0" not in r.stdout and "\x07" not in r.stdout and rlo not in r.stdout, r.stdout
+    assert r"p\u202e.jsonl" in r.stdout

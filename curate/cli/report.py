@@ -31,35 +31,38 @@ def _usage_line(entry: dict[str, Any]) -> str:
 def print_info(info: dict[str, Any], console: Console) -> None:
     """Print :func:`curate.report.views.info_data`: rows, formats, sources, columns, embeddings, selections,
     label sets, the damaged files with their fix."""
+    from curate.report.tables import visible_controls
     from curate.report.views import label_set_text
+
+    def say(line: str, **kwargs: Any) -> None:  # a row's ESC, BEL or U+202E shown as an escape, not obeyed
+        console.print(visible_controls(line), soft_wrap=True, **{"markup": False, **kwargs})  # a "[red]" in a name is text
 
     fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
     # soft_wrap: these lines carry paths; a console narrower than a line (a pipe: 80 columns) must not break them
-    console.print(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", soft_wrap=True,
-                  markup=True)
+    say(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", markup=True)
     for src in info["sources"]:
         loads = f" over {src['loads']} loads (last {src.get('loaded_at')})" if src["loads"] > 1 else ""
         rej = f", {src['rejects']} rejected -> {src['rejects_file']}" if src.get("rejects") else ""
-        console.print(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}", soft_wrap=True)
+        say(f"  source {src['source']}: {src['rows_added_all']:,} added{loads}{rej}")
     table = Table(title="derived columns", show_lines=False)
     for head in ("column", "filled", "provenance"):
         table.add_column(head)
     for c in info["columns"]:
         line = (_usage_line(c) if "usage" in c else "") + c["provenance"]
-        table.add_row(c["name"], f"{c['filled']:,}/{c['rows']:,}", line)
+        table.add_row(visible_controls(c["name"]), f"{c['filled']:,}/{c['rows']:,}", visible_controls(line))
     if info["columns"]:
         console.print(table)
     for e in info["embeddings"]:
-        console.print(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})", soft_wrap=True)
+        say(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})")
     for s in info["selections"]:
         stale = f"; {out_of_date(s['gone'])}" if s["gone"] else ""
-        console.print(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}", soft_wrap=True)
+        say(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}")
     for lab in info["label_sets"]:
-        console.print(f"  {label_set_text(lab)}", soft_wrap=True)
+        say(f"  {label_set_text(lab)}")
     for d in info["damaged"]:  # listed, not raised: one bad file stops only what needs it
-        console.print(f"  [red]damaged {d['kind']} {escape(d['name'])}[/]: {escape(d['path'])}: "
-                      f"{escape(d['problem'])}; {escape(d['fix'])}", soft_wrap=True, markup=True)
-    console.print(f"  pool columns: {', '.join(info['pool_columns'])}", soft_wrap=True)
+        say(f"  [red]damaged {d['kind']} {escape(d['name'])}[/]: {escape(d['path'])}: "
+            f"{escape(d['problem'])}; {escape(d['fix'])}", markup=True)
+    say(f"  pool columns: {', '.join(info['pool_columns'])}")
 
 
 @app.command()

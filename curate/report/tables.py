@@ -18,6 +18,18 @@ def css() -> str:
     return files("curate.report").joinpath("assets", "report.css").read_text(encoding="utf-8")
 
 
+# C0 controls but tab and newline, DEL, C1 controls, and the bidi overrides and isolates: in a terminal ESC starts
+# colour and title (OSC) sequences, CR overwrites the line, U+202E reverses the text after it
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)}
+_CONTROLS |= {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def visible_controls(text: str) -> str:
+    """``text`` for a terminal or a text repr: its control characters written as escapes (``\\x1b``, ``\\u202e``),
+    so a row's text can neither restyle the terminal nor reverse curate's own text after it."""
+    return text.translate(_CONTROLS)
+
+
 def style() -> str:
     return f"<style>{css()}</style>"
 
@@ -109,7 +121,7 @@ def value_text(value: Any, width: int = 120) -> str:
 
 def pairs_html(pairs: list[tuple[str, str]]) -> str:
     """``key = value`` pairs, each kept on one line, separated by semicolons."""
-    return "; ".join(f"<span>{esc(k)} = {esc(v)}</span>" for k, v in pairs)
+    return "; ".join(f"<span><bdi>{esc(k)}</bdi> = <bdi>{esc(v)}</bdi></span>" for k, v in pairs)
 
 
 def cell_text(value: Any, max_chars: int = 200) -> str:
@@ -145,8 +157,10 @@ def conversation_html(conversation: list[dict[str, str]], max_chars: int = 2000)
     for turn in shown_turns(conversation):
         role = str(turn.get("role", "?"))
         content = str(turn.get("content") or "")
-        body = esc(clip(content, max_chars)) if content.strip() else "<i>(empty)</i>"
-        parts.append(f'<div class="turn {esc(role)}"><span class="role">{esc(role)}</span>'
+        shown = clip(content, max_chars)  # the text isolated (<bdi>): a U+202E in it cannot reverse curate's note
+        body = (f"<bdi>{esc(content[:max_chars])}</bdi>{esc(shown[max_chars:])}" if content.strip()
+                else "<i>(empty)</i>")
+        parts.append(f'<div class="turn {esc(role)}"><span class="role"><bdi>{esc(role)}</bdi></span>'
                      f'<div class="text">{body}</div></div>')
     return '<div class="conv">' + "".join(parts) + "</div>"
 

@@ -28,7 +28,16 @@ from curate.report.summary import (
     selection_summary,
     sources,
 )
-from curate.report.tables import cell_text, conversation_html, conversation_text, esc, money, scrolling, style
+from curate.report.tables import (
+    cell_text,
+    conversation_html,
+    conversation_text,
+    esc,
+    money,
+    scrolling,
+    style,
+    visible_controls,
+)
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.files import is_name
@@ -103,10 +112,12 @@ class RowsView:
         return "".join(['<div class="curate-rows">', *(self._row_html(r) for r in self.rows), "</div>"])
 
     def _row_html(self, row: dict[str, Any]) -> str:
-        vals = "".join(f'<span class="kv"><b>{esc(k)}</b> {esc(v)}</span>' for k, v in row["values"].items())
+        # user text in <bdi>: a U+202E in a tag or a row id reverses only itself, not curate's text after it
+        vals = "".join(f'<span class="kv"><b><bdi>{esc(k)}</bdi></b> <bdi>{esc(v)}</bdi></span>'
+                       for k, v in row["values"].items())
         note = self._notes.get(row["id"])
-        note_html = f'<span class="note">{esc(note)}</span>' if note else ""
-        return (f'<div class="row"><div class="rowhead">index {row["position"]} <code>{esc(row["id"])}</code> '
+        note_html = f'<bdi class="note">{esc(note)}</bdi>' if note else ""
+        return (f'<div class="row"><div class="rowhead">index {row["position"]} <code><bdi>{esc(row["id"])}</bdi></code> '
                 f'{note_html}</div><div class="vals">{vals}</div>'
                 f'{conversation_html(row["conversation"], self._max_chars)}</div>')
 
@@ -117,7 +128,7 @@ class RowsView:
             extra = f"  ({self._notes[row['id']]})" if row["id"] in self._notes else ""
             out.append(f"--- index {row['position']} id={row['id']}{extra}" + (f"\n    {vals}" if vals else ""))
             out.append(conversation_text(row["conversation"], self._max_chars))
-        return "\n".join(out)
+        return visible_controls("\n".join(out))  # ESC, BEL, CR, U+202E in a row as escapes, not terminal controls
 
 
 def _position(value: Any) -> int | None:
