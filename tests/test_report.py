@@ -836,3 +836,44 @@ def test_user_text_is_bidi_isolated_in_html_and_its_control_characters_are_escap
     assert r.returncode == 0, r.stderr
     assert "\x1b]0" not in r.stdout and "\x07" not in r.stdout and rlo not in r.stdout, r.stdout
     assert r"p\u202e.jsonl" in r.stdout
+
+
+class _DigitJudge:
+    """A turn step (as DEITA's LLM judges) writing a score and a ``digit_mass`` side column per turn; a ``None`` score
+    fails (one-turn rows)."""
+    granularity, reducer, inputs = "turn", "sum", ()
+
+    def __init__(self, column: str, values: list[float | None]):
+        self.column, self.values = column, values
+
+    def fingerprint(self):
+        return f"digits-{self.column}"
+
+    def describe(self):
+        return {**JUDGE, "judge": self.column, "prompt": self.column}
+
+    def run(self, rows, ctx):
+        ctx.progress.update(len(rows))
+        values = self.values[:len(rows)]
+        return StepOutput([[v] for v in values],
+                          [[] if v is not None else [Failure(FailureCode.TRANSIENT, "HTTP 500", None, 1)] for v in values],
+                          extra={"digit_mass": [[0.9 if v is not None else None] for v in values]})
+
+
+def test_a_judges_side_columns_are_never_plotted_as_scores_and_no_values_at_all_is_a_note(tmp_path):
+    """Complexity alone from an LLM judge drew "complexity x complexity_digit_mass"; with every call failed the
+    histograms were empty "no values" axes, digit mass among them."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    ws.apply(_DigitJudge("complexity", [1.0, 2.0, 3.0, 4.0]), progress=False)
+    assert "complexity_digit_mass" in ws.columns
+    plots = {t: (fig, m) for t, fig, m in all_plots(ws)}
+    assert plots["complexity x quality"][1].endswith("this workspace has complexity only")
+    assert [ax.get_title() for ax in plots["score histograms"][0].axes if ax.axison] == ["complexity"]
+    failed = Workspace(tmp_path / "failed")
+    failed.load([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    failed.apply(_DigitJudge("complexity", [None] * 4), progress=False)
+    failed.apply(_DigitJudge("quality", [None] * 4), progress=False)
+    missing = {t: m for t, _, m in all_plots(failed)}
+    assert missing["score histograms"] == ("no row has a value in complexity, quality: every row failed or was never "
+                                           "scored (the failures section says why)")

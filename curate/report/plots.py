@@ -70,12 +70,16 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
     if not columns:
         raise MissingInput("no score columns yet: score the pool (judges or scorers) first")
     kept = _selection_masks(ws, selection)[0] if selection else None
+    values_of = {name: plotted_values(ws, name) for name in columns}
+    if not any(np.isfinite(v).any() for v in values_of.values()):  # empty axes say less than a line
+        raise MissingInput(f"no row has a value in {', '.join(columns)}: every row failed or was never scored "
+                           "(the failures section says why)")
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, name in zip(axes.flat, columns, strict=False):
-        values = plotted_values(ws, name)
+        values = values_of[name]
         finite = np.isfinite(values)
         if not finite.any():
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)

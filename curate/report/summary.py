@@ -91,9 +91,13 @@ def is_failure_column(name: str, prov: dict[str, Any]) -> bool:
 
 
 def numeric_columns(ws: Workspace) -> list[str]:
-    """Derived columns that hold scores: one number per row, directly or through a declared reducer."""
-    return [name for name, prov in ws.columns.items()
-            if not is_failure_column(name, prov) and is_numeric(ws, name, prov.get("reducer"))]
+    """Derived columns that hold scores: one number per row, directly or through a declared reducer; never a step's
+    side column (a judge's ``complexity_digit_mass``: what the step wrote beside its score, not a score)."""
+    columns = ws.columns
+    sides = {side for prov in columns.values() for side in prov.get("side_columns") or ()}
+    return [name for name, prov in columns.items()
+            if not is_failure_column(name, prov) and prov.get("kind") != "extra" and name not in sides
+            and is_numeric(ws, name, prov.get("reducer"))]
 
 
 def step_columns(ws: Workspace) -> list[str]:
