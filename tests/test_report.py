@@ -877,3 +877,15 @@ def test_a_judges_side_columns_are_never_plotted_as_scores_and_no_values_at_all_
     missing = {t: m for t, _, m in all_plots(failed)}
     assert missing["score histograms"] == ("no row has a value in complexity, quality: every row failed or was never "
                                            "scored (the failures section says why)")
+
+
+def test_a_selection_that_keeps_no_row_says_so(tmp_path):
+    """Samples said "kept by zero (first 0 in rank order)" over an empty block; the chain table's kept cell was blank."""
+    ws = _odd_workspace(tmp_path / "ws", [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    ws.add_embeddings("default", np.eye(3, 4), {"model": "synthetic"})
+    ws.select(method="deita", budget=2, name="first")
+    ws.select(method="deita", budget=0, name="zero", input_selection="first")
+    page = report_html(ws, selection="zero")
+    assert "<h3>kept by zero</h3><p>no row kept</p>" in page and "first 0 in rank order" not in page
+    chain = re.search(r"<tr><td class='n'>2</td><td>zero</td><td>deita</td>((?:<td[^>]*>[^<]*</td>){3})", page)
+    assert chain and re.findall(r">([^<]*)<", chain.group(1))[::2] == ["2", "0", "2"], chain and chain.group(1)

@@ -68,8 +68,9 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
     columns = list(ws.columns)
     kept_view = RowsView(ws, kept, columns, notes=notes)
     dropped_view = RowsView(ws, dropped, columns, notes=notes)
-    return (f"<h3>kept by {esc(selection)} (first {len(kept)} in rank order)</h3>{kept_view.html_block()}"
-            f"<h3>dropped by {esc(selection)} (one per reason)</h3>"
+    return ((f"<h3>kept by {esc(selection)} (first {len(kept)} in rank order)</h3>{kept_view.html_block()}" if len(sel)
+             else f"<h3>kept by {esc(selection)}</h3><p>no row kept</p>")  # not "first 0" over an empty block
+            + f"<h3>dropped by {esc(selection)} (one per reason)</h3>"
             + (dropped_view.html_block() if dropped else "<p>no row was dropped</p>"))
 
 

@@ -172,6 +172,12 @@ def failures_section(ws: Workspace) -> str:
     return "".join(out)
 
 
+def _kept(provenance: dict[str, Any]) -> int | None:
+    """A selection's kept rows by its recorded counts: 0 when they count no kept row, None when it recorded none."""
+    counts = provenance.get("counts")
+    return None if counts is None else counts.get("kept", 0)
+
+
 def selections_section(ws: Workspace) -> str:
     selections = ws.selections
     if not selections:
@@ -196,8 +202,8 @@ def selections_section(ws: Workspace) -> str:
         if len(chain) > 1:
             out.append("<p>steps, in order:</p>" + table(
                 ["#", "selection", "method", "rows in", "kept", "dropped"],
-                [[i + 1, n, p.get("method"), p.get("candidates"), (p.get("counts") or {}).get("kept"),
-                  p["candidates"] - (p.get("counts") or {}).get("kept", 0) if p.get("candidates") is not None else None]
+                [[i + 1, n, p.get("method"), p.get("candidates"), _kept(p),
+                  p["candidates"] - (_kept(p) or 0) if p.get("candidates") is not None else None]
                  for i, (n, p) in enumerate(chain)], {0, 3, 4, 5}))
         out.append(groups_table(s))
     return "".join(out)
