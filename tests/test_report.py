@@ -889,3 +889,26 @@ def test_a_selection_that_keeps_no_row_says_so(tmp_path):
     assert "<h3>kept by zero</h3><p>no row kept</p>" in page and "first 0 in rank order" not in page
     chain = re.search(r"<tr><td class='n'>2</td><td>zero</td><td>deita</td>((?:<td[^>]*>[^<]*</td>){3})", page)
     assert chain and re.findall(r">([^<]*)<", chain.group(1))[::2] == ["2", "0", "2"], chain and chain.group(1)
+
+
+def test_degenerate_plots_do_not_draw_a_spread_that_is_not_there(tmp_path):
+    """A constant 2.0 was a bar from 1 to 3 and its scatter jitter looked like a spread; one kept row drew no visible
+    coverage line; the plot's random baseline ("mean of 5") was not the 10 seeds `curate tags` compares against."""
+    from matplotlib.colors import to_hex
+
+    from curate.defaults import TAG
+    from curate.report.plots import score_scatter
+
+    ws = _odd_workspace(tmp_path / "ws", [2.0] * 6, [1.0, 2.0, 3.0, 4.0, 5.0, 5.0])
+    ax = score_histograms(ws, ["complexity"]).axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    assert len(bars) == 1 and bars[0].get_width() < 0.21 and ax.get_xlim() == (1.0, 3.0)
+    scatter = score_scatter(ws).axes[0]
+    assert scatter.get_xlabel() == "complexity (jittered ±0.04)" and scatter.get_ylabel() == "quality (jittered ±0.08)"
+    ws.add_column("tags", [["a"], ["b"], ["c"], [], [], []], {"kind": "instag_normalized"})
+    ws.add_embeddings("default", np.eye(6, 8), {"model": "synthetic"})
+    ws.select(method="deita", budget=1, name="one")
+    lines = {to_hex(line.get_color()): line for line in tag_coverage(ws, "one").axes[0].get_lines()}
+    assert lines[KEPT_COLOUR].get_marker() == "o" and len(lines[KEPT_COLOUR].get_xdata()) == 1
+    labels = [t.get_text() for t in tag_coverage(ws, "one").axes[0].get_legend().get_texts()]
+    assert any(f"random, mean of {TAG.coverage_seeds} " in label for label in labels), labels

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from matplotlib.figure import Figure
 
+from curate.defaults import TAG
 from curate.report.plot_inputs import (  # the colours and MissingInput are read from here too
     DROPPED_COLOUR,  # noqa: F401
     KEPT_COLOUR,
@@ -40,7 +41,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     plotted_values,
     role_or_missing,
 )
-from curate.report.scales import histogram_bins, jitter, range_overflows
+from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
 from curate.storage.blobs import check_read_rows
 from curate.storage.columns import column_names
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
 
 T = TypeVar("T")
-TICK_LABEL_CHARS = 40  # a category's name on an axis is cut to this many characters
 
 # -- figures ---------------------------------------------------------------------------------------
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
@@ -93,6 +93,8 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
                             label=f"kept by {selection} ({sel.sum():,})")
             if range_overflows(bins[0], bins[-1]):
                 ax.set_xscale("symlog")
+            if (view := constant_view(values[finite])) is not None:  # a narrow bar at the value, the axis around it
+                ax.set_xlim(*view)
             ax.legend(fontsize=7)
         missing = int((~finite).sum())
         ax.set_title(name + (f" ({missing:,} missing)" if missing else ""), fontsize=9)
@@ -233,7 +235,7 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
 
 
 def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
-                 random_draws: int = 5, seed: int = 0) -> Figure:
+                 random_draws: int = TAG.coverage_seeds, seed: int = 0) -> Figure:
     """Tag coverage as a selection grows (in its rank order) against random samples of the same size;
     ``selections``: one selection's name or several."""
     _need_pool(ws)
@@ -261,7 +263,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
         longest = max(longest, len(order))
         curve = coverage_curve(order, tags, universe)
         ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8,
-                c=KEPT_COLOUR if k == 0 else None)
+                c=KEPT_COLOUR if k == 0 else None, marker=_marker(len(order)), ms=4)
     if longest == 0:
         raise MissingInput("the selections keep no rows")
     rng = random.Random(seed)
@@ -271,7 +273,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
         rng.shuffle(perm)
         curves.append(coverage_curve(perm[:longest], tags, universe))
     mean = np.mean(curves, axis=0)
-    ax.plot(np.arange(1, longest + 1), mean, ls="--", c=POOL_COLOUR,
+    ax.plot(np.arange(1, longest + 1), mean, ls="--", c=POOL_COLOUR, marker=_marker(longest), ms=4,
             label=f"random, mean of {random_draws} ({mean[-1]:.0%} at {longest:,})")
     ax.set_xlabel("rows selected")
     ax.set_ylabel(f"share of the pool's {universe:,} tags covered")
@@ -279,6 +281,11 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
     ax.legend(fontsize=8)
     ax.set_title("tag coverage", fontsize=10)
     return fig
+
+
+def _marker(points: int) -> str | None:
+    """Points marked on a short curve: one of a single point (one kept row) is no visible line."""
+    return "o" if points <= 30 else None
 
 
 def breakdown_column(ws: Workspace) -> str:
@@ -319,15 +326,6 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
     ax.set_title(f"rows by {column}", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return fig
-
-
-def tick_label(text: str, max_chars: int = TICK_LABEL_CHARS) -> str:
-    """``text`` as an axis label: its start and end around an ellipsis when longer than ``max_chars`` (a 2,000-character
-    source made a 21517-pixel-wide picture), ``$`` written as itself (matplotlib reads ``$..$`` as maths)."""
-    if len(text) > max_chars:
-        tail = max_chars // 3
-        text = f"{text[:max_chars - tail - 1]}…{text[-tail:]}"
-    return text.replace("$", r"\$")
 
 
 def ifd_histogram(ws: Workspace, selection: str | None = None) -> Figure:

@@ -1,5 +1,6 @@
 """Axis scales for the plots: histogram bins and scatter jitter that survive constant columns and
-ranges wider than a float (e.g. -1e308 .. 1e308, drawn on a symlog axis)."""
+ranges wider than a float (e.g. -1e308 .. 1e308, drawn on a symlog axis), and category names short enough for an
+axis."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 MIN_HISTOGRAM_BINS, MAX_HISTOGRAM_BINS = 5, 30
 CONSTANT_RELATIVE_RANGE = 1e-9  # a column whose range is below this share of its magnitude is drawn as one bar
 SCATTER_JITTER = 0.02  # share of an axis' range: scores often sit on a grid
+CONSTANT_BAR = 0.05  # half-width of a constant column's one bar, a share of its scale (its axis spans one scale)
+TICK_LABEL_CHARS = 40  # a category's name on an axis is cut to this many characters
 
 
 def value_span(values: np.ndarray) -> tuple[float, float, float]:
@@ -43,14 +46,23 @@ def histogram_bins(values: np.ndarray, max_bins: int = MAX_HISTOGRAM_BINS, min_b
     equal on a symlog axis when the range does not fit in a float."""
     lo, hi, scale = value_span(values)
     if is_nearly_constant(lo, hi, scale):
-        centre = lo / 2 + hi / 2
-        return np.array([centre - scale / 2, centre + scale / 2])
+        centre = lo / 2 + hi / 2  # a narrow bar: one from 1 to 3 read as values spread from 1 to 3
+        return np.array([centre - CONSTANT_BAR * scale, centre + CONSTANT_BAR * scale])
     n_bins = min(max_bins, max(min_bins, int(len(values) ** 0.5)))
     if range_overflows(lo, hi):
         edges = _symlog_inverse(np.linspace(_symlog(lo), _symlog(hi), n_bins + 1))
         edges[[0, -1]] = lo, hi  # exact ends: the round trip through log10 may step past the extremes
         return edges
     return np.histogram_bin_edges(values, bins=n_bins)
+
+
+def constant_view(values: np.ndarray) -> tuple[float, float] | None:
+    """The x range to show a (nearly) constant column's one narrow bar in: one scale around it; None otherwise."""
+    lo, hi, scale = value_span(values)
+    if not is_nearly_constant(lo, hi, scale):
+        return None
+    centre = lo / 2 + hi / 2
+    return centre - scale / 2, centre + scale / 2
 
 
 def jitter(values: np.ndarray) -> float:
@@ -61,3 +73,12 @@ def jitter(values: np.ndarray) -> float:
     if range_overflows(lo, hi):
         return 0.0
     return SCATTER_JITTER * scale if is_nearly_constant(lo, hi, scale) else 2 * SCATTER_JITTER * (hi / 2 - lo / 2)
+
+
+def tick_label(text: str, max_chars: int = TICK_LABEL_CHARS) -> str:
+    """``text`` as an axis label: its start and end around an ellipsis when longer than ``max_chars`` (a 2,000-character
+    source made a 21517-pixel-wide picture), ``$`` written as itself (matplotlib reads ``$..$`` as maths)."""
+    if len(text) > max_chars:
+        tail = max_chars // 3
+        text = f"{text[:max_chars - tail - 1]}…{text[-tail:]}"
+    return text.replace("$", r"\$")
