@@ -912,3 +912,17 @@ def test_degenerate_plots_do_not_draw_a_spread_that_is_not_there(tmp_path):
     assert lines[KEPT_COLOUR].get_marker() == "o" and len(lines[KEPT_COLOUR].get_xdata()) == 1
     labels = [t.get_text() for t in tag_coverage(ws, "one").axes[0].get_legend().get_texts()]
     assert any(f"random, mean of {TAG.coverage_seeds} " in label for label in labels), labels
+
+
+def test_a_report_on_crowded_or_identical_inputs_writes_no_warning_to_stderr(tmp_path):
+    """matplotlib's constrained_layout UserWarning and sklearn PCA's RuntimeWarning on identical vectors reached
+    stderr during a report; the map now says the vectors are all equal."""
+    ws = _odd_workspace(tmp_path / "ws", [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 2.0, 1.0], source=["S" * 3000 + str(i) for i in range(4)])
+    for k in range(7):
+        ws.add_column(f"col_{k}_" + "x" * 150, [1.0, 2.0, 3.0, float(k)], {"kind": "test"})
+    ws.add_embeddings("default", np.ones((4, 8)) / np.sqrt(8), {"model": "synthetic"})
+    code = ("import sys, warnings; warnings.simplefilter('always'); from curate import Workspace; "
+            f"from curate.report.html import build_report; build_report(Workspace({str(ws.path)!r}), {str(tmp_path / 'r.html')!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert embedding_map(ws).axes[0].get_title() == "embeddings 'default', PCA, all vectors equal"

@@ -4,6 +4,9 @@ in the workspace yet."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,3 +78,14 @@ def _scatter_by_role(ax, xs: np.ndarray, ys: np.ndarray, shown: np.ndarray, kept
                        label=f"{label} ({(mask & shown).sum():,})")
     # beside the axes: placed "best" inside, matplotlib scans every point (11.7 s of a 1M-row report)
     ax.legend(fontsize=8, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+@contextmanager
+def known_warnings_silenced() -> Iterator[None]:
+    """Keep off stderr the warnings a plot cannot act on and already shows: matplotlib's constrained layout giving up on
+    a crowded figure (it is drawn without it), and the 0/0 of PCA's variance ratio on identical vectors (the embedding
+    map says they are all equal)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
+        warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
+        yield

@@ -38,6 +38,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     _need_pool,
     _scatter_by_role,
     _selection_masks,
+    known_warnings_silenced,
     plotted_values,
     role_or_missing,
 )
@@ -57,7 +58,7 @@ T = TypeVar("T")
 def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
     """Render ``fig`` into a ``data:`` URI (PNG or SVG)."""
     buf = io.BytesIO()
-    with np.errstate(over="ignore"):  # a symlog axis near the float limit overflows harmlessly while drawn
+    with np.errstate(over="ignore"), known_warnings_silenced():  # a symlog axis near the float limit overflows
         fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
     mime = "image/svg+xml" if format == "svg" else f"image/{format}"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
@@ -97,7 +98,7 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
                 ax.set_xlim(*view)
             ax.legend(fontsize=7)
         missing = int((~finite).sum())
-        ax.set_title(name + (f" ({missing:,} missing)" if missing else ""), fontsize=9)
+        ax.set_title(tick_label(name, 60) + (f" ({missing:,} missing)" if missing else ""), fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
@@ -167,7 +168,8 @@ def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
     fit_rows = vectors
     if len(vectors) > pca_fit_rows:
         fit_rows = vectors[np.random.default_rng(seed).choice(len(vectors), pca_fit_rows, replace=False)]
-    coords = PCA(n_components=n_comp, random_state=seed).fit(fit_rows).transform(vectors)
+    with known_warnings_silenced():  # identical vectors: a 0/0 variance ratio, the map says they are equal
+        coords = PCA(n_components=n_comp, random_state=seed).fit(fit_rows).transform(vectors)
     if coords.shape[1] < 2:
         coords = np.column_stack([coords, np.zeros(len(coords))])
     return coords, "PCA"
@@ -202,7 +204,8 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
         _scatter_by_role(ax, coords[:, 0], coords[:, 1], show, kept, dropped, sizes=(4, 5, 9))
     else:
         ax.scatter(coords[show, 0], coords[show, 1], s=4, c=POOL_COLOUR, linewidths=0)
-    ax.set_title(f"embeddings {embeddings!r}, {used}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
+    same = ", all vectors equal" if not np.ptp(coords, axis=0).any() else ""  # one point: PCA of equal vectors
+    ax.set_title(f"embeddings {embeddings!r}, {used}{same}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
