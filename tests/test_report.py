@@ -926,3 +926,14 @@ def test_a_report_on_crowded_or_identical_inputs_writes_no_warning_to_stderr(tmp
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert embedding_map(ws).axes[0].get_title() == "embeddings 'default', PCA, all vectors equal"
+
+
+def test_a_value_cut_in_the_text_view_ends_with_an_ellipsis(tmp_path):
+    """RowsView.__repr__ cut values to 80 characters with nothing saying so."""
+    from curate.report.views import RowsView
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": "q", "output": "a"}])
+    ws.add_column("note", ["n" * 100], {"kind": "test"})
+    ws.add_column("short", ["s" * 80], {"kind": "test"})
+    assert f"note={'n' * 79}…; short={'s' * 80}\n" in repr(RowsView(ws, ws.ids, ["note", "short"]))

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
 
 
+REPR_VALUE_CHARS = 80  # a value in a RowsView's text form is cut to this many characters, with "…"
+
+
 def _display_values(ws: Workspace, columns: list[str], ids: list[str]) -> dict[str, list[str | None]]:
     """Per column, each row's value as text: per-turn values with their reduced row value, failures in
     words (each message once), None where the row has nothing."""
@@ -124,7 +127,8 @@ class RowsView:
     def __repr__(self) -> str:
         out = [self.note] if self.note else []
         for row in self.rows:
-            vals = "; ".join(f"{k}={v[:80]}" for k, v in row["values"].items())
+            vals = "; ".join(f"{k}={v if len(v) <= REPR_VALUE_CHARS else v[:REPR_VALUE_CHARS - 1] + '…'}"
+                             for k, v in row["values"].items())  # a cut value says so
             extra = f"  ({self._notes[row['id']]})" if row["id"] in self._notes else ""
             out.append(f"--- index {row['position']} id={row['id']}{extra}" + (f"\n    {vals}" if vals else ""))
             out.append(conversation_text(row["conversation"], self._max_chars))
