@@ -180,10 +180,10 @@ def test_the_score_plots_draw_the_derived_scores_never_a_pool_field_of_their_nam
     ws.add_column("complexity", [[1.0 + i] for i in range(4)], {**scorer, "imitates": "complexity"})
     ws.add_column("quality_score", [[4.0 - i / 2] for i in range(4)], {**scorer, "imitates": "quality"})
     ws.add_column("ifd", [0.5 + i / 10 for i in range(4)], {"kind": "test"})
-    assert score_scatter(ws).axes[0].get_ylabel() == "quality_score"
+    assert score_scatter(ws).axes[0].get_ylabel().split(" (jittered")[0] == "quality_score"
     drawn = {title: fig for title, fig, _ in all_plots(ws)}
     assert drawn["complexity x quality_score"] is not None
-    assert drawn["IFD x quality"].axes[0].get_ylabel() == "quality_score"
+    assert drawn["IFD x quality"].axes[0].get_ylabel().split(" (jittered")[0] == "quality_score"
     ws.add_column("quality_judge", [[3.0]] * 4, {**scorer, "kind": "judge", "prompt": "quality"})
     missing = {title: why for title, _, why in all_plots(ws)}
     assert "2 derived columns hold quality scores: quality_judge" in missing["complexity x quality"]

@@ -121,7 +121,7 @@ def value_text(value: Any, width: int = 120) -> str:
 
 def pairs_html(pairs: list[tuple[str, str]]) -> str:
     """``key = value`` pairs, each kept on one line, separated by semicolons."""
-    return "; ".join(f"<span><bdi>{esc(k)}</bdi> = <bdi>{esc(v)}</bdi></span>" for k, v in pairs)
+    return "; ".join(f"<span>{esc(k)} = {esc(v)}</span>" for k, v in pairs)  # each span bidi-isolated (CSS)
 
 
 def cell_text(value: Any, max_chars: int = 200) -> str:
