@@ -118,14 +118,15 @@ def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, sel
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     (jx, x_label), (jy, y_label) = (_jittered(v, v[both], name, rng) for v, name in ((xs, x), (ys, y)))
-    if selection:
-        kept, dropped = _selection_masks(ws, selection)
-        _scatter_by_role(ax, jx, jy, both, kept, dropped, sizes=(6, 6, 10))
-    else:
-        ax.scatter(jx[both], jy[both], s=6, c=POOL_COLOUR, linewidths=0)
     for values, set_scale in ((xs[both], ax.set_xscale), (ys[both], ax.set_yscale)):
         if range_overflows(values.min(), values.max()):  # as the histograms: a linear axis cannot span it
-            set_scale("symlog")
+            set_scale("symlog")  # before the points: autoscaling them on a linear axis overflows
+    with np.errstate(over="ignore"):  # the margins of a symlog axis near the float limit overflow harmlessly
+        if selection:
+            kept, dropped = _selection_masks(ws, selection)
+            _scatter_by_role(ax, jx, jy, both, kept, dropped, sizes=(6, 6, 10))
+        else:
+            ax.scatter(jx[both], jy[both], s=6, c=POOL_COLOUR, linewidths=0)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
