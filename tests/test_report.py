@@ -755,6 +755,8 @@ def test_a_score_range_wider_than_a_float_is_drawn_on_a_symlog_scatter_and_a_fai
         fig = plots.score_scatter(ws)
         figure_data_uri(fig)
     assert fig.axes[0].get_xscale() == "symlog" and fig.axes[0].get_yscale() == "linear"
+    assert fig.axes[0].get_xlim() == (-1e308, 1e308)  # the data's span, not matplotlib's default -1e-3..1e-3
+    assert score_histograms(ws, ["complexity"]).axes[0].get_xlim() == (-1e308, 1e308)
     page = build_report(ws, tmp_path / "r.html").read_text()
     assert _plot_notes(page)["complexity x quality"] is None and "<img alt='complexity x quality'" in page
 
@@ -809,7 +811,8 @@ def test_wide_tables_scroll_in_their_box_and_long_names_are_cut_on_plot_axes(tmp
     ws = _odd_workspace(tmp_path / "ws", [1.0, 2.0, 3.0], [1.0, 2.0, 2.0], source=[long_source, "b", "$x$ price"])
     page = report_html(ws)
     assert page.count("<table class='curate'") == page.count("<div class='curate-scroll'><table class='curate'") > 3
-    assert ".curate-scroll{overflow-x:auto" in css() and "table.curate td{overflow-wrap:anywhere}" in css()
+    assert ".curate-scroll{overflow-x:auto" in css() and "table.curate td.long{overflow-wrap:anywhere" in css()
+    assert f"<td class='long'>{long_source}</td>" in page and "<td>b</td>" in page  # short words never break
     assert "overflow-wrap:anywhere" in css().split(".curate-rows .vals .kv{")[1].split("}")[0]
     assert long_source in page  # the full name stays in the table
     fig = source_breakdown(ws)

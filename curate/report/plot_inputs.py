@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -89,3 +89,12 @@ def known_warnings_silenced() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
         warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
         yield
+
+
+def symlog_axis(ax: Any, axis: str, lo: float, hi: float) -> None:
+    """Draw ``ax``'s ``axis`` ("x" or "y") on a symlog scale spanning ``lo``..``hi`` exactly (a margin past the float
+    limit left matplotlib's default -1e-3..1e-3), ticked at its ends and 0 (one tick per decade overlapped)."""
+    with np.errstate(over="ignore"):  # the inverse transform near the float limit overflows harmlessly
+        getattr(ax, f"set_{axis}scale")("symlog")
+        getattr(ax, f"set_{axis}lim")(lo, hi)
+        getattr(ax, f"set_{axis}ticks")([lo, 0.0, hi] if lo < 0 < hi else [lo, hi])

@@ -41,6 +41,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     known_warnings_silenced,
     plotted_values,
     role_or_missing,
+    symlog_axis,
 )
 from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
@@ -93,7 +94,7 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
                     ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8,
                             label=f"kept by {selection} ({sel.sum():,})")
             if range_overflows(bins[0], bins[-1]):
-                ax.set_xscale("symlog")
+                symlog_axis(ax, "x", bins[0], bins[-1])
             if (view := constant_view(values[finite])) is not None:  # a narrow bar at the value, the axis around it
                 ax.set_xlim(*view)
             ax.legend(fontsize=7)
@@ -118,9 +119,9 @@ def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, sel
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     (jx, x_label), (jy, y_label) = (_jittered(v, v[both], name, rng) for v, name in ((xs, x), (ys, y)))
-    for values, set_scale in ((xs[both], ax.set_xscale), (ys[both], ax.set_yscale)):
+    for values, axis in ((xs[both], "x"), (ys[both], "y")):
         if range_overflows(values.min(), values.max()):  # as the histograms: a linear axis cannot span it
-            set_scale("symlog")  # before the points: autoscaling them on a linear axis overflows
+            symlog_axis(ax, axis, values.min(), values.max())  # before the points: autoscaling them linearly overflows
     with np.errstate(over="ignore"):  # the margins of a symlog axis near the float limit overflow harmlessly
         if selection:
             kept, dropped = _selection_masks(ws, selection)

@@ -39,6 +39,7 @@ def esc(value: Any) -> str:
 
 
 NOT_A_NUMBER = "–"  # a float cell that holds no number (NaN): never "nan"
+LONG_WORD = 30  # a cell with a run of this many characters without a space (a path, a model name) breaks anywhere
 PLAIN_DIGITS = (1e-4, 1e15)  # floats outside this magnitude are written with an exponent, e.g. 4e-05, 1e+300
 
 
@@ -75,8 +76,10 @@ def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | Non
     classes = classes or {}
 
     def cell(i: int, v: Any) -> str:
-        cls = "n" if i in numeric else classes.get(i)
-        return f"<td class='{cls}'>{esc(fmt(v))}</td>" if cls else f"<td>{esc(fmt(v))}</td>"
+        text = fmt(v)
+        long = "long" if any(len(word) >= LONG_WORD for word in text.split()) else None  # may break anywhere
+        cls = " ".join(filter(None, ("n" if i in numeric else classes.get(i), long)))
+        return f"<td class='{cls}'>{esc(text)}</td>" if cls else f"<td>{esc(text)}</td>"
 
     body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
     return scrolling("<table class='curate'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers)
