@@ -782,8 +782,8 @@ def test_an_undefined_figure_is_a_dash_with_its_reason_and_extreme_numbers_keep_
     from curate.report.tables import fmt, money
     from curate.scorers.model import Scorer
 
-    held = {"spearman": float("nan"), "kendall": float("nan"), "mae": 0.25, "n": 10,
-            "no_figure": {"spearman": "labels_all_equal", "kendall": "labels_all_equal"}}
+    held = {"spearman": float("nan"), "kendall": None, "mae": 0.25, "n": 10, "spearman_ci95": [None, None],
+            "no_figure": {"spearman": "labels_all_equal", "kendall": "labels_all_equal", "spearman_ci95": "too_few_groups"}}
     ws = _odd_workspace(tmp_path / "ws", [1e308, 1e308, -1e308, 5.0, 1.0, 2.0])
     ws.add_column("quality_score", [1.0] * 6, {"kind": "scorer", "imitates": "quality", "holdout_agreement": held})
     page = report_html(ws)
@@ -793,6 +793,7 @@ def test_an_undefined_figure_is_a_dash_with_its_reason_and_extreme_numbers_keep_
     scorer.metrics = {"holdout": {"scorer": held}}
     view = scorer._repr_html_()
     assert "nan" not in view.lower() and "spearman - (held-out labels all equal)" in view and "mae 0.250" in view
+    assert "kendall - (held-out labels all equal)" in view and "spearman_ci95" not in view  # an interval: not a figure
     assert [fmt(v) for v in (1e300, 4e-5, -1e-9, -0.0, float("nan"), float("-inf"), 0.5, 1234.5)] == \
         ["1e+300", "4e-05", "-1e-09", "0", "–", "-∞", "0.5", "1,234.50"]
     assert money(float("nan")) == "unknown" and money(0.5) == "$0.5000"

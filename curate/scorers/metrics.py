@@ -53,8 +53,9 @@ def figure_with_reason(metrics: Mapping[str, Any], name: str, digits: int = 3) -
 
 def figures_text(metrics: Mapping[str, Any]) -> str:
     """A predictor's figures on one line (``spearman 0.812, kendall - (held-out labels all equal)``), never ``nan``."""
+    missing = metrics.get("no_figure") or {}  # a figure stored as None (JSON's NaN) is shown with its reason too
     return ", ".join(f"{k} {figure_with_reason(metrics, k)}" for k, v in metrics.items()
-                     if isinstance(v, float) or k in (metrics.get("no_figure") or {}))
+                     if isinstance(v, float) or (v is None and k in missing))
 
 
 def missing_figure_text(no_figure: Mapping[str, Mapping[str, str]]) -> str:
