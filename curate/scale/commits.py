@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from curate.scale.infer import Precomputed
-from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows
+from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows, rows_needing_work
 from curate.storage.apply_result import ApplyResult
 
 WRITE_SHARE = 0.1  # at most this share of a pass goes to writing columns: a write of s seconds, then 9s without
@@ -59,6 +59,9 @@ class ColumnCommits:
     def __init__(self, ws: Any, steps: Sequence[Any], ids: Sequence[str], info: dict[str, Any]):
         self.ws, self.info = ws, info
         self.steps = [s for s in steps if stored_part_way(ws, s, ids)]
+        # the pass computes the rows any of the steps needs: each column takes only those it lacks (one it already
+        # holds under these settings is skipped, as the single-process step skips it)
+        self.needed = {s.column: set(rows_needing_work(ws, s, list(ids))) for s in self.steps}
         self.pending: list[str] = []
         self.results: dict[str, dict[str, tuple[Any, list]]] = {}
         self.extra: dict[str, dict[str, dict[str, Any]]] = {}
@@ -86,13 +89,15 @@ class ColumnCommits:
         if not rows:
             return
         for step in self.steps:
-            part = {rid: self.results[step.column][rid] for rid in rows}
+            if not (mine := [rid for rid in rows if rid in self.needed[step.column]]):
+                continue
+            part = {rid: self.results[step.column][rid] for rid in mine}
             sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
             result = self.ws.apply(Precomputed(step, part, run_stats(self.info, part, scorer=sides is None),
-                                               {rid: sides[rid] for rid in rows} if sides is not None else None),
-                                   rows, progress=False)
+                                               {rid: sides[rid] for rid in mine} if sides is not None else None),
+                                   mine, progress=False)
             done, failed = self.stored[step.column]
-            self.stored[step.column] = (done | set(rows), failed + result.failed_now)
+            self.stored[step.column] = (done | set(mine), failed + result.failed_now)
         self.last = time.monotonic()
         self.wait = (self.last - started) * (1 / WRITE_SHARE - 1)
 

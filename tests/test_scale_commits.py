@@ -1,0 +1,44 @@
+"""The Ray pass's column commits (curate.scale.commits) counted against what each column already holds."""
+
+from curate.scale.commits import ColumnCommits, store_rest
+from curate.session import Workspace
+from curate.storage.step import StepOutput
+from tests.conftest import write_jsonl
+
+
+class _Constant:
+    """A per-turn step writing one value (``value``) to ``column``."""
+
+    granularity, reducer, inputs = "turn", "mean", ()
+
+    def __init__(self, column: str, value: float):
+        self.column, self.value = column, value
+
+    def fingerprint(self) -> str:
+        return f"{self.column}-v1"
+
+    def describe(self) -> dict:
+        return {"kind": "test"}
+
+    def run(self, rows, ctx) -> StepOutput:
+        return StepOutput([[self.value] for _ in rows], [[] for _ in rows])
+
+
+def test_a_column_already_stored_is_not_counted_as_computed_by_a_pass_another_column_needed(tmp_path):
+    """A pass computes the rows any of its steps needs (here: b, new); a column holding them all under the same
+    settings (a) was stored again and reported as computed now, where the single-process step skips it."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    a, b = _Constant("a", 1.0), _Constant("b", 3.0)
+    ws.apply(a, progress=False)
+    ids = list(ws.ids)
+    results = {"a": {rid: ([2.0], []) for rid in ids}, "b": {rid: ([3.0], []) for rid in ids}}
+    commits = ColumnCommits(ws, [a, b], ids, {"name": "ray"})
+    commits.add(ids[:4], results, {})
+    commits.commit()
+    stored_a = store_rest(ws, a, results["a"], None, {"name": "ray"}, ids, False, commits.stored["a"])
+    stored_b = store_rest(ws, b, results["b"], None, {"name": "ray"}, ids, False, commits.stored["b"])
+    assert (stored_a.computed, stored_a.skipped) == (0, 6)
+    assert (stored_b.computed, stored_b.skipped) == (6, 0)
+    assert ws.column("a") == [[1.0]] * 6 and ws.column("b") == [[3.0]] * 6
+    assert len(ws.column_provenance("a")["runs"]) == 1  # nothing written to a
