@@ -44,11 +44,12 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
+from curate.scorers.metrics import figures_text
 from curate.scorers.overrides import OlderSignatures
 from curate.storage.columns import column_names
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, add_counts, turns_replied_by
 
-KINDS: dict[str, Any] = {}  # scorer.json "kind" -> class with .load(path); curate.scorers.finetuned adds "cross-encoder"
+KINDS = saved.KINDS  # scorer.json "kind" -> its class; curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
 
 
@@ -349,24 +350,7 @@ class Scorer(OlderSignatures):
     def _load_folder(cls, path: Path, directory: str | os.PathLike) -> Scorer:
         if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
             path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
-        if not (path / "scorer.json").is_file():
-            shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
-            raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
-        doc = saved.read_scorer_json(path)
-        kind = doc.get("kind")  # absent: this class's ridge/ordinal head on embeddings
-        if kind == "embedding":  # what scorers saved before the fine-tuned kinds (2026-12) called the ridge kind
-            kind = None
-        if kind is not None and kind not in KINDS:
-            raise ScorerError(f"{path}: scorer kind {kind!r} unknown to this curate (it reads {sorted(KINDS)} and ridge)")
-        reader = KINDS[kind] if kind is not None else Scorer
-        if not issubclass(reader, cls):
-            raise ScorerError(f"{path}: a saved {kind or 'ridge'} scorer, not a {getattr(cls, 'kind', 'ridge')} one")
-        try:
-            return reader._from_saved(path, doc)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a hand-edited or damaged scorer.json
-            raise ScorerError(f"{path}: not a readable scorer ({type(exc).__name__}: {exc})") from None
-        except ScorerError as exc:  # a saved setting the constructor refuses
-            raise exc if str(path) in str(exc) else ScorerError(f"{path}: {exc}") from None
+        return saved.load_folder(path, cls, Scorer)
 
     @classmethod
     def _from_saved(cls, path: Path, doc: dict[str, Any]) -> Scorer:
@@ -393,7 +377,6 @@ class Scorer(OlderSignatures):
         return f"Scorer({self.column!r}, head={self.head!r}, reads={self.reads}, features={self.features}{columns}, {state})"
 
     def _repr_html_(self) -> str:
-        from curate.scorers.metrics import figures_text  # here: this module is at its 400-line limit
         figs = figures_text(self.metrics.get("holdout", {}).get("scorer", {}))  # NaN as "-" with its reason
         return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
                 f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(json.dumps(self.imitates))})"

@@ -152,3 +152,31 @@ def read_tensors(file: Path, save_id: str | None = None) -> dict[str, np.ndarray
     if save_id is not None and theirs is not None and theirs != save_id:
         raise ReadDuringSave(f"{file}: weights of another save than scorer.json's (saved again while read)")
     return tensors
+
+
+KINDS: dict[str, Any] = {}  # scorer.json "kind" -> the Scorer subclass reading it (each fine-tuned kind adds itself)
+
+
+def load_folder(path: Path, cls: type, ridge: type) -> Any:
+    """The scorer saved in folder ``path``, read by the class of its ``kind`` (``ridge``: the embedding head's, for
+    none), which must be ``cls`` or a subclass; a damaged or hand-edited ``scorer.json`` is a ScorerError naming it."""
+    if not (path / "scorer.json").is_file():
+        from curate.scorers.defaults import WEIGHTS_DIR
+
+        shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
+        raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
+    doc = read_scorer_json(path)
+    kind = doc.get("kind")  # absent: the ridge/ordinal head on embeddings
+    if kind == "embedding":  # what scorers saved before the fine-tuned kinds (2026-12) called the ridge kind
+        kind = None
+    if kind is not None and kind not in KINDS:
+        raise ScorerError(f"{path}: scorer kind {kind!r} unknown to this curate (it reads {sorted(KINDS)} and ridge)")
+    reader = KINDS[kind] if kind is not None else ridge
+    if not issubclass(reader, cls):
+        raise ScorerError(f"{path}: a saved {kind or 'ridge'} scorer, not a {getattr(cls, 'kind', 'ridge')} one")
+    try:
+        return reader._from_saved(path, doc)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a hand-edited or damaged scorer.json
+        raise ScorerError(f"{path}: not a readable scorer ({type(exc).__name__}: {exc})") from None
+    except ScorerError as exc:  # a saved setting the constructor refuses
+        raise exc if str(path) in str(exc) else ScorerError(f"{path}: {exc}") from None
