@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
 from curate.report.tables import value_text
-from curate.storage.apply import not_finite
+from curate.storage.apply_checks import not_finite
 from curate.storage.damage import DamagedFileError
 from curate.storage.run_records import column_runs, fold_runs, requests_sent, run_count
 
