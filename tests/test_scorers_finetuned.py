@@ -231,15 +231,17 @@ def test_point_rank_loss_orders_unequal_labels_and_skips_ties(tiny_base):
     torch.manual_seed(0)
     torch.nn.init.normal_(net.head.weight, std=1.0)  # a head that scores the texts differently
     texts = ["Name a colour.", "Prove that there are infinitely many primes, with every step justified."]
+
+    def step_loss(pts, rank=0.0):  # the step's loss: its forward passes' terms added up
+        return float(sum(ce._loss_passes(net, tok, pts, [], 32, 1.0, "cpu", point_rank_weight=rank)))
+
     with torch.no_grad():
         s = net(ce.encode_batch(tok, texts, None, 32, "cpu"))
         tied = [(t, None, 0.5) for t in texts]
-        assert float(ce._step_loss(net, tok, tied, [], 32, 1.0, "cpu", point_rank_weight=2.0)) == pytest.approx(
-            float(ce._step_loss(net, tok, tied, [], 32, 1.0, "cpu")))
+        assert step_loss(tied, 2.0) == pytest.approx(step_loss(tied))
         for hi, lo in ((1, 0), (0, 1)):
             pts = [(texts[hi], None, 1.0), (texts[lo], None, -1.0)]
-            extra = float(ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu", point_rank_weight=2.0)
-                          - ce._step_loss(net, tok, pts, [], 32, 1.0, "cpu"))
+            extra = step_loss(pts, 2.0) - step_loss(pts)
             # a difference of two float32 losses: its rounding error scales with the loss, not with the term
             assert extra == pytest.approx(2.0 * float(torch.nn.functional.softplus(s[lo] - s[hi])), rel=1e-5, abs=1e-5)
 

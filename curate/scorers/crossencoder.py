@@ -248,37 +248,52 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     return out if out is not None else np.zeros(0, dtype=np.float32)
 
 
-def _step_loss(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any, point_rank_weight: float = 0.0):
-    """One step's loss: the net's pointwise loss (squared error; the digit head's cross-entropy) + Bradley-Terry on
-    the pair batch (+ Bradley-Terry on the pointwise batch's pairs of unequal labels, times ``point_rank_weight``)."""
+def _take(batch: dict[str, Any], idx: Sequence[int]) -> dict[str, Any]:
+    """Rows ``idx`` of an encoded batch, without the columns that are padding in all of them (as if encoded alone)."""
+    out = {k: v[list(idx)] for k, v in batch.items()}
+    keep = out["attention_mask"].any(0)
+    return {k: v if k == "cov" else v[:, keep] for k, v in out.items()}
+
+
+def _loss_passes(net, tok, pts, prs, max_length: int, pair_weight: float, device: Any, point_rank_weight: float = 0.0,
+                 plan: Callable[[list[int]], Sequence[Sequence[int]]] | None = None):
+    """One step's loss (the net's pointwise loss: squared error, the digit head's cross-entropy; + Bradley-Terry on
+    the pair batch; + Bradley-Terry on the pointwise batch's pairs of unequal labels, times ``point_rank_weight``),
+    yielded as one term per forward pass; the terms add up to the step's loss. ``plan(tokens per row)`` groups each
+    batch's rows into passes (a pair's tokens: both texts'); None: one pass per batch. Both losses are means over
+    rows, so a pass over k of n rows adds its mean times k/n; the ranking term compares rows across the whole
+    pointwise batch, so with it that batch is one pass."""
     import torch
 
     def encode(ins, res):
         return encode_batch(tok, ins, res, max_length, device, getattr(net, "messages", None))
 
-    loss = torch.zeros((), device=device)
+    def passes(lengths) -> list[list[int]]:
+        return [list(range(len(lengths)))] if plan is None else [[int(i) for i in p] for p in plan(lengths)]
+
     if pts:
-        ins = [p[0] for p in pts]
-        res = [p[1] for p in pts] if pts[0][1] is not None else None
+        batch = encode([p[0] for p in pts], [p[1] for p in pts] if pts[0][1] is not None else None)
         y = torch.tensor([p[2] for p in pts], dtype=torch.float32, device=device)
-        s, point_loss = net.point_loss(encode(ins, res), y)
-        loss = loss + point_loss
-        if point_rank_weight:  # every pair of the batch with unequal labels, the higher label first
-            higher = y[:, None] > y[None, :]
-            if bool(higher.any()):
-                margin = (s[:, None] - s[None, :])[higher]
-                loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
+        for idx in [list(range(len(pts)))] if point_rank_weight else passes(batch["attention_mask"].sum(1).tolist()):
+            s, point_loss = net.point_loss(_take(batch, idx), y[idx])
+            loss = point_loss * (len(idx) / len(pts))
+            if point_rank_weight:  # every pair of the batch with unequal labels, the higher label first
+                higher = y[:, None] > y[None, :]
+                if bool(higher.any()):
+                    margin = (s[:, None] - s[None, :])[higher]
+                    loss = loss + point_rank_weight * torch.nn.functional.softplus(-margin).mean()
+            yield loss
     if prs:
         if prs[0][0] is None:  # instruction-only pairs: (None, first, second) are instructions
-            a = net(encode([p[1] for p in prs], None))
-            b = net(encode([p[2] for p in prs], None))
+            a, b = encode([p[1] for p in prs], None), encode([p[2] for p in prs], None)
         else:
             ins = [p[0] for p in prs]
-            a = net(encode(ins, [p[1] for p in prs]))
-            b = net(encode(ins, [p[2] for p in prs]))
+            a, b = encode(ins, [p[1] for p in prs]), encode(ins, [p[2] for p in prs])
         target = torch.tensor([p[3] for p in prs], dtype=torch.float32, device=device)
-        loss = loss + pair_weight * torch.nn.functional.binary_cross_entropy_with_logits(a - b, target)
-    return loss
+        for idx in passes((a["attention_mask"].sum(1) + b["attention_mask"].sum(1)).tolist()):
+            diff = net(_take(a, idx)) - net(_take(b, idx))
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(diff, target[idx])
+            yield pair_weight * (len(idx) / len(prs)) * bce
 
 
 def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
@@ -288,7 +303,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,
               stop_at: int | None = None, point_rank_weight: float = 0.0,
-              on_step: Callable[[int, int], Any] | None = None, checkpoint: Any = None) -> dict[str, Any]:
+              on_step: Callable[[int, int], Any] | None = None, checkpoint: Any = None,
+              step_plan: Callable[[list[int]], Sequence[Sequence[int]]] | None = None) -> dict[str, Any]:
     """Fine-tune ``net`` in place on mixed pointwise and pairwise batches; keep the best state by ``evaluate``.
 
     ``points``: (instruction, response or None, standardised label). ``pairs``: (instruction, response 1,
@@ -308,6 +324,8 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     ``checkpoint`` (:class:`curate.scorers.checkpoint.TrainingCheckpoint`): ``restore(parts)`` before the first step
     returns the last step a killed run finished (its adapter, optimiser, schedule and random states put back), and
     ``step_done(step, last, parts)`` saves progress as it goes, so a rerun continues instead of starting over.
+    ``step_plan(tokens per row)``: a step's rows grouped into forward passes whose gradients add up
+    (:func:`_loss_passes`), bounding activation memory on a CPU; the update stays one pass's up to float rounding.
     """
     import torch
 
@@ -333,17 +351,22 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     device_type = torch.device(device).type
     last = min(steps, stop_at or steps)
     parts = {"net": net, "opt": opt, "sched": sched, "rng": rng, "best": best, "history": history,
-             "trainable": trainable_state}
+             "trainable": trainable_state, "last": last}
     done = checkpoint.restore(parts) if checkpoint is not None else 0
     for step in range(done + 1, last + 1):
         net.train()
-        with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            loss = _step_loss(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length, pair_weight, device,
-                              point_rank_weight)
-        if amp_dtype is not None:
-            torch.clear_autocast_cache()  # also when a caller's (even disabled) autocast encloses this one
         opt.zero_grad()
-        loss.backward()
+        passes, loss = _loss_passes(net, tok, draw(points, batch_size), draw(pairs, batch_size), max_length,
+                                    pair_weight, device, point_rank_weight, step_plan), 0.0
+        while True:  # each pass's forward under autocast, its backward outside: gradients add up over the passes
+            with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                part = next(passes, None)
+            if amp_dtype is not None:
+                torch.clear_autocast_cache()  # also when a caller's (even disabled) autocast encloses this one
+            if part is None:
+                break
+            part.backward()
+            loss += float(part.detach())
         torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
         opt.step()
         sched.step()
@@ -351,9 +374,9 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
             on_step(step, last)
         if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
             score = float(evaluate())
-            history.append({"step": step, "val": score, "loss": float(loss.detach())})
+            history.append({"step": step, "val": score, "loss": loss})
             if log:
-                log(f"step {step}/{steps} loss {float(loss.detach()):.4f} val {score:.4f}")
+                log(f"step {step}/{steps} loss {loss:.4f} val {score:.4f}")
             if score > best["score"]:
                 best.update(score=score, step=step, state=trainable_state())
         if checkpoint is not None:
@@ -373,27 +396,3 @@ def trainable_tensors(net) -> dict[str, Any]:
              "cov": (net.cov.state_dict(), np.float32)}
     return {f"{p}.{k}": v.detach().float().cpu().numpy().astype(dtype) for p, (state, dtype) in parts.items()
             for k, v in state.items()}
-
-
-def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
-    """Put shipped tensors (:func:`trainable_tensors`) into a freshly built net; ValueError unless they are exactly its set."""
-    import torch
-    from peft import set_peft_model_state_dict
-
-    want, have = trainable_tensors(net), {k: v for k, v in tensors.items() if k.split(".")[0] in ("lora", "head", "cov")}
-    unfit = sorted({*want.keys() ^ have.keys(), *(k for k in want.keys() & have.keys() if want[k].shape != have[k].shape)})
-    if unfit:  # named here: torch's own message lists every tensor of the model
-        raise ValueError(f"{len(unfit)} tensors missing, extra or of another shape, e.g. {unfit[0]} "
-                         f"{[getattr(d.get(unfit[0]), 'shape', None) for d in (have, want)]} (saved, reader)")
-    part = {p: {k[len(p) + 1:]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()
-                if k.startswith(p + ".")} for p in ("lora", "head", "cov")}
-    set_peft_model_state_dict(net.encoder, part["lora"])
-    net.head.load_state_dict(part["head"])
-    net.cov.load_state_dict(part["cov"])
-
-
-def merged_for_inference(net):
-    """The reader with its LoRA folded into the base weights (peft ``merge_and_unload``), in eval mode: the
-    same scores with one matmul per layer instead of three (faster on a CPU). Consumes ``net``'s adapter."""
-    net.encoder = net.encoder.merge_and_unload()
-    return net.eval()

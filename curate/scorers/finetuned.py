@@ -21,7 +21,7 @@ import numpy as np
 import curate.scorers.crossencoder as ce
 import curate.scorers.prediction_cache as prediction_cache
 import curate.scorers.readermap as readermap
-from curate.defaults import DEITA, EMBED, SCORER
+from curate.defaults import DEITA, EMBED, SCORER, TRAIN
 from curate.errors import ScorerError
 from curate.quiet import quiet_transformers
 from curate.scorers.features import Row, input_texts
@@ -48,6 +48,31 @@ def check_base_folder(base: str | None) -> None:
     if base is not None and not Path(base).expanduser().is_dir():
         said = "is not a folder" if Path(base).expanduser().exists() else "does not exist"
         raise ScorerError(f"base {base}: the base model folder {said}")
+
+
+def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
+    """Put shipped tensors (:func:`~curate.scorers.crossencoder.trainable_tensors`) into a freshly built net;
+    ValueError unless they are exactly its set."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    want, have = ce.trainable_tensors(net), {k: v for k, v in tensors.items() if k.split(".")[0] in ("lora", "head", "cov")}
+    unfit = sorted({*want.keys() ^ have.keys(), *(k for k in want.keys() & have.keys() if want[k].shape != have[k].shape)})
+    if unfit:  # named here: torch's own message lists every tensor of the model
+        raise ValueError(f"{len(unfit)} tensors missing, extra or of another shape, e.g. {unfit[0]} "
+                         f"{[getattr(d.get(unfit[0]), 'shape', None) for d in (have, want)]} (saved, reader)")
+    part = {p: {k[len(p) + 1:]: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()
+                if k.startswith(p + ".")} for p in ("lora", "head", "cov")}
+    set_peft_model_state_dict(net.encoder, part["lora"])
+    net.head.load_state_dict(part["head"])
+    net.cov.load_state_dict(part["cov"])
+
+
+def merged_for_inference(net):
+    """The reader with its LoRA folded into the base weights (peft ``merge_and_unload``), in eval mode: the
+    same scores with one matmul per layer instead of three (faster on a CPU). Consumes ``net``'s adapter."""
+    net.encoder = net.encoder.merge_and_unload()
+    return net.eval()
 
 
 class CrossEncoderScorer(Scorer):
@@ -121,7 +146,7 @@ class CrossEncoderScorer(Scorer):
                                          **self._head_options(self._tok)).to(self._device())
             if self.weights:
                 try:
-                    ce.load_tensors(self._net, self.weights)
+                    load_tensors(self._net, self.weights)
                 except (ValueError, RuntimeError) as exc:  # weights saved for another base, LoRA rank or head
                     self._net = None
                     raise ScorerError(f"{self!r}: its saved weights do not load into {base}: {exc}") from None
@@ -139,7 +164,7 @@ class CrossEncoderScorer(Scorer):
         with _BUILD_LOCK:
             if self._merged is None:
                 net, _ = self._load_net()
-                self._merged, self._net = ce.merged_for_inference(net), None  # fit() rebuilds the adapter from weights
+                self._merged, self._net = merged_for_inference(net), None  # fit() rebuilds the adapter from weights
             return self._merged, self._tok
 
     def _plan(self):
@@ -202,10 +227,13 @@ class CrossEncoderScorer(Scorer):
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = 3e-4,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
-            log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None) -> CrossEncoderScorer:
+            log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None,
+            step_tokens: int | None = None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
         of the same instruction. Starts from the current adapter when loaded (warm start), else fresh.
         ``on_step(step, steps)``: progress, after each training step.
+        ``step_tokens``: padded tokens per forward pass (default ``TRAIN.cpu_step_tokens`` on the CPU, the whole
+        batch on a GPU); a larger batch runs as several passes whose gradients add up into one step (same update).
         ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range).
         ``checkpoint_dir`` (a workspace's cache folder): progress is saved there as training goes, and a rerun of
         the same fit continues from it (after a kill) or reads the finished run back (:mod:`curate.scorers.checkpoint`);
@@ -242,12 +270,16 @@ class CrossEncoderScorer(Scorer):
             key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
                                   "pairs": prs, "settings": [epochs, lr, batch_size, seed]})
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt")
+        from curate.embed.batching import token_budget_batches
+
+        step_tokens = step_tokens or (TRAIN.cpu_step_tokens if device == "cpu" else None)
+        plan = partial(token_budget_batches, max_tokens=step_tokens, max_rows=batch_size) if step_tokens else None
         info = ce.train_net(net, tok, points=points, pairs=prs, max_length=self.max_length, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed, log=log, device=device, amp_dtype=amp,
-                            on_step=on_step, checkpoint=checkpoint)
+                            on_step=on_step, checkpoint=checkpoint, step_plan=plan)
         info["device"] = device
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
-        ce.load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
+        load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
         target = readermap.linear_map(y, (lo, hi), self.output_range)
         raw = self.predict_raw(rows, cache_dir=checkpoint_dir)  # cached: a killed calibration pass resumes too
