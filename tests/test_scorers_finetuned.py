@@ -94,25 +94,32 @@ def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monk
         pass
 
     def fit(seed: int = 0, kill_at: int | None = None, cache_dir=cache):
+        events.clear()
+
         def on_step(step: int, steps: int) -> None:
+            events.append(("step", step, steps))
             if step == kill_at:
                 raise Killed
         sc = CrossEncoderScorer(max_length=32, base=tiny_base)
-        return sc.fit(rows, scores, epochs=3, batch_size=4, lr=1e-3, seed=seed, on_step=on_step, checkpoint_dir=cache_dir)
+        return sc.fit(rows, scores, epochs=3, batch_size=4, lr=1e-3, seed=seed, on_step=on_step, checkpoint_dir=cache_dir,
+                      on_resume=lambda step, steps: events.append(("resume", step, steps)))
+
+    events: list[tuple[str, int, int]] = []
 
     unbroken = fit(cache_dir=None)
     with pytest.raises(Killed):
         fit(kill_at=6)
     assert len(list((cache / "finetune").glob("*.pt"))) == 1
     other = fit(seed=1)  # other settings: starts afresh, beside the killed run's progress
-    assert other.metadata["train"]["resumed_after_step"] is None
+    assert other.metadata["train"]["resumed_after_step"] is None and events[0] == ("step", 1, 12)
     resumed = fit()
     assert resumed.metadata["train"]["resumed_after_step"] == 5
+    assert events[:2] == [("resume", 5, 12), ("step", 6, 12)]  # said before the first step it takes
     assert resumed.metadata["train"]["steps"] == unbroken.metadata["train"]["steps"] == 12
     for name, value in unbroken.weights.items():
         np.testing.assert_allclose(resumed.weights[name], value, atol=1e-6, err_msg=name)
     again = fit(kill_at=1)  # a finished fit is read back: no step runs (one would be killed)
-    assert again.metadata["train"]["resumed_after_step"] == 12
+    assert again.metadata["train"]["resumed_after_step"] == 12 and events == [("resume", 12, 12)]
     np.testing.assert_array_equal(again.weights["calibration.x"], resumed.weights["calibration.x"])
     saved = sorted((cache / "finetune").glob("*.pt"))
     assert len(saved) == 2  # the two finished runs, no temporary files
@@ -120,6 +127,42 @@ def test_a_killed_fine_tune_continues_where_it_stopped(tiny_base, tmp_path, monk
         path.write_bytes(path.read_bytes()[:100])  # cut short
     with pytest.raises(ScorerError, match="unreadable training progress.*delete it to train afresh"):
         fit()
+
+
+def test_a_resumed_train_scorer_says_so_before_its_first_step(tiny_base, tmp_path, monkeypatch, capsys):
+    """The progress bar of a train-scorer run that continues a killed one says it resumes (it jumped 0 -> k/n)."""
+    import curate.scorers.checkpoint as checkpoint
+    from curate.scorers import train_scorer
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # save after every step
+    ws = _ws(tmp_path)
+    ws.add_column("judge_q", [[float(1 + i % 3)] for i in range(len(ws))],
+                  {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+
+    class Killed(Exception):
+        pass
+
+    step_done = checkpoint.TrainingCheckpoint.step_done
+
+    def killed_after_two(self, step, last, parts):
+        step_done(self, step, last, parts)
+        if step == 2:
+            raise Killed
+
+    def run(progress: bool):
+        return train_scorer(ws, target="judge_q", kind="cross-encoder", base=tiny_base, epochs=3, holdout=0.3,
+                            progress=progress)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.TrainingCheckpoint, "step_done", killed_after_two)
+        with pytest.raises(Killed):
+            run(False)
+    capsys.readouterr()
+    result = run(True)
+    steps = result.scorer.metadata["train"]["steps"]
+    assert f"fine-tuning cross-encoder, resuming from step 2/{steps}" in capsys.readouterr().err
+    run(True)
+    assert "fine-tuning cross-encoder, finished before: read back from the workspace cache" in capsys.readouterr().err
 
 
 def test_cross_encoder_predictions_are_cached_and_resume(tiny_base, tmp_path):

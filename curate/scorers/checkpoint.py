@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ def checkpoint_key(parts: dict[str, Any]) -> str:
 
 class TrainingCheckpoint:
     """Progress of one fine-tune at ``path``: :meth:`restore` before training, :meth:`step_done` after each step
-    (saves every ``every_s`` seconds and at the last step)."""
+    (saves every ``every_s`` seconds and at the last step). ``on_restore(step, steps)``: called when :meth:`restore`
+    read saved progress back (``step`` of the run's ``steps`` done), so a caller can say the run resumed."""
 
-    def __init__(self, path: str | os.PathLike, every_s: float | None = None):
+    def __init__(self, path: str | os.PathLike, every_s: float | None = None,
+                 on_restore: Callable[[int, int], Any] | None = None):
         self.path = Path(path)
+        self.on_restore = on_restore
         self.every_s = SAVE_EVERY_S if every_s is None else float(every_s)
         self._saved_at = time.monotonic()
 
@@ -65,6 +69,8 @@ class TrainingCheckpoint:
         parts["best"].update(state["best"])
         parts["history"][:] = state["history"]
         self._saved_at = time.monotonic()
+        if self.on_restore is not None:
+            self.on_restore(int(state["step"]), int(parts["last"]))
         return int(state["step"])
 
     def step_done(self, step: int, last: int, parts: dict[str, Any]) -> None:

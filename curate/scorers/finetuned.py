@@ -228,10 +228,11 @@ class CrossEncoderScorer(Scorer):
             label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = 3e-4,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
             log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None,
-            step_tokens: int | None = None) -> CrossEncoderScorer:
+            on_resume=None, step_tokens: int | None = None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
         of the same instruction. Starts from the current adapter when loaded (warm start), else fresh.
-        ``on_step(step, steps)``: progress, after each training step.
+        ``on_step(step, steps)``: progress, after each training step; ``on_resume(step, steps)``: once, before the
+        first step, when progress saved under ``checkpoint_dir`` was read back (``step`` of ``steps`` done before).
         ``step_tokens``: padded tokens per forward pass (default ``TRAIN.cpu_step_tokens`` on the CPU, the whole
         batch on a GPU); a larger batch runs as several passes whose gradients add up into one step (same update).
         ``label_range``: the judge's scale, mapped linearly onto ``output_range`` (default: the labels' range).
@@ -269,7 +270,8 @@ class CrossEncoderScorer(Scorer):
 
             key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
                                   "pairs": prs, "settings": [epochs, lr, batch_size, seed]})
-            checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt")
+            checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt",
+                                            on_restore=on_resume)
         from curate.embed.batching import token_budget_batches
 
         step_tokens = step_tokens or (TRAIN.cpu_step_tokens if device == "cpu" else None)

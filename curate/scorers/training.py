@@ -132,8 +132,13 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
             bar.total = steps
             bar.update(step - bar.n)  # a resumed run starts past its first steps
 
+        def on_resume(step: int, steps: int) -> None:  # the bar says so before the first step (minutes on a CPU)
+            bar.set_description(f"fine-tuning {kind}, " + (f"resuming from step {step:,}/{steps:,}" if step < steps
+                                                          else "finished before: read back from the workspace cache"))
+            on_step(step, steps)
+
         scorer.fit([data.turns[i] for i in train], y[train], label_range=label_range, epochs=epochs, seed=seed,
-                   pairs=fit_pairs, on_step=on_step, checkpoint_dir=cache_dir)
+                   pairs=fit_pairs, on_step=on_step, checkpoint_dir=cache_dir, on_resume=on_resume)
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
     if len(test):
