@@ -136,3 +136,19 @@ def test_a_bad_less_budget_is_refused_before_the_warm_up(request, tmp_path):
     with pytest.raises(CurateError, match="fraction must be in"):
         ws.select("less", name="bad", target=str(src), fraction=2.0, model=str(lm), device="cpu")
     assert not (ws.cache_dir / "train").exists()  # no warm-up run was started
+
+
+def test_a_target_file_without_answers_is_refused_before_the_warm_up(request, tmp_path):
+    """A target whose examples have no response was refused only after the warm-up fine-tune (minutes)."""
+    lm = request.getfixturevalue("tiny_lm")
+    from curate.errors import CurateError
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"question {i}", "output": "answer"} for i in range(4)])
+    target = write_jsonl(tmp_path / "questions.jsonl", [{"instruction": "Which city?"}, {"instruction": "Why?"}])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    with pytest.raises(CurateError, match=r"questions\.jsonl: none of the 2 target examples has an answered turn"):
+        ws.select("less", name="bad", target=str(target), budget=2, model=str(lm), device="cpu")
+    assert not (ws.cache_dir / "train").exists()  # no warm-up run was started

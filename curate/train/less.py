@@ -39,8 +39,8 @@ from curate.train.examples import encode_rows, row_inputs
 from curate.train.gradfeatures import FeatureStore, Projector, adam_moments, gradient_features, lora_linears
 from curate.train.harness import OPTIMIZER_FILE, TrainConfig, TrainRun, finetune, run_folder
 
-__all__ = ["LessConfig", "LessScore", "aggregate", "apply_less", "checkpoint_weights", "less_scores", "read_target",
-           "less_selector", "select_less", "similarities", "warmup"]
+__all__ = ["LessConfig", "LessScore", "aggregate", "apply_less", "check_answered", "checkpoint_weights", "less_scores",
+           "read_target", "less_selector", "select_less", "similarities", "warmup"]
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,26 @@ class LessConfig:
                            seed=self.seed, record=False, **extra)
 
 
-def read_target(path: str | Path, group_field: str | None = None) -> tuple[list[RowInput], list[str] | None]:
+def check_answered(rows: Sequence[RowInput], where: str) -> None:
+    """Refuse a target none of whose examples has an answered turn (the gradient is the response's), before any
+    warm-up; ``where``: the file (or set) named in the error."""
+    if not any(t.has_response for r in rows for t in r.turns):
+        raise CurateError(f"{where}: none of the {len(rows):,} target examples has an answered turn (an assistant "
+                          f"reply to a user message): LESS takes its gradients on the target's responses")
+
+
+def read_target(path: str | Path, group_field: str | None = None, *, answered: bool = True
+                ) -> tuple[list[RowInput], list[str] | None]:
     """The target examples of a file (any shape curate loads) as rows, and each one's group when
-    ``group_field`` names a field of the records."""
+    ``group_field`` names a field of the records. ``answered``: refuse a file with no answered turn
+    (:func:`check_answered`); False for a caller that counts its unanswered rows itself."""
     from curate.pools import read, row_id
 
     got = read(path)
     rows = [RowInput(f"target-{k}-{row_id(r['conversation'])}", r["conversation"], turns(r["conversation"]))
             for k, r in enumerate(got.rows)]
+    if answered:
+        check_answered(rows, str(path))
     if group_field is None:
         return rows, None
     missing = [k for k, r in enumerate(got.rows) if group_field not in r]
@@ -270,6 +282,7 @@ def select_less(model_dir: str | Path, pool: Sequence[RowInput], target: Sequenc
     """LESS without a workspace (for evals): the ``size`` best pool row ids (best first, ties by id) and every
     scored row's score. Warm-up run and features are cached under ``cache_dir``."""
     cache_dir, pool, target = Path(cache_dir), row_inputs(pool), row_inputs(target)
+    check_answered(target, "target")
     run = warmup(Path(model_dir), pool, cache_dir / "train" / "less", config, device=device)
     step = LessScore(run, target, config=config, groups=groups, device=device)
     scores, _ = step.scores(pool, cache_dir, progress)

@@ -172,7 +172,7 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     valid = np.flatnonzero(np.isfinite(x).all(axis=1))
     rng = np.random.default_rng(seed)
     if eval_file is not None:
-        eval_rows = read_target(eval_file)[0]
+        eval_rows = read_target(eval_file, answered=False)[0]  # its unanswered rows are counted below
         pool = valid
     else:
         held = rng.choice(len(ws.ids), min(MINING.eval_rows, len(ws.ids) // 2), replace=False)
