@@ -106,6 +106,10 @@ def test_less_selector_from_the_cli(request, tmp_path):
                                    "--param", "projection_dim=256", "--param", "device=cpu",
                                    "--param", "learning_rate=0.01"])
     assert res.exit_code == 0, res.output
+    # minutes of warm-up and gradient passes were shown by nothing: each pass has its bar now
+    assert "train: 100%" in res.output  # the warm-up fine-tune
+    for what, epoch in (("target", 1), ("pool", 1), ("target", 2), ("pool", 2)):
+        assert f"LESS {what} gradients, checkpoint {epoch}/2: 100%" in res.output
     sel = Workspace.open(tmp_path / "ws").selection("less4")
     kept = {ws.conversations([i])[0][0]["content"] for i in sel.ids}
     assert len(kept) == 4 and all("city" in q for q in kept)

@@ -23,6 +23,12 @@ def showing_progress(enabled: bool = True) -> Iterator[None]:
         _SHOWN.reset(token)
 
 
+def progress_shown() -> bool:
+    """Whether a caller shows the selectors' progress (``curate select``, ``curate run``): for a selector that
+    passes it on to a long step of its own (LESS's warm-up and gradient passes)."""
+    return _SHOWN.get()
+
+
 def walked(items: Iterable[Any], total: int, desc: str, unit: str = "row") -> Iterator[Any]:
     """``items``, with a bar over ``total`` of them when a caller shows progress (a 1M-row MinHash walk took 22
     silent minutes)."""

@@ -166,11 +166,14 @@ class _Features:
                                  "dim": self.config.projection_dim, "seed": self.config.seed,
                                  "device": self.device.split(":")[0], "max_length": self.config.max_length})[:24]
 
-    def of(self, parts: Sequence[tuple[Sequence[RowInput], str]], progress: Any = None
+    def of(self, parts: Sequence[tuple[Sequence[RowInput], str]], progress: Any = None, pass_bars: bool = False
            ) -> list[tuple[list[np.ndarray], list[str], dict[str, Failure]]]:
         """For each (rows, kind) part ("adam" for pool rows, "sgd" for target rows): per checkpoint the [n, dim]
         features of the rows that encode, their ids, and the other rows' failures. One model load per
-        checkpoint; progress counts the last part's rows in the last checkpoint."""
+        checkpoint; progress counts the last part's rows in the last checkpoint; ``pass_bars``: a bar over each
+        part's rows at each checkpoint too (every pass, not only the last)."""
+        from curate.storage.progress import progress_bar
+
         out: list[tuple[list[np.ndarray], list[str], dict[str, Failure]]] = [([], [], {}) for _ in parts]
         for epoch in range(1, self.run.epochs_done + 1):
             model, tok = self.run.load_model(epoch, self.device, trainable=True)
@@ -187,10 +190,17 @@ class _Features:
                 if kind == "adam":
                     adam = adam_moments(self.run.checkpoint(epoch) / OPTIMIZER_FILE, numels, self.device)
                 last = epoch == self.run.epochs_done and p == len(parts) - 1
-                done = progress.update if progress is not None and last else None
-                feats = gradient_features(model, examples, FeatureStore(self.cache / self.key(epoch, kind)),
-                                          projector, pad_id=pad, device=self.device,
-                                          batch_tokens=self.batch_tokens, adam=adam, on_done=done)
+                what = "target" if kind == "sgd" else "pool"
+                with progress_bar(len(examples), f"LESS {what} gradients, checkpoint {epoch}/{self.run.epochs_done}",
+                                  pass_bars) as bar:
+                    def done(k: int, bar: Any = bar, last: bool = last) -> None:
+                        bar.update(k)
+                        if progress is not None and last:
+                            progress.update(k)
+
+                    feats = gradient_features(model, examples, FeatureStore(self.cache / self.key(epoch, kind)),
+                                              projector, pad_id=pad, device=self.device,
+                                              batch_tokens=self.batch_tokens, adam=adam, on_done=done)
                 out[p][0].append(feats)
                 out[p][1][:] = [e.id for e in examples]
                 out[p][2].update(skipped)
@@ -207,8 +217,9 @@ class LessScore:
 
     def __init__(self, run: TrainRun, target: Sequence[RowInput], *, config: LessConfig = LessConfig(),
                  groups: Sequence[str] | None = None, device: str | None = None, column: str = "less",
-                 target_name: str | None = None):
+                 target_name: str | None = None, pass_bars: bool = False):
         self.warm, self.target, self.config, self.groups = run, list(target), config, groups
+        self.pass_bars = pass_bars  # a bar over every gradient pass (each checkpoint's), as curate select shows
         self.device = resolve_device(device)
         self.column = column
         self.target_name = target_name
@@ -232,7 +243,8 @@ class LessScore:
         """(ids of the rows that encode, their [n, target] weighted cosines, the target ids that encode, the
         other rows' failures by id)."""
         feats = _Features(self.warm, self.config, self.device, Path(cache_dir) / "train" / "less" / "features")
-        (target, tids, _), (train, ids, skipped) = feats.of([(self.target, "sgd"), (rows, "adam")], progress)
+        (target, tids, _), (train, ids, skipped) = feats.of([(self.target, "sgd"), (rows, "adam")], progress,
+                                                            self.pass_bars)
         sims = similarities(train, target, self.weights) if ids else np.zeros((0, len(tids)))
         return ids, sims, tids, skipped
 
@@ -263,16 +275,18 @@ def _pool_rows(ws) -> list[RowInput]:
 
 def apply_less(ws, target: str | Path, *, model: str | Path | None = None, config: LessConfig = LessConfig(),
                group_field: str | None = None, device: str | None = None, ids: list[str] | None = None,
-               column: str = "less", **apply_kwargs: Any):
+               column: str = "less", pass_bars: bool = False, **apply_kwargs: Any):
     """Warm up on the workspace's pool (cached under its cache folder), then ``ws.apply`` the LESS step for
-    ``ids`` (default: every row). Returns the ApplyResult."""
+    ``ids`` (default: every row). ``pass_bars``: bars over the warm-up and over each gradient pass. Returns the
+    ApplyResult."""
     from curate.signals.engine import default_model_dir
 
     model_dir = Path(model) if model is not None else default_model_dir()
     rows, groups = read_target(target, group_field)
-    run = warmup(model_dir, _pool_rows(ws), ws.cache_dir / "train" / "less", config, device=device)
+    run = warmup(model_dir, _pool_rows(ws), ws.cache_dir / "train" / "less", config, device=device,
+                 progress=pass_bars or None)
     step = LessScore(run, rows, config=config, groups=groups, device=device, column=column,
-                     target_name=str(target))
+                     target_name=str(target), pass_bars=pass_bars)
     return ws.apply(step, ids, **apply_kwargs)
 
 
@@ -300,9 +314,12 @@ def less_selector(ws, rows: np.ndarray, target: str, budget: int | None = None, 
     the ``budget`` best rows or the top ``fraction`` (default: 5%, the paper's)."""
     config = LessConfig(warmup_fraction=warmup_fraction, epochs=epochs, projection_dim=projection_dim,
                         learning_rate=learning_rate, seed=seed)
+    from curate.select.progress import progress_shown
+
     rows_to_keep(len(rows), budget, fraction)  # a bad budget is refused before the warm-up, not after it
     applied = apply_less(ws, target, model=model, config=config, group_field=group_field, device=device,
-                         ids=[ws.ids[p] for p in rows.tolist()], column=column, progress=False)
+                         ids=[ws.ids[p] for p in rows.tolist()], column=column, progress=False,
+                         pass_bars=progress_shown())  # minutes of warm-up and gradients: shown where curate select shows
     if budget is None and fraction is None:
         fraction = LESS.fraction
     out = select_learnability(ws, rows, budget=budget, fraction=fraction, column=column)
