@@ -45,7 +45,7 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
-from curate.llm.batch_collect import lost_files_reason, read_files, unanswered
+from curate.llm.batch_collect import find_batch, lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
 from curate.llm.batch_state import SETTLED, BatchState, new_owner, normal_url, running_calls, same_url
 from curate.llm.openai_backend import (
@@ -259,7 +259,8 @@ class _Call:
                                 f"{str(owner.get('machine')).split()[0]}): waiting for its batch, sending nothing")
                 return
         entry = self.open[sid]
-        found = None if fresh else await self.find(sid, entry.get("input_file_id"))
+        found = None if fresh or (entry.get("status") == "uploading" and not entry.get("input_file_id")) else (
+            await find_batch(self.client, sid, entry.get("input_file_id")))
         if found is None:
             if not entry.get("input_file_id"):  # killed before its upload finished: upload again
                 data = b"".join(batch_line(self.by_key[k], self.b.model) for k in self.b.state.keys(sid)
@@ -273,17 +274,6 @@ class _Call:
             self.b.requests_sent += entry.get("requests", 0)
             self.b._say(f"submitted batch {found.id} ({entry.get('requests', 0):,} requests)")
         self.open[sid] = self.b.state.record(sid, status=found.status, batch_id=found.id)
-
-    async def find(self, sid: str, input_file_id: str | None) -> Any:
-        """A batch already created for submission ``sid`` (killed before its id was recorded), if any: every page of
-        the server's list is read (the client's auto-pagination, ``after=`` the last id), newest first."""
-        if self.open[sid].get("status") == "uploading" and not input_file_id:
-            return None
-        async for batch in self.client.batches.list(limit=100):
-            meta = batch.metadata or {}
-            if meta.get("curate_submission") == sid or (input_file_id and batch.input_file_id == input_file_id):
-                return batch
-        return None
 
     async def poll(self) -> None:
         import openai

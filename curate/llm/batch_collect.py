@@ -1,5 +1,5 @@
-"""Reading a finished batch of the openai-batch backend (``curate.llm.batch``): the lines of its output and error
-files, and what becomes of the requests no line answers.
+"""Reading the server's batches for the openai-batch backend (``curate.llm.batch``): a finished batch's output and error
+files, what becomes of the requests no line answers, and a batch created for a submission whose id was never recorded.
 
 A file the server no longer has (HTTP 404: deleted, or expired at the provider) is named with its batch, and the
 requests whose answers it held are resubmitted as a lost batch's are, not reported as an error of the model or
@@ -31,6 +31,16 @@ async def read_files(client: Any, batch: Any) -> tuple[list[dict[str, Any]], dic
             continue
         lines += [json.loads(raw) for raw in content.text.splitlines() if raw.strip()]
     return lines, lost
+
+
+async def find_batch(client: Any, sid: str, input_file_id: str | None) -> Any:
+    """A batch already created for submission ``sid`` (killed before its id was recorded), if any: every page of the
+    server's list is read (the client's auto-pagination, ``after=`` the last id), newest first."""
+    async for batch in client.batches.list(limit=100):
+        meta = batch.metadata or {}
+        if meta.get("curate_submission") == sid or (input_file_id and batch.input_file_id == input_file_id):
+            return batch
+    return None
 
 
 def lost_files_reason(batch: Any, lost: dict[str, str]) -> str:
