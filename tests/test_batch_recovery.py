@@ -13,7 +13,7 @@ import openai
 
 from curate.codes import FailureCode
 from curate.llm.base import run_sync
-from curate.llm.batch import BatchState, batch_line
+from curate.llm.batch import BatchState, _Call, batch_line
 from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
 from curate.session import Workspace
@@ -189,3 +189,39 @@ def test_two_runs_collecting_one_finished_batch_resubmit_its_failed_share_once(t
         assert sorted(got[name]) == sorted(r.key for r in requests)
         assert not [r for r in got[name].values() if "failure" in r], got[name]
     assert sorted(s["status"] for s in BatchState(ws).submissions().values()) == ["collected"] * 2
+
+
+def test_a_retry_batch_made_for_a_lost_retry_batch_is_adopted_by_a_later_collect(tmp_path):
+    """A batch's failed share went again in a retry batch the server then lost, whose requests went again in a third
+    batch: a run collecting the first batch after that dropped the lost retry batch's requests and never polled the
+    third batch, so its rows ended "no answer came back" though that batch answers them. It follows the chain."""
+    texts = ["chain row 0", "chain row 1 [batch500]"]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {}
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        backend = _batch(srv, ws)
+        requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], backend)
+        failing = [r for r in requests if "[batch500]" in str(r.messages)]
+        state, common = BatchState(ws), {"model": MODEL, "base_url": srv.base_url, "requests": 1}
+        state.record("c0ffee", [failing[0].key], status="lost", parent="feedface", attempt=1, batch_id="batch_gone",
+                     **common)
+
+        async def collect_after_it() -> None:
+            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+            upload = await client.files.create(file=("g.jsonl", batch_line(failing[0], MODEL)), purpose="batch")
+            third = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h", metadata={"curate_submission": "grandkid"})
+            state.record("grandkid", [failing[0].key], status="in_progress", parent="c0ffee", attempt=2,
+                         batch_id=third.id, input_file_id=upload.id, **common)
+            call = _Call(backend, client, {r.key: r for r in requests},
+                         lambda req, result: got.__setitem__(req.key, result))
+            call.open["feedface"] = state.submissions()["feedface"]
+            await call.poll()
+            await client.close()
+
+        run_sync(collect_after_it)
+        assert srv.batches_created == 2  # the first batch and the third: nothing made again
+    assert sorted(got) == sorted(r.key for r in requests)
+    assert not [r for r in got.values() if "failure" in r], got
+    assert BatchState(ws).submissions()["grandkid"]["status"] == "collected"

@@ -378,11 +378,10 @@ class _Call:
         return bool(retry) and attempt < self.b.resubmits
 
     def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """The share of ``retry`` no earlier collect of ``sid`` resubmitted (another run's, or one killed before it
-        marked ``sid`` collected); the batches that hold the rest are polled by this call, not made again."""
-        for child, entry in self.b.state.children(sid).items():
-            mine = set(self.b.state.keys(child)) & set(retry)
-            if mine and entry.get("status") != "lost":
-                self.open.setdefault(child, entry)
-            retry = {k: v for k, v in retry.items() if k not in mine}
-        return retry
+        """The share of ``retry`` no earlier collect (or lost batch's handling) of ``sid`` resubmitted (another run's, or
+        one killed before it settled ``sid``); the batches that hold the rest, down a chain of lost ones, are polled by
+        this call, not made again."""
+        adopt, left = self.b.state.covering(sid, set(retry))
+        for child, entry in adopt.items():
+            self.open.setdefault(child, entry)
+        return {k: v for k, v in retry.items() if k in left}

@@ -127,6 +127,23 @@ class BatchState:
             self.ws.add_artifact(INDEX, index)
         return True
 
+    def covering(self, sid: str, keys: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """({submission: entry} of the batches that resubmitted ``keys`` of submission ``sid`` and may still answer
+        them, the keys none does): a lost retry batch's share is followed into the batches that resubmitted it."""
+        adopt: dict[str, dict[str, Any]] = {}
+        for child, entry in self.children(sid).items():
+            mine = set(self.keys(child)) & keys
+            if not mine:
+                continue
+            keys = keys - mine
+            if entry.get("status") == "lost":
+                found, left = self.covering(child, mine)
+                adopt.update(found)
+                keys |= left
+            else:
+                adopt[child] = entry
+        return adopt, keys
+
     def children(self, sid: str) -> dict[str, dict[str, Any]]:
         """The submissions that resubmitted part of submission ``sid`` (its ``parent``), by id."""
         return {child: entry for child, entry in self.submissions().items() if entry.get("parent") == sid}
