@@ -191,6 +191,69 @@ def test_two_runs_collecting_one_finished_batch_resubmit_its_failed_share_once(t
     assert sorted(s["status"] for s in BatchState(ws).submissions().values()) == ["collected"] * 2
 
 
+def test_a_run_that_waited_for_another_runs_collect_counts_none_of_its_answers_again(tmp_path):
+    """A run waiting while another collects a batch held a copy of its entry from before the collect began (no
+    ``delivering`` mark): collecting after it, it took itself for the first collect and delivered again every answer
+    its own call did not ask for, counting their cost and tokens twice and listing them as unpaid-for again. The mark
+    it reads is the one its claim read under the lock, and its second collect leaves the first one's record alone."""
+    texts = [f"stale row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        keys = BatchState(ws).keys("feedface")
+        waiting = _batch(srv, ws)
+        stale = BatchState(ws).submissions()["feedface"]  # read before the other run began collecting
+        assert ws.apply(Judge("complexity", _batch(srv, ws)), progress=False).failed == 0
+        first = BatchState(ws).submissions()["feedface"]
+        assert first["status"] == "collected" and first.get("delivering")
+        assert not waiting.cache.unrecorded(keys)
+
+        async def collect_after_it() -> None:
+            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+            call = _Call(waiting, client, {}, lambda req, result: None)
+            call.open["feedface"] = dict(stale)
+            await call.collect("feedface", await client.batches.retrieve(stale["batch_id"]))
+            await client.close()
+
+        run_sync(collect_after_it)
+        assert (waiting.spent_usd, waiting.prompt_tokens, waiting.completion_tokens) == (0, 0, 0)
+        assert not waiting.cache.unrecorded(keys)  # not billed again by a later run
+    after = BatchState(ws).submissions()["feedface"]
+    assert after["collector"] == first["collector"] and after["updated"] == first["updated"]
+
+
+def test_a_second_collect_leaves_the_first_ones_record_of_its_resubmission(tmp_path):
+    """The run that waited for another's collect rewrote the batch's record after it: ``resubmitted`` 0 and itself as
+    ``collector``, though the first collect's retry batch exists. The record is the first collect's."""
+    texts = ["record row 0", "record row 1", "record row 2 [batch500]"]
+    ws = _workspace(tmp_path, texts)
+    with FaultServer() as srv:
+        srv.hold_batches.set()
+        requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+        events: list[str] = []
+
+        def run() -> None:
+            backend = _batch(srv, ws, on_event=events.append)
+            run_sync(lambda: backend.run(requests, lambda req, result: None))
+
+        a = threading.Thread(target=run)
+        a.start()
+        deadline = time.monotonic() + 60
+        while not any(s.get("batch_id") for s in BatchState(ws).submissions().values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b = threading.Thread(target=run)
+        b.start()
+        while not any("resuming 1 batch" in e for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.hold_batches.clear()
+        a.join(120)
+        b.join(120)
+        assert srv.batches_created == 2, events
+    (parent,) = [e for e in BatchState(ws).submissions().values() if not e.get("parent")]
+    (child,) = [e for e in BatchState(ws).submissions().values() if e.get("parent")]
+    assert parent["resubmitted"] == 1 and parent["collector"]["call"] == child["owner"]["call"]
+
+
 def test_a_retry_batch_made_for_a_lost_retry_batch_is_adopted_by_a_later_collect(tmp_path):
     """A batch's failed share went again in a retry batch the server then lost, whose requests went again in a third
     batch: a run collecting the first batch after that dropped the lost retry batch's requests and never polled the

@@ -325,30 +325,23 @@ class _Call:
             await self.submit([self.by_key[k] for k in keys], attempt=attempt + 1, parent=sid)
         return bool(keys)
 
-    def delivered_before(self, sid: str, entry: dict[str, Any], keys: set[str]) -> set[str]:
-        """The answers of submission ``sid`` an earlier collect delivered (a run killed before marking it collected):
-        those of its keys the cache holds that this call did not ask for. They are not delivered again: their cost and
-        tokens were counted, and the answers listed as paid, once. A first collect records that it began."""
-        if not entry.get("delivering"):
-            self.b.state.record(sid, delivering=time.time())
-            return set()
-        return set(self.b.cache.get_many([k for k in keys if k not in self.by_key]))
-
     async def collect(self, sid: str, batch: Any) -> bool:
         """Deliver a finished batch's answers; resubmit its transient/expired share (and the requests whose answers
         sat in a file the server lost) alone, unless an earlier collect did. True if resubmitted. While a live other
         run collects it, this call waits (the batch stays open here) and collects after it."""
-        if not self.b.state.claim_collect(sid, self.me):
+        claimed = self.b.state.claim_collect(sid, self.me, delivering=time.time())
+        if claimed is None:
             if sid not in self.waiting_collect:
                 self.waiting_collect.add(sid)
                 self.b._say(f"batch {batch.id} is being collected by another run still going: waiting for it")
             return False
-        entry = self.open.pop(sid)
+        self.open.pop(sid)
         keys = set(self.b.state.keys(sid))
         seen: set[str] = set()
         retry: dict[str, dict[str, Any]] = {}  # key -> the failure to report if it cannot be resubmitted
         lines, lost = await read_files(self.client, batch)
-        paid = self.delivered_before(sid, entry, keys)
+        paid = set(self.b.cache.get_many([k for k in keys if k not in self.by_key])) if claimed.get("delivering") else (
+            set())  # those an earlier collect delivered, as its claim read: their cost and tokens count once
         for line in lines:
             key = line.get("custom_id")
             if key not in keys or key in seen:
@@ -362,20 +355,22 @@ class _Call:
         report, resend = unanswered(batch, keys - seen, lost)
         for key, failure in report.items():
             self.deliver(key, failure)
-        retry = self.adopt_children(sid, {k: v for k, v in {**retry, **resend}.items()
-                                          if k in self.by_key and k not in self.delivered})
-        attempt = entry.get("attempt", 0)
-        if retry and attempt < self.b.resubmits:
+        wanted = {k: v for k, v in {**retry, **resend}.items() if k in self.by_key and k not in self.delivered}
+        retry = self.adopt_children(sid, wanted)
+        attempt = claimed.get("attempt", 0)
+        resubmit = bool(retry) and attempt < self.b.resubmits
+        if resubmit:
             why = lost_files_reason(batch, lost) if lost else f"batch {batch.id} {batch.status}"
             self.b._say(f"{why}: resubmitting {len(retry):,} request(s) alone")
             await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
         else:
             for key, failure in retry.items():
                 self.deliver(key, failure)
-        lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
-        self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(retry) if
-                            attempt < self.b.resubmits else 0, **lost_fields)  # after its resubmissions are recorded
-        return bool(retry) and attempt < self.b.resubmits
+        if claimed.get("status") not in SETTLED:  # a second collect leaves the first one's record as it is
+            lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
+            self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(wanted) - len(
+                retry) + (len(retry) if resubmit else 0), **lost_fields)  # after its resubmissions are recorded
+        return resubmit or len(wanted) > len(retry)
 
     def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The share of ``retry`` no earlier collect (or lost batch's handling) of ``sid`` resubmitted (another run's, or

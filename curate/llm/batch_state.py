@@ -1,10 +1,13 @@
 """Where the openai-batch backend remembers its submissions: the workspace's artifacts ``llm-batches`` (the index)
 and ``llm-batch-<id>`` (each submission's request keys), and who owns a submission not yet turned into a batch.
 
-A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still runs
-alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace lock. A
-finished batch is collected by one run at a time the same way (its ``collector``); a settled submission (collected,
-lost) never goes back to an open status.
+A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still
+runs alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace
+lock. A finished batch is collected by one run at a time the same way (its ``collector``, which marks ``delivering``
+with its claim: a later collect, after a kill or by a run that waited, delivers again none of the answers the cache
+holds that its call did not ask for, so their cost and tokens count once). The run that waited polls the retry
+batches the first one made, down a chain of lost ones. A settled submission (collected, lost) never changes status
+again, and keeps its first collect's record.
 """
 
 from __future__ import annotations
@@ -96,8 +99,8 @@ class BatchState:
                 self.ws.add_artifact(f"llm-batch-{sid}", {"keys": keys})
             index = self.ws.artifact(INDEX) or {"submissions": {}}
             entry = index["submissions"].get(sid, {"id": sid})
-            if entry.get("status") in SETTLED and fields.get("status", "collected") not in SETTLED:
-                fields.pop("status")  # another run settled it meanwhile: a poll it made before does not reopen it
+            if entry.get("status") in SETTLED:
+                fields.pop("status", None)  # another run settled it meanwhile: nothing reopens or re-settles it
             entry = {**entry, **fields, "updated": time.time()}
             index["submissions"][sid] = entry
             self.ws.add_artifact(INDEX, index)
@@ -115,17 +118,21 @@ class BatchState:
             self.ws.add_artifact(INDEX, index)
         return entry, True
 
-    def claim_collect(self, sid: str, me: Owner) -> bool:
-        """True if ``me`` may collect submission ``sid``'s finished batch now (and is recorded as its collector): not
-        while a live other run collects it (until that one has marked it collected); atomic under the workspace lock."""
+    def claim_collect(self, sid: str, me: Owner, **marks: Any) -> dict[str, Any] | None:
+        """Submission ``sid``'s entry as read under the workspace lock if ``me`` may collect (or mark lost) its batch now,
+        else None: not while a live other run does (until that one has settled it). An open one records ``me`` as its
+        collector and each of ``marks`` it lacks (``delivering``: a collect began), atomically; a settled one is
+        returned unchanged (its record is its first collect's)."""
         with self.ws.lock():
             index = self.ws.artifact(INDEX) or {"submissions": {}}
             entry = index["submissions"].get(sid, {"id": sid})
-            if entry.get("status") != "collected" and owned_elsewhere(entry.get("collector"), me):
-                return False
-            index["submissions"][sid] = {**entry, "collector": me, "updated": time.time()}
+            if entry.get("status") in SETTLED:
+                return entry
+            if owned_elsewhere(entry.get("collector"), me):
+                return None
+            index["submissions"][sid] = {**marks, **entry, "collector": me, "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
-        return True
+        return entry
 
     def covering(self, sid: str, keys: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """({submission: entry} of the batches that resubmitted ``keys`` of submission ``sid`` and may still answer
