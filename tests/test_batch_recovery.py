@@ -222,6 +222,44 @@ def test_a_run_that_waited_for_another_runs_collect_counts_none_of_its_answers_a
     assert after["collector"] == first["collector"] and after["updated"] == first["updated"]
 
 
+def test_two_runs_polling_a_batch_the_server_forgot_submit_its_requests_again_once(tmp_path):
+    """Two live runs polling one batch the server then forgot (HTTP 404) both marked it lost and both submitted its
+    requests again: two new batches where one is right. One run marks it lost and resubmits; the other waits for it,
+    then polls the batch it made."""
+    texts = [f"lost twice row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    events: list[str] = []
+    got: dict[str, dict[str, dict]] = {"a": {}, "b": {}}
+    with FaultServer() as srv:
+        srv.hold_batches.set()
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+
+        def run(name: str) -> None:
+            backend = _batch(srv, ws, on_event=events.append)
+            run_sync(lambda: backend.run(requests, lambda req, result: got[name].__setitem__(req.key, result)))
+
+        runs = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+        for thread in runs:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while sum("resuming 1 batch" in e for e in events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # both are polling it
+        srv.forget_batches()
+        time.sleep(1.0)  # both have had its 404
+        srv.hold_batches.clear()
+        for thread in runs:
+            thread.join(120)
+        assert srv.batches_created == 2, events  # the lost batch and one resubmission
+    for name in "ab":
+        assert sorted(got[name]) == sorted(r.key for r in requests)
+        assert not [r for r in got[name].values() if "failure" in r], got[name]
+    index = BatchState(ws).submissions()
+    assert index["feedface"]["status"] == "lost" and [e["parent"] for s, e in index.items() if s != "feedface"] == [
+        "feedface"]
+
+
 def test_a_second_collect_leaves_the_first_ones_record_of_its_resubmission(tmp_path):
     """The run that waited for another's collect rewrote the batch's record after it: ``resubmitted`` 0 and itself as
     ``collector``, though the first collect's retry batch exists. The record is the first collect's."""

@@ -12,12 +12,10 @@ latter holding its request keys) *before* the batch is created and again once it
 process killed while waiting resumes polling the same batches on the next run instead of resubmitting
 (a submission killed between "create" and "record" is found again by its metadata). Answers that arrive
 for requests the current call did not ask for are still written to the cache. A batch the server no longer knows
-(404) is marked ``lost`` in the index, with the reason, and its requests are submitted again; so are those whose
+(404) has its requests submitted again and is marked ``lost`` in the index, with the reason; so are those whose
 answers sat in a finished batch's output or error file that the server no longer has (``curate.llm.batch_collect``).
-A batch collected again after a kill between delivering its answers and being marked collected delivers only those
-the cache lacks: its cost and tokens are counted once.
-A finished batch is collected by one run at a time (its ``collector``): another waits, then collects after it and polls
-the retry batches it made rather than making them again.
+A finished (or lost) batch is collected by one run at a time, which counts its answers' cost once
+(``curate.llm.batch_state``); another waits, then polls the retry batches it made rather than making them again.
 
 The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.vllm_batch``.
 """
@@ -305,25 +303,40 @@ class _Call:
                         delay = self.b.poll_s  # a resubmitted share: poll it from the start again
 
     async def lost(self, sid: str) -> bool:
-        """The server no longer knows this submission's batch (404): mark it lost, with the reason, and submit its
-        requests again in a new batch (none was answered, the cache holds nothing of them). True if resubmitted."""
-        entry = self.open.pop(sid)
-        bid, attempt = entry["batch_id"], entry.get("attempt", 0)
-        self.b.state.record(sid, status="lost", reason=f"the server answers HTTP 404 for batch {bid}: it no longer "
-                            "knows it, so none of its requests was answered")
-        keys = [k for k in self.b.state.keys(sid) if k in self.by_key and k not in self.delivered]
-        if attempt >= self.b.resubmits:
-            for key in keys:
-                self.deliver(key, failure_result(f"batch {bid} was lost by the server (HTTP 404), {attempt} "
-                                                 "resubmission(s) spent", FailureCode.TRANSIENT))
-            self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; resubmissions spent")
+        """The server no longer knows this submission's batch (404): submit its requests again in a new batch (none was
+        answered), then mark it lost, with the reason. One run at a time does (as a collect); another waits, then polls
+        the batches it made. True if this call has new batches to poll."""
+        bid = self.open[sid]["batch_id"]
+        entry = self.b.state.claim_collect(sid, self.me)
+        if entry is None:
+            if sid not in self.waiting_collect:
+                self.waiting_collect.add(sid)
+                self.b._say(f"batch {bid} is unknown to the server (HTTP 404); another run still going resubmits it: "
+                            "waiting for it")
             return False
-        self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; " + (
-            f"submitting its {len(keys):,} request(s) again in a new batch" if keys else
-            "none of its requests is asked for now (a run that asks for them submits them)"))
-        if keys:
-            await self.submit([self.by_key[k] for k in keys], attempt=attempt + 1, parent=sid)
-        return bool(keys)
+        self.open.pop(sid)
+        attempt = entry.get("attempt", 0)
+        keys = {k for k in self.b.state.keys(sid) if k in self.by_key and k not in self.delivered}
+        if entry.get("status") == "collected":  # another run collected it first: its answers are in the cache
+            for key, result in self.b.cache.get_many(sorted(keys)).items():
+                self.deliver(key, result)
+        spent = failure_result(f"batch {bid} was lost by the server (HTTP 404), {attempt} resubmission(s) spent",
+                               FailureCode.TRANSIENT)
+        retry = self.adopt_children(sid, {k: spent for k in keys if k not in self.delivered})
+        resend = attempt < self.b.resubmits
+        if entry.get("status") not in SETTLED:
+            self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; " + (
+                f"submitting its {len(retry):,} request(s) again in a new batch" if retry and resend else
+                "resubmissions spent" if retry else "none of its requests is left to send again here"))
+        if resend and retry:
+            await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
+        else:
+            for key, failure in retry.items():
+                self.deliver(key, failure)
+        if entry.get("status") not in SETTLED:  # after its resubmissions are recorded
+            self.b.state.record(sid, status="lost", reason=f"the server answers HTTP 404 for batch {bid}: it no "
+                                "longer knows it, so none of its requests was answered")
+        return len(keys) > len(retry) or (resend and bool(retry))
 
     async def collect(self, sid: str, batch: Any) -> bool:
         """Deliver a finished batch's answers; resubmit its transient/expired share (and the requests whose answers

@@ -3,11 +3,11 @@ and ``llm-batch-<id>`` (each submission's request keys), and who owns a submissi
 
 A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still
 runs alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace
-lock. A finished batch is collected by one run at a time the same way (its ``collector``, which marks ``delivering``
-with its claim: a later collect, after a kill or by a run that waited, delivers again none of the answers the cache
-holds that its call did not ask for, so their cost and tokens count once). The run that waited polls the retry
-batches the first one made, down a chain of lost ones. A settled submission (collected, lost) never changes status
-again, and keeps its first collect's record.
+lock. A finished batch is collected, and a batch the server forgot resubmitted, by one run at a time the same way
+(its ``collector``, which marks ``delivering`` with its claim: a later collect, after a kill or by a run that
+waited, delivers again none of the answers the cache holds that its call did not ask for, so their cost and tokens
+count once). The run that waited polls the retry batches the first one made, down a chain of lost ones. A settled
+submission (collected, lost) never changes status again, and keeps its first collect's record.
 """
 
 from __future__ import annotations
