@@ -42,3 +42,23 @@ def test_a_column_already_stored_is_not_counted_as_computed_by_a_pass_another_co
     assert (stored_b.computed, stored_b.skipped) == (6, 0)
     assert ws.column("a") == [[1.0]] * 6 and ws.column("b") == [[3.0]] * 6
     assert len(ws.column_provenance("a")["runs"]) == 1  # nothing written to a
+
+
+def test_a_pass_stored_in_parts_is_one_run_record(tmp_path):
+    """Each commit of a pass added a run record: a pass of many writes crowded the column's history (50 records kept)
+    with parts, and its last record counted only the last part. The parts of one pass make one record; another
+    pass (another ``engine.pass``) its own."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    step, ids = _Constant("b", 3.0), list(ws.ids)
+    results = {"b": {rid: ([3.0], []) for rid in ids}}
+    for run, rows in (("first", ids[:3]), ("second", ids)):  # the second pass stores the rows the first did not
+        info = {"name": "ray", "pass": run}
+        commits = ColumnCommits(ws, [step], rows, info)
+        commits.add(rows[:1], results, {})
+        commits.commit()
+        commits.add(rows[1:2], results, {})
+        commits.commit()
+        store_rest(ws, step, {rid: results["b"][rid] for rid in rows}, None, info, rows, False, commits.stored["b"])
+    runs = ws.column_provenance("b")["runs"]
+    assert [(r["rows"], r["turns_scored"], r["engine"]["pass"]) for r in runs] == [(3, 3, "first"), (3, 3, "second")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
     ray = engine.connect()
     actors, options, threads, info = actor_pool(ray, engine.cpus_per_actor)
+    info["pass"] = uuid.uuid4().hex[:12]  # the run records of this pass's column commits make one record
     # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
     # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
     # store while they may restart: a line of its own, kept for that.)

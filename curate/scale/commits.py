@@ -108,7 +108,8 @@ def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: 
     """``apply_to_rows`` of ``step`` on ``ids`` with the actors' ``results`` (and a signal step's side values
     ``extra``; None for a scorer) the pass's commits did not store (``stored``: rows stored, of them failed); the result counts those as computed now."""
     done, failed = stored or (set(), 0)
-    rest = {rid: value for rid, value in results.items() if rid not in done}
+    need = set(rows_needing_work(ws, step, ids))  # the pass computed rows other steps needed too: not counted here
+    rest = {rid: value for rid, value in results.items() if rid not in done and rid in need}
     sides = {rid: value for rid, value in (extra or {}).items() if rid not in done}
     stats = run_stats(info, rest, scorer=extra is None)
     result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)

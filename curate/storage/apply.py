@@ -28,7 +28,7 @@ from curate.storage.damage import DamagedFileError
 from curate.storage.failures import failure_arrow_type, failure_reasons
 from curate.storage.files import read_arrow, schema_meta
 from curate.storage.progress import progress_bar
-from curate.storage.run_records import RUN_HISTORY, fold_runs
+from curate.storage.run_records import RUN_HISTORY, fold_runs, with_run
 from curate.storage.step import StepContext, StepOutput, check_step, join_outputs
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -242,7 +242,7 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     run = {"fingerprint": fingerprint, "rows": len(ids), "failed": failed, "seconds": round(seconds, 2),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **out.stats}
     old = ws.column_provenance(step.column) if ws.has_column(step.column) else {}
-    runs, earlier = (old.get("runs") or []) + [run], old.get("earlier_runs")
+    runs, earlier = with_run(old.get("runs") or [], run), old.get("earlier_runs")
     if len(runs) > RUN_HISTORY:  # what the dropped runs paid stays counted
         earlier, runs = fold_runs(earlier, runs[:-RUN_HISTORY]), runs[-RUN_HISTORY:]
     failures = [[f.to_dict() for f in fails] or None for fails in out.failures]

@@ -40,6 +40,23 @@ def fold_runs(earlier: dict[str, Any] | None, dropped: list[dict[str, Any]]) -> 
     return out
 
 
+def with_run(runs: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
+    """``runs`` with ``run`` added: a new record, or the last one's counts with ``run``'s summed in when both are parts
+    of one pass (the Ray engine stores a pass's rows as its batches come back: the same ``engine.pass`` and
+    fingerprint), so a pass is one record however many writes it took."""
+    last = runs[-1] if runs else {}
+    part = (run.get("engine") or {}).get("pass") if isinstance(run.get("engine"), dict) else None
+    if part is None or not isinstance(last.get("engine"), dict) or last["engine"].get("pass") != part or (
+            last.get("fingerprint") != run.get("fingerprint")):
+        return [*runs, run]
+    joined = {**last, **run}
+    for key, value in run.items():
+        old = last.get(key)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, value)):
+            joined[key] = round(old + value, 2) if key == "seconds" else old + value
+    return [*runs[:-1], joined]
+
+
 def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run that wrote a column, for sums over them: the record folding the runs dropped from its history (if
     any), then the runs kept; count them with :func:`run_count`. A column written before runs were recorded: one."""
