@@ -154,10 +154,16 @@ def test_a_batch_runner_whose_curate_process_was_killed_stops_with_no_further_co
         assert not Path(tmpdir).exists() and not (tmp_path / "home" / "servers" / f"{leader}.json").exists()
 
 
-def test_a_batch_runner_is_recorded_and_swept_when_its_watchdog_died_too(tmp_path):
+def test_a_batch_runner_is_recorded_and_swept_when_its_watchdog_died_too(tmp_path, monkeypatch):
     """The runner was never recorded, so not even the sweep before a later launch stopped it. It is recorded as a
-    local server is: with its watchdog killed as well, the next sweep stops it and removes its folder and record."""
-    from curate.llm.server_records import SERVERS_DIR, stop_orphans
+    local server is: with its watchdog killed as well, the next batch run stops it before it launches its own, and
+    removes its folder and record."""
+    from curate.llm.server_records import SERVERS_DIR
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    class QuickRunner(VLLMBatchBackend):  # a runner that answers nothing at once
+        def command(self, input_path, output_path):
+            return [sys.executable, "-c", f"open({str(output_path)!r}, 'w').close()"]
 
     with _cleanup(tmp_path):
         owner, (leader, worker, tmpdir) = _owner(tmp_path, RUNNER_OWNER, str(tmp_path))
@@ -168,7 +174,8 @@ def test_a_batch_runner_is_recorded_and_swept_when_its_watchdog_died_too(tmp_pat
         assert watchdog is not None
         os.kill(watchdog, signal.SIGKILL)
         _kill(owner)
-        assert stop_orphans(tmp_path / "home", timeout=5) == [leader]
+        monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+        assert QuickRunner(model_dir=tmp_path, timeout=60).run_lines([]) == []
         assert not group_alive(leader) and not Path(tmpdir).exists() and not record.exists()
 
 

@@ -847,6 +847,14 @@ def test_user_text_is_bidi_isolated_in_html_and_its_control_characters_are_escap
     assert r"p\u202e.jsonl" in r.stdout
 
 
+def test_a_windows_line_end_is_a_line_end_in_the_text_view():
+    """The control characters' escapes showed every CR LF line end as ``\x0d``; a lone CR (it overwrites the line in
+    a terminal) is still escaped."""
+    from curate.report.tables import visible_controls
+
+    assert visible_controls("Line one\r\nLine two\rover") == "Line one\nLine two\\x0dover"
+
+
 class _DigitJudge:
     """A turn step (as DEITA's LLM judges) writing a score and a ``digit_mass`` side column per turn; a ``None`` score
     fails (one-turn rows)."""

@@ -34,6 +34,7 @@ from curate.llm.local import (
     prepare_model,
     server_env,
 )
+from curate.llm.server_records import stop_orphans
 
 
 class VLLMBatchBackend(Backend):
@@ -83,7 +84,9 @@ class VLLMBatchBackend(Backend):
             inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
             inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
             log_path = self.log_path
-            # recorded, and watched: a SIGKILL of this process no longer leaves it (and its engine) running
+            # recorded, and watched: a SIGKILL of this process no longer leaves it (and its engine) running; one left
+            # by a run whose watchdog was killed too is stopped first, as a local server's is
+            stop_orphans(curate_home())
             group = launch_guarded(self.command(inp, out), home=curate_home(), log_path=log_path,
                                    env=server_env(curate_home(), tmp), tmpdir=tmp)
             proc = group.proc

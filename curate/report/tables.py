@@ -26,8 +26,9 @@ _CONTROLS |= {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 
 
 def visible_controls(text: str) -> str:
     """``text`` for a terminal or a text repr: its control characters written as escapes (``\\x1b``, ``\\u202e``),
-    so a row's text can neither restyle the terminal nor reverse curate's own text after it."""
-    return text.translate(_CONTROLS)
+    so a row's text can neither restyle the terminal nor reverse curate's own text after it. A Windows line end
+    (CR LF) is a line end, not an escape."""
+    return text.replace("\r\n", "\n").translate(_CONTROLS)
 
 
 def style() -> str:

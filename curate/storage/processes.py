@@ -6,6 +6,7 @@ namespace) that wrote it, and a killed process of it may linger as a zombie wher
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -62,8 +63,8 @@ def group_alive(pgid: int) -> bool:
         except PermissionError:
             return True
         return True
-    stats = [Path(f"/proc/{pgid}/stat")]  # the leader first: while it runs, no scan of every process
-    for stat in (*stats, *Path("/proc").glob("[0-9]*/stat")):
+    # the leader first: while it runs, no scan of every process (the glob is lazy)
+    for stat in itertools.chain([Path(f"/proc/{pgid}/stat")], Path("/proc").glob("[0-9]*/stat")):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
