@@ -28,6 +28,8 @@ class BackendDefaults:
                                        # then SIGKILL
     guard_poll_s: float = 1.0        # how often a vLLM group's watchdog looks whether the curate process that started
                                      # it still runs (and stops the group within about this long of its death)
+    guard_start_timeout_s: float = 30.0  # a watchdog says it watches within this long (about 0.2 s), or the group
+                                         # is stopped and the launch fails naming the log
 
 
 @dataclass(frozen=True)

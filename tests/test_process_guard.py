@@ -250,3 +250,38 @@ def _group_size(pgid: int) -> int:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             size += fields[2] == str(pgid) and fields[0] != "Z"
     return size
+
+
+def test_a_watchdog_started_beside_a_curate_py_still_watches_and_one_that_cannot_start_fails_the_launch(
+        tmp_path, monkeypatch):
+    """``python -m curate.llm.watchdog`` searched the current folder first: beside a ``curate.py`` it imported that,
+    died, and the launch went on with the group unguarded, nothing said. It starts with ``-P`` now, and the launch
+    waits for its word that it watches: a watchdog that cannot start stops the group and fails the launch."""
+    from curate.llm import guarded_group
+    from curate.llm.server_records import SERVERS_DIR
+
+    shadow = tmp_path / "shadow"
+    (shadow / "curate").mkdir(parents=True)
+    (shadow / "curate.py").write_text("raise SystemExit('the wrong curate')\n")
+    (shadow / "curate" / "__init__.py").write_text("raise SystemExit('the wrong curate')\n")
+    monkeypatch.chdir(shadow)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)", str(tmp_path)]  # its own command line
+    home, log = tmp_path / "home", tmp_path / "group.log"
+    group = guarded_group.launch_guarded(sleeper, home=home, log_path=log, env=dict(os.environ), tmpdir=None)
+    try:
+        time.sleep(2)
+        assert group.watchdog.poll() is None, log.read_text()
+    finally:
+        group.stop(timeout=5)
+    wrong = dict(os.environ, PYTHONPATH=str(shadow))  # its curate is one that cannot be imported
+    monkeypatch.setattr(guarded_group, "_watchdog_env", lambda: wrong)
+    with pytest.raises(CurateError, match=f"watchdog .* did not start .*log {log}"):
+        guarded_group.launch_guarded(sleeper, home=home, log_path=log, env=dict(os.environ), tmpdir=None)
+    assert not list((home / SERVERS_DIR).glob("*.json"))  # the group went with it
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p) == sleeper]
+
+
+def _reads(cmdline: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return cmdline.read_bytes().decode(errors="replace").split("\0")[:-1]
+    return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.defaults import BACKEND
+from curate.errors import CurateError
 from curate.llm.server_records import forget, record
 from curate.llm.watchdog import watchdog_spec
 from curate.storage.processes import start_time
@@ -58,10 +60,7 @@ def launch_guarded(command: list[str], *, home: Path, log_path: Path, env: dict[
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             record(home, proc.pid, tmpdir, command)
-            spec = watchdog_spec(home, proc.pid, start_time(proc.pid), os.getpid(), start_time(os.getpid()), tmpdir)
-            watchdog = subprocess.Popen([sys.executable, "-m", "curate.llm.watchdog", json.dumps(spec)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                        env=_watchdog_env(), start_new_session=True)
+            watchdog = _start_watchdog(home, proc.pid, tmpdir, log, log_path)
         except BaseException:
             stop_process_group(proc, 0.0)
             forget(home, proc.pid)
@@ -69,6 +68,32 @@ def launch_guarded(command: list[str], *, home: Path, log_path: Path, env: dict[
     finally:
         os.close(log)
     return GuardedGroup(proc, watchdog, Path(home), tmpdir)
+
+
+def _start_watchdog(home: Path, pid: int, tmpdir: str | None, log: int, log_path: Path) -> subprocess.Popen:
+    """The watchdog of group ``pid``, once it says it watches (a byte on a pipe, after its imports): one that cannot
+    start (an import that fails, a killed process) is an error naming the log, not a group left unguarded. ``-P``:
+    the current folder is not searched first, where a ``curate.py`` or another checkout would be imported instead."""
+    ready_read, ready_write = os.pipe()
+    try:
+        spec = watchdog_spec(home, pid, start_time(pid), os.getpid(), start_time(os.getpid()), tmpdir, ready_write)
+        watchdog = subprocess.Popen([sys.executable, "-P", "-m", "curate.llm.watchdog", json.dumps(spec)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                    env=_watchdog_env(), start_new_session=True, pass_fds=(ready_write,))
+        os.close(ready_write)
+        ready_write = -1
+        said = select.select([ready_read], [], [], BACKEND.guard_start_timeout_s)[0] and os.read(ready_read, 1)
+    finally:
+        os.close(ready_read)
+        if ready_write != -1:
+            os.close(ready_write)
+    if not said:
+        if watchdog.poll() is None:
+            watchdog.kill()
+        watchdog.wait()
+        raise CurateError(f"the watchdog of a vLLM process group did not start within "
+                          f"{BACKEND.guard_start_timeout_s:g} s (exit {watchdog.returncode}); log {log_path}")
+    return watchdog
 
 
 def _watchdog_env() -> dict[str, str]:

@@ -13,6 +13,7 @@ Light imports only (no vLLM, no torch): it costs a few MB.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,11 +25,12 @@ from curate.storage.processes import group_alive, same_process, start_time
 
 
 def watchdog_spec(home: Path, pid: int, started: int | None, owner_pid: int, owner_started: int | None,
-                  tmpdir: str | None, poll_s: float = BACKEND.guard_poll_s,
+                  tmpdir: str | None, ready_fd: int | None = None, poll_s: float = BACKEND.guard_poll_s,
                   grace_s: float = BACKEND.server_stop_grace_s) -> dict[str, Any]:
-    """What a watchdog is told: the group (its leader's PID and start time), the owner, the group's leftovers."""
+    """What a watchdog is told: the group (its leader's PID and start time), the owner, the group's leftovers, the
+    descriptor it writes a byte to once it watches (``ready_fd``)."""
     return {"home": str(home), "pid": pid, "started": started, "owner_pid": owner_pid, "owner_started": owner_started,
-            "tmpdir": tmpdir, "poll_s": poll_s, "grace_s": grace_s}
+            "tmpdir": tmpdir, "poll_s": poll_s, "grace_s": grace_s, "ready_fd": ready_fd}
 
 
 def watch(spec: dict[str, Any]) -> str:
@@ -36,6 +38,9 @@ def watch(spec: dict[str, Any]) -> str:
     pid, owner = int(spec["pid"]), int(spec["owner_pid"])
     if spec.get("started") is not None and start_time(pid) not in (spec["started"], None):
         return f"process {pid} is not the one to watch (its start time differs): nothing done"
+    if spec.get("ready_fd") is not None:  # the launcher waits for this: it watches from here
+        os.write(spec["ready_fd"], b"1")
+        os.close(spec["ready_fd"])
     while True:
         if not same_process(owner, spec.get("owner_started")):
             stopping = group_alive(pid)
