@@ -310,3 +310,49 @@ def test_the_public_methods_a_notebook_user_sees_have_docstrings():
     public = [Workspace.has_column, Workspace.has_pool, Workspace.column_provenance, Workspace.manifest,
               Workspace.selections, Scorer.config, Scorer.predict_features, Judge.describe, Judge.name]
     assert [m for m in public if not (m.__doc__ or "").strip()] == []
+
+
+def test_a_new_name_too_long_for_its_files_is_refused_before_the_work_and_an_older_one_still_reads(tmp_path):
+    """A column name of 143-250 bytes passed the name check and failed after the step had run (the OS's "File name
+    too long" on ``<name>_failure``, whose temporary copy is longer); names that long made by an earlier curate must
+    still be listed, read and rewritten."""
+    from curate.storage.step import StepOutput
+
+    class Counted:
+        granularity, reducer, inputs = "turn", "mean", ()
+        calls = 0
+
+        def __init__(self, column):
+            self.column = column
+
+        def fingerprint(self):
+            return "v1"
+
+        def describe(self):
+            return {"kind": "test"}
+
+        def run(self, rows, ctx):
+            Counted.calls += 1
+            return StepOutput([[1.0] for _ in rows], [[] for _ in rows])
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "a", "output": "b"}]))
+    long = "c" * 200
+    with pytest.raises(ValueError, match="a name may hold at most 150 bytes"):
+        ws.apply(Counted(long), progress=False)
+    assert Counted.calls == 0 and long not in ws.columns
+    for add in (lambda: ws.add_column(long, [1.0], {"kind": "test"}),
+                lambda: ws.add_embeddings(long, np.eye(1, 4, dtype=np.float32), {}),
+                lambda: ws.add_labels(long, [{"text": "t", "score": 1.0}], {"kind": "test"})):
+        with pytest.raises(ValueError, match="at most 150 bytes"):
+            add()
+    import curate.storage.files as files  # an older curate had no limit: its long column is still the workspace's
+
+    limit, files.MAX_NAME_BYTES = files.MAX_NAME_BYTES, 255
+    try:
+        ws.add_column(long, [1.0], {"kind": "test"})
+    finally:
+        files.MAX_NAME_BYTES = limit
+    assert long in ws.columns and ws.column(long) == [1.0]
+    ws.add_column(long, [2.0], {"kind": "test"})
+    assert ws.column(long) == [2.0]

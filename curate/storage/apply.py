@@ -26,7 +26,7 @@ from curate.storage.apply_result import ApplyResult
 from curate.storage.columns import check_ids_in_pool
 from curate.storage.damage import DamagedFileError
 from curate.storage.failures import failure_arrow_type, failure_reasons
-from curate.storage.files import read_arrow, schema_meta
+from curate.storage.files import check_new_name, read_arrow, schema_meta
 from curate.storage.progress import progress_bar
 from curate.storage.run_records import RUN_HISTORY, fold_runs, with_run
 from curate.storage.step import StepContext, StepOutput, check_step, join_outputs
@@ -160,6 +160,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
     check_step(step)
+    if not ws.has_column(step.column):  # before the work: not the OS's "File name too long" once it is done
+        check_new_name(step.column)
     check_side_columns(ws, step.column)
     started = time.time()
     with contextlib.ExitStack() as locked:

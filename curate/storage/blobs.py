@@ -22,6 +22,7 @@ from curate.storage.damage import named_damage
 from curate.storage.files import (
     atomic_write_bytes,
     check_name,
+    check_new_name,
     is_name,
     named_files,
     now,
@@ -39,7 +40,7 @@ Workspace = Any
 def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict[str, Any],
                    ids: list[str] | None = None) -> None:
     """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
-    check_name(name)
+    check_name(name) if (ws.path / "embeddings" / f"{name}.json").exists() else check_new_name(name)
     if name.lower().endswith(".ids"):  # <name>.json would be another set's <set>-<token>.ids.json
         raise WorkspaceError(f"embeddings {name!r}: a name ending in .ids is the name of a set's ids file")
     ids = ws.ids if ids is None else list(ids)
@@ -208,7 +209,7 @@ def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance:
     """Store a label set at ``labels/<name>``: a datasets folder, ``provenance.json`` and side files."""
     import datasets
 
-    check_name(name)
+    check_name(name) if (ws.path / "labels" / name).exists() else check_new_name(name)
     folder = ws.path / "labels"
     final = folder / name
     with ws.lock():

@@ -44,6 +44,7 @@ from curate.storage.files import (
     MANIFEST,
     atomic_write_bytes,
     check_name,
+    check_new_name,
     is_name,
     named_files,
     now,
@@ -235,7 +236,7 @@ class Workspace(ThreadView, blobs.Blobs):
         it must not depend on the rows (a failure column with no failure yet is not of type null)."""
         import pyarrow as pa
 
-        check_name(name)
+        check_name(name) if self.has_column(name) else check_new_name(name)
         arrow = (pa.Array, pa.ChunkedArray)  # merge_column passes Arrow columns through
         ids = self.ids if ids is None else ids if isinstance(ids, arrow) else list(ids)
         if isinstance(values, np.ndarray):
@@ -341,7 +342,7 @@ class Workspace(ThreadView, blobs.Blobs):
                       reasons: list[Reason | str], details: list[dict[str, Any] | None], provenance: dict[str, Any],
                       ranks: list[int] | None = None) -> Selection:
         """Store a selection: each considered row's decision, reason code and details, in rank order."""
-        check_name(name)
+        check_name(name) if self.has_selection(name) else check_new_name(name)
         prov = {"name": name, "created": now(), **provenance}
         table = selection_table(ids, decisions, reasons, details, ranks, prov)
         with self.lock():
