@@ -1038,3 +1038,13 @@ def test_an_older_predict_from_a_mixin_or_a_staticmethod_still_scores(tmp_path, 
     assert result.failed == 0 and result.computed == len(ws)
     instructions = [turn for row in ws.turns() for turn in row]
     assert [v[0] for v in ws.column("length")] == [float(len(turn.instruction)) for turn in instructions]
+
+
+def test_a_figure_missing_for_a_reason_this_curate_does_not_know_is_shown_with_its_code():
+    """A scorer saved by a newer curate may give a no_figure code this one lacks: the report and the scorer's view
+    raised ValueError on it, where the figure is shown missing with the code as its reason."""
+    from curate.scorers.metrics import figures_text, missing_figure_text
+
+    metrics = {"spearman": None, "kendall": 0.5, "no_figure": {"spearman": "some_newer_reason"}}
+    assert figures_text(metrics) == "spearman - (reason code 'some_newer_reason'), kendall 0.500"
+    assert "reason code 'some_newer_reason'" in missing_figure_text({"scorer": {"spearman": "some_newer_reason"}})

@@ -43,12 +43,20 @@ def figure(value: float | None, digits: int = 3) -> str:
     return NO_FIGURE if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def no_figure_reason(code: str) -> str:
+    """A ``no_figure`` code in words; a code this curate does not know (a newer one's scorer) as itself."""
+    try:
+        return NO_FIGURE_TEXT[NoFigure(code)]
+    except ValueError:
+        return f"reason code {code!r}"
+
+
 def figure_with_reason(metrics: Mapping[str, Any], name: str, digits: int = 3) -> str:
     """A predictor's figure ``name`` as :func:`figure` writes it, with the reason its ``no_figure`` codes give when it
     could not be computed: ``"- (held-out labels all equal)"``."""
     text = figure(metrics.get(name), digits)
     code = (metrics.get("no_figure") or {}).get(name)
-    return f"{text} ({NO_FIGURE_TEXT[NoFigure(code)]})" if text == NO_FIGURE and code else text
+    return f"{text} ({no_figure_reason(code)})" if text == NO_FIGURE and code else text
 
 
 def figures_text(metrics: Mapping[str, Any]) -> str:
@@ -65,7 +73,7 @@ def missing_figure_text(no_figure: Mapping[str, Mapping[str, str]]) -> str:
     for who, codes in no_figure.items():
         by_reason: dict[str, list[str]] = {}
         for name, code in codes.items():
-            by_reason.setdefault(NO_FIGURE_TEXT[NoFigure(code)], []).append(FIGURE_NAMES.get(name, name))
+            by_reason.setdefault(no_figure_reason(code), []).append(FIGURE_NAMES.get(name, name))
         for reason, names in by_reason.items():
             held.setdefault((", ".join(names), reason), []).append(who.replace("_", " "))
     return "; ".join(f"{names} of {', '.join(whos)} ({reason})" for (names, reason), whos in held.items())
