@@ -45,6 +45,28 @@ class StandIn(VLLMBatchBackend):
         return [sys.executable, "-c", sys.argv[2], sys.argv[3]]
 StandIn(model_dir=sys.argv[1], timeout=600).run_lines([])
 """
+# the owners below run the backend's async run() as a command does (asyncio.run), with Ctrl-C as Python's default
+ASYNC_REQUEST = ("import asyncio\nfrom curate.llm.base import Request\n"
+                 "ask = lambda backend: asyncio.run(backend.run([Request('k', [{'role': 'user', 'content': 'x'}], {})], "
+                 "lambda request, result: None))\n")
+LAZY_SERVER_OWNER = ASYNC_REQUEST + """
+import sys
+from pathlib import Path
+import curate.llm.local as local
+local.prepare_model = lambda home=None: Path(home)
+class StandIn(local.LocalServer):  # a server that never answers: its start-up lasts startup_timeout
+    def command(self):
+        return [sys.executable, "-c", sys.argv[3], sys.argv[4]]
+ask(StandIn(home=sys.argv[1], log_path=sys.argv[2], startup_timeout=600).lazy_backend())
+"""
+BATCH_OWNER = ASYNC_REQUEST + """
+import sys
+from curate.llm.vllm_batch import VLLMBatchBackend
+class StandIn(VLLMBatchBackend):  # a batch that takes 600 s
+    def command(self, input_path, output_path):
+        return [sys.executable, "-c", sys.argv[2], sys.argv[3]]
+ask(StandIn(model_dir=sys.argv[1], timeout=600))
+"""
 GONE_WITHIN_S = 15.0  # the watchdog looks every second; a loaded 2-core machine may take a few more to schedule it
 
 
@@ -285,3 +307,24 @@ def _reads(cmdline: Path) -> list[str]:
     with contextlib.suppress(OSError):
         return cmdline.read_bytes().decode(errors="replace").split("\0")[:-1]
     return []
+
+
+@pytest.mark.parametrize("owner_script", ["local server starting", "batch running"])
+def test_the_first_ctrl_c_stops_a_local_server_start_up_or_a_batch_at_once(tmp_path, owner_script):
+    """A Ctrl-C while a local server started (up to its 240 s start-up timeout) or while vllm-batch's runner ran (the
+    whole batch, its answers then thrown away) did nothing until that wait ended: the waits ran in threads, and
+    asyncio's shutdown waits for its threads. They wait in the event loop now, which a Ctrl-C cancels."""
+    script, args = ((LAZY_SERVER_OWNER, (str(tmp_path / "home"), str(tmp_path / "server.log")))
+                    if owner_script.startswith("local") else (BATCH_OWNER, (str(tmp_path),)))
+    with _cleanup(tmp_path):
+        owner, (leader, _, _) = _owner(tmp_path, script, *args)
+        time.sleep(1)  # into the wait
+        started = time.monotonic()
+        owner.send_signal(signal.SIGINT)
+        try:
+            owner.wait(GONE_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the {owner_script}'s owner still ran {GONE_WITHIN_S:g} s after a Ctrl-C")
+        assert owner.returncode != 0  # KeyboardInterrupt
+        assert _gone_after(leader, GONE_WITHIN_S) is not None
+        print(f"{owner_script}: owner ended {time.monotonic() - started:.1f} s after Ctrl-C")

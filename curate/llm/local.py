@@ -216,25 +216,38 @@ class LocalServer:
     def wait_ready(self) -> LocalServer:
         """Wait until the launched server answers /v1/models (``startup_timeout`` from its launch); an error
         with the log's tail if it exits or does not answer in time."""
+        while not self._ready():  # asked long after its launch, a server that is up answers the first probe
+            time.sleep(0.5)
+        return self
+
+    async def wait_ready_async(self) -> LocalServer:
+        """:meth:`wait_ready` in an event loop: a Ctrl-C cancels it at once (a thread waiting out the start-up held
+        asyncio's shutdown, and the first Ctrl-C, for up to ``startup_timeout``)."""
+        import asyncio
+
+        while not await asyncio.to_thread(self._ready):  # one probe (2 s at most) at a time in a thread
+            await asyncio.sleep(0.5)
+        return self
+
+    def _ready(self) -> bool:
+        """One probe of /v1/models: True once it answers; an error (the server stopped) if it exited or its time
+        is up."""
         if self.proc is None:
             raise CurateError("the local vLLM server was not launched (or was stopped)")
-        deadline = self._launched + self.startup_timeout
-        while True:  # asked long after its launch, a server that is up answers the first probe
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                self.stop()  # what is left of its group, its temporary folder and its record
-                raise CurateError(f"local vLLM server exited during start-up; log {self.log_path}:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-        self.stop()
-        raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            self.stop()  # what is left of its group, its temporary folder and its record
+            raise CurateError(f"local vLLM server exited during start-up; log {self.log_path}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() >= self._launched + self.startup_timeout:
+            self.stop()
+            raise CurateError(f"local vLLM server not ready after {self.startup_timeout:.0f}s; log {self.log_path}")
+        return False
 
     def stop(self, timeout: float = BACKEND.server_stop_grace_s) -> None:
         """Stop the server and its engine/worker processes (:func:`stop_process_group`), its watchdog; remove its
@@ -263,7 +276,8 @@ class LocalServer:
 
                     if on_start is not None:
                         on_start()
-                    await asyncio.to_thread(server.start)
+                    await asyncio.to_thread(server.launch)  # the weights (prepared once) and the process
+                    await server.wait_ready_async()
                 return await super().run(requests, on_done)
 
         return _LazyLocalBackend(self.base_url, self.dtype, **kwargs)

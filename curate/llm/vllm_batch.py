@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from curate.codes import FailureCode
 from curate.defaults import BACKEND
 from curate.errors import CurateError
 from curate.hardware import resolve_dtype
-from curate.llm.base import Backend, OnDone, Request, failure_result
+from curate.llm.base import Backend, OnDone, Request, failure_result, run_sync
 from curate.llm.batch_jsonl import batch_line, read_output_line
 from curate.llm.guarded_group import launch_guarded
 from curate.llm.local import (
@@ -80,6 +80,14 @@ class VLLMBatchBackend(Backend):
 
     def run_lines(self, requests: list[Request]) -> list[dict[str, Any]]:
         """Run ``requests`` through the batch runner; the output lines (parsed JSON), in any order."""
+        return run_sync(lambda: self.run_lines_async(requests))
+
+    async def run_lines_async(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """:meth:`run_lines` in an event loop, waiting on the runner there: a Ctrl-C cancels the wait and stops the
+        runner at once (a thread blocked in ``proc.wait`` held asyncio's shutdown, and the first Ctrl-C, until the
+        whole batch had run, its answers then thrown away)."""
+        import asyncio
+
         with tempfile.TemporaryDirectory(prefix="curate-vllm-batch-") as tmp:
             inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
             inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
@@ -89,12 +97,13 @@ class VLLMBatchBackend(Backend):
             stop_orphans(curate_home())
             group = launch_guarded(self.command(inp, out), home=curate_home(), log_path=log_path,
                                    env=server_env(curate_home(), tmp), tmpdir=tmp)
-            proc = group.proc
+            proc, deadline = group.proc, time.monotonic() + self.timeout
             try:
-                proc.wait(self.timeout)
-            except subprocess.TimeoutExpired:
-                raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was stopped; "
-                                  f"log {log_path}") from None
+                while proc.poll() is None:
+                    if time.monotonic() >= deadline:
+                        raise CurateError(f"vLLM's batch runner ran past its {self.timeout:g} s timeout and was "
+                                          f"stopped; log {log_path}")
+                    await asyncio.sleep(0.2)
             finally:  # on a timeout or Ctrl-C it stops the runner; after a normal exit, any worker left
                 group.stop(10.0, remove_tmpdir=False)  # the folder is the TemporaryDirectory's to remove
             if proc.returncode != 0 or not out.exists():
@@ -105,11 +114,10 @@ class VLLMBatchBackend(Backend):
     async def run(self, requests: list[Request], on_done: OnDone) -> None:
         if not requests:
             return
-        import asyncio
 
         by_key = {r.key: r for r in requests}
         self.requests_sent += len(requests)
-        lines = await asyncio.to_thread(self.run_lines, requests)
+        lines = await self.run_lines_async(requests)
         done: set[str] = set()
         for line in lines:
             key = line.get("custom_id")
