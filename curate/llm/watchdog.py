@@ -39,7 +39,10 @@ def watch(spec: dict[str, Any]) -> str:
     if spec.get("started") is not None and start_time(pid) not in (spec["started"], None):
         return f"process {pid} is not the one to watch (its start time differs): nothing done"
     if spec.get("ready_fd") is not None:  # the launcher waits for this: it watches from here
-        os.write(spec["ready_fd"], b"1")
+        try:
+            os.write(spec["ready_fd"], b"1")
+        except OSError:  # the launcher died while it waited (EPIPE): all the more to watch
+            pass
         os.close(spec["ready_fd"])
     while True:
         if not same_process(owner, spec.get("owner_started")):
