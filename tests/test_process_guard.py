@@ -328,3 +328,56 @@ def test_the_first_ctrl_c_stops_a_local_server_start_up_or_a_batch_at_once(tmp_p
         assert owner.returncode != 0  # KeyboardInterrupt
         assert _gone_after(leader, GONE_WITHIN_S) is not None
         print(f"{owner_script}: owner ended {time.monotonic() - started:.1f} s after Ctrl-C")
+
+
+def test_a_run_on_an_announced_server_that_stops_ends_at_the_first_refused_connection(tmp_path):
+    """A `curate serve-local` killed mid-run (its watchdog stops its server) left the run retrying every remaining row
+    7 times against the closed port, about 4.5 minutes; the server's process is known, so once it is gone the first
+    refused connection ends the run, each row failing transient (a re-run sends them)."""
+    import asyncio
+    import socket
+
+    from curate.llm.base import Request
+    from curate.llm.local import LocalBackend
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    backend = LocalBackend.announced({"base_url": f"http://127.0.0.1:{port}/v1", "pid": gone.pid, "dtype": "auto"},
+                                     max_retries=6, concurrency=1)
+    results: list[dict] = []
+    requests = [Request(f"k{i}", [{"role": "user", "content": f"row {i}"}], {}) for i in range(3)]
+    asyncio.run(backend.run(requests, lambda request, result: results.append(result)))
+    assert len(results) == 3 and all(r.get("reason_code") == "transient" for r in results)
+    assert all(f"(pid {gone.pid}) has stopped" in r["failure"] for r in results), results
+    assert not any("gave up after" in r["failure"] for r in results)
+
+
+def test_a_watchdog_whose_launcher_dies_while_waiting_for_it_still_stops_the_group(tmp_path):
+    """A launcher killed while it waited for its watchdog's word (a `kill -9` moments after a launch) closed the
+    pipe: the watchdog's word met EPIPE, it died, and the group ran on unguarded."""
+    from curate.llm.watchdog import watchdog_spec
+    from curate.storage.processes import start_time
+
+    group = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", str(tmp_path)],
+                             start_new_session=True)
+    try:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])  # the launcher, dead
+        gone.wait()
+        ready_read, ready_write = os.pipe()
+        os.close(ready_read)  # nobody waits for the word any more
+        spec = watchdog_spec(tmp_path, group.pid, start_time(group.pid), gone.pid, None, None, ready_write,
+                             poll_s=0.1, grace_s=5)
+        watchdog = subprocess.Popen([sys.executable, "-P", "-m", "curate.llm.watchdog", json.dumps(spec)],
+                                    pass_fds=(ready_write,), env={**os.environ, "PYTHONPATH": str(REPO)},
+                                    stderr=subprocess.PIPE, text=True)
+        os.close(ready_write)
+        _, stderr = watchdog.communicate(timeout=60)
+        assert watchdog.returncode == 0, stderr
+        assert _gone_after(group.pid, GONE_WITHIN_S) is not None, stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group.pid, signal.SIGKILL)
+        group.wait()

@@ -317,8 +317,8 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
             warm = running_server()  # a live `curate serve-local`: reuse it, start nothing
             if warm is not None:
                 err_console.print(f"using the running local server at {warm['base_url']} (pid {warm['pid']})")
-                yield LocalBackend(warm["base_url"], warm.get("dtype"), concurrency=concurrency, timeout=timeout,
-                                   max_retries=max_retries, rps=rps)
+                yield LocalBackend.announced(warm, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+                                             rps=rps)
                 return
             server = LocalServer()  # started on the first cache miss: a fully cached re-run never starts it
             try:

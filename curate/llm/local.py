@@ -145,12 +145,27 @@ class LocalBackend(OpenAIBackend):
     """An ``OpenAIBackend`` to the embedded SmolLM2 server; its provenance also names the dtype the server runs
     in (None: a server announced before the dtype was recorded)."""
 
-    def __init__(self, base_url: str, dtype: str | None, **kwargs: Any):
+    def __init__(self, base_url: str, dtype: str | None, server_pid: int | None = None, **kwargs: Any):
         super().__init__(base_url, SERVED_NAME, api_key="local", kind="local", supports_json_schema=True, **kwargs)
         self.server_dtype = dtype
+        self.server_pid = server_pid  # the server's process, when known: a connection refused after it died ends the run
+
+    @classmethod
+    def announced(cls, info: dict[str, Any], **kwargs: Any) -> LocalBackend:
+        """A backend to the server a ``curate serve-local`` announced (:func:`running_server`'s ``info``)."""
+        return cls(info["base_url"], info.get("dtype"), server_pid=int(info["pid"]), **kwargs)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "dtype": self.server_dtype}
+
+    def _no_server(self, error: str) -> bool:
+        """As an OpenAIBackend's, and at the first connection refused once the server's process has died (a
+        ``curate serve-local`` stopped mid-run): every row was retried against a closed port for minutes."""
+        if self.server_pid is not None and self.unreachable is None and not alive(self.server_pid):
+            self.unreachable = (f"the local server at {self.base_url} (pid {self.server_pid}) has stopped: {error}; the "
+                                "rest was not sent: re-run (it starts a server of its own, or uses a new "
+                                "`curate serve-local`)")
+        return self.unreachable is not None or super()._no_server(error)
 
 
 class LocalServer:
@@ -278,6 +293,7 @@ class LocalServer:
                         on_start()
                     await asyncio.to_thread(server.launch)  # the weights (prepared once) and the process
                     await server.wait_ready_async()
+                    self.server_pid = server.pid
                 return await super().run(requests, on_done)
 
         return _LazyLocalBackend(self.base_url, self.dtype, **kwargs)
@@ -347,7 +363,7 @@ def warm_backend(on_start: Any = None, **kwargs: Any) -> LocalBackend:
     miss and stopped when the interpreter exits."""
     info = running_server()
     if info is not None:
-        return LocalBackend(info["base_url"], info.get("dtype"), **kwargs)
+        return LocalBackend.announced(info, **kwargs)
     global _SESSION_SERVER
     if _SESSION_SERVER is None:
         _SESSION_SERVER = LocalServer()
