@@ -155,6 +155,32 @@ def test_a_batch_collected_again_after_a_kill_counts_its_spend_once(tmp_path):
     assert [s["status"] for s in ws.artifact("llm-batches")["submissions"].values()] == ["collected"] * 2
 
 
+def _two_runs_on_one_held_batch(srv, ws, texts, on_result=None) -> list[str]:
+    """Run A submits ``texts`` in a batch the server holds; run B starts once A's batch exists and resumes it; the
+    batch is let go once B says it resumes it; both runs end. The backends' events."""
+    events: list[str] = []
+    srv.hold_batches.set()
+    requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
+
+    def run(name: str) -> None:
+        backend = _batch(srv, ws, on_event=events.append)
+        run_sync(lambda: backend.run(requests, lambda req, result: (on_result or (lambda *a: None))(name, req, result)))
+
+    a = threading.Thread(target=run, args=("a",))
+    a.start()
+    deadline = time.monotonic() + 60
+    while not any(s.get("batch_id") for s in BatchState(ws).submissions().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b = threading.Thread(target=run, args=("b",))
+    b.start()
+    while not any("resuming 1 batch" in e for e in events) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.hold_batches.clear()
+    a.join(120)
+    b.join(120)
+    return events
+
+
 def test_two_runs_collecting_one_finished_batch_resubmit_its_failed_share_once(tmp_path):
     """Two runs polling one batch (the second resumed the first's submission) both collected it when it finished and
     both resubmitted its failed share: two retry batches, one paid for nothing. One run collects it now (the
@@ -162,27 +188,10 @@ def test_two_runs_collecting_one_finished_batch_resubmit_its_failed_share_once(t
     texts = ["share row 0", "share row 1", "share row 2 [batch500]"]
     ws = _workspace(tmp_path, texts)
     got: dict[str, dict[str, dict]] = {"a": {}, "b": {}}
-    events: list[str] = []
     with FaultServer() as srv:
-        srv.hold_batches.set()
         requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
-
-        def run(name: str) -> None:
-            backend = _batch(srv, ws, on_event=events.append)
-            run_sync(lambda: backend.run(requests, lambda req, result: got[name].__setitem__(req.key, result)))
-
-        a = threading.Thread(target=run, args=("a",))
-        a.start()
-        deadline = time.monotonic() + 60
-        while not any(s.get("batch_id") for s in BatchState(ws).submissions().values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        b = threading.Thread(target=run, args=("b",))
-        b.start()
-        while not any("resuming 1 batch" in e for e in events) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        srv.hold_batches.clear()
-        a.join(120)
-        b.join(120)
+        events = _two_runs_on_one_held_batch(srv, ws, texts, lambda name, req, result: got[name].__setitem__(req.key,
+                                                                                                            result))
         assert srv.batches_created == 2, events  # the batch and one retry batch of its failed share
         assert sorted(srv.batch_counts.values()) == [1, 1, 2]
     for name in "ab":
@@ -266,26 +275,7 @@ def test_a_second_collect_leaves_the_first_ones_record_of_its_resubmission(tmp_p
     texts = ["record row 0", "record row 1", "record row 2 [batch500]"]
     ws = _workspace(tmp_path, texts)
     with FaultServer() as srv:
-        srv.hold_batches.set()
-        requests = build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts], _batch(srv, ws))
-        events: list[str] = []
-
-        def run() -> None:
-            backend = _batch(srv, ws, on_event=events.append)
-            run_sync(lambda: backend.run(requests, lambda req, result: None))
-
-        a = threading.Thread(target=run)
-        a.start()
-        deadline = time.monotonic() + 60
-        while not any(s.get("batch_id") for s in BatchState(ws).submissions().values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        b = threading.Thread(target=run)
-        b.start()
-        while not any("resuming 1 batch" in e for e in events) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        srv.hold_batches.clear()
-        a.join(120)
-        b.join(120)
+        events = _two_runs_on_one_held_batch(srv, ws, texts)
         assert srv.batches_created == 2, events
     (parent,) = [e for e in BatchState(ws).submissions().values() if not e.get("parent")]
     (child,) = [e for e in BatchState(ws).submissions().values() if e.get("parent")]
