@@ -341,11 +341,17 @@ def test_a_new_name_too_long_for_its_files_is_refused_before_the_work_and_an_old
     with pytest.raises(ValueError, match="a name may hold at most 150 bytes"):
         ws.apply(Counted(long), progress=False)
     assert Counted.calls == 0 and long not in ws.columns
-    for add in (lambda: ws.add_column(long, [1.0], {"kind": "test"}),
+    from curate.embed import embed
+    from curate.evol.labels import labels_lock
+
+    for add in (lambda: embed(ws, name=long, progress=False), lambda: labels_lock(ws, long),
                 lambda: ws.add_embeddings(long, np.eye(1, 4, dtype=np.float32), {}),
                 lambda: ws.add_labels(long, [{"text": "t", "score": 1.0}], {"kind": "test"})):
         with pytest.raises(ValueError, match="at most 150 bytes"):
             add()
+    longest = "d" * 150  # the longest a step column may be: its failure column is longer, and stored
+    ws.apply(Counted(longest), progress=False)
+    assert ws.column(longest) == [[1.0]] and f"{longest}_failure" in ws.columns
     import curate.storage.files as files  # an older curate had no limit: its long column is still the workspace's
 
     limit, files.MAX_NAME_BYTES = files.MAX_NAME_BYTES, 255

@@ -10,6 +10,7 @@ from curate.embed.encoder import model_id, resolve_backend
 from curate.errors import CurateError
 from curate.hardware import resolve_device
 from curate.rows import row_text
+from curate.storage.files import check_new_name
 
 # ``ws`` is a curate.storage.workspace.Workspace: only its public methods are used.
 Workspace = Any
@@ -27,6 +28,8 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CurateError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+    if not (ws.path / "embeddings" / f"{name}.json").exists():
+        check_new_name(name)  # before the encoding, not once it is done
     mid = model_id(model)
     device = resolve_device(device)  # before the cache is read: a cached set never records a device it cannot use
     backend = resolve_backend(backend, device)

@@ -19,7 +19,7 @@ from typing import Any
 from curate.defaults import EVOL
 from curate.errors import CurateError, NoLabelsError
 from curate.evol.run import EvolRun, run_evol
-from curate.storage.files import check_name, now
+from curate.storage.files import check_name, check_new_name, now
 from curate.storage.label_sets import stored_provenance
 
 log = logging.getLogger("curate")
@@ -33,7 +33,7 @@ def label_set_name(kind: str) -> str:
 def labels_lock(ws: Any, name: str) -> Any:
     """Held while a run makes label set ``name``: a second process making it waits, then finds its calls in the
     response cache (without it, two concurrent runs each paid for every call)."""
-    check_name(name)  # before it names a lock file
+    check_name(name) if (ws.path / "labels" / name).exists() else check_new_name(name)  # before the paid work
     return ws.column_lock(f"labels-{name}", on_wait=lambda: log.warning(
         "waiting for another process making label set %r in %s", name, ws.path))
 

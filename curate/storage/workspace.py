@@ -236,7 +236,7 @@ class Workspace(ThreadView, blobs.Blobs):
         it must not depend on the rows (a failure column with no failure yet is not of type null)."""
         import pyarrow as pa
 
-        check_name(name) if self.has_column(name) else check_new_name(name)
+        check_name(name)  # not check_new_name: a step's side columns (<column>_failure) are longer than its column
         arrow = (pa.Array, pa.ChunkedArray)  # merge_column passes Arrow columns through
         ids = self.ids if ids is None else ids if isinstance(ids, arrow) else list(ids)
         if isinstance(values, np.ndarray):
