@@ -287,12 +287,10 @@ class LocalServer:
         class _LazyLocalBackend(LocalBackend):
             async def run(self, requests, on_done):
                 if requests and (server.proc is None or self.server_pid != server.pid):  # not (yet) known up
-                    import asyncio
-
                     if server.proc is None:
                         if on_start is not None:
                             on_start()
-                        await asyncio.to_thread(server.launch)  # the weights (prepared once) and the process
+                        server.launch()  # here, not in a thread: a Ctrl-C while it waits for the watchdog stops it
                     await server.wait_ready_async()  # also a start-up a Ctrl-C cut short (a notebook's next call)
                     self.server_pid = server.pid
                 return await super().run(requests, on_done)
