@@ -46,7 +46,9 @@ class StandIn(VLLMBatchBackend):
 StandIn(model_dir=sys.argv[1], timeout=600).run_lines([])
 """
 # the owners below run the backend's async run() as a command does (asyncio.run), with Ctrl-C as Python's default
-ASYNC_REQUEST = ("import asyncio\nfrom curate.llm.base import Request\n"
+# (SIGINT as a terminal leaves it: a process started from a test may inherit it ignored)
+ASYNC_REQUEST = ("import asyncio, signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                 "from curate.llm.base import Request\n"
                  "ask = lambda backend: asyncio.run(backend.run([Request('k', [{'role': 'user', 'content': 'x'}], {})], "
                  "lambda request, result: None))\n")
 LAZY_SERVER_OWNER = ASYNC_REQUEST + """
