@@ -82,7 +82,9 @@ def _start_watchdog(home: Path, pid: int, tmpdir: str | None, log: int, log_path
                                     env=_watchdog_env(), start_new_session=True, pass_fds=(ready_write,))
         os.close(ready_write)
         ready_write = -1
-        said = select.select([ready_read], [], [], BACKEND.guard_start_timeout_s)[0] and os.read(ready_read, 1)
+        poller = select.poll()  # not select.select: it refuses a descriptor numbered 1024 or more
+        poller.register(ready_read, select.POLLIN)
+        said = poller.poll(BACKEND.guard_start_timeout_s * 1000) and os.read(ready_read, 1)
     finally:
         os.close(ready_read)
         if ready_write != -1:
