@@ -269,6 +269,7 @@ class LessDefaults:
     projection_cache_bytes: int = 1 << 28          # projection blocks kept in memory on the CPU
     projection_cache_bytes_cuda: int = 24 << 30    # ... on a CUDA device
     fraction: float = 0.05               # the less selector keeps this share of the candidates (the paper: 5%)
+    left_out_examples: int = 5           # target records without a gradient named in provenance
 
 
 @dataclass(frozen=True)

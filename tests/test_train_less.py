@@ -96,8 +96,10 @@ def test_less_selector_from_the_cli(request, tmp_path):
     convs = learnable_rows(16)
     src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": c[0]["content"], "output": c[1]["content"]}
                                                for c in convs])
+    # record 3 has no answer: left out of the matching (no gradient), and said so, not in silence
     target = write_jsonl(tmp_path / "target.jsonl", [{"instruction": "Which city do you mean?", "output": CITY},
-                                                    {"instruction": "Name the city please.", "output": CITY}])
+                                                    {"instruction": "Name the city please.", "output": CITY},
+                                                    {"instruction": "And which river?"}])
     ws = Workspace(tmp_path / "ws")
     ws.load(src)
     res = CliRunner().invoke(app, ["select", str(tmp_path / "ws"), "--method", "less", "--name", "less4",
@@ -114,7 +116,11 @@ def test_less_selector_from_the_cli(request, tmp_path):
     kept = {ws.conversations([i])[0][0]["content"] for i in sel.ids}
     assert len(kept) == 4 and all("city" in q for q in kept)
     prov = ws.column_provenance("less")
-    assert prov["kind"] == "less" and prov["projection_dim"] == 256 and prov["target_rows"] == 2
+    assert prov["kind"] == "less" and prov["projection_dim"] == 256 and prov["target_rows"] == 3
+    assert prov["target_rows_used"] == 2
+    assert prov["target_left_out"] == {"rows": 1, "codes": {"no_response": 1}, "records": [3]}
+    said = " ".join(res.output.split())
+    assert "note: 1 target record(s) have no gradient and were left out (no_response 1; record 3)" in said
     assert json.dumps(prov)  # provenance is plain data
 
 

@@ -113,4 +113,11 @@ def select_cmd(
         sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
     counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
     console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")
+    left_out = sel.provenance.get("target_left_out") or {}
+    if left_out.get("rows"):
+        codes = ", ".join(f"{code} {n:,}" for code, n in left_out["codes"].items())
+        records = ", ".join(str(k) for k in left_out["records"])
+        console.print(f"note: {left_out['rows']:,} target record(s) have no gradient and were left out ({codes}; "
+                      f"record {records}{'…' if left_out['rows'] > len(left_out['records']) else ''}): "
+                      "LESS matches the rows to the other target records")
     console.print(selection_table(sel))

@@ -18,6 +18,7 @@ example of the task the user cares about, with its answer (the gradient needs re
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -241,12 +242,22 @@ class LessScore:
     def similarities(self, rows: Sequence[RowInput], cache_dir: Path, progress: Any = None
                      ) -> tuple[list[str], np.ndarray, list[str], dict[str, Failure]]:
         """(ids of the rows that encode, their [n, target] weighted cosines, the target ids that encode, the
-        other rows' failures by id)."""
+        other rows' failures by id). The target examples that do not encode are kept in ``target_left_out``."""
         feats = _Features(self.warm, self.config, self.device, Path(cache_dir) / "train" / "less" / "features")
-        (target, tids, _), (train, ids, skipped) = feats.of([(self.target, "sgd"), (rows, "adam")], progress,
-                                                            self.pass_bars)
+        (target, tids, left_out), (train, ids, skipped) = feats.of([(self.target, "sgd"), (rows, "adam")], progress,
+                                                                   self.pass_bars)
+        self.target_left_out = left_out
         sims = similarities(train, target, self.weights) if ids else np.zeros((0, len(tids)))
         return ids, sims, tids, skipped
+
+    def left_out_stats(self) -> dict[str, Any]:
+        """The target examples without a gradient (no answered turn, too long...): counts by failure code and
+        the first few ids, so a partly answered target file is said, not scored on its answered part in silence."""
+        left = getattr(self, "target_left_out", {})
+        records = sorted(k + 1 for k, r in enumerate(self.target) if r.id in left)
+        return {"target_rows_used": len(self.target) - len(left),
+                "target_left_out": {"rows": len(left), "codes": dict(Counter(f.code for f in left.values())),
+                                    "records": records[:LESS.left_out_examples]}}
 
     def target_groups(self, tids: Sequence[str]) -> list[str] | None:
         """The groups of the target examples ``tids`` (those that encode), or None."""
@@ -266,7 +277,7 @@ class LessScore:
         got, skipped = self.scores(rows, ctx.cache_dir, ctx.progress)
         values = [got.get(r.id) for r in rows]
         failures = [[skipped[r.id]] if r.id in skipped else [] for r in rows]
-        return StepOutput(values, failures, stats={"target_rows": len(self.target)})
+        return StepOutput(values, failures, stats={"target_rows": len(self.target), **self.left_out_stats()})
 
 
 def _pool_rows(ws) -> list[RowInput]:
@@ -323,5 +334,6 @@ def less_selector(ws, rows: np.ndarray, target: str, budget: int | None = None, 
     if budget is None and fraction is None:
         fraction = LESS.fraction
     out = select_learnability(ws, rows, budget=budget, fraction=fraction, column=column)
-    out.info.update(method="less", target=str(target), fingerprint=applied.provenance.get("fingerprint"))
+    out.info.update(method="less", target=str(target), fingerprint=applied.provenance.get("fingerprint"),
+                    target_left_out=applied.provenance.get("target_left_out"))
     return out
