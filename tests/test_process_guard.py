@@ -383,3 +383,54 @@ def test_a_watchdog_whose_launcher_dies_while_waiting_for_it_still_stops_the_gro
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group.pid, signal.SIGKILL)
         group.wait()
+
+
+def test_engine_processes_left_by_a_dead_server_are_swept_when_its_watchdog_died_too(tmp_path):
+    """A server (the group's leader) that died while its engine processes ran on, its owner and watchdog killed as
+    well: the sweep saw no recorded server, removed the record and left the engine processes running for good (a
+    real vLLM's engine core holds the model's memory). They are the recorded group's, and stopped now."""
+    from curate.llm.server_records import SERVERS_DIR, stop_orphans
+
+    with _cleanup(tmp_path):
+        owner, (leader, worker, tmpdir) = _owner(tmp_path, SERVER_OWNER, str(tmp_path / "home"),
+                                                 str(tmp_path / "server.log"))
+        record = tmp_path / "home" / SERVERS_DIR / f"{leader}.json"
+        assert record.exists()
+        os.kill(watchdog_of(leader), signal.SIGKILL)
+        _kill(owner)
+        os.kill(leader, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{leader}/stat").exists() and "Z" not in Path(f"/proc/{leader}/stat").read_text()[-80:]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert group_alive(leader)  # the worker runs on without its leader
+        assert stop_orphans(tmp_path / "home", timeout=5) == [leader]
+        assert not group_alive(leader) and not record.exists() and not Path(tmpdir).exists()
+
+
+def test_the_sweep_leaves_a_group_whose_processes_run_another_program(tmp_path):
+    """The members' executable must be the recorded command's interpreter: a group under that ID running another
+    program is not signalled."""
+    from curate.llm.server_records import SERVERS_DIR, machine, stop_orphans
+
+    sleeper = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not [p for p in Path("/proc").glob("[0-9]*/stat")
+                   if p.read_text().rsplit(")", 1)[1].split()[2] == str(sleeper.pid) and p.parent.name != str(sleeper.pid)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        home = tmp_path / "home"
+        (home / SERVERS_DIR).mkdir(parents=True)
+        started = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        os.kill(sleeper.pid, signal.SIGKILL)   # the leader gone, its `sleep` child left in the group
+        sleeper.wait()
+        (home / SERVERS_DIR / f"{sleeper.pid}.json").write_text(json.dumps(
+            {"pid": sleeper.pid, "owner_pid": 999999999, "owner_started": None, "tmpdir": None, "started": started,
+             "machine": machine(), "command": "\0".join([sys.executable, "-m", "vllm.entrypoints.openai.api_server"])}))
+        assert group_alive(sleeper.pid)
+        assert stop_orphans(home, timeout=5) == []
+        assert group_alive(sleeper.pid)   # sleep is not the recorded interpreter: left alone
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sleeper.pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import BACKEND
-from curate.storage.processes import alive, group_alive, machine, same_process, start_time  # noqa: F401 (alive: re-exported)
+from curate.storage.processes import alive, group_alive, group_members, machine, same_process, start_time  # noqa: F401 (alive: re-exported)
 
 SERVERS_DIR = "servers"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what a record written before "command" names
@@ -81,11 +81,33 @@ def stop_orphans(home: Path, timeout: float = BACKEND.server_stop_grace_s) -> li
             continue  # being written, or not ours to judge
         if info.get("machine", here) != here or same_process(owner, info.get("owner_started")):
             continue  # another machine's (a record before them: judged), or its owner runs
-        if is_server(pid, info.get("started"), info.get("command", SERVER_MODULE)):
+        command = info.get("command", SERVER_MODULE)
+        if is_server(pid, info.get("started"), command) or leader_gone_group_left(pid, info.get("started"), command):
             stop_group(pid, timeout)
             stopped.append(pid)
         remove_leftovers(home, pid, info.get("tmpdir"), path)
     return stopped
+
+
+def leader_gone_group_left(pgid: int, started: int | None, command: str) -> bool:
+    """The recorded group's leader has exited while processes of its group run on (vLLM's engine processes, when
+    the server died and its watchdog was killed). The system gives no PID to a new process while a group of that ID
+    exists, so the members are the recorded group's if they started after its leader and run the interpreter the
+    record names (a group of a PID given again since, by another program, fails that). The executable, not the
+    command line: vLLM retitles its engine processes ("VLLM::EngineCore")."""
+    if started is None or alive(pgid):
+        return False
+    interpreter = os.path.realpath(command.split("\0", 1)[0])
+    members = group_members(pgid)
+    for pid in members:
+        try:
+            executable = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return False
+        begun = start_time(pid)
+        if executable != interpreter or begun is None or begun < started:
+            return False
+    return bool(members)
 
 
 def remove_leftovers(home: Path, pid: int, tmpdir: str | None, path: Path | None = None) -> None:

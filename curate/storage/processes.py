@@ -64,11 +64,19 @@ def group_alive(pgid: int) -> bool:
             return True
         return True
     # the leader first: while it runs, no scan of every process (the glob is lazy)
-    for stat in itertools.chain([Path(f"/proc/{pgid}/stat")], Path("/proc").glob("[0-9]*/stat")):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # not there, or exited while we looked
-        if fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    stats = itertools.chain([Path(f"/proc/{pgid}/stat")], Path("/proc").glob("[0-9]*/stat"))
+    return any(_live_group(stat) == pgid for stat in stats)
+
+
+def _live_group(stat: Path) -> int | None:
+    """The process group of the process whose ``/proc/<pid>/stat`` is ``stat``; None for a zombie or one gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None  # not there, or exited while we looked
+    return int(fields[2]) if fields[0] != "Z" else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid`` (Linux; empty elsewhere)."""
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _live_group(stat) == pgid]
