@@ -3,7 +3,9 @@
 A backend runs ``await backend.run(requests, on_done)`` and reports each request exactly once to
 ``on_done(request, result)``; ``result`` is a response dict (``text``, ``top_logprobs``, ``usage``,
 ``cost_usd``, ``finish_reason``) or a failure dict from :func:`failure_result` (``failure``: the message,
-``reason_code``: a :class:`curate.codes.FailureCode` value the runner maps to a ``Failure``).
+``reason_code``: a :class:`curate.codes.FailureCode` value the runner maps to a ``Failure``). A backend passes
+``on_done(request, result, cached=True)`` for an answer another run paid for and counts in its own record (a batch
+two live runs asked: ``curate.llm.batch``): stored in the response cache already, a cache hit to this call.
 ``cost_usd`` is None when the model's price is unknown: unknown, never $0. The caller caches responses
 before using them.
 """
@@ -154,7 +156,7 @@ class Request:
     params: dict[str, Any]
 
 
-OnDone = Callable[[Request, dict[str, Any]], None]
+OnDone = Callable[..., None]  # on_done(request, result) or, for another run's paid answer, (..., cached=True)
 
 
 def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:

@@ -169,9 +169,11 @@ class _Call:
         self.waiting: set[str] = set()  # submissions a live other run is turning into a batch
         self.waiting_collect: set[str] = set()  # finished batches a live other run is collecting
 
-    def deliver(self, key: str, result: dict[str, Any]) -> None:
+    def deliver(self, key: str, result: dict[str, Any], cached: bool = False) -> None:
+        """Report ``key``'s result to the call (once); ``cached``: another run paid for it and counts it (a cache hit
+        here: neither this backend's spending nor the call's)."""
         b = self.b
-        if "failure" not in result:
+        if "failure" not in result and not cached:
             usage = result.get("usage") or {}
             b.spent_usd += result.get("cost_usd") or 0.0
             b.prompt_tokens += usage.get("prompt_tokens", 0)
@@ -180,7 +182,7 @@ class _Call:
         if key in self.by_key:
             if key not in self.delivered:
                 self.delivered.add(key)
-                self.on_done(self.by_key[key], result)
+                self.on_done(self.by_key[key], result, **({"cached": True} if cached else {}))  # 2-argument callbacks
         elif "failure" not in result:
             b.cache.put(key, result)  # an answer from an earlier call's batch: keep it, it was paid for
 
@@ -318,8 +320,9 @@ class _Call:
         attempt = entry.get("attempt", 0)
         keys = {k for k in self.b.state.keys(sid) if k in self.by_key and k not in self.delivered}
         if entry.get("status") == "collected":  # another run collected it first: its answers are in the cache
+            hits = self.b.state.paid_elsewhere(sid, self.me, keys, self.b.cache)
             for key, result in self.b.cache.get_many(sorted(keys)).items():
-                self.deliver(key, result)
+                self.deliver(key, result, cached=key in hits)
         spent = failure_result(f"batch {bid} was lost by the server (HTTP 404), {attempt} resubmission(s) spent",
                                FailureCode.TRANSIENT)
         retry = self.adopt_children(sid, {k: spent for k in keys if k not in self.delivered})
@@ -355,6 +358,7 @@ class _Call:
         lines, lost = await read_files(self.client, batch)
         paid = set(self.b.cache.get_many([k for k in keys if k not in self.by_key])) if claimed.get("delivering") else (
             set())  # those an earlier collect delivered, as its claim read: their cost and tokens count once
+        hits = self.b.state.paid_elsewhere(sid, self.me, keys & set(self.by_key), self.b.cache)  # those an earlier collect's call counts
         for line in lines:
             key = line.get("custom_id")
             if key not in keys or key in seen:
@@ -364,7 +368,7 @@ class _Call:
             if outcome == "retry":
                 retry[key] = result
             elif key not in paid:
-                self.deliver(key, result)
+                self.deliver(key, result, cached=key in hits)
         report, resend = unanswered(batch, keys - seen, lost)
         for key, failure in report.items():
             self.deliver(key, failure)

@@ -6,7 +6,9 @@ runs alone (the owner creates its batch) and takes over one whose owner is gone,
 lock. A finished batch is collected, and a batch the server forgot resubmitted, by one run at a time the same way
 (its ``collector``, which marks ``delivering`` with its claim: a later collect, after a kill or by a run that
 waited, delivers again none of the answers the cache holds that its call did not ask for, so their cost and tokens
-count once). The run that waited polls the retry batches the first one made, down a chain of lost ones. A settled
+count once). Each collect lists, under the lock, the keys it delivers to its own call (``llm-batch-<id>-billed``): a
+later collect takes those whose answers the cache holds as cache hits, not spending of its own, while the run that
+counted them may still store its record or has (its process lives, or they are recorded). The run that waited polls the retry batches the first one made, down a chain of lost ones. A settled
 submission (collected, lost) never changes status again, and keeps its first collect's record.
 """
 
@@ -58,6 +60,16 @@ def owned_elsewhere(owner: Owner | None, me: Owner) -> bool:
         return True
     if owner.get("pid") == me["pid"]:
         return owner.get("call") in _RUNNING
+    return alive(int(owner.get("pid") or 0)) if owner.get("pid") else False
+
+
+def process_lives(owner: Owner | None, me: Owner) -> bool:
+    """True while the process of ``owner`` may still store its run record: this one, a live one of this machine, or one
+    of another machine (whose PID means nothing here)."""
+    if not owner:
+        return False
+    if owner.get("machine") != me["machine"] or owner.get("pid") == me["pid"]:
+        return True
     return alive(int(owner.get("pid") or 0)) if owner.get("pid") else False
 
 
@@ -133,6 +145,28 @@ class BatchState:
             index["submissions"][sid] = {**marks, **entry, "collector": me, "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
         return entry
+
+    def bill(self, sid: str, me: Owner, asked: set[str]) -> dict[str, Owner]:
+        """{key: the owner of the earlier call that counts it} for the keys of ``asked`` (this call's, of submission
+        ``sid``'s batch) an earlier collect delivered to its own call; the rest are listed as ``me``'s, atomically."""
+        with self.ws.lock():
+            billed = self.ws.artifact(f"llm-batch-{sid}-billed") or {}
+            earlier = {key: entry["owner"] for call, entry in billed.items() if call != me["call"]
+                       for key in entry["keys"] if key in asked}
+            mine = sorted(asked - set(earlier))
+            if mine:
+                billed[me["call"]] = {"owner": me, "keys": sorted({*billed.get(me["call"], {}).get("keys", []), *mine})}
+                self.ws.add_artifact(f"llm-batch-{sid}-billed", billed)
+        return earlier
+
+    def paid_elsewhere(self, sid: str, me: Owner, keys: set[str], cache: Any) -> set[str]:
+        """Of ``keys`` (``me``'s call's, of submission ``sid``'s batch), those whose answers another run's record counts:
+        an earlier collect delivered them to its own call (``bill``) and ``cache`` holds them, recorded or with that
+        run's process alive to record them. The others ``me`` counts (e.g. paid by a run killed before its record)."""
+        earlier = self.bill(sid, me, keys)
+        held = set(cache.get_many(sorted(earlier))) if earlier else set()
+        unrecorded = cache.unrecorded(sorted(held)) if held else set()
+        return {k for k in held if k not in unrecorded or process_lives(earlier[k], me)}
 
     def covering(self, sid: str, keys: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """({submission: entry} of the batches that resubmitted ``keys`` of submission ``sid`` and may still answer

@@ -6,7 +6,8 @@ being sent, per cache file: a call sends only the keys it claimed and, once its 
 another call is sending and reads their responses from the cache (cached for it: the sender paid). A key whose
 sender failed (failures are not cached) is claimed again and sent by one of the waiters, which records its own
 result: no call is ever handed another's failure or a default. Processes are not covered: a second process
-scoring the same column waits on the column lock instead (``Workspace.column_lock``).
+scoring the same column waits on the column lock instead (``Workspace.column_lock``); an answer of a batch two
+processes asked comes back to the one that did not pay for it as a hit (``on_done(..., cached=True)``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,13 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
     recovered = cache.unrecorded(list(first)) if first else set()  # only these: later hits are this process's
     found(first)
 
-    def on_done(req: Request, result: dict[str, Any]) -> None:
+    def on_done(req: Request, result: dict[str, Any], cached: bool = False) -> None:
+        if cached:  # another run paid for it and counts it (one batch both asked): in the cache, a hit here
+            claim = claims.pop(req.key, None)
+            found({req.key: result})
+            if claim is not None:
+                IN_FLIGHT.settle(where, {req.key: claim})
+            return
         if "failure" not in result:
             cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
             usage = result.get("usage") or {}
