@@ -41,6 +41,9 @@ class BatchDefaults:
     poll_s: float = 15.0             # first wait between status polls
     poll_max_s: float = 300.0        # polls back off (x1.5 each) up to this
     resubmits: int = 3               # times an expired / failed share of a batch is resubmitted alone
+    claim_expiry_s: float = 600.0    # a submission or collect claimed by a run of another machine (a workspace shared
+                                     # over NFS: its PID means nothing here) whose heartbeat has not changed for this
+                                     # long, by the waiting run's own clock, is taken over; a live run beats 4x as often
 
 
 @dataclass(frozen=True)

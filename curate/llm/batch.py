@@ -23,7 +23,6 @@ The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.v
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND, BATCH
-from curate.errors import CurateError, OptionError, python_and_cli
+from curate.errors import CurateError
 from curate.llm.base import (
     Backend,
     OnDone,
@@ -43,7 +42,7 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
-from curate.llm.batch_collect import find_batch, lost_files_reason, read_files, unanswered
+from curate.llm.batch_collect import check_polls, find_batch, lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
 from curate.llm.batch_state import SETTLED, BatchState, new_owner, normal_url, running_calls, same_url
 from curate.llm.openai_backend import (
@@ -55,17 +54,6 @@ from curate.llm.openai_backend import (
 )
 
 FINAL = ("completed", "expired", "failed", "cancelled")
-
-
-def check_polls(poll_s: float, poll_max_s: float) -> None:
-    """Refuse a wait between polls that is not a finite number of seconds > 0: 0, a negative or nan polled in a busy
-    loop, inf never polled again."""
-    wrong = [f"{name} must be a finite number of seconds > 0 (got {value!r})" for name, value in
-             ((python_and_cli("poll_s=", "--poll-interval"), poll_s), ("poll_max_s=", poll_max_s))
-             if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-                     and value > 0)]
-    if wrong:
-        raise OptionError("; ".join(wrong))
 
 
 # -- OpenAI's batch API -----------------------------------------------------------------------------------
@@ -84,10 +72,11 @@ class OpenAIBatchBackend(Backend):
                  poll_s: float = BATCH.poll_s, poll_max_s: float = BATCH.poll_max_s,
                  max_requests: int = BATCH.max_requests, max_bytes: int = BATCH.max_bytes,
                  completion_window: str = BATCH.completion_window, resubmits: int = BATCH.resubmits,
-                 timeout: float = BACKEND.timeout_s, on_event: Callable[[str], None] | None = None):
+                 timeout: float = BACKEND.timeout_s, on_event: Callable[[str], None] | None = None,
+                 claim_expiry_s: float = BATCH.claim_expiry_s):
         self.base_url, self.model = base_url, model
         self.api_key_env, self._api_key = api_key_env, api_key
-        self.state = BatchState(workspace)
+        self.state = BatchState(workspace, claim_expiry_s)
         self._cache = cache
         self.max_cost = max_cost
         check_polls(poll_s, poll_max_s)
@@ -188,10 +177,14 @@ class _Call:
 
     async def go(self) -> None:
         running_calls().add(self.me["call"])
+        beats = asyncio.create_task(self.b.state.heartbeat(self.me))  # runs of other machines wait while it beats
         try:
             await self.go_on()
         finally:
+            beats.cancel()
             running_calls().discard(self.me["call"])
+        if beats.done() and not beats.cancelled() and (failed := beats.exception()) is not None:
+            raise failed  # claims that stopped beating would be taken over by runs of other machines
 
     async def go_on(self) -> None:
         covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once
@@ -251,6 +244,7 @@ class _Call:
         if not fresh:
             entry, mine = self.b.state.claim(sid, self.me)
             self.open[sid] = entry
+            self.notice_takeover(entry, mine)
             if not mine:
                 if not entry.get("batch_id") and sid not in self.waiting:
                     self.waiting.add(sid)
@@ -310,6 +304,7 @@ class _Call:
         the batches it made. True if this call has new batches to poll."""
         bid = self.open[sid]["batch_id"]
         entry = self.b.state.claim_collect(sid, self.me)
+        self.notice_takeover(entry, entry is not None)
         if entry is None:
             if sid not in self.waiting_collect:
                 self.waiting_collect.add(sid)
@@ -346,6 +341,7 @@ class _Call:
         sat in a file the server lost) alone, unless an earlier collect did. True if resubmitted. While a live other
         run collects it, this call waits (the batch stays open here) and collects after it."""
         claimed = self.b.state.claim_collect(sid, self.me, delivering=time.time())
+        self.notice_takeover(claimed, claimed is not None)
         if claimed is None:
             if sid not in self.waiting_collect:
                 self.waiting_collect.add(sid)
@@ -388,6 +384,10 @@ class _Call:
             self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(wanted) - len(
                 retry) + (len(retry) if resubmit else 0), **lost_fields)  # after its resubmissions are recorded
         return resubmit or len(wanted) > len(retry)
+
+    def notice_takeover(self, entry: dict[str, Any] | None, mine: bool) -> None:
+        if mine and entry and (notice := self.b.state.taken_over_notice(entry, self.me)):
+            self.b._say(notice)
 
     def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The share of ``retry`` no earlier collect (or lost batch's handling) of ``sid`` resubmitted (another run's, or

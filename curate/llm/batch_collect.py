@@ -1,5 +1,6 @@
-"""Reading the server's batches for the openai-batch backend (``curate.llm.batch``): a finished batch's output and error
-files, what becomes of the requests no line answers, and a batch created for a submission whose id was never recorded.
+"""Reading the server's batches for the openai-batch backend (``curate.llm.batch``): the waits between polls, a finished
+batch's output and error files, what becomes of the requests no line answers, and a batch created for a submission
+whose id was never recorded.
 
 A file the server no longer has (HTTP 404: deleted, or expired at the provider) is named with its batch, and the
 requests whose answers it held are resubmitted as a lost batch's are, not reported as an error of the model or
@@ -9,10 +10,23 @@ endpoint (the words meant for a 404 on a request).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from curate.codes import FailureCode
+from curate.errors import OptionError, python_and_cli
 from curate.llm.base import failure_result
+
+
+def check_polls(poll_s: float, poll_max_s: float) -> None:
+    """Refuse a wait between polls that is not a finite number of seconds > 0: 0, a negative or nan polled in a busy
+    loop, inf never polled again."""
+    wrong = [f"{name} must be a finite number of seconds > 0 (got {value!r})" for name, value in
+             ((python_and_cli("poll_s=", "--poll-interval"), poll_s), ("poll_max_s=", poll_max_s))
+             if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                     and value > 0)]
+    if wrong:
+        raise OptionError("; ".join(wrong))
 
 
 async def read_files(client: Any, batch: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -3,7 +3,10 @@ and ``llm-batch-<id>`` (each submission's request keys), and who owns a submissi
 
 A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still
 runs alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace
-lock. A finished batch is collected, and a batch the server forgot resubmitted, by one run at a time the same way
+lock; one of another machine (a workspace shared over NFS), whose PID means nothing here, holds it while it beats
+(its calls rewrite their claims' ``beat`` every quarter of ``claim_expiry_s``): a claim whose beat a waiting run has
+seen unchanged for ``claim_expiry_s`` (its own clock: the machines' clocks may differ) is taken over, the entry
+recording it (``taken_over``). A finished batch is collected, and a batch the server forgot resubmitted, by one run at a time the same way
 (its ``collector``, which marks ``delivering`` with its claim: a later collect, after a kill or by a run that
 waited, delivers again none of the answers the cache holds that its call did not ask for, so their cost and tokens
 count once). Each collect lists, under the lock, the keys it delivers to its own call (``llm-batch-<id>-billed``): a
@@ -14,6 +17,8 @@ submission (collected, lost) never changes status again, and keeps its first col
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import time
 import uuid
@@ -21,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.errors import CurateError
+from curate.defaults import BATCH
+from curate.errors import CurateError, OptionError
 from curate.storage.processes import alive, machine
 
 INDEX = "llm-batches"
@@ -76,10 +82,14 @@ def process_lives(owner: Owner | None, me: Owner) -> bool:
 class BatchState:
     """Submissions of one workspace (artifacts): an index, and each submission's request keys."""
 
-    def __init__(self, workspace: Any):
+    def __init__(self, workspace: Any, claim_expiry_s: float = BATCH.claim_expiry_s):
         if workspace is None:
             raise CurateError("the batch backend needs a workspace to remember its batches in (workspace=ws)")
+        if not (isinstance(claim_expiry_s, int | float) and math.isfinite(claim_expiry_s) and claim_expiry_s > 0):
+            raise OptionError(f"claim_expiry_s= must be a finite number of seconds > 0 (got {claim_expiry_s!r})")
         self._ws = workspace
+        self.claim_expiry_s = float(claim_expiry_s)
+        self._seen: dict[tuple[str, str], tuple[Any, float]] = {}  # (sid, role) -> (another machine's beat, first seen)
 
     @property
     def ws(self) -> Any:
@@ -124,9 +134,10 @@ class BatchState:
         with self.ws.lock():
             index = self.ws.artifact(INDEX) or {"submissions": {}}
             entry = index["submissions"].get(sid, {"id": sid})
-            if entry.get("batch_id") or owned_elsewhere(entry.get("owner"), me):
+            if entry.get("batch_id") or self._held(sid, "owner", entry.get("owner"), me):
                 return entry, False
-            entry = index["submissions"][sid] = {**entry, "owner": me, "updated": time.time()}
+            entry = index["submissions"][sid] = {**entry, **self._taking(sid, "owner", entry.get("owner"), me),
+                                                 "owner": {**me, "beat": time.time()}, "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
         return entry, True
 
@@ -140,11 +151,64 @@ class BatchState:
             entry = index["submissions"].get(sid, {"id": sid})
             if entry.get("status") in SETTLED:
                 return entry
-            if owned_elsewhere(entry.get("collector"), me):
+            if self._held(sid, "collector", entry.get("collector"), me):
                 return None
-            index["submissions"][sid] = {**marks, **entry, "collector": me, "updated": time.time()}
+            entry = {**entry, **self._taking(sid, "collector", entry.get("collector"), me)}
+            index["submissions"][sid] = {**marks, **entry, "collector": {**me, "beat": time.time()},
+                                         "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
         return entry
+
+    def _held(self, sid: str, role: str, owner: Owner | None, me: Owner) -> bool:
+        """``owned_elsewhere``, but a claim of another machine only until this run has seen its beat unchanged for
+        ``claim_expiry_s``."""
+        if not owned_elsewhere(owner, me):
+            return False
+        if owner is None or owner.get("machine") == me["machine"]:
+            return True
+        beat, now = (owner.get("call"), owner.get("beat")), time.monotonic()
+        seen = self._seen.get((sid, role))
+        if seen is None or seen[0] != beat:
+            self._seen[(sid, role)] = (beat, now)
+            return True
+        return now - seen[1] < self.claim_expiry_s
+
+    def _taking(self, sid: str, role: str, owner: Owner | None, me: Owner) -> dict[str, Any]:
+        """The ``taken_over`` record of a claim of another machine ``me`` takes over (its beat expired), else {}."""
+        if not owner or owner.get("machine") == me["machine"] or owner.get("call") == me["call"]:
+            return {}
+        return {"taken_over": {"role": role, "from": owner, "by": me, "at": time.time(),
+                               "reason": f"{role} on machine {str(owner.get('machine')).split()[0]} sent no heartbeat "
+                                         f"for {self.claim_expiry_s:g} s (pid {owner.get('pid')}: stopped, or cut off)"}}
+
+    def beat(self, me: Owner) -> None:
+        """Refresh the heartbeat of ``me``'s claims (the submissions it owns without a batch, the open ones it
+        collects), under the workspace lock: runs of other machines leave them alone while it changes."""
+        with self.ws.lock():
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            changed = False
+            for entry in index["submissions"].values():
+                for role in ("owner", "collector"):
+                    held = entry.get(role) or {}
+                    if held.get("call") == me["call"] and entry.get("status") not in SETTLED and not (
+                            role == "owner" and entry.get("batch_id")):
+                        entry[role] = {**held, "beat": time.time()}
+                        changed = True
+            if changed:
+                self.ws.add_artifact(INDEX, index)
+
+    def taken_over_notice(self, entry: dict[str, Any], me: Owner) -> str | None:
+        """What to tell the user when ``me`` took submission ``entry``'s claim over from a run of another machine."""
+        taken = entry.get("taken_over") or {}
+        if (taken.get("by") or {}).get("call") != me["call"]:
+            return None
+        return f"submission {entry.get('id')}: taking it over: its {taken['reason']}"
+
+    async def heartbeat(self, me: Owner) -> None:
+        """Refresh ``me``'s claims every quarter of ``claim_expiry_s`` until cancelled (a call's lifetime)."""
+        while True:
+            await asyncio.sleep(self.claim_expiry_s / 4)
+            self.beat(me)
 
     def bill(self, sid: str, me: Owner, asked: set[str]) -> dict[str, Owner]:
         """{key: the owner of the earlier call that counts it} for the keys of ``asked`` (this call's, of submission
@@ -162,11 +226,13 @@ class BatchState:
     def paid_elsewhere(self, sid: str, me: Owner, keys: set[str], cache: Any) -> set[str]:
         """Of ``keys`` (``me``'s call's, of submission ``sid``'s batch), those whose answers another run's record counts:
         an earlier collect delivered them to its own call (``bill``) and ``cache`` holds them, recorded or with that
-        run's process alive to record them. The others ``me`` counts (e.g. paid by a run killed before its record)."""
+        run's process alive to record them (not one whose claim was taken over: it stopped beating). The others ``me`` counts (e.g. paid by a run killed before its record)."""
         earlier = self.bill(sid, me, keys)
         held = set(cache.get_many(sorted(earlier))) if earlier else set()
         unrecorded = cache.unrecorded(sorted(held)) if held else set()
-        return {k for k in held if k not in unrecorded or process_lives(earlier[k], me)}
+        expired = ((self.submissions().get(sid, {}).get("taken_over") or {}).get("from") or {}).get("call")
+        return {k for k in held if k not in unrecorded or (
+            process_lives(earlier[k], me) and earlier[k].get("call") != expired)}  # a claim taken over: gone
 
     def covering(self, sid: str, keys: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """({submission: entry} of the batches that resubmitted ``keys`` of submission ``sid`` and may still answer
