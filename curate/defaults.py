@@ -30,6 +30,8 @@ class BackendDefaults:
                                      # it still runs (and stops the group within about this long of its death)
     guard_start_timeout_s: float = 30.0  # a watchdog says it watches within this long (about 0.2 s), or the group
                                          # is stopped and the launch fails naming the log
+    cancel_wait_s: float = 60.0      # a Ctrl-C (Jupyter's stop button) of a call run on a worker loop: this long for the
+                                     # call to stop (a local server's stop included) before the interrupt returns anyway
 
 
 @dataclass(frozen=True)

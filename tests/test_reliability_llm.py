@@ -763,3 +763,50 @@ def test_a_server_that_dies_during_start_up_leaves_no_temporary_folder(tmp_path)
         with pytest.raises(CurateError, match="exited during start-up"):
             server.wait_ready()
     assert not Path(tmpdir).exists() and not (curate_home() / SERVERS_DIR / f"{pid}.json").exists()
+
+
+NOTEBOOK_STOP = """
+import asyncio, json, os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has it (a test's child may inherit it ignored)
+from curate.llm.backends import OpenAIBackend
+from curate.llm.runner import run_prompt
+from tests.fault_server import FaultServer
+
+presses = int(sys.argv[2])
+with FaultServer(latency=0.5) as srv:
+    backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
+    pressed = []
+
+    def stop_button():  # Jupyter's stop button: SIGINT to the kernel, here once or twice 0.3 s apart
+        time.sleep(1.5)
+        for _ in range(presses):
+            pressed.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+
+    async def cell():  # a cell runs inside the kernel's running event loop
+        threading.Thread(target=stop_button, daemon=True).start()
+        try:
+            run_prompt("complexity", [{"instruction": f"q {i}"} for i in range(400)], backend, sys.argv[1],
+                       progress=False)
+        except KeyboardInterrupt:
+            returned, sent = time.monotonic(), srv.total
+            time.sleep(2.0)
+            print(json.dumps({"took": returned - pressed[0], "sent": sent, "sent_later": srv.total - sent,
+                              "threads": [t.name for t in threading.enumerate() if t.name.startswith("curate-loop")]}))
+
+    asyncio.new_event_loop().run_until_complete(cell())  # no asyncio.run: its own Ctrl-C handling is not a kernel's
+"""
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_the_notebook_stop_button_stops_a_judge_run_that_runs_on_a_worker_loop(tmp_path, presses):
+    """In Jupyter (a running event loop) a judge call runs on a worker thread's loop. The stop button's Ctrl-C
+    reached the user only when every request had been answered (400 requests sent, 10 s later); pressed twice, the
+    kernel went idle with the call still sending in the background, and a re-run sent its requests again. The
+    interrupt cancels the call now: it returns within seconds, and nothing is sent after it."""
+    proc = subprocess.run([sys.executable, "-c", NOTEBOOK_STOP, str(tmp_path / "c.sqlite"), str(presses)],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sent"] < 400 and got["sent_later"] == 0 and got["threads"] == [], got

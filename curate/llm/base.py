@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from curate.codes import FailureCode
-from curate.defaults import JUDGE
+from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 
 T = TypeVar("T")
@@ -162,14 +164,58 @@ OnDone = Callable[..., None]  # on_done(request, result) or, for another run's p
 def run_sync(make_coro: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion from sync code, also inside Jupyter's running event loop.
 
-    With a loop already running in this thread, the coroutine runs in a fresh loop on a worker thread.
+    With a loop already running in this thread, the coroutine runs in a fresh loop on a worker thread, and a Ctrl-C
+    (the notebook's stop button) cancels it there as ``asyncio.run`` does on the main thread: the interrupt returns once
+    the call has stopped sending (within ``BACKEND.cancel_wait_s``), so a re-run neither races it nor pays twice.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(make_coro())  # type: ignore[arg-type]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-loop") as pool:
-        return pool.submit(lambda: asyncio.run(make_coro())).result()  # type: ignore[arg-type]
+    return _run_on_worker_loop(make_coro)
+
+
+def _run_on_worker_loop(make_coro: Callable[[], Awaitable[T]]) -> T:
+    running: concurrent.futures.Future = concurrent.futures.Future()  # (its loop, its task), once it runs
+    outcome: concurrent.futures.Future = concurrent.futures.Future()
+
+    async def main() -> T:
+        running.set_result((asyncio.get_running_loop(), asyncio.current_task()))
+        return await make_coro()
+
+    def work() -> None:
+        try:
+            outcome.set_result(asyncio.run(main()))
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread, a cancellation included)
+            outcome.set_exception(exc)
+
+    thread = threading.Thread(target=work, name="curate-loop", daemon=True)
+    thread.start()
+    try:
+        return outcome.result()
+    except KeyboardInterrupt:
+        _cancel_and_wait(running, thread)
+        raise
+
+
+def _cancel_and_wait(running: concurrent.futures.Future, thread: threading.Thread) -> None:
+    """Cancel the worker loop's task and wait for its thread to end (up to ``BACKEND.cancel_wait_s``); a second Ctrl-C
+    meanwhile cancels again rather than leaving the call running in the background (it went on sending, and its
+    requests, released as no longer in flight, were sent again by the re-run)."""
+    deadline = time.monotonic() + BACKEND.cancel_wait_s
+    cancelled = False
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            if not cancelled and running.done():
+                loop, task = running.result()
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # its loop closed: the call has just ended
+                cancelled = True
+            thread.join(0.1)
+        except KeyboardInterrupt:
+            cancelled = False  # cancel again: the call may have swallowed the first
 
 
 class Backend:
