@@ -434,3 +434,23 @@ def test_the_sweep_leaves_a_group_whose_processes_run_another_program(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sleeper.pid, signal.SIGKILL)
+
+
+def test_an_owner_killed_just_after_its_group_ended_leaves_no_record_or_folder(tmp_path):
+    """A notebook kernel shut down while it stopped its local server is killed seconds into the stop: the group had
+    ended, its watchdog had exited on seeing that, and the kill came before the kernel removed the record and the
+    temporary folder, which stayed until a later launch swept them. The watchdog now waits for the record to go."""
+    with _cleanup(tmp_path):
+        owner, (leader, worker, tmpdir) = _owner(tmp_path, SERVER_OWNER, str(tmp_path / "home"),
+                                                 str(tmp_path / "server.log"))
+        record = tmp_path / "home" / "servers" / f"{leader}.json"
+        watchdog = watchdog_of(leader)
+        os.killpg(leader, signal.SIGKILL)   # the group ends (as the owner's stop ends it) ...
+        assert _gone_after(leader, GONE_WITHIN_S) is not None
+        time.sleep(1.5)                     # ... the watchdog has looked again ...
+        _kill(owner)                        # ... and the owner is killed before it removed the record and folder
+        deadline = time.monotonic() + GONE_WITHIN_S
+        while (record.exists() or Path(tmpdir).exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not record.exists() and not Path(tmpdir).exists()
+        assert watchdog is not None and _watchdog_ended(leader)

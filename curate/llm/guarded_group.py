@@ -39,15 +39,15 @@ class GuardedGroup:
         return self.proc.pid
 
     def stop(self, timeout: float = BACKEND.server_stop_grace_s, remove_tmpdir: bool = True) -> None:
-        """Stop the group (:func:`stop_process_group`), then its watchdog; remove the temporary folder (unless
-        its maker removes it) and the record."""
+        """Stop the group (:func:`stop_process_group`), remove the temporary folder (unless its maker removes it) and
+        the record, then stop the watchdog (which removes them itself if this process is killed before it has)."""
         stop_process_group(self.proc, timeout)
-        if self.watchdog.poll() is None:
-            self.watchdog.send_signal(signal.SIGKILL)  # it holds nothing; waiting for its next look costs a second
-        self.watchdog.wait()
         if remove_tmpdir and self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         forget(self.home, self.proc.pid)
+        if self.watchdog.poll() is None:
+            self.watchdog.send_signal(signal.SIGKILL)  # it holds nothing; waiting for its next look costs a second
+        self.watchdog.wait()
 
 
 def launch_guarded(command: list[str], *, home: Path, log_path: Path, env: dict[str, str],

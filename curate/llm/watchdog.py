@@ -5,7 +5,8 @@ so a SIGKILL of the curate process that started it (its owner) left it running, 
 command swept it; with no later command, for good. ``python -m curate.llm.watchdog SPEC`` (started detached, beside
 the group, by :func:`curate.llm.guarded_group.launch_guarded`) looks every ``poll_s`` seconds: while the owner (PID
 and start time, so a PID given again is not taken for it) runs and the group has a process, it waits; when the group
-is gone it exits; when the owner is gone it stops the group (SIGTERM, SIGKILL after ``grace_s``), removes the group's
+is gone it exits (once the owner removed the record, or removes it and the folder itself if the owner dies
+first); when the owner is gone it stops the group (SIGTERM, SIGKILL after ``grace_s``), removes the group's
 temporary folder and record, and exits. Its own session: a signal to the owner's process group does not reach it.
 Light imports only (no vLLM, no torch): it costs a few MB.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import BACKEND
-from curate.llm.server_records import remove_leftovers, stop_group
+from curate.llm.server_records import SERVERS_DIR, remove_leftovers, stop_group
 from curate.storage.processes import group_alive, same_process, start_time
 
 
@@ -52,8 +53,23 @@ def watch(spec: dict[str, Any]) -> str:
             remove_leftovers(Path(spec["home"]), pid, spec.get("tmpdir"))
             return f"owner {owner} gone: " + (f"stopped process group {pid}" if stopping else "its group had ended")
         if not group_alive(pid):
-            return f"process group {pid} ended; its owner {owner} runs"
+            return after_group_ended(spec)
         time.sleep(float(spec["poll_s"]))
+
+
+def after_group_ended(spec: dict[str, Any]) -> str:
+    """The group ended with its owner alive: the owner removes the record and folder next, unless it is killed first (a
+    notebook kernel shut down while it stopped its server: the kill comes seconds after the shutdown request). For up
+    to ``grace_s`` the watchdog removes them itself if the owner dies with the record still there."""
+    pid, owner = int(spec["pid"]), int(spec["owner_pid"])
+    record = Path(spec["home"]) / SERVERS_DIR / f"{pid}.json"
+    deadline = time.monotonic() + float(spec["grace_s"])
+    while record.exists() and time.monotonic() < deadline:
+        if not same_process(owner, spec.get("owner_started")):
+            remove_leftovers(Path(spec["home"]), pid, spec.get("tmpdir"))
+            return f"owner {owner} gone after its process group {pid} ended: removed its record and folder"
+        time.sleep(min(0.2, float(spec["poll_s"])))
+    return f"process group {pid} ended; its owner {owner} runs"
 
 
 def main(argv: list[str]) -> int:
