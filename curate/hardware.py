@@ -9,19 +9,54 @@ step bars.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from curate.errors import CurateError
 
 DTYPES = ("auto", "float32", "bfloat16")
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as KeyboardInterrupt when the block ends. Only
+    the main thread receives signals: elsewhere, and where SIGINT is not Python's default handler, nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
+def import_torch() -> Any:
+    """``torch``, imported with a Ctrl-C held until the import ends: torch does not survive an interrupt in the middle
+    of its first import (its C extension registers operators once; every later ``import torch`` fails until the
+    process restarts, in a notebook the kernel). curate imports it lazily, in work a user may stop: the places that
+    meet it first (the selection's bf16 probe, an encoder or model's first load) go through here."""
+    if "torch" not in sys.modules:
+        with interrupts_held():
+            import torch  # noqa: F401
+    return sys.modules["torch"]
+
+
 @functools.cache  # the hardware does not change; every local model runner asks
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bf16 matmuls natively (oneDNN's check, then a tiny bf16 matmul)."""
-    import torch
+    torch = import_torch()
 
     try:
         if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -34,7 +69,7 @@ def cpu_has_bf16() -> bool:
 
 def resolve_device(device: str | None) -> str:
     """``cuda`` when asked or (with None) when present, else ``cpu``."""
-    import torch
+    torch = import_torch()
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -5,6 +5,7 @@ short as a full disk does, and a link to /dev/full fails every write with ENOSPC
 node itself: the links to one live in tmp_path, and curate writes through a link to a device, never over it.
 """
 
+import json
 import os
 import re
 import resource
@@ -504,3 +505,30 @@ def test_a_fine_tune_into_a_read_only_folder_is_refused_before_it_trains(tmp_pat
     line, trained = r.stdout.strip().splitlines()
     assert line.startswith(f"{out}: Read-only file system (writing its temporary {read_only}/.model."), line
     assert trained == "False", trained  # no run was trained
+
+
+FIRST_TORCH_IMPORT_STOPPED = """
+import json, os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has it (a test's child may inherit it ignored)
+from curate.embed.encoder import encode
+
+threading.Thread(target=lambda: (time.sleep(0.2), os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
+try:
+    encode(["a first text"])   # its first call imports torch (through sentence-transformers): ~1 s or more
+    print(json.dumps({"interrupted": False}))
+except KeyboardInterrupt:
+    whole = "torch" in sys.modules
+    again = encode(["a first text"])  # the re-run of the cell, without a kernel restart
+    print(json.dumps({"interrupted": True, "torch_whole_at_interrupt": whole, "again": list(again.shape)}))
+"""
+
+
+def test_a_ctrl_c_during_torch_first_import_leaves_torch_whole():
+    """The notebook's stop button in the middle of torch's first import (the first embedding, the selection's bf16
+    probe) broke torch for the process: every later `import torch` failed ("Trying to override a python impl for
+    DispatchKey.Meta", "bad call flags") until a kernel restart. The interrupt is held until the import ends."""
+    proc = subprocess.run([sys.executable, "-c", FIRST_TORCH_IMPORT_STOPPED], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(Path(curate.__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"interrupted": True, "torch_whole_at_interrupt": True, "again": [1, 384]}, got

@@ -32,7 +32,7 @@ import numpy as np
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
 from curate.errors import CurateError
-from curate.hardware import check_model_location
+from curate.hardware import check_model_location, import_torch
 from curate.quiet import quiet_transformers
 from curate.storage.files import folder_fingerprint
 
@@ -75,6 +75,7 @@ def load_model(name: str | None = None, device: str | None = None):
 
 @lru_cache(maxsize=4)
 def _load_model(path: str, device: str | None, contents: str | None):
+    import_torch()  # first: a Ctrl-C in its first import breaks torch for the process
     from sentence_transformers import SentenceTransformer
 
     with quiet_transformers():
@@ -105,8 +106,7 @@ def model_folder(model: str | None) -> str:
 
 def auto_device() -> str:
     """``cuda`` when a GPU is present, else ``cpu``."""
-    import torch
-
+    torch = import_torch()
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from filelock import FileLock
 
 from curate.embed.batching import token_budget_batches
+from curate.hardware import import_torch
 from curate.storage.files import folder_fingerprint
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
@@ -87,7 +88,7 @@ def _max_seq_length(folder: Path) -> int | None:
 
 def _export_fp32(folder: Path, out: Path) -> None:
     """The transformer of the sentence-transformers folder as ONNX (last hidden state), float32."""
-    import torch
+    torch = import_torch()
     from transformers import AutoModel, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from curate.defaults import BACKEND
 from curate.errors import CurateError, python_and_cli
-from curate.hardware import check_model_location, resolve_dtype
+from curate.hardware import check_model_location, import_torch, resolve_dtype
 from curate.llm.guarded_group import GuardedGroup, launch_guarded, stop_process_group  # noqa: F401 (re-exported)
 from curate.llm.openai_backend import OpenAIBackend
 from curate.llm.server_records import alive, stop_orphans
@@ -86,7 +86,7 @@ def prepare_model(home: Path | None = None) -> Path:
     if (out / "config.json").exists() and (out / ".complete").exists():
         return out
     src = gguf_path()
-    import torch
+    torch = import_torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -32,6 +32,7 @@ import numpy as np
 
 from curate.codes import Failure
 from curate.defaults import EMBED
+from curate.hardware import import_torch
 from curate.storage.step import RowInput, StepContext, StepOutput
 
 
@@ -128,8 +129,7 @@ class Inference:
         remove_stale_batch_folders()
         self.score_orders = None if score_orders is None else np.asarray(score_orders, dtype=np.int64)
         if threads:
-            import torch
-
+            torch = import_torch()
             torch.set_num_threads(threads)
         from curate.scorers import load_default
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import ScorerError
+from curate.hardware import import_torch
 from curate.storage.files import torch_save
 
 SAVE_EVERY_S = 60.0  # seconds between saves: a CPU step takes seconds, a save well under one
@@ -48,8 +49,7 @@ class TrainingCheckpoint:
     def restore(self, parts: dict[str, Any]) -> int:
         """Put a saved run's state into ``parts`` (``net``, ``opt``, ``sched``, ``rng``, ``best``, ``history``);
         the last step it finished, or 0 when there is nothing saved."""
-        import torch
-
+        torch = import_torch()
         if not self.path.exists():
             return 0
         try:
@@ -78,8 +78,7 @@ class TrainingCheckpoint:
             self.save(step, parts)
 
     def save(self, step: int, parts: dict[str, Any]) -> None:
-        import torch
-
+        torch = import_torch()
         state = {"step": step, "trainable": parts["trainable"](), "opt": parts["opt"].state_dict(),
                  "sched": parts["sched"].state_dict(), "rng": parts["rng"].getstate(),
                  "torch_rng": torch.get_rng_state(), "best": dict(parts["best"]), "history": list(parts["history"])}

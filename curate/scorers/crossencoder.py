@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.hardware import import_torch
+
 LORA_TARGETS = ("query", "key", "value", "dense")        # BERT (MiniLM)
 LM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # a small causal LM (SmolLM2: Llama)
 COV_NAMES = ("log_chars_response", "log_chars_instruction")
@@ -51,7 +53,7 @@ def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.
     """The base model (float32) with fresh LoRA adapters and a zero-initialised head; with ``digit_tokens`` (the
     token ids of the scale's digits, worth ``digit_values``) a causal LM's digit head, reading rows rendered by
     ``messages(instruction, response)`` (the reader prompt's chat messages)."""
-    import torch
+    torch = import_torch()
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoModelForCausalLM
 
@@ -69,8 +71,7 @@ def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.
 
 
 def _module(digits: bool = False):
-    import torch
-
+    torch = import_torch()
     class _Reader(torch.nn.Module):
         def __init__(self, encoder, hidden: int):
             super().__init__()
@@ -184,8 +185,7 @@ def encode_batch(tok, instructions: Sequence[str], responses: Sequence[str] | No
     """Tokenised (instruction, response) pairs (longest part truncated first) plus the covariates.
     A tokenizer with a chat template and no separator token (a causal LM's) gets :func:`chat_texts` (with
     ``messages``: the rows rendered into a reader prompt)."""
-    import torch
-
+    torch = import_torch()
     if tok.pad_token is None:  # a causal LM's tokenizer: pad with end-of-sequence (masked out of the pooling)
         tok.pad_token = tok.eos_token
     kw = {"return_token_type_ids": False} if "token_type_ids" not in tok.model_input_names else {}
@@ -218,8 +218,7 @@ def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] 
     """Raw scores (or the pooled vectors) of rows, batched by token length. ``plan(lengths)`` groups the rows
     into batches (curate passes :func:`curate.embed.batching.token_budget_batches` on the CPU); None: batches
     of ``batch_size`` rows in length order."""
-    import torch
-
+    torch = import_torch()
     n = len(instructions)
     messages = getattr(net, "messages", None)
     lengths = token_lengths(tok, instructions, responses, max_length)
@@ -263,8 +262,7 @@ def _loss_passes(net, tok, pts, prs, max_length: int, pair_weight: float, device
     batch's rows into passes (a pair's tokens: both texts'); None: one pass per batch. Both losses are means over
     rows, so a pass over k of n rows adds its mean times k/n; the ranking term compares rows across the whole
     pointwise batch, so with it that batch is one pass."""
-    import torch
-
+    torch = import_torch()
     def encode(ins, res):
         return encode_batch(tok, ins, res, max_length, device, getattr(net, "messages", None))
 
@@ -327,8 +325,7 @@ def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
     ``step_plan(tokens per row)``: a step's rows grouped into forward passes whose gradients add up
     (:func:`_loss_passes`), bounding activation memory on a CPU; the update stays one pass's up to float rounding.
     """
-    import torch
-
+    torch = import_torch()
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith(("head", "cov"))],

@@ -23,6 +23,7 @@ import curate.scorers.prediction_cache as prediction_cache
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, EMBED, SCORER, TRAIN
 from curate.errors import ScorerError
+from curate.hardware import import_torch
 from curate.quiet import quiet_transformers
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
@@ -53,7 +54,7 @@ def check_base_folder(base: str | None) -> None:
 def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:
     """Put shipped tensors (:func:`~curate.scorers.crossencoder.trainable_tensors`) into a freshly built net;
     ValueError unless they are exactly its set."""
-    import torch
+    torch = import_torch()
     from peft import set_peft_model_state_dict
 
     want, have = ce.trainable_tensors(net), {k: v for k, v in tensors.items() if k.split(".")[0] in ("lora", "head", "cov")}
@@ -246,8 +247,7 @@ class CrossEncoderScorer(Scorer):
         if len(y) != len(rows) or len(y) < 2 or np.ptp(y) == 0:
             raise ScorerError("fitting needs at least two rows with different scores, one score per row")
         ins, res = self._texts(rows)
-        import torch
-
+        torch = import_torch()
         start = self.fingerprint()  # the config and the weights it starts from (none, or a warm start's)
         if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)

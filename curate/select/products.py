@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import ANN
+from curate.hardware import import_torch
 
 FLOAT32_MARGIN = 1e-4  # float32 dot products of 384-d unit vectors are off by far less than this
 # bfloat16 screen: unit inputs rounded to bf16 (unit roundoff u = 2^-8) move a dot product by at most
@@ -111,8 +112,7 @@ class Bf16Products(Float32Products):
     precision = "bf16 screen + float32/64 recheck"
 
     def __init__(self, adm: np.ndarray, tau: float, min_admitted: int = 0):
-        import torch
-
+        torch = import_torch()
         super().__init__(adm, tau)
         self.torch = torch
         self.min_admitted = min_admitted  # below this many admitted rows, plain float32 products
@@ -157,8 +157,7 @@ class TorchProducts(Float32Products):
     """Full products with torch on ``device`` (e.g. a GPU; ``"torch:cpu"`` runs this path on the CPU)."""
 
     def __init__(self, adm: np.ndarray, tau: float, device: str):
-        import torch
-
+        torch = import_torch()
         super().__init__(adm, tau)
         self.torch = torch
         self.dev = torch.device(device.removeprefix("torch:"))
@@ -229,7 +228,7 @@ def bf16_is_faster() -> bool:
     global _BF16_FASTER
     if _BF16_FASTER is None:
         try:
-            import torch
+            torch = import_torch()
         except ImportError:
             _BF16_FASTER = False
             return False

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import SIGNAL
-from curate.hardware import resolve_device, resolve_dtype
+from curate.hardware import import_torch, resolve_device, resolve_dtype
 from curate.quiet import quiet_transformers
 from curate.signals.cache import LogprobCache, request_key
 from curate.signals.template import Prompter, Request, capped_length, check_model_folder
@@ -92,6 +92,7 @@ class Engine:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
+            import_torch()  # first: a Ctrl-C in its first import breaks torch for the process
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
@@ -108,7 +109,7 @@ class Engine:
     def model(self) -> Any:
         """The causal LM in eval mode on its device and dtype (loaded on first use)."""
         if self._model is None:
-            import torch
+            torch = import_torch()
             from transformers import AutoModelForCausalLM
 
             dt = getattr(torch, self.dtype)
@@ -171,8 +172,7 @@ class Engine:
 
     def _forward(self, batch: list[Request]) -> list[np.ndarray]:
         """One padded forward pass; log-probabilities of each request's target tokens (float32)."""
-        import torch
-
+        torch = import_torch()
         model = self.model
         width = max(r.length for r in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -219,8 +219,7 @@ class Engine:
 
 def _target_logprobs(logits: Any, targets: Any) -> Any:
     """log softmax(logits)[target] per row, in float32: the target's logit minus the row's logsumexp."""
-    import torch
-
+    torch = import_torch()
     logits = logits.float()
     return logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
 

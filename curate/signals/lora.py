@@ -25,6 +25,7 @@ import numpy as np
 
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
+from curate.hardware import import_torch
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Request
@@ -85,8 +86,7 @@ def adapter_fingerprint(model_dir: Path, requests: Sequence[Request], config: Lo
 
 def _batch(picked: Sequence[Request], pad_id: int, device: str) -> tuple[Any, Any, Any, Any, Any]:
     """Right-padded (input ids, attention mask, rows, cols, targets): (rows, cols) predict the response tokens."""
-    import torch
-
+    torch = import_torch()
     width = max(r.length for r in picked)
     ids = torch.full((len(picked), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -124,7 +124,7 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     (``save_pretrained``: safetensors, plus ``adapter.json``). ``checkpoint_path``: progress saved there as it goes
     (:mod:`curate.scorers.checkpoint`), so a killed tuning continues from its last save. ``saved_as``: the folder
     that ``folder`` (a temporary one) becomes, named in a failed save's error (a full disk)."""
-    import torch
+    torch = import_torch()
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 

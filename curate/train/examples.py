@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Failure, FailureCode
+from curate.hardware import import_torch
 from curate.signals.template import Prompter
 from curate.storage.step import RowInput
 
@@ -137,8 +138,7 @@ class Batch:
 
 def collate(examples: Sequence[Example], index: Sequence[int], pad_id: int, device: str) -> Batch:
     """Pad ``examples[index]`` into one batch on ``device``."""
-    import torch
-
+    torch = import_torch()
     chosen = [examples[i] for i in index]
     width = max(e.length for e in chosen)
     ids = torch.full((len(chosen), width), int(pad_id), dtype=torch.long)

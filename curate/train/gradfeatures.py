@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
+from curate.hardware import import_torch
 from curate.signals.engine import batches
 from curate.storage.files import atomic_write_with
 from curate.train.examples import Example, collate
@@ -30,8 +31,7 @@ from curate.train.examples import Example, collate
 def lora_linears(model: Any) -> list[Any]:
     """Every LoRA matrix (``lora_A`` / ``lora_B`` linear of each adapted module), in the order of the model's
     trainable parameters; an error if any trainable parameter is not one of them."""
-    import torch
-
+    torch = import_torch()
     found = []
     for _, mod in model.named_modules():
         la, lb = getattr(mod, "lora_A", None), getattr(mod, "lora_B", None)
@@ -50,8 +50,7 @@ class Projector:
     """``x @ R`` for a seeded Rademacher ``R`` (±1/√dim) over the concatenated coordinates of ``numels``."""
 
     def __init__(self, numels: Sequence[int], dim: int, seed: int, device: str, block: int, cache_bytes: int):
-        import torch
-
+        torch = import_torch()
         self.dim, self.seed, self.device, self.block = dim, seed, device, block
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.numels = list(numels)
@@ -61,8 +60,7 @@ class Projector:
         self._cached_rows = 0
 
     def _block(self, j: int, start: int, rows: int) -> Any:
-        import torch
-
+        torch = import_torch()
         key = (j, start)
         if key in self._cache:
             return self._cache[key]
@@ -77,8 +75,7 @@ class Projector:
 
     def project(self, grads: Sequence[Any]) -> Any:
         """[B, dim] float32 from per-parameter gradients ``grads[j]`` of shape [B, numels[j]]."""
-        import torch
-
+        torch = import_torch()
         out = torch.zeros((grads[0].shape[0], self.dim), device=self.device, dtype=torch.float32)
         for j, g in enumerate(grads):
             g = g.to(self.dtype)
@@ -108,8 +105,7 @@ class _Capture:
 
     def per_row(self) -> list[Any]:
         """[B, out*in] float32 per linear: Σ_t grad_out ⊗ input, row by row."""
-        import torch
-
+        torch = import_torch()
         out = []
         for x, g in zip(self.inputs, self.grads, strict=True):
             if g is None:
@@ -125,8 +121,7 @@ class _Capture:
 def adam_moments(optimizer_file: Path, numels: Sequence[int], device: str) -> tuple[list[Any], list[Any], dict]:
     """Per-parameter (exp_avg, exp_avg_sq) flattened, and the AdamW hyper-parameters, from the harness's
     ``optimizer.pt`` (parameters in the order of the model's trainable parameters)."""
-    import torch
-
+    torch = import_torch()
     state = torch.load(optimizer_file, map_location=device, weights_only=True)["optimizer"]
     group = state["param_groups"][0]
     order = [i for g in state["param_groups"] for i in g["params"]]
@@ -144,8 +139,7 @@ def adam_moments(optimizer_file: Path, numels: Sequence[int], device: str) -> tu
 
 def head_nll(model: Any, batch: Any) -> Any:
     """Per-target NLL at the batch's response positions (backbone once, output head on those positions)."""
-    import torch
-
+    torch = import_torch()
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = inner.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     logits = inner.get_output_embeddings()(hidden[batch.rows, batch.cols])
@@ -175,8 +169,7 @@ def gradient_features(model: Any, examples: Sequence[Example], store: FeatureSto
                       on_done: Callable[[int], Any] | None = None) -> np.ndarray:
     """Features of ``examples`` ([n, dim] float32, L2-normalised), from ``store`` where present, else computed
     in length-bucketed batches (each batch stored before use). ``adam``: (m, v, hyper) for training rows."""
-    import torch
-
+    torch = import_torch()
     linears = lora_linears(model)
     missing = [i for i, e in enumerate(examples) if e.id not in store.rows]
     if on_done is not None and len(examples) > len(missing):

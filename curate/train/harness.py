@@ -32,7 +32,7 @@ import numpy as np
 from curate.codes import Failure
 from curate.defaults import TRAIN
 from curate.errors import CurateError
-from curate.hardware import resolve_device
+from curate.hardware import import_torch, resolve_device
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
@@ -175,7 +175,7 @@ class TrainRun:
 
 def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainable: bool) -> Any:
     """The model: base weights, plus a fresh or saved LoRA adapter, or full weights from ``checkpoint``."""
-    import torch
+    torch = import_torch()
     from transformers import AutoModelForCausalLM
 
     if config.lora_rank == 0:
@@ -262,7 +262,7 @@ def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path) -> T
 def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainConfig, device: str, fp: str,
            progress: Any, step_tokens: int | None) -> TrainRun:
     """:func:`finetune`'s work, under the run folder's lock."""
-    import torch
+    torch = import_torch()
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
     if (done := _finished(out_dir, fp, config, model_dir)) is not None:  # a trainer we waited for finished it

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import TRAIN
-from curate.hardware import resolve_device
+from curate.hardware import import_torch, resolve_device
 from curate.signals.peft_lora import response_logits
 from curate.signals.template import Prompter, capped_length
 from curate.storage.step import RowInput
@@ -20,8 +20,7 @@ def eval_loss(model: Any, tokenizer: Any, rows: Sequence[RowInput], *, batch_siz
               device: str | None = None, max_length: int = TRAIN.max_length) -> np.ndarray:
     """Per-row mean response-token NLL under ``model`` (float64, aligned to ``rows``); NaN for a row with no
     answered turn. The same examples as training (chat template, response tokens only)."""
-    import torch
-
+    torch = import_torch()
     device = resolve_device(device) if device is not None else str(next(model.parameters()).device)
     rows = row_inputs(rows)
     prompter = Prompter(tokenizer, capped_length(max_length, model))

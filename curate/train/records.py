@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.hardware import import_torch
 from curate.storage.files import atomic_write_with
 
 RECORD_KEYS = ("loss", "gold_prob", "token_accuracy", "el2n", "grad_norm")
@@ -33,8 +34,7 @@ def batch_records(logits: Any, hidden: Any, targets: Any, bounds: list[tuple[int
                   grad_norm: bool = True) -> dict[str, np.ndarray]:
     """The five records of each example in a batch (see the module doc). ``logits`` [T, V] and ``hidden``
     [T, d] are the flattened response positions, ``targets`` [T], ``bounds`` each example's [start, end)."""
-    import torch
-
+    torch = import_torch()
     out = {k: np.empty(len(bounds), dtype=np.float64) for k in RECORD_KEYS}
     with torch.no_grad():
         for b, (s, e) in enumerate(bounds):
