@@ -41,9 +41,11 @@ from curate.errors import CurateError
 def score(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     judge: str | None = typer.Option(None, "--judge", "-j", help="Built-in judge (complexity, quality, alpagasus), "
-                                     "a prompt name found in --prompt-dir, or a prompt file path."),
-    scorer: str | None = typer.Option(None, "--scorer", help="Instead of an LLM judge: a saved scorer folder, or "
-                                      "'default' for the shipped complexity and quality scorers (offline)."),
+                                     "another prompt of prompts/ by name (e.g. answer), a prompt name found in "
+                                     "--prompt-dir, or a prompt file path."),
+    scorer: str | None = typer.Option(None, "--scorer", help="Instead of an LLM judge: a saved scorer folder, "
+                                      "'default' for the shipped complexity and quality scorers (offline), or one "
+                                      "shipped scorer by name (quality_ce, complexity_ridge, ...)."),
     base_url: str | None = _base_url_opt(),
     model: str | None = _model_opt(),
     backend: str | None = _backend_opt(),
