@@ -105,9 +105,9 @@ class _Progress:
     def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None):
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            from curate.storage.progress import progress_bar
 
-            self.bar = tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True, mininterval=0.5)
+            self.bar = progress_bar(total, desc, True, unit="call")
         self.on_items = on_items
         self.failures = self.tokens = self.cached = 0
         self.cost: float | None = 0.0  # None once a response came without a known price

@@ -283,9 +283,9 @@ def admit(embeddings: np.ndarray, scores: np.ndarray, ids: Any = None,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from curate.storage.progress import progress_bar
 
-        bar = tqdm(total=cap, desc="admission", unit="row")
+        bar = progress_bar(cap, "admission", True)
     start = last_examined = last_admitted = 0
     while start < total and n_adm < cap:
         if start >= len(order) and not complete:
