@@ -791,7 +791,12 @@ with FaultServer(latency=0.5) as srv:
                        progress=False)
         except KeyboardInterrupt:
             returned, sent = time.monotonic(), srv.total
-            time.sleep(2.0)
+            while True:
+                try:
+                    time.sleep(2.0)
+                    break
+                except KeyboardInterrupt:  # the second press, when the call had stopped before it
+                    continue
             print(json.dumps({"took": returned - pressed[0], "sent": sent, "sent_later": srv.total - sent,
                               "threads": [t.name for t in threading.enumerate() if t.name.startswith("curate-loop")]}))
 

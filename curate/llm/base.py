@@ -190,21 +190,25 @@ def _run_on_worker_loop(make_coro: Callable[[], Awaitable[T]]) -> T:
             outcome.set_exception(exc)
 
     thread = threading.Thread(target=work, name="curate-loop", daemon=True)
-    thread.start()
     try:
+        thread.start()  # inside: a Ctrl-C while it waits for the thread to begin must cancel it too
         return outcome.result()
     except KeyboardInterrupt:
-        _cancel_and_wait(running, thread)
+        _cancel_and_wait(running, outcome, thread)
         raise
 
 
-def _cancel_and_wait(running: concurrent.futures.Future, thread: threading.Thread) -> None:
-    """Cancel the worker loop's task and wait for its thread to end (up to ``BACKEND.cancel_wait_s``); a second Ctrl-C
-    meanwhile cancels again rather than leaving the call running in the background (it went on sending, and its
-    requests, released as no longer in flight, were sent again by the re-run)."""
-    deadline = time.monotonic() + BACKEND.cancel_wait_s
+def _cancel_and_wait(running: concurrent.futures.Future, outcome: concurrent.futures.Future,
+                     thread: threading.Thread) -> None:
+    """Cancel the worker loop's task and wait for the call to end (its ``outcome`` set, up to ``BACKEND.cancel_wait_s``;
+    not ``thread.is_alive()``, False while a thread starts); a second Ctrl-C meanwhile cancels again rather than
+    leaving the call running in the background (it went on sending, and its requests, released as no longer in
+    flight, were sent again by the re-run)."""
+    start = time.monotonic()
     cancelled = False
-    while thread.is_alive() and time.monotonic() < deadline:
+    while not outcome.done() and time.monotonic() < start + BACKEND.cancel_wait_s:
+        if thread.ident is None and time.monotonic() > start + 5.0:
+            break  # the interrupt came before the thread was made: nothing runs
         try:
             if not cancelled and running.done():
                 loop, task = running.result()
@@ -213,9 +217,11 @@ def _cancel_and_wait(running: concurrent.futures.Future, thread: threading.Threa
                 except RuntimeError:
                     pass  # its loop closed: the call has just ended
                 cancelled = True
-            thread.join(0.1)
+            concurrent.futures.wait([outcome], timeout=0.1)
         except KeyboardInterrupt:
             cancelled = False  # cancel again: the call may have swallowed the first
+    if outcome.done():
+        thread.join(1.0)  # it returns once the outcome is set
 
 
 class Backend:
