@@ -20,6 +20,8 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
 ``[filtered]``   answers half a reply with ``finish_reason: content_filter``
 ``[empty]``      answers an empty text
+``[rank]``       in an Evol rank request (a ``scores`` schema): answers ``{"scores": [1, 2, ...]}``, one per
+                 ``[Version`` shown (without it, or with ``[badrank]``, the label JSON below: no ranking)
 
 ``messages`` keeps every chat request's messages, in arrival order. With ``api_key`` a request carrying another
 key is answered 401 (``invalid_api_key``), as OpenAI answers a wrong key.
@@ -194,6 +196,11 @@ class FaultServer:
         if fmt.get("type") == "json_schema" and "tags" in json.dumps(fmt):  # the InsTag prompt's IntentTags
             words = re.findall(r"[a-z]+", re.sub(r"\[[^]]*\]", "", key.lower().split("query:")[-1]))[:2] or ["general"]
             content = json.dumps({"tags": [{"tag": w, "explanation": "a word of the query"} for w in words]})
+        elif fmt.get("type") == "json_schema" and "scores" in json.dumps(fmt) and "[rank]" in json.dumps(messages) \
+                and "[badrank]" not in json.dumps(messages):
+            shown = next(str(m["content"]).count("[Version ") for m in reversed(messages)
+                         if "[Version " in str(m.get("content")))
+            content = json.dumps({"scores": list(range(1, shown + 1))})
         elif fmt.get("type") in ("json_schema", "json_object"):
             content = json.dumps({"label": "general", "confidence": 0.5})
             if "[badjsonx1]" in key and attempt <= 1:

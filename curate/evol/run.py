@@ -22,9 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from curate.codes import TRANSIENT_FAILURES, Failure, FailureCode
+from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.defaults import EVOL
 from curate.errors import CurateError
+from curate.evol.calls import LLMCalls, Usage
 from curate.evol.rules import (
     DEFAULT_RULES,
     INSTRUCTION_OPERATIONS,
@@ -101,35 +102,6 @@ def _seed_rows(seeds: Any, kind: str) -> list[dict[str, str]]:
     return rows
 
 
-@dataclass
-class _Usage:
-    requests: int = 0  # new (uncached) calls
-    cached: int = 0    # answered by the on-disk response cache (an earlier run's answers)
-    repeated: int = 0  # the same request as another call of this run: sent once, its one answer
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0  # None once a model's price is unknown
-    not_sent: int = 0  # refused by max_cost
-    paid_by_stopped_run: int = 0  # cached answers a run stopped before storing its labels had paid for
-    billed_keys: list[str] = field(default_factory=list)  # marked recorded once the labels are stored
-
-    def add(self, result: Any) -> None:
-        """Count one CallResult of the runner (free now if cached or repeated, unless a stopped run paid it)."""
-        if result.repeated or result.cached and not result.recovered:  # this run's answer, or an earlier run's
-            self.repeated += result.repeated
-            self.cached += not result.repeated
-            return
-        if result.failure is not None and result.failure.code is FailureCode.BUDGET:
-            self.not_sent += 1
-            return
-        self.requests += 1
-        self.paid_by_stopped_run += result.recovered
-        self.billed_keys.extend(result.billed_keys)
-        self.prompt_tokens += result.billed_usage["prompt_tokens"]
-        self.completion_tokens += result.billed_usage["completion_tokens"]
-        self.cost_usd = None if self.cost_usd is None or result.billed_usd is None else self.cost_usd + result.billed_usd
-
-
 class EvolRun:
     """The outcome of `run_evol`: variant sets, eliminations, labels and provenance."""
 
@@ -174,46 +146,31 @@ class EvolRun:
         return f"<b>Evol {html.escape(self.kind)} run</b><table>{rows}</table>"
 
 
-@dataclass
-class _Calls:
-    """How run_evol calls the LLM: one backend, one response cache, one usage count."""
-    backend: Any
-    cache: Any
-    usage: _Usage
-    progress: bool
-
-    def run(self, prompt: Any, variables: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
-        from curate.llm.runner import run_prompt
-
-        results = run_prompt(prompt, variables, self.backend, self.cache, progress=self.progress, **kwargs)
-        for res in results:
-            self.usage.add(res)
-        return results
-
-
 def _failure_text(failure: Failure) -> str:
     return f"{failure.code}: {failure.message}"
 
 
-def _evolve_step(ctx: _Calls, sets: list[VariantSet], step: int, kind: str, seed: int, operations: Sequence[str],
+def _evolve_step(ctx: LLMCalls, sets: list[VariantSet], step: int, kind: str, seed: int, operations: Sequence[str],
                  prompts: dict[str, Any], rules: EliminationRules, prompt_texts: dict[str, str],
                  phrases: dict[str, tuple[str, ...]], rewrite_params: dict[str, Any] | None) -> None:
     """One rewrite per chain, each with its seeded operation; eliminated rewrites are recorded and dropped."""
     by_op: dict[str, list[VariantSet]] = collections.defaultdict(list)
     for vs in (vs for vs in sets if vs.failure is None):  # a chain left unanswered waits for a re-run
         by_op[choose_operation(operations, seed, vs.seed_id, step)].append(vs)
-    for op in operations:  # fixed order: deterministic request order
-        group = by_op.get(op)
-        if not group:
-            continue
+    groups = [(op, by_op[op]) for op in operations if by_op.get(op)]  # fixed order: deterministic request order
+    # A per-step sampling seed: a step that retries an op on the same parent (after an
+    # elimination) gets a fresh sample instead of the cached answer of the earlier step.
+    params = {"seed": derive_seed(seed, "sample", step), **(rewrite_params or {})}
+    calls = []
+    for op, group in groups:
         if kind == "complexity":
             variables = [{"instruction": vs.variants[-1].text} for vs in group]
         else:
             variables = [{"instruction": vs.instruction, "response": vs.variants[-1].text} for vs in group]
-        # A per-step sampling seed: a step that retries an op on the same parent (after an
-        # elimination) gets a fresh sample instead of the cached answer of the earlier step.
-        params = {"seed": derive_seed(seed, "sample", step), **(rewrite_params or {})}
-        for vs, res in zip(group, ctx.run(prompts[op], variables, params=params), strict=True):
+        calls.append((prompts[op], variables, {"params": params}))
+    answers = ctx.run(calls, f"evol step {step}")
+    for (op, group), results in zip(groups, answers, strict=True):
+        for vs, res in zip(group, results, strict=True):
             parent = vs.variants[-1]
             variant = Variant(vs.seed_id, step, op, clean_rewrite(res.text), parent.step, raw=res.text)
             if res.failure and res.failure.code in TRANSIENT_FAILURES:  # not the rewrite's fault: no elimination
@@ -230,7 +187,7 @@ def _evolve_step(ctx: _Calls, sets: list[VariantSet], step: int, kind: str, seed
             (vs.eliminated if variant.eliminated else vs.variants).append(variant)
 
 
-def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: int, rank_prompt: Any,
+def _rank(ctx: LLMCalls, sets: list[VariantSet], kind: str, seed: int, scale_max: int, rank_prompt: Any,
           rank_params: dict[str, Any] | None) -> None:
     """Rank-and-score each set of two or more survivors in one call, shown in a seeded shuffled order."""
     to_rank = []
@@ -246,7 +203,8 @@ def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: 
     by_size: dict[int, list[VariantSet]] = collections.defaultdict(list)
     for vs in to_rank:  # one schema per set size: exactly n scores in 1..M+1
         by_size[len(vs.variants)].append(vs)
-    for n, group in sorted(by_size.items()):
+    groups, calls = sorted(by_size.items()), []
+    for n, group in groups:
         variables = []
         for vs in group:
             item: dict[str, Any] = {"variants": [v.text for v in shuffle(vs.variants, vs.order)],
@@ -254,7 +212,9 @@ def _rank(ctx: _Calls, sets: list[VariantSet], kind: str, seed: int, scale_max: 
             if kind == "quality":
                 item["instruction"] = vs.instruction
             variables.append(item)
-        results = ctx.run(rank_prompt, variables, params=rank_params, output_model=rank_model(n, scale_max))
+        calls.append((rank_prompt, variables, {"params": rank_params, "output_model": rank_model(n, scale_max)}))
+    answers = ctx.run(calls, "evol rank")
+    for (n, group), results in zip(groups, answers, strict=True):
         for vs, res in zip(group, results, strict=True):
             vs.raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
             if res.failure:
@@ -300,14 +260,14 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
                     for op, p in prompts.items()}
     phrases = {op: leak_phrases(p) for op, p in prompts.items()}
-    usage = _Usage()
+    usage = Usage()
     counters = ("requests_sent", "prompt_tokens", "completion_tokens")
     before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
     field_name = "instruction" if kind == "complexity" else "response"
 
     sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
                        variants=[Variant(r["id"], 0, "seed", r[field_name], None)]) for r in rows]
-    ctx = _Calls(backend, cache, usage, progress)
+    ctx = LLMCalls(backend, cache, usage, progress)
     for step in range(1, steps + 1):
         _evolve_step(ctx, sets, step, kind, seed, operations, prompts, rules, prompt_texts, phrases, rewrite_params)
     _rank(ctx, sets, kind, seed, steps + 1, rank_prompt, rank_params)

@@ -7,25 +7,16 @@ interprets it: a digit score, a validated Pydantic object (json prompts, re-aske
 the text. Every result without a value carries a ``codes.Failure``
 (code, message, raw output). Judges, the tagger and Evol all call through here.
 
-Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by their
-text (``"5"`` or ``" 5"``); the score is the expected digit under the softmax restricted to the scale's
-digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is recorded. The digits present
-(all, or some with the rest missing from the top logprobs) are renormalised only when their mass is at least
-``min_digit_mass``; otherwise the call fails (``low_digit_mass``): a model that answered a word put its odds
-elsewhere, and its digits' leftovers are no score even when all six are listed. A logprob that is not a number
-(NaN) fails the call (``model_error``). Without logprobs the digit is parsed from the text and the score is
-marked ``parsed``. Never a default score.
+Digit scores: :mod:`curate.llm.digits`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import math
 import os
-import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,58 +35,11 @@ from curate.llm.cache import (
     response_cache,
 )
 from curate.llm.calls import CallResult, add_attempt
+from curate.llm.digits import DIGIT_RULE as DIGIT_RULE  # re-exported: judge fingerprints name it
+from curate.llm.digits import _token_digit as _token_digit  # re-exported: tests read it here
+from curate.llm.digits import digit_score
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.sending import execute
-
-
-# -- digit scores -------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=65536)
-def _token_digit(token: str) -> int | None:
-    # ASCII only: "⁵" passes str.isdigit() but not int(), and "١" or "５" are not the digit the prompt asks for
-    text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
-    return int(text) if len(text) == 1 and "0" <= text <= "9" else None
-
-
-DIGIT_RULE = 4  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
-
-
-def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
-                ) -> tuple[float | None, dict[str, Any], Failure | None]:
-    """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
-    lo, hi = scale
-    text = response.get("text") or ""
-    top = response.get("top_logprobs")
-    if top:
-        probs: dict[int, float] = {}
-        for entry in top:
-            digit = _token_digit(entry["token"])
-            if digit is not None and lo <= digit <= hi:
-                if math.isnan(entry["logprob"]):  # NaN mass passes every `<` check: it would be a NaN score
-                    return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
-                        FailureCode.MODEL_ERROR, f"the server gave digit {entry['token']!r} the logprob NaN "
-                        f"(output {text[:80]!r})", text)
-                probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
-        mass = sum(probs.values())
-        missing = [k for k in range(lo, hi + 1) if k not in probs]
-        info = {"score_method": "logprobs", "digit_mass": mass, "missing_digits": missing}
-        if not probs:
-            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"no digit {lo}-{hi} among the {len(top)} top "
-                                       f"first-token logprobs (output {text[:80]!r})", text)
-        if mass < min_digit_mass:  # the model answered something else: its digits' odds are noise, not a score
-            absent = f"digits {missing} absent from the top logprobs and the present " if missing else "the "
-            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"{absent}digits carry mass {mass:.3f} < "
-                                       f"min_digit_mass {min_digit_mass} (output {text[:80]!r})", text)
-        return sum(k * p for k, p in probs.items()) / mass, info, None
-    info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
-    match = re.match(r"\s*(\d+)", text, re.ASCII)
-    if not match:
-        return None, info, Failure(FailureCode.UNPARSABLE,
-                                   f"no logprobs and no digit at the start of the output {text[:80]!r}", text)
-    value = int(match.group(1))
-    if not lo <= value <= hi:
-        return None, info, Failure(FailureCode.UNPARSABLE, f"no logprobs and parsed value {value} outside "
-                                   f"{lo}-{hi} (output {text[:80]!r})", text)
-    return float(value), info, None
 
 
 # -- progress and sending -----------------------------------------------------------------------------
@@ -247,6 +191,37 @@ def declined_failure(response: dict[str, Any]) -> Failure | None:
 
 
 # -- the call -----------------------------------------------------------------------------------------
+@dataclass
+class PromptCall:
+    """One prompt and its variable dicts with ``run_prompt``'s per-prompt options: a part of a ``run_prompts`` call."""
+
+    prompt: str | os.PathLike | Prompt
+    variables: list[dict[str, Any]]
+    params: dict[str, Any] | None = None
+    output_model: Any = None
+    min_digit_mass: float | None = None
+    validation_retries: int | None = None
+
+
+class _Part:
+    """A PromptCall made ready: its prompt loaded, its output model and instructor mode, digit floor and re-asks."""
+
+    def __init__(self, call: PromptCall, backend: Backend, prompt_dirs: list[str | os.PathLike] | None) -> None:
+        self.prompt = load_prompt(call.prompt, prompt_dirs)
+        self.variables, self.params, self.output_model = call.variables, call.params, call.output_model
+        self.floor = JUDGE.min_digit_mass if call.min_digit_mass is None else call.min_digit_mass
+        self.retries = JUDGE.validation_retries if call.validation_retries is None else call.validation_retries
+        if self.prompt.output_kind == "json":
+            self.output_model = self.output_model or self.prompt.model_class()
+            if self.output_model is None:
+                raise PromptError(f"{self.prompt.where}: a json prompt needs output.model (a Pydantic class) or "
+                                  "output_model=")
+        self.mode = structured.instructor_mode(backend) if self.prompt.output_kind == "json" else None
+
+    def build(self, variables: list[dict[str, Any]], backend: Backend) -> list[Request]:
+        return build_requests(self.prompt, variables, backend, params=self.params, output_model=self.output_model)
+
+
 def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any]], backend: Backend,
                cache: str | os.PathLike | ResponseCache, *, progress: bool = True,
                params: dict[str, Any] | None = None, output_model: Any = None, min_digit_mass: float | None = None,
@@ -260,16 +235,24 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
     ``text`` prompts the text. Failures carry a code, a message and the raw output. ``on_items_done``
     hears the indices of items as their first response settles (a caller's own progress).
     """
-    prompt = load_prompt(prompt, prompt_dirs)
+    call = PromptCall(prompt, variables, params, output_model, min_digit_mass, validation_retries)
+    return run_prompts([call], backend, cache, progress=progress, prompt_dirs=prompt_dirs, desc=desc,
+                       on_items_done=on_items_done)[0]
+
+
+def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathLike | ResponseCache, *,
+                progress: bool = True, prompt_dirs: list[str | os.PathLike] | None = None, desc: str | None = None,
+                on_items_done: Callable[[list[int]], None] | None = None) -> list[list[CallResult]]:
+    """``run_prompt`` of several prompts at once, one result list per call: their requests go to the backend in one
+    ``run`` (one batch of openai-batch, one launch of vllm-batch), and so does each round of their re-asks. The same
+    requests, cache keys and results as one ``run_prompt`` per call; ``on_items_done`` hears item indices counted
+    over the calls in order."""
     cache = response_cache(cache)
-    floor = JUDGE.min_digit_mass if min_digit_mass is None else min_digit_mass
-    retries = JUDGE.validation_retries if validation_retries is None else validation_retries
-    if prompt.output_kind == "json":
-        output_model = output_model or prompt.model_class()
-        if output_model is None:
-            raise PromptError(f"{prompt.where}: a json prompt needs output.model (a Pydantic class) or output_model=")
-    mode = structured.instructor_mode(backend) if prompt.output_kind == "json" else None
-    aliases = _variable_aliases(prompt, variables, backend, params, output_model)
+    parts = [_Part(call, backend, prompt_dirs) for call in calls]
+    owner = [part for part in parts for _ in part.variables]  # each item's part
+    variables = [item for part in parts for item in part.variables]
+    aliases = [a for part in parts
+               for a in _variable_aliases(part.prompt, part.variables, backend, part.params, part.output_model)]
     found = cache.get_aliased([a for a in aliases if a])
     results: list[CallResult | None] = [None] * len(variables)
     requests: list[Request | None] = [None] * len(variables)
@@ -282,20 +265,23 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
-        results[i] = _interpret(prompt, response, floor, cached=cached, billed_key=key if bill else None,
-                                recovered=recovered and bill, repeated=repeated)
+        results[i] = _interpret(owner[i].prompt, response, owner[i].floor, cached=cached,
+                                billed_key=key if bill else None, recovered=recovered and bill, repeated=repeated)
 
     stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
     for i in hit_idx:
         key = stopped_run.get(aliases[i])
         interpret(i, found[aliases[i]], key, True, key is not None)
-    bar = _Progress(len(variables), desc or prompt.name, progress, on_items_done)
+    names = " + ".join(dict.fromkeys(part.prompt.name for part in parts))
+    bar = _Progress(len(variables), desc or names, progress, on_items_done)
     try:
         bar.note(cached=len(hit_idx))
         bar.done(hit_idx)
         if miss_idx:
-            built = build_requests(prompt, [variables[i] for i in miss_idx], backend, params=params,
-                                   output_model=output_model)
+            built: list[Request] = []  # in item order: the parts are contiguous
+            for part in parts:
+                if items := [variables[i] for i in miss_idx if owner[i] is part]:
+                    built += part.build(items, backend)
             alias_by_key: dict[str, set[str]] = {}
             items_by_key: dict[str, list[int]] = {}
             for i, req in zip(miss_idx, built, strict=True):
@@ -307,29 +293,34 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
                                                   on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
             for i, req in zip(miss_idx, built, strict=True):
                 interpret(i, responses[req.key], req.key, req.key in hits, req.key in recovered)
-        if mode is not None:
+        if any(part.mode is not None for part in parts):
             def request_for(i: int) -> Request:
                 if requests[i] is None:
-                    requests[i] = build_requests(prompt, [variables[i]], backend, params=params,
-                                                 output_model=output_model)[0]
+                    requests[i] = owner[i].build([variables[i]], backend)[0]
                 return requests[i]
 
-            _validate_round(prompt, backend, cache, request_for, results, output_model, mode, retries, bar)
+            _validate_round(backend, cache, owner, request_for, results, bar)
     finally:
         bar.close()
-    return results  # type: ignore[return-value]
+    out, start = [], 0
+    for part in parts:
+        out.append(results[start:start + len(part.variables)])
+        start += len(part.variables)
+    return out  # type: ignore[return-value]
 
 
-def _validate_round(prompt, backend, cache, request_for, results, output_model, mode,
-                    retries: int, bar: _Progress) -> None:
-    """Validate json outputs with instructor; re-ask (cached, bounded) with the validation error."""
-    pending: dict[int, Request | None] = {i: None for i, res in enumerate(results) if res.failure is None}
+def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], request_for: Callable[[int], Request],
+                    results: list[Any], bar: _Progress) -> None:
+    """Validate json outputs with instructor; re-ask (cached, bounded) with the validation error, each round's
+    re-asks of every part in one ``execute``."""
+    pending: dict[int, Request | None] = {i: None for i, res in enumerate(results)
+                                          if res.failure is None and owner[i].mode is not None}
     attempt = 0
     while pending:
         retry: dict[int, Request] = {}
         for i, req in pending.items():
-            res = results[i]
-            obj, err = structured.validate(res.raw, output_model, mode, backend.model)
+            res, part = results[i], owner[i]
+            obj, err = structured.validate(res.raw, part.output_model, part.mode, backend.model)
             if err is None:
                 res.parsed = obj
                 continue
@@ -337,9 +328,9 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             res.failure = Failure(FailureCode.INVALID_OUTPUT,
                                   f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
                                   f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}", res.text)
-            if attempt < retries:
+            if attempt < part.retries:
                 req = req or request_for(i)
-                messages, params = structured.reask(req.messages, req.params, mode, completion, exc)
+                messages, params = structured.reask(req.messages, req.params, part.mode, completion, exc)
                 key = request_key(model=backend.model, messages=messages, params=params)
                 retry[i] = Request(key, messages, params)
         if not retry:
@@ -352,7 +343,7 @@ def _validate_round(prompt, backend, cache, request_for, results, output_model, 
             shared = req.key in asked  # rows with the same request share one re-ask: one request, billed once
             asked.add(req.key)
             cached = req.key in new_hits
-            fresh = _interpret(prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
+            fresh = _interpret(owner[i].prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
                                billed_key=None if shared or cached and req.key not in recovered else req.key,
                                recovered=req.key in recovered and not shared, repeated=shared and not cached)
             add_attempt(fresh, old)

@@ -1,0 +1,68 @@
+"""Digit scores (DEITA): one generated token with its top logprobs; tokens are mapped to digits by their
+text (``"5"`` or ``" 5"``); the score is the expected digit under the softmax restricted to the scale's
+digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is recorded. The digits present
+(all, or some with the rest missing from the top logprobs) are renormalised only when their mass is at least
+``min_digit_mass``; otherwise the call fails (``low_digit_mass``): a model that answered a word put its odds
+elsewhere, and its digits' leftovers are no score even when all six are listed. A logprob that is not a number
+(NaN) fails the call (``model_error``). Without logprobs the digit is parsed from the text and the score is
+marked ``parsed``. Never a default score.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any
+
+from curate.codes import Failure, FailureCode
+from curate.defaults import JUDGE
+
+
+@functools.lru_cache(maxsize=65536)
+def _token_digit(token: str) -> int | None:
+    # ASCII only: "⁵" passes str.isdigit() but not int(), and "١" or "５" are not the digit the prompt asks for
+    text = token.replace("\u0120", " ").replace("\u2581", " ").strip()
+    return int(text) if len(text) == 1 and "0" <= text <= "9" else None
+
+
+DIGIT_RULE = 4  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+
+
+def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
+                ) -> tuple[float | None, dict[str, Any], Failure | None]:
+    """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
+    lo, hi = scale
+    text = response.get("text") or ""
+    top = response.get("top_logprobs")
+    if top:
+        probs: dict[int, float] = {}
+        for entry in top:
+            digit = _token_digit(entry["token"])
+            if digit is not None and lo <= digit <= hi:
+                if math.isnan(entry["logprob"]):  # NaN mass passes every `<` check: it would be a NaN score
+                    return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
+                        FailureCode.MODEL_ERROR, f"the server gave digit {entry['token']!r} the logprob NaN "
+                        f"(output {text[:80]!r})", text)
+                probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
+        mass = sum(probs.values())
+        missing = [k for k in range(lo, hi + 1) if k not in probs]
+        info = {"score_method": "logprobs", "digit_mass": mass, "missing_digits": missing}
+        if not probs:
+            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"no digit {lo}-{hi} among the {len(top)} top "
+                                       f"first-token logprobs (output {text[:80]!r})", text)
+        if mass < min_digit_mass:  # the model answered something else: its digits' odds are noise, not a score
+            absent = f"digits {missing} absent from the top logprobs and the present " if missing else "the "
+            return None, info, Failure(FailureCode.LOW_DIGIT_MASS, f"{absent}digits carry mass {mass:.3f} < "
+                                       f"min_digit_mass {min_digit_mass} (output {text[:80]!r})", text)
+        return sum(k * p for k, p in probs.items()) / mass, info, None
+    info = {"score_method": "parsed", "digit_mass": None, "missing_digits": None}
+    match = re.match(r"\s*(\d+)", text, re.ASCII)
+    if not match:
+        return None, info, Failure(FailureCode.UNPARSABLE,
+                                   f"no logprobs and no digit at the start of the output {text[:80]!r}", text)
+    value = int(match.group(1))
+    if not lo <= value <= hi:
+        return None, info, Failure(FailureCode.UNPARSABLE, f"no logprobs and parsed value {value} outside "
+                                   f"{lo}-{hi} (output {text[:80]!r})", text)
+    return float(value), info, None

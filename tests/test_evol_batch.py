@@ -1,0 +1,48 @@
+"""`curate evol` on the batch backends: one call (one batch, one vLLM launch) per evol step for all its operations,
+one for the rank calls of every set size, one per round of re-asks; the same chains and labels as the online backend.
+Real runs against tests/fault_server.py's Batch API on loopback."""
+
+from curate.defaults import JUDGE
+from curate.evol import run_evol
+from curate.llm.backends import OpenAIBackend
+from curate.llm.batch import OpenAIBatchBackend
+from curate.session import Workspace
+from tests.fault_server import FaultServer
+
+MODEL = "gpt-4o-mini"
+STEPS = 3
+
+
+def _seeds(n: int) -> list[dict[str, str]]:
+    """Seeds the fault server ranks ([rank]); every other one's rank answer never validates ([badrank]: re-asks)."""
+    return [{"id": f"s{i}", "instruction": f"[rank] Describe item {i} in detail, with one example"
+             + (" [badrank]." if i % 2 else ".")} for i in range(n)]
+
+
+def _outcome(run) -> list[tuple]:
+    return [(vs.seed_id, [(v.step, v.operation, v.text) for v in vs.variants],
+             [(v.step, v.operation, str(v.eliminated)) for v in vs.eliminated], vs.scores, str(vs.failure))
+            for vs in run.sets]
+
+
+def test_an_evol_run_sends_one_batch_per_step_rank_and_reask_round(tmp_path):
+    """10 seeds x 3 steps made a batch per operation of each step, per rank set size and per re-ask round of each
+    (16 batches for 40 requests in the audit): now one per step, one for the ranks, one per re-ask round."""
+    seeds = _seeds(10)
+    with FaultServer() as srv:
+        online = run_evol(seeds, OpenAIBackend(srv.base_url, MODEL, api_key="k", max_retries=0), steps=STEPS,
+                          seed=0, cache_path=tmp_path / "online-cache")
+    ws = Workspace(tmp_path / "ws")
+    with FaultServer() as srv:
+        backend = OpenAIBatchBackend(srv.base_url, MODEL, workspace=ws, api_key="k", poll_s=0.05, poll_max_s=0.2)
+        run = run_evol(seeds, backend, steps=STEPS, seed=0, cache_path=ws.cache_dir)
+        made = srv.batches_created
+        sizes = {len(vs.variants) for vs in run.sets if vs.order is not None}
+        assert len(sizes) >= 2 and run.labels.num_rows and run.provenance["rank_failures_by_reason"]  # set sizes differ
+        assert made == STEPS + 1 + JUDGE.validation_retries, made
+        assert _outcome(run) == _outcome(online) and run.labels.to_list() == online.labels.to_list()
+        for key in ("requests", "cached", "repeated", "rewrites", "eliminated", "score_distribution"):
+            assert run.provenance[key] == online.provenance[key], key
+        run.recorded()
+        again = run_evol(seeds, backend, steps=STEPS, seed=0, cache_path=ws.cache_dir)  # all from the cache
+        assert srv.batches_created == made and _outcome(again) == _outcome(run)
