@@ -46,3 +46,30 @@ def test_an_evol_run_sends_one_batch_per_step_rank_and_reask_round(tmp_path):
         run.recorded()
         again = run_evol(seeds, backend, steps=STEPS, seed=0, cache_path=ws.cache_dir)  # all from the cache
         assert srv.batches_created == made and _outcome(again) == _outcome(run)
+
+
+def test_cli_evol_takes_poll_interval_and_says_what_it_sent_per_backend(tmp_path):
+    """`curate evol --backend openai-batch` had no --poll-interval (README lists it for openai-batch), and its summary
+    called batch lines "HTTP" requests; it now polls at the given interval and counts lines and batches."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from tests.conftest import write_jsonl
+
+    records = [{"instruction": f"[rank] Describe item {i} in detail.", "output": "An item."} for i in range(4)]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    args = ["evol", str(tmp_path / "ws"), "--seeds", "4", "--steps", "2", "--model", MODEL, "--api-key-env", "HOME"]
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, [*args, "--backend", "openai-batch", "--base-url", srv.base_url,
+                                       "--poll-interval", "0.05"])
+        made = srv.batches_created
+    assert res.exit_code == 0, res.output
+    line = " ".join(res.output.split())
+    assert made == 3 and f"sent as batch lines in {made} batches)" in line and "HTTP" not in line, line
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, [*args, "--backend", "openai", "--base-url", srv.base_url, "--name", "online"])
+    assert res.exit_code == 0, res.output
+    assert f"({srv.total} sent over HTTP)" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, [*args, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                                   "--poll-interval", "1"])
+    assert res.exit_code != 0 and "--poll-interval" in " ".join(str(res.exception or res.output).split())

@@ -15,6 +15,7 @@ from curate.cli.common import (
     _max_cost_opt,
     _max_retries_opt,
     _model_opt,
+    _poll_opt,
     _rpm_opt,
     _rps_opt,
     _timeout_opt,
@@ -47,6 +48,7 @@ def evol(
     api_key_env: str | None = _api_key_env_opt(),
     timeout: float | None = _timeout_opt(),
     max_retries: int | None = _max_retries_opt(),
+    poll_interval: float | None = _poll_opt(),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder with evol/<name>.md prompt overrides."),
     rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
                                                   help="Override max_tokens of the rewrite prompts."),
@@ -73,7 +75,7 @@ def evol(
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
                                                     workspace=ws, rps=rps, timeout=timeout,
-                                                    max_retries=max_retries) as llm:
+                                                    max_retries=max_retries, poll_s=poll_interval) as llm:
         result = run_evol(rows, llm, **options)
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
@@ -89,10 +91,10 @@ def evol(
 
 def print_run_summary(p: dict) -> None:
     """Requests, tokens, eliminated share by reason and the score distribution of an Evol run's provenance."""
-    http = f" ({p['backend_requests_sent']:,} HTTP)" if "backend_requests_sent" in p else ""
+    sent = sent_text(p)
     cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
-                  f"requests {p['requests']:,} new{http}, {answered_text(p['cached'], p.get('repeated') or 0)}"
+                  f"requests {p['requests']:,} new{sent}, {answered_text(p['cached'], p.get('repeated') or 0)}"
                   + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
                   + (f", {p['paid_by_stopped_run']:,} of the new paid by a run that was stopped"
                      if p.get("paid_by_stopped_run") else "")
@@ -106,3 +108,17 @@ def print_run_summary(p: dict) -> None:
                   + (f" {p['rank_failures_by_reason']}" if p["rank_failures"] else ""))
     dist = p["score_distribution"]
     console.print("score distribution: " + (", ".join(f"{k}: {v}" for k, v in dist.items()) or "no scores"))
+
+
+def sent_text(p: dict) -> str:
+    """What the backend sent for a run's new requests (its counters: retries and re-asks included), in its own unit:
+    HTTP requests, lines of Batch API batches, or lines through vLLM's batch runner."""
+    if "backend_requests_sent" not in p:
+        return ""
+    sent, kind = p["backend_requests_sent"], (p.get("backend") or {}).get("backend")
+    if kind == "openai-batch":
+        batches = p.get("backend_submitted_batches")
+        return f" ({sent:,} sent as batch lines" + (f" in {batches:,} batches" if batches is not None else "") + ")"
+    if kind == "vllm-batch":
+        return f" ({sent:,} sent through vLLM's batch runner)"
+    return f" ({sent:,} sent over HTTP)"

@@ -261,7 +261,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                     for op, p in prompts.items()}
     phrases = {op: leak_phrases(p) for op, p in prompts.items()}
     usage = Usage()
-    counters = ("requests_sent", "prompt_tokens", "completion_tokens")
+    counters = ("requests_sent", "submitted_batches", "prompt_tokens", "completion_tokens")
     before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
     field_name = "instruction" if kind == "complexity" else "response"
 
