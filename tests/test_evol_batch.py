@@ -73,3 +73,38 @@ def test_cli_evol_takes_poll_interval_and_says_what_it_sent_per_backend(tmp_path
     res = CliRunner().invoke(app, [*args, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
                                    "--poll-interval", "1"])
     assert res.exit_code != 0 and "--poll-interval" in " ".join(str(res.exception or res.output).split())
+
+
+def test_evol_dry_run_sends_nothing_and_bounds_what_the_run_sends(tmp_path):
+    """`curate evol` had no --dry-run (README: the options of run, tag and evol are the same): it now says, sending
+    nothing, at most how many requests (rewrites, ranks, re-asks), tokens, dollars and batches a run takes."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.evol.dryrun import estimate_evol
+    from tests.conftest import write_jsonl
+
+    seeds = _seeds(4)
+    records = [{"id": s["id"], "instruction": s["instruction"], "output": "An item."} for s in seeds]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", records))
+    args = ["evol", str(tmp_path / "ws"), "--seeds", "4", "--steps", "2", "--model", MODEL, "--api-key-env", "HOME",
+            "--backend", "openai-batch"]
+    with FaultServer() as srv:
+        res = CliRunner().invoke(app, [*args, "--base-url", srv.base_url, "--dry-run"])
+        assert (srv.total, srv.uploads, srv.batches_created) == (0, 0, 0)
+    assert res.exit_code == 0, res.output
+    line = " ".join(res.output.split())
+    assert "requests: at most 20: 8 rewrites" in line and "4 rank calls, 8 re-asks" in line, line
+    assert "batches: at most 5" in line and "with the batch API: at most $" in line and ws.label_sets == {}
+    with FaultServer() as srv:
+        backend = OpenAIBatchBackend(srv.base_url, MODEL, workspace=ws, api_key="k", poll_s=0.05, poll_max_s=0.2)
+        before = estimate_evol(seeds, backend, steps=2, seed=0, cache_path=ws.cache_dir)
+        run = run_evol(seeds, backend, steps=2, seed=0, cache_path=ws.cache_dir)
+        after = estimate_evol(seeds, backend, steps=2, seed=0, cache_path=ws.cache_dir)
+        made = srv.batches_created
+    p = run.provenance
+    assert p["rank_failures_by_reason"] and p["requests"] <= p["backend_requests_sent"] <= before.requests
+    assert made <= before.batches and p["prompt_tokens"] <= before.prompt_tokens
+    assert p["completion_tokens"] <= before.output_tokens and p["cost_usd"] <= before.usd_batch
+    assert (before.rewrites_cached, after.rewrites_cached) == (0, 4)  # the first step is now in the cache

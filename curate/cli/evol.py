@@ -11,6 +11,7 @@ from curate.cli.common import (
     _backend_opt,
     _base_url_opt,
     _concurrency_opt,
+    _dry_run_opt,
     _judge_backend,
     _max_cost_opt,
     _max_retries_opt,
@@ -49,6 +50,7 @@ def evol(
     timeout: float | None = _timeout_opt(),
     max_retries: int | None = _max_retries_opt(),
     poll_interval: float | None = _poll_opt(),
+    dry_run: bool = _dry_run_opt(),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder with evol/<name>.md prompt overrides."),
     rewrite_max_tokens: int | None = typer.Option(None, "--rewrite-max-tokens",
                                                   help="Override max_tokens of the rewrite prompts."),
@@ -72,6 +74,15 @@ def evol(
                    rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens is not None else None,
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens is not None else None)
     label_set = name or label_set_name(kind)
+    if dry_run:  # nothing sent, nothing stored: no lock on the label set
+        from curate.evol.dryrun import estimate_evol
+
+        options.pop("progress")
+        with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
+                            tpm=tpm, max_cost=max_cost, workspace=ws, rps=rps, timeout=timeout,
+                            max_retries=max_retries, poll_s=poll_interval) as llm:
+            print_evol_estimate(estimate_evol(rows, llm, **options))
+        return
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
                                                     workspace=ws, rps=rps, timeout=timeout,
@@ -122,3 +133,30 @@ def sent_text(p: dict) -> str:
     if kind == "vllm-batch":
         return f" ({sent:,} sent through vLLM's batch runner)"
     return f" ({sent:,} sent over HTTP)"
+
+
+def print_evol_estimate(e) -> None:
+    """Print an Evol dry run (``curate.evol.dryrun.EvolEstimate``): requests at most, tokens, cost, batches."""
+    from curate.llm.backends import format_usd
+    from curate.llm.tokens import LOCAL_KINDS
+
+    def usd(value: float | None, unknown: str) -> str:
+        return f"unknown ({unknown})" if value is None else format_usd(value)
+
+    from rich.markup import escape
+
+    console.print(f"[bold]dry run[/] evol {e.kind} via {escape(e.backend)} {escape(e.model)}: nothing sent",
+                  highlight=False, markup=True)
+    console.print(f"  requests: at most {e.requests:,}: {e.rewrites:,} rewrites ({e.seeds:,} seeds x {e.steps} steps; "
+                  f"{e.rewrites_cached:,} of the first step's not to send), {e.ranks:,} rank calls, {e.reasks:,} "
+                  f"re-asks\n  prompt tokens: at most {e.prompt_tokens:,} ({e.tokenizer})\n"
+                  f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
+                  + (f"  cost: at most {usd(e.usd_online, f'no price known for {e.model}')} (a local model)"
+                     if e.backend in LOCAL_KINDS
+                     else f"  cost online: at most {usd(e.usd_online, f'no price known for {e.model}')}; with the "
+                     f"batch API: at most {usd(e.usd_batch, f'no batch price known for {e.model}')}")
+                  + (f"\n  {'batches' if e.backend == 'openai-batch' else 'batch runner launches'}: at most "
+                     f"{e.batches:,} (one per step, one for the ranks, one per re-ask round)"
+                     if e.batches is not None else ""), soft_wrap=True, highlight=False)
+    for note in e.notes:
+        console.print(f"  note: {note}", highlight=False)
