@@ -577,3 +577,55 @@ def test_curate_tag_after_a_kill_says_how_many_answers_the_stopped_run_paid_for(
     paid = Workspace.open(ws.path).column_provenance("tags_raw")["runs"][-1]["requests_paid_by_stopped_run"]
     assert paid >= 10
     assert f"with {paid} requests a stopped run paid for and never recorded" in " ".join(rerun.stdout.split())
+
+
+def _tag_cli(*args: object):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    result = CliRunner().invoke(app, ["tag", *map(str, args), "--no-normalize"])
+    return result, " ".join(result.output.split())
+
+
+def test_curate_tag_dry_run_sends_nothing_and_counts_what_a_run_then_sends(tmp_path):
+    """`curate tag --dry-run` (was: no such option; only `curate run --tags --dry-run` estimated tagging) sends
+    nothing, online or through a batch, writes no column, and counts the requests the real run then sends."""
+    from tests.fault_server import FaultServer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write a poem about rain.", "output": "a"},
+                                               {"instruction": "Sort a list in Python.", "output": "b"},
+                                               {"instruction": "Write a poem about rain.", "output": "c"}]))
+    with FaultServer() as srv:
+        online = [ws.path, "--base-url", srv.base_url, "--model", "gpt-4o-mini", "--api-key-env", "HOME"]
+        dry, said = _tag_cli(*online, "--dry-run")
+        assert dry.exit_code == 0 and srv.total == 0, dry.output
+        assert ("requests: 3 (0 answered by the on-disk cache, 1 repeat another request of this run (same prompt, "
+                "sent once), 2 to send)") in said, said
+        assert "cost online: $" in said and "with the batch API: $" in said, said
+        assert not Workspace.open(ws.path).has_column("tags_raw")
+        real, said = _tag_cli(*online)
+        assert real.exit_code == 0 and srv.total == 2, real.output  # as the dry run counted
+        again, said = _tag_cli(*online, "--dry-run")
+        assert again.exit_code == 0 and srv.total == 2 and "0 to run, 3 already done" in said, said
+        batch, said = _tag_cli(ws.path, "--backend", "openai-batch", "--base-url", srv.base_url, "--model", "fault",
+                               "--api-key-env", "HOME", "--dry-run")  # another model: every row to run again
+        assert batch.exit_code == 0 and "2 to send" in said, said
+        assert srv.batches_created == 0 and srv.uploads == 0 and srv.total == 2
+
+
+def test_curate_tag_says_how_many_requests_it_sent(tmp_path):
+    """The summary said what the cache and repeats answered, never how many requests went out (`curate score`
+    says it too now)."""
+    from tests.fault_server import FaultServer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write a poem about rain.", "output": "a"},
+                                               {"instruction": "Sort a list in Python.", "output": "b"},
+                                               {"instruction": "Write a poem about rain.", "output": "c"}]))
+    with FaultServer() as srv:
+        result, said = _tag_cli(ws.path, "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME")
+    assert result.exit_code == 0 and srv.total == 2, result.output
+    assert ("requests: 2 sent, 0 answered by the on-disk cache, 1 repeat another request of this run (same prompt, "
+            "sent once))") in said, said

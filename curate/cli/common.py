@@ -73,6 +73,15 @@ def requests_answered_text(run: dict) -> str:
     return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
 
 
+def requests_text(run: dict) -> str:
+    """How many requests a judge or tagger run record sent, then :func:`requests_answered_text`: ``"2 sent, 8
+    answered by the on-disk cache, ..."`` (a record without the count says only what answered)."""
+    from curate.storage.run_records import requests_sent
+
+    sent = requests_sent(run)
+    return ("" if sent is None else f"{sent:,} sent, ") + requests_answered_text(run)
+
+
 def stopped_run_text(run: dict) -> str:
     """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (they are
     counted now, answered by the cache), or nothing."""

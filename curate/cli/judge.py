@@ -30,7 +30,7 @@ from curate.cli.common import (
     _tpm_opt,
     app,
     console,
-    requests_answered_text,
+    requests_text,
     stopped_run_text,
 )
 from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
@@ -250,7 +250,7 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         cost = prov.get("cost_usd")
         cost_text = unknown_cost([prov.get("model")]) if cost is None else f"cost {format_usd(cost)}"
         tokens = prov.get("tokens") or {}
-        line += (f"; {requests_answered_text(prov)}; tokens {tokens.get('prompt', 0):,} in / "
+        line += (f"; {requests_text(prov)}; tokens {tokens.get('prompt', 0):,} in / "
                  f"{tokens.get('completion', 0):,} out; {cost_text}{stopped_run_text(prov)}")
     if result.computed and (cached := cache_use_text(prov)):
         line += f"; {cached}"

@@ -11,6 +11,7 @@ from curate.cli.common import (
     _backend_opt,
     _base_url_opt,
     _concurrency_opt,
+    _dry_run_opt,
     _judge_backend,
     _max_cost_opt,
     _max_retries_opt,
@@ -23,7 +24,7 @@ from curate.cli.common import (
     _tpm_opt,
     app,
     console,
-    requests_answered_text,
+    requests_text,
     stopped_run_text,
 )
 from curate.defaults import NORMALIZER, TAG
@@ -49,12 +50,19 @@ def tag_cmd(
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
     retry_failed: bool = _retry_failed_opt(),
     poll_interval: float | None = _poll_opt(),
+    dry_run: bool = _dry_run_opt(),
 ) -> None:
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached.
 
     Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
-    the command exit 1 after the rest is stored; a re-run sends only them."""
-    from curate.cli.judge import _print_retried, prompt_line, raise_unanswered, transient_rows
+    the command exit 1 after the rest is stored; a re-run sends only them. --dry-run sends and writes nothing."""
+    from curate.cli.judge import (
+        _print_retried,
+        print_estimates,
+        prompt_line,
+        raise_unanswered,
+        transient_rows,
+    )
     from curate.session import Workspace
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
@@ -65,6 +73,11 @@ def tag_cmd(
                         max_retries=max_retries) as judge_backend:
         step = Tagger(judge_backend, prompt=prompt)
         console.print(prompt_line(step), soft_wrap=True, highlight=False)
+        if dry_run:  # as `curate score --dry-run`: the requests a run would send, counted and priced; no normalising
+            from curate.llm.dryrun import estimate
+
+            print_estimates([estimate(ws, step, retry_failed=retry_failed)])
+            return
         retried = transient_rows(ws, step, None) if retry_failed else {}
         result = ws.apply(step, retry_failed=retry_failed)
         spent = getattr(judge_backend, "spent_usd", 0.0)
@@ -72,10 +85,10 @@ def tag_cmd(
     cost = last.get("cost_usd", 0.0)
     console.print(f"tagged {result.rows - result.failed:,} of {result.rows:,} rows ({result.valued_now:,} now, "
                   f"{result.skipped:,} already done; "
-                  f"{last.get('turns', 0):,} user turns; requests: {requests_answered_text(last)}); "
+                  f"{last.get('turns', 0):,} user turns; requests: {requests_text(last)}); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}")
-                  + stopped_run_text(last))
+                  + stopped_run_text(last), soft_wrap=True, highlight=False)
     if retried:
         _print_retried(retried, result.provenance)
     if normalize:
