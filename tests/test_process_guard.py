@@ -217,12 +217,71 @@ def test_each_batch_run_writes_and_quotes_its_own_log(tmp_path, monkeypatch):
         def command(self, input_path, output_path):
             return [sys.executable, "-c", "import sys; print('this run failed'); sys.exit(3)"]
 
+    backend = FailingRunner(model_dir=tmp_path, timeout=60)
     with pytest.raises(CurateError) as failure:
-        FailingRunner(model_dir=tmp_path, timeout=60).run_lines([])
-    own = tmp_path / "home" / "logs" / f"vllm-batch-{os.getpid()}.log"
+        backend.run_lines([])
+    (own,) = backend.log_paths
+    assert own.parent == tmp_path / "home" / "logs" and own.name.startswith(f"vllm-batch-{os.getpid()}-")
     assert f"log {own}" in str(failure.value) and "this run failed" in str(failure.value)
     assert "another run" not in str(failure.value)
     assert not list((tmp_path / "home" / "servers").glob("*.json"))  # its record went with it
+
+
+def test_each_launch_keeps_its_own_log_and_is_announced_naming_it(tmp_path, monkeypatch):
+    """A multi-round step launches the runner several times in one process: each launch truncated the process's one
+    log, so the first launch's log was gone once the second started, and nothing was said while vLLM loaded the model
+    (minutes of `0%`). Each launch writes a log of its own now, and is announced, naming it, before the runner runs;
+    a failing launch quotes its own log, not an earlier launch's."""
+    from curate.llm.vllm_batch import VLLMBatchBackend
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    said: list[tuple[str, bool]] = []  # each event, and whether the runner had written its log yet
+
+    class TwoRunsRunner(VLLMBatchBackend):
+        def command(self, input_path, output_path):
+            if len(self.log_paths) == 1:
+                return [sys.executable, "-c", f"print('first launch answered'); open({str(output_path)!r}, 'w')"]
+            return [sys.executable, "-c", "import sys; print('second launch failed'); sys.exit(3)"]
+
+    backend = TwoRunsRunner(model_dir=tmp_path, timeout=60, on_event=lambda text: said.append(
+        (text, backend.log_paths[-1].exists() and backend.log_paths[-1].stat().st_size > 0)))
+    assert backend.run_lines([]) == []
+    with pytest.raises(CurateError) as failure:
+        backend.run_lines([])
+    first, second = backend.log_paths
+    assert first != second and first.parent == second.parent == tmp_path / "home" / "logs"
+    assert "first launch answered" in first.read_text()  # kept after the second launch
+    assert "second launch failed" in second.read_text() and "first launch" not in second.read_text()
+    assert f"log {second}" in str(failure.value) and "first launch" not in str(failure.value)
+    assert [text for text, _ in said] == [
+        f"starting vLLM's batch runner on 0 request(s) ({backend.model}; it loads the model first: a few minutes on a "
+        f"small CPU); log {log}" for log in (first, second)]
+    assert not any(written for _, written in said)  # told before the runner wrote a line
+
+
+def test_the_cli_prints_the_batch_runners_start_naming_its_log(tmp_path, monkeypatch):
+    """`--backend vllm-batch` showed only `quality: 0%` for the minutes vLLM loads the model; `--backend local` says
+    it starts a server. The CLI prints the runner's start now, naming its log (here the stand-in fails at once)."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.llm.vllm_batch import VLLMBatchBackend
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(VLLMBatchBackend, "command", lambda self, i, o: [
+        sys.executable, "-c", "import sys; print('stand-in runner failed'); sys.exit(3)"])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Name a prime.", "output": "2"}]))
+    (model := tmp_path / "model").mkdir()
+    result = CliRunner().invoke(app, ["score", str(ws.path), "--judge", "complexity", "--backend", "vllm-batch",
+                                      "--model", str(model)])
+    said = " ".join(f"{result.output} {result.exception}".split())
+    logs = list((tmp_path / "home" / "logs").glob(f"vllm-batch-{os.getpid()}-*.log"))
+    assert len(logs) == 1, said
+    assert f"starting vLLM's batch runner on 1 request(s) (model; it loads the model first: a few minutes on a " \
+           f"small CPU); log {logs[0]}" in said, said
 
 
 @pytest.mark.llm

@@ -363,7 +363,8 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
         elif kind == "vllm-batch":
             from curate.llm.vllm_batch import VLLMBatchBackend
 
-            yield VLLMBatchBackend(model)
+            yield VLLMBatchBackend(model, on_event=lambda text: err_console.print(text, soft_wrap=True,
+                                                                                  highlight=False))
         else:
             raise typer.BadParameter(f"--backend {kind!r}: use {', '.join(BACKEND_KINDS)}")
 

@@ -10,11 +10,13 @@ name sent is the local server's (``smollm2-135m-instruct`` by default): answers 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,10 @@ from curate.llm.local import (
 )
 from curate.llm.server_records import stop_orphans
 
+# process-wide: each launch (a multi-round step launches several; two backends of one process each theirs) writes a
+# log of its own; one name per process truncated the earlier launch's log when the next one started
+_launch_numbers = itertools.count(1)
+
 
 class VLLMBatchBackend(Backend):
     """vLLM's batch runner over a local model folder (default: the converted SmolLM2)."""
@@ -45,7 +51,8 @@ class VLLMBatchBackend(Backend):
 
     def __init__(self, model_dir: str | os.PathLike | None = None, *, served_name: str | None = None,
                  max_model_len: int = BACKEND.local_max_model_len, dtype: str = "auto", top_logprobs: int = BACKEND.top_logprobs,
-                 timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None):
+                 timeout: float = 3600.0, log_path: str | os.PathLike | None = None, extra_args: list[str] | None = None,
+                 on_event: Callable[[str], None] | None = None):
         check_model_path(model_dir)
         self._model_dir = Path(model_dir) if model_dir else None
         self.model = served_name or (SERVED_NAME if model_dir is None else folder_model_name(Path(model_dir)))
@@ -56,12 +63,15 @@ class VLLMBatchBackend(Backend):
         self.prompt_tokens = self.completion_tokens = 0
         self.spent_usd = 0.0
         self.requests_sent = 0
+        self.on_event = on_event  # told what the backend is doing: the runner's start (the CLI prints it)
+        self.log_paths: list[Path] = []  # every launch's log, in launch order
 
-    @property
-    def log_path(self) -> Path:
-        """The runner's log: the one given, else ``$CURATE_HOME/logs/vllm-batch-<pid>.log``, this process's own (as a
-        local server's is its port's), so a runner another curate left running never writes into it."""
-        return self._log_path or curate_home() / "logs" / f"vllm-batch-{os.getpid()}.log"
+    def launch_log_path(self, number: int) -> Path:
+        """Launch ``number``'s log: ``$CURATE_HOME/logs/vllm-batch-<pid>-<number>.log`` (or the ``log_path`` given, with
+        ``-<number>`` before its suffix): this process's own (as a local server's is its port's), so a runner another
+        curate left running never writes into it, and this launch's own, so the next one keeps it."""
+        base = self._log_path or curate_home() / "logs" / f"vllm-batch-{os.getpid()}.log"
+        return base.with_name(f"{base.stem}-{number}{base.suffix}")
 
     @property
     def model_dir(self) -> Path:
@@ -91,7 +101,11 @@ class VLLMBatchBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="curate-vllm-batch-") as tmp:
             inp, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
             inp.write_bytes(b"".join(batch_line(r, self.model) for r in requests))
-            log_path = self.log_path
+            log_path = self.launch_log_path(next(_launch_numbers))
+            self.log_paths.append(log_path)
+            if self.on_event is not None:  # the model loads first: minutes with no answer, and no other word
+                self.on_event(f"starting vLLM's batch runner on {len(requests):,} request(s) ({self.model}; it loads "
+                              f"the model first: a few minutes on a small CPU); log {log_path}")
             # recorded, and watched: a SIGKILL of this process no longer leaves it (and its engine) running; one left
             # by a run whose watchdog was killed too is stopped first, as a local server's is
             stop_orphans(curate_home())
