@@ -448,3 +448,68 @@ def test_a_batch_runner_past_its_timeout_is_stopped_with_the_processes_it_starte
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(worker)
+
+
+def _batch_score(ws, srv) -> list[str]:
+    return ["score", str(ws.path), "--judge", "complexity", "--backend", "openai-batch", "--base-url", srv.base_url,
+            "--model", MODEL, "--poll-interval", "0.05"]
+
+
+def test_a_run_waiting_for_its_batch_says_so_and_each_status_it_takes(tmp_path, monkeypatch):
+    """After "submitted batch batch_1 (K requests)" nothing was said while the run polled (up to the 24 h window): it
+    looked hung. It now says once that it waits, for how long at most, and that Ctrl-C is safe, then each status."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.defaults import BATCH
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    ws = _workspace(tmp_path, [f"waited row {i}" for i in range(3)])
+    with FaultServer() as srv:
+        srv.batch_seconds = 0.3  # a few polls in progress
+        result = CliRunner().invoke(app, _batch_score(ws, srv))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    waiting = ("waiting for batch(es) batch_1: the provider answers within the completion window (24h), often sooner; "
+               f"status checked every 0.05 s, backing off to {BATCH.poll_max_s:g} s. Ctrl-C is safe: the batches stay open at the "
+               "provider, which bills them when they finish, and a re-run of this command collects them, sending "
+               "nothing of them again")
+    assert said.count(waiting) == 1, said
+    assert said.index("submitted batch batch_1 (3 requests)") < said.index(waiting)
+    assert said.index(waiting) < said.index("batch batch_1: in_progress (0 of 3 requests done)") \
+        < said.index("batch batch_1: completed (3 of 3 requests done)"), said
+    assert said.count("batch batch_1: in_progress") == 1, said  # said as it changes, not at every poll
+
+
+def test_ctrl_c_while_waiting_names_the_open_batches_and_a_re_run_collects_them(tmp_path):
+    """Ctrl-C while a run polled printed the generic interrupt line only: nothing said the batch stays open (and
+    billed) at the provider, nor that a re-run collects it. It says both now; the re-run collects it, sending nothing
+    again."""
+    import signal
+
+    ws = _workspace(tmp_path, [f"interrupted row {i}" for i in range(3)])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"}
+    with FaultServer() as srv:
+        srv.hold_batches.set()  # never finishes while held
+        proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *_batch_score(ws, srv)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while srv.polls < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        said = " ".join(err.split())
+        assert proc.returncode == 130, said
+        assert ("stopped while waiting: batch(es) batch_1 still open at the provider (billed there when they finish); "
+                "they are recorded in the workspace: a re-run of this command picks them up and collects their "
+                "answers, sending nothing of them again") in said, said
+        srv.hold_batches.clear()
+        again = subprocess.run([sys.executable, "-m", "curate.cli", *_batch_score(ws, srv)], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert srv.batches_created == 1 and "resuming 1 batch(es)" in again.stderr, again.stderr[-2000:]

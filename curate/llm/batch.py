@@ -44,14 +44,9 @@ from curate.llm.base import (
 )
 from curate.llm.batch_collect import check_polls, find_batch, lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
+from curate.llm.batch_notices import interrupted_notice, status_notice, waiting_notice
 from curate.llm.batch_state import SETTLED, BatchState, new_owner, normal_url, running_calls, same_url
-from curate.llm.openai_backend import (
-    REFUSED_SETTINGS,
-    _max_tokens,
-    _short,
-    api_key,
-    without_credentials,
-)
+from curate.llm.openai_backend import REFUSED_SETTINGS, _max_tokens, _short, api_key, without_credentials
 
 FINAL = ("completed", "expired", "failed", "cancelled")
 
@@ -111,8 +106,8 @@ class OpenAIBatchBackend(Backend):
             self._cache = response_cache(self.state.ws.cache_dir)
         return self._cache
 
-    def _say(self, text: str) -> None:
-        if self.on_event is not None:
+    def _say(self, text: str | None) -> None:
+        if self.on_event is not None and text:  # None: nothing to say
             self.on_event(text)
 
     def _mine(self, entry: dict[str, Any]) -> bool:
@@ -134,6 +129,9 @@ class OpenAIBatchBackend(Backend):
         call = _Call(self, client, {r.key: r for r in requests}, on_done)
         try:
             await call.go()
+        except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: say what stays open, and that a re-run resumes
+            self._say(interrupted_notice(call.open.values()))
+            raise
         except openai.APIError as exc:  # the files or batches API itself failed, retries spent: one line, not a trace
             status = getattr(exc, "status_code", None)
             why = f"the server refuses {REFUSED_SETTINGS[status]}" if status in REFUSED_SETTINGS else "it failed"
@@ -274,6 +272,7 @@ class _Call:
 
         delay = self.b.poll_s
         first = True
+        self.b._say(waiting_notice(self.open.values(), self.b))  # once: answers may take hours, said nowhere else
         while self.open:
             if not first:
                 await asyncio.sleep(delay)
@@ -294,6 +293,7 @@ class _Call:
                     continue
                 if batch.status != self.open[sid].get("status"):
                     self.open[sid] = self.b.state.record(sid, status=batch.status)
+                    self.b._say(status_notice(batch))
                 if batch.status in FINAL:
                     if await self.collect(sid, batch):
                         delay = self.b.poll_s  # a resubmitted share: poll it from the start again
