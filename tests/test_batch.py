@@ -508,6 +508,7 @@ def test_ctrl_c_while_waiting_names_the_open_batches_and_a_re_run_collects_them(
         assert ("stopped while waiting: batch(es) batch_1 still open at the provider (billed there when they finish); "
                 "they are recorded in the workspace: a re-run of this command picks them up and collects their "
                 "answers, sending nothing of them again") in said, said
+        assert said.index("stopped while waiting") < said.index("interrupted: finished work is kept"), said
         srv.hold_batches.clear()
         again = subprocess.run([sys.executable, "-m", "curate.cli", *_batch_score(ws, srv)], env=env,
                                capture_output=True, text=True, timeout=120)
