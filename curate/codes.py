@@ -63,6 +63,7 @@ class FailureCode(StrEnum):
     REFUSED = "refused"                    # the model declined (the API's refusal) or a content filter stopped it
     EMPTY_OUTPUT = "empty_output"          # a text prompt answered with no text
     NOT_FINITE = "not_finite"              # the step gave NaN or an infinity, kept as no value (raw: what it gave)
+    LEGACY_FAILURE = "legacy_failure"      # recorded by a curate before reason codes (2026-11): its text, no code
 
 
 class DamageCode(StrEnum):

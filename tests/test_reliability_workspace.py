@@ -1169,9 +1169,11 @@ def test_dropping_stale_rows_names_a_damaged_failure_column_instead_of_leaving_i
     assert ws.column_fingerprints("words") == dict.fromkeys(ws.ids, "words-v1")  # nothing dropped from one alone
 
 
-def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):
+def test_a_failure_column_of_the_first_curate_is_read_as_legacy_failures_and_taken_back_by_a_rerun(tmp_path):
     """The first curate (2026-11) kept failures as text under ``failures_of``: report and select died with
-    "TypeError: string indices must be integers", and curate run said the column held "another step's values"."""
+    "TypeError: string indices must be integers", then a refusal froze the workspace. Now each text is a
+    ``legacy_failure`` and the same step run again rewrites the column in today's form."""
+    from curate.codes import FailureCode
     from curate.report.html import report_html
 
     ws = Workspace(tmp_path / "ws")
@@ -1179,9 +1181,11 @@ def test_a_failure_column_of_the_first_curate_is_refused_in_words(tmp_path):
     ws.add_column("quality", [4.0, None, 3.0], {"kind": "scorer"})
     ws.add_column("quality_failure", [None, "turn 1 has no response", None],  # as that curate wrote it
                   {"kind": "scorer", "failures_of": "quality"})
-    for use in (lambda: ws.failures("quality"), lambda: report_html(ws), lambda: ws.apply(_Quality(), progress=False)):
-        with pytest.raises(WorkspaceError, match="'quality_failure' was written by a curate before reason codes"):
-            use()
+    [old] = ws.failures("quality")[1]
+    assert old.code is FailureCode.LEGACY_FAILURE and old.message.startswith("turn 1 has no response")
+    assert "legacy_failure" in report_html(ws)
+    assert ws.apply(_Quality(), progress=False).computed == 3
+    assert ws.column_provenance("quality_failure")["of"] == "quality" and ws.failures("quality") == [[], [], []]
 
 
 class _Quality(_WordCount):

@@ -25,7 +25,7 @@ from curate.storage.apply_checks import (
 from curate.storage.apply_result import ApplyResult
 from curate.storage.columns import check_ids_in_pool
 from curate.storage.damage import DamagedFileError
-from curate.storage.failures import failure_arrow_type, failure_reasons
+from curate.storage.failures import failure_arrow_type, failure_reasons, failures_of, rewrite_legacy_failures
 from curate.storage.files import check_new_name, read_arrow, schema_meta
 from curate.storage.progress import progress_bar
 from curate.storage.run_records import RUN_HISTORY, fold_runs, with_run
@@ -93,7 +93,10 @@ def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str, granularity: s
     if not len(suspects) or not ws.has_column(f"{column}_failure"):
         return suspects.to_pylist()
     failures = read_arrow(ws._column_path(f"{column}_failure"))
-    failed = failures.filter(pc.greater(pc.fill_null(pc.list_value_length(failures.column("value")), 0), 0)).column("id")
+    cells = failures.column("value")
+    recorded = (pc.greater(pc.fill_null(pc.list_value_length(cells), 0), 0) if pa.types.is_list(cells.type)
+                else pc.is_valid(cells))  # the first curate's text cells (None: no failure)
+    failed = failures.filter(recorded).column("id")
     return suspects.filter(pc.invert(pc.is_in(suspects, value_set=failed.combine_chunks()))).to_pylist()
 
 
@@ -128,7 +131,8 @@ def drop_stale_rows(ws: Workspace, step: Any, ids: list[str]) -> int:
             sides = [d.name for d in ws.damaged if d.name.startswith(f"{step.column}_") and d.name not in steps]
         if side := [d for d in ws.damaged if d.kind == "column" and d.name in sides]:
             raise DamagedFileError(side[0])
-        for name in [step.column, *(n for n, prov in ws.columns.items() if prov.get("of") == step.column)]:
+        for name in [step.column, *(n for n, prov in ws.columns.items()
+                                    if prov.get("of") == step.column or failures_of(n, prov) == step.column)]:
             table = read_arrow(ws._column_path(name))
             kept = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=gone)))
             ws.add_column(name, kept.column("value"), schema_meta(ws._column_path(name)), ids=kept.column("id"),
@@ -248,6 +252,7 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
     if len(runs) > RUN_HISTORY:  # what the dropped runs paid stays counted
         earlier, runs = fold_runs(earlier, runs[:-RUN_HISTORY]), runs[-RUN_HISTORY:]
     failures = [[f.to_dict() for f in fails] or None for fails in out.failures]
+    rewrite_legacy_failures(ws, step.column)  # the first curate's text cells: merged into as today's failures
     # The value column goes last: its per-row fingerprints are what marks a row done, so a process killed
     # between these writes leaves rows to recompute, never a row marked done without its failure record.
     ws.merge_column(f"{step.column}_failure", ids, failures,
@@ -301,7 +306,9 @@ def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenan
         if "fingerprint" not in old.column_names:
             old = old.append_column("fingerprint", pa.nulls(len(old), pa.string()))
         old = old.select(["id", "value", "fingerprint"]).replace_schema_metadata(None)
-        tables.insert(0, old.filter(pc.invert(pc.is_in(old.column("id"), value_set=new.column("id")))))
+        old = old.filter(pc.invert(pc.is_in(old.column("id"), value_set=new.column("id"))))
+        if old.num_rows:  # none left: not merged, so a column stored in an earlier curate's shape (a judge's
+            tables.insert(0, old)  # row scores, today per-turn lists) is rewritten in today's by a run on every row
     merged = pa.concat_tables(tables, promote_options="permissive")
     position = pc.index_in(merged.column("id"), value_set=ws.pool.data.table.column("id"))
     merged = merged.append_column("position", position).filter(pc.is_valid(position)).sort_by("position")

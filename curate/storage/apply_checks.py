@@ -10,7 +10,7 @@ from typing import Any
 
 from curate.codes import Failure, FailureCode
 from curate.errors import CurateError, WorkspaceError
-from curate.storage.failures import check_failure_format, failure_reasons
+from curate.storage.failures import failure_reasons, failures_of
 from curate.storage.files import read_arrow
 from curate.storage.step import RowInput, StepOutput
 
@@ -124,7 +124,6 @@ def check_side_columns(ws: Workspace, column: str) -> None:
                              "give the step another column name")
     side = f"{column}_failure"
     held = ws.column_provenance(side) if ws.has_column(side) else {}
-    check_failure_format(ws, side, held)
-    if held and (held.get("kind") != "failure" or held.get("of") != column):
+    if held and failures_of(side, held) != column:  # the same step's, in today's form or the first curate's
         raise WorkspaceError(f"{ws.path}: column {side!r}, where {column!r} would record its failures, holds another "
                              f"step's values ({held.get('kind') or 'loaded'}); give the step another column name")

@@ -1,13 +1,13 @@
 """A step column's failure column (``<column>_failure``): its Arrow type, and its cells read back as
-:class:`~curate.codes.Failure` lists, refusing in words the format of the first curate."""
+:class:`~curate.codes.Failure` lists, those of the first curate (text, no reason code) as ``legacy_failure``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from curate.codes import Failure
-from curate.errors import WorkspaceError
+from curate.codes import Failure, FailureCode
 from curate.storage.columns import check_ids_in_pool
+from curate.storage.files import read_arrow
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -22,13 +22,43 @@ def failure_arrow_type() -> Any:
                                ("turn", pa.int64())]))
 
 
-def check_failure_format(ws: Workspace, name: str, provenance: dict[str, Any]) -> None:
-    """Refuse, in words, a failure column of the first curate (2026-11; ``failures_of``, failures as text without
-    reason codes), which this one cannot read nor add to (a traceback in ``report`` and ``select`` before)."""
-    if provenance.get("failures_of") is not None and "of" not in provenance:
-        raise WorkspaceError(f"{ws.path}: column {name!r} was written by a curate before reason codes (2026-11), as "
-                             "text this curate cannot read; make a new workspace from the pool file (curate run "
-                             "POOL --out NEW, or curate load)")
+def legacy_step(name: str, provenance: dict[str, Any]) -> str | None:
+    """The step column whose failures column ``name`` holds in the form of the first curate (2026-11: a text cell
+    per failed row, no reason code; a scorer's provenance names it ``failures_of``, a judge's ``judge`` under kind
+    ``judge_failure``, the tagger's is kind ``instag_failures``); None for today's form and for other columns."""
+    if "of" in provenance:
+        return None
+    if provenance.get("failures_of"):
+        return str(provenance["failures_of"])
+    if provenance.get("kind") == "judge_failure":
+        return str(provenance.get("judge") or name.removesuffix("_failure"))
+    if provenance.get("kind") == "instag_failures" and name.endswith("_failure"):
+        return name.removesuffix("_failure")
+    return None
+
+
+def failures_of(name: str, provenance: dict[str, Any]) -> str | None:
+    """The step column whose failures column ``name`` holds, today's form or the first curate's; None if none."""
+    return provenance.get("of") if provenance.get("kind") == "failure" else legacy_step(name, provenance)
+
+
+def legacy_failure(text: str) -> Failure:
+    """A failure cell of the first curate (its text) as a Failure with the code ``legacy_failure``, the text kept."""
+    return Failure(FailureCode.LEGACY_FAILURE, f"{text} (recorded by a curate before reason codes, 2026-11)")
+
+
+def rewrite_legacy_failures(ws: Workspace, column: str) -> bool:
+    """Rewrite ``<column>_failure`` in today's form if the first curate wrote it (each text as a ``legacy_failure``;
+    caller holds the column's lock): a step run again merges its failures into it. Whether it did."""
+    side = f"{column}_failure"
+    if not ws.has_column(side) or legacy_step(side, prov := ws.column_provenance(side)) != column:
+        return False
+    table = read_arrow(ws._column_path(side))
+    values = [[f.to_dict() for f in parse_failures(v)] or None for v in table.column("value").to_pylist()]
+    earlier = {k: v for k, v in prov.items() if k not in ("name", "created")}
+    ws.add_column(side, values, {"kind": "failure", "of": column, "legacy": earlier}, ids=table.column("id"),
+                  value_type=failure_arrow_type())
+    return True
 
 
 def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> list[list[Failure]]:
@@ -38,15 +68,17 @@ def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> lis
         check_ids_in_pool(ws, ids)
     if not ws.has_column(side):
         return [[] for _ in (ws.ids if ids is None else ids)]
-    check_failure_format(ws, side, ws.column_provenance(side))
     return [parse_failures(v) for v in ws.column(side, ids)]
 
 
 def parse_failures(value: Any) -> list[Failure]:
-    """A stored failure cell as Failures (None -> [])."""
+    """A stored failure cell as Failures (None -> []; the first curate's text: one ``legacy_failure``)."""
     if not value:
         return []
+    if isinstance(value, str):
+        return [legacy_failure(value)]
     return [Failure.from_dict(d) for d in value]
+
 
 def failure_reasons(failures: list[list[Any]]) -> dict[str, tuple[int, str]]:
     """Reason code -> (rows failing with it, its first failure's detail, cut to 160 characters)."""

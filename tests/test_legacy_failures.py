@@ -1,0 +1,112 @@
+"""Failure columns written by the first curate (2026-11: one text cell per failed row, no reason code) read as data.
+
+The cells and provenance below are written the way that curate wrote them (commit 1580ef3: ``curate/judges.py``
+``score_workspace``, ``curate/tags.py`` ``tag_workspace``, ``curate/scorers.py`` ``score_workspace``); today's
+``curate info``, ``report`` and ``select`` died on them with "TypeError: string indices must be integers", and a
+re-run of the same judge or tagger was refused as "another step's values". The re-runs talk to the project's fault
+server on loopback (tests/fault_server.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.codes import FailureCode
+from curate.llm.backends import OpenAIBackend
+from curate.session import Workspace
+from curate.tags.tagger import Tagger
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+JUDGE_TEXT = "no logprobs and no digit at the start of the output 'banana'"
+TAG_TEXT = ("turn 1: HTTP 400: Error code: 400 - {'error': {'message': 'bad request', 'type': "
+            "'invalid_request_error'}}; raw output: {\"failure\": \"HTTP 400\"}")
+SCORER_TEXT = "row has no user turn"
+
+
+def _first_curate_workspace(tmp_path) -> Workspace:
+    """Four rows; the second failed at the judge and the tagger ([always400]) and the scorer."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [
+        {"instruction": "Explain photosynthesis simply", "input": "", "output": "Plants turn light into sugar."},
+        {"instruction": "Describe rain [always400]", "input": "", "output": "Water falls."},
+        {"instruction": "Name three colors", "input": "", "output": "Red, green, blue."},
+        {"instruction": "Write a haiku about snow", "input": "", "output": "White hush on the hills."},
+    ]))
+    fp = "0377f21e35e82641"
+    ws.add_column("alpagasus", [3.5, None, 4.0, 2.5], {"kind": "judge", "judge": "alpagasus", "prompt": "alpagasus",
+                                                       "prompt_fingerprint": fp, "backend": "openai", "model": "fault",
+                                                       "rows": 4, "requests": 4, "cost_usd": 0.0})
+    ws.add_column("alpagasus_failure", [None, JUDGE_TEXT, None, None],
+                  {"kind": "judge_failure", "judge": "alpagasus", "prompt_fingerprint": fp})
+    ws.add_column("alpagasus_digit_mass", [0.8, None, 0.7, 0.9],
+                  {"kind": "judge_digit_mass", "judge": "alpagasus", "prompt_fingerprint": fp})
+    tag_prov = {"kind": "instag_tags", "prompt": "instag", "prompt_version": 1, "prompt_fingerprint": "c201e4c522174ba6",
+                "model": "fault", "turns": 4, "failed_rows": 1, "cost_usd": 0.0}
+    ws.add_column("tags_raw", [["explain", "photosynthesis"], None, ["name", "three"], ["write", "a"]], tag_prov)
+    ws.add_column("tags_raw_failure", [None, TAG_TEXT, None, None], {**tag_prov, "kind": "instag_failures"})
+    ws.add_column("quality", [4.0, None, 3.0, 1.0], {"kind": "scorer", "scorer": "quality"})
+    ws.add_column("quality_failure", [None, SCORER_TEXT, None, None], {"kind": "scorer", "failures_of": "quality"})
+    return ws
+
+
+def cli(*args) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+@pytest.mark.parametrize(("column", "text"), [("alpagasus", JUDGE_TEXT), ("tags_raw", TAG_TEXT),
+                                              ("quality", SCORER_TEXT)])
+def test_each_old_failure_cell_reads_as_a_legacy_failure_keeping_its_text(tmp_path, column, text):
+    ws = _first_curate_workspace(tmp_path)
+    fails = ws.failures(column)
+    assert [len(f) for f in fails] == [0, 1, 0, 0]
+    [failure] = fails[1]
+    assert failure.code is FailureCode.LEGACY_FAILURE and text in failure.message
+    assert "before reason codes" in failure.message
+
+
+def test_info_report_and_select_read_a_workspace_holding_old_failures(tmp_path):
+    ws = _first_curate_workspace(tmp_path)
+    info = cli("info", ws.path)
+    assert "alpagasus_failure" in info and "tags_raw_failure" in info
+    cli("report", ws.path, "--out", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "legacy_failure" in page and "no digit at the start of the output" in page
+    cli("select", ws.path, "--method", "threshold", "--sort-by", "alpagasus", "--min-score", "2", "--name", "t")
+    [row] = ws.selection("t").rows(decision="unscored")
+    assert row["id"] == ws.ids[1] and row["detail"]["failure"] == "legacy_failure"
+
+
+@pytest.fixture
+def fault_server():
+    srv = FaultServer().start()
+    yield srv
+    srv.stop()
+
+
+def test_the_same_judge_run_again_takes_its_old_failure_column_back_in_todays_form(tmp_path, fault_server):
+    ws = _first_curate_workspace(tmp_path)
+    out = CliRunner().invoke(app, ["score", str(ws.path), "--judge", "alpagasus", "--base-url", fault_server.base_url,
+                                   "--model", "fault", "--api-key-env", "HOME"])
+    assert out.exit_code in (0, 1) and isinstance(out.exception, SystemExit | None), (out.output, out.exception)
+    assert "another step" not in out.output
+    prov = ws.column_provenance("alpagasus_failure")
+    assert (prov["kind"], prov["of"]) == ("failure", "alpagasus")
+    fails = ws.failures("alpagasus")
+    assert [len(f) for f in fails] == [0, 1, 0, 0] and fails[1][0].code is FailureCode.HTTP_ERROR
+    assert [v is not None for v in ws.row_values("alpagasus")] == [True, False, True, True]
+
+
+def test_the_tagger_run_again_takes_its_old_failure_column_back_in_todays_form(tmp_path, fault_server):
+    ws = _first_curate_workspace(tmp_path)
+    backend = OpenAIBackend(fault_server.base_url, "fault", api_key="k", timeout=5.0, max_retries=1, backoff_base=0.01)
+    result = ws.apply(Tagger(backend), progress=False)
+    assert result.failed == 1
+    prov = ws.column_provenance("tags_raw_failure")
+    assert (prov["kind"], prov["of"]) == ("failure", "tags_raw")
+    assert ws.failures("tags_raw")[1][0].code is FailureCode.HTTP_ERROR
+    assert ws.column("tags_raw")[0] == [["explain", "photosynthesis"]]  # today's shape: one tag list per turn
