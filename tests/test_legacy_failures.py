@@ -94,6 +94,9 @@ def test_the_same_judge_run_again_takes_its_old_failure_column_back_in_todays_fo
                                    "--model", "fault", "--api-key-env", "HOME"])
     assert out.exit_code in (0, 1) and isinstance(out.exception, SystemExit | None), (out.output, out.exception)
     assert "another step" not in out.output
+    # the old column's rows have no fingerprint: computed again (their answers from the cache), and said so
+    assert "4 of the rows computed again: stored under other settings or by an earlier curate" in " ".join(
+        out.output.split())
     prov = ws.column_provenance("alpagasus_failure")
     assert (prov["kind"], prov["of"]) == ("failure", "alpagasus")
     fails = ws.failures("alpagasus")
@@ -110,3 +113,34 @@ def test_the_tagger_run_again_takes_its_old_failure_column_back_in_todays_form(t
     assert (prov["kind"], prov["of"]) == ("failure", "tags_raw")
     assert ws.failures("tags_raw")[1][0].code is FailureCode.HTTP_ERROR
     assert ws.column("tags_raw")[0] == [["explain", "photosynthesis"]]  # today's shape: one tag list per turn
+
+
+class _Words:
+    """A row step: the instruction's word count; its fingerprint is ``version``."""
+    column, granularity, reducer, inputs = "words", "row", None, ()
+
+    def __init__(self, version: str):
+        self.version = version
+
+    def fingerprint(self) -> str:
+        return self.version
+
+    def describe(self) -> dict:
+        return {"kind": "test"}
+
+    def run(self, rows, ctx):
+        from curate.storage.step import StepOutput
+
+        return StepOutput([float(len(row.turns[0].instruction.split())) for row in rows], [[] for _ in rows])
+
+
+def test_a_rerun_under_other_settings_says_why_it_computed_rows_again(tmp_path):
+    """A befc29a judge column run again said "computed 200, reused 0" with every answer from the cache: its
+    fingerprint lacks today's digit rule (the scores are parsed again, rightly), but the line did not say why."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)]))
+    assert ws.apply(_Words("v1"), progress=False).redone == 0
+    again = ws.apply(_Words("v2"), ws.ids, progress=False)
+    assert (again.computed, again.redone) == (3, 3)
+    assert "reused 0 (3 of the rows computed again: stored under other settings" in again.counts_text()
+    assert ws.apply(_Words("v2"), progress=False).redone == 0

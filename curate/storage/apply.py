@@ -179,6 +179,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             return _result(ws, step, asked, todo, started)
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
         asked, fingerprint, todo = _rows_to_do(ws, step, ids, force, retry_failed)
+        stored = ws.column_fingerprints(step.column) if todo and ws.has_column(step.column) else {}
+        redone = sum(1 for rid in todo if rid in stored and stored[rid] != fingerprint)
         if todo and ids is not None:
             check_one_run(ws, step, set(asked), fingerprint)
         if todo:
@@ -195,9 +197,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             joined = join_outputs(outputs)
             check_replaces_with_something(ws, step, todo, joined)
             _store(ws, step, todo, joined, fingerprint, time.time() - started)
-            for stored in joined.on_stored:
-                stored()
-        return _result(ws, step, asked, todo, started)
+            for on_stored in joined.on_stored:
+                on_stored()
+        return _result(ws, step, asked, todo, started, redone)
 
 
 def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
@@ -218,7 +220,8 @@ def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
     return asked, fingerprint, todo
 
 
-def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started: float) -> ApplyResult:
+def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started: float,
+            redone: int = 0) -> ApplyResult:
     """What a run that asked for ``asked`` and computed ``todo`` leaves in ``step``'s column."""
     asked, todo, left_pool = _still_in_pool(ws, asked, todo)
     written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
@@ -227,7 +230,7 @@ def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started
     failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
-                       failed_now, failure_reasons=failure_reasons(failures), left_pool=left_pool)
+                       failed_now, failure_reasons=failure_reasons(failures), left_pool=left_pool, redone=redone)
 
 
 def _still_in_pool(ws: Workspace, asked: list[str], todo: list[str]) -> tuple[list[str], list[str], int]:

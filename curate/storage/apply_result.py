@@ -25,6 +25,7 @@ class ApplyResult:
     stale_dropped: int = 0     # rows outside those asked whose values of other settings were removed (apply_to_rows)
     failure_reasons: dict[str, tuple[int, str]] = field(default_factory=dict)  # code -> (failed rows, first detail)
     left_pool: int = 0         # rows asked for that a load removed from the pool while the step ran (not written)
+    redone: int = 0            # of ``computed``, rows stored before under other settings (another fingerprint)
 
     @property
     def valued_now(self) -> int:
@@ -40,9 +41,13 @@ class ApplyResult:
 
     def counts_text(self) -> str:
         """``N rows — computed C, reused R, failed F``: computed counts the rows that got a value now (and the rows
-        a load removed while the step ran, when it did)."""
+        a load removed while the step ran, when it did); rows computed again because their stored values were of
+        other settings (a judge's digit rule changed since: its answers come from the cache) are said to be."""
         left = f", {self.left_pool:,} left the pool during the run (not written)" if self.left_pool else ""
-        return f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}, {self.failed_text()}{left}"
+        again = (f" ({self.redone:,} of the rows computed again: stored under other settings or by an earlier "
+                 "curate)" if self.redone else "")
+        return (f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}{again}, "
+                f"{self.failed_text()}{left}")
 
     def reasons_text(self) -> str:
         """Why rows failed: each reason code with its rows and one example detail ('' when none failed)."""
