@@ -43,6 +43,7 @@ class Reason(StrEnum):
     CONTAMINATED = "contaminated"          # holds an evaluation text; detail: target, shared_words or similarity
     FAILS_HEURISTIC = "fails_heuristic"    # breaks a text rule; detail: rule, turn, evidence, rules_failed
     ANSWERED_WELL = "answered_well"        # MoDS: the seed model already answers it; detail: answer_score, limit
+    LEGACY_REASON = "legacy_reason"        # stored by a curate before reason codes (2026-11); detail: text (its words)
 
 
 class FailureCode(StrEnum):
@@ -144,6 +145,7 @@ _REASON_TEXT = {
     Reason.CONTAMINATED: "matches an evaluation text",
     Reason.FAILS_HEURISTIC: "fails a text rule",
     Reason.ANSWERED_WELL: "the seed model already answers it well",
+    Reason.LEGACY_REASON: "recorded in words by a curate before reason codes (2026-11)",
 }
 
 
@@ -197,6 +199,8 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         return f"{text} ({d['rule'].replace('_', ' ')}{where}{said})"
     if code is Reason.ANSWERED_WELL and "answer_score" in d:
         return f"{text} (its answer scored {d['answer_score']:.3f} >= {d.get('max_answer_score')})"
+    if code is Reason.LEGACY_REASON and d.get("text"):
+        return str(d["text"])
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
     if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:

@@ -4,7 +4,8 @@ The cells and provenance below are written the way that curate wrote them (commi
 ``score_workspace``, ``curate/tags.py`` ``tag_workspace``, ``curate/scorers.py`` ``score_workspace``); today's
 ``curate info``, ``report`` and ``select`` died on them with "TypeError: string indices must be integers", and a
 re-run of the same judge or tagger was refused as "another step's values". The re-runs talk to the project's fault
-server on loopback (tests/fault_server.py).
+server on loopback (tests/fault_server.py). Its selections (each reason in words, no detail column) read as
+``legacy_reason`` rows, their words kept.
 """
 
 from __future__ import annotations
@@ -144,3 +145,31 @@ def test_a_rerun_under_other_settings_says_why_it_computed_rows_again(tmp_path):
     assert (again.computed, again.redone) == (3, 3)
     assert "reused 0 (3 of the rows computed again: stored under other settings" in again.counts_text()
     assert ws.apply(_Words("v2"), progress=False).redone == 0
+
+
+def test_a_selection_of_the_first_curate_reads_with_its_reasons_in_words(tmp_path):
+    """That curate stored a selection's reasons as words, without a detail column (old21 ``add_selection``); the
+    report, reached once the failures read, died with "KeyError: 'detail'"."""
+    import json
+
+    import pyarrow as pa
+
+    from curate.codes import Reason
+    from curate.storage.files import write_arrow
+
+    ws = _first_curate_workspace(tmp_path)
+    words = ["score 11.11; admitted #1: max similarity to earlier admitted rows <= 0.9",
+             "score 9.2; too close to row 0 at similarity 0.9065", None, "score 7.7; not reached: budget filled"]
+    prov = {"name": "deita2", "created": "2026-11-21T10:00:00+00:00", "method": "deita", "params": {"budget": 2},
+            "candidates": 4, "counts": {"kept": 2, "rejected": 1, "not_reached": 1}}
+    table = pa.table({"id": pa.array(ws.ids, pa.string()), "decision": ["kept", "rejected", "kept", "not_reached"],
+                      "reason": pa.array(words, pa.string()), "rank": pa.array(range(4), pa.int64())})
+    write_arrow(ws.path / "selections" / "deita2.arrow",
+                table.replace_schema_metadata({b"curate": json.dumps(prov).encode()}))
+    rows = ws.selection("deita2").rows()
+    assert [r["reason"] for r in rows] == [Reason.LEGACY_REASON] * 4
+    assert [r["why"] for r in rows][:2] == words[:2] and ws.selection("deita2").ids == [ws.ids[0], ws.ids[2]]
+    cli("report", ws.path, "--out", tmp_path / "r.html")
+    assert "too close to row 0 at similarity 0.9065" in (tmp_path / "r.html").read_text()
+    cli("select", ws.path, "--method", "random", "--budget", "1", "--from", "deita2", "--name", "one")
+    assert len(ws.selection("one").ids) == 1

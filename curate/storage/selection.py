@@ -48,12 +48,30 @@ def selection_table(ids: list[str], decisions: list[Decision | str], reasons: li
     return table.replace_schema_metadata({b"curate": json.dumps(provenance, default=str).encode()})
 
 
+def with_reason_codes(table):
+    """A selection table of the first curate (2026-11: each reason in words, no ``detail`` column) in today's columns:
+    each reason the code ``legacy_reason``, its words kept as the detail's ``text`` (reading its rows died with
+    ``KeyError: 'detail'``); today's tables as they are."""
+    import pyarrow as pa
+
+    if "detail" in table.column_names:
+        return table
+    words = table.column("reason").to_pylist()
+    table = table.set_column(table.column_names.index("reason"), "reason",
+                             pa.array([Reason.LEGACY_REASON.value] * len(words), pa.string()))
+    table = table.append_column("detail", pa.array([json.dumps({"text": w}) if w else None for w in words],
+                                                   pa.string()))
+    if "rank" not in table.column_names:
+        table = table.append_column("rank", pa.array(range(table.num_rows), pa.int64()))
+    return table
+
+
 class Selection:
     """A named selection. ``ids`` are the kept rows in order; ``table`` has every considered row."""
 
     def __init__(self, name: str, table, provenance: dict[str, Any]):
         self.name = name
-        self.table = table
+        self.table = with_reason_codes(table)
         self.provenance = provenance
 
     @classmethod
