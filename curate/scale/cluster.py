@@ -4,28 +4,87 @@ off the terminal: the CLI names each step, and the session's log folder under /t
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 
-def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, bool, Callable[[], None]]:
-    """``(ray, owns, restore)``: Ray initialised, connected to ``address`` or started here (``owns``: this call
-    started it, so its caller shuts it down); an already initialised Ray is reused. ``restore`` puts back the Ray
-    Data settings the engine changed (see :func:`engine_settings`)."""
+class _Users:
+    """The engines of this process using Ray (``count``), under one lock (``lock``): Ray and Ray Data's settings are
+    process-wide, so the check-and-init, the settings and the shutdown happen once for all of them (two threads of a
+    notebook each running a step on the Ray engine: the first to close stopped Ray under the other's pass)."""
+
+    lock = threading.Lock()
+    count = 0
+    started_here = False                       # the Ray running was started by an engine of this process
+    keeper: threading.Event | None = None      # set: the thread that started that Ray may end (see _init_on_own_thread)
+    restore: Callable[[], None] | None = None  # Ray Data's settings before the first engine's
+
+
+def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable[[], None]]:
+    """``(ray, release)``: Ray initialised, connected to ``address`` or started here; an already initialised Ray is
+    reused (started by the user, or by another engine of this process). The first engine's :func:`engine_settings`
+    hold until the last engine calls its ``release``, which puts the earlier settings back and stops Ray if an
+    engine started it (``release`` does nothing the second time)."""
     import ray
 
-    owns = False
-    if not ray.is_initialized():
-        # "local": a new Ray on this machine, never a cluster someone else started here
-        kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False}
-        if address is None:
-            kwargs["include_dashboard"] = False
-        if not verbose:  # its start-up notices (token authentication, "Started a local Ray instance")
-            kwargs["logging_level"] = logging.ERROR
-        ray.init(**kwargs)
-        owns = True
-    return ray, owns, engine_settings(ray, verbose)
+    with _Users.lock:
+        if not ray.is_initialized():
+            # "local": a new Ray on this machine, never a cluster someone else started here
+            kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False}
+            if address is None:
+                kwargs["include_dashboard"] = False
+            if not verbose:  # its start-up notices (token authentication, "Started a local Ray instance")
+                kwargs["logging_level"] = logging.ERROR
+            _Users.keeper = _init_on_own_thread(ray, kwargs)
+            _Users.started_here = True
+        if _Users.count == 0:
+            _Users.restore = engine_settings(ray, verbose)
+        _Users.count += 1
+    released = threading.Event()
+
+    def release() -> None:
+        with _Users.lock:
+            if released.is_set():
+                return
+            released.set()
+            _Users.count -= 1
+            if _Users.count:
+                return
+            restore, _Users.restore = _Users.restore, None
+            if restore is not None:
+                restore()
+            if _Users.started_here:
+                _Users.started_here = False
+                ray.shutdown()
+                _Users.keeper.set()
+
+    return ray, release
+
+
+def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
+    """``ray.init(**kwargs)`` on a thread of its own that lives until the returned event is set: the processes Ray
+    starts die with the thread that started them (Linux's PR_SET_PDEATHSIG is per thread), so a Ray started by a step
+    run on a short-lived thread (a thread pool's, a notebook's worker) was killed as that thread ended, and the
+    process with it ("The connection to the plasma store is failed. Terminate the process.")."""
+    started, keep, failed = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # noqa: BLE001  (raised again on the caller's thread)
+            failed.append(exc)
+            return
+        finally:
+            started.set()
+        keep.wait()
+
+    threading.Thread(target=hold, name="curate-ray", daemon=True).start()
+    started.wait()
+    if failed:
+        raise failed[0]
+    return keep
 
 
 def engine_settings(ray, verbose: bool) -> Callable[[], None]:

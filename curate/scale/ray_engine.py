@@ -19,7 +19,8 @@ definition (a row is admitted against every row admitted before it), so it runs 
 score-sorted stream; its cost grows with the budget, not the pool, beyond the O(n) partition of the scores
 (figures at 1M/10M/100M rows and the memory it needs: evals/SCALING.md).
 
-Without ``address`` Ray starts embedded on this machine and stops after the last Ray step; with one it
+Without ``address`` Ray starts embedded on this machine and stops after the last Ray step of the last engine of the
+process still using it (engines on several threads share one Ray); with one it
 connects to that cluster (``ray start --head`` on the head, ``ray start --address`` on the others; every
 node needs curate installed and the source's path visible, e.g. a shared file system).
 """
@@ -92,8 +93,7 @@ class RayEngine:
         self.workers: dict[str, float] = {}   # "<stage> pid <pid>" -> peak resident MiB
         self.timings: dict[str, dict[str, float]] = {}  # step -> part -> seconds (where the time went)
         self._ray = None
-        self._owns_ray = False
-        self._restore_settings: Callable[[], None] | None = None  # Ray Data's settings before the engine's
+        self._release_ray: Callable[[], None] | None = None  # this engine's hold on Ray (see cluster.start_ray)
         self._data = None                     # the read shards, materialised in the object store
         self._orders: np.ndarray | None = None  # order key of each pool row read here, in pool order
         self._ids: list[str] = []
@@ -109,17 +109,16 @@ class RayEngine:
     def connect(self):
         """Ray, initialised: connected to ``address``, or started here; reused if already initialised."""
         if self._ray is None:
-            self._ray, self._owns_ray, self._restore_settings = start_ray(self.address, self.verbose)
+            self._ray, self._release_ray = start_ray(self.address, self.verbose)
         return self._ray
 
     def close(self) -> None:
-        """Drop the data; disconnect from (or stop) Ray when this engine initialised it."""
+        """Drop the data and this engine's hold on Ray: the last engine of the process to close puts Ray Data's
+        settings back, and stops Ray if an engine started it."""
         self._data = None
-        if self._restore_settings is not None:
-            self._restore_settings()
-        if self._ray is not None and self._owns_ray:
-            self._ray.shutdown()
-        self._ray, self._owns_ray, self._restore_settings = None, False, None
+        release, self._ray, self._release_ray = self._release_ray, None, None
+        if release is not None:
+            release()
 
     def rows(self):
         """The read shards as a Ray dataset (``kind``, ``order``, ``key``, ``data``, ``pid``, ``rss_mb``;

@@ -1,0 +1,121 @@
+"""The Ray engine used by several threads of one process (a notebook, the Python API in threads): Ray and Ray Data's
+settings are process-wide, so the engines share one Ray, started once and stopped when the last of them closes."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+ray = pytest.importorskip("ray")
+
+
+def _shards(folder, rows: int, shards: int):
+    folder.mkdir()
+    size = -(-rows // shards)
+    for i in range(shards):
+        write_jsonl(folder / f"part-{i:05d}.jsonl",
+                    [{"instruction": f"Task {k % (rows - 3)}: explain step {k % (rows - 3)}.", "output": f"Step {k % (rows - 3)}."}
+                     for k in range(i * size, min(rows, (i + 1) * size))])  # the last 3 rows repeat earlier ones
+    return folder
+
+
+
+
+def test_an_engine_closing_leaves_ray_and_its_settings_to_an_engine_of_another_thread_still_using_them(tmp_path):
+    """The engine that started Ray stopped it in its close() while another thread's engine was mid-pass: Ray Data
+    then started a new local Ray from that thread, and about 70 s later Ray's core killed the whole process ("Failed
+    to connect to GCS"); the closing engine also put Ray Data's settings back under the running one."""
+    from curate.pipeline import Run, dedup
+    from curate.scale import RayEngine
+
+    assert not ray.is_initialized()
+    context = ray.data.DataContext.get_current()
+    before = context.raise_original_map_exception
+    shards = _shards(tmp_path / "shards", 24, 2)
+    first, second = RayEngine(), RayEngine()
+    runs = [Run(str(shards), tmp_path / name, budget=0, report=False) for name in ("first", "second")]
+    try:
+        with ThreadPoolExecutor(2) as threads:  # threads living through the test (see the test below for others)
+            threads.submit(first.load, runs[0]).result()  # started Ray
+            threads.submit(second.load, runs[1]).result()
+            threads.submit(first.close).result()
+            assert ray.is_initialized()  # the second engine still uses it
+            assert context.raise_original_map_exception is True  # and still runs under the engine's settings
+            selection = threads.submit(second.dedup, runs[1], dedup).result()
+        assert selection.decisions()["duplicate"] == 3
+    finally:
+        first.close()
+        second.close()
+    assert not ray.is_initialized()  # the last engine to close stopped the Ray an engine started
+    assert context.raise_original_map_exception == before
+    second.close()  # a second close changes nothing
+
+
+def test_two_threads_starting_the_engine_at_once_start_one_ray(monkeypatch):
+    """Two threads checked ray.is_initialized() and called ray.init() without a lock: both started a Ray, and one
+    failed about 75 s later with Ray's raw "Perhaps you called ray.init twice by accident?", its Ray left behind."""
+    from curate.scale import RayEngine
+
+    assert not ray.is_initialized()
+    real_init, calls, in_flight = ray.init, [], threading.Lock()
+
+    def init(*args, **kwargs):  # the real ray.init, watched: a call while another runs is the race
+        if not in_flight.acquire(blocking=False):
+            calls.append("while another ran")
+            raise RuntimeError("ray.init called while another thread's ray.init was running")
+        try:
+            calls.append("init")
+            time.sleep(0.5)  # the window Ray's own start-up (seconds) leaves the other thread
+            return real_init(*args, **kwargs)
+        finally:
+            in_flight.release()
+
+    monkeypatch.setattr(ray, "init", init)
+    engines = [RayEngine(), RayEngine()]
+    start = threading.Barrier(2)
+
+    def connect(engine):
+        start.wait()
+        return engine.connect()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            connected = [f.result() for f in [pool.submit(connect, e) for e in engines]]
+        assert calls == ["init"] and connected == [ray, ray]
+        engines[0].close()
+        assert ray.is_initialized()
+    finally:
+        for engine in engines:
+            engine.close()
+    assert not ray.is_initialized()
+
+
+def test_ray_started_by_an_engine_on_a_thread_that_ended_still_runs(tmp_path):
+    """Ray's processes die with the thread that started them (PR_SET_PDEATHSIG): a step run on a short-lived thread
+    started Ray, the thread ended, and the next step's Ray call killed the whole process (exit 1, no message; Ray's
+    log: "The connection to the plasma store is failed. Terminate the process."). A process of its own: on the old
+    code this is what dies."""
+    import subprocess
+    import sys
+
+    shards = _shards(tmp_path / "shards", 24, 2)
+    script = f"""
+import threading, time
+from pathlib import Path
+from curate.pipeline import Run, dedup
+from curate.scale import RayEngine
+engine, run = RayEngine(), Run({str(shards)!r}, Path({str(tmp_path / "run")!r}), budget=0, report=False)
+loader = threading.Thread(target=engine.load, args=(run,))
+loader.start()
+loader.join()
+time.sleep(2)  # Ray's processes, had they died with the loader's thread, are gone by now
+try:
+    print(engine.dedup(run, dedup).decisions()["duplicate"])
+finally:
+    engine.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr[-2000:]
