@@ -235,6 +235,17 @@ class WorkspaceDefaults:
 
 
 @dataclass(frozen=True)
+class ScaleDefaults:
+    """The Ray engine's inference passes (``curate.scale``, ``--engine ray``)."""
+    batch_rows: int = 512                # rows per actor call at most: large pools keep the encoder's throughput (it
+                                         # batches them by EMBED.batch_size)
+    signal_batch_rows: int = 64          # the same in a pass computing token signals (a causal LM per row: 512 rows
+                                         # were 4-8 minutes of SmolLM2 on 2 CPU cores, all lost to a kill)
+    calls_per_actor: int = 4             # a pass is split into at least this many calls per actor (below the above):
+                                         # a small pool runs on every actor, and its rows come back call by call
+
+
+@dataclass(frozen=True)
 class TrainDefaults:
     """The fine-tuning harness (curate.train): SFT of a small causal LM with per-row records each epoch."""
     epochs: int = 3
@@ -322,6 +333,7 @@ TAG = TagDefaults()
 REPORT = ReportDefaults()
 POOL = PoolDefaults()
 WORKSPACE = WorkspaceDefaults()
+SCALE = ScaleDefaults()
 TRAIN = TrainDefaults()
 LESS = LessDefaults()
 MINING = MiningDefaults()

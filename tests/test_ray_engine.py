@@ -755,3 +755,46 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
     assert ws.column_fingerprints("quality") == whole.column_fingerprints("quality")
     np.testing.assert_allclose(ws.column_array("quality"), whole.column_array("quality"), rtol=0, atol=1e-6)
     assert ws.failures("quality") == whole.failures("quality")
+
+
+def test_a_small_pool_of_one_shard_is_split_over_every_actor_in_calls_of_a_bounded_size(tmp_path, monkeypatch):
+    """Each actor call took up to 512 rows, and Ray Data gave a call a whole block (one shard's rows): a pool of a few
+    hundred rows ran on one actor while the other idled, and a kill lost the whole call's work (512 rows of SmolLM2
+    signals are 4-8 minutes on 2 CPU cores). Now a pass is split into SCALE.calls_per_actor calls per actor at least,
+    each at most SCALE.batch_rows rows (SCALE.signal_batch_rows with signals), and its rows come back call by call."""
+    from curate.defaults import SCALE
+    from curate.pipeline import Run
+    from curate.scale import RayEngine
+    from curate.scale.collect import pass_batch_size
+    from curate.storage import progress
+
+    assert pass_batch_size(100_000, 2, signals=False) == SCALE.batch_rows  # a large pool keeps the encoder's batches
+    assert pass_batch_size(100_000, 2, signals=True) == SCALE.signal_batch_rows
+    assert pass_batch_size(40, 2, signals=False) == -(-40 // (2 * SCALE.calls_per_actor))
+    updates: list = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit="row"):
+            pass
+
+        def update(self, n=1):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(progress, "progress_bar", Bar)
+    pool = write_jsonl(tmp_path / "pool.jsonl", _instructions(40))  # one shard: one block
+    engine = RayEngine()
+    run = Run(str(pool), tmp_path / "run", budget=0, report=False)
+    try:
+        engine.load(run)
+        actors = int(engine.connect().cluster_resources()["CPU"])
+        summary = engine.embed(run, fallback=None)
+    finally:
+        engine.close()
+    call_rows = -(-40 // (actors * SCALE.calls_per_actor))
+    assert summary["rows"] == 40 and sum(updates) == 40
+    assert max(updates) <= 2 * call_rows and len(updates) >= actors  # Ray Data may join two calls' outputs
+    assert len([k for k in engine.workers if k.startswith("inference")]) == actors  # every actor had rows
+    assert run.ws.embedding_sets[summary["name"]]["engine"]["batch_rows"] == call_rows

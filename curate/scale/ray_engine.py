@@ -53,7 +53,6 @@ from curate.scale.sources import (
 from curate.storage.files import removed_on_failure
 
 Step = tuple[str, Callable[[Any], Any]]
-INFERENCE_BATCH = 512  # rows per actor call (the encoder batches them by EMBED.batch_size)
 
 
 class _Clock:
@@ -79,11 +78,12 @@ class RayEngine:
     ``cpus_per_actor``: CPU threads per inference actor when the cluster has no GPUs (one actor per
     ``cpus_per_actor`` CPUs). Without an LLM backend the actors compute the run's scores
     (``run.score_producers()``: its trained scorer for a score where it has one, else the shipped scorer).
+    ``batch_size``: rows per actor call (None: :func:`curate.scale.collect.pass_batch_size` sizes each pass).
     ``dedup_name`` / ``near_dedup_name``: the selections the dedup / near-duplicates steps write.
     ``verbose``: Ray Data's progress bars and log lines on the console.
     """
 
-    def __init__(self, address: str | None = None, cpus_per_actor: int = 1, batch_size: int = INFERENCE_BATCH, dedup_name: str = "dedup",
+    def __init__(self, address: str | None = None, cpus_per_actor: int = 1, batch_size: int | None = None, dedup_name: str = "dedup",
                  near_dedup_name: str = "minhash", verbose: bool = False):
         self.address = address
         self.verbose = verbose
