@@ -243,6 +243,8 @@ class ScaleDefaults:
                                          # were 4-8 minutes of SmolLM2 on 2 CPU cores, all lost to a kill)
     calls_per_actor: int = 4             # a pass is split into at least this many calls per actor (below the above):
                                          # a small pool runs on every actor, and its rows come back call by call
+    commit_wait_max_s: float = 60.0      # a pass's column writes are spaced out (each rewrites the columns), by at most
+                                         # this: one slow write held the next back ~5 min, all lost to a kill
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,56 @@ def test_a_pass_stored_in_parts_is_one_run_record(tmp_path):
         store_rest(ws, step, {rid: results["b"][rid] for rid in rows}, None, info, rows, False, commits.stored["b"])
     runs = ws.column_provenance("b")["runs"]
     assert [(r["rows"], r["turns_scored"], r["engine"]["pass"]) for r in runs] == [(3, 3, "first"), (3, 3, "second")]
+
+
+def _holding(ws, column: str, seconds: float):
+    """A thread holding ``column``'s lock for ``seconds`` (another writer); started once it holds it."""
+    import threading
+    import time
+
+    holds = threading.Event()
+
+    def hold():
+        with ws.column_lock(column):
+            holds.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holds.wait()
+    return thread
+
+
+def test_a_pass_commit_spaces_the_next_by_its_writing_alone_and_never_waits_on_another_writer_part_way(
+        tmp_path, monkeypatch):
+    """The next commit waited 9x the last write's time, and that time included the wait for another writer's column
+    lock: a write that waited 35 s held the next back ~5 minutes (all lost to a kill). And a commit part way waited
+    for the lock on the driver's loop pulling the actors' batches. Now the writing alone counts (the wait capped at
+    SCALE.commit_wait_max_s), and a commit part way that finds the lock held is put off to the next batch."""
+    import time
+
+    from curate.defaults import SCALE
+    from curate.embed import cache
+
+    monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    step, ids = _Constant("b", 3.0), list(ws.ids)
+    results = {"b": {rid: ([3.0], []) for rid in ids}}
+    commits = ColumnCommits(ws, [step], ids, {"name": "ray", "pass": "p"})
+    other = _holding(ws, "b", 4.0)
+    commits.pending = ids[:2]
+    commits.results = results
+    commits.commit()  # the end of a pass: waits for the lock, then writes
+    other.join()
+    assert len(commits.stored["b"][0]) == 2
+    assert commits.wait <= SCALE.commit_wait_max_s and commits.wait < 9.0  # 9 x the write, not x (4 s waited + it)
+    other = _holding(ws, "b", 4.0)
+    started = time.monotonic()
+    commits.wait = 0.0
+    commits.add(ids[2:4], results, {})  # part way: the lock is held, the rows stay pending
+    assert time.monotonic() - started < 2.0 and commits.pending == ids[2:4] and len(commits.stored["b"][0]) == 2
+    other.join()
+    commits.add(ids[4:], results, {})  # the next batch: stored with the rows put off
+    assert not commits.pending and commits.stored["b"] == (set(ids), 0)
+    assert ws.column("b") == [[3.0]] * 6

@@ -9,7 +9,9 @@ compute only the rest. :func:`store_rest` stores what the pass's commits did not
 computed by this run.
 
 Each write rewrites the columns (``ws.merge_column``), so on a large pool the writes are spaced out to take at most
-``WRITE_SHARE`` of the pass's time.
+``WRITE_SHARE`` of the pass's time (the writing itself, not a wait for another writer's column lock), but never
+more than ``SCALE.commit_wait_max_s`` apart. A write part way that finds a column locked by another writer is put off
+to the next batch: the driver goes on pulling the actors' batches instead of waiting.
 
 A column holding rows of the pool under other settings (a scorer changed since) is stored when the pass ends, as
 before: a part stored beside them would mix two runs' values in one column (``check_one_run`` refuses that).
@@ -17,15 +19,25 @@ before: a part stored beside them would mix two runs' values in one column (``ch
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from curate.defaults import SCALE
 from curate.scale.infer import Precomputed
 from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows, rows_needing_work
 from curate.storage.apply_result import ApplyResult
 
 WRITE_SHARE = 0.1  # at most this share of a pass goes to writing columns: a write of s seconds, then 9s without
+
+
+class _Busy(Exception):
+    """Another writer holds a column lock (a commit part way is put off)."""
+
+
+def _busy() -> None:
+    raise _Busy
 
 
 def turns_scored(results: dict[str, tuple[Any, list]]) -> int:
@@ -79,27 +91,36 @@ class ColumnCommits:
         self.results, self.extra = results, extra
         self.pending.extend(rows)
         if time.monotonic() - self.last >= max(cache.PART_EVERY_S, self.wait):
-            self.commit()
+            self.commit(wait=False)
 
-    def commit(self) -> None:
+    def commit(self, wait: bool = True) -> bool:
         """Store the pending rows in each column (one ``ws.apply`` per step; a row a kill left stored for some steps
-        only is computed again, and stored for the others)."""
-        started = self.last = time.monotonic()
-        rows, self.pending = self.pending, []
-        if not rows:
-            return
-        for step in self.steps:
-            if not (mine := [rid for rid in rows if rid in self.needed[step.column]]):
-                continue
-            part = {rid: self.results[step.column][rid] for rid in mine}
-            sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
-            result = self.ws.apply(Precomputed(step, part, run_stats(self.info, part, scorer=sides is None),
-                                               {rid: sides[rid] for rid in mine} if sides is not None else None),
-                                   mine, progress=False)
-            done, failed = self.stored[step.column]
-            self.stored[step.column] = (done | set(mine), failed + result.failed_now)
-        self.last = time.monotonic()
-        self.wait = (self.last - started) * (1 / WRITE_SHARE - 1)
+        only is computed again, and stored for the others), holding the columns' locks; the next commit part way
+        waits ``WRITE_SHARE`` of the time the writing took (at most ``SCALE.commit_wait_max_s``). ``wait`` False:
+        when another writer holds one of the locks, nothing is stored now (the rows stay pending) and False is
+        returned."""
+        rows = self.pending
+        steps = [(s, mine) for s in self.steps if (mine := [rid for rid in rows if rid in self.needed[s.column]])]
+        with contextlib.ExitStack() as locks:
+            for column in sorted({s.column for s, _ in steps}):  # one order for every commit
+                try:
+                    locks.enter_context(self.ws.column_lock(column, on_wait=None if wait else _busy))
+                except _Busy:
+                    return False
+            started = time.monotonic()  # the writing's own time, not the wait for the locks
+            for step, mine in steps:
+                part = {rid: self.results[step.column][rid] for rid in mine}
+                sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
+                result = self.ws.apply(Precomputed(step, part, run_stats(self.info, part, scorer=sides is None),
+                                                   {rid: sides[rid] for rid in mine} if sides is not None else None),
+                                       mine, progress=False)
+                done, failed = self.stored[step.column]
+                self.stored[step.column] = (done | set(mine), failed + result.failed_now)
+            self.pending = []
+            self.last = time.monotonic()
+        if steps:
+            self.wait = min(SCALE.commit_wait_max_s, (self.last - started) * (1 / WRITE_SHARE - 1))
+        return True
 
 
 def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: dict[str, dict[str, Any]] | None,
