@@ -749,6 +749,8 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
     ws = Workspace.open(tmp_path / "run" / "workspace")
     runs = ws.column_provenance("quality")["runs"]
     assert sum(r["rows"] for r in runs) == 48 and all(r["engine"]["name"] == "ray" for r in runs)
+    assert runs[0]["rows"] < runs[0]["engine"]["pass_rows"] == 48  # the killed pass's record says it did not finish
+    assert runs[-1]["rows"] == runs[-1]["engine"]["pass_rows"] and all("pass_started" in r["engine"] for r in runs)
     shutil.copytree(tmp_path / "run" / "workspace", tmp_path / "whole")  # the column an unbroken pass stores
     whole = Workspace.open(tmp_path / "whole")
     assert whole.apply(load_default("quality"), force=True, progress=False).computed == 48

@@ -62,6 +62,21 @@ def test_a_pass_stored_in_parts_is_one_run_record(tmp_path):
         store_rest(ws, step, {rid: results["b"][rid] for rid in rows}, None, info, rows, False, commits.stored["b"])
     runs = ws.column_provenance("b")["runs"]
     assert [(r["rows"], r["turns_scored"], r["engine"]["pass"]) for r in runs] == [(3, 3, "first"), (3, 3, "second")]
+    assert [r["engine"]["pass_rows"] for r in runs] == [3, 3]  # each finished: as many rows as it set out to store
+
+
+def test_the_run_record_of_a_pass_killed_part_way_says_it_did_not_finish(tmp_path):
+    """A killed pass's last run record looked like a finished one (its rows, its seconds): nothing said the pass
+    stopped part way. Each record of a pass stored in parts names the rows it set out to store (engine.pass_rows)."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    step, ids = _Constant("b", 3.0), list(ws.ids)
+    results = {"b": {rid: ([3.0], []) for rid in ids}}
+    commits = ColumnCommits(ws, [step], ids, {"name": "ray", "pass": "killed"})
+    commits.add(ids[:2], results, {})
+    commits.commit()  # then the kill: store_rest never runs
+    [run] = ws.column_provenance("b")["runs"]
+    assert (run["rows"], run["engine"]["pass_rows"]) == (2, 6)
 
 
 def _holding(ws, column: str, seconds: float):

@@ -152,6 +152,7 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     ray = engine.connect()
     actors, options, threads, info = actor_pool(ray, engine.cpus_per_actor)
     info["pass"] = uuid.uuid4().hex[:12]  # the run records of this pass's column commits make one record
+    info["pass_started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # a record's seconds are its writes'
     call_rows = engine.batch_size or pass_batch_size(len(engine._ids), actors, bool(signal_steps))
     info["batch_rows"] = call_rows
     engine._data = split_rows(engine.rows(), call_rows)  # kept split: the next pass's calls are the same size

@@ -45,12 +45,17 @@ def turns_scored(results: dict[str, tuple[Any, list]]) -> int:
     return sum(v is not None for value, _ in results.values() for v in (value or []))
 
 
-def run_stats(info: dict[str, Any], results: dict[str, tuple[Any, list]], scorer: bool) -> dict[str, Any]:
-    """The run record's stats over ``results``: the actor pool (``info``); a ``scorer``'s also the turns it scored
-    (a signal step's run records its own counts)."""
+def run_stats(info: dict[str, Any], results: dict[str, tuple[Any, list]], scorer: bool,
+              pass_rows: int | None = None) -> dict[str, Any]:
+    """The run record's stats over ``results``: the actor pool (``info``: ``engine``; its ``pass_started`` is when the
+    pass began: the record's ``seconds`` are its writes' time, the pass ran until its ``finished``); a ``scorer``'s
+    also the turns it scored (a signal step's run records its own counts). ``pass_rows``: the rows the pass stores in
+    the column when it writes them part by part (``engine.pass_rows``): a record with fewer ``rows`` is of a pass that
+    did not finish (killed)."""
+    engine = {**info, **({"pass_rows": pass_rows} if pass_rows is not None else {})}
     if not scorer:
-        return {"engine": dict(info)}
-    return {"engine": dict(info) or {"name": "ray"}, "turns_scored": turns_scored(results)}
+        return {"engine": engine}
+    return {"engine": engine or {"name": "ray"}, "turns_scored": turns_scored(results)}
 
 
 def stored_part_way(ws: Any, step: Any, ids: Sequence[str]) -> bool:
@@ -111,7 +116,8 @@ class ColumnCommits:
             for step, mine in steps:
                 part = {rid: self.results[step.column][rid] for rid in mine}
                 sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
-                result = self.ws.apply(Precomputed(step, part, run_stats(self.info, part, scorer=sides is None),
+                stats = run_stats(self.info, part, sides is None, pass_rows=len(self.needed[step.column]))
+                result = self.ws.apply(Precomputed(step, part, stats,
                                                    {rid: sides[rid] for rid in mine} if sides is not None else None),
                                        mine, progress=False)
                 done, failed = self.stored[step.column]
@@ -132,10 +138,10 @@ def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: 
     need = set(rows_needing_work(ws, step, ids))  # the pass computed rows other steps needed too: not counted here
     rest = {rid: value for rid, value in results.items() if rid not in done and rid in need}
     sides = {rid: value for rid, value in (extra or {}).items() if rid not in done}
-    stats = run_stats(info, rest, scorer=extra is None)
+    counted = len(done.intersection(ids))
+    stats = run_stats(info, rest, extra is None, pass_rows=counted + len(rest) if stored is not None else None)
     result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)
     if done:
-        counted = len(done.intersection(ids))
         result.computed, result.skipped = result.computed + counted, result.skipped - counted
         result.failed_now += failed
     return result
