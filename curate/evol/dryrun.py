@@ -24,13 +24,13 @@ from curate.evol.rules import (
     choose_operation,
 )
 from curate.evol.run import _seed_rows
-from curate.llm.base import cost_usd
+from curate.llm.dryrun import PricedTokens
 
 BATCH_KINDS = ("openai-batch", "vllm-batch")  # one batch (openai) or one runner launch (vllm) per backend call
 
 
 @dataclass
-class EvolEstimate:
+class EvolEstimate(PricedTokens):
     """At most what an Evol run sends: requests by kind, tokens, USD online and through a batch API, batches."""
 
     kind: str
@@ -57,14 +57,6 @@ class EvolEstimate:
     def requests(self) -> int:
         """At most this many requests to send."""
         return self.rewrites - self.rewrites_cached + self.ranks + self.reasks
-
-    @property
-    def usd_online(self) -> float | None:
-        return cost_usd(self.price_online, self.prompt_tokens, self.output_tokens)
-
-    @property
-    def usd_batch(self) -> float | None:
-        return cost_usd(self.price_batch, self.prompt_tokens, self.output_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "requests": self.requests, "usd_online": self.usd_online, "usd_batch": self.usd_batch}

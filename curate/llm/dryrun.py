@@ -21,8 +21,26 @@ from curate.llm.runner import _variable_aliases, build_requests
 from curate.llm.tokens import LOCAL_KINDS, token_counter
 
 
+class PricedTokens:
+    """The cost of an estimate's ``prompt_tokens`` and ``output_tokens`` at its online and batch prices (a mixin of the
+    estimate dataclasses; None where the price is unknown)."""
+
+    price_online: tuple[float, float] | None
+    price_batch: tuple[float, float] | None
+    prompt_tokens: int
+    output_tokens: int
+
+    @property
+    def usd_online(self) -> float | None:
+        return cost_usd(self.price_online, self.prompt_tokens, self.output_tokens)
+
+    @property
+    def usd_batch(self) -> float | None:
+        return cost_usd(self.price_batch, self.prompt_tokens, self.output_tokens)
+
+
 @dataclass
-class DryRunEstimate:
+class DryRunEstimate(PricedTokens):
     """What one step would send: rows, requests (cached or not), tokens, and USD online and through a batch API."""
 
     column: str
@@ -42,14 +60,6 @@ class DryRunEstimate:
     price_batch: tuple[float, float] | None = None    # None: unknown, or no batch API for this model
     notes: list[str] = field(default_factory=list)
     in_open_batches: int = 0   # of the requests, those already in a batch still open (openai-batch): paid with it
-
-    @property
-    def usd_online(self) -> float | None:
-        return cost_usd(self.price_online, self.prompt_tokens, self.output_tokens)
-
-    @property
-    def usd_batch(self) -> float | None:
-        return cost_usd(self.price_batch, self.prompt_tokens, self.output_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "usd_online": self.usd_online, "usd_batch": self.usd_batch}
