@@ -108,3 +108,20 @@ def test_evol_dry_run_sends_nothing_and_bounds_what_the_run_sends(tmp_path):
     assert made <= before.batches and p["prompt_tokens"] <= before.prompt_tokens
     assert p["completion_tokens"] <= before.output_tokens and p["cost_usd"] <= before.usd_batch
     assert (before.rewrites_cached, after.rewrites_cached) == (0, 4)  # the first step is now in the cache
+
+
+def test_evol_dry_run_bounds_a_later_step_that_rewrites_a_long_seed_again(tmp_path):
+    """A rewrite eliminated (a long seed's reply cut off at max_tokens) leaves the parent the seed, rewritten again at
+    the next step: the bound counted every later parent at the reply's max_tokens, a fraction of a long seed."""
+    from curate.evol.dryrun import estimate_evol
+
+    short = [{"id": "s", "instruction": "List three fruits."}]
+    long = [{"id": "s", "instruction": "List three fruits. " + "Keep each one in mind. " * 400}]
+    ws = Workspace(tmp_path / "ws")
+    with FaultServer() as srv:
+        backend = OpenAIBatchBackend(srv.base_url, MODEL, workspace=ws, api_key="k")
+        one, three = (estimate_evol(long, backend, steps=n, seed=0, cache_path=ws.cache_dir) for n in (1, 3))
+        short_one, short_three = (estimate_evol(short, backend, steps=n, seed=0, cache_path=ws.cache_dir)
+                                  for n in (1, 3))
+    # steps 2 and 3 may each rewrite the whole seed again (2,000 words and more): more than the short seed's steps
+    assert (three.prompt_tokens - one.prompt_tokens) - (short_three.prompt_tokens - short_one.prompt_tokens) >= 2 * 2000

@@ -104,7 +104,8 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
         first_to_send += len(to_send)
         prompt_tokens += sum(counter.count([r.messages for r in to_send]))
         output_tokens += sum(_max_tokens(r) for r in to_send)
-    # steps 2..M: each parent is a reply, at most the rewrite's max_tokens long; the longest prompt of each row
+    # steps 2..M: each parent is a reply, at most the rewrite's max_tokens long, or the seed again where a step's
+    # rewrite was eliminated (a long seed cut off at max_tokens is rewritten again); the longest prompt of each row
     reply_max = 0
     for row in rows:
         longest = output = 0
@@ -112,7 +113,8 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
             (req,) = build_requests(prompt, [inputs(row, "")], backend, params=params)
             reply_max = max(reply_max, _max_tokens(req))
             longest, output = max(longest, counter.count([req.messages])[0]), max(output, _max_tokens(req))
-        prompt_tokens += (steps - 1) * (longest + output)
+        seed = counter.count([[{"role": "user", "content": str(row[field_name])}]])[0]
+        prompt_tokens += (steps - 1) * (longest + max(output, seed))
         output_tokens += (steps - 1) * output
     # ranks: the seed and at most ``steps`` replies; a re-ask repeats the call with the reply and the error after it
     rank_variables = [{"variants": [row[field_name]] + [""] * steps, "scale_max": steps + 1,
