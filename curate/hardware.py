@@ -50,7 +50,9 @@ def import_torch() -> Any:
     if "torch" not in sys.modules:
         with interrupts_held():
             import torch  # noqa: F401
-    return sys.modules["torch"]
+    import torch  # waits for an import another thread has under way (sys.modules holds it half-made until it ends)
+
+    return torch
 
 
 @functools.cache  # the hardware does not change; every local model runner asks
