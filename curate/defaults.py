@@ -242,7 +242,8 @@ class ScaleDefaults:
     signal_batch_rows: int = 64          # the same in a pass computing token signals (a causal LM per row: 512 rows
                                          # were 4-8 minutes of SmolLM2 on 2 CPU cores, all lost to a kill)
     calls_per_actor: int = 4             # a pass is split into at least this many calls per actor (below the above):
-                                         # a small pool runs on every actor, and its rows come back call by call
+                                         # a small pool's rows come back call by call (Ray Data hands an actor a
+                                         # block, a shard's rows: one small shard may still run on one actor)
     commit_wait_max_s: float = 60.0      # a pass's column writes are spaced out (each rewrites the columns), by at most
                                          # this: one slow write held the next back ~5 min, all lost to a kill
 

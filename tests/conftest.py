@@ -71,7 +71,8 @@ def shapes(tmp_path):
 
 _LAUNCHED: dict = {}  # the session's local server, launched at collection when a test will need it
 SERVER_START_S = 900.0  # on two busy cores the server's start-up can take minutes
-GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray"}  # under xdist: one worker runs each group
+# under xdist: one worker runs each group (two Rays at once on two cores starve each other's Ray Data jobs)
+GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray", "test_ray_threads.py": "ray", "test_scale_commits.py": "ray"}
 
 
 def _needs_server(item) -> bool:

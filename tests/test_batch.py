@@ -492,7 +492,9 @@ def test_ctrl_c_while_waiting_names_the_open_batches_and_a_re_run_collects_them(
     with FaultServer() as srv:
         srv.hold_batches.set()  # never finishes while held
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *_batch_score(ws, srv)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # Ctrl-C as a terminal
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # has it (a test
+        # worker's child inherits it ignored, and the CLI leaves an ignored Ctrl-C ignored)
         try:
             deadline = time.monotonic() + 60
             while srv.polls < 2 and proc.poll() is None and time.monotonic() < deadline:

@@ -22,6 +22,12 @@ def _shards(folder, rows: int, shards: int):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_ray_running():
+    """Each test starts from a process with no Ray initialised (one an earlier test of the worker left is stopped)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
 
 
 def test_an_engine_closing_leaves_ray_and_its_settings_to_an_engine_of_another_thread_still_using_them(tmp_path):

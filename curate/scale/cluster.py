@@ -37,6 +37,8 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
                 kwargs["include_dashboard"] = False
             if not verbose:  # its start-up notices (token authentication, "Started a local Ray instance")
                 kwargs["logging_level"] = logging.ERROR
+            # a Ray stopped from outside (ray.shutdown() by the user, a test) ended every engine's use of it
+            _Users.count, _Users.restore = 0, None
             _Users.keeper = _init_on_own_thread(ray, kwargs)
             _Users.started_here = True
         if _Users.count == 0:

@@ -117,21 +117,13 @@ class PassResults:
 
 def pass_batch_size(rows: int, actors: int, signals: bool) -> int:
     """Rows per actor call of a pass over ``rows`` rows on ``actors`` actors: split into ``SCALE.calls_per_actor``
-    calls per actor at least (a pool of a few hundred rows ran on one actor, the other idle), each at most
+    calls per actor at least (a pool of a few hundred rows was one call), each at most
     ``SCALE.batch_rows`` rows (``SCALE.signal_batch_rows`` when the pass computes token ``signals``): a killed pass
     loses at most a call's rows per actor."""
     from curate.defaults import SCALE
 
     ceiling = SCALE.signal_batch_rows if signals else SCALE.batch_rows
     return max(1, min(ceiling, -(-rows // (max(1, actors) * SCALE.calls_per_actor))))
-
-
-def split_rows(data: Any, batch: int) -> Any:
-    """``data`` (materialised) in blocks of about ``batch`` rows where it has fewer: Ray Data gives an actor call a
-    whole block however large (one shard's rows went to one actor) and joins small blocks up to ``batch`` rows.
-    Split before the actors start (a streaming repartition waits forever for the CPUs they hold)."""
-    blocks = -(-data.count() // batch)
-    return data.repartition(blocks).materialize() if data.num_blocks() < blocks else data
 
 
 def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_model: str | None, embed: bool,
@@ -155,7 +147,6 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     info["pass_started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # a record's seconds are its writes'
     call_rows = engine.batch_size or pass_batch_size(len(engine._ids), actors, bool(signal_steps))
     info["batch_rows"] = call_rows
-    engine._data = split_rows(engine.rows(), call_rows)  # kept split: the next pass's calls are the same size
     # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
     # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
     # store while they may restart: a line of its own, kept for that.)

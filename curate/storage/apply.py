@@ -266,21 +266,24 @@ def _store(ws: Workspace, step: Any, ids: list[str], out: StepOutput, fingerprin
                         {"kind": "extra", "of": step.column, "fingerprint": fingerprint,
                          "granularity": step.granularity}, fingerprint)
     sides = sorted({*old.get("side_columns", ()), f"{step.column}_failure", *(f"{step.column}_{k}" for k in out.extra)})
+    # a part of a pass (the Ray engine stores one as its batches come back): the run's stats are the pass's so far
+    stats = {key: runs[-1].get(key, value) for key, value in out.stats.items()} if runs[-1] is not run else out.stats
     provenance = {**step.describe(), "granularity": step.granularity, "reducer": step.reducer,
                   "inputs": list(step.inputs), "fingerprint": fingerprint, "runs": runs, "side_columns": sides,
-                  **({"earlier_runs": earlier} if earlier else {}), **_column_stats(ws, step, ids, out)}
+                  **({"earlier_runs": earlier} if earlier else {}), **_column_stats(ws, step, ids, out, stats)}
     ws.merge_column(step.column, ids, out.values, provenance, fingerprint)
 
 
-def _column_stats(ws: Workspace, step: Any, ids: list[str], out: StepOutput) -> dict[str, Any]:
-    """The provenance's top-level stats: this run's (``runs`` keeps each run's), except those a step's
+def _column_stats(ws: Workspace, step: Any, ids: list[str], out: StepOutput, stats: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The provenance's top-level stats: this run's (``stats``; ``runs`` keeps each run's), except those a step's
     ``column_stats(values, extra)`` counts over the whole column as it will be stored (its earlier rows with this
     run's merged in, pool order; ``extra``: its side columns, already written), named in ``whole_column_stats``:
     they describe the column, not the last run (a run on 17 rows, then one on the rest, said 0 flagged rows of
     a column holding one)."""
     column_stats = getattr(step, "column_stats", None)
     if column_stats is None:
-        return out.stats
+        return stats
     values = ws.column(step.column) if ws.has_column(step.column) else [None] * len(ws)
     index = ws.index
     for rid, value in zip(ids, out.values, strict=True):
@@ -288,7 +291,7 @@ def _column_stats(ws: Workspace, step: Any, ids: list[str], out: StepOutput) -> 
             values[index[rid]] = value
     extra = {key: ws.column(f"{step.column}_{key}") for key in out.extra}
     whole = column_stats(values, extra)
-    return {**out.stats, **whole, "whole_column_stats": sorted(whole)}  # the rest: the last run's, as runs[-1]
+    return {**stats, **whole, "whole_column_stats": sorted(whole)}  # the rest: the last run's, as runs[-1]
 
 
 def merge_column(ws: Any, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
