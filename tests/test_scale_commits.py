@@ -130,3 +130,19 @@ def test_a_pass_commit_spaces_the_next_by_its_writing_alone_and_never_waits_on_a
     commits.add(ids[4:], results, {})  # the next batch: stored with the rows put off
     assert not commits.pending and commits.stored["b"] == (set(ids), 0)
     assert ws.column("b") == [[3.0]] * 6
+
+
+def test_a_column_stored_in_parts_states_the_whole_pass_at_the_top_of_its_provenance(tmp_path):
+    """The provenance's top-level stats are the last run's; for a pass stored in parts they were its last part's only
+    (the suite: turns_scored 105 of the 139 the pass stored), while the folded run record held the pass's sum."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    step, ids = _Constant("b", 3.0), list(ws.ids)
+    results = {"b": {rid: ([3.0], []) for rid in ids}}
+    info = {"name": "ray", "pass": "whole"}
+    commits = ColumnCommits(ws, [step], ids, info)
+    commits.add(ids[:2], results, {})
+    commits.commit()
+    store_rest(ws, step, results["b"], None, info, ids, False, commits.stored["b"])
+    prov = ws.column_provenance("b")
+    assert prov["runs"][-1]["turns_scored"] == 6 and prov["turns_scored"] == 6
