@@ -33,7 +33,7 @@ from curate.storage.write_errors import writing
 KEY_DTYPE = "S32"
 MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
 MERGE_CHUNK_ROWS = 65_536  # rows copied at a time by a merge or a lookup (their memory beside the keys)
-_READ_ATTEMPTS = 5
+_READ_ATTEMPTS = 20  # a reader racing a writer that merges shards again and again (the suite, loaded) lost 5 in a row
 
 
 class VectorStore:
@@ -82,6 +82,7 @@ class VectorStore:
             except FileNotFoundError:  # a merge removed a listed shard: its rows are in the merged one now
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
+                time.sleep(min(0.05, 0.002 * attempt))  # let the merge that removed it finish its rename
         raise AssertionError("unreachable")
 
     def _find(self, keys: np.ndarray, read_vectors: bool) -> tuple[np.ndarray | None, np.ndarray]:
