@@ -124,6 +124,20 @@ def test_a_commands_help_keeps_each_paragraph_whole():
     assert f"Requests in flight at once. [default: {BACKEND.concurrency}]" in judge and "(16)" not in judge
 
 
+def test_help_shows_no_value_type_beside_a_flag():
+    """Typer 0.29 with click 8.5 printed ``<bool>`` beside every flag (``--dry-run <bool>``, ``--help <bool>``), as if
+    each took a value; options that take one keep their type."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    for args in (["--help"], ["score", "--help"], ["train", "--help"], ["train", "map", "--help"]):
+        out = CliRunner().invoke(app, args, terminal_width=200, env={"COLUMNS": "200"}).output
+        assert "--help" in out and "<bool>" not in out, (args, out)
+    score = CliRunner().invoke(app, ["score", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+    assert "<int>" in score and "--dry-run" in score
+
+
 def test_each_default_the_api_and_the_cli_share_is_read_from_curate_defaults():
     """Defaults were written twice (distil n=200, train-scorer folds=5, evol steps=5, tags seeds=10, the tag prompt,
     report samples=3 and its path, the MinHash seed of the single-process and Ray engines): equal today, free to

@@ -43,6 +43,24 @@ class _Group(typer.core.TyperGroup):
                                 "damaged or truncated file, or a worker process that died (set CURATE_TRACEBACK=1 to "
                                 "see where)") from exc
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _untyped_flags(command, ctx)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _untyped_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def _untyped_flags(command: Any, ctx: Any) -> None:
+    """Typer 0.29 with click 8.5 prints ``<bool>`` beside every flag in help (``--dry-run <bool>``), as if it took a
+    value: an empty metavar leaves a flag's type column blank."""
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
