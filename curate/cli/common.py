@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import signal
 import sys
@@ -14,55 +13,12 @@ import typer
 import typer.core
 
 from curate import pools
-from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, OutputConsole, closed_outputs
+from curate.cli.group import CommandGroup
+from curate.cli.pipes import OutputConsole
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 from curate.errors import OptionError
 
-
-class CutShortError(ValueError):
-    """An EOFError a command met (a file that ends before its data does): typer's main turns an EOFError into a
-    blank line and an Abort, which exited 1 with nothing said; this one is reported as its line."""
-
-
-class _Group(typer.core.TyperGroup):
-    """The top-level command group: an EOFError from any reader becomes :class:`CutShortError`; a broken pipe
-    :class:`OutputClosed` when it is the command's output, else :class:`BrokenPipeElsewhere` (typer's own
-    handling of EPIPE, exit 1 with nothing said, kept neither apart)."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-            if fds := closed_outputs():
-                raise OutputClosed(fds) from exc
-            raise BrokenPipeElsewhere(str(exc)) from exc
-        except EOFError as exc:
-            raise CutShortError(f"input ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): a "
-                                "damaged or truncated file, or a worker process that died (set CURATE_TRACEBACK=1 to "
-                                "see where)") from exc
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            _untyped_flags(command, ctx)
-        return command
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        _untyped_flags(self, ctx)
-        super().format_help(ctx, formatter)
-
-
-def _untyped_flags(command: Any, ctx: Any) -> None:
-    """Typer 0.29 with click 8.5 prints ``<bool>`` beside every flag in help (``--dry-run <bool>``), as if it took a
-    value: an empty metavar leaves a flag's type column blank."""
-    for param in [*command.params, command.get_help_option(ctx)]:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-
-
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=CommandGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
 # markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
 # styles itself passes markup=True and escapes what it interpolates

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from curate.cli.common import _Group, app, console, option
+from curate.cli.common import app, console, option
+from curate.cli.group import CommandGroup
 from curate.defaults import TRAIN
 
-train_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
+train_app = typer.Typer(cls=CommandGroup, no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
                         "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
 app.add_typer(train_app, name="train")
 
