@@ -117,3 +117,24 @@ def test_the_default_indicators_read_the_score_a_run_wrote_beside_a_pool_field_o
     names, x = indicator_matrix(ws)
     assert names == ["length", "quality_score"]
     assert x[:, 1].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # the run's scores, never the pool's 9s
+
+
+def test_a_damaged_cached_loss_and_a_foreign_run_record_are_errors_naming_the_file(tmp_path):
+    """A cached subset loss that is not JSON raised json's "Expecting value: line 2 column 1" and a ``run.json`` of
+    another tool in a fine-tune's out_dir a bare KeyError('config'): neither named the file."""
+    from curate.train.harness import TrainRun
+    from curate.train.mining import _cached_loss
+
+    (tmp_path / "k.json").write_text('{"loss":\n')
+    with pytest.raises(CurateError, match=r"k\.json"):
+        _cached_loss(tmp_path, "k", lambda: 1.0)
+    (tmp_path / "k.json").write_text('{"other": 2}')
+    with pytest.raises(CurateError, match=r"k\.json: damaged cached loss"):
+        _cached_loss(tmp_path, "k", lambda: 1.0)
+    assert _cached_loss(tmp_path, "fresh", lambda: 2.5) == 2.5 and _cached_loss(tmp_path, "fresh", lambda: 0) == 2.5
+    run = tmp_path / "run"
+    run.mkdir()
+    for text in ('{"name": "another tool"}', "not json", '{"config": {"epochs": 1}}'):
+        (run / "run.json").write_text(text)
+        with pytest.raises(CurateError, match=r"run\.json"):
+            TrainRun(run)

@@ -41,6 +41,7 @@ from curate.storage.files import (
     file_lock,
     folder_fingerprint,
     newest_mtime,
+    read_json,
     remove,
     torch_save,
     writing,
@@ -112,13 +113,18 @@ class TrainRun:
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
-        info = json.loads((self.out_dir / RUN_FILE).read_text())
+        path = self.out_dir / RUN_FILE
+        info = _read_run_file(path)
+        try:
+            self.config = TrainConfig(**info["config"])
+            self.model_dir = Path(info["model_dir"])
+            self.ids: list[str] = list(info["ids"])
+            self.skipped: dict[str, Failure] = {k: Failure.from_dict(v) for k, v in info["skipped"].items()}
+            self.epochs_done: int = int(info["epochs_done"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CurateError(f"{path}: not a curate training run's record ({type(exc).__name__}: {exc}); use "
+                              "another out_dir") from None
         self.info: dict[str, Any] = info
-        self.config = TrainConfig(**info["config"])
-        self.model_dir = Path(info["model_dir"])
-        self.ids: list[str] = list(info["ids"])
-        self.skipped: dict[str, Failure] = {k: Failure.from_dict(v) for k, v in info["skipped"].items()}
-        self.epochs_done: int = int(info["epochs_done"])
 
     @property
     def finished(self) -> bool:
@@ -199,6 +205,15 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read_run_file(path: Path) -> dict[str, Any]:
+    """``run.json`` as a dict; one that is not JSON, or not an object, is an error naming it (it raised json's
+    "Expecting value" or a bare KeyError('config'), naming no file)."""
+    info = read_json(path)
+    if not isinstance(info, dict) or "config" not in info:
+        raise CurateError(f"{path}: not a curate training run's record (no 'config'); use another out_dir")
+    return info
+
+
 def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, fp: str,
            skipped: dict[str, Failure], examples: list[Example], device: str) -> dict[str, Any]:
     """Create or check ``run.json``; returns its contents."""
@@ -207,8 +222,8 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
         for leftover in out_dir.glob(".epoch-*"):  # a save a SIGKILL stopped; a live writer's is younger than this
             if newest_mtime(leftover) < time.time() - STALE_LEFTOVER_S:
                 remove(leftover)
-        info = json.loads(path.read_text())
-        if info["fingerprint"] != fp:
+        info = _read_run_file(path)
+        if info.get("fingerprint") != fp:
             raise CurateError(f"{out_dir} holds another run (model, rows or settings differ); use another out_dir")
         return info
     out_dir.mkdir(parents=True, exist_ok=True)

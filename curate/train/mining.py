@@ -34,6 +34,7 @@ from curate.rows import row_text
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
 from curate.signals.selectors import rows_to_keep, select_learnability
+from curate.storage.files import read_json
 from curate.storage.step import StepOutput
 from curate.train.harness import TrainConfig, finetune, run_folder
 from curate.train.losses import eval_loss
@@ -141,7 +142,11 @@ def _cached_loss(folder: Path, key: str, compute: Any) -> float:
     """A subset's eval loss from ``folder/<key>.json``, else computed and stored first."""
     path = folder / f"{key}.json"
     if path.exists():
-        return float(json.loads(path.read_text())["loss"])
+        try:
+            return float(read_json(path)["loss"])
+        except (KeyError, TypeError, ValueError) as exc:  # read_json names a file that is not JSON
+            raise CurateError(f"{path}: damaged cached loss ({type(exc).__name__}: {exc}); remove it to compute the "
+                              "loss again") from None
     loss = float(compute())
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}"
