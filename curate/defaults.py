@@ -113,6 +113,7 @@ class MinHashDefaults:
     """Near-duplicate text (``minhash`` selector, ``curate run --minhash``): MinHash LSH over word shingles."""
 
     threshold: float = 0.8           # estimated Jaccard of the word shingles at which a row is a near-duplicate
+    text: str = "conversation"       # the text compared: instruction | conversation | response
     shingle: int = 3                 # words per shingle
     num_perm: int = 128              # hash functions per signature
     # The LSH band layout's weight on false positives against missed pairs (datasketch's optimiser; its default
@@ -176,6 +177,7 @@ class SignalDefaults:
 class ScorerDefaults:
     """Trained scorers (curate.scorers): the fine-tuned kinds (cross-encoder, small-lm)."""
     finetune_epochs: float = 2.0         # passes over the training labels
+    finetune_lr: float = 3e-4            # the cross-encoder's encoder learning rate
     ridge_alpha: float = 10.0            # the ridge head's L2 penalty (features standardised first)
     ordinal_C: float = 1.0               # the ordinal head's inverse regularisation (scikit-learn's C)
     embedding_weight: float = 1.0        # the embedding block's scale beside the text statistics

@@ -79,7 +79,7 @@ def _pick(table, wanted: frozenset):
 
 
 def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | None = "dedup",
-                  threshold: float = MINHASH.threshold, text: str = "conversation", shingle: int = MINHASH.shingle,
+                  threshold: float = MINHASH.threshold, text: str = MINHASH.text, shingle: int = MINHASH.shingle,
                   num_perm: int = MINHASH.num_perm, seed: int = MINHASH.seed,
                   false_positive_weight: float = MINHASH.false_positive_weight):
     """Near-duplicates among ``input_selection``'s kept rows (all rows when None), stored as selection

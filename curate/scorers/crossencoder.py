@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.defaults import SCORER
 from curate.hardware import import_torch
 
 LORA_TARGETS = ("query", "key", "value", "dense")        # BERT (MiniLM)
@@ -295,8 +296,8 @@ def _loss_passes(net, tok, pts, prs, max_length: int, pair_weight: float, device
 
 
 def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
-              pairs: Sequence[tuple[str, str | None, str | None, float]], max_length: int, epochs: float = 2.0,
-              batch_size: int = 16, lr: float = 3e-4, head_lr: float = 3e-3, weight_decay: float = 0.01,
+              pairs: Sequence[tuple[str, str | None, str | None, float]], max_length: int, epochs: float = SCORER.finetune_epochs,
+              batch_size: int = 16, lr: float = SCORER.finetune_lr, head_lr: float = 3e-3, weight_decay: float = 0.01,
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.defaults import TRAIN_SCORER
 from curate.scorers.features import Row, input_texts
 from curate.scorers.metrics import (
     FIGURE_NAMES,
@@ -158,8 +159,9 @@ def _criterion_key(table: list[dict[str, float]]) -> str:
 
 
 def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates: Sequence[dict[str, float]],
-                  X: np.ndarray, y: Sequence[float], *, k: int = 5, holdout: float = 0.2,
-                  groups: Sequence[Any] | None = None, seed: int = 0,
+                  X: np.ndarray, y: Sequence[float], *, k: int = TRAIN_SCORER.folds,
+                  holdout: float = TRAIN_SCORER.holdout, groups: Sequence[Any] | None = None,
+                  seed: int = TRAIN_SCORER.seed,
                   pairs: np.ndarray | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The candidate with the best mean K-fold Spearman on the training part (the held-out part of
     :func:`evaluate_features` with the same ``holdout``/``seed`` is never read), and every candidate's figure.
@@ -191,7 +193,8 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
 
 
 def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.ndarray, y: Sequence[float], *,
-                    k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+                    k: int = TRAIN_SCORER.folds, holdout: float = TRAIN_SCORER.holdout,
+                    groups: Sequence[Any] | None = None, seed: int = TRAIN_SCORER.seed,
                     pairs: np.ndarray | None = None) -> dict[str, Any]:
     """Set on ``scorer`` the head settings (every combination of ``search``) that :func:`choose_config` picks;
     returns the choice, every candidate's K-fold figure and K."""
@@ -216,7 +219,8 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
 
 
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
-                      k: int = 5, holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+                      k: int = TRAIN_SCORER.folds, holdout: float = TRAIN_SCORER.holdout,
+                    groups: Sequence[Any] | None = None, seed: int = TRAIN_SCORER.seed,
                       length_input: str = "", chars_instruction: np.ndarray | None = None,
                       pairs: np.ndarray | None = None) -> Evaluation:
     """K-fold agreement on the training part and agreement on a held-out part split off first.
@@ -305,8 +309,9 @@ def length_input(scorer: Scorer) -> str:
     return "response" if "response" in scorer.reads else scorer.reads[-1]
 
 
-def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[float], *, k: int = 5,
-                       holdout: float = 0.2, groups: Sequence[Any] | None = None, seed: int = 0,
+def train_and_evaluate(scorer: Scorer, rows: Sequence[Row], scores: Sequence[float], *,
+                       k: int = TRAIN_SCORER.folds, holdout: float = TRAIN_SCORER.holdout,
+                       groups: Sequence[Any] | None = None, seed: int = TRAIN_SCORER.seed,
                        refit_all: bool = True, embedded: dict[str, np.ndarray] | None = None,
                        cache_dir: str | os.PathLike | None = None,
                        search: dict[str, Sequence[float]] | None = None, pairs: np.ndarray | None = None) -> Evaluation:

@@ -226,7 +226,7 @@ class CrossEncoderScorer(Scorer):
         return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows, cache_use=cache_use))
 
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
-            label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = 3e-4,
+            label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = SCORER.finetune_lr,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
             log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None,
             on_resume=None, step_tokens: int | None = None) -> CrossEncoderScorer:

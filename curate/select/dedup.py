@@ -114,7 +114,7 @@ def lsh_index(threshold: float, num_perm: int, false_positive_weight: float):
 
 
 @register("minhash")
-def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, text: str = "conversation",
+def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, text: str = MINHASH.text,
                   shingle: int = MINHASH.shingle, num_perm: int = MINHASH.num_perm, sort_by: str | None = None,
                   seed: int = MINHASH.seed, false_positive_weight: float = MINHASH.false_positive_weight) -> SelectorResult:
     """Near-duplicate text (MinHash LSH over word shingles, datasketch): a row is a duplicate when a kept
