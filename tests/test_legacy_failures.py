@@ -147,6 +147,31 @@ def test_a_rerun_under_other_settings_says_why_it_computed_rows_again(tmp_path):
     assert ws.apply(_Words("v2"), progress=False).redone == 0
 
 
+class _CountingWorkspace(Workspace):
+    """A workspace that counts the reads of a column's stored fingerprints (each one reads the whole column file)."""
+
+    reads = 0
+
+    def column_fingerprints(self, name):
+        type(self).reads += 1
+        return super().column_fingerprints(name)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_apply_reads_the_columns_fingerprints_once_and_still_counts_the_rows_redone(tmp_path, force):
+    """``apply`` read the column's fingerprints three times on a run under other settings: to find the rows to do,
+    to count those computed again (``redone``), and to check the rows outside those asked for."""
+    ws = _CountingWorkspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)]))
+    ws.apply(_Words("v1"), progress=False)
+    _CountingWorkspace.reads = 0
+    again = ws.apply(_Words("v2"), ws.ids, force=force, progress=False)
+    assert (again.computed, again.redone, _CountingWorkspace.reads) == (3, 3, 1)
+    _CountingWorkspace.reads = 0
+    same = ws.apply(_Words("v2"), ws.ids, force=force, progress=False)
+    assert (same.computed, same.redone, _CountingWorkspace.reads) == (3 if force else 0, 0, 1)
+
+
 def test_a_selection_of_the_first_curate_reads_with_its_reasons_in_words(tmp_path):
     """That curate stored a selection's reasons as words, without a detail column (old21 ``add_selection``); the
     report, reached once the failures read, died with "KeyError: 'detail'"."""

@@ -56,8 +56,21 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
     :func:`applied_fingerprint`); with ``retry_failed`` also those whose last failure was transient."""
     if force or not ws.has_column(step.column):
         return list(ids)
+    return work_and_stored(ws, step, ids, retry_failed=retry_failed, fingerprint=fingerprint)[0]
+
+
+def work_and_stored(ws: Workspace, step: Any, ids: list[str], *, force: bool = False, retry_failed: bool = False,
+                    fingerprint: str | None = None) -> tuple[list[str], dict[str, str | None]]:
+    """(:func:`rows_needing_work`'s ids, the column's stored fingerprints by row id as read for them: {} without the
+    column): ``apply`` counts the rows it computes again and checks the rows outside those asked with the same read
+    (it read the column's fingerprints three times an apply)."""
+    if not ws.has_column(step.column):
+        return list(ids), {}
+    stored = ws.column_fingerprints(step.column)
+    if force:
+        return list(ids), stored
     fingerprint = fingerprint or applied_fingerprint(ws, step)
-    done = ws.column_fingerprints(step.column)
+    done = dict(stored)
     for rid in unrecorded_gaps(ws, step.column, fingerprint, step.granularity):  # a write a kill cut short: again
         done[rid] = None
     todo = [rid for rid in ids if done.get(rid) != fingerprint]
@@ -66,7 +79,7 @@ def rows_needing_work(ws: Workspace, step: Any, ids: list[str], *, force: bool =
         for rid, fails in zip(have, ws.failures(step.column, have), strict=True):
             if any(f.code in TRANSIENT_FAILURES for f in fails):
                 todo.append(rid)
-    return todo
+    return todo, stored
 
 
 def unrecorded_gaps(ws: Workspace, column: str, fingerprint: str, granularity: str = "turn") -> list[str]:
@@ -173,16 +186,15 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             locked.enter_context(ws.column_lock(step.column))
         except OSError:  # no lock file can be made (a read-only workspace): fine when nothing needs writing either
             ws.refresh()  # unlocked, each column file read is one whole version (they are replaced, never changed)
-            asked, _, todo = _rows_to_do(ws, step, ids, force, retry_failed)
+            asked, _, todo, _ = _rows_to_do(ws, step, ids, force, retry_failed)
             if todo:
                 raise
             return _result(ws, step, asked, todo, started)
         ws.refresh()  # rows another process loaded since this object read the pool are rows to compute too
-        asked, fingerprint, todo = _rows_to_do(ws, step, ids, force, retry_failed)
-        stored = ws.column_fingerprints(step.column) if todo and ws.has_column(step.column) else {}
+        asked, fingerprint, todo, stored = _rows_to_do(ws, step, ids, force, retry_failed)
         redone = sum(1 for rid in todo if rid in stored and stored[rid] != fingerprint)
         if todo and ids is not None:
-            check_one_run(ws, step, set(asked), fingerprint)
+            check_one_run(ws, step, set(asked), fingerprint, stored)
         if todo:
             chunk = getattr(step, "rows_per_call", None) or len(todo)
             bar = progress_bar(len(todo), step.column, progress)
@@ -203,9 +215,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
 
 
 def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
-                retry_failed: bool) -> tuple[list[str], str, list[str]]:
-    """(the rows asked for, the step's fingerprint, those of them that need the step), once the step's own checks
-    of the workspace pass."""
+                retry_failed: bool) -> tuple[list[str], str, list[str], dict[str, str | None]]:
+    """(the rows asked for, the step's fingerprint, those of them that need the step, the column's stored
+    fingerprints), once the step's own checks of the workspace pass."""
     asked = ws.ids if ids is None else list(dict.fromkeys(ids))
     if ids is not None:
         check_ids_in_pool(ws, asked)
@@ -216,8 +228,8 @@ def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,
     check_inputs = getattr(step, "check_inputs", None)
     if check_inputs is not None:  # the step names its own source (a prompt file) when a column it reads is absent
         check_inputs(ws)
-    todo = rows_needing_work(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
-    return asked, fingerprint, todo
+    todo, stored = work_and_stored(ws, step, asked, force=force, retry_failed=retry_failed, fingerprint=fingerprint)
+    return asked, fingerprint, todo, stored
 
 
 def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started: float,

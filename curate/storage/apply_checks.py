@@ -69,14 +69,17 @@ def column_was(prov: dict[str, Any]) -> str:
                      + [f"{k} {prov[k]}" for k in ("model", "prompt") if prov.get(k)])
 
 
-def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str) -> None:
+def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str,
+                  stored: dict[str, str | None] | None = None) -> None:
     """Refuse a run on some rows under other settings (another producer, model, prompt) than the column's other
     rows were computed under: the column would mix two runs' values under the newest run's provenance. (A run on
     every row replaces them all: a judge may take over the column a shipped scorer wrote; see
-    :func:`check_replaces_with_something` for a run that gave no value.)"""
+    :func:`check_replaces_with_something` for a run that gave no value.) ``stored``: the column's fingerprints by row id
+    when the caller has read them."""
     if not ws.has_column(step.column):
         return
-    others = [fp for rid, fp in ws.column_fingerprints(step.column).items()
+    stored = ws.column_fingerprints(step.column) if stored is None else stored
+    others = [fp for rid, fp in stored.items()
               if rid not in asked and rid in ws.index and fp != fingerprint]
     if others:
         was = column_was(ws.column_provenance(step.column))
