@@ -43,6 +43,11 @@ class NoLabelsError(CurateError):
         super().__init__(message)
 
 
+class StillSendingWarning(RuntimeWarning):
+    """A call interrupted (Ctrl-C, Jupyter's stop button) that had not stopped when the interrupt returned: it may
+    still be sending requests in the background."""
+
+
 def python_and_cli(python: str, cli: str) -> str:
     """How a message names an option a user gives either way, Python first: ``python_and_cli("api_key_env=",
     "--api-key-env")`` is ``api_key_env= (CLI: --api-key-env)``; a user of ``import curate`` is not told of a flag

@@ -815,3 +815,56 @@ def test_the_notebook_stop_button_stops_a_judge_run_that_runs_on_a_worker_loop(t
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["sent"] < 400 and got["sent_later"] == 0 and got["threads"] == [], got
+
+
+STUBBORN_CALL = """
+import asyncio, dataclasses, json, os, signal, sys, threading, time, warnings
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has it
+import curate.llm.base as base
+
+base.BACKEND = dataclasses.replace(base.BACKEND, cancel_wait_s=0.5)
+ignores_s = float(sys.argv[1])
+
+
+async def call():  # runs until cancelled, then goes on for ignores_s seconds (a backend's cleanup that hangs)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        end = time.monotonic() + ignores_s
+        while time.monotonic() < end:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+        raise
+
+
+async def cell():
+    threading.Thread(target=lambda: (time.sleep(0.5), os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.run_sync(call)
+        except KeyboardInterrupt:
+            pass
+    print(json.dumps([[w.category.__name__, str(w.message)] for w in caught]))
+
+asyncio.new_event_loop().run_until_complete(cell())
+"""
+
+
+@pytest.mark.parametrize("ignores_s", [0.0, 3.0])
+def test_a_stop_button_whose_call_does_not_stop_in_time_says_it_may_still_be_sending(ignores_s):
+    """The interrupt waits ``BACKEND.cancel_wait_s`` for the cancelled call to stop; a call that took longer was left
+    running on its worker thread, and the interrupt returned with no word of it. It says so now; a call that stops in
+    time says nothing."""
+    proc = subprocess.run([sys.executable, "-c", STUBBORN_CALL, str(ignores_s)],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    caught = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not ignores_s:
+        assert caught == []
+        return
+    assert len(caught) == 1 and caught[0][0] == "StillSendingWarning", caught
+    assert re.search(r"had not stopped after 0\.\d s \(BACKEND\.cancel_wait_s 0\.5 s\): it may still be sending "
+                     r"requests in the background", caught[0][1]), caught

@@ -17,13 +17,14 @@ import concurrent.futures
 import re
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND, JUDGE
-from curate.errors import CurateError
+from curate.errors import CurateError, StillSendingWarning
 
 T = TypeVar("T")
 
@@ -203,7 +204,8 @@ def _cancel_and_wait(running: concurrent.futures.Future, outcome: concurrent.fut
     """Cancel the worker loop's task and wait for the call to end (its ``outcome`` set, up to ``BACKEND.cancel_wait_s``;
     not ``thread.is_alive()``, False while a thread starts); a second Ctrl-C meanwhile cancels again rather than
     leaving the call running in the background (it went on sending, and its requests, released as no longer in
-    flight, were sent again by the re-run)."""
+    flight, were sent again by the re-run). A call still running when the wait ends is said (a
+    :class:`~curate.errors.StillSendingWarning`): the interrupt returned with no word of it."""
     start = time.monotonic()
     cancelled = False
     while not outcome.done() and time.monotonic() < start + BACKEND.cancel_wait_s:
@@ -222,6 +224,15 @@ def _cancel_and_wait(running: concurrent.futures.Future, outcome: concurrent.fut
             cancelled = False  # cancel again: the call may have swallowed the first
     if outcome.done():
         thread.join(1.0)  # it returns once the outcome is set
+    elif thread.ident is not None:
+        warnings.warn(still_sending_text(time.monotonic() - start), StillSendingWarning, stacklevel=3)
+
+
+def still_sending_text(waited_s: float) -> str:
+    """What an interrupt says when the call it cancelled had not stopped after ``waited_s`` seconds."""
+    return (f"the interrupted call had not stopped after {waited_s:.1f} s (BACKEND.cancel_wait_s "
+            f"{BACKEND.cancel_wait_s:g} s): it may still be sending requests in the background (thread curate-loop); "
+            "a re-run now may send them again and pay twice: wait for it to end, or restart the kernel to stop it")
 
 
 class Backend:
