@@ -4,9 +4,11 @@ Every test runs against the fault-injecting OpenAI-compatible server on loopback
 tests run ``python -m curate.cli`` in a subprocess, as a user would.
 """
 
+import html
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -398,6 +400,27 @@ def test_a_takeover_that_gets_no_answer_keeps_the_scorers_values_and_says_so(tmp
     partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over
     assert (partial.valued_now, partial.failed) == (2, 1) and partial.provenance["kind"] == "judge"
     assert ws.column("quality")[2] == [None] and ws.failures("quality")[2][0].code is FailureCode.TRANSIENT
+
+
+def test_a_judge_that_takes_over_the_scorers_quality_column_says_so(tmp_path, fault_server):
+    """The judge and the shipped scorer share the column name ``quality``: a judge run on a workspace the scorer
+    had scored took the column over without a word (Python API and ``curate score`` alike). The result holds what
+    it replaced, and its summary, the notebook's view and the CLI's lines say so; a re-run of the judge does not."""
+    from curate.scorers import load_default
+
+    said = "quality: the scorer's column (scorer imitating quality) is replaced by the judge's labels"
+    ws = _workspace(tmp_path, ["Explain tides.", "Name three primes."])
+    assert ws.score(load_default("quality")).took_over == {}
+    shutil.copytree(ws.path, tmp_path / "cli")  # the same scored workspace, for the CLI
+    taken = ws.apply(Judge("quality", _backend(fault_server)), progress=False)
+    assert taken.took_over["kind"] == "scorer" and taken.provenance["kind"] == "judge"
+    assert taken.takeover_text() == said and said in taken.summary() and html.escape(said) in taken._repr_html_()
+    again = ws.apply(Judge("quality", _backend(fault_server, "another-model")), progress=False)
+    assert again.computed == 2 and again.took_over == {} and "replaced" not in again.summary()
+    proc = _cli("score", tmp_path / "cli", "--judge", "quality", "--base-url", fault_server.base_url, "--model",
+                UNPRICED_MODEL)
+    assert proc.returncode == 0, proc.stderr
+    assert said in " ".join(proc.stdout.split()), proc.stdout
 
 
 def test_a_judge_that_took_over_a_scorers_column_sums_its_own_cost_not_unknown(tmp_path, fault_server):

@@ -255,6 +255,8 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
     if result.computed and (cached := cache_use_text(prov)):
         line += f"; {cached}"
     console.print(f"{line}; {result.seconds}s", soft_wrap=True, highlight=False)
+    if took_over := result.takeover_text():
+        console.print(f"  [yellow]{escape(took_over)}[/]", soft_wrap=True, highlight=False, markup=True)
     if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
         console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)
     failures = ws.failures(result.column, ids)

@@ -249,6 +249,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         for column, applied in result.items():
             producer = f"; {_producer(applied.provenance)}" if applied.provenance else ""  # none: no row to score
             console.print(f"  {column}: {_done(applied, 'scored')}{producer}")
+            if took_over := applied.takeover_text():
+                console.print(f"    [yellow]{escape(took_over)}[/]", soft_wrap=True, highlight=False, markup=True)
             if applied.provenance.get("kind") == "judge":
                 from curate.cli.judge import usage_total_line
 

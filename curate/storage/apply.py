@@ -195,6 +195,7 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         redone = sum(1 for rid in todo if rid in stored and stored[rid] != fingerprint)
         if todo and ids is not None:
             check_one_run(ws, step, set(asked), fingerprint, stored)
+        before: dict[str, Any] = {}  # the column's provenance before this run's write ({}: no write, or no column)
         if todo:
             chunk = getattr(step, "rows_per_call", None) or len(todo)
             bar = progress_bar(len(todo), step.column, progress)
@@ -208,10 +209,14 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                 bar.close()
             joined = join_outputs(outputs)
             check_replaces_with_something(ws, step, todo, joined)
+            before = ws.column_provenance(step.column) if ws.has_column(step.column) else {}
             _store(ws, step, todo, joined, fingerprint, time.time() - started)
             for on_stored in joined.on_stored:
                 on_stored()
-        return _result(ws, step, asked, todo, started, redone)
+        result = _result(ws, step, asked, todo, started, redone)
+        if before and before.get("kind") != result.provenance.get("kind"):  # a judge over a scorer's column: said
+            result.took_over = before
+        return result
 
 
 def _rows_to_do(ws: Workspace, step: Any, ids: list[str] | None, force: bool,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.codes import FailureCode
+from curate.storage.roles import wrote_text
 
 SENDING_KINDS = ("judge", "instag_tags")  # the provenance kinds of steps whose rows are requests sent to an LLM
 
@@ -26,6 +27,8 @@ class ApplyResult:
     failure_reasons: dict[str, tuple[int, str]] = field(default_factory=dict)  # code -> (failed rows, first detail)
     left_pool: int = 0         # rows asked for that a load removed from the pool while the step ran (not written)
     redone: int = 0            # of ``computed``, rows stored before under other settings (another fingerprint)
+    took_over: dict[str, Any] = field(default_factory=dict)  # the provenance the column had when this run replaced
+    # another kind of step's values (a judge over the shipped scorer's ``quality``); {} otherwise
 
     @property
     def valued_now(self) -> int:
@@ -49,6 +52,17 @@ class ApplyResult:
         return (f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}{again}, "
                 f"{self.failed_text()}{left}")
 
+    def takeover_text(self) -> str:
+        """``quality: the scorer's column (scorer imitating quality) is replaced by the judge's labels`` when this run
+        took over a column another kind of step wrote ('' otherwise): labels are never overwritten, but a judge may
+        take over a scorer's predictions, and it did so without a word."""
+        if not self.took_over:
+            return ""
+        kind = self.provenance.get("kind") or "step"
+        values = "labels" if kind == "judge" else "values"
+        return (f"{self.column}: the {self.took_over.get('kind') or 'loaded'}'s column ({wrote_text(self.took_over)}) "
+                f"is replaced by the {kind}'s {values}")
+
     def reasons_text(self) -> str:
         """Why rows failed: each reason code with its rows and one example detail ('' when none failed)."""
         parts = [f"{n:,} x {code} (e.g. {detail})" for code, (n, detail) in
@@ -60,13 +74,15 @@ class ApplyResult:
 
     def summary(self) -> str:
         """One line: the counts, then the failure reasons when rows failed."""
-        reasons = self.reasons_text()
-        return f"{self.column}: {self.counts_text()}" + (f" — {reasons}" if reasons else "") + f" ({self.seconds:.1f} s)"
+        reasons, took_over = self.reasons_text(), self.takeover_text()
+        return (f"{self.column}: {self.counts_text()}" + (f" — {reasons}" if reasons else "")
+                + f" ({self.seconds:.1f} s)" + (f"; {took_over}" if took_over else ""))
 
     def _repr_html_(self) -> str:
-        reasons = self.reasons_text()
+        reasons, took_over = self.reasons_text(), self.takeover_text()
         return (f"<b>{html.escape(self.column)}</b>: {html.escape(self.counts_text())}"
-                + (f" — {html.escape(reasons)}" if reasons else "") + f" ({self.seconds:.1f} s)")
+                + (f" — {html.escape(reasons)}" if reasons else "") + f" ({self.seconds:.1f} s)"
+                + (f"<br><i>{html.escape(took_over)}</i>" if took_over else ""))
 
     def __repr__(self) -> str:
         return f"ApplyResult({self.summary()})"

@@ -20,7 +20,7 @@ from typing import Any
 
 from curate.errors import WorkspaceError
 
-__all__ = ["ROLES", "NoRoleColumn", "role_candidates", "role_column"]
+__all__ = ["ROLES", "NoRoleColumn", "role_candidates", "role_column", "wrote_text"]
 
 
 class NoRoleColumn(WorkspaceError, LookupError):
@@ -69,7 +69,7 @@ def role_column(ws: Any, role: str, name_it: str) -> str:
     if len(found) == 1:
         return found[0]
     if found:
-        said = "; ".join(f"{name} ({_wrote(ws.columns[name])})" for name in found)
+        said = "; ".join(f"{name} ({wrote_text(ws.columns[name])})" for name in found)
         raise WorkspaceError(f"{ws.path}: {len(found)} derived columns hold {what}: {said}; name the one to use "
                              f"({name_it})")
     field = ws.has_pool and role in ws.pool.column_names
@@ -79,7 +79,7 @@ def role_column(ws: Any, role: str, name_it: str) -> str:
                        f"{own}; derived columns {sorted(ws.columns) or 'none'}")
 
 
-def _wrote(prov: dict[str, Any]) -> str:
+def wrote_text(prov: dict[str, Any]) -> str:
     """Which step wrote a column, in words."""
     kind = prov.get("kind", "?")
     if kind == "judge":
