@@ -146,3 +146,77 @@ def test_a_column_stored_in_parts_states_the_whole_pass_at_the_top_of_its_proven
     store_rest(ws, step, results["b"], None, info, ids, False, commits.stored["b"])
     prov = ws.column_provenance("b")
     assert prov["runs"][-1]["turns_scored"] == 6 and prov["turns_scored"] == 6
+
+
+def test_a_commit_part_way_stores_the_columns_whose_lock_is_free_and_keeps_the_rest_pending(tmp_path, monkeypatch):
+    """A commit part way finding one column's lock held by another writer stored nothing (every column waited for
+    that one); now the free columns are stored, and the held one's rows stay pending for a later batch."""
+    from curate.embed import cache
+
+    monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    a, b, ids = _Constant("a", 1.0), _Constant("b", 3.0), list(ws.ids)
+    results = {"a": {rid: ([1.0], []) for rid in ids}, "b": {rid: ([3.0], []) for rid in ids}}
+    commits = ColumnCommits(ws, [a, b], ids, {"name": "ray", "pass": "p"})
+    other = _holding(ws, "b", 3.0)
+    commits.add(ids[:3], results, {})  # b is held: a is stored, b's rows stay
+    assert commits.stored["a"] == (set(ids[:3]), 0) and commits.stored["b"] == (set(), 0)
+    assert commits.pending == ids[:3] and ws.has_column("a") and not ws.has_column("b")
+    other.join()
+    commits.add(ids[3:], results, {})
+    assert commits.stored["a"] == commits.stored["b"] == (set(ids), 0) and not commits.pending
+    assert ws.column("a") == [[1.0]] * 6 and ws.column("b") == [[3.0]] * 6
+
+
+_OTHER_WRITER = """
+import sys, time
+from curate.session import Workspace
+
+class Busy(Exception):
+    pass
+
+def busy():
+    raise Busy
+
+path = sys.argv[1]
+ws = Workspace.open(path)
+with ws.column_lock("b"):  # a second writer: holds b, then wants a too
+    print("holding b", flush=True)
+    deadline = time.monotonic() + 15
+    while not Workspace.open(path).has_column("a") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        with ws.column_lock("a", on_wait=busy):
+            print("a stored and free" if Workspace.open(path).has_column("a") else "a free, not stored", flush=True)
+    except Busy:
+        print("a held while its commit waited for b", flush=True)
+"""
+
+
+def test_the_end_of_a_pass_holds_no_column_lock_while_it_waits_for_another_writers(tmp_path):
+    """The final commit took the columns' locks in order and held them all while it waited for one another process
+    held: a second writer holding b and wanting a waited for the pass, which waited for it (a stall each side; with
+    two runs' pass ends each holding one, for good). Now a is stored and let go while the commit waits for b."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    a, b, ids = _Constant("a", 1.0), _Constant("b", 3.0), list(ws.ids)
+    results = {"a": {rid: ([1.0], []) for rid in ids}, "b": {rid: ([3.0], []) for rid in ids}}
+    commits = ColumnCommits(ws, [a, b], ids, {"name": "ray", "pass": "p"})
+    commits.pending, commits.results = list(ids), results
+    repo = str(Path(__file__).resolve().parents[1])
+    other = subprocess.Popen([sys.executable, "-c", _OTHER_WRITER, str(ws.path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**__import__("os").environ, "PYTHONPATH": repo})
+    try:
+        assert other.stdout.readline().strip() == "holding b", other.stderr.read()
+        assert commits.commit() is True  # returns once the other writer lets b go
+        said, errors = other.communicate(timeout=60)
+    finally:
+        other.kill()
+    assert (other.returncode, said.strip()) == (0, "a stored and free"), errors[-2000:]
+    assert commits.stored["a"] == commits.stored["b"] == (set(ids), 0) and not commits.pending
+    assert ws.column("a") == [[1.0]] * 6 and ws.column("b") == [[3.0]] * 6

@@ -10,8 +10,11 @@ computed by this run.
 
 Each write rewrites the columns (``ws.merge_column``), so on a large pool the writes are spaced out to take at most
 ``WRITE_SHARE`` of the pass's time (the writing itself, not a wait for another writer's column lock), but never
-more than ``SCALE.commit_wait_max_s`` apart. A write part way that finds a column locked by another writer is put off
-to the next batch: the driver goes on pulling the actors' batches instead of waiting.
+more than ``SCALE.commit_wait_max_s`` apart. Each column is written under its own lock, and no lock is held while waiting for
+another: a column another writer holds is left for later while the others are written (part way its rows stay pending
+for a later batch, the driver going on pulling the actors' batches; when the pass ends the commit then waits for each
+such lock in turn). A writer holding one of the pass's columns and waiting for another of them (a second run storing
+other scores) then gets it: the commit held every lock while it waited for the last one, so the two stalled each other.
 
 A column holding rows of the pool under other settings (a scorer changed since) is stored when the pass ends, as
 before: a part stored beside them would mix two runs' values in one column (``check_one_run`` refuses that).
@@ -19,7 +22,6 @@ before: a part stored beside them would mix two runs' values in one column (``ch
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -100,20 +102,49 @@ class ColumnCommits:
 
     def commit(self, wait: bool = True) -> bool:
         """Store the pending rows in each column (one ``ws.apply`` per step; a row a kill left stored for some steps
-        only is computed again, and stored for the others), holding the columns' locks; the next commit part way
-        waits ``WRITE_SHARE`` of the time the writing took (at most ``SCALE.commit_wait_max_s``). ``wait`` False:
-        when another writer holds one of the locks, nothing is stored now (the rows stay pending) and False is
-        returned."""
-        rows = self.pending
-        steps = [(s, mine) for s in self.steps if (mine := [rid for rid in rows if rid in self.needed[s.column]])]
-        with contextlib.ExitStack() as locks:
-            for column in sorted({s.column for s, _ in steps}):  # one order for every commit
+        only is computed again, and stored for the others), under that column's lock. A column whose lock another
+        writer holds is left for later, holding no lock while the others are written: ``wait`` True (the end of a
+        pass) then waits for each such lock in turn, holding none of the others (a writer holding one of them waits
+        for nothing of ours); ``wait`` False (part way) leaves its rows pending for the next commit and returns False.
+        The next commit part way waits ``WRITE_SHARE`` of the time the writing took (at most
+        ``SCALE.commit_wait_max_s``)."""
+        columns = sorted({s.column for s in self.steps if self._rows_for(s)})
+        busy: list[str] = []
+        writing: float | None = None  # the writing's own time, not the waits for the locks (None: nothing written)
+        while columns:
+            for column in columns:
                 try:
-                    locks.enter_context(self.ws.column_lock(column, on_wait=None if wait else _busy))
+                    writing = (writing or 0.0) + self._store_column(column, on_wait=_busy)
                 except _Busy:
-                    return False
-            started = time.monotonic()  # the writing's own time, not the wait for the locks
-            for step, mine in steps:
+                    busy.append(column)
+            if not busy or not wait:
+                break
+            # every lock left is held by another writer: wait for the first, holding none, then try the rest again
+            writing = (writing or 0.0) + self._store_column(busy.pop(0), on_wait=None)
+            columns, busy = busy, []
+        left = set().union(*(self._rows_for(s) for s in self.steps))
+        self.pending = [rid for rid in self.pending if rid in left]
+        if writing is not None:
+            self.wait = min(SCALE.commit_wait_max_s, writing * (1 / WRITE_SHARE - 1))
+        if writing is not None or not busy:  # nothing written, a column put off: tried again with the next batch
+            self.last = time.monotonic()
+        return not busy
+
+    def _rows_for(self, step: Any) -> set[str]:
+        """The pending rows ``step``'s column needs and has not stored yet."""
+        done = self.stored[step.column][0]
+        return {rid for rid in self.pending if rid in self.needed[step.column] and rid not in done}
+
+    def _store_column(self, column: str, on_wait: Any) -> float:
+        """Store the pending rows of ``column``'s steps holding its lock (``on_wait``: ``ws.column_lock``'s, called
+        if another writer holds it); the seconds the writing took."""
+        with self.ws.column_lock(column, on_wait=on_wait):
+            started = time.monotonic()
+            for step in [s for s in self.steps if s.column == column]:
+                rows = self._rows_for(step)
+                mine = [rid for rid in self.pending if rid in rows]
+                if not mine:
+                    continue
                 part = {rid: self.results[step.column][rid] for rid in mine}
                 sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
                 stats = run_stats(self.info, part, sides is None, pass_rows=len(self.needed[step.column]))
@@ -122,11 +153,7 @@ class ColumnCommits:
                                        mine, progress=False)
                 done, failed = self.stored[step.column]
                 self.stored[step.column] = (done | set(mine), failed + result.failed_now)
-            self.pending = []
-            self.last = time.monotonic()
-        if steps:
-            self.wait = min(SCALE.commit_wait_max_s, (self.last - started) * (1 / WRITE_SHARE - 1))
-        return True
+            return time.monotonic() - started
 
 
 def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: dict[str, dict[str, Any]] | None,
