@@ -125,3 +125,87 @@ finally:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert (done.returncode, done.stdout.strip()) == (0, "3"), done.stderr[-2000:]
+
+
+_CTRL_C_DURING_INIT = """
+import json, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a terminal gives it (xdist's children ignore it)
+import psutil, ray
+from curate.scale import RayEngine, cluster
+
+def ray_processes():
+    return sorted(p.name() for p in psutil.Process().children(recursive=True)
+                  if p.name() in ("raylet", "gcs_server") and p.status() != psutil.STATUS_ZOMBIE)
+
+def settled(check, seconds):
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+print("starting", flush=True)
+try:
+    RayEngine().connect()
+    sys.exit("connected before the Ctrl-C came")
+except KeyboardInterrupt:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C come late
+recorded = cluster._Users.started_here  # the Ray still starting, left to the next engine (a second Ctrl-C)
+# a ray.init left running on the engine's thread ends in its time
+settled(lambda: ray.is_initialized() or not any(t.name == "curate-ray" for t in threading.enumerate()), 120)
+after_ctrl_c = {"initialized": ray.is_initialized(), "ray": ray_processes(), "recorded": recorded}
+engine = RayEngine()
+engine.connect()
+engine.close()
+settled(lambda: not ray_processes(), 20)
+print(json.dumps({"after_ctrl_c": after_ctrl_c, "after_the_next_engine": {"initialized": ray.is_initialized(),
+                                                                       "ray": ray_processes()}}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("ctrl_c", [1, 2])
+def test_a_ctrl_c_while_an_engine_starts_ray_leaves_no_ray_running_and_the_next_engine_starts_and_stops_its_own(
+        ctrl_c):
+    """A Ctrl-C while the engine's thread ran ray.init (seconds) interrupted only the wait for it: the init went on,
+    and its Ray ran with no engine counting it (its raylet and GCS living as long as the process, a notebook's
+    kernel); the next engine took it for one the user started and left it running when it closed. Now the engine
+    waits for that init to end and stops what it started before the Ctrl-C goes on; a second Ctrl-C during that
+    wait leaves it to the next engine, which uses it and stops it. A process of its own, sent SIGINT once Ray's GCS
+    is up and before ray.init has returned (the second 0.2 s later)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", _CTRL_C_DURING_INIT], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen: dict[int, str] = {}  # the Ray processes the child started: pid -> name
+    try:
+        assert child.stdout.readline().strip() == "starting", child.stderr.read()
+        deadline = time.monotonic() + 120
+        while "gcs_server" not in seen.values() and time.monotonic() < deadline and child.poll() is None:
+            for p in psutil.Process(child.pid).children(recursive=True):
+                try:
+                    if p.name() in ("raylet", "gcs_server"):
+                        seen[p.pid] = p.name()
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.05)
+        assert "gcs_server" in seen.values(), "Ray's GCS never started"
+        child.send_signal(signal.SIGINT)
+        if ctrl_c == 2:
+            time.sleep(0.2)
+            child.send_signal(signal.SIGINT)
+        said, errors = child.communicate(timeout=240)
+    finally:
+        child.kill()
+    assert child.returncode == 0, errors[-3000:]
+    states = json.loads(said.strip().splitlines()[-1])
+    first = ({"initialized": False, "ray": [], "recorded": False} if ctrl_c == 1
+             else {"initialized": True, "ray": ["gcs_server", "raylet"], "recorded": True})
+    assert states == {"after_ctrl_c": first, "after_the_next_engine": {"initialized": False, "ray": []}}, errors[-3000:]
+    time.sleep(2)
+    left = [name for pid, name in seen.items() if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"Ray processes of the child left running after it ended: {left}"

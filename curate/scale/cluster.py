@@ -19,6 +19,7 @@ class _Users:
     count = 0
     started_here = False                       # the Ray running was started by an engine of this process
     keeper: threading.Event | None = None      # set: the thread that started that Ray may end (see _init_on_own_thread)
+    starting: threading.Event | None = None    # set once the keeper's ray.init a Ctrl-C left under way has returned
     restore: Callable[[], None] | None = None  # Ray Data's settings before the first engine's
 
 
@@ -30,6 +31,9 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
     import ray
 
     with _Users.lock:
+        if _Users.starting is not None:  # a Ray a second Ctrl-C left starting (see _stop_when_started): used when up
+            _Users.starting.wait()
+            _Users.starting = None
         if not ray.is_initialized():
             # "local": a new Ray on this machine, never a cluster someone else started here
             kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False}
@@ -39,6 +43,8 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
                 kwargs["logging_level"] = logging.ERROR
             # a Ray stopped from outside (ray.shutdown() by the user, a test) ended every engine's use of it
             _Users.count, _Users.restore = 0, None
+            if _Users.keeper is not None:  # the thread that kept that Ray ends
+                _Users.keeper.set()
             _Users.keeper = _init_on_own_thread(ray, kwargs)
             _Users.started_here = True
         if _Users.count == 0:
@@ -83,10 +89,29 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
         keep.wait()
 
     threading.Thread(target=hold, name="curate-ray", daemon=True).start()
-    started.wait()
+    try:
+        started.wait()
+    except BaseException:  # Ctrl-C while Ray starts: the thread's ray.init goes on regardless
+        _stop_when_started(ray, started, keep, failed)
+        raise
     if failed:
         raise failed[0]
     return keep
+
+
+def _stop_when_started(ray, started: threading.Event, keep: threading.Event, failed: list) -> None:
+    """After a Ctrl-C during the wait for the keeper thread's ray.init (``started``): wait for that init to end
+    and stop the Ray it started, the keeper thread with it (``keep``); the caller holds ``_Users.lock``. The init
+    went on regardless, and its Ray ran for the rest of the process with no engine counting it; the next engine took
+    it for the user's and left it running (or, the init still under way, called ray.init a second time). A second
+    Ctrl-C during this wait leaves it recorded as started here (``_Users.starting``): the next engine waits for it
+    and uses it, and the last one to release it stops it."""
+    _Users.keeper, _Users.started_here, _Users.starting = keep, True, started
+    started.wait()
+    if not failed:
+        ray.shutdown()
+    keep.set()
+    _Users.keeper, _Users.started_here, _Users.starting = None, False, None
 
 
 def engine_settings(ray, verbose: bool) -> Callable[[], None]:
