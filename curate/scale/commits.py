@@ -23,7 +23,7 @@ before: a part stored beside them would mix two runs' values in one column (``ch
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from curate.defaults import SCALE
@@ -135,7 +135,7 @@ class ColumnCommits:
         done = self.stored[step.column][0]
         return {rid for rid in self.pending if rid in self.needed[step.column] and rid not in done}
 
-    def _store_column(self, column: str, on_wait: Any) -> float:
+    def _store_column(self, column: str, on_wait: Callable[[], None] | None) -> float:
         """Store the pending rows of ``column``'s steps holding its lock (``on_wait``: ``ws.column_lock``'s, called
         if another writer holds it); the seconds the writing took."""
         with self.ws.column_lock(column, on_wait=on_wait):
