@@ -10,6 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 
+class _Start:
+    """A ray.init under way on its keeper thread (see :func:`_init_on_own_thread`): ``started`` set once it returned;
+    ``abandoned`` set when a Ctrl-C ended the wait for it, cleared when an engine claims it (under ``claim``, the
+    lock the keeper thread decides under whether to stop the Ray it started)."""
+
+    def __init__(self) -> None:
+        self.started, self.abandoned, self.claim = threading.Event(), threading.Event(), threading.Lock()
+
+
 class _Users:
     """The engines of this process using Ray (``count``), under one lock (``lock``): Ray and Ray Data's settings are
     process-wide, so the check-and-init, the settings and the shutdown happen once for all of them (two threads of a
@@ -19,7 +28,7 @@ class _Users:
     count = 0
     started_here = False                       # the Ray running was started by an engine of this process
     keeper: threading.Event | None = None      # set: the thread that started that Ray may end (see _init_on_own_thread)
-    starting: threading.Event | None = None    # set once the keeper's ray.init a Ctrl-C left under way has returned
+    starting: _Start | None = None             # a ray.init a Ctrl-C left under way on its keeper thread
     restore: Callable[[], None] | None = None  # Ray Data's settings before the first engine's
 
 
@@ -31,9 +40,11 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
     import ray
 
     with _Users.lock:
-        if _Users.starting is not None:  # a Ray a second Ctrl-C left starting (see _stop_when_started): used when up
-            _Users.starting.wait()
-            _Users.starting = None
+        if _Users.starting is not None:  # a start a Ctrl-C left under way: used once up, unless already stopped
+            start, _Users.starting = _Users.starting, None
+            with start.claim:  # (a keeper stopping it holds this until Ray is down)
+                start.abandoned.clear()
+            start.started.wait()
         if not ray.is_initialized():
             # "local": a new Ray on this machine, never a cluster someone else started here
             kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False}
@@ -75,8 +86,9 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
     """``ray.init(**kwargs)`` on a thread of its own that lives until the returned event is set: the processes Ray
     starts die with the thread that started them (Linux's PR_SET_PDEATHSIG is per thread), so a Ray started by a step
     run on a short-lived thread (a thread pool's, a notebook's worker) was killed as that thread ended, and the
-    process with it ("The connection to the plasma store is failed. Terminate the process.")."""
-    started, keep, failed = threading.Event(), threading.Event(), []
+    process with it ("The connection to the plasma store is failed. Terminate the process."). A Ctrl-C during the
+    wait for the init leaves it to the thread, which stops that Ray once up unless an engine claims it first."""
+    start, keep, failed = _Start(), threading.Event(), []
 
     def hold() -> None:
         try:
@@ -85,33 +97,26 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
             failed.append(exc)
             return
         finally:
-            started.set()
+            start.started.set()
+        with start.claim:
+            if start.abandoned.is_set():  # see below: no engine claimed it since
+                ray.shutdown()
+                return
         keep.wait()
 
     threading.Thread(target=hold, name="curate-ray", daemon=True).start()
     try:
-        started.wait()
-    except BaseException:  # Ctrl-C while Ray starts: the thread's ray.init goes on regardless
-        _stop_when_started(ray, started, keep, failed)
+        start.started.wait()
+    except BaseException:
+        # Ctrl-C while Ray starts: the init goes on regardless, and its Ray ran for the rest of the process with no
+        # engine counting it (the next engine took it for the user's and left it running; or, the init still under
+        # way, called ray.init again). The keeper stops it once up, unless an engine claims it first (start_ray).
+        start.abandoned.set()
+        _Users.keeper, _Users.started_here, _Users.starting = keep, True, start
         raise
     if failed:
         raise failed[0]
     return keep
-
-
-def _stop_when_started(ray, started: threading.Event, keep: threading.Event, failed: list) -> None:
-    """After a Ctrl-C during the wait for the keeper thread's ray.init (``started``): wait for that init to end
-    and stop the Ray it started, the keeper thread with it (``keep``); the caller holds ``_Users.lock``. The init
-    went on regardless, and its Ray ran for the rest of the process with no engine counting it; the next engine took
-    it for the user's and left it running (or, the init still under way, called ray.init a second time). A second
-    Ctrl-C during this wait leaves it recorded as started here (``_Users.starting``): the next engine waits for it
-    and uses it, and the last one to release it stops it."""
-    _Users.keeper, _Users.started_here, _Users.starting = keep, True, started
-    started.wait()
-    if not failed:
-        ray.shutdown()
-    keep.set()
-    _Users.keeper, _Users.started_here, _Users.starting = None, False, None
 
 
 def engine_settings(ray, verbose: bool) -> Callable[[], None]:

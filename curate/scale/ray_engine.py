@@ -20,8 +20,8 @@ score-sorted stream; its cost grows with the budget, not the pool, beyond the O(
 (figures at 1M/10M/100M rows and the memory it needs: evals/SCALING.md).
 
 Without ``address`` Ray starts embedded on this machine and stops after the last Ray step of the last engine of the
-process still using it (engines on several threads share one Ray; a Ctrl-C while it starts stops it once
-started); with one it
+process still using it (engines on several threads share one Ray; a Ray a Ctrl-C interrupted while it
+started stops once up, unless the next engine takes it over); with one it
 connects to that cluster (``ray start --head`` on the head, ``ray start --address`` on the others; every
 node needs curate installed and the source's path visible, e.g. a shared file system).
 """
