@@ -46,6 +46,7 @@ class BatchDefaults:
     claim_expiry_s: float = 600.0    # a submission or collect claimed by a run of another machine (a workspace shared
                                      # over NFS: its PID means nothing here) whose heartbeat has not changed for this
                                      # long, by the waiting run's own clock, is taken over; a live run beats 4x as often
+    beat_retries: int = 3            # a failed heartbeat write is tried again this many times, a short pause apart
 
 
 @dataclass(frozen=True)

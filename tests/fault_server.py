@@ -39,6 +39,8 @@ the chat endpoint would answer it (first attempt). Markers for batch lines: ``[b
 batch holding it ends ``expired``; this line goes to the error file as ``batch_expired``, the others of
 that batch complete), ``[batch500]`` (first time: status 500 in the output), ``[batch400]`` (always 400).
 ``batches_created``, ``uploads``, ``polls`` and ``batch_counts`` (lines submitted per custom_id) count.
+An upload is answered only once ``hold_uploads`` is clear, a file's content once ``hold_files`` is (a run stalled
+in its upload, or reading a finished batch's files).
 ``forget_batches()`` drops every batch (a provider that lost them: retrieving one answers 404);
 ``forget_files(*ids)`` drops files (a finished batch's output or error file deleted at the provider: 404).
 ``GET /v1/batches`` pages as OpenAI's does: newest first, ``limit`` (default 20, at most 100), ``after`` (a batch
@@ -107,6 +109,8 @@ class FaultServer:
         self._runner: web.AppRunner | None = None
         self.batch_seconds = 0.0
         self.hold_batches = threading.Event()
+        self.hold_uploads = threading.Event()
+        self.hold_files = threading.Event()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batch_counts: collections.Counter[str] = collections.Counter()
@@ -241,6 +245,8 @@ class FaultServer:
         form = await request.post()
         field = form["file"]
         data = field.file.read() if hasattr(field, "file") else bytes(field)
+        while self.hold_uploads.is_set():
+            await asyncio.sleep(0.02)
         with self._lock:
             self.uploads += 1
             fid = f"file-{len(self.files) + 1}"
@@ -250,6 +256,8 @@ class FaultServer:
                                   "purpose": form.get("purpose", "batch"), "status": "processed"})
 
     async def _file_content(self, request: web.Request) -> web.Response:
+        while self.hold_files.is_set():
+            await asyncio.sleep(0.02)
         data = self.files.get(request.match_info["fid"])
         if data is None:
             return web.json_response({"error": {"message": "no such file"}}, status=404)

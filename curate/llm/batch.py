@@ -42,6 +42,7 @@ from curate.llm.base import (
     failure_result,
     format_usd,
 )
+from curate.llm.batch_claims import ClaimBeat, _CallClaims
 from curate.llm.batch_collect import check_polls, find_batch, lost_files_reason, read_files, unanswered
 from curate.llm.batch_jsonl import ENDPOINT, batch_line, read_output_line, split_batches
 from curate.llm.batch_notices import interrupted_notice, status_notice, waiting_notice
@@ -144,7 +145,7 @@ class OpenAIBatchBackend(Backend):
         return f"OpenAIBatchBackend({self.base_url!r}, model={self.model!r})"
 
 
-class _Call:
+class _Call(_CallClaims):
     """One ``run``: resume this workspace's open submissions, submit the rest, poll until all settle."""
 
     def __init__(self, backend: OpenAIBatchBackend, client: Any, by_key: dict[str, Request], on_done: OnDone):
@@ -153,6 +154,7 @@ class _Call:
         self.reserved: dict[str, float] = {}
         self.open: dict[str, dict[str, Any]] = {}  # sid -> entry, not yet final
         self.me = new_owner()  # recorded on this call's submissions: others leave them alone while it runs
+        self.beats = ClaimBeat(backend.state, self.me)  # its claims' heartbeat, while ``go`` runs
         self.waiting: set[str] = set()  # submissions a live other run is turning into a batch
         self.waiting_collect: set[str] = set()  # finished batches a live other run is collecting
 
@@ -175,14 +177,12 @@ class _Call:
 
     async def go(self) -> None:
         running_calls().add(self.me["call"])
-        beats = asyncio.create_task(self.b.state.heartbeat(self.me))  # runs of other machines wait while it beats
-        try:
-            await self.go_on()
+        try:  # runs of other machines wait while its claims beat (a thread: beating while this loop delivers)
+            with self.beats:
+                await self.go_on()
         finally:
-            beats.cancel()
             running_calls().discard(self.me["call"])
-        if beats.done() and not beats.cancelled() and (failed := beats.exception()) is not None:
-            raise failed  # claims that stopped beating would be taken over by runs of other machines
+            self.b._say(self.beats.news())
 
     async def go_on(self) -> None:
         covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once
@@ -244,12 +244,7 @@ class _Call:
             self.open[sid] = entry
             self.notice_takeover(entry, mine)
             if not mine:
-                if not entry.get("batch_id") and sid not in self.waiting:
-                    self.waiting.add(sid)
-                    owner = entry.get("owner") or {}
-                    self.b._say(f"submission {sid} is being sent by a run still going (pid {owner.get('pid')} on "
-                                f"{str(owner.get('machine')).split()[0]}): waiting for its batch, sending nothing")
-                return
+                return self.wait_for_owner(sid, entry)
         entry = self.open[sid]
         found = None if fresh or (entry.get("status") == "uploading" and not entry.get("input_file_id")) else (
             await find_batch(self.client, sid, entry.get("input_file_id")))
@@ -259,6 +254,8 @@ class _Call:
                                 if k in self.by_key)
                 upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
                 entry = self.open[sid] = self.b.state.record(sid, input_file_id=upload.id)
+            if not self.confirmed(sid, "owner"):  # stalled past the expiry, taken over: that run creates it
+                return
             found = await self.client.batches.create(input_file_id=entry["input_file_id"], endpoint=ENDPOINT,
                                                      completion_window=self.b.completion_window,
                                                      metadata={"curate_submission": sid})
@@ -278,6 +275,7 @@ class _Call:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.b.poll_max_s)
             first = False
+            self.b._say(self.beats.news())
             for sid in list(self.open):
                 if not self.open[sid].get("batch_id"):  # another run's: has it created it, or is it gone?
                     await self.create(sid)
@@ -326,6 +324,8 @@ class _Call:
             self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; " + (
                 f"submitting its {len(retry):,} request(s) again in a new batch" if retry and resend else
                 "resubmissions spent" if retry else "none of its requests is left to send again here"))
+        if resend and retry and entry.get("status") not in SETTLED and not self.confirmed(sid, "collector"):
+            return False
         if resend and retry:
             await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
         else:
@@ -352,6 +352,8 @@ class _Call:
         seen: set[str] = set()
         retry: dict[str, dict[str, Any]] = {}  # key -> the failure to report if it cannot be resubmitted
         lines, lost = await read_files(self.client, batch)
+        if claimed.get("status") not in SETTLED and not self.confirmed(sid, "collector"):
+            return False  # stalled past the expiry, taken over: that run delivers it, this call collects after it
         paid = set(self.b.cache.get_many([k for k in keys if k not in self.by_key])) if claimed.get("delivering") else (
             set())  # those an earlier collect delivered, as its claim read: their cost and tokens count once
         hits = self.b.state.paid_elsewhere(sid, self.me, keys & set(self.by_key), self.b.cache)  # those an earlier collect's call counts
@@ -374,6 +376,8 @@ class _Call:
         resubmit = bool(retry) and attempt < self.b.resubmits
         if resubmit:
             why = lost_files_reason(batch, lost) if lost else f"batch {batch.id} {batch.status}"
+            if claimed.get("status") not in SETTLED and not self.confirmed(sid, "collector"):
+                return False
             self.b._say(f"{why}: resubmitting {len(retry):,} request(s) alone")
             await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
         else:
@@ -384,10 +388,6 @@ class _Call:
             self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(wanted) - len(
                 retry) + (len(retry) if resubmit else 0), **lost_fields)  # after its resubmissions are recorded
         return resubmit or len(wanted) > len(retry)
-
-    def notice_takeover(self, entry: dict[str, Any] | None, mine: bool) -> None:
-        if mine and entry and (notice := self.b.state.taken_over_notice(entry, self.me)):
-            self.b._say(notice)
 
     def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The share of ``retry`` no earlier collect (or lost batch's handling) of ``sid`` resubmitted (another run's, or

@@ -4,7 +4,8 @@ and ``llm-batch-<id>`` (each submission's request keys), and who owns a submissi
 A submission records its owner (pid, machine, call) when it is created; another run leaves one whose owner still
 runs alone (the owner creates its batch) and takes over one whose owner is gone, atomically under the workspace
 lock; one of another machine (a workspace shared over NFS), whose PID means nothing here, holds it while it beats
-(its calls rewrite their claims' ``beat`` every quarter of ``claim_expiry_s``): a claim whose beat a waiting run has
+(its calls rewrite their claims' ``beat`` every quarter of ``claim_expiry_s``, from a thread:
+``curate.llm.batch_claims``): a claim whose beat a waiting run has
 seen unchanged for ``claim_expiry_s`` (its own clock: the machines' clocks may differ) is taken over, the entry
 recording it (``taken_over``). A finished batch is collected, and a batch the server forgot resubmitted, by one run at a time the same way
 (its ``collector``, which marks ``delivering`` with its claim: a later collect, after a kill or by a run that
@@ -17,7 +18,6 @@ submission (collected, lost) never changes status again, and keeps its first col
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import time
@@ -204,11 +204,20 @@ class BatchState:
             return None
         return f"submission {entry.get('id')}: taking it over: its {taken['reason']}"
 
-    async def heartbeat(self, me: Owner) -> None:
-        """Refresh ``me``'s claims every quarter of ``claim_expiry_s`` until cancelled (a call's lifetime)."""
-        while True:
-            await asyncio.sleep(self.claim_expiry_s / 4)
-            self.beat(me)
+    def confirm(self, sid: str, role: str, me: Owner) -> tuple[dict[str, Any], bool]:
+        """(entry, mine) of submission ``sid``: ``mine`` if ``me`` still holds its ``role`` claim ("owner": no batch yet;
+        "collector": not settled), its beat refreshed, under the workspace lock; not if a run of another machine took
+        it over meanwhile (``me`` stalled past ``claim_expiry_s``) or it was settled."""
+        with self.ws.lock():
+            index = self.ws.artifact(INDEX) or {"submissions": {}}
+            entry = index["submissions"].get(sid, {"id": sid})
+            held = entry.get(role) or {}
+            if held.get("call") != me["call"] or entry.get("status") in SETTLED or (
+                    role == "owner" and entry.get("batch_id")):
+                return entry, False
+            entry = index["submissions"][sid] = {**entry, role: {**held, "beat": time.time()}}
+            self.ws.add_artifact(INDEX, index)
+        return entry, True
 
     def bill(self, sid: str, me: Owner, asked: set[str]) -> dict[str, Owner]:
         """{key: the owner of the earlier call that counts it} for the keys of ``asked`` (this call's, of submission

@@ -1,0 +1,102 @@
+"""A call's claims on its submissions (``curate.llm.batch``): kept beating, and checked before each step that pays.
+
+The heartbeat (``ClaimBeat``) beats from a daemon thread, so a call whose event loop is busy (e.g. delivering 50K
+answers into SQLite for longer than ``claim_expiry_s``) keeps its claims; a failed beat is retried a few times, then
+said once (``news``) and tried again at the next beat: it never ends the beating, nor the call. A run of another
+machine takes a claim over only after its beat stood still for ``claim_expiry_s`` (a whole process stopped or cut
+off); so before creating a batch, delivering a collect or resubmitting its share, a call confirms, under the lock,
+that it still holds the claim (``_CallClaims.confirmed``). One taken over meanwhile is left to the run that took it:
+this call says so and waits for that run's batch or collect, as for any live other run's claim.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from curate.defaults import BATCH
+from curate.llm.batch_state import BatchState, Owner
+
+
+class ClaimBeat:
+    """``with ClaimBeat(state, me):`` beats ``me``'s claims every quarter of ``state.claim_expiry_s`` from a daemon
+    thread, stopped (and joined) on exit. ``failures``: one line for each beat whose tries all failed."""
+
+    def __init__(self, state: BatchState, me: Owner, retries: int = BATCH.beat_retries):
+        self.state, self.me, self.retries = state, me, int(retries)
+        self.interval = state.claim_expiry_s / 4
+        self.failures: list[str] = []
+        self._said = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"batch-claims-{me['call']}", daemon=True)
+
+    def __enter__(self) -> ClaimBeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat_once()
+
+    def beat_once(self) -> bool:
+        """One beat, its failures retried ``retries`` times a short pause apart (all within a quarter of the expiry);
+        True if it was written."""
+        pause = self.interval / (self.retries + 2)
+        for _ in range(self.retries + 1):
+            try:
+                self.state.beat(self.me)
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure is the beat's: recorded, said, tried again later
+                failed = f"{type(exc).__name__}: {exc}"
+            if self._stop.wait(pause):
+                return False
+        self.failures.append(f"the heartbeat of this run's batch claims failed {self.retries + 1} times in a row ({failed}); "
+                             f"runs of other machines may take them over after {self.state.claim_expiry_s:g} s without "
+                             f"a beat: it is tried again every {self.interval:g} s, and each claim is checked before "
+                             "this run creates, collects or resubmits a batch under it")
+        return False
+
+    def news(self) -> str | None:
+        """The failures not said yet, as one line (None when none)."""
+        new, self._said = self.failures[self._said:], len(self.failures)
+        return "; ".join(new) or None
+
+
+class _CallClaims:
+    """What ``curate.llm.batch._Call`` does with its claims (it holds ``b``, ``me``, ``open`` and the waiting sets)."""
+
+    b: Any
+    me: Owner
+    open: dict[str, dict[str, Any]]
+    waiting: set[str]
+    waiting_collect: set[str]
+
+    def notice_takeover(self, entry: dict[str, Any] | None, mine: bool) -> None:
+        if mine and entry and (notice := self.b.state.taken_over_notice(entry, self.me)):
+            self.b._say(notice)
+
+    def wait_for_owner(self, sid: str, entry: dict[str, Any]) -> None:
+        """A live other run owns submission ``sid`` (no batch yet): say once that this call waits for its batch."""
+        if not entry.get("batch_id") and sid not in self.waiting:
+            self.waiting.add(sid)
+            owner = entry.get("owner") or {}
+            self.b._say(f"submission {sid} is being sent by a run still going (pid {owner.get('pid')} on "
+                        f"{str(owner.get('machine')).split()[0]}): waiting for its batch, sending nothing")
+
+    def confirmed(self, sid: str, role: str) -> bool:
+        """True if this call still holds its ``role`` claim ("owner", "collector") on submission ``sid`` (its beat
+        refreshed). Else the run that took it over meanwhile has it: the entry is kept open here, to wait for."""
+        entry, mine = self.b.state.confirm(sid, role, self.me)
+        if mine:
+            return True
+        self.open[sid] = entry
+        taker = entry.get(role) or {}
+        self.b._say(f"submission {sid}: this run's {role} claim was taken over meanwhile by a run on "
+                    f"{str(taker.get('machine')).split()[0]} (pid {taker.get('pid')}): leaving it to that run, "
+                    f"{'waiting for its batch' if role == 'owner' else 'waiting for its collect'}, sending nothing")
+        (self.waiting if role == "owner" else self.waiting_collect).add(sid)
+        return False

@@ -1,0 +1,213 @@
+"""The openai-batch backend's claims under stalls: a collect whose delivery blocks its event loop keeps beating, an
+owner that stalled past the expiry and was taken over creates no batch of its own, and a heartbeat write that fails
+is retried and neither ends the beating nor fails the call. Runs of "other machines" are calls of this process whose
+owner names another machine (a workspace shared over NFS), against tests/fault_server.py on loopback."""
+
+import threading
+import time
+
+import openai
+
+from curate.llm.base import run_sync
+from curate.llm.batch import BatchState, _Call
+from curate.llm.judges import Judge
+from curate.llm.runner import build_requests
+from tests.fault_server import FaultServer
+from tests.test_batch import _batch, _killed_while_polling, _workspace
+
+
+def _requests(srv, ws, texts):
+    return {r.key: r for r in build_requests(Judge("complexity").prompt, [{"instruction": t} for t in texts],
+                                             _batch(srv, ws))}
+
+
+def _call_on(machine, srv, backend, by_key, on_done, steps=None):
+    """A thread running a call of ``backend`` as a run of ``machine``: its whole ``go`` or, given, ``steps(call)``;
+    its exception, if any, in the thread's ``errors``."""
+    errors: list[BaseException] = []
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+        call = _Call(backend, client, dict(by_key), on_done)
+        call.me["machine"] = machine  # the same dict its heartbeat beats
+        try:
+            await (steps(call) if steps else call.go())
+        finally:
+            await client.close()
+
+    def target():
+        try:
+            run_sync(run)
+        except BaseException as exc:  # noqa: BLE001 - the test asserts none
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.errors = errors
+    thread.start()
+    return thread
+
+
+def _into_cache(backend, got):
+    """An ``on_done`` that keeps each answer in ``got`` and, as the runner does, in the response cache."""
+    def on_done(req, result, cached=False):
+        got[req.key] = result
+        if "failure" not in result and not cached:
+            backend.cache.put(req.key, result)
+    return on_done
+
+
+def _wait(condition, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_collect_whose_delivery_blocks_its_loop_past_the_expiry_is_not_taken_over(tmp_path):
+    """The heartbeat ran on the event loop that delivers: a collect delivering (synchronously, e.g. 50K answers into
+    SQLite) for longer than claim_expiry_s stopped beating, and a run of another machine took its collect over while
+    it ran, delivering and resubmitting it a second time. The claims beat from a thread now: the other run waits."""
+    texts = [f"slow delivery row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    events_b: list[str] = []
+
+    def slow(req, result):  # blocks the loop: 4.5 s in all, 4.5 expiries
+        time.sleep(1.5)
+        got["a"][req.key] = result
+
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        by_key = _requests(srv, ws, texts)
+        a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0), by_key, slow)
+        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
+              "run a claims the collect")
+        b = _call_on("host-b ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_b.append),
+                     by_key, lambda req, result: got["b"].__setitem__(req.key, result))
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 1
+    entry = BatchState(ws).submissions()["feedface"]
+    assert "taken_over" not in entry and entry["collector"]["machine"] == "host-a ns", entry
+    assert entry["status"] == "collected"
+    assert not [e for e in events_b if "taking it over" in e], events_b
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
+def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its_own(tmp_path):
+    """A run stalled in its upload (its heartbeat stopped with it) past claim_expiry_s: a run of another machine took
+    its submission over and created the batch; the first one, resuming, created a second batch of the same requests
+    (paid twice). It re-checks its claim right before creating the batch: taken over, it says so, waits for the
+    other run's batch, and takes its answers from it."""
+    texts = [f"stalled owner row {i}" for i in range(4)]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    events_a: list[str] = []
+
+    async def stalled(call):  # submit, then poll: as go_on, but without the heartbeat (the whole process stalls)
+        await call.submit(list(call.by_key.values()), attempt=0)
+        await call.poll()
+
+    with FaultServer() as srv:
+        by_key = _requests(srv, ws, texts)
+        srv.hold_uploads.set()
+        a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append),
+                     by_key, lambda req, result: got["a"].__setitem__(req.key, result), steps=stalled)
+        _wait(lambda: BatchState(ws).submissions(), "run a records its submission")
+        (sid,) = BatchState(ws).submissions()
+        b = _call_on("host-b ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0), by_key,
+                     lambda req, result: got["b"].__setitem__(req.key, result))
+        _wait(lambda: "taken_over" in BatchState(ws).submissions()[sid], "run b takes the stalled submission over")
+        srv.hold_uploads.clear()  # run a resumes
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 1, events_a  # run b's: the requests were sent once
+        assert sorted(srv.batch_counts.values()) == [1] * 4
+    entry = BatchState(ws).submissions()[sid]
+    assert entry["taken_over"]["from"]["machine"] == "host-a ns" and entry["owner"]["machine"] == "host-b ns"
+    assert any(f"submission {sid}: this run's owner claim was taken over meanwhile by a run on host-b" in e
+               for e in events_a), events_a
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
+def test_a_failed_heartbeat_write_is_retried_and_neither_stops_the_beat_nor_fails_the_call(tmp_path):
+    """One failed heartbeat write ended the heartbeat (the claims stopped beating for the rest of the call, free for
+    runs of other machines to take over) and failed the call at its end, after every answer had come. A failed beat
+    is tried again, said once its tries are spent, and the beating goes on: the call completes."""
+    texts = [f"beat failure row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    events: list[str] = []
+    outcome: list = []
+    index = ws.path / "artifacts" / "llm-batches.json"
+    with FaultServer() as srv:
+        srv.hold_batches.set()
+        backend = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=0.8, on_event=events.append)
+        run = threading.Thread(target=lambda: outcome.append(ws.apply(Judge("complexity", backend), progress=False)),
+                               daemon=True)
+        run.start()
+        _wait(lambda: "batch batch_1: in_progress (0 of 3 requests done)" in events, "the batch is created, polled")
+        (owner,) = [s["owner"] for s in BatchState(ws).submissions().values()]
+        BatchState(ws).record("c0ffee00", collector={**owner, "beat": 0.0})  # a claim of the run, to see it beat
+        kept = index.with_name("llm-batches.kept")
+        index.rename(kept)
+        index.mkdir()  # the index unreadable, unwritable: IsADirectoryError, as a storage hiccup's OSError
+        try:
+            time.sleep(0.6)  # over 2 beats (every 0.2 s), each tried 4 times within 0.2 s
+        finally:
+            index.rmdir()
+            kept.rename(index)
+        _wait(lambda: BatchState(ws).submissions()["c0ffee00"]["collector"]["beat"] > 0, "it beats again", 10)
+        srv.hold_batches.clear()
+        run.join(60)
+        assert not run.is_alive()
+    (result,) = outcome  # the old code raised IsADirectoryError here, every answer in
+    assert result.failed == 0 and all(v is not None for v in ws.column("complexity"))
+    said = [e for e in events if "heartbeat" in e]  # each beat whose 4 tries failed: one line
+    assert said and all("heartbeat of this run's batch claims failed 4 times in a row (IsADirectoryError" in e
+                        and "llm-batches.json" in e for e in said), events
+
+
+def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_to_the_run_that_took_it(tmp_path):
+    """A run stalled reading a finished batch's files (its heartbeat stopped with it) past claim_expiry_s: a run of
+    another machine took the collect over, delivered it and resubmitted its failed share; the first one, resuming,
+    delivered it as well, counting its cost a second time (measured: $0.0000583 in one run's record, $0.0000387 in
+    the other's, for one batch's $0.0000583), free to resubmit the share again. It re-checks its claim before
+    delivering: taken over, it waits for that collect, then takes the answers as cache hits."""
+    texts = ["stalled collector row 0", "stalled collector row 1", "stalled collector row 2 [batch500]"]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    events_a: list[str] = []
+
+    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
+        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
+        await call.poll()
+
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        by_key = _requests(srv, ws, texts)
+        srv.hold_files.set()
+        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
+        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        a = _call_on("host-a ns", srv, backend_a, by_key, _into_cache(backend_a, got["a"]), steps=stalled)
+        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
+              "run a claims the collect")
+        b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
+        _wait(lambda: "taken_over" in BatchState(ws).submissions()["feedface"], "run b takes the collect over")
+        srv.hold_files.clear()  # both read the files now; run a resumes
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 2, events_a  # the batch and one retry batch of its failed share
+        assert sorted(srv.batch_counts.values()) == [1, 1, 2]
+    assert backend_b.spent_usd > 0 and backend_a.spent_usd == 0, (backend_a.spent_usd, backend_b.spent_usd)
+    entry = BatchState(ws).submissions()["feedface"]
+    assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
+    assert any("submission feedface: this run's collector claim was taken over meanwhile by a run on host-b" in e
+               for e in events_a), events_a
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
