@@ -211,3 +211,32 @@ def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_t
     assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
 
+
+def test_a_run_waiting_for_another_runs_batch_collects_it_when_that_run_made_and_collected_it_meanwhile(tmp_path):
+    """A run waiting for another run's submission (a live owner, or one that took it over) dropped it when it found
+    it settled: the other run had created and collected its batch between two polls. Every one of its requests then
+    failed "no answer came back from the batch", the answers sitting in the cache. It collects it now, as cache hits,
+    leaving the settled record as it is."""
+    texts = [f"waited row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {}
+    with FaultServer() as srv:
+        by_key = _requests(srv, ws, texts)
+        assert ws.apply(Judge("complexity", _batch(srv, ws)), progress=False).failed == 0  # the other run
+        ((sid, settled),) = BatchState(ws).submissions().items()
+        assert settled["status"] == "collected"
+        waiting = _batch(srv, ws)
+
+        async def poll_from_before_its_batch():
+            client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="k")
+            call = _Call(waiting, client, dict(by_key), lambda req, result, cached=False: got.__setitem__(req.key,
+                                                                                                         result))
+            call.open[sid] = {k: v for k, v in settled.items() if k != "batch_id"} | {"status": "creating"}
+            await call.poll()
+            await client.close()
+
+        run_sync(poll_from_before_its_batch)
+        assert srv.batches_created == 1
+    assert sorted(got) == sorted(by_key) and not [r for r in got.values() if "failure" in r], got
+    assert waiting.spent_usd == 0  # the other run's record counts them
+    assert BatchState(ws).submissions()[sid] == settled

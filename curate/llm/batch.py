@@ -279,8 +279,8 @@ class _Call(_CallClaims):
             for sid in list(self.open):
                 if not self.open[sid].get("batch_id"):  # another run's: has it created it, or is it gone?
                     await self.create(sid)
-                    if self.open[sid].get("status") in SETTLED:
-                        self.open.pop(sid)
+                    if self.open[sid].get("status") in SETTLED and not self.open[sid].get("batch_id"):
+                        self.open.pop(sid)  # one settled with its batch (collected meanwhile) is collected below
                     if not self.open.get(sid, {}).get("batch_id"):
                         continue
                 try:
@@ -289,7 +289,7 @@ class _Call(_CallClaims):
                     if await self.lost(sid):
                         delay = self.b.poll_s
                     continue
-                if batch.status != self.open[sid].get("status"):
+                if batch.status != self.open[sid].get("status") and self.open[sid].get("status") not in SETTLED:
                     self.open[sid] = self.b.state.record(sid, status=batch.status)
                     self.b._say(status_notice(batch))
                 if batch.status in FINAL:
