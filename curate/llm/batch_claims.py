@@ -20,13 +20,14 @@ from curate.llm.batch_state import BatchState, Owner
 
 class ClaimBeat:
     """``with ClaimBeat(state, me):`` beats ``me``'s claims every quarter of ``state.claim_expiry_s`` from a daemon
-    thread, stopped (and joined) on exit. ``failures``: one line for each beat whose tries all failed."""
+    thread, stopped on exit. ``failures``: one line for each streak of beats whose tries all failed."""
 
     def __init__(self, state: BatchState, me: Owner, retries: int = BATCH.beat_retries):
         self.state, self.me, self.retries = state, me, int(retries)
         self.interval = state.claim_expiry_s / 4
         self.failures: list[str] = []
         self._said = 0
+        self._failing = False  # the last beat's tries all failed (said once a streak)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"batch-claims-{me['call']}", daemon=True)
 
@@ -36,7 +37,7 @@ class ClaimBeat:
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(self.interval)  # a beat stuck on a slow disk ends on its own (daemon); a Ctrl-C returns
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -44,20 +45,23 @@ class ClaimBeat:
 
     def beat_once(self) -> bool:
         """One beat, its failures retried ``retries`` times a short pause apart (all within a quarter of the expiry);
-        True if it was written."""
-        pause = self.interval / (self.retries + 2)
-        for _ in range(self.retries + 1):
+        True if it was written. The first beat of a failing streak whose tries all failed is recorded."""
+        for tries in range(self.retries + 1):
+            if tries and self._stop.wait(self.interval / (self.retries + 2)):
+                return False
             try:
                 self.state.beat(self.me)
+                self._failing = False
                 return True
             except Exception as exc:  # noqa: BLE001 - any failure is the beat's: recorded, said, tried again later
                 failed = f"{type(exc).__name__}: {exc}"
-            if self._stop.wait(pause):
-                return False
-        self.failures.append(f"the heartbeat of this run's batch claims failed {self.retries + 1} times in a row ({failed}); "
-                             f"runs of other machines may take them over after {self.state.claim_expiry_s:g} s without "
-                             f"a beat: it is tried again every {self.interval:g} s, and each claim is checked before "
-                             "this run creates, collects or resubmits a batch under it")
+        if not self._failing:
+            self._failing = True
+            self.failures.append(
+                f"the heartbeat of this run's batch claims failed {self.retries + 1} times in a row ({failed}); runs "
+                f"of other machines may take them over after {self.state.claim_expiry_s:g} s without a beat: it is "
+                f"tried again every {self.interval:g} s, and each claim is checked before this run creates, collects "
+                "or resubmits a batch under it")
         return False
 
     def news(self) -> str | None:
