@@ -320,12 +320,12 @@ class _Call(_CallClaims):
                                FailureCode.TRANSIENT)
         retry = self.adopt_children(sid, {k: spent for k in keys if k not in self.delivered})
         resend = attempt < self.b.resubmits
+        if entry.get("status") not in SETTLED and not self.confirmed(sid, "collector"):
+            return False  # stalled past the expiry, taken over: that run resubmits it, this call polls what it made
         if entry.get("status") not in SETTLED:
             self.b._say(f"batch {bid} is unknown to the server (HTTP 404): marked lost; " + (
                 f"submitting its {len(retry):,} request(s) again in a new batch" if retry and resend else
                 "resubmissions spent" if retry else "none of its requests is left to send again here"))
-        if resend and retry and entry.get("status") not in SETTLED and not self.confirmed(sid, "collector"):
-            return False
         if resend and retry:
             await self.submit([self.by_key[k] for k in retry], attempt=attempt + 1, parent=sid)
         else:
