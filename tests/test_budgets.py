@@ -177,14 +177,14 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
         first = cli(*args, "--keep-failed", exit_code=1)  # rows the server never answered fail the command
         assert "error: 6 rows not scored: the judge did not answer" in first and "re-run the command" in first
         listed = re.findall(r"^\s+\d+ x (\w+):", first, re.MULTILINE)  # every failure code, not the 3 commonest
-        assert sorted(listed) == sorted({"transient", "http_error", "unparsable", "low_digit_mass", "no_response"}), first
+        assert sorted(listed) == sorted({"transient", "http_error", "no_logprobs", "low_digit_mass", "no_response"}), first
         ws = Workspace.open(ws.path)
         failures = dict(zip(ws.ids, ws.failures("quality"), strict=True))
         codes = {rid: {f.code for f in fails} for rid, fails in failures.items() if fails}
         expected = {rid for rid, c in codes.items() if c & TRANSIENT_FAILURES}
         assert len(codes) == 12 and len(expected) == 6
         assert {c for rid, cs in codes.items() if rid not in expected for c in cs} == {
-            FailureCode.HTTP_ERROR, FailureCode.UNPARSABLE, FailureCode.LOW_DIGIT_MASS, FailureCode.NO_RESPONSE}
+            FailureCode.HTTP_ERROR, FailureCode.NO_LOGPROBS, FailureCode.LOW_DIGIT_MASS, FailureCode.NO_RESPONSE}
         before = srv.snapshot()
         out = cli(*args, "--retry-failed")
         after = srv.snapshot()

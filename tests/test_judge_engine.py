@@ -115,23 +115,25 @@ def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, f
         assert failure == [] and len(value) == 1 and 1.0 <= value[0] <= 6.0, (t, got[t])
         expected, _ = _expected_score(_key_of(fault_server, t))  # the expectation over the digits the server sent
         assert math.isclose(value[0], expected, rel_tol=1e-9), (t, value, expected)
-    assert got["[nologprobs] textual"] == ([4.0], [])
+    # logprobs asked for and none came back (a proxy dropping them): a failure with the output, not a parsed 4.0
+    (nologprobs,) = got["[nologprobs] textual"][1]
+    assert got["[nologprobs] textual"][0] == [None] and nologprobs.code is FailureCode.NO_LOGPROBS
+    assert "logprobs were requested and the reply has none" in nologprobs.message and nologprobs.raw == "4"
     (always500,) = got["[always500] broken"][1]
     assert always500.code is FailureCode.TRANSIENT and always500.turn == 1
     assert "HTTP 500" in always500.message and "gave up after 4 attempts" in always500.message
     (badtext,) = got["[badtext] fruit"][1]
-    assert badtext.code is FailureCode.UNPARSABLE and "no logprobs and no digit" in badtext.message
-    assert badtext.raw == "banana"
+    assert badtext.code is FailureCode.NO_LOGPROBS and badtext.raw == "banana"
     (lowmass,) = got["[lowmass] unsure"][1]
     assert lowmass.code is FailureCode.LOW_DIGIT_MASS and "min_digit_mass 0.5" in lowmass.message
     assert [v is None for v in got["[always500] broken"][0]] == [True]
-    assert _coverage(ws, "complexity") == {"rows": 11, "missing": 3, "unexplained": 0}
-    assert result.rows == 11 and result.computed == 11 and result.failed == 3
+    assert _coverage(ws, "complexity") == {"rows": 11, "missing": 4, "unexplained": 0}
+    assert result.rows == 11 and result.computed == 11 and result.failed == 4
     masses = ws.column("complexity_digit_mass")
     assert math.isclose(masses[by_text["plain one"]][0], 0.95, rel_tol=1e-6)
     assert math.isclose(masses[by_text["plain one"]][0], _expected_score(_key_of(fault_server, "plain one"))[1])
     assert masses[by_text["[nologprobs] textual"]] == [None]
-    assert summary["score_methods"]["parsed"] == 1 and summary["failed_rows"] == 3
+    assert summary["score_methods"]["parsed"] == 0 and summary["failed_rows"] == 4
     assert summary["reducer"] == "sum" and summary["granularity"] == "turn"
 
     counts = fault_server.snapshot()
@@ -154,12 +156,30 @@ def test_every_row_scored_or_failed_with_reason_and_rerun_hits_cache(tmp_path, f
     # a plain rerun retries failed rows (as the CLI and run_pipeline do): every answered request comes from the
     # cache; only the transport failure is tried again
     retried = _score(ws, "complexity", _backend(fault_server))
-    assert retried.computed == 1 and retried.failed == 3
+    assert retried.computed == 1 and retried.failed == 4
     after = fault_server.snapshot()
     resent = {k: after[k] - counts.get(k, 0) for k in after if after[k] != counts.get(k, 0)}
     assert list(resent) == [_key_of(fault_server, "[always500]")]
     db = (ws.cache_dir / "responses.sqlite").read_bytes()
     assert b"test-key-never-stored" not in db
+
+
+def test_a_backend_without_logprobs_has_its_digit_parsed_and_only_it(tmp_path, fault_server):
+    """Parsing the digit from the text is for a backend that cannot give logprobs (``supports_logprobs=False``): its
+    requests ask for none, its scores are marked ``parsed``; the same replies to a backend that asked for logprobs
+    fail ``no_logprobs`` (test above: they were parsed 4.0 beside probability-weighted scores)."""
+    texts = ["plain one", "[nologprobs] textual", "[badtext] fruit"]
+    ws = _workspace(tmp_path, texts)
+    result = _score(ws, "complexity", _backend(fault_server, supports_logprobs=False))
+    by_text = {conv[0]["content"]: i for i, conv in enumerate(ws.conversations())}
+    values, failures = ws.column("complexity"), ws.failures("complexity")
+    assert values[by_text["[nologprobs] textual"]] == [4.0] and failures[by_text["[nologprobs] textual"]] == []
+    assert values[by_text["plain one"]][0] in {float(k) for k in range(1, 7)}  # the first token's digit, parsed
+    (badtext,) = failures[by_text["[badtext] fruit"]]
+    assert badtext.code is FailureCode.UNPARSABLE and "no logprobs and no digit" in badtext.message
+    assert badtext.raw == "banana"
+    assert result.provenance["score_methods"]["parsed"] == 2 and result.provenance["failed_rows"] == 1
+    assert "logprobs" not in ws.column_provenance("complexity")["params"]  # its requests asked for none
 
 
 def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_the_killed_run_paid(tmp_path):
@@ -505,37 +525,44 @@ def test_digit_score_maths():
     # " 5" and "5" are the same digit; softmax over the scale digits only
     resp = {"text": "5", "top_logprobs": [{"token": " 5", "logprob": lp(0.3)}, {"token": "5", "logprob": lp(0.2)},
                                           {"token": "1", "logprob": lp(0.5)}]}
-    value, info, failure = digit_score(resp, (1, 2), 0.5)  # on a 1-2 scale only "1" counts: mass 0.5, 2 missing
+    # on a 1-2 scale only "1" counts: mass 0.5, 2 missing
+    value, info, failure = digit_score(resp, (1, 2), 0.5, logprobs_requested=True)
     assert failure is None and value == 1.0 and info["missing_digits"] == [2] and math.isclose(info["digit_mass"], 0.5)
-    low_mass = digit_score(resp, (1, 2), 0.6)[2]
+    low_mass = digit_score(resp, (1, 2), 0.6, logprobs_requested=True)[2]
     assert low_mass.code is FailureCode.LOW_DIGIT_MASS and "mass 0.500 < min_digit_mass 0.6" in low_mass.message
-    value, info, failure = digit_score(resp, (1, 6), 0.9)
+    value, info, failure = digit_score(resp, (1, 6), 0.9, logprobs_requested=True)
     assert failure is None and math.isclose(value, (0.5 * 5 + 0.5 * 1) / 1.0) and math.isclose(info["digit_mass"], 1.0)
     low = {"text": "x", "top_logprobs": [{"token": "3", "logprob": lp(0.2)}, {"token": "x", "logprob": lp(0.8)}]}
-    assert digit_score(low, (1, 6), 0.5)[2].message.startswith("digits [1, 2, 4, 5, 6] absent")
-    value, info, failure = digit_score(low, (1, 6), 0.1)
+    assert digit_score(low, (1, 6), 0.5, logprobs_requested=True)[2].message.startswith("digits [1, 2, 4, 5, 6] absent")
+    value, info, failure = digit_score(low, (1, 6), 0.1, logprobs_requested=True)
     assert failure is None and math.isclose(value, 3.0) and info["missing_digits"] == [1, 2, 4, 5, 6]
     # every digit among the top logprobs, but the model answered a word: the digits' odds are no score
     word = {"text": "The", "top_logprobs": [{"token": "The", "logprob": lp(0.995)}]
             + [{"token": str(k), "logprob": lp(0.0008)} for k in range(1, 7)]}
-    value, info, failure = digit_score(word, (1, 6))
+    value, info, failure = digit_score(word, (1, 6), logprobs_requested=True)
     assert value is None and info["missing_digits"] == [] and failure.code is FailureCode.LOW_DIGIT_MASS
     assert failure.message.startswith("the digits carry mass 0.005 < min_digit_mass 0.5") and failure.raw == "The"
-    assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6))[:1] == (4.0,)
+    assert digit_score({"text": " 4", "top_logprobs": None}, (1, 6), logprobs_requested=False)[:1] == (4.0,)
     # a NaN logprob is the server's fault, not a score (NaN mass passed the mass floor and gave a NaN score)
     nan = {"text": "5", "top_logprobs": [{"token": "5", "logprob": float("nan")}, {"token": "4", "logprob": lp(0.6)}]}
-    value, info, failure = digit_score(nan, (1, 6))
+    value, info, failure = digit_score(nan, (1, 6), logprobs_requested=True)
     assert value is None and failure.code is FailureCode.MODEL_ERROR and "NaN" in failure.message
-    outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6))[2]
+    outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6), logprobs_requested=False)[2]
     assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"
-    no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6))[2]
+    no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6),
+                           logprobs_requested=True)[2]
     assert no_digit.code is FailureCode.LOW_DIGIT_MASS and "no digit 1-6" in no_digit.message
     # digits of other scripts are not the digit the prompt asks for; "⁵" passes str.isdigit() but not int()
     odd = {"text": "5", "top_logprobs": [{"token": "5", "logprob": lp(0.6)}]
            + [{"token": t, "logprob": lp(0.1)} for t in ("⁵", "١", "５", "②")]}
-    value, info, failure = digit_score(odd, (1, 6))
+    value, info, failure = digit_score(odd, (1, 6), logprobs_requested=True)
     assert failure is None and value == 5.0 and math.isclose(info["digit_mass"], 0.6)
-    assert digit_score({"text": "٥", "top_logprobs": None}, (1, 6))[2].code is FailureCode.UNPARSABLE
+    assert digit_score({"text": "٥", "top_logprobs": None}, (1, 6), logprobs_requested=False)[2].code is FailureCode.UNPARSABLE
+    # logprobs asked for, none in the reply (a proxy dropped them): no parsed whole number beside the weighted scores
+    for top in (None, []):
+        value, info, failure = digit_score({"text": "4", "top_logprobs": top}, (1, 6), logprobs_requested=True)
+        assert value is None and failure.code is FailureCode.NO_LOGPROBS and failure.raw == "4"
+        assert info["score_method"] == "logprobs" and "requested" in failure.message
 
 
 def test_prompt_edit_reruns_and_unused_variables_hit_the_cache(tmp_path, fault_server):

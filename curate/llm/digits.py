@@ -4,8 +4,10 @@ digits, ``Σ_k k·p_k / Σ_k p_k``. The probability mass the digits carried is r
 (all, or some with the rest missing from the top logprobs) are renormalised only when their mass is at least
 ``min_digit_mass``; otherwise the call fails (``low_digit_mass``): a model that answered a word put its odds
 elsewhere, and its digits' leftovers are no score even when all six are listed. A logprob that is not a number
-(NaN) fails the call (``model_error``). Without logprobs the digit is parsed from the text and the score is
-marked ``parsed``. Never a default score.
+(NaN) fails the call (``model_error``). A reply without logprobs to a request that asked for them fails the
+call (``no_logprobs``: some OpenAI-compatible proxies drop them silently, and a digit parsed from the text would
+put whole numbers in a column of expectations). Only a backend that cannot give logprobs (its request asked for
+none) has the digit parsed from the text, the score marked ``parsed``. Never a default score.
 """
 
 from __future__ import annotations
@@ -26,15 +28,20 @@ def _token_digit(token: str) -> int | None:
     return int(text) if len(text) == 1 and "0" <= text <= "9" else None
 
 
-DIGIT_RULE = 4  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+DIGIT_RULE = 5  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
 
 
-def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass,
-                ) -> tuple[float | None, dict[str, Any], Failure | None]:
-    """(score, info, failure) from a response's first-token top logprobs, or its text without logprobs."""
+def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass, *,
+                logprobs_requested: bool) -> tuple[float | None, dict[str, Any], Failure | None]:
+    """(score, info, failure) from a response's first-token top logprobs; from its text only when its request
+    asked for no logprobs (``logprobs_requested`` False: a backend without them)."""
     lo, hi = scale
     text = response.get("text") or ""
     top = response.get("top_logprobs")
+    if logprobs_requested and not top:
+        return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
+            FailureCode.NO_LOGPROBS, f"logprobs were requested and the reply has none (a proxy that drops them?); "
+            f"no score parsed from the text (output {text[:80]!r})", text)
     if top:
         probs: dict[int, float] = {}
         for entry in top:

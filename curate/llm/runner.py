@@ -151,10 +151,11 @@ def transport_failure(response: dict[str, Any]) -> Failure:
     return Failure(FailureCode(response.get("reason_code") or FailureCode.TRANSIENT), response["failure"])
 
 
-def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, cached: bool,
-               billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
+def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, logprobs_requested: bool,
+               cached: bool, billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
-    by a stopped run), once per key; ``cached``: the on-disk cache's answer; ``repeated``: another item's request."""
+    by a stopped run), once per key; ``cached``: the on-disk cache's answer; ``repeated``: another item's request;
+    ``logprobs_requested``: its request asked for logprobs (a digit score without them then fails)."""
     if "failure" in response:  # ``repeated``: an item sharing another's failed request: no request of its own
         return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not repeated), repeated=repeated)
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
@@ -168,7 +169,7 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
         return result
     if prompt.output_kind == "digit_score":
         assert prompt.scale is not None
-        score, info, failure = digit_score(response, prompt.scale, min_digit_mass)
+        score, info, failure = digit_score(response, prompt.scale, min_digit_mass, logprobs_requested=logprobs_requested)
         result.raw.update(info)
         result.parsed, result.failure = score, failure
     elif prompt.output_kind == "text":
@@ -217,6 +218,7 @@ class _Part:
                 raise PromptError(f"{self.prompt.where}: a json prompt needs output.model (a Pydantic class) or "
                                   "output_model=")
         self.mode = structured.instructor_mode(backend) if self.prompt.output_kind == "json" else None
+        self.logprobs_requested = bool(request_params(self.prompt, backend, self.params).get("logprobs"))
 
     def build(self, variables: list[dict[str, Any]], backend: Backend) -> list[Request]:
         return build_requests(self.prompt, variables, backend, params=self.params, output_model=self.output_model)
@@ -266,6 +268,7 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
         if bill:
             billed.add(key)
         results[i] = _interpret(owner[i].prompt, response, owner[i].floor, cached=cached,
+                                logprobs_requested=owner[i].logprobs_requested,
                                 billed_key=key if bill else None, recovered=recovered and bill, repeated=repeated)
 
     stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
@@ -343,7 +346,8 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
             shared = req.key in asked  # rows with the same request share one re-ask: one request, billed once
             asked.add(req.key)
             cached = req.key in new_hits
-            fresh = _interpret(owner[i].prompt, new[req.key], JUDGE.min_digit_mass, cached=cached,
+            fresh = _interpret(owner[i].prompt, new[req.key], JUDGE.min_digit_mass,
+                               logprobs_requested=owner[i].logprobs_requested, cached=cached,
                                billed_key=None if shared or cached and req.key not in recovered else req.key,
                                recovered=req.key in recovered and not shared, repeated=shared and not cached)
             add_attempt(fresh, old)
