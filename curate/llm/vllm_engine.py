@@ -39,6 +39,9 @@ def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         raise CurateError(f"the in-process vLLM engine, {python_and_cli('VLLMBackend', '--backend vllm')}, has no "
                           f"request parameter {unknown}; it takes {sorted(MAPPED_PARAMS | set(SAMPLING_PARAMS))}. "
                           f"Remove it from the prompt's params, or send through a server ({server})")
+    if params.get("temperature") is None:  # greedy here, the server's default there, under one cache key
+        raise CurateError("a request to the in-process vLLM engine states its temperature (the prompt's "
+                          "params.temperature): without it a server samples at its own default")
     fmt = params.get("response_format") or {}
     structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
                   else {"json_object": True} if fmt.get("type") == "json_object" else None)
@@ -46,7 +49,7 @@ def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     extra = {k: params[k] for k in SAMPLING_PARAMS if params.get(k) is not None}
     if "logit_bias" in extra:  # JSON object keys are strings; the engine indexes token ids
         extra["logit_bias"] = {int(k): float(v) for k, v in extra["logit_bias"].items()}
-    return {"temperature": float(params.get("temperature", 0.0)), "top_p": float(params.get("top_p", 1.0)),
+    return {"temperature": float(params["temperature"]), "top_p": float(params.get("top_p", 1.0)),
             "max_tokens": int(max_tokens), "logprobs": params.get("top_logprobs") if params.get("logprobs") else None,
             "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured, **extra}
 
