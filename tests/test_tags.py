@@ -449,6 +449,35 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     assert ws.failures("tags")[1][0].code is FailureCode.EMPTY_INPUT
 
 
+def test_the_tagging_schema_speaks_to_the_model(tmp_path):
+    """The schema's description was a developer's note ("The tagging judge's answer: ... (an object, so JSON-schema
+    decoding works)") sent to the model with every tagging request; it is plain words for the model now, and the
+    tagger's fingerprint follows the schema (it did not: a changed schema re-tagged nothing)."""
+    from curate.tags import Tagger
+
+    assert IntentTags.model_json_schema()["description"] == "The intents of the user's query, as tags."
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Write Poems about Nature.", "output": "..."}]))
+    sent = []
+    backend = ScriptedBackend(lambda req: sent.append(req) or _tag_reply(req))
+    ws.apply(Tagger(backend), progress=False)
+    fmt = sent[0].params["response_format"]
+    assert fmt["json_schema"]["schema"]["description"] == "The intents of the user's query, as tags."
+    assert "judge" not in json.dumps(fmt) and "decoding" not in json.dumps(fmt)
+    # a prompt naming its model "my-tags": the same file, the name registered to a class with another description
+    from curate.llm.prompts import builtin_prompt_dir, register_output_model
+
+    class ShortTags(IntentTags):
+        """Tags for the query."""
+
+    path = tmp_path / "instag.md"
+    path.write_text((builtin_prompt_dir() / "instag.md").read_text().replace('"curate.tags:IntentTags"', "my-tags"))
+    register_output_model(IntentTags, name="my-tags")
+    before = Tagger(backend, prompt=path).fingerprint()
+    register_output_model(ShortTags, name="my-tags")
+    assert Tagger(backend, prompt=path).fingerprint() != before
+
+
 def test_curate_tag_sends_again_what_max_cost_left_unsent_and_exits_1_until_then(tmp_path):
     """A row --max-cost left unsent is stored as a failure and makes `curate tag` exit 1 (was: exit 0, and the re-run
     called it done); the re-run sends that row alone; the openai-batch backend keeps its batches in the workspace."""

@@ -26,7 +26,9 @@ from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 MAX_TAGS_PER_QUERY = 10
 
 
-# -- the judge's output schema (its docstrings and bounds are part of the request: changing them re-tags) --
+# -- the judge's output schema. Its docstrings are the schema's descriptions, sent to the model with its bounds:
+# write them for the model (plain words about the answer), keep notes for developers in comments like these;
+# changing either changes the requests (their cache keys) and the tagger's fingerprint (it re-tags).
 class IntentTag(BaseModel):
     """One intent of a user query."""
 
@@ -34,8 +36,9 @@ class IntentTag(BaseModel):
     explanation: str = Field(max_length=200)
 
 
+# The answer is an object holding the list, not a bare list: JSON-schema decoding needs an object at the top.
 class IntentTags(BaseModel):
-    """The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."""
+    """The intents of the user's query, as tags."""
 
     # bounded, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until max_tokens)
     tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS_PER_QUERY)
@@ -87,9 +90,11 @@ class Tagger:
         return self.backend
 
     def fingerprint(self) -> str:
+        """Prompt fingerprint, backend kind and model, params and the output schema (its text is sent)."""
         backend = self._require_backend()
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": getattr(backend, "kind", type(backend).__name__),
-                           "model": getattr(backend, "model", None), "params": self.params}, sort_keys=True, default=str)
+                           "model": getattr(backend, "model", None), "params": self.params,
+                           "schema": self.prompt.model_class().model_json_schema()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def check_column(self, ws: Any) -> None:
