@@ -478,6 +478,38 @@ def test_the_tagging_schema_speaks_to_the_model(tmp_path):
     assert Tagger(backend, prompt=path).fingerprint() != before
 
 
+def test_without_schema_enforcement_the_schema_message_comes_from_the_prompts_folder(tmp_path):
+    """Without schema enforcement (JSON mode) instructor's own text ("As a genius expert, your task is to understand
+    the content and provide the parsed objects in json ...") was appended to the system message; it comes from
+    prompts/structured/json_mode.j2 now, and the tagger's fingerprint names that file's text. Validation and re-asks
+    stay instructor's."""
+    from curate.llm.prompts import builtin_prompt_dir
+    from curate.tags import Tagger
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Write Poems about Nature.", "output": "..."},
+                                               {"instruction": "Now BROKEN Reverse it.", "output": "..."}]))
+    sent: dict[bool, list] = {True: [], False: []}
+    fingerprints = {}
+    for schema_mode in (True, False):
+        backend = ScriptedBackend(lambda req, mode=schema_mode: sent[mode].append(req) or _tag_reply(req))
+        backend.supports_json_schema = schema_mode
+        fingerprints[schema_mode] = Tagger(backend).fingerprint()
+        ws.apply(Tagger(backend, column=f"tags_{int(schema_mode)}"), progress=False)
+        assert ws.column(f"tags_{int(schema_mode)}") == [[["Write", "Poems", "Nature"]], [None]]
+        assert ws.failures(f"tags_{int(schema_mode)}")[1][0].code is FailureCode.INVALID_OUTPUT  # re-asked, then failed
+    schema_request, json_request = sent[True][0], sent[False][0]
+    assert json_request.params["response_format"] == {"type": "json_object"}
+    system = json_request.messages[0]["content"]
+    assert system.startswith(schema_request.messages[0]["content"] + "\n\nAnswer with one JSON object that matches")
+    assert '"description": "The intents of the user\'s query, as tags."' in system and "genius" not in system
+    assert system.endswith("Give the object itself, not the schema.")
+    assert [m["content"] for m in json_request.messages[1:]] == [m["content"] for m in schema_request.messages[1:]]
+    assert len(sent[False]) == len(sent[True]) == 4  # each mode: 2 rows, and the BROKEN row's 2 re-asks
+    assert "Correct your JSON" in sent[False][-1].messages[-1]["content"]  # instructor's re-ask
+    assert (builtin_prompt_dir() / "structured" / "json_mode.j2").is_file() and fingerprints[True] != fingerprints[False]
+
+
 def test_curate_tag_sends_again_what_max_cost_left_unsent_and_exits_1_until_then(tmp_path):
     """A row --max-cost left unsent is stored as a failure and makes `curate tag` exit 1 (was: exit 0, and the re-run
     called it done); the re-run sends that row alone; the openai-batch backend keeps its batches in the workspace."""

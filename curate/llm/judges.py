@@ -32,6 +32,7 @@ from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
 from curate.llm.prompt_checks import ROW_VARIABLES
 from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
+from curate.llm.structured import json_mode_fingerprint
 from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
@@ -135,13 +136,16 @@ class Judge:
                                   "pool nor derived")
 
     def fingerprint(self) -> str:
-        """Prompt fingerprint, backend kind and model, request parameters, digit-mass floor, output schema."""
+        """Prompt fingerprint, backend kind and model, request parameters, digit-mass floor, output schema (and the
+        JSON-mode schema message's template, where the backend gets one)."""
         backend = self._backend()
         schema = self.output.model_json_schema() if hasattr(self.output, "model_json_schema") else None
+        json_mode = json_mode_fingerprint(backend) if schema is not None else None  # the schema message sent
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": backend.kind, "model": backend.model,
                            "params": self.request_params(), "schema": schema,
                            "min_digit_mass": self.min_digit_mass if self.reducer else None,
                            "digit_rule": DIGIT_RULE if self.reducer else None,
+                           **({"json_mode_message": json_mode} if json_mode else {}),
                            **({"response_column": self.response_column} if self.response_column else {})},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -136,9 +136,11 @@ def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: 
                       params: dict[str, Any] | None, output_model: Any) -> list[str | None]:
     """Per item, a hash of everything that determines its request before rendering (None if not hashable)."""
     schema = output_model.model_json_schema() if output_model is not None and hasattr(output_model, "model_json_schema") else None
+    json_mode = structured.json_mode_fingerprint(backend) if schema is not None else None  # its text is sent
     header = alias_header(backend_kind=backend.kind, model=backend.model, prompt_fingerprint=prompt.fingerprint,
                           params={"params": request_params(prompt, backend, params), "schema": schema,
-                                  "json_schema_mode": backend.supports_json_schema, "alias": 1})
+                                  "json_schema_mode": backend.supports_json_schema, "alias": 1,
+                                  **({"json_mode_message": json_mode} if json_mode else {})})
     out: list[str | None] = []
     for item in variables:
         try:

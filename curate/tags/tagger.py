@@ -90,11 +90,16 @@ class Tagger:
         return self.backend
 
     def fingerprint(self) -> str:
-        """Prompt fingerprint, backend kind and model, params and the output schema (its text is sent)."""
+        """Prompt fingerprint, backend kind and model, params and the output schema (its text is sent), and the
+        JSON-mode schema message's where the backend gets it."""
+        from curate.llm.structured import json_mode_fingerprint
+
         backend = self._require_backend()
+        json_mode = json_mode_fingerprint(backend)  # a json prompt's backend says whether it enforces schemas
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": getattr(backend, "kind", type(backend).__name__),
                            "model": getattr(backend, "model", None), "params": self.params,
-                           "schema": self.prompt.model_class().model_json_schema()}, sort_keys=True, default=str)
+                           "schema": self.prompt.model_class().model_json_schema(),
+                           **({"json_mode_message": json_mode} if json_mode else {})}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def check_column(self, ws: Any) -> None:
