@@ -147,6 +147,29 @@ def test_a_rerun_under_other_settings_says_why_it_computed_rows_again(tmp_path):
     assert ws.apply(_Words("v2"), progress=False).redone == 0
 
 
+class _Unkinded(_Words):
+    """``_Words`` whose provenance names no kind (a user's own step)."""
+
+    def describe(self) -> dict:
+        return {"step": "words"}
+
+
+def test_a_step_taking_over_a_column_with_no_kind_in_its_provenance_names_what_wrote_it(tmp_path):
+    """A step replacing a column whose provenance names no kind (human labels added with ``ws.add_column``, or a
+    user's step whose ``describe()`` names none) said "words: the loaded's column (?) is replaced by the test's
+    values": it was never loaded, and "?" names nothing."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(3)]))
+    ws.add_column("words", [1.0, 2.0, 3.0], {"source": "human labels"})
+    taken = ws.apply(_Words("v1"), progress=False)
+    assert taken.took_over["source"] == "human labels"
+    said = "words: the column added with ws.add_column is replaced by the test's values"
+    assert taken.takeover_text() == said and said in taken.summary()
+    ws.apply(_Unkinded("v1"), force=True, progress=False)
+    again = ws.apply(_Words("v2"), progress=False)
+    assert again.takeover_text() == "words: the column written by a step naming no kind is replaced by the test's values"
+
+
 class _CountingWorkspace(Workspace):
     """A workspace that counts the reads of a column's stored fingerprints (each one reads the whole column file)."""
 

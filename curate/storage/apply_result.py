@@ -60,8 +60,10 @@ class ApplyResult:
             return ""
         kind = self.provenance.get("kind") or "step"
         values = "labels" if kind == "judge" else "values"
-        return (f"{self.column}: the {self.took_over.get('kind') or 'loaded'}'s column ({wrote_text(self.took_over)}) "
-                f"is replaced by the {kind}'s {values}")
+        earlier, wrote = self.took_over.get("kind"), wrote_text(self.took_over)
+        replaced = (f"the {earlier}'s column" + (f" ({wrote})" if wrote != earlier else "")) if earlier \
+            else f"the column {wrote}"  # no kind: added with ws.add_column (human labels), or a step naming none
+        return f"{self.column}: {replaced} is replaced by the {kind}'s {values}"
 
     def reasons_text(self) -> str:
         """Why rows failed: each reason code with its rows and one example detail ('' when none failed)."""

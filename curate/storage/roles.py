@@ -80,8 +80,12 @@ def role_column(ws: Any, role: str, name_it: str) -> str:
 
 
 def wrote_text(prov: dict[str, Any]) -> str:
-    """Which step wrote a column, in words."""
-    kind = prov.get("kind", "?")
+    """Which step wrote a column, in words; a provenance naming no kind is a column added with ``ws.add_column``
+    (human labels, the user's own values), or, with runs recorded, written by ``ws.apply`` of a step whose
+    ``describe()`` names none."""
+    kind = prov.get("kind")
+    if not kind:
+        return "written by a step naming no kind" if "runs" in prov else "added with ws.add_column"
     if kind == "judge":
         return f"judge, prompt {prov.get('prompt')}" + (f", model {prov['model']}" if prov.get("model") else "")
     if kind == "scorer":
