@@ -194,18 +194,19 @@ def _run_on_worker_loop(make_coro: Callable[[], Awaitable[T]]) -> T:
     try:
         thread.start()  # inside: a Ctrl-C while it waits for the thread to begin must cancel it too
         return outcome.result()
-    except KeyboardInterrupt:
-        _cancel_and_wait(running, outcome, thread)
+    except KeyboardInterrupt as interrupt:
+        _cancel_and_wait(running, outcome, thread, interrupt)
         raise
 
 
 def _cancel_and_wait(running: concurrent.futures.Future, outcome: concurrent.futures.Future,
-                     thread: threading.Thread) -> None:
+                     thread: threading.Thread, interrupt: KeyboardInterrupt) -> None:
     """Cancel the worker loop's task and wait for the call to end (its ``outcome`` set, up to ``BACKEND.cancel_wait_s``;
     not ``thread.is_alive()``, False while a thread starts); a second Ctrl-C meanwhile cancels again rather than
     leaving the call running in the background (it went on sending, and its requests, released as no longer in
     flight, were sent again by the re-run). A call still running when the wait ends is said (a
-    :class:`~curate.errors.StillSendingWarning`): the interrupt returned with no word of it."""
+    :class:`~curate.errors.StillSendingWarning`): the interrupt returned with no word of it. Under ``-W error`` the
+    warning, raised, replaced the KeyboardInterrupt: its text is then a note of ``interrupt`` instead."""
     start = time.monotonic()
     cancelled = False
     while not outcome.done() and time.monotonic() < start + BACKEND.cancel_wait_s:
@@ -225,7 +226,10 @@ def _cancel_and_wait(running: concurrent.futures.Future, outcome: concurrent.fut
     if outcome.done():
         thread.join(1.0)  # it returns once the outcome is set
     elif thread.ident is not None:
-        warnings.warn(still_sending_text(time.monotonic() - start), StillSendingWarning, stacklevel=3)
+        try:
+            warnings.warn(still_sending_text(time.monotonic() - start), StillSendingWarning, stacklevel=3)
+        except StillSendingWarning as raised:  # warnings as errors: the interrupt stays what is raised
+            interrupt.add_note(f"{StillSendingWarning.__name__}: {raised}")
 
 
 def still_sending_text(waited_s: float) -> str:
