@@ -208,3 +208,105 @@ def test_a_ctrl_c_while_an_engine_starts_ray_leaves_no_ray_running_and_the_next_
     left = [name for pid, name in seen.items() if psutil.pid_exists(pid)
             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"Ray processes of the child left running after it ended: {left}"
+
+
+_CTRL_C_AND_AFTER = """
+import json, logging, os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a terminal gives it (xdist's children ignore it)
+import psutil, ray
+from curate.scale import RayEngine
+
+real_init, in_flight, calls, seen = ray.init, threading.Lock(), [], set()
+
+def slow_init(**kwargs):  # the engine's ray.init, watched and slowed: the Ctrl-Cs below come while it runs
+    if not in_flight.acquire(blocking=False):
+        calls.append("while another ran")
+        raise RuntimeError("ray.init called while another ray.init was running")
+    try:
+        calls.append("init")
+        time.sleep(4)
+        return real_init(**kwargs)
+    finally:
+        in_flight.release()
+
+ray.init = slow_init
+
+def ray_processes():
+    found = [p for p in psutil.Process().children(recursive=True)
+             if p.name() in ("raylet", "gcs_server") and p.status() != psutil.STATUS_ZOMBIE]
+    seen.update(p.pid for p in found)
+    return sorted(p.name() for p in found)
+
+def settled(check, seconds):
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+def interrupted_connect():
+    threading.Thread(target=lambda: (time.sleep(0.5), os.kill(os.getpid(), signal.SIGINT)), daemon=True).start()
+    try:
+        RayEngine().connect()
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "connected before the Ctrl-C came"
+
+said, states = [interrupted_connect()], {}
+if sys.argv[1] == "the user's own ray.init":  # after the engine's thread stopped the Ray its init started
+    settled(lambda: not any(t.name == "curate-ray" for t in threading.enumerate()), 120)
+    states["after_ctrl_c"] = {"initialized": ray.is_initialized(), "ray": ray_processes()}
+    real_init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)  # (not
+    # another Ray on this machine, as ray.init() with no address joins)
+    engine = RayEngine()
+    engine.connect()
+    engine.close()
+    states["the user's ray after the engine closed"] = {"initialized": ray.is_initialized(), "ray": ray_processes()}
+    ray.shutdown()
+else:  # a second engine's wait for that init, interrupted too; then a third engine while the init still runs
+    said.append(interrupted_connect())
+    engine = RayEngine()
+    engine.connect()
+    states["the third engine"] = {"initialized": ray.is_initialized(), "ray": ray_processes()}
+    engine.close()
+settled(lambda: not ray_processes(), 20)
+states["at the end"] = {"initialized": ray.is_initialized(), "ray": ray_processes()}
+print(json.dumps({"said": said, "calls": calls, "states": states, "pids": sorted(seen)}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("then", ["the user's own ray.init", "a second Ctrl-C"])
+def test_after_a_ctrl_c_while_an_engine_starts_ray_an_engine_stops_only_a_ray_an_engine_started(then):
+    """Two ways the Ray of a Ctrl-C'd start went wrong. The user's own ray.init, after the engine's thread had stopped
+    the Ray of that start, was taken for the engine's: the next engine to close stopped the user's Ray. A second
+    Ctrl-C, while the next engine waited for that start, left nothing for the engine after it to wait for: it found
+    Ray not yet up and called ray.init a second time while the first still ran ("assert not worker.connected"). A
+    process of its own, its ray.init slowed by 4 s so that each Ctrl-C (SIGINT to the process, 0.5 s after an
+    engine's connect began) comes while it runs."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AND_AFTER, then], capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = done.stdout.strip().splitlines()
+    got = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    time.sleep(2)
+    left = [pid for pid in got.get("pids", []) if psutil.pid_exists(pid)
+            and psutil.Process(pid).name() in ("raylet", "gcs_server")
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    for pid in left:  # this test's own leftovers, not to outlive it
+        psutil.Process(pid).kill()
+    assert done.returncode == 0, done.stderr[-3000:]
+    stopped = {"initialized": False, "ray": []}
+    if then == "a second Ctrl-C":
+        assert got["said"] == ["interrupted", "interrupted"] and got["calls"] == ["init"], got
+        assert got["states"] == {"the third engine": {"initialized": True, "ray": ["gcs_server", "raylet"]},
+                                 "at the end": stopped}, got
+    else:
+        assert got["said"] == ["interrupted"] and got["calls"] == ["init"], got
+        assert got["states"] == {"after_ctrl_c": stopped, "at the end": stopped,
+                                 "the user's ray after the engine closed": {"initialized": True,
+                                                                            "ray": ["gcs_server", "raylet"]}}, got
+    assert not left, f"Ray processes of the child left running after it ended: {left}"

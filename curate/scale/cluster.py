@@ -13,10 +13,12 @@ from typing import Any
 class _Start:
     """A ray.init under way on its keeper thread (see :func:`_init_on_own_thread`): ``started`` set once it returned;
     ``abandoned`` set when a Ctrl-C ended the wait for it, cleared when an engine claims it (under ``claim``, the
-    lock the keeper thread decides under whether to stop the Ray it started)."""
+    lock the keeper thread decides under whether to stop the Ray it started); ``kept_none`` set once ``started`` if
+    the init failed, or (under ``claim``) when the keeper stopped the Ray it started: no Ray of this process runs."""
 
     def __init__(self) -> None:
         self.started, self.abandoned, self.claim = threading.Event(), threading.Event(), threading.Lock()
+        self.kept_none = threading.Event()
 
 
 class _Users:
@@ -44,7 +46,15 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
             start, _Users.starting = _Users.starting, None
             with start.claim:  # (a keeper stopping it holds this until Ray is down)
                 start.abandoned.clear()
-            start.started.wait()
+            try:
+                start.started.wait()
+            except BaseException:  # a Ctrl-C again: left under way for the next engine to wait for, as at the first
+                with start.claim:  # (it found Ray not yet up and called ray.init again: "assert not worker.connected")
+                    _Users.starting = start
+                    start.abandoned.set()
+                raise
+            if start.kept_none.is_set():  # that init failed, or its Ray was stopped: one running now is the user's
+                _Users.started_here = False  # own (their ray.init since), which the last engine's release leaves be
         if not ray.is_initialized():
             # "local": a new Ray on this machine, never a cluster someone else started here
             kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False}
@@ -95,12 +105,14 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
             ray.init(**kwargs)
         except BaseException as exc:  # noqa: BLE001  (raised again on the caller's thread)
             failed.append(exc)
+            start.kept_none.set()
             return
         finally:
             start.started.set()
         with start.claim:
             if start.abandoned.is_set():  # see below: no engine claimed it since
                 ray.shutdown()
+                start.kept_none.set()
                 return
         keep.wait()
 
