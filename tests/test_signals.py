@@ -510,8 +510,10 @@ def test_a_signal_never_writes_over_another_producers_column_or_a_pool_field(tin
     `--column ifd` left IFD's loss columns stale beside them); a signal writes its own kind's column only."""
     ws = workspace(tmp_path, CONVERSATIONS[:2])
     ws.add_column("quality", [[4.0, 5.0], [3.0]], {"kind": "judge", "prompt": "quality"})
+    ws.add_column("human", [[1.0, 2.0], [3.0]], {})  # a user's own labels: named as such (was "(loaded)")
     ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
     for column, message in (("quality", "another producer wrote \\(judge 'quality'\\); the perplexity signal"),
+                            ("human", "another producer wrote \\(added with ws.add_column\\); the perplexity"),
                             ("ifd", "another producer wrote \\(ifd\\); the perplexity signal"),
                             ("messages", "is a field of the pool file; the perplexity signal")):
         with pytest.raises(CurateError, match=message):

@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from curate.codes import Failure
 from curate.errors import WorkspaceError
 from curate.rows import Turn
+from curate.storage.roles import wrote_text
 
 GRANULARITIES = ("turn", "row")
 REDUCERS: dict[str, Callable[[list[float]], float]] = {
@@ -234,6 +235,7 @@ def check_column_owner(ws: Any, column: str, producer: str, owns: Callable[[dict
         provenance = ws.column_provenance(column)
         if not owns(provenance):
             what = provenance.get("prompt") or provenance.get("judge") or ""
+            wrote = provenance.get("kind") or wrote_text(provenance)  # no kind: added with ws.add_column, or ...
             raise error(f"{ws.path}: column {column!r} holds labels or values another producer wrote ("
-                        f"{provenance.get('kind') or 'loaded'}{' ' + repr(what) if what else ''}); {producer} would "
+                        f"{wrote}{' ' + repr(what) if what else ''}); {producer} would "
                         f"replace them: {advice}")
