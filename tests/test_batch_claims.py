@@ -7,6 +7,7 @@ import threading
 import time
 
 import openai
+import pytest
 
 from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, _Call
@@ -240,3 +241,50 @@ def test_a_run_waiting_for_another_runs_batch_collects_it_when_that_run_made_and
     assert sorted(got) == sorted(by_key) and not [r for r in got.values() if "failure" in r], got
     assert waiting.spent_usd == 0  # the other run's record counts them
     assert BatchState(ws).submissions()[sid] == settled
+
+
+def test_a_collect_taken_over_before_its_resubmission_counts_its_answers_once_when_it_collects_again(tmp_path):
+    """A collect delivered a batch's answers, then, about to resubmit its failed share, found its collector claim
+    taken over meanwhile (it stalled past the expiry): it left the batch to the run that took it and, once that one
+    had settled it, collected it again. The answers it had delivered were not reported twice, but their cost and
+    tokens were counted again (measured: spent $0.0000768 for answers costing $0.0000384), tripping max_cost early.
+    A re-collect counts only what this call has not delivered yet."""
+    texts = ["recollect row 0", "recollect row 1", "recollect row 2 [batch500]"]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    counted: list[dict] = []  # the answers run a reported as its own spending (not cache hits)
+    events_a: list[str] = []
+
+    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
+        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
+        await call.poll()
+
+    def stalls_in_delivery(req, result, cached=False):  # its first answer: stalls until run b took the collect over
+        if not got["a"]:
+            srv.hold_files.set()  # run b, taking over, reads the files only once run a gave the collect up
+            _wait(lambda: "taken_over" in BatchState(ws).submissions()["feedface"], "run b takes the collect over")
+        _into_cache(backend_a, got["a"])(req, result, cached)
+        if not cached and "failure" not in result:
+            counted.append(result)
+
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        by_key = _requests(srv, ws, texts)
+        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
+        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        a = _call_on("host-a ns", srv, backend_a, by_key, stalls_in_delivery, steps=stalled)
+        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
+              "run a claims the collect")
+        b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
+        _wait(lambda: any("collector claim was taken over meanwhile" in e for e in events_a), "run a gives it up")
+        srv.hold_files.clear()
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 2, events_a  # the batch and run b's one retry batch of its failed share
+    assert BatchState(ws).submissions()["feedface"]["status"] == "collected"
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    assert len(counted) >= 2  # the two answers of its first collect (the retry's, if it collected that first)
+    assert backend_a.spent_usd == pytest.approx(sum(r["cost_usd"] for r in counted)), backend_a.spent_usd
+    assert backend_a.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in counted)

@@ -365,7 +365,7 @@ class _Call(_CallClaims):
             outcome, result = read_output_line(line, self.b.price, self.by_key.get(key))
             if outcome == "retry":
                 retry[key] = result
-            elif key not in paid:
+            elif key not in paid and key not in self.delivered:  # by its own collect taken over: counted then
                 self.deliver(key, result, cached=key in hits)
         report, resend = unanswered(batch, keys - seen, lost)
         for key, failure in report.items():
