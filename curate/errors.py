@@ -48,6 +48,12 @@ class StillSendingWarning(RuntimeWarning):
     still be sending requests in the background."""
 
 
+class BatchClaimWarning(RuntimeWarning):
+    """The openai-batch backend's claims on its submissions went wrong while a call ran: its heartbeat failed (runs of
+    other machines may take them over), or a claim was taken over meanwhile (that run finishes the batch). Said this way
+    to a Python API or notebook user; the command line prints it (``on_event``)."""
+
+
 def python_and_cli(python: str, cli: str) -> str:
     """How a message names an option a user gives either way, Python first: ``python_and_cli("api_key_env=",
     "--api-key-env")`` is ``api_key_env= (CLI: --api-key-env)``; a user of ``import curate`` is not told of a flag

@@ -5,10 +5,12 @@ owner names another machine (a workspace shared over NFS), against tests/fault_s
 
 import threading
 import time
+import warnings
 
 import openai
 import pytest
 
+from curate.errors import BatchClaimWarning
 from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, _Call
 from curate.llm.judges import Judge
@@ -97,11 +99,13 @@ def test_a_collect_whose_delivery_blocks_its_loop_past_the_expiry_is_not_taken_o
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
 
 
-def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its_own(tmp_path):
+@pytest.mark.parametrize("told_by", ["on_event", "warning"])
+def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its_own(tmp_path, told_by):
     """A run stalled in its upload (its heartbeat stopped with it) past claim_expiry_s: a run of another machine took
     its submission over and created the batch; the first one, resuming, created a second batch of the same requests
     (paid twice). It re-checks its claim right before creating the batch: taken over, it says so, waits for the
-    other run's batch, and takes its answers from it."""
+    other run's batch, and takes its answers from it. Without ``on_event`` (a Python API or notebook user) that was
+    said to no one: it is a ``BatchClaimWarning`` then."""
     texts = [f"stalled owner row {i}" for i in range(4)]
     ws = _workspace(tmp_path, texts)
     got: dict[str, dict] = {"a": {}, "b": {}}
@@ -111,10 +115,12 @@ def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its
         await call.submit(list(call.by_key.values()), attempt=0)
         await call.poll()
 
-    with FaultServer() as srv:
+    with FaultServer() as srv, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         by_key = _requests(srv, ws, texts)
         srv.hold_uploads.set()
-        a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append),
+        told = events_a.append if told_by == "on_event" else None
+        a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=told),
                      by_key, lambda req, result: got["a"].__setitem__(req.key, result), steps=stalled)
         _wait(lambda: BatchState(ws).submissions(), "run a records its submission")
         (sid,) = BatchState(ws).submissions()
@@ -127,6 +133,8 @@ def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its
         assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
         assert srv.batches_created == 1, events_a  # run b's: the requests were sent once
         assert sorted(srv.batch_counts.values()) == [1] * 4
+    if told_by == "warning":
+        events_a = [str(w.message) for w in caught if issubclass(w.category, BatchClaimWarning)]
     entry = BatchState(ws).submissions()[sid]
     assert entry["taken_over"]["from"]["machine"] == "host-a ns" and entry["owner"]["machine"] == "host-b ns"
     assert any(f"submission {sid}: this run's owner claim was taken over meanwhile by a run on host-b" in e
@@ -135,22 +143,27 @@ def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
 
 
-def test_a_failed_heartbeat_write_is_retried_and_neither_stops_the_beat_nor_fails_the_call(tmp_path):
+@pytest.mark.parametrize("told_by", ["on_event", "warning"])
+def test_a_failed_heartbeat_write_is_retried_and_neither_stops_the_beat_nor_fails_the_call(tmp_path, told_by):
     """One failed heartbeat write ended the heartbeat (the claims stopped beating for the rest of the call, free for
     runs of other machines to take over) and failed the call at its end, after every answer had come. A failed beat
-    is tried again, said once its tries are spent, and the beating goes on: the call completes."""
+    is tried again, said once its tries are spent, and the beating goes on: the call completes. Without ``on_event``
+    (a Python API or notebook user) the failure was said to no one: it is a ``BatchClaimWarning`` then."""
     texts = [f"beat failure row {i}" for i in range(3)]
     ws = _workspace(tmp_path, texts)
     events: list[str] = []
     outcome: list = []
     index = ws.path / "artifacts" / "llm-batches.json"
-    with FaultServer() as srv:
+    with FaultServer() as srv, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         srv.hold_batches.set()
-        backend = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=0.8, on_event=events.append)
+        backend = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=0.8,
+                         on_event=events.append if told_by == "on_event" else None)
         run = threading.Thread(target=lambda: outcome.append(ws.apply(Judge("complexity", backend), progress=False)),
                                daemon=True)
         run.start()
-        _wait(lambda: "batch batch_1: in_progress (0 of 3 requests done)" in events, "the batch is created, polled")
+        _wait(lambda: [s for s in BatchState(ws).submissions().values() if s.get("status") == "in_progress"],
+              "the batch is created, polled")
         (owner,) = [s["owner"] for s in BatchState(ws).submissions().values()]
         BatchState(ws).record("c0ffee00", collector={**owner, "beat": 0.0})  # a claim of the run, to see it beat
         kept = index.with_name("llm-batches.kept")
@@ -167,6 +180,8 @@ def test_a_failed_heartbeat_write_is_retried_and_neither_stops_the_beat_nor_fail
         assert not run.is_alive()
     (result,) = outcome  # the old code raised IsADirectoryError here, every answer in
     assert result.failed == 0 and all(v is not None for v in ws.column("complexity"))
+    if told_by == "warning":
+        events = [str(w.message) for w in caught if issubclass(w.category, BatchClaimWarning)]
     (said,) = [e for e in events if "heartbeat" in e]  # one line for the streak of beats whose 4 tries failed
     assert "heartbeat of this run's batch claims failed 4 times in a row (IsADirectoryError" in said, events
     assert "llm-batches.json" in said and "tried again every 0.2 s" in said, said

@@ -182,7 +182,7 @@ class _Call(_CallClaims):
                 await self.go_on()
         finally:
             running_calls().discard(self.me["call"])
-            self.b._say(self.beats.news())
+            self.alert(self.beats.news())
 
     async def go_on(self) -> None:
         covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once
@@ -275,7 +275,7 @@ class _Call(_CallClaims):
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, self.b.poll_max_s)
             first = False
-            self.b._say(self.beats.news())
+            self.alert(self.beats.news())
             for sid in list(self.open):
                 if not self.open[sid].get("batch_id"):  # another run's: has it created it, or is it gone?
                     await self.create(sid)

@@ -6,15 +6,19 @@ said once (``news``) and tried again at the next beat: it never ends the beating
 machine takes a claim over only after its beat stood still for ``claim_expiry_s`` (a whole process stopped or cut
 off); so before creating a batch, delivering a collect or resubmitting its share, a call confirms, under the lock,
 that it still holds the claim (``_CallClaims.confirmed``). One taken over meanwhile is left to the run that took it:
-this call says so and waits for that run's batch or collect, as for any live other run's claim.
+this call says so and waits for that run's batch or collect, as for any live other run's claim. Those two (a failed
+beat, a claim taken over) go to ``on_event`` where one is set (the CLI prints them), else they are warned
+(``BatchClaimWarning``): a Python API or notebook user learns of them too.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 from curate.defaults import BATCH
+from curate.errors import BatchClaimWarning
 from curate.llm.batch_state import BatchState, Owner
 
 
@@ -79,6 +83,14 @@ class _CallClaims:
     waiting: set[str]
     waiting_collect: set[str]
 
+    def alert(self, text: str | None) -> None:
+        """Say that something went wrong with this call's claims: to the backend's ``on_event``, or, with none (a
+        Python API or notebook user), as a ``BatchClaimWarning`` (None: nothing to say)."""
+        if text and self.b.on_event is None:
+            warnings.warn(text, BatchClaimWarning, stacklevel=2)
+        else:
+            self.b._say(text)
+
     def notice_takeover(self, entry: dict[str, Any] | None, mine: bool) -> None:
         if mine and entry and (notice := self.b.state.taken_over_notice(entry, self.me)):
             self.b._say(notice)
@@ -99,7 +111,7 @@ class _CallClaims:
             return True
         self.open[sid] = entry
         taker = entry.get(role) or {}
-        self.b._say(f"submission {sid}: this run's {role} claim was taken over meanwhile by a run on "
+        self.alert(f"submission {sid}: this run's {role} claim was taken over meanwhile by a run on "
                     f"{str(taker.get('machine')).split()[0]} (pid {taker.get('pid')}): leaving it to that run, "
                     f"{'waiting for its batch' if role == 'owner' else 'waiting for its collect'}, sending nothing")
         (self.waiting if role == "owner" else self.waiting_collect).add(sid)
