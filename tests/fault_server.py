@@ -40,7 +40,8 @@ batch holding it ends ``expired``; this line goes to the error file as ``batch_e
 that batch complete), ``[batch500]`` (first time: status 500 in the output), ``[batch400]`` (always 400).
 ``batches_created``, ``uploads``, ``polls`` and ``batch_counts`` (lines submitted per custom_id) count.
 An upload is answered only once ``hold_uploads`` is clear, a file's content once ``hold_files`` is (a run stalled
-in its upload, or reading a finished batch's files).
+in its upload, or reading a finished batch's files); ``held_uploads`` has an event for each upload held, in the order
+they came: setting one answers that upload alone.
 ``forget_batches()`` drops every batch (a provider that lost them: retrieving one answers 404);
 ``forget_files(*ids)`` drops files (a finished batch's output or error file deleted at the provider: 404).
 ``GET /v1/batches`` pages as OpenAI's does: newest first, ``limit`` (default 20, at most 100), ``after`` (a batch
@@ -110,6 +111,7 @@ class FaultServer:
         self.batch_seconds = 0.0
         self.hold_batches = threading.Event()
         self.hold_uploads = threading.Event()
+        self.held_uploads: list[threading.Event] = []
         self.hold_files = threading.Event()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -245,8 +247,11 @@ class FaultServer:
         form = await request.post()
         field = form["file"]
         data = field.file.read() if hasattr(field, "file") else bytes(field)
-        while self.hold_uploads.is_set():
-            await asyncio.sleep(0.02)
+        if self.hold_uploads.is_set():
+            let_through = threading.Event()
+            self.held_uploads.append(let_through)
+            while self.hold_uploads.is_set() and not let_through.is_set():
+                await asyncio.sleep(0.02)
         with self._lock:
             self.uploads += 1
             fid = f"file-{len(self.files) + 1}"

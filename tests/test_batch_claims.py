@@ -303,3 +303,56 @@ def test_a_collect_taken_over_before_its_resubmission_counts_its_answers_once_wh
     assert len(counted) >= 2  # the two answers of its first collect (the retry's, if it collected that first)
     assert backend_a.spent_usd == pytest.approx(sum(r["cost_usd"] for r in counted)), backend_a.spent_usd
     assert backend_a.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in counted)
+
+
+@pytest.mark.parametrize("stalled_in", ["submit", "resume"])
+def test_an_owner_stalled_in_its_upload_and_taken_over_leaves_the_takers_record_as_it_is(tmp_path, stalled_in):
+    """A run stalled in its upload (its first, or the one a resumed submission needs again) past claim_expiry_s was
+    taken over; the run that took it uploaded again and created the batch. Resuming, the first run recorded its own
+    upload's file id on the submission (and, in its first upload, status "creating") before it checked its claim: the
+    index paired the taker's batch with the wrong input file. It records its upload only while the claim is its own."""
+    from curate.llm.batch_state import normal_url
+    from tests.test_batch import MODEL
+
+    texts = [f"upload taken over row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    events_a: list[str] = []
+    got: dict[str, dict] = {"a": {}, "b": {}}
+
+    async def stalled(call):  # as go_on, without the heartbeat (the whole process stalls)
+        if stalled_in == "submit":
+            await call.submit(list(call.by_key.values()), attempt=0)
+        else:
+            call.open["5ca1ab1e"] = BatchState(ws).submissions()["5ca1ab1e"]
+            await call.create("5ca1ab1e")
+        await call.poll()
+
+    with FaultServer() as srv:
+        by_key = _requests(srv, ws, texts)
+        if stalled_in == "resume":  # a run killed before its upload finished, that named no owner
+            BatchState(ws).record("5ca1ab1e", list(by_key), status="uploading", model=MODEL, attempt=0,
+                                  base_url=normal_url(srv.base_url), requests=len(by_key), created=time.time())
+        srv.hold_uploads.set()
+        srv.hold_batches.set()
+        a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append),
+                     by_key, lambda req, result: got["a"].__setitem__(req.key, result), steps=stalled)
+        _wait(lambda: srv.held_uploads, "run a uploads")
+        (sid,) = BatchState(ws).submissions()
+        b = _call_on("host-b ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0), by_key,
+                     lambda req, result: got["b"].__setitem__(req.key, result))
+        _wait(lambda: len(srv.held_uploads) == 2, "run b takes the submission over and uploads it again")
+        srv.held_uploads[1].set()  # run b's upload: it creates the batch
+        _wait(lambda: BatchState(ws).submissions()[sid].get("batch_id"), "run b creates the batch")
+        srv.hold_uploads.clear()  # run a resumes
+        _wait(lambda: any(f"submission {sid}: this run's owner claim was taken over" in e for e in events_a),
+              "run a finds its claim taken over")
+        entry = BatchState(ws).submissions()[sid]
+        assert entry["input_file_id"] == srv.batches[entry["batch_id"]]["input_file_id"], entry  # run b's upload
+        assert entry["status"] in ("validating", "in_progress"), entry  # as run b recorded it, not "creating"
+        srv.hold_batches.clear()
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 1 and srv.uploads == 2, events_a
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got

@@ -233,29 +233,30 @@ class _Call(_CallClaims):
                                                  requests=len(keys), created=time.time())
             data = b"".join(lines[i] for i in group)
             upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
-            self.open[sid] = self.b.state.record(sid, status="creating", input_file_id=upload.id)
-            await self.create(sid, fresh=True)
+            await self.create(sid, uploaded=upload.id)
 
-    async def create(self, sid: str, fresh: bool = False) -> None:
+    async def create(self, sid: str, uploaded: str | None = None) -> None:
         """Create the batch of a recorded submission, unless one was already created for it (then adopt it) or a live
-        other run owns it (then wait for that run to record its batch: it creates it)."""
-        if not fresh:
+        other run owns it (then wait for that run to record its batch: it creates it). ``uploaded``: the file this call
+        has just uploaded for its new submission (no batch of it can exist yet)."""
+        if uploaded is None:
             entry, mine = self.b.state.claim(sid, self.me)
             self.open[sid] = entry
             self.notice_takeover(entry, mine)
             if not mine:
                 return self.wait_for_owner(sid, entry)
         entry = self.open[sid]
-        found = None if fresh or (entry.get("status") == "uploading" and not entry.get("input_file_id")) else (
+        found = None if uploaded or (entry.get("status") == "uploading" and not entry.get("input_file_id")) else (
             await find_batch(self.client, sid, entry.get("input_file_id")))
         if found is None:
-            if not entry.get("input_file_id"):  # killed before its upload finished: upload again
+            fields = {"status": "creating", "input_file_id": uploaded} if uploaded else {}
+            if not entry.get("input_file_id") and not uploaded:  # killed before its upload finished: upload again
                 data = b"".join(batch_line(self.by_key[k], self.b.model) for k in self.b.state.keys(sid)
                                 if k in self.by_key)
-                upload = await self.client.files.create(file=(f"curate-{sid}.jsonl", data), purpose="batch")
-                entry = self.open[sid] = self.b.state.record(sid, input_file_id=upload.id)
-            if not self.confirmed(sid, "owner"):  # stalled past the expiry, taken over: that run creates it
-                return
+                fields["input_file_id"] = (await self.client.files.create(file=(f"curate-{sid}.jsonl", data),
+                                                                          purpose="batch")).id
+            if (entry := self.confirmed(sid, "owner", **fields)) is None:  # taken over (stalled): that run creates it
+                return  # ``fields`` recorded only while the claim is this call's: the taker's record stays as it is
             found = await self.client.batches.create(input_file_id=entry["input_file_id"], endpoint=ENDPOINT,
                                                      completion_window=self.b.completion_window,
                                                      metadata={"curate_submission": sid})
@@ -267,8 +268,7 @@ class _Call(_CallClaims):
     async def poll(self) -> None:
         import openai
 
-        delay = self.b.poll_s
-        first = True
+        delay, first = self.b.poll_s, True
         self.b._say(waiting_notice(self.open.values(), self.b))  # once: answers may take hours, said nowhere else
         while self.open:
             if not first:

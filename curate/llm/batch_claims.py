@@ -103,16 +103,17 @@ class _CallClaims:
             self.b._say(f"submission {sid} is being sent by a run still going (pid {owner.get('pid')} on "
                         f"{str(owner.get('machine')).split()[0]}): waiting for its batch, sending nothing")
 
-    def confirmed(self, sid: str, role: str) -> bool:
-        """True if this call still holds its ``role`` claim ("owner", "collector") on submission ``sid`` (its beat
-        refreshed). Else the run that took it over meanwhile has it: the entry is kept open here, to wait for."""
-        entry, mine = self.b.state.confirm(sid, role, self.me)
+    def confirmed(self, sid: str, role: str, **fields: Any) -> dict[str, Any] | None:
+        """Submission ``sid``'s entry if this call still holds its ``role`` claim ("owner", "collector") on it (its beat
+        refreshed, ``fields`` recorded, atomically). Else None: the run that took it over meanwhile has it, its
+        record left as it is; the entry is kept open here, to wait for."""
+        entry, mine = self.b.state.confirm(sid, role, self.me, **fields)
         if mine:
-            return True
+            return entry
         self.open[sid] = entry
         taker = entry.get(role) or {}
         self.alert(f"submission {sid}: this run's {role} claim was taken over meanwhile by a run on "
                     f"{str(taker.get('machine')).split()[0]} (pid {taker.get('pid')}): leaving it to that run, "
                     f"{'waiting for its batch' if role == 'owner' else 'waiting for its collect'}, sending nothing")
         (self.waiting if role == "owner" else self.waiting_collect).add(sid)
-        return False
+        return None

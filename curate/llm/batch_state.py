@@ -204,10 +204,11 @@ class BatchState:
             return None
         return f"submission {entry.get('id')}: taking it over: its {taken['reason']}"
 
-    def confirm(self, sid: str, role: str, me: Owner) -> tuple[dict[str, Any], bool]:
+    def confirm(self, sid: str, role: str, me: Owner, **fields: Any) -> tuple[dict[str, Any], bool]:
         """(entry, mine) of submission ``sid``: ``mine`` if ``me`` still holds its ``role`` claim ("owner": no batch yet;
-        "collector": not settled), its beat refreshed, under the workspace lock; not if a run of another machine took
-        it over meanwhile (``me`` stalled past ``claim_expiry_s``) or it was settled."""
+        "collector": not settled), its beat refreshed and ``fields`` recorded, under the workspace lock; not if a run of
+        another machine took it over meanwhile (``me`` stalled past ``claim_expiry_s``) or it was settled (nothing
+        recorded then: the entry is the other run's)."""
         with self.ws.lock():
             index = self.ws.artifact(INDEX) or {"submissions": {}}
             entry = index["submissions"].get(sid, {"id": sid})
@@ -215,7 +216,8 @@ class BatchState:
             if held.get("call") != me["call"] or entry.get("status") in SETTLED or (
                     role == "owner" and entry.get("batch_id")):
                 return entry, False
-            entry = index["submissions"][sid] = {**entry, role: {**held, "beat": time.time()}}
+            entry = index["submissions"][sid] = {**entry, **fields, role: {**held, "beat": time.time()},
+                                                 "updated": time.time()}
             self.ws.add_artifact(INDEX, index)
         return entry, True
 
