@@ -47,6 +47,8 @@ class BatchDefaults:
                                      # over NFS: its PID means nothing here) whose heartbeat has not changed for this
                                      # long, by the waiting run's own clock, is taken over; a live run beats 4x as often
     beat_retries: int = 3            # a failed heartbeat write is tried again this many times, a short pause apart
+    beat_stop_wait_s: float = 1.0    # a call's end waits this long at most for its heartbeat thread (a beat blocked on
+                                     # the workspace lock ends on its own: a daemon thread, beating no more)
 
 
 @dataclass(frozen=True)

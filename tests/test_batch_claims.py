@@ -356,3 +356,37 @@ def test_an_owner_stalled_in_its_upload_and_taken_over_leaves_the_takers_record_
         assert srv.batches_created == 1 and srv.uploads == 2, events_a
     assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
+def test_a_call_ends_without_waiting_a_quarter_expiry_for_a_beat_blocked_on_the_workspace_lock(tmp_path):
+    """The end of a call joined its heartbeat thread for up to a quarter of claim_expiry_s (150 s by default): with a
+    beat blocked on the workspace lock another process held for a long write, a notebook's stop button waited longer
+    than BACKEND.cancel_wait_s. It waits BATCH.beat_stop_wait_s at most; the beat, a daemon thread, ends on its own."""
+    from curate.defaults import BATCH
+    from curate.llm.batch_claims import ClaimBeat
+    from curate.llm.batch_state import new_owner
+
+    ws = _workspace(tmp_path, ["a row"])
+    state = BatchState(ws, claim_expiry_s=12.0)  # a beat every 3 s
+    held, release = threading.Event(), threading.Event()
+
+    def long_write():  # another writer holds the lock (other threads and processes wait for it alike)
+        with ws.lock():
+            held.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=long_write, daemon=True)
+    writer.start()
+    held.wait(10)
+    try:
+        with ClaimBeat(state, new_owner()) as beat:
+            time.sleep(state.claim_expiry_s / 4 + 0.5)  # the first beat is under way, waiting for the lock
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert beat._thread.is_alive()  # still blocked: not waited for
+        assert took < BATCH.beat_stop_wait_s + 1.0 < state.claim_expiry_s / 4, took
+    finally:
+        release.set()
+        writer.join(10)
+    beat._thread.join(10)
+    assert not beat._thread.is_alive()  # its beat written, it stops

@@ -24,10 +24,12 @@ from curate.llm.batch_state import BatchState, Owner
 
 class ClaimBeat:
     """``with ClaimBeat(state, me):`` beats ``me``'s claims every quarter of ``state.claim_expiry_s`` from a daemon
-    thread, stopped on exit. ``failures``: one line for each streak of beats whose tries all failed."""
+    thread, stopped on exit (waiting ``stop_wait_s`` at most for a beat under way). ``failures``: one line for each
+    streak of beats whose tries all failed."""
 
-    def __init__(self, state: BatchState, me: Owner, retries: int = BATCH.beat_retries):
-        self.state, self.me, self.retries = state, me, int(retries)
+    def __init__(self, state: BatchState, me: Owner, retries: int = BATCH.beat_retries,
+                 stop_wait_s: float = BATCH.beat_stop_wait_s):
+        self.state, self.me, self.retries, self.stop_wait_s = state, me, int(retries), float(stop_wait_s)
         self.interval = state.claim_expiry_s / 4
         self.failures: list[str] = []
         self._said = 0
@@ -41,7 +43,8 @@ class ClaimBeat:
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
-        self._thread.join(self.interval)  # a beat stuck on a slow disk ends on its own (daemon); a Ctrl-C returns
+        self._thread.join(self.stop_wait_s)  # a beat blocked on the lock (another process's long write) or a slow
+        # disk ends on its own (a daemon thread, beating no more): the call returns (a Ctrl-C within cancel_wait_s)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
