@@ -56,7 +56,8 @@ class JudgeDefaults:
     min_digit_mass: float = 0.5      # below this share of probability on the scale's digits a score fails
     validation_retries: int = 2      # re-asks for structured (JSON) output
     retry_failed: bool = True        # a re-run sends again rows whose last failure was transient (429, 5xx, timeout,
-                                     # max_cost reached); ws.apply, ws.score, curate run/score/tag and dry runs alike
+                                     # max_cost reached); ws.apply, ws.score, curate run/score/tag, the requests of
+                                     # curate evol / build_labels / run_evol, and dry runs alike
     rows_per_call: int = 10_000      # rows an LLM step (judge, tagger) is given at a time by ws.apply, except on a
                                      # batch backend (each run a submission): requests and answers in memory at once
 

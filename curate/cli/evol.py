@@ -27,7 +27,7 @@ from curate.cli.common import (
     console,
     err_console,
 )
-from curate.defaults import EVOL
+from curate.defaults import EVOL, JUDGE
 
 
 @app.command()
@@ -56,11 +56,16 @@ def evol(
                                                   help="Override max_tokens of the rewrite prompts."),
     rank_max_tokens: int | None = typer.Option(None, "--rank-max-tokens", help="Override max_tokens of the rank prompt."),
     name: str | None = typer.Option(None, "--name", help="Label set name (default evol_<kind>); read it with ws.labels(NAME)."),
+    retry_failed: bool = typer.Option(JUDGE.retry_failed, "--retry-failed/--keep-failed", help="Send again the "
+                                      "requests the label set's last run left unanswered for a transient reason (429, "
+                                      "5xx, timeout, max_cost reached); never those failed for a permanent one (HTTP "
+                                      "4xx, context too long, refused, truncated...). On by default; --keep-failed "
+                                      "sends neither again."),
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.errors import NoLabelsError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
-    from curate.evol.labels import labels_lock, raise_no_labels, raise_unfinished
+    from curate.evol.labels import labels_lock, raise_no_labels, raise_unfinished, stored_failures
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
@@ -69,7 +74,7 @@ def evol(
             raise typer.BadParameter(f"must be >= 1 (got {value}): the most tokens a reply may have", param_hint=f"'{flag}'")
     ws = Workspace.open(workspace)
     rows = sample_seeds(ws, seeds, kind=kind, seed=seed)
-    options = dict(kind=kind, steps=steps, seed=seed, cache_path=ws.cache_dir, progress=True,
+    options = dict(kind=kind, steps=steps, seed=seed, cache_path=ws.cache_dir, progress=True, retry_failed=retry_failed,
                    prompt_dirs=[str(d) for d in prompt_dir] or None,
                    rewrite_params={"max_tokens": rewrite_max_tokens} if rewrite_max_tokens is not None else None,
                    rank_params={"max_tokens": rank_max_tokens} if rank_max_tokens is not None else None)
@@ -77,7 +82,7 @@ def evol(
     if dry_run:  # nothing sent, nothing stored: no lock on the label set
         from curate.evol.dryrun import estimate_evol
 
-        options.pop("progress")
+        options.pop("progress"), options.pop("retry_failed")
         with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                             tpm=tpm, max_cost=max_cost, workspace=ws, rps=rps, timeout=timeout,
                             max_retries=max_retries, poll_s=poll_interval) as llm:
@@ -87,7 +92,7 @@ def evol(
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
                                                     workspace=ws, rps=rps, timeout=timeout,
                                                     max_retries=max_retries, poll_s=poll_interval) as llm:
-        result = run_evol(rows, llm, **options)
+        result = run_evol(rows, llm, earlier_failures=stored_failures(ws, label_set), **options)
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
@@ -106,6 +111,8 @@ def print_run_summary(p: dict) -> None:
     cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
                   f"requests {p['requests']:,} new{sent}, {answered_text(p['cached'], p.get('repeated') or 0)}"
+                  + (f", {p['failed_before']:,} failed before and not sent again (--retry-failed sends only "
+                     "transient failures again)" if p.get("failed_before") else "")
                   + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
                   + (f", {p['paid_by_stopped_run']:,} of the new paid by a run that was stopped"
                      if p.get("paid_by_stopped_run") else "")

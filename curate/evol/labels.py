@@ -1,8 +1,9 @@
 """Evol label sets in a workspace: a run's (text, score) rows stored with ``ws.add_labels``.
 
 A label set holds one row per scored variant (text, score, seed_id, step, operation[, instruction]), the run's
-provenance, and the side file ``sets.jsonl`` (every variant set, eliminated rewrites and rank failures
-included). Read it back with ``ws.labels(name)`` (a ``datasets.Dataset``) and ``ws.label_sets[name]``
+provenance, and the side files ``sets.jsonl`` (every variant set, eliminated rewrites and rank failures
+included) and ``failures.jsonl`` (every failed request by cache key: a re-run does not send those failed for a
+permanent reason again). Read it back with ``ws.labels(name)`` (a ``datasets.Dataset``) and ``ws.label_sets[name]``
 (the provenance); train a scorer on it with ``Scorer.fit``.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from curate.codes import Failure
 from curate.defaults import EVOL
 from curate.errors import CurateError, NoLabelsError
 from curate.evol.run import EvolRun, run_evol
@@ -38,7 +40,7 @@ def labels_lock(ws: Any, name: str) -> Any:
         "waiting for another process making label set %r in %s", name, ws.path))
 
 
-USAGE_FIELDS = ("requests", "cached", "repeated", "not_sent_max_cost", "paid_by_stopped_run", "prompt_tokens",
+USAGE_FIELDS = ("requests", "cached", "repeated", "failed_before", "not_sent_max_cost", "paid_by_stopped_run", "prompt_tokens",
                 "completion_tokens", "cost_usd")
 
 
@@ -48,13 +50,37 @@ def save_labels(ws: Any, name: str, run: EvolRun) -> Path:
     The provenance's ``runs`` lists the LLM usage of every run stored under ``name`` (the calls the earlier runs
     paid for are what this one's cache answered): the cost table sums them."""
     sets = "".join(json.dumps(asdict(vs), ensure_ascii=False) + "\n" for vs in run.sets)
+    failures = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in run.failures)
     old = stored_provenance(ws.path / "labels" / check_name(name))  # of a damaged set too: its runs stay counted
     earlier = (old.get("runs") or [{k: old.get(k) for k in (*USAGE_FIELDS, "created")}]) if old else []
     this = {k: run.provenance.get(k) for k in USAGE_FIELDS} | {"created": now()}
     provenance = {**run.provenance, "runs": earlier + [this]}
-    folder = ws.add_labels(name, run.labels.to_list(), provenance, files={"sets.jsonl": sets.encode("utf-8")})
+    folder = ws.add_labels(name, run.labels.to_list(), provenance, files={"sets.jsonl": sets.encode("utf-8"),
+                                                                                   FAILURES_FILE: failures.encode("utf-8")})
     run.recorded()
     return folder
+
+
+FAILURES_FILE = "failures.jsonl"
+
+
+def stored_failures(ws: Any, name: str) -> dict[str, Failure]:
+    """The failed requests label set ``name`` recorded (its ``failures.jsonl``), by request key: what ``run_evol``'s
+    ``earlier_failures`` takes. None for a new set or one stored before failures were recorded."""
+    path = ws.path / "labels" / check_name(name) / FAILURES_FILE
+    if not path.exists():
+        return {}
+    out: dict[str, Failure] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            out[record["key"]] = Failure.from_dict(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CurateError(f"{path}:{number}: not a failed-request record ({type(exc).__name__}: {exc}); "
+                              "remove the file to send its requests again") from exc
+    return out
 
 
 def raise_unfinished(run: EvolRun) -> None:
@@ -87,7 +113,9 @@ def raise_no_labels(run: EvolRun) -> None:
     first_eliminated = next((v.detail for vs in run.sets for v in vs.eliminated if v.detail), "")
     if p["rewrites"] and eliminated.get(Elimination.CALL_FAILED.value, 0) == p["rewrites"]:
         raise NoLabelsError(f"no labels: every rewrite call failed ({p['rewrites']:,}; first: {first_eliminated}); "
-                            "the backend did not answer. Rerun when it does: finished calls are cached.",
+                            "the backend refused them. A re-run does not send them again (they are stored in the label set's "
+                            f"{FAILURES_FILE}): fix the cause (model, prompts, max_tokens, the server) and re-run, with a "
+                            "new name (--name) or that file removed if the requests stay the same.",
                             calls_failed=True, **data)
     ranked = next((vs for vs in run.sets if vs.failure not in (None, RankFailure.TOO_FEW_VARIANTS)), None)
     if ranked is None:  # no rank call was made: blame the rewrites, by reason
@@ -107,7 +135,9 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
     operation[, instruction]).
 
     With ``workspace`` the set is also stored as its label set ``name`` (default ``evol_<kind>``) and the LLM
-    responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise. Other keyword
+    responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise; the requests its
+    earlier run failed (:func:`stored_failures`) are not sent again, but for transient failures with
+    ``retry_failed`` (the default, ``JUDGE.retry_failed``). Other keyword
     arguments go to :func:`curate.evol.run.run_evol`. Seeds whose chain the LLM left unanswered raise
     :func:`raise_unfinished`'s error (after the finished ones are stored), and a run that made no label raises
     :func:`raise_no_labels`'s :class:`~curate.errors.NoLabelsError` (after it is stored: what it paid for and why
@@ -123,6 +153,7 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
     else:
         name = name or label_set_name(kind)
         with labels_lock(workspace, name):
+            kwargs.setdefault("earlier_failures", stored_failures(workspace, name))
             run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
             save_labels(workspace, name, run)
     raise_unfinished(run)

@@ -7,7 +7,9 @@ set*, which one judge call ranks and scores as a whole (scale 1..M+1); the varia
 order (position bias, deita #15) whose seed is recorded, and the scores are un-shuffled before use.
 
 Every LLM call goes through the prompt runner (:func:`curate.llm.runner.run_prompt`) and its response cache,
-so a rerun with the same seeds, operations and prompts makes no new requests.
+so a rerun with the same seeds, operations and prompts sends no answered request again; a request that failed for
+a permanent reason (HTTP 4xx, context too long, ...) is given back by ``earlier_failures`` (the label set's
+``failures.jsonl``) and not sent again either, a transient one (5xx, timeout, max_cost) only with ``retry_failed``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
-from curate.defaults import EVOL
+from curate.defaults import EVOL, JUDGE
 from curate.errors import CurateError
 from curate.evol.calls import LLMCalls, Usage
 from curate.evol.rules import (
@@ -106,11 +108,12 @@ class EvolRun:
     """The outcome of `run_evol`: variant sets, eliminations, labels and provenance."""
 
     def __init__(self, kind: str, sets: list[VariantSet], labels, provenance: dict[str, Any],
-                 recorded: Any = None):
+                 recorded: Any = None, failures: list[dict[str, Any]] | None = None):
         self.kind = kind
         self.sets = sets
         self.labels = labels
         self.provenance = provenance
+        self.failures = failures or []  # every failed request (key, call, code, message, raw): failures.jsonl
         self._recorded = recorded
 
     def recorded(self) -> None:
@@ -131,7 +134,7 @@ class EvolRun:
         p = self.provenance
         return {k: p[k] for k in ("kind", "seeds", "steps", "rewrites", "eliminated", "eliminated_by_reason",
                                   "sets_scored", "rank_failures", "score_distribution", "requests", "cached",
-                                  "repeated", "prompt_tokens", "completion_tokens", "cost_usd")}
+                                  "repeated", "failed_before", "prompt_tokens", "completion_tokens", "cost_usd")}
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -234,14 +237,17 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
              seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
-             progress: bool = False) -> EvolRun:
+             progress: bool = False, earlier_failures: dict[str, Failure] | None = None,
+             retry_failed: bool = JUDGE.retry_failed) -> EvolRun:
     """Evolve every seed ``steps`` times, rank-and-score each variant set, and build the label set.
 
     ``kind="complexity"`` evolves instructions (Evol-Instruct); ``kind="quality"`` rewrites responses
     to the seed instruction (Evol-Quality). The operation of each step is drawn with
     `choose_operation` (seeded by ``seed``, the seed id and the step) and recorded on the variant.
     Prompts are loaded by name (``evol/<operation>``, ``evol/rank_<kind>``), so a file of the same
-    name in ``prompt_dirs`` overrides the built-in one.
+    name in ``prompt_dirs`` overrides the built-in one. ``earlier_failures`` (by request key, e.g.
+    :func:`curate.evol.labels.stored_failures`) are the failed requests of an earlier run: those failed for a
+    permanent reason are not sent again (their failure is replayed), nor, unless ``retry_failed``, transient ones.
     """
     from curate.llm.cache import response_cache
     from curate.llm.prompts import load_prompt
@@ -267,7 +273,9 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
 
     sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
                        variants=[Variant(r["id"], 0, "seed", r[field_name], None)]) for r in rows]
-    ctx = LLMCalls(backend, cache, usage, progress)
+    known = {key: f for key, f in (earlier_failures or {}).items()
+             if not (retry_failed and f.code in TRANSIENT_FAILURES)}
+    ctx = LLMCalls(backend, cache, usage, progress, known_failures=known)
     for step in range(1, steps + 1):
         _evolve_step(ctx, sets, step, kind, seed, operations, prompts, rules, prompt_texts, phrases, rewrite_params)
     _rank(ctx, sets, kind, seed, steps + 1, rank_prompt, rank_params)
@@ -275,9 +283,11 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     labels = _labels_dataset(sets, kind)
     provenance = _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets,
                              usage, labels, rewrite_params, rank_params)
+    provenance.update(retry_failed=retry_failed, failed_requests=len(ctx.failures))
     # The backend's own counters also see transport retries and validation re-asks.
     provenance.update({f"backend_{c}": getattr(backend, c) - v for c, v in before.items()})
-    return EvolRun(kind, sets, labels, provenance, functools.partial(cache.mark_recorded, usage.billed_keys))
+    return EvolRun(kind, sets, labels, provenance, functools.partial(cache.mark_recorded, usage.billed_keys),
+                   list(ctx.failures.values()))
 
 
 def _labels_dataset(sets: list[VariantSet], kind: str):
@@ -334,6 +344,7 @@ def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, back
         "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
             int(x) for x in labels["score"]).items())},
         "labels": len(labels), "requests": usage.requests, "cached": usage.cached, "repeated": usage.repeated,
+        "failed_before": usage.failed_before,
         "not_sent_max_cost": usage.not_sent, "paid_by_stopped_run": usage.paid_by_stopped_run,
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown

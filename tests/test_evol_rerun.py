@@ -1,0 +1,79 @@
+"""Evol re-runs: a request that failed for a permanent reason is stored with the label set and not sent again;
+a transient one is, unless --keep-failed (against the project's fault-injecting server)."""
+
+import re
+
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+
+def _evol(ws, srv, *extra):
+    return CliRunner().invoke(app, ["evol", str(ws), "--seeds", "4", "--steps", "2", "--base-url", srv.base_url,
+                                    "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0", *extra])
+
+
+def _new(output: str) -> int:
+    return int(re.search(r"requests (\d+) new", " ".join(output.split())).group(1))
+
+
+def test_a_rerun_does_not_send_permanent_failures_again(tmp_path):
+    """The old code re-sent every failed request on each run: here the 4 HTTP 400 / context-too-long rewrites."""
+    records = [{"instruction": "[rank] Describe item one in detail.", "output": "x"},
+               {"instruction": "[rank] Describe item two in detail.", "output": "x"},
+               {"instruction": "[always400] Describe item three.", "output": "x"},
+               {"instruction": "[toolong] Describe item four.", "output": "x"}]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    with FaultServer() as srv:
+        first = _evol(tmp_path / "ws", srv)
+        sent = srv.total
+        second = _evol(tmp_path / "ws", srv)
+        resent = srv.total - sent
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    assert resent == 0 and _new(second.output) == 0, second.output
+    assert "4 failed before and not sent again" in " ".join(second.output.split())
+    stored = Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]
+    assert stored["failed_before"] == 4 and stored["failed_requests"] == 4
+    assert stored["eliminated_by_reason"]["call_failed"] == 4  # the replayed failures: the same outcome as before
+    lines = Workspace.open(tmp_path / "ws").label_file("evol_complexity", "failures.jsonl").read_text().splitlines()
+    assert sorted(__import__("json").loads(line)["code"] for line in lines) == ["context_too_long"] * 2 + ["http_error"] * 2
+
+
+def test_transient_failures_are_sent_again_unless_keep_failed(tmp_path):
+    """[500x1]: the first attempt of each request answers 500 (max_retries 0: the chain is left unanswered, and
+    its next request fails once too: a re-run at each of its steps)."""
+    from curate.evol import build_labels
+    from curate.llm.backends import OpenAIBackend
+
+    records = [{"instruction": f"[rank] Describe item {i} in detail.", "output": "x"} for i in range(3)]
+    records.append({"instruction": "[rank] [500x1] Describe item three.", "output": "x"})
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    with FaultServer() as srv:
+        first = _evol(tmp_path / "ws", srv)
+        assert first.exit_code == 1 and "1 of 4 seeds not finished" in " ".join(str(first.exception).split())
+        sent = srv.total
+        kept = _evol(tmp_path / "ws", srv, "--keep-failed")
+        assert kept.exit_code == 1 and srv.total == sent and _new(kept.output) == 0, kept.output
+        for _ in range(3):  # step 2 and the rank call fail once each in turn
+            retried = _evol(tmp_path / "ws", srv)
+            assert srv.total > sent and _new(retried.output) == srv.total - sent, retried.output
+            sent = srv.total
+            if retried.exit_code == 0:
+                break
+        assert retried.exit_code == 0, retried.output
+        assert Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]["sets_scored"] == 4
+        again = srv.total
+        assert _new(_evol(tmp_path / "ws", srv).output) == 0 and srv.total == again  # finished: nothing to send
+        # the Python API reads and keeps the same record
+        ws = Workspace(tmp_path / "api")
+        seeds = [{"id": "bad", "instruction": "[always400] Describe it."},
+                 {"id": "ok", "instruction": "[rank] Describe it in detail."}]
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
+        build_labels(seeds, backend, steps=2, workspace=ws, progress=False)
+        before = srv.total
+        build_labels(seeds, backend, steps=2, workspace=ws, progress=False)
+        assert srv.total == before and ws.label_sets["evol_complexity"]["failed_before"] == 2
