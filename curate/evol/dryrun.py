@@ -24,7 +24,7 @@ from curate.evol.rules import (
     choose_operation,
 )
 from curate.evol.run import _seed_rows
-from curate.llm.dryrun import PricedTokens
+from curate.llm.dryrun import LOCAL_SERVER_NOTE, PricedTokens
 
 BATCH_KINDS = ("openai-batch", "vllm-batch")  # one batch (openai) or one runner launch (vllm) per backend call
 
@@ -137,10 +137,11 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
              "of earlier steps (each at most the rewrite prompt's max_tokens), and may be cached already",
              f"re-asks: at most {retries} per rank call (JUDGE.validation_retries), each priced with the replies "
              "before it; the validation error's text is not counted"]
-    if backend.kind == "local":
-        notes.append("the local vLLM server starts on the first request the cache does not answer")
-    return EvolEstimate(kind=kind, backend=backend.kind, model=backend.model, seeds=len(rows), steps=steps,
+    estimate = EvolEstimate(kind=kind, backend=backend.kind, model=backend.model, seeds=len(rows), steps=steps,
                         rewrites=len(rows) * steps, rewrites_cached=cached, ranks=len(rows),
                         reasks=len(rows) * retries, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                         tokenizer=counter.name, tokens_exact=counter.exact, backend_calls=calls, batches=batches,
                         price_online=online, price_batch=batch, notes=notes)
+    if backend.kind == "local" and estimate.requests:
+        notes.append(LOCAL_SERVER_NOTE)
+    return estimate

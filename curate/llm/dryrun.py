@@ -20,6 +20,9 @@ from curate.llm.openai_backend import _max_tokens
 from curate.llm.runner import _variable_aliases, build_requests
 from curate.llm.tokens import LOCAL_KINDS, token_counter
 
+LOCAL_SERVER_NOTE = ("the local vLLM server starts on the first request the cache does not answer (about a minute "
+                     "on a small CPU; a running `curate serve-local` is reused)")  # a dry run with requests to send
+
 
 class PricedTokens:
     """The cost of an estimate's ``prompt_tokens`` and ``output_tokens`` at its online and batch prices (a mixin of the
@@ -147,8 +150,7 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
         notes.append(f"{in_open:,} request(s) were submitted in batches still open in this workspace: a run waits for "
                      "their answers instead of sending them again; their cost is those batches', not counted here")
     if backend.kind == "local" and to_send:
-        notes.append("the local vLLM server starts on the first request the cache does not answer (about a "
-                     "minute on a small CPU; a running `curate serve-local` is reused)")
+        notes.append(LOCAL_SERVER_NOTE)
     if step.prompt.output_kind == "json":
         notes.append("json output: re-asks after a validation error are not counted")
     return DryRunEstimate(
