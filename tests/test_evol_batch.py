@@ -107,7 +107,8 @@ def test_evol_dry_run_sends_nothing_and_bounds_what_the_run_sends(tmp_path):
     assert p["rank_failures_by_reason"] and p["requests"] <= p["backend_requests_sent"] <= before.requests
     assert made <= before.batches and p["prompt_tokens"] <= before.prompt_tokens
     assert p["completion_tokens"] <= before.output_tokens and p["cost_usd"] <= before.usd_batch
-    assert (before.rewrites_cached, after.rewrites_cached) == (0, 4)  # the first step is now in the cache
+    # the whole chain is now in the cache, and the rank calls' replies and re-asks: the re-run sends nothing
+    assert (before.rewrites_cached, after.rewrites_cached, after.requests, after.prompt_tokens) == (0, 8, 0, 0)
 
 
 def test_evol_dry_run_bounds_a_later_step_that_rewrites_a_long_seed_again(tmp_path):

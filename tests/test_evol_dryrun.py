@@ -16,3 +16,60 @@ def test_a_local_dry_run_says_a_running_serve_local_is_reused(tmp_path):
                                    "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "a running `curate serve-local` is reused" in " ".join(res.output.split()), res.output
+
+
+def _seeds(n):
+    return [{"id": f"s{i}", "instruction": f"[rank] Describe item {i} in detail."} for i in range(n)]
+
+
+def test_a_dry_run_walks_the_cached_chain_and_counts_only_what_is_missing(tmp_path):
+    """Only the first step was looked up in the cache: after a full run the old dry run said 'at most 20' requests
+    (4 seeds x 2 steps: 8 rewrites, 4 ranks, 8 re-asks) where the re-run sends 0; a longer chain is now counted
+    from where the cache stops (the cached steps 1-2 give step 3's prompts, rendered exactly)."""
+    from curate.evol import run_evol
+    from curate.evol.dryrun import estimate_evol
+    from curate.llm.backends import OpenAIBackend
+    from curate.llm.dryrun import LOCAL_SERVER_NOTE
+    from curate.llm.local import LocalBackend
+    from tests.fault_server import FaultServer
+
+    seeds, cache = _seeds(4), tmp_path / "cache"
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
+        before = estimate_evol(seeds, backend, steps=2, cache_path=cache)
+        run = run_evol(seeds, backend, steps=2, cache_path=cache)
+        run.recorded()  # its answers are paid for: cache hits from now on
+        full = estimate_evol(seeds, backend, steps=2, cache_path=cache)
+        longer = estimate_evol(seeds, backend, steps=3, cache_path=cache)
+        sent = srv.total
+        run3 = run_evol(seeds, backend, steps=3, cache_path=cache)
+        sent3 = srv.total - sent
+        local = LocalBackend(srv.base_url, None, max_retries=0)  # the client of a running `curate serve-local`
+        local_before = estimate_evol(seeds, local, steps=1, cache_path=cache)
+        run_evol(seeds, local, steps=1, cache_path=cache)
+        local_after = estimate_evol(seeds, local, steps=1, cache_path=cache)
+    assert run.provenance["sets_scored"] == 4 and sent == run.provenance["requests"] == before.requests - 8  # no re-ask
+    assert (full.requests, full.rewrites_cached, full.ranks, full.reasks, full.backend_calls) == (0, 8, 0, 0, 0)
+    assert (full.prompt_tokens, full.output_tokens) == (0, 0)
+    assert (longer.rewrites_cached, longer.ranks) == (8, 4) and longer.requests == 4 + 4 + 8 < before.requests + 8
+    assert sent3 == run3.provenance["requests"] <= longer.requests
+    assert run3.provenance["prompt_tokens"] <= longer.prompt_tokens
+    assert LOCAL_SERVER_NOTE in local_before.notes and local_before.requests
+    assert local_after.requests == 0 and LOCAL_SERVER_NOTE not in local_after.notes  # nothing to send: no server
+
+
+def test_a_dry_run_does_not_count_requests_that_failed_for_good(tmp_path):
+    """A finished run whose rewrites failed with HTTP 400: the re-run sends nothing, and so says the dry run."""
+    records = [{"instruction": "[rank] Describe item one in detail.", "output": "x"},
+               {"instruction": "[always400] Describe item two.", "output": "x"}]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    from tests.fault_server import FaultServer
+
+    args = ["evol", str(tmp_path / "ws"), "--seeds", "2", "--steps", "2", "--model", "fault", "--api-key-env", "HOME",
+            "--max-retries", "0"]
+    with FaultServer() as srv:
+        assert CliRunner().invoke(app, [*args, "--base-url", srv.base_url]).exit_code == 0
+        sent = srv.total
+        dry = CliRunner().invoke(app, [*args, "--base-url", srv.base_url, "--dry-run"])
+        assert srv.total == sent
+    assert dry.exit_code == 0 and "requests: at most 0:" in " ".join(dry.output.split()), dry.output

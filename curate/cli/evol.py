@@ -82,11 +82,11 @@ def evol(
     if dry_run:  # nothing sent, nothing stored: no lock on the label set
         from curate.evol.dryrun import estimate_evol
 
-        options.pop("progress"), options.pop("retry_failed")
+        options.pop("progress")
         with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                             tpm=tpm, max_cost=max_cost, workspace=ws, rps=rps, timeout=timeout,
                             max_retries=max_retries, poll_s=poll_interval) as llm:
-            print_evol_estimate(estimate_evol(rows, llm, **options))
+            print_evol_estimate(estimate_evol(rows, llm, earlier_failures=stored_failures(ws, label_set), **options))
         return
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
@@ -155,8 +155,8 @@ def print_evol_estimate(e) -> None:
     console.print(f"[bold]dry run[/] evol {e.kind} via {escape(e.backend)} {escape(e.model)}: nothing sent",
                   highlight=False, markup=True)
     console.print(f"  requests: at most {e.requests:,}: {e.rewrites:,} rewrites ({e.seeds:,} seeds x {e.steps} steps; "
-                  f"{e.rewrites_cached:,} of the first step's not to send), {e.ranks:,} rank calls, {e.reasks:,} "
-                  f"re-asks\n  prompt tokens: at most {e.prompt_tokens:,} ({e.tokenizer})\n"
+                  f"{e.rewrites_cached:,} not to send: answered by the cache, failed before or in an open batch), "
+                  f"{e.ranks:,} rank calls, {e.reasks:,} re-asks\n  prompt tokens: at most {e.prompt_tokens:,} ({e.tokenizer})\n"
                   f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
                   + (f"  cost: at most {usd(e.usd_online, f'no price known for {e.model}')} (a local model)"
                      if e.backend in LOCAL_KINDS

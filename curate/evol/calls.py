@@ -8,6 +8,7 @@ earlier run's failures not to send again (``known_failures``: those failed for a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class LLMCalls:
     progress: bool
     known_failures: dict[str, Failure] = field(default_factory=dict)  # by request key: replayed, not sent
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # this run's failed requests, by key
+    after_call: Callable[[str, list[str]], None] | None = None  # hears each call's name and its items' request keys
 
     def run(self, calls: list[tuple[Any, list[dict[str, Any]], dict[str, Any]]], desc: str) -> list[list[Any]]:
         """Results of several prompts' calls, each (prompt, variables, run_prompt options), sent together: one batch
@@ -92,4 +94,6 @@ class LLMCalls:
                     self.failures[key] = {"key": key, "call": desc, **res.failure.to_dict()}
                 out.append(res)
             results.append(out)
+        if self.after_call is not None:
+            self.after_call(desc, [key for part in keys for key in part])
         return results

@@ -1,10 +1,12 @@
 """Evol dry runs: what ``run_evol`` would send and cost, at most, without sending anything.
 
-A chain's later rewrites depend on the answers to its earlier ones, so only the first step's requests can be
-rendered (and looked up in the response cache) exactly. The rest are bounded: a rewrite of step 2 or later takes a
-parent no longer than the rewrite prompt's ``max_tokens`` (it is a reply), a rank call shows the seed and at most
-``steps`` such replies, and each rank call may be re-asked up to ``JUDGE.validation_retries`` times. The returned
-:class:`EvolEstimate` is data (the CLI prints it).
+A chain's later rewrites depend on the answers to its earlier ones, so the dry run walks each chain through the
+response cache as the run would (:func:`curate.evol.run.run_chains` with a backend that sends nothing): a cached
+rewrite gives the next step's prompt, a request an earlier run failed for good is not sent again, and the first
+request the cache does not answer is rendered and counted exactly. What comes after it is bounded: a later rewrite
+takes a parent no longer than the rewrite prompt's ``max_tokens`` (it is a reply) or the seed, a rank call shows the
+seed and at most ``steps`` such replies, and each rank call may be re-asked up to ``JUDGE.validation_retries``
+times. A fully cached chain counts nothing. The returned :class:`EvolEstimate` is data (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -14,19 +16,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from curate.codes import Failure, FailureCode
 from curate.defaults import EVOL, JUDGE
-from curate.errors import CurateError
-from curate.evol.rules import (
-    INSTRUCTION_OPERATIONS,
-    KINDS,
-    RANK_PROMPTS,
-    RESPONSE_OPERATIONS,
-    choose_operation,
-)
-from curate.evol.run import _seed_rows
+from curate.evol.rules import RankFailure
+from curate.evol.run import EvolPlan, VariantSet, plan_evol
 from curate.llm.dryrun import LOCAL_SERVER_NOTE, PricedTokens
 
 BATCH_KINDS = ("openai-batch", "vllm-batch")  # one batch (openai) or one runner launch (vllm) per backend call
+NOT_SENT = "dry run: not sent"  # the failure a dry run's requests get: the chain stops there, as unanswered
 
 
 @dataclass
@@ -39,15 +36,16 @@ class EvolEstimate(PricedTokens):
     seeds: int
     steps: int
     rewrites: int           # seeds x steps: a rewrite per chain per step (fewer once a chain stops)
-    rewrites_cached: int    # of the first step's, not to send: answered by the on-disk cache, in a batch still open,
-                            # or the same request as another seed's (later steps: not known before they run)
-    ranks: int              # one per seed whose set keeps two or more variants
-    reasks: int             # at most: ranks x validation_retries (a rank reply that fails its schema)
+    rewrites_cached: int    # of them, not to send: answered by the on-disk cache, failed before (not sent again),
+                            # in a batch still open, or the same request as another seed's
+    ranks: int              # at most: rank calls to send (a chain whose rank reply is cached: none)
+    reasks: int             # at most: ranks x validation_retries (a rank reply that fails its schema), and re-asks
+                            # of cached rank replies
     prompt_tokens: int      # at most, of the requests to send (``tokens_exact``: counted by the model's tokenizer)
     output_tokens: int      # at most: each request's max_tokens
     tokenizer: str
     tokens_exact: bool
-    backend_calls: int      # at most: one per step, one for the ranks, one per re-ask round
+    backend_calls: int      # at most: one per step to send, one for the ranks, one per re-ask round
     batches: int | None     # batch backends: at most this many batches (openai-batch) or runner launches (vllm-batch)
     price_online: tuple[float, float] | None = None
     price_batch: tuple[float, float] | None = None
@@ -62,86 +60,132 @@ class EvolEstimate(PricedTokens):
         return {**asdict(self), "requests": self.requests, "usd_online": self.usd_online, "usd_batch": self.usd_batch}
 
 
+class NotSending:
+    """A backend that sends nothing: it keeps each request it is given and answers it ``NOT_SENT`` (a transient
+    failure, so the chain stops there as an unanswered one does); every other attribute is the real backend's."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.asked: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def run(self, requests: list[Any], on_done: Any) -> None:
+        from curate.llm.base import failure_result
+
+        for req in requests:
+            self.asked.append(req)
+            on_done(req, failure_result(NOT_SENT, FailureCode.BUDGET))
+
+
 def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: int = EVOL.steps,
                   seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Any = None,
                   rewrite_params: dict[str, Any] | None = None, rank_params: dict[str, Any] | None = None,
-                  prompt_dirs: list[str | os.PathLike] | None = None) -> EvolEstimate:
+                  prompt_dirs: list[str | os.PathLike] | None = None, earlier_failures: dict[str, Failure] | None = None,
+                  retry_failed: bool = JUDGE.retry_failed) -> EvolEstimate:
     """What ``run_evol`` with the same arguments would send at most; sends nothing and starts no server."""
-    from curate.evol.rules import derive_seed, rank_model
+    from curate.evol.calls import LLMCalls, Usage
+    from curate.evol.run import replayed_failures, run_chains
     from curate.llm.cache import response_cache
-    from curate.llm.dryrun import plan_requests, prices
+    from curate.llm.dryrun import prices
     from curate.llm.openai_backend import _max_tokens
-    from curate.llm.prompts import load_prompt
-    from curate.llm.runner import build_requests
     from curate.llm.tokens import token_counter
 
-    if kind not in KINDS:
-        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
-    if steps < 1:
-        raise CurateError("steps must be at least 1")
-    operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
-    rows = _seed_rows(seeds, kind)
-    field_name = "instruction" if kind == "complexity" else "response"
-    cache = response_cache(cache_path)
-    prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
-    rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
-    counter = token_counter(backend)
-    params = {"seed": derive_seed(seed, "sample", 1), **(rewrite_params or {})}
-
-    def inputs(row: dict[str, str], text: str) -> dict[str, Any]:
-        return {"instruction": text} if kind == "complexity" else {"instruction": row["instruction"], "response": text}
-
-    prompt_tokens = output_tokens = cached = first_to_send = 0
+    plan = plan_evol(seeds, kind=kind, steps=steps, seed=seed, operations=operations, rules=None,
+                     rewrite_params=rewrite_params, rank_params=rank_params, prompt_dirs=prompt_dirs)
+    dry = NotSending(backend)
     open_keys = backend.keys_in_open_batches() if hasattr(backend, "keys_in_open_batches") else set()
-    for op, prompt in prompts.items():  # step 1: the seeds are known, so are its requests
-        chosen = [r for r in rows if choose_operation(operations, seed, r["id"], 1) == op]
-        if not chosen:
-            continue
-        to_send, hits, repeated = plan_requests(prompt, [inputs(r, r[field_name]) for r in chosen], backend, cache,
-                                                params=params)
-        cached += hits + repeated + sum(r.key in open_keys for r in to_send)
-        to_send = [r for r in to_send if r.key not in open_keys]
-        first_to_send += len(to_send)
-        prompt_tokens += sum(counter.count([r.messages for r in to_send]))
-        output_tokens += sum(_max_tokens(r) for r in to_send)
-    # steps 2..M: each parent is a reply, at most the rewrite's max_tokens long, or the seed again where a step's
-    # rewrite was eliminated (a long seed cut off at max_tokens is rewritten again); the longest prompt of each row
-    reply_max = 0
-    for row in rows:
-        longest = output = 0
-        for prompt in prompts.values():
-            (req,) = build_requests(prompt, [inputs(row, "")], backend, params=params)
-            reply_max = max(reply_max, _max_tokens(req))
-            longest, output = max(longest, counter.count([req.messages])[0]), max(output, _max_tokens(req))
-        seed = counter.count([[{"role": "user", "content": str(row[field_name])}]])[0]
-        prompt_tokens += (steps - 1) * (longest + max(output, seed))
-        output_tokens += (steps - 1) * output
-    # ranks: the seed and at most ``steps`` replies; a re-ask repeats the call with the reply and the error after it
-    rank_variables = [{"variants": [row[field_name]] + [""] * steps, "scale_max": steps + 1,
-                       **({"instruction": row["instruction"]} if kind == "quality" else {})} for row in rows]
-    rank_requests = build_requests(rank_prompt, rank_variables, backend, params=rank_params,
-                                   output_model=rank_model(steps + 1, steps + 1))
-    rank_prompt_tokens = sum(counter.count([r.messages for r in rank_requests])) + len(rows) * steps * reply_max
-    rank_output = sum(_max_tokens(r) for r in rank_requests)
-    retries = JUDGE.validation_retries
-    prompt_tokens += rank_prompt_tokens * (1 + retries) + rank_output * sum(range(1, retries + 1))
-    output_tokens += rank_output * (1 + retries)
+    asked: dict[str, tuple[list[Any], set[str]]] = {}  # call name -> (requests to send, its items' first keys)
 
-    calls = (1 if first_to_send else 0) + (steps - 1) + 1 + retries
+    def heard(desc: str, keys: list[str]) -> None:
+        asked[desc] = ([r for r in dry.asked if r.key not in open_keys], set(keys))
+        dry.asked.clear()
+
+    ctx = LLMCalls(dry, response_cache(cache_path), Usage(), False,
+                   known_failures=replayed_failures(earlier_failures, retry_failed), after_call=heard)
+    sets = run_chains(ctx, plan)
+    counter = token_counter(backend)
+    retries = JUDGE.validation_retries
+    # exact: the requests the walk reached and the cache does not answer
+    rewrites_sent = [r for desc, (reqs, _) in asked.items() if desc != "evol rank" for r in reqs]
+    rank_reqs, rank_keys = asked.get("evol rank", ([], set()))
+    first_ranks = [r for r in rank_reqs if r.key in rank_keys]
+    exact = rewrites_sent + rank_reqs
+    prompt_tokens = sum(counter.count([r.messages for r in exact]))
+    output_tokens = sum(_max_tokens(r) for r in exact)
+    rank_sizes = [(n, o) for n, o in zip(counter.count([r.messages for r in rank_reqs]),
+                                         (_max_tokens(r) for r in rank_reqs), strict=True)]
+    prompt_tokens += sum(n * retries + o * sum(range(1, retries + 1)) for n, o in rank_sizes)  # their re-asks
+    output_tokens += sum(o * retries for _, o in rank_sizes)
+    # bounded: what follows a chain's first request to send
+    open_steps = [(vs, stopped) for vs in sets if (stopped := _stopped_at(vs, steps)) is not None]
+    bound = _bounds(plan, open_steps, backend, counter, retries)
+    steps_to_send = {int(desc.rsplit(" ", 1)[1]) for desc, (reqs, _) in asked.items() if desc != "evol rank" and reqs}
+    steps_to_send |= {s for _, stopped in open_steps for s in range(stopped + 1, steps + 1)}
+    ranks = len(first_ranks) + len(open_steps)
+    reasks = retries * (ranks + len(rank_reqs) - len(first_ranks))
+    calls = len(steps_to_send) + (1 if ranks or reasks else 0) + (retries if reasks else 0)
     batches = None
     if backend.kind in BATCH_KINDS:
-        per_call = getattr(backend, "max_requests", None) or len(rows) or 1
-        batches = calls * max(1, math.ceil(len(rows) / per_call))
+        per_call = getattr(backend, "max_requests", None) or len(sets) or 1
+        batches = calls * max(1, math.ceil(len(sets) / per_call))
     online, batch = prices(backend)
-    notes = ["later steps' rewrites and the rank calls are bounded, not rendered: their inputs are the replies "
-             "of earlier steps (each at most the rewrite prompt's max_tokens), and may be cached already",
-             f"re-asks: at most {retries} per rank call (JUDGE.validation_retries), each priced with the replies "
-             "before it; the validation error's text is not counted"]
-    estimate = EvolEstimate(kind=kind, backend=backend.kind, model=backend.model, seeds=len(rows), steps=steps,
-                        rewrites=len(rows) * steps, rewrites_cached=cached, ranks=len(rows),
-                        reasks=len(rows) * retries, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
-                        tokenizer=counter.name, tokens_exact=counter.exact, backend_calls=calls, batches=batches,
-                        price_online=online, price_batch=batch, notes=notes)
+    notes = [f"re-asks: at most {retries} per rank call (JUDGE.validation_retries), each priced with the replies "
+             "before it; the validation error's text is not counted"] if reasks else []
+    if open_steps:
+        notes.insert(0, f"{len(open_steps):,} chain(s) reach a request the cache does not answer: their later steps' "
+                        "rewrites and rank calls are bounded, not rendered (their inputs are replies not yet made, each "
+                        "at most the rewrite prompt's max_tokens)")
+    rewrites_left = len(rewrites_sent) + sum(steps - stopped for _, stopped in open_steps)
+    estimate = EvolEstimate(kind=kind, backend=backend.kind, model=backend.model, seeds=len(sets), steps=steps,
+                            rewrites=len(sets) * steps, rewrites_cached=len(sets) * steps - rewrites_left, ranks=ranks,
+                            reasks=reasks, prompt_tokens=prompt_tokens + bound[0],
+                            output_tokens=output_tokens + bound[1], tokenizer=counter.name,
+                            tokens_exact=counter.exact and not open_steps, backend_calls=calls, batches=batches,
+                            price_online=online, price_batch=batch, notes=notes)
     if backend.kind == "local" and estimate.requests:
         notes.append(LOCAL_SERVER_NOTE)
     return estimate
+
+
+def _stopped_at(vs: VariantSet, steps: int) -> int | None:
+    """The step whose rewrite a chain sends (its later ones are not known yet), or None: the chain is known to its
+    rank call (or stops where an earlier run left it unanswered, with ``retry_failed`` off)."""
+    if vs.failure is not RankFailure.NOT_ANSWERED or NOT_SENT not in (vs.failure_detail or ""):
+        return None
+    done = len(vs.variants) - 1 + len(vs.eliminated)
+    return done + 1 if done < steps else None
+
+
+def _bounds(plan: EvolPlan, open_steps: list[tuple[VariantSet, int]], backend: Any, counter: Any,
+            retries: int) -> tuple[int, int]:
+    """At most the prompt and output tokens of the chains' steps after ``open_steps`` (the step each sends) and of
+    their rank calls and re-asks."""
+    from curate.evol.rules import rank_model
+    from curate.llm.openai_backend import _max_tokens
+    from curate.llm.runner import build_requests
+
+    def inputs(vs: VariantSet, text: str) -> dict[str, Any]:
+        return {"instruction": text} if plan.kind == "complexity" else {"instruction": vs.instruction, "response": text}
+
+    params = {"seed": 0, **(plan.rewrite_params or {})}
+    prompt_tokens = output_tokens = 0
+    for vs, stopped in open_steps:
+        later = plan.steps - stopped
+        longest = output = 0
+        for prompt in plan.prompts.values():
+            (req,) = build_requests(prompt, [inputs(vs, "")], backend, params=params)
+            longest, output = max(longest, counter.count([req.messages])[0]), max(output, _max_tokens(req))
+        parent = max(counter.count([[{"role": "user", "content": v.text}]])[0] for v in vs.variants + vs.eliminated)
+        prompt_tokens += later * (longest + max(output, parent))  # a parent: a reply, or a survivor already known
+        output_tokens += later * output
+        shown = {"variants": [vs.variants[0].text] + [""] * plan.steps, "scale_max": plan.steps + 1,
+                 **({"instruction": vs.instruction} if plan.kind == "quality" else {})}
+        (rank,) = build_requests(plan.rank_prompt, [shown], backend, params=plan.rank_params,
+                                 output_model=rank_model(plan.steps + 1, plan.steps + 1))
+        rank_prompt = counter.count([rank.messages])[0] + plan.steps * max(output, parent)
+        rank_output = _max_tokens(rank)
+        prompt_tokens += rank_prompt * (1 + retries) + rank_output * sum(range(1, retries + 1))
+        output_tokens += rank_output * (1 + retries)
+    return prompt_tokens, output_tokens

@@ -21,13 +21,14 @@ import json
 import os
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.defaults import EVOL, JUDGE
 from curate.errors import CurateError
 from curate.evol.calls import LLMCalls, Usage
+from curate.evol.provenance import labels_dataset, run_provenance
 from curate.evol.rules import (
     DEFAULT_RULES,
     INSTRUCTION_OPERATIONS,
@@ -233,6 +234,57 @@ def _rank(ctx: LLMCalls, sets: list[VariantSet], kind: str, seed: int, scale_max
             vs.scores = unshuffle(list(shown_scores), vs.order)
 
 
+@dataclass
+class EvolPlan:
+    """What a run of ``run_evol``'s arguments asks: seeds, operations, rules and loaded prompts (a dry run too)."""
+
+    kind: str
+    steps: int
+    seed: int
+    operations: tuple[str, ...]
+    rules: EliminationRules
+    rows: list[dict[str, str]]
+    prompts: dict[str, Any]
+    rank_prompt: Any
+    rewrite_params: dict[str, Any] | None = None
+    rank_params: dict[str, Any] | None = None
+
+    @property
+    def field_name(self) -> str:
+        return "instruction" if self.kind == "complexity" else "response"
+
+
+def plan_evol(seeds: Iterable[Any], *, kind: str, steps: int, seed: int, operations: Sequence[str] | None,
+              rules: EliminationRules | None, rewrite_params: dict[str, Any] | None,
+              rank_params: dict[str, Any] | None, prompt_dirs: list[str | os.PathLike] | None) -> EvolPlan:
+    """The checked arguments of ``run_evol`` and its prompts, loaded by name."""
+    from curate.llm.prompts import load_prompt
+
+    if kind not in KINDS:
+        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
+    if steps < 1:
+        raise CurateError("steps must be at least 1")
+    operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
+    return EvolPlan(kind, steps, seed, operations, rules or DEFAULT_RULES[kind], _seed_rows(seeds, kind),
+                    {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations},
+                    load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs), rewrite_params, rank_params)
+
+
+def run_chains(ctx: LLMCalls, plan: EvolPlan) -> list[VariantSet]:
+    """Every seed's chain, step by step, then the rank calls: the variant sets."""
+    # The prompts' own wording and few-shot examples, rendered with empty inputs (for the copy rule).
+    prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
+                    for op, p in plan.prompts.items()}
+    phrases = {op: leak_phrases(p) for op, p in plan.prompts.items()}
+    sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
+                       variants=[Variant(r["id"], 0, "seed", r[plan.field_name], None)]) for r in plan.rows]
+    for step in range(1, plan.steps + 1):
+        _evolve_step(ctx, sets, step, plan.kind, plan.seed, plan.operations, plan.prompts, plan.rules, prompt_texts,
+                     phrases, plan.rewrite_params)
+    _rank(ctx, sets, plan.kind, plan.seed, plan.steps + 1, plan.rank_prompt, plan.rank_params)
+    return sets
+
+
 def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = EVOL.steps,
              seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
@@ -250,39 +302,19 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     permanent reason are not sent again (their failure is replayed), nor, unless ``retry_failed``, transient ones.
     """
     from curate.llm.cache import response_cache
-    from curate.llm.prompts import load_prompt
 
-    if kind not in KINDS:
-        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
-    if steps < 1:
-        raise CurateError("steps must be at least 1")
-    operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
-    rules = rules or DEFAULT_RULES[kind]
-    rows = _seed_rows(seeds, kind)
+    plan = plan_evol(seeds, kind=kind, steps=steps, seed=seed, operations=operations, rules=rules,
+                     rewrite_params=rewrite_params, rank_params=rank_params, prompt_dirs=prompt_dirs)
     cache = response_cache(cache_path)
-    prompts = {op: load_prompt(f"evol/{op}", prompt_dirs) for op in operations}
-    rank_prompt = load_prompt(f"evol/{RANK_PROMPTS[kind]}", prompt_dirs)
-    # The prompts' own wording and few-shot examples, rendered with empty inputs (for the copy rule).
-    prompt_texts = {op: "\n".join(m["content"] for m in p.render(instruction="", response=""))
-                    for op, p in prompts.items()}
-    phrases = {op: leak_phrases(p) for op, p in prompts.items()}
     usage = Usage()
     counters = ("requests_sent", "submitted_batches", "prompt_tokens", "completion_tokens")
     before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
-    field_name = "instruction" if kind == "complexity" else "response"
+    ctx = LLMCalls(backend, cache, usage, progress, known_failures=replayed_failures(earlier_failures, retry_failed))
+    sets = run_chains(ctx, plan)
 
-    sets = [VariantSet(seed_id=r["id"], instruction=r["instruction"],
-                       variants=[Variant(r["id"], 0, "seed", r[field_name], None)]) for r in rows]
-    known = {key: f for key, f in (earlier_failures or {}).items()
-             if not (retry_failed and f.code in TRANSIENT_FAILURES)}
-    ctx = LLMCalls(backend, cache, usage, progress, known_failures=known)
-    for step in range(1, steps + 1):
-        _evolve_step(ctx, sets, step, kind, seed, operations, prompts, rules, prompt_texts, phrases, rewrite_params)
-    _rank(ctx, sets, kind, seed, steps + 1, rank_prompt, rank_params)
-
-    labels = _labels_dataset(sets, kind)
-    provenance = _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets,
-                             usage, labels, rewrite_params, rank_params)
+    labels = labels_dataset(sets, kind)
+    provenance = run_provenance(kind, steps, seed, plan.operations, plan.rules, plan.prompts, plan.rank_prompt, backend,
+                             sets, usage, labels, rewrite_params, rank_params)
     provenance.update(retry_failed=retry_failed, failed_requests=len(ctx.failures))
     # The backend's own counters also see transport retries and validation re-asks.
     provenance.update({f"backend_{c}": getattr(backend, c) - v for c, v in before.items()})
@@ -290,65 +322,10 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
                    list(ctx.failures.values()))
 
 
-def _labels_dataset(sets: list[VariantSet], kind: str):
-    import datasets
-
-    cols: dict[str, list[Any]] = {"text": [], "score": [], "seed_id": [], "step": [], "operation": []}
-    if kind == "quality":
-        cols["instruction"] = []
-    for vs in sets:
-        if vs.scores is None:
-            continue
-        for v, s in zip(vs.variants, vs.scores, strict=True):
-            cols["text"].append(v.text)
-            cols["score"].append(float(s))
-            cols["seed_id"].append(vs.seed_id)
-            cols["step"].append(v.step)
-            cols["operation"].append(v.operation)
-            if kind == "quality":
-                cols["instruction"].append(vs.instruction)
-    features = datasets.Features({"text": datasets.Value("string"), "score": datasets.Value("float64"),
-                                  "seed_id": datasets.Value("string"), "step": datasets.Value("int32"),
-                                  "operation": datasets.Value("string"),
-                                  **({"instruction": datasets.Value("string")} if kind == "quality" else {})})
-    return datasets.Dataset.from_dict(cols, features=features)
-
-
-def _prompt_info(p: Any) -> dict[str, Any]:
-    return {"name": p.name, "version": p.version, "fingerprint": p.fingerprint}
-
-
-def _backend_info(backend: Any) -> dict[str, Any]:
-    info = backend.describe() if hasattr(backend, "describe") else {}
-    return {"class": type(backend).__name__, "model": getattr(backend, "model", None), **info}
-
-
-def _provenance(kind, steps, seed, operations, rules, prompts, rank_prompt, backend, sets, usage, labels,
-                rewrite_params, rank_params) -> dict[str, Any]:
-    eliminated = [v for s in sets for v in s.eliminated]
-    rewrites = sum(len(s.variants) - 1 + len(s.eliminated) for s in sets)
-    failures = collections.Counter(str(s.failure) for s in sets if s.failure)
-    return {
-        "method": "evol", "kind": kind, "seeds": len(sets), "steps": steps, "seed": seed,
-        "operations": list(operations), "operation_choice": "choose_operation(seed, seed_id, step)",
-        "sampling_seed": "derive_seed(seed, 'sample', step)",
-        "elimination_rules": asdict(rules),
-        "prompts": {op: _prompt_info(p) for op, p in prompts.items()} | {"rank": _prompt_info(rank_prompt)},
-        "backend": _backend_info(backend), "rewrite_params": rewrite_params, "rank_params": rank_params,
-        "scale": [1, steps + 1], "rank_output": "curate.evol.rules:rank_model(n_variants, steps + 1)",
-        "rewrites": rewrites, "eliminated": len(eliminated),
-        "eliminated_by_reason": dict(collections.Counter(str(v.eliminated) for v in eliminated).most_common()),
-        "sets_scored": sum(s.scores is not None for s in sets),
-        "rank_failures": sum(failures.values()), "rank_failures_by_reason": dict(failures),
-        "shuffle_seeds": {s.seed_id: s.shuffle_seed for s in sets if s.shuffle_seed is not None},
-        "score_distribution": {str(k): v for k, v in sorted(collections.Counter(
-            int(x) for x in labels["score"]).items())},
-        "labels": len(labels), "requests": usage.requests, "cached": usage.cached, "repeated": usage.repeated,
-        "failed_before": usage.failed_before,
-        "not_sent_max_cost": usage.not_sent, "paid_by_stopped_run": usage.paid_by_stopped_run,
-        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-        "cost_usd": None if usage.cost_usd is None else round(usage.cost_usd, 6),  # None: a price is unknown
-    }
+def replayed_failures(earlier: dict[str, Failure] | None, retry_failed: bool) -> dict[str, Failure]:
+    """Of an earlier run's failed requests, those a run does not send again: failed for a permanent reason, and
+    unless ``retry_failed`` the transient ones too."""
+    return {key: f for key, f in (earlier or {}).items() if not (retry_failed and f.code in TRANSIENT_FAILURES)}
 
 
 def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.seed) -> list[dict[str, Any]]:
