@@ -77,3 +77,20 @@ def test_transient_failures_are_sent_again_unless_keep_failed(tmp_path):
         before = srv.total
         build_labels(seeds, backend, steps=2, workspace=ws, progress=False)
         assert srv.total == before and ws.label_sets["evol_complexity"]["failed_before"] == 2
+
+
+def test_the_python_api_shows_progress_by_default_as_ws_apply_does(tmp_path, capfd):
+    """run_evol / build_labels defaulted to progress=False: a script on the slow local model printed nothing for
+    minutes, while ws.apply shows a bar by default."""
+    from curate.evol import build_labels, run_evol
+    from curate.llm.backends import OpenAIBackend
+
+    seeds = [{"id": "s", "instruction": "[rank] Describe it in detail."}]
+    with FaultServer() as srv:
+        backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
+        build_labels(seeds, backend, steps=1, workspace=Workspace(tmp_path / "ws"))
+        shown = capfd.readouterr().err
+        run_evol(seeds, backend, steps=1, cache_path=tmp_path / "c", progress=False)
+        quiet = capfd.readouterr().err
+    assert "evol step 1" in shown and "evol rank" in shown, shown
+    assert "evol step 1" not in quiet

@@ -130,12 +130,13 @@ def raise_no_labels(run: EvolRun) -> None:
 
 def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = EVOL.steps, seed: int = EVOL.seed,
                  cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
-                 **kwargs: Any):
+                 progress: bool = True, **kwargs: Any):
     """Evol labels for training a small scorer: a ``datasets.Dataset`` of (text, score, seed_id, step,
     operation[, instruction]).
 
     With ``workspace`` the set is also stored as its label set ``name`` (default ``evol_<kind>``) and the LLM
-    responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise; the requests its
+    responses are cached in the workspace's cache folder unless ``cache_path`` says otherwise. ``progress`` shows a
+    bar per step and for the rank calls (on by default, as ``ws.apply``'s); the requests its
     earlier run failed (:func:`stored_failures`) are not sent again, but for transient failures with
     ``retry_failed`` (the default, ``JUDGE.retry_failed``). Other keyword
     arguments go to :func:`curate.evol.run.run_evol`. Seeds whose chain the LLM left unanswered raise
@@ -148,13 +149,15 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
             raise CurateError("build_labels needs cache_path or a workspace (whose cache folder is used)")
         cache_path = workspace.cache_dir
     if workspace is None:
-        run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+        run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, progress=progress,
+                           **kwargs)
         run.recorded()  # the returned provenance is its record
     else:
         name = name or label_set_name(kind)
         with labels_lock(workspace, name):
             kwargs.setdefault("earlier_failures", stored_failures(workspace, name))
-            run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, **kwargs)
+            run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, progress=progress,
+                           **kwargs)
             save_labels(workspace, name, run)
     raise_unfinished(run)
     raise_no_labels(run)

@@ -289,7 +289,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
              seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
-             progress: bool = False, earlier_failures: dict[str, Failure] | None = None,
+             progress: bool = True, earlier_failures: dict[str, Failure] | None = None,
              retry_failed: bool = JUDGE.retry_failed) -> EvolRun:
     """Evolve every seed ``steps`` times, rank-and-score each variant set, and build the label set.
 
@@ -300,6 +300,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     name in ``prompt_dirs`` overrides the built-in one. ``earlier_failures`` (by request key, e.g.
     :func:`curate.evol.labels.stored_failures`) are the failed requests of an earlier run: those failed for a
     permanent reason are not sent again (their failure is replayed), nor, unless ``retry_failed``, transient ones.
+    ``progress``: a bar per step and for the rank calls (on by default, as ``ws.apply``'s).
     """
     from curate.llm.cache import response_cache
 
