@@ -94,3 +94,31 @@ def test_the_python_api_shows_progress_by_default_as_ws_apply_does(tmp_path, cap
         quiet = capfd.readouterr().err
     assert "evol step 1" in shown and "evol rank" in shown, shown
     assert "evol step 1" not in quiet
+
+
+def test_a_damaged_failure_record_is_an_error_naming_its_file_and_line(tmp_path):
+    import pytest
+
+    from curate.errors import CurateError
+    from curate.evol.labels import stored_failures
+
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_complexity", [], {}, files={"failures.jsonl": b'{"key": "k", "code": "http_error"}\n{"key"\n'})
+    with pytest.raises(CurateError, match=r"failures\.jsonl:2: not a failed-request record"):
+        stored_failures(ws, "evol_complexity")
+    assert stored_failures(ws, "other") == {}
+
+
+def test_retry_failed_has_one_default_for_evol_and_the_judges():
+    import inspect
+
+    import typer
+
+    from curate.defaults import JUDGE
+    from curate.evol import run_evol
+    from curate.evol.dryrun import estimate_evol
+
+    evol = typer.main.get_command(app).commands["evol"]
+    cli = next(p.default for p in evol.params if p.name == "retry_failed")
+    api = {inspect.signature(fn).parameters["retry_failed"].default for fn in (run_evol, estimate_evol)}
+    assert api == {cli} == {JUDGE.retry_failed}
