@@ -449,21 +449,21 @@ def test_tagger_step_writes_per_turn_tags_and_coded_failures(tmp_path):
     assert ws.failures("tags")[1][0].code is FailureCode.EMPTY_INPUT
 
 
-def test_the_tagging_schema_speaks_to_the_model(tmp_path):
-    """The schema's description was a developer's note ("The tagging judge's answer: ... (an object, so JSON-schema
-    decoding works)") sent to the model with every tagging request; it is plain words for the model now, and the
-    tagger's fingerprint follows the schema (it did not: a changed schema re-tagged nothing)."""
+def test_the_tagging_schema_keeps_its_cache_keys_and_the_fingerprint_follows_it(tmp_path):
+    """The tagger's fingerprint follows the schema (it did not: a changed schema re-tagged nothing). The schema's
+    description stays word for word what every earlier tagging request sent: rewording it (tried, to drop its
+    developer's aside) changed every tagging request's cache key, so a tagged workspace paid for all its rows again."""
     from curate.tags import Tagger
 
-    assert IntentTags.model_json_schema()["description"] == "The intents of the user's query, as tags."
+    old = "The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."
+    assert IntentTags.model_json_schema()["description"] == old
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Write Poems about Nature.", "output": "..."}]))
     sent = []
     backend = ScriptedBackend(lambda req: sent.append(req) or _tag_reply(req))
     ws.apply(Tagger(backend), progress=False)
     fmt = sent[0].params["response_format"]
-    assert fmt["json_schema"]["schema"]["description"] == "The intents of the user's query, as tags."
-    assert "judge" not in json.dumps(fmt) and "decoding" not in json.dumps(fmt)
+    assert fmt["json_schema"]["schema"]["description"] == old
     # a prompt naming its model "my-tags": the same file, the name registered to a class with another description
     from curate.llm.prompts import builtin_prompt_dir, register_output_model
 
@@ -502,7 +502,7 @@ def test_without_schema_enforcement_the_schema_message_comes_from_the_prompts_fo
     assert json_request.params["response_format"] == {"type": "json_object"}
     system = json_request.messages[0]["content"]
     assert system.startswith(schema_request.messages[0]["content"] + "\n\nAnswer with one JSON object that matches")
-    assert '"description": "The intents of the user\'s query, as tags."' in system and "genius" not in system
+    assert '"title": "IntentTags"' in system and "genius" not in system
     assert system.endswith("Give the object itself, not the schema.")
     assert [m["content"] for m in json_request.messages[1:]] == [m["content"] for m in schema_request.messages[1:]]
     assert len(sent[False]) == len(sent[True]) == 4  # each mode: 2 rows, and the BROKEN row's 2 re-asks

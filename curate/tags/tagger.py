@@ -36,9 +36,11 @@ class IntentTag(BaseModel):
     explanation: str = Field(max_length=200)
 
 
-# The answer is an object holding the list, not a bare list: JSON-schema decoding needs an object at the top.
+# The answer is an object holding the list, not a bare list: JSON-schema decoding needs an object at the top. Its
+# description is kept word for word as every earlier tagging request sent it: new words would change the cache key of
+# every tagging request, so a workspace tagged before would pay for all its rows again on its next run.
 class IntentTags(BaseModel):
-    """The intents of the user's query, as tags."""
+    """The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."""
 
     # bounded, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until max_tokens)
     tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS_PER_QUERY)
