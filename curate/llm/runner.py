@@ -44,7 +44,9 @@ from curate.llm.sending import execute
 
 # -- progress and sending -----------------------------------------------------------------------------
 class _Progress:
-    """Counts of one call (failed, cached, tokens, cost); a bar over the items, or the caller's callback."""
+    """Counts of one call, shown on a bar over its items (or given to the caller's callback): the items that ended
+    failed (whatever the reason, once each), answers the cache gave (``resumed``: ones a stopped run paid for and
+    this run counts as its own), tokens and cost of what was sent."""
 
     def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None):
         self.bar = None
@@ -53,11 +55,14 @@ class _Progress:
 
             self.bar = progress_bar(total, desc, True, unit="call")
         self.on_items = on_items
-        self.failures = self.tokens = self.cached = 0
+        self.failed: set[int] = set()  # the items whose call failed
+        self.tokens = self.cached = self.resumed = 0
         self.cost: float | None = 0.0  # None once a response came without a known price
         self._last = 0.0
 
-    def done(self, items: list[int]) -> None:
+    def done(self, items: list[int], failed: list[int] | None = None) -> None:
+        """These items have their first answer; ``failed``: those of them whose request failed."""
+        self.failed.update(failed or ())
         if self.on_items is not None and items:
             self.on_items(items)
         if self.bar is not None and items:
@@ -67,17 +72,20 @@ class _Progress:
                 self._last = now
                 self.bar.set_postfix(self.postfix(), refresh=False)
 
-    def note(self, *, failed: int = 0, tokens: int = 0, cost: float | None = 0.0, cached: int = 0) -> None:
-        self.failures += failed
+    def note(self, *, tokens: int = 0, cost: float | None = 0.0, cached: int = 0, resumed: int = 0) -> None:
         self.tokens += tokens
         self.cost = None if cost is None or self.cost is None else self.cost + cost
         self.cached += cached
+        self.resumed += resumed
 
     def postfix(self) -> dict[str, Any]:
         cost = "unknown" if self.cost is None else format_usd(self.cost)
-        return {"failed": self.failures, "cached": self.cached, "tokens": self.tokens, "cost": cost}
+        return {"failed": len(self.failed), "cached": self.cached,
+                **({"paid_by_stopped_run": self.resumed} if self.resumed else {}), "tokens": self.tokens, "cost": cost}
 
-    def close(self) -> None:
+    def close(self, results: list[CallResult | None]) -> None:
+        """The final counts: ``failed`` as ``results`` end (a validation failure after its re-asks, too)."""
+        self.failed = {i for i, res in enumerate(results) if res is not None and res.failure is not None}
         if self.bar is not None:
             self.bar.set_postfix(self.postfix(), refresh=True)
             self.bar.close()
@@ -269,7 +277,9 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
     billed: set[str] = set()  # a key billed once per call, however many items share its request
 
     def interpret(i: int, response: dict[str, Any], key: str | None, cached: bool, recovered: bool) -> None:
-        repeated = not cached and key in billed  # shares a request already counted: answered by that response
+        # shares a request already counted (sent now, or paid by a stopped run): answered by that response
+        repeated = key in billed and (not cached or recovered)
+        cached = cached and not repeated
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
@@ -284,8 +294,8 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
     names = " + ".join(dict.fromkeys(part.prompt.name for part in parts))
     bar = _Progress(len(variables), desc or names, progress, on_items_done)
     try:
-        bar.note(cached=len(hit_idx))
-        bar.done(hit_idx)
+        bar.note(cached=sum(results[i].cached_requests for i in hit_idx), resumed=sum(results[i].recovered for i in hit_idx))
+        bar.done(hit_idx, [i for i in hit_idx if results[i].failure is not None])
         if miss_idx:
             built: list[Request] = []  # in item order: the parts are contiguous
             for part in parts:
@@ -298,8 +308,12 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
                 items_by_key.setdefault(req.key, []).append(i)
                 if aliases[i]:
                     alias_by_key.setdefault(req.key, set()).add(aliases[i])
-            responses, hits, recovered = execute(backend, cache, built, bar, alias_by_key,
-                                                  on_keys=lambda keys: bar.done([i for k in keys for i in items_by_key[k]]))
+            def settled(answers: dict[str, dict[str, Any]]) -> None:
+                bar.done([i for k in answers for i in items_by_key[k]],
+                         [i for k, answer in answers.items() if "failure" in answer or declined_failure(answer)
+                          for i in items_by_key[k]])
+
+            responses, hits, recovered = execute(backend, cache, built, bar, alias_by_key, on_keys=settled)
             for i, req in zip(miss_idx, built, strict=True):
                 interpret(i, responses[req.key], req.key, req.key in hits, req.key in recovered)
         if any(part.mode is not None for part in parts):
@@ -310,7 +324,7 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
 
             _validate_round(backend, cache, owner, request_for, results, bar)
     finally:
-        bar.close()
+        bar.close(results)
     out, start = [], 0
     for part in parts:
         out.append(results[start:start + len(part.variables)])

@@ -23,7 +23,7 @@ from curate.llm.cache import ResponseCache
 class Counts(Protocol):
     """What a call counts as requests settle (``runner._Progress``)."""
 
-    def note(self, *, failed: int = 0, tokens: int = 0, cost: float | None = 0.0, cached: int = 0) -> None: ...
+    def note(self, *, tokens: int = 0, cost: float | None = 0.0, cached: int = 0, resumed: int = 0) -> None: ...
 
 
 class InFlight:
@@ -65,13 +65,16 @@ WAIT_POLL_S = 0.5  # a wait for another call's request wakes this often (Ctrl-C 
 
 
 def execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: Counts,
-            aliases: dict[str, set[str]] | None = None, on_keys: Callable[[list[str]], None] | None = None,
+            aliases: dict[str, set[str]] | None = None,
+            on_keys: Callable[[dict[str, dict[str, Any]]], None] | None = None,
             ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], set[str]]:
     """Look every request up in the cache (batched); send the misses no other call of this process is sending;
     wait for those it is and read them from the cache; commit each response before use.
 
     ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
-    they settle. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
+    they settle, with their responses (a failure dict for a request that failed). ``progress`` counts hits as
+    ``cached``, or ``resumed`` where a stopped run paid for them, and the tokens and cost of what is sent; who
+    counts failures (per call, whatever their reason) is the caller. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
     recorded); failures are failure dicts.
     """
     aliases = aliases or {}
@@ -81,18 +84,18 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
     out: dict[str, dict[str, Any]] = {}
     hits: dict[str, dict[str, Any]] = {}
 
-    def found(responses: dict[str, dict[str, Any]]) -> None:
+    def found(responses: dict[str, dict[str, Any]], resumed: set[str] | frozenset[str] = frozenset()) -> None:
         if responses:
             out.update(responses)
             hits.update(responses)
-            progress.note(cached=len(responses))
+            progress.note(cached=len(responses) - len(resumed), resumed=len(resumed))
             cache.add_aliases([(a, k) for k in responses for a in aliases.get(k, ())])
             if on_keys is not None:
-                on_keys(list(responses))
+                on_keys(responses)
 
     first = cache.get_many(list(by_key))
     recovered = cache.unrecorded(list(first)) if first else set()  # only these: later hits are this process's
-    found(first)
+    found(first, recovered)
 
     def on_done(req: Request, result: dict[str, Any], cached: bool = False) -> None:
         if cached:  # another run paid for it and counts it (one batch both asked): in the cache, a hit here
@@ -106,13 +109,11 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
             usage = result.get("usage") or {}
             progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
                           cost=result.get("cost_usd"))  # None: price unknown
-        else:
-            progress.note(failed=1)
         out[req.key] = result
         if (claim := claims.pop(req.key, None)) is not None:  # after the commit: a waiter reads it from the cache
             IN_FLIGHT.settle(where, {req.key: claim})
         if on_keys is not None:
-            on_keys([req.key])
+            on_keys({req.key: result})
 
     pending = [k for k in by_key if k not in first]
     while pending:
