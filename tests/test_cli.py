@@ -376,12 +376,12 @@ def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the
         first = curate_cli(*judge)
         assert first.returncode == 0 and srv.total == 2, first.stderr[-2000:]
         said = " ".join(first.stdout.split())
-        assert "; 2 sent, 0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, sent once);" \
+        assert "; 2 new, 0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, sent once);" \
             in said, said
         again = curate_cli(*judge, "--column", "complexity_again")  # every request is on disk now: cache answers all
         assert again.returncode == 0 and srv.total == 2, again.stderr[-2000:]
         said = " ".join(again.stdout.split())
-        assert "; 0 sent, 4 answered by the on-disk cache, 0 repeat another request of this run" in said, said
+        assert "; 0 new, 4 answered by the on-disk cache, 0 repeat another request of this run" in said, said
 
 
 def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path):

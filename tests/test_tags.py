@@ -688,5 +688,28 @@ def test_curate_tag_says_how_many_requests_it_sent(tmp_path):
     with FaultServer() as srv:
         result, said = _tag_cli(ws.path, "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME")
     assert result.exit_code == 0 and srv.total == 2, result.output
-    assert ("requests: 2 sent, 0 answered by the on-disk cache, 1 repeat another request of this run (same prompt, "
-            "sent once))") in said, said
+    assert ("requests (each call and JSON re-ask once): 2 new (2 sent over HTTP), 0 answered by the on-disk cache, 1 "
+            "repeat another request of this run (same prompt, sent once))") in said, said
+
+
+def test_curate_tag_says_what_its_request_count_counts_and_what_went_over_http(tmp_path):
+    """The tag line said "requests: N sent" where N counts calls and JSON re-asks but not transport retries, while
+    evol's line says "N new (M sent over HTTP)"; and a run with nothing to tag said no count at all (no "0 sent")."""
+    from tests.fault_server import FaultServer
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "[empty] Write a poem about rain.", "output": "a"},
+                                               {"instruction": "[500x1] Sort a list in Python.", "output": "b"},
+                                               {"instruction": "Name a prime.", "output": "c"}]))
+    with FaultServer(retry_after="0") as srv:
+        online = [ws.path, "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME"]
+        first, said = _tag_cli(*online)
+        retried = 1  # [500x1]: one transport retry, not a request of its own in the run record
+        new = srv.total - retried
+        assert srv.total > 3 + retried, said  # the empty reply was re-asked: JSON re-asks count as new requests
+        assert (f"requests (each call and JSON re-ask once): {new} new ({srv.total} sent over HTTP), 0 answered by "
+                "the on-disk cache") in said, said
+        again, said = _tag_cli(*online)
+        assert srv.total == new + retried, said
+        assert ("requests (each call and JSON re-ask once): 0 new (0 sent over HTTP), 0 answered by the on-disk "
+                "cache") in said, said

@@ -47,13 +47,15 @@ def requests_answered_text(run: dict) -> str:
     return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
 
 
-def requests_text(run: dict) -> str:
-    """How many requests a judge or tagger run record sent, then :func:`requests_answered_text`: ``"2 sent, 8
-    answered by the on-disk cache, ..."`` (a record without the count says only what answered)."""
+def requests_text(run: dict, sent_over: str = "") -> str:
+    """How many new requests a judge or tagger run record counts (each call and each JSON re-ask once; transport
+    retries not), then :func:`requests_answered_text`: ``"2 new (5 sent over HTTP), 8 answered by the on-disk
+    cache, ..."``. ``sent_over``: what the backend's own counter saw (retries included), as ``evol``'s summary says
+    it (``curate.cli.evol.sent_text``); a record without the count says only what answered."""
     from curate.storage.run_records import requests_sent
 
     sent = requests_sent(run)
-    return ("" if sent is None else f"{sent:,} sent, ") + requests_answered_text(run)
+    return ("" if sent is None else f"{sent:,} new{sent_over}, ") + requests_answered_text(run)
 
 
 def stopped_run_text(run: dict) -> str:

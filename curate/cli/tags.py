@@ -56,6 +56,7 @@ def tag_cmd(
 
     Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
     the command exit 1 after the rest is stored; a re-run sends only them. --dry-run sends and writes nothing."""
+    from curate.cli.evol import sent_text
     from curate.cli.judge import (
         _print_retried,
         print_estimates,
@@ -79,13 +80,18 @@ def tag_cmd(
             print_estimates([estimate(ws, step, retry_failed=retry_failed)])
             return
         retried = transient_rows(ws, step, None) if retry_failed else {}
+        counters = {c: getattr(judge_backend, c) for c in ("requests_sent", "submitted_batches")
+                    if isinstance(getattr(judge_backend, c, None), int)}
         result = ws.apply(step, retry_failed=retry_failed)
         spent = getattr(judge_backend, "spent_usd", 0.0)
-    last = (result.provenance.get("runs") or [{}])[-1] if result.computed else {}
+        sent_over = sent_text({"backend": judge_backend.describe(),
+                               **{f"backend_{c}": getattr(judge_backend, c) - n for c, n in counters.items()}})
+    last = (result.provenance.get("runs") or [{}])[-1] if result.computed else {"requests": 0}  # no row: none asked
     cost = last.get("cost_usd", 0.0)
     console.print(f"tagged {result.rows - result.failed:,} of {result.rows:,} rows ({result.valued_now:,} now, "
                   f"{result.skipped:,} already done; "
-                  f"{last.get('turns', 0):,} user turns; requests: {requests_text(last)}); "
+                  f"{last.get('turns', 0):,} user turns; requests (each call and JSON re-ask once): "
+                  f"{requests_text(last, sent_over)}); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}")
                   + stopped_run_text(last), soft_wrap=True, highlight=False)
