@@ -87,7 +87,8 @@ def test_the_bars_failed_count_is_every_call_that_ended_failed_once_each(tmp_pat
 def test_the_bar_counts_a_stopped_runs_answers_apart_from_the_cache(tmp_path, fault_server, capsys):
     """A run stopped before recording its answers: the next run counts them as its own spending; the bar showed
     them as cached=3. A request repeated inside the stopped run said '1 answered by the on-disk cache' after the
-    resume where an unbroken run says it repeats another request of the run."""
+    resume where an unbroken run says it repeats another request of the run; their tokens (the run's spending, as
+    its summary says) were tokens=0 on the bar."""
     (tmp_path / "writer.md").write_text(TEXT_PROMPT)
     items = [{"instruction": "one"}, {"instruction": "two"}, {"instruction": "one"}]
     cache = ResponseCache(tmp_path / "c.sqlite")
@@ -102,6 +103,7 @@ def test_the_bar_counts_a_stopped_runs_answers_apart_from_the_cache(tmp_path, fa
     assert (shown["cached"], shown.get("paid_by_stopped_run")) == ("0", "2")
     usage = call_usage(resumed)
     assert (usage["requests_paid_by_stopped_run"], usage["cached_requests"], usage["repeated_requests"]) == (2, 0, 1)
+    assert int(shown["tokens"]) == sum(usage["tokens"].values()) > 0  # the run counts them as its spending: the bar too
 
     cache.mark_recorded(billed_keys(resumed))  # its record stored: a later run's answers are the cache's
     again = run_prompt(tmp_path / "writer.md", items, _backend(fault_server), cache, desc="again")

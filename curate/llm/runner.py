@@ -46,7 +46,7 @@ from curate.llm.sending import execute
 class _Progress:
     """Counts of one call, shown on a bar over its items (or given to the caller's callback): the items that ended
     failed (whatever the reason, once each), answers the cache gave (``resumed``: ones a stopped run paid for and
-    this run counts as its own), tokens and cost of what was sent."""
+    this run counts as its own), tokens and cost of what this run pays for (sent now, or resumed)."""
 
     def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None):
         self.bar = None
@@ -295,6 +295,8 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
     bar = _Progress(len(variables), desc or names, progress, on_items_done)
     try:
         bar.note(cached=sum(results[i].cached_requests for i in hit_idx), resumed=sum(results[i].recovered for i in hit_idx))
+        for res in (results[i] for i in hit_idx if results[i].recovered):  # a stopped run's: this run's spending
+            bar.note(tokens=sum(res.billed_usage.values()), cost=res.billed_usd)
         bar.done(hit_idx, [i for i in hit_idx if results[i].failure is not None])
         if miss_idx:
             built: list[Request] = []  # in item order: the parts are contiguous

@@ -64,6 +64,13 @@ IN_FLIGHT = InFlight()
 WAIT_POLL_S = 0.5  # a wait for another call's request wakes this often (Ctrl-C is handled between waits)
 
 
+def note_paid(progress: Counts, response: dict[str, Any]) -> None:
+    """Count a response this run pays for (sent now, or paid by a stopped run): its tokens and price."""
+    usage = response.get("usage") or {}
+    progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                  cost=response.get("cost_usd"))  # None: price unknown
+
+
 def execute(backend: Backend, cache: ResponseCache, requests: list[Request], progress: Counts,
             aliases: dict[str, set[str]] | None = None,
             on_keys: Callable[[dict[str, dict[str, Any]]], None] | None = None,
@@ -71,11 +78,11 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
     """Look every request up in the cache (batched); send the misses no other call of this process is sending;
     wait for those it is and read them from the cache; commit each response before use.
 
-    ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as
-    they settle, with their responses (a failure dict for a request that failed). ``progress`` counts hits as
-    ``cached``, or ``resumed`` where a stopped run paid for them, and the tokens and cost of what is sent; who
-    counts failures (per call, whatever their reason) is the caller. Returns (responses by key, cached responses by key, the cached keys a stopped run paid and never
-    recorded); failures are failure dicts.
+    ``aliases`` (key -> variable hashes) are stored with the responses; ``on_keys`` hears of keys as they settle,
+    with their responses (a failure dict for a request that failed). ``progress`` counts hits as ``cached``, or
+    ``resumed`` where a stopped run paid for them, and the tokens and cost of what this run pays for (sent now, or
+    resumed); failures (per call, whatever their reason) are the caller's to count. Returns (responses by key,
+    cached responses by key, the cached keys a stopped run paid and never recorded); failures are failure dicts.
     """
     aliases = aliases or {}
     where = str(cache.path.resolve())  # once: the same file under another path or a later working directory
@@ -89,6 +96,8 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
             out.update(responses)
             hits.update(responses)
             progress.note(cached=len(responses) - len(resumed), resumed=len(resumed))
+            for key in resumed:  # this run's spending, as its summary counts it
+                note_paid(progress, responses[key])
             cache.add_aliases([(a, k) for k in responses for a in aliases.get(k, ())])
             if on_keys is not None:
                 on_keys(responses)
@@ -106,9 +115,7 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
             return
         if "failure" not in result:
             cache.put(req.key, result, tuple(aliases.get(req.key, ())))  # committed before anyone reads it
-            usage = result.get("usage") or {}
-            progress.note(tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-                          cost=result.get("cost_usd"))  # None: price unknown
+            note_paid(progress, result)
         out[req.key] = result
         if (claim := claims.pop(req.key, None)) is not None:  # after the commit: a waiter reads it from the cache
             IN_FLIGHT.settle(where, {req.key: claim})
