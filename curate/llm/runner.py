@@ -41,20 +41,25 @@ from curate.llm.digits import digit_score
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.sending import execute
 
-
 # -- progress and sending -----------------------------------------------------------------------------
+#: ``on_counts(failed, cached, paid_by_stopped_run)``: the items that ended failed so far (indices; don't change the
+#: set), the requests the on-disk cache answered and the answers a stopped run paid for, as the call's bar counts them
+OnCounts = Callable[[set[int], int, int], None]
+
+
 class _Progress:
     """Counts of one call, shown on a bar over its items (or given to the caller's callback): the items that ended
     failed (whatever the reason, once each), answers the cache gave (``resumed``: ones a stopped run paid for and
     this run counts as its own), tokens and cost of what this run pays for (sent now, or resumed)."""
 
-    def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None):
+    def __init__(self, total: int, desc: str, enabled: bool, on_items: Callable[[list[int]], None] | None,
+                 on_counts: OnCounts | None = None):
         self.bar = None
         if enabled:
             from curate.storage.progress import progress_bar
 
             self.bar = progress_bar(total, desc, True, unit="call")
-        self.on_items = on_items
+        self.on_items, self.on_counts = on_items, on_counts
         self.failed: set[int] = set()  # the items whose call failed
         self.tokens = self.cached = self.resumed = 0
         self.cost: float | None = 0.0  # None once a response came without a known price
@@ -67,10 +72,17 @@ class _Progress:
             self.on_items(items)
         if self.bar is not None and items:
             self.bar.update(len(items))
+        if items and (self.bar is not None or self.on_counts is not None):
             now = time.monotonic()
             if now - self._last > 0.2:
                 self._last = now
-                self.bar.set_postfix(self.postfix(), refresh=False)
+                self._show(refresh=False)
+
+    def _show(self, refresh: bool) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix(), refresh=refresh)
+        if self.on_counts is not None:
+            self.on_counts(self.failed, self.cached, self.resumed)
 
     def note(self, *, tokens: int = 0, cost: float | None = 0.0, cached: int = 0, resumed: int = 0) -> None:
         self.tokens += tokens
@@ -86,8 +98,8 @@ class _Progress:
     def close(self, results: list[CallResult | None]) -> None:
         """The final counts: ``failed`` as ``results`` end (a validation failure after its re-asks, too)."""
         self.failed = {i for i, res in enumerate(results) if res is not None and res.failure is not None}
+        self._show(refresh=True)
         if self.bar is not None:
-            self.bar.set_postfix(self.postfix(), refresh=True)
             self.bar.close()
 
 
@@ -242,27 +254,30 @@ def run_prompt(prompt: str | os.PathLike | Prompt, variables: list[dict[str, Any
                cache: str | os.PathLike | ResponseCache, *, progress: bool = True,
                params: dict[str, Any] | None = None, output_model: Any = None, min_digit_mass: float | None = None,
                validation_retries: int | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
-               desc: str | None = None, on_items_done: Callable[[list[int]], None] | None = None) -> list[CallResult]:
+               desc: str | None = None, on_items_done: Callable[[list[int]], None] | None = None,
+               on_counts: OnCounts | None = None) -> list[CallResult]:
     """One cached call of ``prompt`` per dict in ``variables``; results in the same order.
 
     ``cache``: a ResponseCache, a folder (``responses.sqlite`` inside, e.g. ``ws.cache_dir``) or a file.
     ``digit_score`` prompts give the expected score in ``.parsed``; ``json`` prompts a validated Pydantic
     object (``output_model`` or the prompt's ``output.model``), with up to ``validation_retries`` re-asks;
     ``text`` prompts the text. Failures carry a code, a message and the raw output. ``on_items_done``
-    hears the indices of items as their first response settles (a caller's own progress).
+    hears the indices of items as their first response settles, ``on_counts`` the bar's counts as they change and
+    once more when the call ends (:data:`OnCounts`; a caller's own progress).
     """
     call = PromptCall(prompt, variables, params, output_model, min_digit_mass, validation_retries)
     return run_prompts([call], backend, cache, progress=progress, prompt_dirs=prompt_dirs, desc=desc,
-                       on_items_done=on_items_done)[0]
+                       on_items_done=on_items_done, on_counts=on_counts)[0]
 
 
 def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathLike | ResponseCache, *,
                 progress: bool = True, prompt_dirs: list[str | os.PathLike] | None = None, desc: str | None = None,
-                on_items_done: Callable[[list[int]], None] | None = None) -> list[list[CallResult]]:
+                on_items_done: Callable[[list[int]], None] | None = None,
+                on_counts: OnCounts | None = None) -> list[list[CallResult]]:
     """``run_prompt`` of several prompts at once, one result list per call: their requests go to the backend in one
     ``run`` (one batch of openai-batch, one launch of vllm-batch), and so does each round of their re-asks. The same
     requests, cache keys and results as one ``run_prompt`` per call; ``on_items_done`` hears item indices counted
-    over the calls in order."""
+    over the calls in order, and so does ``on_counts``."""
     cache = response_cache(cache)
     parts = [_Part(call, backend, prompt_dirs) for call in calls]
     owner = [part for part in parts for _ in part.variables]  # each item's part
@@ -292,7 +307,7 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
         key = stopped_run.get(aliases[i])
         interpret(i, found[aliases[i]], key, True, key is not None)
     names = " + ".join(dict.fromkeys(part.prompt.name for part in parts))
-    bar = _Progress(len(variables), desc or names, progress, on_items_done)
+    bar = _Progress(len(variables), desc or names, progress, on_items_done, on_counts)
     try:
         bar.note(cached=sum(results[i].cached_requests for i in hit_idx), resumed=sum(results[i].recovered for i in hit_idx))
         for res in (results[i] for i in hit_idx if results[i].recovered):  # a stopped run's: this run's spending
