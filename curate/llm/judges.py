@@ -33,7 +33,7 @@ from curate.llm.prompt_checks import ROW_VARIABLES
 from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.llm.structured import json_mode_fingerprint
-from curate.storage.step import RowInput, StepContext, StepOutput, turns_replied_by
+from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, turns_replied_by
 
 BUILTIN_JUDGES = ("complexity", "quality", "alpagasus")
 # ROW_VARIABLES (prompt_checks): the template variables a judge fills from the conversation; any other prompt input
@@ -165,34 +165,25 @@ class Judge:
 
     def run(self, rows: Sequence[RowInput], ctx: StepContext) -> StepOutput:
         """Score every user turn of ``rows``; a turn without a value gets a Failure naming it."""
+        from curate.storage.progress import call_counts  # tqdm loads with a bar, not with judges
+
         backend = self._backend()
         items, item_rows, pre_failures = self._items(rows)
-        remaining = [0] * len(rows)
-        for r in item_rows:
-            remaining[r] += 1
-        ready = sum(1 for n in remaining if n == 0)
-        if ready:
-            ctx.progress.update(ready)
-
-        def on_items_done(indices: list[int]) -> None:
-            finished = 0
-            for i in indices:
-                remaining[item_rows[i]] -= 1
-                finished += remaining[item_rows[i]] == 0
-            if finished:
-                ctx.progress.update(finished)
-
+        progress = RowProgress(item_rows, len(rows), ctx.progress)  # a row counts once all its turns are done
+        counts = call_counts(ctx.progress)  # failed=, cached= on the row bar, live
         cache = response_cache(ctx.cache_dir)
         try:
             results = run_prompt(self.prompt, [item for item, _ in items], backend, cache,
                                  progress=False, params=self.params, output_model=self.output,
-                                 min_digit_mass=self.min_digit_mass, on_items_done=on_items_done)
+                                 min_digit_mass=self.min_digit_mass, on_items_done=progress.items_done,
+                                 on_counts=counts.listener(item_rows, [r for r, f in enumerate(pre_failures) if f]))
         except PromptRenderError as exc:  # a prompt/config mistake: stop with the file and the first row it hit
             row_id = next((rows[item_rows[i]].id for i, (item, _) in enumerate(items) if item is exc.variables), None)
             if row_id is None:
                 raise
             raise PromptRenderError(f"{exc} (row id {row_id})") from exc
         out = self._output(rows, items, item_rows, pre_failures, results)
+        counts.chunk_done(sum(1 for f in out.failures if f), out.stats)  # as stored: a cut-off text failed too
         out.on_stored.append(functools.partial(cache.mark_recorded, billed_keys(results)))
         return out
 

@@ -121,13 +121,16 @@ class Tagger:
         """One cached judge call per user turn; a row's value is its turns' tag lists."""
         from curate.llm.cache import response_cache
         from curate.llm.runner import run_prompt
+        from curate.storage.progress import call_counts
 
         backend = self._require_backend()
         variables = [{"instruction": turn.instruction} for row in rows for turn in row.turns]
-        progress = RowProgress([r for r, row in enumerate(rows) for _ in row.turns], len(rows), ctx.progress)
+        owners = [r for r, row in enumerate(rows) for _ in row.turns]
+        progress = RowProgress(owners, len(rows), ctx.progress)
+        counts = call_counts(ctx.progress)  # failed=, cached= on the row bar, live
         cache = response_cache(ctx.cache_dir)
-        results = run_prompt(self.prompt, variables, backend, cache, progress=False,
-                             params=self.params or None, on_items_done=progress.items_done)
+        results = run_prompt(self.prompt, variables, backend, cache, progress=False, params=self.params or None,
+                             on_items_done=progress.items_done, on_counts=counts.listener(owners))
         progress.finish()
         values: list[list[list[str] | None]] = []
         failures: list[list[Failure]] = []
@@ -151,7 +154,9 @@ class Tagger:
             failures.append(fails)
         from curate.llm.calls import billed_keys, call_usage
 
-        return StepOutput(values, failures, stats={"turns": len(variables), **call_usage(results)},
+        usage = call_usage(results)
+        counts.chunk_done(sum(1 for f in failures if f), usage)  # as stored: a reply of blank tags failed too
+        return StepOutput(values, failures, stats={"turns": len(variables), **usage},
                           on_stored=[functools.partial(cache.mark_recorded, billed_keys(results))])
 
     def __repr__(self) -> str:

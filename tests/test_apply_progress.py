@@ -1,0 +1,158 @@
+"""``ws.apply``'s row bar (a real tqdm bar, read from stderr) for the steps that send LLM requests, against the fault
+server on loopback: judges and the tagger show ``failed=`` (rows, as the summary line counts them), ``cached=`` and
+``paid_by_stopped_run=`` (requests, as the run record counts them); the bar said nothing of either until the summary."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from curate.codes import Failure, FailureCode
+from curate.llm.backends import OpenAIBackend
+from curate.llm.judges import Judge
+from curate.session import Workspace
+from curate.storage.progress import progress_bar
+from curate.storage.step import StepContext, StepOutput
+from curate.tags import Tagger
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+ROWS = ["plain one", "[always500] broken", "[badtext] fruit", "plain two"]  # two rows end failed
+
+
+@pytest.fixture
+def fault_server():
+    with FaultServer(retry_after="1") as srv:
+        yield srv
+
+
+def _backend(srv) -> OpenAIBackend:
+    return OpenAIBackend(srv.base_url, "fault", api_key="test-key-never-stored", timeout=2.0, max_retries=1,
+                         backoff_base=0.01)
+
+
+def _workspace(tmp_path, instructions, name="ws") -> Workspace:
+    ws = Workspace(tmp_path / name)
+    ws.load(write_jsonl(tmp_path / f"{name}.jsonl", [{"instruction": t, "output": "ok"} for t in instructions]))
+    return ws
+
+
+def _last_postfix(err: str, desc: str) -> dict[str, str]:
+    """The counts the bar ``desc`` showed last (its final postfix, written when it closed); {} if it showed none."""
+    lines = [part for part in re.split(r"[\r\n]", err) if part.startswith(f"{desc}:")]
+    assert lines, err[-2000:]
+    return dict(re.findall(r"(\w+)=([^,\]\s]+)", lines[-1]))
+
+
+def _record(result) -> dict:
+    return result.provenance["runs"][-1]
+
+
+def test_a_judges_row_bar_counts_failed_rows_and_cached_requests_as_its_summary_does(tmp_path, fault_server, capsys):
+    ws = _workspace(tmp_path, ROWS)
+    capsys.readouterr()
+    first = ws.apply(Judge("complexity", _backend(fault_server)), progress=True)
+    shown = _last_postfix(capsys.readouterr().err, "complexity")
+    assert (first.failed_now, _record(first)["cached_requests"]) == (2, 0)
+    assert (shown["failed"], shown["cached"]) == ("2", "0") and "paid_by_stopped_run" not in shown
+
+    again = ws.apply(Judge("complexity", _backend(fault_server)), progress=True, force=True)
+    shown = _last_postfix(capsys.readouterr().err, "complexity")
+    cached = _record(again)["cached_requests"]
+    assert cached == 3  # the 500 is no answer: sent again, failed again; the unparsable reply is the cache's
+    assert (shown["failed"], shown["cached"]) == (str(again.failed_now), str(cached)) == ("2", "3")
+
+
+def test_a_judges_row_bar_counts_what_a_stopped_run_paid_for(tmp_path, fault_server, capsys):
+    """A run killed after its answers were cached and before its column was stored: the next run's bar counts them
+    paid_by_stopped_run=, as its record does, and not cached=."""
+    ws = _workspace(tmp_path, ROWS)
+    judge = Judge("complexity", _backend(fault_server))
+    judge.run(ws.row_inputs(ws.ids, judge.inputs), StepContext(progress_bar(len(ws), "killed", False), ws.cache_dir, ws.path))  # never stored
+    sent = fault_server.total
+    capsys.readouterr()
+    resumed = ws.apply(judge, progress=True)
+    shown = _last_postfix(capsys.readouterr().err, "complexity")
+    record = _record(resumed)
+    assert fault_server.total > sent  # only the [always500] row is sent again
+    assert (record["requests_paid_by_stopped_run"], record["cached_requests"], resumed.failed_now) == (3, 0, 2)
+    assert (shown["failed"], shown["cached"], shown["paid_by_stopped_run"]) == ("2", "0", "3")
+
+
+def test_a_row_failed_in_one_turn_and_before_any_request_counts_once(tmp_path, fault_server, capsys):
+    """Rows, not turns: a row with two failed turns is one failed row; a turn without a reply fails before any
+    request and is counted too."""
+    ws = Workspace(tmp_path / "ws")
+    two_bad = {"conversations": [{"from": "human", "value": "[always500] a"}, {"from": "gpt", "value": "x"},
+                                 {"from": "human", "value": "[badtext] b"}, {"from": "gpt", "value": "y"}]}
+    no_reply = {"conversations": [{"from": "human", "value": "plain c"}, {"from": "gpt", "value": "z"},
+                                  {"from": "human", "value": "plain d"}, {"from": "gpt", "value": " "}]}
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [two_bad, no_reply, {"instruction": "plain e", "output": "ok"}]))
+    capsys.readouterr()
+    result = ws.apply(Judge("quality", _backend(fault_server)), progress=True)
+    shown = _last_postfix(capsys.readouterr().err, "quality")
+    assert result.failed_now == 2 and shown["failed"] == "2"
+
+
+def test_the_taggers_row_bar_counts_failed_rows_and_cached_requests(tmp_path, fault_server, capsys):
+    ws = _workspace(tmp_path, ["Sort a list.", "[always500] Reverse it.", "Name a prime."])
+    capsys.readouterr()
+    first = ws.apply(Tagger(_backend(fault_server)), progress=True)
+    shown = _last_postfix(capsys.readouterr().err, "tags_raw")
+    assert first.failed_now == 1 and (shown["failed"], shown["cached"]) == ("1", "0")
+    again = ws.apply(Tagger(_backend(fault_server)), progress=True, force=True)
+    shown = _last_postfix(capsys.readouterr().err, "tags_raw")
+    assert (again.failed_now, _record(again)["cached_requests"]) == (1, 2)
+    assert (shown["failed"], shown["cached"]) == ("1", "2")
+
+
+class Lengths:
+    """A step that sends no request: the characters of each row's first instruction (one row fails)."""
+
+    column, granularity, reducer, inputs = "lengths", "row", None, ()
+
+    def fingerprint(self) -> str:
+        return "lengths-1"
+
+    def describe(self) -> dict:
+        return {"kind": "test_lengths"}
+
+    def run(self, rows, ctx: StepContext) -> StepOutput:
+        ctx.progress.update(len(rows))
+        values = [None if "broken" in row.turns[0].instruction else len(row.turns[0].instruction) for row in rows]
+        return StepOutput(values, [[] if v is not None else [Failure(FailureCode.EMPTY_INPUT, "broken")]
+                                   for v in values])
+
+
+def test_a_step_that_sends_no_request_keeps_its_bar_without_counts(tmp_path, capsys):
+    ws = _workspace(tmp_path, ["plain one", "[always500] broken"])
+    capsys.readouterr()
+    result = ws.apply(Lengths(), progress=True)
+    err = capsys.readouterr().err
+    assert result.failed_now == 1 and "lengths:" in err and "failed=" not in err and "cached=" not in err
+
+
+def test_curate_score_bar_ends_with_the_counts_its_summary_line_says(tmp_path, fault_server):
+    ws = tmp_path / "ws"
+    rows = ["plain one", "[badtext] fruit", "[lowmass] unsure", "plain two"]  # failed, not transient: exit 0
+    pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": t, "output": "ok"} for t in rows])
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def curate(*args):
+        run = subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], capture_output=True, text=True,
+                             timeout=300, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return " ".join(run.stdout.split()), run.stderr
+
+    curate("load", pool, "-w", ws)
+    judge = ["score", ws, "--judge", "complexity", "--base-url", fault_server.base_url, "--model", "fault",
+             "--max-retries", "1"]
+    for column, failed, cached in (("complexity", 2, 0), ("complexity_again", 2, 4)):
+        said, err = curate(*judge, "--column", column)
+        shown = _last_postfix(err, column)
+        assert f"failed {failed}" in said and f"{cached} answered by the on-disk cache" in said, said
+        assert (shown["failed"], shown["cached"]) == (str(failed), str(cached)), err[-2000:]
