@@ -167,7 +167,7 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     sampling = sampling_kwargs({"temperature": 0.7, "max_completion_tokens": 64, "frequency_penalty": 0.5,
                                 "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5,
                                 "logit_bias": {"17": -100}, "stop": ["\n\n"]})
-    assert sampling == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 64, "logprobs": None, "seed": None,
+    assert sampling == {"temperature": 0.7, "max_tokens": 64, "logprobs": None, "seed": None,
                         "stop": ["\n\n"], "structured_outputs": None, "frequency_penalty": 0.5,
                         "presence_penalty": 0.25, "repetition_penalty": 1.2, "top_k": 5, "logit_bias": {17: -100.0}}
     with pytest.raises(CurateError, match=r"VLLMBackend \(CLI: --backend vllm\), has no request parameter "
@@ -179,6 +179,27 @@ def test_the_in_process_engine_honours_or_refuses_every_request_parameter(tmp_pa
     answer = load_prompt("answer")  # the shipped prompts run in-process as they are
     variables = {"instruction": "Name a colour.", "system": "", "history": []}
     assert sampling_kwargs(build_requests(answer, [variables], backend)[0].params)["max_tokens"] == 512
+
+
+@pytest.mark.parametrize("model_defaults", [{}, {"temperature": 0.6, "top_p": 0.9, "top_k": 20}])
+def test_the_in_process_engine_samples_what_the_request_leaves_out_as_vllms_server_does(model_defaults):
+    """A prompt without a temperature was decoded greedily in-process (0.0) and at the server's default (1.0, or the
+    model's generation config) through `curate serve-local`, under one cache key; the in-process engine now fills
+    what a request leaves out as vLLM's own server does (request, else the model's config, else OpenAI's)."""
+    from vllm import SamplingParams
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    from curate.llm.vllm_engine import sampling_kwargs
+
+    table = ChatCompletionRequest.__private_attributes__["_DEFAULT_SAMPLING_PARAMS"].default
+    for params in ({"max_tokens": 5}, {"max_tokens": 5, "temperature": 0.0}, {"max_tokens": 5, "top_k": 3}):
+        ours = SamplingParams(**{k: v for k, v in sampling_kwargs(params, model_defaults, table).items() if k in table})
+        server = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **params)
+        theirs = server.to_sampling_params(5, default_sampling_params=model_defaults)
+        for name in table:
+            assert getattr(ours, name) == getattr(theirs, name), (params, name, ours, theirs)
+    assert sampling_kwargs({"max_tokens": 5}, model_defaults, table)["temperature"] == model_defaults.get(
+        "temperature", 1.0)  # was 0.0 whatever the model and the server said
 
 
 def test_a_row_longer_than_the_local_context_fails_context_too_long(local_llm, tmp_path):

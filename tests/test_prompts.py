@@ -329,33 +329,3 @@ def test_a_prompt_reading_a_column_the_pool_lacks_names_its_file(tmp_path):
     with pytest.raises(PromptError) as err:
         estimate(ws, Judge(path, backend))
     assert str(err.value) == said
-
-
-def test_a_prompt_that_sends_requests_states_its_temperature(tmp_path):
-    """Without params.temperature the in-process vLLM engine decoded greedily (0.0) and a server sampled at its own
-    default (1.0 for vLLM's and OpenAI's), and the response cache (the request as sent) served one's answer as the
-    other's. Such a request is now an error naming the file, before anything is sent; every shipped prompt that
-    sends requests states it (the readers, questions a fine-tuned scorer answers, send none)."""
-    from curate.errors import CurateError
-    from curate.llm.prompts import builtin_prompt_dir
-    from curate.llm.runner import build_requests, request_params
-    from curate.llm.vllm_engine import sampling_kwargs
-    from curate.scorers.smalllm import READER_PROMPTS
-    from tests.conftest import ScriptedBackend
-
-    path = tmp_path / "rate.md"
-    path.write_text(PROMPT.replace("params:\n  temperature: 0.0\n", ""))
-    prompt = load_prompt(path)  # it loads: a reader prompt sends nothing
-    backend = ScriptedBackend(lambda request: "3")
-    with pytest.raises(PromptError) as err:
-        build_requests(prompt, [{"instruction": "Say hi."}], backend)
-    assert str(err.value).startswith(f"{path}: params.temperature is not set")
-    assert build_requests(prompt, [{"instruction": "Say hi."}], backend, params={"temperature": 0.3})[0].params == {
-        "temperature": 0.3, "max_tokens": 1}
-    with pytest.raises(CurateError, match="states its temperature"):
-        sampling_kwargs({"max_tokens": 5})  # a request built elsewhere: the engine picks no temperature of its own
-    shipped = sorted(p for p in builtin_prompt_dir().rglob("*.md") if p.name != "README.md")
-    senders = [p for p in shipped if p.stem not in READER_PROMPTS.values()]
-    assert len(senders) == len(shipped) - 2 >= 17
-    for file in senders:
-        assert request_params(load_prompt(file), backend, None)["temperature"] is not None, file

@@ -542,8 +542,8 @@ def test_params_cannot_redirect_the_request(tmp_path):
 # -- 5. render and front-matter mistakes are one-line errors -----------------------------------------
 def _prompt_file(tmp_path, user_body: str, scale: str = "[1, 6]", inputs: str = "[instruction]") -> Path:
     path = tmp_path / "mine.md"
-    path.write_text(f"---\nname: mine\ninputs: {inputs}\noutput:\n  kind: digit_score\n  scale: {scale}\n"
-                    f"params:\n  temperature: 0.0\n---\n=== user ===\n{user_body}\n")
+    path.write_text(f"---\nname: mine\ninputs: {inputs}\noutput:\n  kind: digit_score\n  scale: {scale}\n---\n"
+                    f"=== user ===\n{user_body}\n")
     return path
 
 
@@ -569,7 +569,7 @@ def test_sandbox_violation_in_a_prompt_is_a_prompt_error(tmp_path, fault_server)
 
 
 def test_undefined_variable_in_a_prompt_is_one_cli_error_with_file_and_row(tmp_path, fault_server):
-    path = _prompt_file(tmp_path, "{{ instruction }}\nfor {{ audience }}")  # audience: the file's line 12
+    path = _prompt_file(tmp_path, "{{ instruction }}\nfor {{ audience }}")  # audience: the file's line 10
     ws = _workspace(tmp_path, ["row one", "row two"])
     with pytest.raises(PromptError, match="audience"):
         run_prompt(path, [{"instruction": "x"}], _backend(fault_server), tmp_path / "c.sqlite", progress=False)
@@ -577,7 +577,7 @@ def test_undefined_variable_in_a_prompt_is_one_cli_error_with_file_and_row(tmp_p
                                 "--model", "fault"))
     assert str(path) in line and "'audience' is undefined" in line
     # which line, and what to do (it said only "user message: UndefinedError"); found as the file loads, before a row
-    assert f"{path}:12: in the user message" in line and "list it in the prompt's inputs (now ['instruction'])" in line
+    assert f"{path}:10: in the user message" in line and "list it in the prompt's inputs (now ['instruction'])" in line
     assert fault_server.total == 0
 
 

@@ -105,17 +105,13 @@ class _Progress:
 
 # -- requests -----------------------------------------------------------------------------------------
 def request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The generation parameters of a call: the prompt's, overridden by ``params``, with a temperature (a
-    PromptError naming the file without one); digit scores ask for one token and its top logprobs."""
+    """The generation parameters of a call: the prompt's, overridden by ``params``; digit scores ask for
+    one token and its top logprobs."""
     forbidden = sorted(set(params or {}) & FORBIDDEN_PARAMS)
     if forbidden:
         raise CurateError(f"params {forbidden} are not allowed: they would redirect the request "
                           f"(the backend sets the model and the prompt the messages)")
     merged = {**prompt.params, **(params or {})}
-    if merged.get("temperature") is None:  # the in-process engine decoded greedily, a server at its own default
-        raise PromptError(f"{prompt.where}: params.temperature is not set: a prompt that sends requests states its "
-                          f"temperature (e.g. 'temperature: 0.0' under params:, or params={{'temperature': ...}}), "
-                          f"else each backend would decode it its own way under one cache key")
     if prompt.output_kind == "digit_score":
         merged["max_tokens"] = 1
         if backend.supports_logprobs:

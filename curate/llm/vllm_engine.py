@@ -29,19 +29,20 @@ SAMPLING_PARAMS = ("presence_penalty", "frequency_penalty", "repetition_penalty"
                    "stop_token_ids", "ignore_eos", "logit_bias", "skip_special_tokens", "include_stop_str_in_output")
 
 
-def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+def sampling_kwargs(params: dict[str, Any], model_defaults: dict[str, Any] | None = None,
+                    openai_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of vLLM's ``SamplingParams`` for a request's OpenAI-style ``params``. Every parameter
     is honoured or refused: one the engine has no counterpart for raises, as an API server answers 400, rather
-    than being dropped (a prompt's ``frequency_penalty`` must not act through a server and vanish in-process)."""
+    than being dropped (a prompt's ``frequency_penalty`` must not act through a server and vanish in-process).
+    A sampling parameter the request leaves out takes what vLLM's server gives it (request, else the model's
+    generation config ``model_defaults``, else the OpenAI default in ``openai_defaults``): a prompt without a
+    temperature was decoded greedily here and at 1.0 by a server, under one cache key."""
     unknown = sorted(set(params) - MAPPED_PARAMS - set(SAMPLING_PARAMS))
     if unknown:
         server = python_and_cli("OpenAIBackend(base_url=...)", "--backend local, or --base-url")
         raise CurateError(f"the in-process vLLM engine, {python_and_cli('VLLMBackend', '--backend vllm')}, has no "
                           f"request parameter {unknown}; it takes {sorted(MAPPED_PARAMS | set(SAMPLING_PARAMS))}. "
                           f"Remove it from the prompt's params, or send through a server ({server})")
-    if params.get("temperature") is None:  # greedy here, the server's default there, under one cache key
-        raise CurateError("a request to the in-process vLLM engine states its temperature (the prompt's "
-                          "params.temperature): without it a server samples at its own default")
     fmt = params.get("response_format") or {}
     structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
                   else {"json_object": True} if fmt.get("type") == "json_object" else None)
@@ -49,9 +50,12 @@ def sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     extra = {k: params[k] for k in SAMPLING_PARAMS if params.get(k) is not None}
     if "logit_bias" in extra:  # JSON object keys are strings; the engine indexes token ids
         extra["logit_bias"] = {int(k): float(v) for k, v in extra["logit_bias"].items()}
-    return {"temperature": float(params["temperature"]), "top_p": float(params.get("top_p", 1.0)),
+    given = {"temperature": params.get("temperature"), "top_p": params.get("top_p"), **extra}
+    unset = {name: (model_defaults or {}).get(name, default) for name, default in (openai_defaults or {}).items()
+             if given.get(name) is None}
+    return {**unset, **{k: v for k, v in given.items() if v is not None},
             "max_tokens": int(max_tokens), "logprobs": params.get("top_logprobs") if params.get("logprobs") else None,
-            "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured, **extra}
+            "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured}
 
 
 class VLLMBackend(Backend):
@@ -94,17 +98,23 @@ class VLLMBackend(Backend):
         return self._llm
 
     def sampling_params(self, params: dict[str, Any]):
-        """vLLM's ``SamplingParams`` for a request's OpenAI-style ``params`` (see :func:`sampling_kwargs`)."""
-        kwargs = sampling_kwargs(params)  # first: a refused parameter stops before vLLM is imported (~10 s)
+        """vLLM's ``SamplingParams`` for a request's OpenAI-style ``params`` (see :func:`sampling_kwargs`), its
+        unset sampling parameters as vLLM's server sets them (the model's generation config, else OpenAI's)."""
+        sampling_kwargs(params)  # first: a refused parameter stops before vLLM is imported (~10 s) or loaded
         from vllm import SamplingParams
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.sampling_params import StructuredOutputsParams
 
+        server_table = ChatCompletionRequest.__private_attributes__["_DEFAULT_SAMPLING_PARAMS"].default
+        kwargs = sampling_kwargs(params, self.llm.model_config.get_diff_sampling_param(), server_table)
         structured = kwargs.pop("structured_outputs")
         return SamplingParams(**kwargs, structured_outputs=StructuredOutputsParams(**structured) if structured else None)
 
     def generate_batch(self, requests: list[Request]) -> list[dict[str, Any]]:
         """One engine call for all ``requests``; results in the same order."""
-        sampling = [self.sampling_params(r.params) for r in requests]  # before self.llm: a refused one loads nothing
+        for r in requests:  # before self.llm: a refused one loads nothing
+            sampling_kwargs(r.params)
+        sampling = [self.sampling_params(r.params) for r in requests]
         outputs = self.llm.chat([r.messages for r in requests], sampling_params=sampling, use_tqdm=False)
         results = []
         for out in outputs:
