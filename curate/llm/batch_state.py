@@ -208,18 +208,15 @@ class BatchState:
         """(entry, mine) of submission ``sid``: ``mine`` if ``me`` still holds its ``role`` claim ("owner": no batch yet;
         "collector": not settled), its beat refreshed and ``fields`` recorded, under the workspace lock; not if a run of
         another machine took it over meanwhile (``me`` stalled past ``claim_expiry_s``) or it was settled (nothing
-        recorded then: the entry is the other run's)."""
+        recorded then: the entry is the other run's). Written by ``record``, within the same hold of the lock (it
+        re-enters): every write of a submission's fields goes through it."""
         with self.ws.lock():
-            index = self.ws.artifact(INDEX) or {"submissions": {}}
-            entry = index["submissions"].get(sid, {"id": sid})
+            entry = self.submissions().get(sid, {"id": sid})
             held = entry.get(role) or {}
             if held.get("call") != me["call"] or entry.get("status") in SETTLED or (
                     role == "owner" and entry.get("batch_id")):
                 return entry, False
-            entry = index["submissions"][sid] = {**entry, **fields, role: {**held, "beat": time.time()},
-                                                 "updated": time.time()}
-            self.ws.add_artifact(INDEX, index)
-        return entry, True
+            return self.record(sid, **fields, **{role: {**held, "beat": time.time()}}), True
 
     def bill(self, sid: str, me: Owner, asked: set[str]) -> dict[str, Owner]:
         """{key: the owner of the earlier call that counts it} for the keys of ``asked`` (this call's, of submission
