@@ -390,3 +390,53 @@ def test_a_call_ends_without_waiting_a_quarter_expiry_for_a_beat_blocked_on_the_
         writer.join(10)
     beat._thread.join(10)
     assert not beat._thread.is_alive()  # its beat written, it stops
+
+
+def test_a_collect_taken_over_while_delivering_leaves_the_collected_record_to_the_run_that_took_it(tmp_path):
+    """A collect with nothing to resubmit (the usual case) stalled delivering past claim_expiry_s and was taken over;
+    resuming, it marked the batch ``collected`` with its own fields without re-checking its claim: while the run that
+    took it was still reading the batch's files (measured: status "collected", run b still held in its collect), so a
+    waiting run would settle on a record the collector had not written. Its final record is written only while the
+    claim is its own: taken over, it says so, waits for that collect and leaves that run's record as it is."""
+    texts = [f"collected record row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    events_a: list[str] = []
+    taken_notice = "submission feedface: this run's collector claim was taken over meanwhile by a run on host-b"
+
+    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
+        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
+        await call.poll()
+
+    def stalls_in_delivery(req, result, cached=False):  # its first answer: stalls until run b took the collect over
+        if not got["a"]:
+            srv.hold_files.set()  # run b, taking over, stays mid-collect (reading the files) until released
+            _wait(lambda: "taken_over" in BatchState(ws).submissions()["feedface"], "run b takes the collect over")
+        _into_cache(backend_a, got["a"])(req, result, cached)
+
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        by_key = _requests(srv, ws, texts)
+        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
+        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        a = _call_on("host-a ns", srv, backend_a, by_key, stalls_in_delivery, steps=stalled)
+        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
+              "run a claims the collect")
+        b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
+        _wait(lambda: not a.is_alive() or any(taken_notice in e for e in events_a), "run a ends its collect")
+        mid = BatchState(ws).submissions()["feedface"]  # run b is still reading the files
+        assert mid.get("status") != "collected" and "final_status" not in mid, (mid, events_a)
+        srv.hold_files.clear()
+        _wait(lambda: BatchState(ws).submissions()["feedface"].get("status") == "collected", "run b collects it")
+        settled = BatchState(ws).submissions()["feedface"]  # run b's record
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 1, events_a
+    entry = BatchState(ws).submissions()["feedface"]
+    assert entry == settled, (entry, settled)  # run a, collecting after it, left run b's record as it is
+    assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
+    assert entry["final_status"] == "completed" and entry["resubmitted"] == 0, entry
+    assert any(taken_notice in e for e in events_a), events_a
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got

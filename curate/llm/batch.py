@@ -385,8 +385,8 @@ class _Call(_CallClaims):
                 self.deliver(key, failure)
         if claimed.get("status") not in SETTLED:  # a second collect leaves the first one's record as it is
             lost_fields = {"lost_files": list(lost), "reason": lost_files_reason(batch, lost)} if lost else {}
-            self.b.state.record(sid, status="collected", final_status=batch.status, resubmitted=len(wanted) - len(
-                retry) + (len(retry) if resubmit else 0), **lost_fields)  # after its resubmissions are recorded
+            self.confirmed(sid, "collector", status="collected", final_status=batch.status, **lost_fields,
+                           resubmitted=len(wanted) - len(retry) + (len(retry) if resubmit else 0))  # after its resubmissions, if still its claim
         return resubmit or len(wanted) > len(retry)
 
     def adopt_children(self, sid: str, retry: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -4,9 +4,10 @@ The heartbeat (``ClaimBeat``) beats from a daemon thread, so a call whose event 
 answers into SQLite for longer than ``claim_expiry_s``) keeps its claims; a failed beat is retried a few times, then
 said once (``news``) and tried again at the next beat: it never ends the beating, nor the call. A run of another
 machine takes a claim over only after its beat stood still for ``claim_expiry_s`` (a whole process stopped or cut
-off); so before creating a batch, delivering a collect or resubmitting its share, a call confirms, under the lock,
-that it still holds the claim (``_CallClaims.confirmed``). One taken over meanwhile is left to the run that took it:
-this call says so and waits for that run's batch or collect, as for any live other run's claim. Those two (a failed
+off); so before creating a batch, delivering a collect, resubmitting its share or recording it settled, a call
+confirms, under the lock, that it still holds the claim (``_CallClaims.confirmed``). One taken over meanwhile is
+left to the run that took it: this call says so and waits for that run's batch or collect, as for any live other
+run's claim. Those two (a failed
 beat, a claim taken over) go to ``on_event`` where one is set (the CLI prints them), else they are warned
 (``BatchClaimWarning``): a Python API or notebook user learns of them too.
 """
