@@ -440,3 +440,49 @@ def test_a_collect_taken_over_while_delivering_leaves_the_collected_record_to_th
     assert any(taken_notice in e for e in events_a), events_a
     assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
+def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_record_to_the_run_that_took_it(tmp_path):
+    """A run handling a batch the server forgot (404) stalled uploading its requests again past claim_expiry_s and was
+    taken over: the run that took it adopted the resubmission and marked the batch lost. Resuming, the first run marked
+    it lost again without re-checking its claim, rewriting the taker's record. It records it only while the claim is
+    its own: taken over, it says so and leaves that run's record as it is."""
+    texts = [f"lost record row {i}" for i in range(3)]
+    ws = _workspace(tmp_path, texts)
+    got: dict[str, dict] = {"a": {}, "b": {}}
+    events_a: list[str] = []
+
+    async def stalled(call):  # poll (and resubmit) without the heartbeat: the whole process stalls
+        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
+        await call.poll()
+
+    with FaultServer() as srv:
+        _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
+        srv.forget_batches()
+        by_key = _requests(srv, ws, texts)
+        srv.hold_uploads.set()
+        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
+        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        a = _call_on("host-a ns", srv, backend_a, by_key, _into_cache(backend_a, got["a"]), steps=stalled)
+        _wait(lambda: srv.held_uploads, "run a uploads the lost batch's requests again")
+        b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
+
+        def marked_lost():  # run b may take run a's resubmission over too (owned by no beat): its upload goes through
+            for held in srv.held_uploads[1:]:
+                held.set()
+            return BatchState(ws).submissions()["feedface"].get("status") == "lost"
+
+        _wait(marked_lost, "run b marks it lost")
+        settled = BatchState(ws).submissions()["feedface"]  # run b's record
+        srv.hold_uploads.clear()  # run a resumes
+        a.join(60)
+        b.join(60)
+        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        assert srv.batches_created == 2, events_a  # the lost batch and one retry batch (by one of the runs)
+    entry = BatchState(ws).submissions()["feedface"]
+    assert entry == settled, (entry, settled)
+    assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
+    assert any("submission feedface: this run's collector claim was taken over meanwhile by a run on host-b" in e
+               for e in events_a), events_a
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got

@@ -331,9 +331,9 @@ class _Call(_CallClaims):
         else:
             for key, failure in retry.items():
                 self.deliver(key, failure)
-        if entry.get("status") not in SETTLED:  # after its resubmissions are recorded
-            self.b.state.record(sid, status="lost", reason=f"the server answers HTTP 404 for batch {bid}: it no "
-                                "longer knows it, so none of its requests was answered")
+        if entry.get("status") not in SETTLED:  # after its resubmissions are recorded, if still its claim
+            self.confirmed(sid, "collector", status="lost", reason=f"the server answers HTTP 404 for batch {bid}: it no "
+                           "longer knows it, so none of its requests was answered")
         return len(keys) > len(retry) or (resend and bool(retry))
 
     async def collect(self, sid: str, batch: Any) -> bool:
