@@ -144,6 +144,12 @@ def test_a_rerun_under_other_settings_says_why_it_computed_rows_again(tmp_path):
     again = ws.apply(_Words("v2"), ws.ids, progress=False)
     assert (again.computed, again.redone) == (3, 3)
     assert "reused 0 (3 of the rows computed again: stored under other settings" in again.counts_text()
+    from curate.cli.run import (
+        _done,  # curate run's line said "(3 now, 0 reused)", no word of why (upgrade audit)
+    )
+
+    assert _done(again, "scored") == ("3 of 3 rows scored (3 now, 0 reused; 3 of the rows computed again: stored "
+                                      "under other settings or by an earlier curate)")
     assert ws.apply(_Words("v2"), progress=False).redone == 0
 
 

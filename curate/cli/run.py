@@ -280,8 +280,9 @@ def _done(applied: Any, verb: str) -> str:
     failed = f"; {applied.failed_text()} (reasons in {applied.column}_failure)" if applied.failed else ""
     dropped = (f"; {applied.stale_dropped:,} values an earlier run left on rows this run does not keep removed "
                "(other settings)" if applied.stale_dropped else "")
+    again = f"; {applied.redone_text()}" if applied.redone else ""  # curate score says it; run did not
     return (f"{applied.rows - applied.failed:,} of {applied.rows:,} rows {verb} ({applied.valued_now:,} now, "
-            f"{applied.skipped:,} reused){failed}{dropped}")
+            f"{applied.skipped:,} reused{again}){failed}{dropped}")
 
 
 def _short_of_budget(selection: Any, budget: int) -> str:

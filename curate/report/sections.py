@@ -156,7 +156,8 @@ def damaged_section(ws: Workspace) -> str:
 def failures_section(ws: Workspace) -> str:
     columns = step_columns(ws)
     if not columns:
-        return "<p>no failure columns (no step has run, so nothing could fail)</p>"
+        return ("<p>no derived column, so no row's failure to show (an Evol label set keeps its failed requests in "
+                "its own folder, labels/&lt;name&gt;/failures.jsonl)</p>")
     out = []
     for column in columns:
         s = failure_summary(ws, column)

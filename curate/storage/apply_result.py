@@ -47,10 +47,14 @@ class ApplyResult:
         a load removed while the step ran, when it did); rows computed again because their stored values were of
         other settings (a judge's digit rule changed since: its answers come from the cache) are said to be."""
         left = f", {self.left_pool:,} left the pool during the run (not written)" if self.left_pool else ""
-        again = (f" ({self.redone:,} of the rows computed again: stored under other settings or by an earlier "
-                 "curate)" if self.redone else "")
+        again = f" ({self.redone_text()})" if self.redone else ""
         return (f"{self.rows:,} rows — computed {self.valued_now:,}, reused {self.skipped:,}{again}, "
                 f"{self.failed_text()}{left}")
+
+    def redone_text(self) -> str:
+        """``200 of the rows computed again: ...`` when rows stored under other settings were computed now."""
+        return (f"{self.redone:,} of the rows computed again: stored under other settings or by an earlier curate"
+                if self.redone else "")
 
     def takeover_text(self) -> str:
         """``quality: the scorer's column (scorer imitating quality) is replaced by the judge's labels`` when this run
