@@ -618,7 +618,7 @@ def test_info_lists_label_sets_with_what_their_runs_spent(tmp_path):
     assert shown.exit_code == 0, shown.output
     line = " ".join(shown.output.split())
     assert (f"label set cx: 9 labels (evol complexity); 1 run(s), {backend.requests_sent} requests sent, 0 answered "
-            "by the on-disk cache, cost $0.0000") in line, line
+            "by the on-disk cache, cost $0.00") in line, line
     assert "label set mine: 2 labels (added with ws.add_labels)" in line
     as_json = json.loads(CliRunner().invoke(app, ["info", str(ws.path), "--json"]).output)
     assert as_json["label_sets"]["cx"]["requests"] == backend.requests_sent

@@ -797,6 +797,7 @@ def test_an_undefined_figure_is_a_dash_with_its_reason_and_extreme_numbers_keep_
     assert [fmt(v) for v in (1e300, 4e-5, -1e-9, -0.0, float("nan"), float("-inf"), 0.5, 1234.5)] == \
         ["1e+300", "4e-05", "-1e-09", "0", "–", "-∞", "0.5", "1,234.50"]
     assert money(float("nan")) == "unknown" and money(0.5) == "$0.5000"
+    assert money(8.4e-05) == "$0.00008400" and money(0.0) == "$0.00"  # was $0.0000 for both: as the CLI says it
     stats = column_stats(ws, "complexity")
     assert stats["mean"] == pytest.approx(1e308 / 6 + 8 / 6) and np.isfinite(stats["mean"])
 

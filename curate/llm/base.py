@@ -99,8 +99,8 @@ def is_loopback(base_url: str | None) -> bool:
 
 
 def format_usd(value: float) -> str:
-    """Dollars with the decimals small spends need: ``$1.5000``, ``$0.0123``, ``$0.00008400``."""
-    return f"${value:,.4f}" if value >= 0.01 else f"${value:.8f}"
+    """Dollars with the decimals small spends need: ``$1.5000``, ``$0.0123``, ``$0.00008400``; nothing is ``$0.00``."""
+    return "$0.00" if value == 0 else f"${value:,.4f}" if value >= 0.01 else f"${value:.8f}"
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:

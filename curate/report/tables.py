@@ -11,6 +11,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
+from curate.llm.base import format_usd
+
 
 @cache
 def css() -> str:
@@ -66,8 +68,9 @@ def fmt(v: Any) -> str:
 
 
 def money(v: float | None) -> str:
-    """USD with enough decimals for small runs; None (or NaN, a price not known) is unknown, never $0 or $nan."""
-    return "unknown" if v is None or not math.isfinite(v) else f"${v:,.4f}"
+    """USD with enough decimals for small runs (:func:`~curate.llm.base.format_usd`: a run's $0.000084 was $0.0000 here
+    and $0.00008400 in the CLI); None (or NaN, a price not known) is unknown, never $0 or $nan."""
+    return "unknown" if v is None or not math.isfinite(v) else format_usd(v)
 
 
 def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] | None = None,
