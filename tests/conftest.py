@@ -264,3 +264,12 @@ def tiny_llama(tmp_path_factory):
                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                  tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture
+def fault_server():
+    """The project's fault-injecting OpenAI-compatible server on loopback (test files may define their own)."""
+    from tests.fault_server import FaultServer
+
+    with FaultServer(retry_after="1") as srv:
+        yield srv

@@ -9,30 +9,16 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from curate.codes import Failure, FailureCode
-from curate.llm.backends import OpenAIBackend
 from curate.llm.judges import Judge
 from curate.session import Workspace
 from curate.storage.progress import progress_bar
 from curate.storage.step import StepContext, StepOutput
 from curate.tags import Tagger
 from tests.conftest import write_jsonl
-from tests.fault_server import FaultServer
+from tests.test_llm_progress import _backend
 
 ROWS = ["plain one", "[always500] broken", "[badtext] fruit", "plain two"]  # two rows end failed
-
-
-@pytest.fixture
-def fault_server():
-    with FaultServer(retry_after="1") as srv:
-        yield srv
-
-
-def _backend(srv) -> OpenAIBackend:
-    return OpenAIBackend(srv.base_url, "fault", api_key="test-key-never-stored", timeout=2.0, max_retries=1,
-                         backoff_base=0.01)
 
 
 def _workspace(tmp_path, instructions, name="ws") -> Workspace:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from pydantic import BaseModel
-
 from curate.llm.backends import OpenAIBackend
 from curate.llm.cache import ResponseCache
 from curate.llm.calls import billed_keys, call_usage
 from curate.llm.runner import PromptCall, run_prompt, run_prompts
-from tests.fault_server import FaultServer
+from tests.test_judge_engine import JSON_PROMPT, NeedsScore  # NeedsScore: never valid for the fault server
 
 TEXT_PROMPT = """---
 name: writer
@@ -28,32 +25,6 @@ params:
 === user ===
 Write: {{ instruction }}
 """
-
-JSON_PROMPT = """---
-name: labeler
-version: 1
-inputs: [instruction]
-output:
-  kind: json
-params:
-  temperature: 0.0
-  max_tokens: 64
----
-=== user ===
-Label this: {{ instruction }}
-"""
-
-
-class NeedsScore(BaseModel):  # the fault server answers {"label", "confidence"}: never valid
-    label: str
-    score: int
-
-
-@pytest.fixture
-def fault_server():
-    with FaultServer(retry_after="1") as srv:
-        yield srv
-
 
 def _backend(srv) -> OpenAIBackend:
     return OpenAIBackend(srv.base_url, "fault", api_key="test-key-never-stored", timeout=2.0, max_retries=1,
