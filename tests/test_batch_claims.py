@@ -486,3 +486,25 @@ def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_re
                for e in events_a), events_a
     assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
     assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
+def test_a_claim_warning_made_an_error_becomes_a_note_of_the_exception_it_would_replace():
+    """Under ``-W error`` a heartbeat failure said at a call's end (a ``BatchClaimWarning`` for an API user) replaced
+    the Ctrl-C or API error ending the call, so its handlers (the resume notice, "fix it and re-run") never ran."""
+    import types
+    import warnings
+
+    from curate.errors import BatchClaimWarning
+    from curate.llm.batch_claims import _CallClaims
+
+    call = _CallClaims()
+    call.b = types.SimpleNamespace(on_event=None, _say=lambda text: None)
+    interrupt = KeyboardInterrupt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        call.alert("the heartbeat failed", during=interrupt)  # was: raised BatchClaimWarning in its place
+        assert interrupt.__notes__ == ["BatchClaimWarning: the heartbeat failed"]
+        with pytest.raises(BatchClaimWarning):  # nothing propagating: the warning is the error
+            call.alert("the heartbeat failed")
+    with pytest.warns(BatchClaimWarning, match="heartbeat failed"):
+        call.alert("the heartbeat failed", during=KeyboardInterrupt())

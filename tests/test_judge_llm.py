@@ -189,9 +189,9 @@ def test_the_in_process_engine_samples_what_the_request_leaves_out_as_vllms_serv
     from vllm import SamplingParams
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-    from curate.llm.vllm_engine import sampling_kwargs
+    from curate.llm.vllm_engine import sampling_kwargs, server_sampling_table
 
-    table = ChatCompletionRequest.__private_attributes__["_DEFAULT_SAMPLING_PARAMS"].default
+    table = server_sampling_table()
     for params in ({"max_tokens": 5}, {"max_tokens": 5, "temperature": 0.0}, {"max_tokens": 5, "top_k": 3}):
         ours = SamplingParams(**{k: v for k, v in sampling_kwargs(params, model_defaults, table).items() if k in table})
         server = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], **params)

@@ -28,6 +28,7 @@ from curate.cli.common import (
     err_console,
 )
 from curate.defaults import EVOL, JUDGE
+from curate.llm.base import format_usd
 
 
 @app.command()
@@ -108,7 +109,7 @@ def evol(
 def print_run_summary(p: dict) -> None:
     """Requests, tokens, eliminated share by reason and the score distribution of an Evol run's provenance."""
     sent = sent_text(p)
-    cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
+    cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else format_usd(p["cost_usd"])
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
                   f"requests {p['requests']:,} new{sent}, {answered_text(p['cached'], p.get('repeated') or 0)}"
                   + (f", {p['failed_before']:,} failed before and not sent again (--retry-failed sends only "

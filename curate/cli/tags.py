@@ -29,6 +29,7 @@ from curate.cli.common import (
 )
 from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError
+from curate.llm.base import format_usd
 from curate.tags.normalize import MAPPING_ARTIFACT
 
 
@@ -93,7 +94,7 @@ def tag_cmd(
                   f"{last.get('turns', 0):,} user turns; requests (each call and JSON re-ask once): "
                   f"{requests_text(last, sent_over)}); "
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
-                  + ("unknown (the model's price is unknown)" if cost is None else f"${cost:.4f}")
+                  + ("unknown (the model's price is unknown)" if cost is None else format_usd(cost))
                   + stopped_run_text(last), soft_wrap=True, highlight=False)
     if retried:
         _print_retried(retried, result.provenance)

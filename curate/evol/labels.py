@@ -92,7 +92,9 @@ def raise_unfinished(run: EvolRun) -> None:
     if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
         raise CurateError(f"{len(unanswered):,} of {len(run.sets):,} seeds not finished: the LLM did not answer "
                           f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
-                          "Re-run to finish them (answered calls come from the cache).")
+                          + ("Re-run to finish them (answered calls come from the cache)." if run.provenance.get(
+                             "retry_failed", True) else "Re-run without --keep-failed (retry_failed=False) to send "
+                             "them again and finish them (answered calls come from the cache)."))
 
 
 def _counts(by_reason: dict[str, int]) -> str:

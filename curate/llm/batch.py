@@ -23,6 +23,7 @@ The JSONL helpers live in ``curate.llm.batch_jsonl``, shared with ``curate.llm.v
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -182,7 +183,7 @@ class _Call(_CallClaims):
                 await self.go_on()
         finally:
             running_calls().discard(self.me["call"])
-            self.alert(self.beats.news())
+            self.alert(self.beats.news(), during=sys.exc_info()[1])
 
     async def go_on(self) -> None:
         covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once

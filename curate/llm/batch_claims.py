@@ -58,7 +58,7 @@ class ClaimBeat:
             if tries and self._stop.wait(self.interval / (self.retries + 2)):
                 return False
             try:
-                self.state.beat(self.me)
+                self.state.beat(self.me, ended=self._stop.is_set)  # a beat that waited out the call's end: none
                 self._failing = False
                 return True
             except Exception as exc:  # noqa: BLE001 - any failure is the beat's: recorded, said, tried again later
@@ -87,11 +87,18 @@ class _CallClaims:
     waiting: set[str]
     waiting_collect: set[str]
 
-    def alert(self, text: str | None) -> None:
+    def alert(self, text: str | None, during: BaseException | None = None) -> None:
         """Say that something went wrong with this call's claims: to the backend's ``on_event``, or, with none (a
-        Python API or notebook user), as a ``BatchClaimWarning`` (None: nothing to say)."""
+        Python API or notebook user), as a ``BatchClaimWarning`` (None: nothing to say). ``during``: an exception
+        propagating meanwhile (a Ctrl-C, an API error), which a warning made an error (``-W error``) would replace: the
+        text becomes a note of it instead."""
         if text and self.b.on_event is None:
-            warnings.warn(text, BatchClaimWarning, stacklevel=2)
+            try:
+                warnings.warn(text, BatchClaimWarning, stacklevel=2)
+            except BatchClaimWarning:
+                if during is None:
+                    raise
+                during.add_note(f"BatchClaimWarning: {text}")
         else:
             self.b._say(text)
 

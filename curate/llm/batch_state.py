@@ -181,10 +181,13 @@ class BatchState:
                                "reason": f"{role} on machine {str(owner.get('machine')).split()[0]} sent no heartbeat "
                                          f"for {self.claim_expiry_s:g} s (pid {owner.get('pid')}: stopped, or cut off)"}}
 
-    def beat(self, me: Owner) -> None:
+    def beat(self, me: Owner, ended: Callable[[], bool] = lambda: False) -> None:
         """Refresh the heartbeat of ``me``'s claims (the submissions it owns without a batch, the open ones it
-        collects), under the workspace lock: runs of other machines leave them alone while it changes."""
+        collects), under the workspace lock: runs of other machines leave them alone while it changes. Nothing when
+        ``ended()`` says, once the lock is taken, that the call has ended (a beat waiting on the lock meanwhile)."""
         with self.ws.lock():
+            if ended():
+                return
             index = self.ws.artifact(INDEX) or {"submissions": {}}
             changed = False
             for entry in index["submissions"].values():

@@ -58,6 +58,17 @@ def sampling_kwargs(params: dict[str, Any], model_defaults: dict[str, Any] | Non
             "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured}
 
 
+def server_sampling_table() -> dict[str, Any]:
+    """vLLM's server's OpenAI defaults of the sampling parameters a chat request leaves out (its own table; the
+    module moved in vLLM 0.16)."""
+    try:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    except ImportError:
+        from vllm.entrypoints.openai.protocol import ChatCompletionRequest
+    private = getattr(ChatCompletionRequest, "__private_attributes__", {}).get("_DEFAULT_SAMPLING_PARAMS")
+    return dict(private.default if private is not None else ChatCompletionRequest._DEFAULT_SAMPLING_PARAMS)
+
+
 class VLLMBackend(Backend):
     """In-process ``vllm.LLM``: every request of a call goes to the engine in one ``chat`` batch.
 
@@ -79,6 +90,7 @@ class VLLMBackend(Backend):
         self.max_logprobs = top_logprobs
         self.engine_kwargs = engine_kwargs
         self._llm = None
+        self._sampling_defaults: tuple[dict[str, Any], dict[str, Any]] | None = None
         self.prompt_tokens = self.completion_tokens = 0
         self.spent_usd = 0.0
 
@@ -102,11 +114,11 @@ class VLLMBackend(Backend):
         unset sampling parameters as vLLM's server sets them (the model's generation config, else OpenAI's)."""
         sampling_kwargs(params)  # first: a refused parameter stops before vLLM is imported (~10 s) or loaded
         from vllm import SamplingParams
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.sampling_params import StructuredOutputsParams
 
-        server_table = ChatCompletionRequest.__private_attributes__["_DEFAULT_SAMPLING_PARAMS"].default
-        kwargs = sampling_kwargs(params, self.llm.model_config.get_diff_sampling_param(), server_table)
+        if self._sampling_defaults is None:  # read once: vLLM reads generation_config.json again at each call
+            self._sampling_defaults = (self.llm.model_config.get_diff_sampling_param(), server_sampling_table())
+        kwargs = sampling_kwargs(params, *self._sampling_defaults)
         structured = kwargs.pop("structured_outputs")
         return SamplingParams(**kwargs, structured_outputs=StructuredOutputsParams(**structured) if structured else None)
 
