@@ -32,11 +32,16 @@ def test_a_rerun_does_not_send_permanent_failures_again(tmp_path):
         sent = srv.total
         second = _evol(tmp_path / "ws", srv)
         resent = srv.total - sent
+        stored = Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]
+        (tmp_path / "ws" / "labels" / "evol_complexity" / "failures.jsonl").unlink()  # as the summary says to
+        third = _evol(tmp_path / "ws", srv)
+        sent_by_third = srv.total - sent - resent
+    assert "remove the label set's failures.jsonl" in " ".join(second.output.split())
+    assert sent_by_third == 4 and _new(third.output) == 4, third.output  # every failure sent again
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert resent == 0 and _new(second.output) == 0, second.output
     assert "4 failed before and not sent again" in " ".join(second.output.split())
-    stored = Workspace.open(tmp_path / "ws").label_sets["evol_complexity"]
     assert stored["failed_before"] == 4 and stored["failed_requests"] == 4
     assert stored["eliminated_by_reason"]["call_failed"] == 4  # the replayed failures: the same outcome as before
     lines = Workspace.open(tmp_path / "ws").label_file("evol_complexity", "failures.jsonl").read_text().splitlines()

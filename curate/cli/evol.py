@@ -113,7 +113,8 @@ def print_run_summary(p: dict) -> None:
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "
                   f"requests {p['requests']:,} new{sent}, {answered_text(p['cached'], p.get('repeated') or 0)}"
                   + (f", {p['failed_before']:,} failed before and not sent again (--retry-failed sends only "
-                     "transient failures again)" if p.get("failed_before") else "")
+                     "transient failures again; to send every one again, e.g. after raising the server's context, "
+                     "remove the label set's failures.jsonl)" if p.get("failed_before") else "")
                   + (f", {p['not_sent_max_cost']:,} not sent (max_cost)" if p.get("not_sent_max_cost") else "")
                   + (f", {p['paid_by_stopped_run']:,} of the new paid by a run that was stopped"
                      if p.get("paid_by_stopped_run") else "")
