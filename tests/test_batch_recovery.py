@@ -316,3 +316,25 @@ def test_a_retry_batch_made_for_a_lost_retry_batch_is_adopted_by_a_later_collect
     assert sorted(got) == sorted(r.key for r in requests)
     assert not [r for r in got.values() if "failure" in r], got
     assert BatchState(ws).submissions()["grandkid"]["status"] == "collected"
+
+
+def test_a_run_of_other_requests_leaves_a_submission_cut_short_in_its_upload_to_a_run_that_holds_them(tmp_path):
+    """A run killed during its upload left a submission with no file and no batch; the next run with that model, of
+    other rows (another column), took it up and uploaded the requests of it that it held: none, an empty file, which
+    the batch API refuses, so each such run failed (the fault server accepts it: measured by the uploads and batches
+    made). The run that holds its requests still uploads and finishes it."""
+    texts, others = [f"cut short row {i}" for i in range(3)], [f"other row {i}" for i in range(2)]
+    ws = _workspace(tmp_path, texts + others)
+    judge = Judge("complexity")
+    with FaultServer() as srv:
+        backend = _batch(srv, ws)
+        requests = build_requests(judge.prompt, [{"instruction": t} for t in texts], backend)
+        BatchState(ws).record("deadbeef", [r.key for r in requests], status="uploading", model=MODEL,
+                              base_url=srv.base_url, attempt=0, requests=3, created=time.time())
+        other = ws.apply(judge.with_backend(backend), ws.ids[3:], progress=False)
+        assert (srv.uploads, srv.batches_created) == (1, 1)  # its own batch only (old: 2 and 2, one of them empty)
+        entry = BatchState(ws).submissions()["deadbeef"]
+        assert entry["status"] == "uploading" and not entry.get("input_file_id")
+        holder = ws.apply(judge.with_backend(_batch(srv, ws)), progress=False)
+        assert srv.uploads == 2 and BatchState(ws).submissions()["deadbeef"].get("batch_id")
+    assert other.failed == 0 and holder.failed == 0

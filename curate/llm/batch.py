@@ -189,12 +189,12 @@ class _Call(_CallClaims):
         covered: set[str] = set()  # the keys of this backend's open submissions (keys_in_open_batches), read once
         for sid, entry in self.b.state.submissions().items():
             if self.b._mine(entry) and entry.get("status") not in SETTLED:
-                self.open[sid] = entry
-                covered.update(self.b.state.keys(sid))
+                if self.b.state.taken_up(sid, entry, keys := self.b.state.keys(sid), self.by_key, self.me):
+                    self.open[sid] = entry
+                    covered.update(keys)
         if self.open:
             self.b._say(f"resuming {len(self.open)} batch(es) submitted earlier; nothing of them is sent again")
-        for key in covered & set(self.by_key):
-            self.reserved[key] = self.b._worst(self.by_key[key])
+        self.reserved.update({key: self.b._worst(self.by_key[key]) for key in covered & set(self.by_key)})
         fresh = [r for k, r in self.by_key.items() if k not in covered]
         await self.submit(self.within_budget(fresh), attempt=0)
         for sid in list(self.open):

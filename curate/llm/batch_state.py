@@ -114,6 +114,15 @@ class BatchState:
     def keys(self, sid: str) -> list[str]:
         return list((self.ws.artifact(f"llm-batch-{sid}") or {}).get("keys") or [])
 
+    def taken_up(self, sid: str, entry: dict[str, Any], keys: list[str], requests_here: Any, me: Owner) -> bool:
+        """Whether ``me``, a run asking ``requests_here`` (by key), takes up open submission ``sid`` (``entry``, of
+        ``keys``): not one a kill cut short in its upload (no input file, no batch, no live owner) none of whose
+        requests it holds, which it would upload as an empty file (the batch API refuses one, and every run of other
+        requests with that model failed so); a run holding them does. A live other run's is waited for and
+        collected (its answers cached), as before."""
+        return (bool(entry.get("batch_id") or entry.get("input_file_id")) or not set(keys).isdisjoint(requests_here)
+                or self._held(sid, "owner", entry.get("owner"), me))
+
     def record(self, sid: str, keys: list[str] | None = None, **fields: Any) -> dict[str, Any]:
         """Update submission ``sid`` (keys stored once, in their own artifact), under the workspace lock."""
         with self.ws.lock():
