@@ -66,6 +66,18 @@ def _wait(condition, what, seconds=60):
         time.sleep(0.02)
 
 
+
+def _polls_without_beating(ws):
+    """A call's steps that poll (collect, resubmit) submission ``feedface`` without the heartbeat: the whole process
+    stalls, so a run of another machine may take its claims over."""
+
+    async def stalled(call):
+        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
+        await call.poll()
+
+    return stalled
+
+
 def test_a_collect_whose_delivery_blocks_its_loop_past_the_expiry_is_not_taken_over(tmp_path):
     """The heartbeat ran on the event loop that delivers: a collect delivering (synchronously, e.g. 50K answers into
     SQLite) for longer than claim_expiry_s stopped beating, and a run of another machine took its collect over while
@@ -198,9 +210,7 @@ def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_t
     got: dict[str, dict] = {"a": {}, "b": {}}
     events_a: list[str] = []
 
-    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
-        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
-        await call.poll()
+    stalled = _polls_without_beating(ws)
 
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
@@ -270,9 +280,7 @@ def test_a_collect_taken_over_before_its_resubmission_counts_its_answers_once_wh
     counted: list[dict] = []  # the answers run a reported as its own spending (not cache hits)
     events_a: list[str] = []
 
-    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
-        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
-        await call.poll()
+    stalled = _polls_without_beating(ws)
 
     def stalls_in_delivery(req, result, cached=False):  # its first answer: stalls until run b took the collect over
         if not got["a"]:
@@ -404,9 +412,7 @@ def test_a_collect_taken_over_while_delivering_leaves_the_collected_record_to_th
     events_a: list[str] = []
     taken_notice = "submission feedface: this run's collector claim was taken over meanwhile by a run on host-b"
 
-    async def stalled(call):  # poll (and collect) without the heartbeat: the whole process stalls
-        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
-        await call.poll()
+    stalled = _polls_without_beating(ws)
 
     def stalls_in_delivery(req, result, cached=False):  # its first answer: stalls until run b took the collect over
         if not got["a"]:
@@ -452,9 +458,7 @@ def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_re
     got: dict[str, dict] = {"a": {}, "b": {}}
     events_a: list[str] = []
 
-    async def stalled(call):  # poll (and resubmit) without the heartbeat: the whole process stalls
-        call.open["feedface"] = BatchState(ws).submissions()["feedface"]
-        await call.poll()
+    stalled = _polls_without_beating(ws)
 
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
