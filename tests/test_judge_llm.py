@@ -202,6 +202,22 @@ def test_the_in_process_engine_samples_what_the_request_leaves_out_as_vllms_serv
         "temperature", 1.0)  # was 0.0 whatever the model and the server said
 
 
+@pytest.mark.parametrize("model_defaults", [{}, {"max_tokens": 300}])
+def test_the_in_process_engine_lets_a_reply_without_max_tokens_run_as_far_as_vllms_server_does(model_defaults):
+    """A request without max_tokens was cut at 1024 tokens in-process, where vLLM's server lets it run to the end of
+    the context (or the model's generation config), under one cache key. Now the engine gets the config's limit or
+    None, which vLLM's engine reads as the context left after the prompt (its input processor)."""
+    from vllm.entrypoints.serve.utils.api_utils import get_max_tokens
+
+    from curate.llm.vllm_engine import sampling_kwargs, server_sampling_table
+
+    max_model_len, prompt_tokens = 2048, 100
+    ours = sampling_kwargs({"temperature": 0.0}, model_defaults, server_sampling_table())["max_tokens"]
+    theirs = get_max_tokens(max_model_len, None, prompt_tokens, model_defaults)
+    assert (max_model_len - prompt_tokens if ours is None else ours) == theirs  # was 1024 for both
+    assert sampling_kwargs({"max_tokens": 64}, model_defaults)["max_tokens"] == 64
+
+
 def test_a_row_longer_than_the_local_context_fails_context_too_long(local_llm, tmp_path):
     """A row beyond the local server's context (BACKEND.local_max_model_len tokens) failed with the generic
     http_error; it is recorded as context_too_long, the server's own words in the message, and the other rows score."""

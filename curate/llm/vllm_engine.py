@@ -46,7 +46,9 @@ def sampling_kwargs(params: dict[str, Any], model_defaults: dict[str, Any] | Non
     fmt = params.get("response_format") or {}
     structured = ({"json": fmt["json_schema"]["schema"]} if fmt.get("type") == "json_schema"
                   else {"json_object": True} if fmt.get("type") == "json_object" else None)
-    max_tokens = reply_token_limit(params) or BACKEND.worst_case_max_tokens
+    # unset: the model's generation config, else None, which the engine reads as the rest of the context (max_model_len
+    # less the prompt), as a server does; a fixed cap here cut replies a server lets run on, under one cache key
+    max_tokens = reply_token_limit(params) or (model_defaults or {}).get("max_tokens")
     extra = {k: params[k] for k in SAMPLING_PARAMS if params.get(k) is not None}
     if "logit_bias" in extra:  # JSON object keys are strings; the engine indexes token ids
         extra["logit_bias"] = {int(k): float(v) for k, v in extra["logit_bias"].items()}
@@ -54,7 +56,7 @@ def sampling_kwargs(params: dict[str, Any], model_defaults: dict[str, Any] | Non
     unset = {name: (model_defaults or {}).get(name, default) for name, default in (openai_defaults or {}).items()
              if given.get(name) is None}
     return {**unset, **{k: v for k, v in given.items() if v is not None},
-            "max_tokens": int(max_tokens), "logprobs": params.get("top_logprobs") if params.get("logprobs") else None,
+            "max_tokens": None if max_tokens is None else int(max_tokens), "logprobs": params.get("top_logprobs") if params.get("logprobs") else None,
             "seed": params.get("seed"), "stop": params.get("stop"), "structured_outputs": structured}
 
 
