@@ -28,7 +28,7 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row")
     """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal); ``total`` None: set it later."""
     tqdm = _quiet_tqdm_auto()
     bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0, dynamic_ncols=True,
-               mininterval=0.5)
+               mininterval=0.5, smoothing=0)  # the average rate: a notebook bar kept its first refresh's at the end
     bar.call_counts = CallCounts(bar)  # one per bar: what the steps that send LLM requests show on it
     return bar
 
