@@ -54,6 +54,11 @@ class BatchClaimWarning(RuntimeWarning):
     to a Python API or notebook user; the command line prints it (``on_event``)."""
 
 
+# What a stopped run leaves: the CLI's Ctrl-C line and the note ws.apply adds to a KeyboardInterrupt both say it
+KEPT_ON_INTERRUPT = ("finished work is kept (answers in the workspace's cache, columns, vectors and files written "
+                     "whole; nothing half-written replaced them)")
+
+
 def python_and_cli(python: str, cli: str) -> str:
     """How a message names an option a user gives either way, Python first: ``python_and_cli("api_key_env=",
     "--api-key-env")`` is ``api_key_env= (CLI: --api-key-env)``; a user of ``import curate`` is not told of a flag

@@ -155,3 +155,32 @@ def test_a_bar_ends_with_its_average_rate_not_its_first_refreshs():
     rate = bar.format_dict["rate"] or bar.format_dict["n"] / bar.format_dict["elapsed"]  # as tqdm's format_meter
     bar.close()
     assert rate > 20  # was 0.5 rows/s
+
+
+class StopsAtSecondChunk(Lengths):
+    """Lengths, two rows a call, stopped (as by Ctrl-C in a notebook) during its second call."""
+
+    column, rows_per_call = "lengths_stopped", 2
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, rows, ctx: StepContext) -> StepOutput:
+        self.calls += 1
+        if self.calls == 2:
+            ctx.progress.update(1)
+            raise KeyboardInterrupt
+        return super().run(rows, ctx)
+
+
+def test_a_stopped_apply_says_in_the_interrupt_what_it_kept_and_how_to_go_on(tmp_path, capsys):
+    """In a notebook a stopped ws.apply showed a bare KeyboardInterrupt ending in thread internals, saying nothing of
+    what was kept (the CLI says it): the interrupt now carries a note naming the column, the rows done and what to do."""
+    ws = _workspace(tmp_path, ["one", "two", "three", "four"])
+    try:
+        ws.apply(StopsAtSecondChunk(), progress=True)
+    except KeyboardInterrupt as stopped:
+        notes = getattr(stopped, "__notes__", [])
+    assert len(notes) == 1, notes
+    assert "'lengths_stopped' stopped after 3 of its 4 rows, before writing the column" in notes[0]
+    assert "run the same call again to go on" in notes[0] and not ws.has_column("lengths_stopped")

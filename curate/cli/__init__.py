@@ -26,7 +26,7 @@ from curate.cli.common import (
     sample_path,
 )
 from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, closed_outputs, exited_by_rich_broken_pipe
-from curate.errors import CurateError
+from curate.errors import KEPT_ON_INTERRUPT, CurateError
 
 
 def _show_version(value: bool) -> None:
@@ -50,8 +50,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 # 128 + SIGPIPE: what a shell shows for a Unix tool whose reader left (`yes | head`), and the convention curate's
 # 130 and 143 follow; Python's docs (Note on SIGPIPE) exit 1 instead, which `set -o pipefail` cannot tell from a failure
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
-INTERRUPTED_LINE = ("interrupted: finished work is kept (answers in the workspace's cache, columns, vectors and "
-                    "files written whole; nothing half-written replaced them); re-run the same command to go on")
+INTERRUPTED_LINE = f"interrupted: {KEPT_ON_INTERRUPT}; re-run the same command to go on"
 
 def _os_error_line(exc: OSError) -> str:
     """One line naming the path(s) and the OS reason, e.g. ``out/x.jsonl: No space left on device``."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES
 from curate.defaults import JUDGE
+from curate.errors import KEPT_ON_INTERRUPT
 from curate.storage.apply_checks import (
     check_one_run,
     check_output,
@@ -163,16 +164,6 @@ def apply_to_rows(ws: Workspace, step: Any, ids: list[str], progress: bool = Tru
     return result
 
 
-
-
-
-
-
-
-
-
-
-
 def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force: bool = False,
                retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
@@ -205,6 +196,11 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                     rows = ws.row_inputs(todo[start:start + chunk], step.inputs)
                     outputs.append(step.run(rows, StepContext(bar, ws.cache_dir, ws.path)))
                     check_output(step, rows, outputs[-1])
+            except KeyboardInterrupt as interrupt:  # in a notebook: a bare KeyboardInterrupt from thread internals
+                done = "" if bar.disable else f" after {bar.n:,} of its {len(todo):,} rows"
+                interrupt.add_note(f"curate: ws.apply of {step.column!r} stopped{done}, before writing the column (it "
+                                   f"is as it was); {KEPT_ON_INTERRUPT}: run the same call again to go on")
+                raise
             finally:
                 bar.close()
             joined = join_outputs(outputs)
