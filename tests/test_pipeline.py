@@ -42,6 +42,9 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     assert "/s]" not in capfd.readouterr().err  # and shows no progress bar when asked not to
     odd = RunResult(ws, "deita", {"<b>": tmp_path / "a&b.jsonl"}, {"<i>step": 1.0})._repr_html_()
     assert "&lt;b&gt;" in odd and "a&amp;b.jsonl" in odd and "<b>:" not in odd and "<i>" not in odd
+    shown = repr(RunResult(ws, "deita", {"jsonl": tmp_path / "s.jsonl"}, {"load": 1.617983201998868}, first.results))
+    assert "selection='deita' (15 rows)" in shown and "load 1.6 s" in shown and "1.6179" not in shown  # was a dump
+    assert len(shown) < 300, shown
 
 
 def test_run_on_a_dataset_in_memory_selects_what_the_run_on_its_file_selects(tmp_path):
