@@ -45,15 +45,15 @@ class Usage:
         self.cost_usd = None if self.cost_usd is None or result.billed_usd is None else self.cost_usd + result.billed_usd
 
 
-def request_keys(prompt: Any, variables: list[dict[str, Any]], backend: Any, options: dict[str, Any]) -> list[str]:
-    """The cache key of each item's (first) request, as ``run_prompts`` builds it."""
+def first_requests(prompt: Any, variables: list[dict[str, Any]], backend: Any, options: dict[str, Any]) -> list[Any]:
+    """Each item's (first) request, as ``run_prompts`` builds it: its cache key, and given to ``run_prompts`` so that
+    it does not render the prompts again."""
     from curate.llm.runner import build_requests
 
     output_model = options.get("output_model")
     if output_model is None and prompt.output_kind == "json":
         output_model = prompt.model_class()
-    return [r.key for r in build_requests(prompt, variables, backend, params=options.get("params"),
-                                          output_model=output_model)]
+    return build_requests(prompt, variables, backend, params=options.get("params"), output_model=output_model)
 
 
 @dataclass
@@ -70,14 +70,16 @@ class LLMCalls:
     def run(self, calls: list[tuple[Any, list[dict[str, Any]], dict[str, Any]]], desc: str) -> list[list[Any]]:
         """Results of several prompts' calls, each (prompt, variables, run_prompt options), sent together: one batch
         or batch-runner launch for them all, and one for each round of their re-asks (``runner.run_prompts``).
-        Items whose request an earlier run saw fail (``known_failures``) are not sent: their failure comes back."""
+        Items whose request an earlier run saw fail (``known_failures``) are not sent: their failure comes back. Each
+        item's prompt is rendered once: its request, built here for its key, is the one ``run_prompts`` sends."""
         from curate.llm.calls import CallResult
         from curate.llm.runner import PromptCall, run_prompts
 
-        keys = [request_keys(prompt, variables, self.backend, options) for prompt, variables, options in calls]
+        built = [first_requests(prompt, variables, self.backend, options) for prompt, variables, options in calls]
+        keys = [[req.key for req in part] for part in built]
         to_send = [[i for i, key in enumerate(part) if key not in self.known_failures] for part in keys]
-        parts = [PromptCall(prompt, [variables[i] for i in send], **options)
-                 for (prompt, variables, options), send in zip(calls, to_send, strict=True) if send]
+        parts = [PromptCall(prompt, [variables[i] for i in send], **options, requests=[reqs[i] for i in send])
+                 for (prompt, variables, options), send, reqs in zip(calls, to_send, built, strict=True) if send]
         sent = iter(run_prompts(parts, self.backend, self.cache, progress=self.progress, desc=desc) if parts else [])
         results: list[list[Any]] = []
         for part, send in zip(keys, to_send, strict=True):

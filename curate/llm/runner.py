@@ -224,6 +224,7 @@ class PromptCall:
     output_model: Any = None
     min_digit_mass: float | None = None
     validation_retries: int | None = None
+    requests: list[Request] | None = None  # the items' requests, if the caller built them already (build_requests)
 
 
 class _Part:
@@ -232,6 +233,9 @@ class _Part:
     def __init__(self, call: PromptCall, backend: Backend, prompt_dirs: list[str | os.PathLike] | None) -> None:
         self.prompt = load_prompt(call.prompt, prompt_dirs)
         self.variables, self.params, self.output_model = call.variables, call.params, call.output_model
+        self.requests = call.requests or [None] * len(call.variables)
+        if len(self.requests) != len(self.variables):
+            raise CurateError(f"{len(self.requests)} requests given for {len(self.variables)} items")
         self.floor = JUDGE.min_digit_mass if call.min_digit_mass is None else call.min_digit_mass
         self.retries = JUDGE.validation_retries if call.validation_retries is None else call.validation_retries
         if self.prompt.output_kind == "json":
@@ -282,7 +286,7 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
                for a in _variable_aliases(part.prompt, part.variables, backend, part.params, part.output_model)]
     found = cache.get_aliased([a for a in aliases if a])
     results: list[CallResult | None] = [None] * len(variables)
-    requests: list[Request | None] = [None] * len(variables)
+    requests: list[Request | None] = [req for part in parts for req in part.requests]  # built: not rendered again
     hit_idx = [i for i, alias in enumerate(aliases) if alias in found]
     miss_idx = [i for i, alias in enumerate(aliases) if alias not in found]
     billed: set[str] = set()  # a key billed once per call, however many items share its request
@@ -310,14 +314,14 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
             bar.note(tokens=sum(res.billed_usage.values()), cost=res.billed_usd)
         bar.done(hit_idx, [i for i in hit_idx if results[i].failure is not None])
         if miss_idx:
-            built: list[Request] = []  # in item order: the parts are contiguous
             for part in parts:
-                if items := [variables[i] for i in miss_idx if owner[i] is part]:
-                    built += part.build(items, backend)
+                todo = [i for i in miss_idx if owner[i] is part and requests[i] is None]
+                for i, req in zip(todo, part.build([variables[i] for i in todo], backend) if todo else [], strict=True):
+                    requests[i] = req
+            built: list[Request] = [requests[i] for i in miss_idx]  # type: ignore[misc]
             alias_by_key: dict[str, set[str]] = {}
             items_by_key: dict[str, list[int]] = {}
             for i, req in zip(miss_idx, built, strict=True):
-                requests[i] = req
                 items_by_key.setdefault(req.key, []).append(i)
                 if aliases[i]:
                     alias_by_key.setdefault(req.key, set()).add(aliases[i])
