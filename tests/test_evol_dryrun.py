@@ -73,3 +73,41 @@ def test_a_dry_run_does_not_count_requests_that_failed_for_good(tmp_path):
         dry = CliRunner().invoke(app, [*args, "--base-url", srv.base_url, "--dry-run"])
         assert srv.total == sent
     assert dry.exit_code == 0 and "requests: at most 0:" in " ".join(dry.output.split()), dry.output
+
+
+def _tree(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_dry_run_writes_nothing_to_the_workspace(tmp_path):
+    """The old dry run created the response cache of a workspace that had none, and stored an alias for each request
+    it found by key (here 9, after an online run, looked up through openai-batch: the alias names the backend):
+    cache/responses.sqlite changed. Each CLI call is a process of its own, as a user's is (its SQLite files closed)."""
+    import subprocess
+    import sys
+
+    from tests.fault_server import FaultServer
+
+    records = [{"instruction": f"[rank] Describe item {i} in detail.", "output": "x"} for i in range(3)]
+    ws = tmp_path / "ws"
+    Workspace(ws).load(write_jsonl(tmp_path / "p.jsonl", records))
+
+    def evol(*extra):
+        args = ["evol", str(ws), "--seeds", "3", "--steps", "2", "--model", "gpt-4o-mini", "--api-key-env", "HOME",
+                "--base-url", srv.base_url, *extra]
+        done = subprocess.run([sys.executable, "-c", "from curate.cli import main; main()", *args],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return " ".join(done.stdout.split())
+
+    with FaultServer() as srv:
+        fresh = _tree(ws)
+        assert "requests: at most 15:" in evol("--dry-run")  # 6 rewrites, 3 ranks, 2 re-asks each (bounded)
+        assert _tree(ws) == fresh
+        evol("--max-retries", "0")
+        run = _tree(ws)
+        assert "requests: at most 0:" in evol("--backend", "openai-batch", "--dry-run")
+        assert _tree(ws) == run and srv.total == 9 + 0

@@ -6,7 +6,8 @@ rewrite gives the next step's prompt, a request an earlier run failed for good i
 request the cache does not answer is rendered and counted exactly. What comes after it is bounded: a later rewrite
 takes a parent no longer than the rewrite prompt's ``max_tokens`` (it is a reply) or the seed, a rank call shows the
 seed and at most ``steps`` such replies, and each rank call may be re-asked up to ``JUDGE.validation_retries``
-times. A fully cached chain counts nothing. The returned :class:`EvolEstimate` is data (the CLI prints it).
+times. A fully cached chain counts nothing. The cache is only read (:class:`curate.llm.cache.LookupOnlyCache`): a
+dry run writes nothing to the workspace. The returned :class:`EvolEstimate` is data (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
     """What ``run_evol`` with the same arguments would send at most; sends nothing and starts no server."""
     from curate.evol.calls import LLMCalls, Usage
     from curate.evol.run import replayed_failures, run_chains
-    from curate.llm.cache import response_cache
+    from curate.llm.cache import LookupOnlyCache
     from curate.llm.dryrun import prices
     from curate.llm.openai_backend import _max_tokens
     from curate.llm.tokens import token_counter
@@ -102,7 +103,7 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
         asked[desc] = ([r for r in dry.asked if r.key not in open_keys], set(keys))
         dry.asked.clear()
 
-    ctx = LLMCalls(dry, response_cache(cache_path), Usage(), False,
+    ctx = LLMCalls(dry, LookupOnlyCache(cache_path), Usage(), False,
                    known_failures=replayed_failures(earlier_failures, retry_failed), after_call=heard)
     sets = run_chains(ctx, plan)
     counter = token_counter(backend)

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from curate.errors import CurateError
 from curate.storage.write_errors import sqlite_errors
 
 _SCHEMA = """
@@ -224,9 +225,40 @@ def response_cache(where: str | os.PathLike | ResponseCache) -> ResponseCache:
     of one workspace shares its cache."""
     if isinstance(where, ResponseCache):
         return where
+    return ResponseCache(cache_file(where))
+
+
+def cache_file(where: str | os.PathLike) -> Path:
+    """The cache file of a folder (``<folder>/responses.sqlite``) or a ``.sqlite`` file path."""
     if where is None:
         raise TypeError("response_cache needs a folder or a file (e.g. ws.cache_dir); there is no global cache")
     path = Path(where)
-    if path.is_dir() or not path.suffix:
-        path = path / CACHE_FILE
-    return ResponseCache(path)
+    return path / CACHE_FILE if path.is_dir() or not path.suffix else path
+
+
+class LookupOnlyCache(ResponseCache):
+    """The response cache as a dry run reads it: looked up, never written. A missing file is an empty cache (not
+    created); the aliases a lookup by key would store are not stored; storing a response is an error."""
+
+    def __init__(self, where: str | os.PathLike | ResponseCache):
+        path = where.path if isinstance(where, ResponseCache) else cache_file(where)
+        self.found = path.is_file()
+        if self.found:
+            super().__init__(path)
+        else:
+            self.path, self._local = path, threading.local()
+
+    def _lookup_pairs(self, sql: str, names: list[str]) -> dict[str, Any]:
+        return super()._lookup_pairs(sql, names) if self.found else {}
+
+    def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
+        """Not stored: a dry run writes nothing (a real run stores them when it finds the same requests)."""
+
+    def put(self, key: str, response: dict[str, Any], aliases: list[str] | tuple[str, ...] = ()) -> None:
+        raise CurateError(f"{self.path}: a dry run stores no response (key {key})")
+
+    def mark_recorded(self, keys: list[str]) -> None:
+        raise CurateError(f"{self.path}: a dry run records no spending")
+
+    def __len__(self) -> int:
+        return super().__len__() if self.found else 0
