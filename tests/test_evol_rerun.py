@@ -127,3 +127,48 @@ def test_retry_failed_has_one_default_for_evol_and_the_judges():
     cli = next(p.default for p in evol.params if p.name == "retry_failed")
     api = {inspect.signature(fn).parameters["retry_failed"].default for fn in (run_evol, estimate_evol)}
     assert api == {cli} == {JUDGE.retry_failed}
+
+
+def _outcome(sets: bytes) -> list[dict]:
+    """sets.jsonl rows without a rank call's raw reply (a replayed failure has none)."""
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k != "raw"} for line in sets.decode().splitlines()]
+
+
+def test_a_label_set_stored_before_failures_jsonl_does_not_send_its_permanent_failures_again(tmp_path):
+    """A label set stored before failures.jsonl existed (commit e036b47: sets.jsonl, the same rows, and no
+    failures.jsonl) holds its failures only on its chains: 2 rewrites failed with HTTP 400, 2 with context too long,
+    and the 2 rank calls (a rank prompt the server refuses, HTTP 400). The old code sent all 6 once more on the first
+    re-run; now their keys are rebuilt from sets.jsonl and the failures replayed: 0 sent (and a dry run counts 0)."""
+    import json
+    from pathlib import Path
+
+    records = [{"instruction": "[rank] Describe item one in detail.", "output": "x"},
+               {"instruction": "[rank] Describe item two in detail.", "output": "x"},
+               {"instruction": "[always400] Describe item three.", "output": "x"},
+               {"instruction": "[toolong] Describe item four.", "output": "x"}]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    rank = (Path(__file__).parents[1] / "prompts" / "evol" / "rank_complexity.md").read_text(encoding="utf-8")
+    (tmp_path / "prompts" / "evol").mkdir(parents=True)
+    (tmp_path / "prompts" / "evol" / "rank_complexity.md").write_text(rank + "\n[always400]\n", encoding="utf-8")
+    prompts = ("--prompt-dir", str(tmp_path / "prompts"))
+    folder = tmp_path / "ws" / "labels" / "evol_complexity"
+    with FaultServer() as srv:
+        first = _evol(tmp_path / "ws", srv, *prompts)
+        (folder / "failures.jsonl").unlink()  # the layout of a label set stored before failures were recorded:
+        provenance = json.loads((folder / "provenance.json").read_text())  # no failures.jsonl, and a provenance
+        del provenance["failed_requests"], provenance["retry_failed"]  # without the fields that came with it
+        (folder / "provenance.json").write_text(json.dumps(provenance))
+        sets = (folder / "sets.jsonl").read_bytes()
+        sent = srv.total
+        dry = _evol(tmp_path / "ws", srv, *prompts, "--dry-run")
+        second = _evol(tmp_path / "ws", srv, *prompts)
+        resent = srv.total - sent
+        third = _evol(tmp_path / "ws", srv, *prompts)  # failures.jsonl written by the second run: read as before
+    assert first.exit_code == 1 and "no labels" in str(first.exception), first.output  # every rank call failed
+    assert resent == 0 and _new(second.output) == 0, (resent, second.output)
+    assert "requests: at most 0:" in " ".join(dry.output.split()), dry.output
+    assert "6 failed before and not sent again" in " ".join(second.output.split()), second.output
+    assert _outcome((folder / "sets.jsonl").read_bytes()) == _outcome(sets)  # the same chains and failures, replayed
+    assert _new(third.output) == 0 and srv.total == sent

@@ -66,7 +66,7 @@ def evol(
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
     from curate.errors import NoLabelsError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
-    from curate.evol.labels import labels_lock, raise_no_labels, raise_unfinished, stored_failures
+    from curate.evol.labels import earlier, labels_lock, raise_no_labels, raise_unfinished
     from curate.llm.local import curate_home
     from curate.session import Workspace
 
@@ -87,13 +87,13 @@ def evol(
         with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                             tpm=tpm, max_cost=max_cost, workspace=ws, rps=rps, timeout=timeout,
                             max_retries=max_retries, poll_s=poll_interval) as llm:
-            print_evol_estimate(estimate_evol(rows, llm, earlier_failures=stored_failures(ws, label_set), **options))
+            print_evol_estimate(estimate_evol(rows, llm, **earlier(ws, label_set), **options))
         return
     with labels_lock(ws, label_set), _judge_backend(backend, base_url, model, concurrency=concurrency,
                                                     api_key_env=api_key_env, rpm=rpm, tpm=tpm, max_cost=max_cost,
                                                     workspace=ws, rps=rps, timeout=timeout,
                                                     max_retries=max_retries, poll_s=poll_interval) as llm:
-        result = run_evol(rows, llm, earlier_failures=stored_failures(ws, label_set), **options)
+        result = run_evol(rows, llm, **earlier(ws, label_set), **options)  # read under the lock
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")

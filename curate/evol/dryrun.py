@@ -84,10 +84,11 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
                   seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Any = None,
                   rewrite_params: dict[str, Any] | None = None, rank_params: dict[str, Any] | None = None,
                   prompt_dirs: list[str | os.PathLike] | None = None, earlier_failures: dict[str, Failure] | None = None,
-                  retry_failed: bool = JUDGE.retry_failed) -> EvolEstimate:
+                  retry_failed: bool = JUDGE.retry_failed, earlier_sets: list[dict[str, Any]] | None = None
+                  ) -> EvolEstimate:
     """What ``run_evol`` with the same arguments would send at most; sends nothing and starts no server."""
     from curate.evol.calls import LLMCalls, Usage
-    from curate.evol.run import replayed_failures, run_chains
+    from curate.evol.run import earlier_set_failures, replayed_failures, run_chains
     from curate.llm.cache import LookupOnlyCache
     from curate.llm.dryrun import prices
     from curate.llm.openai_backend import _max_tokens
@@ -104,7 +105,8 @@ def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: 
         dry.asked.clear()
 
     ctx = LLMCalls(dry, LookupOnlyCache(cache_path), Usage(), False,
-                   known_failures=replayed_failures(earlier_failures, retry_failed), after_call=heard)
+                   known_failures=replayed_failures(earlier_failures, retry_failed)
+                   | earlier_set_failures(earlier_sets, plan, backend), after_call=heard)
     sets = run_chains(ctx, plan)
     counter = token_counter(backend)
     retries = JUDGE.validation_retries

@@ -83,6 +83,32 @@ def stored_failures(ws: Any, name: str) -> dict[str, Failure]:
     return out
 
 
+def legacy_sets(ws: Any, name: str) -> list[dict[str, Any]]:
+    """The ``sets.jsonl`` rows of label set ``name`` if it was stored before failures were recorded (no
+    ``failures.jsonl``, and no ``failed_requests`` in its provenance): what ``run_evol``'s ``earlier_sets`` takes, to
+    replay the permanent failures they record. None for a new set or a later one (whose ``failures.jsonl``, once
+    removed, sends every failure again)."""
+    folder = ws.path / "labels" / check_name(name)
+    path = folder / "sets.jsonl"
+    if (folder / FAILURES_FILE).exists() or not path.exists() or "failed_requests" in (stored_provenance(folder) or {}):
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError as exc:
+            raise CurateError(f"{path}:{number}: not a variant set record ({exc})") from exc
+        if row is not None and not isinstance(row, dict):
+            raise CurateError(f"{path}:{number}: not a variant set record (a JSON {type(row).__name__})")
+        rows += [row] if row else []
+    return rows
+
+
+def earlier(ws: Any, name: str) -> dict[str, Any]:
+    """``run_evol``'s record of label set ``name``'s earlier runs: ``earlier_failures`` and ``earlier_sets``."""
+    return {"earlier_failures": stored_failures(ws, name), "earlier_sets": legacy_sets(ws, name)}
+
+
 def raise_unfinished(run: EvolRun) -> None:
     """A :class:`CurateError` when a chain stopped because the LLM did not answer one of its calls (a transient
     failure, or max_cost reached): its labels are left out, and a re-run finishes it from the cache."""
@@ -157,7 +183,7 @@ def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", s
     else:
         name = name or label_set_name(kind)
         with labels_lock(workspace, name):
-            kwargs.setdefault("earlier_failures", stored_failures(workspace, name))
+            kwargs = {**earlier(workspace, name), **kwargs}
             run = run_evol(seeds, backend, kind=kind, steps=steps, seed=seed, cache_path=cache_path, progress=progress,
                            **kwargs)
             save_labels(workspace, name, run)

@@ -290,7 +290,7 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
              progress: bool = True, earlier_failures: dict[str, Failure] | None = None,
-             retry_failed: bool = JUDGE.retry_failed) -> EvolRun:
+             retry_failed: bool = JUDGE.retry_failed, earlier_sets: list[dict[str, Any]] | None = None) -> EvolRun:
     """Evolve every seed ``steps`` times, rank-and-score each variant set, and build the label set.
 
     ``kind="complexity"`` evolves instructions (Evol-Instruct); ``kind="quality"`` rewrites responses
@@ -300,6 +300,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     name in ``prompt_dirs`` overrides the built-in one. ``earlier_failures`` (by request key, e.g.
     :func:`curate.evol.labels.stored_failures`) are the failed requests of an earlier run: those failed for a
     permanent reason are not sent again (their failure is replayed), nor, unless ``retry_failed``, transient ones.
+    ``earlier_sets``: the ``sets.jsonl`` rows of a label set stored before failures were recorded
+    (:func:`curate.evol.labels.legacy_sets`): the permanent failures they record are replayed too.
     ``progress``: a bar per step and for the rank calls (on by default, as ``ws.apply``'s).
     """
     from curate.llm.cache import response_cache
@@ -310,7 +312,8 @@ def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", st
     usage = Usage()
     counters = ("requests_sent", "submitted_batches", "prompt_tokens", "completion_tokens")
     before = {c: getattr(backend, c) for c in counters if isinstance(getattr(backend, c, None), int)}
-    ctx = LLMCalls(backend, cache, usage, progress, known_failures=replayed_failures(earlier_failures, retry_failed))
+    known = replayed_failures(earlier_failures, retry_failed) | earlier_set_failures(earlier_sets, plan, backend)
+    ctx = LLMCalls(backend, cache, usage, progress, known_failures=known)
     sets = run_chains(ctx, plan)
 
     labels = labels_dataset(sets, kind)
@@ -327,6 +330,13 @@ def replayed_failures(earlier: dict[str, Failure] | None, retry_failed: bool) ->
     """Of an earlier run's failed requests, those a run does not send again: failed for a permanent reason, and
     unless ``retry_failed`` the transient ones too."""
     return {key: f for key, f in (earlier or {}).items() if not (retry_failed and f.code in TRANSIENT_FAILURES)}
+
+
+def earlier_set_failures(rows: list[dict[str, Any]] | None, plan: EvolPlan, backend: Any) -> dict[str, Failure]:
+    """The permanent failures an old label set's ``sets.jsonl`` rows record, by request key (none without rows)."""
+    from curate.evol.legacy import failures_in_sets
+
+    return failures_in_sets(rows, plan, backend) if rows else {}
 
 
 def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.seed) -> list[dict[str, Any]]:
