@@ -24,6 +24,7 @@ from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
 from curate.errors import CurateError, python_and_cli
 from curate.pools import check_read_options, run_on_error
+from curate.run_result import RunResult
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
@@ -153,28 +154,6 @@ class Run:
 
 
 Step = tuple[str, Callable[[Run], Any]]
-
-
-@dataclass
-class RunResult:
-    """What `curate run` produced: the workspace, the selection, the files, each step's result and time."""
-
-    workspace: Workspace
-    selection: str
-    outputs: dict[str, Path] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def _repr_html_(self) -> str:
-        from curate.report.views import run_result_html
-
-        return run_result_html(len(self.workspace.selection(self.selection)), self.outputs, self.timings)
-
-    def __repr__(self) -> str:  # the dataclass's dumped every step's result and 16-digit timings (2.6 KB)
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.timings.items())
-        files = ", ".join(f"{name}={str(path)!r}" for name, path in self.outputs.items())
-        return (f"RunResult(workspace={str(self.workspace.path)!r}, selection={self.selection!r} "
-                f"({len(self.workspace.selection(self.selection)):,} rows), outputs: {files or 'none'}; steps: {steps})")
 
 
 # -- the steps ------------------------------------------------------------------------------------------

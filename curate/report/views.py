@@ -198,6 +198,15 @@ def run_result_html(selected: int, outputs: dict[str, Any], timings: dict[str, f
     return f"<div><b>curate run</b>: {selected:,} rows selected<ul>{files}</ul>{steps}</div>"
 
 
+def run_result_text(workspace: Any, selection: str, selected: int, outputs: dict[str, Any],
+                    timings: dict[str, float]) -> str:
+    """A `curate run` result as one line: the workspace, the selection and its rows, the files, each step's time."""
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    files = ", ".join(f"{name}={str(path)!r}" for name, path in outputs.items())
+    return (f"RunResult(workspace={str(workspace)!r}, selection={selection!r} ({selected:,} rows), "
+            f"outputs: {files or 'none'}; steps: {steps})")
+
+
 def workspace_html(ws: Workspace) -> str:
     """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections, label sets."""
     with ws.reading():  # a column's stats read it more than once
