@@ -357,6 +357,13 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
             "(same prompt, sent once); 0 tokens; cost $0") in again
 
 
+def _tree(folder) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the_run(tmp_path):
     """Three rows share one instruction (the complexity judge reads it alone): the dry run said "4 (0 cached, 2 to
     send)", which does not add up, and the run then said "2 cached requests" on an empty cache."""
@@ -368,8 +375,10 @@ def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the
                "-w", ws)
     with FaultServer() as srv:
         judge = ["score", ws, "--judge", "complexity", "--base-url", srv.base_url, "--model", "fault"]
+        before = _tree(ws)
         dry = curate_cli(*judge, "--dry-run")
         assert dry.returncode == 0 and srv.total == 0, dry.stderr[-2000:]
+        assert _tree(ws) == before  # a dry run writes nothing: it made an empty cache/responses.sqlite
         said = " ".join(dry.stdout.split())
         assert ("requests: 4 (0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, "
                 "sent once), 2 to send)") in said, said
@@ -378,6 +387,9 @@ def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the
         said = " ".join(first.stdout.split())
         assert "; 2 new, 0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, sent once);" \
             in said, said
+        before = _tree(ws)
+        assert curate_cli(*judge, "--column", "complexity_again", "--dry-run").returncode == 0
+        assert _tree(ws) == before
         again = curate_cli(*judge, "--column", "complexity_again")  # every request is on disk now: cache answers all
         assert again.returncode == 0 and srv.total == 2, again.stderr[-2000:]
         said = " ".join(again.stdout.split())

@@ -15,7 +15,7 @@ from typing import Any
 
 from curate.defaults import JUDGE
 from curate.llm.base import Backend, Request, batch_price_of, cost_usd, price_of
-from curate.llm.cache import ResponseCache, response_cache
+from curate.llm.cache import LookupOnlyCache, ResponseCache
 from curate.llm.openai_backend import _max_tokens
 from curate.llm.runner import _variable_aliases, build_requests
 from curate.llm.tokens import LOCAL_KINDS, token_counter
@@ -138,7 +138,7 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
         output_model = step.prompt.model_class()
     params = getattr(step, "params", None) or None
     to_send, cached, repeated = plan_requests(step.prompt, variables, backend,
-                                    response_cache(cache if cache is not None else ws.cache_dir),
+                                    LookupOnlyCache(cache if cache is not None else ws.cache_dir),
                                     params=params, output_model=output_model)
     open_keys = backend.keys_in_open_batches() if hasattr(backend, "keys_in_open_batches") else set()
     in_open = sum(1 for r in to_send if r.key in open_keys)
