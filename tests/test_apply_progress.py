@@ -51,6 +51,9 @@ def test_a_judges_row_bar_counts_failed_rows_and_cached_requests_as_its_summary_
     cached = _record(again)["cached_requests"]
     assert cached == 3  # the 500 is no answer: sent again, failed again; the unparsable reply is the cache's
     assert (shown["failed"], shown["cached"]) == (str(again.failed_now), str(cached)) == ("2", "3")
+    # the result says the cached requests the bar showed (it said "reused 0" only: the rows, not the requests)
+    assert "3 answered by the on-disk cache" in again.summary() and "3 answered by the on-disk cache" in \
+        again._repr_html_(), again.summary()
 
 
 def test_a_judges_row_bar_counts_what_a_stopped_run_paid_for(tmp_path, fault_server, capsys):
@@ -67,6 +70,9 @@ def test_a_judges_row_bar_counts_what_a_stopped_run_paid_for(tmp_path, fault_ser
     assert fault_server.total > sent  # only the [always500] row is sent again
     assert (record["requests_paid_by_stopped_run"], record["cached_requests"], resumed.failed_now) == (3, 0, 2)
     assert (shown["failed"], shown["cached"], shown["paid_by_stopped_run"]) == ("2", "0", "3")
+    # and so does the result, in the words of `curate judge` (it said "computed 2, reused 0" only)
+    said = "with 3 requests a stopped run paid for and never recorded"
+    assert said in resumed.summary() and said in resumed._repr_html_() and said in repr(resumed), resumed.summary()
 
 
 def test_a_row_failed_in_one_turn_and_before_any_request_counts_once(tmp_path, fault_server, capsys):

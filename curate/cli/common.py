@@ -17,6 +17,13 @@ from curate.cli.group import CommandGroup
 from curate.cli.pipes import OutputConsole
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 from curate.errors import OptionError
+from curate.storage.run_records import (  # noqa: F401  (the commands read the request wording from here too)
+    REPEATED_WORDS,
+    answered_text,
+    requests_answered_text,
+    requests_text,
+    stopped_run_text,
+)
 
 app = typer.Typer(cls=CommandGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
@@ -31,38 +38,6 @@ def json_columns_line(columns: list[str]) -> str:
     return (f"column(s) {', '.join(columns)} kept as JSON text: their values mix types (e.g. a number in one "
             f"record, text in another, here or in an earlier load), hold objects with different keys or only empty "
             f"ones, hold integers beyond 64 bits, or nest too deep")
-
-
-REPEATED_WORDS = "repeat another request of this run (same prompt, sent once)"
-
-
-def answered_text(cached: int, repeated: int) -> str:
-    """``cached`` requests the on-disk cache answered (an earlier run's answers) and ``repeated`` ones that repeated
-    another the run sent: ``"8 answered by the on-disk cache, 3 repeat another request of this run (...)"``."""
-    return f"{cached:,} answered by the on-disk cache, {repeated:,} {REPEATED_WORDS}"
-
-
-def requests_answered_text(run: dict) -> str:
-    """:func:`answered_text` of a judge or tagger run record (or a fold of them)."""
-    return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
-
-
-def requests_text(run: dict, sent_over: str = "") -> str:
-    """How many new requests a judge or tagger run record counts (each call and each JSON re-ask once; transport
-    retries not), then :func:`requests_answered_text`: ``"2 new (5 sent over HTTP), 8 answered by the on-disk
-    cache, ..."``. ``sent_over``: what the backend's own counter saw (retries included), as ``evol``'s summary says
-    it (``curate.cli.evol.sent_text``); a record without the count says only what answered."""
-    from curate.storage.run_records import requests_sent
-
-    sent = requests_sent(run)
-    return ("" if sent is None else f"{sent:,} new{sent_over}, ") + requests_answered_text(run)
-
-
-def stopped_run_text(run: dict) -> str:
-    """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (they are
-    counted now, answered by the cache), or nothing."""
-    paid = run.get("requests_paid_by_stopped_run") or 0
-    return f" (with {paid:,} requests a stopped run paid for and never recorded)" if paid else ""
 
 
 def turn_keys_line(keys: dict[str, int]) -> str:

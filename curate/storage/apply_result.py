@@ -8,6 +8,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.storage.roles import wrote_text
+from curate.storage.run_records import requests_text, stopped_run_text
 
 SENDING_KINDS = ("judge", "instag_tags")  # the provenance kinds of steps whose rows are requests sent to an LLM
 
@@ -78,16 +79,26 @@ class ApplyResult:
             text += "; transient: the judge did not answer, a re-run sends those rows again"
         return text
 
+    def run_requests_text(self) -> str:
+        """``requests: 2 new, 8 answered by the on-disk cache, ...`` for a judge or tagger that ran on rows now (this
+        run's record, in the words ``curate judge`` prints, with the requests a stopped run paid for); '' otherwise."""
+        runs = self.provenance.get("runs") or [self.provenance]
+        if not self.computed or self.provenance.get("kind") not in SENDING_KINDS or "requests" not in runs[-1]:
+            return ""
+        return f"requests: {requests_text(runs[-1])}{stopped_run_text(runs[-1])}"
+
     def summary(self) -> str:
-        """One line: the counts, then the failure reasons when rows failed."""
-        reasons, took_over = self.reasons_text(), self.takeover_text()
+        """One line: the counts, then the failure reasons when rows failed, then what the run's requests were."""
+        reasons, took_over, requests = self.reasons_text(), self.takeover_text(), self.run_requests_text()
         return (f"{self.column}: {self.counts_text()}" + (f" — {reasons}" if reasons else "")
-                + f" ({self.seconds:.1f} s)" + (f"; {took_over}" if took_over else ""))
+                + f" ({self.seconds:.1f} s)" + (f"; {requests}" if requests else "")
+                + (f"; {took_over}" if took_over else ""))
 
     def _repr_html_(self) -> str:
-        reasons, took_over = self.reasons_text(), self.takeover_text()
+        reasons, took_over, requests = self.reasons_text(), self.takeover_text(), self.run_requests_text()
         return (f"<b>{html.escape(self.column)}</b>: {html.escape(self.counts_text())}"
                 + (f" — {html.escape(reasons)}" if reasons else "") + f" ({self.seconds:.1f} s)"
+                + (f"<br>{html.escape(requests)}" if requests else "")
                 + (f"<br><i>{html.escape(took_over)}</i>" if took_over else ""))
 
     def __repr__(self) -> str:

@@ -1,5 +1,6 @@
 """A column's run records: what each run of a step that wrote it did and paid (requests, cached and repeated ones,
-tokens, USD), the history a column keeps of them, and sums over it for the CLI's usage lines and the report."""
+tokens, USD), the history a column keeps of them, sums over it for the CLI's usage lines and the report, and the
+words the CLI and ``ApplyResult`` say its request counts in."""
 
 from __future__ import annotations
 
@@ -67,3 +68,33 @@ def column_runs(provenance: dict[str, Any]) -> list[dict[str, Any]]:
 def run_count(runs: list[dict[str, Any]]) -> int:
     """How many runs :func:`column_runs` stands for (a folded record counts its ``folded_runs``)."""
     return sum(int(r.get("folded_runs", 1)) for r in runs)
+
+
+REPEATED_WORDS = "repeat another request of this run (same prompt, sent once)"
+
+
+def answered_text(cached: int, repeated: int) -> str:
+    """``cached`` requests the on-disk cache answered (an earlier run's answers) and ``repeated`` ones that repeated
+    another the run sent: ``"8 answered by the on-disk cache, 3 repeat another request of this run (...)"``."""
+    return f"{cached:,} answered by the on-disk cache, {repeated:,} {REPEATED_WORDS}"
+
+
+def requests_answered_text(run: dict) -> str:
+    """:func:`answered_text` of a judge or tagger run record (or a fold of them)."""
+    return answered_text(run.get("cached_requests") or 0, run.get("repeated_requests") or 0)
+
+
+def requests_text(run: dict, sent_over: str = "") -> str:
+    """How many new requests a judge or tagger run record counts (each call and each JSON re-ask once; transport
+    retries not), then :func:`requests_answered_text`: ``"2 new (5 sent over HTTP), 8 answered by the on-disk
+    cache, ..."``. ``sent_over``: what the backend's own counter saw (retries included), as ``evol``'s summary says
+    it (``curate.cli.evol.sent_text``); a record without the count says only what answered."""
+    sent = requests_sent(run)
+    return ("" if sent is None else f"{sent:,} new{sent_over}, ") + requests_answered_text(run)
+
+
+def stopped_run_text(run: dict) -> str:
+    """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (they are
+    counted now, answered by the cache), or nothing."""
+    paid = run.get("requests_paid_by_stopped_run") or 0
+    return f" (with {paid:,} requests a stopped run paid for and never recorded)" if paid else ""
