@@ -38,14 +38,13 @@ def _values(ws: Workspace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def data_map_figure(ws: Workspace, selection: str | None = None) -> Figure:
     """Variability (x) against confidence (y), colour = correctness; a selection's kept rows ringed."""
-    from matplotlib.figure import Figure
-
+    from curate.report.figures import NotebookFigure
     from curate.report.plots import KEPT_COLOUR, _selection_masks
     conf, var, corr = _values(ws)
     ok = np.flatnonzero(~(np.isnan(conf) | np.isnan(var)))
     if len(ok) > MAX_POINTS:
         ok = np.sort(np.random.default_rng(0).choice(ok, MAX_POINTS, replace=False))
-    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+    fig = NotebookFigure(figsize=(6.0, 4.6), layout="constrained")
     ax = fig.subplots()
     pts = ax.scatter(var[ok], conf[ok], c=corr[ok], cmap="viridis", vmin=0.0, vmax=1.0, s=9, alpha=0.75,
                      linewidths=0)

@@ -2,7 +2,7 @@
 
 Figures are built with matplotlib's object API (``Figure``, not ``pyplot``), so no global backend is
 chosen or changed and nothing needs a display: saving renders with Agg. In Jupyter a returned figure
-shows inline (after ``%matplotlib inline``, the default backend there).
+shows inline as a PNG, with or without ``%matplotlib inline`` (:class:`~curate.report.figures.NotebookFigure`).
 
 Every plot function takes a :class:`~curate.storage.workspace.Workspace` and names, and returns a matplotlib
 ``Figure``, or raises :class:`MissingInput` saying what is missing and how to make it (the report turns
@@ -18,8 +18,6 @@ pool (or rows the selection did not consider).
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import random
 from collections import Counter
@@ -30,6 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from curate.defaults import TAG
+from curate.report.figures import NotebookFigure, figure_data_uri  # noqa: F401  (read from here too)
 from curate.report.plot_inputs import (  # the colours and MissingInput are read from here too
     DROPPED_COLOUR,  # noqa: F401
     KEPT_COLOUR,
@@ -56,15 +55,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # -- figures ---------------------------------------------------------------------------------------
-def figure_data_uri(fig: Figure, format: str = "png", dpi: int = 100) -> str:
-    """Render ``fig`` into a ``data:`` URI (PNG or SVG)."""
-    buf = io.BytesIO()
-    with np.errstate(over="ignore"), known_warnings_silenced():  # a symlog axis near the float limit overflows
-        fig.savefig(buf, format=format, dpi=dpi, bbox_inches="tight")
-    mime = "image/svg+xml" if format == "svg" else f"image/{format}"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-
-
 def score_histograms(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None) -> Figure:
     """One histogram per score column; the selection's kept rows overlaid when ``selection`` is given."""
     _need_pool(ws)
@@ -78,7 +68,7 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
                            "(the failures section says why)")
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    fig = NotebookFigure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, name in zip(axes.flat, columns, strict=False):
         values = values_of[name]
@@ -115,7 +105,7 @@ def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, sel
     both = np.isfinite(xs) & np.isfinite(ys)
     if not both.any():
         raise MissingInput(f"no row has both {x!r} and {y!r} scores yet")
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    fig = NotebookFigure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     (jx, x_label), (jy, y_label) = (_jittered(v, v[both], name, rng) for v, name in ((xs, x), (ys, y)))
@@ -195,7 +185,7 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     if len(vectors) < 2:
         raise MissingInput("the embedding map needs at least two rows")
     coords, used = project_2d(vectors, method)
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    fig = NotebookFigure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
     show = np.ones(len(coords), dtype=bool)
     if len(coords) > max_points:  # plot a fixed random subset; the projection still sees every row
@@ -256,7 +246,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
     if not selections:
         raise MissingInput("no selection yet: run a selection first")
     index = ws.index
-    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    fig = NotebookFigure(figsize=(5.5, 4.0), layout="constrained")
     ax = fig.subplots()
     longest = 0
     for k, name in enumerate(selections):
@@ -311,7 +301,7 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
     if selection:
         kept = _selection_masks(ws, selection)[0]
         sel_counts = Counter(v for v, k in zip(values, kept, strict=False) if k)
-    fig = Figure(figsize=(6.0, 0.45 * len(labels) + 1.4), layout="constrained")
+    fig = NotebookFigure(figsize=(6.0, 0.45 * len(labels) + 1.4), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(labels))
     n_pool, n_sel = sum(pool_counts.values()), sum(sel_counts.values())

