@@ -32,6 +32,10 @@ def plotted_values(ws: Workspace, name: str, ids: list[str] | None = None) -> np
     """The numbers a plot draws for column ``name``: ``ws.row_values`` (per-turn values reduced with the
     column's declared reducer, the same one selection's sort key uses) as float64, NaN where missing."""
     if not ws.has_column(name) and not (ws.has_pool and name in ws.pool.column_names):
+        if name in ws.selections:  # plots.score_scatter(ws, "deita"): the selection in the place of a column
+            raise MissingInput(f"{name!r} is a selection, not a column: pass selection={name!r} (score_histograms and "
+                               "score_scatter take columns first; embedding_map, tag_coverage and source_breakdown "
+                               "take the selection first)")
         raise MissingInput(f"no column {name!r} yet: score the pool first (e.g. `ws.score(...)` or `curate run`)")
     return np.array([np.nan if v is None else float(v) for v in ws.row_values(name, ids)], dtype=np.float64)
 
