@@ -176,7 +176,8 @@ class Workspace(StorageWorkspace):
     @operation
     def report(self, out: str | os.PathLike = REPORT.path, selection: str | None = None,
                samples: int = REPORT.samples) -> Path:
-        """Write the self-contained HTML curation report; ``samples``: rows kept and rows dropped shown."""
+        """Write the self-contained HTML curation report; ``samples``: rows kept and rows dropped shown. Returns its
+        path; ``curate.report.report_view(path)`` shows it in a notebook."""
         from curate.report.html import build_report
 
         return build_report(self, out, selection=selection, samples=samples)

@@ -523,8 +523,9 @@ def _browser_required():
     pytest.skip(f"no Chromium at {CHROMIUM} (install the Debian package `chromium`; required when CI is set)")
 
 
-async def _inspect_page(url: str, screenshot: Path, profile: str) -> dict:
-    """Open ``url`` in headless Chromium over the DevTools protocol; collect errors, requests, image state."""
+async def _inspect_page(url: str, screenshot: Path, profile: str, probe: str | None = None) -> dict:
+    """Open ``url`` in headless Chromium over the DevTools protocol; collect errors, requests, image state (and the
+    value of the JavaScript expression ``probe``, when given)."""
     import aiohttp
 
     proc = await asyncio.create_subprocess_exec(
@@ -586,13 +587,16 @@ async def _inspect_page(url: str, screenshot: Path, profile: str) -> dict:
                                    expression="Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"))["result"]["value"]
             scripts = (await call("Runtime.evaluate", session, returnByValue=True,
                                   expression="document.scripts.length"))["result"]["value"]
+            probed = probe and (await call("Runtime.evaluate", session, returnByValue=True,
+                                            expression=probe))["result"].get("value")
             metrics = await call("Page.getLayoutMetrics", session)
             size = metrics["cssContentSize"]
             shot = await call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
                               clip={"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1})
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             task.cancel()
-        return {"events": events, "images": images, "headings": headings, "scripts": scripts, "height": size["height"]}
+        return {"events": events, "images": images, "headings": headings, "scripts": scripts, "height": size["height"],
+                "probe": probed}
     finally:
         if proc.returncode is None:
             proc.terminate()

@@ -1,6 +1,7 @@
 """Views of a workspace: the HTML curation report, matplotlib plots and notebook views.
 
-- :mod:`curate.report.html`: the self-contained report page (:func:`build_report`).
+- :mod:`curate.report.html`: the self-contained report page (:func:`build_report`), and :func:`report_view` showing
+  it in a notebook.
 - :mod:`curate.report.sections`: its sections (pool, judges and cost, failures, selections) as HTML.
 - :mod:`curate.report.summary`: what those show, as data (reason codes, failure codes, row values).
 - :mod:`curate.report.plots`: matplotlib figures (``scales``: their bins and jitter).
@@ -8,6 +9,6 @@
 - :mod:`curate.report.tables`: HTML building blocks and the stylesheet (``assets/report.css``).
 """
 
-from curate.report.html import build_report, report_html
+from curate.report.html import build_report, report_html, report_view
 
-__all__ = ["build_report", "report_html"]
+__all__ = ["build_report", "report_html", "report_view"]

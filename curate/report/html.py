@@ -1,10 +1,13 @@
 """The curation report: one self-contained HTML page (the stylesheet inlined from ``assets/report.css``,
 plots as ``data:`` URIs, no script and no external request): pool summary, judges with tokens and
-cost, failures by code, each selection's kept/dropped counts by reason code, plots, sample rows."""
+cost, failures by code, each selection's kept/dropped counts by reason code, plots, sample rows.
+:func:`report_view` shows it in a notebook, styled as the page is."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,8 +104,10 @@ def _report_html(ws: Workspace, selection: str | None, samples: int) -> str:
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">"
             f"<title>curation report: {esc(ws.path.name)}</title><style>{css()}</style></head>"
-            f"<body class='curate-report'><main><h1>Curation report</h1><p class='sub'>workspace "
-            f"<code>{esc(ws.path)}</code> · generated {now}</p>{body}</main></body></html>")
+            # the class on a div, not on body: shown inside a notebook's output div (report_view, or HTML(page)) the
+            # page's body tag is dropped, and every .curate-report rule with it
+            f"<body style='margin:0'><div class='curate-report'><main><h1>Curation report</h1><p class='sub'>"
+            f"workspace <code>{esc(ws.path)}</code> · generated {now}</p>{body}</main></div></body></html>")
 
 
 def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | None = None,
@@ -118,3 +123,34 @@ def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | 
                              f"{out / REPORT.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_output_file(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
+
+
+class ReportView:
+    """A curation report shown inline in Jupyter (``_repr_html_``): its stylesheet and its body, without the page's
+    html, head and body tags, which a notebook's output div drops."""
+
+    def __init__(self, page: str, path: Path | None = None):
+        self.page, self.path = page, path
+
+    def _repr_html_(self) -> str:
+        style = re.search(r"<style>.*?</style>", self.page, re.S)
+        body = re.search(r"<body([^>]*)>(.*)</body>", self.page, re.S)
+        if body is None:  # not a page curate wrote: shown as it is
+            return self.page
+        inner = body.group(2)
+        if "curate-report" in body.group(1):  # a report written before the class moved onto a div
+            inner = f"<div class='curate-report'>{inner}</div>"
+        return (style.group(0) if style else "") + inner
+
+    def __repr__(self) -> str:
+        return f"ReportView({str(self.path) if self.path else 'a curation report'})"
+
+
+def report_view(source: Workspace | str | os.PathLike, selection: str | None = None,
+                samples: int = REPORT.samples) -> ReportView:
+    """The curation report to show in a notebook: ``report_view(ws.report("report.html"))`` shows the page written
+    (a path), ``report_view(ws)`` builds it without writing a file."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return ReportView(path.read_text(encoding="utf-8"), path)
+    return ReportView(report_html(source, selection=selection, samples=samples))
