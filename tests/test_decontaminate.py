@@ -191,3 +191,18 @@ def test_an_embedding_set_without_a_cosine_threshold_is_refused_not_ignored(tmp_
         "max_cosine_similarity too, or leave embeddings out")
     assert "d" not in ws.selections
     assert len(ws.select(method="decontaminate", name="words", target=BENCH)) == 1  # the words alone, as before
+
+
+def test_a_target_file_given_as_a_path_is_read_as_its_name_is(tmp_path):
+    """``target=Path(...)``, as ``curate run --decontaminate`` hands it over: a file, read as its name would be (it was
+    refused as "not a list of texts or a file"), and stored in the provenance as text."""
+    from pathlib import Path
+
+    ws, by_text = _pool(tmp_path, [{"instruction": BENCH[2], "output": "Roses."},
+                                   {"instruction": "Write a limerick.", "output": "There once..."}])
+    (tmp_path / "bench.txt").write_text("\n".join(BENCH) + "\n", encoding="utf-8")
+    by_name = _decisions(ws.select(method="decontaminate", name="by_name", target=str(tmp_path / "bench.txt")))
+    sel = ws.select(method="decontaminate", name="by_path", target=Path(tmp_path / "bench.txt"))
+    assert _decisions(sel) == by_name
+    assert by_name[by_text[BENCH[2]]][0] == "rejected" and by_name[by_text["Write a limerick."]][0] == "kept"
+    assert ws.selection("by_path").provenance["params"]["target"] == str(tmp_path / "bench.txt")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -110,10 +111,12 @@ class TargetIndex:
         return (k, next(iter(found[k])), share) if share >= min_overlap else None
 
 
-def read_targets(target: list[str] | str) -> list[Conversation]:
+def read_targets(target: list[str] | str | os.PathLike) -> list[Conversation]:
     """Each target as a conversation: a list of strings (one user message each), a ``.txt`` file (one per line), a
     benchmark file of prompt ``turns`` (MT-bench's and Arena-Hard's shape), or any file curate loads (a record's
-    prompts and reference answers alike)."""
+    prompts and reference answers alike); a file by its name or as a ``Path``."""
+    if isinstance(target, os.PathLike):  # a Path (`curate run --decontaminate` hands one over) was "not a file"
+        target = os.fspath(target)
     if isinstance(target, str):
         path = Path(target)
         if not path.exists():
@@ -175,7 +178,7 @@ def nearest_targets(ws, rows: np.ndarray, targets: list[Conversation], embedding
 
 
 @register("decontaminate")
-def decontaminate(ws, rows: np.ndarray, target: list[str] | str, text: str = "conversation",
+def decontaminate(ws, rows: np.ndarray, target: list[str] | str | os.PathLike, text: str = "conversation",
                   ngram: int = DECONTAMINATE.ngram, min_words: int = DECONTAMINATE.min_words,
                   min_overlap: float = DECONTAMINATE.min_overlap, max_cosine_similarity: float | None = None,
                   embeddings: str | None = None) -> SelectorResult:
