@@ -295,6 +295,9 @@ def test_dsir_shifts_ngrams_toward_target(tmp_path):
     frac = np.mean([texts[i].split()[0] in cook for i in sel.ids])
     assert frac > 0.9  # pool: 25% cooking
     assert sel.ids == w.select(method="dsir", name="d2", budget=40, target=target).ids
+    (tmp_path / "target.txt").write_text("\n".join(target) + "\n", encoding="utf-8")  # a file, by name or as a Path
+    for given in (str(tmp_path / "target.txt"), tmp_path / "target.txt"):  # a Path was "not a list of texts or a file"
+        assert w.select(method="dsir", name="d3", budget=40, target=given).ids == sel.ids
 
 
 def test_registry_accepts_new_selectors(ws):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +23,17 @@ def hashed_ngrams(texts: list[str], num_buckets: int = 10_000, ngram: int = 2):
 
 
 @register("dsir")
-def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str, text: str = "instruction",
+def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLike, text: str = "instruction",
          num_buckets: int = 10_000, ngram: int = 2, seed: int = 0) -> SelectorResult:
     """DSIR: importance weights p_target/p_raw over hashed n-grams, then Gumbel top-k resampling.
 
-    ``target``: the target texts, or a file of them (one per line). Detail ``score``: a row's log
+    ``target``: the target texts, or a file of them (one per line; its name or a ``Path``). Detail ``score``: a row's log
     importance weight; ``key``: the weight plus its Gumbel noise (what the ranking sorts by).
     """
     if num_buckets < 1 or ngram < 1:  # sklearn's hashing divides by num_buckets: 0 killed the process (SIGFPE)
         raise CurateError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
+    if isinstance(target, os.PathLike):  # a Path was "not a list of texts or a file"
+        target = os.fspath(target)
     if isinstance(target, str):
         if not Path(target).is_file():
             raise CurateError(f"dsir: target {target!r} is not a file of target texts (one per line)")
