@@ -320,13 +320,13 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
     raise CurateError(f"unknown engine {engine!r}: choose single or ray")
 
 
-def run_pipeline(source: str | Any, out: Path, budget: int, *, max_cosine_similarity: float = DEITA.max_cosine_similarity,
-                 backend: Any = None, tag_backend: Any = None, report: bool = True,
-                 on_start: Callable[[str], None] | None = None,
+def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
+                 max_cosine_similarity: float = DEITA.max_cosine_similarity, backend: Any = None, tag_backend: Any = None,
+                 report: bool = True, on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, scorers: dict[str, Any] | None = None,
-                 on_error: str | None = None, progress: bool = True, decontaminate: str | None = None,
+                 on_error: str | None = None, progress: bool = True, decontaminate: str | os.PathLike | None = None,
                  heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
                  sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of

@@ -145,7 +145,7 @@ def _position(value: Any) -> int | None:
         return None
 
 
-def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, limit: int = 20,
+def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20,
               max_chars: int = 2000) -> RowsView:
     """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order);
     at most ``limit`` of them (None: all)."""

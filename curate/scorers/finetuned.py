@@ -225,7 +225,7 @@ class CrossEncoderScorer(Scorer):
             raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
         return self.calibrate(self.predict_raw(rows, cache_dir=cache_dir, on_rows=on_rows, cache_use=cache_use))
 
-    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None, *,
+    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | np.ndarray | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = SCORER.finetune_lr,
             batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
             log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None,

@@ -155,7 +155,7 @@ class Scorer(OlderSignatures):
         return feature_matrix(emb, self.reads, self.embed_inputs, self.features)
 
     # -- head ---------------------------------------------------------------------------------------
-    def fit_features(self, X: np.ndarray, y: Sequence[float], pairs: np.ndarray | None = None) -> Scorer:
+    def fit_features(self, X: np.ndarray, y: Sequence[float] | np.ndarray, pairs: np.ndarray | None = None) -> Scorer:
         """Fit the head on a feature matrix (standardised by these rows); ``pairs``: see :func:`head.fit_head`."""
         n_emb = X.shape[1] - n_stat_columns(self.reads, self.embed_inputs, self.features, len(self.columns))
         self.weights = fit_head(X, y, head=self.head, alpha=self.alpha, C=self.C, n_embedding_columns=n_emb,
@@ -185,7 +185,7 @@ class Scorer(OlderSignatures):
                       batch_size=self.batch_size)
 
     # -- public API ---------------------------------------------------------------------------------
-    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | None = None) -> Scorer:
+    def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | np.ndarray | None = None) -> Scorer:
         """Fit on rows (or texts, for a one-input scorer) and their judge scores. Without ``scores`` the rows are label
         records with a ``score`` column: a label set such as ``ws.labels("evol_complexity")`` (``text`` + ``score``;
         quality labels add ``instruction``, and ``text`` is then the response) or a list of dicts with

@@ -28,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Workspace(ThreadView, blobs.Blobs):
         pool.remove_leftovers(self)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Workspace:
+    def open(cls, path: str | os.PathLike) -> Self:
         """Open an existing workspace (error if ``path`` is not one)."""
         return cls(path, create=False)
 
