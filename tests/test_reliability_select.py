@@ -2,6 +2,7 @@
 plus behaviour checks for the lift and kmeans selectors (issue 12)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +190,8 @@ def test_select_names_a_parameter_of_the_wrong_type_or_range(scored_ws):
         scored_ws.select(method="deita", name="d", budget=2, max_cosine_similarity=1.5)
     with pytest.raises(CurateError, match=r"^selector 'heuristics': refusal is a switch: true or false, not 'False'"):
         scored_ws.select(method="heuristics", name="h", refusal="False")  # `--param refusal=False`: not JSON, so text
+    with pytest.raises(CurateError, match=r"missing.jsonl: file: no such file"):  # a Path: read, as dsir's is
+        scored_ws.select(method="less", name="l", budget=2, target=Path("missing.jsonl"))  # was "must be text"
     assert scored_ws.selections == {}
     assert len(scored_ws.select(method="threshold", name="t", min_score=np.float64(4)).ids) > 0  # numpy is a number
     assert scored_ws.select(method="heuristics", name="h", refusal=False).provenance["params"] == {"refusal": False}

@@ -316,7 +316,7 @@ def select_less(model_dir: str | Path, pool: Sequence[RowInput], target: Sequenc
 
 
 @register("less")
-def less_selector(ws, rows: np.ndarray, target: str, budget: int | None = None, fraction: float | None = None,
+def less_selector(ws, rows: np.ndarray, target: str | Path, budget: int | None = None, fraction: float | None = None,
                   model: str | None = None, group_field: str | None = None, device: str | None = None,
                   column: str = "less", epochs: int = LESS.epochs, projection_dim: int = LESS.projection_dim,
                   warmup_fraction: float = LESS.warmup_fraction, learning_rate: float = LESS.learning_rate,
