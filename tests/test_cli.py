@@ -676,3 +676,10 @@ def test_a_scorer_run_says_what_it_took_from_its_caches(tmp_path):
     (tmp_path / "ws" / "columns" / "quality.arrow").unlink()
     again = curate_cli("score", tmp_path / "ws", "--scorer", "quality")
     assert "computed 6" in again.stdout and "0 distinct texts encoded, 6 from the embedding cache" in again.stdout
+    run = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report")
+    assert run.returncode == 0 and "from its prediction cache" not in run.stdout, run.stderr[-2000:]  # nothing kept
+    (tmp_path / "run" / "workspace" / "columns" / "complexity.arrow").unlink()
+    again = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report")
+    said = " ".join(again.stdout.split())
+    assert "(6 now, 0 reused); " in said and "(0 turns through the network, 6 from its prediction cache)" in said, said
+    # `curate run` said only "6 now, 0 reused"

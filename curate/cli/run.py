@@ -246,14 +246,15 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         console.print(f"  {dropped:,} of {result.table.num_rows:,} match an evaluation text, left out "
                       f"({prov['target_texts']:,} evaluation texts{short})")
     elif name == "score":
+        from curate.cli.judge import cache_use_text, usage_total_line
+
         for column, applied in result.items():
             producer = f"; {_producer(applied.provenance)}" if applied.provenance else ""  # none: no row to score
-            console.print(f"  {column}: {_done(applied, 'scored')}{producer}")
+            kept = cache_use_text(applied.provenance) if applied.computed and _from_caches(applied.provenance) else ""
+            console.print(f"  {column}: {_done(applied, 'scored')}{producer}" + (f" ({kept})" if kept else ""))
             if took_over := applied.takeover_text():
                 console.print(f"    [yellow]{escape(took_over)}[/]", soft_wrap=True, highlight=False, markup=True)
             if applied.provenance.get("kind") == "judge":
-                from curate.cli.judge import usage_total_line
-
                 console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name == "signals":
         from curate.cli.signals import signal_cache_text
@@ -272,6 +273,12 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
     elif name.startswith("select"):
         console.print(f"  {len(result):,} rows admitted (budget {budget:,}, by {result.provenance['params']['sort_by']}, max "
                       f"cosine similarity {max_cosine_similarity}){_short_of_budget(result, budget)}")
+
+
+def _from_caches(prov: dict[str, Any]) -> bool:
+    """Whether a scorer's last run took work from the caches (a stopped run's forward passes: its rows count as
+    computed now), as `curate score` says: a resumed run said "1,520 now, 0 reused" where 241 turns came from them."""
+    return bool(prov.get("turns_from_prediction_cache") or prov.get("texts_from_embedding_cache"))
 
 
 def _done(applied: Any, verb: str) -> str:
