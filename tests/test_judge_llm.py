@@ -122,7 +122,7 @@ def test_every_local_model_runner_takes_the_dtype_this_machine_runs_well(tmp_pat
     for command in (server.command(), batch.command(tmp_path / "in", tmp_path / "out")):
         assert command[command.index("--dtype") + 1] == want
     assert batch.describe()["dtype"] == server.backend().describe()["dtype"] == want  # provenance names it
-    assert VllmEngine(base_url="http://127.0.0.1:1/v1", served_model="m").fingerprint.endswith(f":{resolve_dtype('auto', 'cpu')}:vllm")
+    assert VllmEngine().fingerprint.endswith(f":{resolve_dtype('auto', 'cpu')}:vllm")
     assert LocalServer(dtype="float32").dtype == "float32"
     with pytest.raises(CurateError, match="dtype must be one of auto, float32, bfloat16"):
         LocalServer(dtype="float16")

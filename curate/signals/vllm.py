@@ -8,6 +8,13 @@ exact token ids go to an OpenAI-compatible vLLM server as a one-token completion
 :meth:`VllmEngine.close`. vLLM's kernels differ from transformers', so its cache entries are its own
 (the fingerprint says ``vllm``). Measured on 2 CPU cores (evals/bench_signals.py --vllm): about twice the
 transformers engine's rows/s; the lent GPU machine has no vLLM, so there the transformers engine runs.
+
+A server given by ``base_url`` serves weights this process cannot hash, so its fingerprint (the cache key and the
+steps' columns) adds what the server's ``/v1/models`` says of ``served_model``: its id, ``root`` (the weights'
+path or hub name), ``parent`` and ``max_model_len``; two servers of different models that share a tokenizer keep
+apart. The address is left out (a restarted server on another port keeps its cache); so is the server's dtype, which
+the API does not tell: serve one model in one dtype per cache. The packaged server keeps its old fingerprint (its
+weights are the tokenizer folder's, hashed).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from curate.defaults import BACKEND, SIGNAL
 from curate.errors import CurateError
+from curate.signals.cache import json_fingerprint
 from curate.signals.engine import Engine
 from curate.signals.template import Request
 
@@ -40,12 +48,47 @@ class VllmEngine(Engine):
         super().__init__(model_dir, device="cpu", dtype="auto", max_length=max_length,
                          batch_tokens=1 << 40, max_batch=VLLM_BATCH, chat_template=chat_template,
                          alone_start=alone_start)
-        self.fingerprint = f"{self.fingerprint}:vllm"
         self.base_url = base_url
         self.served_model = served_model
+        self.remote = base_url is not None  # a server given by address (not the packaged one this engine starts)
+        self.served: dict[str, Any] | None = None  # the remote server's /v1/models entry of served_model, once read
         self.concurrency = concurrency
         self._server: Any = None
         self._client: Any = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The tokenizer folder's hash and dtype, plus (a remote server) what it says of the model it serves."""
+        if not self.remote:
+            return f"{self._tokenizer_fingerprint}:vllm"
+        return f"{self._tokenizer_fingerprint}:{self.served_model}@{json_fingerprint(self.served_identity())}:vllm"
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:  # Engine.__init__ sets the folder's hash and dtype
+        self._tokenizer_fingerprint = value
+
+    def _failed(self, what: str, exc: Exception) -> CurateError:
+        return CurateError(f"{self.base_url} (served model {self.served_model!r}): {what} failed: "
+                           f"{type(exc).__name__}: {exc}")
+
+    def served_identity(self) -> dict[str, Any]:
+        """The remote server's ``/v1/models`` entry of ``served_model`` (id, root, parent, max_model_len): read once."""
+        if self.served is None:
+            import openai
+
+            if self._client is None:
+                self._connect()
+            try:
+                listed = self._client.models.list().data
+            except openai.OpenAIError as exc:
+                raise self._failed("listing its models (GET /models)", exc) from exc
+            entry = next((m for m in listed if m.id == self.served_model), None)
+            if entry is None:
+                raise CurateError(f"{self.base_url}: the server serves no model named {self.served_model!r} (it "
+                                  f"serves: {', '.join(m.id for m in listed) or 'none'}); pass served_model= one of them")
+            extra = entry.model_extra or {}
+            self.served = {"id": entry.id, **{k: extra.get(k) for k in ("root", "parent", "max_model_len")}}
+        return self.served
 
     def _connect(self) -> None:
         from openai import OpenAI
@@ -60,9 +103,14 @@ class VllmEngine(Engine):
         self._client = OpenAI(base_url=self.base_url, api_key="local", timeout=BACKEND.timeout_s * 10)
 
     def _one(self, request: Request) -> np.ndarray:
+        import openai
+
         ids = list(request.context) + list(request.target)
-        resp = self._client.completions.create(model=self.served_model, prompt=ids, max_tokens=1, temperature=0.0,
-                                               extra_body={"prompt_logprobs": 0})
+        try:
+            resp = self._client.completions.create(model=self.served_model, prompt=ids, max_tokens=1,
+                                                   temperature=0.0, extra_body={"prompt_logprobs": 0})
+        except openai.APIConnectionError as exc:
+            raise self._failed("a prompt_logprobs request", exc) from exc
         plp = (resp.choices[0].model_extra or {}).get("prompt_logprobs")
         if plp is None or len(plp) != len(ids):
             raise CurateError(f"{self.base_url}: the server returned no prompt_logprobs for {len(ids)} tokens "
@@ -90,4 +138,5 @@ class VllmEngine(Engine):
             self.base_url = self._client = None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "engine": "vllm prompt_logprobs", "base_url": self.base_url}
+        return {**super().describe(), "engine": "vllm prompt_logprobs", "base_url": self.base_url,
+                "served_model": self.served_model, **({"served": self.served_identity()} if self.remote else {})}
