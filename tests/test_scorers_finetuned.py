@@ -747,3 +747,30 @@ def test_a_cross_encoder_first_used_by_two_threads_at_once_scores_as_one_used_al
         both = list(pool.map(lambda _: np.asarray(shared.predict(rows)), range(2)))
     for got in [*both, np.asarray(shared.predict(rows))]:
         np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
+def test_new_weights_in_a_base_folder_are_a_new_scorer_not_its_cached_predictions(tiny_base, tmp_path):
+    """Before: the config named a base folder by its path only, so after new weights were written into it the saved
+    scorer kept its fingerprint and answered from the old predictions (audit p7: cached ≠ recomputed)."""
+    from safetensors.torch import load_file, save_file
+
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    rows, scores = _quality_rows(8)
+    saved = CrossEncoderScorer(name="q", max_length=32, base=str(base)).fit(rows, scores, epochs=1,
+                                                                            batch_size=4).save(tmp_path / "scorer")
+    cache = tmp_path / "cache"
+    before = Scorer.load(saved)
+    old, old_key = before.predict_raw(rows, cache_dir=cache), before.fingerprint()
+    weights = next(base.glob("*.safetensors"))
+    save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights,
+              metadata={"format": "pt"})
+    after = Scorer.load(saved)
+    assert after.fingerprint() != old_key
+    cached, fresh = after.predict_raw(rows, cache_dir=cache), Scorer.load(saved).predict_raw(rows)
+    np.testing.assert_allclose(cached, fresh, rtol=1e-5)
+    assert not np.allclose(cached, old)
+    packaged = CrossEncoderScorer(name="q", max_length=32)  # the packaged base: the key of before (config + weights)
+    assert packaged.fingerprint() == Scorer.fingerprint(packaged)

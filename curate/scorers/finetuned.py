@@ -8,6 +8,7 @@ scoring run resumes (:mod:`curate.scorers.prediction_cache`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from curate.quiet import quiet_transformers
 from curate.scorers.features import Row, input_texts
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import SAVE_ID, read_tensors, save_scorer_folder
+from curate.storage.files import folder_fingerprint
 from curate.storage.step import StepContext, add_counts
 
 KIND = "cross-encoder"
@@ -295,6 +297,16 @@ class CrossEncoderScorer(Scorer):
         return {"kind": self.kind, "reads": self.reads, "max_length": self.max_length, "lora_r": self.lora_r,
                 "base": self.base or f"packaged {self.base_name}", "output_range": self.output_range,
                 "name": self.name, "imitates": self.imitates}
+
+    def fingerprint(self) -> str:
+        """:meth:`Scorer.fingerprint` (config, weights), plus the files of a ``base`` folder: new weights there score
+        differently. The packaged base is named by its package, as before (shipped scorers' caches stay valid)."""
+        fp = super().fingerprint()
+        if self.base is None:
+            return fp
+        check_base_folder(self.base)
+        files = folder_fingerprint(Path(self.base).expanduser())
+        return "sha256:" + hashlib.sha256(f"{fp}|base files={files}".encode()).hexdigest()[:32]
 
     def fresh(self) -> CrossEncoderScorer:
         return type(self)(reads=self.reads, name=self.name, imitates=self.imitates, max_length=self.max_length,
