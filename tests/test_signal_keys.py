@@ -42,3 +42,26 @@ def test_a_vllm_server_that_does_not_answer_is_an_error_naming_it(smollm2_dir): 
     engine.served = {"id": "smol"}  # as if it had answered before going away
     with pytest.raises(CurateError, match=r"http://127.0.0.1:9/v1 \(served model 'smol'\): a prompt_logprobs"):
         engine._forward([Request((1, 2, 3), (4, 5))])
+
+
+def test_a_diverged_reference_tuning_is_an_error_and_a_diverged_cached_adapter_is_refused(tiny_model, tmp_path):  # noqa: F811
+    """Before: a LoRA reference tuned at a learning rate that blew it up (loss NaN) was saved to the cache and every
+    later learnability run merged its NaN weights (audit p3)."""
+    import json
+
+    from curate.signals import Learnability, LoraConfig
+    from curate.signals.lora import META_FILE, tuned_adapter
+    from tests.test_signals import CONVERSATIONS
+
+    step = Learnability(CONVERSATIONS[:3], tiny_model, dtype="float32", lora=LoraConfig(steps=6, lr=1e6, batch=2))
+    e = step.engine
+    with pytest.raises(CurateError, match=r"reference LoRA tuning diverged: .*lr 1000000\.0"):
+        tuned_adapter(e.model_dir, step.reference_requests, step.lora, tmp_path, pad_id=e.tokenizer.pad_token_id)
+    assert not [p for p in (tmp_path / "signals" / "lora").iterdir() if p.is_dir()]  # nothing kept as an adapter
+    good = Learnability(CONVERSATIONS[:3], tiny_model, dtype="float32", lora=LoraConfig(steps=2, lr=1e-2, batch=2))
+    adapter = tuned_adapter(e.model_dir, good.reference_requests, good.lora, tmp_path, pad_id=e.tokenizer.pad_token_id)
+    info = json.loads((adapter.folder / META_FILE).read_text())
+    info["meta"]["loss_last_steps"] = float("nan")  # as the old code saved a diverged tuning
+    (adapter.folder / META_FILE).write_text(json.dumps(info))
+    with pytest.raises(CurateError, match=rf"{adapter.folder}: a diverged reference adapter .*remove this folder"):
+        tuned_adapter(e.model_dir, good.reference_requests, good.lora, tmp_path, pad_id=e.tokenizer.pad_token_id)

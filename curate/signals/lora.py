@@ -12,6 +12,7 @@ the same one), keyed by the base model's files, the reference set and the tuning
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -71,7 +72,16 @@ class Adapter:
 
     @classmethod
     def load(cls, folder: Path) -> Adapter:
+        """The adapter saved in ``folder``; one whose losses or tensors are not finite (a diverged tuning) is refused."""
+        from safetensors.numpy import load_file
+
         info = json.loads((folder / META_FILE).read_text())
+        losses = [v for k, v in info.get("meta", {}).items() if k.startswith("loss")]
+        weights = folder / "adapter_model.safetensors"
+        tensors = load_file(str(weights)) if weights.is_file() else {}
+        if not all(math.isfinite(v) for v in losses) or not all(np.isfinite(t).all() for t in tensors.values()):
+            raise CurateError(f"{folder}: a diverged reference adapter (losses {losses}, or weights, not finite); "
+                              "remove this folder and tune again with a lower lr (LoraConfig(lr=...))")
         cfg = info["config"]
         cfg["targets"] = tuple(cfg["targets"])
         return cls(info["fingerprint"], LoraConfig(**cfg), folder, info["meta"])
@@ -157,14 +167,21 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
         ids, mask, rows, cols, targets = _batch(picked, pad_id, device)
         logits, _ = response_logits(model, ids, mask, rows, cols)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        if not math.isfinite(value := float(loss.detach())):  # before the step: nothing diverged is saved
+            raise CurateError(f"the reference LoRA tuning diverged: loss {value} at step {step} of {config.steps} "
+                              f"(lr {config.lr}); nothing was saved: try a lower lr (LoraConfig(lr=...))")
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(value)
         if checkpoint is not None:
             checkpoint.step_done(step, config.steps, parts)
     first = float(np.mean(losses[: max(1, len(losses) // 10)]))
     last = float(np.mean(losses[-max(1, len(losses) // 10):]))
+    diverged = [n for n, p in model.named_parameters() if p.requires_grad and not bool(p.isfinite().all())]
+    if diverged:  # the last step's update (its loss was finite)
+        raise CurateError(f"the reference LoRA tuning diverged: {len(diverged)} adapter tensors not finite after "
+                          f"step {config.steps} (lr {config.lr}), e.g. {diverged[0]}; nothing was saved: try a lower lr")
     meta = {"reference_turns": len(requests), "loss_first_steps": round(first, 4), "loss_last_steps": round(last, 4),
             "seconds": round(time.perf_counter() - started, 1)}
     with writing(saved_as or folder, folder if saved_as else None):  # safetensors' full disk: an OSError naming it
