@@ -58,6 +58,7 @@ from curate.train.examples import (
 from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
 
 VERSION = 1  # bump when training or the records change meaning
+GROUP_SIZE_BEFORE_KEYED = 32  # TRAIN.group_size of every run named before it was in the name (absent there)
 RUN_FILE = "run.json"
 OPTIMIZER_FILE = "optimizer.pt"
 
@@ -99,6 +100,8 @@ def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConf
     settings = asdict(config)
     if not settings["end_of_turn"]:  # absent at its default, so runs cached before it existed keep their names
         del settings["end_of_turn"]
+    if TRAIN.group_size != GROUP_SIZE_BEFORE_KEYED:  # the epochs' batches: absent at 32 for the same reason
+        settings["group_size"] = TRAIN.group_size
     return json_fingerprint({"version": VERSION, "model": folder_fingerprint(Path(model_dir)), "data": data,
                              "config": settings})
 

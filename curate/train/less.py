@@ -153,6 +153,9 @@ def less_scores(train: Sequence[np.ndarray], target: Sequence[np.ndarray], weigh
     return aggregate(similarities(train, target, weights), groups)
 
 
+PROJECTION_BLOCK_BEFORE_KEYED = 65536  # LESS.projection_block of every feature key made before it was in the key
+
+
 class _Features:
     """Features of rows at each checkpoint of a warm-up run (model loaded once per checkpoint)."""
 
@@ -163,9 +166,13 @@ class _Features:
         self.cache_bytes = LESS.projection_cache_bytes_cuda if cuda else LESS.projection_cache_bytes
 
     def key(self, epoch: int, kind: str) -> str:
-        return json_fingerprint({"run": self.run.info["fingerprint"], "epoch": epoch, "kind": kind,
-                                 "dim": self.config.projection_dim, "seed": self.config.seed,
-                                 "device": self.device.split(":")[0], "max_length": self.config.max_length})[:24]
+        """Names a checkpoint's features: the run, the rows' kind and all that decides the projection (the block
+        draws the random matrix: absent at the block every earlier key was made with, so those keep their names)."""
+        key = {"run": self.run.info["fingerprint"], "epoch": epoch, "kind": kind, "dim": self.config.projection_dim,
+               "seed": self.config.seed, "device": self.device.split(":")[0], "max_length": self.config.max_length}
+        if LESS.projection_block != PROJECTION_BLOCK_BEFORE_KEYED:
+            key["projection_block"] = LESS.projection_block
+        return json_fingerprint(key)[:24]
 
     def of(self, parts: Sequence[tuple[Sequence[RowInput], str]], progress: Any = None, pass_bars: bool = False
            ) -> list[tuple[list[np.ndarray], list[str], dict[str, Failure]]]:
