@@ -36,3 +36,24 @@ def test_the_group_size_names_a_training_run_and_old_names_stay(tmp_path, monkey
     assert run_fingerprint(tmp_path, rows, TrainConfig()) == default
     monkeypatch.setattr(harness, "TRAIN", dataclasses.replace(harness.TRAIN, group_size=4))
     assert run_fingerprint(tmp_path, rows, TrainConfig()) != default
+
+
+def test_damaged_feature_and_record_files_are_errors_naming_them(tmp_path):
+    """Before: zipfile's "File is not a zip file" and numpy's "No data left in file" named no file (audit p5)."""
+    import pytest
+
+    from curate.errors import WorkspaceError
+    from curate.train.gradfeatures import FeatureStore
+    from curate.train.records import load_records
+
+    (tmp_path / "features").mkdir()
+    part = tmp_path / "features" / "part-0001.npz"
+    part.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(WorkspaceError, match=rf"{part}: a damaged file of the LESS feature cache .*remove it"):
+        FeatureStore(tmp_path / "features")
+    (tmp_path / "run" / "epoch-1").mkdir(parents=True)
+    records = tmp_path / "run" / "epoch-1" / "records.npz"
+    records.write_bytes(b"")
+    with pytest.raises(WorkspaceError, match=rf"{records}: a damaged training record file .*remove the run's folder "
+                                             rf"{tmp_path / 'run'}"):
+        load_records(records.parent)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.errors import CurateError, WorkspaceError
 from curate.hardware import import_torch
 from curate.signals.engine import batches
 from curate.storage.files import atomic_write_with
@@ -154,8 +155,12 @@ class FeatureStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, np.ndarray] = {}
         for part in sorted(self.folder.glob("part-*.npz")):
-            with np.load(part) as z:
-                self.rows.update(zip(z["ids"].tolist(), z["features"], strict=True))
+            try:
+                with np.load(part, allow_pickle=False) as z:
+                    self.rows.update(zip(z["ids"].tolist(), z["features"], strict=True))
+            except (ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # not OSError: unreadable is not damaged
+                raise WorkspaceError(f"{part}: a damaged file of the LESS feature cache ({exc}); remove it: its "
+                                     "rows' features are computed again when next asked for") from None
 
     def add(self, ids: Sequence[str], features: np.ndarray) -> None:
         path = self.folder / f"part-{uuid.uuid4().hex}.npz"  # a failed write names it, leaving no part of it

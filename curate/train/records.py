@@ -18,11 +18,13 @@ Records are stored per epoch as ``records.npz`` (``id`` plus the five float64 ar
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from curate.errors import WorkspaceError
 from curate.hardware import import_torch
 from curate.storage.files import atomic_write_with
 
@@ -71,5 +73,10 @@ def save_records(folder: Path, ids: list[str], records: dict[str, np.ndarray]) -
 
 def load_records(folder: Path) -> dict[str, np.ndarray]:
     """``{"id": str array, "loss": ..., "gold_prob": ..., "token_accuracy": ..., "el2n": ..., "grad_norm": ...}``."""
-    with np.load(folder / RECORDS_FILE, allow_pickle=False) as data:
-        return {k: data[k] for k in ("id", *RECORD_KEYS)}
+    path = folder / RECORDS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in ("id", *RECORD_KEYS)}
+    except (ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # a missing file stays FileNotFoundError
+        raise WorkspaceError(f"{path}: a damaged training record file ({exc}); remove the run's folder "
+                             f"{folder.parent} and train it again") from None
