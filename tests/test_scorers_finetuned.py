@@ -692,12 +692,16 @@ def test_a_prediction_cache_of_the_earlier_layouts_is_moved_into_the_store_and_i
             for r in rows[512:]]
     np.savez(folder / "0123abcd.npz", keys=np.array(keys, dtype="S32"), values=np.full(8, 200.0, dtype=np.float32))
     scored = forward_passes(monkeypatch)
+    use: dict[str, int] = {}
     with caplog.at_level(logging.WARNING, logger="curate"):
-        raw = sc.predict_raw(rows, cache_dir=ws)
+        raw = sc.predict_raw(rows, cache_dir=ws, cache_use=use)
     assert scored == []  # every row read from the old files, none scored again
     np.testing.assert_array_equal(raw, [100.0] * 512 + [200.0] * 8)
     assert not list(root.glob("*.npy")) and not list(folder.glob("*.npz")) and list(folder.glob("shard-*"))
-    assert "removed 1 file(s)" in caplog.text and "520 rows of this pass were read" in caplog.text
+    # what the move did is the call's data (the run's stats), not a log line (before: a warning, no counts)
+    assert use == {"turns_from_old_cache_layout": 520, "old_cache_files_removed_unread": 1,
+                   "old_cache_files_damaged": 0, "turns_from_prediction_cache": 520, "turns_predicted": 0}
+    assert not caplog.text
     np.testing.assert_array_equal(sc.predict_raw(rows, cache_dir=ws), raw)  # from the store now
     assert scored == []
 

@@ -9,7 +9,6 @@ scoring run resumes (:mod:`curate.scorers.prediction_cache`).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -33,7 +32,6 @@ from curate.storage.files import folder_fingerprint
 from curate.storage.step import StepContext, add_counts
 
 KIND = "cross-encoder"
-log = logging.getLogger("curate")
 # Builds a scorer's net (and folds its LoRA in) once: two threads first using one scorer object at once folded the
 # adapter into one net twice, and every score after that was wrong, kept in the prediction cache too. Module-level,
 # not per object: a scorer is pickled to Ray's workers, a lock is not; a build is rare and seconds long anyway.
@@ -185,7 +183,8 @@ class CrossEncoderScorer(Scorer):
     def predict_raw(self, rows: Sequence[Row], cache_dir: str | os.PathLike | None = None, on_rows=None,
                     cache_use: dict[str, int] | None = None) -> np.ndarray:
         """Raw network scores (before calibration); under ``cache_dir`` kept per row as each chunk ends, so a killed
-        pass keeps what it finished (:mod:`curate.scorers.prediction_cache`); ``cache_use``: see :meth:`Scorer.embed`."""
+        pass keeps what it finished (:mod:`curate.scorers.prediction_cache`); ``cache_use``: see :meth:`Scorer.embed`
+        (with what the move of the cache's earlier layouts did: rows read from it, files removed unread or damaged)."""
         ins, res = self._texts(rows)
         if not ins:
             return np.zeros(0, dtype=np.float32)
@@ -201,8 +200,11 @@ class CrossEncoderScorer(Scorer):
 
         if cache_dir is None:
             return np.asarray(predict(list(range(len(ins)))), dtype=np.float32)
-        if line := prediction_cache.describe(prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)):
-            log.warning("%s", line)
+        moved = prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)  # counted, not logged
+        if moved.rows_moved or moved.files_removed or moved.damaged:
+            add_counts(cache_use, turns_from_old_cache_layout=moved.rows_moved,
+                       old_cache_files_removed_unread=len(moved.files_removed),
+                       old_cache_files_damaged=len(moved.damaged))
         raw = prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
                                               prediction_cache.cache_folder(cache_dir, self.fingerprint()),
                                               first_rows=self.batch_size, on_rows=on_rows)
