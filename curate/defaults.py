@@ -185,6 +185,12 @@ class ScorerDefaults:
     ridge_alpha: float = 10.0            # the ridge head's L2 penalty (features standardised first)
     ordinal_C: float = 1.0               # the ordinal head's inverse regularisation (scikit-learn's C)
     embedding_weight: float = 1.0        # the embedding block's scale beside the text statistics
+    finetune_batch_size: int = 16        # the fine-tuned kinds: rows per optimizer step
+    finetune_head_lr: float = 3e-3       # the fine-tuned kinds' head (and length covariate) learning rate
+    finetune_weight_decay: float = 0.01  # AdamW's, for the encoder's adapters and the head
+    lora_rank: int = 8                   # the fine-tuned kinds' LoRA rank (alpha: twice the rank)
+    lora_dropout: float = 0.1
+    predict_batch_size: int = 32         # the fine-tuned kinds: rows per forward pass when predicting
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
 from curate.hardware import import_torch
 from curate.storage.files import folder_fingerprint
@@ -206,7 +207,8 @@ class OnnxEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dimension = int(self.session.get_outputs()[0].shape[-1])
 
-    def encode(self, texts: list[str], batch_size: int = 64, tokens_per_row: int = TOKENS_PER_ROW) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = EMBED.batch_size, tokens_per_row: int = TOKENS_PER_ROW
+               ) -> np.ndarray:
         """Unit-normalised float32 rows, one per text. Texts are tokenised once and batched in token-length
         order, at most ``batch_size`` rows and ``batch_size * tokens_per_row`` padded tokens a batch (long
         texts go in smaller batches: far less padding than batches of a fixed row count); int8: one text

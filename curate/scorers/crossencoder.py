@@ -48,7 +48,8 @@ def covariates(instructions: Sequence[str], responses: Sequence[str] | None) -> 
     return (np.stack([res, ins], axis=1) - COV_CENTER) / COV_SCALE
 
 
-def build_net(base_dir: str, *, r: int = 8, alpha: int = 16, dropout: float = 0.1, dtype: Any = None,
+def build_net(base_dir: str, *, r: int = SCORER.lora_rank, alpha: int = 2 * SCORER.lora_rank,
+              dropout: float = SCORER.lora_dropout, dtype: Any = None,
               digit_tokens: Sequence[int] | None = None, digit_values: Sequence[float] | None = None,
               messages: Callable[[str, str | None], list[dict[str, str]]] | None = None):
     """The base model (float32) with fresh LoRA adapters and a zero-initialised head; with ``digit_tokens`` (the
@@ -214,7 +215,7 @@ def token_lengths(tok, instructions: Sequence[str], responses: Sequence[str] | N
 
 
 def predict_net(net, tok, instructions: Sequence[str], responses: Sequence[str] | None, *, max_length: int,
-                batch_size: int = 32, device: Any = "cpu", on_rows: Callable[[int], Any] | None = None,
+                batch_size: int = SCORER.predict_batch_size, device: Any = "cpu", on_rows: Callable[[int], Any] | None = None,
                 pooled: bool = False, plan: Callable[[list[int]], Sequence[np.ndarray]] | None = None) -> np.ndarray:
     """Raw scores (or the pooled vectors) of rows, batched by token length. ``plan(lengths)`` groups the rows
     into batches (curate passes :func:`curate.embed.batching.token_budget_batches` on the CPU); None: batches
@@ -297,7 +298,8 @@ def _loss_passes(net, tok, pts, prs, max_length: int, pair_weight: float, device
 
 def train_net(net, tok, *, points: Sequence[tuple[str, str | None, float]],
               pairs: Sequence[tuple[str, str | None, str | None, float]], max_length: int, epochs: float = SCORER.finetune_epochs,
-              batch_size: int = 16, lr: float = SCORER.finetune_lr, head_lr: float = 3e-3, weight_decay: float = 0.01,
+              batch_size: int = SCORER.finetune_batch_size, lr: float = SCORER.finetune_lr,
+              head_lr: float = SCORER.finetune_head_lr, weight_decay: float = SCORER.finetune_weight_decay,
               pair_weight: float = 1.0, device: Any = "cpu", seed: int = 0,
               evaluate: Callable[[], float] | None = None, eval_every: int = 0,
               log: Callable[[str], Any] | None = None, amp_dtype: Any = None, schedule_steps: int | None = None,

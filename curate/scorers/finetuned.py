@@ -90,8 +90,9 @@ class CrossEncoderScorer(Scorer):
     base_name = "all-MiniLM-L6-v2"
 
     def __init__(self, *, reads: Sequence[str] = ("instruction", "response"), name: str | None = None,
-                 imitates: dict[str, Any] | None = None, max_length: int | None = None, lora_r: int = 8,
-                 base: str | None = None, output_range: tuple[float, float] = DEITA.score_scale, batch_size: int = 32,
+                 imitates: dict[str, Any] | None = None, max_length: int | None = None, lora_r: int = SCORER.lora_rank,
+                 base: str | None = None, output_range: tuple[float, float] = DEITA.score_scale,
+                 batch_size: int = SCORER.predict_batch_size,
                  device: str = "cpu", head: str = "score"):
         super().__init__(reads=reads, name=name, imitates=imitates, batch_size=batch_size)
         if head not in self.heads:
@@ -231,7 +232,7 @@ class CrossEncoderScorer(Scorer):
 
     def fit(self, rows: Sequence[Row] | Any, scores: Sequence[float] | np.ndarray | None = None, *,
             label_range: tuple[float, float] | None = None, epochs: float = SCORER.finetune_epochs, lr: float = SCORER.finetune_lr,
-            batch_size: int = 16, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
+            batch_size: int = SCORER.finetune_batch_size, pairs: Sequence[tuple[Row, Row, float]] | None = None, seed: int = 0,
             log=None, on_step=None, checkpoint_dir: str | os.PathLike | None = None,
             on_resume=None, step_tokens: int | None = None) -> CrossEncoderScorer:
         """Fine-tune on (row, score) labels, plus optional preference ``pairs`` (row 1, row 2, P(1 beats 2))
