@@ -429,10 +429,12 @@ def test_show_and_workspace_html(tmp_path):
     assert "(sum " in repr(multi)
     failing = next(k for k in range(40, 80) if k % 11 == 4)
     text = repr(ws.show([failing]))
-    assert "digit mass 0.12 below floor 0.5 (turns 1, 2)" in text and "'code'" not in text
+    assert "low_digit_mass: digit mass 0.12 below floor 0.5 (turns 1, 2)" in text and "'code'" not in text  # led by
+    # its reason code, as the report and results group them (ws.show said the message alone)
     page = ws._repr_html_()
     for needle in ("complexity", "per-turn scores", "failing rows", "distinct", "deita"):
         assert needle in page
+    assert ">7 (5 low_digit_mass, 2 transient)<" in page  # failing rows by reason code: it said "7" alone
 
 
 def test_show_takes_numpy_positions_and_stats_flatten_per_turn_lists(tmp_path):

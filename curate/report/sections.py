@@ -42,7 +42,9 @@ def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str
         kind = s["kind"] + (f" ({s['reducer']} over turns)" if s.get("reducer") else "")
         extra = f"{s['per_row']:.1f} per row, {s['distinct']:,} distinct" if s["kind"] == "list" else ""
         never = f" ({s['never_computed']:,} never computed)" if s.get("never_computed") else ""
-        rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}{never}", s.get("failures"),
+        codes = ", ".join(f"{n:,} {code}" for code, n in (s.get("failure_codes") or {}).items())
+        failing = f"{s['failures']:,} ({codes})" if codes else s.get("failures")  # the table said "6" alone
+        rows.append([name, kind, f"{s['filled']:,}/{s['rows']:,}{never}", failing,
                      *(s.get(k) for k in ("mean", "min", "max")),  # fmt rounds, once
                      extra, provenance_line(prov)])
     return table(["column", "kind", "filled", "failing rows", "mean", "min", "max", "values", "provenance"],

@@ -128,7 +128,10 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
     stats: dict[str, Any] = {"name": name, "filled": len(filled), "rows": len(values)}
     if ws.has_column(f"{name}_failure"):
         try:
-            stats["failures"] = sum(1 for f in ws.failures(name) if f)
+            failing = [fails for fails in ws.failures(name) if fails]
+            stats["failures"] = len(failing)
+            codes = Counter(code for fails in failing for code in {f.code.value for f in fails})  # rows per code
+            stats["failure_codes"] = dict(codes.most_common())
         except DamagedFileError as exc:  # listed as damaged; this column's own stats stand
             stats["failures"] = f"unknown: {exc.damage.path.name} is damaged"
         stats["never_computed"] = len(never_computed(ws, name))
@@ -235,13 +238,17 @@ def llm_usage(ws: Workspace) -> list[dict[str, Any]]:
 
 
 # -- failures ---------------------------------------------------------------------------------------
-def failure_text(failures: list[Failure]) -> str:
-    """One row's failures for people, each message once with the turns it hit: ``no score (turns 1, 2)``."""
+def failure_text(failures: list[Failure], with_code: bool = False) -> str:
+    """One row's failures for people, each message once with the turns it hit: ``no score (turns 1, 2)``;
+    ``with_code``: each led by its reason code (``unparsable: no score (turns 1, 2)``), where nothing else shows it."""
     turns: dict[str, list[int]] = {}
     for f in failures:
-        turns.setdefault(f.message or f.code.value, [])
+        text = f.message or f.code.value
+        if with_code and f.message:
+            text = f"{f.code.value}: {f.message}"
+        turns.setdefault(text, [])
         if f.turn is not None:
-            turns[f.message or f.code.value].append(f.turn)
+            turns[text].append(f.turn)
     parts = []
     for message, ts in turns.items():
         where = f" (turn{'s' if len(ts) > 1 else ''} {', '.join(map(str, sorted(set(ts))))})" if ts else ""

@@ -61,7 +61,7 @@ def _display_values(ws: Workspace, columns: list[str], ids: list[str]) -> dict[s
         prov = provs.get(name, {})
         if is_failure_column(name, prov):
             of = prov.get("of") or name.removesuffix("_failure")
-            out[name] = [failure_text(f) or None for f in ws.failures(of, ids)]
+            out[name] = [failure_text(f, with_code=True) or None for f in ws.failures(of, ids)]  # as codes group them
             continue
         values = ws.column(name, ids)
         reducer = prov.get("reducer")
