@@ -227,3 +227,17 @@ def test_a_selection_of_the_first_curate_reads_with_its_reasons_in_words(tmp_pat
     assert "too close to row 0 at similarity 0.9065" in (tmp_path / "r.html").read_text()
     cli("select", ws.path, "--method", "random", "--budget", "1", "--from", "deita2", "--name", "one")
     assert len(ws.selection("one").ids) == 1
+
+
+def test_a_failure_detail_cut_for_a_summary_says_it_was_cut():
+    """A result's summary cut a long detail at 160 characters mid-sentence ("...2300 input tokens, );"), read as the
+    whole message: the cut now ends in an ellipsis; a short one is whole."""
+    from curate.codes import Failure, FailureCode
+    from curate.storage.failures import failure_reasons
+
+    long = Failure(FailureCode.CONTEXT_TOO_LONG, "the server says: " + "your prompt contains 2300 input tokens, " * 8)
+    short = Failure(FailureCode.TRANSIENT, "timed out")
+    reasons = failure_reasons([[long], [short], [long]])
+    (n, detail), (m, whole) = reasons[FailureCode.CONTEXT_TOO_LONG], reasons[FailureCode.TRANSIENT]
+    assert n == 2 and len(detail) == 160 and detail.endswith("…")  # was 160 characters ending mid-word
+    assert m == 1 and whole == str(short)

@@ -80,11 +80,16 @@ def parse_failures(value: Any) -> list[Failure]:
     return [Failure.from_dict(d) for d in value]
 
 
+def _cut(text: str, chars: int) -> str:
+    """``text``, or its first ``chars`` characters ending in "…" (a cut detail read as a whole one: "tokens, )")."""
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
 def failure_reasons(failures: list[list[Any]]) -> dict[str, tuple[int, str]]:
-    """Reason code -> (rows failing with it, its first failure's detail, cut to 160 characters)."""
+    """Reason code -> (rows failing with it, its first failure's detail, cut to 160 characters, "…" saying so)."""
     reasons: dict[str, tuple[int, str]] = {}
     for fails in failures:
         for code in dict.fromkeys(f.code for f in fails):
-            n, detail = reasons.get(code, (0, str(next(f for f in fails if f.code == code))[:160]))
+            n, detail = reasons.get(code, (0, _cut(str(next(f for f in fails if f.code == code)), 160)))
             reasons[code] = (n + 1, detail)
     return reasons
