@@ -768,6 +768,8 @@ def test_a_row_longer_than_the_context_fails_context_too_long_not_http_error(tmp
     (long_row,), (refused,), plain = ws.failures("quality")
     assert long_row.code is FailureCode.CONTEXT_TOO_LONG and "maximum context length is 2048" in long_row.message
     assert refused.code is FailureCode.HTTP_ERROR and plain == []
+    assert refused.message == "HTTP 400: bad request (invalid_request_error)"  # the server's words: it was the SDK's
+    # "Error code: 400 - {'error': {'message': 'bad request', 'type': 'invalid_request_error'}}"
     assert set(result.failure_reasons) == {"context_too_long", "http_error"}
     assert fault_server.counts[_key_of(fault_server, "[toolong]")] == 1  # permanent: not retried
     for server in (LocalServer, VLLMBatchBackend, VLLMBackend):

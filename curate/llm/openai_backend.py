@@ -241,10 +241,10 @@ class OpenAIBackend(Backend):
             except openai.APIStatusError as exc:
                 self.answered = True
                 status = exc.status_code
-                last = f"HTTP {status}: {_short(exc)}"
+                last = f"HTTP {status}: {_status_text(exc)}"
                 if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
                     self.refused = (f"HTTP {status}: the server refuses {REFUSED_SETTINGS[status]}; fix it and re-run "
-                                    f"(nothing more was sent): {_short(exc)}")  # a re-run sends the rows again
+                                    f"(nothing more was sent): {_status_text(exc)}")  # a re-run sends the rows again
                     return failure_result(self.refused, FailureCode.TRANSIENT)
                 if status not in (408, 409, 429) and status < 500:  # the row does not fit the context: its own code
                     return failure_result(last, refused_code(f"{exc} {getattr(exc, 'code', '') or ''}"))
@@ -295,7 +295,18 @@ def _max_tokens(request: Request) -> int:
     return reply_token_limit(request.params) or BACKEND.worst_case_max_tokens
 
 
-def _short(exc: Exception) -> str:
+def _status_text(exc: Any) -> str:
+    """The server's own words of an HTTP error (``bad request (invalid_request_error)``), not the SDK's wrapping of
+    its JSON body (``Error code: 400 - {'error': {'message': ...}}``); the SDK's text where the body says none."""
+    body = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return _short(exc)
+    kind = body.get("type") or body.get("code")
+    return _short(message.strip() + (f" ({kind})" if isinstance(kind, str) and kind else ""))
+
+
+def _short(exc: Exception | str) -> str:
     text = str(exc)
     return text if len(text) < 300 else text[:300] + "..."
 
