@@ -700,6 +700,11 @@ def test_a_column_is_a_score_by_its_stored_type_numbers_or_per_turn_numbers_one_
         name: score for name, (_, _, score) in cases.items()}
     assert set(numeric_columns(ws)) >= {name for name, (_, _, score) in cases.items() if score}
     assert column_stats(ws, "turns_summed")["kind"] == "per-turn scores" and column_stats(ws, "texts")["kind"] == "text"
+    # numbers per turn with no row value (a judge's digit mass on a pool with multi-turn rows) were described as a
+    # tag list ("1.0 per row, 2 distinct"), on a single-turn pool as scores: described as numbers, over the turns
+    two = column_stats(ws, "two_turns_no_reducer")
+    assert two["kind"] == "per-turn numbers" and (two["mean"], two["min"], two["max"]) == (1.5, 1.0, 2.0)
+    assert column_stats(ws, "tag_lists")["kind"] == "list"
 
 
 def test_the_pool_cards_count_multi_turn_rows_and_rows_without_a_reply_part_by_part(tmp_path, monkeypatch):

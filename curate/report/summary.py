@@ -80,6 +80,15 @@ def is_numeric(ws: Workspace, name: str, reducer: str | None) -> bool:
     return _number_type(kind)
 
 
+def per_turn_numbers(ws: Workspace, name: str) -> bool:
+    """True when derived column ``name`` holds a list of numbers per row (one per turn) that no reducer makes one
+    row value: a step's side column of a turn step (``complexity_digit_mass`` on multi-turn rows)."""
+    import pyarrow as pa
+
+    kind = ws.column_values_array(name).type
+    return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _number_type(kind.value_type)
+
+
 def _number_type(kind: Any) -> bool:
     import pyarrow as pa
 
@@ -145,6 +154,11 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
         nums = [v for v in ws.row_values(name) if v is not None and not not_finite(v)]
         if nums:
             # each value divided first: a sum of values near the float limit (1e308 + 1e308) overflows to inf
+            stats.update(mean=math.fsum(v / len(nums) for v in nums), min=min(nums), max=max(nums))
+    elif filled and per_turn_numbers(ws, name):  # a judge's digit mass beside multi-turn rows: no row value, so
+        nums = [x for v in filled for x in v if x is not None and not not_finite(x)]  # its turns' (was "list")
+        stats["kind"] = "per-turn numbers"
+        if nums:
             stats.update(mean=math.fsum(v / len(nums) for v in nums), min=min(nums), max=max(nums))
     elif filled and all(isinstance(v, list) for v in filled):
         items = [_flat(v) for v in filled]  # a per-turn list column (InsTag on conversations): one list per turn
