@@ -95,6 +95,13 @@ class AnnDefaults:
 
 
 @dataclass(frozen=True)
+class SelectDefaults:
+    """Seeded selectors (``random``, ``kcenter`` without ``sort_by``, ``kmeans``, ``dsir``, ``semantic``)."""
+
+    seed: int = 0                    # their draws, over the candidates in row-id order (the same rows, the same draw)
+
+
+@dataclass(frozen=True)
 class KMeansDefaults:
     """K-means of the ``kmeans`` selector and of semantic dedup's default index (:mod:`curate.select.clusters`)."""
 
@@ -334,6 +341,7 @@ JUDGE = JudgeDefaults()
 EMBED = EmbedDefaults()
 DEITA = DeitaDefaults()
 ANN = AnnDefaults()
+SELECT = SelectDefaults()
 KMEANS = KMeansDefaults()
 DECONTAMINATE = DecontaminateDefaults()
 HEURISTICS = HeuristicDefaults()

@@ -18,11 +18,11 @@ import unicodedata
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import ANN, DEITA, EMBED, MINHASH
+from curate.defaults import ANN, DEITA, EMBED, MINHASH, SELECT
 from curate.errors import CurateError
 from curate.select.admission import REJECTED, admit
 from curate.select.clusters import fit_kmeans
-from curate.select.inputs import iter_texts, score_detail, vectors
+from curate.select.inputs import id_order, iter_texts, score_detail, vectors
 from curate.select.lsh import BandIndex
 from curate.select.products import hnsw_products
 from curate.select.progress import walked
@@ -153,17 +153,19 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
 
 
 def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str = "kmeans",
-                        n_clusters: int | None = None, seed: int = 0, ef: int = ANN.ef, threads: int = 1
+                        n_clusters: int | None = None, seed: int = SELECT.seed, ef: int = ANN.ef, threads: int = 1,
+                        cluster_order: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """The semantic dedup walk over unit rows ``x`` in their order (see :func:`semantic_dedup`): duplicate
-    mask, witness (row position), witness similarity, K-means labels (``kmeans`` only) and provenance."""
+    mask, witness (row position), witness similarity, K-means labels (``kmeans`` only) and provenance.
+    ``cluster_order``: the order of the rows K-means sees (a permutation of them; default theirs)."""
     n = len(x)
     rank_score = -np.arange(n, dtype=np.float64)  # the walk order, as admission scores
     if index in ("hnsw", "exact"):
         products = hnsw_products(ef=ef, threads=threads, seed=seed) if index == "hnsw" else None
         res = admit(x, rank_score, None, duplicate_similarity, None, products=products)
         duplicate = res.decision == REJECTED
-        info = {"index": index} if index == "exact" else {"index": "hnsw", "ef": ef, "threads": threads}
+        info = {"index": index} if index == "exact" else {"index": "hnsw", "ef": ef, "threads": threads, "seed": seed}
         return duplicate, res.witness, res.witness_similarity, None, info
     if index != "kmeans":
         raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
@@ -172,8 +174,10 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
     labels, seeding = np.zeros(n, int), {}
     if k_c > 1:
-        km, seeding = fit_kmeans(x, k_c, seed)
-        labels = km.labels_
+        order = np.arange(n) if cluster_order is None else np.asarray(cluster_order, np.int64)
+        km, seeding = fit_kmeans(x[order], k_c, seed)
+        labels = np.empty(n, np.int64)
+        labels[order] = km.labels_
     duplicate = np.zeros(n, bool)
     wit = np.full(n, -1, np.int64)
     wsim = np.full(n, np.nan)
@@ -184,18 +188,19 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
         duplicate[members[rej]] = True
         wit[members[rej]] = members[res.witness[rej]]
         wsim[members[rej]] = res.witness_similarity[rej]
-    return duplicate, wit, wsim, labels, {"n_clusters": k_c, **seeding}
+    return duplicate, wit, wsim, labels, {"n_clusters": k_c, "seed": seed, **seeding}
 
 
 @register("semantic")
 def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.semantic_duplicate_similarity,
                    n_clusters: int | None = None, embeddings: str = EMBED.name, sort_by: str | None = None,
-                   seed: int = 0, index: str = "kmeans", ef: int = ANN.ef, threads: int = 1) -> SelectorResult:
+                   seed: int = SELECT.seed, index: str = "kmeans", ef: int = ANN.ef, threads: int = 1) -> SelectorResult:
     """Semantic dedup: a row is a duplicate when a kept row earlier in the walk order has cosine similarity
     above ``duplicate_similarity``. ``index`` says where kept rows are looked for:
 
     * ``kmeans`` (default): K-means clusters, then inside each cluster the exact admission loop (no budget);
-      pairs split across clusters are missed.
+      pairs split across clusters are missed. K-means runs over the rows in row-id order, so the same rows and
+      ``seed`` make the same clusters whatever the pool file's order.
     * ``hnsw``: the admission loop over all rows with the kept rows in an hnswlib graph (cosine): each
       block of rows asks it for its nearest kept row (query beam ``ef``; ``threads`` build threads, 1 =
       reproducible) instead of comparing with every kept row; rows inside a block and rows near the
@@ -212,7 +217,7 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
     x = vectors(ws, embeddings, ordered)
     ids = ws.ids
     duplicate, wit, wsim, labels, how = semantic_duplicates(x, duplicate_similarity, index, n_clusters, seed, ef,
-                                                            threads)
+                                                            threads, cluster_order=id_order(ws, ordered))
     first = {"n_clusters": how.pop("n_clusters")} if "n_clusters" in how else {}  # the order it had before
     out = SelectorResult(info={**first, "duplicate_similarity": duplicate_similarity, **how, **info})
     for m, p in enumerate(ordered.tolist()):

@@ -7,10 +7,10 @@ import math
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import EMBED, KMEANS
+from curate.defaults import EMBED, KMEANS, SELECT
 from curate.errors import CurateError
 from curate.select.clusters import fit_kmeans
-from curate.select.inputs import score_detail, vectors
+from curate.select.inputs import in_id_order, score_detail, vectors
 from curate.select.progress import printed_iterations, walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
@@ -90,14 +90,16 @@ def _greedy(x: np.ndarray, k: int, first: int, chosen: np.ndarray | None) -> tup
 
 @register("kcenter")
 def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sort_by: str | None = None,
-            seed: int = 0) -> SelectorResult:
+            seed: int = SELECT.seed) -> SelectorResult:
     """MoDS / coreset k-center greedy: each pick is the row farthest (cosine distance) from those picked.
 
     The first centre is the best-scored row when ``sort_by`` is given, else a seeded random row (the
-    choice never depends on which columns the workspace happens to hold).
+    choice never depends on which columns the workspace happens to hold). The rows are walked in score order
+    (ties by row id) or in row-id order, so equally far rows go by that order and the same rows and seed give the
+    same centres whatever the pool file's order.
     """
     if sort_by is None:
-        ordered, values = rows, np.full(len(rows), np.nan)
+        ordered, values = in_id_order(ws, rows), np.full(len(rows), np.nan)
         first = int(np.random.default_rng(seed).integers(len(rows))) if len(rows) else 0
     else:
         perm, scores = rows_by_score(ws, rows, sort_by)
@@ -105,13 +107,14 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     x = vectors(ws, embeddings, ordered)
     centres, nearest, dist = kcenter_greedy(x, budget, first)
     ids = ws.ids
+    drawn = {"seed": seed} if sort_by is None else {}  # the seed is used (and recorded) without sort_by only
     if not len(centres):  # budget 0 (or no rows): no centre, so no witness and no radius
-        out = SelectorResult(info={"radius": None, "sort_by": sort_by})
+        out = SelectorResult(info={"radius": None, "sort_by": sort_by, **drawn})
         for j in range(len(ordered)):
             out.add(ordered[j], Decision.REJECTED, Reason.NOT_SAMPLED, score_detail(values[j]))
         return out
     out = SelectorResult(info={"radius": float(dist.max()), "sort_by": sort_by,
-                               "first_centre": "seeded random row" if sort_by is None else "best-scored row"})
+                               "first_centre": "seeded random row" if sort_by is None else "best-scored row", **drawn})
     for i, c in enumerate(centres.tolist()):
         out.add(ordered[c], Decision.KEPT, Reason.SELECTED, {"centre": i + 1, **score_detail(values[c])})
     picked = set(centres.tolist())
@@ -124,11 +127,13 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
 
 @register("kmeans")
 def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per_cluster: str = "nearest",
-           embeddings: str = EMBED.name, seed: int = 0) -> SelectorResult:
+           embeddings: str = EMBED.name, seed: int = SELECT.seed) -> SelectorResult:
     """Coreset: K-means, then each cluster's share of ``budget`` (by size) nearest its centroid
-    (``per_cluster="nearest"``) or by k-center inside the cluster (``"kcenter"``)."""
+    (``per_cluster="nearest"``) or by k-center inside the cluster (``"kcenter"``). K-means runs over the rows in
+    row-id order: the same rows and seed give the same selection whatever the pool file's order."""
     if per_cluster not in ("nearest", "kcenter"):
         raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
+    rows = in_id_order(ws, rows)
     x = vectors(ws, embeddings, rows)
     k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
     with printed_iterations(KMEANS.max_iter, "kmeans", "Iteration ") as verbose:
@@ -140,7 +145,7 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
         quota[c] += 1
     quota = np.minimum(quota, sizes)
     out = SelectorResult(info={"n_clusters": k, "per_cluster": per_cluster, "empty_clusters": int((sizes == 0).sum()),
-                               **seeding})
+                               "seed": seed, **seeding})
     for c in range(k):
         members = np.flatnonzero(labels == c)
         if not len(members):  # K-means may leave a cluster empty (fewer distinct vectors than clusters)

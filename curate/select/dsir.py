@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from curate.codes import Decision, Reason
+from curate.defaults import SELECT
 from curate.errors import CurateError
-from curate.select.inputs import texts
+from curate.select.inputs import in_id_order, texts
 from curate.select.registry import SelectorResult, register
 
 
@@ -24,11 +25,12 @@ def hashed_ngrams(texts: list[str], num_buckets: int = 10_000, ngram: int = 2):
 
 @register("dsir")
 def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLike, text: str = "instruction",
-         num_buckets: int = 10_000, ngram: int = 2, seed: int = 0) -> SelectorResult:
+         num_buckets: int = 10_000, ngram: int = 2, seed: int = SELECT.seed) -> SelectorResult:
     """DSIR: importance weights p_target/p_raw over hashed n-grams, then Gumbel top-k resampling.
 
     ``target``: the target texts, or a file of them (one per line; its name or a ``Path``). Detail ``score``: a row's log
-    importance weight; ``key``: the weight plus its Gumbel noise (what the ranking sorts by).
+    importance weight; ``key``: the weight plus its Gumbel noise (what the ranking sorts by). The noise is drawn over
+    the rows in row-id order: the same rows and seed give the same sample whatever the pool file's order.
     """
     if num_buckets < 1 or ngram < 1:  # sklearn's hashing divides by num_buckets: 0 killed the process (SIGFPE)
         raise CurateError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
@@ -42,6 +44,7 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
         raise CurateError(f"dsir: target must be a list of texts or a file of them, not {target!r}"[:200])
     if not target:
         raise CurateError("dsir needs target texts")
+    rows = in_id_order(ws, rows)
     raw = hashed_ngrams(texts(ws, rows, text), num_buckets, ngram)
     tgt = hashed_ngrams(target, num_buckets, ngram)
     p_raw = np.asarray(raw.sum(axis=0)).ravel() + 1.0

@@ -12,6 +12,18 @@ from curate.storage.blobs import check_read_rows
 from curate.storage.files import take_values
 
 
+def id_order(ws, rows: np.ndarray) -> np.ndarray:
+    """Indices into ``rows`` (pool positions) that sort them by row id. Ids are content hashes, so a seeded draw, a
+    clustering or a tie over this order picks the same rows for the same seed whatever order the pool file held."""
+    pool_ids = ws.ids
+    return np.argsort(np.asarray([pool_ids[p] for p in rows.tolist()], dtype=str), kind="stable")
+
+
+def in_id_order(ws, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (pool positions) sorted by row id (:func:`id_order`)."""
+    return rows[id_order(ws, rows)]
+
+
 def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
     """The rows' embeddings (pool positions ``rows``) as float32 unit rows (renormalised where off unit
     norm, so cosines stay true cosines)."""

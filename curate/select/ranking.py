@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from curate.codes import Decision, Reason
+from curate.defaults import SELECT
 from curate.errors import CurateError
+from curate.select.inputs import in_id_order
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score, score_quantile
 
@@ -56,9 +58,10 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
 
 
 @register("random")
-def random_sample(ws, rows: np.ndarray, budget: int, seed: int = 0) -> SelectorResult:
-    """A seeded uniform sample of ``budget`` rows."""
-    perm = rows[np.random.default_rng(seed).permutation(len(rows))]
+def random_sample(ws, rows: np.ndarray, budget: int, seed: int = SELECT.seed) -> SelectorResult:
+    """A seeded uniform sample of ``budget`` rows: a permutation of the rows in row-id order, so the same rows and
+    seed give the same sample whatever the pool file's order."""
+    perm = in_id_order(ws, rows)[np.random.default_rng(seed).permutation(len(rows))]
     out = SelectorResult(info={"seed": seed})
     for i, p in enumerate(perm.tolist()):
         if i < budget:
