@@ -127,3 +127,14 @@ def test_kmeans_gives_identical_rows_one_similarity_and_ranks_them_by_row_id(two
     pairs = twin_groups(w, "default")
     assert len(pairs) > 40 and all(len({similarity[i] for i in ids}) == 1 for ids in pairs)
     assert all(sorted(ids, key=rank.__getitem__) == sorted(ids) for ids in pairs)
+
+
+def test_necessity_ranks_equally_bad_answers_by_row_id(tmp_path):
+    """Old code ranked them in pool order (the seed model's answers scored alike: a 1..6 judge ties often)."""
+    from tests.test_mods import _necessity_workspace
+
+    ws = _necessity_workspace(tmp_path)
+    ws.add_column("tied_answer_quality", [[5.0], [5.0]] + [[2.0]] * 8, TURNS_SUM)
+    sel = ws.select(method="necessity", name="tied", seed="seed", answer_score="tied_answer_quality",
+                    max_answer_score=3.5)
+    assert sel.ids[2:] == sorted(ws.ids[2:]) != ws.ids[2:]

@@ -28,7 +28,7 @@ from curate.defaults import EMBED, HEURISTICS
 from curate.errors import CurateError
 from curate.select.diversity import kcenter_greedy
 from curate.select.heuristics import looping_tail
-from curate.select.inputs import vectors
+from curate.select.inputs import in_id_order, vectors
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import score_rows
 from curate.storage.pool import selection_positions
@@ -62,7 +62,7 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
         raise CurateError(f"necessity: seed selection {seed!r} keeps {len(outside):,} rows outside this selection's "
                           f"input (first: {outside[0]!r}); make the seed from the same input")
     in_seed = set(seed_positions)
-    rest = np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64)
+    rest = in_id_order(ws, np.asarray([p for p in rows.tolist() if p not in in_seed], np.int64))  # ties by row id
     pool_ids = ws.ids
     rest_ids = [pool_ids[p] for p in rest.tolist()]
     scores = lowest_turn_scores(ws, answer_score, rest_ids)
