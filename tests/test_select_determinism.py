@@ -138,3 +138,18 @@ def test_necessity_ranks_equally_bad_answers_by_row_id(tmp_path):
     sel = ws.select(method="necessity", name="tied", seed="seed", answer_score="tied_answer_quality",
                     max_answer_score=3.5)
     assert sel.ids[2:] == sorted(ws.ids[2:]) != ws.ids[2:]
+
+
+def test_training_selectors_rank_tied_rows_by_row_id(two_orders):
+    """cartography, el2n and grand broke ties by pool position: the same rows and values loaded in another order kept
+    other tied rows. Values with 3 levels (ties everywhere), added by row id to both workspaces."""
+    import curate.train.selectors  # noqa: F401  (registers them)
+
+    levels = np.random.default_rng(5).integers(0, 3, 640) / 4
+    for ws in two_orders:
+        values = dict(zip(sorted(ws.ids), levels, strict=True))
+        for column in ("el2n", "grand", "confidence", "variability"):
+            ws.add_column(column, [float(values[rid]) for rid in ws.ids], {"kind": "test"})
+    for method in ("el2n", "grand", "cartography"):
+        a, b = (decisions(ws.select(method=method, name=f"t_{method}", budget=50)) for ws in two_orders)
+        assert a == b, method  # was other kept rows for the same values

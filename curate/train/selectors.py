@@ -10,6 +10,7 @@ import numpy as np
 from curate.codes import Decision, Reason
 from curate.defaults import TRAIN
 from curate.errors import CurateError
+from curate.select.inputs import in_id_order
 from curate.select.registry import SelectorResult, register
 from curate.train.cartography import ambiguous_first, regions
 from curate.train.diet import prune_easiest
@@ -44,6 +45,7 @@ def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction
                        easy_share: float = TRAIN.easy_share) -> SelectorResult:
     """Dataset Cartography: the most ambiguous rows (highest variability) first, plus ``easy_share`` of the
     budget from the most confident rows; the rest rejected (``hard_to_learn`` for hard-region rows)."""
+    rows = in_id_order(ws, rows)  # ties (equal variability, equal confidence) go by row id, not pool position
     conf, var = _values(ws, rows, "confidence"), _values(ws, rows, "variability")
     keep = _keep(int((~np.isnan(conf)).sum()), budget, fraction)
     picked, why = ambiguous_first(conf, var, keep, easy_share)
@@ -66,6 +68,7 @@ def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction
 
 def _diet(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float | None,
           skip_hardest: float) -> SelectorResult:
+    rows = in_id_order(ws, rows)  # equal scores go by row id, not pool position
     scores = _values(ws, rows, column)
     keep = _keep(int((~np.isnan(scores)).sum()), budget, fraction)
     kept, easiest, hardest = prune_easiest(scores, keep, skip_hardest)
