@@ -337,3 +337,33 @@ def test_a_cache_shard_whose_vectors_rotted_or_were_zeroed_is_named_with_what_to
             lookup_or_encode(store, texts, ones)
         assert str(err.value).startswith(f"{store.shards()[0]}: a damaged shard of the embedding cache")
         assert str(err.value).endswith("remove this folder: its vectors are encoded again")
+
+
+_RERUN = """
+import sys
+from curate.session import Workspace
+summary = Workspace.open(sys.argv[1]).embed(progress=False)
+print(summary["encoded"], summary["device"], "torch" in sys.modules)
+"""
+
+
+def test_an_embed_step_whose_vectors_are_all_cached_does_not_import_torch(tmp_path):
+    """Choosing the device imported torch (4-5 s) before the cache was read, on a re-run that encodes nothing; a
+    first run still encodes, and the re-run's set keeps the device the vectors were encoded on."""
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"question {i}", "output": "an answer"}
+                                               for i in range(5)]))
+
+    def embed_in_a_fresh_process() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", _RERUN, str(tmp_path / "ws")], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    encoded, device, _ = embed_in_a_fresh_process()
+    assert int(encoded) == 5 and device in ("cpu", "cuda")
+    assert embed_in_a_fresh_process() == ["0", device, "False"]
+    assert ws.embedding_sets["default"]["device"] == device and ws.embedding_sets["default"]["encoded"] == 0

@@ -113,4 +113,4 @@ def embed(
 
     summary = Workspace.open(workspace).embed(model=model, text=text, name=name, batch_size=batch_size, device=device)
     console.print(f"embeddings {summary['name']!r}: {summary['rows']:,} rows, {summary['encoded']:,} encoded, "
-                  f"{summary['reused']:,} from the cache ({summary['model']}, {summary['text']}, {summary['device']})")
+                  f"{summary['reused']:,} from the cache ({', '.join(str(summary[k]) for k in ('model', 'text', 'device') if summary[k])})")

@@ -10,7 +10,7 @@ from curate.embed.encoder import model_id, resolve_backend
 from curate.errors import CurateError
 from curate.hardware import resolve_device
 from curate.rows import row_text
-from curate.storage.files import check_new_name
+from curate.storage.files import check_new_name, read_json
 
 # ``ws`` is a curate.storage.workspace.Workspace: only its public methods are used.
 Workspace = Any
@@ -31,7 +31,11 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     if not (ws.path / "embeddings" / f"{name}.json").exists():
         check_new_name(name)  # before the encoding, not once it is done
     mid = model_id(model)
-    device = resolve_device(device)  # before the cache is read: a cached set never records a device it cannot use
+    # A device asked for is checked before the cache is read: a cached set never records a device it cannot use.
+    # None is chosen only once a text needs encoding (choosing imports torch: 4-5 s of a re-run whose vectors are
+    # all cached), except for the onnx backends, which fall back to torch on a GPU and so need the device first.
+    if device is not None or resolve_backend(backend) != "torch":
+        device = resolve_device(device)
     backend = resolve_backend(backend, device)
     # The ids stored are the ids of the rows encoded, read from the same pool as their texts: a load meanwhile (a
     # thread sharing ``ws``) made add_embeddings take the new pool's ids, pairing ids with other rows' vectors.
@@ -42,8 +46,19 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
         raise ValueError("the workspace has no rows to embed")
     matrix, encoded, cache = encode_cached(texts, ws.cache_dir, model=mid, batch_size=batch_size,
                                            progress=progress, device=device, backend=backend)
+    if device is None:  # the device the encoder chose; nothing encoded: the one the set's vectors were encoded on
+        device = resolve_device(None) if encoded else _cached_device(ws, name, mid, backend, text)
     provenance = {"kind": "embeddings", "model": mid, "backend": backend, "text": text, "dim": int(matrix.shape[1]),
                   "normalized": True, "device": device, "encoded": encoded, "cache": str(cache)}
     ws.add_embeddings(name, matrix, provenance, ids=ids)
     return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
             "model": mid, "backend": backend, "text": text, "device": device}
+
+
+def _cached_device(ws: Workspace, name: str, model: str, backend: str, text: str) -> str | None:
+    """The device set ``name`` records when it holds vectors of this model, backend and text, else None (every
+    vector came from the cache, and no device was chosen to encode one)."""
+    path = ws.path / "embeddings" / f"{name}.json"  # only this set's file (storing the set reads it too)
+    meta = read_json(path) if path.exists() else {}
+    same = (meta.get("model"), meta.get("backend"), meta.get("text")) == (model, backend, text)
+    return meta.get("device") if same else None
