@@ -966,3 +966,32 @@ def test_a_value_cut_in_the_text_view_ends_with_an_ellipsis(tmp_path):
     ws.add_column("note", ["n" * 100], {"kind": "test"})
     ws.add_column("short", ["s" * 80], {"kind": "test"})
     assert f"note={'n' * 79}…; short={'s' * 80}\n" in repr(RowsView(ws, ws.ids, ["note", "short"]))
+
+
+def test_the_embedding_maps_pca_is_sklearns_pca_without_importing_sklearn(tmp_path):
+    """The map's PCA imported sklearn.decomposition (and scipy.stats with it: 3-5 s of every report in a fresh
+    process); numpy's SVD with sklearn's sign rule draws the same coordinates."""
+    from sklearn.decomposition import PCA
+
+    from curate.report.plots import project_2d
+
+    rng = np.random.default_rng(3)
+    for rows, dims, fit_rows in [(50, 384, 5000), (700, 16, 5000), (900, 24, 300), (3, 5, 5000), (40, 1, 5000)]:
+        vectors = rng.standard_normal((rows, dims)).astype(np.float32) * rng.uniform(0.1, 3, dims).astype(np.float32)
+        coords, used = project_2d(vectors, "pca", pca_fit_rows=fit_rows)
+        fit = vectors if rows <= fit_rows else vectors[np.random.default_rng(0).choice(rows, fit_rows, replace=False)]
+        pca = PCA(n_components=min(2, rows, dims), svd_solver="full").fit(fit.astype(np.float64))
+        expected = pca.transform(vectors.astype(np.float64))
+        expected = np.column_stack([expected, np.zeros(rows)]) if expected.shape[1] < 2 else expected
+        assert used == "PCA" and coords.shape == (rows, 2)
+        np.testing.assert_allclose(coords, expected, atol=1e-6, err_msg=f"{rows}x{dims}")
+    same = project_2d(np.ones((4, 8), dtype=np.float32), "pca")[0]
+    assert not np.ptp(same, axis=0).any()  # identical vectors: one point (the map says all vectors are equal)
+    synthetic_workspace(tmp_path / "ws")
+    probe = ("import sys; from curate import Workspace; Workspace.open(sys.argv[1]).report(sys.argv[2]); "
+             "print([m for m in ('sklearn', 'scipy') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "ws"), str(tmp_path / "r.html")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "[]" and "<img alt='embedding map'" in (tmp_path / "r.html").read_text()

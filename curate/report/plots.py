@@ -37,7 +37,6 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     _need_pool,
     _scatter_by_role,
     _selection_masks,
-    known_warnings_silenced,
     plotted_values,
     role_or_missing,
     symlog_axis,
@@ -153,18 +152,26 @@ def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "UMAP"
     if method != "pca":
         raise ValueError(f"projection {method!r}: use auto, pca or umap")
-    from sklearn.decomposition import PCA
-
-    n_comp = min(2, *vectors.shape)
     # the two main axes of a pool are found as well from a few thousand rows; an SVD of all 30K takes seconds
     fit_rows = vectors
     if len(vectors) > pca_fit_rows:
         fit_rows = vectors[np.random.default_rng(seed).choice(len(vectors), pca_fit_rows, replace=False)]
-    with known_warnings_silenced():  # identical vectors: a 0/0 variance ratio, the map says they are equal
-        coords = PCA(n_components=n_comp, random_state=seed).fit(fit_rows).transform(vectors)
+    coords = pca_coordinates(fit_rows, vectors, min(2, *vectors.shape))
     if coords.shape[1] < 2:
         coords = np.column_stack([coords, np.zeros(len(coords))])
     return coords, "PCA"
+
+
+def pca_coordinates(fit_rows: np.ndarray, vectors: np.ndarray, n_components: int) -> np.ndarray:
+    """``vectors`` on the first ``n_components`` principal axes of ``fit_rows``: sklearn's PCA (an exact SVD of the
+    centred rows, each axis's sign set as ``svd_flip`` sets it: its largest entry positive), in numpy, as importing
+    sklearn.decomposition cost a report 3-5 s."""
+    fit_rows = np.asarray(fit_rows, dtype=np.float64)
+    mean = fit_rows.mean(axis=0)
+    _, _, vt = np.linalg.svd(fit_rows - mean, full_matrices=False)
+    axes = vt[:n_components]
+    axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    return (np.asarray(vectors, dtype=np.float64) - mean) @ axes.T
 
 
 def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str = "default",
