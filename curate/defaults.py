@@ -157,6 +157,7 @@ class NormalizerDefaults:
     eps: float = 0.05                # DBSCAN, cosine distance
     min_support: int = 40            # FP-Growth, rows
     min_confidence: float = 0.99
+    mapping_artifact: str = "instag_mapping"  # the workspace artifact the fitted mapping is stored as
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,16 @@ def test_every_command_has_help():
         assert r.exit_code == 0 and "Usage" in r.output, cmd
 
 
+def test_the_cli_imports_no_command_bodys_libraries_before_a_command_runs():
+    """`curate tags` imported the tagger (pydantic, numpy, ...) for one artifact name, `curate info` the pool
+    module, `curate evol` the LLM base: every command and `curate --help` paid for them (0.7-0.8 s of --help's 3 s)."""
+    probe = ("import sys, curate.cli; print([m for m in ('pydantic', 'numpy', 'curate.tags', 'curate.storage.pool', "
+             "'curate.llm.base') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
 def test_a_commands_help_keeps_each_paragraph_whole():
     """typer re-wraps a docstring's first paragraph only: the others broke at the source's line ends, mid-sentence."""
     from typer.testing import CliRunner

@@ -28,7 +28,6 @@ from curate.cli.common import (
     err_console,
 )
 from curate.defaults import EVOL, JUDGE
-from curate.llm.base import format_usd
 
 
 @app.command()
@@ -108,6 +107,8 @@ def evol(
 
 def print_run_summary(p: dict) -> None:
     """Requests, tokens, eliminated share by reason and the score distribution of an Evol run's provenance."""
+    from curate.llm.base import format_usd
+
     sent = sent_text(p)
     cost = "unknown (a model's price is unknown)" if p["cost_usd"] is None else format_usd(p["cost_usd"])
     console.print(f"evol {p['kind']}: {p['seeds']} seeds x {p['steps']} steps; "

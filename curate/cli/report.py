@@ -13,7 +13,6 @@ from rich.table import Table
 
 from curate.cli.common import app, console, err_console
 from curate.defaults import REPORT
-from curate.storage.pool import out_of_date
 
 
 def _usage_line(entry: dict[str, Any]) -> str:
@@ -33,6 +32,7 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     label sets, the damaged files with their fix."""
     from curate.report.tables import visible_controls
     from curate.report.views import label_set_text
+    from curate.storage.pool import out_of_date
 
     def say(line: str, **kwargs: Any) -> None:  # a row's ESC, BEL or U+202E shown as an escape, not obeyed
         console.print(visible_controls(line), soft_wrap=True, **{"markup": False, **kwargs})  # a "[red]" in a name is text

@@ -29,8 +29,6 @@ from curate.cli.common import (
 )
 from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError
-from curate.llm.base import format_usd
-from curate.tags.normalize import MAPPING_ARTIFACT
 
 
 @app.command("tag")
@@ -65,6 +63,7 @@ def tag_cmd(
         raise_unanswered,
         transient_rows,
     )
+    from curate.llm.base import format_usd
     from curate.session import Workspace
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
@@ -152,7 +151,7 @@ def tags_cmd(
         norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
                                  association=min_support > 0, min_support=min_support or NORMALIZER.min_support)
         _print_steps(instag.normalize(ws, norm, column=column))
-    elif ws.artifact(MAPPING_ARTIFACT) is not None:  # what the stored mapping did (e.g. thresholds scaled to the pool)
+    elif ws.artifact(NORMALIZER.mapping_artifact) is not None:  # what the stored mapping did (e.g. thresholds scaled to the pool)
         _print_steps(instag.Normalizer.from_workspace(ws))
     rows = ws.column(column)
     freq = instag.tag_frequency(rows)

@@ -35,7 +35,7 @@ from curate.tags.aggregate import ASSOCIATION_MODES, EmbedFn, association_merges
 from curate.tags.metrics import TagLists
 from curate.tags.tagger import dedupe
 
-MAPPING_ARTIFACT = "instag_mapping"
+MAPPING_ARTIFACT = NORMALIZER.mapping_artifact
 
 # Rule aggregation's words: runs of letters/digits; a word ending in a letter keeps a run of '#'/'+' right
 # after it when no letter follows (C#, C++, F#, Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart;
