@@ -199,16 +199,17 @@ class CrossEncoderScorer(Scorer):
                                   None if res is None else [res[i] for i in positions], max_length=self.max_length,
                                   batch_size=self.batch_size, on_rows=on_rows, plan=self._plan(), device=self._device())
 
-        if cache_dir is None:
-            return np.asarray(predict(list(range(len(ins)))), dtype=np.float32)
+        keys = prediction_cache.row_keys(ins, res)
+        chars = [len(t) + (0 if res is None else len(res[i])) for i, t in enumerate(ins)]  # chunks: similar lengths
+        if cache_dir is None:  # the chunks a cached pass would score (batch-mates move a row's last digits)
+            return prediction_cache.predict_cached(predict, keys, None, first_rows=self.batch_size, lengths=chars)
         moved = prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)  # counted, not logged
         if moved.rows_moved or moved.files_removed or moved.damaged:
             add_counts(cache_use, turns_from_old_cache_layout=moved.rows_moved,
                        old_cache_files_removed_unread=len(moved.files_removed),
                        old_cache_files_damaged=len(moved.damaged))
-        raw = prediction_cache.predict_cached(predict, prediction_cache.row_keys(ins, res),
-                                              prediction_cache.cache_folder(cache_dir, self.fingerprint()),
-                                              first_rows=self.batch_size, on_rows=on_rows)
+        raw = prediction_cache.predict_cached(predict, keys, prediction_cache.cache_folder(cache_dir, self.fingerprint()),
+                                              first_rows=self.batch_size, lengths=chars, on_rows=on_rows)
         add_counts(cache_use, turns_from_prediction_cache=len(ins) - computed[0], turns_predicted=computed[0])
         return raw
 

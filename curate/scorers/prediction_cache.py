@@ -1,9 +1,14 @@
 """The workspace cache of a fine-tuned scorer's forward passes: one raw value per row text, kept as each chunk ends.
 
-A pass scores the rows the cache lacks in chunks sized by time (one batch first, growing while each takes under
-``CHUNK_SECONDS``), and each finished chunk is kept at once, so a killed pass keeps every chunk it finished and loses
-at most a few seconds of work; a re-run scores only the rest. Chunks of a fixed 512 rows kept nothing of a pool
-under 512 rows. Rows are found by their texts' hash, not their position: a re-run's chunks need not line up.
+A pass scores the rows the cache lacks (each distinct row once) in chunks of a fixed plan (:func:`chunk_plan`):
+the rows in one canonical order, by (length, key), cut into chunks of one batch first, doubling up to
+``CHUNK_ROWS``; each finished chunk is kept at once, so a killed pass keeps every chunk it finished
+and loses at most one chunk of work (seconds on a CPU); a re-run scores only the rest. Chunks of a fixed 512 rows
+kept nothing of a pool under 512 rows. The plan depends on the set of rows alone, never on their order or the
+machine's load: a row's value depends in its last digits (~1e-6) on the rows padded into its batch, so chunks sized
+by time (until this version) gave two fresh runs on the same rows different values. Rows are found by their texts'
+hash, not their position: a re-run's chunks need not line up (a resumed pass, whose rows left to score differ, may
+differ from a fresh one in those last digits).
 
 Layout: ``<cache_dir>/scorer_ce/<scorer fingerprint>/``, a :class:`~curate.storage.vector_shards.VectorStore` of
 one-value vectors (the embedding cache's store: shards written whole, merged by size, read without a lock).
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +32,7 @@ import numpy as np
 
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
-CHUNK_SECONDS = 5.0    # a chunk grows while each takes under this: a kill loses at most about this much work
-MAX_CHUNK_ROWS = 4096  # and stays under this many rows (fewer, larger shards for a large pool)
+CHUNK_ROWS = 256       # rows per kept chunk at most: a kill loses at most one (seconds on a CPU)
 KEY_CHARS = 32         # hex characters of a row key (128 bits of SHA-256)
 LEGACY_CHUNK = 512     # rows per file of the layout before per-row keys
 _MOVED_IN: set[Path] = set()  # the stores this process has moved the earlier layouts into (or found none for)
@@ -164,29 +167,51 @@ def _move_legacy(cache_dir: str | os.PathLike, fingerprint: str, folder: Path, i
     return moved
 
 
-def predict_cached(predict: Callable[[list[int]], np.ndarray], keys: list[bytes], folder: Path, *, first_rows: int,
+def chunk_plan(keys: Sequence[bytes], todo: Sequence[int], lengths: Sequence[int] | None, *, first_rows: int,
+               chunk_rows: int = CHUNK_ROWS) -> list[list[int]]:
+    """Positions of the distinct rows among ``todo`` (the first of each key), in chunks: sorted by (``lengths``,
+    key), cut into ``first_rows`` rows, then twice as many each chunk up to ``chunk_rows``. Depends on the set of
+    rows only (not their order, not the time a chunk takes), so the same rows are batched the same in every pass."""
+    first: dict[bytes, int] = {}
+    for i in todo:
+        first.setdefault(keys[i], i)
+    order = sorted(first.values(), key=lambda i: (0 if lengths is None else lengths[i], keys[i]))
+    chunks, rows, start = [], max(1, first_rows), 0
+    while start < len(order):
+        chunks.append(order[start:start + rows])
+        start += rows
+        rows = max(1, min(chunk_rows, 2 * rows))
+    return chunks
+
+
+def predict_cached(predict: Callable[[list[int]], np.ndarray], keys: list[bytes], folder: Path | None, *,
+                   first_rows: int, lengths: Sequence[int] | None = None,
                    on_rows: Callable[[int], object] | None = None) -> np.ndarray:
-    """Raw values of every row: the kept ones read back, the others from ``predict(positions)`` in chunks of
-    ``first_rows`` rows first, then sized by time; each chunk kept as it ends."""
-    shards = VectorStore(folder)
-    kept, found = shards.get(np.asarray(keys, dtype=KEY_DTYPE))
+    """Raw values of every row: the kept ones read back, the others from ``predict(positions)`` in the chunks of
+    :func:`chunk_plan` (``lengths``: what the rows are sorted by before their keys), each kept as it ends; with
+    ``folder`` None nothing is read or kept (the same chunks, so the same values)."""
+    shards = VectorStore(folder) if folder is not None else None
     out = np.zeros(len(keys), dtype=np.float32)
-    if kept is not None:
-        out[found] = kept[found, 0]
+    found = np.zeros(len(keys), dtype=bool)
+    if shards is not None:
+        kept, found = shards.get(np.asarray(keys, dtype=KEY_DTYPE))
+        if kept is not None:
+            out[found] = kept[found, 0]
     todo = np.flatnonzero(~found).tolist()
     if on_rows is not None and len(keys) > len(todo):
         on_rows(len(keys) - len(todo))
-    rows, start = max(1, first_rows), 0
-    while start < len(todo):
-        part = todo[start:start + rows]
-        began = time.monotonic()
+    value_of: dict[bytes, float] = {}
+    chunks = chunk_plan(keys, todo, lengths, first_rows=first_rows)
+    if on_rows is not None and len(todo) > sum(map(len, chunks)):
+        on_rows(len(todo) - sum(map(len, chunks)))  # the repeats of a row scored once
+    for part in chunks:
         values = np.asarray(predict(part), dtype=np.float32)
-        seconds = time.monotonic() - began
-        store(folder, [keys[i] for i in part], values)
-        out[part] = values
-        start += len(part)
-        rows = max(1, min(MAX_CHUNK_ROWS, 2 * rows, int(rows * CHUNK_SECONDS / max(seconds, 1e-6))))
+        if folder is not None:
+            store(folder, [keys[i] for i in part], values)
+        value_of.update(zip((keys[i] for i in part), values.tolist(), strict=True))
     if todo:
-        with shards.lock():
-            shards.compact()
+        out[todo] = np.asarray([value_of[keys[i]] for i in todo], dtype=np.float32)
+        if shards is not None:
+            with shards.lock():
+                shards.compact()
     return out
