@@ -126,20 +126,23 @@ def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     assert encoded <= 1200 - done
 
 
-def test_encoding_chunks_are_sized_by_time_so_a_kill_loses_little(monkeypatch):
+def test_encoding_chunks_start_small_and_depend_on_the_set_of_texts_alone():
     """Chunks were 16 batches of the longest texts first: on a busy 2-core machine the first took 150 s, so a kill
-    before it kept nothing (the cache keeps what is done every 30 s, but only at a chunk's end). A pass now starts
-    with one batch and grows its chunks while each takes under ``CHUNK_SECONDS``."""
-    import curate.embed.encoder as encoder
+    before it kept nothing. Then they were sized by time, which made a text's batch-mates (and its vector's last
+    digits) depend on the machine's load. Now: one batch first, doubling up to 16 batches and ``CHUNK_CHARS``
+    characters, over the distinct texts in one order (longest first, ties by text)."""
+    from curate.embed.encoder import CHUNK_CHARS, TEXT_CHARS, chunk_plan
 
     texts = [f"chunk sizing text {i} " + "word " * (i % 40) for i in range(300)]
     sizes: list[int] = []
     encode(texts, batch_size=8, on_chunk=lambda idx, _: sizes.append(len(idx)))
-    assert sizes[0] == 8 and sum(sizes) == 300 and max(sizes) <= 16 * 8 and len(sizes) < 300 / 8
-    monkeypatch.setattr(encoder, "CHUNK_SECONDS", 0.0)  # a machine where one batch takes the whole time
-    sizes.clear()
-    encode(texts, batch_size=8, on_chunk=lambda idx, _: sizes.append(len(idx)))
-    assert sizes == [8] * 37 + [4]
+    assert sizes == [8, 16, 32, 64, 128, 52]
+    long_texts = [f"{i} " + "x" * TEXT_CHARS for i in range(200)]  # a chunk of them stops at CHUNK_CHARS
+    assert max(len(idx) for idx, _ in chunk_plan(long_texts, 64)) <= CHUNK_CHARS // TEXT_CHARS
+    twice = texts + texts[::-1]
+    plan = chunk_plan(twice, 8)
+    assert sum(len(idx) + len(same) for idx, same in plan) == 600 and sum(len(idx) for idx, _ in plan) == 300
+    assert [[twice[i] for i in idx] for idx, _ in plan] == [[texts[i] for i in idx] for idx, _ in chunk_plan(texts, 8)]
 
 
 def test_loading_the_default_model_leaves_the_environment_alone():

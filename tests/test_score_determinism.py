@@ -89,3 +89,19 @@ def test_the_chunk_plan_is_the_same_for_the_same_set_of_rows():
     again = chunk_plan([keys[i] for i in perm], list(range(100)), [lengths[i] for i in perm], first_rows=8,
                        chunk_rows=32)
     assert [[keys[perm[i]] for i in c] for c in again] == [[keys[i] for i in c] for c in plan]
+
+
+def test_embeddings_do_not_depend_on_text_order_or_on_the_cache(sample_rows, tmp_path):
+    """Measured before: encode_cached took chunks longest first in the caller's order (ties by position) and sized
+    by time, and encode without a cache one pass in the caller's order: the same text's vector differed between
+    them in its last digits."""
+    from curate.embed import encode, encode_cached
+
+    texts = [t for turn in _turns(sample_rows, tmp_path) for t in (turn.instruction, turn.response or "")]
+    texts += [f"short text number {i}" for i in range(150)]  # many of one length: batch-mates decided by ties
+    order = list(range(len(texts)))
+    random.Random(2).shuffle(order)
+    plain, _, _ = encode_cached(texts, tmp_path / "a", batch_size=16)
+    shuffled, _, _ = encode_cached([texts[i] for i in order], tmp_path / "b", batch_size=16)
+    np.testing.assert_array_equal(shuffled, plain[order])
+    np.testing.assert_array_equal(encode(texts[::-1], batch_size=16), plain[::-1])

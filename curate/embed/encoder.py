@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -36,8 +35,9 @@ from curate.hardware import check_model_location, import_torch
 from curate.quiet import quiet_transformers
 from curate.storage.files import folder_fingerprint
 
-PROGRESS_CHUNK_BATCHES = 16  # with a progress bar, texts are encoded in chunks of at most this many batches,
-CHUNK_SECONDS = 10.0  # and of about this many seconds: the cache keeps what is done every 30 s, whatever the CPU
+PROGRESS_CHUNK_BATCHES = 16  # texts are encoded in chunks of one batch, then doubling up to this many batches
+CHUNK_CHARS = 256 * 1024     # and this many characters (a text counts at most TEXT_CHARS): a kill loses seconds
+TEXT_CHARS = 2048            # (MiniLM reads 256 tokens; 16 batches of the longest texts took 150 s on a busy CPU)
 BACKENDS = ("torch", "onnx", "onnx-int8")
 DEFAULT_BACKEND = EMBED.backend  # why torch: see the module docstring and evals/SCALING.md
 
@@ -126,33 +126,47 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
         # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
         st = load_model(model_id(model), device or auto_device())
         run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
-    if (not progress and on_chunk is None) or len(texts) <= batch_size:
-        out = run(texts)
-        if on_chunk is not None:
-            on_chunk(np.arange(len(texts)), out)
-        return out
     from tqdm.auto import tqdm
 
-    # Chunks for the progress bar, taken in one global length order: sentence-transformers sorts only
-    # within a call, and mixing long and short texts in a batch wastes most of it on padding.
-    # A chunk is sized by the time the last one took (16 batches of the longest texts took 150 s on a busy 2-core
-    # machine, and a kill lost them all), starting from one batch.
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    batches, start = 1, 0
+    # Chunks (for the progress bar and the cache's kept parts) of one plan that depends on the set of texts alone
+    # (:func:`chunk_plan`): a text's vector moves in its last digits with the texts padded into its batch, so chunks
+    # sized by time (until this version) or in the caller's order gave the same text different vectors in two runs.
     out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        while start < len(texts):
-            idx = order[start:start + batches * batch_size]
-            began = time.perf_counter()
+        for idx, same in chunk_plan(texts, batch_size):
             out[idx] = run([texts[i] for i in idx])
-            seconds = time.perf_counter() - began
+            out[same[:, 1]] = out[same[:, 0]]
+            positions = np.concatenate([idx, same[:, 1]])
             if on_chunk is not None:
-                on_chunk(idx, out[idx])
-            bar.update(len(idx))
-            start += len(idx)
-            fits = int(CHUNK_SECONDS / max(seconds / batches, 1e-6))
-            batches = max(1, min(PROGRESS_CHUNK_BATCHES, fits, 2 * batches))
+                on_chunk(positions, out[positions])
+            bar.update(len(positions))
     return out
+
+
+def chunk_plan(texts: list[str], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The chunks ``encode`` encodes ``texts`` in: the distinct texts longest first (ties in text order), one
+    batch first, then twice as many batches each chunk up to ``PROGRESS_CHUNK_BATCHES`` and ``CHUNK_CHARS``; each
+    chunk as (positions to encode, pairs (position encoded, a later position of the same text)). The same set of texts gives the same
+    chunks, whatever their order and however long a chunk takes."""
+    first: dict[str, int] = {}
+    repeats: dict[int, list[int]] = {}
+    for i, text in enumerate(texts):
+        j = first.setdefault(text, i)
+        if j != i:
+            repeats.setdefault(j, []).append(i)
+    order = sorted(first.values(), key=lambda i: (-len(texts[i]), texts[i]))
+    chunks, batches, start = [], 1, 0
+    while start < len(order):
+        end, chars = start + 1, min(TEXT_CHARS, len(texts[order[start]]))
+        while end < min(len(order), start + batches * max(1, batch_size)) and chars < CHUNK_CHARS:
+            chars += min(TEXT_CHARS, len(texts[order[end]]))
+            end += 1
+        idx = np.asarray(order[start:end], dtype=np.int64)
+        same = [(j, k) for j in idx.tolist() for k in repeats.get(j, ())]
+        chunks.append((idx, np.asarray(same, dtype=np.int64).reshape(-1, 2)))
+        start += len(idx)
+        batches = min(PROGRESS_CHUNK_BATCHES, 2 * batches)
+    return chunks
 
 
 def _encode_torch(st, texts: list[str], batch_size: int) -> np.ndarray:
