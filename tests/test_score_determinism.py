@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from curate import pools
+from curate.session import Workspace
 from tests.conftest import write_jsonl
 
 
@@ -105,3 +106,21 @@ def test_embeddings_do_not_depend_on_text_order_or_on_the_cache(sample_rows, tmp
     shuffled, _, _ = encode_cached([texts[i] for i in order], tmp_path / "b", batch_size=16)
     np.testing.assert_array_equal(shuffled, plain[order])
     np.testing.assert_array_equal(encode(texts[::-1], batch_size=16), plain[::-1])
+
+
+def test_two_fresh_workspaces_on_shuffled_rows_store_byte_identical_scores(sample_rows, tmp_path):
+    """The audit's two identical `curate run sample` runs exported different complexity values (4.9924296931239684
+    vs 4.992429208192936): the default scorers' columns, in two workspaces of the same rows in another order."""
+    from curate.scorers import load_default
+
+    shuffled = list(sample_rows)
+    random.Random(3).shuffle(shuffled)
+    columns = []
+    for name, recs in (("a", sample_rows), ("b", shuffled)):
+        ws = Workspace(tmp_path / name)
+        ws.load(write_jsonl(tmp_path / f"{name}.jsonl", recs))
+        for scorer in ("complexity", "quality"):
+            ws.apply(load_default(scorer), progress=False)
+        ids = sorted(ws.ids)
+        columns.append({c: json.dumps(dict(zip(ids, ws.column(c, ids), strict=True))) for c in ("complexity", "quality")})
+    assert columns[0] == columns[1]

@@ -1,4 +1,4 @@
-"""The linear head of a scorer, stored as plain arrays and applied with a matmul.
+"""The linear head of a scorer, stored as plain arrays and applied row by row (a sum per row).
 
 - ``ridge``: ridge regression;
 - ``ordinal``: multinomial logistic regression over the label values, scored as the expected label
@@ -117,14 +117,16 @@ def predict_head(w: dict[str, np.ndarray], X: np.ndarray, head: str) -> np.ndarr
     if "feature_min" in w:
         X = np.clip(X, w["feature_min"], w["feature_max"])
     Z = (X - w["feature_mean"]) / w["feature_scale"]
-    logits = Z @ w["coef"].T + w["intercept"]
+    # each row's own sum, not a matrix product: BLAS sums a row differently with the rows beside it (1 ulp between
+    # the same row in two orders of the rows), and a row's score follows its conversation alone
+    logits = np.stack([(Z * c).sum(axis=1) for c in np.atleast_2d(w["coef"])], axis=1) + w["intercept"]
     if head == "ridge":
         pred = logits[:, 0]
     else:
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
-        pred = p @ w["classes"]
+        pred = (p * w["classes"]).sum(axis=1)
     lo, hi = w["label_bounds"]
     return soft_clip(pred, float(lo), float(hi))
 
