@@ -90,6 +90,10 @@ def test_the_chunk_plan_is_the_same_for_the_same_set_of_rows():
     again = chunk_plan([keys[i] for i in perm], list(range(100)), [lengths[i] for i in perm], first_rows=8,
                        chunk_rows=32)
     assert [[keys[perm[i]] for i in c] for c in again] == [[keys[i] for i in c] for c in plan]
+    from curate.scorers.prediction_cache import CHUNK_CHARS, ROW_CHARS
+
+    long_rows = chunk_plan(keys, list(range(100)), [10 * ROW_CHARS] * 100, first_rows=8, chunk_rows=512)
+    assert max(map(len, long_rows)) <= CHUNK_CHARS // ROW_CHARS and sum(map(len, long_rows)) == 90
 
 
 def test_embeddings_do_not_depend_on_text_order_or_on_the_cache(sample_rows, tmp_path):

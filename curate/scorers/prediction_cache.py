@@ -2,8 +2,8 @@
 
 A pass scores the rows the cache lacks (each distinct row once) in chunks of a fixed plan (:func:`chunk_plan`):
 the rows in one canonical order, by (length, key), cut into chunks of one batch first, doubling up to
-``CHUNK_ROWS``; each finished chunk is kept at once, so a killed pass keeps every chunk it finished
-and loses at most one chunk of work (seconds on a CPU); a re-run scores only the rest. Chunks of a fixed 512 rows
+``CHUNK_ROWS`` rows and ``CHUNK_CHARS`` characters; each finished chunk is kept at once, so a killed pass keeps
+every chunk it finished and loses at most one chunk of work (seconds on a CPU); a re-run scores only the rest. Chunks of a fixed 512 rows
 kept nothing of a pool under 512 rows. The plan depends on the set of rows alone, never on their order or the
 machine's load: a row's value depends in its last digits (~1e-6) on the rows padded into its batch, so chunks sized
 by time (until this version) gave two fresh runs on the same rows different values. Rows are found by their texts'
@@ -33,6 +33,8 @@ import numpy as np
 from curate.storage.vector_shards import KEY_DTYPE, VectorStore
 
 CHUNK_ROWS = 256       # rows per kept chunk at most: a kill loses at most one (seconds on a CPU)
+CHUNK_CHARS = 128 * 1024  # and characters (a row counts at most ROW_CHARS): 64 long rows, not 256 (a minute)
+ROW_CHARS = 2048       # (about what a 512-token reader reads)
 KEY_CHARS = 32         # hex characters of a row key (128 bits of SHA-256)
 LEGACY_CHUNK = 512     # rows per file of the layout before per-row keys
 _MOVED_IN: set[Path] = set()  # the stores this process has moved the earlier layouts into (or found none for)
@@ -170,16 +172,20 @@ def _move_legacy(cache_dir: str | os.PathLike, fingerprint: str, folder: Path, i
 def chunk_plan(keys: Sequence[bytes], todo: Sequence[int], lengths: Sequence[int] | None, *, first_rows: int,
                chunk_rows: int = CHUNK_ROWS) -> list[list[int]]:
     """Positions of the distinct rows among ``todo`` (the first of each key), in chunks: sorted by (``lengths``,
-    key), cut into ``first_rows`` rows, then twice as many each chunk up to ``chunk_rows``. Depends on the set of
-    rows only (not their order, not the time a chunk takes), so the same rows are batched the same in every pass."""
+    key), cut into ``first_rows`` rows, then twice as many each chunk up to ``chunk_rows`` rows and ``CHUNK_CHARS``
+    characters of ``lengths``. Depends on the set of rows only (not their order, not the time a chunk takes), so the same rows are batched the same in every pass."""
     first: dict[bytes, int] = {}
     for i in todo:
         first.setdefault(keys[i], i)
     order = sorted(first.values(), key=lambda i: (0 if lengths is None else lengths[i], keys[i]))
     chunks, rows, start = [], max(1, first_rows), 0
     while start < len(order):
-        chunks.append(order[start:start + rows])
-        start += rows
+        end, chars = start, 0
+        while end < min(len(order), start + rows) and (end == start or chars < CHUNK_CHARS):
+            chars += min(ROW_CHARS, 0 if lengths is None else lengths[order[end]])
+            end += 1
+        chunks.append(order[start:end])
+        start = end
         rows = max(1, min(chunk_rows, 2 * rows))
     return chunks
 
