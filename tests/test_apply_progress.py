@@ -190,3 +190,28 @@ def test_a_stopped_apply_says_in_the_interrupt_what_it_kept_and_how_to_go_on(tmp
     assert len(notes) == 1, notes
     assert "'lengths_stopped' stopped after 3 of its 4 rows, before writing the column" in notes[0]
     assert "run the same call again to go on" in notes[0] and not ws.has_column("lengths_stopped")
+
+
+class RecordsItsCalls(Lengths):
+    """Lengths, two rows a call, remembering which rows each call was given."""
+
+    column, rows_per_call = "lengths_parts", 2
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def run(self, rows, ctx: StepContext) -> StepOutput:
+        self.calls.append(sorted(row.id for row in rows))
+        return super().run(rows, ctx)
+
+
+def test_the_parts_apply_hands_a_step_follow_the_rows_not_the_pool_files_order(tmp_path):
+    """ws.apply cut the rows into parts in pool order, so the same rows loaded from a shuffled file shared a part with
+    other rows (a scorer's values moved in the last digits, the determinism audit): parts go by row id now."""
+    texts = [f"row {i}" for i in range(7)]
+    parts = []
+    for name, order in (("a", texts), ("b", texts[::-1])):
+        step = RecordsItsCalls()
+        _workspace(tmp_path, order, name).apply(step, progress=False)
+        parts.append(step.calls)
+    assert parts[0] == parts[1]  # was other parts

@@ -189,6 +189,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         before: dict[str, Any] = {}  # the column's provenance before this run's write ({}: no write, or no column)
         if todo:
             chunk = getattr(step, "rows_per_call", None) or len(todo)
+            if chunk < len(todo):  # parts of rows sorted by id (content hashes): a scorer's batch-mates, and so its
+                todo = sorted(todo)  # last digits, follow the rows, not the order the pool file held them in
             bar = progress_bar(len(todo), step.column, progress)
             outputs = []
             try:
