@@ -753,9 +753,11 @@ def test_a_cross_encoder_first_used_by_two_threads_at_once_scores_as_one_used_al
         np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
-def test_new_weights_in_a_base_folder_are_a_new_scorer_not_its_cached_predictions(tiny_base, tmp_path):
+def test_new_weights_in_a_base_folder_are_refused_not_answered_from_cached_predictions(tiny_base, tmp_path):
     """Before: the config named a base folder by its path only, so after new weights were written into it the saved
-    scorer kept its fingerprint and answered from the old predictions (audit p7: cached ≠ recomputed)."""
+    scorer kept its fingerprint and answered from the old predictions (audit p7: cached ≠ recomputed). The scorer
+    records the files it was trained on and refuses others (its adapter was tuned on the old weights); its key is
+    the one of before, so a scorer saved before the record keeps its cached predictions after the upgrade."""
     from safetensors.torch import load_file, save_file
 
     from curate.scorers.finetuned import CrossEncoderScorer
@@ -767,14 +769,16 @@ def test_new_weights_in_a_base_folder_are_a_new_scorer_not_its_cached_prediction
                                                                             batch_size=4).save(tmp_path / "scorer")
     cache = tmp_path / "cache"
     before = Scorer.load(saved)
-    old, old_key = before.predict_raw(rows, cache_dir=cache), before.fingerprint()
+    before.predict_raw(rows, cache_dir=cache)  # its predictions cached
+    old_key = before.fingerprint()
     weights = next(base.glob("*.safetensors"))
     save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights,
               metadata={"format": "pt"})
-    after = Scorer.load(saved)
-    assert after.fingerprint() != old_key
-    cached, fresh = after.predict_raw(rows, cache_dir=cache), Scorer.load(saved).predict_raw(rows)
-    np.testing.assert_allclose(cached, fresh, rtol=1e-5)
-    assert not np.allclose(cached, old)
+    assert old_key == Scorer.fingerprint(before)  # the key of before the record: config and weights
+    with pytest.raises(ScorerError, match=r"base model folder's files changed since this scorer was trained"):
+        Scorer.load(saved).predict_raw(rows, cache_dir=cache)  # was the old predictions, from the cache
+    unrecorded = Scorer.load(saved)
+    del unrecorded.metadata["base_files"]  # as a scorer saved before the record: not checked, its key as before
+    assert unrecorded.fingerprint() == old_key
     packaged = CrossEncoderScorer(name="q", max_length=32)  # the packaged base: the key of before (config + weights)
     assert packaged.fingerprint() == Scorer.fingerprint(packaged)

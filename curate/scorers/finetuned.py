@@ -8,7 +8,6 @@ scoring run resumes (:mod:`curate.scorers.prediction_cache`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -254,6 +253,9 @@ class CrossEncoderScorer(Scorer):
             raise ScorerError("fitting needs at least two rows with different scores, one score per row")
         ins, res = self._texts(rows)
         torch = import_torch()
+        if self.base is not None:  # what fingerprint() checks from now on (a warm start on other files: recorded anew)
+            check_base_folder(self.base)
+            self.metadata["base_files"] = folder_fingerprint(Path(self.base).expanduser())
         start = self.fingerprint()  # the config and the weights it starts from (none, or a warm start's)
         if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)
@@ -275,7 +277,8 @@ class CrossEncoderScorer(Scorer):
             from curate.scorers.checkpoint import TrainingCheckpoint, checkpoint_key
 
             key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
-                                  "pairs": prs, "settings": [epochs, lr, batch_size, seed]})
+                                  "pairs": prs, "settings": [epochs, lr, batch_size, seed],
+                                  **({"base_files": self.metadata["base_files"]} if self.base is not None else {})})
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt",
                                             on_restore=on_resume)
         from curate.embed.batching import token_budget_batches
@@ -303,14 +306,19 @@ class CrossEncoderScorer(Scorer):
                 "name": self.name, "imitates": self.imitates}
 
     def fingerprint(self) -> str:
-        """:meth:`Scorer.fingerprint` (config, weights), plus the files of a ``base`` folder: new weights there score
-        differently. The packaged base is named by its package, as before (shipped scorers' caches stay valid)."""
-        fp = super().fingerprint()
-        if self.base is None:
-            return fp
-        check_base_folder(self.base)
-        files = folder_fingerprint(Path(self.base).expanduser())
-        return "sha256:" + hashlib.sha256(f"{fp}|base files={files}".encode()).hexdigest()[:32]
+        """:meth:`Scorer.fingerprint` (config, weights), once a ``base`` folder is checked to hold the files the scorer
+        was trained on: its adapter was tuned on those weights, and new weights there scored differently under the
+        same key (answered from old predictions). A scorer saved before the check was recorded is not checked; the
+        key stays as it was (naming the files in it made every row of such a scorer run again after the upgrade)."""
+        trained_on = self.metadata.get("base_files")
+        if self.base is not None and trained_on is not None:
+            check_base_folder(self.base)
+            now = folder_fingerprint(Path(self.base).expanduser())
+            if now != trained_on:
+                raise ScorerError(f"{self.base}: the base model folder's files changed since this scorer was trained "
+                                  f"on them (files {trained_on}, now {now}): its adapter was tuned on the old weights. "
+                                  "Put the old files back, or train the scorer again on this folder")
+        return super().fingerprint()
 
     def fresh(self) -> CrossEncoderScorer:
         return type(self)(reads=self.reads, name=self.name, imitates=self.imitates, max_length=self.max_length,
