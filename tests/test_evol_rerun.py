@@ -172,3 +172,22 @@ def test_a_label_set_stored_before_failures_jsonl_does_not_send_its_permanent_fa
     assert "6 failed before and not sent again" in " ".join(second.output.split()), second.output
     assert _outcome((folder / "sets.jsonl").read_bytes()) == _outcome(sets)  # the same chains and failures, replayed
     assert _new(third.output) == 0 and srv.total == sent
+
+
+def test_a_rerun_keeps_the_raw_reply_of_a_rank_call_that_failed(tmp_path):
+    """A rank reply that failed validation (the fault server answers a tag object) is kept in sets.jsonl as the raw
+    reply; a re-run replayed the failure and stored '{}' in its place (the upgrade audit), losing the reply."""
+    import json
+
+    records = [{"instruction": f"{mark}Describe item {n} in detail.", "output": "x"}
+               for mark, n in (("[rank] ", "one"), ("[rank] ", "two"), ("", "three"), ("", "four"))]
+    Workspace(tmp_path / "ws").load(write_jsonl(tmp_path / "p.jsonl", records))
+    sets = tmp_path / "ws" / "labels" / "evol_complexity" / "sets.jsonl"
+    with FaultServer() as srv:
+        assert _evol(tmp_path / "ws", srv).exit_code == 0
+        first = [json.loads(line) for line in sets.read_text().splitlines()]
+        assert _evol(tmp_path / "ws", srv).exit_code == 0
+        again = [json.loads(line) for line in sets.read_text().splitlines()]
+    failed = [row for row in first if row.get("failure")]
+    assert failed and all(row["raw"] not in (None, "{}") for row in failed), failed
+    assert again == first  # was raw '{}' for each failed rank call

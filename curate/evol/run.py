@@ -220,7 +220,8 @@ def _rank(ctx: LLMCalls, sets: list[VariantSet], kind: str, seed: int, scale_max
     answers = ctx.run(calls, "evol rank")
     for (n, group), results in zip(groups, answers, strict=True):
         for vs, res in zip(group, results, strict=True):
-            vs.raw = res.text if res.text is not None else json.dumps(res.raw, default=str)
+            vs.raw = (res.text if res.text is not None else res.failure.raw if res.failure and res.failure.raw
+                      else json.dumps(res.raw, default=str))  # a replayed failure's reply is its record's raw
             if res.failure:
                 unanswered = res.failure.code in TRANSIENT_FAILURES
                 vs.failure = RankFailure.NOT_ANSWERED if unanswered else RankFailure.JUDGE_FAILED
