@@ -29,7 +29,7 @@ class ViewedSelection(Selection):
     def of(cls, sel: Selection, workspace: StorageWorkspace) -> ViewedSelection:
         """``sel`` viewed against the pool of ``workspace``."""
         viewed = cls(sel.name, sel.table, sel.provenance)
-        viewed.workspace = workspace
+        viewed.workspace, viewed.unchanged = workspace, sel.unchanged
         return viewed
 
     def out_of_date(self) -> str:

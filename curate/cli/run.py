@@ -224,16 +224,16 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         if result.get("turn_keys_not_kept"):
             console.print(f"  [yellow]{escape(turn_keys_line(result['turn_keys_not_kept']))}[/]", markup=True)
     elif name == "dedup":
-        console.print(f"  {len(result):,} unique of {result.table.num_rows:,}")
+        console.print(f"  {len(result):,} unique of {result.table.num_rows:,}{_unchanged(result)}")
     elif name == "near-duplicates":
         near = result.decisions().get("duplicate", 0)
         console.print(f"  {near:,} of {result.table.num_rows:,} near-duplicates of an earlier row (MinHash, Jaccard >= "
-                      f"{result.provenance['threshold']}): left out, and not scored")
+                      f"{result.provenance['threshold']}): left out, and not scored{_unchanged(result)}")
     elif name == "heuristics":
         prov = result.provenance
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
         console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
-                      f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored")
+                      f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored{_unchanged(result)}")
         if not len(result) and result.table.num_rows:
             console.print("  [yellow]every row fails a text rule: nothing is left to score or select[/]", markup=True)
     elif name == "decontaminate":
@@ -244,7 +244,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         short += (f"; {prov['targets_without_words']:,} without a word, never matched"
                   if prov["targets_without_words"] else "")
         console.print(f"  {dropped:,} of {result.table.num_rows:,} match an evaluation text, left out "
-                      f"({prov['target_texts']:,} evaluation texts{short})")
+                      f"({prov['target_texts']:,} evaluation texts{short}){_unchanged(result)}")
     elif name == "score":
         from curate.cli.judge import cache_use_text, usage_total_line
 
@@ -263,7 +263,7 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             cached = f"; {text}" if (text := signal_cache_text(applied)) else ""
             console.print(f"  {column}: {_done(applied, 'computed')}{cached}")
     elif name == "embed":
-        console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded")
+        console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded{_unchanged(result)}")
     elif name == "tags":
         (raw, column), applied = result["columns"], result["tags_raw"]
         console.print(f"  {raw}: {_done(applied, 'tagged')}; normalised into column {column}")
@@ -272,7 +272,13 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         console.print(f"    {usage_total_line(applied.provenance)}", highlight=False)
     elif name.startswith("select"):
         console.print(f"  {len(result):,} rows admitted (budget {budget:,}, by {result.provenance['params']['sort_by']}, max "
-                      f"cosine similarity {max_cosine_similarity}){_short_of_budget(result, budget)}")
+                      f"cosine similarity {max_cosine_similarity}){_short_of_budget(result, budget)}{_unchanged(result)}")
+
+
+def _unchanged(result: Any) -> str:
+    """'; unchanged' when a step found what it would store stored already and left its files as they were."""
+    same = result.get("unchanged") if isinstance(result, dict) else getattr(result, "unchanged", False)
+    return "; unchanged" if same else ""
 
 
 def _from_caches(prov: dict[str, Any]) -> bool:

@@ -24,7 +24,7 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     Vectors are cached under ``ws.cache_dir`` keyed by (model, backend, sha256 of the text): rows whose text
     was embedded before with the same model and backend are never encoded again. ``backend``: torch (default),
     onnx or onnx-int8 (see :mod:`curate.embed.encoder`); None: ``$CURATE_EMBED_BACKEND`` or torch. Returns a
-    summary (rows, encoded, ...).
+    summary (rows, encoded, ...; ``unchanged``: the same set was stored already, its files left untouched).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CurateError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
@@ -50,9 +50,9 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
         device = resolve_device(None) if encoded else _cached_device(ws, name, mid, backend, text)
     provenance = {"kind": "embeddings", "model": mid, "backend": backend, "text": text, "dim": int(matrix.shape[1]),
                   "normalized": True, "device": device, "encoded": encoded, "cache": str(cache)}
-    ws.add_embeddings(name, matrix, provenance, ids=ids)
+    written = ws.add_embeddings(name, matrix, provenance, ids=ids)  # False: the same set is stored already
     return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
-            "model": mid, "backend": backend, "text": text, "device": device}
+            "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written}
 
 
 def _cached_device(ws: Workspace, name: str, model: str, backend: str, text: str) -> str | None:

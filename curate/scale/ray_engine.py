@@ -312,17 +312,18 @@ class RayEngine:
                 return fallback(run)
             if self._embedding is None and self._has_embeddings(ws):
                 return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
-                        "text": EMBED.text, "engine": "ray"}
+                        "text": EMBED.text, "engine": "ray", "unchanged": True}
             if self._embedding is None:
                 self._infer([], cache_dir=ws.cache_dir, progress=run.progress)
             matrix, encoded = self._embedding, self._encoded
             provenance = {"kind": "embeddings", "model": model_id(None), "text": EMBED.text, "dim": int(matrix.shape[1]),
                           "normalized": True, "device": self._inference_info.get("device"), "encoded": encoded,
                           "cache": str(embed_cache(ws.cache_dir)), "engine": self._inference_info}
-            ws.add_embeddings(EMBED.name, matrix, provenance, ids=self._ids)
+            written = ws.add_embeddings(EMBED.name, matrix, provenance, ids=self._ids)
             self._embedding = None
             return {"name": EMBED.name, "rows": len(matrix), "encoded": encoded, "reused": len(matrix) - encoded,
-                    "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray"}
+                    "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray",
+                    "unchanged": not written}
 
     # -- inference --------------------------------------------------------------------------------
     def _has_embeddings(self, ws) -> bool:

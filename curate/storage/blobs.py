@@ -38,8 +38,10 @@ Workspace = Any
 
 
 def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict[str, Any],
-                   ids: list[str] | None = None) -> None:
-    """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
+                   ids: list[str] | None = None) -> bool:
+    """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically. Whether it was
+    written: a set already stored with the same ids, vectors and provenance (``SET_HISTORY`` aside) is left as it
+    is, its files and ``created`` time untouched, and False returned (a no-op re-run rewrote it each time)."""
     check_name(name) if (ws.path / "embeddings" / f"{name}.json").exists() else check_new_name(name)
     if name.lower().endswith(".ids"):  # <name>.json would be another set's <set>-<token>.ids.json
         raise WorkspaceError(f"embeddings {name!r}: a name ending in .ids is the name of a set's ids file")
@@ -53,7 +55,12 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
         raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
                          f"{int(bad[0])} (id {ids[int(bad[0])]})")
     folder = ws.path / "embeddings"
+    ids_bytes = json.dumps(ids).encode()
     with ws.lock():
+        meta_path = folder / f"{name}.json"
+        old = read_json(meta_path) if meta_path.exists() else None
+        if old and _stored_as(folder, meta_path, old, array, ids_bytes, {"name": name, **provenance}):
+            return False
         token = uuid.uuid4().hex[:12]
         npy = folder / f"{name}-{token}.npy"
         tmp = folder / f".{npy.name}.tmp"
@@ -62,16 +69,38 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
                 np.save(fh, array)
             os.replace(tmp, npy)
         ids_file = folder / f"{name}-{token}.ids.json"
-        ids_bytes = json.dumps(ids).encode()
         atomic_write_bytes(ids_file, ids_bytes)
-        meta_path = folder / f"{name}.json"
-        old = read_json(meta_path) if meta_path.exists() else None
         meta = {"name": name, "created": now(), "file": npy.name, "ids_file": ids_file.name,
                 "shape": list(array.shape), "ids_sha256": hashlib.sha256(ids_bytes).hexdigest(), **provenance}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
         if old:  # the old matrix and its ids are unreachable now
             (_member(folder, meta_path, old["file"])).unlink(missing_ok=True)
             (_member(folder, meta_path, old["ids_file"])).unlink(missing_ok=True)
+    return True
+
+
+# what a set's metadata records of the run that wrote it, not of the set: a re-run taking every vector from the
+# cache (encoded 0) makes the same set
+SET_HISTORY = ("created", "file", "ids_file", "encoded")
+
+
+def _stored_as(folder: Path, meta_path: Path, old: Any, array: np.ndarray, ids_bytes: bytes,
+               provenance: dict[str, Any]) -> bool:
+    """Whether the set ``old`` (its metadata) holds these ids and vectors under this provenance (``SET_HISTORY``
+    aside); a damaged or unreadable stored set is not the same (it is written again)."""
+    if not isinstance(old, dict) or old.get("ids_sha256") != hashlib.sha256(ids_bytes).hexdigest():
+        return False
+    new = json.loads(json.dumps(provenance, default=str))  # as the metadata file holds it
+    if {k: v for k, v in old.items() if k not in (*SET_HISTORY, "shape", "ids_sha256")} != \
+            {k: v for k, v in new.items() if k not in SET_HISTORY} or old.get("shape") != list(array.shape):
+        return False
+    try:
+        if _member(folder, meta_path, old.get("ids_file")).read_bytes() != ids_bytes:
+            return False
+        stored = np.load(_member(folder, meta_path, old.get("file")), mmap_mode="r", allow_pickle=False)
+        return stored.dtype == array.dtype and bool(np.array_equal(stored, array))
+    except (OSError, ValueError, EOFError, WorkspaceError, zipfile.BadZipFile):
+        return False
 
 
 def bad_rows(array: np.ndarray) -> np.ndarray:
@@ -278,9 +307,10 @@ class Blobs:
 
     @operation
     def add_embeddings(self, name: str, array: np.ndarray, provenance: dict[str, Any],
-                       ids: list[str] | None = None) -> None:
-        """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically."""
-        add_embeddings(self, name, array, provenance, ids)
+                       ids: list[str] | None = None) -> bool:
+        """Store a float32 matrix (one row per id, default pool order) as an .npy file, atomically; False: the
+        same set was stored already and is left untouched (:func:`add_embeddings`)."""
+        return add_embeddings(self, name, array, provenance, ids)
 
     @property
     def embedding_sets(self) -> dict[str, dict[str, Any]]:

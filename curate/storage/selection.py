@@ -12,7 +12,7 @@ from typing import Any
 from curate.codes import DamageCode, Decision, Reason, describe, reason_text
 from curate.errors import OptionError
 from curate.storage.damage import DamagedFile, DamagedFileError
-from curate.storage.files import arrow_schema, schema_meta
+from curate.storage.files import arrow_schema, read_arrow, schema_meta
 
 COLUMNS = ("id", "decision", "reason", "detail", "rank")
 
@@ -66,8 +66,38 @@ def with_reason_codes(table):
     return table
 
 
+def stored_as(path: Path, name: str, table) -> Selection | None:
+    """The selection stored at ``path`` when it holds ``table``'s rows and provenance (its ``created`` time aside),
+    marked ``unchanged``; None when there is none, it differs, or it is damaged (it is written again)."""
+    import pyarrow as pa
+
+    if not path.exists():
+        return None
+    try:
+        stored = Selection.from_table(name, read_arrow(path), path)
+    except (OSError, ValueError, pa.ArrowException, DamagedFileError):
+        return None
+    new = json.loads((table.schema.metadata or {})[b"curate"])
+    if _made_by(stored.provenance) != _made_by(new) or not stored.table.equals(table, check_metadata=False):
+        return None
+    stored.unchanged = True
+    return stored
+
+
+def _made_by(provenance: dict[str, Any]) -> dict[str, Any]:
+    """A selection's provenance less what records the run that wrote it: its ``created`` time, and the seconds
+    admission took (``stats``)."""
+    out = {k: v for k, v in provenance.items() if k != "created"}
+    if isinstance(out.get("stats"), dict):
+        out["stats"] = {k: v for k, v in out["stats"].items() if k != "seconds"}
+    return out
+
+
 class Selection:
-    """A named selection. ``ids`` are the kept rows in order; ``table`` has every considered row."""
+    """A named selection. ``ids`` are the kept rows in order; ``table`` has every considered row; ``unchanged``:
+    storing it found the same selection stored already and left it untouched."""
+
+    unchanged = False
 
     def __init__(self, name: str, table, provenance: dict[str, Any]):
         self.name = name

@@ -56,7 +56,7 @@ from curate.storage.files import (
     take_values,
     write_arrow,
 )
-from curate.storage.selection import Selection, selection_meta, selection_table
+from curate.storage.selection import Selection, selection_meta, selection_table, stored_as
 from curate.storage.step import RowInput
 from curate.storage.view import ThreadView
 
@@ -341,12 +341,15 @@ class Workspace(ThreadView, blobs.Blobs):
     def add_selection(self, name: str, ids: list[str], decisions: list[Decision | str],
                       reasons: list[Reason | str], details: list[dict[str, Any] | None], provenance: dict[str, Any],
                       ranks: list[int] | None = None) -> Selection:
-        """Store a selection: each considered row's decision, reason code and details, in rank order."""
+        """Store a selection: each considered row's decision, reason code and details, in rank order; the same one
+        stored already is left untouched (``storage.selection.stored_as``)."""
         check_name(name) if self.has_selection(name) else check_new_name(name)
         prov = {"name": name, "created": now(), **provenance}
         table = selection_table(ids, decisions, reasons, details, ranks, prov)
         with self.lock():
-            write_arrow(self.path / "selections" / f"{name}.arrow", table)
+            if (same := stored_as(path := self.path / "selections" / f"{name}.arrow", name, table)) is not None:
+                return same
+            write_arrow(path, table)
         return Selection(name, table, prov)
 
     def remove_selection(self, name: str) -> None:

@@ -1,0 +1,70 @@
+"""A re-run with the same arguments leaves the stored embedding set and selections as they are (bytes, mtimes and
+``created`` times); a changed input still rewrites them."""
+
+import json
+
+import numpy as np
+
+from curate.cli import sample_path
+from curate.pipeline import SELECTION, run_pipeline
+from curate.storage.workspace import Workspace
+from tests.conftest import write_jsonl
+
+SELECT_STEP = "select (DEITA admission)"
+
+
+def stored_files(ws) -> dict[str, tuple[bytes, int]]:
+    """Every file under embeddings/ and selections/: its bytes and mtime."""
+    return {str(p.relative_to(ws.path)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for folder in ("embeddings", "selections") for p in sorted((ws.path / folder).iterdir())}
+
+
+def test_a_rerun_with_the_same_arguments_leaves_embeddings_and_selections_untouched(tmp_path):
+    records = [json.loads(x) for x in sample_path().read_text().splitlines()][:16]
+    pool = write_jsonl(tmp_path / "pool.jsonl", records)
+    first = run_pipeline(str(pool), out=tmp_path / "run", budget=5, report=False, progress=False)
+    before = stored_files(first.workspace)
+    again = run_pipeline(str(pool), out=tmp_path / "run", budget=5, report=False, progress=False)
+    assert stored_files(again.workspace) == before  # the old code wrote a new token file and new created times
+    assert not first.results["embed"]["unchanged"] and not first.results["dedup"].unchanged
+    assert again.results["embed"]["unchanged"] and again.results["dedup"].unchanged
+    assert again.results[SELECT_STEP].unchanged and again.workspace.selection(SELECTION).ids == \
+        first.workspace.selection(SELECTION).ids
+    # another budget: the DEITA selection is written again, the dedup and the embeddings are not
+    other = run_pipeline(str(pool), out=tmp_path / "run", budget=6, report=False, progress=False)
+    assert not other.results[SELECT_STEP].unchanged and len(other.workspace.selection(SELECTION).ids) == 6
+    now = stored_files(other.workspace)
+    assert now["selections/deita.arrow"] != before["selections/deita.arrow"]
+    assert {k: v for k, v in now.items() if k != "selections/deita.arrow"} == \
+        {k: v for k, v in before.items() if k != "selections/deita.arrow"}
+    # a new row: every file is written again
+    write_jsonl(pool, [*records, {"instruction": "A row added since the first run.", "output": "Indeed."}])
+    grown = run_pipeline(str(pool), out=tmp_path / "run", budget=6, report=False, progress=False)
+    assert not grown.results["embed"]["unchanged"] and not grown.results["dedup"].unchanged
+    assert grown.workspace.embedding_sets["default"]["shape"][0] == 17
+    assert set(stored_files(grown.workspace)) != set(now)  # a new matrix token; the old files removed
+
+
+def test_storing_the_same_set_or_selection_again_keeps_the_stored_one(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.load(str(sample_path()))
+    ids = ws.ids
+    vectors = np.random.default_rng(0).standard_normal((len(ids), 4)).astype(np.float32)
+    stored = ws.add_embeddings("e", vectors, {"model": "m"})
+    created = ws.embedding_sets["e"]["created"]
+    again = ws.add_embeddings("e", vectors, {"model": "m", "encoded": 0})  # encoded: the run's, not the set's
+    assert ws.embedding_sets["e"]["created"] == created and (stored, again) == (True, False)
+    assert ws.add_embeddings("e", vectors, {"model": "other"}) is True  # other provenance
+    changed = vectors.copy()
+    changed[3, 0] += 1e-3
+    assert ws.add_embeddings("e", changed, {"model": "other"}) is True  # another vector
+    np.testing.assert_array_equal(ws.embeddings("e"), changed)
+    assert ws.add_embeddings("e", changed[::-1], {"model": "other"}, ids=ids[::-1]) is True  # other order
+    args = (ids[:3], ["kept", "kept", "rejected"], ["selected", "selected", "below_threshold"], [None, None, {"x": 1}])
+    first = ws.add_selection("s", *args, {"method": "threshold"})
+    assert not first.unchanged
+    again = ws.add_selection("s", *args, {"method": "threshold"})
+    assert again.unchanged and again.provenance["created"] == first.provenance["created"]
+    assert ws.selection("s").provenance["created"] == first.provenance["created"]
+    moved = ws.add_selection("s", *args[:3], [None, None, {"x": 2}], {"method": "threshold"})  # another detail
+    assert not moved.unchanged and ws.selection("s").rows()[2]["detail"] == {"x": 2}
