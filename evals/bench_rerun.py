@@ -36,7 +36,9 @@ def timed_run(checkout: Path, pool: Path, out: Path, budget: int) -> tuple[float
     cmd = [sys.executable, "-c", "from curate.cli import main; main()", "run", str(pool), "--out", str(out),
            "--budget", str(budget)]
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # run in the checkout: ``python -c`` puts the working directory before PYTHONPATH on sys.path, so a benchmark
+    # started in another checkout timed that checkout's code, whatever --checkout said
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=checkout)
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"curate run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
