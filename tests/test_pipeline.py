@@ -35,7 +35,7 @@ def test_run_on_the_sample_selects_exports_reports_and_reruns_identically(tmp_pa
     # Re-running costs nothing and gives the same set.
     again = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=15)
     assert again.workspace.selection("deita").ids == kept
-    assert again.workspace.embedding_sets["default"]["encoded"] == 0
+    assert again.results["embed"]["encoded"] == 0 and again.results["embed"]["unchanged"]
     capfd.readouterr()
     quiet = run_pipeline(str(sample_path()), out=tmp_path / "quiet", budget=15, report=False, progress=False)
     assert quiet.workspace.selection("deita").ids == kept  # a fresh workspace selects the same rows
