@@ -53,3 +53,34 @@ def test_each_item_of_an_evol_call_is_rendered_once(fault_server, tmp_path):
     again, items_again, usage_again = _walk(backend, cache, seeds)  # from the cache: the same requests, found
     assert fault_server.total == sent and usage_again.requests == 0 and items_again == items
     assert again == items_again
+
+
+@dataclasses.dataclass(frozen=True)
+class RefusedRankPrompt(Prompt):
+    """The rank prompt, marked so the fault server answers it HTTP 400 (a permanent failure with no reply)."""
+
+    def render(self, **variables):
+        messages = super().render(**variables)
+        return [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + " [always400]"}]
+
+
+def test_a_replayed_http_failure_of_a_rank_call_keeps_the_raw_it_had(fault_server, tmp_path):
+    """A rank call that failed over HTTP stored '{"failure": ..., "reason_code": ...}' as its set's raw; a re-run that
+    replayed the failure stored '{}' (review of the raw-reply fix, which covered validation failures only)."""
+    from curate.codes import Failure
+
+    seeds = [{"id": f"s{i}", "instruction": f"Describe item {i} in detail."} for i in range(3)]
+    backend = OpenAIBackend(fault_server.base_url, "fault", api_key="k", max_retries=0)
+    cache = response_cache(tmp_path / "cache")
+    raws, known = [], {}
+    for _ in range(2):
+        plan = plan_evol(seeds, kind="complexity", steps=1, seed=0, operations=None, rules=None, rewrite_params=None,
+                         rank_params=None, prompt_dirs=None)
+        plan.rank_prompt = RefusedRankPrompt(**{f.name: getattr(plan.rank_prompt, f.name)
+                                                for f in dataclasses.fields(plan.rank_prompt)})
+        ctx = LLMCalls(backend, cache, Usage(), False, known_failures=known)
+        raws.append([vs.raw for vs in run_chains(ctx, plan)])
+        known = {key: Failure.from_dict(f) for key, f in ctx.failures.items()}
+        cache.mark_recorded(ctx.usage.billed_keys)
+    assert all('"reason_code": "http_error"' in raw for raw in raws[0]), raws[0]
+    assert raws[1] == raws[0]  # was '{}' each

@@ -72,6 +72,7 @@ class LLMCalls:
         or batch-runner launch for them all, and one for each round of their re-asks (``runner.run_prompts``).
         Items whose request an earlier run saw fail (``known_failures``) are not sent: their failure comes back. Each
         item's prompt is rendered once: its request, built here for its key, is the one ``run_prompts`` sends."""
+        from curate.llm.base import failure_result
         from curate.llm.calls import CallResult
         from curate.llm.runner import PromptCall, run_prompts
 
@@ -87,8 +88,10 @@ class LLMCalls:
             out = []
             for i, key in enumerate(part):
                 res = answers.get(i)
-                if res is None:  # an earlier run's failure of this very request
-                    res = CallResult(failure=self.known_failures[key], cached=True)
+                if res is None:  # an earlier run's failure of this very request, its raw as the first run had it
+                    known = self.known_failures[key]
+                    res = CallResult(failure=known, cached=True, raw=failure_result(known.message, known.code)
+                                     if known.raw is None else {})
                     self.usage.failed_before += 1
                 else:
                     self.usage.add(res)

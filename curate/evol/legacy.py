@@ -45,6 +45,8 @@ def failures_in_sets(rows: list[dict[str, Any]], plan: Any, backend: Any) -> dic
         failure = recorded_failure(row.get("failure_detail"))
         if row.get("failure") != RankFailure.JUDGE_FAILED or failure is None or not row.get("order"):
             continue
+        if failure.raw is None and row.get("raw") not in (None, "{}"):  # the reply it stored: kept on replay
+            failure = Failure(failure.code, failure.message, row["raw"], failure.turn)
         scale_max = plan.steps + 1
         item: dict[str, Any] = {"variants": shuffle([v["text"] for v in row["variants"]], row["order"]),
                                 "scale_max": scale_max}
