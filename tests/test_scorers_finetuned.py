@@ -780,5 +780,14 @@ def test_new_weights_in_a_base_folder_are_refused_not_answered_from_cached_predi
     unrecorded = Scorer.load(saved)
     del unrecorded.metadata["base_files"]  # as a scorer saved before the record: not checked, its key as before
     assert unrecorded.fingerprint() == old_key
+
+    def stop(step, steps):
+        raise KeyboardInterrupt
+
+    warm = Scorer.load(saved)  # a warm start on the changed files, stopped: it keeps the record it had
+    with pytest.raises(KeyboardInterrupt):  # (it recorded the new files before training, so the check then passed)
+        warm.fit(rows, scores, epochs=1, batch_size=4, on_step=stop)
+    with pytest.raises(ScorerError, match=r"base model folder's files changed"):
+        warm.fingerprint()
     packaged = CrossEncoderScorer(name="q", max_length=32)  # the packaged base: the key of before (config + weights)
     assert packaged.fingerprint() == Scorer.fingerprint(packaged)

@@ -253,10 +253,11 @@ class CrossEncoderScorer(Scorer):
             raise ScorerError("fitting needs at least two rows with different scores, one score per row")
         ins, res = self._texts(rows)
         torch = import_torch()
-        if self.base is not None:  # what fingerprint() checks from now on (a warm start on other files: recorded anew)
+        base_files = None
+        if self.base is not None:  # recorded once trained (a warm start on other files: anew), for fingerprint()
             check_base_folder(self.base)
-            self.metadata["base_files"] = folder_fingerprint(Path(self.base).expanduser())
-        start = self.fingerprint()  # the config and the weights it starts from (none, or a warm start's)
+            base_files = folder_fingerprint(Path(self.base).expanduser())
+        start = Scorer.fingerprint(self)  # the config and the weights it starts from (none, or a warm start's)
         if self._net is None and not self.weights:  # fresh LoRA adapters draw their init from torch's RNG: seed it
             torch.manual_seed(seed)
         net, tok = self._load_net()
@@ -278,7 +279,7 @@ class CrossEncoderScorer(Scorer):
 
             key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
                                   "pairs": prs, "settings": [epochs, lr, batch_size, seed],
-                                  **({"base_files": self.metadata["base_files"]} if self.base is not None else {})})
+                                  **({"base_files": base_files} if base_files is not None else {})})
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt",
                                             on_restore=on_resume)
         from curate.embed.batching import token_budget_batches
@@ -290,6 +291,8 @@ class CrossEncoderScorer(Scorer):
                             on_step=on_step, checkpoint=checkpoint, step_plan=plan)
         info["device"] = device
         self.weights = {k: np.asarray(v) for k, v in ce.trainable_tensors(net).items()}
+        if base_files is not None:  # trained on these files: an interrupted warm start keeps the record it had
+            self.metadata["base_files"] = base_files
         load_tensors(net, self.weights)  # the fp16-rounded adapter that is saved is the one that predicts
         self._merged = None
         target = readermap.linear_map(y, (lo, hi), self.output_range)

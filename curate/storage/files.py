@@ -301,7 +301,7 @@ def check_new_name(name: str) -> str:
 _CHUNK = 1 << 20
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4096)  # a model folder of more files than this was hashed again on each check
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
