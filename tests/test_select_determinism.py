@@ -153,3 +153,16 @@ def test_training_selectors_rank_tied_rows_by_row_id(two_orders):
     for method in ("el2n", "grand", "cartography"):
         a, b = (decisions(ws.select(method=method, name=f"t_{method}", budget=50)) for ws in two_orders)
         assert a == b, method  # was other kept rows for the same values
+
+
+def test_kcenter_by_score_walks_unscored_rows_in_row_id_order(two_orders):
+    """kcenter with sort_by put the rows without a score after the scored ones in pool order (review), so equally far
+    unscored rows went by the file's order: the same rows in two orders kept other rows."""
+    levels = np.random.default_rng(9).integers(0, 4, 640).astype(float)
+    levels[::3] = np.nan  # a third of the rows unscored
+    for ws in two_orders:
+        values = dict(zip(sorted(ws.ids), levels, strict=True))
+        ws.add_column("partial", [[None if np.isnan(values[rid]) else values[rid]] for rid in ws.ids], TURNS_SUM)
+    a, b = (decisions(ws.select(method="kcenter", name="kc_partial", budget=400, sort_by="partial"))
+            for ws in two_orders)
+    assert a == b

@@ -110,7 +110,8 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     if sort_by is None:
         ordered, values = in_id_order(ws, rows), np.full(len(rows), np.nan)
         first = int(np.random.default_rng(seed).integers(len(rows))) if len(rows) else 0
-    else:
+    else:  # in row-id order first: rows without a score follow the scored ones in it (they were in pool order)
+        rows = in_id_order(ws, rows)
         perm, scores = rows_by_score(ws, rows, sort_by)
         ordered, values, first = rows[perm], scores.values[perm], 0
     x = vectors(ws, embeddings, ordered)
