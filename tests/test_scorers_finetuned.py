@@ -186,6 +186,7 @@ def store_then_wait(folder, keys, values):
     print(len(keys), flush=True)
     time.sleep(600)
 cache.store = store_then_wait
+cache.PART_EVERY_S = 0  # each chunk kept as it ends (a real pass keeps them every PART_EVERY_S seconds)
 sys.path.insert(0, sys.argv[3])
 from tests.test_scorers_finetuned import _quality_rows
 Scorer.load(sys.argv[1]).predict(_quality_rows(300)[0], cache_dir=sys.argv[2])
