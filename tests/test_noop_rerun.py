@@ -68,3 +68,22 @@ def test_storing_the_same_set_or_selection_again_keeps_the_stored_one(tmp_path):
     assert ws.selection("s").provenance["created"] == first.provenance["created"]
     moved = ws.add_selection("s", *args[:3], [None, None, {"x": 2}], {"method": "threshold"})  # another detail
     assert not moved.unchanged and ws.selection("s").rows()[2]["detail"] == {"x": 2}
+
+
+def test_the_ray_engine_reuses_an_embedding_set_of_the_pools_rows_not_of_as_many_rows(tmp_path):
+    """The Ray engine skipped its embedding pass when the stored set had as many rows as the pool, so a source edited
+    to as many rows kept the stale set, now also said "unchanged" (review): it compares the rows' ids."""
+    from curate.defaults import EMBED
+    from curate.scale.ray_engine import RayEngine
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"task {i}", "output": "ok"} for i in range(4)]))
+    ws.add_embeddings(EMBED.name, np.eye(4, 8, dtype=np.float32), {"kind": "embeddings", "model": EMBED.model,
+                                                                    "text": EMBED.text})
+    assert RayEngine._has_embeddings(None, ws)
+    edited = Workspace(tmp_path / "edited")
+    edited.load(write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"task {i}!", "output": "ok"} for i in range(4)]))
+    (edited.path / "embeddings").mkdir(exist_ok=True)
+    for p in (ws.path / "embeddings").iterdir():  # the first pool's set beside as many other rows
+        (edited.path / "embeddings" / p.name).write_bytes(p.read_bytes())
+    assert not RayEngine._has_embeddings(None, Workspace.open(edited.path))  # was True: 4 rows either way

@@ -329,8 +329,13 @@ class RayEngine:
     def _has_embeddings(self, ws) -> bool:
         sets = ws.embedding_sets
         meta = sets.get(EMBED.name)
+        import hashlib
+        import json
+
+        # the pool's very rows, not their count: a source edited to as many rows reused the stale set (review)
         return bool(meta) and meta.get("model") == EMBED.model and meta.get("text") == EMBED.text \
-            and list(meta.get("shape", [0]))[0] == len(ws)
+            and list(meta.get("shape", [0]))[0] == len(ws) \
+            and meta.get("ids_sha256") == hashlib.sha256(json.dumps(ws.ids).encode()).hexdigest()
 
     def _infer(self, scorers: list, signal_steps: Sequence = (), signal_model: str | None = None,
                embed: bool = True, trained: dict[str, dict[str, bytes]] | None = None,
