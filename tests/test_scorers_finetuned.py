@@ -792,3 +792,23 @@ def test_new_weights_in_a_base_folder_are_refused_not_answered_from_cached_predi
         warm.fingerprint()
     packaged = CrossEncoderScorer(name="q", max_length=32)  # the packaged base: the key of before (config + weights)
     assert packaged.fingerprint() == Scorer.fingerprint(packaged)
+
+
+def test_repeated_rows_of_a_pass_are_not_counted_as_read_from_the_prediction_cache(tiny_base, tmp_path):
+    """A pass scores each distinct row once; its repeats were counted as read from the prediction cache, so a first
+    run on an empty cache said "4 from its prediction cache" (review): they are counted as repeats."""
+    from curate.cli.judge import cache_use_text
+    from curate.scorers.finetuned import CrossEncoderScorer
+
+    rows, scores = _quality_rows(8)
+    sc = CrossEncoderScorer(name="c", reads=("instruction",), max_length=32, base=tiny_base).fit(
+        rows, scores, epochs=1, batch_size=4)
+    twice = [{"instruction": r["instruction"]} for r in rows[:3]] * 2  # 3 distinct rows, each twice
+    used: dict[str, int] = {}
+    sc.predict_raw(twice, cache_dir=tmp_path / "fresh", cache_use=used)
+    assert used == {"turns_from_prediction_cache": 0, "turns_predicted": 3, "turns_repeating_a_row_of_the_pass": 3}
+    assert cache_use_text(used) == ("3 turns through the network, 0 from its prediction cache, 3 repeating a turn "
+                                    "scored in the pass")  # was "3 from its prediction cache"
+    again: dict[str, int] = {}
+    sc.predict_raw(twice, cache_dir=tmp_path / "fresh", cache_use=again)
+    assert again == {"turns_from_prediction_cache": 6, "turns_predicted": 0}

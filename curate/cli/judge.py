@@ -278,8 +278,9 @@ def cache_use_text(prov: dict[str, Any]) -> str:
         return (f"{prov['texts_encoded']:,} distinct texts encoded, {prov.get('texts_from_embedding_cache', 0):,} from "
                 "the embedding cache")
     if "turns_predicted" in prov:
+        repeats = prov.get("turns_repeating_a_row_of_the_pass")
         return (f"{prov['turns_predicted']:,} turns through the network, {prov.get('turns_from_prediction_cache', 0):,}"
-                " from its prediction cache")
+                " from its prediction cache" + (f", {repeats:,} repeating a turn scored in the pass" if repeats else ""))
     return ""
 
 

@@ -190,10 +190,11 @@ class CrossEncoderScorer(Scorer):
             return np.zeros(0, dtype=np.float32)
         net, tok = self._inference_net()
 
-        computed = [0]
+        computed, predicted = [0], set()
 
         def predict(positions: list[int]) -> np.ndarray:
             computed[0] += len(positions)
+            predicted.update(keys[i] for i in positions)
             return ce.predict_net(net, tok, [ins[i] for i in positions],
                                   None if res is None else [res[i] for i in positions], max_length=self.max_length,
                                   batch_size=self.batch_size, on_rows=on_rows, plan=self._plan(), device=self._device())
@@ -209,7 +210,9 @@ class CrossEncoderScorer(Scorer):
                        old_cache_files_damaged=len(moved.damaged))
         raw = prediction_cache.predict_cached(predict, keys, prediction_cache.cache_folder(cache_dir, self.fingerprint()),
                                               first_rows=self.batch_size, lengths=chars, on_rows=on_rows)
-        add_counts(cache_use, turns_from_prediction_cache=len(ins) - computed[0], turns_predicted=computed[0])
+        repeated = sum(1 for key in keys if key in predicted) - computed[0]  # a row scored once for its repeats
+        add_counts(cache_use, turns_from_prediction_cache=len(ins) - computed[0] - repeated, turns_predicted=computed[0],
+                   **({"turns_repeating_a_row_of_the_pass": repeated} if repeated else {}))
         return raw
 
     def run_cache_dir(self, ctx: StepContext) -> Path | None:
