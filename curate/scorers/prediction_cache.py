@@ -1,10 +1,10 @@
-"""The workspace cache of a fine-tuned scorer's forward passes: one raw value per row text, kept as each chunk ends.
+"""The workspace cache of a fine-tuned scorer's forward passes: one raw value per row text, kept as a pass goes.
 
 A pass scores the rows the cache lacks (each distinct row once) in chunks of a fixed plan (:func:`chunk_plan`):
 the rows in one canonical order, by (length, key), cut into chunks of one batch first, doubling up to
-``CHUNK_ROWS`` rows and ``CHUNK_CHARS`` characters; each finished chunk is kept at once, so a killed pass keeps
-every chunk it finished and loses at most one chunk of work (seconds on a CPU); a re-run scores only the rest. Chunks of a fixed 512 rows
-kept nothing of a pool under 512 rows. The plan depends on the set of rows alone, never on their order or the
+``CHUNK_ROWS`` rows and ``CHUNK_CHARS`` characters; the finished chunks are kept every ``PART_EVERY_S`` seconds and
+at the end, so a killed pass loses at most those seconds and its running chunk; a re-run scores only the rest.
+Chunks of a fixed 512 rows kept nothing of a pool under 512 rows. The plan depends on the set of rows alone, never on their order or the
 machine's load: a row's value depends in its last digits (~1e-6) on the rows padded into its batch, so chunks sized
 by time (until this version) gave two fresh runs on the same rows different values. Rows are found by their texts'
 hash, not their position: a re-run's chunks need not line up (a resumed pass, whose rows left to score differ, may
