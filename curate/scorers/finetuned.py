@@ -203,12 +203,13 @@ class CrossEncoderScorer(Scorer):
         chars = [len(t) + (0 if res is None else len(res[i])) for i, t in enumerate(ins)]  # chunks: similar lengths
         if cache_dir is None:  # the chunks a cached pass would score (batch-mates move a row's last digits)
             return prediction_cache.predict_cached(predict, keys, None, first_rows=self.batch_size, lengths=chars)
-        moved = prediction_cache.move_legacy(cache_dir, self.fingerprint(), ins, res)  # counted, not logged
+        fingerprint = self.fingerprint()  # once: a base folder's files are checked by it
+        moved = prediction_cache.move_legacy(cache_dir, fingerprint, ins, res)  # counted, not logged
         if moved.rows_moved or moved.files_removed or moved.damaged:
             add_counts(cache_use, turns_from_old_cache_layout=moved.rows_moved,
                        old_cache_files_removed_unread=len(moved.files_removed),
                        old_cache_files_damaged=len(moved.damaged))
-        raw = prediction_cache.predict_cached(predict, keys, prediction_cache.cache_folder(cache_dir, self.fingerprint()),
+        raw = prediction_cache.predict_cached(predict, keys, prediction_cache.cache_folder(cache_dir, fingerprint),
                                               first_rows=self.batch_size, lengths=chars, on_rows=on_rows)
         repeated = sum(1 for key in keys if key in predicted) - computed[0]  # a row scored once for its repeats
         add_counts(cache_use, turns_from_prediction_cache=len(ins) - computed[0] - repeated, turns_predicted=computed[0],
