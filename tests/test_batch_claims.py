@@ -78,6 +78,30 @@ def _polls_without_beating(ws):
     return stalled
 
 
+def _two_backends(srv, ws, events_a: list[str]):
+    """Run a's and run b's batch backends on one workspace (claims expire after 1 s; run a's notices in ``events_a``)."""
+    return (_batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append),
+            _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0))
+
+
+def _wait_for_collector(ws, machine: str) -> None:
+    _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == machine,
+          f"the run on {machine} claims the collect")
+
+
+def _both_end(a, b) -> None:
+    """Both calls end, without an error."""
+    a.join(60)
+    b.join(60)
+    assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+
+
+def _both_got_every_answer(got: dict[str, dict], by_key: dict) -> None:
+    """Each run delivered every request's answer, none a failure."""
+    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
+    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+
+
 def test_a_collect_whose_delivery_blocks_its_loop_past_the_expiry_is_not_taken_over(tmp_path):
     """The heartbeat ran on the event loop that delivers: a collect delivering (synchronously, e.g. 50K answers into
     SQLite) for longer than claim_expiry_s stopped beating, and a run of another machine took its collect over while
@@ -95,20 +119,16 @@ def test_a_collect_whose_delivery_blocks_its_loop_past_the_expiry_is_not_taken_o
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
         by_key = _requests(srv, ws, texts)
         a = _call_on("host-a ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0), by_key, slow)
-        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
-              "run a claims the collect")
+        _wait_for_collector(ws, "host-a ns")
         b = _call_on("host-b ns", srv, _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_b.append),
                      by_key, lambda req, result: got["b"].__setitem__(req.key, result))
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 1
     entry = BatchState(ws).submissions()["feedface"]
     assert "taken_over" not in entry and entry["collector"]["machine"] == "host-a ns", entry
     assert entry["status"] == "collected"
     assert not [e for e in events_b if "taking it over" in e], events_b
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 @pytest.mark.parametrize("told_by", ["on_event", "warning"])
@@ -140,9 +160,7 @@ def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its
                      lambda req, result: got["b"].__setitem__(req.key, result))
         _wait(lambda: "taken_over" in BatchState(ws).submissions()[sid], "run b takes the stalled submission over")
         srv.hold_uploads.clear()  # run a resumes
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 1, events_a  # run b's: the requests were sent once
         assert sorted(srv.batch_counts.values()) == [1] * 4
     if told_by == "warning":
@@ -151,8 +169,7 @@ def test_an_owner_stalled_past_the_expiry_and_taken_over_creates_no_batch_of_its
     assert entry["taken_over"]["from"]["machine"] == "host-a ns" and entry["owner"]["machine"] == "host-b ns"
     assert any(f"submission {sid}: this run's owner claim was taken over meanwhile by a run on host-b" in e
                for e in events_a), events_a
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 @pytest.mark.parametrize("told_by", ["on_event", "warning"])
@@ -216,17 +233,13 @@ def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_t
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
         by_key = _requests(srv, ws, texts)
         srv.hold_files.set()
-        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
-        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        backend_a, backend_b = _two_backends(srv, ws, events_a)
         a = _call_on("host-a ns", srv, backend_a, by_key, _into_cache(backend_a, got["a"]), steps=stalled)
-        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
-              "run a claims the collect")
+        _wait_for_collector(ws, "host-a ns")
         b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
         _wait(lambda: "taken_over" in BatchState(ws).submissions()["feedface"], "run b takes the collect over")
         srv.hold_files.clear()  # both read the files now; run a resumes
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 2, events_a  # the batch and one retry batch of its failed share
         assert sorted(srv.batch_counts.values()) == [1, 1, 2]
     assert backend_b.spent_usd > 0 and backend_a.spent_usd == 0, (backend_a.spent_usd, backend_b.spent_usd)
@@ -234,8 +247,7 @@ def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_t
     assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
     assert any("submission feedface: this run's collector claim was taken over meanwhile by a run on host-b" in e
                for e in events_a), events_a
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 def test_a_run_waiting_for_another_runs_batch_collects_it_when_that_run_made_and_collected_it_meanwhile(tmp_path):
@@ -293,21 +305,16 @@ def test_a_collect_taken_over_before_its_resubmission_counts_its_answers_once_wh
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
         by_key = _requests(srv, ws, texts)
-        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
-        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        backend_a, backend_b = _two_backends(srv, ws, events_a)
         a = _call_on("host-a ns", srv, backend_a, by_key, stalls_in_delivery, steps=stalled)
-        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
-              "run a claims the collect")
+        _wait_for_collector(ws, "host-a ns")
         b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
         _wait(lambda: any("collector claim was taken over meanwhile" in e for e in events_a), "run a gives it up")
         srv.hold_files.clear()
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 2, events_a  # the batch and run b's one retry batch of its failed share
     assert BatchState(ws).submissions()["feedface"]["status"] == "collected"
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
     assert len(counted) >= 2  # the two answers of its first collect (the retry's, if it collected that first)
     assert backend_a.spent_usd == pytest.approx(sum(r["cost_usd"] for r in counted)), backend_a.spent_usd
     assert backend_a.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in counted)
@@ -358,12 +365,9 @@ def test_an_owner_stalled_in_its_upload_and_taken_over_leaves_the_takers_record_
         assert entry["input_file_id"] == srv.batches[entry["batch_id"]]["input_file_id"], entry  # run b's upload
         assert entry["status"] in ("validating", "in_progress"), entry  # as run b recorded it, not "creating"
         srv.hold_batches.clear()
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 1 and srv.uploads == 2, events_a
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 def test_a_call_ends_without_waiting_a_quarter_expiry_for_a_beat_blocked_on_the_workspace_lock(tmp_path):
@@ -423,11 +427,9 @@ def test_a_collect_taken_over_while_delivering_leaves_the_collected_record_to_th
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
         by_key = _requests(srv, ws, texts)
-        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
-        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        backend_a, backend_b = _two_backends(srv, ws, events_a)
         a = _call_on("host-a ns", srv, backend_a, by_key, stalls_in_delivery, steps=stalled)
-        _wait(lambda: (BatchState(ws).submissions()["feedface"].get("collector") or {}).get("machine") == "host-a ns",
-              "run a claims the collect")
+        _wait_for_collector(ws, "host-a ns")
         b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
         _wait(lambda: not a.is_alive() or any(taken_notice in e for e in events_a), "run a ends its collect")
         mid = BatchState(ws).submissions()["feedface"]  # run b is still reading the files
@@ -435,17 +437,14 @@ def test_a_collect_taken_over_while_delivering_leaves_the_collected_record_to_th
         srv.hold_files.clear()
         _wait(lambda: BatchState(ws).submissions()["feedface"].get("status") == "collected", "run b collects it")
         settled = BatchState(ws).submissions()["feedface"]  # run b's record
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 1, events_a
     entry = BatchState(ws).submissions()["feedface"]
     assert entry == settled, (entry, settled)  # run a, collecting after it, left run b's record as it is
     assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
     assert entry["final_status"] == "completed" and entry["resubmitted"] == 0, entry
     assert any(taken_notice in e for e in events_a), events_a
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_record_to_the_run_that_took_it(tmp_path):
@@ -465,8 +464,7 @@ def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_re
         srv.forget_batches()
         by_key = _requests(srv, ws, texts)
         srv.hold_uploads.set()
-        backend_a = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append)
-        backend_b = _batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0)
+        backend_a, backend_b = _two_backends(srv, ws, events_a)
         a = _call_on("host-a ns", srv, backend_a, by_key, _into_cache(backend_a, got["a"]), steps=stalled)
         _wait(lambda: srv.held_uploads, "run a uploads the lost batch's requests again")
         b = _call_on("host-b ns", srv, backend_b, by_key, _into_cache(backend_b, got["b"]))
@@ -479,17 +477,14 @@ def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_re
         _wait(marked_lost, "run b marks it lost")
         settled = BatchState(ws).submissions()["feedface"]  # run b's record
         srv.hold_uploads.clear()  # run a resumes
-        a.join(60)
-        b.join(60)
-        assert not a.is_alive() and not b.is_alive() and a.errors == b.errors == [], (a.errors, b.errors)
+        _both_end(a, b)
         assert srv.batches_created == 2, events_a  # the lost batch and one retry batch (by one of the runs)
     entry = BatchState(ws).submissions()["feedface"]
     assert entry == settled, (entry, settled)
     assert entry["collector"]["machine"] == "host-b ns" and entry["taken_over"]["from"]["machine"] == "host-a ns"
     assert any("submission feedface: this run's collector claim was taken over meanwhile by a run on host-b" in e
                for e in events_a), events_a
-    assert sorted(got["a"]) == sorted(got["b"]) == sorted(by_key)
-    assert not [r for run in got.values() for r in run.values() if "failure" in r], got
+    _both_got_every_answer(got, by_key)
 
 
 def test_a_claim_warning_made_an_error_becomes_a_note_of_the_exception_it_would_replace():
