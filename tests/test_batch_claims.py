@@ -78,6 +78,12 @@ def _polls_without_beating(ws):
     return stalled
 
 
+def _two_run_scenario(tmp_path, texts: list[str]):
+    """(workspace of ``texts``, each run's answers by key, run a's notices, run a's heartbeat-less poll steps)."""
+    ws = _workspace(tmp_path, texts)
+    return ws, {"a": {}, "b": {}}, [], _polls_without_beating(ws)
+
+
 def _two_backends(srv, ws, events_a: list[str]):
     """Run a's and run b's batch backends on one workspace (claims expire after 1 s; run a's notices in ``events_a``)."""
     return (_batch(srv, ws, poll_max_s=0.1, claim_expiry_s=1.0, on_event=events_a.append),
@@ -223,11 +229,7 @@ def test_a_collector_stalled_past_the_expiry_and_taken_over_leaves_the_collect_t
     the other's, for one batch's $0.0000583), free to resubmit the share again. It re-checks its claim before
     delivering: taken over, it waits for that collect, then takes the answers as cache hits."""
     texts = ["stalled collector row 0", "stalled collector row 1", "stalled collector row 2 [batch500]"]
-    ws = _workspace(tmp_path, texts)
-    got: dict[str, dict] = {"a": {}, "b": {}}
-    events_a: list[str] = []
-
-    stalled = _polls_without_beating(ws)
+    ws, got, events_a, stalled = _two_run_scenario(tmp_path, texts)
 
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
@@ -453,11 +455,7 @@ def test_a_lost_batchs_handling_taken_over_while_resubmitting_leaves_the_lost_re
     it lost again without re-checking its claim, rewriting the taker's record. It records it only while the claim is
     its own: taken over, it says so and leaves that run's record as it is."""
     texts = [f"lost record row {i}" for i in range(3)]
-    ws = _workspace(tmp_path, texts)
-    got: dict[str, dict] = {"a": {}, "b": {}}
-    events_a: list[str] = []
-
-    stalled = _polls_without_beating(ws)
+    ws, got, events_a, stalled = _two_run_scenario(tmp_path, texts)
 
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, Judge("complexity"), texts, base_url=srv.base_url)
