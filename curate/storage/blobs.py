@@ -56,10 +56,11 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
                          f"{int(bad[0])} (id {ids[int(bad[0])]})")
     folder = ws.path / "embeddings"
     ids_bytes = json.dumps(ids).encode()
+    ids_sha256 = hashlib.sha256(ids_bytes).hexdigest()  # once: the no-op check and the metadata both need it
     with ws.lock():
         meta_path = folder / f"{name}.json"
         old = read_json(meta_path) if meta_path.exists() else None
-        if old and _stored_as(folder, meta_path, old, array, ids_bytes, {"name": name, **provenance}):
+        if old and _stored_as(folder, meta_path, old, array, ids_bytes, ids_sha256, {"name": name, **provenance}):
             return False
         token = uuid.uuid4().hex[:12]
         npy = folder / f"{name}-{token}.npy"
@@ -71,7 +72,7 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
         ids_file = folder / f"{name}-{token}.ids.json"
         atomic_write_bytes(ids_file, ids_bytes)
         meta = {"name": name, "created": now(), "file": npy.name, "ids_file": ids_file.name,
-                "shape": list(array.shape), "ids_sha256": hashlib.sha256(ids_bytes).hexdigest(), **provenance}
+                "shape": list(array.shape), "ids_sha256": ids_sha256, **provenance}
         atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
         if old:  # the old matrix and its ids are unreachable now
             (_member(folder, meta_path, old["file"])).unlink(missing_ok=True)
@@ -84,11 +85,11 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
 SET_HISTORY = ("created", "file", "ids_file", "encoded")
 
 
-def _stored_as(folder: Path, meta_path: Path, old: Any, array: np.ndarray, ids_bytes: bytes,
+def _stored_as(folder: Path, meta_path: Path, old: Any, array: np.ndarray, ids_bytes: bytes, ids_sha256: str,
                provenance: dict[str, Any]) -> bool:
     """Whether the set ``old`` (its metadata) holds these ids and vectors under this provenance (``SET_HISTORY``
     aside); a damaged or unreadable stored set is not the same (it is written again)."""
-    if not isinstance(old, dict) or old.get("ids_sha256") != hashlib.sha256(ids_bytes).hexdigest():
+    if not isinstance(old, dict) or old.get("ids_sha256") != ids_sha256:
         return False
     new = json.loads(json.dumps(provenance, default=str))  # as the metadata file holds it
     if {k: v for k, v in old.items() if k not in (*SET_HISTORY, "shape", "ids_sha256")} != \
