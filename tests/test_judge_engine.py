@@ -377,6 +377,24 @@ def test_threads_opening_one_new_response_cache_at_once_all_open_it(tmp_path):
     assert errors == []
 
 
+def test_a_dry_run_reads_an_old_response_cache_without_changing_it(tmp_path):
+    """A dry run opened the cache read-write: on a cache from before aliases and spending records (one table, the
+    rollback journal) it added both tables and switched the file to WAL. It reads it as it is now."""
+    from curate.llm.cache import LookupOnlyCache
+
+    path = tmp_path / "responses.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL NOT NULL)")
+        conn.execute("INSERT INTO responses VALUES ('k1', '{\"answer\": 4}', 0)")
+    conn.close()
+    before = path.read_bytes()
+    cache = LookupOnlyCache(tmp_path)
+    assert cache.get_many(["k1", "k2"]) == {"k1": {"answer": 4}}
+    assert cache.get_aliased(["a1"]) == {} and cache.unrecorded(["k1"]) == set() and len(cache) == 1
+    cache.close()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["responses.sqlite"]
+
+
 def test_rate_limiter_starts_no_burst_after_the_event_loop_stalls():
     """Slots were reserved ahead and waited for outside the lock: a stalled loop (a busy machine; here a blocking
     call) let every slot that came due meanwhile start at once, five requests within a millisecond at --rps 20."""

@@ -237,16 +237,29 @@ def cache_file(where: str | os.PathLike) -> Path:
 
 
 class LookupOnlyCache(ResponseCache):
-    """The response cache as a dry run reads it: looked up, never written. A missing file is an empty cache (not
-    created); the aliases a lookup by key would store are not stored; storing a response is an error."""
+    """The response cache as a dry run reads it: looked up, never written. The file is opened query-only (its
+    schema and journal mode stay as they are: a cache from before a table existed holds no entries of it); a
+    missing file is an empty cache (not created); the aliases a lookup by key would store are not stored; storing a
+    response is an error."""
 
     def __init__(self, where: str | os.PathLike | ResponseCache):
         path = where.path if isinstance(where, ResponseCache) else cache_file(where)
-        self.found = path.is_file()
-        if self.found:
-            super().__init__(path)
-        else:
-            self.path, self._local = path, threading.local()
+        self.path, self._local, self.found = path, threading.local(), path.is_file()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Not mode=ro: a read-only connection cannot remove the WAL files it opened, so they would stay behind
+            conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=60000")
+            stored = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for statement in _SCHEMA.split(";"):  # a table the file lacks: an empty one of this connection's own
+                name = statement.split("(")[0].split()[-1] if statement.strip() else None
+                if name and name not in stored:
+                    conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+        return conn
 
     def _lookup_pairs(self, sql: str, names: list[str]) -> dict[str, Any]:
         return super()._lookup_pairs(sql, names) if self.found else {}
