@@ -1,4 +1,4 @@
-"""The linear head of a scorer, stored as plain arrays and applied row by row (a sum per row).
+"""The linear head of a scorer, stored as plain arrays and applied row by row (a sum per row, never a BLAS product).
 
 - ``ridge``: ridge regression;
 - ``ordinal``: multinomial logistic regression over the label values, scored as the expected label
@@ -117,16 +117,17 @@ def predict_head(w: dict[str, np.ndarray], X: np.ndarray, head: str) -> np.ndarr
     if "feature_min" in w:
         X = np.clip(X, w["feature_min"], w["feature_max"])
     Z = (X - w["feature_mean"]) / w["feature_scale"]
-    # each row's own sum, not a matrix product: BLAS sums a row differently with the rows beside it (1 ulp between
-    # the same row in two orders of the rows), and a row's score follows its conversation alone
-    logits = np.stack([(Z * c).sum(axis=1) for c in np.atleast_2d(w["coef"])], axis=1) + w["intercept"]
+    # einsum's own loops, not a BLAS matrix product: BLAS sums a row differently with the rows beside it (1 ulp
+    # between the same row in two orders of the rows), and a row's score follows its conversation alone. As fast as
+    # the matmul; a multiply-then-sum per coefficient row was 5-13x slower (a temporary the size of X per row).
+    logits = np.einsum("ij,kj->ik", Z, np.atleast_2d(w["coef"])) + w["intercept"]
     if head == "ridge":
         pred = logits[:, 0]
     else:
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
-        pred = (p * w["classes"]).sum(axis=1)
+        pred = np.einsum("ij,j->i", p, w["classes"])
     lo, hi = w["label_bounds"]
     return soft_clip(pred, float(lo), float(hi))
 
