@@ -67,3 +67,14 @@ def damaged_pool_line(ws: Workspace, why: str) -> str:
         f"`curate load SOURCE --workspace {ws.path}` for each source it held"
     return (f"{pool}: damaged ({why}); remove the folder {pool} and load its rows again: {loads} (derived columns "
             "and selections are kept by row id)")
+
+
+def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bool:
+    """Whether load ``summary``, which added no row, read its source as the manifest's last load of that source did
+    (rows read, formats, rejects, fields): the same source again, whatever that load added."""
+    def read_as(load: dict[str, Any]) -> dict[str, Any]:  # as stored: JSON (tuples as lists)
+        own = ("loaded_at", "rows_added", "already_present")
+        return json.loads(json.dumps({k: v for k, v in load.items() if k not in own}))
+
+    same_source = [load for load in sources if load.get("source") == summary["source"]]
+    return bool(same_source) and read_as(same_source[-1]) == read_as(summary)

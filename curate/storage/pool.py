@@ -32,7 +32,7 @@ from curate.storage.files import (
     writing,
 )
 from curate.storage.lock_holders import holder_path
-from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool  # noqa: F401  (Workspace.open calls pool.check_manifest)
+from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool, repeats_a_load  # noqa: F401  (Workspace.open calls pool.check_manifest)
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -193,9 +193,12 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         "columns_kept_as_json": kept_as_json, "turn_keys_not_kept": dict(staged.turn_keys_not_kept),
         "turn_fields": staged.turn_fields,
     }
-    ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
-    return {**summary, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source \
-        else summary
+    # a load of a source read so before that changed nothing adds no entry (a re-run's made the report out of date)
+    unchanged = table is None and repeats_a_load(ws.manifest["sources"], summary)
+    if not unchanged:
+        ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
+    done = {**summary, "unchanged": unchanged}
+    return {**done, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source else done
 
 
 def json_text_columns(ws: Workspace) -> set[str]:
