@@ -32,6 +32,7 @@ from curate.session import Workspace
 from curate.storage.apply import apply_to_rows
 from curate.storage.export import check_export_path, check_run_folder, export_together
 from curate.storage.files import removed_on_failure, writing
+from curate.storage.output_record import Written, written_unless_current
 
 DEDUP = "dedup"
 NEAR_DEDUP = "minhash"
@@ -267,18 +268,27 @@ def deita(run: Run):
                          max_cosine_similarity=run.max_cosine_similarity, sort_by=sort_key(run))
 
 
-def export(run: Run) -> dict[str, Path]:
-    """The selection as out/selected.jsonl, out/selected.parquet and the datasets folder out/selected/."""
-    files = dict(zip(EXPORTS, export_together(run.ws, [run.out / n for n in EXPORTS.values()], SELECTION), strict=True))
-    run.outputs.update(files)
-    return files
+def export(run: Run) -> Written:
+    """The selection as out/selected.jsonl, out/selected.parquet and the datasets folder out/selected/; left as they
+    are when written from the same workspace and intact (``unchanged``)."""
+    outs = [run.out / n for n in EXPORTS.values()]
+    unchanged = written_unless_current(run.ws, outs, lambda: export_together(run.ws, outs, SELECTION),
+                                       step="export", selection=SELECTION)
+    run.outputs.update(files := dict(zip(EXPORTS, outs, strict=True)))
+    return Written(files, unchanged)
 
 
-def report(run: Run) -> Path:
-    """out/report.html."""
-    with writing(path := run.out / REPORT.path):  # a full disk names the file
-        run.outputs["report"] = run.ws.report(path, selection=SELECTION)
-    return run.outputs["report"]
+def report(run: Run) -> Written:
+    """out/report.html; left as it is when drawn from the same workspace and intact (``unchanged``)."""
+    def draw() -> None:
+        with writing(path):  # a full disk names the file
+            run.ws.report(path, selection=SELECTION)
+
+    path = run.out / REPORT.path
+    unchanged = written_unless_current(run.ws, [path], draw, step="report", selection=SELECTION,
+                                       samples=REPORT.samples)
+    run.outputs["report"] = path
+    return Written({"report": path}, unchanged)
 
 
 def steps(run: Run) -> list[Step]:

@@ -87,3 +87,67 @@ def test_the_ray_engine_reuses_an_embedding_set_of_the_pools_rows_not_of_as_many
     for p in (ws.path / "embeddings").iterdir():  # the first pool's set beside as many other rows
         (edited.path / "embeddings" / p.name).write_bytes(p.read_bytes())
     assert not RayEngine._has_embeddings(None, Workspace.open(edited.path))  # was True: 4 rows either way
+
+
+def output_files(out) -> dict[str, tuple[int, int]]:
+    """report.html and every exported file: (mtime_ns, inode)."""
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in sorted(out.rglob("*")) if p.is_file() and "workspace" not in p.relative_to(out).parts}
+
+
+def test_a_rerun_leaves_the_report_and_the_exports_untouched_and_a_change_writes_them_again(tmp_path):
+    """A no-op re-run rebuilt report.html (its load added a manifest entry the report shows) and rewrote
+    selected.jsonl/.parquet/selected/; now they are left as they are, and anything they show changing writes them."""
+    import subprocess
+    import sys
+
+    records = [json.loads(x) for x in sample_path().read_text().splitlines()][:12]
+    pool, out = write_jsonl(tmp_path / "pool.jsonl", records), tmp_path / "run"
+    first = run_pipeline(str(pool), out=out, budget=5, progress=False)
+    before, loads = output_files(out), first.workspace.manifest["sources"]
+    assert {"report.html", "selected.jsonl", "selected.parquet"} <= set(before) and len(before) > 4
+    again = run_pipeline(str(pool), out=out, budget=5, progress=False)
+    assert output_files(out) == before  # the old code wrote every one of them again
+    assert not first.results["report"].unchanged and not first.results["export"].unchanged
+    assert again.results["load"]["unchanged"] and again.workspace.manifest["sources"] == loads
+    assert again.results["report"].unchanged and again.results["export"].unchanged
+    # the command line says so, and leaves them too
+    cli = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--out", str(out), "--budget", "5"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    said = " ".join(cli.stdout.split())
+    assert "export unchanged:" in said and "report unchanged:" in said and "0 rejected; unchanged" in said
+    assert output_files(out) == before
+    # a file removed or edited by hand is written again (and only the outputs of that step)
+    (out / "selected.jsonl").unlink()
+    (out / "report.html").write_text((out / "report.html").read_text() + "<!-- edited -->")
+    mended = run_pipeline(str(pool), out=out, budget=5, progress=False)
+    assert not mended.results["export"].unchanged and not mended.results["report"].unchanged
+    assert "edited" not in (out / "report.html").read_text() and (out / "selected.jsonl").is_file()
+    now = output_files(out)
+    assert all(now[name] != before[name] for name in before)
+    # another budget (a new selection), then a new row: both written again
+    other = run_pipeline(str(pool), out=out, budget=6, progress=False)
+    assert not other.results["report"].unchanged and not other.results["export"].unchanged
+    assert sum(1 for _ in (out / "selected.jsonl").open()) == 6
+    assert all(output_files(out)[name] != now[name] for name in ("report.html", "selected.jsonl"))
+    write_jsonl(pool, [*records, {"instruction": "A row added since the first run.", "output": "Indeed."}])
+    grown = run_pipeline(str(pool), out=out, budget=6, progress=False)
+    assert not grown.results["load"]["unchanged"] and len(grown.workspace.manifest["sources"]) == 2
+    assert not grown.results["report"].unchanged and not grown.results["export"].unchanged
+    assert "<b>13</b><span>rows</span>" in (out / "report.html").read_text()
+
+
+def test_a_report_is_drawn_again_when_a_column_it_shows_changes(tmp_path):
+    """Only the run's own steps changing nothing leaves the report: a column stored since (a judge's new scores, a
+    failure) is shown, so the page is drawn again."""
+    records = [json.loads(x) for x in sample_path().read_text().splitlines()][:8]
+    pool, out = write_jsonl(tmp_path / "pool.jsonl", records), tmp_path / "run"
+    ws = run_pipeline(str(pool), out=out, budget=3, progress=False).workspace
+    before = output_files(out)
+    ws.add_column("reviewer_note", ["checked by hand"] * len(ws), {"kind": "manual"})
+    run_pipeline(str(pool), out=out, budget=3, progress=False)
+    drawn = output_files(out)
+    assert drawn["report.html"] != before["report.html"] and "reviewer_note" in (out / "report.html").read_text()
+    run_pipeline(str(pool), out=out, budget=3, progress=False)
+    assert output_files(out) == drawn  # the old code drew it at every run

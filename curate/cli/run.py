@@ -218,11 +218,13 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         removed += ("; the rows' fields and order taken from the source as it is now"
                     if result.get("fields_refreshed") else "")
         console.print(f"  {result['rows_added']:,} new rows, {result['already_present']:,} already present, "
-                      f"{result['rejects']:,} rejected{rejects}{removed}")
+                      f"{result['rejects']:,} rejected{rejects}{removed}{_unchanged(result)}")
         if result["columns_kept_as_json"]:
             console.print(f"  [yellow]{escape(json_columns_line(result['columns_kept_as_json']))}[/]", markup=True)
         if result.get("turn_keys_not_kept"):
             console.print(f"  [yellow]{escape(turn_keys_line(result['turn_keys_not_kept']))}[/]", markup=True)
+    elif name in ("export", "report"):  # their paths are listed once the run ends
+        console.print("  unchanged: written from the workspace as it is now" if result.unchanged else "  written")
     elif name == "dedup":
         console.print(f"  {len(result):,} unique of {result.table.num_rows:,}{_unchanged(result)}")
     elif name == "near-duplicates":
