@@ -120,3 +120,29 @@ def test_walk_past_the_sorted_prefix_matches_brute_force():
     want_dec, want_adm = brute_force(x, scores, ids, 0.9, 60)
     assert np.array_equal(res.admitted, want_adm) and np.array_equal(res.decision, want_dec)
     assert np.array_equal(res.order, np.argsort(-scores))  # the whole order, on demand
+
+
+def test_kmeans_dedup_of_rows_given_in_cluster_order_walks_each_cluster_by_walk_position():
+    """Semantic dedup reads the vectors once, in row-id order (K-means' order), and walks them by their walk
+    positions (old code read them in walk order and copied them into id order for K-means): K-means' clusters of
+    the rows as given, and inside each the exact walk in walk order, bit for bit; one cluster is the exact walk."""
+    from curate.defaults import SELECT
+    from curate.select.clusters import fit_kmeans
+
+    rng = np.random.default_rng(5)
+    x = unit_rows(clustered(rng, 3000, 32, 60, 0.3))
+    perm = rng.permutation(len(x))  # row i of x[perm] is walk position perm[i]
+    dup, wit, wsim, labels, info = semantic_duplicates(x[perm], 0.9, n_clusters=7, walk=perm)
+    assert info["n_clusters"] == 7 and dup.sum() > 100
+    np.testing.assert_array_equal(labels[perm], fit_kmeans(x[perm], 7, SELECT.seed)[0].labels_)
+    for c in range(7):
+        members = np.flatnonzero(labels == c)  # walk positions, ascending
+        want, want_wit, want_sim, _, _ = semantic_duplicates(x[members], 0.9, "exact")
+        np.testing.assert_array_equal(dup[members], want)
+        np.testing.assert_array_equal(wit[members], np.where(want, members[want_wit], -1))
+        np.testing.assert_array_equal(wsim[members], want_sim)
+    whole = semantic_duplicates(x[perm], 0.9, n_clusters=1, walk=perm)
+    for a, b in zip(whole[:3], semantic_duplicates(x, 0.9, "exact")[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="walks the rows of x in their order"):
+        semantic_duplicates(x, 0.9, "exact", walk=perm)

@@ -154,16 +154,18 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
 
 def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str = "kmeans",
                         n_clusters: int | None = None, seed: int = SELECT.seed, ef: int = ANN.ef, threads: int = 1,
-                        cluster_order: np.ndarray | None = None
+                        walk: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """The semantic dedup walk over unit rows ``x`` in their order (see :func:`semantic_dedup`): duplicate
-    mask, witness (row position), witness similarity, K-means labels (``kmeans`` only) and provenance.
-    ``cluster_order``: the order of the rows K-means sees (a permutation of them; default theirs)."""
+    """The semantic dedup walk over unit rows ``x`` (see :func:`semantic_dedup`): duplicate mask, witness (walk
+    position), witness similarity, K-means labels (``kmeans`` only) and provenance, each in walk order.
+    ``walk``: each row's position in the walk (``kmeans`` only; default: ``x`` is in walk order). K-means sees the
+    rows in ``x``'s own order, so a caller reads them once in the order it clusters them, not twice."""
     n = len(x)
-    rank_score = -np.arange(n, dtype=np.float64)  # the walk order, as admission scores
     if index in ("hnsw", "exact"):
+        if walk is not None:
+            raise ValueError(f"index {index!r} walks the rows of x in their order: give them so, not a walk")
         products = hnsw_products(ef=ef, threads=threads, seed=seed) if index == "hnsw" else None
-        res = admit(x, rank_score, None, duplicate_similarity, None, products=products)
+        res = admit(x, -np.arange(n, dtype=np.float64), None, duplicate_similarity, None, products=products)
         duplicate = res.decision == REJECTED
         info = {"index": index} if index == "exact" else {"index": "hnsw", "ef": ef, "threads": threads, "seed": seed}
         return duplicate, res.witness, res.witness_similarity, None, info
@@ -172,22 +174,25 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
     if n_clusters is not None and n_clusters < 1:
         raise CurateError(f"n_clusters must be >= 1, got {n_clusters}")
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
-    labels, seeding = np.zeros(n, int), {}
+    walk = np.arange(n) if walk is None else np.asarray(walk, np.int64)
+    cluster, seeding = np.zeros(n, np.int64), {}  # by row of x
     if k_c > 1:
-        order = np.arange(n) if cluster_order is None else np.asarray(cluster_order, np.int64)
-        km, seeding = fit_kmeans(x[order], k_c, seed)
-        labels = np.empty(n, np.int64)
-        labels[order] = km.labels_
+        km, seeding = fit_kmeans(x, k_c, seed)
+        cluster = km.labels_
+    labels = np.empty(n, np.int64)
+    labels[walk] = cluster
     duplicate = np.zeros(n, bool)
     wit = np.full(n, -1, np.int64)
     wsim = np.full(n, np.nan)
     for c in range(k_c):
-        members = np.flatnonzero(labels == c)
-        res = admit(x[members], rank_score[members], None, duplicate_similarity, None)
+        members = np.flatnonzero(cluster == c)
+        members = members[np.argsort(walk[members], kind="stable")]  # the cluster's rows of x in walk order
+        at = walk[members]  # their walk positions (ascending): the admission scores are minus these
+        res = admit(x[members], -at.astype(np.float64), None, duplicate_similarity, None)
         rej = np.flatnonzero(res.decision == REJECTED)
-        duplicate[members[rej]] = True
-        wit[members[rej]] = members[res.witness[rej]]
-        wsim[members[rej]] = res.witness_similarity[rej]
+        duplicate[at[rej]] = True
+        wit[at[rej]] = at[res.witness[rej]]
+        wsim[at[rej]] = res.witness_similarity[rej]
     return duplicate, wit, wsim, labels, {"n_clusters": k_c, "seed": seed, **seeding}
 
 
@@ -214,10 +219,12 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
         raise CurateError(f"semantic: {ignored[0][0]}={ignored[0][1]!r} is a setting of index "
                           f"{'kmeans' if ignored[0][0] == 'n_clusters' else 'hnsw'}, and index is {index!r}")
     ordered, values, info = walk_order(ws, rows, sort_by)
-    x = vectors(ws, embeddings, ordered)
+    by_id = id_order(ws, ordered) if index == "kmeans" else None  # walk positions in row-id order: K-means' order
+    x = vectors(ws, embeddings, ordered if by_id is None else ordered[by_id])  # one copy, in the order clustered
     ids = ws.ids
     duplicate, wit, wsim, labels, how = semantic_duplicates(x, duplicate_similarity, index, n_clusters, seed, ef,
-                                                            threads, cluster_order=id_order(ws, ordered))
+                                                            threads, walk=by_id)
+    del x
     first = {"n_clusters": how.pop("n_clusters")} if "n_clusters" in how else {}  # the order it had before
     out = SelectorResult(info={**first, "duplicate_similarity": duplicate_similarity, **how, **info})
     for m, p in enumerate(ordered.tolist()):

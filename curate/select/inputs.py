@@ -28,7 +28,9 @@ def vectors(ws, embeddings: str, rows: np.ndarray) -> np.ndarray:
     """The rows' embeddings (pool positions ``rows``) as float32 unit rows (renormalised where off unit
     norm, so cosines stay true cosines)."""
     matrix = ws.embeddings(embeddings)
-    return unit_rows(check_read_rows(ws, embeddings, matrix[rows], getattr(matrix, "filename", None)))
+    read = check_read_rows(ws, embeddings, matrix[rows], getattr(matrix, "filename", None))
+    # positions index a fresh copy, normalised where it lies (a second copy was 1.5 GB per 1M MiniLM rows)
+    return unit_rows(read, in_place=not np.may_share_memory(read, matrix))
 
 
 class UnitRowsView:
