@@ -592,3 +592,53 @@ def test_curate_run_says_what_the_signal_cache_answered(tiny_model, tmp_path):
     assert again.exit_code == 0, again.output
     assert "ifd: 6 of 6 rows computed (6 now, 0 reused); 18 of their 18 requests answered by the on-disk cache" in \
         " ".join(again.output.split()), again.output
+
+
+ONE_WORD = ["Yes.", "No.", "Maybe.", "Sure.", "Never.", "OK."]
+LONG_REPLIES = [conv(("Spell the word cat, then the word dog.", "C-A-T, then D-O-G.")),
+                conv(("Tell me about rain.", "Rain falls from clouds when droplets grow heavy enough; it waters crops, "
+                      "fills rivers and refills the ground water that wells draw on."))]
+
+
+def tied_rows(n: int, longer: list) -> list:
+    """``n`` rows whose requests tie in length (same-length questions, one-token replies) and the row ``longer``, whose
+    response alone is about as long as the short rows' conditioned requests."""
+    return [conv((f"Answer in one word, number {i}.", ONE_WORD[i])) for i in range(n)] + [longer]
+
+
+def by_id(ws, column):
+    return dict(zip(ws.ids, ws.column(column), strict=True))
+
+
+def test_ifd_values_do_not_depend_on_the_order_of_the_pool_file(tiny_model, tmp_path):
+    """Before: requests of equal length kept the order they came in, and ws.apply hands small pools over in file order,
+    so a reordered pool file moved tied requests between batches (a batch of 2 or of 1): 1 of 5 rows' ifd differed in
+    its last digits in the first pool here (2 of 7 in the second with 2 torch threads). Ties are broken by the
+    request's cache key now."""
+    for pool, (n, longer, max_batch) in enumerate(((4, LONG_REPLIES[0], 2), (6, LONG_REPLIES[1], 3))):
+        rows = tied_rows(n, longer)
+        stored = []
+        for name, order in (("file", rows), ("reversed", rows[::-1]), ("shuffled", rows[1::2] + rows[::2])):
+            (tmp_path / f"{name}{pool}").mkdir()
+            ws = workspace(tmp_path / f"{name}{pool}", order)
+            ws.apply(IFD(tiny_model, dtype="float32", max_batch=max_batch), progress=False)
+            stored.append({c: by_id(ws, c) for c in ("ifd", "ifd_loss_conditioned", "ifd_loss_alone")})
+        assert stored[1] == stored[0] and stored[2] == stored[0]  # exact floats
+
+
+def test_perplexity_is_the_same_alone_or_after_ifd_in_the_workspace(tiny_model, tmp_path):
+    """Before: IFD batched its conditioned requests with its responses-alone, and perplexity then read those conditioned
+    values from the cache, so a row's perplexity depended on whether IFD ran first (1 of 5 rows differed here). The
+    two kinds of request are batched apart now: a conditioned request has the same batch-mates whichever signal asks."""
+    rows = tied_rows(4, LONG_REPLIES[1])
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "after").mkdir()
+    alone, after = workspace(tmp_path / "alone", rows), workspace(tmp_path / "after", rows)
+    alone.apply(Perplexity(tiny_model, dtype="float32", max_batch=2), progress=False)
+    ifd = IFD(tiny_model, dtype="float32", max_batch=2)
+    after.apply(ifd, progress=False)
+    ppl = Perplexity(engine=ifd.engine)
+    passes = ifd.engine.stats["forward_passes"]
+    after.apply(ppl, progress=False)
+    assert ifd.engine.stats["forward_passes"] == passes  # answered by IFD's cached conditioned requests
+    assert by_id(after, "perplexity") == by_id(alone, "perplexity")

@@ -10,6 +10,7 @@ to the cache before its values are used. Only response positions go through the 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,11 +130,13 @@ class Engine:
         return request_key(self.fingerprint, request.context, request.target)
 
     def logprobs(self, requests: Sequence[Request], cache_dir: Path, on_done: OnDone | None = None,
-                 cache_use: dict[str, int] | None = None) -> list[np.ndarray]:
+                 cache_use: dict[str, int] | None = None, groups: Sequence[str] | None = None) -> list[np.ndarray]:
         """Log-probability of every target token of every request (float32 arrays, aligned to ``requests``).
 
         Cached answers come first (``on_done`` is called with their indices), then the rest in length
-        buckets; each batch is stored in ``cache_dir`` before ``on_done`` hears of it. ``cache_use``: the caller's
+        buckets; each batch is stored in ``cache_dir`` before ``on_done`` hears of it. ``groups``: a label per request
+        (``conditioned``, ``alone``); a batch holds one label's requests only, so a request's batch-mates (and so its
+        last digits) do not depend on which other kinds of request were asked with it. ``cache_use``: the caller's
         own count of this call's requests and cache answers (``stats`` sums every call, from every thread).
         """
         started = time.perf_counter()
@@ -150,17 +153,16 @@ class Engine:
             add_counts(cache_use, requests=len(requests), cached_requests=len(done))
             if done and on_done is not None:
                 on_done(done)
-            groups: dict[str, list[int]] = {}  # identical requests are computed once
+            same: dict[str, list[int]] = {}  # identical requests are computed once
             for i, k in enumerate(keys):
                 if out[i] is None:
-                    groups.setdefault(k, []).append(i)
-            order = sorted((g[0] for g in groups.values()), key=lambda i: -requests[i].length)
-            for batch in batches(requests, order, self.batch_tokens, self.max_batch):
+                    same.setdefault(k, []).append(i)
+            for batch in self.batch_plan(requests, keys, list(same.values()), groups):
                 values = self._forward([requests[i] for i in batch])
                 cache.put_many(self.fingerprint, [(keys[i], v) for i, v in zip(batch, values, strict=True)])
                 finished = []
                 for i, v in zip(batch, values, strict=True):
-                    for j in groups[keys[i]]:
+                    for j in same[keys[i]]:
                         out[j] = v
                         finished.append(j)
                 self.stats["computed"] += len(batch)
@@ -169,6 +171,17 @@ class Engine:
                     on_done(finished)
         self.stats["seconds"] += time.perf_counter() - started
         return out  # type: ignore[return-value]
+
+    def batch_plan(self, requests: Sequence[Request], keys: Sequence[str], same: list[list[int]],
+             groups: Sequence[str] | None = None) -> list[list[int]]:
+        """The batches of the distinct requests ``same`` (indices of identical requests, the first one computed): per
+        group label, longest first, ties by cache key, so the plan depends on the set of requests, not their order."""
+        label = (lambda i: "") if groups is None else (lambda i: groups[i])
+        firsts = sorted((min(label(j) for j in g), -requests[g[0]].length, keys[g[0]], g[0]) for g in same)
+        plan: list[list[int]] = []
+        for _, part in itertools.groupby(firsts, key=lambda item: item[0]):
+            plan += batches(requests, [item[3] for item in part], self.batch_tokens, self.max_batch)
+        return plan
 
     def _forward(self, batch: list[Request]) -> list[np.ndarray]:
         """One padded forward pass; log-probabilities of each request's target tokens (float32)."""

@@ -91,7 +91,8 @@ class _SignalStep:
                         reqs.append(getattr(plan, w))
                         where.append((r, t, w))
         tracker = RowProgress([w[0] for w in where], len(plans), ctx.progress)
-        values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done, cache_use=usage)  # this call's own counts
+        values = engine.logprobs(reqs, ctx.cache_dir, tracker.items_done, cache_use=usage,  # this call's own counts
+                                 groups=[w[2] for w in where])  # conditioned and alone: batched apart
         return dict(zip(where, values, strict=True))
 
     @staticmethod
