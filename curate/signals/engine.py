@@ -173,7 +173,7 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def batch_plan(self, requests: Sequence[Request], keys: Sequence[str], same: list[list[int]],
-             groups: Sequence[str] | None = None) -> list[list[int]]:
+                   groups: Sequence[str] | None = None) -> list[list[int]]:
         """The batches of the distinct requests ``same`` (indices of identical requests, the first one computed): per
         group label, longest first, ties by cache key, so the plan depends on the set of requests, not their order."""
         label = (lambda i: "") if groups is None else (lambda i: groups[i])
