@@ -21,6 +21,16 @@ class OptionError(CurateError, ValueError):
     """An option's value is not one curate can use (a ValueError too, as Python's own checks raise)."""
 
 
+class ConfigError(CurateError):
+    """The run's settings are refused (an API key, the account's access, a model name or an endpoint: HTTP 401, 403,
+    404): every re-run fails the same way until they are fixed."""
+
+
+class RetryLaterError(CurateError):
+    """A service did not answer (5xx, 429, timeouts, nothing listening, retries spent): a later re-run may finish;
+    what was done is kept."""
+
+
 class WorkspaceError(CurateError):
     """A workspace is missing, damaged, or asked for something it does not hold."""
 

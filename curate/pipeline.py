@@ -14,7 +14,6 @@ Steps return data; the command line (``curate/cli/run.py``) prints it.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any
 
 from curate.codes import FailureCode, unreached_rows
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
-from curate.errors import CurateError, python_and_cli
+from curate.errors import ConfigError, CurateError, RetryLaterError, python_and_cli
 from curate.pools import check_read_options, run_on_error
+from curate.run_record import run_steps
 from curate.run_result import RunResult
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
@@ -33,6 +33,7 @@ from curate.storage.apply import apply_to_rows
 from curate.storage.export import check_export_path, check_run_folder, export_together
 from curate.storage.files import removed_on_failure, writing
 from curate.storage.output_record import Written, written_unless_current
+from curate.storage.run_lock import run_lock
 
 DEDUP = "dedup"
 NEAR_DEDUP = "minhash"
@@ -234,8 +235,12 @@ def score(run: Run) -> dict[str, Any]:
                           f"re-run with a larger {python_and_cli('max_cost= of the backend', '--max-cost')} to finish")
     unreached = unreached_rows(failures)
     if unreached:  # selecting now would silently leave out every row the server failed to answer
-        raise CurateError(f"{len(unreached)} rows not scored: the judge did not answer ({unreached[0].message[:160]}); "
-                          f"the scored rows are kept in {run.ws.path}: re-run to send the rest")
+        # the settings refused (key, access, model, endpoint): a re-run fails alike until fixed; else retry later
+        refused, unreachable = (getattr(run.backend, key, None) for key in ("refused", "unreachable"))
+        error = ConfigError if refused else RetryLaterError  # why the backend stopped sending (with its advice) first
+        raise error(f"{len(unreached)} rows not scored: the judge did not answer "
+                    f"({refused or unreachable or unreached[0].message}); "
+                    f"the scored rows are kept in {run.ws.path}: re-run to send the rest")
     return results
 
 
@@ -382,14 +387,8 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language: named here
-    timings: dict[str, float] = {}
-    results: dict[str, Any] = {}
-    for name, step in engine_steps(run, engine, address):
-        if on_start is not None:
-            on_start(name)
-        started = time.perf_counter()
-        results[name] = step(run)
-        timings[name] = time.perf_counter() - started
-        if on_done is not None:
-            on_done(name, results[name], timings[name])
-    return RunResult(run.ws, SELECTION, run.outputs, timings, results)
+    plan = engine_steps(run, engine, address)
+    made = [p for p in (run.out, run.out / "workspace") if not p.exists()]  # the run lock's folder makes them
+    with run_lock(run.out):  # a second run on this folder waits for the whole of this one (select, export, report)
+        timings, results, record = run_steps(run, plan, made, on_start, on_done)
+    return RunResult(run.ws, SELECTION, run.outputs, timings, results, record)

@@ -18,6 +18,7 @@ class RunResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)  # what OUT/run.json holds (curate.run_record)
 
     def _repr_html_(self) -> str:
         from curate.report.views import run_result_html

@@ -422,7 +422,7 @@ def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path
         no_retry = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
                                    "--out", str(tmp_path / "run"), *base, "--max-retries", "0"],
                                   capture_output=True, text=True, timeout=300, env=env)
-        assert no_retry.returncode == 1 and "1 rows not scored: the judge did not answer" in no_retry.stderr, \
+        assert no_retry.returncode == 75 and "1 rows not scored: the judge did not answer" in no_retry.stderr, \
             no_retry.stderr[-2000:]
         again = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
                                 "--out", str(tmp_path / "run"), *base], capture_output=True, text=True, timeout=300,

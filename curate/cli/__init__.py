@@ -27,6 +27,7 @@ from curate.cli.common import (
 )
 from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, closed_outputs, exited_by_rich_broken_pipe
 from curate.errors import KEPT_ON_INTERRUPT, CurateError
+from curate.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED
 
 
 def _show_version(value: bool) -> None:
@@ -46,10 +47,9 @@ reflow_help(app)
 __all__ = ["app", "main", "sample_path"]
 
 TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1 to see a ValueError's traceback instead of its one line
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
-# 128 + SIGPIPE: what a shell shows for a Unix tool whose reader left (`yes | head`), and the convention curate's
-# 130 and 143 follow; Python's docs (Note on SIGPIPE) exit 1 instead, which `set -o pipefail` cannot tell from a failure
-EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
+# EXIT_OUTPUT_CLOSED (curate.exit_codes), 141 = 128 + SIGPIPE: what a shell shows for a Unix tool whose reader left
+# (`yes | head`), and the convention curate's 130 and 143 follow; Python's docs (Note on SIGPIPE) exit 1 instead, which
+# `set -o pipefail` cannot tell from a failure
 INTERRUPTED_LINE = f"interrupted: {KEPT_ON_INTERRUPT}; re-run the same command to go on"
 
 def _os_error_line(exc: OSError) -> str:
@@ -120,8 +120,9 @@ def _interrupted() -> None:
 
 def main() -> None:
     """Entry point: CurateError, bad values and OS errors (a read-only or full disk, a file where a folder
-    should be) become one clean line on stderr and exit code 1, never a traceback; Ctrl-C exits 130 with a
-    line saying what was kept."""
+    should be) become one clean line on stderr and exit code 1 (`curate run`: by what failed, its ``exit_status``
+    from :mod:`curate.exit_codes`: 65 bad input, 75 retry later, 78 settings refused), never a traceback; Ctrl-C
+    exits 130 with a line saying what was kept."""
     handled = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
         signal.signal(signal.SIGINT, on_sigint)
@@ -143,7 +144,7 @@ def main() -> None:
     except BrokenPipeElsewhere as exc:
         _fail(_os_error_line(exc.__cause__))
     except CurateError as exc:
-        _fail(str(exc))
+        _fail(str(exc), getattr(exc, "exit_status", 1))  # `curate run`: by what failed (curate.exit_codes)
     except OSError as exc:
         _fail(_os_error_line(exc))
     except (ValueError, OverflowError) as exc:  # bad values given to the API; CURATE_TRACEBACK=1 shows where (a bug?)

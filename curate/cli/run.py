@@ -34,9 +34,10 @@ from curate.cli.common import (
     turn_keys_line,
 )
 from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
+from curate.exit_codes import exit_codes_text
 
 
-@app.command()
+@app.command(epilog=exit_codes_text())
 def run(
     source: str = typer.Argument("sample", help="Pool to curate ('sample' = the bundled sample)."),
     out: Path = typer.Option(Path("curate-run"), "--out", "-o", help="Output directory (workspace, exports, report)."),
@@ -97,6 +98,9 @@ def run(
                                 "ones computed: complexity*quality (DEITA's evol score) | complexity (a pool of "
                                 "instructions without responses: no quality score, and --heuristics lets a row "
                                 "without a reply pass) | quality."),
+    json_out: bool = typer.Option(False, "--json", help="Print OUT/run.json (status, exit code, counts per step, "
+                                  "outputs, LLM use) on stdout, also when the run fails; the progress lines go to "
+                                  "stderr."),
 ) -> None:
     """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags]
     -> DEITA admission -> export -> report.
@@ -148,7 +152,8 @@ def run(
                                              decontaminate_target=str(decontaminate) if decontaminate else None,
                                              **read_as))
         return
-    with (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
+    with (_prose_on_stderr() if json_out else contextlib.nullcontext()), _record_printed(json_out), \
+            (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
@@ -156,11 +161,52 @@ def run(
                               heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,
                               on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
-    for kind, path in result.outputs.items():
-        console.print(f"  {kind}: {path}")
-    if use_llm:
-        console.print(_paid_line(result.results), highlight=False)
-    console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+        for kind, path in result.outputs.items():
+            console.print(f"  {kind}: {path}")
+        if use_llm:
+            console.print(_paid_line(result.results), highlight=False)
+        console.print("time per step: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    if json_out:
+        _print_record(result.record)
+
+
+@contextlib.contextmanager
+def _prose_on_stderr():
+    """The progress lines on stderr while the run's JSON is what stdout holds."""
+    import sys
+
+    kept, console.file = console.file, sys.stderr
+    try:
+        yield
+    finally:
+        console.file = kept
+
+
+@contextlib.contextmanager
+def _record_printed(json_out: bool):
+    """A failed run's exit code by what failed (``exit_status``, which main() exits with; other commands exit 1);
+    with --json, its record (OUT/run.json, carried by the error) on stdout before the error line."""
+    from curate.exit_codes import exit_code
+
+    try:
+        yield
+    except Exception as exc:
+        exc.exit_status = exit_code(exc)
+        if json_out and getattr(exc, "run_record", None) is not None:
+            _print_record(exc.run_record)
+        raise
+    except BaseException as exc:
+        if json_out and getattr(exc, "run_record", None) is not None:
+            _print_record(exc.run_record)
+        raise
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(record, indent=1, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _paid_line(results: dict[str, Any]) -> str:
@@ -168,17 +214,14 @@ def _paid_line(results: dict[str, Any]) -> str:
     columns' lines above count every run that paid into them)."""
     from curate.codes import unknown_cost
     from curate.llm.backends import format_usd
-    from curate.storage.run_records import fold_runs, requests_sent
+    from curate.run_record import llm_use
+    from curate.storage.run_records import fold_runs
 
-    applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
-    used = [a for a in applied if a is not None and a.computed and a.provenance.get("kind") in ("judge", "instag_tags")]
-    runs = [a.provenance["runs"][-1] for a in used]  # runs[-1]: this run's
-    total = fold_runs(None, runs)
-    sent = requests_sent(total)
-    stopped = sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs)
+    use = llm_use(results) or {"_total": fold_runs(None, []), "requests_sent": 0, "requests_paid_by_stopped_run": 0,
+                               "unpriced_models": []}
+    total, sent, stopped = use["_total"], use["requests_sent"] or 0, use["requests_paid_by_stopped_run"]
     by_stopped = f" ({stopped:,} of them by a run that was stopped before recording them)" if stopped else ""
-    unpriced = [a.provenance.get("model") for a, r in zip(used, runs, strict=True) if r.get("cost_usd") is None]
-    cost = unknown_cost(unpriced) if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
+    cost = unknown_cost(use["unpriced_models"]) if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
     return (f"LLM calls this run: {sent:,} sent{by_stopped}, {requests_answered_text(total)}; "
             f"{sum(total['tokens'].values()):,} tokens; {cost}")
 

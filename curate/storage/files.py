@@ -49,10 +49,11 @@ def now() -> str:
 
 
 @contextlib.contextmanager
-def removed_on_failure(*paths: str | os.PathLike) -> Iterator[None]:
-    """Remove each of ``paths`` (outermost first) that did not exist before the block, if the block raises: a load
-    that fails leaves no folder it made (a run's ``out``, its workspace)."""
-    made = [Path(p) for p in paths if not os.path.exists(p)]
+def removed_on_failure(*paths: str | os.PathLike, made_by_caller: bool = False) -> Iterator[None]:
+    """Remove each of ``paths`` (outermost first) that did not exist before the block (``made_by_caller``: each, the
+    caller made them for it), if the block raises: a load that fails leaves no folder it made (a run's ``out``, its
+    workspace)."""
+    made = [Path(p) for p in paths if made_by_caller or not os.path.exists(p)]
     try:
         yield
     except BaseException:

@@ -1,0 +1,41 @@
+"""The exit code of a failed command, by what failed: the one table for the CLI and ``OUT/run.json`` (README,
+"Exit codes"; ``curate --help``). The failure codes are BSD's sysexits.h, which schedulers and shell scripts know."""
+
+from __future__ import annotations
+
+from curate.errors import ConfigError, InputError, OptionError, RetryLaterError
+
+EXIT_FAILURE = 1       # anything else (a damaged workspace, a full disk, max_cost reached ...)
+EXIT_USAGE = 2         # a bad flag or argument, told before any work (click's usage errors)
+EXIT_DATAERR = 65      # the input data: a source missing, unreadable or malformed (its file and line named)
+EXIT_TEMPFAIL = 75     # a service did not answer (5xx, 429, timeouts, refused connections, after retries): retry later
+EXIT_CONFIG = 78       # settings refused: API key, account access, model name or endpoint (HTTP 401/403/404), an option
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C); 143 after SIGTERM
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of the output left (`| head`)
+
+EXIT_CODES = {0: "done", EXIT_FAILURE: "failed (any other error)", EXIT_USAGE: "bad command line",
+              EXIT_DATAERR: "bad input data: the source is missing, unreadable or malformed",
+              EXIT_TEMPFAIL: "the LLM server did not answer (5xx, 429, timeouts, connection refused, after the "
+                             "retries): re-run later, finished work is kept",
+              EXIT_CONFIG: "settings refused: API key, access, model name or endpoint (HTTP 401/403/404), or an "
+                           "option's value",
+              EXIT_INTERRUPTED: "interrupted (Ctrl-C); 143: terminated (SIGTERM)",
+              EXIT_OUTPUT_CLOSED: "the reader of the output left (| head)"}
+
+
+def exit_code(error: BaseException) -> int:
+    """The code a process ends with when ``error`` stops it."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, InputError):
+        return EXIT_DATAERR
+    if isinstance(error, ConfigError | OptionError):
+        return EXIT_CONFIG
+    if isinstance(error, RetryLaterError):
+        return EXIT_TEMPFAIL
+    return EXIT_FAILURE
+
+
+def exit_codes_text() -> str:
+    """The table, one line per code, for ``--help``."""
+    return "Exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + "."

@@ -1,0 +1,132 @@
+"""``OUT/run.json``: a machine-readable record of one `curate run` for a scheduler (cron, Airflow): its status and
+exit code, each finished step's counts and seconds, the output files, what it sent to LLMs, curate's version. Built
+from the steps' own results (the ones the CLI prints), also when a step fails (``status``: ``failed``, the steps
+that finished, the error). ``RUN_RECORD_VERSION`` is bumped when a key changes meaning."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from curate.storage.files import atomic_write_bytes, removed_on_failure
+
+RUN_RECORD = "run.json"
+RUN_RECORD_VERSION = 1
+log = logging.getLogger("curate")
+Step = tuple[str, Callable[[Any], Any]]
+
+
+def llm_use(results: dict[str, Any]) -> dict[str, Any] | None:
+    """What the run sent to LLMs, over the judges and the tagger (this run's part of each column's runs), or None
+    when no judge or tagger ran: ``requests_sent`` (None: not counted), ``requests`` and the cache's share,
+    ``tokens`` by kind, ``cost_usd`` (None: a model without a known price, named in ``unpriced_models``)."""
+    from curate.storage.run_records import fold_runs, requests_sent
+
+    applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
+    used = [a for a in applied if a is not None and a.computed and a.provenance.get("kind") in ("judge", "instag_tags")]
+    if not used:
+        return None
+    runs = [a.provenance["runs"][-1] for a in used]  # runs[-1]: this run's
+    total = fold_runs(None, runs)
+    return {"requests_sent": requests_sent(total), "requests": total.get("requests"),
+            "cached_requests": total.get("cached_requests") or 0, "repeated_requests": total.get("repeated_requests") or 0,
+            "requests_paid_by_stopped_run": sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs),
+            "tokens": dict(total["tokens"]), "total_tokens": sum(total["tokens"].values()), "cost_usd": total["cost_usd"],
+            "unpriced_models": sorted({str(a.provenance.get("model")) for a, r in zip(used, runs, strict=True)
+                                       if r.get("cost_usd") is None}), "_total": total}
+
+
+def _applied(applied: Any) -> dict[str, Any]:
+    """An ``ApplyResult``'s counts: rows asked, valued now, reused, failed (and by reason code)."""
+    return {"rows": applied.rows, "now": applied.valued_now, "reused": applied.skipped, "failed": applied.failed,
+            "failed_now": applied.failed_now, "failures_by_reason": {code: n for code, (n, _) in
+                                                                      applied.failure_reasons.items()}}
+
+
+def _selection(selection: Any) -> dict[str, Any]:
+    """A filter or admission selection's counts: rows in, rows kept, and each decision's count."""
+    return {"rows_in": selection.table.num_rows, "kept": len(selection), "decisions": dict(selection.decisions()),
+            "unchanged": bool(getattr(selection, "unchanged", False))}
+
+
+def step_counts(name: str, result: Any, budget: int) -> dict[str, Any]:
+    """The counts of one finished step, from its result (as the CLI prints it)."""
+    if name == "load":
+        keys = ("rows_read", "rows_added", "already_present", "rejects")
+        return {k: result[k] for k in keys if k in result} | {"unchanged": bool(result.get("unchanged"))}
+    if name in ("score", "signals"):
+        return {"columns": {column: _applied(a) for column, a in result.items()}}
+    if name == "tags":
+        return {"columns": {result["columns"][0]: _applied(result["tags_raw"])}}
+    if name == "embed":
+        return {"rows": result["rows"], "encoded": result["encoded"]}
+    if name in ("export", "report"):
+        return {"files": {k: str(p) for k, p in result.files.items()}, "unchanged": result.unchanged}
+    counts = _selection(result)
+    if name.startswith("select"):
+        counts |= {"admitted": len(result), "budget": budget}
+    return counts
+
+
+def run_record(out: Path, budget: int, results: dict[str, Any], timings: dict[str, float], outputs: dict[str, Path],
+               started: float, error: BaseException | None = None) -> dict[str, Any]:
+    """The record of a run (finished, or stopped by ``error``) as ``OUT/run.json`` holds it."""
+    from curate import __version__
+    from curate.exit_codes import exit_code
+
+    llm = llm_use(results)
+    if llm is not None:
+        llm.pop("_total")
+    return {"record_version": RUN_RECORD_VERSION, "curate_version": __version__,
+            "status": "ok" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+            "exit_code": 0 if error is None else exit_code(error),
+            "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+            "out": str(out), "budget": budget, "seconds": round(time.time() - started, 3),
+            "steps_finished": list(results),
+            "steps": {name: {"seconds": round(timings[name], 3), **step_counts(name, result, budget)}
+                      for name, result in results.items()},
+            "outputs": {kind: str(path) for kind, path in outputs.items()}, "llm": llm}
+
+
+def write_run_record(out: Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` whole to ``OUT/run.json`` (a rename: a reader never sees half of it)."""
+    path = Path(out) / RUN_RECORD
+    atomic_write_bytes(path, (json.dumps(record, indent=1, default=str) + "\n").encode())
+    return path
+
+
+def run_steps(run: Any, plan: list[Step], made: list[Path], on_start: Callable[[str], None] | None,
+              on_done: Callable[[str, Any, float], None] | None) -> tuple[dict[str, float], dict[str, Any], dict]:
+    """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each (a failing load removes the
+    folders in ``made``, made for this run); write ``OUT/run.json`` when they finish, or when one fails (then the
+    exception carries the record as ``run_record``). Returns timings, results and the record."""
+    timings: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    began = time.time()
+    try:
+        for name, step in plan:
+            if on_start is not None:
+                on_start(name)
+            started = time.perf_counter()
+            with removed_on_failure(*made, made_by_caller=True) if name == "load" else contextlib.nullcontext():
+                results[name] = step(run)
+            timings[name] = time.perf_counter() - started
+            if on_done is not None:
+                on_done(name, results[name], timings[name])
+    except BaseException as exc:
+        if Path(run.out).is_dir():  # a load that failed removed the folder it made: nothing to record in
+            record = run_record(run.out, run.budget, results, timings, run.outputs, began, exc)
+            try:
+                write_run_record(run.out, record)
+                exc.run_record = record  # type: ignore[attr-defined]
+            except Exception as failed:  # noqa: BLE001  (the run's own error is the one to report)
+                log.warning("%s: not written: %s", Path(run.out) / RUN_RECORD, failed)
+        raise
+    record = run_record(run.out, run.budget, results, timings, run.outputs, began)
+    write_run_record(run.out, record)
+    return timings, results, record

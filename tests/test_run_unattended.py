@@ -1,0 +1,153 @@
+"""`curate run` in unattended pipelines (cron, Airflow): two runs on one folder take turns, ``OUT/run.json``, exit
+codes a scheduler can act on, whole error messages. Judges talk to the fault-injecting server on loopback."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fault_server():
+    with FaultServer(retry_after="1") as srv:
+        yield srv
+
+
+def _pool(path: Path, n: int, marker: str = "", every: int = 0) -> Path:
+    return write_jsonl(path, [{"instruction": f"Question {i}: explain topic {i} briefly"
+                               + (f" {marker}" if every and i % every == 2 else ""),
+                               "output": f"Answer {i}: words about topic {i} and more"} for i in range(n)])
+
+
+def _run_args(pool: Path, out: Path, budget: int, srv: FaultServer | None, *more: str) -> list[str]:
+    judge = ["--base-url", srv.base_url, "--model", "fault", "--max-retries", "0"] if srv is not None else []
+    return [sys.executable, "-m", "curate.cli", "run", str(pool), "--out", str(out), "--budget", str(budget),
+            "--no-report", *judge, *more]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env.pop("OPENAI_API_KEY", None)
+    return env
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_runs_on_one_folder_take_turns_and_the_folder_holds_the_last_finishers_result(tmp_path, fault_server):
+    """Both exited 0 while selected.* and the workspace's selection held one run's rows and the other had logged its
+    own count: the second run now waits for the whole first one (it says for whom), then runs with its budget."""
+    pool, out = _pool(tmp_path / "pool.jsonl", 16), tmp_path / "run"
+    procs = {budget: subprocess.Popen(_run_args(pool, out, budget, fault_server), env=_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for budget in (3, 7)}
+    outputs = {budget: proc.communicate(timeout=400) for budget, proc in procs.items()}
+    assert all(proc.returncode == 0 for proc in procs.values()), outputs
+    waited = [budget for budget, (_, err) in outputs.items() if "waiting for another curate run" in err]
+    assert len(waited) == 1, outputs  # the other run held the folder then: this one ran last (its exit may come first)
+    last = waited[0]
+    admitted = int(re.search(r"(\d+) rows admitted", outputs[last][0]).group(1))  # fewer than 7: similar rows left out
+    assert admitted == (7 if last == 7 else 3), outputs
+    selected = (out / "selected.jsonl").read_text().splitlines()
+    assert len(selected) == admitted
+    record = json.loads((out / "run.json").read_text())
+    assert record["budget"] == last and record["steps"]["select (DEITA admission)"]["admitted"] == admitted
+    from curate.session import Workspace
+
+    assert len(Workspace.open(out / "workspace").selection("deita")) == admitted
+
+
+def test_run_json_of_an_offline_run(tmp_path):
+    """OUT/run.json: status, exit code, counts of each step, outputs, version; no LLM part without a judge."""
+    from curate import __version__
+    from curate.pipeline import run_pipeline
+
+    pool = _pool(tmp_path / "pool.jsonl", 6)
+    write_jsonl(tmp_path / "pool.jsonl", [*map(json.loads, pool.read_text().splitlines()),
+                                          json.loads(pool.read_text().splitlines()[0])])  # one exact duplicate
+    result = run_pipeline(str(pool), tmp_path / "run", 4, report=False, progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record == json.loads(json.dumps(result.record))
+    assert record["status"] == "ok" and record["exit_code"] == 0 and record["error"] is None
+    assert record["curate_version"] == __version__ and record["llm"] is None
+    assert record["steps_finished"] == ["load", "dedup", "score", "embed", "select (DEITA admission)", "export"]
+    steps = record["steps"]
+    assert steps["load"]["rows_read"] == 7 and steps["load"]["rows_added"] == 7
+    assert steps["dedup"]["rows_in"] == 7 and steps["dedup"]["kept"] == 6
+    assert steps["score"]["columns"]["quality"] == {"rows": 6, "now": 6, "reused": 0, "failed": 0, "failed_now": 0,
+                                                    "failures_by_reason": {}}
+    admitted = len(result.workspace.selection("deita"))
+    assert steps["select (DEITA admission)"]["admitted"] == admitted and steps["select (DEITA admission)"]["budget"] == 4
+    assert len((tmp_path / "run" / "selected.jsonl").read_text().splitlines()) == admitted
+    assert record["outputs"]["jsonl"] == str(tmp_path / "run" / "selected.jsonl")
+
+
+def test_run_json_counts_permanent_judge_failures_and_is_printed_with_json(tmp_path, fault_server):
+    """A judge failing some rows for good: their failures by reason code, the LLM requests and tokens; --json prints
+    the same record on stdout, the progress lines going to stderr."""
+    pool = _pool(tmp_path / "pool.jsonl", 10, "[always400]", every=4)  # rows 2 and 6
+    proc = _cli(*_run_args(pool, tmp_path / "run", 5, fault_server, "--json"))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record == json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "rows admitted" in proc.stderr and "rows admitted" not in proc.stdout
+    for column in ("complexity", "quality"):
+        counts = record["steps"]["score"]["columns"][column]
+        assert counts["rows"] == 10 and counts["failed"] == 2 and counts["failures_by_reason"] == {"http_error": 2}
+    assert record["llm"]["requests_sent"] == 20 == fault_server.total
+    assert record["llm"]["total_tokens"] > 0 and record["llm"]["cost_usd"] is None
+    assert record["llm"]["unpriced_models"] == ["fault"]
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_exit_codes_say_what_failed_and_the_error_keeps_its_advice(tmp_path):
+    """Every failure exited 1: now bad input 65, settings refused (401, 404) 78, a server down or failing 75; the
+    record says the same code. The first failure's message was cut at 160 characters, inside its advice."""
+    from curate.exit_codes import EXIT_CONFIG, EXIT_DATAERR, EXIT_TEMPFAIL
+
+    pool = _pool(tmp_path / "pool.jsonl", 6)
+    missing = _cli(*_run_args(tmp_path / "missing.jsonl", tmp_path / "r0", 3, None))
+    assert missing.returncode == EXIT_DATAERR and "no such file" in _error_line(missing)
+    down = FaultServer()  # nothing listens on its port until start()
+    refused = _cli(*_run_args(pool, tmp_path / "r1", 3, down))
+    line = _error_line(refused)
+    assert refused.returncode == EXIT_TEMPFAIL, refused.stderr
+    assert "check base_url= (CLI: --base-url) and that the server is running" in line  # was cut: "(CLI: )"
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["exit_code"] == EXIT_TEMPFAIL
+    with FaultServer(api_key="right") as srv:
+        os.environ["CURATE_TEST_WRONG_KEY"] = "wrong"
+        try:
+            bad_key = _cli(*_run_args(pool, tmp_path / "r2", 3, srv, "--api-key-env", "CURATE_TEST_WRONG_KEY"))
+        finally:
+            del os.environ["CURATE_TEST_WRONG_KEY"]
+        assert bad_key.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(bad_key), bad_key.stderr
+        record = json.loads((tmp_path / "r2" / "run.json").read_text())
+        assert record["status"] == "failed" and record["exit_code"] == EXIT_CONFIG
+        assert record["steps_finished"] == ["load", "dedup"] and record["error"]["type"] == "ConfigError"
+    with FaultServer() as srv:
+        wrong_path = _cli(*_run_args(pool, tmp_path / "r3", 3, None, "--base-url", srv.base_url + "/nope",
+                                     "--model", "fault"))
+        assert wrong_path.returncode == EXIT_CONFIG and "HTTP 404" in _error_line(wrong_path), wrong_path.stderr
+        failing = _pool(tmp_path / "failing.jsonl", 6, "[always500]", every=4)
+        five_hundred = _cli(*_run_args(failing, tmp_path / "r4", 3, srv))
+        assert five_hundred.returncode == EXIT_TEMPFAIL and "HTTP 500" in _error_line(five_hundred), five_hundred.stderr
+
+
+def test_run_help_lists_the_exit_codes():
+    proc = _cli(sys.executable, "-m", "curate.cli", "run", "--help")
+    assert proc.returncode == 0 and "Exit codes" in proc.stdout and "78" in proc.stdout and "75" in proc.stdout
