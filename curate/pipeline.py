@@ -67,6 +67,7 @@ class Run:
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
     workspace: Workspace | None = None
+    made: tuple[Path, ...] = ()  # the folders this run made (out, its workspace): removed again if its load fails
     outputs: dict[str, Path] = field(default_factory=dict)
     judge_columns: dict[str, str] = field(default_factory=dict)  # a judge's column where a pool field has its name
 
@@ -163,7 +164,7 @@ Step = tuple[str, Callable[[Run], Any]]
 def load(run: Run) -> dict[str, Any]:
     """Load the source into ``out/workspace`` (read outside the lock, part by part); if that fails (a missing or
     unreadable source), an ``out`` made here is removed again. Returns the load summary."""
-    with removed_on_failure(run.out, run.out / "workspace"):
+    with removed_on_failure(*run.made, made_by_caller=True):  # not the lock's folder: the run made it too
         run.workspace = Workspace(run.out / "workspace")
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
         summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
@@ -388,7 +389,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language: named here
     plan = engine_steps(run, engine, address)
-    made = [p for p in (run.out, run.out / "workspace") if not p.exists()]  # the run lock's folder makes them
+    run.made = tuple(p for p in (run.out, run.out / "workspace") if not p.exists())  # the run lock's folder makes them
     with run_lock(run.out):  # a second run on this folder waits for the whole of this one (select, export, report)
-        timings, results, record = run_steps(run, plan, made, on_start, on_done)
+        timings, results, record = run_steps(run, plan, on_start, on_done)
     return RunResult(run.ws, SELECTION, run.outputs, timings, results, record)

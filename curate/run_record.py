@@ -5,7 +5,6 @@ that finished, the error). ``RUN_RECORD_VERSION`` is bumped when a key changes m
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.storage.files import atomic_write_bytes, removed_on_failure
+from curate.storage.files import atomic_write_bytes
 
 RUN_RECORD = "run.json"
 RUN_RECORD_VERSION = 1
@@ -100,11 +99,11 @@ def write_run_record(out: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def run_steps(run: Any, plan: list[Step], made: list[Path], on_start: Callable[[str], None] | None,
+def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None,
               on_done: Callable[[str, Any, float], None] | None) -> tuple[dict[str, float], dict[str, Any], dict]:
-    """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each (a failing load removes the
-    folders in ``made``, made for this run); write ``OUT/run.json`` when they finish, or when one fails (then the
-    exception carries the record as ``run_record``). Returns timings, results and the record."""
+    """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each; write ``OUT/run.json`` when they
+    finish, or when one fails (then the exception carries the record as ``run_record``), unless a failed load removed
+    the workspace it made (the out folder is then as it was). Returns timings, results and the record."""
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     began = time.time()
@@ -113,13 +112,12 @@ def run_steps(run: Any, plan: list[Step], made: list[Path], on_start: Callable[[
             if on_start is not None:
                 on_start(name)
             started = time.perf_counter()
-            with removed_on_failure(*made, made_by_caller=True) if name == "load" else contextlib.nullcontext():
-                results[name] = step(run)
+            results[name] = step(run)
             timings[name] = time.perf_counter() - started
             if on_done is not None:
                 on_done(name, results[name], timings[name])
     except BaseException as exc:
-        if Path(run.out).is_dir():  # a load that failed removed the folder it made: nothing to record in
+        if (Path(run.out) / "workspace").is_dir():  # a load that failed removed the one it made: out as it was
             record = run_record(run.out, run.budget, results, timings, run.outputs, began, exc)
             try:
                 write_run_record(run.out, record)

@@ -556,7 +556,9 @@ def test_a_run_stopped_while_writing_its_exports_leaves_the_earlier_set_whole(tm
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(str(sample_path()), out=out, budget=4, report=False, progress=False)
     assert rows_of(out) == (10, 10, 10)  # the earlier set, whole: not 4 rows in selected.jsonl beside 10 in the others
-    assert sorted(p.name for p in out.iterdir()) == ["selected", "selected.jsonl", "selected.parquet", "workspace"]
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "selected", "selected.jsonl", "selected.parquet",
+                                                     "workspace"]
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     monkeypatch.undo()
     run_pipeline(str(sample_path()), out=out, budget=4, report=False, progress=False)
     assert rows_of(out) == (4, 4, 4)

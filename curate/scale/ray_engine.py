@@ -213,7 +213,7 @@ class RayEngine:
             clock("to_driver")
         ids: list[str] = []
         try:
-            with removed_on_failure(run.out, run.out / "workspace"):
+            with removed_on_failure(*run.made, made_by_caller=True):
                 if rejects and run.on_error == "raise":  # the first bad record, in source order, before anything is made
                     raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
                 run.workspace = Workspace(run.out / "workspace")
