@@ -25,7 +25,13 @@ from curate.cli.common import (
     reflow_help,
     sample_path,
 )
-from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, closed_outputs, exited_by_rich_broken_pipe
+from curate.cli.pipes import (
+    BrokenPipeElsewhere,
+    OutputClosed,
+    closed_outputs,
+    exited_by_rich_broken_pipe,
+    tolerate_unencodable_output,
+)
 from curate.errors import KEPT_ON_INTERRUPT, CurateError
 from curate.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED
 
@@ -123,6 +129,7 @@ def main() -> None:
     should be) become one clean line on stderr and exit code 1 (`curate run`: by what failed, its ``exit_status``
     from :mod:`curate.exit_codes`: 65 bad input, 75 retry later, 78 settings refused), never a traceback; Ctrl-C
     exits 130 with a line saying what was kept."""
+    tolerate_unencodable_output()  # a summary line with a character the log's encoding lacks must not fail the command
     handled = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
         signal.signal(signal.SIGINT, on_sigint)

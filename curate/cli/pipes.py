@@ -3,7 +3,10 @@ broken pipes, so the command can end as a Unix tool killed by SIGPIPE does (exit
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import select
+import sys
 
 from rich.console import Console
 
@@ -48,3 +51,28 @@ class OutputConsole(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True  # nothing more is written: the reader left
         raise OutputClosed(closed_outputs() or [2 if self.stderr else 1])
+
+
+def _replace_unencodable(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """An output stream's encode error handler: a surrogate-escaped byte (an undecodable file name) goes out as the
+    byte it was, as ``surrogateescape`` writes it; any other character the encoding lacks (an em dash in ASCII or
+    latin-1) as ``?``, as ``replace`` writes it."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    if all("\udc80" <= ch <= "\udcff" for ch in exc.object[exc.start:exc.end]):
+        return codecs.lookup_error("surrogateescape")(exc)
+    return "?" * (exc.end - exc.start), exc.end
+
+
+codecs.register_error("curate-replace", _replace_unencodable)
+
+
+def tolerate_unencodable_output() -> None:
+    """Make standard output and error write a character their encoding lacks as ``?`` (PYTHONIOENCODING=ascii,
+    LC_ALL=C, a latin-1 log) instead of raising UnicodeEncodeError: a command whose work is done must not fail on
+    its summary line. A stream that cannot be reconfigured (a test runner's) is left as it is."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="curate-replace")
