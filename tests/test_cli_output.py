@@ -33,3 +33,13 @@ def test_a_summary_line_the_log_encoding_cannot_hold_does_not_fail_the_command(w
                        env={"PYTHONIOENCODING": encoding})
     assert r.returncode == 0, r.stderr[-1500:]
     assert "quality: 3 rows ? computed 3" in r.stdout
+
+
+def test_a_long_line_stays_one_line_in_a_redirected_stdout(tmp_path):
+    """rich wrapped at 80 columns where stdout is no terminal ("...; 0 \\nalready present"): grep missed the line."""
+    pool = write_jsonl(tmp_path / ("a-pool-file-with-a-name-long-enough-to-pass-eighty-columns" * 2 + ".jsonl"),
+                       [{"instruction": "Say hi.", "output": "Hi."}])
+    r = curate_cli("load", pool, "--workspace", tmp_path / "ws", env={"COLUMNS": ""})
+    assert r.returncode == 0, r.stderr
+    assert any(line.startswith("loaded 1 rows from ") and line.endswith("0 already present")
+               for line in r.stdout.splitlines()), r.stdout

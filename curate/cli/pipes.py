@@ -46,7 +46,17 @@ def exited_by_rich_broken_pipe(exc: SystemExit) -> bool:
 
 class OutputConsole(Console):
     """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
-    with ``set -o pipefail``, where the raw writes' broken pipe exits 141)."""
+    with ``set -o pipefail``, where the raw writes' broken pipe exits 141), and which wraps no line where its output
+    is no terminal: rich broke lines at 80 columns in a log or a pipe ("max cosine similarity \\n0.9)"), which
+    grep then missed. ``soft_wrap`` given True keeps every line whole on a terminal too."""
+
+    @property
+    def soft_wrap(self) -> bool:  # type: ignore[override]  (rich's Console keeps a plain attribute)
+        return self._soft_wrap_given or not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:
+        self._soft_wrap_given = value
 
     def on_broken_pipe(self) -> None:
         self.quiet = True  # nothing more is written: the reader left
