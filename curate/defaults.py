@@ -255,6 +255,14 @@ class WorkspaceDefaults:
 
 
 @dataclass(frozen=True)
+class ProgressDefaults:
+    """Progress bars (``curate.storage.progress``)."""
+    log_interval_s: float = 30.0         # where stderr is no terminal (a log file, a container's log): one
+                                         # newline-ended progress line at most this often, plus the last one
+    env: str = "CURATE_PROGRESS"         # set to 0: no progress bars at all (CLI and API), e.g. in a pipeline
+
+
+@dataclass(frozen=True)
 class ScaleDefaults:
     """The Ray engine's inference passes (``curate.scale``, ``--engine ray``)."""
     batch_rows: int = 512                # rows per actor call at most: large pools keep the encoder's throughput (it
@@ -357,6 +365,7 @@ TAG = TagDefaults()
 REPORT = ReportDefaults()
 POOL = PoolDefaults()
 WORKSPACE = WorkspaceDefaults()
+PROGRESS = ProgressDefaults()
 SCALE = ScaleDefaults()
 TRAIN = TrainDefaults()
 LESS = LessDefaults()

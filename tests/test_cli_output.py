@@ -43,3 +43,23 @@ def test_a_long_line_stays_one_line_in_a_redirected_stdout(tmp_path):
     assert r.returncode == 0, r.stderr
     assert any(line.startswith("loaded 1 rows from ") and line.endswith("0 already present")
                for line in r.stdout.splitlines()), r.stdout
+
+
+def test_progress_in_a_log_file_is_newline_ended_lines_and_curate_progress_0_turns_it_off(workspace, tmp_path):
+    """stderr to a file: tqdm redrew its bar with carriage returns on one line (41 \\r, 2,808 bytes for 2,000 rows;
+    hundreds of KB an hour), which log collectors split or cut. Now: whole lines, the first and the last."""
+    log = tmp_path / "score.err"
+    with FaultServer() as srv:
+        for env, judge in (({}, "quality"), ({"CURATE_PROGRESS": "0"}, "complexity")):
+            with open(log, "w") as err:
+                done = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(workspace), "--judge", judge,
+                                       "--base-url", srv.base_url, "--model", "fault"], stdout=subprocess.PIPE,
+                                      stderr=err, text=True, timeout=300, env={**os.environ, **env})
+            text = log.read_bytes().decode()  # read_text() would turn each \r into a newline
+            assert done.returncode == 0, text[-1500:]
+            assert "\r" not in text
+            bar = [line for line in text.splitlines() if line.startswith(f"{judge}:") and "%|" in line]
+            if env:
+                assert bar == [], text
+            else:
+                assert bar[0].startswith("quality:   0%|") and "3/3" in bar[-1] and "failed=0" in bar[-1], text

@@ -126,13 +126,13 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
         # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
         st = load_model(model_id(model), device or auto_device())
         run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
-    from tqdm.auto import tqdm
+    from curate.storage.progress import progress_bar
 
     # Chunks (for the progress bar and the cache's kept parts) of one plan that depends on the set of texts alone
     # (:func:`chunk_plan`): a text's vector moves in its last digits with the texts padded into its batch, so chunks
     # sized by time (until this version) or in the caller's order gave the same text different vectors in two runs.
     out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
-    with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
+    with progress_bar(len(texts), "embedding", progress, unit="text") as bar:
         for idx, same in chunk_plan(texts, batch_size):
             out[idx] = run([texts[i] for i in idx])
             out[same[:, 1]] = out[same[:, 0]]

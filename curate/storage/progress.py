@@ -1,10 +1,20 @@
 """curate's progress bars: tqdm.auto (a widget in Jupyter, text in a terminal), imported quietly; the counts of LLM
-requests (failed=, cached=, paid_by_stopped_run=) a step that sends them shows on ``ws.apply``'s row bar."""
+requests (failed=, cached=, paid_by_stopped_run=) a step that sends them shows on ``ws.apply``'s row bar.
+
+Where stderr is no terminal (a log file, a container's log) a bar writes newline-ended lines, one at most every
+``PROGRESS.log_interval_s`` and its last one, not tqdm's carriage-return redraws: those made one ever-growing line
+that log collectors split or cut. ``CURATE_PROGRESS=0`` (``PROGRESS.env``) turns every bar off."""
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
+
+from curate.defaults import PROGRESS
 
 
 def _quiet_tqdm_auto():
@@ -24,13 +34,71 @@ def _quiet_tqdm_auto():
 _quiet_tqdm_auto()
 
 
+def bars_enabled() -> bool:
+    """False where ``$CURATE_PROGRESS`` is 0 (or false, no, off): no progress bar is shown."""
+    return os.environ.get(PROGRESS.env, "").strip().lower() not in ("0", "false", "no", "off")
+
+
 def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row"):
-    """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal); ``total`` None: set it later."""
+    """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal, newline-ended lines in a log);
+    ``total`` None: set it later."""
     tqdm = _quiet_tqdm_auto()
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0, dynamic_ncols=True,
+    stream = sys.stderr
+    lines = tqdm.__module__ != "tqdm.notebook" and not _is_terminal(stream) and not _is_kernel(stream)
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0 or not bars_enabled(),
+               file=LogLines(stream) if lines else None, dynamic_ncols=not lines,
                mininterval=0.5, smoothing=0)  # the average rate: a notebook bar kept its first refresh's at the end
     bar.call_counts = CallCounts(bar)  # one per bar: what the steps that send LLM requests show on it
     return bar
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def _is_kernel(stream: Any) -> bool:
+    """A Jupyter kernel's stderr (a notebook without ipywidgets shows text bars there): kept as tqdm draws them."""
+    return type(stream).__module__.startswith("ipykernel")
+
+
+class LogLines:
+    """A bar's stream where it is no terminal: each status tqdm redraws (``\\r`` + status) becomes a newline-ended
+    line, written at once for the first, then at most every ``interval_s``; the bar's end (tqdm's closing newline)
+    writes its last status if it was held back. A cleared status (blanks) writes nothing."""
+
+    def __init__(self, stream: TextIO, interval_s: float = PROGRESS.log_interval_s):
+        self.stream, self.interval_s = stream, interval_s
+        self.pending: str | None = None  # the newest status not written yet
+        self.written: str | None = None
+        self.written_at: float | None = None
+
+    def write(self, text: str) -> int:
+        for part in re.split(r"(\n)|\r", text):
+            if part == "\n":
+                if self.pending is not None:
+                    self._line(self.pending)
+            elif part and part.strip():
+                self.pending = part.rstrip()
+                if self.written_at is None or time.monotonic() - self.written_at >= self.interval_s:
+                    self._line(self.pending)
+        return len(text)
+
+    def _line(self, status: str) -> None:
+        self.pending = None
+        if status != self.written:
+            self.stream.write(status + "\n")
+            self.stream.flush()
+            self.written, self.written_at = status, time.monotonic()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty ...: the stream's own
+        return getattr(self.stream, name)
 
 
 class CallCounts:

@@ -367,9 +367,9 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
 
 def _progress(progress: Any, total: int) -> Any:
     if progress is True:
-        from tqdm.auto import tqdm
+        from curate.storage.progress import progress_bar
 
-        return tqdm(total=total, desc="train", unit="row")
+        return progress_bar(total, "train", True)
     return progress or None
 
 
