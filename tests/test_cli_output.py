@@ -63,3 +63,24 @@ def test_progress_in_a_log_file_is_newline_ended_lines_and_curate_progress_0_tur
                 assert bar == [], text
             else:
                 assert bar[0].startswith("quality:   0%|") and "3/3" in bar[-1] and "failed=0" in bar[-1], text
+
+
+def _provenance(workspace, column: str) -> dict:
+    import json
+
+    import pyarrow.ipc
+
+    return json.loads(pyarrow.ipc.open_file(workspace / "columns" / f"{column}.arrow").schema.metadata[b"curate"])
+
+
+def test_a_secret_in_the_base_urls_query_or_user_part_is_recorded_nowhere(workspace):
+    """without_credentials hid user:password@ but kept ?api-key=... in the column's provenance."""
+    with FaultServer() as srv:
+        host = srv.base_url.split("//", 1)[1]
+        url = f"http://me:PASSWORD77@{host}?api-version=2024&api-key=QUERYSECRET77&sig=SIG77"
+        r = curate_cli("score", workspace, "--judge", "quality", "--base-url", url, "--model", "fault")
+    recorded = _provenance(workspace, "quality")["base_url"]
+    assert recorded == f"http://***@{host}?api-version=2024&api-key=***&sig=***"
+    stored = b"".join(p.read_bytes() for p in workspace.rglob("*") if p.is_file())
+    for secret in ("PASSWORD77", "QUERYSECRET77", "SIG77"):
+        assert secret not in r.stdout + r.stderr and secret.encode() not in stored

@@ -38,6 +38,7 @@ from curate.llm.base import (
     refused_code,
     reply_token_limit,
 )
+from curate.llm.endpoint import REFUSED_SETTINGS, without_credentials
 from curate.llm.limits import _RateLimiter, _WindowLimiter
 
 
@@ -283,12 +284,6 @@ class OpenAIBackend(Backend):
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, kind={self.kind!r})"
 
 
-# statuses that refuse the run's settings rather than a request: every other row would get the same answer
-REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
-                    404: "the model name or the endpoint ("
-                         f"{python_and_cli('model=, base_url=', '--model, --base-url')})"}
-
-
 def _max_tokens(request: Request) -> int:
     """The reply length a request allows (max_tokens or max_completion_tokens), or the assumed worst case (cost cap,
     TPM and the dry run alike)."""
@@ -328,18 +323,6 @@ def _retry_after(headers) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
-
-
-def without_credentials(url: str | None) -> str | None:
-    """``url`` without a user name or password in it (``http://user:sk-...@host/v1``): what provenance records."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))  # host and port as written
 
 
 def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str:

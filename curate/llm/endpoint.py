@@ -1,0 +1,36 @@
+"""Where an OpenAI-compatible backend sends its requests and what it records and says of that: the base URL the
+openai client uses (``--base-url``, else ``$OPENAI_BASE_URL``, else OpenAI's), that URL without credentials (for
+provenance and messages), and what a server's refusal of the run's settings (key, access, model) tells the user."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from curate.errors import python_and_cli
+
+# query parameters whose value is a credential (?api-key=, ?key=, ?access_token=, ?sig=, Azure Functions' ?code=)
+SECRET_QUERY_KEY = re.compile(r"key|token|sig|secret|passw|pwd|auth|credential|session|^code$", re.IGNORECASE)
+HIDDEN = "***"
+
+# statuses that refuse the run's settings rather than a request: every other row would get the same answer
+REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
+                    404: "the model name or the endpoint ("
+                         f"{python_and_cli('model=, base_url=', '--model, --base-url')})"}
+
+
+def without_credentials(url: str | None) -> str | None:
+    """``url`` without a user name or password (``http://user:sk-...@host/v1``) and without the value of a query
+    parameter that holds a credential (``?api-key=...``, ``&sig=...``): what provenance records and messages show."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=f"{HIDDEN}@" + parts.netloc.rsplit("@", 1)[1])  # host and port as written
+    if parts.query:
+        pairs = [pair.partition("=") for pair in parts.query.split("&")]
+        parts = parts._replace(query="&".join(
+            f"{name}={HIDDEN}" if value and SECRET_QUERY_KEY.search(unquote(name)) else name + sep + value
+            for name, sep, value in pairs))
+    return urlunsplit(parts)
+
