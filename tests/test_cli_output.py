@@ -84,3 +84,14 @@ def test_a_secret_in_the_base_urls_query_or_user_part_is_recorded_nowhere(worksp
     stored = b"".join(p.read_bytes() for p in workspace.rglob("*") if p.is_file())
     for secret in ("PASSWORD77", "QUERYSECRET77", "SIG77"):
         assert secret not in r.stdout + r.stderr and secret.encode() not in stored
+
+
+def test_a_404_names_the_model_and_the_base_url_sent_and_keeps_its_advice_whole(workspace):
+    """It said "(model=, base_url= (CLI: ...))" without the values, clipped at 160 characters ("404: Not ")."""
+    with FaultServer() as srv:
+        wrong = srv.base_url.replace("/v1", "/nothing")
+        r = curate_cli("score", workspace, "--judge", "quality", "--base-url", wrong, "--model", "fault")
+    assert r.returncode == 1
+    error = r.stderr[r.stderr.index("error: "):]
+    assert f"model 'fault' at {wrong}" in error, error
+    assert "fix it and re-run (nothing more was sent): 404: Not Found" in error, error

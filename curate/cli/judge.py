@@ -145,7 +145,7 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                           f"come from the cache)")
     unreached = unreached_rows(failures)
     if unreached:
-        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({clip(unreached[0].message, 160)}); "
+        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message}); "
                           "re-run the command (without --keep-failed) to send them again (answered requests come "
                           "from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success

@@ -15,8 +15,7 @@ HIDDEN = "***"
 
 # statuses that refuse the run's settings rather than a request: every other row would get the same answer
 REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
-                    404: "the model name or the endpoint ("
-                         f"{python_and_cli('model=, base_url=', '--model, --base-url')})"}
+                    404: f"the model name or the endpoint ({python_and_cli('model=, base_url=', '--model, --base-url')})"}
 
 
 def without_credentials(url: str | None) -> str | None:
@@ -34,3 +33,11 @@ def without_credentials(url: str | None) -> str | None:
             for name, sep, value in pairs))
     return urlunsplit(parts)
 
+
+def refused_settings(status: int, *, model: str, base_url: str | None) -> str:
+    """What the server's ``status`` (one of REFUSED_SETTINGS) refuses, with the values sent: the model and the URL
+    for a 404."""
+    if status == 404:  # the values, not only the options' names (which the batch backend's message gives)
+        return (f"the model name or the endpoint (model {model!r} at {without_credentials(base_url)}; check "
+                f"{python_and_cli('model= and base_url=', '--model and --base-url')})")
+    return REFUSED_SETTINGS[status]

@@ -38,7 +38,7 @@ from curate.llm.base import (
     refused_code,
     reply_token_limit,
 )
-from curate.llm.endpoint import REFUSED_SETTINGS, without_credentials
+from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, without_credentials
 from curate.llm.limits import _RateLimiter, _WindowLimiter
 
 
@@ -244,8 +244,9 @@ class OpenAIBackend(Backend):
                 status = exc.status_code
                 last = f"HTTP {status}: {_status_text(exc)}"
                 if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
-                    self.refused = (f"HTTP {status}: the server refuses {REFUSED_SETTINGS[status]}; fix it and re-run "
-                                    f"(nothing more was sent): {_status_text(exc)}")  # a re-run sends the rows again
+                    what = refused_settings(status, model=self.model, base_url=self.base_url)
+                    self.refused = (f"HTTP {status}: the server refuses {what}; fix it and re-run (nothing more was "
+                                    f"sent): {_status_text(exc)}")  # a re-run sends the rows again
                     return failure_result(self.refused, FailureCode.TRANSIENT)
                 if status not in (408, 409, 429) and status < 500:  # the row does not fit the context: its own code
                     return failure_result(last, refused_code(f"{exc} {getattr(exc, 'code', '') or ''}"))
