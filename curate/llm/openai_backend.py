@@ -244,7 +244,9 @@ class OpenAIBackend(Backend):
                 status = exc.status_code
                 last = f"HTTP {status}: {_status_text(exc)}"
                 if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
-                    what = refused_settings(status, model=self.model, base_url=self.base_url)
+                    what = refused_settings(status, model=self.model, base_url=self.base_url,
+                                            api_key_env=self.api_key_env,
+                                            key_unset=not (self._api_key or os.environ.get(self.api_key_env)))
                     self.refused = (f"HTTP {status}: the server refuses {what}; fix it and re-run (nothing more was "
                                     f"sent): {_status_text(exc)}")  # a re-run sends the rows again
                     return failure_result(self.refused, FailureCode.TRANSIENT)
