@@ -112,3 +112,18 @@ def test_a_401_says_the_key_variable_consulted_was_not_set(workspace, key_env):
                                env={**env, key_env or "OPENAI_API_KEY": "wrong"})
     assert given.returncode == 1 and "the server refuses the API key" in given.stderr
     assert "is not set" not in given.stderr  # a key was given: the server refused it
+
+
+def test_a_base_url_from_openai_base_url_is_the_one_recorded(workspace):
+    """The openai client sends to $OPENAI_BASE_URL where no --base-url is given; provenance recorded base_url: null."""
+    import openai
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    with FaultServer() as srv:
+        r = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(workspace), "--judge", "quality",
+                            "--backend", "openai", "--model", "fault"], capture_output=True, text=True, timeout=300,
+                           env={**env, "OPENAI_BASE_URL": srv.base_url})
+        assert r.returncode == 0, r.stderr[-1500:]  # a loopback server from the variable needs no key either
+        assert srv.total == 3
+    client_url = str(openai.OpenAI(api_key="unused", base_url=srv.base_url).base_url).rstrip("/")
+    assert _provenance(workspace, "quality")["base_url"] == srv.base_url == client_url

@@ -92,7 +92,7 @@ class OpenAIBatchBackend(Backend):
         self.submitted_batches = self.requests_sent = 0
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model, "base_url": without_credentials(self.base_url),
+        return {"backend": self.kind, "model": self.model, "base_url": without_credentials(normal_url(self.base_url)),
                 "max_cost": self.max_cost,
                 "completion_window": self.completion_window,
                 "price_usd_per_mtok": list(self.price) if self.price is not None else None}

@@ -28,18 +28,18 @@ from typing import Any
 
 from curate.defaults import BATCH
 from curate.errors import CurateError, OptionError
+from curate.llm.endpoint import used_base_url
 from curate.storage.processes import alive, machine
 
 INDEX = "llm-batches"
 SETTLED = ("collected", "lost")  # a submission's own states once nothing more comes of it
 Owner = dict[str, Any]
 _RUNNING: set[str] = set()  # the calls of this process now running (their ids)
-OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, for base_url=None
 
 
 def normal_url(base_url: str | None) -> str:
     """A base URL as the client uses it: None is $OPENAI_BASE_URL or OpenAI's own, without trailing slashes."""
-    return (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+    return used_base_url(base_url).rstrip("/")
 
 
 def same_url(recorded: str | None, base_url: str | None) -> bool:

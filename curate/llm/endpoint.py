@@ -4,10 +4,14 @@ provenance and messages), and what a server's refusal of the run's settings (key
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from curate.errors import python_and_cli
+
+OPENAI_URL = "https://api.openai.com/v1"  # the openai client's own base URL, where none is given
+BASE_URL_ENV = "OPENAI_BASE_URL"  # read by the openai client where no base_url is given
 
 # query parameters whose value is a credential (?api-key=, ?key=, ?access_token=, ?sig=, Azure Functions' ?code=)
 SECRET_QUERY_KEY = re.compile(r"key|token|sig|secret|passw|pwd|auth|credential|session|^code$", re.IGNORECASE)
@@ -16,6 +20,11 @@ HIDDEN = "***"
 # statuses that refuse the run's settings rather than a request: every other row would get the same answer
 REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the model",
                     404: f"the model name or the endpoint ({python_and_cli('model=, base_url=', '--model, --base-url')})"}
+
+
+def used_base_url(base_url: str | None) -> str:
+    """The base URL the openai client sends to: ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's."""
+    return base_url or os.environ.get(BASE_URL_ENV) or OPENAI_URL
 
 
 def without_credentials(url: str | None) -> str | None:
@@ -38,7 +47,7 @@ def refused_settings(status: int, *, model: str, base_url: str | None, api_key_e
     """What the server's ``status`` (one of REFUSED_SETTINGS) refuses, with the values sent: the model and the URL
     for a 404; for a 401 with ``key_unset`` (``$api_key_env`` empty: a loopback server got a placeholder key), that."""
     if status == 404:  # the values, not only the options' names (which the batch backend's message gives)
-        return (f"the model name or the endpoint (model {model!r} at {without_credentials(base_url)}; check "
+        return (f"the model name or the endpoint (model {model!r} at {without_credentials(used_base_url(base_url))}; check "
                 f"{python_and_cli('model= and base_url=', '--model and --base-url')})")
     if status == 401 and key_unset:
         return (f"the API key (${api_key_env} is not set, so a placeholder key was sent, as to a local server that "

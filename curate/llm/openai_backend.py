@@ -38,7 +38,7 @@ from curate.llm.base import (
     refused_code,
     reply_token_limit,
 )
-from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, without_credentials
+from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, used_base_url, without_credentials
 from curate.llm.limits import _RateLimiter, _WindowLimiter
 
 
@@ -71,7 +71,7 @@ class OpenAIBackend(Backend):
                  supports_logprobs: bool = True, supports_json_schema: bool | None = None,
                  backoff_base: float = BACKEND.backoff_base_s, backoff_max: float = BACKEND.backoff_max_s,
                  rps: float | None = None):
-        self.base_url = base_url
+        self.base_url = used_base_url(base_url)  # as the client sends it: a $OPENAI_BASE_URL is recorded too
         self.model = model
         self.api_key_env = api_key_env
         self._api_key = api_key  # kept out of describe(), repr and the cache
