@@ -127,3 +127,22 @@ def test_a_base_url_from_openai_base_url_is_the_one_recorded(workspace):
         assert srv.total == 3
     client_url = str(openai.OpenAI(api_key="unused", base_url=srv.base_url).base_url).rstrip("/")
     assert _provenance(workspace, "quality")["base_url"] == srv.base_url == client_url
+
+
+def test_a_bar_in_a_log_writes_its_first_status_then_one_line_an_interval_and_its_last():
+    """tqdm's redraws (\\r + status, 2 a second) become at most one line per interval; the closing newline writes
+    the last status held back, once."""
+    import io
+
+    from curate.storage.progress import LogLines
+
+    log = io.StringIO()
+    lines = LogLines(log, interval_s=3600)
+    for n in range(5):
+        lines.write(f"\rrows: {n}/4   ")
+    lines.write("\n")  # tqdm's close
+    assert log.getvalue() == "rows: 0/4\nrows: 4/4\n"
+    shown = LogLines(io.StringIO(), interval_s=0)
+    for text in ("\rrows: 1/2", "\r" + " " * 20 + "\r", "\rrows: 2/2", "\rrows: 2/2", "\n"):
+        shown.write(text)
+    assert shown.stream.getvalue() == "rows: 1/2\nrows: 2/2\n"  # a cleared line writes nothing, a repeat once
