@@ -364,6 +364,20 @@ def test_exact_dedup_keeps_case_and_indentation_apart_unless_asked_to_ignore_the
         w.select(method="exact", name="bad", ignore_case_and_spacing="yes")
 
 
+def test_exact_dedup_drops_invisible_characters_but_keeps_joiners_and_full_width_forms(tmp_path):
+    text = "你好，世界 👩‍💻 नमस्ते"
+    rows = [{"instruction": text, "output": "ok"},
+            {"instruction": "你好，\u200b世界 👩‍💻 नमस्ते", "output": "ok"},         # zero-width space: a copy
+            {"instruction": "\ufeff" + text.replace("世", "\ufeff世"), "output": "ok"},  # BOM, also inside: a copy
+            {"instruction": text.replace("好", "好\u2060"), "output": "o\u00adk"},   # word joiner, soft hyphen: a copy
+            {"instruction": text.replace("\u200d", ""), "output": "ok"},             # no ZWJ: 👩 💻, another text
+            {"instruction": text.replace("，", ","), "output": "ok"}]                # half-width comma: NFKC only
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert [w.ids.index(i) for i in w.select(method="exact", name="exact").ids] == [0, 4, 5]
+    assert [w.ids.index(i) for i in w.select(method="exact", name="loose", ignore_case_and_spacing=True).ids] == [0, 4]
+
+
 # -- dedup order: pool order unless sort_by says otherwise --------------------------------------------
 def test_dedup_keeps_the_same_copies_before_and_after_scoring(tmp_path, monkeypatch):
     monkeypatch.setattr("curate.select.inputs.TEXT_CHUNK_ROWS", 5)  # the walks read texts in chunks, in walk order

@@ -30,10 +30,15 @@ from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
 
+# Characters that show nothing: zero-width space, word joiner, a byte-order mark inside the text, soft hyphen (a
+# hyphenation hint). ZWJ and ZWNJ (U+200D, U+200C) are not among them: they change emoji and Indic/Persian words.
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad"))
+
+
 def normalise_text(text: str) -> str:
-    """Unicode NFKC, case-folded, whitespace collapsed: the text MinHash shingles, and the ``exact`` selector's key
-    with ``ignore_case_and_spacing``."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    """Unicode NFKC, case-folded, whitespace collapsed, ``INVISIBLE`` characters dropped: the text MinHash shingles,
+    and the ``exact`` selector's key with ``ignore_case_and_spacing``."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text.translate(INVISIBLE)).casefold()).strip()
 
 
 _TRAILING_SPACE = re.compile(r"[ \t\f\v]+$", re.MULTILINE)
@@ -41,15 +46,16 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 
 
 def exact_key(text: str, ignore_case_and_spacing: bool = False) -> bytes:
-    """The hash exact dedup groups rows by. By default texts that read the same are one: Unicode NFC, CRLF line ends
-    as LF, whitespace at line ends and around the text dropped, a run of blank lines as one (so a message's trailing
-    newline, between messages in a conversation's text, counts for nothing); case and indentation count (code that
-    differs only in indentation, a case-sensitive task, is not a duplicate). ``ignore_case_and_spacing``:
-    :func:`normalise_text` (NFKC, case-folded, every run of whitespace one space)."""
+    """The hash exact dedup groups rows by. By default texts that read the same are one: Unicode NFC, ``INVISIBLE``
+    characters (zero-width space, word joiner, BOM, soft hyphen) dropped, CRLF line ends as LF, whitespace at line
+    ends and around the text dropped, a run of blank lines as one (so a message's trailing newline, between messages
+    in a conversation's text, counts for nothing); case, indentation and full-width against half-width forms count
+    (code that differs only in indentation, a case-sensitive task, is not a duplicate). ``ignore_case_and_spacing``:
+    :func:`normalise_text` (NFKC, so full-width forms as half-width; case-folded, every run of whitespace one space)."""
     if ignore_case_and_spacing:
         key = normalise_text(text)
     else:
-        lines = _TRAILING_SPACE.sub("", unicodedata.normalize("NFC", text).replace("\r\n", "\n"))
+        lines = _TRAILING_SPACE.sub("", unicodedata.normalize("NFC", text.translate(INVISIBLE)).replace("\r\n", "\n"))
         key = _BLANK_LINES.sub("\n\n", lines).strip()
     return hashlib.sha256(key.encode()).digest()
 
