@@ -125,7 +125,7 @@ class MinHashDefaults:
 
     threshold: float = 0.8           # estimated Jaccard of the word shingles at which a row is a near-duplicate
     text: str = "conversation"       # the text compared: instruction | conversation | response
-    shingle: int = 3                 # words per shingle
+    shingle: int = 3                 # words per shingle (characters in Chinese, Japanese, Thai...)
     num_perm: int = 128              # hash functions per signature
     # The LSH band layout's weight on false positives against missed pairs (datasketch's optimiser; its default
     # 0.5 finds a pair at Jaccard 0.8 40% of the time, 0.85 69%). Every candidate is checked against threshold,

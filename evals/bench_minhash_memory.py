@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.defaults import MINHASH  # noqa: E402
-from curate.select.dedup import lsh_index, normalise_text  # noqa: E402
+from curate.select.dedup import lsh_index, shingles  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -53,8 +53,7 @@ def plain_datasketch(texts: list[str]) -> list[bool]:
     kept: dict[int, MinHash] = {}
     duplicate = []
     for i, text in enumerate(texts):
-        words = normalise_text(text).split(" ")
-        grams = {" ".join(words[j:j + MINHASH.shingle]) for j in range(max(1, len(words) - MINHASH.shingle + 1))}
+        grams = shingles(text, MINHASH.shingle)
         mh = MinHash(num_perm=MINHASH.num_perm, seed=1)
         mh.update_batch([g.encode() for g in grams])
         hit = any(mh.jaccard(kept[h]) >= MINHASH.threshold for h in lsh.query(mh))

@@ -22,16 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from curate.defaults import MINHASH
-from curate.select.dedup import normalise_text
+from curate.select.dedup import shingles
 from curate.session import Workspace
 
 LAYOUTS = {"curate": MINHASH.false_positive_weight, "datasketch default": 0.5}
 BINS = [(0.70, 0.75), (0.75, 0.80), (0.80, 0.85), (0.85, 0.90), (0.90, 0.95), (0.95, 1.01)]
 
 
-def shingles(text: str, k: int) -> set[str]:
-    words = normalise_text(text).split(" ")
-    return {" ".join(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
 
 
 def planted_pairs(n: int, seed: int = 0) -> tuple[list[dict], list[float]]:

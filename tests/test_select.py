@@ -550,17 +550,30 @@ def test_a_chain_is_written_whole_or_not_at_all_and_replaces_a_longer_one(ws):
             ws.select(name="cy", steps=steps)
 
 
+def test_minhash_shingles_chinese_and_japanese_by_characters(tmp_path):
+    """Chinese and Japanese put no spaces between words: as space-split words a one-character edit shared no
+    shingle with the original (Jaccard 0); each character is a word now."""
+    zh = "光合作用是植物利用阳光把二氧化碳和水转化为葡萄糖和氧气的过程，它发生在叶绿体中，为地球上几乎所有生命提供能量。"
+    ja = "光合成とは、植物が太陽の光を使って二酸化炭素と水からブドウ糖と酸素を作り出す仕組みで、葉緑体の中で行われます。"
+    other = "通货膨胀是指一般物价水平在一定时期内持续上涨的现象，通常由货币供应过多或需求超过供给引起，会降低购买力。"
+    rows = [{"instruction": zh, "output": "好"}, {"instruction": ja, "output": "はい"},
+            {"instruction": other, "output": "好"},
+            {"instruction": zh.replace("阳光", "日光"), "output": "好"},          # one character edited
+            {"instruction": ja.replace("太陽", "日"), "output": "はい"},          # one word shortened
+            {"instruction": "Photosynthesis turns light into sugar.", "output": "Yes"}]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", rows))
+    found = w.select(method="minhash", name="near")
+    assert [w.ids.index(i) for i in found.ids] == [0, 1, 2, 5]
+
+
 def test_minhash_finds_pairs_just_above_its_threshold(tmp_path):
     """datasketch's default band layout made a pair at Jaccard 0.8 a candidate 40% of the time, so the selector
     missed about half the near-duplicates between 0.8 and 0.9. The default layout favours recall (a false candidate
     costs one signature comparison); what it misses now is the estimate's own noise at the threshold."""
     import random
 
-    from curate.select.dedup import normalise_text
-
-    def shingles(text):
-        words = normalise_text(text).split(" ")
-        return {" ".join(words[i:i + 3]) for i in range(len(words) - 2)}
+    from curate.select.dedup import shingles
 
     rnd = random.Random(3)
     recs, jaccard = [], []
@@ -570,7 +583,7 @@ def test_minhash_finds_pairs_just_above_its_threshold(tmp_path):
         for pos in rnd.sample(range(len(words)), 2):
             copy[pos] = f"w{rnd.randrange(20000)}"
         a, b = " ".join(words), " ".join(copy)
-        j = len(shingles(a) & shingles(b)) / len(shingles(a) | shingles(b))
+        j = len(shingles(a, 3) & shingles(b, 3)) / len(shingles(a, 3) | shingles(b, 3))
         if 0.8 <= j < 0.9:
             jaccard.append(j)
             recs += [{"instruction": a, "output": "x"}, {"instruction": b, "output": "x"}]

@@ -16,6 +16,7 @@ import re
 import unicodedata
 
 import numpy as np
+import regex
 
 from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED, MINHASH, SELECT
@@ -96,12 +97,33 @@ def _minhash_template(num_perm: int, seed: int):
     return MinHash(num_perm=num_perm, seed=seed)
 
 
+# A character of a script written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Burmese; the
+# Japanese long-vowel mark is of no one script): each is a word of its own to the shingles.
+_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc]")
+_UNSPACED_OR_RUN = regex.compile(_UNSPACED.pattern + r"|(?:(?!" + _UNSPACED.pattern + r").)+")
+
+
+def shingle_words(text: str) -> list[str]:
+    """The words MinHash shingles: :func:`normalise_text` split at spaces, and each character of a script written
+    without spaces a word of its own (so a 3-word shingle of Chinese is 3 characters; text with none is unchanged)."""
+    norm = normalise_text(text)
+    words = norm.split(" ")
+    if not _UNSPACED.search(norm):
+        return words
+    return [part for w in words for part in (_UNSPACED_OR_RUN.findall(w) if _UNSPACED.search(w) else (w,))]
+
+
+def shingles(text: str, shingle: int) -> set[str]:
+    """A text's ``shingle``-grams of :func:`shingle_words` (one gram of all its words when it has fewer)."""
+    words = shingle_words(text)
+    return {" ".join(words[i:i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+
+
 def shingle_minhash(text: str, shingle: int, num_perm: int, seed: int):
-    """The MinHash (datasketch) of a text's word ``shingle``-grams, after :func:`normalise_text`."""
+    """The MinHash (datasketch) of a text's :func:`shingles`."""
     from datasketch import MinHash
 
-    words = normalise_text(text).split(" ")
-    grams = {" ".join(words[i:i + shingle]) for i in range(max(1, len(words) - shingle + 1))}
+    grams = shingles(text, shingle)
     template = _minhash_template(num_perm, seed)
     mh = MinHash(num_perm=num_perm, seed=seed, permutations=template.permutations, scheme=template.scheme)
     mh.update_batch([g.encode() for g in grams])
@@ -123,9 +145,9 @@ def lsh_index(threshold: float, num_perm: int, false_positive_weight: float):
 def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, text: str = MINHASH.text,
                   shingle: int = MINHASH.shingle, num_perm: int = MINHASH.num_perm, sort_by: str | None = None,
                   seed: int = MINHASH.seed, false_positive_weight: float = MINHASH.false_positive_weight) -> SelectorResult:
-    """Near-duplicate text (MinHash LSH over word shingles, datasketch): a row is a duplicate when a kept
-    row's estimated Jaccard similarity to it is >= ``threshold``. The LSH bands find such a kept row with high
-    probability, not certainty (``false_positive_weight``: the band layout's trade, see ``MinHashDefaults``; at the
+    """Near-duplicate text (MinHash LSH over word shingles, datasketch; in Chinese, Japanese, Thai... each
+    character is a word, :func:`shingle_words`): a row is a duplicate when a kept row's estimated Jaccard
+    similarity to it is >= ``threshold``. The LSH bands find such a kept row with high probability, not certainty (``false_positive_weight``: the band layout's trade, see ``MinHashDefaults``; at the
     default a pair at Jaccard 0.8 is found 95% of the time, 0.85 99.4%); the ``exact`` selector, or ``semantic``
     with ``index="exact"``, compares every pair."""
     if shingle < 1 or num_perm < 2 or not 0.0 < threshold <= 1.0:
