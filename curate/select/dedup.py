@@ -30,7 +30,6 @@ from curate.select.progress import walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
 
-
 # Characters that show nothing: zero-width space, word joiner, a byte-order mark inside the text, soft hyphen (a
 # hyphenation hint). ZWJ and ZWNJ (U+200D, U+200C) are not among them: they change emoji and Indic/Persian words.
 INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad"))
