@@ -166,6 +166,22 @@ def test_loops_that_a_small_model_writes_are_loops_and_lists_and_rules_are_not()
     assert looping_tail("Done.\n" + "=" * 40, 50) is None and looping_tail("x = 1" + " " * 300, 50) is None
 
 
+def test_requested_data_is_no_loop_and_a_loop_without_spaces_is_one():
+    """A zero matrix or a list of empty records repeats because it was asked to, and ends (a closed fence, a closed
+    JSON value); Chinese and Japanese write a sentence as one \\w+ run, so their loops are counted in characters."""
+    matrix = json.dumps({"matrix": [[0] * 8 for _ in range(12)]}, indent=2)  # 96 zeros
+    slots = json.dumps([{"name": "", "value": None, "enabled": False} for _ in range(25)], indent=2)
+    for data in (matrix, "Here it is:\n```json\n" + slots + "\n```", "grid = " + json.dumps([0] * 96)):
+        assert looping_tail(data, 50) is None, data[:40]
+    assert looping_tail("zeros: [" + "0, " * 96, 50)["evidence"] == "0 (x96)"  # cut off: the bracket never closes
+    assert looping_tail("```\n" + "} " * 60, 50) is not None  # an open fence is no data
+    ja = "むかしむかし、" + "そしてまた同じ日が始まりました。" * 30
+    assert looping_tail(ja, 50)["evidence"] == "そしてまた同じ日が始まりました (x30)"
+    zh = "从前有座山，山里有座庙，庙里有个老和尚在给小和尚讲故事，讲的是什么呢？" * 12
+    assert looping_tail(zh, 50)["value"] == 12 * 31
+    assert looping_tail("秋天到了，树叶黄了，我们一起去公园散步，看到很多人在放风筝，孩子们笑得很开心。", 50) is None
+
+
 def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):
     rows = [json.loads(line) for line in sample_path().read_text().splitlines()]
     pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, BROKEN["refusal"], BROKEN["ai_disclaimer"]])

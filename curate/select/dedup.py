@@ -16,7 +16,6 @@ import re
 import unicodedata
 
 import numpy as np
-import regex
 
 from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED, MINHASH, SELECT
@@ -29,6 +28,7 @@ from curate.select.products import hnsw_products
 from curate.select.progress import walked
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score
+from curate.select.unspaced import split_unspaced
 
 # Characters that show nothing: zero-width space, word joiner, a byte-order mark inside the text, soft hyphen (a
 # hyphenation hint). ZWJ and ZWNJ (U+200D, U+200C) are not among them: they change emoji and Indic/Persian words.
@@ -96,20 +96,10 @@ def _minhash_template(num_perm: int, seed: int):
     return MinHash(num_perm=num_perm, seed=seed)
 
 
-# A character of a script written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Burmese; the
-# Japanese long-vowel mark is of no one script): each is a word of its own to the shingles.
-_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc]")
-_UNSPACED_OR_RUN = regex.compile(_UNSPACED.pattern + r"|(?:(?!" + _UNSPACED.pattern + r").)+")
-
-
 def shingle_words(text: str) -> list[str]:
     """The words MinHash shingles: :func:`normalise_text` split at spaces, and each character of a script written
     without spaces a word of its own (so a 3-word shingle of Chinese is 3 characters; text with none is unchanged)."""
-    norm = normalise_text(text)
-    words = norm.split(" ")
-    if not _UNSPACED.search(norm):
-        return words
-    return [part for w in words for part in (_UNSPACED_OR_RUN.findall(w) if _UNSPACED.search(w) else (w,))]
+    return split_unspaced(normalise_text(text).split(" "))
 
 
 def shingles(text: str, shingle: int) -> set[str]:

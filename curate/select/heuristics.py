@@ -15,7 +15,8 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
   break a loop ("18. Follow up ... 19. Follow up ..."), nor does a last word cut short, and a tail of one unit of
   at most ``LOOP_MAX_UNIT_CHARS`` characters repeated more than ``max_repeated_tail_words`` times is a loop too
-  ("} } } }", "ohohoh", "－－－");
+  ("} } } }", "ohohoh", "－－－"); a character of a script written without spaces (Chinese, Japanese, Thai...)
+  counts as a word; a reply ending in a closed code fence or a closed JSON array/object is data, not a loop;
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
@@ -43,6 +44,7 @@ from curate.defaults import HEURISTICS
 from curate.errors import CurateError
 from curate.rows import Conversation
 from curate.select.registry import SelectorResult, register
+from curate.select.unspaced import UNSPACED, split_unspaced
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
 REFUSAL_WINDOW = 200   # characters of a response's opening read for the decline that follows an apology
@@ -53,6 +55,10 @@ LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier r
 LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
 
 _WORD = re.compile(r"\w+")
+_UNSPACED_GAP = regex.compile(rf"(?<={UNSPACED.pattern}) (?={UNSPACED.pattern})")  # evidence: 同じ日, not 同 じ 日
+_JSON_OPEN = re.compile(r"[\[{]")
+_JSON = json.JSONDecoder()
+JSON_MAX_STARTS = 64  # brackets tried as the start of the JSON value a looping text ends in
 _LIST_NUMBER = re.compile(r"^[ \t]*\d+[.)]", re.MULTILINE)  # "18." / "7)" opening a line: an item's number
 # digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
 _NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
@@ -103,21 +109,44 @@ def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[
 
 def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
     """{value, evidence} when ``text`` ends in a loop (the ``repeated_tail`` rule), else None: a tail of words
-    (line-opening list numbers left out) longer than ``max_repeats`` words made of one repeated block, or a run of
-    one unit of characters repeated more than ``max_repeats`` times."""
-    words = _WORD.findall(_LIST_NUMBER.sub(" ", text.lower()))
+    (line-opening list numbers left out; each character of a script written without spaces a word) longer than
+    ``max_repeats`` words made of one repeated block, or a run of one unit of characters repeated more than
+    ``max_repeats`` times. A text ending in data (:func:`ends_in_data`) has no loop: it was asked for and stopped."""
+    words = split_unspaced(_WORD.findall(_LIST_NUMBER.sub(" ", text.lower())))
     span, period = repeated_tail(words)
     if span <= max_repeats:  # max_tokens may have cut the last word short ("... I shall not be deter")
         cut_span, cut_period = repeated_tail(words[:-1])
         if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
             span, period = cut_span + 1, cut_period
     if span > max_repeats:
-        return {"value": span, "evidence": f"{' '.join(words[-period:])[:120]} (x{span // period})"}
-    chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
-    span, period = repeated_tail(chars, LOOP_MAX_UNIT_CHARS)
-    if period and span // period > max_repeats:  # "} } }", "ohoh", a symbol no word pattern sees
-        return {"value": span // period, "evidence": f"{''.join(chars[-period:])!r} (x{span // period})"}
-    return None
+        found = {"value": span, "evidence": f"{_UNSPACED_GAP.sub('', ' '.join(words[-period:]))[:120]} (x{span // period})"}
+    else:
+        chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
+        span, period = repeated_tail(chars, LOOP_MAX_UNIT_CHARS)
+        if not (period and span // period > max_repeats):  # "} } }", "ohoh", a symbol no word pattern sees
+            return None
+        found = {"value": span // period, "evidence": f"{''.join(chars[-period:])!r} (x{span // period})"}
+    return None if ends_in_data(text) else found
+
+
+def ends_in_data(text: str) -> bool:
+    """True when ``text`` ends in a closed fenced code block, or in a JSON array or object (``[[0, 0], [0, 0]]``):
+    a zero matrix or a list of empty records repeats by request, and a generation that never stopped closes
+    neither a fence nor its outer bracket."""
+    tail = text.rstrip()
+    last = _FENCE.fullmatch(tail[tail.rfind("\n") + 1:])
+    if last and not last.group(2).strip() and not unclosed_fence(tail):  # the last line closed a block
+        return True
+    if not tail.endswith(("]", "}")):
+        return False
+    starts = [m.start() for m in _JSON_OPEN.finditer(tail)][:JSON_MAX_STARTS]  # the outermost value opens first
+    for start in starts:
+        try:
+            if _JSON.raw_decode(tail, start)[1] == len(tail):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def unclosed_fence(text: str) -> bool:
