@@ -91,7 +91,7 @@ def against_labels(root: Path, name: str, records: list[dict]) -> dict[str, floa
            "below_median_dropped": float((labels[is_dropped] < np.median(labels)).mean()) if is_dropped.any() else 0,
            "below_median_all": float((labels < np.median(labels)).mean())}
     other, _ = outcome(ws, "heuristics_en", languages=["en"])
-    languages = Counter(f"{d['instruction_language']}/{d.get('response_language', '-')}" for d in other.values()
+    languages = Counter(f"{d.get('instruction_language') or '-'}/{d.get('response_language', '-')}" for d in other.values()
                         if d["rule"] == "language")
     out["language_dropped"] = sum(languages.values())
     print(f"\n{name}: {out['dropped']} of {out['rows']} dropped ({dict(rules)}); the language rule (languages=['en']) "

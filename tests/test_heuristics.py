@@ -106,6 +106,24 @@ def test_language_rule_drops_a_conversation_in_another_language_only(ws):
             ws.select(method="heuristics", name="bad", languages=bad)
 
 
+def test_a_side_too_short_or_unsure_to_read_leaves_the_language_to_the_other():
+    """"你有感情吗？" (5 characters) was too few letters to read, so any reply passed --language en; a Chinese character
+    counts as 3 letters now, and its reading (zh at 0.89, under the 0.9 bar) vouches for no language: the reply
+    decides."""
+    from curate.select.heuristics import Rules
+
+    rules = Rules(False, False, False, None, False, False, ["en"], 0.9, True)
+
+    def fails(instruction, reply):
+        return bool(rules.failures([{"role": "user", "content": instruction}, {"role": "assistant", "content": reply}]))
+
+    assert fails("你有感情吗？", "作为一个人工智能语言模型，我没有感情，但我可以帮助你。")
+    assert fails("3^2 + 6?", "Die Antwort ist fünfzehn, denn drei zum Quadrat ist neun und neun plus sechs ist fünfzehn.")
+    assert not fails("3^2 + 6?", "The answer is fifteen: three squared is nine, and nine plus six is fifteen.")
+    assert not fails("Translate into Chinese: I like tea.", "我喜欢喝茶。")  # the instruction is English
+    assert not fails("好吗？", "好。")  # 2 characters each: nothing read, nothing decided
+
+
 def test_the_languages_hint_is_one_the_command_line_reads(ws):
     """The error suggested ['en'] (Python's repr), which --param's JSON cannot parse: copied, it failed again. The
     hint is JSON, which Python reads too, and names the --param to give."""

