@@ -200,6 +200,40 @@ def test_requested_data_is_no_loop_and_a_loop_without_spaces_is_one():
     assert looping_tail("秋天到了，树叶黄了，我们一起去公园散步，看到很多人在放风筝，孩子们笑得很开心。", 50) is None
 
 
+OTHER_REFUSALS = {  # the stock openings in other languages: each is dropped by its rule
+    "zh": ("refusal", "抱歉，我无法协助完成这个请求。"), "ja": ("refusal", "申し訳ありませんが、そのご依頼にはお応えできません。"),
+    "ru": ("refusal", "Извините, но я не могу помочь с этим запросом."), "es": ("refusal", "Lo siento, pero no puedo ayudar con eso."),
+    "fr": ("refusal", "Je suis désolé, mais je ne peux pas vous aider avec cette demande."),
+    "de": ("refusal", "Es tut mir leid, aber ich kann Ihnen dabei nicht helfen."),
+    "zh-flat": ("refusal", "我无法提供这类信息。"),
+    "zh-ai": ("ai_disclaimer", "作为一个人工智能语言模型，我没有感情。"),
+    "ru-ai": ("ai_disclaimer", "Как языковая модель ИИ, я не имею мнения."),
+    "es-ai": ("ai_disclaimer", "Como modelo de lenguaje, no tengo opiniones."),
+    "fr-ai": ("ai_disclaimer", "En tant que modèle de langage, je n'ai pas d'opinion."),
+    "de-ai": ("ai_disclaimer", "Als KI-Sprachmodell habe ich keine Meinung."),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_REFUSALS))
+def test_stock_refusals_and_disclaimers_in_other_languages(case):
+    from curate.select.heuristics import Rules
+
+    rule, reply = OTHER_REFUSALS[case]
+    found = Rules(False, True, True, None, False, False, None, 0.9, True).failures(
+        [{"role": "user", "content": "?"}, {"role": "assistant", "content": reply}])
+    assert [f["rule"] for f in found] == [rule], (case, found)
+
+
+def test_apologies_in_other_languages_that_answer_are_answers():
+    from curate.select.heuristics import Rules
+
+    rules = Rules(False, True, True, None, False, False, None, 0.9, True)
+    for reply in ("抱歉让您久等了，答案如下：首先打开设置。", "Lo siento mucho por tu pérdida. Aquí tienes algunas ideas.",
+                  "Leider regnet es heute, aber hier ist ein Plan für drinnen.", "Als Kind mochte ich Äpfel.",
+                  "Como una manzana al día."):
+        assert not rules.failures([{"role": "user", "content": "?"}, {"role": "assistant", "content": reply}]), reply
+
+
 def test_curate_run_leaves_failing_rows_out_before_admission(tmp_path):
     rows = [json.loads(line) for line in sample_path().read_text().splitlines()]
     pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, BROKEN["refusal"], BROKEN["ai_disclaimer"]])

@@ -9,7 +9,9 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that."), or opens with "I cannot help/assist/...";
   an apology that does not decline ("I'm sorry to hear that. Here are some steps...") is an answer;
 * ``ai_disclaimer`` — a response that opens "As an AI (language model)..." (the style the WizardLM/Vicuna
-  "unfiltered" pools removed: a model tuned on it learns to disclaim);
+  "unfiltered" pools removed: a model tuned on it learns to disclaim). The phrases of these two rules are English,
+  with a few stock openings in Chinese, Japanese, Russian, Spanish, French and German
+  (``curate.select.refusal_phrases``); a refusal in other words or another language passes;
 * ``repeated_tail`` — a response that ends in a loop: its last words are one block of at most
   ``LOOP_MAX_PERIOD`` words repeated, spanning more than ``max_repeated_tail_words`` words (a generation that
   never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
@@ -44,11 +46,13 @@ from curate.codes import Decision, Reason
 from curate.defaults import HEURISTICS
 from curate.errors import CurateError
 from curate.rows import Conversation
+from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
+from curate.select.refusal_phrases import REFUSAL_WINDOW
+from curate.select.refusal_phrases import decline_evidence as other_decline
 from curate.select.registry import SelectorResult, register
 from curate.select.unspaced import UNSPACED, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
-REFUSAL_WINDOW = 200   # characters of a response's opening read for the decline that follows an apology
 LOOP_MAX_PERIOD = 100  # longest block (in words) a looping tail repeats (a paragraph a small model says again)
 LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of characters repeats
 LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
@@ -254,9 +258,9 @@ class Rules:
         for turn, reply in enumerate(replies, 1):
             if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
-            if self.refusal and (evidence := _decline_evidence(reply)):
+            if self.refusal and (evidence := _decline_evidence(reply) or other_decline(reply)):
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
-            if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply)):
+            if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply) or OTHER_DISCLAIMER.match(reply)):
                 per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})
             if self.max_repeated_tail_words and (loop := looping_tail(reply, self.max_repeated_tail_words)):
                 per_reply.setdefault("repeated_tail", {"turn": turn, **loop, "limit": self.max_repeated_tail_words})
