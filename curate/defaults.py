@@ -71,6 +71,10 @@ class EmbedDefaults:
     name: str = "default"
     backend: str = "torch"           # torch | onnx | onnx-int8 (curate.embed.encoder; evals/bench_embed.py)
     rows_per_call: int = 20_000      # rows a scorer step is given at a time by ws.apply (inputs in memory at once)
+    # The embedding step warns when more of the texts' tokens than this are the model's unknown token (the packaged
+    # MiniLM's English vocabulary: audit pool, instructions in zh 0.73, ja 0.25, hi 0.08; en 0.00-0.04)
+    max_unknown_token_share: float = 0.05
+    vocabulary_sample_texts: int = 2000  # texts (evenly spaced over the pool) that share is measured on
 
 
 @dataclass(frozen=True)

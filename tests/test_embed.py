@@ -371,3 +371,26 @@ def test_an_embed_step_whose_vectors_are_all_cached_does_not_import_torch(tmp_pa
     assert embed_in_a_fresh_process() == ["0", device, "False"]
     # the same set: stored as the first run wrote it (encoded counts the vectors encoded when it was written)
     assert ws.embedding_sets["default"]["device"] == device and ws.embedding_sets["default"]["encoded"] == 5
+
+
+def test_embedding_texts_the_model_cannot_read_records_the_unknown_share_and_warns(tmp_path):
+    """The packaged MiniLM has an English vocabulary: 73% of the audit pool's Chinese instruction tokens were
+    [UNK], unrelated Chinese texts embedded alike (cosine 0.44 against 0.075 in English), and the run said
+    nothing. The share is in the set's metadata now, and above EMBED.max_unknown_token_share the step warns."""
+    from curate.defaults import EMBED
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    zh = [{"instruction": "请解释光合作用的过程，以及叶绿素在其中的作用。", "output": "好"},
+          {"instruction": "什么是通货膨胀？它如何影响普通家庭的购买力？", "output": "好"}]
+    en = [{"instruction": "Explain how photosynthesis works.", "output": "ok"},
+          {"instruction": "What is inflation and how does it affect households?", "output": "ok"}]
+    for rows, warned in ((zh, True), (en, False)):
+        ws = Workspace(tmp_path / f"ws{warned}")
+        ws.load(write_jsonl(tmp_path / f"p{warned}.jsonl", rows))
+        summary = ws.embed(progress=False)
+        share = ws.embedding_sets[EMBED.name]["unknown_token_share"]
+        assert share == summary["unknown_token_share"]
+        assert (share > EMBED.max_unknown_token_share) is warned
+        assert ("unknown to embedding model all-MiniLM-L6-v2" in summary["warning"]) if warned else \
+            summary["warning"] is None

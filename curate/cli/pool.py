@@ -114,3 +114,5 @@ def embed(
     summary = Workspace.open(workspace).embed(model=model, text=text, name=name, batch_size=batch_size, device=device)
     console.print(f"embeddings {summary['name']!r}: {summary['rows']:,} rows, {summary['encoded']:,} encoded, "
                   f"{summary['reused']:,} from the cache ({', '.join(str(summary[k]) for k in ('model', 'text', 'device') if summary[k])})")
+    if summary.get("warning"):
+        console.print(f"[yellow]warning: {escape(summary['warning'])}[/]", soft_wrap=True, highlight=False, markup=True)

@@ -309,6 +309,9 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             console.print(f"  {column}: {_done(applied, 'computed')}{cached}")
     elif name == "embed":
         console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded{_unchanged(result)}")
+        if result.get("warning"):  # the model's vocabulary misses the pool's language
+            console.print(f"    [yellow]warning: {escape(result['warning'])}[/]", soft_wrap=True, highlight=False,
+                          markup=True)
     elif name == "tags":
         (raw, column), applied = result["columns"], result["tags_raw"]
         console.print(f"  {raw}: {_done(applied, 'tagged')}; normalised into column {column}")

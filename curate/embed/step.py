@@ -7,6 +7,7 @@ from typing import Any
 from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
 from curate.embed.encoder import model_id, resolve_backend
+from curate.embed.vocabulary import unknown_token_share
 from curate.errors import CurateError
 from curate.hardware import resolve_device
 from curate.rows import row_text
@@ -48,11 +49,25 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
                                            progress=progress, device=device, backend=backend)
     if device is None:  # the device the encoder chose; nothing encoded: the one the set's vectors were encoded on
         device = resolve_device(None) if encoded else _cached_device(ws, name, mid, backend, text)
+    unknown = unknown_token_share(texts, mid)
     provenance = {"kind": "embeddings", "model": mid, "backend": backend, "text": text, "dim": int(matrix.shape[1]),
-                  "normalized": True, "device": device, "encoded": encoded, "cache": str(cache)}
+                  "normalized": True, "device": device, "encoded": encoded, "cache": str(cache),
+                  "unknown_token_share": None if unknown is None else round(unknown, 4)}
     written = ws.add_embeddings(name, matrix, provenance, ids=ids)  # False: the same set is stored already
     return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
-            "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written}
+            "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written,
+            "unknown_token_share": provenance["unknown_token_share"], "warning": vocabulary_warning(unknown, mid)}
+
+
+def vocabulary_warning(unknown: float | None, model: str) -> str | None:
+    """What a run should say when the model's vocabulary misses more than ``EMBED.max_unknown_token_share`` of
+    the texts' tokens, else None."""
+    if unknown is None or unknown <= EMBED.max_unknown_token_share:
+        return None
+    return (f"{unknown:.0%} of the texts' tokens are unknown to embedding model {model} (limit "
+            f"{EMBED.max_unknown_token_share:.0%}): its vocabulary does not cover their language, so unrelated "
+            f"texts embed alike and DEITA admission and semantic dedup drop them as near-duplicates; embed with a "
+            f"model that reads it (a local sentence-transformers folder)")
 
 
 def _cached_device(ws: Workspace, name: str, model: str, backend: str, text: str) -> str | None:

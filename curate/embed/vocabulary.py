@@ -1,0 +1,52 @@
+"""How much of a text set an embedding model's vocabulary covers: the share of ``[UNK]`` tokens.
+
+The packaged all-MiniLM-L6-v2 has an English WordPiece vocabulary: most Chinese, Japanese, Arabic and Hindi text
+becomes ``[UNK]`` or single letters, and unrelated texts of one such language then embed close together (DEITA
+admission and semantic dedup take them for near-duplicates). The embedding step records the share and warns above
+``EMBED.max_unknown_token_share``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from curate.defaults import EMBED
+from curate.embed.encoder import TEXT_CHARS, model_folder
+
+TOKENIZER_BATCH = 4096  # texts tokenised at a time
+
+
+def unknown_token_share(texts: list[str], model: str | None,
+                        sample: int = EMBED.vocabulary_sample_texts) -> float | None:
+    """The share of the tokens of ``texts`` (up to ``sample`` of them, evenly spaced; each text's first
+    ``TEXT_CHARS`` characters) that the tokenizer of ``model`` (the packaged default or a folder) maps to its unknown
+    token; None when there is no ``tokenizer.json`` with one to read (a Hub name; a byte-level BPE model has no
+    unknown token). Scripts the vocabulary splits into single letters (Arabic, Devanagari) are not counted."""
+    try:
+        path = Path(model_folder(model)) / "tokenizer.json"
+    except ValueError:  # a Hub name: no folder to read
+        return None
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    unk = json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("unk_token")
+    tokenizer = Tokenizer.from_file(str(path))
+    unk_id = tokenizer.token_to_id(unk) if unk else None
+    if unk_id is None:
+        return None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    special = {tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "<s>", "</s>")} - {None}
+    if len(texts) > sample:
+        texts = [texts[i] for i in np.linspace(0, len(texts) - 1, sample).astype(np.int64)]
+    total = unknown = 0
+    for start in range(0, len(texts), TOKENIZER_BATCH):
+        for enc in tokenizer.encode_batch([t[:TEXT_CHARS] for t in texts[start:start + TOKENIZER_BATCH]]):
+            ids = [i for i in enc.ids if i not in special]
+            total += len(ids)
+            unknown += ids.count(unk_id)
+    return unknown / total if total else 0.0
