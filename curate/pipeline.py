@@ -66,6 +66,7 @@ class Run:
     minhash: bool = False        # near-duplicates of an earlier row (MinHash LSH) are not candidates
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
+    embed_model: str | None = None  # a sentence-transformers folder for the run's embeddings (None: packaged MiniLM)
     workspace: Workspace | None = None
     made: tuple[Path, ...] = ()  # the folders this run made (out, its workspace): removed again if its load fails
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -80,6 +81,8 @@ class Run:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence
             raise CurateError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
+        if self.embed_model is not None and not Path(self.embed_model).expanduser().is_dir():  # before any step
+            raise CurateError(f"embed_model {self.embed_model} (--embed-model): no such model folder")
         if self.signals:
             from curate.signals.steps import check_run_signals
 
@@ -254,8 +257,8 @@ def signals(run: Run) -> dict[str, Any]:
 
 
 def embed(run: Run) -> dict[str, Any]:
-    """The default embedding set (cached by model and text)."""
-    return run.ws.embed(progress=run.progress)
+    """The default embedding set (cached by model and text), of ``run.embed_model`` (None: the packaged MiniLM)."""
+    return run.ws.embed(model=run.embed_model, progress=run.progress)
 
 
 def tags(run: Run) -> dict[str, Any]:
@@ -341,7 +344,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
                  report: bool = True, on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
-                 signal_model: str | None = None, scorers: dict[str, Any] | None = None,
+                 signal_model: str | None = None, embed_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str | None = None, progress: bool = True, decontaminate: str | os.PathLike | None = None,
                  heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
                  sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
@@ -370,6 +373,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
     ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality``, ``quality``
     or ``complexity`` (instructions without responses: a row without a reply passes the empty-response rule).
+    ``embed_model``: a sentence-transformers folder to embed with (None: the packaged MiniLM, English; scorers keep it).
     """
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
     if budget < 1:  # a run selecting nothing would still load, score and embed the whole pool
@@ -387,7 +391,8 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     scores = scores_of(sort_by)
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
-              heuristics=heuristics, languages=languages, minhash=minhash, scores=scores)  # a bad language: named here
+              heuristics=heuristics, languages=languages, minhash=minhash, scores=scores,  # a bad language: named here
+              embed_model=embed_model)
     plan = engine_steps(run, engine, address)
     run.made = tuple(p for p in (run.out, run.out / "workspace") if not p.exists())  # the run lock's folder makes them
     with run_lock(run.out):  # a second run on this folder waits for the whole of this one (select, export, report)

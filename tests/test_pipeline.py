@@ -109,6 +109,24 @@ def test_cli_run_is_the_readme_command(tmp_path):
     assert "complexity" in r.stderr and "quality" in r.stderr
 
 
+def test_cli_run_embeds_with_the_model_folder_given_and_refuses_one_that_is_not_there(tmp_path):
+    """curate run embedded with the packaged English MiniLM only (ws.embed took a model; the run did not), so a pool
+    in another language could not be admitted by a model that reads it."""
+    from curate.embed.encoder import default_model_path
+
+    folder = str(default_model_path())  # the packaged MiniLM's folder: a folder, as any other model's
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", "sample", "--budget", "5", "--no-report",
+                        "--out", str(tmp_path / "o"), "--embed-model", folder], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ws = curate.Workspace.open(tmp_path / "o" / "workspace")
+    assert ws.embedding_sets["default"]["model"] == folder and len(ws.selection("deita")) == 5
+    with pytest.raises(CurateError, match=r"embed_model /no/such/model \(--embed-model\): no such model folder"):
+        run_pipeline(str(sample_path()), out=tmp_path / "bad", budget=5, embed_model="/no/such/model")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(CurateError, match="runs on the single engine, not on ray"):
+        run_pipeline(str(sample_path()), out=tmp_path / "ray", budget=5, embed_model=folder, engine="ray")
+
+
 def test_the_steps_are_data_and_each_is_timed(tmp_path):
     plain = Run("sample", tmp_path, 5)
     assert [name for name, _ in steps(plain)] == ["load", "dedup", "score", "embed", "select (DEITA admission)",

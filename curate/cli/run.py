@@ -69,6 +69,9 @@ def run(
                                      "perplexity (repeatable; on the Ray actors with --engine ray)."),
     signal_model: Path | None = typer.Option(None, "--signal-model", help="Causal LM folder for --signal "
                                              "(default: the packaged SmolLM2-135M-Instruct)."),
+    embed_model: Path | None = typer.Option(None, "--embed-model", help="Sentence-transformers model folder the run "
+                                            "embeds with for admission and decontamination (default: the packaged "
+                                            "all-MiniLM-L6-v2, English)."),
     on_error: str | None = typer.Option(None, "--on-error", help="A malformed record of the source: skip (leave it "
                                         "out, list it in OUT/workspace/rejects.jsonl) | raise (stop, naming its file "
                                         "and line). Default: raise with --mapping, as curate load; skip without."),
@@ -159,7 +162,7 @@ def run(
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               scorers=scorers, on_error=on_error, decontaminate=decontaminate, **read_as,
                               heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,
-                              on_start=lambda name: _start_step(name),
+                              embed_model=str(embed_model) if embed_model else None, on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
         for kind, path in result.outputs.items():
             console.print(f"  {kind}: {path}")
