@@ -5,10 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
 
 def curate_cli(*args, cwd=None):
+    """A command's exit code and words, from curate.cli.main() in this process (see tests/cli_in_process.py)."""
+    return curate_in_process(*args, cwd=cwd)
+
+
+def curate_process(*args, cwd=None):
+    """A command in a process of its own: for what only a process shows (its standard output's file descriptor)."""
     return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
@@ -349,12 +356,11 @@ def test_curate_run_says_what_it_sent_to_llms_this_run(tmp_path):
             "output": "He read, cooked fish and trimmed the wick."}
     near = {**long, "instruction": long["instruction"].replace("every storm", "each storm")}  # --minhash: not paid
     pool = write_jsonl(tmp_path / "pool.jsonl", [*rows, long, near])
-    args = [sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--tags", "--no-report", "--minhash",
-            "--model", "gpt-4o-mini", "--out", str(tmp_path / "run")]
+    args = ["run", str(pool), "--budget", "3", "--tags", "--no-report", "--minhash", "--model", "gpt-4o-mini",
+            "--out", str(tmp_path / "run")]
     with FaultServer() as srv:
         env = {**os.environ, "OPENAI_API_KEY": "k"}
-        runs = [subprocess.run([*args, "--base-url", srv.base_url], capture_output=True, text=True, timeout=300,
-                               env=env) for _ in range(2)]
+        runs = [curate_in_process(*args, "--base-url", srv.base_url, env=env) for _ in range(2)]
         assert srv.total == 15  # complexity, quality and tags of 5 rows, once
     first, again = (" ".join(r.stdout.split()) for r in runs)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
@@ -374,6 +380,8 @@ def _tree(folder) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+# processes of their own: a dry run is checked to write nothing, and a cache database an earlier command left
+# open in this process would change its -shm file
 def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the_run(tmp_path):
     """Three rows share one instruction (the complexity judge reads it alone): the dry run said "4 (0 cached, 2 to
     send)", which does not add up, and the run then said "2 cached requests" on an empty cache."""
@@ -381,26 +389,26 @@ def test_request_counts_tell_the_on_disk_cache_from_requests_repeated_within_the
 
     rows = [{"instruction": "Explain how tides work.", "output": f"Reply {i}."} for i in range(3)]
     ws = tmp_path / "ws"
-    curate_cli("load", write_jsonl(tmp_path / "p.jsonl", [*rows, {"instruction": "Name a prime.", "output": "2"}]),
+    curate_process("load", write_jsonl(tmp_path / "p.jsonl", [*rows, {"instruction": "Name a prime.", "output": "2"}]),
                "-w", ws)
     with FaultServer() as srv:
         judge = ["score", ws, "--judge", "complexity", "--base-url", srv.base_url, "--model", "fault"]
         before = _tree(ws)
-        dry = curate_cli(*judge, "--dry-run")
+        dry = curate_process(*judge, "--dry-run")
         assert dry.returncode == 0 and srv.total == 0, dry.stderr[-2000:]
         assert _tree(ws) == before  # a dry run writes nothing: it made an empty cache/responses.sqlite
         said = " ".join(dry.stdout.split())
         assert ("requests: 4 (0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, "
                 "sent once), 2 to send)") in said, said
-        first = curate_cli(*judge)
+        first = curate_process(*judge)
         assert first.returncode == 0 and srv.total == 2, first.stderr[-2000:]
         said = " ".join(first.stdout.split())
         assert "; 2 new, 0 answered by the on-disk cache, 2 repeat another request of this run (same prompt, sent once);" \
             in said, said
         before = _tree(ws)
-        assert curate_cli(*judge, "--column", "complexity_again", "--dry-run").returncode == 0
+        assert curate_process(*judge, "--column", "complexity_again", "--dry-run").returncode == 0
         assert _tree(ws) == before
-        again = curate_cli(*judge, "--column", "complexity_again")  # every request is on disk now: cache answers all
+        again = curate_process(*judge, "--column", "complexity_again")  # every request is on disk now: cache answers all
         assert again.returncode == 0 and srv.total == 2, again.stderr[-2000:]
         said = " ".join(again.stdout.split())
         assert "; 0 new, 4 answered by the on-disk cache, 0 repeat another request of this run" in said, said
@@ -419,19 +427,16 @@ def test_curate_run_tag_and_evol_take_the_judges_rate_and_retry_options(tmp_path
         env = {**os.environ, "MY_KEY": "k"}
         base = ["--base-url", srv.base_url, "--model", "gpt-4o-mini", "--api-key-env", "MY_KEY", "--rpm", "600",
                 "--rps", "50", "--tpm", "1000000", "--concurrency", "2", "--timeout", "30"]
-        no_retry = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
-                                   "--out", str(tmp_path / "run"), *base, "--max-retries", "0"],
-                                  capture_output=True, text=True, timeout=300, env=env)
+        no_retry = curate_in_process("run", pool, "--budget", "2", "--no-report", "--out", tmp_path / "run", *base,
+                                     "--max-retries", "0", env=env)
         assert no_retry.returncode == 75 and "1 rows not scored: the judge did not answer" in no_retry.stderr, \
             no_retry.stderr[-2000:]
-        again = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--no-report",
-                                "--out", str(tmp_path / "run"), *base], capture_output=True, text=True, timeout=300,
-                               env=env)  # the default retries: the 500 was a first attempt's only
+        # the default retries: the 500 was a first attempt's only
+        again = curate_in_process("run", pool, "--budget", "2", "--no-report", "--out", tmp_path / "run", *base, env=env)
         assert again.returncode == 0, again.stderr[-2000:]
         for command in (["tag", str(tmp_path / "run" / "workspace")],
                         ["evol", str(tmp_path / "run" / "workspace"), "--seeds", "1", "--steps", "1"]):
-            r = subprocess.run([sys.executable, "-m", "curate.cli", *command, *base, "--max-retries", "1"],
-                               capture_output=True, text=True, timeout=300, env=env)
+            r = curate_in_process(*command, *base, "--max-retries", "1", env=env)
             assert "No such option" not in r.stderr, r.stderr[-2000:]
 
 def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
