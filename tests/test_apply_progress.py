@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 from curate.codes import Failure, FailureCode
 from curate.llm.judges import Judge
@@ -15,6 +13,7 @@ from curate.session import Workspace
 from curate.storage.progress import progress_bar
 from curate.storage.step import StepContext, StepOutput
 from curate.tags import Tagger
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.test_llm_progress import _backend
 
@@ -135,8 +134,7 @@ def test_curate_score_bar_ends_with_the_counts_its_summary_line_says(tmp_path, f
     env = {**os.environ, "COLUMNS": "200"}
 
     def curate(*args):
-        run = subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], capture_output=True, text=True,
-                             timeout=300, env=env)
+        run = curate_in_process(*args, env=env)
         assert run.returncode == 0, run.stderr[-2000:]
         return " ".join(run.stdout.split()), run.stderr
 

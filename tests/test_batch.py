@@ -25,6 +25,7 @@ from curate.llm.cache import ResponseCache
 from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
 from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -77,10 +78,9 @@ def test_a_wrong_api_key_is_one_error_line_and_the_rerun_with_the_right_key_scor
     traceback), and the re-run with the right key submits and scores every row."""
     ws = _workspace(tmp_path, [f"batch row {i}" for i in range(5)])
     with FaultServer(api_key="right") as srv:
-        args = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
-                "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
-        runs = [subprocess.run(args, capture_output=True, text=True, timeout=120,
-                               env={**os.environ, "OPENAI_API_KEY": key}) for key in ("wrong", "right")]
+        args = ["score", ws.path, "--judge", "complexity", "--backend", "openai-batch", "--base-url", srv.base_url,
+                "--model", MODEL, "--poll-interval", "0.05"]
+        runs = [curate_in_process(*args, env={**os.environ, "OPENAI_API_KEY": key}) for key in ("wrong", "right")]
         assert (srv.uploads, srv.batches_created, srv.total) == (1, 1, 0)  # nothing went through with the wrong key
     wrong, right = runs
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
@@ -171,15 +171,15 @@ def test_a_batch_the_server_forgot_is_marked_lost_and_its_requests_submitted_aga
     with FaultServer() as srv:
         _killed_while_polling(srv, ws, judge, texts, base_url=srv.base_url)
         srv.forget_batches()
-        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
-               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", "0.05"]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"}
-        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        cmd = ["score", ws.path, "--judge", "complexity", "--backend", "openai-batch", "--base-url", srv.base_url,
+               "--model", MODEL, "--poll-interval", "0.05"]
+        env = {**os.environ, "OPENAI_API_KEY": "k"}
+        rerun = curate_in_process(*cmd, env=env)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert "batch batch_1 is unknown to the server (HTTP 404): marked lost; submitting its 4 request(s) again" \
             in " ".join(rerun.stderr.split())
         assert srv.batches_created == 2 and sorted(srv.batch_counts.values()) == [2] * 4
-        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        again = curate_in_process(*cmd, env=env)
         assert again.returncode == 0 and srv.batches_created == 2, again.stderr[-2000:]  # nothing is sent twice
     ws = Workspace.open(ws.path)
     assert all(v is not None for v in ws.column("complexity"))
@@ -197,10 +197,9 @@ def test_a_wait_between_polls_that_is_not_a_finite_number_of_seconds_above_0_is_
             _batch(srv, ws, poll_s=float(value))
         with pytest.raises(OptionError, match="poll_max_s= must be"):
             _batch(srv, ws, poll_max_s=float(value))
-        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
-               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--poll-interval", value]
-        run = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
-                             capture_output=True, text=True, timeout=60)
+        run = curate_in_process("score", ws.path, "--judge", "complexity", "--backend", "openai-batch", "--base-url",
+                                srv.base_url, "--model", MODEL, "--poll-interval", value,
+                                env={**os.environ, "OPENAI_API_KEY": "k"})
         assert run.returncode != 0 and "--poll-interval" in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert (srv.uploads, srv.batches_created) == (0, 0)
 

@@ -17,6 +17,7 @@ from curate.evol import (
     shuffle_order,
     unshuffle,
 )
+from tests.cli_in_process import curate_in_process
 from tests.conftest import ScriptedBackend
 
 PARENT = "Write a poem about the sea."
@@ -305,14 +306,11 @@ def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
 
 
 def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
-    import subprocess
-    import sys
 
     from curate.session import Workspace
 
     Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
-    out = subprocess.run([sys.executable, "-m", "curate.cli", "evol", str(tmp_path / "ws"), "--kind", "bogus",
-                          "--seeds", "2"], capture_output=True, text=True, timeout=120)
+    out = curate_in_process("evol", tmp_path / "ws", "--kind", "bogus", "--seeds", "2")
     assert out.returncode == 1 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
 
 

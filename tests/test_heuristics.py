@@ -277,13 +277,11 @@ def test_a_pool_whose_every_row_fails_a_rule_ends_with_an_empty_selection_and_sa
     """Rows whose replies are all blank fail the empty-response rule: nothing is scored (no score column is ever
     written), the run still selects, exports and says why the selection is empty (it crashed reading the
     score column that no row had written)."""
-    import subprocess
-    import sys
+    from tests.cli_in_process import curate_in_process
 
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a short poem about the number {i}.",
                                                   "output": " \n"} for i in range(6)])
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--heuristics",
-                        "--no-report", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    r = curate_in_process("run", pool, "--budget", "3", "--heuristics", "--no-report", "--out", tmp_path / "run")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out = " ".join(r.stdout.split())  # rich wraps long lines
     assert "6 of 6 fail a text rule (empty response 6)" in out
@@ -300,16 +298,14 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     --heuristics) got no quality score and was never admitted, while the run exited 0. Now the run stops after
     loading and names --sort-by complexity, which scores complexity alone and lets a row without a reply pass the
     text rules (a blank reply still fails)."""
-    import subprocess
-    import sys
+    from tests.cli_in_process import curate_in_process
 
     rows = [{"instruction": f"Write a short poem about the number {i} and the colour of the sea at dawn."}
             for i in range(6)]
     pool = write_jsonl(tmp_path / "pool.jsonl", rows)
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "3", "--no-report",
-                               "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=300)
+        return curate_in_process("run", pool, "--budget", "3", "--no-report", "--out", tmp_path / "run", *args)
 
     r = run("--heuristics")
     assert r.returncode == 1 and "Traceback" not in r.stderr
@@ -330,7 +326,6 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     # Replies given but empty ("output": "") are no responses either: the run stopped at nothing selected, exit 0,
     # having scored every row. Now it stops after loading, as for a pool without replies (here mixed with those).
     blank = write_jsonl(tmp_path / "blank.jsonl", [{**row, "output": ""} for row in rows[:4]] + rows[4:])
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(blank), "--budget", "3", "--no-report",
-                        "--out", str(tmp_path / "blank")], capture_output=True, text=True, timeout=300)
+    r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank")
     assert r.returncode == 1 and "every row is an instruction without a response (4 of them with an empty one)" \
         in " ".join(r.stderr.split())

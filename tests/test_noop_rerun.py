@@ -8,6 +8,7 @@ import numpy as np
 from curate.cli import sample_path
 from curate.pipeline import SELECTION, run_pipeline
 from curate.storage.workspace import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
 SELECT_STEP = "select (DEITA admission)"
@@ -98,8 +99,6 @@ def output_files(out) -> dict[str, tuple[int, int]]:
 def test_a_rerun_leaves_the_report_and_the_exports_untouched_and_a_change_writes_them_again(tmp_path):
     """A no-op re-run rebuilt report.html (its load added a manifest entry the report shows) and rewrote
     selected.jsonl/.parquet/selected/; now they are left as they are, and anything they show changing writes them."""
-    import subprocess
-    import sys
 
     records = [json.loads(x) for x in sample_path().read_text().splitlines()][:12]
     pool, out = write_jsonl(tmp_path / "pool.jsonl", records), tmp_path / "run"
@@ -112,8 +111,7 @@ def test_a_rerun_leaves_the_report_and_the_exports_untouched_and_a_change_writes
     assert again.results["load"]["unchanged"] and again.workspace.manifest["sources"] == loads
     assert again.results["report"].unchanged and again.results["export"].unchanged
     # the command line says so, and leaves them too
-    cli = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--out", str(out), "--budget", "5"],
-                         capture_output=True, text=True, timeout=300)
+    cli = curate_in_process("run", pool, "--out", out, "--budget", "5")
     assert cli.returncode == 0, cli.stderr
     said = " ".join(cli.stdout.split())
     assert "export unchanged:" in said and "report unchanged:" in said and "0 rejected; unchanged" in said

@@ -1,9 +1,7 @@
 """Hostile input for `curate load` / `curate.pools`: every bad line is a clean, line-level error (issue 11)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -17,10 +15,10 @@ from curate.llm.judges import Judge
 from curate.rows import row_text, turns
 from curate.scorers import load_default
 from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
-REPO = Path(__file__).resolve().parents[1]
 GOOD = {"instruction": "A fine row.", "output": "Fine."}
 DEEP = 100_000
 BIG_INT = "123456789012345678901234567890"  # 30 digits: beyond int64
@@ -46,8 +44,8 @@ def _pool(tmp_path, bad_line: str, name: str = "p.jsonl") -> Path:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curate.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    """A command's exit code and words, from curate.cli.main() in this process (see tests/cli_in_process.py)."""
+    return curate_in_process(*args, cwd=cwd)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_LINES))

@@ -263,11 +263,9 @@ def test_a_misspelt_or_misplaced_front_matter_key_is_an_error_naming_the_file_no
     """A key curate does not read was dropped in silence: ``param: {max_tokens: 1}`` loaded, passed a dry run and
     sent no max_tokens; ``output.parser`` or a text prompt's ``scale`` did nothing. Each now stops at load, naming
     the file and the key meant."""
-    import subprocess
-    import sys
-
     from curate.llm.judges import Judge
     from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
 
     cases = {"param": (PROMPT.replace("params:", "param:"), "unknown front-matter key param .*did you mean params"),
              "parser": (PROMPT.replace("scale: [1, 5]", "parser: digits"), "unknown front-matter key output.parser"),
@@ -282,9 +280,8 @@ def test_a_misspelt_or_misplaced_front_matter_key_is_an_error_naming_the_file_no
         assert str(err.value).startswith(str(path))
     ws = Workspace(tmp_path / "ws")
     ws.load([{"instruction": "Say hi.", "output": "Hi."}])
-    proc = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge",
-                           str(tmp_path / "param.md"), "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
-                           "--dry-run"], capture_output=True, text=True, timeout=120)
+    proc = curate_in_process("score", ws.path, "--judge", tmp_path / "param.md", "--base-url", "http://127.0.0.1:9/v1",
+                             "--model", "m", "--dry-run")
     assert proc.returncode == 1 and "did you mean params" in proc.stderr + proc.stdout
     assert parse_prompt(PROMPT).params == {"temperature": 0.0}  # the well-formed file still loads
 

@@ -27,6 +27,7 @@ from curate.llm.prompts import PromptError, load_prompt
 from curate.llm.runner import build_requests, run_prompt
 from curate.session import Workspace
 from curate.storage.run_records import requests_sent
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -48,11 +49,11 @@ def _workspace(tmp_path, instructions, name="ws"):
     return ws
 
 
-def _cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _cli(*args) -> subprocess.CompletedProcess:
+    """A command's exit code and words, from curate.cli.main() in this process (see tests/cli_in_process.py)."""
+    env = dict(os.environ)
     env.pop("OPENAI_API_KEY", None)
-    return subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return curate_in_process(*args, env=env)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -22,6 +22,7 @@ import pytest
 
 from curate.errors import CurateError, WorkspaceError
 from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -43,6 +44,11 @@ def _as_from_a_terminal() -> None:
     runs with SIGINT ignored, and so do its xdist workers (in one process the notebook test happened to restore it
     before these tests ran)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def curate_said(*args, cwd=None) -> subprocess.CompletedProcess:
+    """A command's exit code and words, from curate.cli.main() in this process (see tests/cli_in_process.py)."""
+    return curate_in_process(*args, cwd=cwd)
 
 
 def start_cli(*args) -> subprocess.Popen:
@@ -331,7 +337,7 @@ def small_ws(tmp_path):
 def test_export_under_a_regular_file_is_one_line_naming_the_path(tmp_path, small_ws):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = _one_line_error(curate_cli("export", small_ws.path, "--out", blocker / "x.jsonl"))
+    line = _one_line_error(curate_said("export", small_ws.path, "--out", blocker / "x.jsonl"))
     assert str(blocker) in line and "Not a directory" in line
 
 
@@ -368,7 +374,7 @@ def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(
 def test_run_under_a_regular_file_is_one_line_naming_the_path(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = _one_line_error(curate_cli("run", "sample", "--budget", 3, "--out", blocker / "run"))
+    line = _one_line_error(curate_said("run", "sample", "--budget", 3, "--out", blocker / "run"))
     assert str(blocker) in line and "Not a directory" in line
 
 
@@ -376,7 +382,7 @@ def test_run_under_a_regular_file_is_one_line_naming_the_path(tmp_path):
 def test_export_to_a_full_disk_is_one_line_naming_the_path(tmp_path, small_ws):
     full = tmp_path / "full.jsonl"
     full.symlink_to("/dev/full")  # every write to /dev/full fails with ENOSPC
-    line = _one_line_error(curate_cli("export", small_ws.path, "--out", full))
+    line = _one_line_error(curate_said("export", small_ws.path, "--out", full))
     assert str(full) in line and "No space left on device" in line
 
 
@@ -889,10 +895,10 @@ def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes
 
 def test_run_or_load_with_a_missing_source_leaves_no_folder(tmp_path):
     out = tmp_path / "out"
-    line = _one_line_error(curate_cli("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out))
+    line = _one_line_error(curate_said("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out))
     assert "missing.jsonl" in line and "no such file" in line
     assert not out.exists()
-    line = _one_line_error(curate_cli("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))
+    line = _one_line_error(curate_said("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))
     assert "missing.jsonl" in line and not (tmp_path / "ws").exists()
 
 
@@ -936,7 +942,7 @@ def test_select_with_a_missing_or_unknown_parameter_is_one_line(small_ws, args, 
     n = len(small_ws)
     for column in ("complexity", "quality"):
         small_ws.add_column(column, [float(i + 1) for i in range(n)], {"kind": "test"})
-    line = _one_line_error(curate_cli("select", small_ws.path, "--name", "s", *args))
+    line = _one_line_error(curate_said("select", small_ws.path, "--name", "s", *args))
     assert any(name in line for name in names), line
     assert json.loads((small_ws.path / "manifest.json").read_text())  # the workspace is untouched and readable
     assert "s" not in Workspace.open(small_ws.path).selections
@@ -946,13 +952,13 @@ def test_an_export_never_writes_into_the_workspace_or_over_other_files(tmp_path,
     """`--out WS/pool` destroyed the pool (a bus error, then no command could read the workspace); a datasets
     folder export into a folder of other files deleted them. Both are refused; an earlier export is replaced whole."""
     for inside in (small_ws.path / "pool", small_ws.path, small_ws.path / "columns" / "x.jsonl"):
-        line = _one_line_error(curate_cli("export", small_ws.path, "--out", inside))
+        line = _one_line_error(curate_said("export", small_ws.path, "--out", inside))
         assert "inside the workspace" in line
     assert len(Workspace.open(small_ws.path)) == 5
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
-    assert "holding other files" in _one_line_error(curate_cli("export", small_ws.path, "--out", notes))
+    assert "holding other files" in _one_line_error(curate_said("export", small_ws.path, "--out", notes))
     assert (notes / "todo.txt").read_text() == "mine"
     small_ws.export(tmp_path / "ds")
     small_ws.export(tmp_path / "ds")  # a re-export replaces the earlier one
@@ -969,7 +975,7 @@ def test_exporting_a_selection_leaves_the_workspace_files_as_they_were(tmp_path,
     small_ws.select(method="threshold", name="some", sort_by="quality", min_score=3)  # rows 0, 2, 4: not a slice
     before = sorted(str(p.relative_to(small_ws.path)) for p in small_ws.path.rglob("*"))
     small_ws.export(tmp_path / "some.jsonl", selection="some")
-    assert curate_cli("export", small_ws.path, "--selection", "some", "--out", tmp_path / "some").returncode == 0
+    assert curate_said("export", small_ws.path, "--selection", "some", "--out", tmp_path / "some").returncode == 0
     assert small_ws.to_dataset(selection="some")["quality"] == [5.0, 4.0, 3.0]
     after = sorted(str(p.relative_to(small_ws.path)) for p in small_ws.path.rglob("*"))
     assert after == before
@@ -1308,7 +1314,7 @@ def test_curate_info_names_each_damaged_file_once(small_ws, as_json):
     damaged = [small_ws.path / "columns" / "quality.arrow", small_ws.path / "selections" / "bad.arrow"]
     for path in damaged:
         _damage(path, "truncated")
-    r = curate_cli("info", small_ws.path, *(["--json"] if as_json else []))
+    r = curate_said("info", small_ws.path, *(["--json"] if as_json else []))
     assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
     shown = [d["path"] for d in json.loads(r.stdout)["damaged"]] if as_json else r.stdout
     for path in damaged:
@@ -1372,7 +1378,7 @@ def _listed_label_sets(ws: Workspace, tmp_path: Path) -> list[tuple[str, int]]:
     view = ws._repr_html_()
     assert all(f"label set {e['name']}: {e['rows']:,} labels" in view for e in info["label_sets"])
     for args in (("info", str(ws.path)), ("info", str(ws.path), "--json")):
-        assert curate_cli(*args, cwd=tmp_path).returncode == 0
+        assert curate_said(*args, cwd=tmp_path).returncode == 0
     return [(e["name"], e["rows"]) for e in info["label_sets"]]
 
 
@@ -1396,7 +1402,7 @@ def test_curate_info_prints_a_label_sets_bracketed_method_as_written(tmp_path, s
     """The review feared '[bold]' in a provenance method was read as rich markup: the CLI's console has markup off,
     and only the damaged line turns it on (escaped). Kept as a guard."""
     small_ws.add_labels("mine", [{"text": "a", "score": 1.0}], {"method": "[bold]evol[/]", "kind": "[red]k"})
-    out = curate_cli("info", str(small_ws.path), cwd=tmp_path).stdout
+    out = curate_said("info", str(small_ws.path), cwd=tmp_path).stdout
     assert "label set mine: 1 labels ([bold]evol[/] [red]k)" in out
 
 
@@ -1423,7 +1429,7 @@ def test_a_damaged_label_set_is_listed_as_damaged_and_stops_only_what_reads_it(t
     if damage != "data garbled":
         assert [d.name for d in small_ws.damaged] == ["bad"] and list(small_ws.label_sets) == ["good"]
         assert small_ws.info()["damaged"] == [found]
-    out = curate_cli("info", str(small_ws.path), cwd=tmp_path).stdout
+    out = curate_said("info", str(small_ws.path), cwd=tmp_path).stdout
     assert "label set good: 2 labels" in out and "damaged label set bad" in out
     assert len(small_ws.labels("good")) == 2
     with pytest.raises(DamagedFileError, match=f"^{re.escape(str(folder))}: damaged"):

@@ -302,28 +302,24 @@ def test_tagging_prompt_on_the_real_local_server(local_llm, tmp_path):
 
 
 def test_cli_tags_report_and_normalize(tagged_ws):
-    import subprocess
-    import sys
+    from tests.cli_in_process import curate_in_process
 
     ws = tagged_ws
     ws.add_selection("first3", ws.ids, ["kept"] * 3 + ["rejected"] * (len(ws) - 3),
                      ["selected"] * 3 + ["not_sampled"] * (len(ws) - 3), [None] * len(ws), {"method": "test"})
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--normalize", "--eps", "0",
-                        "--min-support", "0", "--seeds", "3"], capture_output=True, text=True, timeout=120)
+    r = curate_in_process("tags", str(ws.path), "--normalize", "--eps", "0", "--min-support", "0", "--seeds", "3")
     assert r.returncode == 0, r.stderr
     assert "rule_aggregation: 7 -> 5 tags" in r.stdout and "tags per query" in r.stdout
     # one denominator: row 5 (tagged, no tag left) counts among the tagged rows as in tags per query; row 6 failed
     assert "7 of 8 rows tagged (1 of them with no tag)" in " ".join(r.stdout.split())
-    again = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--seeds", "3"],
-                           capture_output=True, text=True, timeout=120)  # the stored mapping's steps, notes included
+    again = curate_in_process("tags", str(ws.path), "--seeds", "3")  # the stored mapping's steps, notes included
     assert again.returncode == 0 and "alpha scaled from 20 to 1" in " ".join(again.stdout.split())
-    raw = subprocess.run([sys.executable, "-m", "curate.cli", "tags", str(ws.path), "--column", "tags_raw", "--normalize"],
-                         capture_output=True, text=True, timeout=120)  # crashed; with --normalize, wrote over tags_raw
+    # crashed; with --normalize, wrote over tags_raw
+    raw = curate_in_process("tags", str(ws.path), "--column", "tags_raw", "--normalize")
     assert raw.returncode == 1 and "holds the judge's raw tags per turn" in raw.stderr and "Traceback" not in raw.stderr
     assert ws.column_provenance("tags_raw")["kind"] == "test"
     assert "selection first3 (3 rows): coverage 0.800" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "tag", str(ws.path), "--backend", "openai"],
-                       capture_output=True, text=True, timeout=120)
+    r = curate_in_process("tag", str(ws.path), "--backend", "openai")
     assert r.returncode != 0 and "--model" in (r.stderr + r.stdout)
 
 
