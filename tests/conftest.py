@@ -99,7 +99,9 @@ def pytest_collection_modifyitems(session, config, items):
     group, so one worker runs them one after the other. After them (after -k/-m deselection): tests on the
     local vLLM server run last and its server starts now, in the background: its minute of start-up (one core
     on imports) overlaps the other tests instead of holding the session up. Under xdist the first worker to
-    get here starts it for all and announces it in the shared folder; the controller stops it at the end."""
+    get here starts it for all and announces it in the shared folder; the controller stops it at the end.
+    (--dist loadgroup hands out work units largest first (xdist's --loadscope-reorder, on by default): the Ray
+    group goes to one worker and the vLLM group to the other at the start, the latter waiting for the server.)"""
     for item in items:
         group = GROUPS["local_llm"] if _needs_server(item) else GROUPS.get(item.path.name)
         if group:
