@@ -17,6 +17,7 @@ from curate.llm.batch import BatchState, _Call, batch_line
 from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
 from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.fault_server import FaultServer
 from tests.test_batch import MODEL, REPO, _batch, _killed_while_polling, _online, _workspace
 
@@ -75,10 +76,8 @@ def test_a_dry_run_leaves_out_the_requests_already_in_open_batches(tmp_path):
         backend = _batch(srv, ws)
         everything = estimate(ws, Judge("complexity", _online(srv)))
         plan = estimate(ws, Judge("complexity", backend))
-        cmd = [sys.executable, "-m", "curate.cli", "score", str(ws.path), "--judge", "complexity", "--backend",
-               "openai-batch", "--base-url", srv.base_url, "--model", MODEL, "--dry-run"]
-        cli = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "k"},
-                             capture_output=True, text=True, timeout=120)
+        cli = curate_in_process("score", ws.path, "--judge", "complexity", "--backend", "openai-batch", "--base-url",
+                                srv.base_url, "--model", MODEL, "--dry-run", env={**os.environ, "OPENAI_API_KEY": "k"})
         assert (srv.uploads, srv.batches_created) == (1, 1)  # the killed run's only: the dry runs sent nothing
     assert (everything.to_send, plan.requests, plan.to_send) == (4, 4, 1) and plan.in_open_batches == 3
     assert plan.prompt_tokens < everything.prompt_tokens / 2 and plan.usd_batch < everything.usd_batch / 2

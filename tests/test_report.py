@@ -33,6 +33,7 @@ from curate.report.plots import (
 from curate.report.summary import failure_text, llm_usage, selection_summary, sources
 from curate.report.views import selection_html
 from curate.storage.step import StepOutput
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
 CHROMIUM = os.environ.get("CURATE_CHROMIUM", "/usr/bin/chromium")
@@ -634,17 +635,14 @@ def test_report_in_headless_chromium(tmp_path):
 def test_report_cli_on_bare_workspace(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)]))
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "ws"), "--out", str(tmp_path / "r.html")],
-                       capture_output=True, text=True, timeout=120)
+    r = curate_in_process("report", tmp_path / "ws", "--out", tmp_path / "r.html")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "r.html").read_text()
     assert "no embeddings" in page and "no selection yet" in page and "no judge has scored" in page
     assert page.count("<img") == 1  # only the format breakdown can be drawn
-    bad = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "nowhere")],
-                         capture_output=True, text=True, timeout=120)
+    bad = curate_in_process("report", tmp_path / "nowhere")
     assert bad.returncode == 1 and "not a curate workspace" in bad.stderr and "Traceback" not in bad.stderr
-    unknown = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(tmp_path / "ws"), "--selection", "nope",
-                              "--out", str(tmp_path / "r2.html")], capture_output=True, text=True, timeout=120)
+    unknown = curate_in_process("report", tmp_path / "ws", "--selection", "nope", "--out", tmp_path / "r2.html")
     assert unknown.returncode == 1 and "no selection 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
@@ -852,8 +850,7 @@ def test_user_text_is_bidi_isolated_in_html_and_its_control_characters_are_escap
     text = repr(ws.show([0]))
     assert "\x1b" not in text and "\x07" not in text and rlo not in text
     assert r"q \u202ereversed \x1b]0;owned\x07" in text
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "info", str(ws.path)], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "COLUMNS": "300"})
+    r = curate_in_process("info", ws.path, env={**os.environ, "COLUMNS": "300"})
     assert r.returncode == 0, r.stderr
     assert "\x1b]0" not in r.stdout and "\x07" not in r.stdout and rlo not in r.stdout, r.stdout
     assert r"p\u202e.jsonl" in r.stdout
