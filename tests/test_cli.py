@@ -80,7 +80,7 @@ def test_broken_line_7_clean_error_then_skip(tmp_path):
     assert "9 rows" in curate_cli("info", tmp_path / "ws").stdout
     # curate run skips bad records by default (a 10M-row pool with one broken line still runs); asked to, it stops
     r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--on-error", "raise")
-    assert r.returncode == 1 and "broken.jsonl: line 7: malformed JSON" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 65 and "broken.jsonl: line 7: malformed JSON" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
     # every record bad: nothing to load, whatever --on-error says (it exited 0 and made an empty workspace)
     r = curate_cli("load", write_jsonl(tmp_path / "all-bad.jsonl", ["{no", "{no"]), "--workspace", tmp_path / "empty",
@@ -312,7 +312,7 @@ def test_a_backend_option_given_with_exactly_its_default_value_is_refused_too(tm
 def test_run_on_a_source_with_no_readable_record_names_it_and_creates_nothing(tmp_path):
     path = write_jsonl(tmp_path / "allbad.jsonl", ["{not json", json.dumps({"no": "fields"})])
     r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 65 and "Traceback" not in r.stderr
     assert "allbad.jsonl: line 1: malformed JSON" in r.stderr and "(2 rejected)" in r.stderr
     assert not (tmp_path / "run").exists()
 
@@ -443,7 +443,7 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
     """The load error says to name the fields with --format/--mapping; curate run takes them as curate load does."""
     path = write_jsonl(tmp_path / "q.jsonl", [{"q": f"What is {i} + {i}?", "a": f"It is {2 * i}."} for i in range(6)])
     r = curate_cli("run", path, "--out", tmp_path / "plain", "--budget", "3", "--no-report")
-    assert r.returncode == 1 and "--mapping" in r.stderr and not (tmp_path / "plain").exists()
+    assert r.returncode == 65 and "--mapping" in r.stderr and not (tmp_path / "plain").exists()
     r = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report",
                    "--mapping", '{"question": "q", "answer": "a"}')
     assert r.returncode == 0, r.stderr
@@ -452,7 +452,7 @@ def test_run_reads_a_pool_of_its_own_field_names_with_mapping(tmp_path):
     for args, message in ((["--mapping", "{q"], "--mapping: not JSON"), (["--format", "nope"], "not 'nope'"),
                           (["--mapping", '{"instrucion": "q"}'], "mapping 'instrucion'")):
         r = curate_cli("run", path, "--out", tmp_path / "bad", "--budget", "3", *args)
-        assert r.returncode in (1, 2) and message in " ".join(r.stderr.split()), (args, r.stderr)
+        assert r.returncode in (2, 78) and message in " ".join(r.stderr.split()), (args, r.stderr)  # usage, option
         assert not (tmp_path / "bad").exists()
 
 
@@ -466,8 +466,8 @@ def test_run_with_a_mapping_most_records_lack_stops_as_load_does_instead_of_sele
     mapping = '{"instruction": "query"}'
     load = curate_cli("load", path, "--workspace", tmp_path / "ws", "--mapping", mapping)
     run = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "1", "--no-report", "--mapping", mapping)
-    for r in (load, run):
-        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for r, code in ((load, 1), (run, 65)):  # bad input: curate run's own code (curate.exit_codes)
+        assert r.returncode == code and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert "line 3: missing field 'query' (mapped to 'instruction')" in " ".join(r.stderr.split()), r.stderr
     assert not (tmp_path / "run" / "selected.jsonl").exists()
     from curate.pools import run_on_error

@@ -90,9 +90,9 @@ def _pool_file(path: Path, prefix: str, n: int) -> Path:
                                "output": f"answer {prefix}{i}"} for i in range(n)])
 
 
-def _one_line_error(r: subprocess.CompletedProcess) -> str:
-    """The single stderr line of a clean failure (exit 1, no traceback)."""
-    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+def _one_line_error(r: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The single stderr line of a clean failure (exit ``code``, no traceback)."""
+    assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     assert "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -895,7 +895,7 @@ def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes
 
 def test_run_or_load_with_a_missing_source_leaves_no_folder(tmp_path):
     out = tmp_path / "out"
-    line = _one_line_error(curate_said("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out))
+    line = _one_line_error(curate_said("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out), 65)
     assert "missing.jsonl" in line and "no such file" in line
     assert not out.exists()
     line = _one_line_error(curate_said("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))

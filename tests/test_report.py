@@ -308,9 +308,9 @@ def test_a_source_loaded_twice_is_listed_once(tmp_path):
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)] + [{"instruction": "no reply yet"}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     ws.load(path)
-    ws.load(path)  # a re-run: nothing added
+    ws.load(path)  # a re-run: nothing added, nor a manifest entry (a load repeating the last one is not recorded)
     (src,) = sources(ws)
-    assert (src["loads"], src["rows_added_all"], src["rows_added"], src["already_present"]) == (2, 5, 0, 5)
+    assert (src["loads"], src["rows_added_all"], src["rows_added"], src["already_present"]) == (1, 5, 5, 0)
     page = report_html(ws)
     sources_table = page[page.index("<h3>sources</h3>"):page.index("</table>", page.index("<h3>sources</h3>"))]
     assert sources_table.count(str(path)) == 1
