@@ -27,6 +27,11 @@ def test_a_rerun_with_the_same_arguments_leaves_embeddings_and_selections_untouc
     before = stored_files(first.workspace)
     again = run_pipeline(str(pool), out=tmp_path / "run", budget=5, report=False, progress=False)
     assert stored_files(again.workspace) == before  # the old code wrote a new token file and new created times
+    meta = first.workspace.path / "embeddings" / "default.json"  # as the release before wrote it: no [UNK] share
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "unknown_token_share"}))
+    before = stored_files(first.workspace)
+    again = run_pipeline(str(pool), out=tmp_path / "run", budget=5, report=False, progress=False)
+    assert stored_files(again.workspace) == before  # it wrote the same vectors again under a new token
     assert not first.results["embed"]["unchanged"] and not first.results["dedup"].unchanged
     assert again.results["embed"]["unchanged"] and again.results["dedup"].unchanged
     assert again.results[SELECT_STEP].unchanged and again.workspace.selection(SELECTION).ids == \

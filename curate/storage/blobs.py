@@ -83,6 +83,9 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
 # what a set's metadata records of the run that wrote it, not of the set: a re-run taking every vector from the
 # cache (encoded 0) makes the same set
 SET_HISTORY = ("created", "file", "ids_file", "encoded")
+# measurements of the texts a later release added to the metadata: a set stored without one is still the same set
+# (an upgrade's first re-run rewrote every embedding set, the same vectors under a new token)
+SET_MEASURES_ADDED = ("unknown_token_share",)
 
 
 def _stored_as(folder: Path, meta_path: Path, old: Any, array: np.ndarray, ids_bytes: bytes, ids_sha256: str,
@@ -92,8 +95,9 @@ def _stored_as(folder: Path, meta_path: Path, old: Any, array: np.ndarray, ids_b
     if not isinstance(old, dict) or old.get("ids_sha256") != ids_sha256:
         return False
     new = json.loads(json.dumps(provenance, default=str))  # as the metadata file holds it
-    if {k: v for k, v in old.items() if k not in (*SET_HISTORY, "shape", "ids_sha256")} != \
-            {k: v for k, v in new.items() if k not in SET_HISTORY} or old.get("shape") != list(array.shape):
+    new = {k: v for k, v in new.items() if k not in SET_HISTORY and (k in old or k not in SET_MEASURES_ADDED)}
+    if {k: v for k, v in old.items() if k not in (*SET_HISTORY, "shape", "ids_sha256")} != new \
+            or old.get("shape") != list(array.shape):
         return False
     try:
         if _member(folder, meta_path, old.get("ids_file")).read_bytes() != ids_bytes:
