@@ -211,6 +211,7 @@ OTHER_REFUSALS = {  # the stock openings in other languages: each is dropped by 
     "es-ai": ("ai_disclaimer", "Como modelo de lenguaje, no tengo opiniones."),
     "fr-ai": ("ai_disclaimer", "En tant que modèle de langage, je n'ai pas d'opinion."),
     "de-ai": ("ai_disclaimer", "Als KI-Sprachmodell habe ich keine Meinung."),
+    "zh-ai-short": ("ai_disclaimer", "作为AI，我不能提供医疗建议。"),
 }
 
 
@@ -230,7 +231,13 @@ def test_apologies_in_other_languages_that_answer_are_answers():
     rules = Rules(False, True, True, None, False, False, None, 0.9, True)
     for reply in ("抱歉让您久等了，答案如下：首先打开设置。", "Lo siento mucho por tu pérdida. Aquí tienes algunas ideas.",
                   "Leider regnet es heute, aber hier ist ein Plan für drinnen.", "Als Kind mochte ich Äpfel.",
-                  "Como una manzana al día."):
+                  "Como una manzana al día.",
+                  # a self-description that does not end the phrase is the subject of an answer, not a disclaimer
+                  "Как искусственный интеллект меняет медицину? Вот несколько примеров.", "Как ИИ помогает врачам: обзор.",
+                  "作为人工智能的一个分支，机器学习让计算机从数据中学习。", "作为AI工程师，你需要掌握线性代数。",
+                  "Als KI bezeichnet man Systeme, die lernen.", "Como IA generativa, ChatGPT escribe textos.",
+                  # "ne ... que" restricts ("I can only recommend"): an answer
+                  "Désolé pour le retard ! Je ne peux que recommander ce livre."):
         assert not rules.failures([{"role": "user", "content": "?"}, {"role": "assistant", "content": reply}]), reply
 
 
