@@ -336,3 +336,25 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank")
     assert r.returncode == 1 and "every row is an instruction without a response (4 of them with an empty one)" \
         in " ".join(r.stderr.split())
+
+
+def test_a_loop_before_the_data_a_reply_ends_in_is_a_loop():
+    """Ending in data exempts only a loop inside that data: prose that loops up to a citation, an empty array, an
+    empty fence, or fences that loop themselves are loops; a JSON value after many bracketed citations is data."""
+    cited = "Paris is the capital of France. " + "It is known for the Eiffel Tower [1]. " * 30
+    assert looping_tail(cited[:cited.rfind("[1]") + 3], 50) is not None  # cut right after the citation
+    assert looping_tail("ok. " + "I will stop now. " * 20 + "[]", 50) is not None
+    assert looping_tail("ok. " + "I will stop now. " * 20 + "\n```\n```", 50) is not None
+    assert looping_tail("```\n" * 60, 50) is not None
+    citations = "".join(f"See [{k}] and [{k + 1}]. " for k in range(70))  # 140 brackets, no loop of their own
+    assert looping_tail(citations + "\n" + json.dumps([0] * 96), 50) is None
+    assert looping_tail(citations + "\n" + json.dumps({"m": [[0] * 8 for _ in range(80)]}), 50) is None
+
+
+def test_a_long_paragraph_without_spaces_that_repeats_is_a_loop():
+    """A Chinese paragraph counts a word per character: a repeated paragraph of 126 characters is a loop."""
+    paragraph = ("春天来了，公园里的花都开了，红的像火，粉的像霞，白的像雪。小朋友们在草地上奔跑，放风筝，捉迷藏，笑声传得很远。"
+                 "老人们坐在长椅上聊天，下棋，晒太阳，脸上带着满足的微笑。湖面上有几只小船慢慢地划过，水波一圈一圈地荡漾开去，"
+                 "岸边的柳树垂下长长的枝条随风摆动。")
+    assert len(paragraph) == 126
+    assert looping_tail(paragraph * 12, 50)["value"] > 100

@@ -13,12 +13,12 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   with a few stock openings in Chinese, Japanese, Russian, Spanish, French and German
   (``curate.select.refusal_phrases``); a refusal in other words or another language passes;
 * ``repeated_tail`` — a response that ends in a loop: its last words are one block of at most
-  ``LOOP_MAX_PERIOD`` words repeated, spanning more than ``max_repeated_tail_words`` words (a generation that
-  never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
+  ``LOOP_MAX_PERIOD`` words (``LOOP_UNSPACED_PERIOD_FACTOR`` times as many in a text of an unspaced script)
+  repeated, spanning more than ``max_repeated_tail_words`` words (a generation that never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
   break a loop ("18. Follow up ... 19. Follow up ..."), nor does a last word cut short, and a tail of one unit of
   at most ``LOOP_MAX_UNIT_CHARS`` characters repeated more than ``max_repeated_tail_words`` times is a loop too
   ("} } } }", "ohohoh", "－－－"); a character of a script written without spaces (Chinese, Japanese, Thai...)
-  counts as a word; a reply ending in a closed code fence or a closed JSON array/object is data, not a loop;
+  counts as a word; a loop inside the closed code block or JSON array/object a reply ends in is data, not a loop;
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
@@ -34,9 +34,11 @@ fails; the selection's provenance counts the rows failing each rule.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,7 @@ from curate.select.unspaced import UNSPACED, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
 LOOP_MAX_PERIOD = 100  # longest block (in words) a looping tail repeats (a paragraph a small model says again)
+LOOP_UNSPACED_PERIOD_FACTOR = 3  # LOOP_MAX_PERIOD times this in a text counted in characters (Chinese...)
 LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of characters repeats
 LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
 LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
@@ -62,9 +65,9 @@ LANGUAGE_UNSPACED_LETTERS = 3  # letters a Chinese/Japanese/Thai... character co
 
 _WORD = re.compile(r"\w+")
 _UNSPACED_GAP = regex.compile(rf"(?<={UNSPACED.pattern}) (?={UNSPACED.pattern})")  # evidence: 同じ日, not 同 じ 日
-_JSON_OPEN = re.compile(r"[\[{]")
+_BRACKET = re.compile(r"[\[\]{}]")
 _JSON = json.JSONDecoder()
-JSON_MAX_STARTS = 64  # brackets tried as the start of the JSON value a looping text ends in
+JSON_MAX_STARTS = 64  # brackets nearest the end tried as the start of the JSON value a looping text ends in
 _LIST_NUMBER = re.compile(r"^[ \t]*\d+[.)]", re.MULTILINE)  # "18." / "7)" opening a line: an item's number
 # digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
 _NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
@@ -113,46 +116,91 @@ def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[
     return best, best_period
 
 
+def _loop(text: str, max_repeats: int) -> tuple[dict[str, Any], int, bool] | None:
+    """({value, evidence}, where the loop starts, whether that is a word index rather than a character offset) when
+    ``text`` ends in a loop (:func:`looping_tail`, data or not), else None."""
+    words = _words(text)
+    max_period = LOOP_MAX_PERIOD * (LOOP_UNSPACED_PERIOD_FACTOR if _has_unspaced(words) else 1)
+    span, period = repeated_tail(words, max_period)
+    if span <= max_repeats:  # max_tokens may have cut the last word short ("... I shall not be deter")
+        cut_span, cut_period = repeated_tail(words[:-1], max_period)
+        if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
+            span, period = cut_span + 1, cut_period
+    if span > max_repeats:
+        evidence = f"{_UNSPACED_GAP.sub('', ' '.join(words[-period:]))[:120]} (x{span // period})"
+        return {"value": span, "evidence": evidence}, len(words) - span, True
+    chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
+    span, period = repeated_tail(chars, LOOP_MAX_UNIT_CHARS)
+    if not (period and span // period > max_repeats):  # "} } }", "ohoh", a symbol no word pattern sees
+        return None
+    found = {"value": span // period, "evidence": f"{''.join(chars[-period:])!r} (x{span // period})"}
+    return found, len(text.rstrip()) - span, False
+
+
+def _words(text: str) -> list[str]:
+    """The words a loop is counted in: line-opening list numbers left out, each character of a script written
+    without spaces a word."""
+    return split_unspaced(_WORD.findall(_LIST_NUMBER.sub(" ", text.lower())))
+
+
+def _has_unspaced(words: list[str]) -> bool:
+    """True when ``words`` holds a character of a script written without spaces (one word per character)."""
+    return any(UNSPACED.search(w) for w in words)
+
+
 def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
     """{value, evidence} when ``text`` ends in a loop (the ``repeated_tail`` rule), else None: a tail of words
     (line-opening list numbers left out; each character of a script written without spaces a word) longer than
     ``max_repeats`` words made of one repeated block, or a run of one unit of characters repeated more than
-    ``max_repeats`` times. A text ending in data (:func:`ends_in_data`) has no loop: it was asked for and stopped."""
-    words = split_unspaced(_WORD.findall(_LIST_NUMBER.sub(" ", text.lower())))
-    span, period = repeated_tail(words)
-    if span <= max_repeats:  # max_tokens may have cut the last word short ("... I shall not be deter")
-        cut_span, cut_period = repeated_tail(words[:-1])
-        if cut_period and cut_span + 1 > span and words[-1 - cut_period].startswith(words[-1]):
-            span, period = cut_span + 1, cut_period
-    if span > max_repeats:
-        found = {"value": span, "evidence": f"{_UNSPACED_GAP.sub('', ' '.join(words[-period:]))[:120]} (x{span // period})"}
-    else:
-        chars = list(text[-LOOP_TAIL_CHARS:].rstrip())
-        span, period = repeated_tail(chars, LOOP_MAX_UNIT_CHARS)
-        if not (period and span // period > max_repeats):  # "} } }", "ohoh", a symbol no word pattern sees
-            return None
-        found = {"value": span // period, "evidence": f"{''.join(chars[-period:])!r} (x{span // period})"}
-    return None if ends_in_data(text) else found
+    ``max_repeats`` times. A loop inside the data a text ends in (:func:`ends_in_data`) is none: it was asked for
+    and stopped; the text before that data is read again."""
+    while found := _loop(text, max_repeats):
+        loop, loop_start, in_words = found
+        data_start = ends_in_data(text)
+        if data_start is None or loop_start < (len(_words(text[:data_start])) if in_words else data_start):
+            return loop
+        text = text[:data_start]
+    return None
 
 
-def ends_in_data(text: str) -> bool:
-    """True when ``text`` ends in a closed fenced code block, or in a JSON array or object (``[[0, 0], [0, 0]]``):
-    a zero matrix or a list of empty records repeats by request, and a generation that never stopped closes
-    neither a fence nor its outer bracket."""
+def ends_in_data(text: str) -> int | None:
+    """Where the data ``text`` ends in starts, else None: a closed fenced code block (its opening fence line), or a
+    JSON array or object (``[[0, 0], [0, 0]]``, its opening bracket). A zero matrix or a list of empty records
+    repeats by request, and a generation that never stopped closes neither a fence nor its outer bracket."""
     tail = text.rstrip()
     last = _FENCE.fullmatch(tail[tail.rfind("\n") + 1:])
-    if last and not last.group(2).strip() and not unclosed_fence(tail):  # the last line closed a block
-        return True
+    if last and not last.group(2).strip():
+        open_fence, opened_at = _fence_state(tail)
+        if open_fence is None and opened_at >= 0:  # the last line closed a block
+            return opened_at
     if not tail.endswith(("]", "}")):
-        return False
-    starts = [m.start() for m in _JSON_OPEN.finditer(tail)][:JSON_MAX_STARTS]  # the outermost value opens first
-    for start in starts:
+        return None
+    for start in itertools.chain((_matching_opener(tail),), itertools.islice(_openers_from_end(tail), JSON_MAX_STARTS)):
+        if start is None:
+            continue
         try:
             if _JSON.raw_decode(tail, start)[1] == len(tail):
-                return True
+                return start
         except ValueError:
             continue
-    return False
+    return None
+
+
+def _openers_from_end(tail: str) -> Iterator[int]:
+    """The offsets of ``tail``'s brackets, the last first (found in a reversed copy, lazily)."""
+    last = len(tail) - 1
+    return (last - m.start() for m in _BRACKET.finditer(tail[::-1]))
+
+
+def _matching_opener(tail: str) -> int | None:
+    """The bracket that opens the one ``tail`` ends with, counting depth backward (strings not read: raw_decode
+    confirms it), else None."""
+    depth = 0
+    for pos in _openers_from_end(tail):
+        depth += 1 if tail[pos] in "]}" else -1
+        if depth == 0:
+            return pos
+    return None
 
 
 def unclosed_fence(text: str) -> bool:
@@ -160,15 +208,22 @@ def unclosed_fence(text: str) -> bool:
     three or more backticks (or tildes) is closed by a line of the same character at least as long, so a reply that
     shows a fence inside a longer one is closed. A backtick line whose text holds a backtick (```[1, 2]```) is
     inline code, not a fence."""
+    return _fence_state(text)[0] is not None
+
+
+def _fence_state(text: str) -> tuple[str | None, int]:
+    """(the fence of the block still open at the end of ``text``, else None; where the last block opened, -1 if
+    none did), by :func:`unclosed_fence`'s rule."""
     open_fence: str | None = None
+    opened_at = -1
     for match in _FENCE.finditer(text):
         marker, rest = match.group(1), match.group(2).strip()
         if open_fence is None:
             if not (marker[0] == "`" and "`" in rest):
-                open_fence = marker
+                open_fence, opened_at = marker, match.start()
         elif marker[0] == open_fence[0] and len(marker) >= len(open_fence) and not rest:
             open_fence = None
-    return open_fence is not None
+    return open_fence, opened_at
 
 
 def _mojibake(text: str) -> str | None:
