@@ -49,8 +49,7 @@ from curate.defaults import HEURISTICS
 from curate.errors import CurateError
 from curate.rows import Conversation
 from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
-from curate.select.refusal_phrases import REFUSAL_WINDOW
-from curate.select.refusal_phrases import decline_evidence as other_decline
+from curate.select.refusal_phrases import decline_evidence
 from curate.select.registry import SelectorResult, register
 from curate.select.unspaced import UNSPACED, split_unspaced, unspaced_count
 
@@ -61,7 +60,8 @@ LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of charac
 LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
 LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
 LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
-LANGUAGE_UNSPACED_LETTERS = 3  # letters a Chinese/Japanese/Thai... character counts for: it carries about a word
+LANGUAGE_UNSPACED_LETTERS = 3  # letters a Chinese/Japanese/Thai... character counts for: calibrated on Han (about
+# a word a character); a Thai letter or a kana carries less, so a short Thai/Japanese text is read sooner than it should
 
 _WORD = re.compile(r"\w+")
 _UNSPACED_GAP = regex.compile(rf"(?<={UNSPACED.pattern}) (?={UNSPACED.pattern})")  # evidence: 同じ日, not 同 じ 日
@@ -87,18 +87,6 @@ _FLAT_REFUSAL = re.compile(r"^\W*((i|we) (can ?not|can'?t|won'?t|will not)|(i'?m
 _AI_DISCLAIMER = re.compile(r"^\W*as an? ((ai|artificial intelligence)( language model| assistant| model| chatbot)?|"
                             r"(large )?language model|llm|digital assistant|virtual assistant)\b", re.IGNORECASE)
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$", re.MULTILINE)
-
-
-def _decline_evidence(text: str) -> str | None:
-    """The opening of ``text`` when it declines the task, else None."""
-    flat = _FLAT_REFUSAL.match(text)
-    if flat:
-        return flat.group(0).strip()
-    if _APOLOGY.match(text):
-        decline = _DECLINE.search(text, 0, REFUSAL_WINDOW)
-        if decline:
-            return text[:decline.end()].strip()
-    return None
 
 
 def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[int, int]:
@@ -313,7 +301,8 @@ class Rules:
         for turn, reply in enumerate(replies, 1):
             if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
-            if self.refusal and (evidence := _decline_evidence(reply) or other_decline(reply)):
+            if self.refusal and (evidence := decline_evidence(reply, _FLAT_REFUSAL, _APOLOGY, _DECLINE)
+                                 or decline_evidence(reply)):
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
             if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply) or OTHER_DISCLAIMER.match(reply)):
                 per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})

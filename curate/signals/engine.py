@@ -4,8 +4,8 @@
 converted once by :func:`curate.llm.local.prepare_model`) on the CPU or on CUDA when present, in float32
 unless asked otherwise (``SIGNAL.dtype``). :meth:`Engine.logprobs` answers a list of
 :class:`~curate.signals.template.Request` from the on-disk cache first, then runs the missing ones in
-length buckets (sorted by length, right-padded per batch, a token budget per batch), writing every batch
-to the cache before its values are used. Only response positions go through the output head.
+length buckets (per request kind (conditioned / alone), sorted by length, ties by cache key, right-padded per
+batch, a token budget per batch), writing every batch to the cache before its values are used. Only response positions go through the output head.
 """
 
 from __future__ import annotations
