@@ -70,6 +70,14 @@ def test_rows_holding_evaluation_text_are_dropped_and_near_misses_kept(tmp_path)
     assert only_responses[in_answer][0] == "rejected" and only_responses[leak][0] == "kept"
 
 
+def test_invisible_characters_hide_no_word():
+    """A zero-width space (or joiner, BOM, soft hyphen) inserted in a benchmark text splits no word: the characters
+    exact dedup drops are dropped here too, so such a copy is still contaminated."""
+    hidden = BENCH[0].replace("engaging", "enga\u200bging").replace("cultural", "cul\u00adtural")
+    assert words(hidden) == words(BENCH[0])
+    assert words("hel\u200blo \ufeffworld") == ["hello", "world"]
+
+
 @pytest.mark.parametrize("ngram,min_words,min_overlap", [(13, 8, 0.0), (6, 3, 0.0), (4, 4, 0.0), (4, 3, 0.5)])
 def test_decisions_match_the_definition_on_a_random_pool(tmp_path, ngram, min_words, min_overlap):
     rng = np.random.default_rng(ngram)

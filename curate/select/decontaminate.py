@@ -34,6 +34,7 @@ from curate.defaults import DECONTAMINATE, EMBED
 from curate.errors import CurateError, InputError
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
+from curate.select.dedup import INVISIBLE
 from curate.select.inputs import vectors
 from curate.select.registry import SelectorResult, register
 
@@ -43,10 +44,11 @@ _ROLES = {"instruction": ("user",), "response": ("assistant",), "conversation": 
 
 
 def words(text: str) -> list[str]:
-    """The words n-grams are made of: ``\\w+`` runs of the NFKC case-folded text (exact dedup's normalisation,
-    :func:`curate.select.dedup.normalise_text`, less its whitespace collapse: it cannot change the runs and doubled
+    """The words n-grams are made of: ``\\w+`` runs of the NFKC case-folded text, its ``INVISIBLE`` characters
+    dropped (a zero-width space splits no word): MinHash dedup's normalisation,
+    :func:`curate.select.dedup.normalise_text`, less its whitespace collapse (it cannot change the runs and doubled
     the time of this, the pass's hot path)."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return _WORD.findall(unicodedata.normalize("NFKC", text.translate(INVISIBLE)).casefold())
 
 
 class TargetIndex:
