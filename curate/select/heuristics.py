@@ -51,7 +51,7 @@ from curate.rows import Conversation
 from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
 from curate.select.refusal_phrases import decline_evidence
 from curate.select.registry import SelectorResult, register
-from curate.select.unspaced import UNSPACED, split_unspaced, unspaced_count
+from curate.select.unspaced import UNSPACED, has_unspaced, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
 LOOP_MAX_PERIOD = 100  # longest block (in words) a looping tail repeats (a paragraph a small model says again)
@@ -108,7 +108,7 @@ def _loop(text: str, max_repeats: int) -> tuple[dict[str, Any], int, bool] | Non
     """({value, evidence}, where the loop starts, whether that is a word index rather than a character offset) when
     ``text`` ends in a loop (:func:`looping_tail`, data or not), else None."""
     words = _words(text)
-    max_period = LOOP_MAX_PERIOD * (LOOP_UNSPACED_PERIOD_FACTOR if _has_unspaced(words) else 1)
+    max_period = LOOP_MAX_PERIOD * (LOOP_UNSPACED_PERIOD_FACTOR if has_unspaced(words) else 1)
     span, period = repeated_tail(words, max_period)
     if span <= max_repeats:  # max_tokens may have cut the last word short ("... I shall not be deter")
         cut_span, cut_period = repeated_tail(words[:-1], max_period)
@@ -129,11 +129,6 @@ def _words(text: str) -> list[str]:
     """The words a loop is counted in: line-opening list numbers left out, each character of a script written
     without spaces a word."""
     return split_unspaced(_WORD.findall(_LIST_NUMBER.sub(" ", text.lower())))
-
-
-def _has_unspaced(words: list[str]) -> bool:
-    """True when ``words`` holds a character of a script written without spaces (one word per character)."""
-    return any(UNSPACED.search(w) for w in words)
 
 
 def looping_tail(text: str, max_repeats: int) -> dict[str, Any] | None:
