@@ -87,16 +87,18 @@ def run(
                                               f"cosine {DECONTAMINATE.max_cosine_similarity} to one, are left out "
                                               "of the selection."),
     minhash: bool = typer.Option(False, "--minhash", help="Leave out near-duplicates of an earlier row (MinHash LSH "
-                                 f"over word {MINHASH.shingle}-grams, estimated Jaccard >= {MINHASH.threshold}) before "
+                                 f"over word {MINHASH.shingle}-grams (characters in Chinese, Japanese, Thai...), estimated Jaccard >= {MINHASH.threshold}) before "
                                  "scoring: no judge call for them; the first copy in pool order stays (admission alone "
                                  "keeps the best-scored copy, after paying for each)."),
     heuristics: bool = typer.Option(False, "--heuristics", help="Leave out rows failing a text rule: an empty reply, "
                                     "a refusal, an \"As an AI language model\" opening, a reply ending in a loop or "
                                     "cut off inside a code fence, mojibake."),
     language: list[str] = typer.Option([], "--language", help="Keep rows in this language (ISO 639 code, e.g. en; "
-                                       "repeatable): a row whose prompts and replies fastText's lid.176 reads as "
-                                       "another language, each with probability >= "
-                                       f"{HEURISTICS.min_language_probability}, is left out. Implies --heuristics."),
+                                       "repeatable): a row is left out when fastText's lid.176 reads neither its "
+                                       "prompts nor its replies as one of these languages and reads one side (or "
+                                       "both) as another with probability >= "
+                                       f"{HEURISTICS.min_language_probability}; a side too short or too unsure to "
+                                       "read leaves the decision to the other. Implies --heuristics."),
     sort_by: str = typer.Option(DEITA.sort_by, "--sort-by", help="The DEITA scores admission sorts by, and the only "
                                 "ones computed: complexity*quality (DEITA's evol score) | complexity (a pool of "
                                 "instructions without responses: no quality score, and --heuristics lets a row "
