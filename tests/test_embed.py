@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from curate.embed import encode, encode_cached
 from curate.embed.cache import cache_folder
@@ -394,3 +395,20 @@ def test_embedding_texts_the_model_cannot_read_records_the_unknown_share_and_war
         assert (share > EMBED.max_unknown_token_share) is warned
         assert ("unknown to embedding model all-MiniLM-L6-v2" in summary["warning"]) if warned else \
             summary["warning"] is None
+
+
+def test_unknown_token_share_reads_wordpiece_and_unigram_vocabularies(tmp_path):
+    """WordPiece names its unknown token by text (``unk_token``), Unigram (XLM-R's SentencePiece) by id (``unk_id``):
+    both are read, from tiny hand-made tokenizers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from curate.embed.vocabulary import unknown_token_share
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+    for name, model in (("wordpiece", models.WordPiece(vocab, unk_token="[UNK]")),
+                        ("unigram", models.Unigram([("<unk>", 0.0), ("hello", -1.0), ("world", -1.0)], 0, False))):
+        tokenizer = Tokenizer(model)
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        (tmp_path / name).mkdir()
+        tokenizer.save(str(tmp_path / name / "tokenizer.json"))
+        assert unknown_token_share(["hello world", "hello 你好"], str(tmp_path / name)) == pytest.approx(0.25), name

@@ -23,8 +23,8 @@ def unknown_token_share(texts: list[str], model: str | None,
                         sample: int = EMBED.vocabulary_sample_texts) -> float | None:
     """The share of the tokens of ``texts`` (up to ``sample`` of them, evenly spaced; each text's first
     ``TEXT_CHARS`` characters) that the tokenizer of ``model`` (the packaged default or a folder) maps to its unknown
-    token; None when there is no ``tokenizer.json`` with one to read (a Hub name; a byte-level BPE model has no
-    unknown token). Scripts the vocabulary splits into single letters (Arabic, Devanagari) are not counted."""
+    token (``unk_token`` in ``tokenizer.json``'s model, ``unk_id`` in a Unigram one); None when there is no
+    ``tokenizer.json`` with one to read (a Hub name; a byte-level BPE model has no unknown token). Scripts the vocabulary splits into single letters (Arabic, Devanagari) are not counted."""
     try:
         path = Path(model_folder(model)) / "tokenizer.json"
     except ValueError:  # a Hub name: no folder to read
@@ -33,9 +33,12 @@ def unknown_token_share(texts: list[str], model: str | None,
         return None
     from tokenizers import Tokenizer
 
-    unk = json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("unk_token")
+    spec = json.loads(path.read_text(encoding="utf-8")).get("model", {})
     tokenizer = Tokenizer.from_file(str(path))
-    unk_id = tokenizer.token_to_id(unk) if unk else None
+    if spec.get("type") == "Unigram":  # XLM-R and other SentencePiece vocabularies name the token by its id
+        unk_id = spec.get("unk_id")
+    else:  # WordPiece, BPE: by its text
+        unk_id = tokenizer.token_to_id(spec["unk_token"]) if spec.get("unk_token") else None
     if unk_id is None:
         return None
     tokenizer.no_truncation()
