@@ -53,6 +53,15 @@ class NoLabelsError(CurateError):
         super().__init__(message)
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop by a signal other than Ctrl-C's (SIGTERM: kill, a scheduler's stop): the command exits 128 +
+    ``signum``, and ``OUT/run.json`` says the same code."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"terminated by signal {signum}")
+
+
 class StillSendingWarning(RuntimeWarning):
     """A call interrupted (Ctrl-C, Jupyter's stop button) that had not stopped when the interrupt returned: it may
     still be sending requests in the background."""

@@ -1,9 +1,9 @@
 """The exit code of a failed command, by what failed: the one table for the CLI and ``OUT/run.json`` (README,
-"Exit codes"; ``curate --help``). The failure codes are BSD's sysexits.h, which schedulers and shell scripts know."""
+"Exit codes"; ``curate run --help``). The failure codes are BSD's sysexits.h, which schedulers and shell scripts know."""
 
 from __future__ import annotations
 
-from curate.errors import ConfigError, InputError, OptionError, RetryLaterError
+from curate.errors import ConfigError, InputError, OptionError, RetryLaterError, Terminated
 
 EXIT_FAILURE = 1       # anything else (a damaged workspace, a full disk, max_cost reached ...)
 EXIT_USAGE = 2         # a bad flag or argument, told before any work (click's usage errors)
@@ -25,8 +25,8 @@ EXIT_CODES = {0: "done", EXIT_FAILURE: "failed (any other error)", EXIT_USAGE: "
 
 def exit_code(error: BaseException) -> int:
     """The code a process ends with when ``error`` stops it."""
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):  # Terminated: 128 + its signal (143 after SIGTERM), as main() exits
+        return 128 + error.signum if isinstance(error, Terminated) else EXIT_INTERRUPTED
     if isinstance(error, InputError):
         return EXIT_DATAERR
     if isinstance(error, ConfigError | OptionError):

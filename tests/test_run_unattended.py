@@ -151,3 +151,30 @@ def test_exit_codes_say_what_failed_and_the_error_keeps_its_advice(tmp_path):
 def test_run_help_lists_the_exit_codes():
     proc = _cli(sys.executable, "-m", "curate.cli", "run", "--help")
     assert proc.returncode == 0 and "Exit codes" in proc.stdout and "78" in proc.stdout and "75" in proc.stdout
+
+
+def _started(proc: subprocess.Popen, srv: FaultServer, timeout: float = 120) -> None:
+    """Wait until ``proc``'s judge has sent its first request (the run is mid-way, past its load)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not srv.total and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert srv.total and proc.poll() is None, proc.communicate()
+
+
+def test_sigterm_mid_run_exits_143_and_run_json_says_143():
+    """The record said 130 (a KeyboardInterrupt's code) while the process exited 143: one source for both now."""
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, FaultServer(latency=1.0) as srv:
+        pool = _pool(Path(tmp) / "pool.jsonl", 12)
+        proc = subprocess.Popen(_run_args(pool, Path(tmp) / "run", 3, srv, "--concurrency", "1"), env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started(proc, srv)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        record = json.loads((Path(tmp) / "run" / "run.json").read_text())
+        assert record["status"] == "interrupted" and record["exit_code"] == 143, record

@@ -16,7 +16,7 @@ from curate import pools
 from curate.cli.group import CommandGroup
 from curate.cli.pipes import OutputConsole
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
-from curate.errors import OptionError
+from curate.errors import OptionError, Terminated
 from curate.storage.run_records import (  # noqa: F401  (the commands read the request wording from here too)
     REPEATED_WORDS,
     answered_text,
@@ -68,7 +68,13 @@ interrupt_signal = int(signal.SIGINT)  # SIGTERM's number after a SIGTERM
 def on_sigint(signum: int, frame: Any) -> None:
     global interrupt_requested, interrupt_signal
     interrupt_requested, interrupt_signal = True, signum
-    raise KeyboardInterrupt
+    raise _interrupt()
+
+
+def _interrupt() -> KeyboardInterrupt:
+    """What a stop raises: KeyboardInterrupt after Ctrl-C, its subclass Terminated (carrying the signal, so the run's
+    record says 143 as main() exits) after SIGTERM."""
+    return KeyboardInterrupt() if interrupt_signal == signal.SIGINT else Terminated(interrupt_signal)
 
 
 def quiet_swallowed_interrupt(unraisable: Any) -> None:
@@ -80,7 +86,7 @@ def quiet_swallowed_interrupt(unraisable: Any) -> None:
 def check_interrupted() -> None:
     """Raise KeyboardInterrupt if Ctrl-C was pressed (even if its first KeyboardInterrupt got swallowed)."""
     if interrupt_requested:
-        raise KeyboardInterrupt
+        raise _interrupt()
 
 
 def option(defaults: Any, field: str, help: str, *flags: str) -> Any:
