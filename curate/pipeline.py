@@ -394,7 +394,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores,  # a bad language: named here
               embed_model=embed_model)
     plan = engine_steps(run, engine, address)
-    run.made = tuple(p for p in (run.out, run.out / "workspace") if not p.exists())  # the run lock's folder makes them
-    with run_lock(run.out):  # a second run on this folder waits for the whole of this one (select, export, report)
+    with run_lock(run.out) as made:  # a second run on this folder waits for the whole of this one (select, export ...)
+        run.made = made  # out and its workspace, made by this run (the lock's folder): a failed load removes them
         timings, results, record = run_steps(run, plan, on_start, on_done)
     return RunResult(run.ws, SELECTION, run.outputs, timings, results, record)

@@ -178,3 +178,37 @@ def test_sigterm_mid_run_exits_143_and_run_json_says_143():
         assert proc.returncode == 143, err
         record = json.loads((Path(tmp) / "run" / "run.json").read_text())
         assert record["status"] == "interrupted" and record["exit_code"] == 143, record
+
+
+def test_a_run_waiting_on_one_whose_load_fails_runs_in_the_folder_made_again(tmp_path):
+    """The holder's failed load removes the folders it made, the lock's with them: the waiter failed with
+    "OUT/workspace/locks/run.lock: No such file or directory" (exit 1) though its own source was fine."""
+    import shutil
+
+    from curate.storage.run_lock import run_lock
+
+    pool, out = _pool(tmp_path / "pool.jsonl", 8), tmp_path / "run"
+    with run_lock(out):  # this test is the holder whose load fails
+        proc = subprocess.Popen(_run_args(pool, out, 3, None), env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        said = []
+        while not any("waiting for another curate run" in line for line in said) and proc.poll() is None:
+            said.append(proc.stderr.readline())
+        assert proc.poll() is None, said
+        shutil.rmtree(out)  # as the failed load's removed_on_failure(*run.made) does, the lock held
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(said) + err
+    assert (out / "selected.jsonl").is_file() and json.loads((out / "run.json").read_text())["status"] == "ok"
+
+
+def test_folders_another_run_filled_first_are_not_this_runs_to_remove(tmp_path):
+    """Made by this run's mkdir, but another run took the lock first and finished there: a failed load of this run
+    removed its work."""
+    from curate.storage.run_lock import _made, _still_empty
+
+    out = tmp_path / "run"
+    made = _made(out)
+    assert made == (out, out / "workspace") and _made(out) == ()  # the second run made none
+    assert _still_empty(made) == made
+    (out / "run.json").write_text("{}")  # the other run's work
+    assert _still_empty(made) == ()

@@ -1,33 +1,80 @@
 """The lock of a whole `curate run` on one out folder (``OUT/workspace/locks/run.lock``): a second run on that folder
 waits, saying for whom, then runs with its own arguments. Column locks alone serialised scoring, so two runs with
 different budgets each selected, exported and reported in turn and the folder held whichever wrote last, not the
-last finisher's result."""
+last finisher's result.
+
+A run whose load fails removes the folders it made (``OUT``, ``OUT/workspace``), its lock file with them, while it
+holds the lock: a run waiting on it makes them again and takes the lock there (it failed with "run.lock: No such file
+or directory"). Which folders a run made is decided by ``os.mkdir`` (one process makes each) and checked again once
+it holds the lock: a folder another run has filled meanwhile is not this run's to remove."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from curate.storage.files import LOCKS_DIR, held
-from curate.storage.lock_holders import describe_holder
+from filelock import Timeout
+
+from curate.storage.files import LOCKS_DIR, file_lock
+from curate.storage.lock_holders import describe_holder, forget_holder, record_holder
 
 RUN_LOCK = "run.lock"
 log = logging.getLogger("curate")
 
 
-def run_lock_path(out: Path) -> Path:
-    """Where the run lock of ``out`` lives (its folder is made, with ``out/workspace``, if missing)."""
-    folder = Path(out) / "workspace" / LOCKS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / RUN_LOCK
+def _made(out: Path) -> tuple[Path, ...]:
+    """Make ``out``, ``out/workspace`` and its locks folder; the first two of them this process made."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    made = []
+    for folder in (out, out / "workspace", out / "workspace" / LOCKS_DIR):
+        try:
+            os.mkdir(folder)
+            made.append(folder)
+        except FileExistsError:
+            pass
+    return tuple(p for p in made if p.name != LOCKS_DIR)
 
 
-def run_lock(out: Path) -> Any:
-    """Context manager holding the run lock of ``out`` for a whole run; a wait is logged at once (logger ``curate``),
+def _still_empty(made: tuple[Path, ...]) -> tuple[Path, ...]:
+    """``made``, unless another run has put its work in them since (it took the lock first): then none is ours."""
+    for folder in made:
+        with contextlib.suppress(FileNotFoundError):
+            if set(os.listdir(folder)) - {"workspace", LOCKS_DIR}:
+                return ()
+    return made
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[tuple[Path, ...]]:
+    """Context manager holding the run lock of ``out`` for a whole run, yielding the folders (``out``,
+    ``out/workspace``) this run made, which a failed load removes; a wait is logged at once (logger ``curate``),
     naming the holder."""
-    path = run_lock_path(out)
-
-    def notice() -> None:
-        log.warning("waiting for another curate run on %s (%s), held by %s", out, path, describe_holder(path))
-    return held(path, notice)
+    out, told = Path(out), False
+    while True:
+        made = _made(out)
+        path = out / "workspace" / LOCKS_DIR / RUN_LOCK
+        lock = file_lock(path)
+        try:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if not told:
+                    log.warning("waiting for another curate run on %s (%s), held by %s", out, path,
+                                describe_holder(path))
+                    told = True
+                lock.acquire()
+        except FileNotFoundError:  # the holder's load failed and removed the folders it made, the lock's too
+            continue
+        if os.path.exists(path):  # else removed before this run locked it (filelock retried on a new file)
+            break
+        lock.release()
+    made = _still_empty(made)
+    try:
+        record_holder(path)
+        yield made
+    finally:
+        forget_holder(path)
+        lock.release()
