@@ -27,6 +27,8 @@ def exit_code(error: BaseException) -> int:
     """The code a process ends with when ``error`` stops it."""
     if isinstance(error, KeyboardInterrupt):  # Terminated: 128 + its signal (143 after SIGTERM), as main() exits
         return 128 + error.signum if isinstance(error, Terminated) else EXIT_INTERRUPTED
+    if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):  # click's: 2 for usage errors
+        return error.exit_code
     if isinstance(error, InputError):
         return EXIT_DATAERR
     if isinstance(error, ConfigError | OptionError):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.storage.files import atomic_write_bytes
+from curate.storage.files import atomic_write_bytes, now
 
 RUN_RECORD = "run.json"
 RUN_RECORD_VERSION = 1
@@ -72,24 +72,40 @@ def step_counts(name: str, result: Any, budget: int) -> dict[str, Any]:
     return counts
 
 
-def run_record(out: Path, budget: int, results: dict[str, Any], timings: dict[str, float], outputs: dict[str, Path],
-               started: float, error: BaseException | None = None) -> dict[str, Any]:
-    """The record of a run (finished, or stopped by ``error``) as ``OUT/run.json`` holds it."""
+def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: dict[str, float],
+               outputs: dict[str, Path], started: float, error: BaseException | None = None, *,
+               running: bool = False) -> dict[str, Any]:
+    """The record of a run (finished, stopped by ``error``, or ``running``: its steps under way) as ``OUT/run.json``
+    holds it."""
     from curate import __version__
     from curate.exit_codes import exit_code
 
     llm = llm_use(results)
     if llm is not None:
         llm.pop("_total")
-    return {"record_version": RUN_RECORD_VERSION, "curate_version": __version__,
-            "status": "ok" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-            "exit_code": 0 if error is None else exit_code(error),
+    status = ("running" if running else "ok" if error is None
+              else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
+    return {"record_version": RUN_RECORD_VERSION, "curate_version": __version__, "status": status,
+            "exit_code": None if running else 0 if error is None else exit_code(error),
             "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
+            "started_at": _iso(started), "finished_at": None if running else now(),
             "out": str(out), "budget": budget, "seconds": round(time.time() - started, 3),
             "steps_finished": list(results),
             "steps": {name: {"seconds": round(timings[name], 3), **step_counts(name, result, budget)}
                       for name, result in results.items()},
             "outputs": {kind: str(path) for kind, path in outputs.items()}, "llm": llm}
+
+
+def _iso(seconds: float) -> str:
+    """``seconds`` since the epoch as :func:`curate.storage.files.now` writes a time (UTC, ISO 8601)."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="microseconds")
+
+
+def failed_run_record(out: Path, budget: int | None, error: BaseException) -> dict[str, Any]:
+    """The record of a run stopped before its first step (an option refused, the backend not built): no step's."""
+    return run_record(out, budget, {}, {}, {}, time.time(), error)
 
 
 def write_run_record(out: Path, record: dict[str, Any]) -> Path:
@@ -101,12 +117,15 @@ def write_run_record(out: Path, record: dict[str, Any]) -> Path:
 
 def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None,
               on_done: Callable[[str, Any, float], None] | None) -> tuple[dict[str, float], dict[str, Any], dict]:
-    """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each; write ``OUT/run.json`` when they
-    finish, or when one fails (then the exception carries the record as ``run_record``), unless a failed load removed
-    the workspace it made (the out folder is then as it was). Returns timings, results and the record."""
+    """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each; write ``OUT/run.json`` (status
+    ``running`` first, replacing an earlier run's) when they finish, or when one fails (the exception carries the
+    record as ``run_record``, written unless a failed load removed the workspace it made: the out folder is then as
+    it was). Returns timings, results and the record."""
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     began = time.time()
+    if (Path(run.out) / "workspace").is_dir():
+        write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began, running=True))
     try:
         for name, step in plan:
             if on_start is not None:
@@ -117,11 +136,10 @@ def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None
             if on_done is not None:
                 on_done(name, results[name], timings[name])
     except BaseException as exc:
+        exc.run_record = run_record(run.out, run.budget, results, timings, run.outputs, began, exc)  # type: ignore[attr-defined]
         if (Path(run.out) / "workspace").is_dir():  # a load that failed removed the one it made: out as it was
-            record = run_record(run.out, run.budget, results, timings, run.outputs, began, exc)
             try:
-                write_run_record(run.out, record)
-                exc.run_record = record  # type: ignore[attr-defined]
+                write_run_record(run.out, exc.run_record)  # type: ignore[attr-defined]
             except Exception as failed:  # noqa: BLE001  (the run's own error is the one to report)
                 log.warning("%s: not written: %s", Path(run.out) / RUN_RECORD, failed)
         raise

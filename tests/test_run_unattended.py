@@ -212,3 +212,38 @@ def test_folders_another_run_filled_first_are_not_this_runs_to_remove(tmp_path):
     assert _still_empty(made) == made
     (out / "run.json").write_text("{}")  # the other run's work
     assert _still_empty(made) == ()
+
+
+def test_json_is_printed_when_the_run_fails_before_a_step_or_at_a_new_folders_load(tmp_path):
+    """--json printed nothing when a check refused the run before its first step, or the load of a new folder failed
+    (no OUT/run.json, the folder removed); --dry-run --json printed prose. Each record has its times."""
+    pool = _pool(tmp_path / "pool.jsonl", 6)
+    no_model = _cli(*_run_args(pool, tmp_path / "r1", 3, None, "--embed-model", str(tmp_path / "nope"), "--json"))
+    record = json.loads(no_model.stdout)
+    assert record["status"] == "failed" and record["steps"] == {} and record["exit_code"] == no_model.returncode
+    assert "nope" in record["error"]["message"] and record["started_at"] <= record["finished_at"]
+    missing = _cli(*_run_args(tmp_path / "missing.jsonl", tmp_path / "r2", 3, None, "--json"))
+    record = json.loads(missing.stdout)
+    assert missing.returncode == 65 == record["exit_code"] and record["steps_finished"] == []
+    assert not (tmp_path / "r2").exists()
+    dry = _cli(*_run_args(pool, tmp_path / "r3", 3, None, "--dry-run", "--json"))
+    assert dry.returncode == 2 and dry.stdout == "" and "--json" in dry.stderr, dry.stderr
+
+
+def test_run_json_says_running_while_the_steps_run_not_the_last_runs_ok(tmp_path):
+    """A run stopped at once (SIGKILL) left the earlier run's record saying ok; it says running, with its start."""
+    import signal
+
+    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "run"
+    assert _cli(*_run_args(pool, out, 3, None)).returncode == 0
+    first = json.loads((out / "run.json").read_text())
+    assert first["status"] == "ok" and first["started_at"] < first["finished_at"]
+    with FaultServer(latency=1.0) as srv:
+        proc = subprocess.Popen(_run_args(pool, out, 3, srv, "--concurrency", "1"), env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started(proc, srv)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "running" and record["exit_code"] is None and record["finished_at"] is None
+    assert record["started_at"] > first["finished_at"]

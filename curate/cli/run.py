@@ -144,6 +144,9 @@ def run(
                               max_retries=max_retries, api_key_env=api_key_env)
 
     if dry_run:
+        if json_out:  # the dry run prints estimates, not a run's record
+            raise typer.BadParameter("--json prints the record of a run; --dry-run sends nothing and makes none: give "
+                                     "one of them", param_hint="'--json'")
         if not use_llm:
             console.print("dry run: without --backend the shipped scorers score offline: no LLM requests, $0")
             return
@@ -157,7 +160,7 @@ def run(
                                              decontaminate_target=str(decontaminate) if decontaminate else None,
                                              **read_as))
         return
-    with (_prose_on_stderr() if json_out else contextlib.nullcontext()), _record_printed(json_out), \
+    with (_prose_on_stderr() if json_out else contextlib.nullcontext()), _record_printed(json_out, out, budget), \
             (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
         result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
                               tag_backend=llm if tags else None, report=report, **_engine_args(engine, address),
@@ -188,21 +191,20 @@ def _prose_on_stderr():
 
 
 @contextlib.contextmanager
-def _record_printed(json_out: bool):
+def _record_printed(json_out: bool, out: Path, budget: int | None):
     """A failed run's exit code by what failed (``exit_status``, which main() exits with; other commands exit 1);
-    with --json, its record (OUT/run.json, carried by the error) on stdout before the error line."""
+    with --json, its record (the one the error carries, else one of no step: it failed before the first) on stdout
+    before the error line."""
     from curate.exit_codes import exit_code
+    from curate.run_record import failed_run_record
 
     try:
         yield
-    except Exception as exc:
-        exc.exit_status = exit_code(exc)
-        if json_out and getattr(exc, "run_record", None) is not None:
-            _print_record(exc.run_record)
-        raise
     except BaseException as exc:
-        if json_out and getattr(exc, "run_record", None) is not None:
-            _print_record(exc.run_record)
+        if isinstance(exc, Exception):
+            exc.exit_status = exit_code(exc)
+        if json_out and not isinstance(exc, SystemExit):
+            _print_record(getattr(exc, "run_record", None) or failed_run_record(out, budget, exc))
         raise
 
 
