@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.codes import FailureCode, unreached_rows
+from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
-from curate.errors import ConfigError, CurateError, RetryLaterError, python_and_cli
+from curate.errors import CurateError, python_and_cli
 from curate.pools import check_read_options, run_on_error
-from curate.run_record import run_steps
+from curate.run_record import applied, check_answered, run_steps
 from curate.run_result import RunResult
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
@@ -230,21 +230,14 @@ def score(run: Run) -> dict[str, Any]:
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()
-    results = {s.column: apply_to_rows(run.ws, s, ids, run.progress) for s in producers}
+    results = {s.column: applied(run.backend, lambda s=s: apply_to_rows(run.ws, s, ids, run.progress)) for s in producers}
     per_step = [run.ws.failures(step.column) for step in producers]
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:
         raise CurateError(f"{unsent} rows not sent: max_cost reached (the scored rows are kept in {run.ws.path}); "
                           f"re-run with a larger {python_and_cli('max_cost= of the backend', '--max-cost')} to finish")
-    unreached = unreached_rows(failures)
-    if unreached:  # selecting now would silently leave out every row the server failed to answer
-        # the settings refused (key, access, model, endpoint): a re-run fails alike until fixed; else retry later
-        refused, unreachable = (getattr(run.backend, key, None) for key in ("refused", "unreachable"))
-        error = ConfigError if refused else RetryLaterError  # why the backend stopped sending (with its advice) first
-        raise error(f"{len(unreached)} rows not scored: the judge did not answer "
-                    f"({refused or unreachable or unreached[0].message}); "
-                    f"the scored rows are kept in {run.ws.path}: re-run to send the rest")
+    check_answered(run.backend, failures, "scored", run.ws.path)  # settings refused: 78; no answer: 75, retry later
     return results
 
 
@@ -267,7 +260,9 @@ def tags(run: Run) -> dict[str, Any]:
 
     fields = set(run.ws.pool.column_names)  # a pool field named tags (tags_raw) keeps its values, as a judge's name
     raw, column = (name + "_instag" * (name in fields) for name in ("tags_raw", "tags"))
-    tagged = apply_to_rows(run.ws, Tagger(run.tag_backend, column=raw), run.kept_ids(candidates(run)), run.progress)
+    ids = run.kept_ids(candidates(run))
+    tagged = applied(run.tag_backend, lambda: apply_to_rows(run.ws, Tagger(run.tag_backend, column=raw), ids, run.progress))
+    check_answered(run.tag_backend, run.ws.failures(raw, ids), "tagged", run.ws.path)  # as score: 78 or 75
     return {"tags_raw": tagged, "normalizer": normalize(run.ws, source=raw, column=column), "columns": (raw, column)}
 
 

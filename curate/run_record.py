@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from curate.errors import ConfigError, CurateError, RetryLaterError
 from curate.storage.files import atomic_write_bytes, now
 
 RUN_RECORD = "run.json"
@@ -106,6 +107,40 @@ def _iso(seconds: float) -> str:
 def failed_run_record(out: Path, budget: int | None, error: BaseException) -> dict[str, Any]:
     """The record of a run stopped before its first step (an option refused, the backend not built): no step's."""
     return run_record(out, budget, {}, {}, {}, time.time(), error)
+
+
+def backend_error(backend: Any) -> type[CurateError] | None:
+    """The error a step stopped by ``backend`` raises: ConfigError when it says its settings were refused (key,
+    access, model, endpoint: a re-run fails alike until fixed), RetryLaterError when its server did not answer,
+    else None."""
+    refused, unreachable = (getattr(backend, key, None) for key in ("refused", "unreachable"))
+    return ConfigError if refused else RetryLaterError if unreachable else None
+
+
+def applied(backend: Any, apply: Callable[[], Any]) -> Any:
+    """``apply()``; a plain CurateError it raises (a judge taking a column over and failing every row) as
+    :func:`backend_error`'s when the backend says why it stopped sending."""
+    try:
+        return apply()
+    except CurateError as exc:
+        error = backend_error(backend)
+        if type(exc) is not CurateError or error is None:
+            raise
+        raise error(f"{exc} ({getattr(backend, 'refused', None) or getattr(backend, 'unreachable', None)})") from exc
+
+
+def check_answered(backend: Any, failures: list[list[Any]], done: str, kept: Path) -> None:
+    """Refuse to go on when the LLM did not answer some rows (``failures``: each row's): settings refused or a server
+    that did not answer (:func:`backend_error`); selecting then would silently leave those rows out."""
+    from curate.codes import unreached_rows
+
+    unreached, error = unreached_rows(failures), backend_error(backend)
+    if not unreached and error is None:
+        return
+    reason = getattr(backend, "refused", None) or getattr(backend, "unreachable", None) or unreached[0].message
+    rows = len(unreached) or sum(bool(fails) for fails in failures)
+    raise (error or RetryLaterError)(f"{rows} rows not {done}: the judge did not answer ({reason}); the {done} rows "
+                                     f"are kept in {kept}: re-run to send the rest")
 
 
 def write_run_record(out: Path, record: dict[str, Any]) -> Path:

@@ -247,3 +247,28 @@ def test_run_json_says_running_while_the_steps_run_not_the_last_runs_ok(tmp_path
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "running" and record["exit_code"] is None and record["finished_at"] is None
     assert record["started_at"] > first["finished_at"]
+
+
+def test_refused_settings_exit_78_in_tags_and_where_a_judge_takes_a_column_over(tmp_path):
+    """A wrong API key: the tagger stored failed rows and the run exited 0 (status ok); a judge taking over the
+    default scorers' column with every row failing exited 1 (a plain error)."""
+    from curate.exit_codes import EXIT_CONFIG
+
+    pool = _pool(tmp_path / "pool.jsonl", 6)
+    os.environ["CURATE_TEST_WRONG_KEY"] = "wrong"
+    try:
+        with FaultServer(api_key="right") as srv:
+            os.environ["CURATE_TEST_RIGHT_KEY"] = "right"
+            scored = _cli(*_run_args(pool, tmp_path / "r1", 3, srv, "--api-key-env", "CURATE_TEST_RIGHT_KEY"))
+            assert scored.returncode == 0, scored.stderr
+            tags = _cli(*_run_args(pool, tmp_path / "r1", 3, srv, "--api-key-env", "CURATE_TEST_WRONG_KEY", "--tags"))
+            assert tags.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(tags), tags.stderr
+            record = json.loads((tmp_path / "r1" / "run.json").read_text())
+            assert record["status"] == "failed" and record["exit_code"] == EXIT_CONFIG and "tags" not in record["steps"]
+            assert _cli(*_run_args(pool, tmp_path / "r2", 3, None)).returncode == 0  # the default scorers' columns
+            takeover = _cli(*_run_args(pool, tmp_path / "r2", 3, srv, "--api-key-env", "CURATE_TEST_WRONG_KEY"))
+            assert takeover.returncode == EXIT_CONFIG and "keeps its earlier values" in _error_line(takeover), \
+                takeover.stderr
+    finally:
+        os.environ.pop("CURATE_TEST_WRONG_KEY", None)
+        os.environ.pop("CURATE_TEST_RIGHT_KEY", None)
