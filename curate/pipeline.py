@@ -21,7 +21,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
-from curate.errors import CurateError, python_and_cli
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
 from curate.run_record import applied, check_answered, run_steps
 from curate.run_result import RunResult
@@ -80,9 +80,9 @@ class Run:
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence
-            raise CurateError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
+            raise OptionError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
         if self.embed_model is not None and not Path(self.embed_model).expanduser().is_dir():  # before any step
-            raise CurateError(f"embed_model {self.embed_model} (--embed-model): no such model folder")
+            raise OptionError(f"embed_model {self.embed_model} (--embed-model): no such model folder")
         if self.signals:
             from curate.signals.steps import check_run_signals
 
@@ -325,13 +325,13 @@ def engine_steps(run: Run, engine: str = "single", address: str | None = None) -
     """The steps of ``run`` on ``engine``: ``single`` runs them here; ``ray`` runs load, dedup, score and embed on Ray."""
     if engine == "single":
         if address is not None:
-            raise CurateError(f"address {address!r} (--address) is a Ray cluster's: it needs engine='ray' (--engine ray)")
+            raise OptionError(f"address {address!r} (--address) is a Ray cluster's: it needs engine='ray' (--engine ray)")
         return steps(run)
     if engine == "ray":
         from curate.scale import ray_plan
 
         return ray_plan(run, steps(run), address, dedup_name=DEDUP, near_dedup_name=NEAR_DEDUP)
-    raise CurateError(f"unknown engine {engine!r}: choose single or ray")
+    raise OptionError(f"unknown engine {engine!r}: choose single or ray")
 
 
 def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
@@ -372,9 +372,9 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     """
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
     if budget < 1:  # a run selecting nothing would still load, score and embed the whole pool
-        raise CurateError(f"budget must be at least 1 row, not {budget}")
+        raise OptionError(f"budget must be at least 1 row, not {budget}")
     if not -1 <= max_cosine_similarity <= 1:
-        raise CurateError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
+        raise OptionError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     if decontaminate is not None:
         from curate.select.decontaminate import read_targets
 

@@ -272,3 +272,19 @@ def test_refused_settings_exit_78_in_tags_and_where_a_judge_takes_a_column_over(
     finally:
         os.environ.pop("CURATE_TEST_WRONG_KEY", None)
         os.environ.pop("CURATE_TEST_RIGHT_KEY", None)
+
+
+def test_option_errors_exit_78_and_an_unreadable_source_65(tmp_path):
+    """--signal-model without --signal and an --embed-model folder that is not there exited 1, where the table says
+    78 (an option's value); a source that cannot be read exits 65."""
+    from curate.exit_codes import EXIT_CONFIG, EXIT_DATAERR
+
+    pool = _pool(tmp_path / "pool.jsonl", 6)
+    for more in (["--signal-model", str(tmp_path)], ["--embed-model", str(tmp_path / "nope")]):
+        proc = _cli(*_run_args(pool, tmp_path / "r", 3, None, *more))
+        assert proc.returncode == EXIT_CONFIG, (more, proc.stderr)
+    if os.path.exists("/proc/self/mem"):  # reads fail (EIO), root or not
+        for name in ("mem.jsonl", "mem.csv"):
+            os.symlink("/proc/self/mem", tmp_path / name)
+            proc = _cli(*_run_args(tmp_path / name, tmp_path / "r", 3, None))
+            assert proc.returncode == EXIT_DATAERR and "cannot read" in _error_line(proc), proc.stderr

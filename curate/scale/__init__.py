@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.scale.ray_engine import RayEngine
 
 ENGINES = ("single", "ray")
@@ -20,7 +20,7 @@ def ray_plan(run: Any, plan: list, address: str | None, *, dedup_name: str, near
     if not isinstance(run.source, str):  # the tasks read shards by path, on any node
         raise CurateError("engine='ray' (--engine ray) reads the pool from files: save it first (e.g. ds.to_parquet(PATH))")
     if run.embed_model is not None:  # the actors embed with the packaged model
-        raise CurateError(f"embed_model {run.embed_model} (--embed-model) runs on the single engine, not on ray")
+        raise OptionError(f"embed_model {run.embed_model} (--embed-model) runs on the single engine, not on ray")
     reading = [step for step in run.scorers.values() if step.inputs]
     if reading:  # the actors compute a row's signals beside its scores, not before them
         raise CurateError(f"scorer {reading[0].column!r} reads the columns {', '.join(reading[0].inputs)}: a "
