@@ -2,6 +2,7 @@
 ``created`` times); a changed input still rewrites them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -155,3 +156,38 @@ def test_a_report_is_drawn_again_when_a_column_it_shows_changes(tmp_path):
     assert drawn["report.html"] != before["report.html"] and "reviewer_note" in (out / "report.html").read_text()
     run_pipeline(str(pool), out=out, budget=3, progress=False)
     assert output_files(out) == drawn  # the old code drew it at every run
+
+
+def test_bytecode_written_in_a_sub_package_leaves_the_code_digest_as_it_was():
+    """Only the top-level __pycache__ was skipped: a .pyc Python wrote lazily into a sub-package's (curate/storage/
+    __pycache__) changed the digest, and a re-run wrote every export and the report again."""
+    import curate.storage.output_record as output_record
+
+    probe = Path(output_record.__file__).parent / "__pycache__" / "zz_probe_of_a_test.cpython-311.pyc"
+    probe.parent.mkdir(exist_ok=True)
+    output_record._code_state.cache_clear()
+    before = output_record._code_state()
+    try:
+        probe.write_bytes(b"bytecode")
+        (Path(output_record.__file__).parent / "zz_probe_of_a_test.pyc").write_bytes(b"bytecode")
+        output_record._code_state.cache_clear()
+        assert output_record._code_state() == before
+    finally:
+        probe.unlink(missing_ok=True)
+        (Path(output_record.__file__).parent / "zz_probe_of_a_test.pyc").unlink(missing_ok=True)
+        output_record._code_state.cache_clear()
+
+
+def test_a_damaged_outputs_record_is_named_in_a_warning(tmp_path, caplog):
+    """It was taken as empty in silence."""
+    from curate.pipeline import run_pipeline
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"instruction": f"Question {i} about topic {i}",
+                                        "output": f"Answer {i} on topic {i}"}) + "\n" for i in range(6)))
+    run_pipeline(str(pool), tmp_path / "run", 3, report=False, progress=False)
+    (tmp_path / "run" / "workspace" / "outputs.json").write_text("{cut")
+    with caplog.at_level("WARNING", logger="curate"):
+        result = run_pipeline(str(pool), tmp_path / "run", 3, report=False, progress=False)
+    assert not result.results["export"].unchanged
+    assert any("outputs.json: damaged" in r.getMessage() for r in caplog.records), caplog.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from curate.errors import WorkspaceError
 from curate.storage.files import LOCK_FILE, LOCKS_DIR, STAGING_DIR, atomic_write_bytes, file_lock, read_json
 
 OUTPUTS_RECORD = "outputs.json"
+log = logging.getLogger("curate")
 # not inputs of an output: locks, sources being staged, caches (a report or export reads none), the record itself
 _NOT_INPUTS = {LOCKS_DIR, STAGING_DIR, "cache", OUTPUTS_RECORD}
 
@@ -38,15 +40,15 @@ class Written:
     unchanged: bool
 
 
-def _stats(root: Path, skip: set[str] = frozenset()) -> dict[str, list[int]]:
-    """Every file under ``root`` (not those under a top-level name in ``skip``, nor lock files): relative path ->
-    [size, mtime_ns, inode]."""
+def _stats(root: Path, skip: set[str] = frozenset(), skip_everywhere: set[str] = frozenset()) -> dict[str, list[int]]:
+    """Every file under ``root`` (not those under a top-level name in ``skip`` or a folder of any level in
+    ``skip_everywhere``, nor lock files): relative path -> [size, mtime_ns, inode]."""
     found: dict[str, list[int]] = {}
     for folder, dirs, files in os.walk(root):
-        if folder == str(root):
-            dirs[:] = [d for d in dirs if d not in skip]
+        dirs[:] = [d for d in dirs if d not in skip_everywhere and (folder != str(root) or d not in skip)]
         for name in files:
-            if (folder == str(root) and name in skip) or name.startswith(LOCK_FILE) or name.endswith(".lock"):
+            if (folder == str(root) and name in skip) or name.startswith(LOCK_FILE) or name.endswith(".lock") \
+                    or (skip_everywhere and name.endswith(".pyc")):
                 continue
             path = os.path.join(folder, name)
             with contextlib.suppress(FileNotFoundError):  # removed while walking: not an input any more
@@ -55,11 +57,22 @@ def _stats(root: Path, skip: set[str] = frozenset()) -> dict[str, list[int]]:
     return dict(sorted(found.items()))
 
 
+# the libraries an export or the report is drawn with: another version may write other files
+_DRAWN_WITH = ("datasets", "pyarrow", "matplotlib")
+
+
 @cache
 def _code_state() -> str:
-    """Digest of the curate package's files (its code and the report's stylesheet) as this process found them."""
+    """Digest of the curate package's files (its code and the report's stylesheet; not the bytecode Python writes
+    when it first imports a module, at any level) and of the versions of the libraries it draws with."""
+    from importlib.metadata import PackageNotFoundError, version
+
     package = Path(__file__).resolve().parents[1]
-    return _digest(_stats(package, {"__pycache__"}))
+    versions = {}
+    for name in _DRAWN_WITH:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return _digest([_stats(package, skip_everywhere={"__pycache__"}), versions])
 
 
 def _digest(value: Any) -> str:
@@ -95,14 +108,18 @@ def _key(outs: list[Path]) -> str:
 
 
 def _record(ws: Workspace) -> dict[str, Any]:
-    """The record; a damaged one (cut short, edited) as none: it only costs writing the outputs again, and is then
-    written whole."""
+    """The record; a damaged one (cut short, edited) as none, with a warning naming it (logger ``curate``): it only
+    costs writing the outputs again, and is then written whole. A file that cannot be read is an error."""
     path = ws.path / OUTPUTS_RECORD
     try:
         record = read_json(path) if path.is_file() else {}
-    except (WorkspaceError, OSError, UnicodeDecodeError):
+    except (WorkspaceError, UnicodeDecodeError) as exc:
+        log.warning("%s: damaged, the outputs are written again (%s)", path, exc)
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        log.warning("%s: damaged (not a JSON object), the outputs are written again", path)
+        return {}
+    return record
 
 
 def written_unless_current(ws: Workspace, outs: list[Path], write: Callable[[], Any], **arguments: Any) -> bool:
