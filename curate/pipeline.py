@@ -23,7 +23,7 @@ from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
 from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
-from curate.run_record import applied, check_answered, run_steps
+from curate.run_record import RUN_RECORD, applied, check_answered, run_steps
 from curate.run_result import RunResult
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
@@ -76,7 +76,7 @@ class Run:
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
         self.on_error = run_on_error(self.on_error, self.mapping, self.source)
         check_read_options(self.format, self.mapping, self.on_error)
-        check_run_folder(Path(self.out), [*EXPORTS.values()] + [REPORT.path] * self.report)
+        check_run_folder(Path(self.out), [*EXPORTS.values(), RUN_RECORD] + [REPORT.path] * self.report)
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
         if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence

@@ -288,3 +288,16 @@ def test_option_errors_exit_78_and_an_unreadable_source_65(tmp_path):
             os.symlink("/proc/self/mem", tmp_path / name)
             proc = _cli(*_run_args(tmp_path / name, tmp_path / "r", 3, None))
             assert proc.returncode == EXIT_DATAERR and "cannot read" in _error_line(proc), proc.stderr
+
+
+def test_a_users_run_json_in_a_folder_without_a_workspace_is_not_written_over(tmp_path):
+    """The out folder's check listed the exports and the report, not run.json: a user's own was replaced."""
+    from curate.errors import WorkspaceError
+    from curate.pipeline import run_pipeline
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "run.json").write_text('{"mine": true}')
+    with pytest.raises(WorkspaceError, match=r"holds run\.json, which no curate run wrote there"):
+        run_pipeline(str(_pool(tmp_path / "pool.jsonl", 6)), out, 3, report=False, progress=False)
+    assert (out / "run.json").read_text() == '{"mine": true}'
