@@ -642,3 +642,20 @@ def test_perplexity_is_the_same_alone_or_after_ifd_in_the_workspace(tiny_model, 
     after.apply(ppl, progress=False)
     assert ifd.engine.stats["forward_passes"] == passes  # answered by IFD's cached conditioned requests
     assert by_id(after, "perplexity") == by_id(alone, "perplexity")
+
+
+def test_the_reference_tuning_bar_is_curates_own(tiny_model, tmp_path, monkeypatch, capsys):
+    """It was tqdm.auto's: CURATE_PROGRESS=0 left it on, and a log got carriage-return redraws, not lines."""
+    from curate.signals.lora import train_adapter
+
+    step = Learnability(CONVERSATIONS[:3], tiny_model, dtype="float32", lora=LoraConfig(steps=2, lr=1e-2, batch=2))
+    for folder, setting in (("off", "0"), ("on", "1")):
+        monkeypatch.setenv("CURATE_PROGRESS", setting)
+        (tmp_path / folder).mkdir()
+        train_adapter(step.engine.model_dir, step.reference_requests, step.lora, tmp_path / folder, progress=True)
+        err = capsys.readouterr().err
+        if setting == "0":
+            assert "tuning the reference" not in err, err
+        else:
+            ours = [line for line in err.split("\n") if "tuning the reference" in line]  # transformers' bar aside
+            assert ours and all("\r" not in line for line in ours), repr(err)

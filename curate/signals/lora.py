@@ -31,6 +31,7 @@ from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Request
 from curate.storage.files import folder_fingerprint
+from curate.storage.progress import progress_bar
 from curate.storage.write_errors import writing
 
 VERSION = 2  # 2: peft adapters (1: the hand-written LoRA); bump when tuning changes meaning
@@ -135,7 +136,6 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     (:mod:`curate.scorers.checkpoint`), so a killed tuning continues from its last save. ``saved_as``: the folder
     that ``folder`` (a temporary one) becomes, named in a failed save's error (a full disk)."""
     torch = import_torch()
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
     if not requests:
@@ -161,21 +161,23 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
                  "rng": _NumpyRng(rng), "best": {}, "history": losses,
                  "trainable": lambda: {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}}
         done = checkpoint.restore(parts)
-    for step in tqdm(range(done + 1, config.steps + 1), desc="tuning the reference (LoRA)", unit="step",
-                     disable=not progress, leave=False, initial=done, total=config.steps):
-        picked = [requests[i] for i in rng.choice(len(requests), size=min(config.batch, len(requests)), replace=False)]
-        ids, mask, rows, cols, targets = _batch(picked, pad_id, device)
-        logits, _ = response_logits(model, ids, mask, rows, cols)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-        if not math.isfinite(value := float(loss.detach())):  # before the step: nothing diverged is saved
-            raise CurateError(f"the reference LoRA tuning diverged: loss {value} at step {step} of {config.steps} "
-                              f"(lr {config.lr}); nothing was saved: try a lower lr (LoraConfig(lr=...))")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(value)
-        if checkpoint is not None:
-            checkpoint.step_done(step, config.steps, parts)
+    with progress_bar(config.steps, "tuning the reference (LoRA)", progress, unit="step", initial=done,
+                      leave=False) as bar:  # off with CURATE_PROGRESS=0; lines in a log
+        for step in range(done + 1, config.steps + 1):
+            picked = [requests[i] for i in rng.choice(len(requests), size=min(config.batch, len(requests)), replace=False)]
+            ids, mask, rows, cols, targets = _batch(picked, pad_id, device)
+            logits, _ = response_logits(model, ids, mask, rows, cols)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            if not math.isfinite(value := float(loss.detach())):  # before the step: nothing diverged is saved
+                raise CurateError(f"the reference LoRA tuning diverged: loss {value} at step {step} of {config.steps} "
+                                  f"(lr {config.lr}); nothing was saved: try a lower lr (LoraConfig(lr=...))")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(value)
+            if checkpoint is not None:
+                checkpoint.step_done(step, config.steps, parts)
+            bar.update()
     first = float(np.mean(losses[: max(1, len(losses) // 10)]))
     last = float(np.mean(losses[-max(1, len(losses) // 10):]))
     diverged = [n for n, p in model.named_parameters() if p.requires_grad and not bool(p.isfinite().all())]

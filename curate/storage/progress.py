@@ -39,15 +39,15 @@ def bars_enabled() -> bool:
     return os.environ.get(PROGRESS.env, "").strip().lower() not in ("0", "false", "no", "off")
 
 
-def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row"):
+def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row", **options: Any):
     """curate's progress bar (tqdm.auto: a widget in Jupyter, text in a terminal, newline-ended lines in a log);
-    ``total`` None: set it later."""
+    ``total`` None: set it later. ``options``: tqdm's own (``initial``, ``leave``)."""
     tqdm = _quiet_tqdm_auto()
     stream = sys.stderr
-    lines = tqdm.__module__ != "tqdm.notebook" and not _is_terminal(stream) and not _is_kernel(stream)
+    lines = not _is_terminal(stream) and not _is_kernel(stream)  # a notebook's stderr is a kernel's
     bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or total == 0 or not bars_enabled(),
                file=LogLines(stream) if lines else None, dynamic_ncols=not lines,
-               mininterval=0.5, smoothing=0)  # the average rate: a notebook bar kept its first refresh's at the end
+               mininterval=0.5, smoothing=0, **options)  # smoothing 0, the average rate: a notebook bar kept its first
     bar.call_counts = CallCounts(bar)  # one per bar: what the steps that send LLM requests show on it
     return bar
 
