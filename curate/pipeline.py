@@ -23,7 +23,7 @@ from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
 from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
-from curate.run_record import RUN_RECORD, applied, check_answered, run_steps
+from curate.run_record import RUN_RECORD, Step, applied, check_answered, run_steps
 from curate.run_result import RunResult
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
@@ -157,9 +157,6 @@ class Run:
         """The rows the filter selection ``selection`` (written by this run) kept, in pool order."""
         kept = set(self.ws.selection(selection).ids)
         return [rid for rid in self.ws.ids if rid in kept]
-
-
-Step = tuple[str, Callable[[Run], Any]]
 
 
 # -- the steps ------------------------------------------------------------------------------------------

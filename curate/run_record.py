@@ -18,13 +18,14 @@ from curate.storage.files import atomic_write_bytes, now
 RUN_RECORD = "run.json"
 RUN_RECORD_VERSION = 1
 log = logging.getLogger("curate")
-Step = tuple[str, Callable[[Any], Any]]
+Step = tuple[str, Callable[[Any], Any]]  # a step's name, and its function of the run (curate.pipeline.Run)
 
 
-def llm_use(results: dict[str, Any]) -> dict[str, Any] | None:
+def llm_use(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """What the run sent to LLMs, over the judges and the tagger (this run's part of each column's runs), or None
-    when no judge or tagger ran: ``requests_sent`` (None: not counted), ``requests`` and the cache's share,
-    ``tokens`` by kind, ``cost_usd`` (None: a model without a known price, named in ``unpriced_models``)."""
+    when no judge or tagger ran: the record's summary (``requests_sent``, None: not counted; ``requests`` and the
+    cache's share, ``tokens`` by kind, ``cost_usd``, None: a model without a known price, named in
+    ``unpriced_models``) and the runs' folded total (curate.storage.run_records.fold_runs)."""
     from curate.storage.run_records import fold_runs, requests_sent
 
     applied = [*(results.get("score") or {}).values(), (results.get("tags") or {}).get("tags_raw")]
@@ -38,7 +39,7 @@ def llm_use(results: dict[str, Any]) -> dict[str, Any] | None:
             "requests_paid_by_stopped_run": sum(r.get("requests_paid_by_stopped_run") or 0 for r in runs),
             "tokens": dict(total["tokens"]), "total_tokens": sum(total["tokens"].values()), "cost_usd": total["cost_usd"],
             "unpriced_models": sorted({str(a.provenance.get("model")) for a, r in zip(used, runs, strict=True)
-                                       if r.get("cost_usd") is None}), "_total": total}
+                                       if r.get("cost_usd") is None})}, total
 
 
 def _applied(applied: Any) -> dict[str, Any]:
@@ -81,9 +82,7 @@ def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: 
     from curate import __version__
     from curate.exit_codes import exit_code
 
-    llm = llm_use(results)
-    if llm is not None:
-        llm.pop("_total")
+    llm = (llm_use(results) or (None, None))[0]
     status = ("running" if running else "ok" if error is None
               else "interrupted" if isinstance(error, KeyboardInterrupt) else "failed")
     return {"record_version": RUN_RECORD_VERSION, "curate_version": __version__, "status": status,

@@ -224,9 +224,9 @@ def _paid_line(results: dict[str, Any]) -> str:
     from curate.run_record import llm_use
     from curate.storage.run_records import fold_runs
 
-    use = llm_use(results) or {"_total": fold_runs(None, []), "requests_sent": 0, "requests_paid_by_stopped_run": 0,
-                               "unpriced_models": []}
-    total, sent, stopped = use["_total"], use["requests_sent"] or 0, use["requests_paid_by_stopped_run"]
+    use, total = llm_use(results) or ({"requests_sent": 0, "requests_paid_by_stopped_run": 0, "unpriced_models": []},
+                                      fold_runs(None, []))
+    sent, stopped = use["requests_sent"] or 0, use["requests_paid_by_stopped_run"]
     by_stopped = f" ({stopped:,} of them by a run that was stopped before recording them)" if stopped else ""
     cost = unknown_cost(use["unpriced_models"]) if total["cost_usd"] is None else "cost " + format_usd(total["cost_usd"])
     return (f"LLM calls this run: {sent:,} sent{by_stopped}, {requests_answered_text(total)}; "

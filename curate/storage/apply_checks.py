@@ -99,7 +99,8 @@ def check_replaces_with_something(ws: Workspace, step: Any, ids: list[str], out:
     judge taking over a scorer's column, another model, ``force``): a judge whose server never answered wiped
     every score. The column keeps its values; the error gives the counts, the failure reasons and what wrote
     them. A run that valued some rows takes the column over: the rows it could not value hold its failure
-    (transient ones are sent again by a re-run, and ``curate score``/``curate run`` exit 1 until then)."""
+    (transient ones are sent again by a re-run, and until then ``curate score`` exits 1, ``curate run`` 75, or 78
+    where the settings were refused)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -38,7 +38,9 @@ LOCK_FILE = ".lock"
 LOCKS_DIR = "locks"
 # Folders whose writes all happen under the workspace lock: leftovers there are stale whenever the lock is free.
 LOCKED_SUBDIRS = ("columns", "embeddings", "selections", "labels", "artifacts")
-SUBDIRS = (*LOCKED_SUBDIRS, "cache")
+CACHE_DIR = "cache"  # a workspace's caches (LLM answers, embeddings, signals)
+SUBDIRS = (*LOCKED_SUBDIRS, CACHE_DIR)
+OUTPUTS_LOCK = "outputs.lock"  # in LOCKS_DIR: two runs writing a run's exports and report take turns
 STAGING_DIR = "staging"  # sources being read into Arrow parts, outside the workspace lock (storage.pool.staging)
 
 

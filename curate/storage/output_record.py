@@ -22,12 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import WorkspaceError
-from curate.storage.files import LOCK_FILE, LOCKS_DIR, STAGING_DIR, atomic_write_bytes, file_lock, read_json
+from curate.storage.files import (
+    CACHE_DIR,
+    LOCK_FILE,
+    LOCKS_DIR,
+    OUTPUTS_LOCK,
+    STAGING_DIR,
+    atomic_write_bytes,
+    file_lock,
+    read_json,
+)
 
 OUTPUTS_RECORD = "outputs.json"
 log = logging.getLogger("curate")
 # not inputs of an output: locks, sources being staged, caches (a report or export reads none), the record itself
-_NOT_INPUTS = {LOCKS_DIR, STAGING_DIR, "cache", OUTPUTS_RECORD}
+_NOT_INPUTS = {LOCKS_DIR, STAGING_DIR, CACHE_DIR, OUTPUTS_RECORD}
 
 Workspace = Any  # curate.storage.workspace.Workspace (it imports curate.storage modules)
 
@@ -127,7 +136,7 @@ def written_unless_current(ws: Workspace, outs: list[Path], write: Callable[[], 
     workspace, the code, ``arguments``) and they are on disk as written; record them after writing. Returns whether
     they were left as they were. Two runs writing into one folder take turns."""
     (ws.path / LOCKS_DIR).mkdir(exist_ok=True)
-    with file_lock(ws.path / LOCKS_DIR / "outputs.lock"):
+    with file_lock(ws.path / LOCKS_DIR / OUTPUTS_LOCK):
         inputs, key = inputs_digest(ws, **arguments), _key(outs)
         entry, current = _record(ws).get(key), files_state(outs)
         if isinstance(entry, dict) and current is not None and entry.get("inputs") == inputs \
