@@ -158,7 +158,7 @@ def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     began = time.time()
-    if (Path(run.out) / "workspace").is_dir():
+    if Path(run.out) / "workspace" not in run.made:  # an earlier run's folder: its record replaced (a new one has none)
         write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began, running=True))
     try:
         for name, step in plan:
