@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.errors import CurateError, InputError, WorkspaceError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> module that defines it (imported on first access)
 _LAZY = {
