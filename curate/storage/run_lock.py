@@ -27,7 +27,8 @@ log = logging.getLogger("curate")
 
 def _made(out: Path) -> tuple[Path, ...]:
     """Make ``out``, ``out/workspace`` and its locks folder; the first two of them this process made."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(out.parent):  # a file there: os.mkdir below says "Not a directory", naming the path
+        out.parent.mkdir(parents=True, exist_ok=True)
     made = []
     for folder in (out, out / "workspace", out / "workspace" / LOCKS_DIR):
         try:
