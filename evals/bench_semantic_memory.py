@@ -64,9 +64,9 @@ def reference_semantic(ws, rows: np.ndarray, duplicate_similarity: float, seed: 
     from sklearn.cluster import KMeans, kmeans_plusplus
     from sklearn.exceptions import ConvergenceWarning
 
-    from curate.codes import Decision, Reason
     from curate.defaults import KMEANS
     from curate.select.admission import REJECTED, admit, unit_rows
+    from curate.select.dedup import semantic_decisions
     from curate.select.inputs import id_order
     from curate.select.registry import SelectorResult
     from curate.storage.blobs import check_read_rows
@@ -96,16 +96,9 @@ def reference_semantic(ws, rows: np.ndarray, duplicate_similarity: float, seed: 
         duplicate[members[rej]] = True
         wit[members[rej]] = members[res.witness[rej]]
         wsim[members[rej]] = res.witness_similarity[rej]
-    ids, out = ws.ids, SelectorResult()
-    for m, p in enumerate(rows.tolist()):  # the selector's result, as the old code made it
-        detail = {"cluster": int(labels[m])}
-        if duplicate[m]:
-            detail.update(witness=ids[rows[wit[m]]], similarity=float(wsim[m]),
-                          duplicate_similarity=duplicate_similarity)
-            out.add(p, Decision.DUPLICATE, Reason.NEAR_DUPLICATE, detail)
-        else:
-            out.add(p, Decision.KEPT, Reason.SELECTED, detail)
-    return out
+    # the selector's result, as the old code made it (no scores: the walk in pool order)
+    return semantic_decisions(SelectorResult(), ws.ids, rows, np.full(n, np.nan), (duplicate, wit, wsim, labels),
+                              duplicate_similarity)
 
 
 def curate_semantic(ws, rows: np.ndarray, duplicate_similarity: float, seed: int):

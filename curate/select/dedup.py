@@ -244,6 +244,15 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
     del x
     first = {"n_clusters": how.pop("n_clusters")} if "n_clusters" in how else {}  # the order it had before
     out = SelectorResult(info={**first, "duplicate_similarity": duplicate_similarity, **how, **info})
+    return semantic_decisions(out, ids, ordered, values, (duplicate, wit, wsim, labels), duplicate_similarity)
+
+
+def semantic_decisions(out: SelectorResult, ids: list[str], ordered: np.ndarray, values: np.ndarray,
+                       walk: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None],
+                       duplicate_similarity: float) -> SelectorResult:
+    """``out`` with a decision per row of ``ordered`` (pool positions in walk order, their scores ``values``) from
+    :func:`semantic_duplicates`' ``walk`` arrays (duplicate mask, witness walk position, similarity, clusters)."""
+    duplicate, wit, wsim, labels = walk
     for m, p in enumerate(ordered.tolist()):
         detail = score_detail(values[m]) if labels is None else {"cluster": int(labels[m]), **score_detail(values[m])}
         if duplicate[m]:
