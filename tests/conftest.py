@@ -85,6 +85,15 @@ def _xdist_shared(config) -> Path | None:
     return Path(shared) if shared else None
 
 
+def pytest_configure(config):
+    """pytest-xdist 3.8's --dist loadgroup groups a test by appending ``@group`` to its ``_nodeid``; pytest 9.2 keeps
+    the id elsewhere, so the groups silently had no effect (the Ray and vLLM tests ran on both workers at once, and
+    CI hung after a worker crashed). Refuse to run so rather than run ungrouped."""
+    if getattr(config.option, "dist", "no") == "loadgroup" and not hasattr(pytest.Item, "_nodeid"):
+        raise pytest.UsageError(f"--dist loadgroup has no effect with pytest {pytest.__version__} and this "
+                                "pytest-xdist: install the pinned set (constraints.txt)")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist controller: hand each worker the one folder where the run's local server is announced."""
