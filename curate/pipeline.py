@@ -99,7 +99,8 @@ class Run:
         if "quality" in self.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
             empty = summary["without_reply_text"] - summary["instruction_only"]
             what = f"without a response ({empty:,} of them with an empty one)" if empty else "without a response"
-            raise CurateError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
+            # the pool is valid input (instruction-only pools are selected by complexity): the setting is refused, 78
+            raise OptionError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
                               "to judge and no row could be selected; select the instructions by their complexity "
                               "alone: --sort-by complexity (sort_by='complexity')")
         from curate.scorers.run_scorers import check_scorer_inputs, unshadowed_columns

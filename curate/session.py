@@ -130,7 +130,7 @@ class Workspace(StorageWorkspace):
                 raise CurateError(f"a reference selection is for learnability; {kind} has no reference model")
             step = (IFD if kind == "ifd" else Perplexity)(model, **options)
         else:
-            raise CurateError(f"unknown signal {kind!r}: ifd, perplexity or learnability")
+            raise OptionError(f"unknown signal {kind!r}: ifd, perplexity or learnability")
         return self.apply(step, ids, **kwargs)
 
     @operation

@@ -33,7 +33,7 @@ from curate.cli.pipes import (
     tolerate_unencodable_output,
 )
 from curate.errors import KEPT_ON_INTERRUPT, CurateError
-from curate.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED
+from curate.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, exit_code
 
 
 def _show_version(value: bool) -> None:
@@ -126,9 +126,9 @@ def _interrupted() -> None:
 
 def main() -> None:
     """Entry point: CurateError, bad values and OS errors (a read-only or full disk, a file where a folder
-    should be) become one clean line on stderr and exit code 1 (`curate run`: by what failed, its ``exit_status``
-    from :mod:`curate.exit_codes`: 65 bad input, 75 retry later, 78 settings refused), never a traceback; Ctrl-C
-    exits 130 with a line saying what was kept."""
+    should be) become one clean line on stderr, never a traceback; every command exits by what failed
+    (:func:`curate.exit_codes.exit_code`: 65 bad input, 75 retry later, 78 settings refused, 1 anything else, as
+    ``curate run``'s ``OUT/run.json`` records); Ctrl-C exits 130 with a line saying what was kept."""
     tolerate_unencodable_output()  # a summary line with a character the log's encoding lacks must not fail the command
     handled = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
@@ -151,7 +151,7 @@ def main() -> None:
     except BrokenPipeElsewhere as exc:
         _fail(_os_error_line(exc.__cause__))
     except CurateError as exc:
-        _fail(str(exc), getattr(exc, "exit_status", 1))  # `curate run`: by what failed (curate.exit_codes)
+        _fail(str(exc), exit_code(exc))  # by what failed: 65 bad input, 75 retry later, 78 settings refused, else 1
     except OSError as exc:
         _fail(_os_error_line(exc))
     except (ValueError, OverflowError) as exc:  # bad values given to the API; CURATE_TRACEBACK=1 shows where (a bug?)

@@ -17,6 +17,7 @@ from curate.cli.group import CommandGroup
 from curate.cli.pipes import OutputConsole
 from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
 from curate.errors import OptionError, Terminated
+from curate.exit_codes import exit_codes_text
 from curate.storage.run_records import (  # noqa: F401  (the commands read the request wording from here too)
     REPEATED_WORDS,
     answered_text,
@@ -26,7 +27,8 @@ from curate.storage.run_records import (  # noqa: F401  (the commands read the r
 )
 
 app = typer.Typer(cls=CommandGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Curate instruction-tuning data with LLM judges, tags and diverse selection.")
+                  help="Curate instruction-tuning data with LLM judges, tags and diverse selection.",
+                  epilog=exit_codes_text() + " Every command exits by this table.")
 # markup off: the lines carry paths, column names and row text, where "[/bold]" is text, not a style; a line that
 # styles itself passes markup=True and escapes what it interpolates
 console = OutputConsole(markup=False)

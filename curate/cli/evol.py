@@ -63,10 +63,11 @@ def evol(
                                       "sends neither again."),
 ) -> None:
     """Evol labels: evolve N seed rows M times, rank-and-score each variant set, store (text, score) labels."""
-    from curate.errors import NoLabelsError
+    from curate.errors import CurateError, NoLabelsError
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
     from curate.evol.labels import earlier, labels_lock, raise_no_labels, raise_unfinished
     from curate.llm.local import curate_home
+    from curate.run_record import backend_error
     from curate.session import Workspace
 
     for flag, value in (("--rewrite-max-tokens", rewrite_max_tokens), ("--rank-max-tokens", rank_max_tokens)):
@@ -96,12 +97,16 @@ def evol(
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
-    raise_unfinished(result)
     try:
+        raise_unfinished(result)
         raise_no_labels(result)
-    except NoLabelsError as exc:
-        if exc.calls_failed and backend_kind(backend, base_url) in ("local", "vllm-batch"):
+    except CurateError as exc:
+        if isinstance(exc, NoLabelsError) and exc.calls_failed and backend_kind(backend, base_url) in ("local",
+                                                                                                       "vllm-batch"):
             err_console.print(f"the local server's logs: {curate_home() / 'logs'}")  # where to look: it answered nothing
+        stopped = backend_error(llm)  # the server refused the settings (78) or was not there (75): say so by the code
+        if stopped is not None and not isinstance(exc, stopped):
+            raise stopped(str(exc)) from exc
         raise
 
 

@@ -104,6 +104,7 @@ def score(
             raise_unanswered(_print_result(ws, result, ids), None, 0.0, values=ws.column(result.column, ids))
         return
     from curate.llm.judges import Judge
+    from curate.run_record import applied
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass,
                       response_column=response_column)
@@ -118,12 +119,12 @@ def score(
             print_estimates([estimate(ws, step, ids, retry_failed=retry_failed)])
             return
         retried = transient_rows(ws, step, ids) if retry_failed else {}
-        result = ws.apply(step, ids, retry_failed=retry_failed)
+        result = applied(llm, lambda: ws.apply(step, ids, retry_failed=retry_failed))  # settings refused: 78
         spent = getattr(llm, "spent_usd", 0.0)
     failures = _print_result(ws, result, ids)
     if retried:
         _print_retried(retried, result.provenance)
-    raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids))
+    raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids), backend=llm)
 
 
 def prompt_line(step: Any) -> str:
@@ -133,10 +134,16 @@ def prompt_line(step: Any) -> str:
 
 
 def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored",
-                     values: list[Any] | None = None) -> None:
+                     values: list[Any] | None = None, backend: Any = None) -> None:
     """After the answered rows are stored: one error for rows max_cost left unsent or the judge never answered
-    (the server was down or overloaded), which a re-run sends again; they must not pass as finished."""
+    (the server was down or overloaded), which a re-run sends again; they must not pass as finished. Its class
+    says what a scheduler does (curate.exit_codes): ConfigError when ``backend`` says its settings were refused
+    (78), RetryLaterError for rows the judge never answered (75), a plain CurateError for max_cost (1)."""
+    from curate.errors import RetryLaterError
     from curate.llm.backends import format_usd
+    from curate.run_record import backend_error
+
+    stopped = backend_error(backend)
 
     unsent = sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:
@@ -145,12 +152,12 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                           f"come from the cache)")
     unreached = unreached_rows(failures)
     if unreached:
-        raise CurateError(f"{len(unreached):,} rows not {done}: the judge did not answer ({unreached[0].message}); "
-                          "re-run the command (without --keep-failed) to send them again (answered requests come "
-                          "from the cache)")
+        raise (stopped or RetryLaterError)(f"{len(unreached):,} rows not {done}: the judge did not answer "
+                                           f"({unreached[0].message}); re-run the command (without --keep-failed) to "
+                                           "send them again (answered requests come from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success
-        raise CurateError(f"no row {done}: none of the {len(values):,} rows asked for got a value (the commonest "
-                          "failures above)")
+        raise (stopped or CurateError)(f"no row {done}: none of the {len(values):,} rows asked for got a value (the "
+                                       "commonest failures above)")
 
 
 def _has_a_value(value: Any) -> bool:

@@ -192,17 +192,14 @@ def _prose_on_stderr():
 
 @contextlib.contextmanager
 def _record_printed(json_out: bool, out: Path, budget: int | None):
-    """A failed run's exit code by what failed (``exit_status``, which main() exits with; other commands exit 1);
-    with --json, its record (the one the error carries, else one of no step: it failed before the first) on stdout
-    before the error line."""
-    from curate.exit_codes import exit_code
+    """With --json, a failed run's record (the one the error carries, else one of no step: it failed before the
+    first) on stdout before the error line; its ``exit_code`` is the one main() exits with (both
+    :func:`curate.exit_codes.exit_code`)."""
     from curate.run_record import failed_run_record
 
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            exc.exit_status = exit_code(exc)
         if json_out and not isinstance(exc, SystemExit):
             _print_record(getattr(exc, "run_record", None) or failed_run_record(out, budget, exc))
         raise

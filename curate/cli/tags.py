@@ -54,7 +54,8 @@ def tag_cmd(
     """Tag every user turn with intent tags (InsTag); write tags_raw, tags_raw_failure, and tags. Cached.
 
     Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
-    the command exit 1 after the rest is stored; a re-run sends only them. --dry-run sends and writes nothing."""
+    the command fail after the rest is stored (exit 75, 78 when the server refused the settings, 1 for --max-cost);
+    a re-run sends only them. --dry-run sends and writes nothing."""
     from curate.cli.evol import sent_text
     from curate.cli.judge import (
         _print_retried,
@@ -64,6 +65,7 @@ def tag_cmd(
         transient_rows,
     )
     from curate.llm.base import format_usd
+    from curate.run_record import applied
     from curate.session import Workspace
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
@@ -82,7 +84,7 @@ def tag_cmd(
         retried = transient_rows(ws, step, None) if retry_failed else {}
         counters = {c: getattr(judge_backend, c) for c in ("requests_sent", "submitted_batches")
                     if isinstance(getattr(judge_backend, c, None), int)}
-        result = ws.apply(step, retry_failed=retry_failed)
+        result = applied(judge_backend, lambda: ws.apply(step, retry_failed=retry_failed))  # settings refused: 78
         spent = getattr(judge_backend, "spent_usd", 0.0)
         sent_over = sent_text({"backend": judge_backend.describe(),
                                **{f"backend_{c}": getattr(judge_backend, c) - n for c, n in counters.items()}})
@@ -99,7 +101,8 @@ def tag_cmd(
         _print_retried(retried, result.provenance)
     if normalize:
         _print_steps(normalize_tags(ws))
-    raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column))
+    raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column),
+                     backend=judge_backend)
 
 
 def _print_steps(norm) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from curate.codes import Failure
 from curate.defaults import EVOL
-from curate.errors import CurateError, NoLabelsError
+from curate.errors import CurateError, NoLabelsError, RetryLaterError
 from curate.evol.run import EvolRun, run_evol
 from curate.storage.files import check_name, check_new_name, now
 from curate.storage.label_sets import stored_provenance
@@ -111,16 +111,20 @@ def earlier(ws: Any, name: str) -> dict[str, Any]:
 
 def raise_unfinished(run: EvolRun) -> None:
     """A :class:`CurateError` when a chain stopped because the LLM did not answer one of its calls (a transient
-    failure, or max_cost reached): its labels are left out, and a re-run finishes it from the cache."""
+    failure, or max_cost reached): its labels are left out, and a re-run finishes it from the cache. A
+    :class:`~curate.errors.RetryLaterError` (exit 75) unless max_cost alone left the calls unsent (exit 1)."""
+    from curate.codes import FailureCode
     from curate.evol.rules import RankFailure
 
     unanswered = [vs for vs in run.sets if vs.failure is RankFailure.NOT_ANSWERED]
+    budget = all((vs.failure_detail or "").startswith(f"{FailureCode.BUDGET.value}:") for vs in unanswered)
     if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
-        raise CurateError(f"{len(unanswered):,} of {len(run.sets):,} seeds not finished: the LLM did not answer "
-                          f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
-                          + ("Re-run to finish them (answered calls come from the cache)." if run.provenance.get(
-                             "retry_failed", True) else "Re-run without --keep-failed (retry_failed=False) to send "
-                             "them again and finish them (answered calls come from the cache)."))
+        error = CurateError if budget else RetryLaterError
+        raise error(f"{len(unanswered):,} of {len(run.sets):,} seeds not finished: the LLM did not answer "
+                    f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
+                    + ("Re-run to finish them (answered calls come from the cache)." if run.provenance.get(
+                       "retry_failed", True) else "Re-run without --keep-failed (retry_failed=False) to send "
+                       "them again and finish them (answered calls come from the cache)."))
 
 
 def _counts(by_reason: dict[str, int]) -> str:

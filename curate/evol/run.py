@@ -26,7 +26,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.defaults import EVOL, JUDGE
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.evol.calls import LLMCalls, Usage
 from curate.evol.provenance import labels_dataset, run_provenance
 from curate.evol.rules import (
@@ -262,7 +262,7 @@ def plan_evol(seeds: Iterable[Any], *, kind: str, steps: int, seed: int, operati
     from curate.llm.prompts import load_prompt
 
     if kind not in KINDS:
-        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
+        raise OptionError(f"kind must be one of {KINDS}, not {kind!r}")
     if steps < 1:
         raise CurateError("steps must be at least 1")
     operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
@@ -344,7 +344,7 @@ def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.
     """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve; for quality labels only rows
     whose first user turn has a non-empty response are candidates."""
     if kind not in KINDS:
-        raise CurateError(f"kind must be one of {KINDS}, not {kind!r}")
+        raise OptionError(f"kind must be one of {KINDS}, not {kind!r}")
     conversations = ws.conversations()
     candidates = list(range(len(conversations)))
     if kind == "quality":

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND, JUDGE
-from curate.errors import CurateError, StillSendingWarning
+from curate.errors import OptionError, StillSendingWarning
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ def cost_usd(price: tuple[float, float] | None, prompt_tokens: int, completion_t
 def check_max_cost(max_cost: float | None) -> None:
     """A cap below $0 (or not a number) is an error: it would leave every request unsent, run after run."""
     if max_cost is not None and not max_cost >= 0:
-        raise CurateError(f"max_cost is a USD amount >= 0, not {max_cost!r}")
+        raise OptionError(f"max_cost is a USD amount >= 0, not {max_cost!r}")
 
 
 def is_loopback(base_url: str | None) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from curate.codes import FailureCode
 from curate.defaults import BACKEND
-from curate.errors import CurateError, python_and_cli
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.llm.base import (
     Backend,
     OnDone,
@@ -95,7 +95,7 @@ class OpenAIBackend(Backend):
         self.price = (0.0, 0.0) if self.kind == "local" and is_loopback(base_url) else price_of(model)
         check_max_cost(max_cost)
         if max_cost is not None and self.price is None:
-            raise CurateError(f"max_cost ${max_cost:g} set but no price is known for model {model!r}, so its "
+            raise OptionError(f"max_cost ${max_cost:g} set but no price is known for model {model!r}, so its "
                               f"spend cannot be counted; register one with curate.llm.backends.register_price("
                               f"{model!r}, input_usd_per_mtok, output_usd_per_mtok)")
         self.spent_usd = 0.0
