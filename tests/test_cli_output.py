@@ -91,7 +91,7 @@ def test_a_404_names_the_model_and_the_base_url_sent_and_keeps_its_advice_whole(
     with FaultServer() as srv:
         wrong = srv.base_url.replace("/v1", "/nothing")
         r = curate_cli("score", workspace, "--judge", "quality", "--base-url", wrong, "--model", "fault")
-    assert r.returncode == 1
+    assert r.returncode == 78
     error = r.stderr[r.stderr.index("error: "):]
     assert f"model 'fault' at {wrong}" in error, error
     assert "fix it and re-run (nothing more was sent): 404: Not Found" in error, error
@@ -106,11 +106,11 @@ def test_a_401_says_the_key_variable_consulted_was_not_set(workspace, key_env):
                             "--base-url", srv.base_url, "--model", "fault",
                             *(["--api-key-env", key_env] if key_env else [])],
                            capture_output=True, text=True, timeout=300, env=env)
-        assert r.returncode == 1 and "the server refuses the API key" in r.stderr, r.stderr[-1500:]
+        assert r.returncode == 78 and "the server refuses the API key" in r.stderr, r.stderr[-1500:]
         assert f"${key_env or 'OPENAI_API_KEY'} is not set" in r.stderr, r.stderr[-1500:]
         given = subprocess.run(r.args, capture_output=True, text=True, timeout=300,
                                env={**env, key_env or "OPENAI_API_KEY": "wrong"})
-    assert given.returncode == 1 and "the server refuses the API key" in given.stderr
+    assert given.returncode == 78 and "the server refuses the API key" in given.stderr
     assert "is not set" not in given.stderr  # a key was given: the server refused it
 
 

@@ -311,7 +311,7 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
 
     Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
     out = curate_in_process("evol", tmp_path / "ws", "--kind", "bogus", "--seeds", "2")
-    assert out.returncode == 1 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 78 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
 
 
 # ----------------------------------------------------------------------------------------------

@@ -315,7 +315,7 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
         return curate_in_process("run", pool, "--budget", "3", "--no-report", "--out", tmp_path / "run", *args)
 
     r = run("--heuristics")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 78 and "Traceback" not in r.stderr
     assert "every row is an instruction without a response" in r.stderr and "--sort-by complexity" in r.stderr
     assert str(pool) in r.stderr
     r = run("--heuristics", "--sort-by", "complexity")
@@ -334,7 +334,7 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     # having scored every row. Now it stops after loading, as for a pool without replies (here mixed with those).
     blank = write_jsonl(tmp_path / "blank.jsonl", [{**row, "output": ""} for row in rows[:4]] + rows[4:])
     r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank")
-    assert r.returncode == 1 and "every row is an instruction without a response (4 of them with an empty one)" \
+    assert r.returncode == 78 and "every row is an instruction without a response (4 of them with an empty one)" \
         in " ".join(r.stderr.split())
 
 

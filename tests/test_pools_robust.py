@@ -72,7 +72,7 @@ def test_skip_rejects_only_the_bad_line_and_keeps_its_raw_text(tmp_path, kind):
 def test_cli_load_reports_one_line_and_exit_1(tmp_path, kind):
     path = _pool(tmp_path, BAD_LINES[kind][0])
     proc = _cli("load", str(path), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 65, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert f"{path}: line 2:" in proc.stderr
 
@@ -220,7 +220,7 @@ def test_empty_file_is_an_error(tmp_path, content):
     with pytest.raises(InputError, match=r"empty\.jsonl: .*no records"):
         pools.read(path, on_error="skip")
     proc = _cli("load", str(path), "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
-    assert proc.returncode == 1 and "no records" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 65 and "no records" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_alternation_rules_leave_legal_conversations_alone():

@@ -56,9 +56,9 @@ def _cli(*args) -> subprocess.CompletedProcess:
     return curate_in_process(*args, env=env)
 
 
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single ``error: ...`` line the CLI prints for a CurateError (exit 1, no traceback)."""
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+def _one_error_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
+    """The single ``error: ...`` line the CLI prints for a CurateError (exit ``code``, no traceback)."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
@@ -317,18 +317,18 @@ def test_max_cost_without_a_price_is_one_clean_cli_error(tmp_path, fault_server)
     ws = _workspace(tmp_path, ["one row"])
     proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model",
                 UNPRICED_MODEL, "--max-cost", "1")
-    line = _one_error_line(proc)
+    line = _one_error_line(proc, 78)
     assert "no price" in line and UNPRICED_MODEL in line and "register_price" in line
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "one row", "input": "", "output": "ok"}])
     proc = _cli("run", pool, "--out", tmp_path / "run", "--budget", "1", "--base-url", fault_server.base_url, "--model",
                 UNPRICED_MODEL, "--max-cost", "1", "--no-report")
-    line = _one_error_line(proc)
+    line = _one_error_line(proc, 78)
     assert "no price" in line and UNPRICED_MODEL in line
     assert fault_server.total == 0
     # a negative cap ran every step and left every row unsent ("max_cost reached"), run after run
     proc = _cli("run", pool, "--out", tmp_path / "neg", "--budget", "1", "--base-url", fault_server.base_url, "--model",
                 PRICED_MODEL, "--max-cost", "-1", "--no-report")
-    assert "max_cost is a USD amount >= 0, not -1.0" in _one_error_line(proc)
+    assert "max_cost is a USD amount >= 0, not -1.0" in _one_error_line(proc, 78)
     assert fault_server.total == 0 and not (tmp_path / "neg").exists()
     from curate.llm.batch import OpenAIBatchBackend
 
@@ -395,7 +395,7 @@ def test_a_takeover_that_gets_no_answer_keeps_the_scorers_values_and_says_so(tmp
         ws.apply(Judge("quality", OpenAIBackend(down, "fault", api_key="k", max_retries=2, backoff_base=0.05)),
                  progress=False)
     assert ws.column("quality") == predicted and ws.column_provenance("quality")["kind"] == "scorer"
-    line = _one_error_line(_cli("score", ws.path, "--judge", "quality", "--base-url", down, "--model", UNPRICED_MODEL))
+    line = _one_error_line(_cli("score", ws.path, "--judge", "quality", "--base-url", down, "--model", UNPRICED_MODEL), 75)
     assert "keeps its earlier values (3 rows, a scorer column)" in line and "--column NAME" in line
     assert ws.column("quality") == predicted and not any(ws.failures("quality"))
     partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over

@@ -1,0 +1,107 @@
+"""Every command exits by what failed (curate.exit_codes), not `curate run` alone: before 0.2.0's change `load`,
+`score`, `tag`, `evol` and the rest exited 1 on any failure, so a scheduler could not tell a server that is down (75,
+retry later) from a wrong API key (78) or a malformed input line (65). Judges talk to the fault-injecting server."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from curate.exit_codes import EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILURE, EXIT_TEMPFAIL
+from tests.cli_in_process import curate_in_process
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+JUDGE = ("--model", "fault", "--max-retries", "0")
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "CURATE_TEST_WRONG_KEY": "wrong"}
+    env.pop("OPENAI_API_KEY", None)
+    return curate_in_process(*args, env=env)
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def _rows(n: int, marker: str = "") -> list[dict]:
+    return [{"instruction": f"Question {i}: explain topic {i} briefly {marker}".strip(),
+             "output": f"Answer {i}: words about topic {i} and more"} for i in range(n)]
+
+
+@pytest.fixture
+def ws(tmp_path) -> Path:
+    loaded = _cli("load", write_jsonl(tmp_path / "pool.jsonl", _rows(4)), "-w", tmp_path / "ws")
+    assert loaded.returncode == 0, loaded.stderr
+    return tmp_path / "ws"
+
+
+def test_load_of_a_malformed_line_or_a_missing_file_exits_65_and_a_refused_option_78(tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", _rows(3))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(pool.read_text() + "{not json\n")
+    malformed = _cli("load", broken, "-w", tmp_path / "w1")
+    assert malformed.returncode == EXIT_DATAERR and "line 4: malformed JSON" in _error_line(malformed)
+    missing = _cli("load", tmp_path / "nope.jsonl", "-w", tmp_path / "w2")
+    assert missing.returncode == EXIT_DATAERR and "no such file" in _error_line(missing)
+    option = _cli("load", pool, "-w", tmp_path / "w3", "--on-error", "bogus")
+    assert option.returncode == EXIT_CONFIG and "on_error must be" in _error_line(option)
+
+
+def test_score_and_tag_exit_75_when_the_server_is_down_and_78_when_it_refuses_the_key_or_the_model(ws):
+    down = FaultServer()  # nothing listens on its port until start()
+    for command in (("score", ws, "--judge", "quality"), ("tag", ws)):
+        proc = _cli(*command, "--base-url", down.base_url, *JUDGE)
+        assert proc.returncode == EXIT_TEMPFAIL and "did not answer" in _error_line(proc), (command, proc.stderr)
+    with FaultServer(api_key="right") as srv:
+        for command in (("score", ws, "--judge", "quality"), ("tag", ws)):
+            proc = _cli(*command, "--base-url", srv.base_url, "--api-key-env", "CURATE_TEST_WRONG_KEY", *JUDGE)
+            assert proc.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(proc), (command, proc.stderr)
+    with FaultServer() as srv:
+        proc = _cli("score", ws, "--judge", "quality", "--base-url", srv.base_url + "/nope", *JUDGE)
+        assert proc.returncode == EXIT_CONFIG and "HTTP 404" in _error_line(proc), proc.stderr
+
+
+def test_score_exits_75_after_5xx_and_timeouts_and_1_when_max_cost_left_rows_unsent(tmp_path):
+    with FaultServer(hang_seconds=3.0) as srv:
+        for marker in ("[always500]", "[timeoutx5]"):
+            folder = tmp_path / marker.strip("[]")
+            assert _cli("load", write_jsonl(tmp_path / "p.jsonl", _rows(3, marker)), "-w", folder).returncode == 0
+            proc = _cli("score", folder, "--judge", "quality", "--base-url", srv.base_url, *JUDGE, "--timeout", "1")
+            assert proc.returncode == EXIT_TEMPFAIL and "3 rows not scored" in _error_line(proc), (marker, proc.stderr)
+        folder = tmp_path / "budget"
+        assert _cli("load", write_jsonl(tmp_path / "b.jsonl", _rows(3)), "-w", folder).returncode == 0
+        proc = _cli("score", folder, "--judge", "quality", "--base-url", srv.base_url, "--model", "gpt-4o-mini",
+                    "--max-cost", "0")  # a priced model (curate's table): the first request is over the cap
+        assert proc.returncode == EXIT_FAILURE and "max_cost" in _error_line(proc), proc.stderr
+
+
+def test_evol_exits_78_when_the_server_refuses_the_key(ws):
+    with FaultServer(api_key="right") as srv:
+        proc = _cli("evol", ws, "--seeds", "2", "--steps", "1", "--base-url", srv.base_url, "--api-key-env",
+                    "CURATE_TEST_WRONG_KEY", *JUDGE)
+    assert proc.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(proc), proc.stderr
+
+
+def test_export_of_a_selection_the_workspace_lacks_still_exits_1(ws, tmp_path):
+    export = _cli("export", ws, "--selection", "nope", "--out", tmp_path / "o.jsonl")
+    assert export.returncode == EXIT_FAILURE and "no selection 'nope'" in _error_line(export), export.stderr
+
+
+def test_run_on_instructions_alone_without_sort_by_is_a_refused_setting_78(tmp_path):
+    """The pool is valid input (instructions are selected by complexity alone): the default --sort-by is refused."""
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a poem about {i}."} for i in range(4)])
+    proc = _cli("run", pool, "--budget", "2", "--no-report", "--out", tmp_path / "run")
+    assert proc.returncode == EXIT_CONFIG and "--sort-by complexity" in _error_line(proc), proc.stderr
+
+
+def test_curate_help_names_the_exit_codes_table():
+    proc = _cli("--help")
+    said = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and "Exit codes:" in said and "75 the LLM server did not answer" in said
+    assert "Every command exits by this table" in said
