@@ -31,8 +31,10 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
-    An existing ``out/workspace`` is used as the real run would use it (the source is loaded into it; its
-    response cache answers what it can); otherwise the pool is loaded into a temporary folder, removed after.
+    Nothing under ``out`` is written: the steps run in a temporary folder, removed after. An existing
+    ``out/workspace`` is copied there first (without its response cache, staging and locks), so the steps see what
+    the real run would (its rows, columns, failures, selections), and its response cache answers what it can,
+    read only.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
     ``languages`` / ``minhash`` / ``sort_by``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
     ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
@@ -42,15 +44,18 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
 
     if backend is None and tag_backend is None:
         return []
-    existing = (Path(out) / "workspace").exists()
-    scratch = None if existing else Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
+    existing = Path(out) / "workspace"
+    scratch = Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
     try:
-        run = Run(source, Path(out) if existing else scratch / "out", 0, backend=backend, tag_backend=tag_backend,
+        if existing.exists():  # the filter steps write their selections (and a load, new rows): into the copy
+            shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True,
+                            ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
+        run = Run(source, scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
                   minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping)
         judges = [name for name in run.scores if name not in scorers] if backend is not None else []
         load(run)
-        dedup(run)  # the selections the real run writes before its LLM steps, as it would write them
+        dedup(run)  # the selections the real run writes before its LLM steps, as it would write them (in the copy)
         if run.minhash:
             near_dedup(run)
         if run.heuristics:
@@ -58,15 +63,29 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
         if run.decontaminate is not None and (judges or tag_backend is not None):
             embed(run)
             decontaminate(run)
+        cache = existing / "cache" if existing.exists() else None  # the real one, looked up only
         estimates: list[Any] = []
         if judges:
             ids = run.scored_ids()
-            estimates += [estimate(run.ws, run.judge(name), ids) for name in judges]
+            estimates += [estimate(run.ws, run.judge(name), ids, cache=cache) for name in judges]
         if tag_backend is not None:
             from curate.tags import Tagger
 
-            estimates.append(estimate(run.ws, Tagger(tag_backend), run.kept_ids(candidates(run))))
+            estimates.append(estimate(run.ws, Tagger(tag_backend), run.kept_ids(candidates(run)), cache=cache))
         return estimates
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _not_copied(workspace: Path, *, embeddings: bool):
+    """``copytree``'s ignore for a dry run's copy of ``workspace``: its staging and locks, and its caches (the
+    response cache is read where it is), but the embedding cache where the dry run embeds (decontamination)."""
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        here = Path(folder)
+        if here == workspace:
+            return [n for n in names if n in ("staging", "locks")]
+        if here == workspace / "cache":
+            return [n for n in names if not (embeddings and n == "embeddings")]
+        return []
+
+    return ignore

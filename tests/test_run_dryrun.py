@@ -1,0 +1,52 @@
+"""`curate run --dry-run` on an out folder that already holds a workspace writes nothing there (against the project's
+fault-injecting loopback server): the filter steps it runs to find the rows a run would judge ran in the workspace."""
+
+import hashlib
+import re
+from pathlib import Path
+
+from tests.cli_in_process import curate_in_process
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+
+def _tree(folder: Path) -> dict[str, tuple]:
+    """Every path under ``folder`` (and itself): size, mtime in ns and, for a file, its SHA-256."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                         hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder")
+            for p in sorted([folder, *folder.rglob("*")])}
+
+
+def _to_send(said: str) -> int:
+    return int(re.search(r"total: ([\d,]+) requests to send", " ".join(said.split()))[1].replace(",", ""))
+
+
+def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_path):
+    """The old dry run ran load, dedup and the filter steps in OUT/workspace itself: after a real run, `--dry-run
+    --heuristics` added selections/heuristics.arrow, `--language en` rewrote it, `--minhash` added minhash.arrow,
+    `--decontaminate` added decontaminated.arrow, and every dry run touched OUT/workspace and its staging folder.
+    The estimate is unchanged: a real run with the options sends what the dry run counted."""
+    rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
+            for i in range(6)]
+    rows += [{"instruction": "Write a poem about the sea.", "output": "I'm sorry, but as an AI I cannot do that."},
+             {"instruction": "What is the capital of France?", "output": "Paris."}]
+    pool, out = write_jsonl(tmp_path / "pool.jsonl", rows), tmp_path / "out"
+    target = write_jsonl(tmp_path / "evals.jsonl", [{"instruction": "What is the capital of France?", "output": "x"}])
+    real = curate_in_process("run", pool, "--budget", "3", "--out", out, "--no-report")
+    assert real.returncode == 0, real.stderr[-2000:]
+    with FaultServer() as srv:
+        llm = ["--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0"]
+        counted = {}
+        for option in ([], ["--heuristics"], ["--language", "en"], ["--minhash"], ["--decontaminate", target],
+                       ["--heuristics", "--minhash", "--decontaminate", target, "--tags"]):
+            before = _tree(out)
+            dry = curate_in_process("run", pool, "--out", out, *llm, "--dry-run", *option)
+            assert dry.returncode == 0, dry.stderr[-2000:]
+            assert _tree(out) == before, option
+            counted[tuple(map(str, option))] = _to_send(dry.stdout)
+        assert srv.total == 0
+        assert counted[("--heuristics",)] == counted[()] - 2  # the refusal's two judge requests
+        everything = ("--heuristics", "--minhash", "--decontaminate", str(target), "--tags")
+        paid = curate_in_process("run", pool, "--budget", "3", "--out", out, *llm, "--no-report", *everything)
+        assert paid.returncode == 0, paid.stderr[-2000:]
+        assert srv.total == counted[everything] > 0
