@@ -24,6 +24,7 @@ requests (submit, poll, collect, resubmit) in ``curate.llm.batch_call``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,8 @@ from curate.llm.batch_collect import check_polls
 from curate.llm.batch_jsonl import batch_line, split_batches
 from curate.llm.batch_notices import interrupted_notice
 from curate.llm.batch_state import SETTLED, BatchState, normal_url, same_url
-from curate.llm.openai_backend import REFUSED_SETTINGS, _max_tokens, _short, api_key, without_credentials
+from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, sent_to
+from curate.llm.openai_backend import _max_tokens, _short, api_key, without_credentials
 
 # what tests and callers import from here: the call (curate.llm.batch_call) and the JSONL helpers moved out
 __all__ = ["BatchState", "OpenAIBatchBackend", "_Call", "batch_line", "split_batches"]
@@ -132,11 +134,17 @@ class OpenAIBatchBackend(Backend):
             raise
         except openai.APIError as exc:  # the files or batches API itself failed, retries spent: one line, not a trace
             status = getattr(exc, "status_code", None)
-            why = f"the server refuses {REFUSED_SETTINGS[status]}" if status in REFUSED_SETTINGS else "it failed"
+            why = f"the server refuses {self._refused(status)}" if status in REFUSED_SETTINGS else "it failed"
             raise CurateError(f"openai-batch: {f'HTTP {status}: ' if status else ''}{why}: {_short(exc)}; the batches "
                               "submitted so far are remembered in the workspace: fix it and re-run to resume") from None
         finally:
             await client.close()
+
+    def _refused(self, status: int) -> str:
+        """What a 401/403/404 refuses, worded as the online backend's refusal, always with the model and the URL."""
+        what = refused_settings(status, model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+                                key_unset=not (self._api_key or os.environ.get(self.api_key_env)))
+        return what if status == 404 else f"{what} ({sent_to(self.model, self.base_url)})"  # 404's names them
 
     def __repr__(self) -> str:
         return f"OpenAIBatchBackend({self.base_url!r}, model={self.model!r})"

@@ -43,11 +43,16 @@ def without_credentials(url: str | None) -> str | None:
     return urlunsplit(parts)
 
 
+def sent_to(model: str, base_url: str | None) -> str:
+    """The values a refusal names: ``model 'M' at URL`` (the URL the client used, without credentials)."""
+    return f"model {model!r} at {without_credentials(used_base_url(base_url))}"
+
+
 def refused_settings(status: int, *, model: str, base_url: str | None, api_key_env: str, key_unset: bool) -> str:
     """What the server's ``status`` (one of REFUSED_SETTINGS) refuses, with the values sent: the model and the URL
     for a 404; for a 401 with ``key_unset`` (``$api_key_env`` empty: a loopback server got a placeholder key), that."""
     if status == 404:  # the values, not only the options' names (which the batch backend's message gives)
-        return (f"the model name or the endpoint (model {model!r} at {without_credentials(used_base_url(base_url))}; check "
+        return (f"the model name or the endpoint ({sent_to(model, base_url)}; check "
                 f"{python_and_cli('model= and base_url=', '--model and --base-url')})")
     if status == 401 and key_unset:
         return (f"the API key (${api_key_env} is not set, so a placeholder key was sent, as to a local server that "
