@@ -3,6 +3,7 @@ prices each step; this runs the steps before the judges as the real run would)."
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
     Nothing under ``out`` is written: the steps run in a temporary folder, removed after. An existing
-    ``out/workspace`` is copied there first (without its response cache, staging and locks), so the steps see what
+    ``out/workspace`` is copied there first (its large files linked; without its response cache, staging and locks), so the steps see what
     the real run would (its rows, columns, failures, selections), and its response cache answers what it can,
     read only.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
@@ -48,7 +49,7 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     scratch = Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
     try:
         if existing.exists():  # the filter steps write their selections (and a load, new rows): into the copy
-            shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True,
+            shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True, copy_function=_share_or_copy,
                             ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
         run = Run(source, scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
@@ -75,6 +76,21 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
         return estimates
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+SHARED_FROM_BYTES = 1 << 20  # files this large are linked into the copy, not copied (a 10M-row pool: gigabytes)
+WRITTEN_IN_PLACE = ("rejects.jsonl",)  # appended to where it is (storage.pool.append_new_lines): always copied
+
+
+def _share_or_copy(src: str, dst: str) -> None:
+    """Link a large file of the workspace into the copy instead of copying it. Safe because the workspace writes a
+    file by renaming a new one over it (a rename replaces the link, never the file it points at); the one file
+    appended in place is copied, as are the dot files (locks, which are opened without following links)."""
+    name = os.path.basename(src)
+    if os.path.getsize(src) >= max(SHARED_FROM_BYTES, 1) and name not in WRITTEN_IN_PLACE and not name.startswith("."):
+        os.symlink(os.path.abspath(src), dst)
+    else:
+        shutil.copy2(src, dst)
 
 
 def _not_copied(workspace: Path, *, embeddings: bool):

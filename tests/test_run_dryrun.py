@@ -21,19 +21,25 @@ def _to_send(said: str) -> int:
     return int(re.search(r"total: ([\d,]+) requests to send", " ".join(said.split()))[1].replace(",", ""))
 
 
-def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_path):
+def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_path, monkeypatch):
     """The old dry run ran load, dedup and the filter steps in OUT/workspace itself: after a real run, `--dry-run
     --heuristics` added selections/heuristics.arrow, `--language en` rewrote it, `--minhash` added minhash.arrow,
     `--decontaminate` added decontaminated.arrow, and every dry run touched OUT/workspace and its staging folder.
-    The estimate is unchanged: a real run with the options sends what the dry run counted."""
+    The estimate is unchanged: a real run with the options sends what the dry run counted. Every file the copy
+    may link instead of copying is linked here (a pool of gigabytes is not copied): the links are written through
+    nowhere."""
+    from curate import dry_run
+
+    monkeypatch.setattr(dry_run, "SHARED_FROM_BYTES", 0)
     rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
             for i in range(6)]
     rows += [{"instruction": "Write a poem about the sea.", "output": "I'm sorry, but as an AI I cannot do that."},
-             {"instruction": "What is the capital of France?", "output": "Paris."}]
+             {"instruction": "What is the capital of France?", "output": "Paris."}, '{"instruction": broken']
     pool, out = write_jsonl(tmp_path / "pool.jsonl", rows), tmp_path / "out"
     target = write_jsonl(tmp_path / "evals.jsonl", [{"instruction": "What is the capital of France?", "output": "x"}])
     real = curate_in_process("run", pool, "--budget", "3", "--out", out, "--no-report")
     assert real.returncode == 0, real.stderr[-2000:]
+    write_jsonl(pool, [*rows, '{"instruction": broken again'])  # a new reject: appended to rejects.jsonl in place
     with FaultServer() as srv:
         llm = ["--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0"]
         counted = {}
