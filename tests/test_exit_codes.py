@@ -93,6 +93,20 @@ def test_export_of_a_selection_the_workspace_lacks_still_exits_1(ws, tmp_path):
     assert export.returncode == EXIT_FAILURE and "no selection 'nope'" in _error_line(export), export.stderr
 
 
+@pytest.mark.parametrize("args, said", [
+    (("select", "{ws}", "--method", "nope", "--name", "a"), "unknown selection method 'nope'"),
+    (("select", "{ws}", "--method", "threshold", "--sort-by", "output_length", "--quantile", "7", "--name", "a"),
+     "quantile 7.0 is not a number in [0, 1]"),
+    (("select", "{ws}", "--method", "top_k", "--budget", "-1", "--name", "a"), "budget must be a whole number"),
+    (("export", "{ws}", "--format", "chatml", "--out", "{ws}/../o.jsonl"), "export format 'chatml'"),
+    (("score", "{ws}", "--scorer", "default", "--column", "q"), "--column names one column"),
+])
+def test_a_selector_export_or_score_option_value_refused_exits_78(ws, args, said):
+    """These exited 1 as any failure: the selectors' and export's checks of a value raised a plain CurateError."""
+    proc = _cli(*(a.format(ws=ws) for a in args))
+    assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)
+
+
 def test_run_on_instructions_alone_without_sort_by_is_a_refused_setting_78(tmp_path):
     """The pool is valid input (instructions are selected by complexity alone): the default --sort-by is refused."""
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a poem about {i}."} for i in range(4)])

@@ -5,7 +5,7 @@ import pytest
 
 import curate
 from curate import pools
-from curate.errors import InputError
+from curate.errors import InputError, OptionError
 from curate.rows import turns
 from tests.conftest import write_jsonl
 
@@ -186,7 +186,7 @@ def test_training_formats_load_back_as_the_same_conversations(tmp_path):
     mixed.load(write_jsonl(tmp_path / "m.jsonl", [{"instruction": "Write a haiku."}, {"instruction": "A", "output": "B"}]))
     with pytest.raises(WorkspaceError, match="1 of 2 rows have no reply .*cannot tell them from empty replies"):
         mixed.export(tmp_path / "m-out.jsonl", format="alpaca")
-    with pytest.raises(WorkspaceError, match="export format 'chatml': one of"):
+    with pytest.raises(OptionError, match="export format 'chatml': one of"):
         mixed.export(tmp_path / "m-out.jsonl", format="chatml")
     assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "m-out.jsonl").exists()
 

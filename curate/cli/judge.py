@@ -34,7 +34,7 @@ from curate.cli.common import (
     stopped_run_text,
 )
 from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 
 
 @app.command()
@@ -241,7 +241,7 @@ def _scorers(spec: str, column: str | None) -> list[Any]:
     if spec != "default":
         return [Scorer.load(spec)]  # ws.score names its column
     if column:
-        raise CurateError("--column names one column; with --scorer default both complexity and quality are written: "
+        raise OptionError("--column names one column; with --scorer default both complexity and quality are written: "
                           "--scorer complexity --column NAME (or quality) writes one under another name")
     return [load_default(name) for name in ("complexity", "quality")]
 

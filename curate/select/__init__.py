@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.select import (  # noqa: F401  (register the selectors)
     decontaminate,
     dedup,
@@ -51,19 +51,19 @@ __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register"
 def _check_steps(steps: list[dict[str, Any]], name: str, chained: bool) -> None:
     """Every step of a chain checked before any runs: a chain never stops half-written."""
     if isinstance(steps, (str, dict)) or not steps or not all(isinstance(step, dict) for step in steps):
-        raise CurateError(f"steps= takes a non-empty list of steps, each a dict such as {{'method': 'exact'}}; "
+        raise OptionError(f"steps= takes a non-empty list of steps, each a dict such as {{'method': 'exact'}}; "
                           f"got {steps!r}")
     for i, step in enumerate(steps):
         where = f"step {i + 1} of chain {name!r}: " if chained else ""
         if "method" not in step:
-            raise CurateError(f"{where}no 'method' given; choose one of {', '.join(sorted(SELECTORS))}")
+            raise OptionError(f"{where}no 'method' given; choose one of {', '.join(sorted(SELECTORS))}")
         meth = step["method"]
         if meth not in SELECTORS:
-            raise CurateError(f"{where}unknown selection method {meth!r}; have {', '.join(sorted(SELECTORS))}")
+            raise OptionError(f"{where}unknown selection method {meth!r}; have {', '.join(sorted(SELECTORS))}")
         try:
             check_params(meth, {k: v for k, v in step.items() if k != "method"})
         except CurateError as exc:
-            raise CurateError(f"{where}{exc}") from None
+            raise (OptionError if isinstance(exc, OptionError) else CurateError)(f"{where}{exc}") from None
         check_new_name(name if i == len(steps) - 1 else f"{name}.{i + 1}-{meth}")  # the names it is stored under
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import DECONTAMINATE, EMBED
-from curate.errors import CurateError, InputError
+from curate.errors import CurateError, InputError, OptionError
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
 from curate.select.dedup import INVISIBLE
@@ -57,7 +57,7 @@ class TargetIndex:
 
     def __init__(self, targets: Sequence[Conversation], ngram: int, min_words: int):
         if not 1 <= min_words <= ngram:
-            raise CurateError(f"decontaminate: need 1 <= min_words <= ngram, not min_words={min_words}, ngram={ngram}")
+            raise OptionError(f"decontaminate: need 1 <= min_words <= ngram, not min_words={min_words}, ngram={ngram}")
         self.min_words = min_words
         self.runs: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}
         self.whole: dict[tuple[str, ...], list[int]] = {}
@@ -197,14 +197,14 @@ def decontaminate(ws, rows: np.ndarray, target: list[str] | str | os.PathLike, t
                           "and none is given: give max_cosine_similarity too, or leave embeddings out")
     embeddings = EMBED.name if embeddings is None else embeddings
     if text not in TEXT_KINDS:
-        raise CurateError(f"decontaminate: text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
+        raise OptionError(f"decontaminate: text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
     if not 0 <= min_overlap <= 1:
-        raise CurateError(f"decontaminate: min_overlap is a share of a target's word runs in [0, 1], not {min_overlap!r}")
+        raise OptionError(f"decontaminate: min_overlap is a share of a target's word runs in [0, 1], not {min_overlap!r}")
     if max_cosine_similarity is not None and not -1 <= max_cosine_similarity <= 1:
-        raise CurateError(f"decontaminate: max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
+        raise OptionError(f"decontaminate: max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     targets = read_targets(target)
     if not targets:
-        raise CurateError("decontaminate needs target texts")
+        raise OptionError("decontaminate needs target texts")
     index = TargetIndex(targets, ngram, min_words)
     nearest, similarity = (None, None) if max_cosine_similarity is None else nearest_targets(ws, rows, targets,
                                                                                                embeddings)

@@ -19,7 +19,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import ANN, DEITA, EMBED, MINHASH, SELECT
-from curate.errors import CurateError
+from curate.errors import OptionError
 from curate.select.admission import REJECTED, admit
 from curate.select.clusters import fit_kmeans
 from curate.select.inputs import id_order, iter_texts, score_detail, vectors
@@ -125,7 +125,7 @@ def lsh_index(threshold: float, num_perm: int, false_positive_weight: float):
     from datasketch import MinHashLSH
 
     if not 0.0 < false_positive_weight < 1.0:
-        raise CurateError(f"minhash: false_positive_weight is a weight in (0, 1), not {false_positive_weight!r}")
+        raise OptionError(f"minhash: false_positive_weight is a weight in (0, 1), not {false_positive_weight!r}")
     return MinHashLSH(threshold=threshold, num_perm=num_perm,
                       weights=(false_positive_weight, 1.0 - false_positive_weight))
 
@@ -140,7 +140,7 @@ def minhash_dedup(ws, rows: np.ndarray, threshold: float = MINHASH.threshold, te
     default a pair at Jaccard 0.8 is found 95% of the time, 0.85 99.4%); the ``exact`` selector, or ``semantic``
     with ``index="exact"``, compares every pair."""
     if shingle < 1 or num_perm < 2 or not 0.0 < threshold <= 1.0:
-        raise CurateError(f"minhash needs shingle >= 1, num_perm >= 2 and threshold in (0, 1]; got shingle={shingle}, "
+        raise OptionError(f"minhash needs shingle >= 1, num_perm >= 2 and threshold in (0, 1]; got shingle={shingle}, "
                           f"num_perm={num_perm}, threshold={threshold}")
 
     lsh = lsh_index(threshold, num_perm, false_positive_weight)  # the band layout; the index is curate's own
@@ -189,7 +189,7 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
     if index != "kmeans":
         raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
     if n_clusters is not None and n_clusters < 1:
-        raise CurateError(f"n_clusters must be >= 1, got {n_clusters}")
+        raise OptionError(f"n_clusters must be >= 1, got {n_clusters}")
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
     walk = np.arange(n) if walk is None else np.asarray(walk, np.int64)
     cluster, seeding = np.zeros(n, np.int64), {}  # by row of x
@@ -233,7 +233,7 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
     ignored = ([("n_clusters", n_clusters)] if index != "kmeans" and n_clusters is not None else []) + \
         [(k, v) for k, v, default in (("ef", ef, ANN.ef), ("threads", threads, 1)) if index != "hnsw" and v != default]
     if ignored:  # read by another index: they did nothing
-        raise CurateError(f"semantic: {ignored[0][0]}={ignored[0][1]!r} is a setting of index "
+        raise OptionError(f"semantic: {ignored[0][0]}={ignored[0][1]!r} is a setting of index "
                           f"{'kmeans' if ignored[0][0] == 'n_clusters' else 'hnsw'}, and index is {index!r}")
     ordered, values, info = walk_order(ws, rows, sort_by)
     by_id = id_order(ws, ordered) if index == "kmeans" else None  # walk positions in row-id order: K-means' order

@@ -8,7 +8,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import EMBED, KMEANS, SELECT
-from curate.errors import CurateError
+from curate.errors import OptionError
 from curate.select.clusters import fit_kmeans
 from curate.select.inputs import in_id_order, score_detail, vectors
 from curate.select.progress import printed_iterations, walked
@@ -143,7 +143,7 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
     row-id order, and identical rows tie, broken by row id: the same rows and seed give the same selection
     whatever the pool file's order."""
     if per_cluster not in ("nearest", "kcenter"):
-        raise CurateError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
+        raise OptionError(f"kmeans: per_cluster must be 'nearest' or 'kcenter', not {per_cluster!r}")
     rows = in_id_order(ws, rows)
     x = vectors(ws, embeddings, rows)
     k = min(len(rows), n_clusters or max(1, min(budget, int(math.sqrt(len(rows))))))
@@ -191,7 +191,7 @@ def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: 
     from sklearn.decomposition import PCA
 
     if n_components < 2:  # the variance over fewer than two coordinates is no statistic (NaN or 0 for every row)
-        raise CurateError(f"lift: n_components must be at least 2, not {n_components}")
+        raise OptionError(f"lift: n_components must be at least 2, not {n_components}")
     rows = in_id_order(ws, rows)
     x = vectors(ws, embeddings, rows)
     proj = PCA(n_components=min(n_components, *x.shape), svd_solver=LIFT_SVD_SOLVER).fit_transform(x)

@@ -9,7 +9,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import SELECT
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.select.inputs import in_id_order, texts
 from curate.select.registry import SelectorResult, register
 
@@ -33,7 +33,7 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     the rows in row-id order: the same rows and seed give the same sample whatever the pool file's order.
     """
     if num_buckets < 1 or ngram < 1:  # sklearn's hashing divides by num_buckets: 0 killed the process (SIGFPE)
-        raise CurateError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
+        raise OptionError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
     if isinstance(target, os.PathLike):  # a Path was "not a list of texts or a file"
         target = os.fspath(target)
     if isinstance(target, str):
@@ -43,7 +43,7 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
         raise CurateError(f"dsir: target must be a list of texts or a file of them, not {target!r}"[:200])
     if not target:
-        raise CurateError("dsir needs target texts")
+        raise OptionError("dsir needs target texts")
     rows = in_id_order(ws, rows)
     raw = hashed_ngrams(texts(ws, rows, text), num_buckets, ngram)
     tgt = hashed_ngrams(target, num_buckets, ngram)

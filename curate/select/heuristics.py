@@ -46,7 +46,7 @@ import regex
 
 from curate.codes import Decision, Reason
 from curate.defaults import HEURISTICS
-from curate.errors import CurateError
+from curate.errors import OptionError
 from curate.rows import Conversation
 from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
 from curate.select.refusal_phrases import decline_evidence
@@ -254,14 +254,14 @@ def check_languages(languages: Any) -> tuple[str, ...]:
     """``languages`` as lower-case ISO 639 codes (lid.176 labels: ``en``, ``zh``, ``ceb``...), or an error naming it."""
     if isinstance(languages, str) or not isinstance(languages, list | tuple) or not languages:
         # the hint as Python and JSON both read it: curate select's --param parses its value as JSON
-        raise CurateError(f"heuristics: languages is a list of ISO 639 codes such as {LANGUAGES_EXAMPLE} (--param "
+        raise OptionError(f"heuristics: languages is a list of ISO 639 codes such as {LANGUAGES_EXAMPLE} (--param "
                           f"'languages={LANGUAGES_EXAMPLE}' with curate select), not {languages!r}")
     bad = [x for x in languages if not isinstance(x, str) or not re.fullmatch(r"[a-z]{2,3}", x.strip().lower())]
     if bad:
-        raise CurateError(f"heuristics: {bad[0]!r} is not an ISO 639 language code (2 or 3 letters, as 'en' or 'ceb')")
+        raise OptionError(f"heuristics: {bad[0]!r} is not an ISO 639 language code (2 or 3 letters, as 'en' or 'ceb')")
     codes = tuple(dict.fromkeys(x.strip().lower() for x in languages))
     if unknown := [c for c in codes if c not in LID176_LANGUAGES]:
-        raise CurateError(f"heuristics: {unknown[0]!r} is no language the detector (fastText lid.176) knows, so every "
+        raise OptionError(f"heuristics: {unknown[0]!r} is no language the detector (fastText lid.176) knows, so every "
                           f"row would read as another language; its codes are ISO 639 ones such as 'en', 'zh', 'ceb'")
     return codes
 
@@ -274,10 +274,10 @@ class Rules:
                  languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool):
         if max_repeated_tail_words is not None and (not isinstance(max_repeated_tail_words, int)
                                                     or max_repeated_tail_words < 1):
-            raise CurateError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "
+            raise OptionError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "
                               f"not {max_repeated_tail_words!r}")
         if not 0 <= min_language_probability <= 1:
-            raise CurateError(f"heuristics: min_language_probability is a probability in [0, 1], "
+            raise OptionError(f"heuristics: min_language_probability is a probability in [0, 1], "
                               f"not {min_language_probability!r}")
         self.empty_response, self.refusal, self.ai_disclaimer = empty_response, refusal, ai_disclaimer
         self.max_repeated_tail_words, self.unclosed_code_fence = max_repeated_tail_words, unclosed_code_fence

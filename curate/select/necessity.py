@@ -25,7 +25,7 @@ import numpy as np
 
 from curate.codes import Decision, FailureCode, Reason
 from curate.defaults import EMBED, HEURISTICS
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.select.diversity import kcenter_greedy
 from curate.select.heuristics import looping_tail
 from curate.select.inputs import in_id_order, vectors
@@ -54,7 +54,7 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     ``truncated``: a small model that loops or rambles), or ends in a loop (the heuristics' ``repeated_tail``
     rule), is then a failed answer, so necessary, whatever its score."""
     if isinstance(max_answer_score, float) and math.isnan(max_answer_score):
-        raise CurateError("necessity: max_answer_score is NaN")
+        raise OptionError("necessity: max_answer_score is NaN")
     seed_ids, seed_positions = selection_positions(ws, seed)
     candidates = set(rows.tolist())
     outside = [rid for rid, p in zip(seed_ids, seed_positions, strict=True) if p not in candidates]

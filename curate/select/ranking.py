@@ -8,7 +8,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import SELECT
-from curate.errors import CurateError
+from curate.errors import OptionError
 from curate.select.inputs import in_id_order
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score, score_quantile
@@ -36,12 +36,13 @@ def threshold(ws, rows: np.ndarray, min_score: float | None = None, sort_by: str
     """ALPAGASUS-style filter: keep rows whose score is >= ``min_score``, or >= the ``quantile`` (0-1) of
     these rows' scores (e.g. 0.8 keeps about the top fifth whatever the scorer's scale)."""
     if min_score is not None and not math.isfinite(min_score):  # NaN or +inf keeps nothing, -inf all, silently
-        raise CurateError(f"threshold: min_score is {min_score}, not a finite number")
+        raise OptionError(f"threshold: min_score is {min_score}, not a finite number")
+    if quantile is not None and (isinstance(quantile, bool) or not isinstance(quantile, int | float)
+                                 or not 0.0 <= quantile <= 1.0):  # before the scores are read: the value is wrong
+        raise OptionError(f"threshold: quantile {quantile!r} is not a number in [0, 1]")
     perm, scores = rows_by_score(ws, rows, sort_by)
     out = SelectorResult(info={"sort_by": scores.sort_by, "reducer": scores.reducer})
     if quantile is not None:
-        if isinstance(quantile, bool) or not isinstance(quantile, int | float) or not 0.0 <= quantile <= 1.0:
-            raise CurateError(f"threshold: quantile {quantile!r} is not a number in [0, 1]")
         finite = np.asarray(scores.values, dtype=np.float64)
         finite = finite[~np.isnan(finite)]
         min_score = score_quantile(finite, quantile) if finite.size else math.inf

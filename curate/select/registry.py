@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 
 __all__ = ["SELECTORS", "SelectorResult", "check_params", "check_result", "register", "selector_parameters"]
 
@@ -81,27 +81,27 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     known, required, any_keyword = selector_parameters(method)
     unknown = [k for k in params if k not in known]
     if unknown and not any_keyword:
-        raise CurateError(f"selector {method!r} has no parameter {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+        raise OptionError(f"selector {method!r} has no parameter {unknown[0]!r} (known: {', '.join(known) or 'none'})")
     for group in EXACTLY_ONE_OF.get(method, ()):
         given = [k for k in group if params.get(k) is not None]
         if not given:
-            raise CurateError(f"selector {method!r} needs parameter {group[0]!r} (or "
+            raise OptionError(f"selector {method!r} needs parameter {group[0]!r} (or "
                               + " or ".join(map(repr, group[1:])) + ")")
         if len(given) > 1:
-            raise CurateError(f"selector {method!r} takes one of {', '.join(map(repr, given))}, not both")
+            raise OptionError(f"selector {method!r} takes one of {', '.join(map(repr, given))}, not both")
     missing = [k for k in required if k not in params]
     if missing:
-        raise CurateError(f"selector {method!r} needs parameter {missing[0]!r}"
+        raise OptionError(f"selector {method!r} needs parameter {missing[0]!r}"
                           + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
     budget = params.get("budget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0):
-        raise CurateError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
+        raise OptionError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
     _check_types(method, params)
     for name, (low, high, what) in PARAMETER_RANGES.items():
         value = params.get(name)
         if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and not (
                 low <= value <= high):
-            raise CurateError(f"selector {method!r}: {name} must be {what}, not {value!r}")
+            raise OptionError(f"selector {method!r}: {name} must be {what}, not {value!r}")
 
 
 # parameters several selectors share, by name: checked before any work, so a bad value is named as the user gave it

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from curate.errors import WorkspaceError, python_and_cli
+from curate.errors import OptionError, WorkspaceError, python_and_cli
 from curate.pools import FORMATS, RESERVED
 from curate.quiet import quiet_datasets
 from curate.storage.columns import column_names
@@ -179,7 +179,7 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: str | list
     """The rows :func:`export` writes, as a ``datasets.Dataset``."""
     columns = column_names(columns)
     if format is not None and format not in FORMATS:
-        raise WorkspaceError(f"export format {format!r}: one of {', '.join(FORMATS)}")
+        raise OptionError(f"export format {format!r}: one of {', '.join(FORMATS)}")
     if format is not None and (own := [c for c in columns or [] if c in RESERVED and c != "id"]):  # dropped in silence
         raise WorkspaceError(f"column {own[0]!r}: curate's own (every record has its id; the conversation is the "
                              f"record; format is the shape it was read as); a pool field of that name is kept as "
