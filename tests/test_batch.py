@@ -83,7 +83,7 @@ def test_a_wrong_api_key_is_one_error_line_and_the_rerun_with_the_right_key_scor
         runs = [curate_in_process(*args, env={**os.environ, "OPENAI_API_KEY": key}) for key in ("wrong", "right")]
         assert (srv.uploads, srv.batches_created, srv.total) == (1, 1, 0)  # nothing went through with the wrong key
     wrong, right = runs
-    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert wrong.returncode == 78 and "Traceback" not in wrong.stderr
     assert "error: openai-batch: HTTP 401: the server refuses the API key" in wrong.stderr
     assert right.returncode == 0, right.stderr[-2000:]
     assert all(v is not None for v in Workspace.open(ws.path).column("complexity"))

@@ -81,6 +81,26 @@ def test_score_exits_75_after_5xx_and_timeouts_and_1_when_max_cost_left_rows_uns
         assert proc.returncode == EXIT_FAILURE and "max_cost" in _error_line(proc), proc.stderr
 
 
+def test_the_batch_backend_exits_as_the_online_one_when_refused_down_or_unpriced(ws):
+    """openai-batch raised a plain CurateError for everything: a wrong key, a server down and max_cost on an
+    unpriced model all exited 1, where the online backend exits 78, 75 and 78. The 401 names the model and the URL
+    in one wording for both backends."""
+    batch = ("score", ws, "--judge", "quality", "--backend", "openai-batch")
+    down = FaultServer()
+    proc = _cli(*batch, "--base-url", down.base_url, "--model", "gpt-4o-mini")
+    assert proc.returncode == EXIT_TEMPFAIL and "Connection error" in _error_line(proc), proc.stderr
+    proc = _cli(*batch, "--base-url", down.base_url, "--model", "unpriced-model", "--max-cost", "1")
+    assert proc.returncode == EXIT_CONFIG and "no batch price" in _error_line(proc), proc.stderr
+    with FaultServer(api_key="right") as srv:
+        said = {}
+        for backend, retries in (("openai-batch", ()), ("openai", ("--max-retries", "0"))):
+            proc = _cli("score", ws, "--judge", "quality", "--backend", backend, "--base-url", srv.base_url,
+                        "--model", "gpt-4o-mini", "--api-key-env", "CURATE_TEST_WRONG_KEY", *retries)
+            said[backend] = _error_line(proc)
+            assert proc.returncode == EXIT_CONFIG, (backend, proc.stderr)
+            assert f"the API key (model 'gpt-4o-mini' at {srv.base_url})" in said[backend], said
+
+
 def test_evol_exits_78_when_the_server_refuses_the_key(ws):
     with FaultServer(api_key="right") as srv:
         proc = _cli("evol", ws, "--seeds", "2", "--steps", "1", "--base-url", srv.base_url, "--api-key-env",

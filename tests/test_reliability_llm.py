@@ -301,7 +301,7 @@ def test_a_wrong_api_key_stops_the_run_and_a_rerun_with_the_right_one_scores_eve
     with FaultServer(api_key="right") as srv:
         wrong = OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="wrong", concurrency=4)
         with pytest.raises(CurateError, match=r"40 rows not scored: the judge did not answer \(HTTP 401: the server "
-                                              r"refuses the API key; fix it and re-run"):
+                                              r"refuses the API key \(model '[^']+' at http://127\.0\.0\.1:\d+/v1\); fix it and re-run"):
             run_pipeline(str(pool), out=tmp_path / "run", budget=5, backend=wrong, report=False, progress=False)
         assert srv.total <= 2 * 4  # per judge, the requests in flight when its first 401 came back; none after
         ws = Workspace.open(tmp_path / "run" / "workspace")

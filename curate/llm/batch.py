@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from curate.defaults import BACKEND, BATCH
-from curate.errors import CurateError
+from curate.errors import ConfigError, CurateError, OptionError, RetryLaterError
 from curate.llm.base import (
     Backend,
     OnDone,
@@ -44,7 +44,7 @@ from curate.llm.batch_collect import check_polls
 from curate.llm.batch_jsonl import batch_line, split_batches
 from curate.llm.batch_notices import interrupted_notice
 from curate.llm.batch_state import SETTLED, BatchState, normal_url, same_url
-from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, sent_to
+from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings
 from curate.llm.openai_backend import _max_tokens, _short, api_key, without_credentials
 
 # what tests and callers import from here: the call (curate.llm.batch_call) and the JSONL helpers moved out
@@ -82,7 +82,7 @@ class OpenAIBatchBackend(Backend):
         self.price = batch_price_of(model)
         check_max_cost(max_cost)
         if max_cost is not None and self.price is None:
-            raise CurateError(f"max_cost ${max_cost:g} set but no batch price is known for model {model!r}; register "
+            raise OptionError(f"max_cost ${max_cost:g} set but no batch price is known for model {model!r}; register "
                               f"one with curate.llm.backends.register_price({model!r}, input_usd_per_mtok, "
                               f"output_usd_per_mtok, batch=(input, output))")
         self.spent_usd = 0.0
@@ -135,16 +135,20 @@ class OpenAIBatchBackend(Backend):
         except openai.APIError as exc:  # the files or batches API itself failed, retries spent: one line, not a trace
             status = getattr(exc, "status_code", None)
             why = f"the server refuses {self._refused(status)}" if status in REFUSED_SETTINGS else "it failed"
-            raise CurateError(f"openai-batch: {f'HTTP {status}: ' if status else ''}{why}: {_short(exc)}; the batches "
-                              "submitted so far are remembered in the workspace: fix it and re-run to resume") from None
+            # the exit code by what failed, as the online backend's (curate.exit_codes): refused settings, a server
+            # that did not answer (nothing listening, timeouts, 5xx, 429), or anything else
+            kind = (ConfigError if status in REFUSED_SETTINGS
+                    else RetryLaterError if isinstance(exc, openai.APIConnectionError) or status in (408, 409, 429)
+                    or (status or 0) >= 500 else CurateError)
+            raise kind(f"openai-batch: {f'HTTP {status}: ' if status else ''}{why}: {_short(exc)}; the batches "
+                       "submitted so far are remembered in the workspace: fix it and re-run to resume") from None
         finally:
             await client.close()
 
     def _refused(self, status: int) -> str:
         """What a 401/403/404 refuses, worded as the online backend's refusal, always with the model and the URL."""
-        what = refused_settings(status, model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+        return refused_settings(status, model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
                                 key_unset=not (self._api_key or os.environ.get(self.api_key_env)))
-        return what if status == 404 else f"{what} ({sent_to(self.model, self.base_url)})"  # 404's names them
 
     def __repr__(self) -> str:
         return f"OpenAIBatchBackend({self.base_url!r}, model={self.model!r})"

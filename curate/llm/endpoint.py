@@ -50,12 +50,13 @@ def sent_to(model: str, base_url: str | None) -> str:
 
 def refused_settings(status: int, *, model: str, base_url: str | None, api_key_env: str, key_unset: bool) -> str:
     """What the server's ``status`` (one of REFUSED_SETTINGS) refuses, with the values sent: the model and the URL
-    for a 404; for a 401 with ``key_unset`` (``$api_key_env`` empty: a loopback server got a placeholder key), that."""
+    (for a 401 with ``key_unset``, ``$api_key_env`` empty: a loopback server got a placeholder key, that and the URL).
+    One wording for the online and the batch backends."""
     if status == 404:  # the values, not only the options' names (which the batch backend's message gives)
         return (f"the model name or the endpoint ({sent_to(model, base_url)}; check "
                 f"{python_and_cli('model= and base_url=', '--model and --base-url')})")
     if status == 401 and key_unset:
-        return (f"the API key (${api_key_env} is not set, so a placeholder key was sent, as to a local server that "
-                f"needs none: set it, or name the variable that holds the key with "
-                f"{python_and_cli('api_key_env=', '--api-key-env')})")
-    return REFUSED_SETTINGS[status]
+        return (f"the API key (${api_key_env} is not set, so a placeholder key was sent to "
+                f"{without_credentials(used_base_url(base_url))}, as to a local server that needs none: set it, or "
+                f"name the variable that holds the key with {python_and_cli('api_key_env=', '--api-key-env')})")
+    return f"{REFUSED_SETTINGS[status]} ({sent_to(model, base_url)})"
