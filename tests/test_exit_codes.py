@@ -101,6 +101,19 @@ def test_the_batch_backend_exits_as_the_online_one_when_refused_down_or_unpriced
             assert f"the API key (model 'gpt-4o-mini' at {srv.base_url})" in said[backend], said
 
 
+def test_rows_left_unanswered_under_keep_failed_exit_1_not_retry_later(ws):
+    """--keep-failed never sends the stored transient failures again, yet the error said 75 (retry later): a
+    scheduler re-ran the same command forever, each run sending nothing (review)."""
+    down = FaultServer()
+    for command in (("score", ws, "--judge", "quality"), ("tag", ws)):
+        assert _cli(*command, "--base-url", down.base_url, *JUDGE).returncode == EXIT_TEMPFAIL
+    with FaultServer() as srv:
+        for command in (("score", ws, "--judge", "quality"), ("tag", ws)):
+            proc = _cli(*command, "--base-url", srv.base_url, *JUDGE, "--keep-failed")
+            assert proc.returncode == EXIT_FAILURE and "without --keep-failed" in _error_line(proc), proc.stderr
+        assert srv.total == 0
+
+
 def test_evol_exits_78_when_the_server_refuses_the_key(ws):
     with FaultServer(api_key="right") as srv:
         proc = _cli("evol", ws, "--seeds", "2", "--steps", "1", "--base-url", srv.base_url, "--api-key-env",

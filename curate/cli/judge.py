@@ -124,7 +124,8 @@ def score(
     failures = _print_result(ws, result, ids)
     if retried:
         _print_retried(retried, result.provenance)
-    raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids), backend=llm)
+    raise_unanswered(failures, max_cost, spent, values=ws.column(result.column, ids), backend=llm,
+                     retry_failed=retry_failed)
 
 
 def prompt_line(step: Any) -> str:
@@ -134,11 +135,13 @@ def prompt_line(step: Any) -> str:
 
 
 def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored",
-                     values: list[Any] | None = None, backend: Any = None) -> None:
+                     values: list[Any] | None = None, backend: Any = None, retry_failed: bool = True) -> None:
     """After the answered rows are stored: one error for rows max_cost left unsent or the judge never answered
     (the server was down or overloaded), which a re-run sends again; they must not pass as finished. Its class
     says what a scheduler does (curate.exit_codes): ConfigError when ``backend`` says its settings were refused
-    (78), RetryLaterError for rows the judge never answered (75), a plain CurateError for max_cost (1)."""
+    (78), RetryLaterError for rows the judge never answered (75), a plain CurateError for max_cost (1) and for
+    unanswered rows under ``retry_failed=False`` (--keep-failed: the same command never sends them again, so
+    "retry later" would repeat forever)."""
     from curate.errors import RetryLaterError
     from curate.llm.backends import format_usd
     from curate.run_record import backend_error
@@ -152,7 +155,7 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                           f"come from the cache)")
     unreached = unreached_rows(failures)
     if unreached:
-        raise (stopped or RetryLaterError)(f"{len(unreached):,} rows not {done}: the judge did not answer "
+        raise (stopped or (RetryLaterError if retry_failed else CurateError))(f"{len(unreached):,} rows not {done}: the judge did not answer "
                                            f"({unreached[0].message}); re-run the command (without --keep-failed) to "
                                            "send them again (answered requests come from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success

@@ -102,7 +102,7 @@ def tag_cmd(
     if normalize:
         _print_steps(normalize_tags(ws))
     raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column),
-                     backend=judge_backend)
+                     backend=judge_backend, retry_failed=retry_failed)
 
 
 def _print_steps(norm) -> None:

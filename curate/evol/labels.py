@@ -112,14 +112,16 @@ def earlier(ws: Any, name: str) -> dict[str, Any]:
 def raise_unfinished(run: EvolRun) -> None:
     """A :class:`CurateError` when a chain stopped because the LLM did not answer one of its calls (a transient
     failure, or max_cost reached): its labels are left out, and a re-run finishes it from the cache. A
-    :class:`~curate.errors.RetryLaterError` (exit 75) unless max_cost alone left the calls unsent (exit 1)."""
+    :class:`~curate.errors.RetryLaterError` (exit 75) unless max_cost alone left the calls unsent, or
+    ``retry_failed=False`` keeps them unsent (exit 1)."""
     from curate.codes import FailureCode
     from curate.evol.rules import RankFailure
 
     unanswered = [vs for vs in run.sets if vs.failure is RankFailure.NOT_ANSWERED]
     budget = all((vs.failure_detail or "").startswith(f"{FailureCode.BUDGET.value}:") for vs in unanswered)
     if unanswered:  # labels of chains cut short would teach the wrong scale: say so, and how to finish
-        error = CurateError if budget else RetryLaterError
+        # retry_failed=False (--keep-failed) never sends them again: "retry later" (75) would repeat forever
+        error = CurateError if budget or not run.provenance.get("retry_failed", True) else RetryLaterError
         raise error(f"{len(unanswered):,} of {len(run.sets):,} seeds not finished: the LLM did not answer "
                     f"a call of their chain ({unanswered[0].failure_detail[:160]}); their labels are left out. "
                     + ("Re-run to finish them (answered calls come from the cache)." if run.provenance.get(
