@@ -3,6 +3,7 @@ prices each step; this runs the steps before the judges as the real run would)."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.defaults import DEITA
+from curate.llm.batch_state import BatchState
 from curate.pipeline import (
     Run,
     candidates,
@@ -28,7 +30,7 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
                      scorers: Sequence[str] = (), heuristics: bool = False,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
                      minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = "auto",
-                     mapping: dict[str, str] | None = None) -> list[Any]:
+                     mapping: dict[str, str] | None = None, on_error: str | None = None) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
@@ -47,13 +49,20 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
         return []
     existing = Path(out) / "workspace"
     scratch = Path(tempfile.mkdtemp(prefix="curate-dry-run-"))
+    batch_states: dict[int, tuple[Any, Any]] = {}
     try:
         if existing.exists():  # the filter steps write their selections (and a load, new rows): into the copy
-            shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True, copy_function=_share_or_copy,
-                            ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
+            with _writers_paused(existing):  # one moment's files, not a pool of one write and a manifest of the next
+                shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True, copy_function=_share_or_copy,
+                                ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
         run = Run(source, scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
-                  minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping)
+                  minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping, on_error=on_error)
+        for llm in (backend, tag_backend):  # the batch backend's open submissions: read in the copy, since opening
+            state = getattr(llm, "state", None)  # the real workspace tidies it (removes a killed writer's files)
+            if isinstance(state, BatchState) and id(llm) not in batch_states:
+                batch_states[id(llm)] = (llm, state)
+                llm.state = BatchState(scratch / "out" / "workspace", state.claim_expiry_s)
         judges = [name for name in run.scores if name not in scorers] if backend is not None else []
         load(run)
         dedup(run)  # the selections the real run writes before its LLM steps, as it would write them (in the copy)
@@ -75,6 +84,8 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
             estimates.append(estimate(run.ws, Tagger(tag_backend), run.kept_ids(candidates(run)), cache=cache))
         return estimates
     finally:
+        for llm, state in batch_states.values():
+            llm.state = state
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -87,10 +98,22 @@ def _share_or_copy(src: str, dst: str) -> None:
     file by renaming a new one over it (a rename replaces the link, never the file it points at); the one file
     appended in place is copied, as are the dot files (locks, which are opened without following links)."""
     name = os.path.basename(src)
-    if os.path.getsize(src) >= max(SHARED_FROM_BYTES, 1) and name not in WRITTEN_IN_PLACE and not name.startswith("."):
-        os.symlink(os.path.abspath(src), dst)
-    else:
-        shutil.copy2(src, dst)
+    try:
+        if os.path.getsize(src) >= max(SHARED_FROM_BYTES, 1) and name not in WRITTEN_IN_PLACE and name[0] != ".":
+            os.symlink(os.path.abspath(src), dst)
+        else:
+            shutil.copy2(src, dst)
+    except FileNotFoundError:  # renamed over or removed since it was listed (a lock-free write: a batch heartbeat)
+        pass
+
+
+def _writers_paused(workspace: Path) -> Any:
+    """The workspace lock (every mutation takes it) while the copy is made; taken only where its file exists, as
+    creating it would write under OUT."""
+    from curate.storage.files import LOCK_FILE, file_lock
+
+    lock = workspace / LOCK_FILE
+    return file_lock(lock) if lock.exists() else contextlib.nullcontext()
 
 
 def _not_copied(workspace: Path, *, embeddings: bool):
@@ -98,10 +121,11 @@ def _not_copied(workspace: Path, *, embeddings: bool):
     response cache is read where it is), but the embedding cache where the dry run embeds (decontamination)."""
     def ignore(folder: str, names: list[str]) -> list[str]:
         here = Path(folder)
+        leftovers = [n for n in names if n.startswith(".") and n.endswith(".tmp")]  # a writer's, live or killed
         if here == workspace:
-            return [n for n in names if n in ("staging", "locks")]
+            return leftovers + [n for n in names if n in ("staging", "locks")]
         if here == workspace / "cache":
             return [n for n in names if not (embeddings and n == "embeddings")]
-        return []
+        return leftovers
 
     return ignore

@@ -50,6 +50,15 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
             assert dry.returncode == 0, dry.stderr[-2000:]
             assert _tree(out) == before, option
             counted[tuple(map(str, option))] = _to_send(dry.stdout)
+        (out / "workspace" / ".killed-writer.tmp").write_text("x")  # Workspace.open removes it: the real one isn't
+        before = _tree(out)
+        batch = curate_in_process("run", pool, "--out", out, "--backend", "openai-batch", "--base-url", srv.base_url,
+                                  "--model", "gpt-4o-mini", "--api-key-env", "HOME", "--dry-run")
+        assert batch.returncode == 0 and _to_send(batch.stdout) == counted[()], batch.stderr[-2000:]
+        assert _tree(out) == before  # it opened the real workspace to read its open batches, which tidied it
+        strict = curate_in_process("run", pool, "--out", out, *llm, "--dry-run", "--on-error", "raise")
+        assert strict.returncode == 65 and "line 9" in strict.stderr, strict.stderr  # as the real run reads it
+        assert _tree(out) == before
         assert srv.total == 0
         assert counted[("--heuristics",)] == counted[()] - 2  # the refusal's two judge requests
         everything = ("--heuristics", "--minhash", "--decontaminate", str(target), "--tags")

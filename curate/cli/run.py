@@ -158,7 +158,7 @@ def run(
                                              scorers=tuple(scorers), heuristics=heuristics,
                                              languages=language or None, minhash=minhash, sort_by=sort_by,
                                              decontaminate_target=str(decontaminate) if decontaminate else None,
-                                             **read_as))
+                                             on_error=on_error, **read_as))
         return
     with (_prose_on_stderr() if json_out else contextlib.nullcontext()), _record_printed(json_out, out, budget), \
             (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
