@@ -131,6 +131,9 @@ def test_export_of_a_selection_the_workspace_lacks_still_exits_1(ws, tmp_path):
     (("select", "{ws}", "--method", "threshold", "--sort-by", "output_length", "--quantile", "7", "--name", "a"),
      "quantile 7.0 is not a number in [0, 1]"),
     (("select", "{ws}", "--method", "top_k", "--budget", "-1", "--name", "a"), "budget must be a whole number"),
+    (("select", "{ws}", "--method", "threshold", "--param", "min_score=x", "--name", "a"), "must be a number"),
+    (("select", "{ws}", "--method", "top_k", "--budget", "1", "--sort-by", "quality+", "--name", "a"),
+     "is not an expression"),
     (("export", "{ws}", "--format", "chatml", "--out", "{ws}/../o.jsonl"), "export format 'chatml'"),
     (("score", "{ws}", "--scorer", "default", "--column", "q"), "--column names one column"),
 ])

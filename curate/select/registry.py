@@ -128,14 +128,14 @@ def _check_types(method: str, params: dict[str, Any]) -> None:
         kinds = {str(a).strip() for a in str(signature[name].annotation).split("|")}  # annotations are strings
         number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
         if kinds & {"int", "float"} and not kinds - {"int", "float", "None"} and not number:
-            raise CurateError(f"selector {method!r}: {name} must be a number, not {value!r}")
+            raise OptionError(f"selector {method!r}: {name} must be a number, not {value!r}")
         if kinds == {"int"} or kinds == {"int", "None"}:
             if isinstance(value, float | np.floating) and (not np.isfinite(value) or value != int(value)):  # int(nan)
-                raise CurateError(f"selector {method!r}: {name} must be a whole number, not {value!r}")
+                raise OptionError(f"selector {method!r}: {name} must be a whole number, not {value!r}")
         if kinds & {"str"} and not kinds - {"str", "None"} and not isinstance(value, str):
-            raise CurateError(f"selector {method!r}: {name} must be text, not {value!r}")
+            raise OptionError(f"selector {method!r}: {name} must be text, not {value!r}")
         if kinds & {"bool"} and not kinds - {"bool", "None"} and not isinstance(value, bool | np.bool_):
-            raise CurateError(f"selector {method!r}: {name} is a switch: true or false, not {value!r}")
+            raise OptionError(f"selector {method!r}: {name} is a switch: true or false, not {value!r}")
 
 
 def check_result(method: str, result: Any, candidates: int) -> SelectorResult:

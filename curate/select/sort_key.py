@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import DEITA
-from curate.errors import CurateError, WorkspaceError
+from curate.errors import CurateError, OptionError, WorkspaceError
 from curate.select.admission import examination_order
 from curate.storage.roles import role_column
 from curate.storage.step import reduce_turns
@@ -47,7 +47,7 @@ def parse(expr: str) -> tuple[ast.Expression, list[str]]:
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as exc:
-        raise CurateError(f"sort key {expr!r} is not an expression: {exc.msg}") from None
+        raise OptionError(f"sort key {expr!r} is not an expression: {exc.msg}") from None
     columns: list[str] = []
 
     def check(node: ast.AST) -> None:
@@ -67,12 +67,12 @@ def parse(expr: str) -> tuple[ast.Expression, list[str]]:
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
                 and not node.keywords):
             if len(node.args) != _ARITY[node.func.id]:
-                raise CurateError(f"sort key {expr!r}: {node.func.id} takes {_ARITY[node.func.id]} argument(s), "
+                raise OptionError(f"sort key {expr!r}: {node.func.id} takes {_ARITY[node.func.id]} argument(s), "
                                   f"got {len(node.args)} in {ast.unparse(node)!r}")
             for a in node.args:
                 check(a)
             return None
-        raise CurateError(f"sort key {expr!r}: {ast.unparse(node)!r} is not allowed (use column names, numbers, "
+        raise OptionError(f"sort key {expr!r}: {ast.unparse(node)!r} is not allowed (use column names, numbers, "
                           f"+ - * / **, and {', '.join(_FUNCS)})")
 
     check(tree)
@@ -239,7 +239,7 @@ def scores_of(sort_by: str) -> tuple[str, ...]:
     in ``SCORES`` order: the run computes these and no other."""
     names = [name.strip() for name in sort_by.split("*")]
     if any(name not in SCORES for name in names) or len(set(names)) < len(names):
-        raise CurateError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
+        raise OptionError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
                           "complexity (instructions alone) or quality")
     return tuple(name for name in SCORES if name in names)
 
