@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -40,8 +41,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), env=_env(), capture_output=True, text=True, timeout=timeout)
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m curate.cli ARGS`` (from :func:`_run_args`) run in this process: these tests check what a run
+    says, writes and exits with, not process behaviour (a fresh interpreter and scorer load cost ~10 s of CPU)."""
+    assert list(args[:3]) == [sys.executable, "-m", "curate.cli"], args
+    return curate_in_process(*args[3:], env=_env())
 
 
 def test_two_runs_on_one_folder_take_turns_and_the_folder_holds_the_last_finishers_result(tmp_path, fault_server):
