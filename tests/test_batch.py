@@ -327,7 +327,7 @@ def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):
             srv.hold_batches.clear()
 
         threading.Thread(target=release, daemon=True).start()
-        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        rerun = curate_in_process(*cmd[3:], env=env)  # the resumed run: what it says and sends, not its process
         assert rerun.returncode == 0, rerun.stderr
         assert "resuming 1 batch(es)" in rerun.stderr
         assert srv.batches_created == 1 and srv.uploads == 1  # 0 duplicate submissions, counted at the fake
@@ -511,7 +511,6 @@ def test_ctrl_c_while_waiting_names_the_open_batches_and_a_re_run_collects_them(
                 "answers, sending nothing of them again") in said, said
         assert said.index("stopped while waiting") < said.index("interrupted: finished work is kept"), said
         srv.hold_batches.clear()
-        again = subprocess.run([sys.executable, "-m", "curate.cli", *_batch_score(ws, srv)], env=env,
-                               capture_output=True, text=True, timeout=120)
+        again = curate_in_process(*_batch_score(ws, srv), env=env)
         assert again.returncode == 0, again.stderr[-2000:]
         assert srv.batches_created == 1 and "resuming 1 batch(es)" in again.stderr, again.stderr[-2000:]

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 
@@ -15,12 +16,18 @@ def curate_cli(*args, env=None, cwd=None):
                           encoding="utf-8", errors="replace", cwd=cwd, timeout=300, env={**os.environ, **(env or {})})
 
 
+def curate_here(*args, env=None):
+    """What a command says and records, from curate.cli.main() in this process (tests/cli_in_process.py): for the
+    tests of its words, not of its output streams' encoding, width or file type, which only a process shows."""
+    return curate_in_process(*args, env={**os.environ, **(env or {})})
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     rows = [{"instruction": f"Explain topic {i} in a sentence.", "output": f"Topic {i} is about {i}."}
             for i in range(3)]
     ws = tmp_path / "ws"
-    loaded = curate_cli("load", write_jsonl(tmp_path / "pool.jsonl", rows), "--workspace", ws)
+    loaded = curate_here("load", write_jsonl(tmp_path / "pool.jsonl", rows), "--workspace", ws)
     assert loaded.returncode == 0, loaded.stderr
     return ws
 
@@ -78,7 +85,7 @@ def test_a_secret_in_the_base_urls_query_or_user_part_is_recorded_nowhere(worksp
     with FaultServer() as srv:
         host = srv.base_url.split("//", 1)[1]
         url = f"http://me:PASSWORD77@{host}?api-version=2024&api-key=QUERYSECRET77&sig=SIG77"
-        r = curate_cli("score", workspace, "--judge", "quality", "--base-url", url, "--model", "fault")
+        r = curate_here("score", workspace, "--judge", "quality", "--base-url", url, "--model", "fault")
     recorded = _provenance(workspace, "quality")["base_url"]
     assert recorded == f"http://***@{host}?api-version=2024&api-key=***&sig=***"
     stored = b"".join(p.read_bytes() for p in workspace.rglob("*") if p.is_file())
@@ -90,7 +97,7 @@ def test_a_404_names_the_model_and_the_base_url_sent_and_keeps_its_advice_whole(
     """It said "(model=, base_url= (CLI: ...))" without the values, clipped at 160 characters ("404: Not ")."""
     with FaultServer() as srv:
         wrong = srv.base_url.replace("/v1", "/nothing")
-        r = curate_cli("score", workspace, "--judge", "quality", "--base-url", wrong, "--model", "fault")
+        r = curate_here("score", workspace, "--judge", "quality", "--base-url", wrong, "--model", "fault")
     assert r.returncode == 78
     error = r.stderr[r.stderr.index("error: "):]
     assert f"model 'fault' at {wrong}" in error, error
@@ -102,14 +109,12 @@ def test_a_401_says_the_key_variable_consulted_was_not_set(workspace, key_env):
     """A loopback server got the placeholder key; the 401 said "the server refuses the API key" alone."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "MY_JUDGE_KEY")}
     with FaultServer(api_key="sekret") as srv:
-        r = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(workspace), "--judge", "quality",
-                            "--base-url", srv.base_url, "--model", "fault",
-                            *(["--api-key-env", key_env] if key_env else [])],
-                           capture_output=True, text=True, timeout=300, env=env)
+        args = ["score", workspace, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
+                *(["--api-key-env", key_env] if key_env else [])]
+        r = curate_in_process(*args, env=env)
         assert r.returncode == 78 and "the server refuses the API key" in r.stderr, r.stderr[-1500:]
         assert f"${key_env or 'OPENAI_API_KEY'} is not set" in r.stderr, r.stderr[-1500:]
-        given = subprocess.run(r.args, capture_output=True, text=True, timeout=300,
-                               env={**env, key_env or "OPENAI_API_KEY": "wrong"})
+        given = curate_in_process(*args, env={**env, key_env or "OPENAI_API_KEY": "wrong"})
     assert given.returncode == 78 and "the server refuses the API key" in given.stderr
     assert "is not set" not in given.stderr  # a key was given: the server refused it
 
@@ -120,9 +125,8 @@ def test_a_base_url_from_openai_base_url_is_the_one_recorded(workspace):
 
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     with FaultServer() as srv:
-        r = subprocess.run([sys.executable, "-m", "curate.cli", "score", str(workspace), "--judge", "quality",
-                            "--backend", "openai", "--model", "fault"], capture_output=True, text=True, timeout=300,
-                           env={**env, "OPENAI_BASE_URL": srv.base_url})
+        r = curate_in_process("score", workspace, "--judge", "quality", "--backend", "openai", "--model", "fault",
+                              env={**env, "OPENAI_BASE_URL": srv.base_url})
         assert r.returncode == 0, r.stderr[-1500:]  # a loopback server from the variable needs no key either
         assert srv.total == 3
     client_url = str(openai.OpenAI(api_key="unused", base_url=srv.base_url).base_url).rstrip("/")

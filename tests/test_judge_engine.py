@@ -22,6 +22,7 @@ from curate.llm.limits import _RateLimiter, _WindowLimiter
 from curate.llm.prompts import load_prompt
 from curate.llm.runner import build_requests, digit_score, run_prompt
 from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer, _digit_logprobs
 
@@ -212,7 +213,7 @@ def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_t
         assert not ws.has_column("complexity")
         before = srv.snapshot()
 
-        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        rerun = curate_in_process(*cmd[3:], env=env)  # the resumed run: its words and record, not its process
         assert rerun.returncode == 0, rerun.stderr
         after = srv.snapshot()
     requests = _requests(ws, srv)
@@ -227,8 +228,7 @@ def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_t
     assert run["requests_paid_by_stopped_run"] == len(done_keys) and run["cached_requests"] == 0
     assert run["tokens"]["completion"] == len(rows)
     assert f"with {len(done_keys)} requests a stopped run paid for" in rerun.stdout
-    again = subprocess.run(cmd + ["--column", "complexity_again"], env=env, capture_output=True, text=True,
-                           timeout=120)
+    again = curate_in_process(*cmd[3:], "--column", "complexity_again", env=env)
     assert again.returncode == 0, again.stderr
     run = ws.column_provenance("complexity_again")["runs"][-1]  # once recorded, a cache hit is free
     assert (run["cached_requests"], run["requests_paid_by_stopped_run"], run["tokens"]["completion"]) == (150, 0, 0)

@@ -10,6 +10,7 @@ from curate.codes import FailureCode
 from curate.errors import CurateError, InputError
 from curate.llm.backends import OpenAIBackend
 from curate.pipeline import Run, RunResult, run_pipeline, steps
+from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 from tests.fault_server import FaultServer
 from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
@@ -115,8 +116,7 @@ def test_cli_run_embeds_with_the_model_folder_given_and_refuses_one_that_is_not_
     from curate.embed.encoder import default_model_path
 
     folder = str(default_model_path())  # the packaged MiniLM's folder: a folder, as any other model's
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", "sample", "--budget", "5", "--no-report",
-                        "--out", str(tmp_path / "o"), "--embed-model", folder], capture_output=True, text=True, timeout=300)
+    r = curate_in_process("run", "sample", "--budget", "5", "--no-report", "--out", tmp_path / "o", "--embed-model", folder)
     assert r.returncode == 0, r.stderr[-2000:]
     ws = curate.Workspace.open(tmp_path / "o" / "workspace")
     assert ws.embedding_sets["default"]["model"] == folder and len(ws.selection("deita")) == 5

@@ -69,16 +69,14 @@ def test_embed_cache_and_cli_select_export(tmp_path):
 
 def test_the_long_walks_show_progress_on_the_command_line_and_not_in_the_api(tmp_path, capfd):
     """`curate select --method minhash` on 1M rows ran 22 minutes without a word; the Python API stays quiet."""
-    import subprocess
-    import sys
+    from tests.cli_in_process import curate_in_process
 
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Tell me about topic number {i} in a few words.",
                                                 "output": "ok"} for i in range(40)]))
     ws.select(method="minhash", name="quiet")
     assert "minhash" not in capfd.readouterr().err
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "select", str(ws.path), "--method", "minhash", "--name",
-                        "shown"], capture_output=True, text=True, timeout=300)
+    r = curate_in_process("select", ws.path, "--method", "minhash", "--name", "shown")
     assert r.returncode == 0, r.stderr
     assert "minhash: 100%" in r.stderr and "40/40" in r.stderr
 

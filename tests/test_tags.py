@@ -26,6 +26,7 @@ from curate.tags import (
     train_tagger,
 )
 from curate.tags.sampling import instag_sample
+from tests.cli_in_process import curate_in_process
 from tests.conftest import ScriptedBackend, write_jsonl
 
 
@@ -629,7 +630,7 @@ def test_curate_tag_after_a_kill_says_how_many_answers_the_stopped_run_paid_for(
         assert proc.poll() is None, "tagging finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        rerun = curate_in_process(*cmd[3:], env=env)  # the resumed run: what it says and records, not its process
     assert rerun.returncode == 0, rerun.stderr
     paid = Workspace.open(ws.path).column_provenance("tags_raw")["runs"][-1]["requests_paid_by_stopped_run"]
     assert paid >= 10
