@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from curate.errors import CurateError
+from tests.cli_in_process import curate_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 # the stand-in: a leader writing its PID, its worker's and its TMPDIR to argv[1], then sleeping
@@ -297,7 +298,8 @@ def test_kill_9_of_a_local_run_leaves_no_vllm_server(tmp_path):
     env.pop("OPENAI_API_KEY", None)
     cli = [sys.executable, "-m", "curate.cli"]
     ws = tmp_path / "ws"
-    subprocess.run([*cli, "load", "sample", "--workspace", ws], env=env, check=True, capture_output=True, timeout=300)
+    loaded = curate_in_process("load", "sample", "--workspace", ws, env=env)  # the setup: no process of its own
+    assert loaded.returncode == 0, loaded.stderr
     run = subprocess.Popen([*cli, "score", ws, "--judge", "quality", "--backend", "local"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     leader = None
