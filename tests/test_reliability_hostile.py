@@ -30,6 +30,7 @@ from tests.test_reliability_workspace import (  # noqa: F401  (small_ws: a fixtu
     _one_line_error,
     _pool_file,
     curate_cli,
+    curate_said,
     small_ws,
 )
 from tests.train_fixtures import tiny_lm  # noqa: F401  (a session fixture)
@@ -223,7 +224,7 @@ def test_score_on_a_read_only_workspace_whose_rows_are_all_scored_reports_them(t
     line = _one_line_error(subprocess.run(_read_only(untouched.path, *_cli_command("score", untouched.path, "--scorer",
                                           "default")), capture_output=True, text=True, timeout=CLI_TIMEOUT_S))
     assert line.startswith(f"error: {untouched.path / 'locks'}") and line.endswith(": Read-only file system"), line
-    assert curate_cli("score", small_ws.path, "--scorer", "default").returncode == 0
+    assert curate_said("score", small_ws.path, "--scorer", "default").returncode == 0  # the setup: in this process
     r = subprocess.run(_read_only(small_ws.path, *_cli_command("score", small_ws.path, "--scorer", "default")),
                        capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert r.returncode == 0, r.stderr[-3000:]
