@@ -85,9 +85,13 @@ def whole_folder(path: Path) -> Path:
     if path.exists():
         return path
     moved = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.old")  # not ``.sc.v2.*.old`` for ``sc``
-    aside = sorted((p for p in path.parent.glob(f".{glob.escape(path.name)}.*.old") if moved.fullmatch(p.name)),
-                   key=lambda p: p.stat().st_mtime_ns)
-    return aside[-1] if aside else path
+    aside = []
+    for found in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
+        try:
+            aside += [(found.stat().st_mtime_ns, found)] if moved.fullmatch(found.name) else []
+        except FileNotFoundError:  # removed by the swap that finished meanwhile (``path`` is back), or a dead link
+            continue
+    return max(aside)[1] if aside else path
 
 
 def _rename_in(tmp: Path, out: Path, last: str | None) -> None:
