@@ -146,10 +146,10 @@ def test_a_pipe_or_a_device_named_as_a_pool_file_is_said_to_be_one(tmp_path):
     os.mkfifo(fifo)
     null = tmp_path / "null.jsonl"
     null.symlink_to("/dev/null")
-    line = _one_line_error(curate_cli("load", fifo, "--workspace", tmp_path / "ws"))
+    line = _one_line_error(curate_cli("load", fifo, "--workspace", tmp_path / "ws"), code=65)  # bad input
     assert line.startswith(f"error: {fifo}: file: not a regular file but a pipe (FIFO); curate reads a pool from "
                            "regular files only"), line
-    line = _one_line_error(curate_cli("load", null, "--workspace", tmp_path / "ws"))
+    line = _one_line_error(curate_cli("load", null, "--workspace", tmp_path / "ws"), code=65)
     assert line.startswith(f"error: {null}: file: not a regular file but a character device (/dev/null)"), line
     assert not (tmp_path / "ws").exists() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
     read_end, write_end = os.pipe()  # what `curate load <(zcat pool.jsonl.gz)` is given: /dev/fd/N, a pipe
@@ -159,7 +159,7 @@ def test_a_pipe_or_a_device_named_as_a_pool_file_is_said_to_be_one(tmp_path):
     finally:
         os.close(read_end)
         os.close(write_end)
-    assert _one_line_error(r) == (f"error: /dev/fd/{read_end}: file: not a regular file but a pipe (FIFO); curate "
+    assert _one_line_error(r, code=65) == (f"error: /dev/fd/{read_end}: file: not a regular file but a pipe (FIFO); curate "
                                   "reads a pool from regular files only: write it to a file first (e.g. zcat "
                                   "pool.jsonl.gz > pool.jsonl)")
 
