@@ -305,3 +305,15 @@ def test_a_users_run_json_in_a_folder_without_a_workspace_is_not_written_over(tm
     with pytest.raises(WorkspaceError, match=r"holds run\.json, which no curate run wrote there"):
         run_pipeline(str(_pool(tmp_path / "pool.jsonl", 6)), out, 3, report=False, progress=False)
     assert (out / "run.json").read_text() == '{"mine": true}'
+
+
+def test_a_json_run_leaves_the_console_following_standard_output(tmp_path):
+    """`curate run --json` put the console on stderr and then back on the stream stdout was at that moment, for good:
+    every later command run in the same process (tests/cli_in_process, a notebook calling curate.cli.main) printed
+    into that old stream, and its output was lost."""
+    from tests.cli_in_process import curate_in_process
+
+    run = curate_in_process("run", "sample", "--budget", "3", "--out", tmp_path / "o", "--json", "--no-report")
+    assert run.returncode == 0, run.stderr[-2000:]
+    info = curate_in_process("info", tmp_path / "o" / "workspace")
+    assert info.returncode == 0 and "106" in info.stdout, (info.stdout, info.stderr)

@@ -183,11 +183,11 @@ def _prose_on_stderr():
     """The progress lines on stderr while the run's JSON is what stdout holds."""
     import sys
 
-    kept, console.file = console.file, sys.stderr
+    console.file = sys.stderr
     try:
         yield
-    finally:
-        console.file = kept
+    finally:  # following sys.stdout again: restoring what the getter returned pinned the console to that one stream
+        console.file = None
 
 
 @contextlib.contextmanager
