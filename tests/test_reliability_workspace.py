@@ -898,7 +898,7 @@ def test_run_or_load_with_a_missing_source_leaves_no_folder(tmp_path):
     line = _one_line_error(curate_said("run", tmp_path / "missing.jsonl", "--budget", 3, "--out", out), 65)
     assert "missing.jsonl" in line and "no such file" in line
     assert not out.exists()
-    line = _one_line_error(curate_said("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"))
+    line = _one_line_error(curate_said("load", tmp_path / "missing.jsonl", "-w", tmp_path / "ws"), 65)
     assert "missing.jsonl" in line and not (tmp_path / "ws").exists()
 
 
@@ -942,7 +942,7 @@ def test_select_with_a_missing_or_unknown_parameter_is_one_line(small_ws, args, 
     n = len(small_ws)
     for column in ("complexity", "quality"):
         small_ws.add_column(column, [float(i + 1) for i in range(n)], {"kind": "test"})
-    line = _one_line_error(curate_said("select", small_ws.path, "--name", "s", *args))
+    line = _one_line_error(curate_said("select", small_ws.path, "--name", "s", *args), 78)  # an option refused
     assert any(name in line for name in names), line
     assert json.loads((small_ws.path / "manifest.json").read_text())  # the workspace is untouched and readable
     assert "s" not in Workspace.open(small_ws.path).selections

@@ -316,4 +316,4 @@ def test_a_json_run_leaves_the_console_following_standard_output(tmp_path):
     run = curate_in_process("run", "sample", "--budget", "3", "--out", tmp_path / "o", "--json", "--no-report")
     assert run.returncode == 0, run.stderr[-2000:]
     info = curate_in_process("info", tmp_path / "o" / "workspace")
-    assert info.returncode == 0 and "106" in info.stdout, (info.stdout, info.stderr)
+    assert info.returncode == 0 and " rows (alpaca " in info.stdout, (info.stdout, info.stderr)
