@@ -92,6 +92,12 @@ def pytest_configure(config):
     if getattr(config.option, "dist", "no") == "loadgroup" and not hasattr(pytest.Item, "_nodeid"):
         raise pytest.UsageError(f"--dist loadgroup has no effect with pytest {pytest.__version__} and this "
                                 "pytest-xdist: install the pinned set (constraints.txt)")
+    # A crashed worker ends the run, naming its test (unless --max-worker-restart says otherwise): pytest-xdist 3.8
+    # replaces it, and then --dist loadgroup can wait forever for work it never hands out (pytest-dev/pytest-xdist
+    # #1323, #1378; CI ran into its 90-minute limit). Set here, before xdist's session reads it (its hook is
+    # trylast), not in addopts, which pytest refuses where xdist is not loaded (-p no:xdist).
+    if hasattr(config.option, "maxworkerrestart") and config.option.maxworkerrestart is None:
+        config.option.maxworkerrestart = "0"
 
 
 @pytest.hookimpl(optionalhook=True)
