@@ -44,7 +44,7 @@ from curate.llm.batch_collect import check_polls
 from curate.llm.batch_jsonl import batch_line, split_batches
 from curate.llm.batch_notices import interrupted_notice
 from curate.llm.batch_state import SETTLED, BatchState, normal_url, same_url
-from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings
+from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, transient_status
 from curate.llm.openai_backend import _max_tokens, _short, api_key, without_credentials
 
 # what tests and callers import from here: the call (curate.llm.batch_call) and the JSONL helpers moved out
@@ -135,11 +135,13 @@ class OpenAIBatchBackend(Backend):
         except openai.APIError as exc:  # the files or batches API itself failed, retries spent: one line, not a trace
             status = getattr(exc, "status_code", None)
             why = f"the server refuses {self._refused(status)}" if status in REFUSED_SETTINGS else "it failed"
-            # the exit code by what failed, as the online backend's (curate.exit_codes): refused settings, a server
-            # that did not answer (nothing listening, timeouts, 5xx, 429), or anything else
-            kind = (ConfigError if status in REFUSED_SETTINGS
-                    else RetryLaterError if isinstance(exc, openai.APIConnectionError) or status in (408, 409, 429)
-                    or (status or 0) >= 500 else CurateError)
+            # the exit code by what failed, as the online backend's (curate.exit_codes)
+            if status in REFUSED_SETTINGS:
+                kind: type[CurateError] = ConfigError
+            elif isinstance(exc, openai.APIConnectionError) or (status is not None and transient_status(status)):
+                kind = RetryLaterError  # nothing listening, timeouts, 5xx, 429
+            else:
+                kind = CurateError
             raise kind(f"openai-batch: {f'HTTP {status}: ' if status else ''}{why}: {_short(exc)}; the batches "
                        "submitted so far are remembered in the workspace: fix it and re-run to resume") from None
         finally:

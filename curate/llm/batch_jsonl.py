@@ -12,6 +12,7 @@ from typing import Any
 from curate.codes import FailureCode
 from curate.errors import CurateError
 from curate.llm.base import Request, cost_usd, estimate_tokens, failure_result, refused_code
+from curate.llm.endpoint import transient_status
 from curate.llm.openai_backend import _max_tokens, parse_chat_completion
 
 ENDPOINT = "/v1/chat/completions"
@@ -65,6 +66,6 @@ def read_output_line(line: dict[str, Any], price: tuple[float, float] | None,
     message = error.get("message") or (json.dumps(body)[:200] if body else "no response")
     code = error.get("code")
     text = f"batch request {code or 'failed'}" + (f" (HTTP {status})" if status else "") + f": {message}"
-    if code == "batch_expired" or status is None or status in (408, 409, 429) or status >= 500:
+    if code == "batch_expired" or status is None or transient_status(status):
         return "retry", failure_result(text, FailureCode.TRANSIENT)
     return "failed", failure_result(text, refused_code(f"{text} {code or ''}"))

@@ -22,6 +22,12 @@ REFUSED_SETTINGS = {401: "the API key", 403: "this account or key access to the 
                     404: f"the model name or the endpoint ({python_and_cli('model=, base_url=', '--model, --base-url')})"}
 
 
+def transient_status(status: int) -> bool:
+    """An HTTP status a later try may not get (timeout, conflict, rate limit, a server error); any other 4xx is the
+    request's own, every try alike. The one rule of the online backend, the batch API's and a batch's answers."""
+    return status in (408, 409, 429) or status >= 500
+
+
 def used_base_url(base_url: str | None) -> str:
     """The base URL the openai client sends to: ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's."""
     return base_url or os.environ.get(BASE_URL_ENV) or OPENAI_URL

@@ -38,7 +38,13 @@ from curate.llm.base import (
     refused_code,
     reply_token_limit,
 )
-from curate.llm.endpoint import REFUSED_SETTINGS, refused_settings, used_base_url, without_credentials
+from curate.llm.endpoint import (
+    REFUSED_SETTINGS,
+    refused_settings,
+    transient_status,
+    used_base_url,
+    without_credentials,
+)
 from curate.llm.limits import _RateLimiter, _WindowLimiter
 
 
@@ -250,7 +256,7 @@ class OpenAIBackend(Backend):
                     self.refused = (f"HTTP {status}: the server refuses {what}; fix it and re-run (nothing more was "
                                     f"sent): {_status_text(exc)}")  # a re-run sends the rows again
                     return failure_result(self.refused, FailureCode.TRANSIENT)
-                if status not in (408, 409, 429) and status < 500:  # the row does not fit the context: its own code
+                if not transient_status(status):  # the row does not fit the context: its own code
                     return failure_result(last, refused_code(f"{exc} {getattr(exc, 'code', '') or ''}"))
                 retry_after = _retry_after(exc.response.headers)
             except openai.APITimeoutError:
