@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.errors import ConfigError, CurateError, RetryLaterError
+from curate.errors import ConfigError, CurateError, NoLabelsError, RetryLaterError
 from curate.storage.files import atomic_write_bytes, now
 
 RUN_RECORD = "run.json"
@@ -117,13 +117,15 @@ def backend_error(backend: Any) -> type[CurateError] | None:
 
 
 def applied(backend: Any, apply: Callable[[], Any]) -> Any:
-    """``apply()``; a plain CurateError it raises (a judge taking a column over and failing every row) as
-    :func:`backend_error`'s when the backend says why it stopped sending."""
+    """``apply()``; an error it raises because rows got no answer (a plain CurateError: a judge taking a column over
+    and failing every row; a RetryLaterError or NoLabelsError: evol's chains left unfinished, no label made) as
+    :func:`backend_error`'s when the backend says why it stopped sending (a refused key is 78, not 75)."""
     try:
         return apply()
     except CurateError as exc:
         error = backend_error(backend)
-        if type(exc) is not CurateError or error is None:
+        unanswered = type(exc) is CurateError or isinstance(exc, RetryLaterError | NoLabelsError)
+        if error is None or isinstance(exc, error) or not unanswered:
             raise
         raise error(f"{exc} ({getattr(backend, 'refused', None) or getattr(backend, 'unreachable', None)})") from exc
 

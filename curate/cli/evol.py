@@ -67,7 +67,7 @@ def evol(
     from curate.evol import label_set_name, run_evol, sample_seeds, save_labels
     from curate.evol.labels import earlier, labels_lock, raise_no_labels, raise_unfinished
     from curate.llm.local import curate_home
-    from curate.run_record import backend_error
+    from curate.run_record import applied
     from curate.session import Workspace
 
     for flag, value in (("--rewrite-max-tokens", rewrite_max_tokens), ("--rank-max-tokens", rank_max_tokens)):
@@ -97,16 +97,13 @@ def evol(
         path = save_labels(ws, label_set, result)
     print_run_summary(result.provenance)
     console.print(f"wrote {len(result.labels):,} labels to label set {label_set!r} ({path})")
-    try:
-        raise_unfinished(result)
-        raise_no_labels(result)
+    try:  # the server refused the settings (78) or was not there (75): the error says so by its class
+        applied(llm, lambda: (raise_unfinished(result), raise_no_labels(result)))
     except CurateError as exc:
-        if isinstance(exc, NoLabelsError) and exc.calls_failed and backend_kind(backend, base_url) in ("local",
-                                                                                                       "vllm-batch"):
+        no_labels = exc if isinstance(exc, NoLabelsError) else exc.__cause__
+        if isinstance(no_labels, NoLabelsError) and no_labels.calls_failed and backend_kind(backend, base_url) in (
+                "local", "vllm-batch"):
             err_console.print(f"the local server's logs: {curate_home() / 'logs'}")  # where to look: it answered nothing
-        stopped = backend_error(llm)  # the server refused the settings (78) or was not there (75): say so by the code
-        if stopped is not None and not isinstance(exc, stopped):
-            raise stopped(str(exc)) from exc
         raise
 
 

@@ -155,9 +155,10 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                           f"come from the cache)")
     unreached = unreached_rows(failures)
     if unreached:
-        raise (stopped or (RetryLaterError if retry_failed else CurateError))(f"{len(unreached):,} rows not {done}: the judge did not answer "
-                                           f"({unreached[0].message}); re-run the command (without --keep-failed) to "
-                                           "send them again (answered requests come from the cache)")
+        later = RetryLaterError if retry_failed else CurateError  # --keep-failed never sends them again
+        raise (stopped or later)(f"{len(unreached):,} rows not {done}: the judge did not answer "
+                                 f"({unreached[0].message}); re-run the command (without --keep-failed) to send them "
+                                 "again (answered requests come from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success
         raise (stopped or CurateError)(f"no row {done}: none of the {len(values):,} rows asked for got a value (the "
                                        "commonest failures above)")
