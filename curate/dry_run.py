@@ -35,9 +35,9 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
     Nothing under ``out`` is written: the steps run in a temporary folder, removed after. An existing
-    ``out/workspace`` is copied there first (its large files linked; without its response cache, staging and locks), so the steps see what
-    the real run would (its rows, columns, failures, selections), and its response cache answers what it can,
-    read only.
+    ``out/workspace`` is copied there first (its large files linked; without its response cache, staging and
+    locks), so the steps see what the real run would (its rows, columns, failures, selections), and its response
+    cache answers what it can, read only.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
     ``languages`` / ``minhash`` / ``sort_by``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
     ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
@@ -99,7 +99,7 @@ def _share_or_copy(src: str, dst: str) -> None:
     appended in place is copied, as are the dot files (locks, which are opened without following links)."""
     name = os.path.basename(src)
     try:
-        if os.path.getsize(src) >= max(SHARED_FROM_BYTES, 1) and name not in WRITTEN_IN_PLACE and name[0] != ".":
+        if os.path.getsize(src) >= SHARED_FROM_BYTES and name not in WRITTEN_IN_PLACE and name[0] != ".":
             os.symlink(os.path.abspath(src), dst)
         else:
             shutil.copy2(src, dst)

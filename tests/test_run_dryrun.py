@@ -30,7 +30,7 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
     nowhere."""
     from curate import dry_run
 
-    monkeypatch.setattr(dry_run, "SHARED_FROM_BYTES", 0)
+    monkeypatch.setattr(dry_run, "SHARED_FROM_BYTES", 1)
     rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
             for i in range(6)]
     rows += [{"instruction": "Write a poem about the sea.", "output": "I'm sorry, but as an AI I cannot do that."},

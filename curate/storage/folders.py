@@ -87,10 +87,9 @@ def whole_folder(path: Path) -> Path:
     moved = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.old")  # not ``.sc.v2.*.old`` for ``sc``
     aside = []
     for found in path.parent.glob(f".{glob.escape(path.name)}.*.old"):
-        try:
-            aside += [(found.stat().st_mtime_ns, found)] if moved.fullmatch(found.name) else []
-        except FileNotFoundError:  # removed by the swap that finished meanwhile (``path`` is back), or a dead link
-            continue
+        if moved.fullmatch(found.name):
+            with contextlib.suppress(FileNotFoundError):  # removed by the swap that finished meanwhile, a dead link
+                aside.append((found.stat().st_mtime_ns, found))
     return max(aside)[1] if aside else path
 
 
