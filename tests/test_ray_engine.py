@@ -250,9 +250,10 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     whole = write_jsonl(tmp_path / "pool.jsonl", records)
     shards = write_shards(tmp_path / "shards", records, 3)
     address, env = cluster
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
-                        "--minhash", "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
-                       capture_output=True, text=True, timeout=600, env=env)
+    # a relative source, from a folder the cluster's workers do not run in: they are given its absolute path
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", shards.name, "--engine", "ray", "--address", address,
+                        "--minhash", "--heuristics", "--budget", "20", "--out", "ray", "--no-report"],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True, minhash=True)
 

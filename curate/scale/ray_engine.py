@@ -23,7 +23,8 @@ Without ``address`` Ray starts embedded on this machine and stops after the last
 process still using it (engines on several threads share one Ray; a Ray a Ctrl-C interrupted while it
 started stops once up, unless the next engine takes it over); with one it
 connects to that cluster (``ray start --head`` on the head, ``ray start --address`` on the others; every
-node needs curate installed and the source's path visible, e.g. a shared file system).
+node needs curate installed and the source's path visible, e.g. a shared file system; a relative path is made
+absolute here, since the workers run in the cluster's folder).
 """
 
 from __future__ import annotations
@@ -203,7 +204,10 @@ class RayEngine:
         with self._stage():
             ray = self.connect()
             clock("ray_init")
-            items = [{"shard": i, "path": p} for i, p in enumerate(paths)]
+            # the workers read absolute paths: their working folder is the cluster's, not this process's
+            # (a relative source failed on a cluster started elsewhere); rejects name the path as given
+            items = [{"shard": i, "path": os.path.abspath(p) if os.path.exists(p) else p, "shown": p}
+                     for i, p in enumerate(paths)]
             self._data = (ray.data.from_items(items, override_num_blocks=len(items))
                           .map_batches(read_shards, batch_size=1, batch_format="numpy",
                                        fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())

@@ -17,6 +17,7 @@ The exact-dedup stage reads these blocks with :func:`rows_only` and :func:`dupli
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import pickle
 from collections.abc import Iterator
@@ -67,10 +68,17 @@ def read_shards(batch: dict[str, Any], format: str = "auto", mapping: dict[str, 
     ``format`` with ``mapping``, as ``curate.pools.read`` reads them) and yield their rows and rejects as Arrow
     tables of at most ``ROWS_PER_BLOCK`` rows."""
     from curate import pools
+    from curate.errors import InputError
 
-    for shard, path in zip(batch["shard"], batch["path"], strict=True):
-        with remote_errors():
-            result = pools.read(str(path), format=format, mapping=mapping, on_error="skip")
+    for shard, path, shown in zip(batch["shard"], batch["path"], batch.get("shown", batch["path"]), strict=True):
+        with remote_errors():  # the path as the user gave it, not as the workers read it (absolute)
+            try:
+                result = pools.read(str(path), format=format, mapping=mapping, on_error="skip")
+            except InputError as exc:
+                if exc.path != str(path):
+                    raise
+                raise InputError(str(shown), exc.location, exc.reason) from None
+        result.rejects = [dataclasses.replace(r, path=str(shown)) if r.path == str(path) else r for r in result.rejects]
         base = int(shard) << RECORD_BITS
         for start in range(0, len(result.rows), ROWS_PER_BLOCK):
             yield _pack(result.rows[start:start + ROWS_PER_BLOCK], base, start)
