@@ -39,6 +39,12 @@ class ScorerError(CurateError):
     """A trained scorer cannot be built, fitted, loaded or applied."""
 
 
+class ScorerFolderError(ScorerError, OptionError):
+    """A scorer folder (or shipped name) given to load, to start training from or to save into, or a base model
+    folder, that cannot be used: missing, not a saved scorer, damaged, or a folder holding other files. A value given
+    by the user refused (an OptionError: the CLI exits 78), and a ScorerError as every scorer failure."""
+
+
 class NoLabelsError(CurateError):
     """A label-making run (Evol) made no label from its seeds: the data says why. ``eliminated_by_reason``: the
     rewrites dropped, by elimination code; ``rank_failures_by_reason``: the seeds' variant sets left unscored, by

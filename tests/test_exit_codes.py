@@ -143,6 +143,32 @@ def test_a_selector_export_or_score_option_value_refused_exits_78(ws, args, said
     assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)
 
 
+def test_a_scorer_folder_refused_exits_78_for_score_run_and_train_scorer(ws, tmp_path):
+    """A --scorer, --init, --base or --out folder that cannot be used is an option's value refused, as --embed-model's
+    missing folder is (78): each exited 1 (a plain ScorerError), and run's named no option."""
+    from curate.session import Workspace
+
+    missing = tmp_path / "no-scorer"
+    score = _cli("score", ws, "--scorer", missing)
+    assert score.returncode == EXIT_CONFIG and f"{missing}: not a saved scorer" in _error_line(score), score.stderr
+    pool = write_jsonl(tmp_path / "run-pool.jsonl", _rows(4))
+    run = _cli("run", pool, "--budget", "2", "--no-report", "--out", tmp_path / "run", "--scorer", f"quality={missing}")
+    said = _error_line(run)
+    assert run.returncode == EXIT_CONFIG and f"(--scorer quality=...): {missing}: not a saved scorer" in said, said
+    labelled = tmp_path / "labelled"  # train-scorer reads its labels (10 at least) before --init and --base
+    assert _cli("load", write_jsonl(tmp_path / "p12.jsonl", _rows(12)), "-w", labelled).returncode == 0
+    Workspace(labelled).add_column("judge_q", [[float(i % 4 + 1)] for i in range(12)],
+                                   {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    train = ("train-scorer", labelled, "--target", "judge_q")
+    for args, words in ((("--out", tmp_path), "holds other files than a saved scorer"),
+                        (("--out", tmp_path / "sc", "--kind", "cross-encoder", "--init", missing),
+                         f"{missing}: not a saved scorer"),
+                        (("--out", tmp_path / "sc", "--kind", "cross-encoder", "--base", missing),
+                         f"base {missing}: the base model folder does not exist")):
+        proc = _cli(*train, *args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+
+
 def test_run_on_instructions_alone_without_sort_by_is_a_refused_setting_78(tmp_path):
     """The pool is valid input (instructions are selected by complexity alone): the default --sort-by is refused."""
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a poem about {i}."} for i in range(4)])

@@ -21,7 +21,7 @@ import curate.scorers.crossencoder as ce
 import curate.scorers.prediction_cache as prediction_cache
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, EMBED, SCORER, TRAIN
-from curate.errors import ScorerError
+from curate.errors import ScorerError, ScorerFolderError
 from curate.hardware import import_torch
 from curate.quiet import quiet_transformers
 from curate.scorers.features import Row, input_texts
@@ -47,7 +47,7 @@ def check_base_folder(base: str | None) -> None:
     """A ``base`` that is no folder is an error naming it (transformers read it as a Hub repo id: "Repo id must...")."""
     if base is not None and not Path(base).expanduser().is_dir():
         said = "is not a folder" if Path(base).expanduser().exists() else "does not exist"
-        raise ScorerError(f"base {base}: the base model folder {said}")
+        raise ScorerFolderError(f"base {base}: the base model folder {said}")
 
 
 def load_tensors(net, tensors: dict[str, np.ndarray]) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import curate.scorers.saved as saved
 from curate.codes import Failure, FailureCode
 from curate.defaults import EMBED, SCORER
-from curate.errors import ScorerError
+from curate.errors import ScorerError, ScorerFolderError
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR
 from curate.scorers.features import (
@@ -343,8 +343,14 @@ class Scorer(OlderSignatures):
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Scorer:
         """Load a saved scorer folder of any kind, or a shipped scorer by name (``"complexity"``, ``"quality"``...);
-        one saved again while read is read again (:func:`~curate.scorers.saved.read_whole_save`)."""
-        return saved.read_whole_save(Path(directory), lambda path: cls._load_folder(path, directory))
+        one saved again while read is read again (:func:`~curate.scorers.saved.read_whole_save`). A folder that is
+        missing, no saved scorer or damaged is a :class:`~curate.errors.ScorerFolderError` (the value given refused)."""
+        try:
+            return saved.read_whole_save(Path(directory), lambda path: cls._load_folder(path, directory))
+        except ScorerFolderError:
+            raise
+        except ScorerError as exc:  # raised where its kind is decided (load_folder) as a ScorerError, as it reads
+            raise ScorerFolderError(str(exc)) from None
 
     @classmethod
     def _load_folder(cls, path: Path, directory: str | os.PathLike) -> Scorer:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from curate.errors import ScorerError
+from curate.errors import ScorerError, ScorerFolderError
 
 FORMAT_VERSION = 1
 SAVE_ID = "save_id"  # in scorer.json and in its weights' metadata: the two files of one save
@@ -59,10 +59,10 @@ def check_scorer_folder(out: str | os.PathLike) -> None:
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ScorerError(f"{out}: a file, where a scorer's folder is to be written")
+        raise ScorerFolderError(f"{out}: a file, where a scorer's folder is to be written")
     other = sorted(p.name for p in out.iterdir() if not SCORER_FILES.fullmatch(p.name)) if out.is_dir() else []
     if other:
-        raise ScorerError(f"{out}: holds other files than a saved scorer ({', '.join(other[:3])}"
+        raise ScorerFolderError(f"{out}: holds other files than a saved scorer ({', '.join(other[:3])}"
                           f"{', ...' if len(other) > 3 else ''}); a scorer replaces its folder whole: name a new or "
                           "empty folder, or an earlier scorer's")
     check_writable(out)

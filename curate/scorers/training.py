@@ -10,7 +10,7 @@ from typing import Any
 
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, SCORER, TRAIN_SCORER
-from curate.errors import ScorerError, python_and_cli
+from curate.errors import ScorerError, ScorerFolderError, python_and_cli
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
@@ -112,12 +112,12 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     check_base_folder(base)  # before any row is tokenised or any step taken
     if init:
         if base is not None:
-            raise ScorerError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
+            raise ScorerFolderError(f"init {init} and base {base}: a saved adapter names the base it was trained on")
         scorer = Scorer.load(init)
         if type(scorer) is not cls or scorer.reads != data.reads:
-            raise ScorerError(f"init {init} (--init): not a {kind} scorer reading {data.reads}")
+            raise ScorerFolderError(f"init {init} (--init): not a {kind} scorer reading {data.reads}")
         if head is not None and scorer.head != head:
-            raise ScorerError(f"init {init} (--init) has a {scorer.head} head, not {head}: a warm start keeps its head")
+            raise ScorerFolderError(f"init {init} (--init) has a {scorer.head} head, not {head}: a warm start keeps its head")
         scorer.name, scorer.imitates = name, data.imitates
     else:  # the class refuses a head its kind lacks
         scorer = cls(reads=data.reads, name=name, imitates=data.imitates, base=base,
@@ -249,7 +249,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
     head = head or "ridge"
     if init is not None:
-        raise ScorerError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
+        raise ScorerFolderError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
                           f"kinds ({', '.join(FINETUNED_KINDS)})")
     if epochs is not None:
         raise ScorerError(f"epochs {epochs}: the ridge kind fits its head in closed form, in no passes; epochs are "
