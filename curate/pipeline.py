@@ -376,8 +376,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     if decontaminate is not None:
         from curate.select.decontaminate import read_targets
 
-        if not read_targets(str(decontaminate)):  # a missing or empty file is named before any paid call
-            raise CurateError(f"decontaminate {decontaminate} (--decontaminate): no evaluation texts in it")
+        read_targets(str(decontaminate))  # a missing, malformed or empty file is named (65) before any paid call
         decontaminate = str(decontaminate)
     from curate.scorers.run_scorers import resolve_scorers
 

@@ -178,7 +178,7 @@ def test_bad_settings_are_refused_by_name(tmp_path):
     ws, _ = _pool(tmp_path, [{"instruction": "a b c d e f g h i j", "output": "x"}])
     with pytest.raises(CurateError, match="min_words"):
         ws.select(method="decontaminate", name="d", target=BENCH, ngram=5, min_words=8)
-    with pytest.raises(CurateError, match="not a file"):
+    with pytest.raises(CurateError, match="missing.txt: file: no such file or folder"):
         ws.select(method="decontaminate", name="d", target=str(tmp_path / "missing.txt"))
     with pytest.raises(CurateError, match="text must be"):
         ws.select(method="decontaminate", name="d", target=BENCH, text="prompt")

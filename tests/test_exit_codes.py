@@ -169,6 +169,29 @@ def test_a_scorer_folder_refused_exits_78_for_score_run_and_train_scorer(ws, tmp
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
 
 
+def test_a_missing_or_unreadable_target_file_of_decontaminate_or_dsir_exits_65_naming_it(ws, tmp_path):
+    """A selector's target texts are input data, as a pool is: a malformed line of them already exited 65, a missing
+    file exited 1 (a plain CurateError), a .txt not UTF-8 exited 1 with Python's words and no file named."""
+    missing, folder = tmp_path / "evals.txt", tmp_path / "a-folder"
+    folder.mkdir()
+    not_utf8, blank = tmp_path / "latin1.txt", tmp_path / "blank.txt"
+    not_utf8.write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
+    blank.write_text("\n  \n")
+    decontaminate, dsir = ("--method", "decontaminate"), ("--method", "dsir", "--budget", "2")
+    for method, target, words in ((decontaminate, missing, f"{missing}: file: no such file or folder (decontaminate"),
+                                  (dsir, missing, f"{missing}: file: no such file (dsir: the target texts)"),
+                                  (dsir, folder, f"{folder}: file: not a file (dsir"),
+                                  (decontaminate, not_utf8, f"{not_utf8}: line 2: invalid UTF-8 at byte 14"),
+                                  (dsir, not_utf8, f"{not_utf8}: line 2: invalid UTF-8 at byte 14"),
+                                  (dsir, blank, f"{blank}: file: no target texts (dsir)")):
+        proc = _cli("select", ws, *method, "--param", f"target={target}", "--name", "t")
+        assert proc.returncode == EXIT_DATAERR and words in _error_line(proc), (method, target, proc.stderr)
+    pool = write_jsonl(tmp_path / "run-pool.jsonl", _rows(4))
+    run = _cli("run", pool, "--budget", "2", "--no-report", "--out", tmp_path / "run", "--decontaminate", missing)
+    assert run.returncode == EXIT_DATAERR and f"{missing}: file: no such file" in _error_line(run), run.stderr
+    assert not (tmp_path / "run").exists()  # named before the run's first step
+
+
 def test_run_on_instructions_alone_without_sort_by_is_a_refused_setting_78(tmp_path):
     """The pool is valid input (instructions are selected by complexity alone): the default --sort-by is refused."""
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a poem about {i}."} for i in range(4)])

@@ -24,7 +24,6 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from curate.errors import CurateError, InputError, OptionError
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
 from curate.select.dedup import INVISIBLE
-from curate.select.inputs import vectors
+from curate.select.inputs import target_file, text_lines, vectors
 from curate.select.registry import SelectorResult, register
 
 _WORD = re.compile(r"\w+")
@@ -120,12 +119,9 @@ def read_targets(target: list[str] | str | os.PathLike) -> list[Conversation]:
     if isinstance(target, os.PathLike):  # a Path (`curate run --decontaminate` hands one over) was "not a file"
         target = os.fspath(target)
     if isinstance(target, str):
-        path = Path(target)
-        if not path.exists():
-            raise CurateError(f"decontaminate: target {target!r} is not a file")
+        path = target_file("decontaminate", target, folder=True)  # a datasets folder is a file curate loads
         if path.suffix == ".txt":
-            return [[{"role": "user", "content": ln}] for ln in path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip()]
+            return [[{"role": "user", "content": ln}] for ln in text_lines(path, "decontaminate")]
         from curate.pools import read
         from curate.pools.readers import records
 

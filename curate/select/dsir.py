@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import SELECT
 from curate.errors import CurateError, OptionError
-from curate.select.inputs import in_id_order, texts
+from curate.select.inputs import in_id_order, target_file, text_lines, texts
 from curate.select.registry import SelectorResult, register
 
 
@@ -37,9 +36,7 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     if isinstance(target, os.PathLike):  # a Path was "not a list of texts or a file"
         target = os.fspath(target)
     if isinstance(target, str):
-        if not Path(target).is_file():
-            raise CurateError(f"dsir: target {target!r} is not a file of target texts (one per line)")
-        target = [ln for ln in Path(target).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        target = text_lines(target_file("dsir", target), "dsir")
     if not isinstance(target, list | tuple) or not all(isinstance(t, str) for t in target):
         raise CurateError(f"dsir: target must be a list of texts or a file of them, not {target!r}"[:200])
     if not target:

@@ -1,11 +1,13 @@
-"""What selectors read from a workspace besides scores: unit embedding rows and row texts."""
+"""What selectors read besides scores: a workspace's unit embedding rows and row texts, and files of target texts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
+from curate.errors import InputError
 from curate.rows import row_text
 from curate.select.admission import unit_rows
 from curate.storage.blobs import check_read_rows
@@ -81,3 +83,31 @@ def iter_texts(ws, rows: np.ndarray, text: str) -> Iterator[str]:
 def score_detail(value: float) -> dict[str, float]:
     """``{"score": value}``, or nothing for a NaN (no score)."""
     return {} if np.isnan(value) else {"score": float(value)}
+
+
+def target_file(selector: str, target: str, *, folder: bool = False) -> Path:
+    """The file (or, with ``folder``, the dataset folder) of a selector's target texts (``target=``, CLI ``--param
+    target=FILE``; ``curate run --decontaminate FILE``): one missing is bad input data naming it (an
+    :class:`~curate.errors.InputError`, exit 65), as a missing pool file is, and as its malformed lines are."""
+    path = Path(target)
+    if not path.exists():
+        raise InputError(target, "file", f"no such file{' or folder' if folder else ''} ({selector}: the target texts)")
+    if not folder and not path.is_file():
+        raise InputError(target, "file", f"not a file ({selector}: the target texts, one per line)")
+    return path
+
+
+def text_lines(path: Path, selector: str) -> list[str]:
+    """The non-blank lines of the UTF-8 text file ``path`` (one target text each); a file not UTF-8 or without a
+    text is an InputError naming the file (and the line)."""
+    data = path.read_bytes()
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:bom + exc.start].count(b"\n") + 1
+        raise InputError(str(path), f"line {line}", f"invalid UTF-8 at byte {bom + exc.start}") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(str(path), "file", f"no target texts ({selector}): it is empty or holds only blank lines")
+    return lines
