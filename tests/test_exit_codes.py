@@ -136,6 +136,8 @@ def test_export_of_a_selection_the_workspace_lacks_still_exits_1(ws, tmp_path):
      "is not an expression"),
     (("export", "{ws}", "--format", "chatml", "--out", "{ws}/../o.jsonl"), "export format 'chatml'"),
     (("score", "{ws}", "--scorer", "default", "--column", "q"), "--column names one column"),
+    (("select", "{ws}", "--method", "semantic", "--param", "index=bogus", "--name", "a"),
+     "semantic: index must be 'kmeans' or 'hnsw' or 'exact', not 'bogus' (--param index=...)"),
 ])
 def test_a_selector_export_or_score_option_value_refused_exits_78(ws, args, said):
     """These exited 1 as any failure: the selectors' and export's checks of a value raised a plain CurateError."""

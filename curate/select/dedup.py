@@ -187,7 +187,7 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
         info = {"index": index} if index == "exact" else {"index": "hnsw", "ef": ef, "threads": threads, "seed": seed}
         return duplicate, res.witness, res.witness_similarity, None, info
     if index != "kmeans":
-        raise ValueError(f"index must be 'kmeans', 'hnsw' or 'exact', not {index!r}")
+        raise OptionError(f"semantic: index must be {' or '.join(map(repr, SEMANTIC_INDEXES))}, not {index!r}")
     if n_clusters is not None and n_clusters < 1:
         raise OptionError(f"n_clusters must be >= 1, got {n_clusters}")
     k_c = min(n, n_clusters or max(1, int(math.sqrt(n / 4))))
@@ -213,6 +213,9 @@ def semantic_duplicates(x: np.ndarray, duplicate_similarity: float, index: str =
     return duplicate, wit, wsim, labels, {"n_clusters": k_c, "seed": seed, **seeding}
 
 
+SEMANTIC_INDEXES = ("kmeans", "hnsw", "exact")  # where semantic dedup looks for the kept rows
+
+
 @register("semantic")
 def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.semantic_duplicate_similarity,
                    n_clusters: int | None = None, embeddings: str = EMBED.name, sort_by: str | None = None,
@@ -230,6 +233,9 @@ def semantic_dedup(ws, rows: np.ndarray, duplicate_similarity: float = DEITA.sem
       a duplicate whose kept neighbour the graph misses is kept (recall: ``evals/bench_dedup.py``).
     * ``exact``: the admission loop over all rows against every kept row: the reference; quadratic.
     """
+    if index not in SEMANTIC_INDEXES:  # before the embeddings are read: it was a ValueError after, exiting 1
+        raise OptionError(f"semantic: index must be {' or '.join(map(repr, SEMANTIC_INDEXES))}, not {index!r} "
+                          "(--param index=...)")
     ignored = ([("n_clusters", n_clusters)] if index != "kmeans" and n_clusters is not None else []) + \
         [(k, v) for k, v, default in (("ef", ef, ANN.ef), ("threads", threads, 1)) if index != "hnsw" and v != default]
     if ignored:  # read by another index: they did nothing
