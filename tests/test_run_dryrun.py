@@ -65,3 +65,46 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
         paid = curate_in_process("run", pool, "--budget", "3", "--out", out, *llm, "--no-report", *everything)
         assert paid.returncode == 0, paid.stderr[-2000:]
         assert srv.total == counted[everything] > 0
+
+
+def test_a_dry_run_reads_the_response_cache_without_touching_its_folder(tmp_path):
+    """The dry run looked requests up in OUT/workspace/cache/responses.sqlite where it is: SQLite made and removed
+    the -wal and -shm beside it (read-only too), so OUT/workspace/cache's mtime changed. It reads a copy now; the
+    same requests are found in it."""
+    import gc
+
+    rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
+            for i in range(4)]
+    pool, out = write_jsonl(tmp_path / "pool.jsonl", rows), tmp_path / "out"
+    assert curate_in_process("load", pool, "-w", out / "workspace").returncode == 0
+    with FaultServer() as srv:
+        llm = ["--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0"]
+        seen = curate_in_process("score", out / "workspace", "--judge", "quality", "--column", "seen", *llm)
+        assert seen.returncode == 0 and srv.total == 4, seen.stderr[-2000:]  # the run's quality requests, cached
+        gc.collect()  # its connections closed, as a process ending closes them: the -wal and -shm removed
+        assert sorted(p.name for p in (out / "workspace" / "cache").iterdir()) == ["responses.sqlite"]
+        before = _tree(out)
+        dry = curate_in_process("run", pool, "--out", out, *llm, "--dry-run")
+        gc.collect()
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert "4 answered by the on-disk cache" in " ".join(dry.stdout.split()), dry.stdout
+        assert _tree(out) == before
+        assert srv.total == 4
+
+
+def test_the_private_copy_of_the_response_cache_holds_answers_still_in_its_wal(tmp_path):
+    """Answers a writer has not moved from the -wal into responses.sqlite (a writer still open, or killed) are in
+    the copy the dry run reads: it copies the -wal too."""
+    from curate.dry_run import private_cache
+    from curate.llm.cache import CACHE_FILE, LookupOnlyCache, ResponseCache
+
+    cache = tmp_path / "cache"
+    writer = ResponseCache(cache / CACHE_FILE)
+    writer.put("k1", {"text": "1"})
+    assert (cache / f"{CACHE_FILE}-wal").stat().st_size > 0  # open: the answer is in the -wal alone
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    copy = private_cache(cache, scratch)
+    assert sorted(p.name for p in copy.iterdir()) == [CACHE_FILE, f"{CACHE_FILE}-wal"]
+    assert LookupOnlyCache(copy).get_many(["k1", "k2"]) == {"k1": {"text": "1"}}
+    writer.close()
