@@ -14,11 +14,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C); 143 after SIGTERM
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of the output left (`| head`)
 
 EXIT_CODES = {0: "done", EXIT_FAILURE: "failed (any other error)", EXIT_USAGE: "bad command line",
-              EXIT_DATAERR: "bad input data: the source is missing, unreadable or malformed",
+              EXIT_DATAERR: "bad input data: the source (or a selector's target texts) is missing, unreadable or "
+                            "malformed",
               EXIT_TEMPFAIL: "the LLM server did not answer (5xx, 429, timeouts, connection refused, after the "
                              "retries): re-run later, finished work is kept",
               EXIT_CONFIG: "settings refused: API key, access, model name or endpoint (HTTP 401/403/404), or an "
-                           "option's value",
+                           "option's value (a scorer or model folder too)",
               EXIT_INTERRUPTED: "interrupted (Ctrl-C); 143: terminated (SIGTERM)",
               EXIT_OUTPUT_CLOSED: "the reader of the output left (| head)"}
 
