@@ -197,6 +197,8 @@ def main() -> None:
             table.add_row(kind, s, _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     d = res["complexity"]["test"]["flask"]["distribution"]
     table.add_row("ridge (complexity_ridge)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
+    d = shipped["complexity"]["flask"]["distribution"]  # through the dequantised map: continuous, not five levels
+    table.add_row("cross-encoder `complexity` (default)", "flask", _ms(d["predicted_mean_std"]), _ms(d["label_mean_std"]))
     console.print(table)
 
     table = Table(title="complexity: FLASK test instructions (GPT-4 difficulty); constraint chains of held-out families "
