@@ -84,13 +84,16 @@ def single_scores(name: str, data: Path = DATA) -> list[dict[str, Any]]:
     elif name == "mtbench":
         for r in read_jsonl(data, FILES["mtbench"]):
             label = _num(r.get("label"))
-            if label is None or not (1 <= label <= 10) or not r.get("response") or str(r.get("judge", "")).lower() != "gpt-4":
+            if label is None or not (1 <= label <= 10) or not (r.get("response") or "").strip() \
+                    or str(r.get("judge", "")).lower() != "gpt-4":
                 continue
             key = f"mt{r['question_id']}"
             out.append({"instruction": r["instruction"], "response": r["response"], "label": label, "group": key,
                         "split": split_of(key)})
     else:
         for r in read_jsonl(data, FILES["autoj"]):
+            if not (r.get("response") or "").strip():  # a scorer refuses a row with no response (one Auto-J row)
+                continue
             out.append({"instruction": r["query"], "response": r["response"], "label": float(r["gpt4_score"]),
                         "group": r["query"], "split": split_of(r["query"])})
     return out
