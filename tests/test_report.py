@@ -910,10 +910,10 @@ def test_a_selection_that_keeps_no_row_says_so(tmp_path):
     ws = _odd_workspace(tmp_path / "ws", [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
     ws.add_embeddings("default", np.eye(3, 4), {"model": "synthetic"})
     ws.select(method="deita", budget=2, name="first")
-    ws.select(method="deita", budget=0, name="zero", input_selection="first")
+    ws.select(method="threshold", min_score=100, name="zero", input_selection="first")  # a budget is at least 1
     page = report_html(ws, selection="zero")
     assert "<h3>kept by zero</h3><p>no row kept</p>" in page and "first 0 in rank order" not in page
-    chain = re.search(r"<tr><td class='n'>2</td><td>zero</td><td>deita</td>((?:<td[^>]*>[^<]*</td>){3})", page)
+    chain = re.search(r"<tr><td class='n'>2</td><td>zero</td><td>threshold</td>((?:<td[^>]*>[^<]*</td>){3})", page)
     assert chain and re.findall(r">([^<]*)<", chain.group(1))[::2] == ["2", "0", "2"], chain and chain.group(1)
 
 

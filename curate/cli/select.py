@@ -38,7 +38,7 @@ def selector_help() -> dict[str, str]:
     names = sorted(registered_selectors())
     budgeted = [n for n in names if "budget" in selector_parameters(n)[0]]
     return {"method": f"The selector: {', '.join(names)} (or any other registered).",
-            "budget": f"Rows to keep ({', '.join(budgeted)})."}
+            "budget": f"Rows to keep, at least 1 ({', '.join(budgeted)})."}
 
 
 class SelectCommand(TyperCommand):
@@ -58,7 +58,8 @@ def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     method: str = typer.Option("deita", help="The selector (listed by --help from the selector registry)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
-    budget: int | None = typer.Option(None, help="Rows to keep (the selectors taking a budget: listed by --help)."),
+    budget: int | None = typer.Option(None, help="Rows to keep, at least 1 (the selectors taking a budget: listed by "
+                                                 "--help)."),
     max_cosine_similarity: float | None = typer.Option(
         None, "--max-cosine-similarity",
         help=f"deita: admit a row iff its similarity to every admitted row is <= this "

@@ -118,11 +118,8 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     centres, nearest, dist = kcenter_greedy(x, budget, first)
     ids = ws.ids
     drawn = {"seed": seed} if sort_by is None else {}  # the seed is used (and recorded) without sort_by only
-    if not len(centres):  # budget 0 (or no rows): no centre, so no witness and no radius
-        out = SelectorResult(info={"radius": None, "sort_by": sort_by, **drawn})
-        for j in range(len(ordered)):
-            out.add(ordered[j], Decision.REJECTED, Reason.NOT_SAMPLED, score_detail(values[j]))
-        return out
+    if not len(centres):  # no rows (a budget is at least 1): no centre, so no witness and no radius
+        return SelectorResult(info={"radius": None, "sort_by": sort_by, **drawn})
     out = SelectorResult(info={"radius": float(dist.max()), "sort_by": sort_by,
                                "first_centre": "seeded random row" if sort_by is None else "best-scored row", **drawn})
     for i, c in enumerate(centres.tolist()):

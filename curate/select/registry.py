@@ -21,7 +21,10 @@ import numpy as np
 from curate.codes import Decision, Reason
 from curate.errors import CurateError, OptionError
 
-__all__ = ["SELECTORS", "SelectorResult", "check_params", "check_result", "register", "selector_parameters"]
+__all__ = ["MIN_BUDGET", "SELECTORS", "SelectorResult", "check_budget", "check_params", "check_result", "register",
+           "selector_parameters"]
+
+MIN_BUDGET = 1  # a budget of 0 keeps nothing: never what a user means, so refused as a mistyped one is
 
 
 @dataclass
@@ -93,15 +96,25 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     if missing:
         raise OptionError(f"selector {method!r} needs parameter {missing[0]!r}"
                           + (f" (and {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
-    budget = params.get("budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 0):
-        raise OptionError(f"selector {method!r}: budget must be a whole number of rows >= 0, not {budget!r}")
+    if "budget" in params and (params["budget"] is not None or "budget" in required):
+        check_budget(params["budget"], f"selector {method!r}")
     _check_types(method, params)
     for name, (low, high, what) in PARAMETER_RANGES.items():
         value = params.get(name)
         if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and not (
                 low <= value <= high):
             raise OptionError(f"selector {method!r}: {name} must be {what}, not {value!r}")
+
+
+def check_budget(budget: Any, who: str = "") -> None:
+    """The one rule for a budget, wherever it is given (every selector's, through :func:`check_params`: so
+    ``curate select --budget``, ``ws.select``, a chain's steps and ``run_pipeline``, which checks deita's parameters
+    before any step): a whole number of rows, at least :data:`MIN_BUDGET`. An :class:`OptionError` (exit 78) naming
+    the option otherwise; ``who`` (e.g. ``selector 'top_k'``) leads it."""
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < MIN_BUDGET:
+        zero = ": a budget of 0 keeps no row" if not isinstance(budget, bool) and budget == 0 else ""
+        raise OptionError(f"{who}{': ' if who else ''}budget must be a whole number of rows, at least {MIN_BUDGET} "
+                          f"(--budget; budget= in Python), not {budget!r}{zero}")
 
 
 # parameters several selectors share, by name: checked before any work, so a bad value is named as the user gave it
