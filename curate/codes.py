@@ -15,11 +15,17 @@ from typing import Any
 
 
 class Decision(StrEnum):
+    """What a selector did with one row: kept it; refused it (``rejected``: too similar, failed a rule, below a
+    threshold...; ``duplicate``: a copy of a kept row); left it because its budget filled first (``not_reached``,
+    whatever the selector: the walk stopped, the draw or the cluster's quota was full); or could not rank it."""
     KEPT = "kept"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
     NOT_REACHED = "not_reached"
     UNSCORED = "unscored"
+
+
+REFUSED = frozenset({Decision.REJECTED, Decision.DUPLICATE})  # turned away for what the row is, not for the budget
 
 
 class Reason(StrEnum):
@@ -28,13 +34,14 @@ class Reason(StrEnum):
     TOO_SIMILAR = "too_similar"            # detail: similarity, witness (id of the kept row), max_cosine_similarity
     EXACT_DUPLICATE = "exact_duplicate"    # detail: witness
     NEAR_DUPLICATE = "near_duplicate"      # minhash/semantic; detail: witness, similarity
-    BUDGET_FILLED = "budget_filled"        # the budget was reached before this row
+    BUDGET_FILLED = "budget_filled"        # not_reached: the budget filled first (walk, ranking or draw); detail: budget
     BELOW_THRESHOLD = "below_threshold"    # detail: score, min_score
     NO_SCORE = "no_score"                  # the sort key is missing; detail: column(s), failure code
     NO_TAGS = "no_tags"                    # InsTag: the row has no tags
     NO_NEW_TAG = "no_new_tag"              # InsTag: adds no tag in any sweep before the budget
-    QUOTA_FILLED = "quota_filled"          # k-means: the cluster's quota is full; detail: cluster, quota
-    NOT_SAMPLED = "not_sampled"            # random / DSIR / k-center / LIFT: not drawn; detail: score
+    QUOTA_FILLED = "quota_filled"          # not_reached, k-means: the cluster's quota is full; detail: cluster, quota
+    NOT_SAMPLED = "not_sampled"            # stored before 2026-12 (random, dsir, kcenter, lift, necessity): read as
+                                           # budget_filled (:func:`settled`); no selector writes it
     NOT_IN_INPUT = "not_in_input"          # outside the input selection
     IFD_AT_LEAST_ONE = "ifd_at_least_one"  # IFD >= max_ifd: the instruction does not help; detail: score, max_ifd
     OUTSIDE_BAND = "outside_band"          # perplexity outside the kept quantile band; detail: score, low, high
@@ -76,6 +83,22 @@ class DamageCode(StrEnum):
     MISSING_FILES = "missing_files"        # a label set's data files are gone; detail: those missing
     NOT_A_SELECTION = "not_a_selection"    # in selections/ without a selection's columns; detail: those missing
     WRONG_ROWS = "wrong_rows"              # a selection holding other rows than its metadata records; detail: counts
+
+
+def settled(decision: Decision | str, reason: Reason | str) -> tuple[Decision, Reason]:
+    """The one code of a row's situation: a row left because the budget filled first is ``not_reached`` /
+    ``budget_filled`` under every selector (``top_k`` said ``rejected`` / ``budget_filled``, ``kcenter``, ``random``,
+    ``lift``, ``dsir`` and ``necessity`` ``rejected`` / ``not_sampled``) and one left by a full cluster quota is
+    ``not_reached`` / ``quota_filled`` (it was ``rejected``). Every selector's result and every stored selection,
+    those written before (2026-12) too, are read through this."""
+    decision, reason = Decision(decision), Reason(reason)
+    if decision is Decision.KEPT:
+        return decision, reason
+    if reason in (Reason.BUDGET_FILLED, Reason.NOT_SAMPLED):
+        return Decision.NOT_REACHED, Reason.BUDGET_FILLED
+    if reason is Reason.QUOTA_FILLED:
+        return Decision.NOT_REACHED, reason
+    return decision, reason
 
 
 TRANSIENT_FAILURES = frozenset({FailureCode.TRANSIENT, FailureCode.BUDGET})
@@ -204,6 +227,6 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         return str(d["text"])
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
-    if code in (Reason.SELECTED, Reason.NOT_SAMPLED) and "score" in d and d["score"] is not None:
+    if code in (Reason.SELECTED, Reason.NOT_SAMPLED, Reason.BUDGET_FILLED) and d.get("score") is not None:
         return f"{text} (score {d['score']:.3f})"
     return text

@@ -273,7 +273,7 @@ def test_necessity_with_a_budget_adds_the_rows_farthest_from_the_seed(tmp_path):
     # row 2 answers worst but repeats seed row 0; rows 3 and 7 point where no seed row does (equally far: the
     # worse answered, 7, first)
     assert sel.ids == [ids[0], ids[1], ids[7], ids[3]]
-    skipped = {r["id"]: r for r in sel.rows() if r["reason"] == Reason.NOT_SAMPLED}
+    skipped = {r["id"]: r for r in sel.rows(decision="not_reached") if r["reason"] == Reason.BUDGET_FILLED}
     assert set(skipped) == {ids[2], ids[8], ids[9]} and skipped[ids[2]]["detail"]["distance"] == pytest.approx(0.0)
 
 

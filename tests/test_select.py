@@ -495,6 +495,10 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
             decision, reason, detail = Decision(r["decision"]), Reason(r["reason"]), r["detail"]
             seen.add(reason)
             assert (decision is Decision.KEPT) == (reason is Reason.SELECTED), (method, r)
+            # the budget filling first is one situation, one code, whatever the selector: top_k said rejected /
+            # budget_filled, kcenter, random, lift, dsir rejected / not_sampled, kmeans rejected / quota_filled
+            assert (decision is Decision.NOT_REACHED) == (reason in (Reason.BUDGET_FILLED, Reason.QUOTA_FILLED,
+                                                                     Reason.NO_NEW_TAG)), (method, r)
             assert DETAIL_KEYS.get(reason, set()) <= set(detail), (method, r)
             assert json.loads(json.dumps(detail)) == detail  # plain data: numbers stay numbers
             assert all(not isinstance(v, str) for k, v in detail.items()
@@ -504,9 +508,12 @@ def test_every_selector_returns_codes_with_the_details_describe_needs(tmp_path):
             assert isinstance(describe(reason, detail), str)
         assert sum(sel.reasons().values()) == len(rows)
     assert {Reason.SELECTED, Reason.TOO_SIMILAR, Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.BUDGET_FILLED,
-            Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NOT_SAMPLED, Reason.NO_TAGS,
+            Reason.BELOW_THRESHOLD, Reason.NO_SCORE, Reason.QUOTA_FILLED, Reason.NO_TAGS,
             Reason.NO_NEW_TAG, Reason.PRUNED_EASY, Reason.HARD_TO_LEARN, Reason.CONTAMINATED,
             Reason.FAILS_HEURISTIC, Reason.ANSWERED_WELL} <= seen
+    assert Reason.NOT_SAMPLED not in seen  # written before 2026-12 only, and read as budget_filled
+    for method in ("top_k", "random", "kcenter", "lift", "dsir"):  # rows past the budget: the deita code
+        assert ("not_reached", "budget_filled") in selections[method].reasons(), method
     assert set(selections["deita"].reasons()) == {("kept", "selected"), ("rejected", "too_similar"),
                                                   ("not_reached", "budget_filled"), ("unscored", "no_score")}
     failed = [r for r in selections["deita"].rows() if r["reason"] == Reason.NO_SCORE]

@@ -3,11 +3,15 @@ unfilled budget said as data and in one CLI line, one code for "the budget fille
 (selections written before read in it), refused rows told apart from rows never reached, and rejected rows shown
 with why."""
 
+import json
+
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from curate.errors import OptionError
 from curate.session import Workspace
+from curate.storage.files import write_arrow
 from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
@@ -58,3 +62,50 @@ def test_a_budget_under_one_row_is_refused_alike_by_every_selector_the_api_and_t
                 in proc.stderr)
     assert "z" not in Workspace.open(ws.path).selections
     assert len(ws.select(method="deita", name="uncapped").ids) == 17  # deita without a budget: no cap, as before
+
+
+def test_summaries_tell_refused_rows_from_rows_the_budget_never_reached(ws):
+    """deita's summary said "N dropped" of rows mostly never reached (budget filled) and a few refused as too
+    similar: Selection.outcomes() counts them apart, as the CLI's first line does."""
+    sel = ws.select(method="deita", name="d", budget=8, max_cosine_similarity=0.9)
+    assert sel.outcomes() == {"considered": 20, "kept": 8, "refused": 3, "not_reached": 9, "unscored": 0}
+    assert set(sel.reasons()) == {("kept", "selected"), ("rejected", "too_similar"), ("not_reached", "budget_filled")}
+    top = ws.select(method="top_k", name="top", budget=8)
+    assert top.outcomes() == {"considered": 20, "kept": 8, "refused": 0, "not_reached": 12, "unscored": 0}
+
+
+def _old_selection(ws, name: str, method: str, decisions: list[str], reasons: list[str]) -> None:
+    """A selection file as curate wrote it before 2026-12 (add_selection's columns, codes as they were then)."""
+    n = len(decisions)
+    prov = {"name": name, "created": "2026-11-30T10:00:00+00:00", "method": method, "params": {"budget": 2},
+            "input_selection": None, "candidates": n, "counts": {d: decisions.count(d) for d in set(decisions)}}
+    details = [json.dumps({"score": float(n - i), "budget": 2}) for i in range(n)]
+    table = pa.table({"id": pa.array(ws.ids[:n], pa.string()), "decision": pa.array(decisions, pa.string()),
+                      "reason": pa.array(reasons, pa.string()), "detail": pa.array(details, pa.string()),
+                      "rank": pa.array(range(n), pa.int64())})
+    write_arrow(ws.path / "selections" / f"{name}.arrow",
+                table.replace_schema_metadata({b"curate": json.dumps(prov).encode()}))
+
+
+def test_a_selection_saved_with_the_old_budget_codes_reads_and_shows_todays(ws, tmp_path):
+    """Selections saved before (top_k's rejected / budget_filled, kcenter's and random's rejected / not_sampled,
+    kmeans' rejected / quota_filled) load, filter, feed a later selection and render as not_reached."""
+    _old_selection(ws, "oldtop", "top_k", ["kept", "kept", "rejected", "rejected"], ["selected"] * 2 + ["budget_filled"] * 2)
+    _old_selection(ws, "oldkc", "kcenter", ["kept", "kept", "rejected", "rejected"], ["selected"] * 2 + ["not_sampled"] * 2)
+    _old_selection(ws, "oldkm", "kmeans", ["kept", "kept", "rejected", "rejected"], ["selected"] * 2 + ["quota_filled"] * 2)
+    again = Workspace.open(ws.path)
+    for name, reason in (("oldtop", "budget_filled"), ("oldkc", "budget_filled"), ("oldkm", "quota_filled")):
+        sel = again.selection(name)
+        assert sel.ids == ws.ids[:2]
+        assert dict(sel.reasons()) == {("kept", "selected"): 2, ("not_reached", reason): 2}, name
+        assert sel.outcomes()["not_reached"] == 2 and sel.outcomes()["refused"] == 0
+        rows = sel.rows(decision="not_reached")
+        assert [r["id"] for r in rows] == ws.ids[2:4] and rows[0]["reason"] == reason
+        assert sel.rows(decision="rejected") == []
+        assert sel.rows(reasons=["not_sampled"]) == []  # its rows are budget_filled now
+        page = sel._repr_html_()
+        assert "not_reached" in page and "not sampled" not in page and "rejected" not in page
+    assert again.selection("oldkc").rows(decision="not_reached")[0]["why"] == "budget filled before this row (score 2.000)"
+    proc = curate_in_process("info", ws.path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(again.select(method="top_k", name="after", input_selection="oldkc", budget=1).ids) == 1

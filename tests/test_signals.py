@@ -425,7 +425,7 @@ def test_signal_selectors(tmp_path):
     assert by_id[ids[2]] == (Decision.REJECTED, Reason.IFD_AT_LEAST_ONE)
     assert by_id[ids[6]] == (Decision.REJECTED, Reason.IFD_AT_LEAST_ONE)  # IFD == 1 is dropped too
     assert by_id[ids[4]] == (Decision.UNSCORED, Reason.NO_SCORE)
-    assert by_id[ids[0]] == (Decision.REJECTED, Reason.BUDGET_FILLED)
+    assert by_id[ids[0]] == (Decision.NOT_REACHED, Reason.BUDGET_FILLED)  # the budget's code under every selector
     top = select(ws, method="ifd", name="top", fraction=0.3)  # of the 7 rows left: 2, not 3 of all 10 (Cherry)
     assert top.ids == [ids[8], ids[1]]
     _signal_column(ws, "perplexity", [float(x) for x in range(1, 11)])

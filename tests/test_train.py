@@ -298,7 +298,7 @@ def test_cartography_selector_takes_ambiguous_then_easy_and_names_hard_rows(trai
     assert min(var[i] for i in amb) >= max(var[i] for i in ws.ids if i not in {r["id"] for r in kept})
     reasons = {r["id"]: r["reason"] for r in table}
     assert all(reasons[ws.ids[i]] == Reason.HARD_TO_LEARN for i in NOISY)
-    assert set(sel.reasons()) <= {(Decision.KEPT, Reason.SELECTED), (Decision.REJECTED, Reason.BUDGET_FILLED),
+    assert set(sel.reasons()) <= {(Decision.KEPT, Reason.SELECTED), (Decision.NOT_REACHED, Reason.BUDGET_FILLED),
                                   (Decision.REJECTED, Reason.HARD_TO_LEARN)}
 
 

@@ -127,8 +127,9 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     picked = set(centres.tolist())
     for j in range(len(ordered)):
         if j not in picked:
-            out.add(ordered[j], Decision.REJECTED, Reason.NOT_SAMPLED,
-                    {"witness": ids[ordered[nearest[j]]], "distance": float(dist[j]), **score_detail(values[j])})
+            out.add(ordered[j], Decision.NOT_REACHED, Reason.BUDGET_FILLED,
+                    {"witness": ids[ordered[nearest[j]]], "distance": float(dist[j]), "budget": budget,
+                     **score_detail(values[j])})
     return out
 
 
@@ -174,7 +175,7 @@ def kmeans(ws, rows: np.ndarray, budget: int, n_clusters: int | None = None, per
             if i < quota[c]:
                 out.add(rows[members[m]], Decision.KEPT, Reason.SELECTED, detail)
             else:
-                out.add(rows[members[m]], Decision.REJECTED, Reason.QUOTA_FILLED, detail)
+                out.add(rows[members[m]], Decision.NOT_REACHED, Reason.QUOTA_FILLED, detail)
     return out
 
 
@@ -197,6 +198,8 @@ def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: 
     out = SelectorResult(info={"n_components": int(proj.shape[1]), "svd_solver": LIFT_SVD_SOLVER,
                                "score": "variance of the row's PCA projection"})
     for i, j in enumerate(np.argsort(-var, kind="stable").tolist()):
-        out.add(rows[j], Decision.KEPT if i < budget else Decision.REJECTED,
-                Reason.SELECTED if i < budget else Reason.NOT_SAMPLED, {"score": float(var[j])})
+        if i < budget:
+            out.add(rows[j], Decision.KEPT, Reason.SELECTED, {"score": float(var[j])})
+        else:
+            out.add(rows[j], Decision.NOT_REACHED, Reason.BUDGET_FILLED, {"score": float(var[j]), "budget": budget})
     return out

@@ -104,7 +104,7 @@ def necessity(ws, rows: np.ndarray, seed: str, answer_score: str, max_answer_sco
     for k in picked:
         out.add(rest[k], Decision.KEPT, Reason.SELECTED, {"part": "necessity", **answer(k)})
     for k, detail in not_picked:
-        out.add(rest[k], Decision.REJECTED, Reason.NOT_SAMPLED, {**answer(k), **detail})
+        out.add(rest[k], Decision.NOT_REACHED, Reason.BUDGET_FILLED, {**answer(k), **detail, "budget": budget})
     for k in np.flatnonzero(~missing & (scores >= max_answer_score)).tolist():
         out.add(rest[k], Decision.REJECTED, Reason.ANSWERED_WELL,
                 {"answer_score": float(scores[k]), "max_answer_score": max_answer_score})

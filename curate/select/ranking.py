@@ -26,7 +26,7 @@ def top_k(ws, rows: np.ndarray, budget: int, sort_by: str | None = None) -> Sele
         elif r < budget:
             out.add(rows[i], Decision.KEPT, Reason.SELECTED, {"score": s})
         else:
-            out.add(rows[i], Decision.REJECTED, Reason.BUDGET_FILLED, {"score": s, "budget": budget})
+            out.add(rows[i], Decision.NOT_REACHED, Reason.BUDGET_FILLED, {"score": s, "budget": budget})
     return out
 
 
@@ -68,5 +68,5 @@ def random_sample(ws, rows: np.ndarray, budget: int, seed: int = SELECT.seed) ->
         if i < budget:
             out.add(p, Decision.KEPT, Reason.SELECTED, {"draw": i + 1})
         else:
-            out.add(p, Decision.REJECTED, Reason.NOT_SAMPLED, {"draw": i + 1, "budget": budget})
+            out.add(p, Decision.NOT_REACHED, Reason.BUDGET_FILLED, {"draw": i + 1, "budget": budget})
     return out

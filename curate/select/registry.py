@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.codes import Decision, Reason
+from curate.codes import Decision, Reason, settled
 from curate.errors import CurateError, OptionError
 
 __all__ = ["MIN_BUDGET", "SELECTORS", "SelectorResult", "check_budget", "check_params", "check_result", "register",
@@ -164,11 +164,11 @@ def check_result(method: str, result: Any, candidates: int) -> SelectorResult:
     if len(set(result.rows)) != n or n > candidates:
         raise CurateError(f"selector {method!r} returned a row twice (or more rows than its {candidates} candidates)")
     try:
-        result.decisions = [Decision(d) for d in result.decisions]
-        result.reasons = [Reason(r) for r in result.reasons]
+        pairs = [settled(d, r) for d, r in zip(result.decisions, result.reasons, strict=True)]
     except ValueError as exc:
         raise CurateError(f"selector {method!r}: {exc} (decisions: {', '.join(Decision)}; "
                           f"reasons: {', '.join(Reason)})") from None
+    result.decisions, result.reasons = [d for d, _ in pairs], [r for _, r in pairs]  # one code per situation
     bad = next((d for d in result.details if not isinstance(d, dict)), None)
     if bad is not None:
         raise CurateError(f"selector {method!r}: a detail is {type(bad).__name__}, not a dict")

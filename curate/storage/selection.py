@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from curate.codes import DamageCode, Decision, Reason, describe, reason_text
+from curate.codes import REFUSED, DamageCode, Decision, Reason, describe, reason_text, settled
 from curate.errors import OptionError
 from curate.storage.damage import DamagedFile, DamagedFileError
 from curate.storage.files import arrow_schema, read_arrow, schema_meta
@@ -38,10 +38,11 @@ def selection_table(ids: list[str], decisions: list[Decision | str], reasons: li
     if not (len(ids) == len(decisions) == len(reasons) == len(details)):
         raise ValueError("ids, decisions, reasons and details must have the same length")
     ranks = list(range(len(ids))) if ranks is None else list(ranks)
+    pairs = [settled(d, r) for d, r in zip(decisions, reasons, strict=True)]
     table = pa.table({
         "id": pa.array(ids, pa.string()),
-        "decision": pa.array([Decision(d).value for d in decisions], pa.string()),
-        "reason": pa.array([Reason(r).value for r in reasons], pa.string()),
+        "decision": pa.array([d.value for d, _ in pairs], pa.string()),
+        "reason": pa.array([r.value for _, r in pairs], pa.string()),
         "detail": pa.array([json.dumps(d, default=str) if d else None for d in details], pa.string()),
         "rank": pa.array(ranks, pa.int64()),
     })
@@ -51,11 +52,12 @@ def selection_table(ids: list[str], decisions: list[Decision | str], reasons: li
 def with_reason_codes(table):
     """A selection table of the first curate (2026-11: each reason in words, no ``detail`` column) in today's columns:
     each reason the code ``legacy_reason``, its words kept as the detail's ``text`` (reading its rows died with
-    ``KeyError: 'detail'``); today's tables as they are."""
+    ``KeyError: 'detail'``); one written before 2026-12 with each situation in today's code (:func:`settled`:
+    ``rejected`` / ``budget_filled`` or ``not_sampled`` read as ``not_reached`` / ``budget_filled``)."""
     import pyarrow as pa
 
     if "detail" in table.column_names:
-        return table
+        return settled_codes(table)
     words = table.column("reason").to_pylist()
     table = table.set_column(table.column_names.index("reason"), "reason",
                              pa.array([Reason.LEGACY_REASON.value] * len(words), pa.string()))
@@ -63,6 +65,34 @@ def with_reason_codes(table):
                                                    pa.string()))
     if "rank" not in table.column_names:
         table = table.append_column("rank", pa.array(range(table.num_rows), pa.int64()))
+    return table
+
+
+def settled_codes(table):
+    """``table`` with each row's (decision, reason) as :func:`curate.codes.settled` gives it: one pass over the
+    distinct pairs, the columns rewritten only where a pair changes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pairs = pc.binary_join_element_wise(table["decision"], table["reason"], "\x1f")
+    changed = {}
+    for pair in pc.unique(pairs).to_pylist():
+        decision, _, reason = (pair or "").partition("\x1f")
+        try:
+            now = settled(decision, reason)
+        except ValueError:  # a code no curate wrote: left for rows() and the views to name
+            continue
+        if now != (decision, reason):
+            changed[pair] = now
+    if not changed:
+        return table
+    columns = {"decision": table["decision"], "reason": table["reason"]}
+    for pair, (decision, reason) in changed.items():
+        hit = pc.equal(pairs, pair)
+        columns["decision"] = pc.if_else(hit, decision.value, columns["decision"])
+        columns["reason"] = pc.if_else(hit, reason.value, columns["reason"])
+    for name, column in columns.items():
+        table = table.set_column(table.column_names.index(name), name, column.cast(pa.string()))
     return table
 
 
@@ -130,6 +160,16 @@ class Selection:
     def decisions(self) -> Counter:
         """Rows per decision."""
         return Counter(self.table["decision"].to_pylist())
+
+    def outcomes(self) -> dict[str, int]:
+        """Rows ``considered``, ``kept``, ``refused`` (rejected or duplicate: turned away for what they are: too
+        similar, failed a rule, below a threshold), ``not_reached`` (left because the budget filled first) and
+        ``unscored``: what a summary says in place of one "dropped" count."""
+        counts = self.decisions()
+        return {"considered": self.table.num_rows, "kept": counts.get(Decision.KEPT.value, 0),
+                "refused": sum(counts.get(d.value, 0) for d in REFUSED),
+                "not_reached": counts.get(Decision.NOT_REACHED.value, 0),
+                "unscored": counts.get(Decision.UNSCORED.value, 0)}
 
     def reasons(self) -> Counter:
         """Rows per (decision, reason code)."""
