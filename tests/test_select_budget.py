@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from curate.codes import Failure, FailureCode
 from curate.errors import OptionError
 from curate.session import Workspace
 from curate.storage.files import write_arrow
@@ -62,6 +63,38 @@ def test_a_budget_under_one_row_is_refused_alike_by_every_selector_the_api_and_t
                 in proc.stderr)
     assert "z" not in Workspace.open(ws.path).selections
     assert len(ws.select(method="deita", name="uncapped").ids) == 17  # deita without a budget: no cap, as before
+
+
+def test_an_unfilled_budget_is_recorded_and_said_in_one_line(ws):
+    """deita --budget 5000 on 3,955 rows kept 3,835 and curate select said nothing of the budget: the selection's
+    provenance now records how the budget was used, and the CLI prints one line when it is not filled."""
+    big = ws.select(method="deita", name="big", budget=50, max_cosine_similarity=0.9)
+    assert big.provenance["budget_use"] == {"budget": 50, "kept": 17, "filled": False, "candidates": 20, "refused": 3,
+                                            "not_reached": 0, "unscored": 0, "ran_out": True,
+                                            "not_kept": {"too_similar": 3}}
+    full = ws.select(method="top_k", name="full", budget=5)
+    assert full.provenance["budget_use"]["filled"] and full.provenance["budget_use"]["not_reached"] == 15
+    assert "budget_use" not in ws.select(method="threshold", name="t", min_score=1).provenance  # no budget
+
+    proc = curate_in_process("select", ws.path, "--method", "deita", "--budget", "50", "--name", "big2",
+                             "--max-cosine-similarity", "0.9")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "selection 'big2' (deita): 17 kept of 20 considered; 3 refused"
+    assert lines[1] == ("budget 50 not filled: 17 kept; the 20 candidates ran out first "
+                        "(not kept: 3 too similar to a kept row)")
+    proc = curate_in_process("select", ws.path, "--method", "top_k", "--budget", "5", "--name", "full2")
+    assert "not filled" not in proc.stdout
+    assert proc.stdout.splitlines()[0] == ("selection 'full2' (top_k): 5 kept of 20 considered; "
+                                           "15 not reached (budget filled first)")
+    # rows without a score are named by the column and failure that left them none, as curate run names them
+    ws.add_column("quality", [None] + [[1.0]] * 19, TURNS_SUM)  # row 0's quality judge failed: no score
+    ws.add_column("quality_failure", [[Failure(FailureCode.NO_RESPONSE, "no reply", turn=1).to_dict()]] + [None] * 19,
+                  {"kind": "failure"})
+    proc = curate_in_process("select", ws.path, "--method", "deita", "--budget", "50", "--name", "big3",
+                             "--max-cosine-similarity", "0.9")
+    assert proc.stdout.splitlines()[1] == ("budget 50 not filled: 17 kept; the 20 candidates ran out first "
+                                           "(not kept: 2 too similar to a kept row, 1 no score (quality: no response))")
 
 
 def test_summaries_tell_refused_rows_from_rows_the_budget_never_reached(ws):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
@@ -27,6 +28,49 @@ def selection_table(sel) -> Table:
     for (decision, reason), n in sel.reasons().most_common():
         table.add_row(decision, reason_text(reason), f"{n:,}")
     return table
+
+
+def outcome_line(sel, method: str) -> str:
+    """'selection 'd' (deita): 2,000 kept of 3,955 considered; 61 refused, 1,894 not reached (budget filled first)':
+    rows turned away for what they are apart from rows the budget left (``Selection.outcomes``)."""
+    out = sel.outcomes()
+    words = {"refused": "refused", "not_reached": "not reached (budget filled first)", "unscored": "unscored"}
+    rest = [f"{out[k]:,} {w}" for k, w in words.items() if out[k]]
+    return (f"selection {sel.name!r} ({method}): {out['kept']:,} kept of {out['considered']:,} considered"
+            + (f"; {', '.join(rest)}" if rest else ""))
+
+
+def budget_line(sel) -> str | None:
+    """One line when a selection did not fill its budget, from its provenance's ``budget_use`` (None when it did, or
+    took no budget): how many it kept, whether the candidates ran out, and why the others were not kept, by reason
+    (the words of ``codes.reason_text``; rows without a score by the column and failure that left them none)."""
+    use = sel.provenance.get("budget_use")
+    if not use or use["filled"]:
+        return None
+    head = f"budget {use['budget']:,} not filled: {use['kept']:,} kept"
+    if not use["candidates"]:
+        return f"{head}: no candidate rows (the input selection kept none)"
+    why = _not_kept(sel, use["not_kept"])
+    if use["ran_out"]:
+        return f"{head}; the {use['candidates']:,} candidates ran out first" + (f" (not kept: {why})" if why else "")
+    return f"{head} of {use['candidates']:,} candidates" + (f" (not kept: {why})" if why else "")
+
+
+def _not_kept(sel, not_kept: dict[str, int]) -> str:
+    """'120 too similar to a kept row, 3 no score (quality: no response)': the selector's rows not kept by reason
+    (rows an earlier step of a chain dropped are not its own: left out)."""
+    from collections import Counter
+
+    from curate.codes import Reason, reason_text
+
+    groups: Counter = Counter({reason_text(code): n for code, n in not_kept.items() if code != Reason.NO_SCORE})
+    for row in sel.rows(reasons=[Reason.NO_SCORE]) if not_kept.get(Reason.NO_SCORE) else []:
+        d = row["detail"]
+        if not d.get("step"):
+            failed = d.get("failure") and d.get("column")
+            groups[reason_text(Reason.NO_SCORE) + (f" ({d['column']}: {d['failure'].replace('_', ' ')})" if failed
+                                                   else "")] += 1
+    return ", ".join(f"{n:,} {why}" for why, n in groups.most_common())
 
 
 def selector_help() -> dict[str, str]:
@@ -112,8 +156,9 @@ def select_cmd(
 
     with showing_progress():
         sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
-    counts = ", ".join(f"{k} {v:,}" for k, v in sel.decisions().items())
-    console.print(f"selection {name!r} ({method}): {len(sel):,} kept; {counts}")
+    console.print(outcome_line(sel, method))
+    if note := budget_line(sel):
+        console.print(f"[yellow]{escape(note)}[/]", markup=True)
     left_out = sel.provenance.get("target_left_out") or {}
     if left_out.get("rows"):
         codes = ", ".join(f"{code} {n:,}" for code, n in left_out["codes"].items())

@@ -39,7 +39,7 @@ from curate.select import (  # noqa: F401  (register the selectors)
     ranking,
 )
 from curate.select.admission import AdmissionResult, admit
-from curate.select.registry import SELECTORS, SelectorResult, check_params, check_result, register
+from curate.select.registry import SELECTORS, SelectorResult, budget_use, check_params, check_result, register
 from curate.select.sort_key import row_scores, score_rows
 from curate.storage.files import check_new_name
 from curate.storage.pool import selection_positions
@@ -100,6 +100,8 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         step_name = name if last else f"{name}.{i + 1}-{meth}"
         provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
                       "counts": dict(Counter(d.value for d in result.decisions)), **result.info}
+        if step.get("budget") is not None:  # filled or not, and why, as data (the CLI says so when it is not)
+            provenance["budget_use"] = budget_use(step["budget"], result, len(rows))
         if last and dropped.rows:
             result = _with_earlier_drops(result, dropped)
             provenance["earlier_steps_dropped"] = len(dropped.rows)

@@ -12,17 +12,18 @@ signature, so ``select`` names a missing or unknown one before any step runs.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from curate.codes import Decision, Reason, settled
+from curate.codes import REFUSED, Decision, Reason, settled
 from curate.errors import CurateError, OptionError
 
-__all__ = ["MIN_BUDGET", "SELECTORS", "SelectorResult", "check_budget", "check_params", "check_result", "register",
-           "selector_parameters"]
+__all__ = ["MIN_BUDGET", "SELECTORS", "SelectorResult", "budget_use", "check_budget", "check_params", "check_result",
+           "register", "selector_parameters"]
 
 MIN_BUDGET = 1  # a budget of 0 keeps nothing: never what a user means, so refused as a mistyped one is
 
@@ -173,3 +174,19 @@ def check_result(method: str, result: Any, candidates: int) -> SelectorResult:
     if bad is not None:
         raise CurateError(f"selector {method!r}: a detail is {type(bad).__name__}, not a dict")
     return result
+
+
+def budget_use(budget: int, result: SelectorResult, candidates: int) -> dict[str, Any]:
+    """How a selector's (checked) result used its ``budget``, as data for the views (a selection's provenance
+    ``budget_use``): rows kept, whether that ``filled`` it, the candidates, the rows ``refused`` (rejected or
+    duplicate: for what they are), ``not_reached`` (the budget filled first) and ``unscored``; ``ran_out``: the
+    budget is not filled and every candidate was decided, so the candidates ran out before it; ``not_kept``: rows per
+    reason code of the rows not kept."""
+    decisions = Counter(result.decisions)
+    kept = decisions[Decision.KEPT]
+    filled = kept >= budget
+    return {"budget": int(budget), "kept": kept, "filled": filled, "candidates": int(candidates),
+            "refused": sum(decisions[d] for d in REFUSED), "not_reached": decisions[Decision.NOT_REACHED],
+            "unscored": decisions[Decision.UNSCORED], "ran_out": not filled and not decisions[Decision.NOT_REACHED],
+            "not_kept": dict(Counter(r.value for d, r in zip(result.decisions, result.reasons, strict=True)
+                                     if d is not Decision.KEPT).most_common())}
