@@ -167,11 +167,16 @@ class Workspace(StorageWorkspace):
         return export_model(run, out)
 
     @operation
-    def show(self, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20):
-        """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name."""
+    def show(self, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20,
+             decision: str | None = None):
+        """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name (its
+        kept rows; with ``decision``, e.g. ``"rejected"`` or ``"not_reached"``, its rows of that decision in rank
+        order, each headed by why)."""
         from curate.report.views import show_rows
 
-        return show_rows(self, rows, columns=columns, limit=limit)
+        if decision is None:
+            return show_rows(self, rows, columns=columns, limit=limit)
+        return _decided_rows(self, rows, decision, columns, limit)
 
     @operation
     def report(self, out: str | os.PathLike = REPORT.path, selection: str | None = None,
@@ -187,6 +192,26 @@ class Workspace(StorageWorkspace):
         from curate.report.views import workspace_html
 
         return workspace_html(self)
+
+
+def _decided_rows(ws: Workspace, name: Any, decision: str, columns: str | list[str] | None, limit: int | None):
+    """``ws.show(name, decision=...)``: selection ``name``'s rows of ``decision`` (at most ``limit``), each noted with
+    its decision and reason in words (``Selection.rows``' ``why``)."""
+    from curate.report.views import RowsView
+    from curate.storage.columns import column_names
+
+    if not isinstance(name, str) or not ws.has_selection(name):
+        raise OptionError(f"show: decision= picks among a selection's rows: give a selection's name as rows, not "
+                          f"{name!r} (have {sorted(ws.selections)})")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
+    sel, index = ws.selection(name), ws.index
+    shown = [r for r in sel.rows(decision=decision, limit=limit) if r["id"] in index]  # a refresh removed the others
+    total = sel.decisions().get(decision, 0)
+    note = f"selection {name!r}: {total:,} {decision}" + (f", showing the first {len(shown)}" if len(shown) < total
+                                                          else "")
+    return RowsView(ws, [r["id"] for r in shown], list(ws.columns) if columns is None else column_names(columns),
+                    note=note, notes={r["id"]: f"{r['decision']}: {r['why']}" for r in shown})
 
 
 def registered_selectors() -> dict[str, Any]:

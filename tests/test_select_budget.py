@@ -142,3 +142,24 @@ def test_a_selection_saved_with_the_old_budget_codes_reads_and_shows_todays(ws, 
     proc = curate_in_process("info", ws.path)
     assert proc.returncode == 0, proc.stderr
     assert len(again.select(method="top_k", name="after", input_selection="oldkc", budget=1).ids) == 1
+
+
+def test_show_gives_a_selections_rejected_rows_each_with_why(ws):
+    """To see rejected rows one passed their ids, and the view did not say why each was rejected:
+    ws.show(name, decision="rejected") gives them in rank order, each headed by its decision and reason."""
+    ws.select(method="deita", name="d", budget=8, max_cosine_similarity=0.9)
+    view = ws.show("d", decision="rejected", columns=[])
+    refused = [r["id"] for r in ws.selection("d").rows(decision="rejected")]
+    assert view.ids == refused and len(refused) == 3
+    text, page = repr(view), view._repr_html_()
+    assert text.startswith("selection 'd': 3 rejected\n")
+    assert text.count("(rejected: too similar to a kept row (") == 3 and "cosine" in text
+    assert page.count("rejected: too similar to a kept row") == 3
+    two = ws.show("d", decision="not_reached", limit=2, columns=[])
+    assert len(two) == 2 and repr(two).startswith("selection 'd': 9 not_reached, showing the first 2\n")
+    assert "budget filled before this row" in repr(two)
+    with pytest.raises(OptionError, match="unknown decision 'refused'"):
+        ws.show("d", decision="refused")
+    with pytest.raises(OptionError, match="give a selection's name as rows"):
+        ws.show([0, 1], decision="rejected")
+    assert ws.show("d", columns=[]).ids == ws.selection("d").ids  # without decision: the kept rows, as before
