@@ -146,7 +146,7 @@ def test_the_steps_are_data_and_each_is_timed(tmp_path):
 def test_decontaminate_leaves_rows_holding_evaluation_text_out_of_the_selection(tmp_path):
     evalset = tmp_path / "eval.txt"
     evalset.write_text("A coder who lived on caffeine wrote functions, both tidy and clean!\n")
-    with pytest.raises(CurateError, match="not a file"):
+    with pytest.raises(CurateError, match="none.txt: file: no such file"):
         run_pipeline(str(sample_path()), out=tmp_path / "run", budget=60, decontaminate=str(tmp_path / "none.txt"))
     assert not (tmp_path / "run").exists()  # refused before anything was created
     clean = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=60, report=False, decontaminate=str(evalset))
