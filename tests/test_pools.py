@@ -630,7 +630,7 @@ def test_export_columns_and_out_dash_mean_on_the_command_line_what_they_mean_in_
     ws.add_column("quality", [[4.0], [2.0]], {"kind": "test", "granularity": "turn", "reducer": "sum"})
     ws.add_column("complexity", [[1.0], [3.0]], {"kind": "test", "granularity": "turn", "reducer": "sum"})
     api = [json.loads(line) for line in ws.export(tmp_path / "api.jsonl", columns=["quality"]).read_text().splitlines()]
-    assert [(r["split"], r["quality"]) for r in api] == [("train", [4.0]), ("test", [2.0])]
+    assert [(r["split"], r["quality"], r["quality_turns"]) for r in api] == [("train", 4.0, [4.0]), ("test", 2.0, [2.0])]
     assert all("complexity" not in r for r in api)
     shown = CliRunner().invoke(app, ["export", str(ws.path), "--out", str(tmp_path / "cli.jsonl"), "--column", "quality"])
     assert shown.exit_code == 0, shown.output

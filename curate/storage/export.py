@@ -32,7 +32,8 @@ Workspace = Any
 
 def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None):
     """The pool with derived columns joined on (all by default, refused while one is damaged; one name or a list),
-    optionally only a selection's rows."""
+    optionally only a selection's rows. A per-turn score (a column with a reducer) is its row's number, as
+    ``ws.row_values`` and the selections read it, with the per-turn list beside it as ``<name>_turns``."""
     import datasets
 
     ds = ws.pool
@@ -52,21 +53,45 @@ def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection:
                 get_temporary_cache_files_directory(), f"curate-selection-{uuid.uuid4().hex}.arrow"))
     else:
         ids = ws.ids
+    per_turn = {name: f"{name}_turns" for name in names if ws.has_column(name) and turns_reduced(ws, name)}
+    if clash := next((n for n in per_turn.values() if n in names and ws.has_column(n)), None):
+        raise WorkspaceError(f"{ws.path}: column {clash!r}: an export writes column {clash[:-6]!r}'s per-turn "
+                             f"values under that name; rename the column, or name the columns to export: "
+                             f"{python_and_cli('columns=[...]', '--column NAME, repeated')}")
     with quiet_datasets():
         for name in names:
             if name in RESERVED or not ws.has_column(name) and name in ds.column_names:
                 continue  # a pool field asked for by name (e.g. into a training format): it is there already
-            if name in ds.column_names:  # a pool-file field of the same name: the derived column (what the
-                kept = f"original_{name}"  # selection used) keeps the name, the field is original_<name>
-                while kept in ds.column_names:  # (or original_original_<name>, when the pool has that too)
-                    kept = f"original_{kept}"
-                ds = ds.rename_column(name, kept)
-            ds = ds.add_column(name, ws.column(name, ids), feature=_feature(ws, name))
+            if name not in per_turn:
+                ds = _added(ds, name, ws.column(name, ids), _feature(ws, name))
+                continue
+            # the row's number (what a selection sorts by, ws.row_values) under the column's name; the stored
+            # per-turn list beside it as <name>_turns (a one-element list for a single-turn row)
+            ds = _added(ds, name, ws.row_values(name, ids), datasets.Value("float64"))
+            ds = _added(ds, per_turn[name], ws.column(name, ids), _feature(ws, name, per_turn[name]))
     # a fingerprint of our own: without one, datasets hashes the whole table (a copy of the pool in memory)
     return datasets.Dataset(ds.data.table, fingerprint=uuid.uuid4().hex) if selection is None else ds
 
 
-def _feature(ws: Workspace, name: str):
+def turns_reduced(ws: Workspace, name: str) -> bool:
+    """Derived column ``name`` holds a list of values per row (one a turn) that its declared reducer makes one
+    number of (a judge's or scorer's score, a signal): exported as that number, the list as ``<name>_turns``."""
+    provenance = ws.column_provenance(name)
+    return provenance.get("granularity") == "turn" and provenance.get("reducer") is not None
+
+
+def _added(ds, name: str, values: list[Any], feature):
+    """``ds`` with column ``name``; a pool-file field of that name is kept as original_<name> (or
+    original_original_<name>, when the pool has that too): the derived column, what the selection used, keeps it."""
+    if name in ds.column_names:
+        kept = f"original_{name}"
+        while kept in ds.column_names:
+            kept = f"original_{kept}"
+        ds = ds.rename_column(name, kept)
+    return ds.add_column(name, values, feature=feature)
+
+
+def _feature(ws: Workspace, name: str, as_name: str | None = None):
     """The datasets feature of a derived column's stored type (None: infer it from the rows, as for a column
     stored before its type was declared), so a selection exports the schema the whole pool does."""
     import datasets
@@ -75,7 +100,8 @@ def _feature(ws: Workspace, name: str):
     stored = arrow_schema(ws._column_path(name)).field("value").type
     if pa.types.is_null(stored):
         return None
-    return datasets.Features.from_arrow_schema(pa.schema([pa.field(name, stored)]))[name]
+    as_name = as_name or name
+    return datasets.Features.from_arrow_schema(pa.schema([pa.field(as_name, stored)]))[as_name]
 
 
 DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")
@@ -191,7 +217,8 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: str | list
     # a load counts its turn keys: none anywhere, no turn field is read (a load before the count is checked)
     turn_fields = (None if all(s.get("turn_keys_not_kept") == {} for s in sources)
                    else {f for s in sources for f in (s.get("turn_fields") or {}).values()})
-    return in_format(ds, format, list(columns or []), turn_fields)
+    keep = [k for c in columns or [] for k in ((c, f"{c}_turns") if ws.has_column(c) and turns_reduced(ws, c) else (c,))]
+    return in_format(ds, format, keep, turn_fields)
 
 
 def json_fields(ws: Workspace, ds, format: str | None, columns: list[str] | None = None) -> list[str]:
