@@ -72,6 +72,63 @@ def test_progress_in_a_log_file_is_newline_ended_lines_and_curate_progress_0_tur
                 assert bar[0].startswith("quality:   0%|") and "3/3" in bar[-1] and "failed=0" in bar[-1], text
 
 
+STAGED_STEP = """
+import sys
+from curate import Workspace
+from curate.storage.progress import progress_bar
+from curate.storage.step import StepOutput
+
+class Embedded:  # a step that embeds its texts under its row bar first, as the trained quality scorer does
+    column, granularity, reducer, inputs = "staged", "turn", "sum", ()
+    def fingerprint(self): return "staged-1"
+    def describe(self): return {"kind": "test"}
+    def run(self, rows, ctx):
+        with progress_bar(len(rows), "embedding", True, unit="text") as inner:
+            for _ in rows:
+                inner.update(1)
+                inner.refresh()  # each status drawn, as a long stage's are at every mininterval
+        ctx.progress.update(len(rows))
+        return StepOutput([[1.0] * len(r.turns) for r in rows], [[] for _ in rows])
+
+Workspace(sys.argv[1]).apply(Embedded())
+"""
+
+
+def test_a_bar_inside_a_bar_writes_no_cursor_codes_into_a_log_and_names_its_stage(workspace, tmp_path):
+    """A bar opened under ws.apply's row bar (the quality scorer's embedding of 3,971 texts) took tqdm's position 1:
+    each status went down a row and back up with ESC [A, which a log kept as 5 lines of '\\x1b[A'. Now it is a
+    line of its own, named as a stage of the row bar."""
+    log = tmp_path / "apply.err"
+    with open(log, "w") as err:
+        done = subprocess.run([sys.executable, "-c", STAGED_STEP, str(workspace)], stderr=err, timeout=300)
+    text = log.read_bytes().decode()
+    assert done.returncode == 0, text[-1500:]
+    assert "\x1b" not in text and "\r" not in text
+    lines = text.splitlines()
+    assert any(line.startswith("staged > embedding: 100%|") and "3/3" in line for line in lines), text
+    assert lines[-1].startswith("staged: 100%|") and "3/3" in lines[-1], text
+
+
+def test_the_time_a_stage_is_open_is_not_counted_as_its_outer_bars_rate(monkeypatch):
+    """The quality bar said 1002/3995 [04:08<12:22, 4.03row/s] after waiting 4 minutes on its embedding stage."""
+    import time
+
+    from curate.storage.progress import progress_bar
+
+    monkeypatch.delenv("CURATE_PROGRESS", raising=False)
+    with progress_bar(10, "quality", True) as outer:
+        started = outer.start_t
+        with progress_bar(4, "embedding", True, unit="text") as inner:
+            assert inner.desc == "quality > embedding"
+            time.sleep(0.2)  # the stage is open at least this long: the outer clock moves on by at least as much
+            inner.update(4)
+        assert outer.start_t - started >= 0.2
+        with progress_bar(2, "admission", False) as hidden:  # a bar not shown is no stage
+            assert hidden.disable
+    with progress_bar(2, "export", True) as after:  # the outer bar closed: a bar of its own again
+        assert after.desc == "export"
+
+
 def _provenance(workspace, column: str) -> dict:
     import json
 
