@@ -152,7 +152,7 @@ def test_plots_and_missing_inputs(tmp_path):
     bare.load(write_jsonl(tmp_path / "one.jsonl", [{"instruction": "hi", "output": "hello"}, {"instruction": "a", "output": "b"}]))
     missing = {t: m for t, fig, m in all_plots(bare)}
     assert "curate embed" in missing["embedding map"]
-    assert "tag" in missing["tag coverage"] and "score" in missing["score histograms"]
+    assert "tag coverage" not in missing and "score" in missing["score histograms"]  # no tags: see below
     assert missing["complexity x quality"].endswith("this workspace has none: score the pool first")
     bare.add_column("complexity", [2.0, 3.0], {"kind": "test"})  # a run that selected by complexity alone
     missing = {t: m for t, fig, m in all_plots(bare)}
@@ -992,3 +992,48 @@ def test_the_embedding_maps_pca_is_sklearns_pca_without_importing_sklearn(tmp_pa
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "[]" and "<img alt='embedding map'" in (tmp_path / "r.html").read_text()
+
+
+def test_tag_coverage_where_no_tags_were_made_is_a_neutral_line_not_a_warning(tmp_path):
+    """A run that never tagged showed the plot's warning box: "no derived column holds normalised InsTag tags yet:
+    tag the pool first ...". Tags are optional: one plain line now, and the warning once a tagger ran but its tags
+    were not normalised (a step left to do)."""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Say {i}.", "output": f"{i}"} for i in range(3)]))
+    page = report_html(ws)
+    assert "tag coverage" not in _plot_notes(page) and "normalised InsTag" not in page
+    assert "<p class='sub'>tag coverage: not drawn, as no tags were made (optional: curate tag WS" in page
+    ws.add_column("tags_raw", [[["greeting"]]] * 3, {"kind": "instag_tags", "granularity": "turn"})
+    notes = _plot_notes(report_html(ws))
+    assert "no derived column holds normalised InsTag tags yet" in notes["tag coverage"]
+
+
+def test_selections_are_listed_in_the_order_they_were_made(tmp_path):
+    """By name, a run's deita came before its heuristics (which deita was built on) and after dedup only by luck."""
+    ws = _codes_workspace(tmp_path / "ws")
+    ws.select(method="exact", name="zz_dedup")
+    ws.select(method="deita", name="mm_deita", input_selection="zz_dedup", budget=8, max_cosine_similarity=0.9)
+    ws.select(method="top_k", name="aa_top", budget=3, sort_by="quality")
+    page = report_html(ws, selection="mm_deita")
+    shown = re.findall(r"<h3>(\w+): [\d,]+ kept", page)
+    assert shown == ["zz_dedup", "mm_deita", "aa_top"], shown
+
+
+def test_a_text_rule_rejection_is_a_line_per_rule_with_its_own_example(tmp_path):
+    """40 rows failing 6 text rules were one line, "fails a text rule", with one example (of the language rule)."""
+    fine = [{"instruction": f"Write a line about the sea, number {i}.", "output": f"The sea is wide, wave {i}."}
+            for i in range(4)]
+    refusals = [{"instruction": f"Tell me secret {i}.", "output": "I'm sorry, but I cannot help with that."}
+                for i in range(2)]
+    odd = [{"instruction": "What do you feel about rain?", "output": "As an AI language model, I do not feel."},
+           {"instruction": "Say something.", "output": ""}]
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", fine + refusals + odd))
+    ws.select(method="heuristics", name="rules")
+    rejected = next(g for g in selection_summary(ws.selection("rules"))["groups"] if g["decision"] == "rejected")
+    assert [(r["rule"], r["count"]) for r in rejected["rules"]] == [("refusal", 2), ("ai_disclaimer", 1),
+                                                                    ("empty_response", 1)]
+    section = _section(report_html(ws, selection="rules"), "rules")
+    for rule, example in (("refusal", "I&#x27;m sorry, but I cannot"), ("ai_disclaimer", "As an AI language model"),
+                          ("empty_response", "empty response, turn 1")):
+        assert re.search(f"fails a text rule: {rule}</td><td[^>]*>[12]</td><td[^>]*>[^<]*{example}", section), rule

@@ -53,7 +53,10 @@ def plots_section(ws: Workspace, selection: str | None) -> str:
             wide = " class='wide'" if fig.get_figwidth() > 7 else ""  # multi-panel figures take a full row
             figs.append(f"<figure{wide}><img alt='{esc(title)}' src='{uri}'>"
                         f"<figcaption>{esc(title)}</figcaption></figure>")
-    return '<div class="plots">' + "".join(figs) + "</div>"
+    from curate.report.plot_inputs import NOT_TAGGED, tags_asked_for
+
+    left_out = "" if tags_asked_for(ws) else f"<p class='sub'>{esc(NOT_TAGGED)}</p>"  # a step not taken: no warning
+    return '<div class="plots">' + "".join(figs) + "</div>" + left_out
 
 
 def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from curate.codes import Reason
 from curate.defaults import ANN, EMBED
+from curate.report.summary import in_creation_order
 from curate.report.tables import esc, shorten, table
 from curate.select.admission import unit_rows
 from curate.storage.damage import DamagedFileError
@@ -121,7 +122,7 @@ def neighbours_section(ws: Workspace, examples: int = EXAMPLES) -> str:
     """HTML: per selection with similarity rejections, a few rejected rows with their nearest kept rows;
     empty when no selection dropped a row for similarity (the report then leaves the section out)."""
     out = []
-    for name in ws.selections:
+    for name in in_creation_order(ws.selections):
         try:
             found = rejected_neighbours(ws, name, limit=examples)
         except DamagedFileError:  # the selections section shows it as damaged

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curate.errors import CurateError, WorkspaceError
-from curate.storage.roles import role_column
+from curate.storage.roles import role_candidates, role_column
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -25,6 +25,18 @@ POOL_COLOUR = "#b0b0b0"     # grey: the pool, or rows the selection did not cons
 class MissingInput(CurateError, LookupError):
     """A plot's input is not in the workspace yet; the message says which step produces it (the CLI prints it
     as one line, like every :class:`CurateError`)."""
+
+
+TAG_KINDS = ("instag_tags", "instag_normalized")  # the tagger's raw tags, the normaliser's tags
+
+
+def tags_asked_for(ws: Workspace) -> bool:
+    """Whether tags are part of this workspace's work: a tagger's or the normaliser's column, or a derived column
+    playing the tags role. Without one the tag coverage plot is no missing step, only a step not taken."""
+    return bool(role_candidates(ws, "tags")) or any(p.get("kind") in TAG_KINDS for p in ws.columns.values())
+
+
+NOT_TAGGED = "tag coverage: not drawn, as no tags were made (optional: curate tag WS adds InsTag tags)"
 
 
 # -- reading columns ---------------------------------------------------------------------------------

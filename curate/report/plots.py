@@ -40,6 +40,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     plotted_values,
     role_or_missing,
     symlog_axis,
+    tags_asked_for,
 )
 from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
@@ -352,8 +353,8 @@ def plot_plans(ws: Workspace, selection: str | None) -> list[tuple[str, str, Cal
          _missing("needs two score columns (complexity and quality); this workspace has "
                   + (f"{numeric[0]} only" if numeric else "none: score the pool first"))),
         ("embedding map", "embeddings 'default'", lambda: embedding_map(ws, selection)),
-        ("tag coverage", _columns(role_candidates(ws, "tags")),
-         lambda: tag_coverage(ws, [selection] if selection else None)),
+        *([("tag coverage", _columns(role_candidates(ws, "tags")),
+            lambda: tag_coverage(ws, [selection] if selection else None))] if tags_asked_for(ws) else []),
         (f"rows by {breakdown_column(ws)}", _columns([breakdown_column(ws)]), lambda: source_breakdown(ws, selection)),
     ]
     if "ifd" in numeric:  # model signals are optional: their plots appear once the column exists

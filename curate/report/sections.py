@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from curate.report.summary import (
     column_stats,
     failure_summary,
+    in_creation_order,
     llm_usage,
     provenance_line,
     selection_chain,
@@ -52,10 +53,17 @@ def column_stats_table(ws: Workspace, columns: dict[str, dict[str, Any]]) -> str
 
 
 def groups_table(summary: dict[str, Any]) -> str:
-    """A selection's rows grouped by (decision, reason code), with one example each."""
+    """A selection's rows grouped by (decision, reason code), with one example each; a reason whose rows name the
+    rule they failed (the heuristics' text rules) a line per rule, each with its own example."""
     return table(["decision", "why", "rows", "example (row)"],
-                 [[g["decision"], g["label"], g["count"], f"{g['example']} ({g['example_id']})"]
-                  for g in summary["groups"]], {2}, {3: "ex"})
+                 [row for g in summary["groups"] for row in _group_rows(g)], {2}, {3: "ex"})
+
+
+def _group_rows(group: dict[str, Any]) -> list[list[Any]]:
+    if not group["rules"]:
+        return [[group["decision"], group["label"], group["count"], f"{group['example']} ({group['example_id']})"]]
+    return [[group["decision"], f"{group['label']}: {r['rule']}", r["count"], f"{r['example']} ({r['example_id']})"]
+            for r in group["rules"]]
 
 
 def _turn_counts(ws: Workspace) -> tuple[int, int]:
@@ -187,7 +195,7 @@ def selections_section(ws: Workspace) -> str:
         return ("<p class='missing'>no selection yet: run a selection (<code>curate run</code> or "
                 "<code>ws.select(...)</code>)</p>")
     out = []
-    for name in selections:
+    for name in in_creation_order(selections):
         try:
             s = selection_summary(ws.selection(name))
         except DamagedFileError as exc:  # its rows are not what its metadata records: shown, the others go on
