@@ -245,7 +245,8 @@ def test_a_pool_field_named_like_a_score_is_kept_and_the_shipped_scorer_writes_i
     assert ws.column("quality") == [r["quality"] for r in rows]  # the field itself, not a prediction
     exported = [json.loads(line) for line in (tmp_path / "run" / "selected.jsonl").read_text().splitlines()]
     assert len(exported) == 4 and {r["quality"] for r in exported} <= {"good", "bad"}
-    assert all(1 <= r["quality_score"][0] <= 6 for r in exported)  # one score per turn
+    assert all(1 <= r["quality_score"] <= 6 and r["quality_score_turns"] == [r["quality_score"]]
+               for r in exported)  # the row's score, and its one turn's
     with FaultServer() as srv:  # a judge likewise writes quality_judge, and its dry run estimates that column
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0)
         from curate.dry_run import dry_run_pipeline
