@@ -115,6 +115,22 @@ def test_every_command_has_help():
         assert r.exit_code == 0 and "Usage" in r.output, cmd
 
 
+def test_help_lists_the_commands_in_the_order_a_user_runs_them():
+    """`curate --help` listed them as their modules registered them: evol, score, serve-local, load, export, embed ..."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    out = CliRunner().invoke(app, ["--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+    listed = re.findall(r"^│ ([a-z][a-z-]*) {2,}", out, re.M)
+    assert listed[:10] == ["load", "score", "tag", "tags", "evol", "embed", "select", "report", "export", "run"], out
+    registered = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert sorted(listed) == sorted(registered + [g.name for g in app.registered_groups])  # every command, once
+    assert listed[-1] == "serve-local"
+
+
 def test_the_cli_imports_no_command_bodys_libraries_before_a_command_runs():
     """`curate tags` imported the tagger (pydantic, numpy, ...) for one artifact name, `curate info` the pool
     module, `curate evol` the LLM base: every command and `curate --help` paid for them (0.7-0.8 s of --help's 3 s)."""

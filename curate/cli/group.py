@@ -1,4 +1,5 @@
-"""The command group every curate command runs under: its errors as lines, its help without a flag's value type."""
+"""The command group every curate command runs under: its errors as lines, its help without a flag's value type, its
+commands in the order a user runs them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from curate.cli.pipes import BrokenPipeElsewhere, OutputClosed, closed_outputs
 class CutShortError(ValueError):
     """An EOFError a command met (a file that ends before its data does): typer's main turns an EOFError into a
     blank line and an Abort, which exited 1 with nothing said; this one is reported as its line."""
+
+
+# `curate --help`'s order: load a pool, label it (scores, tags, Evol labels), embed, select, look, export; then the
+# whole chain in one command, and the rest (inspect, model signals, scorers, planning, training, the local server)
+WORKFLOW = ("load", "score", "tag", "tags", "evol", "embed", "select", "report", "export",
+            "run", "info", "signal", "train-scorer", "distil", "plan", "train", "serve-local")
 
 
 class CommandGroup(typer.core.TyperGroup):
@@ -33,6 +40,13 @@ class CommandGroup(typer.core.TyperGroup):
             raise CutShortError(f"input ended before its data did ({type(exc).__name__}: {exc or 'no more data'}): a "
                                 "damaged or truncated file, or a worker process that died (set CURATE_TRACEBACK=1 to "
                                 "see where)") from exc
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """The commands in the order a user runs them (:data:`WORKFLOW`), not the order their modules registered
+        them in (evol, score, serve-local, load ...); one WORKFLOW does not name comes last, as registered."""
+        names = super().list_commands(ctx)
+        rank = {name: k for k, name in enumerate(WORKFLOW)}
+        return sorted(names, key=lambda name: rank.get(name, len(WORKFLOW)))  # stable: unnamed ones keep their order
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
