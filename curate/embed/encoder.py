@@ -116,23 +116,26 @@ def encode(texts: list[str], model: str | None = None, batch_size: int = EMBED.b
     """Unit-normalised float32 embeddings of ``texts``, one row each (``backend``: see the module docstring;
     None is ``DEFAULT_BACKEND``: trained scorers keep the vectors they were trained on). ``on_chunk(positions,
     vectors)`` is called as each chunk of texts is done (the cache keeps them before the call ends)."""
-    backend = resolve_backend(backend, device, env=False)
-    if backend != "torch":
-        from curate.embed.onnx import load_onnx
-
-        enc = load_onnx(model_folder(model), backend)
-        run, dim = (lambda part: enc.encode(part, batch_size)), enc.dimension
-    else:
-        # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
-        st = load_model(model_id(model), device or auto_device())
-        run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
     from curate.storage.progress import progress_bar
 
-    # Chunks (for the progress bar and the cache's kept parts) of one plan that depends on the set of texts alone
-    # (:func:`chunk_plan`): a text's vector moves in its last digits with the texts padded into its batch, so chunks
-    # sized by time (until this version) or in the caller's order gave the same text different vectors in two runs.
-    out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
+    backend = resolve_backend(backend, device, env=False)
+    # The bar opens before the model loads (18 s on 2 CPU cores): inside a scorer's row bar that wait is the
+    # embedding stage's, not counted as the row bar's time (curate.storage.progress.progress_bar)
     with progress_bar(len(texts), "embedding", progress, unit="text") as bar:
+        if backend != "torch":
+            from curate.embed.onnx import load_onnx
+
+            enc = load_onnx(model_folder(model), backend)
+            run, dim = (lambda part: enc.encode(part, batch_size)), enc.dimension
+        else:
+            # Normalised cache key: None/"default"/EMBED.model and device None/auto load the model once per process.
+            st = load_model(model_id(model), device or auto_device())
+            run, dim = (lambda part: _encode_torch(st, part, batch_size)), None
+        # Chunks (for the progress bar and the cache's kept parts) of one plan that depends on the set of texts
+        # alone (:func:`chunk_plan`): a text's vector moves in its last digits with the texts padded into its batch,
+        # so chunks sized by time (until this version) or in the caller's order gave the same text different
+        # vectors in two runs.
+        out = np.empty((len(texts), dim or _dimension(st)), dtype=np.float32)
         for idx, same in chunk_plan(texts, batch_size):
             out[idx] = run([texts[i] for i in idx])
             out[same[:, 1]] = out[same[:, 0]]
