@@ -30,6 +30,7 @@ from curate.report.plots import (
     source_breakdown,
     tag_coverage,
 )
+from curate.report.sections import selections_section
 from curate.report.summary import failure_text, llm_usage, selection_summary, sources
 from curate.report.views import selection_html
 from curate.storage.step import StepOutput
@@ -227,6 +228,11 @@ def test_selection_summary_groups_reasons(tmp_path):
     assert ("unscored", "no score") in groups
     with pytest.raises(ValueError):  # a row without a reason code cannot be stored, so the report never guesses one
         ws.add_selection("bad", ws.ids[:1], ["kept"], [None], [None], {"method": "x"})
+    out = s["outcomes"]  # the heading counts refused rows apart from those the budget never reached
+    heading = re.search(r"<h3>deita: [^<]*</h3>", selections_section(ws)).group(0)
+    assert out["refused"] == s["by_decision"]["rejected"] and out["not_reached"] > 0
+    assert f"{out['refused']:,} refused, {out['not_reached']:,} not reached (budget filled first)" in heading
+    assert "dropped" not in heading
     html = ws.selection("deita")._repr_html_()  # the notebook shows the report's view of a selection
     assert "too similar to a kept row" in html and "kept" in html and "rows in rank order" in html
     view = selection_html(ws.selection("deita"), head=3)

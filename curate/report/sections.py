@@ -183,6 +183,14 @@ def failures_section(ws: Workspace) -> str:
     return "".join(out)
 
 
+def _not_kept(outcomes: dict[str, int]) -> str:
+    """The rows a selection did not keep, refused apart from those its budget never reached (one "dropped" count
+    read 1,955 where 61 rows were turned away and the rest came after the budget filled)."""
+    parts = [f"{outcomes[key]:,} {words}" for key, words in (("refused", "refused"),
+             ("not_reached", "not reached (budget filled first)"), ("unscored", "unscored")) if outcomes.get(key)]
+    return f": {', '.join(parts)}" if parts else ""
+
+
 def _kept(provenance: dict[str, Any]) -> int | None:
     """A selection's kept rows by its recorded counts: 0 when they count no kept row, None when it recorded none."""
     counts = provenance.get("counts")
@@ -204,7 +212,7 @@ def selections_section(ws: Workspace) -> str:
         prov = s["provenance"]
         params = selection_parameters(prov)
         gone = out_of_date(len(kept_rows_gone(ws, name)))
-        out.append(f"<h3>{esc(name)}: {s['kept']:,} kept, {s['dropped']:,} dropped of {s['considered']:,} considered</h3>"
+        out.append(f"<h3>{esc(name)}: {s['kept']:,} kept of {s['considered']:,} considered{_not_kept(s['outcomes'])}</h3>"
                    + (f"<p class='curate-warn'>{esc(gone)}</p>" if gone else "")
                    + f"<p class='sub params'>method {esc(prov.get('method', '?'))}"
                    + (f"; {pairs_html(params)}" if params else "")

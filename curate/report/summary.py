@@ -307,7 +307,7 @@ def selection_summary(sel: Selection) -> dict[str, Any]:
     considered = sel.table.num_rows
     kept = by_decision.get(Decision.KEPT.value, 0)
     return {"name": sel.name, "considered": considered, "kept": kept, "dropped": considered - kept,
-            "by_decision": dict(by_decision), "groups": groups, "provenance": sel.provenance}
+            "outcomes": sel.outcomes(), "by_decision": dict(by_decision), "groups": groups, "provenance": sel.provenance}
 
 
 def _by_rule(sel: Selection, decision: str, reason: str) -> list[dict[str, Any]]:
