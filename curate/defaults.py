@@ -149,6 +149,7 @@ class HeuristicDefaults:
     ai_disclaimer: bool = True              # a reply that opens "As an AI language model..."
     max_repeated_tail_words: int | None = 50  # a reply ending in a loop longer than this (generation never stopped)
     unclosed_code_fence: bool = True        # a reply cut off inside a fenced code block
+    template_tokens: bool = True            # a reply holding a chat template's marker ([/INST], <|im_end|>...)
     mojibake: bool = True                   # text decoded in the wrong encoding (ftfy can decode it back)
     min_language_probability: float = 0.9   # with languages=[...]: how sure lid.176 must be of another language
 

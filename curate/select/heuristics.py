@@ -6,12 +6,15 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   answer); with ``keep_instruction_only`` a row without any assistant turn passes (a pool of instructions, chosen
   for their own sake: ``curate run --sort-by complexity``), a whitespace reply still fails;
 * ``refusal`` — a response that declines the task: it opens by apologising and declines within its first
-  ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that."), or opens with "I cannot help/assist/...";
-  an apology that does not decline ("I'm sorry to hear that. Here are some steps...") is an answer;
-* ``ai_disclaimer`` — a response that opens "As an AI (language model)..." (the style the WizardLM/Vicuna
-  "unfiltered" pools removed: a model tuned on it learns to disclaim). The phrases of these two rules are English,
-  with a few stock openings in Chinese, Japanese, Russian, Spanish, French and German
-  (``curate.select.refusal_phrases``); a refusal in other words or another language passes;
+  ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that.", "I'm sorry, but I am not programmed to
+  ..."), or opens with "I cannot help/assist/..."; or a short one (``NON_ANSWER_MAX_CHARS``) that opens by saying
+  it did not understand the question; an apology that does not decline ("I'm sorry to hear that. Here are some
+  steps...") is an answer;
+* ``ai_disclaimer`` — a response that opens "As an AI (language model)...", or starts a sentence of its opening
+  with such a self-description ("Hello! I'm an AI language model, so ..."): the style the WizardLM/Vicuna
+  "unfiltered" pools removed, since a model tuned on it learns to disclaim. The phrases of these two rules are
+  English (``curate.select.english_refusals``), with a few stock openings in Chinese, Japanese, Russian, Spanish,
+  French and German (``curate.select.refusal_phrases``); a refusal in other words or another language passes;
 * ``repeated_tail`` — a response that ends in a loop: its last words are one block of at most
   ``LOOP_MAX_PERIOD`` words (``LOOP_UNSPACED_PERIOD_FACTOR`` times as many in a text of an unspaced script)
   repeated, spanning more than ``max_repeated_tail_words`` words (a generation that never stopped); a chorus or a table repeats, but not for its whole tail. A numbered list's item numbers do not
@@ -20,6 +23,10 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   ("} } } }", "ohohoh", "－－－"); a character of a script written without spaces (Chinese, Japanese, Thai...)
   counts as a word; a loop inside the closed code block or JSON array/object a reply ends in is data, not a loop;
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
+* ``template_tokens`` — a response holding a chat template's role or turn marker (``[/INST]``, ``<|im_end|>``,
+  ``### Human:``...): a generation that ran past its turn, often into an invented next one; a marker in code,
+  between quotes, in the user's turns or in a conversation about templates and tokenizers is none
+  (``curate.select.template_tokens``);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
 * ``language`` — with ``languages``, a row whose user turns and replies fastText's language identifier (lid.176,
@@ -48,12 +55,14 @@ from curate.codes import Decision, Reason
 from curate.defaults import HEURISTICS
 from curate.errors import OptionError
 from curate.rows import Conversation
-from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
-from curate.select.refusal_phrases import decline_evidence
+from curate.select.english_refusals import disclaimer_evidence, refusal_evidence
+from curate.select.fences import FENCE, fence_state, unclosed_fence
 from curate.select.registry import SelectorResult, register
+from curate.select.template_tokens import leaked_template_token
 from curate.select.unspaced import UNSPACED, has_unspaced, split_unspaced, unspaced_count
 
-RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "mojibake", "language")
+RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "template_tokens",
+         "mojibake", "language")
 LOOP_MAX_PERIOD = 100  # longest block (in words) a looping tail repeats (a paragraph a small model says again)
 LOOP_UNSPACED_PERIOD_FACTOR = 3  # LOOP_MAX_PERIOD times this in a text counted in characters (Chinese...)
 LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of characters repeats
@@ -71,22 +80,6 @@ JSON_MAX_STARTS = 64  # brackets nearest the end tried as the start of the JSON 
 _LIST_NUMBER = re.compile(r"^[ \t]*\d+[.)]", re.MULTILINE)  # "18." / "7)" opening a line: an item's number
 # digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
 _NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
-_APOLOGY = re.compile(r"^\W*(i'?m (really |so )?sorry|i am (really |so )?sorry|sorry|i apologi[sz]e|my apologies|"
-                      r"unfortunately)\b", re.IGNORECASE)
-# what makes an apology a refusal: the speaker (or "the model") then says it will not or cannot do the task; "so that
-# I can make sure it won't happen again", after an apology to a customer, is not one
-_DECLINE = re.compile(r"\b(i|we|i'?m|i am|we are|the (gpt )?model|this model)\s+((really|simply|just|currently)\s+)?"
-                      r"(can ?not|can'?t|won'?t|will not|unable to|not able to|not (comfortable|willing|interested in|in a position to|allowed to|"
-                      r"permitted to)|(don'?t|do not) (want to|feel comfortable)|must (decline|refuse))\b|"
-                      r"\b(can ?not|can'?t) be (generated|done|completed|performed|produced|created)\b|"
-                      r"\bbeyond (my|the|its) (capabilit|abilit|scope)|\bnot possible for (me|the model|gpt|an ai)\b",
-                      re.IGNORECASE)
-_FLAT_REFUSAL = re.compile(r"^\W*((i|we) (can ?not|can'?t|won'?t|will not)|(i'?m|i am|we'?re|we are) "
-                           r"(unable to|not able to)) (help|assist|provide|comply|fulfil+|complete|do that|do this|answer|generate|create|write|"
-                           r"engage|support|participate)\b", re.IGNORECASE)
-_AI_DISCLAIMER = re.compile(r"^\W*as an? ((ai|artificial intelligence)( language model| assistant| model| chatbot)?|"
-                            r"(large )?language model|llm|digital assistant|virtual assistant)\b", re.IGNORECASE)
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$", re.MULTILINE)
 
 
 def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[int, int]:
@@ -151,9 +144,9 @@ def ends_in_data(text: str) -> int | None:
     JSON array or object (``[[0, 0], [0, 0]]``, its opening bracket). A zero matrix or a list of empty records
     repeats by request, and a generation that never stopped closes neither a fence nor its outer bracket."""
     tail = text.rstrip()
-    last = _FENCE.fullmatch(tail[tail.rfind("\n") + 1:])
+    last = FENCE.fullmatch(tail[tail.rfind("\n") + 1:])
     if last and not last.group(2).strip():
-        open_fence, opened_at = _fence_state(tail)
+        open_fence, opened_at = fence_state(tail)
         if open_fence is None and opened_at >= 0:  # the last line closed a block
             return opened_at
     if not tail.endswith(("]", "}")):
@@ -184,29 +177,6 @@ def _matching_opener(tail: str) -> int | None:
         if depth == 0:
             return pos
     return None
-
-
-def unclosed_fence(text: str) -> bool:
-    """True when a fenced code block is opened and never closed, by CommonMark's rule: a block opened by a run of
-    three or more backticks (or tildes) is closed by a line of the same character at least as long, so a reply that
-    shows a fence inside a longer one is closed. A backtick line whose text holds a backtick (```[1, 2]```) is
-    inline code, not a fence."""
-    return _fence_state(text)[0] is not None
-
-
-def _fence_state(text: str) -> tuple[str | None, int]:
-    """(the fence of the block still open at the end of ``text``, else None; where the last block opened, -1 if
-    none did), by :func:`unclosed_fence`'s rule."""
-    open_fence: str | None = None
-    opened_at = -1
-    for match in _FENCE.finditer(text):
-        marker, rest = match.group(1), match.group(2).strip()
-        if open_fence is None:
-            if not (marker[0] == "`" and "`" in rest):
-                open_fence, opened_at = marker, match.start()
-        elif marker[0] == open_fence[0] and len(marker) >= len(open_fence) and not rest:
-            open_fence = None
-    return open_fence, opened_at
 
 
 def _mojibake(text: str) -> str | None:
@@ -271,7 +241,8 @@ class Rules:
 
     def __init__(self, empty_response: bool, refusal: bool, ai_disclaimer: bool,
                  max_repeated_tail_words: int | None, unclosed_code_fence: bool, mojibake: bool,
-                 languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool):
+                 languages: list[str] | None, min_language_probability: float, keep_instruction_only: bool,
+                 template_tokens: bool = HEURISTICS.template_tokens):
         if max_repeated_tail_words is not None and (not isinstance(max_repeated_tail_words, int)
                                                     or max_repeated_tail_words < 1):
             raise OptionError(f"heuristics: max_repeated_tail_words must be a count >= 1 (or None to skip the rule), "
@@ -281,7 +252,7 @@ class Rules:
                               f"not {min_language_probability!r}")
         self.empty_response, self.refusal, self.ai_disclaimer = empty_response, refusal, ai_disclaimer
         self.max_repeated_tail_words, self.unclosed_code_fence = max_repeated_tail_words, unclosed_code_fence
-        self.mojibake, self.keep_instruction_only = mojibake, keep_instruction_only
+        self.mojibake, self.keep_instruction_only, self.template_tokens = mojibake, keep_instruction_only, template_tokens
         self.languages = None if languages is None else set(check_languages(languages))
         self.min_language_probability = min_language_probability
 
@@ -290,21 +261,23 @@ class Rules:
         evidence?, value?, limit?}."""
         found: list[dict[str, Any]] = []
         replies = [m["content"] for m in conversation if m["role"] == "assistant"]
+        asked = "\n".join(m["content"] for m in conversation if m["role"] != "assistant")  # what the replies answer
         if self.empty_response and not replies and not self.keep_instruction_only:
             found.append({"rule": "empty_response", "evidence": "no assistant turn"})
         per_reply: dict[str, dict[str, Any]] = {}  # the first turn failing each response rule
         for turn, reply in enumerate(replies, 1):
             if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
-            if self.refusal and (evidence := decline_evidence(reply, _FLAT_REFUSAL, _APOLOGY, _DECLINE)
-                                 or decline_evidence(reply)):
+            if self.refusal and (evidence := refusal_evidence(reply)):
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
-            if self.ai_disclaimer and (m := _AI_DISCLAIMER.match(reply) or OTHER_DISCLAIMER.match(reply)):
-                per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": m.group(0).strip()})
+            if self.ai_disclaimer and (evidence := disclaimer_evidence(reply, asked)):
+                per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": evidence})
             if self.max_repeated_tail_words and (loop := looping_tail(reply, self.max_repeated_tail_words)):
                 per_reply.setdefault("repeated_tail", {"turn": turn, **loop, "limit": self.max_repeated_tail_words})
             if self.unclosed_code_fence and unclosed_fence(reply):
                 per_reply.setdefault("unclosed_code_fence", {"turn": turn})
+            if self.template_tokens and (leak := leaked_template_token(reply, asked)):
+                per_reply.setdefault("template_tokens", {"turn": turn, **leak})
         found += [{"rule": rule, **per_reply[rule]} for rule in RULES if rule in per_reply]
         if self.mojibake:
             for turn, message in enumerate(conversation, 1):
@@ -345,12 +318,13 @@ def heuristics(ws, rows: np.ndarray, empty_response: bool = HEURISTICS.empty_res
                unclosed_code_fence: bool = HEURISTICS.unclosed_code_fence, mojibake: bool = HEURISTICS.mojibake,
                languages: list[str] | None = None,
                min_language_probability: float = HEURISTICS.min_language_probability,
-               keep_instruction_only: bool = HEURISTICS.keep_instruction_only) -> SelectorResult:
+               keep_instruction_only: bool = HEURISTICS.keep_instruction_only,
+               template_tokens: bool = HEURISTICS.template_tokens) -> SelectorResult:
     """Keep the rows that fail none of the rules (module docstring); ``languages`` (e.g. ``["en"]``) adds the
     language rule. Detail of a dropped row: the first rule failed (``rule``, with ``turn``, ``evidence``,
     ``value``/``limit`` where they apply) and ``rules_failed``, all of them."""
     rules = Rules(empty_response, refusal, ai_disclaimer, max_repeated_tail_words, unclosed_code_fence,
-                  mojibake, languages, min_language_probability, keep_instruction_only)
+                  mojibake, languages, min_language_probability, keep_instruction_only, template_tokens)
     failing: Counter[str] = Counter()
     out = SelectorResult()
     ids = ws.ids

@@ -1,0 +1,82 @@
+"""The English phrases of the ``refusal`` and ``ai_disclaimer`` rules (``curate.select.heuristics``; the stock phrases
+of other languages are in ``curate.select.refusal_phrases``). Each is read in a reply's opening, or in a short reply
+as a whole: a long answer that mentions "is not programmed to" or quotes "As an AI language model" further on is an
+answer."""
+
+from __future__ import annotations
+
+import re
+
+from curate.select.refusal_phrases import DISCLAIMER as OTHER_DISCLAIMER
+from curate.select.refusal_phrases import REFUSAL_WINDOW, decline_evidence
+
+NON_ANSWER_MAX_CHARS = 300  # a reply saying it did not understand the question is a non-answer up to this length
+DISCLAIMER_WINDOW = REFUSAL_WINDOW  # characters of a reply's opening read for a disclaimer after its first sentence
+
+_SORRY = r"(i'?m (really |so )?sorry|i am (really |so )?sorry|sorry|i apologi[sz]e|my apologies)"
+APOLOGY = re.compile(rf"^\W*({_SORRY}|unfortunately)\b", re.IGNORECASE)
+# what makes an apology a refusal: the speaker (or "the model") then says it will not or cannot do the task; "so that
+# I can make sure it won't happen again", after an apology to a customer, is not one; nor is "the compiler is not
+# programmed to", which names no speaker
+DECLINE = re.compile(r"\b(i|we|i'?m|i am|we are|the (gpt )?model|this model)\s+((really|simply|just|currently)\s+)?"
+                     r"(can ?not|can'?t|won'?t|will not|unable to|not able to|not (comfortable|willing|interested in|in a position to|allowed to|"
+                     r"permitted to)|(don'?t|do not) (want to|feel comfortable)|must (decline|refuse))\b|"
+                     r"\b(i'?m not|i am not|i was not|i wasn'?t|i'?ve not been|i have not been|i haven'?t been)\s+"
+                     r"(programmed|designed)\s+to\b|"
+                     r"\b(against|violates?) my (programming|(ethical |content )?guidelines|(ethical )?principles)\b|"
+                     r"\b(can ?not|can'?t) be (generated|done|completed|performed|produced|created)\b|"
+                     r"\bbeyond (my|the|its) (capabilit|abilit|scope)|\bnot possible for (me|the model|gpt|an ai)\b",
+                     re.IGNORECASE)
+FLAT_REFUSAL = re.compile(r"^\W*((i|we) (can ?not|can'?t|won'?t|will not)|(i'?m|i am|we'?re|we are) "
+                          r"(unable to|not able to)) (help|assist|provide|comply|fulfil+|complete|do that|do this|answer|generate|create|write|"
+                          r"engage|support|participate)\b", re.IGNORECASE)
+# a short reply that opens (after an apology, or not) by saying it did not understand what was asked, and ends the
+# clause there ("I didn't understand the question at first, but the answer is 42" answers)
+NOT_UNDERSTOOD = re.compile(rf"^\W*({_SORRY}\W*(but\s+)?)?(i|we)\s*(did ?n[o']?t|do ?n[o']?t|could ?n[o']?t|can ?not|can'?t|"
+                            r"'?m not sure (that )?i|am not sure (that )?i)\s+(quite\s+|fully\s+)?(understand|follow)\s+"
+                            r"((the|your|this)( last| previous)? (question|request|query|prompt|message|instruction|input|task)"
+                            r"(?=\s*([.!?,;:]|$)|\s+you\b)|"
+                            r"what you (mean|are asking|'re asking|want|asked|are referring to|'re referring to)\b)",
+                            re.IGNORECASE)
+AI_DISCLAIMER = re.compile(r"^\W*as an? ((ai|artificial intelligence)( language model| assistant| model| chatbot)?|"
+                           r"(large )?language model|llm|digital assistant|virtual assistant)\b", re.IGNORECASE)
+# the speaker calling itself an AI at a sentence's start after the first ("Hello! As an AI language model, I ...",
+# "Hello! I'm an AI language model, so ..."): the self-description ends its phrase, so "As an AI researcher would
+# say" and "I am an AI engineer" do not disclaim; a quotation of one ('"As an AI language model" is ...') is no
+# sentence of the reply's own
+SENTENCE_DISCLAIMER = re.compile(r"(?:^|[.!?]\s+|\n\s*)[*_]*((as|being) an? (ai|artificial intelligence)( language model| "
+                                 r"assistant| model| chatbot)?\s*,|as a (large )?language model\s*,|"
+                                 r"(i'?m|i am) (just |only |merely |simply )?an? (ai|artificial intelligence)( language model| "
+                                 r"assistant| model| chatbot| program)?(?=\s*[,.;!]|\s+(and|so|but|without|with no|that|who|which)\b)|"
+                                 r"(i'?m|i am) (just |only |merely |simply )?an? (large )?language model\b)", re.IGNORECASE)
+
+# the user asks about AI, or about the assistant itself: its self-description answers the question
+ABOUT_AI = re.compile(r"\b(ai|a\.i\.|artificial intelligence|(large )?language models?|llms?|chat ?bots?|(chat)?gpt[-\w.]*|"
+                      r"openai|yourself|who are you|what are you|are you (an? )?(human|person|real|robot|machine|bot|"
+                      r"conscious|sentient|alive)|(think|feel) like (a )?humans?|sentient|conscious(ness)?)\b", re.IGNORECASE)
+
+
+def refusal_evidence(reply: str) -> str | None:
+    """The opening of ``reply`` when it declines (an English or other-language stock refusal, an apology followed by
+    a decline within ``REFUSAL_WINDOW`` characters) or, in at most ``NON_ANSWER_MAX_CHARS`` characters, says it did
+    not understand what was asked; else None."""
+    if found := decline_evidence(reply, FLAT_REFUSAL, APOLOGY, DECLINE) or decline_evidence(reply):
+        return found
+    if len(reply.strip()) <= NON_ANSWER_MAX_CHARS and (found := NOT_UNDERSTOOD.match(reply)):
+        return found.group(0).strip()
+    return None
+
+
+def disclaimer_evidence(reply: str, asked: str = "") -> str | None:
+    """The disclaimer ``reply`` opens with ("As an AI language model", or another language's stock one), or the one
+    that starts a sentence of its first ``DISCLAIMER_WINDOW`` characters ("Hello! As an AI language model, ..."),
+    else None. The second kind is an answer when the user's turns (``asked``) talk of AI themselves ("Are you an AI?",
+    "write a song about yourself, the LLM")."""
+    if found := AI_DISCLAIMER.match(reply) or OTHER_DISCLAIMER.match(reply):
+        return found.group(0).strip()
+    opening = reply[:DISCLAIMER_WINDOW].lower()
+    if not any(part in opening for part in ("an ai", "an artificial", "language model")) or ABOUT_AI.search(asked):
+        return None
+    if found := SENTENCE_DISCLAIMER.search(reply, 0, DISCLAIMER_WINDOW):
+        return found.group(1).strip()
+    return None

@@ -1,0 +1,111 @@
+"""The text rules on the phrasings an audit of 4,000 real rows found passing them: refusals in other words, an AI
+disclaimer after a greeting, and chat-template markers a generation leaked; each beside the look-alikes it keeps."""
+
+import pytest
+
+from curate.codes import Reason, describe
+from curate.select.heuristics import Rules
+
+
+def failures(reply, instruction="Answer the question.", **switches):
+    """The rules ``reply`` fails (as {rule, ...}) with every rule but the language one on."""
+    rules = Rules(True, True, True, 50, True, True, None, 0.9, False, **switches)
+    return rules.failures([{"role": "user", "content": instruction}, {"role": "assistant", "content": reply}])
+
+
+def rules_failed(reply, instruction="Answer the question."):
+    return [f["rule"] for f in failures(reply, instruction)]
+
+
+LEAKS = {  # reply -> the marker named in the detail (replies real models wrote, shortened)
+    "The market was a hub of activity for all who visited. [/INST]": "[/INST]",
+    "It also highlights the importance of follow-up questions. [/INST]\n\n[INST] Can you give me some examples of "
+    "questions to ask? [/IST]\n\nSure, here are some examples:\n\n1. What is the nature of his condition?": "[/INST]",
+    "Let me know if you have any other questions. [INST] Prove that the sum of two even integers is even.": "[INST]",
+    "The labor rates in the area vary. [/IST]": "[/IST]",
+    "Paris is the capital of France.<|im_end|>\n<|im_start|>user\nAnd of Spain?": "<|im_end|>",
+    "Paris is the capital of France.<|eot_id|><|start_header_id|>user<|end_header_id|>": "<|eot_id|>",
+    "Order: Purple, Yellow, Green, Blue, Red\n\n### Human: What color is the vice president's car?": "### Human:",
+    "We are Spartans, and we will prevail.</s> \nWhat specific qualities should a leader have?": "</s>",
+    "So the answer is 4. <eos>": "<eos>",
+    # a fence line is no code: the generation ran on past the block it closed
+    "```\nx = 1\n``` [/INST]\n```\ny = 2\n```": "[/INST]",
+}
+
+
+@pytest.mark.parametrize("reply", sorted(LEAKS))
+def test_a_leaked_template_marker_fails_and_is_named(reply):
+    found = failures(reply)
+    leak = next(f for f in found if f["rule"] == "template_tokens")
+    assert leak["token"] == LEAKS[reply] and leak["turn"] == 1 and LEAKS[reply] in leak["evidence"]
+    assert describe(Reason.FAILS_HEURISTIC, leak).startswith("fails a text rule (template tokens, turn 1: ")
+    assert not [f for f in failures(reply, template_tokens=False) if f["rule"] == "template_tokens"]  # its switch
+
+
+TEMPLATE_TALK = [  # (instruction, reply): markers a reply shows, names or is asked about, and look-alikes
+    ("Build a ChatML prompt in Python.",
+     "Here it is:\n\n```python\nprompt = f\"<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n\"\n```"),
+    ("How do I end a Llama 2 turn?", "Close the user's message with `[/INST]` and the model answers after it."),
+    ("How do I end a Llama 2 turn?", "Llama 2 wraps the user's message in [INST] and [/INST] tags."),
+    ("How do I end a Llama 2 turn?", "Write \"[/INST]\" after the message; the reply follows it."),
+    ("What is the chat template of Mistral?", "It is <s>[INST] {prompt} [/INST] {answer}</s> for each turn."),
+    ("Why does my tokenizer add </s>?", "The tokenizer appends </s> to every sequence when add_eos_token is set."),
+    ("Show a price cut in HTML.", "Use a strikethrough: <s>$20</s> $15."),
+    ("Write a dialogue between a user and a chatbot booking a flight.",
+     "User: Hi, I would like to book a flight.\nAssistant: Where would you like to go?\nUser: San Francisco."),
+    ("Write a transcript of an interview.", "Human: Living\nCar: Non-Living\nTree: Living"),
+    ("Outline a report on rights.", "### Human rights\n\nEveryone is born free.\n\n### Assistant roles\n\nThey help."),
+    ("Explain Indian time.", "The call is at 10:00 [IST], which is UTC+5:30."),
+]
+
+
+@pytest.mark.parametrize("instruction,reply", TEMPLATE_TALK)
+def test_a_marker_the_reply_is_about_or_shows_as_code_is_no_leak(instruction, reply):
+    assert "template_tokens" not in rules_failed(reply, instruction), (instruction, reply)
+
+
+REFUSALS = {  # reply -> rule: phrasings the rules missed
+    "I'm sorry, but I am not programmed to write content that promotes or glorifies harmful behavior, including "
+    "suicide. As an AI language model, my purpose is to provide helpful responses.": "refusal",
+    "I apologize, but I'm not designed to provide medical diagnoses.": "refusal",
+    "Sorry, but writing that would go against my programming.": "refusal",
+    "I'm sorry, I didn't understand the question.": "refusal",
+    "I'm not sure I understand the question.  Can you explain it a little more?": "refusal",
+    "I'm sorry, I don't understand what you mean by \"bug.\" Can you please explain?": "refusal",
+    "Hello! As an AI language model, I don't have feelings, but I'm functioning well. How can I help you today?":
+        "ai_disclaimer",
+    "Hello! I'm an AI language model, so I don't have feelings in the way that humans do.": "ai_disclaimer",
+    "I'm glad you asked! I'm just an AI, I don't have personal opinions or beliefs.": "ai_disclaimer",
+}
+
+
+@pytest.mark.parametrize("reply", sorted(REFUSALS))
+def test_refusals_and_disclaimers_in_other_words_fail(reply):
+    found = failures(reply, "How are you today?")
+    assert found and found[0]["rule"] == REFUSALS[reply], (reply, found)
+    assert found[0]["evidence"] and found[0]["evidence"] in reply
+
+
+ANSWER = ("The loop runs once per element, so the whole pass is linear in the length of the list. Each step "
+          "compares the two heads and moves the smaller one to the output, which keeps the merged list sorted. When "
+          "one list runs out, the rest of the other is appended as it is: it is sorted already, and no element of it "
+          "is smaller than the last one written. ")
+ANSWERS = [  # (instruction, reply): near misses that answer
+    ("Why is my virtual call not inlined?",
+     "I'm sorry for the confusion earlier: the compiler is not programmed to inline virtual calls, because the "
+     "target is only known at run time. Mark the method final and it will be."),
+    ("Why did the heating not start?", "Unfortunately, the thermostat is not designed to restart after a power cut."),
+    ("Merge two sorted lists.", "I'm sorry, I didn't understand your question correctly before. " + ANSWER),
+    ("What is 6 times 7?", "I didn't understand the question at first, but the answer is 42."),
+    ("Are you an AI?", "Yes! I'm an AI language model, here to help with your questions."),
+    ("Write a song about yourself, the LLM.", "Here is a song about me:\nI am a language model, trained on text."),
+    ("Describe my job.", "Great question. I am an AI engineer's assistant: I schedule the meetings."),
+    ("Why do people dislike some replies?",
+     "Many chatbots open with a disclaimer. \"As an AI language model, I cannot...\" is the phrase users find grating."),
+    ("Merge two sorted lists.", ANSWER + "As an AI language model, I cannot run the code, but it is correct."),
+]
+
+
+@pytest.mark.parametrize("instruction,reply", ANSWERS)
+def test_answers_that_mention_programming_or_ai_are_kept(instruction, reply):
+    assert rules_failed(reply, instruction) == [], (instruction, reply)
