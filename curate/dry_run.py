@@ -28,7 +28,7 @@ from curate.select.sort_key import scores_of
 
 
 def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
-                     scorers: Sequence[str] = (), heuristics: bool = False,
+                     scorers: Sequence[str] = (), heuristics: bool = True,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
                      minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = "auto",
                      mapping: dict[str, str] | None = None, on_error: str | None = None) -> list[Any]:

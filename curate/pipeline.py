@@ -1,6 +1,6 @@
 """The main job, `curate run`: a list of steps, each a (name, function) pair run in order.
 
-load -> exact dedup -> [minhash] -> [heuristics] -> score (complexity, quality) -> [signals] -> embed -> [decontaminate]
+load -> exact dedup -> [minhash] -> heuristics -> score (complexity, quality) -> [signals] -> embed -> [decontaminate]
 -> [tags] -> DEITA admission -> export -> [report]
 
 No LLM call is paid for a row a filter step drops (with LLM judges, embed and decontaminate move before score).
@@ -62,7 +62,7 @@ class Run:
     mapping: dict[str, str] | None = None
     progress: bool = True        # the steps' progress bars
     decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
-    heuristics: bool = False     # rows failing a text rule (curate.select.heuristics) are not candidates
+    heuristics: bool = True      # rows failing a text rule (curate.select.heuristics) are not candidates
     minhash: bool = False        # near-duplicates of an earlier row (MinHash LSH) are not candidates
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
@@ -90,7 +90,10 @@ class Run:
         if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
             from curate.select.heuristics import check_languages
 
-            self.languages, self.heuristics = check_languages(self.languages), True  # a bad code: named here
+            if not self.heuristics:  # it would run the rules switched off, or be ignored: neither is what was asked
+                raise OptionError(f"languages {list(self.languages)} (--language) is a text rule: it runs with the "
+                                  "others, so it cannot be given with heuristics=False (--no-heuristics)")
+            self.languages = check_languages(self.languages)  # a bad code: named here
 
     def loaded(self, summary: dict[str, Any]) -> dict[str, Any]:
         """After either engine's load: refuse a pool quality cannot judge, give a score named like a pool field its
@@ -339,7 +342,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
                  engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, embed_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str | None = None, progress: bool = True, decontaminate: str | os.PathLike | None = None,
-                 heuristics: bool = False, languages: Sequence[str] | None = None, minhash: bool = False,
+                 heuristics: bool = True, languages: Sequence[str] | None = None, minhash: bool = False,
                  sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
     dicts) into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``, ``out/report.html``.
@@ -361,7 +364,8 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
     ``heuristics``: rows failing a text rule (:mod:`curate.select.heuristics`) are left out of admission (selection
-    ``heuristics``); ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule and implies it.
+    ``heuristics``), by default; False keeps them. ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule
+    and implies the others.
     ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
     ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality``, ``quality``

@@ -272,10 +272,12 @@ def test_dry_run_leaves_the_rows_the_rules_drop_out_of_the_judges_estimate(tmp_p
     pool = write_jsonl(tmp_path / "pool.jsonl", [*CLEAN[:3], BROKEN["refusal"], BROKEN["ai_disclaimer"], GERMAN])
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "gpt-4o", api_key="k")
-        every = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend)
+        every = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend, heuristics=False)
+        default = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend)  # the text rules, as the run's default
         ruled = dry_run_pipeline(str(pool), tmp_path / "out", backend=backend, languages=["en"])
         assert srv.total == 0
-    assert [e.rows for e in every] == [6, 6] and [e.rows for e in ruled] == [3, 3]  # the refusal, disclaimer, German
+    assert [e.rows for e in every] == [6, 6] and [e.rows for e in default] == [4, 4]  # the refusal, the disclaimer
+    assert [e.rows for e in ruled] == [3, 3]  # and the German row
     assert all(r.prompt_tokens < e.prompt_tokens for r, e in zip(ruled, every, strict=True))
     assert not (tmp_path / "out").exists()
 
@@ -331,11 +333,14 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "1 of 7 fail a text rule (empty response 1)" in " ".join(r.stdout.split())
     # Replies given but empty ("output": "") are no responses either: the run stopped at nothing selected, exit 0,
-    # having scored every row. Now it stops after loading, as for a pool without replies (here mixed with those).
+    # having scored every row. Now, without the text rules, it stops after loading, as for a pool without replies
+    # (here mixed with those); with them (the default) the empty-response rule drops every row before any is scored.
     blank = write_jsonl(tmp_path / "blank.jsonl", [{**row, "output": ""} for row in rows[:4]] + rows[4:])
-    r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank")
+    r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank", "--no-heuristics")
     assert r.returncode == 78 and "every row is an instruction without a response (4 of them with an empty one)" \
         in " ".join(r.stderr.split())
+    r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank-ruled")
+    assert r.returncode == 0 and "6 of 6 fail a text rule (empty response 6)" in " ".join(r.stdout.split())
 
 
 def test_a_loop_before_the_data_a_reply_ends_in_is_a_loop():

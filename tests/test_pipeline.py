@@ -129,10 +129,10 @@ def test_cli_run_embeds_with_the_model_folder_given_and_refuses_one_that_is_not_
 
 def test_the_steps_are_data_and_each_is_timed(tmp_path):
     plain = Run("sample", tmp_path, 5)
-    assert [name for name, _ in steps(plain)] == ["load", "dedup", "score", "embed", "select (DEITA admission)",
+    assert [name for name, _ in steps(plain)] == ["load", "dedup", "heuristics", "score", "embed", "select (DEITA admission)",
                                                   "export", "report"]
     tagged = Run("sample", tmp_path, 5, backend=object(), tag_backend=object(), report=False)
-    assert [name for name, _ in steps(tagged)] == ["load", "dedup", "score", "embed", "tags",
+    assert [name for name, _ in steps(tagged)] == ["load", "dedup", "heuristics", "score", "embed", "tags",
                                                    "select (DEITA admission)", "export"]
     seen = []
     result = run_pipeline(str(sample_path()), out=tmp_path / "run", budget=5, report=False,
@@ -317,7 +317,7 @@ def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tm
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain sorting algorithm number {i}."}
                                                  for i in range(5)]
                        + [{"instruction": "Name a colour.", "output": "Blue."}])
-    run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False)
+    run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False, heuristics=False)
     selection = run.workspace.selection("deita")
     assert len(selection) == 1 and selection.decisions() == {"kept": 1, "unscored": 5}
     assert _short_of_budget(selection, 3) == "; not admitted: 5 no score (quality: no response)"
@@ -386,7 +386,7 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
         asked = {m[-1]["content"] for m in srv.messages}
     assert [e.rows for e in estimates] == [len(unique)] * 3
     assert not any("largest planet" in text for text in asked)
-    assert list(result.timings)[:6] == ["load", "dedup", "embed", "decontaminate", "score", "tags"]
+    assert list(result.timings)[:7] == ["load", "dedup", "heuristics", "embed", "decontaminate", "score", "tags"]
     ws = result.workspace
     assert ws.selection("decontaminated").decisions() == {"kept": len(unique), "rejected": 1}
     assert sum(v is not None for v in ws.turn_values("tags_raw")) == len(unique)
@@ -405,7 +405,7 @@ def test_no_judge_or_tag_call_is_paid_for_a_row_decontamination_or_dedup_drops(t
     # with the local scorers nothing is paid for: decontamination stays after the one scoring-and-embedding pass
     local = run_pipeline(str(pool), out=tmp_path / "local", budget=3, decontaminate=str(evalset), report=False,
                          progress=False)
-    assert list(local.timings)[:5] == ["load", "dedup", "score", "embed", "decontaminate"]
+    assert list(local.timings)[:6] == ["load", "dedup", "heuristics", "score", "embed", "decontaminate"]
 
 
 def test_a_rerun_with_another_tagger_and_a_filter_dropping_a_tagged_row_tags_the_kept_rows(tmp_path):

@@ -83,7 +83,7 @@ def test_run_json_of_an_offline_run(tmp_path):
     assert record == json.loads(json.dumps(result.record))
     assert record["status"] == "ok" and record["exit_code"] == 0 and record["error"] is None
     assert record["curate_version"] == __version__ and record["llm"] is None
-    assert record["steps_finished"] == ["load", "dedup", "score", "embed", "select (DEITA admission)", "export"]
+    assert record["steps_finished"] == ["load", "dedup", "heuristics", "score", "embed", "select (DEITA admission)", "export"]
     steps = record["steps"]
     assert steps["load"]["rows_read"] == 7 and steps["load"]["rows_added"] == 7
     assert steps["dedup"]["rows_in"] == 7 and steps["dedup"]["kept"] == 6
@@ -142,7 +142,7 @@ def test_exit_codes_say_what_failed_and_the_error_keeps_its_advice(tmp_path):
         assert bad_key.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(bad_key), bad_key.stderr
         record = json.loads((tmp_path / "r2" / "run.json").read_text())
         assert record["status"] == "failed" and record["exit_code"] == EXIT_CONFIG
-        assert record["steps_finished"] == ["load", "dedup"] and record["error"]["type"] == "ConfigError"
+        assert record["steps_finished"] == ["load", "dedup", "heuristics"] and record["error"]["type"] == "ConfigError"
     with FaultServer() as srv:
         wrong_path = _cli(*_run_args(pool, tmp_path / "r3", 3, None, "--base-url", srv.base_url + "/nope",
                                      "--model", "fault"))

@@ -90,24 +90,25 @@ def run(
                                  f"over word {MINHASH.shingle}-grams (characters in Chinese, Japanese, Thai...), estimated Jaccard >= {MINHASH.threshold}) before "
                                  "scoring: no judge call for them; the first copy in pool order stays (admission alone "
                                  "keeps the best-scored copy, after paying for each)."),
-    heuristics: bool = typer.Option(False, "--heuristics", help="Leave out rows failing a text rule: an empty reply, "
-                                    "a refusal, an \"As an AI language model\" opening, a reply ending in a loop or "
-                                    "cut off inside a code fence, mojibake."),
+    heuristics: bool = typer.Option(True, "--heuristics/--no-heuristics", help="Leave out rows failing a text rule "
+                                    "(on by default): an empty reply, a refusal, an \"As an AI language model\" "
+                                    "opening, a reply ending in a loop or cut off inside a code fence, a leaked chat "
+                                    "template marker (\\[/INST], <|im_end|>...), mojibake. --no-heuristics keeps them."),
     language: list[str] = typer.Option([], "--language", help="Keep rows in this language (ISO 639 code, e.g. en; "
                                        "repeatable): a row is left out when fastText's lid.176 reads neither its "
                                        "prompts nor its replies as one of these languages and reads one side (or "
                                        "both) as another with probability >= "
                                        f"{HEURISTICS.min_language_probability}; a side too short or too unsure to "
-                                       "read leaves the decision to the other. Implies --heuristics."),
+                                       "read leaves the decision to the other. Runs with the other text rules (not with --no-heuristics)."),
     sort_by: str = typer.Option(DEITA.sort_by, "--sort-by", help="The DEITA scores admission sorts by, and the only "
                                 "ones computed: complexity*quality (DEITA's evol score) | complexity (a pool of "
-                                "instructions without responses: no quality score, and --heuristics lets a row "
+                                "instructions without responses: no quality score, and the text rules let a row "
                                 "without a reply pass) | quality."),
     json_out: bool = typer.Option(False, "--json", help="Print OUT/run.json (status, exit code, counts per step, "
                                   "outputs, LLM use) on stdout, also when the run fails; the progress lines go to "
                                   "stderr."),
 ) -> None:
-    """The main job: load -> dedup -> \\[minhash] -> \\[heuristics] -> score -> embed -> \\[decontaminate] -> \\[tags]
+    """The main job: load -> dedup -> \\[minhash] -> heuristics -> score -> embed -> \\[decontaminate] -> \\[tags]
     -> DEITA admission -> export -> report.
 
     With --backend and --decontaminate, embed and decontaminate run before score: no judge call is paid for a row
