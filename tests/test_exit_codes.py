@@ -2,6 +2,7 @@
 `score`, `tag`, `evol` and the rest exited 1 on any failure, so a scheduler could not tell a server that is down (75,
 retry later) from a wrong API key (78) or a malformed input line (65). Judges talk to the fault-injecting server."""
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -81,10 +82,14 @@ def test_score_exits_75_after_5xx_and_timeouts_and_1_when_max_cost_left_rows_uns
         assert proc.returncode == EXIT_FAILURE and "max_cost" in _error_line(proc), proc.stderr
 
 
-def test_the_batch_backend_exits_as_the_online_one_when_refused_down_or_unpriced(ws):
+def test_the_batch_backend_exits_as_the_online_one_when_refused_down_or_unpriced(ws, monkeypatch):
     """openai-batch raised a plain CurateError for everything: a wrong key, a server down and max_cost on an
     unpriced model all exited 1, where the online backend exits 78, 75 and 78. The 401 names the model and the URL
     in one wording for both backends."""
+    import curate.llm.batch as batch_backend
+
+    # one retry, not BACKEND's 6: the client's backoff on the server down was 20 s of this test, the same exit after
+    monkeypatch.setattr(batch_backend, "BACKEND", dataclasses.replace(batch_backend.BACKEND, max_retries=1))
     batch = ("score", ws, "--judge", "quality", "--backend", "openai-batch")
     down = FaultServer()
     proc = _cli(*batch, "--base-url", down.base_url, "--model", "gpt-4o-mini")
