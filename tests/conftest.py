@@ -71,8 +71,10 @@ def shapes(tmp_path):
 
 _LAUNCHED: dict = {}  # the session's local server, launched at collection when a test will need it
 SERVER_START_S = 900.0  # on two busy cores the server's start-up can take minutes
-# under xdist: one worker runs each group (two Rays at once on two cores starve each other's Ray Data jobs)
-GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray", "test_ray_threads.py": "ray", "test_scale_commits.py": "ray"}
+# under xdist: one worker runs each group (two Rays at once on two cores starve each other's Ray Data jobs). Only the
+# files whose tests start Ray: the group runs on one worker, and its length is the suite's (tests/test_scale_commits.py
+# and tests/test_scale_without_ray.py test the engine's parts without Ray, on either worker)
+GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray", "test_ray_threads.py": "ray"}
 
 
 def _needs_server(item) -> bool:

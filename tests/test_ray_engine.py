@@ -3,8 +3,6 @@ on 127.0.0.1 selects exactly what the single-process engine selects."""
 
 import json
 import os
-import pickle
-import random
 import re
 import secrets
 import shutil
@@ -12,68 +10,20 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pytest
 
-from curate import pools
-from curate.cli import sample_path
-from curate.pools.shards import shard_paths
-from curate.scale.sources import REJECT, ROW, read_shards
 from tests.conftest import write_jsonl
+from tests.ray_pools import generated_pool, instructions, write_shards
 from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
 
 ray = pytest.importorskip("ray")
 
 CLUSTER_START_S = 120  # the two nodes must be up within this
-WORDS = ("data model train graph sort cache tree vector query index shard merge split token score rank budget "
-         "filter kernel batch stream queue lock thread socket parser schema column matrix loss gradient").split()
 
 
-# -- a generated pool: exact and normalised repeats, near-duplicates, multi-turn, instruction-only, rejects ----
-def generated_pool(n: int, seed: int = 0) -> list:
-    rnd = random.Random(seed)
-    records: list = []
-    while len(records) < n:
-        k = len(records)
-        words = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 12)))
-        answer = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(8, 40))) + "."
-        roll = rnd.random()
-        if roll < 0.04 and records:  # an exact repeat of an earlier record: id <hash>-2, exact duplicate
-            records.append(rnd.choice([r for r in records[-50:] if isinstance(r, dict)] or [records[0]]))
-        elif roll < 0.07 and records:  # the same text up to trailing spaces: an exact duplicate, another id
-            prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
-            if prev:
-                records.append({**prev, "instruction": prev["instruction"] + " \t"})
-        elif roll < 0.12 and records:  # one word changed: a near-duplicate for admission
-            prev = next((r for r in reversed(records) if isinstance(r, dict) and "instruction" in r), None)
-            if prev:
-                records.append({**prev, "instruction": prev["instruction"] + " " + rnd.choice(WORDS)})
-        elif roll < 0.17:
-            records.append({"messages": [
-                {"role": "user", "content": f"Explain {words}"}, {"role": "assistant", "content": answer},
-                {"role": "user", "content": f"And {rnd.choice(WORDS)}?"}, {"role": "assistant", "content": answer[:40]}]})
-        elif roll < 0.20:
-            records.append({"instruction": f"Describe {words} #{k}"})  # instruction-only: quality has no response
-        elif roll < 0.22:
-            records.append(rnd.choice(['{"instruction": "broken', '{"output": "no instruction"}', '[1, 2]']))
-        else:
-            records.append({"instruction": f"How do I {words}?", "input": rnd.choice(["", "in Python", "fast"]),
-                            "output": answer, "source": rnd.choice(["a", "b", 3])})
-    return records
-
-
-def write_shards(folder, records, shards: int):
-    folder.mkdir()
-    size = -(-len(records) // shards)
-    for i in range(shards):
-        write_jsonl(folder / f"part-{i:05d}.jsonl", records[i * size:(i + 1) * size])
-    return folder
-
-
-# -- a two-node Ray cluster on 127.0.0.1, started and stopped by process group ------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,35 +86,6 @@ def cluster(tmp_path_factory):
 
 
 # -- the tests ------------------------------------------------------------------------------------------------
-def test_shards_are_read_by_pools_read_in_name_order(tmp_path):
-    folder = write_shards(tmp_path / "shards", generated_pool(300), 3)
-    (folder / "notes.txt").write_text("not a shard")
-    paths = shard_paths(str(folder))
-    assert paths == sorted(str(p) for p in folder.glob("*.jsonl"))
-    assert shard_paths(str(folder / "part-*.jsonl")) == paths
-    # the read task is pools.read per shard: same rows (in order), same rejects, keys of the exact selector
-    tables = list(read_shards({"shard": np.arange(3), "path": np.array(paths)}))
-    rows = [pickle.loads(b) for t in tables
-            for b, k in zip(t["data"].to_pylist(), t["kind"].to_pylist(), strict=True) if k == ROW]
-    rejects = [pickle.loads(b) for t in tables for b, k in zip(t["data"].to_pylist(), t["kind"].to_pylist(), strict=True)
-               if k == REJECT]
-    expected = [pools.read(p, on_error="skip") for p in paths]
-    assert rows == [r for res in expected for r in res.rows]
-    assert [(r.path, r.location) for r in rejects] == [(r.path, r.location) for res in expected for r in res.rejects]
-    orders = [o for t in tables for o, k in zip(t["order"].to_pylist(), t["kind"].to_pylist(), strict=True) if k == ROW]
-    assert orders == sorted(orders) and len(set(orders)) == len(rows)
-
-
-def test_parquet_shards_read_like_a_parquet_file(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    recs = [{k: v for k, v in r.items() if k != "source"} for r in generated_pool(200, seed=3)
-            if isinstance(r, dict) and "instruction" in r and "output" in r]
-    pq.write_table(pa.Table.from_pylist(recs), tmp_path / "one.parquet")
-    tables = list(read_shards({"shard": np.arange(1), "path": np.array([str(tmp_path / "one.parquet")])}))
-    rows = [pickle.loads(b) for t in tables for b in t["data"].to_pylist()]
-    assert rows == pools.read(str(tmp_path / "one.parquet")).rows
 
 
 def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the_single_process_engine_does(
@@ -366,95 +287,6 @@ def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_
     assert all(ifd[i] is not None for i in kept) and sum(v is None for v in ifd.values()) == len(ws) - len(kept)
 
 
-def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_does(request, tmp_path, monkeypatch):
-    """The signals' own pass (a run whose scores are already stored): `Inference(embed=False)` on a read block;
-    it leaves no cache behind (Ray kills actors, so nothing may wait for the actor's end to clean up)."""
-    from curate.scale.infer import Inference
-    from curate.session import Workspace
-    from curate.signals import IFD
-
-    model = request.getfixturevalue("tiny_lm")
-    shard = write_jsonl(tmp_path / "one.jsonl", generated_pool(40, seed=2))
-    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
-    actor_tmp = tmp_path / "actor-tmp"
-    actor_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(actor_tmp))
-    actor = Inference(signals=["ifd", "perplexity"], signal_model=str(model), embed=False)
-    out = actor(block)
-    assert not any(actor_tmp.iterdir())
-    assert "embedding" not in out and not hasattr(actor, "device")  # no encoder on this actor
-    ws = Workspace(tmp_path / "ws")
-    ws.load(shard, on_error="skip")
-    ws.apply(IFD(str(model)), progress=False)
-    assert len(out["order"]) == len(ws) and list(out["order"]) == sorted(out["order"])
-    got = [json.loads(v) for v in out["ifd__values"]]
-    assert sum(v is not None for row in got for v in row) > 25 and any(json.loads(f) for f in out["ifd__failures"])
-    for x, y in zip(got, ws.turn_values("ifd"), strict=True):
-        np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-5)
-    assert all("loss_conditioned" in json.loads(e) for e in out["ifd__extra"])
-
-
-def test_a_fine_tuned_scorer_on_an_actor_writes_no_prediction_cache_the_batch_throws_away(tiny_base, tmp_path,
-                                                                                          monkeypatch):
-    """Each batch's fine-tuned scorer wrote its forward passes as shards (and merged them) into the batch's folder,
-    removed with the batch: disk writes for nothing. On an actor it scores without that cache; in a workspace the
-    cache is kept as before."""
-    import curate.scorers.prediction_cache as prediction_cache
-    from curate.scale.infer import Inference, pack_scorer
-    from curate.scorers.finetuned import CrossEncoderScorer
-    from curate.session import Workspace
-
-    pool = generated_pool(20, seed=4)
-    train = [{"instruction": f"Explain topic {i}.", "response": "reasoning " * (1 + 3 * (i % 4))} for i in range(12)]
-    sc = CrossEncoderScorer(name="q_ce", max_length=32, base=tiny_base).fit(train, [1.0 + 2 * (i % 4) for i in range(12)],
-                                                                            epochs=1, batch_size=4)
-    shard = write_jsonl(tmp_path / "one.jsonl", pool)
-    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
-    stored: list[str] = []
-    store = prediction_cache.store
-
-    def recorded(folder, keys, values):
-        stored.append(str(folder))
-        return store(folder, keys, values)
-
-    monkeypatch.setattr(prediction_cache, "store", recorded)
-    out = Inference(scores=[pack_scorer(sc)], embed=False)(block)
-    assert stored == []
-    got = [json.loads(v) for v in out["q_ce__values"]]
-    ws = Workspace(tmp_path / "ws")
-    ws.load(shard, on_error="skip")
-    ws.apply(sc, progress=False)
-    assert stored and all(str(ws.cache_dir) in folder for folder in stored)  # the workspace keeps its cache
-    for x, y in zip(got, ws.turn_values("q_ce"), strict=True):
-        np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-5)
-
-
-def test_learnability_in_a_run_without_a_reference_selection_is_refused(tmp_path):
-    from curate.pipeline import run_pipeline
-
-    whole = write_jsonl(tmp_path / "pool.jsonl", generated_pool(50, seed=3))
-    with pytest.raises(Exception, match="learnability needs a reference selection"):
-        run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, signals=("learnability",))
-
-
-def test_engine_errors_are_named(tmp_path):
-    from curate.errors import CurateError
-    from curate.pipeline import run_pipeline
-    from curate.scorers import Scorer
-
-    with pytest.raises(CurateError, match="unknown engine"):
-        run_pipeline(str(sample_path()), out=tmp_path / "x", budget=5, engine="spark")
-    with pytest.raises(CurateError, match=r"address '.*' \(--address\) .* needs engine='ray' \(--engine ray\)"):
-        run_pipeline(str(sample_path()), out=tmp_path / "y", budget=5, address="127.0.0.1:1")
-    reads_ifd = Scorer(reads=["instruction", "response"], name="q_ifd", columns=["ifd"], features=["length"])
-    reads_ifd.fit([{"instruction": f"q{i}", "response": "a" * (i + 1), "ifd": i / 10} for i in range(12)],
-                  [float(i % 5) for i in range(12)])
-    with pytest.raises(CurateError, match="scorer 'q_ifd' reads the columns ifd: .* runs on the single engine"):
-        run_pipeline(str(sample_path()), out=tmp_path / "z", budget=5, engine="ray", scorers={"quality": reads_ifd},
-                     signals=("ifd",))
-    assert not any((tmp_path / name).exists() for name in "xyz")
-
-
 def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     from curate.pipeline import Run, dedup
     from curate.scale import RayEngine
@@ -518,22 +350,6 @@ def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(tmp_path):
     with pytest.raises(WorkspaceError, match=r"1 of 4 rows have turns with keys a sharegpt record .*: weight\)"):
         run.ws.export(tmp_path / "s.jsonl", format="sharegpt")
 
-def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
-    import pickle as pk
-
-    from curate.errors import CurateError, InputError
-    from curate.scale.sources import RemoteError, remote_errors
-
-    with pytest.raises(RemoteError) as caught, remote_errors():
-        raise InputError("a.jsonl", "file", "no records")
-    carried = pk.loads(pk.dumps(caught.value))  # what Ray sends back (InputError itself does not unpickle)
-    assert str(carried) == "a.jsonl: file: no records" and carried.kind == "InputError"
-    from curate.scale import RayEngine
-
-    engine = RayEngine()
-    with pytest.raises(CurateError, match="a.jsonl: file: no records"), engine.stage():
-        raise RuntimeError("task failed") from carried
-
 
 def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(tmp_path):
     """Ray's load replaced the single-process load step whole, so its checks were skipped: a pool with a field named
@@ -552,53 +368,6 @@ def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(tmp_p
     with pytest.raises(CurateError, match="every row is an instruction without a response"):
         run_pipeline(bare, out=tmp_path / "bare", budget=3, report=False, engine="ray", progress=False)
     assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored
-
-
-def test_an_actor_removes_the_batch_folders_killed_actors_left_and_keeps_live_ones(tmp_path, monkeypatch):
-    """A Ray actor killed mid-batch (kill -9, a node's OOM killer) left its curate-ray-* folder in /tmp for good."""
-    import tempfile
-
-    from curate.scale.infer import BATCH_FOLDER_PREFIX, Inference, batch_folder_prefix
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # a pid that has exited
-    dead = tmp_path / f"{batch_folder_prefix(int(gone))}abc123"
-    live = tmp_path / f"{batch_folder_prefix(os.getppid())}def456"
-    elsewhere = tmp_path / f"{BATCH_FOLDER_PREFIX}0badc0de-{gone}-789abc"  # another container's, in a shared /tmp
-    for folder in (dead, live, elsewhere):
-        (folder / "embeddings").mkdir(parents=True)
-    Inference(embed=False)
-    assert not dead.exists() and live.exists() and elsewhere.exists()
-
-
-def test_batch_folders_named_before_the_host_was_in_them_go_when_their_actor_is_gone(tmp_path, monkeypatch):
-    """Folders of the older name curate-ray-<pid>-* (no host) were never removed: the cleanup looked for this host's
-    names only. They go when their pid runs no process here and no batch could still be using them (untouched for a
-    day: the name gives no host, and in a /tmp shared by containers the pid may be another's)."""
-    import tempfile
-
-    from curate.scale.infer import BATCH_FOLDER_PREFIX, HOSTLESS_STALE_AFTER_S, remove_stale_batch_folders
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # a pid that has exited
-    dead = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-abc_1234"
-    live = tmp_path / f"{BATCH_FOLDER_PREFIX}{os.getppid()}-def45678"
-    young = tmp_path / f"{BATCH_FOLDER_PREFIX}{gone}-ghi90123"  # maybe a live batch of another host's
-    other_host = tmp_path / f"{BATCH_FOLDER_PREFIX}12345678-{gone}-jkl45678"  # today's name, an all-digit host
-    for folder in (dead, live, young, other_host):
-        (folder / "embeddings").mkdir(parents=True)
-    old = time.time() - 2 * HOSTLESS_STALE_AFTER_S
-    for folder in (dead, live, other_host):
-        os.utime(folder, (old, old))
-    assert remove_stale_batch_folders() == [dead]
-    assert not dead.exists() and live.exists() and young.exists() and other_host.exists()
-
-
-def _instructions(n: int, start: int = 0) -> list:
-    return [{"instruction": f"Task {i}: explain how a {WORDS[i % len(WORDS)]} works, step by step.",
-             "output": f"A {WORDS[i % len(WORDS)]} works like this, {i} times over."} for i in range(start, start + n)]
 
 
 def _embed_on_ray(source, out, batch_size: int = 512) -> dict:
@@ -623,19 +392,19 @@ def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_wor
     from curate.scale.infer import embed_cache
     from curate.storage.vector_shards import VectorStore
 
-    pool = write_jsonl(tmp_path / "pool.jsonl", _instructions(6))
+    pool = write_jsonl(tmp_path / "pool.jsonl", instructions(6))
     _embed_on_ray(pool, tmp_path / "run")
     store = VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache"))
     for shard in store.shards():  # rotted vectors, as tests/test_embed.py damages them
         vec = shard / "vectors.npy"
         size = np.load(vec).nbytes
         vec.write_bytes(vec.read_bytes()[:-size] + np.full(size // 4, np.nan, np.float32).tobytes())
-    write_jsonl(pool, _instructions(7))  # one row more: the run embeds again, reading the cache
+    write_jsonl(pool, instructions(7))  # one row more: the run embeds again, reading the cache
     cli = [sys.executable, "-m", "curate", "run", "--budget", "3", "--engine", "ray"]
     damaged = subprocess.run([*cli, "pool.jsonl", "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
     empty = tmp_path / "emp"
     empty.mkdir()
-    write_jsonl(empty / "a.jsonl", _instructions(3))
+    write_jsonl(empty / "a.jsonl", instructions(3))
     (empty / "z.jsonl").write_text("")
     unread = subprocess.run([*cli, "emp", "--out", "e"], cwd=tmp_path, capture_output=True, text=True)
     names = sorted(s.name for s in store.shards())
@@ -680,7 +449,7 @@ def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(
         def close(self):
             pass
 
-    pool = write_shards(tmp_path / "shards", _instructions(48), 6)  # a block, an actor's task, per shard
+    pool = write_shards(tmp_path / "shards", instructions(48), 6)  # a block, an actor's task, per shard
     monkeypatch.setattr(progress, "progress_bar", lambda *a, **k: Bar(*a, **k, stop_after=2))
     with pytest.raises(_StopAfter):
         _embed_on_ray(pool, tmp_path / "run", batch_size=8)
@@ -735,7 +504,7 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
         def close(self):
             pass
 
-    pool = write_shards(tmp_path / "shards", _instructions(48), 6)  # a block, an actor's task, per shard
+    pool = write_shards(tmp_path / "shards", instructions(48), 6)  # a block, an actor's task, per shard
     monkeypatch.setattr(progress, "progress_bar", StoppingBar)
     with pytest.raises(_StopAfter):
         _score_on_ray(pool, tmp_path / "run", batch_size=8)
@@ -789,7 +558,7 @@ def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(tmp_path, monke
             pass
 
     monkeypatch.setattr(progress, "progress_bar", Bar)
-    pool = write_jsonl(tmp_path / "pool.jsonl", _instructions(40))  # one shard: one block
+    pool = write_jsonl(tmp_path / "pool.jsonl", instructions(40))  # one shard: one block
     engine = RayEngine()
     run = Run(str(pool), tmp_path / "run", budget=0, report=False)
     try:
