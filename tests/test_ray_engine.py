@@ -535,7 +535,8 @@ def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(tmp_path, monke
     kill). A pass now asks SCALE.calls_per_actor calls per actor at least, each at most SCALE.batch_rows rows
     (SCALE.signal_batch_rows with signals), and records the size. (Ray Data still hands an actor a whole block, one
     shard's rows: a pool of one small shard comes back as one block; re-splitting it was taken back, a Ray Data job
-    that waited for the CPUs the previous pass's actors held.)"""
+    that waited for the CPUs the previous pass's actors held.) A pass starts no more actors than its blocks: on two
+    CPUs a pool of one shard started two, and one of them loaded the encoder and the scorers for nothing."""
     from curate.defaults import SCALE
     from curate.pipeline import Run
     from curate.scale import RayEngine
@@ -563,10 +564,13 @@ def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(tmp_path, monke
     run = Run(str(pool), tmp_path / "run", budget=0, report=False)
     try:
         engine.load(run)
-        actors = int(engine.connect().cluster_resources()["CPU"])
+        cpus = int(engine.connect().cluster_resources()["CPU"])
         summary = engine.embed(run, fallback=None)
     finally:
         engine.close()
-    call_rows = -(-40 // (actors * SCALE.calls_per_actor))
+    # one block, one actor: the pool's second actor loaded its models (7 s of a core) and was handed no row
+    pool_of = run.ws.embedding_sets[summary["name"]]["engine"]
+    assert cpus == 2 and pool_of["actors"] == 1
+    call_rows = -(-40 // (1 * SCALE.calls_per_actor))
     assert summary["rows"] == 40 and sum(updates) == 40
-    assert run.ws.embedding_sets[summary["name"]]["engine"]["batch_rows"] == call_rows
+    assert pool_of["batch_rows"] == call_rows

@@ -142,7 +142,7 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     steps = [*scorers, *signal_steps]
     specs = [(trained or {}).get(s.column, s.column) for s in scorers]  # a shipped scorer travels by its name
     ray = engine.connect()
-    actors, options, threads, info = actor_pool(ray, engine.cpus_per_actor)
+    actors, options, threads, info = actor_pool(ray, engine.cpus_per_actor, engine.rows().num_blocks())
     info["pass"] = uuid.uuid4().hex[:12]  # the run records of this pass's column commits make one record
     info["pass_started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # a record's seconds are its writes'
     call_rows = engine.batch_size or pass_batch_size(len(engine._ids), actors, bool(signal_steps))

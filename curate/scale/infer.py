@@ -215,15 +215,17 @@ class Inference:
         return out
 
 
-def actor_pool(ray: Any, cpus_per_actor: int) -> tuple[int, dict[str, Any], int | None, dict[str, Any]]:
+def actor_pool(ray: Any, cpus_per_actor: int, blocks: int) -> tuple[int, dict[str, Any], int | None, dict[str, Any]]:
     """(actors, map_batches options, CPU threads per actor, provenance): one :class:`Inference` actor per GPU when
-    the cluster has GPUs, else one per ``cpus_per_actor`` CPUs."""
+    the cluster has GPUs, else one per ``cpus_per_actor`` CPUs; no more than the pass's ``blocks`` (Ray Data hands
+    an actor a whole block: one more actor would load its models, seconds of CPU and memory, and get no rows)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         actors, options, threads = gpus, {"num_gpus": 1}, None
     else:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
         options, threads = {"num_cpus": cpus_per_actor}, cpus_per_actor
+    actors = max(1, min(actors, blocks))
     return actors, options, threads, {"name": "ray", "actors": actors, "device": "cuda" if gpus else "cpu",
                                       "cpus_per_actor": None if gpus else cpus_per_actor}
 
