@@ -85,6 +85,21 @@ def cluster(tmp_path_factory):
             pass
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray on this machine (2 CPUs, whatever its cores) for this module's engines started without an address:
+    an engine reuses a Ray already initialised and leaves it running, so a test skips Ray's start and stop and its
+    workers' imports (seconds each on two busy cores). An engine starting and stopping its own Ray:
+    tests/test_ray_threads.py and the CLI runs below."""
+    import logging
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()
+
+
 # -- the tests ------------------------------------------------------------------------------------------------
 
 
@@ -287,7 +302,7 @@ def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_
     assert all(ifd[i] is not None for i in kept) and sum(v is None for v in ifd.values()) == len(ws) - len(kept)
 
 
-def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
+def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray, tmp_path):
     from curate.pipeline import Run, dedup
     from curate.scale import RayEngine
     from curate.session import Workspace
@@ -303,7 +318,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
     context = ray.data.DataContext.get_current()  # process-wide: a notebook's own Ray Data work reads it too
     before = (context.raise_original_map_exception, context.enable_progress_bars,
               logging.getLogger("ray.data.exceptions").level)
-    engine = RayEngine()  # Ray started here, on this machine
+    engine = RayEngine()  # on the module's Ray
     # the pool holds malformed records on purpose: with a mapping a run stops at the first unless told to skip
     run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping=dict(names), on_error="skip")
     try:
@@ -329,7 +344,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(tmp_path):
         {k: v for k, v in theirs.provenance.items() if k != "created"}
 
 
-def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(tmp_path):
+def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(local_ray, tmp_path):
     """The Ray engine's load staged the rows with the default chat field names: with --mapping '{"conversations":
     "chat"}' a weight-0 turn was not counted, and an export --format wrote it as one to train on."""
     from curate.errors import WorkspaceError
@@ -340,7 +355,7 @@ def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(tmp_path):
                          {"from": "gpt", "value": f"Answer {i}.", **({"weight": 0} if i == 1 else {})}]}
                for i in range(4)]
     shards = write_shards(tmp_path / "shards", records, 2)
-    engine = RayEngine()  # Ray started here, on this machine
+    engine = RayEngine()  # on the module's Ray
     run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping={"conversations": "chat"})
     try:
         summary = engine.load(run)
@@ -351,7 +366,7 @@ def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(tmp_path):
         run.ws.export(tmp_path / "s.jsonl", format="sharegpt")
 
 
-def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(tmp_path):
+def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(local_ray, tmp_path):
     """Ray's load replaced the single-process load step whole, so its checks were skipped: a pool with a field named
     quality stopped the run at the score step (the shipped scorer would write over the field), and a pool of
     instructions alone was scored before the selection found nothing to select."""
@@ -384,7 +399,7 @@ def _embed_on_ray(source, out, batch_size: int = 512) -> dict:
         engine.close()
 
 
-def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_workspace_file(tmp_path):
+def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_workspace_file(local_ray, tmp_path):
     """An error an actor raised reached the user as an 89-line RayTaskError(UserCodeException) traceback (its cause, the
     RemoteError, does not survive Ray's pickling), naming the actor's deleted batch folder instead of the workspace's
     damaged cache shard; a task's error (an empty shard) came after Ray Data's own 115-line traceback; and every run
@@ -421,7 +436,7 @@ class _StopAfter(Exception):
     pass
 
 
-def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(tmp_path, monkeypatch):
+def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(local_ray, tmp_path, monkeypatch):
     """The driver kept every vector in memory and added them to the workspace's embedding cache after the whole pass
     (the actors' caches are their batches' temporary folders): a pass killed part way lost all its encoding. Also: no
     progress was shown while the actors worked; a bar counts the rows as batches come back."""
@@ -477,7 +492,7 @@ def _score_on_ray(source, out, batch_size: int) -> tuple:
 
 
 def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_back_and_a_rerun_scores_the_rest(
-        tmp_path, monkeypatch):
+        local_ray, tmp_path, monkeypatch):
     """The driver stored the actors' scores (and signals) through ws.apply only after the whole pass: a run killed at
     90% lost every score, and the re-run scored every row again. Now each batch's values reach the column as it comes
     back (at most every PART_EVERY_S seconds, as the vectors): the re-run's actors score only the rows not stored,
@@ -530,7 +545,7 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
     assert ws.failures("quality") == whole.failures("quality")
 
 
-def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(tmp_path, monkeypatch):
+def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(local_ray, tmp_path, monkeypatch):
     """Each actor call took up to 512 rows (512 rows of SmolLM2 signals are 4-8 minutes on 2 CPU cores, lost to a
     kill). A pass now asks SCALE.calls_per_actor calls per actor at least, each at most SCALE.batch_rows rows
     (SCALE.signal_batch_rows with signals), and records the size. (Ray Data still hands an actor a whole block, one
