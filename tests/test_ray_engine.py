@@ -482,7 +482,7 @@ def _score_on_ray(source, out, batch_size: int) -> tuple:
     from curate.scale import RayEngine
 
     engine = RayEngine(batch_size=batch_size)
-    run = Run(str(source), out, budget=0, report=False, scores=("quality",))
+    run = Run(str(source), out, budget=0, report=False, scores=("quality",), heuristics=False)
     try:
         engine.load(run)
         engine.dedup(run, fallback=None)
