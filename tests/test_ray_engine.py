@@ -119,14 +119,17 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     signals = ["--signal", "ifd", "--signal", "perplexity", "--signal-model", str(model)]
 
     address, env = cluster
+    # without the text rules (on by default): their empty-reply rule would leave out the instruction-only rows whose
+    # score and signal failures both engines must record alike (the rules on Ray: the text-rules test below)
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
-                        "--budget", str(budget), "--out", str(tmp_path / "ray"), "--no-report", *signals],
+                        "--budget", str(budget), "--out", str(tmp_path / "ray"), "--no-report", "--no-heuristics",
+                        *signals],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ifd:" in r.stdout and "perplexity:" in r.stdout
     assert not any(notice in r.stderr for notice in ("Token authentication", "Progress bars disabled", "concurrent actors"))
     single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
-                          signals=("ifd", "perplexity"), signal_model=str(model))
+                          signals=("ifd", "perplexity"), signal_model=str(model), heuristics=False)
 
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
     assert ray_ws.ids == ws.ids and len(ws) > 250                         # the pool: same rows, ids, order
