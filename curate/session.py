@@ -170,8 +170,8 @@ class Workspace(StorageWorkspace):
     def show(self, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20,
              decision: str | None = None):
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name (its
-        kept rows; with ``decision``, e.g. ``"rejected"`` or ``"not_reached"``, its rows of that decision in rank
-        order, each headed by why)."""
+        kept rows; with ``decision``, e.g. ``"rejected"``, ``"not_reached"`` or ``"refused"`` (rejected and duplicate),
+        its rows of that decision in rank order, each headed by why)."""
         from curate.report.views import show_rows
 
         if decision is None:
@@ -205,9 +205,16 @@ def _decided_rows(ws: Workspace, name: Any, decision: str, columns: str | list[s
                           f"{name!r} (have {sorted(ws.selections)})")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
-    sel, index = ws.selection(name), ws.index
-    shown = [r for r in sel.rows(decision=decision, limit=limit) if r["id"] in index]  # a refresh removed the others
-    total = sel.decisions().get(decision, 0)
+    import pyarrow as pa
+
+    from curate.codes import REFUSED
+
+    sel, in_pool = ws.selection(name), pa.array(ws.ids)  # the rows a refresh removed are not shown (nor counted)
+    # "refused", as curate select and the report count it: rejected and duplicate rows together, in rank order
+    decisions = sorted(d.value for d in REFUSED) if decision == "refused" else [decision]
+    shown = sorted((r for d in decisions for r in sel.rows(decision=d, ids=in_pool, limit=limit)),
+                   key=lambda r: r["rank"])[:limit]
+    total = sum(sel.decisions().get(d, 0) for d in decisions)
     note = f"selection {name!r}: {total:,} {decision}" + (f", showing the first {len(shown)}" if len(shown) < total
                                                           else "")
     return RowsView(ws, [r["id"] for r in shown], list(ws.columns) if columns is None else column_names(columns),

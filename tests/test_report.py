@@ -233,6 +233,8 @@ def test_selection_summary_groups_reasons(tmp_path):
     assert out["refused"] == s["by_decision"]["rejected"] and out["not_reached"] > 0
     assert f"{out['refused']:,} refused, {out['not_reached']:,} not reached (budget filled first)" in heading
     assert "dropped" not in heading
+    made = ws.select(method="deita", name="budgeted", budget=5)  # its budget_use: the heading's counts, not again
+    assert made.provenance["budget_use"]["budget"] == 5 and "budget_use" not in selections_section(ws)
     html = ws.selection("deita")._repr_html_()  # the notebook shows the report's view of a selection
     assert "too similar to a kept row" in html and "kept" in html and "rows in rank order" in html
     view = selection_html(ws.selection("deita"), head=3)

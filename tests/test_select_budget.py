@@ -158,8 +158,11 @@ def test_show_gives_a_selections_rejected_rows_each_with_why(ws):
     two = ws.show("d", decision="not_reached", limit=2, columns=[])
     assert len(two) == 2 and repr(two).startswith("selection 'd': 9 not_reached, showing the first 2\n")
     assert "budget filled before this row" in repr(two)
-    with pytest.raises(OptionError, match="unknown decision 'refused'"):
-        ws.show("d", decision="refused")
+    # "refused", as curate select and the report count it: rejected and duplicate rows, in rank order
+    both = ws.show("d", decision="refused", columns=[])
+    assert both.ids == refused and repr(both).startswith("selection 'd': 3 refused\n")
+    with pytest.raises(OptionError, match="unknown decision 'ignored'"):
+        ws.show("d", decision="ignored")
     with pytest.raises(OptionError, match="give a selection's name as rows"):
         ws.show([0, 1], decision="rejected")
     assert ws.show("d", columns=[]).ids == ws.selection("d").ids  # without decision: the kept rows, as before

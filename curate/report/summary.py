@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 PROVENANCE_KEYS = ("kind", "judge", "imitates", "prompt", "prompt_fingerprint", "model", "backend", "method", "created")
 FAILURE_KINDS = ("failure", "judge_failure")
 # selection provenance keys shown elsewhere than on the parameters line
-_SELECTION_STRUCTURE = {"name", "created", "method", "params", "input_selection", "candidates", "counts"}
+_SELECTION_STRUCTURE = {"name", "created", "method", "params", "input_selection", "candidates", "counts",
+                        "budget_use"}  # budget_use: the heading's counts again
 
 
 def provenance_line(prov: dict[str, Any]) -> str:

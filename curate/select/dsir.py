@@ -52,7 +52,9 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     out = SelectorResult(info={"num_buckets": num_buckets, "ngram": ngram, "target_texts": len(target),
                                "seed": seed, "score": "log importance weight"})
     for i, j in enumerate(np.argsort(-keys, kind="stable").tolist()):
-        out.add(rows[j], Decision.KEPT if i < budget else Decision.REJECTED,
-                Reason.SELECTED if i < budget else Reason.NOT_SAMPLED,
-                {"score": float(logw[j]), "key": float(keys[j])})
+        if i < budget:
+            out.add(rows[j], Decision.KEPT, Reason.SELECTED, {"score": float(logw[j]), "key": float(keys[j])})
+        else:  # the draw's keys in order: the budget filled before this row's
+            out.add(rows[j], Decision.NOT_REACHED, Reason.BUDGET_FILLED,
+                    {"score": float(logw[j]), "key": float(keys[j]), "budget": budget})
     return out
