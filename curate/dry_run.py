@@ -7,12 +7,13 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from curate.defaults import DEITA
-from curate.errors import CurateError
+from curate.errors import RetryLaterError
 from curate.llm.batch_state import BatchState
 from curate.pipeline import (
     Run,
@@ -147,7 +148,9 @@ def private_cache(cache: Path, scratch: Path) -> Path:
     copy = scratch / "cache"
     copy.mkdir()
     files = [cache / CACHE_FILE, cache / f"{CACHE_FILE}-wal"]
-    for _ in range(CACHE_COPY_ATTEMPTS):
+    for attempt in range(CACHE_COPY_ATTEMPTS):
+        if attempt:  # a run writing answers: back off (0.2, 0.4, 0.8, 1.6 s) for a moment between its writes
+            time.sleep(0.1 * 2 ** attempt)
         before = [_file_state(f) for f in files]
         if before[0] is None:
             return copy  # no cache yet: an empty one (looking up creates no file)
@@ -161,7 +164,7 @@ def private_cache(cache: Path, scratch: Path) -> Path:
             continue
         if [_file_state(f) for f in files] == before:
             return copy
-    raise CurateError(f"{files[0]}: written while copied, {CACHE_COPY_ATTEMPTS} times, for the dry run to read (a run "
+    raise RetryLaterError(f"{files[0]}: written while copied, {CACHE_COPY_ATTEMPTS} times, for the dry run to read (a run "
                       "sending requests?): run the dry run again when it is done")
 
 
