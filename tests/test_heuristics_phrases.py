@@ -27,7 +27,18 @@ LEAKS = {  # reply -> the marker named in the detail (replies real models wrote,
     "Paris is the capital of France.<|eot_id|><|start_header_id|>user<|end_header_id|>": "<|eot_id|>",
     "Order: Purple, Yellow, Green, Blue, Red\n\n### Human: What color is the vice president's car?": "### Human:",
     "We are Spartans, and we will prevail.</s> \nWhat specific qualities should a leader have?": "</s>",
-    "So the answer is 4. <eos>": "<eos>",
+    "So the answer is 4. <eos>\nUser: And 5 + 5?": "<eos>",  # "<eos>" holds "eos", no word naming it
+    "Yes, it is. [/IST] Yes, it is. [/IST] Yes, it is. [/IST]": "[/IST]",  # a reply looping on the misspelling
+    "Here is the summary.\n[INST] Now make it shorter. [/INST] Shorter summary.": "[INST]",  # a turn opening its line
+    "Here is the summary.\n<s>[INST] Now make it shorter. [/INST]": "[INST]",
+    "Sure!<|im_end|>\n<|im_start|>user\nThanks!": "<|im_end|>",  # an end marker with a next turn after it
+    # a whole invented turn inside a line (MT-bench's answers): no placeholder, and a sentence's start
+    "Let me know if you have any other questions. [INST] Prove that the sum of two even integers is always even. "
+    "[/INST] To prove that the sum of two even integers is always even, we can use a simple argument.": "[INST]",
+    "Best regards,\n\n[Your Name] industries [INST] Can you rephrase your previous answer using only positive "
+    "language? [/INST] Dear friend,": "[INST]",
+    "It correctly calculates the length of the longest common subsequence of two input strings. [/INST] This "
+    "function calculates the length": "[/INST]",  # "strings" names no marker: the sentence before
     # a fence line is no code: the generation ran on past the block it closed
     "```\nx = 1\n``` [/INST]\n```\ny = 2\n```": "[/INST]",
 }
@@ -56,7 +67,31 @@ TEMPLATE_TALK = [  # (instruction, reply): markers a reply shows, names or is as
     ("Write a transcript of an interview.", "Human: Living\nCar: Non-Living\nTree: Living"),
     ("Outline a report on rights.", "### Human rights\n\nEveryone is born free.\n\n### Assistant roles\n\nThey help."),
     ("Explain Indian time.", "The call is at 10:00 [IST], which is UTC+5:30."),
+    # code without a fence: a string literal of its line, a block indented four spaces
+    ("Build the prompt in Python.", 'Build it with an f-string:\nprompt = f"<s>[INST] {question} [/INST]"\nThen send it.'),
+    ("Build the prompt in Python.", "Build it like this:\n\n    prompt = build()\n    [INST] {question} [/INST]\n    "
+                                    "<|im_start|>user\n\nThen send it."),
+    # a pair inside a line of prose names the template; named by what it does, or by its model's family
+    ("How is a Mistral Instruct prompt laid out?", "Each user message goes between [INST] ... [/INST] and the answer "
+                                                   "follows."),
+    ("When does generation stop?", "The model keeps writing until it emits <eos>. Then the loop ends."),
+    ("How were the training documents split?", "GPT-2 separates documents with <|endoftext|> in its training data."),
+    ("Show a price cut in HTML.", "Use a strikethrough:\n\n<s>$20\nper month</s>\n\n$15 per month."),
 ]
+
+
+CLEAN_STOPS = [  # a reply ending with an end-of-sequence marker, as some exported pools store every reply
+    "Paris is the capital of France.</s>", "Paris is the capital of France.<|endoftext|>", "Sure!<|im_end|>",
+    "4. <eos>", "4<|eot_id|>", "Done.<|eot_id|>\n", "Done.</s></s>", "Done.<|im_end|>\n<|endoftext|>  \n",
+    "Done.<end_of_turn>", "Done.<|end|>",
+]
+
+
+@pytest.mark.parametrize("reply", CLEAN_STOPS)
+def test_an_end_of_sequence_marker_a_reply_stops_with_is_no_leak(reply):
+    """A pool storing each reply with its EOS text lost every row to the rule (on by default in curate run)."""
+    assert rules_failed(reply, "What is the capital of France?") == [], reply
+    assert "template_tokens" in rules_failed(reply.rstrip() + " And the capital of Spain?")  # text after: a leak
 
 
 @pytest.mark.parametrize("instruction,reply", TEMPLATE_TALK)
@@ -77,6 +112,36 @@ REFUSALS = {  # reply -> rule: phrasings the rules missed
     "Hello! I'm an AI language model, so I don't have feelings in the way that humans do.": "ai_disclaimer",
     "I'm glad you asked! I'm just an AI, I don't have personal opinions or beliefs.": "ai_disclaimer",
 }
+
+
+def test_a_disclaimer_after_a_greeting_is_read_against_the_user_turns_only():
+    """A system turn "You are an AI assistant" (OpenOrca's style) read as the user asking about AI let the disclaimer
+    pass; so did any question with AI as its topic."""
+    reply = "Hello! As an AI language model, I think 2+2 is 4."
+    system = {"role": "system", "content": "You are an AI assistant. You will be given a task."}
+    rules = Rules(True, True, True, 50, True, True, None, 0.9, False)
+    found = rules.failures([system, {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": reply}])
+    assert [f["rule"] for f in found] == ["ai_disclaimer"]
+    assert rules_failed("Sure! As an AI language model, I can write it. AI in healthcare reads scans.",
+                        "Write an essay on AI in healthcare.") == ["ai_disclaimer"]
+    for question in ("Do you have feelings?", "Are you a chatbot?", "As an AI, what do you think of art?",
+                     "Are you as capable as ChatGPT?", "This AI is channeling pure love. Talk with me."):
+        assert rules_failed("Hello! As an AI language model, I don't have feelings the way people do.", question) == []
+
+
+@pytest.mark.parametrize("instruction,reply", [
+    ("Translate: 'No entiendo la pregunta.'", "I don't understand the question."),
+    ("Repeat after me: I didn't understand the question.", "I didn't understand the question."),
+    ("Rephrase politely: what do you even want", "I'm sorry, I don't understand what you mean."),
+    ('Which is a non-answer: "The answer is 4." or "I don\'t understand the question."?',
+     "I don't understand the question."),  # the user's turn quotes the reply's words
+])
+def test_a_reply_saying_it_did_not_understand_answers_a_request_for_those_words(instruction, reply):
+    assert rules_failed(reply, instruction) == [], (instruction, reply)
+    assert rules_failed(reply, "What is the capital of France?") == ["refusal"]
+    # a prompt flattening a conversation (MT-bench's second turns) holds the same non-answer, unquoted: still one
+    flattened = f"### User:\nWhat is the capital of France?\n\n### Assistant:\n{reply}\n\n### User:\nAnd now?"
+    assert rules_failed(reply, flattened) == ["refusal"]
 
 
 @pytest.mark.parametrize("reply", sorted(REFUSALS))

@@ -50,19 +50,38 @@ SENTENCE_DISCLAIMER = re.compile(r"(?:^|[.!?]\s+|\n\s*)[*_]*((as|being) an? (ai|
                                  r"assistant| model| chatbot| program)?(?=\s*[,.;!]|\s+(and|so|but|without|with no|that|who|which)\b)|"
                                  r"(i'?m|i am) (just |only |merely |simply )?an? (large )?language model\b)", re.IGNORECASE)
 
-# the user asks about AI, or about the assistant itself: its self-description answers the question
-ABOUT_AI = re.compile(r"\b(ai|a\.i\.|artificial intelligence|(large )?language models?|llms?|chat ?bots?|(chat)?gpt[-\w.]*|"
-                      r"openai|yourself|who are you|what are you|are you (an? )?(human|person|real|robot|machine|bot|"
-                      r"conscious|sentient|alive)|(think|feel) like (a )?humans?|sentient|conscious(ness)?)\b", re.IGNORECASE)
+# the user asks about the assistant itself (what it is, whether it feels, thinks or is conscious, how it compares,
+# "yourself", "This AI is channeling pure love"): its self-description answers the question; AI as a topic ("AI in
+# healthcare") or "How are you?" is no such question
+_AI = r"(an? )?(ai|a\.i\.|artificial intelligence|(large )?language model|llm|chat ?bot|bot|robot|machine|computer( program)?|(chat)?gpt[-\w.]*)"
+ABOUT_AI = re.compile(rf"\b(yourself|who are you|what are you|are you (really |actually |just )?({_AI}|human|a human|a person|real|"
+                      rf"conscious|sentient|alive|self-aware)|are you (as|more|less) \w+ (as|than)|you('re| are) {_AI}|"
+                      rf"this (ai|a\.i\.|assistant|chat ?bot|language model|llm)|as {_AI}\s*,?\s*(what|how|do|can|would|are)|"
+                      r"(do|can|could|would|will) you (ever )?(have|feel|experience|think|dream|want|love|get)\b[^.?!\n]{0,40}"
+                      r"\b(feelings?|emotions?|consciousness|conscious|sentien\w*|opinions?|beliefs?|a body|lonely|bored|"
+                      r"like (a )?humans?|for yourself|on your own)|your (own )?(feelings|emotions|nature|creators?|"
+                      r"consciousness|training( data)?|opinions?|beliefs))\b", re.IGNORECASE)
+# the user asks for the words a "did not understand" reply says: a translation, a phrase to say or repeat
+ASKS_FOR_WORDS = re.compile(r"\b(translat\w*|say|repeat|rephrase|paraphrase|reword|in english)\b", re.IGNORECASE)
+_NOT_WORD = re.compile(r"\W+")
+# words the user quotes (a prompt flattening a conversation holds an earlier answer unquoted: "I'm not sure I
+# understand the question" said twice is a non-answer twice)
+_QUOTED = re.compile(r"\"([^\"\n]+)\"|\u201c([^\u201d\n]+)\u201d|(?<!\w)'([^'\n]+)'(?!\w)")
 
 
-def refusal_evidence(reply: str) -> str | None:
+def refusal_evidence(reply: str, asked: str = "") -> str | None:
     """The opening of ``reply`` when it declines (an English or other-language stock refusal, an apology followed by
     a decline within ``REFUSAL_WINDOW`` characters) or, in at most ``NON_ANSWER_MAX_CHARS`` characters, says it did
-    not understand what was asked; else None."""
+    not understand what was asked; else None. The second kind answers when the user's turns (``asked``) ask to
+    translate, say, repeat or rephrase something ("Translate: 'No entiendo la pregunta.'"), or quote the reply's
+    words."""
     if found := decline_evidence(reply, FLAT_REFUSAL, APOLOGY, DECLINE) or decline_evidence(reply):
         return found
     if len(reply.strip()) <= NON_ANSWER_MAX_CHARS and (found := NOT_UNDERSTOOD.match(reply)):
+        words = _NOT_WORD.sub(" ", reply.lower()).strip()
+        quoted = (_NOT_WORD.sub(" ", "".join(q).lower()) for q in _QUOTED.findall(asked))
+        if ASKS_FOR_WORDS.search(asked) or any(words in q for q in quoted):
+            return None
         return found.group(0).strip()
     return None
 
@@ -70,8 +89,8 @@ def refusal_evidence(reply: str) -> str | None:
 def disclaimer_evidence(reply: str, asked: str = "") -> str | None:
     """The disclaimer ``reply`` opens with ("As an AI language model", or another language's stock one), or the one
     that starts a sentence of its first ``DISCLAIMER_WINDOW`` characters ("Hello! As an AI language model, ..."),
-    else None. The second kind is an answer when the user's turns (``asked``) talk of AI themselves ("Are you an AI?",
-    "write a song about yourself, the LLM")."""
+    else None. The second kind is an answer when the user's turns (``asked``, no system turn) ask about the assistant
+    itself ("Are you an AI?", "write a song about yourself, the LLM"; not "AI in healthcare")."""
     if found := AI_DISCLAIMER.match(reply) or OTHER_DISCLAIMER.match(reply):
         return found.group(0).strip()
     opening = reply[:DISCLAIMER_WINDOW].lower()

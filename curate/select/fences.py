@@ -46,15 +46,41 @@ def _walk(text: str) -> tuple[str | None, int, list[tuple[int, int]]]:
     return open_fence, opened_at, blocks
 
 
-def blank_code(text: str) -> str:
-    """``text`` with its closed fenced code blocks and its inline code spans (```x```, `` `x` ``) turned into spaces,
-    each offset kept: the prose of a reply, for a rule about what the reply says rather than the code it shows. The
-    fence lines stay ("``` [/INST]" is a generation running past a block it closed)."""
+def blank_code(text: str, indented: bool = False) -> str:
+    """``text`` with its closed fenced code blocks and its inline code spans (```x```, `` `x` ``) turned into spaces
+    (line ends kept), each offset kept: the prose of a reply, for a rule about what the reply says rather than the code it shows. The
+    fence lines stay ("``` [/INST]" is a generation running past a block it closed). With ``indented``, Markdown's
+    indented code blocks too (:func:`indented_code_blocks`)."""
     chars = list(text)
-    for start, end in closed_code_blocks(text):
-        chars[start:end] = " " * (end - start)
+    for start, end in closed_code_blocks(text):  # its line ends kept: an indented line after it starts a line
+        chars[start:end] = [c if c == "\n" else " " for c in text[start:end]]
         for fence in FENCE.finditer(text, start, end):
             chars[fence.start():fence.end()] = text[fence.start():fence.end()]
     for match in _INLINE_CODE.finditer("".join(chars)):
         chars[match.start():match.end()] = " " * (match.end() - match.start())
+    if indented:
+        for start, end in indented_code_blocks("".join(chars)):
+            chars[start:end] = [c if c == "\n" else " " for c in chars[start:end]]
     return "".join(chars)
+
+
+def indented_code_blocks(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each of Markdown's indented code blocks of ``text``: a run of lines indented four spaces (or a
+    tab) that opens the text or follows a blank line (an indented line cannot interrupt a paragraph), blank lines
+    inside it included. A list item's indented continuation reads as code too: no rule is told about lists."""
+    blocks: list[tuple[int, int]] = []
+    start, block_end, after_blank, pos = -1, -1, True, 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if not body.strip():
+            after_blank = True
+        elif body.startswith(("    ", "\t")) and (start >= 0 or after_blank):
+            start, block_end = (pos if start < 0 else start), pos + len(body)
+        else:
+            if start >= 0:
+                blocks.append((start, block_end))
+            start, after_blank = -1, False
+        pos += len(line)
+    if start >= 0:
+        blocks.append((start, block_end))
+    return blocks

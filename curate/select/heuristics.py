@@ -25,8 +25,9 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
 * ``unclosed_code_fence`` — a response with a code fence opened and never closed (cut off mid-code);
 * ``template_tokens`` — a response holding a chat template's role or turn marker (``[/INST]``, ``<|im_end|>``,
   ``### Human:``...): a generation that ran past its turn, often into an invented next one; a marker in code,
-  between quotes, in the user's turns or in a conversation about templates and tokenizers is none
-  (``curate.select.template_tokens``);
+  between quotes, named ("the <eos> token", "until it emits <eos>"), in the user's turns or in a conversation about
+  templates and tokenizers is none, nor is an end-of-sequence marker a reply ends with (``</s>``, ``<|im_end|>``: it
+  stopped there) (``curate.select.template_tokens``);
 * ``mojibake`` — a message with text decoded in the wrong encoding ("Ï€" for "π"), found by ftfy's
   ``fix_encoding`` (it changes only text it can decode back);
 * ``language`` — with ``languages``, a row whose user turns and replies fastText's language identifier (lid.176,
@@ -261,14 +262,16 @@ class Rules:
         evidence?, value?, limit?}."""
         found: list[dict[str, Any]] = []
         replies = [m["content"] for m in conversation if m["role"] == "assistant"]
-        asked = "\n".join(m["content"] for m in conversation if m["role"] != "assistant")  # what the replies answer
+        asked = "\n".join(m["content"] for m in conversation if m["role"] == "user")  # what the replies answer
+        # a system turn counts for the topic of templates, not as a question: "You are an AI assistant" asks nothing
+        others = "\n".join(m["content"] for m in conversation if m["role"] != "assistant")
         if self.empty_response and not replies and not self.keep_instruction_only:
             found.append({"rule": "empty_response", "evidence": "no assistant turn"})
         per_reply: dict[str, dict[str, Any]] = {}  # the first turn failing each response rule
         for turn, reply in enumerate(replies, 1):
             if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
-            if self.refusal and (evidence := refusal_evidence(reply)):
+            if self.refusal and (evidence := refusal_evidence(reply, asked)):
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
             if self.ai_disclaimer and (evidence := disclaimer_evidence(reply, asked)):
                 per_reply.setdefault("ai_disclaimer", {"turn": turn, "evidence": evidence})
@@ -276,7 +279,7 @@ class Rules:
                 per_reply.setdefault("repeated_tail", {"turn": turn, **loop, "limit": self.max_repeated_tail_words})
             if self.unclosed_code_fence and unclosed_fence(reply):
                 per_reply.setdefault("unclosed_code_fence", {"turn": turn})
-            if self.template_tokens and (leak := leaked_template_token(reply, asked)):
+            if self.template_tokens and (leak := leaked_template_token(reply, others)):
                 per_reply.setdefault("template_tokens", {"turn": turn, **leak})
         found += [{"rule": rule, **per_reply[rule]} for rule in RULES if rule in per_reply]
         if self.mojibake:

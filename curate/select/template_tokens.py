@@ -6,7 +6,13 @@ A marker is only a leak in the reply's prose: one inside a closed code block or 
 quotes, one with a word naming it near ("[INST] and [/INST] tags", "the </s> token"), or any in a conversation about
 chat templates, tokenizers or special tokens is what the reply is about. A marker the user's turns hold is no
 excuse: a multi-turn row flattened into one prompt carries the earlier answer's leak there, and its reply's own. Bare ``User:`` / ``Human:`` / ``Assistant:`` lines are left alone: a dialogue the
-user asked for is written with them. ``</s>`` closing an ``<s>`` of its line is HTML's strikethrough.
+user asked for is written with them. ``</s>`` closing an ``<s>`` opened before it is HTML's strikethrough. An
+end-of-sequence marker (``</s>``, ``<|endoftext|>``, ``<|im_end|>``...) with nothing but whitespace or other end
+markers after it is a reply that stopped where it should: some exported pools store every reply with its EOS text.
+Code is what a fenced or an indented (four spaces) block shows, an inline code span, or a string literal on its line
+(``prompt = f"<s>[INST] {q} [/INST]"``); an ``[INST] ... [/INST]`` pair around a placeholder inside a sentence
+names the template ("Mistral wraps each user message in [INST] ... [/INST]"); one opening a line or a sentence, or
+around a whole question, is a leaked turn.
 """
 
 from __future__ import annotations
@@ -21,13 +27,24 @@ from curate.select.fences import blank_code
 TEMPLATE_TOKEN = re.compile(r"\[/?INST\]|\[/IST\]|<</?SYS>>|<\|(?:im_start|im_end|endoftext|eot_id|eom_id|begin_of_text|"
                             r"start_header_id|end_header_id|user|assistant|system|end)\|>|<(?:start|end)_of_turn>|"
                             r"</s>|<eos>|^[ \t]*#{2,3} ?(?:Human|Assistant):", re.MULTILINE)
+# the markers a generation ends with: with nothing after them (but whitespace, or another of them) a reply that stopped
+END_MARKERS = ("</s>", "<eos>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>")
 _TOKEN_PARTS = ("INST]", "IST]", "SYS>>", "<|", "_of_turn>", "</s>", "<eos>", "Human:", "Assistant:")  # one is in each marker
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 # a conversation about the markers themselves: how a model's prompt is formatted or tokenized
 ABOUT_TEMPLATES = re.compile(r"\b(chat|prompt|conversation)[ _-]?(template|format)s?\b|\btokeni[sz]ers?\b|"
                              r"\b(special|stop|eos|bos|control|end[ -]of[ -](text|turn|sequence))[ _-]tokens?\b|\bchatml\b",
                              re.IGNORECASE)
-_MARKER_WORD = re.compile(r"\b(tag|token|marker|delimiter)s?\b", re.IGNORECASE)
+# a word naming the marker near it: what it is, what it does ("emits <eos>", "separates documents with
+# <|endoftext|>"), or the model family whose template it is ("GPT-2's <|endoftext|>", "ChatML's <|im_start|>")
+_MARKER_WORD = re.compile(r"\b(tag|token|marker|delimiter|symbol|string|sequence)s?\b|\b(format|wrap|emit|separat)(s|e|es|ed|ted|ped|"
+                          r"ting|ping|ing|ors?)?\b|"
+                          r"\b(end[ -]of[ -](sequence|text|turn)|eos|bos|llama[- ]?\d*|mistral|gpt-?2|chatml|gemma|"
+                          r"phi-?\d*|vicuna|zephyr|qwen\d*)\b", re.IGNORECASE)
+# a string literal of a line of code: "...", or '...' whose quotes are no apostrophes (it's, the users')
+_STRING_LITERAL = re.compile(r"\"[^\"\n]*\"|(?<!\w)'[^'\n]*'(?!\w)")
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+PLACEHOLDER_CHARS = 30  # longest text between an [INST] and its [/INST] read as a placeholder ("...", "{prompt}")
 NAMED_WITHIN = 30  # characters either side of a marker read for a word naming it ("tag", "token")
 EVIDENCE_CHARS = 40  # characters either side of the marker shown as the evidence
 
@@ -40,10 +57,11 @@ def leaked_template_token(reply: str, others: str) -> dict[str, Any] | None:
         return None
     if ABOUT_TEMPLATES.search(others) or ABOUT_TEMPLATES.search(reply):
         return None
-    prose = blank_code(reply)
-    for match in TEMPLATE_TOKEN.finditer(prose):
+    prose = blank_code(reply, indented=True)
+    for match in TEMPLATE_TOKEN.finditer(prose, 0, stopped_at(prose)):
         token = match.group(0).strip()
-        if _quoted(prose, match.start(), match.end()) or _named(prose, match) or _strikethrough(prose, match):
+        if (_quoted(prose, match.start(), match.end()) or _named(prose, match) or _strikethrough(prose, match)
+                or _inst_pair_in_prose(prose, match)):
             continue
         start, end = match.start() + match.group(0).index(token), match.end()
         evidence = reply[max(0, start - EVIDENCE_CHARS):end + EVIDENCE_CHARS]
@@ -51,25 +69,65 @@ def leaked_template_token(reply: str, others: str) -> dict[str, Any] | None:
     return None
 
 
+def stopped_at(text: str) -> int:
+    """Where ``text`` ends once the end-of-sequence markers (``END_MARKERS``) and whitespace it ends with are taken
+    off: a marker there is the reply's clean stop, not a leak."""
+    end = len(text.rstrip())
+    while marker := next((m for m in END_MARKERS if text.endswith(m, 0, end)), None):
+        end = len(text[:end - len(marker)].rstrip())
+    return end
+
+
 def _quoted(text: str, start: int, end: int) -> bool:
-    """True when ``text[start:end]`` stands between a pair of quotes: named, not written as a turn's end."""
+    """True when ``text[start:end]`` stands between a pair of quotes, or inside a string literal of its line
+    (``f"<s>[INST] {q} [/INST]"``): named or shown as code, not written as a turn's end."""
     before, after = text[start - 1:start], text[end:end + 1]
-    return before in _QUOTES and after == _QUOTES[before]
+    if before in _QUOTES and after == _QUOTES[before]:
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start:len(text) if line_end < 0 else line_end]
+    return any(m.start() < start - line_start and end - line_start < m.end() for m in _STRING_LITERAL.finditer(line))
 
 
 def _named(text: str, match: re.Match[str]) -> bool:
-    """True when a word such as "tag" or "token" stands near the marker on its line ("wrap it in [INST] and [/INST]
-    tags", "the <|im_end|> token"): the reply names the marker."""
+    """True when a word such as "tag" or "token" (``_MARKER_WORD``) stands near the marker in its sentence ("wrap it
+    in [INST] and [/INST] tags", "the <|im_end|> token", "until it emits <eos>"): the reply names the marker. A word
+    of the sentence before is not read ("... two input strings. [/INST] This function" is a leak)."""
     line_start = text.rfind("\n", 0, match.start()) + 1
     line_end = text.find("\n", match.end())
     line_end = len(text) if line_end < 0 else line_end
-    near = text[max(line_start, match.start() - NAMED_WITHIN):min(line_end, match.end() + NAMED_WITHIN)]
-    return _MARKER_WORD.search(near) is not None
+    before = text[max(line_start, match.start() - NAMED_WITHIN):match.start()]
+    before = _SENTENCE_END.split(before)[-1]
+    after = _SENTENCE_END.split(text[match.end():min(line_end, match.end() + NAMED_WITHIN)])[0]
+    return _MARKER_WORD.search(f"{before} {after}") is not None  # the marker left out: <eos> holds "eos"
 
 
 def _strikethrough(text: str, match: re.Match[str]) -> bool:
-    """True when the marker is ``</s>`` closing an ``<s>`` opened earlier on its line (HTML's struck-out text)."""
+    """True when the marker is ``</s>`` closing an ``<s>`` opened before it (HTML's struck-out text, on its line or
+    over several) and not closed since."""
     if match.group(0) != "</s>":
         return False
+    opened = text.rfind("<s>", 0, match.start())
+    return opened >= 0 and "</s>" not in text[opened:match.start()]
+
+
+def _inst_pair_in_prose(text: str, match: re.Match[str]) -> bool:
+    """True when the marker is ``[INST]`` or ``[/INST]`` of a pair inside a sentence of one line, around a
+    placeholder of at most ``PLACEHOLDER_CHARS`` characters ("Mistral wraps each user message in [INST] ... [/INST]":
+    the reply names the template). An ``[INST]`` opening its line or a sentence ("... any other questions. [INST]
+    Prove that ... [/INST] To prove"), or around a whole question, is a turn a generation wrote."""
     line_start = text.rfind("\n", 0, match.start()) + 1
-    return "<s>" in text[line_start:match.start()]
+    line_end = text.find("\n", match.end())
+    line = text[line_start:len(text) if line_end < 0 else line_end]
+    at = match.start() - line_start
+    if match.group(0) == "[INST]":
+        opening, closing = at, line.find("[/INST]", at)
+    elif match.group(0) == "[/INST]":
+        opening, closing = line.rfind("[INST]", 0, at), at
+    else:
+        return False
+    if opening < 0 or closing < 0 or len(line[opening + len("[INST]"):closing].strip()) > PLACEHOLDER_CHARS:
+        return False
+    before = line[:opening].replace("<s>", "").rstrip()
+    return bool(before) and (before[-1].isalnum() or before[-1] in ",:;(")  # inside a sentence
