@@ -25,6 +25,7 @@ from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
 from curate.run_record import RUN_RECORD, Step, applied, check_answered, run_steps
 from curate.run_result import RunResult
+from curate.select.heuristics import refuse_an_emptied_pool
 from curate.select.progress import showing_progress
 from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
@@ -189,10 +190,11 @@ def near_dedup(run: Run):
 def text_rules(run: Run):
     """Rows with an empty reply, a refusal, an AI disclaimer, a looping or cut-off reply, mojibake (or, with
     ``languages``, another language) out of the deduplicated rows (selection ``heuristics``)."""
-    return run.ws.select(method="heuristics", name=PASSED_HEURISTICS,
-                         input_selection=candidates(run, PASSED_HEURISTICS),
-                         languages=None if run.languages is None else list(run.languages),
-                         keep_instruction_only="quality" not in run.scores)
+    passed = run.ws.select(method="heuristics", name=PASSED_HEURISTICS, input_selection=candidates(run, PASSED_HEURISTICS),
+                           languages=None if run.languages is None else list(run.languages),
+                           keep_instruction_only="quality" not in run.scores)
+    refuse_an_emptied_pool(passed.table.num_rows, len(passed), passed.provenance["rows_failing"])  # 78, not empty
+    return passed
 
 
 def decontaminate(run: Run):
@@ -364,8 +366,8 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     run of words with one, or embedded closer than ``DECONTAMINATE.max_cosine_similarity`` to one
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
     ``heuristics``: rows failing a text rule (:mod:`curate.select.heuristics`) are left out of admission (selection
-    ``heuristics``), by default; False keeps them. ``languages`` (ISO codes, e.g. ``["en"]``) adds the language rule
-    and implies the others.
+    ``heuristics``), by default (when every row fails one: an OptionError); False keeps them. ``languages`` (ISO
+    codes, e.g. ``["en"]``; ``[]``: none) adds the language rule and implies the others.
     ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
     ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality``, ``quality``

@@ -7,7 +7,7 @@ import pytest
 import curate
 from curate.cli import sample_path
 from curate.codes import Reason, describe
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.pipeline import run_pipeline
 from curate.select.heuristics import looping_tail, repeated_tail, unclosed_fence
 from tests.conftest import write_jsonl
@@ -282,24 +282,37 @@ def test_dry_run_leaves_the_rows_the_rules_drop_out_of_the_judges_estimate(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_a_pool_whose_every_row_fails_a_rule_ends_with_an_empty_selection_and_says_why(tmp_path):
-    """Rows whose replies are all blank fail the empty-response rule: nothing is scored (no score column is ever
-    written), the run still selects, exports and says why the selection is empty (it crashed reading the
-    score column that no row had written)."""
+def test_a_pool_whose_every_row_fails_a_rule_is_refused_naming_the_rules_and_no_heuristics(tmp_path):
+    """The text rules are on by default: a pool every row of which fails one ran on to an empty selection, exported
+    empty files and exited 0 with one yellow line. It is a setting refused now (78), naming each rule's count and
+    --no-heuristics; nothing is scored (no score column is written) or exported, and --no-heuristics runs it."""
     from tests.cli_in_process import curate_in_process
 
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Write a short poem about the number {i}.",
-                                                  "output": " \n"} for i in range(6)])
-    r = curate_in_process("run", pool, "--budget", "3", "--heuristics", "--no-report", "--out", tmp_path / "run")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    out = " ".join(r.stdout.split())  # rich wraps long lines
-    assert "6 of 6 fail a text rule (empty response 6)" in out
-    assert "every row fails a text rule: nothing is left to score or select" in out
-    assert ("0 rows admitted (budget 3, by complexity*quality, max cosine similarity 0.9): no candidate rows left by "
-            "the steps before") in out
-    assert (tmp_path / "run" / "selected.jsonl").read_text() == ""
+                                                  "output": "I'm sorry, but I can't help with that." if i % 2 else " \n"}
+                                                 for i in range(6)])
+    r = curate_in_process("run", pool, "--budget", "3", "--no-report", "--out", tmp_path / "run")
+    assert r.returncode == 78, r.stdout[-2000:] + r.stderr[-2000:]
+    said = " ".join(r.stderr.split())  # rich wraps long lines
+    assert "every one of the 6 candidate rows fails a text rule (empty_response 3, refusal 3)" in said, said
+    assert "--no-heuristics" in said
+    assert not (tmp_path / "run" / "selected.jsonl").exists()
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
-    assert not ws.has_column("quality") and len(ws.selection("deita")) == 0
+    assert not ws.has_column("quality") and "deita" not in ws.selections
+    with pytest.raises(OptionError, match=r"6 candidate rows fails a text rule .*heuristics=False"):
+        run_pipeline(str(pool), out=tmp_path / "api", budget=3, report=False, progress=False)
+    kept = curate_in_process("run", pool, "--budget", "3", "--no-report", "--out", tmp_path / "off", "--no-heuristics")
+    assert kept.returncode == 0, kept.stdout[-2000:] + kept.stderr[-2000:]
+
+
+def test_a_pool_storing_each_reply_with_its_end_of_sequence_text_keeps_its_rows(tmp_path):
+    """An exported SFT pool that appends "</s>" or "<|im_end|>" to every reply lost every row to template_tokens."""
+    rows = [json.loads(line) for line in sample_path().read_text().splitlines()[:6]]
+    for i, row in enumerate(rows):
+        row["output"] += ("</s>", "<|im_end|>\n", "<|endoftext|>")[i % 3]
+    result = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", rows)), out=tmp_path / "run", budget=3,
+                          report=False, progress=False)
+    assert result.workspace.selection("heuristics").decisions() == {"kept": 6}
 
 
 def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
@@ -334,13 +347,15 @@ def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):
     assert "1 of 7 fail a text rule (empty response 1)" in " ".join(r.stdout.split())
     # Replies given but empty ("output": "") are no responses either: the run stopped at nothing selected, exit 0,
     # having scored every row. Now, without the text rules, it stops after loading, as for a pool without replies
-    # (here mixed with those); with them (the default) the empty-response rule drops every row before any is scored.
+    # (here mixed with those); with them (the default) the empty-response rule drops every row before any is scored,
+    # which is refused too (it ended in an empty selection, exit 0).
     blank = write_jsonl(tmp_path / "blank.jsonl", [{**row, "output": ""} for row in rows[:4]] + rows[4:])
     r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank", "--no-heuristics")
     assert r.returncode == 78 and "every row is an instruction without a response (4 of them with an empty one)" \
         in " ".join(r.stderr.split())
     r = curate_in_process("run", blank, "--budget", "3", "--no-report", "--out", tmp_path / "blank-ruled")
-    assert r.returncode == 0 and "6 of 6 fail a text rule (empty response 6)" in " ".join(r.stdout.split())
+    assert r.returncode == 78 and "every one of the 6 candidate rows fails a text rule (empty_response 6)" \
+        in " ".join(r.stderr.split())
 
 
 def test_a_loop_before_the_data_a_reply_ends_in_is_a_loop():

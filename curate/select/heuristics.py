@@ -314,6 +314,17 @@ class Rules:
         return {**detail, "limit": sorted(self.languages)} if sure else None
 
 
+def refuse_an_emptied_pool(rows: int, kept: int, rows_failing: dict[str, int]) -> None:
+    """Raise an OptionError naming the counts when the text rules left none of ``rows`` (> 0) rows (``curate run``
+    applies them by default): a filter on by default that empties the pool is a setting to change, never the
+    selection wanted (an empty export, exit 0, was what a pool storing every reply with a marker got)."""
+    if rows and not kept:
+        failing = ", ".join(f"{rule} {n:,}" for rule, n in rows_failing.items())
+        raise OptionError(f"every one of the {rows:,} candidate rows fails a text rule ({failing}), so nothing is left "
+                          "to score or select; if these rows are wanted as they are, run without the text rules: "
+                          "--no-heuristics (heuristics=False)")
+
+
 @register("heuristics")
 def heuristics(ws, rows: np.ndarray, empty_response: bool = HEURISTICS.empty_response,
                refusal: bool = HEURISTICS.refusal, ai_disclaimer: bool = HEURISTICS.ai_disclaimer,
