@@ -88,6 +88,8 @@ class Run:
             from curate.signals.steps import check_run_signals
 
             check_run_signals(self.signals, self.signal_model)
+        if isinstance(self.languages, list | tuple) and not self.languages:  # [] (the CLI's no --language): no rule
+            self.languages = None
         if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
             from curate.select.heuristics import check_languages
 

@@ -30,6 +30,9 @@ def test_the_plan_has_the_text_rules_unless_switched_off_on_either_engine(tmp_pa
     assert ray["heuristics"] is text_rules  # on the driver, between the Ray dedup and the Ray scores
     with pytest.raises(OptionError, match=r"--language\) is a text rule.*--no-heuristics"):
         Run("pool.jsonl", tmp_path / "d", 5, heuristics=False, languages=["en"])
+    # an empty list asks for no language rule (the CLI's no --language): it was refused as one with heuristics off
+    assert Run("pool.jsonl", tmp_path / "e", 5, heuristics=False, languages=[]).languages is None
+    assert Run("pool.jsonl", tmp_path / "f", 5, languages=()).languages is None
 
 
 def test_run_pipeline_leaves_a_refusal_and_a_leaked_template_out_by_default(pool, tmp_path):
