@@ -43,7 +43,7 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
     with FaultServer() as srv:
         llm = ["--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0"]
         counted = {}
-        for option in ([], ["--heuristics"], ["--language", "en"], ["--minhash"], ["--decontaminate", target],
+        for option in ([], ["--heuristics"], ["--no-heuristics"], ["--language", "en"], ["--minhash"], ["--decontaminate", target],
                        ["--heuristics", "--minhash", "--decontaminate", target, "--tags"]):
             before = _tree(out)
             dry = curate_in_process("run", pool, "--out", out, *llm, "--dry-run", *option)
@@ -61,6 +61,7 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
         assert _tree(out) == before
         assert srv.total == 0
         assert counted[("--heuristics",)] == counted[()]  # the text rules run by default: the refusal is left out
+        assert counted[("--no-heuristics",)] == counted[()] + 2  # ... and judged without them: complexity, quality
         everything = ("--heuristics", "--minhash", "--decontaminate", str(target), "--tags")
         paid = curate_in_process("run", pool, "--budget", "3", "--out", out, *llm, "--no-report", *everything)
         assert paid.returncode == 0, paid.stderr[-2000:]
