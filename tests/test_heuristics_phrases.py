@@ -92,6 +92,8 @@ def test_an_end_of_sequence_marker_a_reply_stops_with_is_no_leak(reply):
     """A pool storing each reply with its EOS text lost every row to the rule (on by default in curate run)."""
     assert rules_failed(reply, "What is the capital of France?") == [], reply
     assert "template_tokens" in rules_failed(reply.rstrip() + " And the capital of Spain?")  # text after: a leak
+    # a reply of the marker alone is an empty one (it failed template_tokens before a final marker was a stop)
+    assert [f["rule"] for f in failures(reply[reply.index("<"):])] == ["empty_response"]
 
 
 @pytest.mark.parametrize("instruction,reply", TEMPLATE_TALK)
