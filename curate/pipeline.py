@@ -376,9 +376,9 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     or ``complexity`` (instructions without responses: a row without a reply passes the empty-response rule).
     ``embed_model``: a sentence-transformers folder to embed with (None: the packaged MiniLM, English; scorers keep it).
     """
-    check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # before any paid call
-    if budget < 1:  # a run selecting nothing would still load, score and embed the whole pool
-        raise OptionError(f"budget must be at least 1 row, not {budget}")
+    # before any paid call; a budget under 1 row (a run selecting nothing would still load, score and embed the
+    # whole pool) is refused there, as by every selector
+    check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})
     if not -1 <= max_cosine_similarity <= 1:
         raise OptionError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     if decontaminate is not None:

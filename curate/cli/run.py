@@ -284,8 +284,6 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
         console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
                       f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored{_unchanged(result)}")
-        if not len(result) and result.table.num_rows:
-            console.print("  [yellow]every row fails a text rule: nothing is left to score or select[/]", markup=True)
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance
