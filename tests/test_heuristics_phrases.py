@@ -41,6 +41,15 @@ LEAKS = {  # reply -> the marker named in the detail (replies real models wrote,
     "function calculates the length": "[/INST]",  # "strings" names no marker: the sentence before
     # a fence line is no code: the generation ran on past the block it closed
     "```\nx = 1\n``` [/INST]\n```\ny = 2\n```": "[/INST]",
+    # the invented turn's own words name no marker: a turn opening a line or a sentence is read as one (review)
+    "Done.\n\n### Human: Can you format that as a table?": "### Human:",
+    "Paris.\n[INST] Format this date: 2020-01-01 [/INST] 1 Jan 2020": "[INST]",
+    "Paris. [INST] Reverse the string 'abc' [/INST] cba": "[INST]",
+    # a short question or sentence inside a line is no placeholder
+    "The capital is Paris [INST] And of Spain? [/INST] Madrid": "[INST]",
+    "It is 4 [INST] What is 3+3? [/INST] 6": "[INST]",
+    # a reply opening with a start-of-sequence <s>: its </s> is no HTML strikethrough's
+    "<s> Paris is the capital.\n\nAnything else?</s>\n\nWhat is the capital of Spain? Madrid.": "</s>",
 }
 
 

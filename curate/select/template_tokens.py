@@ -17,6 +17,7 @@ around a whole question, is a leaked turn.
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any
 
@@ -46,6 +47,9 @@ _STRING_LITERAL = re.compile(r"\"[^\"\n]*\"|(?<!\w)'[^'\n]*'(?!\w)")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 PLACEHOLDER_CHARS = 30  # longest text between an [INST] and its [/INST] read as a placeholder ("...", "{prompt}")
 NAMED_WITHIN = 30  # characters either side of a marker read for a word naming it ("tag", "token")
+STRUCK_CHARS = 2000  # longest HTML <s>...</s> span read as struck-out text
+_TURN_OPENERS = frozenset({"[INST]", "<|im_start|>", "<|start_header_id|>", "<start_of_turn>", "<|user|>",
+                           "<|assistant|>", "<|system|>"})  # what begins an invented turn, with ### Human: ...
 EVIDENCE_CHARS = 40  # characters either side of the marker shown as the evidence
 
 
@@ -58,10 +62,13 @@ def leaked_template_token(reply: str, others: str) -> dict[str, Any] | None:
     if ABOUT_TEMPLATES.search(others) or ABOUT_TEMPLATES.search(reply):
         return None
     prose = blank_code(reply, indented=True)
+    # the string literals, once per reply (none crosses a line's end, so they are each line's): a marker's own
+    # search of its line made a 200 KB one-line loop of excused markers take 73 s
+    literals = [(m.start(), m.end()) for m in _STRING_LITERAL.finditer(prose)]
     for match in TEMPLATE_TOKEN.finditer(prose, 0, stopped_at(prose)):
         token = match.group(0).strip()
-        if (_quoted(prose, match.start(), match.end()) or _named(prose, match) or _strikethrough(prose, match)
-                or _inst_pair_in_prose(prose, match)):
+        if (_quoted(prose, match.start(), match.end(), literals) or _named(prose, match)
+                or _strikethrough(prose, match) or _inst_pair_in_prose(prose, match)):
             continue
         start, end = match.start() + match.group(0).index(token), match.end()
         evidence = reply[max(0, start - EVIDENCE_CHARS):end + EVIDENCE_CHARS]
@@ -78,38 +85,61 @@ def stopped_at(text: str) -> int:
     return end
 
 
-def _quoted(text: str, start: int, end: int) -> bool:
-    """True when ``text[start:end]`` stands between a pair of quotes, or inside a string literal of its line
+def _line_window(text: str, start: int, end: int, reach: int) -> tuple[int, int]:
+    """The bounds of ``text`` at most ``reach`` characters before ``start`` and after ``end`` that stay on their line
+    (searched within reach only: a one-line reply of thousands of markers made each search run to its ends)."""
+    lo, hi = max(0, start - reach), min(len(text), end + reach)
+    newline = text.rfind("\n", lo, start)
+    after = text.find("\n", end, hi)
+    return (lo if newline < 0 else newline + 1), (hi if after < 0 else after)
+
+
+def _opens_turn(text: str, match: re.Match[str]) -> bool:
+    """True when the marker begins its line or a sentence and begins a turn (``[INST]``, ``### Human:``...): the
+    words after it are the invented turn's ("### Human: Can you format that as a table?"), never its name."""
+    token = match.group(0).strip()
+    if token not in _TURN_OPENERS and not token.startswith("#"):
+        return False
+    lo, _ = _line_window(text, match.start(), match.end(), NAMED_WITHIN)
+    before = text[lo:match.start()].replace("<s>", "").rstrip()
+    return not before or before[-1] in ".!?"
+
+
+def _quoted(text: str, start: int, end: int, literals: list[tuple[int, int]]) -> bool:
+    """True when ``text[start:end]`` stands between a pair of quotes, or inside one of the string ``literals``
     (``f"<s>[INST] {q} [/INST]"``): named or shown as code, not written as a turn's end."""
     before, after = text[start - 1:start], text[end:end + 1]
     if before in _QUOTES and after == _QUOTES[before]:
         return True
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    line = text[line_start:len(text) if line_end < 0 else line_end]
-    return any(m.start() < start - line_start and end - line_start < m.end() for m in _STRING_LITERAL.finditer(line))
+    at = bisect.bisect_left(literals, (start,)) - 1  # the literal opening last before the marker (none overlap)
+    return at >= 0 and literals[at][0] < start and end < literals[at][1]
 
 
 def _named(text: str, match: re.Match[str]) -> bool:
     """True when a word such as "tag" or "token" (``_MARKER_WORD``) stands near the marker in its sentence ("wrap it
     in [INST] and [/INST] tags", "the <|im_end|> token", "until it emits <eos>"): the reply names the marker. A word
-    of the sentence before is not read ("... two input strings. [/INST] This function" is a leak)."""
-    line_start = text.rfind("\n", 0, match.start()) + 1
-    line_end = text.find("\n", match.end())
-    line_end = len(text) if line_end < 0 else line_end
-    before = text[max(line_start, match.start() - NAMED_WITHIN):match.start()]
+    of the sentence before is not read ("... two input strings. [/INST] This function" is a leak), nor the words
+    after a marker that opens a turn (:func:`_opens_turn`)."""
+    if _opens_turn(text, match):
+        return False
+    line_start, line_end = _line_window(text, match.start(), match.end(), NAMED_WITHIN)
+    before = text[line_start:match.start()]
     before = _SENTENCE_END.split(before)[-1]
-    after = _SENTENCE_END.split(text[match.end():min(line_end, match.end() + NAMED_WITHIN)])[0]
+    after = _SENTENCE_END.split(text[match.end():line_end])[0]
     return _MARKER_WORD.search(f"{before} {after}") is not None  # the marker left out: <eos> holds "eos"
 
 
 def _strikethrough(text: str, match: re.Match[str]) -> bool:
     """True when the marker is ``</s>`` closing an ``<s>`` opened before it (HTML's struck-out text, on its line or
-    over several) and not closed since."""
+    over several, within ``STRUCK_CHARS`` and no blank line) and not closed since. An ``<s>`` opening the reply is
+    a start-of-sequence marker, not HTML."""
     if match.group(0) != "</s>":
         return False
-    opened = text.rfind("<s>", 0, match.start())
-    return opened >= 0 and "</s>" not in text[opened:match.start()]
+    opened = text.rfind("<s>", max(0, match.start() - STRUCK_CHARS), match.start())
+    if opened < 0 or not text[:opened].strip():
+        return False
+    span = text[opened:match.start()]
+    return "</s>" not in span and "\n\n" not in span
 
 
 def _inst_pair_in_prose(text: str, match: re.Match[str]) -> bool:
@@ -117,17 +147,18 @@ def _inst_pair_in_prose(text: str, match: re.Match[str]) -> bool:
     placeholder of at most ``PLACEHOLDER_CHARS`` characters ("Mistral wraps each user message in [INST] ... [/INST]":
     the reply names the template). An ``[INST]`` opening its line or a sentence ("... any other questions. [INST]
     Prove that ... [/INST] To prove"), or around a whole question, is a turn a generation wrote."""
-    line_start = text.rfind("\n", 0, match.start()) + 1
-    line_end = text.find("\n", match.end())
-    line = text[line_start:len(text) if line_end < 0 else line_end]
-    at = match.start() - line_start
+    # the line within reach of the pair: a one-line reply of thousands of markers made each search run to its ends
+    line_start, line_end = _line_window(text, match.start(), match.end(), PLACEHOLDER_CHARS + 2 * NAMED_WITHIN)
     if match.group(0) == "[INST]":
-        opening, closing = at, line.find("[/INST]", at)
+        opening, closing = match.start(), text.find("[/INST]", match.end(), line_end)
     elif match.group(0) == "[/INST]":
-        opening, closing = line.rfind("[INST]", 0, at), at
+        opening, closing = text.rfind("[INST]", line_start, match.start()), match.start()
     else:
         return False
-    if opening < 0 or closing < 0 or len(line[opening + len("[INST]"):closing].strip()) > PLACEHOLDER_CHARS:
+    inner = text[opening + len("[INST]"):closing].strip() if opening >= 0 and closing >= 0 else None
+    # a placeholder ("...", "{prompt}", "user message"), not a question or a sentence a generation wrote
+    if inner is None or len(inner) > PLACEHOLDER_CHARS or any(c in inner for c in "?!") or \
+            (inner.endswith(".") and inner.strip(".…") != ""):
         return False
-    before = line[:opening].replace("<s>", "").rstrip()
+    before = text[line_start:opening].replace("<s>", "").rstrip()
     return bool(before) and (before[-1].isalnum() or before[-1] in ",:;(")  # inside a sentence
