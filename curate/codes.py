@@ -184,6 +184,15 @@ def _apart(value: float, bound: Any) -> tuple[str, str]:
     return a, b
 
 
+OUTCOME_WORDS = {"refused": "refused", "not_reached": "not reached (budget filled first)", "unscored": "unscored"}
+
+
+def outcomes_text(outcomes: dict[str, int]) -> str:
+    """'61 refused, 1,894 not reached (budget filled first)': a selection's rows not kept (``Selection.outcomes``),
+    refused apart from those its budget never reached, in the words curate select and the report both print."""
+    return ", ".join(f"{outcomes[key]:,} {words}" for key, words in OUTCOME_WORDS.items() if outcomes.get(key))
+
+
 def reason_text(code: Reason | str) -> str:
     """The group label of a reason code, for tables."""
     return _REASON_TEXT[Reason(code)]

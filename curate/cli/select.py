@@ -33,11 +33,12 @@ def selection_table(sel) -> Table:
 def outcome_line(sel, method: str) -> str:
     """'selection 'd' (deita): 2,000 kept of 3,955 considered; 61 refused, 1,894 not reached (budget filled first)':
     rows turned away for what they are apart from rows the budget left (``Selection.outcomes``)."""
+    from curate.codes import outcomes_text
+
     out = sel.outcomes()
-    words = {"refused": "refused", "not_reached": "not reached (budget filled first)", "unscored": "unscored"}
-    rest = [f"{out[k]:,} {w}" for k, w in words.items() if out[k]]
+    rest = outcomes_text(out)
     return (f"selection {sel.name!r} ({method}): {out['kept']:,} kept of {out['considered']:,} considered"
-            + (f"; {', '.join(rest)}" if rest else ""))
+            + (f"; {rest}" if rest else ""))
 
 
 def budget_line(sel) -> str | None:

@@ -186,9 +186,10 @@ def failures_section(ws: Workspace) -> str:
 def _not_kept(outcomes: dict[str, int]) -> str:
     """The rows a selection did not keep, refused apart from those its budget never reached (one "dropped" count
     read 1,955 where 61 rows were turned away and the rest came after the budget filled)."""
-    parts = [f"{outcomes[key]:,} {words}" for key, words in (("refused", "refused"),
-             ("not_reached", "not reached (budget filled first)"), ("unscored", "unscored")) if outcomes.get(key)]
-    return f": {', '.join(parts)}" if parts else ""
+    from curate.codes import outcomes_text
+
+    said = outcomes_text(outcomes)
+    return f": {said}" if said else ""
 
 
 def _kept(provenance: dict[str, Any]) -> int | None:
