@@ -369,8 +369,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     (``curate.select.decontaminate``), are left out of admission (selection ``decontaminated``).
     ``heuristics``: rows failing a text rule (:mod:`curate.select.heuristics`) are left out of admission (selection
     ``heuristics``), by default (when every row fails one: an OptionError); False keeps them. ``languages`` (ISO
-    codes, e.g. ``["en"]``; ``[]``: none) adds the language rule, which runs with the others (refused with
-    ``heuristics=False``).
+    codes, e.g. ``["en"]``; ``[]``: none) adds the language rule, run with the others (refused with heuristics=False).
     ``minhash``: near-duplicates of an earlier row (MinHash LSH, estimated Jaccard >= 0.8) are left out before scoring
     (selection ``minhash``): no judge call for them; admission alone keeps the best-scored copy, after paying for each.
     ``sort_by``: the DEITA scores admission sorts by, and the only ones computed: ``complexity*quality``, ``quality``
