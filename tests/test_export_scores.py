@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import Workspace
-from curate.errors import WorkspaceError
+from curate.errors import OptionError, WorkspaceError
 from tests.conftest import write_jsonl
 
 ONE_TURN = {"instruction": "Name a prime.", "input": "", "output": "7"}
@@ -62,3 +62,18 @@ def test_a_derived_column_named_like_the_turns_column_is_refused_by_name(tmp_pat
     with pytest.raises(WorkspaceError, match="column 'quality_turns': an export writes column 'quality''s per-turn"):
         ws.export(tmp_path / "x.jsonl")
     assert ws.to_dataset(columns=["complexity"])["complexity"] is not None  # other columns export
+
+
+def test_a_selection_exports_the_score_it_ranked_by_the_multi_turn_sort_key(tmp_path, scored):
+    """The exported complexity * quality of a two-turn row (6 * 4 = 24) is not DEITA's sort key (Σ over turns
+    2·1.5 + 4·2.5 = 13): the selection's own score is exported beside it as selection_score, in selection order."""
+    ws, two = scored
+    ws.select(method="top_k", name="evol", budget=2, sort_by="complexity*quality")
+    rows = [json.loads(line) for line in ws.export(tmp_path / "evol.jsonl", selection="evol").read_text().splitlines()]
+    assert [(r["id"], r["selection_score"]) for r in rows] == [(two[1], 15.0), (two[2], 13.0)]
+    named = ws.export(tmp_path / "t.jsonl", selection="evol", columns=["selection_score"], format="messages")
+    assert [json.loads(line)["selection_score"] for line in named.read_text().splitlines()] == [15.0, 13.0]
+    assert "selection_score" not in ws.to_dataset(selection="evol", columns=["quality"]).column_names
+    assert "selection_score" not in ws.to_dataset().column_names  # the whole pool has no selection's score
+    with pytest.raises(OptionError, match="'selection_score': the score a selection ranked its rows by"):
+        ws.to_dataset(columns=["selection_score"])

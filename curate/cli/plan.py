@@ -40,7 +40,7 @@ def plan_cmd(
         raise typer.BadParameter("--model is the tokenizer of --tokens; give --tokens", param_hint="'--model'")
     ws = Workspace.open(workspace)
     if json_out is not None:  # --json WS/manifest.json replaced the workspace's manifest
-        from curate.storage.export import check_outside_workspace
+        from curate.storage.outputs import check_outside_workspace
 
         check_outside_workspace(ws, json_out, "the plan")
     result = plan_workspace(ws, order_by, model=model, samples=samples, epochs=epochs, tokens=tokens,

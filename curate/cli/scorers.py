@@ -141,7 +141,7 @@ def train_scorer(
     from curate.scorers import train_scorer as train
     from curate.scorers.saved import check_scorer_folder
     from curate.session import Workspace
-    from curate.storage.export import check_outside_workspace
+    from curate.storage.outputs import check_outside_workspace
 
     if (target is None) == (labels is None) and not (target and labels and chain_pairs):
         raise typer.BadParameter("give exactly one of --target COLUMN and --labels NAME (both with --chain-pairs)")
@@ -181,7 +181,7 @@ def distil_command(
     from curate.scorers.metrics import figure
     from curate.scorers.saved import check_scorer_folder
     from curate.session import Workspace
-    from curate.storage.export import check_outside_workspace
+    from curate.storage.outputs import check_outside_workspace
 
     ws = Workspace.open(workspace)
     if out:

@@ -26,8 +26,7 @@ from curate.report.sections import (
 from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
-from curate.storage.export import check_outside_workspace
-from curate.storage.outputs import write_output_file
+from curate.storage.outputs import check_outside_workspace, write_output_file
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace

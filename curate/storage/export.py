@@ -23,7 +23,7 @@ from curate.storage.files import (
     remove_stale_leftovers,
     writing,
 )
-from curate.storage.outputs import open_through, write_all, written_through
+from curate.storage.outputs import check_outside_workspace, open_through, write_all, written_through
 from curate.storage.pool import json_text_columns, selection_positions
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -41,7 +41,12 @@ def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection:
     if columns is None and (damaged := [d for d in ws.damaged if d.kind == "column"]):  # not left out unsaid
         raise DamagedFileError(damaged[0], f"; or name the columns to export: "
                                            f"{python_and_cli('columns=[...]', '--column NAME, repeated')}")
-    names = list(ws.columns) if columns is None else columns
+    # selection_score (not a stored column): exported with a selection when every derived column is, or named
+    names = list(ws.columns) if columns is None else [c for c in columns if c != SELECTION_SCORE or ws.has_column(c)]
+    score_named = columns is not None and len(names) < len(columns)
+    if score_named and selection is None:
+        raise OptionError(f"column {SELECTION_SCORE!r}: the score a selection ranked its rows by; export a "
+                          f"selection with it ({python_and_cli('selection=NAME', '--selection NAME')})")
     if selection is not None:
         ids, positions = selection_positions(ws, selection)
         # Flattened into datasets' session temp folder: by default datasets caches a selection's rows beside the
@@ -69,6 +74,10 @@ def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection:
             # per-turn list beside it as <name>_turns (a one-element list for a single-turn row)
             ds = _added(ds, name, ws.row_values(name, ids), datasets.Value("float64"))
             ds = _added(ds, per_turn[name], ws.column(name, ids), _feature(ws, name, per_turn[name]))
+        if selection is not None and (score_named or columns is None and not ws.has_column(SELECTION_SCORE)):
+            scores = ws.selection(selection).kept_scores()
+            if score_named or any(s is not None for s in scores):
+                ds = _added(ds, SELECTION_SCORE, scores, datasets.Value("float64"))
     # a fingerprint of our own: without one, datasets hashes the whole table (a copy of the pool in memory)
     return datasets.Dataset(ds.data.table, fingerprint=uuid.uuid4().hex) if selection is None else ds
 
@@ -104,21 +113,13 @@ def _feature(ws: Workspace, name: str, as_name: str | None = None):
     return datasets.Features.from_arrow_schema(pa.schema([pa.field(as_name, stored)]))[as_name]
 
 
+SELECTION_SCORE = "selection_score"  # an exported selection's ranking score (DEITA: the multi-turn sort key)
 DATASETS_FOLDER_FILES = re.compile(r"(data-\d+-of-\d+\.arrow|dataset_info\.json|state\.json)")
 
 
 EXPORT_SUFFIXES = ("", ".jsonl", ".json", ".parquet")
 EXPORT_CHOICES = ("export to .jsonl or .json (both JSON Lines, one record a line, as datasets' to_json writes "
                   ".json), .parquet, or a folder (no suffix) for a datasets folder")
-
-
-def check_outside_workspace(ws: Workspace, out: Path, what: str) -> None:
-    """Refuse a path inside the workspace: ``what`` (an export, a report) named like its manifest or a folder of it
-    would replace the workspace's own files."""
-    target, home = Path(out).resolve(), ws.path.resolve()
-    if target == home or home in target.parents:
-        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files {what} must not replace; "
-                             "write it outside")
 
 
 def check_export_target(ws: Workspace, out: Path) -> None:

@@ -12,8 +12,9 @@ import errno
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from curate.errors import WorkspaceError
 from curate.storage.files import atomic_write_bytes, remove_stale_leftovers, writing
 
 _DESCRIPTOR = re.compile(r"/(?:dev|proc/self)/fd/(\d+)")
@@ -65,3 +66,12 @@ def write_output_file(out: Path, data: bytes) -> Path:
     mode = target.stat().st_mode if target.is_file() else None
     atomic_write_bytes(target, data, mode=mode)
     return out
+
+
+def check_outside_workspace(ws: Any, out: Path, what: str) -> None:
+    """Refuse a path inside the workspace: ``what`` (an export, a report) named like its manifest or a folder of it
+    would replace the workspace's own files."""
+    target, home = Path(out).resolve(), ws.path.resolve()
+    if target == home or home in target.parents:
+        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files {what} must not replace; "
+                             "write it outside")

@@ -157,6 +157,14 @@ class Selection:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def kept_scores(self) -> list[float | None]:
+        """The score each kept row was ranked by (a decision's ``detail["score"]``: DEITA's Σ over turns of
+        complexity·quality, a threshold's column, ...), in selection order; None for a row its selector gave none."""
+        import pyarrow.compute as pc
+
+        kept = self.table.filter(pc.equal(self.table["decision"], Decision.KEPT.value))
+        return [json.loads(d).get("score") if d else None for d in kept["detail"].to_pylist()]
+
     def decisions(self) -> Counter:
         """Rows per decision."""
         return Counter(self.table["decision"].to_pylist())
