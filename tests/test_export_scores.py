@@ -69,11 +69,13 @@ def test_a_selection_exports_the_score_it_ranked_by_the_multi_turn_sort_key(tmp_
     2·1.5 + 4·2.5 = 13): the selection's own score is exported beside it as selection_score, in selection order."""
     ws, two = scored
     ws.select(method="top_k", name="evol", budget=2, sort_by="complexity*quality")
-    rows = [json.loads(line) for line in ws.export(tmp_path / "evol.jsonl", selection="evol").read_text().splitlines()]
+    out = ws.export(tmp_path / "evol.jsonl", selection="evol", columns=["complexity", "quality", "selection_score"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["id"], r["selection_score"]) for r in rows] == [(two[1], 15.0), (two[2], 13.0)]
+    assert rows[1]["complexity"] * rows[1]["quality"] == 24.0
     named = ws.export(tmp_path / "t.jsonl", selection="evol", columns=["selection_score"], format="messages")
     assert [json.loads(line)["selection_score"] for line in named.read_text().splitlines()] == [15.0, 13.0]
-    assert "selection_score" not in ws.to_dataset(selection="evol", columns=["quality"]).column_names
+    assert "selection_score" not in ws.to_dataset(selection="evol").column_names  # the pool's schema by default
     assert "selection_score" not in ws.to_dataset().column_names  # the whole pool has no selection's score
     with pytest.raises(OptionError, match="'selection_score': the score a selection ranked its rows by"):
         ws.to_dataset(columns=["selection_score"])

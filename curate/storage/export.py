@@ -41,7 +41,7 @@ def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection:
     if columns is None and (damaged := [d for d in ws.damaged if d.kind == "column"]):  # not left out unsaid
         raise DamagedFileError(damaged[0], f"; or name the columns to export: "
                                            f"{python_and_cli('columns=[...]', '--column NAME, repeated')}")
-    # selection_score (not a stored column): exported with a selection when every derived column is, or named
+    # selection_score (not a stored column): exported when named, so a selection's export keeps the pool's schema
     names = list(ws.columns) if columns is None else [c for c in columns if c != SELECTION_SCORE or ws.has_column(c)]
     score_named = columns is not None and len(names) < len(columns)
     if score_named and selection is None:
@@ -74,10 +74,8 @@ def to_dataset(ws: Workspace, columns: str | list[str] | None = None, selection:
             # per-turn list beside it as <name>_turns (a one-element list for a single-turn row)
             ds = _added(ds, name, ws.row_values(name, ids), datasets.Value("float64"))
             ds = _added(ds, per_turn[name], ws.column(name, ids), _feature(ws, name, per_turn[name]))
-        if selection is not None and (score_named or columns is None and not ws.has_column(SELECTION_SCORE)):
-            scores = ws.selection(selection).kept_scores()
-            if score_named or any(s is not None for s in scores):
-                ds = _added(ds, SELECTION_SCORE, scores, datasets.Value("float64"))
+        if score_named:
+            ds = _added(ds, SELECTION_SCORE, ws.selection(selection).kept_scores(), datasets.Value("float64"))
     # a fingerprint of our own: without one, datasets hashes the whole table (a copy of the pool in memory)
     return datasets.Dataset(ds.data.table, fingerprint=uuid.uuid4().hex) if selection is None else ds
 
