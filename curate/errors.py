@@ -23,7 +23,7 @@ class OptionError(CurateError, ValueError):
 
 class ConfigError(CurateError):
     """The run's settings are refused (an API key, the account's access, a model name or an endpoint: HTTP 401, 403,
-    404): every re-run fails the same way until they are fixed."""
+    404; a prompt file or folder): every re-run fails the same way until they are fixed."""
 
 
 class RetryLaterError(CurateError):
@@ -43,6 +43,11 @@ class ScorerFolderError(ScorerError, OptionError):
     """A scorer folder (or shipped name) given to load, to start training from or to save into, or a base model
     folder, that cannot be used: missing, not a saved scorer, damaged, or a folder holding other files. A value given
     by the user refused (an OptionError: the CLI exits 78), and a ScorerError as every scorer failure."""
+
+
+class ScorerOptionError(ScorerError, OptionError):
+    """A scorer training setting refused before any work (a kind, epochs, folds, holdout, a column that is not there,
+    a setting of another kind): an OptionError (the CLI exits 78), and a ScorerError as every scorer failure."""
 
 
 class NoLabelsError(CurateError):

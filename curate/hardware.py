@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from curate.errors import CurateError
+from curate.errors import OptionError
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -78,14 +78,14 @@ def resolve_device(device: str | None) -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):  # torch's own message lists every device type it knows
-        raise CurateError(f"device {device!r}: use cpu, cuda or cuda:N (torch device names)") from None
+        raise OptionError(f"device {device!r}: use cpu, cuda or cuda:N (torch device names)") from None
     if parsed.type not in ("cpu", "cuda"):  # mps, xpu, meta...: kernels and dtypes curate was never run on
-        raise CurateError(f"device {device!r}: curate runs on cpu, cuda or cuda:N")
+        raise OptionError(f"device {device!r}: curate runs on cpu, cuda or cuda:N")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise CurateError(f"device {device!r} asked for but torch sees no CUDA device")
+            raise OptionError(f"device {device!r} asked for but torch sees no CUDA device")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise CurateError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+            raise OptionError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -93,7 +93,7 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     """``auto``: bfloat16 on CUDA with bf16 and on CPUs with native bf16, else float32 (``device`` None: the
     device :func:`resolve_device` picks)."""
     if dtype not in DTYPES:
-        raise CurateError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise OptionError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype != "auto":
         return dtype
     import torch
@@ -112,4 +112,4 @@ def check_model_location(model: str | os.PathLike | None, what: str, hint: str =
     (``org/name``) is left to them."""
     text = str(model or "")
     if text.startswith(("/", ".", "~")) and not Path(text).expanduser().is_dir():
-        raise CurateError(f"{what} {text}: no such model folder{hint}")
+        raise OptionError(f"{what} {text}: no such model folder{hint}")

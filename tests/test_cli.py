@@ -262,7 +262,7 @@ def test_options_that_would_do_nothing_are_refused_not_ignored(tmp_path):
              ("run", "sample", "--out", tmp_path / "r", "--timeout", "5", "--max-retries", "0"):
                  "--timeout and --max-retries: options of the LLM judge",
              ("run", "sample", "--out", tmp_path / "r", "--concurrency", "2"): "--concurrency: options of the LLM",
-             ("run", "sample", "--out", tmp_path / "r", "--budget", "0"): "'--budget': must be >= 1 (got 0)",
+             ("run", "sample", "--out", tmp_path / "r", "--budget", "0"): "budget must be a whole number of rows, at least 1",
              ("evol", ws, "--rewrite-max-tokens", "0", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"):
                  "'--rewrite-max-tokens': must be >= 1 (got 0)",
              ("tags", ws, "--min-frequency", "5"): "--min-frequency: options of the normaliser; give --normalize",

@@ -211,3 +211,68 @@ def test_curate_help_names_the_exit_codes_table():
     said = " ".join(proc.stdout.split())
     assert proc.returncode == 0 and "Exit codes:" in said and "75 the LLM server did not answer" in said
     assert "Every command exits by this table" in said
+
+
+def test_a_budget_under_one_row_is_refused_alike_by_run_its_dry_run_and_select(ws, tmp_path):
+    """`curate run --budget 0` exited 2 with typer's words ("must be >= 1") while `curate select --budget 0` exited 78
+    with check_budget's: one rule, one message, one code now, before any step (the dry run's too)."""
+    said = "budget must be a whole number of rows, at least 1 (--budget; budget= in Python), not 0"
+    for args in (("run", "sample", "--out", tmp_path / "r", "--budget", "0"),
+                 ("run", "sample", "--out", tmp_path / "r", "--budget", "0", "--dry-run", "--backend", "local"),
+                 ("select", ws, "--method", "deita", "--budget", "0", "--name", "z")):
+        proc = _cli(*args)
+        assert proc.returncode == EXIT_CONFIG and f"selector 'deita': {said}" in _error_line(proc), (args, proc.stderr)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_prompt_file_or_prompt_folder_exits_78_naming_it(ws, tmp_path):
+    """A --judge file or a --prompt-dir that is not there exited 1 (PromptError was a plain CurateError): a setting
+    refused, as a scorer folder's is."""
+    missing, folder = tmp_path / "missing.md", tmp_path / "no-prompts"
+    for args, words in ((("score", ws, "--judge", missing), f"{missing}: prompt file not found"),
+                        (("score", ws, "--judge", "quality", "--prompt-dir", folder),
+                         f"{folder}: prompt folder of prompt_dirs= (CLI: --prompt-dir) not found")):
+        proc = _cli(*args, "--backend", "local", "--dry-run")
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+
+
+def test_train_scorer_refusing_a_kind_epochs_or_target_exits_78(tmp_path):
+    """train-scorer's checks of --kind, --epochs and --target raised a plain ScorerError: exit 1, as a crash."""
+    from curate.session import Workspace
+
+    labelled = tmp_path / "labelled"
+    assert _cli("load", write_jsonl(tmp_path / "p12.jsonl", _rows(12)), "-w", labelled).returncode == 0
+    Workspace(labelled).add_column("judge_q", [[float(i % 4 + 1)] for i in range(12)],
+                                   {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
+    for args, words in ((("--target", "judge_q", "--kind", "bogus"), "kind 'bogus': choose ridge"),
+                        (("--target", "judge_q", "--epochs", "3"), "epochs 3.0: the ridge kind fits its head"),
+                        (("--target", "judge_q", "--kind", "cross-encoder", "--epochs", "0"),
+                         "epochs 0.0: passes over the training labels, a finite number above 0"),
+                        (("--target", "nope",), "no column 'nope'")):
+        proc = _cli("train-scorer", labelled, "--out", tmp_path / "sc", *args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+        assert not (tmp_path / "sc").exists()
+
+
+def test_embed_refusing_a_device_or_a_model_folder_exits_78(ws, tmp_path):
+    """embed's --device (torch's name unknown, or CUDA asked for where torch sees none) and --model folder checks
+    raised a plain CurateError: exit 1."""
+    import torch
+
+    cases = [(("--device", "tpu"), "device 'tpu': use cpu, cuda or cuda:N"),
+             (("--model", tmp_path / "no-model"), f"embedding model {tmp_path / 'no-model'}: no such model folder")]
+    if not torch.cuda.is_available():
+        cases.append((("--device", "cuda"), "device 'cuda' asked for but torch sees no CUDA device"))
+    for args, words in cases:
+        proc = _cli("embed", ws, *args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+
+
+def test_run_refusing_a_signal_or_a_signal_model_folder_exits_78(tmp_path):
+    """curate run's --signal outside ifd and perplexity, and a --signal-model folder without config.json, raised a
+    plain CurateError: exit 1."""
+    for args, words in ((("--signal", "bogus"), "curate run computes the signals ifd, perplexity; not 'bogus'"),
+                        (("--signal", "ifd", "--signal-model", tmp_path), f"{tmp_path}: not a Hugging Face model folder")):
+        proc = _cli("run", "sample", "--out", tmp_path / "r", *args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+    assert not (tmp_path / "r").exists()

@@ -282,7 +282,7 @@ def test_a_misspelt_or_misplaced_front_matter_key_is_an_error_naming_the_file_no
     ws.load([{"instruction": "Say hi.", "output": "Hi."}])
     proc = curate_in_process("score", ws.path, "--judge", tmp_path / "param.md", "--base-url", "http://127.0.0.1:9/v1",
                              "--model", "m", "--dry-run")
-    assert proc.returncode == 1 and "did you mean params" in proc.stderr + proc.stdout
+    assert proc.returncode == 78 and "did you mean params" in proc.stderr + proc.stdout
     assert parse_prompt(PROMPT).params == {"temperature": 0.0}  # the well-formed file still loads
 
 

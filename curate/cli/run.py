@@ -117,6 +117,7 @@ def run(
     Re-running with the same arguments costs nothing (caches) and gives the same selection.
     """
     from curate.pipeline import run_pipeline
+    from curate.select.registry import check_params
 
     src, read_as = _source(source), {"format": format, "mapping": mapping_arg(mapping)}
     if budget is None and not dry_run:  # the sample's default on any pool: score (pay for) it all to keep 20 rows
@@ -124,8 +125,8 @@ def run(
             raise typer.BadParameter(f"required for {source}: the number of rows to select (e.g. --budget 6000); only "
                                      f"the bundled sample has a default ({DEITA.sample_budget})", param_hint="'--budget'")
         budget = DEITA.sample_budget
-    if budget is not None and budget < 1:  # a run that selects nothing would still load, score and embed the pool
-        raise typer.BadParameter(f"must be >= 1 (got {budget}): the number of rows to select", param_hint="'--budget'")
+    if budget is not None:  # the one rule curate select and run_pipeline apply (check_budget, exit 78), before any
+        check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})  # step (dry run too)
     scorers = _scorer_args(scorer)
     use_llm = backend is not None or base_url is not None
     if tags and not use_llm:

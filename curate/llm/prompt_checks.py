@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.errors import CurateError
+from curate.errors import ConfigError
 
 
-class PromptError(CurateError):
-    """A prompt file is missing, malformed, or was rendered without a variable it needs."""
+class PromptError(ConfigError):
+    """A prompt file is missing, malformed, or was rendered without a variable it needs: a setting refused (a
+    ConfigError, exit 78), as a re-run fails the same way until the file or the option naming it is fixed."""
 
 
 # Request parameters a prompt's params commonly set, and what each must be (checked at load, naming the file).

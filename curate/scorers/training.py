@@ -10,7 +10,7 @@ from typing import Any
 
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, SCORER, TRAIN_SCORER
-from curate.errors import ScorerError, ScorerFolderError, python_and_cli
+from curate.errors import ScorerError, ScorerFolderError, ScorerOptionError, python_and_cli
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
@@ -105,9 +105,9 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     train, test = fit_rows[scored[fit_rows]], held_rows[scored[held_rows]]
     pairs = np.asarray(data.pairs, dtype=int).reshape(-1, 2)
     if kind not in FINETUNED_KINDS:
-        raise ScorerError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
+        raise ScorerOptionError(f"kind {kind!r}: a fine-tuned kind is one of {', '.join(FINETUNED_KINDS)}")
     if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
-        raise ScorerError(f"epochs {epochs!r}: passes over the training labels, a finite number above 0")
+        raise ScorerOptionError(f"epochs {epochs!r}: passes over the training labels, a finite number above 0")
     cls = KINDS[kind]
     check_base_folder(base)  # before any row is tokenised or any step taken
     if init:
@@ -186,36 +186,36 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     kind's ``ridge`` (default) or ``ordinal``; the small-LM reader's ``score`` (default) or ``digits``.
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
-        raise ScorerError("train from exactly one of a judge column (target) and a label set (labels); both only "
+        raise ScorerOptionError("train from exactly one of a judge column (target) and a label set (labels); both only "
                           "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
     columns = column_names(columns)
     if columns and kind != "ridge":
-        raise ScorerError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
+        raise ScorerOptionError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ScorerError(f"k (--folds) is {k!r}: cross-validation needs at least 2 folds")
+        raise ScorerOptionError(f"k (--folds) is {k!r}: cross-validation needs at least 2 folds")
     if name is not None:
         check_name(name)  # the column the scorer writes: refused before the fit, not when it scores
     if not 0 <= holdout < 1:
-        raise ScorerError(f"holdout (--holdout) is {holdout!r}: the share of groups held out, at least 0 and below 1")
+        raise ScorerOptionError(f"holdout (--holdout) is {holdout!r}: the share of groups held out, at least 0 and below 1")
     if chain_pairs and (labels is None or head == "ordinal" or columns):
-        raise ScorerError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head "
+        raise ScorerOptionError("chain_pairs: ordered pairs come from an Evol label set (labels=...) and train the ridge head "
                           "or a fine-tuned reader (with no feature columns: chain versions have no numbers in them)")
     if target is None:
         if group_by is not None:
-            raise ScorerError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
+            raise ScorerOptionError("group_by applies to a judge column (target); a label set is grouped by its seed_id")
         data = from_label_set(chain_records(ws, labels) if chain_pairs else ws.labels(labels), labels,
                               ws.label_sets.get(labels), reads, columns, chain_pairs)
     else:
         for feature_column in columns:
             if feature_column == target:  # the label as its own feature: agreement by construction
-                raise ScorerError(f"feature column {feature_column!r} is the target itself")
+                raise ScorerOptionError(f"feature column {feature_column!r} is the target itself")
             if not ws.has_column(feature_column) and feature_column not in (ws.pool.column_names if ws.has_pool else []):
-                raise ScorerError(f"{ws.path}: no column {feature_column!r} to read as a feature; derived columns "
+                raise ScorerOptionError(f"{ws.path}: no column {feature_column!r} to read as a feature; derived columns "
                                   f"{sorted(ws.columns)}")
         data = from_column(ws, target, reads, group_by, columns)
         if chain_pairs:
             if data.reads != ["instruction"]:
-                raise ScorerError(f"chain_pairs with target {target!r}: the chains are instructions, so the scorer "
+                raise ScorerOptionError(f"chain_pairs with target {target!r}: the chains are instructions, so the scorer "
                                   f"reads the instruction alone, not {data.reads} (inputs=['instruction'])")
             data.extend(from_label_set(chain_records(ws, labels, scored=False), labels, ws.label_sets.get(labels),
                                        data.reads, chain_pairs=True))
@@ -235,32 +235,32 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                           f"of them out: fewer folds, {folds}, or more groups")
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
-        raise ScorerError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
+        raise ScorerOptionError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
     name = name or (labels if target is None else f"{target}_scorer")
     check_scorer_column(ws, name, "give it another name (name=..., --name) before training it")
     if kind in FINETUNED_KINDS:
         if features or embed_inputs is not None:  # a fine-tuned reader reads the text itself: they were ignored
-            raise ScorerError(f"{'features' if features else 'embed_inputs'} (--features, --embed-inputs): settings "
+            raise ScorerOptionError(f"{'features' if features else 'embed_inputs'} (--features, --embed-inputs): settings "
                               f"of the ridge kind's head; a {kind} reads the texts itself")
         return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init,
                                epochs=SCORER.finetune_epochs if epochs is None else epochs, base=base,
                                device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
     if kind != "ridge":
-        raise ScorerError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
+        raise ScorerOptionError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
     head = head or "ridge"
     if init is not None:
         raise ScorerFolderError(f"init {init}: the ridge kind fits its head afresh; warm starts are for the fine-tuned "
                           f"kinds ({', '.join(FINETUNED_KINDS)})")
     if epochs is not None:
-        raise ScorerError(f"epochs {epochs}: the ridge kind fits its head in closed form, in no passes; epochs are "
+        raise ScorerOptionError(f"epochs {epochs}: the ridge kind fits its head in closed form, in no passes; epochs are "
                           f"for the fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     if base is not None or device is not None:
-        raise ScorerError(f"{'base ' + base if base is not None else 'device ' + str(device)}: the ridge kind reads "
+        raise ScorerOptionError(f"{'base ' + base if base is not None else 'device ' + str(device)}: the ridge kind reads "
                           f"the packaged MiniLM where the workspace embeds; a base model and a device are for the "
                           f"fine-tuned kinds ({', '.join(FINETUNED_KINDS)})")
     config = {"features": list(features)} if features else DEFAULT_CONFIG[len(data.reads)]
     if embed_inputs and not {"embeddings", "product"} & set(config["features"]):  # recorded, never embedded
-        raise ScorerError(f"embed_inputs {list(embed_inputs)} (--embed-inputs): the texts an embedding feature reads, "
+        raise ScorerOptionError(f"embed_inputs {list(embed_inputs)} (--embed-inputs): the texts an embedding feature reads, "
                           f"and features {config['features']} has none (embeddings, product)")
     if chain_pairs and not features:  # an in-depth rewrite adds requirements: count them, as the shipped complexity does
         config = {"features": [*config["features"], "requirements"]}

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.errors import ScorerError, WorkspaceError
+from curate.errors import ScorerError, ScorerOptionError, WorkspaceError
 from curate.rows import Turn
 from curate.scorers.features import finite_number, to_turn, turn_number, unreadable, with_columns
 
@@ -200,7 +200,7 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
             reads = _reads_of(["response"] if any(t.response for turns in ws.turns() for t in turns) else [])
         return list(reads), {"judge": column, "column": column, "from": "pool file"}
     loaded = sorted(c for c in (ws.pool.column_names if ws.has_pool else []) if c not in POOL_TEXT_COLUMNS)
-    raise ScorerError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
+    raise ScorerOptionError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
 
 
 def number_text(value: Any) -> Any:

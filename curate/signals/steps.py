@@ -20,7 +20,7 @@ import numpy as np
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import SIGNAL
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.rows import as_turns
 from curate.signals.cache import json_fingerprint
 from curate.signals.engine import Engine
@@ -279,7 +279,7 @@ def check_run_signals(kinds: Sequence[str], model: Any = None) -> None:
     the packaged one) when it is no model folder: checked before any step pays."""
     unknown = [k for k in kinds if k not in RUN_SIGNALS]
     if unknown:
-        raise CurateError(f"curate run computes the signals {', '.join(RUN_SIGNALS)}; not {unknown[0]!r} "
+        raise OptionError(f"curate run computes the signals {', '.join(RUN_SIGNALS)}; not {unknown[0]!r} "
                           "(learnability needs a reference selection: use curate signal)")
     if model is not None:
         check_model_folder(model)

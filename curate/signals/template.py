@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.codes import Failure, FailureCode
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.rows import Turn
 
 
@@ -86,7 +86,7 @@ WINDOW_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length") 
 def check_model_folder(model_dir: str | Path) -> Path:
     """``model_dir`` as a Path; an error naming it unless it is a Hugging Face model folder (its config.json)."""
     if not (Path(model_dir) / "config.json").exists():
-        raise CurateError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+        raise OptionError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
     return Path(model_dir)
 
 
