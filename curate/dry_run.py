@@ -7,13 +7,11 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from curate.defaults import DEITA
-from curate.errors import RetryLaterError
 from curate.llm.batch_state import BatchState
 from curate.pipeline import (
     Run,
@@ -38,8 +36,8 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
 
     Nothing under ``out`` is written: the steps run in a temporary folder, removed after. An existing
     ``out/workspace`` is copied there first (its large files linked; without its response cache, staging and
-    locks), so the steps see what the real run would (its rows, columns, failures, selections), and a copy of its
-    response cache answers what it can (:func:`private_cache`).
+    locks), so the steps see what the real run would (its rows, columns, failures, selections), and its response
+    cache, read where it is without changing it (``curate.llm.cache.LookupOnlyCache``), answers what it can.
     ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
     ``languages`` / ``minhash`` / ``sort_by``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
     ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
@@ -75,7 +73,7 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
         if run.decontaminate is not None and (judges or tag_backend is not None):
             embed(run)
             decontaminate(run)
-        cache = private_cache(existing / "cache", scratch) if existing.exists() else None  # looked up only
+        cache = existing / "cache" if existing.exists() else None  # read where it is (LookupOnlyCache): no copy
         estimates: list[Any] = []
         if judges:
             ids = run.scored_ids()
@@ -120,7 +118,7 @@ def _writers_paused(workspace: Path) -> Any:
 
 def _not_copied(workspace: Path, *, embeddings: bool):
     """``copytree``'s ignore for a dry run's copy of ``workspace``: its staging and locks, and its caches (the
-    response cache is copied on its own: :func:`private_cache`), but the embedding cache where the dry run embeds
+    response cache is read where it is), but the embedding cache where the dry run embeds
     (decontamination)."""
     def ignore(folder: str, names: list[str]) -> list[str]:
         here = Path(folder)
@@ -132,46 +130,3 @@ def _not_copied(workspace: Path, *, embeddings: bool):
         return leftovers
 
     return ignore
-
-
-CACHE_COPY_ATTEMPTS = 5  # copies of the response cache tried while a writer changes it
-
-
-def private_cache(cache: Path, scratch: Path) -> Path:
-    """A folder in ``scratch`` holding a copy of the response cache of folder ``cache`` (``responses.sqlite`` and the
-    ``-wal`` of answers a writer has not moved into it yet), for the dry run to look requests up in. SQLite opening the
-    file where it is, read-only too, creates and removes its ``-wal`` and ``-shm`` beside it: ``OUT/workspace/cache``
-    changed. Copied again when a writer changed either file during the copy (two files copied mid-write are a cache
-    no writer made); a cache written throughout every attempt is an error naming it."""
-    from curate.llm.cache import CACHE_FILE
-
-    copy = scratch / "cache"
-    copy.mkdir()
-    files = [cache / CACHE_FILE, cache / f"{CACHE_FILE}-wal"]
-    for attempt in range(CACHE_COPY_ATTEMPTS):
-        if attempt:  # a run writing answers: back off (0.2, 0.4, 0.8, 1.6 s) for a moment between its writes
-            time.sleep(0.1 * 2 ** attempt)
-        before = [_file_state(f) for f in files]
-        if before[0] is None:
-            return copy  # no cache yet: an empty one (looking up creates no file)
-        try:
-            for f, state in zip(files, before, strict=True):
-                if state is None:
-                    (copy / f.name).unlink(missing_ok=True)
-                else:
-                    shutil.copyfile(f, copy / f.name)
-        except FileNotFoundError:  # the -wal removed by its last writer's close, after a checkpoint into the file
-            continue
-        if [_file_state(f) for f in files] == before:
-            return copy
-    raise RetryLaterError(f"{files[0]}: written while copied, {CACHE_COPY_ATTEMPTS} times, for the dry run to read (a run "
-                      "sending requests?): run the dry run again when it is done")
-
-
-def _file_state(path: Path) -> tuple[int, int, int] | None:
-    """(inode, size, mtime in ns) of ``path``: a write or a replacement changes it; None for no file."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns

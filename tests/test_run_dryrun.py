@@ -93,19 +93,112 @@ def test_a_dry_run_reads_the_response_cache_without_touching_its_folder(tmp_path
         assert srv.total == 4
 
 
-def test_the_private_copy_of_the_response_cache_holds_answers_still_in_its_wal(tmp_path):
-    """Answers a writer has not moved from the -wal into responses.sqlite (a writer still open, or killed) are in
-    the copy the dry run reads: it copies the -wal too."""
-    from curate.dry_run import private_cache
+# A writer in another process: two answers committed (in its -wal alone, not yet moved into the file), a third in a
+# transaction still open; it says "ready" and holds the cache so until its standard input closes.
+WRITER = """
+import sys
+from curate.llm.cache import ResponseCache
+cache = ResponseCache(sys.argv[1])
+for key in sys.argv[2:]:
+    cache.put(key, {"text": key})
+conn = cache._conn()
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO responses VALUES ('uncommitted', '{}', 0)")
+print("ready", flush=True)
+sys.stdin.read()
+conn.execute("COMMIT")
+"""
+
+
+def _writer(cache_file: Path, *keys: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(cache_file), *keys], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_lookup_beside_a_writer_sees_its_committed_answers_and_changes_no_file(tmp_path):
+    """The dry run read a copy of the cache (copied again, up to 5 times, while a writer changed it; 985 MB copied
+    in 4 s per run on a big cache). It reads the cache where it is, read-only through the writer's -wal: what the
+    writer committed is found, its open transaction is not, and no file or mtime of the folder changes."""
+    import gc
+
+    from curate.llm.cache import CACHE_FILE, LookupOnlyCache
+
+    cache = tmp_path / "cache"
+    writer = _writer(cache / CACHE_FILE, "k1", "k2")
+    try:
+        before = _tree(cache)
+        assert f"{CACHE_FILE}-wal" in before and f"{CACHE_FILE}-shm" in before
+        reader = LookupOnlyCache(cache)
+        assert reader.get_many(["k1", "k2", "uncommitted"]) == {"k1": {"text": "k1"}, "k2": {"text": "k2"}}
+        assert len(reader) == 2
+        reader.close()
+        gc.collect()
+        assert _tree(cache) == before
+    finally:
+        writer.communicate("")
+    assert writer.returncode == 0
+
+
+def test_a_lookup_reads_again_after_a_writer_moved_answers_into_the_file(tmp_path):
+    """With no writer the file is read as it is (no -wal or -shm made beside it); a writer that then writes and closes
+    moves its answers into the file (a checkpoint): the next lookup sees the file changed and reads it again."""
     from curate.llm.cache import CACHE_FILE, LookupOnlyCache, ResponseCache
 
     cache = tmp_path / "cache"
-    writer = ResponseCache(cache / CACHE_FILE)
-    writer.put("k1", {"text": "1"})
-    assert (cache / f"{CACHE_FILE}-wal").stat().st_size > 0  # open: the answer is in the -wal alone
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    copy = private_cache(cache, scratch)
-    assert sorted(p.name for p in copy.iterdir()) == [CACHE_FILE, f"{CACHE_FILE}-wal"]
-    assert LookupOnlyCache(copy).get_many(["k1", "k2"]) == {"k1": {"text": "1"}}
-    writer.close()
+    first = ResponseCache(cache / CACHE_FILE)
+    first.put("k1", {"text": "k1"})
+    first.close()
+    assert sorted(p.name for p in cache.iterdir()) == [CACHE_FILE]
+    before = _tree(cache)
+    reader = LookupOnlyCache(cache)
+    assert reader.get_many(["k1", "k2"]) == {"k1": {"text": "k1"}}
+    assert _tree(cache) == before
+    second = ResponseCache(cache / CACHE_FILE)
+    second.put("k2", {"text": "k2"})
+    second.close()
+    assert sorted(p.name for p in cache.iterdir()) == [CACHE_FILE]
+    assert reader.get_many(["k1", "k2"]) == {"k1": {"text": "k1"}, "k2": {"text": "k2"}}
+    reader.close()
+
+
+def test_score_and_run_dry_runs_beside_a_writer_count_its_answers_and_leave_the_workspace_as_it_was(tmp_path):
+    """`curate score --dry-run` opened the cache in place read-write (SQLite made and removed its -wal and -shm: the
+    cache folder's mtime changed); `curate run --dry-run` copied it whole. Both read it where it is now: with no
+    writer, and beside one holding answers in its -wal and a transaction open, the workspace's files, sizes and
+    mtimes stay as they were, and the answers the writer committed count as cached."""
+    import gc
+
+    from curate.llm.cache import CACHE_FILE
+
+    rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
+            for i in range(4)]
+    pool, out = write_jsonl(tmp_path / "pool.jsonl", rows), tmp_path / "out"
+    ws = out / "workspace"
+    assert curate_in_process("load", pool, "-w", ws).returncode == 0
+    with FaultServer() as srv:
+        llm = ["--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME", "--max-retries", "0"]
+        seen = curate_in_process("score", ws, "--judge", "quality", "--column", "seen", *llm)
+        assert seen.returncode == 0 and srv.total == 4, seen.stderr[-2000:]
+        gc.collect()
+        assert sorted(p.name for p in (ws / "cache").iterdir()) == [CACHE_FILE]
+        for writing in (False, True):
+            writer = _writer(ws / "cache" / CACHE_FILE, "unrelated") if writing else None
+            try:
+                before = _tree(out)
+                for args in (("score", ws, "--judge", "quality"), ("run", pool, "--out", out)):
+                    dry = curate_in_process(*args, *llm, "--dry-run")
+                    gc.collect()
+                    assert dry.returncode == 0, dry.stderr[-2000:]
+                    assert "4 answered by the on-disk cache" in " ".join(dry.stdout.split()), dry.stdout
+                    assert _tree(out) == before, (writing, args)
+            finally:
+                if writer is not None:
+                    writer.communicate("")
+        assert srv.total == 4

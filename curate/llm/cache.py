@@ -34,7 +34,8 @@ from typing import Any
 
 import orjson
 
-from curate.errors import CurateError
+from curate.errors import CurateError, RetryLaterError
+from curate.llm.cache_read import connect_read_only, file_state
 from curate.storage.write_errors import sqlite_errors
 
 _SCHEMA = """
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS unrecorded (
 );
 """
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
+READ_ATTEMPTS = 3  # reads of a dry run's lookup, each after a writer moved answers into the file (a checkpoint)
 
 
 KEY_VERSION = 2  # 2: the request as sent (model, params, messages); 1 also hashed backend kind and prompt
@@ -237,10 +239,11 @@ def cache_file(where: str | os.PathLike) -> Path:
 
 
 class LookupOnlyCache(ResponseCache):
-    """The response cache as a dry run reads it: looked up, never written. The file is opened query-only (its
-    schema and journal mode stay as they are: a cache from before a table existed holds no entries of it); a
-    missing file is an empty cache (not created); the aliases a lookup by key would store are not stored; storing a
-    response is an error."""
+    """The response cache as a dry run reads it: looked up where it is, never written, and nothing created or changed
+    beside it (:mod:`curate.llm.cache_read`: read-only through a writer's WAL, else the file as it is, read again where
+    a writer moved answers into it meanwhile); a table the file lacks (a cache from before it existed) holds no
+    entries; a missing file is an empty cache (not created); the aliases a lookup by key would store are not stored;
+    storing a response is an error."""
 
     def __init__(self, where: str | os.PathLike | ResponseCache):
         path = where.path if isinstance(where, ResponseCache) else cache_file(where)
@@ -249,8 +252,7 @@ class LookupOnlyCache(ResponseCache):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # Not mode=ro: a read-only connection cannot remove the WAL files it opened, so they would stay behind
-            conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn, self._local.state = connect_read_only(self.path)
             conn.execute("PRAGMA busy_timeout=60000")
             stored = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for statement in _SCHEMA.split(";"):  # a table the file lacks: an empty one of this connection's own
@@ -258,11 +260,21 @@ class LookupOnlyCache(ResponseCache):
                 if name and name not in stored:
                     conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE"))
             conn.execute("PRAGMA query_only=ON")
+            conn.execute("BEGIN")  # one snapshot for every lookup of this connection, taken by its first read
             self._local.conn = conn
         return conn
 
     def _lookup_pairs(self, sql: str, names: list[str]) -> dict[str, Any]:
-        return super()._lookup_pairs(sql, names) if self.found else {}
+        if not self.found:
+            return {}
+        for _ in range(READ_ATTEMPTS):
+            found = super()._lookup_pairs(sql, names)
+            state = self._local.state
+            if state is None or file_state(self.path) == state:  # no writer moved answers into the file meanwhile
+                return found
+            self.close()  # read again: through the WAL of the writer that changed it, or the file as it is now
+        raise RetryLaterError(f"{self.path}: rewritten by a writer during each of {READ_ATTEMPTS} reads (a run "
+                              "moving answers into it?): run the dry run again when it is done")
 
     def add_aliases(self, pairs: list[tuple[str, str]]) -> None:
         """Not stored: a dry run writes nothing (a real run stores them when it finds the same requests)."""
