@@ -621,7 +621,7 @@ def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
                                 ("--rps", "nan", "rps must be > 0"),
                                 ("--min-digit-mass", "nan", "min_digit_mass is a probability mass in [0, 1]")):
         r = curate_cli(*judge, option, value)
-        assert r.returncode == 1 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, (option, r.stderr)
+        assert r.returncode == 78 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, (option, r.stderr)
     r = curate_cli("score", ws, "--scorer", "default", "--base-url", "http://127.0.0.1:9/v1", "--timeout", 5)
     assert r.returncode == 2 and "--base-url, --timeout: options of an LLM judge" in " ".join(r.stderr.split())
     r = curate_cli("train-scorer", ws, "--target", "s", "--name", "a/b", "--out", tmp_path / "sc")

@@ -276,3 +276,13 @@ def test_run_refusing_a_signal_or_a_signal_model_folder_exits_78(tmp_path):
         proc = _cli("run", "sample", "--out", tmp_path / "r", *args)
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
     assert not (tmp_path / "r").exists()
+
+
+def test_embed_batch_size_and_evol_seeds_refused_exit_78(ws):
+    """embed's --batch-size 0 and evol's --seeds 0 raised a plain CurateError: exit 1, as a crash (the judge client's
+    --timeout/--concurrency/--rpm... and --min-digit-mass likewise: test_cli's refused-values test)."""
+    llm = ("--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dry-run")
+    for args, words in ((("embed", ws, "--batch-size", "0"), "batch_size must be a whole number >= 1, not 0"),
+                        (("evol", ws, "--seeds", "0", *llm), "seeds must be a whole number >= 1, not 0")):
+        proc = _cli(*args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)

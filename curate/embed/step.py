@@ -8,7 +8,7 @@ from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
 from curate.embed.encoder import model_id, resolve_backend
 from curate.embed.vocabulary import unknown_token_share
-from curate.errors import CurateError
+from curate.errors import OptionError
 from curate.hardware import resolve_device
 from curate.rows import row_text
 from curate.storage.files import check_new_name, read_json
@@ -28,7 +28,7 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     summary (rows, encoded, ...; ``unchanged``: the same set was stored already, its files left untouched).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CurateError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+        raise OptionError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
     if not (ws.path / "embeddings" / f"{name}.json").exists():
         check_new_name(name)  # before the encoding, not once it is done
     mid = model_id(model)

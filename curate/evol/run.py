@@ -351,7 +351,7 @@ def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.
         candidates = [i for i in candidates
                       if (turns := conversation_turns(conversations[i])) and (turns[0].response or "").strip()]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CurateError(f"seeds must be a whole number >= 1, not {n!r}")
+        raise OptionError(f"seeds must be a whole number >= 1, not {n!r}")
     if n > len(candidates):
         raise CurateError(f"{ws.path}: asked for {n} seeds, the pool has {len(candidates)} usable rows")
     picked = sorted(random.Random(derive_seed(seed, "seeds")).sample(candidates, n))

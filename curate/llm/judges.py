@@ -25,7 +25,7 @@ from typing import Any
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import JUDGE
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.llm.base import Backend, reply_token_limit, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
@@ -77,7 +77,7 @@ class Judge:
         self.params = dict(params or {})
         self.min_digit_mass = JUDGE.min_digit_mass if min_digit_mass is None else float(min_digit_mass)
         if not 0.0 <= self.min_digit_mass <= 1.0:  # nan or -1 turned the guard off, 1.5 failed every row
-            raise CurateError(f"min_digit_mass is a probability mass in [0, 1] (got {min_digit_mass})")
+            raise OptionError(f"min_digit_mass is a probability mass in [0, 1] (got {min_digit_mass})")
         self.reducer = "sum" if self.prompt.output_kind == "digit_score" else None
         self.inputs = tuple(v for v in self.prompt.inputs if v not in ROW_VARIABLES)
         self.response_column = response_column

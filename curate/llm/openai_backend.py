@@ -62,7 +62,7 @@ def check_settings(*, concurrency: int, rpm: int | None, tpm: int | None, rps: f
               (("rps", rps, "requests a second"), ("timeout", timeout, "seconds"))
               if v is not None and not (math.isfinite(float(v)) and v > 0)]
     if wrong:
-        raise CurateError("; ".join(wrong))
+        raise OptionError("; ".join(wrong))
 
 
 class OpenAIBackend(Backend):
