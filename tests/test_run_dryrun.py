@@ -70,8 +70,8 @@ def test_dry_runs_with_each_filter_option_leave_an_existing_out_as_it_was(tmp_pa
 
 def test_a_dry_run_reads_the_response_cache_without_touching_its_folder(tmp_path):
     """The dry run looked requests up in OUT/workspace/cache/responses.sqlite where it is: SQLite made and removed
-    the -wal and -shm beside it (read-only too), so OUT/workspace/cache's mtime changed. It reads a copy now; the
-    same requests are found in it."""
+    the -wal and -shm beside it (read-only too), so OUT/workspace/cache's mtime changed. It reads the file as it is
+    now (no writer: immutable, nothing made beside it); the same requests are found."""
     import gc
 
     rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
