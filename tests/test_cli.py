@@ -625,7 +625,7 @@ def test_client_settings_that_cannot_work_are_one_line_naming_them(tmp_path):
     r = curate_cli("score", ws, "--scorer", "default", "--base-url", "http://127.0.0.1:9/v1", "--timeout", 5)
     assert r.returncode == 2 and "--base-url, --timeout: options of an LLM judge" in " ".join(r.stderr.split())
     r = curate_cli("train-scorer", ws, "--target", "s", "--name", "a/b", "--out", tmp_path / "sc")
-    assert r.returncode == 1 and "bad name 'a/b'" in r.stderr and not (tmp_path / "sc").exists()
+    assert r.returncode == 78 and "bad name 'a/b'" in r.stderr and not (tmp_path / "sc").exists()
     assert curate_cli("select", ws, "--method", "random", "--budget", 3, "--name", "s").returncode == 0
     r = curate_cli("report", ws, "--out", tmp_path / "r.html", "--samples", "9" * 20)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

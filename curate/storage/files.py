@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from curate.codes import DamageCode
-from curate.errors import WorkspaceError
+from curate.errors import OptionError, WorkspaceError
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
 from curate.storage.lock_holders import forget_holder, record_holder
 from curate.storage.write_errors import remove, writing
@@ -286,9 +286,9 @@ def well_named(paths: list[Path], names: list[str], where: Path, what: str) -> l
 
 
 def check_name(name: str) -> str:
-    """``name``, or a ValueError when it may not name a file of the workspace (:func:`is_name`)."""
+    """``name``, or an OptionError (exit 78) when it may not name a file of the workspace (:func:`is_name`)."""
     if not is_name(name):
-        raise ValueError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
+        raise OptionError(f"bad name {name!r}: use letters, digits, '_', '-', '.'")
     return name
 
 
@@ -297,7 +297,7 @@ def check_new_name(name: str) -> str:
     work whose result it names, not by the OS's "File name too long" once that work is done. A file already named
     longer (none that curate names) is still read."""
     if is_name(name) and (size := len(name.encode("utf-8", "surrogatepass"))) > MAX_NAME_BYTES:
-        raise ValueError(f"bad name {name[:40]!r}... ({size} bytes): a name may hold at most {MAX_NAME_BYTES} bytes")
+        raise OptionError(f"bad name {name[:40]!r}... ({size} bytes): a name may hold at most {MAX_NAME_BYTES} bytes")
     return check_name(name)
 
 
