@@ -19,7 +19,7 @@ EXIT_CODES = {0: "done", EXIT_FAILURE: "failed (any other error)", EXIT_USAGE: "
               EXIT_TEMPFAIL: "the LLM server did not answer (5xx, 429, timeouts, connection refused, after the "
                              "retries): re-run later, finished work is kept",
               EXIT_CONFIG: "settings refused: API key, access, model name or endpoint (HTTP 401/403/404), or an "
-                           "option's value (a scorer or model folder, a prompt file or folder, a device too)",
+                           "option's value (a scorer or model folder, a prompt file or folder, a device, a --name no file can take)",
               EXIT_INTERRUPTED: "interrupted (Ctrl-C); 143: terminated (SIGTERM)",
               EXIT_OUTPUT_CLOSED: "the reader of the output left (| head)"}
 
