@@ -185,3 +185,42 @@ ANSWERS = [  # (instruction, reply): near misses that answer
 @pytest.mark.parametrize("instruction,reply", ANSWERS)
 def test_answers_that_mention_programming_or_ai_are_kept(instruction, reply):
     assert rules_failed(reply, instruction) == [], (instruction, reply)
+
+
+@pytest.mark.parametrize("instruction", [
+    "What would you say is the meaning of blorf?",  # an opinion asked for, no words to repeat
+    "Would you say blorf is a real word?",
+    "What does the Bible say about blorf?",
+    "I repeat the word blorf every day. What is blorf?",
+])
+def test_a_say_that_asks_for_an_answer_excuses_no_did_not_understand_reply(instruction):
+    """The exception read "say", "repeat", "translate" anywhere in a user turn: "What would you say is the meaning
+    of blorf?" excused "I didn't understand the question." (review)."""
+    assert rules_failed("I didn't understand the question.", instruction) == ["refusal"], instruction
+
+
+@pytest.mark.parametrize("instruction", [
+    "Can you repeat this back to me: I didn't understand the question.",
+    "Please translate into English: No entiendo la pregunta.",
+    "You need to translate the sentence into English.\n\nNo entiendo la pregunta.",
+    "Take the following sentence and rephrase it without the contraction: I didn't understand the question.",
+    "How do you say 'No entiendo la pregunta' in English?",
+])
+def test_a_request_for_the_words_in_other_forms_still_excuses_them(instruction):
+    assert rules_failed("I didn't understand the question.", instruction) == [], instruction
+
+
+DISCLAIMER_AFTER_GREETING = "Great question! As an AI language model, I think the best start is an online course."
+
+
+@pytest.mark.parametrize("instruction", ["How do I teach myself/yourself Python?", "Do it yourself tips for shelves.",
+                                         "Imagine yourself as a doctor: what would you prescribe for a cold?"])
+def test_a_yourself_that_is_the_users_does_not_excuse_a_disclaimer(instruction):
+    """Any "yourself" in the user's turn read as asking about the assistant, and excused its disclaimer (review)."""
+    assert rules_failed(DISCLAIMER_AFTER_GREETING, instruction) == ["ai_disclaimer"], instruction
+
+
+@pytest.mark.parametrize("instruction", ["Tell me about yourself.", "Describe yourself in three words.",
+                                         "Write a personal slogan for yourself.", "Who are you?"])
+def test_a_question_about_the_assistant_itself_still_excuses_its_disclaimer(instruction):
+    assert rules_failed(DISCLAIMER_AFTER_GREETING, instruction) == [], instruction

@@ -51,18 +51,32 @@ SENTENCE_DISCLAIMER = re.compile(r"(?:^|[.!?]\s+|\n\s*)[*_]*((as|being) an? (ai|
                                  r"(i'?m|i am) (just |only |merely |simply )?an? (large )?language model\b)", re.IGNORECASE)
 
 # the user asks about the assistant itself (what it is, whether it feels, thinks or is conscious, how it compares,
-# "yourself", "This AI is channeling pure love"): its self-description answers the question; AI as a topic ("AI in
-# healthcare") or "How are you?" is no such question
+# "tell me about yourself", "a slogan for yourself", "This AI is channeling pure love"): its self-description answers the question; AI as a topic
+# ("AI in healthcare"), "How are you?" or a "yourself" that is the user's ("How do I teach myself/yourself Python",
+# "Do it yourself tips") is no such question
 _AI = r"(an? )?(ai|a\.i\.|artificial intelligence|(large )?language model|llm|chat ?bot|bot|robot|machine|computer( program)?|(chat)?gpt[-\w.]*)"
-ABOUT_AI = re.compile(rf"\b(yourself|who are you|what are you|are you (really |actually |just )?({_AI}|human|a human|a person|real|"
+ABOUT_AI = re.compile(rf"\b((about|describe|introduce|describing|introducing|see|view|consider|think of|call|identify) yourself|"
+                      r"(bio(graphy)?|introduction|slogan|motto|description|profile|portrait) (of|for) yourself|"
+                      rf"who are you|what are you|are you (really |actually |just )?({_AI}|human|a human|a person|real|"
                       rf"conscious|sentient|alive|self-aware)|are you (as|more|less) \w+ (as|than)|you('re| are) {_AI}|"
                       rf"this (ai|a\.i\.|assistant|chat ?bot|language model|llm)|as {_AI}\s*,?\s*(what|how|do|can|would|are)|"
                       r"(do|can|could|would|will) you (ever )?(have|feel|experience|think|dream|want|love|get)\b[^.?!\n]{0,40}"
                       r"\b(feelings?|emotions?|consciousness|conscious|sentien\w*|opinions?|beliefs?|a body|lonely|bored|"
                       r"like (a )?humans?|for yourself|on your own)|your (own )?(feelings|emotions|nature|creators?|"
                       r"consciousness|training( data)?|opinions?|beliefs))\b", re.IGNORECASE)
-# the user asks for the words a "did not understand" reply says: a translation, a phrase to say or repeat
-ASKS_FOR_WORDS = re.compile(r"\b(translat\w*|say|repeat|rephrase|paraphrase|reword|in english)\b", re.IGNORECASE)
+# the user asks for the words a "did not understand" reply says: a request to translate, say, repeat or rephrase
+# something, as an imperative opening a line or a sentence ("Translate: ...", "Please repeat after me: ..."), as "can
+# you ...", "you need to translate", "take it and rephrase it", or asks for a translation, a translator or how to say
+# something; "What would you say is the meaning of blorf?" and "What does the Bible say?" ask for an answer
+_REWORD = r"(translat\w*|repeat|rephrase|paraphrase|reword|restate)"
+_WORDS_VERB = rf"(say|{_REWORD})"
+ASKS_FOR_WORDS = re.compile(rf"(^|[.!?:;]\s+|\n)[\W_]*((please|now|just|kindly|ok(ay)?|also|first|then)\W+)*{_WORDS_VERB}\b|"
+                            rf"\b(can|could|will) you (please |kindly |now |also )?{_WORDS_VERB}\b|"
+                            rf"\bwould you ((please |kindly )?{_REWORD}|(please|kindly) say)\b|"
+                            r"\bwould you mind (translating|saying|repeating|rephrasing|paraphrasing|rewording)\b|"
+                            rf"(\b(to|and|then) |,\s*){_REWORD}\b|\b(you to|help me) say\b|\btranslations? (of|into|to|in|for|from)\b|"
+                            r"\b(as|of|be|are) (an?|the) ([\w-]+ ){0,3}translator\b|\b(how|ways?) (to|do|would|can|should) (you |i |one |we )?say\b|"
+                            r"\bmeans? in english\b", re.IGNORECASE)
 _NOT_WORD = re.compile(r"\W+")
 # words the user quotes (a prompt flattening a conversation holds an earlier answer unquoted: "I'm not sure I
 # understand the question" said twice is a non-answer twice)
@@ -73,8 +87,8 @@ def refusal_evidence(reply: str, asked: str = "") -> str | None:
     """The opening of ``reply`` when it declines (an English or other-language stock refusal, an apology followed by
     a decline within ``REFUSAL_WINDOW`` characters) or, in at most ``NON_ANSWER_MAX_CHARS`` characters, says it did
     not understand what was asked; else None. The second kind answers when the user's turns (``asked``) ask to
-    translate, say, repeat or rephrase something ("Translate: 'No entiendo la pregunta.'"), or quote the reply's
-    words."""
+    translate, say, repeat or rephrase something (``ASKS_FOR_WORDS``: "Translate: 'No entiendo la pregunta.'", "Can
+    you repeat ...", not "What would you say is ..."), or quote the reply's words."""
     if found := decline_evidence(reply, FLAT_REFUSAL, APOLOGY, DECLINE) or decline_evidence(reply):
         return found
     if len(reply.strip()) <= NON_ANSWER_MAX_CHARS and (found := NOT_UNDERSTOOD.match(reply)):
