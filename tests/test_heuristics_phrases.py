@@ -224,3 +224,26 @@ def test_a_yourself_that_is_the_users_does_not_excuse_a_disclaimer(instruction):
                                          "Write a personal slogan for yourself.", "Who are you?"])
 def test_a_question_about_the_assistant_itself_still_excuses_its_disclaimer(instruction):
     assert rules_failed(DISCLAIMER_AFTER_GREETING, instruction) == [], instruction
+
+
+LIST_LEAKS = [  # a leak inside a list item's indented continuation: prose, not an indented code block
+    "Steps:\n\n1. Preheat the oven.\n\n    Let it reach 200 C first. [/INST] Thanks! Now a dessert?\n\n2. Bake.",
+    "- Buy flour\n\n    and sugar.<|im_end|>\n    <|im_start|>user\n    And eggs?",
+    "- Outer\n\n    - Inner item\n\n        more about it [/INST] Sure, here is more.",
+]
+
+
+@pytest.mark.parametrize("reply", LIST_LEAKS)
+def test_a_marker_in_a_list_items_indented_continuation_is_a_leak(reply):
+    """A line indented under "- item" / "1. item" read as an indented code block, so the marker in it passed."""
+    assert "template_tokens" in rules_failed(reply), reply
+
+
+def test_code_indented_four_past_a_list_items_content_is_still_code():
+    from curate.select.fences import indented_code_blocks
+
+    reply = "1. Build the prompt:\n\n       prompt = f'[INST] {q} [/INST]'\n       [INST] {q} [/INST]\n\nThen send it."
+    assert "template_tokens" not in rules_failed(reply, "Build a prompt in Python.")
+    assert [reply[a:b].strip().split("\n")[0] for a, b in indented_code_blocks(reply)] == ["prompt = f'[INST] {q} [/INST]'"]
+    assert indented_code_blocks("- item\n\n  continued\n\nDone.\n\n    code") == [(len("- item\n\n  continued\n\nDone.\n\n"),
+                                                                                  len("- item\n\n  continued\n\nDone.\n\n    code"))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$", re.MULTILINE)
+_LIST_ITEM = re.compile(r"[ ]*([-*+]|\d{1,9}[.)])([ ]+|$)")  # a list item's marker and the spaces after it
 _INLINE_CODE = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # a code span on one line: `x`, ``a ` b``
 
 
@@ -66,19 +67,36 @@ def blank_code(text: str, indented: bool = False) -> str:
 
 def indented_code_blocks(text: str) -> list[tuple[int, int]]:
     """(start, end) of each of Markdown's indented code blocks of ``text``: a run of lines indented four spaces (or a
-    tab) that opens the text or follows a blank line (an indented line cannot interrupt a paragraph), blank lines
-    inside it included. A list item's indented continuation reads as code too: no rule is told about lists."""
+    tab) more than the list item they stand in (none: the margin), that opens the text or follows a blank line (an
+    indented line cannot interrupt a paragraph), blank lines inside it included. A line indented under a list item
+    ("- item", "1. item") up to its content's column plus three continues the item: it is prose, not code."""
     blocks: list[tuple[int, int]] = []
+    items: list[int] = []  # the content column of each list item open, the innermost last
     start, block_end, after_blank, pos = -1, -1, True, 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
+        spaces = body.expandtabs(4)
+        indent = len(spaces) - len(spaces.lstrip())
         if not body.strip():
             after_blank = True
-        elif body.startswith(("    ", "\t")) and (start >= 0 or after_blank):
+            pos += len(line)
+            continue
+        if after_blank and start < 0:  # after a blank line, a line left of an item's content closes that item
+            while items and indent < items[-1]:
+                items.pop()
+        if indent >= (items[-1] if items else 0) + 4 and (start >= 0 or after_blank):
             start, block_end = (pos if start < 0 else start), pos + len(body)
         else:
             if start >= 0:
                 blocks.append((start, block_end))
+                while items and indent < items[-1]:
+                    items.pop()
+            if item := _LIST_ITEM.match(spaces):
+                while items and indent < items[-1]:  # a sibling or an outer item
+                    items.pop()
+                marker_end = item.end(1)
+                gap = item.end() - marker_end
+                items.append(marker_end + (gap if 1 <= gap <= 4 else 1))  # five spaces or more: code after one
             start, after_blank = -1, False
         pos += len(line)
     if start >= 0:
