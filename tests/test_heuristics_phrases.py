@@ -247,3 +247,15 @@ def test_code_indented_four_past_a_list_items_content_is_still_code():
     assert [reply[a:b].strip().split("\n")[0] for a, b in indented_code_blocks(reply)] == ["prompt = f'[INST] {q} [/INST]'"]
     assert indented_code_blocks("- item\n\n  continued\n\nDone.\n\n    code") == [(len("- item\n\n  continued\n\nDone.\n\n"),
                                                                                   len("- item\n\n  continued\n\nDone.\n\n    code"))]
+
+
+@pytest.mark.parametrize("reply", ["<s>", " <s> ", "[/INST]", "<s></s>", "<|im_start|>assistant\n<|im_end|>",
+                                   "### Assistant:", "<start_of_turn>model\n<end_of_turn>"])
+def test_a_reply_of_template_markers_alone_is_an_empty_response(reply):
+    """A reply of "<s>" alone passed every rule: it holds no content."""
+    found = failures(reply, "Write a haiku about rain.")
+    assert found[0]["rule"] == "empty_response", (reply, found)
+    assert describe(Reason.FAILS_HEURISTIC, found[0]).startswith(
+        "fails a text rule (empty response, turn 1: only chat-template markers: ")
+    for content in ("Rain on the roof.<s>", "<s> Rain.", "<|im_start|>assistant\nRain falls.<|im_end|>"):
+        assert "empty_response" not in rules_failed(content)

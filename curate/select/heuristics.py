@@ -2,10 +2,10 @@
 
 Each rule names one defect of an SFT row and is switched off by its parameter (``None``/``False``/``0``):
 
-* ``empty_response`` — an assistant turn with nothing but whitespace (and end-of-sequence markers: a lone
-  ``</s>``), or no assistant turn (an emoji or ":-)" is an answer); with ``keep_instruction_only`` a row without
-  any assistant turn passes (a pool of instructions, chosen for their own sake: ``curate run --sort-by complexity``),
-  a whitespace reply still fails;
+* ``empty_response`` — an assistant turn with nothing but whitespace and chat-template markers (a lone ``</s>``,
+  ``<s>``, ``[/INST]`` or ``<|im_start|>assistant``: the evidence shows them), or no assistant turn (an emoji or
+  ":-)" is an answer); with ``keep_instruction_only`` a row without any assistant turn passes (a pool of
+  instructions, chosen for their own sake: ``curate run --sort-by complexity``), a whitespace reply still fails;
 * ``refusal`` — a response that declines the task: it opens by apologising and declines within its first
   ``REFUSAL_WINDOW`` characters ("Sorry, but I can't assist with that.", "I'm sorry, but I am not programmed to
   ..."), or opens with "I cannot help/assist/..."; or a short one (``NON_ANSWER_MAX_CHARS``) that opens by saying
@@ -60,7 +60,7 @@ from curate.rows import Conversation
 from curate.select.english_refusals import disclaimer_evidence, refusal_evidence
 from curate.select.fences import FENCE, fence_state, unclosed_fence
 from curate.select.registry import SelectorResult, register
-from curate.select.template_tokens import leaked_template_token, stopped_at
+from curate.select.template_tokens import leaked_template_token, markers_only
 from curate.select.unspaced import UNSPACED, has_unspaced, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "template_tokens",
@@ -270,8 +270,11 @@ class Rules:
             found.append({"rule": "empty_response", "evidence": "no assistant turn"})
         per_reply: dict[str, dict[str, Any]] = {}  # the first turn failing each response rule
         for turn, reply in enumerate(replies, 1):
-            if self.empty_response and not stopped_at(reply):  # whitespace, or an end-of-sequence marker alone
+            if self.empty_response and not reply.strip():
                 per_reply.setdefault("empty_response", {"turn": turn})
+            elif self.empty_response and markers_only(reply):  # "</s>", "<s>", "[/INST]": no content either
+                per_reply.setdefault("empty_response", {"turn": turn, "evidence": f"only chat-template markers: "
+                                                                                  f"{reply.strip()[:60]!r}"})
             if self.refusal and (evidence := refusal_evidence(reply, asked)):
                 per_reply.setdefault("refusal", {"turn": turn, "evidence": evidence})
             if self.ai_disclaimer and (evidence := disclaimer_evidence(reply, asked)):

@@ -28,6 +28,9 @@ from curate.select.fences import blank_code
 TEMPLATE_TOKEN = re.compile(r"\[/?INST\]|\[/IST\]|<</?SYS>>|<\|(?:im_start|im_end|endoftext|eot_id|eom_id|begin_of_text|"
                             r"start_header_id|end_header_id|user|assistant|system|end)\|>|<(?:start|end)_of_turn>|"
                             r"</s>|<eos>|^[ \t]*#{2,3} ?(?:Human|Assistant):", re.MULTILINE)
+# a marker, or a start-of-sequence <s>, with the role name a turn marker opens ("<|im_start|>assistant")
+_MARKER_WITH_ROLE = re.compile(rf"(?:{TEMPLATE_TOKEN.pattern}|<s>)(?:[ \t]*\n?[ \t]*(?:user|assistant|system|model)\b)?",
+                               re.MULTILINE)
 # the markers a generation ends with: with nothing after them (but whitespace, or another of them) a reply that stopped
 END_MARKERS = ("</s>", "<eos>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>")
 _TOKEN_PARTS = ("INST]", "IST]", "SYS>>", "<|", "_of_turn>", "</s>", "<eos>", "Human:", "Assistant:")  # one is in each marker
@@ -83,6 +86,16 @@ def stopped_at(text: str) -> int:
     while marker := next((m for m in END_MARKERS if text.endswith(m, 0, end)), None):
         end = len(text[:end - len(marker)].rstrip())
     return end
+
+
+def markers_only(text: str) -> bool:
+    """True when ``text`` holds a chat-template marker (``TEMPLATE_TOKEN``, or a start-of-sequence ``<s>``) and
+    nothing else but whitespace and the role a marker opens ("<s>", "</s>", "[/INST]", "<|im_start|>assistant\\n
+    <|im_end|>"): a reply with no content, whatever else a rule makes of its markers."""
+    if not any(part in text for part in _TOKEN_PARTS + ("<s>",)):
+        return False
+    left = _MARKER_WITH_ROLE.sub("", text)
+    return left != text and not left.strip()
 
 
 def _line_window(text: str, start: int, end: int, reach: int) -> tuple[int, int]:
