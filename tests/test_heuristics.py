@@ -312,7 +312,13 @@ def test_a_pool_storing_each_reply_with_its_end_of_sequence_text_keeps_its_rows(
         row["output"] += ("</s>", "<|im_end|>\n", "<|endoftext|>")[i % 3]
     result = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", rows)), out=tmp_path / "run", budget=3,
                           report=False, progress=False)
-    assert result.workspace.selection("heuristics").decisions() == {"kept": 6}
+    heuristics = result.workspace.selection("heuristics")
+    assert heuristics.decisions() == {"kept": 6}
+    # kept with that text, and said: the count is data in the selection's provenance, and a line of the report
+    assert heuristics.provenance["rows_kept_with_end_marker"] == 6
+    from curate.report.sections import selections_section
+
+    assert "6 kept rows have a reply ending with an end-of-sequence marker" in selections_section(result.workspace)
 
 
 def test_a_pool_of_instructions_is_selected_by_complexity_alone(tmp_path):

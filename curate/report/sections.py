@@ -21,6 +21,7 @@ from curate.report.summary import (
 )
 from curate.report.tables import clip, esc, money, pairs_html, shorten, table
 from curate.scorers.metrics import figure_with_reason
+from curate.select.heuristics import end_marker_note
 from curate.storage.damage import DamagedFileError
 from curate.storage.pool import kept_rows_gone, out_of_date
 
@@ -215,6 +216,8 @@ def selections_section(ws: Workspace) -> str:
         gone = out_of_date(len(kept_rows_gone(ws, name)))
         out.append(f"<h3>{esc(name)}: {s['kept']:,} kept of {s['considered']:,} considered{_not_kept(s['outcomes'])}</h3>"
                    + (f"<p class='curate-warn'>{esc(gone)}</p>" if gone else "")
+                   + (f"<p class='curate-warn'>{esc(end_marker_note(prov['rows_kept_with_end_marker']))}</p>"
+                      if prov.get("rows_kept_with_end_marker") else "")
                    + f"<p class='sub params'>method {esc(prov.get('method', '?'))}"
                    + (f"; {pairs_html(params)}" if params else "")
                    + f"; created {esc(prov.get('created', ''))}</p>")

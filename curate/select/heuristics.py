@@ -38,7 +38,9 @@ Each rule names one defect of an SFT row and is switched off by its parameter (`
   ``LANGUAGE_UNSPACED_LETTERS`` letters, or read below that probability leaves the decision to the other side).
 
 A dropped row's detail names the first rule it fails (in the order above), the turn, the evidence and every rule it
-fails; the selection's provenance counts the rows failing each rule.
+fails; the selection's provenance counts the rows failing each rule (``rows_failing``) and the rows kept with a reply
+that ends with an end-of-sequence marker (``rows_kept_with_end_marker``): kept with that text, which is the user's to
+strip (``curate.select.template_tokens.stopped_at`` says where a reply ends without it), never stripped in silence.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from curate.rows import Conversation
 from curate.select.english_refusals import disclaimer_evidence, refusal_evidence
 from curate.select.fences import FENCE, fence_state, unclosed_fence
 from curate.select.registry import SelectorResult, register
-from curate.select.template_tokens import leaked_template_token, markers_only
+from curate.select.template_tokens import leaked_template_token, markers_only, stopped_at
 from curate.select.unspaced import UNSPACED, has_unspaced, split_unspaced, unspaced_count
 
 RULES = ("empty_response", "refusal", "ai_disclaimer", "repeated_tail", "unclosed_code_fence", "template_tokens",
@@ -318,6 +320,18 @@ class Rules:
         return {**detail, "limit": sorted(self.languages)} if sure else None
 
 
+def ends_with_end_marker(conversation: Conversation) -> bool:
+    """True when a reply of ``conversation`` ends with an end-of-sequence marker (" </s>", "<|im_end|>"): a clean
+    stop no rule drops, kept with that text, which a model tuned on it learns to write."""
+    return any(stopped_at(m["content"]) < len(m["content"].rstrip()) for m in conversation if m["role"] == "assistant")
+
+
+def end_marker_note(rows: int) -> str:
+    """The sentence telling a user that ``rows`` kept rows end a reply with an end-of-sequence marker."""
+    return (f"{rows:,} kept rows have a reply ending with an end-of-sequence marker (</s>, <|im_end|>, <eos>...): a "
+            "clean stop, kept with that text; strip it before training, or the model learns to write it")
+
+
 def refuse_an_emptied_pool(rows: int, kept: int, rows_failing: dict[str, int]) -> None:
     """Raise an OptionError naming the counts when the text rules left none of ``rows`` (> 0) rows (``curate run``
     applies them by default): a filter on by default that empties the pool is a setting to change, never the
@@ -344,15 +358,18 @@ def heuristics(ws, rows: np.ndarray, empty_response: bool = HEURISTICS.empty_res
     rules = Rules(empty_response, refusal, ai_disclaimer, max_repeated_tail_words, unclosed_code_fence,
                   mojibake, languages, min_language_probability, keep_instruction_only, template_tokens)
     failing: Counter[str] = Counter()
+    kept_with_end_marker = 0
     out = SelectorResult()
     ids = ws.ids
     for p, conversation in zip(rows.tolist(), ws.conversations([ids[p] for p in rows.tolist()]), strict=True):
         found = rules.failures(conversation)
         if not found:
             out.add(p, Decision.KEPT, Reason.SELECTED)
+            kept_with_end_marker += ends_with_end_marker(conversation)
             continue
         failing.update(f["rule"] for f in found)
         out.add(p, Decision.REJECTED, Reason.FAILS_HEURISTIC, {**found[0], "rules_failed": [f["rule"] for f in found]})
     out.info = {"rows_failing": {rule: failing[rule] for rule in RULES if failing[rule]},
+                "rows_kept_with_end_marker": kept_with_end_marker,
                 "languages": None if rules.languages is None else sorted(rules.languages)}
     return out
