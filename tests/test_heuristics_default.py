@@ -50,9 +50,13 @@ def test_run_pipeline_leaves_a_refusal_and_a_leaked_template_out_by_default(pool
 def test_the_command_line_runs_them_by_default_and_no_heuristics_switches_them_off(pool, tmp_path):
     from tests.cli_in_process import curate_in_process
 
-    r = curate_in_process("run", pool, "--budget", "5", "--no-report", "--out", tmp_path / "run")
+    stops = write_jsonl(tmp_path / "stops.jsonl", [*map(json.loads, pool.read_text().splitlines()),
+                                                   {"instruction": "Name a colour.", "output": "Blue.</s>"}])
+    r = curate_in_process("run", stops, "--budget", "5", "--no-report", "--out", tmp_path / "run")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "2 of 10 fail a text rule (refusal 1, template tokens 1)" in " ".join(r.stdout.split())
+    said = " ".join(r.stdout.split())
+    assert "2 of 11 fail a text rule (refusal 1, template tokens 1)" in said
+    assert "1 kept row has a reply ending with an end-of-sequence marker" in said  # kept (a clean stop), said
     r = curate_in_process("run", pool, "--budget", "5", "--no-report", "--out", tmp_path / "off", "--no-heuristics")
     assert r.returncode == 0 and "fail a text rule" not in r.stdout
     r = curate_in_process("run", pool, "--budget", "5", "--out", tmp_path / "x", "--no-heuristics", "--language", "en")

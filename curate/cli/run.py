@@ -285,6 +285,10 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
         failing = ", ".join(f"{rule.replace('_', ' ')} {n:,}" for rule, n in prov["rows_failing"].items())
         console.print(f"  {result.decisions().get('rejected', 0):,} of {result.table.num_rows:,} fail a text rule"
                       f"{f' ({failing})' if failing else ''}: left out of the selection, and not scored{_unchanged(result)}")
+        if prov.get("rows_kept_with_end_marker"):
+            from curate.select.heuristics import end_marker_note
+
+            console.print(f"  [yellow]{escape(end_marker_note(prov['rows_kept_with_end_marker']))}[/]", markup=True)
     elif name == "decontaminate":
         dropped = result.decisions().get("rejected", 0)
         prov = result.provenance

@@ -328,7 +328,7 @@ def ends_with_end_marker(conversation: Conversation) -> bool:
 
 def end_marker_note(rows: int) -> str:
     """The sentence telling a user that ``rows`` kept rows end a reply with an end-of-sequence marker."""
-    return (f"{rows:,} kept rows have a reply ending with an end-of-sequence marker (</s>, <|im_end|>, <eos>...): a "
+    return (f"{rows:,} kept {'row has' if rows == 1 else 'rows have'} a reply ending with an end-of-sequence marker (</s>, <|im_end|>, <eos>...): a "
             "clean stop, kept with that text; strip it before training, or the model learns to write it")
 
 
