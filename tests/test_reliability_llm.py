@@ -556,7 +556,7 @@ def test_scalar_scale_is_a_prompt_error_naming_the_file(tmp_path):
         assert str(path) in str(info.value)
     path = _prompt_file(tmp_path, "{{ instruction }}", scale="5")
     line = _one_error_line(_cli("score", _workspace(tmp_path, ["x"]).path, "--judge", path, "--base-url",
-                                "http://127.0.0.1:9/v1", "--model", "fault"))
+                                "http://127.0.0.1:9/v1", "--model", "fault"), code=78)  # a prompt's settings
     assert str(path) in line and "scale" in line
 
 
@@ -575,7 +575,7 @@ def test_undefined_variable_in_a_prompt_is_one_cli_error_with_file_and_row(tmp_p
     with pytest.raises(PromptError, match="audience"):
         run_prompt(path, [{"instruction": "x"}], _backend(fault_server), tmp_path / "c.sqlite", progress=False)
     line = _one_error_line(_cli("score", ws.path, "--judge", path, "--base-url", fault_server.base_url,
-                                "--model", "fault"))
+                                "--model", "fault"), code=78)
     assert str(path) in line and "'audience' is undefined" in line
     # which line, and what to do (it said only "user message: UndefinedError"); found as the file loads, before a row
     assert f"{path}:10: in the user message" in line and "list it in the prompt's inputs (now ['instruction'])" in line
