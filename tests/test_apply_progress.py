@@ -70,7 +70,9 @@ def test_a_judges_row_bar_counts_what_a_stopped_run_paid_for(tmp_path, fault_ser
     assert (record["requests_paid_by_stopped_run"], record["cached_requests"], resumed.failed_now) == (3, 0, 2)
     assert (shown["failed"], shown["cached"], shown["paid_by_stopped_run"]) == ("2", "0", "3")
     # and so does the result, in the words of `curate judge` (it said "computed 2, reused 0" only)
-    said = "with 3 requests a stopped run paid for and never recorded"
+    said = "3 answered by the on-disk cache, 0 repeat"  # not "3 new": this run sent them not
+    assert said in resumed.summary(), resumed.summary()
+    said = "of those the on-disk cache answered, 3 a stopped run paid for and never recorded"
     assert said in resumed.summary() and said in resumed._repr_html_() and said in repr(resumed), resumed.summary()
 
 

@@ -227,7 +227,7 @@ def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_t
     run = ws.column_provenance("complexity")["runs"][-1]
     assert run["requests_paid_by_stopped_run"] == len(done_keys) and run["cached_requests"] == 0
     assert run["tokens"]["completion"] == len(rows)
-    assert f"with {len(done_keys)} requests a stopped run paid for" in rerun.stdout
+    assert f"of those the on-disk cache answered, {len(done_keys)} a stopped run paid for" in rerun.stdout
     again = curate_in_process(*cmd[3:], "--column", "complexity_again", env=env)
     assert again.returncode == 0, again.stderr
     run = ws.column_provenance("complexity_again")["runs"][-1]  # once recorded, a cache hit is free

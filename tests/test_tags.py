@@ -630,11 +630,17 @@ def test_curate_tag_after_a_kill_says_how_many_answers_the_stopped_run_paid_for(
         assert proc.poll() is None, "tagging finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        time.sleep(0.3)  # let the server count the requests the killed run had in flight
+        before = srv.total
         rerun = curate_in_process(*cmd[3:], env=env)  # the resumed run: what it says and records, not its process
+        sent_now = srv.total - before
     assert rerun.returncode == 0, rerun.stderr
     paid = Workspace.open(ws.path).column_provenance("tags_raw")["runs"][-1]["requests_paid_by_stopped_run"]
     assert paid >= 10
-    assert f"with {paid} requests a stopped run paid for and never recorded" in " ".join(rerun.stdout.split())
+    said = " ".join(rerun.stdout.split())
+    # it said "31 new (21 sent over HTTP), 0 answered by the on-disk cache": the cache's answers counted as new
+    assert f"{sent_now} new ({sent_now} sent over HTTP), {paid} answered by the on-disk cache" in said, said
+    assert f"of those the on-disk cache answered, {paid} a stopped run paid for and never recorded" in said, said
 
 
 def _tag_cli(*args: object):

@@ -86,15 +86,20 @@ def requests_answered_text(run: dict) -> str:
 
 def requests_text(run: dict, sent_over: str = "") -> str:
     """How many new requests a judge or tagger run record counts (each call and each JSON re-ask once; transport
-    retries not), then :func:`requests_answered_text`: ``"2 new (5 sent over HTTP), 8 answered by the on-disk
-    cache, ..."``. ``sent_over``: what the backend's own counter saw (retries included), as ``evol``'s summary says
-    it (``curate.cli.evol.sent_text``); a record without the count says only what answered."""
+    retries not), then :func:`answered_text`: ``"2 new (5 sent over HTTP), 8 answered by the on-disk cache, ..."``.
+    Answers a stopped run paid for and never recorded came from the on-disk cache, and are counted there, not as new
+    (:func:`stopped_run_text` says how many; the record counts them in ``requests_sent`` as this run's spending).
+    ``sent_over``: what the backend's own counter saw (retries included), as ``evol``'s summary says it
+    (``curate.cli.evol.sent_text``); a record without the count says only what answered."""
     sent = requests_sent(run)
-    return ("" if sent is None else f"{sent:,} new{sent_over}, ") + requests_answered_text(run)
+    paid = run.get("requests_paid_by_stopped_run") or 0
+    answered = answered_text((run.get("cached_requests") or 0) + paid, run.get("repeated_requests") or 0)
+    return ("" if sent is None else f"{sent - paid:,} new{sent_over}, ") + answered
 
 
 def stopped_run_text(run: dict) -> str:
-    """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (they are
-    counted now, answered by the cache), or nothing."""
+    """What a judge or tagger run record says of the answers a stopped run paid for and never recorded (the on-disk
+    cache answered them; their tokens and cost count in this run's, as no record holds them), or nothing."""
     paid = run.get("requests_paid_by_stopped_run") or 0
-    return f" (with {paid:,} requests a stopped run paid for and never recorded)" if paid else ""
+    return (f" (of those the on-disk cache answered, {paid:,} a stopped run paid for and never recorded: their tokens "
+            "and cost count in this run)") if paid else ""
