@@ -17,6 +17,9 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[always400]``  every attempt answers 400 (a permanent error)
 ``[toolong]``    answers 400 as vLLM does for a prompt longer than the model's context (``maximum context length``)
 ``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
+``[cutjson]``    a JSON answer cut off in its middle, ``finish_reason: length`` (as a JSON reply stopped at max_tokens)
+``[echo]``       a JSON answer that copies the request's last assistant message (a few-shot example's answer), as
+                 a small model copies a prompt's example
 ``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
 ``[filtered]``   answers half a reply with ``finish_reason: content_filter``
 ``[empty]``      answers an empty text
@@ -227,8 +230,12 @@ class FaultServer:
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in messages)
         if self.usage_prompt_tokens is not None:
             prompt_tokens = self.usage_prompt_tokens
+        if "[echo]" in key and fmt:
+            content = next(str(m["content"]) for m in reversed(messages) if m.get("role") == "assistant")
         message = {"role": "assistant", "content": content}
         finish = "length" if "[length]" in key else "stop"
+        if "[cutjson]" in json.dumps(messages):  # its re-asks too (their last message is the re-ask)
+            message["content"], finish = content[:len(content) // 2], "length"
         if "[refusal]" in key:
             message, logprobs = {"role": "assistant", "content": None, "refusal": "I can't help with that."}, None
         elif "[filtered]" in key:

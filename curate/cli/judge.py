@@ -34,7 +34,7 @@ from curate.cli.common import (
     stopped_run_text,
 )
 from curate.codes import FailureCode, clip, unknown_cost, unreached_rows
-from curate.errors import CurateError, OptionError
+from curate.errors import ConfigError, CurateError, OptionError
 
 
 @app.command()
@@ -160,8 +160,15 @@ def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: f
                                  f"({unreached[0].message}); re-run the command (without --keep-failed) to send them "
                                  "again (answered requests come from the cache)")
     if values and not any(_has_a_value(v) for v in values):  # stored as failures; a script must not read success
-        raise (stopped or CurateError)(f"no row {done}: none of the {len(values):,} rows asked for got a value (the "
-                                       "commonest failures above)")
+        codes = {f.code for fails in failures for f in fails}
+        # every reply cut off at max_tokens: the prompt's setting, not the server or the rows; the same run fails the
+        # same way (from the cache, at temperature 0) until it is raised, so 78 (settings), not 75 (retry later)
+        cut = codes == {FailureCode.TRUNCATED}
+        fix = ("; every reply stopped at max_tokens: raise max_tokens in the prompt's params (a copy given with "
+               "--prompt) and re-run") if cut else ""
+        raise (stopped or (ConfigError if cut else CurateError))(
+            f"no row {done}: none of the {len(values):,} rows asked for got a value ({_failure_codes_text(failures)}; "
+            f"the commonest message of each code above){fix}")
 
 
 def _has_a_value(value: Any) -> bool:
@@ -271,6 +278,13 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
     if prov.get("kind") == "judge" and len(prov.get("runs") or []) > 1:
         console.print(f"  {usage_total_line(prov)}", soft_wrap=True, highlight=False)
     failures = ws.failures(result.column, ids)
+    print_failure_counts(failures)
+    return failures
+
+
+def print_failure_counts(failures: list[list[Any]]) -> None:
+    """One line per failure code of the stored failures, commonest first, each with its most common message:
+    ``12 x truncated: the reply stopped at max_tokens (12) ...``."""
     by_code: dict[str, Counter] = {}
     for f in (f for fails in failures for f in fails):  # every code, each with its most common message
         by_code.setdefault(f.code.value, Counter())[clip(f.message, 120)] += 1
@@ -279,7 +293,12 @@ def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
         more = f"; and {others} other message{'s' if others > 1 else ''}" if others else ""
         console.print(f"  [yellow]{sum(messages.values())} x[/] {code}: {escape(message)}{more}", soft_wrap=True,
                       highlight=False, markup=True)
-    return failures
+
+
+def _failure_codes_text(failures: list[list[Any]]) -> str:
+    """``12 x truncated, 1 x invalid_output``: the stored failures counted by code, commonest first."""
+    counts = Counter(f.code.value for fails in failures for f in fails)
+    return ", ".join(f"{n:,} x {code}" for code, n in counts.most_common())
 
 
 def cache_use_text(prov: dict[str, Any]) -> str:

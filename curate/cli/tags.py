@@ -55,11 +55,14 @@ def tag_cmd(
 
     Rows the judge did not answer (a transient failure, or --max-cost reached) are stored as failures and make
     the command fail after the rest is stored (exit 75, 78 when the server refused the settings, 1 for --max-cost);
-    a re-run sends only them. --dry-run sends and writes nothing."""
+    a re-run sends only them. The failures are printed counted by code; no row tagged exits 1, or 78 when every
+    reply stopped at the prompt's max_tokens. --dry-run sends and writes nothing."""
     from curate.cli.evol import sent_text
     from curate.cli.judge import (
+        _has_a_value,
         _print_retried,
         print_estimates,
+        print_failure_counts,
         prompt_line,
         raise_unanswered,
         transient_rows,
@@ -97,9 +100,12 @@ def tag_cmd(
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else format_usd(cost))
                   + stopped_run_text(last), soft_wrap=True, highlight=False)
+    print_failure_counts(ws.failures(step.column))  # the reasons, before the normaliser and any error naming them
     if retried:
         _print_retried(retried, result.provenance)
-    if normalize:
+    if normalize and not any(_has_a_value(v) for v in ws.column(step.column)):
+        console.print("  tags not normalised: no row has tags_raw to read")  # it ran on 0 tags and said nothing of it
+    elif normalize:
         _print_steps(normalize_tags(ws))
     raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column),
                      backend=judge_backend, retry_failed=retry_failed)

@@ -99,3 +99,19 @@ def add_attempt(fresh: CallResult, old: CallResult) -> None:
     fresh.billed_keys = old.billed_keys + fresh.billed_keys
     fresh.billed_usage = {k: old.billed_usage[k] + fresh.billed_usage[k] for k in ("prompt_tokens", "completion_tokens")}
     fresh.billed_usd = None if old.billed_usd is None or fresh.billed_usd is None else old.billed_usd + fresh.billed_usd
+
+
+def transport_failure(response: dict[str, Any]) -> Failure:
+    """The Failure of a request the backend could not answer (its ``reason_code``; transient when absent)."""
+    return Failure(FailureCode(response.get("reason_code") or FailureCode.TRANSIENT), response["failure"])
+
+
+def declined_failure(response: dict[str, Any]) -> Failure | None:
+    """A reply the model declined: the API's ``refusal`` (OpenAI sends it with no content) or a reply a content
+    filter stopped (``finish_reason`` content_filter: the text is cut off where the filter struck)."""
+    if response.get("refusal"):
+        return Failure(FailureCode.REFUSED, f"the model refused: {str(response['refusal'])[:300]}", response["refusal"])
+    if response.get("finish_reason") == "content_filter":
+        return Failure(FailureCode.REFUSED, "a content filter stopped the reply (finish_reason content_filter)",
+                       response.get("text"))
+    return None

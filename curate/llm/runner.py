@@ -25,7 +25,7 @@ from curate.codes import Failure, FailureCode
 from curate.defaults import BACKEND, JUDGE
 from curate.errors import CurateError
 from curate.llm import structured
-from curate.llm.base import Backend, Request, format_usd
+from curate.llm.base import Backend, Request, format_usd, reply_token_limit
 from curate.llm.cache import (
     ResponseCache,
     alias_header,
@@ -34,7 +34,7 @@ from curate.llm.cache import (
     request_key,
     response_cache,
 )
-from curate.llm.calls import CallResult, add_attempt
+from curate.llm.calls import CallResult, add_attempt, declined_failure, transport_failure
 from curate.llm.digits import DIGIT_RULE as DIGIT_RULE  # re-exported: judge fingerprints name it
 from curate.llm.digits import _token_digit as _token_digit  # re-exported: tests read it here
 from curate.llm.digits import digit_score
@@ -168,11 +168,6 @@ def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: 
     return out
 
 
-def transport_failure(response: dict[str, Any]) -> Failure:
-    """The Failure of a request the backend could not answer (its ``reason_code``; transient when absent)."""
-    return Failure(FailureCode(response.get("reason_code") or FailureCode.TRANSIENT), response["failure"])
-
-
 def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, logprobs_requested: bool,
                cached: bool, billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
     """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
@@ -200,17 +195,6 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
         else:
             result.parsed = result.text
     return result
-
-
-def declined_failure(response: dict[str, Any]) -> Failure | None:
-    """A reply the model declined: the API's ``refusal`` (OpenAI sends it with no content) or a reply a content
-    filter stopped (``finish_reason`` content_filter: the text is cut off where the filter struck)."""
-    if response.get("refusal"):
-        return Failure(FailureCode.REFUSED, f"the model refused: {str(response['refusal'])[:300]}", response["refusal"])
-    if response.get("finish_reason") == "content_filter":
-        return Failure(FailureCode.REFUSED, "a content filter stopped the reply (finish_reason content_filter)",
-                       response.get("text"))
-    return None
 
 
 # -- the call -----------------------------------------------------------------------------------------
@@ -244,7 +228,12 @@ class _Part:
                 raise PromptError(f"{self.prompt.where}: a json prompt needs output.model (a Pydantic class) or "
                                   "output_model=")
         self.mode = structured.instructor_mode(backend) if self.prompt.output_kind == "json" else None
-        self.logprobs_requested = bool(request_params(self.prompt, backend, self.params).get("logprobs"))
+        sent = request_params(self.prompt, backend, self.params)
+        self.logprobs_requested = bool(sent.get("logprobs"))
+        self.reply_limit = reply_token_limit(sent)
+        # temperature 0 (greedy) gives a cut-off reply back on every re-ask; unset is the server's default (OpenAI's
+        # and vLLM's sample), so a second draw may finish within the limit
+        self.deterministic = sent.get("temperature") == 0
 
     def build(self, variables: list[dict[str, Any]], backend: Backend) -> list[Request]:
         return build_requests(self.prompt, variables, backend, params=self.params, output_model=self.output_model)
@@ -356,6 +345,7 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
     pending: dict[int, Request | None] = {i: None for i, res in enumerate(results)
                                           if res.failure is None and owner[i].mode is not None}
     attempt = 0
+    cut_asked: set[int] = set()  # items re-asked once already after a reply cut off at max_tokens
     while pending:
         retry: dict[int, Request] = {}
         for i, req in pending.items():
@@ -365,9 +355,16 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
                 res.parsed = obj
                 continue
             exc, completion = err
-            res.failure = Failure(FailureCode.INVALID_OUTPUT,
-                                  f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
-                                  f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}", res.text)
+            cut = (res.raw or {}).get("finish_reason") == "length"
+            res.failure = (structured.truncated_failure(part.reply_limit, part.deterministic, i in cut_asked, attempt,
+                                                       res.text) if cut else
+                           Failure(FailureCode.INVALID_OUTPUT,
+                                   f"output failed validation after {attempt + 1} attempt(s): {type(exc).__name__}: "
+                                   f"{str(exc)[:300]}; raw output {(res.text or '')[:300]!r}", res.text))
+            if cut and (part.deterministic or i in cut_asked):
+                continue  # the same cut-off reply again would only be paid for again (F3: 3 requests a row)
+            if cut:
+                cut_asked.add(i)
             if attempt < part.retries:
                 req = req or request_for(i)
                 messages, params = structured.reask(req.messages, req.params, part.mode, completion, exc)
@@ -394,3 +391,4 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
                 fresh.text = old.text
             results[i] = fresh
         pending = {i: r for i, r in retry.items() if results[i].failure is None}
+

@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any
 
+from curate.codes import Failure, FailureCode
 from curate.llm.base import Backend
 
 JSON_MODE_TEMPLATE = "structured/json_mode.j2"  # under the built-in prompts folder
@@ -106,3 +107,15 @@ def reask(messages: list[dict[str, Any]], params: dict[str, Any], mode, completi
     kwargs = handle_reask_kwargs({"messages": list(messages), **params}, mode, completion, exc)
     new_messages = kwargs.pop("messages")
     return new_messages, {k: v for k, v in kwargs.items() if k in params}
+
+
+def truncated_failure(limit: int | None, deterministic: bool, asked_again: bool, attempt: int,
+                      text: str | None) -> Failure:
+    """The failure of a JSON reply that stopped at max_tokens before it was complete: ``truncated``, the raw output
+    kept. The runner re-asks it at most once, and never at temperature 0 (greedy decoding gives the same reply)."""
+    where = f"max_tokens ({limit})" if limit else "the server's reply limit"
+    why = ("; not re-asked: at temperature 0 the same reply would come back" if deterministic else
+           "; re-asked once" if asked_again else "")
+    return Failure(FailureCode.TRUNCATED, f"the reply stopped at {where} before its JSON was complete, after "
+                   f"{attempt + 1} attempt(s){why}; raise max_tokens (the prompt's params) to let it finish; raw "
+                   f"output ends {(text or '')[-200:]!r}", text)
