@@ -11,7 +11,7 @@ from curate.codes import FailureCode
 from curate.llm.prompts import builtin_prompt_dir
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
-from tests.conftest import write_jsonl
+from tests.conftest import ScriptedBackend, write_jsonl
 from tests.fault_server import FaultServer
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -74,3 +74,49 @@ def test_a_cut_off_reply_of_a_sampled_request_is_re_asked_once(tmp_path):
     failures = Workspace.open(ws.path).failures("tags_raw")
     assert [[f.code for f in fails] for fails in failures] == [[FailureCode.TRUNCATED]] * 2
     assert all("after 2 attempt(s); re-asked once" in fails[0].message for fails in failures), failures
+
+
+def test_a_reply_copying_a_few_shot_examples_tags_is_a_failure_with_its_raw_output(tmp_path):
+    """F4: SmolLM2 answered "Predict the class for this text." with `code debugging, python, explanation`, the
+    prompt's second example's tag set word for word, and it was stored as the row's tags."""
+    from curate.tags import Tagger
+
+    ws = _workspace(tmp_path, ["[echo] Predict the class for this text.", "Write a poem about rain."])
+    with FaultServer() as srv:
+        run = _tag(ws, srv, "--no-normalize")
+    assert run.returncode == 0, run.stderr
+    ws = Workspace.open(ws.path)
+    assert ws.column("tags_raw") == [[None], [["write", "a"]]]
+    (echo,), () = ws.failures("tags_raw")
+    assert echo.code is FailureCode.ECHOED_EXAMPLE and echo.turn == 1
+    assert "few-shot example 2" in echo.message and '"tag": "code debugging"' in echo.raw
+    said = " ".join(run.stdout.split())
+    assert "1 row(s) failed" in said and "1 x echoed_example: the tags (code debugging, python, explanation)" in said
+    # the example's own query may get the example's answer: tagged, not failed
+    query = "My Python loop prints the same number forever. Why, and how do I fix it?"
+    itself = Workspace(tmp_path / "itself")
+    itself.load(write_jsonl(tmp_path / "q.jsonl", [{"instruction": query, "output": "ok"}]))
+    copy_last_example = ScriptedBackend(lambda req: next(m["content"] for m in reversed(req.messages)
+                                                         if m["role"] == "assistant"))
+    itself.apply(Tagger(copy_last_example), progress=False)
+    assert itself.column("tags_raw") == [[["code debugging", "python", "explanation"]]]
+
+
+def test_the_example_tag_sets_are_read_from_the_prompt_file(tmp_path):
+    """The examples come from the prompt file itself: another file's examples, another set; an example answer that is
+    not IntentTags JSON is an error naming the file."""
+    import pytest
+
+    from curate.llm.prompts import PromptError
+    from curate.tags import Tagger
+
+    text = (builtin_prompt_dir() / "instag.md").read_text()
+    assert [sorted(e.tags) for e in Tagger(None).examples] == [
+        ["haiku", "lowercase", "nature", "poetry writing"], ["code debugging", "explanation", "python"]]
+    edited = tmp_path / "instag_edited.md"
+    edited.write_text(text.replace('"tag": "python"', '"tag": "Python 3"'))
+    assert sorted(Tagger(None, prompt=edited).examples[1].tags) == ["code debugging", "explanation", "python 3"]
+    broken = tmp_path / "instag_broken.md"
+    broken.write_text(text.replace('{"tags": [{"tag": "code debugging"', '{"tagz": [{"tag": "code debugging"'))
+    with pytest.raises(PromptError, match="instag_broken.md: the answer of few-shot example 2 is not IntentTags"):
+        Tagger(None, prompt=broken)

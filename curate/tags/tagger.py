@@ -2,7 +2,8 @@
 
 :class:`Tagger` is a Step (``ws.apply(Tagger(backend))``): column ``tags_raw``, one list of tag strings
 per user turn (order kept, duplicates removed); a turn whose call failed has ``None`` there and a
-:class:`~curate.codes.Failure` (code, message, raw output) in ``tags_raw_failure``. Responses are cached
+:class:`~curate.codes.Failure` (code, message, raw output) in ``tags_raw_failure``: the engine's codes, and
+``echoed_example`` for a reply that copies the tag set of one of the prompt's few-shot examples (:mod:`.examples`). Responses are cached
 in the workspace's response cache, so a re-run or a resumed run pays nothing twice.
 """
 
@@ -72,6 +73,9 @@ class Tagger:
         if model is None or not issubclass(model, IntentTags):  # checked before any call is paid for
             raise PromptError(f"{self.prompt.where}: a tagging prompt answers IntentTags (output kind json, model "
                               f"curate.tags:IntentTags), not {self.prompt.output_model or self.prompt.output_kind}")
+        from curate.tags.examples import few_shot_examples
+
+        self.examples = few_shot_examples(self.prompt, model)  # an answer copying one is a failure (echoed_example)
         self.backend = backend
         self.column = column
         self.params = dict(params or {})
@@ -101,6 +105,8 @@ class Tagger:
         blob = json.dumps({"prompt": self.prompt.fingerprint, "backend": getattr(backend, "kind", type(backend).__name__),
                            "model": getattr(backend, "model", None), "params": self.params,
                            "schema": self.prompt.model_class().model_json_schema(),
+                           # a reply copying a few-shot example's tags fails (it was stored as tags before): re-read
+                           "checks": ["echoed_example"],
                            **({"json_mode_message": json_mode} if json_mode else {})}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -122,6 +128,7 @@ class Tagger:
         from curate.llm.cache import response_cache
         from curate.llm.runner import run_prompt
         from curate.storage.progress import call_counts
+        from curate.tags.examples import echoed_example
 
         backend = self._require_backend()
         variables = [{"instruction": turn.instruction} for row in rows for turn in row.turns]
@@ -147,6 +154,11 @@ class Tagger:
                     tags.append(None)
                 elif not (named := dedupe(it.tag.strip() for it in res.parsed.tags if it.tag.strip())):
                     fails.append(Failure(FailureCode.INVALID_OUTPUT, "every tag the judge gave is blank", res.text, t))
+                    tags.append(None)
+                elif (copied := echoed_example(self.examples, self.prompt, row.turns[t - 1].instruction, named)):
+                    fails.append(Failure(FailureCode.ECHOED_EXAMPLE, f"the tags ({', '.join(named)}) are those of the "
+                                         f"prompt's few-shot example {copied.number}, for a query that is not that "
+                                         "example: copied from the prompt, not read from the query", res.text, t))
                     tags.append(None)
                 else:
                     tags.append(named)
