@@ -120,3 +120,33 @@ def test_the_example_tag_sets_are_read_from_the_prompt_file(tmp_path):
     broken.write_text(text.replace('{"tags": [{"tag": "code debugging"', '{"tagz": [{"tag": "code debugging"'))
     with pytest.raises(PromptError, match="instag_broken.md: the answer of few-shot example 2 is not IntentTags"):
         Tagger(None, prompt=broken)
+
+
+def test_the_report_describes_tag_columns_as_tags_and_draws_their_frequency_without_a_selection(tmp_path):
+    """F9: with every row failed the report called tags_raw "per-turn scores" and tags "text"; a tagged workspace
+    with no selection showed no tag figure ("tag coverage: no selection yet")."""
+    from curate.report.plots import all_plots
+    from curate.report.summary import column_stats
+    from curate.tags import Normalizer, Tagger, normalize
+
+    failed = _workspace(tmp_path, [f"[always400] Name prime number {i}." for i in range(2)])
+    with FaultServer() as srv:
+        from curate.llm.openai_backend import OpenAIBackend
+
+        failed.apply(Tagger(OpenAIBackend(srv.base_url, "fault", api_key_env="HOME", max_retries=0)), progress=False)
+    normalize(failed, Normalizer(min_frequency=None, semantic=False, association=False))
+    for column in ("tags_raw", "tags"):
+        stats = column_stats(failed, column)
+        assert (stats["kind"], stats["filled"], stats["per_row"], stats["distinct"]) == ("list", 0, 0.0, 0), stats
+    tagged = Workspace(tmp_path / "tagged")
+    tagged.load(write_jsonl(tmp_path / "t.jsonl", [{"instruction": f"Write Poems about Rain {i}.", "output": "ok"}
+                                                   for i in range(3)]))
+    words = ScriptedBackend(lambda req: '{"tags": [{"tag": "poetry", "explanation": "a"}, '
+                                        '{"tag": "weather", "explanation": "b"}]}')
+    tagged.apply(Tagger(words), progress=False)
+    normalize(tagged, Normalizer(min_frequency=None, semantic=False, association=False))
+    plots = {title: (fig, missing) for title, fig, missing in all_plots(tagged)}
+    fig, missing = plots["tag frequency"]
+    assert fig is not None, missing
+    assert fig.axes[0].get_title() == "2 distinct tags, 2.00 per tagged row; 3 of 3 rows tagged"
+    assert sorted(t.get_text() for t in fig.axes[0].get_yticklabels()) == ["poetry", "weather"]

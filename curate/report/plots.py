@@ -44,6 +44,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
 )
 from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
+from curate.report.tag_plots import tag_frequency_plot
 from curate.storage.blobs import check_read_rows
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
@@ -353,7 +354,8 @@ def plot_plans(ws: Workspace, selection: str | None) -> list[tuple[str, str, Cal
          _missing("needs two score columns (complexity and quality); this workspace has "
                   + (f"{numeric[0]} only" if numeric else "none: score the pool first"))),
         ("embedding map", "embeddings 'default'", lambda: embedding_map(ws, selection)),
-        *([("tag coverage", _columns(role_candidates(ws, "tags")),
+        *([("tag frequency", _columns(role_candidates(ws, "tags")), lambda: tag_frequency_plot(tag_sets(ws))),
+           ("tag coverage", _columns(role_candidates(ws, "tags")),
             lambda: tag_coverage(ws, [selection] if selection else None))] if tags_asked_for(ws) else []),
         (f"rows by {breakdown_column(ws)}", _columns([breakdown_column(ws)]), lambda: source_breakdown(ws, selection)),
     ]

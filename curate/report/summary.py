@@ -124,6 +124,10 @@ def _flat(value: list[Any]) -> list[Any]:
     return value
 
 
+#: the provenance kinds of tag columns: the tagger's (per turn), the normaliser's, the trained tagger's
+TAG_COLUMN_KINDS = ("instag_tags", "instag_normalized", "instag_tagger")
+
+
 def never_computed(ws: Workspace, name: str) -> set[str]:
     """Rows a step column holds nothing for, not even a failure: never asked for (``curate run`` scores and tags
     only the rows its filter steps kept), as opposed to rows asked for that failed."""
@@ -148,6 +152,10 @@ def column_stats(ws: Workspace, name: str, prov: dict[str, Any] | None = None) -
         stats["never_computed"] = len(never_computed(ws, name))
     if is_failure_column(name, prov):
         stats["kind"] = "failures"
+    elif prov.get("kind") in TAG_COLUMN_KINDS:  # with every row failed, tags_raw read as "per-turn scores", tags as "text"
+        items = [_flat(v) for v in filled]
+        stats.update(kind="list", per_row=sum(len(v) for v in items) / len(items) if items else 0.0,
+                     distinct=len({str(x) for v in items for x in v if x is not None}))
     elif is_numeric(ws, name, prov.get("reducer")):
         per_turn = prov.get("granularity") == "turn" or any(isinstance(v, list) for v in filled)
         stats["kind"] = "per-turn scores" if per_turn else "number"
