@@ -633,7 +633,7 @@ def test_report_in_headless_chromium(tmp_path):
     assert requested and all(u.startswith(("file:", "data:")) for u in requested), requested
     assert result["scripts"] == 0
     images = result["images"]
-    assert len(images) == 5, images  # histograms, scatter, embedding map, tag coverage, sources
+    assert len(images) == 6, images  # histograms, scatter, embedding map, tag frequency, tag coverage, sources
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in images), images
     assert result["headings"][0] == "pool" and any(h.startswith("sample rows") for h in result["headings"])
     assert "exact_dedup" in page and "tau = 0.9" in page and "&quot;tau&quot;" not in page
