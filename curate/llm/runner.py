@@ -391,4 +391,3 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
                 fresh.text = old.text
             results[i] = fresh
         pending = {i: r for i, r in retry.items() if results[i].failure is None}
-
