@@ -208,11 +208,14 @@ def test_the_judge_scale_is_read_from_the_labelled_rows_only():
     """Chain versions with no score (NaN: they only give order pairs) left the scale unknown (nan min/max), so a
     --chain-pairs scorer stayed off DEITA's 1-6."""
     import numpy as np
+    import pytest
 
-    from curate.scorers.readermap import label_scale
+    from curate.errors import ScorerOptionError
+    from curate.scorers.label_scales import infer_scale
 
-    assert label_scale([2.0, np.nan, 5.0, np.nan]) == (2.0, 5.0)
-    assert label_scale([np.nan, np.nan]) is None and label_scale([3.0, 3.0, np.nan]) is None
+    assert infer_scale([2.0, np.nan, 5.0, np.nan]).bounds == (1.0, 5.0)
+    with pytest.raises(ScorerOptionError, match="no numeric label"):
+        infer_scale([np.nan, np.nan])
 
 
 def _strict_json(path):

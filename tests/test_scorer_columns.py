@@ -24,7 +24,8 @@ def ws_with_signal(tmp_path):
     signal = rng.normal(size=len(ws))
     ws.add_column("signal", [[float(v)] for v in signal], {"kind": "signal", "fingerprint": "model-a"})
     ws.add_column("judge", [[3 + float(v) + 0.3 * float(rng.normal())] for v in signal],
-                  {"kind": "judge", "judge": "judge", "reads": ["instruction", "response"]})
+                  {"kind": "judge", "judge": "judge", "reads": ["instruction", "response"],
+                   "scale": [-5, 11]})  # continuous labels on no standard judge scale: it says its own
     return ws, signal
 
 

@@ -456,7 +456,7 @@ def test_labels_that_came_in_the_pool_file_train_a_scorer(tmp_path):
     from_csv = from_column(csv_ws, "gpt4")
     assert sorted(from_csv.scores) == sorted(data.scores) and from_csv.skipped["no numeric value"] == 2 * 14 + 1
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt5", "--out", str(tmp_path / "x")])
-    assert isinstance(res.exception, ScorerError) and "pool file columns" in str(res.exception)
+    assert isinstance(res.exception, ScorerError) and "pool fields" in str(res.exception)
     res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--group-by", "questoin",
                                    "--out", str(tmp_path / "x")])  # the group column is named among the pool's fields
     assert "no column 'questoin'" in str(res.exception) and "'question'" in str(res.exception)
@@ -658,11 +658,11 @@ def test_a_scorer_never_writes_over_pool_file_labels_nor_stores_a_non_score(tmp_
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", rows))
     result = train_scorer(ws, target="gpt4", k=3, seed=0)
-    scorer = result.scorer  # the judge's 1-9 labels, mapped onto DEITA's 1-6 as the other kinds' scores are
-    assert (scorer.label_range, scorer.output_range) == ((1.0, 9.0), (1.0, 6.0))
+    scorer = result.scorer  # the judge's 1-9 labels read on 1-10 (the smallest standard scale holding them), mapped
+    assert (scorer.label_range, scorer.output_range) == ((1.0, 10.0), (1.0, 6.0))  # onto DEITA's 1-6
     raw = scorer.predict_features_raw(scorer.featurize(rows))
     mapped = scorer.predict([{"instruction": r["instruction"], "response": r["output"]} for r in rows])
-    assert mapped.min() >= 1.0 and mapped.max() <= 6.0 and np.allclose(mapped, 1 + (raw - 1) * 5 / 8)
+    assert mapped.min() >= 1.0 and mapped.max() <= 6.0 and np.allclose(mapped, 1 + (raw - 1) * 5 / 9)
     for field in ("gpt4", "instruction"):  # labels paid for, and the rows themselves
         with pytest.raises(ScorerError, match=f"column {field!r} is a field of the pool file"):
             apply_step(ws, _named(scorer, field), progress=False)
@@ -995,7 +995,8 @@ def test_a_scorer_of_a_judge_that_declares_its_scale_keeps_that_scale_not_its_la
     predicted = scorer.predict([t[0] for t in ws.turns()])
     assert 2.7 <= predicted.min() and predicted.max() <= 3.7  # on the judge's own scale, as its labels
     ws.add_column("gpt4", [2 * v for v in labels], {"kind": "judge", "judge": "gpt4"})  # no declared scale
-    assert train_scorer(ws, target="gpt4", k=3, seed=0).scorer.label_range == (5.52, 7.3)  # its labels' span
+    # no declared scale: the smallest standard judge scale holding its labels (5.52..7.3), never their span
+    assert train_scorer(ws, target="gpt4", k=3, seed=0).scorer.label_range == (1.0, 10.0)
 
 
 class _RoundedBeforeCacheUse(Scorer):

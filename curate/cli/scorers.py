@@ -19,12 +19,14 @@ METRIC_HEADS = ("spearman", "kendall", "MAE", "pairwise acc")
 METRIC_KEYS = ("spearman", "kendall", "mae", "pairwise_accuracy")  # a figure not computed: a dash and a line why
 
 
-def evaluation_table(ev, title: str = "agreement with the judge") -> Table:
-    """A scorer's K-fold and held-out agreement beside the length and random baselines."""
+def evaluation_table(ev, title: str = "agreement with the judge", scale: str | None = None) -> Table:
+    """A scorer's K-fold and held-out agreement beside the length and random baselines; ``scale`` (e.g. ``1-10``):
+    the judge's scale the MAE is on, said under the table (the column written is on DEITA's 1-6)."""
     from curate.scorers.metrics import figure
 
-    table = Table(title=title)
-    for head in ("predictor", "split", *METRIC_HEADS, "n"):  # at 80 columns names wrap at a space; figures never
+    table = Table(title=title, caption=f"MAE on the judge's {scale} scale (the column written is on DEITA's 1-6)"
+                  if scale else None)
+    for head in ("predictor", "split", *METRIC_HEADS, "n"):  # a wider MAE heading cut "instruction length" at 80  # at 80 columns names wrap at a space; figures never
         table.add_column(head, justify="left" if head in ("predictor", "split") else "right",
                          no_wrap=head not in ("predictor", "split"))
     for who, split, m in ev.rows():
@@ -36,10 +38,18 @@ def _print_training(result, out: Path, console: Console) -> None:
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
     pair_only = len(data) - data.labelled
+    scale = data.scale.text() if data.scale is not None else None
     console.print(evaluation_table(ev, f"scorer {result.scorer.column!r} from {data.source}: "
                                        f"{data.labelled:,} labels" + (f" and {pair_only:,} chain versions without one"
                                                                       if pair_only else "")
-                                       + f" ({groups:,} groups), reads {', '.join(data.reads)}"))
+                                       + f" ({groups:,} groups), reads {', '.join(data.reads)}", scale))
+    if data.scale is not None:
+        outside = data.skipped.get(data.scale.outside_reason(), 0)
+        how = {"given": "given with --label-scale", "declared": "as the judge's provenance declares it",
+               "inferred": "inferred: the smallest standard judge scale holding nearly all the labels; "
+                           "--label-scale LO,HI to say another"}[data.scale.how]
+        console.print(f"judge's scale: {data.scale.text()} ({how}); {outside:,} labels outside it left out; the "
+                      f"column maps it onto DEITA's 1-6")
     for line in ev.missing_figure_lines():
         console.print(line)
     if result.how_trained():
@@ -78,7 +88,8 @@ def _print_training(result, out: Path, console: Console) -> None:
                       f"{ev.holdout['length']['chain_order']:.3f}")
     if ev.calibration:
         bins = ", ".join(f"{c['mean_predicted']:.2f}->{c['mean_label']:.2f}" for c in ev.calibration)
-        console.print(f"held-out calibration (mean predicted -> mean label, by prediction decile): {bins}")
+        on = f" on the judge's {scale} scale" if scale else ""
+        console.print(f"held-out calibration{on} (mean predicted -> mean label, by prediction decile): {bins}")
     console.print(f"saved scorer to {result.scorer.save(out)}")
 
 
@@ -128,6 +139,12 @@ def train_scorer(
     embed_inputs: str | None = typer.Option(None, "--embed-inputs", help="ridge: which texts get a MiniLM embedding "
                                             "(default: every text read; 'none' for none)."),
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help="ridge: " + FEATURE_COLUMN_HELP),
+    label_scale: str | None = typer.Option(None, "--label-scale", help="The judge's scale as LO,HI, e.g. 1,10: "
+                                           "labels outside it are left out and counted, never clipped. Default: the "
+                                           "scale the judge's provenance declares, else the smallest standard judge "
+                                           "scale (0-1, 1-5, 1-6, 1-7, 1-10, 0-10, 1-100, 0-100) holding 99% of the "
+                                           "labels; labels that look like two scales mixed are refused. The column "
+                                           "maps it onto DEITA's 1-6."),
     chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
                                      "scorer (ridge or cross-encoder) also learns the order each chain has by "
                                      "construction (every in-depth rewrite asks for more than the versions before "
@@ -152,6 +169,7 @@ def train_scorer(
                    name=name, k=folds, holdout=holdout, seed=seed, kind=kind, init=init, epochs=epochs,
                    features=features.split(",") if features else None, group_by=group_by,
                    columns=feature_columns or (), chain_pairs=chain_pairs, base=base, device=device, progress=True,
+                   label_scale=label_scale,
                    embed_inputs=None if embed_inputs is None else [] if embed_inputs == "none" else embed_inputs.split(","))
     _print_training(result, out, console)
 

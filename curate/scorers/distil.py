@@ -19,6 +19,7 @@ from curate.defaults import DISTIL
 from curate.errors import ScorerError
 from curate.scorers.evaluation import choose_settings, length_input
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
+from curate.scorers.label_scales import covering_scale
 from curate.scorers.metrics import (
     METRICS,
     MIN_FIGURE_LABELS,
@@ -362,7 +363,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
     labels.update(held_labels)
     train = np.array(sorted(labels))
     scorer.fit_features(X[train], np.array([labels[k] for k in train]))
-    on_deita_scale(scorer, [labels[k] for k in train])
+    on_deita_scale(scorer, covering_scale([labels[k] for k in train], scorer.imitates.get("scale")))
     texts = input_texts([turns[items[k][0]][items[k][1]] for k in train], scorer.reads)
     scorer.metadata.update({"n_train": int(len(train)), "distilled": True,
                             "training_fingerprint": training_fingerprint(texts, [labels[k] for k in train])})

@@ -266,6 +266,8 @@ class Scorer(OlderSignatures):
                "labels": self.metadata.get("n_train"),
                "holdout_agreement": (self.metrics.get("holdout") or {}).get("scorer"), "cost_usd": 0.0}
         out.update({"response_column": self.response_column} if self.response_column else {})
+        if self.metadata.get("judge_scale"):  # the judge's scale it was trained on, and how it was chosen
+            out["judge_scale"] = self.metadata["judge_scale"]
         if self.metadata.get("distilled"):
             out.update({"distilled": True, "labels_spent": self.metrics.get("labels_spent"),
                         "rows_total": self.metrics.get("rows_total")})

@@ -7,8 +7,6 @@ fine-tuned scorers (:mod:`curate.scorers.finetuned`) and the GPU training script
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 
@@ -26,24 +24,6 @@ def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple
     y = np.quantile(np.asarray(labels, dtype=np.float64), q)
     x = np.maximum.accumulate(x + np.arange(points) * 1e-9)  # strictly increasing for np.interp
     return x, np.maximum.accumulate(y)
-
-
-def label_scale(scores: Sequence[float], declared: Sequence[float] | None = None) -> tuple[float, float] | None:
-    """The judge's scale, mapped onto DEITA's: the one it ``declared`` (a prompt's ``scale``, an Evol label set's
-    steps), widened to any label beyond it; else (labels of a pool field) as its labels span it (min, max). None
-    when that is one value. Unlabelled rows (NaN: the versions of a chain that only give order pairs) do not
-    count.
-
-    A judge's labels rarely span its scale (a 1-6 quality judge's expected scores ran 1.7..3.9 on a small pool):
-    stretched onto 1-6, a scorer's column read a point or more away from the judge it imitates."""
-    finite = np.asarray(scores, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if not finite.size:
-        return None
-    lo, hi = float(finite.min()), float(finite.max())
-    if declared is not None:
-        lo, hi = min(lo, float(declared[0])), max(hi, float(declared[1]))
-    return (lo, hi) if hi > lo else None
 
 
 OUTPUT_MAP = "quantile-dequantised+logistic-2"  # names apply_map; the cross-encoder scorer's fingerprint includes it

@@ -164,6 +164,11 @@ def load_folder(path: Path, cls: type, ridge: type) -> Any:
         from curate.scorers.defaults import WEIGHTS_DIR
 
         shipped = ", ".join(sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/scorer.json")))
+        if path.name == "scorer.json" and path.is_file():  # the file inside a scorer folder
+            raise ScorerError(f"{path}: the file inside a scorer folder: pass the folder holding scorer.json, "
+                              f"{path.parent}")
+        if path.is_file():
+            raise ScorerError(f"{path}: a file, not a scorer folder (a folder holding scorer.json); shipped: {shipped}")
         raise ScorerError(f"{path}: not a saved scorer (no scorer.json); shipped: {shipped}")
     doc = read_scorer_json(path)
     kind = doc.get("kind")  # absent: the ridge/ordinal head on embeddings

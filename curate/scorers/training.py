@@ -14,6 +14,7 @@ from curate.errors import ScorerError, ScorerFolderError, ScorerOptionError, pyt
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
+from curate.scorers.label_scales import judge_scale, parse_label_scale
 from curate.scorers.model import Scorer
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
 from curate.storage.columns import column_names
@@ -124,8 +125,8 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                      head=head or cls.heads[0])  # max_length: the kind's default for what it reads, and its head
     if device is not None:
         scorer.device = device
-    label_range = readermap.label_scale(y, data.imitates.get("scale")) or (float(y[scored].min()),
-                                                                           float(y[scored].max()))
+    scale = data.scale or judge_scale(data.scores, declared=data.imitates.get("scale"), source=data.source)
+    label_range = scale.bounds
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
     with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
         def on_step(step: int, steps: int) -> None:
@@ -153,19 +154,27 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
     ev = Evaluation(kfold={}, holdout=held, calibration=calib, n_train=len(train), n_holdout=len(test), k=0,
                     length_input=data.reads[-1], extra={"kind": kind, "head": scorer.head, "init": init, "base": scorer.base})
     scorer.metrics = ev.to_dict()
+    record_scale(scorer, data)
     scorer.metadata["source"] = data.source
     if len(fit_pairs):
         scorer.metadata["ordered_pairs"] = len(fit_pairs)
     return TrainResult(scorer, ev, data)
 
 
-def on_deita_scale(scorer: Scorer, scores: Sequence[float]) -> None:
-    """Map the judge's scale (the one it declared, else its labels' range: :func:`readermap.label_scale`) linearly
-    onto DEITA's 1-6, as the fine-tuned kinds and the shipped scorers do, so a trained quality multiplies with
-    complexity on one scale (order and agreement unchanged)."""
-    scale = readermap.label_scale(scores, scorer.imitates.get("scale"))
+def on_deita_scale(scorer: Scorer, scale: tuple[float, float] | None) -> None:
+    """Map the judge's ``scale`` (:func:`~curate.scorers.label_scales.judge_scale`: given, declared or inferred,
+    never the span its labels happen to cover) linearly onto DEITA's 1-6, as the fine-tuned kinds and the shipped
+    scorers do, so a trained quality multiplies with complexity on one scale (order and agreement unchanged)."""
     if scale is not None:
-        scorer.label_range, scorer.output_range = scale, DEITA.score_scale
+        scorer.label_range, scorer.output_range = tuple(scale), DEITA.score_scale
+
+
+def record_scale(scorer: Scorer, data: TrainingData) -> None:
+    """The judge's scale in the scorer's saved metadata (and so in its column's provenance): the scale, how it was
+    chosen and how many labels lay outside it (left out)."""
+    if data.scale is not None:
+        outside = data.skipped.get(data.scale.outside_reason(), 0)
+        scorer.metadata["judge_scale"] = {**data.scale.to_dict(), "labels_outside": outside}
 
 
 def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = None, reads: Sequence[str] | None = None,
@@ -173,7 +182,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                  holdout: float = TRAIN_SCORER.holdout, seed: int = TRAIN_SCORER.seed, kind: str = TRAIN_SCORER.kind, init: str | None = None,
                  epochs: float | None = None, embed_inputs: Sequence[str] | None = None,
                  group_by: str | None = None, columns: str | Sequence[str] = (), chain_pairs: bool = False,
-                 base: str | None = None, device: str | None = None, progress: bool = False) -> TrainResult:
+                 base: str | None = None, device: str | None = None, progress: bool = False,
+                 label_scale: str | Sequence[float] | None = None) -> TrainResult:
     """Train a scorer on a workspace's judge column (``target``) or label set (``labels``): K-fold and
     held-out agreement beside baselines, then a head fitted on every label (``group_by``: see ``from_column``).
     ``columns``: numeric columns read as more features (ridge kind; e.g. the token signals of ``ws.signal``).
@@ -184,11 +194,16 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     ``kind``: ``ridge`` (a head on MiniLM features), ``cross-encoder`` or ``small-lm`` (fine-tuned readers:
     :func:`train_finetuned`, with ``init``, ``epochs``, ``base``, ``device`` and ``progress``). ``head``: the ridge
     kind's ``ridge`` (default) or ``ordinal``; the small-LM reader's ``score`` (default) or ``digits``.
+    ``label_scale``: the judge's scale (low, high), e.g. (1, 10); labels outside it are left out and counted.
+    Default: the scale the judge's provenance declares, else the smallest standard judge scale holding nearly all
+    the labels (:mod:`~curate.scorers.label_scales`; two scales mixed are refused). The column is that scale mapped
+    linearly onto DEITA's 1-6.
     Returns the fitted scorer, its evaluation and the training data (how many labels were used, what was left out and why)."""
     if target is None and labels is None or target is not None and labels is not None and not chain_pairs:
         raise ScorerOptionError("train from exactly one of a judge column (target) and a label set (labels); both only "
                           "with chain_pairs (labels from the column, ordered pairs from the label set's chains)")
     columns = column_names(columns)
+    given_scale = parse_label_scale(label_scale)
     if columns and kind != "ridge":
         raise ScorerOptionError(f"columns {list(columns)}: numeric column features are read by the ridge kind, not {kind!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
@@ -220,6 +235,9 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
             data.extend(from_label_set(chain_records(ws, labels, scored=False), labels, ws.label_sets.get(labels),
                                        data.reads, chain_pairs=True))
             data.source += f" + chains of labels {labels}"
+    if data.labelled:  # none: the count below says so
+        data.scale = judge_scale(data.scores, given_scale, data.imitates.get("scale"), data.source)
+        data.leave_out_outside(data.scale.low, data.scale.high, data.scale.outside_reason())
     if data.labelled < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         as_json = [s["source"] for s in ws.manifest["sources"] if target in (s.get("columns_kept_as_json") or [])]
@@ -272,6 +290,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                   if setting != "embedding_weight" or ("embeddings" in scorer.features and scorer.embed_inputs)}
     ev = train_and_evaluate(scorer, data.examples(), data.scores, k=k, holdout=holdout, seed=seed, groups=data.groups,
                             cache_dir=ws.cache_dir, search=search, pairs=data.pairs if chain_pairs else None)
-    on_deita_scale(scorer, data.scores)  # figures above are on the judge's scale; scores land on DEITA's
+    on_deita_scale(scorer, data.scale.bounds)  # figures above are on the judge's scale; scores land on DEITA's
+    record_scale(scorer, data)
     scorer.metadata["source"] = data.source
     return TrainResult(scorer, ev, data)

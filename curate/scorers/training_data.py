@@ -19,6 +19,7 @@ from typing import Any
 from curate.errors import ScorerError, ScorerOptionError, WorkspaceError
 from curate.rows import Turn
 from curate.scorers.features import finite_number, to_turn, turn_number, unreadable, with_columns
+from curate.scorers.label_scales import JudgeScale
 
 # Pool columns that hold the rows themselves, never labels.
 POOL_TEXT_COLUMNS = ("id", "conversation", "format")
@@ -37,6 +38,7 @@ class TrainingData:
     columns: list[str] = field(default_factory=list)   # numeric columns read as features (Scorer ``columns``)
     numbers: list[dict[str, float]] = field(default_factory=list)  # their values, one dict per kept turn
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (harder, easier) kept turns, ordered by construction
+    scale: JudgeScale | None = None                # the judge's scale the labels are read on (train_scorer sets it)
 
     def __repr__(self) -> str:
         left = f", left out {sum(self.skipped.values()):,}" if self.skipped else ""
@@ -60,6 +62,27 @@ class TrainingData:
         self.pairs += [(a + offset, b + offset) for a, b in other.pairs]
         self.skipped.update(other.skipped)
         self.rows += other.rows
+
+    def leave_out_outside(self, low: float, high: float, reason: str) -> int:
+        """Leave out every label outside the judge's scale ``low..high``, counted under ``reason``, never clipped: a
+        turn that is also in an ordered pair stays for its pairs, unlabelled (NaN). Returns how many were left out."""
+        outside = [i for i, s in enumerate(self.scores) if math.isfinite(s) and not low <= s <= high]
+        if not outside:
+            return 0
+        in_pairs = {i for pair in self.pairs for i in pair}
+        for i in outside:
+            if i in in_pairs:
+                self.scores[i] = math.nan
+        drop = {i for i in outside if i not in in_pairs}
+        keep = [i for i in range(len(self)) if i not in drop]
+        new_index = {old: new for new, old in enumerate(keep)}
+        self.turns = [self.turns[i] for i in keep]
+        self.scores = [self.scores[i] for i in keep]
+        self.groups = [self.groups[i] for i in keep]
+        self.numbers = [self.numbers[i] for i in keep]
+        self.pairs = [(new_index[a], new_index[b]) for a, b in self.pairs]
+        self.skipped[reason] += len(outside)
+        return len(outside)
 
     def examples(self) -> list[Any]:
         """What the scorer fits on: the turns, or with ``columns`` dict rows carrying the columns' numbers."""
@@ -199,8 +222,13 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
         if reads is None:
             reads = _reads_of(["response"] if any(t.response for turns in ws.turns() for t in turns) else [])
         return list(reads), {"judge": column, "column": column, "from": "pool file"}
+    raise ScorerOptionError(f"{ws.path}: no column {column!r}; {pool_columns_text(ws)}")
+
+
+def pool_columns_text(ws: Any) -> str:
+    """The columns a judge column or ``group_by`` may name, in one wording for every such error."""
     loaded = sorted(c for c in (ws.pool.column_names if ws.has_pool else []) if c not in POOL_TEXT_COLUMNS)
-    raise ScorerOptionError(f"{ws.path}: no column {column!r}; derived columns {sorted(ws.columns)}, pool file columns {loaded}")
+    return f"derived columns {sorted(ws.columns)}, pool fields {loaded}"
 
 
 def number_text(value: Any) -> Any:
@@ -235,6 +263,10 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
     ``columns``: numeric columns (e.g. token signals) whose per-turn numbers the scorer reads as features.
     """
     reads, imitates = column_judge(ws, column, reads)
+    if group_by is not None and not ws.has_column(group_by) and \
+            group_by not in (ws.pool.column_names if ws.has_pool else []):  # an option's value refused, before any read
+        raise ScorerOptionError(f"{ws.path}: no column {group_by!r} to group by (group_by=, --group-by); "
+                                f"{pool_columns_text(ws)}")
     from_file = not ws.has_column(column)  # a field of the pool file: a CSV's numbers arrive as text
     data = TrainingData([], [], [], reads, f"column {column}", imitates, rows=len(ws), columns=list(columns))
     all_turns = ws.turns()
