@@ -10,6 +10,7 @@ works."""
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 import html
@@ -49,6 +50,8 @@ from curate.scorers.overrides import OlderSignatures
 from curate.storage.columns import column_names
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, add_counts, turns_replied_by
 
+# Whether this run's row bar is shown (per context: runs in threads): the encoding then shows as its stage, however few
+ROW_BAR_SHOWN: contextvars.ContextVar[bool] = contextvars.ContextVar("scorer_row_bar_shown", default=False)
 KINDS = saved.KINDS  # scorer.json "kind" -> its class; curate.scorers.finetuned adds "cross-encoder"
 DEFAULT_EMBED_MODEL = EMBED.model  # recorded by name in scorer.json, so a changed default cannot go unnoticed
 
@@ -136,7 +139,8 @@ class Scorer(OlderSignatures):
             vectors: dict[str, np.ndarray] = {}
             for name in self.embed_inputs:  # counted: a re-run after a kill reads what the killed one encoded
                 vectors[name], encoded, _ = encode_cached(texts[name], cache_dir, model=self.embed_model,
-                                                          batch_size=self.batch_size, progress=len(texts[name]) > 2000)
+                                                          batch_size=self.batch_size,
+                                                          progress=len(texts[name]) > 2000 or ROW_BAR_SHOWN.get())
                 add_counts(cache_use, texts_from_embedding_cache=len(set(texts[name])) - encoded,
                            texts_encoded=encoded)
         measured = self.measure(texts, vectors, on_rows=on_rows)
@@ -311,8 +315,12 @@ class Scorer(OlderSignatures):
         progress = RowProgress([i for i, _ in where], len(rows), ctx.progress)
         cache_use: dict[str, int] = {}  # this call's own counts: one scorer may run in several threads at once
         # One predict call: every text goes through the workspace's embedding cache in one pass.
-        preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count,
-                             cache_use=cache_use) if todo else []
+        shown = ROW_BAR_SHOWN.set(getattr(ctx.progress, "disable", True) is False)
+        try:
+            preds = self.predict(todo, cache_dir=self.run_cache_dir(ctx), on_rows=progress.count,
+                                 cache_use=cache_use) if todo else []
+        finally:
+            ROW_BAR_SHOWN.reset(shown)
         for (i, t), value in zip(where, preds, strict=True):
             if math.isfinite(value):
                 values[i][t] = float(value)
