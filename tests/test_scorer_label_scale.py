@@ -45,6 +45,9 @@ def test_inference_picks_the_smallest_standard_scale_holding_nearly_all_labels()
     assert infer_scale([1, 2, 5]).bounds == (1.0, 5.0) and infer_scale([0.2, 0.9]).bounds == (0.0, 1.0)
     assert infer_scale([0, 4, 10]).bounds == (0.0, 10.0) and infer_scale([45, 80, 95]).bounds == (1.0, 100.0)
     assert infer_scale([*range(1, 11)] * 30 + [-1]).bounds == (1.0, 10.0)  # one "unknown" -1 among 300: left out
+    assert infer_scale([*range(1, 11)] * 30 + [95]).bounds == (1.0, 10.0)  # a stray on 1-100: left out
+    assert infer_scale([*range(1, 8)] * 100 + [8, 9, 10]).bounds == (1.0, 10.0)  # a 1-10 judge's rare top: kept
+    assert infer_scale([*range(1, 11)] * 100 + [0]).bounds == (0.0, 10.0)  # a 0 is on 0-10, not a stray
     with pytest.raises(ScorerOptionError, match=r"two scales mixed: 150 in 1-10 and 34 above 10 .*--label-scale"):
         infer_scale(_mixed(), "column gpt4")
     with pytest.raises(ScorerOptionError, match=r"outside 0-100.*--label-scale"):

@@ -399,11 +399,13 @@ def test_train_scorer_cross_encoder_kind_reports_length_baselines(tiny_base, tmp
     assert result.scorer.column == "judge_q_scorer"
     held = result.evaluation.holdout
     assert {"scorer", "length", "instruction_length"} <= set(held) and held["scorer"]["n"] == result.evaluation.n_holdout
-    # MAE and calibration are on the judge's scale (1-3 here) for every kind: the cross-encoder reported them on
+    # MAE and calibration are on the judge's scale (1-5 here: the smallest standard judge scale holding labels
+    # 1..3) for every kind: the cross-encoder reported them on
     # 1-6 while the ridge kind used the judge's, so the same length baseline had two MAEs
     ridge = train_scorer(ws, target="judge_q", k=2, holdout=0.3, name="judge_q_ridge")
     assert held["length"]["mae"] == pytest.approx(ridge.evaluation.holdout["length"]["mae"])
-    assert all(1 - 1e-9 <= b[key] <= 3 + 1e-9 for b in result.evaluation.calibration for key in b if key != "n")
+    assert all(1 - 1e-9 <= b[key] <= 5 + 1e-9 for b in result.evaluation.calibration for key in b if key != "n")
+    assert result.scorer.metadata["judge_scale"] == {"scale": [1.0, 5.0], "how": "inferred", "labels_outside": 0}
     ws.apply(result.scorer, progress=False)
     assert ws.column("judge_q") == labels and len(ws.column("judge_q_scorer")) == len(ws)
 

@@ -7,7 +7,9 @@ The scale, not the labels' span, is what a scorer maps onto DEITA's 1-6: labels 
 Inference (:func:`infer_scale`), on the finite labels:
 
 1. ``nearly_all``: the smallest of :data:`STANDARD_SCALES` (by width) holding at least 99% of them
-   (:data:`NEARLY_ALL`); none: refused (the labels are on no standard scale: say which with ``--label-scale``).
+   (:data:`NEARLY_ALL`) where no label outside it is near it (held by a standard scale under 10x as high: Auto-J's
+   GPT-4 labels, 99.x% on 1-7 and a few 8-10s, are on 1-10; a 95 among 1-10 labels, or a -1, is a stray); none:
+   refused (the labels are on no standard scale: say which with ``--label-scale``).
 2. ``narrower``: the widest standard scale whose top is at least :data:`MIXED_RATIO` times below ``nearly_all``'s
    (1-10 under 1-100, 0-1 under 1-10). When it holds at least half the labels and more than 1% lie above it, the
    labels look like two scales mixed (MT-bench's GPT-4 labels: 2,400 on 1-10 and 34 on 1-100): refused, naming the
@@ -77,11 +79,19 @@ def parse_label_scale(value: str | Sequence[float] | None) -> tuple[float, float
     return (low, high)
 
 
-def _holding(labels: Sequence[float], share: float) -> tuple[float, float] | None:
-    need = share * len(labels)
-    for lo, hi in STANDARD_SCALES:
-        if sum(lo <= v <= hi for v in labels) >= need:
-            return (lo, hi)
+def _near(value: float, scale: tuple[float, float]) -> bool:
+    """Whether a label outside ``scale`` is the judge's own tail rather than a stray: a standard scale under
+    :data:`MIXED_RATIO` times as high holds it (an 8 beside labels 1..7 is a 1-10 judge's; a 95 beside 1..10 or a
+    -1 is not)."""
+    return any(lo <= value <= hi and hi < MIXED_RATIO * scale[1] for lo, hi in STANDARD_SCALES)
+
+
+def _nearly_all(labels: Sequence[float]) -> tuple[float, float] | None:
+    """The smallest standard scale holding :data:`NEARLY_ALL` of ``labels``, none of the rest near it."""
+    for scale in STANDARD_SCALES:
+        outside = [v for v in labels if not scale[0] <= v <= scale[1]]
+        if len(outside) <= (1 - NEARLY_ALL) * len(labels) and not any(_near(v, scale) for v in outside):
+            return scale
     return None
 
 
@@ -111,7 +121,7 @@ def infer_scale(scores: Sequence[float], source: str = "the labels") -> JudgeSca
     option = python_and_cli("label_scale=LO,HI", "--label-scale LO,HI")
     if not labels:
         raise ScorerOptionError(f"{source}: no numeric label to read a scale from")
-    nearly_all = _holding(labels, NEARLY_ALL)
+    nearly_all = _nearly_all(labels)
     if nearly_all is None:
         beyond = sum(not 0 <= v <= 100 for v in labels)
         raise ScorerOptionError(f"{source}: labels span {min(labels):g}..{max(labels):g} and {beyond:,} of "
