@@ -83,6 +83,7 @@ def test_labels_on_part_of_their_scale_map_through_the_scale_not_their_span(tmp_
     result = train_scorer(ws, target="gpt4", group_by="question", features=FEATURES, k=3)
     assert result.scorer.label_range == (1.0, 10.0) and result.data.scale.how == "inferred"
     assert not result.data.skipped
+    assert "MAE on the judge's 1-10 scale (inferred)" in result._repr_html_()
     assert result.scorer.metadata["judge_scale"] == {"scale": [1.0, 10.0], "how": "inferred", "labels_outside": 0}
 
 

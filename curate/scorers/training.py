@@ -72,6 +72,8 @@ class TrainResult:
         left = "; ".join(f"{n:,} x {why}" for why, n in self.data.skipped.most_common(3))
         return (f"<div><b>{html.escape(self.scorer.column)}</b>: {html.escape(how)}; {self.evaluation.n_train:,} labels "
                 f"from {html.escape(self.data.source)}, {self.evaluation.n_holdout:,} held out"
+                + (f"; MAE on the judge's {self.data.scale.text()} scale ({self.data.scale.how}), written on DEITA's 1-6"
+                   if self.data.scale is not None else "")
                 + (f"; left out: {html.escape(left)}" if left else "")
                 + (f"<br>{html.escape(self.how_trained())}" if self.how_trained() else "")
                 + f"</div>{self.evaluation._repr_html_()}")
