@@ -54,6 +54,22 @@ def test_inference_picks_the_smallest_standard_scale_holding_nearly_all_labels()
         infer_scale([-1.0] * 10 + [5.0] * 10)  # half the labels are "unknown": no scale holds nearly all
 
 
+def test_a_continuous_score_on_no_judge_scale_is_read_on_its_span_not_refused():
+    """A reward model's scores (-2.3..3.7) were refused as on no standard scale, and IFD-like values (0.05..1.6)
+    as "two scales mixed" (0-1 and above): neither is a judge's levels. They are read on their span; an expected
+    score covering most of 1-6 still reads as 1-6, and judge levels with half of them -1 are still refused."""
+    from curate.scorers.label_scales import infer_scale
+
+    reward = [-2.3 + 6.0 * i / 299 + 0.013 for i in range(300)]
+    assert infer_scale(reward).how == "span" and infer_scale(reward).bounds == (min(reward), max(reward))
+    ifd = [0.05 + 1.55 * i / 199 + 0.001 for i in range(200)]
+    assert infer_scale(ifd).how == "span" and infer_scale(ifd).high == pytest.approx(1.601)
+    expected = [1.2 + 4.7 * i / 99 + 0.003 for i in range(100)]
+    assert infer_scale(expected).bounds == (1.0, 6.0) and infer_scale(expected).how == "inferred"
+    with pytest.raises(ScorerOptionError, match="outside 0-100"):
+        infer_scale([-1.0] * 10 + [5.0] * 10)
+
+
 def test_mixed_scales_are_refused_and_a_given_scale_leaves_the_rest_out_counted(tmp_path):
     from curate.cli import app
 

@@ -47,7 +47,9 @@ def _print_training(result, out: Path, console: Console) -> None:
         outside = data.skipped.get(data.scale.outside_reason(), 0)
         how = {"given": "given with --label-scale", "declared": "as the judge's provenance declares it",
                "inferred": "inferred: the smallest standard judge scale holding nearly all the labels; "
-                           "--label-scale LO,HI to say another"}[data.scale.how]
+                           "--label-scale LO,HI to say another",
+               "span": "the labels' span: continuous scores on no standard judge scale; --label-scale LO,HI to say "
+                       "the scale"}[data.scale.how]
         console.print(f"judge's scale: {data.scale.text()} ({how}); {outside:,} labels outside it left out; the "
                       f"column maps it onto DEITA's 1-6")
     for line in ev.missing_figure_lines():

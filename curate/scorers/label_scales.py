@@ -17,6 +17,12 @@ Inference (:func:`infer_scale`), on the finite labels:
    whose labels really are 0-100 with half of them at 10 or below needs ``--label-scale``. Scales closer than
    that (1-5 and 1-10) cannot be told apart from a judge that uses only part of its scale: not checked.
 3. Otherwise ``nearly_all`` is the scale; the (at most 1%) labels outside it are left out and counted.
+
+Labels that are no judge's levels (under :data:`ON_A_GRID` of them whole or half numbers: a reward model's score,
+a signal such as IFD, an expected score) are read on the standard scale of step 1 only where their span covers at
+least half of it (expected scores 1.2..5.9 on 1-6), else on their own span (``span``: IFD's 0..1.6 is no 0-10
+judge's), and are never refused as two scales mixed; judge levels no standard scale holds (a -1 "unknown" beside
+1-10 in numbers) are refused.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ STANDARD_SCALES: tuple[tuple[float, float], ...] = ((0.0, 1.0), (1.0, 5.0), (1.0
                                                     (0.0, 10.0), (1.0, 100.0), (0.0, 100.0))
 NEARLY_ALL = 0.99   # share of the labels the inferred scale must hold; the rest are left out
 MIXED_RATIO = 10    # a scale this many times wider than the one holding most labels: two scales mixed
+ON_A_GRID = 0.9     # share of whole or half numbers below which labels are a continuous score, not a judge's
 
 
 @dataclass(frozen=True)
@@ -122,12 +129,16 @@ def infer_scale(scores: Sequence[float], source: str = "the labels") -> JudgeSca
     if not labels:
         raise ScorerOptionError(f"{source}: no numeric label to read a scale from")
     nearly_all = _nearly_all(labels)
+    continuous = sum(float(2 * v).is_integer() for v in labels) < ON_A_GRID * len(labels)
+    if continuous and max(labels) > min(labels) and (
+            nearly_all is None or max(labels) - min(labels) < (nearly_all[1] - nearly_all[0]) / 2):
+        return JudgeScale(min(labels), max(labels), "span")  # a score of its own, on no judge's scale
     if nearly_all is None:
         beyond = sum(not 0 <= v <= 100 for v in labels)
         raise ScorerOptionError(f"{source}: labels span {min(labels):g}..{max(labels):g} and {beyond:,} of "
                                 f"{len(labels):,} lie outside 0-100, so no standard judge scale holds nearly all of "
                                 f"them; say the judge's scale with {option} (labels outside it are left out)")
-    narrower = _narrower_scale(labels, nearly_all)
+    narrower = None if continuous else _narrower_scale(labels, nearly_all)
     if narrower is not None:
         low, high = narrower
         inside = sum(_inside(v, narrower) for v in labels)
