@@ -26,7 +26,7 @@ def evaluation_table(ev, title: str = "agreement with the judge", scale: str | N
 
     table = Table(title=title, caption=f"MAE on the judge's {scale} scale (the column written is on DEITA's 1-6)"
                   if scale else None)
-    for head in ("predictor", "split", *METRIC_HEADS, "n"):  # a wider MAE heading cut "instruction length" at 80  # at 80 columns names wrap at a space; figures never
+    for head in ("predictor", "split", *METRIC_HEADS, "n"):  # at 80 columns names wrap at a space; figures never
         table.add_column(head, justify="left" if head in ("predictor", "split") else "right",
                          no_wrap=head not in ("predictor", "split"))
     for who, split, m in ev.rows():
@@ -145,8 +145,8 @@ def train_scorer(
                                            "labels outside it are left out and counted, never clipped. Default: the "
                                            "scale the judge's provenance declares, else the smallest standard judge "
                                            "scale (0-1, 1-5, 1-6, 1-7, 1-10, 0-10, 1-100, 0-100) holding 99% of the "
-                                           "labels; labels that look like two scales mixed are refused. The column "
-                                           "maps it onto DEITA's 1-6."),
+                                           "labels (a continuous score on none: its span); labels that look like two "
+                                           "scales mixed are refused. The column maps it onto DEITA's 1-6."),
     chain_pairs: bool = typer.Option(False, "--chain-pairs", help="--labels of `curate evol --kind complexity`: the "
                                      "scorer (ridge or cross-encoder) also learns the order each chain has by "
                                      "construction (every in-depth rewrite asks for more than the versions before "

@@ -56,8 +56,8 @@ class JudgeScale:
         return (self.low, self.high)
 
     def text(self) -> str:
-        """``1-10``: the scale as a user writes it."""
-        return f"{self.low:g}-{self.high:g}"
+        """``1-10``: the scale as a user writes it (a span: ``-2.3..3.7``)."""
+        return f"{self.low:.3g}..{self.high:.3g}" if self.how == "span" else f"{self.low:g}-{self.high:g}"
 
     def holds(self, value: float) -> bool:
         return self.low <= value <= self.high
