@@ -100,6 +100,13 @@ def test_a_reply_copying_a_few_shot_examples_tags_is_a_failure_with_its_raw_outp
                                                          if m["role"] == "assistant"))
     itself.apply(Tagger(copy_last_example), progress=False)
     assert itself.column("tags_raw") == [[["code debugging", "python", "explanation"]]]
+    # another query naming those tags' words may well get that set (a strong judge's plain answer): tagged too
+    alike = Workspace(tmp_path / "alike")
+    alike.load(write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Why does my Python script crash when debugged?",
+                                                   "output": "ok"}]))
+    alike.apply(Tagger(copy_last_example), progress=False)
+    assert alike.column("tags_raw") == [[["code debugging", "python", "explanation"]]]
+    assert alike.failures("tags_raw") == [[]]
 
 
 def test_the_example_tag_sets_are_read_from_the_prompt_file(tmp_path):

@@ -5,8 +5,17 @@ message as sent) and its answer's tag set. A small model copies an example's ans
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+_WORD = re.compile(r"[^\W\d_]{3,}")
+STEM_LETTERS = 5  # a tag word and a query word sharing this many first letters (or the whole of a shorter one) meet
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:STEM_LETTERS] for w in _WORD.findall(text.lower())}
+
 
 #: a placeholder query to render the prompt with: the examples are the user/assistant pairs before its message
 _PROBE = "\x00curate-probe-query\x00"
@@ -54,10 +63,12 @@ def few_shot_examples(prompt: Any, output_model: Any) -> list[FewShotExample]:
 def echoed_example(examples: list[FewShotExample], prompt: Any, instruction: str,
                    tags: list[str]) -> FewShotExample | None:
     """The example whose tag set ``tags`` equals, when the query ``prompt`` sends for ``instruction`` is not that
-    example's own (a query that is an example may well get its answer)."""
+    example's own (a query that is an example may well get its answer) and names none of those tags' words ("Why
+    does my Python script crash?" may well be `code debugging, python, explanation`; "Predict the class for this
+    text." is not)."""
     got = tag_set(tags)
     same = [e for e in examples if e.tags == got]
-    if not same:
+    if not same or _stems(" ".join(got)) & _stems(instruction):
         return None
     sent = prompt.render(instruction=instruction)[-1]["content"].strip()
     return next((e for e in same if e.query != sent), None)
