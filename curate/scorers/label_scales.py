@@ -18,8 +18,8 @@ Inference (:func:`infer_scale`), on the finite labels:
    that (1-5 and 1-10) cannot be told apart from a judge that uses only part of its scale: not checked.
 3. Otherwise ``nearly_all`` is the scale; the (at most 1%) labels outside it are left out and counted.
 
-Labels that are no judge's levels (under :data:`ON_A_GRID` of them whole or half numbers: a reward model's score,
-a signal such as IFD, an expected score) are read on the standard scale of step 1 only where their span covers at
+Labels that are no judge's levels (not an LLM judge's column, and under :data:`ON_A_GRID` of them whole or half
+numbers: a reward model's score, a signal such as IFD, an imported expected score) are read on the standard scale of step 1 only where their span covers at
 least half of it (expected scores 1.2..5.9 on 1-6), else on their own span (``span``: IFD's 0..1.6 is no 0-10
 judge's), and are never refused as two scales mixed; judge levels no standard scale holds (a -1 "unknown" beside
 1-10 in numbers) are refused.
@@ -120,16 +120,16 @@ def _narrower_scale(labels: Sequence[float], scale: tuple[float, float]) -> tupl
     return same_top[counts.index(max(counts))]
 
 
-def infer_scale(scores: Sequence[float], source: str = "the labels") -> JudgeScale:
+def infer_scale(scores: Sequence[float], source: str = "the labels", judged: bool = False) -> JudgeScale:
     """The standard judge scale of ``scores`` (NaN: unlabelled, not counted) by the rule in this module's docstring;
     a ScorerOptionError naming the counts and ``--label-scale`` where the labels fit no standard scale or look like
-    two scales mixed."""
+    two scales mixed. ``judged``: an LLM judge's column (its expected scores are a judge's, however narrow)."""
     labels = [float(s) for s in scores if math.isfinite(s)]
     option = python_and_cli("label_scale=LO,HI", "--label-scale LO,HI")
     if not labels:
         raise ScorerOptionError(f"{source}: no numeric label to read a scale from")
     nearly_all = _nearly_all(labels)
-    continuous = sum(float(2 * v).is_integer() for v in labels) < ON_A_GRID * len(labels)
+    continuous = not judged and sum(float(2 * v).is_integer() for v in labels) < ON_A_GRID * len(labels)
     if continuous and max(labels) > min(labels) and (
             nearly_all is None or max(labels) - min(labels) < (nearly_all[1] - nearly_all[0]) / 2):
         return JudgeScale(min(labels), max(labels), "span")  # a score of its own, on no judge's scale
@@ -152,14 +152,15 @@ def infer_scale(scores: Sequence[float], source: str = "the labels") -> JudgeSca
 
 
 def judge_scale(scores: Sequence[float], given: tuple[float, float] | None = None,
-                declared: Sequence[float] | None = None, source: str = "the labels") -> JudgeScale:
+                declared: Sequence[float] | None = None, source: str = "the labels", judged: bool = False) -> JudgeScale:
     """The scale to read ``scores`` on: ``given`` (the caller's ``label_scale``), else the one the judge
-    ``declared`` (a prompt's ``scale``, an Evol label set's), else :func:`infer_scale`."""
+    ``declared`` (a prompt's ``scale``, an Evol label set's), else :func:`infer_scale` (``judged``: an LLM judge's
+    column)."""
     if given is not None:
         return JudgeScale(float(given[0]), float(given[1]), "given")
     if declared is not None and float(declared[1]) > float(declared[0]):
         return JudgeScale(float(declared[0]), float(declared[1]), "declared")
-    return infer_scale(scores, source)
+    return infer_scale(scores, source, judged)
 
 
 def covering_scale(scores: Sequence[float], declared: Sequence[float] | None = None) -> tuple[float, float] | None:

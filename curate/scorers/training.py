@@ -238,7 +238,8 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                                        data.reads, chain_pairs=True))
             data.source += f" + chains of labels {labels}"
     if data.labelled:  # none: the count below says so
-        data.scale = judge_scale(data.scores, given_scale, data.imitates.get("scale"), data.source)
+        judged = target is not None and ws.has_column(target) and ws.column_provenance(target).get("kind") == "judge"
+        data.scale = judge_scale(data.scores, given_scale, data.imitates.get("scale"), data.source, judged)
         data.leave_out_outside(data.scale.low, data.scale.high, data.scale.outside_reason())
     if data.labelled < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
