@@ -127,8 +127,9 @@ def train_finetuned(data: TrainingData, name: str, *, holdout: float, seed: int,
                      head=head or cls.heads[0])  # max_length: the kind's default for what it reads, and its head
     if device is not None:
         scorer.device = device
-    scale = data.scale or judge_scale(data.scores, declared=data.imitates.get("scale"), source=data.source)
-    label_range = scale.bounds
+    if data.scale is None:  # called without train_scorer (the evals): read the scale here, and record it as it does
+        data.scale = judge_scale(data.scores, declared=data.imitates.get("scale"), source=data.source)
+    label_range = data.scale.bounds
     fit_pairs = [(data.turns[fit_rows[a]], data.turns[fit_rows[b]], 1.0) for a, b in pairs_within(pairs, fit_rows, len(y))]
     with progress_bar(None, f"fine-tuning {kind}", progress, unit="step") as bar:
         def on_step(step: int, steps: int) -> None:
