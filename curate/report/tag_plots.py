@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from curate.report.figures import NotebookFigure
 from curate.report.plot_inputs import POOL_COLOUR, MissingInput
+from curate.tags.metrics import tag_frequency, tags_per_query
 
 TOP_TAGS = 20  # bars drawn
 
@@ -18,11 +19,8 @@ def tag_frequency_plot(sets: list[set[str]], top: int = TOP_TAGS) -> Figure:
     tagged = [s for s in sets if s]
     if not tagged:
         raise MissingInput("no row has tags (see the tagger's failures in the columns table)")
-    counts: dict[str, int] = {}
-    for s in tagged:
-        for tag in s:
-            counts[tag] = counts.get(tag, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    frequency = tag_frequency(tagged)  # the table `curate tags` prints
+    ranked = frequency[:top]
     fig = NotebookFigure(figsize=(5.5, 0.6 + 0.22 * len(ranked)), layout="constrained")
     ax = fig.subplots()
     names = [name for name, _ in ranked][::-1]
@@ -30,7 +28,6 @@ def tag_frequency_plot(sets: list[set[str]], top: int = TOP_TAGS) -> Figure:
     ax.barh(range(len(names)), shares, color=POOL_COLOUR)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel(f"share of the {len(tagged):,} tagged rows")
-    per_query = sum(len(s) for s in tagged) / len(tagged)
-    ax.set_title(f"{len(counts):,} distinct tags, {per_query:.2f} per tagged row; {len(tagged):,} of {len(sets):,} "
+    ax.set_title(f"{len(frequency):,} distinct tags, {tags_per_query(tagged):.2f} per tagged row; {len(tagged):,} of {len(sets):,} "
                  "rows tagged", fontsize=9)
     return fig
