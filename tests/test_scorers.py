@@ -844,6 +844,40 @@ def test_a_scorer_saved_again_while_loaded_is_never_read_half_old_half_new(tmp_p
         Scorer.load(tmp_path / "sc")
 
 
+_KILLED_AFTER_MOVING_ASIDE = """
+import os, signal, sys
+from pathlib import Path
+from curate.scorers import Scorer
+out = Path(sys.argv[2]).resolve()
+rename = os.replace
+def replace(src, dst):  # the kill lands just after the earlier folder is moved away from out
+    rename(src, dst)
+    if Path(src) == out:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+Scorer.load(sys.argv[1]).save(out)
+"""
+
+
+def test_a_save_killed_in_its_swap_never_leaves_the_folder_missing(tmp_path):
+    """Swapped in by two renames (the earlier folder aside, the new one in), a save killed between them left no
+    folder: CI's loop of killed saves met it once (``sc`` gone; loads read the copy aside, ``ls`` found nothing).
+    The two folders are now exchanged in one step, so the folder is there whatever moment the kill lands."""
+    import subprocess
+    import sys
+
+    texts, scores = synthetic()
+    Scorer(reads=["instruction"], features=["length"], embed_inputs=[], alpha=1.0).fit(texts, scores).save(
+        tmp_path / "sc")
+    new = Scorer(reads=["instruction"], features=["length"], embed_inputs=[], alpha=2.0).fit(texts, scores)
+    new.save(tmp_path / "new")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_AFTER_MOVING_ASIDE, str(tmp_path / "new"),
+                           str(tmp_path / "sc")], capture_output=True, text=True)
+    assert proc.returncode in (0, -9), proc.stderr
+    assert sorted(p.name for p in (tmp_path / "sc").iterdir()) == ["head.safetensors", "scorer.json"]
+    assert Scorer.load(tmp_path / "sc").alpha == 2.0
+
+
 def test_a_load_that_lists_a_folder_aside_the_finishing_save_removes_is_not_an_error(tmp_path):
     """Between a save's two renames a load looks for the earlier folder moved aside; the save finishing removed the
     one it listed before its stat: FileNotFoundError out of Scorer.load (the test above failed so once, on two
