@@ -35,8 +35,27 @@ class WorkspaceError(CurateError):
     """A workspace is missing, damaged, or asked for something it does not hold."""
 
 
+class NotInWorkspaceError(WorkspaceError):
+    """A command asked for what is not there: no workspace at the path, no pool, selection, column, label set or
+    embeddings of that name, or no output yet of a step that must run first. The message names what is missing, what
+    the workspace has and the command that makes it; the CLI exits 78, as for a refused option: every re-run fails the
+    same way until the name is fixed or the step has run. A damaged workspace stays a plain WorkspaceError (exit 1)."""
+
+
+class OutPathError(WorkspaceError, OptionError):
+    """An output path (--out, out=) refused before anything is written: a suffix no export writes, a folder where a
+    file goes or a file where a folder goes, a folder holding files curate did not write, a path inside the
+    workspace. A value given by the user (an OptionError: the CLI exits 78), a WorkspaceError as before."""
+
+
 class ScorerError(CurateError):
     """A trained scorer cannot be built, fitted, loaded or applied."""
+
+
+class TooFewLabelsError(ScorerError):
+    """Training refused before any work: the labels (or their groups) are too few for the folds and hold-out asked
+    for. The data is short, not curate: the CLI exits 65 (bad input data); the message says how many there are, how
+    many are needed and what to do (label more rows, fewer --folds)."""
 
 
 class ScorerFolderError(ScorerError, OptionError):

@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from curate.errors import ConfigError, InputError, OptionError, RetryLaterError, Terminated
+from curate.errors import (
+    ConfigError,
+    InputError,
+    NotInWorkspaceError,
+    OptionError,
+    RetryLaterError,
+    Terminated,
+    TooFewLabelsError,
+)
 
 EXIT_FAILURE = 1       # anything else (a damaged workspace, a full disk, max_cost reached ...)
 EXIT_USAGE = 2         # a bad flag or argument, told before any work (click's usage errors)
@@ -15,11 +23,13 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of the output left (`| hea
 
 EXIT_CODES = {0: "done", EXIT_FAILURE: "failed (any other error)", EXIT_USAGE: "bad command line",
               EXIT_DATAERR: "bad input data: the source (or a selector's target texts) is missing, unreadable or "
-                            "malformed",
+                            "malformed, or too few labels to train a scorer on",
               EXIT_TEMPFAIL: "the LLM server did not answer (5xx, 429, timeouts, connection refused, after the "
                              "retries): re-run later, finished work is kept",
               EXIT_CONFIG: "settings refused: API key, access, model name or endpoint (HTTP 401/403/404), or an "
-                           "option's value (a scorer or model folder, a prompt file or folder, a device, a --name no file can take)",
+                           "option's value (a scorer or model folder, a prompt file or folder, a device, a --name no file "
+                           "can take), or a name the workspace does not hold (no workspace there; a selection, column "
+                           "or label set; a step not run yet)",
               EXIT_INTERRUPTED: "interrupted (Ctrl-C); 143: terminated (SIGTERM)",
               EXIT_OUTPUT_CLOSED: "the reader of the output left (| head)"}
 
@@ -30,9 +40,9 @@ def exit_code(error: BaseException) -> int:
         return 128 + error.signum if isinstance(error, Terminated) else EXIT_INTERRUPTED
     if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):  # click's: 2 for usage errors
         return error.exit_code
-    if isinstance(error, InputError):
+    if isinstance(error, InputError | TooFewLabelsError):
         return EXIT_DATAERR
-    if isinstance(error, ConfigError | OptionError):
+    if isinstance(error, ConfigError | OptionError | NotInWorkspaceError):
         return EXIT_CONFIG
     if isinstance(error, RetryLaterError):
         return EXIT_TEMPFAIL

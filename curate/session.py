@@ -123,11 +123,11 @@ class Workspace(StorageWorkspace):
         options = {k: v for k, v in given.items() if v is not None}
         if kind == "learnability":
             if not reference_selection:
-                raise CurateError("learnability needs a reference selection (the small high-quality set to tune on)")
+                raise OptionError("learnability needs a reference selection (the small high-quality set to tune on)")
             step = Learnability.from_selection(self, reference_selection, model=model, **options)
         elif kind in ("ifd", "perplexity"):
             if reference_selection:
-                raise CurateError(f"a reference selection is for learnability; {kind} has no reference model")
+                raise OptionError(f"a reference selection is for learnability; {kind} has no reference model")
             step = (IFD if kind == "ifd" else Perplexity)(model, **options)
         else:
             raise OptionError(f"unknown signal {kind!r}: ifd, perplexity or learnability")

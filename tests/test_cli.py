@@ -94,7 +94,7 @@ def test_python_dash_m_curate_runs_the_cli(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     r = subprocess.run([sys.executable, "-m", "curate", "info", tmp_path / "nowhere"], capture_output=True, text=True,
                        timeout=120, env=env)
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "__main__" not in r.stderr, r.stderr
+    assert r.returncode == 78 and "Traceback" not in r.stderr and "__main__" not in r.stderr, r.stderr
     assert r.stderr.startswith("error:"), r.stderr
 
 
@@ -221,7 +221,7 @@ def test_each_default_the_api_and_the_cli_share_is_read_from_curate_defaults():
 
 def test_missing_workspace_is_a_clean_error(tmp_path):
     r = curate_cli("info", tmp_path / "nope")
-    assert r.returncode == 1 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 78 and "not a curate workspace" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_info_keeps_a_long_workspace_path_on_one_line_when_piped(tmp_path):
@@ -237,9 +237,9 @@ def test_info_keeps_a_long_workspace_path_on_one_line_when_piped(tmp_path):
 def test_errors_before_a_step_name_the_command_that_makes_its_input(tmp_path):
     ws = tmp_path / "ws"
     assert curate_cli("load", "sample", "--workspace", ws).returncode == 0
-    cases = {("tags", ws): (1, "tag the pool first (curate tag"),
-             ("select", ws, "--method", "deita", "--name", "d"): (1, "score them first (curate score --scorer default"),
-             ("select", ws, "--method", "instag", "--budget", "3", "--name", "i"): (1, "tag the pool first (curate tag"),
+    cases = {("tags", ws): (78, "tag the pool first (curate tag"),  # a step not run yet: 78, as a name refused
+             ("select", ws, "--method", "deita", "--name", "d"): (78, "score them first (curate score --scorer default"),
+             ("select", ws, "--method", "instag", "--budget", "3", "--name", "i"): (78, "tag the pool first (curate tag"),
              ("score", ws, "--scorer", "defualt"): (78, "shipped: complexity, complexity_ridge, quality")}  # refused
     for args, (code, hint) in cases.items():
         r = curate_cli(*args)
@@ -346,10 +346,10 @@ def test_a_column_of_mixed_types_is_named_at_load_and_when_it_cannot_be_a_target
     few = write_jsonl(tmp_path / "few.jsonl", [*rows[:3], {"instruction": "q 30", "output": "b", "score": "high"}])
     curate_cli("load", few, "--workspace", tmp_path / "few")
     r = curate_cli("train-scorer", tmp_path / "few", "--target", "score", "--out", tmp_path / "sc2")
-    assert r.returncode == 1 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())
+    assert r.returncode == 65 and "'score' was kept as JSON text when" in " ".join(r.stderr.split())
     for out in (tmp_path / "ws", tmp_path / "ws" / "columns"):  # scorer.json was written into the workspace
         r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", out)
-        assert r.returncode == 1 and "inside the workspace" in " ".join(r.stderr.split())
+        assert r.returncode == 78 and "inside the workspace" in " ".join(r.stderr.split())
     assert not (tmp_path / "ws" / "scorer.json").exists() and not (tmp_path / "ws" / "columns" / "scorer.json").exists()
     r = curate_cli("train-scorer", tmp_path / "ws", "--target", "score", "--out", tmp_path)  # a folder of other files
     said = " ".join(r.stderr.split())  # refused before the fit: a scorer replaces its folder whole

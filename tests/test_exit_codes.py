@@ -126,9 +126,74 @@ def test_evol_exits_78_when_the_server_refuses_the_key(ws):
     assert proc.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(proc), proc.stderr
 
 
-def test_export_of_a_selection_the_workspace_lacks_still_exits_1(ws, tmp_path):
-    export = _cli("export", ws, "--selection", "nope", "--out", tmp_path / "o.jsonl")
-    assert export.returncode == EXIT_FAILURE and "no selection 'nope'" in _error_line(export), export.stderr
+def test_what_a_workspace_lacks_exits_78_naming_it_and_the_command_that_makes_it(ws, tmp_path):
+    """A name the workspace does not hold (no workspace at the path, no selection, column or label set of that name,
+    no tags yet) exited 1, the code of a crash or a damaged workspace, so a scheduler could not tell a typo or a step
+    not run yet from a bug; `--selection nope` said `have []` and no way to make one."""
+    kept = _cli("select", ws, "--method", "random", "--budget", "2", "--name", "kept")
+    assert kept.returncode == 0, kept.stderr
+    for args, words in (
+            (("info", tmp_path / "nope"), f"not a curate workspace (no manifest.json); make one: curate load SOURCE "
+                                          f"--workspace {tmp_path / 'nope'}"),
+            (("export", ws, "--selection", "nope", "--out", tmp_path / "o.jsonl"),
+             "no selection 'nope' in this workspace; selections here: kept"),
+            (("report", ws, "--selection", "nope", "--out", tmp_path / "r.html"), "no selection 'nope'"),
+            (("tags", ws), f"no derived column holds normalised InsTag tags yet: tag the pool first (curate tag {ws}"),
+            (("select", ws, "--method", "top_k", "--sort-by", "nope", "--budget", "2", "--name", "a"),
+             "no column 'nope'"),
+            (("train-scorer", ws, "--labels", "nope", "--out", tmp_path / "sc"), "no label set 'nope'")):
+        proc = _cli(*args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+    bare = tmp_path / "bare"
+    assert _cli("load", write_jsonl(tmp_path / "p.jsonl", _rows(2)), "-w", bare).returncode == 0
+    none_yet = _cli("export", bare, "--selection", "nope", "--out", tmp_path / "o.jsonl")
+    said = _error_line(none_yet)
+    assert none_yet.returncode == EXIT_CONFIG and "selections here: none yet (make one: curate select)" in said, said
+
+
+def test_train_scorer_with_too_few_labels_or_groups_exits_65_saying_what_to_do(tmp_path):
+    """Too few labels for the folds, or too few groups after the hold-out, raised a plain ScorerError: exit 1, as a
+    crash; the labels are short (the input data), and the line says to label more rows or give fewer folds."""
+    from curate import Workspace
+
+    labelled = tmp_path / "labelled"
+    rows = [{**row, "topic": f"t{i % 2}"} for i, row in enumerate(_rows(12))]
+    assert _cli("load", write_jsonl(tmp_path / "p12.jsonl", rows), "-w", labelled).returncode == 0
+    provenance = {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]}
+    Workspace(labelled).add_column("judge_q", [[float(i % 4 + 1)] for i in range(12)], provenance)
+    Workspace(labelled).add_column("judge_few", [[float(i % 4 + 1)] if i < 4 else None for i in range(12)],
+                                   provenance)
+    few = _cli("train-scorer", labelled, "--target", "judge_few", "--out", tmp_path / "sc")
+    said = _error_line(few)
+    assert few.returncode == EXIT_DATAERR and "has 4 usable numeric labels; need at least 10" in said, said
+    assert "label more rows (curate score" in said and "--folds" in said, said
+    groups = _cli("train-scorer", labelled, "--target", "judge_q", "--group-by", "topic", "--out", tmp_path / "sc")
+    said = _error_line(groups)
+    assert groups.returncode == EXIT_DATAERR and "12 labels in 2 groups" in said and "fewer folds" in said, said
+    assert not (tmp_path / "sc").exists()
+    distil = _cli("distil", labelled, "--label-column", "judge_q", "-n", "10", "--holdout-n", "5")
+    said = _error_line(distil)
+    assert distil.returncode == EXIT_DATAERR and "not more than --holdout-n + -n = 5 + 10 = 15" in said, said
+    zero = _cli("distil", labelled, "--label-column", "judge_q", "-n", "0")  # a setting refused, not the data
+    assert zero.returncode == EXIT_CONFIG and "n must be a whole number >= 1, not 0" in _error_line(zero), zero.stderr
+
+
+def test_an_out_path_or_a_signal_reference_refused_exits_78(ws, tmp_path):
+    """An --out no export or report can take (a suffix no export writes, a folder holding other files, a folder
+    where the report's file goes) and --reference with ifd (or learnability without it) raised a plain
+    WorkspaceError or CurateError: exit 1, as a crash, though each is a value the user gave."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    for args, words in ((("export", ws, "--out", tmp_path / "o.txt"), "export to .jsonl or .json"),
+                        (("export", ws, "--out", notes), "a folder holding other files than a datasets export"),
+                        (("report", ws, "--out", notes), "a folder, where the report's HTML file is to be written"),
+                        (("signal", ws, "--kind", "ifd", "--reference", "kept"),
+                         "a reference selection is for learnability; ifd has no reference model"),
+                        (("signal", ws, "--kind", "learnability"), "learnability needs a reference selection")):
+        proc = _cli(*args)
+        assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+    assert (notes / "todo.txt").read_text() == "mine" and sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
 
 
 @pytest.mark.parametrize("args, said", [

@@ -952,13 +952,13 @@ def test_an_export_never_writes_into_the_workspace_or_over_other_files(tmp_path,
     """`--out WS/pool` destroyed the pool (a bus error, then no command could read the workspace); a datasets
     folder export into a folder of other files deleted them. Both are refused; an earlier export is replaced whole."""
     for inside in (small_ws.path / "pool", small_ws.path, small_ws.path / "columns" / "x.jsonl"):
-        line = _one_line_error(curate_said("export", small_ws.path, "--out", inside))
+        line = _one_line_error(curate_said("export", small_ws.path, "--out", inside), 78)  # an --out refused
         assert "inside the workspace" in line
     assert len(Workspace.open(small_ws.path)) == 5
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
-    assert "holding other files" in _one_line_error(curate_said("export", small_ws.path, "--out", notes))
+    assert "holding other files" in _one_line_error(curate_said("export", small_ws.path, "--out", notes), 78)
     assert (notes / "todo.txt").read_text() == "mine"
     small_ws.export(tmp_path / "ds")
     small_ws.export(tmp_path / "ds")  # a re-export replaces the earlier one

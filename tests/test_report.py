@@ -649,9 +649,9 @@ def test_report_cli_on_bare_workspace(tmp_path):
     assert "no embeddings" in page and "no selection yet" in page and "no judge has scored" in page
     assert page.count("<img") == 1  # only the format breakdown can be drawn
     bad = curate_in_process("report", tmp_path / "nowhere")
-    assert bad.returncode == 1 and "not a curate workspace" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 78 and "not a curate workspace" in bad.stderr and "Traceback" not in bad.stderr
     unknown = curate_in_process("report", tmp_path / "ws", "--selection", "nope", "--out", tmp_path / "r2.html")
-    assert unknown.returncode == 1 and "no selection 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 78 and "no selection 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_the_report_highlights_a_chains_final_step_and_cosines_of_raw_vectors(tmp_path):

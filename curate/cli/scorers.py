@@ -195,7 +195,7 @@ def distil_command(
     feature_columns: list[str] | None = typer.Option(None, "--feature-column", help=FEATURE_COLUMN_HELP),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
-    from curate.errors import ScorerError
+    from curate.errors import TooFewLabelsError
     from curate.scorers import column_labeller, distil
     from curate.scorers.distil import TooFewRowsToDistil
     from curate.scorers.metrics import figure
@@ -212,7 +212,7 @@ def distil_command(
                         holdout_n=holdout_n, column=column, inputs=inputs.split(",") if inputs else None,
                         columns=feature_columns or (), group_by=group_by)
     except TooFewRowsToDistil as exc:  # the same counts, with this command's options
-        raise ScorerError(exc.line("-n", "--holdout-n", f"curate train-scorer {workspace} --target {label_column} "
+        raise TooFewLabelsError(exc.line("-n", "--holdout-n", f"curate train-scorer {workspace} --target {label_column} "
                                    "--out DIR")) from None
     table = Table(title=f"distilling {label_column!r} into {report.column!r}: {report.labels_spent:,} of "
                         f"{report.rows_total:,} rows labelled ({report.fraction_spent:.1%})")

@@ -28,7 +28,7 @@ from curate.cli.common import (
     stopped_run_text,
 )
 from curate.defaults import NORMALIZER, TAG
-from curate.errors import CurateError
+from curate.errors import CurateError, NotInWorkspaceError
 
 
 @app.command("tag")
@@ -154,8 +154,9 @@ def tags_cmd(
         raise CurateError(f"{ws.path}: column {column!r} holds the judge's raw tags per turn, which the normaliser "
                           "reads; report on its normalised column (--column tags, made with --normalize)")
     if not ws.has_column(column) and not renormalize:
-        raise CurateError(f"{ws.path}: no column {column!r} yet: tag the pool first (curate tag {workspace} --backend "
-                          f"local, or --base-url URL --model NAME); have {sorted(ws.columns) or 'no columns'}")
+        raise NotInWorkspaceError(f"{ws.path}: no column {column!r} yet: tag the pool first (curate tag {workspace} "
+                                  f"--backend local, or --base-url URL --model NAME); have "
+                                  f"{sorted(ws.columns) or 'no columns'}")
     if renormalize:
         norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
                                  association=min_support > 0, min_support=min_support or NORMALIZER.min_support)

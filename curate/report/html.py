@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from curate.codes import Decision
 from curate.defaults import REPORT
-from curate.errors import WorkspaceError
+from curate.errors import OutPathError
 from curate.report.datamap import datamap_section
 from curate.report.neighbours import neighbours_section
 from curate.report.sections import (
@@ -121,8 +121,8 @@ def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | 
     out = Path(out)
     check_outside_workspace(ws, out, "a report")
     if out.is_dir():  # named before the page is built, and no temporary file left behind
-        raise WorkspaceError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
-                             f"{out / REPORT.path}")
+        raise OutPathError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
+                           f"{out / REPORT.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_output_file(out, report_html(ws, selection=selection, samples=samples).encode("utf-8"))
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.errors import CurateError, WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError
 from curate.storage.roles import role_candidates, role_column
 
 if TYPE_CHECKING:
@@ -22,9 +22,9 @@ DROPPED_COLOUR = "#ff7f0e"  # orange: considered by the selection and dropped
 POOL_COLOUR = "#b0b0b0"     # grey: the pool, or rows the selection did not consider
 
 
-class MissingInput(CurateError, LookupError):
+class MissingInput(NotInWorkspaceError, LookupError):
     """A plot's input is not in the workspace yet; the message says which step produces it (the CLI prints it
-    as one line, like every :class:`CurateError`)."""
+    as one line and exits 78, as for every :class:`NotInWorkspaceError`)."""
 
 
 TAG_KINDS = ("instag_tags", "instag_normalized")  # the tagger's raw tags, the normaliser's tags

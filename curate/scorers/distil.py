@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import DISTIL
-from curate.errors import ScorerError
+from curate.errors import ScorerError, ScorerOptionError, TooFewLabelsError
 from curate.scorers.evaluation import choose_settings, length_input
 from curate.scorers.features import input_texts, turn_number, unreadable, with_columns
 from curate.scorers.label_scales import covering_scale
@@ -90,7 +90,7 @@ class DistilReport:
                 f"held-out spearman {figure(self.holdout.get('spearman'))})")
 
 
-class TooFewRowsToDistil(ScorerError):
+class TooFewRowsToDistil(TooFewLabelsError):
     """Fewer rows than ``holdout_n + n`` to ask about: counted (rows the scorer can read; of those, rows with a label
     when the labeller is an existing column), so a command line can name its own options in :meth:`line`."""
 
@@ -185,12 +185,12 @@ def distil_scorer(ws: Any, label_fn: LabelFn, column: str | None = None, inputs:
         reads, imitates = column_judge(ws, label_column, inputs)
         column = column or f"{label_column}{DISTIL.column_suffix}"
     elif column is None:
-        raise ScorerError("distil: the labeller is no workspace column (column_labeller), so name the column the "
-                          "scorer writes: column=...")
+        raise ScorerOptionError("distil: the labeller is no workspace column (column_labeller), so name the column "
+                                "the scorer writes: column=...")
     else:
         reads, imitates = list(inputs or ["instruction"]), {}
     if not reads or any(r not in ("instruction", "response") for r in reads):
-        raise ScorerError(f"distil: inputs {list(reads)}: a scorer reads instruction and/or response")
+        raise ScorerOptionError(f"distil: inputs {list(reads)}: a scorer reads instruction and/or response")
     return Scorer(reads=reads, name=column, imitates=imitates, columns=columns, **DEFAULT_CONFIG[len(reads)])
 
 
@@ -220,15 +220,15 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
     """
     for name, value, least in (("n", n, 1), ("holdout_n", holdout_n, 1), ("rounds", rounds, 0), ("uncertain_k", uncertain_k, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ScorerError(f"distil: {name} must be a whole number >= {least}, not {value!r}")
+            raise ScorerOptionError(f"distil: {name} must be a whole number >= {least}, not {value!r}")
     if scorer is None:
         scorer = distil_scorer(ws, label_fn, column, inputs, columns)
         search = RIDGE_SEARCH if search is None else search
     elif inputs is not None or columns:
-        raise ScorerError("distil: inputs and columns make the scorer distil trains; a scorer given keeps its own "
-                          "(Scorer(reads=..., columns=...))")
+        raise ScorerOptionError("distil: inputs and columns make the scorer distil trains; a scorer given keeps its "
+                                "own (Scorer(reads=..., columns=...))")
     if getattr(label_fn, "column", None) in scorer.columns:  # the label as its own feature: agreement by construction
-        raise ScorerError(f"distil: the scorer reads the label column {label_fn.column!r} as a feature")
+        raise ScorerOptionError(f"distil: the scorer reads the label column {label_fn.column!r} as a feature")
     if column:
         scorer.name = column
     if write:
@@ -280,7 +280,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
     held_groups = {group[usable[p]] for p in held_pos}  # their other answers are never asked about nor trained on
     pool_pos = np.array([p for p in order if group[usable[p]] not in held_groups], dtype=int)
     if len(pool_pos) <= n:
-        raise ScorerError(f"distil: {len(pool_pos)} usable rows outside the held-out groups, not more than n = {n}")
+        raise TooFewLabelsError(f"distil: {len(pool_pos)} usable rows outside the held-out groups, not more than n = {n}")
     labels: dict[int, float] = {}  # item -> label
     failed: dict[int, str] = {}    # row position (in usable) -> reason, for rows that gave no label
     asked: set[int] = set()

@@ -10,7 +10,7 @@ from typing import Any
 
 import curate.scorers.readermap as readermap
 from curate.defaults import DEITA, SCORER, TRAIN_SCORER
-from curate.errors import ScorerError, ScorerFolderError, ScorerOptionError, python_and_cli
+from curate.errors import ScorerFolderError, ScorerOptionError, TooFewLabelsError, python_and_cli
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
@@ -245,16 +245,18 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if data.labelled < 2 * k:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         as_json = [s["source"] for s in ws.manifest["sources"] if target in (s.get("columns_kept_as_json") or [])]
-        raise ScorerError(f"{data.source} has {data.labelled} usable numeric labels; need at least {2 * k}"
-                          + (f" (left out: {left})" if left else "")
-                          + (f"; {target!r} was kept as JSON text when {as_json[0]} was loaded, as its values mix "
-                             f"types: make every value a number" if as_json else ""))
+        more = ("label more rows (curate score, or curate evol for a label set) or give fewer folds, "
+                f"{python_and_cli('k=', '--folds')}")
+        raise TooFewLabelsError(f"{data.source} has {data.labelled} usable numeric labels; need at least {2 * k}"
+                                + (f" (left out: {left})" if left else "")
+                                + (f"; {target!r} was kept as JSON text when {as_json[0]} was loaded, as its values "
+                                   f"mix types: make every value a number" if as_json else f"; {more}"))
     groups = len(set(map(str, data.groups)))
     if groups - (max(1, round(holdout * groups)) if holdout > 0 else 0) < k:  # as group_split holds groups out
         folds, group_by = python_and_cli("k=", "--folds"), python_and_cli("group_by=", "--group-by")
-        raise ScorerError(f"{data.source}: {data.labelled} labels in {groups} groups (rows of one instruction, or of "
-                          f"one {group_by} value, stay together), too few for {k} folds after holding {holdout:.0%} "
-                          f"of them out: fewer folds, {folds}, or more groups")
+        raise TooFewLabelsError(f"{data.source}: {data.labelled} labels in {groups} groups (rows of one instruction, "
+                                f"or of one {group_by} value, stay together), too few for {k} folds after holding "
+                                f"{holdout:.0%} of them out: fewer folds, {folds}, or more groups")
     unknown = [r for r in data.reads if r not in INPUTS]
     if unknown:
         raise ScorerOptionError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")

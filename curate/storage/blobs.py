@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError
 from curate.quiet import quiet_datasets
 from curate.storage.damage import named_damage
 from curate.storage.files import (
@@ -211,7 +211,7 @@ def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = Non
     check_name(name)
     meta_path = ws.path / "embeddings" / f"{name}.json"
     if not meta_path.exists():
-        raise WorkspaceError(missing_embeddings(ws, name))
+        raise NotInWorkspaceError(missing_embeddings(ws, name))
     try:
         array, stored_ids, npy = _read_embeddings(ws, name, meta_path)
     except FileNotFoundError:  # replaced by a writer between reading the metadata and the file: read under its lock
@@ -273,7 +273,8 @@ def labels(ws: Workspace, name: str):
     check_name(name)
     folder = ws.path / "labels" / name
     if not (folder / "provenance.json").exists():
-        raise WorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))}")
+        raise NotInWorkspaceError(f"{ws.path}: no label set {name!r}; have {sorted(label_sets(ws))} (`curate evol` "
+                                  "makes one)")
     label_set_meta(folder)  # a DamagedFileError naming the set when its provenance, state or data files are not there
     if not data_files(folder):
         return datasets.Dataset.from_list([])  # a run that kept no label: datasets saves it but cannot load it back

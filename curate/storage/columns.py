@@ -157,11 +157,11 @@ def _aligned(ws: Workspace, path: Any, want: list[str]) -> list[Any]:
 
 
 def _pool_field(ws: Workspace, name: str, ids: list[str] | None) -> list[Any]:
-    from curate.errors import WorkspaceError
+    from curate.errors import NotInWorkspaceError
 
     if ws.has_pool and name in ws.pool.column_names:
         values = ws.pool.data.table.column(name).to_pylist()
         index = ws.index
         return values if ids is None else [values[index[i]] for i in ids]
     pool = [c for c in ws.pool.column_names if c not in ("id", "conversation")] if ws.has_pool else []
-    raise WorkspaceError(f"{ws.path}: no column {name!r}; derived columns {sorted(ws.columns)}, pool fields {pool}")
+    raise NotInWorkspaceError(f"{ws.path}: no column {name!r}; derived columns {sorted(ws.columns)}, pool fields {pool}")

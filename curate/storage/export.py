@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from curate.errors import OptionError, WorkspaceError, python_and_cli
+from curate.errors import OptionError, OutPathError, WorkspaceError, python_and_cli
 from curate.pools import FORMATS, RESERVED
 from curate.quiet import quiet_datasets
 from curate.storage.columns import column_names
@@ -125,7 +125,7 @@ def check_export_target(ws: Workspace, out: Path) -> None:
     an earlier datasets export (``save_to_disk`` deletes what is in its folder)."""
     check_outside_workspace(ws, out, "an export")
     if out.suffix.lower() not in EXPORT_SUFFIXES:
-        raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
+        raise OutPathError(f"{out}: {EXPORT_CHOICES}")
     check_export_path(out)
 
 
@@ -133,10 +133,10 @@ def check_export_path(out: Path) -> None:
     """Refuse an export path an export could not write, or would write over files that are not an earlier export:
     a folder holding other files (``save_to_disk`` deletes what is in its folder), a folder where a file goes."""
     if out.suffix == "" and out.is_dir() and any(not DATASETS_FOLDER_FILES.fullmatch(p.name) for p in out.iterdir()):
-        raise WorkspaceError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
-                             "replaces its folder whole: name a new or empty folder")
+        raise OutPathError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
+                           "replaces its folder whole: name a new or empty folder")
     if out.suffix and out.is_dir():
-        raise WorkspaceError(f"{out}: a folder, where a file is to be written")
+        raise OutPathError(f"{out}: a folder, where a file is to be written")
 
 
 def check_run_folder(out: Path, outputs: list[str]) -> None:
@@ -144,18 +144,18 @@ def check_run_folder(out: Path, outputs: list[str]) -> None:
     report.html ...) in a folder that holds no run (``out/workspace``), or a workspace given as ``out`` (the run
     makes its own inside). Other files of a folder are left alone."""
     if out.exists() and not out.is_dir():
-        raise WorkspaceError(f"{out}: a file, where the run's folder goes")
+        raise OutPathError(f"{out}: a file, where the run's folder goes")
     if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)
         return
     if (out / "manifest.json").is_file():
-        raise WorkspaceError(f"{out}: {python_and_cli('out=', '--out')} is a workspace; the run makes its own "
-                             "(out/workspace): give another folder")
+        raise OutPathError(f"{out}: {python_and_cli('out=', '--out')} is a workspace; the run makes its own "
+                           "(out/workspace): give another folder")
     theirs = [name for name in outputs if (out / name).is_file()]
     if theirs:
         them = "it" if len(theirs) == 1 else "them"
-        raise WorkspaceError(f"{out}: {python_and_cli('out=', '--out')} holds {', '.join(theirs)}, which no curate "
-                             f"run wrote there (it holds no workspace/); the run would write over {them}: move {them}, "
-                             "or give another folder")
+        raise OutPathError(f"{out}: {python_and_cli('out=', '--out')} holds {', '.join(theirs)}, which no curate "
+                           f"run wrote there (it holds no workspace/); the run would write over {them}: move {them}, "
+                           "or give another folder")
 
 
 def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = frozenset()):
@@ -330,7 +330,7 @@ def _stage(ws: Workspace, ds, out: Path, format: str | None,
     if written_through(out):  # nothing to write beside it (nor rename over it)
         suffix = suffix or ".jsonl"
         if suffix not in (".jsonl", ".json", ".parquet"):
-            raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
+            raise OutPathError(f"{out}: {EXPORT_CHOICES}")
         with writing(out), quiet_datasets(), open_through(out) as fh:
             if suffix == ".parquet":  # Arrow's own file writer cannot seek in a pipe
                 ds.to_parquet(fh)
@@ -378,7 +378,7 @@ def _write(ds, out: Path, suffix: str, fields: list[str] | None = None) -> Path:
     elif suffix == "":
         ds.save_to_disk(str(out))
     else:
-        raise WorkspaceError(f"{out}: {EXPORT_CHOICES}")
+        raise OutPathError(f"{out}: {EXPORT_CHOICES}")
     return out
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from curate.errors import WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError
 from curate.storage.files import MANIFEST
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -78,3 +79,20 @@ def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bo
 
     same_source = [load for load in sources if load.get("source") == summary["source"]]
     return bool(same_source) and read_as(same_source[-1]) == read_as(summary)
+
+
+def not_a_workspace(path: Path) -> NotInWorkspaceError:
+    """The error for a path holding no workspace, with the command that makes one there."""
+    return NotInWorkspaceError(f"{path}: not a curate workspace (no {MANIFEST}); make one: curate load SOURCE "
+                               f"--workspace {path}")
+
+
+def no_selection(path: Path, name: str, have: Any) -> NotInWorkspaceError:
+    """The error for a selection the workspace at ``path`` lacks, naming those it has (``have``)."""
+    return NotInWorkspaceError(f"{path}: no selection {name!r} in this workspace; selections here: "
+                               f"{', '.join(sorted(have)) or 'none yet (make one: curate select)'}")
+
+
+def no_step_input(path: Path, name: str) -> NotInWorkspaceError:
+    """The error for a column a step declares it reads that the workspace at ``path`` lacks."""
+    return NotInWorkspaceError(f"{path}: a step reads column {name!r}, which is not in the pool or derived")

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from curate.errors import WorkspaceError
+from curate.errors import OutPathError
 from curate.storage.files import atomic_write_bytes, remove_stale_leftovers, writing
 
 _DESCRIPTOR = re.compile(r"/(?:dev|proc/self)/fd/(\d+)")
@@ -73,5 +73,5 @@ def check_outside_workspace(ws: Any, out: Path, what: str) -> None:
     would replace the workspace's own files."""
     target, home = Path(out).resolve(), ws.path.resolve()
     if target == home or home in target.parents:
-        raise WorkspaceError(f"{out}: inside the workspace {ws.path}, whose files {what} must not replace; "
-                             "write it outside")
+        raise OutPathError(f"{out}: inside the workspace {ws.path}, whose files {what} must not replace; "
+                           "write it outside")

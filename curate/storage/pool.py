@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import Timeout
 
-from curate.errors import WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError
 from curate.quiet import quiet_datasets
 from curate.storage.blobs import add_missing_ids_digests
 from curate.storage.files import (
@@ -55,7 +55,7 @@ def open_pool(ws: Workspace):
         with contextlib.suppress(OSError), ws.lock():
             pass
     if not ws.has_pool:
-        raise WorkspaceError(f"{ws.path}: no pool yet; run `curate load SOURCE --workspace {ws.path}`")
+        raise NotInWorkspaceError(f"{ws.path}: no pool yet; run `curate load SOURCE --workspace {ws.path}`")
     try:
         stamp = pool_stamp(ws)  # before reading: a swap during the read makes the view stale, never current
         with damaged_pool(ws, retry=True):
@@ -367,8 +367,8 @@ def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
     foreign = [p.name for p in ws.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
                and (include_hidden or not p.name.startswith("."))]
     if foreign:
-        raise WorkspaceError(f"{ws.path}: exists, is not empty, and is not a curate workspace "
-                             f"(holds {foreign[0]!r})")
+        raise NotInWorkspaceError(f"{ws.path}: exists, is not empty, and is not a curate workspace "
+                                  f"(holds {foreign[0]!r}); name a new or empty folder")
 
 
 def info(ws: Workspace) -> dict[str, Any]:

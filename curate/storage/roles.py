@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from curate.errors import WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError
 
 __all__ = ["ROLES", "NoRoleColumn", "role_candidates", "role_column", "wrote_text"]
 
 
-class NoRoleColumn(WorkspaceError, LookupError):
+class NoRoleColumn(NotInWorkspaceError, LookupError):
     """No derived column plays the role a default names (nothing has written one yet)."""
 
 

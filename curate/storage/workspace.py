@@ -34,7 +34,6 @@ import numpy as np
 
 from curate.codes import Decision, Failure, Reason
 from curate.defaults import JUDGE
-from curate.errors import WorkspaceError
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
 from curate.storage.apply import ApplyResult, apply_step, merge_column
@@ -56,6 +55,7 @@ from curate.storage.files import (
     take_values,
     write_arrow,
 )
+from curate.storage.manifest import no_selection, no_step_input, not_a_workspace
 from curate.storage.selection import Selection, selection_meta, selection_table, stored_as
 from curate.storage.step import RowInput
 from curate.storage.view import ThreadView
@@ -72,7 +72,7 @@ class Workspace(ThreadView, blobs.Blobs):
         self._operations = threading.local()  # .n: operations under way in this thread (see ``operation``)
         if not (self.path / MANIFEST).exists():
             if not create:
-                raise WorkspaceError(f"{self.path}: not a curate workspace (no {MANIFEST})")
+                raise not_a_workspace(self.path)
             pool.create(self)
         pool.check_manifest(self)
         pool.remove_leftovers(self)
@@ -216,7 +216,7 @@ class Workspace(ThreadView, blobs.Blobs):
         """What a step sees of ``ids``: conversation, turns and the extra columns it declared."""
         for name in inputs:
             if not self.has_column(name) and name not in self.pool.column_names:
-                raise WorkspaceError(f"{self.path}: a step reads column {name!r}, which is not in the pool or derived")
+                raise no_step_input(self.path, name)
         extra = {name: self.column(name, ids) for name in inputs}
         return [RowInput(rid, conv, turns(conv), {name: extra[name][k] for name in inputs})
                 for k, (rid, conv) in enumerate(zip(ids, self.conversations(ids), strict=True))]
@@ -369,7 +369,7 @@ class Workspace(ThreadView, blobs.Blobs):
 
     def selection(self, name: str) -> Selection:
         if not (path := self.path / "selections" / f"{check_name(name)}.arrow").exists():  # not ../outside/sel
-            raise WorkspaceError(f"{self.path}: no selection {name!r}; have {sorted(self.selections)}")
+            raise no_selection(self.path, name, self.selections)
         return Selection.from_table(name, read_arrow(path), path)
 
     # -- views and export -----------------------------------------------------------------------
