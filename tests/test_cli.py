@@ -553,7 +553,7 @@ def test_paths_with_square_brackets_are_printed_as_written(tmp_path):
     r = curate_cli("report", ws, "--out", folder / "r[/bold].html")
     assert r.returncode == 0 and str(folder / "r[/bold].html") in said(r.stdout), r.stderr
     r = curate_cli("export", ws, "--out", folder / "[bold]e[/bold].csv")  # an error line keeps its path too
-    assert r.returncode == 1 and str(folder / "[bold]e[/bold].csv") in said(r.stderr) and "Traceback" not in r.stderr
+    assert r.returncode == 78 and str(folder / "[bold]e[/bold].csv") in said(r.stderr) and "Traceback" not in r.stderr
     out = folder / "run[/bold]"
     r = curate_cli("run", pool, "--budget", 2, "--out", out)
     assert r.returncode == 0 and str(out / "selected.jsonl") in said(r.stdout), r.stdout + r.stderr

@@ -144,8 +144,12 @@ def test_what_a_workspace_lacks_exits_78_naming_it_and_the_command_that_makes_it
             (("train-scorer", ws, "--labels", "nope", "--out", tmp_path / "sc"), "no label set 'nope'")):
         proc = _cli(*args)
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+    pool = write_jsonl(tmp_path / "p.jsonl", _rows(2))
+    for args in (("load", pool, "-w", pool), ("info", pool)):  # load's OSError "Not a directory" exited 1
+        proc = _cli(*args)
+        assert proc.returncode == EXIT_CONFIG and f"{pool}: a file, not a curate workspace" in _error_line(proc), args
     bare = tmp_path / "bare"
-    assert _cli("load", write_jsonl(tmp_path / "p.jsonl", _rows(2)), "-w", bare).returncode == 0
+    assert _cli("load", pool, "-w", bare).returncode == 0
     none_yet = _cli("export", bare, "--selection", "nope", "--out", tmp_path / "o.jsonl")
     said = _error_line(none_yet)
     assert none_yet.returncode == EXIT_CONFIG and "selections here: none yet (make one: curate select)" in said, said

@@ -82,7 +82,9 @@ def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bo
 
 
 def not_a_workspace(path: Path) -> NotInWorkspaceError:
-    """The error for a path holding no workspace, with the command that makes one there."""
+    """The error for a path holding no workspace, with the command that makes one there (none where a file is)."""
+    if path.is_file():
+        return NotInWorkspaceError(f"{path}: a file, not a curate workspace (a folder holding {MANIFEST})")
     return NotInWorkspaceError(f"{path}: not a curate workspace (no {MANIFEST}); make one: curate load SOURCE "
                                f"--workspace {path}")
 

@@ -362,6 +362,8 @@ def create(ws: Workspace) -> None:
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
     """Refuse a folder holding anything a workspace being created would not (or a crashed creation left)."""
     ours = {*SUBDIRS, LOCK_FILE, holder_path(Path(LOCK_FILE)).name, LOCKS_DIR, MANIFEST}
+    if ws.path.exists() and not ws.path.is_dir():  # the OSError said "Not a directory": exit 1, as a full disk
+        raise NotInWorkspaceError(f"{ws.path}: a file, not a curate workspace; name a new or empty folder")
     if not ws.path.is_dir():
         return
     foreign = [p.name for p in ws.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
