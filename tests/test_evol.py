@@ -150,7 +150,7 @@ SEEDS = [
     {"id": "s-math", "instruction": "What is the sum of the first ten odd numbers?"},
     {"id": "s-email", "instruction": "Draft an email asking a colleague to review my report."},
 ]
-REASONS = {"empty", "scaffolding", "refusal", "no_change", "too_long", "truncated", "call_failed"}
+REASONS = {"empty", "scaffolding", "refusal", "no_change", "repeated_tail", "too_long", "truncated", "call_failed"}
 SHORT = {"rewrite_params": {"max_tokens": 96}, "rank_params": {"max_tokens": 48}}
 
 
@@ -319,14 +319,15 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
 # ----------------------------------------------------------------------------------------------
 
 def _evol_reply(req) -> str:
-    """Rewrites add one sentence (a seed containing ECHO comes back unchanged: eliminated as no_change);
+    """Rewrites add one sentence, a new one each step (a seed containing ECHO comes back unchanged: eliminated as no_change);
     rank calls score the shown versions 1, 2, 3 ... in the order shown."""
     user = req.messages[-1]["content"]
     shown = user.count("[Version ")
     if shown:
         return json.dumps({"scores": list(range(1, shown + 1))})
     task = user.split("Task: ", 1)[1].split("\n\nWrite this task again", 1)[0]
-    return task if "ECHO" in task else task + " Include one more concrete example, please."
+    # each step asks for a new example: the same sentence twice would be a loop (repeated_tail)
+    return task if "ECHO" in task else task + f" Include example number {task.count('Include') + 1}."
 
 
 def test_evol_labels_land_in_the_workspace_label_sets(tmp_path):

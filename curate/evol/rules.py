@@ -2,7 +2,8 @@
 
 A rewrite is dropped when it is empty, leaks the rewriter's scaffolding (the generic markers below, the
 operation's own ``leak_phrases`` declared in its prompt file's front matter, or a run of words copied from
-the rewrite prompt), refuses, does not change its parent, grows too much, or was cut off at max_tokens.
+the rewrite prompt), refuses, does not change its parent, goes round in a loop, grows too much, or was cut off
+at max_tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 import regex
 from pydantic import BaseModel, Field, conlist, create_model
 
+from curate.defaults import HEURISTICS
 from curate.errors import CurateError
 
 KINDS = ("complexity", "quality")
@@ -38,6 +40,7 @@ class Elimination(StrEnum):
     SCAFFOLDING = "scaffolding"
     REFUSAL = "refusal"
     NO_CHANGE = "no_change"
+    REPEATED_TAIL = "repeated_tail"  # the heuristics selector's loop rule, at the end of any line or sentence
     TOO_LONG = "too_long"
     TRUNCATED = "truncated"
     CALL_FAILED = "call_failed"
@@ -74,21 +77,26 @@ class EliminationRules:
 
     A child may add at most ``max_added_words + length_tolerance * parent_words`` words to its parent;
     it counts as unchanged when its normalised word sequence matches the parent's with a
-    ``difflib`` ratio of at least ``near_equal_ratio``.
+    ``difflib`` ratio of at least ``near_equal_ratio``; it loops when a line or sentence of it ends in one block of words
+    repeated over more than ``max_loop_words`` words (the heuristics' ``repeated_tail`` rule; None: no check).
     """
 
     max_added_words: int = 20
     length_tolerance: float = 0.1
     near_equal_ratio: float = 0.95
+    max_loop_words: int | None = 5
 
     def allowed_words(self, parent_words: int) -> int:
         return int(self.max_added_words + self.length_tolerance * parent_words)
 
 
-#: Defaults per kind: an instruction step adds ~10-20 words (DEITA); a response rewrite may grow more.
+#: Defaults per kind: an instruction step adds ~10-20 words (DEITA); a response rewrite may grow more. An
+#: instruction of 10-60 words that says a clause again ("Bran: Ashram" x3) loops; a response loops as the heuristics
+#: selector counts it (a list or table repeats its structure, not its words, for that long).
 DEFAULT_RULES = {
-    "complexity": EliminationRules(max_added_words=20, length_tolerance=0.1, near_equal_ratio=0.95),
-    "quality": EliminationRules(max_added_words=150, length_tolerance=0.5, near_equal_ratio=0.98),
+    "complexity": EliminationRules(max_added_words=20, length_tolerance=0.1, near_equal_ratio=0.95, max_loop_words=5),
+    "quality": EliminationRules(max_added_words=150, length_tolerance=0.5, near_equal_ratio=0.98,
+                                max_loop_words=HEURISTICS.max_repeated_tail_words),
 }
 
 _WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")  # a letter keeps its combining marks (Hindi, Tamil: re split there)
@@ -156,6 +164,25 @@ def clean_rewrite(text: str | None) -> str:
     return out
 
 
+_LINE_OR_SENTENCE_END = re.compile(r"(?<=[^\n])\n|(?<=[.!?;])\s")  # where a loop that went on may have stopped
+
+
+def looping_line(text: str, max_words: int) -> dict[str, Any] | None:
+    """{value, evidence} of the first loop a line or sentence of ``text`` ends in (the text up to each line break
+    and each sentence's end, then the whole): the heuristics' ``repeated_tail`` rule
+    (:func:`curate.select.heuristics.looping_tail`), which reads only a text's end, applied where a rewrite that
+    looped and then went on ("Bran: Ashram" x3, then a request) stopped looping; else None. A run of one symbol
+    ("________" to fill in, a "==========" rule) is layout, not a loop."""
+    from curate.select.heuristics import looping_tail
+
+    ends = sorted({m.start() for m in _LINE_OR_SENTENCE_END.finditer(text)} | {len(text)})
+    for end in ends:
+        loop = looping_tail(text[:end], max_words)
+        if loop and _WORD.search(loop["evidence"].rsplit(" (x", 1)[0]):
+            return loop
+    return None
+
+
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
@@ -175,8 +202,9 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
     Codes (:class:`Elimination`): ``empty``, ``scaffolding`` (the rewriter leaked a generic marker, one of
     ``phrases`` — default: the built-in ``operation`` prompt's ``leak_phrases`` — or copied a run of
     `SCAFFOLD_NGRAM` words from ``prompt_text``, the rewrite prompt's own wording and examples),
-    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``too_long`` (more words added than
-    the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
+    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``repeated_tail`` (a line or sentence of
+    it ends in a loop of more than ``rules.max_loop_words`` words, and none of the parent does: :func:`looping_line`),
+    ``too_long`` (more words added than the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
     """
     text = clean_rewrite(child)
     child_words = normalise(text)
@@ -201,6 +229,9 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
     ratio = difflib.SequenceMatcher(None, parent_words, child_words, autojunk=False).ratio()
     if ratio >= rules.near_equal_ratio:
         return (Elimination.NO_CHANGE, f"near-equal to the parent (word ratio {ratio:.3f} >= {rules.near_equal_ratio})")
+    if rules.max_loop_words and (loop := looping_line(text, rules.max_loop_words)) \
+            and not looping_line(parent, rules.max_loop_words):
+        return (Elimination.REPEATED_TAIL, f"loops: {loop['evidence']}")
     added, allowed = len(child_words) - len(parent_words), rules.allowed_words(len(parent_words))
     if added > allowed:
         return (Elimination.TOO_LONG, f"adds {added} words; {allowed} allowed for a {len(parent_words)}-word parent")
