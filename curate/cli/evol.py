@@ -108,7 +108,9 @@ def evol(
 
 
 def print_run_summary(p: dict) -> None:
-    """Requests, tokens, eliminated share by reason and the score distribution of an Evol run's provenance."""
+    """Requests, tokens, eliminated share by reason and the labels' spread of scores (a warning when they are nearly
+    constant) of an Evol run's provenance."""
+    from curate.evol.provenance import label_spread_text
     from curate.llm.base import format_usd
 
     sent = sent_text(p)
@@ -125,12 +127,15 @@ def print_run_summary(p: dict) -> None:
                   f"{p['completion_tokens']:,} completion; cost {cost}")
     rewrites = p["rewrites"] or 1
     console.print(f"eliminated {p['eliminated']}/{p['rewrites']} rewrites ({p['eliminated'] / rewrites:.0%})")
+    width = max((len(r) for r in p["eliminated_by_reason"]), default=0)  # repeated_tail: 13 characters
     for reason, count in p["eliminated_by_reason"].items():
-        console.print(f"  {reason:<12} {count:>5}  {count / rewrites:6.1%}")
+        console.print(f"  {reason:<{width}} {count:>5}  {count / rewrites:6.1%}")
     console.print(f"variant sets scored {p['sets_scored']}/{p['seeds']}; rank failures {p['rank_failures']}"
                   + (f" {p['rank_failures_by_reason']}" if p["rank_failures"] else ""))
-    dist = p["score_distribution"]
-    console.print("score distribution: " + (", ".join(f"{k}: {v}" for k, v in dist.items()) or "no scores"))
+    console.print(label_spread_text(p) + (f"; {p['tied_sets']} of {p['sets_scored']} variant sets got one score for "
+                                          "every variant" if p.get("tied_sets") else ""), highlight=False)
+    if p.get("label_warning"):
+        err_console.print(f"warning: {p['label_warning']}", highlight=False)
 
 
 def sent_text(p: dict) -> str:

@@ -28,7 +28,7 @@ from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.defaults import EVOL, JUDGE
 from curate.errors import CurateError, OptionError
 from curate.evol.calls import LLMCalls, Usage
-from curate.evol.provenance import labels_dataset, run_provenance
+from curate.evol.provenance import label_spread_text, labels_dataset, run_provenance
 from curate.evol.rules import (
     DEFAULT_RULES,
     INSTRUCTION_OPERATIONS,
@@ -134,14 +134,16 @@ class EvolRun:
     def summary(self) -> dict[str, Any]:
         p = self.provenance
         return {k: p[k] for k in ("kind", "seeds", "steps", "rewrites", "eliminated", "eliminated_by_reason",
-                                  "sets_scored", "rank_failures", "score_distribution", "requests", "cached",
-                                  "repeated", "failed_before", "prompt_tokens", "completion_tokens", "cost_usd")}
+                                  "sets_scored", "rank_failures", "labels", "score_distribution", "tied_sets",
+                                  "label_warning", "requests", "cached", "repeated", "failed_before", "prompt_tokens",
+                                  "completion_tokens", "cost_usd")} | {"label_spread": label_spread_text(p)}
 
     def __repr__(self) -> str:
         s = self.summary()
         return (f"EvolRun(kind={self.kind!r}, seeds={s['seeds']}, steps={s['steps']}, labels={len(self.labels)}, "
                 f"eliminated={s['eliminated']}/{s['rewrites']}, rank_failures={s['rank_failures']}, "
-                f"requests={s['requests']})")
+                f"requests={s['requests']}, label_spread={s['label_spread']!r}"
+                + (f", label_warning={s['label_warning']!r}" if s["label_warning"] else "") + ")")
 
     def _repr_html_(self) -> str:
         s = self.summary()
