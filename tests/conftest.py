@@ -75,7 +75,8 @@ SERVER_START_S = 900.0  # on two busy cores the server's start-up can take minut
 # under xdist: one worker runs each group (two Rays at once on two cores starve each other's Ray Data jobs). Only the
 # files whose tests start Ray: the group runs on one worker, and its length is the suite's (tests/test_scale_commits.py
 # and tests/test_scale_without_ray.py test the engine's parts without Ray, on either worker)
-GROUPS = {"local_llm": "local_llm", "test_ray_engine.py": "ray", "test_ray_threads.py": "ray"}
+GROUPS = {"local_llm": "local_llm", "test_ray_cluster.py": "ray", "test_ray_engine.py": "ray",
+          "test_ray_threads.py": "ray"}
 
 
 def _needs_server(item) -> bool:

@@ -1,6 +1,6 @@
 """The Ray engine's parts that run without Ray (outside the xdist group of the tests that start Ray, so another worker
 runs them): the shard reader its tasks call, the actor's Inference class called in this process, its batch folders'
-cleanup, and the refusals made before Ray starts. The runs on Ray: tests/test_ray_engine.py."""
+cleanup, and the refusals made before Ray starts. The runs on Ray: tests/test_ray_engine.py and test_ray_cluster.py."""
 
 import json
 import os
