@@ -89,40 +89,53 @@ def cluster(tmp_path_factory):
 
 
 def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the_single_process_engine_does(
-        cluster, tmp_path):
-    """`curate run --engine ray --address A --signal ifd --signal perplexity`: the rows, dedup, the shipped scores,
-    the token signals (one causal LM per actor), the embeddings and the selection are what one process writes."""
+        request, cluster, tmp_path):
+    """`curate run --engine ray --address A --scorer quality=DIR --scorer complexity=complexity_ridge --signal ifd
+    --signal perplexity`: the rows, dedup, the scores (the actors load the run's scorers from their packed folders: no
+    node reads DIR), the token signals (one causal LM per actor), the embeddings and the selection are what one
+    process writes. (One run for both: the trained scorers had a cluster run of their own, 35 s. The shipped scorers
+    on the cluster: the text-rules test below.)"""
     from curate.pipeline import run_pipeline
+    from curate.scorers import Scorer
     from curate.session import Workspace
-    from tests.train_fixtures import build_tiny_lm
+    from tests.cli_in_process import curate_in_process
 
-    model = build_tiny_lm(tmp_path / "tiny-lm")
-    records = generated_pool(300)
+    model = request.getfixturevalue("tiny_lm")  # the session's (the judges' test below uses it too)
+    # 120 rows (seed 2: 14 exact repeats, 4 instruction-only rows, 4 malformed records, a near-duplicate the selection
+    # refuses): equality with one process holds at any size; 300 rows cost the Ray and the single run ~20 s more
+    records = generated_pool(120, seed=2)
     whole = write_jsonl(tmp_path / "pool.jsonl", records)
     shards = write_shards(tmp_path / "shards", records, 4)
-    budget = 50
+    budget = 25
     signals = ["--signal", "ifd", "--signal", "perplexity", "--signal-model", str(model)]
+    rows = [r for r in records if isinstance(r, dict) and r.get("output")][:30]
+    mine = Scorer(reads=["instruction", "response"], name="my_quality", features=["length"],
+                  imitates={"judge": "quality", "model": "hand"})
+    mine.fit([{"instruction": r["instruction"], "response": r["output"]} for r in rows],
+             [1.0 + (len(r["output"]) % 5) for r in rows])
+    folder = mine.save(tmp_path / "my-scorer")
+    scorers = {"quality": str(folder), "complexity": "complexity_ridge"}
 
     address, env = cluster
     # without the text rules (on by default): their empty-reply rule would leave out the instruction-only rows whose
     # score and signal failures both engines must record alike (the rules on Ray: the text-rules test below)
     r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
                         "--budget", str(budget), "--out", str(tmp_path / "ray"), "--no-report", "--no-heuristics",
-                        *signals],
+                        "--scorer", f"quality={folder}", "--scorer", "complexity=complexity_ridge", *signals],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ifd:" in r.stdout and "perplexity:" in r.stdout
     assert not any(notice in r.stderr for notice in ("Token authentication", "Progress bars disabled", "concurrent actors"))
     single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
-                          signals=("ifd", "perplexity"), signal_model=str(model), heuristics=False)
+                          signals=("ifd", "perplexity"), signal_model=str(model), heuristics=False, scorers=scorers)
 
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
-    assert ray_ws.ids == ws.ids and len(ws) > 250                         # the pool: same rows, ids, order
+    assert ray_ws.ids == ws.ids and len(ws) > 100                         # the pool: same rows, ids, order
     assert ray_ws.manifest["sources"][0]["rejects"] == ws.manifest["sources"][0]["rejects"] > 0
     # asked to stop at a bad record, both engines stop at the same first one, naming its file and line
     strict = [sys.executable, "-m", "curate.cli", "run", "--budget", "6", "--on-error", "raise",
               "--out", str(tmp_path / "strict")]
-    one = subprocess.run([*strict, str(whole)], capture_output=True, text=True, timeout=600, env=env)
+    one = curate_in_process(*strict[3:], whole, env=env)  # one process: the CLI's main() here (no interpreter start)
     on_ray = subprocess.run([*strict, str(shards), "--engine", "ray", "--address", address], capture_output=True,
                             text=True, timeout=600, env=env)
     assert one.returncode == on_ray.returncode == 65 and not (tmp_path / "strict").exists()
@@ -132,13 +145,16 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert ray_line.startswith("line ") and one_reason == ray_reason
     assert ray_ws.selection("dedup").table.to_pylist() == ws.selection("dedup").table.to_pylist()
     assert ray_ws.selection("dedup").decisions()["duplicate"] > 10
-    for column in ("complexity", "quality"):                                 # the scores: as ws.apply writes them
+    for column in ("my_quality", "complexity_ridge"):                        # the scores: as ws.apply writes them
         a, b = ray_ws.column_provenance(column), ws.column_provenance(column)
         assert a["fingerprint"] == b["fingerprint"] and a["scorer"] == b["scorer"] and a["engine"]["name"] == "ray"
+        assert a["engine"].get("rows_computed_on_driver", 0) == 0
         assert ray_ws.column_fingerprints(column) == ws.column_fingerprints(column)
         np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
         assert ray_ws.failures(column) == ws.failures(column)
-    assert any(ray_ws.failures("quality"))                                   # instruction-only rows
+    assert any(ray_ws.failures("my_quality"))                                # instruction-only rows
+    assert "quality" not in ray_ws.columns and "complexity" not in ray_ws.columns
+    assert ray_ws.selections["deita"]["params"]["sort_by"] == "complexity_ridge*my_quality"
     np.testing.assert_allclose(ray_ws.embeddings("default"), ws.embeddings("default"), rtol=0, atol=1e-5)
     # the selection: exactly the same ids in the same order, with the same decisions for every row
     kept = ws.selection("deita").ids
@@ -147,14 +163,14 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert ws.selection("deita").decisions()["rejected"] > 0                 # near-duplicates were refused
     exported = [json.loads(x)["id"] for x in (tmp_path / "ray" / "selected.jsonl").read_text().splitlines()]
     assert exported == kept
-    assert "engine" not in ws.column_provenance("quality")                   # single process stays the default
+    assert "engine" not in ws.column_provenance("my_quality")                # single process stays the default
     for column in ("ifd", "perplexity"):                                     # the signals: same values, failures
         a, b = ray_ws.column_provenance(column), ws.column_provenance(column)
         assert a["fingerprint"] == b["fingerprint"] and a["engine"]["name"] == "ray" and "engine" not in b
         assert ray_ws.failures(column) == ws.failures(column)
         assert any(ray_ws.failures(column))                                  # instruction-only rows: no response
         got, want = ray_ws.turn_values(column), ws.turn_values(column)
-        assert sum(v is not None for row in want for v in (row or [])) > 150
+        assert sum(v is not None for row in want for v in (row or [])) > 80
         for x, y in zip(got, want, strict=True):
             np.testing.assert_allclose(np.array(x or [], dtype=float), np.array(y or [], dtype=float), rtol=1e-4)
     side = [c for c in ws.columns if c.startswith("ifd_") and c != "ifd_failure"]
@@ -170,7 +186,8 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     failing = [{"instruction": "Tell me a joke about sorting.", "output": "I'm sorry, but I can't help with that."},
                {"instruction": "Explain the query cache.", "output": "The cache keeps the query. " * 30},
                {"instruction": "Summarise the schema.", "output": "As an AI language model, I cannot see your schema."}]
-    records = generated_pool(150, seed=11) + failing
+    # 90 rows (seed 23: 8 near-duplicates, 4 rows the rules drop): equality with one process holds at any size
+    records = generated_pool(90, seed=23) + failing
     whole = write_jsonl(tmp_path / "pool.jsonl", records)
     shards = write_shards(tmp_path / "shards", records, 3)
     address, env = cluster
@@ -191,7 +208,11 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     failed = {row_id for row_id, reason in zip(rules.table["id"].to_pylist(), rules.table["reason"].to_pylist(),
                                                strict=True) if reason == "fails_heuristic"}
     assert len(failed) >= 3  # the three above at least (the instruction-only rows have no reply)
-    for column in ("complexity", "quality"):  # NaN where a row was not scored, in both
+    for column in ("complexity", "quality"):  # the shipped scorers, as ws.apply writes them; NaN where a row was not scored
+        a, b = ray_ws.column_provenance(column), ws.column_provenance(column)
+        assert a["fingerprint"] == b["fingerprint"] and a["scorer"] == b["scorer"] and a["engine"]["name"] == "ray"
+        assert "engine" not in b  # single process stays the default
+        assert ray_ws.column_fingerprints(column) == ws.column_fingerprints(column)
         np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
         assert ray_ws.failures(column) == ws.failures(column)
     quality = dict(zip(ws.ids, ws.column_array("quality"), strict=True))
@@ -199,7 +220,7 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     for column in ("complexity", "quality"):  # nor computed by the actors: every turn they scored was stored
         stored = sum(v is not None for row in ray_ws.turn_values(column) for v in (row or []))
         assert ray_ws.column_provenance(column)["turns_scored"] == stored
-    assert sum(not np.isnan(v) for v in quality.values()) > 100
+    assert sum(not np.isnan(v) for v in quality.values()) > 50
     assert ray_ws.selection("deita").ids == ws.selection("deita").ids and not failed & set(ws.selection("deita").ids)
     # a row added at the top of the source: the actors score it alone (they scored every kept row again)
     added = {"instruction": "Describe how an open-addressing hash map grows when its load factor passes 0.7.",
@@ -220,41 +241,6 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     position = {row_id: i for i, row_id in enumerate(again.ids)}
     np.testing.assert_allclose(again.embeddings("default")[[position[row_id] for row_id in first_ids]],
                                first_vectors, rtol=0, atol=1e-6)
-
-
-def test_trained_scorers_run_on_the_ray_actors_and_write_what_one_process_writes(cluster, tmp_path):
-    """`curate run --engine ray --scorer quality=DIR --scorer complexity=complexity_ridge`: the actors load the
-    run's scorers from their packed folders (no node reads DIR) and store the columns one process stores."""
-    from curate.pipeline import run_pipeline
-    from curate.scorers import Scorer
-    from curate.session import Workspace
-
-    records = generated_pool(80, seed=7)
-    rows = [r for r in records if isinstance(r, dict) and r.get("output")][:30]
-    mine = Scorer(reads=["instruction", "response"], name="my_quality", features=["length"],
-                  imitates={"judge": "quality", "model": "hand"})
-    mine.fit([{"instruction": r["instruction"], "response": r["output"]} for r in rows],
-             [1.0 + (len(r["output"]) % 5) for r in rows])
-    folder = mine.save(tmp_path / "my-scorer")
-    shards = write_shards(tmp_path / "shards", records, 2)
-    address, env = cluster
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
-                        "--scorer", f"quality={folder}", "--scorer", "complexity=complexity_ridge", "--budget", "15",
-                        "--out", str(tmp_path / "ray"), "--no-report"],
-                       capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    single = run_pipeline(str(write_jsonl(tmp_path / "pool.jsonl", records)), out=tmp_path / "single", budget=15,
-                          report=False, scorers={"quality": str(folder), "complexity": "complexity_ridge"})
-    ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
-    for column in ("my_quality", "complexity_ridge"):
-        assert ray_ws.column_provenance(column)["engine"]["name"] == "ray"
-        assert ray_ws.column_provenance(column)["engine"].get("rows_computed_on_driver", 0) == 0
-        assert ray_ws.column_fingerprints(column) == ws.column_fingerprints(column)
-        np.testing.assert_allclose(ray_ws.column_array(column), ws.column_array(column), rtol=0, atol=1e-5)
-        assert ray_ws.failures(column) == ws.failures(column)
-    assert "quality" not in ray_ws.columns and "complexity" not in ray_ws.columns
-    assert ray_ws.selections["deita"]["params"]["sort_by"] == "complexity_ridge*my_quality"
-    assert ray_ws.selection("deita").ids == ws.selection("deita").ids
 
 
 def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_ray_for_its_signals(
