@@ -74,16 +74,29 @@ GONE_WITHIN_S = 15.0  # the watchdog looks every second; a loaded 2-core machine
 
 
 def _owner(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.Popen, list]:
-    """Start an owner running ``script``; wait until its stand-in group runs: (owner, [leader, worker, TMPDIR])."""
+    """Start an owner running ``script``; wait until its stand-in group runs and its watchdog watches it (the group
+    writes its PIDs before its owner starts the watchdog: on two busy cores a test looked for the watchdog in
+    between, CI's one failure): (owner, [leader, worker, TMPDIR])."""
     pids = tmp_path / "group.json"
     env = {**os.environ, "CURATE_HOME": str(tmp_path / "home"),
            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
     owner = subprocess.Popen([sys.executable, "-c", script, *args, GROUP, str(pids)], env=env)
     deadline = time.monotonic() + 60
-    while not pids.exists():
-        assert owner.poll() is None and time.monotonic() < deadline, "the stand-in group did not start"
+    while not pids.exists() or not _watching(json.loads(pids.read_text())[0]):
+        assert owner.poll() is None and time.monotonic() < deadline, "the stand-in group or its watchdog did not start"
         time.sleep(0.1)
     return owner, json.loads(pids.read_text())
+
+
+def _watching(leader: int) -> bool:
+    """The watchdog of group ``leader`` has said it watches: it closed the descriptor its spec names for that."""
+    watchdog = watchdog_of(leader)
+    if watchdog is None:
+        return False
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        spec = json.loads(Path(f"/proc/{watchdog}/cmdline").read_bytes().split(b"\0")[-2])
+        return not Path(f"/proc/{watchdog}/fd/{spec['ready_fd']}").exists()
+    return False
 
 
 def group_alive(pgid: int) -> bool:
