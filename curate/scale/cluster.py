@@ -4,10 +4,17 @@ off the terminal: the CLI names each step, and the session's log folder under /t
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+from curate.errors import ConfigError, RetryLaterError
+
+CONNECT_CHECK_S = 5.0  # the TCP connect to a cluster's address before ray.init
+JOIN_DEADLINE_S = 60.0  # ray.init joining a cluster (not starting one here): Ray itself retries for many minutes
 
 
 class _Start:
@@ -64,6 +71,8 @@ def start_ray(address: str | None, verbose: bool = False) -> tuple[Any, Callable
                 kwargs["logging_level"] = logging.ERROR
             # a Ray stopped from outside (ray.shutdown() by the user, a test) ended every engine's use of it
             _Users.count, _Users.restore = 0, None
+            if address is not None:  # nothing listening there: said at once, not after Ray's minutes of retries
+                check_reachable(address)
             if _Users.keeper is not None:  # the thread that kept that Ray ends
                 _Users.keeper.set()
             _Users.keeper = _init_on_own_thread(ray, kwargs)
@@ -117,8 +126,17 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
         keep.wait()
 
     threading.Thread(target=hold, name="curate-ray", daemon=True).start()
+    joining = kwargs["address"] != "local"
     try:
-        start.started.wait()
+        if not start.started.wait(JOIN_DEADLINE_S if joining else None):
+            # something listens there (check_reachable) but answers no ray.init: Ray retries for many minutes,
+            # printing only "Failed to connect to GCS". Given up on; the thread stops that Ray if it ever comes up.
+            start.abandoned.set()
+            raise ConfigError(f"no Ray cluster answered at {kwargs['address']} within {JOIN_DEADLINE_S:.0f} s: "
+                              "something listens there, but not a Ray cluster's GCS (the head's `ray start --head "
+                              "--port`, 6379 by default)")
+    except ConfigError:
+        raise
     except BaseException:
         # Ctrl-C while Ray starts: the init goes on regardless, and its Ray ran for the rest of the process with no
         # engine counting it (the next engine took it for the user's and left it running; or, the init still under
@@ -129,6 +147,27 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
     if failed:
         raise failed[0]
     return keep
+
+
+def check_reachable(address: str) -> None:
+    """Raise RetryLaterError (exit 75) when nothing listens at a cluster ``address`` (``host:port`` or
+    ``ray://host:port``) and ConfigError (78) when its host name is unknown: ray.init retried such an address for
+    minutes, printing only Ray's "Failed to connect to GCS" lines. Other forms ("auto") are left to Ray."""
+    found = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    if found is None:
+        return
+    host, port = found.group(1), int(found.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_CHECK_S):
+            return
+    except socket.gaierror as exc:
+        raise ConfigError(f"Ray cluster address {address}: no host named {host!r} ({exc.strerror})") from None
+    except ConnectionRefusedError:
+        raise RetryLaterError(f"no Ray cluster at {address}: nothing listens there (connection refused); start its "
+                              f"head there (`ray start --head --port={port}`) or give the head's address") from None
+    except OSError as exc:  # a timeout, no route to the host
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise RetryLaterError(f"no Ray cluster at {address}: {reason} within {CONNECT_CHECK_S:.0f} s") from None
 
 
 def engine_settings(ray, verbose: bool) -> Callable[[], None]:

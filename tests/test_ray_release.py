@@ -1,0 +1,76 @@
+"""The Ray engine's start as the CLI sees it: a cluster address with nothing behind it fails at once with one line
+(it hung for minutes)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[1]
+HANG_GUARD_S = 240  # only a guard: the old code waited on ray.init for minutes (killed by this, the test fails)
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=HANG_GUARD_S)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+def test_a_cluster_address_nothing_listens_at_fails_at_once_with_75(tmp_path):
+    """`curate run --engine ray --address 127.0.0.1:<closed>` printed only Ray's "Failed to connect to GCS" lines
+    for minutes; now one line naming the address, exit 75 (retry later) and a run.json saying so, Ray not started."""
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}.", "output": f"Done {i}."} for i in range(4)])
+    address = f"127.0.0.1:{_closed_port()}"
+    proc = _python(f"""
+        import sys
+        from curate.cli import main
+        sys.argv = ["curate", "run", {str(pool)!r}, "--budget", "2", "--out", "out", "--engine", "ray",
+                    "--address", {address!r}]
+        try:
+            main()
+        finally:
+            assert not sys.modules["ray"].is_initialized()
+        """, tmp_path)
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: no Ray cluster at {address}: nothing listens there (connection refused); start its "
+                      f"head there (`ray start --head --port={address.split(':')[1]}`) or give the head's address"]
+    assert "Failed to connect to GCS" not in proc.stderr
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert (record["status"], record["exit_code"], record["error"]["type"]) == ("failed", 75, "RetryLaterError")
+
+
+def test_a_cluster_address_where_something_else_listens_fails_after_the_deadline_with_78(tmp_path):
+    """A port that accepts connections but is no Ray GCS (a wrong port): ray.init retried for minutes; now the join
+    is given up after ``JOIN_DEADLINE_S`` (set short here) with a line saying so, exit 78 (the setting is wrong)."""
+    with socket.socket() as listener:  # accepts (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        proc = _python(f"""
+            import sys
+            import curate.scale.cluster as cluster
+            from curate.cli import main
+            cluster.JOIN_DEADLINE_S = 3
+            sys.argv = ["curate", "run", "pool.jsonl", "--budget", "2", "--out", "out", "--engine", "ray",
+                        "--address", {address!r}]
+            main()
+            """, write_jsonl(tmp_path / "pool.jsonl", [{"instruction": "Task.", "output": "Done."}]).parent)
+    assert proc.returncode == 78, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: no Ray cluster answered at {address} within 3 s: something listens there, but not a "
+                      "Ray cluster's GCS (the head's `ray start --head --port`, 6379 by default)"]
