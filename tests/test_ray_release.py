@@ -1,5 +1,6 @@
-"""The Ray engine's start as the CLI sees it: a cluster address with nothing behind it fails at once with one line
-(it hung for minutes)."""
+"""The Ray engine's start and release as the CLI sees them: SIGTERM reaches curate's handler while Ray is up and
+after it stopped (a `curate run --engine ray` killed during its report exited 143 with no line and no run.json),
+and a cluster address with nothing behind it fails at once with one line (it hung for minutes)."""
 
 import json
 import os
@@ -28,6 +29,38 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]  # nothing listens there once closed
+
+
+@pytest.mark.xdist_group("ray")
+def test_sigterm_reaches_curates_handler_while_ray_runs_and_after_it_stopped(tmp_path):
+    """Ray's core worker put Abseil's failure handler on SIGTERM in the driver: a SIGTERM during a pass printed a
+    C++ stack trace ("*** SIGTERM received ... PC: @") before curate's line, and ray.shutdown() left SIGTERM at its
+    default, so one after the Ray steps killed the process outright (status -15: no line, no run.json)."""
+    proc = _python("""
+        import os, signal, time
+        from curate.cli.common import on_sigint
+        from curate.errors import Terminated
+        from curate.scale.cluster import start_ray
+
+        signal.signal(signal.SIGTERM, on_sigint)  # as curate.cli.main() does
+
+        def stopped_by_sigterm(when):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                while True:
+                    time.sleep(0.05)
+            except Terminated:
+                print(when, flush=True)
+
+        ray, release = start_ray(None)
+        stopped_by_sigterm("while Ray runs")
+        release()
+        assert not ray.is_initialized()
+        stopped_by_sigterm("after Ray stopped")
+        """, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["while Ray runs", "after Ray stopped"]
+    assert "SIGTERM received" not in proc.stderr and "PC: @" not in proc.stderr
 
 
 def test_a_cluster_address_nothing_listens_at_fails_at_once_with_75(tmp_path):

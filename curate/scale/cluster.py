@@ -3,12 +3,13 @@ off the terminal: the CLI names each step, and the session's log folder under /t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from curate.errors import ConfigError, RetryLaterError
@@ -111,7 +112,8 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
 
     def hold() -> None:
         try:
-            ray.init(**kwargs)
+            with _driver_keeps_its_signal_handlers():
+                ray.init(**kwargs)
         except BaseException as exc:  # noqa: BLE001  (raised again on the caller's thread)
             failed.append(exc)
             start.kept_none.set()
@@ -168,6 +170,24 @@ def check_reachable(address: str) -> None:
     except OSError as exc:  # a timeout, no route to the host
         reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise RetryLaterError(f"no Ray cluster at {address}: {reason} within {CONNECT_CHECK_S:.0f} s") from None
+
+
+@contextlib.contextmanager
+def _driver_keeps_its_signal_handlers() -> Iterator[None]:
+    """A ray.init that leaves this process's signal handlers as they were. Ray's core worker installs Abseil's
+    failure signal handler in the driver, SIGTERM included: it printed a C++ stack trace ("*** SIGTERM received
+    ... PC: @ clock_nanosleep") before passing the signal on to the CLI's handler, and ray.shutdown() left SIGTERM
+    at its default: a SIGTERM after the Ray steps (during the report) killed ``curate run`` with no line and no
+    run.json. Ray reads the setting from its constants as the driver's core worker starts (the workers Ray
+    starts read their own, and keep their handler); Python's faulthandler (Ray enables it) still reports a crash."""
+    from ray._private import ray_constants
+
+    earlier = getattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", False)
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = earlier
 
 
 def engine_settings(ray, verbose: bool) -> Callable[[], None]:
