@@ -316,7 +316,8 @@ def _print_step(name: str, result: Any, budget: int, max_cosine_similarity: floa
             cached = f"; {text}" if (text := signal_cache_text(applied)) else ""
             console.print(f"  {column}: {_done(applied, 'computed')}{cached}")
     elif name == "embed":
-        console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded{_unchanged(result)}")
+        where = f" by the {result['encoded_in']} step's pass" if result.get("encoded_in") and result["encoded"] else ""
+        console.print(f"  {result['rows']:,} rows, {result['encoded']:,} newly encoded{where}{_unchanged(result)}")
         if result.get("warning"):  # the model's vocabulary misses the pool's language
             console.print(f"    [yellow]warning: {escape(result['warning'])}[/]", soft_wrap=True, highlight=False,
                           markup=True)

@@ -317,6 +317,7 @@ class RayEngine:
             if self._embedding is None and self._has_embeddings(ws):
                 return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
                         "text": EMBED.text, "engine": "ray", "unchanged": True}
+            encoded_in = "score" if self._embedding is not None else None  # the score step's pass encoded them
             if self._embedding is None:
                 self._infer([], cache_dir=ws.cache_dir, progress=run.progress)
             matrix, encoded = self._embedding, self._encoded
@@ -327,7 +328,7 @@ class RayEngine:
             self._embedding = None
             return {"name": EMBED.name, "rows": len(matrix), "encoded": encoded, "reused": len(matrix) - encoded,
                     "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray",
-                    "unchanged": not written}
+                    "unchanged": not written, "encoded_in": encoded_in}
 
     # -- inference --------------------------------------------------------------------------------
     def _has_embeddings(self, ws) -> bool:
