@@ -148,8 +148,9 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     call_rows = engine.batch_size or pass_batch_size(len(engine._ids), actors, bool(signal_steps))
     info["batch_rows"] = call_rows
     # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
-    # and the pass goes on. (Ray Core then says once a run that their constructor arguments are in the object
-    # store while they may restart: a line of its own, kept for that.)
+    # and the pass goes on. (Ray Core then says once a run, at E level, that their constructor arguments are in the
+    # object store while they may restart: Ray Data itself passes its map transformer and DataContext to each actor
+    # by ObjectRef, whatever fn_constructor_kwargs hold, so only max_restarts=0, no restarts, would avoid the line.)
     out = engine.rows().map_batches(
         Inference, fn_constructor_kwargs={
             "scores": specs, "signals": [s.kind for s in signal_steps],
