@@ -154,14 +154,15 @@ def write_run_record(out: Path, record: dict[str, Any]) -> Path:
 def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None,
               on_done: Callable[[str, Any, float], None] | None) -> tuple[dict[str, float], dict[str, Any], dict]:
     """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each; write ``OUT/run.json`` (status
-    ``running`` first, replacing an earlier run's) when they finish, or when one fails (the exception carries the
-    record as ``run_record``, written unless a failed load removed the workspace it made: the out folder is then as
-    it was). Returns timings, results and the record."""
+    ``running`` first, in a new folder too, replacing an earlier run's) when they finish, or when one fails (the
+    exception carries the record as ``run_record``, written unless a failed load removed the workspace it made: its
+    ``running`` record goes too, the out folder is then as it was). Returns timings, results and the record."""
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     began = time.time()
-    if Path(run.out) / "workspace" not in run.made:  # an earlier run's folder: its record replaced (a new one has none)
-        write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began, running=True))
+    # as the run takes the folder, a new one's too (a scheduler reads running; a run killed -9 leaves this record);
+    # a folder without a workspace holds no run.json to write over (curate.storage.export.check_run_folder)
+    write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began, running=True))
     try:
         for name, step in plan:
             if on_start is not None:
@@ -173,11 +174,13 @@ def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None
                 on_done(name, results[name], timings[name])
     except BaseException as exc:
         exc.run_record = run_record(run.out, run.budget, results, timings, run.outputs, began, exc)  # type: ignore[attr-defined]
-        if (Path(run.out) / "workspace").is_dir():  # a load that failed removed the one it made: out as it was
-            try:
+        try:
+            if (Path(run.out) / "workspace").is_dir():
                 write_run_record(run.out, exc.run_record)  # type: ignore[attr-defined]
-            except Exception as failed:  # noqa: BLE001  (the run's own error is the one to report)
-                log.warning("%s: not written: %s", Path(run.out) / RUN_RECORD, failed)
+            else:  # a load that failed removed the workspace it made (and out, if made): its record goes, out as it was
+                (Path(run.out) / RUN_RECORD).unlink(missing_ok=True)
+        except Exception as failed:  # noqa: BLE001  (the run's own error is the one to report)
+            log.warning("%s: not written: %s", Path(run.out) / RUN_RECORD, failed)
         raise
     record = run_record(run.out, run.budget, results, timings, run.outputs, began)
     write_run_record(run.out, record)

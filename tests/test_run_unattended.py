@@ -253,6 +253,35 @@ def test_run_json_says_running_while_the_steps_run_not_the_last_runs_ok(tmp_path
     assert record["started_at"] > first["finished_at"]
 
 
+def test_a_new_folders_run_killed_mid_way_leaves_a_running_record(tmp_path):
+    """A new --out killed -9 during score held only workspace/: the running record was written over an earlier
+    run's folder only, a new one's first record at the end; a scheduler read no run.json at all."""
+    import signal
+
+    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "new"
+    with FaultServer(latency=1.0) as srv:
+        proc = subprocess.Popen(_run_args(pool, out, 3, srv, "--concurrency", "1"), env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started(proc, srv)
+        record = json.loads((out / "run.json").read_text())  # while it runs
+        assert record["status"] == "running" and record["exit_code"] is None, record
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "running" and record["finished_at"] is None and record["out"] == str(out), record
+
+
+def test_a_failed_load_in_a_users_folder_leaves_no_record(tmp_path):
+    """The new folder's running record is written as the run takes it; a load that fails removes the workspace it
+    made, and the record with it: the user's folder is as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    missing = _cli(*_run_args(tmp_path / "missing.jsonl", out, 3, None))
+    assert missing.returncode == 65, missing.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
 def test_refused_settings_exit_78_in_tags_and_where_a_judge_takes_a_column_over(tmp_path):
     """A wrong API key: the tagger stored failed rows and the run exited 0 (status ok); a judge taking over the
     default scorers' column with every row failing exited 1 (a plain error)."""
