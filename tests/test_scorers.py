@@ -130,6 +130,45 @@ def test_choose_config_prefers_the_regularisation_that_generalises():
     assert table[1]["kfold_spearman"] > table[0]["kfold_spearman"] + 0.1
 
 
+def _nearly_constant_labels() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An Evol label set: 23 x 1.0 and 2 x 2.0 (features that follow the label, a length per row)."""
+    rng = np.random.default_rng(1)
+    y = np.array([1.0] * 23 + [2.0] * 2)
+    rng.shuffle(y)
+    return np.column_stack([y + rng.normal(size=25), rng.normal(size=(25, 5))]), y, rng.integers(50, 500, 25) * 1.0
+
+
+def test_kfold_figures_of_few_folds_say_how_few_and_count_only_their_rows():
+    """Labels 23 x 1.0 and 2 x 2.0: the 5-fold table said `spearman 0.516 ... n 20` while 3 of the 5 folds held out
+    four equal labels and gave no figure: the figures came from 2 folds of 4 rows, and no line said why."""
+    from curate.scorers.evaluation import evaluate_features
+
+    X, y, chars = _nearly_constant_labels()
+    ev = evaluate_features(lambda: Scorer(reads=["instruction"], features=["length"]), X, y, chars, k=5, seed=1)
+    for who, m in ev.kfold.items():
+        skipped = m.get("folds_without_figure", {})
+        assert 0 < m["folds"] < 5 and m["folds"] + sum(skipped.values()) == 5, (who, m)
+        assert skipped.keys() == {"labels_all_equal"} and m["n"] == 4 * m["folds"] < 20, (who, m)  # 4 rows a fold
+    used, equal = ev.kfold["scorer"]["folds"], ev.kfold["scorer"]["folds_without_figure"]["labels_all_equal"]
+    assert {split for _, split, _ in ev.rows()} == {f"5-fold ({used} of 5 folds)", "held-out"}
+    assert (f"5-fold figures of scorer, length, random from {used} of 5 folds (the others: {equal} with held-out "
+            "labels all equal)") in ev.missing_figure_lines()
+
+
+def test_head_settings_chosen_on_few_folds_say_so():
+    """choose_settings averaged the Spearman of the folds that had one and said nothing when that was 2 of 5."""
+    from curate.scorers.evaluation import choose_settings
+
+    X, y, _ = _nearly_constant_labels()
+    choice = choose_settings(Scorer(reads=["instruction"], features=["length"]), {"alpha": [0.1, 10.0]}, X, y, k=5,
+                             seed=1)
+    row = choice["candidates"][[c["alpha"] for c in choice["candidates"]].index(choice["chosen"]["alpha"])]
+    assert 0 < row["folds_with_spearman"] < 5 and row["kfold_spearman_rows"] == 4 * row["folds_with_spearman"]
+    assert choice["few_folds"] == (f"chosen on the Spearman of {row['folds_with_spearman']} of 5 folds "
+                                   f"({row['kfold_spearman_rows']} held-out rows; the others: "
+                                   f"{5 - row['folds_with_spearman']} with held-out labels all equal)")
+
+
 def test_fit_predict_save_load_roundtrip(tmp_path):
     texts, scores = synthetic()
     train_t, train_y, test_t, test_y = texts[:45], scores[:45], texts[45:], scores[45:]

@@ -59,12 +59,6 @@ def _print_training(result, out: Path, console: Console) -> None:
     if data.skipped:
         left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
         console.print(f"left out: {left}")
-    if ev.extra.get("folds_without_label_spread"):
-        console.print(f"{ev.extra['folds_without_label_spread']} of {ev.k} folds were not fitted: their training part "
-                      "holds one label value (the K-fold figures are the other folds')")
-    if ev.extra.get("folds_without_held_out_labels"):
-        console.print(f"{ev.extra['folds_without_held_out_labels']} of {ev.k} folds held out no labelled row (only chain "
-                      "versions), so they give no K-fold figure")
     if ev.extra.get("holdout_without_label_spread"):
         console.print("no held-out figure: the training part holds one label value, so no head could be fitted on it")
     choice = ev.extra.get("chosen_by_kfold")
@@ -73,7 +67,8 @@ def _print_training(result, out: Path, console: Console) -> None:
         by = "Spearman and chain order" if "criterion" in choice["candidates"][0] else "Spearman"
         console.print(f"head settings chosen by {choice['k']}-fold {by} on the training part: {picked} "
                       f"(of {len(choice['candidates'])} candidates)"
-                      + (f"; {choice['undecided']}" if "undecided" in choice else ""))
+                      + (f"; {choice['undecided']}" if "undecided" in choice else "")
+                      + (f"; {choice['few_folds']}" if "few_folds" in choice else ""))
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
               for who, m in ev.holdout.items()  # where either is missing, missing_figure_lines said why
               if "spearman_ci95" in m and all(math.isfinite(v) for v in (m["spearman"], *m["spearman_ci95"]))]

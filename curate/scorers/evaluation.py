@@ -20,16 +20,18 @@ import numpy as np
 
 from curate.defaults import TRAIN_SCORER
 from curate.scorers.features import Row, input_texts
+from curate.scorers.folds import finite_mean, group_folds, group_split, label_spread, pairs_within, split_off
 from curate.scorers.metrics import (
-    FIGURE_NAMES,
     METRICS,
     NO_FIGURE,
+    NoFigure,
     agreement,
     calibration,
     figure,
     length_baseline,
     missing_figure_text,
     missing_figures,
+    no_figure_reason,
     pair_order,
     spearman_interval,
     within_group_pairs,
@@ -62,9 +64,14 @@ class Evaluation:
                 "length_baseline_reads": self.length_input, **self.extra}
 
     def rows(self) -> list[tuple[str, str, dict[str, float]]]:
-        """(predictor, split, metrics) for every figure, K-fold first."""
-        return [(who, split, m) for split, res in ((f"{self.k}-fold", self.kfold), ("held-out", self.holdout))
-                for who, m in res.items()]
+        """(predictor, split, metrics) for every figure, K-fold first; a K-fold row whose figures come from fewer
+        than K folds says from how many (``5-fold (2 of 5 folds)``: its ``n`` is their rows)."""
+        def kfold_split(m: dict[str, Any]) -> str:
+            used = m.get("folds", self.k)  # a scorer saved before folds were counted: not said
+            return f"{self.k}-fold" + (f" ({used} of {self.k} folds)" if used < self.k else "")
+
+        return [*((who, kfold_split(m), m) for who, m in self.kfold.items()),
+                *((who, "held-out", m) for who, m in self.holdout.items())]
 
     def missing_figure_lines(self) -> list[str]:
         """One line per split whose table holds a figure it could not compute, saying which and why."""
@@ -72,11 +79,26 @@ class Evaluation:
         held = missing_figure_text({who: m.get("no_figure", {}) for who, m in self.holdout.items()})
         if held:
             lines.append(f"held-out figures not computed: {held}")
-        kfold = sorted({FIGURE_NAMES[k] for m in self.kfold.values() for k in METRICS if not math.isfinite(m[k])})
-        if kfold:
-            lines.append(f"{self.k}-fold figures not computed ({', '.join(kfold)}): no fold's held-out labels and "
-                         "predictions each held two different values")
+        lines.extend(self._kfold_lines())
         return lines
+
+    def _kfold_lines(self) -> list[str]:
+        """Per group of predictors whose K-fold figures come from fewer than K folds: from how many, and why the
+        others gave none (not fitted, no held-out label, held-out labels or predictions all equal)."""
+        fitted = {"not fitted, its training part holding one label value": self.extra.get("folds_without_label_spread", 0),
+                  "holding out no labelled row, only chain versions": self.extra.get("folds_without_held_out_labels", 0)}
+        said: dict[tuple[int, str], list[str]] = {}  # (folds used, why the others gave none) -> predictors
+        for who, m in self.kfold.items():
+            used = m.get("folds", self.k)
+            if used >= self.k:
+                continue
+            reasons = {**fitted, **{f"with {no_figure_reason(code)}": n
+                                    for code, n in (m.get("folds_without_figure") or {}).items()}}
+            why = "; ".join(f"{n} {reason}" for reason, n in reasons.items() if n)
+            said.setdefault((used, why), []).append(who.replace("_", " "))
+        return [f"{self.k}-fold figures of {', '.join(whos)} " + (f"from {used} of {self.k} folds" if used else
+                                                                  "not computed: no fold gave them")
+                + (f" (the others: {why})" if used else f" ({why})") for (used, why), whos in said.items()]
 
     def _repr_html_(self) -> str:
         def interval(m: dict[str, Any]) -> str:  # a dash where it could not be computed; none for the random baseline
@@ -97,60 +119,29 @@ class Evaluation:
                 f"{rows}</table>{why}")
 
 
-def _finite_mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def _fold_figures(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """One fold's agreement, with ``no_figure`` codes where a figure could not be computed."""
+    m: dict[str, Any] = agreement(y_true, y_pred)
+    if why := missing_figures(y_true, y_pred):
+        m["no_figure"] = why
+    return m
 
 
-def _mean_metrics(items: list[dict[str, float]]) -> dict[str, float]:
-    """The folds' mean of each metric (a fold without a figure, e.g. constant labels, is left out)."""
-    out = {k: _finite_mean([m[k] for m in items]) for k in METRICS}
-    rhos = [m["spearman"] for m in items if np.isfinite(m["spearman"])]
+def _mean_metrics(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each metric over the folds that gave every figure; ``n``: those folds' rows, ``folds``: their
+    number. A fold without one (held-out labels or predictions all equal) is left out, its MAE too, and counted by
+    reason in ``folds_without_figure``: a figure of 2 small folds no longer says it came from all the rows."""
+    measured = [m for m in items if "no_figure" not in m and all(np.isfinite(m[k]) for k in METRICS)]
+    out: dict[str, Any] = {k: finite_mean([m[k] for m in measured]) for k in METRICS}
+    rhos = [m["spearman"] for m in measured]
     out["spearman_std"] = float(np.std(rhos)) if rhos else float("nan")
-    out["n"] = int(sum(m["n"] for m in items))
+    out["n"] = int(sum(m["n"] for m in measured))
+    out["folds"] = len(measured)
+    unmeasured = [next(iter((m.get("no_figure") or {"spearman": NoFigure.LABELS_ALL_EQUAL}).values()))
+                  for m in items if m not in measured]
+    if unmeasured:
+        out["folds_without_figure"] = {str(code): unmeasured.count(code) for code in dict.fromkeys(unmeasured)}
     return out
-
-
-def group_split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) positions: a ``holdout`` share of the groups, drawn with ``seed``."""
-    rng = np.random.default_rng(seed)
-    keys = np.arange(n) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
-    uniq = np.unique(keys)
-    rng.shuffle(uniq)
-    test_keys = set(uniq[: max(1, int(round(holdout * len(uniq))))].tolist())
-    test = np.array([k in test_keys for k in keys])
-    return np.flatnonzero(~test), np.flatnonzero(test)
-
-
-def _split(n: int, groups: Sequence[Any] | None, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return group_split(n, groups, holdout, seed) if holdout > 0 else (np.arange(n), np.array([], int))
-
-
-def _group_folds(positions: np.ndarray, groups: Sequence[Any] | None, k: int, rng: np.random.Generator):
-    """K (train, test) position pairs over ``positions``, whole groups on one side; the group order is shuffled
-    first (GroupKFold itself is deterministic)."""
-    from sklearn.model_selection import GroupKFold
-
-    g = np.arange(len(positions)) if groups is None else np.asarray(groups, dtype=object).astype(str)[positions]
-    perm = rng.permutation(len(positions))
-    for tr, te in GroupKFold(n_splits=k).split(perm, groups=np.asarray(g)[perm]):
-        yield positions[perm[tr]], positions[perm[te]]
-
-
-def pairs_within(pairs: np.ndarray | None, positions: np.ndarray, n: int) -> np.ndarray | None:
-    """The ordered pairs with both rows among ``positions``, re-indexed to them (None without pairs)."""
-    if pairs is None:
-        return None
-    where = np.full(n, -1)
-    where[positions] = np.arange(len(positions))
-    inside = pairs[(where[pairs[:, 0]] >= 0) & (where[pairs[:, 1]] >= 0)]
-    return where[inside]
-
-
-def label_spread(y: np.ndarray) -> bool:
-    """Whether the labelled rows of ``y`` (NaN: a pair-only row) hold two different values, so a head can be
-    fitted on them: a fold of a judge that gave one number to nearly everything may have none."""
-    return np.unique(y[np.isfinite(y)]).size >= 2
 
 
 def _criterion_key(table: list[dict[str, float]]) -> str:
@@ -167,20 +158,29 @@ def choose_config(make_scorer: Callable[[dict[str, float]], Scorer], candidates:
     :func:`evaluate_features` with the same ``holdout``/``seed`` is never read), and every candidate's figure.
     With ``pairs`` the criterion is half Spearman, half the folds' pair order (as 2 x accuracy - 1)."""
     y = np.asarray(y, dtype=np.float64)
-    train, _ = _split(len(y), groups, holdout, seed)
-    folds = list(_group_folds(train, groups, k, np.random.default_rng(seed)))
+    train, _ = split_off(len(y), groups, holdout, seed)
+    folds = list(group_folds(train, groups, k, np.random.default_rng(seed)))
     folds = [(tr, te) for tr, te in folds if label_spread(y[tr])]  # the others cannot be fitted: counted below
     table = []
     for cfg in candidates:
-        rhos, orders = [], []
+        rhos, orders, rows, without = [], [], 0, {}
         for tr, te in folds:
             pred = make_scorer(cfg).fit_features(X[tr], y[tr], pairs_within(pairs, tr, len(y))).predict_features_raw(X[te])
             scored = np.isfinite(y[te])  # a row that only enters ordered pairs has no label
             rhos.append(agreement(y[te][scored], pred[scored])["spearman"] if scored.sum() > 1 else float("nan"))
+            if np.isfinite(rhos[-1]):
+                rows += int(scored.sum())
+            else:  # why this fold gave no Spearman, counted: a choice on 1-2 small folds is said
+                why = (NoFigure.TOO_FEW_LABELS if scored.sum() < 2
+                       else missing_figures(y[te][scored], pred[scored]).get("spearman", NoFigure.PREDICTIONS_ALL_EQUAL))
+                without[str(why)] = without.get(str(why), 0) + 1
             held_pairs = pairs_within(pairs, te, len(y))
             if held_pairs is not None and len(held_pairs):
                 orders.append(pair_order(held_pairs, pred))
-        row = {**cfg, "kfold_spearman": _finite_mean(rhos)}
+        row = {**cfg, "kfold_spearman": finite_mean(rhos), "folds_with_spearman": len(rhos) - sum(without.values()),
+               "kfold_spearman_rows": rows}
+        if without:
+            row["folds_without_spearman"] = without
         if len(folds) < k:
             row["folds_without_label_spread"] = k - len(folds)
         if orders:  # ordered pairs are a label of their own: the criterion weighs both (order as 2 x acc - 1)
@@ -215,7 +215,19 @@ def choose_settings(scorer: Scorer, search: dict[str, Sequence[float]], X: np.nd
     key = _criterion_key(table)
     if all(np.isnan(row[key]) for row in table):  # e.g. constant labels in every fold: say so
         out["undecided"] = "no fold gave a Spearman (constant labels or predictions); the first candidate is kept"
+    elif (row := table[candidates.index(best)])["folds_with_spearman"] < k:
+        out["few_folds"] = few_folds_text(row, k)
     return out
+
+
+def few_folds_text(row: dict[str, Any], k: int) -> str:
+    """How few folds a choice's Spearman came from, and why the others gave none (a candidate row of
+    :func:`choose_config`)."""
+    others = {"not fitted, the training part holding one label value": row.get("folds_without_label_spread", 0),
+              **{f"with {no_figure_reason(code)}": n for code, n in (row.get("folds_without_spearman") or {}).items()}}
+    why = "; ".join(f"{n} {reason}" for reason, n in others.items() if n)
+    return (f"chosen on the Spearman of {row['folds_with_spearman']} of {k} folds ({row['kfold_spearman_rows']:,} "
+            f"held-out rows; the others: {why})")
 
 
 def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Sequence[float], chars: np.ndarray, *,
@@ -234,14 +246,14 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
     y = np.asarray(y, dtype=np.float64)
     chars = np.asarray(chars, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    train, test = _split(len(y), groups, holdout, seed)
+    train, test = split_off(len(y), groups, holdout, seed)
     folds: dict[str, list[dict[str, float]]] = {"scorer": [], "length": [], "random": []}
     ichars = None if chars_instruction is None else np.asarray(chars_instruction, dtype=np.float64)
     if ichars is not None:  # a two-text scorer: the instruction-length baseline too
         folds["instruction_length"] = []
     scored = np.isfinite(y)
     extra: dict[str, Any] = {}
-    for fit_rows, held_rows in _group_folds(train, groups, k, rng):
+    for fit_rows, held_rows in group_folds(train, groups, k, rng):
         if not label_spread(y[fit_rows]):  # one label value to learn from: no head, no figure
             extra["folds_without_label_spread"] = extra.get("folds_without_label_spread", 0) + 1
             continue
@@ -251,11 +263,11 @@ def evaluate_features(make_scorer: Callable[[], Scorer], X: np.ndarray, y: Seque
         if len(te) < 2:  # its held-out groups are chain versions without labels: no agreement to measure
             extra["folds_without_held_out_labels"] = extra.get("folds_without_held_out_labels", 0) + 1
             continue
-        folds["scorer"].append(agreement(y[te], pred))
-        folds["length"].append(agreement(y[te], length_baseline(chars[tr], y[tr], chars[te])))
-        folds["random"].append(agreement(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
+        folds["scorer"].append(_fold_figures(y[te], pred))
+        folds["length"].append(_fold_figures(y[te], length_baseline(chars[tr], y[tr], chars[te])))
+        folds["random"].append(_fold_figures(y[te], rng.uniform(y[tr].min(), y[tr].max(), len(te))))
         if ichars is not None:
-            folds["instruction_length"].append(agreement(y[te], length_baseline(ichars[tr], y[tr], ichars[te])))
+            folds["instruction_length"].append(_fold_figures(y[te], length_baseline(ichars[tr], y[tr], ichars[te])))
     kfold = {who: _mean_metrics(ms) for who, ms in folds.items()}
     held: dict[str, dict[str, float]] = {}
     calib: list[dict[str, float]] = []
