@@ -100,8 +100,9 @@ def test_kmeans_shows_its_iterations_when_progress_is_shown_and_selects_the_same
         shown = ws.select(method="kmeans", name="shown", budget=20, n_clusters=8)
     out, err = capfd.readouterr()
     assert "Iteration" not in out  # scikit-learn's lines go to the bar alone
-    ends = re.findall(r"kmeans: 100%\|[^\r\n]*\| (\d+)/(\d+) [^\r\n]*iteration", err)
+    ends = re.findall(r"kmeans \(up to 300 iterations\): 100%\|[^\r\n]*\| (\d+)/(\d+) [^\r\n]*iteration", err)
     assert ends and ends[-1][0] == ends[-1][1] and int(ends[-1][0]) >= 2, err[-500:]
+    assert "/300" not in err, err[-500:]  # the cap is no total: the bar showed 0/300, then 24/24
     assert shown.table.select(["id", "decision", "detail"]) == quiet.table.select(["id", "decision", "detail"])
 
 

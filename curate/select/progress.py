@@ -63,13 +63,14 @@ def printed_iterations(most: int, desc: str, prefix: str) -> Iterator[bool]:
     """A bar over the iterations a library reports only by printing a line each (scikit-learn's ``KMeans(verbose=1)``:
     "Iteration 7, inertia ..."; its fit has no callback, and on 100,000 rows it ran 6 minutes in silence), when a
     caller shows progress. Yields whether it does: the library's verbose switch. Within the block the library's
-    standard output goes to the bar alone; ``most``: the iterations it may run (its convergence may end them first)."""
+    standard output goes to the bar alone; ``most``: the iterations it may run (its convergence may end them first):
+    said in the bar's name, not as its total (a bar of ``0/300`` ending at ``24/24`` promised 300 iterations)."""
     if not _SHOWN.get():
         yield False
         return
     from curate.storage.progress import progress_bar
 
-    with progress_bar(most, desc, True, "iteration") as bar:
+    with progress_bar(None, f"{desc} (up to {most:,} iterations)", True, "iteration") as bar:
         with redirect_stdout(_IterationLines(bar, prefix)):
             yield True
         bar.total = bar.n  # converged before ``most``: the bar ends full
