@@ -698,10 +698,10 @@ def test_a_scorer_run_says_what_it_took_from_its_caches(tmp_path):
                                                  for i in range(6)])
     assert curate_cli("load", path, "--workspace", tmp_path / "ws").returncode == 0
     first = curate_cli("score", tmp_path / "ws", "--scorer", "complexity")
-    assert first.returncode == 0 and "6 turns through the network, 0 from its prediction cache" in first.stdout
+    assert first.returncode == 0 and "6 turns scored by the model, 0 from its prediction cache" in first.stdout
     (tmp_path / "ws" / "columns" / "complexity.arrow").unlink()  # as a kill before the column was written leaves it
     again = curate_cli("score", tmp_path / "ws", "--scorer", "complexity")
-    assert "computed 6" in again.stdout and "0 turns through the network, 6 from its prediction cache" in again.stdout
+    assert "computed 6" in again.stdout and "0 turns scored by the model, 6 from its prediction cache" in again.stdout
     ridge = curate_cli("score", tmp_path / "ws", "--scorer", "quality")  # the embedding cache: texts, not columns
     assert ridge.returncode == 0 and "6 distinct texts encoded, 0 from the embedding cache" in ridge.stdout, ridge.stdout
     (tmp_path / "ws" / "columns" / "quality.arrow").unlink()
@@ -712,5 +712,14 @@ def test_a_scorer_run_says_what_it_took_from_its_caches(tmp_path):
     (tmp_path / "run" / "workspace" / "columns" / "complexity.arrow").unlink()
     again = curate_cli("run", path, "--out", tmp_path / "run", "--budget", "3", "--no-report")
     said = " ".join(again.stdout.split())
-    assert "(6 now, 0 reused); " in said and "(0 turns through the network, 6 from its prediction cache)" in said, said
+    assert "(6 now, 0 reused); " in said and "(0 turns scored by the model, 6 from its prediction cache)" in said, said
     # `curate run` said only "6 now, 0 reused"
+
+
+def test_a_local_scorers_cache_line_says_the_model_scored_the_turns():
+    """The line read '(2,512 turns through the network, 480 from its prediction cache)': for a local scorer 'network'
+    read as a network connection, where the neural network (the scorer's model) was meant."""
+    from curate.cli.judge import cache_use_text
+
+    said = cache_use_text({"turns_predicted": 2512, "turns_from_prediction_cache": 480})
+    assert said == "2,512 turns scored by the model, 480 from its prediction cache" and "network" not in said

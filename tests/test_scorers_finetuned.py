@@ -809,7 +809,7 @@ def test_repeated_rows_of_a_pass_are_not_counted_as_read_from_the_prediction_cac
     used: dict[str, int] = {}
     sc.predict_raw(twice, cache_dir=tmp_path / "fresh", cache_use=used)
     assert used == {"turns_from_prediction_cache": 0, "turns_predicted": 3, "turns_repeating_a_row_of_the_pass": 3}
-    assert cache_use_text(used) == ("3 turns through the network, 0 from its prediction cache, 3 repeating a turn "
+    assert cache_use_text(used) == ("3 turns scored by the model, 0 from its prediction cache, 3 repeating a turn "
                                     "scored in the pass")  # was "3 from its prediction cache"
     again: dict[str, int] = {}
     sc.predict_raw(twice, cache_dir=tmp_path / "fresh", cache_use=again)

@@ -309,7 +309,7 @@ def cache_use_text(prov: dict[str, Any]) -> str:
                 "the embedding cache")
     if "turns_predicted" in prov:
         repeats = prov.get("turns_repeating_a_row_of_the_pass")
-        return (f"{prov['turns_predicted']:,} turns through the network, {prov.get('turns_from_prediction_cache', 0):,}"
+        return (f"{prov['turns_predicted']:,} turns scored by the model, {prov.get('turns_from_prediction_cache', 0):,}"
                 " from its prediction cache" + (f", {repeats:,} repeating a turn scored in the pass" if repeats else ""))
     return ""
 
