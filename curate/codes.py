@@ -237,6 +237,10 @@ def _describe(code: Reason, d: dict[str, Any]) -> str:
         return str(d["text"])
     if code is Reason.NO_SCORE and d.get("failure"):
         return f"{text}: {d['failure']}"
+    if code is Reason.BUDGET_FILLED and "distance" in d:  # k-center (MoDS' too): picked farthest first, not by score
+        near = f" {str(d['witness'])[:12]}" if d.get("witness") else ""
+        return (f"budget filled by farthest-first picks before this row (cosine distance {d['distance']:.3f} to its "
+                f"nearest centre{near})")
     if code in (Reason.SELECTED, Reason.NOT_SAMPLED, Reason.BUDGET_FILLED) and d.get("score") is not None:
         return f"{text} (score {d['score']:.3f})"
     return text

@@ -144,6 +144,19 @@ def test_a_selection_saved_with_the_old_budget_codes_reads_and_shows_todays(ws, 
     assert len(again.select(method="top_k", name="after", input_selection="oldkc", budget=1).ids) == 1
 
 
+def test_kcenter_says_its_budget_filled_by_farthest_first_picks_not_by_score(ws):
+    """kcenter --sort-by quality said 'budget filled before this row (score 5.968)', as if rows were ranked by score;
+    only its first centre is the best-scored row, the others are each the farthest from those picked."""
+    sel = ws.select(method="kcenter", name="kc", budget=5, sort_by="complexity")
+    left = sel.rows(decision="not_reached")
+    assert len(left) == 15 and all(r["reason"] == "budget_filled" for r in left)
+    for r in left:
+        detail = json.loads(r["detail"]) if isinstance(r["detail"], str) else r["detail"]
+        assert r["why"] == (f"budget filled by farthest-first picks before this row (cosine distance "
+                            f"{detail['distance']:.3f} to its nearest centre {detail['witness'][:12]})"), r
+        assert "score" not in r["why"]
+
+
 def test_show_gives_a_selections_rejected_rows_each_with_why(ws):
     """To see rejected rows one passed their ids, and the view did not say why each was rejected:
     ws.show(name, decision="rejected") gives them in rank order, each headed by its decision and reason."""
