@@ -313,7 +313,10 @@ def test_train_scorer_refusing_a_kind_epochs_or_target_exits_78(tmp_path):
     assert _cli("load", write_jsonl(tmp_path / "p12.jsonl", _rows(12)), "-w", labelled).returncode == 0
     Workspace(labelled).add_column("judge_q", [[float(i % 4 + 1)] for i in range(12)],
                                    {"kind": "judge", "judge": "q", "reads": ["instruction", "response"]})
-    for args, words in ((("--target", "judge_q", "--kind", "bogus"), "kind 'bogus': choose ridge"),
+    Workspace(labelled).add_column("q_scorer", [[float(i % 3 + 1)] for i in range(12)],
+                                   {"kind": "scorer", "imitates": "q", "reads": ["instruction", "response"]})
+    for args, words in ((("--target", "q_scorer"), "holds a trained scorer's predictions (imitating 'q')"),
+                        (("--target", "judge_q", "--kind", "bogus"), "kind 'bogus': choose ridge"),
                         (("--target", "judge_q", "--epochs", "3"), "epochs 3.0: the ridge kind fits its head"),
                         (("--target", "judge_q", "--kind", "cross-encoder", "--epochs", "0"),
                          "epochs 0.0: passes over the training labels, a finite number above 0"),
@@ -329,6 +332,7 @@ def test_embed_refusing_a_device_or_a_model_folder_exits_78(ws, tmp_path):
     import torch
 
     cases = [(("--device", "tpu"), "device 'tpu': use cpu, cuda or cuda:N"),
+             (("--text", "bogus"), "text must be one of instruction, conversation, response, got 'bogus'"),
              (("--model", tmp_path / "no-model"), f"embedding model {tmp_path / 'no-model'}: no such model folder")]
     if not torch.cuda.is_available():
         cases.append((("--device", "cuda"), "device 'cuda' asked for but torch sees no CUDA device"))
@@ -355,3 +359,12 @@ def test_embed_batch_size_and_evol_seeds_refused_exit_78(ws):
                         (("evol", ws, "--seeds", "0", *llm), "seeds must be a whole number >= 1, not 0")):
         proc = _cli(*args)
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
+
+
+def test_a_run_on_some_rows_over_a_column_of_other_settings_exits_78_naming_column(ws):
+    """A --limit run onto a column the other rows hold under other settings is refused (the column would mix two
+    runs): a settings refusal, fixed with --limit off or --column NAME, that exited 1 as a crash does."""
+    whole = _cli("score", ws, "--scorer", "complexity_ridge", "--column", "cx")
+    assert whole.returncode == 0, whole.stderr
+    some = _cli("score", ws, "--scorer", "complexity", "--column", "cx", "--limit", "2")
+    assert some.returncode == EXIT_CONFIG and "--column NAME" in _error_line(some), some.stderr

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from curate.errors import ScorerError, ScorerOptionError, WorkspaceError
+from curate.errors import ScorerOptionError, WorkspaceError
 from curate.rows import Turn
 from curate.scorers.features import finite_number, to_turn, turn_number, unreadable, with_columns
 from curate.scorers.label_scales import JudgeScale
@@ -133,8 +133,8 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     if chain_pairs:
         if data.reads != ["instruction"] or data.columns or prov.get("kind") == "quality" or \
                 not all(seed is not None and isinstance(step, int) for seed, step, _ in steps):
-            raise ScorerError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
-                              "seed_id and step, reading instructions and no columns: curate evol --kind complexity)")
+            raise ScorerOptionError(f"label set {name!r}: ordered pairs come from Evol complexity chains (records with "
+                                    "seed_id and step, reading instructions and no columns: curate evol --kind complexity)")
         ordered = chain_order_pairs(steps)
     in_pairs = {i for pair in ordered for i in pair}
     kept: dict[int, int] = {}  # record -> its turn in data
@@ -211,8 +211,8 @@ def column_judge(ws: Any, column: str, reads: Sequence[str] | None = None) -> tu
     if ws.has_column(column):
         prov = ws.column_provenance(column)
         if prov.get("kind") == "scorer":  # its agreement with the judge is what a scorer trained on it cannot see
-            raise ScorerError(f"{ws.path}: column {column!r} holds a trained scorer's predictions (imitating "
-                              f"{prov.get('imitates')!r}), not judge labels; train on the judge's own column")
+            raise ScorerOptionError(f"{ws.path}: column {column!r} holds a trained scorer's predictions (imitating "
+                                    f"{prov.get('imitates')!r}), not judge labels; train on the judge's own column")
         reads = list(reads) if reads is not None else _reads_of(prov.get("reads") or [])
         imitates = {"judge": prov.get("judge", column), "column": column,
                     **{k: prov[k] for k in ("prompt", "prompt_fingerprint", "model", "label_set", "scale")

@@ -9,7 +9,7 @@ import numbers
 from typing import Any
 
 from curate.codes import Failure, FailureCode
-from curate.errors import CurateError, WorkspaceError
+from curate.errors import CurateError, OptionError, WorkspaceError
 from curate.storage.failures import failure_reasons, failures_of
 from curate.storage.files import read_arrow
 from curate.storage.step import RowInput, StepOutput
@@ -83,7 +83,7 @@ def check_one_run(ws: Workspace, step: Any, asked: set[str], fingerprint: str,
               if rid not in asked and rid in ws.index and fp != fingerprint]
     if others:
         was = column_was(ws.column_provenance(step.column))
-        raise CurateError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
+        raise OptionError(f"column {step.column!r}: {len(others):,} rows outside the ones asked for were computed "
                           f"under other settings ({was}); a run on some rows would leave the "
                           f"column mixed: run it on every row (no --limit / ids) or give it its own column "
                           f"(--column NAME; column=NAME in Python)")
