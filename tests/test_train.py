@@ -357,6 +357,7 @@ def test_cli_train_run_and_map(lm, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "trained 6 rows for 2 epochs" in result.output and "epoch 2: mean loss" in result.output
+    assert "Loading weights" not in result.output  # transformers' bar, with its cursor codes, beside curate's own
     assert len(Workspace.open(ws.path).column_array("confidence")) == 6
     result = CliRunner().invoke(app, ["train", "map", str(ws.path)])
     assert result.exit_code == 0 and "6 rows, 2 epochs" in result.output, result.output

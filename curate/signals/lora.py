@@ -27,6 +27,7 @@ import numpy as np
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
 from curate.hardware import import_torch
+from curate.quiet import quiet_transformers
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Request
@@ -141,7 +142,8 @@ def train_adapter(model_dir: Path, requests: Sequence[Request], config: LoraConf
     if not requests:
         raise CurateError("learnability needs a reference set with at least one answered turn")
     torch.manual_seed(config.seed)
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with quiet_transformers():  # its "Loading weights" bar, beside curate's own
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     try:
         model = attach_lora(base, config.rank, config.alpha, list(config.targets)).to(device)
     except ValueError as e:  # peft: no module matches the targets

@@ -33,6 +33,7 @@ from curate.codes import Failure
 from curate.defaults import TRAIN
 from curate.errors import CurateError
 from curate.hardware import import_torch, resolve_device
+from curate.quiet import quiet_transformers
 from curate.signals.cache import json_fingerprint
 from curate.signals.peft_lora import attach_lora, response_logits
 from curate.signals.template import Prompter, capped_length, check_model_folder
@@ -183,15 +184,18 @@ class TrainRun:
 
 
 def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainable: bool) -> Any:
-    """The model: base weights, plus a fresh or saved LoRA adapter, or full weights from ``checkpoint``."""
+    """The model: base weights, plus a fresh or saved LoRA adapter, or full weights from ``checkpoint``
+    (transformers' own "Loading weights" bar hidden: the run's bars are curate's)."""
     torch = import_torch()
     from transformers import AutoModelForCausalLM
 
     if config.lora_rank == 0:
-        return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
+        with quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
     from peft import PeftModel
 
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    with quiet_transformers():
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     if checkpoint is not None:
         return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
     return attach_lora(base, config.lora_rank, config.lora_alpha, config.lora_targets)
