@@ -154,7 +154,8 @@ def write_run_record(out: Path, record: dict[str, Any]) -> Path:
 def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None,
               on_done: Callable[[str, Any, float], None] | None) -> tuple[dict[str, float], dict[str, Any], dict]:
     """Run ``plan``'s steps in order, calling ``on_start``/``on_done`` around each; write ``OUT/run.json`` (status
-    ``running`` first, in a new folder too, replacing an earlier run's) when they finish, or when one fails (the
+    ``running`` first, in a new folder too, replacing an earlier run's; again, with the steps finished so far, as
+    each step finishes) when they finish, or when one fails (the
     exception carries the record as ``run_record``, written unless a failed load removed the workspace it made: its
     ``running`` record goes too, the out folder is then as it was). Returns timings, results and the record."""
     timings: dict[str, float] = {}
@@ -170,6 +171,10 @@ def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None
             started = time.perf_counter()
             results[name] = step(run)
             timings[name] = time.perf_counter() - started
+            # each finished step's counts as the final record's, before its line is printed: a run killed -9 says
+            # how far it got (the record said steps_finished [] until the run's end)
+            write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began,
+                                                 running=True))
             if on_done is not None:
                 on_done(name, results[name], timings[name])
     except BaseException as exc:

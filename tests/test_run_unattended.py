@@ -346,3 +346,24 @@ def test_a_json_run_leaves_the_console_following_standard_output(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     info = curate_in_process("info", tmp_path / "o" / "workspace")
     assert info.returncode == 0 and " rows (alpaca " in info.stdout, (info.stdout, info.stderr)
+
+
+def test_a_run_killed_mid_way_leaves_a_record_of_the_steps_it_finished(tmp_path):
+    """run.json was written as the run took the folder and at its end only: a run killed -9 in its score step left
+    ``"steps_finished": []``, as if it had not loaded; each finished step is in it now, with the final record's counts."""
+    import signal
+
+    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "run"
+    with FaultServer(latency=1.0) as srv:
+        proc = subprocess.Popen(_run_args(pool, out, 3, srv, "--concurrency", "1"), env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _started(proc, srv)  # the judge is sending: the steps before score have finished
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "running" and record["exit_code"] is None and record["finished_at"] is None, record
+    finished = record["steps_finished"]
+    assert finished[0] == "load" and "score" not in finished and list(record["steps"]) == finished, record
+    load = record["steps"]["load"]
+    assert load["rows_read"] == 12 and load["rows_added"] == 12 and load["unchanged"] is False, load
+    assert load["seconds"] >= 0 and record["seconds"] >= load["seconds"], record
