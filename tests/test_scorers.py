@@ -1139,3 +1139,23 @@ def test_a_figure_missing_for_a_reason_this_curate_does_not_know_is_shown_with_i
     metrics = {"spearman": None, "kendall": 0.5, "no_figure": {"spearman": "some_newer_reason"}}
     assert figures_text(metrics) == "spearman - (reason code 'some_newer_reason'), kendall 0.500"
     assert "reason code 'some_newer_reason'" in missing_figure_text({"scorer": {"spearman": "some_newer_reason"}})
+
+
+def test_distil_says_when_its_head_settings_were_chosen_on_few_folds(tmp_path):
+    """distil kept only the settings its K-fold search chose: with labels nearly all equal, most folds gave no
+    Spearman, and train-scorer said 'chosen on the Spearman of 2 of 5 folds' while distil said nothing."""
+    from curate.cli import app
+
+    texts, _ = synthetic(n_per_level=8, seed=3)
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": t, "output": f"An answer to: {t}"} for t in texts]))
+    ws.add_column("oracle", [[2.0] if i % 12 == 5 else [1.0] for i in range(len(texts))],
+                  {"judge": "oracle-complexity", "model": "synthetic"})  # 1 label in 12 differs
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "oracle", "-n", "30", "--rounds", "0",
+                                   "--holdout-n", "6", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    note = Scorer.load(tmp_path / "d").metrics["distil"][0]["few_folds"]  # the round's record carries it too
+    assert note.startswith("chosen on the Spearman of ") and "with held-out labels all equal" in note, note
+    text = " ".join(res.output.split())
+    assert ("round 0: head settings chosen by 5-fold Spearman on its labelled rows: alpha " in text
+            and f"candidates); {note}" in text), res.output

@@ -34,6 +34,16 @@ def evaluation_table(ev, title: str = "agreement with the judge", scale: str | N
     return table
 
 
+def settings_choice_line(choice: dict, on: str) -> str:
+    """The head settings a K-fold search (:func:`curate.scorers.evaluation.choose_settings`) chose on ``on`` (the
+    rows it searched), of how many candidates, and when no fold or few folds gave the figure it chose by."""
+    picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())
+    by = "Spearman and chain order" if "criterion" in choice["candidates"][0] else "Spearman"
+    return (f"head settings chosen by {choice['k']}-fold {by} on {on}: {picked} (of {len(choice['candidates'])} "
+            "candidates)" + (f"; {choice['undecided']}" if "undecided" in choice else "")
+            + (f"; {choice['few_folds']}" if "few_folds" in choice else ""))
+
+
 def _print_training(result, out: Path, console: Console) -> None:
     data, ev = result.data, result.evaluation
     groups = len(set(data.groups))
@@ -63,12 +73,7 @@ def _print_training(result, out: Path, console: Console) -> None:
         console.print("no held-out figure: the training part holds one label value, so no head could be fitted on it")
     choice = ev.extra.get("chosen_by_kfold")
     if choice:
-        picked = ", ".join(f"{name} {value:g}" for name, value in choice["chosen"].items())
-        by = "Spearman and chain order" if "criterion" in choice["candidates"][0] else "Spearman"
-        console.print(f"head settings chosen by {choice['k']}-fold {by} on the training part: {picked} "
-                      f"(of {len(choice['candidates'])} candidates)"
-                      + (f"; {choice['undecided']}" if "undecided" in choice else "")
-                      + (f"; {choice['few_folds']}" if "few_folds" in choice else ""))
+        console.print(settings_choice_line(choice, "the training part"))
     spread = [f"{who} {m['spearman']:.3f} ({m['spearman_ci95'][0]:.2f}..{m['spearman_ci95'][1]:.2f})"
               for who, m in ev.holdout.items()  # where either is missing, missing_figure_lines said why
               if "spearman_ci95" in m and all(math.isfinite(v) for v in (m["spearman"], *m["spearman_ci95"]))]
@@ -222,6 +227,8 @@ def distil_command(
     if report.turns_left_out:
         console.print(f"turns the scorer cannot read (never asked about; scoring gives them a failure): "
                       f"{report.left_out_text()}")
+    for round_no, choice in report.settings_chosen.items():
+        console.print(f"round {round_no}: {settings_choice_line(choice, 'its labelled rows')}")
     console.print(f"agreement on {report.holdout.get('n', 0):,} held-out labels; length: the Spearman of the length "
                   f"baseline ({report.scorer.metrics['length_baseline_reads']} length, fitted on the same labels)")
     if out:

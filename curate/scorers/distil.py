@@ -54,6 +54,8 @@ class DistilReport:
     column: str
     scorer: Scorer
     turns_left_out: dict[str, int] = field(default_factory=dict)  # why -> turns the scorer cannot read (never asked)
+    # round -> its head settings search (choose_settings' result: chosen, candidates, k; few_folds/undecided if so)
+    settings_chosen: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fraction_spent(self) -> float:
@@ -320,16 +322,19 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
             scope = f"all {len(rows_asked)} labels failed"
         raise ScorerError(f"distil: {scope}: {top_reasons([failed[p] for p in rows_asked if p in failed])}")
     history: list[dict[str, Any]] = []
+    choices: dict[int, dict[str, Any]] = {}
     held_keys = np.array(sorted(held_labels))
 
     def fit_and_measure(round_no: int, added: int) -> None:
         train = np.array(sorted(labels))
         y_train = np.array([labels[k] for k in train])
-        chosen = {}
+        chosen, notes = {}, {}
         groups = [group[items[k][0]] for k in train]  # answers to one question stay on one side of every fold
         if search and len(set(groups)) >= 2:  # the labelled rows only: held-out labels stay for the figure
-            chosen = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))), holdout=0.0,
-                                     groups=groups, seed=seed)["chosen"]
+            choices[round_no] = choose_settings(scorer, search, X[train], y_train, k=min(5, len(set(groups))),
+                                                holdout=0.0, groups=groups, seed=seed)
+            chosen = choices[round_no]["chosen"]
+            notes = {k: v for k, v in choices[round_no].items() if k in ("few_folds", "undecided")}
         scorer.fit_features(X[train], y_train)
         too_few = dict.fromkeys(METRICS, NoFigure.TOO_FEW_LABELS)  # a figure not taken is a reason code, not nan
         m, length = {"no_figure": too_few}, {"length": {"no_figure": too_few}}
@@ -340,7 +345,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
                        for p in preds)
             length = {"length": base}
         history.append({"round": round_no, "labelled": int(len(train)), "added": added, "spent": spent,
-                        "label_failures": len(failed), **m, **length, **({"chosen": chosen} if chosen else {})})
+                        "label_failures": len(failed), **m, **length, **({"chosen": chosen} if chosen else {}), **notes})
 
     fit_and_measure(0, min(n, len(pool_pos)))
     for r in range(1, rounds + 1):
@@ -374,7 +379,7 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
     if write:
         ws.apply(scorer, progress=progress)
     return DistilReport(labels_spent=spent, rows_total=len(ids), rounds=history, holdout=holdout, column=scorer.column,
-                        scorer=scorer, turns_left_out=dict(left_out))
+                        scorer=scorer, turns_left_out=dict(left_out), settings_chosen=choices)
 
 
 def _bootstrap_std(scorer: Scorer, X: np.ndarray, y: np.ndarray, X_pred: np.ndarray, n_models: int,
