@@ -320,6 +320,7 @@ class LessDefaults:
     projection_block: int = 65536        # gradient coordinates per generated projection block (memory bound)
     projection_cache_bytes: int = 1 << 28          # projection blocks kept in memory on the CPU
     projection_cache_bytes_cuda: int = 24 << 30    # ... on a CUDA device
+    projection_group_bytes: int = 1 << 29          # per-row gradients gathered for one pass over the projection
     fraction: float = 0.05               # the less selector keeps this share of the candidates (the paper: 5%)
     left_out_examples: int = 5           # target records without a gradient named in provenance
 

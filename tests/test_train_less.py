@@ -61,6 +61,51 @@ def test_per_row_features_equal_single_row_autograd(request, less_run):
         assert float(batched[k] @ ref) > 0.999
 
 
+class CountingProjector(Projector):
+    """A Projector that counts the projection blocks it generates (nothing cached: each is generated anew)."""
+
+    generated = 0
+
+    def _block(self, j, start, rows):
+        self.generated += 1
+        return super()._block(j, start, rows)
+
+
+def test_rows_of_many_batches_are_projected_as_one_row_at_a_time(request, less_run, tmp_path):
+    """The projection matrix is generated once for all rows of a group (it costs ~40 s per pass on SmolLM2),
+    and every row gets the features it gets when projected alone."""
+    lm = request.getfixturevalue("tiny_lm")
+    from curate.signals.template import Prompter
+    from curate.train.examples import encode_rows
+    from curate.train.gradfeatures import adam_moments
+    from curate.train.harness import OPTIMIZER_FILE
+
+    cache, pool, _, _ = less_run
+    run = warmup(lm, pool, cache / "train" / "less", CONFIG, device="cpu")   # the cached run
+    model, tok = run.load_model(1, "cpu", trainable=True)
+    examples, _ = encode_rows(Prompter(tok, CONFIG.max_length), pool[:10])
+    numels = [lin.weight.numel() for lin in lora_linears(model)]
+    adam = adam_moments(run.checkpoint(1) / OPTIMIZER_FILE, numels, "cpu")
+    blocks = sum(-(-n // 100) for n in numels)
+
+    def features(folder, batch_tokens, group_rows=None):
+        proj = CountingProjector(numels, 64, 0, "cpu", block=100, cache_bytes=0)
+        got = gradient_features(model, examples, FeatureStore(tmp_path / folder), proj, pad_id=tok.pad_token_id,
+                                device="cpu", batch_tokens=batch_tokens, adam=adam,
+                                **({} if group_rows is None else {"group_rows": group_rows}))
+        return got, proj.generated, sorted((tmp_path / folder).glob("part-*.npz"))
+
+    grouped, grouped_blocks, grouped_parts = features("grouped", batch_tokens=64)      # several batches, one group
+    assert grouped_blocks == blocks and len(grouped_parts) == 1
+    alone, alone_blocks, alone_parts = features("alone", batch_tokens=1, group_rows=1)   # one row per pass
+    assert alone_blocks == len(examples) * blocks and len(alone_parts) == len(examples)
+    assert np.abs(grouped - alone).max() < 2e-3          # float16 storage; rows in the same order
+    cosines = grouped @ alone.T
+    assert (np.diag(cosines) > 0.999).all() and (cosines[~np.eye(len(examples), dtype=bool)] < 0.99).all()  # no swap
+    three, three_blocks, three_parts = features("three", batch_tokens=1, group_rows=3)   # bounded groups
+    assert three_blocks == 4 * blocks and len(three_parts) == 4 and np.abs(three - alone).max() < 2e-3
+
+
 def test_features_are_cached_and_resume(request, less_run):
     lm = request.getfixturevalue("tiny_lm")
     cache, pool, ids, first = less_run

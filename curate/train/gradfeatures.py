@@ -7,8 +7,11 @@ Adam-aware transform with the warm-up checkpoint's AdamW moments ``m, v``:
 ``(β1 m + (1-β1) g) / sqrt(β2 v + (1-β2) g² + ε)``; target rows get the plain (SGD) gradient. Features are
 projected with a seeded Rademacher matrix (entries ±1/√dim) generated block by block (``block`` gradient
 coordinates at a time, each block from its own seed: memory stays bounded and any batch gets the same
-matrix), L2-normalised, stored as float16 ``part-*.npz`` files of (ids, features) in a cache folder before
-use; a killed run reloads the parts and computes only the rows missing.
+matrix). Generating the matrix is the cost (SmolLM2's ~0.9M LoRA coordinates x 8192: ~40 s on a CPU core),
+so the rows of several batches are projected together (a group of bounded bytes), each block generated once per
+group. Features are L2-normalised, stored as float16 ``part-*.npz`` files of (ids, features) in a cache folder
+before use, one part per group; a killed run reloads the parts and computes only the rows missing (at most one
+group's backward passes are redone).
 """
 
 from __future__ import annotations
@@ -76,10 +79,15 @@ class Projector:
 
     def project(self, grads: Sequence[Any]) -> Any:
         """[B, dim] float32 from per-parameter gradients ``grads[j]`` of shape [B, numels[j]]."""
+        return self.project_parts([grads])
+
+    def project_parts(self, parts: Sequence[Sequence[Any]]) -> Any:
+        """:meth:`project` of the rows of several batches at once (``parts[k][j]``: batch k's gradients of
+        parameter j), each projection block generated once for all of them: [Σ B_k, dim] float32."""
         torch = import_torch()
-        out = torch.zeros((grads[0].shape[0], self.dim), device=self.device, dtype=torch.float32)
-        for j, g in enumerate(grads):
-            g = g.to(self.dtype)
+        out = torch.zeros((sum(p[0].shape[0] for p in parts), self.dim), device=self.device, dtype=torch.float32)
+        for j in range(len(self.numels)):
+            g = torch.cat([p[j].to(self.dtype) for p in parts])
             for start in range(0, self.numels[j], self.block):
                 rows = min(self.block, self.numels[j] - start)
                 out += (g[:, start:start + rows] @ self._block(j, start, rows)).float()
@@ -171,9 +179,11 @@ class FeatureStore:
 
 def gradient_features(model: Any, examples: Sequence[Example], store: FeatureStore, projector: Projector, *,
                       pad_id: int, device: str, batch_tokens: int, adam: tuple | None = None,
-                      on_done: Callable[[int], Any] | None = None) -> np.ndarray:
+                      group_rows: int | None = None, on_done: Callable[[int], Any] | None = None) -> np.ndarray:
     """Features of ``examples`` ([n, dim] float32, L2-normalised), from ``store`` where present, else computed
-    in length-bucketed batches (each batch stored before use). ``adam``: (m, v, hyper) for training rows."""
+    in length-bucketed batches. ``adam``: (m, v, hyper) for training rows. The per-row gradients of consecutive
+    batches are gathered up to ``group_rows`` rows (default: all of them) and projected together, so each
+    projection block is generated once per group, not once per batch; each group is stored before use."""
     torch = import_torch()
     linears = lora_linears(model)
     missing = [i for i, e in enumerate(examples) if e.id not in store.rows]
@@ -184,31 +194,52 @@ def gradient_features(model: Any, examples: Sequence[Example], store: FeatureSto
         cuda = device.startswith("cuda")
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
         model.eval()
-        for index in batches(examples, order, batch_tokens, max_batch=len(order)):
-            batch = collate(examples, index, pad_id, device)
-            capture = _Capture(linears)
-            try:
-                if autocast is not None:
-                    with autocast:
-                        nll = head_nll(model, batch)
-                else:
-                    nll = head_nll(model, batch)
-                loss = sum(nll[s:e].mean() for s, e in batch.bounds)
-                loss.backward()
-                grads = capture.per_row()
-            finally:
-                capture.close()
-                model.zero_grad(set_to_none=True)
-            if adam is not None:
-                m, v, hyper = adam
-                (b1, b2), eps = hyper["betas"], hyper["eps"]
-                grads = [(b1 * mj + (1 - b1) * g) / torch.sqrt(b2 * vj + (1 - b2) * g * g + eps)
-                         for g, mj, vj in zip(grads, m, v, strict=True)]
-            feats = torch.nn.functional.normalize(projector.project(grads), dim=1).cpu().numpy()
-            store.add([examples[i].id for i in index], feats)
+        limit = group_rows if group_rows is not None else len(order)
+        pending: list[tuple[list[int], list[Any]]] = []
+
+        def flush() -> None:
+            index = [i for ix, _ in pending for i in ix]
+            feats = projector.project_parts([g for _, g in pending])
+            pending.clear()
+            store.add([examples[i].id for i in index], torch.nn.functional.normalize(feats, dim=1).cpu().numpy())
             if on_done is not None:
                 on_done(len(index))
+
+        for index in batches(examples, order, batch_tokens, max_batch=len(order)):
+            if pending and sum(len(ix) for ix, _ in pending) + len(index) > limit:
+                flush()
+            pending.append((index, _row_gradients(model, linears, collate(examples, index, pad_id, device),
+                                                  autocast, adam)))
+        flush()
     if not examples:
         return np.zeros((0, projector.dim), np.float32)
     return np.stack([store.rows[e.id] for e in examples]).astype(np.float32)
 
+
+def _row_gradients(model: Any, linears: Sequence[Any], batch: Any, autocast: Any, adam: tuple | None) -> list[Any]:
+    """Each row's LoRA gradient of one padded batch, per LoRA matrix ([B, numel]); Adam-aware with ``adam``."""
+    torch = import_torch()
+    capture = _Capture(linears)
+    try:
+        if autocast is not None:
+            with autocast:
+                nll = head_nll(model, batch)
+        else:
+            nll = head_nll(model, batch)
+        loss = sum(nll[s:e].mean() for s, e in batch.bounds)
+        loss.backward()
+        grads = capture.per_row()
+    finally:
+        capture.close()
+        model.zero_grad(set_to_none=True)
+    if adam is not None:
+        m, v, hyper = adam
+        (b1, b2), eps = hyper["betas"], hyper["eps"]
+        grads = [(b1 * mj + (1 - b1) * g) / torch.sqrt(b2 * vj + (1 - b2) * g * g + eps)
+                 for g, mj, vj in zip(grads, m, v, strict=True)]
+    return grads
+
+
+def group_rows_for(numels: Sequence[int], group_bytes: int) -> int:
+    """Rows of float32 per-row gradients over ``numels`` coordinates that fit ``group_bytes`` (at least 1)."""
+    return max(1, group_bytes // (4 * sum(numels)))

@@ -37,7 +37,14 @@ from curate.signals.selectors import rows_to_keep, select_learnability
 from curate.signals.template import Prompter, capped_length
 from curate.storage.step import RowInput, StepContext, StepOutput
 from curate.train.examples import encode_rows, row_inputs
-from curate.train.gradfeatures import FeatureStore, Projector, adam_moments, gradient_features, lora_linears
+from curate.train.gradfeatures import (
+    FeatureStore,
+    Projector,
+    adam_moments,
+    gradient_features,
+    group_rows_for,
+    lora_linears,
+)
 from curate.train.harness import OPTIMIZER_FILE, TrainConfig, TrainRun, finetune, run_folder
 
 __all__ = ["LessConfig", "LessScore", "aggregate", "apply_less", "check_answered", "checkpoint_weights", "less_scores",
@@ -208,7 +215,8 @@ class _Features:
 
                     feats = gradient_features(model, examples, FeatureStore(self.cache / self.key(epoch, kind)),
                                               projector, pad_id=pad, device=self.device,
-                                              batch_tokens=self.batch_tokens, adam=adam, on_done=done)
+                                              batch_tokens=self.batch_tokens, adam=adam, on_done=done,
+                                              group_rows=group_rows_for(numels, LESS.projection_group_bytes))
                 out[p][0].append(feats)
                 out[p][1][:] = [e.id for e in examples]
                 out[p][2].update(skipped)
