@@ -7,11 +7,12 @@ CPU core. Projected once per backward batch (1-3 rows on the CPU) that was ~20-3
 
 Warms up a LoRA on ``--rows`` rows of pool_30k for one epoch (the harness, LESS's settings), then computes the
 Adam-aware features of the first ``--old-rows`` rows with ``group_rows=1`` (a pass per backward batch: the old
-cost) and of all ``--rows`` rows grouped as :mod:`curate.train.less` does, into fresh stores, in the same run.
+cost, one generating thread) and of all ``--rows`` rows grouped as :mod:`curate.train.less` does (once with one
+generating thread, once with the default threads), into fresh stores, in the same run.
 Also reports the largest feature difference on the common rows (float16 storage) and whether each common row's
 nearest neighbours among them are the same.
 
-Last line: ``RESULT less_row_s_old=<s> less_row_s_new=<s> ratio=<old/new> max_abs_diff=<d> same_ranking=<bool>
+Last line: ``RESULT less_row_s_old=<s> less_row_s_grouped_1thread=<s> less_row_s_new=<s> ratio=<old/new> max_abs_diff=<d> same_ranking=<bool>
 group_rows=<n> device=<d>``.
 """
 
@@ -41,10 +42,11 @@ from curate.train.less import LessConfig, warmup  # noqa: E402
 from evals.bench_train import POOL, pool_rows  # noqa: E402
 
 
-def timed_features(model, tok, examples, folder: Path, numels, adam, dim: int, device: str, group_rows: int
-                   ) -> tuple[np.ndarray, float]:
+def timed_features(model, tok, examples, folder: Path, numels, adam, dim: int, device: str, group_rows: int,
+                   threads: int | None = None) -> tuple[np.ndarray, float]:
     """Features of ``examples`` into a fresh store at ``folder``, and the seconds it took."""
-    projector = Projector(numels, dim, LESS.seed, device, LESS.projection_block, LESS.projection_cache_bytes)
+    projector = Projector(numels, dim, LESS.seed, device, LESS.projection_block, LESS.projection_cache_bytes,
+                          threads=threads)
     start = time.perf_counter()
     feats = gradient_features(model, examples, FeatureStore(folder), projector, pad_id=tok.pad_token_id,
                               device=device, batch_tokens=LESS.batch_tokens, adam=adam, group_rows=group_rows)
@@ -76,7 +78,10 @@ def main() -> None:
         adam = adam_moments(run.checkpoint(1) / OPTIMIZER_FILE, numels, args.device)
         group = group_rows_for(numels, LESS.projection_group_bytes)
         common = examples[:args.old_rows]
-        old, old_s = timed_features(model, tok, common, Path(tmp) / "old", numels, adam, args.dim, args.device, 1)
+        old, old_s = timed_features(model, tok, common, Path(tmp) / "old", numels, adam, args.dim, args.device, 1,
+                                    threads=1)   # the old path: a pass per backward batch, one generating thread
+        _, serial_s = timed_features(model, tok, examples, Path(tmp) / "serial", numels, adam, args.dim,
+                                     args.device, group, threads=1)   # grouped, one generating thread
         new, new_s = timed_features(model, tok, examples, Path(tmp) / "new", numels, adam, args.dim, args.device,
                                     group)
     new_common = new[:len(common)]
@@ -84,8 +89,10 @@ def main() -> None:
     same = bool((np.argsort(-(old @ old.T), axis=1) == np.argsort(-(new_common @ new_common.T), axis=1)).all())
     old_row, new_row = old_s / len(common), new_s / len(examples)
     print(f"coordinates {sum(numels):,} dim {args.dim}: old {old_s:.1f} s for {len(common)} rows, "
-          f"new {new_s:.1f} s for {len(examples)} rows (groups of <= {group} rows)")
-    print(f"RESULT less_row_s_old={old_row:.2f} less_row_s_new={new_row:.2f} ratio={old_row / new_row:.1f} "
+          f"grouped {serial_s:.1f} s (one generating thread) and {new_s:.1f} s (threaded) for {len(examples)} rows "
+          f"(groups of <= {group} rows)")
+    print(f"RESULT less_row_s_old={old_row:.2f} less_row_s_grouped_1thread={serial_s / len(examples):.2f} "
+          f"less_row_s_new={new_row:.2f} ratio={old_row / new_row:.1f} "
           f"max_abs_diff={diff:.2e} same_ranking={same} group_rows={group} device={args.device}")
 
 

@@ -64,10 +64,16 @@ def test_per_row_features_equal_single_row_autograd(request, less_run):
 class CountingProjector(Projector):
     """A Projector that counts the projection blocks it generates (nothing cached: each is generated anew)."""
 
-    generated = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = []          # list.append: safe from the generating threads
+
+    @property
+    def generated(self):
+        return len(self.made)
 
     def _block(self, j, start, rows):
-        self.generated += 1
+        self.made.append((j, start))
         return super()._block(j, start, rows)
 
 

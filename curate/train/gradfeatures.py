@@ -17,9 +17,12 @@ group's backward passes are redone).
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 import zipfile
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +56,11 @@ def lora_linears(model: Any) -> list[Any]:
 class Projector:
     """``x @ R`` for a seeded Rademacher ``R`` (±1/√dim) over the concatenated coordinates of ``numels``."""
 
-    def __init__(self, numels: Sequence[int], dim: int, seed: int, device: str, block: int, cache_bytes: int):
+    def __init__(self, numels: Sequence[int], dim: int, seed: int, device: str, block: int, cache_bytes: int,
+                 threads: int | None = None):
         torch = import_torch()
+        # blocks generated at once: torch's CPU threads (a generator runs on one core); 1 on CUDA
+        self.threads = threads or (1 if device.startswith("cuda") else max(1, torch.get_num_threads()))
         self.dim, self.seed, self.device, self.block = dim, seed, device, block
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.numels = list(numels)
@@ -62,8 +68,10 @@ class Projector:
         self.cache_rows = cache_bytes // per
         self._cache: dict[tuple[int, int], Any] = {}
         self._cached_rows = 0
+        self._lock = threading.Lock()
 
     def _block(self, j: int, start: int, rows: int) -> Any:
+        """Block ``start`` of parameter ``j``'s rows of the matrix, from its own seed (safe to call from threads)."""
         torch = import_torch()
         key = (j, start)
         if key in self._cache:
@@ -72,9 +80,10 @@ class Projector:
         gen = torch.Generator(device=self.device).manual_seed(int(digest[:15], 16))
         mat = torch.randint(0, 2, (rows, self.dim), generator=gen, device=self.device, dtype=self.dtype)
         mat = mat.mul_(2).sub_(1)
-        if self._cached_rows + rows <= self.cache_rows:
-            self._cache[key] = mat
-            self._cached_rows += rows
+        with self._lock:
+            if self._cached_rows + rows <= self.cache_rows:
+                self._cache[key] = mat
+                self._cached_rows += rows
         return mat
 
     def project(self, grads: Sequence[Any]) -> Any:
@@ -83,14 +92,24 @@ class Projector:
 
     def project_parts(self, parts: Sequence[Sequence[Any]]) -> Any:
         """:meth:`project` of the rows of several batches at once (``parts[k][j]``: batch k's gradients of
-        parameter j), each projection block generated once for all of them: [Σ B_k, dim] float32."""
+        parameter j), each projection block generated once for all of them: [Σ B_k, dim] float32. On the CPU
+        the next blocks are generated on other threads (one generator is one core) while this one multiplies;
+        the sum runs in the same order either way."""
         torch = import_torch()
         out = torch.zeros((sum(p[0].shape[0] for p in parts), self.dim), device=self.device, dtype=torch.float32)
-        for j in range(len(self.numels)):
-            g = torch.cat([p[j].to(self.dtype) for p in parts])
-            for start in range(0, self.numels[j], self.block):
-                rows = min(self.block, self.numels[j] - start)
-                out += (g[:, start:start + rows] @ self._block(j, start, rows)).float()
+        blocks = [(j, start, min(self.block, n - start)) for j, n in enumerate(self.numels)
+                  for start in range(0, n, self.block)]
+        workers = self.threads
+        with ThreadPoolExecutor(workers) as pool:
+            ahead = deque(pool.submit(self._block, *b) for b in blocks[:workers])  # bounded: workers blocks ahead
+            g, g_of = None, -1
+            for k, (j, start, rows) in enumerate(blocks):
+                mat = ahead.popleft().result()
+                if k + workers < len(blocks):
+                    ahead.append(pool.submit(self._block, *blocks[k + workers]))
+                if j != g_of:
+                    g, g_of = torch.cat([p[j].to(self.dtype) for p in parts]), j
+                out += (g[:, start:start + rows] @ mat).float()
         return out / float(np.sqrt(self.dim))
 
 
