@@ -369,7 +369,7 @@ def test_a_judge_run_on_some_rows_never_merges_into_a_scorers_column(tmp_path, f
                                           r"\(a scorer column\)"):
         ws.apply(Judge("complexity", _backend(fault_server)), ids=ws.ids[:1], progress=False)
     line = _one_error_line(_cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url,
-                                "--model", UNPRICED_MODEL, "--limit", "1"))
+                                "--model", UNPRICED_MODEL, "--limit", "1"), code=78)  # a settings refusal
     assert "--column NAME" in line
     assert fault_server.total == 0 and ws.column("complexity") == predicted
     proc = _cli("score", ws.path, "--judge", "complexity", "--base-url", fault_server.base_url, "--model",
