@@ -120,9 +120,11 @@ class Evaluation:
 
 
 def _fold_figures(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """One fold's agreement, with ``no_figure`` codes where a figure could not be computed."""
+    """One fold's agreement, with ``no_figure`` codes where a figure could not be computed (every figure it could
+    not compute has its code: :func:`_mean_metrics` counts folds by them)."""
     m: dict[str, Any] = agreement(y_true, y_pred)
-    if why := missing_figures(y_true, y_pred):
+    why = {**{k: NoFigure.TOO_FEW_LABELS for k in METRICS if not np.isfinite(m[k])}, **missing_figures(y_true, y_pred)}
+    if why:
         m["no_figure"] = why
     return m
 
@@ -131,14 +133,13 @@ def _mean_metrics(items: list[dict[str, Any]]) -> dict[str, Any]:
     """The mean of each metric over the folds that gave every figure; ``n``: those folds' rows, ``folds``: their
     number. A fold without one (held-out labels or predictions all equal) is left out, its MAE too, and counted by
     reason in ``folds_without_figure``: a figure of 2 small folds no longer says it came from all the rows."""
-    measured = [m for m in items if "no_figure" not in m and all(np.isfinite(m[k]) for k in METRICS)]
+    measured = [m for m in items if "no_figure" not in m]
     out: dict[str, Any] = {k: finite_mean([m[k] for m in measured]) for k in METRICS}
     rhos = [m["spearman"] for m in measured]
     out["spearman_std"] = float(np.std(rhos)) if rhos else float("nan")
     out["n"] = int(sum(m["n"] for m in measured))
     out["folds"] = len(measured)
-    unmeasured = [next(iter((m.get("no_figure") or {"spearman": NoFigure.LABELS_ALL_EQUAL}).values()))
-                  for m in items if m not in measured]
+    unmeasured = [next(iter(m["no_figure"].values())) for m in items if "no_figure" in m]
     if unmeasured:
         out["folds_without_figure"] = {str(code): unmeasured.count(code) for code in dict.fromkeys(unmeasured)}
     return out
