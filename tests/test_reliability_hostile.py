@@ -19,6 +19,7 @@ import pytest
 
 import curate
 from curate.errors import InputError
+from curate.exit_codes import EXIT_CONFIG
 from curate.pools.shards import shard_paths
 from curate.session import Workspace
 from tests.conftest import write_jsonl
@@ -134,8 +135,9 @@ def test_a_signal_after_the_command_finished_keeps_its_exit_code(tmp_path, small
     assert r.returncode == 0 and r.stderr == "", (r.returncode, r.stderr[-3000:])
     assert r.stdout.startswith("wrote 5 rows") and len((tmp_path / "e.jsonl").read_text().splitlines()) == 5
     (tmp_path / "file").write_text("")
-    line = _one_line_error(_signalled_at_exit(signum, "export", small_ws.path, "--out", tmp_path / "file" / "e.jsonl"))
-    assert line.startswith(f"error: {tmp_path / 'file'}: Not a directory"), line  # a failure stays exit 1
+    refused = _signalled_at_exit(signum, "export", small_ws.path, "--out", tmp_path / "file" / "e.jsonl")
+    line = _one_line_error(refused, code=EXIT_CONFIG)  # a refusal keeps its exit code
+    assert line.startswith(f"error: {tmp_path / 'file' / 'e.jsonl'}: {tmp_path / 'file'} is a file"), line
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from curate.errors import CurateError, WorkspaceError
+from curate.exit_codes import EXIT_CONFIG
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
@@ -334,11 +335,21 @@ def small_ws(tmp_path):
     return ws
 
 
-def test_export_under_a_regular_file_is_one_line_naming_the_path(tmp_path, small_ws):
+@pytest.mark.parametrize("command", ["export", "report", "run", "load", "train-scorer"])
+def test_an_output_path_under_a_regular_file_is_a_refused_setting_naming_the_file(tmp_path, small_ws, command):
+    """`--out notes.txt/e.jsonl` (or a workspace there) exited 1 with the OS's "Not a directory", as a crash or a
+    full disk does, where README's table gives an `--out` no export or report can take exit 78 (settings)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = _one_line_error(curate_said("export", small_ws.path, "--out", blocker / "x.jsonl"))
-    assert str(blocker) in line and "Not a directory" in line
+    out = blocker / "deeper" / "x"
+    args = {"export": ("export", small_ws.path, "--out", f"{out}.jsonl"),
+            "report": ("report", small_ws.path, "--out", f"{out}.html"),
+            "run": ("run", "sample", "--budget", 3, "--out", out),
+            "load": ("load", _pool_file(tmp_path / "p.jsonl", "row", 2), "--workspace", out),
+            "train-scorer": ("train-scorer", small_ws.path, "--labels", "nope", "--out", out)}[command]
+    line = _one_line_error(curate_said(*args), code=EXIT_CONFIG)
+    assert f"{blocker} is a file, where a folder goes" in line, line
+    assert blocker.read_text() == "not a folder"
 
 
 def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(tmp_path, small_ws):
@@ -369,13 +380,6 @@ def test_unusable_export_report_show_and_embedding_arguments_are_named_as_given(
     with pytest.raises(ValueError, match=f"1 row\\(s\\) .* only zeros, e.g. row 1 \\(id {small_ws.ids[1]}\\)"):
         small_ws.add_embeddings("default", vectors, {"model": "test"})
     assert "default" not in small_ws.embedding_sets
-
-
-def test_run_under_a_regular_file_is_one_line_naming_the_path(tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    line = _one_line_error(curate_said("run", "sample", "--budget", 3, "--out", blocker / "run"))
-    assert str(blocker) in line and "Not a directory" in line
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")

@@ -27,6 +27,7 @@ from curate.report.summary import default_selection
 from curate.report.tables import css, esc
 from curate.report.views import RowsView
 from curate.storage.outputs import check_outside_workspace, write_output_file
+from curate.storage.write_errors import check_parent_folders
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -120,6 +121,7 @@ def build_report(ws: Workspace, out: str | Path = REPORT.path, selection: str | 
     """
     out = Path(out)
     check_outside_workspace(ws, out, "a report")
+    check_parent_folders(out)
     if out.is_dir():  # named before the page is built, and no temporary file left behind
         raise OutPathError(f"{out}: a folder, where the report's HTML file is to be written; name a file, e.g. "
                            f"{out / REPORT.path}")

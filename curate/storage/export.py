@@ -25,6 +25,7 @@ from curate.storage.files import (
 )
 from curate.storage.outputs import check_outside_workspace, open_through, write_all, written_through
 from curate.storage.pool import json_text_columns, selection_positions
+from curate.storage.write_errors import check_parent_folders
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -132,6 +133,7 @@ def check_export_target(ws: Workspace, out: Path) -> None:
 def check_export_path(out: Path) -> None:
     """Refuse an export path an export could not write, or would write over files that are not an earlier export:
     a folder holding other files (``save_to_disk`` deletes what is in its folder), a folder where a file goes."""
+    check_parent_folders(out)
     if out.suffix == "" and out.is_dir() and any(not DATASETS_FOLDER_FILES.fullmatch(p.name) for p in out.iterdir()):
         raise OutPathError(f"{out}: a folder holding other files than a datasets export; a datasets folder export "
                            "replaces its folder whole: name a new or empty folder")
@@ -143,6 +145,7 @@ def check_run_folder(out: Path, outputs: list[str]) -> None:
     """Refuse an ``out`` where `curate run` would replace files it did not write: its ``outputs`` (selected.jsonl,
     report.html ...) in a folder that holds no run (``out/workspace``), or a workspace given as ``out`` (the run
     makes its own inside). Other files of a folder are left alone."""
+    check_parent_folders(out)
     if out.exists() and not out.is_dir():
         raise OutPathError(f"{out}: a file, where the run's folder goes")
     if not out.is_dir() or (out / "workspace").is_dir():  # new, or an earlier run's (or one killed as it began)

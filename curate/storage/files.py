@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import functools
 import glob
 import hashlib
@@ -30,7 +29,7 @@ from curate.codes import DamageCode
 from curate.errors import OptionError, WorkspaceError
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
 from curate.storage.lock_holders import forget_holder, record_holder
-from curate.storage.write_errors import remove, writing
+from curate.storage.write_errors import check_parent_folders, remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
 MANIFEST = "manifest.json"
@@ -73,15 +72,10 @@ def modified_before(path: Path, cutoff: float) -> bool:
 
 def prepare_output(out: str | os.PathLike, *, folder: bool = False) -> Path:
     """Create the folders ``out`` needs (``out`` itself too with ``folder``); a regular file in the way is
-    a ``NotADirectoryError`` naming it (even for root, whom permissions do not stop)."""
+    an ``OutPathError`` naming it (see :func:`check_parent_folders`)."""
     out = Path(out)
     needed = out if folder else out.parent
-    ancestor = needed
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write {out})",
-                                 str(ancestor))
+    check_parent_folders(out, itself=folder)
     needed.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from curate.errors import WorkspaceError
+from curate.errors import OutPathError, WorkspaceError
 
 # numpy's ``ndarray.tofile`` (under ``np.save``) when the disk takes fewer bytes than asked (it counts items, not
 # bytes): no errno, no file name
@@ -106,18 +106,30 @@ def writing(path: str | os.PathLike, tmp: str | os.PathLike | None = None) -> It
         raise
 
 
+def check_parent_folders(out: str | os.PathLike, *, itself: bool = False) -> None:
+    """Refuse an output path below a regular file (``notes.txt/e.jsonl``): no folder can be made there (even by root,
+    whom permissions do not stop), and the OS's "Not a directory" names neither which part is the file nor that
+    the path given is what to change (an ``OutPathError``: settings refused, exit 78). ``itself``: ``out`` is a
+    folder to be made, so it must not be a file either."""
+    path = Path(os.path.abspath(out))
+    for parent in [path] * itself + list(path.parents):
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise OutPathError(f"{out}: {parent} is a file, where a folder goes (Not a directory); name a path "
+                                   "below a folder")
+            return
+
+
 def check_writable(out: str | os.PathLike) -> None:
     """Fail now where writing ``out`` (a file, or a folder written beside itself and swapped in) would fail later (a
     read-only disk, no permission): a temporary file is created and removed in the folder that holds ``out``, or the
     nearest one that exists (the write creates the rest). Called before long work (a fit, a fine-tune) so none is
     lost to an ``--out`` that cannot be written; the error names ``out`` first, then the file tried."""
     target = Path(out).resolve()  # as the savers resolve it: "--out ." is the folder by its name
+    check_parent_folders(out)
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file, not a folder; cannot write "
-                                 f"{out})", str(folder))
     probe = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"  # as the writers here name theirs: a stale one is removed
     with writing(out, probe):
         probe.touch(exist_ok=False)
