@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from curate.errors import CurateError, InputError, WorkspaceError
+from curate.errors import CurateError, CurateWarning, InputError, WorkspaceError
 
 __version__ = "0.2.0"
 
@@ -31,7 +31,7 @@ _LAZY = {
 SUBPACKAGES = ("cli", "embed", "evol", "llm", "pools", "report", "scale", "scorers", "select", "signals", "storage",
                "tags", "train")
 
-__all__ = ["CurateError", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Scorer", "Selection",
+__all__ = ["CurateError", "CurateWarning", "InputError", "Judge", "LocalServer", "OpenAIBackend", "Scorer", "Selection",
            "VLLMBackend", "Workspace", "WorkspaceError", "__version__", "load", "run_pipeline"]
 
 if TYPE_CHECKING:

@@ -100,8 +100,10 @@ class AnnDefaults:
 
 @dataclass(frozen=True)
 class SelectDefaults:
-    """Seeded selectors (``random``, ``kcenter`` without ``sort_by``, ``kmeans``, ``dsir``, ``semantic``)."""
+    """Seeded selectors (``random``, ``kcenter`` without ``sort_by``, ``kmeans``, ``dsir``, ``semantic``), and the
+    selector ``ws.select`` and ``curate select`` run when none is named."""
 
+    method: str = "deita"
     seed: int = 0                    # their draws, over the candidates in row-id order (the same rows, the same draw)
 
 

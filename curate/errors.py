@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+import warnings
+
+TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1: the traceback of curate's errors, in the CLI and in IPython/Jupyter
+
 
 class CurateError(Exception):
-    """Base class: the CLI prints these as one clean line, never a traceback."""
+    """Base class: the CLI prints these as one clean line, never a traceback; so does IPython/Jupyter
+    (``_render_traceback_``), unless ``$CURATE_TRACEBACK`` is 1."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error, one string a line: ``ClassName: message`` (and its notes), not the
+        frames of curate's internals the message was raised from (4 to 18 of them in an audit's kernel)."""
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            return "".join(traceback.format_exception(self)).splitlines()
+        return [f"{type(self).__name__}: {self}", *getattr(self, "__notes__", ())]
 
 
 class InputError(CurateError):
@@ -19,6 +34,11 @@ class InputError(CurateError):
 
 class OptionError(CurateError, ValueError):
     """An option's value is not one curate can use (a ValueError too, as Python's own checks raise)."""
+
+
+class NotAStepError(OptionError, TypeError):
+    """``ws.apply`` given an object that is not a step (a column's name, a prompt's): refused as a value given by the
+    user (the CLI exits 78), a TypeError too, as Python's own checks raise."""
 
 
 class ConfigError(CurateError):
@@ -40,6 +60,13 @@ class NotInWorkspaceError(WorkspaceError):
     embeddings of that name, or no output yet of a step that must run first. The message names what is missing, what
     the workspace has and the command that makes it; the CLI exits 78, as for a refused option: every re-run fails the
     same way until the name is fixed or the step has run. A damaged workspace stays a plain WorkspaceError (exit 1)."""
+
+
+class NoSuchRowError(NotInWorkspaceError, KeyError, IndexError):
+    """A row id or pool position the pool lacks (``ws.show``): a NotInWorkspaceError, and the KeyError (an id) and
+    IndexError (a position) it was before, its message shown as given (not quoted as a KeyError's)."""
+
+    __str__ = Exception.__str__
 
 
 class OutPathError(WorkspaceError, OptionError):
@@ -90,6 +117,22 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(f"terminated by signal {signum}")
+
+
+class CurateWarning(UserWarning):
+    """Something a call did that its caller must know although it returned: rows that failed in this call (their
+    reason codes in ``<column>_failure``), records a load left out (listed in the workspace's ``rejects.jsonl``). The
+    command line prints the same in its own words and does not show these."""
+
+
+def warn(text: str, category: type[Warning] = CurateWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside curate (a notebook cell): the warning shows once per
+    line of the user's code that caused it, not once per line of curate's code ever."""
+    frame, level = sys._getframe(1), 2
+    root = os.path.dirname(os.path.abspath(__file__))
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, category, stacklevel=level)
 
 
 class StillSendingWarning(RuntimeWarning):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from curate.defaults import EMBED, REPORT
+from curate.defaults import EMBED, REPORT, SELECT
 from curate.errors import CurateError, OptionError
 from curate.storage.apply_result import ApplyResult
 from curate.storage.files import operation
@@ -88,9 +88,12 @@ class Workspace(StorageWorkspace):
     @operation
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
                steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
-        """Run a selector (see :mod:`curate.select`) and store its decisions as selection ``name``."""
+        """Run a selector (see :mod:`curate.select`; without ``method`` or ``steps``: ``SELECT.method``, deita, as
+        ``curate select``) and store its decisions as selection ``name``."""
         from curate.select import select
 
+        if method is None and steps is None:
+            method = SELECT.method
         registered_selectors()
         return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
                                          steps=steps, **params), self)

@@ -8,6 +8,7 @@ import pickle
 import re
 import signal
 import sys
+import warnings
 
 import typer
 from rich.markup import escape
@@ -32,7 +33,7 @@ from curate.cli.pipes import (
     exited_by_rich_broken_pipe,
     tolerate_unencodable_output,
 )
-from curate.errors import KEPT_ON_INTERRUPT, CurateError
+from curate.errors import KEPT_ON_INTERRUPT, TRACEBACK_ENV, CurateError, CurateWarning
 from curate.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_CLOSED, exit_code
 
 
@@ -52,7 +53,6 @@ reflow_help(app)
 
 __all__ = ["app", "main", "sample_path"]
 
-TRACEBACK_ENV = "CURATE_TRACEBACK"  # set to 1 to see a ValueError's traceback instead of its one line
 # EXIT_OUTPUT_CLOSED (curate.exit_codes), 141 = 128 + SIGPIPE: what a shell shows for a Unix tool whose reader left
 # (`yes | head`), and the convention curate's 130 and 143 follow; Python's docs (Note on SIGPIPE) exit 1 instead, which
 # `set -o pipefail` cannot tell from a failure
@@ -141,7 +141,9 @@ def main() -> None:
         sys.unraisablehook = quiet_swallowed_interrupt
     try:
         try:
-            code = app(standalone_mode=False)
+            with warnings.catch_warnings():  # the commands print failed rows and rejects in their own words
+                warnings.simplefilter("ignore", CurateWarning)
+                code = app(standalone_mode=False)
         except Exception:
             if common.interrupt_requested:  # an error Ctrl-C caused (e.g. an import it cut in half): still Ctrl-C
                 raise KeyboardInterrupt from None

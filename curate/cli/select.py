@@ -15,7 +15,7 @@ from curate.cli.common import (
     app,
     console,
 )
-from curate.defaults import DEITA
+from curate.defaults import DEITA, SELECT
 
 
 def selection_table(sel) -> Table:
@@ -101,7 +101,7 @@ class SelectCommand(TyperCommand):
 @app.command("select", cls=SelectCommand)
 def select_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    method: str = typer.Option("deita", help="The selector (listed by --help from the selector registry)."),
+    method: str = typer.Option(SELECT.method, help="The selector (listed by --help from the selector registry)."),
     name: str = typer.Option(..., help="Name of the selection to write."),
     budget: int | None = typer.Option(None, help="Rows to keep, at least 1 (the selectors taking a budget: listed by "
                                                  "--help)."),

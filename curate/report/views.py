@@ -167,15 +167,18 @@ def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, 
             rows = [rows]
         elif isinstance(rows, slice):
             rows = range(len(ws))[rows]
+        from curate.errors import NoSuchRowError  # a CurateError: one line in the CLI and in a notebook
+
         ids = []
         for r in rows:
             if (at := _position(r)) is not None:
                 if not -len(ws) <= at < len(ws):
-                    raise IndexError(f"row {at} is outside the pool (0..{len(ws) - 1})")
+                    raise NoSuchRowError(f"show: row {at} is outside the pool (0..{len(ws) - 1})")
                 ids.append(ws.ids[at])
             elif isinstance(r, str):
                 if r not in ws.index:
-                    raise KeyError(f"no row with id {r!r} (and no selection of that name: {sorted(ws.selections)})")
+                    raise NoSuchRowError(f"show: no row with id {r!r} (and no selection of that name: "
+                                         f"{sorted(ws.selections)})")
                 ids.append(r)
             else:
                 raise TypeError(f"show: rows are ids, pool positions or a selection name, not {type(r).__name__}")

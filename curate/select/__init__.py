@@ -76,13 +76,13 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
     Returns the final :class:`curate.storage.selection.Selection`.
     """
     if name is None:
-        raise ValueError("select needs a name for the selection")
+        raise OptionError("select needs name= (the name the selection is stored under)")
     if steps is None:
         if method is None:
-            raise ValueError("select needs method= or steps=")
+            raise OptionError("select needs method= or steps=")
         steps = [{"method": method, **params}]
     elif method is not None or params:
-        raise ValueError("pass either method= with parameters, or steps=, not both")
+        raise OptionError("pass either method= with parameters, or steps=, not both")
     _check_steps(steps, name, chained=method is None)
     source = input_selection
     ids, index = ws.ids, ws.index

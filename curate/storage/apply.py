@@ -16,7 +16,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES
 from curate.defaults import JUDGE
-from curate.errors import KEPT_ON_INTERRUPT
+from curate.errors import KEPT_ON_INTERRUPT, warn
 from curate.storage.apply_checks import (
     check_one_run,
     check_output,
@@ -28,7 +28,9 @@ from curate.storage.columns import check_ids_in_pool
 from curate.storage.damage import DamagedFileError
 from curate.storage.failures import failure_arrow_type, failure_reasons, failures_of, rewrite_legacy_failures
 from curate.storage.files import check_new_name, read_arrow, schema_meta
-from curate.storage.progress import progress_bar
+from curate.storage.manifest import no_step_input
+from curate.storage.pool import no_pool_loaded
+from curate.storage.progress import progress_bar, show_failed
 from curate.storage.run_records import RUN_HISTORY, fold_runs, with_run
 from curate.storage.step import StepContext, StepOutput, check_step, join_outputs
 
@@ -168,6 +170,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                retry_failed: bool = JUDGE.retry_failed, progress: bool = True) -> ApplyResult:
     """Run ``step`` on the rows of ``ids`` (default: the whole pool) that need it; see the module doc."""
     check_step(step)
+    if not ws.has_pool:  # before the step's own checks: not "no column 'quality'; derived columns [], pool fields []"
+        raise no_pool_loaded(ws)
     if not ws.has_column(step.column):  # before the work: not the OS's "File name too long" once it is done
         check_new_name(step.column)
     check_side_columns(ws, step.column)
@@ -191,6 +195,9 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
             chunk = getattr(step, "rows_per_call", None) or len(todo)
             if chunk < len(todo):  # parts of rows sorted by id (content hashes): a scorer's batch-mates, and so its
                 todo = sorted(todo)  # last digits, follow the rows, not the order the pool file held them in
+            for name in step.inputs:  # before the bar: not a 0/300 bar drawn, then the error
+                if not ws.has_column(name) and name not in ws.pool.column_names:
+                    raise no_step_input(ws.path, name)
             bar = progress_bar(len(todo), step.column, progress)
             outputs = []
             try:
@@ -198,6 +205,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
                     rows = ws.row_inputs(todo[start:start + chunk], step.inputs)
                     outputs.append(step.run(rows, StepContext(bar, ws.cache_dir, ws.path)))
                     check_output(step, rows, outputs[-1])
+                if any(fails for out in outputs for fails in out.failures):
+                    show_failed(bar)
             except KeyboardInterrupt as interrupt:  # in a notebook: a bare KeyboardInterrupt from thread internals
                 done = "" if bar.disable else f" after {bar.n:,} of its {len(todo):,} rows"
                 interrupt.add_note(f"curate: ws.apply of {step.column!r} stopped{done}, before writing the column (it "
@@ -214,6 +223,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         result = _result(ws, step, asked, todo, started, redone)
         if before and before.get("kind") != result.provenance.get("kind"):  # a judge over a scorer's column: said
             result.took_over = before
+        if result.failed_now:  # rows failed now (not failures reused): a notebook's call returned without a word
+            warn(result.failed_now_warning())
         return result
 
 
@@ -242,10 +253,11 @@ def _result(ws: Workspace, step: Any, asked: list[str], todo: list[str], started
     written = ws.has_column(step.column)  # not when no row was asked for and none was computed before
     failures = ws.failures(step.column, asked) if written else []
     failed = sum(1 for fails in failures if fails)
-    failed_now = sum(1 for fails in ws.failures(step.column, todo) if fails) if written and todo else 0
+    failures_now = ws.failures(step.column, todo) if written and todo else []
     return ApplyResult(step.column, len(asked), len(todo), len(asked) - len(todo), failed,
                        round(time.time() - started, 2), ws.column_provenance(step.column) if written else {},
-                       failed_now, failure_reasons=failure_reasons(failures), left_pool=left_pool, redone=redone)
+                       sum(1 for fails in failures_now if fails), failure_reasons=failure_reasons(failures),
+                       left_pool=left_pool, redone=redone, failure_reasons_now=failure_reasons(failures_now))
 
 
 def _still_in_pool(ws: Workspace, asked: list[str], todo: list[str]) -> tuple[list[str], list[str], int]:

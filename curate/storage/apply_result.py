@@ -30,6 +30,8 @@ class ApplyResult:
     redone: int = 0            # of ``computed``, rows stored before under other settings (another fingerprint)
     took_over: dict[str, Any] = field(default_factory=dict)  # the provenance the column had when this run replaced
     # another kind of step's values (a judge over the shipped scorer's ``quality``); {} otherwise
+    failure_reasons_now: dict[str, tuple[int, str]] = field(default_factory=dict)  # as failure_reasons, of the rows
+    # this run computed (``failed_now``)
 
     @property
     def valued_now(self) -> int:
@@ -78,6 +80,18 @@ class ApplyResult:
         if FailureCode.TRANSIENT in self.failure_reasons:  # as run_pipeline and the CLI say it
             text += "; transient: the judge did not answer, a re-run sends those rows again"
         return text
+
+    def failed_now_warning(self) -> str:
+        """The one line ``ws.apply`` warns with when rows failed in this call ('' when none did): how many, why (each
+        reason code with its rows) and where each row's failure is kept."""
+        if not self.failed_now:
+            return ""
+        codes = ", ".join(f"{n:,} x {code}" for code, (n, _) in
+                          sorted(self.failure_reasons_now.items(), key=lambda item: -item[1][0]))
+        example = max(self.failure_reasons_now.values(), key=lambda v: v[0])[1] if self.failure_reasons_now else ""
+        return (f"{self.column}: {self.failed_now:,} of the {self.computed:,} rows computed now failed ({codes}"
+                + (f"; e.g. {example}" if example else "") + f"); each row's failure is in column "
+                f"'{self.column}_failure' (ws.show(ids, columns='{self.column}_failure'), ws.failures({self.column!r}))")
 
     def run_requests_text(self) -> str:
         """``requests: 2 new, 8 answered by the on-disk cache, ...`` for a judge or tagger that ran on rows now (this

@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import Timeout
 
-from curate.errors import NotInWorkspaceError, WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError, warn
 from curate.quiet import quiet_datasets
 from curate.storage.blobs import add_missing_ids_digests
 from curate.storage.files import (
@@ -55,7 +55,7 @@ def open_pool(ws: Workspace):
         with contextlib.suppress(OSError), ws.lock():
             pass
     if not ws.has_pool:
-        raise NotInWorkspaceError(f"{ws.path}: no pool yet; run `curate load SOURCE --workspace {ws.path}`")
+        raise no_pool_loaded(ws)
     try:
         stamp = pool_stamp(ws)  # before reading: a swap during the read makes the view stale, never current
         with damaged_pool(ws, retry=True):
@@ -104,6 +104,12 @@ def keep_rows(ws: Workspace, ids) -> int:
     if dropped:
         _swap_pool(ws, table.filter(mask))
     return dropped
+
+
+def no_pool_loaded(ws: Workspace) -> NotInWorkspaceError:
+    """The error for a step that needs rows in a workspace none were loaded into (a new one, or a typo's)."""
+    return NotInWorkspaceError(f"{ws.path}: no pool loaded here (a new workspace): ws.load(SOURCE) first (CLI: "
+                               f"curate load SOURCE --workspace {ws.path})")
 
 
 @contextlib.contextmanager
@@ -197,6 +203,9 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
     unchanged = table is None and repeats_a_load(ws.manifest["sources"], summary)
     if not unchanged:
         ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
+    if staged.rejects:  # on_error="skip": a notebook's load returned without a word of what it left out
+        warn(f"{staged.source}: {staged.rejects:,} record(s) left out (on_error='skip'); each with its line and reason "
+             f"in {rejects_file}")
     done = {**summary, "unchanged": unchanged}
     return {**done, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source else done
 

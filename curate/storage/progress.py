@@ -67,6 +67,16 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "row",
     return bar
 
 
+def show_failed(bar: Any) -> None:
+    """End ``bar`` red: rows of it failed (a terminal's bar in red; a notebook's widget in its 'danger' style, which
+    its close keeps instead of the green of success)."""
+    if bar.disable:
+        return
+    bar.colour = "red"
+    if hasattr(bar, "container"):  # tqdm.notebook's widget
+        bar.disp(bar_style="danger", check_delay=False)
+
+
 _SHOWN = threading.local()  # .bars: this thread's bars being shown, innermost last (weak references)
 
 

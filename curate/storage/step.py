@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from curate.codes import Failure
-from curate.errors import WorkspaceError
+from curate.errors import NotAStepError, WorkspaceError
 from curate.rows import Turn
 from curate.storage.roles import wrote_text
 
@@ -215,7 +215,8 @@ def check_step(step: Any) -> None:
     missing = [a for a in ("column", "granularity", "reducer", "inputs", "fingerprint", "describe", "run")
                if not hasattr(step, a)]
     if missing:
-        raise TypeError(f"{type(step).__name__} is not a Step: it lacks {', '.join(missing)}")
+        hint = f" (to score with the judge prompt {step!r}: ws.score({step!r}, backend))" if isinstance(step, str) else ""
+        raise NotAStepError(f"{type(step).__name__} is not a Step: it lacks {', '.join(missing)}{hint}")
     if step.granularity not in GRANULARITIES:
         raise ValueError(f"step {step.column!r}: granularity must be one of {GRANULARITIES}")
     if step.reducer is not None and step.reducer not in REDUCERS:
