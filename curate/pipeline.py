@@ -174,12 +174,12 @@ def load(run: Run) -> dict[str, Any]:
     with removed_on_failure(*run.made, made_by_caller=True):  # not the lock's folder: the run made it too
         run.workspace = Workspace(run.out / "workspace")
         # the run curates its source as it is now: rows an earlier version of it had are not candidates
-        summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error,
-                                     keep_only_source=True)
+        summary = run.workspace.load(run.source, format=run.format, mapping=run.mapping, on_error=run.on_error, keep_only_source=True)
     return run.loaded(summary)
 
 
-def dedup(run: Run):  # exact duplicates out (selection ``dedup``)
+def dedup(run: Run):
+    """Exact duplicates out (selection ``dedup``): the first copy of each conversation in pool order stays."""
     return run.ws.select(method="exact", name=DEDUP)
 
 

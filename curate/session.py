@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curate.defaults import EMBED, REPORT, SELECT
 from curate.errors import CurateError, OptionError
@@ -17,6 +17,14 @@ from curate.storage.files import operation
 from curate.storage.pool import out_of_date
 from curate.storage.selection import Selection
 from curate.storage.workspace import Workspace as StorageWorkspace
+
+if TYPE_CHECKING:
+    import datasets
+
+    from curate.llm.base import Backend
+    from curate.llm.judges import Judge
+    from curate.report.views import RowsView
+    from curate.scorers import Scorer
 
 
 class ViewedSelection(Selection):
@@ -53,8 +61,8 @@ class Workspace(StorageWorkspace):
     """A curation session in a directory: load, score, embed, select, show, report, export."""
 
     @operation
-    def score(self, judge, backend=None, *, column: str | None = None, response_column: str | None = None,
-              **kwargs: Any) -> ApplyResult:
+    def score(self, judge: Judge | Scorer | str | os.PathLike, backend: Backend | None = None, *,
+              column: str | None = None, response_column: str | None = None, **kwargs: Any) -> ApplyResult:
         """Score the rows with an LLM judge and a backend, or with a trained ``Scorer`` (every turn, via ``apply``),
         as ``curate score`` does: ``column`` names the column written; ``response_column`` judges the replies in
         that derived column (a model's own answers) instead of the pool's, into ``<it>_<judge>`` unless ``column``
@@ -171,7 +179,7 @@ class Workspace(StorageWorkspace):
 
     @operation
     def show(self, rows: Any, columns: str | list[str] | None = None, limit: int | None = 20,
-             decision: str | None = None):
+             decision: str | None = None) -> RowsView:
         """Rows rendered readably (HTML in Jupyter, text elsewhere): ids, pool positions, or a selection name (its
         kept rows; with ``decision``, e.g. ``"rejected"``, ``"not_reached"`` or ``"refused"`` (rejected and duplicate),
         its rows of that decision in rank order, each headed by why)."""
@@ -180,6 +188,11 @@ class Workspace(StorageWorkspace):
         if decision is None:
             return show_rows(self, rows, columns=columns, limit=limit)
         return _decided_rows(self, rows, decision, columns, limit)
+
+    def to_dataset(self, columns: str | list[str] | None = None, selection: str | None = None) -> datasets.Dataset:
+        """The pool with derived columns joined on (all by default; one name or a list), optionally only a
+        selection's rows: a ``datasets.Dataset``."""
+        return super().to_dataset(columns, selection)
 
     @operation
     def report(self, out: str | os.PathLike = REPORT.path, selection: str | None = None,

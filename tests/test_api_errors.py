@@ -165,6 +165,21 @@ def test_a_missing_response_column_is_refused_before_any_bar_is_drawn(ws, capsys
     assert "seed_answer_quality" not in capsys.readouterr().err
 
 
+def test_the_api_an_auditor_read_in_help_has_type_hints_and_docstrings():
+    import inspect
+
+    from curate import LocalServer, Workspace
+    from curate.pipeline import dedup
+
+    for method in (OpenAIBackend.run, OpenAIBackend.close, OpenAIBackend.describe, LocalServer.command, dedup):
+        assert inspect.getdoc(method), method.__qualname__
+    score = inspect.signature(Workspace.score).parameters
+    assert score["judge"].annotation == "Judge | Scorer | str | os.PathLike"
+    assert score["backend"].annotation == "Backend | None"
+    assert inspect.signature(Workspace.show).return_annotation == "RowsView"
+    assert inspect.signature(Workspace.to_dataset).return_annotation == "datasets.Dataset"
+
+
 def test_the_command_line_says_rejects_in_its_own_line_not_as_a_python_warning(tmp_path):
     import os
     import subprocess

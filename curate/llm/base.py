@@ -249,6 +249,8 @@ class Backend:
     submits_batches = False  # each run is one batch submission (answered within hours): give it every request at once
 
     async def run(self, requests: list[Request], on_done: OnDone) -> None:
+        """Send ``requests``, calling ``on_done(i, response)`` as each is answered or fails (a response holding
+        ``failure``); returns when every one is settled."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -256,7 +258,7 @@ class Backend:
         return {"backend": self.kind, "model": self.model}
 
     def close(self) -> None:
-        pass
+        """Release what the backend holds between runs (nothing, for one that opens its connections per run)."""
 
 
 def rows_per_call(backend: Any) -> int | None:

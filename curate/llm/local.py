@@ -201,6 +201,7 @@ class LocalServer:
         return self.proc.pid if self.proc else None
 
     def command(self) -> list[str]:
+        """The vLLM OpenAI server's command line this server runs (its model folder prepared already)."""
         assert self.model_dir is not None
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", self.model, "--host", "127.0.0.1", "--port", str(self.port),

@@ -117,6 +117,8 @@ class OpenAIBackend(Backend):
         self._connection_errors = 0
 
     def describe(self) -> dict[str, Any]:
+        """Its settings as provenance records them: model, base URL without credentials, rate limits, retries,
+        cost cap and price (never the API key)."""
         return {"backend": self.kind, "model": self.model, "base_url": without_credentials(self.base_url),
                 "concurrency": self.concurrency, "rps": self.rps, "rpm": self.rpm, "tpm": self.tpm,
                 "timeout": self.timeout,
@@ -177,6 +179,9 @@ class OpenAIBackend(Backend):
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
 
     async def run(self, requests: list[Request], on_done: OnDone) -> None:
+        """Send ``requests`` to the chat completions endpoint, ``concurrency`` at a time within the rate limits and
+        ``max_cost``, retrying 429, 5xx and timeouts with backoff; ``on_done(i, response)`` as each settles (a failure
+        is a response too). A server that never answers ends the run early: the rest fail unsent."""
         import openai
 
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._key(), max_retries=0, timeout=self.timeout)
