@@ -209,7 +209,7 @@ def _print_retried(retried: Counter, prov: dict[str, Any]) -> None:
 def print_estimates(estimates: list[Any]) -> None:
     """Print dry-run estimates (``curate.llm.dryrun.DryRunEstimate``), one block each, and a total for several."""
     from curate.llm.backends import format_usd
-    from curate.llm.dryrun import total
+    from curate.llm.dryrun import output_tokens_text, total
     from curate.llm.tokens import LOCAL_KINDS
 
     def usd(value: float | None, unknown: str) -> str:
@@ -225,7 +225,7 @@ def print_estimates(estimates: list[Any]) -> None:
                       + (f"{e.in_open_batches:,} already in open batches, " if e.in_open_batches else "")
                       + f"{e.to_send:,} to send)\n"
                       f"  prompt tokens: {e.prompt_tokens:,} ({e.tokenizer})\n"
-                      f"  output tokens: at most {e.output_tokens:,} (max_tokens of each request)\n"
+                      f"  output tokens: {e.output_tokens_text()}\n"
                       + (f"  cost: {usd(e.usd_online, f'no price known for {e.model}')} (a local model)"
                          if e.backend in LOCAL_KINDS
                          else f"  cost online: {usd(e.usd_online, f'no price known for {e.model}')}; with the batch "
@@ -240,8 +240,9 @@ def print_estimates(estimates: list[Any]) -> None:
         batch = "unknown" if t["usd_batch"] is None else format_usd(t["usd_batch"])
         cost = (f"{online} (local models)" if all(e.backend in LOCAL_KINDS for e in estimates)
                 else f"{online} online, {batch} batch")
-        console.print(f"[bold]total[/]: {t['to_send']:,} requests to send, {t['prompt_tokens']:,} prompt tokens, at "
-                      f"most {t['output_tokens']:,} output tokens; {cost}", highlight=False, markup=True)
+        outputs = output_tokens_text(t["output_tokens"], t["output_tokens_assumed"], t["to_send"])
+        console.print(f"[bold]total[/]: {t['to_send']:,} requests to send, {t['prompt_tokens']:,} prompt tokens, "
+                      f"output tokens {escape(outputs)}; {cost}", highlight=False, markup=True)
 
 
 def _scorers(spec: str, column: str | None) -> list[Any]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from curate.defaults import JUDGE
-from curate.llm.base import Backend, Request, batch_price_of, cost_usd, price_of
+from curate.llm.base import Backend, Request, batch_price_of, cost_usd, price_of, reply_token_limit
 from curate.llm.cache import LookupOnlyCache, ResponseCache
 from curate.llm.openai_backend import _max_tokens
 from curate.llm.runner import _variable_aliases, build_requests
@@ -63,6 +63,12 @@ class DryRunEstimate(PricedTokens):
     price_batch: tuple[float, float] | None = None    # None: unknown, or no batch API for this model
     notes: list[str] = field(default_factory=list)
     in_open_batches: int = 0   # of the requests, those already in a batch still open (openai-batch): paid with it
+    output_tokens_assumed: int = 0  # of those to send, requests setting no max_tokens: counted at the assumed worst case
+
+    def output_tokens_text(self) -> str:
+        """``at most 300 (max_tokens of each request)``, or, where requests set no max_tokens (none is sent), that
+        their figure is an assumption (``BACKEND.worst_case_max_tokens`` a request), not a limit."""
+        return output_tokens_text(self.output_tokens, self.output_tokens_assumed, self.to_send)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "usd_online": self.usd_online, "usd_batch": self.usd_batch}
@@ -81,9 +87,21 @@ class DryRunEstimate(PricedTokens):
                 f"cache, {self.repeated:,} repeat another of this step"
                 + (f", {self.in_open_batches:,} already in open batches" if self.in_open_batches else "")
                 + f"); {self.prompt_tokens:,} prompt tokens "
-                f"({html.escape(self.tokenizer)}), at most {self.output_tokens:,} output tokens; "
+                f"({html.escape(self.tokenizer)}), output tokens {html.escape(self.output_tokens_text())}; "
                 + (f"{usd(self.usd_online)} (a local model)</div>" if self.backend in LOCAL_KINDS else
                    f"{usd(self.usd_online)} online, {usd(self.usd_batch)} batch</div>"))
+
+
+def output_tokens_text(output_tokens: int, assumed: int, to_send: int) -> str:
+    """How far ``output_tokens`` is a limit: ``assumed`` of the ``to_send`` requests set no max_tokens, so no limit
+    is sent for them and ``BACKEND.worst_case_max_tokens`` each is the assumed worst case (as --max-cost reserves)."""
+    from curate.defaults import BACKEND
+
+    if not assumed:
+        return f"at most {output_tokens:,} (max_tokens of each request)"
+    some = "the prompt sets" if assumed == to_send else f"{assumed:,} of the {to_send:,} requests set"
+    return (f"{output_tokens:,}, assumed: at most {BACKEND.worst_case_max_tokens:,} a request where {some} no "
+            "max_tokens (none is sent, so a reply may be longer; --max-cost reserves the same assumption)")
 
 
 def prices(backend: Backend) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
@@ -158,7 +176,8 @@ def estimate(ws: Any, step: Any, ids: list[str] | None = None, *, force: bool = 
         requests=len(variables), cached=cached, repeated=repeated, to_send=len(to_send),
         prompt_tokens=sum(counter.count([r.messages for r in to_send])),
         output_tokens=sum(_max_tokens(r) for r in to_send), tokenizer=counter.name, tokens_exact=counter.exact,
-        price_online=online, price_batch=batch, notes=notes, in_open_batches=in_open)
+        price_online=online, price_batch=batch, notes=notes, in_open_batches=in_open,
+        output_tokens_assumed=sum(1 for r in to_send if not reply_token_limit(r.params)))
 
 
 def total(estimates: list[DryRunEstimate]) -> dict[str, Any]:
@@ -172,4 +191,5 @@ def total(estimates: list[DryRunEstimate]) -> dict[str, Any]:
             "in_open_batches": sum(e.in_open_batches for e in estimates),
             "prompt_tokens": sum(e.prompt_tokens for e in estimates),
             "output_tokens": sum(e.output_tokens for e in estimates),
+            "output_tokens_assumed": sum(e.output_tokens_assumed for e in estimates),
             "usd_online": usd("usd_online"), "usd_batch": usd("usd_batch")}

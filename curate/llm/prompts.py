@@ -39,7 +39,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -53,6 +52,16 @@ from curate.llm.prompt_checks import (
     check_read_variables,
     read_prompt_file,
     read_variables,
+)
+from curate.llm.prompt_layout import (
+    check_digit_examples,
+    check_digit_params,
+    check_no_other_files,
+    check_no_unbounded_globals,
+    check_sections,
+    digit_scale,
+    key_line,
+    load_front_matter,
 )
 from curate.llm.sandbox import BoundedSandbox
 from curate.storage.files import is_name
@@ -232,6 +241,7 @@ def _compiled(body: str, name: str, where: str, first_line: int = 1):
                               "'=== system ===', '=== user ===' or '=== assistant ===' (lower case)")
     if _MARKER.split(body)[0].strip():
         raise PromptError(f"{where}: text before the first '=== role ===' line")
+    check_sections(_sections(body, first_line), where)
     out = []
     for role, text, line in _sections(body, first_line):
         try:
@@ -264,14 +274,11 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     where = str(path) if path else "<prompt>"
     if not text.startswith("---"):
         raise PromptError(f"{where}: must start with a '---' YAML front-matter block")
-    try:
-        _, front, body = re.split(r"^---\s*$", text, maxsplit=2, flags=re.MULTILINE)
-    except ValueError as exc:
-        raise PromptError(f"{where}: front-matter is not closed by a '---' line") from exc
-    try:
-        decl = yaml.safe_load(front) or {}
-    except yaml.YAMLError as exc:
-        raise PromptError(f"{where}: bad YAML front-matter: {exc}") from exc
+    fences = list(re.finditer(r"^---[ \t]*$", text, flags=re.MULTILINE))
+    if len(fences) < 2 or fences[0].start() != 0:
+        raise PromptError(f"{where}: front-matter is not closed by a '---' line")
+    front, body = text[fences[0].end():fences[1].start()], text[fences[1].end():]
+    decl = load_front_matter(front, where, 1) or {}
     if not isinstance(decl, dict) or "name" not in decl:
         raise PromptError(f"{where}: front-matter needs at least 'name'")
     _known_keys(decl, FRONT_MATTER_KEYS, where, "", "the front matter takes")
@@ -282,7 +289,9 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     if kind not in OUTPUT_KINDS:
         raise PromptError(f"{where}: output.kind {kind!r} not in {OUTPUT_KINDS}")
     _known_keys(output, OUTPUT_KEYS[kind], where, "output.", f"a {kind} output takes")
-    scale = _digit_scale(output.get("scale", [1, 6]), where) if kind == "digit_score" else None
+    scale_line = key_line(front, "scale", 1)
+    scale = digit_scale(output.get("scale", [1, 6]), f"{where}:{scale_line}" if scale_line else where) \
+        if kind == "digit_score" else None
     model = output.get("model")
     if model is not None and not isinstance(model, str):
         raise PromptError(f"{where}: output.model must be a string like 'curate.tags:IntentTags', got {model!r}")
@@ -297,6 +306,8 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
         raise PromptError(f"{where}: params {forbidden} are not allowed in a prompt file: they would redirect the "
                           f"request (the backend sets the model, the body sets the messages)")
     check_param_values(params, where)  # else a dry run failed on one, or the server was sent it
+    if kind == "digit_score":
+        check_digit_params(params, where)
     if not is_name(str(decl["name"])):  # it names the judge's column: refused here, not after a dry run passed
         raise PromptError(f"{where}: name {decl['name']!r} cannot name a column: use letters, digits, '_', '-', '.'")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),
@@ -305,6 +316,10 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
                     body_line=text[:text.index(body.strip("\n"))].count("\n") + 1 if body.strip() else 1)
     _compiled(prompt.body, prompt.name, prompt.where, prompt.body_line)  # syntax errors surface at load time
     sections = [(role, _env().parse(text), line) for role, text, line in _sections(prompt.body, prompt.body_line)]
+    check_no_other_files(sections, prompt.where)
+    check_no_unbounded_globals(sections, decl.get("inputs"), prompt.where)
+    if scale is not None:
+        check_digit_examples(_sections(prompt.body, prompt.body_line), scale, prompt.where)
     if "inputs" not in decl:  # what the template reads is what it declares
         return dataclasses.replace(prompt, inputs=read_variables(sections, _env().globals))
     check_read_variables(sections, prompt.inputs, _env().globals, prompt.where)
@@ -320,17 +335,6 @@ def _known_keys(mapping: dict[str, Any], known: tuple[str, ...], where: str, pre
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
             raise PromptError(f"{where}: unknown front-matter key {prefix}{key} ({takes} {', '.join(known)}){hint}")
-
-
-def _digit_scale(value: Any, where: str) -> tuple[int, int]:
-    """``[lo, hi]`` of a digit_score prompt: two single digits, low < high."""
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        raise PromptError(f"{where}: output.scale must be [low, high] (two integers, e.g. [1, 6]), got {value!r}")
-    lo, hi = value
-    if not 0 <= lo < hi <= 9:
-        raise PromptError(f"{where}: digit_score scale {lo}..{hi} must be single digits, low < high")
-    return lo, hi
 
 
 def search_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:

@@ -1,22 +1,55 @@
-"""The sandbox prompt templates render in: Jinja's immutable sandbox, with ``*``, ``**`` and widths bounded.
+"""The sandbox prompt templates render in: Jinja's immutable sandbox, with ``*``, ``**``, widths and ``range``
+bounded, and no ``lipsum``.
 
-Jinja's sandbox keeps a template from reaching Python's internals, and bounds ``range``; it does not bound
-``'a' * 10**10`` (24 GB, then the OOM killer), ``10 ** 10**8`` (a power that never finishes), or a width:
-``'x'|center(10**12)``, ``'%0300000000d' % 1``, ``'{:>9999999999}'.format(1)``.
+Jinja's sandbox keeps a template from reaching Python's internals, and bounds one ``range`` to 100,000 items; it
+does not bound ``'a' * 10**10`` (24 GB, then the OOM killer), ``10 ** 10**8`` (a power that never finishes), a
+width: ``'x'|center(10**12)``, ``'%0300000000d' % 1``, ``'{:>9999999999}'.format(1)``, nested loops over ranges
+(``range(99999)`` in ``range(99999)`` spun until killed) or ``lipsum(100000)`` (44.8M characters in 6 s). Here the
+ranges of one render share ``MAX_RANGE_ITEMS``, and ``lipsum`` is no global.
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 MAX_REPEATED_CHARS = 10_000_000  # 'a' * n in a template: above this, a sandbox error (24 GB and the OOM killer)
 MAX_POWER_BITS = 1 << 16  # 10 ** n: no number of more bits (a big enough power never finishes)
 # a %-format's conversions: the width and precision of each (digits, or * taken from the arguments)
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})  # str methods padded to an int
+MAX_RANGE_ITEMS = 100_000  # the items of all range() calls of one render together (nested loops multiply)
+UNBOUNDED_GLOBALS = ("lipsum",)  # Jinja's default globals that make text of any size asked: not in prompt files
+_RANGE_LEFT: ContextVar[list[int] | None] = ContextVar("range_items_left", default=None)
+
+
+def _budgeted_range(*args: int) -> range:
+    """``range`` drawing its items from the render's budget (``MAX_RANGE_ITEMS`` over all its calls)."""
+    from jinja2.exceptions import SecurityError
+
+    items = safe_range(*args)  # one range over Jinja's own bound is its SecurityError
+    left = _RANGE_LEFT.get()
+    if left is not None:
+        left[0] -= len(items)
+        if left[0] < 0:
+            raise SecurityError(f"range(): the ranges of one rendering are over the sandbox's {MAX_RANGE_ITEMS:,} "
+                                "items together (nested loops multiply them)")
+    return items
+
+
+class BudgetedTemplate(Template):
+    """A template whose every render has its own range budget (``MAX_RANGE_ITEMS``)."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        token = _RANGE_LEFT.set([MAX_RANGE_ITEMS])
+        try:
+            return super().render(*args, **kwargs)
+        finally:
+            _RANGE_LEFT.reset(token)
 
 
 def _check_ints(values: Any, what: str) -> None:
@@ -93,9 +126,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, with ``*`` and ``**`` bounded: a prompt file is code, but not a memory bomb."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
+    template_class = BudgetedTemplate
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for name in UNBOUNDED_GLOBALS:
+            self.globals.pop(name, None)
+        self.globals["range"] = _budgeted_range
         for name in ("center", "indent", "format"):  # the filters that pad to a width they are given
             self.filters[name] = _bounded(name, self.filters[name])
 
