@@ -130,3 +130,38 @@ def test_a_dry_run_says_output_tokens_are_assumed_without_max_tokens(tmp_path):
     assert said["plain"].startswith("output tokens: 3,072, assumed: at most 1,024 a request where the prompt sets no "
                                     "max_tokens")
     assert said["capped"] == "output tokens: at most 21 (max_tokens of each request)"
+
+
+def test_a_second_prompt_file_of_the_same_name_cannot_replace_a_judges_column(tmp_path, fault_server):
+    """Another prompt file declaring the name of a column a first file scored replaced its labels, said only as
+    "(3 of the rows computed again: stored under other settings ...)". It is a refused setting now (exit 78) naming
+    both files; --column keeps both, and an edit of the same file re-scores as before."""
+    from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Say {k}.", "output": "hi"} for k in range(3)]))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = _copy(tmp_path / "one", lambda t: t.replace("name: quality", "name: mine"))
+    second = _copy(tmp_path / "two", lambda t: t.replace("name: quality", "name: mine").replace("You grade", "Grade"))
+
+    def score(prompt: Path, *extra: str):
+        return curate_in_process("score", ws.path, "--judge", prompt, "--base-url", fault_server.base_url,
+                                 "--model", "fault", "--api-key-env", "FAULT_KEY", *extra,
+                                 env={**__import__("os").environ, "FAULT_KEY": "k"})
+
+    assert score(first).returncode == 0
+    labels = Workspace(tmp_path / "ws").row_values("mine", ws.column_ids("mine"))
+    refused = score(second)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 78, said
+    assert str(first.resolve()) in said and str(second) in said and "--column NEW" in said
+    assert Workspace(tmp_path / "ws").row_values("mine", ws.column_ids("mine")) == labels  # untouched
+    assert score(second, "--column", "mine_two").returncode == 0
+    was = load_prompt(first).fingerprint
+    first.write_text(first.read_text().replace("You grade", "Please grade"))  # the same file, edited
+    edited = score(first)
+    assert edited.returncode == 0
+    assert f"prompt fingerprint {was} -> {load_prompt(first).fingerprint}" in edited.stdout.splitlines()[0]

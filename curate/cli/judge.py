@@ -108,7 +108,7 @@ def score(
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass,
                       response_column=response_column)
-    console.print(prompt_line(the_judge), soft_wrap=True, highlight=False)  # which file judged: an override or not
+    console.print(prompt_line(the_judge, ws), soft_wrap=True, highlight=False)  # which file judged: an override or not
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
                         max_cost=max_cost, timeout=timeout, max_retries=max_retries, rps=rps, workspace=ws,
                         poll_s=poll_interval) as llm:
@@ -128,10 +128,18 @@ def score(
                      retry_failed=retry_failed)
 
 
-def prompt_line(step: Any) -> str:
+def prompt_line(step: Any, ws: Any = None) -> str:
     """The prompt file an LLM step (a judge, the tagger) sends: a --prompt-dir or $CURATE_PROMPTS file of the same
-    name takes the built-in's place, and nothing else said which one ran."""
-    return f"{step.column}: prompt {step.prompt.path}"
+    name takes the built-in's place, and nothing else said which one ran. With ``ws``, whether the prompt changed
+    since the step's column was scored (its rows are then scored again: said only as "other settings" before)."""
+    line = f"{step.column}: prompt {step.prompt.path}"
+    if ws is None or not ws.has_column(step.column):
+        return line
+    was = ws.column_provenance(step.column).get("prompt_fingerprint")
+    if was and was != step.prompt.fingerprint:
+        line += (f" (changed since the column was scored: prompt fingerprint {was} -> {step.prompt.fingerprint}; its "
+                 "rows are scored again, requests whose text is unchanged answered by the cache)")
+    return line
 
 
 def raise_unanswered(failures: list[list[Any]], max_cost: float | None, spent: float, done: str = "scored",

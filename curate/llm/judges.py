@@ -126,6 +126,23 @@ class Judge:
                                                      and prov.get("response_column") == self.response_column)
 
         check_column_owner(ws, self.column, f"the {self.prompt.name} judge", owns)
+        if ws.has_column(self.column):
+            self._check_prompt_file(ws, ws.column_provenance(self.column))
+
+    def _check_prompt_file(self, ws: Any, provenance: dict[str, Any]) -> None:
+        """Refuse a judge whose prompt file is another than the one that scored its column: a second file declaring
+        the same ``name:`` replaced the column's labels, said only as rows "stored under other settings". An edit of
+        the same file re-scores as ever."""
+        from curate.errors import python_and_cli
+
+        stored = provenance.get("prompt_path") or ""
+        if provenance.get("kind") != "judge" or not stored or self.prompt.path is None or \
+                _same_prompt_file(stored, self.prompt.path):
+            return
+        raise OptionError(f"{ws.path}: column {self.column!r} was scored by the prompt file {stored}; "
+                          f"{self.prompt.path} declares the same name: {self.prompt.name}, and would replace its "
+                          f"labels: pass {python_and_cli('column=NEW', '--column NEW')} to keep both, or remove or "
+                          f"rename the column first (or give this prompt another name:)")
 
     def check_inputs(self, ws: Any) -> None:
         """Refuse a prompt that reads a column the workspace lacks, naming the prompt file (``ws.apply`` and a dry
@@ -156,7 +173,7 @@ class Judge:
         output_model = f"{self.output.__module__}:{self.output.__qualname__}" if self.output is not None else None
         return {"kind": "judge", "judge": self.column, "prompt": self.prompt.name,
                 "prompt_version": self.prompt.version, "prompt_fingerprint": self.prompt.fingerprint,
-                "prompt_path": str(self.prompt.path or ""), "output_kind": self.prompt.output_kind,
+                "prompt_path": str(self.prompt.path.resolve()) if self.prompt.path else "", "output_kind": self.prompt.output_kind,
                 "output_model": output_model, "scale": list(self.prompt.scale) if self.prompt.scale else None,
                 **backend.describe(), "params": self.request_params(), "min_digit_mass": self.min_digit_mass,
                 # the row texts this judge reads: what a scorer trained on its labels must read too
@@ -298,3 +315,20 @@ def __getattr__(name: str) -> Judge:
 
 
 __all__ = ["BUILTIN_JUDGES", "Judge", "ROW_VARIABLES", "total_cost"]
+
+
+def _same_prompt_file(stored: str, path: os.PathLike) -> bool:
+    """Whether a column's stored ``prompt_path`` names the file ``path``: the same file resolved, or the same built-in
+    prompt (curate's own ``prompts/`` folder, wherever this install keeps it)."""
+    from pathlib import Path
+
+    from curate.llm.prompts import builtin_prompt_dir
+
+    here, there = Path(path).resolve(), Path(stored).resolve()
+    if here == there:
+        return True
+    builtins = builtin_prompt_dir().resolve()
+    if not here.is_relative_to(builtins):
+        return False
+    own = here.relative_to(builtins).parts
+    return there.parts[-len(own) - 1:] == ("prompts", *own)  # the built-in of another install (a wheel, a clone)
