@@ -30,7 +30,8 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
                      scorers: Sequence[str] = (), heuristics: bool = True,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
                      minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = "auto",
-                     mapping: dict[str, str] | None = None, on_error: str | None = None) -> list[Any]:
+                     mapping: dict[str, str] | None = None, on_error: str | None = None,
+                     prompt_dirs: Sequence[str] = ()) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one
     ``curate.llm.dryrun.DryRunEstimate`` per LLM step (the complexity and quality judges, the tagger).
 
@@ -38,7 +39,8 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     ``out/workspace`` is copied there first (its large files linked; without its response cache, staging and
     locks), so the steps see what the real run would (its rows, columns, failures, selections), and its response
     cache, read where it is without changing it (``curate.llm.cache.LookupOnlyCache``), answers what it can.
-    ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them). ``heuristics`` /
+    ``scorers``: the scores a trained scorer gives instead of the judge (no requests for them); ``prompt_dirs``: as in
+    ``run_pipeline``. ``heuristics`` /
     ``languages`` / ``minhash`` / ``sort_by``: as in ``run_pipeline``, the estimates leave out the rows those steps drop.
     ``decontaminate_target``: ``run_pipeline``'s ``decontaminate``; the real run decontaminates before any LLM step,
     so this embeds the pool (locally, no requests) and leaves out the rows holding evaluation text as well.
@@ -57,7 +59,8 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
                                 ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
         run = Run(source, scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
-                  minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping, on_error=on_error)
+                  minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping, on_error=on_error,
+                  prompt_dirs=tuple(str(d) for d in prompt_dirs))
         for llm in (backend, tag_backend):  # the batch backend's open submissions: read in the copy, since opening
             state = getattr(llm, "state", None)  # the real workspace tidies it (removes a killed writer's files)
             if isinstance(state, BatchState) and id(llm) not in batch_states:

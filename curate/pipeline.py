@@ -7,9 +7,8 @@ No LLM call is paid for a row a filter step drops (with LLM judges, embed and de
 
 Every step is resumable and idempotent: scores go through ``ws.apply`` (a row already computed under the same
 judge/scorer fingerprint is skipped; LLM calls also go through the response cache), embeddings through the embedding
-cache, and selections are deterministic. Re-running with the same arguments costs nothing and gives the same set.
-Steps return data; the command line (``curate/cli/run.py``) prints it.
-"""
+cache, and selections are deterministic. Re-running costs nothing and gives the same set. Steps return data; the
+command line (``curate/cli/run.py``) prints it."""
 
 from __future__ import annotations
 
@@ -72,6 +71,7 @@ class Run:
     made: tuple[Path, ...] = ()  # the folders this run made (out, its workspace): removed again if its load fails
     outputs: dict[str, Path] = field(default_factory=dict)
     judge_columns: dict[str, str] = field(default_factory=dict)  # a judge's column where a pool field has its name
+    prompt_dirs: tuple[str, ...] = ()  # folders of prompt files overriding the judges' built-ins ($CURATE_PROMPTS too)
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
         self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
@@ -150,7 +150,7 @@ class Run:
         """The LLM judge of score ``name``, writing its column (``<name>_judge`` where the pool has a field ``name``)."""
         from curate.llm.judges import Judge
 
-        return Judge(name, self.backend, column=self.judge_columns.get(name))
+        return Judge(name, self.backend, column=self.judge_columns.get(name), prompt_dirs=list(self.prompt_dirs))
 
     def scored_ids(self) -> list[str]:
         """The rows the score step (and the signals) store values for, in pool order: those every filter step before
@@ -347,20 +347,20 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
                  signal_model: str | None = None, embed_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str | None = None, progress: bool = True, decontaminate: str | os.PathLike | None = None,
                  heuristics: bool = True, languages: Sequence[str] | None = None, minhash: bool = False,
-                 sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None) -> RunResult:
+                 sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None,
+                 prompt_dirs: Sequence[str | os.PathLike] = ()) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
     dicts) into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``, ``out/report.html``.
 
-    ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped
-    default scorers (offline). ``tag_backend``: an LLM backend for InsTag tags (skipped when None).
-    ``on_start(name)`` and ``on_done(name, result, seconds)`` are called around each step.
-    ``engine``: ``single`` (this process) or ``ray`` (load, dedup, score and embed on Ray Data, see
-    :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine).
-    ``signals``: token-level model signals to add (``ifd``, ``perplexity``; on the Ray actors with ``ray``),
-    from ``signal_model`` (a causal LM folder; None: the packaged SmolLM2).
-    ``scorers``: a trained scorer (a ``Scorer``, or a folder or shipped name for ``Scorer.load``) per DEITA score,
-    e.g. ``{"quality": "my-distilled-scorer"}``, used instead of the default scorer or the judge; it writes its own
-    column, and admission sorts by the product of the columns the run wrote.
+    ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped default scorers
+    (offline); ``prompt_dirs``: folders of prompt files (``quality.md``) overriding the judges' built-ins by name.
+    ``tag_backend``: one for InsTag tags (none: no tags). ``on_start(name)`` and ``on_done(name, result, seconds)`` are
+    called around each step. ``engine``: ``single`` (this process) or ``ray`` (load, dedup, score and embed on Ray Data,
+    see :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine). ``signals``: token-level
+    model signals (``ifd``, ``perplexity``; on the Ray actors with ``ray``) from ``signal_model`` (a causal LM folder;
+    None: the packaged SmolLM2). ``scorers``: a trained scorer (a ``Scorer``, or a folder or shipped name for
+    ``Scorer.load``) per DEITA score, e.g. ``{"quality": "my-distilled-scorer"}``, used instead of the default scorer or
+    the judge; it writes its own column; admission sorts by the product of the run's columns.
     ``on_error``: ``skip`` leaves a malformed record of the source out (in ``rejects.jsonl``, counted in the load
     summary); ``raise`` stops at the first, naming its file and line; None: :func:`curate.pools.run_on_error`.
     ``format``, ``mapping``: the record shape and field names, as ``curate.pools.read`` takes them. ``progress``: bars.
@@ -392,7 +392,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores,  # a bad language: named here
-              embed_model=embed_model)
+              embed_model=embed_model, prompt_dirs=tuple(str(d) for d in prompt_dirs))
     plan = engine_steps(run, engine, address)
     with run_lock(run.out) as made:  # a second run on this folder waits for the whole of this one (select, export ...)
         run.made = made  # out and its workspace, made by this run (the lock's folder): a failed load removes them

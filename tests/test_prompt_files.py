@@ -165,3 +165,34 @@ def test_a_second_prompt_file_of_the_same_name_cannot_replace_a_judges_column(tm
     edited = score(first)
     assert edited.returncode == 0
     assert f"prompt fingerprint {was} -> {load_prompt(first).fingerprint}" in edited.stdout.splitlines()[0]
+
+
+def test_curate_run_reads_the_judges_prompts_from_prompt_dir(tmp_path, fault_server):
+    """curate run had no --prompt-dir (curate score and evol do): its judges read only $CURATE_PROMPTS and the built-ins."""
+    from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
+    from tests.conftest import write_jsonl
+
+    pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Name a {w}.", "output": f"A {w}."}
+                                              for w in ("fruit", "tool", "bird", "river")])
+    (tmp_path / "mine").mkdir()
+    mine = _copy(tmp_path / "mine", lambda t: t.replace("You grade", "Marker7Q: you grade"), name="quality.md")
+    run = ["run", pool, "--budget", "2", "--no-report", "--base-url", fault_server.base_url, "--model", "fault",
+           "--api-key-env", "FAULT_KEY"]
+    env = {**__import__("os").environ, "FAULT_KEY": "k"}
+    missing = curate_in_process(*run, "--out", tmp_path / "none", "--prompt-dir", tmp_path / "nowhere", env=env)
+    assert missing.returncode == 78 and "prompt folder of prompt_dirs= (CLI: --prompt-dir) not found" in missing.stderr
+    assert not (tmp_path / "none").exists() and fault_server.total == 0  # refused before the load
+    def quality_tokens(*extra) -> str:  # the dry run's prompt tokens of the quality judge
+        said = curate_in_process(*run, "--out", tmp_path / "dry", "--dry-run", *extra, env=env).stdout.splitlines()
+        block = said[next(k for k, line in enumerate(said) if line.startswith("dry run quality")):]
+        return next(line for line in block if "prompt tokens" in line)
+
+    assert quality_tokens("--prompt-dir", tmp_path / "mine") != quality_tokens()  # the dry run reads the override too
+    done = curate_in_process(*run, "--out", tmp_path / "out", "--prompt-dir", tmp_path / "mine", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    systems = [m[0]["content"] for m in fault_server.messages if m[0]["role"] == "system"]
+    assert sum("Marker7Q" in s for s in systems) == 4  # the quality judge's four rows; complexity is the built-in
+    ws = Workspace(tmp_path / "out" / "workspace")
+    assert ws.column_provenance("quality")["prompt_path"] == str(mine.resolve())
+    assert ws.column_provenance("complexity")["prompt_path"] == str(load_prompt("complexity").path.resolve())

@@ -51,6 +51,8 @@ def run(
     model: str | None = typer.Option(None, "--model", "-m", help="Judge model name (openai) or folder (vllm)."),
     tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend)."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
+    prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override the judges' "
+                                          "built-ins by name (quality.md, complexity.md)."),
     concurrency: int | None = _concurrency_opt(),
     rps: float | None = _rps_opt(),
     rpm: int | None = _rpm_opt(),
@@ -134,11 +136,17 @@ def run(
     judge_only = [flag for flag, value in (
         ("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm), ("--tpm", tpm),
         ("--concurrency", concurrency), ("--timeout", timeout), ("--max-retries", max_retries),
-        ("--poll-interval", poll_interval), ("--api-key-env", api_key_env)) if value is not None]
+        ("--poll-interval", poll_interval), ("--api-key-env", api_key_env), ("--prompt-dir", prompt_dir or None))
+        if value is not None]
     if judge_only and not use_llm:  # else the shipped scorers run and the judge the user named is never asked
         raise typer.BadParameter(f"{' and '.join(judge_only)}: options of the LLM judge; give --base-url URL or "
                                  "--backend vllm|openai|openai-batch (without them curate run scores with the shipped "
                                  "scorers)")
+
+    if prompt_dir:  # a missing prompt folder: named (78) before the load, not when the score step builds its judges
+        from curate.llm.prompts import search_dirs
+
+        search_dirs(prompt_dir)
 
     def llm_backend():
         return _judge_backend(backend, base_url, model, max_cost=max_cost, workspace=out / "workspace",
@@ -160,7 +168,7 @@ def run(
                                              scorers=tuple(scorers), heuristics=heuristics,
                                              languages=language or None, minhash=minhash, sort_by=sort_by,
                                              decontaminate_target=str(decontaminate) if decontaminate else None,
-                                             on_error=on_error, **read_as))
+                                             on_error=on_error, prompt_dirs=[str(d) for d in prompt_dir], **read_as))
         return
     with (_prose_on_stderr() if json_out else contextlib.nullcontext()), _record_printed(json_out, out, budget), \
             (llm_backend() if use_llm else contextlib.nullcontext()) as llm:
@@ -169,7 +177,8 @@ def run(
                               signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                               scorers=scorers, on_error=on_error, decontaminate=decontaminate, **read_as,
                               heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,
-                              embed_model=str(embed_model) if embed_model else None, on_start=lambda name: _start_step(name),
+                              embed_model=str(embed_model) if embed_model else None, prompt_dirs=prompt_dir,
+                              on_start=lambda name: _start_step(name),
                               on_done=lambda name, res, _s: _print_step(name, res, budget, max_cosine_similarity))
         for kind, path in result.outputs.items():
             console.print(f"  {kind}: {path}")
