@@ -40,6 +40,16 @@ def test_a_digit_judge_refuses_a_max_tokens_it_would_drop(tmp_path):
     assert str(err.value).startswith(f"{path}: ")
 
 
+def test_a_digit_judge_refuses_a_max_tokens_given_in_python(tmp_path):
+    """Judge("quality", params={"max_tokens": 5}) was sent max_tokens 1 in silence, as the prompt file's was."""
+    from curate.llm.judges import Judge
+    from tests.conftest import ScriptedBackend
+
+    with pytest.raises(PromptError, match=r"\(the params given with it\): params.max_tokens: 5 cannot apply"):
+        Judge("quality", ScriptedBackend(lambda request: "3"), params={"max_tokens": 5}).request_params()
+    assert Judge("quality", ScriptedBackend(lambda request: "3"), params={"max_tokens": 1}).request_params()["max_tokens"] == 1
+
+
 def test_include_import_and_extends_are_refused_naming_the_line(tmp_path):
     """{% include '/etc/passwd' %} failed with 'TypeError: no loader for this environment specified'."""
     for tag in ("{% include '/etc/passwd' %}", "{% import 'x.j2' as x %}", "{% extends 'base.md' %}"):

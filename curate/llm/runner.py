@@ -38,6 +38,7 @@ from curate.llm.calls import CallResult, add_attempt, declined_failure, transpor
 from curate.llm.digits import DIGIT_RULE as DIGIT_RULE  # re-exported: judge fingerprints name it
 from curate.llm.digits import _token_digit as _token_digit  # re-exported: tests read it here
 from curate.llm.digits import digit_score
+from curate.llm.prompt_layout import check_digit_params
 from curate.llm.prompts import FORBIDDEN_PARAMS, Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.sending import execute
 
@@ -113,6 +114,7 @@ def request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | No
                           f"(the backend sets the model and the prompt the messages)")
     merged = {**prompt.params, **(params or {})}
     if prompt.output_kind == "digit_score":
+        check_digit_params(params or {}, f"{prompt.where} (the params given with it)")  # else sent as 1 in silence
         merged["max_tokens"] = 1
         if backend.supports_logprobs:
             merged["logprobs"] = True
