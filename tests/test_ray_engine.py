@@ -210,16 +210,17 @@ def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(
 
 
 def _score_on_ray(source, out, batch_size: int) -> tuple:
-    """The Ray engine's load, dedup and score steps (the shipped quality scorer) on ``source``, written to ``out``:
-    (the engine, the score step's results)."""
-    from curate.pipeline import Run
+    """The Ray engine's load and score steps (the shipped quality scorer) on ``source``, written to ``out``: (the
+    engine, the score step's results). The exact dedup the score step needs (it scores the rows dedup kept) is the
+    single-process selector's: Ray's groupby (its own test: the cluster tests) cost a Ray Data job per pass here."""
+    from curate.pipeline import Run, dedup
     from curate.scale import RayEngine
 
     engine = RayEngine(batch_size=batch_size)
     run = Run(str(source), out, budget=0, report=False, scores=("quality",), heuristics=False)
     try:
         engine.load(run)
-        engine.dedup(run, fallback=None)
+        dedup(run)
         return engine, engine.score(run, fallback=None)
     finally:
         engine.close()
