@@ -1,6 +1,7 @@
 """The Ray Data engine (curate/scale) on one in-process Ray on this machine: its passes, checks, errors and
 interrupted passes against what one process does. On a two-node cluster: tests/test_ray_cluster.py."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -114,6 +115,25 @@ def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(local
     with pytest.raises(CurateError, match="every row is an instruction without a response"):
         run_pipeline(bare, out=tmp_path / "bare", budget=3, report=False, engine="ray", progress=False)
     assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored
+
+
+def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors(local_ray, tmp_path):
+    """The Ray engine encodes the vectors in the score step's pass and stores them in the embed step, which said
+    "6 rows, 6 newly encoded" as if it had encoded them itself. (`curate run` through the CLI's main() here, on the
+    module's Ray: a process of its own started and stopped a Ray of its own, 26 s of the test's 27 on two busy cores.)"""
+    from tests.cli_in_process import curate_in_process
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}: explain step {i} of the {w} plan.",
+                                                  "output": f"Step {i} of the {w} plan is done like this."}
+                                                 for i, w in enumerate("alpha beta gamma delta omega sigma".split())])
+    proc = curate_in_process("run", pool.name, "--budget", "2", "--out", "out", "--engine", "ray", "--no-report",
+                             cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert local_ray.is_initialized()  # the run used the module's Ray, and left it running
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert lines[lines.index("embed") + 1] == "  6 rows, 6 newly encoded by the score step's pass"
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["steps"]["embed"]["encoded"] == 6
 
 
 def _embed_on_ray(source, out, batch_size: int = 512) -> dict:

@@ -107,20 +107,3 @@ def test_a_cluster_address_where_something_else_listens_fails_after_the_deadline
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: no Ray cluster answered at {address} within 3 s: something listens there, but not a "
                       "Ray cluster's GCS (the head's `ray start --head --port`, 6379 by default)"]
-
-
-@pytest.mark.xdist_group("ray")
-def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors(tmp_path):
-    """The Ray engine encodes the vectors in the score step's pass and stores them in the embed step, which said
-    "6 rows, 6 newly encoded" as if it had encoded them itself."""
-    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}: explain step {i} of the {w} plan.",
-                                                  "output": f"Step {i} of the {w} plan is done like this."}
-                                                 for i, w in enumerate("alpha beta gamma delta omega sigma".split())])
-    proc = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(pool), "--budget", "2", "--out", "out",
-                           "--engine", "ray", "--no-report"], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=HANG_GUARD_S)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = (proc.stdout + proc.stderr).splitlines()
-    assert lines[lines.index("embed") + 1] == "  6 rows, 6 newly encoded by the score step's pass"
-    record = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert record["steps"]["embed"]["encoded"] == 6
