@@ -22,6 +22,26 @@ def _shards(folder, rows: int, shards: int):
     return folder
 
 
+def _left_running(pids, names: tuple[str, ...] = ("raylet", "gcs_server"), seconds: float = 2.0) -> list[int]:
+    """Of ``pids`` (Ray's raylet and GCS a child started), those still running as one of ``names`` (not a zombie)
+    after ``seconds``; returns as soon as none is (no fixed wait when all have ended)."""
+    import psutil
+
+    def running(pid: int) -> bool:
+        try:
+            proc = psutil.Process(pid)
+            return proc.name() in names and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + seconds
+    while True:
+        left = [pid for pid in pids if running(pid)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
 @pytest.fixture(autouse=True)
 def no_ray_running():
     """Each test starts from a process with no Ray initialised (one an earlier test of the worker left is stopped)."""
@@ -204,9 +224,7 @@ def test_a_ctrl_c_while_an_engine_starts_ray_leaves_no_ray_running_and_the_next_
     states = json.loads(said.strip().splitlines()[-1])
     first = {"initialized": False, "ray": []} if next_engine == "later" else {"init still under way": True}
     assert states == {"after_ctrl_c": first, "after_the_next_engine": {"initialized": False, "ray": []}}, errors[-3000:]
-    time.sleep(2)
-    left = [name for pid, name in seen.items() if psutil.pid_exists(pid)
-            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    left = [seen[pid] for pid in _left_running(seen)]  # given 2 s to end
     assert not left, f"Ray processes of the child left running after it ended: {left}"
 
 
@@ -292,10 +310,7 @@ def test_after_a_ctrl_c_while_an_engine_starts_ray_an_engine_stops_only_a_ray_an
                           timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = done.stdout.strip().splitlines()
     got = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    time.sleep(2)
-    left = [pid for pid in got.get("pids", []) if psutil.pid_exists(pid)
-            and psutil.Process(pid).name() in ("raylet", "gcs_server")
-            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    left = _left_running(got.get("pids", []))  # given 2 s to end
     for pid in left:  # this test's own leftovers, not to outlive it
         psutil.Process(pid).kill()
     assert done.returncode == 0, done.stderr[-3000:]
