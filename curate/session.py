@@ -14,8 +14,8 @@ from curate.defaults import EMBED, REPORT, SELECT
 from curate.errors import CurateError, OptionError
 from curate.storage.apply_result import ApplyResult
 from curate.storage.files import operation
-from curate.storage.pool import out_of_date
 from curate.storage.selection import Selection
+from curate.storage.selection_inputs import stale_note
 from curate.storage.workspace import Workspace as StorageWorkspace
 
 if TYPE_CHECKING:
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 
 class ViewedSelection(Selection):
-    """A selection as the notebook shows it: counts by decision, reason groups, its first rows and why; and,
-    when a refresh removed some of its kept rows from its workspace's pool, that it is out of date."""
+    """A selection as the notebook shows it: counts by decision, reason groups, its first rows and why; and that it
+    is out of date when a refresh removed some of its kept rows from its workspace's pool, or a column or embedding
+    set it read was rewritten since."""
 
     workspace: StorageWorkspace | None = None
 
@@ -41,11 +42,11 @@ class ViewedSelection(Selection):
         return viewed
 
     def out_of_date(self) -> str:
-        """What the views say when kept rows have left the pool since the selection was made ('' when none)."""
+        """What the views say when kept rows have left the pool, or inputs it read were rewritten, since the selection
+        was made ('' when neither)."""
         if self.workspace is None:
             return ""
-        index = self.workspace.index
-        return out_of_date(sum(1 for rid in self.ids if rid not in index))
+        return stale_note(self.workspace, self)
 
     def _repr_html_(self) -> str:
         from curate.report.views import selection_html

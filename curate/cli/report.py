@@ -32,7 +32,6 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     label sets, the damaged files with their fix."""
     from curate.report.tables import visible_controls
     from curate.report.views import label_set_text
-    from curate.storage.pool import out_of_date
 
     def say(line: str, **kwargs: Any) -> None:  # a row's ESC, BEL or U+202E shown as an escape, not obeyed
         console.print(visible_controls(line), soft_wrap=True, **{"markup": False, **kwargs})  # a "[red]" in a name is text
@@ -55,7 +54,7 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     for e in info["embeddings"]:
         say(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})")
     for s in info["selections"]:
-        stale = f"; {out_of_date(s['gone'])}" if s["gone"] else ""
+        stale = f"; {s['stale']}" if s.get("stale") else ""
         say(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}")
     for lab in info["label_sets"]:
         say(f"  {label_set_text(lab)}")

@@ -23,7 +23,7 @@ from curate.report.tables import clip, esc, money, pairs_html, shorten, table
 from curate.scorers.metrics import figure_with_reason
 from curate.select.heuristics import end_marker_note
 from curate.storage.damage import DamagedFileError
-from curate.storage.pool import kept_rows_gone, out_of_date
+from curate.storage.selection_inputs import stale_note
 
 if TYPE_CHECKING:
     from curate.storage.workspace import Workspace
@@ -207,13 +207,14 @@ def selections_section(ws: Workspace) -> str:
     out = []
     for name in in_creation_order(selections):
         try:
-            s = selection_summary(ws.selection(name))
+            sel = ws.selection(name)
+            s = selection_summary(sel)
         except DamagedFileError as exc:  # its rows are not what its metadata records: shown, the others go on
             out.append(f"<h3>{esc(name)}: damaged</h3><p class='curate-warn'>{esc(exc.damage)}</p>")
             continue
         prov = s["provenance"]
         params = selection_parameters(prov)
-        gone = out_of_date(len(kept_rows_gone(ws, name)))
+        gone = stale_note(ws, sel)
         out.append(f"<h3>{esc(name)}: {s['kept']:,} kept of {s['considered']:,} considered{_not_kept(s['outcomes'])}</h3>"
                    + (f"<p class='curate-warn'>{esc(gone)}</p>" if gone else "")
                    + (f"<p class='curate-warn'>{esc(end_marker_note(prov['rows_kept_with_end_marker']))}</p>"

@@ -43,6 +43,7 @@ from curate.storage.damage import DamagedFileError
 from curate.storage.files import is_name
 from curate.storage.label_sets import label_rows
 from curate.storage.pool import kept_rows_gone, out_of_date
+from curate.storage.selection_inputs import stale_note
 
 if TYPE_CHECKING:
     from curate.storage.selection import Selection
@@ -224,7 +225,7 @@ def _workspace_html(ws: Workspace) -> str:
                    f"({esc(provenance_line(m))})</li>" for n, m in info["embeddings"].items())
     found = {d["path"]: d for d in info["damaged"]}
     sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(sel))} "
-                   f"({esc(provenance_line(p))}){_stale_html(ws, n)}</li>" for n, p in info["selections"].items()
+                   f"({esc(provenance_line(p))}){_stale_html(ws, sel)}</li>" for n, p in info["selections"].items()
                    if (sel := _unless_damaged(lambda n=n: ws.selection(n), found)) is not None)
     labs = "".join(f"<li>{esc(label_set_text(entry))}</li>" for entry in label_set_entries(ws, info, found))
     srcs = "".join(f"<li>{esc(s['source'])}: {s['rows_added_all']:,} added"
@@ -246,14 +247,14 @@ def _unless_damaged(read: Callable[[], Any], damaged: dict[str, dict[str, Any]])
         return None
 
 
-def _stale_html(ws: Workspace, name: str) -> str:
-    gone = out_of_date(len(kept_rows_gone(ws, name)))
+def _stale_html(ws: Workspace, sel: Selection) -> str:
+    gone = stale_note(ws, sel)
     return f" <span class='curate-warn'>{esc(gone)}</span>" if gone else ""
 
 
 def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
     """The notebook view of a selection: counts by decision, reason groups, and its first rows (ranks from 1);
-    ``stale``: what :func:`~curate.storage.pool.out_of_date` says of it, shown under its title."""
+    ``stale``: what :func:`~curate.storage.selection_inputs.stale_note` says of it, shown under its title."""
     summary = selection_summary(sel)
     method = sel.provenance.get("method", "?")
     first = sel.rows(limit=head)  # ranks from 1, as sel.rows() gives them
@@ -301,7 +302,8 @@ def info_data(ws: Workspace) -> dict[str, Any]:
         if name in usage and (missing := tolerant(lambda name=name: _missing_rows(ws, name))) is not None:
             entry.update(zip(("missing", "never_computed", "unexplained"), missing, strict=True), usage=usage[name])
         columns.append(entry)
-    selections = [{"name": n, "kept": len(sel), "gone": len(kept_rows_gone(ws, n)), "provenance": provenance_line(p)}
+    selections = [{"name": n, "kept": len(sel), "gone": len(kept_rows_gone(ws, n)), "stale": stale_note(ws, sel),
+                   "provenance": provenance_line(p)}
                   for n, p in info["selections"].items() if (sel := tolerant(lambda n=n: ws.selection(n))) is not None]
     label_sets = label_set_entries(ws, info, damaged, usage)  # before damaged is listed: it may add to it
     return {

@@ -43,6 +43,8 @@ from curate.select.registry import SELECTORS, SelectorResult, budget_use, check_
 from curate.select.sort_key import row_scores, score_rows
 from curate.storage.files import check_new_name
 from curate.storage.pool import selection_positions
+from curate.storage.read_log import KINDS, recording_reads
+from curate.storage.selection_inputs import input_versions
 
 __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register", "row_scores", "score_rows",
            "select"]
@@ -89,17 +91,23 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
     kept = None if source is None else selection_positions(ws, source)[0]
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
     stored: list[tuple[str, SelectorResult, dict[str, Any]]] = []  # written once every step has run
+    read: dict[str, set[str]] = {kind: set() for kind in KINDS}
     for i, step in enumerate(steps):
         step = dict(step)
         meth = step.pop("method")
         rows = (np.arange(len(ids)) if kept is None
                 else np.sort(np.array([index[r] for r in kept], dtype=np.int64)))
         # no candidates (an earlier step kept nothing): nothing to decide, whatever the selector
-        result = check_result(meth, SELECTORS[meth](ws, rows, **step) if len(rows) else SelectorResult(), len(rows))
+        with recording_reads(ws) as noted:  # the columns and embeddings it reads: a rewrite since makes it stale
+            result = check_result(meth, SELECTORS[meth](ws, rows, **step) if len(rows) else SelectorResult(),
+                                  len(rows))
+        read = {kind: read[kind] | noted[kind] for kind in read}  # a chain's last step rests on every step's reads
         last = i == len(steps) - 1
         step_name = name if last else f"{name}.{i + 1}-{meth}"
         provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
                       "counts": dict(Counter(d.value for d in result.decisions)), **result.info}
+        if versions := input_versions(ws, read):
+            provenance["read"] = versions
         if step.get("budget") is not None:  # filled or not, and why, as data (the CLI says so when it is not)
             provenance["budget_use"] = budget_use(step["budget"], result, len(rows))
         if last and dropped.rows:

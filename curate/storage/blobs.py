@@ -32,6 +32,7 @@ from curate.storage.files import (
     writing,
 )
 from curate.storage.label_sets import data_files, label_set_listing, label_set_meta
+from curate.storage.read_log import note_read
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -212,6 +213,7 @@ def embeddings(ws: Workspace, name: str = "default", ids: list[str] | None = Non
     meta_path = ws.path / "embeddings" / f"{name}.json"
     if not meta_path.exists():
         raise NotInWorkspaceError(missing_embeddings(ws, name))
+    note_read(ws, "embeddings", name)
     try:
         array, stored_ids, npy = _read_embeddings(ws, name, meta_path)
     except FileNotFoundError:  # replaced by a writer between reading the metadata and the file: read under its lock

@@ -21,6 +21,7 @@ from curate.defaults import WORKSPACE
 from curate.errors import WorkspaceError
 from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, read_arrow
 from curate.storage.lock_holders import describe_holder
+from curate.storage.read_log import note_read
 from curate.storage.step import reduce_turns
 
 log = logging.getLogger("curate")
@@ -104,6 +105,7 @@ def column(ws: Workspace, name: str, ids: list[str] | None = None) -> list[Any]:
     path = ws._column_path(name)
     if not path.exists():
         return _pool_field(ws, name, ids)
+    note_read(ws, "columns", name)
     if _memo(ws) is None:
         return _aligned(ws, path, ws.ids if ids is None else ids)
     values = _remembered(ws, ("column", name), path, lambda: _aligned(ws, path, ws.ids))

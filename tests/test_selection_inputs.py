@@ -1,0 +1,65 @@
+"""A selection records the version of every column and embedding set it read, and its views say which was
+rewritten since (the audit: rescoring ``quality`` after ``ws.select(method="deita", ...)`` left ``ws.selection``,
+the report and ``curate info`` silent)."""
+
+import numpy as np
+
+import curate
+from curate.report.views import info_data
+from tests.conftest import write_jsonl
+
+
+def _workspace(tmp_path):
+    records = [{"instruction": f"Explain topic number {i} in detail.", "input": "", "output": f"Topic {i} is {i}."}
+               for i in range(8)]
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "all.jsonl", records))
+    ws.add_column("quality", [float(i) for i in range(8)], {"kind": "test"})
+    ws.add_column("length", [float(-i) for i in range(8)], {"kind": "test"})
+    vectors = np.eye(8, dtype=np.float32) + 0.01
+    ws.add_embeddings("default", vectors, {"model": "test", "text": "instruction"})
+    return ws
+
+
+def test_a_selection_says_which_input_was_rewritten_since_it_was_made(tmp_path):
+    ws = _workspace(tmp_path)
+    sel = ws.select(method="deita", name="d3", budget=3, sort_by="quality")
+    assert set(sel.provenance["read"]) == {"columns", "embeddings"}
+    assert list(sel.provenance["read"]["columns"]) == ["quality"]  # the column it did not read is not recorded
+    assert list(sel.provenance["read"]["embeddings"]) == ["default"]
+    assert sel.out_of_date() == ""
+    ws.add_column("length", [1.0] * 8, {"kind": "test"})  # not read by d3: no alarm
+    assert ws.selection("d3").out_of_date() == ""
+    ws.add_column("quality", [float(8 - i) for i in range(8)], {"kind": "test"})  # rescored
+    said = "out of date: quality rewritten since this selection was made; make the selection again"
+    for view in (sel, ws.selection("d3")):
+        assert view.out_of_date() == said
+        assert said in repr(view) and said in view._repr_html_()
+    assert said in ws._repr_html_()
+    assert [s["stale"] for s in info_data(ws)["selections"]] == [said]  # what `curate info` prints
+    report = ws.report(tmp_path / "report.html", selection="d3").read_text()
+    assert f"<p class='curate-warn'>{said}</p>" in report
+    ws.add_embeddings("default", np.eye(8, dtype=np.float32) + 0.02, {"model": "test", "text": "instruction"})
+    assert ws.selection("d3").out_of_date() == ("out of date: quality rewritten, embeddings default rewritten since "
+                                                "this selection was made; make the selection again")
+    again = ws.select(method="deita", name="d3", budget=3, sort_by="quality")  # made again: up to date
+    assert again.out_of_date() == "" and ws.selection("d3").out_of_date() == ""
+
+
+def test_a_selection_made_before_inputs_were_recorded_is_not_called_out_of_date(tmp_path):
+    ws = _workspace(tmp_path)
+    ids = ws.ids
+    ws.add_selection("old", ids[:3], ["kept"] * 3, ["selected"] * 3, [None] * 3,
+                     {"method": "top_k", "params": {"budget": 3, "sort_by": "quality"}})  # no "read": an older curate's
+    ws.add_column("quality", [0.0] * 8, {"kind": "test"})
+    assert ws.selection("old").out_of_date() == ""
+    assert [s["stale"] for s in info_data(ws)["selections"]] == [""]
+
+
+def test_a_chain_records_what_every_step_read(tmp_path):
+    ws = _workspace(tmp_path)
+    ws.select(name="two", steps=[{"method": "top_k", "budget": 6, "sort_by": "length"},
+                                 {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    assert sorted(ws.selection("two").provenance["read"]["columns"]) == ["length", "quality"]
+    ws.add_column("length", [0.0] * 8, {"kind": "test"})
+    assert "length rewritten since" in ws.selection("two").out_of_date()
