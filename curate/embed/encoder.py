@@ -56,8 +56,10 @@ def model_id(model: str | None) -> str:
 
 
 def load_model(name: str | None = None, device: str | None = None):
-    """A SentenceTransformer: the packaged default, a local folder, or a Hub name (downloaded when online); one per
-    process, and another once a folder's files change (weights saved again into it)."""
+    """A SentenceTransformer: the packaged default, a local folder, or a Hub name (from the Hugging Face cache, else
+    downloaded when online); one per process, and another once a folder's files change (weights saved again into
+    it). A Hub name is looked up in the cache first, then asked of the Hub once (:func:`_check_on_hub`): a name it
+    lacks, or no network, is an error at once, not huggingface_hub's five retries (70 s) inside the load."""
     name = model_id(name)
     check_model_location(name, "embedding model")
     path = str(default_model_path()) if name == EMBED.model else name
@@ -65,7 +67,11 @@ def load_model(name: str | None = None, device: str | None = None):
     if os.path.isdir(path):
         return _load_model(path, device, contents)
     try:
-        return _load_model(path, device, contents)
+        return _load_model(path, device, contents, local_files_only=True)  # the Hugging Face cache: no request
+    except (OSError, ValueError):
+        _check_on_hub(name)
+    try:
+        return _load_model(path, device, contents, local_files_only=False)
     except (OSError, ValueError) as exc:  # transformers' own words name neither the model nor curate (a name the
         # Hub refuses is huggingface_hub's HFValidationError, a ValueError)
         cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
@@ -73,13 +79,28 @@ def load_model(name: str | None = None, device: str | None = None):
                           f"{cause}") from exc
 
 
+def _check_on_hub(name: str) -> None:
+    """A CurateError, at once, when the Hub cannot give model ``name`` (not in the cache): offline
+    (``HF_HUB_OFFLINE``), no such model, or no answer. One request, no retries (``HfApi.model_info``)."""
+    where = f"embedding model {name}: not a local folder, and not in the Hugging Face cache"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise CurateError(f"{where} (HF_HUB_OFFLINE is set); give a model folder, or download it first")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(name, timeout=10)
+    except Exception as exc:  # noqa: BLE001  (no such repo, a bad id, no network: each the same refusal, its words kept)
+        cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CurateError(f"{where}, and the Hugging Face Hub cannot give it: {cause}") from exc
+
+
 @lru_cache(maxsize=4)
-def _load_model(path: str, device: str | None, contents: str | None):
+def _load_model(path: str, device: str | None, contents: str | None, local_files_only: bool = True):
     import_torch()  # first: a Ctrl-C in its first import breaks torch for the process
     from sentence_transformers import SentenceTransformer
 
     with quiet_transformers():
-        return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
+        return SentenceTransformer(path, device=device, local_files_only=local_files_only)
 
 
 def resolve_backend(backend: str | None, device: str | None = None, env: bool = True) -> str:

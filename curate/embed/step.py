@@ -8,7 +8,7 @@ from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
 from curate.embed.encoder import model_id, resolve_backend
 from curate.embed.vocabulary import unknown_token_share
-from curate.errors import OptionError
+from curate.errors import KEPT_ON_INTERRUPT, OptionError
 from curate.hardware import resolve_device
 from curate.rows import row_text
 from curate.storage.files import check_new_name, read_json
@@ -45,8 +45,13 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     texts = [row_text(c, text) for c in table.column("conversation").to_pylist()]
     if not texts:
         raise ValueError("the workspace has no rows to embed")
-    matrix, encoded, cache = encode_cached(texts, ws.cache_dir, model=mid, batch_size=batch_size,
-                                           progress=progress, device=device, backend=backend)
+    try:
+        matrix, encoded, cache = encode_cached(texts, ws.cache_dir, model=mid, batch_size=batch_size,
+                                               progress=progress, device=device, backend=backend)
+    except KeyboardInterrupt as interrupt:  # in a notebook: 43 frames of torch, saying nothing of what was kept
+        interrupt.add_note(f"curate: ws.embed of {name!r} stopped before storing the set (it is as it was); "
+                           f"{KEPT_ON_INTERRUPT}: run the same call again to encode only the rest")
+        raise
     if device is None:  # the device the encoder chose; nothing encoded: the one the set's vectors were encoded on
         device = resolve_device(None) if encoded else _cached_device(ws, name, mid, backend, text)
     unknown = unknown_token_share(texts, mid)
