@@ -63,3 +63,14 @@ def test_a_chain_records_what_every_step_read(tmp_path):
     assert sorted(ws.selection("two").provenance["read"]["columns"]) == ["length", "quality"]
     ws.add_column("length", [0.0] * 8, {"kind": "test"})
     assert "length rewritten since" in ws.selection("two").out_of_date()
+
+
+def test_rows_gone_and_an_input_rewritten_are_said_in_one_line(tmp_path):
+    ws = _workspace(tmp_path)
+    ws.select(method="top_k", name="top", budget=3, sort_by="quality")
+    records = [{"instruction": f"Explain topic number {i} in detail.", "input": "", "output": f"Topic {i} is {i}."}
+               for i in range(7)]
+    ws.load(write_jsonl(tmp_path / "edited.jsonl", records), keep_only_source=True)  # the best row (7) is gone
+    ws.add_column("quality", [0.0] * 7, {"kind": "test"})
+    assert ws.selection("top").out_of_date() == ("out of date: 1 of its kept rows are no longer in the pool; quality "
+                                                 "rewritten since this selection was made; make the selection again")

@@ -53,18 +53,15 @@ def inputs_rewritten(ws: Workspace, provenance: dict[str, Any]) -> list[str]:
     return changed
 
 
-def rewritten_note(changed: list[str]) -> str:
-    """What the views say of a selection whose inputs ``changed`` ('' when none)."""
-    if not changed:
-        return ""
-    return f"out of date: {', '.join(changed)} since this selection was made; make the selection again"
-
-
 def stale_note(ws: Workspace, sel: Any) -> str:
     """What ``info``, the report and the notebook say of selection ``sel`` (a
-    :class:`~curate.storage.selection.Selection`) when it is out of date: kept rows gone from the pool, inputs
-    rewritten since ('' when neither)."""
+    :class:`~curate.storage.selection.Selection`) when it is out of date: kept rows gone from the pool
+    (:func:`~curate.storage.pool.out_of_date`'s words), inputs rewritten since, or both ('' when neither)."""
     index = ws.index
     gone = out_of_date(sum(1 for rid in sel.ids if rid not in index))
-    rewritten = rewritten_note(inputs_rewritten(ws, sel.provenance))
-    return "; ".join(n for n in (gone, rewritten.removeprefix("out of date: ") if gone else rewritten) if n)
+    changed = inputs_rewritten(ws, sel.provenance)
+    if not changed:
+        return gone
+    again = "; make the selection again"
+    return (gone.removesuffix(again) + "; " if gone else "out of date: ") + \
+        f"{', '.join(changed)} since this selection was made{again}"
