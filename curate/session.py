@@ -107,6 +107,12 @@ class Workspace(StorageWorkspace):
         return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
                                          steps=steps, **params), self)
 
+    def info(self) -> dict[str, Any]:
+        """:meth:`curate.storage.workspace.Workspace.info`, shown in a notebook as the workspace view."""
+        from curate.report.views import WorkspaceInfo
+
+        return WorkspaceInfo(super().info(), self)
+
     def selection(self, name: str) -> Selection:
         """A stored selection (shown in a notebook with its reason groups and first rows)."""
         return ViewedSelection.of(super().selection(name), self)

@@ -52,7 +52,8 @@ def print_info(info: dict[str, Any], console: Console) -> None:
     if info["columns"]:
         console.print(table)
     for e in info["embeddings"]:
-        say(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']} ({e['provenance']})")
+        of = f" of {e['text']}" if e.get("text") else ""
+        say(f"  embeddings {e['name']}: {e['rows']:,} x {e['dims']}{of} ({e['provenance']})")
     for s in info["selections"]:
         stale = f"; {s['stale']}" if s.get("stale") else ""
         say(f"  selection {s['name']}: {s['kept']:,} kept ({s['provenance']}){stale}")

@@ -12,6 +12,7 @@ from curate.errors import KEPT_ON_INTERRUPT, OptionError
 from curate.hardware import resolve_device
 from curate.rows import row_text
 from curate.storage.files import check_new_name, read_json
+from curate.storage.summary import embed_summary
 
 # ``ws`` is a curate.storage.workspace.Workspace: only its public methods are used.
 Workspace = Any
@@ -59,9 +60,10 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
                   "normalized": True, "device": device, "encoded": encoded, "cache": str(cache),
                   "unknown_token_share": None if unknown is None else round(unknown, 4)}
     written = ws.add_embeddings(name, matrix, provenance, ids=ids)  # False: the same set is stored already
-    return {"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
-            "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written,
-            "unknown_token_share": provenance["unknown_token_share"], "warning": vocabulary_warning(unknown, mid)}
+    return embed_summary({"name": name, "rows": len(texts), "encoded": encoded, "reused": len(texts) - encoded,
+                          "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written,
+                          "unknown_token_share": provenance["unknown_token_share"],
+                          "warning": vocabulary_warning(unknown, mid)})
 
 
 def vocabulary_warning(unknown: float | None, model: str) -> str | None:

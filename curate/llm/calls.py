@@ -44,6 +44,20 @@ class CallResult:
         price = self.raw.get("cost_usd", 0.0)
         self.billed_usd = None if self.billed_usd is None or price is None else self.billed_usd + float(price)
 
+    def __repr__(self) -> str:
+        """Short (a notebook prints lists of them): the parsed value or the failure's code, the text shortened, the
+        digit mass, whether cached; the raw response's top logprobs counted, not shown (``.raw`` has them whole)."""
+        parts = [f"failure={self.failure.code.value!r}" if self.failure else f"parsed={_short(self.parsed)}"]
+        if self.text is not None and self.text != self.parsed:
+            parts.append(f"text={_short(self.text)}")
+        if self.digit_mass is not None:
+            parts.append(f"digit_mass={self.digit_mass:.3g}")
+        if top := self.raw.get("top_logprobs"):
+            parts.append(f"top_logprobs=<{len(top)}>")
+        if self.cached:
+            parts.append("cached=True")
+        return f"CallResult({', '.join(parts)})"
+
     @property
     def ok(self) -> bool:
         return self.failure is None
@@ -55,6 +69,12 @@ class CallResult:
     @property
     def score_method(self) -> str | None:
         return self.raw.get("score_method")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters with an ellipsis."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def total_cost(results: list[CallResult]) -> float | None:

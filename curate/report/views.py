@@ -211,6 +211,25 @@ def run_result_text(workspace: Any, selection: str, selected: int, outputs: dict
             f"outputs: {files or 'none'}; steps: {steps})")
 
 
+class WorkspaceInfo(dict):
+    """``ws.info()``: a dict, every key as before (``curate info --json`` prints it), shown as one line and, in a
+    notebook, as the workspace view (its repr was 13,458 characters for a small workspace)."""
+
+    workspace: Workspace = None
+
+    def __init__(self, info: dict[str, Any], ws: Workspace):
+        super().__init__(info)
+        self.workspace = ws
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{len(self.get(k) or ()):,} {k.replace('_', ' ')}"
+                           for k in ("columns", "embeddings", "selections", "label_sets", "damaged"))
+        return f"WorkspaceInfo({self['path']!r}: {self['rows']:,} rows; {counts})"
+
+    def _repr_html_(self) -> str:
+        return workspace_html(self.workspace)
+
+
 def workspace_html(ws: Workspace) -> str:
     """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections, label sets."""
     with ws.reading():  # a column's stats read it more than once
@@ -221,7 +240,7 @@ def _workspace_html(ws: Workspace) -> str:
     info = ws.info()
     fmts = ", ".join(f"{k}: {v:,}" for k, v in info["formats"].items())
     cols = column_stats_table(ws, info["columns"]) if info["columns"] else "<p>no derived columns yet</p>"
-    embs = "".join(f"<li>embeddings <b>{esc(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]} "
+    embs = "".join(f"<li>embeddings <b>{esc(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]}{esc(_of_text(m))} "
                    f"({esc(provenance_line(m))})</li>" for n, m in info["embeddings"].items())
     found = {d["path"]: d for d in info["damaged"]}
     sels = "".join(f"<li>selection <b>{esc(n)}</b>: {esc(_decision_line(sel))} "
@@ -235,6 +254,11 @@ def _workspace_html(ws: Workspace) -> str:
                       f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in found.values())
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
             f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}</ul>{cols}</div>")
+
+
+def _of_text(meta: dict[str, Any]) -> str:
+    """`` of instruction``: which text of each row an embedding set holds ('' when it records none)."""
+    return f" of {meta['text']}" if meta.get("text") else ""
 
 
 def _unless_damaged(read: Callable[[], Any], damaged: dict[str, dict[str, Any]]) -> Any:
@@ -309,7 +333,8 @@ def info_data(ws: Workspace) -> dict[str, Any]:
     return {
         "path": info["path"], "rows": info["rows"], "formats": info["formats"], "sources": sources(ws),
         "columns": columns, "pool_columns": info["pool_columns"],
-        "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "provenance": provenance_line(m)}
+        "embeddings": [{"name": n, "rows": m["shape"][0], "dims": m["shape"][1], "text": m.get("text"),
+                        "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
         "selections": selections, "label_sets": label_sets, "damaged": list(damaged.values()),
     }

@@ -7,6 +7,7 @@ of known (harder, easier) pairs. :mod:`~curate.scorers.evaluation` runs the spli
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -223,3 +224,12 @@ def within_group_pairs(held: dict[str, dict[str, Any]], y: np.ndarray, preds: di
     for who, p in preds.items():
         if who in held:
             held[who].update(pairwise_within_group=pairwise_accuracy(y, p, groups), pairs_within_group=n)
+
+
+def imitates_text(imitates: dict[str, Any]) -> str:
+    """What a scorer imitates in words, ``judge complexity (model gpt-4, label_set FLASK ...)``: the notebook view
+    printed its dict as JSON."""
+    rest = ", ".join(f"{k} {v if isinstance(v, str | int | float) else json.dumps(v, default=str)}"
+                     for k, v in imitates.items() if k != "judge" and v not in (None, "", [], {}))
+    judge = f"judge {imitates['judge']}" if imitates.get("judge") else "no judge recorded"
+    return judge + (f" ({rest})" if rest else "")

@@ -45,7 +45,7 @@ from curate.scorers.features import (
     with_columns,
 )
 from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
-from curate.scorers.metrics import figures_text
+from curate.scorers.metrics import figures_text, imitates_text
 from curate.scorers.overrides import OlderSignatures
 from curate.storage.columns import column_names
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput, add_counts, turns_replied_by
@@ -395,5 +395,5 @@ class Scorer(OlderSignatures):
     def _repr_html_(self) -> str:
         figs = figures_text(self.metrics.get("holdout", {}).get("scorer", {}))  # NaN as "-" with its reason
         return (f"<div><b>Scorer {html.escape(self.column)}</b> ({html.escape(self.head)} head, "
-                f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(json.dumps(self.imitates))})"
+                f"reads {html.escape(', '.join(self.reads + self.columns))}; imitates {html.escape(imitates_text(self.imitates))})"
                 f"<br>held-out: {html.escape(figs or 'not evaluated')}</div>")

@@ -33,6 +33,7 @@ from curate.storage.files import (
 )
 from curate.storage.lock_holders import holder_path
 from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool, repeats_a_load  # noqa: F401  (Workspace.open calls pool.check_manifest)
+from curate.storage.summary import load_summary
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -207,7 +208,8 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
         warn(f"{staged.source}: {staged.rejects:,} record(s) left out (on_error='skip'); each with its line and reason "
              f"in {rejects_file}")
     done = {**summary, "unchanged": unchanged}
-    return {**done, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed} if keep_only_source else done
+    return load_summary({**done, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed}
+                        if keep_only_source else done)
 
 
 def json_text_columns(ws: Workspace) -> set[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import TAG
+from curate.storage.summary import coverage_summary
 
 TagLists = Sequence[Sequence[str] | None]
 NAME_TAGS = "tags_column=NAME in Python, --param tags_column=NAME with curate select, --column NAME with curate tags"
@@ -74,6 +75,6 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
     rows = ws.column(tags_column)
     chosen = [rows[p] for p in positions]
     mean, std = random_coverage(rows, len(ids), seeds)
-    return {"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
-            "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),
-            "pool_tags_per_query": tags_per_query(rows), "pool_tags": len(all_tags(rows))}
+    return coverage_summary({"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
+                             "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),
+                             "pool_tags_per_query": tags_per_query(rows), "pool_tags": len(all_tags(rows))})

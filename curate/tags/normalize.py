@@ -304,11 +304,12 @@ class Normalizer:
         return cls.from_dict(data, embed, f"{ws.path} artifact {name!r}")
 
     def _repr_html_(self) -> str:
+        from curate.report.tables import style  # the notebook views' stylesheet (class curate)
         rows = "".join(f"<tr><td>{html.escape(s.step)}</td><td>{s.tags_in:,}</td><td>{s.tags_out:,}</td>"
                        f"<td>{html.escape(json.dumps(s.params))}</td><td>{html.escape(s.note)}</td></tr>"
                        for s in self.report)
-        return (f"<div><b>InsTag Normalizer</b> ({self.fitted_rows:,} rows, {len(self.vocabulary):,} canonical tags)"
-                f"<table><tr><th>step</th><th>tags in</th><th>tags out</th><th>params</th><th>note</th></tr>"
+        return (f"{style()}<div><b>InsTag Normalizer</b> ({self.fitted_rows:,} rows, {len(self.vocabulary):,} "
+                f"canonical tags)<table class='curate'><tr><th>step</th><th>tags in</th><th>tags out</th><th>params</th><th>note</th></tr>"
                 f"{rows}</table></div>")
 
     def __repr__(self) -> str:
