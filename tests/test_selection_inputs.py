@@ -74,3 +74,15 @@ def test_rows_gone_and_an_input_rewritten_are_said_in_one_line(tmp_path):
     ws.add_column("quality", [0.0] * 7, {"kind": "test"})
     assert ws.selection("top").out_of_date() == ("out of date: 1 of its kept rows are no longer in the pool; quality "
                                                  "rewritten since this selection was made; make the selection again")
+
+
+def test_a_column_read_from_the_reading_memo_is_recorded_too(tmp_path):
+    """Inside ``ws.reading()`` a second ``row_values`` comes from the memo (mining's selector reads so)."""
+    from curate.storage.read_log import recording_reads
+
+    ws = _workspace(tmp_path)
+    with ws.reading():
+        ws.row_values("quality")
+        with recording_reads(ws) as noted:
+            ws.row_values("quality")
+    assert noted["columns"] == {"quality"}

@@ -120,6 +120,8 @@ def row_values(ws: Workspace, name: str, ids: list[str] | None = None) -> list[A
     row granularity (``tags``: a list of tags per row) as it is."""
     path = ws._column_path(name)
     provenance = ws.column_provenance(name) if path.exists() else {}
+    if provenance:  # read from a memo below, the column is read all the same
+        note_read(ws, "columns", name)
     if provenance.get("granularity") == "row":
         return column(ws, name, ids)
     reducer = provenance.get("reducer")
