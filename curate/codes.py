@@ -84,6 +84,7 @@ class DamageCode(StrEnum):
     MISSING_FILES = "missing_files"        # a label set's data files are gone; detail: those missing
     NOT_A_SELECTION = "not_a_selection"    # in selections/ without a selection's columns; detail: those missing
     WRONG_ROWS = "wrong_rows"              # a selection holding other rows than its metadata records; detail: counts
+    NOT_WRITTEN = "not_written"            # its bytes differ from those written (overwritten in place); detail: checksums
 
 
 def settled(decision: Decision | str, reason: Reason | str) -> tuple[Decision, Reason]:

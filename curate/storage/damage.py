@@ -44,7 +44,9 @@ class DamagedFile:
                 DamageCode.BAD_METADATA: f"damaged: its {self.detail or 'curate metadata'} is not JSON",
                 DamageCode.MISSING_FILES: f"damaged: its data file(s) {self.detail} are gone",
                 DamageCode.NOT_A_SELECTION: f"not a selection's file (no {self.detail} column)",
-                DamageCode.WRONG_ROWS: f"damaged: holds {self.detail}"}[self.code]
+                DamageCode.WRONG_ROWS: f"damaged: holds {self.detail}",
+                DamageCode.NOT_WRITTEN: f"damaged: its rows are not the bytes curate wrote ({self.detail}; "
+                                        "overwritten on disk?)"}[self.code]
 
     @property
     def fix(self) -> str:

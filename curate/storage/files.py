@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 
 from curate.codes import DamageCode
 from curate.errors import OptionError, WorkspaceError
+from curate.storage.checksums import check_written, with_checksum
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
 from curate.storage.lock_holders import forget_holder, record_holder
 from curate.storage.write_errors import check_parent_folders, remove, writing
@@ -148,8 +149,11 @@ def torch_save(obj: Any, path: Path) -> None:
 
 
 def write_arrow(path: Path, table) -> None:
+    """``table`` as an Arrow IPC file at ``path``, atomically, its record batches' checksum in its schema metadata
+    (:mod:`curate.storage.checksums`): a file overwritten in place later is found damaged when read."""
     import pyarrow as pa
 
+    table = with_checksum(table)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with writing(path, tmp):
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -162,7 +166,9 @@ def read_arrow(path: Path):
     import pyarrow as pa
 
     with named_damage(path), pa.memory_map(str(path), "r") as source:
-        return pa.ipc.open_file(source).read_all()
+        reader = pa.ipc.open_file(source)
+        check_written(path, reader.schema)  # before its rows: zeroed offsets in them crashed pyarrow (SIGSEGV)
+        return reader.read_all()
 
 
 def arrow_schema(path: Path):

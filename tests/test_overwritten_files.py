@@ -1,0 +1,74 @@
+"""Workspace files damaged in place (bytes overwritten, the size kept) and runs cut off (kill -9, the workspace
+removed underneath): each is found and named, never read as data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from curate.session import Workspace
+from curate.storage.damage import DamagedFileError
+
+
+def _pool(path: Path, n: int) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"r{i}", "messages": [{"role": "user", "content": f"q{i}"},
+                                                                   {"role": "assistant", "content": f"a{i}"}]}) + "\n")
+    return path
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path / "ws")
+    ws.load(_pool(tmp_path / "pool.jsonl", 2000))
+    return ws
+
+
+def _zero_middle(path: Path) -> None:
+    """4 KB of zeros in the middle of the file, its size kept (what the robustness audit did to quality.arrow)."""
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(b"\0" * 4096)
+    assert path.stat().st_size == size
+
+
+def test_a_score_column_overwritten_in_place_is_named_damaged_not_read_as_zeros(ws):
+    """4 KB of zeros in the middle of columns/quality.arrow read as rows of quality 0.0 (outside the judge's scale)
+    and `curate run` changed its selection, exit 0, no warning; now reading it names the file and the fix."""
+    ws.add_column("quality", [float(1 + i % 5) for i in range(len(ws.ids))], {"kind": "test"})
+    path = ws.path / "columns" / "quality.arrow"
+    assert ws.column("quality")[:3] == [1.0, 2.0, 3.0]  # read once whole: the verdict is kept by size and mtime
+    _zero_middle(path)
+    with pytest.raises(DamagedFileError) as err:
+        Workspace(ws.path).column("quality")
+    assert str(err.value).startswith(f"{path}: damaged: its rows are not the bytes curate wrote (checksum ")
+    assert f"`rm {path}`" in str(err.value) and "compute the column again" in str(err.value)
+
+
+def test_a_selection_overwritten_in_place_is_named_damaged(ws):
+    ids = ws.ids
+    ws.add_selection("s", ids, ["kept"] * len(ids), ["selected"] * len(ids), [None] * len(ids), {"method": "t"})
+    path = ws.path / "selections" / "s.arrow"
+    _zero_middle(path)
+    with pytest.raises(DamagedFileError, match=r"damaged: its rows are not the bytes curate wrote"):
+        Workspace(ws.path).selection("s")
+
+
+def test_a_column_written_without_a_checksum_is_read_as_before(ws):
+    """Files an older curate wrote carry no checksum: read as they were."""
+    from curate.storage.checksums import CHECKSUM_KEY
+
+    ws.add_column("quality", [2.0] * len(ws.ids), {"kind": "test"})
+    path = ws.path / "columns" / "quality.arrow"
+    table = pa.ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()
+    meta = {k: v for k, v in table.schema.metadata.items() if k != CHECKSUM_KEY}
+    table = table.replace_schema_metadata(meta)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert Workspace(ws.path).column("quality") == [2.0] * len(ws.ids)
+    assert Workspace(ws.path).column_provenance("quality")["kind"] == "test"
