@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +91,7 @@ def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: 
             "exit_code": None if running else 0 if error is None else exit_code(error),
             "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
             "started_at": _iso(started), "finished_at": None if running else now(),
+            "pid": os.getpid(), "hostname": socket.gethostname(),  # a running record left by kill -9: whose
             "out": str(out), "budget": budget, "seconds": round(time.time() - started, 3),
             "steps_finished": list(results),
             "steps": {name: {"seconds": round(timings[name], 3), **step_counts(name, result, budget)}
@@ -101,6 +104,32 @@ def _iso(seconds: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="microseconds")
+
+
+def killed_run(record: dict[str, Any]) -> str | None:
+    """``killed (its process N is gone)`` for a ``running`` record whose process, on this host, is gone (killed -9,
+    the machine restarted): the record says running forever; None for any other record."""
+    pid = record.get("pid")
+    if record.get("status") != "running" or not isinstance(pid, int) or record.get("hostname") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"killed (its process {pid} is gone)"
+    except OSError:  # another user's process: alive
+        pass
+    return None
+
+
+def _earlier_run(out: Path) -> None:
+    """Warn when ``OUT/run.json`` is a run that was killed: this run takes its folder over."""
+    try:
+        record = json.loads((Path(out) / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and (said := killed_run(record)):
+        log.warning("%s: the run before this one was %s; this run goes on from what its workspace kept",
+                    Path(out) / RUN_RECORD, said)
 
 
 def failed_run_record(out: Path, budget: int | None, error: BaseException) -> dict[str, Any]:
@@ -161,6 +190,7 @@ def run_steps(run: Any, plan: list[Step], on_start: Callable[[str], None] | None
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     began = time.time()
+    _earlier_run(run.out)
     # as the run takes the folder, a new one's too (a scheduler reads running; a run killed -9 leaves this record);
     # a folder without a workspace holds no run.json to write over (curate.storage.export.check_run_folder)
     write_run_record(run.out, run_record(run.out, run.budget, results, timings, run.outputs, began, running=True))

@@ -72,3 +72,33 @@ def test_a_column_written_without_a_checksum_is_read_as_before(ws):
         writer.write_table(table)
     assert Workspace(ws.path).column("quality") == [2.0] * len(ws.ids)
     assert Workspace(ws.path).column_provenance("quality")["kind"] == "test"
+
+
+def test_a_run_killed_9_is_told_apart_from_one_running_by_its_pid(tmp_path, caplog):
+    """After kill -9, OUT/run.json said "running" forever, with no pid or host to tell; the record holds both now,
+    and the next run in that folder says the earlier one was killed."""
+    import socket
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from curate.run_record import RUN_RECORD, killed_run, run_steps
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    left = {"status": "running", "pid": gone.pid, "hostname": socket.gethostname(), "started_at": "2026-12-07"}
+    (out / RUN_RECORD).write_text(json.dumps(left))
+    assert killed_run(left) == f"killed (its process {gone.pid} is gone)"
+    run = SimpleNamespace(out=out, budget=None, outputs={})
+    seen = []
+    with caplog.at_level("WARNING", logger="curate"):
+        run_steps(run, [("embed", lambda r: {"rows": 0, "encoded": 0})],
+                  lambda name: seen.append(json.loads((out / RUN_RECORD).read_text())), None)
+    assert f"the run before this one was killed (its process {gone.pid} is gone)" in caplog.text
+    running = seen[0]
+    assert running["status"] == "running" and running["started_at"]
+    assert (running["pid"], running["hostname"]) == (__import__("os").getpid(), socket.gethostname())
+    assert killed_run(running) is None  # this process is alive
+    assert killed_run({**left, "hostname": "another-host"}) is None  # another host's pid cannot be looked at
