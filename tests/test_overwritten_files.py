@@ -102,3 +102,31 @@ def test_a_run_killed_9_is_told_apart_from_one_running_by_its_pid(tmp_path, capl
     assert (running["pid"], running["hostname"]) == (__import__("os").getpid(), socket.gethostname())
     assert killed_run(running) is None  # this process is alive
     assert killed_run({**left, "hostname": "another-host"}) is None  # another host's pid cannot be looked at
+
+
+def test_a_workspace_removed_during_score_is_said_so_and_not_made_anew(tmp_path):
+    """rm -rf WS while `curate score` ran gave `WS: no pool yet; run curate load ...` (exit 78, a setting to fix) and
+    the process made WS/ anew holding an empty .lock (filelock creates the lock's folders)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from tests.fault_server import FaultServer
+
+    ws_path = tmp_path / "ws"
+    Workspace(ws_path).load(_pool(tmp_path / "pool.jsonl", 30))
+    with FaultServer(latency=0.2) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "score", str(ws_path), "--judge", "quality",
+                                 "--base-url", srv.base_url, "--model", "fault", "--concurrency", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**__import__("os").environ, "OPENAI_API_KEY": "k"})
+        while srv.total < 2 and proc.poll() is None:  # waits for the run to be sending (no time asserted)
+            time.sleep(0.05)
+        shutil.rmtree(ws_path)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    assert f"{ws_path}: the workspace disappeared during this run" in err, err[-2000:]
+    assert "no pool" not in err
+    assert not ws_path.exists()
+

@@ -21,6 +21,7 @@ from curate.defaults import WORKSPACE
 from curate.errors import WorkspaceError
 from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, read_arrow
 from curate.storage.lock_holders import describe_holder
+from curate.storage.manifest import workspace_gone
 from curate.storage.read_log import note_read
 from curate.storage.step import reduce_turns
 
@@ -63,6 +64,8 @@ def fingerprints(table: Any) -> dict[str, str | None]:
 def column_lock(ws: Workspace, column: str, on_wait: Callable[[], None] | None) -> Any:
     """``Workspace.column_lock``'s body: ``WS/locks/column-<column>.lock``, a warning when it waits by default."""
     check_name(column)
+    if not ws.path.is_dir():
+        raise workspace_gone(ws.path)
     folder = ws.path / LOCKS_DIR
     folder.mkdir(exist_ok=True)
     path = folder / f"column-{column}.lock"
@@ -78,6 +81,8 @@ def workspace_lock(ws: Workspace, on_wait: Callable[[], None] | None) -> Any:
     ``curate``) naming the holder once the wait passes ``WORKSPACE.lock_notice_s``, the turn-taking of writes
     staying quiet."""
     path = ws.path / LOCK_FILE
+    if not ws.path.is_dir():  # removed under a running command: filelock would make the folder and .lock anew
+        raise workspace_gone(ws.path)
     if on_wait is not None:
         return held(path, on_wait)
 

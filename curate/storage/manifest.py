@@ -89,6 +89,13 @@ def not_a_workspace(path: Path) -> NotInWorkspaceError:
                                f"--workspace {path}")
 
 
+def workspace_gone(path: Path) -> WorkspaceError:
+    """The error for a workspace removed (or moved) while this process used it: its lock is not taken, which
+    made the folder anew (filelock creates the lock file's folders), and nothing more is written there."""
+    return WorkspaceError(f"{path}: the workspace disappeared during this run (removed or moved while curate used "
+                          "it); nothing more was written there: restore it, or run the command again to start anew")
+
+
 def no_selection(path: Path, name: str, have: Any) -> NotInWorkspaceError:
     """The error for a selection the workspace at ``path`` lacks, naming those it has (``have``)."""
     return NotInWorkspaceError(f"{path}: no selection {name!r} in this workspace; selections here: "
