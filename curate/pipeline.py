@@ -22,7 +22,7 @@ from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, REPORT
 from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
-from curate.run_record import RUN_RECORD, Step, applied, check_answered, run_steps
+from curate.run_record import RUN_RECORD, Step, applied, apply_in_turn, check_answered, run_steps
 from curate.run_result import RunResult
 from curate.select.heuristics import refuse_an_emptied_pool
 from curate.select.progress import showing_progress
@@ -235,8 +235,8 @@ def score(run: Run) -> dict[str, Any]:
     # retry_failed: a re-run sends again what max_cost left unsent or the judge never answered (as the errors
     # below promise); rows scored or failed for a permanent reason stay as they are
     ids = run.scored_ids()
-    results = {s.column: applied(run.backend, lambda s=s: apply_to_rows(run.ws, s, ids, run.progress)) for s in producers}
-    per_step = [run.ws.failures(step.column) for step in producers]
+    results = apply_in_turn(run.backend, producers, lambda s: apply_to_rows(run.ws, s, ids, run.progress))
+    per_step = [run.ws.failures(step.column) for step in producers if step.column in results]  # a dead server: 1
     failures = [[f for fails in row for f in fails] for row in zip(*per_step, strict=True)]  # per row, every column
     unsent = sum(any(f.code == FailureCode.BUDGET for f in fails) for fails in failures)
     if unsent:

@@ -130,3 +130,47 @@ def test_a_workspace_removed_during_score_is_said_so_and_not_made_anew(tmp_path)
     assert "no pool" not in err
     assert not ws_path.exists()
 
+
+def test_a_judge_server_that_dies_mid_run_stops_the_run_before_the_next_judge(tmp_path):
+    """The judge server died while complexity was scored: its rows failed transient, then quality sent all of its
+    rows to the dead endpoint (500 rows, ~24 s of retries) before the run stopped. Now the run ends after
+    complexity, exit 75 (RetryLaterError), run.json failed, and the re-run sends what is missing."""
+    import threading
+    import time
+
+    from curate.errors import RetryLaterError
+    from curate.exit_codes import exit_code
+    from curate.llm.backends import OpenAIBackend
+    from curate.pipeline import run_pipeline
+    from tests.conftest import write_jsonl
+    from tests.fault_server import FaultServer
+
+    pool = write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Task {i}: explain topic {i}.", "output": "ok"}
+                                              for i in range(30)])
+    srv = FaultServer(latency=0.05).start()
+    port = srv.port
+
+    def stop_after_some() -> None:
+        while srv.total < 5:  # waits (no time asserted): the server answers a few rows, then dies
+            time.sleep(0.01)
+        srv.stop()
+
+    watcher = threading.Thread(target=stop_after_some)
+    watcher.start()
+    backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0, concurrency=1)
+    with pytest.raises(RetryLaterError, match=r"rows not scored: the judge did not answer \(the server at .* "
+                                              r"stopped answering: connection error") as stopped:
+        run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False, progress=False)
+    watcher.join()
+    assert exit_code(stopped.value) == 75
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["status"], record["exit_code"]) == ("failed", 75)
+    ws = Workspace.open(tmp_path / "run" / "workspace")
+    answered = sum(v is not None for v in ws.row_values("complexity"))
+    assert 0 < answered < 30 and sum(bool(f) for f in ws.failures("complexity")) == 30 - answered
+    assert not ws.has_column("quality")  # never sent to the dead endpoint
+    again = FaultServer()
+    again.port = port  # the server is back where it was
+    with again:
+        run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False, progress=False)
+        assert again.total == (30 - answered) + 30  # complexity's unanswered rows, then every quality row

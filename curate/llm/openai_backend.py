@@ -115,6 +115,10 @@ class OpenAIBackend(Backend):
         self.answered = False  # the server answered a request once (any HTTP status): it is there, so retry it
         self.unreachable: str | None = None  # a run's connections failed before any answer: the rest is not sent
         self._connection_errors = 0
+        # a server that answered and then went away: the run's last attempts all failed to connect (a pipeline
+        # starts no further judge against it); the connection errors since the last answer, and the last one
+        self.stopped_answering: str | None = None
+        self._lost: tuple[int, str] = (0, "")
 
     def describe(self) -> dict[str, Any]:
         """Its settings as provenance records them: model, base URL without credentials, rate limits, retries,
@@ -195,6 +199,7 @@ class OpenAIBackend(Backend):
 
         # each run tries the server again (it may have been started since): a judge sends a large pool in parts
         self.unreachable, self._connection_errors = None, 0
+        self.stopped_answering, self._lost = None, (0, "")
         try:
             if self.refused is not None and queue:
                 # each run asks again, with one request, not a full round: the key may have been fixed since (it
@@ -203,6 +208,9 @@ class OpenAIBackend(Backend):
                 probe = queue.popleft()
                 on_done(probe, await self._one(client, probe))
             await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(queue)))))
+            if self.answered and self._lost[0] >= BACKEND.unreachable_after and self.unreachable is None:
+                self.stopped_answering = (f"the server at {without_credentials(self.base_url)} stopped answering: "
+                                          f"{self._lost[1]}, {self._lost[0]} times since its last answer")
         finally:
             await client.close()
 
@@ -233,7 +241,7 @@ class OpenAIBackend(Backend):
                 # (cast_to=str: the body text, in openai 1.x and 3.x alike; no httpx import of our own).
                 body = await client.post("/chat/completions", cast_to=str,
                                          body={**req.params, "model": self.model, "messages": req.messages})
-                self.answered = True
+                self.answered, self._lost = True, (0, "")
                 try:
                     result: dict[str, Any] | None = parse_chat_completion(json.loads(body))
                 except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -251,7 +259,7 @@ class OpenAIBackend(Backend):
                     self.completion_tokens += usage["completion_tokens"]
                     return result
             except openai.APIStatusError as exc:
-                self.answered = True
+                self.answered, self._lost = True, (0, "")
                 status = exc.status_code
                 last = f"HTTP {status}: {_status_text(exc)}"
                 if status in REFUSED_SETTINGS:  # the key, the account or the model, not this row: not a row failure,
@@ -268,6 +276,7 @@ class OpenAIBackend(Backend):
                 last = f"timeout after {self.timeout:g}s"
             except openai.APIConnectionError as exc:
                 last = f"connection error: {_short(exc.__cause__ or exc)}"  # the cause says more than 'Connection error.'
+                self._lost = (self._lost[0] + 1, last)
                 if _cannot_connect(exc) and self._no_server(last):
                     return failure_result(self.unreachable, FailureCode.TRANSIENT)
             finally:
