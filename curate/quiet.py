@@ -9,6 +9,7 @@ one in found, so the user's own bars come back afterwards, as they were.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -59,3 +60,17 @@ quiet_datasets = QuietScope(_datasets_switch)
 
 quiet_transformers = QuietScope(_transformers_switch)
 """Hide transformers' "Loading weights" bar while a model loads; the caller's setting comes back."""
+
+
+@contextlib.contextmanager
+def silenced(logger: str) -> Iterator[None]:
+    """Drop logger ``logger``'s records meanwhile: a library's log line that says the error curate raises as its own
+    one line (datasets' ``Failed to read schema from ...`` before curate's error about a damaged Parquet file)."""
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logging.getLogger(logger).addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(drop)

@@ -266,9 +266,12 @@ def test_a_csv_error_names_the_line_a_text_editor_shows(tmp_path):
     path.write_text('instruction,output\nq1,a1\n   \nq2,a2,extra\nq3,a3\n')  # a line of spaces, skipped by pandas
     read = pools.read(path, on_error="skip")
     assert [r.location for r in read.rejects] == ["line 4"] and [row["instruction"] for row in read.rows] == ["q1", "q3"]
-    # a field the csv module stops at (pandas reads it) before the long record: the file's error, no row dropped unnamed
+    # a field the csv module stops at (pandas reads it) before the long record: the file's error, no row dropped
+    # unnamed; pandas' "Expected 2 fields in line 3" counts records, not lines: said as a record (the audit's CSV
+    # read "line 47: ... in line 29", two numbers for one place)
     path.write_text('instruction,output\n"q1"x,a1\nq2,a2,extra\nq3,a3\n')
-    with pytest.raises(InputError, match=r"p\.csv: file: cannot read csv: .*Expected 2 fields in line 3"):
+    with pytest.raises(InputError, match=r"p\.csv: file: cannot read csv: record 3 \(the header is record 1\): "
+                                         r"expected 2 fields, saw 3$"):
         pools.read(path, on_error="skip")
     path.write_bytes(b"instruction,output\nq1,a1\ncaf\xe9,a2\n")
     with pytest.raises(InputError, match=r"p\.csv: line 3: cannot read csv: invalid UTF-8 at byte 28"):
@@ -799,3 +802,19 @@ def test_turn_keys_of_a_chat_field_named_as_curates_own_are_counted_where_the_fi
     again = Workspace(tmp_path / "again", create=True)  # read first, loaded after: the same count
     assert again.load(pools.read(records, format="messages", mapping={"messages": "conversation"})
                       )["turn_keys_not_kept"] == {"name": 1}
+
+
+def test_reading_a_parquet_file_prints_no_library_bar_or_log_line(tmp_path, capfd):
+    """A valid Parquet file showed datasets' "Generating train split" bar (its other bars are hidden), and a truncated
+    one printed datasets' log line "Failed to read schema from ..." before curate's one-line error."""
+    import pandas as pd
+
+    path = tmp_path / "p.parquet"
+    pd.DataFrame({"instruction": [f"q{i}" for i in range(5)], "output": ["a"] * 5}).to_parquet(path)
+    assert len(pools.read(path).rows) == 5
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"cut\.parquet: file: cannot read parquet: Parquet magic bytes not found"):
+        pools.read(cut)
+    said = capfd.readouterr()
+    assert "Generating train split" not in said.err and "Failed to read schema" not in said.err + said.out

@@ -11,6 +11,7 @@ from curate.errors import InputError
 
 _PANDAS_ROW = re.compile(r"starting at row (\d+)")
 _PANDAS_FIELDS = re.compile(r"fields in line (\d+)")
+_PANDAS_FIELDS_SAW = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 NEWLINE = b"\n"
 
 
@@ -89,6 +90,9 @@ def _raise_csv_error(source: str, path: Path, suffix: str, sep: str, exc: Except
         starts = _csv_record_lines(path, sep)
         record = int(fields.group(1)) - 1
         location = f"line {starts[record][0]}" if record < len(starts) else "file"
+        if saw := _PANDAS_FIELDS_SAW.search(message):  # pandas' "line 29" is its record count, not a line: said so
+            want, at, got = saw.groups()
+            message = f"record {at} (the header is record 1): expected {want} fields, saw {got}"
     elif found:
         starts = _csv_record_lines(path, sep)
         if int(found.group(1)) < len(starts):

@@ -25,6 +25,7 @@ from typing import Any
 from curate.errors import InputError
 from curate.pools.csv_reader import read_csv
 from curate.pools.formats import _RowError, detect_format, exported_format
+from curate.quiet import quiet_datasets, silenced
 
 _UTF8_BOM = codecs.BOM_UTF8
 # A lone surrogate can only come from a JSON escape (raw UTF-8 cannot encode one); lines without one skip the check.
@@ -313,8 +314,9 @@ def records(source: str) -> Iterator[_Item]:
                 return
             import datasets
 
-            try:
-                ds = datasets.Dataset.from_parquet(str(path))
+            try:  # without datasets' "Generating train split" bar and its log line repeating the error below
+                with quiet_datasets(), silenced("datasets.packaged_modules.parquet.parquet"):
+                    ds = datasets.Dataset.from_parquet(str(path))
             except Exception as exc:
                 raise InputError(source, "file", f"cannot read {suffix[1:]}: {exc}") from None
             yield from _iter_dataset(ds)
