@@ -70,7 +70,7 @@ class FailureCode(StrEnum):
     NO_INPUT_VALUE = "no_input_value"      # a column the step reads has no number for this turn
     TRUNCATED = "truncated"                # an output stopped at max_tokens: cut off text or unfinished JSON (raw: it)
     REFUSED = "refused"                    # the model declined (the API's refusal) or a content filter stopped it
-    EMPTY_OUTPUT = "empty_output"          # a text prompt answered with no text
+    EMPTY_OUTPUT = "empty_output"          # a text prompt (or a digit judge: no logprobs either) answered with no text
     ECHOED_EXAMPLE = "echoed_example"      # tags equal to a few-shot example's of the prompt, for another query (raw: reply)
     NOT_FINITE = "not_finite"              # the step gave NaN or an infinity, kept as no value (raw: what it gave)
     LEGACY_FAILURE = "legacy_failure"      # recorded by a curate before reason codes (2026-11): its text, no code

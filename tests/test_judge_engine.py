@@ -792,3 +792,16 @@ def test_a_row_longer_than_the_context_fails_context_too_long_not_http_error(tmp
     assert fault_server.counts[_key_of(fault_server, "[toolong]")] == 1  # permanent: not retried
     for server in (LocalServer, VLLMBatchBackend, VLLMBackend):
         assert inspect.signature(server).parameters["max_model_len"].default == BACKEND.local_max_model_len
+
+
+def test_an_empty_reply_to_a_digit_judge_is_empty_output(tmp_path, fault_server):
+    """An empty reply (no text, no logprobs) was recorded as no_logprobs, as if a proxy had dropped the logprobs
+    of a digit it sent; it is the code the table has for it: empty_output, its raw '' kept."""
+    ws = _workspace(tmp_path, ["[empty] silent", "[nologprobs] textual"])
+    _score(ws, "complexity", _backend(fault_server))
+    by_text = {conv[0]["content"]: i for i, conv in enumerate(ws.conversations())}
+    failures = ws.failures("complexity")
+    (empty,) = failures[by_text["[empty] silent"]]
+    assert empty.code is FailureCode.EMPTY_OUTPUT and empty.raw == "" and "no text and no logprobs" in empty.message
+    (dropped,) = failures[by_text["[nologprobs] textual"]]
+    assert dropped.code is FailureCode.NO_LOGPROBS and dropped.raw == "4"
