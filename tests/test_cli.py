@@ -723,3 +723,14 @@ def test_a_local_scorers_cache_line_says_the_model_scored_the_turns():
 
     said = cache_use_text({"turns_predicted": 2512, "turns_from_prediction_cache": 480})
     assert said == "2,512 turns scored by the model, 480 from its prediction cache" and "network" not in said
+
+
+def test_info_on_a_workspace_whose_first_load_did_not_finish_says_so(tmp_path):
+    """A workspace made by a first load that was killed holds no pool: info printed `0 rows ()`."""
+    from curate.session import Workspace
+
+    Workspace(tmp_path / "ws")  # what a first `curate load` leaves when killed before its pool is written
+    said = curate_cli("info", tmp_path / "ws")
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.splitlines()[0] == (f"{tmp_path / 'ws'}: 0 rows (no pool loaded: a first load that did not "
+                                           f"finish leaves this; curate load SOURCE --workspace {tmp_path / 'ws'})")

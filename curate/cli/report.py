@@ -38,6 +38,9 @@ def print_info(info: dict[str, Any], console: Console) -> None:
 
     fmts = ", ".join(f"{k} {v:,}" for k, v in info["formats"].items())
     # soft_wrap: these lines carry paths; a console narrower than a line (a pipe: 80 columns) must not break them
+    if not fmts:  # it printed "0 rows ()" for a workspace whose first load was killed
+        fmts = (f"no pool loaded: a first load that did not finish leaves this; curate load SOURCE --workspace "
+                f"{info['path']}")
     say(f"[bold]{escape(info['path'])}[/]: {info['rows']:,} rows ({escape(fmts)})", markup=True)
     for src in info["sources"]:
         loads = f" over {src['loads']} loads (last {src.get('loaded_at')})" if src["loads"] > 1 else ""
