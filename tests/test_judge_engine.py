@@ -805,3 +805,15 @@ def test_an_empty_reply_to_a_digit_judge_is_empty_output(tmp_path, fault_server)
     assert empty.code is FailureCode.EMPTY_OUTPUT and empty.raw == "" and "no text and no logprobs" in empty.message
     (dropped,) = failures[by_text["[nologprobs] textual"]]
     assert dropped.code is FailureCode.NO_LOGPROBS and dropped.raw == "4"
+
+
+def test_a_retry_failed_run_of_a_model_without_a_price_says_its_cost_is_unknown(tmp_path, fault_server):
+    """The first run of a model without a known price said 'cost unknown'; its --retry-failed re-run, whose
+    requests all failed again, said cost $0.00 for the same model: its cost is unknown too."""
+    ws = _workspace(tmp_path, ["plain one", "[always500] broken"])
+    first = _score(ws, "complexity", _backend(fault_server, max_retries=0))
+    assert first.provenance["runs"][-1]["cost_usd"] is None
+    sent = fault_server.total
+    again = _score(ws, "complexity", _backend(fault_server, max_retries=0), retry_failed=True)
+    assert fault_server.total == sent + 1  # the failed row, sent again, failed again
+    assert again.provenance["runs"][-1]["cost_usd"] is None and again.provenance["cost_usd"] is None

@@ -84,13 +84,18 @@ def total_cost(results: list[CallResult]) -> float | None:
     return round(sum(r.cost_usd for r in results), 8)
 
 
-def call_usage(results: list[CallResult]) -> dict[str, Any]:
+def call_usage(results: list[CallResult], priced: bool = True) -> dict[str, Any]:
     """What a step's calls cost, as its run records it: requests (cached, left unsent by max_cost, paid by a run that
-    was stopped before recording them), then the tokens and USD this run counts (None when a price is unknown)."""
+    was stopped before recording them), then the tokens and USD this run counts (None when a price is unknown: an
+    answer without one, or, ``priced`` False, a model without one that was sent requests, answered or not: a
+    --retry-failed run whose requests all failed again said $0.00 where its first run said cost unknown)."""
     billed = [r for r in results if r.billed_keys]
     usd = [r.billed_usd for r in billed]
-    return {"requests": sum(r.requests for r in results), "cached_requests": sum(r.cached_requests for r in results),
-            "repeated_requests": sum(r.repeated_requests for r in results),
+    requests, cached, repeated = (sum(getattr(r, k) for r in results)
+                                  for k in ("requests", "cached_requests", "repeated_requests"))
+    if not priced and requests > cached + repeated:
+        usd.append(None)
+    return {"requests": requests, "cached_requests": cached, "repeated_requests": repeated,
             # the last request of a result (a re-ask's, perhaps); none for a row sharing another's unsent request
             "requests_not_sent_max_cost": sum(min(r.requests, 1) for r in results
                                               if r.failure is not None and r.failure.code is FailureCode.BUDGET),

@@ -277,7 +277,7 @@ class Judge:
             fails.sort(key=lambda f: f.turn or 0)
         failed_rows = sum(1 for f in failures if f)
         stats = {
-            **call_usage(results), "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
+            **call_usage(results, priced=getattr(self.backend, "price", ()) is not None), "scored_rows": len(rows) - failed_rows, "failed_rows": failed_rows,
             "rows_not_sent_max_cost": sum(any(f.code is FailureCode.BUDGET for f in fails) for fails in failures),
             "cost_usd_including_cached": total_cost(results),
         }

@@ -166,7 +166,7 @@ class Tagger:
             failures.append(fails)
         from curate.llm.calls import billed_keys, call_usage
 
-        usage = call_usage(results)
+        usage = call_usage(results, priced=getattr(self.backend, "price", ()) is not None)  # as a judge's
         counts.chunk_done(sum(1 for f in failures if f), usage)  # as stored: a reply of blank tags failed too
         return StepOutput(values, failures, stats={"turns": len(variables), **usage},
                           on_stored=[functools.partial(cache.mark_recorded, billed_keys(results))])
