@@ -216,7 +216,7 @@ def test_a_trained_scorer_replaces_a_default_and_admission_sorts_by_its_column(t
         run_pipeline(str(sample_path()), out=tmp_path / "run2", budget=10, report=False, scorers={"quality": reads_ifd})
     dashed = Scorer(reads=["instruction", "response"], name="q-1", features=["length", "stats"])
     dashed.fit(rows, [float(i % 5) for i in range(12)])
-    with pytest.raises(CurateError, match=r"letters, digits and _ \(scorer.named\('NAME'\) \(CLI: train-scorer --name\)\)"):
+    with pytest.raises(CurateError, match=r"letters, digits and _ \(scorer.named\('NAME'\) \(CLI: train-scorer --column\)\)"):
         run_pipeline(str(sample_path()), out=tmp_path / "run6", budget=10, report=False, scorers={"quality": dashed})
     imitates_quality = Scorer(reads=["instruction", "response"], name="q_judge", features=["length", "stats"],
                               imitates={"judge": "quality"})

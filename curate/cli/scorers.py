@@ -110,7 +110,8 @@ def train_scorer(
                                       "(see `curate evol`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the scorer in (scorer.json + its weights), replaced whole: a new folder, "
                                     "an empty one or an earlier scorer's."),
-    name: str | None = typer.Option(None, help="Column the scorer writes (default: the label set's name, or TARGET_scorer)."),
+    name: str | None = typer.Option(None, "--column", "--name", help="Column the scorer writes (default: the label "
+                                    "set's name, or TARGET_scorer); --name, its earlier name, still works."),
     head: str | None = typer.Option(None, help="ridge kind: ridge (regression, default) or ordinal (expected label of "
                                     "a multinomial head). small-lm: score (a linear head on the last token, default) "
                                     "or digits (DEITA's scorer: the LM answers prompts/quality_reader.md or "
@@ -179,9 +180,10 @@ def train_scorer(
 @app.command("distil")
 def distil_command(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
-    label_column: str = typer.Option(..., "--label-column", help="Existing judge column used as the labeller "
-                                     "(the loop reads only the rows it asks for, and counts them)."),
-    n: int = typer.Option(DISTIL.n, "-n", help="Random rows labelled before the first fit."),
+    label_column: str = typer.Option(..., "--target", "--label-column", help="Existing judge column used as the "
+                                     "labeller, as train-scorer's --target (the loop reads only the rows it asks for, "
+                                     "and counts them); --label-column, its earlier name, still works."),
+    n: int = typer.Option(DISTIL.n, "--initial-labels", "-n", help="Random rows labelled before the first fit."),
     rounds: int = typer.Option(DISTIL.rounds, help="Rounds of labelling the least-certain rows."),
     uncertain_k: int = typer.Option(DISTIL.uncertain_k, "--uncertain-k", help="Rows labelled per round (largest bootstrap disagreement)."),
     holdout_n: int = typer.Option(DISTIL.holdout_n, "--holdout-n", help="Random labelled rows kept out of training, for agreement."),
@@ -192,7 +194,8 @@ def distil_command(
                                         "whose rows stay together: a held-out row's group is never asked about. "
                                         "Default: the row's first instruction."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also save the distilled scorer here."),
-    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help=FEATURE_COLUMN_HELP),
+    feature_columns: list[str] | None = typer.Option(None, "--feature-column", help=FEATURE_COLUMN_HELP[0].upper()
+                                                     + FEATURE_COLUMN_HELP[1:]),
 ) -> None:
     """Distil a judge column into a small scorer; report labels spent and held-out agreement."""
     from curate.errors import TooFewLabelsError

@@ -15,7 +15,7 @@ from curate.defaults import SIGNAL
 def signal_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     kind: str = typer.Option(..., "--kind", help="ifd | perplexity | learnability"),
-    model: Path | None = typer.Option(None, "--model", help="A Hugging Face causal LM folder "
+    model: Path | None = typer.Option(None, "--model", "-m", help="A Hugging Face causal LM folder "
                                       "(default: the packaged SmolLM2-135M-Instruct)."),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present)."),
     dtype: str = option(SIGNAL, "dtype", "float32 | bfloat16 | auto (bfloat16 where the hardware multiplies it "

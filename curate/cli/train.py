@@ -16,7 +16,7 @@ app.add_typer(train_app, name="train")
 
 
 # The training options `train run` and `train model` share, defined once (defaults: curate.defaults.TRAIN).
-MODEL = typer.Option(None, "--model", help="A Hugging Face causal LM folder (default: the packaged "
+MODEL = typer.Option(None, "--model", "-m", help="A Hugging Face causal LM folder (default: the packaged "
                      "SmolLM2-135M-Instruct).")
 DEVICE = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present).")
 EPOCHS = option(TRAIN, "epochs", "Epochs (a data map needs >= 2).")
@@ -64,7 +64,7 @@ def run_cmd(
 def model_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     selection: str = typer.Option(..., "--selection", help="Fine-tune on this selection's kept rows (MoDS: the seed)."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
     model: Path | None = MODEL,
     device: str | None = DEVICE,
     epochs: int = EPOCHS,

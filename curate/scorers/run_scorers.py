@@ -31,7 +31,7 @@ def resolve_scorers(scorers: dict[str, Any], scores: Sequence[str]) -> dict[str,
                           "and quality=...: name different columns)")
     for step in loaded.values():
         if not step.column.isidentifier():  # admission's sort key is an expression over the score columns
-            rename = python_and_cli("scorer.named('NAME')", "train-scorer --name")
+            rename = python_and_cli("scorer.named('NAME')", "train-scorer --column")
             raise OptionError(f"scorer column {step.column!r}: admission sorts by an expression over the score "
                               f"columns, so name the scorer with letters, digits and _ ({rename})")
     return loaded

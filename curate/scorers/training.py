@@ -261,7 +261,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     if unknown:
         raise ScorerOptionError(f"unknown inputs {unknown}; a scorer reads {list(INPUTS)}")
     name = name or (labels if target is None else f"{target}_scorer")
-    check_scorer_column(ws, name, "give it another name (name=..., --name) before training it")
+    check_scorer_column(ws, name, "give it another name (name=..., --column) before training it")
     if kind in FINETUNED_KINDS:
         if features or embed_inputs is not None:  # a fine-tuned reader reads the text itself: they were ignored
             raise ScorerOptionError(f"{'features' if features else 'embed_inputs'} (--features, --embed-inputs): settings "
