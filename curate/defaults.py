@@ -230,6 +230,8 @@ class DistilDefaults:
 @dataclass(frozen=True)
 class EvolDefaults:
     """Evol labels (``run_evol`` / ``curate evol``)."""
+    kind: str = "complexity"             # complexity: evolve instructions; quality: rewrite responses
+    seeds: int = 20                      # seed rows (``curate evol --seeds``): a seeded random sample of the pool
     steps: int = 5                       # evolution steps per seed (scores run 1..steps+1)
     seed: int = 0                        # the seed sample, the operation choice and the shuffles
 
@@ -239,6 +241,7 @@ class TagDefaults:
     """InsTag tagging (``Tagger`` / ``curate tag``) and its coverage report (``curate tags``)."""
     prompt: str = "instag"               # prompts/instag.md
     coverage_seeds: int = 10             # random selections each selection's coverage is compared against
+    top: int = 25                        # rows of ``curate tags``' frequency table
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,9 @@ class ReportDefaults:
 
 @dataclass(frozen=True)
 class PoolDefaults:
-    """Reading a pool (``curate.pools``)."""
+    """Reading a pool (``curate.pools``, ``ws.load``, ``curate load``)."""
+    format: str = "auto"                 # the source's record shape, read per record
+    on_error: str = "raise"              # a bad record stops the read (skip: leave it out, listed in rejects.jsonl)
     max_field_chars: int = 1_000_000     # a text field longer than this is a bad record, not a row
 
 
@@ -352,6 +357,13 @@ class PlanDefaults:
                                          # decay has left them no utility long before, and each repeat is evaluated
 
 
+@dataclass(frozen=True)
+class RunDefaults:
+    """``curate run``: the one-command pipeline."""
+    out: str = "curate-run"              # the output folder (workspace, exports, report)
+    engine: str = "single"               # single (this process) | ray
+
+
 BACKEND = BackendDefaults()
 BATCH = BatchDefaults()
 JUDGE = JudgeDefaults()
@@ -379,3 +391,4 @@ TRAIN = TrainDefaults()
 LESS = LessDefaults()
 MINING = MiningDefaults()
 PLAN = PlanDefaults()
+RUN = RunDefaults()

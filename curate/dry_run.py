@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.defaults import DEITA
+from curate.defaults import DEITA, POOL
 from curate.llm.batch_state import BatchState
 from curate.pipeline import (
     Run,
@@ -29,7 +29,7 @@ from curate.select.sort_key import scores_of
 def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
                      scorers: Sequence[str] = (), heuristics: bool = True,
                      languages: Sequence[str] | None = None, decontaminate_target: str | None = None,
-                     minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = "auto",
+                     minhash: bool = False, sort_by: str = DEITA.sort_by, format: str = POOL.format,
                      mapping: dict[str, str] | None = None, on_error: str | None = None,
                      prompt_dirs: Sequence[str] = ()) -> list[Any]:
     """What ``run_pipeline`` with these backends would send to LLMs, without sending: one

@@ -3,13 +3,16 @@ curate.defaults, and refusals that name the flag a command-line user typed besid
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 
 import click
 import numpy as np
 import pytest
 import typer
 
+import curate.defaults
 from curate.cli import app
 from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
@@ -88,3 +91,49 @@ def test_plan_json_dash_is_standard_output_as_exports_out_dash(scored_ws, tmp_pa
     assert "keep 20 rows" in proc.stderr and "<- keep" in proc.stderr
     old = curate_in_process("plan", scored_ws.path, "--order-by", "quality", "--epochs", "0.05", cwd=tmp_path)
     assert old.returncode == 0 and "keep 20 rows" in old.stdout  # the 0.2 spelling still plans
+
+
+# (command, parameter, the constant of curate.defaults its default is)
+DEFAULTS = [
+    (("evol",), "seeds", "EVOL.seeds"),
+    (("evol",), "kind", "EVOL.kind"),
+    (("tags",), "top", "TAG.top"),
+    (("load",), "on_error", "POOL.on_error"),
+    (("load",), "format", "POOL.format"),
+    (("run",), "format", "POOL.format"),
+    (("run",), "out", "RUN.out"),
+    (("run",), "engine", "RUN.engine"),
+]
+
+
+def _constant(dotted: str):
+    config, field = dotted.split(".")
+    return getattr(getattr(curate.defaults, config), field)
+
+
+@pytest.mark.parametrize(("path", "name", "constant"), DEFAULTS, ids=[f"{p[0]} {n}" for p, n, _ in DEFAULTS])
+def test_every_cli_default_is_the_constant_of_curate_defaults(path, name, constant):
+    """evol --seeds 20 / --kind complexity, tags --top 25, load --on-error raise, --format auto, run --out curate-run
+    / --engine single were literals in the CLI: a default changed in curate.defaults left the command behind. The
+    help shows the constant (a string default of typer's is shown as given)."""
+    constant = _constant(constant)
+    param = _param(path, name)
+    assert str(param.default) == str(constant)
+    ctx = _command(*path).make_context(path[-1], ["WS"] if path != ("run",) else ["SRC"], resilient_parsing=True)
+    shown = " ".join(param.get_help_record(ctx)[1].split())
+    assert re.search(rf"\[default: {re.escape(str(constant))}[;\]]", shown), shown
+
+
+def test_the_python_api_reads_the_same_defaults():
+    """ws.load and curate.pools, run_evol / sample_seeds / build_labels: the keyword defaults are the CLI's."""
+    from curate import pools
+    from curate.evol.labels import build_labels
+    from curate.evol.run import run_evol, sample_seeds
+    from curate.session import Workspace
+
+    for fn in (Workspace.load, pools.read, pools.check_read_options):
+        params = inspect.signature(fn).parameters
+        assert (params["format"].default, params["on_error"].default) == (_constant("POOL.format"),
+                                                                            _constant("POOL.on_error"))
+    for fn in (run_evol, sample_seeds, build_labels):
+        assert inspect.signature(fn).parameters["kind"].default == _constant("EVOL.kind")

@@ -15,7 +15,7 @@ import typer.core
 from curate import pools
 from curate.cli.group import CommandGroup
 from curate.cli.pipes import OutputConsole
-from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE
+from curate.defaults import BACKEND, BATCH, DEITA, EMBED, JUDGE, POOL
 from curate.errors import OptionError, Terminated
 from curate.exit_codes import exit_codes_text
 from curate.storage.run_records import (  # noqa: F401  (the commands read the request wording from here too)
@@ -123,7 +123,7 @@ def _rps_opt():
 
 
 def _format_opt():
-    return typer.Option("auto", "--format", help="The source's record shape: auto (per record) | alpaca | sharegpt | "
+    return typer.Option(POOL.format, "--format", help="The source's record shape: auto (per record) | alpaca | sharegpt | "
                         "messages | prompt_completion | qa.")
 
 

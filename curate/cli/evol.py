@@ -33,9 +33,9 @@ from curate.defaults import EVOL, JUDGE
 @app.command()
 def evol(
     workspace: Path = typer.Argument(..., help="Workspace directory (its pool gives the seeds)."),
-    kind: str = typer.Option("complexity", "--kind", help="complexity: evolve instructions (Evol-Instruct); "
+    kind: str = typer.Option(EVOL.kind, "--kind", help="complexity: evolve instructions (Evol-Instruct); "
                              "quality: rewrite responses (Evol-Quality)."),
-    seeds: int = typer.Option(20, "--seeds", help="Seed rows: a seeded random sample of the pool."),
+    seeds: int = typer.Option(EVOL.seeds, "--seeds", help="Seed rows: a seeded random sample of the pool."),
     steps: int = typer.Option(EVOL.steps, "--steps", help="Evolution steps per seed (scores run 1..steps+1)."),
     seed: int = typer.Option(EVOL.seed, "--seed", help="Seed for the sample, the operation choice and the shuffles."),
     base_url: str | None = _base_url_opt(),

@@ -22,6 +22,7 @@ from curate.cli.common import (
     mapping_arg,
     turn_keys_line,
 )
+from curate.defaults import POOL
 
 
 @app.command()
@@ -29,7 +30,7 @@ def load(
     source: str = typer.Argument(..., help="JSONL/JSON (or .jsonl.gz/.json.gz)/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace directory (created if new)."),
     format: str = _format_opt(),
-    on_error: str = typer.Option("raise", "--on-error", help="raise: stop at the first bad record; "
+    on_error: str = typer.Option(POOL.on_error, "--on-error", help="raise: stop at the first bad record; "
                                  "skip: leave it out and list it in WORKSPACE/rejects.jsonl"),
     mapping: str | None = _mapping_opt(),
 ) -> None:

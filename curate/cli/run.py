@@ -33,14 +33,14 @@ from curate.cli.common import (
     sample_path,
     turn_keys_line,
 )
-from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH
+from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH, RUN
 from curate.exit_codes import exit_codes_text
 
 
 @app.command(epilog=exit_codes_text())
 def run(
     source: str = typer.Argument("sample", help="Pool to curate ('sample' = the bundled sample)."),
-    out: Path = typer.Option(Path("curate-run"), "--out", "-o", help="Output directory (workspace, exports, report)."),
+    out: Path = typer.Option(Path(RUN.out), "--out", "-o", help="Output directory (workspace, exports, report)."),
     budget: int | None = typer.Option(None, help="Rows to select (required; on the bundled sample the default is "
                                       f"{DEITA.sample_budget})."),
     max_cosine_similarity: float = _max_cosine_similarity_opt(),
@@ -63,7 +63,7 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
     poll_interval: float | None = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
-    engine: str = typer.Option("single", "--engine", help="single (this process) | ray (read, dedup, embed and "
+    engine: str = typer.Option(RUN.engine, "--engine", help="single (this process) | ray (read, dedup, embed and "
                                "score on Ray Data; needs curate\\[ray])."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (host:port) for --engine ray; "
                                        "default: start Ray on this machine."),

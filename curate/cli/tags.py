@@ -123,7 +123,7 @@ def tags_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
     column: str | None = typer.Option(None, help="Tag column to report on (default: the normalised tags: tags, or "
                                       "tags_instag where the pool has a field named tags)."),
-    top: int = typer.Option(25, min=0, help="Rows of the frequency table."),
+    top: int = typer.Option(TAG.top, min=0, help="Rows of the frequency table."),
     seeds: int = typer.Option(TAG.coverage_seeds, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
     min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "

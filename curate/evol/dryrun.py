@@ -80,7 +80,7 @@ class NotSending:
             on_done(req, failure_result(NOT_SENT, FailureCode.BUDGET))
 
 
-def estimate_evol(seeds: Any, backend: Any, *, kind: str = "complexity", steps: int = EVOL.steps,
+def estimate_evol(seeds: Any, backend: Any, *, kind: str = EVOL.kind, steps: int = EVOL.steps,
                   seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Any = None,
                   rewrite_params: dict[str, Any] | None = None, rank_params: dict[str, Any] | None = None,
                   prompt_dirs: list[str | os.PathLike] | None = None, earlier_failures: dict[str, Failure] | None = None,

@@ -162,7 +162,7 @@ def raise_no_labels(run: EvolRun) -> None:
                         "for the rank prompt answers nothing it can read)", **data)
 
 
-def build_labels(seeds: Iterable[Any], backend: Any, kind: str = "complexity", steps: int = EVOL.steps, seed: int = EVOL.seed,
+def build_labels(seeds: Iterable[Any], backend: Any, kind: str = EVOL.kind, steps: int = EVOL.steps, seed: int = EVOL.seed,
                  cache_path: str | os.PathLike | Any = None, workspace: Any = None, name: str | None = None,
                  progress: bool = True, **kwargs: Any):
     """Evol labels for training a small scorer: a ``datasets.Dataset`` of (text, score, seed_id, step,

@@ -288,7 +288,7 @@ def run_chains(ctx: LLMCalls, plan: EvolPlan) -> list[VariantSet]:
     return sets
 
 
-def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = "complexity", steps: int = EVOL.steps,
+def run_evol(seeds: Iterable[Any], backend: Any, *, kind: str = EVOL.kind, steps: int = EVOL.steps,
              seed: int = EVOL.seed, cache_path: str | os.PathLike | Any, operations: Sequence[str] | None = None,
              rules: EliminationRules | None = None, rewrite_params: dict[str, Any] | None = None,
              rank_params: dict[str, Any] | None = None, prompt_dirs: list[str | os.PathLike] | None = None,
@@ -342,7 +342,7 @@ def earlier_set_failures(rows: list[dict[str, Any]] | None, plan: EvolPlan, back
     return failures_in_sets(rows, plan, backend) if rows else {}
 
 
-def sample_seeds(ws: Any, n: int, *, kind: str = "complexity", seed: int = EVOL.seed) -> list[dict[str, Any]]:
+def sample_seeds(ws: Any, n: int, *, kind: str = EVOL.kind, seed: int = EVOL.seed) -> list[dict[str, Any]]:
     """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve; for quality labels only rows
     whose first user turn has a non-empty response are candidates."""
     if kind not in KINDS:

@@ -109,7 +109,7 @@ class RowStream:
     turn_fields: dict[str, str] = field(default_factory=turn_fields)
 
 
-def check_read_options(format: str = "auto", mapping: dict[str, str] | None = None, on_error: str = "raise") -> None:
+def check_read_options(format: str = POOL.format, mapping: dict[str, str] | None = None, on_error: str = POOL.on_error) -> None:
     """Refuse options :func:`read` could not use (a run checks them before it starts)."""
     if format != "auto" and format not in FORMATS:
         raise OptionError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
@@ -121,7 +121,7 @@ def check_read_options(format: str = "auto", mapping: dict[str, str] | None = No
 def check_no_read_options(source: Any, **options: Any) -> None:
     """Refuse reading options given with rows read already (a ``ReadResult``, a ``RowStream``): they act when a
     source is read, so they would change nothing (``ws.load(pools.read(...), mapping=...)`` dropped the mapping)."""
-    defaults = {"format": "auto", "mapping": None, "on_error": "raise", "max_field_chars": None}
+    defaults = {"format": POOL.format, "mapping": None, "on_error": POOL.on_error, "max_field_chars": None}
     given = [name for name, value in options.items() if value is not None and value != defaults[name]]
     if given:
         raise OptionError(f"load: {', '.join(given)} apply when a source is read, and {type(source).__name__} "
@@ -138,8 +138,8 @@ def run_on_error(on_error: str | None, mapping: dict[str, str] | None, source: A
     return on_error if on_error is not None else "raise" if mapping else "skip"
 
 
-def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-         on_error: OnError = "raise", max_field_chars: int = POOL.max_field_chars) -> ReadResult:
+def read(source: str | os.PathLike | Any, *, format: str = POOL.format, mapping: dict[str, str] | None = None,
+         on_error: OnError = POOL.on_error, max_field_chars: int = POOL.max_field_chars) -> ReadResult:
     """Read and normalise every record of ``source`` (``"sample"``: the bundled sample; a folder or glob pattern
     of data files: each in path order, :func:`curate.pools.shards.shard_paths`; or a pool in memory: a
     ``datasets.Dataset``, a pandas ``DataFrame`` or a list of dicts); bad records raise or are collected as rejects.
@@ -152,8 +152,8 @@ def read(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict
     return result
 
 
-def normalised(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-               on_error: OnError = "raise", max_field_chars: int = POOL.max_field_chars
+def normalised(source: str | os.PathLike | Any, *, format: str = POOL.format, mapping: dict[str, str] | None = None,
+               on_error: OnError = POOL.on_error, max_field_chars: int = POOL.max_field_chars
                ) -> tuple[str, Iterator[dict[str, Any] | Reject]]:
     """``source``'s name and, lazily in source order, each record normalised to a row (without ``id``) or,
     with ``on_error="skip"``, a :class:`Reject`: what :func:`read` collects and :func:`stage` writes part by part."""
@@ -214,8 +214,8 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
         raise InputError(source, "file", "no records (it is empty or holds only blank lines)")
 
 
-def stage(source: str | os.PathLike | Any, folder: str | os.PathLike, *, format: str = "auto",
-          mapping: dict[str, str] | None = None, on_error: OnError = "raise",
+def stage(source: str | os.PathLike | Any, folder: str | os.PathLike, *, format: str = POOL.format,
+          mapping: dict[str, str] | None = None, on_error: OnError = POOL.on_error,
           max_field_chars: int = POOL.max_field_chars, part_rows: int = PART_ROWS) -> StagedPool:
     """Read ``source`` as :func:`read` does, into Arrow files under ``folder`` (ids assigned as :func:`assign_ids`
     does), holding ``part_rows`` rows in memory at a time; ``Workspace.load`` adds them to a pool."""
@@ -289,8 +289,8 @@ def write_rejects(rejects: list[Reject], path: str | os.PathLike) -> None:
         fh.writelines(reject_line(r) for r in rejects)
 
 
-def load(source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-         on_error: OnError = "raise", rejects_path: str | os.PathLike | None = None,
+def load(source: str | os.PathLike | Any, *, format: str = POOL.format, mapping: dict[str, str] | None = None,
+         on_error: OnError = POOL.on_error, rejects_path: str | os.PathLike | None = None,
          max_field_chars: int = POOL.max_field_chars):
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 

@@ -33,7 +33,7 @@ from typing import Any, Self
 import numpy as np
 
 from curate.codes import Decision, Failure, Reason
-from curate.defaults import JUDGE
+from curate.defaults import JUDGE, POOL
 from curate.rows import Turn, turns
 from curate.storage import blobs, columns, export, pool
 from curate.storage.apply import ApplyResult, apply_step, merge_column
@@ -116,8 +116,8 @@ class Workspace(ThreadView, blobs.Blobs):
 
     # -- pool -----------------------------------------------------------------------------------
     @operation
-    def load(self, source: str | os.PathLike | Any, *, format: str = "auto", mapping: dict[str, str] | None = None,
-             on_error: str = "raise", max_field_chars: int | None = None,
+    def load(self, source: str | os.PathLike | Any, *, format: str = POOL.format, mapping: dict[str, str] | None = None,
+             on_error: str = POOL.on_error, max_field_chars: int | None = None,
              keep_only_source: bool = False) -> dict[str, Any]:
         """Read ``source`` (a path or a pool in memory, as ``curate.pools.read`` takes; a ``ReadResult``; a
         ``pools.RowStream``) into the pool, outside the lock, as Arrow parts on disk (one part in memory at a time);
