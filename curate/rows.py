@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from curate.errors import OptionError
+from curate.errors import OptionError, python_and_cli
 
 Conversation = Sequence[Mapping[str, str]]
 TEXT_KINDS = ("instruction", "conversation", "response")
@@ -57,7 +57,7 @@ def row_text(conversation: Conversation, text: str = "instruction") -> str:
         return "\n\n".join(m["content"] for m in conversation if m["role"] == "assistant")
     if text == "conversation":
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in conversation)
-    raise OptionError(f"text must be one of {', '.join(TEXT_KINDS)}, got {text!r}")
+    raise OptionError(f"{python_and_cli('text=', '--text')} must be one of {', '.join(TEXT_KINDS)}, got {text!r}")
 
 
 def as_turns(row: Any) -> list[Turn]:

@@ -14,6 +14,7 @@ import typer
 
 import curate.defaults
 from curate.cli import app
+from curate.errors import CurateError
 from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
@@ -137,3 +138,20 @@ def test_the_python_api_reads_the_same_defaults():
                                                                             _constant("POOL.on_error"))
     for fn in (run_evol, sample_seeds, build_labels):
         assert inspect.signature(fn).parameters["kind"].default == _constant("EVOL.kind")
+
+
+def test_refusals_name_the_flag_a_command_line_user_typed():
+    """'on_error must be ...', 'sort_by 'bogus'', 'text must be ...' named the Python keyword alone, which a user of
+    `curate load --on-error` or `curate run --sort-by` never typed."""
+    from curate.pools import check_read_options
+    from curate.rows import row_text
+    from curate.select.sort_key import scores_of
+
+    cases = ((lambda: check_read_options(on_error="bogus"), "on_error= (CLI: --on-error) must be 'raise' or 'skip'"),
+             (lambda: check_read_options(format="bogus"), "format= (CLI: --format) must be 'auto' or one of"),
+             (lambda: row_text([{"role": "user", "content": "hi"}], "bogus"), "text= (CLI: --text) must be one of"),
+             (lambda: scores_of("bogus"), "sort_by= (CLI: --sort-by) 'bogus': the product of DEITA scores"))
+    for call, words in cases:
+        with pytest.raises(CurateError) as err:
+            call()
+        assert words in str(err.value)

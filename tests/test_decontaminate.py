@@ -180,7 +180,7 @@ def test_bad_settings_are_refused_by_name(tmp_path):
         ws.select(method="decontaminate", name="d", target=BENCH, ngram=5, min_words=8)
     with pytest.raises(CurateError, match="missing.txt: file: no such file or folder"):
         ws.select(method="decontaminate", name="d", target=str(tmp_path / "missing.txt"))
-    with pytest.raises(CurateError, match="text must be"):
+    with pytest.raises(CurateError, match=r"text= \(CLI: --param text=\) must be"):
         ws.select(method="decontaminate", name="d", target=BENCH, text="prompt")
     with pytest.raises(CurateError, match="min_overlap"):
         ws.select(method="decontaminate", name="d", target=BENCH, min_overlap=1.5)

@@ -294,12 +294,12 @@ def test_sample_seeds_is_seeded_and_quality_needs_responses(tmp_path, shapes):
     assert [r["id"] for r in a] != [r["id"] for r in sample_seeds(ws, 6, seed=4)]
     rows = _seed_rows(sample_seeds(ws, len(ws), kind="quality"), "quality")
     assert all(r["response"].strip() for r in rows)
-    with pytest.raises(CurateError, match="kind must be one of"):
+    with pytest.raises(CurateError, match=r"kind= \(CLI: --kind\) must be one of"):
         sample_seeds(ws, 2, kind="helpfulness")
     with pytest.raises(CurateError, match="asked for 999 seeds"):
         sample_seeds(ws, 999)
     for n in (0, -1):  # 0 replaced a label set with an empty one; -1 raised random's "Sample larger than population"
-        with pytest.raises(CurateError, match=f"seeds must be a whole number >= 1, not {n}"):
+        with pytest.raises(CurateError, match=rf"seeds to sample, n= \(CLI: --seeds\), must be a whole number >= 1, not {n}"):
             sample_seeds(ws, n)
     with pytest.raises(CurateError, match="needs a response|need a response"):
         _seed_rows([{"id": "x", "instruction": "Hi"}], "quality")
@@ -311,7 +311,7 @@ def test_cli_evol_rejects_bad_kind_before_starting_a_server(tmp_path, shapes):
 
     Workspace(tmp_path / "ws").load(str(shapes["alpaca"]))
     out = curate_in_process("evol", tmp_path / "ws", "--kind", "bogus", "--seeds", "2")
-    assert out.returncode == 78 and "kind must be one of" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 78 and "kind= (CLI: --kind) must be one of" in out.stderr and "Traceback" not in out.stderr
 
 
 # ----------------------------------------------------------------------------------------------

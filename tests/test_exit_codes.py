@@ -51,7 +51,7 @@ def test_load_of_a_malformed_line_or_a_missing_file_exits_65_and_a_refused_optio
     missing = _cli("load", tmp_path / "nope.jsonl", "-w", tmp_path / "w2")
     assert missing.returncode == EXIT_DATAERR and "no such file" in _error_line(missing)
     option = _cli("load", pool, "-w", tmp_path / "w3", "--on-error", "bogus")
-    assert option.returncode == EXIT_CONFIG and "on_error must be" in _error_line(option)
+    assert option.returncode == EXIT_CONFIG and "on_error= (CLI: --on-error) must be" in _error_line(option)
 
 
 def test_score_and_tag_exit_75_when_the_server_is_down_and_78_when_it_refuses_the_key_or_the_model(ws):
@@ -332,7 +332,7 @@ def test_embed_refusing_a_device_or_a_model_folder_exits_78(ws, tmp_path):
     import torch
 
     cases = [(("--device", "tpu"), "device 'tpu': use cpu, cuda or cuda:N"),
-             (("--text", "bogus"), "text must be one of instruction, conversation, response, got 'bogus'"),
+             (("--text", "bogus"), "text= (CLI: --text) must be one of instruction, conversation, response, got 'bogus'"),
              (("--model", tmp_path / "no-model"), f"embedding model {tmp_path / 'no-model'}: no such model folder")]
     if not torch.cuda.is_available():
         cases.append((("--device", "cuda"), "device 'cuda' asked for but torch sees no CUDA device"))
@@ -356,7 +356,7 @@ def test_embed_batch_size_and_evol_seeds_refused_exit_78(ws):
     --timeout/--concurrency/--rpm... and --min-digit-mass likewise: test_cli's refused-values test)."""
     llm = ("--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dry-run")
     for args, words in ((("embed", ws, "--batch-size", "0"), "batch_size must be a whole number >= 1, not 0"),
-                        (("evol", ws, "--seeds", "0", *llm), "seeds must be a whole number >= 1, not 0")):
+                        (("evol", ws, "--seeds", "0", *llm), "n= (CLI: --seeds), must be a whole number >= 1, not 0")):
         proc = _cli(*args)
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
 

@@ -288,7 +288,7 @@ def test_a_budget_or_cosine_the_selection_would_refuse_stops_the_run_before_any_
                              "/no/such/model: not a Hugging Face model folder"),
                             ({"budget": 5, "signal_model": "/no/such/model"},  # no signals: it was ignored in silence
                              r"signal_model /no/such/model \(--signal-model\) is the model of signals"),
-                            ({"budget": 5, "on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
+                            ({"budget": 5, "on_error": "ignore"}, r"on_error= \(CLI: --on-error\) must be 'raise' or 'skip'"),
                             ({"budget": 5, "max_cosine_similarity": 2.0}, r"must be a cosine in \[-1, 1\], not 2.0"),
                             ({"budget": 5, "max_cosine_similarity": float("nan")}, "must be a cosine")):
         with pytest.raises(CurateError, match=message):

@@ -26,7 +26,7 @@ from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES, Failure
 from curate.defaults import EVOL, JUDGE
-from curate.errors import CurateError, OptionError
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.evol.calls import LLMCalls, Usage
 from curate.evol.provenance import label_spread_text, labels_dataset, run_provenance
 from curate.evol.rules import (
@@ -264,7 +264,7 @@ def plan_evol(seeds: Iterable[Any], *, kind: str, steps: int, seed: int, operati
     from curate.llm.prompts import load_prompt
 
     if kind not in KINDS:
-        raise OptionError(f"kind must be one of {KINDS}, not {kind!r}")
+        raise OptionError(f"{python_and_cli('kind=', '--kind')} must be one of {KINDS}, not {kind!r}")
     if steps < 1:
         raise CurateError("steps must be at least 1")
     operations = tuple(operations or (INSTRUCTION_OPERATIONS if kind == "complexity" else RESPONSE_OPERATIONS))
@@ -346,14 +346,15 @@ def sample_seeds(ws: Any, n: int, *, kind: str = EVOL.kind, seed: int = EVOL.see
     """A seeded random sample of ``n`` pool rows (``id``, ``conversation``) to evolve; for quality labels only rows
     whose first user turn has a non-empty response are candidates."""
     if kind not in KINDS:
-        raise OptionError(f"kind must be one of {KINDS}, not {kind!r}")
+        raise OptionError(f"{python_and_cli('kind=', '--kind')} must be one of {KINDS}, not {kind!r}")
     conversations = ws.conversations()
     candidates = list(range(len(conversations)))
     if kind == "quality":
         candidates = [i for i in candidates
                       if (turns := conversation_turns(conversations[i])) and (turns[0].response or "").strip()]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise OptionError(f"seeds must be a whole number >= 1, not {n!r}")
+        raise OptionError(f"the seeds to sample, {python_and_cli('n=', '--seeds')}, must be a whole number >= 1, "
+                          f"not {n!r}")
     if n > len(candidates):
         raise CurateError(f"{ws.path}: asked for {n} seeds, the pool has {len(candidates)} usable rows")
     picked = sorted(random.Random(derive_seed(seed, "seeds")).sample(candidates, n))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from curate.defaults import POOL
-from curate.errors import InputError, OptionError
+from curate.errors import InputError, OptionError, python_and_cli
 from curate.pools.formats import (
     FORMATS,
     RESERVED,
@@ -112,9 +112,9 @@ class RowStream:
 def check_read_options(format: str = POOL.format, mapping: dict[str, str] | None = None, on_error: str = POOL.on_error) -> None:
     """Refuse options :func:`read` could not use (a run checks them before it starts)."""
     if format != "auto" and format not in FORMATS:
-        raise OptionError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
+        raise OptionError(f"{python_and_cli('format=', '--format')} must be 'auto' or one of {FORMATS}, not {format!r}")
     if on_error not in ("raise", "skip", None):  # None: rows read already, nothing to read (run_on_error)
-        raise OptionError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        raise OptionError(f"{python_and_cli('on_error=', '--on-error')} must be 'raise' or 'skip', not {on_error!r}")
     check_mapping(mapping)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import DECONTAMINATE, EMBED
-from curate.errors import CurateError, InputError, OptionError
+from curate.errors import CurateError, InputError, OptionError, python_and_cli
 from curate.rows import TEXT_KINDS, Conversation, row_text
 from curate.select.admission import unit_rows
 from curate.select.dedup import INVISIBLE
@@ -193,7 +193,8 @@ def decontaminate(ws, rows: np.ndarray, target: list[str] | str | os.PathLike, t
                           "and none is given: give max_cosine_similarity too, or leave embeddings out")
     embeddings = EMBED.name if embeddings is None else embeddings
     if text not in TEXT_KINDS:
-        raise OptionError(f"decontaminate: text must be one of {', '.join(TEXT_KINDS)}, not {text!r}")
+        raise OptionError(f"decontaminate: {python_and_cli('text=', '--param text=')} must be one of "
+                          f"{', '.join(TEXT_KINDS)}, not {text!r}")
     if not 0 <= min_overlap <= 1:
         raise OptionError(f"decontaminate: min_overlap is a share of a target's word runs in [0, 1], not {min_overlap!r}")
     if max_cosine_similarity is not None and not -1 <= max_cosine_similarity <= 1:

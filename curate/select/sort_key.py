@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import DEITA
-from curate.errors import CurateError, OptionError, WorkspaceError
+from curate.errors import CurateError, OptionError, WorkspaceError, python_and_cli
 from curate.select.admission import examination_order
 from curate.storage.roles import role_column
 from curate.storage.step import reduce_turns
@@ -239,7 +239,7 @@ def scores_of(sort_by: str) -> tuple[str, ...]:
     in ``SCORES`` order: the run computes these and no other."""
     names = [name.strip() for name in sort_by.split("*")]
     if any(name not in SCORES for name in names) or len(set(names)) < len(names):
-        raise OptionError(f"sort_by {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
+        raise OptionError(f"{python_and_cli('sort_by=', '--sort-by')} {sort_by!r}: the product of DEITA scores to select by: complexity*quality, "
                           "complexity (instructions alone) or quality")
     return tuple(name for name in SCORES if name in names)
 
