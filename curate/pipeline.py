@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.codes import FailureCode
-from curate.defaults import DECONTAMINATE, DEITA, REPORT
+from curate.defaults import DECONTAMINATE, DEITA, POOL, REPORT, RUN
 from curate.errors import CurateError, OptionError, python_and_cli
 from curate.pools import check_read_options, run_on_error
 from curate.run_record import RUN_RECORD, Step, applied, apply_in_turn, check_answered, run_steps
@@ -58,7 +58,7 @@ class Run:
     signal_model: str | None = None  # their causal LM folder (None: the packaged SmolLM2)
     scorers: dict[str, Any] = field(default_factory=dict)  # a trained Scorer per DEITA score, used instead of the default
     on_error: str | None = None  # a bad record of the source: skip it (to rejects.jsonl) or raise; pools.run_on_error
-    format: str = "auto"         # the source's record shape, and its field names (curate.pools.read)
+    format: str = POOL.format    # the source's record shape, and its field names (curate.pools.read)
     mapping: dict[str, str] | None = None
     progress: bool = True        # the steps' progress bars
     decontaminate: str | None = None  # a file of evaluation texts: rows holding one are not candidates
@@ -326,7 +326,7 @@ def steps(run: Run) -> list[Step]:
     return plan
 
 
-def engine_steps(run: Run, engine: str = "single", address: str | None = None) -> list[Step]:
+def engine_steps(run: Run, engine: str = RUN.engine, address: str | None = None) -> list[Step]:
     """The steps of ``run`` on ``engine``: ``single`` runs them here; ``ray`` runs load, dedup, score and embed on Ray."""
     if engine == "single":
         if address is not None:
@@ -343,11 +343,11 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
                  max_cosine_similarity: float = DEITA.max_cosine_similarity, backend: Any = None, tag_backend: Any = None,
                  report: bool = True, on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
-                 engine: str = "single", address: str | None = None, signals: Sequence[str] = (),
+                 engine: str = RUN.engine, address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, embed_model: str | None = None, scorers: dict[str, Any] | None = None,
                  on_error: str | None = None, progress: bool = True, decontaminate: str | os.PathLike | None = None,
                  heuristics: bool = True, languages: Sequence[str] | None = None, minhash: bool = False,
-                 sort_by: str = DEITA.sort_by, format: str = "auto", mapping: dict[str, str] | None = None,
+                 sort_by: str = DEITA.sort_by, format: str = POOL.format, mapping: dict[str, str] | None = None,
                  prompt_dirs: Sequence[str | os.PathLike] = ()) -> RunResult:
     """Curate ``source`` (a path, or a pool in memory: a ``datasets.Dataset``, a pandas ``DataFrame``, a list of
     dicts) into ``out``: ``out/workspace``, ``out/selected.{jsonl,parquet}``, ``out/selected/``, ``out/report.html``.

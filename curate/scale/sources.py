@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.defaults import POOL
+
 ROWS_PER_BLOCK = 2048  # rows per Arrow block the read yields: the unit the actor pool spreads
 RECORD_BITS = 32  # order = shard << RECORD_BITS | record: up to 4e9 records per shard
 ROW, REJECT = 0, 1
@@ -63,7 +65,7 @@ def dedup_key(conversation: list[dict[str, str]]) -> str:
     return exact_key(row_text(conversation, "conversation")).hex()
 
 
-def read_shards(batch: dict[str, Any], format: str = "auto", mapping: dict[str, str] | None = None) -> Iterator[Any]:
+def read_shards(batch: dict[str, Any], format: str = POOL.format, mapping: dict[str, str] | None = None) -> Iterator[Any]:
     """A ``map_batches`` function: read the shards named in ``batch`` (columns ``shard``, ``path``; records of
     ``format`` with ``mapping``, as ``curate.pools.read`` reads them) and yield their rows and rejects as Arrow
     tables of at most ``ROWS_PER_BLOCK`` rows."""
