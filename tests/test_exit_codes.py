@@ -368,3 +368,15 @@ def test_a_run_on_some_rows_over_a_column_of_other_settings_exits_78_naming_colu
     assert whole.returncode == 0, whole.stderr
     some = _cli("score", ws, "--scorer", "complexity", "--column", "cx", "--limit", "2")
     assert some.returncode == EXIT_CONFIG and "--column NAME" in _error_line(some), some.stderr
+
+
+@pytest.mark.parametrize("args", [("--budget", "0"), ("--budget", "-3"), ("--max-cosine-similarity", "7")])
+def test_run_json_prints_the_record_of_a_run_refused_before_its_first_step(tmp_path, args):
+    """`curate run --budget 0 --json` exited 78 with stdout empty: its check ran before the record's wrapper, though
+    the help and README promise the record "also for a run refused before its first step"."""
+    import json
+
+    proc = _cli("run", "sample", "--out", tmp_path / "r", "--json", *args)
+    record = json.loads(proc.stdout)
+    assert proc.returncode == EXIT_CONFIG and record["exit_code"] == EXIT_CONFIG and record["status"] == "failed"
+    assert record["steps"] == {} and record["error"]["type"] == "OptionError" and _error_line(proc)
