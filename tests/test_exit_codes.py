@@ -380,3 +380,32 @@ def test_run_json_prints_the_record_of_a_run_refused_before_its_first_step(tmp_p
     record = json.loads(proc.stdout)
     assert proc.returncode == EXIT_CONFIG and record["exit_code"] == EXIT_CONFIG and record["status"] == "failed"
     assert record["steps"] == {} and record["error"]["type"] == "OptionError" and _error_line(proc)
+
+
+@pytest.mark.parametrize("args, said", [
+    (("plan", "{ws}", "--order-by", "quality"),
+     "give exactly one compute budget: samples= (rows seen), epochs= or tokens= (CLI: --samples, --epochs or --tokens)"
+     "; none was given"),
+    (("plan", "{ws}", "--order-by", "quality", "--epochs", "1", "--samples", "9"), "; got samples and epochs"),
+    (("plan", "{ws}", "--order-by", "quality", "--epochs", "1", "--buckets", "0"),
+     "buckets must be a whole number >= 1, got 0 (buckets= (CLI: --buckets))"),
+    (("plan", "{ws}", "--order-by", "quality", "--epochs", "-1"),
+     "the epochs budget must be a positive number, got -1.0 (epochs= (CLI: --epochs))"),
+    (("plan", "{ws}", "--order-by", "quality", "--tokens", "100", "--model", "{ws}/../nosuch"),
+     "(CLI: --model): no such folder"),
+    (("train", "run", "{ws}", "--epochs", "0"), "the data map needs at least 2 epochs"),
+    (("train", "model", "{ws}", "--selection", "top2", "--out", "{ws}/../m", "--epochs", "0"),
+     "training setting epochs must be >= 1, got 0 (epochs= (CLI: --epochs))"),
+    (("signal", "{ws}", "--kind", "ifd", "--max-length", "0"),
+     "max_length must be at least 8 tokens, got 0 (max_length= (CLI: --max-length))"),
+])
+def test_a_plan_train_or_signal_option_value_refused_exits_78(ws, args, said):
+    """These exited 1 as any failure: the planner's, the trainer's and the prompter's checks of a value raised a plain
+    CurateError; README's table says an option's value refused is 78, and the line names the flag and the keyword."""
+    from curate.session import Workspace
+
+    Workspace(ws).add_column("quality", [[float(i + 1)] for i in range(4)], {"kind": "test"})
+    made = _cli("select", ws, "--method", "top_k", "--budget", "2", "--sort-by", "quality", "--name", "top2")
+    assert made.returncode == 0, made.stderr
+    proc = _cli(*(a.format(ws=ws) for a in args))
+    assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)

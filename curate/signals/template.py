@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.codes import Failure, FailureCode
-from curate.errors import CurateError, OptionError
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.rows import Turn
 
 
@@ -114,7 +114,8 @@ class Prompter:
     def __init__(self, tokenizer: Any, max_length: int, chat_template: str | None = None,
                  alone_start: str | None = None):
         if max_length < 8:
-            raise CurateError(f"max_length must be at least 8 tokens, got {max_length}")
+            raise OptionError(f"max_length must be at least 8 tokens, got {max_length} "
+                              f"({python_and_cli('max_length=', '--max-length')})")
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise CurateError("the model's tokenizer has no chat template: give one (chat_template= to the signal "
                               "steps in Python, --chat-template FILE to `curate signal`; Jinja) so the instruction is "

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import TRAIN
-from curate.errors import CurateError
+from curate.errors import OptionError, python_and_cli
 from curate.storage.failures import failure_arrow_type
 from curate.train.cartography import CARTOGRAPHY_COLUMNS, data_map
 from curate.train.diet import DIET_COLUMNS, diet_scores
@@ -65,8 +65,8 @@ def train_workspace(ws: Any, ids: list[str] | None = None, *, model: str | Path 
 
     config = config or TrainConfig()
     if columns and config.epochs < max(2, early_epoch):
-        raise CurateError(f"the data map needs at least 2 epochs and EL2N/GraNd epoch {early_epoch}; "
-                          f"got epochs={config.epochs}")
+        raise OptionError(f"the data map needs at least 2 epochs and EL2N/GraNd epoch {early_epoch}; "
+                          f"got {python_and_cli(f'epochs={config.epochs}', '--epochs')}")
     model_dir = Path(model) if model is not None else default_model_dir()
     rows = ws.row_inputs(ws.ids if ids is None else list(dict.fromkeys(ids)), ())
     out_dir = run_folder(Path(ws.cache_dir) / "train", model_dir, rows, config)

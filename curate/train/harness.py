@@ -31,7 +31,7 @@ import numpy as np
 
 from curate.codes import Failure
 from curate.defaults import TRAIN
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError, python_and_cli
 from curate.hardware import import_torch, resolve_device
 from curate.quiet import quiet_transformers
 from curate.signals.cache import json_fingerprint
@@ -64,6 +64,10 @@ RUN_FILE = "run.json"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
+# the settings `curate train run` and `curate train model` take as flags (--max-length ...): a refusal names both
+CLI_SETTINGS = ("epochs", "lora_rank", "learning_rate", "batch_size", "max_length", "seed")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a run trains; defaults from :data:`curate.defaults.TRAIN`."""
@@ -91,7 +95,8 @@ class TrainConfig:
                  ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0: no clipping)"))
         for name, ok, wanted in rules:
             if not ok:  # NaN fails every comparison, so it lands here too
-                raise CurateError(f"training setting {name} must be {wanted}, got {getattr(self, name)!r}")
+                flag = python_and_cli(f"{name}=", f"--{name.replace('_', '-')}") if name in CLI_SETTINGS else f"{name}="
+                raise OptionError(f"training setting {name} must be {wanted}, got {getattr(self, name)!r} ({flag})")
 
 
 def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from curate.defaults import PLAN
-from curate.errors import CurateError, python_and_cli
+from curate.errors import CurateError, OptionError, python_and_cli
 
 __all__ = ["Plan", "fit_utility", "plan", "plan_workspace", "predicted_loss", "row_token_counts", "tier_utilities"]
 
@@ -41,9 +41,9 @@ __all__ = ["Plan", "fit_utility", "plan", "plan_workspace", "predicted_loss", "r
 def tier_utilities(buckets: int, top: float = PLAN.top_utility, ratio: float = PLAN.utility_ratio) -> np.ndarray:
     """Prior utilities of ``buckets`` tiers, best first: ``top * ratio ** i`` (geometric, as the paper's fits)."""
     if buckets < 1:
-        raise CurateError(f"buckets must be >= 1, got {buckets}")
+        raise OptionError(f"buckets must be >= 1, got {buckets} ({_flag('buckets')})")
     if top >= 0 or not 0 < ratio <= 1:
-        raise CurateError(f"utility needs top < 0 and 0 < ratio <= 1, got top={top}, ratio={ratio}")
+        raise OptionError(f"utility needs top < 0 and 0 < ratio <= 1, got top={top}, ratio={ratio}")
     return top * ratio ** np.arange(buckets, dtype=np.float64)
 
 
@@ -135,16 +135,14 @@ def plan(quality: Sequence[float], *, samples: float | None = None, epochs: floa
     scored = np.flatnonzero(~np.isnan(q))
     if len(scored) < buckets:
         raise CurateError(f"{len(scored)} scored rows cannot make {buckets} quality tiers")
-    if sum(v is not None for v in (samples, epochs, tokens)) != 1:
-        raise CurateError("give exactly one compute budget: samples (rows seen), epochs, or tokens")
     if tokens is not None and row_tokens is None:
-        raise CurateError("a token budget needs row_tokens (each row's token count)")
+        raise OptionError("a token budget needs row_tokens (each row's token count)")
     order = scored[np.argsort(-q[scored], kind="stable")]
     tiers = np.array_split(order, buckets)
     b = np.asarray(utilities if utilities is not None else tier_utilities(buckets), np.float64)
     tau = np.broadcast_to(np.asarray(half_lives, np.float64), (buckets,))
     if len(b) != buckets:
-        raise CurateError(f"{len(b)} utilities for {buckets} tiers")
+        raise OptionError(f"{len(b)} utilities for {buckets} tiers ({_flag('utilities')}, {_flag('buckets')})")
     sizes = np.array([len(t) for t in tiers], np.float64)
     if rows_per_unit is None:
         rows_per_unit = float(sizes[0]) / PLAN.tier_units
@@ -173,7 +171,7 @@ def _check_repeats(budget: tuple[str, float], most: float) -> None:
     exceeded")."""
     name, value = budget
     if value > most:
-        raise CurateError(f"the {name} budget (--{name}) must be in (0, {most:,.0f}], got {value:g}: more shows the "
+        raise OptionError(f"the {name} budget (--{name}) must be in (0, {most:,.0f}], got {value:g}: more shows the "
                           f"rows of the best tier, kept alone (the smallest pool the plan weighs), over "
                           f"{PLAN.max_repeats:,} times each, where repetition has long left them no utility")
 
@@ -182,24 +180,30 @@ def _check_plan_settings(buckets: int, half_lives: Any, utilities: Any, irreduci
                          rows_per_unit: float | None, budget: dict[str, float | None]) -> None:
     """Refuse settings the law cannot use, naming the setting (NaN fails every comparison, so it is refused)."""
     if not (isinstance(buckets, int) and buckets >= 1):
-        raise CurateError(f"buckets must be a whole number >= 1, got {buckets!r}")
+        raise OptionError(f"buckets must be a whole number >= 1, got {buckets!r} ({_flag('buckets')})")
+    given = [name for name, value in budget.items() if value is not None]
+    if len(given) != 1:  # before any work: the rows' scores, their tokens
+        raise OptionError("give exactly one compute budget: " + python_and_cli(
+            "samples= (rows seen), epochs= or tokens=", "--samples, --epochs or --tokens")
+            + f"; {'none was given' if not given else 'got ' + ' and '.join(given)}")
     for name, value in budget.items():
         if value is not None and not 0 < value < math.inf:
-            raise CurateError(f"the {name} budget must be a positive number, got {value}")
+            raise OptionError(f"the {name} budget must be a positive number, got {value} ({_flag(name)})")
     lives = np.atleast_1d(np.asarray(half_lives, np.float64))
     if not (lives > 0).all() or not np.isfinite(lives).all():
-        raise CurateError(f"half-lives must be positive repetition counts, got {lives.tolist()}")
+        raise OptionError(f"half-lives must be positive repetition counts, got {lives.tolist()} "
+                          f"({python_and_cli('half_lives=', '--half-life')})")
     if utilities is not None:
         if isinstance(utilities, (str, bytes, dict)) or not all(
                 isinstance(b, numbers.Real) and not isinstance(b, bool) for b in utilities):
-            raise CurateError(f"utilities must be a list of numbers, one per tier, got {utilities!r}")
+            raise OptionError(f"utilities must be a list of numbers, one per tier, got {utilities!r}")
         if not all(b < 0 for b in utilities):  # loss = n^b + d falls with data only for b < 0
-            raise CurateError(f"utilities must be negative (the law's loss falls as rows are seen), got "
+            raise OptionError(f"utilities must be negative (the law's loss falls as rows are seen), got "
                               f"{list(utilities)}")
     if not 0 <= irreducible < math.inf:
-        raise CurateError(f"irreducible loss must be >= 0, got {irreducible}")
+        raise OptionError(f"irreducible loss must be >= 0, got {irreducible}")
     if rows_per_unit is not None and not 0 < rows_per_unit < math.inf:
-        raise CurateError(f"rows_per_unit must be positive, got {rows_per_unit}")
+        raise OptionError(f"rows_per_unit must be positive, got {rows_per_unit}")
 
 
 def fit_utility(rows_seen: Sequence[float], losses: Sequence[float], rows_per_unit: float,
@@ -228,10 +232,15 @@ def row_token_counts(conversations: Sequence[Sequence[dict[str, str]]], model_di
     try:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as exc:  # transformers' messages run to five lines and name no folder
-        raise CurateError(f"{_model(model_dir)}: its tokenizer does not load: "
+        raise OptionError(f"{_model(model_dir)}: its tokenizer does not load: "
                           f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
     texts = ["\n".join(m["content"] for m in conv) for conv in conversations]
     return np.array([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]], np.float64)
+
+
+def _flag(name: str) -> str:
+    """A setting of :func:`plan` as a message names it: ``buckets= (CLI: --buckets)``."""
+    return python_and_cli(f"{name}=", f"--{name}")
 
 
 def _model(model_dir: Any) -> str:
@@ -248,9 +257,9 @@ def check_tokenizer_folder(model_dir: Any) -> None:
     transformers' five lines on a backend tokenizer it could not build; a missing folder, a Hub repo id error)."""
     folder = Path(model_dir).expanduser()
     if not folder.is_dir():
-        raise CurateError(f"{_model(model_dir)}: {'not a folder' if folder.exists() else 'no such folder'}")
+        raise OptionError(f"{_model(model_dir)}: {'not a folder' if folder.exists() else 'no such folder'}")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise CurateError(f"{_model(model_dir)}: not a tokenizer folder (none of {', '.join(TOKENIZER_FILES)})")
+        raise OptionError(f"{_model(model_dir)}: not a tokenizer folder (none of {', '.join(TOKENIZER_FILES)})")
 
 
 def plan_workspace(ws, order_by: str, *, model: Any = None, **kwargs: Any) -> Plan:
@@ -259,7 +268,10 @@ def plan_workspace(ws, order_by: str, *, model: Any = None, **kwargs: Any) -> Pl
     tokenizer of ``model`` (default: the packaged SmolLM2) unless ``row_tokens`` is given."""
     from curate.select.sort_key import row_scores
 
-    quality = row_scores(ws, order_by)
+    _check_plan_settings(kwargs.get("buckets", PLAN.buckets), kwargs.get("half_lives", PLAN.half_life),
+                         kwargs.get("utilities"), kwargs.get("irreducible", PLAN.irreducible_loss),
+                         kwargs.get("rows_per_unit"), {k: kwargs.get(k) for k in ("samples", "epochs", "tokens")})
+    quality = row_scores(ws, order_by)  # the settings refused first: no row read, no token counted
     if kwargs.get("tokens") is not None and kwargs.get("row_tokens") is None:
         kwargs["row_tokens"] = row_token_counts(ws.conversations(), model)
     out = plan(quality, **kwargs)
