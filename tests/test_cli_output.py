@@ -207,3 +207,40 @@ def test_a_bar_in_a_log_writes_its_first_status_then_one_line_an_interval_and_it
     for text in ("\rrows: 1/2", "\r" + " " * 20 + "\r", "\rrows: 2/2", "\rrows: 2/2", "\n"):
         shown.write(text)
     assert shown.stream.getvalue() == "rows: 1/2\nrows: 2/2\n"  # a cleared line writes nothing, a repeat once
+
+
+def test_a_summary_into_a_pipe_whose_reader_takes_one_line_exits_0_every_time(workspace):
+    """`curate info ws | head -1` exited 0, 141, 141, 141, 0, 141 over six runs: rich wrote and flushed each line, and
+    head's exit raced the later writes. A summary held to the command's end goes out in one write, into the pipe's
+    buffer before head reads a byte: written whole, exit 0, as README says of an output that fits the buffer."""
+    command = f"{sys.executable} -m curate.cli info {workspace} | head -1; echo \"status=${{PIPESTATUS[0]}}\""
+    for _ in range(5):
+        shell = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+        first, status = shell.stdout.splitlines()
+        assert first.startswith(f"{workspace}: 3 rows") and status == "status=0", (shell.stdout, shell.stderr)
+
+
+def test_held_lines_go_out_in_one_write_up_to_the_limit_and_stream_beyond_it():
+    """The hold is for a summary, not a long listing: past HOLD_LIMIT what is held is written and the rest streams."""
+    import io
+
+    from curate.cli.pipes import HOLD_LIMIT, OutputConsole, held_output
+
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return super().write(text)
+
+    short, long = Writes(), Writes()
+    for out, lines in ((short, 20), (long, 2 * HOLD_LIMIT // 100)):
+        console = OutputConsole(file=out, markup=False)
+        with held_output(console, True):
+            for i in range(lines):
+                console.print(f"line {i} " + "x" * 90)
+        assert out.getvalue().count("\n") == lines
+    assert len(short.writes) == 1 and 1 < len(long.writes) < 2 * HOLD_LIMIT // 100
+    assert len(long.writes[0]) > HOLD_LIMIT and all(len(w) < 200 for w in long.writes[1:])

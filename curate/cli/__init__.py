@@ -31,6 +31,7 @@ from curate.cli.pipes import (
     OutputClosed,
     closed_outputs,
     exited_by_rich_broken_pipe,
+    held_output,
     tolerate_unencodable_output,
 )
 from curate.errors import KEPT_ON_INTERRUPT, TRACEBACK_ENV, CurateError, CurateWarning
@@ -43,10 +44,18 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+# commands whose lines tell progress as they come (a step done, a column scored, a prompt used): streamed to a pipe
+# or a `tee` log; every other command's standard output is written in one write when it ends (pipes.held_output)
+STREAMING_COMMANDS = frozenset({"run", "score", "tag", "evol", "embed", "signal", "train", "train-scorer", "distil",
+                                "serve-local"})
+
+
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                        help="Print curate's version and exit.")) -> None:
     """The options before any command (the group's help is the Typer app's)."""
+    ctx.with_resource(held_output(console, ctx.invoked_subcommand not in STREAMING_COMMANDS))
 
 
 reflow_help(app)

@@ -7,6 +7,7 @@ import codecs
 import contextlib
 import select
 import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -44,11 +45,21 @@ def exited_by_rich_broken_pipe(exc: SystemExit) -> bool:
     return code.co_name == "on_broken_pipe" and code is Console.on_broken_pipe.__code__
 
 
+HOLD_LIMIT = 64 * 1024  # characters of a summary held back in a pipe: Linux's pipe buffer, so one write always fits
+
+
 class OutputConsole(Console):
     """rich's Console, whose broken pipe is :class:`OutputClosed` (rich's own handling exits 1, a failure to a shell
     with ``set -o pipefail``, where the raw writes' broken pipe exits 141), and which wraps no line where its output
     is no terminal: rich broke lines at 80 columns in a log or a pipe ("max cosine similarity \\n0.9)"), which
-    grep then missed. ``soft_wrap`` given True keeps every line whole on a terminal too."""
+    grep then missed. ``soft_wrap`` given True keeps every line whole on a terminal too.
+
+    Under :func:`held_output` a standard output that is no terminal gets the command's lines in one write when it
+    ends (up to ``HOLD_LIMIT``, streamed beyond): rich writes and flushes each print, so ``curate info ws | head -1``
+    raced head's exit, 0 or 141 from one run to the next; one write into the pipe's buffer always lands whole."""
+
+    _held: list[str] | None = None  # None: not holding; else the text rendered and not yet written
+    _held_size = 0
 
     @property
     def soft_wrap(self) -> bool:  # type: ignore[override]  (rich's Console keeps a plain attribute)
@@ -61,6 +72,46 @@ class OutputConsole(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True  # nothing more is written: the reader left
         raise OutputClosed(closed_outputs() or [2 if self.stderr else 1])
+
+    def _write_buffer(self) -> None:
+        if self._held is None or self._buffer_index or self.is_terminal or self.is_jupyter:
+            super()._write_buffer()
+            return
+        with self._lock:
+            text = self._render_buffer(self._buffer[:])
+            del self._buffer[:]
+            self._held.append(text)
+            self._held_size += len(text)
+        if self._held_size > HOLD_LIMIT:  # more than a pipe holds: written now, streamed from here on
+            self.release(hold=False)
+
+    def release(self, hold: bool = False) -> None:
+        """Write what is held in one write; ``hold``: keep holding what follows."""
+        text, self._held, self._held_size = "".join(self._held or ()), [] if hold else None, 0
+        if text and not self.quiet:
+            try:
+                self.file.write(text)
+                self.file.flush()
+            except BrokenPipeError:
+                self.on_broken_pipe()
+
+
+@contextlib.contextmanager
+def held_output(console: OutputConsole, hold: bool) -> Iterator[None]:
+    """``console``'s lines held while a command runs (``hold``; a command that prints its progress as it goes, whose
+    lines a ``| tee`` log must show live, streams) and written at its end in one write, also when it fails: a reader
+    that left then changes nothing, the failure's code stands."""
+    if not hold:
+        yield
+        return
+    console.release(hold=True)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OutputClosed):
+            console.release()
+        raise
+    console.release()
 
 
 def _replace_unencodable(exc: UnicodeError) -> tuple[str | bytes, int]:
