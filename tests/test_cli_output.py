@@ -244,3 +244,15 @@ def test_held_lines_go_out_in_one_write_up_to_the_limit_and_stream_beyond_it():
         assert out.getvalue().count("\n") == lines
     assert len(short.writes) == 1 and 1 < len(long.writes) < 2 * HOLD_LIMIT // 100
     assert len(long.writes[0]) > HOLD_LIMIT and all(len(w) < 200 for w in long.writes[1:])
+
+
+def test_help_into_a_pipe_is_wide_enough_to_keep_every_option_and_url_whole_and_is_not_padded():
+    """`curate run --help | grep` found `--max-cosine-simil…` and `https://api.openai.co…`: rich's help is 80
+    columns wide where stdout is no terminal; it also began with a blank line and padded each line with spaces."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH", "LINES")}
+    for command, whole in ((("run",), "--max-cosine-similarity "), (("score",), "https://api.openai.com/v1")):
+        shown = subprocess.run([sys.executable, "-m", "curate.cli", *command, "--help"], capture_output=True,
+                               text=True, encoding="utf-8", env=env, timeout=120)
+        assert shown.returncode == 0 and whole in shown.stdout and "…" not in shown.stdout, shown.stdout
+        lines = shown.stdout.splitlines()
+        assert lines[0].strip().startswith("Usage:") and not [line for line in lines if line != line.rstrip()]

@@ -32,6 +32,7 @@ from curate.cli.pipes import (
     closed_outputs,
     exited_by_rich_broken_pipe,
     held_output,
+    plain_help_when_piped,
     tolerate_unencodable_output,
 )
 from curate.errors import KEPT_ON_INTERRUPT, TRACEBACK_ENV, CurateError, CurateWarning
@@ -139,6 +140,7 @@ def main() -> None:
     (:func:`curate.exit_codes.exit_code`: 65 bad input, 75 retry later, 78 settings refused, 1 anything else, as
     ``curate run``'s ``OUT/run.json`` records); Ctrl-C exits 130 with a line saying what was kept."""
     tolerate_unencodable_output()  # a summary line with a character the log's encoding lacks must not fail the command
+    plain_help_when_piped()  # --help in a pipe or a CI log: no option name cut at 80 columns
     handled = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a parent made Ctrl-C ignored
         signal.signal(signal.SIGINT, on_sigint)

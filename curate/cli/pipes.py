@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import os
+import re
 import select
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 
@@ -137,3 +140,42 @@ def tolerate_unencodable_output() -> None:
         if callable(reconfigure):
             with contextlib.suppress(ValueError, OSError):
                 reconfigure(errors="curate-replace")
+
+
+HELP_WIDTH = 120  # columns of --help where stdout is no terminal and $COLUMNS unset: every option's name whole
+_TRAILING_SPACES = re.compile(r"[ \t]+(?=\n|$)")
+
+
+class PlainHelpConsole(Console):
+    """typer's help console where its output is no terminal (a pipe, a CI log): no blank line before the usage, no
+    line padded with spaces to the width (rich pads every line of its panels)."""
+
+    _started = False
+
+    def _render_buffer(self, buffer: Any) -> str:
+        text = _TRAILING_SPACES.sub("", super()._render_buffer(buffer))
+        if not self._started:
+            text, self._started = text.lstrip("\n"), bool(text.strip("\n"))
+        return text
+
+
+def plain_help_when_piped() -> None:
+    """typer's ``--help`` into a pipe or a log: 120 columns wide, not rich's 80 (``curate run --help | grep`` found
+    ``--max-cosine-simil…`` and ``https://api.openai.co…``), unless $COLUMNS or $TERMINAL_WIDTH says a width; and
+    plain (:class:`PlainHelpConsole`). A terminal's help is rich's as it was."""
+    import typer.rich_utils as rich_utils
+
+    original = getattr(rich_utils, "_get_rich_console", None)
+    if original is None or getattr(original, "curate_plain", False):
+        return
+    if rich_utils.MAX_WIDTH is None and "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        rich_utils.MAX_WIDTH = HELP_WIDTH
+
+    def help_console(stderr: bool = False) -> Console:
+        console = original(stderr=stderr)
+        if not console.is_terminal:
+            console.__class__ = PlainHelpConsole  # typer builds it with its theme; only the rendering differs
+        return console
+
+    help_console.curate_plain = True  # type: ignore[attr-defined]
+    rich_utils._get_rich_console = help_console
