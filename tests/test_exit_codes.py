@@ -409,3 +409,19 @@ def test_a_plan_train_or_signal_option_value_refused_exits_78(ws, args, said):
     assert made.returncode == 0, made.stderr
     proc = _cli(*(a.format(ws=ws) for a in args))
     assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)
+
+
+def test_readmes_exit_code_table_says_what_the_codes_table_says():
+    """README's 78 row named an `--out` no export or report can take where curate.exit_codes (printed by --help) did
+    not, and the help's 130 entry read "143: terminated (SIGTERM)": two tables that drifted. One row per code now,
+    its meaning the code's text (README adds backticks and what a scheduler should do)."""
+    from curate.exit_codes import EXIT_CODES, exit_codes_text
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| code | meaning | a scheduler should |"):].split("\n\n", 1)[0].splitlines()[2:]
+    rows = {}
+    for line in table:
+        code, meaning, _should = line.strip("|").replace("\\|", "¦").split("|")
+        rows[int(code)] = meaning.strip().replace("`", "").replace("¦", "|")
+    assert rows == EXIT_CODES
+    assert "143 terminated by SIGTERM" in exit_codes_text() and "143:" not in exit_codes_text()
