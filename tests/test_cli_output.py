@@ -256,3 +256,10 @@ def test_help_into_a_pipe_is_wide_enough_to_keep_every_option_and_url_whole_and_
         assert shown.returncode == 0 and whole in shown.stdout and "…" not in shown.stdout, shown.stdout
         lines = shown.stdout.splitlines()
         assert lines[0].strip().startswith("Usage:") and not [line for line in lines if line != line.rstrip()]
+
+
+def test_select_says_how_many_it_kept_once(workspace):
+    """`curate select` printed "5 kept of 51 considered" twice: in its outcome line and as its table's title."""
+    proc = curate_here("select", workspace, "--method", "exact", "--name", "unique")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("kept of 3 considered") == 1 and proc.stdout.startswith("selection 'unique' (exact): 3 kept")

@@ -19,10 +19,11 @@ from curate.defaults import DEITA, SELECT
 
 
 def selection_table(sel) -> Table:
-    """Rows per (decision, reason), reasons in words (codes.reason_text), most frequent first."""
+    """Rows per (decision, reason), reasons in words (codes.reason_text), most frequent first; untitled: the outcome
+    line above it says how many were kept of how many considered (the title said it a second time)."""
     from curate.codes import reason_text
 
-    table = Table(title=f"selection {sel.name!r}: {len(sel):,} kept of {sel.table.num_rows:,} considered")
+    table = Table()
     for head, justify in (("decision", "left"), ("reason", "left"), ("rows", "right")):
         table.add_column(head, justify=justify)
     for (decision, reason), n in sel.reasons().most_common():
