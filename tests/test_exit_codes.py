@@ -425,3 +425,12 @@ def test_readmes_exit_code_table_says_what_the_codes_table_says():
         rows[int(code)] = meaning.strip().replace("`", "").replace("¦", "|")
     assert rows == EXIT_CODES
     assert "143 terminated by SIGTERM" in exit_codes_text() and "143:" not in exit_codes_text()
+
+
+def test_score_refuses_its_backend_options_before_printing_a_line(ws):
+    """`score --backend bogus` printed `quality: prompt ...` on stdout, then the usage error: not "told before any
+    work". The backend's options are checked before the prompt line now."""
+    for args, code, said in ((("--backend", "bogus"), 2, "--backend 'bogus': use openai"),
+                             (("--backend", "local", "--poll-interval", "5"), EXIT_CONFIG, "--poll-interval")):
+        proc = _cli("score", ws, "--judge", "quality", *args)
+        assert proc.returncode == code and said in proc.stderr and proc.stdout == "", (args, proc.stdout, proc.stderr)

@@ -256,6 +256,8 @@ def _judge_backend(backend: str | None, base_url: str | None, model: str | None,
     ``workspace``, a Workspace or its path) or vllm-batch (vLLM's offline batch runner). An option left out is None
     (then its :mod:`curate.defaults` value): one given that the backend never reads is refused, whatever its value."""
     kind = backend_kind(backend, base_url)
+    if kind not in BACKEND_KINDS:  # told here, when the command builds it, before any line or work
+        raise typer.BadParameter(f"--backend {kind!r}: use {', '.join(BACKEND_KINDS)}")
     if poll_s is not None and kind != "openai-batch":  # polled by the batch backend alone: ignored in silence
         raise OptionError(f"--poll-interval: the wait between polls of --backend openai-batch, not of {kind}")
     if kind == "local":  # SmolLM2 on an embedded server: options that name or limit another model are not read

@@ -108,10 +108,11 @@ def score(
 
     the_judge = Judge(judge, column=column, prompt_dirs=[str(d) for d in prompt_dir], min_digit_mass=min_digit_mass,
                       response_column=response_column)
+    backend_opened = _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env,
+                                    rpm=rpm, tpm=tpm, max_cost=max_cost, timeout=timeout, max_retries=max_retries,
+                                    rps=rps, workspace=ws, poll_s=poll_interval)  # its options refused before any line
     console.print(prompt_line(the_judge, ws), soft_wrap=True, highlight=False)  # which file judged: an override or not
-    with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
-                        max_cost=max_cost, timeout=timeout, max_retries=max_retries, rps=rps, workspace=ws,
-                        poll_s=poll_interval) as llm:
+    with backend_opened as llm:
         step = the_judge.with_backend(llm)
         if dry_run:
             from curate.llm.dryrun import estimate
