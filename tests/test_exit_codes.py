@@ -434,3 +434,22 @@ def test_score_refuses_its_backend_options_before_printing_a_line(ws):
                              (("--backend", "local", "--poll-interval", "5"), EXIT_CONFIG, "--poll-interval")):
         proc = _cli("score", ws, "--judge", "quality", *args)
         assert proc.returncode == code and said in proc.stderr and proc.stdout == "", (args, proc.stdout, proc.stderr)
+
+
+def test_rows_a_refused_key_stopped_are_sent_again_once_it_is_fixed_as_the_help_says(ws):
+    """--retry-failed's help said rows that failed with "HTTP 4xx" are never sent again, but rows a 401 stopped (exit
+    78) are transient and a re-run with the key fixed sends them: what README says and a user wants. The help says it."""
+    env_key = {"CURATE_TEST_RIGHT_KEY": "right"}
+    with FaultServer(api_key="right") as srv:
+        judge = ("score", ws, "--judge", "quality", "--base-url", srv.base_url, *JUDGE)
+        refused = _cli(*judge, "--api-key-env", "CURATE_TEST_WRONG_KEY")
+        assert refused.returncode == EXIT_CONFIG and "HTTP 401" in _error_line(refused)
+        os.environ.update(env_key)
+        try:
+            fixed = _cli(*judge, "--api-key-env", "CURATE_TEST_RIGHT_KEY")
+        finally:
+            os.environ.pop("CURATE_TEST_RIGHT_KEY")
+    assert fixed.returncode == 0 and "re-sent 4 requests" in fixed.stdout, (fixed.stdout, fixed.stderr)
+    for command in ("score", "tag"):
+        shown = " ".join(_cli(command, "--help").stdout.split())
+        assert "HTTP 401/403/404, sent again once they are fixed" in shown and "HTTP 4xx" not in shown

@@ -185,8 +185,10 @@ def _min_digit_mass_opt():
 def _retry_failed_opt():
     return typer.Option(JUDGE.retry_failed, "--retry-failed/--keep-failed", help="Send again only the rows an earlier run left "
                         "without an answer for a transient reason (429, 5xx, timeout, malformed body, max_cost "
-                        "reached), and say how many; never rows already done or failed for a permanent reason (e.g. "
-                        "no response, HTTP 4xx, low digit mass). On by default; --keep-failed leaves them as they are.")
+                        "reached, or a run stopped by its settings refused: HTTP 401/403/404, sent again once they "
+                        "are fixed), and say how many; never rows already done or failed for a permanent reason (e.g. "
+                        "no response, HTTP 400, an answer that does not parse; a score judge's low digit mass). On by "
+                        "default; --keep-failed leaves them as they are.")
 
 
 def _rpm_opt():
