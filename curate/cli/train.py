@@ -20,6 +20,7 @@ MODEL = typer.Option(None, "--model", "-m", help="A Hugging Face causal LM folde
                      "SmolLM2-135M-Instruct).")
 DEVICE = typer.Option(None, "--device", help="cpu | cuda (default: cuda when present).")
 EPOCHS = option(TRAIN, "epochs", "Epochs (a data map needs >= 2).")
+MODEL_EPOCHS = option(TRAIN, "epochs", "Epochs (at least 1).")
 LORA_RANK = option(TRAIN, "lora_rank", "LoRA rank (merged into the weights when a model is exported); 0 = full "
                    "fine-tune.")
 LEARNING_RATE = option(TRAIN, "learning_rate", "Peak learning rate (linear warm-up, then linear decay).")
@@ -67,7 +68,7 @@ def model_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the fine-tuned model to (a Hugging Face folder)."),
     model: Path | None = MODEL,
     device: str | None = DEVICE,
-    epochs: int = EPOCHS,
+    epochs: int = MODEL_EPOCHS,
     lora_rank: int = LORA_RANK,
     learning_rate: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
