@@ -6,8 +6,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from typing import Any
 
-import click
 import numpy as np
 import pytest
 import typer
@@ -19,14 +19,14 @@ from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
 
-def _command(*path: str) -> click.Command:
+def _command(*path: str) -> Any:  # a click Command (click comes with typer; curate declares typer)
     command = typer.main.get_command(app)
     for name in path:
         command = command.commands[name]
     return command
 
 
-def _param(path: tuple[str, ...], name: str) -> click.Parameter:
+def _param(path: tuple[str, ...], name: str) -> Any:
     return next(p for p in _command(*path).params if p.name == name)
 
 
