@@ -326,7 +326,8 @@ class LessDefaults:
     batch_tokens_cuda: int = 16384       # (logits of every response token: 16K x 49K floats on SmolLM2)
     projection_block: int = 65536        # gradient coordinates per generated projection block (memory bound)
     projection_cache_bytes: int = 1 << 28          # projection blocks kept in memory on the CPU
-    projection_cache_bytes_cuda: int = 24 << 30    # ... on a CUDA device
+    projection_cache_bytes_cuda: int = 24 << 30    # ... on a CUDA device, at most:
+    projection_cache_free_share: float = 0.5       # ... this share of the device's free memory (a 24 GB card)
     projection_group_bytes: int = 1 << 29          # per-row gradients gathered for one pass over the projection
     fraction: float = 0.05               # the less selector keeps this share of the candidates (the paper: 5%)
     left_out_examples: int = 5           # target records without a gradient named in provenance

@@ -29,7 +29,7 @@ import numpy as np
 from curate.codes import Failure
 from curate.defaults import LESS
 from curate.errors import CurateError
-from curate.hardware import resolve_device
+from curate.hardware import import_torch, resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
@@ -163,6 +163,14 @@ def less_scores(train: Sequence[np.ndarray], target: Sequence[np.ndarray], weigh
 PROJECTION_BLOCK_BEFORE_KEYED = 65536  # LESS.projection_block of every feature key made before it was in the key
 
 
+def cuda_cache_bytes(device: str) -> int:
+    """The projection blocks a CUDA device keeps: ``LESS.projection_cache_bytes_cuda`` (24 GiB, for an H100's 80),
+    at most ``LESS.projection_cache_free_share`` of its free memory, so a 24 GB card keeps fewer blocks (generated
+    again when needed) instead of running out of memory on the cache alone."""
+    free, _total = import_torch().cuda.mem_get_info(device)
+    return min(LESS.projection_cache_bytes_cuda, int(free * LESS.projection_cache_free_share))
+
+
 class _Features:
     """Features of rows at each checkpoint of a warm-up run (model loaded once per checkpoint)."""
 
@@ -170,7 +178,7 @@ class _Features:
         self.run, self.config, self.device, self.cache = run, config, device, cache
         cuda = device.startswith("cuda")
         self.batch_tokens = config.batch_tokens or (LESS.batch_tokens_cuda if cuda else LESS.batch_tokens)
-        self.cache_bytes = LESS.projection_cache_bytes_cuda if cuda else LESS.projection_cache_bytes
+        self.cache_bytes = cuda_cache_bytes(device) if cuda else LESS.projection_cache_bytes
 
     def key(self, epoch: int, kind: str) -> str:
         """Names a checkpoint's features: the run, the rows' kind and all that decides the projection (the block
