@@ -74,6 +74,31 @@ def test_a_column_written_without_a_checksum_is_read_as_before(ws):
     assert Workspace(ws.path).column_provenance("quality")["kind"] == "test"
 
 
+def test_a_column_rewritten_again_and_again_at_one_size_is_never_called_damaged(tmp_path):
+    """The verdicts were kept by (path, size, mtime): a file rewritten at the same size within one tick of the file
+    system's clock got the earlier file's checksum, and a healthy column read as damaged (93 of 200 rewrites)."""
+    from curate.storage.files import read_arrow, write_arrow
+
+    path = tmp_path / "c.arrow"
+    for i in range(200):
+        write_arrow(path, pa.table({"x": [float(i)] * 100}))
+        assert read_arrow(path)["x"][0].as_py() == float(i)
+
+
+def test_a_read_racing_a_writer_that_replaces_the_file_checks_the_bytes_it_read(tmp_path):
+    """The check opened the path again after the schema was read: a writer's replacement in between was compared
+    with the old schema's checksum and called damaged. The bytes checked are those the schema came from."""
+    from curate.storage.checksums import check_written
+    from curate.storage.files import write_arrow
+
+    path = tmp_path / "c.arrow"
+    write_arrow(path, pa.table({"x": [1.0] * 100}))
+    with pa.memory_map(str(path), "r") as source:
+        schema = pa.ipc.open_file(source).schema
+        write_arrow(path, pa.table({"x": [2.0] * 100}))  # another process's write, replacing the file
+        check_written(path, schema, source)
+
+
 def test_a_run_killed_9_is_told_apart_from_one_running_by_its_pid(tmp_path, caplog):
     """After kill -9, OUT/run.json said "running" forever, with no pid or host to tell; the record holds both now,
     and the next run in that folder says the earlier one was killed."""

@@ -4,15 +4,14 @@ changed the selection); its record batches' CRC-32, kept in its schema metadata,
 
 The schema cannot hold a checksum of the whole file it is part of: the checksum covers the bytes between the schema
 message and the footer (the record batches and dictionaries), which do not depend on the schema's metadata. A file
-is checked the first time a process reads it (the verdict is kept by path, size and modification time); a file
+is checked the first time a process reads it (the verdict is kept by the file's identity and the checksum it records); a file
 written before (2026-12) carries no checksum and is read as it was."""
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 import zlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +54,31 @@ def with_checksum(table: Any) -> Any:
     return table.replace_schema_metadata({**meta, CHECKSUM_KEY: batches_crc(sink.getvalue()).encode()})
 
 
-def check_written(path: Path, schema: Any) -> None:
+def check_written(path: Path, schema: Any, source: Any) -> None:
     """Raise :class:`DamagedFileError` naming ``path`` when its record batches are not those written (the checksum
-    in ``schema``, its schema, differs); a file without a checksum passes."""
+    in ``schema``, its schema, differs); a file without a checksum passes. ``source``: the pyarrow memory map the
+    schema was read from, whose bytes are checked (not the path opened again: a writer may have replaced the file
+    since, and its new bytes are no match for the old schema's checksum)."""
     recorded = (schema.metadata or {}).get(CHECKSUM_KEY)
     if recorded is None:
         return
-    stat = Path(path).stat()
-    found = _file_crc(str(path), stat.st_size, stat.st_mtime_ns)
-    if found != recorded.decode(errors="replace"):
-        raise DamagedFileError(DamagedFile(Path(path), DamageCode.NOT_WRITTEN,
-                                           f"checksum {found}, written {recorded.decode(errors='replace')}"))
-
-
-@lru_cache(maxsize=1024)
-def _file_crc(path: str, size: int, mtime_ns: int) -> str:
-    """The file's batches' checksum, once per (path, size, modification time) a process."""
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    written = recorded.decode(errors="replace")
+    stat = os.fstat(source.fileno())
+    # the file's identity and the checksum it records: a file rewritten within one tick of the clock, at the same
+    # size and even the same inode number, records another checksum unless its batches are the same bytes
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, written)
+    found = _verdicts.get(identity)
+    if found is None:
         try:
-            return batches_crc(data)
+            found = batches_crc(source.read_at(source.size(), 0))
         except ValueError as exc:
-            return f"unreadable ({exc})"
+            found = f"unreadable ({exc})"
+        if len(_verdicts) >= _MAX_VERDICTS:
+            _verdicts.clear()
+        _verdicts[identity] = found
+    if found != written:
+        raise DamagedFileError(DamagedFile(Path(path), DamageCode.NOT_WRITTEN, f"checksum {found}, written {written}"))
+
+
+_MAX_VERDICTS = 4096
+_verdicts: dict[tuple, str] = {}  # a file's identity -> the checksum its batches had, once a process

@@ -167,7 +167,7 @@ def read_arrow(path: Path):
 
     with named_damage(path), pa.memory_map(str(path), "r") as source:
         reader = pa.ipc.open_file(source)
-        check_written(path, reader.schema)  # before its rows: zeroed offsets in them crashed pyarrow (SIGSEGV)
+        check_written(path, reader.schema, source)  # before its rows: zeroed offsets in them crashed pyarrow (SIGSEGV)
         return reader.read_all()
 
 
