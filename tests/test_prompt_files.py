@@ -206,3 +206,16 @@ def test_curate_run_reads_the_judges_prompts_from_prompt_dir(tmp_path, fault_ser
     ws = Workspace(tmp_path / "out" / "workspace")
     assert ws.column_provenance("quality")["prompt_path"] == str(mine.resolve())
     assert ws.column_provenance("complexity")["prompt_path"] == str(load_prompt("complexity").path.resolve())
+
+
+@pytest.mark.parametrize("name", ["quality", "complexity", "instag", "alpagasus"])
+def test_a_prompt_saved_with_windows_line_endings_loads_as_it_did(tmp_path, name):
+    """The load checks' front-matter fence (`^---[ \\t]*$`) did not match `---\\r`: a prompt file saved with CRLF by
+    a Windows editor was refused ("front-matter is not closed"), where it loaded before."""
+    source = load_prompt(name).path
+    crlf = tmp_path / f"{name}.md"
+    crlf.write_bytes(source.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    lf, loaded = load_prompt(source), load_prompt(crlf)
+    assert (loaded.name, loaded.output_kind, loaded.scale, loaded.params, loaded.inputs) == \
+        (lf.name, lf.output_kind, lf.scale, lf.params, lf.inputs)
+    assert loaded.body.replace("\r\n", "\n") == lf.body

@@ -109,7 +109,7 @@ def check_not_misplaced(folder: Path, name: str, searched: list[Path]) -> None:
     if folder == searched[-1]:  # the built-ins
         return
     declared = name.replace("/", "_")  # the name a copy of the built-in declares (evol/deepen: evol_deepen)
-    declares = re.compile(rf"^name:[ \t]*['\"]?{re.escape(declared)}['\"]?[ \t]*$", re.MULTILINE)
+    declares = re.compile(rf"^name:[ \t]*['\"]?{re.escape(declared)}['\"]?[ \t\r]*$", re.MULTILINE)
     for path in sorted(folder.glob("*.md")):
         head = path.read_bytes()[:4096].decode("utf-8", "replace")
         if declares.search(head.split("\n---", 1)[0]):

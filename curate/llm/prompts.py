@@ -74,7 +74,7 @@ ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^===\s*(system|user|assistant)\s*===\s*$", re.MULTILINE)
 # a line of the marker's shape; it is a mistyped marker when its word is a role's in another case, misspelt
 # ('=== uesr ===', '=== asistant ==='), or another name of one ('=== human ==='); '=== Example 1 ===' is text
-_MARKER_LIKE = re.compile(r"^[ \t]*={2,}[ \t]*([^=\n]+?)[ \t]*={2,}[ \t]*$", re.MULTILINE)
+_MARKER_LIKE = re.compile(r"^[ \t]*={2,}[ \t]*([^=\n]+?)[ \t]*={2,}[ \t\r]*$", re.MULTILINE)
 _ROLE_WORDS = (*ROLES, "human", "ai", "bot", "gpt", "model", "developer", "tool")
 
 
@@ -274,7 +274,7 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
     where = str(path) if path else "<prompt>"
     if not text.startswith("---"):
         raise PromptError(f"{where}: must start with a '---' YAML front-matter block")
-    fences = list(re.finditer(r"^---[ \t]*$", text, flags=re.MULTILINE))
+    fences = list(re.finditer(r"^---[ \t\r]*$", text, flags=re.MULTILINE))
     if len(fences) < 2 or fences[0].start() != 0:
         raise PromptError(f"{where}: front-matter is not closed by a '---' line")
     front, body = text[fences[0].end():fences[1].start()], text[fences[1].end():]
