@@ -175,6 +175,11 @@ def test_a_second_prompt_file_of_the_same_name_cannot_replace_a_judges_column(tm
     edited = score(first)
     assert edited.returncode == 0
     assert f"prompt fingerprint {was} -> {load_prompt(first).fingerprint}" in edited.stdout.splitlines()[0]
+    moved = tmp_path / "elsewhere"  # the same text at another path (a clone, a folder moved) is the same prompt
+    moved.mkdir()
+    (moved / first.name).write_bytes(first.read_bytes())
+    again = score(moved / first.name)
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_curate_run_reads_the_judges_prompts_from_prompt_dir(tmp_path, fault_server):

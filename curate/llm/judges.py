@@ -137,12 +137,13 @@ class Judge:
 
         stored = provenance.get("prompt_path") or ""
         if provenance.get("kind") != "judge" or not stored or self.prompt.path is None or \
+                provenance.get("prompt_fingerprint") == self.prompt.fingerprint or \
                 _same_prompt_file(stored, self.prompt.path):
-            return
+            return  # the same text (a clone or a folder moved elsewhere: its path changed), or the same file edited
         raise OptionError(f"{ws.path}: column {self.column!r} was scored by the prompt file {stored}; "
                           f"{self.prompt.path} declares the same name: {self.prompt.name}, and would replace its "
                           f"labels: pass {python_and_cli('column=NEW', '--column NEW')} to keep both, or remove or "
-                          f"rename the column first (or give this prompt another name:)")
+                          f"rename the column first (or give this prompt another name:; curate run: another --out)")
 
     def check_inputs(self, ws: Any) -> None:
         """Refuse a prompt that reads a column the workspace lacks, naming the prompt file (``ws.apply`` and a dry
