@@ -48,7 +48,8 @@ def exited_by_rich_broken_pipe(exc: SystemExit) -> bool:
     return code.co_name == "on_broken_pipe" and code is Console.on_broken_pipe.__code__
 
 
-HOLD_LIMIT = 64 * 1024  # characters of a summary held back in a pipe: Linux's pipe buffer, so one write always fits
+HOLD_LIMIT = 16 * 1024  # characters of a summary held back in a pipe: 64 KiB (Linux's pipe buffer) of UTF-8 at most, so
+# one write always fits
 
 
 class OutputConsole(Console):
