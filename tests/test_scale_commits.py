@@ -229,3 +229,32 @@ def test_the_end_of_a_pass_holds_no_column_lock_while_it_waits_for_another_write
     assert (other.returncode, said.strip()) == (0, "a stored and free"), errors[-2000:]
     assert commits.stored["a"] == commits.stored["b"] == (set(ids), 0) and not commits.pending
     assert ws.column("a") == [[1.0]] * 6 and ws.column("b") == [[3.0]] * 6
+
+
+def test_a_pass_stored_in_parts_warns_once_with_its_total_of_failed_rows(tmp_path):
+    """Each commit of a Ray pass ran ``ws.apply`` and warned for its own failed rows, each text with its own count
+    (Python's registry kept them all): ``run_pipeline(engine="ray")`` in a notebook printed one CurateWarning per
+    commit. The commits are quiet; the pass warns once, when it ends, with the rows failed in all its parts."""
+    import warnings
+
+    from curate.codes import Failure, FailureCode
+    from curate.errors import CurateWarning
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(6)]))
+    step, ids = _Constant("b", 3.0), list(ws.ids)
+    failed = {rid: ([None], [Failure(FailureCode.NO_RESPONSE, "no reply", turn=1).to_dict()]) for rid in ids[1:5]}
+    results = {"b": {rid: failed.get(rid, ([3.0], [])) for rid in ids}}
+    info = {"name": "ray", "pass": "p"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        commits = ColumnCommits(ws, [step], ids, info)
+        commits.add(ids[:2], results, {})
+        commits.commit()
+        commits.add(ids[2:4], results, {})
+        commits.commit()
+        result = store_rest(ws, step, results["b"], None, info, ids, False, commits.stored["b"])
+    told = [str(w.message) for w in caught if issubclass(w.category, CurateWarning)]
+    assert result.failed_now == 4
+    assert len(told) == 1, told
+    assert told[0].startswith("b: 4 of the 6 rows computed now failed (4 x no_response")

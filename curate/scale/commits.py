@@ -27,9 +27,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from curate.defaults import SCALE
+from curate.errors import warn
 from curate.scale.infer import Precomputed
-from curate.storage.apply import applied_fingerprint, apply_to_rows, drop_stale_rows, rows_needing_work
+from curate.storage.apply import (
+    applied_fingerprint,
+    apply_to_rows,
+    drop_stale_rows,
+    failures_told_by_caller,
+    rows_needing_work,
+)
 from curate.storage.apply_result import ApplyResult
+from curate.storage.failures import failure_reasons
 
 WRITE_SHARE = 0.1  # at most this share of a pass goes to writing columns: a write of s seconds, then 9s without
 
@@ -148,9 +156,9 @@ class ColumnCommits:
                 part = {rid: self.results[step.column][rid] for rid in mine}
                 sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
                 stats = run_stats(self.info, part, sides is None, pass_rows=len(self.needed[step.column]))
-                result = self.ws.apply(Precomputed(step, part, stats,
-                                                   {rid: sides[rid] for rid in mine} if sides is not None else None),
-                                       mine, progress=False)
+                with failures_told_by_caller():  # the pass's total, once, by store_rest: not a warning a part
+                    result = self.ws.apply(Precomputed(step, part, stats, {rid: sides[rid] for rid in mine}
+                                                       if sides is not None else None), mine, progress=False)
                 done, failed = self.stored[step.column]
                 self.stored[step.column] = (done | set(mine), failed + result.failed_now)
             return time.monotonic() - started
@@ -160,15 +168,22 @@ def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: 
                info: dict[str, Any], ids: list[str], progress: bool,
                stored: tuple[set[str], int] | None = None) -> ApplyResult:
     """``apply_to_rows`` of ``step`` on ``ids`` with the actors' ``results`` (and a signal step's side values
-    ``extra``; None for a scorer) the pass's commits did not store (``stored``: rows stored, of them failed); the result counts those as computed now."""
+    ``extra``; None for a scorer) the pass's commits did not store (``stored``: rows stored, of them failed); the result counts those as computed now.
+    Warns once of the rows failed in the whole pass (its commits and this write), with their reason codes."""
     done, failed = stored or (set(), 0)
     need = set(rows_needing_work(ws, step, ids))  # the pass computed rows other steps needed too: not counted here
     rest = {rid: value for rid, value in results.items() if rid not in done and rid in need}
     sides = {rid: value for rid, value in (extra or {}).items() if rid not in done}
     counted = len(done.intersection(ids))
     stats = run_stats(info, rest, extra is None, pass_rows=counted + len(rest) if stored is not None else None)
-    result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)
+    with failures_told_by_caller():
+        result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)
     if done:
         result.computed, result.skipped = result.computed + counted, result.skipped - counted
         result.failed_now += failed
+        if failed:  # the reasons of the rows failed in the commits too, not only in this write
+            now = [rid for rid in ids if rid in done or rid in rest]
+            result.failure_reasons_now = failure_reasons(ws.failures(step.column, now))
+    if result.failed_now:
+        warn(result.failed_now_warning())
     return result

@@ -9,9 +9,11 @@ history of runs, failure columns, and the progress bar.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from curate.codes import TRANSIENT_FAILURES
@@ -36,6 +38,19 @@ from curate.storage.step import StepContext, StepOutput, check_step, join_output
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
+
+_FAILURES_TOLD_BY_CALLER = contextvars.ContextVar("curate_apply_failures_told_by_caller", default=False)
+
+
+@contextlib.contextmanager
+def failures_told_by_caller() -> Iterator[None]:
+    """Within it ``ws.apply`` does not warn of the rows failed in its call: a caller storing one pass in parts (the
+    Ray engine's commits) warns once with the pass's total, not once per part."""
+    token = _FAILURES_TOLD_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _FAILURES_TOLD_BY_CALLER.reset(token)
 
 
 def applied_fingerprint(ws: Workspace, step: Any) -> str:
@@ -223,8 +238,8 @@ def apply_step(ws: Workspace, step: Any, ids: list[str] | None = None, *, force:
         result = _result(ws, step, asked, todo, started, redone)
         if before and before.get("kind") != result.provenance.get("kind"):  # a judge over a scorer's column: said
             result.took_over = before
-        if result.failed_now:  # rows failed now (not failures reused): a notebook's call returned without a word
-            warn(result.failed_now_warning())
+        if result.failed_now and not _FAILURES_TOLD_BY_CALLER.get():  # rows failed now (not failures reused): a
+            warn(result.failed_now_warning())  # notebook's call returned without a word
         return result
 
 
