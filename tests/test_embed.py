@@ -485,3 +485,41 @@ def test_an_embedding_model_neither_a_folder_nor_cached_is_refused_after_one_que
                                   "cache, and the Hugging Face Hub cannot give it: "), done.stdout + done.stderr[-2000:]
     assert "Retry" not in done.stderr
     assert not ws.embedding_sets
+
+
+_CORRUPT_CACHED_MODEL = """
+import os, shutil, sys
+from pathlib import Path
+import curate
+from curate.embed.encoder import default_model_path
+from curate.errors import CurateError
+repo = Path(os.environ["HF_HOME"]) / "hub" / "models--someorg--mini"
+snapshot = repo / "snapshots" / ("a" * 40)
+shutil.copytree(default_model_path(), snapshot)
+(repo / "refs").mkdir()
+(repo / "refs" / "main").write_text("a" * 40)
+(snapshot / "config.json").write_text("{ not json")
+try:
+    curate.Workspace(sys.argv[1]).embed(model="someorg/mini", progress=False)
+except CurateError as exc:
+    print(exc)
+"""
+
+
+def test_a_cached_embedding_model_that_does_not_load_is_refused_with_its_own_error(tmp_path):
+    """A model in the Hugging Face cache whose config.json is corrupt: any error of the cache-only load sent it to the
+    Hub check, which offline said "not in the Hugging Face cache" though it is there. Only a cache miss asks the Hub;
+    another load error is one line with its own words (here transformers' "... is not a valid JSON file")."""
+    import curate
+    from tests.conftest import write_jsonl
+
+    ws = curate.Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "rows.jsonl", [{"instruction": "one", "input": "", "output": "ok"}]))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _CORRUPT_CACHED_MODEL, str(ws.path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    message = done.stdout.strip()
+    assert message.startswith("embedding model someorg/mini: loading it from the Hugging Face cache failed: "
+                              "It looks like the config file at "), done.stdout + done.stderr[-2000:]
+    assert message.endswith("config.json' is not a valid JSON file.") and "not in the Hugging Face cache" not in message
+    assert not ws.embedding_sets

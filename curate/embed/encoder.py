@@ -68,15 +68,38 @@ def load_model(name: str | None = None, device: str | None = None):
         return _load_model(path, device, contents)
     try:
         return _load_model(path, device, contents, local_files_only=True)  # the Hugging Face cache: no request
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        if not _not_in_cache(exc):  # the files are there and do not load (a corrupt config): its own words, not
+            raise CurateError(f"embedding model {name}: loading it from the Hugging Face cache failed: "  # "not in
+                              f"{_first_line(exc)}") from exc  # the cache" from the Hub check
         _check_on_hub(name)
     try:
         return _load_model(path, device, contents, local_files_only=False)
     except (OSError, ValueError) as exc:  # transformers' own words name neither the model nor curate (a name the
         # Hub refuses is huggingface_hub's HFValidationError, a ValueError)
-        cause = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise CurateError(f"embedding model {name}: not a local folder, and loading it from the Hub failed: "
-                          f"{cause}") from exc
+                          f"{_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s text (its type's name when it has none)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _not_in_cache(exc: BaseException) -> bool:
+    """Whether a cache-only load failed for want of the files (huggingface_hub's ``LocalEntryNotFoundError`` in
+    the chain transformers raises, or a name the Hub would refuse, ``HFValidationError``): the Hub is asked then;
+    any other error is the cached files' own (a corrupt or incomplete model, a config error)."""
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    seen: BaseException | None = exc
+    for _ in range(32):  # a chain's length; never a cycle followed for ever
+        if seen is None:
+            break
+        if isinstance(seen, (LocalEntryNotFoundError, HFValidationError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _check_on_hub(name: str) -> None:
