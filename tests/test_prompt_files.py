@@ -224,3 +224,25 @@ def test_a_prompt_saved_with_windows_line_endings_loads_as_it_did(tmp_path, name
     assert (loaded.name, loaded.output_kind, loaded.scale, loaded.params, loaded.inputs) == \
         (lf.name, lf.output_kind, lf.scale, lf.params, lf.inputs)
     assert loaded.body.replace("\r\n", "\n") == lf.body
+
+
+def test_the_text_of_the_prompt_that_scored_a_column_is_kept_in_the_workspace(tmp_path, fault_server):
+    """A column's provenance named the prompt's file, version and fingerprint, but not its text: once the file was
+    edited (its version left as it was) or removed, nothing said which text produced the labels."""
+    import json
+
+    from curate.llm.backends import OpenAIBackend
+    from curate.llm.judges import Judge
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Say {k}.", "output": "hi"} for k in range(2)]))
+    prompt = _copy(tmp_path, lambda t: t.replace("name: quality", "name: mine"))
+    scored_with = prompt.read_text()
+    ws.score(Judge(str(prompt)), OpenAIBackend(fault_server.base_url, "fault", api_key="k"), progress=False)
+    prompt.write_text(scored_with.replace("You grade", "Please grade"))  # edited afterwards, version unchanged
+    provenance = ws.column_provenance("mine")
+    kept = json.loads((ws.path / "cache" / "prompts" / f"{provenance['prompt_fingerprint']}.json").read_text())
+    assert kept["body"] in scored_with and "You grade" in kept["body"]
+    assert kept["declaration"]["name"] == "mine" and kept["path"] == str(prompt.resolve())

@@ -186,6 +186,8 @@ class Judge:
         from curate.storage.progress import call_counts  # tqdm loads with a bar, not with judges
 
         backend = self._backend()
+        if ctx.keep_outputs:
+            keep_prompt_text(self.prompt, ctx.cache_dir)
         items, item_rows, pre_failures = self._items(rows)
         progress = RowProgress(item_rows, len(rows), ctx.progress)  # a row counts once all its turns are done
         counts = call_counts(ctx.progress)  # failed=, cached= on the row bar, live
@@ -316,6 +318,27 @@ def __getattr__(name: str) -> Judge:
 
 
 __all__ = ["BUILTIN_JUDGES", "Judge", "ROW_VARIABLES", "total_cost"]
+
+
+PROMPTS_KEPT = "prompts"  # under the workspace's cache folder: <fingerprint>.json, each prompt text that scored
+
+
+def keep_prompt_text(prompt: Prompt, cache_dir: os.PathLike) -> None:
+    """Keep ``prompt``'s text (declaration and body, what its fingerprint hashes) in the workspace's cache by its
+    fingerprint, once: a column's provenance names the fingerprint and the file, and the file may be edited or gone
+    by the time someone asks which text produced the labels."""
+    from pathlib import Path
+
+    from curate.storage.files import atomic_write_bytes
+
+    kept = Path(cache_dir) / PROMPTS_KEPT / f"{prompt.fingerprint}.json"
+    if kept.exists():
+        return
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    text = {"name": prompt.name, "version": prompt.version, "fingerprint": prompt.fingerprint,
+            "path": str(prompt.path.resolve()) if prompt.path else "", "declaration": prompt.declaration,
+            "body": prompt.body}
+    atomic_write_bytes(kept, json.dumps(text, indent=1, sort_keys=True, default=str).encode())
 
 
 def _same_prompt_file(stored: str, path: os.PathLike) -> bool:
