@@ -83,7 +83,7 @@ def test_a_dry_run_reads_the_response_cache_without_touching_its_folder(tmp_path
         seen = curate_in_process("score", out / "workspace", "--judge", "quality", "--column", "seen", *llm)
         assert seen.returncode == 0 and srv.total == 4, seen.stderr[-2000:]  # the run's quality requests, cached
         gc.collect()  # its connections closed, as a process ending closes them: the -wal and -shm removed
-        assert sorted(p.name for p in (out / "workspace" / "cache").iterdir()) == ["responses.sqlite"]
+        assert sorted(p.name for p in (out / "workspace" / "cache").iterdir()) == ["prompts", "responses.sqlite"]
         before = _tree(out)
         dry = curate_in_process("run", pool, "--out", out, *llm, "--dry-run")
         gc.collect()
@@ -176,6 +176,7 @@ def test_score_and_run_dry_runs_beside_a_writer_count_its_answers_and_leave_the_
     import gc
 
     from curate.llm.cache import CACHE_FILE
+    from curate.llm.judges import PROMPTS_KEPT
 
     rows = [{"instruction": f"Explain topic {i} in two sentences.", "output": f"Topic {i} is about item {i}."}
             for i in range(4)]
@@ -187,7 +188,7 @@ def test_score_and_run_dry_runs_beside_a_writer_count_its_answers_and_leave_the_
         seen = curate_in_process("score", ws, "--judge", "quality", "--column", "seen", *llm)
         assert seen.returncode == 0 and srv.total == 4, seen.stderr[-2000:]
         gc.collect()
-        assert sorted(p.name for p in (ws / "cache").iterdir()) == [CACHE_FILE]
+        assert sorted(p.name for p in (ws / "cache").iterdir()) == sorted([CACHE_FILE, PROMPTS_KEPT])  # no -wal, -shm
         for writing in (False, True):
             writer = _writer(ws / "cache" / CACHE_FILE, "unrelated") if writing else None
             try:
