@@ -107,6 +107,17 @@ cache.encode_cached(texts, sys.argv[1], batch_size=8)
 """
 
 
+def _interrupted(proc: subprocess.Popen) -> str:
+    """Ctrl-C ``proc`` until it ends (again, if one landed where Python swallows it: a finaliser, a C callback);
+    its standard error."""
+    for _ in range(60):
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+            break
+    return proc.communicate(timeout=120)[1]
+
+
 def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     texts = [f"interrupted pass text {i} on subject {i % 13}" for i in range(600)]  # Ctrl-C after the first
     # chunk's 8: the rest is this test's to encode again (1,200 had it encode ~1,190, ~10 s of CPU)
@@ -117,12 +128,7 @@ def test_ctrl_c_mid_pass_keeps_the_chunks_encoded_since_the_last_part(tmp_path):
     # pytest started in the background (`cmd &`) runs with SIGINT ignored, and a child inherits that
     done = int(proc.stdout.readline())  # one chunk encoded, none on disk yet
     assert not store.shards()
-    for _ in range(60):  # Ctrl-C again if the first landed where Python swallows it (a finaliser, a C callback)
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=1)
-            break
-    _, err = proc.communicate(timeout=120)
+    err = _interrupted(proc)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert done > 0 and len(store.shards()) == 1
     _, encoded, _ = encode_cached(texts, tmp_path, batch_size=8)
@@ -443,12 +449,7 @@ def test_ctrl_c_in_ws_embed_says_the_finished_work_is_kept_and_a_rerun_encodes_o
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     done = int(proc.stdout.readline())  # one chunk encoded and kept
-    for _ in range(60):
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=1)
-            break
-    _, err = proc.communicate(timeout=120)
+    err = _interrupted(proc)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert ("curate: ws.embed of 'default' stopped before storing the set (it is as it was); finished work is kept"
             in err), err[-2000:]
