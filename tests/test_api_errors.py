@@ -150,8 +150,17 @@ def test_select_without_a_method_runs_the_clis_default_selector(ws):
 
 
 def test_a_step_on_a_workspace_with_no_pool_says_load_first(tmp_path):
-    """``curate.Workspace("typo")`` then a judge said ``no column 'quality'; derived columns [], pool fields []``."""
+    """``curate.Workspace("typo")`` then a judge said ``no column 'quality'; derived columns [], pool fields []``;
+    then ``no pool loaded here`` after making an empty workspace at the typo. Now a step there says no workspace is
+    there and makes none; in a workspace that holds no pool (a first load killed) it says load first."""
     ws = curate.Workspace(tmp_path / "typo")
+    for call in (lambda: ws.score("quality", dead_backend()), lambda: ws.apply(Length())):
+        with pytest.raises(NotInWorkspaceError, match=r"^no workspace at \S*typo; opening writes nothing: the first "
+                                                      r"write makes it, e.g. ws.load\(SOURCE\)"):
+            call()
+    assert not (tmp_path / "typo").exists()
+    with ws.lock():  # made, as a first load killed before its pool was written leaves it
+        pass
     for call in (lambda: ws.score("quality", dead_backend()), lambda: ws.apply(Length())):
         with pytest.raises(NotInWorkspaceError, match=r"typo: no pool loaded here \(a new workspace\): "
                                                       r"ws.load\(SOURCE\) first"):

@@ -729,7 +729,8 @@ def test_info_on_a_workspace_whose_first_load_did_not_finish_says_so(tmp_path):
     """A workspace made by a first load that was killed holds no pool: info printed `0 rows ()`."""
     from curate.session import Workspace
 
-    Workspace(tmp_path / "ws")  # what a first `curate load` leaves when killed before its pool is written
+    with Workspace(tmp_path / "ws").lock():  # what a first `curate load` leaves when killed before its pool is written
+        pass
     said = curate_cli("info", tmp_path / "ws")
     assert said.returncode == 0, said.stderr
     assert said.stdout.splitlines()[0] == (f"{tmp_path / 'ws'}: 0 rows (no pool loaded: a first load that did not "

@@ -112,7 +112,8 @@ def test_two_concurrent_loads_keep_every_row_and_both_manifest_entries(tmp_path)
     for trial in range(LOAD_TRIALS):
         ws_path = tmp_path / f"ws{trial}"
         if trial:  # the first trial also races to create the workspace; the others only to fill it
-            Workspace(ws_path)
+            with Workspace(ws_path).lock():  # a write makes it (opening writes nothing)
+                pass
         procs = start_clis_together(tmp_path, ["load", a, "-w", ws_path], ["load", b, "-w", ws_path])
         results = [p.communicate(timeout=CLI_TIMEOUT_S) for p in procs]
         for p, (_, err) in zip(procs, results, strict=True):

@@ -37,12 +37,12 @@ def load(
     """Load a pool into a workspace."""
     from curate import pools
     from curate.session import Workspace
-    from curate.storage.files import removed_on_failure
 
     mapping_value = mapping_arg(mapping)
     pools.check_read_options(format, mapping_value, on_error)  # a bad option creates nothing
-    with removed_on_failure(workspace):  # a missing or broken source (or every record rejected) leaves no new folder
-        summary = Workspace(workspace).load(_source(source), format=format, on_error=on_error, mapping=mapping_value)
+    # a missing or broken source (or every record rejected) leaves no new workspace: ws.load takes back the one it
+    # made, unless another process loaded into it meanwhile (rmtree of the folder here deleted that load's rows)
+    summary = Workspace(workspace).load(_source(source), format=format, on_error=on_error, mapping=mapping_value)
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")

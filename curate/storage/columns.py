@@ -12,14 +12,17 @@ each have their own (one thread's stretch ending never ends another's), and a th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 from curate.defaults import WORKSPACE
 from curate.errors import WorkspaceError
-from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, read_arrow
+from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, now, read_arrow, write_arrow
 from curate.storage.lock_holders import describe_holder
 from curate.storage.manifest import workspace_gone
 from curate.storage.read_log import note_read
@@ -174,3 +177,26 @@ def _pool_field(ws: Workspace, name: str, ids: list[str] | None) -> list[Any]:
         return values if ids is None else [values[index[i]] for i in ids]
     pool = [c for c in ws.pool.column_names if c not in ("id", "conversation")] if ws.has_pool else []
     raise NotInWorkspaceError(f"{ws.path}: no column {name!r}; derived columns {sorted(ws.columns)}, pool fields {pool}")
+
+
+def add_column(ws: Workspace, name: str, values: Any, provenance: dict[str, Any], ids: Any,
+               fingerprints: Any, value_type: Any) -> None:
+    """``Workspace.add_column``'s body: the column file written whole, atomically, under the workspace lock."""
+    import pyarrow as pa
+
+    check_name(name)  # not check_new_name: a step's side columns (<column>_failure) are longer than its column
+    arrow = (pa.Array, pa.ChunkedArray)  # merge_column passes Arrow columns through
+    ids = ws.ids if ids is None else ids if isinstance(ids, arrow) else list(ids)
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    if len(values) != len(ids):
+        raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
+    prov = {"name": name, "created": now(), **provenance}
+    data = {"id": ids if isinstance(ids, arrow) else pa.array(ids, pa.string()),
+            "value": (values if value_type is None else values.cast(value_type)) if isinstance(values, arrow)
+            else pa.array(values, type=value_type)}
+    if fingerprints is not None:
+        data["fingerprint"] = fingerprints if isinstance(fingerprints, arrow) else pa.array(fingerprints, pa.string())
+    table = pa.table(data).replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
+    with ws.lock():
+        write_arrow(ws._column_path(name), table)

@@ -82,11 +82,37 @@ def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bo
 
 
 def not_a_workspace(path: Path) -> NotInWorkspaceError:
-    """The error for a path holding no workspace, with the command that makes one there (none where a file is)."""
+    """The error for a path holding no workspace, with the command that makes one there (none where a file is), and
+    the workspaces beside it of a close name (a typo's)."""
     if path.is_file():
-        return NotInWorkspaceError(f"{path}: a file, not a curate workspace (a folder holding {MANIFEST})")
-    return NotInWorkspaceError(f"{path}: not a curate workspace (no {MANIFEST}); make one: curate load SOURCE "
-                               f"--workspace {path}")
+        return NotInWorkspaceError(f"{path}: a file, not a curate workspace (a folder holding {MANIFEST})"
+                                   f"{did_you_mean(path)}")
+    return NotInWorkspaceError(f"{path}: not a curate workspace (no {MANIFEST}){did_you_mean(path)}; make one: "
+                               f"curate load SOURCE --workspace {path}")
+
+
+def no_workspace(path: Path) -> NotInWorkspaceError:
+    """The error for a read of a new workspace (``Workspace(path)`` at a path holding none, not made yet): it names
+    the workspaces beside it of a close name and how to make this one."""
+    return NotInWorkspaceError(f"no workspace at {path}{did_you_mean(path)}; opening writes nothing: the first "
+                               f"write makes it, e.g. ws.load(SOURCE) (CLI: curate load SOURCE --workspace {path})")
+
+
+def did_you_mean(path: Path, limit: int = 5000) -> str:
+    """`` (did you mean 'ws-1', 'ws'?)``: the workspaces (folders holding a manifest) beside ``path`` whose names are
+    close to its name ('' when none; at most ``limit`` entries of the folder are looked at)."""
+    import difflib
+    import itertools
+
+    if not path.name:  # "." or "/"
+        return ""
+    try:
+        entries = [p for p in itertools.islice(path.absolute().parent.iterdir(), limit) if p.name != path.name]
+        names = [p.name for p in entries if (p / MANIFEST).is_file()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(str(path.with_name(n))) for n in close)}?)" if close else ""
 
 
 def workspace_gone(path: Path) -> WorkspaceError:

@@ -20,19 +20,20 @@ from curate.storage.blobs import add_missing_ids_digests
 from curate.storage.files import (
     LOCK_FILE,
     LOCKED_SUBDIRS,
-    LOCKS_DIR,
     MANIFEST,
     STAGING_DIR,
-    SUBDIRS,
-    atomic_write_bytes,
     file_lock,
     now,
-    prepare_output,
     remove,
     writing,
 )
-from curate.storage.lock_holders import holder_path
-from curate.storage.manifest import MANIFEST_VERSION, check_manifest, damaged_pool, repeats_a_load  # noqa: F401  (Workspace.open calls pool.check_manifest)
+from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check_manifest)
+    check_manifest,
+    damaged_pool,
+    no_workspace,
+    repeats_a_load,
+    workspace_gone,
+)
 from curate.storage.summary import load_summary
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -108,7 +109,10 @@ def keep_rows(ws: Workspace, ids) -> int:
 
 
 def no_pool_loaded(ws: Workspace) -> NotInWorkspaceError:
-    """The error for a step that needs rows in a workspace none were loaded into (a new one, or a typo's)."""
+    """The error for a step that needs rows in a workspace none were loaded into (a new one, or a typo's: not on disk,
+    ``no workspace at PATH``)."""
+    if not (ws.path / MANIFEST).exists():
+        return no_workspace(ws.path)
     return NotInWorkspaceError(f"{ws.path}: no pool loaded here (a new workspace): ws.load(SOURCE) first (CLI: "
                                f"curate load SOURCE --workspace {ws.path})")
 
@@ -119,13 +123,18 @@ def staging(ws: Workspace) -> Iterator[Path]:
     lock tells :func:`remove_leftovers` that it is live (a killed reader's folder is removed by the next open)."""
     folder = ws.path / STAGING_DIR / uuid.uuid4().hex
     lock = file_lock(folder.with_suffix(".lock"))
-    folder.parent.mkdir(exist_ok=True)
-    with lock:
-        try:
-            yield folder
-        finally:
-            remove(folder)
-    remove(folder.with_suffix(".lock"))
+    try:
+        folder.parent.mkdir(exist_ok=True)
+    except FileNotFoundError:  # a failed first load in another process took the new workspace back
+        raise workspace_gone(ws.path) from None
+    try:
+        with lock:
+            try:
+                yield folder
+            finally:
+                remove(folder)
+    finally:  # a failed load's too: its lock file stayed until the next open
+        remove(folder.with_suffix(".lock"))
 
 
 def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str, Any]:
@@ -352,36 +361,6 @@ def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]
     kept = ws.selection(name).ids
     index = ws.index
     return kept, [index[rid] for rid in kept]
-
-
-def create(ws: Workspace) -> None:
-    """Make the folders and an empty manifest, under the lock: two processes creating one workspace
-    at once both end up in the same, single workspace."""
-    # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
-    refuse_foreign(ws, include_hidden=False)
-    prepare_output(ws.path, folder=True)
-    with ws.lock():
-        if (ws.path / MANIFEST).exists():  # another process created it while we waited
-            return
-        refuse_foreign(ws, include_hidden=True)
-        for sub in SUBDIRS:
-            (ws.path / sub).mkdir(exist_ok=True)
-        atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
-                                                           "sources": []}).encode())
-
-
-def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
-    """Refuse a folder holding anything a workspace being created would not (or a crashed creation left)."""
-    ours = {*SUBDIRS, LOCK_FILE, holder_path(Path(LOCK_FILE)).name, LOCKS_DIR, MANIFEST}
-    if ws.path.exists() and not ws.path.is_dir():  # the OSError said "Not a directory": exit 1, as a full disk
-        raise NotInWorkspaceError(f"{ws.path}: a file, not a curate workspace; name a new or empty folder")
-    if not ws.path.is_dir():
-        return
-    foreign = [p.name for p in ws.path.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
-               and (include_hidden or not p.name.startswith("."))]
-    if foreign:
-        raise NotInWorkspaceError(f"{ws.path}: exists, is not empty, and is not a curate workspace "
-                                  f"(holds {foreign[0]!r}); name a new or empty folder")
 
 
 def info(ws: Workspace) -> dict[str, Any]:

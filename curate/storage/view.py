@@ -10,6 +10,7 @@ as one object per thread would.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -28,7 +29,28 @@ class ThreadView:
     """The Workspace attributes that are per thread (None in a thread that has not read the pool)."""
 
     _view: threading.local  # set by Workspace.__init__
+    _operations: threading.local
+    _pool_dir: str
     _pool = _per_thread("pool", "This thread's pool (None: read it again).")
     _pool_stamp = _per_thread("pool_stamp", "The stamp (inode, mtime) of the pool on disk when it was read.")
     _ids = _per_thread("ids", "Row ids of this thread's pool, in pool order (None: not read yet).")
     _index = _per_thread("index", "Row id -> position in this thread's pool (None: not built yet).")
+
+    def refresh(self) -> None:
+        """Read the pool again if another process (or object) loaded rows since this one read it: a notebook's
+        workspace stays current, and a write keyed by pool order covers every row on disk."""
+        from curate.storage.pool import pool_stamp
+
+        if self._pool is not None and pool_stamp(self) != self._pool_stamp:
+            self._pool, self._ids, self._index = None, None, None
+
+    def _current(self) -> None:
+        """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat, ~2 us)."""
+        if self._pool is not None and not getattr(self._operations, "n", 0):
+            try:
+                st = os.stat(self._pool_dir)
+                stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)  # as pool.pool_stamp
+            except OSError:
+                stamp = None
+            if stamp != self._pool_stamp:
+                self._pool, self._ids, self._index = None, None, None

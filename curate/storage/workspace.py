@@ -35,7 +35,7 @@ import numpy as np
 from curate.codes import Decision, Failure, Reason
 from curate.defaults import JUDGE, POOL
 from curate.rows import Turn, turns
-from curate.storage import blobs, columns, export, pool
+from curate.storage import blobs, columns, creation, export, pool
 from curate.storage.apply import ApplyResult, apply_step, merge_column
 from curate.storage.damage import DamagedFile, sort_out
 from curate.storage.failures import read_failures
@@ -55,7 +55,7 @@ from curate.storage.files import (
     take_values,
     write_arrow,
 )
-from curate.storage.manifest import no_selection, no_step_input, not_a_workspace
+from curate.storage.manifest import no_selection, no_step_input, no_workspace, not_a_workspace
 from curate.storage.selection import Selection, selection_meta, selection_table, stored_as
 from curate.storage.step import RowInput
 from curate.storage.view import ThreadView
@@ -65,15 +65,20 @@ class Workspace(ThreadView, blobs.Blobs):
     """A curation session stored in a directory; reopen it from any process or notebook."""
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
+        """Open the workspace at ``path``; writes nothing. Where there is none, ``create``: a new workspace whose
+        folder its first write makes (``ws.load``), its reads an error saying there is no workspace there (False:
+        that error at once)."""
         self.path = Path(path)
         self._view = threading.local()  # this thread's pool, its stamp, ids and index (storage.view)
         self._reads = threading.local()  # .memo: this thread's memoised column reads inside ``reading()``
         self._pool_dir = str(self.path / "pool")
         self._operations = threading.local()  # .n: operations under way in this thread (see ``operation``)
-        if not (self.path / MANIFEST).exists():
+        self._new = not (self.path / MANIFEST).exists()  # not on disk yet: its first write makes it (see lock)
+        if self._new:
             if not create:
                 raise not_a_workspace(self.path)
-            pool.create(self)
+            creation.refuse_foreign(self, include_hidden=False)  # a file, or a folder of other things: said now
+            return
         pool.check_manifest(self)
         pool.remove_leftovers(self)
 
@@ -82,23 +87,44 @@ class Workspace(ThreadView, blobs.Blobs):
         """Open an existing workspace (error if ``path`` is not one)."""
         return cls(path, create=False)
 
+    @property
+    def exists(self) -> bool:
+        """Whether the workspace is on disk (False: a new one, which its first write makes)."""
+        if self._new and (self.path / MANIFEST).exists():  # made since: by this object's write, or another process
+            self._new = False
+        return not self._new
+
+    def _require(self) -> None:
+        """A read of a new workspace not made yet: ``no workspace at PATH (did you mean ...?)``."""
+        if not self.exists:
+            raise no_workspace(self.path)
+
     # -- locks ----------------------------------------------------------------------------------
     def lock(self, on_wait: Callable[[], None] | None = None):
         """Context manager holding the workspace lock (``WS/.lock``); every mutation takes it. Re-entrant within a
         thread (across Workspace objects on one path); other threads and processes wait. ``on_wait`` is called once
         if the lock is busy, before waiting; without it, a long wait is logged naming the holder (pid, command)."""
+        self._make()  # a new workspace: its first write makes it
         return columns.workspace_lock(self, on_wait)
+
+    def _make(self) -> Path | None:
+        """Make a new workspace's folder (its first write): the outermost folder made (None: none, it was there)."""
+        made = None if self.exists else creation.create(self)
+        self._new = False
+        return made
 
     def column_lock(self, column: str, on_wait: Callable[[], None] | None = None):
         """Context manager holding ``WS/locks/column-<column>.lock`` for a whole scoring run. A second process
         scoring the same column waits, then finds every response in the response cache. Without ``on_wait`` a
         warning is logged (logger ``curate``) saying what it waits for."""
+        self._make()  # a write's lock: a new workspace is made
         return columns.column_lock(self, column, on_wait)
 
     # -- manifest -------------------------------------------------------------------------------
     @property
     def manifest(self) -> dict[str, Any]:
         """The workspace's ``manifest.json``: sources loaded, row counts, formats (a fresh read each time)."""
+        self._require()
         return read_json(self.path / MANIFEST)
 
     def update_manifest(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -127,7 +153,8 @@ class Workspace(ThreadView, blobs.Blobs):
         from curate import pools
 
         options = {"format": format, "mapping": mapping, "on_error": on_error, "max_field_chars": max_field_chars}
-        with pool.staging(self) as folder:
+        made = self._make()  # a new workspace is made now, and taken back if this first load fails
+        with creation.taken_back_on_failure(self, made), pool.staging(self) as folder:
             if isinstance(source, pools.ReadResult | pools.RowStream):
                 pools.check_no_read_options(source, **options)
                 staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
@@ -156,25 +183,9 @@ class Workspace(ThreadView, blobs.Blobs):
         inside an operation); each thread has its own view (:mod:`curate.storage.view`)."""
         self._current()
         if self._pool is None:
+            self._require()
             self._pool, self._pool_stamp = pool.open_pool(self)
         return self._pool
-
-    def refresh(self) -> None:
-        """Read the pool again if another process (or object) loaded rows since this one read it: a notebook's
-        workspace stays current, and a write keyed by pool order covers every row on disk."""
-        if self._pool is not None and pool.pool_stamp(self) != self._pool_stamp:
-            self._pool, self._ids, self._index = None, None, None
-
-    def _current(self) -> None:
-        """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat, ~2 us)."""
-        if self._pool is not None and not getattr(self._operations, "n", 0):
-            try:
-                st = os.stat(self._pool_dir)
-                stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)  # as pool.pool_stamp
-            except OSError:
-                stamp = None
-            if stamp != self._pool_stamp:
-                self._pool, self._ids, self._index = None, None, None
 
     def __len__(self) -> int:
         return len(self.pool) if self.has_pool else 0
@@ -234,24 +245,7 @@ class Workspace(ThreadView, blobs.Blobs):
         ``provenance`` says what produced it; ``fingerprints`` (per row) say under which step fingerprint
         each value was computed, so ``apply`` can skip rows already done. ``value_type``: their Arrow type, where
         it must not depend on the rows (a failure column with no failure yet is not of type null)."""
-        import pyarrow as pa
-
-        check_name(name)  # not check_new_name: a step's side columns (<column>_failure) are longer than its column
-        arrow = (pa.Array, pa.ChunkedArray)  # merge_column passes Arrow columns through
-        ids = self.ids if ids is None else ids if isinstance(ids, arrow) else list(ids)
-        if isinstance(values, np.ndarray):
-            values = values.tolist()
-        if len(values) != len(ids):
-            raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
-        prov = {"name": name, "created": now(), **provenance}
-        data = {"id": ids if isinstance(ids, arrow) else pa.array(ids, pa.string()),
-                "value": (values if value_type is None else values.cast(value_type)) if isinstance(values, arrow)
-                else pa.array(values, type=value_type)}
-        if fingerprints is not None:
-            data["fingerprint"] = fingerprints if isinstance(fingerprints, arrow) else pa.array(fingerprints, pa.string())
-        table = pa.table(data).replace_schema_metadata({b"curate": json.dumps(prov, default=str).encode()})
-        with self.lock():
-            write_arrow(self._column_path(name), table)
+        columns.add_column(self, name, values, provenance, ids, fingerprints, value_type)
 
     @operation
     def merge_column(self, name: str, ids: list[str], values: list[Any], provenance: dict[str, Any],
@@ -268,6 +262,7 @@ class Workspace(ThreadView, blobs.Blobs):
     @property
     def columns(self) -> dict[str, dict[str, Any]]:
         """Derived columns: name -> provenance (a damaged column's file is in ``damaged`` instead)."""
+        self._require()
         return sort_out(named_files(self.path / "columns", ".arrow"), schema_meta)[0]
 
     @property
@@ -361,6 +356,7 @@ class Workspace(ThreadView, blobs.Blobs):
     def selections(self) -> dict[str, dict[str, Any]]:
         """Stored selections: name -> provenance (method, params, input selection, candidates...); a damaged
         selection's file is in ``damaged`` instead."""
+        self._require()
         return sort_out(named_files(self.path / "selections", ".arrow"), selection_meta)[0]
 
     def has_selection(self, name: str) -> bool:
@@ -368,6 +364,7 @@ class Workspace(ThreadView, blobs.Blobs):
         return (self.path / "selections" / f"{check_name(name)}.arrow").exists()
 
     def selection(self, name: str) -> Selection:
+        self._require()
         if not (path := self.path / "selections" / f"{check_name(name)}.arrow").exists():  # not ../outside/sel
             raise no_selection(self.path, name, self.selections)
         return Selection.from_table(name, read_arrow(path), path)
@@ -388,6 +385,7 @@ class Workspace(ThreadView, blobs.Blobs):
     def info(self) -> dict[str, Any]:
         """Rows, formats, sources, and every derived column, embedding set and selection with provenance; the
         damaged files (``damaged``: kind, name, path, code, problem, fix) beside them."""
+        self._require()
         return pool.info(self)
 
     def __getstate__(self) -> dict[str, Any]:  # pickled (multiprocessing, joblib) or deep-copied as its path
@@ -397,4 +395,6 @@ class Workspace(ThreadView, blobs.Blobs):
         self.__init__(state["path"], create=False)  # type: ignore[misc]
 
     def __repr__(self) -> str:
+        if not self.exists:
+            return f"Workspace({str(self.path)!r}, new: its first write, e.g. ws.load(SOURCE), makes it)"
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"

@@ -1,0 +1,82 @@
+"""Opening a workspace writes nothing: ``Workspace(path)`` at a path holding none is a new workspace that its first
+write makes (``ws.load``), its reads say ``no workspace at PATH (did you mean ...?)``; a first load that fails takes
+back the folder it made, never rows another load put there meanwhile; ``curate info`` of a typo makes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from curate import pools
+from curate.errors import InputError, NotInWorkspaceError
+from curate.exit_codes import EXIT_CONFIG
+from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
+from tests.conftest import write_jsonl
+
+
+def _pool(path, prefix: str, n: int = 3):
+    return write_jsonl(path, [{"instruction": f"{prefix} question {i}", "input": "", "output": f"{prefix} answer {i}"}
+                              for i in range(n)])
+
+
+def test_opening_a_typo_writes_nothing_and_its_reads_name_the_workspace_meant(tmp_path):
+    Workspace(tmp_path / "session").load(_pool(tmp_path / "pool.jsonl", "a"))
+    typo = Workspace(tmp_path / "sesion")
+    assert not (tmp_path / "sesion").exists() and not typo.exists
+    assert "new: its first write" in repr(typo)
+    for read in (typo.info, lambda: typo.columns, lambda: typo.selections, lambda: typo.pool,
+                 lambda: typo.manifest, lambda: typo.selection("deita")):
+        with pytest.raises(NotInWorkspaceError) as err:
+            read()
+        assert str(err.value).startswith(f"no workspace at {tmp_path / 'sesion'} (did you mean "
+                                         f"'{tmp_path / 'session'}'?)"), err.value
+    assert not (tmp_path / "sesion").exists()  # the reads wrote nothing either
+
+
+def test_the_first_write_makes_the_workspace(tmp_path):
+    ws = Workspace(tmp_path / "new")
+    summary = ws.load(_pool(tmp_path / "pool.jsonl", "a"))
+    assert summary["rows_added"] == 3 and ws.exists and len(Workspace.open(tmp_path / "new")) == 3
+    bare = Workspace(tmp_path / "bare")  # any write under the lock makes it, not only a load
+    bare.add_column("score", [1.0], {"kind": "test"}, ids=["r1"])
+    assert Workspace.open(tmp_path / "bare").columns["score"]["kind"] == "test"
+
+
+def test_a_failed_first_load_leaves_no_folder_and_no_parent_it_made(tmp_path):
+    ws = Workspace(tmp_path / "a" / "b" / "ws")
+    with pytest.raises(InputError, match="missing.jsonl"):
+        ws.load(tmp_path / "missing.jsonl")
+    assert list(tmp_path.iterdir()) == []
+    ws.load(_pool(tmp_path / "pool.jsonl", "a"))  # the same object loads once the source is there
+    assert len(ws) == 3
+
+
+def test_a_failed_first_load_keeps_the_rows_another_load_put_there(tmp_path):
+    """Two loads into one new workspace: the one that fails after the other has loaded takes nothing back (the
+    command line's cleanup removed the whole folder, the other load's rows with it)."""
+    path = tmp_path / "ws"
+    good = _pool(tmp_path / "b.jsonl", "b")
+
+    def rows_then_failure():
+        yield from pools.read(_pool(tmp_path / "a.jsonl", "a")).rows[:2]
+        Workspace(path).load(good)  # another loader, while this one is still reading its source
+        raise InputError(tmp_path / "a.jsonl", "line 3", "malformed")
+
+    with pytest.raises(InputError, match="malformed"):
+        Workspace(path).load(pools.RowStream(str(tmp_path / "a.jsonl"), rows_then_failure()))
+    ws = Workspace.open(path)
+    assert len(ws) == 3 and [s["source"] for s in ws.manifest["sources"]] == [str(good)]
+
+
+def test_curate_info_of_a_typo_makes_nothing_and_names_the_workspace_meant(tmp_path):
+    Workspace(tmp_path / "session").load(_pool(tmp_path / "pool.jsonl", "a"))
+    r = curate_in_process("info", tmp_path / "sesion")
+    assert r.returncode == EXIT_CONFIG, r.stderr
+    assert f"(did you mean '{tmp_path / 'session'}'?)" in r.stderr
+    assert not (tmp_path / "sesion").exists()
+
+
+def test_curate_load_of_a_missing_source_makes_no_folder(tmp_path):
+    r = curate_in_process("load", tmp_path / "missing.jsonl", "-w", tmp_path / "out" / "ws")
+    assert r.returncode == 65, r.stderr
+    assert list(tmp_path.iterdir()) == []
