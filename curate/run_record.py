@@ -16,8 +16,8 @@ from typing import Any
 
 from curate.errors import ConfigError, CurateError, NoLabelsError, RetryLaterError
 from curate.storage.files import atomic_write_bytes, now
+from curate.storage.last_run import RUN_RECORD, killed_run  # noqa: F401  (RUN_RECORD: pipeline's)
 
-RUN_RECORD = "run.json"
 RUN_RECORD_VERSION = 1
 log = logging.getLogger("curate")
 Step = tuple[str, Callable[[Any], Any]]  # a step's name, and its function of the run (curate.pipeline.Run)
@@ -92,6 +92,7 @@ def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: 
             "error": None if error is None else {"type": type(error).__name__, "message": str(error)},
             "started_at": _iso(started), "finished_at": None if running else now(),
             "pid": os.getpid(), "hostname": socket.gethostname(),  # a running record left by kill -9: whose
+            "command": command_line(),  # what curate info shows of the workspace's last run
             "out": str(out), "budget": budget, "seconds": round(time.time() - started, 3),
             "steps_finished": list(results),
             "steps": {name: {"seconds": round(timings[name], 3), **step_counts(name, result, budget)}
@@ -99,26 +100,21 @@ def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: 
             "outputs": {kind: str(path) for kind, path in outputs.items()}, "llm": llm}
 
 
+def command_line() -> str:
+    """The command that runs this process (``curate run pool.jsonl --out OUT``), as the lock holder records it; ''
+    where there is none (an embedded interpreter)."""
+    import shlex
+    import sys
+
+    return shlex.join(["curate" if Path(sys.argv[0]).name == "curate" else sys.argv[0], *sys.argv[1:]]) \
+        if sys.argv and sys.argv[0] else ""
+
+
 def _iso(seconds: float) -> str:
     """``seconds`` since the epoch as :func:`curate.storage.files.now` writes a time (UTC, ISO 8601)."""
     import datetime
 
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="microseconds")
-
-
-def killed_run(record: dict[str, Any]) -> str | None:
-    """``killed (its process N is gone)`` for a ``running`` record whose process, on this host, is gone (killed -9,
-    the machine restarted): the record says running forever; None for any other record."""
-    pid = record.get("pid")
-    if record.get("status") != "running" or not isinstance(pid, int) or record.get("hostname") != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return f"killed (its process {pid} is gone)"
-    except OSError:  # another user's process: alive
-        pass
-    return None
 
 
 def _earlier_run(out: Path) -> None:

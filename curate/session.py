@@ -214,6 +214,10 @@ class Workspace(StorageWorkspace):
     def _repr_html_(self) -> str:
         from curate.report.views import workspace_html
 
+        if not self.exists:  # a new workspace (a typo?): its repr says so; its info would raise
+            import html
+
+            return f"<pre>{html.escape(repr(self))}</pre>"
         return workspace_html(self)
 
 

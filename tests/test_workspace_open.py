@@ -23,7 +23,7 @@ def test_opening_a_typo_writes_nothing_and_its_reads_name_the_workspace_meant(tm
     Workspace(tmp_path / "session").load(_pool(tmp_path / "pool.jsonl", "a"))
     typo = Workspace(tmp_path / "sesion")
     assert not (tmp_path / "sesion").exists() and not typo.exists
-    assert "new: its first write" in repr(typo)
+    assert "new: its first write" in repr(typo) and "new: its first write" in typo._repr_html_()  # Jupyter's view
     for read in (typo.info, lambda: typo.columns, lambda: typo.selections, lambda: typo.pool,
                  lambda: typo.manifest, lambda: typo.selection("deita")):
         with pytest.raises(NotInWorkspaceError) as err:

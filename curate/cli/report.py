@@ -66,6 +66,10 @@ def print_info(info: dict[str, Any], console: Console) -> None:
         say(f"  [red]damaged {d['kind']} {escape(d['name'])}[/]: {escape(d['path'])}: "
             f"{escape(d['problem'])}; {escape(d['fix'])}", markup=True)
     say(f"  pool columns: {', '.join(info['pool_columns'])}")
+    if run := info.get("last_run"):  # OUT/run.json of the run whose workspace this is
+        from curate.storage.last_run import last_run_line
+
+        say(f"  {last_run_line(run)}", style="red" if run["status"] in ("failed", "killed", "unreadable") else None)
 
 
 @app.command()

@@ -337,6 +337,7 @@ def info_data(ws: Workspace) -> dict[str, Any]:
                         "provenance": provenance_line(m)}
                        for n, m in info["embeddings"].items()],
         "selections": selections, "label_sets": label_sets, "damaged": list(damaged.values()),
+        "last_run": info.get("last_run"),
     }
 
 

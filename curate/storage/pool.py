@@ -27,6 +27,7 @@ from curate.storage.files import (
     remove,
     writing,
 )
+from curate.storage.last_run import last_run
 from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check_manifest)
     check_manifest,
     damaged_pool,
@@ -365,7 +366,7 @@ def selection_positions(ws: Workspace, name: str) -> tuple[list[str], list[int]]
 
 def info(ws: Workspace) -> dict[str, Any]:
     """``Workspace.info``: rows, formats, sources, and every derived column, embedding set, selection and label set
-    (by name, its provenance), the damaged files."""
+    (by name, its provenance), the damaged files, the last run (:func:`curate.storage.last_run.last_run`)."""
     formats: Counter = Counter()
     if ws.has_pool:
         formats.update(ws.pool.data.table.column("format").to_pylist())
@@ -375,4 +376,5 @@ def info(ws: Workspace) -> dict[str, Any]:
         "columns": ws.columns, "embeddings": ws.embedding_sets, "selections": ws.selections,
         "damaged": [d.to_dict() for d in ws.damaged],
         "label_sets": ws.label_sets,
+        "last_run": last_run(ws.path),  # OUT/run.json of the run whose workspace this is (None: none)
     }
