@@ -75,3 +75,42 @@ def test_a_workspace_no_run_made_has_no_last_run(tmp_path):
     (tmp_path / RUN_RECORD).write_text("{}")  # a run.json beside a workspace not named as a run's: not its run
     assert ws.info()["last_run"] is None
     assert "last run" not in curate_in_process("info", tmp_path / "ws").stdout
+
+
+def _overwrite_in_place(path) -> None:
+    """Zero 16 bytes inside the record batches of an Arrow file, its size kept (a disk or a tool writing over it)."""
+    from curate.storage.checksums import batches_span
+
+    data = bytearray(path.read_bytes())
+    start, end = batches_span(data)
+    data[end - 24:end - 8] = bytes(16)
+    path.write_bytes(bytes(data))
+
+
+def test_info_finds_column_and_selection_files_overwritten_in_place_and_verify_exits_1(tmp_path):
+    """ws.info() and curate info --json listed such a file as sound (only the text listing, reading every value, found
+    it); --verify makes the finding an exit code."""
+    from curate.exit_codes import EXIT_FAILURE
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"q{i}", "input": "", "output": f"a{i}"}
+                                                  for i in range(6)]))
+    ws.add_column("score", [float(i) for i in range(6)], {"kind": "test"})
+    ws.select(method="exact", name="dedup")
+    assert curate_in_process("info", tmp_path / "ws", "--verify").returncode == 0  # sound: exit 0
+    for name in ("columns/score.arrow", "selections/dedup.arrow"):
+        _overwrite_in_place(tmp_path / "ws" / name)
+    fresh = Workspace.open(tmp_path / "ws")
+    damaged = {d["name"]: d for d in fresh.info()["damaged"]}
+    assert {n: d["code"] for n, d in damaged.items()} == {"score": "not_written", "dedup": "not_written"}
+    assert damaged["score"]["fix"].startswith(f"remove it (`rm {tmp_path / 'ws' / 'columns' / 'score.arrow'}`) and "
+                                              "compute the column again")
+    assert "score" not in fresh.info()["columns"] and "dedup" not in fresh.info()["selections"]
+    said = curate_in_process("info", tmp_path / "ws", "--json")
+    assert said.returncode == 0 and len(json.loads(said.stdout)["damaged"]) == 2
+    for extra in ((), ("--json",)):
+        said = curate_in_process("info", tmp_path / "ws", "--verify", *extra)
+        assert said.returncode == EXIT_FAILURE, said.stderr
+        assert said.stderr.startswith(f"error: {tmp_path / 'ws'}: 2 damaged file(s), listed with the fix of each"), \
+            said.stderr
+        assert str(tmp_path / "ws" / "columns" / "score.arrow") in said.stderr

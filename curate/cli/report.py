@@ -75,8 +75,11 @@ def print_info(info: dict[str, Any], console: Console) -> None:
 @app.command()
 def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
          as_json: bool = typer.Option(False, "--json", help="Print ws.info() as one JSON object (for scripts): each "
-                                      "column's, embedding set's and selection's full provenance by name.")) -> None:
-    """Show rows, formats, sources, and derived columns with their provenance."""
+                                      "column's, embedding set's and selection's full provenance by name."),
+         verify: bool = typer.Option(False, "--verify", help="Exit 1 when a column, selection or label set is damaged "
+                                     "(listed with its fix; every column's and selection's checksum is checked "
+                                     "either way), for a script or a scheduler's check.")) -> None:
+    """Show rows, formats, sources, and derived columns with their provenance, and the last run of a run's workspace."""
     from curate.report.views import info_data
     from curate.session import Workspace
     from curate.storage.damage import listed_by_caller
@@ -85,15 +88,20 @@ def info(workspace: Path = typer.Argument(..., help="Workspace directory."),
     ws = Workspace.open(workspace)
     with listed_by_caller():  # info lists the damaged files: the listings' warnings named each a second time
         if not as_json:
-            print_info(info_data(ws), console)
-            return
-        # the data ws.info() returns, not the view's display strings: a script reads a selection's params. orjson: a
-        # NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
-        import orjson
+            print_info(shown := info_data(ws), console)
+        else:
+            # the data ws.info() returns, not the view's display strings: a script reads a selection's params. orjson:
+            # a NaN or an infinity as null (valid JSON), dates as ISO text, anything else unknown as its text
+            import orjson
 
-        write_all(sys.stdout.buffer, orjson.dumps(ws.info(), default=str, option=orjson.OPT_INDENT_2
-                                                  | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
-        sys.stdout.flush()
+            write_all(sys.stdout.buffer, orjson.dumps(shown := ws.info(), default=str, option=orjson.OPT_INDENT_2
+                                                      | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            sys.stdout.flush()
+    if verify and (damaged := shown["damaged"]):
+        from curate.errors import WorkspaceError
+
+        raise WorkspaceError(f"{workspace}: {len(damaged)} damaged file(s), listed with the fix of each"
+                             f"{' in damaged' if as_json else ''}: {', '.join(d['path'] for d in damaged)}")
 
 
 @app.command()

@@ -36,6 +36,7 @@ from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check
     workspace_gone,
 )
 from curate.storage.summary import load_summary
+from curate.storage.verify import verified_listing
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -368,13 +369,14 @@ def info(ws: Workspace) -> dict[str, Any]:
     """``Workspace.info``: rows, formats, sources, and every derived column, embedding set, selection and label set
     (by name, its provenance), the damaged files, the last run (:func:`curate.storage.last_run.last_run`)."""
     formats: Counter = Counter()
+    columns, selections, damaged = verified_listing(ws)
     if ws.has_pool:
         formats.update(ws.pool.data.table.column("format").to_pylist())
     return {
         "path": str(ws.path), "rows": len(ws), "formats": dict(formats), "sources": ws.manifest["sources"],
         "pool_columns": ws.pool.column_names if ws.has_pool else [],
-        "columns": ws.columns, "embeddings": ws.embedding_sets, "selections": ws.selections,
-        "damaged": [d.to_dict() for d in ws.damaged],
+        "columns": columns, "embeddings": ws.embedding_sets, "selections": selections,
+        "damaged": [d.to_dict() for d in damaged],  # checksums checked: bytes overwritten in place too
         "label_sets": ws.label_sets,
         "last_run": last_run(ws.path),  # OUT/run.json of the run whose workspace this is (None: none)
     }
