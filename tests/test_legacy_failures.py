@@ -241,3 +241,35 @@ def test_a_failure_detail_cut_for_a_summary_says_it_was_cut():
     (n, detail), (m, whole) = reasons[FailureCode.CONTEXT_TOO_LONG], reasons[FailureCode.TRANSIENT]
     assert n == 2 and len(detail) == 160 and detail.endswith("…")  # was 160 characters ending mid-word
     assert m == 1 and whole == str(short)
+
+
+def test_an_empty_reply_stored_as_no_logprobs_reads_as_empty_output(tmp_path):
+    """A digit judge's empty reply (no text, no logprobs) was stored as no_logprobs before 2026-12-07, as if a proxy
+    had dropped the logprobs of a digit it sent; those rows kept that code (DIGIT_RULE was not bumped), so info, the
+    report and select counted them under no_logprobs. They read as empty_output now, with the raw output and the
+    stored words; a no_logprobs reply that has text stays one."""
+    from curate.storage.failures import failure_arrow_type, failure_reasons
+
+    ws = _first_curate_workspace(tmp_path)
+    stored = "logprobs were requested and the reply has none (a proxy that drops them?); no score parsed from the text"
+    cells = [None, [{"code": "no_logprobs", "message": f"{stored} (output '')", "raw": "", "turn": 1}],
+             [{"code": "no_logprobs", "message": f"{stored} (output '4')", "raw": "4", "turn": 1}], None]
+    ws.add_column("deita_failure", cells, {"kind": "failure", "of": "deita"}, value_type=failure_arrow_type())
+    failures = ws.failures("deita")
+    (empty,), (dropped,) = failures[1], failures[2]
+    assert empty.code is FailureCode.EMPTY_OUTPUT and empty.raw == "" and empty.turn == 1
+    assert empty.message.startswith("the reply has no text and no logprobs (raw output ''; stored as no_logprobs by "
+                                    "a curate before 2026-12-07: logprobs were requested"), empty.message
+    assert dropped.code is FailureCode.NO_LOGPROBS and dropped.raw == "4"
+    assert set(failure_reasons(failures)) == {"empty_output", "no_logprobs"}
+
+
+def test_a_digit_judges_empty_reply_says_how_it_ended():
+    """The failure said only 'the reply has no text and no logprobs': the reply's finish_reason tells a model that
+    stopped at once from one cut at max_tokens."""
+    from curate.llm.digits import digit_score
+
+    _, _, failure = digit_score({"text": " ", "top_logprobs": None, "finish_reason": "length"}, (1, 6),
+                                logprobs_requested=True)
+    assert failure.code is FailureCode.EMPTY_OUTPUT and failure.raw == " "
+    assert failure.message == "the reply has no text and no logprobs (raw output ' ', finish_reason 'length')"

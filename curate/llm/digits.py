@@ -39,8 +39,9 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
     text = response.get("text") or ""
     top = response.get("top_logprobs")
     if logprobs_requested and not top and not text.strip():  # nothing at all came back: not a proxy's dropping
+        ended = f", finish_reason {response['finish_reason']!r}" if response.get("finish_reason") else ""
         return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
-            FailureCode.EMPTY_OUTPUT, "the reply has no text and no logprobs", text)
+            FailureCode.EMPTY_OUTPUT, f"the reply has no text and no logprobs (raw output {text!r}{ended})", text)
     if logprobs_requested and not top:
         return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
             FailureCode.NO_LOGPROBS, f"logprobs were requested and the reply has none (a proxy that drops them?); "

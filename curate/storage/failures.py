@@ -72,12 +72,24 @@ def read_failures(ws: Workspace, name: str, ids: list[str] | None = None) -> lis
 
 
 def parse_failures(value: Any) -> list[Failure]:
-    """A stored failure cell as Failures (None -> []; the first curate's text: one ``legacy_failure``)."""
+    """A stored failure cell as Failures (None -> []; the first curate's text: one ``legacy_failure``; an empty reply
+    stored as ``no_logprobs``: ``empty_output``, :func:`empty_reply`)."""
     if not value:
         return []
     if isinstance(value, str):
         return [legacy_failure(value)]
-    return [Failure.from_dict(d) for d in value]
+    return [empty_reply(Failure.from_dict(d)) for d in value]
+
+
+def empty_reply(failure: Failure) -> Failure:
+    """``failure``, or, for a digit judge's empty reply (no text, no logprobs) that a curate before 2026-12-07 stored
+    as ``no_logprobs`` (as if a proxy had dropped the logprobs of a digit it sent), the ``empty_output`` failure a
+    judge records for it now, its stored words kept: its rows counted under ``no_logprobs`` sent the user after a
+    proxy. A ``no_logprobs`` with text (``'4'``) is one."""
+    if failure.code is not FailureCode.NO_LOGPROBS or failure.raw is None or failure.raw.strip():
+        return failure
+    return Failure(FailureCode.EMPTY_OUTPUT, f"the reply has no text and no logprobs (raw output {failure.raw!r}; "
+                   f"stored as no_logprobs by a curate before 2026-12-07: {failure.message})", failure.raw, failure.turn)
 
 
 def _cut(text: str, chars: int) -> str:
