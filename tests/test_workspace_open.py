@@ -80,3 +80,12 @@ def test_curate_load_of_a_missing_source_makes_no_folder(tmp_path):
     r = curate_in_process("load", tmp_path / "missing.jsonl", "-w", tmp_path / "out" / "ws")
     assert r.returncode == 65, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_curate_info_of_a_runs_out_folder_names_its_workspace(tmp_path):
+    """`curate info OUT` of a run said 'not a curate workspace (no manifest.json); make one: curate load ...'."""
+    Workspace(tmp_path / "out" / "workspace").load(_pool(tmp_path / "pool.jsonl", "a"))
+    r = curate_in_process("info", tmp_path / "out")
+    assert r.returncode == EXIT_CONFIG
+    assert r.stderr == (f"error: {tmp_path / 'out'}: a run's out folder, not a workspace; its workspace is "
+                        f"{tmp_path / 'out' / 'workspace'} (e.g. curate info {tmp_path / 'out' / 'workspace'})\n")

@@ -87,6 +87,9 @@ def not_a_workspace(path: Path) -> NotInWorkspaceError:
     if path.is_file():
         return NotInWorkspaceError(f"{path}: a file, not a curate workspace (a folder holding {MANIFEST})"
                                    f"{did_you_mean(path)}")
+    if (path / "workspace" / MANIFEST).is_file():  # `curate info OUT` of a run: its workspace is OUT/workspace
+        return NotInWorkspaceError(f"{path}: a run's out folder, not a workspace; its workspace is "
+                                   f"{path / 'workspace'} (e.g. curate info {path / 'workspace'})")
     return NotInWorkspaceError(f"{path}: not a curate workspace (no {MANIFEST}){did_you_mean(path)}; make one: "
                                f"curate load SOURCE --workspace {path}")
 
