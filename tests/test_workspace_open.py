@@ -89,3 +89,11 @@ def test_curate_info_of_a_runs_out_folder_names_its_workspace(tmp_path):
     assert r.returncode == EXIT_CONFIG
     assert r.stderr == (f"error: {tmp_path / 'out'}: a run's out folder, not a workspace; its workspace is "
                         f"{tmp_path / 'out' / 'workspace'} (e.g. curate info {tmp_path / 'out' / 'workspace'})\n")
+
+
+def test_a_failed_first_load_into_an_empty_folder_keeps_the_folder(tmp_path):
+    """The take-back of a failed first load must not remove a folder the user made for the workspace."""
+    (tmp_path / "ws").mkdir()
+    with pytest.raises(InputError):
+        Workspace(tmp_path / "ws").load(tmp_path / "missing.jsonl")
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"] and list((tmp_path / "ws").iterdir()) == []

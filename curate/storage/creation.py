@@ -14,6 +14,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,20 @@ Workspace = Any
 _OURS = {*SUBDIRS, LOCK_FILE, holder_path(Path(LOCK_FILE)).name, LOCKS_DIR, MANIFEST}
 
 
-def create(ws: Workspace) -> Path | None:
+@dataclass(frozen=True)
+class Made:
+    """A workspace :func:`create` made: in folders it made too (``top``: the outermost), or in an empty folder that
+    was there (``top`` None), which a take-back empties and keeps."""
+
+    top: Path | None
+
+
+def create(ws: Workspace) -> Made | None:
     """Make the folders and an empty manifest, under the lock: two processes creating one workspace at once both
-    end up in the same, single workspace. The outermost folder this call made (the workspace's, or a parent's it
-    needed); None when another process made the workspace first."""
+    end up in the same, single workspace. What this call made; None when another process made the workspace first."""
     # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
     refuse_foreign(ws, include_hidden=False)
-    top = next((p for p in reversed([ws.path, *ws.path.parents]) if not p.exists()), ws.path)
+    top = next((p for p in reversed([ws.path, *ws.path.parents]) if not p.exists()), None)
     prepare_output(ws.path, folder=True)
     with workspace_lock(ws, None):  # not ws.lock(): that one makes a new workspace first, i.e. calls this
         if (ws.path / MANIFEST).exists():  # another process created it while we waited
@@ -53,7 +61,7 @@ def create(ws: Workspace) -> Path | None:
             (ws.path / sub).mkdir(exist_ok=True)
         atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
                                                            "sources": []}).encode())
-        return top
+        return Made(top)
 
 
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
@@ -70,35 +78,43 @@ def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
 
 
 @contextlib.contextmanager
-def taken_back_on_failure(ws: Workspace, made: Path | None) -> Iterator[None]:
-    """If the block raises and ``made`` (the outermost folder this process made for the workspace, as
-    :func:`create` returns it), remove the workspace again when nothing was put in it since (:func:`remove_unused`),
-    and the parents made for it while empty: a first load of a missing source leaves no folder, and one that fails
-    while another process loads into the same new workspace leaves that load's rows alone."""
+def taken_back_on_failure(ws: Workspace, made: Made | None) -> Iterator[None]:
+    """If the block raises and this process ``made`` the workspace for it (:func:`create`), take it back when nothing
+    was put in it since (:func:`remove_unused`), with the parent folders made for it: a first load of a missing
+    source leaves no folder (an empty folder that was there stays, emptied), and one that fails while another
+    process loads into the same new workspace leaves that load's rows alone."""
     try:
         yield
     except BaseException:
         if made is not None:
             with contextlib.suppress(OSError):  # the load's own error is the one to report
-                if removed := remove_unused(ws):
+                if removed := remove_unused(ws, keep_folder=made.top is None):
                     ws._new = True  # new again: its next write makes it anew
-                if removed and made != ws.path:
+                if removed and made.top is not None and made.top != ws.path:
                     for parent in ws.path.parents:  # made for it, so empty (os.rmdir refuses one that is not)
                         parent.rmdir()
-                        if parent == made:
+                        if parent == made.top:
                             break
         raise
 
 
-def remove_unused(ws: Workspace) -> bool:
+def remove_unused(ws: Workspace, keep_folder: bool = False) -> bool:
     """Remove the workspace if it holds nothing but a new one's empty folders (no source loaded, no file written, no
     other load reading a source into ``staging/``); whether it did. It is renamed aside under the lock, then
-    deleted: a process that opens it meanwhile finds either all of it or nothing."""
+    deleted: a process that opens it meanwhile finds either all of it or nothing. ``keep_folder``: its folder (one
+    that was there, empty, before the workspace was made in it) stays, emptied."""
     aside = ws.path.with_name(f".{ws.path.name}.{uuid.uuid4().hex}.old")
     with workspace_lock(ws, None):
         if not _unused(ws.path):
             return False
-        ws.path.rename(aside)
+        if keep_folder:  # the manifest first: from then on it is no workspace
+            for entry in sorted(ws.path.iterdir(), key=lambda entry: entry.name != MANIFEST):
+                if entry.name != LOCK_FILE:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            ws.path.rename(aside)
+    if keep_folder:
+        (ws.path / LOCK_FILE).unlink(missing_ok=True)
     shutil.rmtree(aside, ignore_errors=True)
     return True
 

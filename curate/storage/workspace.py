@@ -107,8 +107,8 @@ class Workspace(ThreadView, blobs.Blobs):
         self._make()  # a new workspace: its first write makes it
         return columns.workspace_lock(self, on_wait)
 
-    def _make(self) -> Path | None:
-        """Make a new workspace's folder (its first write): the outermost folder made (None: none, it was there)."""
+    def _make(self) -> creation.Made | None:
+        """Make a new workspace (its first write): what was made (None: nothing, it was there or another made it)."""
         made = None if self.exists else creation.create(self)
         self._new = False
         return made
