@@ -168,7 +168,8 @@ def test_a_command_waiting_for_the_workspace_lock_names_the_holder_once_then_com
     """A second process's write waits silently no longer: after WORKSPACE.lock_notice_s one line on stderr names
     the lock and the holder's pid and command; once the holder lets go the command finishes."""
     ws_path, pool_file = tmp_path / "ws", _pool_file(tmp_path / "pool.jsonl", "row", 5)
-    Workspace(ws_path)
+    with Workspace(ws_path).lock():  # made by a write (opening writes nothing)
+        pass
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_LOCK, str(ws_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     waiter = None
