@@ -19,6 +19,8 @@ def curate_in_process(*args, cwd=None, env: Mapping[str, str] | None = None,
     ``curate.cli.main()`` here: ``env`` replaces the environment and ``cwd`` the working folder for the call; both,
     the signal handlers and hooks main() installs and its interrupt flags are put back afterwards. An exception
     main() lets through (a bug: a traceback in a real process) is raised into the test."""
+    import typer.rich_utils as rich_utils
+
     import curate.cli as cli
     from curate.cli import common
 
@@ -27,6 +29,8 @@ def curate_in_process(*args, cwd=None, env: Mapping[str, str] | None = None,
     streams = tuple(io.TextIOWrapper(buffer, encoding="utf-8", write_through=True) for buffer in (out, err))
     saved_signals = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     saved = (sys.argv, sys.stdin, sys.stdout, sys.stderr, sys.unraisablehook, os.getcwd(), dict(os.environ))
+    # main() sets typer's help width for its process's pipes; a later CliRunner(terminal_width=200) must not get 120
+    saved_help = (rich_utils.MAX_WIDTH, rich_utils._get_rich_console)
     try:
         if env is not None:
             os.environ.clear()
@@ -45,6 +49,7 @@ def curate_in_process(*args, cwd=None, env: Mapping[str, str] | None = None,
         sys.stderr.flush()
     finally:
         sys.argv, sys.stdin, sys.stdout, sys.stderr, sys.unraisablehook, cwd_before, environ = saved
+        rich_utils.MAX_WIDTH, rich_utils._get_rich_console = saved_help
         os.chdir(cwd_before)
         if env is not None:
             os.environ.clear()
