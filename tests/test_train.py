@@ -175,6 +175,18 @@ def test_grad_norm_is_the_output_layer_gradient_norm(lm):
         assert got[b] == pytest.approx(float(grad.norm()), rel=1e-6)
 
 
+def test_saving_a_checkpoint_or_an_export_shows_no_bar_of_transformers(lm, tmp_path, capfd):
+    """A full fine-tune's checkpoint and every export printed transformers' "Writing model shards: 0/1 ... 1/1" in
+    the middle of curate's own bars (`curate train run --lora-rank 0`, `curate train model`, mining's fine-tunes)."""
+    from curate.train.export import export_model
+
+    run = finetune(lm, row_inputs(learnable_rows(4)), tmp_path / "run", TrainConfig(epochs=1, batch_size=2,
+                   lora_rank=0), device="cpu")
+    export_model(run, tmp_path / "exported")
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
+    assert "Writing model shards" not in capfd.readouterr().err
+
+
 def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
     rows = row_inputs(learnable_rows(8))
     cfg = TrainConfig(epochs=3, **FAST)

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from curate.errors import CurateError
+from curate.quiet import quiet_transformers
 from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, passing_lock
 from curate.storage.folders import folder_written_whole
 from curate.storage.write_errors import check_writable
@@ -50,7 +51,8 @@ def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None
         model, tokenizer = run.load_model(epoch, device="cpu")
         if run.config.lora_rank:
             model = model.merge_and_unload()  # the adapter folded into the base weights: one plain model
-        with folder_written_whole(out) as tmp:  # a reader never meets it half-written or half-deleted
+        # a reader never meets it half-written or half-deleted; transformers' "Writing model shards" bar hidden
+        with folder_written_whole(out) as tmp, quiet_transformers():
             model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             for name in ("chat_template.jinja", "generation_config.json"):  # kept as the base has them

@@ -390,7 +390,7 @@ def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids
     tmp.mkdir()
     # Ctrl-C, SIGTERM or a full disk while saving: half a checkpoint (500 MB for SmolLM2) was left for good; an OS
     # error names the epoch folder, then the file of the temporary one it was writing
-    with writing(final, tmp):
+    with writing(final, tmp), quiet_transformers():  # transformers' "Writing model shards" bar: the run's are curate's
         model.save_pretrained(str(tmp))
         torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
         if rec is not None:
