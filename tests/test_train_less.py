@@ -210,6 +210,6 @@ def test_a_target_file_without_answers_is_refused_before_the_warm_up(request, tm
     target = write_jsonl(tmp_path / "questions.jsonl", [{"instruction": "Which city?"}, {"instruction": "Why?"}])
     ws = Workspace(tmp_path / "ws")
     ws.load(src)
-    with pytest.raises(CurateError, match=r"questions\.jsonl: none of the 2 target examples has an answered turn"):
+    with pytest.raises(CurateError, match=r"questions\.jsonl: records 1-2: none of the 2 target examples has an answered turn"):
         ws.select("less", name="bad", target=str(target), budget=2, model=str(lm), device="cpu")
     assert not (ws.cache_dir / "train").exists()  # no warm-up run was started

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.defaults import TRAIN
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 
 CARTOGRAPHY_COLUMNS = ("confidence", "variability", "correctness")
 AMBIGUOUS_QUANTILE = 2 / 3
@@ -58,7 +58,7 @@ def ambiguous_first(confidence: np.ndarray, variability: np.ndarray, keep: int,
     ``easy_share`` of ``keep`` from the most confident rows (easy rows help optimisation). Returns the chosen
     indices in pick order and, per pick, ``ambiguous`` or ``easy`` (why it was picked). NaN rows are never picked."""
     if not 0.0 <= easy_share <= 1.0:
-        raise CurateError(f"easy_share must be in [0, 1], got {easy_share}")
+        raise OptionError(f"easy_share must be in [0, 1], got {easy_share}")
     conf = np.asarray(confidence, dtype=np.float64)
     var = np.asarray(variability, dtype=np.float64)
     valid = np.flatnonzero(~(np.isnan(conf) | np.isnan(var)))

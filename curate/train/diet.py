@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.defaults import TRAIN
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 
 DIET_COLUMNS = {"el2n": "el2n", "grand": "grad_norm"}  # column -> record key
 
@@ -32,7 +32,7 @@ def prune_easiest(scores: np.ndarray, keep: int, skip_hardest: float = 0.0) -> t
     (the paper's offset for very high pruning: the hardest are often noise), then keep the ``keep`` highest
     scores; the rest are pruned as easiest. Kept rows come hardest first; NaN rows are in no list."""
     if not 0.0 <= skip_hardest < 1.0:
-        raise CurateError(f"skip_hardest must be in [0, 1), got {skip_hardest}")
+        raise OptionError(f"skip_hardest must be in [0, 1), got {skip_hardest}")
     s = np.asarray(scores, dtype=np.float64)
     valid = np.flatnonzero(~np.isnan(s))
     order = valid[np.lexsort((valid, -s[valid]))].tolist()

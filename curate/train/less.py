@@ -28,7 +28,7 @@ import numpy as np
 
 from curate.codes import Failure
 from curate.defaults import LESS
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError, OptionError
 from curate.hardware import import_torch, resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
@@ -68,11 +68,11 @@ class LessConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.warmup_fraction <= 1.0:
-            raise CurateError(f"LESS warmup_fraction must be in (0, 1], got {self.warmup_fraction}")
+            raise OptionError(f"LESS warmup_fraction must be in (0, 1], got {self.warmup_fraction}")
         if self.projection_dim < 1:
-            raise CurateError(f"LESS projection_dim must be >= 1, got {self.projection_dim}")
+            raise OptionError(f"LESS projection_dim must be >= 1, got {self.projection_dim}")
         if self.batch_tokens is not None and self.batch_tokens < 1:
-            raise CurateError(f"LESS batch_tokens must be >= 1, got {self.batch_tokens}")
+            raise OptionError(f"LESS batch_tokens must be >= 1, got {self.batch_tokens}")
         self.train_config().check()  # epochs, learning rate, LoRA and length settings, by name
 
     def train_config(self) -> TrainConfig:
@@ -86,8 +86,10 @@ def check_answered(rows: Sequence[RowInput], where: str) -> None:
     """Refuse a target none of whose examples has an answered turn (the gradient is the response's), before any
     warm-up; ``where``: the file (or set) named in the error."""
     if not any(t.has_response for r in rows for t in r.turns):
-        raise CurateError(f"{where}: none of the {len(rows):,} target examples has an answered turn (an assistant "
-                          f"reply to a user message): LESS takes its gradients on the target's responses")
+        # bad input data (exit 65), as a target file curate load refuses: every re-run fails until the file changes
+        raise InputError(where, f"records 1-{len(rows):,}", f"none of the {len(rows):,} target examples has an "
+                         "answered turn (an assistant reply to a user message): LESS takes its gradients on the "
+                         "target's responses")
 
 
 def read_target(path: str | Path, group_field: str | None = None, *, answered: bool = True
@@ -106,7 +108,7 @@ def read_target(path: str | Path, group_field: str | None = None, *, answered: b
         return rows, None
     missing = [k for k, r in enumerate(got.rows) if group_field not in r]
     if missing:
-        raise CurateError(f"{path}: record {missing[0] + 1} has no field {group_field!r}")
+        raise InputError(str(path), f"record {missing[0] + 1}", f"no field {group_field!r} (group_field=)")
     return rows, [str(r[group_field]) for r in got.rows]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from curate.codes import Failure, FailureCode
 from curate.defaults import MINING
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError, NotInWorkspaceError, OptionError
 from curate.rows import row_text
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
@@ -102,7 +102,7 @@ def indicator_matrix(ws, indicators: list[str] | None = None) -> tuple[list[str]
     wanted = list(indicators) if indicators is not None else [_default_indicator(ws, n) for n in INDICATORS]
     names = [n for n in wanted if n == "length" or (n is not None and ws.has_column(n))]
     if indicators is not None and len(names) != len(wanted):
-        raise CurateError(f"no column {sorted(set(wanted) - set(names))[0]!r} in the workspace for Instruction Mining")
+        raise NotInWorkspaceError(f"no column {sorted(set(wanted) - set(names))[0]!r} in the workspace for Instruction Mining")
     cols = []
     for name in names:
         if name == "length":
@@ -131,7 +131,7 @@ def _subset_config(epochs: int, seed: int, train: dict[str, Any] | None) -> Trai
     allowed = sorted(set(TrainConfig.__dataclass_fields__) - {"epochs", "seed", "record"})
     unknown = sorted(set(train or {}) - set(allowed))
     if unknown:
-        raise CurateError(f"train= has no setting {unknown[0]!r} (it takes {', '.join(allowed)}; epochs= and "
+        raise OptionError(f"train= has no setting {unknown[0]!r} (it takes {', '.join(allowed)}; epochs= and "
                           f"seed= are mine()'s own)")
     config = TrainConfig(epochs=epochs, seed=seed, record=False, **(train or {}))
     config.check()
@@ -168,11 +168,11 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
         indicators = [name.strip() for name in indicators.split(",") if name.strip()]
     config = _subset_config(epochs, seed, train)
     if subset_size < 1:
-        raise CurateError(f"subset_size must be >= 1, got {subset_size}")
+        raise OptionError(f"subset_size must be >= 1, got {subset_size}")
     model_dir = Path(model) if model is not None else default_model_dir()
     names, x = indicator_matrix(ws, indicators)
     if subsets <= len(names) + 1:  # fit_rule's condition, checked before any fine-tune
-        raise CurateError(f"{subsets} subsets cannot fit {len(names)} indicators ({', '.join(names)}) and an "
+        raise OptionError(f"{subsets} subsets cannot fit {len(names)} indicators ({', '.join(names)}) and an "
                           f"intercept: use more than {len(names) + 1} subsets")
     valid = np.flatnonzero(np.isfinite(x).all(axis=1))
     rng = np.random.default_rng(seed)
@@ -187,10 +187,10 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     unanswered = [r.id for r in eval_rows if not any(t.has_response for t in r.turns)]
     eval_rows = [r for r in eval_rows if any(t.has_response for t in r.turns)]
     if not eval_rows:
-        raise CurateError(f"{eval_file or 'the held-out pool rows'}: none of the {len(unanswered):,} eval rows has an "
-                          "answer, and the eval loss is the loss on the answers")
+        raise InputError(str(eval_file or "the held-out pool rows"), f"records 1-{len(unanswered):,}", f"none of the "
+                         f"{len(unanswered):,} eval rows has an answer, and the eval loss is the loss on the answers")
     if len(pool) < subset_size:
-        raise CurateError(f"{len(pool)} rows have every indicator ({', '.join(names)}): fewer than subset_size "
+        raise OptionError(f"{len(pool)} rows have every indicator ({', '.join(names)}): fewer than subset_size "
                           f"{subset_size}")
     center = x[valid].mean(axis=0)
     scale = x[valid].std(axis=0)
@@ -271,7 +271,7 @@ def mining_selector(ws, rows: np.ndarray, budget: int | None = None, fraction: f
     """Instruction Mining: fit the rule (cached fine-tunes), score every row, keep the ``budget`` best or the
     top ``fraction`` of the candidates."""
     if budget is None and fraction is None:
-        raise CurateError("the mining selector needs budget= or fraction=")
+        raise OptionError("the mining selector needs budget= or fraction=")
     rows_to_keep(len(rows), budget, fraction)  # checked before the fine-tunes, not after them
     rule = mine(ws, eval_file=eval_file, model=model, subsets=subsets, subset_size=subset_size, epochs=epochs,
                 indicators=indicators, seed=seed, device=device, train=train)

@@ -9,7 +9,7 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import TRAIN
-from curate.errors import CurateError
+from curate.errors import NotInWorkspaceError, OptionError
 from curate.select.inputs import in_id_order
 from curate.select.registry import SelectorResult, register
 from curate.train.cartography import ambiguous_first, regions
@@ -18,19 +18,19 @@ from curate.train.diet import prune_easiest
 
 def _keep(n: int, budget: int | None, fraction: float | None) -> int:
     if (budget is None) == (fraction is None):
-        raise CurateError("pass exactly one of budget= (rows) or fraction= (of the candidates)")
+        raise OptionError("pass exactly one of budget= (rows) or fraction= (of the candidates)")
     if fraction is not None:
         if not 0.0 < fraction <= 1.0:
-            raise CurateError(f"fraction must be in (0, 1], got {fraction}")
+            raise OptionError(f"fraction must be in (0, 1], got {fraction}")
         return max(1, round(fraction * n))
     if budget < 0:
-        raise CurateError(f"budget must be >= 0, got {budget}")
+        raise OptionError(f"budget must be >= 0, got {budget}")
     return int(budget)
 
 
 def _values(ws, rows: np.ndarray, column: str) -> np.ndarray:
     if not ws.has_column(column):
-        raise CurateError(f"no column {column!r}: run ws.train() (or `curate train run`) first")
+        raise NotInWorkspaceError(f"no column {column!r}: run ws.train() (or `curate train run`) first")
     pool_ids = ws.ids
     return ws.column_array(column, [pool_ids[p] for p in rows.tolist()])
 
