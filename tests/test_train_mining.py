@@ -138,3 +138,19 @@ def test_a_damaged_cached_loss_and_a_foreign_run_record_are_errors_naming_the_fi
         (run / "run.json").write_text(text)
         with pytest.raises(CurateError, match=r"run\.json"):
             TrainRun(run)
+
+
+def test_curate_select_shows_a_bar_over_the_mining_fine_tunes(request, tmp_path):
+    """`curate select --method mining` ran its K fine-tunes (hours on a CPU) with no output at all; a bar counts
+    their rows now, and a re-run, whose fine-tunes and losses are cached, fills it at once."""
+    from tests.cli_in_process import curate_in_process
+
+    lm = request.getfixturevalue("tiny_lm")
+    ws, _, evals = _workspace(tmp_path, n=12)
+    args = ["select", tmp_path / "ws", "--method", "mining", "--budget", "4", "--param", f"model={lm}", "--param",
+            f"eval_file={evals}", "--param", "subsets=3", "--param", "subset_size=4", "--param", "indicators=quality",
+            "--param", "device=cpu"]
+    for name in ("mined", "again"):
+        got = curate_in_process(*args, "--name", name)
+        assert got.returncode == 0, got.stderr
+        assert "Instruction Mining fine-tunes: 100%" in got.stderr and "12/12" in got.stderr, got.stderr

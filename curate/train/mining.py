@@ -158,10 +158,13 @@ def _cached_loss(folder: Path, key: str, compute: Any) -> float:
 def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = None,
          subsets: int = MINING.subsets, subset_size: int = MINING.subset_size, epochs: int = MINING.epochs,
          indicators: list[str] | None = None, seed: int = MINING.seed, device: str | None = None,
-         train: dict[str, Any] | None = None) -> MiningRule:
+         train: dict[str, Any] | None = None, progress: bool | None = None) -> MiningRule:
     """Fit the Instruction Mining rule on the workspace (see the module doc); stored as artifact ``mining``.
-    ``train``: other :class:`TrainConfig` fields for the subset fine-tunes."""
+    ``train``: other :class:`TrainConfig` fields for the subset fine-tunes. ``progress``: a bar over the subsets'
+    fine-tunes (default: where ``curate select`` shows the selectors' progress)."""
+    from curate.select.progress import progress_shown
     from curate.signals.engine import default_model_dir
+    from curate.storage.progress import progress_bar
     from curate.train.less import read_target
 
     if isinstance(indicators, str):  # "length,ifd" from the CLI's --param
@@ -198,27 +201,19 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     root = ws.cache_dir / "train" / "mining"
     eval_key = json_fingerprint([[r.id, r.conversation] for r in eval_rows])
     means, losses, info = [], [], []
-    for k in range(subsets):
-        pick = np.sort(rng.choice(pool, subset_size, replace=False))
-        rows = ws.row_inputs([ws.ids[i] for i in pick.tolist()])
-        out_dir = run_folder(root, model_dir, rows, config)
-
-        def compute(rows=rows, out_dir=out_dir) -> float:
-            run = finetune(model_dir, rows, out_dir, config, device=device)
-            net, tok = run.load_model(device=device)
-            per_row = eval_loss(net, tok, eval_rows, max_length=config.max_length)
-            if not np.isfinite(per_row).all():  # an answer cut away by max_length: no loss, and no silent mean
-                bad = [r.id for r, v in zip(eval_rows, per_row, strict=True) if not np.isfinite(v)]
-                raise CurateError(f"{len(bad):,} eval rows gave no loss (first: {bad[0]}): no answer token within "
-                                  f"max_length {config.max_length}; raise it (train={{'max_length': ...}}) or shorten "
-                                  "them (the fine-tune is cached)")
-            return float(per_row.mean())
-
-        loss = _cached_loss(root / "evals", f"{out_dir.name}-{eval_key[:16]}", compute)
-        means.append(x[pick].mean(axis=0))
-        losses.append(loss)
-        info.append({"subset": k, "rows": int(len(pick)), "eval_loss": loss,
-                     **{n: float(v) for n, v in zip(names, means[-1], strict=True)}})
+    per_subset = subset_size * config.epochs  # rows trained by one subset's fine-tune
+    # K fine-tunes and their eval losses ran for hours on a CPU with no sign of life: a bar over their rows
+    with progress_bar(subsets * per_subset, "Instruction Mining fine-tunes",
+                      progress_shown() if progress is None else progress) as bar:
+        for k in range(subsets):
+            trained = _Counter(bar)
+            pick = np.sort(rng.choice(pool, subset_size, replace=False))
+            loss = _subset_loss(ws, pick, root, model_dir, config, device, eval_rows, eval_key, trained)
+            bar.update(per_subset - trained.n)  # a cached or resumed fine-tune counts whole, as does a skipped row
+            means.append(x[pick].mean(axis=0))
+            losses.append(loss)
+            info.append({"subset": k, "rows": int(len(pick)), "eval_loss": loss,
+                         **{n: float(v) for n, v in zip(names, means[-1], strict=True)}})
     rule = fit_rule(np.array(means), np.array(losses), names, center, scale)
     rule.subsets = info
     ws.add_artifact("mining", {**rule.to_dict(), "model": str(model_dir), "eval": str(eval_file or "held-out pool"),
@@ -226,6 +221,38 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
                                "eval_rows_without_answer_first": unanswered[:5],
                                "config": asdict(config), "subset_size": subset_size})
     return rule
+
+
+class _Counter:
+    """Passes a fine-tune's ``update(n)`` on to ``bar`` and counts the rows (``n``)."""
+
+    def __init__(self, bar: Any):
+        self.bar, self.n = bar, 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+        self.bar.update(n)
+
+
+def _subset_loss(ws, pick: np.ndarray, root: Path, model_dir: Path, config: TrainConfig, device: str | None,
+                 eval_rows: list, eval_key: str, progress: Any) -> float:
+    """One subset's eval loss: the fine-tune on the pool rows ``pick`` (cached, resumable) and its mean loss on
+    ``eval_rows``, both read back when cached."""
+    rows = ws.row_inputs([ws.ids[i] for i in pick.tolist()])
+    out_dir = run_folder(root, model_dir, rows, config)
+
+    def compute() -> float:
+        run = finetune(model_dir, rows, out_dir, config, device=device, progress=progress)
+        net, tok = run.load_model(device=device)
+        per_row = eval_loss(net, tok, eval_rows, max_length=config.max_length)
+        if not np.isfinite(per_row).all():  # an answer cut away by max_length: no loss, and no silent mean
+            bad = [r.id for r, v in zip(eval_rows, per_row, strict=True) if not np.isfinite(v)]
+            raise CurateError(f"{len(bad):,} eval rows gave no loss (first: {bad[0]}): no answer token within "
+                              f"max_length {config.max_length}; raise it (train={{'max_length': ...}}) or shorten "
+                              "them (the fine-tune is cached)")
+        return float(per_row.mean())
+
+    return _cached_loss(root / "evals", f"{out_dir.name}-{eval_key[:16]}", compute)
 
 
 class MiningScore:
