@@ -213,3 +213,24 @@ def test_a_target_file_without_answers_is_refused_before_the_warm_up(request, tm
     with pytest.raises(CurateError, match=r"questions\.jsonl: records 1-2: none of the 2 target examples has an answered turn"):
         ws.select("less", name="bad", target=str(target), budget=2, model=str(lm), device="cpu")
     assert not (ws.cache_dir / "train").exists()  # no warm-up run was started
+
+
+def test_ws_select_warns_of_target_records_left_out_as_curate_select_notes_them(request, tmp_path):
+    """A target record without an answer has no gradient: `curate select` printed a note, while ws.select in a
+    notebook matched the pool to the other records in silence (the counts only in the column's provenance)."""
+    lm = request.getfixturevalue("tiny_lm")
+    from curate.errors import CurateWarning
+    from curate.session import Workspace
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": c[0]["content"], "output": c[1]["content"]}
+                                               for c in learnable_rows(8)])
+    target = write_jsonl(tmp_path / "target.jsonl", [{"instruction": "Which city do you mean?", "output": CITY},
+                                                    {"instruction": "And which river?"}])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    with pytest.warns(CurateWarning, match=r"target\.jsonl: 1 target record\(s\) have no gradient and were left out "
+                                           r"\(no_response 1; record 2\)"):
+        sel = ws.select("less", name="less", target=str(target), budget=2, model=str(lm), device="cpu",
+                        warmup_fraction=0.25, epochs=1, projection_dim=64)
+    assert len(sel.ids) == 2

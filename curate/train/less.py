@@ -28,7 +28,7 @@ import numpy as np
 
 from curate.codes import Failure
 from curate.defaults import LESS
-from curate.errors import CurateError, InputError, OptionError
+from curate.errors import CurateError, InputError, OptionError, warn
 from curate.hardware import import_torch, resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
@@ -323,7 +323,20 @@ def apply_less(ws, target: str | Path, *, model: str | Path | None = None, confi
                  progress=pass_bars or None)
     step = LessScore(run, rows, config=config, groups=groups, device=device, column=column,
                      target_name=str(target), pass_bars=pass_bars)
-    return ws.apply(step, ids, **apply_kwargs)
+    applied = ws.apply(step, ids, **apply_kwargs)
+    _warn_left_out(target, applied.provenance.get("target_left_out") or {})
+    return applied
+
+
+def _warn_left_out(target: str | Path, left: dict[str, Any]) -> None:
+    """Tell a Python caller of the target records matched to nothing (``curate select`` prints its own note)."""
+    if not left.get("rows"):
+        return
+    codes = ", ".join(f"{code} {n:,}" for code, n in left["codes"].items())
+    records = ", ".join(str(k) for k in left["records"])
+    more = "…" if left["rows"] > len(left["records"]) else ""
+    warn(f"{target}: {left['rows']:,} target record(s) have no gradient and were left out ({codes}; record "
+         f"{records}{more}): LESS matches the rows to the other target records")
 
 
 def select_less(model_dir: str | Path, pool: Sequence[RowInput], target: Sequence[RowInput], size: int,
