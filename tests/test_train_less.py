@@ -1,5 +1,6 @@
 """LESS: per-row LoRA gradient features (exact, cached, resumable), and target-like rows ranked first."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -136,6 +137,8 @@ def test_scores_rule_and_checkpoint_weights(request, less_run):
     assert len(w) == 2 and sum(w) == pytest.approx(1.0) and w[0] > w[1]   # linear decay: epoch 1 has more lr
 
 
+# CliRunner calls the app without main()'s filter of CurateWarning: the real command line prints its note alone
+@pytest.mark.filterwarnings("ignore::curate.errors.CurateWarning")
 def test_less_selector_from_the_cli(request, tmp_path):
     lm = request.getfixturevalue("tiny_lm")
     from typer.testing import CliRunner
@@ -234,3 +237,29 @@ def test_ws_select_warns_of_target_records_left_out_as_curate_select_notes_them(
         sel = ws.select("less", name="less", target=str(target), budget=2, model=str(lm), device="cpu",
                         warmup_fraction=0.25, epochs=1, projection_dim=64)
     assert len(sel.ids) == 2
+
+
+def test_one_projection_pass_serves_every_checkpoint_and_the_target(request, less_run, monkeypatch):
+    """The projection matrix is the same at every checkpoint, and a pass over it costs ~40 s on SmolLM2 (2 CPU
+    cores): each checkpoint's target and pool rows had a pass of their own, 4 passes here (2 checkpoints x 2) and
+    8 for a 100-row pool; a re-run against a new target (the pool's features cached) made one per checkpoint.
+    Now the rows of every checkpoint and part share a pass, and the scores are those of the cached run."""
+    lm = request.getfixturevalue("tiny_lm")
+    passes = []
+    project_parts = Projector.project_parts
+
+    def counted(self, parts):
+        passes.append(sum(p[0].shape[0] for p in parts))
+        return project_parts(self, parts)
+
+    monkeypatch.setattr(Projector, "project_parts", counted)
+    cache, pool, _, _ = less_run
+    config = dataclasses.replace(CONFIG, projection_dim=128)  # the cached warm-up, features not yet made
+    ids, _ = select_less(lm, pool, target_rows(), 4, cache, config=config, device="cpu")
+    assert passes == [2 * (16 + 2)]  # both checkpoints' pool and target rows, one pass
+    assert set(ids) == {f"r{i}" for i in range(3, 16, 4)}  # the city rows, as test_less_picks_target_like_rows
+    passes.clear()
+    other = row_inputs([conversation("Tell me the colour.", "The colour is a bright and cheerful red.")], prefix="c")
+    colour_ids, _ = select_less(lm, pool, other, 4, cache, config=config, device="cpu")
+    assert passes == [2 * 1]  # a new target: its rows at both checkpoints, one pass; the pool's are cached
+    assert set(colour_ids) == {f"r{i}" for i in range(0, 16, 4)}

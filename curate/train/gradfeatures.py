@@ -8,10 +8,11 @@ Adam-aware transform with the warm-up checkpoint's AdamW moments ``m, v``:
 projected with a seeded Rademacher matrix (entries ±1/√dim) generated block by block (``block`` gradient
 coordinates at a time, each block from its own seed: memory stays bounded and any batch gets the same
 matrix). Generating the matrix is the cost (SmolLM2's ~0.9M LoRA coordinates x 8192: ~40 s on a CPU core),
-so the rows of several batches are projected together (a group of bounded bytes), each block generated once per
-group. Features are L2-normalised, stored as float16 ``part-*.npz`` files of (ids, features) in a cache folder
-before use, one part per group; a killed run reloads the parts and computes only the rows missing (at most one
-group's backward passes are redone).
+so the rows of several batches, and of several checkpoints and feature stores (:class:`PendingRows`: LESS's
+target and pool rows at every checkpoint), are projected together (a group of bounded bytes), each block generated
+once per group. Features are L2-normalised, stored as float16 ``part-*.npz`` files of (ids, features) in a cache
+folder before use, one part per group and store; a killed run reloads the parts and computes only the rows missing
+(at most one group's backward passes are redone).
 """
 
 from __future__ import annotations
@@ -196,6 +197,82 @@ class FeatureStore:
         self.rows.update(zip(ids, features.astype(np.float16), strict=True))
 
 
+class PendingRows:
+    """Per-row gradients waiting for a pass over the projection: rows of any batches, checkpoints and feature stores
+    (the matrix is the same for all of them), projected together so each block is generated once for them all, at
+    most ``limit`` rows at a time; each store gets its rows' features before any use (one part per pass)."""
+
+    def __init__(self, projector: Projector, limit: int):
+        self.projector, self.limit = projector, max(1, limit)
+        self.items: list[tuple[FeatureStore, list[str], list[Any], Callable[[int], Any] | None]] = []
+
+    @property
+    def rows(self) -> int:
+        return sum(len(ids) for _, ids, _, _ in self.items)
+
+    def add(self, store: FeatureStore, ids: Sequence[str], grads: list[Any],
+            on_stored: Callable[[int], Any] | None = None) -> None:
+        """Queue one batch's gradients (a pass first when they would not fit)."""
+        if self.items and self.rows + len(ids) > self.limit:
+            self.flush()
+        self.items.append((store, list(ids), grads, on_stored))
+
+    def flush(self) -> int:
+        """Project the queued rows in one pass and store them; returns how many."""
+        if not self.items:
+            return 0
+        torch = import_torch()
+        items, self.items = self.items, []
+        feats = torch.nn.functional.normalize(self.projector.project_parts([g for _, _, g, _ in items]), dim=1)
+        feats = feats.cpu().numpy()
+        by_store: dict[int, tuple[FeatureStore, list[str], list[np.ndarray]]] = {}
+        at = 0
+        for store, ids, _, _ in items:
+            _, got_ids, got = by_store.setdefault(id(store), (store, [], []))
+            got_ids.extend(ids)
+            got.append(feats[at:at + len(ids)])
+            at += len(ids)
+        for store, ids, got in by_store.values():
+            store.add(ids, np.concatenate(got))
+        for _, ids, _, on_stored in items:
+            if on_stored is not None:
+                on_stored(len(ids))
+        return at
+
+
+def add_gradients(model: Any, examples: Sequence[Example], store: FeatureStore, pending: PendingRows, *,
+                  pad_id: int, device: str, batch_tokens: int, adam: tuple | None = None,
+                  on_computed: Callable[[int], Any] | None = None,
+                  on_stored: Callable[[int], Any] | None = None) -> None:
+    """Queue on ``pending`` the per-row gradients of the ``examples`` that ``store`` lacks, in length-bucketed
+    batches (``adam``: (m, v, hyper) for training rows). ``on_computed(n)`` after each batch's backward;
+    ``on_stored(n)`` once its rows are stored. Rows already stored count for both at once."""
+    torch = import_torch()
+    linears = lora_linears(model)
+    missing = [i for i, e in enumerate(examples) if e.id not in store.rows]
+    for done in (on_computed, on_stored):
+        if done is not None and len(examples) > len(missing):
+            done(len(examples) - len(missing))
+    if not missing:
+        return
+    order = sorted(missing, key=lambda i: -examples[i].length)
+    cuda = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
+    model.eval()
+    for index in batches(examples, order, batch_tokens, max_batch=len(order)):
+        grads = _row_gradients(model, linears, collate(examples, index, pad_id, device), autocast, adam)
+        pending.add(store, [examples[i].id for i in index], grads, on_stored)
+        if on_computed is not None:
+            on_computed(len(index))
+
+
+def stored_features(store: FeatureStore, examples: Sequence[Example], dim: int) -> np.ndarray:
+    """[n, dim] float32 features of ``examples`` from ``store`` (every one stored)."""
+    if not examples:
+        return np.zeros((0, dim), np.float32)
+    return np.stack([store.rows[e.id] for e in examples]).astype(np.float32)
+
+
 def gradient_features(model: Any, examples: Sequence[Example], store: FeatureStore, projector: Projector, *,
                       pad_id: int, device: str, batch_tokens: int, adam: tuple | None = None,
                       group_rows: int | None = None, on_done: Callable[[int], Any] | None = None) -> np.ndarray:
@@ -203,36 +280,11 @@ def gradient_features(model: Any, examples: Sequence[Example], store: FeatureSto
     in length-bucketed batches. ``adam``: (m, v, hyper) for training rows. The per-row gradients of consecutive
     batches are gathered up to ``group_rows`` rows (default: all of them) and projected together, so each
     projection block is generated once per group, not once per batch; each group is stored before use."""
-    torch = import_torch()
-    linears = lora_linears(model)
-    missing = [i for i, e in enumerate(examples) if e.id not in store.rows]
-    if on_done is not None and len(examples) > len(missing):
-        on_done(len(examples) - len(missing))
-    if missing:
-        order = sorted(missing, key=lambda i: -examples[i].length)
-        cuda = device.startswith("cuda")
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
-        model.eval()
-        limit = group_rows if group_rows is not None else len(order)
-        pending: list[tuple[list[int], list[Any]]] = []
-
-        def flush() -> None:
-            index = [i for ix, _ in pending for i in ix]
-            feats = projector.project_parts([g for _, g in pending])
-            pending.clear()
-            store.add([examples[i].id for i in index], torch.nn.functional.normalize(feats, dim=1).cpu().numpy())
-            if on_done is not None:
-                on_done(len(index))
-
-        for index in batches(examples, order, batch_tokens, max_batch=len(order)):
-            if pending and sum(len(ix) for ix, _ in pending) + len(index) > limit:
-                flush()
-            pending.append((index, _row_gradients(model, linears, collate(examples, index, pad_id, device),
-                                                  autocast, adam)))
-        flush()
-    if not examples:
-        return np.zeros((0, projector.dim), np.float32)
-    return np.stack([store.rows[e.id] for e in examples]).astype(np.float32)
+    pending = PendingRows(projector, group_rows if group_rows is not None else len(examples))
+    add_gradients(model, examples, store, pending, pad_id=pad_id, device=device, batch_tokens=batch_tokens,
+                  adam=adam, on_stored=on_done)
+    pending.flush()
+    return stored_features(store, examples, projector.dim)
 
 
 def _row_gradients(model: Any, linears: Sequence[Any], batch: Any, autocast: Any, adam: tuple | None) -> list[Any]:
