@@ -154,3 +154,34 @@ def test_curate_select_shows_a_bar_over_the_mining_fine_tunes(request, tmp_path)
         got = curate_in_process(*args, "--name", name)
         assert got.returncode == 0, got.stderr
         assert "Instruction Mining fine-tunes: 100%" in got.stderr and "12/12" in got.stderr, got.stderr
+
+
+def test_the_subsets_spread_enough_for_the_rule_to_find_a_planted_effect(tmp_path, monkeypatch):
+    """Uniform random subsets of one pool have nearly equal mean indicators (1,000 rows of pool_30k: response
+    length's means within ±0.06 pool std), so the rule fitted the fine-tunes' noise. Here each subset's eval loss is
+    planted (log loss = 1 - 0.3 · mean z of quality, plus noise of 0.03, no fine-tune): uniform subsets of 150 of
+    600 rows spread their means by ~0.07 std and the fit missed the effect; leaning subsets find it."""
+    import curate.train.mining as mining
+    from curate.session import Workspace
+
+    rows = 600
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Question {i}?", "output": "An answer."}
+                                               for i in range(rows)])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    quality = np.random.default_rng(1).normal(size=rows)
+    ws.add_column("quality", quality.tolist(), {"kind": "planted"})
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"instruction": "Why?", "output": "Because."}])
+    noise = np.random.default_rng(2)
+
+    def planted_loss(ws, pick, *args):
+        z = (quality[pick].mean() - quality.mean()) / quality.std()
+        return float(np.exp(1.0 - 0.3 * z + noise.normal(scale=0.03)))
+
+    monkeypatch.setattr(mining, "_subset_loss", planted_loss)
+    rule = mining.mine(ws, eval_file=evals, model=tmp_path / "no-model-needed", subsets=8, subset_size=150,
+                       indicators=["quality"])
+    means = np.array([s["quality"] for s in rule.subsets])
+    assert means.std() / quality.std() > 0.3  # the subsets lean different ways
+    assert rule.coefficients[0] == pytest.approx(-0.3, rel=0.25) and rule.r2 > 0.9
+    assert ws.artifact("mining")["tilt"] == 1.0  # how the subsets were drawn, with the rule
