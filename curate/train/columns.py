@@ -69,7 +69,7 @@ def train_workspace(ws: Any, ids: list[str] | None = None, *, model: str | Path 
                           f"got {python_and_cli(f'epochs={config.epochs}', '--epochs')}")
     model_dir = Path(model) if model is not None else default_model_dir()
     rows = ws.row_inputs(ws.ids if ids is None else list(dict.fromkeys(ids)), ())
-    out_dir = run_folder(Path(ws.cache_dir) / "train", model_dir, rows, config)
+    out_dir = run_folder(Path(ws.cache_dir) / "train", model_dir, rows, config, device)
     run = finetune(model_dir, rows, out_dir, config, device=device, progress=progress)
     if columns:
         write_columns(ws, run, early_epoch)

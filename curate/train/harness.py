@@ -16,7 +16,6 @@ epoch (a finished run returns at once); the same ``out_dir`` with other argument
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import shutil
@@ -42,7 +41,6 @@ from curate.storage.files import (
     file_lock,
     folder_fingerprint,
     newest_mtime,
-    read_json,
     remove,
     torch_save,
     writing,
@@ -57,6 +55,7 @@ from curate.train.examples import (
     split_batch,
 )
 from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
+from curate.train.runfile import FLOAT32, check_precision, read_run_file, training_precision, write_run_json
 
 VERSION = 1  # bump when training or the records change meaning
 GROUP_SIZE_BEFORE_KEYED = 32  # TRAIN.group_size of every run named before it was in the name (absent there)
@@ -99,8 +98,9 @@ class TrainConfig:
                 raise OptionError(f"training setting {name} must be {wanted}, got {getattr(self, name)!r} ({flag})")
 
 
-def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> str:
-    """Names a run: the model's files, the rows (ids and conversations, in order), the settings."""
+def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, precision: str = FLOAT32) -> str:
+    """Names a run: the model's files, the rows (ids and conversations, in order), the settings, the arithmetic
+    (:mod:`curate.train.runfile`; absent at float32, so CPU runs cached before keep their names)."""
     data = json_fingerprint([[r.id, r.conversation] for r in rows])
     # epochs included: the learning-rate schedule spans all epochs, so a longer run is another run
     settings = asdict(config)
@@ -108,13 +108,16 @@ def run_fingerprint(model_dir: Path, rows: Sequence[RowInput], config: TrainConf
         del settings["end_of_turn"]
     if TRAIN.group_size != GROUP_SIZE_BEFORE_KEYED:  # the epochs' batches: absent at 32 for the same reason
         settings["group_size"] = TRAIN.group_size
+    if precision != FLOAT32:
+        settings["precision"] = precision
     return json_fingerprint({"version": VERSION, "model": folder_fingerprint(Path(model_dir)), "data": data,
                              "config": settings})
 
 
-def run_folder(root: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig) -> Path:
-    """A cache folder for this run under ``root`` (``root/<fingerprint>``)."""
-    return Path(root) / run_fingerprint(model_dir, rows, config)[:20]
+def run_folder(root: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, device: str | None = None
+               ) -> Path:
+    """A cache folder for this run on ``device`` (None: CUDA when present) under ``root`` (``root/<fingerprint>``)."""
+    return Path(root) / run_fingerprint(model_dir, rows, config, training_precision(resolve_device(device)))[:20]
 
 
 class TrainRun:
@@ -123,7 +126,7 @@ class TrainRun:
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
         path = self.out_dir / RUN_FILE
-        info = _read_run_file(path)
+        info = read_run_file(path)
         try:
             self.config = TrainConfig(**info["config"])
             self.model_dir = Path(info["model_dir"])
@@ -211,21 +214,6 @@ def _response_logits(model: Any, batch: Any) -> tuple[Any, Any]:
     return response_logits(model, batch.input_ids, batch.attention_mask, batch.rows, batch.cols)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def _read_run_file(path: Path) -> dict[str, Any]:
-    """``run.json`` as a dict; one that is not JSON, or not an object, is an error naming it (it raised json's
-    "Expecting value" or a bare KeyError('config'), naming no file)."""
-    info = read_json(path)
-    if not isinstance(info, dict) or "config" not in info:
-        raise CurateError(f"{path}: not a curate training run's record (no 'config'); use another out_dir")
-    return info
-
-
 def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, fp: str,
            skipped: dict[str, Failure], examples: list[Example], device: str) -> dict[str, Any]:
     """Create or check ``run.json``; returns its contents."""
@@ -234,19 +222,20 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
         for leftover in out_dir.glob(".epoch-*"):  # a save a SIGKILL stopped; a live writer's is younger than this
             if newest_mtime(leftover) < time.time() - STALE_LEFTOVER_S:
                 remove(leftover)
-        info = _read_run_file(path)
+        info = read_run_file(path)
         if info.get("fingerprint") != fp:
             raise CurateError(f"{out_dir} holds another run (model, rows or settings differ); use another out_dir")
+        check_precision(out_dir, info, training_precision(device), device)  # a resume: not in other arithmetic
         return info
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"fingerprint": fp, "version": VERSION, "model_dir": str(model_dir.resolve()),
             "model_fingerprint": folder_fingerprint(model_dir), "config": asdict(config),
             "ids": [e.id for e in examples], "skipped": {k: f.to_dict() for k, f in skipped.items()},
-            "epochs_done": 0, "device": device, "epoch_stats": [],
+            "epochs_done": 0, "device": device, "precision": training_precision(device), "epoch_stats": [],
             "tokens": {"rows": len(examples), "response_tokens": sum(len(e.positions) for e in examples),
                        "truncated_rows": sum(e.truncated for e in examples),
                        "context_only_turns": sum(e.context_only_turns for e in examples)}}
-    _write_json(path, info)
+    write_run_json(path, info)
     return info
 
 
@@ -265,8 +254,8 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     rows = row_inputs(rows)
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
-    fp = run_fingerprint(model_dir, rows, config)
-    if (done := _finished(out_dir, fp, config, model_dir)) is not None:  # read back without a lock: a finished run
+    fp = run_fingerprint(model_dir, rows, config, training_precision(device))
+    if (done := _finished(out_dir, fp, config, model_dir, device)) is not None:  # read back without a lock: a finished run
         return done  # may sit where nothing can be written (a read-only mount)
     out_dir.mkdir(parents=True, exist_ok=True)
     # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
@@ -275,13 +264,15 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
         return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens)
 
 
-def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path) -> TrainRun | None:
-    """The run in ``out_dir`` if it is this one (``fp``) and has trained every epoch asked for; else None."""
+def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path, device: str) -> TrainRun | None:
+    """The run in ``out_dir`` if it is this one (``fp``, trained in ``device``'s arithmetic) and has trained every epoch
+    asked for; else None."""
     if not (out_dir / RUN_FILE).exists():
         return None
     run = TrainRun(out_dir)
     if run.info["fingerprint"] != fp or run.epochs_done < config.epochs:
         return None
+    check_precision(out_dir, run.info, training_precision(device), device)
     run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
     return run
 
@@ -292,7 +283,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     torch = import_torch()
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-    if (done := _finished(out_dir, fp, config, model_dir)) is not None:  # a trainer we waited for finished it
+    if (done := _finished(out_dir, fp, config, model_dir, device)) is not None:  # a trainer we waited for finished it
         return done
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows,
@@ -318,7 +309,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cuda = device.startswith("cuda")
     step_tokens = step_tokens or (None if cuda else TRAIN.cpu_step_tokens)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and torch.cuda.is_bf16_supported() else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if training_precision(device) != FLOAT32 else None
     for epoch in range(done + 1, config.epochs + 1):
         started = time.perf_counter()
         rec = {k: np.full(len(examples), np.nan) for k in RECORD_KEYS}
@@ -366,7 +357,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
         info["epoch_stats"].append({"epoch": epoch, "mean_loss": float(np.mean(losses)), "steps": len(losses),
                                     "seconds": round(loop_s, 3), "record_seconds": round(record_s, 3),
                                     "save_seconds": round(time.perf_counter() - started - loop_s, 3)})
-        _write_json(out_dir / RUN_FILE, info)
+        write_run_json(out_dir / RUN_FILE, info)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     run = TrainRun(out_dir)

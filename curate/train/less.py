@@ -121,7 +121,7 @@ def warmup(model_dir: Path, pool: Sequence[RowInput], root: Path, config: LessCo
     pick = np.sort(np.random.default_rng(config.seed).choice(len(pool), n, replace=False))
     rows = [pool[i] for i in pick.tolist()]
     tc = config.train_config()
-    return finetune(model_dir, rows, run_folder(root, model_dir, rows, tc), tc, device=device, progress=progress)
+    return finetune(model_dir, rows, run_folder(root, model_dir, rows, tc, device), tc, device=device, progress=progress)
 
 
 def checkpoint_weights(run: TrainRun) -> list[float]:

@@ -262,7 +262,7 @@ def _subset_loss(ws, pick: np.ndarray, root: Path, model_dir: Path, config: Trai
     """One subset's eval loss: the fine-tune on the pool rows ``pick`` (cached, resumable) and its mean loss on
     ``eval_rows``, both read back when cached."""
     rows = ws.row_inputs([ws.ids[i] for i in pick.tolist()])
-    out_dir = run_folder(root, model_dir, rows, config)
+    out_dir = run_folder(root, model_dir, rows, config, device)
 
     def compute() -> float:
         run = finetune(model_dir, rows, out_dir, config, device=device, progress=progress)

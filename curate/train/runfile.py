@@ -1,0 +1,63 @@
+"""A training run's record (``run.json``): reading and writing it, and the arithmetic the run trained in.
+
+CUDA with bf16 trains under bfloat16 autocast, the CPU (and CUDA without bf16) in float32. The two give other
+losses, confidences and EL2N past rounding, so the arithmetic names the run (:func:`training_precision`): a run of
+one never answers, or resumes, a request for the other. A record written before runs were named by it holds only
+its device (:func:`recorded_precision`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from curate.errors import CurateError
+from curate.hardware import import_torch
+from curate.storage.files import read_json
+
+FLOAT32 = "float32"
+BF16_AUTOCAST = "bfloat16-autocast"
+
+
+def training_precision(device: str) -> str:
+    """The arithmetic a run trains in on ``device`` (a resolved torch device name)."""
+    if not device.startswith("cuda"):
+        return FLOAT32
+    return BF16_AUTOCAST if import_torch().cuda.is_bf16_supported() else FLOAT32
+
+
+def recorded_precision(info: dict[str, Any]) -> str:
+    """The arithmetic of the run ``info`` records; a record from before curate named it: bfloat16 autocast when it
+    trained on CUDA (the harness took it wherever the GPU had bf16, every GPU curate was run on), else float32."""
+    if "precision" in info:
+        return str(info["precision"])
+    return BF16_AUTOCAST if str(info.get("device") or "").startswith("cuda") else FLOAT32
+
+
+def check_precision(out_dir: Path, info: dict[str, Any], precision: str, device: str) -> None:
+    """An error naming ``out_dir`` when its run trained in other arithmetic than ``precision`` (on ``device``): such
+    a run is cached from before runs were named by it, and serving or resuming it would mix the two silently."""
+    had = recorded_precision(info)
+    if had != precision:
+        raise CurateError(f"{out_dir} holds this run trained on {info.get('device')} in {had} (cached before curate "
+                          f"named runs by their arithmetic); asked for {precision} on {device}, which trains to other "
+                          f"values: remove {out_dir} to train here, or train on {info.get('device')} again")
+
+
+def write_run_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` as JSON, replacing it whole (a reader never sees half a record)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def read_run_file(path: Path) -> dict[str, Any]:
+    """``run.json`` as a dict; one that is not JSON, or not an object, is an error naming it (it raised json's
+    "Expecting value" or a bare KeyError('config'), naming no file)."""
+    info = read_json(path)
+    if not isinstance(info, dict) or "config" not in info:
+        raise CurateError(f"{path}: not a curate training run's record (no 'config'); use another out_dir")
+    return info
