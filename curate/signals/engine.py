@@ -38,6 +38,14 @@ def default_model_dir() -> Path:
     return prepare_model()
 
 
+def model_fingerprint(files: str, dtype: str, device: str, adapter: str | None = None) -> str:
+    """What names a model's log-probabilities: its files, dtype and adapter; in bfloat16 also a CUDA device, whose bf16
+    kernels round otherwise than the CPU's (bf16 moves a turn's IFD by up to 15%), so a GPU's values never answer a
+    CPU request. float32 is shared (the devices agree to float rounding) and the CPU's names stay as they were."""
+    on = "@cuda" if dtype == "bfloat16" and device.startswith("cuda") else ""
+    return f"{files}:{dtype}{on}" + (f"+lora:{adapter}" if adapter is not None else "")
+
+
 def batches(requests: Sequence[Request], order: Sequence[int], batch_tokens: int, max_batch: int,
             min_fill: float = MIN_FILL) -> list[list[int]]:
     """Length buckets over ``order`` (longest first): consecutive requests while the padded batch fits the
@@ -81,8 +89,8 @@ class Engine:
         self.chat_template = chat_template
         self.alone_start = alone_start
         self.adapter = adapter  # a curate.signals.lora.Adapter merged into the weights at load time
-        suffix = f"+lora:{adapter.fingerprint}" if adapter is not None else ""
-        self.fingerprint = f"{folder_fingerprint(self.model_dir)}:{self.dtype}{suffix}"
+        self.fingerprint = model_fingerprint(folder_fingerprint(self.model_dir), self.dtype, self.device,
+                                             adapter.fingerprint if adapter is not None else None)
         self._tokenizer: Any = None
         self._model: Any = None
         self._prompter: Prompter | None = None
