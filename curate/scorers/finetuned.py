@@ -121,10 +121,13 @@ class CrossEncoderScorer(Scorer):
         return self._device_name
 
     @device.setter
-    def device(self, name: str) -> None:  # refused when set, before any model is loaded
+    def device(self, name: str) -> None:  # refused when set, before any model is loaded; a loaded net moves with it
         if name not in ("cpu", "auto") and not str(name).startswith("cuda"):
             raise ScorerError(f"device {name!r}: cpu, cuda, cuda:N or auto")
         self._device_name = name
+        for net in (getattr(self, "_net", None), getattr(self, "_merged", None)):  # it stayed: a CUDA net met CPU inputs
+            if net is not None:
+                net.to(self._device())
 
     def _device(self) -> str:
         from curate.hardware import resolve_device
@@ -283,7 +286,8 @@ class CrossEncoderScorer(Scorer):
 
             key = checkpoint_key({"scorer": start, "points": training_fingerprint({"i": ins, "r": res or []}, z),
                                   "pairs": prs, "settings": [epochs, lr, batch_size, seed],
-                                  **({"base_files": base_files} if base_files is not None else {})})
+                                  **({"base_files": base_files} if base_files is not None else {}),
+                                  **({"autocast": "bfloat16"} if amp is not None else {})})  # GPU steps: their own
             checkpoint = TrainingCheckpoint(Path(checkpoint_dir) / "finetune" / f"{self.kind}-{key}.pt",
                                             on_restore=on_resume)
         from curate.embed.batching import token_budget_batches
