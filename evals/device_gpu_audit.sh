@@ -36,4 +36,4 @@ step ce_train $C train-scorer "$A" --target gpt4_score --kind cross-encoder "${B
 step ce_score $C score "$A" --scorer "$OUT/ce" --column ce_scored
 step lm_train $C train-scorer "$A" --target gpt4_score --kind small-lm --device "$DEV" --epochs 1 --out "$OUT/lm" --name lm
 step lm_score $C score "$A" --scorer "$OUT/lm" --column lm_scored
-step export_aj $C export "$A" --out "$OUT/aj_cols.jsonl" --column ce --column ce_scored --column lm --column lm_scored
+step export_aj $C export "$A" --out "$OUT/aj_cols.jsonl" --column ce_scored --column lm_scored
