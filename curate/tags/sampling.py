@@ -8,6 +8,7 @@ selector (``curate.session`` imports it before selecting; ``curate.select`` neve
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ class Sample:
     decisions: list[Decision]
     reasons: list[Reason]
     details: list[dict[str, Any]]
+    visits: int = 0  # rows the sweeps looked at (a sweep stops once no row further on can add a tag)
 
     @property
     def kept(self) -> list[int]:
@@ -50,27 +52,42 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
     sets = [set(r) if r else set() for r in tag_lists]
     order = sorted(range(n), key=lambda i: (-len(sets[i]), key_ids[i]))
     remaining = [i for i in order if sets[i]]
+    alive = Counter(t for i in remaining for t in sets[i])  # tag -> rows not yet kept that carry it
     kept: list[int] = []
     taken: dict[int, dict[str, Any]] = {}
-    passed_over: dict[int, int] = {}  # row -> sweeps in which it added no new tag
-    sweep = 0
+    unreached: set[int] = set()  # rows the last sweep did not reach: the budget filled before them
+    sweep = visits = 0
     while remaining and len(kept) < budget:
         sweep += 1
         covered: set[str] = set()
+        uncovered = len(alive)  # tags some remaining row carries that this sweep has not covered
         left: list[int] = []
-        for i in remaining:
+        stop = len(remaining)
+        for pos, i in enumerate(remaining):
             if len(kept) >= budget:
+                stop = pos
+                unreached = set(remaining[pos:])
                 break
+            if not uncovered:  # no row further on can add a tag: each is passed over in this sweep, unvisited
+                stop = pos
+                break
+            visits += 1
             new = sets[i] - covered
             if new:
                 kept.append(i)
-                covered |= sets[i]
+                covered |= new
+                uncovered -= len(new)
+                alive.subtract(sets[i])
                 taken[i] = {"sweep": sweep, "tags": len(sets[i]), "new": len(new),
                             "new_tags": sorted(new)[:NEW_TAGS_SHOWN]}
             else:
-                passed_over[i] = passed_over.get(i, 0) + 1
                 left.append(i)
+        left.extend(remaining[stop:])
+        alive = +alive  # tags no remaining row carries are gone
         remaining = left
+    # a row not kept was passed over in every sweep that reached it: all of them, but the last when the budget
+    # filled before it there
+    passed_over = {i: sweep - (i in unreached) for i in remaining if sweep - (i in unreached)}
     kept_set = set(kept)
     positions = kept + [i for i in order if i not in kept_set]
     decisions, reasons, details = [], [], []
@@ -89,7 +106,7 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
         decisions.append(decision)
         reasons.append(reason)
         details.append(detail)
-    return Sample(positions, decisions, reasons, details)
+    return Sample(positions, decisions, reasons, details, visits)
 
 
 @register("instag")
