@@ -153,12 +153,19 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
 
 def check_reachable(address: str) -> None:
     """Raise RetryLaterError (exit 75) when nothing listens at a cluster ``address`` (``host:port`` or
-    ``ray://host:port``) and ConfigError (78) when its host name is unknown: ray.init retried such an address for
-    minutes, printing only Ray's "Failed to connect to GCS" lines. Other forms ("auto") are left to Ray."""
-    found = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    ``ray://host:port``) and ConfigError (78) when its host name is unknown or it is no address Ray reads (a host without
+    its port): ray.init retried such an address for minutes, printing only Ray's "Failed to connect to GCS" lines.
+    "auto", "local" and other schemes' addresses (``scheme://...``) are left to Ray."""
+    found = re.fullmatch(r"(ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
     if found is None:
-        return
-    host, port = found.group(1), int(found.group(2))
+        if "://" in address or address.strip() in ("auto", "local"):
+            return
+        # Ray's own "Invalid address format: HOST" came out as exit 1, naming no option and no form
+        raise ConfigError(f"Ray cluster address {address!r}: not HOST:PORT (the address `ray start --head` prints, "
+                          "e.g. 127.0.0.1:6379), ray://HOST:PORT (Ray Client) or auto")
+    client, host, port = found.group(1), found.group(2), int(found.group(3))
+    # a ray:// address is the head's Ray Client server (`ray start --head` opens it on 10001), not its GCS port
+    command = f"ray start --head --ray-client-server-port={port}" if client else f"ray start --head --port={port}"
     try:
         with socket.create_connection((host, port), timeout=CONNECT_CHECK_S):
             return
@@ -166,7 +173,7 @@ def check_reachable(address: str) -> None:
         raise ConfigError(f"Ray cluster address {address}: no host named {host!r} ({exc.strerror})") from None
     except ConnectionRefusedError:
         raise RetryLaterError(f"no Ray cluster at {address}: nothing listens there (connection refused); start its "
-                              f"head there (`ray start --head --port={port}`) or give the head's address") from None
+                              f"head there (`{command}`) or give the head's address") from None
     except OSError as exc:  # a timeout, no route to the host
         reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise RetryLaterError(f"no Ray cluster at {address}: {reason} within {CONNECT_CHECK_S:.0f} s") from None
