@@ -106,6 +106,7 @@ class Normalizer:
         self.key_map: dict[str, str] = {}          # rule key -> canonical, for raw tags unseen at fit time
         self.report: list[StepReport] = []
         self.fitted_rows = 0
+        self._stems: dict[str, str] = {}           # word -> stem: the pure-Python stemmer once per distinct word
 
     # rule aggregation ------------------------------------------------------------------------------
     def _stemmer(self):
@@ -123,13 +124,12 @@ class Normalizer:
         return " ".join(SYMBOL_WORD.findall(unicodedata.normalize("NFKC", tag).casefold()))
 
     def rule_key(self, tag: str) -> str:
-        """The rule-aggregation key: the surface form with each word stemmed (a symbol suffix is kept
-        as is after the stemmed word, so ``C++`` and ``C`` keep different keys)."""
+        """The rule-aggregation key: the surface form, each word stemmed (a symbol suffix kept after it: C++, C)."""
         words = self.surface(tag).split()
         if not self.params["rules"]:
             return " ".join(words)
         cores = [w.rstrip(SYMBOL_SUFFIX_CHARS) for w in words]
-        stems = self._stemmer().stemWords(cores)
+        stems = [self._stems.get(c) or self._stems.setdefault(c, self._stemmer().stemWord(c)) for c in cores]
         return " ".join(stem + word[len(core):] for stem, core, word in zip(stems, cores, words, strict=True))
 
     # fit -------------------------------------------------------------------------------------------
