@@ -55,6 +55,15 @@ def test_rule_aggregation_reads_every_script_and_drops_tags_that_name_nothing():
     assert normalise("यह एक सरल वाक्य है") == ["यह", "एक", "सरल", "वाक्य", "है"]  # Evol's word counts too
 
 
+def test_invisible_format_characters_inside_a_tag_join_its_word_instead_of_splitting_it():
+    """A soft hyphen, zero-width space or word joiner inside a word (text pasted from the web; a bidi mark beside an
+    Arabic or Hebrew word) split it: 'py\u00adthon' became the tag 'py thon', apart from 'python'."""
+    rows = [["python"], ["py\u00adthon"], ["py\u200bthon"], ["\ufeffPy\u2060thon\u200e"], ["data\u200b analysis"]]
+    norm = Normalizer(min_frequency=None, semantic=False, association=False)
+    assert norm.fit_transform(rows) == [["python"]] * 4 + [["data analysis"]]
+    assert Normalizer.surface("py\u00adthon") == "python" and norm.vocabulary == ["data analysis", "python"]
+
+
 def test_frequency_filter_drops_rare_tags_and_scales_alpha_on_small_pools():
     rows = [["common"]] * 5 + [["rare"]] * 2 + [["common", "once"]]
     norm = Normalizer(min_frequency=3, scale_small_pools=False, rules=False, semantic=False, association=False)

@@ -37,12 +37,12 @@ from curate.tags.tagger import dedupe
 
 MAPPING_ARTIFACT = NORMALIZER.mapping_artifact
 
-# Rule aggregation's words: runs of letters/digits; a word ending in a letter keeps a run of '#'/'+' right
-# after it when no letter follows (C#, C++, F#, Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart;
-# everything else ("a+b", "1+1", "#tag", "C/C++") is a separator.
-# Letters keep their combining marks (Devanagari, Tamil, decomposed accents: stdlib re split words there).
+# Rule aggregation's words: runs of letters/digits (with their combining marks: Devanagari, Tamil, decomposed
+# accents); a word ending in a letter keeps a run of '#'/'+' right after it when no letter follows (C#, C++, F#,
+# Notepad++, C++17 -> "c++ 17"), so C, C# and C++ stay apart; anything else ("a+b", "#tag", "C/C++") separates.
 SYMBOL_SUFFIX_CHARS = "#+"
 SYMBOL_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]*[\p{L}\p{M}][#+]+(?![\p{L}\p{M}])|[\p{L}\p{N}\p{M}]+")
+INVISIBLE = regex.compile(r"\p{Cf}")  # soft hyphen, zero-width space, word joiner, BOM, bidi marks: not separators
 
 
 @dataclass
@@ -118,10 +118,10 @@ class Normalizer:
 
     @staticmethod
     def surface(tag: str) -> str:
-        """NFKC-normalised (full-width and composed forms as one) and case-folded, every other run of
-        non-alphanumerics (underscore included) turned into one space, except a ``#``/``+`` suffix that names
-        something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
-        return " ".join(SYMBOL_WORD.findall(unicodedata.normalize("NFKC", tag).casefold()))
+        """NFKC-normalised (full-width and composed forms as one), invisible format characters removed and
+        case-folded, every other run of non-alphanumerics (underscore included) turned into one space, except a
+        ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
+        return " ".join(SYMBOL_WORD.findall(INVISIBLE.sub("", unicodedata.normalize("NFKC", tag)).casefold()))
 
     def rule_key(self, tag: str) -> str:
         """The rule-aggregation key: the surface form, each word stemmed (a symbol suffix kept after it: C++, C)."""
