@@ -273,3 +273,17 @@ def test_a_digit_judges_empty_reply_says_how_it_ended():
                                 logprobs_requested=True)
     assert failure.code is FailureCode.EMPTY_OUTPUT and failure.raw == " "
     assert failure.message == "the reply has no text and no logprobs (raw output ' ', finish_reason 'length')"
+
+
+def test_a_multi_line_failure_detail_reads_as_one_line_in_a_summary():
+    """A pydantic ValidationError's detail ("...1 validation error for IntentTags\\n  Invalid JSON: ...") broke
+    `curate tag`'s failure line and ws.apply's warning over several lines: the summary's example is one line now;
+    the failure column keeps the detail whole."""
+    from curate.codes import Failure, FailureCode
+    from curate.storage.failures import failure_reasons
+
+    multi = Failure(FailureCode.INVALID_OUTPUT, "output failed validation after 3 attempt(s): ValidationError: 1 "
+                    "validation error for IntentTags\n  Invalid JSON: expected ident at line 1 column 2\n    "
+                    "[type=json_invalid]")
+    (_, detail), = failure_reasons([[multi]]).values()
+    assert "\n" not in detail and "IntentTags Invalid JSON: expected ident" in detail

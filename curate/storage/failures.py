@@ -93,7 +93,9 @@ def empty_reply(failure: Failure) -> Failure:
 
 
 def _cut(text: str, chars: int) -> str:
-    """``text``, or its first ``chars`` characters ending in "…" (a cut detail read as a whole one: "tokens, )")."""
+    """``text`` on one line (a pydantic ValidationError's lines broke a summary line and a warning apart), or its
+    first ``chars`` characters ending in "…" (a cut detail read as a whole one: "tokens, )")."""
+    text = " ".join(text.split())
     return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
