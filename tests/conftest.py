@@ -7,6 +7,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,24 @@ def write_jsonl(path, records):
         for r in records:
             fh.write((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n")
     return path
+
+
+def apply_and_check_warning(ws, step, **kwargs):
+    """``ws.apply(step, **kwargs)``, asserting the CurateWarning it gives: one, its text the result's own
+    (``failed_now_warning``), exactly when rows failed in this call, none otherwise. For calls whose failures vary
+    (a real model's answers) or a helper many tests share; a test provoking a known failure asserts it with
+    ``pytest.warns(CurateWarning, match=...)``. Other warnings go on to pytest's summary."""
+    from curate.errors import CurateWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ws.apply(step, **kwargs)
+    for w in caught:
+        if not issubclass(w.category, CurateWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    told = [str(w.message) for w in caught if issubclass(w.category, CurateWarning)]
+    assert told == ([result.failed_now_warning()] if result.failed_now else []), told
+    return result
 
 
 class ScriptedBackend:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from curate.codes import Failure, FailureCode
+from curate.errors import CurateWarning
 from curate.llm.judges import Judge
 from curate.session import Workspace
 from curate.storage.progress import progress_bar
@@ -40,12 +43,14 @@ def _record(result) -> dict:
 def test_a_judges_row_bar_counts_failed_rows_and_cached_requests_as_its_summary_does(tmp_path, fault_server, capsys):
     ws = _workspace(tmp_path, ROWS)
     capsys.readouterr()
-    first = ws.apply(Judge("complexity", _backend(fault_server)), progress=True)
+    with pytest.warns(CurateWarning, match=r"complexity: 2 of the 4 rows computed now failed"):
+        first = ws.apply(Judge("complexity", _backend(fault_server)), progress=True)
     shown = _last_postfix(capsys.readouterr().err, "complexity")
     assert (first.failed_now, _record(first)["cached_requests"]) == (2, 0)
     assert (shown["failed"], shown["cached"]) == ("2", "0") and "paid_by_stopped_run" not in shown
 
-    again = ws.apply(Judge("complexity", _backend(fault_server)), progress=True, force=True)
+    with pytest.warns(CurateWarning, match=r"complexity: 2 of the 4 rows computed now failed"):
+        again = ws.apply(Judge("complexity", _backend(fault_server)), progress=True, force=True)
     shown = _last_postfix(capsys.readouterr().err, "complexity")
     cached = _record(again)["cached_requests"]
     assert cached == 3  # the 500 is no answer: sent again, failed again; the unparsable reply is the cache's
@@ -63,7 +68,8 @@ def test_a_judges_row_bar_counts_what_a_stopped_run_paid_for(tmp_path, fault_ser
     judge.run(ws.row_inputs(ws.ids, judge.inputs), StepContext(progress_bar(len(ws), "killed", False), ws.cache_dir, ws.path))  # never stored
     sent = fault_server.total
     capsys.readouterr()
-    resumed = ws.apply(judge, progress=True)
+    with pytest.warns(CurateWarning, match=r"complexity: 2 of the 4 rows computed now failed"):
+        resumed = ws.apply(judge, progress=True)
     shown = _last_postfix(capsys.readouterr().err, "complexity")
     record = _record(resumed)
     assert fault_server.total > sent  # only the [always500] row is sent again
@@ -86,7 +92,8 @@ def test_a_row_failed_in_one_turn_and_before_any_request_counts_once(tmp_path, f
                                   {"from": "human", "value": "plain d"}, {"from": "gpt", "value": " "}]}
     ws.load(write_jsonl(tmp_path / "p.jsonl", [two_bad, no_reply, {"instruction": "plain e", "output": "ok"}]))
     capsys.readouterr()
-    result = ws.apply(Judge("quality", _backend(fault_server)), progress=True)
+    with pytest.warns(CurateWarning, match=r"quality: 2 of the 3 rows computed now failed"):
+        result = ws.apply(Judge("quality", _backend(fault_server)), progress=True)
     shown = _last_postfix(capsys.readouterr().err, "quality")
     assert result.failed_now == 2 and shown["failed"] == "2"
 
@@ -94,10 +101,12 @@ def test_a_row_failed_in_one_turn_and_before_any_request_counts_once(tmp_path, f
 def test_the_taggers_row_bar_counts_failed_rows_and_cached_requests(tmp_path, fault_server, capsys):
     ws = _workspace(tmp_path, ["Sort a list.", "[always500] Reverse it.", "Name a prime."])
     capsys.readouterr()
-    first = ws.apply(Tagger(_backend(fault_server)), progress=True)
+    with pytest.warns(CurateWarning, match=r"tags_raw: 1 of the 3 rows computed now failed"):
+        first = ws.apply(Tagger(_backend(fault_server)), progress=True)
     shown = _last_postfix(capsys.readouterr().err, "tags_raw")
     assert first.failed_now == 1 and (shown["failed"], shown["cached"]) == ("1", "0")
-    again = ws.apply(Tagger(_backend(fault_server)), progress=True, force=True)
+    with pytest.warns(CurateWarning, match=r"tags_raw: 1 of the 3 rows computed now failed"):
+        again = ws.apply(Tagger(_backend(fault_server)), progress=True, force=True)
     shown = _last_postfix(capsys.readouterr().err, "tags_raw")
     assert (again.failed_now, _record(again)["cached_requests"]) == (1, 2)
     assert (shown["failed"], shown["cached"]) == ("1", "2")
@@ -124,7 +133,8 @@ class Lengths:
 def test_a_step_that_sends_no_request_keeps_its_bar_without_counts(tmp_path, capsys):
     ws = _workspace(tmp_path, ["plain one", "[always500] broken"])
     capsys.readouterr()
-    result = ws.apply(Lengths(), progress=True)
+    with pytest.warns(CurateWarning, match=r"lengths: 1 of the 2 rows computed now failed"):
+        result = ws.apply(Lengths(), progress=True)
     err = capsys.readouterr().err
     assert result.failed_now == 1 and "lengths:" in err and "failed=" not in err and "cached=" not in err
 

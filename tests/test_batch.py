@@ -26,7 +26,7 @@ from curate.llm.judges import Judge
 from curate.llm.runner import build_requests
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
-from tests.conftest import write_jsonl
+from tests.conftest import apply_and_check_warning, write_jsonl
 from tests.fault_server import FaultServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -351,13 +351,13 @@ def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, 
     online, batch = _workspace(tmp_path, texts, "online"), _workspace(tmp_path, texts, "batch")
     runner = VLLMBatchBackend(log_path=tmp_path / "batch.log")  # dtype "auto", resolved as the server's is
     system_temp = set(Path(tempfile.gettempdir()).glob("vllm_dist_*"))
-    result = batch.apply(Judge("complexity", runner), progress=False)
+    result = apply_and_check_warning(batch, Judge("complexity", runner), progress=False)
     # vLLM leaves a vllm_dist_<uuid> file in the temp folder at every start: the runner's and the server's go in
     # folders of their own, removed with them
     assert set(Path(tempfile.gettempdir()).glob("vllm_dist_*")) == system_temp
     local_llm = request.getfixturevalue("local_llm")
     assert runner.dtype == local_llm.dtype  # the same kernels as the server's
-    reference = online.apply(Judge("complexity", local_llm.backend()), progress=False)
+    reference = apply_and_check_warning(online, Judge("complexity", local_llm.backend()), progress=False)
     assert list(Path(local_llm.tmpdir).glob("vllm_dist_*"))
     assert result.provenance["cached_requests"] == 0 and result.provenance["tokens"]["prompt"] > 0  # really run
     assert result.provenance["tokens"]["prompt"] == reference.provenance["tokens"]["prompt"]  # the same prompts

@@ -10,8 +10,10 @@ import threading
 import time
 
 import openai
+import pytest
 
 from curate.codes import FailureCode
+from curate.errors import CurateWarning
 from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, _Call, batch_line
 from curate.llm.judges import Judge
@@ -54,7 +56,8 @@ def test_a_lost_output_file_past_the_resubmissions_fails_its_rows_naming_batch_a
     ws = _workspace(tmp_path, texts)
     with FaultServer() as srv:
         fid = _finished_without_output(srv, ws, texts)
-        result = ws.apply(Judge("complexity", _batch(srv, ws, resubmits=0)), progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: 2 of the 2 rows computed now failed"):
+            result = ws.apply(Judge("complexity", _batch(srv, ws, resubmits=0)), progress=False)
         assert srv.batches_created == 1
     fails = [f for row in ws.failures("complexity") for f in row]
     assert result.failed == 2 and [f.code for f in fails] == [FailureCode.TRANSIENT] * 2

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.codes import TRANSIENT_FAILURES, FailureCode
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.llm.backends import OpenAIBackend
 from curate.llm.cache import ResponseCache
 from curate.llm.dryrun import estimate
@@ -23,7 +23,7 @@ from curate.llm.prompts import load_prompt
 from curate.llm.runner import _variable_aliases, run_prompt
 from curate.report.views import info_data
 from curate.session import Workspace
-from tests.conftest import write_jsonl
+from tests.conftest import apply_and_check_warning, write_jsonl
 from tests.fault_server import FaultServer
 
 PROMPT_V1 = ("---\nname: rate\nversion: 1\ninputs: [instruction]\noutput:\n  kind: digit_score\n  scale: [1, 6]\n"
@@ -174,7 +174,8 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
     with FaultServer(retry_after="0", hang_seconds=0.6) as srv:
         args = ["score", ws.path, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
                 "--max-retries", "1", "--timeout", "0.3"]
-        first = cli(*args, "--keep-failed", exit_code=1)  # rows the server never answered fail the command
+        with pytest.warns(CurateWarning, match=r"quality: 12 of the 40 rows computed now failed"):
+            first = cli(*args, "--keep-failed", exit_code=1)  # rows the server never answered fail the command
         assert "error: 6 rows not scored: the judge did not answer" in first and "re-run the command" in first
         listed = re.findall(r"^\s+\d+ x (\w+):", first, re.MULTILINE)  # every failure code, not the 3 commonest
         assert sorted(listed) == sorted({"transient", "http_error", "no_logprobs", "low_digit_mass", "no_response"}), first
@@ -231,7 +232,7 @@ def test_dry_run_token_count_is_within_5_percent_of_what_the_local_vllm_reports(
     judge = Judge("quality", local_llm.backend())
     plan = estimate(ws, judge)
     assert plan.tokens_exact and "chat template" in plan.tokenizer and plan.to_send == 6
-    ws.apply(judge, progress=False)
+    apply_and_check_warning(ws, judge, progress=False)  # a row of SmolLM2's may fail (low_digit_mass): it says so
     reported = ws.column_provenance("quality")["tokens"]["prompt"]  # the usage the server reported
     assert abs(plan.prompt_tokens - reported) <= 0.05 * reported, (plan.prompt_tokens, reported)
 

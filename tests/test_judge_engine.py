@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from curate.codes import Failure, FailureCode
+from curate.errors import CurateWarning
 from curate.llm.backends import OpenAIBackend, register_price
 from curate.llm.cache import ResponseCache
 from curate.llm.judges import Judge
@@ -23,7 +24,7 @@ from curate.llm.prompts import load_prompt
 from curate.llm.runner import build_requests, digit_score, run_prompt
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
-from tests.conftest import write_jsonl
+from tests.conftest import apply_and_check_warning, write_jsonl
 from tests.fault_server import FaultServer, _digit_logprobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +59,9 @@ def _key_of(srv, marker):
 
 
 def _score(ws, judge, backend, **kwargs):
-    """What ``curate score`` does: the judge as a Step through ``ws.apply``."""
-    return ws.apply(Judge(judge, backend), progress=False, **kwargs)
+    """What ``curate score`` does: the judge as a Step through ``ws.apply`` (its CurateWarning checked: one, exactly
+    when rows failed in this call)."""
+    return apply_and_check_warning(ws, Judge(judge, backend), progress=False, **kwargs)
 
 
 def _coverage(ws, column):
@@ -81,7 +83,8 @@ def test_a_score_whose_judge_never_answers_shows_no_row_computed_and_says_why(tm
     """The notebook's ApplyResult: failed rows are not counted as computed, and the failures' reason codes are
     shown with their rows and one detail (it said 'computed 2, ... failed 2' and nothing more)."""
     ws = _workspace(tmp_path, ["[always500] one", "[always500] two", "plain three"])
-    result = ws.score("quality", _backend(fault_server, max_retries=1), column="q_judge", progress=False)
+    with pytest.warns(CurateWarning, match=r"q_judge: 2 of the 3 rows computed now failed"):
+        result = ws.score("quality", _backend(fault_server, max_retries=1), column="q_judge", progress=False)
     assert (result.computed, result.valued_now, result.failed) == (3, 1, 2)
     (rows, detail), = result.failure_reasons.values()
     assert list(result.failure_reasons) == ["transient"] and rows == 2
@@ -659,7 +662,8 @@ def test_a_judge_hands_a_large_pool_over_in_parts_and_stores_what_one_call_store
         with FaultServer(retry_after="0", hang_seconds=3.0) as srv:
             backend = _CountingBackend(srv.base_url, "fault", api_key="k", timeout=1.0, max_retries=3,
                                        backoff_base=0.05)
-            result = ws.apply(Judge("complexity", backend), progress=False)
+            with pytest.warns(CurateWarning, match=r"complexity: 4 of the 14 rows computed now failed"):
+                result = ws.apply(Judge("complexity", backend), progress=False)
         runs = [{k: r[k] for k in ("rows", "failed", "requests", "cached_requests", "tokens", "cost_usd")}
                 for r in result.provenance["runs"]]
         stored[name] = (backend.runs, ws.column("complexity"), ws.failures("complexity"),
@@ -686,7 +690,8 @@ def test_a_refused_key_costs_one_request_per_later_part_not_a_round_of_requests(
     ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(12)])
     with FaultServer(api_key="right") as srv:
         wrong = _CountingBackend(srv.base_url, "fault", api_key="wrong", concurrency=8, timeout=5.0)
-        result = ws.apply(Judge("complexity", wrong), progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: 12 of the 12 rows computed now failed"):
+            result = ws.apply(Judge("complexity", wrong), progress=False)
         assert wrong.runs == [3, 3, 3, 3] and result.failed == 12
         assert srv.total <= 3 + 3  # the first part's requests in flight when the 401 came, then one per part
         fails = [f for row in ws.failures("complexity") for f in row]

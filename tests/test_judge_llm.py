@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from curate.codes import FailureCode
+from curate.errors import CurateWarning
 from curate.llm.cache import response_cache
 from curate.llm.judges import Judge
 from curate.llm.runner import _token_digit, build_requests, run_prompt
@@ -226,7 +227,8 @@ def test_a_row_longer_than_the_local_context_fails_context_too_long(local_llm, t
                                              {"instruction": f"Summarise: {long_text}", "input": "", "output": "No."}])
     ws = Workspace(tmp_path / "ws")
     ws.load(src)
-    result = ws.score("complexity", local_llm.backend(), progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: [12] of the 2 rows computed now failed \(.*1 x context_too_long"):
+        result = ws.score("complexity", local_llm.backend(), progress=False)
     short, long_row = ws.failures("complexity")
     assert [f.code for f in long_row] == [FailureCode.CONTEXT_TOO_LONG] and "2048" in long_row[0].message
     assert all(f.code is FailureCode.LOW_DIGIT_MASS for f in short) and "context_too_long" in result.failure_reasons

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.codes import FailureCode
+from curate.errors import CurateWarning
 from curate.llm.backends import OpenAIBackend
 from curate.session import Workspace
 from curate.tags.tagger import Tagger
@@ -91,8 +92,9 @@ def fault_server():
 
 def test_the_same_judge_run_again_takes_its_old_failure_column_back_in_todays_form(tmp_path, fault_server):
     ws = _first_curate_workspace(tmp_path)
-    out = CliRunner().invoke(app, ["score", str(ws.path), "--judge", "alpagasus", "--base-url", fault_server.base_url,
-                                   "--model", "fault", "--api-key-env", "HOME"])
+    with pytest.warns(CurateWarning, match=r"alpagasus: 1 of the 4 rows computed now failed"):
+        out = CliRunner().invoke(app, ["score", str(ws.path), "--judge", "alpagasus", "--base-url", fault_server.base_url,
+                                       "--model", "fault", "--api-key-env", "HOME"])
     assert out.exit_code in (0, 1) and isinstance(out.exception, SystemExit | None), (out.output, out.exception)
     assert "another step" not in out.output
     # the old column's rows have no fingerprint: computed again (their answers from the cache), and said so
@@ -108,7 +110,8 @@ def test_the_same_judge_run_again_takes_its_old_failure_column_back_in_todays_fo
 def test_the_tagger_run_again_takes_its_old_failure_column_back_in_todays_form(tmp_path, fault_server):
     ws = _first_curate_workspace(tmp_path)
     backend = OpenAIBackend(fault_server.base_url, "fault", api_key="k", timeout=5.0, max_retries=1, backoff_base=0.01)
-    result = ws.apply(Tagger(backend), progress=False)
+    with pytest.warns(CurateWarning, match=r"tags_raw: 1 of the 4 rows computed now failed"):
+        result = ws.apply(Tagger(backend), progress=False)
     assert result.failed == 1
     prov = ws.column_provenance("tags_raw_failure")
     assert (prov["kind"], prov["of"]) == ("failure", "tags_raw")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason, describe
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.llm.backends import OpenAIBackend
 from curate.llm.dryrun import estimate
 from curate.llm.judges import Judge
@@ -65,18 +65,21 @@ def test_a_refused_filtered_or_empty_reply_is_a_failure_with_its_raw_output_and_
     ws.load(write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"{marker} Name a river.", "output": "The Nile."}
                                                   for marker in ("[refusal]", "[filtered]", "[empty]", "Plain:")]))
     backend = _backend(fault_server)
-    ws.apply(Judge("answer", backend, column="seed_answer"), progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer: 3 of the 4 rows computed now failed"):
+        ws.apply(Judge("answer", backend, column="seed_answer"), progress=False)
     assert [v == [None] for v in ws.column("seed_answer")] == [True, True, True, False]
     fails = [row[0] if row else None for row in ws.failures("seed_answer")]
     assert [f.code if f else None for f in fails] == [FailureCode.REFUSED, FailureCode.REFUSED, FailureCode.EMPTY_OUTPUT,
                                                       None]
     assert fails[0].raw == "I can't help with that." and "content_filter" in fails[1].message
     assert fails[1].raw == "The first half of a repl"
-    ws.apply(Tagger(backend), progress=False)  # a JSON prompt: the refusal is one paid request, not three
+    with pytest.warns(CurateWarning, match=r"tags_raw: 2 of the 4 rows computed now failed"):
+        ws.apply(Tagger(backend), progress=False)  # a JSON prompt: the refusal is one paid request, not three
     assert len([m for m in fault_server.messages if "[refusal]" in m[-1]["content"] and "tags" in m[0]["content"]]) == 1
     refused = ws.failures("tags_raw")[0][0]
     assert refused.code is FailureCode.REFUSED and refused.raw == "I can't help with that."
-    ws.apply(Judge("quality", backend), progress=False)  # a digit score
+    with pytest.warns(CurateWarning, match=r"quality: 3 of the 4 rows computed now failed"):
+        ws.apply(Judge("quality", backend), progress=False)  # a digit score
     assert ws.failures("quality")[0][0].code is FailureCode.REFUSED and ws.column("quality")[3] != [None]
 
 def test_max_completion_tokens_bounds_the_cost_cap_and_the_dry_run_as_max_tokens_does(tmp_path, fault_server):
@@ -107,7 +110,8 @@ def test_a_field_the_prompt_reads_with_no_value_is_a_failure_not_the_text_none(t
     ws = Workspace(tmp_path / "ws")
     ws.load([{"instruction": "Name a prime.", "output": "7", "category": "math"},
              {"instruction": "Name a river.", "output": "The Nile."}])
-    ws.apply(Judge(str(tmp_path / "q_cat.md"), _backend(fault_server)), progress=False)
+    with pytest.warns(CurateWarning, match=r"q_cat: 1 of the 2 rows computed now failed"):
+        ws.apply(Judge(str(tmp_path / "q_cat.md"), _backend(fault_server)), progress=False)
     assert not any("None" in m[-1]["content"] for m in fault_server.messages) and len(fault_server.messages) == 1
     assert ws.column("q_cat")[1] == [None] and ws.column("q_cat")[0] != [None]
     missing = ws.failures("q_cat")[1][0]
@@ -116,7 +120,8 @@ def test_a_field_the_prompt_reads_with_no_value_is_a_failure_not_the_text_none(t
         variant = tmp_path / f"q_cat_{i}.md"  # the null printed through an expression or a filter: 'None' too
         variant.write_text((tmp_path / "q_cat.md").read_text().replace("name: q_cat", f"name: q_cat_{i}").replace(
             "Category: {{ category }}", printed))
-        ws.apply(Judge(str(variant), _backend(fault_server)), progress=False)
+        with pytest.warns(CurateWarning, match=r"^(?:q_cat_0: 1 of the 2 rows computed now failed|q_cat_1: 1 of the 2 rows computed now failed|q_cat_2: 1 of the 2 rows computed now failed)"):
+            ws.apply(Judge(str(variant), _backend(fault_server)), progress=False)
         assert ws.failures(f"q_cat_{i}")[1][0].code is FailureCode.NO_INPUT_VALUE
     assert not any("none" in m[-1]["content"].lower() for m in fault_server.messages)
     fault_server.messages.clear()
@@ -131,7 +136,8 @@ def test_a_field_the_prompt_reads_with_no_value_is_a_failure_not_the_text_none(t
 def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp_path, fault_server):
     ws = _pool(tmp_path)
     backend = _backend(fault_server)
-    ws.apply(Judge("answer", backend, column="seed_answer"), progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer: 2 of the 4 rows computed now failed"):
+        ws.apply(Judge("answer", backend, column="seed_answer"), progress=False)
     answers = ws.column("seed_answer")
     assert all(isinstance(a, str) for a in answers[0] + answers[1]) and answers[2] == [None]
     assert ws.failures("seed_answer")[2][0].code is FailureCode.TRANSIENT
@@ -151,7 +157,8 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     sent = fault_server.total
     planned = estimate(ws, judge)  # a dry run renders the same answers and sends nothing
     assert (planned.requests, planned.to_send, fault_server.total) == (3, 3, sent)
-    ws.apply(judge, progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer_quality: 2 of the 4 rows computed now failed"):
+        ws.apply(judge, progress=False)
     quality = _sent(fault_server, "Quality digit (1-6):")
     assert len(quality) == 3  # one per answered turn: the row whose answer failed sends nothing
     colour = next(m for m in quality if "Name a colour." in m[-1]["content"])[-1]["content"]
@@ -165,7 +172,8 @@ def test_a_models_answers_are_judged_from_their_column_not_the_pools_replies(tmp
     assert fault_server.total == sent  # nothing new to judge
     changed = [[answers[0][0] + " And blue."], answers[1], [None], [None]]  # another seed model's answers
     ws.add_column("seed_answer", changed, {"kind": "test", "granularity": "turn", "fingerprint": "another-model"})
-    result = ws.apply(judge, progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer_quality: 2 of the 4 rows computed now failed"):
+        result = ws.apply(judge, progress=False)
     assert result.computed == 4 and fault_server.total == sent + 1  # re-judged; unchanged texts come from the cache
     assert f"Answer: {answers[0][0]} And blue." in fault_server.messages[-1][-1]["content"]
     assert estimate(ws, judge).to_send == 0
@@ -188,14 +196,16 @@ def test_workspace_score_takes_the_column_and_response_column_curate_score_takes
     ws = _pool(tmp_path)
     answers = [["Blue."], ["Hey", "Why not."], [None], ["A short story."]]
     ws.add_column("seed_answer", answers, {"kind": "test", "granularity": "turn", "fingerprint": "a-model"})
-    judged = ws.score("quality", _backend(fault_server), response_column="seed_answer", progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer_quality: 1 of the 4 rows computed now failed"):
+        judged = ws.score("quality", _backend(fault_server), response_column="seed_answer", progress=False)
     assert judged.column == "seed_answer_quality"
     assert ws.column_provenance("seed_answer_quality")["response_column"] == "seed_answer"
     assert any("Answer: Blue." in m[-1]["content"] for m in fault_server.messages)
     assert ws.score(load_default("quality"), column="q2", progress=False).column == "q2"
     ws.score(load_default("quality"), progress=False)
     assert ws.column("q2") == ws.column("quality")  # the same scorer under another name
-    replies = ws.score(load_default("quality"), response_column="seed_answer", column="sq", progress=False)
+    with pytest.warns(CurateWarning, match=r"sq: 1 of the 4 rows computed now failed"):
+        replies = ws.score(load_default("quality"), response_column="seed_answer", column="sq", progress=False)
     assert replies.column == "sq" and ws.column_provenance("sq")["response_column"] == "seed_answer"
     assert ws.column("sq")[0] != ws.column("q2")[0]  # another reply, another score
     with pytest.raises(CurateError, match="response_column='seed_answer': scorer 'complexity' reads no response"):
@@ -362,7 +372,8 @@ def test_a_trained_scorer_judges_a_models_answers_into_its_own_column(tmp_path):
     quality = load_default("quality")
     step = quality.reading_replies("seed_answer")
     assert step.column == "seed_answer_quality" and quality.column == "quality"
-    ws.apply(step, progress=False)
+    with pytest.warns(CurateWarning, match=r"seed_answer_quality: 1 of the 2 rows computed now failed"):
+        ws.apply(step, progress=False)
     got = ws.column("seed_answer_quality")
     expected = quality.predict([{"instruction": records[0]["instruction"], "response": "Because it is."}])[0]
     own = quality.predict([{"instruction": records[0]["instruction"], "response": records[0]["output"]}])[0]
@@ -372,8 +383,9 @@ def test_a_trained_scorer_judges_a_models_answers_into_its_own_column(tmp_path):
     with pytest.raises(CurateError, match="no response"):
         load_default("complexity").reading_replies("seed_answer")
 
-    result = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", "default", "--response-column", "seed_answer",
-                                      "--column", "seed_answer_q2"])
+    with pytest.warns(CurateWarning, match=r"seed_answer_q2: 1 of the 2 rows computed now failed"):
+        result = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", "default", "--response-column", "seed_answer",
+                                          "--column", "seed_answer_q2"])
     assert result.exit_code == 0, result.output
     assert ws.column("seed_answer_q2")[0] == [pytest.approx(expected)] and not ws.has_column("quality")
 

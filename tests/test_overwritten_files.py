@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from curate.errors import CurateWarning
 from curate.session import Workspace
 from curate.storage.damage import DamagedFileError
 
@@ -185,7 +186,8 @@ def test_a_judge_server_that_dies_mid_run_stops_the_run_before_the_next_judge(tm
     backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0, concurrency=1)
     with pytest.raises(RetryLaterError, match=r"rows not scored: the judge did not answer \(the server at .* "
                                               r"stopped answering: connection error") as stopped:
-        run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False, progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: 25 of the 30 rows computed now failed"):
+            run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False, progress=False)
     watcher.join()
     assert exit_code(stopped.value) == 75
     record = json.loads((tmp_path / "run" / "run.json").read_text())

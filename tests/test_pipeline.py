@@ -7,7 +7,7 @@ import pytest
 import curate
 from curate.cli import sample_path
 from curate.codes import FailureCode
-from curate.errors import CurateError, InputError
+from curate.errors import CurateError, CurateWarning, InputError
 from curate.llm.backends import OpenAIBackend
 from curate.pipeline import Run, RunResult, run_pipeline, steps
 from tests.cli_in_process import curate_in_process
@@ -166,7 +166,11 @@ def test_max_cost_leaving_rows_unsent_is_an_error_after_keeping_the_scored_rows(
         backend = OpenAIBackend(srv.base_url, "gpt-4o-mini", api_key="k", max_retries=0, max_cost=0.0001)
         with pytest.raises(CurateError, match=r"rows not sent: max_cost reached .* a larger max_cost= of the "
                                               r"backend \(CLI: --max-cost\) to finish") as stopped:
-            run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
+            with (
+                pytest.warns(CurateWarning, match=r"complexity: 7 of the 8 rows computed now failed"),
+                pytest.warns(CurateWarning, match=r"quality: 7 of the 8 rows computed now failed"),
+            ):
+                run_pipeline(str(pool), out=tmp_path / "run", budget=3, backend=backend, report=False)
         sent = srv.total
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
     scored = [v is not None for name in ("complexity", "quality") for v in ws.row_values(name)]
@@ -189,8 +193,12 @@ def test_a_judge_that_never_answers_some_rows_stops_the_run_before_selecting(tmp
     with FaultServer() as srv:
         backend = OpenAIBackend(srv.base_url, "fault", api_key="k", max_retries=0)
         with pytest.raises(CurateError, match=r"2 rows not scored: the judge did not answer \(.*HTTP 500"):
-            run_pipeline(str(write_jsonl(tmp_path / "p.jsonl", rows)), out=tmp_path / "run", budget=3,
-                         backend=backend, report=False)
+            with (
+                pytest.warns(CurateWarning, match=r"complexity: 2 of the 6 rows computed now failed"),
+                pytest.warns(CurateWarning, match=r"quality: 2 of the 6 rows computed now failed"),
+            ):
+                run_pipeline(str(write_jsonl(tmp_path / "p.jsonl", rows)), out=tmp_path / "run", budget=3,
+                             backend=backend, report=False)
     ws = curate.Workspace.open(tmp_path / "run" / "workspace")
     assert sum(v is not None for v in ws.row_values("quality")) == 4  # the answered rows are kept
     assert "deita" not in ws.selections  # nothing selected from a pool with holes the run did not mention
@@ -317,7 +325,8 @@ def test_a_selection_short_of_its_budget_says_which_reasons_kept_the_rows_out(tm
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Explain sorting algorithm number {i}."}
                                                  for i in range(5)]
                        + [{"instruction": "Name a colour.", "output": "Blue."}])
-    run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False, heuristics=False)
+    with pytest.warns(CurateWarning, match=r"quality: 5 of the 6 rows computed now failed"):
+        run = run_pipeline(str(pool), out=tmp_path / "run", budget=3, report=False, progress=False, heuristics=False)
     selection = run.workspace.selection("deita")
     assert len(selection) == 1 and selection.decisions() == {"kept": 1, "unscored": 5}
     assert _short_of_budget(selection, 3) == "; not admitted: 5 no score (quality: no response)"

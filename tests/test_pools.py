@@ -5,7 +5,7 @@ import pytest
 
 import curate
 from curate import pools
-from curate.errors import InputError, OptionError
+from curate.errors import CurateWarning, InputError, OptionError
 from curate.rows import turns
 from tests.conftest import write_jsonl
 
@@ -486,7 +486,8 @@ def test_a_row_with_tool_calls_or_an_image_part_is_left_out_with_its_line_never_
     from curate.storage.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws", create=True)
-    ws.load(src, on_error="skip")
+    with pytest.warns(CurateWarning, match=r"3 record\(s\) left out"):
+        ws.load(src, on_error="skip")
     assert ws.conversations() == [[{"role": "user", "content": "Name an owl."},
                                    {"role": "assistant", "content": "The barn owl."}]]
     rejects = [json.loads(line) for line in (tmp_path / "ws" / "rejects.jsonl").read_text().splitlines()]

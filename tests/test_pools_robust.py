@@ -10,7 +10,7 @@ import pytest
 import curate
 from curate import pools
 from curate.codes import FailureCode
-from curate.errors import InputError
+from curate.errors import CurateWarning, InputError
 from curate.llm.judges import Judge
 from curate.rows import row_text, turns
 from curate.scorers import load_default
@@ -272,14 +272,16 @@ def test_instruction_only_rows_score_complexity_and_fail_quality_with_a_reason(t
     only = order.index("Write a haiku about rain.")
     ws.apply(load_default("complexity"), progress=False)
     assert ws.failures("complexity") == [[], []] and all(v is not None for v in ws.row_values("complexity"))
-    ws.apply(load_default("quality"), progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 1 of the 2 rows computed now failed"):
+        ws.apply(load_default("quality"), progress=False)
     (failure,) = ws.failures("quality")[only]
     assert failure.code == FailureCode.NO_RESPONSE and ws.row_values("quality")[only] is None
     with FaultServer() as srv:
         from curate.llm.backends import OpenAIBackend
 
         backend = OpenAIBackend(srv.base_url, "fault", api_key="test-key", timeout=5.0, max_retries=1)
-        ws.apply(Judge("quality", backend), progress=False)  # another fingerprint: every row is judged again
+        with pytest.warns(CurateWarning, match=r"quality: 1 of the 2 rows computed now failed"):
+            ws.apply(Judge("quality", backend), progress=False)  # another fingerprint: every row is judged again
         ws.apply(Judge("complexity", backend), progress=False)
     (failure,) = ws.failures("quality")[only]
     assert failure.code == FailureCode.NO_RESPONSE and ws.column_provenance("quality")["kind"] != "scorer"

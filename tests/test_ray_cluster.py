@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from curate.errors import CurateWarning
 from tests.conftest import write_jsonl
 from tests.ray_pools import generated_pool, write_shards
 from tests.train_fixtures import tiny_lm  # noqa: F401  (the session fixture, used through request.getfixturevalue)
@@ -129,8 +130,14 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ifd:" in r.stdout and "perplexity:" in r.stdout
     assert not any(notice in r.stderr for notice in ("Token authentication", "Progress bars disabled", "concurrent actors"))
-    single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
-                          signals=("ifd", "perplexity"), signal_model=str(model), heuristics=False, scorers=scorers)
+    with (
+        pytest.warns(CurateWarning, match=r"4 record\(s\) left out"),
+        pytest.warns(CurateWarning, match=r"ifd: 3 of the 102 rows computed now failed"),
+        pytest.warns(CurateWarning, match=r"my_quality: 3 of the 102 rows computed now failed"),
+        pytest.warns(CurateWarning, match=r"perplexity: 3 of the 102 rows computed now failed"),
+    ):
+        single = run_pipeline(str(whole), out=tmp_path / "single", budget=budget, report=False,
+                              signals=("ifd", "perplexity"), signal_model=str(model), heuristics=False, scorers=scorers)
 
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
     assert ray_ws.ids == ws.ids and len(ws) > 100                         # the pool: same rows, ids, order
@@ -199,7 +206,8 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
                         "--minhash", "--heuristics", "--budget", "20", "--out", "ray", "--no-report"],
                        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True, minhash=True)
+    with pytest.warns(CurateWarning, match=r"3 record\(s\) left out"):
+        single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True, minhash=True)
 
     ray_ws, ws = Workspace.open(tmp_path / "ray" / "workspace"), single.workspace
     assert ray_ws.ids == ws.ids

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from curate.errors import CurateWarning
 from tests.conftest import write_jsonl
 from tests.ray_pools import generated_pool, instructions, write_shards
 
@@ -54,7 +55,8 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     # the pool holds malformed records on purpose: with a mapping a run stops at the first unless told to skip
     run = Run(str(shards), tmp_path / "ray", budget=0, report=False, mapping=dict(names), on_error="skip")
     try:
-        engine.load(run)
+        with pytest.warns(CurateWarning, match=r"19 record\(s\) left out"):
+            engine.load(run)
         engine.dedup(run, dedup)
         params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1,
                   "false_positive_weight": 0.05}
@@ -66,7 +68,8 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     assert (context.raise_original_map_exception, context.enable_progress_bars,
             logging.getLogger("ray.data.exceptions").level) == before  # the engine's settings went with it
     ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
-    ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip", mapping=dict(names))
+    with pytest.warns(CurateWarning, match=r"19 record\(s\) left out"):
+        ws.load(write_jsonl(tmp_path / "pool.jsonl", records), on_error="skip", mapping=dict(names))
     assert len(ws) > 250 and len(run.ws) == len(ws)  # without the mapping most rows would be rejects
     ws.select(method="exact", name="dedup")
     theirs = ws.select(method="minhash", name="near", input_selection="dedup", **params)

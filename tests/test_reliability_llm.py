@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 from curate.codes import FailureCode
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.llm.backends import OpenAIBackend, estimate_tokens, register_price
 from curate.llm.judges import Judge
 from curate.llm.prompts import PromptError, load_prompt
@@ -114,7 +114,8 @@ def test_a_server_that_refuses_every_connection_stops_the_run_after_a_few_attemp
     ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(30)])
     srv = FaultServer()  # its port is free and nothing listens on it until start()
     down = _backend(srv, max_retries=3, concurrency=2)
-    result = ws.apply(Judge("complexity", down), progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 30 of the 30 rows computed now failed"):
+        result = ws.apply(Judge("complexity", down), progress=False)
     assert result.failed == 30 and down.requests_sent <= BACKEND.unreachable_after + down.concurrency  # was 30 x 4
     fails = [f for row in ws.failures("complexity") for f in row]
     assert all(f.code is FailureCode.TRANSIENT for f in fails)
@@ -153,7 +154,8 @@ def test_a_server_that_accepts_and_drops_connections_is_not_called_absent(tmp_pa
         ws = _workspace(tmp_path, [f"Task {i}: explain item {i}." for i in range(4)])
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
         backend = OpenAIBackend(url, "fault", api_key="k", max_retries=2, backoff_base=0.01, concurrency=2)
-        result = ws.apply(Judge("complexity", backend), progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: 4 of the 4 rows computed now failed"):
+            result = ws.apply(Judge("complexity", backend), progress=False)
     finally:
         stop.set()
         thread.join()
@@ -173,7 +175,8 @@ def test_a_server_that_answered_and_then_drops_is_retried_row_by_row_as_before(t
         assert ws.apply(Judge("complexity", backend), ids=ws.ids[:1], progress=False).failed == 0
         judge = Judge("complexity", backend)
     sent = backend.requests_sent
-    result = ws.apply(judge, ids=ws.ids[1:], progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 5 of the 5 rows computed now failed"):
+        result = ws.apply(judge, ids=ws.ids[1:], progress=False)
     assert result.failed == 5 and backend.requests_sent - sent == 5 * 4
     assert all(f.message.startswith("gave up after 4 attempts; last error: connection error")
                for row in ws.failures("complexity", ws.ids[1:]) for f in row)
@@ -302,7 +305,11 @@ def test_a_wrong_api_key_stops_the_run_and_a_rerun_with_the_right_one_scores_eve
         wrong = OpenAIBackend(srv.base_url, PRICED_MODEL, api_key="wrong", concurrency=4)
         with pytest.raises(CurateError, match=r"40 rows not scored: the judge did not answer \(HTTP 401: the server "
                                               r"refuses the API key \(model '[^']+' at http://127\.0\.0\.1:\d+/v1\); fix it and re-run"):
-            run_pipeline(str(pool), out=tmp_path / "run", budget=5, backend=wrong, report=False, progress=False)
+            with (
+                pytest.warns(CurateWarning, match=r"complexity: 40 of the 40 rows computed now failed"),
+                pytest.warns(CurateWarning, match=r"quality: 40 of the 40 rows computed now failed"),
+            ):
+                run_pipeline(str(pool), out=tmp_path / "run", budget=5, backend=wrong, report=False, progress=False)
         assert srv.total <= 2 * 4  # per judge, the requests in flight when its first 401 came back; none after
         ws = Workspace.open(tmp_path / "run" / "workspace")
         assert all(f.code is FailureCode.TRANSIENT for fails in ws.failures("complexity") for f in fails)
@@ -398,7 +405,8 @@ def test_a_takeover_that_gets_no_answer_keeps_the_scorers_values_and_says_so(tmp
     line = _one_error_line(_cli("score", ws.path, "--judge", "quality", "--base-url", down, "--model", UNPRICED_MODEL), 75)
     assert "keeps its earlier values (3 rows, a scorer column)" in line and "--column NAME" in line
     assert ws.column("quality") == predicted and not any(ws.failures("quality"))
-    partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over
+    with pytest.warns(CurateWarning, match=r"quality: 1 of the 3 rows computed now failed"):
+        partial = ws.apply(Judge("quality", _backend(fault_server)), progress=False)  # two rows answered: taken over
     assert (partial.valued_now, partial.failed) == (2, 1) and partial.provenance["kind"] == "judge"
     assert ws.column("quality")[2] == [None] and ws.failures("quality")[2][0].code is FailureCode.TRANSIENT
 
@@ -451,7 +459,8 @@ def test_a_blank_response_is_never_sent_to_a_judge_nor_scored(tmp_path, fault_se
                                              for i, out in enumerate(["fine", "", "  \n\t "])])
     ws = Workspace(tmp_path / "ws")
     ws.load(src)
-    result = ws.apply(Judge("quality", _backend(fault_server)), progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 2 of the 3 rows computed now failed"):
+        result = ws.apply(Judge("quality", _backend(fault_server)), progress=False)
     assert fault_server.total == 1 and result.failed == 2
     assert [[f.code for f in fails] for fails in ws.failures("quality")] == [[], [FailureCode.NO_RESPONSE],
                                                                             [FailureCode.NO_RESPONSE]]

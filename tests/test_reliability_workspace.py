@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.errors import CurateError, WorkspaceError
+from curate.errors import CurateError, CurateWarning, WorkspaceError
 from curate.exit_codes import EXIT_CONFIG
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
@@ -807,7 +807,8 @@ def test_a_write_cut_short_leaves_rows_to_recompute_never_a_gap_marked_done(tmp_
         ws.apply(_WordCount(), progress=False)
     assert not ws.has_column("words")  # nothing marked done
     blocker.rmdir()
-    result = ws.apply(_WordCount(), progress=False)
+    with pytest.warns(CurateWarning, match=r"words: 3 of the 9 rows computed now failed"):
+        result = ws.apply(_WordCount(), progress=False)
     assert result.computed == 9 and result.failed == 3
     values, failures = ws.column("words"), ws.failures("words")
     assert all((v is None) == bool(f) for v, f in zip(values, failures, strict=True))
@@ -838,7 +839,8 @@ def test_a_retry_cut_short_between_its_writes_is_computed_again(tmp_path, monkey
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}{' fail' * (i % 3 == 0)}", "output": "ok"}
                                               for i in range(9)]))
     step = _FlakyWordCount()
-    assert ws.apply(step, progress=False).failed == 3
+    with pytest.warns(CurateWarning, match=r"words: 3 of the 9 rows computed now failed"):
+        assert ws.apply(step, progress=False).failed == 3
     step.healed = True
     merge = Workspace.merge_column
 
@@ -890,7 +892,8 @@ def test_a_workspace_held_open_sees_rows_another_process_loaded_before_it_writes
     other.load(write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"second {i} fail", "output": "ok"}
                                                   for i in range(5)]))
     other.add_column("length", [1.0] * 10, {"kind": "test"}, ids=other.ids)
-    result = notebook.apply(_WordCount(), progress=False)
+    with pytest.warns(CurateWarning, match=r"words: 5 of the 10 rows computed now failed"):
+        result = notebook.apply(_WordCount(), progress=False)
     assert result.rows == 10 and result.computed == 10 and result.failed == 5
     notebook.merge_column("length", notebook.ids[:1], [2.0], {"kind": "test"}, None)
     assert Workspace.open(tmp_path / "ws").column("length") == [2.0] + [1.0] * 9
@@ -1001,7 +1004,8 @@ def test_exports_with_and_without_a_failing_row_have_one_schema_and_concatenate(
                              for i in range(6)))
     ws = Workspace(tmp_path / "ws", create=True)
     ws.load(src)
-    ws.apply(load_default("quality"), progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 2 of the 6 rows computed now failed"):
+        ws.apply(load_default("quality"), progress=False)
     assert sum(bool(f) for f in ws.failures("quality")) == 2
     ws.select(method="threshold", name="scored", min_score=0.0, sort_by="quality")
     assert len(ws.selection("scored").ids) == 4
@@ -1125,14 +1129,16 @@ def test_a_step_giving_nan_or_an_infinity_records_a_failure_not_a_score(tmp_path
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {i}", "output": "ok"} for i in range(8)]
                         + [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}]))
-    result = ws.apply(_Ratio(), progress=False)
+    with pytest.warns(CurateWarning, match=r"ratio: 7 of the 9 rows computed now failed"):
+        result = ws.apply(_Ratio(), progress=False)
     values, fails = ws.column("ratio"), ws.failures("ratio")
     assert [v is None for v in values] == [i % 4 != 3 for i in range(9)] and result.failed == 7
     assert [f[0].code for f in fails if f] == [FailureCode.NOT_FINITE] * 7
     assert [f[0].raw for f in fails if f] == ["nan", "inf", "nan", "nan", "inf", "nan", "nan"]
     stats = column_stats(ws, "ratio")
     assert stats["filled"] == 2 and stats["failures"] == 7 and stats["mean"] == 2.0
-    ws.apply(_TurnRatio(), progress=False)
+    with pytest.warns(CurateWarning, match=r"turn_ratio: 1 of the 9 rows computed now failed"):
+        ws.apply(_TurnRatio(), progress=False)
     turn_fails = ws.failures("turn_ratio")
     assert ws.column("turn_ratio")[8] == [1.0, None] and [(f.code, f.turn) for f in turn_fails[8]] == [
         (FailureCode.NOT_FINITE, 2)] and not any(turn_fails[:8])
@@ -1152,7 +1158,8 @@ def test_a_run_on_kept_rows_drops_rows_an_earlier_curate_scored_under_other_sett
                                                for i in range(6)]))
     old, new = _WordCount(), _WordCount()
     new.fingerprint = lambda: "words-v2"  # the step changed since
-    ws.apply(old, progress=False)  # every row, duplicates included; row 5 failed
+    with pytest.warns(CurateWarning, match=r"words: 1 of the 6 rows computed now failed"):
+        ws.apply(old, progress=False)  # every row, duplicates included; row 5 failed
     kept = ws.ids[:4]
     with pytest.raises(CurateError, match="computed under other settings"):
         ws.apply(new, kept, progress=False)

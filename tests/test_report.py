@@ -16,7 +16,7 @@ import pytest
 
 from curate import Workspace
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
-from curate.errors import WorkspaceError
+from curate.errors import CurateWarning, WorkspaceError
 from curate.report.html import build_report, report_html
 from curate.report.plots import (
     DROPPED_COLOUR,
@@ -99,12 +99,15 @@ def synthetic_workspace(path: Path, n: int = 80) -> Workspace:
             quality[rid][-1] = None
             q_fail[rid] = [Failure(FailureCode.UNPARSABLE, "no digit in output", HOSTILE, k)]
     half = len(ids) // 2
-    ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(half, 1, 40_000, half, 0.01),
-                                                          _run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
-             ids[:half], progress=False)
-    ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
-             progress=False)
-    ws.apply(FakeJudge("quality", quality, q_fail, [_run_stats(len(ids), 0, 50_000, 99, 0.02)]), progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 4 of the 40 rows computed now failed"):  # on purpose
+        ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(half, 1, 40_000, half, 0.01),
+                                                              _run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
+                 ids[:half], progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 5 of the 42 rows computed now failed"):
+        ws.apply(FakeJudge("complexity", complexity, c_fail, [_run_stats(len(ids) - half, 2, 1_234, len(ids) - half, 0.0023)]),
+                 progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 4 of the 80 rows computed now failed"):
+        ws.apply(FakeJudge("quality", quality, q_fail, [_run_stats(len(ids), 0, 50_000, 99, 0.02)]), progress=False)
     vocab = [f"tag{k}" for k in range(25)]
     ws.add_column("tags", [sorted({vocab[int(x)] for x in rng.integers(0, 25, rng.integers(0, 4))}) for _ in ids],
                   {"kind": "tagger", "method": "synthetic", "granularity": "row"})
@@ -366,7 +369,8 @@ def _codes_workspace(path: Path) -> Workspace:
     scores = {rid: [float(rng.uniform(1, 6))] for rid in ids}
     unscored = ids[7]
     fails = {unscored: [Failure(FailureCode.LOW_DIGIT_MASS, "digit mass 0.1 below floor 0.5", None, 1)]}
-    ws.apply(FakeJudge("complexity", {**scores, unscored: [None]}, fails), progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 1 of the 35 rows computed now failed"):
+        ws.apply(FakeJudge("complexity", {**scores, unscored: [None]}, fails), progress=False)
     ws.apply(FakeJudge("quality", {rid: [float(rng.uniform(1, 6))] for rid in ids}), progress=False)
     vectors = rng.normal(size=(len(ids), 16))
     vectors[::3] = rng.normal(size=16) + 0.05 * rng.normal(size=(len(vectors[::3]), 16))  # a third: near-duplicates
@@ -906,8 +910,10 @@ def test_a_judges_side_columns_are_never_plotted_as_scores_and_no_values_at_all_
     assert [ax.get_title() for ax in plots["score histograms"][0].axes if ax.axison] == ["complexity"]
     failed = Workspace(tmp_path / "failed")
     failed.load([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
-    failed.apply(_DigitJudge("complexity", [None] * 4), progress=False)
-    failed.apply(_DigitJudge("quality", [None] * 4), progress=False)
+    with pytest.warns(CurateWarning, match=r"complexity: 4 of the 4 rows computed now failed"):
+        failed.apply(_DigitJudge("complexity", [None] * 4), progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 4 of the 4 rows computed now failed"):
+        failed.apply(_DigitJudge("quality", [None] * 4), progress=False)
     missing = {t: m for t, _, m in all_plots(failed)}
     assert missing["score histograms"] == ("no row has a value in complexity, quality: every row failed or was never "
                                            "scored (the failures section says why)")

@@ -15,6 +15,7 @@ import pytest
 
 from curate import pools
 from curate.cli import sample_path
+from curate.errors import CurateWarning
 from curate.pools.shards import shard_paths
 from curate.scale.sources import REJECT, ROW, read_shards
 from tests.conftest import write_jsonl
@@ -71,8 +72,10 @@ def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_
     assert not any(actor_tmp.iterdir())
     assert "embedding" not in out and not hasattr(actor, "device")  # no encoder on this actor
     ws = Workspace(tmp_path / "ws")
-    ws.load(shard, on_error="skip")
-    ws.apply(IFD(str(model)), progress=False)
+    with pytest.warns(CurateWarning, match=r"1 record\(s\) left out"):
+        ws.load(shard, on_error="skip")
+    with pytest.warns(CurateWarning, match=r"ifd: 1 of the 39 rows computed now failed"):
+        ws.apply(IFD(str(model)), progress=False)
     assert len(out["order"]) == len(ws) and list(out["order"]) == sorted(out["order"])
     got = [json.loads(v) for v in out["ifd__values"]]
     assert sum(v is not None for row in got for v in row) > 25 and any(json.loads(f) for f in out["ifd__failures"])

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.codes import FailureCode
-from curate.errors import ScorerError
+from curate.errors import CurateWarning, ScorerError
 from curate.scorers import Scorer, train_scorer
 from curate.session import Workspace
 from tests.conftest import write_jsonl
@@ -54,7 +54,8 @@ def test_apply_fails_turns_without_a_number_and_recomputes_when_the_column_chang
     # the signal recomputed (another model), with no value for every tenth row
     ws.add_column("signal", [[float(v)] if i % 10 else [None] for i, v in enumerate(signal)],
                   {"kind": "signal", "fingerprint": "model-b"})
-    again = ws.apply(scorer, progress=False)
+    with pytest.warns(CurateWarning, match=r"judge_scorer: 30 of the 300 rows computed now failed"):
+        again = ws.apply(scorer, progress=False)
     assert (again.computed, again.failed) == (300, 30)
     values = ws.column(scorer.column)
     fails = ws.failures(scorer.column, ws.ids)
@@ -77,10 +78,12 @@ def test_apply_hands_a_scorer_its_rows_in_chunks_and_stores_what_one_call_would(
     run = type(scorer).run
     monkeypatch.setattr(type(scorer), "run", lambda self, rows, ctx: calls.append(len(rows)) or run(self, rows, ctx))
     scorer.rows_per_call = len(ws)
-    whole = ws.apply(scorer, progress=False)
+    with pytest.warns(CurateWarning, match=r"judge_scorer: 30 of the 300 rows computed now failed"):
+        whole = ws.apply(scorer, progress=False)
     expected = (ws.column(scorer.column), ws.failures(scorer.column, ws.ids))
     scorer.rows_per_call = 70
-    chunked = ws.apply(scorer, force=True, progress=False)
+    with pytest.warns(CurateWarning, match=r"judge_scorer: 30 of the 300 rows computed now failed"):
+        chunked = ws.apply(scorer, force=True, progress=False)
     assert calls == [300, 70, 70, 70, 70, 20]
     assert (ws.column(scorer.column), ws.failures(scorer.column, ws.ids)) == expected
     assert (chunked.computed, chunked.failed) == (whole.computed, whole.failed) == (300, 30)
@@ -117,7 +120,8 @@ def test_distil_reads_the_columns_and_never_asks_about_a_turn_without_a_number(w
         return oracle(batch)
 
     scorer = Scorer(reads=["instruction", "response"], name="distilled", columns=["signal"], features=["length", "stats"])
-    report = distil(ws, label_fn, scorer=scorer, n=120, rounds=1, uncertain_k=20, holdout_n=40, progress=False)
+    with pytest.warns(CurateWarning, match=r"distilled: 30 of the 300 rows computed now failed"):
+        report = distil(ws, label_fn, scorer=scorer, n=120, rounds=1, uncertain_k=20, holdout_n=40, progress=False)
     no_number = {rid for i, rid in enumerate(ws.ids) if i % 10 == 0}
     assert asked and not asked & no_number
     assert report.holdout["spearman"] > 0.7  # the texts alone carry none of the label (first test: < 0.4)
@@ -125,8 +129,9 @@ def test_distil_reads_the_columns_and_never_asks_about_a_turn_without_a_number(w
     assert all([f.code for f in row] == [FailureCode.NO_INPUT_VALUE] for row in fails)
     assert report.turns_left_out == {"no number in column signal": len(no_number)}
     assert f"{len(no_number)} x no number in column signal" in report._repr_html_()
-    res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "judge", "-n", "120", "--holdout-n", "40",
-                                   "--uncertain-k", "20", "--feature-column", "signal", "--column", "by_cli"])
+    with pytest.warns(CurateWarning, match=r"by_cli: 30 of the 300 rows computed now failed"):
+        res = CliRunner().invoke(app, ["distil", str(ws.path), "--label-column", "judge", "-n", "120", "--holdout-n", "40",
+                                       "--uncertain-k", "20", "--feature-column", "signal", "--column", "by_cli"])
     assert res.exit_code == 0, res.output
     assert f"cannot read (never asked about; scoring gives them a failure): {len(no_number)} x no number in column " \
            "signal" in " ".join(res.output.split())

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from curate.codes import FailureCode
+from curate.errors import CurateWarning
 from curate.rows import Turn, turns
 from curate.scorers import (
     WEIGHTS_DIR,
@@ -310,7 +311,8 @@ def _workspace(tmp_path, with_label: bool = True) -> Workspace:
 
 def test_apply_writes_per_turn_lists_and_a_no_response_failure(tmp_path):
     ws = _workspace(tmp_path, with_label=False)
-    result = ws.apply(load_default("quality"), progress=False)
+    with pytest.warns(CurateWarning, match=r"quality: 1 of the 81 rows computed now failed"):
+        result = ws.apply(load_default("quality"), progress=False)
     assert result.column == "quality" and result.failed == 1 and result.computed == len(ws)
     prov = ws.columns["quality"]
     assert prov["kind"] == "scorer" and prov["imitates"] == "quality" and prov["scale"] == [1.0, 6.0]
@@ -443,7 +445,8 @@ def test_cli_train_scorer_and_score_scorer(tmp_path):
     res = runner.invoke(app, ["score", str(ws.path), "--scorer", str(out), "--column", "oracle_hat"])
     assert res.exit_code == 0, res.output
     assert ws.columns["oracle_hat"]["imitates"] == "oracle-complexity"
-    res = runner.invoke(app, ["score", str(ws.path), "--scorer", "default"])
+    with pytest.warns(CurateWarning, match=r"quality: 1 of the 81 rows computed now failed"):
+        res = runner.invoke(app, ["score", str(ws.path), "--scorer", "default"])
     assert res.exit_code == 0, res.output
     assert {"complexity", "quality", "complexity_failure", "quality_failure"} <= set(ws.columns)
 
@@ -587,10 +590,12 @@ def test_distil_in_python_and_on_the_command_line_train_the_same_scorer(tmp_path
         ws = _workspace(tmp_path / where)
         ws.add_column("judged", ws.column("oracle"), {"judge": "quality", "reads": ["instruction", "response"]})
         made.append(ws)
-    res = CliRunner().invoke(app, ["distil", str(made[0].path), "--label-column", "judged", "-n", "24",
-                                   "--holdout-n", "20", "--uncertain-k", "8"])
+    with pytest.warns(CurateWarning, match=r"judged_distilled: 1 of the 81 rows computed now failed"):
+        res = CliRunner().invoke(app, ["distil", str(made[0].path), "--label-column", "judged", "-n", "24",
+                                       "--holdout-n", "20", "--uncertain-k", "8"])
     assert res.exit_code == 0, res.output
-    report = distil(made[1], column_labeller(made[1], "judged"), n=24, holdout_n=20, uncertain_k=8, progress=False)
+    with pytest.warns(CurateWarning, match=r"judged_distilled: 1 of the 81 rows computed now failed"):
+        report = distil(made[1], column_labeller(made[1], "judged"), n=24, holdout_n=20, uncertain_k=8, progress=False)
     assert report.column == "judged_distilled" and report.scorer.reads == ["instruction", "response"]
     assert "chosen" in report.rounds[-1] and report.scorer.imitates["judge"] == "quality"
 
@@ -711,7 +716,8 @@ def test_a_scorer_never_writes_over_pool_file_labels_nor_stores_a_non_score(tmp_
         train_scorer(ws, target="gpt4", k=3, seed=0, name="instruction")
     broken = _named(scorer, "broken")
     broken.weights = {**broken.weights, "coef": np.full_like(broken.weights["coef"], np.nan)}
-    result = ws.apply(broken, progress=False)
+    with pytest.warns(CurateWarning, match=r"broken: 30 of the 30 rows computed now failed"):
+        result = ws.apply(broken, progress=False)
     assert result.failed == 30 and all(v == [None] for v in ws.column("broken"))
     assert {f.code for fails in ws.failures("broken") for f in fails} == {FailureCode.MODEL_ERROR}
     with pytest.raises(ScorerError, match="row 0 has no response"):

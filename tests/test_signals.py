@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from curate.codes import Decision, FailureCode, Reason
-from curate.errors import CurateError
+from curate.errors import CurateError, CurateWarning
 from curate.rows import turns
 from curate.signals import IFD, Engine, Learnability, LoraConfig, Perplexity
 from curate.signals.cache import LogprobCache
@@ -209,7 +209,8 @@ def test_vllm_engine_agrees_with_the_transformers_engine(local_llm, smollm2_dir,
 def test_multi_turn_rows_get_one_value_per_turn_and_missing_replies_fail(tiny_model, tmp_path):
     rows = CONVERSATIONS[:4] + [conv(("Only a question, no reply", None)), conv(("First", "answer"), ("Second", None))]
     ws = workspace(tmp_path, rows)
-    ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
+    with pytest.warns(CurateWarning, match=r"ifd: 2 of the 6 rows computed now failed"):
+        ws.apply(IFD(tiny_model, dtype="float32"), progress=False)
     values = ws.column("ifd")
     assert [len(v) for v in values] == [2, 1, 1, 3, 1, 2]
     assert all(isinstance(x, float) and x > 0 for v in values[:4] for x in v)
@@ -297,7 +298,8 @@ def test_a_diverged_model_gives_perplexity_failures_not_an_overflow(tiny_model, 
     for name in TOKENIZER_FILES:
         shutil.copy(tiny_model / name, tmp_path / "diverged" / name)
     ws = workspace(tmp_path, CONVERSATIONS[2:4])
-    result = ws.apply(Perplexity(tmp_path / "diverged", dtype="float32"), progress=False)
+    with pytest.warns(CurateWarning, match=r"perplexity: 2 of the 2 rows computed now failed"):
+        result = ws.apply(Perplexity(tmp_path / "diverged", dtype="float32"), progress=False)
     assert result.failed == 2 and ws.column("perplexity") == [[None], [None, None, None]]
     fails = ws.failures("perplexity")
     assert {f.code for row in fails for f in row} == {FailureCode.MODEL_ERROR}
@@ -383,7 +385,8 @@ def test_signals_handed_the_pool_in_parts_store_what_one_call_stores(tiny_model,
         provenance = []
         for step in steps:
             step.rows_per_call = rows_per_call
-            provenance.append(ws.apply(step, progress=False).provenance)
+            with pytest.warns(CurateWarning, match=r"^(?:ifd: 1 of the 7 rows computed now failed|learnability: 1 of the 7 rows computed now failed)"):
+                provenance.append(ws.apply(step, progress=False).provenance)
         columns = ["ifd", "ifd_loss_alone", "learnability", "learnability_loss_reference"]
         stored[name] = ([ws.column(c) for c in columns], ws.failures("ifd"), ws.failures("learnability"),
                         [{k: p[k] for k in ("turns_scored", "turns_truncated")} for p in provenance],
@@ -566,7 +569,8 @@ def test_cli_signal_says_what_the_cache_answered_and_that_earlier_failures_were_
     cached, total = killed.engine.stats["computed"], 2 * sum(len(c) // 2 for c in CONVERSATIONS)
     assert 0 < cached < total
     args = ["signal", str(ws.path), "--kind", "ifd", "--model", str(tiny_model)]
-    resumed = CliRunner().invoke(app, args)
+    with pytest.warns(CurateWarning, match=r"ifd: 1 of the 7 rows computed now failed"):
+        resumed = CliRunner().invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     line = " ".join(resumed.output.split())
     assert (f"ifd: {len(CONVERSATIONS)} computed ({cached} of their {total} requests answered by the on-disk cache), "

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from curate.codes import FailureCode
+from curate.errors import CurateWarning
 from curate.llm.prompts import builtin_prompt_dir
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
@@ -140,8 +143,10 @@ def test_the_report_describes_tag_columns_as_tags_and_draws_their_frequency_with
     with FaultServer() as srv:
         from curate.llm.openai_backend import OpenAIBackend
 
-        failed.apply(Tagger(OpenAIBackend(srv.base_url, "fault", api_key_env="HOME", max_retries=0)), progress=False)
-    normalize(failed, Normalizer(min_frequency=None, semantic=False, association=False))
+        with pytest.warns(CurateWarning, match=r"tags_raw: 2 of the 2 rows computed now failed"):
+            failed.apply(Tagger(OpenAIBackend(srv.base_url, "fault", api_key_env="HOME", max_retries=0)), progress=False)
+    with pytest.warns(CurateWarning, match=r"tags: 2 of the 2 rows computed now failed"):
+        normalize(failed, Normalizer(min_frequency=None, semantic=False, association=False))
     for column in ("tags_raw", "tags"):
         stats = column_stats(failed, column)
         assert (stats["kind"], stats["filled"], stats["per_row"], stats["distinct"]) == ("list", 0, 0.0, 0), stats
