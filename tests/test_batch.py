@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from curate.codes import FailureCode
-from curate.errors import OptionError
+from curate.errors import CurateWarning, OptionError
 from curate.llm.backends import OpenAIBackend
 from curate.llm.base import run_sync
 from curate.llm.batch import BatchState, OpenAIBatchBackend, batch_line, split_batches
@@ -106,7 +106,8 @@ def test_an_expired_share_is_resubmitted_alone(tmp_path):
                                               "row 11 [batch400]"]
     ws = _workspace(tmp_path, texts)
     with FaultServer() as srv:
-        result = ws.apply(Judge("complexity", _batch(srv, ws)), progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: 1 of the 12 rows computed now failed \(1 x http_error"):
+            result = ws.apply(Judge("complexity", _batch(srv, ws)), progress=False)
         assert srv.batches_created == 2
         second = srv.files[srv.batches["batch_2"]["input_file_id"]].decode().splitlines()
         by_text = {srv._user_text(json.loads(x)["body"]) for x in second}
@@ -386,7 +387,8 @@ def test_max_cost_caps_what_a_batch_submits_at_the_batch_price(tmp_path):
     with FaultServer() as srv:
         backend = OpenAIBatchBackend(srv.base_url, "fault-batch-priced", workspace=ws, api_key="k", poll_s=0.05,
                                      max_cost=1.0)
-        result = ws.apply(Judge("complexity", backend), progress=False)
+        with pytest.warns(CurateWarning, match=r"complexity: \d+ of the 20 rows computed now failed \(\d+ x budget"):
+            result = ws.apply(Judge("complexity", backend), progress=False)
         submitted = sum(srv.batch_counts.values())
     assert 0 < submitted < 20 and backend.spent_usd <= 1.0
     codes = [f.code for fails in ws.failures("complexity") for f in fails]
