@@ -99,9 +99,7 @@ GROUPS = {"local_llm": "local_llm", "test_ray_cluster.py": "ray", "test_ray_engi
 
 
 def _needs_server(item) -> bool:
-    """A test on the session's local vLLM server: it takes the ``local_llm`` fixture, or asks for it part way
-    (``request.getfixturevalue``) after work of its own that needs no server, marked ``local_llm_later``."""
-    return "local_llm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("local_llm_later") is not None
+    return "local_llm" in getattr(item, "fixturenames", ())
 
 
 def _xdist_shared(config) -> Path | None:
