@@ -60,6 +60,9 @@ def score(
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override built-ins."),
     min_digit_mass: float | None = _min_digit_mass_opt(),
     column: str | None = typer.Option(None, "--column", help="Column name (default: the prompt's or scorer's name)."),
+    device: str | None = typer.Option(None, "--device", help="--scorer of the cross-encoder or small-lm kind: where "
+                                      "it scores: cpu (default), cuda, cuda:1, or auto (CUDA when torch sees one), "
+                                      "as train-scorer's --device."),
     response_column: str | None = typer.Option(None, "--response-column", help="Judge the replies in this derived "
                                                "column (a model's own answers from --judge answer) instead of the "
                                                "pool's; the column defaults to <it>_<judge>, e.g. seed_answer_quality "
@@ -85,6 +88,9 @@ def score(
         ("--tpm", tpm is not None), ("--prompt-dir", bool(prompt_dir)), ("--concurrency", concurrency is not None),
         ("--timeout", timeout is not None), ("--max-retries", max_retries is not None),
         ("--min-digit-mass", min_digit_mass is not None)) if given]
+    if judge is not None and device is not None:  # an LLM judge runs where its backend serves it
+        raise typer.BadParameter("an option of a fine-tuned scorer (--scorer); an LLM judge runs where its backend "
+                                 "serves it", param_hint="'--device'")
     if scorer is not None and llm_only:  # a trained scorer asks no LLM: they were ignored in silence
         raise typer.BadParameter(f"{', '.join(llm_only)}: options of an LLM judge (--judge); a trained scorer "
                                  "(--scorer) runs offline")
@@ -99,6 +105,7 @@ def score(
         steps = _scorers(scorer, column if response_column is None else None)  # replies: quality alone, one column
         if response_column is not None and len(steps) > 1:  # default: the quality scorer reads replies, not complexity
             steps = [s for s in steps if "response" in s.reads]
+        on_device(steps, device)
         for step in steps:  # as ws.score(scorer, column=..., response_column=...) scores
             result = ws.score(step, column=column, response_column=response_column, ids=ids, retry_failed=retry_failed)
             raise_unanswered(_print_result(ws, result, ids), None, 0.0, values=ws.column(result.column, ids))
@@ -265,6 +272,23 @@ def _scorers(spec: str, column: str | None) -> list[Any]:
         raise OptionError("--column names one column; with --scorer default both complexity and quality are written: "
                           "--scorer complexity --column NAME (or quality) writes one under another name")
     return [load_default(name) for name in ("complexity", "quality")]
+
+
+def on_device(steps: list[Any], device: str | None) -> None:
+    """``--device``: set on every fine-tuned scorer of ``steps`` (refused when none of them is one: a ridge scorer's
+    MiniLM features are computed on the CPU, and the option would be dropped in silence)."""
+    from curate.hardware import resolve_device
+    from curate.scorers.finetuned import CrossEncoderScorer  # and its small-lm kind
+
+    if device is None:
+        return
+    tunable = [s for s in steps if isinstance(s, CrossEncoderScorer)]
+    if not tunable:
+        raise OptionError(f"--device {device}: only a cross-encoder or small-lm scorer runs on a device; "
+                          f"{', '.join(repr(s.column) for s in steps)} is a ridge scorer (MiniLM features on the CPU)")
+    resolve_device(None if device == "auto" else device)  # no such device, or none here: refused before any row
+    for step in tunable:
+        step.device = device
 
 
 def _print_result(ws, result, ids: list[str] | None) -> list[list[Any]]:
