@@ -96,16 +96,21 @@ class Workspace(StorageWorkspace):
 
     @operation
     def select(self, method: str | None = None, name: str | None = None, input_selection: str | None = None,
-               steps: list[dict[str, Any]] | None = None, **params: Any) -> Selection:
+               steps: list[dict[str, Any]] | None = None, progress: bool | None = None, **params: Any) -> Selection:
         """Run a selector (see :mod:`curate.select`; without ``method`` or ``steps``: ``SELECT.method``, deita, as
-        ``curate select``) and store its decisions as selection ``name``."""
+        ``curate select``) and store its decisions as selection ``name``. ``progress``: bars over the long walks and
+        steps (MinHash, k-center, K-means, LESS's gradients, Instruction Mining's fine-tunes); None: shown in a
+        notebook or a terminal, as ``curate select`` shows them, unless a caller (``run_pipeline(progress=False)``)
+        turned them off."""
         from curate.select import select
+        from curate.select.progress import progress_wanted, showing_progress
 
         if method is None and steps is None:
             method = SELECT.method
         registered_selectors()
-        return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
-                                         steps=steps, **params), self)
+        with showing_progress(progress_wanted(progress)):
+            return ViewedSelection.of(select(self, method=method, name=name, input_selection=input_selection,
+                                             steps=steps, **params), self)
 
     def info(self) -> dict[str, Any]:
         """:meth:`curate.storage.workspace.Workspace.info`, shown in a notebook as the workspace view."""

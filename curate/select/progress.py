@@ -1,6 +1,7 @@
 """Progress bars for the selectors that walk a large pool row by row (MinHash, k-center) or iterate over it
-(K-means): off unless a caller shows them (``curate select``, ``curate run``), so the Python API and the tests stay
-quiet."""
+(K-means), and for the long steps of a selector (LESS's gradient passes, Instruction Mining's fine-tunes): shown where a
+caller shows them (``curate select``; ``curate run`` as its ``progress`` says; ``ws.select`` in a notebook or a terminal
+unless ``progress=False``). Outside any caller's choice (a selector function called directly) they are off."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager, redirect_stdout
 from contextvars import ContextVar
 from typing import Any
 
-_SHOWN: ContextVar[bool] = ContextVar("curate_select_progress", default=False)
+_SHOWN: ContextVar[bool | None] = ContextVar("curate_select_progress", default=None)  # None: no caller chose
 
 
 @contextmanager
@@ -24,9 +25,20 @@ def showing_progress(enabled: bool = True) -> Iterator[None]:
 
 
 def progress_shown() -> bool:
-    """Whether a caller shows the selectors' progress (``curate select``, ``curate run``): for a selector that
-    passes it on to a long step of its own (LESS's warm-up and gradient passes)."""
-    return _SHOWN.get()
+    """Whether a caller shows the selectors' progress (``curate select``, ``curate run``, ``ws.select``): for a
+    selector that passes it on to a long step of its own (LESS's warm-up and gradient passes)."""
+    return bool(_SHOWN.get())
+
+
+def progress_wanted(progress: bool | None) -> bool:
+    """What ``ws.select(progress=...)`` shows: ``progress`` when given; None: what an enclosing caller chose
+    (``run_pipeline(progress=False)``'s steps stay quiet), else shown where a person watches stderr (a notebook, a
+    terminal: an hour-long ``ws.select("mining")`` in a notebook said nothing until it ended), not in a log or a
+    test's capture."""
+    from curate.storage.progress import watched
+
+    chosen = _SHOWN.get()
+    return progress if progress is not None else chosen if chosen is not None else watched()
 
 
 def walked(items: Iterable[Any], total: int, desc: str, unit: str = "row") -> Iterator[Any]:

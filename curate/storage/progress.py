@@ -113,6 +113,12 @@ def _shown_as_stage_of(bar: Any, outer: Any) -> None:
     bar.close = closed
 
 
+def watched() -> bool:
+    """Whether stderr is a terminal or a Jupyter kernel's: a person watches the bars there (not a log, a pipe or a
+    test's capture)."""
+    return _is_terminal(sys.stderr) or _is_kernel(sys.stderr)
+
+
 def _is_terminal(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
