@@ -154,11 +154,14 @@ def select_cmd(
                                          "give it once")
             params[key] = value
     ws = Workspace.open(workspace)
+    from curate.select.fitted import fitted_rule_lines
     from curate.select.progress import showing_progress
 
     with showing_progress():
         sel = ws.select(method=method, name=name, input_selection=from_selection, **params)
     console.print(outcome_line(sel, method))
+    for line in fitted_rule_lines(sel.provenance):
+        console.print(line, soft_wrap=True, highlight=False)
     if note := budget_line(sel):
         console.print(f"[yellow]{escape(note)}[/]", markup=True)
     left_out = sel.provenance.get("target_left_out") or {}

@@ -279,6 +279,8 @@ def _stale_html(ws: Workspace, sel: Selection) -> str:
 def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
     """The notebook view of a selection: counts by decision, reason groups, and its first rows (ranks from 1);
     ``stale``: what :func:`~curate.storage.selection_inputs.stale_note` says of it, shown under its title."""
+    from curate.select.fitted import fitted_rule_lines  # the rule a fitting selector ranked by
+
     summary = selection_summary(sel)
     method = sel.provenance.get("method", "?")
     first = sel.rows(limit=head)  # ranks from 1, as sel.rows() gives them
@@ -287,7 +289,8 @@ def selection_html(sel: Selection, head: int = 10, stale: str = "") -> str:
                    for r in first)
     return (f"{style()}<div><b>selection {esc(sel.name)}</b> "
             f"({esc(_decision_line(sel))} of {summary['considered']:,} considered; method {esc(method)})"
-            + (f" <span class='curate-warn'>{esc(stale)}</span>" if stale else "") +
+            + (f" <span class='curate-warn'>{esc(stale)}</span>" if stale else "")
+            + "".join(f"<div>{esc(line)}</div>" for line in fitted_rule_lines(sel.provenance)) +
             f"{groups_table(summary)}"
             f"<details><summary>first {len(first)} rows in rank order</summary>" + scrolling("<table class='curate'><tr>"
             f"<th>rank</th><th>id</th><th>decision</th><th>why</th></tr>{rows}</table>") + "</details></div>")

@@ -329,5 +329,5 @@ def mining_selector(ws, rows: np.ndarray, budget: int | None = None, fraction: f
     write_scores(ws, rule)
     out = select_learnability(ws, rows, budget=budget, fraction=fraction, column="mining")
     out.info.update(method="mining", r2=rule.r2, adjusted_r2=rule.adjusted_r2,
-                    coefficients=dict(zip(rule.indicators, rule.coefficients, strict=True)))
+                    coefficients=dict(zip(rule.indicators, rule.coefficients, strict=True)), subsets=len(rule.subsets))
     return out
