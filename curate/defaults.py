@@ -100,11 +100,13 @@ class AnnDefaults:
 
 @dataclass(frozen=True)
 class SelectDefaults:
-    """Seeded selectors (``random``, ``kcenter`` without ``sort_by``, ``kmeans``, ``dsir``, ``semantic``), and the
-    selector ``ws.select`` and ``curate select`` run when none is named."""
+    """Seeded selectors (``random``, ``kcenter`` without ``sort_by``, ``kmeans``, ``dsir``, ``semantic``), the
+    selector ``ws.select`` and ``curate select`` run when none is named, and MoDS necessity's bar as ``curate train
+    model``'s next steps write it (README's MoDS section writes the same: tests/test_mods_hint.py)."""
 
     method: str = "deita"
     seed: int = 0                    # their draws, over the candidates in row-id order (the same rows, the same draw)
+    mods_max_answer_score: float = 3.5  # DEITA's 1-6 quality: an answer below halfway of acceptable (3) and good (4)
 
 
 @dataclass(frozen=True)

@@ -394,6 +394,7 @@ def test_cli_train_model_writes_the_folder_and_says_how_to_answer_with_it(tmp_pa
     from typer.testing import CliRunner
 
     from curate.cli import app
+    from curate.cli.train import mods_next_steps  # what README runs: tests/test_mods_hint.py
 
     lm, ws = _seed_workspace(tmp_path, rows=6, seed_rows=4)
     out = tmp_path / "seed-model"
@@ -403,3 +404,6 @@ def test_cli_train_model_writes_the_folder_and_says_how_to_answer_with_it(tmp_pa
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and json.loads((out / "curate-model.json").read_text())["rows"] == 4
     assert f"--backend vllm --model {out}" in result.output and "--method necessity" in result.output
+    said = " ".join(result.output.split())
+    for _, command in mods_next_steps(str(ws.path), "seed", str(out), ws.selection("seed").provenance.get("input_selection")):
+        assert command in said, (command, said)

@@ -8,7 +8,7 @@ import typer
 
 from curate.cli.common import app, console, option
 from curate.cli.group import CommandGroup
-from curate.defaults import TRAIN
+from curate.defaults import SELECT, TRAIN
 
 train_app = typer.Typer(cls=CommandGroup, no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
                         "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
@@ -83,13 +83,22 @@ def model_cmd(
     folder = ws.fine_tune(selection, out, model=model, device=device, epochs=epochs, lora_rank=lora_rank,
                           learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed)
     console.print(f"fine-tuned on selection {selection!r}; model folder {folder}", highlight=False)
-    console.print(f"  its answers:    curate score {workspace} --judge answer --backend vllm --model {folder} "
-                  "--column seed_answer", soft_wrap=True, highlight=False)
-    console.print(f"  judge them:     curate score {workspace} --judge quality --response-column seed_answer "
-                  "--column seed_answer_quality", soft_wrap=True, highlight=False)
-    console.print(f"  select (MoDS):  curate select {workspace} --method necessity --name mods --param seed={selection} "
-                  "--param answer_score=seed_answer_quality --param max_answer_score=3.5 --param answers=seed_answer",
-                  soft_wrap=True, highlight=False)
+    seed_from = ws.selection(selection).provenance.get("input_selection")  # MoDS: the quality filter's rows
+    for what, command in mods_next_steps(str(workspace), selection, str(folder), seed_from):
+        console.print(f"  {what + ':':<15} {command}", soft_wrap=True, highlight=False)
+
+
+def mods_next_steps(workspace: str, seed: str, folder: str, seed_from: str | None) -> list[tuple[str, str]]:
+    """MoDS after its seed model (what each step is, its command): the model's answers, their quality (the shipped
+    scorer, offline), the necessity selection among ``seed_from`` (the rows the seed was chosen from). README's MoDS
+    section runs the same commands."""
+    among = f" --from {seed_from}" if seed_from else ""
+    return [("its answers", f"curate score {workspace} --judge answer --backend vllm --model {folder} "
+                            "--column seed_answer"),
+            ("judge them", f"curate score {workspace} --scorer default --response-column seed_answer"),
+            ("select (MoDS)", f"curate select {workspace} --method necessity --name mods{among} --param seed={seed} "
+                              "--param answer_score=seed_answer_quality --param "
+                              f"max_answer_score={SELECT.mods_max_answer_score:g} --param answers=seed_answer")]
 
 
 @train_app.command("map")
