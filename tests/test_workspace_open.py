@@ -97,3 +97,12 @@ def test_a_failed_first_load_into_an_empty_folder_keeps_the_folder(tmp_path):
     with pytest.raises(InputError):
         Workspace(tmp_path / "ws").load(tmp_path / "missing.jsonl")
     assert [p.name for p in tmp_path.iterdir()] == ["ws"] and list((tmp_path / "ws").iterdir()) == []
+
+
+def test_a_removal_at_a_typo_makes_no_workspace(tmp_path):
+    """ws.keep_rows and ws.remove_selection at a path holding no workspace have nothing to remove: they took the
+    lock, whose first write made an empty workspace there (a typo'd path on disk, its later reads 'no pool')."""
+    typo = Workspace(tmp_path / "sesion")
+    assert typo.keep_rows(["r1"]) == 0
+    typo.remove_selection("deita")
+    assert not (tmp_path / "sesion").exists() and not typo.exists

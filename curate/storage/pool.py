@@ -98,16 +98,20 @@ def among(table, ids) -> tuple[Any, int]:
 
 
 def keep_rows(ws: Workspace, ids) -> int:
-    """Remove every row whose id is not in ``ids`` from the pool (caller holds the lock); how many went.
-    Columns keep their values for them (keyed by id) until their next write, and caches keep everything."""
-    ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
-    if not ws.has_pool:
+    """``Workspace.keep_rows``: remove every row whose id is not in ``ids`` from the pool, under the lock; how many
+    went. Columns keep their values for them (keyed by id) until their next write, and caches keep everything. At a
+    path holding no workspace: 0, and none is made (the lock's first write would make a typo'd path one)."""
+    if not ws.exists:
         return 0
-    table = ws.pool.data.table
-    mask, dropped = among(table, ids)
-    if dropped:
-        _swap_pool(ws, table.filter(mask))
-    return dropped
+    with ws.lock():
+        ws._pool = ws._ids = ws._index = None  # another process may have changed the pool
+        if not ws.has_pool:
+            return 0
+        table = ws.pool.data.table
+        mask, dropped = among(table, ids)
+        if dropped:
+            _swap_pool(ws, table.filter(mask))
+        return dropped
 
 
 def no_pool_loaded(ws: Workspace) -> NotInWorkspaceError:

@@ -169,8 +169,7 @@ class Workspace(ThreadView, blobs.Blobs):
     def keep_rows(self, ids: Iterable[str]) -> int:
         """Remove from the pool every row not in ``ids`` (rows a re-run's source no longer has); how many went.
         Their column values and cached work stay until overwritten, so a row that comes back costs nothing."""
-        with self.lock():
-            return pool.keep_rows(self, set(ids))
+        return pool.keep_rows(self, set(ids))
 
     @property
     def has_pool(self) -> bool:
@@ -349,8 +348,9 @@ class Workspace(ThreadView, blobs.Blobs):
 
     def remove_selection(self, name: str) -> None:
         """Delete a stored selection (e.g. a step of an earlier, longer chain of the same name)."""
-        with self.lock():
-            remove(self.path / "selections" / f"{check_name(name)}.arrow")
+        if self.exists:  # else nothing is stored, and its lock would make a typo'd path a workspace
+            with self.lock():
+                remove(self.path / "selections" / f"{check_name(name)}.arrow")
 
     @property
     def selections(self) -> dict[str, dict[str, Any]]:
