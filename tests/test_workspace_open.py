@@ -106,3 +106,24 @@ def test_a_removal_at_a_typo_makes_no_workspace(tmp_path):
     assert typo.keep_rows(["r1"]) == 0
     typo.remove_selection("deita")
     assert not (tmp_path / "sesion").exists() and not typo.exists
+
+
+def test_a_new_workspace_pickles_and_copies_as_a_new_one(tmp_path):
+    """A copy reopened its path with create=False: deepcopy or pickle of Workspace(new path) (a worker's copy,
+    multiprocessing, joblib) raised 'not a curate workspace' once Workspace(path) stopped making the folder."""
+    import copy
+    import pickle
+    import shutil
+
+    ws = Workspace(tmp_path / "new")
+    twins = pickle.loads(pickle.dumps(ws)), copy.deepcopy(ws)
+    assert all(twin.path == ws.path and not twin.exists for twin in twins)
+    twins[0].load(_pool(tmp_path / "pool.jsonl", "a"))  # a copy's first write makes it, as the original's would
+    assert len(Workspace.open(tmp_path / "new")) == 3 and len(twins[1]) == 3
+    (tmp_path / "gone").mkdir()
+    made = Workspace(tmp_path / "gone" / "ws")
+    made.load(_pool(tmp_path / "pool.jsonl", "a"))
+    state = pickle.dumps(made)
+    shutil.rmtree(tmp_path / "gone")
+    with pytest.raises(NotInWorkspaceError):  # a workspace that was there and is gone is still an error, not new
+        pickle.loads(state)

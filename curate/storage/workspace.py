@@ -389,10 +389,10 @@ class Workspace(ThreadView, blobs.Blobs):
         return pool.info(self)
 
     def __getstate__(self) -> dict[str, Any]:  # pickled (multiprocessing, joblib) or deep-copied as its path
-        return {"path": self.path}
+        return {"path": self.path, "new": not self.exists}  # a new one's copy is new too (not 'no workspace')
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], create=False)  # type: ignore[misc]
+        self.__init__(state["path"], create=state.get("new", False))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         if not self.exists:
