@@ -373,7 +373,7 @@ def info(ws: Workspace) -> dict[str, Any]:
     """``Workspace.info``: rows, formats, sources, and every derived column, embedding set, selection and label set
     (by name, its provenance), the damaged files, the last run (:func:`curate.storage.last_run.last_run`)."""
     formats: Counter = Counter()
-    columns, selections, damaged = verified_listing(ws)
+    columns, selections, label_sets, damaged = verified_listing(ws)
     if ws.has_pool:
         formats.update(ws.pool.data.table.column("format").to_pylist())
     return {
@@ -381,6 +381,6 @@ def info(ws: Workspace) -> dict[str, Any]:
         "pool_columns": ws.pool.column_names if ws.has_pool else [],
         "columns": columns, "embeddings": ws.embedding_sets, "selections": selections,
         "damaged": [d.to_dict() for d in damaged],  # checksums checked: bytes overwritten in place too
-        "label_sets": ws.label_sets,
+        "label_sets": label_sets,
         "last_run": last_run(ws.path),  # OUT/run.json of the run whose workspace this is (None: none)
     }

@@ -35,9 +35,10 @@ def _verified(read: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str
     return verified
 
 
-def verified_listing(ws: Workspace) -> tuple[dict[str, Any], dict[str, Any], list[DamagedFile]]:
-    """(columns, selections: name -> provenance; the damaged files: those two folders' and the label sets'), every
-    column and selection file checked against its checksum."""
+def verified_listing(ws: Workspace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[DamagedFile]]:
+    """(columns, selections, label sets: name -> provenance; the damaged files of all three), every column and
+    selection file checked against its checksum; the label sets listed once (``ws.label_sets`` lists them again)."""
     columns, bad_columns = sort_out(named_files(ws.path / "columns", ".arrow"), _verified(schema_meta))
     selections, bad_selections = sort_out(named_files(ws.path / "selections", ".arrow"), _verified(selection_meta))
-    return columns, selections, [*bad_columns, *bad_selections, *label_set_listing(ws.path / "labels")[1]]
+    label_sets, bad_label_sets = label_set_listing(ws.path / "labels")
+    return columns, selections, label_sets, [*bad_columns, *bad_selections, *bad_label_sets]
