@@ -185,3 +185,15 @@ def test_the_subsets_spread_enough_for_the_rule_to_find_a_planted_effect(tmp_pat
     assert means.std() / quality.std() > 0.3  # the subsets lean different ways
     assert rule.coefficients[0] == pytest.approx(-0.3, rel=0.25) and rule.r2 > 0.9
     assert ws.artifact("mining")["tilt"] == 1.0  # how the subsets were drawn, with the rule
+
+
+def test_a_tilt_too_steep_to_draw_a_subset_is_refused_by_name():
+    """At tilt 1000 all but a few rows' weights round to 0: numpy's 'Fewer non-zero entries in p than size' (a
+    ValueError naming no setting, exit 1) came out of the first subset's draw."""
+    from curate.errors import OptionError
+    from curate.train.mining import tilted_subset
+
+    pool, z = np.arange(3, 500, 2), np.random.default_rng(1).normal(size=(600, 3))
+    with pytest.raises(OptionError, match=r"tilt 1000\.0: the weights of all but \d+ of the 249 rows round to 0"):
+        tilted_subset(np.random.default_rng(0), pool, z, 240, 1000.0)
+    assert len(tilted_subset(np.random.default_rng(0), pool, z, 240, 1.0)) == 240  # the default draws as before

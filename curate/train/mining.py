@@ -142,6 +142,9 @@ def tilted_subset(rng: np.random.Generator, pool: np.ndarray, z: np.ndarray, siz
     u /= np.linalg.norm(u) or 1.0
     lean = np.clip(z[pool] @ u, -TILT_CLIP, TILT_CLIP) * tilt
     weights = np.exp(lean - lean.max())
+    if (drawable := int(np.count_nonzero(weights))) < size:  # numpy: "Fewer non-zero entries in p than size"
+        raise OptionError(f"tilt {tilt}: the weights of all but {drawable:,} of the {len(pool):,} rows round to 0, "
+                          f"fewer than the {size:,} rows of a subset; use a smaller tilt (1: the default)")
     return np.sort(rng.choice(pool, size, replace=False, p=weights / weights.sum()))
 
 
