@@ -127,3 +127,21 @@ def test_a_new_workspace_pickles_and_copies_as_a_new_one(tmp_path):
     shutil.rmtree(tmp_path / "gone")
     with pytest.raises(NotInWorkspaceError):  # a workspace that was there and is gone is still an error, not new
         pickle.loads(state)
+
+
+def test_a_workspace_opened_during_a_failed_first_load_loads_afterwards(tmp_path):
+    """Another session opened the new workspace while its first load ran; the load failed and took it back. That
+    session's ws.load said 'the workspace disappeared during this run ... run the command again to start anew',
+    and said it again at every retry: its object still took the workspace for made."""
+    path, opened = tmp_path / "ws", []
+
+    def rows_then_failure():
+        yield from pools.read(_pool(tmp_path / "a.jsonl", "a")).rows[:2]
+        opened.append(Workspace(path))  # a notebook opens it now: it is there, made by the load under way
+        raise InputError(tmp_path / "a.jsonl", "line 3", "malformed")
+
+    with pytest.raises(InputError, match="malformed"):
+        Workspace(path).load(pools.RowStream(str(tmp_path / "a.jsonl"), rows_then_failure()))
+    assert not path.exists() and opened[0].exists is True  # taken back; the object opened it made
+    assert opened[0].load(_pool(tmp_path / "b.jsonl", "b"))["rows_added"] == 3
+    assert len(Workspace.open(path)) == 3

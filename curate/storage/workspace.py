@@ -153,8 +153,8 @@ class Workspace(ThreadView, blobs.Blobs):
         from curate import pools
 
         options = {"format": format, "mapping": mapping, "on_error": on_error, "max_field_chars": max_field_chars}
-        made = self._make()  # a new workspace is made now, and taken back if this first load fails
-        with creation.taken_back_on_failure(self, made), pool.staging(self) as folder:
+        self._new = not (self.path / MANIFEST).exists()  # new again if taken back since (a failed first load's)
+        with creation.taken_back_on_failure(self, self._make()), pool.staging(self) as folder:  # made: taken back
             if isinstance(source, pools.ReadResult | pools.RowStream):
                 pools.check_no_read_options(source, **options)
                 staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
