@@ -114,3 +114,14 @@ def test_info_finds_column_and_selection_files_overwritten_in_place_and_verify_e
         assert said.stderr.startswith(f"error: {tmp_path / 'ws'}: 2 damaged file(s), listed with the fix of each"), \
             said.stderr
         assert str(tmp_path / "ws" / "columns" / "score.arrow") in said.stderr
+
+
+def test_a_run_json_that_is_no_curate_runs_record_is_named_so(tmp_path):
+    """A run.json beside OUT/workspace that curate run did not write (a training run's record, `curate train run
+    --out OUT`) read as a run: curate info printed 'last run: None (exit None); started None'."""
+    out, ws = _run_workspace(tmp_path)
+    (out / RUN_RECORD).write_text(json.dumps({"fingerprint": "ab12", "config": {"epochs": 1}, "epochs_done": 1}))
+    run = ws.info()["last_run"]
+    assert run["status"] == "unreadable" and "not a curate run's record" in run["state"], run
+    said = curate_in_process("info", out / "workspace")
+    assert said.returncode == 0 and "None" not in said.stdout.splitlines()[-1], said.stdout

@@ -36,6 +36,8 @@ def last_run(workspace: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(record, dict):
             raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        if "record_version" not in record or "status" not in record:  # a training run's run.json, say: no status
+            raise ValueError("not a curate run's record (no record_version or status)")
     except (OSError, ValueError) as exc:  # UnicodeDecodeError too
         return {"status": "unreadable", "state": f"unreadable ({exc}); the next curate run --out {workspace.parent} "
                 f"writes it anew", "record": str(path)}
