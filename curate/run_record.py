@@ -17,6 +17,7 @@ from typing import Any
 from curate.errors import ConfigError, CurateError, NoLabelsError, RetryLaterError
 from curate.storage.files import atomic_write_bytes, now
 from curate.storage.last_run import RUN_RECORD, killed_run  # noqa: F401  (RUN_RECORD: pipeline's)
+from curate.storage.processes import command_line
 
 RUN_RECORD_VERSION = 1
 log = logging.getLogger("curate")
@@ -98,16 +99,6 @@ def run_record(out: Path, budget: int | None, results: dict[str, Any], timings: 
             "steps": {name: {"seconds": round(timings[name], 3), **step_counts(name, result, budget)}
                       for name, result in results.items()},
             "outputs": {kind: str(path) for kind, path in outputs.items()}, "llm": llm}
-
-
-def command_line() -> str:
-    """The command that runs this process (``curate run pool.jsonl --out OUT``), as the lock holder records it; ''
-    where there is none (an embedded interpreter)."""
-    import shlex
-    import sys
-
-    return shlex.join(["curate" if Path(sys.argv[0]).name == "curate" else sys.argv[0], *sys.argv[1:]]) \
-        if sys.argv and sys.argv[0] else ""
 
 
 def _iso(seconds: float) -> str:

@@ -1497,3 +1497,18 @@ def test_dropping_stale_rows_passes_a_damaged_step_column_that_only_shares_the_n
     new.fingerprint = lambda: "words-v2"
     result = apply_to_rows(ws, new, ws.ids[:4], progress=False)
     assert result.stale_dropped == 2 and ws.column_fingerprints("words") == dict.fromkeys(ws.ids[:4], "words-v2")
+
+
+def test_a_lock_holder_and_a_run_record_name_the_curate_command_alike(tmp_path, monkeypatch):
+    """The lock holder recorded the console script by its install path ('held by pid N (/opt/venv/bin/curate
+    select ...)') where OUT/run.json, written by the same process, said 'curate select ...': two spellings of one
+    command line, from two copies of its code."""
+    from curate.run_record import run_record
+    from curate.storage.lock_holders import forget_holder, holder_path, record_holder
+
+    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/curate", "select", "my ws", "--method", "deita"])
+    record_holder(tmp_path / ".lock")
+    held = json.loads(holder_path(tmp_path / ".lock").read_text())
+    forget_holder(tmp_path / ".lock")
+    assert held["command"] == "curate select 'my ws' --method deita"
+    assert run_record(tmp_path, None, {}, {}, {}, 0.0)["command"] == "curate select 'my ws' --method deita"

@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import socket
-import sys
 import threading
 from pathlib import Path
 
-from curate.storage.processes import alive, machine
+from curate.storage.processes import alive, command_line, machine
 
 HOLDER_SUFFIX = ".holder"
 COMMAND_CHARS = 200  # the recorded command line is cut to this many characters
@@ -30,8 +28,8 @@ def holder_path(lock: Path) -> Path:
 
 def record_holder(lock: Path) -> None:
     """Record this process as the holder of ``lock`` (the caller has just taken it)."""
-    command = shlex.join(sys.argv) if sys.argv and sys.argv[0] else ""
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "machine": machine(), "command": command[:COMMAND_CHARS]}
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "machine": machine(),
+              "command": command_line()[:COMMAND_CHARS]}
     path = holder_path(lock)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:  # advisory (see the module's docstring); files.py's writers take this module's locks, so not theirs

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import socket
+import sys
 from pathlib import Path
 
 
@@ -80,3 +82,11 @@ def _live_group(stat: Path) -> int | None:
 def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group ``pgid`` (Linux; empty elsewhere)."""
     return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _live_group(stat) == pgid]
+
+
+def command_line() -> str:
+    """The command that runs this process, as a record names it (``curate run pool.jsonl --out OUT``: the console
+    script by its name, not its install path); '' where there is none (an embedded interpreter)."""
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    return shlex.join(["curate" if Path(sys.argv[0]).name == "curate" else sys.argv[0], *sys.argv[1:]])
