@@ -114,11 +114,13 @@ def part(name: str, source: str, out: Path, address: str | None) -> dict:
         engine = RayEngine(address)
         stages = [("load", engine.load), ("dedup", lambda r: engine.dedup(r, pipeline.dedup))]
         if name.endswith("infer"):
-            stages += [("score", lambda r: engine.score(r, pipeline.score)), ("embed", lambda r: engine.embed(r, pipeline.embed))]
+            # the text rules run on the driver in both engines (as ``ray_plan`` keeps them); score reads their selection
+            stages += [("heuristics", pipeline.text_rules), ("score", lambda r: engine.score(r, pipeline.score)),
+                       ("embed", lambda r: engine.embed(r, pipeline.embed))]
     else:
         stages = [("load", pipeline.load), ("dedup", pipeline.dedup)]
         if name.endswith("infer"):
-            stages += [("score", pipeline.score), ("embed", pipeline.embed)]
+            stages += [("heuristics", pipeline.text_rules), ("score", pipeline.score), ("embed", pipeline.embed)]
     for stage, fn in stages:
         started = time.perf_counter()
         fn(run)
