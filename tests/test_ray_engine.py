@@ -79,6 +79,18 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
         {k: v for k, v in theirs.provenance.items() if k != "created"}
 
 
+def test_a_ray_worker_reading_shards_imports_no_engine_nor_workspace_storage():
+    """A worker unpickling the read's function (curate.scale.sources) imported the package's engine and, with it, the
+    workspace's storage: ~0.7 s of each new Ray worker on two busy cores, before its first row."""
+    code = ("import sys, curate.scale.sources, curate.scale.minhash; "
+            "print(sorted(m for m in ('curate.scale.ray_engine', 'curate.storage.apply') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+    from curate.scale import RayEngine  # still there for those who ask for it
+
+    assert RayEngine.__module__ == "curate.scale.ray_engine"
+
+
 def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(local_ray, tmp_path):
     """The Ray engine's load staged the rows with the default chat field names: with --mapping '{"conversations":
     "chat"}' a weight-0 turn was not counted, and an export --format wrote it as one to train on."""

@@ -7,11 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 from curate.errors import CurateError, OptionError
-from curate.scale.ray_engine import RayEngine
 
 ENGINES = ("single", "ray")
 
 __all__ = ["ENGINES", "RayEngine", "ray_plan"]
+
+
+def __getattr__(name: str) -> Any:
+    """``RayEngine``, imported when asked for: a Ray worker unpickling a task's function of this package (the read's
+    ``sources.read_shards``) imported the engine and the workspace's storage with it, ~0.7 s of each new worker."""
+    if name == "RayEngine":
+        from curate.scale.ray_engine import RayEngine
+
+        return RayEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ray_plan(run: Any, plan: list, address: str | None, *, dedup_name: str, near_dedup_name: str) -> list:
@@ -29,4 +38,6 @@ def ray_plan(run: Any, plan: list, address: str | None, *, dedup_name: str, near
         import ray  # noqa: F401
     except ImportError:
         raise CurateError("engine='ray' (--engine ray) needs Ray Data: pip install 'curate[ray]'") from None
+    from curate.scale.ray_engine import RayEngine
+
     return RayEngine(address, dedup_name=dedup_name, near_dedup_name=near_dedup_name).plan(plan)
