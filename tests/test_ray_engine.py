@@ -49,7 +49,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     import ray.data
 
     context = ray.data.DataContext.get_current()  # process-wide: a notebook's own Ray Data work reads it too
-    before = (context.raise_original_map_exception, context.enable_progress_bars,
+    before = (context.raise_original_map_exception, context.enable_progress_bars, context.shuffle_strategy,
               logging.getLogger("ray.data.exceptions").level)
     engine = RayEngine()  # on the module's Ray
     # the pool holds malformed records on purpose: with a mapping a run stops at the first unless told to skip
@@ -57,6 +57,10 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     try:
         with pytest.warns(CurateWarning, match=r"19 record\(s\) left out"):
             engine.load(run)
+        from ray.data.context import ShuffleStrategy
+
+        # a small pool groups in tasks: Ray Data's hash shuffle started aggregator actors for each groupby (5-7 s)
+        assert engine.rows().context.shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
         engine.dedup(run, dedup)
         params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1,
                   "false_positive_weight": 0.05}
@@ -65,7 +69,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     finally:
         engine.close()
     context = ray.data.DataContext.get_current()
-    assert (context.raise_original_map_exception, context.enable_progress_bars,
+    assert (context.raise_original_map_exception, context.enable_progress_bars, context.shuffle_strategy,
             logging.getLogger("ray.data.exceptions").level) == before  # the engine's settings went with it
     ws = Workspace(tmp_path / "single")  # the same rows, the selector on one process
     with pytest.warns(CurateWarning, match=r"19 record\(s\) left out"):
