@@ -16,7 +16,7 @@ import pytest
 
 from curate import Workspace
 from curate.codes import Decision, Failure, FailureCode, Reason, reason_text
-from curate.errors import CurateWarning, WorkspaceError
+from curate.errors import CurateWarning, NotInWorkspaceError, WorkspaceError
 from curate.report.html import build_report, report_html
 from curate.report.plots import (
     DROPPED_COLOUR,
@@ -163,7 +163,12 @@ def test_plots_and_missing_inputs(tmp_path):
     assert missing["complexity x quality"].endswith("this workspace has complexity only")  # not "score the pool"
     # format breakdown works on any pool, and is captioned by what it counts
     assert missing["rows by format"] is None and "rows by source" not in missing
-    empty = build_report(Workspace(tmp_path / "empty"), tmp_path / "empty.html").read_text()
+    with pytest.raises(NotInWorkspaceError, match="no workspace at"):  # opening makes nothing: nothing to report
+        build_report(Workspace(tmp_path / "nothing"), tmp_path / "nothing.html")
+    made = Workspace(tmp_path / "empty")
+    with made.lock():  # a write makes the workspace, still without a pool
+        pass
+    empty = build_report(made, tmp_path / "empty.html").read_text()
     assert "has no pool yet" in empty and "<img" not in empty
     bare.add_embeddings("default", np.eye(2, 4), {"model": "synthetic"})
     bare.load(write_jsonl(tmp_path / "two.jsonl", [{"instruction": "new", "output": "row"}]))
