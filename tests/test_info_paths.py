@@ -48,6 +48,8 @@ def test_info_shows_the_last_run_that_failed_with_its_reason_command_and_time(tm
     line = said.stdout.splitlines()[-1]
     assert line.startswith("  last run: failed (exit 75): RetryLaterError: the LLM server did not answer"), line
     assert f"steps finished: embed; command: {run['command']} ({out / RUN_RECORD})" in line
+    view = ws._repr_html_()  # the notebook's view says it too (the dict had it, the view did not)
+    assert "<li class='curate-warn'>last run: failed (exit 75): RetryLaterError: the LLM server did not" in view
 
 
 def test_info_tells_a_run_killed_9_from_one_running(tmp_path):

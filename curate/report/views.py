@@ -253,7 +253,19 @@ def _workspace_html(ws: Workspace) -> str:
     damaged = "".join(f"<li class='curate-warn'>damaged {esc(d['kind'])} <b>{esc(d['name'])}</b>: {esc(d['path'])}: "
                       f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in found.values())
     return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
-            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}</ul>{cols}</div>")
+            f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}"
+            f"{_last_run_html(info.get('last_run'))}</ul>{cols}</div>")
+
+
+def _last_run_html(run: dict[str, Any] | None) -> str:
+    """The ``last run: ...`` line ``curate info`` prints for a run's workspace, red where the run failed or was
+    killed ('' for a workspace no ``curate run`` made)."""
+    if not run:
+        return ""
+    from curate.storage.last_run import last_run_line
+
+    warn = " class='curate-warn'" if run["status"] in ("failed", "killed", "unreadable") else ""
+    return f"<li{warn}>{esc(last_run_line(run))}</li>"
 
 
 def _of_text(meta: dict[str, Any]) -> str:
