@@ -11,7 +11,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class BackendDefaults:
     concurrency: int = 16            # requests in flight at once
-    timeout_s: float = 60.0          # per request
+    timeout_s: float = 60.0          # per request, its first attempt; a retry after a timeout waits longer:
+    timeout_growth: float = 2.0      # this many times the attempt before (60, 120, 240, 480, 480 s ...), up to
+    timeout_max_factor: float = 8.0  # this many times timeout_s; a retry after a 429 / 5xx keeps its timeout
     max_retries: int = 6             # 429 / 5xx / timeouts / malformed bodies
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0

@@ -171,7 +171,9 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
     texts = [f"item {i} {markers[i // 4]}" if i % 4 == 0 and i // 4 < len(markers) else f"item {i}" for i in range(40)]
     ws = _workspace(tmp_path, [{"messages": [{"role": "user", "content": t}]} if i in (2, 3)  # no assistant reply
                                else {"instruction": t, "input": "", "output": "a reply"} for i, t in enumerate(texts)])
-    with FaultServer(retry_after="0", hang_seconds=0.6) as srv:
+    # a [timeoutx2] row's 2 attempts wait 0.3 s, then 0.6 s (a retry after a timeout waits twice as long): each
+    # hang outlasts both
+    with FaultServer(retry_after="0", hang_seconds=1.2) as srv:
         args = ["score", ws.path, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
                 "--max-retries", "1", "--timeout", "0.3"]
         with pytest.warns(CurateWarning, match=r"quality: 12 of the 40 rows computed now failed"):

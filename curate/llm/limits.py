@@ -1,4 +1,5 @@
-"""Client-side rate limits of an OpenAI-compatible backend: requests a second, and requests or tokens a minute.
+"""Client-side limits of an OpenAI-compatible backend: requests a second, requests or tokens a minute, and each
+attempt's timeout.
 
 They outlive a run (``run_sync`` runs each in an event loop of its own), so a judge sent in parts, or the
 quality judge after the complexity judge, keeps one window.
@@ -10,6 +11,7 @@ import asyncio
 import collections
 import time
 
+from curate.defaults import BACKEND
 from curate.errors import CurateError
 
 
@@ -71,3 +73,25 @@ class _RateLimiter:
             if (wait := self.next - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             self.next = time.monotonic() + self.interval
+
+
+class TimeoutLadder:
+    """One request's timeout, attempt by attempt: after an attempt that timed out the next waits ``growth`` times
+    as long, up to ``first * max_factor`` (a reply that needs 90 s never came when each retry again waited 60 s);
+    a retry for another reason (429, 5xx) keeps the timeout it had."""
+
+    def __init__(self, first: float, growth: float = BACKEND.timeout_growth,
+                 max_factor: float = BACKEND.timeout_max_factor):
+        self.now = first
+        self.growth, self.cap = growth, first * max(1.0, max_factor)
+        self.timed_out: list[float] = []  # the timeout of each attempt that ran out, in order
+
+    def ran_out(self) -> str:
+        """The attempt now ended in a timeout: the error it reads as; the next attempt waits longer."""
+        self.timed_out.append(self.now)
+        self.now = min(self.now * self.growth, self.cap)
+        return f"timeout after {self.timed_out[-1]:g}s"
+
+    def said(self) -> str:
+        """The timeouts that ran out, for a failure's detail ('' when none did)."""
+        return f" (timed out after {', '.join(f'{t:g}s' for t in self.timed_out)})" if self.timed_out else ""

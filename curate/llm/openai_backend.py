@@ -1,10 +1,11 @@
 """``OpenAIBackend``: any OpenAI-compatible chat endpoint (OpenAI, a vLLM server, llama.cpp ...).
 
 Bounded concurrency, RPS/RPM/TPM limits, retries (exponential backoff + full jitter, ``Retry-After``
-honoured) on 429/5xx/timeouts/connection errors/malformed bodies, a per-request timeout, token and $
-cost accounting, and a hard ``max_cost`` cap checked *before* each request is sent: each request
-reserves its worst-case cost; one that does not fit waits for the requests in flight to settle, and
-fails (code ``budget``) only when nothing is in flight and it still does not fit. A permanent HTTP
+honoured) on 429/5xx/timeouts/connection errors/malformed bodies, a per-request timeout (a retry after a
+timeout waits longer: ``limits.TimeoutLadder``), token and $ cost accounting, and a hard ``max_cost`` cap
+checked *before* each request is sent: each request reserves its worst-case cost; one that does not fit
+waits for the requests in flight to settle, and fails (code ``budget``) only when nothing is in flight
+and it still does not fit. A permanent HTTP
 status fails with code ``http_error`` (``context_too_long`` when the server says the request exceeds the
 model's context); retries spent on transient errors with code ``transient``.
 """
@@ -45,7 +46,7 @@ from curate.llm.endpoint import (
     used_base_url,
     without_credentials,
 )
-from curate.llm.limits import _RateLimiter, _WindowLimiter
+from curate.llm.limits import TimeoutLadder, _RateLimiter, _WindowLimiter
 
 
 def check_settings(*, concurrency: int, rpm: int | None, tpm: int | None, rps: float | None, timeout: float,
@@ -218,7 +219,7 @@ class OpenAIBackend(Backend):
         import openai
 
         rps, rpm, tpm = self._limiters
-        last = "no attempt made"
+        last, timeouts = "no attempt made", TimeoutLadder(self.timeout)  # a retry after a timeout waits longer
         for attempt in range(self.max_retries + 1):
             for stop in (self.refused, self.unreachable):  # every request would get the same answer: none is sent
                 if stop is not None:  # (one tried before the stop was sent, and is counted so)
@@ -235,11 +236,10 @@ class OpenAIBackend(Backend):
                 if tpm:
                     await tpm.acquire(estimate_tokens(req.messages) + _max_tokens(req))
                 self.requests_sent += 1
-                # The client's low-level post: same auth, timeouts and status errors as
-                # chat.completions.create, without its per-call TypedDict transform of the messages
-                # (measured at ~4 ms CPU per request) and with the body left for us to parse
-                # (cast_to=str: the body text, in openai 1.x and 3.x alike; no httpx import of our own).
-                body = await client.post("/chat/completions", cast_to=str,
+                # The client's low-level post: same auth and status errors as chat.completions.create, without
+                # its per-call TypedDict transform of the messages (measured at ~4 ms CPU per request) and with the
+                # body left for us to parse (cast_to=str: the body text, in openai 1.x and 3.x alike).
+                body = await client.post("/chat/completions", cast_to=str, options={"timeout": timeouts.now},
                                          body={**req.params, "model": self.model, "messages": req.messages})
                 self.answered, self._lost = True, (0, "")
                 try:
@@ -273,7 +273,7 @@ class OpenAIBackend(Backend):
                     return failure_result(last, refused_code(f"{exc} {getattr(exc, 'code', '') or ''}"))
                 retry_after = _retry_after(exc.response.headers)
             except openai.APITimeoutError:
-                last = f"timeout after {self.timeout:g}s"
+                last = timeouts.ran_out()
             except openai.APIConnectionError as exc:
                 last = f"connection error: {_short(exc.__cause__ or exc)}"  # the cause says more than 'Connection error.'
                 self._lost = (self._lost[0] + 1, last)
@@ -286,7 +286,7 @@ class OpenAIBackend(Backend):
                                       f"{self.retry_after_max:g}s: re-run later to send it again", FailureCode.TRANSIENT)
             if attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
-        return failure_result(f"gave up after {self.max_retries + 1} attempts; last error: {last}",
+        return failure_result(f"gave up after {self.max_retries + 1} attempts; last error: {last}{timeouts.said()}",
                               FailureCode.TRANSIENT)
 
     def _no_server(self, error: str) -> bool:
