@@ -290,6 +290,7 @@ class ScaleDefaults:
                                          # block, a shard's rows: one small shard may still run on one actor)
     commit_wait_max_s: float = 60.0      # a pass's column writes are spaced out (each rewrites the columns), by at most
                                          # this: one slow write held the next back ~5 min, all lost to a kill
+    task_shuffle_max_rows: int = 100_000  # a pool up to this groups (dedup, MinHash) in tasks, not aggregator actors
 
 
 @dataclass(frozen=True)

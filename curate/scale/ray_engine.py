@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Decision, Reason
-from curate.defaults import EMBED
+from curate.defaults import EMBED, SCALE
 from curate.errors import CurateError, InputError, ScorerError, WorkspaceError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
@@ -55,11 +55,6 @@ from curate.scale.sources import (
 from curate.storage.files import removed_on_failure
 
 Step = tuple[str, Callable[[Any], Any]]
-
-# a pool of at most this many rows groups (dedup, MinHash buckets) with Ray Data's task-based sort shuffle: its
-# default hash shuffle starts a pool of aggregator actors per groupby, 5-7 s of each 40-row run's dedup and
-# MinHash passes on 2 cores (evals/bench_ray_fixed.py); above it the actors' start is small beside the data's
-TASK_SHUFFLE_MAX_ROWS = 100_000
 
 
 class _Clock:
@@ -218,9 +213,12 @@ class RayEngine:
                                        fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())
             clock("read_shards")
             blocks, rejects = read_blocks(self._data, self.workers)
-            if sum(len(orders) for _, orders in blocks) <= TASK_SHUFFLE_MAX_ROWS:
-                # the datasets of the passes derive from this one and share its DataContext (a copy of the
-                # process's made when it was created): the setting is this engine's, no other Ray Data work's
+            if sum(len(orders) for _, orders in blocks) <= SCALE.task_shuffle_max_rows:
+                # Ray Data's default hash shuffle starts a pool of aggregator actors per groupby: 5-7 s of each
+                # 40-row run's dedup and MinHash passes on 2 cores (evals/bench_ray_fixed.py); its task-based sort
+                # shuffle starts none, and above the bound the actors' start is small beside the data's. The
+                # datasets of the passes derive from this one and share its DataContext (a copy of the process's
+                # made when it was created): the setting is this engine's, no other Ray Data work's
                 from ray.data.context import ShuffleStrategy
 
                 self._data.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
