@@ -18,6 +18,8 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[toolong]``    answers 400 as vLLM does for a prompt longer than the model's context (``maximum context length``)
 ``[length]``     answers with ``finish_reason: length`` (the generation stopped at max_tokens)
 ``[cutjson]``    a JSON answer cut off in its middle, ``finish_reason: length`` (as a JSON reply stopped at max_tokens)
+``[tags12]``     an InsTag answer of 12 tags (any count), past the schema's bound, as a server that does not enforce
+                 ``maxItems`` (OpenAI's structured outputs, JSON mode) or InsTag's own tagger may answer
 ``[echo]``       a JSON answer that copies the request's last assistant message (a few-shot example's answer), as
                  a small model copies a prompt's example
 ``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
@@ -204,6 +206,8 @@ class FaultServer:
         logprobs = None
         if fmt.get("type") == "json_schema" and "tags" in json.dumps(fmt):  # the InsTag prompt's IntentTags
             words = re.findall(r"[a-z]+", re.sub(r"\[[^]]*\]", "", key.lower().split("query:")[-1]))[:2] or ["general"]
+            if many := re.search(r"\[tags(\d+)\]", key):
+                words = [f"intent {i}" for i in range(1, int(many.group(1)) + 1)]
             content = json.dumps({"tags": [{"tag": w, "explanation": "a word of the query"} for w in words]})
         elif fmt.get("type") == "json_schema" and "scores" in json.dumps(fmt) and "[rank]" in json.dumps(messages) \
                 and "[badrank]" not in json.dumps(messages):

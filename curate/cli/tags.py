@@ -100,6 +100,12 @@ def tag_cmd(
                   f"{result.failed:,} row(s) failed (see column tags_raw_failure); cost "
                   + ("unknown (the model's price is unknown)" if cost is None else format_usd(cost))
                   + stopped_run_text(last), soft_wrap=True, highlight=False)
+    if past := last.get("turns_past_schema_bounds"):  # kept whole, and told: the schema asked for less
+        from curate.tags.tagger import MAX_EXPLANATION_CHARS, MAX_TAG_CHARS, MAX_TAGS_PER_QUERY
+
+        console.print(f"  {past:,} user turn(s) got replies past the schema's bounds ({MAX_TAGS_PER_QUERY} tags, "
+                      f"{MAX_TAG_CHARS} characters a tag, {MAX_EXPLANATION_CHARS} an explanation; the server did not "
+                      "enforce them): every tag kept", soft_wrap=True, highlight=False)
     print_failure_counts(ws.failures(step.column))  # the reasons, before the normaliser and any error naming them
     if retried:
         _print_retried(retried, result.provenance)

@@ -23,18 +23,25 @@ from curate.codes import Failure, FailureCode
 from curate.defaults import TAG
 from curate.storage.step import RowInput, RowProgress, StepContext, StepOutput
 
-#: most tags the judge may give one query (the paper's pool averaged a few; its 6K sample 16.6 per row)
+#: most tags the judge is asked for per query (the paper's pool averaged a few; its 6K sample 16.6 per row), and the
+#: longest tag and explanation asked for. The schema sent says so (a server that enforces it closes the list: a tiny
+#: model otherwise repeats tags until max_tokens), but a reply past them is kept whole, not failed: a server that
+#: does not enforce them (JSON mode, OpenAI's structured outputs) or InsTag's own tagger may give a query 12 real
+#: tags, and failing the row lost all of them. The tagger counts such turns (``turns_past_schema_bounds``).
 MAX_TAGS_PER_QUERY = 10
+MAX_TAG_CHARS = 60
+MAX_EXPLANATION_CHARS = 200
 
 
 # -- the judge's output schema. Its docstrings are the schema's descriptions, sent to the model with its bounds:
 # write them for the model (plain words about the answer), keep notes for developers in comments like these;
-# changing either changes the requests (their cache keys) and the tagger's fingerprint (it re-tags).
+# changing either changes the requests (their cache keys) and the tagger's fingerprint (it re-tags). The upper bounds
+# are json_schema_extra, so they are sent (the same schema, key for key, as when they were validated) and not checked.
 class IntentTag(BaseModel):
     """One intent of a user query."""
 
-    tag: str = Field(min_length=1, max_length=60)
-    explanation: str = Field(max_length=200)
+    tag: str = Field(min_length=1, json_schema_extra={"maxLength": MAX_TAG_CHARS})
+    explanation: str = Field(json_schema_extra={"maxLength": MAX_EXPLANATION_CHARS})
 
 
 # The answer is an object holding the list, not a bare list: JSON-schema decoding needs an object at the top. Its
@@ -43,8 +50,14 @@ class IntentTag(BaseModel):
 class IntentTags(BaseModel):
     """The tagging judge's answer: the query's intent tags (an object, so JSON-schema decoding works)."""
 
-    # bounded, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until max_tokens)
-    tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS_PER_QUERY)
+    # bounded in the schema, so schema-guided decoding closes the list (a tiny model otherwise repeats tags until
+    # max_tokens)
+    tags: list[IntentTag] = Field(min_length=1, json_schema_extra={"maxItems": MAX_TAGS_PER_QUERY})
+
+    def past_schema_bounds(self) -> bool:
+        """Whether the reply went past a bound the schema asked for (more tags, a longer tag or explanation)."""
+        return len(self.tags) > MAX_TAGS_PER_QUERY or any(
+            len(t.tag) > MAX_TAG_CHARS or len(t.explanation) > MAX_EXPLANATION_CHARS for t in self.tags)
 
 
 def dedupe(tags: Sequence[str]) -> list[str]:
@@ -107,6 +120,8 @@ class Tagger:
                            "schema": self.prompt.model_class().model_json_schema(),
                            # a reply copying a few-shot example's tags fails (it was stored as tags before): re-read
                            "checks": ["echoed_example"],
+                           # a reply past the schema's bounds failed (invalid_output); it is kept now: re-read
+                           "bounds": "sent, not validated",
                            **({"json_mode_message": json_mode} if json_mode else {})}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -142,6 +157,7 @@ class Tagger:
         values: list[list[list[str] | None]] = []
         failures: list[list[Failure]] = []
         k = 0
+        past_bounds = 0  # turns whose reply went past the schema's bounds, kept whole
         for row in rows:
             tags: list[list[str] | None] = []
             fails: list[Failure] = []
@@ -161,6 +177,7 @@ class Tagger:
                                          "example: copied from the prompt, not read from the query", res.text, t))
                     tags.append(None)
                 else:
+                    past_bounds += res.parsed.past_schema_bounds()
                     tags.append(named)
             values.append(tags)
             failures.append(fails)
@@ -168,7 +185,8 @@ class Tagger:
 
         usage = call_usage(results, priced=getattr(self.backend, "price", ()) is not None)  # as a judge's
         counts.chunk_done(sum(1 for f in failures if f), usage)  # as stored: a reply of blank tags failed too
-        return StepOutput(values, failures, stats={"turns": len(variables), **usage},
+        return StepOutput(values, failures, stats={"turns": len(variables),
+                                               "turns_past_schema_bounds": past_bounds, **usage},
                           on_stored=[functools.partial(cache.mark_recorded, billed_keys(results))])
 
     def __repr__(self) -> str:

@@ -1,0 +1,40 @@
+"""What the tagger keeps of a reply: one past the schema's bounds (more tags than it asks for, as a server that does
+not enforce ``maxItems`` answers) is kept whole and counted, through the project's fault-injecting server and the
+real CLI entry point."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_a_reply_with_more_tags_than_the_schema_asks_for_keeps_every_tag_and_says_so(tmp_path):
+    """A reply of 12 tags failed validation (schema max 10) and was re-asked with the error: a model then cut its
+    tags to fit, or kept them and the row failed (invalid_output, every tag lost). The schema sent still asks for at
+    most 10 (the same request, the same cache key)."""
+    from curate.tags import IntentTags, Tagger
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "[tags12] Plan a week in Rome.", "output": "ok"},
+                                               {"instruction": "Write a poem about rain.", "output": "ok"}]))
+    with FaultServer() as srv:
+        run = curate_in_process("tag", ws.path, "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME",
+                                "--concurrency", "1", "--no-normalize", env=ENV)
+        sent = srv.total
+    assert run.returncode == 0, run.stderr
+    assert sent == 2, run.stdout  # no re-ask (it was 3 requests for the 12-tag row)
+    ws = Workspace.open(ws.path)
+    assert ws.column("tags_raw") == [[[f"intent {i}" for i in range(1, 13)]], [["write", "a"]]]
+    assert ws.failures("tags_raw") == [[], []]
+    assert ws.column_provenance("tags_raw")["runs"][-1]["turns_past_schema_bounds"] == 1
+    said = " ".join(run.stdout.split())
+    assert "1 user turn(s) got replies past the schema's bounds (10 tags," in said and "every tag kept" in said, said
+    assert IntentTags.model_json_schema()["properties"]["tags"]["maxItems"] == 10
+    assert Tagger(None).prompt.model_class() is IntentTags
