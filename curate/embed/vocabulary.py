@@ -19,12 +19,9 @@ from curate.embed.encoder import TEXT_CHARS, model_folder
 TOKENIZER_BATCH = 4096  # texts tokenised at a time
 
 
-def unknown_token_share(texts: list[str], model: str | None,
-                        sample: int = EMBED.vocabulary_sample_texts) -> float | None:
-    """The share of the tokens of ``texts`` (up to ``sample`` of them, evenly spaced; each text's first
-    ``TEXT_CHARS`` characters) that the tokenizer of ``model`` (the packaged default or a folder) maps to its unknown
-    token (``unk_token`` in ``tokenizer.json``'s model, ``unk_id`` in a Unigram one); None when there is no
-    ``tokenizer.json`` with one to read (a Hub name; a byte-level BPE model has no unknown token). Scripts the vocabulary splits into single letters (Arabic, Devanagari) are not counted."""
+def _tokenizer(model: str | None):
+    """(tokenizer, unknown token id, special token ids) of ``model``'s ``tokenizer.json``; None when there is none
+    with an unknown token to read (a Hub name; a byte-level BPE model has no unknown token)."""
     try:
         path = Path(model_folder(model)) / "tokenizer.json"
     except ValueError:  # a Hub name: no folder to read
@@ -44,12 +41,40 @@ def unknown_token_share(texts: list[str], model: str | None,
     tokenizer.no_truncation()
     tokenizer.no_padding()
     special = {tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "<s>", "</s>")} - {None}
-    if len(texts) > sample:
-        texts = [texts[i] for i in np.linspace(0, len(texts) - 1, sample).astype(np.int64)]
-    total = unknown = 0
+    return tokenizer, unk_id, special
+
+
+def _unknown_counts(texts: list[str], model: str | None):
+    """Each text's (tokens, unknown tokens) under ``model``'s tokenizer (first ``TEXT_CHARS`` characters), or None."""
+    found = _tokenizer(model)
+    if found is None:
+        return None
+    tokenizer, unk_id, special = found
+    counts: list[tuple[int, int]] = []
     for start in range(0, len(texts), TOKENIZER_BATCH):
         for enc in tokenizer.encode_batch([t[:TEXT_CHARS] for t in texts[start:start + TOKENIZER_BATCH]]):
             ids = [i for i in enc.ids if i not in special]
-            total += len(ids)
-            unknown += ids.count(unk_id)
+            counts.append((len(ids), ids.count(unk_id)))
+    return counts
+
+
+def unknown_token_share(texts: list[str], model: str | None,
+                        sample: int = EMBED.vocabulary_sample_texts) -> float | None:
+    """The share of the tokens of ``texts`` (up to ``sample`` of them, evenly spaced; each text's first
+    ``TEXT_CHARS`` characters) that the tokenizer of ``model`` (the packaged default or a folder) maps to its unknown
+    token (``unk_token`` in ``tokenizer.json``'s model, ``unk_id`` in a Unigram one); None when there is no
+    ``tokenizer.json`` with one to read (a Hub name; a byte-level BPE model has no unknown token). Scripts the vocabulary splits into single letters (Arabic, Devanagari) are not counted."""
+    if len(texts) > sample:
+        texts = [texts[i] for i in np.linspace(0, len(texts) - 1, sample).astype(np.int64)]
+    counts = _unknown_counts(texts, model)
+    if counts is None:
+        return None
+    total, unknown = sum(c[0] for c in counts), sum(c[1] for c in counts)
     return unknown / total if total else 0.0
+
+
+def with_unknown_tokens(texts: list[str], model: str | None) -> list[str]:
+    """The texts of which the tokenizer of ``model`` reads some token as unknown (``[UNK]``): their vectors say
+    little (the packaged model gives "翻译", "编程" and "物理" one vector); [] when it has no unknown token."""
+    counts = _unknown_counts(texts, model)
+    return [] if counts is None else [t for t, (_, unknown) in zip(texts, counts, strict=True) if unknown]

@@ -76,7 +76,7 @@ class Normalizer:
     1. frequency filter: drop raw tags seen in fewer than ``min_frequency`` rows (paper: 20). For pools
        smaller than ``reference_rows`` the threshold is scaled by :func:`scaled_threshold`, noted in ``report``.
        A rare spelling of a tag kept under another spelling (same rule key) maps to that tag at the end.
-    2. rule aggregation: lowercase, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
+    2. rule aggregation: case-folded, runs of non-alphanumerics to one space (except a ``#``/``+`` suffix,
        so ``C#``, ``C++`` and ``C`` stay apart), each word stemmed with the Snowball stemmer; tags with the
        same stemmed key merge, named by their most frequent surface form.
     3. semantic aggregation: embed the tags (``embed``; default :func:`curate.embed.encode`), DBSCAN with
@@ -118,14 +118,16 @@ class Normalizer:
 
     @staticmethod
     def surface(tag: str) -> str:
-        """NFKC-normalised (full-width and composed forms as one), invisible format characters removed and
-        case-folded, every other run of non-alphanumerics (underscore included) turned into one space, except a
-        ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see :data:`SYMBOL_WORD`)."""
-        return " ".join(SYMBOL_WORD.findall(INVISIBLE.sub("", unicodedata.normalize("NFKC", tag)).casefold()))
+        """The name a tag is stored under: NFKC-normalised (full-width and composed forms as one), invisible format
+        characters removed and lower-cased, every other run of non-alphanumerics (underscore included) turned into one
+        space, except a ``#``/``+`` suffix that names something (``C#``, ``C++``, ``Notepad++``: see
+        :data:`SYMBOL_WORD`). Lower-cased, not case-folded: folding wrote "Straße" as "strasse" and the Greek
+        "μετάφρασης" as "μετάφρασησ" (its final sigma medial); :meth:`rule_key` folds, to match them."""
+        return " ".join(SYMBOL_WORD.findall(INVISIBLE.sub("", unicodedata.normalize("NFKC", tag)).lower()))
 
     def rule_key(self, tag: str) -> str:
         """The rule-aggregation key: the surface form, each word stemmed (a symbol suffix kept after it: C++, C)."""
-        words = self.surface(tag).split()
+        words = self.surface(tag).casefold().split()  # "Straße" and "STRASSE" alike
         if not self.params["rules"]:
             return " ".join(words)
         cores = [w.rstrip(SYMBOL_SUFFIX_CHARS) for w in words]
@@ -196,14 +198,20 @@ class Normalizer:
         # 3. semantic aggregation
         if p["semantic"]:
             before = sorted(names())
-            if len(before) > 1:
-                embed = self.embed
-                if embed is None:
-                    from curate.embed import encode as embed
-                rename(semantic_merges(before, name_counts(), embed, p["eps"]))
+            embed, unread = self.embed, []  # the packaged model gave "翻译", "编程", "物理" one vector ([UNK])
+            if embed is None:
+                from curate.embed import encode as embed
+                from curate.embed.vocabulary import with_unknown_tokens
+
+                unread = with_unknown_tokens(before, None)
+            if len(readable := sorted(set(before) - set(unread))) > 1:
+                rename(semantic_merges(readable, name_counts(), embed, p["eps"]))
             self.report.append(StepReport("semantic_aggregation", len(before), len(names()),
                                           {"eps": p["eps"], "metric": "cosine", "algorithm": "DBSCAN(min_samples=1)",
-                                           "embed": getattr(self.embed, "__name__", "curate.embed.encode")}))
+                                           "embed": getattr(self.embed, "__name__", "curate.embed.encode"),
+                                           **({"not_embedded": len(unread)} if unread else {})},
+                                          f"{len(unread):,} tags with words the embedding model does not know ([UNK]) "
+                                          "kept apart" if unread else ""))
 
         # 4. association aggregation
         if p["association"]:
