@@ -33,3 +33,17 @@ def test_semantic_aggregation_keeps_apart_tags_the_embedding_model_reads_as_unkn
     step = norm.report[-1]
     assert step.step == "semantic_aggregation" and step.params["not_embedded"] == 8
     assert "8 tags with words the embedding model does not know ([UNK]) kept apart" in step.note
+
+
+def test_a_pool_in_one_other_language_can_stem_in_it_and_an_unknown_language_is_named_at_once(tmp_path):
+    """The English stemmer leaves German plurals apart (Übersetzung, Übersetzungen); stemmer_language="german" (and
+    `curate tags --normalize --stemmer-language german`) merges them. A language Snowball lacks was a KeyError inside
+    fit, after the frequency filter had run."""
+    import pytest
+
+    rows = [["Übersetzung"], ["Übersetzung"], ["Übersetzungen"]]
+    assert Normalizer(min_frequency=None, semantic=False, association=False).fit_transform(rows)[2] == ["übersetzungen"]
+    german = Normalizer(min_frequency=None, semantic=False, association=False, stemmer_language="german")
+    assert german.fit_transform(rows) == [["übersetzung"]] * 3
+    with pytest.raises(ValueError, match="stemmer language 'klingon': Snowball has .*german"):
+        Normalizer(stemmer_language="klingon")

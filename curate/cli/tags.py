@@ -137,6 +137,8 @@ def tags_cmd(
     eps: float = typer.Option(NORMALIZER.eps, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
     min_support: int = typer.Option(NORMALIZER.min_support,
                                     help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
+    stemmer_language: str | None = typer.Option(None, help="Normaliser: the Snowball stemmer's language for rule "
+                                                "aggregation (default english; e.g. french for a French pool)."),
 ) -> None:
     """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
     from rich.table import Table
@@ -147,7 +149,9 @@ def tags_cmd(
 
     given = [flag for flag, changed in (("--min-frequency", min_frequency != NORMALIZER.min_frequency),
                                         ("--eps", eps != NORMALIZER.eps),
-                                        ("--min-support", min_support != NORMALIZER.min_support)) if changed]
+                                        ("--min-support", min_support != NORMALIZER.min_support),
+                                        ("--stemmer-language", stemmer_language is not None))
+             if changed]
     if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
         raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
     ws = Workspace.open(workspace)
@@ -165,7 +169,8 @@ def tags_cmd(
                                   f"{sorted(ws.columns) or 'no columns'}")
     if renormalize:
         norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
-                                 association=min_support > 0, min_support=min_support or NORMALIZER.min_support)
+                                 association=min_support > 0, min_support=min_support or NORMALIZER.min_support,
+                                 **({"stemmer_language": stemmer_language} if stemmer_language else {}))
         _print_steps(instag.normalize(ws, norm, column=column))
     elif ws.artifact(NORMALIZER.mapping_artifact) is not None:  # what the stored mapping did (e.g. thresholds scaled to the pool)
         _print_steps(instag.Normalizer.from_workspace(ws))

@@ -4,7 +4,7 @@ In the order a session uses them:
 
 - :class:`~curate.tags.tagger.Tagger` (a Step): ``ws.apply(Tagger(backend))`` writes ``tags_raw``, each user
   turn's intent tags from an LLM judge (prompt ``prompts/instag.md``), and ``tags_raw_failure``.
-- :func:`~curate.tags.normalize.normalize`: fits a :class:`Normalizer` on ``tags_raw``, stores the mapping as
+- :func:`~curate.tags.normalize_step.normalize`: fits a :class:`Normalizer` on ``tags_raw``, stores the mapping as
   the workspace artifact ``instag_mapping`` and writes ``tags`` (each row's canonical tags).
 - Metrics (:mod:`curate.tags.metrics`): coverage, tags per query, tag frequency, coverage vs random.
 - Sampling (:mod:`curate.tags.sampling`): complexity-first diverse sampling, ``ws.select(method="instag")``.
@@ -21,7 +21,8 @@ from curate.tags.metrics import (
            tag_frequency,
            tags_per_query,
 )
-from curate.tags.normalize import Normalizer, NormalizeStep, normalize, row_tags, scaled_threshold
+from curate.tags.normalize import Normalizer, scaled_threshold
+from curate.tags.normalize_step import NormalizeStep, normalize, row_tags
 from curate.tags.tagger import IntentTag, IntentTags, Tagger
 
 __all__ = ["IntentTag", "IntentTags", "NormalizeStep", "Normalizer", "TagClassifier", "Tagger", "all_tags", "coverage",

@@ -15,6 +15,14 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 ASSOCIATION_MODES = ("mutual", "implication")
 
 
+def check_stemmer_language(language: str) -> None:
+    """A ValueError naming Snowball's languages unless ``language`` is one of them."""
+    import snowballstemmer
+
+    if language not in snowballstemmer.algorithms():
+        raise ValueError(f"stemmer language {language!r}: Snowball has {', '.join(snowballstemmer.algorithms())}")
+
+
 def pick(counts: Counter) -> str:
     """Canonical member: highest count, then shortest, then alphabetical."""
     return min(counts, key=lambda t: (-counts[t], len(t), t))
