@@ -155,14 +155,18 @@ def tags_cmd(
     if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
         raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
     ws = Workspace.open(workspace)
-    if column is None:  # the rule every default follows (curate.storage.roles); --normalize may write the first
-        from curate.storage.roles import role_candidates, role_column
+    from curate.storage.roles import role_candidates, role_column
 
-        column = "tags" if renormalize and not role_candidates(ws, "tags") else role_column(ws, "tags", "--column NAME")
+    tagged = role_candidates(ws, "tags")  # the normaliser's columns
+    if column is None:  # the rule every default follows (curate.storage.roles); --normalize may write the first
+        column = "tags" if renormalize and not tagged else role_column(ws, "tags", "--column NAME")
     prov = ws.column_provenance(column) if ws.has_column(column) else {}
     if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":  # e.g. tags_raw: the LLM's, per turn
         raise CurateError(f"{ws.path}: column {column!r} holds the judge's raw tags per turn, which the normaliser "
                           "reads; report on its normalised column (--column tags, made with --normalize)")
+    if not ws.has_column(column) and not renormalize and tagged:  # said "tag the pool first" of a tagged pool
+        raise NotInWorkspaceError(f"{ws.path}: no column {column!r}; the normalised tags are in "
+                                  f"{', '.join(map(repr, tagged))} (--column NAME)")
     if not ws.has_column(column) and not renormalize:
         raise NotInWorkspaceError(f"{ws.path}: no column {column!r} yet: tag the pool first (curate tag {workspace} "
                                   f"--backend local, or --base-url URL --model NAME); have "

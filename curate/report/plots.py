@@ -217,6 +217,9 @@ def tag_sets(ws: Workspace, column: str | None = None) -> list[set[str]]:
     column = column or role_or_missing(ws, "tags", "column=NAME")
     if not ws.has_column(column) and not (ws.has_pool and column in ws.pool.column_names):
         raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
+    from curate.tags.metrics import refuse_turn_tags
+
+    refuse_turn_tags(ws, column, "a tag figure reads")  # a turn's list was drawn as the tag "['write', 'poems']"
     out = []
     for v in ws.column(column):
         if v is None:

@@ -19,6 +19,17 @@ TagLists = Sequence[Sequence[str] | None]
 NAME_TAGS = "tags_column=NAME in Python, --param tags_column=NAME with curate select, --column NAME with curate tags"
 
 
+def refuse_turn_tags(ws: Any, column: str, reader: str) -> None:
+    """A CurateError when ``column`` holds tags per turn (the tagger's raw ``tags_raw``: a list of lists a row), which
+    ``reader`` (the sampler, the coverage report, a figure) would read as a row's tags."""
+    from curate.errors import CurateError
+
+    prov = ws.column_provenance(column) if ws.has_column(column) else {}
+    if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":
+        raise CurateError(f"column {column!r} holds tags per turn (the judge's raw tags); {reader} a row's normalised "
+                          "tag list, e.g. tags_column='tags' (curate tags --normalize)")
+
+
 def all_tags(rows: TagLists) -> set[str]:
     return {t for r in rows if r for t in r}
 
@@ -63,7 +74,7 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
     from curate.storage.roles import role_column
 
     tags_column = tags_column or role_column(ws, "tags", NAME_TAGS)
-
+    refuse_turn_tags(ws, tags_column, "the coverage report reads")  # a list per turn was a TypeError (unhashable)
     if isinstance(selection, str):
         ids, positions = selection_positions(ws, selection)
     else:

@@ -19,7 +19,7 @@ from curate.codes import Decision, Reason
 from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
 from curate.storage.roles import role_column
-from curate.tags.metrics import NAME_TAGS, TagLists, coverage, tags_per_query
+from curate.tags.metrics import NAME_TAGS, TagLists, coverage, refuse_turn_tags, tags_per_query
 
 NEW_TAGS_SHOWN = 5  # new tags listed in a kept row's detail
 
@@ -122,10 +122,7 @@ def instag_selector(ws: Any, rows: np.ndarray, budget: int, tags_column: str | N
         raise CurateError(f"{ws.path}: no column {tags_column!r} yet: tag the pool first (curate tag {ws.path}, "
                           f"or ws.apply(Tagger(backend)) then normalize(ws)); have {sorted(ws.columns) or 'no columns'}")
     tag_lists = ws.column(tags_column, ids)
-    prov = ws.column_provenance(tags_column)
-    if prov.get("kind") == "instag_tags" or prov.get("granularity") == "turn":
-        raise CurateError(f"column {tags_column!r} holds tags per turn (the judge's raw tags); instag samples on a "
-                          "row's normalised tag list, e.g. tags_column='tags' (curate tags --normalize)")
+    refuse_turn_tags(ws, tags_column, "instag samples on")
     for row_id, tags in zip(ids, tag_lists, strict=True):
         if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             raise CurateError(f"column {tags_column!r} is not a list of tags per row (row {row_id}: {tags!r}); "

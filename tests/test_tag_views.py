@@ -1,0 +1,49 @@
+"""What a user meets reading a tagged workspace: the per-turn ``tags_raw`` named to the coverage report or a tag
+figure, a tag column that is not there."""
+
+from __future__ import annotations
+
+import pytest
+
+from curate.errors import CurateError
+from curate.session import Workspace
+from tests.cli_in_process import curate_in_process
+from tests.conftest import ScriptedBackend, write_jsonl
+
+
+@pytest.fixture
+def tagged(tmp_path) -> Workspace:
+    from curate.tags import Normalizer, Tagger, normalize
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Write poems about rain {i}.", "output": "ok"}
+                                               for i in range(4)]))
+    words = ScriptedBackend(lambda req: '{"tags": [{"tag": "poetry", "explanation": "a"}, '
+                                        '{"tag": "weather", "explanation": "b"}]}')
+    ws.apply(Tagger(words), progress=False)
+    normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
+    ws.add_selection("first2", ws.ids, ["kept"] * 2 + ["rejected"] * 2, ["selected"] * 2 + ["not_sampled"] * 2,
+                     [None] * 4, {"method": "test"})
+    return ws
+
+
+def test_the_coverage_report_and_the_tag_figures_refuse_the_per_turn_raw_tags(tagged):
+    """coverage_report(tags_column="tags_raw") was a TypeError (unhashable type: 'list'); tag_sets and the tag figures
+    drew each row's turn lists as one tag named "['poetry', 'weather']". The sampler refused it already."""
+    from curate.report.plots import tag_coverage, tag_sets
+    from curate.tags import coverage_report
+
+    assert coverage_report(tagged, "first2")["coverage"] == 1.0  # the normalised column, as before
+    assert tag_sets(tagged)[0] == {"poetry", "weather"}
+    for call in (lambda: coverage_report(tagged, "first2", tags_column="tags_raw"),
+                 lambda: tag_sets(tagged, "tags_raw"), lambda: tag_coverage(tagged, "first2", column="tags_raw")):
+        with pytest.raises(CurateError, match="column 'tags_raw' holds tags per turn .* tags_column='tags'"):
+            call()
+
+
+def test_curate_tags_on_a_column_not_there_names_the_tag_columns_instead_of_asking_to_tag(tagged):
+    """`curate tags WS --column nope` on a tagged workspace said "tag the pool first"."""
+    run = curate_in_process("tags", tagged.path, "--column", "nope")
+    err = " ".join(run.stderr.split())
+    assert run.returncode != 0 and "no column 'nope'; the normalised tags are in 'tags' (--column NAME)" in err, err
+    assert "tag the pool first" not in err
