@@ -38,3 +38,19 @@ def test_a_reply_with_more_tags_than_the_schema_asks_for_keeps_every_tag_and_say
     assert "1 user turn(s) got replies past the schema's bounds (10 tags," in said and "every tag kept" in said, said
     assert IntentTags.model_json_schema()["properties"]["tags"]["maxItems"] == 10
     assert Tagger(None).prompt.model_class() is IntentTags
+
+
+def test_a_tag_reply_slower_than_the_timeout_gets_a_longer_wait_on_its_retry_not_the_same_one(tmp_path):
+    """A SmolLM2 tag reply near max_tokens on a loaded CPU took 85 s among 16 at once (README); with a fixed 60 s
+    timeout every retry ran out the same way and the row ended transient after 7 attempts. The request timeout's
+    ladder (BACKEND.timeout_growth) gives the retry twice as long. Here a reply that takes 3 s on every attempt,
+    against --timeout 2: the second attempt (4 s) gets it. (A check of the tag path on the ladder b3b44e2 brought.)"""
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "[sleep1:3][sleep2:3][sleep3:3] Plan a week in Rome.",
+                                                "output": "ok"}]))
+    with FaultServer() as srv:
+        run = curate_in_process("tag", ws.path, "--base-url", srv.base_url, "--model", "fault", "--api-key-env", "HOME",
+                                "--timeout", "2", "--max-retries", "2", "--no-normalize", env=ENV)
+        sent = srv.total
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sent == 2 and Workspace.open(ws.path).column("tags_raw") == [[["plan", "a"]]]
