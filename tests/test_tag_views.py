@@ -47,3 +47,19 @@ def test_curate_tags_on_a_column_not_there_names_the_tag_columns_instead_of_aski
     err = " ".join(run.stderr.split())
     assert run.returncode != 0 and "no column 'nope'; the normalised tags are in 'tags' (--column NAME)" in err, err
     assert "tag the pool first" not in err
+
+
+def test_a_pool_tagged_but_not_normalised_is_told_to_normalise_not_to_tag_again(tmp_path):
+    """After `curate tag --no-normalize`, `curate tags` and the instag selector said "tag the pool first": a user
+    following it paid for nothing new (the cache answers) and still had no tags column."""
+    from curate.tags import Tagger
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "Write poems about rain.", "output": "ok"}]))
+    ws.apply(Tagger(ScriptedBackend(lambda req: '{"tags": [{"tag": "poetry", "explanation": "a"}]}')), progress=False)
+    run = curate_in_process("tags", ws.path)
+    err = " ".join(run.stderr.split())
+    assert run.returncode != 0 and "the judge's raw tags are in 'tags_raw', not normalised yet" in err, err
+    assert f"curate tags {ws.path} --normalize" in err and "tag the pool first" not in err
+    with pytest.raises(CurateError, match="not normalised yet"):
+        ws.select(method="instag", name="it", budget=1)

@@ -72,6 +72,9 @@ def role_column(ws: Any, role: str, name_it: str) -> str:
         said = "; ".join(f"{name} ({wrote_text(ws.columns[name])})" for name in found)
         raise WorkspaceError(f"{ws.path}: {len(found)} derived columns hold {what}: {said}; name the one to use "
                              f"({name_it})")
+    if role == "tags" and (raw := [n for n, prov in ws.columns.items() if prov.get("kind") == "instag_tags"]):
+        writes = (f"the judge's raw tags are in {', '.join(map(repr, raw))}, not normalised yet (curate tag --no-normalize "
+                  "stops there): normalise them (curate tags WS --normalize, or normalize(ws))")  # said: tag the pool
     field = ws.has_pool and role in ws.pool.column_names
     own = (f"; the pool's own field {role!r} is not read by default (a step's {role} column would sit beside it): "
            f"name it to use it ({name_it})") if field else ""
