@@ -1,7 +1,7 @@
 """Benchmark: ``curate report`` on a large workspace, this checkout against an earlier commit (the reference),
 each in its own process on the same workspace.
 
-    python evals/bench_report.py [--rows 1000000] [--reference a6b2e2e] [--dir /tmp/curate-bench-report]
+    python evals/bench_report.py [--rows 1000000] [--reference bda9192] [--dir /tmp/curate-bench-report]
 
 The workspace: ``bench_scale.write_pool``'s synthetic pool, two per-turn score columns (``complexity``,
 ``quality``, uniform 1..6, stored through ``ws.apply``), random unit vectors as the embedding set, an exact dedup
@@ -92,7 +92,7 @@ def text_of(page: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--reference", default="a6b2e2e", help="the commit to compare with")
+    ap.add_argument("--reference", default="bda9192", help="the commit to compare with")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/curate-bench-report"))
     ap.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
