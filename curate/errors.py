@@ -55,6 +55,11 @@ class WorkspaceError(CurateError):
     """A workspace is missing, damaged, or asked for something it does not hold."""
 
 
+class WorkspaceGoneError(WorkspaceError):
+    """The workspace was removed or moved while this process used it (a WorkspaceError, exit 1, as before): a new
+    workspace's first load makes it anew when another load's take-back removed it."""
+
+
 class NotInWorkspaceError(WorkspaceError):
     """A command asked for what is not there: no workspace at the path, no pool, selection, column, label set or
     embeddings of that name, or no output yet of a step that must run first. The message names what is missing, what

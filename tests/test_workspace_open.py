@@ -4,12 +4,16 @@ back the folder it made, never rows another load put there meanwhile; ``curate i
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+
 import pytest
 
 from curate import pools
-from curate.errors import InputError, NotInWorkspaceError
+from curate.errors import InputError, NotInWorkspaceError, WorkspaceError
 from curate.exit_codes import EXIT_CONFIG
 from curate.session import Workspace
+from curate.storage import creation
 from tests.cli_in_process import curate_in_process
 from tests.conftest import write_jsonl
 
@@ -145,3 +149,81 @@ def test_a_workspace_opened_during_a_failed_first_load_loads_afterwards(tmp_path
     assert not path.exists() and opened[0].exists is True  # taken back; the object opened it made
     assert opened[0].load(_pool(tmp_path / "b.jsonl", "b"))["rows_added"] == 3
     assert len(Workspace.open(path)) == 3
+
+
+class _Waiting(logging.Handler):
+    """Sets ``event`` once curate logs that this process waits for the workspace lock (after lock_notice_s)."""
+
+    def __init__(self, event):
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "waiting for the workspace lock" in record.getMessage():
+            self.event.set()
+
+
+def _wait_for_the_lock(path, waiting, results) -> None:
+    """(another process) Hold the workspace lock at ``path``: ``results`` gets what happened."""
+    try:
+        with Workspace(path).lock(on_wait=waiting.set):
+            results.put(("entered", None))
+    except WorkspaceError as exc:
+        results.put(("error", str(exc)))
+
+
+def _load_into(path, source, waiting, results) -> None:
+    """(another process) Load ``source`` into the workspace at ``path``: ``results`` gets the summary or the error."""
+    logging.getLogger("curate").addHandler(_Waiting(waiting))
+    try:
+        results.put(("summary", Workspace(path).load(source)))
+    except Exception as exc:  # noqa: BLE001  (the test's assertion names it)
+        results.put(("error", repr(exc)))
+
+
+def _take_back_while_waited_on(path, wait, *args):
+    """A failed first load's take-back (``remove_unused``: the unused new workspace renamed aside, then deleted) while
+    ``wait(path, *args, waiting, results)`` in another process waits for the workspace's lock; what it put."""
+    first = Workspace(path)
+    first._make()  # what a first load makes before it reads its source
+    context = multiprocessing.get_context("spawn")
+    waiting, results = context.Event(), context.Queue()
+    with first.lock():
+        process = context.Process(target=wait, args=(path, *args, waiting, results))
+        process.start()
+        assert waiting.wait(120)
+        assert creation.remove_unused(first)  # the take-back, while the other process waits for the lock
+    try:
+        return results.get(timeout=120)
+    finally:
+        process.join(60)
+
+
+def test_a_lock_waited_on_in_a_workspace_a_take_back_moved_aside_is_not_held(tmp_path):
+    """The waiter held the lock of the file moved aside with the folder and went on as if it held the workspace's
+    (a third process making the workspace anew holds the real one at the same time), or, its wait started as the
+    folder went, the lock of a bare folder filelock made anew there, and wrote there."""
+    what, detail = _take_back_while_waited_on(tmp_path / "ws", _wait_for_the_lock)
+    assert what == "error" and "the workspace disappeared during this run" in detail, (what, detail)
+    assert not Workspace(tmp_path / "ws").exists
+
+
+def test_a_second_load_waiting_while_the_first_takes_the_new_workspace_back_makes_it_anew(tmp_path):
+    """The second load registers its staging folder under the lock: taken back before it did, it makes the workspace
+    anew (it failed with 'the workspace disappeared during this run')."""
+    good = _pool(tmp_path / "b.jsonl", "b")
+    what, detail = _take_back_while_waited_on(tmp_path / "ws", _load_into, good)
+    assert what == "summary" and detail["rows_added"] == 3, (what, detail)
+    assert len(Workspace.open(tmp_path / "ws")) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "ws"]  # nothing hidden left beside it
+
+
+def test_a_folder_a_take_back_left_aside_goes_when_the_workspace_is_made_again(tmp_path):
+    """A take-back killed part way (or whose delete failed) left the hidden ``.NAME.<hex>.old``: for good."""
+    aside = tmp_path / f".ws.{'ab' * 16}.old"
+    (aside / "columns").mkdir(parents=True)
+    (aside / "manifest.json").write_text("{}")
+    other = tmp_path / ".ws.notours.old"
+    other.mkdir()
+    Workspace(tmp_path / "ws").load(_pool(tmp_path / "pool.jsonl", "a"))
+    assert not aside.exists() and other.exists()  # only the names a take-back gives

@@ -22,7 +22,16 @@ import numpy as np
 
 from curate.defaults import WORKSPACE
 from curate.errors import WorkspaceError
-from curate.storage.files import LOCK_FILE, LOCKS_DIR, check_name, held, now, read_arrow, write_arrow
+from curate.storage.files import (
+    LOCK_FILE,
+    LOCKS_DIR,
+    LockFolderGone,
+    check_name,
+    held,
+    now,
+    read_arrow,
+    write_arrow,
+)
 from curate.storage.lock_holders import describe_holder
 from curate.storage.manifest import workspace_gone
 from curate.storage.read_log import note_read
@@ -76,7 +85,7 @@ def column_lock(ws: Workspace, column: str, on_wait: Callable[[], None] | None) 
         def on_wait() -> None:
             log.warning("waiting for another process or thread writing column %r in %s (%s), held by %s", column,
                         ws.path, path, describe_holder(path))
-    return held(path, on_wait)
+    return _gone_if_moved(ws, held(path, on_wait))
 
 
 def workspace_lock(ws: Workspace, on_wait: Callable[[], None] | None) -> Any:
@@ -87,11 +96,33 @@ def workspace_lock(ws: Workspace, on_wait: Callable[[], None] | None) -> Any:
     if not ws.path.is_dir():  # removed under a running command: filelock would make the folder and .lock anew
         raise workspace_gone(ws.path)
     if on_wait is not None:
-        return held(path, on_wait)
+        return _gone_if_moved(ws, held(path, on_wait))
 
     def notice() -> None:
         log.warning("waiting for the workspace lock on %s, held by %s", path, describe_holder(path))
-    return held(path, notice, patience_s=WORKSPACE.lock_notice_s)
+    return _gone_if_moved(ws, held(path, notice, patience_s=WORKSPACE.lock_notice_s))
+
+
+@contextlib.contextmanager
+def _gone_if_moved(ws: Workspace, lock: Any) -> Iterator[None]:
+    """``lock`` held; ``workspace_gone`` when the workspace's folder was moved or removed while this process waited
+    for it (a failed first load's take-back renames the folder aside, its lock file in it): the lock of the file moved
+    with it, or of one filelock made anew in a folder it made anew at the path (it makes a lock file's folders), is
+    no lock of this workspace, and nothing is written there."""
+    try:
+        folder = os.stat(ws.path)
+    except FileNotFoundError:
+        raise workspace_gone(ws.path) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock)
+            same = os.path.samestat(os.stat(ws.path), folder)
+        except (LockFolderGone, FileNotFoundError):
+            same = False
+        if not same:
+            stack.close()  # let go of it first
+            raise workspace_gone(ws.path) from None
+        yield
 
 
 def check_ids_in_pool(ws: Workspace, ids: list[str]) -> None:

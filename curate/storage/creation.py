@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.errors import NotInWorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceGoneError, warn
 from curate.storage.columns import workspace_lock
 from curate.storage.files import (
     LOCK_FILE,
@@ -31,10 +33,11 @@ from curate.storage.files import (
     prepare_output,
 )
 from curate.storage.lock_holders import holder_path
-from curate.storage.manifest import MANIFEST_VERSION
+from curate.storage.manifest import MANIFEST_VERSION, workspace_gone
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
+MAKE_TRIES = 10  # a workspace taken back under a load making or entering it is made anew, this many times at most
 _OURS = {*SUBDIRS, LOCK_FILE, holder_path(Path(LOCK_FILE)).name, LOCKS_DIR, MANIFEST}
 
 
@@ -48,20 +51,47 @@ class Made:
 
 def create(ws: Workspace) -> Made | None:
     """Make the folders and an empty manifest, under the lock: two processes creating one workspace at once both
-    end up in the same, single workspace. What this call made; None when another process made the workspace first."""
-    # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
-    refuse_foreign(ws, include_hidden=False)
-    top = next((p for p in reversed([ws.path, *ws.path.parents]) if not p.exists()), None)
-    prepare_output(ws.path, folder=True)
-    with workspace_lock(ws, None):  # not ws.lock(): that one makes a new workspace first, i.e. calls this
-        if (ws.path / MANIFEST).exists():  # another process created it while we waited
-            return None
-        refuse_foreign(ws, include_hidden=True)
-        for sub in SUBDIRS:
-            (ws.path / sub).mkdir(exist_ok=True)
-        atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
-                                                           "sources": []}).encode())
-        return Made(top)
+    end up in the same, single workspace. What this call made; None when another process made the workspace first.
+    A workspace a failed first load took back while this call waited for its lock is made anew."""
+    for _ in range(MAKE_TRIES):
+        # Without the lock only visible names count: a process creating it right now writes hidden temporaries.
+        refuse_foreign(ws, include_hidden=False)
+        top = next((p for p in reversed([ws.path, *ws.path.parents]) if not p.exists()), None)
+        prepare_output(ws.path, folder=True)
+        try:
+            with workspace_lock(ws, None):  # not ws.lock(): that one makes a new workspace first, i.e. calls this
+                if (ws.path / MANIFEST).exists():  # another process created it while we waited
+                    return None
+                refuse_foreign(ws, include_hidden=True)
+                remove_taken_back(ws.path)
+                for sub in SUBDIRS:
+                    (ws.path / sub).mkdir(exist_ok=True)
+                atomic_write_bytes(ws.path / MANIFEST, json.dumps({"version": MANIFEST_VERSION, "created": now(),
+                                                                   "sources": []}).encode())
+                return Made(top)
+        except WorkspaceGoneError:  # taken back (moved aside) while this call waited for its lock: made anew
+            continue
+    raise workspace_gone(ws.path)
+
+
+@contextlib.contextmanager
+def loading(ws: Workspace, staging: Callable[[Workspace], contextlib.AbstractContextManager[Path]]) -> Iterator[Path]:
+    """A first load's (or a later one's) workspace and its staging folder (``staging(ws)``, which registers the
+    folder under the workspace lock): the workspace made if new, and taken back if the block raises and this call
+    made it (:func:`taken_back_on_failure`). A workspace another process's failed first load took back before this
+    load's folder was registered in it is made anew: that take-back, under the lock, sees the folder, and keeps it."""
+    for _ in range(MAKE_TRIES):
+        ws._new = not (ws.path / MANIFEST).exists()  # new again if taken back since (a failed first load's)
+        entered = False
+        try:
+            with taken_back_on_failure(ws, ws._make()), staging(ws) as folder:
+                entered = True
+                yield folder
+                return
+        except WorkspaceGoneError:
+            if entered:
+                raise
+    raise workspace_gone(ws.path)
 
 
 def refuse_foreign(ws: Workspace, include_hidden: bool) -> None:
@@ -85,10 +115,15 @@ def taken_back_on_failure(ws: Workspace, made: Made | None) -> Iterator[None]:
     process loads into the same new workspace leaves that load's rows alone."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         if made is not None:
-            with contextlib.suppress(OSError):  # the load's own error is the one to report
-                if removed := remove_unused(ws, keep_folder=made.top is None):
+            try:  # the load's own error is the one to report
+                removed = remove_unused(ws, keep_folder=made.top is None)
+            except OSError as late:  # said, not kept quiet: what it left is named (the next creation removes it)
+                removed = not (ws.path / MANIFEST).exists()  # no workspace, though a folder may be left
+                exc.add_note(f"{ws.path}: taking back the workspace this load made failed: {late}")
+            with contextlib.suppress(OSError):
+                if removed:
                     ws._new = True  # new again: its next write makes it anew
                 if removed and made.top is not None and made.top != ws.path:
                     for parent in ws.path.parents:  # made for it, so empty (os.rmdir refuses one that is not)
@@ -115,8 +150,30 @@ def remove_unused(ws: Workspace, keep_folder: bool = False) -> bool:
             ws.path.rename(aside)
     if keep_folder:
         (ws.path / LOCK_FILE).unlink(missing_ok=True)
-    shutil.rmtree(aside, ignore_errors=True)
+    else:
+        _remove_tree(aside)  # a failure is raised: a hidden .NAME.<hex>.old left beside it in silence is not
     return True
+
+
+def remove_taken_back(path: Path) -> None:
+    """Remove what a take-back killed part way (or one whose removal failed) left beside the workspace at ``path``:
+    the hidden ``.NAME.<32 hex>.old`` folders :func:`remove_unused` renames a workspace to before deleting it."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.old")
+    for aside in path.parent.iterdir():
+        if pattern.fullmatch(aside.name) and aside.is_dir():
+            try:
+                _remove_tree(aside)
+            except OSError as exc:  # no reason to refuse the new workspace: said, and tried again next time
+                warn(f"{aside}: a failed first load's take-back left this folder, and it could not be removed: {exc}")
+
+
+def _remove_tree(folder: Path) -> None:
+    """``shutil.rmtree``, where another process removing the same folder at once is no error."""
+    def gone_already(function, name, exc) -> None:  # noqa: ANN001
+        if not isinstance(exc, FileNotFoundError):
+            raise exc
+    shutil.rmtree(folder, onexc=gone_already) if sys.version_info >= (3, 12) else \
+        shutil.rmtree(folder, onerror=lambda f, n, info: gone_already(f, n, info[1]))
 
 
 def _unused(path: Path) -> bool:

@@ -29,7 +29,7 @@ from curate.codes import DamageCode
 from curate.errors import OptionError, WorkspaceError
 from curate.storage.checksums import check_written, with_checksum
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
-from curate.storage.lock_holders import forget_holder, record_holder
+from curate.storage.lock_holders import LockFolderGone, forget_holder, locks_file_at, record_holder
 from curate.storage.write_errors import check_parent_folders, remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
@@ -233,12 +233,29 @@ def held(path: Path, on_wait: Callable[[], None] | None, patience_s: float = 0.0
     """Hold the file lock at ``path``, recorded as its holder (:mod:`~curate.storage.lock_holders`); call
     ``on_wait`` once if someone else still holds it after ``patience_s``, then wait on."""
     lock = file_lock(path)
-    try:
-        lock.acquire(timeout=patience_s)
-    except Timeout:
-        if on_wait is not None:
-            on_wait()
-        lock.acquire()
+    while True:
+        try:
+            try:
+                lock.acquire(timeout=patience_s)
+            except Timeout:
+                if on_wait is not None:
+                    on_wait()
+                if not path.parent.is_dir():  # gone meanwhile: filelock would make it anew (see the loop's end)
+                    raise LockFolderGone(path) from None
+                lock.acquire()
+        except FileNotFoundError:  # the folder went while this process waited (filelock's retry found no file)
+            if path.parent.is_dir():
+                raise
+            raise LockFolderGone(path) from None
+        on_wait, patience_s = None, -1  # said once; a second turn waits without a word
+        if lock.lock_counter > 1 or locks_file_at(lock, path):
+            break
+        # the file this process waited on was moved away with its folder (a failed first load's take-back renames
+        # the workspace aside) or removed: holding it excludes no one. Let go and take the one at ``path`` now,
+        # unless its folder is gone too (filelock would make it anew): the caller says so
+        lock.release()
+        if not path.parent.is_dir():
+            raise LockFolderGone(path)
     try:
         if lock.lock_counter == 1:  # this thread's outermost hold
             record_holder(path)

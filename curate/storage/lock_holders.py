@@ -1,4 +1,4 @@
-"""Who holds a file lock: the holder writes ``<lock>.holder`` (pid, host, command line) once it holds the lock and
+"""Who holds a file lock (and whether the file a lock holds is still the one at its path): the holder writes ``<lock>.holder`` (pid, host, command line) once it holds the lock and
 removes it before letting go, so a process waiting for the lock can say whom it waits for.
 
 The record is advisory: a folder it cannot be written to leaves none (the lock itself still works), and a waiter
@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 from curate.storage.processes import alive, command_line, machine
 
@@ -62,3 +63,22 @@ def describe_holder(lock: Path) -> str:
     where = f" on host {host}" if host and host != socket.gethostname() else ""
     command = str(record.get("command") or "")
     return f"pid {pid}{where}" + (f" ({command})" if command else "")
+
+
+class LockFolderGone(FileNotFoundError):
+    """The folder of a lock file was removed or moved while this process waited for the lock."""
+
+    def __init__(self, path: Path):
+        super().__init__(2, "the lock's folder was removed or moved while waiting for it", str(path))
+
+
+def locks_file_at(lock: Any, path: Path) -> bool:
+    """Whether the file ``lock`` holds is the one at ``path`` now (not one moved or removed while it was waited on).
+    A filelock without the open file to ask (not Unix, another version) is taken at its word."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if not isinstance(fd, int):
+        return True
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

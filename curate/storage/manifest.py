@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from curate.errors import NotInWorkspaceError, WorkspaceError
+from curate.errors import NotInWorkspaceError, WorkspaceError, WorkspaceGoneError
 from curate.storage.files import MANIFEST
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
@@ -118,10 +118,10 @@ def did_you_mean(path: Path, limit: int = 5000) -> str:
     return f" (did you mean {', '.join(repr(str(path.with_name(n))) for n in close)}?)" if close else ""
 
 
-def workspace_gone(path: Path) -> WorkspaceError:
+def workspace_gone(path: Path) -> WorkspaceGoneError:
     """The error for a workspace removed (or moved) while this process used it: its lock is not taken, which
     made the folder anew (filelock creates the lock file's folders), and nothing more is written there."""
-    return WorkspaceError(f"{path}: the workspace disappeared during this run (removed or moved while curate used "
+    return WorkspaceGoneError(f"{path}: the workspace disappeared during this run (removed or moved while curate used "
                           "it); nothing more was written there: restore it, or run the command again to start anew")
 
 

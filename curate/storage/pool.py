@@ -129,16 +129,20 @@ def staging(ws: Workspace) -> Iterator[Path]:
     lock tells :func:`remove_leftovers` that it is live (a killed reader's folder is removed by the next open)."""
     folder = ws.path / STAGING_DIR / uuid.uuid4().hex
     lock = file_lock(folder.with_suffix(".lock"))
+    with ws.lock():  # made under the lock: a failed first load's take-back checks staging/ under it, and keeps it
+        try:
+            folder.parent.mkdir(exist_ok=True)
+        except FileNotFoundError:  # a failed first load in another process took the new workspace back
+            raise workspace_gone(ws.path) from None
+        lock.acquire()
     try:
-        folder.parent.mkdir(exist_ok=True)
-    except FileNotFoundError:  # a failed first load in another process took the new workspace back
-        raise workspace_gone(ws.path) from None
-    try:
-        with lock:
+        try:
+            yield folder
+        finally:
             try:
-                yield folder
-            finally:
                 remove(folder)
+            finally:
+                lock.release()
     finally:  # a failed load's too: its lock file stayed until the next open
         remove(folder.with_suffix(".lock"))
 

@@ -153,8 +153,7 @@ class Workspace(ThreadView, blobs.Blobs):
         from curate import pools
 
         options = {"format": format, "mapping": mapping, "on_error": on_error, "max_field_chars": max_field_chars}
-        self._new = not (self.path / MANIFEST).exists()  # new again if taken back since (a failed first load's)
-        with creation.taken_back_on_failure(self, self._make()), pool.staging(self) as folder:  # made: taken back
+        with creation.loading(self, pool.staging) as folder:  # a workspace it made is taken back if it fails
             if isinstance(source, pools.ReadResult | pools.RowStream):
                 pools.check_no_read_options(source, **options)
                 staged = pools.stage_rows(source.source, itertools.chain(source.rows, source.rejects), folder,
