@@ -63,6 +63,39 @@ def test_sigterm_reaches_curates_handler_while_ray_runs_and_after_it_stopped(tmp
     assert "SIGTERM received" not in proc.stderr and "PC: @" not in proc.stderr
 
 
+@pytest.mark.xdist_group("ray")
+def test_the_ray_processes_of_a_run_killed_with_sigkill_go_with_it(tmp_path):
+    """Ray's processes die with the driver that started them, but the raylet's two agents (ray::DashboardAgent,
+    ray::RuntimeEnvAgent) spent Ray's 60 s timeout reporting the raylet's death to the dead GCS first: a
+    `curate run --engine ray` killed -9 left them running a minute or more (2.5 min on a loaded machine)."""
+    import signal
+    import time
+
+    import psutil
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}: explain item {i}.", "input": "",
+                                                  "output": f"Item {i} works like this."} for i in range(12)])
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(pool), "--out", str(tmp_path / "out"),
+                                 "--budget", "5", "--no-report", "--engine", "ray"], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "CURATE_PROGRESS": "0"})
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while "dedup" not in log.read_text().split():  # the load's Ray is up
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(3)  # the raylet has started its agents
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert any(p.name() == "ray::DashboardAgent" for p in started), [p.name() for p in started]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _, alive = psutil.wait_procs(started, timeout=30)  # a guard, not a timing: they waited 60 s or more before
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [(p.pid, p.name()) for p in alive]
+
+
 def test_a_cluster_address_nothing_listens_at_fails_at_once_with_75(tmp_path):
     """`curate run --engine ray --address 127.0.0.1:<closed>` printed only Ray's "Failed to connect to GCS" lines
     for minutes; now one line naming the address, exit 75 (retry later) and a run.json saying so, Ray not started."""

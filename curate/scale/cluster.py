@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
+
 from curate.errors import ConfigError, RetryLaterError
 
 CONNECT_CHECK_S = 5.0  # the TCP connect to a cluster's address before ray.init
@@ -109,23 +111,30 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
     process with it ("The connection to the plasma store is failed. Terminate the process."). A Ctrl-C during the
     wait for the init leaves it to the thread, which stops that Ray once up unless an engine claims it first."""
     start, keep, failed = _Start(), threading.Event(), []
+    here = kwargs["address"] == "local"
 
     def hold() -> None:
+        before = {child.pid for child in psutil.Process().children()} if here else set()
         try:
             with _driver_keeps_its_signal_handlers():
                 ray.init(**kwargs)
+            reaper = _reaper(before) if here else None
         except BaseException as exc:  # noqa: BLE001  (raised again on the caller's thread)
             failed.append(exc)
             start.kept_none.set()
             return
         finally:
             start.started.set()
-        with start.claim:
-            if start.abandoned.is_set():  # see below: no engine claimed it since
-                ray.shutdown()
-                start.kept_none.set()
-                return
-        keep.wait()
+        try:
+            with start.claim:
+                if start.abandoned.is_set():  # see below: no engine claimed it since
+                    ray.shutdown()
+                    start.kept_none.set()
+                    return
+            keep.wait()
+        finally:  # Ray stopped by this process: nothing for the reaper to do
+            if reaper is not None:
+                reaper.done()
 
     threading.Thread(target=hold, name="curate-ray", daemon=True).start()
     joining = kwargs["address"] != "local"
@@ -149,6 +158,19 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
     if failed:
         raise failed[0]
     return keep
+
+
+def _reaper(before: set[int]) -> Any:
+    """The reaper of the Ray this process just started (:mod:`curate.scale.reaper`: the processes of a driver killed
+    with SIGKILL outlived it by a minute or more); None, with a warning, if it could not start (Ray runs regardless)."""
+    from curate.scale.reaper import ray_children, watch
+
+    try:
+        return watch(ray_children(before))
+    except OSError as exc:
+        logging.getLogger("curate").warning("no reaper for the Ray started here (%s): if this process is killed, "
+                                            "Ray's agents outlive it by a minute or more", exc)
+        return None
 
 
 def check_reachable(address: str) -> None:

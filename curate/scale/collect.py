@@ -150,7 +150,9 @@ def inference_pass(engine: Any, scorers: list, signal_steps: Sequence, signal_mo
     # Ray Data's actors restart (its default): one the OOM killer or Ray's memory monitor stopped is replaced
     # and the pass goes on. (Ray Core then says once a run, at E level, that their constructor arguments are in the
     # object store while they may restart: Ray Data itself passes its map transformer and DataContext to each actor
-    # by ObjectRef, whatever fn_constructor_kwargs hold, so only max_restarts=0, no restarts, would avoid the line.)
+    # by ObjectRef, whatever fn_constructor_kwargs hold, so only max_restarts=0, no restarts, would avoid the line;
+    # Ray issue 57733: `ray.data.range(1).map_batches(AnyClass)` prints it. Ray's noise, left shown: muting it
+    # would take RAY_BACKEND_LOG_LEVEL, which mutes every C++ error line of the driver.)
     out = engine.rows().map_batches(
         Inference, fn_constructor_kwargs={
             "scores": specs, "signals": [s.kind for s in signal_steps],
