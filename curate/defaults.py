@@ -313,6 +313,7 @@ class TrainDefaults:
     easy_share: float = 0.33             # cartography selector: share of the budget from easy rows (paper: some easy)
     early_epoch: int = 2                 # EL2N / GraNd: records of this epoch's pass = the model after epoch - 1
     cpu_step_tokens: int = 1024          # padded tokens per forward pass on the CPU (a batch runs as several)
+    checkpoint_seconds: float = 300.0    # a mid-epoch checkpoint this often: a killed run loses at most this much
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def run_cmd(
     seed: int = SEED,
 ) -> None:
     """Fine-tune and write the columns confidence, variability, correctness, el2n, grand. Cached: a re-run
-    reads the finished run; a killed run resumes after its last finished epoch."""
+    reads the finished run; a killed run resumes at its last checkpoint (mid-epoch ones every
+    TRAIN.checkpoint_seconds)."""
     from curate.report.datamap import region_counts
     from curate.session import Workspace
 

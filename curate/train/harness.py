@@ -9,18 +9,17 @@ linear warm-up and decay, loss on response tokens only (the chat-template reques
 After each epoch ``out_dir/epoch-<k>/`` gets the checkpoint (the peft adapter, or the full weights),
 ``optimizer.pt`` (AdamW moments and the scheduler: LESS needs the moments) and ``records.npz`` (per-row
 records from that epoch's training forward passes; see :mod:`curate.train.records`), then ``run.json``
-marks the epoch done. Calling ``finetune`` again with the same arguments resumes after the last finished
-epoch (a finished run returns at once); the same ``out_dir`` with other arguments is refused.
+marks the epoch done; within an epoch, a mid-epoch checkpoint every ``TRAIN.checkpoint_seconds``
+(:mod:`curate.train.checkpoints`). Calling ``finetune`` again with the same arguments resumes at the last
+checkpoint, mid-epoch or not, to the same result as a run never stopped (a finished run returns at once);
+the same ``out_dir`` with other arguments is refused.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +41,18 @@ from curate.storage.files import (
     folder_fingerprint,
     newest_mtime,
     remove,
-    torch_save,
-    writing,
 )
 from curate.storage.step import RowInput
+from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, evals and tests
+    OPTIMIZER_FILE,  # noqa: F401
+    Checkpointing,
+    load_position,
+    load_state,
+    record_partial,
+    remove_unnamed,
+    resumable,
+    save_epoch,
+)
 from curate.train.examples import (
     Example,
     collate,
@@ -54,13 +61,12 @@ from curate.train.examples import (
     row_inputs,
     split_batch,
 )
-from curate.train.records import RECORD_KEYS, batch_records, load_records, save_records
+from curate.train.records import RECORD_KEYS, batch_records, load_records
 from curate.train.runfile import FLOAT32, check_precision, read_run_file, training_precision, write_run_json
 
 VERSION = 1  # bump when training or the records change meaning
 GROUP_SIZE_BEFORE_KEYED = 32  # TRAIN.group_size of every run named before it was in the name (absent there)
 RUN_FILE = "run.json"
-OPTIMIZER_FILE = "optimizer.pt"
 
 
 # the settings `curate train run` and `curate train model` take as flags (--max-length ...): a refusal names both
@@ -244,13 +250,18 @@ TRAIN_LOCK = ".train.lock"  # in the run folder: beside it, a lister of the runs
 
 def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Path,
              config: TrainConfig = TrainConfig(), *, device: str | None = None, progress: Any = None,
-             step_tokens: int | None = None) -> TrainRun:
+             step_tokens: int | None = None, checkpoint_steps: int | None = None,
+             checkpoint_seconds: float | None = None) -> TrainRun:
     """SFT on the response tokens of ``rows``; see the module doc. ``progress``: an object with ``update(n)``
     (rows trained), or True for a tqdm bar. Rows without an answered turn are skipped (``TrainRun.skipped``
     says why). ``step_tokens``: padded tokens per forward pass (default ``TRAIN.cpu_step_tokens`` on the CPU,
     the whole batch on CUDA); a batch larger than that runs as several passes whose gradients add up into the
-    same optimizer step, so it bounds activation memory without changing the run (not in its fingerprint)."""
+    same optimizer step, so it bounds activation memory without changing the run (not in its fingerprint).
+    ``checkpoint_steps`` / ``checkpoint_seconds``: a mid-epoch checkpoint after that many optimizer steps or seconds
+    of training, whichever comes first (default: every ``TRAIN.checkpoint_seconds``; :mod:`curate.train.checkpoints`),
+    where a killed run resumes; when they come does not change the run."""
     config.check()
+    checkpoint = Checkpointing(checkpoint_steps, checkpoint_seconds)
     rows = row_inputs(rows)
     model_dir, out_dir = check_model_folder(model_dir), Path(out_dir)
     device = resolve_device(device)
@@ -261,7 +272,7 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
     # (both trained every epoch into one folder, each replacing the other's epoch-k/)
     with file_lock(out_dir / TRAIN_LOCK):
-        return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens)
+        return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens, checkpoint)
 
 
 def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path, device: str) -> TrainRun | None:
@@ -278,7 +289,7 @@ def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path, devi
 
 
 def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainConfig, device: str, fp: str,
-           progress: Any, step_tokens: int | None) -> TrainRun:
+           progress: Any, step_tokens: int | None, checkpoint: Checkpointing) -> TrainRun:
     """:func:`finetune`'s work, under the run folder's lock."""
     torch = import_torch()
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
@@ -292,9 +303,10 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
         raise CurateError("nothing to train on: no row has an answered turn")
     info = _start(out_dir, model_dir, rows, config, fp, skipped, examples, device)
     done = int(info["epochs_done"])
-    bar = _progress(progress, len(examples) * (config.epochs - done))
+    part = resumable(out_dir, info)  # a mid-epoch checkpoint of epoch done + 1, or None
+    remove_unnamed(out_dir, part["folder"] if part else None)
     torch.manual_seed(config.seed)
-    last = out_dir / f"epoch-{done}" if done else None
+    last = out_dir / part["folder"] if part else out_dir / f"epoch-{done}" if done else None
     model = _load(model_dir, config, last, trainable=True).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -303,9 +315,8 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     total = steps_per_epoch * config.epochs
     sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total), total)
     if last is not None:
-        state = torch.load(last / OPTIMIZER_FILE, map_location=device, weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        load_state(last, opt, sched, device)
+    bar = _progress(progress, len(examples) * (config.epochs - done) - (part["rows"] if part else 0))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cuda = device.startswith("cuda")
     step_tokens = step_tokens or (None if cuda else TRAIN.cpu_step_tokens)
@@ -314,10 +325,15 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
         started = time.perf_counter()
         rec = {k: np.full(len(examples), np.nan) for k in RECORD_KEYS}
         losses: list[float] = []
-        record_s = 0.0
-        for index in epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch):
-            parts = [collate(examples, part, pad, device) for part in split_batch(examples, index, step_tokens)]
-            targets = sum(len(part.targets) for part in parts)
+        timing = {"seconds": 0.0, "record_seconds": 0.0, "checkpoint_seconds": 0.0}
+        if part and part["epoch"] == epoch:  # resume at the saved step: the epoch's order is its seed's
+            rec, losses = load_position(out_dir / part["folder"])
+            timing.update({k: float(part.get(k, 0.0)) for k in timing})
+        checkpoint.start()
+        batches = epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch)
+        for index in batches[len(losses):]:
+            parts = [collate(examples, p, pad, device) for p in split_batch(examples, index, step_tokens)]
+            targets = sum(len(p.targets) for p in parts)
             loss_value = 0.0
             for batch in parts:  # the batch's mean token loss = the parts' summed token losses / all its targets
                 if autocast is not None:
@@ -335,13 +351,13 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
                         rec[k][batch.index] = got[k]
                     if cuda:
                         torch.cuda.synchronize()
-                    record_s += time.perf_counter() - t0
+                    timing["record_seconds"] += time.perf_counter() - t0
                 del logits, hidden, loss
             losses.append(loss_value)
-            if not math.isfinite(losses[-1]):  # stop before the step: the epochs saved so far stay valid
+            if not math.isfinite(losses[-1]):  # stop before the step: the checkpoints saved so far stay valid
                 raise CurateError(f"training diverged: loss {losses[-1]} at epoch {epoch}, step {len(losses)}; "
-                                  f"nothing of epoch {epoch} was kept (try a lower learning rate, now "
-                                  f"{config.learning_rate})")
+                                  f"nothing of epoch {epoch} was kept past its last checkpoint (try a lower "
+                                  f"learning rate, now {config.learning_rate})")
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             opt.step()
@@ -349,15 +365,25 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
             opt.zero_grad(set_to_none=True)
             if bar is not None:
                 bar.update(len(index))
+            if len(losses) < len(batches) and checkpoint.due():
+                t0 = time.perf_counter()
+                timing["seconds"] += t0 - started
+                part = record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
+                                     sum(len(b) for b in batches[:len(losses)]))
+                started = time.perf_counter()
+                timing["checkpoint_seconds"] += started - t0
         if cuda:
             torch.cuda.synchronize()
-        loop_s = time.perf_counter() - started
-        _save_epoch(out_dir, epoch, model, opt, sched, [e.id for e in examples], rec if config.record else None)
+        timing["seconds"] += time.perf_counter() - started
+        t0 = time.perf_counter()
+        save_epoch(out_dir, epoch, model, opt, sched, [e.id for e in examples], rec if config.record else None)
         info["epochs_done"] = epoch
+        info.pop("partial", None)
         info["epoch_stats"].append({"epoch": epoch, "mean_loss": float(np.mean(losses)), "steps": len(losses),
-                                    "seconds": round(loop_s, 3), "record_seconds": round(record_s, 3),
-                                    "save_seconds": round(time.perf_counter() - started - loop_s, 3)})
+                                    **{k: round(v, 3) for k, v in timing.items()},
+                                    "save_seconds": round(time.perf_counter() - t0, 3)})
         write_run_json(out_dir / RUN_FILE, info)
+        remove_unnamed(out_dir, None)  # the epoch's mid-epoch checkpoints: the epoch's own replaces them
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     run = TrainRun(out_dir)
@@ -371,21 +397,3 @@ def _progress(progress: Any, total: int) -> Any:
 
         return progress_bar(total, "train", True)
     return progress or None
-
-
-def _save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids: list[str],
-                rec: dict[str, np.ndarray] | None) -> None:
-    """Write ``epoch-<k>/`` (checkpoint, optimizer state, records) through a temporary folder."""
-    final = out_dir / f"epoch-{epoch}"
-    tmp = out_dir / f".epoch-{epoch}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    # Ctrl-C, SIGTERM or a full disk while saving: half a checkpoint (500 MB for SmolLM2) was left for good; an OS
-    # error names the epoch folder, then the file of the temporary one it was writing
-    with writing(final, tmp), quiet_transformers():  # transformers' "Writing model shards" bar: the run's are curate's
-        model.save_pretrained(str(tmp))
-        torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
-        if rec is not None:
-            save_records(tmp, ids, rec)
-    if final.exists():  # a previous attempt died after the rename but before run.json: replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)

@@ -1,0 +1,158 @@
+"""Checkpoints of a training run: each epoch's (:func:`save_epoch`) and mid-epoch ones, so that a killed run resumes
+at its last saved optimizer step, not at the start of its unfinished epoch.
+
+Every ``TRAIN.checkpoint_seconds`` of training (or every ``checkpoint_steps`` optimizer steps, when the caller asks)
+the harness writes ``step-<epoch>-<step>/`` into the run folder: the checkpoint (the peft adapter, or the full
+weights), ``optimizer.pt`` (AdamW moments, the scheduler, torch's random state) and ``position.npz`` (the per-row
+records of the epoch so far, NaN for rows not yet trained, and each step's loss). ``run.json``'s ``partial`` entry
+names the folder and the step: the epoch's batch order is a function of the seed and the epoch
+(:func:`curate.train.examples.epoch_batches`), so the step is the position in the data. A resume loads the folder and
+trains the epoch's remaining batches: the same records, checkpoints and losses as a run never stopped.
+
+The folder is written through a temporary ``.step-...`` one and renamed; only once ``run.json`` names it is the
+previous one removed. A folder that ``run.json`` does not name (a kill between the rename and the record) is removed
+when the run resumes, under the run folder's lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.hardware import import_torch
+from curate.quiet import quiet_transformers
+from curate.storage.files import STALE_LEFTOVER_S, newest_mtime, remove, torch_save, writing
+from curate.train.records import RECORD_KEYS, save_records
+from curate.train.runfile import write_run_json
+
+OPTIMIZER_FILE = "optimizer.pt"
+POSITION_FILE = "position.npz"
+PREFIX = "step-"
+
+
+def save_partial(out_dir: Path, epoch: int, step: int, model: Any, opt: Any, sched: Any,
+                 rec: dict[str, np.ndarray], losses: list[float]) -> str:
+    """Write ``step-<epoch>-<step>/`` (checkpoint, optimizer and random state, records and losses so far) through a
+    temporary folder; returns its name, for ``run.json``'s ``partial`` entry."""
+    torch = import_torch()
+    name = f"{PREFIX}{epoch}-{step}"
+    final = out_dir / name
+    tmp = out_dir / f".{name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "cpu_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with writing(final, tmp), quiet_transformers():
+        model.save_pretrained(str(tmp))
+        torch_save(state, tmp / OPTIMIZER_FILE)
+        with open(tmp / POSITION_FILE, "wb") as fh:
+            np.savez(fh, losses=np.asarray(losses, np.float64), **{k: rec[k] for k in RECORD_KEYS})
+    if final.exists():  # a kill after this rename, before run.json named it: the same step again
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return name
+
+
+def load_position(folder: Path) -> tuple[dict[str, np.ndarray], list[float]]:
+    """The records and step losses saved in a mid-epoch checkpoint ``folder``."""
+    with np.load(folder / POSITION_FILE, allow_pickle=False) as data:
+        return {k: data[k].copy() for k in RECORD_KEYS}, data["losses"].tolist()
+
+
+def load_state(folder: Path, opt: Any, sched: Any, device: str) -> None:
+    """Restore the optimizer, the scheduler and torch's random state from ``folder``'s ``optimizer.pt``."""
+    torch = import_torch()
+    state = torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if "cpu_rng" in state:
+        torch.set_rng_state(state["cpu_rng"].cpu())
+    if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+
+
+def resumable(out_dir: Path, info: dict[str, Any]) -> dict[str, Any] | None:
+    """``run.json``'s ``partial`` entry when it is a position in the epoch after the last finished one and its folder
+    is there; else None."""
+    part = info.get("partial")
+    if not isinstance(part, dict) or part.get("epoch") != int(info["epochs_done"]) + 1:
+        return None
+    return part if (out_dir / str(part.get("folder"))).is_dir() else None
+
+
+def remove_unnamed(out_dir: Path, keep: str | None) -> None:
+    """Remove the mid-epoch checkpoint folders ``run.json`` does not name (all but ``keep``), and temporary ones a
+    killed writer left (untouched for ``STALE_LEFTOVER_S``). Called under the run folder's lock."""
+    for folder in out_dir.glob(f"{PREFIX}*"):
+        if folder.name != keep:
+            remove(folder)
+    for leftover in out_dir.glob(f".{PREFIX}*"):
+        if newest_mtime(leftover) < time.time() - STALE_LEFTOVER_S:
+            remove(leftover)
+
+
+class Checkpointing:
+    """When to write a mid-epoch checkpoint: after ``steps`` optimizer steps (None: no step count) or ``seconds`` of
+    training (None: ``TRAIN.checkpoint_seconds``; 0 or less: no clock), whichever comes first, since the last one or
+    the epoch's start."""
+
+    def __init__(self, steps: int | None = None, seconds: float | None = None):
+        from curate.defaults import TRAIN
+        from curate.errors import OptionError
+
+        if steps is not None and steps < 1:
+            raise OptionError(f"checkpoint_steps must be >= 1 (None: by time only), got {steps}")
+        self.steps = steps
+        self.seconds = TRAIN.checkpoint_seconds if seconds is None else seconds
+        self.start()
+
+    def start(self) -> None:
+        """Count from now (an epoch's start, or a checkpoint just written)."""
+        self.since, self.taken = time.monotonic(), 0
+
+    def due(self) -> bool:
+        """Count one optimizer step; whether a checkpoint is due after it (the count restarts when it is)."""
+        self.taken += 1
+        if (self.steps is not None and self.taken >= self.steps) or (
+                self.seconds > 0 and time.monotonic() - self.since >= self.seconds):
+            self.start()
+            return True
+        return False
+
+
+def record_partial(out_dir: Path, info: dict[str, Any], epoch: int, step: int, model: Any, opt: Any, sched: Any,
+                  rec: dict[str, np.ndarray], losses: list[float], timing: dict[str, float], rows_done: int
+                  ) -> dict[str, Any]:
+    """A mid-epoch checkpoint (:mod:`curate.train.partial`) named in ``run.json``, the one before it removed."""
+    before = (info.get("partial") or {}).get("folder")
+    folder = save_partial(out_dir, epoch, step, model, opt, sched, rec, losses)
+    info["partial"] = {"epoch": epoch, "step": step, "folder": folder, "rows": rows_done,
+                       **{k: round(v, 6) for k, v in timing.items()}}
+    write_run_json(out_dir / "run.json", info)
+    if before and before != folder:
+        remove(out_dir / before)
+    return info["partial"]
+
+
+def save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids: list[str],
+                rec: dict[str, np.ndarray] | None) -> None:
+    """Write ``epoch-<k>/`` (checkpoint, optimizer state, records) through a temporary folder."""
+    final = out_dir / f"epoch-{epoch}"
+    tmp = out_dir / f".epoch-{epoch}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    # Ctrl-C, SIGTERM or a full disk while saving: half a checkpoint (500 MB for SmolLM2) was left for good; an OS
+    # error names the epoch folder, then the file of the temporary one it was writing
+    with writing(final, tmp), quiet_transformers():  # transformers' "Writing model shards" bar: the run's are curate's
+        model.save_pretrained(str(tmp))
+        torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+        if rec is not None:
+            save_records(tmp, ids, rec)
+    if final.exists():  # a previous attempt died after the rename but before run.json: replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)

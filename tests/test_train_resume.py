@@ -1,0 +1,129 @@
+"""Mid-epoch checkpoints: a run killed part way through an epoch resumes at its last checkpoint (LoRA adapter or full
+weights, optimizer, position in the epoch's order, the records so far) and ends with the same per-row records as a
+run never stopped. One run is killed in this process (an exception from its progress hook), one by SIGKILL from
+outside, in a process of its own. On the tiny random Llama of tests/train_fixtures.py, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import curate
+from curate.errors import CurateError
+from curate.train import TrainConfig, finetune
+from curate.train.harness import TrainRun
+from curate.train.records import RECORD_KEYS
+from tests.train_fixtures import build_tiny_lm, learnable_rows, row_inputs
+
+ROWS = 16          # batch size 4: 4 optimizer steps an epoch
+FULL = TrainConfig(epochs=2, lora_rank=0, learning_rate=3e-2, batch_size=4, warmup_ratio=0.25)
+LORA = TrainConfig(epochs=2, lora_rank=4, learning_rate=1e-2, batch_size=4, warmup_ratio=0.25)
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+class Rows:
+    """A progress object counting the rows trained; raises KeyboardInterrupt once ``stop_after`` rows are trained."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.n, self.stop_after = 0, stop_after
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.stop_after is not None and self.n >= self.stop_after:
+            raise KeyboardInterrupt("stopped")
+
+
+def same_records(a: TrainRun, b: TrainRun) -> None:
+    for epoch in range(1, a.config.epochs + 1):
+        ra, rb = a.records(epoch), b.records(epoch)
+        assert list(ra["id"]) == list(rb["id"])
+        for key in RECORD_KEYS:
+            np.testing.assert_array_equal(ra[key], rb[key], err_msg=f"epoch {epoch}, {key}")
+    assert [s["mean_loss"] for s in a.info["epoch_stats"]] == [s["mean_loss"] for s in b.info["epoch_stats"]]
+
+
+def test_a_run_stopped_mid_epoch_resumes_at_its_checkpoint_to_the_same_records(lm, tmp_path):
+    """Before, a stop in epoch 2 trained all of epoch 2 again: there was no checkpoint inside an epoch."""
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
+    # checkpoints after steps 2 of each epoch; stopped after step 3 of epoch 2 (rows 16 + 12)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=Rows(stop_after=ROWS + 12),
+                 checkpoint_steps=2)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["epochs_done"] == 1 and info["partial"]["epoch"] == 2 and info["partial"]["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-2-2"]  # epoch 1's was removed
+    counter = Rows()
+    resumed = finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=counter, checkpoint_steps=2)
+    assert counter.n == 8  # steps 3 and 4 of epoch 2: not the whole epoch again
+    same_records(resumed, straight)
+    assert not list((tmp_path / "run").glob("step-*")) and "partial" not in resumed.info  # the epoch's replaced it
+    assert resumed.info["epoch_stats"][1]["steps"] == 4
+
+
+CHILD = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from curate.train import TrainConfig, finetune
+    from tests.train_fixtures import learnable_rows, row_inputs
+
+    lm, out, marker = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    config = TrainConfig(**json.loads(sys.argv[4]))
+
+    class WaitForTheKill:
+        def update(self, n):  # once a checkpoint of epoch 2 is recorded, wait (still training) to be killed
+            part = json.loads((out / "run.json").read_text()).get("partial") or {}
+            if part.get("epoch") == 2 and part.get("step", 0) >= 1:
+                marker.write_text("checkpointed")
+                time.sleep(120)
+
+    finetune(lm, row_inputs(learnable_rows(int(sys.argv[5]))), out, config, device="cpu",
+             progress=WaitForTheKill(), checkpoint_steps=1)
+""")
+
+
+def test_a_run_killed_by_sigkill_mid_epoch_resumes_to_the_same_records(lm, tmp_path):
+    """A real process, SIGKILLed after a mid-epoch checkpoint of its LoRA adapter was recorded, in the middle of
+    its next step's work; the resume trains the rest of that epoch only, to the records of an unkilled run."""
+    from dataclasses import asdict
+
+    rows = row_inputs(learnable_rows(ROWS))
+    out, marker = tmp_path / "killed", tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(Path(curate.__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(lm), str(out), str(marker),
+                              json.dumps(asdict(LORA)), str(ROWS)], env=env, cwd=env["PYTHONPATH"],
+                             stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no mid-epoch checkpoint within 240 s"
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    part = json.loads((out / "run.json").read_text())["partial"]
+    assert part["epoch"] == 2 and (out / part["folder"] / "adapter_model.safetensors").is_file()
+    counter = Rows()
+    resumed = finetune(lm, rows, out, LORA, device="cpu", progress=counter)
+    assert counter.n == ROWS - part["rows"] and 0 < part["rows"] < ROWS  # only the rest of epoch 2
+    straight = finetune(lm, rows, tmp_path / "straight", LORA, device="cpu", checkpoint_seconds=0)
+    same_records(resumed, straight)
+
+
+def test_a_checkpoint_step_count_below_one_is_refused(lm, tmp_path):
+    with pytest.raises(CurateError, match="checkpoint_steps must be >= 1"):
+        finetune(lm, row_inputs(learnable_rows(2)), tmp_path / "run", FULL, device="cpu", checkpoint_steps=0)
+    assert not (tmp_path / "run").exists()
