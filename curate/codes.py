@@ -50,6 +50,9 @@ class Reason(StrEnum):
     CONTAMINATED = "contaminated"          # holds an evaluation text; detail: target, shared_words or similarity
     FAILS_HEURISTIC = "fails_heuristic"    # breaks a text rule; detail: rule, turn, evidence, rules_failed
     ANSWERED_WELL = "answered_well"        # MoDS: the seed model already answers it; detail: answer_score, limit
+    BUDGET_COVERS_ALL = "budget_covers_all"  # kept: the budget (or fraction) keeps every eligible row, so the model
+                                           # work that ranks them (LESS, Instruction Mining, training) was not run;
+                                           # detail: keep, eligible
     LEGACY_REASON = "legacy_reason"        # stored by a curate before reason codes (2026-11); detail: text (its words)
 
 
@@ -171,6 +174,7 @@ _REASON_TEXT = {
     Reason.CONTAMINATED: "matches an evaluation text",
     Reason.FAILS_HEURISTIC: "fails a text rule",
     Reason.ANSWERED_WELL: "the seed model already answers it well",
+    Reason.BUDGET_COVERS_ALL: "kept: the budget covers every eligible row (no model run to rank them)",
     Reason.LEGACY_REASON: "recorded in words by a curate before reason codes (2026-11)",
 }
 

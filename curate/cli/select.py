@@ -164,6 +164,9 @@ def select_cmd(
         console.print(line, soft_wrap=True, highlight=False)
     if note := budget_line(sel):
         console.print(f"[yellow]{escape(note)}[/]", markup=True)
+    if covers := sel.provenance.get("budget_covers_all"):  # LESS, mining, training dynamics: no model was run
+        console.print(f"note: the budget keeps {covers['keep']:,} rows, at least the {covers['eligible']:,} eligible "
+                      f"ones: all kept (reason budget_covers_all), without {covers['skipped']}", highlight=False)
     left_out = sel.provenance.get("target_left_out") or {}
     if left_out.get("rows"):
         codes = ", ".join(f"{code} {n:,}" for code, n in left_out["codes"].items())

@@ -9,12 +9,14 @@ value per row: the signal column's turns reduced with its declared reducer (mean
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import SIGNAL
 from curate.errors import CurateError
+from curate.select.inputs import id_order
 from curate.select.registry import SelectorResult, register
 from curate.select.sort_key import rows_by_score, score_quantile
 
@@ -30,6 +32,32 @@ def rows_to_keep(n: int, budget: int | None, fraction: float | None) -> int | No
     if budget is not None and budget < 0:
         raise CurateError(f"budget must be >= 0, got {budget}")
     return budget
+
+
+def answered(ws, rows: np.ndarray) -> np.ndarray:
+    """Whether each row (pool positions) has an answered turn: what a fine-tune or a gradient needs of it."""
+    pool_ids = ws.ids
+    convs = ws.row_inputs([pool_ids[p] for p in rows.tolist()])
+    return np.array([any(t.has_response for t in r.turns) for r in convs], dtype=bool)
+
+
+def keep_all_eligible(ws, rows: np.ndarray, eligible: np.ndarray, keep: int | None, *, skipped: str,
+                      unscored: dict[str, Any]) -> SelectorResult | None:
+    """When ``keep`` (the rows a budget or fraction keeps) is at least the ``eligible`` candidates (a mask over
+    ``rows``), the selection needs no model: every eligible row is kept (``budget_covers_all``, in row id order) and
+    the others are unscored with detail ``unscored``, as the model's work would leave them; ``skipped`` names that work
+    (the provenance's ``budget_covers_all`` says what was not run and why). None when the budget chooses."""
+    n = int(eligible.sum())
+    if keep is None or keep < n:
+        return None
+    order = id_order(ws, rows)
+    out = SelectorResult(info={"keep": keep, "budget_covers_all": {"eligible": n, "keep": keep, "skipped": skipped}})
+    for rank, i in enumerate(k for k in order.tolist() if eligible[k]):
+        out.add(rows[i], Decision.KEPT, Reason.BUDGET_COVERS_ALL, {"keep": keep, "eligible": n, "rank": rank + 1})
+    for i in order.tolist():
+        if not eligible[i]:
+            out.add(rows[i], Decision.UNSCORED, Reason.NO_SCORE, dict(unscored))
+    return out
 
 
 def select_ifd(ws, rows: np.ndarray, budget: int | None = None, fraction: float | None = None,

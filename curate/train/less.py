@@ -26,15 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from curate.codes import Failure
+from curate.codes import Failure, FailureCode
 from curate.defaults import LESS
 from curate.errors import CurateError, InputError, OptionError, warn
 from curate.hardware import import_torch, resolve_device
 from curate.rows import turns
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
-from curate.signals.selectors import rows_to_keep, select_learnability
-from curate.signals.template import Prompter, capped_length
+from curate.signals.selectors import answered, keep_all_eligible, rows_to_keep, select_learnability
+from curate.signals.template import Prompter, capped_length, check_model_folder
 from curate.storage.step import RowInput, StepContext, StepOutput
 from curate.train.examples import encode_rows, row_inputs
 from curate.train.gradfeatures import (
@@ -376,7 +376,15 @@ def less_selector(ws, rows: np.ndarray, target: str | Path, budget: int | None =
                         learning_rate=learning_rate, seed=seed)
     from curate.select.progress import progress_shown
 
-    rows_to_keep(len(rows), budget, fraction)  # a bad budget is refused before the warm-up, not after it
+    keep = rows_to_keep(len(rows), budget, fraction if budget is not None or fraction is not None else LESS.fraction)
+    read_target(target, group_field)  # a bad target file is refused whether or not the model runs
+    # a budget that keeps every row LESS can score (an answered turn: the gradient is the response's) needs no model
+    if (out := keep_all_eligible(ws, rows, answered(ws, rows), keep, skipped="LESS's warm-up and gradient features",
+                                 unscored={"column": column, "failure": FailureCode.NO_RESPONSE.value})) is not None:
+        if model is not None:
+            check_model_folder(model)  # refused as the warm-up would refuse it, though none runs
+        out.info.update(method="less", target=str(target))
+        return out
     applied = apply_less(ws, target, model=model, config=config, group_field=group_field, device=device,
                          ids=[ws.ids[p] for p in rows.tolist()], column=column, progress=False,
                          pass_bars=progress_shown())  # minutes of warm-up and gradients: shown where curate select shows

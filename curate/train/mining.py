@@ -34,7 +34,8 @@ from curate.errors import CurateError, InputError, NotInWorkspaceError, OptionEr
 from curate.rows import row_text
 from curate.select.registry import SelectorResult, register
 from curate.signals.cache import json_fingerprint
-from curate.signals.selectors import rows_to_keep, select_learnability
+from curate.signals.selectors import keep_all_eligible, rows_to_keep, select_learnability
+from curate.signals.template import check_model_folder
 from curate.storage.files import read_json
 from curate.storage.step import StepOutput
 from curate.train.harness import TrainConfig, finetune, run_folder
@@ -191,18 +192,8 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
     from curate.storage.progress import progress_bar
     from curate.train.less import read_target
 
-    if isinstance(indicators, str):  # "length,ifd" from the CLI's --param
-        indicators = [name.strip() for name in indicators.split(",") if name.strip()]
-    config = _subset_config(epochs, seed, train)
-    if subset_size < 1:
-        raise OptionError(f"subset_size must be >= 1, got {subset_size}")
-    if not 0 <= tilt < math.inf:
-        raise OptionError(f"tilt must be >= 0 (0: uniform random subsets), got {tilt}")
+    config, names, x = _settings(ws, subsets, subset_size, epochs, indicators, seed, train, tilt)
     model_dir = Path(model) if model is not None else default_model_dir()
-    names, x = indicator_matrix(ws, indicators)
-    if subsets <= len(names) + 1:  # fit_rule's condition, checked before any fine-tune
-        raise OptionError(f"{subsets} subsets cannot fit {len(names)} indicators ({', '.join(names)}) and an "
-                          f"intercept: use more than {len(names) + 1} subsets")
     valid = np.flatnonzero(np.isfinite(x).all(axis=1))
     rng = np.random.default_rng(seed)
     if eval_file is not None:
@@ -247,6 +238,37 @@ def mine(ws, *, eval_file: str | Path | None = None, model: str | Path | None = 
                                "eval_rows_without_answer_first": unanswered[:5],
                                "config": asdict(config), "subset_size": subset_size, "tilt": tilt})
     return rule
+
+
+def _settings(ws, subsets: int, subset_size: int, epochs: int, indicators: list[str] | str | None, seed: int,
+              train: dict[str, Any] | None, tilt: float) -> tuple[TrainConfig, list[str], np.ndarray]:
+    """:func:`mine`'s settings checked by name before any fine-tune: (the subsets' training settings, the
+    indicators' names, their [rows, p] values)."""
+    if isinstance(indicators, str):  # "length,ifd" from the CLI's --param
+        indicators = [name.strip() for name in indicators.split(",") if name.strip()]
+    config = _subset_config(epochs, seed, train)
+    if subset_size < 1:
+        raise OptionError(f"subset_size must be >= 1, got {subset_size}")
+    if not 0 <= tilt < math.inf:
+        raise OptionError(f"tilt must be >= 0 (0: uniform random subsets), got {tilt}")
+    names, x = indicator_matrix(ws, indicators)
+    if subsets <= len(names) + 1:  # fit_rule's condition, checked before any fine-tune
+        raise OptionError(f"{subsets} subsets cannot fit {len(names)} indicators ({', '.join(names)}) and an "
+                          f"intercept: use more than {len(names) + 1} subsets")
+    return config, names, x
+
+
+def _check_inputs(eval_file: str | Path | None, model: str | Path | None) -> None:
+    """The eval file and the model folder refused as :func:`mine` refuses them (a missing file, no answered row, no
+    model folder), for a selection that runs no fine-tune."""
+    from curate.train.less import read_target
+
+    if eval_file is not None and not any(t.has_response for r in read_target(eval_file, answered=False)[0]
+                                         for t in r.turns):
+        raise InputError(str(eval_file), "records", "none of its eval rows has an answer, and the eval loss is the "
+                         "loss on the answers")
+    if model is not None:
+        check_model_folder(model)
 
 
 class _Counter:
@@ -326,7 +348,15 @@ def mining_selector(ws, rows: np.ndarray, budget: int | None = None, fraction: f
     top ``fraction`` of the candidates."""
     if budget is None and fraction is None:
         raise OptionError("the mining selector needs budget= or fraction=")
-    rows_to_keep(len(rows), budget, fraction)  # checked before the fine-tunes, not after them
+    keep = rows_to_keep(len(rows), budget, fraction)  # checked before the fine-tunes, not after them
+    _, names, x = _settings(ws, subsets, subset_size, epochs, indicators, seed, train, tilt)
+    scored = np.isfinite(x[rows]).all(axis=1)  # the rows the rule could score: every indicator has a value
+    if (out := keep_all_eligible(ws, rows, scored, keep, skipped=f"Instruction Mining's {subsets} subset fine-tunes",
+                                 unscored={"column": "mining", "failure": FailureCode.EMPTY_INPUT.value,
+                                           "indicators": names})) is not None:
+        _check_inputs(eval_file, model)  # refused as the fine-tunes would refuse them, though none runs
+        out.info.update(method="mining")
+        return out
     rule = mine(ws, eval_file=eval_file, model=model, subsets=subsets, subset_size=subset_size, epochs=epochs,
                 indicators=indicators, seed=seed, device=device, train=train, tilt=tilt)
     write_scores(ws, rule)

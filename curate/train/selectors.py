@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.codes import Decision, Reason
+from curate.codes import Decision, FailureCode, Reason
 from curate.defaults import TRAIN
 from curate.errors import NotInWorkspaceError, OptionError
 from curate.select.inputs import in_id_order
 from curate.select.registry import SelectorResult, register
+from curate.signals.selectors import answered, keep_all_eligible
 from curate.train.cartography import ambiguous_first, regions
 from curate.train.diet import prune_easiest
 
@@ -30,9 +31,22 @@ def _keep(n: int, budget: int | None, fraction: float | None) -> int:
 
 def _values(ws, rows: np.ndarray, column: str) -> np.ndarray:
     if not ws.has_column(column):
-        raise NotInWorkspaceError(f"no column {column!r}: run ws.train() (or `curate train run`) first")
+        raise NotInWorkspaceError(f"no column {column!r}: run ws.train() (or `curate train run`) first, or give a "
+                                  f"budget that keeps every row with an answer (then no training is needed)")
     pool_ids = ws.ids
     return ws.column_array(column, [pool_ids[p] for p in rows.tolist()])
+
+
+def _untrained(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float | None) -> SelectorResult | None:
+    """Without the training columns, a budget that keeps every row the run would train (an answered turn) needs no
+    run: those rows kept (``budget_covers_all``), the rest unscored as the run leaves them. None otherwise (the
+    columns exist, or the budget chooses)."""
+    if ws.has_column(column):
+        return None  # read them: a free ranking (and its details) is better than none
+    trainable = answered(ws, rows)
+    return keep_all_eligible(ws, rows, trainable, _keep(int(trainable.sum()), budget, fraction),
+                             skipped="the training run (`curate train run`)",
+                             unscored={"column": column, "failure": FailureCode.NO_RESPONSE.value})
 
 
 def _unscored(out: SelectorResult, rows: np.ndarray, missing: np.ndarray, column: str) -> None:
@@ -46,6 +60,8 @@ def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction
     """Dataset Cartography: the most ambiguous rows (highest variability) first, plus ``easy_share`` of the
     budget from the most confident rows; the rest rejected (``hard_to_learn`` for hard-region rows)."""
     rows = in_id_order(ws, rows)  # ties (equal variability, equal confidence) go by row id, not pool position
+    if (out := _untrained(ws, rows, "confidence", budget, fraction)) is not None:
+        return out
     conf, var = _values(ws, rows, "confidence"), _values(ws, rows, "variability")
     keep = _keep(int((~np.isnan(conf)).sum()), budget, fraction)
     picked, why = ambiguous_first(conf, var, keep, easy_share)
@@ -69,6 +85,8 @@ def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction
 def _diet(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float | None,
           skip_hardest: float) -> SelectorResult:
     rows = in_id_order(ws, rows)  # equal scores go by row id, not pool position
+    if (out := _untrained(ws, rows, column, budget, fraction)) is not None:
+        return out
     scores = _values(ws, rows, column)
     keep = _keep(int((~np.isnan(scores)).sum()), budget, fraction)
     kept, easiest, hardest = prune_easiest(scores, keep, skip_hardest)
