@@ -52,3 +52,25 @@ def test_bad_loop_inputs_exit_by_the_table(files, what, args, code, words):
     said = " ".join(got.stderr.split())
     assert got.returncode == code and words in said, (got.returncode, said)
     assert not (files["ws"] / "cache" / "train").exists()  # refused before any fine-tune
+
+
+def test_curate_train_refuses_untrainable_rows_and_a_taken_out_folder_by_the_table(request, tmp_path):
+    """`curate train run` on rows none of which has an answer said "nothing to train on: no row has an answered turn"
+    and exited 1 (a damaged workspace's code); `curate train model --out` an existing file exited 1 too. Bad input
+    data exits 65 naming how many rows and why, a taken --out 78, an empty selection 78."""
+    from tests.train_fixtures import build_tiny_lm
+
+    lm = build_tiny_lm(tmp_path / "lm")
+    pool = write_jsonl(tmp_path / "questions.jsonl", [{"messages": [{"role": "user", "content": f"Q{i}?"}]}
+                                                      for i in range(3)])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(pool)
+    got = curate_in_process("train", "run", ws.path, "--model", lm, "--device", "cpu", "--epochs", "2")
+    said = " ".join(got.stderr.split())
+    assert got.returncode == 65 and "none of the 3 rows has an answered turn" in said and "no_response 3" in said, said
+    ws.add_column("quality", [1.0] * 3, {"kind": "planted"})
+    ws.select("threshold", name="none", sort_by="quality", min_score=2.0)  # keeps no row
+    got = curate_in_process("train", "run", ws.path, "--selection", "none", "--model", lm, "--device", "cpu")
+    assert got.returncode == 78 and "no rows were given" in got.stderr, got.stderr
+    got = curate_in_process("train", "model", ws.path, "--selection", "none", "--out", pool, "--model", lm)
+    assert got.returncode == 78 and "exists and is not a model curate exported" in got.stderr, got.stderr

@@ -13,6 +13,7 @@ learns to stop.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from curate.codes import Failure, FailureCode
+from curate.errors import InputError, OptionError
 from curate.hardware import import_torch
 from curate.signals.template import Prompter
 from curate.storage.step import RowInput
@@ -120,6 +122,20 @@ def encode_rows(prompter: Prompter, rows: Sequence[RowInput], end_of_turn: bool 
         else:
             examples.append(got)
     return examples, skipped
+
+
+def check_trainable(examples: Sequence[Example], skipped: dict[str, Failure]) -> None:
+    """Refuse rows (:func:`encode_rows`' ``examples`` and ``skipped``) none of which has an answered turn as bad input
+    data (exit 65), saying how many and why, or no rows at all (an empty selection) as a refused option (exit 78):
+    both said only "nothing to train on" (exit 1)."""
+    if examples:
+        return
+    if not skipped:
+        raise OptionError("nothing to train on: no rows were given (an empty selection?)")
+    codes = ", ".join(f"{code} {n:,}" for code, n in Counter(f.code for f in skipped.values()).items())
+    raise InputError("the training rows", f"rows 1-{len(skipped):,}", f"none of the {len(skipped):,} rows has an "
+                     f"answered turn (an assistant reply to a user message), and training learns the answers "
+                     f"({codes}; first: {next(iter(skipped))})")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from curate.errors import CurateError
+from curate.errors import OutPathError
 from curate.quiet import quiet_transformers
 from curate.storage.files import EXPORTED_MODEL_FILE, exported_model, passing_lock
 from curate.storage.folders import folder_written_whole
@@ -27,7 +27,7 @@ def check_model_target(out: str | os.PathLike) -> None:
     folder that is not an export of curate's, or one on a read-only disk (an OSError naming it)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or exported_model(out) is None):
-        raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
+        raise OutPathError(f"{out} exists and is not a model curate exported; choose another folder")
     check_writable(out)
 
 
@@ -47,7 +47,7 @@ def export_model(run: TrainRun, out: str | os.PathLike, epoch: int | None = None
             if exported_model(out) == info:
                 return out
             if exported_model(out) is None:
-                raise CurateError(f"{out} exists and is not a model curate exported; choose another folder")
+                raise OutPathError(f"{out} exists and is not a model curate exported; choose another folder")
         model, tokenizer = run.load_model(epoch, device="cpu")
         if run.config.lora_rank:
             model = model.merge_and_unload()  # the adapter folded into the base weights: one plain model

@@ -55,6 +55,7 @@ from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, eva
 )
 from curate.train.examples import (
     Example,
+    check_trainable,
     collate,
     encode_rows,
     epoch_batches,
@@ -299,8 +300,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     examples, skipped = encode_rows(Prompter(tokenizer, capped_length(config.max_length, model_dir)), rows,
                                     end_of_turn=config.end_of_turn)
-    if not examples:
-        raise CurateError("nothing to train on: no row has an answered turn")
+    check_trainable(examples, skipped)
     info = _start(out_dir, model_dir, rows, config, fp, skipped, examples, device)
     done = int(info["epochs_done"])
     part = resumable(out_dir, info)  # a mid-epoch checkpoint of epoch done + 1, or None
