@@ -575,6 +575,7 @@ def test_cli_signal_says_what_the_cache_answered_and_that_earlier_failures_were_
     line = " ".join(resumed.output.split())
     assert (f"ifd: {len(CONVERSATIONS)} computed ({cached} of their {total} requests answered by the on-disk cache), "
             "0 reused, failed 1 (") in line, line
+    assert "1 x no_response:" in line, line  # why it failed, as curate score says it ("failed 1" named no reason)
     again = " ".join(CliRunner().invoke(app, args).output.split())
     assert f"0 computed, {len(CONVERSATIONS) + 1} reused, failed 1 (1 from an earlier run, not computed again)" in again
 

@@ -46,6 +46,10 @@ def signal_cmd(
                   f"{result.failed_text()} ({result.seconds:.1f} s)")
     if result.computed and last.get("turns_truncated"):
         console.print(f"  turns truncated to {prov.get('max_length'):,} tokens: {last['turns_truncated']:,}")
+    if result.failed:  # why, as curate score says it ("failed 3" alone named no reason)
+        from curate.cli.judge import print_failure_counts
+
+        print_failure_counts(ws.failures(result.column, ids))
     if kind == "ifd" and prov.get("rows_with_ifd_at_least_one") is not None:
         console.print(f"  rows of the column with IFD >= 1 (the instruction does not help): "
                       f"{prov['rows_with_ifd_at_least_one']:,}")
