@@ -127,3 +127,28 @@ def test_a_checkpoint_step_count_below_one_is_refused(lm, tmp_path):
     with pytest.raises(CurateError, match="checkpoint_steps must be >= 1"):
         finetune(lm, row_inputs(learnable_rows(2)), tmp_path / "run", FULL, device="cpu", checkpoint_steps=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_mid_epoch_checkpoint_is_an_error_naming_it_and_what_to_remove(lm, tmp_path):
+    """A checkpoint file cut short (a copied cache, a failing disk) raised numpy's or safetensors' error, naming no
+    folder; removing the folder it names resumes from the start of that epoch."""
+    from curate.errors import WorkspaceError
+
+    rows = row_inputs(learnable_rows(ROWS))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=Rows(stop_after=ROWS + 12),
+                 checkpoint_steps=2)
+    folder = tmp_path / "run" / "step-2-2"
+    for name in ("position.npz", "optimizer.pt", "model.safetensors"):
+        good = (folder / name).read_bytes()
+        (folder / name).write_bytes(good[:len(good) // 2])
+        with pytest.raises(WorkspaceError, match=r"step-2-2: a damaged training checkpoint .*remove it to resume from "
+                                                 r"the start of epoch 2"):
+            finetune(lm, rows, tmp_path / "run", FULL, device="cpu")
+        (folder / name).write_bytes(good)
+    import shutil
+
+    shutil.rmtree(folder)
+    counter = Rows()
+    assert finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=counter).epochs_done == 2
+    assert counter.n == ROWS  # epoch 2 from its start

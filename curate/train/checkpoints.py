@@ -16,15 +16,19 @@ when the run resumes, under the run folder's lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import uuid
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from curate.errors import WorkspaceError
 from curate.hardware import import_torch
 from curate.quiet import quiet_transformers
 from curate.storage.files import STALE_LEFTOVER_S, newest_mtime, remove, torch_save, writing
@@ -59,18 +63,36 @@ def save_partial(out_dir: Path, epoch: int, step: int, model: Any, opt: Any, sch
     return name
 
 
+@contextlib.contextmanager
+def readable(folder: Path | None) -> Iterator[None]:
+    """Loading a checkpoint ``folder``: a damaged file in it (cut short, overwritten: numpy's, torch's, safetensors'
+    or peft's error, naming no folder) is a :class:`WorkspaceError` naming the folder and what to remove."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, SafetensorError) as exc:
+        if folder is None or isinstance(exc, PermissionError) or "memory" in str(exc).lower():  # not the files'
+            raise
+        what = (f"remove it to resume from the start of epoch {folder.name.split('-')[1]}"
+                if folder.name.startswith(PREFIX) else f"remove the run folder {folder.parent} to train it again")
+        raise WorkspaceError(f"{folder}: a damaged training checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); {what}") from None
+
+
 def load_position(folder: Path) -> tuple[dict[str, np.ndarray], list[float]]:
     """The records and step losses saved in a mid-epoch checkpoint ``folder``."""
-    with np.load(folder / POSITION_FILE, allow_pickle=False) as data:
+    with readable(folder), np.load(folder / POSITION_FILE, allow_pickle=False) as data:
         return {k: data[k].copy() for k in RECORD_KEYS}, data["losses"].tolist()
 
 
 def load_state(folder: Path, opt: Any, sched: Any, device: str) -> None:
     """Restore the optimizer, the scheduler and torch's random state from ``folder``'s ``optimizer.pt``."""
     torch = import_torch()
-    state = torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    with readable(folder):
+        state = torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
     if "cpu_rng" in state:
         torch.set_rng_state(state["cpu_rng"].cpu())
     if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():

@@ -48,6 +48,7 @@ from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, eva
     Checkpointing,
     load_position,
     load_state,
+    readable,
     record_partial,
     remove_unnamed,
     resumable,
@@ -307,12 +308,12 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     remove_unnamed(out_dir, part["folder"] if part else None)
     torch.manual_seed(config.seed)
     last = out_dir / part["folder"] if part else out_dir / f"epoch-{done}" if done else None
-    model = _load(model_dir, config, last, trainable=True).to(device)
-    model.train()
+    with readable(last):  # a damaged checkpoint: an error naming its folder and what to remove
+        model = _load(model_dir, config, last, trainable=True)
+    model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = math.ceil(len(examples) / config.batch_size) * config.epochs  # optimizer steps of the whole run
     sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total), total)
     if last is not None:
         load_state(last, opt, sched, device)
