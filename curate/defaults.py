@@ -1,7 +1,5 @@
-"""Every default in one place: the API's keyword defaults and the CLI's options both read these.
-
-Frozen dataclasses, one per concept; change a default here and every entry point follows.
-"""
+"""Every default in one place (the API's keyword defaults and the CLI's options both read these): frozen
+dataclasses, one per concept; change a default here and every entry point follows."""
 
 from __future__ import annotations
 
