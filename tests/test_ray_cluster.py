@@ -88,7 +88,33 @@ def cluster(tmp_path_factory):
             pass
 
 
+@pytest.fixture(scope="module")
+def joined(cluster):
+    """This process joined to the cluster as a Ray driver for the module, for the `curate run --engine ray --address`
+    calls run in-process (curate_in_process): an engine reuses a Ray already initialised and leaves it running, so
+    those runs share one Ray job, and no fresh interpreter imports torch, Ray and curate for each. A driver of its own
+    joining with --address (Ray's notices on that process's stderr, the token from its environment): the first
+    test's run."""
+    import logging
 
+    # Ray reads its auth mode and token once per process (RayConfig, the token loader's cache): read again as Ray's
+    # own token-auth tests do, with the cluster's token here, and without it after (this worker's later local Rays)
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
+    address, env = cluster
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:  # the cluster's token, for this process's ray.init
+        for name in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+            mp.setenv(name, env[name])
+        mp.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        reset_auth_token_state()
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            yield address, env
+        finally:
+            ray.shutdown()
+    reset_auth_token_state()
 
 
 def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the_single_process_engine_does(
@@ -146,8 +172,8 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     strict = [sys.executable, "-m", "curate.cli", "run", "--budget", "6", "--on-error", "raise",
               "--out", str(tmp_path / "strict")]
     one = curate_in_process(*strict[3:], whole, env=env)  # one process: the CLI's main() here (no interpreter start)
-    on_ray = subprocess.run([*strict, str(shards), "--engine", "ray", "--address", address], capture_output=True,
-                            text=True, timeout=600, env=env)
+    request.getfixturevalue("joined")  # (after the run above, whose driver is a process of its own)
+    on_ray = curate_in_process(*strict[3:], shards, "--engine", "ray", "--address", address, env=env)
     assert one.returncode == on_ray.returncode == 65 and not (tmp_path / "strict").exists()
     errors = [[line.split(": ", 3) for line in p.stderr.splitlines() if line.startswith("error:")] for p in (one, on_ray)]
     (_, one_path, one_line, one_reason), (_, ray_path, ray_line, ray_reason) = errors[0][0], errors[1][0]
@@ -187,11 +213,13 @@ def test_curate_run_engine_ray_on_a_two_node_cluster_writes_and_selects_what_the
     assert side and all(ray_ws.has_column(c) for c in side)                  # the losses behind IFD come home too
 
 
-def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_engine_does(cluster, tmp_path):
+def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_engine_does(joined, tmp_path):
     """`curate run --engine ray --minhash --heuristics`: MinHash on Ray, then the text rules on the driver, between
-    Ray's dedup and Ray's scoring; the actors score only the rows both kept, as one process does."""
+    Ray's dedup and Ray's scoring; the actors score only the rows both kept, as one process does. (The runs: in
+    this process, on the module's driver joined to the cluster.)"""
     from curate.pipeline import run_pipeline
     from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
 
     failing = [{"instruction": "Tell me a joke about sorting.", "output": "I'm sorry, but I can't help with that."},
                {"instruction": "Explain the query cache.", "output": "The cache keeps the query. " * 30},
@@ -200,11 +228,10 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     records = generated_pool(90, seed=23) + failing
     whole = write_jsonl(tmp_path / "pool.jsonl", records)
     shards = write_shards(tmp_path / "shards", records, 3)
-    address, env = cluster
+    address, env = joined
     # a relative source, from a folder the cluster's workers do not run in: they are given its absolute path
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", shards.name, "--engine", "ray", "--address", address,
-                        "--minhash", "--heuristics", "--budget", "20", "--out", "ray", "--no-report"],
-                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    r = curate_in_process("run", shards.name, "--engine", "ray", "--address", address, "--minhash", "--heuristics",
+                          "--budget", "20", "--out", "ray", "--no-report", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with pytest.warns(CurateWarning, match=r"3 record\(s\) left out"):
         single = run_pipeline(str(whole), out=tmp_path / "single", budget=20, report=False, heuristics=True, minhash=True)
@@ -240,9 +267,8 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     first_ids, first_vectors = list(ray_ws.ids), np.array(ray_ws.embeddings("default"))
     shutil.rmtree(shards)
     write_shards(shards, [added, *records], 3)
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address", address,
-                        "--minhash", "--heuristics", "--budget", "20", "--out", str(tmp_path / "ray"), "--no-report"],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = curate_in_process("run", shards, "--engine", "ray", "--address", address, "--minhash", "--heuristics",
+                          "--budget", "20", "--out", tmp_path / "ray", "--no-report", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     again = Workspace.open(tmp_path / "ray" / "workspace")
     assert len(again) == before + 1
@@ -255,10 +281,12 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
 
 
 def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_ray_for_its_signals(
-        request, cluster, tmp_path):
+        request, joined, tmp_path):
     """`curate run --engine ray --base-url ... --decontaminate F --signal ifd`: Ray embeds before the judges (no
-    request for a leaked row), the judges run on the driver, and Ray stays open for the signals' pass after them."""
+    request for a leaked row), the judges run on the driver, and Ray stays open for the signals' pass after them.
+    (The run: in this process, on the module's driver joined to the cluster.)"""
     from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
     from tests.fault_server import FaultServer
 
     model = request.getfixturevalue("tiny_lm")
@@ -268,13 +296,12 @@ def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_
     shards = write_shards(tmp_path / "shards", [*records, leaked], 2)
     evalset = tmp_path / "eval.txt"
     evalset.write_text("Which gas do plants take in from the air to make their food by photosynthesis?\n")
-    address, env = cluster
+    address, env = joined
     with FaultServer() as srv:
-        r = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(shards), "--engine", "ray", "--address",
-                            address, "--base-url", srv.base_url, "--model", "judge", "--decontaminate", str(evalset),
-                            "--signal", "ifd", "--signal-model", str(model), "--budget", "10",
-                            "--out", str(tmp_path / "ray"), "--no-report"],
-                           capture_output=True, text=True, timeout=600, env={**env, "OPENAI_API_KEY": "k"})
+        r = curate_in_process("run", shards, "--engine", "ray", "--address", address, "--base-url", srv.base_url,
+                              "--model", "judge", "--decontaminate", evalset, "--signal", "ifd", "--signal-model",
+                              model, "--budget", "10", "--out", tmp_path / "ray", "--no-report",
+                              env={**env, "OPENAI_API_KEY": "k"})
         asked = [m[-1]["content"] for m in srv.messages]
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ws = Workspace.open(tmp_path / "ray" / "workspace")
