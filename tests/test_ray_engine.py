@@ -136,10 +136,21 @@ def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(local
     assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored
 
 
-def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors(local_ray, tmp_path):
+def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors_and_the_pass_is_sized_by_the_pool(
+        local_ray, tmp_path):
     """The Ray engine encodes the vectors in the score step's pass and stores them in the embed step, which said
     "6 rows, 6 newly encoded" as if it had encoded them itself. (`curate run` through the CLI's main() here, on the
-    module's Ray: a process of its own started and stopped a Ray of its own, 26 s of the test's 27 on two busy cores.)"""
+    module's Ray: a process of its own started and stopped a Ray of its own, 26 s of the test's 27 on two busy cores.)
+
+    The same pass, sized: each actor call took up to 512 rows (512 rows of SmolLM2 signals are 4-8 minutes on 2 CPU
+    cores, lost to a kill); a pass now asks SCALE.calls_per_actor calls per actor at least, each at most
+    SCALE.batch_rows rows, and records the size (the sizing rule alone: tests/test_scale_without_ray.py). (Ray Data
+    still hands an actor a whole block, one shard's rows: a pool of one small file comes back as one block.) And a
+    pass starts no more actors than its blocks: on two CPUs a pool of one file started two, and one of them loaded
+    the encoder and the scorers (7 s of a core) and was handed no row. (Its own embed pass on 40 rows before: the
+    same inference pass, and an actor's start, a second time.)"""
+    from curate.defaults import SCALE
+    from curate.session import Workspace
     from tests.cli_in_process import curate_in_process
 
     pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}: explain step {i} of the {w} plan.",
@@ -153,6 +164,12 @@ def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors(loc
     assert lines[lines.index("embed") + 1] == "  6 rows, 6 newly encoded by the score step's pass"
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["steps"]["embed"]["encoded"] == 6
+    ws = Workspace.open(tmp_path / "out" / "workspace")
+    for name, engine in (("the vectors", ws.embedding_sets["default"]["engine"]),
+                         ("the quality column", ws.column_provenance("quality")["engine"])):
+        # one file, one block, one actor, though the module's Ray has 2 CPUs
+        assert local_ray.cluster_resources()["CPU"] == 2 and engine["actors"] == 1, (name, engine)
+        assert engine["batch_rows"] == -(-6 // (1 * SCALE.calls_per_actor)), (name, engine)  # 6 rows in 4 calls
 
 
 def _embed_on_ray(source, out, batch_size: int = 512) -> dict:
@@ -317,49 +334,3 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
     assert ws.column_fingerprints("quality") == whole.column_fingerprints("quality")
     np.testing.assert_allclose(ws.column_array("quality"), whole.column_array("quality"), rtol=0, atol=1e-6)
     assert ws.failures("quality") == whole.failures("quality")
-
-
-def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors(local_ray, tmp_path, monkeypatch):
-    """Each actor call took up to 512 rows (512 rows of SmolLM2 signals are 4-8 minutes on 2 CPU cores, lost to a
-    kill). A pass now asks SCALE.calls_per_actor calls per actor at least, each at most SCALE.batch_rows rows
-    (SCALE.signal_batch_rows with signals), and records the size. (Ray Data still hands an actor a whole block, one
-    shard's rows: a pool of one small shard comes back as one block; re-splitting it was taken back, a Ray Data job
-    that waited for the CPUs the previous pass's actors held.) A pass starts no more actors than its blocks: on two
-    CPUs a pool of one shard started two, and one of them loaded the encoder and the scorers for nothing."""
-    from curate.defaults import SCALE
-    from curate.pipeline import Run
-    from curate.scale import RayEngine
-    from curate.scale.collect import pass_batch_size
-    from curate.storage import progress
-
-    assert pass_batch_size(100_000, 2, signals=False) == SCALE.batch_rows  # a large pool keeps the encoder's batches
-    assert pass_batch_size(100_000, 2, signals=True) == SCALE.signal_batch_rows
-    assert pass_batch_size(40, 2, signals=False) == -(-40 // (2 * SCALE.calls_per_actor))
-    updates: list = []
-
-    class Bar:
-        def __init__(self, total, desc, enabled, unit="row"):
-            pass
-
-        def update(self, n=1):
-            updates.append(n)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(progress, "progress_bar", Bar)
-    pool = write_jsonl(tmp_path / "pool.jsonl", instructions(40))  # one shard: one block
-    engine = RayEngine()
-    run = Run(str(pool), tmp_path / "run", budget=0, report=False)
-    try:
-        engine.load(run)
-        cpus = int(engine.connect().cluster_resources()["CPU"])
-        summary = engine.embed(run, fallback=None)
-    finally:
-        engine.close()
-    # one block, one actor: the pool's second actor loaded its models (7 s of a core) and was handed no row
-    pool_of = run.ws.embedding_sets[summary["name"]]["engine"]
-    assert cpus == 2 and pool_of["actors"] == 1
-    call_rows = -(-40 // (1 * SCALE.calls_per_actor))
-    assert summary["rows"] == 40 and sum(updates) == 40
-    assert pool_of["batch_rows"] == call_rows

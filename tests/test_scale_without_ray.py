@@ -202,3 +202,15 @@ def test_batch_folders_named_before_the_host_was_in_them_go_when_their_actor_is_
         os.utime(folder, (old, old))
     assert remove_stale_batch_folders() == [dead]
     assert not dead.exists() and live.exists() and young.exists() and other_host.exists()
+
+
+def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors():
+    """Each actor call of a Ray pass took up to 512 rows: a pass asks SCALE.calls_per_actor calls per actor at least,
+    each at most SCALE.batch_rows rows (SCALE.signal_batch_rows with signals). (A pass on Ray records the size it
+    used: tests/test_ray_engine.py's embed-step test.)"""
+    from curate.defaults import SCALE
+    from curate.scale.collect import pass_batch_size
+
+    assert pass_batch_size(100_000, 2, signals=False) == SCALE.batch_rows  # a large pool keeps the encoder's batches
+    assert pass_batch_size(100_000, 2, signals=True) == SCALE.signal_batch_rows
+    assert pass_batch_size(40, 2, signals=False) == -(-40 // (2 * SCALE.calls_per_actor))
