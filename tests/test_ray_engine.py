@@ -226,45 +226,6 @@ class _StopAfter(Exception):
     pass
 
 
-def test_a_ray_pass_stopped_part_way_keeps_the_vectors_of_the_batches_come_back(local_ray, tmp_path, monkeypatch):
-    """The driver kept every vector in memory and added them to the workspace's embedding cache after the whole pass
-    (the actors' caches are their batches' temporary folders): a pass killed part way lost all its encoding. Also: no
-    progress was shown while the actors worked; a bar counts the rows as batches come back."""
-    from curate.embed import cache
-    from curate.scale.infer import embed_cache
-    from curate.storage import progress
-    from curate.storage.vector_shards import VectorStore
-
-    monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch (the default: every 10 s, as one process)
-    bars: list = []
-
-    class Bar:
-        def __init__(self, total, desc, enabled, unit="row", stop_after=None):
-            self.total, self.desc, self.counted, self.updates, self.stop_after = total, desc, 0, 0, stop_after
-            self.stored_at_stop = None
-            bars.append(self)
-
-        def update(self, n=1):
-            self.counted += n
-            self.updates += 1
-            if self.updates == self.stop_after:  # as kill -9 would: what is in the cache now is all that stays
-                self.stored_at_stop = len(VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache")))
-                raise _StopAfter
-
-        def close(self):
-            pass
-
-    pool = write_shards(tmp_path / "shards", instructions(48), 6)  # a block, an actor's task, per shard
-    monkeypatch.setattr(progress, "progress_bar", lambda *a, **k: Bar(*a, **k, stop_after=2))
-    with pytest.raises(_StopAfter):
-        _embed_on_ray(pool, tmp_path / "run", batch_size=8)
-    assert bars[0].stored_at_stop >= 8  # the batches come back before the stop are in the workspace's cache
-    monkeypatch.setattr(progress, "progress_bar", Bar)
-    summary = _embed_on_ray(pool, tmp_path / "run", batch_size=8)
-    assert summary["reused"] >= bars[0].stored_at_stop and summary["encoded"] == 48 - summary["reused"]
-    assert (bars[1].total, bars[1].counted, bars[1].desc) == (48, 48, "inference")
-
-
 def _score_on_ray(source, out, batch_size: int) -> tuple:
     """The Ray engine's load and score steps (the shipped quality scorer) on ``source``, written to ``out``: (the
     engine, the score step's results). The exact dedup the score step needs (it scores the rows dedup kept) is the
@@ -282,16 +243,27 @@ def _score_on_ray(source, out, batch_size: int) -> tuple:
         engine.close()
 
 
-def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_back_and_a_rerun_scores_the_rest(
+def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_and_vectors_of_the_batches_come_back_and_a_rerun_does_the_rest(
         local_ray, tmp_path, monkeypatch):
     """The driver stored the actors' scores (and signals) through ws.apply only after the whole pass: a run killed at
     90% lost every score, and the re-run scored every row again. Now each batch's values reach the column as it comes
     back (at most every PART_EVERY_S seconds, as the vectors): the re-run's actors score only the rows not stored,
-    and the column is what one unbroken pass stores."""
+    and the column is what one unbroken pass stores.
+
+    The vectors of the same pass: the driver kept every vector in memory and added them to the workspace's embedding
+    cache after the whole pass (the actors' caches are their batches' temporary folders), so a pass killed part way
+    lost all its encoding; they go to the cache as batches come back, and the re-run's actors encode only the rest.
+    And no progress was shown while the actors worked: a bar counts the rows as batches come back. (An embed-only
+    pass stopped part way had a test of its own: the same pass, VectorCommits and bar, with two more actor starts.)"""
     from curate.embed import cache
+    from curate.scale.infer import embed_cache
     from curate.scorers import load_default
     from curate.session import Workspace
     from curate.storage import progress
+    from curate.storage.vector_shards import VectorStore
+
+    def vectors_stored() -> int:
+        return len(VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache")))
 
     monkeypatch.setattr(cache, "PART_EVERY_S", 0.0)  # a commit per batch (the default: every 10 s)
     stored_at_stop: list = []
@@ -304,7 +276,8 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
             self.updates += 1
             if self.updates == 2:  # as kill -9 would: what is in the workspace now is all that stays
                 ws = Workspace.open(tmp_path / "run" / "workspace")
-                stored_at_stop.append(len(ws.column_fingerprints("quality")) if ws.has_column("quality") else 0)
+                stored_at_stop.append((len(ws.column_fingerprints("quality")) if ws.has_column("quality") else 0,
+                                       vectors_stored()))
                 raise _StopAfter
 
         def close(self):
@@ -314,13 +287,31 @@ def test_a_ray_score_pass_stopped_part_way_keeps_the_scores_of_the_batches_come_
     monkeypatch.setattr(progress, "progress_bar", StoppingBar)
     with pytest.raises(_StopAfter):
         _score_on_ray(pool, tmp_path / "run", batch_size=8)
-    [at_stop] = stored_at_stop
+    [(at_stop, vectors_at_stop)] = stored_at_stop
     # the batches come back before the stop are in the workspace (and those the failing pass still held: its last
     # commit stores them, so the count is read again after it)
     stored = len(Workspace.open(tmp_path / "run" / "workspace").column_fingerprints("quality"))
     assert 8 <= at_stop <= stored < 48
+    assert 8 <= vectors_at_stop <= vectors_stored() < 48, "the vectors of the batches come back were not kept"
     monkeypatch.undo()
+    bars: list = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit="row"):
+            self.total, self.desc, self.counted = total, desc, 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.counted += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(progress, "progress_bar", Bar)
     engine, resumed = _score_on_ray(pool, tmp_path / "run", batch_size=8)
+    assert [(b.total, b.counted, b.desc) for b in bars] == [(48, 48, "inference")], "the bar counts every row"
+    assert 48 - engine._encoded >= vectors_at_stop, "the re-run's actors encoded again vectors the cache held"
+    assert vectors_stored() == 48
     assert len(engine._results["quality"]) == 48 - stored  # the actors scored only the rows not stored
     assert (resumed["quality"].computed, resumed["quality"].skipped) == (48 - stored, stored)
     ws = Workspace.open(tmp_path / "run" / "workspace")
