@@ -172,30 +172,21 @@ def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors_and
         assert engine["batch_rows"] == -(-6 // (1 * SCALE.calls_per_actor)), (name, engine)  # 6 rows in 4 calls
 
 
-def _embed_on_ray(source, out, batch_size: int = 512) -> dict:
-    """The Ray engine's load and embed steps (no scorer) on ``source``, written to ``out``."""
-    from curate.pipeline import Run
-    from curate.scale import RayEngine
-
-    engine = RayEngine(batch_size=batch_size)
-    run = Run(str(source), out, budget=0, report=False)
-    try:
-        engine.load(run)
-        return engine.embed(run, fallback=None)
-    finally:
-        engine.close()
-
-
 def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_workspace_file(local_ray, tmp_path):
     """An error an actor raised reached the user as an 89-line RayTaskError(UserCodeException) traceback (its cause, the
     RemoteError, does not survive Ray's pickling), naming the actor's deleted batch folder instead of the workspace's
     damaged cache shard; a task's error (an empty shard) came after Ray Data's own 115-line traceback; and every run
     printed Ray Core's core_worker.cc line about the actors' constructor arguments."""
+    from curate.pipeline import Run, embed, load
     from curate.scale.infer import embed_cache
     from curate.storage.vector_shards import VectorStore
 
     pool = write_jsonl(tmp_path / "pool.jsonl", instructions(6))
-    _embed_on_ray(pool, tmp_path / "run")
+    # the cache the run's actors will read, filled by the single-process embed step (the same cache folder and shards
+    # as an actor's: a Ray pass here cost an actor's start, torch and MiniLM, to write 6 vectors)
+    filled = Run(str(pool), tmp_path / "run", budget=0, report=False, progress=False)
+    load(filled)
+    embed(filled)
     store = VectorStore(embed_cache(tmp_path / "run" / "workspace" / "cache"))
     for shard in store.shards():  # rotted vectors, as tests/test_embed.py damages them
         vec = shard / "vectors.npy"
