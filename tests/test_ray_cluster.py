@@ -266,7 +266,9 @@ def test_text_rules_on_the_ray_engine_keep_and_score_what_the_single_process_eng
     before = len(Workspace.open(tmp_path / "ray" / "workspace"))
     first_ids, first_vectors = list(ray_ws.ids), np.array(ray_ws.embeddings("default"))
     shutil.rmtree(shards)
-    write_shards(shards, [added, *records], 3)
+    # one shard now (the same rows in the same order: the same ids): a block, one actor for the one row to score
+    # (three blocks started two actors, each loading torch, the encoder and the scorers, for one row)
+    write_shards(shards, [added, *records], 1)
     r = curate_in_process("run", shards, "--engine", "ray", "--address", address, "--minhash", "--heuristics",
                           "--budget", "20", "--out", tmp_path / "ray", "--no-report", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -293,7 +295,9 @@ def test_with_llm_judges_the_ray_engine_decontaminates_before_scoring_and_keeps_
     records = [r for r in generated_pool(40, seed=5) if isinstance(r, dict) and r.get("output")]
     leaked = {"instruction": "Quiz: which gas do plants take in from the air to make their food by photosynthesis?",
               "output": "Carbon dioxide."}
-    shards = write_shards(tmp_path / "shards", [*records, leaked], 2)
+    # one shard: a block, one actor per pass (what this test proves is the order of the steps and where they run;
+    # the passes spread over both nodes: the test above)
+    shards = write_shards(tmp_path / "shards", [*records, leaked], 1)
     evalset = tmp_path / "eval.txt"
     evalset.write_text("Which gas do plants take in from the air to make their food by photosynthesis?\n")
     address, env = joined
