@@ -140,8 +140,11 @@ def _short_of_budget(selection: Any, budget: int) -> str:
 def _producer(prov: dict[str, Any]) -> str:
     """Who wrote a score column, from its provenance: a default scorer (and the judge it imitates) or a judge."""
     if prov.get("kind") == "scorer":
-        detail = prov.get("imitates_detail") or (prov["imitates"] if isinstance(prov.get("imitates"), dict) else {})
-        judge = detail.get("judge") or prov.get("imitates") or "?"
+        detail = prov.get("imitates_detail")
+        if detail is None:  # a column written before imitates_detail was recorded: imitates named the judge
+            detail = prov["imitates"] if isinstance(prov.get("imitates"), dict) else {"judge": prov.get("imitates")}
+        if not detail.get("judge"):  # fitted on scores of no named judge: imitates holds only its column's name
+            return "trained scorer, no judge recorded"
         model = f" ({detail['model']})" if detail.get("model") else ""
-        return f"trained scorer imitating the {judge} judge{model}"
+        return f"trained scorer imitating the {detail['judge']} judge{model}"
     return f"{prov.get('kind') or 'step'} {prov.get('model') or ''}".strip()
