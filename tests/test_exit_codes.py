@@ -341,6 +341,16 @@ def test_embed_refusing_a_device_or_a_model_folder_exits_78(ws, tmp_path):
         assert proc.returncode == EXIT_CONFIG and words in _error_line(proc), (args, proc.stderr)
 
 
+def test_embed_with_a_folder_that_holds_no_model_exits_78_naming_it(ws, tmp_path):
+    """A --model folder that exists but holds no model (empty, or a tokenizer alone) failed inside transformers:
+    "Unrecognized model in DIR", exit 1, no option named; README's table gives a model folder refused 78."""
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    proc = _cli("embed", ws, "--model", empty)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert f"embedding model {empty}: the folder does not load as a sentence-transformers" in _error_line(proc)
+
+
 def test_run_refusing_a_signal_or_a_signal_model_folder_exits_78(tmp_path):
     """curate run's --signal outside ifd and perplexity, and a --signal-model folder without config.json, raised a
     plain CurateError: exit 1."""

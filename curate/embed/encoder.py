@@ -30,7 +30,7 @@ import numpy as np
 
 from curate.defaults import EMBED
 from curate.embed.batching import token_budget_batches
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.hardware import check_model_location, import_torch
 from curate.quiet import quiet_transformers
 from curate.storage.files import folder_fingerprint
@@ -65,7 +65,15 @@ def load_model(name: str | None = None, device: str | None = None):
     path = str(default_model_path()) if name == EMBED.model else name
     contents = folder_fingerprint(Path(path)) if name != EMBED.model and os.path.isdir(path) else None
     if os.path.isdir(path):
-        return _load_model(path, device, contents)
+        try:
+            return _load_model(path, device, contents)
+        except (OSError, ValueError) as exc:
+            if name == EMBED.model:  # the packaged model itself: a broken install, no option of the caller's
+                raise
+            # a folder that holds no model (an empty one, a tokenizer alone): a setting to fix (exit 78), named,
+            # where transformers' words ("Unrecognized model in DIR") named no option and exited 1
+            raise OptionError(f"embedding model {name}: the folder does not load as a sentence-transformers or "
+                              f"Hugging Face model: {_first_line(exc)}") from exc
     try:
         return _load_model(path, device, contents, local_files_only=True)  # the Hugging Face cache: no request
     except (OSError, ValueError) as exc:
