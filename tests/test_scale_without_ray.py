@@ -214,3 +214,53 @@ def test_a_pass_sizes_its_actor_calls_by_the_pool_and_the_actors():
     assert pass_batch_size(100_000, 2, signals=False) == SCALE.batch_rows  # a large pool keeps the encoder's batches
     assert pass_batch_size(100_000, 2, signals=True) == SCALE.signal_batch_rows
     assert pass_batch_size(40, 2, signals=False) == -(-40 // (2 * SCALE.calls_per_actor))
+
+
+def _sleeper(*args: str) -> subprocess.Popen:
+    """A child of this process that sleeps, with ``args`` on its command line."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+
+
+def test_the_reaper_takes_only_children_running_rays_programs_as_rays():
+    """Any child whose command line had "ray" in it (an `array` argument, a /home/raymond path) was taken for one of
+    Ray's processes and killed with them when the driver died."""
+    import importlib.util
+
+    from curate.scale.reaper import ray_children
+
+    ray_dir = importlib.util.find_spec("ray").submodule_search_locations[0]
+    before = {child.pid for child in __import__("psutil").Process().children()}
+    other, ray_like = _sleeper("array"), _sleeper(os.path.join(ray_dir, "dashboard", "dashboard.py"))
+    try:
+        found = ray_children(before)
+        assert other.pid not in found
+        assert ray_like.pid in found
+    finally:
+        for child in (other, ray_like):
+            child.kill()
+            child.wait()
+
+
+def test_the_reaper_leaves_a_process_that_took_a_ray_processs_pid_and_kills_the_rest():
+    """A root the reaper followed by pid alone: once that Ray process died and its pid went to another program, the
+    reaper noted that program (and its children) and killed it when the driver died."""
+    import psutil
+
+    from curate.scale.reaper import _note, watch
+
+    ray_root, reused = _sleeper(), _sleeper()
+    try:
+        started = {p.pid: psutil.Process(p.pid).create_time() for p in (ray_root, reused)}
+        known: dict[int, float] = {}
+        _note({ray_root.pid: started[ray_root.pid], reused.pid: started[reused.pid] - 5.0}, known)
+        assert ray_root.pid in known and reused.pid not in known
+        reaper = watch({ray_root.pid: started[ray_root.pid], reused.pid: started[reused.pid] - 5.0})
+        time.sleep(1.0)
+        reaper.process.stdin.close()  # the driver's end of the pipe, as at a SIGKILL: no "done"
+        reaper.process.wait(timeout=30)
+        assert ray_root.wait(timeout=30) == -9
+        assert reused.poll() is None
+    finally:
+        for child in (ray_root, reused):
+            child.kill()
+            child.wait()

@@ -7,7 +7,10 @@ a driver killed with SIGKILL (the OOM killer, ``kill -9``) left them running aft
 process that notes the driver's Ray processes and their children as they come, and kills those still running when
 the driver's end of a pipe closes without the driver saying it stopped Ray itself (:meth:`Reaper.done`).
 
-    python -m curate.scale.reaper DRIVER_PID ROOT_PID ...   (stdin: the pipe; ``done`` ends it quietly)
+A pid is only followed while it is the process noted under it (its start time): a Ray process that died and whose
+pid went to another program is not that program's reaper.
+
+    python -m curate.scale.reaper DRIVER_PID ROOT_PID:START_TIME ...   (stdin: the pipe; ``done`` ends it quietly)
 """
 
 from __future__ import annotations
@@ -38,34 +41,49 @@ class Reaper:
             pass
 
 
-def watch(roots: list[int]) -> Reaper:
-    """Start the reaper for the Ray processes ``roots`` (pids: the ones ray.init started, children of this process)."""
-    process = subprocess.Popen([sys.executable, "-m", "curate.scale.reaper", str(os.getpid()), *map(str, roots)],
+def watch(roots: dict[int, float]) -> Reaper:
+    """Start the reaper for the Ray processes ``roots`` (pid: start time; the ones ray.init started, children of this
+    process)."""
+    process = subprocess.Popen([sys.executable, "-m", "curate.scale.reaper", str(os.getpid()),
+                                *(f"{pid}:{created!r}" for pid, created in roots.items())],
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # a Ctrl-C to the terminal's group leaves it to its work
     return Reaper(process)
 
 
-def ray_children(before: set[int]) -> list[int]:
-    """The children of this process not in ``before`` whose command line is Ray's (gcs_server, raylet, its monitors)."""
+def ray_children(before: set[int]) -> dict[int, float]:
+    """The children of this process not in ``before`` that run a program of Ray's installed package (gcs_server,
+    raylet, its dashboard and monitors: each names a file under that folder), with their start times. A command line
+    that only has "ray" in it (``array``, ``/home/raymond``) is not Ray's."""
+    import importlib.util
+
     import psutil
 
-    found = []
+    spec = importlib.util.find_spec("ray")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    ray_dirs = tuple(os.path.join(os.path.realpath(d), "") for d in spec.submodule_search_locations)
+    found = {}
     for child in psutil.Process().children():
         try:
-            if child.pid not in before and "ray" in " ".join(child.cmdline()):
-                found.append(child.pid)
+            if child.pid not in before and any(os.path.realpath(arg).startswith(ray_dirs)
+                                               for arg in child.cmdline() if arg.startswith(os.sep)):
+                found[child.pid] = child.create_time()
         except psutil.Error:
             continue
     return found
 
 
-def _note(roots: list[int], known: dict[int, float]) -> None:
+def _note(roots: dict[int, float], known: dict[int, float]) -> None:
+    """Add the ``roots`` still running (the same start time: not a later process given the pid) and their
+    descendants to ``known`` (pid: start time)."""
     import psutil
 
-    for pid in roots:
+    for pid, created in roots.items():
         try:
             root = psutil.Process(pid)
+            if root.create_time() != created:  # the Ray process ended and its pid is another program's now
+                continue
             for process in [root, *root.children(recursive=True)]:
                 known.setdefault(process.pid, process.create_time())
         except psutil.Error:
@@ -84,7 +102,7 @@ def _kill(known: dict[int, float]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    roots = [int(pid) for pid in argv[1:]]
+    roots = {int(pid): float(created) for pid, created in (arg.split(":") for arg in argv[1:])}
     known: dict[int, float] = {}
     while True:
         _note(roots, known)
