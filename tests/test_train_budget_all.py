@@ -83,3 +83,12 @@ def test_curate_select_says_the_model_work_was_skipped(request, tmp_path):
     said = " ".join(res.output.split())
     assert ("note: the budget keeps 50 rows, at least the 5 eligible ones: all kept (reason budget_covers_all), "
             "without LESS's warm-up and gradient features") in said
+
+
+@pytest.mark.parametrize("method", ["el2n", "grand"])
+def test_a_budget_that_keeps_every_row_still_needs_the_training_run_to_skip_the_hardest(tmp_path, method):
+    """skip_hardest drops the hardest share of the scored rows whatever the budget: without the training run the
+    selection kept every row (budget_covers_all), the hardest ones the trained selection rejects among them."""
+    ws, _ = _workspace(tmp_path)
+    with pytest.raises(CurateError, match=r"run ws.train\(\)"):
+        ws.select(method, name="all", budget=ANSWERED, skip_hardest=0.4)

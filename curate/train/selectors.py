@@ -85,7 +85,8 @@ def select_cartography(ws, rows: np.ndarray, budget: int | None = None, fraction
 def _diet(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float | None,
           skip_hardest: float) -> SelectorResult:
     rows = in_id_order(ws, rows)  # equal scores go by row id, not pool position
-    if (out := _untrained(ws, rows, column, budget, fraction)) is not None:
+    # skip_hardest drops the hardest share whatever the budget: which rows those are takes the training run
+    if not skip_hardest and (out := _untrained(ws, rows, column, budget, fraction)) is not None:
         return out
     scores = _values(ws, rows, column)
     keep = _keep(int((~np.isnan(scores)).sum()), budget, fraction)
