@@ -181,9 +181,10 @@ def _load_into(path, source, waiting, results) -> None:
         results.put(("error", repr(exc)))
 
 
-def _take_back_while_waited_on(path, wait, *args):
-    """A failed first load's take-back (``remove_unused``: the unused new workspace renamed aside, then deleted) while
-    ``wait(path, *args, waiting, results)`` in another process waits for the workspace's lock; what it put."""
+def _take_back_while_waited_on(path, wait, *args, keep_folder: bool = False):
+    """A failed first load's take-back (``remove_unused``: the unused new workspace renamed aside, then deleted; with
+    ``keep_folder``, emptied) while ``wait(path, *args, waiting, results)`` in another process waits for the
+    workspace's lock; what it put."""
     first = Workspace(path)
     first._make()  # what a first load makes before it reads its source
     context = multiprocessing.get_context("spawn")
@@ -192,7 +193,7 @@ def _take_back_while_waited_on(path, wait, *args):
         process = context.Process(target=wait, args=(path, *args, waiting, results))
         process.start()
         assert waiting.wait(120)
-        assert creation.remove_unused(first)  # the take-back, while the other process waits for the lock
+        assert creation.remove_unused(first, keep_folder=keep_folder)  # the take-back, while the other process waits
     try:
         return results.get(timeout=120)
     finally:
@@ -227,3 +228,13 @@ def test_a_folder_a_take_back_left_aside_goes_when_the_workspace_is_made_again(t
     other.mkdir()
     Workspace(tmp_path / "ws").load(_pool(tmp_path / "pool.jsonl", "a"))
     assert not aside.exists() and other.exists()  # only the names a take-back gives
+
+
+def test_a_second_load_waiting_while_the_first_empties_a_folder_that_was_there_makes_the_workspace_anew(tmp_path):
+    """A first load into an empty folder that was there takes back what it made and keeps the folder: the second
+    load, which got the lock then, registered its staging folder in a folder that was no workspace (no manifest)."""
+    (tmp_path / "ws").mkdir()
+    good = _pool(tmp_path / "b.jsonl", "b")
+    what, detail = _take_back_while_waited_on(tmp_path / "ws", _load_into, good, keep_folder=True)
+    assert what == "summary" and detail["rows_added"] == 3, (what, detail)
+    assert len(Workspace.open(tmp_path / "ws")) == 3

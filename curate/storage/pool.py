@@ -130,6 +130,8 @@ def staging(ws: Workspace) -> Iterator[Path]:
     folder = ws.path / STAGING_DIR / uuid.uuid4().hex
     lock = file_lock(folder.with_suffix(".lock"))
     with ws.lock():  # made under the lock: a failed first load's take-back checks staging/ under it, and keeps it
+        if not (ws.path / MANIFEST).exists():  # taken back, its folder kept (one that was there, emptied) before
+            raise workspace_gone(ws.path)      # the lock came: no workspace to stage in (the load makes it anew)
         try:
             folder.parent.mkdir(exist_ok=True)
         except FileNotFoundError:  # a failed first load in another process took the new workspace back
