@@ -152,3 +152,28 @@ def test_a_damaged_mid_epoch_checkpoint_is_an_error_naming_it_and_what_to_remove
     counter = Rows()
     assert finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=counter).epochs_done == 2
     assert counter.n == ROWS  # epoch 2 from its start
+
+
+def test_a_base_model_that_fails_to_load_on_resume_is_not_blamed_on_the_checkpoint(lm, tmp_path):
+    """The resume's load of the base model (LoRA) ran inside the checkpoint's error wrapper: a base weights file that
+    failed to read (here damaged in place, its size and time kept, as a failing disk does) was 'a damaged training
+    checkpoint' in step-2-2, with the advice to remove it, losing the run's progress for nothing."""
+    import shutil
+
+    from curate.errors import WorkspaceError
+
+    base = tmp_path / "base"
+    shutil.copytree(lm, base)
+    rows = row_inputs(learnable_rows(ROWS))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(base, rows, tmp_path / "run", LORA, device="cpu", progress=Rows(stop_after=ROWS + 12),
+                 checkpoint_steps=2)
+    weights = base / "model.safetensors"
+    st = weights.stat()
+    weights.write_bytes(b"\0" * st.st_size)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(Exception) as got:  # noqa: PT011  (whatever the base's loader raises: not the checkpoint's)
+        finetune(base, rows, tmp_path / "run", LORA, device="cpu")
+    assert not isinstance(got.value, WorkspaceError) and "damaged training checkpoint" not in str(got.value)
+    assert "header" in str(got.value), repr(got.value)  # the base weights file's own error
+    assert (tmp_path / "run" / "step-2-2").is_dir()

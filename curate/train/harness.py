@@ -205,15 +205,16 @@ def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainab
     torch = import_torch()
     from transformers import AutoModelForCausalLM
 
-    if config.lora_rank == 0:
-        with quiet_transformers():
+    if config.lora_rank == 0:  # a damaged checkpoint: an error naming its folder and what to remove
+        with quiet_transformers(), readable(checkpoint):
             return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
     from peft import PeftModel
 
-    with quiet_transformers():
+    with quiet_transformers():  # the base model's own errors are its own: the checkpoint is not to blame
         base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     if checkpoint is not None:
-        return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
+        with readable(checkpoint):
+            return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
     return attach_lora(base, config.lora_rank, config.lora_alpha, config.lora_targets)
 
 
@@ -308,8 +309,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     remove_unnamed(out_dir, part["folder"] if part else None)
     torch.manual_seed(config.seed)
     last = out_dir / part["folder"] if part else out_dir / f"epoch-{done}" if done else None
-    with readable(last):  # a damaged checkpoint: an error naming its folder and what to remove
-        model = _load(model_dir, config, last, trainable=True)
+    model = _load(model_dir, config, last, trainable=True)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
