@@ -166,6 +166,7 @@ class NormalizerDefaults:
     eps: float = 0.05                # DBSCAN, cosine distance
     min_support: int = 40            # FP-Growth, rows
     min_confidence: float = 0.99
+    stemmer_language: str = "english"  # Snowball's, for rule aggregation (one language a pool)
     mapping_artifact: str = "instag_mapping"  # the workspace artifact the fitted mapping is stored as
 
 

@@ -138,7 +138,8 @@ def tags_cmd(
     min_support: int = typer.Option(NORMALIZER.min_support,
                                     help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
     stemmer_language: str | None = typer.Option(None, help="Normaliser: the Snowball stemmer's language for rule "
-                                                "aggregation (default english; e.g. french for a French pool)."),
+                                                f"aggregation (default {NORMALIZER.stemmer_language}; e.g. french "
+                                                "for a French pool)."),
 ) -> None:
     """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
     from rich.table import Table

@@ -93,7 +93,7 @@ class Normalizer:
 
     def __init__(self, *, min_frequency: int | None = NORMALIZER.min_frequency, scale_small_pools: bool = True,
                  reference_rows: int = NORMALIZER.reference_rows, rules: bool = True,
-                 stemmer_language: str = "english",
+                 stemmer_language: str = NORMALIZER.stemmer_language,
                  semantic: bool = True, eps: float = NORMALIZER.eps, embed: EmbedFn | None = None,
                  association: bool = True, min_support: int = NORMALIZER.min_support,
                  min_confidence: float = NORMALIZER.min_confidence,
