@@ -28,7 +28,7 @@ import numpy as np
 from filelock import FileLock
 
 from curate.errors import WorkspaceError
-from curate.storage.write_errors import writing
+from curate.storage.write_errors import fsync_path, writing
 
 KEY_DTYPE = "S32"
 MERGE_FANIN = 4  # a size tier holding this many shards is merged into one
@@ -190,11 +190,11 @@ class VectorStore:
                     out.flush()
                     del out
                 for name in ("keys.npy", "vectors.npy"):
-                    _fsync(tmp / name)
-                _fsync(tmp)  # the files' names in it
+                    fsync_path(tmp / name)
+                fsync_path(tmp)  # the files' names in it
                 shard = self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
                 os.rename(tmp, shard)  # a folder renamed whole: readers see all of a shard or none of it
-            _fsync(self.folder)  # the rename itself
+            fsync_path(self.folder)  # the rename itself
             return shard
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -210,25 +210,6 @@ def _allocate(path: Path) -> None:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: written as before
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path`` (a file, or a folder's entries) to the disk: a shard renamed into place before its bytes reached
-    the disk could be empty or garbage after a power loss, and would then be read as a damaged shard. A folder is
-    synced where the platform allows opening one (not Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (IsADirectoryError, PermissionError):  # Windows: a folder cannot be opened; its rename is journalled
-        if path.is_dir():
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some network and FUSE mounts refuse fsync on a folder (EINVAL): its files were synced
-        if not path.is_dir() or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
             raise
     finally:
         os.close(fd)

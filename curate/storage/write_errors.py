@@ -159,3 +159,22 @@ def sqlite_errors(method: Callable) -> Callable:
             raise WorkspaceError(f"{self.path}: {text}" + ("; the file is damaged: move it aside and re-run (what it "
                                  "held is asked for again)" if damaged else "")) from exc
     return named
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk: a file renamed into place (a vector shard, a
+    checkpoint) before its bytes reached the disk could be empty or garbage after a power loss. A folder is
+    synced where the platform allows opening one (not Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):  # Windows: a folder cannot be opened; its rename is journalled
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some network and FUSE mounts refuse fsync on a folder (EINVAL): its files were synced
+        if not path.is_dir() or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

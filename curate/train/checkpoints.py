@@ -32,6 +32,7 @@ from curate.errors import WorkspaceError
 from curate.hardware import import_torch
 from curate.quiet import quiet_transformers
 from curate.storage.files import STALE_LEFTOVER_S, newest_mtime, remove, torch_save, writing
+from curate.storage.write_errors import fsync_path
 from curate.train.records import RECORD_KEYS, save_records
 from curate.train.runfile import write_run_json
 
@@ -57,10 +58,22 @@ def save_partial(out_dir: Path, epoch: int, step: int, model: Any, opt: Any, sch
         torch_save(state, tmp / OPTIMIZER_FILE)
         with open(tmp / POSITION_FILE, "wb") as fh:
             np.savez(fh, losses=np.asarray(losses, np.float64), **{k: rec[k] for k in RECORD_KEYS})
+    synced(tmp)
     if final.exists():  # a kill after this rename, before run.json named it: the same step again
         shutil.rmtree(final)
     tmp.rename(final)
+    fsync_path(out_dir)  # the rename on the disk before run.json names it and the previous checkpoint is removed
     return name
+
+
+def synced(folder: Path) -> None:
+    """Flush ``folder``'s files and entries to the disk: ``run.json`` names a checkpoint, and the one before it is
+    removed, only once it is whole there (after a power loss, a renamed folder of unflushed files could be empty)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fsync_path(path)
+    for sub in [*(p for p in folder.rglob("*") if p.is_dir()), folder]:
+        fsync_path(sub)
 
 
 @contextlib.contextmanager
@@ -175,6 +188,8 @@ def save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids:
         torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
         if rec is not None:
             save_records(tmp, ids, rec)
+    synced(tmp)
     if final.exists():  # a previous attempt died after the rename but before run.json: replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_path(out_dir)  # before run.json marks the epoch done and its mid-epoch checkpoints go

@@ -9,14 +9,12 @@ its device (:func:`recorded_precision`).
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from curate.errors import CurateError
 from curate.hardware import import_torch
-from curate.storage.files import read_json
+from curate.storage.files import atomic_write_bytes, read_json
 
 FLOAT32 = "float32"
 BF16_AUTOCAST = "bfloat16-autocast"
@@ -49,9 +47,7 @@ def check_precision(out_dir: Path, info: dict[str, Any], precision: str, device:
 
 def write_run_json(path: Path, obj: Any) -> None:
     """Write ``obj`` to ``path`` as JSON, replacing it whole (a reader never sees half a record)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())  # flushed: it names checkpoints to trust
 
 
 def read_run_file(path: Path) -> dict[str, Any]:
