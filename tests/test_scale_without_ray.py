@@ -264,3 +264,28 @@ def test_the_reaper_leaves_a_process_that_took_a_ray_processs_pid_and_kills_the_
         for child in (ray_root, reused):
             child.kill()
             child.wait()
+
+
+def test_the_reaper_notes_a_ray_process_that_got_the_pid_of_one_it_saw_end():
+    """A worker started under a Ray root with the pid of one that had ended kept the ended one's start time: the
+    reaper then left it running when the driver died (its start time did not match)."""
+    import psutil
+
+    from curate.scale.reaper import _note
+
+    root = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(root.pid).children():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [worker] = psutil.Process(root.pid).children()
+        known = {worker.pid: worker.create_time() - 100.0}  # the pid's earlier process, seen and ended
+        _note({root.pid: psutil.Process(root.pid).create_time()}, known)
+        assert known[worker.pid] == worker.create_time()
+    finally:
+        for process in psutil.Process(root.pid).children():
+            process.kill()
+        root.kill()
+        root.wait()

@@ -85,7 +85,7 @@ def _note(roots: dict[int, float], known: dict[int, float]) -> None:
             if root.create_time() != created:  # the Ray process ended and its pid is another program's now
                 continue
             for process in [root, *root.children(recursive=True)]:
-                known.setdefault(process.pid, process.create_time())
+                known[process.pid] = process.create_time()  # a pid noted before and reused since: the new one's
         except psutil.Error:
             continue
 
