@@ -90,5 +90,5 @@ def test_a_budget_that_keeps_every_row_still_needs_the_training_run_to_skip_the_
     """skip_hardest drops the hardest share of the scored rows whatever the budget: without the training run the
     selection kept every row (budget_covers_all), the hardest ones the trained selection rejects among them."""
     ws, _ = _workspace(tmp_path)
-    with pytest.raises(CurateError, match=r"run ws.train\(\)"):
+    with pytest.raises(CurateError, match=r"run ws.train\(\) .* first, or give skip_hardest=0 and a budget"):
         ws.select(method, name="all", budget=ANSWERED, skip_hardest=0.4)

@@ -29,10 +29,11 @@ def _keep(n: int, budget: int | None, fraction: float | None) -> int:
     return int(budget)
 
 
-def _values(ws, rows: np.ndarray, column: str) -> np.ndarray:
+def _values(ws, rows: np.ndarray, column: str, without_run: str = "give a budget that keeps every row with an "
+            "answer (then no training is needed)") -> np.ndarray:
     if not ws.has_column(column):
-        raise NotInWorkspaceError(f"no column {column!r}: run ws.train() (or `curate train run`) first, or give a "
-                                  f"budget that keeps every row with an answer (then no training is needed)")
+        raise NotInWorkspaceError(f"no column {column!r}: run ws.train() (or `curate train run`) first, or "
+                                  f"{without_run}")
     pool_ids = ws.ids
     return ws.column_array(column, [pool_ids[p] for p in rows.tolist()])
 
@@ -88,7 +89,8 @@ def _diet(ws, rows: np.ndarray, column: str, budget: int | None, fraction: float
     # skip_hardest drops the hardest share whatever the budget: which rows those are takes the training run
     if not skip_hardest and (out := _untrained(ws, rows, column, budget, fraction)) is not None:
         return out
-    scores = _values(ws, rows, column)
+    scores = (_values(ws, rows, column, "give skip_hardest=0 and a budget that keeps every row with an answer")
+              if skip_hardest else _values(ws, rows, column))
     keep = _keep(int((~np.isnan(scores)).sum()), budget, fraction)
     kept, easiest, hardest = prune_easiest(scores, keep, skip_hardest)
     out = SelectorResult(info={"column": column, "keep": keep, "skip_hardest": skip_hardest,
