@@ -4,8 +4,10 @@ back the folder it made, never rows another load put there meanwhile; ``curate i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 
 import pytest
 
@@ -238,3 +240,46 @@ def test_a_second_load_waiting_while_the_first_empties_a_folder_that_was_there_m
     what, detail = _take_back_while_waited_on(tmp_path / "ws", _load_into, good, keep_folder=True)
     assert what == "summary" and detail["rows_added"] == 3, (what, detail)
     assert len(Workspace.open(tmp_path / "ws")) == 3
+
+
+def _hold_the_lock_file(lock_path, holding, release) -> None:
+    """(another process) Hold the lock at ``lock_path`` as every workspace writer does, until ``release``."""
+    from curate.storage.files import held
+    with held(lock_path, None):
+        holding.set()
+        release.wait(120)
+
+
+def test_a_take_back_that_keeps_the_folder_removes_its_lock_file_while_it_holds_it(tmp_path, monkeypatch):
+    """The lock file went after the lock was let go: a process that took the lock in between held that file's lock,
+    while a third, finding no file, made a new one and took its lock too: two held the workspace's lock."""
+    fcntl = pytest.importorskip("fcntl")
+    (tmp_path / "ws").mkdir()
+    first = Workspace(tmp_path / "ws")
+    first._make()
+    lock_path = tmp_path / "ws" / ".lock"
+    context = multiprocessing.get_context("spawn")
+    holding, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_the_lock_file, args=(lock_path, holding, release))
+    real_lock = creation.workspace_lock
+
+    @contextlib.contextmanager
+    def taken_as_soon_as_let_go(ws, on_wait):
+        with real_lock(ws, on_wait):
+            yield
+        other.start()  # the other process takes the lock the moment the take-back lets go of it
+        assert holding.wait(120)
+
+    monkeypatch.setattr(creation, "workspace_lock", taken_as_soon_as_let_go)
+    try:
+        assert creation.remove_unused(first, keep_folder=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)  # a third process's first step: the file at the path
+        try:
+            with pytest.raises(BlockingIOError):  # ... whose lock the other process holds
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    finally:
+        release.set()
+        if other.pid is not None:  # started
+            other.join(60)

@@ -146,11 +146,13 @@ def remove_unused(ws: Workspace, keep_folder: bool = False) -> bool:
             for entry in sorted(ws.path.iterdir(), key=lambda entry: entry.name != MANIFEST):
                 if entry.name != LOCK_FILE:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            # removed while held, not after: a process that took the old file once it was let go would hold it while
+            # a third made and locked a new one. A waiter on the removed file sees it is not the one at the path
+            # (lock_holders.locks_file_at) and takes that one.
+            (ws.path / LOCK_FILE).unlink(missing_ok=True)
         else:
             ws.path.rename(aside)
-    if keep_folder:
-        (ws.path / LOCK_FILE).unlink(missing_ok=True)
-    else:
+    if not keep_folder:
         _remove_tree(aside)  # a failure is raised: a hidden .NAME.<hex>.old left beside it in silence is not
     return True
 
