@@ -64,6 +64,33 @@ def test_sigterm_reaches_curates_handler_while_ray_runs_and_after_it_stopped(tmp
 
 
 @pytest.mark.xdist_group("ray")
+def test_a_reaper_that_fails_to_start_leaves_the_start_good_and_ray_stopped_by_its_release(tmp_path):
+    """A reaper start failing with anything but OSError failed the engine's start while the Ray it had started ran
+    on, counted by no engine: nothing ever stopped it. (The reaper's own start made to fail, not Ray's.)"""
+    proc = _python("""
+        import ray
+        from curate.scale import reaper
+        from curate.scale.cluster import start_ray
+
+        def refused(roots):
+            raise RuntimeError("refused by the test")
+        reaper.watch = refused
+
+        try:
+            _, release = start_ray(None)
+        except RuntimeError as exc:
+            print(f"start failed ({exc}), Ray up: {ray.is_initialized()}")
+        else:
+            print(f"started, Ray up: {ray.is_initialized()}")
+            release()
+            print(f"released, Ray up: {ray.is_initialized()}")
+        """, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["started, Ray up: True", "released, Ray up: False"], proc.stdout
+    assert "no reaper for the Ray started here (refused by the test)" in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.xdist_group("ray")
 def test_the_ray_processes_of_a_run_killed_with_sigkill_go_with_it(tmp_path):
     """Ray's processes die with the driver that started them, but the raylet's two agents (ray::DashboardAgent,
     ray::RuntimeEnvAgent) spent Ray's 60 s timeout reporting the raylet's death to the dead GCS first: a

@@ -118,7 +118,11 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
         try:
             with _driver_keeps_its_signal_handlers():
                 ray.init(**kwargs)
-            reaper = _reaper(before) if here else None
+            try:
+                reaper = _reaper(before) if here else None
+            except BaseException:  # (_reaper warns of any Exception) a start that fails leaves no Ray running
+                ray.shutdown()
+                raise
         except BaseException as exc:  # noqa: BLE001  (raised again on the caller's thread)
             failed.append(exc)
             start.kept_none.set()
@@ -162,12 +166,13 @@ def _init_on_own_thread(ray, kwargs: dict[str, Any]) -> threading.Event:
 
 def _reaper(before: set[int]) -> Any:
     """The reaper of the Ray this process just started (:mod:`curate.scale.reaper`: the processes of a driver killed
-    with SIGKILL outlived it by a minute or more); None, with a warning, if it could not start (Ray runs regardless)."""
+    with SIGKILL outlived it by a minute or more); None, with a warning, if it could not start, for whatever reason:
+    Ray runs regardless, and the start it belongs to succeeds."""
     from curate.scale.reaper import ray_children, watch
 
     try:
         return watch(ray_children(before))
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001  (warned of: the reaper is a safeguard, not the engine)
         logging.getLogger("curate").warning("no reaper for the Ray started here (%s): if this process is killed, "
                                             "Ray's agents outlive it by a minute or more", exc)
         return None
