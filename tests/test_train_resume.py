@@ -154,6 +154,25 @@ def test_a_damaged_mid_epoch_checkpoint_is_an_error_naming_it_and_what_to_remove
     assert counter.n == ROWS  # epoch 2 from its start
 
 
+def test_an_error_of_the_machine_while_a_checkpoint_loads_is_not_called_damage(tmp_path):
+    """Too many open files while a checkpoint loaded (no 'memory' in its message) was 'a damaged training checkpoint'
+    with the advice to remove it, losing the run's progress for nothing; a failing disk's error is the files'."""
+    import errno
+
+    import torch
+
+    from curate.errors import WorkspaceError
+    from curate.train.checkpoints import load_errors_as_damage
+
+    folder = tmp_path / "step-2-2"
+    for machine in (OSError(errno.EMFILE, "Too many open files"), MemoryError(), torch.OutOfMemoryError("no room")):
+        with pytest.raises(type(machine)), load_errors_as_damage(folder):
+            raise machine
+    with pytest.raises(WorkspaceError, match=r"step-2-2: a damaged training checkpoint \(OSError: \[Errno 5\]"), \
+            load_errors_as_damage(folder):
+        raise OSError(errno.EIO, "Input/output error")
+
+
 def test_a_base_model_that_fails_to_load_on_resume_is_not_blamed_on_the_checkpoint(lm, tmp_path):
     """The resume's load of the base model (LoRA) ran inside the checkpoint's error wrapper: a base weights file that
     failed to read (here damaged in place, its size and time kept, as a failing disk does) was 'a damaged training

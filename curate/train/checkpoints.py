@@ -17,6 +17,7 @@ when the run resumes, under the run folder's lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -76,16 +77,22 @@ def synced(folder: Path) -> None:
         fsync_path(sub)
 
 
+# errnos of this machine's limits and permissions, not of the checkpoint's files (an OSError naming none, as
+# transformers raises for a weights file it cannot read, and EIO, a failing disk, are the files')
+_MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EACCES, errno.EPERM})
+
+
 @contextlib.contextmanager
-def readable(folder: Path | None) -> Iterator[None]:
-    """Loading a checkpoint ``folder``: a damaged file in it (cut short, overwritten: numpy's, torch's, safetensors'
-    or peft's error, naming no folder) is a :class:`WorkspaceError` naming the folder and what to remove."""
+def load_errors_as_damage(folder: Path | None) -> Iterator[None]:
+    """Loading a checkpoint ``folder``: the errors a damaged file in it gives (cut short, overwritten: numpy's,
+    torch's, safetensors' or peft's, naming no folder) raised as a :class:`WorkspaceError` naming the folder and what
+    to remove; those of the machine (:func:`machine_error`) as they are."""
     from safetensors import SafetensorError
 
     try:
         yield
     except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, SafetensorError) as exc:
-        if folder is None or isinstance(exc, PermissionError) or "memory" in str(exc).lower():  # not the files'
+        if folder is None or machine_error(exc):
             raise
         what = (f"remove it to resume from the start of epoch {folder.name.split('-')[1]}"
                 if folder.name.startswith(PREFIX) else f"remove the run folder {folder.parent} to train it again")
@@ -93,16 +100,24 @@ def readable(folder: Path | None) -> Iterator[None]:
                              f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); {what}") from None
 
 
+def machine_error(exc: BaseException) -> bool:
+    """Whether ``exc``'s type says it is this machine's, not a file's: out of memory (``MemoryError``, torch's
+    ``OutOfMemoryError``), or an OSError of its limits or permissions. (Torch's CPU allocator says it is out of memory
+    with a plain RuntimeError: that one is taken for the files'.)"""
+    torch_oom = getattr(import_torch(), "OutOfMemoryError", MemoryError)
+    return isinstance(exc, MemoryError | torch_oom) or (isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS)
+
+
 def load_position(folder: Path) -> tuple[dict[str, np.ndarray], list[float]]:
     """The records and step losses saved in a mid-epoch checkpoint ``folder``."""
-    with readable(folder), np.load(folder / POSITION_FILE, allow_pickle=False) as data:
+    with load_errors_as_damage(folder), np.load(folder / POSITION_FILE, allow_pickle=False) as data:
         return {k: data[k].copy() for k in RECORD_KEYS}, data["losses"].tolist()
 
 
 def load_state(folder: Path, opt: Any, sched: Any, device: str) -> None:
     """Restore the optimizer, the scheduler and torch's random state from ``folder``'s ``optimizer.pt``."""
     torch = import_torch()
-    with readable(folder):
+    with load_errors_as_damage(folder):
         state = torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -46,9 +46,9 @@ from curate.storage.step import RowInput
 from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, evals and tests
     OPTIMIZER_FILE,  # noqa: F401
     Checkpointing,
+    load_errors_as_damage,
     load_position,
     load_state,
-    readable,
     record_partial,
     remove_unnamed,
     resumable,
@@ -206,14 +206,14 @@ def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainab
     from transformers import AutoModelForCausalLM
 
     if config.lora_rank == 0:  # a damaged checkpoint: an error naming its folder and what to remove
-        with quiet_transformers(), readable(checkpoint):
+        with quiet_transformers(), load_errors_as_damage(checkpoint):
             return AutoModelForCausalLM.from_pretrained(str(checkpoint or model_dir), dtype=torch.float32)
     from peft import PeftModel
 
     with quiet_transformers():  # the base model's own errors are its own: the checkpoint is not to blame
         base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     if checkpoint is not None:
-        with readable(checkpoint):
+        with load_errors_as_damage(checkpoint):
             return PeftModel.from_pretrained(base, str(checkpoint), is_trainable=trainable)
     return attach_lora(base, config.lora_rank, config.lora_alpha, config.lora_targets)
 
