@@ -104,6 +104,7 @@ class FaultServer:
         self.port = _free_port()
         self.counts: collections.Counter[str] = collections.Counter()
         self.messages: list[list[dict]] = []  # every chat request's messages, in arrival order
+        self.response_formats: list[dict] = []  # and its response_format ({} when none)
         self.times: dict[str, list[float]] = collections.defaultdict(list)
         self.total = 0
         self.inflight = 0
@@ -159,6 +160,7 @@ class FaultServer:
         key = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         with self._lock:
             self.messages.append(messages)
+            self.response_formats.append(body.get("response_format") or {})
             self.counts[key] += 1
             self.total += 1
             attempt = self.counts[key]

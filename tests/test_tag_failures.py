@@ -16,6 +16,7 @@ from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
 from tests.conftest import ScriptedBackend, write_jsonl
 from tests.fault_server import FaultServer
+from tests.tag_fixtures import tag_poetry_and_weather
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
@@ -153,10 +154,7 @@ def test_the_report_describes_tag_columns_as_tags_and_draws_their_frequency_with
     tagged = Workspace(tmp_path / "tagged")
     tagged.load(write_jsonl(tmp_path / "t.jsonl", [{"instruction": f"Write Poems about Rain {i}.", "output": "ok"}
                                                    for i in range(3)]))
-    words = ScriptedBackend(lambda req: '{"tags": [{"tag": "poetry", "explanation": "a"}, '
-                                        '{"tag": "weather", "explanation": "b"}]}')
-    tagged.apply(Tagger(words), progress=False)
-    normalize(tagged, Normalizer(min_frequency=None, semantic=False, association=False))
+    tag_poetry_and_weather(tagged)
     plots = {title: (fig, missing) for title, fig, missing in all_plots(tagged)}
     fig, missing = plots["tag frequency"]
     assert fig is not None, missing

@@ -19,8 +19,6 @@ def test_a_reply_with_more_tags_than_the_schema_asks_for_keeps_every_tag_and_say
     """A reply of 12 tags failed validation (schema max 10) and was re-asked with the error: a model then cut its
     tags to fit, or kept them and the row failed (invalid_output, every tag lost). The schema sent still asks for at
     most 10 (the same request, the same cache key)."""
-    from curate.tags import IntentTags, Tagger
-
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": "[tags12] Plan a week in Rome.", "output": "ok"},
                                                {"instruction": "Write a poem about rain.", "output": "ok"}]))
@@ -36,8 +34,8 @@ def test_a_reply_with_more_tags_than_the_schema_asks_for_keeps_every_tag_and_say
     assert ws.column_provenance("tags_raw")["runs"][-1]["turns_past_schema_bounds"] == 1
     said = " ".join(run.stdout.split())
     assert "1 user turn(s) got replies past the schema's bounds (10 tags," in said and "every tag kept" in said, said
-    assert IntentTags.model_json_schema()["properties"]["tags"]["maxItems"] == 10
-    assert Tagger(None).prompt.model_class() is IntentTags
+    sent_bounds = [fmt["json_schema"]["schema"]["properties"]["tags"]["maxItems"] for fmt in srv.response_formats]
+    assert sent_bounds == [10, 10], srv.response_formats
 
 
 def test_a_tag_reply_slower_than_the_timeout_gets_a_longer_wait_on_its_retry_not_the_same_one(tmp_path):

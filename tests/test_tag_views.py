@@ -9,19 +9,15 @@ from curate.errors import CurateError
 from curate.session import Workspace
 from tests.cli_in_process import curate_in_process
 from tests.conftest import ScriptedBackend, write_jsonl
+from tests.tag_fixtures import tag_poetry_and_weather
 
 
 @pytest.fixture
 def tagged(tmp_path) -> Workspace:
-    from curate.tags import Normalizer, Tagger, normalize
-
     ws = Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"Write poems about rain {i}.", "output": "ok"}
                                                for i in range(4)]))
-    words = ScriptedBackend(lambda req: '{"tags": [{"tag": "poetry", "explanation": "a"}, '
-                                        '{"tag": "weather", "explanation": "b"}]}')
-    ws.apply(Tagger(words), progress=False)
-    normalize(ws, Normalizer(min_frequency=None, semantic=False, association=False))
+    tag_poetry_and_weather(ws)
     ws.add_selection("first2", ws.ids, ["kept"] * 2 + ["rejected"] * 2, ["selected"] * 2 + ["not_sampled"] * 2,
                      [None] * 4, {"method": "test"})
     return ws

@@ -246,7 +246,7 @@ def test_two_trainers_of_one_run_take_turns_and_the_second_reads_it_back(lm, tmp
 
 def test_a_save_stopped_by_ctrl_c_leaves_no_half_checkpoint(tmp_path):
     """SIGTERM while an epoch was saved left its temporary folder (500 MB for SmolLM2) in the run folder for good."""
-    from curate.train.checkpoints import save_epoch as _save_epoch
+    from curate.train.checkpoints import save_epoch
 
     class Stopped:
         def save_pretrained(self, folder):
@@ -254,7 +254,7 @@ def test_a_save_stopped_by_ctrl_c_leaves_no_half_checkpoint(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _save_epoch(tmp_path, 1, Stopped(), None, None, [], None)
+        save_epoch(tmp_path, 1, Stopped(), None, None, [], None)
     assert (tmp_path / "seen").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["seen"]
 
 

@@ -54,7 +54,7 @@ def test_bad_loop_inputs_exit_by_the_table(files, what, args, code, words):
     assert not (files["ws"] / "cache" / "train").exists()  # refused before any fine-tune
 
 
-def test_curate_train_refuses_untrainable_rows_and_a_taken_out_folder_by_the_table(request, tmp_path):
+def test_curate_train_refuses_untrainable_rows_and_a_taken_out_folder_by_the_table(tmp_path):
     """`curate train run` on rows none of which has an answer said "nothing to train on: no row has an answered turn"
     and exited 1 (a damaged workspace's code); `curate train model --out` an existing file exited 1 too. Bad input
     data exits 65 naming how many rows and why, a taken --out 78, an empty selection 78."""
