@@ -168,6 +168,8 @@ def test_an_error_of_the_machine_while_a_checkpoint_loads_is_not_called_damage(t
     for machine in (OSError(errno.EMFILE, "Too many open files"), MemoryError(), torch.OutOfMemoryError("no room")):
         with pytest.raises(type(machine)), load_errors_as_damage(folder):
             raise machine
+    with pytest.raises(RuntimeError, match="DefaultCPUAllocator"), load_errors_as_damage(folder):
+        torch.empty(2**50, dtype=torch.uint8)  # torch's own CPU out-of-memory error (a RuntimeError, no type of its own)
     with pytest.raises(WorkspaceError, match=r"step-2-2: a damaged training checkpoint \(OSError: \[Errno 5\]"), \
             load_errors_as_damage(folder):
         raise OSError(errno.EIO, "Input/output error")

@@ -80,6 +80,7 @@ def synced(folder: Path) -> None:
 # errnos of this machine's limits and permissions, not of the checkpoint's files (an OSError naming none, as
 # transformers raises for a weights file it cannot read, and EIO, a failing disk, are the files')
 _MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EACCES, errno.EPERM})
+_CPU_ALLOCATOR_OOM = "DefaultCPUAllocator: can't allocate memory"  # torch's CPU out-of-memory RuntimeError
 
 
 @contextlib.contextmanager
@@ -102,9 +103,10 @@ def load_errors_as_damage(folder: Path | None) -> Iterator[None]:
 
 def machine_error(exc: BaseException) -> bool:
     """Whether ``exc``'s type says it is this machine's, not a file's: out of memory (``MemoryError``, torch's
-    ``OutOfMemoryError``), or an OSError of its limits or permissions. (Torch's CPU allocator says it is out of memory
-    with a plain RuntimeError: that one is taken for the files'.)"""
+    ``OutOfMemoryError``, the RuntimeError of torch's CPU allocator), or an OSError of its limits or permissions."""
     torch_oom = getattr(import_torch(), "OutOfMemoryError", MemoryError)
+    if isinstance(exc, RuntimeError) and _CPU_ALLOCATOR_OOM in str(exc):  # torch gives it no type of its own
+        return True
     return isinstance(exc, MemoryError | torch_oom) or (isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS)
 
 
