@@ -14,6 +14,14 @@ TOPICS = ["rivers", "volcanoes", "chess", "bread", "comets", "bees", "bridges", 
           "owls", "deserts", "printing", "tides", "maps", "violins", "coral", "trains", "salt", "kites"]
 
 
+def _chain_order(scorer, chains):
+    """order_accuracy of ``scorer`` on ``chains``, every version scored in one predict call (one encoding pass,
+    not one per chain; a row's score does not depend on the rows beside it)."""
+    flat = scorer.predict([text for chain in chains for text in chain]).tolist()
+    ends = np.cumsum([0] + [len(chain) for chain in chains])
+    return order_accuracy(chains, [flat[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)])
+
+
 def test_an_in_breadth_rewrite_starts_a_chain_of_its_own():
     steps = [("s", 0, None), ("s", 1, "add_constraint"), ("s", 2, "breadth"), ("s", 3, "deepen"), ("t", 0, None),
              ("t", 2, "reasoning")]
@@ -38,9 +46,8 @@ def test_chain_pairs_teach_the_order_that_noisy_judge_scores_do_not(tmp_path):
 
     fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in TOPICS for a in ("new", "old")],
                              steps=4, seed=1, held_out=True)
-    def order(result):
-        return order_accuracy(fresh, [result.scorer.predict(chain).tolist() for chain in fresh])
-    assert order(ordered) > 0.8 and order(ordered) > order(plain) + 0.2
+    ordered_order = _chain_order(ordered.scorer, fresh)
+    assert ordered_order > 0.8 and ordered_order > _chain_order(plain.scorer, fresh) + 0.2
     assert held["scorer"]["chain_order"] > held["length"]["chain_order"]
 
 
@@ -132,9 +139,8 @@ def test_difficulty_labels_mixed_with_chain_order(difficulty_ws, tmp_path):
 
     fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in HARD + EASY for a in ("new", "old")],
                              steps=4, seed=1, held_out=True)
-    def order(result):
-        return order_accuracy(fresh, [result.scorer.predict(chain).tolist() for chain in fresh])
-    assert order(mixed) > 0.8 and order(mixed) > order(alone) + 0.15
+    mixed_order = _chain_order(mixed.scorer, fresh)
+    assert mixed_order > 0.8 and mixed_order > _chain_order(alone.scorer, fresh) + 0.15
     hard, easy = mixed.scorer.predict([fresh[0][0], fresh[-1][0]])  # the domain still counts
     assert hard > easy
 
@@ -189,7 +195,7 @@ def test_a_judge_that_gives_one_number_to_nearly_everything_still_yields_a_score
     assert extra.get("folds_without_label_spread", 0) + extra.get("holdout_without_label_spread", 0) == 1
     fresh = rewritten_chains([f"Explain how {t} work to a {a} friend." for t in TOPICS for a in ("new", "old")],
                              steps=4, seed=1, held_out=True)
-    assert order_accuracy(fresh, [result.scorer.predict(chain).tolist() for chain in fresh]) > 0.8
+    assert _chain_order(result.scorer, fresh) > 0.8
     flat = [{**r, "score": 1.0} for r in rows]
     ws.add_labels("flat", flat, {"kind": "complexity"})
     with pytest.raises(ScorerError, match="different scores"):  # no spread anywhere: nothing to put on a scale
