@@ -31,6 +31,49 @@ from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError, NotInWorkspaceError
 
 
+# -- the normaliser's options: `curate tag` (which normalises afterwards) and `curate tags --normalize` -------------
+def _min_frequency_opt():
+    return typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled down below "
+                        f"{NORMALIZER.reference_rows:,} rows; 0 = skip).")
+
+
+def _eps_opt():
+    return typer.Option(NORMALIZER.eps, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip).")
+
+
+def _min_support_opt():
+    return typer.Option(NORMALIZER.min_support, help="Normaliser: FP-Growth min support in rows (0 = skip association).")
+
+
+def _stemmer_language_opt():
+    return typer.Option(None, help="Normaliser: the Snowball stemmer's language for rule aggregation (default "
+                        f"{NORMALIZER.stemmer_language}; e.g. german for a German pool).")
+
+
+def _refuse_normalizer_options(min_frequency: int, eps: float, min_support: int, stemmer_language: str | None,
+                               hint: str) -> None:
+    """A BadParameter naming the normaliser's options given where no normaliser runs (they would be ignored)."""
+    given = [flag for flag, changed in (("--min-frequency", min_frequency != NORMALIZER.min_frequency),
+                                        ("--eps", eps != NORMALIZER.eps),
+                                        ("--min-support", min_support != NORMALIZER.min_support),
+                                        ("--stemmer-language", stemmer_language is not None))
+             if changed]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; {hint}")
+
+
+def normalizer_from_options(min_frequency: int, eps: float, min_support: int, stemmer_language: str | None):
+    """The Normalizer the options ask for (0 skips a step); a BadParameter for a language Snowball lacks."""
+    from curate.tags import Normalizer
+
+    try:
+        return Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
+                          association=min_support > 0, min_support=min_support or NORMALIZER.min_support,
+                          stemmer_language=stemmer_language or NORMALIZER.stemmer_language)
+    except ValueError as exc:  # e.g. a stemmer language Snowball lacks
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command("tag")
 def tag_cmd(
     workspace: Path = typer.Argument(..., help="Workspace directory."),
@@ -47,6 +90,10 @@ def tag_cmd(
     timeout: float | None = _timeout_opt(),
     max_retries: int | None = _max_retries_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
+    min_frequency: int = _min_frequency_opt(),
+    eps: float = _eps_opt(),
+    min_support: int = _min_support_opt(),
+    stemmer_language: str | None = _stemmer_language_opt(),
     retry_failed: bool = _retry_failed_opt(),
     poll_interval: float | None = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
@@ -73,6 +120,10 @@ def tag_cmd(
     from curate.tags import Tagger
     from curate.tags import normalize as normalize_tags
 
+    if normalize:  # a language Snowball lacks is named before any request is sent
+        norm = normalizer_from_options(min_frequency, eps, min_support, stemmer_language)
+    else:
+        _refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "--no-normalize runs none")
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                         tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval, rps=rps, timeout=timeout,
@@ -112,7 +163,7 @@ def tag_cmd(
     if normalize and not any(_has_a_value(v) for v in ws.column(step.column)):
         console.print("  tags not normalised: no row has tags_raw to read")  # it ran on 0 tags and said nothing of it
     elif normalize:
-        _print_steps(normalize_tags(ws))
+        _print_steps(normalize_tags(ws, norm))
     raise_unanswered(ws.failures(step.column), max_cost, spent, done="tagged", values=ws.column(step.column),
                      backend=judge_backend, retry_failed=retry_failed)
 
@@ -132,14 +183,10 @@ def tags_cmd(
     top: int = typer.Option(TAG.top, min=0, help="Rows of the frequency table."),
     seeds: int = typer.Option(TAG.coverage_seeds, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
-    min_frequency: int = typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled "
-                                      f"down below {NORMALIZER.reference_rows:,} rows; 0 = skip)."),
-    eps: float = typer.Option(NORMALIZER.eps, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip)."),
-    min_support: int = typer.Option(NORMALIZER.min_support,
-                                    help="Normaliser: FP-Growth min support in rows (0 = skip association)."),
-    stemmer_language: str | None = typer.Option(None, help="Normaliser: the Snowball stemmer's language for rule "
-                                                f"aggregation (default {NORMALIZER.stemmer_language}; e.g. french "
-                                                "for a French pool)."),
+    min_frequency: int = _min_frequency_opt(),
+    eps: float = _eps_opt(),
+    min_support: int = _min_support_opt(),
+    stemmer_language: str | None = _stemmer_language_opt(),
 ) -> None:
     """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
     from rich.table import Table
@@ -148,13 +195,8 @@ def tags_cmd(
     from curate.session import Workspace
     from curate.storage.pool import kept_rows_gone, out_of_date
 
-    given = [flag for flag, changed in (("--min-frequency", min_frequency != NORMALIZER.min_frequency),
-                                        ("--eps", eps != NORMALIZER.eps),
-                                        ("--min-support", min_support != NORMALIZER.min_support),
-                                        ("--stemmer-language", stemmer_language is not None))
-             if changed]
-    if given and not renormalize:  # they were ignored: the stored mapping was printed as it is
-        raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; give --normalize to refit it")
+    if not renormalize:  # they were ignored: the stored mapping was printed as it is
+        _refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "give --normalize to refit it")
     ws = Workspace.open(workspace)
     from curate.storage.roles import role_candidates, role_column
 
@@ -173,9 +215,7 @@ def tags_cmd(
                                   f"--backend local, or --base-url URL --model NAME); have "
                                   f"{sorted(ws.columns) or 'no columns'}")
     if renormalize:
-        norm = instag.Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
-                                 association=min_support > 0, min_support=min_support or NORMALIZER.min_support,
-                                 **({"stemmer_language": stemmer_language} if stemmer_language else {}))
+        norm = normalizer_from_options(min_frequency, eps, min_support, stemmer_language)
         _print_steps(instag.normalize(ws, norm, column=column))
     elif ws.artifact(NORMALIZER.mapping_artifact) is not None:  # what the stored mapping did (e.g. thresholds scaled to the pool)
         _print_steps(instag.Normalizer.from_workspace(ws))
