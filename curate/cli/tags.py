@@ -236,5 +236,6 @@ def tags_cmd(
             continue
         rep = instag.coverage_report(ws, name, tags_column=column, seeds=seeds)
         console.print(f"selection {name} ({rep['rows']:,} rows): coverage {rep['coverage']:.3f} vs random "
-                      f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds); "
+                      f"{rep['random_coverage_mean']:.3f} ± {rep['random_coverage_std']:.3f} ({seeds} seeds of the "
+                      f"{rep['random_pool_rows']:,} tagged rows); "
                       f"{rep['tags_per_query']:.2f} tags per query")

@@ -275,13 +275,14 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
         raise MissingInput("the selections keep no rows")
     rng = random.Random(seed)
     curves = []
+    tagged = [i for i, row in enumerate(ws.column(column)) if row is not None]  # as coverage_report: failed rows left out
     for _ in range(random_draws):
-        perm = list(range(len(tags)))
+        perm = list(tagged)
         rng.shuffle(perm)
         curves.append(coverage_curve(perm[:longest], tags, universe))
-    mean = np.mean(curves, axis=0)
-    ax.plot(np.arange(1, longest + 1), mean, ls="--", c=POOL_COLOUR, marker=_marker(longest), ms=4,
-            label=f"random, mean of {random_draws} ({mean[-1]:.0%} at {longest:,})")
+    mean = np.mean(curves, axis=0)  # fewer points than longest where the selection keeps more rows than are tagged
+    ax.plot(np.arange(1, len(mean) + 1), mean, ls="--", c=POOL_COLOUR, marker=_marker(longest), ms=4,
+            label=f"random tagged rows, mean of {random_draws} ({mean[-1]:.0%} at {len(mean):,})")
     ax.set_xlabel("rows selected")
     ax.set_ylabel(f"share of the pool's {universe:,} tags covered")
     ax.set_ylim(0, 1.02)

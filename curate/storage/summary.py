@@ -58,6 +58,8 @@ def coverage_summary(report: dict[str, Any]) -> Summary:
     """``coverage_report``'s result: tag coverage beside random selections', tags per query beside the pool's."""
     line = (f"{report['rows']:,} rows: tag coverage {report['coverage']:.1%} (random "
             f"{report['random_coverage_mean']:.1%} ± {report['random_coverage_std']:.1%} over "
-            f"{report['random_seeds']} seeds); tags per query {report['tags_per_query']:.2f} (pool "
+            f"{report['random_seeds']} seeds of the {report['random_pool_rows']:,} tagged rows"
+            + (f" of {report['pool_rows']:,}" if report['pool_rows'] != report['random_pool_rows'] else "")
+            + f"); tags per query {report['tags_per_query']:.2f} (pool "
             f"{report['pool_tags_per_query']:.2f}); {report['pool_tags']:,} tags in the pool")
     return Summary(report, "TagCoverage", line)

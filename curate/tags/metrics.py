@@ -67,7 +67,9 @@ def random_coverage(rows: TagLists, size: int, seeds: int | Sequence[int] = 10) 
 
 def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | None = None,
                     seeds: int = TAG.coverage_seeds) -> dict[str, Any]:
-    """A selection's tag coverage and tags per query, beside random selections of the same size; an error naming
+    """A selection's tag coverage and tags per query, beside random selections of the same size drawn from the
+    rows whose tagging succeeded (``random_pool_rows`` of ``pool_rows``; ``rows_untagged``: the selection's rows
+    whose tagging failed, which cover nothing); an error naming
     the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them).
     ``tags_column``: default the normaliser's column (:func:`curate.storage.roles.role_column`)."""
     from curate.storage.pool import selection_positions
@@ -85,7 +87,13 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
         positions = [index[rid] for rid in ids]
     rows = ws.column(tags_column)
     chosen = [rows[p] for p in positions]
-    mean, std = random_coverage(rows, len(ids), seeds)
+    # The random selections draw from the rows whose tags are known, as instag does: a row whose tagging failed
+    # (None) covers nothing whatever it holds, and drawing it would flatter any selection of tagged rows.
+    tagged = [r for r in rows if r is not None]
+    mean, std = random_coverage(tagged, len(ids), seeds)
     return coverage_summary({"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
-                             "random_coverage_std": std, "random_seeds": seeds, "tags_per_query": tags_per_query(chosen),
+                             "random_coverage_std": std, "random_seeds": seeds, "random_pool": "tagged rows",
+                             "random_pool_rows": len(tagged), "pool_rows": len(rows),
+                             "rows_untagged": sum(1 for r in chosen if r is None),
+                             "tags_per_query": tags_per_query(chosen),
                              "pool_tags_per_query": tags_per_query(rows), "pool_tags": len(all_tags(rows))})
