@@ -956,7 +956,7 @@ def test_degenerate_plots_do_not_draw_a_spread_that_is_not_there(tmp_path):
     lines = {to_hex(line.get_color()): line for line in tag_coverage(ws, "one").axes[0].get_lines()}
     assert lines[KEPT_COLOUR].get_marker() == "o" and len(lines[KEPT_COLOUR].get_xdata()) == 1
     labels = [t.get_text() for t in tag_coverage(ws, "one").axes[0].get_legend().get_texts()]
-    assert any(f"random, mean of {TAG.coverage_seeds} " in label for label in labels), labels
+    assert any(f"random tagged rows, mean of {TAG.coverage_seeds} " in label for label in labels), labels
 
 
 def test_a_report_on_crowded_or_identical_inputs_writes_no_warning_to_stderr(tmp_path):
