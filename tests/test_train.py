@@ -29,6 +29,10 @@ def lm(tmp_path_factory):
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+class Killed(Exception):
+    """Not a KeyboardInterrupt: a Ctrl-C saves a mid-epoch checkpoint, a killed process does not."""
+
+
 class Killer:
     """A progress object that raises after ``after`` rows, standing in for a killed process."""
 
@@ -38,7 +42,7 @@ class Killer:
     def update(self, n: int = 1) -> None:
         self.n += n
         if self.n >= self.after:
-            raise KeyboardInterrupt("killed")
+            raise Killed("killed")
 
 
 @pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": float("nan")},
@@ -190,7 +194,7 @@ def test_saving_a_checkpoint_or_an_export_shows_no_bar_of_transformers(lm, tmp_p
 def test_a_killed_run_resumes_after_its_last_finished_epoch(lm, tmp_path):
     rows = row_inputs(learnable_rows(8))
     cfg = TrainConfig(epochs=3, **FAST)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         finetune(lm, rows, tmp_path / "killed", cfg, device="cpu", progress=Killer(after=8 + 5))
     assert TrainRun(tmp_path / "killed").epochs_done == 1
     first = (tmp_path / "killed" / "epoch-1" / "records.npz").stat().st_mtime_ns

@@ -1,7 +1,8 @@
 """Mid-epoch checkpoints: a run killed part way through an epoch resumes at its last checkpoint (LoRA adapter or full
 weights, optimizer, position in the epoch's order, the records so far) and ends with the same per-row records as a
-run never stopped. One run is killed in this process (an exception from its progress hook), one by SIGKILL from
-outside, in a process of its own. On the tiny random Llama of tests/train_fixtures.py, on the CPU."""
+run never stopped. Runs are stopped in this process (an error or a KeyboardInterrupt from the progress hook, a
+KeyboardInterrupt inside a forward pass, a real SIGINT inside the optimizer step), one by SIGKILL from outside, in a
+process of its own. On the tiny random Llama of tests/train_fixtures.py, on the CPU."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from curate.errors import CurateError
 from curate.train import TrainConfig, finetune
 from curate.train.harness import TrainRun
 from curate.train.records import RECORD_KEYS
+from curate.train.runfile import RunStart
 from tests.train_fixtures import build_tiny_lm, learnable_rows, row_inputs
 
 ROWS = 16          # batch size 4: 4 optimizer steps an epoch
@@ -34,16 +37,20 @@ def lm(tmp_path_factory):
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
-class Rows:
-    """A progress object counting the rows trained; raises KeyboardInterrupt once ``stop_after`` rows are trained."""
+class Crash(Exception):
+    """A run's failure that is not a Ctrl-C: it leaves only the checkpoints that were due (as a kill does)."""
 
-    def __init__(self, stop_after: int | None = None):
-        self.n, self.stop_after = 0, stop_after
+
+class Rows:
+    """A progress object counting the rows trained; raises ``error`` once ``stop_after`` rows are trained."""
+
+    def __init__(self, stop_after: int | None = None, error: type[BaseException] = Crash):
+        self.n, self.stop_after, self.error = 0, stop_after, error
 
     def update(self, n: int = 1) -> None:
         self.n += n
         if self.stop_after is not None and self.n >= self.stop_after:
-            raise KeyboardInterrupt("stopped")
+            raise self.error("stopped")
 
 
 def same_records(a: TrainRun, b: TrainRun) -> None:
@@ -60,7 +67,7 @@ def test_a_run_stopped_mid_epoch_resumes_at_its_checkpoint_to_the_same_records(l
     rows = row_inputs(learnable_rows(ROWS))
     straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
     # checkpoints after steps 2 of each epoch; stopped after step 3 of epoch 2 (rows 16 + 12)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=Rows(stop_after=ROWS + 12),
                  checkpoint_steps=2)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -135,7 +142,7 @@ def test_a_damaged_mid_epoch_checkpoint_is_an_error_naming_it_and_what_to_remove
     from curate.errors import WorkspaceError
 
     rows = row_inputs(learnable_rows(ROWS))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=Rows(stop_after=ROWS + 12),
                  checkpoint_steps=2)
     folder = tmp_path / "run" / "step-2-2"
@@ -186,7 +193,7 @@ def test_a_base_model_that_fails_to_load_on_resume_is_not_blamed_on_the_checkpoi
     base = tmp_path / "base"
     shutil.copytree(lm, base)
     rows = row_inputs(learnable_rows(ROWS))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         finetune(base, rows, tmp_path / "run", LORA, device="cpu", progress=Rows(stop_after=ROWS + 12),
                  checkpoint_steps=2)
     weights = base / "model.safetensors"
@@ -198,3 +205,84 @@ def test_a_base_model_that_fails_to_load_on_resume_is_not_blamed_on_the_checkpoi
     assert not isinstance(got.value, WorkspaceError) and "damaged training checkpoint" not in str(got.value)
     assert "header" in str(got.value), repr(got.value)  # the base weights file's own error
     assert (tmp_path / "run" / "step-2-2").is_dir()
+
+
+def interrupted_then_resumed(lm, rows, out: Path, stop: Any, config: TrainConfig = FULL, **kwargs) -> tuple[dict, Rows, TrainRun]:
+    """Train with ``stop`` (a context manager that makes the KeyboardInterrupt) and no checkpoint ever due; returns
+    ``run.json``'s partial entry the interrupt left, and the counter of the resume's rows."""
+    with pytest.raises(KeyboardInterrupt), stop:
+        finetune(lm, rows, out, config, device="cpu", progress=stop.rows, checkpoint_seconds=0, **kwargs)
+    part = json.loads((out / "run.json").read_text())["partial"]
+    counter = Rows()
+    resumed = finetune(lm, rows, out, config, device="cpu", progress=counter, checkpoint_seconds=0, **kwargs)
+    return part, counter, resumed
+
+
+class StopInForward:
+    """Raise KeyboardInterrupt in the ``nth`` backbone forward pass once ``after`` rows are trained (a global torch
+    forward pre-hook: the interrupt lands mid-step, after some of the step's passes added their gradients)."""
+
+    def __init__(self, after: int, nth: int):
+        self.rows, self.after, self.nth, self.seen = Rows(), after, nth, 0
+
+    def __enter__(self):
+        import torch
+
+        def hook(module, args):
+            if type(module).__name__ == "LlamaModel" and self.rows.n >= self.after:
+                self.seen += 1
+                if self.seen == self.nth:
+                    raise KeyboardInterrupt("mid-step")
+
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+class SigintInOptimizerStep:
+    """Send this process a real SIGINT from inside the optimizer step once ``after`` rows are trained (a global torch
+    optimizer step pre-hook): the step must finish before the interrupt is let through."""
+
+    def __init__(self, after: int):
+        self.rows, self.after, self.sent = Rows(), after, False
+
+    def __enter__(self):
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        def hook(opt, args, kwargs):
+            if self.rows.n >= self.after and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+        self.handle = register_optimizer_step_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_a_ctrl_c_mid_step_keeps_the_completed_steps_and_the_resume_trains_only_the_rest(lm, tmp_path):
+    """A Ctrl-C lost up to TRAIN.checkpoint_seconds of training: nothing was saved unless a checkpoint was due. Now a
+    KeyboardInterrupt in epoch 2's step 3 (its second of four one-row passes, the first one's gradients added) saves
+    the state after step 2, the cut step discarded; the resume trains steps 3 and 4 to an unkilled run's records."""
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0, step_tokens=1)
+    part, counter, resumed = interrupted_then_resumed(lm, rows, tmp_path / "run", StopInForward(ROWS + 8, 2),
+                                                      step_tokens=1)
+    assert (part["epoch"], part["step"], part["rows"]) == (2, 2, 8)
+    assert counter.n == 8 and resumed.start == RunStart("resumed", 2, 2, 4)
+    same_records(resumed, straight)
+
+
+def test_a_sigint_inside_the_optimizer_step_waits_for_the_step_then_saves_it(lm, tmp_path):
+    """A real SIGINT landing in opt.step() of epoch 2's step 3 (LoRA): the step ends whole, then the interrupt saves
+    the state after it; the resume trains step 4 only, to an unkilled run's records."""
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", LORA, device="cpu", checkpoint_seconds=0)
+    part, counter, resumed = interrupted_then_resumed(lm, rows, tmp_path / "run", SigintInOptimizerStep(ROWS + 8),
+                                                      LORA)
+    assert (part["epoch"], part["step"], part["rows"]) == (2, 3, 12)
+    assert counter.n == 4
+    same_records(resumed, straight)

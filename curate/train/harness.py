@@ -10,9 +10,10 @@ After each epoch ``out_dir/epoch-<k>/`` gets the checkpoint (the peft adapter, o
 ``optimizer.pt`` (AdamW moments and the scheduler: LESS needs the moments) and ``records.npz`` (per-row
 records from that epoch's training forward passes; see :mod:`curate.train.records`), then ``run.json``
 marks the epoch done; within an epoch, a mid-epoch checkpoint every ``TRAIN.checkpoint_seconds``
-(:mod:`curate.train.checkpoints`). Calling ``finetune`` again with the same arguments resumes at the last
+(:mod:`curate.train.checkpoints`), and one of the last completed step when a Ctrl-C stops the run
+(:mod:`curate.train.step`). Calling ``finetune`` again with the same arguments resumes at the last
 checkpoint, mid-epoch or not, to the same result as a run never stopped (a finished run returns at once);
-the same ``out_dir`` with other arguments is refused.
+the same ``out_dir`` with other arguments is refused. ``TrainRun.start`` says where the call started.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from curate.errors import CurateError, OptionError, python_and_cli
 from curate.hardware import import_torch, resolve_device
 from curate.quiet import quiet_transformers
 from curate.signals.cache import json_fingerprint
-from curate.signals.peft_lora import attach_lora, response_logits
+from curate.signals.peft_lora import attach_lora
 from curate.signals.template import Prompter, capped_length, check_model_folder
 from curate.storage.files import (
     STALE_LEFTOVER_S,
@@ -42,6 +43,7 @@ from curate.storage.files import (
     newest_mtime,
     remove,
 )
+from curate.storage.progress import progress_bar
 from curate.storage.step import RowInput
 from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, evals and tests
     OPTIMIZER_FILE,  # noqa: F401
@@ -63,8 +65,16 @@ from curate.train.examples import (
     row_inputs,
     split_batch,
 )
-from curate.train.records import RECORD_KEYS, batch_records, load_records
-from curate.train.runfile import FLOAT32, check_precision, read_run_file, training_precision, write_run_json
+from curate.train.records import RECORD_KEYS, load_records
+from curate.train.runfile import (
+    FLOAT32,
+    RunStart,
+    check_precision,
+    read_run_file,
+    training_precision,
+    write_run_json,
+)
+from curate.train.step import DeferredStop, RandomState, keep_records, step_gradients
 
 VERSION = 1  # bump when training or the records change meaning
 GROUP_SIZE_BEFORE_KEYED = 32  # TRAIN.group_size of every run named before it was in the name (absent there)
@@ -145,6 +155,7 @@ class TrainRun:
             raise CurateError(f"{path}: not a curate training run's record ({type(exc).__name__}: {exc}); use "
                               "another out_dir") from None
         self.info: dict[str, Any] = info
+        self.start: RunStart | None = None  # where the finetune call that returned it started (None: opened here)
 
     @property
     def finished(self) -> bool:
@@ -218,11 +229,6 @@ def _load(model_dir: Path, config: TrainConfig, checkpoint: Path | None, trainab
     return attach_lora(base, config.lora_rank, config.lora_alpha, config.lora_targets)
 
 
-def _response_logits(model: Any, batch: Any) -> tuple[Any, Any]:
-    """(logits, hidden) at the batch's response positions (see :func:`curate.signals.peft_lora.response_logits`)."""
-    return response_logits(model, batch.input_ids, batch.attention_mask, batch.rows, batch.cols)
-
-
 def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: TrainConfig, fp: str,
            skipped: dict[str, Failure], examples: list[Example], device: str) -> dict[str, Any]:
     """Create or check ``run.json``; returns its contents."""
@@ -288,6 +294,7 @@ def _finished(out_dir: Path, fp: str, config: TrainConfig, model_dir: Path, devi
         return None
     check_precision(out_dir, run.info, training_precision(device), device)
     run.model_dir = model_dir.resolve()  # the same files (fingerprint), wherever the caller has them now
+    run.start = RunStart("cache")
     return run
 
 
@@ -313,11 +320,15 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    total = math.ceil(len(examples) / config.batch_size) * config.epochs  # optimizer steps of the whole run
+    steps = math.ceil(len(examples) / config.batch_size)  # an epoch's optimizer steps
+    total = steps * config.epochs  # the whole run's: the schedule spans all epochs
     sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total), total)
     if last is not None:
         load_state(last, opt, sched, device)
-    bar = _progress(progress, len(examples) * (config.epochs - done) - (part["rows"] if part else 0))
+    begun = (RunStart("resumed", part["epoch"], part["step"], steps) if part else
+             RunStart("resumed", done + 1, 0, steps) if done else RunStart("start"))
+    left = len(examples) * (config.epochs - done) - (part["rows"] if part else 0)
+    bar = progress_bar(left, "train", True) if progress is True else progress or None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     cuda = device.startswith("cuda")
     step_tokens = step_tokens or (None if cuda else TRAIN.cpu_step_tokens)
@@ -332,47 +343,40 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
             timing.update({k: float(part.get(k, 0.0)) for k in timing})
         checkpoint.start()
         batches = epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch)
-        for index in batches[len(losses):]:
-            parts = [collate(examples, p, pad, device) for p in split_batch(examples, index, step_tokens)]
-            targets = sum(len(p.targets) for p in parts)
-            loss_value = 0.0
-            for batch in parts:  # the batch's mean token loss = the parts' summed token losses / all its targets
-                if autocast is not None:
-                    with autocast:
-                        logits, hidden = _response_logits(model, batch)
-                else:
-                    logits, hidden = _response_logits(model, batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum") / targets
-                loss.backward()
-                loss_value += float(loss.detach())
-                if config.record:
+        random_state = RandomState(cuda)
+        try:
+            for index in batches[len(losses):]:
+                parts = [collate(examples, p, pad, device) for p in split_batch(examples, index, step_tokens)]
+                loss_value, got = step_gradients(model, parts, autocast, config.record, cuda, timing)
+                if not math.isfinite(loss_value):  # stop before the step: the checkpoints saved so far stay valid
+                    raise CurateError(f"training diverged: loss {loss_value} at epoch {epoch}, step {len(losses) + 1}; "
+                                      f"nothing of epoch {epoch} was kept past its last checkpoint (try a lower "
+                                      f"learning rate, now {config.learning_rate})")
+                with DeferredStop():  # the step's update: whole or not at all (step.py)
+                    if config.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    losses.append(loss_value)
+                    keep_records(rec, got)
+                    random_state.take()
+                if bar is not None:
+                    bar.update(len(index))
+                if len(losses) < len(batches) and checkpoint.due():
                     t0 = time.perf_counter()
-                    got = batch_records(logits, hidden, batch.targets, batch.bounds)
-                    for k in RECORD_KEYS:
-                        rec[k][batch.index] = got[k]
-                    if cuda:
-                        torch.cuda.synchronize()
-                    timing["record_seconds"] += time.perf_counter() - t0
-                del logits, hidden, loss
-            losses.append(loss_value)
-            if not math.isfinite(losses[-1]):  # stop before the step: the checkpoints saved so far stay valid
-                raise CurateError(f"training diverged: loss {losses[-1]} at epoch {epoch}, step {len(losses)}; "
-                                  f"nothing of epoch {epoch} was kept past its last checkpoint (try a lower "
-                                  f"learning rate, now {config.learning_rate})")
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            if bar is not None:
-                bar.update(len(index))
-            if len(losses) < len(batches) and checkpoint.due():
-                t0 = time.perf_counter()
-                timing["seconds"] += t0 - started
-                part = record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
-                                     sum(len(b) for b in batches[:len(losses)]))
-                started = time.perf_counter()
-                timing["checkpoint_seconds"] += started - t0
+                    timing["seconds"] += t0 - started
+                    part = record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
+                                         sum(len(b) for b in batches[:len(losses)]))
+                    started = time.perf_counter()
+                    timing["checkpoint_seconds"] += started - t0
+        except KeyboardInterrupt:  # Ctrl-C: keep the completed steps of the epoch, discard the one it cut into
+            if len(losses) > (part["step"] if part and part["epoch"] == epoch else 0):
+                random_state.restore()
+                timing["seconds"] += time.perf_counter() - started
+                record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
+                               sum(len(b) for b in batches[:len(losses)]))
+            raise
         if cuda:
             torch.cuda.synchronize()
         timing["seconds"] += time.perf_counter() - started
@@ -389,12 +393,5 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
         bar.close()
     run = TrainRun(out_dir)
     run.model_dir = model_dir.resolve()
+    run.start = begun
     return run
-
-
-def _progress(progress: Any, total: int) -> Any:
-    if progress is True:
-        from curate.storage.progress import progress_bar
-
-        return progress_bar(total, "train", True)
-    return progress or None

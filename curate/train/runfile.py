@@ -9,6 +9,7 @@ its device (:func:`recorded_precision`).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,13 @@ def read_run_file(path: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or "config" not in info:
         raise CurateError(f"{path}: not a curate training run's record (no 'config'); use another out_dir")
     return info
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where a :func:`~curate.train.harness.finetune` call started its run: ``"cache"`` (a finished run read back),
+    ``"resumed"`` (at ``epoch``'s step ``step`` of ``steps``, the steps done before it kept) or ``"start"``."""
+    kind: str
+    epoch: int = 0
+    step: int = 0
+    steps: int = 0
