@@ -379,6 +379,44 @@ def test_cli_train_run_and_map(lm, tmp_path):
     assert result.exit_code == 0 and "6 rows, 2 epochs" in result.output, result.output
 
 
+def test_cli_train_run_says_it_resumed_a_stopped_run_and_read_a_finished_one(lm, tmp_path):
+    """`curate train run` did not say it resumed (only its bar counted fewer rows): it now says where it started."""
+    from pathlib import Path
+
+    from curate.session import Workspace
+    from curate.train.harness import run_folder
+    from tests.cli_in_process import curate_in_process
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(8)))
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(pool)
+    config = TrainConfig(epochs=2, lora_rank=0, learning_rate=0.03, batch_size=4)  # what the flags below ask
+    rows = ws.row_inputs(ws.ids, ())
+    out = run_folder(Path(ws.cache_dir) / "train", lm, rows, config, "cpu")
+    with pytest.raises(KeyboardInterrupt):  # a Ctrl-C after epoch 2's step 1 of 2: its checkpoint keeps that step
+        finetune(lm, rows, out, config, device="cpu", progress=KeyboardAfter(8 + 4))
+    args = ["train", "run", ws.path, "--model", lm, "--device", "cpu", "--epochs", "2", "--lora-rank", "0",
+            "--learning-rate", "0.03", "--batch-size", "4"]
+    result = curate_in_process(*args)
+    assert result.returncode == 0, result.stderr
+    assert "resumed at epoch 2, step 1 of 2" in result.stdout and "trained 8 rows for 2 epochs" in result.stdout
+    again = curate_in_process(*args)
+    assert again.returncode == 0 and "a finished run read from the cache" in again.stdout, again.stderr
+    fresh = ws.path.parent / "fresh"
+    Workspace(fresh, create=True).load(pool)
+    assert "trained from the start" in curate_in_process(*args[:2], fresh, *args[3:]).stdout
+
+
+class KeyboardAfter(Killer):
+    """A Ctrl-C (KeyboardInterrupt) from the progress hook after ``after`` rows."""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n >= self.after:
+            raise KeyboardInterrupt("Ctrl-C")
+
+
 def test_end_of_turn_training_teaches_the_model_to_stop(lm, tmp_path):
     """The records' definition trains response tokens only, and such a model never learns to end its answer;
     ``end_of_turn=True`` (``ws.fine_tune``) trains the template's end-of-turn token after each answer too."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from curate.cli.common import app, console, option
 from curate.cli.group import CommandGroup
 from curate.defaults import SELECT, TRAIN
+
+if TYPE_CHECKING:  # curate.train imports the harness: not at the CLI's start
+    from curate.train.runfile import RunStart
 
 train_app = typer.Typer(cls=CommandGroup, no_args_is_help=True, help="Training in the loop: a resumable fine-tune that records "
                         "every row each epoch (Dataset Cartography, Data Diet EL2N / GraNd).")
@@ -54,12 +58,24 @@ def run_cmd(
                    learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, seed=seed)
     console.print(f"trained {len(run.ids):,} rows for {run.epochs_done} epochs ({len(run.skipped):,} skipped: "
                   f"no answered turn); run folder {run.out_dir}")
+    if run.start is not None:
+        console.print(f"  {started_from(run.start)}", highlight=False)
     for s in run.info.get("epoch_stats", []):
         console.print(f"  epoch {s['epoch']}: mean loss {s['mean_loss']:.4f}, {s['seconds']:.1f} s "
                       f"({s['record_seconds']:.1f} s of it for the records)")
     counts = region_counts(ws)
     console.print("data map: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                   + "; select with `curate select --method cartography|el2n|grand`")
+
+
+def started_from(start: RunStart) -> str:
+    """Where ``finetune`` started the run it returned, in words."""
+    if start.kind == "cache":
+        return "a finished run read from the cache (nothing trained)"
+    if start.kind == "resumed":
+        return (f"resumed at epoch {start.epoch}, step {start.step} of {start.steps} (the steps before it read "
+                "from its checkpoint)")
+    return "trained from the start"
 
 
 @train_app.command("model")
