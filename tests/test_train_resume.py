@@ -286,3 +286,29 @@ def test_a_sigint_inside_the_optimizer_step_waits_for_the_step_then_saves_it(lm,
     assert (part["epoch"], part["step"], part["rows"]) == (2, 3, 12)
     assert counter.n == 4
     same_records(resumed, straight)
+
+
+def test_a_second_ctrl_c_while_the_interrupt_saves_leaves_no_damaged_checkpoint(lm, tmp_path, monkeypatch):
+    """A second Ctrl-C in the save the first one started (here: as its optimizer state is written) leaves no
+    checkpoint folder, named or not, nor a temporary one; the resume trains epoch 2 from its start."""
+    import curate.train.checkpoints as checkpoints
+
+    rows = row_inputs(learnable_rows(ROWS))
+    stop = StopInForward(ROWS + 8, 1)
+    real_save = checkpoints.torch_save
+
+    def second_ctrl_c(obj, path):
+        if stop.seen:
+            raise KeyboardInterrupt("again")
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpoints, "torch_save", second_ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match="again"), stop:
+        finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=stop.rows, checkpoint_seconds=0)
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    assert "partial" not in json.loads((run / "run.json").read_text())
+    assert not list(run.glob("step-*")) and not list(run.glob(".step-*"))
+    counter = Rows()
+    assert finetune(lm, rows, run, FULL, device="cpu", progress=counter).epochs_done == 2
+    assert counter.n == ROWS
