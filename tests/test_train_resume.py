@@ -243,13 +243,16 @@ class StopInForward:
 
 class SigintInOptimizerStep:
     """Send this process a real SIGINT from inside the optimizer step once ``after`` rows are trained (a global torch
-    optimizer step pre-hook): the step must finish before the interrupt is let through."""
+    optimizer step pre-hook): the step must finish before the interrupt is let through. Python's own Ctrl-C handler
+    is put in place for it, as a user's process has (a pytest-xdist worker ignores SIGINT)."""
 
     def __init__(self, after: int):
         self.rows, self.after, self.sent = Rows(), after, False
 
     def __enter__(self):
         from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self.previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
         def hook(opt, args, kwargs):
             if self.rows.n >= self.after and not self.sent:
@@ -261,6 +264,7 @@ class SigintInOptimizerStep:
 
     def __exit__(self, *exc):
         self.handle.remove()
+        signal.signal(signal.SIGINT, self.previous)
 
 
 def test_a_ctrl_c_mid_step_keeps_the_completed_steps_and_the_resume_trains_only_the_rest(lm, tmp_path):
