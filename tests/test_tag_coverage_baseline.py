@@ -55,3 +55,15 @@ def test_the_coverage_figure_draws_random_tagged_rows(half_failed):
     fig = tag_coverage(half_failed, "ins", random_draws=20)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["ins (50% at 2)", "random tagged rows, mean of 20 (50% at 2)"], labels
+
+
+def test_the_coverage_figure_reads_the_tags_column_from_disk_once(half_failed, monkeypatch):
+    """The figure read the tags column twice outside a report (its tag sets, then the tagged rows): on a 1M-row pool,
+    a second read of the column from disk for nothing."""
+    from curate.report.plots import tag_coverage
+    from curate.storage import columns
+
+    reads, aligned = [], columns._aligned
+    monkeypatch.setattr(columns, "_aligned", lambda ws, path, ids: reads.append(path.name) or aligned(ws, path, ids))
+    tag_coverage(half_failed, "ins", random_draws=2)
+    assert len([name for name in reads if name.startswith("tags.")]) == 1, reads

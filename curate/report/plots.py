@@ -243,13 +243,14 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
 
 def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
                  random_draws: int = TAG.coverage_seeds, seed: int = 0) -> Figure:
-    """Tag coverage as a selection grows (in its rank order) against random samples of the same size;
-    ``selections``: one selection's name or several."""
+    """Tag coverage as a selection grows (in rank order) against random samples of tagged rows; ``selections``: names."""
     _need_pool(ws)
     if isinstance(selections, str):
         selections = [selections]
     column = column or role_or_missing(ws, "tags", "column=NAME")
-    tags = tag_sets(ws, column)
+    with ws.reading():  # the column read once: its tag sets, and the rows whose tagging succeeded (as coverage_report)
+        tags = tag_sets(ws, column)
+        tagged = [i for i, row in enumerate(ws.column(column)) if row is not None]
     universe = len(set().union(*tags))
     if universe == 0:
         raise MissingInput(f"the {column!r} column has no tags")
@@ -275,7 +276,6 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
         raise MissingInput("the selections keep no rows")
     rng = random.Random(seed)
     curves = []
-    tagged = [i for i, row in enumerate(ws.column(column)) if row is not None]  # as coverage_report: failed rows left out
     for _ in range(random_draws):
         perm = list(tagged)
         rng.shuffle(perm)
