@@ -210,3 +210,17 @@ def save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids:
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_path(out_dir)  # before run.json marks the epoch done and its mid-epoch checkpoints go
+
+
+def checkpoint_mid_epoch(out_dir: Path, info: dict[str, Any], epoch: int, model: Any, opt: Any, sched: Any,
+                         rec: dict[str, np.ndarray], losses: list[float], timing: dict[str, float], batches: list[Any],
+                         started: float) -> tuple[dict[str, Any], float]:
+    """A mid-epoch checkpoint after ``len(losses)`` steps, its time kept apart from training's: (its entry, when
+    training goes on)."""
+    t0 = time.perf_counter()
+    timing["seconds"] += t0 - started
+    part = record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
+                          sum(len(b) for b in batches[:len(losses)]))
+    resumed = time.perf_counter()
+    timing["checkpoint_seconds"] += resumed - t0
+    return part, resumed

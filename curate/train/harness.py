@@ -48,10 +48,10 @@ from curate.storage.step import RowInput
 from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, evals and tests
     OPTIMIZER_FILE,  # noqa: F401
     Checkpointing,
+    checkpoint_mid_epoch,
     load_errors_as_damage,
     load_position,
     load_state,
-    record_partial,
     remove_unnamed,
     resumable,
     save_epoch,
@@ -364,18 +364,12 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
                 if bar is not None:
                     bar.update(len(index))
                 if len(losses) < len(batches) and checkpoint.due():
-                    t0 = time.perf_counter()
-                    timing["seconds"] += t0 - started
-                    part = record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
-                                         sum(len(b) for b in batches[:len(losses)]))
-                    started = time.perf_counter()
-                    timing["checkpoint_seconds"] += started - t0
+                    part, started = checkpoint_mid_epoch(out_dir, info, epoch, model, opt, sched, rec, losses,
+                                                         timing, batches, started)
         except KeyboardInterrupt:  # Ctrl-C: keep the completed steps of the epoch, discard the one it cut into
             if len(losses) > (part["step"] if part and part["epoch"] == epoch else 0):
                 random_state.restore()
-                timing["seconds"] += time.perf_counter() - started
-                record_partial(out_dir, info, epoch, len(losses), model, opt, sched, rec, losses, timing,
-                               sum(len(b) for b in batches[:len(losses)]))
+                checkpoint_mid_epoch(out_dir, info, epoch, model, opt, sched, rec, losses, timing, batches, started)
             raise
         if cuda:
             torch.cuda.synchronize()
