@@ -67,6 +67,7 @@ class Run:
     languages: tuple[str, ...] | None = None  # with heuristics: the languages kept (None: any)
     scores: tuple[str, ...] = SCORES  # the DEITA scores computed; admission sorts by their product
     embed_model: str | None = None  # a sentence-transformers folder for the run's embeddings (None: packaged MiniLM)
+    tag_normalizer: Any = None   # the tags' Normalizer (curate.tags); None: Normalizer() (curate.defaults.NORMALIZER)
     workspace: Workspace | None = None
     made: tuple[Path, ...] = ()  # the folders this run made (out, its workspace): removed again if its load fails
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -80,6 +81,8 @@ class Run:
         check_run_folder(Path(self.out), [*EXPORTS.values(), RUN_RECORD] + [REPORT.path] * self.report)
         for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
             check_export_path(Path(self.out) / name)                       # named before the first step
+        if self.tag_normalizer is not None and self.tag_backend is None:  # it would normalise nothing, in silence
+            raise OptionError("tag_normalizer normalises InsTag tags: give tag_backend (curate run --tags) too")
         if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence
             raise OptionError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
         if self.embed_model is not None and not Path(self.embed_model).expanduser().is_dir():  # before any step
@@ -268,7 +271,8 @@ def tags(run: Run) -> dict[str, Any]:
     ids = run.kept_ids(candidates(run))
     tagged = applied(run.tag_backend, lambda: apply_to_rows(run.ws, Tagger(run.tag_backend, column=raw), ids, run.progress))
     check_answered(run.tag_backend, run.ws.failures(raw, ids), "tagged", run.ws.path)  # as score: 78 or 75
-    return {"tags_raw": tagged, "normalizer": normalize(run.ws, source=raw, column=column), "columns": (raw, column)}
+    normalized = normalize(run.ws, run.tag_normalizer, source=raw, column=column)  # tag_normalizer None: the defaults
+    return {"tags_raw": tagged, "normalizer": normalized, "columns": (raw, column)}
 
 
 def deita(run: Run):
@@ -341,7 +345,7 @@ def engine_steps(run: Run, engine: str = RUN.engine, address: str | None = None)
 
 def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
                  max_cosine_similarity: float = DEITA.max_cosine_similarity, backend: Any = None, tag_backend: Any = None,
-                 report: bool = True, on_start: Callable[[str], None] | None = None,
+                 tag_normalizer: Any = None, report: bool = True, on_start: Callable[[str], None] | None = None,
                  on_done: Callable[[str, Any, float], None] | None = None,
                  engine: str = RUN.engine, address: str | None = None, signals: Sequence[str] = (),
                  signal_model: str | None = None, embed_model: str | None = None, scorers: dict[str, Any] | None = None,
@@ -354,7 +358,8 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
 
     ``backend``: an LLM backend for the complexity and quality judges; None scores with the shipped default scorers
     (offline); ``prompt_dirs``: folders of prompt files (``quality.md``) overriding the judges' built-ins by name.
-    ``tag_backend``: one for InsTag tags (none: no tags). ``on_start(name)`` and ``on_done(name, result, seconds)`` are
+    ``tag_backend``: one for InsTag tags (none: no tags), normalised by ``tag_normalizer`` (a
+    ``curate.tags.Normalizer``; None: the defaults). ``on_start(name)`` and ``on_done(name, result, seconds)`` are
     called around each step. ``engine``: ``single`` (this process) or ``ray`` (load, dedup, score and embed on Ray Data,
     see :mod:`curate.scale`); ``address``: the Ray cluster (None: Ray starts on this machine). ``signals``: token-level
     model signals (``ifd``, ``perplexity``; on the Ray actors with ``ray``) from ``signal_model`` (a causal LM folder;
@@ -392,7 +397,7 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
               heuristics=heuristics, languages=languages, minhash=minhash, scores=scores,  # a bad language: named here
-              embed_model=embed_model, prompt_dirs=tuple(str(d) for d in prompt_dirs))
+              embed_model=embed_model, prompt_dirs=tuple(str(d) for d in prompt_dirs), tag_normalizer=tag_normalizer)
     plan = engine_steps(run, engine, address)
     with run_lock(run.out) as made:  # a second run on this folder waits for the whole of this one (select, export ...)
         run.made = made  # out and its workspace, made by this run (the lock's folder): a failed load removes them

@@ -48,3 +48,18 @@ def test_normaliser_options_that_would_do_nothing_are_refused_before_any_request
     assert ignored.returncode == 2 and "--stemmer-language: options of the normaliser" in ignored.stderr, ignored.stderr
     assert unknown.returncode == 2 and "stemmer language 'klingon'" in " ".join(unknown.stderr.split()), unknown.stderr
     assert sent == 0
+
+
+def test_a_normaliser_option_equal_to_its_default_is_refused_where_no_normaliser_runs(tmp_path):
+    """`--no-normalize --min-frequency 20` (20 the default) was taken in silence and ignored, as `curate tags --eps
+    0.05` without --normalize: an option the user gave is refused whatever its value."""
+    from curate.defaults import NORMALIZER
+
+    with FaultServer() as srv:
+        ws, tagged = _tag(tmp_path, srv, "--no-normalize", "--min-frequency", str(NORMALIZER.min_frequency))
+        sent = srv.total
+    assert tagged.returncode == 2 and "--min-frequency: options of the normaliser" in tagged.stderr, tagged.stderr
+    assert sent == 0
+    report = curate_in_process("tags", ws.path, "--eps", str(NORMALIZER.eps), env=ENV)
+    assert report.returncode == 2 and "--eps: options of the normaliser; give --normalize" in \
+        " ".join(report.stderr.split()), report.stderr

@@ -29,6 +29,14 @@ from curate.cli.common import (
     requests_answered_text,
     sample_path,
 )
+from curate.cli.normalizer_options import (
+    eps_opt,
+    given_normalizer_options,
+    min_frequency_opt,
+    min_support_opt,
+    normalizer_from_options,
+    stemmer_language_opt,
+)
 from curate.cli.run_steps import _done, _print_step, _short_of_budget, _start_step  # noqa: F401  (tests read _done, _short_of_budget)
 from curate.defaults import DECONTAMINATE, DEITA, HEURISTICS, MINHASH, RUN
 from curate.exit_codes import exit_codes_text
@@ -46,7 +54,12 @@ def run(
                                        "calls)."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (implies --backend openai)."),
     model: str | None = typer.Option(None, "--model", "-m", help="Judge model name (openai) or folder (vllm)."),
-    tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend)."),
+    tags: bool = typer.Option(False, "--tags/--no-tags", help="Also tag intents with the LLM judge (needs a backend) "
+                              "and normalise them, as curate tag does."),
+    min_frequency: int | None = min_frequency_opt(),
+    eps: float | None = eps_opt(),
+    min_support: int | None = min_support_opt(),
+    stemmer_language: str | None = stemmer_language_opt(),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Hard cap in USD for judge calls."),
     prompt_dir: list[Path] = typer.Option([], "--prompt-dir", help="Folder of prompt files that override the judges' "
                                           "built-ins by name (quality.md, complexity.md)."),
@@ -128,6 +141,11 @@ def run(
         use_llm = backend is not None or base_url is not None
         if tags and not use_llm:
             raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
+        normalizer_options = (min_frequency, eps, min_support, stemmer_language)
+        if not tags and (given := given_normalizer_options(*normalizer_options)):  # no tags: nothing to normalise
+            raise typer.BadParameter(f"{', '.join(given)}: options of the tag normaliser; give --tags")
+        # a language Snowball lacks is named before the load, and before any request is sent
+        tag_normalizer = normalizer_from_options(*normalizer_options) if tags else None
         judge_only = [flag for flag, value in (
             ("--model", model), ("--max-cost", max_cost), ("--rps", rps), ("--rpm", rpm), ("--tpm", tpm),
             ("--concurrency", concurrency), ("--timeout", timeout), ("--max-retries", max_retries),
@@ -164,7 +182,8 @@ def run(
             return
         with llm_backend() if use_llm else contextlib.nullcontext() as llm:
             result = run_pipeline(src, out=out, budget=budget, max_cosine_similarity=max_cosine_similarity, backend=llm,
-                                  tag_backend=llm if tags else None, report=report, **engine_args,
+                                  tag_backend=llm if tags else None, tag_normalizer=tag_normalizer, report=report,
+                                  **engine_args,
                                   signals=tuple(signal), signal_model=str(signal_model) if signal_model else None,
                                   scorers=scorers, on_error=on_error, decontaminate=decontaminate, **read_as,
                                   heuristics=heuristics, languages=language or None, minhash=minhash, sort_by=sort_by,

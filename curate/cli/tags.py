@@ -27,51 +27,16 @@ from curate.cli.common import (
     requests_text,
     stopped_run_text,
 )
+from curate.cli.normalizer_options import (
+    eps_opt,
+    min_frequency_opt,
+    min_support_opt,
+    normalizer_from_options,
+    refuse_normalizer_options,
+    stemmer_language_opt,
+)
 from curate.defaults import NORMALIZER, TAG
 from curate.errors import CurateError, NotInWorkspaceError
-
-
-# -- the normaliser's options: `curate tag` (which normalises afterwards) and `curate tags --normalize` -------------
-def _min_frequency_opt():
-    return typer.Option(NORMALIZER.min_frequency, help="Normaliser: drop tags in fewer rows (scaled down below "
-                        f"{NORMALIZER.reference_rows:,} rows; 0 = skip).")
-
-
-def _eps_opt():
-    return typer.Option(NORMALIZER.eps, help="Normaliser: DBSCAN cosine eps for semantic aggregation (0 = skip).")
-
-
-def _min_support_opt():
-    return typer.Option(NORMALIZER.min_support, help="Normaliser: FP-Growth min support in rows (0 = skip association).")
-
-
-def _stemmer_language_opt():
-    return typer.Option(None, help="Normaliser: the Snowball stemmer's language for rule aggregation (default "
-                        f"{NORMALIZER.stemmer_language}; e.g. german for a German pool).")
-
-
-def _refuse_normalizer_options(min_frequency: int, eps: float, min_support: int, stemmer_language: str | None,
-                               hint: str) -> None:
-    """A BadParameter naming the normaliser's options given where no normaliser runs (they would be ignored)."""
-    given = [flag for flag, changed in (("--min-frequency", min_frequency != NORMALIZER.min_frequency),
-                                        ("--eps", eps != NORMALIZER.eps),
-                                        ("--min-support", min_support != NORMALIZER.min_support),
-                                        ("--stemmer-language", stemmer_language is not None))
-             if changed]
-    if given:
-        raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; {hint}")
-
-
-def normalizer_from_options(min_frequency: int, eps: float, min_support: int, stemmer_language: str | None):
-    """The Normalizer the options ask for (0 skips a step); a BadParameter for a language Snowball lacks."""
-    from curate.tags import Normalizer
-
-    try:
-        return Normalizer(min_frequency=min_frequency or None, semantic=eps > 0, eps=eps or NORMALIZER.eps,
-                          association=min_support > 0, min_support=min_support or NORMALIZER.min_support,
-                          stemmer_language=stemmer_language or NORMALIZER.stemmer_language)
-    except ValueError as exc:  # e.g. a stemmer language Snowball lacks
-        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command("tag")
@@ -90,10 +55,10 @@ def tag_cmd(
     timeout: float | None = _timeout_opt(),
     max_retries: int | None = _max_retries_opt(),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Normalise tags_raw into column tags afterwards."),
-    min_frequency: int = _min_frequency_opt(),
-    eps: float = _eps_opt(),
-    min_support: int = _min_support_opt(),
-    stemmer_language: str | None = _stemmer_language_opt(),
+    min_frequency: int | None = min_frequency_opt(),
+    eps: float | None = eps_opt(),
+    min_support: int | None = min_support_opt(),
+    stemmer_language: str | None = stemmer_language_opt(),
     retry_failed: bool = _retry_failed_opt(),
     poll_interval: float | None = _poll_opt(),
     dry_run: bool = _dry_run_opt(),
@@ -123,7 +88,7 @@ def tag_cmd(
     if normalize:  # a language Snowball lacks is named before any request is sent
         norm = normalizer_from_options(min_frequency, eps, min_support, stemmer_language)
     else:
-        _refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "--no-normalize runs none")
+        refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "--no-normalize runs none")
     ws = Workspace.open(workspace)
     with _judge_backend(backend, base_url, model, concurrency=concurrency, api_key_env=api_key_env, rpm=rpm,
                         tpm=tpm, max_cost=max_cost, workspace=ws, poll_s=poll_interval, rps=rps, timeout=timeout,
@@ -183,10 +148,10 @@ def tags_cmd(
     top: int = typer.Option(TAG.top, min=0, help="Rows of the frequency table."),
     seeds: int = typer.Option(TAG.coverage_seeds, min=1, help="Random selections to compare each selection against."),
     renormalize: bool = typer.Option(False, "--normalize", help="(Re)fit the normaliser on tags_raw first."),
-    min_frequency: int = _min_frequency_opt(),
-    eps: float = _eps_opt(),
-    min_support: int = _min_support_opt(),
-    stemmer_language: str | None = _stemmer_language_opt(),
+    min_frequency: int | None = min_frequency_opt(),
+    eps: float | None = eps_opt(),
+    min_support: int | None = min_support_opt(),
+    stemmer_language: str | None = stemmer_language_opt(),
 ) -> None:
     """Tag frequency table, tags per query, and each selection's tag coverage vs random selections."""
     from rich.table import Table
@@ -196,7 +161,7 @@ def tags_cmd(
     from curate.storage.pool import kept_rows_gone, out_of_date
 
     if not renormalize:  # they were ignored: the stored mapping was printed as it is
-        _refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "give --normalize to refit it")
+        refuse_normalizer_options(min_frequency, eps, min_support, stemmer_language, "give --normalize to refit it")
     ws = Workspace.open(workspace)
     from curate.storage.roles import role_candidates, role_column
 
