@@ -186,8 +186,8 @@ def tags_cmd(
         _print_steps(instag.Normalizer.from_workspace(ws))
     rows = ws.column(column)
     freq = instag.tag_frequency(rows)
-    tagged = sum(1 for r in rows if r is not None)  # the denominator of tags per query too
-    bare = sum(1 for r in rows if r is not None and not r)
+    tagged_rows = instag.tagged_rows(rows)
+    tagged, bare = len(tagged_rows), sum(1 for r in tagged_rows if not r)  # tagged: the denominator of tags per query too
     console.print(f"{column}: {len(freq):,} distinct tags; {tagged:,} of {len(rows):,} rows tagged"
                   + (f" ({bare:,} of them with no tag)" if bare else "")
                   + f"; {instag.tags_per_query(rows):.2f} tags per query")

@@ -248,9 +248,11 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
     if isinstance(selections, str):
         selections = [selections]
     column = column or role_or_missing(ws, "tags", "column=NAME")
+    from curate.tags.metrics import tagged_positions
+
     with ws.reading():  # the column read once: its tag sets, and the rows whose tagging succeeded (as coverage_report)
         tags = tag_sets(ws, column)
-        tagged = [i for i, row in enumerate(ws.column(column)) if row is not None]
+        tagged = tagged_positions(ws.column(column))
     universe = len(set().union(*tags))
     if universe == 0:
         raise MissingInput(f"the {column!r} column has no tags")

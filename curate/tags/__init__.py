@@ -19,6 +19,8 @@ from curate.tags.metrics import (
            coverage_report,
            random_coverage,
            tag_frequency,
+           tagged_positions,
+           tagged_rows,
            tags_per_query,
 )
 from curate.tags.normalize import Normalizer, scaled_threshold
@@ -27,4 +29,5 @@ from curate.tags.tagger import IntentTag, IntentTags, Tagger
 
 __all__ = ["IntentTag", "IntentTags", "NormalizeStep", "Normalizer", "TagClassifier", "Tagger", "all_tags", "coverage",
            "coverage_report", "normalize", "predict_tags", "random_coverage", "row_tags", "scaled_threshold",
-           "tag_frequency", "tagger_agreement", "tags_per_query", "train_tagger"]
+           "tag_frequency", "tagged_positions", "tagged_rows",
+           "tagger_agreement", "tags_per_query", "train_tagger"]

@@ -30,6 +30,17 @@ def refuse_turn_tags(ws: Any, column: str, reader: str) -> None:
                           "tag list, e.g. tags_column='tags' (curate tags --normalize)")
 
 
+def tagged_positions(rows: TagLists) -> list[int]:
+    """Positions of the rows whose tagging succeeded. The one rule every reader of a tag column follows: a row whose
+    tagging failed has tags None (and covers nothing); a row tagged with no tag has ``[]`` and counts as tagged."""
+    return [i for i, r in enumerate(rows) if r is not None]
+
+
+def tagged_rows(rows: TagLists) -> list[Sequence[str]]:
+    """The tag lists of the rows whose tagging succeeded (:func:`tagged_positions`), in order."""
+    return [rows[i] for i in tagged_positions(rows)]
+
+
 def all_tags(rows: TagLists) -> set[str]:
     return {t for r in rows if r for t in r}
 
@@ -44,7 +55,7 @@ def coverage(selected: TagLists, universe: TagLists | set[str]) -> float:
 
 def tags_per_query(rows: TagLists) -> float:
     """Complexity: mean number of tags per tagged row (rows whose tagging failed are left out)."""
-    counts = [len(r) for r in rows if r is not None]
+    counts = [len(r) for r in tagged_rows(rows)]
     return float(np.mean(counts)) if counts else 0.0
 
 
@@ -89,11 +100,11 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
     chosen = [rows[p] for p in positions]
     # The random selections draw from the rows whose tags are known, as instag does: a row whose tagging failed
     # (None) covers nothing whatever it holds, and drawing it would flatter any selection of tagged rows.
-    tagged = [r for r in rows if r is not None]
+    tagged = tagged_rows(rows)
     mean, std = random_coverage(tagged, len(ids), seeds)
     return coverage_summary({"rows": len(ids), "coverage": coverage(chosen, rows), "random_coverage_mean": mean,
-                             "random_coverage_std": std, "random_seeds": seeds, "random_pool": "tagged rows",
+                             "random_coverage_std": std, "random_seeds": seeds,
                              "random_pool_rows": len(tagged), "pool_rows": len(rows),
-                             "rows_untagged": sum(1 for r in chosen if r is None),
+                             "rows_untagged": len(chosen) - len(tagged_rows(chosen)),
                              "tags_per_query": tags_per_query(chosen),
                              "pool_tags_per_query": tags_per_query(rows), "pool_tags": len(all_tags(rows))})

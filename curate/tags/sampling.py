@@ -19,7 +19,14 @@ from curate.codes import Decision, Reason
 from curate.errors import CurateError
 from curate.select.registry import SelectorResult, register
 from curate.storage.roles import role_column
-from curate.tags.metrics import NAME_TAGS, TagLists, coverage, refuse_turn_tags, tags_per_query
+from curate.tags.metrics import (
+    NAME_TAGS,
+    TagLists,
+    coverage,
+    refuse_turn_tags,
+    tagged_positions,
+    tags_per_query,
+)
 
 NEW_TAGS_SHOWN = 5  # new tags listed in a kept row's detail
 
@@ -50,6 +57,7 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
     n = len(tag_lists)
     key_ids = list(ids) if ids is not None else [f"{i:012d}" for i in range(n)]
     sets = [set(r) if r else set() for r in tag_lists]
+    tagged = set(tagged_positions(tag_lists))
     order = sorted(range(n), key=lambda i: (-len(sets[i]), key_ids[i]))
     remaining = [i for i in order if sets[i]]
     alive = Counter(t for i in remaining for t in sets[i])  # tag -> rows not yet kept that carry it
@@ -95,7 +103,7 @@ def instag_sample(tag_lists: TagLists, budget: int, ids: Sequence[str] | None = 
         if i in kept_set:
             decision, reason, detail = Decision.KEPT, Reason.SELECTED, taken[i]
         elif not sets[i]:
-            failed = tag_lists[i] is None
+            failed = i not in tagged
             decision = Decision.UNSCORED if failed else Decision.REJECTED
             reason, detail = Reason.NO_TAGS, {"tags": 0, "tagged": not failed}
         elif i in passed_over:
