@@ -244,20 +244,18 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
 def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
                  random_draws: int = TAG.coverage_seeds, seed: int = 0) -> Figure:
     """Tag coverage as a selection grows (in rank order) against random samples of tagged rows; ``selections``: names."""
-    _need_pool(ws)
-    if isinstance(selections, str):
-        selections = [selections]
-    column = column or role_or_missing(ws, "tags", "column=NAME")
     from curate.tags.metrics import tagged_positions
 
+    _need_pool(ws)
+    selections = [selections] if isinstance(selections, str) else selections
+    column = column or role_or_missing(ws, "tags", "column=NAME")
     with ws.reading():  # the column read once: its tag sets, and the rows whose tagging succeeded (as coverage_report)
         tags = tag_sets(ws, column)
         tagged = tagged_positions(ws.column(column))
     universe = len(set().union(*tags))
     if universe == 0:
         raise MissingInput(f"the {column!r} column has no tags")
-    selections = [default_selection(ws)] if selections is None else selections
-    selections = [s for s in selections if s]
+    selections = [s for s in ([default_selection(ws)] if selections is None else selections) if s]
     if not selections:
         raise MissingInput("no selection yet: run a selection first")
     index = ws.index
