@@ -89,13 +89,11 @@ class Run:
             raise OptionError(f"embed_model {self.embed_model} (--embed-model): no such model folder")
         if self.signals:
             from curate.signals.steps import check_run_signals
-
             check_run_signals(self.signals, self.signal_model)
         if isinstance(self.languages, list | tuple) and not self.languages:  # [] (the CLI's no --language): no rule
             self.languages = None
         if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
             from curate.select.heuristics import check_languages
-
             if not self.heuristics:  # it would run the rules switched off, or be ignored: neither is what was asked
                 raise OptionError(f"languages {list(self.languages)} (--language) is a text rule: it runs with the "
                                   "others, so it cannot be given with heuristics=False (--no-heuristics)")
@@ -381,18 +379,15 @@ def run_pipeline(source: str | Any, out: str | os.PathLike, budget: int, *,
     or ``complexity`` (instructions without responses: a row without a reply passes the empty-response rule).
     ``embed_model``: a sentence-transformers folder to embed with (None: the packaged MiniLM, English; scorers keep it).
     """
-    # before any paid call; a budget under 1 row (a run selecting nothing would still load, score and embed the
-    # whole pool) is refused there, as by every selector
+    # before any paid call; a budget under 1 row (a run selecting nothing would still pay for the pool) is refused
     check_params("deita", {"budget": budget, "max_cosine_similarity": max_cosine_similarity})
     if not -1 <= max_cosine_similarity <= 1:
         raise OptionError(f"max_cosine_similarity must be a cosine in [-1, 1], not {max_cosine_similarity!r}")
     if decontaminate is not None:
         from curate.select.decontaminate import read_targets
-
         read_targets(str(decontaminate))  # a missing, malformed or empty file is named (65) before any paid call
         decontaminate = str(decontaminate)
     from curate.scorers.run_scorers import resolve_scorers
-
     scores = scores_of(sort_by)
     run = Run(source, Path(out), budget, max_cosine_similarity, backend, tag_backend, report, tuple(signals),
               signal_model, resolve_scorers(scorers or {}, scores), on_error, format, mapping, progress, decontaminate,
