@@ -28,6 +28,9 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[rank]``       in an Evol rank request (a ``scores`` schema): answers ``{"scores": [1, 2, ...]}``, one per
                  ``[Version`` shown (without it, or with ``[badrank]``, the label JSON below: no ranking)
 
+While ``hold_chat`` is set, chat requests are counted on arrival and answered only once it is cleared (requests
+kept at the server while a test starts another process).
+
 ``messages`` keeps every chat request's messages, in arrival order. With ``api_key`` a request carrying another
 key is answered 401 (``invalid_api_key``), as OpenAI answers a wrong key.
 
@@ -114,6 +117,7 @@ class FaultServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
+        self.hold_chat = threading.Event()
         self.batch_seconds = 0.0
         self.hold_batches = threading.Event()
         self.hold_uploads = threading.Event()
@@ -167,6 +171,8 @@ class FaultServer:
             self.times[key].append(time.monotonic())
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _wrong_key()
+        while self.hold_chat.is_set():
+            await asyncio.sleep(0.02)
         if self._slots is not None:
             async with self._slots:
                 await asyncio.sleep(self.latency)

@@ -5,14 +5,18 @@ cache file; without care each would miss the cache and pay for the same request.
 being sent, per cache file: a call sends only the keys it claimed and, once its own are done, waits for the keys
 another call is sending and reads their responses from the cache (cached for it: the sender paid). A key whose
 sender failed (failures are not cached) is claimed again and sent by one of the waiters, which records its own
-result: no call is ever handed another's failure or a default. Processes are not covered: a second process
-scoring the same column waits on the column lock instead (``Workspace.column_lock``); an answer of a batch two
-processes asked comes back to the one that did not pay for it as a hit (``on_done(..., cached=True)``).
+result: no call is ever handed another's failure or a default. Processes of one machine do the same through the
+cache file (``ResponseCache.claim_sending``): a key a live process is sending is waited for and read from the cache
+(two processes scoring one prompt into two columns paid for every request twice); a second process scoring the
+same column waits on the column lock first (``Workspace.column_lock``). A batch backend keeps its own claims: an
+answer of a batch two processes asked comes back to the one that did not pay for it as a hit
+(``on_done(..., cached=True)``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -122,21 +126,31 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
         if on_keys is not None:
             on_keys({req.key: result})
 
+    across = not getattr(backend, "submits_batches", False)  # a batch backend keeps its own submission claims
     pending = [k for k in by_key if k not in first]
     while pending:
         mine, theirs = IN_FLIGHT.claim(where, pending)
         claims.update(mine)
+        own: list[str] = []
+        elsewhere: list[str] = []  # keys another process is sending
         try:
             found(cache.get_many(list(mine)) if mine else {})  # stored by a call that settled since the first look
-            send = [by_key[k] for k in mine if k not in hits]
-            if send:
-                run_sync(lambda send=send: backend.run(send, on_done))
+            own = [k for k in mine if k not in hits]
+            if own and across:
+                own, elsewhere = cache.claim_sending(own)
+            if own:
+                run_sync(lambda send=[by_key[k] for k in own]: backend.run(send, on_done))
         finally:
+            if own and across:
+                cache.release_sending(own)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
             left = {k: claim for k in mine if (claim := claims.pop(k, None)) is not None}
             IN_FLIGHT.settle(where, left)  # also those never answered (an error, Ctrl-C): nobody waits forever
         for event in theirs.values():
             while not event.wait(WAIT_POLL_S):
                 pass
-        found(cache.get_many(list(theirs)) if theirs else {})
-        pending = [k for k in theirs if k not in hits]  # their sender failed: claimed again, sent by one waiter
+        while elsewhere and cache.sent_elsewhere(elsewhere):
+            time.sleep(WAIT_POLL_S)
+        found(cache.get_many([*theirs, *elsewhere]) if theirs or elsewhere else {})
+        # their sender failed or died: claimed again, sent by one waiter
+        pending = [k for k in (*theirs, *elsewhere) if k not in hits]
     return out, hits, recovered

@@ -1,0 +1,101 @@
+"""Two processes scoring one workspace at once: a request one of them is sending is not paid for by the other.
+
+Real processes (a child ``python`` each) against the fault-injecting server on loopback; the column lock covers a
+second process scoring the *same* column, so these score one prompt into two columns.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from curate.llm.backends import OpenAIBackend
+from curate.llm.cache import response_cache
+from curate.llm.judges import Judge
+from curate.session import Workspace
+from curate.storage.run_records import requests_sent
+from tests.conftest import write_jsonl
+from tests.fault_server import FaultServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCORE = textwrap.dedent("""
+    import sys
+    from curate.llm.backends import OpenAIBackend
+    from curate.llm.judges import Judge
+    from curate.session import Workspace
+    ws_path, url, column = sys.argv[1:4]
+    ws = Workspace(ws_path)
+    print("ready", flush=True)
+    ws.score(Judge("complexity", column=column), OpenAIBackend(url, "fault", timeout=60.0, max_retries=0),
+             progress=False)
+""")
+
+
+def _workspace(tmp_path, instructions):
+    src = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": t, "input": "", "output": "ok"} for t in instructions])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(src)
+    return ws
+
+
+def _scorer(ws, srv, column) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_PROGRESS": "0"}
+    return subprocess.Popen([sys.executable, "-c", SCORE, str(ws.path), srv.base_url, column], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_second_process_waits_for_the_requests_the_first_is_sending_and_pays_for_none(tmp_path):
+    """Process B starts while process A's requests are held at the server: both score the complexity prompt (into two
+    columns), B reads A's answers from the cache; the server sees each request once (it saw each twice: every row
+    paid for twice)."""
+    rows = [f"shared row {i}" for i in range(4)]
+    ws = _workspace(tmp_path, rows)
+    with FaultServer() as srv:
+        srv.hold_chat.set()  # A's requests stay at the server until B has looked for them
+        a = _scorer(ws, srv, "cx_a")
+        _wait_for(lambda: srv.total == len(rows), "process A's requests at the server")
+        b = _scorer(ws, srv, "cx_b")
+        assert b.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 5.0  # B's look-up takes well under this; it sent its own 4 at once
+        while srv.total == len(rows) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.hold_chat.clear()
+        out_a, _ = a.communicate(timeout=120)
+        out_b, _ = b.communicate(timeout=120)
+        assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+        assert srv.total == len(rows), f"{srv.total} requests for {len(rows)} prompts: {dict(srv.counts)}"
+    ws = Workspace(ws.path)
+    assert ws.row_values("cx_a") == ws.row_values("cx_b") and None not in ws.row_values("cx_a")
+    runs_b = ws.column_provenance("cx_b")["runs"]
+    assert [requests_sent(r) for r in runs_b] == [0], runs_b  # B sent nothing: its answers were A's
+
+
+def test_a_request_of_a_process_killed_while_sending_it_is_sent_by_the_next(tmp_path):
+    """A process killed (SIGKILL) while its request is at the server leaves its claim in the cache; the next process
+    takes it over at once and sends the request itself, rather than waiting for a process that is gone."""
+    ws = _workspace(tmp_path, ["[sleep1:60] slow row"])
+    with FaultServer() as srv:
+        a = _scorer(ws, srv, "cx_a")
+        _wait_for(lambda: srv.total == 1, "process A's request at the server")
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(30)
+        cache = response_cache(ws.cache_dir)
+        assert cache._conn().execute("SELECT COUNT(*) FROM sending").fetchone()[0] == 1  # A's claim, left behind
+        started = time.monotonic()
+        ws = Workspace(ws.path)
+        ws.score(Judge("complexity", column="cx_b"), OpenAIBackend(srv.base_url, "fault", timeout=60.0),
+                 progress=False)
+        assert time.monotonic() - started < 30  # not A's 60 s: its claim was no reason to wait
+        assert srv.total == 2 and ws.row_values("cx_b")[0] is not None
+        assert cache._conn().execute("SELECT COUNT(*) FROM sending").fetchone()[0] == 0
