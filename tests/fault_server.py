@@ -12,6 +12,7 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[malformedx1]`` first attempt answers 200 with a body that is not JSON
 ``[nologprobs]`` answers without logprobs (text is a digit)
 ``[badtext]``    answers without logprobs and with text that holds no digit
+``[say:TEXT]``   answers TEXT (up to the next ``]``) without logprobs, as a server that ignores ``max_tokens: 1``
 ``[lowmass]``    logprobs where digits 1-3 are absent and the rest carry little mass
 
 ``[always400]``  every attempt answers 400 (a permanent error)
@@ -228,6 +229,8 @@ class FaultServer:
                 content = '{"label": "general"'
         elif "[badtext]" in key:
             content = "banana"
+        elif said := re.search(r"\[say:([^]]*)\]", key):
+            content = said.group(1)
         else:
             top = _digit_logprobs(key)
             if "[lowmass]" in key:

@@ -186,6 +186,22 @@ def test_a_backend_without_logprobs_has_its_digit_parsed_and_only_it(tmp_path, f
     assert "logprobs" not in ws.column_provenance("complexity")["params"]  # its requests asked for none
 
 
+def test_a_parsed_reply_holding_a_decimal_or_two_numbers_fails_unparsable_not_its_first_digit(tmp_path, fault_server):
+    """A server that ignores ``max_tokens: 1`` (no logprobs) may answer "4.5" or "4 or 5": each was recorded as 4.0,
+    a score the model never gave. They fail ``unparsable`` with the output; a lone digit with its punctuation, or a
+    score out of the scale's maximum ("4/6"), is still read."""
+    said = {"4.5": None, "4,5": None, "4 or 5": None, "4-5": None, "4 to 5": None, "4.": 4.0, "4/6": 4.0,
+            " 5\nIt is clear.": 5.0}
+    variables = [{"instruction": f"[say:{text}] row"} for text in said]
+    results = run_prompt("complexity", variables, _backend(fault_server, supports_logprobs=False),
+                         ResponseCache(tmp_path / "c.sqlite"), progress=False)
+    assert {text: r.parsed for text, r in zip(said, results, strict=True)} == said
+    for text, r in zip(said, results, strict=True):
+        if said[text] is None:
+            assert r.failure.code is FailureCode.UNPARSABLE and "not one whole digit" in r.failure.message
+            assert r.failure.raw == text
+
+
 def test_kill9_mid_run_then_rerun_resends_no_finished_request_and_records_what_the_killed_run_paid(tmp_path):
     rows = [f"Task number {i}: describe item {i}." for i in range(150)]
     ws = _workspace(tmp_path, rows)

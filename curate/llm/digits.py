@@ -7,7 +7,9 @@ elsewhere, and its digits' leftovers are no score even when all six are listed. 
 (NaN) fails the call (``model_error``). A reply without logprobs to a request that asked for them fails the
 call (``no_logprobs``: some OpenAI-compatible proxies drop them silently, and a digit parsed from the text would
 put whole numbers in a column of expectations). Only a backend that cannot give logprobs (its request asked for
-none) has the digit parsed from the text, the score marked ``parsed``. Never a default score.
+none) has the digit parsed from the text, the score marked ``parsed``: a whole number at its start, not one with a
+decimal part (``4.5``) or followed by another as a range or an alternative (``4-5``, ``4 or 5``): those fail
+``unparsable`` (a server that ignores ``max_tokens: 1`` may answer so; they were read as 4). Never a default score.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def _token_digit(token: str) -> int | None:
     return int(text) if len(text) == 1 and "0" <= text <= "9" else None
 
 
-DIGIT_RULE = 5  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
+# after the leading number: a decimal part, or a second number given as a range or an alternative ("4-5", "4 or 5")
+_NOT_ONE_NUMBER = re.compile(r"[.,]\d|\s*(?:-|\u2013|to|or|and)\s*\d", re.ASCII | re.IGNORECASE)
+
+DIGIT_RULE = 6  # digit_score's rule, in judge fingerprints: a change re-parses stored scores (from the cache)
 
 
 def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass: float = JUDGE.min_digit_mass, *,
@@ -73,6 +78,10 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
         return None, info, Failure(FailureCode.UNPARSABLE,
                                    f"no logprobs and no digit at the start of the output {text[:80]!r}", text)
     value = int(match.group(1))
+    if more := _NOT_ONE_NUMBER.match(text, match.end()):  # "4.5" read as 4, "4 or 5" as 4: no one digit to record
+        return None, info, Failure(FailureCode.UNPARSABLE, f"no logprobs and the output starts with "
+                                   f"{text[match.start(1):more.end()]!r}, not one whole digit (output {text[:80]!r})",
+                                   text)
     if not lo <= value <= hi:
         return None, info, Failure(FailureCode.UNPARSABLE, f"no logprobs and parsed value {value} outside "
                                    f"{lo}-{hi} (output {text[:80]!r})", text)
