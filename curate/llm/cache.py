@@ -355,6 +355,16 @@ class LookupOnlyCache(ResponseCache):
     def put(self, key: str, response: dict[str, Any], aliases: list[str] | tuple[str, ...] = ()) -> None:
         raise CurateError(f"{self.path}: a dry run stores no response (key {key})")
 
+    def claim_sending(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Every key is the dry run's own to "send" (to its backend that sends nothing); no claim is stored."""
+        return list(dict.fromkeys(keys)), []
+
+    def sent_elsewhere(self, keys: list[str]) -> set[str]:
+        return set()
+
+    def release_sending(self, keys: list[str]) -> None:
+        """Nothing was claimed."""
+
     def mark_recorded(self, keys: list[str]) -> None:
         raise CurateError(f"{self.path}: a dry run records no spending")
 
