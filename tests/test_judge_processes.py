@@ -75,6 +75,7 @@ def test_a_second_process_waits_for_the_requests_the_first_is_sending_and_pays_f
         out_b, _ = b.communicate(timeout=120)
         assert a.returncode == 0 and b.returncode == 0, out_a + out_b
         assert srv.total == len(rows), f"{srv.total} requests for {len(rows)} prompts: {dict(srv.counts)}"
+        assert "waiting for 4 request(s) another process is sending" in out_b, out_b  # said, not a silent hang
     ws = Workspace(ws.path)
     assert ws.row_values("cx_a") == ws.row_values("cx_b") and None not in ws.row_values("cx_a")
     runs_b = ws.column_provenance("cx_b")["runs"]

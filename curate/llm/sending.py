@@ -15,6 +15,7 @@ answer of a batch two processes asked comes back to the one that did not pay for
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class InFlight:
             event.set()
 
 
+log = logging.getLogger("curate")
 IN_FLIGHT = InFlight()
 WAIT_POLL_S = 0.5  # a wait for another call's request wakes this often (Ctrl-C is handled between waits)
 
@@ -141,15 +143,20 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
             if own:
                 run_sync(lambda send=[by_key[k] for k in own]: backend.run(send, on_done))
         finally:
-            if own and across:
-                cache.release_sending(own)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
-            left = {k: claim for k in mine if (claim := claims.pop(k, None)) is not None}
-            IN_FLIGHT.settle(where, left)  # also those never answered (an error, Ctrl-C): nobody waits forever
+            try:
+                if own and across:
+                    cache.release_sending(own)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
+            finally:
+                left = {k: claim for k in mine if (claim := claims.pop(k, None)) is not None}
+                IN_FLIGHT.settle(where, left)  # also those never answered (an error, Ctrl-C): nobody waits forever
         for event in theirs.values():
             while not event.wait(WAIT_POLL_S):
                 pass
-        while elsewhere and cache.sent_elsewhere(elsewhere):
-            time.sleep(WAIT_POLL_S)
+        if elsewhere and cache.sent_elsewhere(elsewhere):
+            log.warning("waiting for %d request(s) another process is sending to the same response cache (%s)",
+                        len(elsewhere), cache.path)
+            while cache.sent_elsewhere(elsewhere):
+                time.sleep(WAIT_POLL_S)
         found(cache.get_many([*theirs, *elsewhere]) if theirs or elsewhere else {})
         # their sender failed or died: claimed again, sent by one waiter
         pending = [k for k in (*theirs, *elsewhere) if k not in hits]
