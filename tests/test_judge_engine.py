@@ -584,6 +584,10 @@ def test_digit_score_maths():
     nan = {"text": "5", "top_logprobs": [{"token": "5", "logprob": float("nan")}, {"token": "4", "logprob": lp(0.6)}]}
     value, info, failure = digit_score(nan, (1, 6), logprobs_requested=True)
     assert value is None and failure.code is FailureCode.MODEL_ERROR and "NaN" in failure.message
+    # so is +inf (a body's "Infinity", which json.loads reads): the mass was infinite and the score NaN
+    inf = {"text": "5", "top_logprobs": [{"token": "5", "logprob": math.inf}, {"token": "4", "logprob": lp(0.6)}]}
+    value, info, failure = digit_score(inf, (1, 6), logprobs_requested=True)
+    assert value is None and failure.code is FailureCode.MODEL_ERROR and "+inf" in failure.message
     outside = digit_score({"text": "9", "top_logprobs": None}, (1, 6), logprobs_requested=False)[2]
     assert outside.code is FailureCode.UNPARSABLE and "outside" in outside.message and outside.raw == "9"
     no_digit = digit_score({"text": "x", "top_logprobs": [{"token": "x", "logprob": 0.0}]}, (1, 6),

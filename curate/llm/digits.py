@@ -56,10 +56,12 @@ def digit_score(response: dict[str, Any], scale: tuple[int, int], min_digit_mass
         for entry in top:
             digit = _token_digit(entry["token"])
             if digit is not None and lo <= digit <= hi:
-                if math.isnan(entry["logprob"]):  # NaN mass passes every `<` check: it would be a NaN score
+                # NaN mass passes every `<` check, and +inf (JSON's Infinity, which json.loads reads) makes the mass
+                # infinite: either would be a NaN score
+                if math.isnan(entry["logprob"]) or entry["logprob"] == math.inf:
                     return None, {"score_method": "logprobs", "digit_mass": None, "missing_digits": None}, Failure(
-                        FailureCode.MODEL_ERROR, f"the server gave digit {entry['token']!r} the logprob NaN "
-                        f"(output {text[:80]!r})", text)
+                        FailureCode.MODEL_ERROR, f"the server gave digit {entry['token']!r} the logprob "
+                        f"{'NaN' if math.isnan(entry['logprob']) else '+inf'} (output {text[:80]!r})", text)
                 probs[digit] = probs.get(digit, 0.0) + math.exp(entry["logprob"])
         mass = sum(probs.values())
         missing = [k for k in range(lo, hi + 1) if k not in probs]
