@@ -100,3 +100,24 @@ def test_a_request_of_a_process_killed_while_sending_it_is_sent_by_the_next(tmp_
         assert time.monotonic() - started < 30  # not A's 60 s: its claim was no reason to wait
         assert srv.total == 2 and ws.row_values("cx_b")[0] is not None
         assert cache._conn().execute("SELECT COUNT(*) FROM sending").fetchone()[0] == 0
+
+
+def test_answers_a_live_process_paid_for_are_not_counted_as_a_stopped_runs_by_another(tmp_path):
+    """Process A has stored two answers (its run record not yet written) and waits on two more when process B starts:
+    B read A's two as answers "paid by a stopped run" and billed them in its own record, so the workspace counted
+    them twice. They are cached answers for B; only a payer that is gone leaves its answers to the next run."""
+    rows = ["quick row 1", "quick row 2", "[sleep1:6] slow row 3", "[sleep1:6] slow row 4"]
+    ws = _workspace(tmp_path, rows)
+    with FaultServer() as srv:
+        a = _scorer(ws, srv, "cx_a")
+        cache = response_cache(ws.cache_dir)
+        _wait_for(lambda: srv.total == 4 and len(cache) == 2, "A's two quick answers in the cache")
+        b = _scorer(ws, srv, "cx_b")
+        out_a, _ = a.communicate(timeout=120)
+        out_b, _ = b.communicate(timeout=120)
+        assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+        assert srv.total == 4
+    ws = Workspace(ws.path)
+    (run_a,), (run_b,) = ws.column_provenance("cx_a")["runs"], ws.column_provenance("cx_b")["runs"]
+    assert requests_sent(run_a) == 4 and run_a["tokens"]["prompt"] > 0
+    assert run_b["requests_paid_by_stopped_run"] == 0 and run_b["tokens"] == {"prompt": 0, "completion": 0}, run_b

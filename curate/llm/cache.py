@@ -19,7 +19,9 @@ identical re-run still sends nothing; any other request is sent once and stored 
 
 Spending is never lost either: every response stored by a send is also listed as *unrecorded* (paid, but in no
 run's record yet) until the step that sent it has stored its run record (``mark_recorded``). A run killed before
-that leaves them listed, and the run that resumes it counts them as paid by it, not as cached answers for free.
+that leaves them listed, and the run that resumes it counts them as paid by it, not as cached answers for free; not
+while the process that paid for them is alive (``payers``): its run goes on and records them, and another process
+running beside it reads them as cached answers (it counted them as its own as well).
 
 ``synchronous=NORMAL`` in WAL mode: a commit survives the process being killed (kill -9); only an
 OS crash / power loss may drop the last transactions, which are then simply re-sent.
@@ -61,6 +63,12 @@ CREATE TABLE IF NOT EXISTS sending (
     pid INTEGER NOT NULL,
     started INTEGER,
     since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payers (
+    key TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started INTEGER
 );
 """
 _LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
@@ -191,6 +199,7 @@ class ResponseCache:
             conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
                          (key, data, time.time()))
             conn.execute("INSERT OR IGNORE INTO unrecorded (key) VALUES (?)", (key,))
+            conn.execute("INSERT OR REPLACE INTO payers (key, machine, pid, started) VALUES (?, ?, ?, ?)", (key, *_ME))
             conn.execute("DELETE FROM sending WHERE key = ? AND machine = ? AND pid = ?", (key, *_ME[:2]))
             if aliases:
                 conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)",
@@ -221,11 +230,13 @@ class ResponseCache:
         """The keys among ``keys`` a live process of this machine other than this one is still sending."""
         return self._live_claims(self._conn(), list(dict.fromkeys(keys)))
 
-    def _live_claims(self, conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    def _live_claims(self, conn: sqlite3.Connection, keys: list[str], table: str = "sending") -> set[str]:
+        """The keys among ``keys`` that ``table`` (sending, payers) names a live process of this machine for, other
+        than this one."""
         live: set[str] = set()
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start:start + _LOOKUP_CHUNK]
-            rows = conn.execute(f"SELECT key, machine, pid, started FROM sending WHERE key IN "
+            rows = conn.execute(f"SELECT key, machine, pid, started FROM {table} WHERE key IN "
                                 f"({','.join('?' * len(chunk))})", chunk).fetchall()
             live.update(key for key, machine, pid, started in rows
                         if machine == _ME[0] and pid != _ME[1] and same_process(pid, started))
@@ -246,13 +257,21 @@ class ResponseCache:
                              (*_ME[:2], *chunk))
 
     def unrecorded(self, keys: list[str]) -> set[str]:
-        """The keys among ``keys`` whose responses were paid by a run that stopped before recording them."""
-        return set(self._lookup_pairs("SELECT key, key FROM unrecorded WHERE key IN ({marks})", keys))
+        """The keys among ``keys`` whose responses were paid by a run that stopped before recording them: not those a
+        live process of this machine paid for (its run goes on, and records them; another process counted them too)."""
+        found = set(self._lookup_pairs("SELECT key, key FROM unrecorded WHERE key IN ({marks})", keys))
+        return found - self._paid_elsewhere(found)
 
     def unrecorded_aliases(self, aliases: list[str]) -> dict[str, str]:
         """alias -> key for the aliases among ``aliases`` whose responses are unrecorded (see :meth:`unrecorded`)."""
-        return self._lookup_pairs("SELECT a.alias, a.key FROM aliases a JOIN unrecorded u ON u.key = a.key "
-                                  "WHERE a.alias IN ({marks})", aliases)
+        found = self._lookup_pairs("SELECT a.alias, a.key FROM aliases a JOIN unrecorded u ON u.key = a.key "
+                                   "WHERE a.alias IN ({marks})", aliases)
+        live = self._paid_elsewhere(set(found.values()))
+        return {alias: key for alias, key in found.items() if key not in live}
+
+    @sqlite_errors
+    def _paid_elsewhere(self, keys: set[str]) -> set[str]:
+        return self._live_claims(self._conn(), sorted(keys), "payers") if keys else set()
 
     @sqlite_errors
     def mark_recorded(self, keys: list[str]) -> None:
@@ -264,6 +283,7 @@ class ResponseCache:
             for start in range(0, len(unique), _LOOKUP_CHUNK):
                 chunk = unique[start:start + _LOOKUP_CHUNK]
                 conn.execute(f"DELETE FROM unrecorded WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                conn.execute(f"DELETE FROM payers WHERE key IN ({','.join('?' * len(chunk))})", chunk)
 
     @sqlite_errors
     def __len__(self) -> int:
