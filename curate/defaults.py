@@ -96,6 +96,7 @@ class AnnDefaults:
     m: int = 16                      # graph degree
     ef_construction: int = 100       # build beam
     neighbours: int = 3              # nearest kept rows shown per rejected row in the report
+    check_rows: int = 1000           # hnsw dedup: kept rows checked exactly for missed duplicates (select.ann_check)
 
 
 @dataclass(frozen=True)

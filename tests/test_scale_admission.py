@@ -92,6 +92,37 @@ def test_hnsw_dedup_finds_the_planted_duplicates(tmp_path):
     assert "witness" in row["detail"] and "similarity" in row["detail"]
 
 
+def test_hnsw_dedup_counts_the_duplicates_its_graph_missed_on_a_checked_sample(tmp_path):
+    """A query beam too small for the data (ef=1) leaves near duplicates kept: the walk said nothing of them. A
+    seeded sample of kept rows is now checked against every earlier kept row, exactly: each miss it reports is real
+    (brute force agrees), its estimate is near the true count, and with the default beam it finds none."""
+    rng = np.random.default_rng(5)
+    x = unit_rows(clustered(rng, 1500, 64, 600, 0.25))
+    dup, _, _, _, info = semantic_duplicates(x, 0.9, "hnsw", ef=1)
+    check = info["index_check"]
+    kept = np.flatnonzero(~dup)
+    x64 = x.astype(np.float64)
+    truly = [k for k in kept.tolist() if (x64[kept[kept < k]] @ x64[k]).max(initial=-1) > 0.9]  # kept in error
+    assert len(truly) > 20 and check["kept"] == len(kept) and check["checked"] == min(len(kept), 1000)
+    assert check["missed"] > 0 and abs(check["estimated_missed"] - len(truly)) <= 0.3 * len(truly)
+    for example in check["examples"]:  # a real miss: an earlier kept row above the threshold
+        assert example["row"] in truly and not dup[example["kept_before"]] and example["kept_before"] < example["row"]
+        assert x64[example["row"]] @ x64[example["kept_before"]] == pytest.approx(example["similarity"], abs=1e-6)
+    good = semantic_duplicates(x, 0.9, "hnsw")[4]["index_check"]
+    assert good["missed"] == good["estimated_missed"] == 0 and good["checked"] > 0
+    # through the selector and the CLI: recorded in the selection, and said
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": f"row {k}", "output": "ok"} for k in range(len(x))]))
+    w.add_embeddings("default", x, {"kind": "test"})
+    sel = w.select(method="semantic", name="h", duplicate_similarity=0.9, index="hnsw", ef=1)
+    assert sel.provenance["index_check"]["missed"] == check["missed"]
+    from tests.cli_in_process import curate_in_process
+
+    out = curate_in_process("select", str(tmp_path / "ws"), "--method", "semantic", "--name", "h2",
+                            "--duplicate-similarity", "0.9", "--param", "index=hnsw", "--param", "ef=1")
+    assert f"{check['missed']:,} of {check['checked']:,} kept rows checked" in " ".join(out.stdout.split())
+
+
 def test_order_prefix_is_an_exact_prefix_of_the_examination_order():
     from curate.select.admission import examination_order, order_prefix
 

@@ -75,6 +75,17 @@ def _not_kept(sel, not_kept: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {why}" for why, n in groups.most_common())
 
 
+def index_check_line(provenance: dict) -> str | None:
+    """One line when semantic dedup's hnsw graph missed duplicates its exact check of kept rows found (provenance
+    ``index_check``, :mod:`curate.select.ann_check`); None when it found none or ran no check."""
+    check = provenance.get("index_check") or {}
+    if not check.get("missed"):
+        return None
+    return (f"the hnsw index missed near duplicates: {check['missed']:,} of {check['checked']:,} kept rows checked "
+            f"have an earlier kept row above the threshold (about {check['estimated_missed']:,} of the "
+            f"{check['kept']:,} kept rows); raise --param ef= (it was {provenance.get('ef')}) or use --param index=exact")
+
+
 def selector_help() -> dict[str, str]:
     """The help of --method and --budget, from the selector registry (every selector ws.select runs, and those of
     them that take a budget): one source, so a selector registered later is listed too."""
@@ -167,6 +178,8 @@ def select_cmd(
     if covers := sel.provenance.get("budget_covers_all"):  # LESS, mining, training dynamics: no model was run
         console.print(f"note: the budget keeps {covers['keep']:,} rows, at least the {covers['eligible']:,} eligible "
                       f"ones: all kept (reason budget_covers_all), without {covers['skipped']}", highlight=False)
+    if missed := index_check_line(sel.provenance):
+        console.print(f"[yellow]{escape(missed)}[/]", markup=True, soft_wrap=True, highlight=False)
     left_out = sel.provenance.get("target_left_out") or {}
     if left_out.get("rows"):
         codes = ", ".join(f"{code} {n:,}" for code, n in left_out["codes"].items())
