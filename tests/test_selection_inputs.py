@@ -86,3 +86,32 @@ def test_a_column_read_from_the_reading_memo_is_recorded_too(tmp_path):
         with recording_reads(ws) as noted:
             ws.row_values("quality")
     assert noted["columns"] == {"quality"}
+
+
+def test_rows_loaded_after_an_input_selection_are_said_not_left_out_in_silence(tmp_path):
+    """`curate select --from dedup` after `curate load more.jsonl` chose among dedup's rows alone: the new rows were
+    never deduplicated nor considered, and neither selection said so."""
+    from tests.cli_in_process import curate_in_process
+
+    ws = _workspace(tmp_path)
+    ws.select(method="exact", name="dedup")
+    more = [{"instruction": f"Another question {i}?", "input": "", "output": f"Answer {i}."} for i in range(3)]
+    ws.load(write_jsonl(tmp_path / "more.jsonl", more))
+    ws.load(write_jsonl(tmp_path / "more.jsonl", more))  # the same file again adds no row: counted once
+    ws.add_column("quality", [float(i) for i in range(11)], {"kind": "test"})
+    sel = ws.select(method="top_k", name="best", budget=2, sort_by="quality", input_selection="dedup")
+    assert sel.provenance["candidates"] == 8
+    assert sel.provenance["rows_loaded_since_input"] == {"rows": 3, "since": "dedup", "sources": [str(tmp_path / "more.jsonl")]}
+    assert ws.selection("dedup").out_of_date() == (
+        f"out of date: 3 row(s) loaded since selection 'dedup' was made ({tmp_path / 'more.jsonl'}) are not among its "
+        "candidates; make it again to consider them")
+    assert ws.selection("best").out_of_date().startswith("out of date: 3 row(s) loaded since selection 'dedup' was "
+                                                         "made")
+    assert "are not among the candidates of 'best'; make 'dedup' again" in ws.selection("best").out_of_date()
+    out = curate_in_process("select", str(ws.path), "--method", "top_k", "--name", "best", "--budget", "2",
+                            "--sort-by", "quality", "--from", "dedup")
+    assert "note: 3 row(s) loaded since selection 'dedup' was made" in " ".join(out.stdout.split())
+    ws.select(method="exact", name="dedup")  # made again: it and a selection from it consider every row
+    again = ws.select(method="top_k", name="best", budget=2, sort_by="quality", input_selection="dedup")
+    assert "rows_loaded_since_input" not in again.provenance and again.provenance["candidates"] == 11
+    assert ws.selection("dedup").out_of_date() == again.out_of_date() == ""

@@ -178,6 +178,11 @@ def select_cmd(
     if covers := sel.provenance.get("budget_covers_all"):  # LESS, mining, training dynamics: no model was run
         console.print(f"note: the budget keeps {covers['keep']:,} rows, at least the {covers['eligible']:,} eligible "
                       f"ones: all kept (reason budget_covers_all), without {covers['skipped']}", highlight=False)
+    if new := sel.provenance.get("rows_loaded_since_input"):
+        from curate.storage.selection_inputs import loaded_since_text
+
+        console.print(f"[yellow]note: {escape(loaded_since_text(new, sel.name))}[/]", markup=True, soft_wrap=True,
+                      highlight=False)
     if missed := index_check_line(sel.provenance):
         console.print(f"[yellow]{escape(missed)}[/]", markup=True, soft_wrap=True, highlight=False)
     left_out = sel.provenance.get("target_left_out") or {}

@@ -44,7 +44,7 @@ from curate.select.sort_key import row_scores, score_rows
 from curate.storage.files import check_new_name
 from curate.storage.pool import selection_positions
 from curate.storage.read_log import KINDS, recording_reads
-from curate.storage.selection_inputs import input_versions
+from curate.storage.selection_inputs import input_versions, rows_loaded_since
 
 __all__ = ["SELECTORS", "AdmissionResult", "SelectorResult", "admit", "register", "row_scores", "score_rows",
            "select"]
@@ -87,6 +87,9 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         raise OptionError("pass either method= with parameters, or steps=, not both")
     _check_steps(steps, name, chained=method is None)
     source = input_selection
+    # rows loaded since the input selection was made are none of its rows: recorded (and said), never left out in silence
+    stored = ws.selections if source is not None else {}
+    predates = rows_loaded_since(ws, {**stored[source], "name": source}) if source in stored else None
     ids, index = ws.ids, ws.index
     kept = None if source is None else selection_positions(ws, source)[0]
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
@@ -106,6 +109,8 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         step_name = name if last else f"{name}.{i + 1}-{meth}"
         provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
                       "counts": dict(Counter(d.value for d in result.decisions)), **result.info}
+        if predates and i == 0:
+            provenance["rows_loaded_since_input"] = predates
         if versions := input_versions(ws, read):
             provenance["read"] = versions
         if step.get("budget") is not None:  # filled or not, and why, as data (the CLI says so when it is not)

@@ -9,6 +9,7 @@ selection made before this was recorded has no ``read`` and is never called out 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from curate.storage.pool import out_of_date
@@ -53,6 +54,51 @@ def inputs_rewritten(ws: Workspace, provenance: dict[str, Any]) -> list[str]:
     return changed
 
 
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def rows_loaded_since(ws: Workspace, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The rows loaded into the pool since a selection's candidates were fixed, which it never considered: since the
+    oldest selection of its ``input_selection`` chain (as stored now) was made, by the manifest's loads. ``{"rows",
+    "sources", "since"}`` (``since``: the selection of that chain they are newer than), or None when no row came since.
+    Rows gone are :func:`~curate.storage.pool.out_of_date`'s; this is the other way a pool moves on under a selection:
+    `curate select --from dedup` after `curate load more.jsonl` chose among dedup's rows alone, and said nothing."""
+    stored, seen = ws.selections if provenance.get("input_selection") else {}, set()
+    oldest, name, prov = provenance.get("created"), provenance.get("name"), provenance
+    while isinstance(prov, dict) and (source := prov.get("input_selection")) in stored and source not in seen:
+        seen.add(source)
+        prov = stored[source]
+        if _time(prov.get("created")) < _time(oldest):
+            oldest, name = prov.get("created"), source
+    if _time(oldest) == LATEST:  # no time recorded: nothing to compare
+        return None
+    loads = [load for load in ws.manifest.get("sources", []) if isinstance(load, dict) and load.get("rows_added")
+             and _time(load.get("loaded_at")) > _time(oldest)]
+    if not loads:
+        return None
+    return {"rows": sum(int(load["rows_added"]) for load in loads), "since": name,
+            "sources": list(dict.fromkeys(str(load.get("source")) for load in loads))}
+
+
+def _time(stamp: Any) -> datetime:
+    """A stored ``created`` / ``loaded_at`` stamp (UTC, :func:`curate.storage.files.now`) as a time; one missing or
+    unreadable is the latest possible."""
+    try:
+        when = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return LATEST
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def loaded_since_text(new: dict[str, Any], name: str) -> str:
+    """'10 row(s) loaded since selection 'dedup' was made (more.jsonl) are not among the candidates of 'kc3'; make
+    'dedup' again to consider them' (of :func:`rows_loaded_since`'s ``new``, for selection ``name``)."""
+    own = new["since"] == name
+    return (f"{new['rows']:,} row(s) loaded since selection {new['since']!r} was made ({', '.join(new['sources'])}) "
+            f"are not among {'its' if own else 'the'} candidates{'' if own else f' of {name!r}'}; make "
+            f"{'it' if own else repr(new['since'])} again to consider them")
+
+
 def stale_note(ws: Workspace, sel: Any) -> str:
     """What ``info``, the report and the notebook say of selection ``sel`` (a
     :class:`~curate.storage.selection.Selection`) when it is out of date: kept rows gone from the pool
@@ -60,6 +106,11 @@ def stale_note(ws: Workspace, sel: Any) -> str:
     index = ws.index
     gone = out_of_date(sum(1 for rid in sel.ids if rid not in index))
     changed = inputs_rewritten(ws, sel.provenance)
+    if new := rows_loaded_since(ws, {**sel.provenance, "name": sel.name}):  # said first: the others' words end it
+        gone = "out of date: " + loaded_since_text(new, sel.name) + (f"; {gone.removeprefix('out of date: ')}"
+                                                                      if gone else "")
+        if not changed:
+            return gone
     if not changed:
         return gone
     again = "; make the selection again"
