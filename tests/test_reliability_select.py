@@ -348,3 +348,20 @@ def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):
     ranked = sel.rows()
     variances = [r["detail"]["score"] for r in ranked]  # the row variance of the projection
     assert variances == sorted(variances, reverse=True)
+
+
+def test_a_selection_removed_by_another_process_while_listed_is_left_out_not_a_crash(scored_ws):
+    """Two processes selecting into one workspace: one's chain removed its stale step between the other's listing
+    of the selections folder and its read of that file, and ``ws.select(name="a")`` (another name) failed with
+    pyarrow's FileNotFoundError. Here the two processes' steps in that order, in one."""
+    from curate.storage.damage import sort_out
+    from curate.storage.files import named_files
+    from curate.storage.selection import selection_meta
+
+    scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"},
+                                      {"method": "top_k", "budget": 2, "sort_by": "quality"}])
+    listed = named_files(scored_ws.path / "selections", ".arrow")  # the first process lists the folder
+    scored_ws.select(name="c", steps=[{"method": "exact"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}])
+    assert not (scored_ws.path / "selections" / "c.2-top_k.arrow").exists()  # the second removed its stale step
+    readable, damaged = sort_out(listed, selection_meta)  # then the first reads what it listed
+    assert sorted(readable) == ["c", "c.1-exact"] and damaged == []

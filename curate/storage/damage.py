@@ -107,12 +107,16 @@ def sort_out(paths: Iterable[Path], read: Callable[[Path], dict[str, Any]], fold
              ) -> tuple[dict[str, dict[str, Any]], list[DamagedFile]]:
     """(name -> what ``read`` gives, for the files it can read; the damaged ones): one bad file in a folder is
     listed as damaged instead of stopping the listing, with one warning (logger ``curate``) naming it and the fix.
-    A file's name is its stem; with ``folders``, the paths are folders (label sets) named in full."""
+    A file's name is its stem; with ``folders``, the paths are folders (label sets) named in full. A file removed
+    after it was listed (by another process) is left out."""
     readable: dict[str, dict[str, Any]] = {}
     damaged: list[DamagedFile] = []
     for path in paths:
         try:
             readable[path.name if folders else path.stem] = read(path)
+        except FileNotFoundError:  # removed since it was listed (another process's chain dropped a stale step): gone,
+            if path.exists():  # not damaged; a listing of a selection named otherwise crashed on it
+                raise
         except DamagedFileError as exc:
             damaged.append(exc.damage)
             if path not in _WARNED:
