@@ -365,3 +365,17 @@ def test_a_selection_removed_by_another_process_while_listed_is_left_out_not_a_c
     assert not (scored_ws.path / "selections" / "c.2-top_k.arrow").exists()  # the second removed its stale step
     readable, damaged = sort_out(listed, selection_meta)  # then the first reads what it listed
     assert sorted(readable) == ["c", "c.1-exact"] and damaged == []
+
+
+def test_a_pool_emptied_by_keep_rows_still_opens_selects_nothing_and_loads_again(scored_ws, tmp_path):
+    """``ws.keep_rows`` keeping no row saved a pool of no shard, which datasets then could not open (IndexError in
+    every later command: the workspace was lost to it)."""
+    n = len(scored_ws)
+    assert scored_ws.keep_rows(set()) == n
+    again = Workspace.open(scored_ws.path)
+    assert len(again) == 0 and again.ids == []
+    for method, params in (("deita", {"budget": 3}), ("kcenter", {"budget": 3}), ("exact", {})):
+        sel = again.select(method=method, name=f"empty_{method}", **params)
+        assert sel.provenance["candidates"] == 0 and len(sel.ids) == 0
+    assert again.load(write_jsonl(tmp_path / "back.jsonl", [{"instruction": "Hi?", "output": "Hello."}]))["rows_added"] == 1
+    assert len(Workspace.open(scored_ws.path)) == 1

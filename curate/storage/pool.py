@@ -77,7 +77,9 @@ def _swap_pool(ws: Workspace, table) -> None:
     pool_dir = ws.path / "pool"
     with writing(pool_dir, tmp), quiet_datasets():
         # a fingerprint of our own: without one, datasets hashes the whole table (a pickled copy of the pool in memory)
-        datasets.Dataset(table, fingerprint=uuid.uuid4().hex).save_to_disk(str(tmp))
+        # an empty table: one shard of no rows (datasets wrote none, and then failed to load the pool it saved)
+        datasets.Dataset(table, fingerprint=uuid.uuid4().hex).save_to_disk(str(tmp), num_shards=None if len(table)
+                                                                                 else 1)
     trash = ws.path / f".pool.old.{uuid.uuid4().hex}"
     ws._pool = None
     if pool_dir.exists():
