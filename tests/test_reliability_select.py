@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.errors import CurateError
+from curate.errors import CurateError, OptionError
 from curate.report.html import build_report
 from curate.report.plots import all_plots, score_histograms
 from curate.scorers import Scorer, distil
@@ -262,6 +262,26 @@ def test_a_chain_removes_only_its_own_earlier_steps(scored_ws):
     assert {"mix", "mix.1", "mix.1-exact"} <= set(scored_ws.selections)
     scored_ws.select(method="top_k", name="mix", budget=2, sort_by="quality")
     assert {"mix", "mix.1"} <= set(scored_ws.selections) and "mix.1-exact" not in scored_ws.selections
+
+
+def test_a_chain_neither_overwrites_nor_removes_a_selection_of_its_step_names_made_on_its_own(scored_ws):
+    """A selection the user named ``mix.1-exact`` (made by exact) was overwritten by step 1 of chain ``mix``, and one
+    named ``mix.2-top_k`` was removed by a shorter chain ``mix`` as its stale step: a chain's steps now say so
+    (``step_of``), and a selection that is no step of it is refused before any step runs, or left alone."""
+    mine = scored_ws.select(method="exact", name="mix.1-exact", sort_by="quality")
+    assert mine.provenance["step_of"] is None
+    with pytest.raises(OptionError, match=r"selection 'mix.1-exact' exists and is no step of chain 'mix' \(made on "
+                                          r"its own\): step 1 of 'mix' would overwrite it"):
+        scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    assert scored_ws.selection("mix.1-exact").provenance["params"] == {"sort_by": "quality"} and "mix" not in scored_ws.selections
+    scored_ws.select(method="top_k", name="mix.2-top_k", budget=4, sort_by="quality")
+    chain = scored_ws.select(name="mix", steps=[{"method": "minhash"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    assert scored_ws.selection("mix.1-minhash").provenance["step_of"] == "mix" and chain.provenance["step_of"] is None
+    scored_ws.select(name="mix", steps=[{"method": "minhash"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}])
+    scored_ws.select(method="top_k", name="mix", budget=2, sort_by="quality")  # no steps: mix.1-minhash is stale
+    assert "mix.1-minhash" not in scored_ws.selections
+    assert {"mix", "mix.1-exact", "mix.2-top_k"} <= set(scored_ws.selections)  # the user's own, both kept
+    assert scored_ws.selection("mix.2-top_k").provenance["params"]["budget"] == 4
 
 
 def test_a_chain_removes_its_earlier_step_when_that_step_is_damaged(scored_ws):

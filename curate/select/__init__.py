@@ -87,9 +87,10 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         raise OptionError("pass either method= with parameters, or steps=, not both")
     _check_steps(steps, name, chained=method is None)
     source = input_selection
+    listed = ws.selections
+    _check_step_names(listed, name, [step["method"] for step in steps])
     # rows loaded since the input selection was made are none of its rows: recorded (and said), never left out in silence
-    stored = ws.selections if source is not None else {}
-    predates = rows_loaded_since(ws, {**stored[source], "name": source}) if source in stored else None
+    predates = rows_loaded_since(ws, {**listed[source], "name": source}) if source in listed else None
     ids, index = ws.ids, ws.index
     kept = None if source is None else selection_positions(ws, source)[0]
     dropped = SelectorResult()  # rows an earlier step of this chain did not keep, carried into its final selection
@@ -107,7 +108,8 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         read = {kind: read[kind] | noted[kind] for kind in read}  # a chain's last step rests on every step's reads
         last = i == len(steps) - 1
         step_name = name if last else f"{name}.{i + 1}-{meth}"
-        provenance = {"method": meth, "params": step, "input_selection": source, "candidates": int(len(rows)),
+        provenance = {"method": meth, "params": step, "input_selection": source, "step_of": None if last else name,
+                      "candidates": int(len(rows)),
                       "counts": dict(Counter(d.value for d in result.decisions)), **result.info}
         if predates and i == 0:
             provenance["rows_loaded_since_input"] = predates
@@ -131,6 +133,27 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
             for n, r, prov in stored][-1]
 
 
+def _step_of(provenance: dict[str, Any], chain: str, method: str | None) -> bool:
+    """Whether a stored selection is a step of chain ``chain``: its provenance says so (``step_of``, recorded since
+    2026-12), or, made before, it was made by the ``method`` its name ends in (the only sign it had)."""
+    if "step_of" in provenance:
+        return provenance["step_of"] == chain
+    return method is not None and provenance.get("method") == method
+
+
+def _check_step_names(listed: dict[str, dict[str, Any]], name: str, methods: list[str]) -> None:
+    """A chain's steps are stored as ``<name>.<i>-<method>``: a selection of that name that is no step of this chain
+    (the user's own, or another chain's) is refused before any step runs; it was overwritten in silence."""
+    for i, meth in enumerate(methods[:-1]):
+        step = f"{name}.{i + 1}-{meth}"
+        if step in listed and not _step_of(listed[step], name, meth):
+            owner = listed[step].get("step_of")
+            raise OptionError(f"selection {step!r} exists and is no step of chain {name!r} ("
+                              + (f"a step of chain {owner!r}" if owner else "made on its own")
+                              + f"): step {i + 1} of {name!r} would overwrite it; name the chain otherwise, or remove "
+                              "that selection")
+
+
 def _remove_stale_steps(ws, name: str, steps: list[str]) -> None:
     """An earlier chain of this name may have had more steps: their selections (``<name>.<i>-<method>``, made by
     that method) are not this chain's. A selection of the user's, such as ``<name>.1``, is not one of them. A
@@ -141,8 +164,8 @@ def _remove_stale_steps(ws, name: str, steps: list[str]) -> None:
         step = re.fullmatch(rf"{re.escape(name)}\.\d+-(\w+)", other)
         if not step or other in steps:
             continue
-        made_by = readable[other].get("method") if other in readable else step.group(1) in SELECTORS and step.group(1)
-        if step.group(1) == made_by:
+        if (_step_of(readable[other], name, step.group(1)) if other in readable
+                else step.group(1) in SELECTORS):  # damaged: its name is all there is
             ws.remove_selection(other)
 
 
