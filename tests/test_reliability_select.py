@@ -399,3 +399,13 @@ def test_a_pool_emptied_by_keep_rows_still_opens_selects_nothing_and_loads_again
         assert sel.provenance["candidates"] == 0 and len(sel.ids) == 0
     assert again.load(write_jsonl(tmp_path / "back.jsonl", [{"instruction": "Hi?", "output": "Hello."}]))["rows_added"] == 1
     assert len(Workspace.open(scored_ws.path)) == 1
+
+
+def test_embeddings_given_one_id_twice_are_refused_not_read_as_the_last_vector(scored_ws):
+    """``add_embeddings(..., ids=[a, a, b, ...])`` was stored, and row ``a`` read as its second vector: the first was
+    dropped in silence, and every selector chose by it."""
+    ids = scored_ws.ids
+    x = np.eye(len(ids) + 1, 16, dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"embeddings 'twice': id {ids[0]} is given twice \(rows 0 and 1\)"):
+        scored_ws.add_embeddings("twice", x, {"kind": "test"}, ids=[ids[0], *ids])
+    assert "twice" not in scored_ws.embedding_sets

@@ -50,6 +50,11 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != len(ids):
         raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
+    if len(set(ids)) < len(ids):  # a row read by id took the last of its vectors: the others were dropped in silence
+        seen: dict[str, int] = {}
+        twice = next((seen[i], k) for k, i in enumerate(ids) if seen.setdefault(i, k) != k)
+        raise ValueError(f"embeddings {name!r}: id {ids[twice[1]]} is given twice (rows {twice[0]} and {twice[1]}); "
+                         "one vector per row id")
     bad = bad_rows(array)
     if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means; an
         # all-zero row has no direction (no cosine): admission refused it by its candidate index, k-center took it
