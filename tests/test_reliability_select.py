@@ -369,6 +369,12 @@ def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):
     variances = [r["detail"]["score"] for r in ranked]  # the row variance of the projection
     assert variances == sorted(variances, reverse=True)
 
+    # one candidate (an input selection that kept one row): no variance to project; numpy's LinAlgError before
+    ws.select(method="random", name="one", budget=1)
+    one = ws.select(method="lift", name="l1", budget=3, input_selection="one")
+    assert one.ids == ws.selection("one").ids and one.rows()[0]["reason"] == "budget_covers_all"
+    assert one.provenance["budget_covers_all"]["skipped"] == "the PCA (one row has no variance)"
+
 
 def test_a_selection_removed_by_another_process_while_listed_is_left_out_not_a_crash(scored_ws):
     """Two processes selecting into one workspace: one's chain removed its stale step between the other's listing

@@ -191,6 +191,12 @@ def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: 
     if n_components < 2:  # the variance over fewer than two coordinates is no statistic (NaN or 0 for every row)
         raise OptionError(f"lift: n_components must be at least 2, not {n_components}")
     rows = in_id_order(ws, rows)
+    if len(rows) < 2:  # one row has no variance to project (PCA's covariance divides by n - 1: LinAlgError); kept
+        out = SelectorResult(info={"budget_covers_all": {"eligible": len(rows), "keep": budget,
+                                                         "skipped": "the PCA (one row has no variance)"}})
+        for p in rows.tolist():
+            out.add(p, Decision.KEPT, Reason.BUDGET_COVERS_ALL, {"keep": budget, "eligible": len(rows)})
+        return out
     x = vectors(ws, embeddings, rows)
     proj = PCA(n_components=min(n_components, *x.shape), svd_solver=LIFT_SVD_SOLVER).fit_transform(x)
     stand_in, group = identical_rows(x)
