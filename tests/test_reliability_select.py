@@ -376,6 +376,17 @@ def test_lift_keeps_the_rows_whose_projection_varies_most(tmp_path):
     assert one.provenance["budget_covers_all"]["skipped"] == "the PCA (one row has no variance)"
 
 
+def test_kcenter_by_a_score_no_candidate_has_says_where_it_started(scored_ws):
+    """kcenter --sort-by over rows none of which has that score started from the first row in row-id order and
+    recorded that it started from the best-scored row."""
+    scored_ws.add_column("judged", [None] * len(scored_ws), {"kind": "test"})
+    sel = scored_ws.select(method="kcenter", name="k", budget=3, sort_by="judged")
+    assert sel.provenance["first_centre"] == "first row in row-id order: no candidate has a score"
+    assert sel.rows()[0]["id"] == min(scored_ws.ids)
+    scored = scored_ws.select(method="kcenter", name="k", budget=3, sort_by="quality")
+    assert scored.provenance["first_centre"] == "best-scored row"
+
+
 def test_a_selection_removed_by_another_process_while_listed_is_left_out_not_a_crash(scored_ws):
     """Two processes selecting into one workspace: one's chain removed its stale step between the other's listing
     of the selections folder and its read of that file, and ``ws.select(name="a")`` (another name) failed with

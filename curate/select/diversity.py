@@ -120,8 +120,9 @@ def kcenter(ws, rows: np.ndarray, budget: int, embeddings: str = EMBED.name, sor
     drawn = {"seed": seed} if sort_by is None else {}  # the seed is used (and recorded) without sort_by only
     if not len(centres):  # no rows (a budget is at least 1): no centre, so no witness and no radius
         return SelectorResult(info={"radius": None, "sort_by": sort_by, **drawn})
-    out = SelectorResult(info={"radius": float(dist.max()), "sort_by": sort_by,
-                               "first_centre": "seeded random row" if sort_by is None else "best-scored row", **drawn})
+    first_centre = ("seeded random row" if sort_by is None else "best-scored row" if not np.isnan(values[0])
+                    else "first row in row-id order: no candidate has a score")  # it said best-scored of none
+    out = SelectorResult(info={"radius": float(dist.max()), "sort_by": sort_by, "first_centre": first_centre, **drawn})
     for i, c in enumerate(centres.tolist()):
         out.add(ordered[c], Decision.KEPT, Reason.SELECTED, {"centre": i + 1, **score_detail(values[c])})
     picked = set(centres.tolist())
