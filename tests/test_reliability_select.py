@@ -223,6 +223,7 @@ def test_a_selection_whose_rows_left_the_pool_is_named_not_a_key_error(scored_ws
 def test_bad_dsir_settings_and_sort_key_arities_are_errors_not_crashes(scored_ws):
     for params, message in (({"num_buckets": 0}, "num_buckets and ngram must be >= 1"),  # was SIGFPE
                             ({"target": 5}, "target must be a list of texts"),
+                            ({"text": "prompt"}, r"dsir: text= \(CLI: --param text=\) must be one of instruction, "),
                             ({"target": "no-such-file.txt"}, r"no-such-file.txt: file: no such file \(dsir: the target texts\)")):
         with pytest.raises(CurateError, match=message):
             scored_ws.select(method="dsir", name="d", budget=2, **{"target": ["some text"], **params})

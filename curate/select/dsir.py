@@ -8,7 +8,8 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import SELECT
-from curate.errors import CurateError, OptionError
+from curate.errors import CurateError, OptionError, python_and_cli
+from curate.rows import TEXT_KINDS
 from curate.select.inputs import in_id_order, target_file, text_lines, texts
 from curate.select.registry import SelectorResult, register
 
@@ -31,6 +32,9 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     importance weight; ``key``: the weight plus its Gumbel noise (what the ranking sorts by). The noise is drawn over
     the rows in row-id order: the same rows and seed give the same sample whatever the pool file's order.
     """
+    if text not in TEXT_KINDS:  # row_text's words named `--text`, an option curate select does not have
+        raise OptionError(f"dsir: {python_and_cli('text=', '--param text=')} must be one of {', '.join(TEXT_KINDS)}, "
+                          f"not {text!r}")
     if num_buckets < 1 or ngram < 1:  # sklearn's hashing divides by num_buckets: 0 killed the process (SIGFPE)
         raise OptionError(f"dsir: num_buckets and ngram must be >= 1, not {num_buckets} and {ngram}")
     if isinstance(target, os.PathLike):  # a Path was "not a list of texts or a file"
