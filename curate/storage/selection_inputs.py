@@ -63,6 +63,9 @@ def rows_loaded_since(ws: Workspace, provenance: dict[str, Any]) -> dict[str, An
     "sources", "since"}`` (``since``: the selection of that chain they are newer than), or None when no row came since.
     Rows gone are :func:`~curate.storage.pool.out_of_date`'s; this is the other way a pool moves on under a selection:
     `curate select --from dedup` after `curate load more.jsonl` chose among dedup's rows alone, and said nothing."""
+    adding = [load for load in ws.manifest.get("sources", []) if isinstance(load, dict) and load.get("rows_added")]
+    if len(adding) < 2:  # one load made the pool, before any selection (a selection needs rows): none came since
+        return None
     stored, seen = ws.selections if provenance.get("input_selection") else {}, set()
     oldest, name, prov = provenance.get("created"), provenance.get("name"), provenance
     while isinstance(prov, dict) and (source := prov.get("input_selection")) in stored and source not in seen:
@@ -72,8 +75,7 @@ def rows_loaded_since(ws: Workspace, provenance: dict[str, Any]) -> dict[str, An
             oldest, name = prov.get("created"), source
     if _time(oldest) == LATEST:  # no time recorded: nothing to compare
         return None
-    loads = [load for load in ws.manifest.get("sources", []) if isinstance(load, dict) and load.get("rows_added")
-             and _time(load.get("loaded_at")) > _time(oldest)]
+    loads = [load for load in adding if _time(load.get("loaded_at")) > _time(oldest)]
     if not loads:
         return None
     return {"rows": sum(int(load["rows_added"]) for load in loads), "since": name,
