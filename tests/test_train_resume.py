@@ -316,3 +316,98 @@ def test_a_second_ctrl_c_while_the_interrupt_saves_leaves_no_damaged_checkpoint(
     counter = Rows()
     assert finetune(lm, rows, run, FULL, device="cpu", progress=counter).epochs_done == 2
     assert counter.n == ROWS
+
+
+class SigintsInEpochSave:
+    """Send this process ``count`` real SIGINTs as epoch ``epoch``'s checkpoint writes its records (after its last
+    step, before ``run.json`` marks the epoch done), with Python's own Ctrl-C handler in place."""
+
+    def __init__(self, monkeypatch, epoch: int, count: int = 1):
+        import curate.train.checkpoints as checkpoints
+
+        real = checkpoints.save_records
+        self.sent = 0
+
+        def save_records(folder, *args):
+            if folder.name.startswith(f".epoch-{epoch}.") and not self.sent:
+                for _ in range(count):
+                    self.sent += 1
+                    os.kill(os.getpid(), signal.SIGINT)
+            return real(folder, *args)
+
+        monkeypatch.setattr(checkpoints, "save_records", save_records)
+        self.previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def close(self) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def test_a_ctrl_c_between_an_epochs_last_step_and_its_record_keeps_the_epoch(lm, tmp_path, monkeypatch):
+    """A Ctrl-C landing in epoch 2's save (its four steps done) cut the save: the epoch's steps were lost and the
+    resume trained all of epoch 2 again. Now it waits for the epoch to be recorded, then stops the run: the resume
+    trains nothing, to an unkilled run's records."""
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
+    stop = SigintsInEpochSave(monkeypatch, epoch=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune(lm, rows, tmp_path / "run", FULL, device="cpu", checkpoint_seconds=0)
+    finally:
+        stop.close()
+        monkeypatch.undo()
+    assert stop.sent == 1 and signal.getsignal(signal.SIGINT) is stop.previous  # its handlers put back
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["epochs_done"] == 2 and [s["steps"] for s in info["epoch_stats"]] == [4, 4]
+    counter = Rows()
+    resumed = finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=counter)
+    assert counter.n == 0 and resumed.start == RunStart("cache")
+    same_records(resumed, straight)
+
+
+def test_a_second_ctrl_c_in_an_epochs_save_stops_it_and_the_resume_trains_the_epoch_again(lm, tmp_path, monkeypatch):
+    """Pressed twice, Ctrl-C gives the epoch's save up at once: no epoch-2/ folder, named or temporary, and run.json
+    still says one epoch; the resume trains epoch 2 from its start to an unkilled run's records."""
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
+    stop = SigintsInEpochSave(monkeypatch, epoch=2, count=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune(lm, rows, tmp_path / "run", FULL, device="cpu", checkpoint_seconds=0)
+    finally:
+        stop.close()
+        monkeypatch.undo()
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 1
+    assert not (run / "epoch-2").exists() and not list(run.glob(".epoch-*"))
+    counter = Rows()
+    resumed = finetune(lm, rows, run, FULL, device="cpu", progress=counter)
+    assert counter.n == ROWS
+    same_records(resumed, straight)
+
+
+def test_a_kill_after_an_epochs_folder_is_renamed_in_but_before_its_record_counts_the_epoch_once(
+        lm, tmp_path, monkeypatch):
+    """Stopped (as a SIGKILL would) once epoch-2/ is in place but before run.json marks it done: the resume trains
+    epoch 2 again from its last checkpoint (step 2) and replaces the folder; run.json counts the epoch once."""
+    import curate.train.checkpoints as checkpoints
+
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
+    run, real = tmp_path / "run", checkpoints.fsync_path
+
+    def fsync_path(path):
+        real(path)
+        if Path(path) == run and (run / "epoch-2").is_dir():
+            raise Crash("killed after the rename")
+
+    monkeypatch.setattr(checkpoints, "fsync_path", fsync_path)
+    with pytest.raises(Crash):
+        finetune(lm, rows, run, FULL, device="cpu", checkpoint_steps=2)
+    monkeypatch.undo()
+    info = json.loads((run / "run.json").read_text())
+    assert info["epochs_done"] == 1 and info["partial"]["step"] == 2 and (run / "epoch-2").is_dir()
+    counter = Rows()
+    resumed = finetune(lm, rows, run, FULL, device="cpu", progress=counter, checkpoint_steps=2)
+    assert counter.n == 8 and [s["epoch"] for s in resumed.info["epoch_stats"]] == [1, 2]
+    assert resumed.info["epoch_stats"][1]["steps"] == 4
+    same_records(resumed, straight)

@@ -212,6 +212,24 @@ def save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids:
     fsync_path(out_dir)  # before run.json marks the epoch done and its mid-epoch checkpoints go
 
 
+def finish_epoch(out_dir: Path, info: dict[str, Any], epoch: int, model: Any, opt: Any, sched: Any, ids: list[str],
+                 rec: dict[str, np.ndarray] | None, losses: list[float], timing: dict[str, float]) -> None:
+    """The epoch's checkpoint (:func:`save_epoch`), then ``run.json`` marking it done, then its mid-epoch checkpoints
+    removed. The harness calls it with a Ctrl-C held (:class:`~curate.train.step.DeferredStop`): one landing
+    between the epoch's last step and its record waits for the record, so the epoch's steps are kept, not trained
+    again; a kill there leaves ``run.json`` as it was, and the resume trains from its last checkpoint, replacing
+    an ``epoch-<k>/`` renamed in but not recorded (never counted twice)."""
+    t0 = time.perf_counter()
+    save_epoch(out_dir, epoch, model, opt, sched, ids, rec)
+    info["epochs_done"] = epoch
+    info.pop("partial", None)
+    info["epoch_stats"].append({"epoch": epoch, "mean_loss": float(np.mean(losses)), "steps": len(losses),
+                                **{k: round(v, 3) for k, v in timing.items()},
+                                "save_seconds": round(time.perf_counter() - t0, 3)})
+    write_run_json(out_dir / "run.json", info)
+    remove_unnamed(out_dir, None)  # the epoch's mid-epoch checkpoints: the epoch's own replaces them
+
+
 def checkpoint_mid_epoch(out_dir: Path, info: dict[str, Any], epoch: int, model: Any, opt: Any, sched: Any,
                          rec: dict[str, np.ndarray], losses: list[float], timing: dict[str, float], batches: list[Any],
                          started: float) -> tuple[dict[str, Any], float]:

@@ -49,12 +49,12 @@ from curate.train.checkpoints import (  # OPTIMIZER_FILE: read here by LESS, eva
     OPTIMIZER_FILE,  # noqa: F401
     Checkpointing,
     checkpoint_mid_epoch,
+    finish_epoch,
     load_errors_as_damage,
     load_position,
     load_state,
     remove_unnamed,
     resumable,
-    save_epoch,
 )
 from curate.train.examples import (
     Example,
@@ -344,6 +344,7 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
         checkpoint.start()
         batches = epoch_batches(examples, config.batch_size, TRAIN.group_size, config.seed, epoch)
         random_state = RandomState(cuda)
+        finishing = DeferredStop(second_goes_through=True)  # a Ctrl-C after the last step waits for the epoch's save
         try:
             for index in batches[len(losses):]:
                 parts = [collate(examples, p, pad, device) for p in split_batch(examples, index, step_tokens)]
@@ -366,23 +367,19 @@ def _train(model_dir: Path, rows: list[RowInput], out_dir: Path, config: TrainCo
                 if len(losses) < len(batches) and checkpoint.due():
                     part, started = checkpoint_mid_epoch(out_dir, info, epoch, model, opt, sched, rec, losses,
                                                          timing, batches, started)
+            finishing.__enter__()  # held from here (inside the try: no Ctrl-C falls between the loop and the hold)
         except KeyboardInterrupt:  # Ctrl-C: keep the completed steps of the epoch, discard the one it cut into
+            finishing.__exit__(KeyboardInterrupt, None, None)  # the handlers it had put in place, if any, back
             if len(losses) > (part["step"] if part and part["epoch"] == epoch else 0):
                 random_state.restore()
                 checkpoint_mid_epoch(out_dir, info, epoch, model, opt, sched, rec, losses, timing, batches, started)
             raise
-        if cuda:
-            torch.cuda.synchronize()
-        timing["seconds"] += time.perf_counter() - started
-        t0 = time.perf_counter()
-        save_epoch(out_dir, epoch, model, opt, sched, [e.id for e in examples], rec if config.record else None)
-        info["epochs_done"] = epoch
-        info.pop("partial", None)
-        info["epoch_stats"].append({"epoch": epoch, "mean_loss": float(np.mean(losses)), "steps": len(losses),
-                                    **{k: round(v, 3) for k, v in timing.items()},
-                                    "save_seconds": round(time.perf_counter() - t0, 3)})
-        write_run_json(out_dir / RUN_FILE, info)
-        remove_unnamed(out_dir, None)  # the epoch's mid-epoch checkpoints: the epoch's own replaces them
+        with finishing:
+            if cuda:
+                torch.cuda.synchronize()
+            timing["seconds"] += time.perf_counter() - started
+            finish_epoch(out_dir, info, epoch, model, opt, sched, [e.id for e in examples],
+                         rec if config.record else None, losses, timing)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     run = TrainRun(out_dir)

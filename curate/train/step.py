@@ -77,13 +77,22 @@ class RandomState:
 class DeferredStop:
     """A block a Ctrl-C (or a SIGTERM with a Python handler, as the CLI installs) does not cut in half: a signal
     landing in it is held, then given to the handler it would have reached once the block ends (unless the block
-    raised). Outside the main thread (no signal lands there) it does nothing."""
+    raised). ``second_goes_through``: a second one of the same signal reaches its handler at once (for a long block,
+    an epoch's save: the user who presses Ctrl-C again means it). Outside the main thread (no signal lands there) it
+    does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __enter__(self) -> DeferredStop:
+    def __init__(self, second_goes_through: bool = False):
+        self.second_goes_through = second_goes_through
         self.held: list[int] = []
-        self.previous: dict[int, Any] = {}
+        self.previous: dict[int, Any] = {}  # the handlers it replaced (none until it holds)
+
+    def __enter__(self) -> DeferredStop:
+        """Hold from now; a stop already holding goes on holding (the harness starts one inside its step loop's
+        ``try``, so no Ctrl-C falls between the loop and the hold, and enters it again as a block)."""
+        if self.previous:
+            return self
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 handler = signal.getsignal(signum)
@@ -93,11 +102,15 @@ class DeferredStop:
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
+        if self.second_goes_through and signum in self.held:
+            self.previous[signum](signum, frame)  # raises its KeyboardInterrupt here: the block is given up
         self.held.append(signum)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        for signum, handler in self.previous.items():
+        previous, held = self.previous, self.held
+        self.previous, self.held = {}, []
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
         if exc_type is None:
-            for signum in dict.fromkeys(self.held):
-                self.previous[signum](signum, None)  # the handler's own KeyboardInterrupt (or Terminated)
+            for signum in dict.fromkeys(held):
+                previous[signum](signum, None)  # the handler's own KeyboardInterrupt (or Terminated)
