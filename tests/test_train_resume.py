@@ -411,3 +411,23 @@ def test_a_kill_after_an_epochs_folder_is_renamed_in_but_before_its_record_count
     assert counter.n == 8 and [s["epoch"] for s in resumed.info["epoch_stats"]] == [1, 2]
     assert resumed.info["epoch_stats"][1]["steps"] == 4
     same_records(resumed, straight)
+
+
+def test_a_run_of_a_model_with_dropout_killed_early_in_an_epoch_resumes_to_the_same_records(tmp_path):
+    """A model that draws dropout in training (here attention dropout 0.3; GPT-2's folders have 0.1): a run stopped
+    in epoch 2 before any checkpoint of it resumed from epoch-1/ with torch's random state reset to the seed's, not
+    the one the unstopped run had after epoch 1: epoch 2's records differed. Each epoch's checkpoint keeps it now."""
+    import json as json_module
+
+    lm = build_tiny_lm(tmp_path / "lm")
+    cfg = json_module.loads((lm / "config.json").read_text())
+    (lm / "config.json").write_text(json_module.dumps({**cfg, "attention_dropout": 0.3}))
+    rows = row_inputs(learnable_rows(ROWS))
+    straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
+    with pytest.raises(Crash):
+        finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=Rows(stop_after=ROWS + 4),
+                 checkpoint_seconds=0)
+    counter = Rows()
+    resumed = finetune(lm, rows, tmp_path / "run", FULL, device="cpu", progress=counter, checkpoint_seconds=0)
+    assert counter.n == ROWS and resumed.start == RunStart("resumed", 2, 0, 4)
+    same_records(resumed, straight)

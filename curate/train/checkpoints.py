@@ -46,17 +46,13 @@ def save_partial(out_dir: Path, epoch: int, step: int, model: Any, opt: Any, sch
                  rec: dict[str, np.ndarray], losses: list[float]) -> str:
     """Write ``step-<epoch>-<step>/`` (checkpoint, optimizer and random state, records and losses so far) through a
     temporary folder; returns its name, for ``run.json``'s ``partial`` entry."""
-    torch = import_torch()
     name = f"{PREFIX}{epoch}-{step}"
     final = out_dir / name
     tmp = out_dir / f".{name}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "cpu_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with writing(final, tmp), quiet_transformers():
         model.save_pretrained(str(tmp))
-        torch_save(state, tmp / OPTIMIZER_FILE)
+        torch_save(training_state(opt, sched), tmp / OPTIMIZER_FILE)
         with open(tmp / POSITION_FILE, "wb") as fh:
             np.savez(fh, losses=np.asarray(losses, np.float64), **{k: rec[k] for k in RECORD_KEYS})
     synced(tmp)
@@ -65,6 +61,16 @@ def save_partial(out_dir: Path, epoch: int, step: int, model: Any, opt: Any, sch
     tmp.rename(final)
     fsync_path(out_dir)  # the rename on the disk before run.json names it and the previous checkpoint is removed
     return name
+
+
+def training_state(opt: Any, sched: Any) -> dict[str, Any]:
+    """What ``optimizer.pt`` holds: the optimizer, the scheduler and torch's random state (CPU, and CUDA's where
+    present): a model that draws dropout resumes to the draws of a run never stopped."""
+    torch = import_torch()
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "cpu_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def synced(folder: Path) -> None:
@@ -202,7 +208,7 @@ def save_epoch(out_dir: Path, epoch: int, model: Any, opt: Any, sched: Any, ids:
     # error names the epoch folder, then the file of the temporary one it was writing
     with writing(final, tmp), quiet_transformers():  # transformers' "Writing model shards" bar: the run's are curate's
         model.save_pretrained(str(tmp))
-        torch_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+        torch_save(training_state(opt, sched), tmp / OPTIMIZER_FILE)  # the random state too: from before, none
         if rec is not None:
             save_records(tmp, ids, rec)
     synced(tmp)

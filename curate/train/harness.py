@@ -7,9 +7,9 @@ linear warm-up and decay, loss on response tokens only (the chat-template reques
 :mod:`curate.train.examples`). CUDA when present (float32 weights, bfloat16 autocast), else the CPU (float32).
 
 After each epoch ``out_dir/epoch-<k>/`` gets the checkpoint (the peft adapter, or the full weights),
-``optimizer.pt`` (AdamW moments and the scheduler: LESS needs the moments) and ``records.npz`` (per-row
-records from that epoch's training forward passes; see :mod:`curate.train.records`), then ``run.json``
-marks the epoch done; within an epoch, a mid-epoch checkpoint every ``TRAIN.checkpoint_seconds``
+``optimizer.pt`` (AdamW moments, the scheduler and torch's random state: LESS needs the moments) and
+``records.npz`` (per-row records from that epoch's training forward passes; see :mod:`curate.train.records`), then
+``run.json`` marks the epoch done; within an epoch, a mid-epoch checkpoint every ``TRAIN.checkpoint_seconds``
 (:mod:`curate.train.checkpoints`), and one of the last completed step when a Ctrl-C stops the run
 (:mod:`curate.train.step`). Calling ``finetune`` again with the same arguments resumes at the last
 checkpoint, mid-epoch or not, to the same result as a run never stopped (a finished run returns at once);
