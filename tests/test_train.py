@@ -408,6 +408,44 @@ def test_cli_train_run_says_it_resumed_a_stopped_run_and_read_a_finished_one(lm,
     assert "trained from the start" in curate_in_process(*args[:2], fresh, *args[3:]).stdout
 
 
+def test_a_stopped_run_asked_again_with_other_settings_is_kept_named_and_never_resumed_into_them(lm, tmp_path):
+    """A run stopped mid-epoch, then asked for with another learning rate: the new one trains from the start in a
+    folder of its own (the same out_dir with other settings is refused), the stopped one's checkpoint is left as
+    it was, and `curate train run` names it and its size (before: kept in silence); its own settings resume it."""
+    from pathlib import Path
+
+    from curate.errors import CurateError
+    from curate.session import Workspace
+    from curate.train.harness import run_folder
+    from tests.cli_in_process import curate_in_process
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps({"messages": c}) for c in learnable_rows(8)))
+    ws = Workspace(tmp_path / "ws", create=True)
+    ws.load(pool)
+    config = TrainConfig(epochs=2, lora_rank=0, learning_rate=0.03, batch_size=4)
+    rows = ws.row_inputs(ws.ids, ())
+    stopped = run_folder(Path(ws.cache_dir) / "train", lm, rows, config, "cpu")
+    with pytest.raises(KeyboardInterrupt):  # a Ctrl-C after epoch 2's step 1 of 2: a checkpoint of that step
+        finetune(lm, rows, stopped, config, device="cpu", progress=KeyboardAfter(8 + 4))
+    record = (stopped / "run.json").read_text()
+    checkpoint = json.loads(record)["partial"]["folder"]
+    with pytest.raises(CurateError, match="holds another run"):
+        finetune(lm, rows, stopped, TrainConfig(epochs=2, lora_rank=0, learning_rate=0.05, batch_size=4), device="cpu")
+    args = ["train", "run", ws.path, "--model", lm, "--device", "cpu", "--epochs", "2", "--lora-rank", "0",
+            "--batch-size", "4", "--learning-rate"]
+    other = curate_in_process(*args, "0.05")
+    assert other.returncode == 0, other.stderr
+    assert "trained from the start" in other.stdout
+    said = " ".join(other.stdout.split())
+    assert "kept beside it: an unfinished run (learning_rate 0.03; epoch 1 of 2 done," in said
+    assert f"MiB) in {stopped}: its settings resume it" in said
+    assert (stopped / "run.json").read_text() == record and (stopped / checkpoint).is_dir()
+    again = curate_in_process(*args, "0.03")
+    assert again.returncode == 0 and "resumed at epoch 2, step 1 of 2" in again.stdout, again.stderr
+    assert "kept beside it" not in again.stdout  # the other run finished: nothing unfinished beside this one
+
+
 class KeyboardAfter(Killer):
     """A Ctrl-C (KeyboardInterrupt) from the progress hook after ``after`` rows."""
 

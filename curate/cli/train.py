@@ -60,6 +60,8 @@ def run_cmd(
                   f"no answered turn); run folder {run.out_dir}")
     if run.start is not None:
         console.print(f"  {started_from(run.start)}", highlight=False)
+    for line in unfinished_lines(run.out_dir):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     for s in run.info.get("epoch_stats", []):
         console.print(f"  epoch {s['epoch']}: mean loss {s['mean_loss']:.4f}, {s['seconds']:.1f} s "
                       f"({s['record_seconds']:.1f} s of it for the records)")
@@ -76,6 +78,20 @@ def started_from(start: RunStart) -> str:
         return (f"resumed at epoch {start.epoch}, step {start.step} of {start.steps} (the steps before it read "
                 "from its checkpoint)")
     return "trained from the start"
+
+
+def unfinished_lines(out_dir: Path) -> list[str]:
+    """The cache's unfinished runs beside ``out_dir`` (other settings, rows or model), each in words: they are
+    kept (their settings resume them), so the user hears of the disk they hold."""
+    from curate.train.runfile import unfinished_beside
+
+    lines = []
+    for other in unfinished_beside(out_dir):
+        what = ", ".join(f"{k} {v}" for k, v in other.differs.items()) or "the same settings, other rows or model"
+        lines.append(f"kept beside it: an unfinished run ({what}; epoch {other.epochs_done} of {other.epochs} done, "
+                     f"{other.bytes / 2**20:,.1f} MiB) in {other.folder}: its settings resume it; remove the folder "
+                     "to free the disk, unless it is training now")
+    return lines
 
 
 @train_app.command("model")

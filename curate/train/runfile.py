@@ -68,3 +68,41 @@ class RunStart:
     epoch: int = 0
     step: int = 0
     steps: int = 0
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A run beside another in the cache that stopped before its last epoch: its folder, how far it got, the
+    settings in which it differs from the other one (name: its value), and the bytes its folder holds."""
+    folder: Path
+    epochs_done: int
+    epochs: int
+    differs: dict[str, Any]
+    bytes: int
+
+
+def unfinished_beside(out_dir: Path) -> list[UnfinishedRun]:
+    """The unfinished runs in the folders beside ``out_dir`` (the cache's other runs: other rows, model or
+    settings). A run asked for with other settings starts in its own folder and never resumes from these; they
+    stay, so that asking for their settings again resumes them, and this names them and their size (one that
+    cannot be read is left out: a listing, not a check)."""
+    out_dir = Path(out_dir)
+    try:
+        mine = read_run_file(out_dir / "run.json")["config"]
+    except (OSError, CurateError):
+        mine = {}
+    found = []
+    for path in sorted(out_dir.parent.glob("*/run.json")):
+        if path.parent == out_dir:
+            continue
+        try:
+            info = read_run_file(path)
+            done, config = int(info["epochs_done"]), dict(info["config"])
+            if done >= int(config["epochs"]):
+                continue
+            size = sum(p.stat().st_size for p in path.parent.rglob("*") if p.is_file())
+        except (OSError, CurateError, KeyError, TypeError, ValueError):
+            continue
+        differs = {k: v for k, v in config.items() if mine.get(k, v) != v}
+        found.append(UnfinishedRun(path.parent, done, int(config["epochs"]), differs, size))
+    return found
