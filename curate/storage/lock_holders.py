@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,43 @@ class LockFolderGone(FileNotFoundError):
         super().__init__(2, "the lock's folder was removed or moved while waiting for it", str(path))
 
 
+class AcquiredFile:
+    """filelock's public ``on_acquired`` hook (filelock >= 3.30) of one lock path: on each physical acquisition it
+    notes, for the thread that took it, which file (device, inode) the lock holds; :func:`locks_file_at` reads it.
+    (Read before from filelock's private ``_context.lock_file_fd``.)"""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def __call__(self, fd: int) -> None:
+        st = os.fstat(fd)
+        self.local.file = (st.st_dev, st.st_ino)
+
+
+_HOOKS: weakref.WeakValueDictionary[str, AcquiredFile] = weakref.WeakValueDictionary()
+_HOOKS_LOCK = threading.Lock()
+
+
+def acquired_hook(path: Path) -> AcquiredFile:
+    """The one hook of the lock at ``path`` in this process: filelock makes one lock object per path (its folder
+    resolved, as here) and refuses a second construction with another hook. It lives as long as the lock object."""
+    parent, name = os.path.split(os.fspath(path))
+    key = os.path.join(os.path.realpath(parent or os.curdir), name)
+    with _HOOKS_LOCK:
+        hook = _HOOKS.get(key)
+        if hook is None:
+            hook = _HOOKS[key] = AcquiredFile()
+        return hook
+
+
 def locks_file_at(lock: Any, path: Path) -> bool:
-    """Whether the file ``lock`` holds is the one at ``path`` now (not one moved or removed while it was waited on).
-    A filelock without the open file to ask (not Unix, another version) is taken at its word."""
-    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
-    if not isinstance(fd, int):
+    """Whether the file ``lock`` (held by this thread) holds is the one at ``path`` now (not one moved or removed
+    while it was waited on). A lock without the hook of :func:`acquired_hook` is taken at its word."""
+    held = getattr(getattr(getattr(lock, "on_acquired", None), "local", None), "file", None)
+    if held is None:
         return True
     try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
+        now = os.stat(path)
     except FileNotFoundError:
         return False
+    return held == (now.st_dev, now.st_ino)
