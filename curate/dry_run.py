@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from curate.pipeline import (
     text_rules,
 )
 from curate.select.sort_key import scores_of
+from curate.storage.files import LOCK_FILE, MANIFEST, file_lock
 
 
 def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
@@ -54,9 +55,11 @@ def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_b
     batch_states: dict[int, tuple[Any, Any]] = {}
     try:
         if existing.exists():  # the filter steps write their selections (and a load, new rows): into the copy
-            with _writers_paused(existing):  # one moment's files, not a pool of one write and a manifest of the next
-                shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True, copy_function=_share_or_copy,
-                                ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
+            with _writers_paused(existing) as there:  # one moment's files, not a pool of one write and a manifest
+                if there:                             # of the next
+                    shutil.copytree(existing, scratch / "out" / "workspace", symlinks=True,
+                                    copy_function=_share_or_copy,
+                                    ignore=_not_copied(existing, embeddings=decontaminate_target is not None))
         run = Run(source, scratch / "out", 0, backend=backend, tag_backend=tag_backend,
                   report=False, heuristics=heuristics, languages=languages, decontaminate=decontaminate_target,
                   minhash=minhash, scores=scores_of(sort_by), format=format, mapping=mapping, on_error=on_error,
@@ -110,13 +113,41 @@ def _share_or_copy(src: str, dst: str) -> None:
         pass
 
 
-def _writers_paused(workspace: Path) -> Any:
-    """The workspace lock (every mutation takes it) while the copy is made; taken only where its file exists, as
-    creating it would write under OUT."""
-    from curate.storage.files import LOCK_FILE, file_lock
-
-    lock = workspace / LOCK_FILE
-    return file_lock(lock) if lock.exists() else contextlib.nullcontext()
+@contextlib.contextmanager
+def _writers_paused(workspace: Path) -> Iterator[bool]:
+    """The workspace lock (every mutation takes it) held while the copy is made; yields whether there is a workspace
+    to copy. The lock of the file at ``WS/.lock`` once held: one moved aside with its folder (a failed first load's
+    take-back) or replaced after it was opened excludes no writer of the workspace at the path now, so it is let go
+    and the one there taken. Never created (creating it, or filelock making its folder anew, would write under
+    OUT): with no lock file, a workspace from before locks (a manifest) is copied as it is, and a folder without
+    one (being made, or taken back) is no workspace to copy."""
+    path = workspace / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock's lock, taken where its file exists
+        with file_lock(path) if path.exists() else contextlib.nullcontext():
+            yield (workspace / MANIFEST).exists()
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield (workspace / MANIFEST).exists()
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # shared: writers take it exclusively; dry runs copy side by side
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:  # removed while this waited
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def _not_copied(workspace: Path, *, embeddings: bool):

@@ -29,13 +29,7 @@ from curate.codes import DamageCode
 from curate.errors import OptionError, WorkspaceError
 from curate.storage.checksums import check_written, with_checksum
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
-from curate.storage.lock_holders import (
-    LockFolderGone,
-    acquired_hook,
-    forget_holder,
-    locks_file_at,
-    record_holder,
-)
+from curate.storage.lock_holders import LockFolderGone, file_lock, forget_holder, locks_file_at, record_holder
 from curate.storage.write_errors import check_parent_folders, remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
@@ -193,11 +187,6 @@ def schema_meta(path: Path, schema: Any = None) -> dict[str, Any]:
         return json.loads(raw) if raw else {}
     except ValueError:
         raise DamagedFileError(DamagedFile(path, DamageCode.BAD_METADATA)) from None
-
-
-def file_lock(path: Path) -> FileLock:
-    """One lock object per path in this process (re-entrant per thread; other threads and processes wait)."""
-    return FileLock(str(path), is_singleton=True, on_acquired=acquired_hook(path))  # for locks_file_at
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from curate.storage.processes import alive, command_line, machine
 
 HOLDER_SUFFIX = ".holder"
@@ -100,6 +102,12 @@ def acquired_hook(path: Path) -> AcquiredFile:
         if hook is None:
             hook = _HOOKS[key] = AcquiredFile()
         return hook
+
+
+def file_lock(path: Path) -> FileLock:
+    """One lock object per path in this process (re-entrant per thread; other threads and processes wait), which
+    notes the file each hold locks (:func:`locks_file_at`)."""
+    return FileLock(str(path), is_singleton=True, on_acquired=acquired_hook(path))
 
 
 def locks_file_at(lock: Any, path: Path) -> bool:

@@ -28,6 +28,7 @@ from curate.storage.files import (
     writing,
 )
 from curate.storage.last_run import last_run
+from curate.storage.lock_holders import locks_file_at
 from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check_manifest)
     check_manifest,
     damaged_pool,
@@ -290,14 +291,17 @@ def remove_leftovers(ws: Workspace) -> None:
     """Delete what a killed writer left (``.*.tmp``, ``.pool.old.*``, unreferenced embedding files), and give the
     embedding sets from before the ids digest one (:func:`~curate.storage.blobs.add_missing_ids_digests`), only while
     no process (and not this thread) holds the workspace lock."""
-    lock = file_lock(ws.path / LOCK_FILE)
-    if lock.is_locked:  # this thread is mid-write: its temporary files are live
-        return
+    path = ws.path / LOCK_FILE
+    lock = file_lock(path)
+    if lock.is_locked or not path.exists():  # this thread is mid-write (its temporary files are live), or no lock
+        return                               # file to take (gone: filelock would make the folder anew)
     try:
         lock.acquire(timeout=0)
     except (Timeout, OSError):  # a writer is active, or the folder is read-only: leave everything
         return
     try:
+        if not locks_file_at(lock, path):  # moved aside (a take-back) or replaced after it was opened, before it was
+            return  # locked: the files at the path now may be a new workspace's, whose writers hold the lock there
         restore_moved_aside(ws)
         stray = [*ws.path.glob(".*.tmp"), *ws.path.glob(".pool.old.*")]
         for sub in LOCKED_SUBDIRS:
