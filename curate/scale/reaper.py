@@ -5,7 +5,12 @@ PR_SET_PDEATHSIG), but the two agents the raylet starts (``ray::DashboardAgent``
 notice the raylet is gone, then spend a minute or more (Ray's 60 s timeout) trying to report that to the dead GCS:
 a driver killed with SIGKILL (the OOM killer, ``kill -9``) left them running after it. :func:`watch` starts a small
 process that notes the driver's Ray processes and their children as they come, and kills those still running when
-the driver's end of a pipe closes without the driver saying it stopped Ray itself (:meth:`Reaper.done`).
+the driver's end of a pipe closes without the driver saying it stopped Ray itself (:meth:`Reaper.done`). The
+descendants are followed whatever they run (a child a worker forked without exec runs Ray's command line, or its
+task's); a Ray worker ends its own children as it exits (Ray's ``kill_child_processes_on_worker_exit``), but one the
+reaper kills cannot, so before the kill the reaper notes once more and stops what it finds until nothing new comes
+(:func:`_kill`): a child forked since its last look goes too. A process that detached itself (a double fork, its
+parent gone before a look) is no descendant any more and is not followed.
 
 A pid is only followed while it is the process noted under it (its start time): a Ray process that died and whose
 pid went to another program is not that program's reaper.
@@ -76,29 +81,46 @@ def ray_children(before: set[int]) -> dict[int, float]:
 
 def _note(roots: dict[int, float], known: dict[int, float]) -> None:
     """Add the ``roots`` still running (the same start time: not a later process given the pid) and their
-    descendants to ``known`` (pid: start time)."""
+    descendants to ``known`` (pid: start time), and the descendants of the ``known`` still running (a worker whose
+    raylet is gone: its children are no root's descendants any more)."""
     import psutil
 
-    for pid, created in roots.items():
+    for pid, created in [*roots.items(), *known.items()]:
         try:
-            root = psutil.Process(pid)
-            if root.create_time() != created:  # the Ray process ended and its pid is another program's now
+            process = psutil.Process(pid)
+            if process.create_time() != created:  # the process ended and its pid is another program's now
                 continue
-            for process in [root, *root.children(recursive=True)]:
-                known[process.pid] = process.create_time()  # a pid noted before and reused since: the new one's
+            for each in [process, *process.children(recursive=True)]:
+                known[each.pid] = each.create_time()  # a pid noted before and reused since: the new one's
         except psutil.Error:
             continue
 
 
-def _kill(known: dict[int, float]) -> None:
+def _signal(known: dict[int, float], pids: list[int], signum: int) -> None:
     import psutil
 
-    for pid, created in known.items():
+    for pid in pids:
         try:
-            if psutil.Process(pid).create_time() == created:  # not a later process given the same pid
-                os.kill(pid, signal.SIGKILL)
+            if psutil.Process(pid).create_time() == known[pid]:  # not a later process given the same pid
+                os.kill(pid, signum)
         except (psutil.Error, OSError):
             continue
+
+
+def _kill(roots: dict[int, float], known: dict[int, float]) -> None:
+    """Kill what the driver's Ray started. Noted once more first, then stopped (SIGSTOP: a stopped process forks no
+    more) and noted again until a pass finds none new: a child forked since the last note (up to
+    ``WATCH_EVERY_S`` ago: a task's own process, forked without exec) is killed too, not left running as its
+    parent, the worker that would have ended it (Ray's kill_child_processes_on_worker_exit), is killed."""
+    stopped: set[int] = set()
+    while True:
+        _note(roots, known)
+        new = [pid for pid in known if pid not in stopped]
+        if not new:
+            break
+        _signal(known, new, signal.SIGSTOP)
+        stopped.update(new)
+    _signal(known, list(known), signal.SIGKILL)
 
 
 def main(argv: list[str]) -> None:
@@ -112,7 +134,7 @@ def main(argv: list[str]) -> None:
             if said.startswith(b"done"):
                 return
             if not said:  # the driver is gone and did not stop Ray: what it started goes too
-                _kill(known)
+                _kill(roots, known)
                 return
 
 
