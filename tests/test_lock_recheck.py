@@ -86,6 +86,11 @@ if what == "open":  # opening a workspace removes what killed writers left (stor
 
     pool.restore_moved_aside = restore_moved_aside
     Workspace.open(workspace)
+elif what == "run":  # a whole `curate run`'s lock on OUT (storage.run_lock); `lock` is OUT/workspace/locks/run.lock
+    from curate.storage.run_lock import run_lock
+
+    with run_lock(workspace.parent.parent):
+        pause("locked")
 else:  # the dry run's copy of OUT/workspace, the writers paused
     import shutil
 
@@ -207,3 +212,26 @@ def test_the_dry_runs_copy_waits_for_the_writer_of_a_lock_file_made_anew_and_wri
     copier.go_on("locked")
     copier.ended()
     assert list(bare.iterdir()) == [] and not (tmp_path / "copy2").exists()
+
+
+def test_a_run_waiting_for_out_does_not_run_beside_the_one_holding_it_on_a_lock_file_moved_aside(tmp_path):
+    """`curate run`'s lock on OUT was checked, once taken, only for a file at its path: its file moved aside with
+    the workspace after it was opened (a take-back), the waiting run held the lock of that one and ran beside the
+    run holding the new file at the path. Now it takes the file at the path, and waits for that run."""
+    from curate.storage.run_lock import RUN_LOCK, run_lock
+
+    out = tmp_path / "out"
+    with run_lock(out):  # the lock file there, as a run before left it
+        pass
+    path = out / "workspace"
+    Workspace(path)._make()
+    waiter = PausedTaker(path / "locks" / RUN_LOCK, "run", tmp_path / "pauses")
+    assert waiter.reached("opened")
+    moved_aside(path, remade=False)
+    with run_lock(out):  # another run makes OUT's folders anew and runs
+        waiter.go_on("opened")
+        time.sleep(2)  # time for the waiter to reach its next pause, were it not waiting
+        assert not (waiter.pauses / "locked").exists(), "two runs on OUT at once"
+    assert waiter.reached("locked")
+    waiter.go_on("locked")
+    waiter.ended()

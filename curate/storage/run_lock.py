@@ -5,7 +5,8 @@ last finisher's result.
 
 A run whose load fails removes the folders it made (``OUT``, ``OUT/workspace``), its lock file with them, while it
 holds the lock: a run waiting on it makes them again and takes the lock there (it failed with "run.lock: No such file
-or directory"). Which folders a run made is decided by ``os.mkdir`` (one process makes each) and checked again once
+or directory"). Once held, the lock is kept only if its file is still the one at the path (one removed, or moved
+aside with the workspace by a take-back, after this run opened it excludes no one). Which folders a run made is decided by ``os.mkdir`` (one process makes each) and checked again once
 it holds the lock: a folder another run has filled meanwhile is not this run's to remove."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from curate.storage.files import LOCKS_DIR, file_lock
-from curate.storage.lock_holders import describe_holder, forget_holder, record_holder
+from curate.storage.lock_holders import describe_holder, forget_holder, locks_file_at, record_holder
 
 RUN_LOCK = "run.lock"
 log = logging.getLogger("curate")
@@ -69,8 +70,8 @@ def run_lock(out: Path) -> Iterator[tuple[Path, ...]]:
                 lock.acquire()
         except FileNotFoundError:  # the holder's load failed and removed the folders it made, the lock's too
             continue
-        if os.path.exists(path):  # else removed before this run locked it (filelock retried on a new file)
-            break
+        if locks_file_at(lock, path):  # else removed, or moved aside with the workspace (a take-back), after it was
+            break                      # opened: another run may hold the file at the path now
         lock.release()
     made = _still_empty(made)
     try:
