@@ -412,9 +412,10 @@ def test_a_stopped_run_asked_again_with_other_settings_is_kept_named_and_never_r
     """A run stopped mid-epoch, then asked for with another learning rate: the new one trains from the start in a
     folder of its own (the same out_dir with other settings is refused), the stopped one's checkpoint is left as
     it was, and `curate train run` names it and its size (before: kept in silence); its own settings resume it."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    from curate.errors import CurateError
     from curate.session import Workspace
     from curate.train.harness import run_folder
     from tests.cli_in_process import curate_in_process
@@ -441,6 +442,21 @@ def test_a_stopped_run_asked_again_with_other_settings_is_kept_named_and_never_r
     assert "kept beside it: an unfinished run (learning_rate 0.03; epoch 1 of 2 done," in said
     assert f"MiB) in {stopped}: its settings resume it" in said
     assert (stopped / "run.json").read_text() == record and (stopped / checkpoint).is_dir()
+    from curate.train.runfile import TRAIN_LOCK, unfinished_beside
+
+    other_folder = run_folder(Path(ws.cache_dir) / "train", lm, rows, TrainConfig(
+        epochs=2, lora_rank=0, learning_rate=0.05, batch_size=4), "cpu")
+    trainer = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                                "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)",
+                                str(stopped / TRAIN_LOCK)], stdout=subprocess.PIPE, text=True)
+    try:  # a process training it now: said so, and not offered for removal
+        assert trainer.stdout.readline().strip() == "held"
+        [kept] = unfinished_beside(other_folder)
+        assert kept.folder == stopped and kept.training and kept.differs == {"learning_rate": 0.03}
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert not unfinished_beside(other_folder)[0].training
     again = curate_in_process(*args, "0.03")
     assert again.returncode == 0 and "resumed at epoch 2, step 1 of 2" in again.stdout, again.stderr
     assert "kept beside it" not in again.stdout  # the other run finished: nothing unfinished beside this one

@@ -88,9 +88,10 @@ def unfinished_lines(out_dir: Path) -> list[str]:
     lines = []
     for other in unfinished_beside(out_dir):
         what = ", ".join(f"{k} {v}" for k, v in other.differs.items()) or "the same settings, other rows or model"
+        then = ("training now in another process" if other.training else
+                "its settings resume it; remove the folder to free the disk")
         lines.append(f"kept beside it: an unfinished run ({what}; epoch {other.epochs_done} of {other.epochs} done, "
-                     f"{other.bytes / 2**20:,.1f} MiB) in {other.folder}: its settings resume it; remove the folder "
-                     "to free the disk, unless it is training now")
+                     f"{other.bytes / 2**20:,.1f} MiB) in {other.folder}: {then}")
     return lines
 
 

@@ -68,6 +68,7 @@ from curate.train.examples import (
 from curate.train.records import RECORD_KEYS, load_records
 from curate.train.runfile import (
     FLOAT32,
+    TRAIN_LOCK,
     RunStart,
     check_precision,
     read_run_file,
@@ -252,9 +253,6 @@ def _start(out_dir: Path, model_dir: Path, rows: Sequence[RowInput], config: Tra
                        "context_only_turns": sum(e.context_only_turns for e in examples)}}
     write_run_json(path, info)
     return info
-
-
-TRAIN_LOCK = ".train.lock"  # in the run folder: beside it, a lister of the runs would take it for one
 
 
 def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Path,

@@ -17,6 +17,7 @@ from curate.errors import CurateError
 from curate.hardware import import_torch
 from curate.storage.files import atomic_write_bytes, read_json
 
+TRAIN_LOCK = ".train.lock"  # in the run folder (one trainer at a time): beside it, a lister would take it for a run
 FLOAT32 = "float32"
 BF16_AUTOCAST = "bfloat16-autocast"
 
@@ -72,13 +73,15 @@ class RunStart:
 
 @dataclass(frozen=True)
 class UnfinishedRun:
-    """A run beside another in the cache that stopped before its last epoch: its folder, how far it got, the
-    settings in which it differs from the other one (name: its value), and the bytes its folder holds."""
+    """A run beside another in the cache that stopped before its last epoch (or is training now, in another
+    process: ``training``): its folder, how far it got, the settings in which it differs from the other one (name:
+    its value), and the bytes its folder holds."""
     folder: Path
     epochs_done: int
     epochs: int
     differs: dict[str, Any]
     bytes: int
+    training: bool
 
 
 def unfinished_beside(out_dir: Path) -> list[UnfinishedRun]:
@@ -104,5 +107,23 @@ def unfinished_beside(out_dir: Path) -> list[UnfinishedRun]:
         except (OSError, CurateError, KeyError, TypeError, ValueError):
             continue
         differs = {k: v for k, v in config.items() if mine.get(k, v) != v}
-        found.append(UnfinishedRun(path.parent, done, int(config["epochs"]), differs, size))
+        found.append(UnfinishedRun(path.parent, done, int(config["epochs"]), differs, size, _training(path.parent)))
     return found
+
+
+def _training(folder: Path) -> bool:
+    """Whether a process holds the trainer's lock of the run in ``folder`` (a trainer takes it before it trains)."""
+    from filelock import Timeout
+
+    from curate.storage.files import file_lock
+
+    path = folder / TRAIN_LOCK
+    if not path.exists():
+        return False
+    lock = file_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):  # held (or not to be opened here: said as training, so not offered for removal)
+        return True
+    lock.release()
+    return False
