@@ -24,8 +24,7 @@ class BackendDefaults:
     local_max_model_len: int = 2048  # the packaged SmolLM2's vLLM context (prompt + reply tokens); a longer
                                      # request fails context_too_long
     local_startup_timeout_s: float = 240.0  # the packaged server's start-up (about a minute on 2 cores), then an error
-    server_stop_grace_s: float = 20.0  # a vLLM process group (server, batch runner) stopped: SIGTERM, this long to end,
-                                       # then SIGKILL
+    server_stop_grace_s: float = 20.0  # a vLLM process group (server, batch runner) stopped: SIGTERM, this long, SIGKILL
     guard_poll_s: float = 1.0        # how often a vLLM group's watchdog looks whether the curate process that started
                                      # it still runs (and stops the group within about this long of its death)
     guard_start_timeout_s: float = 30.0  # a watchdog says it watches within this long (about 0.2 s), or the group
