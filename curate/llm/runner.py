@@ -170,11 +170,13 @@ def _variable_aliases(prompt: Prompt, variables: list[dict[str, Any]], backend: 
     return out
 
 
-def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, *, logprobs_requested: bool,
-               cached: bool, billed_key: str | None = None, recovered: bool = False, repeated: bool = False) -> CallResult:
-    """A response as a CallResult; ``billed_key``: count it as this run's spending (sent now, or ``recovered``: paid
-    by a stopped run), once per key; ``cached``: the on-disk cache's answer; ``repeated``: another item's request;
-    ``logprobs_requested``: its request asked for logprobs (a digit score without them then fails)."""
+def _interpret(part: _Part, response: dict[str, Any], *, cached: bool, billed_key: str | None = None,
+               recovered: bool = False, repeated: bool = False) -> CallResult:
+    """A response to one of ``part``'s requests as a CallResult, read with the part's own digit floor and logprobs
+    request (first asks and re-asks alike: one source); ``billed_key``: count it as this run's spending (sent now, or
+    ``recovered``: paid by a stopped run), once per key; ``cached``: the on-disk cache's answer; ``repeated``: another
+    item's request."""
+    prompt = part.prompt
     if "failure" in response:  # ``repeated``: an item sharing another's failed request: no request of its own
         return CallResult(failure=transport_failure(response), raw=dict(response), requests=int(not repeated), repeated=repeated)
     result = CallResult(text=response.get("text"), raw=dict(response), usage=dict(response.get("usage") or {}),
@@ -188,7 +190,7 @@ def _interpret(prompt: Prompt, response: dict[str, Any], min_digit_mass: float, 
         return result
     if prompt.output_kind == "digit_score":
         assert prompt.scale is not None
-        score, info, failure = digit_score(response, prompt.scale, min_digit_mass, logprobs_requested=logprobs_requested)
+        score, info, failure = digit_score(response, prompt.scale, part.floor, logprobs_requested=part.logprobs_requested)
         result.raw.update(info)
         result.parsed, result.failure = score, failure
     elif prompt.output_kind == "text":
@@ -289,9 +291,8 @@ def run_prompts(calls: list[PromptCall], backend: Backend, cache: str | os.PathL
         bill = key is not None and (not cached or recovered) and key not in billed
         if bill:
             billed.add(key)
-        results[i] = _interpret(owner[i].prompt, response, owner[i].floor, cached=cached,
-                                logprobs_requested=owner[i].logprobs_requested,
-                                billed_key=key if bill else None, recovered=recovered and bill, repeated=repeated)
+        results[i] = _interpret(owner[i], response, cached=cached, billed_key=key if bill else None,
+                                recovered=recovered and bill, repeated=repeated)
 
     stopped_run = cache.unrecorded_aliases([aliases[i] for i in hit_idx]) if hit_idx else {}
     for i in hit_idx:
@@ -382,8 +383,7 @@ def _validate_round(backend: Backend, cache: ResponseCache, owner: list[_Part], 
             shared = req.key in asked  # rows with the same request share one re-ask: one request, billed once
             asked.add(req.key)
             cached = req.key in new_hits
-            fresh = _interpret(owner[i].prompt, new[req.key], JUDGE.min_digit_mass,
-                               logprobs_requested=owner[i].logprobs_requested, cached=cached,
+            fresh = _interpret(owner[i], new[req.key], cached=cached,
                                billed_key=None if shared or cached and req.key not in recovered else req.key,
                                recovered=req.key in recovered and not shared, repeated=shared and not cached)
             add_attempt(fresh, old)
