@@ -62,6 +62,7 @@ class FailureCode(StrEnum):
     NO_RESPONSE = "no_response"            # the turn has no (or an empty) assistant reply
     LOW_DIGIT_MASS = "low_digit_mass"      # the scale's digits carry too little probability; detail in message
     NO_LOGPROBS = "no_logprobs"            # logprobs were asked for and the reply has none (a proxy dropped them)
+    NO_TOP_LOGPROBS = "no_top_logprobs"    # top logprobs were asked for and the reply has the sampled token's alone
     UNPARSABLE = "unparsable"              # no score/JSON could be read from the reply
     INVALID_OUTPUT = "invalid_output"      # JSON that fails its schema after the re-asks
     HTTP_ERROR = "http_error"              # a permanent HTTP status (4xx other than 408/409/429)

@@ -14,6 +14,9 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[badtext]``    answers without logprobs and with text that holds no digit
 ``[say:TEXT]``   answers TEXT (up to the next ``]``) without logprobs, as a server that ignores ``max_tokens: 1``
 ``[lowmass]``    logprobs where digits 1-3 are absent and the rest carry little mass
+``[sampledonly]`` / ``[emptytop]`` / ``[top1]``: a server that ignores ``top_logprobs``: the sampled digit ``4``
+                 (p=0.7; 5: 0.2, 3: 0.1 under it) has its own logprob and no ``top_logprobs`` key / an empty list /
+                 a list of that one token
 
 ``[always400]``  every attempt answers 400 (a permanent error)
 ``[toolong]``    answers 400 as vLLM does for a prompt longer than the model's context (``maximum context length``)
@@ -235,11 +238,19 @@ class FaultServer:
             top = _digit_logprobs(key)
             if "[lowmass]" in key:
                 top = [{"token": "4", "logprob": math.log(0.1)}, {"token": "The", "logprob": math.log(0.8)}]
+            ignored = re.search(r"\[(sampledonly|emptytop|top1)\]", key)
+            if ignored:  # expected digit 3.9 under these odds; the sampled one alone says 4
+                top = [{"token": d, "logprob": math.log(p)} for d, p in (("4", 0.7), ("5", 0.2), ("3", 0.1))]
             content = top[0]["token"]
             if body.get("logprobs") and "[nologprobs]" not in key:
                 n = int(body.get("top_logprobs") or 0)
                 logprobs = {"content": [{"token": content, "logprob": top[0]["logprob"], "bytes": None,
                                          "top_logprobs": top[:n]}]}
+                if ignored:
+                    given = {"sampledonly": None, "emptytop": [], "top1": top[:1]}[ignored.group(1)]
+                    logprobs["content"][0].pop("top_logprobs")
+                    if given is not None:
+                        logprobs["content"][0]["top_logprobs"] = given
             if "[nologprobs]" in key:
                 content = "4"
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in messages)

@@ -2,7 +2,7 @@
 
 ``ws.apply(Judge("quality", backend))`` writes ``quality`` (one value per turn, a list for every row,
 even single-turn ones), ``quality_failure`` (a ``codes.Failure`` per failed turn: no_response,
-low_digit_mass, no_logprobs, empty_output, unparsable, invalid_output, http_error, context_too_long, transient, budget; truncated: a text output (or a JSON one, unfinished) that
+low_digit_mass, no_logprobs, no_top_logprobs, empty_output, unparsable, invalid_output, http_error, context_too_long, transient, budget; truncated: a text output (or a JSON one, unfinished) that
 stopped at max_tokens) and, for digit scores,
 ``quality_digit_mass``; its provenance says which prompt, model and parameters produced it, and what
 each run cost. Digit-score judges declare the reducer ``sum`` (DEITA: a row's score is Σ over its

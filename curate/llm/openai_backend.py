@@ -364,21 +364,25 @@ def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str
 
 
 def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """The cacheable parts of a chat completion body: text, first-position top logprobs, usage."""
+    """The cacheable parts of a chat completion body: text, first-position top logprobs, usage. A server that gave
+    the first token's own logprob and no top list (it ignores ``top_logprobs``) has it kept apart, as
+    ``sampled_token``: one token's odds are no top list (a digit judge fails ``no_top_logprobs`` on it)."""
     choice = data["choices"][0]
     text = choice["message"]["content"]
     if text is None:
         text = ""
-    top = None
+    top, sampled = None, {}
     lp = choice.get("logprobs")
     if lp and lp.get("content"):
         first = lp["content"][0]
         top = [{"token": t["token"], "logprob": float(t["logprob"])} for t in (first.get("top_logprobs") or [])]
-        if not top and "token" in first:
-            top = [{"token": first["token"], "logprob": float(first["logprob"])}]
+        if not top:
+            top = None
+            if "token" in first:
+                sampled = {"sampled_token": {"token": first["token"], "logprob": float(first["logprob"])}}
     usage = data.get("usage") or {}
     refusal = {"refusal": choice["message"]["refusal"]} if choice["message"].get("refusal") else {}
-    return {"text": text, **refusal, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+    return {"text": text, **refusal, "top_logprobs": top, **sampled, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
                       "completion_tokens": int(usage.get("completion_tokens") or 0),
                       "reported": bool(usage)},

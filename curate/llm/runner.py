@@ -190,7 +190,8 @@ def _interpret(part: _Part, response: dict[str, Any], *, cached: bool, billed_ke
         return result
     if prompt.output_kind == "digit_score":
         assert prompt.scale is not None
-        score, info, failure = digit_score(response, prompt.scale, part.floor, logprobs_requested=part.logprobs_requested)
+        score, info, failure = digit_score(response, prompt.scale, part.floor, logprobs_requested=part.logprobs_requested,
+                                           top_requested=part.top_requested)
         result.raw.update(info)
         result.parsed, result.failure = score, failure
     elif prompt.output_kind == "text":
@@ -234,6 +235,7 @@ class _Part:
         self.mode = structured.instructor_mode(backend) if self.prompt.output_kind == "json" else None
         sent = request_params(self.prompt, backend, self.params)
         self.logprobs_requested = bool(sent.get("logprobs"))
+        self.top_requested = int(sent.get("top_logprobs") or 0) if self.logprobs_requested else 0
         self.reply_limit = reply_token_limit(sent)
         # temperature 0 (greedy) gives a cut-off reply back on every re-ask; unset is the server's default (OpenAI's
         # and vLLM's sample), so a second draw may finish within the limit
