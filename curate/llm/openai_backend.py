@@ -364,14 +364,10 @@ def api_key(explicit: str | None, api_key_env: str, base_url: str | None) -> str
 
 
 def parse_chat_completion(data: dict[str, Any]) -> dict[str, Any]:
-    """The cacheable parts of a chat completion body: text, first-position top logprobs, usage. A server that gave
-    the first token's own logprob and no top list (it ignores ``top_logprobs``) has it kept apart, as
-    ``sampled_token``: one token's odds are no top list (a digit judge fails ``no_top_logprobs`` on it)."""
+    """The cacheable parts of a chat completion body: text, first-position top logprobs, usage; the first token's
+    own logprob without a top list (a server ignoring ``top_logprobs``) apart, as ``sampled_token``."""
     choice = data["choices"][0]
-    text = choice["message"]["content"]
-    if text is None:
-        text = ""
-    top, sampled = None, {}
+    text, top, sampled = choice["message"]["content"] or "", None, {}
     lp = choice.get("logprobs")
     if lp and lp.get("content"):
         first = lp["content"][0]
