@@ -29,6 +29,11 @@ chosen by markers inside that text, so a test decides per row what goes wrong:
 ``[refusal]``    answers as OpenAI does when the model refuses: no content, ``message.refusal`` set
 ``[filtered]``   answers half a reply with ``finish_reason: content_filter``
 ``[empty]``      answers an empty text
+``[digitrewrite]`` an Evol rewrite request answered with one digit (as every one was answered before 2026-12-07);
+                 without it a rewrite request (a text request whose last user message is an Evol rewrite prompt's:
+                 ``Task: ...`` or ``Question: ... Answer: ...``, then one line asking for the rewrite) is answered
+                 with its parent and one sentence more (``Include example number N.``); with ``[rewrites:N]``, only
+                 while its parent has fewer than N such sentences, then with its parent unchanged
 ``[rank]``       in an Evol rank request (a ``scores`` schema): answers ``{"scores": [1, 2, ...]}``, one per
                  ``[Version`` shown (without it, or with ``[badrank]``, the label JSON below: no ranking)
 
@@ -84,6 +89,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# an Evol rewrite request's last user message (prompts/evol/*.md): its parent, then the line asking for the rewrite
+_REWRITE = re.compile(r"\A(?:Task: |Question: .*?\n\nAnswer: )(?P<parent>.*)\n\n[^\n]+\Z", re.S)
 
 
 def _digit_logprobs(text: str) -> list[dict]:
@@ -234,6 +243,10 @@ class FaultServer:
             content = "banana"
         elif said := re.search(r"\[say:([^]]*)\]", key):
             content = said.group(1)
+        elif not body.get("logprobs") and "[digitrewrite]" not in key and (rewrite := _REWRITE.match(key)):
+            parent, limit = rewrite.group("parent"), re.search(r"\[rewrites:(\d+)\]", key)
+            done = parent.count("Include example")
+            content = parent if limit and done >= int(limit.group(1)) else f"{parent} Include example number {done + 1}."
         else:
             top = _digit_logprobs(key)
             if "[lowmass]" in key:

@@ -8,6 +8,7 @@ from curate.errors import CurateError
 from curate.evol import (
     DEFAULT_RULES,
     INSTRUCTION_OPERATIONS,
+    Elimination,
     EliminationRules,
     check_scores,
     choose_operation,
@@ -150,7 +151,7 @@ SEEDS = [
     {"id": "s-math", "instruction": "What is the sum of the first ten odd numbers?"},
     {"id": "s-email", "instruction": "Draft an email asking a colleague to review my report."},
 ]
-REASONS = {"empty", "scaffolding", "refusal", "no_change", "repeated_tail", "too_long", "truncated", "call_failed"}
+REASONS = {code.value for code in Elimination}
 SHORT = {"rewrite_params": {"max_tokens": 96}, "rank_params": {"max_tokens": 48}}
 
 

@@ -14,9 +14,10 @@ STEPS = 3
 
 
 def _seeds(n: int) -> list[dict[str, str]]:
-    """Seeds the fault server ranks ([rank]); every other one's rank answer never validates ([badrank]: re-asks)."""
+    """Seeds the fault server ranks ([rank]); every other one's rank answer never validates ([badrank]: re-asks);
+    every third one is rewritten once, then given back unchanged ([rewrites:1]: no_change), so set sizes differ."""
     return [{"id": f"s{i}", "instruction": f"[rank] Describe item {i} in detail, with one example"
-             + (" [badrank]." if i % 2 else ".")} for i in range(n)]
+             + (" [rewrites:1]" if i % 3 == 0 else "") + (" [badrank]." if i % 2 else ".")} for i in range(n)]
 
 
 def _outcome(run) -> list[tuple]:

@@ -1,9 +1,10 @@
 """Evol's pure rules: operations, elimination of failed rewrites, seeded choices, shuffle/unshuffle, score checks.
 
-A rewrite is dropped when it is empty, leaks the rewriter's scaffolding (the generic markers below, the
-operation's own ``leak_phrases`` declared in its prompt file's front matter, or a run of words copied from
-the rewrite prompt), refuses, does not change its parent, goes round in a loop, grows too much, or was cut off
-at max_tokens.
+A rewrite is dropped when it is empty, holds no content word (only punctuation, stop words or numbers),
+leaks the rewriter's scaffolding (the generic markers below, the operation's own ``leak_phrases`` declared in
+its prompt file's front matter, or a run of words copied from the rewrite prompt), refuses, does not change its
+parent, shrank to under half of it (an in-depth or response rewrite: it lost its parent's content), goes round in a
+loop, grows too much, or was cut off at max_tokens: WizardLM's elimination rules, read without an LLM.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ INSTRUCTION_OPERATIONS = (*IN_DEPTH_OPERATIONS, "breadth")
 #: Evol-Quality operations: rewrite a response to be more helpful / relevant / in-depth / creative / detailed.
 RESPONSE_OPERATIONS = ("response_helpful", "response_relevant", "response_deepen", "response_creative",
                        "response_detailed")
+_GROWING_OPERATIONS = frozenset((*IN_DEPTH_OPERATIONS, *RESPONSE_OPERATIONS))  # a rewrite adds to its parent
 RANK_PROMPTS = {"complexity": "rank_complexity", "quality": "rank_quality"}
 
 
 class Elimination(StrEnum):
     """Why a rewrite was dropped (recorded on the variant, counted in the provenance)."""
     EMPTY = "empty"
+    NO_CONTENT = "no_content"  # only punctuation, stop words or numbers (WizardLM's rule 3; a one-digit "rewrite")
     SCAFFOLDING = "scaffolding"
     REFUSAL = "refusal"
     NO_CHANGE = "no_change"
+    SHRANK = "shrank"  # an in-depth or response rewrite under half its parent's words: information lost, not gained
     REPEATED_TAIL = "repeated_tail"  # the heuristics selector's loop rule, at the end of any line or sentence
     TOO_LONG = "too_long"
     TRUNCATED = "truncated"
@@ -78,13 +82,16 @@ class EliminationRules:
     A child may add at most ``max_added_words + length_tolerance * parent_words`` words to its parent;
     it counts as unchanged when its normalised word sequence matches the parent's with a
     ``difflib`` ratio of at least ``near_equal_ratio``; it loops when a line or sentence of it ends in one block of words
-    repeated over more than ``max_loop_words`` words (the heuristics' ``repeated_tail`` rule; None: no check).
+    repeated over more than ``max_loop_words`` words (the heuristics' ``repeated_tail`` rule; None: no check); an
+    in-depth or response rewrite shrank when it has fewer than ``min_kept_ratio`` times its parent's words (None: no
+    check; a breadth rewrite is a new instruction, never checked).
     """
 
     max_added_words: int = 20
     length_tolerance: float = 0.1
     near_equal_ratio: float = 0.95
     max_loop_words: int | None = 5
+    min_kept_ratio: float | None = 0.5
 
     def allowed_words(self, parent_words: int) -> int:
         return int(self.max_added_words + self.length_tolerance * parent_words)
@@ -151,6 +158,20 @@ def builtin_leak_phrases(operation: str) -> tuple[str, ...]:
     return leak_phrases(load_prompt(path)) if path.is_file() else ()
 
 
+@functools.lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    # imported on first use: sklearn loads slowly
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def content_words(words: Sequence[str]) -> list[str]:
+    """The words of ``words`` (normalised) that are neither English stop words nor numbers."""
+    stop = _stop_words()
+    return [w for w in words if w not in stop and not w.isnumeric()]
+
+
 def normalise(text: str) -> list[str]:
     """Lower-cased word tokens (punctuation and spacing dropped): the unit of the no-change and length rules."""
     return _WORD.findall(text.lower())
@@ -199,10 +220,12 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
                        ) -> tuple[Elimination, str] | None:
     """Why ``child`` (a rewrite of ``parent``) must be dropped, as ``(code, detail)``; None if it survives.
 
-    Codes (:class:`Elimination`): ``empty``, ``scaffolding`` (the rewriter leaked a generic marker, one of
+    Codes (:class:`Elimination`): ``empty``, ``no_content`` (only punctuation, stop words or numbers, where the
+    parent has a content word), ``scaffolding`` (the rewriter leaked a generic marker, one of
     ``phrases`` — default: the built-in ``operation`` prompt's ``leak_phrases`` — or copied a run of
     `SCAFFOLD_NGRAM` words from ``prompt_text``, the rewrite prompt's own wording and examples),
-    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``repeated_tail`` (a line or sentence of
+    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``shrank`` (an in-depth or response
+    ``operation``'s rewrite under ``rules.min_kept_ratio`` of its parent's words), ``repeated_tail`` (a line or sentence of
     it ends in a loop of more than ``rules.max_loop_words`` words, and none of the parent does: :func:`looping_line`),
     ``too_long`` (more words added than the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
     """
@@ -210,13 +233,15 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
     child_words = normalise(text)
     if not child_words:
         return (Elimination.EMPTY, "the rewrite has no words")
+    parent_words = normalise(parent)
+    if not content_words(child_words) and content_words(parent_words):
+        return (Elimination.NO_CONTENT, f"only punctuation, stop words or numbers: {text[:60]!r}")
     if phrases is None:
         phrases = builtin_leak_phrases(operation) if operation else ()
     for pat in (*SCAFFOLDING, *phrases):
         match = re.search(pat, text, _FLAGS)
         if match and not re.search(pat, parent, _FLAGS):
             return (Elimination.SCAFFOLDING, f"leaked {match.group(0)!r}")
-    parent_words = normalise(parent)
     if prompt_text:
         copied = (_ngrams(child_words, SCAFFOLD_NGRAM) & _prompt_ngrams(prompt_text)) \
             - _ngrams(parent_words, SCAFFOLD_NGRAM)
@@ -229,6 +254,10 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
     ratio = difflib.SequenceMatcher(None, parent_words, child_words, autojunk=False).ratio()
     if ratio >= rules.near_equal_ratio:
         return (Elimination.NO_CHANGE, f"near-equal to the parent (word ratio {ratio:.3f} >= {rules.near_equal_ratio})")
+    if rules.min_kept_ratio is not None and operation in _GROWING_OPERATIONS \
+            and len(child_words) < rules.min_kept_ratio * len(parent_words):
+        return (Elimination.SHRANK, f"{len(child_words)} words where its parent has {len(parent_words)}: "
+                                    f"{operation} keeps its parent and adds to it")
     if rules.max_loop_words and (loop := looping_line(text, rules.max_loop_words)) \
             and not looping_line(parent, rules.max_loop_words):
         return (Elimination.REPEATED_TAIL, f"loops: {loop['evidence']}")
