@@ -70,3 +70,30 @@ def test_a_reaper_told_ray_was_stopped_kills_nothing(tmp_path):
     finally:
         root.kill()
         root.wait(30)
+
+
+def test_processes_the_reaper_stopped_are_killed_when_its_kill_pass_fails_midway(tmp_path, monkeypatch):
+    """The kill pass stops (SIGSTOP) what it notes, then kills it: an error in a later look (psutil, memory) ended the
+    reaper between the two and left the Ray processes stopped for good, neither running nor gone. They are killed."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    looks = []
+    note = reaper._note
+
+    def failing_note(roots, known):
+        looks.append(len(known))
+        if len(looks) > 1:
+            raise RuntimeError("the reaper's second look fails")
+        note(roots, known)
+
+    monkeypatch.setattr(reaper, "_note", failing_note)
+    try:
+        root = psutil.Process(process.pid)
+        try:
+            reaper._kill({process.pid: root.create_time()}, {})
+        except RuntimeError:
+            pass
+        assert len(looks) == 2  # stopped after the first look, then the second failed
+        assert process.wait(30) == -9, root.status()  # killed, not left stopped
+    finally:
+        process.kill()
+        process.wait(30)

@@ -113,14 +113,16 @@ def _kill(roots: dict[int, float], known: dict[int, float]) -> None:
     ``WATCH_EVERY_S`` ago: a task's own process, forked without exec) is killed too, not left running as its
     parent, the worker that would have ended it (Ray's kill_child_processes_on_worker_exit), is killed."""
     stopped: set[int] = set()
-    while True:
-        _note(roots, known)
-        new = [pid for pid in known if pid not in stopped]
-        if not new:
-            break
-        _signal(known, new, signal.SIGSTOP)
-        stopped.update(new)
-    _signal(known, list(known), signal.SIGKILL)
+    try:
+        while True:
+            _note(roots, known)
+            new = [pid for pid in known if pid not in stopped]
+            if not new:
+                break
+            _signal(known, new, signal.SIGSTOP)
+            stopped.update(new)
+    finally:  # whatever ended the look (an error of its own): what it stopped is killed, never left stopped
+        _signal(known, list(known), signal.SIGKILL)
 
 
 def main(argv: list[str]) -> None:
@@ -134,6 +136,8 @@ def main(argv: list[str]) -> None:
             if said.startswith(b"done"):
                 return
             if not said:  # the driver is gone and did not stop Ray: what it started goes too
+                for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # ended between its SIGSTOPs and
+                    signal.signal(signum, signal.SIG_IGN)  # SIGKILLs, it left them stopped for good; it ends in moments
                 _kill(roots, known)
                 return
 
