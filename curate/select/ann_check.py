@@ -33,16 +33,13 @@ def missed_duplicates(x: np.ndarray, kept: np.ndarray, tau: float, sample: int, 
     rows = kept[picked]  # walk positions of the sampled kept rows
     xs = np.asarray(x[rows], np.float32)
     best = np.full(len(rows), -np.inf, np.float32)
-    best_at = np.full(len(rows), -1, np.int64)
     for start in range(0, len(kept), KEPT_CHUNK):
         part = kept[start:start + KEPT_CHUNK]
         with blas_threads(len(rows) * len(part) * x.shape[1]):
             sims = xs @ np.asarray(x[part], np.float32).T
         sims[part[None, :] >= rows[:, None]] = -np.inf  # only rows kept before the sampled one count
-        arg = np.argmax(sims, axis=1)
-        top = sims[np.arange(len(rows)), arg]
-        better = top > best
-        best[better], best_at[better] = top[better], part[arg[better]]
+        top = sims.max(axis=1)
+        np.maximum(best, top, out=best)
     missed = []
     for i in np.flatnonzero(best > tau - FLOAT32_MARGIN).tolist():
         earlier = kept[kept < rows[i]]
