@@ -25,6 +25,7 @@ from curate.pipeline import (
 )
 from curate.select.sort_key import scores_of
 from curate.storage.files import LOCK_FILE, MANIFEST, file_lock
+from curate.storage.lock_holders import flock_file_at
 
 
 def dry_run_pipeline(source: str | Any, out: Path, *, backend: Any = None, tag_backend: Any = None,
@@ -128,22 +129,10 @@ def _writers_paused(workspace: Path) -> Iterator[bool]:
         with file_lock(path) if path.exists() else contextlib.nullcontext():
             yield (workspace / MANIFEST).exists()
         return
-    while True:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            yield (workspace / MANIFEST).exists()
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # shared: writers take it exclusively; dry runs copy side by side
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                break
-        except FileNotFoundError:  # removed while this waited
-            pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+    fd = flock_file_at(path, os.O_RDONLY, fcntl.LOCK_SH)  # shared: writers take it exclusively; dry runs side by side
+    if fd is None:
+        yield (workspace / MANIFEST).exists()
+        return
     try:
         yield True
     finally:

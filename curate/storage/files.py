@@ -29,7 +29,14 @@ from curate.codes import DamageCode
 from curate.errors import OptionError, WorkspaceError
 from curate.storage.checksums import check_written, with_checksum
 from curate.storage.damage import DamagedFile, DamagedFileError, named_damage
-from curate.storage.lock_holders import LockFolderGone, file_lock, forget_holder, locks_file_at, record_holder
+from curate.storage.lock_holders import (
+    LockFolderGone,
+    file_lock,
+    flock_file_at,
+    forget_holder,
+    locks_file_at,
+    record_holder,
+)
 from curate.storage.write_errors import check_parent_folders, remove, writing
 
 # The workspace layout's fixed names (see storage/workspace.py).
@@ -201,19 +208,7 @@ def passing_lock(path: Path) -> Iterator[None]:
         with FileLock(str(path)):
             yield
         return
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            mine, now = os.fstat(fd), os.stat(path)
-            if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
-                break
-        except FileNotFoundError:  # removed by the holder we waited for
-            pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+    fd = flock_file_at(path, os.O_RDWR | os.O_CREAT, fcntl.LOCK_EX)  # a file removed by the holder waited for: again
     try:
         yield
     finally:

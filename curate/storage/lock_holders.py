@@ -121,3 +121,29 @@ def locks_file_at(lock: Any, path: Path) -> bool:
     except FileNotFoundError:
         return False
     return held == (now.st_dev, now.st_ino)
+
+
+def flock_file_at(path: Path, open_flags: int, operation: int) -> int | None:
+    """An open descriptor of the file at ``path`` holding ``fcntl.flock(operation)`` (``LOCK_EX``, ``LOCK_SH``), kept
+    only if that file is still the one at ``path`` once locked (one removed or moved aside while this waited excludes
+    no one: the one there now is taken); None when there is no file to open (``open_flags`` without ``O_CREAT``).
+    Closing the descriptor lets go. Unix only."""
+    import fcntl
+
+    while True:
+        try:
+            fd = os.open(path, open_flags, 0o666)
+        except FileNotFoundError:
+            if open_flags & os.O_CREAT:
+                raise
+            return None
+        try:
+            fcntl.flock(fd, operation)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:  # removed while this waited
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
