@@ -342,20 +342,27 @@ class SigintsInEpochSave:
         signal.signal(signal.SIGINT, self.previous)
 
 
+def _stopped_in_epoch_2s_save(lm, rows, run, monkeypatch, sigints: int) -> int:
+    """Train ``run`` with ``sigints`` SIGINTs sent in epoch 2's save, to its KeyboardInterrupt; the SIGINTs sent. The
+    save's hold of Ctrl-C has put Python's handler back by then (checked before this restores the test's own)."""
+    stop = SigintsInEpochSave(monkeypatch, epoch=2, count=sigints)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune(lm, rows, run, FULL, device="cpu", checkpoint_seconds=0)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not the hold's: its handlers put back
+    finally:
+        stop.close()
+        monkeypatch.undo()
+    return stop.sent
+
+
 def test_a_ctrl_c_between_an_epochs_last_step_and_its_record_keeps_the_epoch(lm, tmp_path, monkeypatch):
     """A Ctrl-C landing in epoch 2's save (its four steps done) cut the save: the epoch's steps were lost and the
     resume trained all of epoch 2 again. Now it waits for the epoch to be recorded, then stops the run: the resume
     trains nothing, to an unkilled run's records."""
     rows = row_inputs(learnable_rows(ROWS))
     straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
-    stop = SigintsInEpochSave(monkeypatch, epoch=2)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            finetune(lm, rows, tmp_path / "run", FULL, device="cpu", checkpoint_seconds=0)
-    finally:
-        stop.close()
-        monkeypatch.undo()
-    assert stop.sent == 1 and signal.getsignal(signal.SIGINT) is stop.previous  # its handlers put back
+    assert _stopped_in_epoch_2s_save(lm, rows, tmp_path / "run", monkeypatch, sigints=1) == 1
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["epochs_done"] == 2 and [s["steps"] for s in info["epoch_stats"]] == [4, 4]
     counter = Rows()
@@ -369,14 +376,8 @@ def test_a_second_ctrl_c_in_an_epochs_save_stops_it_and_the_resume_trains_the_ep
     still says one epoch; the resume trains epoch 2 from its start to an unkilled run's records."""
     rows = row_inputs(learnable_rows(ROWS))
     straight = finetune(lm, rows, tmp_path / "straight", FULL, device="cpu", checkpoint_seconds=0)
-    stop = SigintsInEpochSave(monkeypatch, epoch=2, count=2)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            finetune(lm, rows, tmp_path / "run", FULL, device="cpu", checkpoint_seconds=0)
-    finally:
-        stop.close()
-        monkeypatch.undo()
     run = tmp_path / "run"
+    assert _stopped_in_epoch_2s_save(lm, rows, run, monkeypatch, sigints=2) == 2
     assert json.loads((run / "run.json").read_text())["epochs_done"] == 1
     assert not (run / "epoch-2").exists() and not list(run.glob(".epoch-*"))
     counter = Rows()
