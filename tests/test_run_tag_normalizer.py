@@ -52,7 +52,7 @@ def test_normaliser_options_without_tags_or_with_an_unknown_language_are_refused
         sent = srv.total
     for value, run in refused.items():
         assert run.returncode == 2, (value, run.stdout, run.stderr)
-        assert "--min-frequency: options of the tag normaliser; give --tags" in " ".join(run.stderr.split()), run.stderr
+        assert "--min-frequency: options of the normaliser; give --tags" in " ".join(run.stderr.split()), run.stderr
     assert unknown.returncode == 2 and "stemmer language 'klingon'" in " ".join(unknown.stderr.split()), unknown.stderr
     assert sent == 0 and not (tmp_path / "klingon" / "out").exists()
 

@@ -32,7 +32,7 @@ def stemmer_language_opt() -> Any:
                         f"aggregation (default {NORMALIZER.stemmer_language}; e.g. german for a German pool).")
 
 
-def given_normalizer_options(min_frequency: int | None, eps: float | None, min_support: int | None,
+def _given_normalizer_options(min_frequency: int | None, eps: float | None, min_support: int | None,
                              stemmer_language: str | None) -> list[str]:
     """The normaliser's flags the user gave (whatever their value: one equal to its default counts)."""
     return [flag for flag, value in (("--min-frequency", min_frequency), ("--eps", eps),
@@ -43,7 +43,7 @@ def given_normalizer_options(min_frequency: int | None, eps: float | None, min_s
 def refuse_normalizer_options(min_frequency: int | None, eps: float | None, min_support: int | None,
                               stemmer_language: str | None, hint: str) -> None:
     """A BadParameter naming the normaliser's options given where no normaliser runs (they would be ignored)."""
-    if given := given_normalizer_options(min_frequency, eps, min_support, stemmer_language):
+    if given := _given_normalizer_options(min_frequency, eps, min_support, stemmer_language):
         raise typer.BadParameter(f"{', '.join(given)}: options of the normaliser; {hint}")
 
 

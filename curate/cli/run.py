@@ -31,10 +31,10 @@ from curate.cli.common import (
 )
 from curate.cli.normalizer_options import (
     eps_opt,
-    given_normalizer_options,
     min_frequency_opt,
     min_support_opt,
     normalizer_from_options,
+    refuse_normalizer_options,
     stemmer_language_opt,
 )
 from curate.cli.run_steps import _done, _print_step, _short_of_budget, _start_step  # noqa: F401  (tests read _done, _short_of_budget)
@@ -142,8 +142,8 @@ def run(
         if tags and not use_llm:
             raise typer.BadParameter("--tags needs an LLM: give --backend local|vllm|openai or --base-url")
         normalizer_options = (min_frequency, eps, min_support, stemmer_language)
-        if not tags and (given := given_normalizer_options(*normalizer_options)):  # no tags: nothing to normalise
-            raise typer.BadParameter(f"{', '.join(given)}: options of the tag normaliser; give --tags")
+        if not tags:  # no tags: nothing to normalise
+            refuse_normalizer_options(*normalizer_options, "give --tags")
         # a language Snowball lacks is named before the load, and before any request is sent
         tag_normalizer = normalizer_from_options(*normalizer_options) if tags else None
         judge_only = [flag for flag, value in (
