@@ -4,6 +4,7 @@ pids it is given), so the timing is the test's, not Ray's."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,47 @@ def test_processes_the_reaper_stopped_are_killed_when_its_kill_pass_fails_midway
         except RuntimeError:
             pass
         assert len(looks) == 2  # stopped after the first look, then the second failed
+        assert process.wait(30) == -9, root.status()  # killed, not left stopped
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+SLOW_REAPER = """
+import signal, sys, time
+from pathlib import Path
+from curate.scale import reaper
+
+stopping, signal_them = Path(sys.argv[1]), reaper._signal
+
+def slow_signal(known, pids, signum):  # a slow pass: the stopped ones wait a while for their SIGKILL
+    signal_them(known, pids, signum)
+    if signum == signal.SIGSTOP:
+        stopping.write_text("")
+        time.sleep(3)
+
+reaper._signal = slow_signal
+reaper.main(sys.argv[1:])
+"""
+
+
+def test_a_sigterm_to_the_reaper_between_its_stop_and_its_kill_leaves_nothing_stopped(tmp_path):
+    """The reaper ended by a SIGTERM (a service manager, a user's kill) after it stopped the driver's Ray processes
+    and before it killed them left them stopped for good. It lets no such signal end it while it kills."""
+    stopping = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        root = psutil.Process(process.pid)
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_REAPER, str(stopping),
+                                 f"{process.pid}:{root.create_time()!r}"], stdin=subprocess.PIPE)
+        time.sleep(2 * reaper.WATCH_EVERY_S)
+        proc.stdin.close()  # the driver is gone: the kill pass starts
+        deadline = time.monotonic() + 60
+        while not stopping.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
         assert process.wait(30) == -9, root.status()  # killed, not left stopped
     finally:
         process.kill()
