@@ -7,7 +7,7 @@ import pytest
 
 from curate.codes import Decision, Reason
 from curate.errors import CurateError, OptionError
-from curate.select import SELECTORS, row_scores
+from curate.select import SELECTORS, row_scores, score_rows
 from curate.select.admission import ADMITTED, NOT_REACHED, REJECTED, admit, examination_order
 from curate.select.diversity import kcenter_greedy
 from curate.session import Workspace
@@ -713,3 +713,14 @@ def test_the_default_sort_key_reads_the_scores_a_step_wrote_never_a_pool_field_o
     bare.add_column("quality-gpt4", [[1.0]] * 6, {**TURNS_SUM, "kind": "judge", "prompt": "quality"})
     with pytest.raises(CurateError, match="would read column 'quality-gpt4', a name a sort key cannot hold"):
         bare.select(method="top_k", name="t2", budget=3)  # pasted in, it read as complexity*quality - gpt4
+
+
+def test_a_nan_stored_in_a_score_column_is_unscored_naming_the_column(tmp_path):
+    recs = [{"instruction": x, "output": x} for x in "ABC"]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", recs))
+    w.add_column("c", [[float("nan")], [4.0], None], TURNS_SUM)
+    scores = score_rows(w, "c")
+    assert np.isnan(scores.values[[0, 2]]).all() and scores.values[1] == 4.0
+    assert scores.detail(0) == {"sort_by": "c", "column": "c", "turn": 1}  # named as the None case is
+    assert scores.detail(2) == {"sort_by": "c", "column": "c"}

@@ -175,11 +175,12 @@ def score_rows(ws, expr: str | None = None, ids: list[str] | None = None) -> Sco
     for name in columns:
         flat = np.full(int(starts[-1]), np.nan)
         for k, v in enumerate(values[name]):
-            if v is None or any(t is None for t in v):
+            row = None if v is None else [_number(name, t) for t in v]
+            if row is None or any(math.isnan(t) for t in row):  # a NaN stored is no score, as a None is: named
                 missing.setdefault(k, {"sort_by": expr, "column": name,
-                                       "turn": None if v is None else 1 + next(i for i, t in enumerate(v) if t is None)})
+                                       "turn": None if row is None else 1 + next(i for i, t in enumerate(row)
+                                                                                 if math.isnan(t))})
                 continue
-            row = [_number(name, t) for t in v]
             flat[starts[k]:starts[k + 1]] = row[0] if name in row_cols else row
         env[name] = flat
     with np.errstate(all="ignore"):
