@@ -427,3 +427,17 @@ def test_embeddings_given_one_id_twice_are_refused_not_read_as_the_last_vector(s
     with pytest.raises(ValueError, match=rf"embeddings 'twice': id {ids[0]} is given twice \(rows 0 and 1\)"):
         scored_ws.add_embeddings("twice", x, {"kind": "test"}, ids=[ids[0], *ids])
     assert "twice" not in scored_ws.embedding_sets
+
+
+def test_a_selection_is_refused_the_name_of_another_chains_step(scored_ws):
+    """``curate select --name mix.1-exact`` (a step of chain ``mix``) overwrote the step in silence; a chain refused
+    the converse. Both are refused now, before anything runs."""
+    scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 3, "sort_by": "quality"}])
+    step = scored_ws.selection("mix.1-exact")
+    with pytest.raises(OptionError, match=r"selection 'mix.1-exact' is a step of chain 'mix'"):
+        scored_ws.select(method="top_k", name="mix.1-exact", budget=1, sort_by="quality")
+    with pytest.raises(OptionError, match=r"selection 'mix.1-exact' is a step of chain 'mix'"):
+        scored_ws.select(name="mix.1-exact", steps=[{"method": "minhash"}, {"method": "random", "budget": 1}])
+    assert scored_ws.selection("mix.1-exact").provenance == step.provenance
+    assert set(scored_ws.selection("mix.1-exact").ids) == set(step.ids)
+    scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}])

@@ -143,7 +143,13 @@ def _step_of(provenance: dict[str, Any], chain: str, method: str | None) -> bool
 
 def _check_step_names(listed: dict[str, dict[str, Any]], name: str, methods: list[str]) -> None:
     """A chain's steps are stored as ``<name>.<i>-<method>``: a selection of that name that is no step of this chain
-    (the user's own, or another chain's) is refused before any step runs; it was overwritten in silence."""
+    (the user's own, or another chain's) is refused before any step runs; it was overwritten in silence. So is
+    ``name`` itself when it is a step of a chain: a selection (or chain) of that name replaced the step in silence,
+    leaving its chain with a step it never made."""
+    owner = listed.get(name, {}).get("step_of")
+    if owner is not None:
+        raise OptionError(f"selection {name!r} is a step of chain {owner!r}: storing a selection under its name would "
+                          f"overwrite that step; name the selection otherwise, or run chain {owner!r} again")
     for i, meth in enumerate(methods[:-1]):
         step = f"{name}.{i + 1}-{meth}"
         if step in listed and not _step_of(listed[step], name, meth):
