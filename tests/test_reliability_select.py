@@ -441,3 +441,33 @@ def test_a_selection_is_refused_the_name_of_another_chains_step(scored_ws):
     assert scored_ws.selection("mix.1-exact").provenance == step.provenance
     assert set(scored_ws.selection("mix.1-exact").ids) == set(step.ids)
     scored_ws.select(name="mix", steps=[{"method": "exact"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}])
+
+
+def test_two_runs_of_a_chain_of_one_name_never_leave_steps_of_both(scored_ws):
+    """Run A of chain ``mix`` wrote its steps one lock at a time: run B, publishing between two of A's writes, left
+    ``mix`` (A's) resting on B's ``mix.1-exact``. A run's publication now holds the workspace lock throughout."""
+    import threading
+
+    chain_a = [{"method": "exact", "ignore_case_and_spacing": True}, {"method": "minhash"},
+               {"method": "top_k", "budget": 3, "sort_by": "quality"}]
+    chain_b = [{"method": "exact"}, {"method": "top_k", "budget": 2, "sort_by": "quality"}]
+    other = Workspace(scored_ws.path)
+    runs: list[threading.Thread] = []
+
+    class PublishingA(Workspace):
+        def add_selection(self, name, *args, **kwargs):
+            stored = super().add_selection(name, *args, **kwargs)
+            if name == "mix.1-exact" and not runs:  # B runs whole between A's first write and the rest
+                runs.append(threading.Thread(target=other.select, kwargs={"name": "mix", "steps": chain_b}))
+                runs[0].start()
+                runs[0].join(timeout=5)  # B finishes now unless A's lock holds it until A is done
+            return stored
+
+    PublishingA(scored_ws.path).select(name="mix", steps=chain_a)
+    runs[0].join()
+    final = scored_ws.selection("mix")
+    steps = [n for n in scored_ws.selections if n.startswith("mix.")]
+    by_a = final.provenance["params"]["budget"] == 3
+    assert steps == (["mix.1-exact", "mix.2-minhash"] if by_a else ["mix.1-exact"]), steps
+    assert scored_ws.selection("mix.1-exact").provenance["params"] == ({"ignore_case_and_spacing": True} if by_a
+                                                                       else {}), by_a

@@ -128,9 +128,14 @@ def select(ws, method: str | None = None, name: str | None = None, input_selecti
         stored.append((step_name, result, provenance))
         kept = [ids[p] for p, d in zip(result.rows, result.decisions, strict=True) if d == Decision.KEPT]
         source = step_name
-    _remove_stale_steps(ws, name, [n for n, _, _ in stored])
-    return [ws.add_selection(n, [ids[p] for p in r.rows], r.decisions, r.reasons, r.details, prov, r.ranks)
-            for n, r, prov in stored][-1]
+    # published under the workspace lock, held from the stale steps' removal to the last write: two runs of a chain
+    # of this name took turns write by write, leaving steps of both (the last writer's final resting on the other's
+    # steps); now one run's steps are all written before the other's begin, and a reader under the lock sees one run
+    with ws.lock():
+        _check_step_names(ws.selections, name, [step["method"] for step in steps])  # again: made while it ran
+        _remove_stale_steps(ws, name, [n for n, _, _ in stored])
+        return [ws.add_selection(n, [ids[p] for p in r.rows], r.decisions, r.reasons, r.details, prov, r.ranks)
+                for n, r, prov in stored][-1]
 
 
 def _step_of(provenance: dict[str, Any], chain: str, method: str | None) -> bool:
