@@ -471,3 +471,16 @@ def test_two_runs_of_a_chain_of_one_name_never_leave_steps_of_both(scored_ws):
     assert steps == (["mix.1-exact", "mix.2-minhash"] if by_a else ["mix.1-exact"]), steps
     assert scored_ws.selection("mix.1-exact").provenance["params"] == ({"ignore_case_and_spacing": True} if by_a
                                                                        else {}), by_a
+
+
+def test_lift_on_identical_embeddings_says_so_in_provenance_not_a_numpy_warning(tmp_path):
+    import warnings
+
+    ws = small_workspace(tmp_path, 6)
+    ws.add_embeddings("default", np.tile(np.eye(8, dtype=np.float32)[0], (6, 1)), {"kind": "test"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's PCA divided 0 by 0: RuntimeWarning
+        sel = ws.select(method="lift", name="l", budget=2)
+    assert sel.ids == sorted(ws.ids)[:2]  # every score 0: ties by row id
+    assert {r["detail"]["score"] for r in sel.rows()} == {0.0}
+    assert sel.provenance["zero_variance"].startswith("all 6 candidates have the same embedding")

@@ -198,12 +198,18 @@ def lift(ws, rows: np.ndarray, budget: int, n_components: int = 32, embeddings: 
         for p in rows.tolist():
             out.add(p, Decision.KEPT, Reason.BUDGET_COVERS_ALL, {"keep": budget, "eligible": len(rows)})
         return out
-    x = vectors(ws, embeddings, rows)
-    proj = PCA(n_components=min(n_components, *x.shape), svd_solver=LIFT_SVD_SOLVER).fit_transform(x)
-    stand_in, group = identical_rows(x)
-    var = as_first_copy(proj.var(axis=1), np.arange(len(x)), stand_in[group])
-    out = SelectorResult(info={"n_components": int(proj.shape[1]), "svd_solver": LIFT_SVD_SOLVER,
-                               "score": "variance of the row's PCA projection"})
+    x = np.asarray(vectors(ws, embeddings, rows))
+    info = {"svd_solver": LIFT_SVD_SOLVER, "score": "variance of the row's PCA projection"}
+    if (x == x[0]).all():  # no direction varies: scikit-learn's PCA divided 0 by 0 (a RuntimeWarning), scores 0
+        var = np.zeros(len(x))
+        info |= {"n_components": 0, "zero_variance": f"all {len(x)} candidates have the same embedding: no PCA, "
+                                                     "every score is 0 and the budget is filled in row-id order"}
+    else:
+        proj = PCA(n_components=min(n_components, *x.shape), svd_solver=LIFT_SVD_SOLVER).fit_transform(x)
+        stand_in, group = identical_rows(x)
+        var = as_first_copy(proj.var(axis=1), np.arange(len(x)), stand_in[group])
+        info["n_components"] = int(proj.shape[1])
+    out = SelectorResult(info=info)
     for i, j in enumerate(np.argsort(-var, kind="stable").tolist()):
         if i < budget:
             out.add(rows[j], Decision.KEPT, Reason.SELECTED, {"score": float(var[j])})
