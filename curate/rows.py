@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from curate.errors import OptionError, python_and_cli
+from curate.errors import OptionError
 
 Conversation = Sequence[Mapping[str, str]]
 TEXT_KINDS = ("instruction", "conversation", "response")
@@ -46,10 +46,11 @@ def turns(conversation: Conversation) -> list[Turn]:
     return [Turn(instruction, reply, sys_) for instruction, reply, sys_ in open_turns]
 
 
-def row_text(conversation: Conversation, text: str = "instruction") -> str:
+def row_text(conversation: Conversation, text: str = "instruction", option: str = "text=") -> str:
     """One text for a whole row: its user turns, its assistant turns, or the conversation, joined.
 
-    This is what row-level steps read (embeddings, dedup, the tagger's query).
+    This is what row-level steps read (embeddings, dedup, the tagger's query). ``option``: how the error for an unknown
+    ``text`` names the caller's option (``curate embed``'s ``--text``, a selector's ``--param text=``).
     """
     if text == "instruction":
         return "\n\n".join(m["content"] for m in conversation if m["role"] == "user")
@@ -57,7 +58,7 @@ def row_text(conversation: Conversation, text: str = "instruction") -> str:
         return "\n\n".join(m["content"] for m in conversation if m["role"] == "assistant")
     if text == "conversation":
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in conversation)
-    raise OptionError(f"{python_and_cli('text=', '--text')} must be one of {', '.join(TEXT_KINDS)}, got {text!r}")
+    raise OptionError(f"{option} must be one of {', '.join(TEXT_KINDS)}, got {text!r}")
 
 
 def as_turns(row: Any) -> list[Turn]:

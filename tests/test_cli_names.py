@@ -149,7 +149,9 @@ def test_refusals_name_the_flag_a_command_line_user_typed():
 
     cases = ((lambda: check_read_options(on_error="bogus"), "on_error= (CLI: --on-error) must be 'raise' or 'skip'"),
              (lambda: check_read_options(format="bogus"), "format= (CLI: --format) must be 'auto' or one of"),
-             (lambda: row_text([{"role": "user", "content": "hi"}], "bogus"), "text= (CLI: --text) must be one of"),
+             (lambda: row_text([{"role": "user", "content": "hi"}], "bogus", "text= (CLI: --text)"),
+              "text= (CLI: --text) must be one of"),
+             (lambda: row_text([{"role": "user", "content": "hi"}], "bogus"), "text= must be one of"),
              (lambda: scores_of("bogus"), "sort_by= (CLI: --sort-by) 'bogus': the product of DEITA scores"))
     for call, words in cases:
         with pytest.raises(CurateError) as err:

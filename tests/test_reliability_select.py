@@ -484,3 +484,10 @@ def test_lift_on_identical_embeddings_says_so_in_provenance_not_a_numpy_warning(
     assert sel.ids == sorted(ws.ids)[:2]  # every score 0: ties by row id
     assert {r["detail"]["score"] for r in sel.rows()} == {0.0}
     assert sel.provenance["zero_variance"].startswith("all 6 candidates have the same embedding")
+
+
+def test_a_selector_given_an_unknown_text_names_its_own_option(scored_ws):
+    """row_text named ``--text`` (curate embed's flag) whoever called it; curate select takes ``--param text=``."""
+    for method in ("exact", "minhash"):
+        with pytest.raises(OptionError, match=r"^text= \(CLI: --param text=\) must be one of instruction, "):
+            scored_ws.select(method=method, name="t", text="bogus")

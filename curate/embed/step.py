@@ -8,7 +8,7 @@ from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
 from curate.embed.encoder import model_id, resolve_backend
 from curate.embed.vocabulary import unknown_token_share
-from curate.errors import KEPT_ON_INTERRUPT, OptionError
+from curate.errors import KEPT_ON_INTERRUPT, OptionError, python_and_cli
 from curate.hardware import resolve_device
 from curate.rows import row_text
 from curate.storage.files import check_new_name, read_json
@@ -43,7 +43,7 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
     # thread sharing ``ws``) made add_embeddings take the new pool's ids, pairing ids with other rows' vectors.
     table = ws.pool.data.table
     ids = table.column("id").to_pylist()
-    texts = [row_text(c, text) for c in table.column("conversation").to_pylist()]
+    texts = [row_text(c, text, python_and_cli("text=", "--text")) for c in table.column("conversation").to_pylist()]
     if not texts:
         raise ValueError("the workspace has no rows to embed")
     try:

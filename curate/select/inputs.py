@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.errors import InputError
+from curate.errors import InputError, python_and_cli
 from curate.rows import row_text
 from curate.select.admission import unit_rows
 from curate.storage.blobs import check_read_rows
@@ -64,6 +64,7 @@ def vector_view(ws, embeddings: str, rows: np.ndarray) -> UnitRowsView:
 
 
 TEXT_CHUNK_ROWS = 10_000  # conversations turned into Python objects at a time by iter_texts
+SELECTOR_TEXT = python_and_cli("text=", "--param text=")  # a selector's text option, as curate select takes it
 
 
 def texts(ws, rows: np.ndarray, text: str) -> list[str]:
@@ -77,7 +78,7 @@ def iter_texts(ws, rows: np.ndarray, text: str) -> Iterator[str]:
     every row (exact or MinHash dedup) holds a chunk of conversations, not the pool's."""
     column = ws.pool.data.table.column("conversation")
     for start in range(0, len(rows), TEXT_CHUNK_ROWS):
-        yield from (row_text(c, text) for c in take_values(column, rows[start:start + TEXT_CHUNK_ROWS]))
+        yield from (row_text(c, text, SELECTOR_TEXT) for c in take_values(column, rows[start:start + TEXT_CHUNK_ROWS]))
 
 
 def score_detail(value: float) -> dict[str, float]:
