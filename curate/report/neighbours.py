@@ -5,7 +5,10 @@ For selections whose rows were dropped for being too similar (DEITA's ``too_simi
 embedding set the selector used, beside the witness the selector recorded. The recorded witness is the
 admitted row that decided the rejection (in DEITA's walk order); the nearest kept row is at least as
 similar. Neighbours are exact (one product against every kept row) unless ``index="hnsw"``: an hnswlib
-graph over the kept rows (cosine), for asking about many rejected rows of a large selection.
+graph over the kept rows (cosine), for asking about many rejected rows of a large selection. Its answers are
+approximate (a kept row nearer than those listed may be missed), so a kept witness is always compared exactly
+as well and listed where it is among the ``k`` nearest: the first row listed is at least as similar as the
+witness under either index.
 """
 
 from __future__ import annotations
@@ -93,11 +96,12 @@ class _UnitRows:
 
 
 def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, limit: int | None = EXAMPLES,
-                        index: str = "exact") -> list[dict[str, Any]]:
+                        index: str = "exact", ef: int = ANN.ef) -> list[dict[str, Any]]:
     """Rows of ``selection`` dropped for similarity (the first ``limit`` in rank order; None: all), each with
     the selector's recorded witness and similarity and its ``k`` nearest kept rows: a list of
     ``{"id", "reason", "witness", "similarity", "neighbours": [{"id", "similarity"}, ...]}``. Empty when no
-    row was dropped for similarity or the embedding set is missing."""
+    row was dropped for similarity or the embedding set is missing. ``index="hnsw"`` (query beam ``ef``) may miss a
+    nearer kept row, never the witness (compared exactly)."""
     sel = ws.selection(selection)
     dropped = sel.rows(reasons=SIMILARITY_REASONS, limit=limit)  # in rank order
     kept_ids = sel.ids
@@ -108,10 +112,18 @@ def rejected_neighbours(ws: Workspace, selection: str, k: int = ANN.neighbours, 
     index_of = ws.index
     kept_pos = np.array([index_of[i] for i in kept_ids], np.int64)
     queries = unit_rows(x[np.array([index_of[r["id"]] for r in dropped], np.int64)])
-    pos, sims = nearest_kept(_UnitRows(x, kept_pos), queries, k, index)  # cosines, as the selectors decided on
+    kept_rows = _UnitRows(x, kept_pos)
+    pos, sims = nearest_kept(kept_rows, queries, k, index, ef)  # cosines, as the selectors decided on
+    at = {i: p for p, i in enumerate(kept_ids)}
     out = []
-    for r, p_row, s_row in zip(dropped, pos, sims, strict=True):
+    for r, q, p_row, s_row in zip(dropped, queries, pos, sims, strict=True):
         detail = r["detail"]
+        w = at.get(detail.get("witness"))
+        if w is not None and len(p_row) and w not in p_row:  # the graph missed it: compared exactly, listed if near
+            w_sim = float(np.asarray(q, np.float64) @ np.asarray(kept_rows[w], np.float64))
+            p_row, s_row = [*p_row.tolist(), w], [*s_row.tolist(), w_sim]
+            best = np.argsort(-np.asarray(s_row), kind="stable")[:len(pos[0])]
+            p_row, s_row = [p_row[b] for b in best], [s_row[b] for b in best]
         out.append({"id": r["id"], "reason": r["reason"], "witness": detail.get("witness"),
                     "similarity": detail.get("similarity"),
                     "neighbours": [{"id": kept_ids[int(p)], "similarity": float(s)} for p, s in zip(p_row, s_row, strict=True)]})
