@@ -724,3 +724,27 @@ def test_a_nan_stored_in_a_score_column_is_unscored_naming_the_column(tmp_path):
     assert np.isnan(scores.values[[0, 2]]).all() and scores.values[1] == 4.0
     assert scores.detail(0) == {"sort_by": "c", "column": "c", "turn": 1}  # named as the None case is
     assert scores.detail(2) == {"sort_by": "c", "column": "c"}
+
+
+def test_dsir_hashes_one_character_words_and_each_chinese_character():
+    from curate.select.dsir import dsir_words, hashed_ngrams
+
+    assert dsir_words("I ate 1 apple.") == ["I", "ate", "1", "apple", "."]
+    assert dsir_words("我喜欢苹果") == ["我", "喜", "欢", "苹", "果"]
+    counts = hashed_ngrams(["I ate 1 apple.", "我喜欢苹果", "苹果很甜"], num_buckets=2 ** 20).toarray()
+    assert counts.sum(axis=1).tolist() == [5 + 4, 5 + 4, 4 + 3]  # unigrams + bigrams
+    assert (counts[1] * counts[2]).astype(bool).sum() == 3  # 苹, 果 and 苹果 shared; one run each was no feature in common
+
+
+def test_dsir_prefers_chinese_rows_sharing_the_targets_characters(tmp_path):
+    apples = [f"苹果很甜{i}" for i in range(8)]
+    rain = [f"今天下雨了{i}" for i in range(8)]
+    w = Workspace(tmp_path / "ws")
+    w.load(write_jsonl(tmp_path / "p.jsonl", [{"instruction": t, "output": "好"} for t in apples + rain]))
+    sel = w.select(method="dsir", name="d", budget=8, target=["我喜欢吃苹果", "苹果和梨"])
+    score = {r["id"]: r["detail"]["score"] for r in sel.rows()}
+    conv = dict(zip(w.ids, w.conversations(), strict=True))
+    about_apples = [score[i] for i in w.ids if "苹果" in conv[i][0]["content"]]
+    about_rain = [score[i] for i in w.ids if "下雨" in conv[i][0]["content"]]
+    assert min(about_apples) > max(about_rain)
+    assert sel.provenance["tokens"].startswith("lowercased words and runs of punctuation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import regex
 
 from curate.codes import Decision, Reason
 from curate.defaults import SELECT
@@ -12,14 +13,26 @@ from curate.errors import CurateError, OptionError, python_and_cli
 from curate.rows import TEXT_KINDS
 from curate.select.inputs import in_id_order, target_file, text_lines, texts
 from curate.select.registry import SelectorResult, register
+from curate.select.unspaced import split_unspaced
+
+_WORD_OR_PUNCT = regex.compile(r"\w+|[^\w\s]+")  # nltk's wordpunct_tokenize, which DSIR's own code hashes
+TOKENS = ("lowercased words and runs of punctuation (nltk's wordpunct, as DSIR's code), each character of a script "
+          "written without spaces (Chinese, Japanese, Thai...) a word of its own")
+
+
+def dsir_words(text: str) -> list[str]:
+    """The words DSIR hashes (``TOKENS``): ``I ate 1 apple.`` is ``i ate 1 apple .``; ``我喜欢苹果`` five words."""
+    return split_unspaced(_WORD_OR_PUNCT.findall(text))
 
 
 def hashed_ngrams(texts: list[str], num_buckets: int = 10_000, ngram: int = 2):
-    """Sparse (texts x buckets) counts of hashed word 1..ngram-grams (sklearn's stable murmur hashing)."""
+    """Sparse (texts x buckets) counts of hashed 1..ngram-grams of :func:`dsir_words` (sklearn's stable murmur
+    hashing). scikit-learn's own words (two characters and up) dropped ``a``, ``I`` and digits, and read a run of
+    Chinese as one word: a Chinese row shared no feature with a target unless it was the same run."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     vec = HashingVectorizer(n_features=num_buckets, ngram_range=(1, ngram), alternate_sign=False, norm=None,
-                            lowercase=True)
+                            lowercase=True, tokenizer=dsir_words, token_pattern=None)
     return vec.transform(texts)
 
 
@@ -54,7 +67,7 @@ def dsir(ws, rows: np.ndarray, budget: int, target: list[str] | str | os.PathLik
     logw = raw @ logratio
     keys = logw + np.random.default_rng(seed).gumbel(size=len(rows))
     out = SelectorResult(info={"num_buckets": num_buckets, "ngram": ngram, "target_texts": len(target),
-                               "seed": seed, "score": "log importance weight"})
+                               "seed": seed, "score": "log importance weight", "tokens": TOKENS})
     for i, j in enumerate(np.argsort(-keys, kind="stable").tolist()):
         if i < budget:
             out.add(rows[j], Decision.KEPT, Reason.SELECTED, {"score": float(logw[j]), "key": float(keys[j])})
