@@ -463,3 +463,15 @@ def test_rows_a_refused_key_stopped_are_sent_again_once_it_is_fixed_as_the_help_
     for command in ("score", "tag"):
         shown = " ".join(_cli(command, "--help").stdout.split())
         assert "HTTP 401/403/404, sent again once they are fixed" in shown and "HTTP 4xx" not in shown
+
+
+def test_select_named_as_a_chains_step_or_given_an_unknown_text_exits_78(ws):
+    from curate.session import Workspace
+
+    Workspace(ws).select(name="mix", steps=[{"method": "exact"}, {"method": "random", "budget": 2}])
+    for args, said in ((("--method", "random", "--budget", "1", "--name", "mix.1-exact"),
+                        "selection 'mix.1-exact' is a step of chain 'mix'"),
+                       (("--method", "exact", "--param", "text=bogus", "--name", "a"),
+                        "text= (CLI: --param text=) must be one of instruction")):
+        proc = _cli("select", ws, *args)
+        assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)
