@@ -31,6 +31,10 @@ class BackendDefaults:
                                          # is stopped and the launch fails naming the log
     cancel_wait_s: float = 60.0      # a Ctrl-C (Jupyter's stop button) of a call run on a worker loop: this long for the
                                      # call to stop (a local server's stop included) before the interrupt returns anyway
+    sending_claim_expiry_s: float = 120.0  # a request another process of this machine claims to send (response cache)
+                                     # is waited for while its claim is refreshed (4x this often while in flight); one
+                                     # left unrefreshed this long (a sender stopped, or gone on without releasing it)
+                                     # is taken over
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from curate.llm.backends import OpenAIBackend
 from curate.llm.cache import response_cache
-from curate.llm.judges import Judge
 from curate.session import Workspace
 from curate.storage.run_records import requests_sent
 from tests.conftest import write_jsonl
@@ -28,6 +26,9 @@ SCORE = textwrap.dedent("""
     from curate.llm.judges import Judge
     from curate.session import Workspace
     ws_path, url, column = sys.argv[1:4]
+    if len(sys.argv) > 4:  # this process's sending-claim expiry (a test's: seconds, not minutes)
+        import curate.llm.cache_claims
+        curate.llm.cache_claims.SENDING_CLAIM_EXPIRY_S = float(sys.argv[4])
     ws = Workspace(ws_path)
     print("ready", flush=True)
     ws.score(Judge("complexity", column=column), OpenAIBackend(url, "fault", timeout=60.0, max_retries=0),
@@ -42,10 +43,13 @@ def _workspace(tmp_path, instructions):
     return ws
 
 
-def _scorer(ws, srv, column) -> subprocess.Popen:
+def _scorer(ws, srv, column, expiry_s: float | None = None, log: Path | None = None) -> subprocess.Popen:
+    """A child process scoring ``column``; its output to ``log`` where given (read while it runs), else a pipe."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-c", SCORE, str(ws.path), srv.base_url, column], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    extra = [] if expiry_s is None else [str(expiry_s)]
+    out = subprocess.PIPE if log is None else log.open("w")
+    return subprocess.Popen([sys.executable, "-c", SCORE, str(ws.path), srv.base_url, column, *extra], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
@@ -65,14 +69,14 @@ def test_a_second_process_waits_for_the_requests_the_first_is_sending_and_pays_f
         srv.hold_chat.set()  # A's requests stay at the server until B has looked for them
         a = _scorer(ws, srv, "cx_a")
         _wait_for(lambda: srv.total == len(rows), "process A's requests at the server")
-        b = _scorer(ws, srv, "cx_b")
-        assert b.stdout.readline().strip() == "ready"
-        deadline = time.monotonic() + 5.0  # B's look-up takes well under this; it sent its own 4 at once
-        while srv.total == len(rows) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        log_b = tmp_path / "b.log"
+        b = _scorer(ws, srv, "cx_b", log=log_b)
+        # B waits for A's requests (says so), or sends its own at once (the bug: the server sees 8)
+        _wait_for(lambda: "waiting for" in log_b.read_text() or srv.total > len(rows), "process B's look-up")
         srv.hold_chat.clear()
         out_a, _ = a.communicate(timeout=120)
-        out_b, _ = b.communicate(timeout=120)
+        b.wait(timeout=120)
+        out_b = log_b.read_text()
         assert a.returncode == 0 and b.returncode == 0, out_a + out_b
         assert srv.total == len(rows), f"{srv.total} requests for {len(rows)} prompts: {dict(srv.counts)}"
         assert "waiting for 4 request(s) another process is sending" in out_b, out_b  # said, not a silent hang
@@ -93,13 +97,40 @@ def test_a_request_of_a_process_killed_while_sending_it_is_sent_by_the_next(tmp_
         a.wait(30)
         cache = response_cache(ws.cache_dir)
         assert cache._conn().execute("SELECT COUNT(*) FROM sending").fetchone()[0] == 1  # A's claim, left behind
-        started = time.monotonic()
+        b = _scorer(ws, srv, "cx_b")
+        out_b, _ = b.communicate(timeout=50)  # waiting for A's claim would hang: A is gone (its request takes 60 s)
+        assert b.returncode == 0, out_b
+        assert "waiting for" not in out_b, out_b
         ws = Workspace(ws.path)
-        ws.score(Judge("complexity", column="cx_b"), OpenAIBackend(srv.base_url, "fault", timeout=60.0),
-                 progress=False)
-        assert time.monotonic() - started < 30  # not A's 60 s: its claim was no reason to wait
         assert srv.total == 2 and ws.row_values("cx_b")[0] is not None
         assert cache._conn().execute("SELECT COUNT(*) FROM sending").fetchone()[0] == 0
+
+
+def test_a_live_sender_keeps_its_claim_and_one_stopped_loses_it_after_the_expiry(tmp_path):
+    """Process A sends a slow request and refreshes its claim; process B waits for it, naming A's pid, past its claim
+    expiry (A is alive and refreshing). A is then stopped (SIGSTOP: alive, but refreshing no more, as a sender stopped
+    with Ctrl-Z): B takes the claim over once it is not refreshed for the expiry and sends the request itself (it
+    waited for A until A exited, which a stopped A never does)."""
+    expiry_a, expiry_b = 1.0, 3.0  # A refreshes every quarter of its own; B takes over a claim unrefreshed for its own
+    ws = _workspace(tmp_path, ["[sleep1:120] slow row"])
+    with FaultServer() as srv:
+        a = _scorer(ws, srv, "cx_a", expiry_a)
+        try:
+            _wait_for(lambda: srv.total == 1, "process A's request at the server")
+            log_b = tmp_path / "b.log"
+            b = _scorer(ws, srv, "cx_b", expiry_b, log=log_b)
+            _wait_for(lambda: "waiting for 1 request(s)" in log_b.read_text(), "process B's wait for A's request")
+            assert f"pid {a.pid} (1 request(s), claim refreshed" in log_b.read_text(), log_b.read_text()
+            time.sleep(2 * expiry_b)  # longer than B's expiry: A's refreshes keep its claim
+            assert srv.total == 1 and b.poll() is None, log_b.read_text()
+            os.kill(a.pid, signal.SIGSTOP)
+            b.wait(timeout=60)  # a hang guard: without the expiry B waits as long as A lives
+            assert b.returncode == 0, log_b.read_text()
+            assert srv.total == 2, dict(srv.counts)  # B sent it itself
+        finally:
+            a.kill()
+            a.wait(30)
+    assert Workspace(ws.path).row_values("cx_b")[0] is not None
 
 
 def test_answers_a_live_process_paid_for_are_not_counted_as_a_stopped_runs_by_another(tmp_path):

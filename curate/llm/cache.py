@@ -10,8 +10,9 @@ never the API key or the base URL's credentials. A response is committed before 
 so a run killed at any moment resumes without re-sending any request that finished. Two processes
 may share one cache file (SQLite's file locks + a busy timeout), and neither pays for a request the other is
 sending: a sender lists its keys in ``sending`` (machine, pid, start time) until it stores their answers or gives
-up; another process of this machine waits for a key a live process lists (:mod:`curate.llm.sending`). A claim of
-another machine (a workspace shared over NFS) cannot be checked for life and is not waited for.
+up; another process of this machine waits for a key a live process lists (:mod:`curate.llm.sending`) while the sender
+refreshes that claim (:mod:`curate.llm.cache_claims`). A claim of another machine (a workspace shared over NFS) cannot
+be checked for life and is not waited for.
 
 Keys before version 2 also hashed the backend kind and the prompt fingerprint. Those entries stay
 readable through their aliases (a hash of the prompt, backend and row variables, unchanged), so an
@@ -40,8 +41,10 @@ from typing import Any
 import orjson
 
 from curate.errors import CurateError, RetryLaterError
+from curate.llm import cache_claims as claims
+from curate.llm.cache_claims import LOOKUP_CHUNK as _LOOKUP_CHUNK
+from curate.llm.cache_claims import SendingClaims, SendingHolder
 from curate.llm.cache_read import connect_read_only, file_state
-from curate.storage.processes import machine, same_process, start_time
 from curate.storage.write_errors import sqlite_errors
 
 _SCHEMA = """
@@ -71,7 +74,6 @@ CREATE TABLE IF NOT EXISTS payers (
     started INTEGER
 );
 """
-_LOOKUP_CHUNK = 900  # below SQLite's default limit of 999 host parameters
 READ_ATTEMPTS = 3  # reads of a dry run's lookup, each after a writer moved answers into the file (a checkpoint)
 
 
@@ -128,7 +130,7 @@ def _wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
             time.sleep(0.01)
 
 
-class ResponseCache:
+class ResponseCache(SendingClaims):
     """A SQLite response store: ``get_many(keys)`` (batched), ``put(key, response)`` (committed at once)."""
 
     @sqlite_errors
@@ -199,62 +201,11 @@ class ResponseCache:
             conn.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
                          (key, data, time.time()))
             conn.execute("INSERT OR IGNORE INTO unrecorded (key) VALUES (?)", (key,))
-            conn.execute("INSERT OR REPLACE INTO payers (key, machine, pid, started) VALUES (?, ?, ?, ?)", (key, *_ME))
-            conn.execute("DELETE FROM sending WHERE key = ? AND machine = ? AND pid = ?", (key, *_ME[:2]))
+            conn.execute("INSERT OR REPLACE INTO payers (key, machine, pid, started) VALUES (?, ?, ?, ?)", (key, *claims.THIS_PROCESS))
+            conn.execute("DELETE FROM sending WHERE key = ? AND machine = ? AND pid = ?", (key, *claims.THIS_PROCESS[:2]))
             if aliases:
                 conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)",
                                  [(a, key) for a in aliases])
-
-    @sqlite_errors
-    def claim_sending(self, keys: list[str]) -> tuple[list[str], list[str]]:
-        """(keys this process now claims to send, keys answered or a live process of this machine is sending): one
-        transaction, so two processes never both claim a key, nor claim one answered since it was looked up. A claim of
-        a process that is gone (killed mid-request), or of another machine (its life cannot be told from here), is
-        taken over."""
-        unique = list(dict.fromkeys(keys))
-        conn = self._conn()
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")  # the write lock before the reads: no second claimant between them
-            held = self._live_claims(conn, unique)
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start:start + _LOOKUP_CHUNK]
-                held.update(k for (k,) in conn.execute(f"SELECT key FROM responses WHERE key IN "
-                                                       f"({','.join('?' * len(chunk))})", chunk))
-            mine = [k for k in unique if k not in held]
-            conn.executemany("INSERT OR REPLACE INTO sending (key, machine, pid, started, since) VALUES (?, ?, ?, ?, ?)",
-                             [(k, *_ME, time.time()) for k in mine])
-        return mine, [k for k in unique if k in held]
-
-    @sqlite_errors
-    def sent_elsewhere(self, keys: list[str]) -> set[str]:
-        """The keys among ``keys`` a live process of this machine other than this one is still sending."""
-        return self._live_claims(self._conn(), list(dict.fromkeys(keys)))
-
-    def _live_claims(self, conn: sqlite3.Connection, keys: list[str], table: str = "sending") -> set[str]:
-        """The keys among ``keys`` that ``table`` (sending, payers) names a live process of this machine for, other
-        than this one."""
-        live: set[str] = set()
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start:start + _LOOKUP_CHUNK]
-            rows = conn.execute(f"SELECT key, machine, pid, started FROM {table} WHERE key IN "
-                                f"({','.join('?' * len(chunk))})", chunk).fetchall()
-            live.update(key for key, machine, pid, started in rows
-                        if machine == _ME[0] and pid != _ME[1] and same_process(pid, started))
-        return live
-
-    @sqlite_errors
-    def release_sending(self, keys: list[str]) -> None:
-        """This process no longer sends ``keys`` (answered and stored, failed, or never sent): a waiter claims them."""
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return
-        conn = self._conn()
-        with conn:
-            conn.execute("BEGIN")
-            for start in range(0, len(unique), _LOOKUP_CHUNK):
-                chunk = unique[start:start + _LOOKUP_CHUNK]
-                conn.execute(f"DELETE FROM sending WHERE machine = ? AND pid = ? AND key IN ({','.join('?' * len(chunk))})",
-                             (*_ME[:2], *chunk))
 
     def unrecorded(self, keys: list[str]) -> set[str]:
         """The keys among ``keys`` whose responses were paid by a run that stopped before recording them: not those a
@@ -271,7 +222,7 @@ class ResponseCache:
 
     @sqlite_errors
     def _paid_elsewhere(self, keys: set[str]) -> set[str]:
-        return self._live_claims(self._conn(), sorted(keys), "payers") if keys else set()
+        return set(self._live_claims(self._conn(), sorted(keys), "payers")) if keys else set()
 
     @sqlite_errors
     def mark_recorded(self, keys: list[str]) -> None:
@@ -298,18 +249,6 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
 
-
-def _this_process() -> tuple[str, int, int | None]:
-    return machine(), os.getpid(), start_time(os.getpid())
-
-
-_ME = _this_process()  # (machine, pid, start time) of a sending claim; a forked child sets its own (below)
-if hasattr(os, "register_at_fork"):
-    def _forked() -> None:
-        global _ME
-        _ME = _this_process()
-
-    os.register_at_fork(after_in_child=_forked)
 
 CACHE_FILE = "responses.sqlite"
 
@@ -379,8 +318,11 @@ class LookupOnlyCache(ResponseCache):
         """Every key is the dry run's own to "send" (to its backend that sends nothing); no claim is stored."""
         return list(dict.fromkeys(keys)), []
 
-    def sent_elsewhere(self, keys: list[str]) -> set[str]:
-        return set()
+    def sent_elsewhere(self, keys: list[str]) -> dict[str, SendingHolder]:
+        return {}
+
+    def refresh_sending(self, keys: list[str]) -> None:
+        """Nothing was claimed."""
 
     def release_sending(self, keys: list[str]) -> None:
         """Nothing was claimed."""

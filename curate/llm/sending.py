@@ -7,7 +7,9 @@ another call is sending and reads their responses from the cache (cached for it:
 sender failed (failures are not cached) is claimed again and sent by one of the waiters, which records its own
 result: no call is ever handed another's failure or a default. Processes of one machine do the same through the
 cache file (``ResponseCache.claim_sending``): a key a live process is sending is waited for and read from the cache
-(two processes scoring one prompt into two columns paid for every request twice); a second process scoring the
+(two processes scoring one prompt into two columns paid for every request twice), while its sender refreshes the claim
+(``SendingBeat``: one stopped, or gone on without releasing it, is taken over after ``SENDING_CLAIM_EXPIRY_S``,
+``BACKEND.sending_claim_expiry_s``); a second process scoring the
 same column waits on the column lock first (``Workspace.column_lock``). A batch backend keeps its own claims: an
 answer of a batch two processes asked comes back to the one that did not pay for it as a hit
 (``on_done(..., cached=True)``).
@@ -21,8 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from curate.llm import cache_claims
 from curate.llm.base import Backend, Request, run_sync
 from curate.llm.cache import ResponseCache
+from curate.llm.cache_claims import SendingHolder
 
 
 class Counts(Protocol):
@@ -131,33 +135,76 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
     across = not getattr(backend, "submits_batches", False)  # a batch backend keeps its own submission claims
     pending = [k for k in by_key if k not in first]
     while pending:
-        mine, theirs = IN_FLIGHT.claim(where, pending)
-        claims.update(mine)
-        own: list[str] = []
-        elsewhere: list[str] = []  # keys another process is sending
+        claimed, other_calls_send = IN_FLIGHT.claim(where, pending)  # keys this call claimed, keys other calls send
+        claims.update(claimed)
+        to_send: list[str] = []  # claimed and not answered: sent by this call
+        other_processes_send: list[str] = []  # keys a live process of this machine is sending
         try:
-            found(cache.get_many(list(mine)) if mine else {})  # stored by a call that settled since the first look
-            own = [k for k in mine if k not in hits]
-            if own and across:
-                own, elsewhere = cache.claim_sending(own)
-            if own:
-                run_sync(lambda send=[by_key[k] for k in own]: backend.run(send, on_done))
+            found(cache.get_many(list(claimed)) if claimed else {})  # stored by a call that settled since the first look
+            to_send = [k for k in claimed if k not in hits]
+            if to_send and across:
+                to_send, other_processes_send = cache.claim_sending(to_send)
+            if to_send:
+                with SendingBeat(cache, to_send if across else []):
+                    run_sync(lambda send=[by_key[k] for k in to_send]: backend.run(send, on_done))
         finally:
             try:
-                if own and across:
-                    cache.release_sending(own)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
+                if to_send and across:
+                    cache.release_sending(to_send)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
             finally:
-                left = {k: claim for k in mine if (claim := claims.pop(k, None)) is not None}
+                left = {k: claim for k in claimed if (claim := claims.pop(k, None)) is not None}
                 IN_FLIGHT.settle(where, left)  # also those never answered (an error, Ctrl-C): nobody waits forever
-        for event in theirs.values():
+        for event in other_calls_send.values():
             while not event.wait(WAIT_POLL_S):
                 pass
-        if elsewhere and cache.sent_elsewhere(elsewhere):
-            log.warning("waiting for %d request(s) another process is sending to the same response cache (%s)",
-                        len(elsewhere), cache.path)
-            while cache.sent_elsewhere(elsewhere):
+        if other_processes_send and (holders := cache.sent_elsewhere(other_processes_send)):
+            log.warning("waiting for %d request(s) another process is sending to the same response cache (%s): %s; a "
+                        "claim not refreshed for %g s is taken over", len(holders), cache.path, _holders(holders),
+                        cache_claims.SENDING_CLAIM_EXPIRY_S)
+            while cache.sent_elsewhere(other_processes_send):
                 time.sleep(WAIT_POLL_S)
-        found(cache.get_many([*theirs, *elsewhere]) if theirs or elsewhere else {})
-        # their sender failed or died: claimed again, sent by one waiter
-        pending = [k for k in (*theirs, *elsewhere) if k not in hits]
+        waited = [*other_calls_send, *other_processes_send]
+        found(cache.get_many(waited) if waited else {})
+        # their sender failed, died or stopped refreshing its claims: claimed again, sent by one waiter
+        pending = [k for k in waited if k not in hits]
     return out, hits, recovered
+
+
+def _holders(holders: dict[str, SendingHolder]) -> str:
+    """Who holds the claims waited for: 'pid 123 (2 request(s), claim refreshed 14:02:03)'."""
+    by_pid: dict[int, list[SendingHolder]] = {}
+    for holder in holders.values():
+        by_pid.setdefault(holder.pid, []).append(holder)
+    return ", ".join(
+        f"pid {pid} ({len(held)} request(s), claim refreshed "
+        f"{time.strftime('%H:%M:%S', time.localtime(max(h.refreshed or 0.0 for h in held)))})"
+        for pid, held in sorted(by_pid.items()))
+
+
+class SendingBeat:
+    """``with SendingBeat(cache, keys):`` refreshes this process's claims on ``keys`` every quarter of
+    ``SENDING_CLAIM_EXPIRY_S`` from a daemon thread while the requests are in flight: a waiting process takes over a
+    claim left unrefreshed that long (its sender stopped, or went on without releasing it). A failed refresh is
+    warned and tried again at the next beat."""
+
+    def __init__(self, cache: ResponseCache, keys: list[str]):
+        self.cache, self.keys = cache, keys
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sending-claims", daemon=True)
+
+    def __enter__(self) -> SendingBeat:
+        if self.keys:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()  # a refresh blocked on the cache's lock ends on its own (a daemon thread, refreshing no more)
+
+    def _run(self) -> None:
+        while not self._stop.wait(cache_claims.SENDING_CLAIM_EXPIRY_S / 4):
+            try:
+                self.cache.refresh_sending(self.keys)
+            except Exception as exc:  # noqa: BLE001 - said, and tried again at the next beat
+                log.warning("refreshing this process's claims on %d request(s) in %s failed (%s: %s); other processes "
+                            "may send them too after %g s", len(self.keys), self.cache.path, type(exc).__name__, exc,
+                            cache_claims.SENDING_CLAIM_EXPIRY_S)
