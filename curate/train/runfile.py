@@ -84,16 +84,23 @@ class UnfinishedRun:
     training: bool
 
 
+def _same_model_and_rows(info: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What a user calls "this run": the model (its files' fingerprint) and the rows it was asked to train on."""
+    return info.get("model_fingerprint"), info.get("ids"), sorted(info.get("skipped") or {})
+
+
 def unfinished_beside(out_dir: Path) -> list[UnfinishedRun]:
-    """The unfinished runs in the folders beside ``out_dir`` (the cache's other runs: other rows, model or
-    settings). A run asked for with other settings starts in its own folder and never resumes from these; they
-    stay, so that asking for their settings again resumes them, and this names them and their size (one that
-    cannot be read is left out: a listing, not a check)."""
+    """The unfinished runs of the same model and rows as the run in ``out_dir``, in the folders beside it (this run
+    with other settings; the cache's runs of other models or rows are not named). A run asked for with other
+    settings starts in its own folder and never resumes from these; they stay, so that asking for their settings
+    again resumes them, and this names them and their size (one that cannot be read, or a run in ``out_dir`` that
+    cannot be, is left out: a listing, not a check)."""
     out_dir = Path(out_dir)
     try:
-        mine = read_run_file(out_dir / "run.json")["config"]
+        mine = read_run_file(out_dir / "run.json")
     except (OSError, CurateError):
-        mine = {}
+        return []
+    this_run, my_config = _same_model_and_rows(mine), dict(mine["config"])
     found = []
     for path in sorted(out_dir.parent.glob("*/run.json")):
         if path.parent == out_dir:
@@ -101,18 +108,18 @@ def unfinished_beside(out_dir: Path) -> list[UnfinishedRun]:
         try:
             info = read_run_file(path)
             done, config = int(info["epochs_done"]), dict(info["config"])
-            if done >= int(config["epochs"]):
+            if done >= int(config["epochs"]) or _same_model_and_rows(info) != this_run:
                 continue
             size = sum(p.stat().st_size for p in path.parent.rglob("*") if p.is_file())
         except (OSError, CurateError, KeyError, TypeError, ValueError):
             continue
-        differs = {k: v for k, v in config.items() if mine.get(k, v) != v}
+        differs = {k: v for k, v in config.items() if my_config.get(k, v) != v}
         found.append(UnfinishedRun(path.parent, done, int(config["epochs"]), differs, size, _training(path.parent)))
     return found
 
 
 def _training(folder: Path) -> bool:
-    """Whether a process holds the trainer's lock of the run in ``folder`` (a trainer takes it before it trains)."""
+    """Whether a process (this one included) holds the trainer's lock of the run in ``folder`` (a trainer takes it before it trains)."""
     from filelock import Timeout
 
     from curate.storage.files import file_lock
@@ -121,6 +128,8 @@ def _training(folder: Path) -> bool:
     if not path.exists():
         return False
     lock = file_lock(path)
+    if lock.is_locked:  # held by this thread (re-entrant: acquiring it again here would succeed)
+        return True
     try:
         lock.acquire(timeout=0)
     except (Timeout, OSError):  # held (or not to be opened here: said as training, so not offered for removal)
