@@ -797,7 +797,7 @@ def test_failure_and_spend_texts_close_their_parentheses_and_name_the_model_with
 
 def test_a_row_longer_than_the_context_fails_context_too_long_not_http_error(tmp_path, fault_server):
     """A server's 400 saying the row exceeds the model's context was a generic ``http_error``; the local model's
-    context length was a default outside curate/defaults.py."""
+    context length was a default outside curate/defaults/."""
     import inspect
 
     from curate.codes import FailureCode
