@@ -21,8 +21,8 @@ from typing import Any
 from curate.codes import FailureCode
 from curate.defaults import DECONTAMINATE, DEITA, POOL, REPORT, RUN
 from curate.errors import CurateError, OptionError, python_and_cli
-from curate.pools import check_read_options, run_on_error
-from curate.run_record import RUN_RECORD, Step, applied, apply_in_turn, check_answered, run_steps
+from curate.run_options import EXPORTS, check_loaded_pool, check_run_options
+from curate.run_record import Step, applied, apply_in_turn, check_answered, run_steps
 from curate.run_result import RunResult
 from curate.select.heuristics import refuse_an_emptied_pool
 from curate.select.progress import showing_progress
@@ -30,7 +30,7 @@ from curate.select.registry import check_params
 from curate.select.sort_key import SCORES, scores_of
 from curate.session import Workspace
 from curate.storage.apply import apply_to_rows
-from curate.storage.export import check_export_path, check_run_folder, export_together
+from curate.storage.export import export_together
 from curate.storage.files import removed_on_failure, writing
 from curate.storage.output_record import Written, written_unless_current
 from curate.storage.run_lock import run_lock
@@ -40,7 +40,6 @@ NEAR_DEDUP = "minhash"
 DECONTAMINATED = "decontaminated"
 PASSED_HEURISTICS = "heuristics"
 SELECTION = "deita"
-EXPORTS = {"jsonl": "selected.jsonl", "parquet": "selected.parquet", "dataset": "selected"}  # in out/
 
 
 @dataclass
@@ -75,53 +74,12 @@ class Run:
     prompt_dirs: tuple[str, ...] = ()  # folders of prompt files overriding the judges' built-ins ($CURATE_PROMPTS too)
 
     def __post_init__(self) -> None:  # the options a step would refuse, named before any step runs (or pays)
-        self.source = str(self.source) if isinstance(self.source, os.PathLike) else self.source
-        self.on_error = run_on_error(self.on_error, self.mapping, self.source)
-        check_read_options(self.format, self.mapping, self.on_error)
-        check_run_folder(Path(self.out), [*EXPORTS.values(), RUN_RECORD] + [REPORT.path] * self.report)
-        for name in [*EXPORTS.values()] + [REPORT.path] * self.report:  # files the last steps could not write:
-            check_export_path(Path(self.out) / name)                       # named before the first step
-        if self.tag_normalizer is not None and self.tag_backend is None:  # it would normalise nothing, in silence
-            raise OptionError("tag_normalizer normalises InsTag tags: give tag_backend (curate run --tags) too")
-        if self.signal_model is not None and not self.signals:  # a model of no signal would be ignored in silence
-            raise OptionError(f"signal_model {self.signal_model} (--signal-model) is the model of signals: give them")
-        if self.embed_model is not None and not Path(self.embed_model).expanduser().is_dir():  # before any step
-            raise OptionError(f"embed_model {self.embed_model} (--embed-model): no such model folder")
-        if self.signals:
-            from curate.signals.steps import check_run_signals
-            check_run_signals(self.signals, self.signal_model)
-        if isinstance(self.languages, list | tuple) and not self.languages:  # [] (the CLI's no --language): no rule
-            self.languages = None
-        if self.languages is not None:  # the language rule is a text rule: asking for it asks for the others
-            from curate.select.heuristics import check_languages
-            if not self.heuristics:  # it would run the rules switched off, or be ignored: neither is what was asked
-                raise OptionError(f"languages {list(self.languages)} (--language) is a text rule: it runs with the "
-                                  "others, so it cannot be given with heuristics=False (--no-heuristics)")
-            self.languages = check_languages(self.languages)  # a bad code: named here
+        check_run_options(self)
 
     def loaded(self, summary: dict[str, Any]) -> dict[str, Any]:
         """After either engine's load: refuse a pool quality cannot judge, give a score named like a pool field its
         own column, and check the trained scorers' input columns, before dedup and before any judge pays."""
-        no_reply = "instruction_only" if self.heuristics else "without_reply_text"  # blank replies fail a text rule
-        if "quality" in self.scores and summary["rows_read"] and summary[no_reply] == summary["rows_read"]:
-            empty = summary["without_reply_text"] - summary["instruction_only"]
-            what = f"without a response ({empty:,} of them with an empty one)" if empty else "without a response"
-            # the pool is valid input (instruction-only pools are selected by complexity): the setting is refused, 78
-            raise OptionError(f"{summary['source']}: every row is an instruction {what}, so quality has nothing "
-                              "to judge and no row could be selected; select the instructions by their complexity "
-                              "alone: --sort-by complexity (sort_by='complexity')")
-        from curate.scorers.run_scorers import check_scorer_inputs, unshadowed_columns
-
-        fields, unscored = self.ws.pool.column_names, [n for n in self.scores if n not in self.scorers]
-        columns = unshadowed_columns(fields, unscored, "_judge" if self.backend is not None else "_score")
-        if self.backend is not None:
-            self.judge_columns.update(columns)
-        else:
-            from curate.scorers import load_default
-
-            self.scorers.update({name: load_default(name).named(column) for name, column in columns.items()})
-        check_scorer_inputs(self.ws, self.scorers.values(), computed=self.signals)
-        return summary
+        return check_loaded_pool(self, summary)
 
     @property
     def ws(self) -> Workspace:
