@@ -19,7 +19,6 @@ pool (or rows the selection did not consider).
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from matplotlib.figure import Figure
 
-from curate.defaults import TAG
+from curate.report.embedding_plot import embedding_map, pca_coordinates, project_2d  # noqa: F401  (read from here too)
 from curate.report.figures import NotebookFigure, figure_data_uri  # noqa: F401  (read from here too)
 from curate.report.plot_inputs import (  # the colours and MissingInput are read from here too
     DROPPED_COLOUR,  # noqa: F401
@@ -44,8 +43,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
 )
 from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
-from curate.report.tag_plots import tag_frequency_plot
-from curate.storage.blobs import check_read_rows
+from curate.report.tag_plots import coverage_curve, tag_coverage, tag_frequency_plot, tag_sets  # noqa: F401
 from curate.storage.columns import column_names
 from curate.storage.damage import DamagedFileError
 from curate.storage.roles import role_candidates
@@ -132,168 +130,6 @@ def _jittered(values: np.ndarray, finite: np.ndarray, name: str, rng: np.random.
     if half_width == 0:
         return values, name
     return values + rng.uniform(-1.0, 1.0, len(values)) * half_width, f"{name} (jittered ±{half_width:.2g})"
-
-
-def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
-               pca_fit_rows: int = 5000) -> tuple[np.ndarray, str]:
-    """2-D coordinates of ``vectors`` with UMAP (``auto`` when installed) or PCA; returns (coords, method).
-
-    PCA finds its axes from at most ``pca_fit_rows`` random rows, then projects every row.
-    """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if method == "auto":
-        try:
-            import umap  # noqa: F401
-
-            method = "umap"
-        except ImportError:
-            method = "pca"
-    if method == "umap":
-        import umap
-
-        return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "UMAP"
-    if method != "pca":
-        raise ValueError(f"projection {method!r}: use auto, pca or umap")
-    # the two main axes of a pool are found as well from a few thousand rows; an SVD of all 30K takes seconds
-    fit_rows = vectors
-    if len(vectors) > pca_fit_rows:
-        fit_rows = vectors[np.random.default_rng(seed).choice(len(vectors), pca_fit_rows, replace=False)]
-    coords = pca_coordinates(fit_rows, vectors, min(2, *vectors.shape))
-    if coords.shape[1] < 2:
-        coords = np.column_stack([coords, np.zeros(len(coords))])
-    return coords, "PCA"
-
-
-def pca_coordinates(fit_rows: np.ndarray, vectors: np.ndarray, n_components: int) -> np.ndarray:
-    """``vectors`` on the first ``n_components`` principal axes of ``fit_rows``: sklearn's PCA (an exact SVD of the
-    centred rows, each axis's sign set as ``svd_flip`` sets it: its largest entry positive), in numpy, as importing
-    sklearn.decomposition cost a report 3-5 s."""
-    fit_rows = np.asarray(fit_rows, dtype=np.float64)
-    mean = fit_rows.mean(axis=0)
-    _, _, vt = np.linalg.svd(fit_rows - mean, full_matrices=False)
-    axes = vt[:n_components]
-    axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
-    return (np.asarray(vectors, dtype=np.float64) - mean) @ axes.T
-
-
-def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str = "default",
-                  method: str = "auto", max_points: int = 50_000) -> Figure:
-    """The pool's embeddings in 2-D (PCA, or UMAP when installed): kept rows vs dropped rows vs the rest."""
-    _need_pool(ws)
-    if embeddings not in ws.embedding_sets:
-        from curate.storage.blobs import missing_embeddings
-
-        raise MissingInput(missing_embeddings(ws, embeddings))
-    from curate.errors import WorkspaceError
-
-    try:
-        matrix = ws.embeddings(embeddings)
-        vectors = check_read_rows(ws, embeddings, np.asarray(matrix), getattr(matrix, "filename", None))
-    except WorkspaceError as exc:  # e.g. rows loaded after embedding: say so instead of plotting
-        raise MissingInput(str(exc)) from exc
-    if len(vectors) < 2:
-        raise MissingInput("the embedding map needs at least two rows")
-    coords, used = project_2d(vectors, method)
-    fig = NotebookFigure(figsize=(5.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    show = np.ones(len(coords), dtype=bool)
-    if len(coords) > max_points:  # plot a fixed random subset; the projection still sees every row
-        show[:] = False
-        show[np.random.default_rng(0).choice(len(coords), max_points, replace=False)] = True
-    if selection:
-        kept, dropped = _selection_masks(ws, selection)
-        _scatter_by_role(ax, coords[:, 0], coords[:, 1], show, kept, dropped, sizes=(4, 5, 9))
-    else:
-        ax.scatter(coords[show, 0], coords[show, 1], s=4, c=POOL_COLOUR, linewidths=0)
-    same = ", all vectors equal" if not np.ptp(coords, axis=0).any() else ""  # one point: PCA of equal vectors
-    ax.set_title(f"embeddings {embeddings!r}, {used}{same}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return fig
-
-
-def tag_sets(ws: Workspace, column: str | None = None) -> list[set[str]]:
-    """Each row's tags as a set (empty when the row has none); ``column``: the normalised tags by default."""
-    column = column or role_or_missing(ws, "tags", "column=NAME")
-    if not ws.has_column(column) and not (ws.has_pool and column in ws.pool.column_names):
-        raise MissingInput(f"no {column!r} column yet: tag the pool first (`curate tag {ws.path}`)")
-    from curate.tags.metrics import refuse_turn_tags
-
-    refuse_turn_tags(ws, column, "a tag figure reads")  # a turn's list was drawn as the tag "['write', 'poems']"
-    out = []
-    for v in ws.column(column):
-        if v is None:
-            out.append(set())
-        elif isinstance(v, str):
-            out.append({v})
-        else:
-            out.append({str(t) for t in v if t is not None})
-    return out
-
-
-def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.ndarray:
-    """Fraction of the ``universe`` of tags covered by the first k rows of ``order``, for k = 1..len(order)."""
-    seen: set[str] = set()
-    out = np.empty(len(order), dtype=np.float64)
-    for k, pos in enumerate(order):
-        seen |= tags[pos]
-        out[k] = len(seen) / universe
-    return out
-
-
-def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
-                 random_draws: int = TAG.coverage_seeds, seed: int = 0) -> Figure:
-    """Tag coverage as a selection grows (in rank order) against random samples of tagged rows; ``selections``: names."""
-    from curate.tags.metrics import tagged_positions
-
-    _need_pool(ws)
-    selections = [selections] if isinstance(selections, str) else selections
-    column = column or role_or_missing(ws, "tags", "column=NAME")
-    with ws.reading():  # the column read once: its tag sets, and the rows whose tagging succeeded (as coverage_report)
-        tags = tag_sets(ws, column)
-        tagged = tagged_positions(ws.column(column))
-    universe = len(set().union(*tags))
-    if universe == 0:
-        raise MissingInput(f"the {column!r} column has no tags")
-    selections = [s for s in ([default_selection(ws)] if selections is None else selections) if s]
-    if not selections:
-        raise MissingInput("no selection yet: run a selection first")
-    index = ws.index
-    fig = NotebookFigure(figsize=(5.5, 4.0), layout="constrained")
-    ax = fig.subplots()
-    longest = 0
-    for k, name in enumerate(selections):
-        if not ws.has_selection(name):
-            raise MissingInput(f"no selection {name!r}: run a selection first (have {sorted(ws.selections) or 'none'})")
-        order = [index[i] for i in ws.selection(name).ids if i in index]
-        if not order:
-            continue
-        longest = max(longest, len(order))
-        curve = coverage_curve(order, tags, universe)
-        ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8,
-                c=KEPT_COLOUR if k == 0 else None, marker=_marker(len(order)), ms=4)
-    if longest == 0:
-        raise MissingInput("the selections keep no rows")
-    rng = random.Random(seed)
-    curves = []
-    for _ in range(random_draws):
-        perm = list(tagged)
-        rng.shuffle(perm)
-        curves.append(coverage_curve(perm[:longest], tags, universe))
-    mean = np.mean(curves, axis=0)  # fewer points than longest where the selection keeps more rows than are tagged
-    ax.plot(np.arange(1, len(mean) + 1), mean, ls="--", c=POOL_COLOUR, marker=_marker(longest), ms=4,
-            label=f"random tagged rows, mean of {random_draws} ({mean[-1]:.0%} at {len(mean):,})")
-    ax.set_xlabel("rows selected")
-    ax.set_ylabel(f"share of the pool's {universe:,} tags covered")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("tag coverage", fontsize=10)
-    return fig
-
-
-def _marker(points: int) -> str | None:
-    """Points marked on a short curve: one of a single point (one kept row) is no visible line."""
-    return "o" if points <= 30 else None
 
 
 def breakdown_column(ws: Workspace) -> str:
