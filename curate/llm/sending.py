@@ -37,7 +37,7 @@ class Counts(Protocol):
 
 class InFlight:
     """Keys being sent by this process, per cache file (its resolved path, ``where``): ``claim`` splits keys into
-    one's own and others'. A claim is its event: only the caller that made it settles it, so a sender settling late
+    those the caller now claims and those other calls are sending. A claim is its event: only the caller that made it settles it, so a sender settling late
     (its ``finally`` after a key failed and a waiter claimed it again) cannot release the waiter's claim."""
 
     def __init__(self) -> None:
@@ -48,15 +48,15 @@ class InFlight:
               ) -> tuple[dict[str, threading.Event], dict[str, threading.Event]]:
         """(this caller's claims: an event per key now its to send; an event per key another caller is sending,
         set when that one settles)."""
-        mine, theirs = {}, {}
+        claimed, sent_by_others = {}, {}
         with self._lock:
             for key in keys:
                 event = self._sending.get((where, key))
                 if event is None:
-                    mine[key] = self._sending[(where, key)] = threading.Event()
+                    claimed[key] = self._sending[(where, key)] = threading.Event()
                 else:
-                    theirs[key] = event
-        return mine, theirs
+                    sent_by_others[key] = event
+        return claimed, sent_by_others
 
     def settle(self, where: str, claims: dict[str, threading.Event]) -> None:
         """These claims are no longer in flight (answered and stored, failed, or never sent); a claim settled
@@ -132,7 +132,8 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
         if on_keys is not None:
             on_keys({req.key: result})
 
-    across = not getattr(backend, "submits_batches", False)  # a batch backend keeps its own submission claims
+    # a batch backend keeps its own submission claims; others claim keys in the cache file, across processes
+    claims_across_processes = not getattr(backend, "submits_batches", False)
     pending = [k for k in by_key if k not in first]
     while pending:
         claimed, other_calls_send = IN_FLIGHT.claim(where, pending)  # keys this call claimed, keys other calls send
@@ -142,14 +143,14 @@ def execute(backend: Backend, cache: ResponseCache, requests: list[Request], pro
         try:
             found(cache.get_many(list(claimed)) if claimed else {})  # stored by a call that settled since the first look
             to_send = [k for k in claimed if k not in hits]
-            if to_send and across:
+            if to_send and claims_across_processes:
                 to_send, other_processes_send = cache.claim_sending(to_send)
             if to_send:
-                with SendingBeat(cache, to_send if across else []):
+                with SendingBeat(cache, to_send if claims_across_processes else []):
                     run_sync(lambda send=[by_key[k] for k in to_send]: backend.run(send, on_done))
         finally:
             try:
-                if to_send and across:
+                if to_send and claims_across_processes:
                     cache.release_sending(to_send)  # those never answered (failed, an error, Ctrl-C): a waiter claims them
             finally:
                 left = {k: claim for k in claimed if (claim := claims.pop(k, None)) is not None}
