@@ -47,9 +47,11 @@ def _scorer(ws, srv, column, expiry_s: float | None = None, log: Path | None = N
     """A child process scoring ``column``; its output to ``log`` where given (read while it runs), else a pipe."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_PROGRESS": "0"}
     extra = [] if expiry_s is None else [str(expiry_s)]
-    out = subprocess.PIPE if log is None else log.open("w")
-    return subprocess.Popen([sys.executable, "-c", SCORE, str(ws.path), srv.base_url, column, *extra], env=env,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    args = [sys.executable, "-c", SCORE, str(ws.path), srv.base_url, column, *extra]
+    if log is None:
+        return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with log.open("w") as out:  # the child writes to its own copy of the file
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
