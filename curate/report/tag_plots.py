@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from curate.defaults import TAG
 from curate.report.figures import NotebookFigure
 from curate.report.plot_inputs import KEPT_COLOUR, POOL_COLOUR, MissingInput, _need_pool, role_or_missing
+from curate.report.scales import tick_label
 from curate.report.summary import default_selection
 from curate.tags.metrics import tag_frequency, tags_per_query
 
@@ -36,7 +37,7 @@ def tag_frequency_plot(sets: list[set[str]], top: int = TOP_TAGS) -> Figure:
     names = [name for name, _ in ranked][::-1]
     shares = [n / len(tagged) for _, n in ranked][::-1]
     ax.barh(range(len(names)), shares, color=POOL_COLOUR)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_yticks(range(len(names)), [tick_label(n) for n in names], fontsize=7)  # a tag's $ is no maths
     ax.set_xlabel(f"share of the {len(tagged):,} tagged rows")
     ax.set_title(f"{len(frequency):,} distinct tags, {tags_per_query(tagged):.2f} per tagged row; {len(tagged):,} of {len(sets):,} "
                  "rows tagged", fontsize=9)
