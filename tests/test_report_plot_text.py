@@ -1,4 +1,4 @@
-"""User text drawn in the report's figures (tag names, ...) is drawn as written, never read as matplotlib maths."""
+"""The report draws user text (tag names) as written, never as matplotlib maths, and refuses a sample count it cannot show."""
 
 import io
 
@@ -30,3 +30,20 @@ def test_a_long_tag_is_cut_on_the_tag_frequency_axis(tmp_path):
     ws = _tagged(tmp_path, [["a" * 300], ["short"]])
     fig = dict((title, fig) for title, fig, _ in all_plots(ws, "dedup"))["tag frequency"]
     assert max(len(t.get_text()) for t in fig.axes[0].get_yticklabels()) < 100
+
+
+def test_a_negative_samples_is_refused_not_read_as_all_rows_but_one(tmp_path):
+    # ws.report(samples=-1) (the CLI's --samples has min=0) showed every kept row but the last: rows[:-1]
+    import pytest
+
+    from curate.errors import OptionError
+    from curate.report import report_view
+
+    ws = _tagged(tmp_path, [["a"], ["b"], ["c"]])
+    for bad in (-1, 1.5, True):
+        with pytest.raises(OptionError, match="samples is a number of rows >= 0"):
+            ws.report(tmp_path / "report.html", samples=bad)
+        with pytest.raises(OptionError, match="samples"):
+            report_view(ws, samples=bad)
+    assert not (tmp_path / "report.html").exists()
+    assert ws.report(tmp_path / "report.html", samples=0).exists()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from curate.codes import Decision
 from curate.defaults import REPORT
-from curate.errors import OutPathError
+from curate.errors import OptionError, OutPathError
 from curate.report.datamap import datamap_section
 from curate.report.neighbours import neighbours_section
 from curate.report.sections import (
@@ -82,6 +82,8 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
 
 def report_html(ws: Workspace, selection: str | None = None, samples: int = REPORT.samples) -> str:
     """The curation report as one HTML string (see :func:`build_report`)."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:  # -1 sliced off one row: [:-1]
+        raise OptionError(f"report: samples is a number of rows >= 0 (as --samples), not {samples!r}")
     with ws.reading():  # its sections read the same score columns several times: from disk once
         return _report_html(ws, selection, samples)
 
