@@ -47,3 +47,27 @@ def test_a_negative_samples_is_refused_not_read_as_all_rows_but_one(tmp_path):
             report_view(ws, samples=bad)
     assert not (tmp_path / "report.html").exists()
     assert ws.report(tmp_path / "report.html", samples=0).exists()
+
+
+def test_characters_no_installed_font_draws_are_escapes_not_empty_boxes_and_warn_nothing(tmp_path):
+    # two Chinese sources of one length were drawn as the same four empty boxes, and each character was a
+    # "Glyph ... missing from font(s) DejaVu Sans" warning on stderr, at every draw
+    import warnings
+
+    from curate.report.figures import figure_bytes
+    from curate.report.plots import score_scatter, source_breakdown
+    from curate.report.scales import tick_label
+
+    ws = Workspace(tmp_path / "ws")
+    ws.load([{"instruction": f"question {i}", "output": "an answer", "source": ["中文来源", "英文来源", "café"][i % 3]}
+             for i in range(6)])
+    for name in ("品质", "复杂度"):
+        ws.add_column(name, [float(i) for i in range(6)], {"kind": "scorer", "method": "hand-written"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning: raised here
+        for fig in (source_breakdown(ws), score_scatter(ws, "品质", "复杂度")):
+            figure_bytes(fig)
+    labels = [t.get_text() for t in source_breakdown(ws).axes[0].get_yticklabels()]
+    assert len(set(labels)) == 3 and "café" in labels  # a letter the font has stays itself
+    assert tick_label("中文来源") in labels and tick_label("英文来源") in labels
+    assert tick_label("中文来源") in ("中文来源", r"\u4e2d\u6587\u6765\u6e90")  # as written where a CJK font is installed

@@ -41,7 +41,7 @@ from curate.report.plot_inputs import (  # the colours and MissingInput are read
     symlog_axis,
     tags_asked_for,
 )
-from curate.report.scales import constant_view, histogram_bins, jitter, range_overflows, tick_label
+from curate.report.scales import constant_view, drawable, histogram_bins, jitter, range_overflows, tick_label
 from curate.report.summary import default_selection, numeric_columns
 from curate.report.tag_plots import coverage_curve, tag_coverage, tag_frequency_plot, tag_sets  # noqa: F401
 from curate.storage.columns import column_names
@@ -117,9 +117,9 @@ def score_scatter(ws: Workspace, x: str | None = None, y: str | None = None, sel
             _scatter_by_role(ax, jx, jy, both, kept, dropped, sizes=(6, 6, 10))
         else:
             ax.scatter(jx[both], jy[both], s=6, c=POOL_COLOUR, linewidths=0)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(f"{x} x {y} ({both.sum():,} rows)", fontsize=10)
+    ax.set_xlabel(drawable(x_label))  # column names: letters of any script
+    ax.set_ylabel(drawable(y_label))
+    ax.set_title(drawable(f"{x} x {y} ({both.sum():,} rows)"), fontsize=10)
     return fig
 
 

@@ -4,6 +4,7 @@ axis."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -81,4 +82,38 @@ def tick_label(text: str, max_chars: int = TICK_LABEL_CHARS) -> str:
     if len(text) > max_chars:
         tail = max_chars // 3
         text = f"{text[:max_chars - tail - 1]}…{text[-tail:]}"
-    return text.replace("$", r"\$")
+    return drawable(text).replace("$", r"\$")
+
+
+def drawable(text: str) -> str:
+    """``text`` with each character no font matplotlib draws with holds written as its escape (``\\u4e2d``): drawn,
+    it was an empty box (two Chinese sources of one length looked the same) and a warning on stderr per character."""
+    if text.isascii():
+        return text
+    have = _font_codepoints(_font_families())
+    return "".join(c if ord(c) in have or c in "…" else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _font_families() -> tuple[str, ...]:
+    """The font names matplotlib falls back through for text, as ``rcParams`` set them now (a generic family such
+    as ``sans-serif`` stands for its list)."""
+    from matplotlib import rcParams
+
+    generic = {"serif", "sans-serif", "cursive", "fantasy", "monospace"}
+    return tuple(name for family in rcParams["font.family"]
+                 for name in (rcParams[f"font.{family}"] if family in generic else [family]))
+
+
+@functools.lru_cache(maxsize=8)
+def _font_codepoints(families: tuple[str, ...]) -> frozenset[int]:
+    """The characters any installed font of ``families`` has a glyph for."""
+    from matplotlib import font_manager, ft2font
+
+    codepoints: set[int] = set()
+    for name in families:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False)
+        except ValueError:  # not installed
+            continue
+        codepoints.update(ft2font.FT2Font(path).get_charmap())
+    return frozenset(codepoints)
