@@ -71,3 +71,24 @@ def test_characters_no_installed_font_draws_are_escapes_not_empty_boxes_and_warn
     assert len(set(labels)) == 3 and "café" in labels  # a letter the font has stays itself
     assert tick_label("中文来源") in labels and tick_label("英文来源") in labels
     assert tick_label("中文来源") in ("中文来源", r"\u4e2d\u6587\u6765\u6e90")  # as written where a CJK font is installed
+
+
+def test_a_selection_named_in_chinese_draws_every_plot_without_a_missing_glyph(tmp_path):
+    # a selection's name is in the legends ("kept by ...") and titles: "精选" was two empty boxes and warnings
+    import warnings
+
+    import numpy as np
+
+    from curate.report.figures import figure_bytes
+
+    ws = _tagged(tmp_path, [["a"], ["b"], ["a", "c"], ["c"]])
+    ws.add_column("quality", [1.0, 2.0, 3.0, 4.0], {"kind": "scorer", "method": "hand-written"})
+    ws.add_column("complexity", [4.0, 1.0, 3.0, 2.0], {"kind": "scorer", "method": "hand-written"})
+    ws.add_embeddings("default", np.eye(4, 8), {"model": "hand-written"})
+    ws.select(method="threshold", name="精选", min_score=2.0, sort_by="quality")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = [(title, fig) for title, fig, note in all_plots(ws, "精选") if fig is not None]
+        for _, fig in drawn:
+            figure_bytes(fig)
+    assert {"embedding map", "tag coverage", "rows by format"} <= {title for title, _ in drawn}

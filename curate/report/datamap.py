@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curate.report.scales import drawable
 from curate.report.tables import esc, table
 from curate.train.cartography import AMBIGUOUS_QUANTILE, REGIONS, regions
 
@@ -52,7 +53,7 @@ def data_map_figure(ws: Workspace, selection: str | None = None) -> Figure:
     if selection:
         kept = _selection_masks(ws, selection)[0][ok]
         ax.scatter(var[ok][kept], conf[ok][kept], s=26, facecolors="none", edgecolors=KEPT_COLOUR, linewidths=0.8,
-                   label=f"kept by {selection} ({int(kept.sum()):,})")
+                   label=drawable(f"kept by {selection} ({int(kept.sum()):,})"))
         ax.legend(fontsize=8, loc="lower right")
     valid = ~(np.isnan(conf) | np.isnan(var))
     ax.axvline(float(np.quantile(var[valid], AMBIGUOUS_QUANTILE)), color="black", linestyle="--", linewidth=0.8)

@@ -16,6 +16,7 @@ from curate.report.plot_inputs import (
     _scatter_by_role,
     _selection_masks,
 )
+from curate.report.scales import drawable
 from curate.storage.blobs import check_read_rows
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def embedding_map(ws: Workspace, selection: str | None = None, embeddings: str =
     else:
         ax.scatter(coords[show, 0], coords[show, 1], s=4, c=POOL_COLOUR, linewidths=0)
     same = ", all vectors equal" if not np.ptp(coords, axis=0).any() else ""  # one point: PCA of equal vectors
-    ax.set_title(f"embeddings {embeddings!r}, {used}{same}" + (f", selection {selection!r}" if selection else ""), fontsize=10)
+    ax.set_title(drawable(f"embeddings {embeddings!r}, {used}{same}"
+                          + (f", selection {selection!r}" if selection else "")), fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     return fig

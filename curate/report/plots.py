@@ -81,7 +81,7 @@ def score_histograms(ws: Workspace, columns: str | list[str] | None = None, sele
                 if kept is not None:
                     sel = finite & kept
                     ax.hist(values[sel], bins=bins, color=KEPT_COLOUR, alpha=0.8,
-                            label=f"kept by {selection} ({sel.sum():,})")
+                            label=drawable(f"kept by {selection} ({sel.sum():,})"))
             if range_overflows(bins[0], bins[-1]):
                 symlog_axis(ax, "x", bins[0], bins[-1])
             if (view := constant_view(values[finite])) is not None:  # a narrow bar at the value, the axis around it
@@ -161,7 +161,7 @@ def source_breakdown(ws: Workspace, selection: str | None = None, column: str | 
         ax.text(pool_counts[k] / n_pool, yi - (h / 2 if selection else 0), f" {pool_counts[k]:,}", va="center", fontsize=7)
     if selection and n_sel:
         ax.barh(y + h / 2, [sel_counts[k] / n_sel for k in labels], height=h, color=KEPT_COLOUR,
-                label=f"kept by {selection} ({n_sel:,})")
+                label=drawable(f"kept by {selection} ({n_sel:,})"))
         for yi, k in zip(y, labels, strict=False):
             ax.text(sel_counts[k] / n_sel, yi + h / 2, f" {sel_counts[k]:,}", va="center", fontsize=7)
     ax.set_yticks(y, [tick_label(k) for k in labels], fontsize=8)  # full names: the report's sources table

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from curate.defaults import TAG
 from curate.report.figures import NotebookFigure
 from curate.report.plot_inputs import KEPT_COLOUR, POOL_COLOUR, MissingInput, _need_pool, role_or_missing
-from curate.report.scales import tick_label
+from curate.report.scales import drawable, tick_label
 from curate.report.summary import default_selection
 from curate.tags.metrics import tag_frequency, tags_per_query
 
@@ -102,7 +102,7 @@ def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, colum
             continue
         longest = max(longest, len(order))
         curve = coverage_curve(order, tags, universe)
-        ax.plot(np.arange(1, len(order) + 1), curve, label=f"{name} ({curve[-1]:.0%} at {len(order):,})", lw=1.8,
+        ax.plot(np.arange(1, len(order) + 1), curve, label=drawable(f"{name} ({curve[-1]:.0%} at {len(order):,})"), lw=1.8,
                 c=KEPT_COLOUR if k == 0 else None, marker=_marker(len(order)), ms=4)
     if longest == 0:
         raise MissingInput("the selections keep no rows")
