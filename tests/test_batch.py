@@ -339,8 +339,23 @@ def test_kill9_while_polling_then_rerun_submits_nothing_twice(tmp_path):
     assert len(ResponseCache(ws.cache_dir / "responses.sqlite")) == 20
 
 
+def test_a_local_vllms_compiled_kernels_outlive_its_temporary_folder(tmp_path, monkeypatch):
+    """A server's or batch runner's TMPDIR is a folder of its own, removed after it: TorchInductor's kernel cache
+    (default $TMPDIR/torchinductor_<user>) went with it, and every start compiled them again at its first request
+    (g++, ~45 s on 2 cores). It is kept in curate's vLLM cache; a user's own TORCHINDUCTOR_CACHE_DIR is kept."""
+    from curate.llm.local import server_env
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    env = server_env(tmp_path / "home", tmp_path / "run-tmp")
+    assert env["TMPDIR"] == str(tmp_path / "run-tmp")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "home" / "vllm-cache" / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert server_env(tmp_path / "home", tmp_path / "run-tmp")["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 @pytest.mark.llm
 def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, local_llm):
+    from curate.llm.local import curate_home
     from curate.llm.vllm_batch import VLLMBatchBackend
 
     texts = ["Write a haiku about autumn leaves.", "Explain quicksort in two sentences.",
@@ -355,6 +370,9 @@ def test_vllm_batch_gives_the_same_scores_as_the_online_local_backend(tmp_path, 
     # folders of their own, removed with them
     assert set(Path(tempfile.gettempdir()).glob("vllm_dist_*")) == system_temp
     assert list(Path(local_llm.tmpdir).glob("vllm_dist_*"))
+    # the kernels TorchInductor built at the server's first forward pass are in curate's cache, where the runner
+    # (and the next server) finds them (its precompiled header stays in $TMPDIR: torch puts it there whatever the cache)
+    assert any((curate_home() / "vllm-cache" / "torchinductor" / "fxgraph").iterdir())
     assert result.provenance["cached_requests"] == 0 and result.provenance["tokens"]["prompt"] > 0  # really run
     assert result.provenance["tokens"]["prompt"] == reference.provenance["tokens"]["prompt"]  # the same prompts
     got, want = _by_text(batch, "complexity"), _by_text(online, "complexity")

@@ -135,6 +135,10 @@ def server_env(home: Path, tmpdir: str | os.PathLike | None = None) -> dict[str,
     # machine (evals/bench_local_processes.py), but beside one CPU-bound process an Evol test on it did not finish
     # in 420 s where vLLM's default took 66 s (33 s alone). A user may still set it.
     env.setdefault("VLLM_CACHE_ROOT", str(home / "vllm-cache"))
+    # TorchInductor keeps the C++ kernels it builds at a model's first forward pass (vLLM-CPU compiles some ops even
+    # with --enforce-eager) in $TMPDIR/torchinductor_<user>: under the tmpdir above, every server and batch runner
+    # built them again (g++: ~45 s before its first answer on 2 cores) and threw them away with the folder
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "vllm-cache" / "torchinductor"))
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("HF_DATASETS_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
