@@ -167,8 +167,9 @@ try:
     RayEngine().connect()
     sys.exit("connected before the Ctrl-C came")
 except KeyboardInterrupt:
-    print("interrupted", flush=True)
-after_ctrl_c = {"init still under way": not getattr(getattr(cluster._Users, "starting", None), "started", threading.Event()).is_set()}
+    still = not getattr(getattr(cluster._Users, "starting", None), "started", threading.Event()).is_set()
+    print("interrupted", "during init" if still else "after init", flush=True)
+after_ctrl_c = {"init still under way": still}
 if sys.argv[1] == "later":  # the ray.init left running on the engine's thread ends in its time
     settled(lambda: not any(t.name == "curate-ray" for t in threading.enumerate()), 60)
     after_ctrl_c = {"initialized": ray.is_initialized(), "ray": ray_processes()}
@@ -214,9 +215,8 @@ def test_a_ctrl_c_while_an_engine_starts_ray_leaves_no_ray_running_and_the_next_
             time.sleep(0.05)
         assert "gcs_server" in seen.values(), "Ray's GCS never started"
         child.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        assert child.stdout.readline().strip() == "interrupted", child.stderr.read()
-        assert time.monotonic() - sent < 5  # the Ctrl-C waits for nothing
+        # the Ctrl-C waits for nothing: the wait ended while ray.init still ran (a state, not a time under load)
+        assert child.stdout.readline().strip() == "interrupted during init", child.stderr.read()
         said, errors = child.communicate(timeout=240)
     finally:
         child.kill()
