@@ -100,7 +100,9 @@ def test_entries_keyed_before_version_2_stay_readable_through_their_aliases(tmp_
     with FaultServer() as srv:
         backend = _backend(srv)
         (alias,) = _variable_aliases(prompt, variables, backend, None, None)
-        stored = {"text": "3", "top_logprobs": [{"token": "3", "logprob": 0.0}], "finish_reason": "stop",
+        # a top list as a server gives it (more than the sampled token: one entry alone is no expected score)
+        stored = {"text": "3", "top_logprobs": [{"token": "3", "logprob": 0.0}, {"token": "The", "logprob": -30.0}],
+                  "finish_reason": "stop",
                   "usage": {"prompt_tokens": 5, "completion_tokens": 1}, "cost_usd": 0.0}
         cache.put("0" * 64, stored, aliases=[alias])  # not the key the new scheme computes
         (result,) = run_prompt(prompt, variables, backend, cache, progress=False)

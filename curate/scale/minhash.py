@@ -142,7 +142,7 @@ def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | N
     params = {"threshold": threshold, "text": text, "shingle": shingle, "num_perm": num_perm, "seed": seed,
               "false_positive_weight": false_positive_weight}
     provenance: dict[str, Any] = {
-        "method": "minhash", "params": params, "input_selection": input_selection, "candidates": len(rows),
+        "method": "minhash", "params": params, "input_selection": input_selection, "step_of": None, "candidates": len(rows),
         "counts": dict(Counter(d.value for d in decisions)), "threshold": threshold, "shingle": shingle,
         "num_perm": num_perm, "false_positive_weight": false_positive_weight, "bands": lsh.b, "rows_per_band": lsh.r,
         "sort_by": None, "order": "pool",

@@ -277,7 +277,7 @@ class RayEngine:
                 reasons.append(Reason.SELECTED)
                 details.append({})
         # the provenance the ``exact`` selector's select() writes, plus the engine
-        provenance = {"method": "exact", "params": {}, "input_selection": None, "candidates": len(ids),
+        provenance = {"method": "exact", "params": {}, "input_selection": None, "step_of": None, "candidates": len(ids),
                       "counts": dict(Counter(d.value for d in decisions)), "text": "conversation",
                       "ignore_case_and_spacing": False,
                       "sort_by": None, "order": "pool", "engine": "ray", "duplicate_groups": len(first)}
