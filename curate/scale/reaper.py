@@ -85,15 +85,23 @@ def _note(roots: dict[int, float], known: dict[int, float]) -> None:
     raylet is gone: its children are no root's descendants any more)."""
     import psutil
 
-    for pid, created in [*roots.items(), *known.items()]:
-        try:
-            process = psutil.Process(pid)
-            if process.create_time() != created:  # the process ended and its pid is another program's now
-                continue
-            for each in [process, *process.children(recursive=True)]:
-                known[each.pid] = each.create_time()  # a pid noted before and reused since: the new one's
-        except psutil.Error:
-            continue
+    # one pass over the process table a look: psutil's children() reads the whole table per call, and a call per
+    # known process (every Ray worker) cost the reaper a look per worker each second
+    table: dict[int, tuple[int, float]] = {}  # pid: (parent pid, start time)
+    for process in psutil.process_iter(["ppid", "create_time"]):
+        table[process.pid] = (process.info["ppid"], process.info["create_time"])
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    # still running, and the process noted (not a later one given the pid)
+    todo = [pid for pid, created in [*roots.items(), *known.items()] if pid in table and table[pid][1] == created]
+    seen: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            known[pid] = table[pid][1]  # a pid noted before and reused since by a descendant: the new one's
+            todo.extend(children.get(pid, ()))
 
 
 def _signal(known: dict[int, float], pids: list[int], signum: int) -> None:
