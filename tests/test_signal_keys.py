@@ -65,3 +65,38 @@ def test_a_diverged_reference_tuning_is_an_error_and_a_diverged_cached_adapter_i
     (adapter.folder / META_FILE).write_text(json.dumps(info))
     with pytest.raises(CurateError, match=rf"{adapter.folder}: a diverged reference adapter .*remove this folder"):
         tuned_adapter(e.model_dir, good.reference_requests, good.lora, tmp_path, pad_id=e.tokenizer.pad_token_id)
+
+
+LONG_TURN = [{"role": "user", "content": "Repeat after me: " + "alpha beta " * 700},
+             {"role": "assistant", "content": "alpha beta " * 700}]
+
+
+def test_vllm_engines_cap_max_length_at_the_servers_context(smollm2_dir):  # noqa: F811
+    """Before: max_length was capped at the model folder's position window only (8,192 for SmolLM2), so with
+    max_length=4096 a turn longer than the server's 2,048-token context went to it whole, and vLLM's HTTP 400 stopped
+    the run; now the turn is truncated to fit, as the transformers engine truncates at the position window."""
+    from curate.defaults import BACKEND
+    from curate.rows import turns
+
+    packaged = VllmEngine(max_length=4096)  # the packaged server: its context is known without starting it
+    assert packaged.max_length == BACKEND.local_max_model_len - 1  # one token left for the completion
+    assert VllmEngine(max_length=512).max_length == 512
+    remote = VllmEngine(base_url="http://127.0.0.1:9/v1", served_model="smol", max_length=4096)
+    remote.served = {"id": "smol", "root": None, "parent": None, "max_model_len": 64}  # as /v1/models says it
+    assert remote.max_length == 63
+    (plan,) = remote.prompter.plan(turns(LONG_TURN))
+    assert plan.truncated and len(plan.conditioned.context) + len(plan.conditioned.target) <= 63
+    remote.served["max_model_len"] = None  # a server that does not say: the length asked for
+    assert remote.max_length == 4096
+
+
+@pytest.mark.llm
+def test_a_turn_longer_than_the_vllm_servers_context_is_truncated_not_refused(local_llm, tmp_path):
+    from curate.signals import IFD
+    from tests.test_signals import workspace
+
+    ws = workspace(tmp_path, [LONG_TURN])
+    engine = VllmEngine(base_url=local_llm.base_url, served_model=local_llm.model, max_length=4096)
+    result = ws.apply(IFD(engine=engine), progress=False)  # before: openai.BadRequestError (2,836 prompt tokens)
+    assert result.failed == 0 and ws.column("ifd_truncated") == [[True]]
+    assert ws.row_values("ifd")[0] is not None and result.provenance["max_length"] == 2047

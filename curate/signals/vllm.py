@@ -15,6 +15,10 @@ path or hub name), ``parent`` and ``max_model_len``; two servers of different mo
 apart. The address is left out (a restarted server on another port keeps its cache); so is the server's dtype, which
 the API does not tell: serve one model in one dtype per cache. The packaged server keeps its old fingerprint (its
 weights are the tokenizer folder's, hashed).
+
+``max_length`` is capped at the server's context less the one token a completion must generate (the packaged server's
+``BACKEND.local_max_model_len``; a remote one's ``max_model_len``), as the transformers engine caps it at the model's
+position window: a longer turn is truncated and counted, where the server refused it (HTTP 400) and the run stopped.
 """
 
 from __future__ import annotations
@@ -67,6 +71,25 @@ class VllmEngine(Engine):
     def fingerprint(self, value: str) -> None:  # Engine.__init__ sets the folder's hash and dtype
         self._tokenizer_fingerprint = value
 
+    @property
+    def max_length(self) -> int:
+        """Context + response tokens per request: as asked, capped at :meth:`server_window` less one (the generated
+        token: vLLM refuses a prompt that leaves it no room)."""
+        window = self.server_window()
+        return min(self._max_length, window - 1) if window else self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:  # Engine.__init__ sets the length asked for, capped at the position window
+        self._max_length = value
+
+    def server_window(self) -> int | None:
+        """The tokens the server reads at once (prompt and reply): the packaged server's ``max_model_len``, or what a
+        remote one's ``/v1/models`` says (None when it does not say)."""
+        if not self.remote:
+            return BACKEND.local_max_model_len
+        window = self.served_identity().get("max_model_len")
+        return int(window) if isinstance(window, int) and window > 1 else None
+
     def _failed(self, what: str, exc: Exception) -> CurateError:
         return CurateError(f"{self.base_url} (served model {self.served_model!r}): {what} failed: "
                            f"{type(exc).__name__}: {exc}")
@@ -109,7 +132,7 @@ class VllmEngine(Engine):
         try:
             resp = self._client.completions.create(model=self.served_model, prompt=ids, max_tokens=1,
                                                    temperature=0.0, extra_body={"prompt_logprobs": 0})
-        except openai.APIConnectionError as exc:
+        except openai.APIError as exc:  # its own message names neither the server nor the model
             raise self._failed("a prompt_logprobs request", exc) from exc
         plp = (resp.choices[0].model_extra or {}).get("prompt_logprobs")
         if plp is None or len(plp) != len(ids):
