@@ -40,6 +40,7 @@ def test_a_vllm_server_that_does_not_answer_is_an_error_naming_it(smollm2_dir): 
     with pytest.raises(CurateError, match=r"http://127.0.0.1:9/v1 \(served model 'smol'\): listing its models"):
         _ = engine.fingerprint
     engine.served = {"id": "smol"}  # as if it had answered before going away
+    engine._tokenizer_checked = True  # (its tokenizer check, too)
     with pytest.raises(CurateError, match=r"http://127.0.0.1:9/v1 \(served model 'smol'\): a prompt_logprobs"):
         engine._forward([Request((1, 2, 3), (4, 5))])
 
@@ -100,3 +101,31 @@ def test_a_turn_longer_than_the_vllm_servers_context_is_truncated_not_refused(lo
     result = ws.apply(IFD(engine=engine), progress=False)  # before: openai.BadRequestError (2,836 prompt tokens)
     assert result.failed == 0 and ws.column("ifd_truncated") == [[True]]
     assert ws.row_values("ifd")[0] is not None and result.provenance["max_length"] == 2047
+
+
+@pytest.mark.llm
+def test_a_vllm_server_whose_tokenizer_is_not_the_model_folders_is_refused_before_any_request(
+        local_llm, smollm2_dir, tmp_path):  # noqa: F811
+    """Before: the request ids came from ``model_dir``'s tokenizer (the packaged SmolLM2's when none was given, as
+    the error for a model_dir without base_url advised) whatever model the server served, so a server of another
+    vocabulary scored other text in silence; its tokenizer must now encode a probe text as ours does."""
+    import shutil
+
+    from curate.embed.encoder import default_model_path
+    from curate.signals import IFD
+    from tests.test_signals import CONVERSATIONS, workspace
+
+    other = tmp_path / "bert-tokenizer"  # a model folder whose tokenizer is MiniLM's WordPiece, not SmolLM2's BPE
+    other.mkdir()
+    shutil.copy(smollm2_dir / "config.json", other / "config.json")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (default_model_path() / name).exists():
+            shutil.copy(default_model_path() / name, other / name)
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: "
+    ws = workspace(tmp_path, [CONVERSATIONS[2]])
+    engine = VllmEngine(other, base_url=local_llm.base_url, served_model=local_llm.model, chat_template=template,
+                        alone_start="[CLS]")
+    with pytest.raises(CurateError, match=r"its tokenizer encodes text otherwise than the one of .*bert-tokenizer"):
+        ws.apply(IFD(engine=engine), progress=False)
+    assert engine.stats["forward_passes"] == 0 and not ws.has_column("ifd")
+    VllmEngine(smollm2_dir, base_url=local_llm.base_url, served_model=local_llm.model).check_tokenizer()  # its own

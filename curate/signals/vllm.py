@@ -13,7 +13,9 @@ A server given by ``base_url`` serves weights this process cannot hash, so its f
 steps' columns) adds what the server's ``/v1/models`` says of ``served_model``: its id, ``root`` (the weights'
 path or hub name), ``parent`` and ``max_model_len``; two servers of different models that share a tokenizer keep
 apart. The address is left out (a restarted server on another port keeps its cache); so is the server's dtype, which
-the API does not tell: serve one model in one dtype per cache. The packaged server keeps its old fingerprint (its
+the API does not tell: serve one model in one dtype per cache. The requests are token ids from ``model_dir``'s tokenizer (default: the
+packaged SmolLM2's), so before its first request a remote server must encode a probe text (vLLM's ``/tokenize``) as
+that tokenizer does: a server of another vocabulary is refused, where it scored other text in silence. The packaged server keeps its old fingerprint (its
 weights are the tokenizer folder's, hashed).
 
 ``max_length`` is capped at the server's context less the one token a completion must generate (the packaged server's
@@ -23,6 +25,7 @@ position window: a longer turn is truncated and counted, where the server refuse
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from curate.signals.engine import Engine
 from curate.signals.template import Request
 
 VLLM_BATCH = 64  # requests handed to the server per cached batch (the server batches them itself)
+TOKENIZER_PROBE = "Curate: Hello, world! 東京 2026 — ça va? 😀"  # text a remote server's tokenizer must encode as ours
 
 
 class VllmEngine(Engine):
@@ -48,7 +52,8 @@ class VllmEngine(Engine):
                  alone_start: str | None = None):
         if base_url is None and model_dir is not None:
             raise CurateError("VllmEngine starts a server for the packaged SmolLM2 only: serve your model with "
-                              "vLLM and pass base_url= and served_model=")
+                              "vLLM and pass base_url=, served_model= and this model_dir= (its tokenizer and chat "
+                              "template build the requests)")
         super().__init__(model_dir, device="cpu", dtype="auto", max_length=max_length,
                          batch_tokens=1 << 40, max_batch=VLLM_BATCH, chat_template=chat_template,
                          alone_start=alone_start)
@@ -59,6 +64,7 @@ class VllmEngine(Engine):
         self.concurrency = concurrency
         self._server: Any = None
         self._client: Any = None
+        self._tokenizer_checked = False
 
     @property
     def fingerprint(self) -> str:
@@ -125,6 +131,29 @@ class VllmEngine(Engine):
             raise CurateError("VllmEngine needs served_model= (the name the server serves the model under)")
         self._client = OpenAI(base_url=self.base_url, api_key="local", timeout=BACKEND.timeout_s * 10)
 
+    def check_tokenizer(self) -> None:
+        """Refuse a remote server whose tokenizer encodes :data:`TOKENIZER_PROBE` otherwise than this engine's model
+        folder: the requests are token ids, so another vocabulary would score other text, in silence (vLLM's
+        ``/tokenize``, once per engine)."""
+        import urllib.error
+        import urllib.request
+
+        url = self.base_url.rstrip("/").removesuffix("/v1") + "/tokenize"
+        body = json.dumps({"model": self.served_model, "prompt": TOKENIZER_PROBE, "add_special_tokens": False})
+        req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=BACKEND.timeout_s) as resp:
+                theirs = json.loads(resp.read())["tokens"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # urllib's HTTPError and URLError are OSErrors
+            raise self._failed(f"checking its tokenizer (POST {url}; is it vLLM?)", exc) from exc
+        ours = self.prompter.encode(TOKENIZER_PROBE)
+        if list(theirs) != ours:
+            raise CurateError(f"{self.base_url} (served model {self.served_model!r}): its tokenizer encodes text "
+                              f"otherwise than the one of {self.model_dir} ({TOKENIZER_PROBE!r}: {len(theirs)} tokens "
+                              f"{list(theirs)[:6]}... there, {len(ours)} tokens {ours[:6]}... here), so the token ids "
+                              "sent would be other text to it: pass model_dir= the served model's folder")
+        self._tokenizer_checked = True
+
     def _one(self, request: Request) -> np.ndarray:
         import openai
 
@@ -144,6 +173,8 @@ class VllmEngine(Engine):
     def _forward(self, batch: list[Request]) -> list[np.ndarray]:
         if self._client is None:
             self._connect()
+        if self.remote and not self._tokenizer_checked:
+            self.check_tokenizer()
         with ThreadPoolExecutor(self.concurrency) as pool:
             out = list(pool.map(self._one, batch))
         self.stats["forward_passes"] += 1
