@@ -162,6 +162,27 @@ def test_an_error_inside_a_ray_task_reaches_the_driver_as_a_curate_error():
         raise RuntimeError("task failed") from carried
 
 
+def test_a_bad_input_inside_a_ray_task_exits_65_as_on_the_single_engine():
+    """An InputError raised in a Ray task (a shard that does not read) came to the driver as a plain CurateError, so
+    `curate run --engine ray` exited 1 ("any other failure") where the single engine exits 65 (bad input); an option
+    refused in a task exited 1 where it exits 78."""
+    import pickle as pk
+
+    from curate.errors import InputError, OptionError
+    from curate.exit_codes import EXIT_CONFIG, EXIT_DATAERR, exit_code
+    from curate.scale import RayEngine
+    from curate.scale.sources import RemoteError, remote_errors
+
+    for raised, kind, code in ((InputError("emp/z.jsonl", "file", "no records"), InputError, EXIT_DATAERR),
+                               (OptionError("mapping 'x': ..."), OptionError, EXIT_CONFIG)):
+        with pytest.raises(RemoteError) as caught, remote_errors():
+            raise raised
+        carried = pk.loads(pk.dumps(caught.value))
+        with pytest.raises(kind) as driver, RayEngine().stage():
+            raise RuntimeError("task failed") from carried
+        assert str(driver.value) == str(raised) and exit_code(driver.value) == code
+
+
 def test_an_actor_removes_the_batch_folders_killed_actors_left_and_keeps_live_ones(tmp_path, monkeypatch):
     """A Ray actor killed mid-batch (kill -9, a node's OOM killer) left its curate-ray-* folder in /tmp for good."""
     import tempfile

@@ -39,13 +39,14 @@ import numpy as np
 
 from curate.codes import Decision, Reason
 from curate.defaults import EMBED, SCALE
-from curate.errors import CurateError, InputError, ScorerError, WorkspaceError
+from curate.errors import CurateError, InputError
 from curate.pools.shards import shard_paths
 from curate.scale.cluster import start_ray
 from curate.scale.commits import store_rest
 from curate.scale.infer import pack_scorer, peak_rss_mb
 from curate.scale.sources import (
     RemoteError,
+    carried_error,
     duplicate_orders,
     read_blocks,
     read_shards,
@@ -168,8 +169,7 @@ class RayEngine:
                 cause = getattr(cause, "cause", None) or cause.__cause__
             if isinstance(cause, RemoteError):  # the message names the file and line, as the original did
                 cause = getattr(cause, "cause", cause)  # Ray's RayTaskError(RemoteError) wraps the one the actor raised
-                raise {"WorkspaceError": WorkspaceError, "ScorerError": ScorerError}.get(
-                    cause.kind, CurateError)(cause.message) from None
+                raise carried_error(cause) from None
             if cause is not None and cause is not exc:
                 raise cause from None
             raise

@@ -38,23 +38,41 @@ class RemoteError(Exception):
     (curate's errors take several constructor arguments and do not unpickle); the engine raises it there as
     a CurateError again."""
 
-    def __init__(self, message: str, kind: str = "CurateError"):
-        super().__init__(message, kind)
-        self.message, self.kind = message, kind
+    def __init__(self, message: str, kind: str = "CurateError", where: tuple[str, str, str] | None = None):
+        super().__init__(message, kind, where)
+        self.message, self.kind, self.where = message, kind, where  # where: an InputError's path, location, reason
 
     def __str__(self) -> str:
         return self.message
 
 
+def carried_error(remote: RemoteError) -> Exception:
+    """The driver's error for a :class:`RemoteError`: the class curate raised in the task, so the command exits by
+    what failed (an InputError 65, an OptionError 78, as on the single engine); a class curate.errors does not
+    hold, or one not made from its message alone, a CurateError of that message."""
+    from curate import errors
+
+    if remote.kind == "InputError" and remote.where is not None:
+        return errors.InputError(*remote.where)
+    kind = getattr(errors, remote.kind, None)
+    if isinstance(kind, type) and issubclass(kind, errors.CurateError) and kind is not errors.InputError:
+        try:
+            return kind(remote.message)
+        except TypeError:  # NoLabelsError's counts did not come along
+            pass
+    return errors.CurateError(remote.message)
+
+
 @contextmanager
 def remote_errors() -> Iterator[None]:
     """Inside Ray work: a CurateError leaves as a :class:`RemoteError`."""
-    from curate.errors import CurateError
+    from curate.errors import CurateError, InputError
 
     try:
         yield
     except CurateError as exc:
-        raise RemoteError(str(exc), type(exc).__name__) from None
+        where = (exc.path, exc.location, exc.reason) if isinstance(exc, InputError) else None
+        raise RemoteError(str(exc), type(exc).__name__, where) from None
 
 
 def dedup_key(conversation: list[dict[str, str]]) -> str:
