@@ -225,6 +225,37 @@ def test_invalid_utf8_names_the_line(tmp_path):
         curate.load(path)
 
 
+def test_a_csv_record_of_fewer_or_more_fields_than_the_header_is_named_never_shifted_or_padded(tmp_path):
+    """pandas filled a short record's missing fields with empty text (a file still being written, cut after "q2",
+    loaded q2 with an empty reply), and when every record had a field more than the header it took the first column
+    as the index: the columns shifted one (the instruction read from the output's field, the output from the third)."""
+    path = tmp_path / "p.csv"
+    path.write_text("instruction,output\nq1,a1\nq2\n")
+    with pytest.raises(InputError, match=r"p\.csv: line 3: 1 field where the header has 2$"):
+        curate.load(path)
+    path.write_text("instruction,output\nq1,a1,x1\nq2,a2,x2\n")
+    with pytest.raises(InputError, match=r"p\.csv: line 2: 3 fields where the header has 2$"):
+        curate.load(path)
+    (tmp_path / "t.tsv").write_text("instruction\toutput\nq1\ta1\nq2\n\nq3\ta3,\t\nq4\t\n")
+    read = pools.read(tmp_path / "t.tsv", on_error="skip")
+    assert [(r.location, r.reason, r.raw) for r in read.rejects] == [("line 3", "1 field where the header has 2", "q2"),
+                                                                      ("line 5", "3 fields where the header has 2",
+                                                                       "q3\ta3,\t")]
+    assert [turns(row["conversation"])[0].response for row in read.rows] == ["a1", ""]  # q4's empty field is given
+
+
+def test_a_parquet_file_of_no_rows_is_said_to_hold_no_records(tmp_path):
+    """A Parquet file of 0 rows (a writer's empty part, a filter that kept none) failed with datasets' own words,
+    'cannot read parquet: An error occurred while generating the dataset', as if the file were damaged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"instruction": pa.array([], pa.string()), "output": pa.array([], pa.string())}),
+                   tmp_path / "none.parquet")
+    with pytest.raises(InputError, match=r"none\.parquet: file: no records \(it is empty"):
+        curate.load(tmp_path / "none.parquet")
+
+
 def test_parquet_csv_and_datasets_folder(tmp_path, shapes):
     ds = curate.load(shapes["alpaca"])
     ds.select_columns(["instruction", "input", "output"]).to_parquet(str(tmp_path / "p.parquet"))

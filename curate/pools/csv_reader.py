@@ -36,9 +36,9 @@ def _csv_record_lines(path: Path, sep: str) -> list[tuple[int, bool, int]]:
 
 def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | None, list[tuple[int, str, str]]]:
     """A CSV/TSV file as a Dataset of text columns, with the source line of each row (None when the csv module
-    counts the records differently from pandas), and (line, why, its text) of each record with more fields than
-    the header (left out of the rows, for the caller to skip or raise on); an unreadable file raises ``InputError``
-    naming the line."""
+    counts the records differently from pandas), and (line, why, its text) of each record with more or fewer fields
+    than the header (left out of the rows, in line order, for the caller to skip or raise on); an unreadable file
+    raises ``InputError`` naming the line."""
     import datasets
     import pandas as pd
 
@@ -46,13 +46,12 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
     too_long: list[tuple[int, str, str]] = []
     records = None  # each record's line, blank or not, and fields (the csv module's pass: read once)
     try:
-        # Text columns stay text: pandas would turn "391" into 391 and "" into NaN.
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        frame = _read_frame(pd, path, sep)
     except pd.errors.ParserError as exc:
         if not _PANDAS_FIELDS.search(str(exc)):
             _raise_csv_error(source, path, suffix, sep, exc)
         try:  # a record with too many fields: the others are read, it is named (one bad row failed the whole file)
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, on_bad_lines="skip")
+            frame = _read_frame(pd, path, sep, on_bad_lines="skip")
         except Exception as again:
             _raise_csv_error(source, path, suffix, sep, again)
         records = _csv_record_lines(path, sep)
@@ -67,12 +66,46 @@ def read_csv(source: str, path: Path, suffix: str) -> tuple[Any, list[int] | Non
                     for line, fields in bad.items()]
     except Exception as exc:
         _raise_csv_error(source, path, suffix, sep, exc)
-    starts = [line for line, blank, _ in records or _csv_record_lines(path, sep) if not blank]  # pandas skips blanks
+    records = records or _csv_record_lines(path, sep)
+    starts = [line for line, blank, _ in records if not blank]  # pandas skips blanks
     if too_long:
         left_out = {line for line, _, _ in too_long}
         starts = [line for line in starts if line not in left_out]
     lines = starts[1:] if len(starts) == len(frame) + 1 else None
+    if lines is not None:
+        frame, lines, uneven = _without_uneven_records(path, frame, lines, records)
+        too_long = sorted(too_long + uneven)
     return datasets.Dataset.from_pandas(frame, preserve_index=False), lines, too_long
+
+
+def _read_frame(pd: Any, path: Path, sep: str, **options: Any) -> Any:
+    """The file as a frame of text (pandas would turn "391" into 391 and "" into NaN), its first column never taken
+    as the index: with every record a field longer than the header, pandas did, and the columns were shifted one
+    (the instruction read from the output's field). Such records are named by :func:`_without_uneven_records`."""
+    import warnings
+
+    with warnings.catch_warnings():  # "Length of header or names does not match length of data": named instead
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, index_col=False, **options)
+
+
+def _without_uneven_records(path: Path, frame: Any, lines: list[int], records: list[tuple[int, bool, int]]
+                            ) -> tuple[Any, list[int], list[tuple[int, str, str]]]:
+    """``frame`` and ``lines`` without the records whose fields are fewer or more than the header's, and (line, why,
+    its text) of each: pandas fills a short record's missing fields with empty text (a record cut short, a file
+    still being written, loaded as a row with an empty reply) and drops a long one's extra fields, in silence."""
+    filled = [r for r in records if not r[1]]
+    width = filled[0][2] if filled else 0
+    uneven = {line: fields for line, _, fields in filled[1:] if 0 < fields != width}
+    uneven = {line: uneven[line] for line in lines if line in uneven}
+    if not uneven:
+        return frame, lines, []
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        text = {n: raw.rstrip("\r\n") for n, raw in enumerate(f, start=1) if n in uneven}
+    keep = [line not in uneven for line in lines]
+    return (frame[keep].reset_index(drop=True), [line for line in lines if line not in uneven],
+            [(line, f"{fields} field{'' if fields == 1 else 's'} where the header has {width}", text.get(line, ""))
+             for line, fields in uneven.items()])
 
 
 def _raise_csv_error(source: str, path: Path, suffix: str, sep: str, exc: Exception) -> NoReturn:

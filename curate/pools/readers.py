@@ -277,6 +277,16 @@ def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
     return name, ((f"row {i + 1}", bad.get(i) or rec, None) for i, rec in enumerate(obj))
 
 
+def _parquet_rows(path: Path) -> int | None:
+    """The rows a Parquet file's footer counts; None when it has none to read (the read then names the problem)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # noqa: BLE001 (not Parquet, cut short: datasets' read below raises its own error)
+        return None
+
+
 def records(source: str) -> Iterator[_Item]:
     path = Path(source)
     if path.is_dir():
@@ -314,6 +324,8 @@ def records(source: str) -> Iterator[_Item]:
                 return
             import datasets
 
+            if _parquet_rows(path) == 0:  # no records, said as for an empty JSON Lines file (datasets' read failed:
+                return                    # "An error occurred while generating the dataset")
             try:  # without datasets' "Generating train split" bar and its log line repeating the error below
                 with quiet_datasets(), silenced("datasets.packaged_modules.parquet.parquet"):
                     ds = datasets.Dataset.from_parquet(str(path))
