@@ -80,6 +80,13 @@ class OutPathError(WorkspaceError, OptionError):
     workspace. A value given by the user (an OptionError: the CLI exits 78), a WorkspaceError as before."""
 
 
+class ExportFormatError(WorkspaceError, OptionError):
+    """An export's ``format=`` (``--format``) or ``columns=`` (``--column``) that the rows cannot be written with: a
+    row the shape cannot hold (two exchanges as alpaca), turn keys it would drop, rows without a reply, a column in
+    a record field's place. A value given by the user refused (an OptionError: the CLI exits 78, as for a format no
+    export writes; the same rows export with another), a WorkspaceError as before."""
+
+
 class ScorerError(CurateError):
     """A trained scorer cannot be built, fitted, loaded or applied."""
 

@@ -34,7 +34,7 @@ EXIT_CODES = {
                    "work is kept)",
     EXIT_CONFIG: "settings refused: API key, access, model name or endpoint (HTTP 401/403/404), or an option's value "
                  "(a scorer or model folder, a prompt file or folder, a device, a --name no file can take, an --out no "
-                 "export or report can take or one below a file), or a name the workspace does not hold (no workspace "
+                 "export or report can take or one below a file, an export --format the rows do not fit), or a name the workspace does not hold (no workspace "
                  "there; a selection, column or label set; a step not run yet: the line says which command makes it)",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (finished work is kept)",
     EXIT_TERMINATED: "terminated by SIGTERM (finished work is kept)",

@@ -219,6 +219,21 @@ def test_a_selector_export_or_score_option_value_refused_exits_78(ws, args, said
     assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (proc.returncode, proc.stderr)
 
 
+def test_an_export_format_the_rows_cannot_be_written_in_exits_78(tmp_path):
+    """`export --format alpaca` of a two-exchange row, or `--format messages --column format`, exited 1 ("any other
+    failure", as a damaged workspace): each is a value the user gave, refused for these rows; --format messages
+    writes them."""
+    chat = {"conversations": [{"from": "human", "value": "Hi there"}, {"from": "gpt", "value": "Hello"},
+                              {"from": "human", "value": "And then?"}, {"from": "gpt", "value": "Then more"}]}
+    assert _cli("load", write_jsonl(tmp_path / "chat.jsonl", [chat, *_rows(2)]), "-w", tmp_path / "w").returncode == 0
+    for args, said in ((("--format", "alpaca"), "1 of 3 rows cannot be written as alpaca: row "),
+                       (("--format", "messages", "--column", "format"), "column 'format': curate's own")):
+        proc = _cli("export", tmp_path / "w", "--out", tmp_path / "o.jsonl", *args)
+        assert proc.returncode == EXIT_CONFIG and said in _error_line(proc), (args, proc.stderr)
+    assert not (tmp_path / "o.jsonl").exists()
+    assert _cli("export", tmp_path / "w", "--out", tmp_path / "o.jsonl", "--format", "messages").returncode == 0
+
+
 def test_a_scorer_folder_refused_exits_78_for_score_run_and_train_scorer(ws, tmp_path):
     """A --scorer, --init, --base or --out folder that cannot be used is an option's value refused, as --embed-model's
     missing folder is (78): each exited 1 (a plain ScorerError), and run's named no option."""

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from curate.errors import OptionError, OutPathError, WorkspaceError, python_and_cli
+from curate.errors import ExportFormatError, OptionError, OutPathError, WorkspaceError, python_and_cli
 from curate.pools import FORMATS, RESERVED
 from curate.quiet import quiet_datasets
 from curate.storage.columns import column_names
@@ -177,27 +177,27 @@ def in_format(ds, fmt: str, keep: list[str], turn_fields: set[str] | None = froz
     lost = [(rid, sorted(keys)) for rid, shape, *turns in zip(ids, ds["format"], *columns, strict=True)
             if shape in TURN_FIELDS and (keys := set().union(*map(turn_keys_not_kept, turns)))]
     if lost:  # a ShareGPT turn's weight 0 would train in the record
-        raise WorkspaceError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
-                             f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
-                             f"{python_and_cli('format=', '--format')} to keep the source's own field, or leave "
-                             "those rows out")
+        raise ExportFormatError(f"{len(lost):,} of {len(ids):,} rows have turns with keys a {fmt} record of their "
+                                f"conversation would drop (row {lost[0][0]}: {', '.join(lost[0][1])}); export without "
+                                f"{python_and_cli('format=', '--format')} to keep the source's own field, or leave "
+                                "those rows out")
     problems = [(rid, p) for rid, c in zip(ids, conversations, strict=True) if (p := shape_problem(c, fmt))]
     if problems:
-        raise WorkspaceError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
-                             f"{problems[0][0]}: {problems[0][1]}")
+        raise ExportFormatError(f"{len(problems):,} of {len(ids):,} rows cannot be written as {fmt}: row "
+                                f"{problems[0][0]}: {problems[0][1]}")
     records = [from_conversation(c, fmt) for c in conversations]
     fields = list(dict.fromkeys(k for r in records for k in r))
     partial = [k for k in fields if sum(k in r for r in records) < len(records)]
     if partial:  # a reply some rows lack: a null field reads back as an empty reply, not as no reply
         missing = next(rid for rid, r in zip(ids, records, strict=True) if partial[0] not in r)
-        raise WorkspaceError(f"{sum(partial[0] not in r for r in records):,} of {len(ids):,} rows have no reply "
-                             f"(first: {missing}): a {fmt} file cannot tell them from empty replies; export the rows "
-                             "with replies, or as messages or sharegpt")
+        raise ExportFormatError(f"{sum(partial[0] not in r for r in records):,} of {len(ids):,} rows have no reply "
+                                f"(first: {missing}): a {fmt} file cannot tell them from empty replies; export the "
+                                "rows with replies, or as messages or sharegpt")
     clash = [name for name in keep if name in fields]
     if clash:  # the column's values took the record's field's place, a training field turned into other data
-        raise WorkspaceError(f"column {clash[0]!r}: {fmt} records have a field {clash[0]!r} of their own, which it "
-                             f"would replace; export it without {python_and_cli('format=', '--format')}, or keep "
-                             "other columns beside the records")
+        raise ExportFormatError(f"column {clash[0]!r}: {fmt} records have a field {clash[0]!r} of their own, which it "
+                                f"would replace; export it without {python_and_cli('format=', '--format')}, or keep "
+                                "other columns beside the records")
     return datasets.Dataset.from_dict({"id": ids, **{k: [r[k] for r in records] for k in fields},
                                        **{name: ds[name] for name in keep}})
 
@@ -209,9 +209,9 @@ def export_rows(ws: Workspace, selection: str | None = None, columns: str | list
     if format is not None and format not in FORMATS:
         raise OptionError(f"export format {format!r}: one of {', '.join(FORMATS)}")
     if format is not None and (own := [c for c in columns or [] if c in RESERVED and c != "id"]):  # dropped in silence
-        raise WorkspaceError(f"column {own[0]!r}: curate's own (every record has its id; the conversation is the "
-                             f"record; format is the shape it was read as); a pool field of that name is kept as "
-                             f"original_{own[0]}")
+        raise ExportFormatError(f"column {own[0]!r}: curate's own (every record has its id; the conversation is the "
+                                f"record; format is the shape it was read as); a pool field of that name is kept as "
+                                f"original_{own[0]}")
     ds = ws.to_dataset(columns=[] if format is not None and columns is None else columns, selection=selection)
     if format is None:
         return ds
