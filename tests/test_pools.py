@@ -256,6 +256,29 @@ def test_a_parquet_file_of_no_rows_is_said_to_hold_no_records(tmp_path):
         curate.load(tmp_path / "none.parquet")
 
 
+def test_a_line_that_is_no_json_object_is_named_in_jsons_words(tmp_path):
+    """A line `null` or `[...]` said 'expected a JSON object, got NoneType' (or list, str): Python's names of what
+    the line holds, not the file's."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"instruction": "q", "output": "a"}\nnull\n[{"instruction": "q"}]\n"text"\n7\ntrue\n')
+    read = pools.read(path, on_error="skip")
+    assert [(r.location, r.reason) for r in read.rejects] == [
+        (f"line {n}", f"expected a JSON object, got {kind}")
+        for n, kind in ((2, "null"), (3, "an array"), (4, "a string"), (5, "a number"), (6, "true/false"))]
+    with pytest.raises(InputError, match=r"^<list of 2 records, .*>: row 2: expected a record \(a dict\), got str$"):
+        pools.read([{"instruction": "q", "output": "a"}, "text"])
+
+
+def test_a_utf16_file_is_named_as_utf16(tmp_path):
+    """A file PowerShell's `>` wrote (UTF-16, with its byte-order mark) said 'invalid UTF-8 at byte 0' of its first
+    line (under on_error="skip", of every line: no record could be read), not what the file is."""
+    for name in ("p.jsonl", "p.csv"):
+        text = '{"instruction": "q", "output": "a"}\n' if name.endswith("l") else "instruction,output\nq,a\n"
+        (tmp_path / name).write_text(text, encoding="utf-16")
+        with pytest.raises(InputError, match=rf"^.*{name}: line 1: the file is UTF-16 .* save it as UTF-8"):
+            pools.read(tmp_path / name, on_error="skip")
+
+
 def test_parquet_csv_and_datasets_folder(tmp_path, shapes):
     ds = curate.load(shapes["alpaca"])
     ds.select_columns(["instruction", "input", "output"]).to_parquet(str(tmp_path / "p.parquet"))

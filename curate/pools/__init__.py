@@ -174,6 +174,14 @@ def normalised(source: str | os.PathLike | Any, *, format: str = POOL.format, ma
 
 
 _NO_KEY = object()  # no field name is this
+_JSON_KINDS = ((bool, "true/false"), (int | float, "a number"), (str, "a string"), (list, "an array"))
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (a source's line ``[...]`` is an array, not a Python list)."""
+    if value is None:
+        return "null"
+    return next((name for kind, name in _JSON_KINDS if isinstance(value, kind)), type(value).__name__)
 
 
 def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str] | None, on_error: OnError,
@@ -185,7 +193,8 @@ def _normalise(source: str, items: Iterable, format: str, mapping: dict[str, str
             if isinstance(rec, _RowError):
                 raise rec
             if not isinstance(rec, dict):
-                raise _RowError(f"expected a JSON object, got {type(rec).__name__}")
+                raise _RowError(f"expected a record (a dict), got {type(rec).__name__}" if in_memory else
+                                f"expected a JSON object, got {_json_kind(rec)}")
             # one pass over the names: a frame read with header=None names fields 0, 1, ...; Arrow cannot name a
             # column with a NUL (the whole load failed)
             if (bad := next((k for k in rec if not isinstance(k, str) or "\x00" in k), _NO_KEY)) is not _NO_KEY:

@@ -277,6 +277,19 @@ def memory_records(obj: Any) -> tuple[str, Iterator[_Item]] | None:
     return name, ((f"row {i + 1}", bad.get(i) or rec, None) for i, rec in enumerate(obj))
 
 
+def _refuse_utf16(source: str, path: Path) -> None:
+    """Refuse a text file that starts with a UTF-16 byte-order mark (PowerShell's ``>`` writes one): every line of
+    it is invalid UTF-8, and the error said 'invalid UTF-8 at byte 0' of each."""
+    try:
+        with _open(path) as fh:
+            head = fh.read(2)
+    except (OSError, EOFError):  # a corrupt gzip stream: the read names it
+        return
+    if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise InputError(source, "line 1", "the file is UTF-16 (it starts with a UTF-16 byte-order mark); curate "
+                         "reads UTF-8: save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+
+
 def _parquet_rows(path: Path) -> int | None:
     """The rows a Parquet file's footer counts; None when it has none to read (the read then names the problem)."""
     import pyarrow.parquet as pq
@@ -307,6 +320,8 @@ def records(source: str) -> Iterator[_Item]:
         if gz and suffix not in (".jsonl", ".ndjson", ".json"):
             raise InputError(source, "file", f"a gzipped {suffix or 'file'}: gzip is read for .jsonl, .ndjson and "
                                              ".json")
+        if suffix in (".jsonl", ".ndjson", ".json", ".csv", ".tsv"):
+            _refuse_utf16(source, path)
         if suffix in (".jsonl", ".ndjson", ".json"):
             try:
                 yield from (_iter_jsonl(path) if suffix != ".json" else _iter_json(path))
