@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -873,3 +874,26 @@ def test_reading_a_parquet_file_prints_no_library_bar_or_log_line(tmp_path, capf
         pools.read(cut)
     said = capfd.readouterr()
     assert "Generating train split" not in said.err and "Failed to read schema" not in said.err + said.out
+
+
+def test_a_reload_of_an_edited_source_says_the_rows_it_no_longer_holds_stay_in_the_pool(tmp_path):
+    """`curate load` of a file edited since its load added the edited rows and kept the old ones beside them without
+    a word ('loaded 1 rows ...; 2 already present'): the pool then held 4 rows of a 3-row file. Rows appended to the
+    file, or a re-load of the same file, say nothing."""
+    from curate.session import Workspace
+    from tests.cli_in_process import curate_in_process
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]
+    source, ws = write_jsonl(tmp_path / "p.jsonl", rows), tmp_path / "ws"
+    for _ in range(2):  # the first load and a re-load
+        proc = curate_in_process("load", source, "-w", ws)
+        assert proc.returncode == 0 and "changed since" not in proc.stdout, proc.stdout + proc.stderr
+    write_jsonl(source, [*rows, {"instruction": "q3", "output": "a3"}])  # appended: nothing gone
+    assert "changed since" not in curate_in_process("load", source, "-w", ws).stdout
+    write_jsonl(source, [rows[0], {"instruction": "q1", "output": "a1, edited"}, rows[2]])
+    proc = curate_in_process("load", source, "-w", ws)
+    assert proc.returncode == 0 and re.search(rf"{re.escape(str(source))} changed since its load at \S+: at least "
+                                              r"2 row\(s\) that load read are not in it now", proc.stdout), proc.stdout
+    assert len(Workspace.open(ws)) == 5  # q0..q3 and the edited q1: the rows gone from the file stay
+    summary = Workspace.open(ws).load(source)
+    assert "rows_gone_from_source" not in summary and summary["unchanged"]  # said once, for the load that saw it

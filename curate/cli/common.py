@@ -42,6 +42,14 @@ def json_columns_line(columns: list[str]) -> str:
             f"ones, hold integers beyond 64 bits, or nest too deep")
 
 
+def gone_from_source_line(summary: dict[str, Any]) -> str:
+    """What a load says of the rows an earlier load of its source read that the source no longer holds."""
+    return (f"{summary['source']} changed since its load at {summary['earlier_load_at']}: at least "
+            f"{summary['rows_gone_from_source']:,} row(s) that load read are not in it now (edited or deleted, or read "
+            "with other options) and stay in the pool beside the rows read now; to hold only what it holds now, load "
+            "it into a new workspace (ws.load(..., keep_only_source=True) in Python; curate run does so)")
+
+
 def turn_keys_line(keys: dict[str, int]) -> str:
     """What a load says of the keys its source's chat turns have that the conversation does not keep."""
     listed = ", ".join(f"{k} ({n:,} rows)" for k, n in keys.items())

@@ -18,6 +18,7 @@ from curate.cli.common import (
     app,
     console,
     err_console,
+    gone_from_source_line,
     json_columns_line,
     mapping_arg,
     turn_keys_line,
@@ -46,6 +47,8 @@ def load(
     fmts = ", ".join(f"{k} {v:,}" for k, v in summary["formats"].items())
     console.print(f"loaded {summary['rows_added']:,} rows from {source} ({fmts}); "
                   f"{summary['already_present']:,} already present")
+    if summary.get("rows_gone_from_source"):
+        console.print(f"[yellow]{escape(gone_from_source_line(summary))}[/]", markup=True)
     if summary["empty_responses"]:
         console.print(f"[yellow]{summary['empty_responses']:,} row(s) have an empty response[/]", markup=True)
     if summary.get("instruction_only"):

@@ -81,6 +81,18 @@ def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bo
     return bool(same_source) and read_as(same_source[-1]) == read_as(summary)
 
 
+def rows_gone_from_source(sources: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """``{"rows_gone_from_source": N, "earlier_load_at": T}`` when the last load of this source (the manifest's
+    ``sources``) read rows that this read of it (``summary``) does not hold (an edited file: a row changed or
+    deleted; or other options), which stay in the pool; else ``{}``. N is at least that many: the earlier load read
+    ``rows_read`` distinct rows, all in the pool, of which this read found ``already_present`` at most."""
+    earlier = [load for load in sources if load.get("source") == summary["source"]]
+    if not earlier:
+        return {}
+    gone = earlier[-1]["rows_read"] - summary["already_present"]
+    return {"rows_gone_from_source": gone, "earlier_load_at": earlier[-1]["loaded_at"]} if gone > 0 else {}
+
+
 def not_a_workspace(path: Path) -> NotInWorkspaceError:
     """The error for a path holding no workspace, with the command that makes one there (none where a file is), and
     the workspaces beside it of a close name (a typo's)."""

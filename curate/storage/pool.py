@@ -34,6 +34,7 @@ from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check
     damaged_pool,
     no_workspace,
     repeats_a_load,
+    rows_gone_from_source,
     workspace_gone,
 )
 from curate.storage.summary import load_summary
@@ -226,12 +227,13 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
     }
     # a load of a source read so before that changed nothing adds no entry (a re-run's made the report out of date)
     unchanged = table is None and repeats_a_load(ws.manifest["sources"], summary)
+    gone = {} if keep_only_source else rows_gone_from_source(ws.manifest["sources"], summary)
     if not unchanged:
         ws.update_manifest(lambda manifest: manifest["sources"].append(summary))
     if staged.rejects:  # on_error="skip": a notebook's load returned without a word of what it left out
         warn(f"{staged.source}: {staged.rejects:,} record(s) left out (on_error='skip'); each with its line and reason "
              f"in {rejects_file}")
-    done = {**summary, "unchanged": unchanged}
+    done = {**summary, "unchanged": unchanged, **gone}
     return load_summary({**done, "rows_removed": rows_removed, "fields_refreshed": fields_refreshed}
                         if keep_only_source else done)
 

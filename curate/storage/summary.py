@@ -40,6 +40,9 @@ def load_summary(done: dict[str, Any]) -> Summary:
             f"{done['already_present']:,} already present")
     if done.get("rejects"):
         line += f", {done['rejects']:,} rejected -> {done.get('rejects_file')}"
+    if done.get("rows_gone_from_source"):
+        line += (f", at least {done['rows_gone_from_source']:,} rows its load at {done['earlier_load_at']} read not in it "
+                 "now (kept in the pool)")
     if "rows_removed" in done:
         line += f", {done['rows_removed']:,} removed"
     return Summary(done, "Load", line + ("; unchanged" if done.get("unchanged") else ""))

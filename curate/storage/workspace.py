@@ -149,7 +149,8 @@ class Workspace(ThreadView, blobs.Blobs):
         ``pools.RowStream``) into the pool, outside the lock, as Arrow parts on disk (one part in memory at a time);
         rows already present, by id, are not added twice; ``keep_only_source``: rows the source lacks leave the pool.
         A source without one readable record raises. Returns a summary: rows read, added, already present (and
-        removed), formats, rejects and the rejects file."""
+        removed), formats, rejects and the rejects file; ``rows_gone_from_source``: at least how many rows the last
+        load of this source read that it no longer holds (they stay in the pool), when any."""
         from curate import pools
 
         options = {"format": format, "mapping": mapping, "on_error": on_error, "max_field_chars": max_field_chars}
