@@ -28,7 +28,9 @@ from curate.defaults import POOL
 
 @app.command()
 def load(
-    source: str = typer.Argument(..., help="JSONL/JSON (or .jsonl.gz/.json.gz)/Parquet/CSV file, datasets folder, Hub name, or 'sample'."),
+    source: str = typer.Argument(..., help="JSONL/JSON (or .jsonl.gz/.json.gz)/Parquet/CSV/TSV file, a folder or a "
+                                 "quoted glob of them ('data/*.jsonl': unquoted, the shell makes it several "
+                                 "arguments), datasets folder, Hub name, or 'sample'."),
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace directory (created if new)."),
     format: str = _format_opt(),
     on_error: str = typer.Option(POOL.on_error, "--on-error", help="raise: stop at the first bad record; "
