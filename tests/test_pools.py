@@ -280,6 +280,21 @@ def test_a_utf16_file_is_named_as_utf16(tmp_path):
             pools.read(tmp_path / name, on_error="skip")
 
 
+def test_a_jsonl_file_holding_a_json_array_reads_as_the_array(tmp_path):
+    """`json.dump(records, open("p.jsonl", "w"), indent=2)` is a JSON array in a .jsonl file: it failed at 'line 1:
+    malformed JSON' (the line '['), and on one line at 'expected a JSON object'. A .json file of JSON Lines is read
+    as JSON Lines; the other way round now too, its records located by their lines."""
+    records = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]
+    (tmp_path / "pretty.jsonl").write_text(json.dumps(records, indent=2))
+    (tmp_path / "one.jsonl").write_text(json.dumps(records) + "\n")
+    for name in ("pretty.jsonl", "one.jsonl"):
+        read = pools.read(tmp_path / name)
+        assert [r["instruction"] for r in read.rows] == ["q0", "q1", "q2"] and not read.rejects, name
+    (tmp_path / "pretty.jsonl").write_text(json.dumps([*records, "text"], indent=2))
+    with pytest.raises(InputError, match=r"pretty\.jsonl: record 4 \(line 14\): expected a JSON object, got a string"):
+        pools.read(tmp_path / "pretty.jsonl")
+
+
 def test_parquet_csv_and_datasets_folder(tmp_path, shapes):
     ds = curate.load(shapes["alpaca"])
     ds.select_columns(["instruction", "input", "output"]).to_parquet(str(tmp_path / "p.parquet"))

@@ -194,6 +194,15 @@ def _iter_json(path: Path) -> Iterator[_Item]:
         yield (where, rec, None) if error is None else (where, error, record_text(rec))
 
 
+def _array_inside(path: Path) -> bool:
+    """Whether a .jsonl file holds a JSON array (``json.dump(records, f, indent=2)``): it starts with ``[``. Read as
+    the .json file it is, as a .json file of JSON Lines is read as JSON Lines; line by line each of its lines was
+    'malformed JSON' (line 1: ``[``), or the one line an array of records, 'expected a JSON object'."""
+    with _open(path) as fh:
+        head = fh.read(4096)
+    return head.removeprefix(_UTF8_BOM).lstrip().startswith(b"[")
+
+
 def _json_lines_inside(text: str) -> bool:
     """Whether a .json file's text is JSON Lines: it starts with an object, and its first or second non-blank line
     is a JSON object by itself (a bad first line aside, every line of JSON Lines is)."""
@@ -324,7 +333,7 @@ def records(source: str) -> Iterator[_Item]:
             _refuse_utf16(source, path)
         if suffix in (".jsonl", ".ndjson", ".json"):
             try:
-                yield from (_iter_jsonl(path) if suffix != ".json" else _iter_json(path))
+                yield from (_iter_json(path) if suffix == ".json" or _array_inside(path) else _iter_jsonl(path))
             except (OSError, EOFError) as exc:  # a gzip stream that is corrupt or cut short
                 raise InputError(source, "file", f"cannot read it: {exc}") from None
         elif suffix in (".parquet", ".csv", ".tsv"):
