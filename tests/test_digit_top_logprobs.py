@@ -34,15 +34,36 @@ def test_a_server_that_ignores_top_logprobs_gives_failures_not_sampled_digits(tm
     assert list(result.failure_reasons) == ["no_top_logprobs"] and result.failure_reasons["no_top_logprobs"][0] == 3
 
 
-def test_a_request_without_top_logprobs_says_so(tmp_path, fault_server):
-    """``top_logprobs: 0`` asks for the sampled token alone: no expected score either, and the failure says what to
-    set. A top list of one entry where one was asked for is read as asked (missing digits recorded)."""
+def test_a_digit_judge_asking_for_too_few_top_logprobs_is_refused_before_any_call(tmp_path, fault_server):
+    """``top_logprobs: 0`` (the sampled token alone) or fewer than the scale has digits failed every row at run
+    time (``no_top_logprobs``) or left a digit out of every score, once the calls were paid for: refused where the
+    prompt file or the params given with it are read, naming the file. ``digit_score`` itself still reads a top list
+    of one entry where one was asked for as asked (missing digits recorded)."""
+    from curate.llm.judges import Judge
+    from curate.llm.prompts import PromptError, load_prompt
+
+    for top in (0, 5):
+        path = tmp_path / f"few{top}.md"
+        path.write_text(f"---\nname: few\noutput: {{kind: digit_score, scale: [1, 6]}}\nparams: {{top_logprobs: {top}}}"
+                        "\n---\n=== user ===\nRate {{ instruction }} from 1 to 6.\n")
+        with pytest.raises(PromptError, match=rf"few{top}\.md: params\.top_logprobs: {top} cannot give a "
+                                              r"digit_score prompt its score.*at least 6"):
+            load_prompt(path)
+    enough = tmp_path / "enough.md"
+    enough.write_text("---\nname: enough\noutput: {kind: digit_score, scale: [0, 2]}\nparams: {top_logprobs: 3}"
+                      "\n---\n=== user ===\nRate {{ instruction }} from 0 to 2.\n")
+    assert load_prompt(enough).params["top_logprobs"] == 3  # three digits, three places
+    text = tmp_path / "text.md"  # a text prompt may ask for the sampled token's logprob alone
+    text.write_text("---\nname: t\nparams: {logprobs: true, top_logprobs: 0}\n---\n=== user ===\nSay {{ instruction }}.\n")
+    assert load_prompt(text).params["top_logprobs"] == 0
+
     backend = OpenAIBackend(fault_server.base_url, "fault", api_key="k", max_retries=0)
-    cache = ResponseCache(tmp_path / "c.sqlite")
-    (none,) = run_prompt("quality", [{"instruction": "plain", "response": "ok"}], backend, cache, progress=False,
-                         params={"top_logprobs": 0})
-    assert none.parsed is None and none.failure.code is FailureCode.NO_TOP_LOGPROBS
-    assert "the request asked for none: set top_logprobs" in none.failure.message
+    with pytest.raises(PromptError, match=r"quality\.md \(the params given with it\): params\.top_logprobs: 0"):
+        Judge("quality", backend, params={"top_logprobs": 0})
+    with pytest.raises(PromptError, match=r"params\.top_logprobs: 2 cannot"):
+        run_prompt("quality", [{"instruction": "plain", "response": "ok"}], backend,
+                   ResponseCache(tmp_path / "c.sqlite"), progress=False, params={"top_logprobs": 2})
+    assert fault_server.messages == []  # nothing sent, nothing paid
     one = {"text": "4", "top_logprobs": [{"token": "4", "logprob": -0.1}]}
     value, info, failure = digit_score(one, (1, 6), logprobs_requested=True, top_requested=1)
     assert (value, failure, info["missing_digits"]) == (4.0, None, [1, 2, 3, 5, 6])

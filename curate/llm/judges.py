@@ -30,6 +30,7 @@ from curate.llm.base import Backend, reply_token_limit, rows_per_call
 from curate.llm.cache import response_cache
 from curate.llm.calls import CallResult, billed_keys, call_usage, total_cost
 from curate.llm.prompt_checks import ROW_VARIABLES
+from curate.llm.prompt_layout import check_digit_params
 from curate.llm.prompts import Prompt, PromptError, PromptRenderError, load_prompt
 from curate.llm.runner import DIGIT_RULE, request_params, run_prompt
 from curate.llm.structured import json_mode_fingerprint
@@ -75,6 +76,8 @@ class Judge:
         # a model's answers judged into the judge's own column would pass for judgements of the pool's replies
         self.column = column or (f"{response_column}_{self.prompt.name}" if response_column else self.prompt.name)
         self.params = dict(params or {})
+        if self.prompt.scale is not None:  # refused here, not by every row's failure once the calls are paid for
+            check_digit_params(self.params, self.prompt.scale, f"{self.prompt.where} (the params given with it)")
         self.min_digit_mass = JUDGE.min_digit_mass if min_digit_mass is None else float(min_digit_mass)
         if not 0.0 <= self.min_digit_mass <= 1.0:  # nan or -1 turned the guard off, 1.5 failed every row
             raise OptionError(f"min_digit_mass is a probability mass in [0, 1] (got {min_digit_mass})")

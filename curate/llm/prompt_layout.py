@@ -1,7 +1,7 @@
 """Checks of a prompt file's layout, each a :class:`PromptError` naming the file and line: its front matter (YAML
 with no key given twice, errors on the file's line), its sections (one system message, no empty answer left at the
 end), its template tags (no include/import/extends: a prompt is one file), and a digit judge's declaration (a scale
-of single digits, no ``max_tokens`` but 1, few-shot answers on its scale)."""
+of single digits, no ``max_tokens`` but 1, top logprobs for every digit, few-shot answers on its scale)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from curate.defaults import BACKEND
 from curate.llm.prompt_checks import PromptError
 
 _STATIC = ("{{", "{%", "{#")  # a section without these is text, not template code
@@ -70,14 +71,22 @@ def digit_scale(value: Any, where: str) -> tuple[int, int]:
     return lo, hi
 
 
-def check_digit_params(params: dict[str, Any], where: str) -> None:
+def check_digit_params(params: dict[str, Any], scale: tuple[int, int], where: str) -> None:
     """A digit judge asks for one token (its digit's probabilities are the score): a ``max_tokens`` other than 1
-    can never apply, and sent as 1 it was dropped in silence."""
+    can never apply, and sent as 1 it was dropped in silence. Its ``top_logprobs`` must list every digit of its
+    ``scale``: fewer (0 asks for the sampled token alone) failed every row at run time (``no_top_logprobs``) or left
+    a digit out of every score, after the calls were paid for."""
     for key in ("max_tokens", "max_completion_tokens"):
         if key in params and params[key] != 1:
             raise PromptError(f"{where}: params.{key}: {params[key]!r} cannot apply to a digit_score prompt: a digit "
                               f"judge always asks for one token (the score is read from that digit's probabilities); "
                               f"set {key}: 1 or leave it out (a longer answer needs kind: json or text)")
+    top, (lo, hi) = params.get("top_logprobs"), scale
+    if top is not None and not isinstance(top, bool) and isinstance(top, int) and top < hi - lo + 1:
+        raise PromptError(f"{where}: params.top_logprobs: {top} cannot give a digit_score prompt its score: the "
+                          f"score is the expectation over the {hi - lo + 1} digits of its scale {lo}..{hi}, read from "
+                          f"the first token's top logprobs, so each needs a place among them; set top_logprobs to at "
+                          f"least {hi - lo + 1} or leave it out (the default asks for {BACKEND.top_logprobs})")
 
 
 def check_sections(sections: list[tuple[str, str, int]], where: str) -> None:

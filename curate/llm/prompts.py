@@ -307,7 +307,7 @@ def parse_prompt(text: str, path: Path | None = None) -> Prompt:
                           f"request (the backend sets the model, the body sets the messages)")
     check_param_values(params, where)  # else a dry run failed on one, or the server was sent it
     if kind == "digit_score":
-        check_digit_params(params, where)
+        check_digit_params(params, scale, where)
     if not is_name(str(decl["name"])):  # it names the judge's column: refused here, not after a dry run passed
         raise PromptError(f"{where}: name {decl['name']!r} cannot name a column: use letters, digits, '_', '-', '.'")
     prompt = Prompt(name=str(decl["name"]), version=decl.get("version", 1), description=str(decl.get("description", "")),

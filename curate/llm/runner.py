@@ -114,7 +114,7 @@ def request_params(prompt: Prompt, backend: Backend, params: dict[str, Any] | No
                           f"(the backend sets the model and the prompt the messages)")
     merged = {**prompt.params, **(params or {})}
     if prompt.output_kind == "digit_score":
-        check_digit_params(params or {}, f"{prompt.where} (the params given with it)")  # else sent as 1 in silence
+        check_digit_params(params or {}, prompt.scale, f"{prompt.where} (the params given with it)")  # else sent as 1 in silence
         merged["max_tokens"] = 1
         if backend.supports_logprobs:
             merged["logprobs"] = True
