@@ -1,10 +1,12 @@
 """Evol's pure rules: operations, elimination of failed rewrites, seeded choices, shuffle/unshuffle, score checks.
 
-A rewrite is dropped when it is empty, holds no content word (only punctuation, stop words or numbers),
+A rewrite is dropped when it is empty, holds no content word (only punctuation, function words or numbers),
 leaks the rewriter's scaffolding (the generic markers below, the operation's own ``leak_phrases`` declared in
-its prompt file's front matter, or a run of words copied from the rewrite prompt), refuses, does not change its
-parent, shrank to under half of it (an in-depth or response rewrite: it lost its parent's content), goes round in a
-loop, grows too much, or was cut off at max_tokens: WizardLM's elimination rules, read without an LLM.
+its prompt file's front matter, or a run of words copied from the rewrite prompt), refuses, is a response under 80
+words that says "sorry" (WizardLM's sign of a model that could not answer: Evol Quality's rewrites are the only
+responses Evol makes), does not change its parent, shrank to under half of it (a rewrite whose prompt keeps all of
+its parent and adds to it: it lost its parent's content), goes round in a loop, grows too much, or was cut off at
+max_tokens: WizardLM's elimination rules, read without an LLM.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, Field, conlist, create_model
 
 from curate.defaults import HEURISTICS
 from curate.errors import CurateError
+from curate.evol.function_words import FUNCTION_WORDS
 
 KINDS = ("complexity", "quality")
 #: Evol-Instruct operations: four in-depth rewrites and the in-breadth one (prompt files prompts/evol/<op>.md).
@@ -32,18 +35,24 @@ INSTRUCTION_OPERATIONS = (*IN_DEPTH_OPERATIONS, "breadth")
 #: Evol-Quality operations: rewrite a response to be more helpful / relevant / in-depth / creative / detailed.
 RESPONSE_OPERATIONS = ("response_helpful", "response_relevant", "response_deepen", "response_creative",
                        "response_detailed")
-_GROWING_OPERATIONS = frozenset((*IN_DEPTH_OPERATIONS, *RESPONSE_OPERATIONS))  # a rewrite adds to its parent
+# Operations whose prompt keeps all of the parent and adds to it: a rewrite under half of it lost content. Not
+# concretize (a specific word replaces a general phrase), breadth (a new task), response_relevant (cuts what is off
+# topic) or response_creative (says it again as an image or a hook): each may rightly come out shorter.
+_GROWING_OPERATIONS = frozenset(("add_constraint", "deepen", "reasoning", "response_helpful", "response_deepen",
+                                 "response_detailed"))
+_SORRY = re.compile(r"\bsorry\b", re.IGNORECASE)
 RANK_PROMPTS = {"complexity": "rank_complexity", "quality": "rank_quality"}
 
 
 class Elimination(StrEnum):
     """Why a rewrite was dropped (recorded on the variant, counted in the provenance)."""
     EMPTY = "empty"
-    NO_CONTENT = "no_content"  # only punctuation, stop words or numbers (WizardLM's rule 3; a one-digit "rewrite")
+    NO_CONTENT = "no_content"  # only punctuation, function words or numbers (WizardLM's rule 3; a one-digit "rewrite")
     SCAFFOLDING = "scaffolding"
     REFUSAL = "refusal"
+    SHORT_SORRY = "short_sorry"  # a response rewrite under 80 words saying "sorry" (WizardLM's rule on responses)
     NO_CHANGE = "no_change"
-    SHRANK = "shrank"  # an in-depth or response rewrite under half its parent's words: information lost, not gained
+    SHRANK = "shrank"  # an adding rewrite (_GROWING_OPERATIONS) under half its parent's words: information lost
     REPEATED_TAIL = "repeated_tail"  # the heuristics selector's loop rule, at the end of any line or sentence
     TOO_LONG = "too_long"
     TRUNCATED = "truncated"
@@ -82,9 +91,11 @@ class EliminationRules:
     A child may add at most ``max_added_words + length_tolerance * parent_words`` words to its parent;
     it counts as unchanged when its normalised word sequence matches the parent's with a
     ``difflib`` ratio of at least ``near_equal_ratio``; it loops when a line or sentence of it ends in one block of words
-    repeated over more than ``max_loop_words`` words (the heuristics' ``repeated_tail`` rule; None: no check); an
-    in-depth or response rewrite shrank when it has fewer than ``min_kept_ratio`` times its parent's words (None: no
-    check; a breadth rewrite is a new instruction, never checked).
+    repeated over more than ``max_loop_words`` words (the heuristics' ``repeated_tail`` rule; None: no check); a
+    rewrite whose prompt adds to its parent (add_constraint, deepen, reasoning, response_helpful, response_deepen,
+    response_detailed) shrank when it has fewer than ``min_kept_ratio`` times its parent's words (None: no check);
+    a response rewrite of fewer than ``short_sorry_words`` words that says "sorry" (and its parent does not) is
+    WizardLM's response of a model that could not answer (None: no check).
     """
 
     max_added_words: int = 20
@@ -92,6 +103,7 @@ class EliminationRules:
     near_equal_ratio: float = 0.95
     max_loop_words: int | None = 5
     min_kept_ratio: float | None = 0.5
+    short_sorry_words: int | None = 80
 
     def allowed_words(self, parent_words: int) -> int:
         return int(self.max_added_words + self.length_tolerance * parent_words)
@@ -158,18 +170,10 @@ def builtin_leak_phrases(operation: str) -> tuple[str, ...]:
     return leak_phrases(load_prompt(path)) if path.is_file() else ()
 
 
-@functools.lru_cache(maxsize=1)
-def _stop_words() -> frozenset[str]:
-    # imported on first use: sklearn loads slowly
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return frozenset(ENGLISH_STOP_WORDS)
-
-
 def content_words(words: Sequence[str]) -> list[str]:
-    """The words of ``words`` (normalised) that are neither English stop words nor numbers."""
-    stop = _stop_words()
-    return [w for w in words if w not in stop and not w.isnumeric()]
+    """The words of ``words`` (normalised) that are neither English function words (:data:`FUNCTION_WORDS`: no
+    content word such as "describe" or "system") nor numbers."""
+    return [w for w in words if w not in FUNCTION_WORDS and not w.isnumeric()]
 
 
 def normalise(text: str) -> list[str]:
@@ -220,12 +224,13 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
                        ) -> tuple[Elimination, str] | None:
     """Why ``child`` (a rewrite of ``parent``) must be dropped, as ``(code, detail)``; None if it survives.
 
-    Codes (:class:`Elimination`): ``empty``, ``no_content`` (only punctuation, stop words or numbers, where the
+    Codes (:class:`Elimination`): ``empty``, ``no_content`` (only punctuation, function words or numbers, where the
     parent has a content word), ``scaffolding`` (the rewriter leaked a generic marker, one of
     ``phrases`` — default: the built-in ``operation`` prompt's ``leak_phrases`` — or copied a run of
     `SCAFFOLD_NGRAM` words from ``prompt_text``, the rewrite prompt's own wording and examples),
-    ``refusal``, ``no_change`` (normalised text equal or near-equal), ``shrank`` (an in-depth or response
-    ``operation``'s rewrite under ``rules.min_kept_ratio`` of its parent's words), ``repeated_tail`` (a line or sentence of
+    ``refusal``, ``short_sorry`` (a response ``operation``'s rewrite under ``rules.short_sorry_words`` words that
+    says "sorry" where its parent does not), ``no_change`` (normalised text equal or near-equal), ``shrank`` (an
+    adding ``operation``'s rewrite under ``rules.min_kept_ratio`` of its parent's words), ``repeated_tail`` (a line or sentence of
     it ends in a loop of more than ``rules.max_loop_words`` words, and none of the parent does: :func:`looping_line`),
     ``too_long`` (more words added than the rules allow), ``truncated`` (the generation stopped at max_tokens: the rewrite is cut off).
     """
@@ -235,7 +240,7 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
         return (Elimination.EMPTY, "the rewrite has no words")
     parent_words = normalise(parent)
     if not content_words(child_words) and content_words(parent_words):
-        return (Elimination.NO_CONTENT, f"only punctuation, stop words or numbers: {text[:60]!r}")
+        return (Elimination.NO_CONTENT, f"only punctuation, function words or numbers: {text[:60]!r}")
     if phrases is None:
         phrases = builtin_leak_phrases(operation) if operation else ()
     for pat in (*SCAFFOLDING, *phrases):
@@ -249,6 +254,11 @@ def elimination_reason(parent: str, child: str | None, *, operation: str | None 
             return (Elimination.SCAFFOLDING, f"copied from the rewrite prompt: {' '.join(min(copied))!r}")
     if REFUSAL.search(text) and not REFUSAL.search(parent):
         return (Elimination.REFUSAL, f"starts {text[:60]!r}")
+    if rules.short_sorry_words is not None and operation in RESPONSE_OPERATIONS \
+            and len(child_words) < rules.short_sorry_words and (sorry := _SORRY.search(text)) \
+            and not _SORRY.search(parent):
+        return (Elimination.SHORT_SORRY, f"a {len(child_words)}-word response (under {rules.short_sorry_words}) "
+                                         f"that says {sorry.group(0)!r}: a model that could not answer")
     if parent_words == child_words:
         return (Elimination.NO_CHANGE, "same text as the parent after normalisation")
     ratio = difflib.SequenceMatcher(None, parent_words, child_words, autojunk=False).ratio()

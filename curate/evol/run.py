@@ -186,7 +186,8 @@ def _evolve_step(ctx: LLMCalls, sets: list[VariantSet], step: int, kind: str, se
                 variant.eliminated, variant.detail = Elimination.CALL_FAILED, _failure_text(res.failure)
             else:
                 truncated = (res.raw or {}).get("finish_reason") == "length"
-                reason = elimination_reason(parent.text, res.text, rules=rules, truncated=truncated,
+                # the operation decides whether shrank and short_sorry apply: without it neither ever did in a run
+                reason = elimination_reason(parent.text, res.text, operation=op, rules=rules, truncated=truncated,
                                             prompt_text=prompt_texts[op], phrases=phrases[op])
                 if reason:
                     variant.eliminated, variant.detail = reason
