@@ -1,7 +1,8 @@
 """Lock takers re-check, once they hold a lock, that the file they locked is still the one at its path (a workspace
 moved aside by a failed first load's take-back, or a lock file removed by its holder, while they waited for it):
 the identity comes from filelock's public ``on_acquired`` hook (storage.lock_holders), and the takers that skipped
-the re-check (pool.remove_leftovers, the dry run's pause of the writers) are raced here by real processes."""
+the re-check (pool.remove_leftovers, the dry run's pause of the writers, a trainer's run-folder lock) are raced here
+by real processes."""
 
 from __future__ import annotations
 
@@ -90,6 +91,11 @@ elif what == "run":  # a whole `curate run`'s lock on OUT (storage.run_lock); `l
     from curate.storage.run_lock import run_lock
 
     with run_lock(workspace.parent.parent):
+        pause("locked")
+elif what == "train":  # a trainer's lock on its run folder (train.runfile.train_lock); `lock` is RUN/.train.lock
+    from curate.train.runfile import train_lock
+
+    with train_lock(workspace):
         pause("locked")
 else:  # the dry run's copy of OUT/workspace, the writers paused
     import shutil
@@ -235,3 +241,46 @@ def test_a_run_waiting_for_out_does_not_run_beside_the_one_holding_it_on_a_lock_
     assert waiter.reached("locked")
     waiter.go_on("locked")
     waiter.ended()
+
+
+def test_a_trainer_waiting_for_its_run_folder_does_not_train_beside_one_holding_a_lock_file_made_anew(tmp_path):
+    """A trainer took its run folder's lock with no re-check: the folder moved aside (an unfinished run kept
+    elsewhere) after it opened the lock file, and made anew by another trainer, it locked the file moved aside and
+    trained into the folder beside that trainer. Now it takes the file at the path, and waits for that trainer."""
+    from curate.train.runfile import TRAIN_LOCK, train_lock
+
+    run = tmp_path / "runs" / "abc"
+    with train_lock(run):  # the lock file there, as a trainer before left it
+        pass
+    waiter = PausedTaker(run / TRAIN_LOCK, "train", tmp_path / "pauses")
+    assert waiter.reached("opened")
+    run.rename(run.with_name("abc.kept"))
+    with train_lock(run):  # another trainer makes the folder anew and trains
+        waiter.go_on("opened")
+        time.sleep(2)  # time for the waiter to reach its next pause, were it not waiting
+        assert not (waiter.pauses / "locked").exists(), "two trainers of one run folder at once"
+    assert waiter.reached("locked")
+    waiter.go_on("locked")
+    waiter.ended()
+
+
+def test_a_trainer_waiting_for_a_run_folder_removed_meanwhile_makes_it_again(tmp_path):
+    """The folder removed while a trainer waited for its lock (held by another thread here): the trainer raised
+    FileNotFoundError; it makes the folder again and takes its lock there."""
+    import shutil
+
+    from curate.train.runfile import TRAIN_LOCK, train_lock
+
+    run = tmp_path / "abc"
+    done: list[bool] = []
+    with train_lock(run):
+        def trainer() -> None:
+            with train_lock(run):
+                done.append((run / TRAIN_LOCK).exists())
+
+        thread = threading.Thread(target=trainer)
+        thread.start()
+        time.sleep(0.5)
+        shutil.rmtree(run)
+    thread.join(timeout=60)
+    assert done == [True]

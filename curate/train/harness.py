@@ -38,7 +38,6 @@ from curate.signals.peft_lora import attach_lora
 from curate.signals.template import Prompter, capped_length, check_model_folder
 from curate.storage.files import (
     STALE_LEFTOVER_S,
-    file_lock,
     folder_fingerprint,
     newest_mtime,
     remove,
@@ -68,10 +67,10 @@ from curate.train.examples import (
 from curate.train.records import RECORD_KEYS, load_records
 from curate.train.runfile import (
     FLOAT32,
-    TRAIN_LOCK,
     RunStart,
     check_precision,
     read_run_file,
+    train_lock,
     training_precision,
     write_run_json,
 )
@@ -275,10 +274,9 @@ def finetune(model_dir: str | Path, rows: Sequence[RowInput], out_dir: str | Pat
     fp = run_fingerprint(model_dir, rows, config, training_precision(device))
     if (done := _finished(out_dir, fp, config, model_dir, device)) is not None:  # read back without a lock: a finished run
         return done  # may sit where nothing can be written (a read-only mount)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # one trainer of a run folder at a time, any process: a second one waits, then reads the finished run back
     # (both trained every epoch into one folder, each replacing the other's epoch-k/)
-    with file_lock(out_dir / TRAIN_LOCK):
+    with train_lock(out_dir):  # re-checked: a lock file removed or replaced while it was waited on excludes no one
         return _train(model_dir, rows, out_dir, config, device, fp, progress, step_tokens, checkpoint)
 
 

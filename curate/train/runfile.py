@@ -8,7 +8,9 @@ its device (:func:`recorded_precision`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,28 @@ from curate.storage.files import atomic_write_bytes, read_json
 TRAIN_LOCK = ".train.lock"  # in the run folder (one trainer at a time): beside it, a lister would take it for a run
 FLOAT32 = "float32"
 BF16_AUTOCAST = "bfloat16-autocast"
+
+
+@contextlib.contextmanager
+def train_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the trainer's lock of the run folder ``out_dir`` (made if missing): one trainer of a run at a time, any
+    process. The lock is kept only if its file is still the one at the path once locked (``storage.files.held``): a
+    trainer that opened it before the folder was removed ("remove the folder to free the disk") or the file replaced,
+    and locked it after, held the lock of no file and trained beside the trainer holding the one there now. A folder
+    removed while this waited is made again and its lock taken there."""
+    from curate.storage.files import held
+    from curate.storage.lock_holders import LockFolderGone
+
+    while True:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(held(out_dir / TRAIN_LOCK, None))
+        except LockFolderGone:
+            continue
+        with stack:
+            yield
+        return
 
 
 def training_precision(device: str) -> str:
