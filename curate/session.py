@@ -246,9 +246,14 @@ def _decided_rows(ws: Workspace, name: Any, decision: str, columns: str | list[s
     decisions = sorted(d.value for d in REFUSED) if decision == "refused" else [decision]
     shown = sorted((r for d in decisions for r in sel.rows(decision=d, ids=in_pool, limit=limit)),
                    key=lambda r: r["rank"])[:limit]
-    total = sum(sel.decisions().get(d, 0) for d in decisions)
-    note = f"selection {name!r}: {total:,} {decision}" + (f", showing the first {len(shown)}" if len(shown) < total
-                                                          else "")
+    import pyarrow.compute as pc
+
+    present = sel.table.filter(pc.is_in(sel.table["id"], value_set=in_pool))["decision"].to_pylist()
+    total = sum(present.count(d) for d in decisions)  # counted as shown: rows still in the pool
+    gone = sum(sel.decisions().get(d, 0) for d in decisions) - total
+    note = (f"selection {name!r}: {total:,} {decision}" + (f", showing the first {len(shown)}" if len(shown) < total
+                                                           else "")
+            + (f" ({gone:,} more no longer in the pool)" if gone else ""))
     return RowsView(ws, [r["id"] for r in shown], list(ws.columns) if columns is None else column_names(columns),
                     note=note, notes={r["id"]: f"{r['decision']}: {r['why']}" for r in shown})
 

@@ -179,3 +179,15 @@ def test_show_gives_a_selections_rejected_rows_each_with_why(ws):
     with pytest.raises(OptionError, match="give a selection's name as rows"):
         ws.show([0, 1], decision="rejected")
     assert ws.show("d", columns=[]).ids == ws.selection("d").ids  # without decision: the kept rows, as before
+
+
+def test_show_counts_a_decisions_rows_still_in_the_pool(ws):
+    """ws.show(name, decision=...) shows the rows still in the pool, but counted every row of the decision: with
+    two rejected rows gone (a re-run on an edited source), it said "3 rejected, showing the first 1" over all of
+    them."""
+    ws.select(method="deita", name="d", budget=8, max_cosine_similarity=0.9)
+    refused = [r["id"] for r in ws.selection("d").rows(decision="rejected")]
+    ws.keep_rows(set(ws.ids) - set(refused[:2]))
+    view = ws.show("d", decision="rejected", columns=[])
+    assert view.ids == refused[2:]
+    assert repr(view).startswith("selection 'd': 1 rejected (2 more no longer in the pool)\n")
