@@ -1,4 +1,5 @@
-"""The report draws user text (tag names) as written, never as matplotlib maths, and refuses a sample count it cannot show."""
+"""The report draws user text (tag names) as written, never as matplotlib maths, refuses a sample count it cannot show,
+and says what a sample count of 0 or rows gone from the pool leave out."""
 
 import io
 
@@ -92,3 +93,21 @@ def test_a_selection_named_in_chinese_draws_every_plot_without_a_missing_glyph(t
         for _, fig in drawn:
             figure_bytes(fig)
     assert {"embedding map", "tag coverage", "rows by format"} <= {title for title, _ in drawn}
+
+
+def test_samples_zero_says_none_were_asked_for_not_that_no_row_was_dropped(tmp_path):
+    """samples=0 drew "kept by dedup (first 0 in rank order)" over an empty block and "no row was dropped" where a
+    row was; rows no longer in the pool (a re-run on an edited source) read the same."""
+    from curate.report.html import report_html
+
+    ws = Workspace(tmp_path / "ws")  # a trailing space makes another row of the same text: dropped as a duplicate
+    ws.load([{"instruction": t, "output": "an answer"} for t in ("question 0", "question 0  ", "question 1")])
+    ws.select(method="exact", name="dedup")
+    assert ws.selection("dedup").decisions()["duplicate"] == 1
+    page = report_html(ws, selection="dedup", samples=0)
+    assert "no sample rows: samples=0 (--samples 0) asks for none" in page
+    assert "no row was dropped" not in page and "first 0 in rank order" not in page
+    dropped = [r["id"] for r in ws.selection("dedup").rows() if r["decision"] != "kept"]
+    ws.keep_rows(set(ws.ids) - set(dropped))
+    page = report_html(ws, selection="dedup", samples=5)
+    assert "no row was dropped" not in page and "none of them is in the pool now" in page

@@ -63,6 +63,8 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
     """The first kept rows (rank from 1) and one dropped row per (decision, reason code)."""
     if not selection:
         return "<p class='missing'>no selection yet, so no kept or dropped rows to show</p>"
+    if samples == 0:  # "first 0" over an empty block, and "no row was dropped" where rows were
+        return "<p class='sub'>no sample rows: samples=0 (--samples 0) asks for none</p>"
     sel, pool_ids = ws.selection(selection), ws.pool.data.table.column("id")  # rows still in the pool
     notes: dict[str, str] = {}
     for r in sel.rows(decision=Decision.KEPT.value, ids=pool_ids, limit=samples):
@@ -74,10 +76,12 @@ def samples_section(ws: Workspace, selection: str | None, samples: int) -> str:
     columns = list(ws.columns)
     kept_view = RowsView(ws, kept, columns, notes=notes)
     dropped_view = RowsView(ws, dropped, columns, notes=notes)
-    return ((f"<h3>kept by {esc(selection)} (first {len(kept)} in rank order)</h3>{kept_view.html_block()}" if len(sel)
-             else f"<h3>kept by {esc(selection)}</h3><p>no row kept</p>")  # not "first 0" over an empty block
+    gone = "<p>none of them is in the pool now (a re-run on an edited source removed them)</p>"
+    any_dropped = sum(n for d, n in sel.decisions().items() if d != Decision.KEPT)
+    return ((f"<h3>kept by {esc(selection)} (first {len(kept)} in rank order)</h3>{kept_view.html_block()}" if kept
+             else f"<h3>kept by {esc(selection)}</h3>" + (gone if len(sel) else "<p>no row kept</p>"))
             + f"<h3>dropped by {esc(selection)} (one per reason)</h3>"
-            + (dropped_view.html_block() if dropped else "<p>no row was dropped</p>"))
+            + (dropped_view.html_block() if dropped else gone if any_dropped else "<p>no row was dropped</p>"))
 
 
 def report_html(ws: Workspace, selection: str | None = None, samples: int = REPORT.samples) -> str:
