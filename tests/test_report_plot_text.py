@@ -111,3 +111,18 @@ def test_samples_zero_says_none_were_asked_for_not_that_no_row_was_dropped(tmp_p
     ws.keep_rows(set(ws.ids) - set(dropped))
     page = report_html(ws, selection="dedup", samples=5)
     assert "no row was dropped" not in page and "none of them is in the pool now" in page
+
+
+def test_score_histograms_of_no_columns_is_refused_naming_the_pools_score_columns(tmp_path):
+    """score_histograms(ws, []) said "no score columns yet: score the pool first" of a scored pool."""
+    import pytest
+
+    from curate.errors import OptionError
+    from curate.report.plots import score_histograms
+
+    ws = _tagged(tmp_path, [["a"], ["b"], ["c"]])
+    ws.add_column("quality", [1.0, 2.0, 3.0], {"kind": "scorer", "method": "hand-written", "granularity": "row"})
+    with pytest.raises(OptionError, match=r"columns=\[\] names no column: give one or more, or leave it out for "
+                                          r"every score column \(quality\)"):
+        score_histograms(ws, [])
+    assert [ax.get_title() for ax in score_histograms(ws).axes if ax.axison] == ["quality"]

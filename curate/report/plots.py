@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from matplotlib.figure import Figure
 
+from curate.errors import OptionError
 from curate.report.embedding_plot import embedding_map, pca_coordinates, project_2d  # noqa: F401  (read from here too)
 from curate.report.figures import NotebookFigure, figure_data_uri  # noqa: F401  (read from here too)
 from curate.report.plot_inputs import (  # the colours and MissingInput are read from here too
@@ -57,6 +58,9 @@ T = TypeVar("T")
 def score_histograms(ws: Workspace, columns: str | list[str] | None = None, selection: str | None = None) -> Figure:
     """One histogram per score column; the selection's kept rows overlaid when ``selection`` is given."""
     _need_pool(ws)
+    if columns is not None and not column_names(columns):  # said "no score columns yet" of a scored pool
+        raise OptionError(f"score_histograms: columns={columns!r} names no column: give one or more, or leave it out "
+                          f"for every score column ({', '.join(numeric_columns(ws)) or 'none yet'})")
     columns = numeric_columns(ws) if columns is None else column_names(columns)
     if not columns:
         raise MissingInput("no score columns yet: score the pool (judges or scorers) first")
