@@ -46,9 +46,16 @@ def test_load_info_and_coverage_are_dicts_shown_as_one_line_and_html(tmp_path):
     ws.add_selection("two", ws.ids[:2], ["kept"] * 2, ["selected"] * 2, [None] * 2, {"method": "manual"})
     info = ws.info()
     assert info["rows"] == 6 and list(info["columns"]) == ["tags"] and json.loads(json.dumps(info))["rows"] == 6
-    assert repr(info) == (f"WorkspaceInfo({str(ws.path)!r}: 6 rows; 1 columns, 0 embeddings, 1 selections, "
+    assert repr(info) == (f"WorkspaceInfo({str(ws.path)!r}: 6 rows; 1 column, 0 embeddings, 1 selection, "
                           "0 label sets, 0 damaged)")
     assert info._repr_html_() == ws._repr_html_()
+    # shown later, after the workspace changed: the dict holds it as it was, the view (read now) says so
+    ws.add_column("more", [["x"]] * 6, {"kind": "tags", "granularity": "row"})
+    later = info._repr_html_()
+    assert list(info["columns"]) == ["tags"] and "<td>more</td>" in later
+    assert ("the workspace has changed since this info was taken (6 rows; 1 column, 0 embeddings, 1 selection, 0 label "
+            "sets, 0 damaged): shown here as it is now; the dict holds it as it was") in later
+    assert "has changed" not in ws.info()._repr_html_() and later.endswith(ws._repr_html_().split("<div>", 1)[1])
 
     cover = coverage_report(ws, "two", tags_column="tags", seeds=3)
     assert cover["rows"] == 2 and cover["coverage"] == 2 / 3

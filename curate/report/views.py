@@ -222,22 +222,32 @@ class WorkspaceInfo(dict):
         self.workspace = ws
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{len(self.get(k) or ()):,} {k.replace('_', ' ')}"
-                           for k in ("columns", "embeddings", "selections", "label_sets", "damaged"))
-        return f"WorkspaceInfo({self['path']!r}: {self['rows']:,} rows; {counts})"
+        return f"WorkspaceInfo({self['path']!r}: {_info_counts(self)})"
 
     def _repr_html_(self) -> str:
-        return workspace_html(self.workspace)
+        return workspace_html(self.workspace, taken=self)
 
 
-def workspace_html(ws: Workspace) -> str:
-    """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections, label sets."""
+def _info_counts(info: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n:,} {k.replace('_', ' ')[:-1] if n == 1 and k.endswith('s') else k.replace('_', ' ')}"
+                       for k in ("columns", "embeddings", "selections", "label_sets", "damaged")
+                       for n in [len(info.get(k) or ())])  # "1 column", not "1 columns"
+    return f"{info['rows']:,} rows; {counts}"
+
+
+def workspace_html(ws: Workspace, taken: dict[str, Any] | None = None) -> str:
+    """The notebook view of a workspace: rows, formats, sources, column stats, embeddings, selections, label sets.
+    ``taken``: an earlier ``ws.info()`` being shown (its column stats and selections' rows are read now, so the view
+    is of the workspace now): where the workspace has changed since, the view says so and what the dict holds."""
     with ws.reading():  # a column's stats read it more than once
-        return _workspace_html(ws)
+        return _workspace_html(ws, taken)
 
 
-def _workspace_html(ws: Workspace) -> str:
+def _workspace_html(ws: Workspace, taken: dict[str, Any] | None = None) -> str:
     info = ws.info()
+    changed = (f"<p class='curate-warn'>the workspace has changed since this info was taken ({esc(_info_counts(taken))}"
+               f"): shown here as it is now; the dict holds it as it was</p>"
+               if taken is not None and dict(taken) != dict(info) else "")
     fmts = ", ".join(f"{k}: {v:,}" for k, v in info["formats"].items())
     cols = column_stats_table(ws, info["columns"]) if info["columns"] else "<p>no derived columns yet</p>"
     embs = "".join(f"<li>embeddings <b>{esc(n)}</b>: {m['shape'][0]:,} x {m['shape'][1]}{esc(_of_text(m))} "
@@ -252,7 +262,7 @@ def _workspace_html(ws: Workspace) -> str:
                    + (f", {s['rejects']:,} rejected" if s.get("rejects") else "") + "</li>" for s in sources(ws))
     damaged = "".join(f"<li class='curate-warn'>damaged {esc(d['kind'])} <b>{esc(d['name'])}</b>: {esc(d['path'])}: "
                       f"{esc(d['problem'])}; {esc(d['fix'])}</li>" for d in found.values())
-    return (f"{style()}<div><b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
+    return (f"{style()}<div>{changed}<b>curate workspace</b> <code>{esc(info['path'])}</code><br>"
             f"{info['rows']:,} rows ({esc(fmts) or 'no pool yet'})<ul>{srcs}{embs}{sels}{labs}{damaged}"
             f"{_last_run_html(info.get('last_run'))}</ul>{cols}</div>")
 
