@@ -173,13 +173,15 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
     texts = [f"item {i} {markers[i // 4]}" if i % 4 == 0 and i // 4 < len(markers) else f"item {i}" for i in range(40)]
     ws = _workspace(tmp_path, [{"messages": [{"role": "user", "content": t}]} if i in (2, 3)  # no assistant reply
                                else {"instruction": t, "input": "", "output": "a reply"} for i, t in enumerate(texts)])
-    # a [timeoutx2] row's 2 attempts wait 0.3 s, then 0.6 s (a retry after a timeout waits twice as long): each
-    # hang outlasts both
-    with FaultServer(retry_after="0", hang_seconds=1.2) as srv:
+    # a [timeoutx2] row's 2 attempts wait 2 s, then 4 s (a retry after a timeout waits twice as long): each 8 s hang
+    # outlasts both (the server's stop waits for a hang still running). Only that row needs the timeout: any other
+    # row fails only if both its attempts miss theirs, 2 s and 4 s; at 0.3 s and 0.6 s a loaded machine's plain
+    # answer could, and the row failed "transient"
+    with FaultServer(retry_after="0", hang_seconds=8) as srv:
         args = ["score", ws.path, "--judge", "quality", "--base-url", srv.base_url, "--model", "fault",
                 "--max-retries", "1"]
         with pytest.warns(CurateWarning, match=r"quality: 12 of the 40 rows computed now failed"):
-            first = cli(*args, "--timeout", "0.3", "--keep-failed", exit_code=1)  # rows the server never answered fail the command
+            first = cli(*args, "--timeout", "2", "--keep-failed", exit_code=1)  # rows the server never answered fail the command
         assert "error: 6 rows not scored: the judge did not answer" in first and "re-run the command" in first
         listed = re.findall(r"^\s+\d+ x (\w+):", first, re.MULTILINE)  # every failure code, not the 3 commonest
         assert sorted(listed) == sorted({"transient", "http_error", "no_logprobs", "low_digit_mass", "no_response"}), first
@@ -192,7 +194,7 @@ def test_retry_failed_resends_exactly_the_transient_failures_of_a_30_percent_fau
             FailureCode.HTTP_ERROR, FailureCode.NO_LOGPROBS, FailureCode.LOW_DIGIT_MASS, FailureCode.NO_RESPONSE}
         before = srv.snapshot()
         # no row hangs now: a timeout a loaded machine's answer cannot miss (0.3 s timed a plain request out once under
-        # the full suite, and it was sent twice)
+        # the full suite, and it was sent twice: this run asserts each row is sent once)
         out = cli(*args, "--timeout", "30", "--retry-failed")
         after = srv.snapshot()
     resent = {k for k in after if after[k] != before.get(k, 0)}
