@@ -49,6 +49,11 @@ def test_a_digit_judge_asking_for_too_few_top_logprobs_is_refused_before_any_cal
         with pytest.raises(PromptError, match=rf"few{top}\.md: params\.top_logprobs: {top} cannot give a "
                                               r"digit_score prompt its score.*at least 6"):
             load_prompt(path)
+    no_logprobs = tmp_path / "nolp.md"  # was sent with logprobs: true, the file's false dropped in silence
+    no_logprobs.write_text("---\nname: nolp\noutput: {kind: digit_score, scale: [1, 6]}\nparams: {logprobs: false}"
+                           "\n---\n=== user ===\nRate {{ instruction }} from 1 to 6.\n")
+    with pytest.raises(PromptError, match=r"nolp\.md: params\.logprobs: false cannot apply to a digit_score prompt"):
+        load_prompt(no_logprobs)
     enough = tmp_path / "enough.md"
     enough.write_text("---\nname: enough\noutput: {kind: digit_score, scale: [0, 2]}\nparams: {top_logprobs: 3}"
                       "\n---\n=== user ===\nRate {{ instruction }} from 0 to 2.\n")
@@ -60,6 +65,8 @@ def test_a_digit_judge_asking_for_too_few_top_logprobs_is_refused_before_any_cal
     backend = OpenAIBackend(fault_server.base_url, "fault", api_key="k", max_retries=0)
     with pytest.raises(PromptError, match=r"quality\.md \(the params given with it\): params\.top_logprobs: 0"):
         Judge("quality", backend, params={"top_logprobs": 0})
+    with pytest.raises(PromptError, match=r"params\.logprobs: false cannot apply"):
+        Judge("quality", backend, params={"logprobs": False})
     with pytest.raises(PromptError, match=r"params\.top_logprobs: 2 cannot"):
         run_prompt("quality", [{"instruction": "plain", "response": "ok"}], backend,
                    ResponseCache(tmp_path / "c.sqlite"), progress=False, params={"top_logprobs": 2})

@@ -81,6 +81,10 @@ def check_digit_params(params: dict[str, Any], scale: tuple[int, int], where: st
             raise PromptError(f"{where}: params.{key}: {params[key]!r} cannot apply to a digit_score prompt: a digit "
                               f"judge always asks for one token (the score is read from that digit's probabilities); "
                               f"set {key}: 1 or leave it out (a longer answer needs kind: json or text)")
+    if params.get("logprobs") is False:  # sent as true anyway: the file said one thing and the request another
+        raise PromptError(f"{where}: params.logprobs: false cannot apply to a digit_score prompt: its score is read "
+                          f"from the first token's logprobs, so a digit judge always asks for them; leave it out (a "
+                          f"judge without logprobs needs kind: json or text)")
     top, (lo, hi) = params.get("top_logprobs"), scale
     if top is not None and not isinstance(top, bool) and isinstance(top, int) and top < hi - lo + 1:
         raise PromptError(f"{where}: params.top_logprobs: {top} cannot give a digit_score prompt its score: the "
