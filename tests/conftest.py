@@ -91,6 +91,9 @@ def shapes(tmp_path):
 
 _LAUNCHED: dict = {}  # the session's local server, launched at collection when a test will need it
 SERVER_START_S = 900.0  # on two busy cores the server's start-up can take minutes
+# the share of the other tests before those on the local server: ~80 s of one worker's tests in a clean-clone suite,
+# past the server's start-up (42 s after the workers' first test on a quiet machine), and far from the run's end
+SERVER_TESTS_AFTER = 0.08
 # under xdist: one worker runs each group (two Rays at once on two cores starve each other's Ray Data jobs). Only the
 # files whose tests start Ray: the group runs on one worker, and its length is the suite's (tests/test_scale_commits.py
 # and tests/test_scale_without_ray.py test the engine's parts without Ray, on either worker)
@@ -140,6 +143,9 @@ def pytest_configure(config):
     # trylast), not in addopts, which pytest refuses where xdist is not loaded (-p no:xdist).
     if hasattr(config.option, "maxworkerrestart") and config.option.maxworkerrestart is None:
         config.option.maxworkerrestart = "0"
+    # the work units go out in the order pytest_collection_modifyitems leaves the tests (see there), not largest first
+    if getattr(config.option, "dist", "no") == "loadgroup" and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     if not hasattr(config, "workerinput"):  # the controller (or the one process of -n 0), before workers start
         _write_bytecode_for_the_run()
 
@@ -155,21 +161,23 @@ def pytest_configure_node(node):
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(session, config, items):
     """Before the other hooks: tests on one shared resource (the vLLM server, the Ray cluster) form an xdist
-    group, so one worker runs them one after the other. After them (after -k/-m deselection): tests on the
-    local vLLM server run last and its server starts now, in the background: its minute of start-up (one core
-    on imports) overlaps the other tests instead of holding the session up. Under xdist the first worker to
-    get here starts it for all and announces it in the shared folder; the controller stops it at the end.
-    (--dist loadgroup hands out work units largest first (xdist's --loadscope-reorder, on by default): the Ray
-    group goes to one worker and the vLLM group to the other at the start, the latter waiting for the server.)"""
+    group, so one worker runs them one after the other. After them (after -k/-m deselection), the order the
+    work goes out in (pytest_configure turns xdist's largest-first reordering off): the Ray group first (the
+    longest unit, one worker's from the start), then the other tests, the tests on the local vLLM server after
+    SERVER_TESTS_AFTER of them. Its server starts now, in the background: its minute of start-up (one core on
+    imports) overlaps the other tests instead of holding the session up. (Largest first, the vLLM group went to
+    the second worker at the start, which then waited 42 s for the server, idle, in a clean-clone suite.) Under
+    xdist the first worker to get here starts it for all and announces it in the shared folder; the controller
+    stops it at the end."""
     for item in items:
         group = GROUPS["local_llm"] if _needs_server(item) else GROUPS.get(item.path.name)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
     result = yield
+    items[:] = _run_order(items)
     on_server = [item for item in items if _needs_server(item)]
     if not on_server or config.option.collectonly:
         return result
-    items[:] = [item for item in items if not _needs_server(item)] + on_server
     from curate.llm.local import LocalServer
 
     shared = _xdist_shared(config)
@@ -189,6 +197,18 @@ def pytest_collection_modifyitems(session, config, items):
                                "tmpdir": server.tmpdir}))
     os.replace(tmp, shared / "server.json")
     return result
+
+
+def _run_order(items: list) -> list:
+    """The Ray group's tests first, in their order, then the others with the local server's tests after
+    SERVER_TESTS_AFTER of them (by count)."""
+    on_ray = [item for item in items if not _needs_server(item)
+              and any(m.args == ("ray",) for m in item.iter_markers("xdist_group"))]
+    on_server = [item for item in items if _needs_server(item)]
+    taken = {id(item) for item in on_ray + on_server}
+    rest = [item for item in items if id(item) not in taken]
+    at = round(len(rest) * SERVER_TESTS_AFTER)
+    return on_ray + rest[:at] + on_server + rest[at:]
 
 
 def _launch_server(server):
