@@ -461,36 +461,8 @@ def test_ctrl_c_in_ws_embed_says_the_finished_work_is_kept_and_a_rerun_encodes_o
 
 
 
-_UNKNOWN_MODEL = """
-import sys
-import curate
-ws = curate.Workspace(sys.argv[1])
-try:
-    ws.embed(model="no-such-model", progress=False)
-except curate.CurateError as exc:
-    print(exc)
-"""
-
-
-def test_an_embedding_model_neither_a_folder_nor_cached_is_refused_after_one_question_to_the_hub(tmp_path):
-    """Online (HF_HUB_OFFLINE unset) with no way to the Hub, ws.embed(model="no-such-model") showed ~70 s of
-    huggingface_hub's "Retrying in Ns [Retry k/5]" before its error: now the Hub is asked once (``model_info``)."""
-    import curate
-    from tests.conftest import write_jsonl
-
-    ws = curate.Workspace(tmp_path / "ws")
-    ws.load(write_jsonl(tmp_path / "rows.jsonl", [{"instruction": "one", "input": "", "output": "ok"}]))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    done = subprocess.run([sys.executable, "-c", _UNKNOWN_MODEL, str(ws.path)], capture_output=True, text=True,
-                          env={**env, "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}, timeout=600)
-    assert done.stdout.startswith("embedding model no-such-model: not a local folder, and not in the Hugging Face "
-                                  "cache, and the Hugging Face Hub cannot give it: "), done.stdout + done.stderr[-2000:]
-    assert "Retry" not in done.stderr
-    assert not ws.embedding_sets
-
-
-_CORRUPT_CACHED_MODEL = """
-import os, shutil, sys
+_MODELS_THAT_DO_NOT_LOAD = """
+import json, os, shutil, sys
 from pathlib import Path
 import curate
 from curate.embed.encoder import default_model_path
@@ -501,26 +473,42 @@ shutil.copytree(default_model_path(), snapshot)
 (repo / "refs").mkdir()
 (repo / "refs" / "main").write_text("a" * 40)
 (snapshot / "config.json").write_text("{ not json")
-try:
-    curate.Workspace(sys.argv[1]).embed(model="someorg/mini", progress=False)
-except CurateError as exc:
-    print(exc)
+said = {}
+for name, offline in (("no-such-model", None), ("someorg/mini", "1")):
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = offline  # read where curate asks the Hub (the online case's import read none)
+    try:
+        curate.Workspace(sys.argv[1]).embed(model=name, progress=False)
+    except CurateError as exc:
+        said[name] = str(exc)
+print(json.dumps(said))
 """
 
 
-def test_a_cached_embedding_model_that_does_not_load_is_refused_with_its_own_error(tmp_path):
-    """A model in the Hugging Face cache whose config.json is corrupt: any error of the cache-only load sent it to the
-    Hub check, which offline said "not in the Hugging Face cache" though it is there. Only a cache miss asks the Hub;
-    another load error is one line with its own words (here transformers' "... is not a valid JSON file")."""
+def test_embedding_models_not_cached_or_not_loading_are_refused_in_their_own_words_after_one_question_at_most(tmp_path):
+    """Online (HF_HUB_OFFLINE unset) with no way to the Hub, ws.embed(model="no-such-model") showed ~70 s of
+    huggingface_hub's "Retrying in Ns [Retry k/5]" before its error: now the Hub is asked once (``model_info``).
+
+    A model in the Hugging Face cache whose config.json is corrupt (offline): any error of the cache-only load sent it
+    to the Hub check, which offline said "not in the Hugging Face cache" though it is there. Only a cache miss asks
+    the Hub; another load error is one line with its own words (here transformers' "... is not a valid JSON file").
+    (One process for both: each is a cold interpreter importing torch and sentence-transformers, ~7 s of CPU.)"""
+    import json
+
     import curate
     from tests.conftest import write_jsonl
 
     ws = curate.Workspace(tmp_path / "ws")
     ws.load(write_jsonl(tmp_path / "rows.jsonl", [{"instruction": "one", "input": "", "output": "ok"}]))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", _CORRUPT_CACHED_MODEL, str(ws.path)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    message = done.stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    done = subprocess.run([sys.executable, "-c", _MODELS_THAT_DO_NOT_LOAD, str(ws.path)], capture_output=True,
+                          text=True, env={**env, "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}, timeout=600)
+    said = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    assert said.get("no-such-model", "").startswith(
+        "embedding model no-such-model: not a local folder, and not in the Hugging Face cache, and the Hugging Face "
+        "Hub cannot give it: "), done.stdout + done.stderr[-2000:]
+    assert "Retry" not in done.stderr
+    message = said.get("someorg/mini", "")
     assert message.startswith("embedding model someorg/mini: loading it from the Hugging Face cache failed: "
                               "It looks like the config file at "), done.stdout + done.stderr[-2000:]
     assert message.endswith("config.json' is not a valid JSON file.") and "not in the Hugging Face cache" not in message
