@@ -119,18 +119,14 @@ def test_the_ray_load_counts_the_turn_keys_of_a_mapped_chat_field(local_ray, tmp
 
 def test_the_ray_engine_makes_the_checks_after_load_that_one_process_makes(local_ray, tmp_path):
     """Ray's load replaced the single-process load step whole, so its checks were skipped: a pool with a field named
-    quality stopped the run at the score step (the shipped scorer would write over the field), and a pool of
-    instructions alone was scored before the selection found nothing to select."""
+    quality stopped the run at the score step (the shipped scorer would write over the field: its run on Ray, in the
+    embed step's test below), and a pool of instructions alone was scored before the selection found nothing to
+    select."""
     from curate.errors import CurateError
     from curate.pipeline import run_pipeline
 
-    rows = [{"instruction": f"Task {i}: explain how a {w} works, step by step.", "output": f"A {w} works " * (i + 1),
-             "quality": ["good", "bad"][i % 2]} for i, w in enumerate(["pump", "clock", "lock", "valve", "lens", "gear"])]
-    ws = run_pipeline(write_jsonl(tmp_path / "pool.jsonl", rows), out=tmp_path / "ray", budget=3, report=False,
-                      engine="ray", progress=False).workspace
-    assert ws.selections["deita"]["params"]["sort_by"] == "complexity*quality_score"
-    assert ws.column("quality") == [r["quality"] for r in rows] and len(ws.selection("deita").ids) == 3
-    bare = write_jsonl(tmp_path / "bare.jsonl", [{"instruction": r["instruction"]} for r in rows])
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"instruction": f"Task {i}: explain how a {w} works, step by step."}
+                                                 for i, w in enumerate(["pump", "clock", "lock", "valve", "lens", "gear"])])
     with pytest.raises(CurateError, match="every row is an instruction without a response"):
         run_pipeline(bare, out=tmp_path / "bare", budget=3, report=False, engine="ray", progress=False)
     assert not (tmp_path / "bare" / "workspace" / "columns" / "complexity.arrow").exists()  # nothing was scored
@@ -153,10 +149,13 @@ def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors_and
     from curate.session import Workspace
     from tests.cli_in_process import curate_in_process
 
-    pool = write_jsonl(tmp_path / "pool.jsonl", [{"instruction": f"Task {i}: explain step {i} of the {w} plan.",
-                                                  "output": f"Step {i} of the {w} plan is done like this."}
-                                                 for i, w in enumerate("alpha beta gamma delta omega sigma".split())])
-    proc = curate_in_process("run", pool.name, "--budget", "2", "--out", "out", "--engine", "ray", "--no-report",
+    # the pool has a field named quality: the checks after Ray's load (the test above) let the run go on, the
+    # shipped scorer writing to a column of another name (one Ray run for both tests: its actors' starts)
+    rows = [{"instruction": f"Task {i}: explain step {i} of the {w} plan.",
+             "output": f"Step {i} of the {w} plan is done like this.", "quality": ["good", "bad"][i % 2]}
+            for i, w in enumerate("alpha beta gamma delta omega sigma".split())]
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    proc = curate_in_process("run", pool.name, "--budget", "3", "--out", "out", "--engine", "ray", "--no-report",
                              cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert local_ray.is_initialized()  # the run used the module's Ray, and left it running
@@ -165,8 +164,10 @@ def test_the_embed_step_on_ray_says_the_score_steps_pass_encoded_its_vectors_and
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["steps"]["embed"]["encoded"] == 6
     ws = Workspace.open(tmp_path / "out" / "workspace")
+    assert ws.selections["deita"]["params"]["sort_by"] == "complexity*quality_score"
+    assert ws.column("quality") == [r["quality"] for r in rows] and len(ws.selection("deita").ids) == 3
     for name, engine in (("the vectors", ws.embedding_sets["default"]["engine"]),
-                         ("the quality column", ws.column_provenance("quality")["engine"])):
+                         ("the quality column", ws.column_provenance("quality_score")["engine"])):
         # one file, one block, one actor, though the module's Ray has 2 CPUs
         assert local_ray.cluster_resources()["CPU"] == 2 and engine["actors"] == 1, (name, engine)
         assert engine["batch_rows"] == -(-6 // (1 * SCALE.calls_per_actor)), (name, engine)  # 6 rows in 4 calls
