@@ -32,14 +32,21 @@ def _closed_port() -> int:
 
 
 @pytest.mark.xdist_group("ray")
-def test_sigterm_reaches_curates_handler_while_ray_runs_and_after_it_stopped(tmp_path):
+def test_sigterm_reaches_curates_handler_while_ray_runs_and_a_reaper_that_fails_to_start_leaves_ray_to_its_release(
+        tmp_path):
     """Ray's core worker put Abseil's failure handler on SIGTERM in the driver: a SIGTERM during a pass printed a
     C++ stack trace ("*** SIGTERM received ... PC: @") before curate's line, and ray.shutdown() left SIGTERM at its
-    default, so one after the Ray steps killed the process outright (status -15: no line, no run.json)."""
+    default, so one after the Ray steps killed the process outright (status -15: no line, no run.json).
+
+    A reaper start failing with anything but OSError failed the engine's start while the Ray it had started ran
+    on, counted by no engine: nothing ever stopped it. (The reaper's own start made to fail, not Ray's.) One child,
+    one Ray start, for both (each was an interpreter and a Ray start of its own)."""
     proc = _python("""
         import os, signal, time
+        import ray
         from curate.cli.common import on_sigint
         from curate.errors import Terminated
+        from curate.scale import reaper
         from curate.scale.cluster import start_ray
 
         signal.signal(signal.SIGTERM, on_sigint)  # as curate.cli.main() does
@@ -52,26 +59,6 @@ def test_sigterm_reaches_curates_handler_while_ray_runs_and_after_it_stopped(tmp
             except Terminated:
                 print(when, flush=True)
 
-        ray, release = start_ray(None)
-        stopped_by_sigterm("while Ray runs")
-        release()
-        assert not ray.is_initialized()
-        stopped_by_sigterm("after Ray stopped")
-        """, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines() == ["while Ray runs", "after Ray stopped"]
-    assert "SIGTERM received" not in proc.stderr and "PC: @" not in proc.stderr
-
-
-@pytest.mark.xdist_group("ray")
-def test_a_reaper_that_fails_to_start_leaves_the_start_good_and_ray_stopped_by_its_release(tmp_path):
-    """A reaper start failing with anything but OSError failed the engine's start while the Ray it had started ran
-    on, counted by no engine: nothing ever stopped it. (The reaper's own start made to fail, not Ray's.)"""
-    proc = _python("""
-        import ray
-        from curate.scale import reaper
-        from curate.scale.cluster import start_ray
-
         def refused(roots):
             raise RuntimeError("refused by the test")
         reaper.watch = refused
@@ -81,12 +68,16 @@ def test_a_reaper_that_fails_to_start_leaves_the_start_good_and_ray_stopped_by_i
         except RuntimeError as exc:
             print(f"start failed ({exc}), Ray up: {ray.is_initialized()}")
         else:
-            print(f"started, Ray up: {ray.is_initialized()}")
+            print(f"started, Ray up: {ray.is_initialized()}", flush=True)
+            stopped_by_sigterm("while Ray runs")
             release()
-            print(f"released, Ray up: {ray.is_initialized()}")
+            print(f"released, Ray up: {ray.is_initialized()}", flush=True)
+            stopped_by_sigterm("after Ray stopped")
         """, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines() == ["started, Ray up: True", "released, Ray up: False"], proc.stdout
+    assert proc.stdout.splitlines() == ["started, Ray up: True", "while Ray runs", "released, Ray up: False",
+                                        "after Ray stopped"], proc.stdout + proc.stderr[-3000:]
+    assert "SIGTERM received" not in proc.stderr and "PC: @" not in proc.stderr
     assert "no reaper for the Ray started here (refused by the test)" in proc.stderr, proc.stderr[-3000:]
 
 
