@@ -50,43 +50,22 @@ def no_ray_running():
     yield
 
 
-def test_an_engine_closing_leaves_ray_and_its_settings_to_an_engine_of_another_thread_still_using_them(tmp_path):
-    """The engine that started Ray stopped it in its close() while another thread's engine was mid-pass: Ray Data
+def test_two_threads_starting_the_engine_at_once_start_one_ray_which_the_starters_close_leaves_to_the_other(
+        tmp_path, monkeypatch):
+    """Two threads checked ray.is_initialized() and called ray.init() without a lock: both started a Ray, and one
+    failed about 75 s later with Ray's raw "Perhaps you called ray.init twice by accident?", its Ray left behind.
+
+    And the engine that started Ray stopped it in its close() while another thread's engine was mid-pass: Ray Data
     then started a new local Ray from that thread, and about 70 s later Ray's core killed the whole process ("Failed
-    to connect to GCS"); the closing engine also put Ray Data's settings back under the running one."""
+    to connect to GCS"); the closing engine also put Ray Data's settings back under the running one. (One Ray start
+    for both: each test started and stopped a Ray of its own.)"""
     from curate.pipeline import Run, dedup
     from curate.scale import RayEngine
 
     assert not ray.is_initialized()
     context = ray.data.DataContext.get_current()
     before = context.raise_original_map_exception
-    shards = _shards(tmp_path / "shards", 24, 2)
-    first, second = RayEngine(), RayEngine()
-    runs = [Run(str(shards), tmp_path / name, budget=0, report=False) for name in ("first", "second")]
-    try:
-        with ThreadPoolExecutor(2) as threads:  # threads living through the test (see the test below for others)
-            threads.submit(first.load, runs[0]).result()  # started Ray
-            threads.submit(second.load, runs[1]).result()
-            threads.submit(first.close).result()
-            assert ray.is_initialized()  # the second engine still uses it
-            assert context.raise_original_map_exception is True  # and still runs under the engine's settings
-            selection = threads.submit(second.dedup, runs[1], dedup).result()
-        assert selection.decisions()["duplicate"] == 3
-    finally:
-        first.close()
-        second.close()
-    assert not ray.is_initialized()  # the last engine to close stopped the Ray an engine started
-    assert context.raise_original_map_exception == before
-    second.close()  # a second close changes nothing
-
-
-def test_two_threads_starting_the_engine_at_once_start_one_ray(monkeypatch):
-    """Two threads checked ray.is_initialized() and called ray.init() without a lock: both started a Ray, and one
-    failed about 75 s later with Ray's raw "Perhaps you called ray.init twice by accident?", its Ray left behind."""
-    from curate.scale import RayEngine
-
-    assert not ray.is_initialized()
-    real_init, calls, in_flight = ray.init, [], threading.Lock()
+    real_init, calls, in_flight, starter = ray.init, [], threading.Lock(), []
 
     def init(*args, **kwargs):  # the real ray.init, watched: a call while another runs is the race
         if not in_flight.acquire(blocking=False):
@@ -94,6 +73,7 @@ def test_two_threads_starting_the_engine_at_once_start_one_ray(monkeypatch):
             raise RuntimeError("ray.init called while another thread's ray.init was running")
         try:
             calls.append("init")
+            starter.append(threading.get_ident())
             time.sleep(0.5)  # the window Ray's own start-up (seconds) leaves the other thread
             return real_init(*args, **kwargs)
         finally:
@@ -105,18 +85,29 @@ def test_two_threads_starting_the_engine_at_once_start_one_ray(monkeypatch):
 
     def connect(engine):
         start.wait()
-        return engine.connect()
+        return engine.connect(), threading.get_ident()
 
+    shards = _shards(tmp_path / "shards", 24, 2)
+    runs = [Run(str(shards), tmp_path / name, budget=0, report=False) for name in ("first", "second")]
     try:
-        with ThreadPoolExecutor(2) as pool:
-            connected = [f.result() for f in [pool.submit(connect, e) for e in engines]]
-        assert calls == ["init"] and connected == [ray, ray]
-        engines[0].close()
-        assert ray.is_initialized()
+        with ThreadPoolExecutor(2) as threads:  # threads living through the test (see the test below for others)
+            connected = [f.result() for f in [threads.submit(connect, e) for e in engines]]
+            assert calls == ["init"] and [got for got, _ in connected] == [ray, ray]
+            # the engine whose thread started Ray closes first
+            first, second = engines if connected[0][1] == starter[0] else engines[::-1]
+            threads.submit(first.load, runs[0]).result()
+            threads.submit(second.load, runs[1]).result()
+            threads.submit(first.close).result()
+            assert ray.is_initialized()  # the second engine still uses it
+            assert context.raise_original_map_exception is True  # and still runs under the engine's settings
+            selection = threads.submit(second.dedup, runs[1], dedup).result()
+        assert selection.decisions()["duplicate"] == 3
     finally:
         for engine in engines:
             engine.close()
-    assert not ray.is_initialized()
+    assert not ray.is_initialized()  # the last engine to close stopped the Ray an engine started
+    assert context.raise_original_map_exception == before
+    second.close()  # a second close changes nothing
 
 
 def test_ray_started_by_an_engine_on_a_thread_that_ended_still_runs(tmp_path):
