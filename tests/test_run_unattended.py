@@ -253,24 +253,6 @@ def test_run_json_says_running_while_the_steps_run_not_the_last_runs_ok(tmp_path
     assert record["started_at"] > first["finished_at"]
 
 
-def test_a_new_folders_run_killed_mid_way_leaves_a_running_record(tmp_path):
-    """A new --out killed -9 during score held only workspace/: the running record was written over an earlier
-    run's folder only, a new one's first record at the end; a scheduler read no run.json at all."""
-    import signal
-
-    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "new"
-    with FaultServer(latency=1.0) as srv:
-        proc = subprocess.Popen(_run_args(pool, out, 3, srv, "--concurrency", "1"), env=_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _started(proc, srv)
-        record = json.loads((out / "run.json").read_text())  # while it runs
-        assert record["status"] == "running" and record["exit_code"] is None, record
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-    record = json.loads((out / "run.json").read_text())
-    assert record["status"] == "running" and record["finished_at"] is None and record["out"] == str(out), record
-
-
 def test_a_failed_load_in_a_users_folder_leaves_no_record(tmp_path):
     """The new folder's running record is written as the run takes it; a load that fails removes the workspace it
     made, and the record with it: the user's folder is as it was."""
@@ -348,20 +330,27 @@ def test_a_json_run_leaves_the_console_following_standard_output(tmp_path):
     assert info.returncode == 0 and " rows (alpaca " in info.stdout, (info.stdout, info.stderr)
 
 
-def test_a_run_killed_mid_way_leaves_a_record_of_the_steps_it_finished(tmp_path):
-    """run.json was written as the run took the folder and at its end only: a run killed -9 in its score step left
-    ``"steps_finished": []``, as if it had not loaded; each finished step is in it now, with the final record's counts."""
+def test_a_new_folders_run_killed_mid_way_leaves_a_running_record_of_the_steps_it_finished(tmp_path):
+    """A new --out killed -9 during score held only workspace/: the running record was written over an earlier
+    run's folder only, a new one's first record at the end; a scheduler read no run.json at all.
+
+    And run.json was written as the run took the folder and at its end only: a run killed -9 in its score step left
+    ``"steps_finished": []``, as if it had not loaded; each finished step is in it now, with the final record's counts.
+    (One run killed for both: each test started and killed a `curate run` process of its own.)"""
     import signal
 
-    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "run"
+    pool, out = _pool(tmp_path / "pool.jsonl", 12), tmp_path / "new"
     with FaultServer(latency=1.0) as srv:
         proc = subprocess.Popen(_run_args(pool, out, 3, srv, "--concurrency", "1"), env=_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _started(proc, srv)  # the judge is sending: the steps before score have finished
+        record = json.loads((out / "run.json").read_text())  # while it runs
+        assert record["status"] == "running" and record["exit_code"] is None, record
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "running" and record["exit_code"] is None and record["finished_at"] is None, record
+    assert record["out"] == str(out), record
     finished = record["steps_finished"]
     assert finished[0] == "load" and "score" not in finished and list(record["steps"]) == finished, record
     load = record["steps"]["load"]
