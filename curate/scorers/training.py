@@ -251,6 +251,10 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
                                 + (f" (left out: {left})" if left else "")
                                 + (f"; {target!r} was kept as JSON text when {as_json[0]} was loaded, as its values "
                                    f"mix types: make every value a number" if as_json else f"; {more}"))
+    values = {s for s in data.scores if math.isfinite(s)}
+    if len(values) < 2:  # a head learns nothing from one value: refused before any text is embedded or step taken
+        raise TooFewLabelsError(f"{data.source}: all {data.labelled:,} usable labels are {values.pop():g}; a scorer "
+                                "learns from labels that differ: label rows the judge scores otherwise")
     groups = len(set(map(str, data.groups)))
     if groups - (max(1, round(holdout * groups)) if holdout > 0 else 0) < k:  # as group_split holds groups out
         folds, group_by = python_and_cli("k=", "--folds"), python_and_cli("group_by=", "--group-by")

@@ -1,0 +1,42 @@
+"""Labels a scorer cannot learn from, and a saved scorer's folder meeting another machine, as a user meets them
+(scorers audit 4)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.errors import TooFewLabelsError
+from curate.exit_codes import exit_code
+from curate.scorers import train_scorer
+from curate.session import Workspace
+from tests.conftest import write_jsonl
+
+
+def _pool(tmp_path, labels: list[float | None], name: str = "ws") -> Workspace:
+    records = []
+    for i, label in enumerate(labels):
+        rec = {"instruction": f"Question {i}: tell me about topic {i}.", "output": "detail " * (3 + i % 10)}
+        if label is not None:
+            rec["gpt4"] = label
+        records.append(rec)
+    ws = Workspace(tmp_path / name)
+    ws.load(write_jsonl(tmp_path / f"{name}.jsonl", records))
+    return ws
+
+
+@pytest.mark.parametrize("kind", ["ridge", "cross-encoder"])
+def test_labels_of_one_value_are_refused_as_data_before_any_work(tmp_path, kind):
+    """A judge that gave every row one number: train-scorer exited 1 (a crash, by the exit-code table) with 'fitting
+    needs at least two rows with different scores', naming no column, after embedding every row (or loading the
+    cross-encoder); too few labels is bad input data, 65, naming the column and the value."""
+    from curate.cli import app
+
+    ws = _pool(tmp_path, [3.0] * 30 + [None] * 5)
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--folds", "3", "--kind", kind,
+                                   "--out", str(tmp_path / "sc")])
+    assert isinstance(res.exception, TooFewLabelsError) and exit_code(res.exception) == 65, res.output
+    assert "column gpt4: all 30 usable labels are 3" in str(res.exception)
+    assert not (tmp_path / "sc").exists() and not list((ws.cache_dir).rglob("*.npy"))  # nothing embedded or saved
+    with pytest.raises(TooFewLabelsError, match="all 30 usable labels are 3"):
+        train_scorer(ws, target="gpt4", k=3)
