@@ -40,3 +40,16 @@ def test_labels_of_one_value_are_refused_as_data_before_any_work(tmp_path, kind)
     assert not (tmp_path / "sc").exists() and not list((ws.cache_dir).rglob("*.npy"))  # nothing embedded or saved
     with pytest.raises(TooFewLabelsError, match="all 30 usable labels are 3"):
         train_scorer(ws, target="gpt4", k=3)
+
+
+def test_distil_whose_first_labels_are_one_value_says_so_as_data(tmp_path):
+    """distil's first random labels all one value (a judge that gives nearly every row a 3): it exited 1 with
+    fit_head's 'fitting needs at least two rows with different scores', after paying for the labels; now 65 with the
+    count, the value and what to do."""
+    from curate.cli import app
+
+    ws = _pool(tmp_path, [3.0] * 40)
+    res = CliRunner().invoke(app, ["distil", str(ws.path), "--target", "gpt4", "-n", "12", "--rounds", "1",
+                                   "--uncertain-k", "4", "--holdout-n", "6"])
+    assert isinstance(res.exception, TooFewLabelsError) and exit_code(res.exception) == 65, res.output
+    assert "all 12 labels of the first 12 random rows are 3" in str(res.exception)
