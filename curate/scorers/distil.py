@@ -322,9 +322,8 @@ def distil(ws, label_fn: LabelFn, *, scorer: Scorer | None = None, n: int = DIST
             scope = f"all {len(rows_asked)} labels failed"
         raise ScorerError(f"distil: {scope}: {top_reasons([failed[p] for p in rows_asked if p in failed])}")
     if len(set(labels.values())) < 2:  # no head learns from one value (fit_head said so, naming nothing)
-        raise TooFewLabelsError(f"distil: all {len(labels):,} labels of the first {n:,} random rows are "
-                                f"{next(iter(labels.values())):g}; a scorer learns from labels that differ: label "
-                                "more rows first (a larger n), or a judge whose scores spread")
+        raise TooFewLabelsError(f"distil: all {len(labels):,} labels of the first {n:,} random rows are {labels.popitem()[1]:g}; "
+                                "a scorer learns from labels that differ: label more rows first (a larger n)")
     history: list[dict[str, Any]] = []
     choices: dict[int, dict[str, Any]] = {}
     held_keys = np.array(sorted(held_labels))

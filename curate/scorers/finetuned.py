@@ -105,6 +105,7 @@ class CrossEncoderScorer(Scorer):
         self._net = None
         self._tok = None
         self._merged = None  # the LoRA-merged net that predicts (built on first use, dropped by fit)
+        self.loaded_from: Path | None = None  # the folder load() read it from, named when its weights do not fit
 
     # -- the network --------------------------------------------------------------------------------
     @staticmethod
@@ -153,7 +154,9 @@ class CrossEncoderScorer(Scorer):
                     load_tensors(self._net, self.weights)
                 except (ValueError, RuntimeError) as exc:  # weights saved for another base, LoRA rank or head
                     self._net = None
-                    raise ScorerError(f"{self!r}: its saved weights do not load into {base}: {exc}") from None
+                    where = self.loaded_from or repr(self)  # a folder (or base) refused: a setting, exit 78
+                    raise ScorerFolderError(f"{where}: its saved weights do not load into {base}: "
+                                            f"{exc}") from None
         return self._net, self._tok
 
     def _head_options(self, tok) -> dict[str, Any]:
@@ -362,6 +365,10 @@ class CrossEncoderScorer(Scorer):
                      base=None if not base or base.startswith("packaged") else base,
                      output_range=tuple(doc["output_range"]), **cls._saved_options(doc))
         scorer.weights = read_tensors(path / "adapter.safetensors", doc.get(SAVE_ID))
+        if fault := readermap.map_fault(scorer.weights):  # found when loaded, not after a pass over every row
+            raise ScorerError(f"{path}: adapter.safetensors holds {fault}: a damaged or hand-edited file; train the "
+                              "scorer again")
+        scorer.loaded_from = path
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer

@@ -105,11 +105,34 @@ def soft_clip(pred: np.ndarray, lo: float, hi: float, edge_share: float = SOFT_E
     return out
 
 
+def head_keys(head: str) -> set[str]:
+    """The arrays a fitted ``head`` predicts from (``feature_min``/``feature_max``: scorers saved since they were kept)."""
+    return {"feature_mean", "feature_scale", "coef", "intercept", "label_bounds"} | ({"classes"} if head != "ridge" else set())
+
+
+def head_fault(w: dict[str, np.ndarray], head: str) -> str | None:
+    """Why the saved arrays ``w`` are no fitted ``head`` (an array missing, or the per-feature arrays of unequal
+    widths: a damaged or hand-edited file), or None; the width against the features is checked when it predicts."""
+    if missing := sorted(head_keys(head) - set(w)):
+        return f"no {', '.join(missing)}"
+    widths = {name: np.shape(w[name])[-1] if np.ndim(w[name]) else None
+              for name in ("coef", "feature_mean", "feature_scale", "feature_min", "feature_max") if name in w}
+    if len(set(widths.values())) > 1:
+        return "per-feature arrays of different widths (" + ", ".join(f"{k} {v}" for k, v in widths.items()) + ")"
+    return None
+
+
+def check_saved_head(w: dict[str, np.ndarray], head: str, file: object) -> None:
+    """Refuse (a :class:`ScorerError` naming ``file``) saved arrays that are no fitted ``head`` (:func:`head_fault`)."""
+    if fault := head_fault(w, head):
+        raise ScorerError(f"{file} holds {fault}: a damaged or hand-edited file; train the scorer again")
+
+
 def predict_head(w: dict[str, np.ndarray], X: np.ndarray, head: str) -> np.ndarray:
     """Predictions on the judge's own label scale, inside the training labels' range (:func:`soft_clip`)."""
     if not w:
         raise ScorerError("this scorer is not fitted; call fit() or Scorer.load()")
-    need = {"feature_mean", "feature_scale", "coef", "intercept", "label_bounds"} | ({"classes"} if head != "ridge" else set())
+    need = head_keys(head)
     if need - set(w) or w["coef"].shape[-1] != X.shape[1]:
         raise ScorerError(f"the {head} head's weights do not fit this scorer (missing {sorted(need - set(w))}, or "
                           f"{w['coef'].shape[-1] if 'coef' in w else '?'} weights for {X.shape[1]} features): a damaged "

@@ -44,7 +44,7 @@ from curate.scorers.features import (
     turn_number,
     with_columns,
 )
-from curate.scorers.head import HEADS, OUTPUT_MAP, fit_head, predict_head
+from curate.scorers.head import HEADS, OUTPUT_MAP, check_saved_head, fit_head, predict_head
 from curate.scorers.metrics import figures_text, imitates_text
 from curate.scorers.overrides import OlderSignatures
 from curate.storage.columns import column_names
@@ -383,6 +383,7 @@ class Scorer(OlderSignatures):
                      embed_inputs=doc.get("embed_inputs"), columns=doc.get("columns", ()))
         scorer.weights = {k: np.asarray(v, dtype=np.float64) for k, v in saved.read_tensors(
             path / "head.safetensors", doc.get(saved.SAVE_ID)).items()}
+        check_saved_head(scorer.weights, scorer.head, path / "head.safetensors")  # when loaded, not once all is embedded
         scorer.metadata = doc.get("metadata", {})
         scorer.metrics = doc.get("metrics", {})
         return scorer

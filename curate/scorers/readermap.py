@@ -26,6 +26,19 @@ def quantile_map(raw: np.ndarray, labels: np.ndarray, points: int = 21) -> tuple
     return x, np.maximum.accumulate(y)
 
 
+def map_fault(weights: dict[str, np.ndarray]) -> str | None:
+    """Why ``weights`` hold no usable calibration map (``calibration.x`` / ``.y``: equal-length 1-D arrays of at
+    least two finite knots, ``x`` in increasing order, as :func:`quantile_map` writes them), or None when they do."""
+    if "calibration.x" not in weights or "calibration.y" not in weights:
+        return "no calibration map (calibration.x and calibration.y)"
+    x, y = (np.asarray(weights[f"calibration.{a}"]) for a in "xy")
+    if x.ndim != 1 or y.shape != x.shape or len(x) < 2:
+        return f"a calibration map of {x.shape} and {y.shape} knots, not two equal lists of 2 or more"
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.diff(x) >= 0)):
+        return "a calibration map whose knots are not finite and in increasing order"
+    return None
+
+
 OUTPUT_MAP = "quantile-dequantised+logistic-2"  # names apply_map; the cross-encoder scorer's fingerprint includes it
 TIE_BREAK_SHARE = 0.02  # share of the calibrated score given to a logistic map of the raw score (see apply_map)
 
