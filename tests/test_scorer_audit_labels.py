@@ -53,3 +53,44 @@ def test_distil_whose_first_labels_are_one_value_says_so_as_data(tmp_path):
                                    "--uncertain-k", "4", "--holdout-n", "6"])
     assert isinstance(res.exception, TooFewLabelsError) and exit_code(res.exception) == 65, res.output
     assert "all 12 labels of the first 12 random rows are 3" in str(res.exception)
+
+
+def _split_overlap(data, holdout: float = 0.25, seed: int = 0) -> int:
+    """Held-out turns whose texts a training turn has too, under the split every evaluation draws."""
+    from curate.scorers.evaluation import group_split
+
+    train, test = group_split(len(data), data.groups, holdout, seed)
+    seen = {(data.turns[i].instruction, data.turns[i].response) for i in train}
+    return sum((data.turns[i].instruction, data.turns[i].response) in seen for i in test)
+
+
+def test_one_text_never_lands_on_both_sides_of_a_split(tmp_path):
+    """Evol labels grouped by seed id kept two seeds of one instruction (a pool's repeated row: ids x and x-2) in two
+    groups: 18 of 24 held-out versions had their exact text among the training labels, and the held-out figure
+    measured recall. Identical texts now share a group, with every version of their seeds; a judge column's turn
+    that repeats another row's turn joins that row's group too."""
+    from curate.scorers import from_column, from_label_set
+
+    records = []
+    for s in range(20):
+        for sid in (f"seed{s}", f"seed{s}-2"):
+            for step in range(3):
+                records.append({"text": f"Task {s}: do thing {s}" + " and more" * step, "score": float(1 + step),
+                                "seed_id": sid, "step": step, "operation": "deepening"})
+    data = from_label_set(records, "evol_complexity")
+    assert len(set(data.groups)) == 20 and _split_overlap(data) == 0
+    ws = Workspace(tmp_path / "ws")
+    ws.add_labels("evol_complexity", records, {"method": "evol", "kind": "complexity", "scale": [1, 3]})
+    result = train_scorer(ws, labels="evol_complexity", k=3, holdout=0.25, features=["length"])
+    assert len(set(result.data.groups)) == 20 and result.evaluation.n_holdout == 5 * 6  # 5 of 20 seeds' instructions
+
+    rows = [{"messages": [{"role": "user", "content": f"Opening {i}?"}, {"role": "assistant", "content": f"A {i}."},
+                              {"role": "user", "content": f"Follow-up {i}?"}, {"role": "assistant", "content": "B."}],
+             "j": [1.0, 2.0 + i % 3]} for i in range(12)]
+    rows += [{"messages": [{"role": "user", "content": f"Follow-up {i}?"}, {"role": "assistant", "content": "B."}],
+              "j": [2.0 + i % 3]} for i in range(12)]  # each follow-up again, as a row of its own
+    pool = Workspace(tmp_path / "pool")
+    pool.load(write_jsonl(tmp_path / "pool.jsonl", rows))
+    data = from_column(pool, "j")
+    assert len(data) == 36 and len(set(data.groups)) == 12 and _split_overlap(data) == 0
+

@@ -18,7 +18,7 @@ from typing import Any
 
 from curate.errors import ScorerOptionError, WorkspaceError
 from curate.rows import Turn
-from curate.scorers.features import finite_number, to_turn, turn_number, unreadable, with_columns
+from curate.scorers.features import finite_number, to_turn, turn_number, turn_text, unreadable, with_columns
 from curate.scorers.label_scales import JudgeScale
 
 # Pool columns that hold the rows themselves, never labels.
@@ -62,6 +62,25 @@ class TrainingData:
         self.pairs += [(a + offset, b + offset) for a, b in other.pairs]
         self.skipped.update(other.skipped)
         self.rows += other.rows
+        self.join_duplicate_groups()
+
+    def join_duplicate_groups(self) -> None:
+        """Put turns whose texts read are identical in one group, with every turn of their groups: a split then never
+        has one text on both sides. Groups by row or seed id alone kept repeats apart (a pool's repeated row, two Evol
+        seeds of one instruction), and a held-out figure counted texts the scorer had been fitted on."""
+        parent: dict[str, str] = {}
+
+        def root(group: str) -> str:
+            while parent.setdefault(group, group) != group:
+                parent[group] = group = parent[parent[group]]
+            return group
+
+        first: dict[tuple[str | None, ...], str] = {}
+        for turn, group in zip(self.turns, self.groups, strict=True):
+            seen = root(first.setdefault(tuple(turn_text(turn, r) for r in self.reads), group))
+            if root(group) != seen:
+                parent[root(group)] = seen
+        self.groups = [root(g) for g in self.groups]
 
     def leave_out_outside(self, low: float, high: float, reason: str) -> int:
         """Leave out every label outside the judge's scale ``low..high``, counted under ``reason``, never clipped: a
@@ -148,6 +167,7 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
                      {c: finite_number(record.get(c)) for c in data.columns}):
             kept[i] = len(data) - 1
     data.pairs = [(kept[a], kept[b]) for a, b in ordered if a in kept and b in kept]
+    data.join_duplicate_groups()
     return data
 
 
@@ -285,4 +305,5 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
                 data.skipped["no numeric value"] += 1
             else:
                 data.keep(turn, score, group, {name: turn_number(v[r], t) for name, v in feature_values.items()})
+    data.join_duplicate_groups()
     return data
