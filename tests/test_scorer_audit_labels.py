@@ -94,3 +94,17 @@ def test_one_text_never_lands_on_both_sides_of_a_split(tmp_path):
     data = from_column(pool, "j")
     assert len(data) == 36 and len(set(data.groups)) == 12 and _split_overlap(data) == 0
 
+
+@pytest.mark.parametrize(("scores", "said"), [([1, 2, float("nan"), 4, 5, 3], "score 2 is nan"),
+                                              ([1, 2, "high", 4, 5, 3], "score 2 is 'high'"),
+                                              ([2] * 6, "at least two rows with different scores")])
+def test_a_cross_encoder_fit_refuses_a_label_that_is_no_number_as_the_ridge_fit_does(scores, said):
+    """CrossEncoderScorer.fit took a NaN label: it fine-tuned on a NaN target, and the fitted scorer scored every
+    row NaN (saved so, too); a label 'high' was Python's 'could not convert string to float'."""
+    from curate.errors import ScorerError
+    from curate.scorers import CrossEncoderScorer, Scorer
+
+    rows = [{"instruction": f"Question {i}?", "response": "answer " * (i + 1)} for i in range(6)]
+    for cls in (CrossEncoderScorer, Scorer):
+        with pytest.raises(ScorerError, match=said):
+            cls(reads=["instruction", "response"]).fit(rows, scores, **({"epochs": 1} if cls is CrossEncoderScorer else {}))

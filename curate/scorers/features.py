@@ -115,6 +115,24 @@ def finite_number(value: Any) -> float | None:
     return float(value)
 
 
+def label_values(rows: Sequence[Row], scores: Sequence[Any] | None) -> list[float]:
+    """The labels a ``fit(rows, scores)`` learns from, as floats (``scores`` None: the rows' ``score`` fields); refused
+    unless every one is a finite number, one per row, and two of them differ (checked before any text is read)."""
+    if scores is None:
+        if not all(isinstance(r, Mapping) and "score" in r for r in rows):
+            raise ScorerError("fit(rows) without scores needs label records with a 'score' column "
+                              "(e.g. ws.labels(name)); or pass fit(rows, scores)")
+        scores = [r["score"] for r in rows]
+    bad = next((i for i, s in enumerate(scores) if finite_number(s) is None), None)
+    if bad is not None:
+        raise ScorerError(f"score {bad} is {scores[bad]!r}: every score must be a finite number")
+    if len(rows) != len(scores):
+        raise ScorerError(f"{len(rows)} rows but {len(scores)} scores")
+    if len({float(s) for s in scores}) < 2:  # no rows, one row, or one score
+        raise ScorerError(f"fitting needs at least two rows with different scores, got {len(rows)} row(s)")
+    return [float(s) for s in scores]
+
+
 def turn_number(value: Any, t: int) -> float | None:
     """Turn ``t``'s number in a column's value for a row: a per-turn list (a turn step's column) or one row
     value; None when there is no finite number."""

@@ -24,7 +24,7 @@ from curate.defaults import DEITA, EMBED, SCORER, TRAIN
 from curate.errors import ScorerError, ScorerFolderError
 from curate.hardware import import_torch
 from curate.quiet import quiet_transformers
-from curate.scorers.features import Row, input_texts
+from curate.scorers.features import Row, input_texts, label_values
 from curate.scorers.model import KINDS, Scorer, training_fingerprint
 from curate.scorers.saved import SAVE_ID, read_tensors, save_scorer_folder
 from curate.storage.files import folder_fingerprint
@@ -256,11 +256,7 @@ class CrossEncoderScorer(Scorer):
         the same fit continues from it (after a kill) or reads the finished run back (:mod:`curate.scorers.checkpoint`);
         the calibration pass's forward passes are cached there too."""
         rows = list(rows)
-        if scores is None:
-            scores = [r["score"] for r in rows]
-        y = np.asarray([float(s) for s in scores], dtype=np.float64)
-        if len(y) != len(rows) or len(y) < 2 or np.ptp(y) == 0:
-            raise ScorerError("fitting needs at least two rows with different scores, one score per row")
+        y = np.asarray(label_values(rows, scores), dtype=np.float64)  # a NaN label trained a net that scores NaN
         ins, res = self._texts(rows)
         torch = import_torch()
         base_files = None

@@ -35,8 +35,8 @@ from curate.scorers.features import (
     Row,
     column_values,
     feature_matrix,
-    finite_number,
     input_texts,
+    label_values,
     measure_texts,
     missing_inputs,
     n_stat_columns,
@@ -195,19 +195,7 @@ class Scorer(OlderSignatures):
         quality labels add ``instruction``, and ``text`` is then the response) or a list of dicts with
         ``instruction`` (+ ``response``) and ``score``."""
         rows = list(rows)
-        if scores is None:
-            if not all(isinstance(r, dict) and "score" in r for r in rows):
-                raise ScorerError("fit(rows) without scores needs label records with a 'score' column "
-                                  "(e.g. ws.labels(name)); or pass fit(rows, scores)")
-            scores = [r["score"] for r in rows]
-        bad = next((i for i, s in enumerate(scores) if finite_number(s) is None), None)
-        if bad is not None:
-            raise ScorerError(f"score {bad} is {scores[bad]!r}: every score must be a finite number")
-        scores = [float(s) for s in scores]
-        if len(rows) != len(scores):
-            raise ScorerError(f"{len(rows)} rows but {len(scores)} scores")
-        if len(set(scores)) < 2:  # before embedding anything: no rows, one row, or one score
-            raise ScorerError(f"fitting needs at least two rows with different scores, got {len(rows)} row(s)")
+        scores = label_values(rows, scores)
         emb = self.embed(rows)
         self.fit_features(self.featurize(emb), scores)
         texts = input_texts(rows, self.reads)
