@@ -85,3 +85,15 @@ def test_cross_encoder_weights_that_do_not_fit_its_net_name_the_folder_as_a_sett
     res = CliRunner().invoke(app, ["score", str(ws.path), "--scorer", str(folder), "--column", "q"])
     assert exit_code(res.exception) == 78, res.output
     assert str(res.exception).startswith(f"{folder}: its saved weights do not load") and "head.bias" in str(res.exception)
+
+
+def test_a_folder_named_as_a_shipped_scorer_says_it_is_read_first(tmp_path, monkeypatch):
+    """Run where a folder 'quality' (no scorer) lies, --scorer quality said 'quality: not a saved scorer (no
+    scorer.json); shipped: complexity, complexity_ridge, quality, quality_ce': refused, naming quality as shipped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quality").mkdir()
+    with pytest.raises(ScorerFolderError, match=f"quality: the name of a shipped scorer, and of {tmp_path}/quality, "
+                                                "which is read first"):
+        Scorer.load("quality")
+    shutil.copytree(WEIGHTS_DIR / "complexity_ridge", tmp_path / "quality", dirs_exist_ok=True)
+    assert Scorer.load("quality").column == "complexity_ridge"  # a saved scorer there is the one meant

@@ -352,8 +352,12 @@ class Scorer(OlderSignatures):
 
     @classmethod
     def _load_folder(cls, path: Path, directory: str | os.PathLike) -> Scorer:
-        if not path.exists() and (str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()):
+        shipped = str(directory) in DEFAULT_SCORERS or (WEIGHTS_DIR / str(directory)).is_dir()
+        if not path.exists() and shipped:
             path = WEIGHTS_DIR / str(directory)  # a shipped scorer by name (complexity, quality, quality_ce, ...)
+        elif shipped and not (path / "scorer.json").is_file():  # said 'quality: not a saved scorer; shipped: ..., quality'
+            raise ScorerError(f"{directory}: the name of a shipped scorer, and of {path.absolute()}, which is read first "
+                              "and holds no saved scorer (no scorer.json): rename that, or run from another folder")
         return saved.load_folder(path, cls, Scorer)
 
     @classmethod
