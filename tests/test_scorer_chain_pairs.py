@@ -198,7 +198,7 @@ def test_a_judge_that_gives_one_number_to_nearly_everything_still_yields_a_score
     assert _chain_order(result.scorer, fresh) > 0.8
     flat = [{**r, "score": 1.0} for r in rows]
     ws.add_labels("flat", flat, {"kind": "complexity"})
-    with pytest.raises(ScorerError, match="different scores"):  # no spread anywhere: nothing to put on a scale
+    with pytest.raises(ScorerError, match="labels that differ"):  # no spread anywhere: nothing to put on a scale
         train_scorer(ws, labels="flat", chain_pairs=True)
 
 
