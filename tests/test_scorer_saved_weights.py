@@ -97,3 +97,17 @@ def test_a_folder_named_as_a_shipped_scorer_says_it_is_read_first(tmp_path, monk
         Scorer.load("quality")
     shutil.copytree(WEIGHTS_DIR / "complexity_ridge", tmp_path / "quality", dirs_exist_ok=True)
     assert Scorer.load("quality").column == "complexity_ridge"  # a saved scorer there is the one meant
+
+
+def test_a_scorer_trained_on_a_base_folder_of_another_machine_names_itself(tmp_path):
+    """A cross-encoder saved with --base /home/alice/models/minilm, scored elsewhere, said only 'base
+    /home/alice/models/minilm: the base model folder does not exist', naming neither the scorer nor a way on."""
+    import json
+
+    folder = shutil.copytree(WEIGHTS_DIR / "quality_ce", tmp_path / "ce")
+    doc = json.loads((folder / "scorer.json").read_text())
+    (folder / "scorer.json").write_text(json.dumps({**doc, "base": str(tmp_path / "alice" / "minilm")}))
+    with pytest.raises(ScorerFolderError) as err:
+        Scorer.load(folder).predict([{"instruction": "Question?", "response": "Answer."}])
+    assert str(err.value).startswith(f"{folder}: trained on a base model folder that is not here: base "
+                                     f"{tmp_path}/alice/minilm: the base model folder does not exist; put that model")

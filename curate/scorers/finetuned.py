@@ -143,7 +143,7 @@ class CrossEncoderScorer(Scorer):
         if self._net is None:
             from transformers import AutoTokenizer
 
-            check_base_folder(self.base)  # a saved scorer's base may have moved since it was trained
+            self._check_saved_base()  # a saved scorer's base may have moved since it was trained
             base = self.base or self.default_base()
             self._tok = AutoTokenizer.from_pretrained(base)
             with quiet_transformers():  # crossencoder.py imports no curate module (see its docstring)
@@ -158,6 +158,16 @@ class CrossEncoderScorer(Scorer):
                     raise ScorerFolderError(f"{where}: its saved weights do not load into {base}: "
                                             f"{exc}") from None
         return self._net, self._tok
+
+    def _check_saved_base(self) -> None:
+        """:func:`check_base_folder` of ``base``, naming the scorer folder that records it (another machine's path)."""
+        try:
+            check_base_folder(self.base)
+        except ScorerFolderError as exc:
+            if self.loaded_from is None:
+                raise
+            raise ScorerFolderError(f"{self.loaded_from}: trained on a base model folder that is not here: {exc}; put "
+                                    "that model there, or name where it is as 'base' in its scorer.json") from None
 
     def _head_options(self, tok) -> dict[str, Any]:
         """What :func:`~curate.scorers.crossencoder.build_net` needs beyond the base: nothing for the score head."""
@@ -322,7 +332,7 @@ class CrossEncoderScorer(Scorer):
         key stays as it was (naming the files in it made every row of such a scorer run again after the upgrade)."""
         trained_on = self.metadata.get("base_files")
         if self.base is not None and trained_on is not None:
-            check_base_folder(self.base)
+            self._check_saved_base()
             now = folder_fingerprint(Path(self.base).expanduser())
             if now != trained_on:
                 raise ScorerError(f"{self.base}: the base model folder's files changed since this scorer was trained "
