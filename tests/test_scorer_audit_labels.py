@@ -108,3 +108,19 @@ def test_a_cross_encoder_fit_refuses_a_label_that_is_no_number_as_the_ridge_fit_
     for cls in (CrossEncoderScorer, Scorer):
         with pytest.raises(ScorerError, match=said):
             cls(reads=["instruction", "response"]).fit(rows, scores, **({"epochs": 1} if cls is CrossEncoderScorer else {}))
+
+
+def test_labels_left_out_as_no_number_show_the_first_such_value_and_where(tmp_path):
+    """A judge column of booleans gave 'column gpt4 has 0 usable numeric labels (left out: 40 x no numeric value)':
+    nothing said which rows or what they held. The first refused value is named, with its row (or record)."""
+    from curate.cli import app
+    from curate.errors import TooFewLabelsError
+    from curate.scorers import from_label_set
+
+    ws = _pool(tmp_path, [i % 2 == 0 for i in range(40)])
+    res = CliRunner().invoke(app, ["train-scorer", str(ws.path), "--target", "gpt4", "--folds", "3",
+                                   "--out", str(tmp_path / "sc")])
+    assert isinstance(res.exception, TooFewLabelsError), res.output
+    assert f"(left out: 40 x no numeric value (e.g. row {ws.ids[0]}: True))" in str(res.exception)
+    data = from_label_set([{"text": "A task.", "score": "3/5"}, {"text": "Another.", "score": 2}], "hand")
+    assert data.skipped_text() == "1 x no numeric score (e.g. record 0: '3/5')"

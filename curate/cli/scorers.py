@@ -67,7 +67,7 @@ def _print_training(result, out: Path, console: Console) -> None:
     if result.how_trained():
         console.print(result.how_trained())
     if data.skipped:
-        left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
+        left = data.skipped_text()
         console.print(f"left out: {left}")
     if ev.extra.get("holdout_without_label_spread"):
         console.print("no held-out figure: the training part holds one label value, so no head could be fitted on it")

@@ -69,7 +69,7 @@ class TrainResult:
         trained = self.scorer.metadata.get("train") or {}
         how = (f"{self.evaluation.extra.get('kind')} ({self.scorer.head} head), {trained.get('steps', 0):,} steps on "
                f"{trained.get('device')}" if trained else f"{self.scorer.head} head")
-        left = "; ".join(f"{n:,} x {why}" for why, n in self.data.skipped.most_common(3))
+        left = self.data.skipped_text()
         return (f"<div><b>{html.escape(self.scorer.column)}</b>: {html.escape(how)}; {self.evaluation.n_train:,} labels "
                 f"from {html.escape(self.data.source)}, {self.evaluation.n_holdout:,} held out"
                 + (f"; MAE on the judge's {self.data.scale.text()} scale ({self.data.scale.how}), written on DEITA's 1-6"
@@ -243,7 +243,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         data.scale = judge_scale(data.scores, given_scale, data.imitates.get("scale"), data.source, judged)
         data.leave_out_outside(data.scale.low, data.scale.high, data.scale.outside_reason())
     if data.labelled < 2 * k:
-        left = "; ".join(f"{n:,} x {why}" for why, n in data.skipped.most_common(3))
+        left = data.skipped_text()
         as_json = [s["source"] for s in ws.manifest["sources"] if target in (s.get("columns_kept_as_json") or [])]
         more = ("label more rows (curate score, or curate evol for a label set) or give fewer folds, "
                 f"{python_and_cli('k=', '--folds')}")

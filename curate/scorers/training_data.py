@@ -39,6 +39,18 @@ class TrainingData:
     numbers: list[dict[str, float]] = field(default_factory=list)  # their values, one dict per kept turn
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (harder, easier) kept turns, ordered by construction
     scale: JudgeScale | None = None                # the judge's scale the labels are read on (train_scorer sets it)
+    skipped_example: dict[str, str] = field(default_factory=dict)  # reason -> where it first held, and the value
+
+    def skip(self, reason: str, example: str | None = None) -> None:
+        """Count one turn left out for ``reason``; ``example``: where, and the value (the first one is kept)."""
+        self.skipped[reason] += 1
+        if example is not None:
+            self.skipped_example.setdefault(reason, example)
+
+    def skipped_text(self, top: int = 3) -> str:
+        """The most common reasons turns were left out, with the first value each refused: one line."""
+        return "; ".join(f"{n:,} x {why}" + (f" (e.g. {self.skipped_example[why]})" if why in self.skipped_example
+                                             else "") for why, n in self.skipped.most_common(top))
 
     def __repr__(self) -> str:
         left = f", left out {sum(self.skipped.values()):,}" if self.skipped else ""
@@ -61,6 +73,7 @@ class TrainingData:
         self.numbers += other.numbers
         self.pairs += [(a + offset, b + offset) for a, b in other.pairs]
         self.skipped.update(other.skipped)
+        self.skipped_example = {**other.skipped_example, **self.skipped_example}
         self.rows += other.rows
         self.join_duplicate_groups()
 
@@ -160,7 +173,7 @@ def from_label_set(records: Any, name: str = "labels", provenance: dict[str, Any
     for i, record in enumerate(records):
         score = finite_number(record.get("score"))
         if score is None and i not in in_pairs:
-            data.skipped["no numeric score"] += 1
+            data.skip("no numeric score", f"record {i}: {repr(record.get('score'))[:40]}" if "score" in record else None)
             continue
         group = str(record.get("group") or record.get("seed_id") or record.get("instruction") or record.get("text") or i)
         if data.keep(to_turn(record), math.nan if score is None else score, group,
@@ -302,7 +315,8 @@ def from_column(ws: Any, column: str, reads: Sequence[str] | None = None, group_
         for t, (value, turn) in enumerate(zip(values, turns, strict=True)):
             score = finite_number(number_text(value) if from_file else value)
             if score is None:
-                data.skipped["no numeric value"] += 1
+                data.skip("no numeric value", f"row {ws.ids[r]}" + (f" turn {t + 1}" if len(turns) > 1 else "")
+                          + f": {repr(value)[:40]}" if value is not None else None)
             else:
                 data.keep(turn, score, group, {name: turn_number(v[r], t) for name, v in feature_values.items()})
     data.join_duplicate_groups()
