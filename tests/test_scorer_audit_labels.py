@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from typer.testing import CliRunner
 
@@ -124,3 +126,33 @@ def test_labels_left_out_as_no_number_show_the_first_such_value_and_where(tmp_pa
     assert f"(left out: 40 x no numeric value (e.g. row {ws.ids[0]}: True))" in str(res.exception)
     data = from_label_set([{"text": "A task.", "score": "3/5"}, {"text": "Another.", "score": 2}], "hand")
     assert data.skipped_text() == "1 x no numeric score (e.g. record 0: '3/5')"
+
+
+def test_scoring_with_a_scorer_whose_labels_changed_since_it_learnt_them_says_so(tmp_path):
+    """A judge column re-judged after a scorer learnt it: `curate score --scorer` scored on in silence with a scorer
+    imitating labels that are no longer there. Its scorer.json records the labels it read (in this workspace); a
+    change is said (a note on the command line, a CurateWarning from ws.apply); another workspace is not compared."""
+    from curate.cli import app
+    from curate.errors import CurateWarning
+    from curate.scorers import Scorer
+
+    ws = _pool(tmp_path, [None] * 30)
+    provenance = {"kind": "judge", "judge": "quality", "reads": ["instruction", "response"]}
+    ws.add_column("judge_q", [float(1 + i % 5) for i in range(30)], provenance)
+    train_scorer(ws, target="judge_q", k=3, features=["length"]).scorer.save(tmp_path / "sc")
+    runner = CliRunner()
+    res = runner.invoke(app, ["score", str(ws.path), "--scorer", str(tmp_path / "sc"), "--column", "s1"])
+    assert res.exit_code == 0 and "changed since" not in res.output, res.output
+    ws.add_column("judge_q", [float(5 - i % 5) for i in range(30)], provenance)  # re-judged
+    with warnings.catch_warnings():  # as curate's main: the command says it in its own words
+        warnings.simplefilter("ignore", CurateWarning)
+        res = runner.invoke(app, ["score", str(ws.path), "--scorer", str(tmp_path / "sc"), "--column", "s2"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "note: scorer 'judge_q_scorer': column 'judge_q' changed since this scorer learnt" \
+        in said, res.output
+    with pytest.warns(CurateWarning, match="column 'judge_q' changed since this scorer learnt it"):
+        ws.apply(Scorer.load(tmp_path / "sc").named("s3"), progress=False)
+    other = _pool(tmp_path, [None] * 30, name="other")  # its own judge_q: other labels, not these changed
+    other.add_column("judge_q", [1.0] * 30, provenance)
+    res = runner.invoke(app, ["score", str(other.path), "--scorer", str(tmp_path / "sc"), "--column", "s1"])
+    assert res.exit_code == 0 and "changed since" not in res.output, res.output

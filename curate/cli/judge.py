@@ -99,6 +99,8 @@ def score(
     ws = Workspace.open(workspace)
     ids = ws.ids[:limit] if limit is not None else None
     if scorer is not None:
+        from curate.scorers.labels_read import labels_changed
+
         if dry_run:
             console.print("dry run: a trained scorer sends no LLM requests and costs nothing")
             return
@@ -107,6 +109,8 @@ def score(
             steps = [s for s in steps if "response" in s.reads]
         on_device(steps, device)
         for step in steps:  # as ws.score(scorer, column=..., response_column=...) scores
+            if changed := labels_changed(ws, step.metadata):
+                console.print(f"note: scorer {step.column!r}: {changed}", soft_wrap=True, highlight=False)
             result = ws.score(step, column=column, response_column=response_column, ids=ids, retry_failed=retry_failed)
             raise_unanswered(_print_result(ws, result, ids), None, 0.0, values=ws.column(result.column, ids))
         return

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import curate.scorers.saved as saved
 from curate.codes import Failure, FailureCode
 from curate.defaults import EMBED, SCORER
-from curate.errors import ScorerError, ScorerFolderError
+from curate.errors import CurateWarning, ScorerError, ScorerFolderError
 from curate.scorers.columns import check_scorer_column
 from curate.scorers.defaults import DEFAULT_SCORERS, WEIGHTS_DIR
 from curate.scorers.features import (
@@ -268,6 +269,10 @@ class Scorer(OlderSignatures):
     def check_column(self, ws: Any) -> None:
         """Refuse to write over labels (``ws.apply`` calls this before running): see :func:`check_scorer_column`."""
         check_scorer_column(ws, self.column)
+        from curate.scorers.labels_read import labels_changed
+
+        if changed := labels_changed(ws, self.metadata):  # the CLI prints it in its own words
+            warnings.warn(CurateWarning(f"scorer {self.column!r}: {changed}"), stacklevel=2)
 
     def run_cache_dir(self, ctx: StepContext) -> Path | None:
         """The cache folder ``run`` hands ``predict`` (the embedding cache: a Ray actor's batch fills it too)."""

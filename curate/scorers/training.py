@@ -15,6 +15,7 @@ from curate.scorers.columns import check_scorer_column
 from curate.scorers.evaluation import Evaluation, train_and_evaluate
 from curate.scorers.features import INPUTS
 from curate.scorers.label_scales import judge_scale, parse_label_scale
+from curate.scorers.labels_read import RECORD, labels_record
 from curate.scorers.model import Scorer
 from curate.scorers.training_data import TrainingData, chain_records, from_column, from_label_set
 from curate.storage.columns import column_names
@@ -238,6 +239,7 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
             data.extend(from_label_set(chain_records(ws, labels, scored=False), labels, ws.label_sets.get(labels),
                                        data.reads, chain_pairs=True))
             data.source += f" + chains of labels {labels}"
+    read = labels_record(ws, target=target, labels=labels)  # as read now: a later change to them is noticed
     if data.labelled:  # none: the count below says so
         judged = target is not None and ws.has_column(target) and ws.column_provenance(target).get("kind") == "judge"
         data.scale = judge_scale(data.scores, given_scale, data.imitates.get("scale"), data.source, judged)
@@ -270,9 +272,11 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
         if features or embed_inputs is not None:  # a fine-tuned reader reads the text itself: they were ignored
             raise ScorerOptionError(f"{'features' if features else 'embed_inputs'} (--features, --embed-inputs): settings "
                               f"of the ridge kind's head; a {kind} reads the texts itself")
-        return train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init,
-                               epochs=SCORER.finetune_epochs if epochs is None else epochs, base=base,
-                               device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
+        result = train_finetuned(data, name, holdout=holdout, seed=seed, kind=kind, init=init,
+                                 epochs=SCORER.finetune_epochs if epochs is None else epochs, base=base,
+                                 device=device, progress=progress, head=head, cache_dir=ws.cache_dir)
+        result.scorer.metadata[RECORD] = read
+        return result
     if kind != "ridge":
         raise ScorerOptionError(f"kind {kind!r}: choose ridge (a linear head on MiniLM features), cross-encoder or small-lm")
     head = head or "ridge"
@@ -303,4 +307,5 @@ def train_scorer(ws: Any, *, target: str | None = None, labels: str | None = Non
     on_deita_scale(scorer, data.scale.bounds)  # figures above are on the judge's scale; scores land on DEITA's
     record_scale(scorer, data)
     scorer.metadata["source"] = data.source
+    scorer.metadata[RECORD] = read
     return TrainResult(scorer, ev, data)
