@@ -7,7 +7,8 @@ the graph does not return. After the walk, a seeded sample of ``ANN.check_rows``
 every row kept before it, and the sample's missed share times the kept rows is recorded as ``estimated_missed``.
 Here the true count is the same check run over *every* kept row (each compared with all kept before it), and both
 are printed per ``ef`` (the graph's query beam: 1 misses many, 64 is the default), with the check's seconds beside
-the hnsw walk's (the walk's own seconds, its check excluded) in the same run. Data: ``--n`` clustered synthetic
+the hnsw walk's (the walk's own seconds, its check excluded) in the same run, and their ratios (``estimate_vs_true``:
+the estimate over the true count; ``check_vs_walk_s``: the check's seconds over the walk's). Data: ``--n`` clustered synthetic
 unit vectors (``evals/bench_admission.synthetic``: clusters from near-duplicates to loose). The machine is shared:
 times are indicative. Prints one ``RESULT`` line per ``ef``.
 """
@@ -29,6 +30,14 @@ from curate.select.admission import unit_rows  # noqa: E402
 from curate.select.ann_check import missed_duplicates  # noqa: E402
 from curate.select.dedup import semantic_duplicates  # noqa: E402
 from evals.bench_admission import synthetic  # noqa: E402
+
+
+def ratio(value: float, reference: float) -> str:
+    """``value / reference`` to 3 places; ``1`` when both are 0 (the estimate matched no misses), ``inf`` when only
+    the reference is."""
+    if reference == 0:
+        return "1" if value == 0 else "inf"
+    return f"{value / reference:.3f}"
 
 
 def main() -> None:
@@ -54,7 +63,9 @@ def main() -> None:
         true = missed_duplicates(x, kept, args.threshold, len(kept), args.seed)["missed"]  # every kept row
         print(f"RESULT ef={ef}: kept {len(kept):,}; true misses {true:,}, check estimated "
               f"{check['estimated_missed']:,} ({check['missed']} of {check['checked']:,} sampled); check "
-              f"{check_s:.3f} s beside the hnsw walk's {walk_and_check_s - check_s:.3f} s", flush=True)
+              f"{check_s:.3f} s beside the hnsw walk's {walk_and_check_s - check_s:.3f} s; "
+              f"estimate_vs_true={ratio(check['estimated_missed'], true)} "
+              f"check_vs_walk_s={ratio(check_s, walk_and_check_s - check_s)}", flush=True)
 
 
 if __name__ == "__main__":

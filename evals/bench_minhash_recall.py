@@ -89,7 +89,8 @@ def main() -> None:
     timing = (f" pool_seconds={seconds[ours]:.1f} reference_pool_seconds={seconds[ref]:.1f} "
               f"time_ratio={seconds[ours] / seconds[ref]:.2f}") if seconds else ""
     print(f"RESULT minhash_recall_at_or_above_{MINHASH.threshold}={recall[ours]:.3f} "
-          f"reference_recall={recall[ref]:.3f} found_below_0.75={below[ours]:.3f} "
+          f"reference_recall={recall[ref]:.3f} recall_ratio={recall[ours] / recall[ref]:.3f} "
+          f"found_below_0.75={below[ours]:.3f} "
           f"reference_found_below_0.75={below[ref]:.3f}{timing}")
 
 
