@@ -1,7 +1,7 @@
 """IFD on pool_30k beside DEITA's selection: the share of IFD >= 1 per source, and what an IFD top-10%
 selection looks like by source versus curate's default DEITA selection of the same pool.
 
-    python evals/compare_ifd_deita.py IFD_JSON WORKSPACE [--pool ../shared/data/pool_30k.jsonl]
+    python evals/compare_ifd_deita.py IFD_JSON WORKSPACE
 
 IFD_JSON: ``[[uid, source, ifd, loss_conditioned, loss_alone, failure_code], ...]`` under ``rows`` (written by
 a run of ``curate.signals.IFD`` over every pool row; the H200 run that made the figures in the closing note
