@@ -1,6 +1,6 @@
 """Benchmark: the ``decontaminate`` selector on a real pool against evaluation prompts, beside the definition.
 
-    python evals/bench_decontaminate.py [--data ../shared/data] [--workspace /tmp/curate-decontaminate]
+    python evals/bench_decontaminate.py [--data ../shared/data] [--workspace /tmp/curate-decontaminate] [--rows N]
 
 Pool: ``pool_30k.jsonl`` (loaded into ``--workspace`` once). Targets: the 805 AlpacaEval prompts and the 160
 MT-bench turns. The selector (``curate.select.decontaminate``) indexes the targets' word runs by their first
@@ -78,14 +78,22 @@ def by_definition(conversations: list[list[dict]], targets: list[str], ngram: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--workspace", type=Path, default=Path("/tmp/curate-decontaminate"))
+    ap.add_argument("--workspace", type=Path, default=None,
+                    help="default /tmp/curate-decontaminate (with --rows N: /tmp/curate-decontaminate-N)")
+    ap.add_argument("--rows", type=int, default=None, help="the first N lines of the pool only (default: all)")
     args = ap.parse_args()
     pool = args.data / "pool_30k.jsonl"
     if not pool.exists():
         raise SystemExit(f"pool not found: {pool} is absent; nothing measured")
     targets = read_targets(args.data)
-    ws = Workspace(args.workspace)
+    folder = args.workspace or Path("/tmp/curate-decontaminate" + (f"-{args.rows}" if args.rows else ""))
+    ws = Workspace(folder)
     if not len(ws):
+        if args.rows:  # a slice beside the workspace, outside the project
+            with pool.open() as lines:
+                head = [line for _, line in zip(range(args.rows), lines, strict=False)]
+            pool = folder.with_name(folder.name + "-pool.jsonl")
+            pool.write_text("".join(head))
         ws.load(pool, on_error="skip")
     conversations = ws.conversations()
     print(f"pool {len(ws):,} rows; {len(targets):,} target texts (AlpacaEval prompts + MT-bench turns)", flush=True)
