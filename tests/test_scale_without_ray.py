@@ -310,3 +310,33 @@ def test_the_reaper_notes_a_ray_process_that_got_the_pid_of_one_it_saw_end():
             process.kill()
         root.kill()
         root.wait()
+
+
+def test_the_ray_embed_step_records_and_warns_of_the_models_unknown_tokens_as_the_single_engine_does(tmp_path):
+    """The Ray engine's embed step, given the vectors its pass left (no Ray is needed to store them), writes the set's
+    metadata the single engine's embed step writes: backend and unknown_token_share too, and the run's warning for a
+    pool in a language the packaged model does not read (the Ray run said nothing of it)."""
+    from types import SimpleNamespace
+
+    from curate.scale.ray_engine import RayEngine
+    from curate.session import Workspace
+
+    words = ["翻译", "编程", "物理", "数学", "历史", "音乐"]
+    records = [{"instruction": f"请{a}和{b}第{i}题", "output": f"{a}{b}答案"} for i, (a, b) in
+               enumerate((a, b) for a in words for b in words if a != b)][:12]
+    source = write_jsonl(tmp_path / "zh.jsonl", records)
+    single, on_ray = Workspace(tmp_path / "single"), Workspace(tmp_path / "ray")
+    single.load(str(source))
+    on_ray.load(str(source))
+    done = single.embed(progress=False)
+    assert done["warning"] and done["unknown_token_share"] > 0.05
+    engine = RayEngine()
+    engine._whole_pool, engine._ids = True, on_ray.ids
+    engine._embedding, engine._encoded = single.embeddings("default"), len(on_ray)
+    engine._inference_info = {"name": "ray", "device": "cpu"}
+    result = engine.embed(SimpleNamespace(ws=on_ray, progress=False), fallback=None)
+    assert result["warning"] == done["warning"]
+    history = ("created", "file", "ids_file", "encoded", "cache", "engine")
+    meta = {name: {k: v for k, v in ws.embedding_sets["default"].items() if k not in history}
+            for name, ws in (("single", single), ("ray", on_ray))}
+    assert meta["ray"] == meta["single"] and meta["ray"]["unknown_token_share"] == done["unknown_token_share"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from curate.defaults import EMBED
 from curate.embed.cache import encode_cached
 from curate.embed.encoder import model_id, resolve_backend
@@ -64,6 +66,18 @@ def embed(ws: Workspace, model: str | None = None, text: str = EMBED.text, name:
                           "model": mid, "backend": backend, "text": text, "device": device, "unchanged": not written,
                           "unknown_token_share": provenance["unknown_token_share"],
                           "warning": vocabulary_warning(unknown, mid)})
+
+
+def pool_unknown_token_share(ws: Workspace, model: str, text: str = EMBED.text) -> float | None:
+    """:func:`~curate.embed.vocabulary.unknown_token_share` of the pool's texts, reading only the rows it samples
+    (the same rows, so the same share, as ``embed`` measures over every row's text)."""
+    table = ws.pool.data.table
+    rows = len(table)
+    picks = np.linspace(0, rows - 1, EMBED.vocabulary_sample_texts).astype(np.int64) \
+        if rows > EMBED.vocabulary_sample_texts else np.arange(rows)
+    texts = [row_text(c, text, python_and_cli("text=", "--text"))
+             for c in table.column("conversation").take(picks).to_pylist()]
+    return unknown_token_share(texts, model)
 
 
 def vocabulary_warning(unknown: float | None, model: str) -> str | None:

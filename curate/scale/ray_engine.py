@@ -316,28 +316,35 @@ class RayEngine:
 
     def embed(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The embedding set from the inference pass (or an embedding-only pass), via ``ws.add_embeddings``."""
-        from curate.embed.encoder import model_id
+        from curate.embed.encoder import model_id, resolve_backend
+        from curate.embed.step import pool_unknown_token_share, vocabulary_warning
         from curate.scale.infer import embed_cache
 
         ws = run.ws
         with self._stage():
             if not self._whole_pool:
                 return fallback(run)
+            # the set records, and the run warns of, the share of tokens the model's vocabulary misses, as on one process
+            unknown = pool_unknown_token_share(ws, model_id(None))
             if self._embedding is None and self._has_embeddings(ws):
                 return {"name": EMBED.name, "rows": len(ws), "encoded": 0, "reused": len(ws), "model": EMBED.model,
-                        "text": EMBED.text, "engine": "ray", "unchanged": True}
+                        "text": EMBED.text, "engine": "ray", "unchanged": True,
+                        "warning": vocabulary_warning(unknown, model_id(None))}
             encoded_in = "score" if self._embedding is not None else None  # the score step's pass encoded them
             if self._embedding is None:
                 self._infer([], cache_dir=ws.cache_dir, progress=run.progress)
-            matrix, encoded = self._embedding, self._encoded
-            provenance = {"kind": "embeddings", "model": model_id(None), "text": EMBED.text, "dim": int(matrix.shape[1]),
-                          "normalized": True, "device": self._inference_info.get("device"), "encoded": encoded,
-                          "cache": str(embed_cache(ws.cache_dir)), "engine": self._inference_info}
+            matrix, encoded, device = self._embedding, self._encoded, self._inference_info.get("device")
+            provenance = {"kind": "embeddings", "model": model_id(None), "backend": resolve_backend(None, device, env=False),
+                          "text": EMBED.text, "dim": int(matrix.shape[1]), "normalized": True, "device": device,
+                          "encoded": encoded, "cache": str(embed_cache(ws.cache_dir)), "engine": self._inference_info,
+                          "unknown_token_share": None if unknown is None else round(unknown, 4)}
             written = ws.add_embeddings(EMBED.name, matrix, provenance, ids=self._ids)
             self._embedding = None
             return {"name": EMBED.name, "rows": len(matrix), "encoded": encoded, "reused": len(matrix) - encoded,
-                    "model": provenance["model"], "text": EMBED.text, "device": provenance["device"], "engine": "ray",
-                    "unchanged": not written, "encoded_in": encoded_in}
+                    "model": provenance["model"], "text": EMBED.text, "device": device, "engine": "ray",
+                    "unchanged": not written, "encoded_in": encoded_in,
+                    "unknown_token_share": provenance["unknown_token_share"],
+                    "warning": vocabulary_warning(unknown, provenance["model"])}
 
     # -- inference --------------------------------------------------------------------------------
     def _has_embeddings(self, ws) -> bool:
