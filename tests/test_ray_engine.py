@@ -65,6 +65,7 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
         params = {"threshold": 0.7, "text": "conversation", "shingle": 3, "num_perm": 128, "seed": 1,
                   "false_positive_weight": 0.05}
         ours = engine.minhash_dedup(run.ws, name="near", input_selection="dedup", **params)
+        plain = engine.minhash_dedup(run.ws, name="near_plain", input_selection="dedup")  # as `curate run --minhash`
         assert logging.getLogger("ray.data.exceptions").level == logging.CRITICAL  # quiet while the engine runs
     finally:
         engine.close()
@@ -81,6 +82,11 @@ def test_minhash_lsh_on_ray_decides_what_the_minhash_selector_decides(local_ray,
     assert ours.decisions()["duplicate"] > 10
     assert {k: v for k, v in ours.provenance.items() if k not in ("created", "engine")} == \
         {k: v for k, v in theirs.provenance.items() if k != "created"}
+    # given no parameters, the selector records none (its defaults): the Ray selection recorded every default
+    theirs_plain = ws.select(method="minhash", name="near_plain", input_selection="dedup")
+    assert plain.table.to_pylist() == theirs_plain.table.to_pylist() and theirs_plain.provenance["params"] == {}
+    assert {k: v for k, v in plain.provenance.items() if k not in ("created", "engine")} == \
+        {k: v for k, v in theirs_plain.provenance.items() if k != "created"}
 
 
 def test_a_ray_worker_reading_shards_imports_no_engine_nor_workspace_storage():

@@ -78,18 +78,24 @@ def _pick(table, wanted: frozenset):
     return table.filter(pa.array(keep, pa.bool_()))
 
 
-def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | None = "dedup",
-                  threshold: float = MINHASH.threshold, text: str = MINHASH.text, shingle: int = MINHASH.shingle,
-                  num_perm: int = MINHASH.num_perm, seed: int = MINHASH.seed,
-                  false_positive_weight: float = MINHASH.false_positive_weight):
+PARAMS = ("threshold", "text", "shingle", "num_perm", "seed", "false_positive_weight")  # the selector's (MINHASH's)
+
+
+def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | None = "dedup", **params: Any):
     """Near-duplicates among ``input_selection``'s kept rows (all rows when None), stored as selection
-    ``name`` exactly as ``ws.select(method="minhash", ...)`` with these parameters would store it.
+    ``name`` exactly as ``ws.select(method="minhash", ...)`` with these parameters would store it: ``params`` are
+    among ``PARAMS`` (the others: their ``MINHASH`` defaults), recorded as given, as the selector records its
+    caller's (a run's step gives none).
 
     ``engine``: a :class:`curate.scale.RayEngine` whose ``load`` read this workspace's pool."""
     from ray.data.aggregate import AsList
 
     from curate.select.dedup import lsh_index
 
+    if unknown := sorted(set(params) - set(PARAMS)):
+        raise TypeError(f"minhash_dedup() got unexpected keyword argument(s) {unknown}; it takes {list(PARAMS)}")
+    threshold, text, shingle, num_perm, seed, false_positive_weight = (
+        params.get(key, getattr(MINHASH, key)) for key in PARAMS)
     orders = engine.pool_orders(ws)
     ids = ws.ids
     if input_selection is None:
@@ -139,8 +145,6 @@ def minhash_dedup(engine, ws, *, name: str = "minhash", input_selection: str | N
             decisions.append(Decision.KEPT)
             reasons.append(Reason.SELECTED)
             details.append({})
-    params = {"threshold": threshold, "text": text, "shingle": shingle, "num_perm": num_perm, "seed": seed,
-              "false_positive_weight": false_positive_weight}
     provenance: dict[str, Any] = {
         "method": "minhash", "params": params, "input_selection": input_selection, "step_of": None, "candidates": len(rows),
         "counts": dict(Counter(d.value for d in decisions)), "threshold": threshold, "shingle": shingle,
