@@ -219,6 +219,13 @@ def test_an_error_inside_a_ray_actor_or_task_is_the_clis_one_line_naming_the_wor
         said = [line for line in result.stderr.splitlines()  # bars (a line each in a log) and Ray's own log lines aside
                 if line.strip() and "row/s]" not in line and not re.match(r"\[\d{4}-\d\d-\d\d ", line)]
         assert len(said) == 1 and re.fullmatch(f"error: {error}.*", said[0]), result.stderr
+    # a source that does not read leaves no folder the run made, on either engine: the Ray run left e/run.json and
+    # e/workspace/locks/run.lock (its read on Ray ran before the part of its load that took them back)
+    from tests.cli_in_process import curate_in_process
+
+    single = curate_in_process("run", "emp", "--budget", "3", "--out", "s", cwd=tmp_path)
+    assert single.returncode == 65 and not (tmp_path / "s").exists()
+    assert not (tmp_path / "e").exists()
 
 
 class _StopAfter(Exception):

@@ -199,34 +199,36 @@ class RayEngine:
         from curate import pools
         from curate.session import Workspace
 
-        paths = shard_paths(run.source)  # a missing source is named before Ray starts
-        clock = _Clock(self.timings, "load")
-        with self._stage():
-            ray = self.connect()
-            clock("ray_init")
-            # the workers read absolute paths: their working folder is the cluster's, not this process's
-            # (a relative source failed on a cluster started elsewhere); rejects name the path as given
-            items = [{"shard": i, "path": os.path.abspath(p) if os.path.exists(p) else p, "shown": p}
-                     for i, p in enumerate(paths)]
-            self._data = (ray.data.from_items(items, override_num_blocks=len(items))
-                          .map_batches(read_shards, batch_size=1, batch_format="numpy",
-                                       fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())
-            clock("read_shards")
-            blocks, rejects = read_blocks(self._data, self.workers)
-            if sum(len(orders) for _, orders in blocks) <= SCALE.task_shuffle_max_rows:
-                # Ray Data's default hash shuffle starts a pool of aggregator actors per groupby: 5-7 s of each
-                # 40-row run's dedup and MinHash passes on 2 cores (evals/bench_ray_fixed.py); its task-based sort
-                # shuffle starts none, and above the bound the actors' start is small beside the data's. The
-                # datasets of the passes derive from this one and share its DataContext (a copy of the process's
-                # made when it was created): the setting is this engine's, no other Ray Data work's
-                from ray.data.context import ShuffleStrategy
-
-                self._data.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-            self._note_worker("driver")
-            clock("to_driver")
         ids: list[str] = []
+        # a source that does not read (a missing or empty one, a shard that fails) leaves no folder the run made,
+        # as on one process: the read on Ray is inside too
         try:
             with removed_on_failure(*run.made, made_by_caller=True):
+                paths = shard_paths(run.source)  # a missing source is named before Ray starts
+                clock = _Clock(self.timings, "load")
+                with self._stage():
+                    ray = self.connect()
+                    clock("ray_init")
+                    # the workers read absolute paths: their working folder is the cluster's, not this process's
+                    # (a relative source failed on a cluster started elsewhere); rejects name the path as given
+                    items = [{"shard": i, "path": os.path.abspath(p) if os.path.exists(p) else p, "shown": p}
+                             for i, p in enumerate(paths)]
+                    self._data = (ray.data.from_items(items, override_num_blocks=len(items))
+                                  .map_batches(read_shards, batch_size=1, batch_format="numpy",
+                                               fn_kwargs={"format": run.format, "mapping": run.mapping}).materialize())
+                    clock("read_shards")
+                    blocks, rejects = read_blocks(self._data, self.workers)
+                    if sum(len(orders) for _, orders in blocks) <= SCALE.task_shuffle_max_rows:
+                        # Ray Data's default hash shuffle starts a pool of aggregator actors per groupby: 5-7 s of each
+                        # 40-row run's dedup and MinHash passes on 2 cores (evals/bench_ray_fixed.py); its task-based sort
+                        # shuffle starts none, and above the bound the actors' start is small beside the data's. The
+                        # datasets of the passes derive from this one and share its DataContext (a copy of the process's
+                        # made when it was created): the setting is this engine's, no other Ray Data work's
+                        from ray.data.context import ShuffleStrategy
+
+                        self._data.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+                    self._note_worker("driver")
+                    clock("to_driver")
                 if rejects and run.on_error == "raise":  # the first bad record, in source order, before anything is made
                     raise InputError(rejects[0].path, rejects[0].location, rejects[0].reason)
                 run.workspace = Workspace(run.out / "workspace")
