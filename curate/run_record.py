@@ -68,7 +68,9 @@ def step_counts(name: str, result: Any, budget: int) -> dict[str, Any]:
     if name == "tags":
         return {"columns": {result["columns"][0]: _applied(result["tags_raw"])}}
     if name == "embed":
-        return {"rows": result["rows"], "encoded": result["encoded"]}
+        # on Ray the score step's pass encodes the vectors, and the line says so: ``encoded`` counts that pass's
+        return {"rows": result["rows"], "encoded": result["encoded"]} | (
+            {"encoded_in": result["encoded_in"]} if result.get("encoded_in") else {})
     if name in ("export", "report"):
         return {"files": {k: str(p) for k, p in result.files.items()}, "unchanged": result.unchanged}
     counts = _selection(result)
