@@ -36,6 +36,11 @@ class OptionError(CurateError, ValueError):
     """An option's value is not one curate can use (a ValueError too, as Python's own checks raise)."""
 
 
+class ArgumentTypeError(OptionError, TypeError):
+    """An argument of a type curate cannot use (``ws.show(3.5)``): a CurateError, one line in a notebook, and a
+    TypeError too, as Python's own checks raise."""
+
+
 class NotAStepError(OptionError, TypeError):
     """``ws.apply`` given an object that is not a step (a column's name, a prompt's): refused as a value given by the
     user (the CLI exits 78), a TypeError too, as Python's own checks raise."""

@@ -236,7 +236,7 @@ def _decided_rows(ws: Workspace, name: Any, decision: str, columns: str | list[s
         raise OptionError(f"show: decision= picks among a selection's rows: give a selection's name as rows, not "
                           f"{name!r} (have {sorted(ws.selections)})")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
+        raise OptionError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
     import pyarrow as pa
 
     from curate.codes import REFUSED

@@ -6,6 +6,7 @@ curate's insides; ws.select defaults to the CLI's selector; a step on a workspac
 import socket
 import warnings
 
+import numpy as np
 import pytest
 
 import curate
@@ -107,6 +108,11 @@ def test_a_load_that_left_records_out_warns_how_many_and_where_they_are_listed(t
     (lambda ws: ws.select(), OptionError, "select needs name="),
     (lambda ws: ws.select(method="deita"), OptionError, "select needs name="),
     (lambda ws: ws.apply("quality"), OptionError, "str is not a Step"),
+    (lambda ws: ws.show([0], limit=-1), ValueError, "show: limit is a number of rows >= 0"),  # a ValueError still
+    (lambda ws: ws.show(2.5), TypeError, "show: rows are ids, pool positions"),  # a TypeError still
+    (lambda ws: ws.show([0, 2.5]), TypeError, "show: rows are ids, pool positions or a selection name, not float"),
+    (lambda ws: ws.add_column("c", [1.0], {"kind": "test"}), ValueError, "column 'c': 1 values for 3 ids"),
+    (lambda ws: ws.add_embeddings("e", np.ones((1, 2), np.float32), {}), ValueError, "embeddings 'e': shape (1, 2) for 3 ids"),
 ])
 def test_a_users_mistake_is_a_curate_error_the_cli_maps_to_an_exit_code(ws, call, kind, words):
     """They were KeyError, IndexError, ValueError and TypeError: no ``except CurateError`` caught them."""
@@ -200,3 +206,25 @@ def test_the_command_line_says_rejects_in_its_own_line_not_as_a_python_warning(t
                            "--on-error", "skip"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
     assert done.returncode == 0, done.stderr
     assert "1 record(s) left out" in done.stdout + done.stderr and "CurateWarning" not in done.stdout + done.stderr
+
+
+def test_a_workspace_removed_since_it_was_opened_reads_as_none_there_and_its_next_load_makes_it_anew(ws, tmp_path):
+    """A notebook's ``ws`` after ``rm -rf`` of its folder: its Jupyter view raised FileNotFoundError on manifest.json,
+    ``ws.row_values("quality")`` said "no column 'quality'; derived columns [], pool fields []", ``ws.show([0])``
+    "row 0 is outside the pool (0..-1)" and ``ws.selection`` "make one: curate select": each now says there is no
+    workspace there, as for a path that never held one, and a load makes it anew."""
+    import shutil
+
+    ws.add_column("quality", [1.0, 2.0, 3.0], {"kind": "test"})
+    ws.add_selection("kept", ws.ids, ["kept"] * 3, ["selected"] * 3, [None] * 3, {"method": "test"})
+    assert ws.row_values("quality") == [1.0, 2.0, 3.0] and "quality" in ws._repr_html_()
+    shutil.rmtree(ws.path)
+    assert repr(ws).startswith(f"Workspace({str(ws.path)!r}, new:")
+    assert "new: its first write" in ws._repr_html_()
+    for read in (lambda: ws.row_values("quality"), lambda: ws.show([0]), lambda: ws.selection("kept"),
+                 lambda: ws.select(method="exact", name="dedup"), lambda: ws.info()):
+        with pytest.raises(NotInWorkspaceError, match=f"^no workspace at {ws.path}"):
+            read()
+    assert not ws.path.exists()  # the refused calls made nothing
+    ws.load(write_jsonl(tmp_path / "again.jsonl", ROWS[:2]))
+    assert len(ws) == 2 and ws.exists and ws.columns == {}

@@ -42,7 +42,9 @@ def project_2d(vectors: np.ndarray, method: str = "auto", seed: int = 0,
 
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "UMAP"
     if method != "pca":
-        raise ValueError(f"projection {method!r}: use auto, pca or umap")
+        from curate.errors import OptionError
+
+        raise OptionError(f"projection {method!r}: use auto, pca or umap")
     # the two main axes of a pool are found as well from a few thousand rows; an SVD of all 30K takes seconds
     fit_rows = vectors
     if len(vectors) > pca_fit_rows:

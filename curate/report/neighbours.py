@@ -68,7 +68,9 @@ def nearest_kept(kept: np.ndarray, queries: np.ndarray, k: int = ANN.neighbours,
             best_sim, best_pos = np.take_along_axis(best_sim, keep, 1), np.take_along_axis(best_pos, keep, 1)
         pos = best_pos
     else:
-        raise ValueError(f"index must be 'exact' or 'hnsw', not {index!r}")
+        from curate.errors import OptionError
+
+        raise OptionError(f"index must be 'exact' or 'hnsw', not {index!r}")
     sims = np.einsum("qd,qkd->qk", q.astype(np.float64), np.asarray(kept[pos], np.float64))  # the answers' rows only
     order = np.argsort(-sims, axis=1, kind="stable")
     return np.take_along_axis(pos, order, 1), np.take_along_axis(sims, order, 1)

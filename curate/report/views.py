@@ -150,13 +150,18 @@ def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, 
               max_chars: int = 2000) -> RowsView:
     """``ws.show``: rows given as ids, pool positions, a slice, or a selection name (its kept rows in order);
     at most ``limit`` of them (None: all)."""
+    from curate.errors import ArgumentTypeError, OptionError
+    from curate.storage.pool import no_pool_loaded
+
+    if not ws.has_pool:  # not "row 0 is outside the pool (0..-1)"
+        raise no_pool_loaded(ws)
     if limit is None:
         limit = len(ws)
     elif isinstance(limit, bool) or _position(limit) is None or limit < 0:
-        raise ValueError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
+        raise OptionError(f"show: limit is a number of rows >= 0 (or None for all), not {limit!r}")
     note = ""
     if isinstance(rows, bool) or not isinstance(rows, str | slice | Iterable) and _position(rows) is None:
-        raise TypeError(f"show: rows are ids, pool positions, a slice or a selection name, not {rows!r}")
+        raise ArgumentTypeError(f"show: rows are ids, pool positions, a slice or a selection name, not {rows!r}")
     if isinstance(rows, str) and is_name(rows) and ws.has_selection(rows):  # a damaged one: ws.selection names it
         gone = set(kept_rows_gone(ws, rows))  # a re-run on an edited source removed them: the others are shown
         kept = [rid for rid in ws.selection(rows).ids if rid not in gone]
@@ -182,7 +187,7 @@ def show_rows(ws: Workspace, rows: Any, columns: str | list[str] | None = None, 
                                          f"{sorted(ws.selections)})")
                 ids.append(r)
             else:
-                raise TypeError(f"show: rows are ids, pool positions or a selection name, not {type(r).__name__}")
+                raise ArgumentTypeError(f"show: rows are ids, pool positions or a selection name, not {type(r).__name__}")
         if len(ids) > limit:
             note = f"{len(ids):,} rows, showing the first {limit}"
             ids = ids[:limit]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import NotInWorkspaceError, WorkspaceError
+from curate.errors import NotInWorkspaceError, OptionError, WorkspaceError
 from curate.quiet import quiet_datasets
 from curate.storage.damage import named_damage
 from curate.storage.files import (
@@ -49,16 +49,16 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
     ids = ws.ids if ids is None else list(ids)
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.ndim != 2 or array.shape[0] != len(ids):
-        raise ValueError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
+        raise OptionError(f"embeddings {name!r}: shape {array.shape} for {len(ids)} ids")
     if len(set(ids)) < len(ids):  # a row read by id took the last of its vectors: the others were dropped in silence
         seen: dict[str, int] = {}
         twice = next((seen[i], k) for k, i in enumerate(ids) if seen.setdefault(i, k) != k)
-        raise ValueError(f"embeddings {name!r}: id {ids[twice[1]]} is given twice (rows {twice[0]} and {twice[1]}); "
+        raise OptionError(f"embeddings {name!r}: id {ids[twice[1]]} is given twice (rows {twice[0]} and {twice[1]}); "
                          "one vector per row id")
     bad = bad_rows(array)
     if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means; an
         # all-zero row has no direction (no cosine): admission refused it by its candidate index, k-center took it
-        raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
+        raise OptionError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
                          f"{int(bad[0])} (id {ids[int(bad[0])]})")
     folder = ws.path / "embeddings"
     ids_bytes = json.dumps(ids).encode()

@@ -221,7 +221,9 @@ def add_column(ws: Workspace, name: str, values: Any, provenance: dict[str, Any]
     if isinstance(values, np.ndarray):
         values = values.tolist()
     if len(values) != len(ids):
-        raise ValueError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
+        from curate.errors import OptionError
+
+        raise OptionError(f"column {name!r}: {len(values)} values for {len(ids)} ids")
     prov = {"name": name, "created": now(), **provenance}
     data = {"id": ids if isinstance(ids, arrow) else pa.array(ids, pa.string()),
             "value": (values if value_type is None else values.cast(value_type)) if isinstance(values, arrow)

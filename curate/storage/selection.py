@@ -36,7 +36,7 @@ def selection_table(ids: list[str], decisions: list[Decision | str], reasons: li
     import pyarrow as pa
 
     if not (len(ids) == len(decisions) == len(reasons) == len(details)):
-        raise ValueError("ids, decisions, reasons and details must have the same length")
+        raise OptionError("ids, decisions, reasons and details must have the same length")
     ranks = list(range(len(ids))) if ranks is None else list(ranks)
     pairs = [settled(d, r) for d, r in zip(decisions, reasons, strict=True)]
     table = pa.table({

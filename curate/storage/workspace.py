@@ -95,8 +95,8 @@ class Workspace(ThreadView, blobs.Blobs):
         return not self._new
 
     def _require(self) -> None:
-        """A read of a new workspace not made yet: ``no workspace at PATH (did you mean ...?)``."""
-        if not self.exists:
+        """A read of a new workspace not made yet (or removed since): ``no workspace at PATH (did you mean ...?)``."""
+        if not self._exists_now():
             raise no_workspace(self.path)
 
     # -- locks ----------------------------------------------------------------------------------
@@ -395,6 +395,6 @@ class Workspace(ThreadView, blobs.Blobs):
         self.__init__(state["path"], create=state.get("new", False))  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        if not self.exists:
+        if not self._exists_now():
             return f"Workspace({str(self.path)!r}, new: its first write, e.g. ws.load(SOURCE), makes it)"
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
