@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from curate.llm.judges import Judge
     from curate.report.views import RowsView
     from curate.scorers import Scorer
+    from curate.train.harness import TrainRun
 
 
 class ViewedSelection(Selection):
@@ -133,7 +134,7 @@ class Workspace(StorageWorkspace):
     def signal(self, kind: str, *, model: str | os.PathLike | None = None, device: str | None = None,
                ids: list[str] | None = None, reference_selection: str | None = None, dtype: str | None = None,
                max_length: int | None = None, chat_template: str | None = None, column: str | None = None,
-               **kwargs: Any):
+               **kwargs: Any) -> ApplyResult:
         """Apply a token-level model signal (``ifd``, ``perplexity``, ``learnability``) from a small causal LM
         (packaged SmolLM2 by default); per-turn columns, cached and resumable. ``learnability`` tunes its
         reference model on ``reference_selection`` (a selection's kept rows). ``dtype``, ``max_length`` and
@@ -158,7 +159,8 @@ class Workspace(StorageWorkspace):
 
     @operation
     def train(self, selection: str | None = None, *, model: str | os.PathLike | None = None,
-              device: str | None = None, ids: list[str] | None = None, progress: bool = True, **config: Any):
+              device: str | None = None, ids: list[str] | None = None, progress: bool = True,
+              **config: Any) -> TrainRun:
         """Fine-tune a small causal LM (packaged SmolLM2 by default; LoRA, or full with ``lora_rank=0``) on the
         pool or a selection's kept rows, recording every row each epoch; writes the columns ``confidence``,
         ``variability``, ``correctness`` (data map) and ``el2n``, ``grand`` (Data Diet). Cached and resumable;

@@ -193,6 +193,10 @@ def test_the_api_an_auditor_read_in_help_has_type_hints_and_docstrings():
     assert score["backend"].annotation == "Backend | None"
     assert inspect.signature(Workspace.show).return_annotation == "RowsView"
     assert inspect.signature(Workspace.to_dataset).return_annotation == "datasets.Dataset"
+    # help(ws.labels), help(curate.load), help(ws.signal), help(ws.train) said nothing of what they return
+    for function, returns in ((Workspace.labels, "datasets.Dataset"), (curate.load, "datasets.Dataset"),
+                              (Workspace.signal, "ApplyResult"), (Workspace.train, "TrainRun")):
+        assert inspect.signature(function).return_annotation == returns, function.__qualname__
 
 
 def test_the_command_line_says_rejects_in_its_own_line_not_as_a_python_warning(tmp_path):

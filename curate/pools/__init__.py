@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from curate.defaults import POOL
 from curate.errors import InputError, OptionError, python_and_cli
@@ -39,6 +39,9 @@ from curate.pools.readers import memory_records, record_text, records
 from curate.pools.shards import shard_paths
 from curate.pools.staging import PART_ROWS, PoolWriter, StagedPool, reject_line, reply_state
 from curate.pools.table import MAX_STORED_NESTING, to_table
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = ["FORMATS", "MAX_STORED_NESTING", "REJECT_RAW_MAX_CHARS", "ReadResult", "Reject",
            "RowStream", "SAMPLE", "StagedPool", "assign_ids", "check_read_options", "detect_format", "load", "read", "require_rows", "resolve_source", "row_id", "stage", "to_conversation",
@@ -300,7 +303,7 @@ def write_rejects(rejects: list[Reject], path: str | os.PathLike) -> None:
 
 def load(source: str | os.PathLike | Any, *, format: str = POOL.format, mapping: dict[str, str] | None = None,
          on_error: OnError = POOL.on_error, rejects_path: str | os.PathLike | None = None,
-         max_field_chars: int = POOL.max_field_chars):
+         max_field_chars: int = POOL.max_field_chars) -> datasets.Dataset:
     """Load a pool as a ``datasets.Dataset`` with ``id``, ``conversation``, ``format`` and the original columns.
 
     ``source``: a .jsonl/.json/.parquet/.csv file, a folder or glob of them, a ``save_to_disk`` folder, a Hub

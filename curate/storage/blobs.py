@@ -12,7 +12,7 @@ import os
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from curate.storage.files import (
 )
 from curate.storage.label_sets import data_files, label_set_listing, label_set_meta
 from curate.storage.read_log import note_read
+
+if TYPE_CHECKING:
+    import datasets
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -274,7 +277,7 @@ def add_labels(ws: Workspace, name: str, rows: list[dict[str, Any]], provenance:
     return final
 
 
-def labels(ws: Workspace, name: str):
+def labels(ws: Workspace, name: str) -> datasets.Dataset:
     import datasets
 
     check_name(name)
@@ -341,7 +344,7 @@ class Blobs:
         """Store a label set (rows of text + score, e.g. Evol labels) with provenance and side files."""
         return add_labels(self, name, rows, provenance, files)
 
-    def labels(self, name: str):
+    def labels(self, name: str) -> datasets.Dataset:
         """A stored label set as a ``datasets.Dataset`` (``.info.description`` holds nothing; see label_sets)."""
         return labels(self, name)
 
