@@ -37,6 +37,29 @@ def test_the_coverage_report_and_the_tag_figures_refuse_the_per_turn_raw_tags(ta
             call()
 
 
+def test_the_tag_coverage_figure_takes_tags_column_as_the_coverage_report_and_the_sampler_do(tagged):
+    """A notebook user passing coverage_report's and the instag selector's ``tags_column=`` to plots.tag_coverage got
+    a TypeError; its own ``column=`` still works, the two naming different columns are refused."""
+    from curate.report.plots import tag_coverage
+
+    by_new, by_old = tag_coverage(tagged, "first2", tags_column="tags"), tag_coverage(tagged, "first2", column="tags")
+    assert [list(line.get_ydata()) for line in by_new.axes[0].get_lines()] == \
+        [list(line.get_ydata()) for line in by_old.axes[0].get_lines()]
+    with pytest.raises(CurateError, match="column 'tags_raw' holds tags per turn"):
+        tag_coverage(tagged, "first2", tags_column="tags_raw")
+    with pytest.raises(CurateError, match="give one"):
+        tag_coverage(tagged, "first2", column="tags_raw", tags_column="tags")
+
+
+def test_coverage_report_of_ids_not_in_the_pool_is_a_curate_error(tagged):
+    """It was a bare KeyError: README's ``except CurateError`` missed it."""
+    from curate.tags import coverage_report
+
+    with pytest.raises(CurateError, match="no row with id 'nope' in the pool") as raised:
+        coverage_report(tagged, [tagged.ids[0], "nope"])
+    assert isinstance(raised.value, KeyError)  # a KeyError still, as before
+
+
 def test_curate_tags_on_a_column_not_there_names_the_tag_columns_instead_of_asking_to_tag(tagged):
     """`curate tags WS --column nope` on a tagged workspace said "tag the pool first"."""
     run = curate_in_process("tags", tagged.path, "--column", "nope")

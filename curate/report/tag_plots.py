@@ -74,13 +74,17 @@ def coverage_curve(order: list[int], tags: list[set[str]], universe: int) -> np.
 
 
 def tag_coverage(ws: Workspace, selections: str | list[str] | None = None, column: str | None = None,
-                 random_draws: int = TAG.coverage_seeds, seed: int = 0) -> Figure:
-    """Tag coverage as a selection grows (in rank order) against random samples of tagged rows; ``selections``: names."""
+                 random_draws: int = TAG.coverage_seeds, seed: int = 0, *, tags_column: str | None = None) -> Figure:
+    """Tag coverage as a selection grows (in rank order) against random samples of tagged rows; ``selections``: names.
+    ``tags_column`` (or ``column``): the tags column, as ``coverage_report`` and the ``instag`` selector name it."""
+    from curate.errors import OptionError
     from curate.tags.metrics import tagged_positions
 
+    if column is not None and tags_column is not None and column != tags_column:
+        raise OptionError(f"tag_coverage: column={column!r} and tags_column={tags_column!r} name one column: give one")
     _need_pool(ws)
     selections = [selections] if isinstance(selections, str) else selections
-    column = column or role_or_missing(ws, "tags", "column=NAME")
+    column = tags_column or column or role_or_missing(ws, "tags", "tags_column=NAME")
     with ws.reading():  # the column read once: its tag sets, and the rows whose tagging succeeded (as coverage_report)
         tags = tag_sets(ws, column)
         tagged = tagged_positions(ws.column(column))

@@ -83,6 +83,7 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
     whose tagging failed, which cover nothing); an error naming
     the selection when it keeps rows no longer in the pool (a re-run on an edited source removed them).
     ``tags_column``: default the normaliser's column (:func:`curate.storage.roles.role_column`)."""
+    from curate.errors import NoSuchRowError
     from curate.storage.pool import selection_positions
     from curate.storage.roles import role_column
 
@@ -94,7 +95,7 @@ def coverage_report(ws: Any, selection: str | list[str], *, tags_column: str | N
         ids, index = list(selection), ws.index
         missing = [rid for rid in ids if rid not in index]
         if missing:
-            raise KeyError(f"no row with id {missing[0]!r} in the pool ({len(missing):,} of {len(ids):,} ids)")
+            raise NoSuchRowError(f"no row with id {missing[0]!r} in the pool ({len(missing):,} of {len(ids):,} ids)")
         positions = [index[rid] for rid in ids]
     rows = ws.column(tags_column)
     chosen = [rows[p] for p in positions]
