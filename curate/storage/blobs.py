@@ -57,11 +57,11 @@ def add_embeddings(ws: Workspace, name: str, array: np.ndarray, provenance: dict
         seen: dict[str, int] = {}
         twice = next((seen[i], k) for k, i in enumerate(ids) if seen.setdefault(i, k) != k)
         raise OptionError(f"embeddings {name!r}: id {ids[twice[1]]} is given twice (rows {twice[0]} and {twice[1]}); "
-                         "one vector per row id")
+                          "one vector per row id")
     bad = bad_rows(array)
     if bad.size:  # a NaN row would be admitted by every similarity test (NaN > tau is false) or break K-means; an
         # all-zero row has no direction (no cosine): admission refused it by its candidate index, k-center took it
-        raise OptionError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
+        raise ValueError(f"embeddings {name!r}: {bad.size} row(s) hold NaN or infinity or only zeros, e.g. row "
                          f"{int(bad[0])} (id {ids[int(bad[0])]})")
     folder = ws.path / "embeddings"
     ids_bytes = json.dumps(ids).encode()
