@@ -223,6 +223,7 @@ def test_a_workspace_removed_since_it_was_opened_reads_as_none_there_and_its_nex
     ws.add_selection("kept", ws.ids, ["kept"] * 3, ["selected"] * 3, [None] * 3, {"method": "test"})
     assert ws.row_values("quality") == [1.0, 2.0, 3.0] and "quality" in ws._repr_html_()
     shutil.rmtree(ws.path)
+    assert not ws.exists  # it said True
     assert repr(ws).startswith(f"Workspace({str(ws.path)!r}, new:")
     assert "new: its first write" in ws._repr_html_()
     for read in (lambda: ws.row_values("quality"), lambda: ws.show([0]), lambda: ws.selection("kept"),

@@ -148,7 +148,7 @@ def test_a_workspace_opened_during_a_failed_first_load_loads_afterwards(tmp_path
 
     with pytest.raises(InputError, match="malformed"):
         Workspace(path).load(pools.RowStream(str(tmp_path / "a.jsonl"), rows_then_failure()))
-    assert not path.exists() and opened[0].exists is True  # taken back; the object opened it made
+    assert not path.exists() and opened[0].exists is False  # taken back: the object that opened it made sees it gone
     assert opened[0].load(_pool(tmp_path / "b.jsonl", "b"))["rows_added"] == 3
     assert len(Workspace.open(path)) == 3
 

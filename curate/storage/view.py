@@ -33,7 +33,6 @@ class ThreadView:
     _pool_dir: str
     _new: bool  # no workspace on disk: its first write makes it
     path: Any
-    exists: Any  # Workspace.exists
     _pool = _per_thread("pool", "This thread's pool (None: read it again).")
     _pool_stamp = _per_thread("pool_stamp", "The stamp (inode, mtime) of the pool on disk when it was read.")
     _ids = _per_thread("ids", "Row ids of this thread's pool, in pool order (None: not read yet).")
@@ -44,23 +43,23 @@ class ThreadView:
         workspace stays current, and a write keyed by pool order covers every row on disk."""
         from curate.storage.pool import pool_stamp
 
-        self._seen_gone()
+        self._on_disk()
         if self._pool is not None and pool_stamp(self) != self._pool_stamp:
             self._pool, self._ids, self._index = None, None, None
 
-    def _seen_gone(self) -> None:
-        """Outside an operation, a workspace removed or moved since this object saw it is new again, as one opened at
-        a path holding none: its reads say ``no workspace at PATH`` (not 'no column', 'row 0 is outside the pool' or
-        a FileNotFoundError), its next load makes it anew. Inside one, its writes say it went during the run."""
+    def _on_disk(self) -> bool:
+        """``exists``: a new workspace made since (by this object's write, or another process) is new no more; outside
+        an operation, one removed or moved since this object saw it is new again, as one opened at a path holding
+        none: its reads say ``no workspace at PATH`` (not 'no column', 'row 0 is outside the pool' or a
+        FileNotFoundError), its next load makes it anew. Inside one, its writes say it went during the run."""
         from curate.storage.files import MANIFEST
 
-        if not self._new and not getattr(self._operations, "n", 0) and not os.path.exists(self.path / MANIFEST):
+        there = os.path.exists(self.path / MANIFEST)
+        if self._new and there:
+            self._new = False
+        elif not self._new and not there and not getattr(self._operations, "n", 0):
             self._new = True
-
-    def _exists_now(self) -> bool:
-        """``exists``, after :meth:`_seen_gone`: False for a workspace removed or moved since, outside an operation."""
-        self._seen_gone()
-        return bool(self.exists)
+        return not self._new
 
     def _current(self) -> None:
         """Outside an operation, a read of the pool or its ids sees the pool on disk now (one stat, ~2 us)."""

@@ -89,14 +89,12 @@ class Workspace(ThreadView, blobs.Blobs):
 
     @property
     def exists(self) -> bool:
-        """Whether the workspace is on disk (False: a new one, which its first write makes)."""
-        if self._new and (self.path / MANIFEST).exists():  # made since: by this object's write, or another process
-            self._new = False
-        return not self._new
+        """Whether the workspace is on disk (False: a new one, or one removed since; its first write makes it)."""
+        return self._on_disk()
 
     def _require(self) -> None:
         """A read of a new workspace not made yet (or removed since): ``no workspace at PATH (did you mean ...?)``."""
-        if not self._exists_now():
+        if not self.exists:
             raise no_workspace(self.path)
 
     # -- locks ----------------------------------------------------------------------------------
@@ -395,6 +393,6 @@ class Workspace(ThreadView, blobs.Blobs):
         self.__init__(state["path"], create=state.get("new", False))  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        if not self._exists_now():
+        if not self.exists:
             return f"Workspace({str(self.path)!r}, new: its first write, e.g. ws.load(SOURCE), makes it)"
         return f"Workspace({str(self.path)!r}, rows={len(self):,}, columns={list(self.columns)})"
