@@ -929,3 +929,24 @@ def test_a_reload_of_an_edited_source_says_the_rows_it_no_longer_holds_stay_in_t
     assert len(Workspace.open(ws)) == 5  # q0..q3 and the edited q1: the rows gone from the file stay
     summary = Workspace.open(ws).load(source)
     assert "rows_gone_from_source" not in summary and summary["unchanged"]  # said once, for the load that saw it
+
+
+def test_rows_removed_from_the_pool_and_loaded_again_are_not_said_to_be_gone_from_their_source(tmp_path):
+    """A source whose rows left the pool (another source's keep_only_source load, ws.keep_rows) and loaded again, as
+    it was, was said to have changed ('at least 3 rows its load at ... read not in it now (kept in the pool)'): the
+    rows were the pool's loss, and added again. A source edited after that removal is still named."""
+    from curate.session import Workspace
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"a{i}", "output": "x"} for i in range(3)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"b{i}", "output": "x"} for i in range(2)])
+    ws = Workspace(tmp_path / "ws")
+    ws.load(a)
+    ws.load(b, keep_only_source=True)  # a's rows leave the pool
+    again = ws.load(a)
+    assert again["rows_added"] == 3 and "rows_gone_from_source" not in again, again
+    assert ws.keep_rows(ws.ids[:2]) == 3  # the rows of a leave again
+    again = ws.load(a)
+    assert again["rows_added"] == 3 and "rows_gone_from_source" not in again, again
+    write_jsonl(a, [{"instruction": "a0", "output": "x"}, {"instruction": "a1", "output": "edited"}])
+    edited = ws.load(a)
+    assert edited["rows_gone_from_source"] == 2, edited  # a1 edited, a2 deleted: named as before

@@ -15,6 +15,7 @@ from curate.storage.files import MANIFEST
 Workspace = Any
 
 MANIFEST_VERSION = 1  # the workspace layout; bump when an older curate could not read what a newer one writes
+ROWS_REMOVED_AT = "rows_removed_at"  # the manifest's key: when rows last left the pool (see rows_gone_from_source)
 
 
 def check_manifest(ws: Workspace) -> None:
@@ -81,13 +82,15 @@ def repeats_a_load(sources: list[dict[str, Any]], summary: dict[str, Any]) -> bo
     return bool(same_source) and read_as(same_source[-1]) == read_as(summary)
 
 
-def rows_gone_from_source(sources: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """``{"rows_gone_from_source": N, "earlier_load_at": T}`` when the last load of this source (the manifest's
+def rows_gone_from_source(manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """``{"rows_gone_from_source": N, "earlier_load_at": T}`` when the last load of this source (in ``manifest``'s
     ``sources``) read rows that this read of it (``summary``) does not hold (an edited file: a row changed or
     deleted; or other options), which stay in the pool; else ``{}``. N is at least that many: the earlier load read
-    ``rows_read`` distinct rows, all in the pool, of which this read found ``already_present`` at most."""
-    earlier = [load for load in sources if load.get("source") == summary["source"]]
-    if not earlier:
+    ``rows_read`` distinct rows, all in the pool, of which this read found ``already_present`` at most. Rows removed
+    from the pool since that load (``keep_rows``, another source's ``keep_only_source`` load: the manifest's
+    ``rows_removed_at``) void the count: the rows added again were the pool's loss, not the source's change."""
+    earlier = [load for load in manifest["sources"] if load.get("source") == summary["source"]]
+    if not earlier or earlier[-1]["loaded_at"] < manifest.get(ROWS_REMOVED_AT, ""):
         return {}
     gone = earlier[-1]["rows_read"] - summary["already_present"]
     return {"rows_gone_from_source": gone, "earlier_load_at": earlier[-1]["loaded_at"]} if gone > 0 else {}
