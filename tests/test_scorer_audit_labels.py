@@ -156,3 +156,20 @@ def test_scoring_with_a_scorer_whose_labels_changed_since_it_learnt_them_says_so
     other.add_column("judge_q", [1.0] * 30, provenance)
     res = runner.invoke(app, ["score", str(other.path), "--scorer", str(tmp_path / "sc"), "--column", "s1"])
     assert res.exit_code == 0 and "changed since" not in res.output, res.output
+
+
+def test_rows_loaded_after_a_scorer_learnt_its_labels_are_no_change_to_them(tmp_path):
+    """The record hashed the whole column over the whole pool: rows loaded after training (the pool a scorer is
+    trained to score, unlabelled) made every later `curate score --scorer` say the labels were 're-judged or
+    relabelled', though not one label changed. A label given to one of them is a change."""
+    from curate.scorers.labels_read import labels_changed
+
+    ws = _pool(tmp_path, [None] * 30)
+    provenance = {"kind": "judge", "judge": "quality", "reads": ["instruction", "response"]}
+    ws.add_column("judge_q", [float(1 + i % 5) for i in range(30)], provenance)
+    scorer = train_scorer(ws, target="judge_q", k=3, features=["length"]).scorer
+    ws.load(write_jsonl(tmp_path / "more.jsonl", [{"instruction": f"New question {i}?", "output": "new " * (i + 2)}
+                                                  for i in range(5)]))
+    assert len(ws) == 35 and labels_changed(ws, scorer.metadata) is None
+    ws.add_column("judge_q", [*ws.column("judge_q")[:30], 3.0, None, None, None, None], provenance)  # one more label
+    assert "column 'judge_q' changed since this scorer learnt it" in labels_changed(ws, scorer.metadata)

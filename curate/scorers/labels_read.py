@@ -19,9 +19,13 @@ def labels_record(ws: Any, *, target: str | None = None, labels: str | None = No
 
 
 def _labels_fingerprint(ws: Any, target: str | None, labels: str | None) -> str:
+    """A hash of the labels: the rows of column ``target`` that hold a value (by id, in id order: rows loaded or
+    reordered since, with no label, change nothing) and the records of label set ``labels``."""
     h = hashlib.sha256()
     if target is not None:
-        h.update(json.dumps([ws.ids, ws.turn_values(target)], default=str).encode())
+        held = sorted((rid, turns) for rid, turns in zip(ws.ids, ws.turn_values(target), strict=True)
+                      if turns is not None and any(v is not None for v in turns))
+        h.update(json.dumps(held, default=str).encode())
     if labels is not None:
         h.update(json.dumps([dict(r) for r in ws.labels(labels)], default=str, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()[:32]
