@@ -950,3 +950,16 @@ def test_rows_removed_from_the_pool_and_loaded_again_are_not_said_to_be_gone_fro
     write_jsonl(a, [{"instruction": "a0", "output": "x"}, {"instruction": "a1", "output": "edited"}])
     edited = ws.load(a)
     assert edited["rows_gone_from_source"] == 2, edited  # a1 edited, a2 deleted: named as before
+
+
+def test_json_lines_whose_first_line_is_a_stray_array_read_the_other_lines(tmp_path):
+    """A .jsonl file starting with `[` was read whole as one JSON array: JSON Lines whose first line is an array (a
+    bad record) failed at 'line 2: malformed JSON: Extra data', on_error="skip" or not, where the line was one
+    rejected record and the others loaded."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('["stray"]\n{"instruction": "q1", "output": "a1"}\n\n{"instruction": "q2", "output": "a2"}\n')
+    read = pools.read(path, on_error="skip")
+    assert [r["instruction"] for r in read.rows] == ["q1", "q2"]
+    assert [(r.location, r.reason) for r in read.rejects] == [("line 1", "expected a JSON object, got an array")]
+    (tmp_path / "gap.jsonl").write_text('\n[{"instruction": "q", "output": "a"}]\n')  # one array, after a blank line
+    assert [r["instruction"] for r in pools.read(tmp_path / "gap.jsonl").rows] == ["q"]

@@ -194,12 +194,23 @@ def _iter_json(path: Path) -> Iterator[_Item]:
 
 
 def _array_inside(path: Path) -> bool:
-    """Whether a .jsonl file holds a JSON array (``json.dump(records, f, indent=2)``): it starts with ``[``. Read as
-    the .json file it is, as a .json file of JSON Lines is read as JSON Lines; line by line each of its lines was
-    'malformed JSON' (line 1: ``[``), or the one line an array of records, 'expected a JSON object'."""
+    """Whether a .jsonl file holds a JSON array (``json.dump(records, f, indent=2)``): it starts with ``[``, and that
+    line is no whole JSON value with more lines after it (JSON Lines whose first line is a stray array: that line a
+    bad record, the others read). Read as the .json file it is, as a .json file of JSON Lines is read as JSON Lines;
+    line by line each of its lines was 'malformed JSON' (line 1: ``[``), or the one line an array of records,
+    'expected a JSON object'."""
     with _open(path) as fh:
-        head = fh.read(4096)
-    return head.removeprefix(_UTF8_BOM).lstrip().startswith(b"[")
+        lines = (line for line in fh if line.strip())
+        first = next(lines, b"").removeprefix(_UTF8_BOM)
+        if not first.lstrip().startswith(b"["):
+            return False
+        if next(lines, None) is None:  # one line: the array
+            return True
+    try:
+        json.loads(first)
+    except ValueError:  # "[" alone, or an array over several lines
+        return True
+    return False
 
 
 def _json_lines_inside(text: str) -> bool:
