@@ -173,3 +173,19 @@ def test_rows_loaded_after_a_scorer_learnt_its_labels_are_no_change_to_them(tmp_
     assert len(ws) == 35 and labels_changed(ws, scorer.metadata) is None
     ws.add_column("judge_q", [*ws.column("judge_q")[:30], 3.0, None, None, None, None], provenance)  # one more label
     assert "column 'judge_q' changed since this scorer learnt it" in labels_changed(ws, scorer.metadata)
+
+
+def test_a_follow_up_many_conversations_share_does_not_join_them_into_one_group():
+    """Identical texts joined whole groups: 50 conversations whose second turn is "continue" (read alone, as the
+    instruction) became one group, so no split could hold any of them out (train-scorer: too few groups for its folds).
+    The shared text sits in one group; the conversations keep theirs."""
+    from curate.rows import Turn
+    from curate.scorers.training_data import TrainingData
+
+    data = TrainingData([], [], [], reads=["instruction"], source="column j")
+    for i in range(50):
+        data.keep(Turn(f"Write a poem about topic {i}.", "..."), 3.0, f"conversation {i}", {})
+        data.keep(Turn("continue", "..."), 2.0, f"conversation {i}", {})
+    data.join_duplicate_groups()
+    assert len(set(data.groups)) == 50 and len({data.groups[i] for i in range(1, 100, 2)}) == 1
+    assert _split_overlap(data) == 0

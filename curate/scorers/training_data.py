@@ -78,22 +78,14 @@ class TrainingData:
         self.join_duplicate_groups()
 
     def join_duplicate_groups(self) -> None:
-        """Put turns whose texts read are identical in one group, with every turn of their groups: a split then never
+        """Put turns whose texts read are identical in one group, the group of the first of them: a split then never
         has one text on both sides. Groups by row or seed id alone kept repeats apart (a pool's repeated row, two Evol
-        seeds of one instruction), and a held-out figure counted texts the scorer had been fitted on."""
-        parent: dict[str, str] = {}
-
-        def root(group: str) -> str:
-            while parent.setdefault(group, group) != group:
-                parent[group] = group = parent[parent[group]]
-            return group
-
+        seeds of one instruction), and a held-out figure counted texts the scorer had been fitted on. The turn moves,
+        not its group: joining whole groups chained every conversation with a follow-up as common as "continue" into
+        one group (50 conversations, 1 group), which no split can hold out."""
         first: dict[tuple[str | None, ...], str] = {}
-        for turn, group in zip(self.turns, self.groups, strict=True):
-            seen = root(first.setdefault(tuple(turn_text(turn, r) for r in self.reads), group))
-            if root(group) != seen:
-                parent[root(group)] = seen
-        self.groups = [root(g) for g in self.groups]
+        self.groups = [first.setdefault(tuple(turn_text(turn, r) for r in self.reads), group)
+                       for turn, group in zip(self.turns, self.groups, strict=True)]
 
     def leave_out_outside(self, low: float, high: float, reason: str) -> int:
         """Leave out every label outside the judge's scale ``low..high``, counted under ``reason``, never clipped: a
