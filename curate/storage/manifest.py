@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import NotInWorkspaceError, WorkspaceError, WorkspaceGoneError
-from curate.storage.files import MANIFEST
+from curate.storage.files import MANIFEST, now
 
 # ``ws`` below is a curate.storage.workspace.Workspace (not imported: it imports this module).
 Workspace = Any
@@ -94,6 +94,28 @@ def rows_gone_from_source(manifest: dict[str, Any], summary: dict[str, Any]) -> 
         return {}
     gone = earlier[-1]["rows_read"] - summary["already_present"]
     return {"rows_gone_from_source": gone, "earlier_load_at": earlier[-1]["loaded_at"]} if gone > 0 else {}
+
+
+def record_load(ws: Workspace, summary: dict[str, Any], *, unchanged: bool, rows_removed: int,
+                keep_only_source: bool) -> dict[str, Any]:
+    """Record load ``summary`` in ``ws``'s manifest (not an ``unchanged`` one's), and when rows left the pool
+    (``rows_removed``); returns :func:`rows_gone_from_source` of it (``{}`` for a ``keep_only_source`` load)."""
+    gone = {} if keep_only_source else rows_gone_from_source(ws.manifest, summary)
+
+    def record(manifest: dict[str, Any]) -> None:
+        if not unchanged:
+            manifest["sources"].append(summary)
+        if rows_removed:
+            note_rows_removed(manifest, summary["loaded_at"])
+    if rows_removed or not unchanged:
+        ws.update_manifest(record)
+    return gone
+
+
+def note_rows_removed(manifest: dict[str, Any], at: str | None = None) -> None:
+    """Note in ``manifest`` that rows left the pool ``at`` (default: now): the rows a load read before may be gone
+    from the pool since, not from its source (see :func:`rows_gone_from_source`)."""
+    manifest[ROWS_REMOVED_AT] = at or now()
 
 
 def not_a_workspace(path: Path) -> NotInWorkspaceError:

@@ -30,12 +30,12 @@ from curate.storage.files import (
 from curate.storage.last_run import last_run
 from curate.storage.lock_holders import locks_file_at
 from curate.storage.manifest import (  # noqa: F401  (Workspace calls pool.check_manifest)
-    ROWS_REMOVED_AT,
     check_manifest,
     damaged_pool,
     no_workspace,
+    note_rows_removed,
+    record_load,
     repeats_a_load,
-    rows_gone_from_source,
     workspace_gone,
 )
 from curate.storage.summary import load_summary
@@ -116,7 +116,7 @@ def keep_rows(ws: Workspace, ids) -> int:
         mask, dropped = among(table, ids)
         if dropped:
             _swap_pool(ws, table.filter(mask))
-            ws.update_manifest(lambda manifest: manifest.__setitem__(ROWS_REMOVED_AT, now()))
+            ws.update_manifest(note_rows_removed)
         return dropped
 
 
@@ -229,15 +229,7 @@ def add_rows(ws: Workspace, staged, keep_only_source: bool = False) -> dict[str,
     }
     # a load of a source read so before that changed nothing adds no entry (a re-run's made the report out of date)
     unchanged = table is None and repeats_a_load(ws.manifest["sources"], summary)
-    gone = {} if keep_only_source else rows_gone_from_source(ws.manifest, summary)
-
-    def record(manifest: dict[str, Any]) -> None:
-        if not unchanged:
-            manifest["sources"].append(summary)
-        if rows_removed:  # the rows other loads read may be gone from the pool now, not from their sources
-            manifest[ROWS_REMOVED_AT] = summary["loaded_at"]
-    if rows_removed or not unchanged:
-        ws.update_manifest(record)
+    gone = record_load(ws, summary, unchanged=unchanged, rows_removed=rows_removed, keep_only_source=keep_only_source)
     if staged.rejects:  # on_error="skip": a notebook's load returned without a word of what it left out
         warn(f"{staged.source}: {staged.rejects:,} record(s) left out (on_error='skip'); each with its line and reason "
              f"in {rejects_file}")
