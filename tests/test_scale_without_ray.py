@@ -84,6 +84,50 @@ def test_an_actor_for_signals_alone_loads_no_encoder_and_computes_what_ws_apply_
     assert all("loss_conditioned" in json.loads(e) for e in out["ifd__extra"])
 
 
+def test_the_counts_of_signals_computed_on_actors_reach_their_run_records_as_on_one_process(request, tmp_path):
+    """The actors' batches carry each step's run counts (turns truncated and scored, the run's IFD >= 1 turns and
+    rows, requests and those the log-prob cache answered); the driver sums them into each write's run record: the
+    pass's record holds the single engine's counts (they were thrown away: no 'N of their M requests answered by
+    the on-disk cache' line on Ray). Two batches, stored by two writes: the counts are summed, not repeated."""
+    import warnings
+
+    from curate.scale.collect import PassResults, VectorCommits
+    from curate.scale.commits import ColumnCommits, store_rest
+    from curate.scale.infer import Inference, _NoProgress
+    from curate.session import Workspace
+    from curate.signals.steps import signal_steps
+
+    model = str(request.getfixturevalue("tiny_lm"))
+    shard = write_jsonl(tmp_path / "one.jsonl", generated_pool(24, seed=2))
+    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
+    actor = Inference(signals=["ifd", "perplexity"], signal_model=model, embed=False)
+    single, ray = Workspace(tmp_path / "single"), Workspace(tmp_path / "ray")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CurateWarning)  # the pool's bad record, the rows failed: not what is tested
+        for ws in (single, ray):
+            ws.load(shard, on_error="skip")
+        for step in signal_steps(["ifd", "perplexity"], model):
+            single.apply(step, progress=False)
+        steps, ids = signal_steps(["ifd", "perplexity"], model), ray.ids
+        columns = ColumnCommits(ray, steps, ids, {"name": "ray", "pass": "p1"})
+        collected = PassResults(ids, np.sort(block.column("order").to_numpy()), steps, [s.column for s in steps],
+                                False, VectorCommits(None), {}, "signals", _NoProgress(), columns)
+        half = block.num_rows // 2
+        for part in (block.slice(0, half), block.slice(half)):  # two actor calls, each stored by its own write
+            collected.add(actor(part))
+            columns.commit()
+        for step in steps:
+            store_rest(ray, step, collected.results[step.column], collected.extra[step.column], {"name": "ray"},
+                       ids, False, columns.stored.get(step.column), collected.counts.get(step.column))
+    for column in ("ifd", "perplexity"):
+        (one,), (pass_,) = single.column_provenance(column)["runs"], ray.column_provenance(column)["runs"]
+        keys = ["turns_scored", "turns_truncated", "requests", "cached_requests"]
+        keys += ["ifd_at_least_one", "rows_with_ifd_at_least_one"] if column == "ifd" else []
+        assert {k: pass_.get(k) for k in keys} == {k: one[k] for k in keys}, column
+        assert pass_["engine"]["pass"] == "p1" and one["turns_scored"] > 10 and one["requests"] > 10
+    assert ray.column_provenance("perplexity")["runs"][0]["cached_requests"] > 0  # IFD's forward passes, reused
+
+
 def test_a_fine_tuned_scorer_on_an_actor_writes_no_prediction_cache_the_batch_throws_away(tiny_base, tmp_path,
                                                                                           monkeypatch):
     """Each batch's fine-tuned scorer wrote its forward passes as shards (and merged them) into the batch's folder,
@@ -115,6 +159,13 @@ def test_a_fine_tuned_scorer_on_an_actor_writes_no_prediction_cache_the_batch_th
     ws.load(shard, on_error="skip")
     ws.apply(sc, progress=False)
     assert stored and all(str(ws.cache_dir) in folder for folder in stored)  # the workspace keeps its cache
+    # the batch's run counts travel with it (sent back once, on its first row): the turns the model scored, as the
+    # single engine's run record counts them (a fresh cache: none from it)
+    counts = [json.loads(c) for c in out["q_ce__stats"]]
+    assert all(c == {} for c in counts[1:]) and counts[0]["turns_predicted"] > 10
+    one = ws.column_provenance("q_ce")["runs"][-1]
+    assert {k: counts[0].get(k) for k in ("turns_predicted", "turns_from_prediction_cache", "turns_scored")} == {
+        k: one.get(k) for k in ("turns_predicted", "turns_from_prediction_cache", "turns_scored")}
     for x, y in zip(got, ws.turn_values("q_ce"), strict=True):
         np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-5)
 

@@ -88,9 +88,13 @@ class PassResults:
         self.matrix: np.ndarray | None = None
         self.results: dict[str, dict[str, tuple[Any, list]]] = {c: {} for c in self.columns}
         self.extra: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in signal_columns}
+        # column -> the run counts of the batches come back whose rows no write has stored yet (a write takes them)
+        self.counts: dict[str, dict[str, Any]] = {c: {} for c in self.columns}
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         """File one batch the actors returned (numpy columns, see :class:`curate.scale.infer.Inference`)."""
+        from curate.scale.infer import add_batch_counts
+
         pos = np.searchsorted(self.orders, batch["order"])
         ids = [self.ids[p] for p in pos.tolist()]
         if self.embed:
@@ -107,8 +111,10 @@ class PassResults:
             if column in self.extra:
                 sides = batch[f"{column}__extra"]
                 self.extra[column].update((ids[j], json.loads(sides[j])) for j in computed)
+            for counts in batch[f"{column}__stats"].tolist():
+                add_batch_counts(self.counts[column], json.loads(counts))
         if self.columns_stored is not None:
-            self.columns_stored.add([ids[j] for j in computed], self.results, self.extra)
+            self.columns_stored.add([ids[j] for j in computed], self.results, self.extra, self.counts)
         for pid, rss in zip(batch["pid"].tolist(), batch["rss_mb"].tolist(), strict=True):
             key = f"{self.stage} pid {pid}"
             self.workers[key] = max(self.workers.get(key, 0.0), float(rss))

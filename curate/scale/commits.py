@@ -56,16 +56,17 @@ def turns_scored(results: dict[str, tuple[Any, list]]) -> int:
 
 
 def run_stats(info: dict[str, Any], results: dict[str, tuple[Any, list]], scorer: bool,
-              pass_rows: int | None = None) -> dict[str, Any]:
+              pass_rows: int | None = None, counts: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run record's stats over ``results``: the actor pool (``info``: ``engine``; its ``pass_started`` is when the
     pass began: the record's ``seconds`` are its writes' time, the pass ran until its ``finished``); a ``scorer``'s
     also the turns it scored (a signal step's run records its own counts). ``pass_rows``: the rows the pass stores in
     the column when it writes them part by part (``engine.pass_rows``): a record with fewer ``rows`` is of a pass that
-    did not finish (killed)."""
+    did not finish (killed). ``counts``: the step's own run counts the actors' batches of these rows returned (a
+    signal's ``turns_truncated``, ``requests`` and ``cached_requests``, a scorer's ``texts_encoded``...), summed."""
     engine = {**info, **({"pass_rows": pass_rows} if pass_rows is not None else {})}
     if not scorer:
-        return {"engine": engine}
-    return {"engine": engine or {"name": "ray"}, "turns_scored": turns_scored(results)}
+        return {**(counts or {}), "engine": engine}
+    return {**(counts or {}), "engine": engine or {"name": "ray"}, "turns_scored": turns_scored(results)}
 
 
 def stored_part_way(ws: Any, step: Any, ids: Sequence[str]) -> bool:
@@ -92,18 +93,20 @@ class ColumnCommits:
         self.pending: list[str] = []
         self.results: dict[str, dict[str, tuple[Any, list]]] = {}
         self.extra: dict[str, dict[str, dict[str, Any]]] = {}
+        self.counts: dict[str, dict[str, Any]] = {}
         self.stored: dict[str, tuple[set[str], int]] = {s.column: (set(), 0) for s in self.steps}
         self.last = time.monotonic()
         self.wait = 0.0  # after a write, the next waits this long too (see WRITE_SHARE)
 
     def add(self, rows: list[str], results: dict[str, dict[str, tuple[Any, list]]],
-            extra: dict[str, dict[str, dict[str, Any]]]) -> None:
+            extra: dict[str, dict[str, dict[str, Any]]], counts: dict[str, dict[str, Any]] | None = None) -> None:
         """``rows``: a batch's rows the actors computed, their values in ``results`` / ``extra`` (the pass's own,
-        filled as batches come back); stored once ``PART_EVERY_S`` seconds have passed since the last commit, and
+        filled as batches come back; ``counts``: column -> the run counts of the batches not stored yet, which a
+        write of the column takes into its run record and empties); stored once ``PART_EVERY_S`` seconds have passed since the last commit, and
         ``wait`` (each write rewrites the columns: on a large pool the writes must not hold up the pass)."""
         from curate.embed import cache
 
-        self.results, self.extra = results, extra
+        self.results, self.extra, self.counts = results, extra, counts if counts is not None else self.counts
         self.pending.extend(rows)
         if time.monotonic() - self.last >= max(cache.PART_EVERY_S, self.wait):
             self.commit(wait=False)
@@ -155,18 +158,20 @@ class ColumnCommits:
                     continue
                 part = {rid: self.results[step.column][rid] for rid in mine}
                 sides = self.extra.get(step.column)  # a signal step's side values (a scorer has none)
-                stats = run_stats(self.info, part, sides is None, pass_rows=len(self.needed[step.column]))
+                stats = run_stats(self.info, part, sides is None, pass_rows=len(self.needed[step.column]),
+                                  counts=self.counts.get(step.column))
                 with failures_told_by_caller():  # the pass's total, once, by store_rest: not a warning a part
                     result = self.ws.apply(Precomputed(step, part, stats, {rid: sides[rid] for rid in mine}
                                                        if sides is not None else None), mine, progress=False)
                 done, failed = self.stored[step.column]
                 self.stored[step.column] = (done | set(mine), failed + result.failed_now)
+                self.counts.get(step.column, {}).clear()  # in this write's run record: the next write counts the rest
             return time.monotonic() - started
 
 
 def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: dict[str, dict[str, Any]] | None,
                info: dict[str, Any], ids: list[str], progress: bool,
-               stored: tuple[set[str], int] | None = None) -> ApplyResult:
+               stored: tuple[set[str], int] | None = None, counts: dict[str, Any] | None = None) -> ApplyResult:
     """``apply_to_rows`` of ``step`` on ``ids`` with the actors' ``results`` (and a signal step's side values
     ``extra``; None for a scorer) the pass's commits did not store (``stored``: rows stored, of them failed); the result counts those as computed now.
     Warns once of the rows failed in the whole pass (its commits and this write), with their reason codes."""
@@ -175,7 +180,8 @@ def store_rest(ws: Any, step: Any, results: dict[str, tuple[Any, list]], extra: 
     rest = {rid: value for rid, value in results.items() if rid not in done and rid in need}
     sides = {rid: value for rid, value in (extra or {}).items() if rid not in done}
     counted = len(done.intersection(ids))
-    stats = run_stats(info, rest, extra is None, pass_rows=counted + len(rest) if stored is not None else None)
+    stats = run_stats(info, rest, extra is None, pass_rows=counted + len(rest) if stored is not None else None,
+                      counts=counts if rest else None)  # the batches' counts no write of the pass took
     with failures_told_by_caller():
         result = apply_to_rows(ws, Precomputed(step, rest, stats, sides if extra is not None else None), ids, progress)
     if done:

@@ -117,8 +117,9 @@ class Inference:
     ``batch``: a block of the read shards (``kind``, ``order``, ``data``; see :mod:`.sources`). Returns ``order``,
     the ``embedding`` matrix when ``embed`` (text ``text`` of each row, unit vectors), for each scorer and
     signal ``<column>__values`` and ``<column>__failures`` (JSON per row), for each signal
-    ``<column>__extra`` (its side values, JSON per row); plus the actor's ``pid`` and peak memory
-    (``rss_mb``). Caches live in a folder of the batch, removed after it: an actor may be killed, not closed.
+    ``<column>__extra`` (its side values, JSON per row), for each scorer and signal ``<column>__stats`` (the
+    batch's run counts, e.g. ``turns_truncated``, ``requests``, ``texts_encoded``: JSON on the first row, ``{}`` on
+    the others, so any split of the batch sums to them); plus the actor's ``pid`` and peak memory (``rss_mb``). Caches live in a folder of the batch, removed after it: an actor may be killed, not closed.
     """
 
     def __init__(self, scores: Sequence[str | dict[str, bytes]] = (), signals: Sequence[str] = (),
@@ -259,10 +260,25 @@ def _columns(out: dict[str, Any], column: str, result: StepOutput, computed: np.
     failures = np.full(len(computed), "[]", dtype=object)
     failures[where] = [json.dumps([f.to_dict() for f in fails]) for fails in result.failures]
     out[f"{column}__values"], out[f"{column}__failures"] = values, failures
+    counts = np.full(len(computed), "{}", dtype=object)  # the step's run counts: once a batch, not once a row
+    if len(computed):
+        counts[0] = json.dumps(batch_counts(result.stats))
+    out[f"{column}__stats"] = counts
     if extra:
         sides = np.full(len(computed), "{}", dtype=object)
         sides[where] = [json.dumps({k: v[i] for k, v in result.extra.items()}) for i in range(len(where))]
         out[f"{column}__extra"] = sides
+
+
+def batch_counts(stats: dict[str, Any]) -> dict[str, int | float]:
+    """The counts of a step's run ``stats`` (numbers: summed over the batches of a pass and the writes of a column)."""
+    return {k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def add_batch_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    """Add one batch's ``counts`` (:func:`batch_counts`) to ``total``, in place."""
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
 
 
 class Precomputed:

@@ -106,6 +106,7 @@ class RayEngine:
         self._results: dict[str, dict[str, tuple[Any, list]]] = {}  # column -> row id -> (value, failures)
         self._extra: dict[str, dict[str, dict[str, Any]]] = {}      # signal column -> row id -> side values
         self._stored: dict[str, tuple[set[str], int]] = {}  # column -> (rows stored as batches came back, failed)
+        self._counts: dict[str, dict[str, Any]] = {}  # column -> the actors' run counts no write of the pass took
         self._inference_info: dict[str, Any] = {}
 
     # -- Ray --------------------------------------------------------------------------------------
@@ -308,7 +309,8 @@ class RayEngine:
                         progress=run.progress, ws=ws, ids=ids)  # the rows scored are stored as batches come back
         # the rest, as the single-process step stores them: old settings' rows go
         return {s.column: store_rest(ws, s, self._results.get(s.column, {}), None, self._inference_info, ids,
-                                     run.progress, self._stored.get(s.column)) for s in scorers}
+                                     run.progress, self._stored.get(s.column), self._counts.get(s.column))
+                for s in scorers}
 
     def signals(self, run, fallback: Callable[[Any], Any]) -> dict[str, Any]:
         """The token-level signals ``run.signals`` on the actor pool (:func:`curate.scale.signals.signals_on_ray`)."""
@@ -383,6 +385,7 @@ class RayEngine:
         self._results.update(collected.results)
         self._extra.update(collected.extra)
         self._stored.update(columns.stored if columns is not None else {})
+        self._counts.update(collected.counts)
         self._inference_info = info
 
     def _note_worker(self, stage: str) -> None:

@@ -54,5 +54,6 @@ def signals_on_ray(engine: Any, run: Any, fallback: Callable[[Any], Any] | None)
         engine._infer([], signal_steps=steps, signal_model=run.signal_model, embed=False, only=todo,
                       progress=run.progress, ws=run.ws, ids=ids)  # the rows computed are stored as batches come back
     return {s.column: store_rest(run.ws, s, engine._results.get(s.column, {}), engine._extra.get(s.column, {}),
-                                 engine._inference_info, ids, run.progress, engine._stored.get(s.column))
+                                 engine._inference_info, ids, run.progress, engine._stored.get(s.column),
+                                 engine._counts.get(s.column))
             for s in steps}

@@ -218,7 +218,11 @@ class CrossEncoderScorer(Scorer):
         keys = prediction_cache.row_keys(ins, res)
         chars = [len(t) + (0 if res is None else len(res[i])) for i, t in enumerate(ins)]  # chunks: similar lengths
         if cache_dir is None:  # the chunks a cached pass would score (batch-mates move a row's last digits)
-            return prediction_cache.predict_cached(predict, keys, None, first_rows=self.batch_size, lengths=chars)
+            raw = prediction_cache.predict_cached(predict, keys, None, first_rows=self.batch_size, lengths=chars)
+            repeated = len(ins) - computed[0]  # a Ray actor's batch: no cache, only a row scored once for its repeats
+            add_counts(cache_use, turns_from_prediction_cache=0, turns_predicted=computed[0],
+                       **({"turns_repeating_a_row_of_the_pass": repeated} if repeated else {}))
+            return raw
         fingerprint = self.fingerprint()  # once: a base folder's files are checked by it
         moved = prediction_cache.move_legacy(cache_dir, fingerprint, ins, res)  # counted, not logged
         if moved.rows_moved or moved.files_removed or moved.damaged:
