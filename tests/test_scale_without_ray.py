@@ -128,6 +128,28 @@ def test_the_counts_of_signals_computed_on_actors_reach_their_run_records_as_on_
     assert ray.column_provenance("perplexity")["runs"][0]["cached_requests"] > 0  # IFD's forward passes, reused
 
 
+def test_an_actors_scorer_counts_the_texts_it_encoded_not_those_its_embed_step_encoded_in_the_call(tmp_path):
+    """One process's scorers encode their texts before its embed step; an actor encoded the rows' texts for the
+    embedding first, and its scorer then counted them as read from the embedding cache (Ray printed '2 distinct
+    texts encoded, 9 from the embedding cache' where one process records 11 encoded, none from it)."""
+    from curate.scale.infer import Inference
+    from curate.scorers import load_default
+    from curate.session import Workspace
+
+    shard = write_jsonl(tmp_path / "one.jsonl", [r for r in generated_pool(14, seed=5) if isinstance(r, dict)][:10])
+    block = next(iter(read_shards({"shard": np.arange(1), "path": np.array([str(shard)])})))
+    out = Inference(scores=["quality"])(block)
+    ws = Workspace(tmp_path / "ws")
+    ws.load(shard, on_error="skip")
+    ws.apply(load_default("quality"), progress=False)
+    one = ws.column_provenance("quality")["runs"][-1]
+    counts = json.loads(out["quality__stats"][0])
+    assert one["texts_encoded"] > 5 and one["texts_from_embedding_cache"] == 0
+    assert {k: counts.get(k) for k in ("texts_encoded", "texts_from_embedding_cache")} == {
+        k: one[k] for k in ("texts_encoded", "texts_from_embedding_cache")}
+    assert out["embedding"].shape[0] == len(ws)
+
+
 def test_a_fine_tuned_scorer_on_an_actor_writes_no_prediction_cache_the_batch_throws_away(tiny_base, tmp_path,
                                                                                           monkeypatch):
     """Each batch's fine-tuned scorer wrote its forward passes as shards (and merged them) into the batch's folder,

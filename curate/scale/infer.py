@@ -2,8 +2,9 @@
 
 :class:`Inference` is the ``map_batches`` callable of the score-and-embed stage: each actor loads the
 encoder, the scorers and (when the run asks for token signals) one causal LM once (on a GPU when the actor
-was given one) and then, per batch, embeds the rows' texts once into a batch-local embedding cache, runs
-each scorer's own ``Scorer.run`` against it and each signal step's own ``run``. Nothing about scoring is
+was given one) and then, per batch, runs each scorer's own ``Scorer.run`` against a batch-local embedding cache
+(holding the vectors the workspace's cache had), each signal step's own ``run``, and embeds the rows' texts,
+reading those the scorers encoded (as one process's embed step runs after its scorers). Nothing about scoring is
 re-implemented: the same code as ``ws.apply(scorer)`` computes the values and failures, only on another
 process.
 
@@ -194,11 +195,9 @@ class Inference:
         rows = [RowInput(str(o), c, turns(c)) for o, c in zip(orders.tolist(), convs, strict=True)]
         out: dict[str, Any] = {"order": orders}
         with tempfile.TemporaryDirectory(prefix=batch_folder_prefix()) as tmp:
-            if self.embed:  # the batch's texts, encoded once; the scorers read them from this batch-local cache
+            if self.embed:  # the vectors of the batch's texts the workspace's cache holds, in the batch-local cache
                 texts = [row_text(c, self.text) for c in convs]
                 out["embedding_key"], out["embedding_new"] = self._from_embed_cache(texts, tmp)
-                out["embedding"], _, _ = encode_cached(texts, tmp, model=self.model, batch_size=self.batch_size,
-                                                       device=self.device)
             # no workspace on an actor (ws.apply checks columns); its folder goes with the batch: nothing kept for later
             ctx = StepContext(_NoProgress(), Path(tmp), Path(tmp), keep_outputs=False)
             computed = (np.ones(len(rows), dtype=bool) if self.score_orders is None
@@ -211,6 +210,10 @@ class Inference:
             for step in self.signal_steps:  # IFD and perplexity share their forward passes through ctx's cache
                 _columns(out, step.column, step.run(asked, ctx) if asked else StepOutput([], []), computed,
                          extra=True)
+            if self.embed:  # after the scorers, as one process's embed step: their counts (texts_encoded, ..._from_
+                # embedding_cache) are of the workspace's cache, not of vectors this call encoded; it reads theirs
+                out["embedding"], _, _ = encode_cached(texts, tmp, model=self.model, batch_size=self.batch_size,
+                                                       device=self.device)
         out["pid"] = np.full(len(rows), os.getpid(), dtype=np.int64)
         out["rss_mb"] = np.full(len(rows), peak_rss_mb())
         return out
