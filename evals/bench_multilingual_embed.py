@@ -86,7 +86,7 @@ def main() -> None:
         print(f"{lang}: [UNK] share {unk:.2f}; cosine photosynthesis / inflation {sims[0, 1]:.3f}; "
               f"mean cosine of different topics {off_diagonal.mean():.3f}; admitted {admitted} of {n}")
         fields += [f"{lang}_unk={unk:.2f}", f"{lang}_cos01={sims[0, 1]:.3f}", f"{lang}_admitted={admitted}"]
-    print("RESULT topics=%d " % n + " ".join(fields))
+    print(f"RESULT topics={n} " + " ".join(fields))
 
 
 if __name__ == "__main__":
