@@ -9,12 +9,17 @@ that map blended with 2% of a logistic of the raw score (bc5cf16 until 90fadac),
 (``curate.scorers.readermap.apply_map``: the knots dequantised, then the same blend). Per map: the share of chain
 versions at exactly 6.0, the chains' order accuracy, the share of FLASK scores within 0.03 of one of FLASK's five
 levels, FLASK Spearman and the scores' mean / std (labels beside). The raw scores are the same for all three, so
-every difference is the map's. One ``RESULT`` line (``flat`` and ``logistic`` are the references).
+every difference is the map's. With ``--pool-rows N`` (default 4,000; 0 skips it) a seeded sample of N rows of
+``pool_30k.jsonl`` (in ``--data``) is scored too: per map the share of its complexity scores within 0.03 of a level,
+and how many of the top ``--top`` (2,000) rows by complexity x quality (the shipped ``quality`` scorer) differ from
+today's map's. One ``RESULT`` line (``flat`` and ``logistic`` are the references).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import sys
 from pathlib import Path
 
@@ -49,6 +54,9 @@ def _maps(x: np.ndarray, y: np.ndarray):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=D.DATA)
+    ap.add_argument("--pool-rows", type=int, default=4000)
+    ap.add_argument("--top", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     sc = Scorer.load("complexity")
     flask, chain_sets = T.complexity_sets(args.data, "appended")
@@ -67,14 +75,38 @@ def main() -> None:
         f, c = fn(raw_flask), fn(raw_chain)
         at6 = float(np.mean(c >= 6.0 - 1e-9))
         order = order_accuracy(chains, _split(c, chains))
-        near = float(np.mean(np.min(np.abs(f[:, None] - LEVELS[None, :]), axis=1) < 0.03))
+        near = _near(f)
         rho = agreement(labels, f)["spearman"]
         print(f"{name:9s} chains at exactly 6.0 {at6:.1%}, chain order {order:.3f}; FLASK within 0.03 of a level "
               f"{near:.1%}, Spearman {rho:.3f}, mean {f.mean():.2f}, std {f.std():.2f}")
         fields += [f"{name}_chain_at_6={at6:.3f}", f"{name}_chain_order={order:.3f}",
                    f"{name}_flask_near_level={near:.3f}", f"{name}_flask_spearman={rho:.3f}",
                    f"{name}_flask_mean_std={f.mean():.2f}/{f.std():.2f}"]
+    if args.pool_rows:
+        fields += _pool(args, sc, _maps(x, y))
     print("RESULT " + " ".join(fields))
+
+
+def _near(scores: np.ndarray) -> float:
+    return float(np.mean(np.min(np.abs(scores[:, None] - LEVELS[None, :]), axis=1) < 0.03))
+
+
+def _pool(args, sc, maps) -> list[str]:
+    """The pool sample's figures: share near a level per map, top rows by complexity x quality against today's."""
+    lines = (args.data / "pool_30k.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [{k: r.get(k, "") for k in ("instruction", "input", "output")} for r in map(json.loads, lines)]
+    rows = [r for r in rows if r["instruction"].strip() and r["output"].strip()]
+    rows = random.Random(args.seed).sample(rows, min(args.pool_rows, len(rows)))
+    raw = np.asarray(sc.predict_raw(rows), dtype=np.float64)
+    quality = np.asarray(Scorer.load("quality").predict(rows), dtype=np.float64)
+    tops = {name: set(np.argsort(-(fn(raw) * quality), kind="stable")[:args.top].tolist()) for name, fn in maps.items()}
+    out = []
+    print(f"pool_30k sample of {len(rows)} rows (seed {args.seed}); top {args.top} by complexity x quality")
+    for name, fn in maps.items():
+        near, differ = _near(fn(raw)), len(tops[name] - tops["today"])
+        print(f"{name:9s} pool within 0.03 of a level {near:.1%}; top {args.top} rows not in today's: {differ}")
+        out += [f"{name}_pool_near_level={near:.3f}", f"{name}_top{args.top}_differ_from_today={differ}"]
+    return out
 
 
 def _split(scores: np.ndarray, chains) -> list[list[float]]:
