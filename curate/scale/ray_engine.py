@@ -202,14 +202,17 @@ class RayEngine:
 
         ids: list[str] = []
         # a source that does not read (a missing or empty one, a shard that fails) leaves no folder the run made,
-        # as on one process: the read on Ray is inside too
+        # as on one process: the read on Ray is inside too; a cluster that cannot be joined is not the source's
+        # fault: the run failed (75 or 78), as OUT/run.json says, for the next run to find
         try:
             with removed_on_failure(*run.made, made_by_caller=True):
                 paths = shard_paths(run.source)  # a missing source is named before Ray starts
-                clock = _Clock(self.timings, "load")
+            clock = _Clock(self.timings, "load")
+            with self._stage():
+                ray = self.connect()
+            clock("ray_init")
+            with removed_on_failure(*run.made, made_by_caller=True):
                 with self._stage():
-                    ray = self.connect()
-                    clock("ray_init")
                     # the workers read absolute paths: their working folder is the cluster's, not this process's
                     # (a relative source failed on a cluster started elsewhere); rejects name the path as given
                     items = [{"shard": i, "path": os.path.abspath(p) if os.path.exists(p) else p, "shown": p}
