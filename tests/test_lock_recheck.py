@@ -138,6 +138,18 @@ class PausedTaker:
         assert self.process.wait(120) == 0, self.process.stderr.read().decode()[-3000:]
 
 
+def waits_for_the_new_holder(waiter: PausedTaker, take, two_at_once: str) -> None:
+    """While ``take()`` holds the lock made anew at the path, ``waiter`` (paused after opening the file moved aside)
+    is let go on and must not lock; it locks once the new holder lets go."""
+    with take():
+        waiter.go_on("opened")
+        time.sleep(2)  # time for the waiter to reach its next pause, were it not waiting
+        assert not (waiter.pauses / "locked").exists(), two_at_once
+    assert waiter.reached("locked")
+    waiter.go_on("locked")
+    waiter.ended()
+
+
 def moved_aside(path: Path, remade: bool = True) -> None:
     """A failed first load's take-back of the workspace at ``path`` as far as its rename: ``remove_unused`` renames
     it aside under its lock and deletes it once it let go (in between, the lock file is whole in the folder moved
@@ -234,13 +246,7 @@ def test_a_run_waiting_for_out_does_not_run_beside_the_one_holding_it_on_a_lock_
     waiter = PausedTaker(path / "locks" / RUN_LOCK, "run", tmp_path / "pauses")
     assert waiter.reached("opened")
     moved_aside(path, remade=False)
-    with run_lock(out):  # another run makes OUT's folders anew and runs
-        waiter.go_on("opened")
-        time.sleep(2)  # time for the waiter to reach its next pause, were it not waiting
-        assert not (waiter.pauses / "locked").exists(), "two runs on OUT at once"
-    assert waiter.reached("locked")
-    waiter.go_on("locked")
-    waiter.ended()
+    waits_for_the_new_holder(waiter, lambda: run_lock(out), "two runs on OUT at once")  # another run makes OUT anew
 
 
 def test_a_trainer_waiting_for_its_run_folder_does_not_train_beside_one_holding_a_lock_file_made_anew(tmp_path):
@@ -255,13 +261,7 @@ def test_a_trainer_waiting_for_its_run_folder_does_not_train_beside_one_holding_
     waiter = PausedTaker(run / TRAIN_LOCK, "train", tmp_path / "pauses")
     assert waiter.reached("opened")
     run.rename(run.with_name("abc.kept"))
-    with train_lock(run):  # another trainer makes the folder anew and trains
-        waiter.go_on("opened")
-        time.sleep(2)  # time for the waiter to reach its next pause, were it not waiting
-        assert not (waiter.pauses / "locked").exists(), "two trainers of one run folder at once"
-    assert waiter.reached("locked")
-    waiter.go_on("locked")
-    waiter.ended()
+    waits_for_the_new_holder(waiter, lambda: train_lock(run), "two trainers of one run folder at once")
 
 
 def test_a_trainer_waiting_for_a_run_folder_removed_meanwhile_makes_it_again(tmp_path):
